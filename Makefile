@@ -1,0 +1,44 @@
+# make demo: set up, make synthetic data, train the CPU preset, predict, evaluate, report.
+# make test: set up if needed, then the test suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DATA := data/synth
+DEMO_RUN := runs/demo
+DEMO_CONFIG ?= configs/cam/synthetic_cpu.yaml
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+$(DEMO_DATA)/classes.txt: | $(STAMP)
+	$(BIN)/wsss synth $(DEMO_DATA) --train 800 --val 200 --size 128 --seed 0
+
+demo: $(STAMP) $(DEMO_DATA)/classes.txt
+	$(BIN)/wsss check-data $(DEMO_DATA)
+	$(BIN)/wsss train $(DEMO_CONFIG) run.dir=$(DEMO_RUN) data.root=$(DEMO_DATA)
+	$(BIN)/wsss cam $(DEMO_RUN) --split val
+	$(BIN)/wsss pseudo $(DEMO_RUN) --split val --refine par
+	$(BIN)/wsss predict $(DEMO_RUN) --split val
+	$(BIN)/wsss eval $(DEMO_RUN)/cam_labels/val --data-root $(DEMO_DATA) --split val --json $(DEMO_RUN)/eval_cam.json
+	$(BIN)/wsss eval $(DEMO_RUN)/pseudo/val --data-root $(DEMO_DATA) --split val --pseudo --json $(DEMO_RUN)/eval_pseudo.json
+	$(BIN)/wsss report $(DEMO_RUN)
+	$(BIN)/wsss eval $(DEMO_RUN)/predictions/val --data-root $(DEMO_DATA) --split val --json $(DEMO_RUN)/eval_seg.json
+	@echo "report: $(DEMO_RUN)/report/index.html"
+
+clean:
+	rm -rf $(DEMO_RUN) $(DEMO_DATA)

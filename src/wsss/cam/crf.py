@@ -1,0 +1,200 @@
+"""Dense CRF post-processing with pydensecrf (methods.md 2.11, 8.5; golden ``dense_crf.npz``).
+
+- :func:`dense_crf`: the official ``DenseCRF`` call (unary ``-log(clip(prob, 1e-5))`` from
+  ``unary_from_softmax``, a Gaussian and a bilateral pairwise term, ``iters`` mean-field steps);
+  returns the marginals Q.
+- :func:`crf_label`: CRF restricted to a subset of channels (background + the classes that may
+  appear), mapped back to class ids.
+- :class:`CRFParams`: the named parameter sets of the anchors (methods.md 8.5).
+- :class:`CRFPool`: runs :func:`crf_label` over a stream of images in worker processes, in order,
+  with a bounded number of images in flight.
+
+This module does not import torch: the worker processes only need numpy and pydensecrf.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CRFParams:
+    """Dense CRF parameters (methods.md 8.5). Presets: ``SEG``, ``TOCO_LABEL``, ``PSA``.
+
+    - ``SEG``: segmentation inference of ToCo/SeCo (10; 1,1; 121,5,4).
+    - ``TOCO_LABEL``: ToCo's CRF pseudo labels, ``infer_cam_crf_label`` (10; 3,3; 36,3,4).
+    - ``PSA``: PSA / SC-CAM / RCA CAM CRF (10; 3,3; 80,13,10).
+
+    Order in the tuples above: iters; pos_xy_std, pos_w; bi_xy_std, bi_rgb_std, bi_w.
+    """
+
+    iters: int = 10
+    pos_xy_std: float = 1
+    pos_w: float = 1
+    bi_xy_std: float = 121
+    bi_rgb_std: float = 5
+    bi_w: float = 4
+
+    SEG: ClassVar[CRFParams]
+    TOCO_LABEL: ClassVar[CRFParams]
+    PSA: ClassVar[CRFParams]
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The parameters as keyword arguments of :func:`dense_crf`."""
+        return asdict(self)
+
+
+CRFParams.SEG = CRFParams(iters=10, pos_xy_std=1, pos_w=1, bi_xy_std=121, bi_rgb_std=5, bi_w=4)
+CRFParams.TOCO_LABEL = CRFParams(iters=10, pos_xy_std=3, pos_w=3, bi_xy_std=36, bi_rgb_std=3, bi_w=4)
+CRFParams.PSA = CRFParams(iters=10, pos_xy_std=3, pos_w=3, bi_xy_std=80, bi_rgb_std=13, bi_w=10)
+
+
+def dense_crf(
+    image: np.ndarray,
+    prob: np.ndarray,
+    *,
+    iters: int = 10,
+    pos_xy_std: float = 1,
+    pos_w: float = 1,
+    bi_xy_std: float = 121,
+    bi_rgb_std: float = 5,
+    bi_w: float = 4,
+) -> np.ndarray:
+    """Dense CRF marginals (methods.md 2.11; golden ``dense_crf.npz``).
+
+    Args:
+        image: (H, W, 3) uint8 RGB (HWC, the order image readers return).
+        prob: (K, H, W) class probabilities (a softmax); cast to float32.
+        iters, pos_xy_std, pos_w, bi_xy_std, bi_rgb_std, bi_w: mean-field steps, Gaussian
+            (sxy, compat) and bilateral (sxy, srgb, compat) terms. Defaults: ``CRFParams.SEG``.
+
+    Returns:
+        Q (K, H, W) float32, the CRF marginals; ``Q.argmax(0)`` is the label.
+    """
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_softmax
+
+    prob = np.asarray(prob, dtype=np.float32)
+    image = np.asarray(image)
+    if prob.ndim != 3 or image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != prob.shape[1:]:
+        raise ValueError(
+            f"dense_crf expects image (H,W,3) and prob (K,H,W) of the same H,W, got {image.shape} and {prob.shape}"
+        )
+    if image.dtype != np.uint8:
+        raise ValueError(f"dense_crf expects a uint8 image, got {image.dtype}")
+    k, h, w = prob.shape
+    unary = np.ascontiguousarray(unary_from_softmax(prob))
+    crf = dcrf.DenseCRF2D(w, h, k)
+    crf.setUnaryEnergy(unary)
+    crf.addPairwiseGaussian(sxy=pos_xy_std, compat=pos_w)
+    crf.addPairwiseBilateral(sxy=bi_xy_std, srgb=bi_rgb_std, rgbim=np.ascontiguousarray(image), compat=bi_w)
+    q = crf.inference(int(iters))
+    return np.asarray(q, dtype=np.float32).reshape(k, h, w)
+
+
+def crf_label(
+    image: np.ndarray,
+    prob: np.ndarray,
+    present: Sequence[int] | np.ndarray | None = None,
+    params: CRFParams | None = None,
+    **overrides: Any,
+) -> np.ndarray:
+    """CRF label map over a subset of channels (methods.md 2.11, 8.5).
+
+    ``prob`` is (C, H, W) over all classes (channel = class id). Only the channels in ``present``
+    (e.g. background + the image's classes; all channels if None) enter the CRF, after
+    renormalising them to sum to 1 per pixel, so an absent class can never be output. The argmax is
+    mapped back to class ids. Parameters: ``params`` (default ``CRFParams.SEG``), with keyword
+    ``overrides`` of :func:`dense_crf` (e.g. ``iters=5``). Returns (H, W) int64.
+    """
+    prob = np.asarray(prob, dtype=np.float32)
+    if present is None:
+        ids = np.arange(prob.shape[0], dtype=np.int64)
+    else:
+        ids = np.unique(np.asarray(present, dtype=np.int64))  # sorted, deduplicated
+        if ids.size == 0:
+            raise ValueError("crf_label: `present` is empty")
+        if ids.min() < 0 or ids.max() >= prob.shape[0]:
+            raise ValueError(f"crf_label: present ids {ids.tolist()} out of range for {prob.shape[0]} channels")
+    h, w = prob.shape[1:]
+    if ids.size == 1:
+        return np.full((h, w), ids[0], dtype=np.int64)
+    sub = prob[ids]
+    if present is not None:
+        sub = sub / np.maximum(sub.sum(axis=0, keepdims=True), np.float32(1e-12))
+    kwargs = (params or CRFParams.SEG).as_kwargs()
+    unknown = set(overrides) - set(kwargs)
+    if unknown:
+        raise TypeError(f"crf_label: unknown CRF parameters {sorted(unknown)}")
+    kwargs.update(overrides)
+    q = dense_crf(image, sub, **kwargs)
+    return ids[q.argmax(axis=0)]
+
+
+def _crf_task(args: tuple[Hashable, np.ndarray, np.ndarray, Any, dict[str, Any]]) -> tuple[Hashable, np.ndarray]:
+    key, image, prob, present, kwargs = args
+    return key, crf_label(image, prob, present, **kwargs)
+
+
+class CRFPool:
+    """Run :func:`crf_label` over many images in worker processes (methods.md 2.11).
+
+    ``CRFPool(workers, params)``; ``workers=0`` runs in-process (no pool). ``imap(items)`` takes an
+    iterable of ``(key, image, prob, present)`` and yields ``(key, label)`` **in input order**. At
+    most ``max_pending`` items (default ``4 * workers``) are in flight, so a long stream never sits
+    in memory at once. The pool uses the ``spawn`` start method (safe with threads and CUDA in the
+    parent); scripts that use it must guard their entry point with ``if __name__ == "__main__"``.
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, workers: int = 0, params: CRFParams | None = None, max_pending: int | None = None) -> None:
+        if workers < 0:
+            raise ValueError(f"CRFPool: workers must be >= 0, got {workers}")
+        self.workers = int(workers)
+        self.params = params or CRFParams.SEG
+        self.max_pending = int(max_pending) if max_pending else max(1, 4 * self.workers)
+        self._executor: ProcessPoolExecutor | None = None
+        if self.workers > 0:
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+            )
+
+    def imap(
+        self, items: Iterable[tuple[Hashable, np.ndarray, np.ndarray, Sequence[int] | np.ndarray | None]]
+    ) -> Iterator[tuple[Hashable, np.ndarray]]:
+        """Yield ``(key, label)`` for each ``(key, image, prob, present)``, in order."""
+        kwargs = {"params": self.params}
+        if self._executor is None:
+            for key, image, prob, present in items:
+                yield key, crf_label(image, prob, present, **kwargs)
+            return
+        pending: deque[Future] = deque()
+        try:
+            for key, image, prob, present in items:
+                if len(pending) >= self.max_pending:
+                    yield pending.popleft().result()
+                pending.append(self._executor.submit(_crf_task, (key, image, prob, present, kwargs)))
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:  # consumer stopped early or an error occurred
+                fut.cancel()
+
+    def close(self) -> None:
+        """Shut the worker processes down (waits for running tasks)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> CRFPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

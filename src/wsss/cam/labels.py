@@ -1,0 +1,256 @@
+"""From class activation maps to (pseudo) labels (methods.md 2.6, 2.8 and 3.2).
+
+Conventions shared by every function here (golden README, "General conventions"):
+
+- ``cam`` is (B, C-1, H, W): one channel per **foreground** class; ``cls_label`` is the multi-hot
+  (B, C-1) image label. Foreground channel c (0-based) is label id c+1; 0 is background.
+- ``img_box`` rows are ``[h0, h1, w0, w1]``: the valid region is rows h0:h1, columns w0:w1 (end
+  excluded, Python-slice semantics, so coordinates past the map are clipped). Pixels outside the
+  box get ``ignore_index``. Boxes may be a tensor, an array or a list of 4-sequences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .par import PAR
+
+IMAGENET_MEAN_255: tuple[float, float, float] = (123.675, 116.28, 103.53)
+IMAGENET_STD_255: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+BoxLike = torch.Tensor | np.ndarray | Sequence[Sequence[int]]
+
+
+def _as_box_tensor(img_box: BoxLike, device: torch.device | str) -> torch.Tensor:
+    box = img_box if torch.is_tensor(img_box) else torch.as_tensor(np.asarray(img_box))
+    return box.to(device=device, dtype=torch.long).reshape(-1, 4)
+
+
+def _apply_box(label: torch.Tensor, img_box: BoxLike | None, ignore_index: int) -> torch.Tensor:
+    """Set ``ignore_index`` outside each image's box; ``label`` is (B, H, W)."""
+    if img_box is None:
+        return label
+    n = _as_box_tensor(img_box, label.device).shape[0]
+    if n != label.shape[0]:
+        raise ValueError(f"img_box has {n} rows but the batch has {label.shape[0]} images")
+    inside = box_mask(img_box, tuple(label.shape[-2:]), device=label.device)
+    return label.masked_fill(~inside, ignore_index)
+
+
+def box_mask(img_box: BoxLike, size: tuple[int, int], device: torch.device | str | None = None) -> torch.Tensor:
+    """Boolean (B, H, W) mask, True inside each ``[h0, h1, w0, w1]`` box (methods.md 2.4, 2.6).
+
+    Same semantics as slicing ``[h0:h1, w0:w1]`` with non-negative coordinates: the end is excluded
+    and coordinates larger than the map are clipped.
+    """
+    if device is None:
+        device = img_box.device if torch.is_tensor(img_box) else "cpu"
+    dev = torch.device(device)
+    box = _as_box_tensor(img_box, dev)
+    h, w = int(size[0]), int(size[1])
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    h0, h1, w0, w1 = (box[:, i].view(-1, 1, 1) for i in range(4))
+    return (rows >= h0) & (rows < h1) & (cols >= w0) & (cols < w1)
+
+
+def scale_img_box(
+    img_box: BoxLike,
+    from_hw: tuple[int, int],
+    to_hw: tuple[int, int],
+    mode: str = "round",
+) -> torch.Tensor:
+    """Rescale ``[h0, h1, w0, w1]`` boxes from a ``from_hw`` map to a ``to_hw`` map (methods.md 2.9).
+
+    Used for the PTC target, where the box of the 448-pixel crop must be applied to the 28x28
+    token map. ``mode`` decides the partially covered cells: ``"round"`` keeps a cell when at least
+    half of it is valid, ``"outer"`` keeps every cell that touches the valid region, ``"inner"``
+    keeps only fully valid cells. The official code applies the **unscaled** pixel box to the token
+    map (a quirk, golden ``ptc.npz``); to reproduce it, pass the unscaled box to ``cam_to_label``.
+    Returns a (B, 4) long tensor.
+    """
+    box = _as_box_tensor(img_box, img_box.device if torch.is_tensor(img_box) else "cpu").to(torch.float64)
+    sh = to_hw[0] / from_hw[0]
+    sw = to_hw[1] / from_hw[1]
+    scale = torch.tensor([sh, sh, sw, sw], dtype=torch.float64, device=box.device)
+    x = box * scale
+    if mode == "round":
+        out = torch.floor(x + 0.5)
+    elif mode == "outer":
+        out = torch.cat([torch.floor(x[:, 0:1]), torch.ceil(x[:, 1:2]), torch.floor(x[:, 2:3]), torch.ceil(x[:, 3:4])], 1)
+    elif mode == "inner":
+        out = torch.cat([torch.ceil(x[:, 0:1]), torch.floor(x[:, 1:2]), torch.ceil(x[:, 2:3]), torch.floor(x[:, 3:4])], 1)
+    else:
+        raise ValueError(f"scale_img_box: unknown mode {mode!r} (round, outer or inner)")
+    limit = torch.tensor([to_hw[0], to_hw[0], to_hw[1], to_hw[1]], dtype=torch.float64, device=box.device)
+    out = torch.minimum(torch.clamp(out, min=0), limit)
+    return out.to(torch.long)
+
+
+def _valid_cam_max(cam: torch.Tensor, cls_label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if cam.dim() != 4 or cls_label.dim() != 2 or cls_label.shape != cam.shape[:2]:
+        raise ValueError(
+            f"expected cam (B,C-1,H,W) and cls_label (B,C-1), got {tuple(cam.shape)} and {tuple(cls_label.shape)}"
+        )
+    valid_cam = cam * cls_label.to(device=cam.device).unsqueeze(-1).unsqueeze(-1)
+    value, idx = valid_cam.max(dim=1)
+    return valid_cam, value, idx + 1
+
+
+def cam_to_label(
+    cam: torch.Tensor,
+    cls_label: torch.Tensor,
+    img_box: BoxLike | None = None,
+    ignore_mid: bool = False,
+    bkg_thre: float = 0.5,
+    high_thre: float = 0.7,
+    low_thre: float = 0.25,
+    ignore_index: int = 255,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CAM -> label map (methods.md 2.6, golden ``cam_to_label.npz``).
+
+    ``valid_cam = cam * cls_label``; label = argmax over classes + 1, and 0 where the max is
+    ``<= bkg_thre``. With ``ignore_mid`` (training): max ``> high_thre`` -> class,
+    ``low_thre < max <= high_thre`` -> ``ignore_index``, ``<= low_thre`` -> 0 (``bkg_thre`` then has
+    no effect). Outside ``img_box`` (if given) -> ``ignore_index``. Note that the official code only
+    applies ``ignore_mid`` when a box is given; here it applies whenever it is set.
+
+    Returns ``(valid_cam (B,C-1,H,W), label (B,H,W) int64)``.
+    """
+    valid_cam, value, label = _valid_cam_max(cam, cls_label)
+    label = label.masked_fill(value <= bkg_thre, 0)
+    if ignore_mid:
+        label = label.masked_fill(value <= high_thre, ignore_index)
+        label = label.masked_fill(value <= low_thre, 0)
+    return valid_cam, _apply_box(label, img_box, ignore_index)
+
+
+def cam_to_roi_mask(
+    cam: torch.Tensor,
+    cls_label: torch.Tensor,
+    img_box: BoxLike | None = None,
+    ignore_mid: bool = True,
+    bkg_thre: float = 0.5,
+    high_thre: float = 0.7,
+    low_thre: float = 0.25,
+    ignore_index: int = 255,
+) -> torch.Tensor:
+    """CAM -> region-of-interest mask for SeCo's decomposition (methods.md 3.2 step 4).
+
+    The same rule as :func:`cam_to_label` except that uncertain pixels get **-1**: max
+    ``> high_thre`` -> class id; ``low_thre < max <= high_thre`` -> -1; ``<= low_thre`` -> 0;
+    outside ``img_box`` -> ``ignore_index`` (golden ``csc_tags.npz``, ``roi_mask``). Without
+    ``ignore_mid`` it is the plain ``bkg_thre`` label. Returns (B,H,W) int64.
+    """
+    _, value, label = _valid_cam_max(cam, cls_label)
+    label = label.masked_fill(value <= bkg_thre, 0)
+    if ignore_mid:
+        label = label.masked_fill(value <= high_thre, -1)
+        label = label.masked_fill(value <= low_thre, 0)
+    return _apply_box(label, img_box, ignore_index)
+
+
+def denormalize_image(
+    x: torch.Tensor,
+    mean: Sequence[float] = IMAGENET_MEAN_255,
+    std: Sequence[float] = IMAGENET_STD_255,
+    truncate_uint8: bool = True,
+) -> torch.Tensor:
+    """Undo the input normalisation, back to [0, 1] (methods.md 2.8, golden ``denormalize_img2.npz``).
+
+    ``x`` is (B,3,H,W) normalised with ``mean``/``std`` given on the 0..255 scale, channel 0 first
+    (R, G, B). Computes ``x*std + mean`` in ``x``'s dtype; with ``truncate_uint8`` (the official
+    behaviour) the result is cast to uint8 by truncation, as ``Tensor.to(torch.uint8)`` does, and then
+    divided by 255, so values lie in {k/255} and a few sit one step below the original pixel.
+    Without it, the result is ``(x*std + mean)/255`` unrounded. Output dtype = ``x.dtype``.
+    """
+    shape = (1, -1, 1, 1) if x.dim() == 4 else (-1, 1, 1)
+    m = torch.tensor(list(mean), dtype=x.dtype, device=x.device).view(shape)
+    s = torch.tensor(list(std), dtype=x.dtype, device=x.device).view(shape)
+    y = x * s + m
+    if truncate_uint8:
+        # Truncation toward zero, like the official ``.type(torch.uint8)``. The clamp changes
+        # nothing for in-range values and keeps out-of-range ones from wrapping around.
+        y = y.clamp(0, 255).to(torch.uint8).to(x.dtype)
+    return y / 255.0
+
+
+def _present_channel_table(cls_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the channel ids [0 (bg); present fg ids], left-aligned and padded.
+
+    Returns ``keys`` (B, K) long (padded with 0) and ``valid`` (B, K) bool, K = 1 + max #present.
+    """
+    b = cls_labels.shape[0]
+    bg = torch.ones(b, 1, dtype=torch.bool, device=cls_labels.device)
+    present = torch.cat([bg, cls_labels != 0], dim=1)  # (B, C)
+    count = present.sum(dim=1)
+    k = int(count.max())
+    order = torch.argsort((~present).to(torch.int8), dim=1, stable=True)[:, :k]  # present first, ascending
+    valid = torch.arange(k, device=cls_labels.device).unsqueeze(0) < count.unsqueeze(1)
+    keys = torch.where(valid, order, torch.zeros_like(order))
+    return keys, valid
+
+
+def refine_cams_with_bkg(
+    par: PAR,
+    image_denorm: torch.Tensor,
+    cams: torch.Tensor,
+    cls_labels: torch.Tensor,
+    high_thre: float,
+    low_thre: float,
+    ignore_index: int = 255,
+    img_box: BoxLike | None = None,
+    down_scale: int = 2,
+) -> torch.Tensor:
+    """Online pseudo label for the segmentation head, with PAR (methods.md 2.8).
+
+    Re-implements ``refine_cams_with_bkg_v2`` (golden ``refine_cams_with_bkg_v2.npz``):
+
+    1. the image (B,3,H,W) in [0,1] and the stacks [bg; cams] are downsampled to
+       (H//down_scale, W//down_scale) (bilinear, align_corners=False), the bg channel being the
+       constant ``high_thre`` in one stack and ``low_thre`` in the other;
+    2. only bg + the present classes are kept, then a softmax over those channels;
+    3. PAR at low resolution, upsample to (H,W) (bilinear, align_corners=False), argmax, map back
+       to class ids;
+    4. label = high-stack label; 255 where it is bg; 0 where both stacks say bg; ``ignore_index``
+       outside ``img_box``.
+
+    Batched: the present-class subsets are left-aligned into K = 1 + max #present channels and
+    the padding channels get a -inf score, so they are exactly 0 after the softmax and never win the
+    argmax. Both stacks share one PAR affinity. ``cams`` are expected to be the ``valid_cam`` of
+    :func:`cam_to_label` (absent classes zero). Returns (B,H,W) int64.
+    """
+    b, _, h, w = cams.shape
+    size = (h // down_scale, w // down_scale)
+    dtype = cams.dtype
+    image_small = F.interpolate(image_denorm, size=size, mode="bilinear", align_corners=False)
+    bkg = torch.empty(b, 2, h, w, dtype=dtype, device=cams.device)
+    bkg[:, 0] = high_thre
+    bkg[:, 1] = low_thre
+    bkg_small = F.interpolate(bkg, size=size, mode="bilinear", align_corners=False)
+    cams_small = F.interpolate(cams, size=size, mode="bilinear", align_corners=False)
+
+    keys, valid = _present_channel_table(cls_labels.to(cams.device))
+    k = keys.shape[1]
+    refined = []
+    for j in range(2):  # high, low
+        stack = torch.cat([bkg_small[:, j : j + 1], cams_small], dim=1)  # (B, C, h', w')
+        sel = torch.gather(stack, 1, keys.view(b, k, 1, 1).expand(b, k, *size))
+        sel = sel.masked_fill(~valid.view(b, k, 1, 1), float("-inf"))
+        refined.append(torch.softmax(sel, dim=1))
+    masks = par(image_small, torch.cat(refined, dim=1))  # one affinity for both stacks
+    masks = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
+
+    labels = []
+    for j in range(2):
+        arg = masks[:, j * k : (j + 1) * k].argmax(dim=1)  # (B,H,W) index into keys
+        labels.append(torch.gather(keys, 1, arg.view(b, -1)).view(b, h, w))
+    label_h, label_l = (_apply_box(lab, img_box, ignore_index) for lab in labels)
+    label = label_h.masked_fill(label_h == 0, ignore_index)
+    label = label.masked_fill((label_h == 0) & (label_l == 0), 0)
+    return label
+

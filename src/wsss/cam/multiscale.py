@@ -1,0 +1,140 @@
+"""Multi-scale + flip inference for CAMs and segmentation logits (methods.md 2.5, 2.11, 3.10).
+
+Both helpers take a plain callable, so they work with any model: ``cam_fn`` / ``seg_fn`` receive a
+batch that holds the images followed by their horizontal flips, (2B,3,h,w), and return maps for
+that batch. Everything follows the input's dtype and device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+CamOutput = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def minmax_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-image, per-channel min-max normalisation of (B,K,H,W) maps (methods.md 2.5).
+
+    ``cam = cam - min_hw(cam); cam = cam / (max_hw(cam) + eps)``, so the result lies in [0, 1).
+    """
+    cam = cam - cam.amin(dim=(-2, -1), keepdim=True)
+    return cam / (cam.amax(dim=(-2, -1), keepdim=True) + eps)
+
+
+def _scaled_size(h: int, w: int, s: float, square_size: int | None) -> tuple[int, int]:
+    if square_size is not None:
+        side = int(square_size * s)
+        return side, side
+    return int(s * h), int(s * w)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+_FUSIONS = ("max", "sum", "mean")
+
+
+def _check_fusion(name: str, how: str) -> None:
+    if how not in _FUSIONS:
+        raise ValueError(f"unknown {name} {how!r} (max, sum or mean)")
+
+
+def _fuse(a: torch.Tensor, b: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "max":
+        return torch.maximum(a, b)
+    if how == "sum":
+        return a + b
+    return (a + b) / 2  # "mean"
+
+
+@torch.no_grad()
+def multi_scale_cam(
+    cam_fn: Callable[[torch.Tensor], CamOutput],
+    images: torch.Tensor,
+    scales: Sequence[float],
+    *,
+    flip_fuse: str = "max",
+) -> CamOutput:
+    """Multi-scale, flip-fused, min-max normalised CAMs (methods.md 2.5, ``multi_scale_cam2``).
+
+    For each scale s, in the given order: resize ``images`` (B,3,H,W) to (int(s*H), int(s*W))
+    (bilinear, align_corners=False; no resize at s = 1), concatenate with the horizontal flip, call
+    ``cam_fn`` on the (2B,3,h,w) batch, upsample every returned map to (H,W) (bilinear,
+    align_corners=False), fuse each image with its flipped-back twin (``flip_fuse``: elementwise
+    ``"max"`` as in ToCo/SeCo, or ``"sum"``/``"mean"``) and apply a ReLU. The scales are summed and
+    each image/channel is min-max normalised (:func:`minmax_normalize`, eps 1e-5).
+
+    ``cam_fn`` may return one tensor or a tuple of (2B,K,h',w') tensors (e.g. ``(cam_aux, cam)``);
+    the result has the same structure and order, each (B,K,H,W) in [0,1). The official function
+    always runs scale 1.0 first, whatever the list says: pass scales starting with 1.0 (the
+    ToCo/SeCo configs do) to get the same summation order. Runs under ``torch.no_grad()``.
+    """
+    if not scales:
+        raise ValueError("multi_scale_cam needs at least one scale")
+    _check_fusion("flip_fuse", flip_fuse)
+    b, _, h, w = images.shape
+    acc: list[list[torch.Tensor]] | None = None
+    single = False
+    for s in scales:
+        x = _resize(images, _scaled_size(h, w, float(s), None))
+        out = cam_fn(torch.cat([x, x.flip(-1)], dim=0))
+        if torch.is_tensor(out):
+            single, outs = True, (out,)
+        else:
+            outs = tuple(out)
+        if acc is None:
+            acc = [[] for _ in outs]
+        elif len(outs) != len(acc):
+            raise ValueError("cam_fn returned a different number of maps at different scales")
+        for i, m in enumerate(outs):
+            m = _resize(m, (h, w))
+            acc[i].append(F.relu(_fuse(m[:b], m[b:].flip(-1), flip_fuse)))
+    assert acc is not None
+    fused = [minmax_normalize(torch.stack(maps, dim=0).sum(dim=0)) for maps in acc]
+    return fused[0] if single else tuple(fused)
+
+
+@torch.no_grad()
+def multi_scale_logits(
+    seg_fn: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    scales: Sequence[float],
+    out_size: tuple[int, int],
+    *,
+    flip_fuse: str = "sum",
+    scale_fuse: str = "max",
+    square_size: int | None = None,
+) -> torch.Tensor:
+    """Multi-scale + flip segmentation logits for inference (methods.md 2.11, 3.10).
+
+    For each scale s: resize ``images`` (B,3,H,W) to (int(s*H), int(s*W)) (bilinear,
+    align_corners=False), or to the square (int(square_size*s),)*2 when ``square_size`` is given
+    (``square_size=448`` reproduces SeCo's VOC script, which does not keep the aspect); run
+    ``seg_fn`` on [x; flip(x)]; upsample the logits to ``out_size`` (bilinear, align_corners=False);
+    fuse the flip (``"sum"`` as in ToCo/SeCo, or ``"max"``/``"mean"``). The scales are then fused by
+    ``scale_fuse``: elementwise ``"max"`` (ToCo/SeCo), ``"sum"`` or ``"mean"``. Returns raw fused
+    logits (B,C,*out_size); runs under ``torch.no_grad()``.
+    """
+    if not scales:
+        raise ValueError("multi_scale_logits needs at least one scale")
+    _check_fusion("flip_fuse", flip_fuse)
+    _check_fusion("scale_fuse", scale_fuse)
+    b, _, h, w = images.shape
+    out_size = (int(out_size[0]), int(out_size[1]))
+    per_scale = []
+    for s in scales:
+        x = _resize(images, _scaled_size(h, w, float(s), square_size))
+        logits = _resize(seg_fn(torch.cat([x, x.flip(-1)], dim=0)), out_size)
+        per_scale.append(_fuse(logits[:b], logits[b:].flip(-1), flip_fuse))
+    stacked = torch.stack(per_scale, dim=0)
+    if scale_fuse == "max":
+        return stacked.max(dim=0).values
+    if scale_fuse == "sum":
+        return stacked.sum(dim=0)
+    return stacked.mean(dim=0)

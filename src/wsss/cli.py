@@ -1,0 +1,209 @@
+"""The ``wsss`` command line: a thin layer over the public API (interface.md, "Commands").
+
+Every command fails with a message naming the file and the problem, and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+EPILOG = "Docs: README.md. Each command has --help."
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected numbers like '1.0,1.25,1.5', got {text!r}") from e
+
+
+def cmd_synth(a: argparse.Namespace) -> int:
+    from wsss.data import generate_synthetic
+
+    counts = generate_synthetic(a.out, n_train=a.train, n_val=a.val, size=a.size, seed=a.seed, n_workers=a.workers)
+    print(f"wrote {a.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def cmd_check_data(a: argparse.Namespace) -> int:
+    from wsss.data import check_dataset
+
+    report = check_dataset(a.root, a.split)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from wsss.data import check_dataset
+    from wsss.engine.config import load_config
+    from wsss.engine.trainer import train
+
+    cfg = load_config(a.config, a.overrides)
+    if not a.skip_check:
+        for split in (cfg.data.train_split, cfg.data.val_split):
+            if split:
+                report = check_dataset(cfg.data.root, split)
+                if not report.ok:
+                    print(report.format(), file=sys.stderr)
+                    print(f"error: {cfg.data.root} failed check-data (split {split}); fix it or pass --skip-check",
+                          file=sys.stderr)  # fmt: skip
+                    return 1
+    out = train(cfg, progress=not a.quiet)
+    print(f"run {cfg.run.dir}: step {out['step']}" + (f", best val mIoU {out['best']:.2f}" if out.get("best") else ""))
+    return 0
+
+
+def _load(a: argparse.Namespace):
+    from wsss.engine.inference import load_run
+
+    return load_run(a.run, checkpoint=a.checkpoint, device=a.device)
+
+
+def cmd_cam(a: argparse.Namespace) -> int:
+    from wsss.engine.inference import run_cam
+
+    run = _load(a)
+    if a.scales:
+        run.cfg.infer.cam_scales = a.scales
+    out = run_cam(run, a.split, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet)
+    print(f"CAMs in {run.dir / 'cams' / a.split}, seeds in {out}")
+    return 0
+
+
+def cmd_pseudo(a: argparse.Namespace) -> int:
+    from wsss.engine.inference import run_pseudo
+
+    run = _load(a)
+    out = run_pseudo(run, a.split, refine=a.refine, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet)
+    print(f"pseudo labels in {out}")
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from wsss.engine.inference import run_predict
+
+    run = _load(a)
+    if a.crf_workers is not None:
+        run.cfg.infer.crf_workers = a.crf_workers
+    out = run_predict(
+        run, a.split, root=a.data_root, crf=a.crf, scales=a.scales, overwrite=a.overwrite, progress=not a.quiet
+    )
+    print(f"predictions in {out}")
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from wsss.evaluation import evaluate
+    from wsss.utils.io import atomic_write
+
+    result = evaluate(a.pred_dir, a.data_root, a.split, pseudo=a.pseudo)
+    print(result.format_table())
+    if a.json:
+        with atomic_write(a.json, "w") as f:
+            json.dump(result.to_json(), f, indent=2)
+        print(f"metrics written to {a.json}")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from wsss.report import write_report
+
+    path = write_report(a.run, split=a.split, data_root=a.data_root, max_images=a.max_images)
+    print(f"report: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="wsss", description="Weakly supervised semantic segmentation from image-level labels.", epilog=EPILOG
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synth", help="write a synthetic co-occurrence dataset (VOC layout)")
+    s.add_argument("out", help="output dataset root")
+    s.add_argument("--train", type=int, default=800, help="training images (default 800)")
+    s.add_argument("--val", type=int, default=200, help="validation images (default 200)")
+    s.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=0, help="worker processes (0 = in-process)")
+    s.set_defaults(fn=cmd_synth)
+
+    s = sub.add_parser("check-data", help="validate a dataset; exit 1 on problems")
+    s.add_argument("root")
+    s.add_argument("--split", default=None, help="one split (default: every split file)")
+    s.set_defaults(fn=cmd_check_data)
+
+    s = sub.add_parser("train", help="train (or resume) a run from a YAML config")
+    s.add_argument("config", help="configs/<method>/<preset>.yaml")
+    s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=/d train.max_iters=100")
+    s.add_argument("--skip-check", action="store_true", help="do not run check-data before training")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(fn=cmd_train)
+
+    def run_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("run", help="run directory (holds config.yaml and checkpoints/)")
+        s.add_argument("--split", required=True)
+        s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
+        s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
+        s.add_argument("--device", default=None)
+        s.add_argument("--overwrite", action="store_true", help="redo ids whose output exists")
+        s.add_argument("--quiet", action="store_true")
+
+    s = sub.add_parser("cam", help="multi-scale + flip CAMs and CAM seeds of a trained run")
+    run_args(s)
+    s.add_argument("--scales", type=_floats, default=None, help="e.g. 1.0,0.5,1.5 (default: infer.cam_scales)")
+    s.set_defaults(fn=cmd_cam)
+
+    s = sub.add_parser("pseudo", help="pseudo labels from the saved CAMs")
+    run_args(s)
+    s.add_argument("--refine", choices=("par", "crf", "none"), default="par")
+    s.set_defaults(fn=cmd_pseudo)
+
+    s = sub.add_parser("predict", help="segmentation masks (multi-scale + flip, optional DenseCRF)")
+    run_args(s)
+    s.add_argument("--scales", type=_floats, default=None, help="e.g. 1.0,1.25,1.5 (default: infer.scales)")
+    s.add_argument("--crf", action="store_true", help="DenseCRF over the classes that can appear")
+    s.add_argument("--crf-workers", type=int, default=None, help="CRF processes (default: infer.crf_workers)")
+    s.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("eval", help="mIoU table and co-occurrence diagnostics of a folder of label PNGs")
+    s.add_argument("pred_dir")
+    s.add_argument("--data-root", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--pseudo", action="store_true", help="score pseudo labels (255 = left undecided)")
+    s.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("report", help="HTML report of a run: metrics, curves, image grids")
+    s.add_argument("run")
+    s.add_argument("--split", default=None, help="split to show (default: the run's val split)")
+    s.add_argument("--data-root", default=None)
+    s.add_argument("--max-images", type=int, default=12)
+    s.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from wsss.engine.config import ConfigError
+    from wsss.engine.trainer import TrainingDiverged
+    from wsss.models.backbones import WeightLoadError
+    from wsss.utils.io import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (DataError, ConfigError, WeightLoadError, TrainingDiverged, FileNotFoundError, KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    except KeyboardInterrupt:
+        print("interrupted; finished outputs are kept, rerun the same command to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

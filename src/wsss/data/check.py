@@ -1,0 +1,342 @@
+"""``wsss check-data``: validate a dataset in the VOC layout before spending hours training on it.
+
+Checks, for every id of the split(s): the image is present and decodes fully (truncated files are
+caught); the mask, where the dataset has masks, is present, readable, single-channel or palette,
+the image's size, and holds only class indices 0..C-1 or 255; classes.txt is valid;
+cls_labels.npy is a dict of float multi-hot vectors of length C-1 covering every id and agreeing
+with the masks. Every problem message starts with the offending file's path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from wsss.data.classes import CLASSES_FILE, VOC_CLASSES, read_classes
+from wsss.data.voc import CLS_LABELS_FILE, IMAGE_DIR, IMAGE_EXTS, MASK_DIRS, SPLIT_DIR, available_splits
+from wsss.utils.io import DataError, read_label_png
+
+PROGRESS_MIN = 200  # show a progress bar above this many images
+
+
+@dataclass
+class CheckReport:
+    """Result of ``check_dataset``. ``problems`` holds at most ``max_problems`` messages;
+    ``n_problems`` counts all of them."""
+
+    root: Path
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    n_problems: int = 0
+    n_images: int = 0
+    n_masks: int = 0
+    class_counts: dict[str, int] = field(default_factory=dict)  # images per class (from the labels)
+    splits: dict[str, int] = field(default_factory=dict)  # split -> number of ids
+    class_names: list[str] = field(default_factory=list)
+    label_source: str = ""
+    max_problems: int = 50
+
+    @property
+    def ok(self) -> bool:
+        return self.n_problems == 0
+
+    def add(self, msg: str) -> None:
+        self.n_problems += 1
+        if len(self.problems) < self.max_problems:
+            self.problems.append(msg)
+
+    def warn(self, msg: str) -> None:
+        if len(self.warnings) < self.max_problems:
+            self.warnings.append(msg)
+
+    def format(self) -> str:
+        lines = [f"dataset: {self.root}"]
+        if self.splits:
+            lines.append("splits: " + ", ".join(f"{s} ({n} ids)" for s, n in self.splits.items()))
+        if self.class_names:
+            lines.append(f"classes: {len(self.class_names)} incl. background ({', '.join(self.class_names[:8])}"
+                         + (", ..." if len(self.class_names) > 8 else "") + ")")
+        lines.append(f"images: {self.n_images}, masks: {self.n_masks}"
+                     + (f", image labels from {self.label_source}" if self.label_source else ""))
+        if self.class_counts:
+            width = max(len(k) for k in self.class_counts)
+            lines.append("images per class:")
+            lines += [f"  {k:<{width}}  {v}" for k, v in self.class_counts.items()]
+        if self.warnings:
+            lines.append(f"warnings ({len(self.warnings)}):")
+            lines += [f"  - {w}" for w in self.warnings]
+        if self.ok:
+            lines.append("OK: no problems found")
+        else:
+            lines.append(f"{self.n_problems} problem(s):")
+            lines += [f"  - {p}" for p in self.problems]
+            if self.n_problems > len(self.problems):
+                lines.append(f"  ... and {self.n_problems - len(self.problems)} more")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def _image_path(root: Path, id: str) -> Path | None:
+    for ext in IMAGE_EXTS:
+        p = root / IMAGE_DIR / f"{id}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _mask_path(root: Path, id: str) -> Path | None:
+    for d in MASK_DIRS:
+        p = root / d / f"{id}.png"
+        if p.is_file():
+            return p
+    return None
+
+
+def _check_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
+    """(H, W) after a full decode, or an error message."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("RGB", "L", "P", "RGBA", "CMYK", "LA", "I", "I;16", "YCbCr", "1"):
+                return None, f"{path}: unsupported image mode {im.mode}"
+            return (im.height, im.width), None
+    except (OSError, SyntaxError, ValueError) as e:
+        return None, f"{path}: cannot read image ({e})"
+
+
+def _names(idx, class_names: list[str]) -> str:
+    return ", ".join(f"{int(c)} ({class_names[int(c)]})" if int(c) < len(class_names) else str(int(c))
+                     for c in idx)
+
+
+def _read_label_table(
+    root: Path, report: CheckReport, num_classes: int, classes_desc: str
+) -> tuple[dict[str, np.ndarray] | None, set[str] | None]:
+    """(vectors of the right length, all keys) of cls_labels.npy; (None, None) if absent or
+    unreadable (an unreadable file is reported)."""
+    path = root / CLS_LABELS_FILE
+    if not path.is_file():
+        return None, None
+    try:
+        obj = np.load(path, allow_pickle=True)
+        if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
+            obj = obj.item()
+    except Exception as e:  # noqa: BLE001 - a corrupt .npy raises many kinds
+        report.add(f"{path}: cannot read ({type(e).__name__}: {e})")
+        return None, None
+    if not isinstance(obj, dict):
+        report.add(f"{path}: expected a pickled dict {{id: float32 multi-hot}}, got {type(obj).__name__}")
+        return None, None
+    table: dict[str, np.ndarray] = {}
+    lengths: Counter = Counter()
+    bad_dtype, bad_values = [], []
+    for k, v in obj.items():
+        arr = np.asarray(v)
+        if arr.dtype.kind not in "fiub" or arr.ndim != 1:
+            report.add(
+                f"{path}: entry {k!r} is not a 1-D numeric vector (dtype {arr.dtype}, shape {arr.shape})"
+            )
+            continue
+        if arr.dtype.kind != "f":
+            bad_dtype.append(str(k))
+        vec = arr.astype(np.float32)
+        if not np.isin(vec, (0.0, 1.0)).all():
+            bad_values.append(str(k))
+        lengths[vec.shape[0]] += 1
+        table[str(k)] = vec
+    wrong = {n: c for n, c in lengths.items() if n != num_classes - 1}
+    if wrong:
+        desc = ", ".join(f"{c} with length {n}" for n, c in sorted(wrong.items()))
+        report.add(
+            f"{path}: label vectors disagree with {classes_desc}: expected length {num_classes - 1} "
+            f"(one slot per foreground class, background excluded), found {desc}"
+        )
+    if bad_values:
+        report.add(
+            f"{path}: {len(bad_values)} label vector(s) are not multi-hot 0/1 "
+            f"(e.g. {', '.join(bad_values[:5])})"
+        )
+    if bad_dtype:
+        report.warn(
+            f"{path}: {len(bad_dtype)} label vector(s) are not float (e.g. {bad_dtype[0]}); read as float32"
+        )
+    keys = {str(k) for k in obj}
+    return {k: v for k, v in table.items() if v.shape[0] == num_classes - 1}, keys
+
+
+def check_dataset(
+    root: str | os.PathLike, split: str | None = None, *, max_problems: int = 50
+) -> CheckReport:
+    """Validate the dataset at ``root`` (one ``split``, or every split file when None)."""
+    root = Path(root)
+    report = CheckReport(root=root, max_problems=max_problems)
+    if not root.is_dir():
+        report.add(f"{root}: dataset root not found")
+        return report
+
+    # ---- classes ---------------------------------------------------------------------------------
+    cls_file = root / CLASSES_FILE
+    try:
+        class_names = read_classes(root)
+    except DataError as e:
+        report.add(str(e))
+        class_names = list(VOC_CLASSES)
+        classes_desc = f"{cls_file} (unreadable; VOC's 21 classes assumed)"
+    else:
+        classes_desc = (
+            f"{cls_file} ({len(class_names)} classes)" if cls_file.is_file()
+            else f"the default 21 VOC classes (no {cls_file})"
+        )
+        if class_names[0].lower() not in ("background", "_background_", "bg", "__background__"):
+            report.warn(f"{cls_file}: first class is {class_names[0]!r}; index 0 must be the background")
+    report.class_names = class_names
+    C = len(class_names)
+
+    # ---- splits ----------------------------------------------------------------------------------
+    split_dir = root / SPLIT_DIR
+    if split is None:
+        splits = available_splits(root)
+        if not splits:
+            report.add(f"{split_dir}: no split files (<split>.txt) found")
+            return report
+    else:
+        if not (split_dir / f"{split}.txt").is_file():
+            have = available_splits(root)
+            report.add(
+                f"{split_dir / (split + '.txt')}: split file not found; available splits: "
+                + (", ".join(have) if have else "none")
+            )
+            return report
+        splits = [split]
+    split_ids: dict[str, list[str]] = {}
+    for s in splits:
+        path = split_dir / f"{s}.txt"
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            report.add(f"{path}: cannot read split file ({e})")
+            continue
+        ids = []
+        for line in lines:
+            if line.strip():
+                first = line.split()[0]
+                ids.append(Path(first).stem if "/" in first else first)
+        if not ids:
+            report.add(f"{path}: split file lists no ids")
+        dups = [i for i, n in Counter(ids).items() if n > 1]
+        if dups:
+            report.warn(f"{path}: {len(dups)} id(s) listed more than once (e.g. {dups[0]})")
+        split_ids[s] = list(dict.fromkeys(ids))
+        report.splits[s] = len(split_ids[s])
+
+    # ---- image labels ----------------------------------------------------------------------------
+    table, table_keys = _read_label_table(root, report, C, classes_desc)
+    npy = root / CLS_LABELS_FILE
+    has_table = npy.is_file()  # even if unreadable (reported above): then labels are unknown
+    report.label_source = CLS_LABELS_FILE if has_table else "masks"
+
+    # ---- per image -------------------------------------------------------------------------------
+    all_ids = list(dict.fromkeys(i for ids in split_ids.values() for i in ids))
+    report.n_images = len(all_ids)
+    mask_of = {i: _mask_path(root, i) for i in all_ids}
+    legal = np.zeros(256, dtype=bool)
+    legal[: min(C, 256)] = True
+    legal[255] = True
+    per_class: Counter = Counter()
+    iterator = all_ids
+    if len(all_ids) > PROGRESS_MIN:
+        try:
+            from tqdm import tqdm
+
+            iterator = tqdm(all_ids, desc="checking", unit="img", leave=False)
+        except ImportError:  # pragma: no cover
+            pass
+    has_mask_dir = any((root / d).is_dir() for d in MASK_DIRS)
+    # a split whose ids partly have masks: the missing ones are problems (masks are per split)
+    split_with_masks = {s: any(mask_of[i] is not None for i in ids) for s, ids in split_ids.items()}
+    needs_mask: set[str] = set()
+    for s, ids in split_ids.items():
+        if split_with_masks[s] or not has_table:
+            needs_mask.update(ids)
+        elif has_mask_dir:
+            report.warn(f"split {s!r}: none of its {len(ids)} images has a mask (it cannot be evaluated)")
+
+    for id in iterator:
+        img_path = _image_path(root, id)
+        size = None
+        if img_path is None:
+            report.add(f"{root / IMAGE_DIR / (id + '.jpg')}: image not found (id {id!r}; .jpg or .png)")
+        else:
+            size, err = _check_image(img_path)
+            if err:
+                report.add(err)
+
+        mpath = mask_of[id]
+        mask_labels = None
+        if mpath is None:
+            if id in needs_mask:
+                where = " or ".join(str(root / d / f"{id}.png") for d in MASK_DIRS if (root / d).is_dir()) \
+                    if has_mask_dir else str(root / MASK_DIRS[1] / f"{id}.png")
+                why = "the other images of its split have masks" if has_table else (
+                    f"and there is no {CLS_LABELS_FILE}, so the image has no labels at all"
+                )
+                report.add(f"{where}: mask missing for id {id!r} ({why})")
+        else:
+            report.n_masks += 1
+            try:
+                with Image.open(mpath) as im:
+                    mode = im.mode
+                if mode not in ("P", "L", "I", "I;16"):
+                    report.add(f"{mpath}: mask has mode {mode}; expected a single-channel (L) or palette (P) "
+                               "PNG of class indices")
+                    raise DataError("")
+                mask = read_label_png(mpath)
+            except DataError as e:
+                if str(e):
+                    report.add(str(e))
+            else:
+                if size is not None and mask.shape != size:
+                    report.add(f"{mpath}: mask size {mask.shape[1]}x{mask.shape[0]} differs from the image "
+                               f"{img_path.name} ({size[1]}x{size[0]})")
+                present = np.unique(mask)
+                bad = present[~legal[present]]
+                if bad.size:
+                    report.add(f"{mpath}: illegal mask values {bad.tolist()} (classes are 0..{C - 1}, "
+                               f"255 = ignore; see {classes_desc})")
+                fg = present[(present >= 1) & (present < C)]
+                mask_labels = np.zeros(C - 1, np.float32)
+                mask_labels[fg - 1] = 1.0
+
+        vec = table.get(id) if table is not None else None
+        if vec is not None:
+            if mask_labels is not None and not np.array_equal(vec > 0.5, mask_labels > 0.5):
+                only_lab = np.flatnonzero((vec > 0.5) & ~(mask_labels > 0.5)) + 1
+                only_mask = np.flatnonzero(~(vec > 0.5) & (mask_labels > 0.5)) + 1
+                parts = []
+                if only_mask.size:
+                    parts.append(f"in the mask but not in the label: {_names(only_mask, class_names)}")
+                if only_lab.size:
+                    parts.append(f"in the label but not in the mask: {_names(only_lab, class_names)}")
+                report.add(f"{npy}: label of id {id!r} disagrees with {mpath} ({'; '.join(parts)})")
+            labels = vec
+        else:
+            labels = mask_labels
+        if labels is not None:
+            for c in np.flatnonzero(labels > 0.5):
+                per_class[c + 1] += 1
+
+    if table_keys is not None:
+        for s, ids in split_ids.items():
+            missing = [i for i in ids if i not in table_keys]
+            if missing:
+                report.add(f"{npy}: no label for {len(missing)} id(s) of split {s!r} "
+                           f"(e.g. {', '.join(missing[:5])})")
+    report.class_counts = {class_names[c]: per_class.get(c, 0) for c in range(1, C)}
+    return report

@@ -1,0 +1,171 @@
+"""Class-name lists: the PASCAL VOC and COCO label sets, and ``classes.txt`` of a custom dataset.
+
+Index 0 is always the background; masks hold these indices, ``cls_labels.npy`` vectors cover the
+foreground classes 1..C-1 (so vector slot ``k`` is class ``k + 1``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from wsss.utils.io import DataError, atomic_write
+
+CLASSES_FILE = "classes.txt"
+
+#: The 21 PASCAL VOC classes in the order of SeCo/ToCo ``datasets/voc.py`` (methods.md 1.1).
+VOC_CLASSES: list[str] = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
+
+#: Background + the 80 COCO classes in the standard COCO order (methods.md 1.2).
+COCO_CLASSES: list[str] = [
+    "background",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+]
+
+assert len(VOC_CLASSES) == 21 and len(COCO_CLASSES) == 81
+
+
+def parse_classes(text: str, source: str | os.PathLike = CLASSES_FILE) -> list[str]:
+    """Class names from the text of a classes.txt; DataError (naming ``source``) if invalid."""
+    names = [line.strip() for line in text.splitlines()]
+    names = [n for n in names if n]
+    if len(names) < 2:
+        raise DataError(
+            f"{source}: needs at least 2 class names (background first, then the foreground "
+            f"classes), found {len(names)}"
+        )
+    seen: set[str] = set()
+    dups = []
+    for n in names:
+        if n in seen and n not in dups:
+            dups.append(n)
+        seen.add(n)
+    if dups:
+        raise DataError(f"{source}: duplicate class names: {', '.join(dups)}")
+    return names
+
+
+def read_classes(root: str | os.PathLike) -> list[str]:
+    """Class names of the dataset at ``root``: its ``classes.txt`` if present, else VOC's 21.
+
+    ``classes.txt`` holds one name a line, background first; blank lines are ignored. Raises
+    DataError (naming the file) for duplicate names or fewer than 2 names.
+    """
+    path = Path(root) / CLASSES_FILE
+    if not path.is_file():
+        return list(VOC_CLASSES)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read class list ({e})") from e
+    return parse_classes(text, path)
+
+
+def write_classes(root: str | os.PathLike, names: list[str]) -> Path:
+    """Write ``classes.txt`` (one name a line) atomically; returns its path."""
+    parse_classes("\n".join(names), "class list")  # validate before writing
+    path = Path(root) / CLASSES_FILE
+    with atomic_write(path, "w") as f:
+        f.write("".join(f"{n}\n" for n in names))
+    return path

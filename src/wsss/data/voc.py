@@ -1,0 +1,346 @@
+"""Datasets in the PASCAL VOC layout (see the README / docs/interface.md):
+
+    root/JPEGImages/<id>.jpg               (.png also accepted)
+    root/SegmentationClassAug/<id>.png     (preferred) and/or root/SegmentationClass/<id>.png
+    root/ImageSets/Segmentation/<split>.txt
+    root/cls_labels.npy                    (optional: {id: float32 multi-hot over the fg classes})
+    root/classes.txt                       (optional: names, background first; VOC's 21 if absent)
+
+``VOCDataset`` reads images, masks and image-level labels; ``ClsTrainDataset`` wraps it for
+classifier training (augmentation, normalisation, ``img_box``, optional extra views).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from wsss.data.classes import CLASSES_FILE, read_classes
+from wsss.data.transforms import TrainAugment
+from wsss.utils.io import DataError, read_image, read_label_png, save_npy
+
+IMAGE_DIR = "JPEGImages"
+MASK_DIRS = ("SegmentationClassAug", "SegmentationClass")  # in order of preference
+SPLIT_DIR = Path("ImageSets") / "Segmentation"
+CLS_LABELS_FILE = "cls_labels.npy"
+IMAGE_EXTS = (".jpg", ".png", ".jpeg", ".JPG", ".JPEG", ".PNG")
+
+
+def available_splits(root: str | os.PathLike) -> list[str]:
+    """Names of the split files in ``root/ImageSets/Segmentation``."""
+    d = Path(root) / SPLIT_DIR
+    return sorted(p.stem for p in d.glob("*.txt")) if d.is_dir() else []
+
+
+def read_split(root: str | os.PathLike, split: str) -> list[str]:
+    """Ids of ``split`` (one a line, blank lines skipped, surrounding whitespace stripped).
+
+    A PSA-style line ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png`` is reduced to ``<id>``.
+    """
+    path = Path(root) / SPLIT_DIR / f"{split}.txt"
+    if not path.is_file():
+        have = available_splits(root)
+        listing = ", ".join(have) if have else f"none (no .txt files in {Path(root) / SPLIT_DIR})"
+        raise DataError(f"{path}: split file not found; available splits: {listing}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read split file ({e})") from e
+    ids = []
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        first = line.split()[0]
+        if "/" in first:  # PSA list format
+            first = Path(first).stem
+        ids.append(first)
+    return ids
+
+
+def load_cls_labels(root: str | os.PathLike, num_classes: int | None = None) -> dict[str, np.ndarray] | None:
+    """Read ``root/cls_labels.npy`` ({id: float32 (C-1,)}), or None if absent.
+
+    With ``num_classes`` given, the vector length is checked against it (C - 1) and a DataError
+    names both cls_labels.npy and classes.txt on disagreement.
+    """
+    path = Path(root) / CLS_LABELS_FILE
+    if not path.is_file():
+        return None
+    try:
+        obj = np.load(path, allow_pickle=True)
+        if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
+            obj = obj.item()
+    except Exception as e:  # noqa: BLE001 - np.load raises many kinds for a corrupt file
+        raise DataError(f"{path}: cannot read label file ({type(e).__name__}: {e})") from e
+    if not isinstance(obj, dict):
+        raise DataError(
+            f"{path}: expected a pickled dict {{id: float32 multi-hot}}, got {type(obj).__name__}"
+        )
+    out: dict[str, np.ndarray] = {}
+    for k, v in obj.items():
+        try:
+            vec = np.asarray(v, dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{path}: entry {k!r} is not a numeric vector ({e})") from e
+        out[str(k)] = vec
+    if num_classes is not None and out:
+        lengths = sorted({v.shape[0] for v in out.values()})
+        if lengths != [num_classes - 1]:
+            cls_src = Path(root) / CLASSES_FILE
+            cls_desc = (
+                f"{cls_src} lists {num_classes} classes"
+                if cls_src.is_file()
+                else f"the default VOC class list ({num_classes} classes; no {cls_src})"
+            )
+            raise DataError(
+                f"{path}: label vectors have length {', '.join(map(str, lengths))} but {cls_desc}, "
+                f"so they must have length {num_classes - 1} (foreground classes, background excluded)"
+            )
+    return out
+
+
+def write_cls_labels(root: str | os.PathLike, labels: Mapping[str, Any]) -> Path:
+    """Write ``root/cls_labels.npy`` ({id: float32 multi-hot}) atomically; returns its path."""
+    data = {str(k): np.asarray(v, dtype=np.float32).reshape(-1) for k, v in labels.items()}
+    lengths = {v.shape[0] for v in data.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"label vectors have different lengths: {sorted(lengths)}")
+    path = Path(root) / CLS_LABELS_FILE
+    save_npy(path, data)
+    return path
+
+
+def labels_from_mask(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """Multi-hot (C-1,) float32 of the foreground classes 1..C-1 present in ``mask``."""
+    present = np.zeros(256, dtype=bool)
+    present[np.unique(mask)] = True
+    return present[1:num_classes].astype(np.float32)
+
+
+class VOCDataset(Dataset):
+    """A split of a dataset in the VOC layout.
+
+    Attributes: ``root``, ``split``, ``ids``, ``class_names``, ``num_classes`` (incl. background).
+    ``dataset[i]`` -> dict(id, image (H, W, 3) uint8, mask (H, W) uint8 or None, labels (C-1,)
+    float32 multi-hot).
+
+    Image labels come from ``cls_labels.npy`` when present (loaded once, then cached), else from
+    the mask. ``require_masks=True`` raises a DataError at construction if any id lacks a mask.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str, *, require_masks: bool = False) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: dataset root not found")
+        self.split = split
+        self.ids: list[str] = read_split(self.root, split)
+        self.class_names: list[str] = read_classes(self.root)
+        self.num_classes: int = len(self.class_names)
+        self._cls_labels: dict[str, np.ndarray] | None = None
+        self._cls_labels_loaded = False
+        if require_masks:
+            missing = [i for i in self.ids if self.mask_path(i) is None]
+            if missing:
+                dirs = " or ".join(str(self.root / d) for d in MASK_DIRS)
+                raise DataError(
+                    f"{self.root / SPLIT_DIR / (split + '.txt')}: {len(missing)} of {len(self.ids)} ids "
+                    f"have no mask in {dirs} (first: {', '.join(missing[:5])})"
+                )
+
+    # ---- paths -----------------------------------------------------------------------------
+    def image_path(self, id: str) -> Path:
+        """JPEGImages/<id>.jpg, else the first other existing extension (.png ...)."""
+        d = self.root / IMAGE_DIR
+        for ext in IMAGE_EXTS:
+            p = d / f"{id}{ext}"
+            if p.is_file():
+                return p
+        return d / f"{id}.jpg"
+
+    def mask_path(self, id: str) -> Path | None:
+        """SegmentationClassAug/<id>.png if it exists, else SegmentationClass/<id>.png, else None."""
+        for d in MASK_DIRS:
+            p = self.root / d / f"{id}.png"
+            if p.is_file():
+                return p
+        return None
+
+    def has_mask(self, id: str) -> bool:
+        return self.mask_path(id) is not None
+
+    # ---- loading ---------------------------------------------------------------------------
+    def load_image(self, id: str) -> np.ndarray:
+        """(H, W, 3) uint8 RGB."""
+        return read_image(self.image_path(id))
+
+    def load_mask(self, id: str) -> np.ndarray:
+        """(H, W) uint8 class-index mask; DataError if there is none."""
+        p = self.mask_path(id)
+        if p is None:
+            raise DataError(
+                f"{self.root / MASK_DIRS[1] / (id + '.png')}: mask not found for id {id!r} "
+                f"(looked in {', '.join(MASK_DIRS)})"
+            )
+        return read_label_png(p)
+
+    @property
+    def cls_labels(self) -> dict[str, np.ndarray] | None:
+        """The cls_labels.npy dict (validated against the class list), or None if absent."""
+        if not self._cls_labels_loaded:
+            self._cls_labels = load_cls_labels(self.root, self.num_classes)
+            self._cls_labels_loaded = True
+        return self._cls_labels
+
+    def labels(self, id: str) -> np.ndarray:
+        """(C-1,) float32 multi-hot image label (background excluded)."""
+        table = self.cls_labels
+        if table is not None and id in table:
+            return table[id].copy()
+        p = self.mask_path(id)
+        if p is None:
+            if table is not None:
+                raise DataError(
+                    f"{self.root / CLS_LABELS_FILE}: no entry for id {id!r}, and no mask to derive "
+                    f"its labels from"
+                )
+            raise DataError(
+                f"{self.root}: no image label for id {id!r}: no {CLS_LABELS_FILE} and no mask in "
+                f"{' or '.join(MASK_DIRS)}"
+            )
+        mask = read_label_png(p)
+        bad = np.setdiff1d(np.unique(mask), np.r_[np.arange(self.num_classes), 255])
+        if bad.size:
+            raise DataError(
+                f"{p}: mask values {bad.tolist()} are not classes (0..{self.num_classes - 1}) or 255"
+            )
+        return labels_from_mask(mask, self.num_classes)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict:
+        id = self.ids[i]
+        return {
+            "id": id,
+            "image": self.load_image(id),
+            "mask": self.load_mask(id) if self.has_mask(id) else None,
+            "labels": self.labels(id),
+        }
+
+    def __repr__(self) -> str:
+        return f"VOCDataset(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, C={self.num_classes})"
+
+
+ExtraViews = Callable[..., Mapping[str, Any]] | Mapping[str, Callable[..., Any]]
+
+
+def _accepts_rng(fn: Callable) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "rng" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+class ClsTrainDataset(Dataset):
+    """Classifier-training view of a ``VOCDataset`` (image-level labels only, no masks).
+
+    ``dataset[i]`` -> dict(
+        id: str,
+        image: (3, S, S) float32 ImageNet-normalised crop,
+        labels: (C-1,) float32 multi-hot,
+        img_box: (4,) int64 ``[h0, h1, w0, w1]`` valid (non-pad) region of the crop,
+        label_idx: int64 scalar, the 1-based class id if the image has exactly one foreground
+                   class, else -1 (SeCo uses it),
+        **extra views)
+
+    ``extra_views`` lets methods add views: either a callable ``f(image, crop) -> dict[str,
+    tensor]`` or a mapping ``{name: f(image, crop) -> tensor}``, where ``image`` is the original
+    (H, W, 3) uint8 image and ``crop`` the augmented (S, S, 3) uint8 crop behind ``image``. If the
+    callable accepts an ``rng`` keyword it receives the sample's generator (reproducible views).
+
+    Randomness: with ``seed=None`` each sample's ``np.random.Generator`` is seeded from torch's
+    RNG (so ``torch.manual_seed`` + DataLoader worker seeding make runs repeatable and epochs
+    differ); with an int ``seed`` it is derived from (seed, epoch, index), see ``set_epoch``.
+    """
+
+    def __init__(
+        self,
+        base: VOCDataset,
+        augment: TrainAugment,
+        *,
+        extra_views: ExtraViews | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.base = base
+        self.augment = augment
+        self.extra_views = extra_views
+        self.seed = seed
+        self.epoch = 0
+        if extra_views is None:
+            self._views: list[tuple[str | None, Callable, bool]] = []
+        elif isinstance(extra_views, Mapping):
+            self._views = [(name, fn, _accepts_rng(fn)) for name, fn in extra_views.items()]
+        elif callable(extra_views):
+            self._views = [(None, extra_views, _accepts_rng(extra_views))]
+        else:
+            raise TypeError("extra_views must be a callable or a mapping of name -> callable")
+
+    # delegated protocol
+    @property
+    def ids(self) -> list[str]:
+        return self.base.ids
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.base.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.base.num_classes
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def rng_for(self, index: int) -> np.random.Generator:
+        if self.seed is None:
+            return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        return np.random.default_rng([int(self.seed), self.epoch, int(index)])
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        id = self.base.ids[i]
+        image = self.base.load_image(id)
+        labels = self.base.labels(id)
+        rng = self.rng_for(i)
+        aug = self.augment(image, rng)
+        fg = np.flatnonzero(labels > 0.5)
+        out = {
+            "id": id,
+            "image": aug["image"],
+            "labels": torch.from_numpy(labels.astype(np.float32)),
+            "img_box": torch.as_tensor(aug["img_box"], dtype=torch.long),
+            "label_idx": torch.tensor(int(fg[0]) + 1 if fg.size == 1 else -1, dtype=torch.long),
+        }
+        for name, fn, wants_rng in self._views:
+            res = fn(image, aug["crop"], rng=rng) if wants_rng else fn(image, aug["crop"])
+            if name is None:
+                if not isinstance(res, Mapping):
+                    raise TypeError("an extra_views callable must return a dict of tensors")
+                clash = set(res) & set(out)
+                if clash:
+                    raise KeyError(f"extra view names clash with sample keys: {sorted(clash)}")
+                out.update(res)
+            else:
+                out[name] = res
+        return out

@@ -1,0 +1,1 @@
+"""The engine: config, training loop, optimiser, checkpoints, validation, inference."""

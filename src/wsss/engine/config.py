@@ -1,0 +1,291 @@
+"""The config schema: documented dataclasses, loaded from YAML with dotted command-line overrides.
+
+A config file holds the sections below; every key has a default here, so a preset only states what
+it changes. Unknown keys are rejected with the closest valid key suggested. The method-specific
+section ``options`` is validated against the dataclass the method registers (``Method.Options``).
+
+    wsss train configs/cam/synthetic_cpu.yaml data.root=data/synth train.max_iters=100
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"  # run directory: config.yaml, checkpoints/, metrics.jsonl, outputs
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+    amp: str = "none"  # "none", "bf16" or "fp16"; autocast on CUDA only, the CPU stays fp32
+    threads: int = 0  # torch intra-op threads on the CPU; 0 = torch's default
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synth"
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: int = 448  # methods.md 2.4 step 3
+    scale_range: tuple[float, float] = (0.5, 2.0)  # methods.md 2.4 step 1
+    hflip: bool = True
+    color_jitter: bool = False  # SeCo's main input has none (methods.md 3.1 item 2)
+    num_workers: int = 2
+    val_resize: int | None = 448  # training-time validation resizes val images to a square (2.11)
+    val_max_images: int | None = None  # cap on validation images per evaluation (None = all)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vit_base_patch16_224"  # a timm model name
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
+    pretrained: str | None = None  # local weight file (timm / torchvision state dict); None = random
+    freeze_pos_embed: bool = True  # ViT: positional embedding frozen (methods.md 2.2)
+    aux_layer: int = -3  # ViT block whose raw output feeds the auxiliary classifier (2.2)
+    output_stride: int = 16  # CNN backbones: dilate the last stages to reach this stride
+    pooling: str = "gmp"  # classifier pooling: "gmp" (ToCo/SeCo, 2.3) or "gap"
+    aux_classifier: bool = True
+    decoder: str = "aspp"  # segmentation head: "aspp" (SeCo 3.1), "largefov" (ToCo 2.3), "none"
+    decoder_dim: int = 512  # LargeFOV hidden width
+
+
+@dataclass
+class PARConfig:
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)  # methods.md 2.7
+    num_iter: int = 10
+
+
+@dataclass
+class CamConfig:
+    scales: tuple[float, ...] = (1.0, 0.5, 0.75, 1.5)  # training-time CAM scales (SeCo VOC, 3.9)
+    high_thre: float = 0.7  # methods.md 2.6 / 3.9
+    low_thre: float = 0.25
+    bkg_thre: float = 0.5
+    par: PARConfig = field(default_factory=PARConfig)
+    par_down_scale: int = 2  # the online pseudo label runs PAR at 1/2 resolution (2.8)
+
+
+@dataclass
+class LossConfig:
+    # Weight of each loss term, and the iteration after which it is switched on (a term is active
+    # when step > start_iters[term]; terms without an entry are active from the start). This is the
+    # one place where the staged schedules of methods.md 2.9 and 3.8 live.
+    weights: dict[str, float] = field(default_factory=lambda: {"cls": 1.0, "aux": 1.0, "seg": 0.1})
+    start_iters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 4  # the global batch, whatever the number of processes
+    max_iters: int = 20000
+    warmup_iters: int = 1500
+    lr: float = 6e-5  # methods.md 2.10
+    warmup_ratio: float = 1e-6
+    power: float = 0.9
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    head_lr_mult: float = 10.0  # classifier / projection / decoder groups (2.10)
+    hold_lr_after_max: bool = True  # official quirk: past max_iters the lr stops being updated
+    grad_clip: float | None = None
+    log_iters: int = 200
+    eval_iters: int = 2000
+    ckpt_iters: int = 1000
+
+
+@dataclass
+class CRFConfig:
+    iters: int = 10  # seg-stage DenseCRF (methods.md 2.11): 10 / 1,1 / 121,5,4
+    pos_xy_std: float = 1.0
+    pos_w: float = 1.0
+    bi_xy_std: float = 121.0
+    bi_rgb_std: float = 5.0
+    bi_w: float = 4.0
+
+
+@dataclass
+class InferConfig:
+    scales: tuple[float, ...] = (1.0, 1.25, 1.5)  # seg inference (3.10)
+    square_size: int | None = None  # SeCo's VOC script resizes each scale to int(448*s) squares
+    cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5)  # `wsss cam` (2.11)
+    cam_input_size: int | None = None  # resize the CAM input to a square first (ToCo/SeCo: 448)
+    crf: CRFConfig = field(default_factory=CRFConfig)
+    crf_workers: int = 0  # processes for DenseCRF; 0 = in the main process
+    batch_size: int = 1
+
+
+@dataclass
+class Config:
+    method: str = "cam"
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cam: CamConfig = field(default_factory=CamConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    options: dict[str, Any] = field(default_factory=dict)  # method-specific, see Method.Options
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion between plain dicts and the dataclasses, with validation
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(sorted(valid))})"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {list(value)}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {k: _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys and ill-typed values raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ConfigError(f"unknown config key '{path}'{_suggest(key, names)}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("weights", "start_iters"):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a","b","c"], parsed value); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    if not key:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{text}': cannot parse value ({e})") from e
+    return key.split("."), value
+
+
+def _set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {'.'.join(keys)}: '{k}' is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (or the defaults) and apply dotted ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML ({e})") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config must be a mapping at the top level")
+        data = loaded
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_dotted(data, keys, value)
+    defaults = Config().to_dict()
+    try:
+        return from_dict(Config, _merge(defaults, data))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from e
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from wsss.utils.io import atomic_write
+
+    with atomic_write(path, "w") as f:
+        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False, default_flow_style=None)

@@ -1,0 +1,102 @@
+"""AdamW with linear warm-up and polynomial decay (methods.md 2.10; golden ``poly_warmup_adamw.npz``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+
+def poly_warmup_lr_mult(
+    step: int,
+    warmup_iters: int,
+    max_iters: int,
+    warmup_ratio: float = 1e-6,
+    power: float = 0.9,
+) -> float:
+    """Learning-rate multiplier at ``step`` (methods.md 2.10).
+
+    - ``step < warmup_iters``: ``1 - (1 - step/warmup_iters) * (1 - warmup_ratio)``, a linear ramp from
+      ``warmup_ratio`` to 1 (the ratio is a multiplier, not an absolute lr);
+    - ``step < max_iters``: ``(1 - step/max_iters) ** power`` (the poly decay runs on the absolute
+      step, not offset by the warm-up);
+    - otherwise 0.0. (:class:`PolyWarmupAdamW` by default does not apply this value: it keeps the
+      last lr, like the official optimiser.)
+    """
+    if step < warmup_iters:
+        return 1 - (1 - step / warmup_iters) * (1 - warmup_ratio)
+    if step < max_iters:
+        return (1 - step / max_iters) ** power
+    return 0.0
+
+
+class PolyWarmupAdamW(torch.optim.AdamW):
+    """AdamW whose lr follows :func:`poly_warmup_lr_mult` (methods.md 2.10, ``PolyWarmupAdamW``).
+
+    ``params`` are parameter groups (or parameters); each group's lr (its own ``"lr"`` or the ``lr``
+    argument) is its base lr, stored in the group as ``"base_lr"``. Every :meth:`step` first sets
+    ``lr = base_lr * poly_warmup_lr_mult(global_step, ...)`` for every group, then takes the AdamW
+    step, then advances ``global_step``.
+
+    ``hold_lr_after_max=True`` (the default, official behaviour): for ``global_step >= max_iter`` the
+    lr is **not updated** and keeps its previous value. With False it is set to 0.
+
+    ``state_dict()`` carries ``global_step`` (and the base lrs, inside the param groups), so
+    ``load_state_dict`` resumes the schedule where it stopped.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        warmup_iter: int = 1500,
+        max_iter: int = 20000,
+        warmup_ratio: float = 1e-6,
+        power: float = 0.9,
+        hold_lr_after_max: bool = True,
+    ) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        self.warmup_iter = int(warmup_iter)
+        self.max_iter = int(max_iter)
+        self.warmup_ratio = float(warmup_ratio)
+        self.power = float(power)
+        self.hold_lr_after_max = bool(hold_lr_after_max)
+        self.global_step = 0
+        for group in self.param_groups:
+            group.setdefault("base_lr", group["lr"])
+
+    def lr_mult(self, step: int | None = None) -> float:
+        """The schedule multiplier at ``step`` (default: the current ``global_step``)."""
+        s = self.global_step if step is None else step
+        return poly_warmup_lr_mult(s, self.warmup_iter, self.max_iter, self.warmup_ratio, self.power)
+
+    def _update_lr(self) -> None:
+        if self.global_step >= self.max_iter and self.hold_lr_after_max:
+            return
+        mult = self.lr_mult()
+        for group in self.param_groups:
+            group["lr"] = group["base_lr"] * mult
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Set the scheduled lr, take an AdamW step, advance ``global_step``."""
+        self._update_lr()
+        loss = super().step(closure)
+        self.global_step += 1
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["global_step"] = self.global_step
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        global_step = state_dict.pop("global_step", None)
+        super().load_state_dict(state_dict)
+        if global_step is not None:
+            self.global_step = int(global_step)

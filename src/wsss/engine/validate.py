@@ -1,0 +1,61 @@
+"""Training-time validation (methods.md 2.11, last item).
+
+Each val image is resized to a ``data.val_resize`` square (448 in ToCo/SeCo; None keeps the size);
+the segmentation head runs single-scale, the CAM and aux-CAM multi-scale with the training scales,
+turned into labels with ``cam_to_label(bkg_thre)`` and the image's labels. Predictions are
+upsampled to the ground-truth size and scored with one confusion matrix per output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from wsss.cam import cam_to_label, multi_scale_cam
+from wsss.data import VOCDataset
+from wsss.data.transforms import normalize, resize_to
+from wsss.engine.config import Config
+from wsss.evaluation.metrics import ConfusionMeter
+from wsss.methods.base import Method
+
+
+def prepare_image(image: np.ndarray, size: int | None, device: torch.device) -> torch.Tensor:
+    """uint8 HWC -> normalised (1, 3, h, w) tensor, resized to a square first if ``size``."""
+    if size is not None:
+        image = resize_to(image, size)
+    return normalize(image).unsqueeze(0).to(device)
+
+
+@torch.no_grad()
+def validate(
+    method: Method, dataset: VOCDataset, cfg: Config, device: torch.device, *, progress: bool = True
+) -> dict[str, Any]:
+    method.eval()
+    C = dataset.num_classes
+    meters = {"cam": ConfusionMeter(C), "aux_cam": ConfusionMeter(C)}
+    if method.has_seg_head:
+        meters["seg"] = ConfusionMeter(C)
+    ids = dataset.ids[: cfg.data.val_max_images] if cfg.data.val_max_images else dataset.ids
+    for id in tqdm(ids, desc="val", leave=False, disable=not progress):
+        image, gt = dataset.load_image(id), dataset.load_mask(id)
+        labels = torch.from_numpy(dataset.labels(id)).unsqueeze(0).to(device)
+        x = prepare_image(image, cfg.data.val_resize, device)
+        size = gt.shape[-2:]
+        cam, cam_aux = multi_scale_cam(method.cam_maps, x, cfg.cam.scales)
+        for name, maps in (("cam", cam), ("aux_cam", cam_aux)):
+            maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+            _, label = cam_to_label(maps, labels, bkg_thre=cfg.cam.bkg_thre)
+            meters[name].update(gt, label[0].cpu().numpy())
+        if "seg" in meters:
+            logits = F.interpolate(method.seg_logits(x), size=size, mode="bilinear", align_corners=False)
+            meters["seg"].update(gt, logits.argmax(1)[0].cpu().numpy())
+    out: dict[str, Any] = {}
+    for name, meter in meters.items():
+        s = meter.scores()
+        out[f"{name}_miou"] = 100.0 * float(s["miou"])
+    out["n_images"] = len(ids)
+    return out

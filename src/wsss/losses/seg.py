@@ -1,0 +1,46 @@
+"""Segmentation loss on pseudo labels (methods.md 2.9, SeCo form; golden ``seg_energy.npz``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _count_plus_eps(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``count + 1e-6`` computed in float32 like the official code, returned in ``dtype``."""
+    return (mask.sum().to(torch.float32) + 1e-6).to(dtype)
+
+
+def balanced_seg_loss(logits: torch.Tensor, label: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Background/foreground-balanced cross-entropy (methods.md 2.9, SeCo ``get_seg_loss``).
+
+    ``0.5 * (CE_sum(bg pixels) / (n_bg + 1e-6) + CE_sum(fg pixels) / (n_fg + 1e-6))`` where bg pixels
+    have label 0, fg pixels any other label except ``ignore_index``, and ignored pixels count in
+    neither term. An empty term is 0 (0 / 1e-6), so a label without foreground gives half the bg
+    mean CE.
+
+    As in the official code, each ``count + 1e-6`` is formed in float32 (there, a long count plus a
+    Python float gives torch's default dtype), so for counts above ~16 the 1e-6 vanishes. The sums
+    stay in the logits' dtype. This matches the golden f64 values to ~1e-16 instead of ~1e-9.
+
+    Args:
+        logits: (B, C, H, W) raw scores. They must already have the label's spatial size: the
+            caller upsamples the decoder output (ToCo/SeCo: bilinear, align_corners=False).
+        label: (B, H, W) class ids in [0, C) or ``ignore_index`` (any integer or float dtype).
+
+    Returns:
+        A 0-d tensor in the logits' dtype.
+    """
+    if logits.dim() != 4 or label.dim() != 3 or logits.shape[0] != label.shape[0] or logits.shape[2:] != label.shape[1:]:
+        raise ValueError(
+            f"balanced_seg_loss expects logits (B,C,H,W) and label (B,H,W) of the same size, got "
+            f"{tuple(logits.shape)} and {tuple(label.shape)} (upsample the logits first)"
+        )
+    label = label.to(device=logits.device, dtype=torch.long)
+    ce = F.cross_entropy(logits, label, ignore_index=ignore_index, reduction="none")  # 0 where ignored
+    bg = label == 0
+    fg = (label != 0) & (label != ignore_index)
+    zero = ce.new_zeros(())
+    bg_loss = torch.where(bg, ce, zero).sum() / _count_plus_eps(bg, ce.dtype)
+    fg_loss = torch.where(fg, ce, zero).sum() / _count_plus_eps(fg, ce.dtype)
+    return 0.5 * (bg_loss + fg_loss)

@@ -1,0 +1,96 @@
+"""What a method provides to the engine.
+
+A method owns its networks and says what one training step computes; the engine owns the loop,
+optimiser, schedule, loss weighting and staging, checkpoints and logging for all methods.
+
+Contract:
+- ``training_step(batch, step, active)`` returns the **unweighted** loss terms by name. ``active``
+  is the set of terms the engine will use at this step (``LossConfig`` staging), so a method can skip
+  computing the others. The engine multiplies by ``cfg.loss.weights`` and sums.
+- ``param_groups()`` names its parameters: "backbone", "backbone_norm" (base lr) and "head",
+  "decoder" (``train.head_lr_mult`` x lr), the four PolyWarmupAdamW groups of methods.md 2.10.
+- ``cam_maps(images)`` returns (cam, cam_aux) before any normalisation, for multi-scale fusion.
+- ``seg_logits(images)`` returns (B, C, h, w) segmentation logits at the network's resolution.
+- ``after_step(step)`` runs after each optimiser step (EMA teachers, queues...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from wsss.engine.config import Config, from_dict
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available by its ``name`` in configs (``method: <name>``)."""
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method_class(name: str) -> type[Method]:
+    import wsss.methods  # noqa: F401  (registers the built-in methods)
+
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def build_method(cfg: Config, num_classes: int) -> Method:
+    return get_method_class(cfg.method)(cfg, num_classes)
+
+
+@dataclass
+class NoOptions:
+    """This method has no options of its own."""
+
+
+class Method(nn.Module):
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, cfg: Config, num_classes: int):
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = num_classes  # including background
+        self.options: Any = from_dict(self.Options, cfg.options, "options")
+
+    # -- training -------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        """Called after every optimiser step."""
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        raise NotImplementedError
+
+    def train_transform_views(self) -> Any:
+        """Extra training views the method needs (None: the main crop only)."""
+        return None
+
+    # -- inference ------------------------------------------------------------------------
+    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def has_seg_head(self) -> bool:
+        return True
+
+
+def split_backbone_params(backbone: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Backbone parameters without / with "norm" in their name (groups 0 and 1 of methods.md 2.10)."""
+    plain, norm = [], []
+    for name, p in backbone.named_parameters():
+        if not p.requires_grad:
+            continue
+        (norm if "norm" in name else plain).append(p)
+    return plain, norm

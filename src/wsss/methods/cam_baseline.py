@@ -1,0 +1,113 @@
+"""The plain CAM baseline: a multi-label classifier whose CAMs, refined by PAR, supervise an online
+segmentation head. It is SeCo without decomposition, contrast and teachers (and ToCo without PTC
+and CTC), so every gain of a method is measured against it on the same data and budget.
+
+Loss terms: ``cls`` and ``aux`` (multilabel soft margin on GMP logits, methods.md 2.9), ``seg``
+(bg/fg-balanced CE on PAR-refined online pseudo labels, methods.md 2.8-2.9).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsss.cam import PAR, cam_to_label, denormalize_image, multi_scale_cam, refine_cams_with_bkg
+from wsss.engine.config import Config
+from wsss.losses import balanced_seg_loss
+from wsss.methods.base import Method, register_method, split_backbone_params
+from wsss.models.backbones import create_backbone
+from wsss.models.decoders import create_decoder
+from wsss.models.heads import CAMClassifier
+
+
+@dataclass
+class CAMOptions:
+    pseudo_source: str = "cam"  # CAM that makes the online pseudo labels: "cam" or "aux"
+
+
+@register_method
+class CAMBaseline(Method):
+    name = "cam"
+    Options = CAMOptions
+
+    def __init__(self, cfg: Config, num_classes: int):
+        super().__init__(cfg, num_classes)
+        m = cfg.model
+        if self.options.pseudo_source not in ("cam", "aux"):
+            raise ValueError(f"options.pseudo_source must be 'cam' or 'aux', got {self.options.pseudo_source!r}")
+        self.backbone = create_backbone(
+            m.backbone,
+            pretrained=m.pretrained,
+            aux_layer=m.aux_layer,
+            freeze_pos_embed=m.freeze_pos_embed,
+            output_stride=m.output_stride,
+            **m.backbone_kwargs,
+        )
+        num_fg = num_classes - 1
+        self.classifier = CAMClassifier(self.backbone.out_dim, num_fg, m.pooling)
+        self.aux_classifier = CAMClassifier(self.backbone.aux_dim, num_fg, m.pooling) if m.aux_classifier else None
+        self.decoder = create_decoder(m.decoder, self.backbone.out_dim, num_classes, m.decoder_dim)
+        self.par = PAR(dilations=cfg.cam.par.dilations, num_iter=cfg.cam.par.num_iter)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        plain, norm = split_backbone_params(self.backbone)
+        heads = list(self.classifier.parameters())
+        if self.aux_classifier is not None:
+            heads += list(self.aux_classifier.parameters())
+        return {
+            "backbone": plain,
+            "backbone_norm": norm,
+            "head": heads,
+            "decoder": list(self.decoder.parameters()) if self.decoder is not None else [],
+        }
+
+    # -- inference pieces -----------------------------------------------------------------------
+    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.backbone(images)
+        cam = self.classifier.cam(out.final)
+        aux_head = self.aux_classifier if self.aux_classifier is not None else self.classifier
+        cam_aux = aux_head.cam(out.aux if self.aux_classifier is not None else out.final)
+        return cam, cam_aux
+
+    def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
+        if self.decoder is None:
+            raise RuntimeError("this model has no segmentation head (model.decoder: none)")
+        return self.decoder(self.backbone(images).final)
+
+    @property
+    def has_seg_head(self) -> bool:
+        return self.decoder is not None
+
+    # -- training -------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        images, labels = batch["image"], batch["labels"]
+        out = self.backbone(images)
+        terms = {"cls": F.multilabel_soft_margin_loss(self.classifier(out.final), labels)}
+        if self.aux_classifier is not None:
+            terms["aux"] = F.multilabel_soft_margin_loss(self.aux_classifier(out.aux), labels)
+        if "seg" in active and self.decoder is not None:
+            pseudo = self.online_pseudo_label(images, labels, batch["img_box"])
+            logits = self.decoder(out.final)
+            logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+            terms["seg"] = balanced_seg_loss(logits, pseudo)
+        return terms
+
+    @torch.no_grad()
+    def online_pseudo_label(self, images: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor) -> torch.Tensor:
+        """Multi-scale CAM -> valid CAM -> PAR with two background levels (methods.md 2.5, 2.6, 2.8)."""
+        c = self.cfg.cam
+        cam, cam_aux = multi_scale_cam(self.cam_maps, images, c.scales)
+        source = cam if self.options.pseudo_source == "cam" else cam_aux
+        valid_cam, _ = cam_to_label(
+            source, labels, img_box=img_box, ignore_mid=True,
+            bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre,
+        )  # fmt: skip
+        image01 = denormalize_image(images)
+        return refine_cams_with_bkg(
+            self.par, image01, valid_cam, labels, high_thre=c.high_thre, low_thre=c.low_thre,
+            img_box=img_box, down_scale=c.par_down_scale,
+        )  # fmt: skip

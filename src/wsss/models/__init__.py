@@ -1,0 +1,1 @@
+"""Networks: backbones (timm by name), classification heads, segmentation decoders."""

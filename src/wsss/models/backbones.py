@@ -1,0 +1,188 @@
+"""Backbones from timm by name, behind one small interface.
+
+Every backbone maps an image batch to a ``BackboneOutput``: the final feature map, an auxiliary
+(intermediate) feature map and a global token. ViTs follow the ToCo/SeCo handling
+(methods.md 2.2): the positional embedding is frozen and bicubically interpolated to any input
+size, the final tokens are layer-normed, the auxiliary tokens are the raw output of block
+``aux_layer`` (-3 = block 10 of 12). CNNs return their last two stages at ``output_stride`` and the
+globally average-pooled final map in place of the class token.
+
+Weights come from a local file (``load_pretrained``); no hub download is ever attempted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class BackboneOutput:
+    final: torch.Tensor  # (B, D, h, w)
+    aux: torch.Tensor  # (B, D_aux, h, w)
+    cls: torch.Tensor  # (B, D): ViT class token, or pooled features for a CNN
+
+
+class ViTBackbone(nn.Module):
+    """A timm VisionTransformer run token by token, so that any input size works (methods.md 2.2)."""
+
+    def __init__(self, vit: nn.Module, aux_layer: int = -3, freeze_pos_embed: bool = True):
+        super().__init__()
+        if not hasattr(vit, "blocks") or getattr(vit, "cls_token", None) is None:
+            raise ValueError("ViTBackbone needs a timm VisionTransformer with a class token")
+        self.vit = vit
+        self.aux_index = aux_layer % len(vit.blocks)
+        self.patch_size = vit.patch_embed.patch_size[0]
+        self.stride = self.patch_size
+        self.out_dim = vit.embed_dim
+        self.aux_dim = vit.embed_dim
+        self.cls_dim = vit.embed_dim
+        # The positional embedding is frozen in the official code; weight decay on it is moot.
+        vit.pos_embed.requires_grad_(not freeze_pos_embed)
+        # Run the patch embedding on any size: it is a strided conv, the size check is timm's.
+        vit.patch_embed.strict_img_size = False
+        vit.patch_embed.dynamic_img_pad = False
+        self._grid = vit.patch_embed.grid_size
+
+    def interpolate_pos_embed(self, h: int, w: int) -> torch.Tensor:
+        """(1, 1 + h*w, D): the class position kept, the patch grid resized bicubically."""
+        pos = self.vit.pos_embed
+        cls_pos, patch_pos = pos[:, :1], pos[:, 1:]
+        gh, gw = self._grid
+        if (h, w) != (gh, gw):
+            patch_pos = patch_pos.reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
+            patch_pos = F.interpolate(patch_pos, size=(h, w), mode="bicubic", align_corners=False)
+            patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, h * w, -1)
+        return torch.cat([cls_pos, patch_pos], dim=1)
+
+    def forward(self, x: torch.Tensor) -> BackboneOutput:
+        b, _, H, W = x.shape
+        h, w = H // self.patch_size, W // self.patch_size
+        tokens = self.vit.patch_embed(x)
+        tokens = tokens.reshape(b, h * w, -1)  # NHWC or NLC -> NLC
+        cls = self.vit.cls_token.expand(b, -1, -1)
+        tokens = torch.cat([cls, tokens], dim=1) + self.interpolate_pos_embed(h, w)
+        tokens = self.vit.pos_drop(tokens)
+        aux = None
+        for i, block in enumerate(self.vit.blocks):
+            tokens = block(tokens)
+            if i == self.aux_index:
+                aux = tokens
+        tokens = self.vit.norm(tokens)
+
+        def to_map(t: torch.Tensor) -> torch.Tensor:
+            return t[:, 1:].transpose(1, 2).reshape(b, -1, h, w)
+
+        return BackboneOutput(final=to_map(tokens), aux=to_map(aux), cls=tokens[:, 0])
+
+
+class CNNBackbone(nn.Module):
+    """A timm CNN in ``features_only`` mode: the last two stages at ``output_stride``."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        info = net.feature_info
+        self.out_dim = info.channels()[-1]
+        self.aux_dim = info.channels()[-2]
+        self.cls_dim = self.out_dim
+        self.stride = info.reduction()[-1]
+
+    def forward(self, x: torch.Tensor) -> BackboneOutput:
+        aux, final = self.net(x)[-2:]
+        if aux.shape[-2:] != final.shape[-2:]:
+            aux = F.interpolate(aux, size=final.shape[-2:], mode="bilinear", align_corners=False)
+        return BackboneOutput(final=final, aux=aux, cls=final.mean(dim=(2, 3)))
+
+
+def is_vit(name: str) -> bool:
+    return name.startswith(("vit_", "deit_", "eva", "beit"))
+
+
+def create_backbone(
+    name: str,
+    *,
+    pretrained: str | None = None,
+    aux_layer: int = -3,
+    freeze_pos_embed: bool = True,
+    output_stride: int = 16,
+    **kwargs,
+) -> ViTBackbone | CNNBackbone:
+    """Build a backbone from a timm name; ``pretrained`` is a local state-dict file or None."""
+    if is_vit(name):
+        vit = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+        if pretrained:
+            load_pretrained(vit, pretrained)
+        return ViTBackbone(vit, aux_layer=aux_layer, freeze_pos_embed=freeze_pos_embed)
+    net = timm.create_model(
+        name, pretrained=False, features_only=True, out_indices=(-2, -1), output_stride=output_stride, **kwargs
+    )
+    if pretrained:
+        load_pretrained(net, pretrained)
+    return CNNBackbone(net)
+
+
+class WeightLoadError(RuntimeError):
+    """A pretrained file whose keys do not fit the model."""
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightLoadError(f"{path}: pretrained weight file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure is reported with the file
+            raise WeightLoadError(f"{path}: cannot read weights ({e})") from e
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightLoadError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return {re.sub(r"^module\.", "", k): v for k, v in state.items()}
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> None:
+    """Load a local state dict into ``model``; classifier heads of the file are dropped.
+
+    Missing or unexpected keys (beyond a classification head) and shape mismatches raise
+    WeightLoadError listing them, rather than training silently from a half-loaded network.
+    """
+    path = Path(path)
+    state = _read_state_dict(path)
+    own = model.state_dict()
+    head = re.compile(r"^(head|fc|classifier|last_linear)\.")
+    # timm's features_only wrappers keep the original key names, minus the heads.
+    state = {k: v for k, v in state.items() if not (head.match(k) and k not in own)}
+    if "pos_embed" in state and "pos_embed" in own and state["pos_embed"].shape != own["pos_embed"].shape:
+        from timm.layers import resample_abs_pos_embed
+
+        n_prefix = 1
+        side = int((own["pos_embed"].shape[1] - n_prefix) ** 0.5)
+        state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], [side, side], num_prefix_tokens=n_prefix)
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:20])}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}")
+        if shape:
+            parts.append(
+                "shape mismatch: "
+                + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape[:20])
+            )
+        raise WeightLoadError(f"{path}: weights do not fit {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)

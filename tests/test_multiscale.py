@@ -1,0 +1,108 @@
+"""Multi-scale CAM / logits (methods.md 2.5, 2.11, 3.10) against golden fixtures, plus hand-made checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from golden import load_golden
+
+from wsss.cam import minmax_normalize, multi_scale_cam, multi_scale_logits
+
+
+def test_multi_scale_cam_golden_fake_model():
+    g = load_golden("multi_scale_cam2_fake")
+    w_aux, w_cam = torch.from_numpy(g["w_aux"]), torch.from_numpy(g["w_cam"])
+
+    def fake_model(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.avg_pool2d(x, kernel_size=4, stride=4)
+        return F.conv2d(x, w_aux), F.conv2d(x, w_cam)
+
+    cam_aux, cam = multi_scale_cam(fake_model, torch.from_numpy(g["inputs"]), g["scales"].tolist())
+    assert cam.dtype == torch.float64 and cam.shape == (2, 5, 64, 48)
+    np.testing.assert_allclose(cam.numpy(), g["cam"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(cam_aux.numpy(), g["cam_aux"], rtol=0, atol=1e-12)
+
+
+def test_identity_cam_fn_single_scale():
+    x = torch.randn(2, 3, 10, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out = multi_scale_cam(lambda t: t, x, [1.0])
+    assert torch.is_tensor(out)  # tensor in -> tensor out
+    # identity: flip-back of the flipped copy is the image itself, so max-fusion is a no-op
+    torch.testing.assert_close(out, minmax_normalize(F.relu(x)), rtol=0, atol=1e-15)
+    assert out.amin() >= 0 and out.amax() < 1
+
+
+def test_tuple_structure_and_order():
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    a, b, c = multi_scale_cam(lambda t: (t[:, :1], t[:, 1:], t[:, 2:] * 0 + 1), x, [1.0, 0.5])
+    assert a.shape == (1, 1, 8, 8) and b.shape == (1, 2, 8, 8) and c.shape == (1, 1, 8, 8)
+    ref_a = multi_scale_cam(lambda t: t[:, :1], x, [1.0, 0.5])
+    torch.testing.assert_close(a, ref_a, rtol=0, atol=0)
+    assert torch.all(c == 0)  # constant map normalises to 0
+
+
+def test_flip_fusion_max_and_sum():
+    # cam_fn = column ramp, which is not flip-invariant: fused = max(ramp, reversed ramp)
+    def ramp(t: torch.Tensor) -> torch.Tensor:
+        w = t.shape[-1]
+        r = torch.arange(w, dtype=t.dtype).view(1, 1, 1, w).expand(t.shape[0], 1, t.shape[-2], w)
+        return r.clone()
+
+    x = torch.zeros(1, 3, 4, 5, dtype=torch.float64)
+    got = multi_scale_cam(ramp, x, [1.0])
+    fused = torch.maximum(torch.arange(5.0), torch.arange(5.0).flip(0)).double()
+    expected = minmax_normalize(fused.view(1, 1, 1, 5).expand(1, 1, 4, 5))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-15)
+    got_sum = multi_scale_cam(ramp, x, [1.0], flip_fuse="sum")
+    assert torch.all(got_sum == 0)  # ramp + reversed ramp is constant
+
+
+def test_scales_resize_input():
+    seen = []
+
+    def record(t: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(t.shape))
+        return t[:, :1]
+
+    multi_scale_cam(record, torch.rand(2, 3, 64, 48), [1.0, 0.5, 0.75, 1.5])
+    assert seen == [(4, 3, 64, 48), (4, 3, 32, 24), (4, 3, 48, 36), (4, 3, 96, 72)]
+
+
+def test_multi_scale_logits_identity_and_shapes():
+    x = torch.randn(1, 3, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    out = multi_scale_logits(lambda t: t, x, [1.0], out_size=(6, 8))
+    torch.testing.assert_close(out, 2 * x, rtol=0, atol=0)  # flip fused by sum
+    seen = []
+
+    def record(t: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(t.shape[-2:]))
+        return t[:, :2]
+
+    out = multi_scale_logits(record, x, [1.0, 1.25, 1.5], out_size=(12, 16), square_size=20)
+    assert seen == [(20, 20), (25, 25), (30, 30)] and out.shape == (1, 2, 12, 16)
+    seen.clear()
+    multi_scale_logits(record, x, [1.0, 1.5], out_size=(6, 8))
+    assert seen == [(6, 8), (9, 12)]
+
+
+def test_multi_scale_logits_scale_fusion():
+    x = torch.ones(1, 1, 4, 4)
+    k = iter([1.0, 3.0, 2.0])
+
+    def const(t: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(t, next(k))
+
+    assert torch.all(multi_scale_logits(const, x, [1, 1, 1], (4, 4)) == 6.0)  # max of 2*{1,3,2}
+    k = iter([1.0, 3.0, 2.0])
+    assert torch.all(multi_scale_logits(const, x, [1, 1, 1], (4, 4), scale_fuse="mean") == 4.0)
+    with pytest.raises(ValueError):
+        multi_scale_logits(const, x, [1.0], (4, 4), scale_fuse="median")
+
+
+def test_minmax_normalize():
+    cam = torch.tensor([[[[1.0, 3.0], [5.0, 2.0]]]], dtype=torch.float64)
+    out = minmax_normalize(cam)
+    expected = (cam - 1) / (4 + 1e-5)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-15)

@@ -1,0 +1,92 @@
+"""PAR (methods.md 2.7) against golden par.npz, plus hand-made checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from golden import load_golden
+
+from wsss.cam import PAR
+
+
+@pytest.fixture(scope="module")
+def g() -> dict[str, np.ndarray]:
+    return load_golden("par")
+
+
+@pytest.fixture(scope="module")
+def par(g) -> PAR:
+    return PAR(dilations=g["dilations"].tolist(), num_iter=int(g["num_iter"]))
+
+
+def test_neighbor_order(g, par):
+    np.testing.assert_array_equal(np.array(par.neighbor_offsets()), g["neighbor_offsets"])
+    assert par.num_neighbors == 48
+
+
+def test_affinity_matches_golden(g, par):
+    image = torch.from_numpy(g["image"])
+    pos = par.position_softmax(torch.float64, "cpu").numpy()
+    np.testing.assert_allclose(pos, g["aff_pos_softmax"], rtol=0, atol=1e-14)
+    aff = par.affinity(image)
+    assert aff.dtype == torch.float64 and aff.shape == (2, 48, 48, 56)
+    got = np.stack([aff[b, :, y, x].numpy() for b, y, x in g["aff_pixel_index"]])
+    np.testing.assert_allclose(got, g["aff_pixels"], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(got - par.w2 * pos, g["aff_intensity_softmax_pixels"], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(got.sum(1), 1.01, atol=1e-12)
+
+
+def test_forward_f64(g, par):
+    out = par(torch.from_numpy(g["image"]), torch.from_numpy(g["masks"]))
+    assert out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), g["out_f64"], rtol=0, atol=1e-12)
+
+
+def test_single_iteration_f64(g):
+    par1 = PAR(dilations=g["dilations"].tolist(), num_iter=1)
+    out = par1(torch.from_numpy(g["image"]), torch.from_numpy(g["masks"]))
+    np.testing.assert_allclose(out.numpy(), g["out_iter1_f64"], rtol=0, atol=1e-12)
+
+
+def test_lowres_masks_resized_align_corners(g, par):
+    out = par(torch.from_numpy(g["image"]), torch.from_numpy(g["masks_lowres"]))
+    assert out.shape == (2, 4, 48, 56)
+    np.testing.assert_allclose(out.numpy(), g["out_lowres_mask_f64"], rtol=0, atol=1e-12)
+
+
+def test_forward_f32(g, par):
+    out = par(torch.from_numpy(g["image"]).float(), torch.from_numpy(g["masks"]).float())
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), g["out_f32"], rtol=0, atol=5e-6)
+
+
+def test_constant_image_keeps_constant_mask():
+    # Constant image: every neighbour has the same intensity, so the affinity is the same at every
+    # pixel and sums to 1 + w2: a constant mask stays constant, scaled by 1.01 per iteration.
+    par = PAR(num_iter=3)
+    image = torch.full((1, 3, 20, 30), 0.4, dtype=torch.float64)
+    masks = torch.full((1, 2, 20, 30), 0.25, dtype=torch.float64)
+    masks[:, 1] = 0.75
+    out = par(image, masks)
+    for k, v in enumerate((0.25, 0.75)):
+        np.testing.assert_allclose(out[0, k].numpy(), v * 1.01**3, rtol=1e-13)
+
+
+def test_mask_stays_on_its_side_of_an_edge():
+    # Two flat regions: the affinity across the edge is tiny, so region B's mask barely leaks into A.
+    par = PAR()
+    image = torch.zeros(1, 3, 32, 32)
+    image[..., 16:] = 1.0
+    image += 0.01 * torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    masks = torch.zeros(1, 2, 32, 32)
+    masks[:, 0, :, :16] = 1
+    masks[:, 1, :, 16:] = 1
+    out = par(image, masks)
+    assert out[0, 1, :, :14].max() < 0.05 * out[0, 1, :, 18:].min()
+    assert out[0, 0, :, 18:].max() < 0.05 * out[0, 0, :, :14].min()
+
+
+def test_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        PAR()(torch.rand(1, 3, 8, 8), torch.rand(2, 2, 8, 8))
