@@ -6,9 +6,9 @@ import dataclasses
 
 import numpy as np
 import pytest
-from golden import load_golden
 
-from wsss.cam import CRFParams, CRFPool, crf_label, dense_crf
+from golden import load_golden
+from wsss.cam import CRFParams, CRFPool, crf_label, crf_label_two_levels, dense_crf
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +40,10 @@ def test_crf_label_all_channels_is_golden_pred(g):
 
 
 def test_presets():
-    assert CRFParams.SEG == CRFParams(10, 1, 1, 121, 5, 4)
-    assert CRFParams.TOCO_LABEL == CRFParams(10, 3, 3, 36, 3, 4)
-    assert CRFParams.PSA == CRFParams(10, 3, 3, 80, 13, 10)
+    assert dataclasses.astuple(CRFParams.SEG) == (10, 1, 1, 121, 5, 4)
+    assert dataclasses.astuple(CRFParams.TOCO_LABEL) == (10, 3, 3, 36, 3, 4)
+    assert dataclasses.astuple(CRFParams.PSA) == (10, 3, 3, 80, 13, 10)
+    assert CRFParams() == CRFParams.SEG
     assert CRFParams.SEG.as_kwargs() == dict(iters=10, pos_xy_std=1, pos_w=1, bi_xy_std=121, bi_rgb_std=5, bi_w=4)
     with pytest.raises(dataclasses.FrozenInstanceError):
         CRFParams.SEG.iters = 3  # type: ignore[misc]
@@ -99,3 +100,24 @@ def test_crf_pool_two_workers_matches_in_process():
     assert [k for k, _ in got] == [k for k, _ in ref] == [it[0] for it in items]
     for (_, a), (_, b) in zip(got, ref):
         np.testing.assert_array_equal(a, b)
+
+
+def test_crf_label_two_levels_toy():
+    # class 2 (channel 1): confident square (cam 1), uncertain ring (0.5), bg (0) elsewhere, each
+    # region with its own colour; channel 0 is absent but has high scores and must never appear.
+    h = w = 40
+    image = np.full((h, w, 3), 20, dtype=np.uint8)
+    image[4:36, 4:36] = 120
+    image[12:28, 12:28] = 230
+    cam = np.zeros((3, h, w), dtype=np.float32)
+    cam[1, 4:36, 4:36] = 0.5
+    cam[1, 12:28, 12:28] = 1.0
+    cam[0] = 0.9  # absent class
+    label = crf_label_two_levels(image, cam, np.array([0.0, 1.0, 0.0]), 0.7, 0.25)
+    assert label.dtype == np.int64 and label.shape == (h, w)
+    assert set(np.unique(label).tolist()) <= {0, 2, 255}
+    assert (label[14:26, 14:26] == 2).all()
+    assert (label[:2] == 0).all()
+    assert (label[6:9, 6:34] == 255).all()
+    no_fg = crf_label_two_levels(image, cam, np.zeros(3), 0.7, 0.25)
+    assert (no_fg == 0).all()

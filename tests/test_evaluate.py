@@ -80,9 +80,7 @@ def test_evaluate_matches_independent_reference(tmp_path):
     assert [row["name"] for row in res.per_class] == NAMES
     np.testing.assert_allclose([row["iou"] for row in res.per_class], iou, rtol=1e-12)
     # the in-memory path gives the very same numbers
-    res2 = evaluate_arrays(
-        list(gts.values()), list(preds.values()), [FakeDataset(gts).labels(i) for i in gts], NAMES
-    )
+    res2 = evaluate_arrays(list(gts.values()), list(preds.values()), [FakeDataset(gts).labels(i) for i in gts], NAMES)
     np.testing.assert_array_equal(res2.scores["hist"], res.scores["hist"])
     assert res2.to_json()["cooccurrence"] == res.to_json()["cooccurrence"]
     assert res.scores["ignored_share"] == 0

@@ -171,6 +171,4 @@ def test_accepts_torch_tensors():
     torch = pytest.importorskip("torch")
     gt = torch.tensor([[0, 1], [2, 255]], dtype=torch.uint8)
     pred = torch.tensor([[0, 1], [1, 0]])
-    np.testing.assert_array_equal(
-        confusion_matrix(gt, pred, 3), confusion_matrix(gt.numpy(), pred.numpy(), 3)
-    )
+    np.testing.assert_array_equal(confusion_matrix(gt, pred, 3), confusion_matrix(gt.numpy(), pred.numpy(), 3))

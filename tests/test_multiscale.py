@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from golden import load_golden
 
+from golden import load_golden
 from wsss.cam import minmax_normalize, multi_scale_cam, multi_scale_logits
 
 

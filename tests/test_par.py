@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from golden import load_golden
 
+from golden import load_golden
 from wsss.cam import PAR
 
 

@@ -9,14 +9,34 @@ The public API (stable names; everything else is internal)::
     mask = run.predict(image, crf=True)    # (H, W) class indices
     result = wsss.evaluate("runs/cam_synth/predictions/val", "data/synth", "val")
     print(result.format_table())
+
+Names are imported on first use, so that worker processes (DataLoader, DenseCRF) that import a
+submodule do not pay for the whole package.
 """
 
-from wsss import datasets
-from wsss.engine.config import Config, load_config
-from wsss.engine.inference import Run, load_run
-from wsss.engine.trainer import train
-from wsss.evaluation import EvalResult, evaluate
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "EvalResult", "Run", "datasets", "evaluate", "load_config", "load_run", "train"]
+_EXPORTS = {
+    "Config": "wsss.engine.config",
+    "load_config": "wsss.engine.config",
+    "Run": "wsss.engine.inference",
+    "load_run": "wsss.engine.inference",
+    "train": "wsss.engine.trainer",
+    "EvalResult": "wsss.evaluation",
+    "evaluate": "wsss.evaluation",
+}
+
+__all__ = [*sorted(_EXPORTS), "datasets"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "datasets":
+        return importlib.import_module("wsss.datasets")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'wsss' has no attribute {name!r}")

@@ -89,7 +89,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
     if a.crf_workers is not None:
         run.cfg.infer.crf_workers = a.crf_workers
     out = run_predict(
-        run, a.split, root=a.data_root, crf=a.crf, scales=a.scales, overwrite=a.overwrite, progress=not a.quiet
+        run,
+        a.split,
+        root=a.data_root,
+        crf=a.crf,
+        scales=a.scales,
+        overwrite=a.overwrite,
+        progress=not a.quiet,
     )
     print(f"predictions in {out}")
     return 0
@@ -118,7 +124,9 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="wsss", description="Weakly supervised semantic segmentation from image-level labels.", epilog=EPILOG
+        prog="wsss",
+        description="Weakly supervised semantic segmentation from image-level labels.",
+        epilog=EPILOG,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -195,7 +203,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (DataError, ConfigError, WeightLoadError, TrainingDiverged, FileNotFoundError, KeyError, ValueError) as e:
+    except (
+        DataError,
+        ConfigError,
+        WeightLoadError,
+        TrainingDiverged,
+        FileNotFoundError,
+        KeyError,
+        ValueError,
+    ) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
@@ -206,4 +222,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

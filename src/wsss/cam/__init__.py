@@ -1,21 +1,33 @@
 """Shared CAM machinery: PAR refinement, CAM -> labels, multi-scale inference, dense CRF.
 
-See methods.md sections 2.5-2.8, 2.11 and 3.2.
+See methods.md sections 2.5-2.8, 2.11 and 3.2. The names are imported lazily (PEP 562), so a CRF
+worker process that imports ``wsss.cam.crf`` does not pay for importing torch.
 """
 
-from .crf import CRFParams, CRFPool, crf_label, dense_crf
-from .labels import (
-    IMAGENET_MEAN_255,
-    IMAGENET_STD_255,
-    box_mask,
-    cam_to_label,
-    cam_to_roi_mask,
-    denormalize_image,
-    refine_cams_with_bkg,
-    scale_img_box,
-)
-from .multiscale import minmax_normalize, multi_scale_cam, multi_scale_logits
-from .par import PAR
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "PAR": "par",
+    "IMAGENET_MEAN_255": "labels",
+    "IMAGENET_STD_255": "labels",
+    "box_mask": "labels",
+    "cam_to_label": "labels",
+    "cam_to_roi_mask": "labels",
+    "denormalize_image": "labels",
+    "refine_cams_with_bkg": "labels",
+    "scale_img_box": "labels",
+    "minmax_normalize": "multiscale",
+    "multi_scale_cam": "multiscale",
+    "multi_scale_logits": "multiscale",
+    "CRFParams": "crf",
+    "CRFPool": "crf",
+    "crf_label": "crf",
+    "crf_label_two_levels": "crf",
+    "dense_crf": "crf",
+}
 
 __all__ = [
     "IMAGENET_MEAN_255",
@@ -27,6 +39,7 @@ __all__ = [
     "cam_to_label",
     "cam_to_roi_mask",
     "crf_label",
+    "crf_label_two_levels",
     "dense_crf",
     "denormalize_image",
     "minmax_normalize",
@@ -35,3 +48,32 @@ __all__ = [
     "refine_cams_with_bkg",
     "scale_img_box",
 ]
+assert set(__all__) == set(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .crf import CRFParams, CRFPool, crf_label, crf_label_two_levels, dense_crf
+    from .labels import (
+        IMAGENET_MEAN_255,
+        IMAGENET_STD_255,
+        box_mask,
+        cam_to_label,
+        cam_to_roi_mask,
+        denormalize_image,
+        refine_cams_with_bkg,
+        scale_img_box,
+    )
+    from .multiscale import minmax_normalize, multi_scale_cam, multi_scale_logits
+    from .par import PAR
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

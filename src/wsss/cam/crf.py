@@ -3,6 +3,7 @@
 - :func:`dense_crf`: the official ``DenseCRF`` call (unary ``-log(clip(prob, 1e-5))`` from
   ``unary_from_softmax``, a Gaussian and a bilateral pairwise term, ``iters`` mean-field steps);
   returns the marginals Q.
+- :func:`crf_label_two_levels`: ToCo's CRF pseudo labels (bg at the high and the low threshold).
 - :func:`crf_label`: CRF restricted to a subset of channels (background + the classes that may
   appear), mapped back to class ids.
 - :class:`CRFParams`: the named parameter sets of the anchors (methods.md 8.5).
@@ -85,7 +86,7 @@ def dense_crf(
     image = np.asarray(image)
     if prob.ndim != 3 or image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != prob.shape[1:]:
         raise ValueError(
-            f"dense_crf expects image (H,W,3) and prob (K,H,W) of the same H,W, got {image.shape} and {prob.shape}"
+            f"dense_crf expects image (H,W,3) and prob (K,H,W) with the same H,W, got {image.shape} and {prob.shape}"
         )
     if image.dtype != np.uint8:
         raise ValueError(f"dense_crf expects a uint8 image, got {image.dtype}")
@@ -138,7 +139,47 @@ def crf_label(
     return ids[q.argmax(axis=0)]
 
 
-def _crf_task(args: tuple[Hashable, np.ndarray, np.ndarray, Any, dict[str, Any]]) -> tuple[Hashable, np.ndarray]:
+def crf_label_two_levels(
+    image: np.ndarray,
+    cam: np.ndarray,
+    cls_label: Sequence[float] | np.ndarray,
+    high_thre: float,
+    low_thre: float,
+    params: CRFParams | None = None,
+    ignore_index: int = 255,
+) -> np.ndarray:
+    """CRF pseudo label with two background levels (methods.md 2.11, ToCo ``infer_cam_crf_label``).
+
+    ``cam`` (C-1, H, W) holds foreground scores in [0, 1] and ``cls_label`` (C-1,) the multi-hot image
+    label. For each background level (``high_thre``, then ``low_thre``) the stack [constant bg; present
+    classes] goes through a softmax over channels and the CRF (default ``CRFParams.TOCO_LABEL``), and
+    the argmax is mapped to class ids. Combined as in methods.md 2.8: the high-level label; where it
+    is background, ``ignore_index``; where both levels say background, 0. Returns (H, W) int64.
+    """
+    cam = np.asarray(cam, dtype=np.float32)
+    fg = np.flatnonzero(np.asarray(cls_label).reshape(-1) != 0)
+    if cam.ndim != 3 or (fg.size > 0 and fg.max() >= cam.shape[0]):
+        raise ValueError(f"crf_label_two_levels: cam {cam.shape} does not match cls_label of {len(cls_label)}")
+    ids = np.concatenate([[0], fg + 1]).astype(np.int64)
+    h, w = cam.shape[1:]
+    kwargs = (params or CRFParams.TOCO_LABEL).as_kwargs()
+    labels = []
+    for level in (high_thre, low_thre):
+        if fg.size == 0:
+            labels.append(np.zeros((h, w), dtype=np.int64))
+            continue
+        scores = np.concatenate([np.full((1, h, w), level, dtype=np.float32), cam[fg]], axis=0)
+        scores = np.exp(scores - scores.max(axis=0, keepdims=True))
+        prob = scores / scores.sum(axis=0, keepdims=True)
+        labels.append(ids[dense_crf(image, prob, **kwargs).argmax(axis=0)])
+    high, low = labels
+    label = np.where(high == 0, ignore_index, high)
+    return np.where((high == 0) & (low == 0), 0, label).astype(np.int64)
+
+
+def _crf_task(
+    args: tuple[Hashable, np.ndarray, np.ndarray, Any, dict[str, Any]],
+) -> tuple[Hashable, np.ndarray]:
     key, image, prob, present, kwargs = args
     return key, crf_label(image, prob, present, **kwargs)
 

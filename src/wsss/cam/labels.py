@@ -78,14 +78,16 @@ def scale_img_box(
     sw = to_hw[1] / from_hw[1]
     scale = torch.tensor([sh, sh, sw, sw], dtype=torch.float64, device=box.device)
     x = box * scale
-    if mode == "round":
-        out = torch.floor(x + 0.5)
+    starts, ends = x[:, 0::2], x[:, 1::2]  # (h0, w0), (h1, w1)
+    if mode == "round":  # a cell is kept when at least half of it is valid
+        starts, ends = torch.ceil(starts - 0.5), torch.floor(ends + 0.5)
     elif mode == "outer":
-        out = torch.cat([torch.floor(x[:, 0:1]), torch.ceil(x[:, 1:2]), torch.floor(x[:, 2:3]), torch.ceil(x[:, 3:4])], 1)
+        starts, ends = torch.floor(starts), torch.ceil(ends)
     elif mode == "inner":
-        out = torch.cat([torch.ceil(x[:, 0:1]), torch.floor(x[:, 1:2]), torch.ceil(x[:, 2:3]), torch.floor(x[:, 3:4])], 1)
+        starts, ends = torch.ceil(starts), torch.floor(ends)
     else:
         raise ValueError(f"scale_img_box: unknown mode {mode!r} (round, outer or inner)")
+    out = torch.stack([starts[:, 0], ends[:, 0], starts[:, 1], ends[:, 1]], dim=1)
     limit = torch.tensor([to_hw[0], to_hw[0], to_hw[1], to_hw[1]], dtype=torch.float64, device=box.device)
     out = torch.minimum(torch.clamp(out, min=0), limit)
     return out.to(torch.long)
@@ -253,4 +255,3 @@ def refine_cams_with_bkg(
     label = label_h.masked_fill(label_h == 0, ignore_index)
     label = label.masked_fill((label_h == 0) & (label_l == 0), 0)
     return label
-

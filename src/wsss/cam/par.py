@@ -150,8 +150,7 @@ class PAR(nn.Module):
         """Refine ``masks`` (B,K,h',w') on ``image`` (B,3,h,w) in [0,1]; returns (B,K,h,w)."""
         if image.dim() != 4 or masks.dim() != 4 or image.shape[0] != masks.shape[0]:
             raise ValueError(
-                f"PAR expects image (B,3,h,w) and masks (B,K,h',w'), got {tuple(image.shape)} "
-                f"and {tuple(masks.shape)}"
+                f"PAR expects image (B,3,h,w) and masks (B,K,h',w'), got {tuple(image.shape)} and {tuple(masks.shape)}"
             )
         size = tuple(image.shape[-2:])
         if tuple(masks.shape[-2:]) != size:

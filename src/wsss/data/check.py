@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from wsss.data.classes import CLASSES_FILE, VOC_CLASSES, read_classes
 from wsss.data.voc import CLS_LABELS_FILE, IMAGE_DIR, IMAGE_EXTS, MASK_DIRS, SPLIT_DIR, available_splits
@@ -59,10 +59,15 @@ class CheckReport:
         if self.splits:
             lines.append("splits: " + ", ".join(f"{s} ({n} ids)" for s, n in self.splits.items()))
         if self.class_names:
-            lines.append(f"classes: {len(self.class_names)} incl. background ({', '.join(self.class_names[:8])}"
-                         + (", ..." if len(self.class_names) > 8 else "") + ")")
-        lines.append(f"images: {self.n_images}, masks: {self.n_masks}"
-                     + (f", image labels from {self.label_source}" if self.label_source else ""))
+            lines.append(
+                f"classes: {len(self.class_names)} incl. background ({', '.join(self.class_names[:8])}"
+                + (", ..." if len(self.class_names) > 8 else "")
+                + ")"
+            )
+        lines.append(
+            f"images: {self.n_images}, masks: {self.n_masks}"
+            + (f", image labels from {self.label_source}" if self.label_source else "")
+        )
         if self.class_counts:
             width = max(len(k) for k in self.class_counts)
             lines.append("images per class:")
@@ -100,20 +105,44 @@ def _mask_path(root: Path, id: str) -> Path | None:
 
 
 def _check_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
-    """(H, W) after a full decode, or an error message."""
+    """(H, W) after a full decode, or an error message. Truncated files are always errors, even if
+    some library enabled PIL's LOAD_TRUNCATED_IMAGES."""
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as im:
             im.load()
             if im.mode not in ("RGB", "L", "P", "RGBA", "CMYK", "LA", "I", "I;16", "YCbCr", "1"):
                 return None, f"{path}: unsupported image mode {im.mode}"
             return (im.height, im.width), None
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         return None, f"{path}: cannot read image ({e})"
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _read_mask(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """The (H, W) class-index mask, or an error message (unreadable file, colour mask ...)."""
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+        if mode not in ("P", "L", "I", "I;16"):
+            return None, (
+                f"{path}: mask has mode {mode}; expected a single-channel (L) or palette (P) PNG of class indices"
+            )
+        return read_label_png(path), None
+    except DataError as e:
+        return None, str(e)
+    except (OSError, SyntaxError, ValueError) as e:
+        return None, f"{path}: cannot read mask ({e})"
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
 def _names(idx, class_names: list[str]) -> str:
-    return ", ".join(f"{int(c)} ({class_names[int(c)]})" if int(c) < len(class_names) else str(int(c))
-                     for c in idx)
+    return ", ".join(f"{int(c)} ({class_names[int(c)]})" if int(c) < len(class_names) else str(int(c)) for c in idx)
 
 
 def _read_label_table(
@@ -140,9 +169,7 @@ def _read_label_table(
     for k, v in obj.items():
         arr = np.asarray(v)
         if arr.dtype.kind not in "fiub" or arr.ndim != 1:
-            report.add(
-                f"{path}: entry {k!r} is not a 1-D numeric vector (dtype {arr.dtype}, shape {arr.shape})"
-            )
+            report.add(f"{path}: entry {k!r} is not a 1-D numeric vector (dtype {arr.dtype}, shape {arr.shape})")
             continue
         if arr.dtype.kind != "f":
             bad_dtype.append(str(k))
@@ -160,20 +187,15 @@ def _read_label_table(
         )
     if bad_values:
         report.add(
-            f"{path}: {len(bad_values)} label vector(s) are not multi-hot 0/1 "
-            f"(e.g. {', '.join(bad_values[:5])})"
+            f"{path}: {len(bad_values)} label vector(s) are not multi-hot 0/1 (e.g. {', '.join(bad_values[:5])})"
         )
     if bad_dtype:
-        report.warn(
-            f"{path}: {len(bad_dtype)} label vector(s) are not float (e.g. {bad_dtype[0]}); read as float32"
-        )
+        report.warn(f"{path}: {len(bad_dtype)} label vector(s) are not float (e.g. {bad_dtype[0]}); read as float32")
     keys = {str(k) for k in obj}
     return {k: v for k, v in table.items() if v.shape[0] == num_classes - 1}, keys
 
 
-def check_dataset(
-    root: str | os.PathLike, split: str | None = None, *, max_problems: int = 50
-) -> CheckReport:
+def check_dataset(root: str | os.PathLike, split: str | None = None, *, max_problems: int = 50) -> CheckReport:
     """Validate the dataset at ``root`` (one ``split``, or every split file when None)."""
     root = Path(root)
     report = CheckReport(root=root, max_problems=max_problems)
@@ -191,7 +213,8 @@ def check_dataset(
         classes_desc = f"{cls_file} (unreadable; VOC's 21 classes assumed)"
     else:
         classes_desc = (
-            f"{cls_file} ({len(class_names)} classes)" if cls_file.is_file()
+            f"{cls_file} ({len(class_names)} classes)"
+            if cls_file.is_file()
             else f"the default 21 VOC classes (no {cls_file})"
         )
         if class_names[0].lower() not in ("background", "_background_", "bg", "__background__"):
@@ -282,34 +305,35 @@ def check_dataset(
         mask_labels = None
         if mpath is None:
             if id in needs_mask:
-                where = " or ".join(str(root / d / f"{id}.png") for d in MASK_DIRS if (root / d).is_dir()) \
-                    if has_mask_dir else str(root / MASK_DIRS[1] / f"{id}.png")
-                why = "the other images of its split have masks" if has_table else (
-                    f"and there is no {CLS_LABELS_FILE}, so the image has no labels at all"
+                where = (
+                    " or ".join(str(root / d / f"{id}.png") for d in MASK_DIRS if (root / d).is_dir())
+                    if has_mask_dir
+                    else str(root / MASK_DIRS[1] / f"{id}.png")
+                )
+                why = (
+                    "the other images of its split have masks"
+                    if has_table
+                    else f"no {CLS_LABELS_FILE} either: the image has no labels at all"
                 )
                 report.add(f"{where}: mask missing for id {id!r} ({why})")
         else:
             report.n_masks += 1
-            try:
-                with Image.open(mpath) as im:
-                    mode = im.mode
-                if mode not in ("P", "L", "I", "I;16"):
-                    report.add(f"{mpath}: mask has mode {mode}; expected a single-channel (L) or palette (P) "
-                               "PNG of class indices")
-                    raise DataError("")
-                mask = read_label_png(mpath)
-            except DataError as e:
-                if str(e):
-                    report.add(str(e))
+            mask, err = _read_mask(mpath)
+            if err:
+                report.add(err)
             else:
                 if size is not None and mask.shape != size:
-                    report.add(f"{mpath}: mask size {mask.shape[1]}x{mask.shape[0]} differs from the image "
-                               f"{img_path.name} ({size[1]}x{size[0]})")
+                    report.add(
+                        f"{mpath}: mask size {mask.shape[1]}x{mask.shape[0]} differs from the image "
+                        f"{img_path.name} ({size[1]}x{size[0]})"
+                    )
                 present = np.unique(mask)
                 bad = present[~legal[present]]
                 if bad.size:
-                    report.add(f"{mpath}: illegal mask values {bad.tolist()} (classes are 0..{C - 1}, "
-                               f"255 = ignore; see {classes_desc})")
+                    report.add(
+                        f"{mpath}: illegal mask values {bad.tolist()} (classes are 0..{C - 1}, "
+                        f"255 = ignore; see {classes_desc})"
+                    )
                 fg = present[(present >= 1) & (present < C)]
                 mask_labels = np.zeros(C - 1, np.float32)
                 mask_labels[fg - 1] = 1.0
@@ -336,7 +360,6 @@ def check_dataset(
         for s, ids in split_ids.items():
             missing = [i for i in ids if i not in table_keys]
             if missing:
-                report.add(f"{npy}: no label for {len(missing)} id(s) of split {s!r} "
-                           f"(e.g. {', '.join(missing[:5])})")
+                report.add(f"{npy}: no label for {len(missing)} id(s) of split {s!r} (e.g. {', '.join(missing[:5])})")
     report.class_counts = {class_names[c]: per_class.get(c, 0) for c in range(1, C)}
     return report

@@ -82,9 +82,7 @@ def resize_long_side(img: np.ndarray, long_side: int, *, interpolation: str = "b
     """Resize keeping the aspect ratio so that max(H, W) == ``long_side``."""
     h, w = np.asarray(img).shape[:2]
     scale = long_side / max(h, w)
-    return resize_to(
-        img, (max(1, round(h * scale)), max(1, round(w * scale))), interpolation=interpolation
-    )
+    return resize_to(img, (max(1, round(h * scale)), max(1, round(w * scale))), interpolation=interpolation)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,9 +261,7 @@ class TrainAugment:
         self.color_jitter = bool(color_jitter)
         self.jitter_p = float(jitter_p)
 
-    def __call__(
-        self, img: np.ndarray, rng: np.random.Generator, mask: np.ndarray | None = None
-    ) -> dict:
+    def __call__(self, img: np.ndarray, rng: np.random.Generator, mask: np.ndarray | None = None) -> dict:
         img = _check_image(img)
         mask = _check_mask(mask, img)
         if self.scale_range is not None:

@@ -81,9 +81,7 @@ def load_cls_labels(root: str | os.PathLike, num_classes: int | None = None) -> 
     except Exception as e:  # noqa: BLE001 - np.load raises many kinds for a corrupt file
         raise DataError(f"{path}: cannot read label file ({type(e).__name__}: {e})") from e
     if not isinstance(obj, dict):
-        raise DataError(
-            f"{path}: expected a pickled dict {{id: float32 multi-hot}}, got {type(obj).__name__}"
-        )
+        raise DataError(f"{path}: expected a pickled dict {{id: float32 multi-hot}}, got {type(obj).__name__}")
     out: dict[str, np.ndarray] = {}
     for k, v in obj.items():
         try:
@@ -208,8 +206,7 @@ class VOCDataset(Dataset):
         if p is None:
             if table is not None:
                 raise DataError(
-                    f"{self.root / CLS_LABELS_FILE}: no entry for id {id!r}, and no mask to derive "
-                    f"its labels from"
+                    f"{self.root / CLS_LABELS_FILE}: no entry for id {id!r}, and no mask to derive its labels from"
                 )
             raise DataError(
                 f"{self.root}: no image label for id {id!r}: no {CLS_LABELS_FILE} and no mask in "
@@ -218,9 +215,7 @@ class VOCDataset(Dataset):
         mask = read_label_png(p)
         bad = np.setdiff1d(np.unique(mask), np.r_[np.arange(self.num_classes), 255])
         if bad.size:
-            raise DataError(
-                f"{p}: mask values {bad.tolist()} are not classes (0..{self.num_classes - 1}) or 255"
-            )
+            raise DataError(f"{p}: mask values {bad.tolist()} are not classes (0..{self.num_classes - 1}) or 255")
         return labels_from_mask(mask, self.num_classes)
 
     def __len__(self) -> int:

@@ -21,7 +21,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from wsss.cam import PAR, CRFParams, CRFPool, cam_to_label, multi_scale_cam, multi_scale_logits, refine_cams_with_bkg
+from wsss.cam import (
+    PAR,
+    CRFParams,
+    CRFPool,
+    cam_to_label,
+    multi_scale_cam,
+    multi_scale_logits,
+    refine_cams_with_bkg,
+)
 from wsss.data import VOCDataset
 from wsss.engine.checkpoint import load_checkpoint
 from wsss.engine.config import Config, load_config
@@ -179,7 +187,9 @@ def run_pseudo(
     todo = _todo(ds.ids, out, ".png", overwrite)
     missing = [i for i in todo if not (cams / f"{i}.npy").is_file()]
     if missing:
-        raise DataError(f"{cams}: no CAM for {len(missing)} ids (e.g. {missing[0]}); run `wsss cam {run.dir} --split {split}`")
+        raise DataError(
+            f"{cams}: no CAM for {len(missing)} ids (e.g. {missing[0]}); run `wsss cam {run.dir} --split {split}`"
+        )
 
     def items() -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
         for id in todo:

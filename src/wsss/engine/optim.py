@@ -97,6 +97,9 @@ class PolyWarmupAdamW(torch.optim.AdamW):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         global_step = state_dict.pop("global_step", None)
+        base_lrs = [group["base_lr"] for group in self.param_groups]
         super().load_state_dict(state_dict)
+        for group, base in zip(self.param_groups, base_lrs):  # state saved by a plain AdamW
+            group.setdefault("base_lr", base)
         if global_step is not None:
             self.global_step = int(global_step)

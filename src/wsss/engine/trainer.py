@@ -202,21 +202,21 @@ class Trainer:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     # ------------------------------------------------------------------------------------------
-    def train(self) -> dict[str, Any]:
+    def train(self, until: int | None = None) -> dict[str, Any]:
+        """Train to ``train.max_iters`` (or stop after step ``until``, as a kill would, for tests)."""
         cfg, t = self.cfg, self.cfg.train
+        stop = t.max_iters if until is None else min(until, t.max_iters)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume_if_possible()
         save_config(cfg, self.run_dir / "config.yaml")
-        if self.step >= t.max_iters:
+        if self.step >= stop:
             return {"step": self.step, "resumed": resumed, "best": self.best}
         self.method.train()
         sums: dict[str, float] = defaultdict(float)
         n_logged, t0 = 0, time.time()
-        bar = tqdm(
-            total=t.max_iters, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True
-        )
+        bar = tqdm(total=t.max_iters, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         last_val: dict[str, Any] | None = None
-        while self.step < t.max_iters:
+        while self.step < stop:
             step = self.step
             batch = self._to_device(next(self.stream))
             active = active_terms(cfg, step)
@@ -273,9 +273,7 @@ class Trainer:
         if self.best is None or res[key] > self.best:
             self.best = res[key]
             save_checkpoint(self._state(), self.ckpt_dir / "best.pt")
-        tqdm.write(
-            f"[val @ {self.step}] " + "  ".join(f"{k} {v:.2f}" for k, v in res.items() if k.endswith("miou"))
-        )
+        tqdm.write(f"[val @ {self.step}] " + "  ".join(f"{k} {v:.2f}" for k, v in res.items() if k.endswith("miou")))
         return res
 
 

@@ -119,9 +119,7 @@ class CooccurrenceMeter:
 
     def state(self) -> dict[str, np.ndarray]:
         """The raw counts, one array per field (e.g. to all-reduce across ranks)."""
-        return {name: getattr(self, name).copy() for name in self._FIELDS} | {
-            "n_images": np.int64(self.n_images)
-        }
+        return {name: getattr(self, name).copy() for name in self._FIELDS} | {"n_images": np.int64(self.n_images)}
 
     def far(self) -> np.ndarray:
         """(C,) false-activation rate per class id; nan for background and for classes whose

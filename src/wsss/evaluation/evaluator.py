@@ -194,9 +194,7 @@ class _Accumulator:
         if pred.ndim == 3 and pred.shape[0] == 1:
             pred = pred[0]
         if gt.shape != pred.shape:
-            raise DataError(
-                f"{source}: prediction shape {pred.shape} differs from the ground truth {gt.shape}"
-            )
+            raise DataError(f"{source}: prediction shape {pred.shape} differs from the ground truth {gt.shape}")
         if pred.size:
             bad = ((pred < 0) | (pred >= C)) & (pred != self.ignore_index)
             if bad.any():

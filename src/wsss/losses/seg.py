@@ -31,7 +31,12 @@ def balanced_seg_loss(logits: torch.Tensor, label: torch.Tensor, ignore_index: i
     Returns:
         A 0-d tensor in the logits' dtype.
     """
-    if logits.dim() != 4 or label.dim() != 3 or logits.shape[0] != label.shape[0] or logits.shape[2:] != label.shape[1:]:
+    if (
+        logits.dim() != 4
+        or label.dim() != 3
+        or logits.shape[0] != label.shape[0]
+        or logits.shape[2:] != label.shape[1:]
+    ):
         raise ValueError(
             f"balanced_seg_loss expects logits (B,C,H,W) and label (B,H,W) of the same size, got "
             f"{tuple(logits.shape)} and {tuple(label.shape)} (upsample the logits first)"

@@ -121,7 +121,12 @@ def create_backbone(
             load_pretrained(vit, pretrained)
         return ViTBackbone(vit, aux_layer=aux_layer, freeze_pos_embed=freeze_pos_embed)
     net = timm.create_model(
-        name, pretrained=False, features_only=True, out_indices=(-2, -1), output_stride=output_stride, **kwargs
+        name,
+        pretrained=False,
+        features_only=True,
+        out_indices=(-2, -1),
+        output_stride=output_stride,
+        **kwargs,
     )
     if pretrained:
         load_pretrained(net, pretrained)

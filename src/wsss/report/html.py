@@ -76,7 +76,10 @@ def _far_chart(result: Any, out: Path, name: str) -> str | None:
 
 def _grid(ds: VOCDataset, id: str, run: Path, split: str, out: Path) -> str:
     image, gt = ds.load_image(id), ds.load_mask(id)
-    panels: list[tuple[str, np.ndarray, str | None]] = [("image", image, None), ("ground truth", colorize(gt), None)]
+    panels: list[tuple[str, np.ndarray, str | None]] = [
+        ("image", image, None),
+        ("ground truth", colorize(gt), None),
+    ]
     cam_file = run / "cams" / split / f"{id}.npy"
     if cam_file.is_file():
         d = np.load(cam_file, allow_pickle=True).item()
@@ -113,7 +116,9 @@ def _table(result: Any) -> str:
             f"{rows}</table>")  # fmt: skip
 
 
-def write_report(run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12) -> Path:
+def write_report(
+    run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12
+) -> Path:
     """Write ``<run>/report/index.html`` and return its path."""
     run = Path(run)
     cfg_file = run / "config.yaml"
@@ -125,7 +130,9 @@ def write_report(run: str | Path, *, split: str | None = None, data_root: str | 
     out = run / "report"
     (out / "images").mkdir(parents=True, exist_ok=True)
     metrics_file = run / "metrics.jsonl"
-    metrics = [json.loads(line) for line in metrics_file.read_text().splitlines() if line] if metrics_file.is_file() else []
+    metrics = (
+        [json.loads(line) for line in metrics_file.read_text().splitlines() if line] if metrics_file.is_file() else []
+    )
 
     sections, summary = [], {}
     worst_source = None
@@ -146,6 +153,7 @@ def write_report(run: str | Path, *, split: str | None = None, data_root: str | 
 
     ids = list(ds.ids)
     if worst_source is not None:  # worst images by IoU first
+
         def image_miou(i: str) -> float:
             h = confusion_matrix(ds.load_mask(i), read_label_png(worst_source / f"{i}.png"), ds.num_classes)
             return float(scores_from_hist(h)["miou"])
@@ -154,6 +162,7 @@ def write_report(run: str | Path, *, split: str | None = None, data_root: str | 
     grids = [(_grid(ds, i, run, split, out), i) for i in ids[:max_images]]
     curves = _curves(metrics, out)
 
+    figures = "".join(f'<p>{html.escape(i)}</p><img src="{g}" alt="{html.escape(i)}">' for g, i in grids)
     headline = "".join(f"<tr><td>{t}</td><td>{100 * r.miou:.2f}</td></tr>" for t, r in summary.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>wsss report: {html.escape(run.name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse}}
@@ -164,7 +173,7 @@ split <b>{html.escape(split)}</b> ({len(ds)} images)</p>
 <h2>Summary (mIoU %)</h2><table><tr><th>output</th><th>mIoU</th></tr>{headline}</table>
 <h2>Training curves</h2>{"".join(f'<img src="{c}" alt="{c}">' for c in curves) or "<p>no metrics.jsonl</p>"}
 <h2>Metrics</h2>{"".join(sections) or "<p>no outputs on this split yet (wsss cam / pseudo / predict)</p>"}
-<h2>Images (worst first)</h2>{"".join(f'<p>{html.escape(i)}</p><img src="{g}" alt="{html.escape(i)}">' for g, i in grids)}
+<h2>Images (worst first)</h2>{figures}
 <h2>Config</h2><pre>{html.escape(yaml.safe_dump(cfg, sort_keys=False))}</pre>
 </body></html>"""
     with atomic_write(out / "index.html", "w") as f:

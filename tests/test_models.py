@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from wsss.models.backbones import WeightLoadError, create_backbone, load_pretrained
+from wsss.models.decoders import ASPP, LargeFOV
+from wsss.models.heads import CAMClassifier
+
+
+def tiny_vit(**kw):
+    return create_backbone("vit_tiny_patch16_224", patch_size=8, depth=4, embed_dim=32, num_heads=2, img_size=64, **kw)
+
+
+def test_vit_any_input_size_and_outputs():
+    torch.manual_seed(0)
+    b = tiny_vit().eval()
+    for h, w in [(64, 64), (48, 80), (16, 16)]:
+        out = b(torch.randn(2, 3, h, w))
+        assert out.final.shape == (2, 32, h // 8, w // 8)
+        assert out.aux.shape == (2, 32, h // 8, w // 8)
+        assert out.cls.shape == (2, 32)
+
+
+def test_vit_pos_embed_frozen_and_interpolated():
+    b = tiny_vit()
+    assert not b.vit.pos_embed.requires_grad
+    assert tiny_vit(freeze_pos_embed=False).vit.pos_embed.requires_grad
+    native = b.interpolate_pos_embed(8, 8)
+    assert torch.equal(native, b.vit.pos_embed)  # identity at the native grid
+    assert b.interpolate_pos_embed(3, 5).shape == (1, 1 + 15, 32)
+
+
+def test_vit_aux_is_raw_block_output_and_final_is_normed():
+    torch.manual_seed(0)
+    b = tiny_vit(aux_layer=-3).eval()  # depth 4: block index 1
+    x = torch.randn(1, 3, 32, 32)
+    seen = {}
+    b.vit.blocks[1].register_forward_hook(lambda m, i, o: seen.setdefault("aux", o))
+    out = b(x)
+    aux_tokens = seen["aux"][:, 1:].transpose(1, 2).reshape(1, 32, 4, 4)
+    assert torch.allclose(out.aux, aux_tokens)
+    # the final tokens went through LayerNorm: zero mean per token
+    assert out.final.mean(dim=1).abs().max() < 1e-4
+
+
+def test_cnn_backbone_stride_and_pooled_cls():
+    b = create_backbone("resnet18", output_stride=16).eval()
+    out = b(torch.randn(1, 3, 64, 64))
+    assert out.final.shape == (1, 512, 4, 4) and out.aux.shape == (1, 256, 4, 4)
+    assert torch.allclose(out.cls, out.final.mean(dim=(2, 3)))
+
+
+def test_load_pretrained_round_trip_and_key_errors(tmp_path):
+    torch.manual_seed(0)
+    src = tiny_vit()
+    path = tmp_path / "w.pth"
+    state = {f"module.{k}": v for k, v in src.vit.state_dict().items()}
+    state["head.weight"] = torch.zeros(1000, 32)  # a classifier head in the file is dropped
+    torch.save({"state_dict": state}, path)
+    dst = tiny_vit(pretrained=str(path))
+    for k, v in src.vit.state_dict().items():
+        assert torch.equal(dst.vit.state_dict()[k], v)
+
+    broken = dict(src.vit.state_dict())
+    broken.pop("blocks.0.attn.qkv.weight")
+    broken["extra.weight"] = torch.zeros(3)
+    torch.save(broken, path)
+    with pytest.raises(WeightLoadError) as e:
+        load_pretrained(tiny_vit().vit, path)
+    assert "missing keys (1): blocks.0.attn.qkv.weight" in str(e.value)
+    assert "unexpected keys (1): extra.weight" in str(e.value)
+    assert str(path) in str(e.value)
+    with pytest.raises(WeightLoadError, match="not found"):
+        load_pretrained(tiny_vit().vit, tmp_path / "missing.pth")
+
+
+def test_cam_classifier_gap_logits_are_mean_cam_and_gmp_pools_max():
+    torch.manual_seed(0)
+    f = torch.randn(2, 8, 5, 6)
+    gap = CAMClassifier(8, 3, "gap")
+    assert torch.allclose(gap(f), gap.cam(f).mean(dim=(2, 3)), atol=1e-6)
+    gmp = CAMClassifier(8, 3, "gmp")
+    gmp.conv.weight.data = gap.conv.weight.data.clone()
+    expected = (gmp.conv.weight.view(3, 8) @ f.amax(dim=(2, 3)).T).T
+    assert torch.allclose(gmp(f), expected, atol=1e-6)
+    with pytest.raises(ValueError):
+        CAMClassifier(8, 3, "avg")
+
+
+def test_decoders():
+    x = torch.randn(1, 16, 7, 9)
+    aspp = ASPP(16, 5)
+    out = aspp(x)
+    assert out.shape == (1, 5, 7, 9)
+    assert torch.allclose(out, sum(c(x) for c in aspp.branches), atol=1e-6)
+    assert all(torch.all(c.bias == 0) for c in aspp.branches)
+    assert LargeFOV(16, 5, hidden=8)(x).shape == (1, 5, 7, 9)
