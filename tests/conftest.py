@@ -23,7 +23,6 @@ def tiny_overrides(root: Path, run_dir: Path, **extra: object) -> list[str]:
         "data.crop_size": 64,
         "data.num_workers": 0,
         "model.backbone_kwargs": "{patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2, img_size: 64}",
-        "model.decoder_dim": 16,
         "train.batch_size": 4,
         "train.max_iters": 6,
         "train.warmup_iters": 2,

@@ -69,9 +69,14 @@ def test_training_step_every_loss_and_backward(corrected):
     assert torch.allclose(m.prototypes.norm(dim=1), torch.ones(4))
     changed = (m.prototypes != F_normalize(protos_before)).any(dim=1)
     assert changed.tolist() == [False, True, False, False]
-    # the EMA moved the teacher towards the student (identical at init, so it stays equal: check m)
-    for t, t0 in zip(m.encoder_k.parameters(), teacher_before):
-        assert torch.equal(t, t0)  # student == teacher at init, so the EMA is a fixed point
+    # a second step after the student moved: the teacher takes exactly (1 - m) of the way
+    with torch.no_grad():
+        for p in m.backbone.parameters():
+            p.add_(0.01)
+    m.training_step(batch(), step=6, active={"cls"})
+    mom = m.options.momentum
+    for t, t0, s in zip(m.encoder_k.parameters(), teacher_before, m.backbone.parameters()):
+        assert torch.allclose(t, mom * t0 + (1 - mom) * s, atol=1e-6)
 
 
 def F_normalize(x):
@@ -137,3 +142,33 @@ def test_seco_needs_a_vit():
     cfg = load_config(REPO / "configs/seco/voc.yaml", ["model.backbone=resnet18", "model.pretrained=null"])
     with pytest.raises(ValueError, match="needs a ViT"):
         build_method(cfg, num_classes=5)
+
+
+def test_voc_preset_architecture_runs_every_loss_on_cpu():
+    """The VOC preset's real architecture (ViT-B/16, ASPP, 2048-wide projection head), at a reduced
+    crop, for two iterations with every loss active: forward, backward, optimiser step."""
+    over = [
+        "model.pretrained=null",
+        "data.crop_size=96",
+        "cam.scales=[1.0, 0.5]",
+        "options.num_patches=2",
+        "options.patch_size=32",
+        "options.queue_size=16",  # 2 images x (2 + 2) keys
+        "options.update_prototype=0",
+    ]
+    cfg = load_config(REPO / "configs/seco/voc.yaml", over)
+    torch.manual_seed(0)
+    m = build_method(cfg, num_classes=21)
+    assert m.backbone.out_dim == 768 and len(m.backbone.vit.blocks) == 12
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
+    b = batch(s=96)
+    b["labels"] = torch.zeros(2, 20)
+    b["labels"][0, [0, 14]] = 1
+    b["labels"][1, 6] = 1
+    b["label_idx"] = torch.tensor([-1, 7])
+    for step in (2500, 2501):
+        terms = m.training_step(b, step, ALL_TERMS)
+        assert set(terms) == ALL_TERMS and all(torch.isfinite(v) for v in terms.values())
+        opt.zero_grad()
+        sum(cfg.loss.weights[k] * v for k, v in terms.items()).backward()
+        opt.step()

@@ -1,6 +1,16 @@
-"""Losses shared by the methods (methods.md 2.9)."""
+"""Losses shared by the methods (methods.md 2.9, 3.6, 3.7)."""
 
+from .contrast import lig_loss, lil_loss
+from .energy import dense_energy_loss, energy_loss_from_logits
 from .ptc import label_to_aff_mask, ptc_loss
 from .seg import balanced_seg_loss
 
-__all__ = ["balanced_seg_loss", "label_to_aff_mask", "ptc_loss"]
+__all__ = [
+    "balanced_seg_loss",
+    "dense_energy_loss",
+    "energy_loss_from_logits",
+    "label_to_aff_mask",
+    "lig_loss",
+    "lil_loss",
+    "ptc_loss",
+]

@@ -38,8 +38,7 @@ from wsss.cam.labels import scale_img_box
 from wsss.data.views import ContrastViews
 from wsss.engine.config import Config
 from wsss.engine.distributed import all_gather_cat
-from wsss.losses import balanced_seg_loss, label_to_aff_mask, ptc_loss
-from wsss.losses.contrast import lig_loss, lil_loss
+from wsss.losses import balanced_seg_loss, energy_loss_from_logits, label_to_aff_mask, lig_loss, lil_loss, ptc_loss
 from wsss.methods.base import Method, register_method, split_backbone_params
 from wsss.models.backbones import ViTBackbone, create_backbone
 from wsss.models.decoders import create_decoder
@@ -200,8 +199,6 @@ class SeCo(Method):
             logits = F.interpolate(self.decoder(final), size=(H, W), mode="bilinear", align_corners=False)
             terms["seg"] = balanced_seg_loss(logits, pseudo)
             if "reg" in active:
-                from wsss.losses.energy import energy_loss_from_logits
-
                 terms["reg"] = energy_loss_from_logits(
                     images, logits, pseudo, img_box, weight=o.reg_weight, sigma_rgb=o.reg_sigma_rgb,
                     sigma_xy=o.reg_sigma_xy, scale_factor=o.reg_scale,
