@@ -106,3 +106,26 @@ def test_minmax_normalize():
     out = minmax_normalize(cam)
     expected = (cam - 1) / (4 + 1e-5)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-15)
+
+
+def test_multi_scale_cam_reuses_precomputed_unflipped_maps():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def cam_fn(x):
+        return conv(x), conv(x) * 2
+
+    calls = []
+
+    def counting(x):
+        calls.append(x.shape[0])
+        return cam_fn(x)
+
+    images = torch.randn(2, 3, 16, 12)
+    full = multi_scale_cam(cam_fn, images, (1.0, 0.5))
+    with torch.no_grad():
+        pre = cam_fn(images)
+    reused = multi_scale_cam(counting, images, (1.0, 0.5), unflipped=pre)
+    for a, b in zip(full, reused):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert calls == [2, 4]  # only the flipped images at scale 1.0, both at 0.5

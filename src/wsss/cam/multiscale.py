@@ -60,6 +60,7 @@ def multi_scale_cam(
     scales: Sequence[float],
     *,
     flip_fuse: str = "max",
+    unflipped: CamOutput | None = None,
 ) -> CamOutput:
     """Multi-scale, flip-fused, min-max normalised CAMs (methods.md 2.5, ``multi_scale_cam2``).
 
@@ -74,6 +75,10 @@ def multi_scale_cam(
     the result has the same structure and order, each (B,K,H,W) in [0,1). The official function
     always runs scale 1.0 first, whatever the list says: pass scales starting with 1.0 (the
     ToCo/SeCo configs do) to get the same summation order. Runs under ``torch.no_grad()``.
+
+    ``unflipped``: ``cam_fn(images)`` already computed (e.g. by the training forward, detached);
+    at scale 1.0 only the flipped images are then run. The maps are the same (no dropout), so the
+    result is too, for a third less work at the largest usual scale.
     """
     if not scales:
         raise ValueError("multi_scale_cam needs at least one scale")
@@ -83,7 +88,14 @@ def multi_scale_cam(
     single = False
     for s in scales:
         x = _resize(images, _scaled_size(h, w, float(s), None))
-        out = cam_fn(torch.cat([x, x.flip(-1)], dim=0))
+        if unflipped is not None and float(s) == 1.0:
+            flipped = cam_fn(x.flip(-1))
+            if torch.is_tensor(flipped):
+                out = torch.cat([unflipped, flipped], dim=0)
+            else:
+                out = tuple(torch.cat([u, f], dim=0) for u, f in zip(unflipped, flipped))
+        else:
+            out = cam_fn(torch.cat([x, x.flip(-1)], dim=0))
         if torch.is_tensor(out):
             single, outs = True, (out,)
         else:

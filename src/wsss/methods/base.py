@@ -22,7 +22,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from wsss.engine.config import Config, from_dict
+from wsss.cam import PAR, cam_to_label, denormalize_image, refine_cams_with_bkg
+from wsss.engine.config import CamConfig, Config, ModelConfig, from_dict
+from wsss.models.backbones import CNNBackbone, ViTBackbone, create_backbone
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -94,3 +96,28 @@ def split_backbone_params(backbone: nn.Module) -> tuple[list[nn.Parameter], list
             continue
         (norm if "norm" in name else plain).append(p)
     return plain, norm
+
+
+def backbone_from_config(m: ModelConfig) -> ViTBackbone | CNNBackbone:
+    return create_backbone(
+        m.backbone,
+        pretrained=m.pretrained,
+        aux_layer=m.aux_layer,
+        freeze_pos_embed=m.freeze_pos_embed,
+        output_stride=m.output_stride,
+        **m.backbone_kwargs,
+    )
+
+
+@torch.no_grad()
+def online_pseudo_label(
+    par: PAR, c: CamConfig, images: torch.Tensor, cam: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor
+) -> torch.Tensor:
+    """CAM (B, C-1, H, W) -> valid CAM -> PAR with two background levels (methods.md 2.6, 2.8)."""
+    valid_cam, _ = cam_to_label(
+        cam, labels, img_box=img_box, ignore_mid=True, bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre
+    )
+    return refine_cams_with_bkg(
+        par, denormalize_image(images), valid_cam, labels, high_thre=c.high_thre, low_thre=c.low_thre,
+        img_box=img_box, down_scale=c.par_down_scale,
+    )  # fmt: skip

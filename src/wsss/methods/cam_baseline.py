@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.cam import PAR, cam_to_label, denormalize_image, multi_scale_cam, refine_cams_with_bkg
+from wsss.cam import PAR, multi_scale_cam
 from wsss.engine.config import Config
 from wsss.losses import balanced_seg_loss
-from wsss.methods.base import Method, register_method, split_backbone_params
-from wsss.models.backbones import create_backbone
+from wsss.methods.base import Method, backbone_from_config, online_pseudo_label, register_method, split_backbone_params
+from wsss.models.backbones import BackboneOutput
 from wsss.models.decoders import create_decoder
 from wsss.models.heads import CAMClassifier
 
@@ -39,14 +39,7 @@ class CAMBaseline(Method):
         m = cfg.model
         if self.options.pseudo_source not in ("cam", "aux"):
             raise ValueError(f"options.pseudo_source must be 'cam' or 'aux', got {self.options.pseudo_source!r}")
-        self.backbone = create_backbone(
-            m.backbone,
-            pretrained=m.pretrained,
-            aux_layer=m.aux_layer,
-            freeze_pos_embed=m.freeze_pos_embed,
-            output_stride=m.output_stride,
-            **m.backbone_kwargs,
-        )
+        self.backbone = backbone_from_config(m)
         num_fg = num_classes - 1
         self.classifier = CAMClassifier(self.backbone.out_dim, num_fg, m.pooling)
         self.aux_classifier = CAMClassifier(self.backbone.aux_dim, num_fg, m.pooling) if m.aux_classifier else None
@@ -67,11 +60,13 @@ class CAMBaseline(Method):
 
     # -- inference pieces -----------------------------------------------------------------------
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.backbone(images)
+        return self._cams(self.backbone(images))
+
+    def _cams(self, out: BackboneOutput) -> tuple[torch.Tensor, torch.Tensor]:
         cam = self.classifier.cam(out.final)
-        aux_head = self.aux_classifier if self.aux_classifier is not None else self.classifier
-        cam_aux = aux_head.cam(out.aux if self.aux_classifier is not None else out.final)
-        return cam, cam_aux
+        if self.aux_classifier is None:
+            return cam, cam
+        return cam, self.aux_classifier.cam(out.aux)
 
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         if self.decoder is None:
@@ -90,24 +85,19 @@ class CAMBaseline(Method):
         if self.aux_classifier is not None:
             terms["aux"] = F.multilabel_soft_margin_loss(self.aux_classifier(out.aux), labels)
         if "seg" in active and self.decoder is not None:
-            pseudo = self.online_pseudo_label(images, labels, batch["img_box"])
+            with torch.no_grad():  # the scale-1.0 CAMs of this forward are reused (2.5)
+                unflipped = self._cams(BackboneOutput(out.final.detach(), out.aux.detach(), out.cls.detach()))
+            pseudo = self._pseudo_label(images, labels, batch["img_box"], unflipped)
             logits = self.decoder(out.final)
             logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
             terms["seg"] = balanced_seg_loss(logits, pseudo)
         return terms
 
     @torch.no_grad()
-    def online_pseudo_label(self, images: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor) -> torch.Tensor:
-        """Multi-scale CAM -> valid CAM -> PAR with two background levels (methods.md 2.5, 2.6, 2.8)."""
-        c = self.cfg.cam
-        cam, cam_aux = multi_scale_cam(self.cam_maps, images, c.scales)
+    def _pseudo_label(
+        self, images: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor, unflipped=None
+    ) -> torch.Tensor:
+        """Multi-scale CAM (methods.md 2.5) -> the online pseudo label (2.6, 2.8)."""
+        cam, cam_aux = multi_scale_cam(self.cam_maps, images, self.cfg.cam.scales, unflipped=unflipped)
         source = cam if self.options.pseudo_source == "cam" else cam_aux
-        valid_cam, _ = cam_to_label(
-            source, labels, img_box=img_box, ignore_mid=True,
-            bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre,
-        )  # fmt: skip
-        image01 = denormalize_image(images)
-        return refine_cams_with_bkg(
-            self.par, image01, valid_cam, labels, high_thre=c.high_thre, low_thre=c.low_thre,
-            img_box=img_box, down_scale=c.par_down_scale,
-        )  # fmt: skip
+        return online_pseudo_label(self.par, self.cfg.cam, images, source, labels, img_box)

@@ -32,15 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.cam import PAR, cam_to_label, cam_to_roi_mask, denormalize_image, multi_scale_cam, refine_cams_with_bkg
+from wsss.cam import PAR, cam_to_label, cam_to_roi_mask, multi_scale_cam
 from wsss.cam.decompose import assign_tags, crop_patches, sample_patch_positions
 from wsss.cam.labels import scale_img_box
 from wsss.data.views import ContrastViews
 from wsss.engine.config import Config
 from wsss.engine.distributed import all_gather_cat
 from wsss.losses import balanced_seg_loss, energy_loss_from_logits, label_to_aff_mask, lig_loss, lil_loss, ptc_loss
-from wsss.methods.base import Method, register_method, split_backbone_params
-from wsss.models.backbones import ViTBackbone, create_backbone
+from wsss.methods.base import Method, backbone_from_config, online_pseudo_label, register_method, split_backbone_params
+from wsss.models.backbones import ViTBackbone
 from wsss.models.decoders import create_decoder
 from wsss.models.ema import ema_update, frozen_copy
 from wsss.models.heads import CAMClassifier, ProjectionHead
@@ -89,14 +89,7 @@ class SeCo(Method):
     def __init__(self, cfg: Config, num_classes: int):
         super().__init__(cfg, num_classes)
         m, o = cfg.model, self.options
-        self.backbone = create_backbone(
-            m.backbone,
-            pretrained=m.pretrained,
-            aux_layer=m.aux_layer,
-            freeze_pos_embed=m.freeze_pos_embed,
-            output_stride=m.output_stride,
-            **m.backbone_kwargs,
-        )
+        self.backbone = backbone_from_config(m)
         if not isinstance(self.backbone, ViTBackbone):
             raise ValueError(
                 f"SeCo needs a ViT backbone with a class token (got {m.backbone}); "
@@ -149,8 +142,13 @@ class SeCo(Method):
         images, labels, img_box = batch["image"], batch["labels"], batch["img_box"]
         b, _, H, W = images.shape
 
-        with torch.no_grad():
-            cam, cam_aux = multi_scale_cam(self.cam_maps, images, c.scales)
+        # Student: the main crop and the global view in one pass.
+        out = self.backbone(torch.cat([images, batch["w_image"]], dim=0))
+        final, aux = out.final[:b], out.aux[:b]
+
+        with torch.no_grad():  # the scale-1.0 CAMs of the forward above are reused (2.5)
+            unflipped = (self.classifier.cam(final.detach()), self.aux_classifier.cam(aux.detach()))
+            cam, cam_aux = multi_scale_cam(self.cam_maps, images, c.scales, unflipped=unflipped)
             roi = cam_to_roi_mask(
                 cam if step >= o.cam2mask else cam_aux, labels, img_box=img_box, ignore_mid=True,
                 bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre,
@@ -162,9 +160,6 @@ class SeCo(Method):
                 area_weighted_by_class_id=o.quirk_area_weighted_by_class_id,
             ).reshape(-1)  # fmt: skip  # (B*(2+P),) ordered [g1, g2, l1..lP] per image
 
-        # Student: the main crop and the global view in one pass.
-        out = self.backbone(torch.cat([images, batch["w_image"]], dim=0))
-        final, aux = out.final[:b], out.aux[:b]
         terms = {
             "cls": F.multilabel_soft_margin_loss(self.classifier(final), labels),
             "aux": F.multilabel_soft_margin_loss(self.aux_classifier(aux), labels),
@@ -195,7 +190,7 @@ class SeCo(Method):
 
         if "seg" in active or "reg" in active:
             source = cam if step >= o.seg_mask_source_iter else cam_aux
-            pseudo = self._online_pseudo_label(images, source, labels, img_box)
+            pseudo = online_pseudo_label(self.par, c, images, source, labels, img_box)
             logits = F.interpolate(self.decoder(final), size=(H, W), mode="bilinear", align_corners=False)
             terms["seg"] = balanced_seg_loss(logits, pseudo)
             if "reg" in active:
@@ -216,18 +211,6 @@ class SeCo(Method):
             small, labels, img_box=box, ignore_mid=True, bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre
         )
         return ptc_loss(final, label_to_aff_mask(target))
-
-    @torch.no_grad()
-    def _online_pseudo_label(self, images, cam, labels, img_box) -> torch.Tensor:
-        c = self.cfg.cam
-        valid_cam, _ = cam_to_label(
-            cam, labels, img_box=img_box, ignore_mid=True,
-            bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre,
-        )  # fmt: skip
-        return refine_cams_with_bkg(
-            self.par, denormalize_image(images), valid_cam, labels, high_thre=c.high_thre, low_thre=c.low_thre,
-            img_box=img_box, down_scale=c.par_down_scale,
-        )  # fmt: skip
 
     @torch.no_grad()
     def _teacher_keys(self, global_cls: torch.Tensor, k_patches: list[torch.Tensor]) -> torch.Tensor:
