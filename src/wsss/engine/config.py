@@ -89,6 +89,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = 4  # the global batch, whatever the number of processes
+    micro_batch: int | None = None  # images per process per forward (gradient accumulation); None = all
     max_iters: int = 20000
     warmup_iters: int = 1500
     lr: float = 6e-5  # methods.md 2.10

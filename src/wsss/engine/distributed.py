@@ -1,6 +1,10 @@
-"""torch.distributed helpers that degrade to no-ops in a single process."""
+"""torch.distributed helpers (torchrun: RANK / WORLD_SIZE / LOCAL_RANK from the environment) that
+degrade to no-ops in a single process."""
 
 from __future__ import annotations
+
+import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -18,6 +22,34 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def init_from_env(device: str = "auto") -> torch.device:
+    """Join the process group torchrun describes (if any) and return this process's device.
+
+    NCCL on CUDA, gloo on the CPU. Without torchrun (no WORLD_SIZE, or 1) nothing is initialised.
+    """
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_distributed():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if device == "auto":
+        return torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device(f"cuda:{local_rank}")
+    return dev
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
 @torch.no_grad()
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     """Concatenate ``t`` (same shape on every process) from all processes along dim 0, rank order.
@@ -29,3 +61,19 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(world_size())]
     dist.all_gather(parts, t.detach().contiguous())
     return torch.cat(parts, dim=0)
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """In-place sum over processes (confusion matrices, loss sums); returns ``t``."""
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every process's ``obj`` (picklable), in rank order."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -8,6 +8,7 @@ A method only says what one step computes (``wsss.methods.base``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
@@ -25,6 +27,15 @@ from wsss.data import ClsTrainDataset, VOCDataset
 from wsss.data.transforms import TrainAugment
 from wsss.engine.checkpoint import load_checkpoint, save_checkpoint
 from wsss.engine.config import Config, save_config
+from wsss.engine.distributed import (
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    init_from_env,
+    is_main_process,
+    rank,
+    world_size,
+)
 from wsss.engine.optim import PolyWarmupAdamW
 from wsss.engine.validate import validate
 from wsss.methods.base import Method, build_method
@@ -48,12 +59,20 @@ def seed_everything(seed: int) -> None:
 
 
 class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch, started at ``offset``: the data position is (epoch, offset),
-    which a checkpoint stores so that a resumed run sees exactly the batches it would have seen."""
+    """This process's share of a seeded permutation per epoch, started at global ``offset``.
 
-    def __init__(self, n: int, seed: int, epoch: int, offset: int = 0):
+    The permutation is the same on every process; each global batch of ``global_batch`` samples is
+    split in rank order, so a step trains on the same images whatever the number of processes. The
+    data position is (epoch, offset in global samples), which a checkpoint stores: a resumed run
+    sees exactly the batches it would have seen, even on another number of processes.
+    """
+
+    def __init__(self, n: int, seed: int, epoch: int, offset: int = 0, *, global_batch: int = 1, rank: int = 0,
+                 world: int = 1):  # fmt: skip
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        self.order = torch.randperm(n, generator=g)[offset:].tolist()
+        order = torch.randperm(n, generator=g)[offset:]
+        order = order[: len(order) // global_batch * global_batch].view(-1, world, global_batch // world)
+        self.order = order[:, rank].reshape(-1).tolist()
 
     def __iter__(self):
         return iter(self.order)
@@ -63,36 +82,51 @@ class EpochSampler(Sampler[int]):
 
 
 class BatchStream:
-    """Infinite batches over a dataset, epoch after epoch (drop_last, as the official loaders)."""
+    """Infinite training steps over a dataset, epoch after epoch (drop_last, as the official loaders).
 
-    def __init__(self, dataset: ClsTrainDataset, batch_size: int, seed: int, num_workers: int, epoch=0, offset=0):
-        if len(dataset) < batch_size:
-            raise ValueError(f"the training split has {len(dataset)} images, fewer than the batch size {batch_size}")
-        self.dataset, self.batch_size, self.seed, self.num_workers = dataset, batch_size, seed, num_workers
-        self.epoch, self.offset = epoch, offset
+    ``next(stream)`` returns one step: a list of ``accum`` micro-batches of ``micro`` images, this
+    process's share of the ``global_batch``.
+    """
+
+    def __init__(self, dataset: ClsTrainDataset, global_batch: int, micro: int, seed: int, num_workers: int):
+        w = world_size()
+        if global_batch % w or (global_batch // w) % micro:
+            raise ValueError(
+                f"train.batch_size {global_batch} must split into {w} processes x micro-batches of {micro}"
+            )
+        if len(dataset) < global_batch:
+            raise ValueError(f"the training split has {len(dataset)} images, fewer than the batch size {global_batch}")
+        self.dataset, self.global_batch, self.micro = dataset, global_batch, micro
+        self.accum = global_batch // w // micro
+        self.seed, self.num_workers = seed, num_workers
+        self.epoch, self.offset = 0, 0
         self._it = None
 
     def _start_epoch(self) -> None:
         self.dataset.set_epoch(self.epoch)
-        sampler = EpochSampler(len(self.dataset), self.seed, self.epoch, self.offset)
+        sampler = EpochSampler(
+            len(self.dataset), self.seed, self.epoch, self.offset, global_batch=self.global_batch, rank=rank(),
+            world=world_size(),
+        )  # fmt: skip
         loader = DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+            self.dataset, batch_size=self.micro, sampler=sampler, drop_last=True,
             num_workers=self.num_workers, persistent_workers=False,
         )  # fmt: skip
         self._it = iter(loader)
 
-    def __next__(self) -> dict[str, Any]:
+    def __next__(self) -> list[dict[str, Any]]:
         while True:
             if self._it is None:
+                if len(self.dataset) - self.offset < self.global_batch:
+                    self.epoch, self.offset = self.epoch + 1, 0
                 self._start_epoch()
             try:
-                batch = next(self._it)
-                self.offset += self.batch_size
-                return batch
+                step = [next(self._it) for _ in range(self.accum)]
+                self.offset += self.global_batch
+                return step
             except StopIteration:
                 self._it = None
-                self.epoch += 1
-                self.offset = 0
+                self.epoch, self.offset = self.epoch + 1, 0
 
     def position(self) -> dict[str, int]:
         return {"epoch": self.epoch, "offset": self.offset}
@@ -121,25 +155,41 @@ def active_terms(cfg: Config, step: int) -> set[str]:
 
 
 class Trainer:
+    """One run: ``Trainer(cfg).train()``. Under torchrun every process builds one; rank 0 writes."""
+
     def __init__(self, cfg: Config, *, progress: bool = True):
         self.cfg = cfg
         self.run_dir = Path(cfg.run.dir)
-        self.progress = progress
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
-        self.device = resolve_device(cfg.run.device)
-        seed_everything(cfg.run.seed)
+        self.device = init_from_env(cfg.run.device)
+        self.progress = progress and is_main_process()
+        seed_everything(cfg.run.seed + rank())
 
-        d = cfg.data
+        d, t = cfg.data, cfg.train
         self.train_set = VOCDataset(d.root, d.train_split)
         self.val_set = VOCDataset(d.root, d.val_split) if d.val_split else None
         self.method = build_method(cfg, self.train_set.num_classes).to(self.device)
+        self.model: torch.nn.Module = self.method
+        if world_size() > 1:
+            # find_unused_parameters: staged losses leave heads unused early on (as the official code);
+            # no buffer broadcast: the queue and prototypes are updated identically from gathered data.
+            self.model = DistributedDataParallel(
+                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True, broadcast_buffers=False,
+            )  # fmt: skip
         augment = TrainAugment(d.crop_size, scale_range=d.scale_range, hflip=d.hflip, color_jitter=d.color_jitter)
         dataset = ClsTrainDataset(
             self.train_set, augment, extra_views=self.method.train_transform_views(), seed=cfg.run.seed
         )
-        self.stream = BatchStream(dataset, cfg.train.batch_size, cfg.run.seed, d.num_workers)
+        local = t.batch_size // world_size()
+        self.stream = BatchStream(dataset, t.batch_size, t.micro_batch or local, cfg.run.seed, d.num_workers)
         self.optimizer = build_optimizer(self.method, cfg)
+        amp = cfg.run.amp if self.device.type == "cuda" else "none"  # the CPU stays fp32
+        if amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"run.amp must be none, bf16 or fp16, got {cfg.run.amp!r}")
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
         self.step = 0
         self.best: float | None = None
 
@@ -148,23 +198,33 @@ class Trainer:
     def ckpt_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
+    def _rng_state(self) -> dict[str, Any]:
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
+
     def _state(self) -> dict[str, Any]:
         return {
             "step": self.step,
             "model": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "data": self.stream.position(),
             "best": self.best,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
+            "rng": all_gather_objects(self._rng_state()),  # one entry per process, rank order
             "config": self.cfg.to_dict(),
             "num_classes": self.train_set.num_classes,
             "class_names": self.train_set.class_names,
         }
+
+    def _save(self, name: str) -> None:
+        state = self._state()  # collective (gathers the RNG states): every process calls it
+        if is_main_process():
+            save_checkpoint(state, self.ckpt_dir / name)
+        barrier()
 
     def resume_if_possible(self) -> bool:
         last = self.ckpt_dir / "last.pt"
@@ -173,16 +233,23 @@ class Trainer:
         state = load_checkpoint(last)
         self.method.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
         self.best = state.get("best")
         self.stream.epoch, self.stream.offset = state["data"]["epoch"], state["data"]["offset"]
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self._truncate_metrics(self.step)
+        rngs = state["rng"]
+        if len(rngs) == world_size():  # same process count: each process continues its own streams
+            rng = rngs[rank()]
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(rng["numpy"])
+            random.setstate(rng["python"])
+            if rng.get("cuda") is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+        else:  # another process count: the data order is kept, the in-model RNG is reseeded
+            seed_everything(self.cfg.run.seed + rank() + 7919 * self.step)
+        if is_main_process():
+            self._truncate_metrics(self.step)
         return True
 
     def _truncate_metrics(self, step: int) -> None:
@@ -195,20 +262,66 @@ class Trainer:
             f.write("".join(line + "\n" for line in keep))
 
     def _log(self, record: dict[str, Any]) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if is_main_process():
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def _train_step(self, micro_batches: list[dict[str, Any]], step: int) -> tuple[float, dict[str, float]]:
+        """Forward/backward over this process's micro-batches, then one optimiser step.
+
+        Each micro-batch loss is a mean over its images, so it is divided by the number of
+        micro-batches; DDP averages over processes: the gradient is that of the global batch mean.
+        """
+        cfg = self.cfg
+        active = active_terms(cfg, step)
+        n = len(micro_batches)
+        sums: dict[str, float] = defaultdict(float)
+        total = 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, mb in enumerate(micro_batches):
+            sync = i == n - 1 or not isinstance(self.model, DistributedDataParallel)
+            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+            with ctx:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    terms = self.model(self._to_device(mb), step, active)
+                unknown = set(terms) - set(cfg.loss.weights)
+                if unknown:
+                    raise KeyError(f"loss terms {sorted(unknown)} have no weight in loss.weights")
+                loss = sum(cfg.loss.weights[k] * v.float() for k, v in terms.items() if k in active)
+                values = {k: float(v.detach()) for k, v in terms.items()}
+                bad = torch.tensor([0.0 if torch.is_tensor(loss) and torch.isfinite(loss) else 1.0])
+                if float(all_reduce_sum(bad)) > 0:  # every process stops together, no deadlock
+                    raise TrainingDiverged(
+                        f"non-finite loss at iteration {step}: "
+                        + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+                        + f"; the last good checkpoint is {self.ckpt_dir / 'last.pt'}"
+                    )
+                self.scaler.scale(loss / n).backward()
+            for k, v in values.items():
+                sums[k] += v / n
+            total += float(loss.detach()) / n
+        if cfg.train.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.method.after_step(step)
+        return total, sums
 
     # ------------------------------------------------------------------------------------------
     def train(self, until: int | None = None) -> dict[str, Any]:
         """Train to ``train.max_iters`` (or stop after step ``until``, as a kill would, for tests)."""
         cfg, t = self.cfg, self.cfg.train
         stop = t.max_iters if until is None else min(until, t.max_iters)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if is_main_process():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        barrier()
         resumed = self.resume_if_possible()
-        save_config(cfg, self.run_dir / "config.yaml")
+        if is_main_process():
+            save_config(cfg, self.run_dir / "config.yaml")
         if self.step >= stop:
             return {"step": self.step, "resumed": resumed, "best": self.best}
         self.method.train()
@@ -217,41 +330,21 @@ class Trainer:
         bar = tqdm(total=t.max_iters, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         last_val: dict[str, Any] | None = None
         while self.step < stop:
-            step = self.step
-            batch = self._to_device(next(self.stream))
-            active = active_terms(cfg, step)
-            terms = self.method.training_step(batch, step, active)
-            unknown = set(terms) - set(cfg.loss.weights)
-            if unknown:
-                raise KeyError(f"loss terms {sorted(unknown)} have no weight in loss.weights")
-            loss = sum(cfg.loss.weights[k] * v for k, v in terms.items() if k in active)
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            if not torch.is_tensor(loss) or not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"non-finite loss at iteration {step}: "
-                    + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-                    + f"; the last good checkpoint is {self.ckpt_dir / 'last.pt'}"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.method.parameters(), t.grad_clip)
-            self.optimizer.step()
-            self.method.after_step(step)
+            total, values = self._train_step(next(self.stream), self.step)
             self.step += 1
             bar.update(1)
-
             for k, v in values.items():
                 sums[k] += v
-            sums["loss"] += float(loss.detach())
+            sums["loss"] += total
             n_logged += 1
             if self.step % t.log_iters == 0 or self.step == t.max_iters:
-                elapsed = time.time() - t0
+                keys = sorted(sums)
+                avg = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64)) / world_size()
                 record = {
                     "step": self.step,
                     "lr": self.optimizer.param_groups[0]["lr"],
-                    "sec_per_iter": elapsed / n_logged,
-                    **{f"loss/{k}": v / n_logged for k, v in sums.items()},
+                    "sec_per_iter": (time.time() - t0) / n_logged,
+                    **{f"loss/{k}": float(v) / n_logged for k, v in zip(keys, avg)},
                 }
                 self._log(record)
                 bar.set_postfix(loss=f"{record['loss/loss']:.3f}")
@@ -260,7 +353,7 @@ class Trainer:
             if self.val_set is not None and (self.step % t.eval_iters == 0 or self.step == t.max_iters):
                 last_val = self.validate()
             if self.step % t.ckpt_iters == 0 or self.step == t.max_iters:
-                save_checkpoint(self._state(), self.ckpt_dir / "last.pt")
+                self._save("last.pt")
         bar.close()
         return {"step": self.step, "resumed": resumed, "best": self.best, "val": last_val}
 
@@ -268,12 +361,14 @@ class Trainer:
         res = validate(self.method, self.val_set, self.cfg, self.device, progress=self.progress)
         self.method.train()
         key = "seg_miou" if "seg_miou" in res else "cam_miou"
-        record = {"step": self.step, "val": res}
-        self._log(record)
+        self._log({"step": self.step, "val": res})
         if self.best is None or res[key] > self.best:
             self.best = res[key]
-            save_checkpoint(self._state(), self.ckpt_dir / "best.pt")
-        tqdm.write(f"[val @ {self.step}] " + "  ".join(f"{k} {v:.2f}" for k, v in res.items() if k.endswith("miou")))
+            self._save("best.pt")
+        if self.progress:
+            tqdm.write(
+                f"[val @ {self.step}] " + "  ".join(f"{k} {v:.2f}" for k, v in res.items() if k.endswith("miou"))
+            )
         return res
 
 

@@ -1,5 +1,6 @@
 """Training-time validation (methods.md 2.11, last item).
 
+Under torchrun each process scores a share of the images and the confusion matrices are summed.
 Each val image is resized to a ``data.val_resize`` square (448 in ToCo/SeCo; None keeps the size);
 the segmentation head runs single-scale, the CAM and aux-CAM multi-scale with the training scales,
 turned into labels with ``cam_to_label(bkg_thre)`` and the image's labels. Predictions are
@@ -19,6 +20,7 @@ from wsss.cam import cam_to_label, multi_scale_cam
 from wsss.data import VOCDataset
 from wsss.data.transforms import normalize, resize_to
 from wsss.engine.config import Config
+from wsss.engine.distributed import all_reduce_sum, rank, world_size
 from wsss.evaluation.metrics import ConfusionMeter
 from wsss.methods.base import Method
 
@@ -40,7 +42,7 @@ def validate(
     if method.has_seg_head:
         meters["seg"] = ConfusionMeter(C)
     ids = dataset.ids[: cfg.data.val_max_images] if cfg.data.val_max_images else dataset.ids
-    for id in tqdm(ids, desc="val", leave=False, disable=not progress):
+    for id in tqdm(ids[rank() :: world_size()], desc="val", leave=False, disable=not progress):
         image, gt = dataset.load_image(id), dataset.load_mask(id)
         labels = torch.from_numpy(dataset.labels(id)).unsqueeze(0).to(device)
         x = prepare_image(image, cfg.data.val_resize, device)
@@ -54,7 +56,8 @@ def validate(
             logits = F.interpolate(method.seg_logits(x), size=size, mode="bilinear", align_corners=False)
             meters["seg"].update(gt, logits.argmax(1)[0].cpu().numpy())
     out: dict[str, Any] = {}
-    for name, meter in meters.items():
+    for name, meter in meters.items():  # each process scored its share: the matrices add up
+        meter = ConfusionMeter.from_hist(all_reduce_sum(torch.from_numpy(meter.hist.copy())).numpy())
         s = meter.scores()
         out[f"{name}_miou"] = 100.0 * float(s["miou"])
     out["n_images"] = len(ids)

@@ -63,6 +63,10 @@ class Method(nn.Module):
         self.options: Any = from_dict(self.Options, cfg.options, "options")
 
     # -- training -------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        """``training_step``, called through ``forward`` so that DistributedDataParallel sees it."""
+        return self.training_step(batch, step, active)
+
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
