@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DATA := data/synth
 DEMO_RUN := runs/demo
-DEMO_CONFIG ?= configs/cam/synthetic_cpu.yaml
+DEMO_CONFIG ?= configs/seco/synthetic_cpu.yaml
+# The flagship's CPU preset, shortened to fit the demo's budget (the staging keeps its proportions).
+DEMO_OVERRIDES ?= train.max_iters=700 train.eval_iters=350 options.cam2mask=350 \
+	"loss.start_iters={lil: 150, lig: 150, seg: 300, reg: 300}"
 
 .PHONY: setup demo test lint bench clean
 
@@ -30,7 +33,7 @@ $(DEMO_DATA)/classes.txt: | $(STAMP)
 
 demo: $(STAMP) $(DEMO_DATA)/classes.txt
 	$(BIN)/wsss check-data $(DEMO_DATA)
-	$(BIN)/wsss train $(DEMO_CONFIG) run.dir=$(DEMO_RUN) data.root=$(DEMO_DATA)
+	$(BIN)/wsss train $(DEMO_CONFIG) run.dir=$(DEMO_RUN) data.root=$(DEMO_DATA) $(DEMO_OVERRIDES)
 	$(BIN)/wsss cam $(DEMO_RUN) --split val
 	$(BIN)/wsss pseudo $(DEMO_RUN) --split val --refine par
 	$(BIN)/wsss predict $(DEMO_RUN) --split val
