@@ -45,7 +45,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     if not a.skip_check:
         for split in (cfg.data.train_split, cfg.data.val_split):
             if split:
-                report = check_dataset(cfg.data.root, split)
+                report = check_dataset(cfg.data.root, split, progress=not a.quiet)
                 if not report.ok:
                     print(report.format(), file=sys.stderr)
                     print(f"error: {cfg.data.root} failed check-data (split {split}); fix it or pass --skip-check",

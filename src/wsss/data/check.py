@@ -195,7 +195,9 @@ def _read_label_table(
     return {k: v for k, v in table.items() if v.shape[0] == num_classes - 1}, keys
 
 
-def check_dataset(root: str | os.PathLike, split: str | None = None, *, max_problems: int = 50) -> CheckReport:
+def check_dataset(
+    root: str | os.PathLike, split: str | None = None, *, max_problems: int = 50, progress: bool = True
+) -> CheckReport:
     """Validate the dataset at ``root`` (one ``split``, or every split file when None)."""
     root = Path(root)
     report = CheckReport(root=root, max_problems=max_problems)
@@ -274,7 +276,7 @@ def check_dataset(root: str | os.PathLike, split: str | None = None, *, max_prob
     legal[255] = True
     per_class: Counter = Counter()
     iterator = all_ids
-    if len(all_ids) > PROGRESS_MIN:
+    if progress and len(all_ids) > PROGRESS_MIN:
         try:
             from tqdm import tqdm
 
