@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -249,12 +248,3 @@ def run_predict(
             bar.update(1)
     bar.close()
     return out
-
-
-def infer_all(run: Run, split: str, **kwargs: Any) -> dict[str, Path]:
-    """cam + pseudo + predict on one split (the three numbers a paper reports)."""
-    return {
-        "cam_labels": run_cam(run, split, **kwargs),
-        "pseudo": run_pseudo(run, split, **kwargs),
-        "predictions": run_predict(run, split, **kwargs),
-    }

@@ -95,7 +95,11 @@ class CAMBaseline(Method):
 
     @torch.no_grad()
     def _pseudo_label(
-        self, images: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor, unflipped=None
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        img_box: torch.Tensor,
+        unflipped: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Multi-scale CAM (methods.md 2.5) -> the online pseudo label (2.6, 2.8)."""
         cam, cam_aux = multi_scale_cam(self.cam_maps, images, self.cfg.cam.scales, unflipped=unflipped)

@@ -179,13 +179,13 @@ class SeCo(Method):
             q = self.proj_head(torch.cat([global_cls, local_cls], dim=1).reshape(-1, global_cls.shape[-1]))
             # the reservoir already holds the current keys (enqueued above), as in the official code
             lil, revised = lil_loss(
-                q, torch.cat([keys, self.queue.clone()]), flags, torch.cat([flags, self.queue_flags.clone()]),
+                q, torch.cat([keys, self.queue]), flags, torch.cat([flags, self.queue_flags]),
                 temperature=o.temp_lil, base_temperature=o.base_temp_lil,
                 normalise="official" if o.quirk_lil_normaliser else "supcon",
             )  # fmt: skip
             terms["lil"] = lil
             terms["lig"] = lig_loss(
-                q, self.prototypes.clone(), revised, temperature=o.temp_lig, base_temperature=o.base_temp_lig
+                q, self.prototypes, revised, temperature=o.temp_lig, base_temperature=o.base_temp_lig
             )
 
         if "seg" in active or "reg" in active:
