@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -102,3 +104,24 @@ def test_load_plain_adamw_state_keeps_base_lr():
     assert [group["base_lr"] for group in opt.param_groups] == [6e-5, 6e-4]
     _step(opt, params)
     assert opt.param_groups[1]["lr"] == pytest.approx(6e-4 * 1e-6)
+
+
+def test_poly_sgd_follows_the_same_schedule_and_resumes():
+    from wsss.engine.optim import PolyWarmupSGD
+
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = PolyWarmupSGD([{"params": [p], "lr": 0.1}], lr=0.1, momentum=0.9, warmup_iter=0, max_iter=10)
+    lrs = []
+    for _ in range(4):
+        p.grad = torch.ones(3)
+        opt.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.1 * (1 - s / 10) ** 0.9 for s in range(4)])
+    state = copy.deepcopy(opt.state_dict())  # as through a checkpoint file: no shared momentum buffer
+    q = torch.nn.Parameter(p.detach().clone())
+    opt2 = PolyWarmupSGD([{"params": [q], "lr": 0.1}], lr=0.1, momentum=0.9, warmup_iter=0, max_iter=10)
+    opt2.load_state_dict(state)
+    for o, param in ((opt, p), (opt2, q)):
+        param.grad = torch.ones(3)
+        o.step()
+    assert torch.equal(p, q) and opt2.global_step == 5

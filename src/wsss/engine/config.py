@@ -92,7 +92,10 @@ class TrainConfig:
     micro_batch: int | None = None  # images per process per forward (gradient accumulation); None = all
     max_iters: int = 20000
     warmup_iters: int = 1500
+    optimizer: str = "adamw"  # "adamw" (PolyWarmupAdamW, 2.10) or "sgd" (PolyWarmupSGD: DeepLab, RCA, SC-CAM)
     lr: float = 6e-5  # methods.md 2.10
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
     warmup_ratio: float = 1e-6
     power: float = 0.9
     weight_decay: float = 0.01

@@ -1,4 +1,8 @@
-"""AdamW with linear warm-up and polynomial decay (methods.md 2.10; golden ``poly_warmup_adamw.npz``)."""
+"""Optimisers on a linear warm-up + polynomial decay schedule.
+
+``PolyWarmupAdamW`` is ToCo/SeCo's (methods.md 2.10; golden ``poly_warmup_adamw.npz``); ``PolyWarmupSGD``
+the momentum SGD of the DeepLab stage, RCA and SC-CAM, on the same schedule.
+"""
 
 from __future__ import annotations
 
@@ -31,35 +35,25 @@ def poly_warmup_lr_mult(
     return 0.0
 
 
-class PolyWarmupAdamW(torch.optim.AdamW):
-    """AdamW whose lr follows :func:`poly_warmup_lr_mult` (methods.md 2.10, ``PolyWarmupAdamW``).
+class _PolyWarmupSchedule:
+    """The schedule shared by the poly optimisers: mixed into a ``torch.optim`` class.
 
-    ``params`` are parameter groups (or parameters); each group's lr (its own ``"lr"`` or the ``lr``
-    argument) is its base lr, stored in the group as ``"base_lr"``. Every :meth:`step` first sets
-    ``lr = base_lr * poly_warmup_lr_mult(global_step, ...)`` for every group, then takes the AdamW
-    step, then advances ``global_step``.
+    Each group's lr (its own ``"lr"`` or the ``lr`` argument) is its base lr, stored in the group as
+    ``"base_lr"``. Every :meth:`step` first sets ``lr = base_lr * poly_warmup_lr_mult(global_step, ...)``
+    for every group, then takes the wrapped optimiser's step, then advances ``global_step``.
 
-    ``hold_lr_after_max=True`` (the default, official behaviour): for ``global_step >= max_iter`` the
-    lr is **not updated** and keeps its previous value. With False it is set to 0.
+    ``hold_lr_after_max=True`` (official ToCo/SeCo behaviour): for ``global_step >= max_iter`` the lr
+    is **not updated** and keeps its previous value. With False it is set to 0.
 
     ``state_dict()`` carries ``global_step`` (and the base lrs, inside the param groups), so
     ``load_state_dict`` resumes the schedule where it stopped.
     """
 
-    def __init__(
-        self,
-        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-        lr: float,
-        weight_decay: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        warmup_iter: int = 1500,
-        max_iter: int = 20000,
-        warmup_ratio: float = 1e-6,
-        power: float = 0.9,
-        hold_lr_after_max: bool = True,
+    param_groups: list[dict[str, Any]]
+
+    def _init_schedule(
+        self, warmup_iter: int, max_iter: int, warmup_ratio: float, power: float, hold_lr_after_max: bool
     ) -> None:
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         self.warmup_iter = int(warmup_iter)
         self.max_iter = int(max_iter)
         self.warmup_ratio = float(warmup_ratio)
@@ -82,15 +76,15 @@ class PolyWarmupAdamW(torch.optim.AdamW):
             group["lr"] = group["base_lr"] * mult
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Set the scheduled lr, take an AdamW step, advance ``global_step``."""
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Set the scheduled lr, take the optimiser step, advance ``global_step``."""
         self._update_lr()
-        loss = super().step(closure)
+        loss = super().step(closure)  # type: ignore[misc]
         self.global_step += 1
         return loss
 
     def state_dict(self) -> dict[str, Any]:
-        sd = super().state_dict()
+        sd = super().state_dict()  # type: ignore[misc]
         sd["global_step"] = self.global_step
         return sd
 
@@ -98,8 +92,51 @@ class PolyWarmupAdamW(torch.optim.AdamW):
         state_dict = dict(state_dict)
         global_step = state_dict.pop("global_step", None)
         base_lrs = [group["base_lr"] for group in self.param_groups]
-        super().load_state_dict(state_dict)
-        for group, base in zip(self.param_groups, base_lrs):  # state saved by a plain AdamW
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+        for group, base in zip(self.param_groups, base_lrs):  # state saved by a plain optimiser
             group.setdefault("base_lr", base)
         if global_step is not None:
             self.global_step = int(global_step)
+
+
+class PolyWarmupAdamW(_PolyWarmupSchedule, torch.optim.AdamW):
+    """AdamW whose lr follows :func:`poly_warmup_lr_mult` (methods.md 2.10, ``PolyWarmupAdamW``)."""
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        warmup_iter: int = 1500,
+        max_iter: int = 20000,
+        warmup_ratio: float = 1e-6,
+        power: float = 0.9,
+        hold_lr_after_max: bool = True,
+    ) -> None:
+        torch.optim.AdamW.__init__(self, params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        self._init_schedule(warmup_iter, max_iter, warmup_ratio, power, hold_lr_after_max)
+
+
+class PolyWarmupSGD(_PolyWarmupSchedule, torch.optim.SGD):
+    """SGD with momentum on the same poly schedule: the DeepLab stage, RCA (4.7) and SC-CAM (5.5).
+
+    Those codes use ``lr = base * (1 - it/max_it) ** 0.9`` without warm-up: ``warmup_iter=0``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        warmup_iter: int = 0,
+        max_iter: int = 20000,
+        warmup_ratio: float = 1e-6,
+        power: float = 0.9,
+        hold_lr_after_max: bool = False,
+    ) -> None:
+        torch.optim.SGD.__init__(self, params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        self._init_schedule(warmup_iter, max_iter, warmup_ratio, power, hold_lr_after_max)

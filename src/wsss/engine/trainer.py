@@ -1,6 +1,6 @@
 """The training loop shared by every method.
 
-The engine owns: data loading (a deterministic, resumable sampler), the PolyWarmupAdamW optimiser
+The engine owns: data loading (a deterministic, resumable sampler), the poly-schedule optimiser
 with the four parameter groups of methods.md 2.10, loss weighting and staging (``LossConfig``),
 the NaN guard, logging to ``metrics.jsonl``, periodic validation, and checkpoints with resume.
 A method only says what one step computes (``wsss.methods.base``).
@@ -35,9 +35,9 @@ from wsss.engine.distributed import (
     rank,
     world_size,
 )
-from wsss.engine.optim import PolyWarmupAdamW
+from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
 from wsss.engine.validate import validate
-from wsss.methods.base import Method, build_method
+from wsss.methods.base import Method, build_method, get_method_class
 from wsss.utils.io import atomic_write
 
 
@@ -131,20 +131,31 @@ class BatchStream:
         return {"epoch": self.epoch, "offset": self.offset}
 
 
-def build_optimizer(method: Method, cfg: Config) -> PolyWarmupAdamW:
+def build_optimizer(method: Method, cfg: Config) -> PolyWarmupAdamW | PolyWarmupSGD:
+    """The optimiser of ``train.optimizer`` over the method's named groups (``param_group_options``)."""
     t = cfg.train
-    mults = {"backbone": 1.0, "backbone_norm": 1.0, "head": t.head_lr_mult, "decoder": t.head_lr_mult}
+    options = method.param_group_options()
     groups = []
     for name, params in method.param_groups().items():
-        if name not in mults:
-            raise KeyError(f"unknown parameter group {name!r} from method {method.name}")
+        if name not in options:
+            raise KeyError(f"parameter group {name!r} of method {method.name} has no entry in param_group_options()")
         params = [p for p in params if p.requires_grad]
         if params:
-            groups.append({"name": name, "params": params, "lr": t.lr * mults[name]})
-    return PolyWarmupAdamW(
-        groups, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, warmup_iter=t.warmup_iters,
-        max_iter=t.max_iters, warmup_ratio=t.warmup_ratio, power=t.power, hold_lr_after_max=t.hold_lr_after_max,
+            group = {"name": name, "params": params, "lr": t.lr * options[name]["lr_mult"]}
+            if "weight_decay" in options[name]:
+                group["weight_decay"] = options[name]["weight_decay"]
+            groups.append(group)
+    schedule = dict(
+        warmup_iter=t.warmup_iters, max_iter=t.max_iters, warmup_ratio=t.warmup_ratio, power=t.power,
+        hold_lr_after_max=t.hold_lr_after_max,
     )  # fmt: skip
+    if t.optimizer == "adamw":
+        return PolyWarmupAdamW(groups, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, **schedule)
+    if t.optimizer == "sgd":
+        return PolyWarmupSGD(
+            groups, lr=t.lr, weight_decay=t.weight_decay, momentum=t.momentum, nesterov=t.nesterov, **schedule
+        )
+    raise ValueError(f"train.optimizer must be 'adamw' or 'sgd', got {t.optimizer!r}")
 
 
 def active_terms(cfg: Config, step: int) -> set[str]:
@@ -324,12 +335,18 @@ class Trainer:
         if self.step >= stop:
             return {"step": self.step, "resumed": resumed, "best": self.best}
         self.method.train()
+        self.method.on_train_start(self)
+        epoch_seen: int | None = None
         sums: dict[str, float] = defaultdict(float)
         n_logged, t0 = 0, time.time()
         bar = tqdm(total=t.max_iters, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         last_val: dict[str, Any] | None = None
         while self.step < stop:
-            total, values = self._train_step(next(self.stream), self.step)
+            micro_batches = next(self.stream)
+            if self.stream.epoch != epoch_seen:
+                epoch_seen = self.stream.epoch
+                self.method.on_epoch_start(epoch_seen)
+            total, values = self._train_step(micro_batches, self.step)
             self.step += 1
             bar.update(1)
             for k, v in values.items():
@@ -372,5 +389,11 @@ class Trainer:
 
 
 def train(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) the run described by ``cfg``; returns the final step and validation."""
+    """Train (or resume) the run described by ``cfg``; returns the final step and validation.
+
+    A method with a ``train_driver`` (several runs, e.g. SC-CAM's rounds) is trained by it instead.
+    """
+    driver = get_method_class(cfg.method).train_driver
+    if driver is not None:
+        return driver(cfg, progress)
     return Trainer(cfg, progress=progress).train()

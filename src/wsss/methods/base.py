@@ -9,6 +9,13 @@ Contract:
   computing the others. The engine multiplies by ``cfg.loss.weights`` and sums.
 - ``param_groups()`` names its parameters: "backbone", "backbone_norm" (base lr) and "head",
   "decoder" (``train.head_lr_mult`` x lr), the four PolyWarmupAdamW groups of methods.md 2.10.
+  A method with other groups (RCA's, DeepLab's 10x/20x bias groups) overrides
+  ``param_group_options()``: per group name, an lr multiplier and optionally its own weight decay.
+- ``on_train_start(trainer)`` runs once before the first step (after a resume), with the trainer
+  (run directory, datasets, device); ``on_epoch_start(epoch)`` when the data stream enters an epoch
+  (RCA's per-epoch centroid refresh).
+- A method whose training is not one run of the loop (SC-CAM's rounds) sets ``train_driver``: a
+  function ``(cfg, progress) -> dict`` that ``wsss train`` calls instead of one ``Trainer``.
 - ``cam_maps(images)`` returns (cam, cam_aux) before any normalisation, for multi-scale fusion.
 - ``seg_logits(images)`` returns (B, C, h, w) segmentation logits at the network's resolution.
 - ``after_step(step)`` runs after each optimiser step (EMA teachers, queues...).
@@ -55,6 +62,7 @@ class NoOptions:
 class Method(nn.Module):
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    train_driver: ClassVar[Any] = None  # (cfg, progress) -> dict: replaces the single Trainer run
 
     def __init__(self, cfg: Config, num_classes: int):
         super().__init__()
@@ -75,6 +83,22 @@ class Method(nn.Module):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         raise NotImplementedError
+
+    def param_group_options(self) -> dict[str, dict[str, float]]:
+        """Per parameter group: ``{"lr_mult": x}`` and optionally ``"weight_decay"`` (default: the config's)."""
+        head = self.cfg.train.head_lr_mult
+        return {
+            "backbone": {"lr_mult": 1.0},
+            "backbone_norm": {"lr_mult": 1.0},
+            "head": {"lr_mult": head},
+            "decoder": {"lr_mult": head},
+        }
+
+    def on_train_start(self, trainer: Any) -> None:
+        """Called once before the first training step of this process (also after a resume)."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called when the training stream starts epoch ``epoch`` (0-based; also the resumed one)."""
 
     def train_transform_views(self) -> Any:
         """Extra training views the method needs (None: the main crop only)."""
