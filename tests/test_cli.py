@@ -73,6 +73,15 @@ def test_predict_resumes_and_skips_done_ids(synth_root, tmp_path):
     assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
     assert target.is_file()
     assert keep.stat().st_mtime_ns == before  # done ids are not recomputed
+    assert not (run / "probs").exists()  # no float maps on disk unless asked
+
+    assert main(["predict", str(run), "--split", "val", "--overwrite", "--save-probs", "--quiet"]) == 0
+    prob = np.load(run / "probs/val" / f"{ids[0]}.npy")
+    assert prob.dtype == np.float16 and prob.shape == (7, 64, 64)
+    np.testing.assert_allclose(prob.astype(np.float32).sum(0), 1.0, atol=1e-2)
+    top2 = np.sort(prob.astype(np.float32), axis=0)[-2:]
+    clear = top2[1] - top2[0] > 2e-3  # float16 rounding may swap near-ties of this 2-step model
+    assert clear.mean() > 0.5 and np.array_equal(prob.argmax(0)[clear], read_label_png(target)[clear])
 
 
 def test_errors_name_the_problem(tmp_path, capsys, synth_root):

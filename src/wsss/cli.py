@@ -77,7 +77,10 @@ def cmd_pseudo(a: argparse.Namespace) -> int:
     from wsss.engine.inference import run_pseudo
 
     run = _load(a)
-    out = run_pseudo(run, a.split, refine=a.refine, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet)
+    out = run_pseudo(
+        run, a.split, refine=a.refine, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet,
+        affinity_run=a.affinity_run, saliency=a.saliency,
+    )  # fmt: skip
     print(f"pseudo labels in {out}")
     return 0
 
@@ -96,6 +99,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         scales=a.scales,
         overwrite=a.overwrite,
         progress=not a.quiet,
+        save_probs=a.save_probs,
     )
     print(f"predictions in {out}")
     return 0
@@ -167,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("pseudo", help="pseudo labels from the saved CAMs")
     run_args(s)
-    s.add_argument("--refine", choices=("par", "crf", "none"), default="par")
+    s.add_argument("--refine", choices=("par", "crf", "none", "affinity", "rca"), default="par")
+    s.add_argument("--affinity-run", default=None, help="with --refine affinity: a run trained with method affinitynet")
+    s.add_argument("--saliency", default=None, help="with --refine rca: directory of <id>.png saliency maps")
     s.set_defaults(fn=cmd_pseudo)
 
     s = sub.add_parser("predict", help="segmentation masks (multi-scale + flip, optional DenseCRF)")
@@ -175,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scales", type=_floats, default=None, help="e.g. 1.0,1.25,1.5 (default: infer.scales)")
     s.add_argument("--crf", action="store_true", help="DenseCRF over the classes that can appear")
     s.add_argument("--crf-workers", type=int, default=None, help="CRF processes (default: infer.crf_workers)")
+    s.add_argument("--save-probs", action="store_true", help="also write probs/<split>/<id>.npy (float16 softmax)")
     s.set_defaults(fn=cmd_predict)
 
     s = sub.add_parser("eval", help="mIoU table and co-occurrence diagnostics of a folder of label PNGs")

@@ -169,14 +169,22 @@ def load_cam(path: Path, num_fg: int) -> np.ndarray:
 
 def run_pseudo(
     run: Run, split: str, *, refine: str = "par", root: str | None = None, overwrite: bool = False,
-    progress: bool = True,
+    progress: bool = True, affinity_run: Run | str | Path | None = None, saliency: str | Path | None = None,
 ) -> Path:  # fmt: skip
     """Pseudo labels from the saved CAMs (``wsss cam`` first): ``pseudo/<split>/<id>.png``.
 
+    refine "affinity": PSA's random walk of the CAMs with the affinity network of ``affinity_run``
+    (a run of method ``affinitynet``, or its directory), methods.md 5.7.
+
     refine: "none" (high/low thresholds, 255 between), "par" (methods.md 2.8 on the full image),
     "crf" (ToCo's label CRF: two CRFs with background 0.7 / 0.25, combined as in 2.8).
+    refine "rca": RCA's CRF proxy labels (methods.md 4.8, ``cam/proxy_labels.py``) from the run's
+    accumulated attention (else the saved CAMs), with the background from ``saliency`` (a directory
+    of ``<id>.png``) if given, else saliency-free (CAM thresholds + CRF).
     """
-    if refine not in ("none", "par", "crf"):
+    if refine == "affinity":
+        return _pseudo_affinity(run, split, affinity_run, root=root, overwrite=overwrite, progress=progress)
+    if refine not in ("none", "par", "crf", "rca"):
         raise ValueError(f"refine must be none, par or crf, got {refine!r}")
     ds = _dataset(run, root, split)
     c = run.cfg.cam
@@ -184,6 +192,10 @@ def run_pseudo(
     out = run.dir / "pseudo" / split
     par = PAR(dilations=c.par.dilations, num_iter=c.par.num_iter)
     todo = _todo(ds.ids, out, ".png", overwrite)
+    if refine == "rca":
+        from wsss.cam.proxy_labels import run_rca_proxy_labels
+
+        return run_rca_proxy_labels(run, ds, todo, out, cams=cams, saliency=saliency, progress=progress)
     missing = [i for i in todo if not (cams / f"{i}.npy").is_file()]
     if missing:
         raise DataError(
@@ -218,20 +230,58 @@ def run_pseudo(
     return out
 
 
+def _pseudo_affinity(
+    run: Run, split: str, affinity_run: Run | str | Path | None, *, root: str | None, overwrite: bool, progress: bool
+) -> Path:
+    """``run_pseudo(refine="affinity")``: the random walk of ``run``'s saved CAMs (AffinityNet.random_walk_label)."""
+    if affinity_run is None:
+        raise ValueError("refine 'affinity' needs `--affinity-run AFFRUN`, a run of method affinitynet")
+    aff = affinity_run if isinstance(affinity_run, Run) else load_run(affinity_run, device=str(run.device))
+    walk = getattr(aff.method, "random_walk_label", None)
+    if walk is None:
+        raise ValueError(f"{aff.dir}: method {aff.cfg.method!r} is not an affinity network (method affinitynet)")
+    if aff.num_classes != run.num_classes:
+        raise DataError(f"{aff.dir}: trained with {aff.num_classes} classes, {run.dir} with {run.num_classes}")
+    ds = _dataset(run, root, split)
+    cams, out = run.dir / "cams" / split, run.dir / "pseudo" / split
+    todo = _todo(ds.ids, out, ".png", overwrite)
+    missing = [i for i in todo if not (cams / f"{i}.npy").is_file()]
+    if missing:
+        raise DataError(
+            f"{cams}: no CAM for {len(missing)} ids (e.g. {missing[0]}); run `wsss cam {run.dir} --split {split}`"
+        )
+    for id in tqdm(todo, desc=f"random walk {split}", disable=not progress):
+        label = walk(ds.load_image(id), load_cam(cams / f"{id}.npy", ds.num_classes - 1), ds.labels(id))
+        save_label_png(out / f"{id}.png", label)
+    return out
+
+
 def run_predict(
     run: Run, split: str, *, root: str | None = None, crf: bool = False, scales: Sequence[float] | None = None,
-    overwrite: bool = False, progress: bool = True,
+    overwrite: bool = False, progress: bool = True, save_probs: bool = False,
 ) -> Path:  # fmt: skip
-    """Segmentation masks ``predictions/<split>/<id>.png`` (``predictions_crf`` with ``crf``)."""
+    """Segmentation masks ``predictions/<split>/<id>.png`` (``predictions_crf`` with ``crf``).
+
+    Nothing but the PNGs is written unless ``save_probs``: then also ``probs/<split>/<id>.npy``, the
+    fused softmax as float16 (C, H, W). Off by default: on COCO that is terabytes (methods.md 3.10).
+    """
     if not run.method.has_seg_head:
         raise RuntimeError(f"{run.dir}: this model has no segmentation head; use `wsss cam` and `wsss pseudo`")
     ds = VOCDataset(root or run.cfg.data.root, split)
     out = run.dir / ("predictions_crf" if crf else "predictions") / split
+    probs_dir = run.dir / "probs" / split
     todo = _todo(ds.ids, out, ".png", overwrite)
     bar = tqdm(total=len(todo), desc=f"predict {split}", disable=not progress)
+
+    def prob_of(id: str, image: np.ndarray) -> np.ndarray:
+        prob = run.seg_prob(image, scales)
+        if save_probs:
+            save_npy(probs_dir / f"{id}.npy", prob.astype(np.float16))
+        return prob
+
     if not crf:
         for id in todo:
-            save_label_png(out / f"{id}.png", run.predict(ds.load_image(id), scales=scales))
+            save_label_png(out / f"{id}.png", prob_of(id, ds.load_image(id)).argmax(0))
             bar.update(1)
         bar.close()
         return out
@@ -239,7 +289,7 @@ def run_predict(
     def items() -> Iterator[tuple[str, np.ndarray, np.ndarray, list[int]]]:
         for id in todo:
             image = ds.load_image(id)
-            prob = run.seg_prob(image, scales)
+            prob = prob_of(id, image)
             yield id, image, prob, present_classes(prob)
 
     with CRFPool(run.cfg.infer.crf_workers, params=crf_params(run.cfg)) as pool:
