@@ -1,20 +1,31 @@
 """One protocol for every method on the synthetic co-occurrence set.
 
-Generates one synthetic dataset, trains each method's ``configs/<method>/synthetic_cpu.yaml`` under
-the same budget, then measures the three numbers a WSSS paper reports, with our commands:
+Generates one synthetic dataset, trains each method's ``configs/<method>/synthetic_cpu.yaml`` (the
+presets share one budget: the same small ViT from scratch, crops, batch and iterations; the table
+prints each one's iterations and batch so a difference shows), then measures the three numbers a WSSS
+paper reports, with our commands:
 
 - CAM: ``wsss cam`` seeds on the train split (argmax with ``cam.bkg_thre``);
-- mask: ``wsss pseudo --refine par`` pseudo labels on the train split (255 counted as background;
-  the covered-pixels convention is printed too);
-- seg: ``wsss predict`` on the val split (multi-scale + flip, no CRF);
+- mask: ``wsss pseudo`` pseudo labels on the train split (255 counted as background; the covered-pixels
+  convention is in the JSON);
+- seg: segmentation of the val split (``wsss predict``: multi-scale + flip, no CRF). A method whose
+  model has a segmentation head is predicted directly; one without (RCA, SC-CAM: classifier + refined
+  pseudo labels) gets the separate segmentation stage ``configs/seg/synthetic_cpu.yaml`` trained on its
+  train pseudo labels (``data.pseudo_dir``) when that preset exists, and "n/a" otherwise.
 
-plus the false-activation rate (FAR: ground-truth background predicted as the image's class) and the
+plus the false-activation rate (FAR: ground-truth background predicted as the image's class), the
 context FAR (water pixels predicted as boat, rails pixels predicted as train: the co-occurrence
-failure), and the training / inference times. Writes ``bench/results/compare.json`` and prints a
-markdown table. Methods without a preset are listed as missing.
+failure), and the training and inference times. How a method gets from its preset to the numbers is a
+small :class:`Pipeline` in ``PIPELINES`` (the pseudo-label refinement, where its segmentation comes
+from); nothing here knows a method's internals. Methods without a preset are listed as missing.
 
-    .venv/bin/python bench/compare.py                     # every method, the presets' budgets
-    .venv/bin/python bench/compare.py --methods cam seco  # a subset
+Writes ``bench/results/compare.json``, ``bench/results/compare.png`` (chart) and the table between
+``<!-- compare:begin -->`` and ``<!-- compare:end -->`` in BENCHMARKS.md (appended at the end the first
+time), with the date and the machine (CPU model, cores, torch version).
+
+    .venv/bin/python bench/compare.py                      # every method (about an hour of CPU)
+    .venv/bin/python bench/compare.py --methods cam seco   # a subset
+    .venv/bin/python bench/compare.py --render-only        # table + chart again from compare.json
 """
 
 from __future__ import annotations
@@ -23,21 +34,64 @@ import argparse
 import json
 import os
 import platform
-import subprocess
+import re
 import sys
 import time
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
 METHODS = ("cam", "seco", "rca", "sccam")
+BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """How one method goes from its preset to the three numbers (paths relative to the repository).
+
+    ``overrides``: for this method's training only. ``refine``: the ``wsss pseudo --refine`` of its
+    pseudo labels. ``seg``: "auto" (the model's own
+    segmentation head if it has one, else the separate stage if ``seg_preset`` exists, else n/a),
+    "head", "stage" or "none". ``seg_overrides``: what points the stage at the pseudo labels
+    (``{pseudo}`` = the train pseudo-label folder of the method's run).
+    """
+
+    method: str
+    preset: str = "configs/{method}/synthetic_cpu.yaml"
+    overrides: tuple[str, ...] = ()
+    refine: str = "par"
+    seg: str = "auto"
+    seg_preset: str = "configs/seg/synthetic_cpu.yaml"
+    seg_overrides: tuple[str, ...] = ("data.pseudo_dir={pseudo}",)
+
+    def preset_path(self, repo: Path = REPO) -> Path:
+        return repo / self.preset.format(method=self.method)
+
+
+PIPELINES: dict[str, Pipeline] = {m: Pipeline(m) for m in METHODS}
+
+
+class CommandFailed(RuntimeError):
+    pass
 
 
 def wsss(*args: str) -> float:
+    """Run one ``wsss`` command in this process; returns its wall time in seconds."""
+    from wsss.cli import main
+
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "wsss.cli", *args], check=True, cwd=REPO)
+    try:
+        rc = main(list(args))
+    except SystemExit as e:  # argparse's usage errors
+        rc = e.code
+    if rc != 0:
+        raise CommandFailed(f"`wsss {' '.join(args)}` exited with {rc}")
     return time.perf_counter() - t
 
 
@@ -76,41 +130,184 @@ def evaluate(pred_dir: Path, root: Path, split: str, pseudo: bool = False) -> di
     return out
 
 
-def run_method(method: str, root: Path, runs: Path, overrides: list[str]) -> dict:
-    preset = REPO / "configs" / method / "synthetic_cpu.yaml"
+def _has_seg_head(run: Path) -> bool:
+    from wsss.engine.inference import load_run
+
+    return bool(load_run(run, checkpoint="last", device="cpu").method.has_seg_head)
+
+
+def seg_plan(p: Pipeline, run: Path, repo: Path = REPO) -> str:
+    """Where the method's segmentation comes from: "head", "stage" or "none"."""
+    if p.seg != "auto":
+        return p.seg
+    if _has_seg_head(run):
+        return "head"
+    return "stage" if (repo / p.seg_preset).is_file() else "none"
+
+
+def run_method(p: Pipeline, root: Path, runs: Path, overrides: list[str], repo: Path = REPO) -> dict[str, Any]:
+    """Train, infer and evaluate one method; a failing step is recorded, not raised."""
+    preset = p.preset_path(repo)
     if not preset.is_file():
-        return {"method": method, "status": "missing (no synthetic_cpu preset yet)"}
-    run = runs / method
-    res: dict = {"method": method, "status": "ok", "run": str(run)}
-    res["train_s"] = wsss("train", str(preset), f"run.dir={run}", f"data.root={root}", "--quiet", *overrides)
-    res["cam_s"] = wsss("cam", str(run), "--split", "train", "--quiet", "--checkpoint", "last")
-    wsss("pseudo", str(run), "--split", "train", "--refine", "par", "--quiet", "--checkpoint", "last")
-    res["predict_s"] = wsss("predict", str(run), "--split", "val", "--quiet", "--checkpoint", "last")
-    res["cam"] = evaluate(run / "cam_labels/train", root, "train")
-    res["mask"] = evaluate(run / "pseudo/train", root, "train", pseudo=True)
-    res["seg"] = evaluate(run / "predictions/val", root, "val")
+        return {"method": p.method, "status": "missing (no synthetic_cpu preset yet)"}
+    run = runs / p.method
+    q = ("--quiet", "--checkpoint", "last")
+    res: dict[str, Any] = {"method": p.method, "status": "ok", "run": str(run), "pipeline": asdict(p)}
+    try:
+        from wsss.engine.config import load_config
+
+        own = [f"run.dir={run}", f"data.root={root}", *overrides, *p.overrides]
+        cfg = load_config(preset, own)
+        res["iters"], res["batch"] = cfg.train.max_iters, cfg.train.batch_size
+        res["train_s"] = wsss("train", str(preset), *own, "--quiet")
+        res["cam_s"] = wsss("cam", str(run), "--split", "train", *q)
+        res["pseudo_s"] = wsss("pseudo", str(run), "--split", "train", "--refine", p.refine, *q)
+        res["cam"] = evaluate(run / "cam_labels/train", root, "train")
+        res["mask"] = evaluate(run / "pseudo/train", root, "train", pseudo=True)
+        plan = seg_plan(p, run, repo)
+        seg_run = run
+        if plan == "stage":
+            seg_run = runs / f"{p.method}_seg"
+            stage = [o.format(pseudo=run / "pseudo" / "train") for o in p.seg_overrides]
+            res["seg_train_s"] = wsss(
+                "train", str(repo / p.seg_preset), f"run.dir={seg_run}", f"data.root={root}", *overrides, *stage,
+                "--quiet",
+            )  # fmt: skip
+            res["train_s"] += res["seg_train_s"]
+        res["seg_source"] = {"head": "seg head", "stage": f"stage {p.seg_preset}", "none": "n/a"}[plan]
+        if plan != "none":
+            res["predict_s"] = wsss("predict", str(seg_run), "--split", "val", *q)
+            res["seg"] = evaluate(seg_run / "predictions/val", root, "val")
+    except Exception as e:  # noqa: BLE001  (one method's failure must not lose the others' numbers)
+        res["status"] = f"failed: {e}"
     return res
 
 
-def table(results: list[dict]) -> str:
+# ---------------------------------------------------------------------------------------------
+# Table, chart, BENCHMARKS.md
+
+
+def _num(d: dict | None, key: str, fmt: str = "{:.1f}") -> str:
+    v = (d or {}).get(key)
+    return "n/a" if v is None or v != v else fmt.format(v)
+
+
+def _minutes(s: float | None) -> str:
+    return "n/a" if s is None else f"{s / 60:.1f} min"
+
+
+def _budget(r: dict[str, Any]) -> str:
+    return f"{r['iters']} x {r['batch']}" if r.get("iters") and r.get("batch") else "n/a"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The markdown table (numbers in %)."""
     head = (
-        "| method | CAM mIoU (train) | mask mIoU (train) | seg mIoU (val) | seg mean FAR | seg FAR water->boat "
-        "| seg FAR rails->train | train time | predict time (val) |\n|---|---|---|---|---|---|---|---|---|\n"
+        "| method | CAM mIoU (train) | mask mIoU (train) | seg mIoU (val) | seg from | seg mean FAR "
+        "| seg FAR water->boat | seg FAR rails->train | CAM mean FAR | max_iters x batch | train time "
+        "| CAM time (train) | predict time (val) |\n" + "|---" * 13 + "|\n"
     )
     rows = []
     for r in results:
         if r["status"] != "ok":
-            rows.append(f"| {r['method']} | {r['status']} | | | | | | | |")
+            rows.append(f"| {r['method']} | {r['status']} |" + " |" * 11)
             continue
+        seg = r.get("seg")
         rows.append(
-            f"| {r['method']} | {r['cam']['miou']:.1f} | {r['mask']['miou']:.1f} | {r['seg']['miou']:.1f} "
-            f"| {r['seg']['mean_far']:.1f} | {r['seg']['far_water']:.1f} | {r['seg']['far_rails']:.1f} "
-            f"| {r['train_s'] / 60:.1f} min | {r['predict_s']:.0f} s |"
+            f"| {r['method']} | {_num(r['cam'], 'miou')} | {_num(r['mask'], 'miou')} | {_num(seg, 'miou')} "
+            f"| {r.get('seg_source', 'seg head')} | {_num(seg, 'mean_far')} | {_num(seg, 'far_water')} "
+            f"| {_num(seg, 'far_rails')} | {_num(r['cam'], 'mean_far')} "
+            f"| {_budget(r)} | {_minutes(r.get('train_s'))} "
+            f"| {_num(r, 'cam_s', '{:.0f} s')} | {_num(r, 'predict_s', '{:.0f} s')} |"
         )
     return head + "\n".join(rows)
 
 
-def main() -> None:
+def chart(results: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    from wsss.report.figures import comparison_chart
+
+    def get(r: dict, part: str, key: str) -> float | None:
+        v = (r.get(part) or {}).get(key)
+        return None if v is None or v != v else float(v)
+
+    rows = [
+        {"method": r["method"], "cam": get(r, "cam", "miou"), "mask": get(r, "mask", "miou"),
+         "seg": get(r, "seg", "miou"), "far": get(r, "seg", "mean_far")}
+        for r in results
+        if r["status"] == "ok"
+    ]  # fmt: skip
+    return comparison_chart(rows, path, title=title)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), flags=re.M)
+        cpu = m.group(1).strip() if m else cpu
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def markdown_block(meta: dict[str, Any], results: list[dict[str, Any]], chart_rel: str) -> str:
+    m = meta["machine"]
+    where = ", ".join(
+        t for t in (str(m.get("cpu", "")), f"{m['cores']} cores" if m.get("cores") else "",
+                    f"torch {m['torch']} ({m['threads']} threads)" if m.get("torch") else "") if t
+    )  # fmt: skip
+    missing = [r["method"] for r in results if r["status"].startswith("missing")]
+    lines = [
+        BEGIN,
+        f"Measured {meta['date']} on {where}; data: {meta['data']}. Command: `{meta['command']}`.",
+        "",
+        table(results),
+        "",
+        "mIoU and FAR in %. mask = pseudo labels with 255 counted as background; FAR = share of ground-truth "
+        "background pixels predicted as the image's class; the context columns restrict it to the water / rails "
+        "pixels of images labelled boat / train. seg from: the model's own head, or a separate segmentation "
+        "stage trained on the method's train pseudo labels (its time is in the train time). max_iters x batch as "
+        "configured (a multi-run method such as SC-CAM trains several runs)."
+        + (f" Not implemented yet: {', '.join(missing)}." if missing else ""),
+        "",
+        f"![compare]({chart_rel})",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def write_benchmarks(path: Path, block: str) -> None:
+    """Replace the text between the compare markers of ``path`` with ``block`` (append it the first time)."""
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    if (BEGIN in text) != (END in text) or text.count(BEGIN) > 1:
+        raise ValueError(f"{path}: expected one {BEGIN} ... {END} pair")
+    if BEGIN in text:
+        start, end = text.index(BEGIN), text.index(END) + len(END)
+        if end < start:
+            raise ValueError(f"{path}: {END} comes before {BEGIN}")
+        text = text[:start] + block + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n## Method comparison (bench/compare.py)\n\n" + block + "\n"
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def publish(meta: dict[str, Any], results: list[dict[str, Any]], out_dir: Path, benchmarks: Path | None) -> None:
+    """compare.json + compare.png in ``out_dir``; the markdown block in ``benchmarks``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "compare.json.tmp"
+    tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=float))
+    tmp.replace(out_dir / "compare.json")
+    png = chart(results, out_dir / "compare.png", title=f"{meta['data']}; {meta['date']}")
+    if benchmarks is not None:
+        try:
+            rel = png.resolve().relative_to(benchmarks.resolve().parent).as_posix()
+        except ValueError:
+            rel = str(png)
+        write_benchmarks(benchmarks, markdown_block(meta, results, rel))
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--data", default="data/synth_bench")
@@ -119,22 +316,48 @@ def main() -> None:
     p.add_argument("--val", type=int, default=200)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results", default=str(REPO / "bench/results"))
+    p.add_argument("--benchmarks", default=str(REPO / "BENCHMARKS.md"), help="markdown file to update ('' = none)")
+    p.add_argument("--render-only", action="store_true", help="rewrite table and chart from compare.json")
+    p.add_argument(
+        "--keep", action="store_true",
+        help="keep the other methods' results from the existing compare.json (rerun only --methods)",
+    )  # fmt: skip
     p.add_argument("overrides", nargs="*", help="config overrides applied to every method (key=value)")
-    a = p.parse_args()
-    root, runs = REPO / a.data, REPO / a.runs
+    a = p.parse_args(argv)
+    out_dir = Path(a.results)
+    benchmarks = Path(a.benchmarks) if a.benchmarks else None
+    if a.render_only:
+        data = json.loads((out_dir / "compare.json").read_text())
+        meta = data["meta"]
+        if isinstance(meta.get("machine"), str):  # written by an older compare.py
+            meta["machine"] = {"cpu": meta["machine"]}
+        meta.setdefault("command", ".venv/bin/python bench/compare.py")
+        publish(meta, data["results"], out_dir, benchmarks)
+        print(table(data["results"]))
+        return
+    root, runs = (REPO / a.data).resolve(), (REPO / a.runs).resolve()
     if not (root / "classes.txt").is_file():
         wsss("synth", str(root), "--train", str(a.train), "--val", str(a.val), "--size", str(a.size),
              "--seed", str(a.seed))  # fmt: skip
-    results = [run_method(m, root, runs, a.overrides) for m in a.methods]
+    results = []
+    for m in a.methods:
+        pipe = PIPELINES.get(m, Pipeline(m))
+        results.append(run_method(pipe, root, runs, a.overrides))
+        print(table(results[-1:]).splitlines()[-1], flush=True)
     meta = {
         "date": str(date.today()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+        "machine": machine(),
         "data": f"synth {a.train}+{a.val} @ {a.size}px seed {a.seed}",
-    }
-    out = REPO / "bench/results/compare.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=float))
-    print(json.dumps(meta))
+        "command": " ".join([".venv/bin/python bench/compare.py", *(argv if argv is not None else sys.argv[1:])]),
+        "presets": {m: yaml.safe_load(PIPELINES.get(m, Pipeline(m)).preset_path().read_text())
+                    for m in a.methods if PIPELINES.get(m, Pipeline(m)).preset_path().is_file()},
+    }  # fmt: skip
+    if a.keep and (out_dir / "compare.json").is_file():
+        done = {r["method"] for r in results}
+        old = json.loads((out_dir / "compare.json").read_text())["results"]
+        results = [r for r in old if r["method"] not in done] + results
+    publish(meta, results, out_dir, benchmarks)
     print(table(results))
 
 

@@ -126,6 +126,60 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_viz(a: argparse.Namespace) -> int:
+    from wsss.report.viz import write_viz
+
+    ids = [i for i in a.ids.replace(",", " ").split()] if a.ids else []
+    classes = [c for c in a.classes.replace(",", " ").split()] if a.classes else []
+    written = write_viz(a.run, ids=ids, image=a.image, split=a.split, out=a.out, classes=classes,
+                        data_root=a.data_root, checkpoint=a.checkpoint, device=a.device)  # fmt: skip
+    for path, _ in written:
+        print(path)
+    return 0
+
+
+def cmd_prepare(a: argparse.Namespace) -> int:
+    from wsss.data import prepare
+
+    if a.dataset == "voc":
+        summary = prepare.prepare_voc(
+            a.voc, a.sbd, a.out, images=a.images, labels=a.labels, workers=a.workers, progress=not a.quiet
+        )
+    elif a.dataset == "coco":
+        summary = prepare.prepare_coco(
+            a.coco,
+            a.out,
+            year=a.year,
+            splits=tuple(a.splits),
+            images=a.images,
+            val_part=a.val_part,
+            workers=a.workers,
+            progress=not a.quiet,
+        )
+    else:
+        summary = prepare.prepare_folder(
+            a.images,
+            a.labels,
+            a.classes,
+            a.out,
+            masks=a.masks,
+            val_fraction=a.val_fraction,
+            seed=a.seed,
+            image_mode=a.image_mode,
+            progress=not a.quiet,
+        )
+    print(summary.format())
+    return 0
+
+
+def cmd_export_voc_test(a: argparse.Namespace) -> int:
+    from wsss.export import export_voc_test
+
+    out = export_voc_test(a.run, split=a.split, out=a.out, data_root=a.data_root, source=a.source)
+    print(f"wrote {out} (upload it to the PASCAL VOC evaluation server)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="wsss",
@@ -198,6 +252,65 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-root", default=None)
     s.add_argument("--max-images", type=int, default=12)
     s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("viz", help="image grids (image, GT, CAMs, pseudo label, prediction) as PNGs")
+    s.add_argument("run")
+    what = s.add_mutually_exclusive_group(required=True)
+    what.add_argument("--ids", help="ids of the split, e.g. val_00008,val_00022")
+    what.add_argument("--image", help="any image file: the model is run on it")
+    s.add_argument("--split", default=None, help="split of --ids (default: the run's val split)")
+    s.add_argument("--out", default=None, help="output folder (default: RUN/viz)")
+    s.add_argument("--classes", default=None, help="draw the CAMs of these classes (default: the image's "
+                   "labels; for --image the classes the classifier finds)")  # fmt: skip
+    s.add_argument("--data-root", default=None)
+    s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
+    s.add_argument("--device", default=None)
+    s.set_defaults(fn=cmd_viz)
+
+    s = sub.add_parser("prepare", help="convert VOC+SBD, COCO or a custom folder to the dataset layout")
+    prep = s.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    images_help = "how to place images in JPEGImages: link (hard link, copy across devices), symlink, copy, none"
+    q = prep.add_parser("voc", help="VOC 2012 devkit + SBD -> SegmentationClassAug, train_aug, cls_labels.npy")
+    q.add_argument("--voc", required=True, help="VOCdevkit (or VOCdevkit/VOC2012)")
+    q.add_argument("--sbd", default=None, help="SBD benchmark_RELEASE (or its dataset/); omit for VOC alone")
+    q.add_argument("--out", required=True, help="output dataset root")
+    q.add_argument("--images", choices=("link", "symlink", "copy", "none"), default="link", help=images_help)
+    labels_help = "cls_labels.npy from the masks (default) or the Annotations XML (PSA's file; auto: XML if present)"
+    q.add_argument("--labels", choices=("mask", "xml", "auto"), default="mask", help=labels_help)
+    q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(fn=cmd_prepare)
+    q = prep.add_parser("coco", help="COCO instances json -> VOC-style masks (81 classes), splits, cls_labels.npy")
+    q.add_argument("--coco", required=True, help="folder with annotations/ and train2014/, val2014/")
+    q.add_argument("--out", required=True, help="output dataset root")
+    q.add_argument("--year", default="2014")
+    q.add_argument("--splits", nargs="+", default=["train", "val"])
+    q.add_argument("--val-part", type=int, default=5000, help="size of the val_part subset (0 = none)")
+    q.add_argument("--images", choices=("link", "symlink", "copy", "none"), default="link", help=images_help)
+    q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(fn=cmd_prepare)
+    q = prep.add_parser("folder", help="a folder of images + a CSV/txt of image labels (+ optional masks)")
+    q.add_argument("--images", required=True, help="folder of images (id = file stem)")
+    q.add_argument("--labels", required=True, help="labels .csv (image,labels or image,<class>,...) or .txt")
+    q.add_argument("--classes", required=True, help="class names, one a line, background first")
+    q.add_argument("--out", required=True, help="output dataset root")
+    q.add_argument("--masks", default=None, help="optional folder of <id>.png class-index masks")
+    q.add_argument("--val-fraction", type=float, default=0.0, help="share of images in val.txt (default 0)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--image-mode", choices=("link", "symlink", "copy", "none"), default="link", help=images_help)
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(fn=cmd_prepare)
+
+    s = sub.add_parser("export", help="export predictions for an evaluation server")
+    exp = s.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    q = exp.add_parser("voc-test", help="zip for the PASCAL VOC server (results/VOC2012/Segmentation/comp6_test_cls)")
+    q.add_argument("run", help="run directory holding predictions/<split>/")
+    q.add_argument("--split", default="test")
+    q.add_argument("--out", default=None, help="zip file (default: RUN/export/voc2012_<split>.zip)")
+    q.add_argument("--data-root", default=None, help="dataset root with the split list (default: the run's)")
+    q.add_argument("--source", default="predictions", help="folder of RUN with the PNGs (e.g. predictions_crf)")
+    q.set_defaults(fn=cmd_export_voc_test)
     return p
 
 

@@ -255,7 +255,13 @@ class ClsTrainDataset(Dataset):
         img_box: (4,) int64 ``[h0, h1, w0, w1]`` valid (non-pad) region of the crop,
         label_idx: int64 scalar, the 1-based class id if the image has exactly one foreground
                    class, else -1 (SeCo uses it),
+        target: (S, S) int64 label map, only with ``target_dir`` (see below),
         **extra views)
+
+    ``target_dir`` (``data.pseudo_dir``): a directory of ``<id>.png`` label maps (255 = ignore, e.g.
+    pseudo labels) loaded as the sample's ``target`` and transformed with the image (same scale,
+    flip and crop; nearest resizing; crop padding 255). A missing file raises a DataError naming it.
+    Without it the samples are unchanged (the augmentation draws the same random numbers either way).
 
     ``extra_views`` lets methods add views: either a callable ``f(image, crop) -> dict[str,
     tensor]`` or a mapping ``{name: f(image, crop) -> tensor}``, where ``image`` is the original
@@ -274,8 +280,12 @@ class ClsTrainDataset(Dataset):
         *,
         extra_views: ExtraViews | None = None,
         seed: int | None = None,
+        target_dir: str | os.PathLike | None = None,
     ) -> None:
         self.base = base
+        self.target_dir: Path | None = None
+        if target_dir is not None:
+            self.set_target_dir(target_dir)
         self.augment = augment
         self.extra_views = extra_views
         self.seed = seed
@@ -305,6 +315,30 @@ class ClsTrainDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def set_target_dir(self, target_dir: str | os.PathLike) -> None:
+        """Load ``<target_dir>/<id>.png`` as each sample's ``target``; DataError if any id has none."""
+        d = Path(target_dir)
+        if not d.is_dir():
+            raise DataError(f"{d}: pseudo-label directory not found (data.pseudo_dir)")
+        missing = [i for i in self.base.ids if not (d / f"{i}.png").is_file()]
+        if missing:
+            raise DataError(
+                f"{d / (missing[0] + '.png')}: pseudo label not found ({len(missing)} of {len(self.base.ids)} ids of "
+                f"split {self.base.split!r} have no <id>.png in {d})"
+            )
+        self.target_dir = d
+
+    def load_target(self, id: str, shape: tuple[int, ...]) -> np.ndarray:
+        """(H, W) uint8 label map of ``id`` from ``target_dir``, checked against the image size."""
+        assert self.target_dir is not None
+        path = self.target_dir / f"{id}.png"
+        if not path.is_file():
+            raise DataError(f"{path}: pseudo label not found for id {id!r}")
+        target = read_label_png(path)
+        if target.shape != tuple(shape[:2]):
+            raise DataError(f"{path}: label size {target.shape} differs from the image size {tuple(shape[:2])}")
+        return target
+
     def rng_for(self, index: int) -> np.random.Generator:
         if self.seed is None:
             return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
@@ -318,7 +352,10 @@ class ClsTrainDataset(Dataset):
         image = self.base.load_image(id)
         labels = self.base.labels(id)
         rng = self.rng_for(i)
-        aug = self.augment(image, rng)
+        if self.target_dir is None:
+            aug = self.augment(image, rng)
+        else:
+            aug = self.augment(image, rng, mask=self.load_target(id, image.shape))
         fg = np.flatnonzero(labels > 0.5)
         out = {
             "id": id,
@@ -327,6 +364,8 @@ class ClsTrainDataset(Dataset):
             "img_box": torch.as_tensor(aug["img_box"], dtype=torch.long),
             "label_idx": torch.tensor(int(fg[0]) + 1 if fg.size == 1 else -1, dtype=torch.long),
         }
+        if "mask" in aug:
+            out["target"] = torch.from_numpy(aug["mask"].astype(np.int64))
         for name, fn, wants_rng in self._views:
             res = fn(image, aug["crop"], rng=rng) if wants_rng else fn(image, aug["crop"])
             if name is None:

@@ -31,6 +31,7 @@ class RunConfig:
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
     amp: str = "none"  # "none", "bf16" or "fp16"; autocast on CUDA only, the CPU stays fp32
     threads: int = 0  # torch intra-op threads on the CPU; 0 = torch's default
+    tensorboard: bool = True  # also log to RUN/tensorboard/ (rank 0) when the tensorboard package is installed
 
 
 @dataclass
@@ -45,6 +46,10 @@ class DataConfig:
     num_workers: int = 2
     val_resize: int | None = 448  # training-time validation resizes val images to a square (2.11)
     val_max_images: int | None = None  # cap on validation images per evaluation (None = all)
+    # Segmentation targets: a directory of <id>.png label maps (255 = ignore), e.g. `wsss pseudo` output.
+    # Methods that train on pseudo labels (deeplab, affinitynet) read it; it goes through the same
+    # scale / flip / crop as the image (nearest, padding 255). None: image-level labels only.
+    pseudo_dir: str | None = None
 
 
 @dataclass

@@ -202,6 +202,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
         self.step = 0
         self.best: float | None = None
+        self._tb: Any = None  # TensorBoard writer, opened by train()
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -275,6 +276,40 @@ class Trainer:
         if is_main_process():
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+        if self._tb is not None:  # the same record in TensorBoard: loss/*, lr/<group>, val/*, train/*
+            try:
+                step = record["step"]
+                for k, v in record.items():
+                    if k == "val":
+                        for name, value in v.items():
+                            self._tb.add_scalar(f"val/{name}", value, step)
+                    elif k == "lr":  # every parameter group's rate, by group name
+                        for i, g in enumerate(self.optimizer.param_groups):
+                            self._tb.add_scalar(f"lr/{g.get('name', i)}", g["lr"], step)
+                    elif k != "step" and isinstance(v, (int, float)):
+                        self._tb.add_scalar(k if "/" in k else f"train/{k}", v, step)
+                self._tb.flush()
+            except Exception as e:  # noqa: BLE001  (TensorBoard never fails a run)
+                tqdm.write(f"warning: TensorBoard logging stopped ({e})")
+                self._close_tensorboard()
+
+    def _open_tensorboard(self) -> None:
+        """A SummaryWriter on RUN/tensorboard/ when ``run.tensorboard``, on rank 0, if the package is
+        installed. A resumed run purges the events logged after its checkpoint (they are logged again)."""
+        if not (self.cfg.run.tensorboard and is_main_process()) or self._tb is not None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1 if self.step else None)
+        except Exception:  # noqa: BLE001  (not installed, or broken: metrics.jsonl still has everything)
+            self._tb = None
+
+    def _close_tensorboard(self) -> None:
+        if self._tb is not None:
+            with contextlib.suppress(Exception):
+                self._tb.close()
+            self._tb = None
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -334,6 +369,7 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
         if self.step >= stop:
             return {"step": self.step, "resumed": resumed, "best": self.best}
+        self._open_tensorboard()
         self.method.train()
         self.method.on_train_start(self)
         epoch_seen: int | None = None
@@ -371,6 +407,7 @@ class Trainer:
             if self.step % t.ckpt_iters == 0 or self.step == t.max_iters:
                 self._save("last.pt")
         bar.close()
+        self._close_tensorboard()
         return {"step": self.step, "resumed": resumed, "best": self.best, "val": last_val}
 
     def validate(self) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Under torchrun each process scores a share of the images and the confusion matri
 Each val image is resized to a ``data.val_resize`` square (448 in ToCo/SeCo; None keeps the size);
 the segmentation head runs single-scale, the CAM and aux-CAM multi-scale with the training scales,
 turned into labels with ``cam_to_label(bkg_thre)`` and the image's labels. Predictions are
-upsampled to the ground-truth size and scored with one confusion matrix per output.
+upsampled to the ground-truth size and scored with one confusion matrix per output. A method
+without CAMs (``has_cams = False``: the DeepLab stage) is scored on its segmentation only.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def validate(
 ) -> dict[str, Any]:
     method.eval()
     C = dataset.num_classes
-    meters = {"cam": ConfusionMeter(C), "aux_cam": ConfusionMeter(C)}
+    has_cams = getattr(method, "has_cams", True)
+    meters = {"cam": ConfusionMeter(C), "aux_cam": ConfusionMeter(C)} if has_cams else {}
     if method.has_seg_head:
         meters["seg"] = ConfusionMeter(C)
     ids = dataset.ids[: cfg.data.val_max_images] if cfg.data.val_max_images else dataset.ids
@@ -47,11 +49,12 @@ def validate(
         labels = torch.from_numpy(dataset.labels(id)).unsqueeze(0).to(device)
         x = prepare_image(image, cfg.data.val_resize, device)
         size = gt.shape[-2:]
-        cam, cam_aux = multi_scale_cam(method.cam_maps, x, cfg.cam.scales)
-        for name, maps in (("cam", cam), ("aux_cam", cam_aux)):
-            maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-            _, label = cam_to_label(maps, labels, bkg_thre=cfg.cam.bkg_thre)
-            meters[name].update(gt, label[0].cpu().numpy())
+        if has_cams:
+            cam, cam_aux = multi_scale_cam(method.cam_maps, x, cfg.cam.scales)
+            for name, maps in (("cam", cam), ("aux_cam", cam_aux)):
+                maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+                _, label = cam_to_label(maps, labels, bkg_thre=cfg.cam.bkg_thre)
+                meters[name].update(gt, label[0].cpu().numpy())
         if "seg" in meters:
             logits = F.interpolate(method.seg_logits(x), size=size, mode="bilinear", align_corners=False)
             meters["seg"].update(gt, logits.argmax(1)[0].cpu().numpy())

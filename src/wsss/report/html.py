@@ -1,183 +1,251 @@
-"""``wsss report RUN``: one self-contained folder (``report/index.html`` + PNGs beside it).
+"""``wsss report RUN``: one self-contained folder, ``RUN/report/index.html`` with its PNGs beside it
+(``report/*.png``, ``report/images/``), so the folder can be copied or served as it is.
 
-It shows the resolved config, the metrics of every output the run has on the chosen split (each
-scored with the same evaluator as ``wsss eval``), the co-occurrence diagnostics, training curves
-from ``metrics.jsonl``, and image grids (image, ground truth, CAM per labelled class, pseudo label,
-prediction), the worst images by IoU first.
+The page shows, for one split (the run's val split by default):
+
+- a summary table: the mIoU of every output the run has on the split (CAM seeds, pseudo labels,
+  segmentation, segmentation + CRF), each scored with the evaluator of ``wsss eval`` (so the numbers
+  are the same), with the pixel accuracy, the mean false-activation rate and the share left at 255;
+- the per-class table (IoU and false-activation rate of each output);
+- the co-occurrence diagnostics as a chart (false activation per class, pair-confusion matrices) and
+  the largest confusions as text;
+- training curves (losses, learning rate, validation mIoU) and the last / best validation of
+  ``metrics.jsonl``;
+- image grids (image, ground truth, CAM per labelled class, CAM seeds, pseudo label, prediction),
+  the worst images first (per-image mIoU of the last output of the pipeline);
+- the resolved ``config.yaml``.
+
+Numbers carry ``data-output`` / ``data-metric`` attributes so scripts (and the tests) can read them.
 """
 
 from __future__ import annotations
 
 import html
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
+from wsss.data import VOCDataset
+from wsss.evaluation import EvalResult, confusion_matrix, evaluate, scores_from_hist
+from wsss.report.figures import (
+    IGNORE,
+    OUTPUTS,
+    colorize,
+    cooccurrence_chart,
+    save_grid,
+    saved_panels,
+    training_curves,
+)
+from wsss.utils.io import atomic_write, read_label_png
 
-from wsss.data import VOCDataset  # noqa: E402
-from wsss.evaluation import confusion_matrix, evaluate, scores_from_hist  # noqa: E402
-from wsss.utils.io import atomic_write, read_label_png, voc_palette  # noqa: E402
+__all__ = ["colorize", "read_metrics", "write_report"]
 
-OUTPUTS = (("cam_labels", "CAM seeds"), ("pseudo", "pseudo labels"), ("predictions", "segmentation"),
-           ("predictions_crf", "segmentation + CRF"))  # fmt: skip
-_PALETTE = voc_palette()
-
-
-def colorize(label: np.ndarray) -> np.ndarray:
-    return _PALETTE[label.astype(np.int64)]
+_CSS = """body{font-family:sans-serif;margin:2em auto;max-width:1440px;padding:0 1em;color:#222}
+h1{font-size:1.5em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left} img{max-width:100%}
+figure{margin:1em 0} figcaption{font-size:.9em;color:#555} pre{background:#f7f7f7;padding:.6em;overflow-x:auto}
+.note{color:#666;font-size:.9em} nav a{margin-right:1em}"""
 
 
-def _save_png(fig: plt.Figure, path: Path) -> None:
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (empty if the file does not exist)."""
+    if not path.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not a JSON-lines file ({e})") from e
 
 
-def _curves(metrics: list[dict[str, Any]], out: Path) -> list[str]:
-    files = []
+def _pct(x: float | None) -> str:
+    return "" if x is None or not np.isfinite(x) else f"{100 * x:.2f}"
+
+
+def _cell(value: float | None, output: str, metric: str, scale: float = 100.0) -> str:
+    """A table cell holding a number with its machine-readable name."""
+    text = "" if value is None or not np.isfinite(value) else f"{scale * value:.2f}"
+    return f'<td data-output="{html.escape(output)}" data-metric="{html.escape(metric)}">{text}</td>'
+
+
+def _summary_table(results: dict[str, tuple[str, EvalResult]]) -> str:
+    head = ("<tr><th>output</th><th>folder</th><th>mIoU</th><th>mIoU (255 excluded)</th><th>pixel acc.</th>"
+            "<th>mean FAR</th><th>at 255</th></tr>")  # fmt: skip
+    rows = []
+    for folder, (title, r) in results.items():
+        s = r.scores
+        rows.append(
+            f"<tr><td>{html.escape(title)}</td><td>{folder}/</td>"
+            + _cell(r.miou, folder, "miou")
+            + _cell(s.get("pseudo_miou") if r.pseudo else None, folder, "pseudo_miou")
+            + _cell(s["pAcc"], folder, "pAcc")
+            + _cell(r.cooccurrence["mean_far"], folder, "mean_far")
+            + _cell(s.get("ignored_share"), folder, "ignored_share")
+            + "</tr>"
+        )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _per_class_table(results: dict[str, tuple[str, EvalResult]]) -> str:
+    first = next(iter(results.values()))[1]
+    head = "<tr><th rowspan=2>class</th>" + "".join(f"<th colspan=2>{html.escape(t)}</th>" for t, _ in results.values())
+    head += "</tr><tr>" + "<th>IoU</th><th>FAR</th>" * len(results) + "</tr>"
+    rows = []
+    for c, name in enumerate(first.class_names):
+        cells = "".join(
+            _cell(r.per_class[c]["iou"], folder, f"iou/{name}") + _cell(r.per_class[c]["far"], folder, f"far/{name}")
+            for folder, (_, r) in results.items()
+        )
+        rows.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _pairs_text(results: dict[str, tuple[str, EvalResult]], top: int = 5) -> str:
+    out = []
+    for title, r in results.values():
+        pairs = [p for p in r.cooccurrence["pairs"] if p["share"] is not None and np.isfinite(p["share"])]
+        lines = [
+            f"{p['gt']} -> {p['pred']}: {100 * p['share']:.2f} % of the {p['gt']} pixels ({p['images']} images)"
+            for p in pairs[:top]
+            if p["share"] > 0
+        ] or ["(no confusion between co-occurring classes)"]
+        out.append(f"<p><b>{html.escape(title)}</b></p><pre>{html.escape(chr(10).join(lines))}</pre>")
+    return "".join(out)
+
+
+def _training_section(metrics: list[dict[str, Any]], curves: list[str], run: Path) -> str:
+    if not metrics:
+        return "<p class=note>no metrics.jsonl in this run</p>"
+    parts = [f'<img src="{c}" alt="{c}">' for c in curves]
     train = [m for m in metrics if "loss/loss" in m]
     if train:
-        keys = sorted(k for k in train[0] if k.startswith("loss/"))
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for k in keys:
-            ax.plot([m["step"] for m in train], [m.get(k, np.nan) for m in train], label=k[5:])
-        ax.set_xlabel("iteration"), ax.set_ylabel("loss"), ax.legend(fontsize=7), ax.grid(alpha=0.3)
-        _save_png(fig, out / "loss.png")
-        files.append("loss.png")
+        last = train[-1]
+        cells = "".join(
+            f'<tr><td>{html.escape(k)}</td><td data-output="train" data-metric="{html.escape(k)}" '
+            f'data-step="{last["step"]}">{last[k]:.4g}</td></tr>'
+            for k in sorted(k for k in last if k.startswith("loss/") or k in ("lr", "sec_per_iter"))
+        )
+        parts.append(f"<h3>Last training log (iteration {last['step']})</h3><table>{cells}</table>")
     val = [m for m in metrics if "val" in m]
     if val:
-        keys = sorted(k for k in val[0]["val"] if k.endswith("miou"))
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for k in keys:
-            ax.plot([m["step"] for m in val], [m["val"][k] for m in val], marker="o", label=k)
-        ax.set_xlabel("iteration"), ax.set_ylabel("val mIoU (%)"), ax.legend(fontsize=7), ax.grid(alpha=0.3)
-        _save_png(fig, out / "val.png")
-        files.append("val.png")
-    return files
-
-
-def _far_chart(result: Any, out: Path, name: str) -> str | None:
-    far = {r["name"]: r.get("far") for r in result.per_class}
-    names = [k for k, v in far.items() if v is not None and np.isfinite(v)]
-    if not names:
-        return None
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar(names, [100 * far[k] for k in names], color="#c44")
-    ax.set_ylabel("false activation (%)"), ax.tick_params(axis="x", rotation=45)
-    _save_png(fig, out / name)
-    return name
-
-
-def _grid(ds: VOCDataset, id: str, run: Path, split: str, out: Path) -> str:
-    image, gt = ds.load_image(id), ds.load_mask(id)
-    panels: list[tuple[str, np.ndarray, str | None]] = [
-        ("image", image, None),
-        ("ground truth", colorize(gt), None),
-    ]
-    cam_file = run / "cams" / split / f"{id}.npy"
-    if cam_file.is_file():
-        d = np.load(cam_file, allow_pickle=True).item()
-        for key, cam in zip(d["keys"], d["cam"]):
-            panels.append((f"CAM {ds.class_names[int(key)]}", cam.astype(np.float32), "jet"))
-    for folder, title in OUTPUTS:
-        f = run / folder / split / f"{id}.png"
-        if f.is_file():
-            panels.append((title, colorize(read_label_png(f)), None))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.4))
-    for ax, (title, arr, cmap) in zip(np.atleast_1d(axes), panels):
-        if cmap:
-            ax.imshow(image)
-            ax.imshow(arr, cmap=cmap, alpha=0.5, vmin=0, vmax=1)
-        else:
-            ax.imshow(arr)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
-    name = f"grid_{id}.png"
-    _save_png(fig, out / "images" / name)
-    return f"images/{name}"
-
-
-def _table(result: Any) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(str(r['name']))}</td>"
-        + "".join(
-            f"<td>{'' if r.get(k) is None else f'{100 * r[k]:.1f}'}</td>" for k in ("iou", "precision", "recall", "far")
+        keys = sorted({k for m in val for k in m["val"] if k.endswith("miou")})
+        head = "<tr><th>iteration</th>" + "".join(f"<th>{k}</th>" for k in keys) + "</tr>"
+        rows = "".join(
+            f"<tr><td>{m['step']}</td>"
+            + "".join(
+                f'<td data-output="val" data-metric="{k}" data-step="{m["step"]}">{m["val"][k]:.2f}</td>'
+                if k in m["val"]
+                else "<td></td>"
+                for k in keys
+            )
+            + "</tr>"
+            for m in val
         )
-        + "</tr>"
-        for r in result.per_class
-    )
-    return ("<table><tr><th>class</th><th>IoU</th><th>precision</th><th>recall</th><th>false act.</th></tr>"
-            f"{rows}</table>")  # fmt: skip
+        parts.append(f"<h3>Training-time validation (mIoU %, metrics.jsonl)</h3><table>{head}{rows}</table>")
+    if (run / "tensorboard").is_dir():
+        parts.append(
+            f"<p class=note>TensorBoard: <code>tensorboard --logdir {html.escape(str(run))}/tensorboard</code></p>"
+        )
+    return "".join(parts)
+
+
+def _image_miou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+    """mIoU of one image over the classes of its GT; 255 in a pseudo label counts as background."""
+    pred = np.where(pred == IGNORE, 0, pred)
+    return float(scores_from_hist(confusion_matrix(gt, pred, num_classes))["miou"])
 
 
 def write_report(
     run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12
 ) -> Path:
-    """Write ``<run>/report/index.html`` and return its path."""
+    """Write ``<run>/report/index.html`` (and its PNGs) and return its path."""
     run = Path(run)
     cfg_file = run / "config.yaml"
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file}: not a run directory")
+        raise FileNotFoundError(f"{cfg_file}: not a run directory (no config.yaml)")
     cfg = yaml.safe_load(cfg_file.read_text())
     split = split or cfg["data"]["val_split"]
     ds = VOCDataset(data_root or cfg["data"]["root"], split)
     out = run / "report"
     (out / "images").mkdir(parents=True, exist_ok=True)
-    metrics_file = run / "metrics.jsonl"
-    metrics = (
-        [json.loads(line) for line in metrics_file.read_text().splitlines() if line] if metrics_file.is_file() else []
-    )
+    metrics = read_metrics(run / "metrics.jsonl")
+    has_gt = all(ds.has_mask(i) for i in ds.ids)
 
-    sections, summary = [], {}
-    worst_source = None
+    # Every complete output folder of the split, scored as `wsss eval` scores it.
+    results: dict[str, tuple[str, EvalResult]] = {}
     for folder, title in OUTPUTS:
         pred_dir = run / folder / split
-        if not pred_dir.is_dir() or not all((pred_dir / f"{i}.png").is_file() for i in ds.ids):
-            continue
-        result = evaluate(pred_dir, ds.root, split, dataset=ds, pseudo=folder == "pseudo")
-        summary[title] = result
-        far = _far_chart(result, out, f"far_{folder}.png")
-        sections.append(
-            f"<h3>{title} ({folder}/{split}): mIoU {100 * result.miou:.2f}</h3>{_table(result)}"
-            + (f'<img src="{far}" alt="false activation per class">' if far else "")
-            + f"<pre>{html.escape(result.format_table())}</pre>"
-        )
-        if folder.startswith("predictions") or worst_source is None:
-            worst_source = pred_dir
+        if has_gt and pred_dir.is_dir() and all((pred_dir / f"{i}.png").is_file() for i in ds.ids):
+            results[folder] = (title, evaluate(pred_dir, ds.root, split, dataset=ds, pseudo=folder == "pseudo"))
 
     ids = list(ds.ids)
-    if worst_source is not None:  # worst images by IoU first
+    rank_folder = next(reversed(results), None)  # the last output of the pipeline ranks the images
+    per_image: dict[str, float] = {}
+    if rank_folder is not None:
+        for i in ids:
+            pred = read_label_png(run / rank_folder / split / f"{i}.png")
+            per_image[i] = _image_miou(ds.load_mask(i), pred, ds.num_classes)
+        ids.sort(key=lambda i: (np.nan_to_num(per_image[i], nan=np.inf), i))
+    grids = []
+    for i in ids[:max_images]:
+        caption = i if i not in per_image else f"{i}: {results[rank_folder][0]} mIoU {100 * per_image[i]:.1f}"
+        path = save_grid(saved_panels(ds, i, run, split, title=""), out / "images" / f"grid_{i}.png")
+        grids.append((f"images/{path.name}", i, caption))
+    keep = {Path(g).name for g, _, _ in grids}
+    for stale in (out / "images").glob("grid_*.png"):  # grids of an earlier report that are not shown now
+        if stale.name not in keep:
+            stale.unlink()
 
-        def image_miou(i: str) -> float:
-            h = confusion_matrix(ds.load_mask(i), read_label_png(worst_source / f"{i}.png"), ds.num_classes)
-            return float(scores_from_hist(h)["miou"])
-
-        ids.sort(key=image_miou)
-    grids = [(_grid(ds, i, run, split, out), i) for i in ids[:max_images]]
-    curves = _curves(metrics, out)
-
-    figures = "".join(f'<p>{html.escape(i)}</p><img src="{g}" alt="{html.escape(i)}">' for g, i in grids)
-    headline = "".join(f"<tr><td>{t}</td><td>{100 * r.miou:.2f}</td></tr>" for t, r in summary.items())
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>wsss report: {html.escape(run.name)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}} img{{max-width:100%}}</style></head><body>
-<h1>Run {html.escape(str(run))}</h1>
-<p>method <b>{html.escape(str(cfg.get("method")))}</b>, backbone {html.escape(str(cfg["model"]["backbone"]))},
-split <b>{html.escape(split)}</b> ({len(ds)} images)</p>
-<h2>Summary (mIoU %)</h2><table><tr><th>output</th><th>mIoU</th></tr>{headline}</table>
-<h2>Training curves</h2>{"".join(f'<img src="{c}" alt="{c}">' for c in curves) or "<p>no metrics.jsonl</p>"}
-<h2>Metrics</h2>{"".join(sections) or "<p>no outputs on this split yet (wsss cam / pseudo / predict)</p>"}
-<h2>Images (worst first)</h2>{figures}
-<h2>Config</h2><pre>{html.escape(yaml.safe_dump(cfg, sort_keys=False))}</pre>
+    curves = training_curves(metrics, out)
+    chart = cooccurrence_chart({t: r for t, r in results.values()}, out / "cooccurrence.png") if results else None
+    summary_html = (
+        _summary_table(results) + "<p class=note>mIoU: mean over the classes present in the ground truth, 255 "
+        "counted as background; '255 excluded': the official pseudo-label convention. FAR: ground-truth "
+        "background pixels predicted as the image's class. Same evaluator as <code>wsss eval</code>.</p>"
+        if results
+        else f"<p class=note>no complete output on split {html.escape(split)} yet: run `wsss cam`, `wsss pseudo`, "
+        "`wsss predict` with this split</p>"
+    )
+    per_class_html = _per_class_table(results) if results else "<p class=note>no outputs to score</p>"
+    cooc_html = (
+        (f'<img src="{chart.name}" alt="co-occurrence diagnostics">' if chart else "") + _pairs_text(results)
+        if results
+        else "<p class=note>no outputs to diagnose</p>"
+    )
+    figures = "".join(
+        f'<figure><figcaption>{html.escape(c)}</figcaption><img src="{g}" alt="{html.escape(i)}"></figure>'
+        for g, i, c in grids
+    )
+    order = (
+        f"worst first by per-image mIoU of the {html.escape(results[rank_folder][0])}"
+        if rank_folder
+        else "in split order"
+    )
+    title = f"wsss report: {run.name}"
+    config_text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>run <code>{html.escape(str(run))}</code>; method <b>{html.escape(str(cfg.get("method")))}</b>, backbone
+{html.escape(str(cfg["model"]["backbone"]))}; split <b>{html.escape(split)}</b> of
+<code>{html.escape(str(ds.root))}</code> ({len(ds)} images); written {datetime.now():%Y-%m-%d %H:%M}</p>
+<nav><a href="#summary">summary</a><a href="#images">images</a><a href="#per-class">per class</a>
+<a href="#cooccurrence">co-occurrence</a><a href="#training">training</a><a href="#config">config</a></nav>
+<h2 id="summary">Summary (%)</h2>{summary_html}
+<h2 id="images">Images ({order}; {len(grids)} of {len(ds)})</h2>
+<p class=note>CAMs: the map of each labelled class over the image (jet: red = high). Label maps in the VOC
+palette; the light grey-yellow of "ignore / undecided" is a pixel a pseudo label leaves to the loss.</p>{figures}
+<h2 id="per-class">Per class (%)</h2>{per_class_html}
+<h2 id="cooccurrence">Co-occurrence diagnostics</h2>{cooc_html}
+<h2 id="training">Training</h2>{_training_section(metrics, curves, run)}
+<h2 id="config">Config (config.yaml)</h2><pre>{html.escape(config_text)}</pre>
 </body></html>"""
     with atomic_write(out / "index.html", "w") as f:
         f.write(page)
     with atomic_write(out / "summary.json", "w") as f:
-        json.dump({t: r.to_json() for t, r in summary.items()}, f, indent=1)
+        json.dump({folder: r.to_json() for folder, (_, r) in results.items()}, f, indent=1)
     return out / "index.html"

@@ -1,0 +1,178 @@
+"""The multi-stage half of the pipeline on the synthetic co-occurrence set (issue 4).
+
+From one trained CAM-baseline run, compares three ways to a segmentation of the val split, with the same
+DeepLab budget for both trained rows:
+
+1. raw CAM seeds: ``wsss cam`` seeds on train (argmax with ``cam.bkg_thre``), no segmentation network;
+2. CAM -> DeepLab: ``configs/seg/synthetic_cpu.yaml`` trained on those seeds;
+3. CAM -> AffinityNet -> DeepLab: AffinityNet (``configs/affinity/synthetic_cpu.yaml``) trained on the
+   two-level CRF seeds (``wsss pseudo --refine crf``, 255 between, PSA's la/ha construction), the random
+   walk of the CAMs (``wsss pseudo --refine affinity``), then the same DeepLab on the walked labels.
+
+Prints the mIoU of the seeds / pseudo labels on train (255 counted as background) and of the DeepLab
+predictions on val (multi-scale + flip, with and without DenseCRF), and writes
+``bench/results/multistage.json`` with the commands and the timings.
+
+The default schedule is shortened for 2 CPU cores (CAM baseline 600 iterations instead of the preset's
+1,500; DeepLab 600; AffinityNet 400; 400 + 100 images), about half an hour in all:
+
+    nice -n 10 .venv/bin/python bench/multistage.py
+    nice -n 10 .venv/bin/python bench/multistage.py --data data/synth_bench --cam-run runs/bench/cam
+                                               # reuse a trained CAM run (copied, with its train CAMs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wsss(*args: str) -> float:
+    """Run one ``wsss`` command in-process; returns its wall time in seconds."""
+    from wsss.cli import main
+
+    print("$ wsss " + " ".join(args), flush=True)
+    t0 = time.time()
+    rc = main([*args, "--quiet"] if args[0] not in ("eval", "synth") else list(args))
+    if rc != 0:
+        sys.exit(f"`wsss {' '.join(args)}` failed with exit code {rc}")
+    return time.time() - t0
+
+
+def score(pred_dir: Path, root: Path, split: str, pseudo: bool = False) -> dict[str, Any]:
+    from wsss.evaluation import evaluate
+
+    res = evaluate(pred_dir, root, split, pseudo=pseudo).to_json()
+    out = {"miou": 100 * res["miou"]}
+    if pseudo and "pseudo_miou" in res:
+        out["miou_covered"] = 100 * res["pseudo_miou"]
+    return out
+
+
+def move(src: Path, dst: Path) -> Path:
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(src), str(dst))
+    return dst
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="data/synth_multistage", help="synthetic dataset (generated if absent)")
+    p.add_argument("--train-images", type=int, default=400)
+    p.add_argument("--val-images", type=int, default=100)
+    p.add_argument("--work", default="runs/multistage", help="directory of the runs this bench trains")
+    p.add_argument("--cam-run", default=None, help="a trained CAM-baseline run to reuse (default: train one)")
+    p.add_argument("--cam-iters", type=int, default=600, help="CAM baseline iterations (preset: 1500)")
+    p.add_argument("--seg-iters", type=int, default=600, help="DeepLab iterations, the same for both seg rows")
+    p.add_argument("--aff-iters", type=int, default=400, help="AffinityNet iterations")
+    p.add_argument("--json", default=str(REPO / "bench/results/multistage.json"))
+    a = p.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+    root, work = Path(a.data), Path(a.work)
+    times: dict[str, float] = {}
+    commands: list[str] = []
+
+    def run(key: str, *args: str) -> None:
+        commands.append("wsss " + " ".join(args))
+        times[key] = times.get(key, 0.0) + wsss(*args)
+
+    if not (root / "ImageSets").is_dir():
+        run("synth", "synth", str(root), "--train", str(a.train_images), "--val", str(a.val_images), "--size", "128")
+    common = [f"data.root={root}", "run.threads=2"]
+
+    cam = work / "cam"
+    if a.cam_run:  # a copy: the bench writes pseudo/ into the CAM run, never into the given one
+        src = Path(a.cam_run)
+        if not (src / "config.yaml").is_file():
+            sys.exit(f"{src}: not a run directory (no config.yaml)")
+        shutil.rmtree(cam, ignore_errors=True)
+        cam.mkdir(parents=True)
+        shutil.copy(src / "config.yaml", cam / "config.yaml")
+        shutil.copytree(src / "checkpoints", cam / "checkpoints")
+        for sub in ("cams/train", "cam_labels/train"):  # CAMs already computed are reused
+            if (src / sub).is_dir():
+                shutil.copytree(src / sub, cam / sub)
+    else:
+        start = min(600, a.cam_iters // 2)
+        run("cam_train", "train", "configs/cam/synthetic_cpu.yaml", *common, f"run.dir={cam}",
+            f"train.max_iters={a.cam_iters}", f"loss.start_iters={{seg: {start}}}",
+            f"train.eval_iters={a.cam_iters}")  # fmt: skip
+    run("cam_infer", "cam", str(cam), "--split", "train", "--data-root", str(root))
+    seeds = cam / "cam_labels/train"
+
+    # AffinityNet seeds: the two-level CRF label (255 between), kept apart from the walked labels
+    crf_seeds = work / "seeds_crf/train"
+    n_train = len((root / "ImageSets/Segmentation/train.txt").read_text().split())
+    if not crf_seeds.is_dir() or len(list(crf_seeds.glob("*.png"))) != n_train:  # else kept from a previous run
+        run("crf_seeds", "pseudo", str(cam), "--split", "train", "--refine", "crf", "--data-root", str(root),
+            "--overwrite")  # fmt: skip
+        move(cam / "pseudo/train", crf_seeds)
+    aff = work / "affinity"
+    shutil.rmtree(aff, ignore_errors=True)  # a fresh run on these seeds (an existing run dir would resume)
+    run("aff_train", "train", "configs/affinity/synthetic_cpu.yaml", *common, f"run.dir={aff}",
+        f"data.pseudo_dir={crf_seeds}", f"train.max_iters={a.aff_iters}")  # fmt: skip
+    run("random_walk", "pseudo", str(cam), "--split", "train", "--refine", "affinity", "--affinity-run", str(aff),
+        "--data-root", str(root), "--overwrite")  # fmt: skip
+    walked = move(cam / "pseudo/train", work / "pseudo_rw/train")
+
+    rows: dict[str, dict[str, Any]] = {
+        "CAM seeds": {"train": score(seeds, root, "train")},
+        "CRF seeds (AffinityNet input)": {"train": score(crf_seeds, root, "train", pseudo=True)},
+        "CAM -> AffinityNet (random walk)": {"train": score(walked, root, "train")},
+    }
+    for name, labels, key in (
+        ("CAM -> DeepLab", seeds, "seg_cam"),
+        ("CAM -> AffinityNet -> DeepLab", walked, "seg_rw"),
+    ):
+        seg = work / key
+        shutil.rmtree(seg, ignore_errors=True)
+        run(f"{key}_train", "train", "configs/seg/synthetic_cpu.yaml", *common, f"run.dir={seg}",
+            f"data.pseudo_dir={labels}", f"train.max_iters={a.seg_iters}",
+            f"train.eval_iters={a.seg_iters}")  # fmt: skip
+        run(f"{key}_predict", "predict", str(seg), "--split", "val", "--data-root", str(root))
+        run(f"{key}_predict", "predict", str(seg), "--split", "val", "--crf", "--data-root", str(root))
+        rows[name] = {
+            "train_labels": rows["CAM seeds" if key == "seg_cam" else "CAM -> AffinityNet (random walk)"]["train"],
+            "val": score(seg / "predictions/val", root, "val"),
+            "val_crf": score(seg / "predictions_crf/val", root, "val"),
+        }
+
+    print(f"\n{'pipeline':36s} {'labels mIoU (train)':>20s} {'seg mIoU (val)':>15s} {'+CRF':>7s}")
+    for name, r in rows.items():
+        lab = r.get("train", r.get("train_labels", {})).get("miou")
+        val, crf = r.get("val", {}).get("miou"), r.get("val_crf", {}).get("miou")
+        fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        print(f"{name:36s} {fmt(lab):>20s} {fmt(val):>15s} {fmt(crf):>7s}")
+    import torch
+
+    result = {
+        "data": {"root": str(root), "train": a.train_images, "val": a.val_images, "size": 128},
+        "budget": {"cam_iters": None if a.cam_run else a.cam_iters, "seg_iters": a.seg_iters, "aff_iters": a.aff_iters},
+        "rows": rows,
+        "seconds": {k: round(v, 1) for k, v in times.items()},
+        "commands": commands,
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+    }
+    path = Path(a.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from wsss.utils.io import atomic_write
+
+    with atomic_write(path, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"\nwritten {path}")
+
+
+if __name__ == "__main__":
+    main()

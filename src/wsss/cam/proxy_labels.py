@@ -1,0 +1,196 @@
+"""RCA's proxy labels from attention maps, a dense CRF and (optionally) saliency (methods.md 4.8).
+
+Per image, with ``att`` the attention of each labelled class, min-max normalised to [0, 1]:
+
+1. CRF (``dense_crf``, ``CRFParams.PSA``: 10 steps, Gaussian 3/3, bilateral 80/13/10) on the
+   unnormalised stack ``[(1 - max_c att_c)^alpha; att_1..att_n]`` (alpha 4) -> marginals Q;
+2. a (C, H, W) score stack: channel c+1 = Q of class c (absent classes 0); channel 0 (background) =
+   ``1 - saliency/255`` **with** a saliency map (official: the CRF background is discarded), the CRF
+   background Q[0] **without** one;
+3. pixels where more than one channel exceeds ``conflict`` (0.9) -> 255; the label is the argmax;
+4. ``sal_att = max(saliency, 255 * [Q_c > att_thr (0.8)])``; pixels labelled background with
+   ``sal_att >= bg_thr`` (32) -> 255;
+5. an image with less than ``min_fg`` (1 %) foreground pixels is ignored entirely (255).
+
+Saliency-free default (a deviation: the official code needs external saliency maps, methods.md 8.3):
+the background channel is the CRF's own background, and the saliency of step 4 is replaced by the
+CAM threshold map ``255 * [max_c att_c >= cam_bg_thr]``: background pixels where some class still
+has attention >= ``cam_bg_thr`` (0.25) are left undecided (255).
+
+The attention comes from RCA's accumulated training-time maps (``AttentionStore``, resized to the
+image like the official ``res.py``: cv2 bilinear on the uint8 maps) or from the saved CAMs of
+``wsss cam``. The CRF gets the RGB image (the official passes cv2's BGR; the bilateral kernel
+treats the three channels alike, so the result is the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from wsss.cam.crf import CRFParams, dense_crf
+from wsss.utils.io import DataError, save_label_png
+
+
+@dataclass(frozen=True)
+class ProxyParams:
+    """The constants of gen_labels.py (methods.md 4.8) and the saliency-free threshold."""
+
+    alpha: float = 4.0
+    conflict: float = 0.9
+    att_thr: float = 0.8
+    bg_thr: float = 32.0
+    min_fg: float = 0.01
+    cam_bg_thr: float = 0.25
+    crf: CRFParams = field(default_factory=lambda: CRFParams.PSA)
+
+    @classmethod
+    def from_options(cls, options: Any) -> ProxyParams:
+        """From an RCA ``Options`` (its ``proxy_*`` fields); the defaults for any other method."""
+        if not hasattr(options, "proxy_alpha"):
+            return cls()
+        o = options
+        return cls(o.proxy_alpha, o.proxy_conflict, o.proxy_att_thr, o.proxy_bg_thr, o.proxy_min_fg, o.proxy_cam_bg_thr)
+
+
+def minmax01(att: np.ndarray) -> np.ndarray:
+    """Per-map ``(a - min) / (max - min + 1e-8)`` over the last two axes (gen_labels step 1)."""
+    att = np.asarray(att, dtype=np.float32)
+    lo = att.min(axis=(-2, -1), keepdims=True)
+    hi = att.max(axis=(-2, -1), keepdims=True)
+    return (att - lo) / (hi - lo + 1e-8)
+
+
+def attention_to_image(maps: dict[int, np.ndarray], size: tuple[int, int]) -> tuple[list[int], np.ndarray]:
+    """Accumulated uint8 maps ``{class: (G, G)}`` -> (sorted classes, (n, H, W) float32 in [0, 1]).
+
+    ``res.py``: cv2 bilinear resize of the uint8 map to the image size; then min-max (gen_labels).
+    """
+    h, w = size
+    classes = sorted(maps)
+    if not classes:
+        return [], np.zeros((0, h, w), dtype=np.float32)
+    resized = [cv2.resize(np.asarray(maps[c], dtype=np.uint8), (w, h), interpolation=cv2.INTER_LINEAR) for c in classes]
+    return classes, minmax01(np.stack(resized).astype(np.float32))
+
+
+def rca_proxy_label(
+    image: np.ndarray,
+    att: np.ndarray,
+    classes: Sequence[int],
+    num_classes: int,
+    saliency: np.ndarray | None = None,
+    params: ProxyParams | None = None,
+) -> np.ndarray:
+    """The proxy label of one image (module docstring, steps 1-5) -> (H, W) uint8, 255 = ignore.
+
+    Args:
+        image: (H, W, 3) uint8.
+        att: (n, H, W) attention of ``classes`` in [0, 1].
+        classes: n 0-based foreground class indices.
+        num_classes: C, including background.
+        saliency: (H, W) uint8 saliency (255 = salient), or None (saliency-free rule).
+    """
+    p = params or ProxyParams()
+    att = np.asarray(att, dtype=np.float32)
+    h, w = image.shape[:2]
+    if att.shape != (len(classes), h, w):
+        raise ValueError(f"attention {att.shape} does not match {len(classes)} classes on a {h}x{w} image")
+    if len(classes) == 0:
+        return np.full((h, w), 255, dtype=np.uint8)
+    top = att.max(axis=0)
+    unary = np.concatenate([((1.0 - top) ** p.alpha)[None], att], axis=0)
+    q = dense_crf(image, unary, **p.crf.as_kwargs())
+    gt = np.zeros((num_classes, h, w), dtype=np.float32)
+    if saliency is not None:
+        sal = np.asarray(saliency, dtype=np.float32)
+        if sal.shape != (h, w):
+            raise ValueError(f"saliency {sal.shape} does not match the image {h}x{w}")
+        gt[0] = 1.0 - sal / 255.0
+        sal_att = sal.copy()
+    else:
+        gt[0] = q[0]
+        sal_att = 255.0 * (top >= p.cam_bg_thr)
+    for i, c in enumerate(classes):
+        gt[c + 1] = q[i + 1]
+        sal_att = np.maximum(sal_att, 255.0 * (q[i + 1] > p.att_thr))
+    conflict = (gt > p.conflict).sum(axis=0) > 1
+    label = gt.argmax(axis=0).astype(np.uint8)
+    label[conflict] = 255
+    label[(sal_att >= p.bg_thr) & (label == 0)] = 255
+    if float(((label > 0) & (label < 255)).sum()) / float(h * w) < p.min_fg:
+        label[...] = 255
+    return label
+
+
+def read_saliency(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """A grayscale saliency PNG (0..255) of the image's size; DataError naming the file otherwise."""
+    if not path.is_file():
+        raise DataError(f"{path}: saliency map not found (--saliency DIR holds <id>.png)")
+    try:
+        with Image.open(path) as im:
+            sal = np.asarray(im.convert("L"), dtype=np.uint8)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read saliency map ({e})") from e
+    if sal.shape != tuple(size):
+        raise DataError(f"{path}: saliency size {sal.shape} differs from the image size {tuple(size)}")
+    return sal
+
+
+def run_rca_proxy_labels(
+    run: Any,
+    ds: Any,
+    ids: Sequence[str],
+    out: Path,
+    *,
+    cams: Path,
+    saliency: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """``wsss pseudo RUN --refine rca [--saliency DIR]``: proxy labels of ``ids`` into ``out``.
+
+    Attention: the run's accumulated training maps (RCA, ``options.proxy_source: accumulated``) for
+    the ids that have them, else the saved CAMs in ``cams`` (``wsss cam`` first).
+    """
+    from wsss.engine.inference import load_cam
+
+    method = run.method
+    params = ProxyParams.from_options(getattr(method, "options", None))
+    use_store = getattr(getattr(method, "options", None), "proxy_source", "cam") == "accumulated"
+    store = getattr(method, "attention", None) if use_store else None
+    sal_dir = Path(saliency) if saliency is not None else None
+    if sal_dir is not None and not sal_dir.is_dir():
+        raise DataError(f"{sal_dir}: saliency directory not found")
+
+    def stored(id: str) -> dict[int, np.ndarray] | None:
+        return store.get(id) if store is not None else None
+
+    missing = [i for i in ids if stored(i) is None and not (cams / f"{i}.npy").is_file()]
+    if missing:
+        raise DataError(
+            f"{cams}: no CAM for {len(missing)} ids (e.g. {missing[0]}) and no accumulated attention; "
+            f"run `wsss cam {run.dir} --split {ds.split}`"
+        )
+    num_fg = ds.num_classes - 1
+    for id in tqdm(ids, desc=f"pseudo rca {ds.split}", disable=not progress):
+        image = ds.load_image(id)
+        size = image.shape[:2]
+        fg = np.flatnonzero(ds.labels(id) > 0.5).tolist()
+        entry = stored(id)
+        if entry is not None:  # the official skips a class whose attention file is missing
+            classes, att = attention_to_image({c: entry[c] for c in fg if c in entry}, size)
+        else:
+            cam = load_cam(cams / f"{id}.npy", num_fg)
+            if cam.shape[1:] != size:
+                cam = np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in cam])
+            classes, att = fg, minmax01(cam[fg]) if fg else np.zeros((0, *size), dtype=np.float32)
+        sal = read_saliency(sal_dir / f"{id}.png", size) if sal_dir is not None else None
+        save_label_png(out / f"{id}.png", rca_proxy_label(image, att, classes, ds.num_classes, sal, params))
+    return out

@@ -1,0 +1,136 @@
+"""Converters from the official downloads (and custom folders) to the toolkit's VOC layout.
+
+- ``prepare_voc``: VOC 2012 devkit + SBD -> ``SegmentationClassAug``, ``train_aug.txt``,
+  ``cls_labels.npy`` (methods.md 1.1).
+- ``prepare_coco``: COCO 2014 instance json -> VOC-style masks with 81 classes (methods.md 1.2).
+- ``prepare_folder``: a folder of images + a CSV / txt of image-level labels (+ optional masks).
+
+Shared here: how images are placed in ``JPEGImages`` (hard link, symlink or copy), the worker pool
+with a progress bar, and the summary every converter prints. Every output is written atomically
+and an existing output is kept, so an interrupted conversion continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+from wsss.utils.io import DataError, atomic_write
+
+IMAGE_MODES = ("link", "symlink", "copy", "none")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class PrepareSummary:
+    """What a converter wrote: counts by name, warnings, and the output root."""
+
+    out: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def format(self) -> str:
+        lines = [f"prepared {self.out}"]
+        width = max((len(k) for k in self.counts), default=0)
+        lines += [f"  {k:<{width}}  {v:>8,}" for k, v in self.counts.items()]
+        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def place_image(src: Path, dst: Path, mode: str) -> bool:
+    """Put ``src`` at ``dst`` by ``mode`` (link = hard link, falling back to a copy across devices;
+    symlink = absolute symbolic link; copy; none = nothing). An existing ``dst`` is kept.
+
+    Returns True if something was written.
+    """
+    if mode not in IMAGE_MODES:
+        raise ValueError(f"image mode must be one of {', '.join(IMAGE_MODES)}, got {mode!r}")
+    if mode == "none" or dst.exists() or dst.is_symlink():
+        return False
+    if not src.is_file():
+        raise DataError(f"{src}: image file not found")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "symlink":
+        tmp = dst.with_name(f".{dst.name}.tmp-link")
+        tmp.unlink(missing_ok=True)
+        os.symlink(src.resolve(), tmp)
+        os.replace(tmp, dst)
+        return True
+    if mode == "link":
+        tmp = dst.with_name(f".{dst.name}.tmp-link")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+            os.replace(tmp, dst)
+            return True
+        except OSError:  # another file system, or links not supported: copy
+            tmp.unlink(missing_ok=True)
+    with open(src, "rb") as fin, atomic_write(dst) as fout:
+        shutil.copyfileobj(fin, fout)
+    return True
+
+
+def write_split(root: Path, name: str, ids: Iterable[str]) -> Path:
+    """``root/ImageSets/Segmentation/<name>.txt``: one id a line, atomically."""
+    path = root / "ImageSets" / "Segmentation" / f"{name}.txt"
+    with atomic_write(path, "w") as f:
+        f.write("".join(f"{i}\n" for i in ids))
+    return path
+
+
+def parallel_map(
+    fn: Callable[[T], R],
+    items: list[T],
+    *,
+    workers: int = 0,
+    desc: str = "",
+    progress: bool = True,
+    chunksize: int = 16,
+) -> Iterator[R]:
+    """``fn`` over ``items`` in a process pool (``workers`` > 0) or in-process, with a tqdm bar.
+
+    Results come in completion order. ``fn`` must be a picklable top-level function.
+    """
+    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
+    try:
+        if workers <= 0 or len(items) <= 1:
+            for item in items:
+                yield fn(item)
+                bar.update()
+            return
+        ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
+        with ctx.Pool(min(workers, len(items))) as pool:
+            for res in pool.imap_unordered(fn, items, chunksize=max(1, min(chunksize, len(items) // workers))):
+                yield res
+                bar.update()
+    finally:
+        bar.close()
+
+
+def default_workers() -> int:
+    return max(1, (os.cpu_count() or 1))
+
+
+def first(items: Iterable[Any], n: int = 5) -> str:
+    """The first ``n`` items joined for an error message, with a count of the rest."""
+    items = list(items)
+    text = ", ".join(str(i) for i in items[:n])
+    return text + (f" (and {len(items) - n} more)" if len(items) > n else "")
+
+
+from wsss.data.prepare.coco import prepare_coco  # noqa: E402
+from wsss.data.prepare.folder import prepare_folder  # noqa: E402
+from wsss.data.prepare.voc import prepare_voc  # noqa: E402
+
+__all__ = ["PrepareSummary", "place_image", "prepare_coco", "prepare_folder", "prepare_voc"]

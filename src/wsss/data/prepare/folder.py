@@ -1,0 +1,219 @@
+"""``wsss prepare folder``: a custom dataset from a folder of images and a file of image labels.
+
+Inputs:
+
+- ``--images DIR``: image files (``.jpg``, ``.png``, ...); the id of an image is its file stem.
+- ``--classes FILE``: class names, one a line, background first (the ``classes.txt`` format).
+- ``--labels FILE``: the image-level labels, in one of three forms:
+
+  * ``.csv`` with a header ``image,labels``: one row per image, the second column lists class
+    names separated by ``;`` (``cat;dog``), or is empty for an image with no foreground class;
+  * ``.csv`` with a header ``image,<class>,<class>,...`` (every foreground class): 0/1 columns;
+  * ``.txt``: ``<image> <class> <class> ...`` whitespace-separated (names without spaces, or
+    class indices 1..C-1 as in the masks).
+
+  ``image`` is a file name (``a.jpg``) or a stem (``a``) in ``--images``.
+- ``--masks DIR`` (optional): ``<id>.png`` class-index masks (0 = background, 255 = ignore) for some
+  or all images, for evaluation.
+
+Output ``ROOT``: ``JPEGImages/`` (hard links by default), ``SegmentationClass/`` (the masks,
+re-written as VOC-palette PNGs after checking values and sizes), ``cls_labels.npy``,
+``classes.txt``, ``ImageSets/Segmentation/train.txt`` and, with ``val_fraction`` > 0,
+``val.txt``: a seeded random share of the images, drawn from those with a mask when masks exist.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from wsss.data.classes import parse_classes, write_classes
+from wsss.data.prepare import PrepareSummary, first, place_image, write_split
+from wsss.data.voc import IMAGE_EXTS, write_cls_labels
+from wsss.utils.io import DataError, read_label_png, save_label_png
+
+
+def _unknown(name: str, names: list[str], where: str) -> DataError:
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return DataError(f"{where}: unknown class {name!r}{hint}; classes: {', '.join(names)}")
+
+
+def read_label_file(path: Path, class_names: list[str]) -> dict[str, tuple[list[int], str]]:
+    """{image key: (class indices 1..C-1, "file:line" for messages)} from a .csv or .txt label file."""
+    if not path.is_file():
+        raise DataError(f"{path}: label file not found")
+    fg = class_names[1:]
+    index = {n: i + 1 for i, n in enumerate(fg)}
+    out: dict[str, tuple[list[int], str]] = {}
+
+    def add(key: str, classes: list[int], where: str) -> None:
+        if key in out:
+            raise DataError(f"{where}: image {key!r} is listed twice (first at {out[key][1]})")
+        out[key] = (sorted(set(classes)), where)
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read label file ({e})") from e
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.reader(text.splitlines()))
+        if not rows:
+            raise DataError(f"{path}: empty label file")
+        header = [h.strip() for h in rows[0]]
+        wide = len(header) > 2 or (len(header) == 2 and header[1] in index)
+        if not wide and header != ["image", "labels"]:
+            raise DataError(
+                f"{path}:1: header must be 'image,labels' or 'image,<class>,<class>,...', got {','.join(header)!r}"
+            )
+        if wide:
+            for h in header[1:]:
+                if h not in index:
+                    raise _unknown(h, fg, f"{path}:1")
+        for n, row in enumerate(rows[1:], start=2):
+            where = f"{path}:{n}"
+            if not row or not any(c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{where}: {len(row)} columns, the header has {len(header)}")
+            key = row[0].strip()
+            if wide:
+                classes = []
+                for h, v in zip(header[1:], row[1:]):
+                    if v.strip() not in ("0", "1", ""):
+                        raise DataError(f"{where}: column {h!r} must be 0 or 1, got {v!r}")
+                    if v.strip() == "1":
+                        classes.append(index[h])
+            else:
+                names = [s.strip() for s in row[1].split(";") if s.strip()]
+                for s in names:
+                    if s not in index:
+                        raise _unknown(s, fg, where)
+                classes = [index[s] for s in names]
+            add(key, classes, where)
+    else:
+        for n, line in enumerate(text.splitlines(), start=1):
+            where = f"{path}:{n}"
+            parts = line.split()
+            if not parts or parts[0].startswith("#"):
+                continue
+            classes = []
+            for tok in parts[1:]:
+                if tok in index:
+                    classes.append(index[tok])
+                elif tok.isdigit() and 1 <= int(tok) < len(class_names):
+                    classes.append(int(tok))
+                else:
+                    raise _unknown(tok, fg, where)
+            add(parts[0], classes, where)
+    if not out:
+        raise DataError(f"{path}: no labelled images")
+    return out
+
+
+def prepare_folder(
+    images: str | os.PathLike,
+    labels: str | os.PathLike,
+    classes: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    masks: str | os.PathLike | None = None,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    image_mode: str = "link",
+    progress: bool = True,
+) -> PrepareSummary:
+    """Build a VOC-layout dataset at ``out`` from a custom folder (module docstring)."""
+    images, labels, classes, out = Path(images), Path(labels), Path(classes), Path(out)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if not images.is_dir():
+        raise DataError(f"{images}: image folder not found")
+    if not classes.is_file():
+        raise DataError(f"{classes}: class list not found")
+    class_names = parse_classes(classes.read_text(encoding="utf-8"), classes)
+    table = read_label_file(labels, class_names)
+
+    files: dict[str, Path] = {}
+    for p in sorted(images.iterdir()):
+        if p.is_file() and p.suffix in IMAGE_EXTS:
+            if p.stem in files:
+                raise DataError(f"{images}: two images with the id {p.stem!r}: {files[p.stem].name}, {p.name}")
+            files[p.stem] = p
+    by_name = {p.name: stem for stem, p in files.items()}
+    entries: dict[str, list[int]] = {}
+    missing = []
+    for key, (cls, where) in table.items():
+        stem = by_name.get(key, key if key in files else None)
+        if stem is None:
+            missing.append(f"{key} ({where})")
+            continue
+        if stem in entries:
+            raise DataError(f"{where}: image {key!r} is labelled twice")
+        entries[stem] = cls
+    if missing:
+        raise DataError(f"{labels}: {len(missing)} labelled images are not in {images}: {first(missing)}")
+
+    summary = PrepareSummary(out=out)
+    num_classes = len(class_names)
+    with_mask: set[str] = set()
+    if masks is not None:
+        masks = Path(masks)
+        if not masks.is_dir():
+            raise DataError(f"{masks}: mask folder not found")
+        for id in sorted(entries):
+            src = masks / f"{id}.png"
+            if not src.is_file():
+                continue
+            mask = read_label_png(src)
+            bad = np.setdiff1d(np.unique(mask), np.r_[np.arange(num_classes), 255])
+            if bad.size:
+                raise DataError(f"{src}: mask values {bad.tolist()} are not classes (0..{num_classes - 1}) or 255")
+            with Image.open(files[id]) as im:
+                size = (im.height, im.width)
+            if mask.shape != size:
+                raise DataError(
+                    f"{src}: mask is {mask.shape[1]}x{mask.shape[0]}, image {files[id]} is {size[1]}x{size[0]}"
+                )
+            dst = out / "SegmentationClass" / f"{id}.png"
+            if not dst.is_file():
+                save_label_png(dst, mask)
+            with_mask.add(id)
+        summary.counts["masks"] = len(with_mask)
+
+    placed = 0
+    for id in sorted(entries):
+        src = files[id]
+        placed += place_image(src, out / "JPEGImages" / f"{id}{src.suffix}", image_mode)
+
+    ids = sorted(entries)
+    pool = sorted(with_mask) if with_mask else ids
+    n_val = int(round(val_fraction * len(ids)))
+    if n_val > len(pool):
+        raise DataError(f"{masks}: val_fraction {val_fraction} needs {n_val} val images, only {len(pool)} have masks")
+    val = set(np.random.default_rng(seed).permutation(pool)[:n_val].tolist()) if n_val else set()
+    write_split(out, "train", [i for i in ids if i not in val])
+    if val:
+        write_split(out, "val", sorted(val))
+    vecs = {}
+    for id, cls in entries.items():
+        v = np.zeros(num_classes - 1, dtype=np.float32)
+        v[[c - 1 for c in cls]] = 1.0
+        vecs[id] = v
+    write_cls_labels(out, vecs)
+    write_classes(out, class_names)
+    summary.counts.update({"images": len(ids), "train": len(ids) - len(val), "val": len(val), "images_placed": placed})
+    unlabelled = sorted(set(files) - set(entries))
+    if unlabelled:
+        summary.warnings.append(
+            f"{len(unlabelled)} images in {images} have no label and were left out: {first(unlabelled)}"
+        )
+    empty = sorted(i for i, c in entries.items() if not c)
+    if empty:
+        summary.warnings.append(f"{len(empty)} images have no foreground class: {first(empty)}")
+    return summary

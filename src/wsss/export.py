@@ -1,0 +1,87 @@
+"""Export predictions in the layout of an evaluation server.
+
+``export_voc_test``: the PASCAL VOC 2012 segmentation server takes a tar/zip holding
+``results/VOC2012/Segmentation/comp6_test_cls/<id>.png`` for every id of the test list: one
+palette PNG per image, pixel value = class index (0 = background, 1..20), at the image's size.
+``comp6`` is the competition "trained on any data" (WSSS papers train on SBD too; ``comp5`` is VOC
+data only). The predictions come from ``wsss predict RUN --split test`` (``RUN/predictions/test``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from wsss.data.classes import read_classes
+from wsss.data.prepare import first
+from wsss.data.voc import VOCDataset
+from wsss.utils.io import DataError, atomic_write, read_label_png, voc_palette
+
+VOC_RESULTS_DIR = "results/VOC2012/Segmentation/{comp}_{split}_cls"
+_PALETTE = voc_palette().flatten().tolist()
+
+
+def _png_bytes(label: np.ndarray) -> bytes:
+    im = Image.fromarray(label.astype(np.uint8), mode="P")
+    im.putpalette(_PALETTE)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def export_voc_test(
+    run: str | os.PathLike,
+    *,
+    split: str = "test",
+    out: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    source: str = "predictions",
+    comp: str = "comp6",
+) -> Path:
+    """Zip ``RUN/<source>/<split>/<id>.png`` for every id of ``split`` in the VOC server's layout.
+
+    The ids come from the split list of ``data_root`` (default: the run's ``data.root``). Raises
+    DataError naming the missing ids, a PNG whose values are not classes, or a PNG whose size is not
+    its image's. Returns the zip path (default ``RUN/export/voc2012_<split>.zip``), written atomically.
+    """
+    run = Path(run)
+    if data_root is None:
+        from wsss.engine.config import load_config
+
+        cfg_path = run / "config.yaml"
+        if not cfg_path.is_file():
+            raise DataError(f"{cfg_path}: not a run directory (no config.yaml); pass --data-root")
+        data_root = load_config(cfg_path).data.root
+    ds = VOCDataset(data_root, split)
+    num_classes = len(read_classes(data_root))
+    pred_dir = run / source / split
+    missing = [i for i in ds.ids if not (pred_dir / f"{i}.png").is_file()]
+    if missing:
+        raise DataError(
+            f"{pred_dir}: {len(missing)} of {len(ds.ids)} ids of {split} have no prediction: {first(missing, 10)}; "
+            f"run `wsss predict {run} --split {split}` first"
+        )
+    out = Path(out) if out is not None else run / "export" / f"voc2012_{split}.zip"
+    folder = VOC_RESULTS_DIR.format(comp=comp, split=split)
+    with atomic_write(out) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for id in ds.ids:
+            path = pred_dir / f"{id}.png"
+            label = read_label_png(path)
+            bad = np.unique(label[label >= num_classes])
+            if bad.size:
+                raise DataError(f"{path}: values {bad.tolist()} are not class indices 0..{num_classes - 1}")
+            image = ds.image_path(id)
+            if image.is_file():
+                with Image.open(image) as im:
+                    size = (im.height, im.width)
+                if label.shape != size:
+                    raise DataError(
+                        f"{path}: prediction is {label.shape[1]}x{label.shape[0]}, image {image} is {size[1]}x{size[0]}"
+                    )
+            zf.writestr(f"{folder}/{id}.png", _png_bytes(label))
+    return out

@@ -1,0 +1,523 @@
+"""RCA: Regional Semantic Contrast and Aggregation (Zhou et al., CVPR 2022), up to its proxy labels.
+
+The network (methods.md 4.4) on any backbone of the toolkit (the paper's: ``vgg16_dilated``, 4.3):
+
+- coarse branch: 3 x [conv3x3 + ReLU] + conv1x1 -> (B, C-1, h, w) maps, GAP -> ``coarse`` loss;
+- embedding branch (``extra_F``): conv3x3, BN, ReLU, conv3x3 -> the contrast queries;
+- semantic aggregation: a non-local read of the per-class k-means centroids of the memory
+  (``Q(x) K(centroids)^T V(centroids)``), projected and concatenated with the features;
+- C-1 class-specific heads on the aggregated features -> (B, C-1, h, w) maps, GAP -> ``cls`` loss
+  (these maps are the CAMs).
+
+The regional memory (4.5) holds a queue of region embeddings per class, written after each forward
+for the ground-truth classes predicted with probability > 0.7; the centroids of each queue are
+recomputed by k-means when an epoch starts (``on_epoch_start``, epoch >= 1). The semantic contrast
+loss with embedding mix-up (4.6) is ``contrast`` (``losses/region_contrast.py``). Loss staging (4.7):
+``loss.weights: {cls: 1, coarse: 0.4, contrast: 0.01}`` with ``contrast`` from epoch 2
+(``loss.start_iters``); SGD (nesterov) with four groups (weights / biases x backbone / heads at
+1, 2, 10, 20 x lr) and the lr divided by 10 at the epochs of ``options.lr_decay_epochs``.
+
+Online attention accumulation (OAA, 4.7): from epoch 1, the ReLU'd class maps of every training
+image's ground-truth classes are merged by an element-wise max over epochs, stored **by image id**
+(not by loader index) in the checkpoint (``get_extra_state``), and consumed by ``wsss pseudo --refine
+rca`` (``cam/proxy_labels.py``). Accumulation rule: each map is scaled to 0..255 by its own max and
+rounded (as the official PNGs), then mapped to a fixed ``G x G`` grid over the whole original image
+(``G = crop / stride``, 46 for VOC): the training view (``RCAView``) is a box of the original image
+squashed to the crop square and maybe flipped; grid cells inside the box sample the map bilinearly
+(un-flipped), cells outside are left unchanged. With the official view (the whole image, no flip)
+the mapping is the identity. Write rule per (id, class): skip if the class probability < 0.1, except
+at the last epoch where a missing map is written anyway; a new map is written, an existing one
+becomes ``max(old, new)``.
+
+Differences from the official code that keep the math: the C-1 class-specific heads run as one
+grouped convolution (same function, same initialisation distribution); the data order is shuffled
+(the official loader is not, because its attention files are keyed by loader index); images without
+labels or regions are skipped where the official code would divide by zero; the DataParallel
+losses (memory updates of non-zero replicas discarded, attention file names colliding across GPUs)
+have no twin: under DDP the memory and attention updates of every process are gathered and applied
+by all of them, in rank order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsss.data.transforms import color_jitter, normalize, resize_to
+from wsss.engine.config import Config
+from wsss.engine.distributed import all_gather_cat, all_gather_objects, rank
+from wsss.losses.region_contrast import draw_mixup_pairs, region_contrast_loss, region_embeddings, region_masks
+from wsss.methods.base import Method, backbone_from_config, register_method
+
+
+@dataclass
+class RCAOptions:
+    """RCA's own settings (methods.md 4.4-4.8). The ``quirk_*`` switches keep an official behaviour
+    (True, the paper presets) or use the intended one (False, ``voc_corrected`` and CPU presets)."""
+
+    head_dim: int = 512  # width of the coarse and class-specific heads (4.4)
+    queue_len: int = 500  # memory entries per class (4.5)
+    num_centroids: int = 10  # k-means centres per class (4.4)
+    kmeans_n_init: int = 10  # sklearn KMeans restarts (the default of the sklearn of the time)
+    memory_momentum: float = 0.99  # slot blend, with quirk_memory_momentum_blend (4.5)
+    memory_threshold: float = 0.7  # a class enters the memory when its probability > 0.7 (4.5)
+    temperature: float = 0.07  # contrast temperature (4.6)
+    mixup: bool = True  # embedding mix-up (4.6 step 2); False: plain regional contrast (ablation)
+    mixup_alpha: float = 8.0  # lam ~ Beta(8, 8) (4.6)
+    official_replicas: int = 4  # GPUs of the official DataParallel run (README: 4 V100), for the loss scale
+    init_std: float = 0.01  # N(0, 0.01) init of the new convolutions (4.3)
+    # the training view (4.7): square resize of the whole image + ColorJitter(0.3, 0.3, 0.3, 0.1)
+    view_crop_scale: tuple[float, float] = (1.0, 1.0)  # area fraction of a random box (1, 1 = whole image)
+    view_hflip: bool = False  # the official view is not flipped
+    view_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)  # brightness, contrast, saturation, hue
+    # online attention accumulation (4.7)
+    attention_start_epoch: int = 1
+    attention_min_prob: float = 0.1
+    attention_grid: int | None = None  # side of the stored maps; None = crop_size // backbone stride
+    # learning-rate steps (4.7 decay_points '5,10'): base lr x lr_decay at each of these epochs
+    lr_decay_epochs: tuple[int, ...] = (5, 10)
+    lr_decay: float = 0.1
+    # proxy labels (4.8, cam/proxy_labels.py)
+    proxy_source: str = "accumulated"  # "accumulated" attention of training, or "cam" (the saved `wsss cam` maps)
+    proxy_alpha: float = 4.0  # bg = (1 - max att)^alpha in the CRF unary
+    proxy_conflict: float = 0.9  # more than one channel above this -> 255
+    proxy_att_thr: float = 0.8  # CRF class score above this counts as salient
+    proxy_bg_thr: float = 32.0  # bg pixels with saliency >= this (0..255) -> 255
+    proxy_min_fg: float = 0.01  # images with less foreground are ignored entirely
+    proxy_cam_bg_thr: float = 0.25  # saliency-free: bg pixels whose max attention >= this -> 255
+    # official quirks (methods.md 4.5-4.7, 8.3)
+    quirk_memory_momentum_blend: bool = True  # slot = 0.99 slot + 0.01 embedding (vs replace the slot)
+    quirk_memory_masked_leak: bool = True  # a multi-label image's features stay masked by earlier classes
+    quirk_query_memory_spaces: bool = True  # memory holds backbone features, queries extra_F ones (vs both extra_F)
+    quirk_aggregation_no_softmax: bool = True  # sim = QK^T / 10 * 20, no softmax (vs softmax(QK^T / sqrt(d)))
+    quirk_aggregation_backbone_lr: bool = True  # Q/K/V/aggre/concat_project at the backbone lr (vs the head lr)
+    quirk_contrast_sum_over_images: bool = True  # summed over a replica's images (vs the mean over images)
+    quirk_mixup_self_partner: bool = True  # the mix-up partner can be the image itself
+
+
+# ------------------------------------------------------------------------------------------------
+# modules
+
+
+def _conv_stack(c_in: int, c_mid: int, c_out: int, groups: int = 1, first_groups: int = 1) -> nn.Sequential:
+    """3 x [conv3x3 + ReLU] + conv1x1 (4.4). ``groups`` > 1 runs that many independent stacks at once."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_mid, 3, padding=1, groups=first_groups),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_mid, c_mid, 3, padding=1, groups=groups),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_mid, c_mid, 3, padding=1, groups=groups),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_mid, c_out, 1, groups=groups),
+    )
+
+
+class ClassSpecificHeads(nn.Module):
+    """K independent heads ``3 x [conv3x3 dim->width + ReLU] + conv1x1 width->1`` (4.4 ``extra_convs{i}``).
+
+    Computed as one convolution dim -> K*width (K heads reading the same input) followed by grouped
+    convolutions: the same function as K separate stacks, at one kernel launch per layer.
+    """
+
+    def __init__(self, dim: int, width: int, k: int):
+        super().__init__()
+        self.k = k
+        self.net = _conv_stack(dim, width * k, k, groups=k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SemanticAggregation(nn.Module):
+    """Non-local read of the memory centroids (4.4): ``x -> concat_project([x, aggre(A V(c))])`` with
+    ``A = Q(x) K(c)^T * scale`` (official, no softmax) or ``softmax(Q(x) K(c)^T / sqrt(d))``."""
+
+    def __init__(self, dim: int, mem_dim: int, *, softmax: bool, scale: float):
+        super().__init__()
+        self.softmax, self.scale = softmax, scale
+        self.Q = nn.Conv2d(dim, dim, 1)
+        self.K = nn.Linear(mem_dim, dim)
+        self.V = nn.Linear(mem_dim, dim)
+        self.aggre = nn.Conv2d(dim, dim, 1)
+        self.concat_project = nn.Conv2d(2 * dim, dim, 1)
+
+    def forward(self, x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        cent = centroids.detach().to(x.dtype)
+        q = self.Q(x).flatten(2).transpose(1, 2)  # (B, hw, d)
+        sim = q @ self.K(cent).t()  # (B, hw, N)
+        attn = torch.softmax(sim / math.sqrt(q.shape[-1]), dim=-1) if self.softmax else sim * self.scale
+        read = (attn @ self.V(cent)).transpose(1, 2).reshape(b, -1, h, w)
+        return self.concat_project(torch.cat([x, self.aggre(read)], dim=1))
+
+
+# ------------------------------------------------------------------------------------------------
+# the training view and the attention store
+
+
+class RCAView:
+    """RCA's training input (4.7): a box of the original image (the whole image by default) squashed
+    to a ``size`` square, maybe flipped, colour-jittered, normalised.
+
+    Returns ``rca_image`` (3, S, S), ``rca_box`` (4,) float32 ``[y0, y1, x0, x1]`` as fractions of the
+    original image, ``rca_flip`` (bool): what the attention accumulation needs to map maps back.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        crop_scale: tuple[float, float] = (1.0, 1.0),
+        hflip: bool = False,
+        jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.1),
+    ):
+        self.size, self.crop_scale, self.hflip, self.jitter = int(size), crop_scale, hflip, jitter
+
+    def __call__(self, image: np.ndarray, crop: np.ndarray, *, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        h, w = image.shape[:2]
+        y0, y1, x0, x1 = 0, h, 0, w
+        lo, hi = self.crop_scale
+        if lo < 1.0 or hi < 1.0:
+            side = math.sqrt(float(rng.uniform(lo, hi)))
+            ch, cw = max(1, round(side * h)), max(1, round(side * w))
+            y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            y1, x1 = y0 + ch, x0 + cw
+        img = resize_to(image[y0:y1, x0:x1], self.size)
+        flip = bool(self.hflip and rng.random() < 0.5)
+        if flip:
+            img = np.ascontiguousarray(img[:, ::-1])
+        if self.jitter is not None and any(self.jitter):
+            img = color_jitter(img, *self.jitter, rng=rng)
+        box = np.asarray([y0 / h, y1 / h, x0 / w, x1 / w], dtype=np.float32)
+        return {"rca_image": normalize(img), "rca_box": torch.from_numpy(box), "rca_flip": torch.tensor(flip)}
+
+
+def maps_to_grid(
+    maps: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, grid: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map view maps (B, K, h, w) onto a ``grid x grid`` raster of each original image.
+
+    Cell (i, j) has its centre at ((i + .5) / G, (j + .5) / G) in image fractions; a cell inside the
+    image's box ``[y0, y1, x0, x1]`` samples the map bilinearly (``align_corners=False``) at its
+    position in the box, mirrored when the view was flipped. Returns (values (B, K, G, G), covered
+    (B, G, G) bool); uncovered cells are 0.
+    """
+    b = maps.shape[0]
+    centres = (torch.arange(grid, dtype=torch.float32, device=maps.device) + 0.5) / grid
+    boxes = boxes.to(maps.device, torch.float32)
+    ty = (centres[None] - boxes[:, 0:1]) / (boxes[:, 1:2] - boxes[:, 0:1])  # (B, G)
+    tx = (centres[None] - boxes[:, 2:3]) / (boxes[:, 3:4] - boxes[:, 2:3])
+    covered = ((ty >= 0) & (ty < 1))[:, :, None] & ((tx >= 0) & (tx < 1))[:, None, :]
+    tx = torch.where(flips.to(maps.device).bool()[:, None], 1 - tx, tx)
+    gy, gx = (2 * ty - 1)[:, :, None].expand(b, grid, grid), (2 * tx - 1)[:, None, :].expand(b, grid, grid)
+    sample = torch.stack([gx, gy], dim=-1)  # grid_sample wants (x, y)
+    out = F.grid_sample(maps.float(), sample, mode="bilinear", padding_mode="border", align_corners=False)
+    return out * covered[:, None], covered
+
+
+class AttentionStore:
+    """Accumulated attention per image id and class (OAA, methods.md 4.7): ``{id: {class: (G, G) uint8}}``.
+
+    Classes are 0-based foreground indices. Maps live on a ``grid x grid`` raster of the whole
+    original image (squashed), see :func:`maps_to_grid`.
+    """
+
+    def __init__(self, grid: int):
+        self.grid = int(grid)
+        self.maps: dict[str, dict[int, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def get(self, id: str) -> dict[int, np.ndarray] | None:
+        return self.maps.get(id)
+
+    def update(
+        self, id: str, cls: int, value: np.ndarray, covered: np.ndarray, prob: float, *, last_epoch: bool,
+        min_prob: float = 0.1,
+    ) -> None:  # fmt: skip
+        """The official write rule (4.7) for one map already quantised to 0..255 on the grid."""
+        entry = self.maps.setdefault(id, {})
+        value = np.asarray(value, dtype=np.uint8)
+        if cls not in entry:
+            if last_epoch or prob >= min_prob:
+                entry[cls] = np.where(covered, value, 0).astype(np.uint8)
+            elif not entry:
+                del self.maps[id]
+            return
+        if prob < min_prob:
+            return
+        old = entry[cls]
+        entry[cls] = np.where(covered, np.maximum(old, value), old).astype(np.uint8)
+
+    def state(self) -> dict[str, Any]:
+        return {"grid": self.grid, "maps": self.maps}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.grid = int(state["grid"])
+        self.maps = {
+            str(k): {int(c): np.asarray(m, dtype=np.uint8) for c, m in v.items()} for k, v in state["maps"].items()
+        }
+
+
+def quantise_attention(maps: torch.Tensor) -> torch.Tensor:
+    """ReLU, then each map scaled to 0..255 by its own max and rounded (4.7, the official PNG values)."""
+    att = maps.detach().float().clamp(min=0)
+    return torch.round(att / (att.amax(dim=(-2, -1), keepdim=True) + 1e-8) * 255)
+
+
+# ------------------------------------------------------------------------------------------------
+# the memory
+
+
+@torch.no_grad()
+def memory_embeddings(
+    feats: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, *, threshold: float,
+    leak: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Region embeddings to write (4.5): (emb (B, K, D), write (B, K) bool).
+
+    ``write``: ground-truth classes with probability > ``threshold``. With ``leak`` (official quirk),
+    within an image the features are multiplied by each written class's mask in turn (ascending
+    class order), so the 2nd+ class sees the intersection of the masks; the average still divides by
+    the class's own mask size. Empty masks are not written.
+    """
+    write = (labels > 0.5) & (probs > threshold) & masks.flatten(2).any(-1)
+    if not leak:
+        return region_embeddings(feats, masks), write
+    b, k = labels.shape
+    emb = torch.zeros(b, k, feats.shape[1], dtype=feats.dtype, device=feats.device)
+    for j in range(b):
+        x = feats[j]
+        for c in torch.nonzero(write[j]).flatten().tolist():
+            m = masks[j, c].to(feats.dtype)
+            x = x * m
+            emb[j, c] = x.sum(dim=(1, 2)) / m.sum()
+    return emb, write
+
+
+@torch.no_grad()
+def memory_write(
+    queue: torch.Tensor, ptr: torch.Tensor, emb: torch.Tensor, write: torch.Tensor, *, momentum: float, blend: bool
+) -> None:
+    """Ring-buffer writes into ``queue`` (K, L, D) at ``ptr`` (K,), image by image, class by class (4.5).
+
+    ``blend`` (official): ``slot = momentum * slot + (1 - momentum) * emb``; else the slot is replaced.
+    """
+    length = queue.shape[1]
+    for j in range(emb.shape[0]):
+        for c in torch.nonzero(write[j]).flatten().tolist():
+            p = int(ptr[c])
+            e = emb[j, c].to(queue.dtype)
+            queue[c, p] = momentum * queue[c, p] + (1 - momentum) * e if blend else e
+            ptr[c] = (p + 1) % length
+
+
+def kmeans_centroids(queue: torch.Tensor, n_clusters: int, *, n_init: int = 10, seed: int = 0) -> torch.Tensor:
+    """(K, L, D) queues -> (K, n_clusters, D) k-means centres of each class's queue (sklearn KMeans, 4.4)."""
+    from sklearn.cluster import KMeans
+
+    out = []
+    for c in range(queue.shape[0]):
+        data = queue[c].detach().cpu().double().numpy()
+        km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed + c).fit(data)
+        out.append(torch.from_numpy(km.cluster_centers_))
+    return torch.stack(out).to(queue.dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# the method
+
+
+@register_method
+class RCA(Method):
+    name = "rca"
+    Options = RCAOptions
+
+    def __init__(self, cfg: Config, num_classes: int):
+        super().__init__(cfg, num_classes)
+        o = self.options
+        if o.proxy_source not in ("accumulated", "cam"):
+            raise ValueError(f"options.proxy_source must be 'accumulated' or 'cam', got {o.proxy_source!r}")
+        self.backbone = backbone_from_config(cfg.model)
+        dim = self.backbone.out_dim
+        k = self.num_fg = num_classes - 1
+        self.coarse_head = _conv_stack(dim, o.head_dim, k)  # extra_convs
+        self.class_heads = ClassSpecificHeads(dim, o.head_dim, k)  # extra_convs{i}
+        self.embed = nn.Sequential(  # extra_F
+            nn.Conv2d(dim, dim, 3, padding=1),
+            nn.BatchNorm2d(dim),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(dim, dim, 3, padding=1),
+        )
+        # official: sim / num_centroids * 20 (20 = VOC's classes): x2 with 10 centroids
+        self.aggregation = SemanticAggregation(
+            dim, dim, softmax=not o.quirk_aggregation_no_softmax, scale=k / o.num_centroids
+        )
+        for m in [
+            *self.coarse_head.modules(),
+            *self.class_heads.modules(),
+            *self.embed.modules(),
+            *self.aggregation.modules(),
+        ]:
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, o.init_std)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        # memory (4.5) and centroids (4.4): randn-initialised buffers, saved and resumed
+        self.register_buffer("queue", torch.randn(k, o.queue_len, dim))
+        self.register_buffer("queue_ptr", torch.zeros(k, dtype=torch.long))
+        self.register_buffer("centroids", torch.randn(k, o.num_centroids, dim))
+        self.register_buffer("centroid_epoch", torch.zeros((), dtype=torch.long))
+        grid = o.attention_grid or max(1, cfg.data.crop_size // int(getattr(self.backbone, "stride", 8)))
+        self.attention = AttentionStore(grid)
+        self._epoch = 0
+        self._last_epoch: int | None = None
+        self._optimizer: Any = None
+        self._micro_step, self._micro = -1, 0
+
+    # -- engine interface ------------------------------------------------------------------------
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The official four groups by name (4.7): weights / biases of the backbone and of the heads."""
+        o = self.options
+        heads = [self.coarse_head, self.class_heads, self.embed]
+        base = [self.backbone]
+        (base if o.quirk_aggregation_backbone_lr else heads).append(self.aggregation)
+        groups: dict[str, list[nn.Parameter]] = {"backbone": [], "backbone_bias": [], "head": [], "head_bias": []}
+        for prefix, modules in (("backbone", base), ("head", heads)):
+            for mod in modules:
+                for name, p in mod.named_parameters():
+                    if p.requires_grad:
+                        groups[prefix if "weight" in name else f"{prefix}_bias"].append(p)
+        return groups
+
+    def param_group_options(self) -> dict[str, dict[str, float]]:
+        head = self.cfg.train.head_lr_mult
+        return {
+            "backbone": {"lr_mult": 1.0},
+            "backbone_bias": {"lr_mult": 2.0},
+            "head": {"lr_mult": head},
+            "head_bias": {"lr_mult": 2.0 * head},
+        }
+
+    def train_transform_views(self) -> RCAView:
+        o = self.options
+        return RCAView(self.cfg.data.crop_size, o.view_crop_scale, o.view_hflip, o.view_jitter)
+
+    def on_train_start(self, trainer: Any) -> None:
+        self._optimizer = trainer.optimizer
+        per_epoch = max(1, len(trainer.stream.dataset) // self.cfg.train.batch_size)
+        self._last_epoch = (self.cfg.train.max_iters - 1) // per_epoch
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """k-means centroids of the memory (epoch >= 1, once per epoch, 4.4); the lr steps (4.7)."""
+        o = self.options
+        self._epoch = epoch
+        if epoch > 0 and epoch > int(self.centroid_epoch):
+            cent = kmeans_centroids(
+                self.queue, o.num_centroids, n_init=o.kmeans_n_init, seed=self.cfg.run.seed + 1000 * epoch
+            )
+            self.centroids.copy_(cent.to(self.centroids.device))
+            self.centroid_epoch.fill_(epoch)
+        if self._optimizer is not None and o.lr_decay_epochs:
+            factor = o.lr_decay ** sum(epoch >= e for e in o.lr_decay_epochs)
+            opts = self.param_group_options()
+            for group in self._optimizer.param_groups:
+                group["base_lr"] = self.cfg.train.lr * opts[group["name"]]["lr_mult"] * factor
+                group["lr"] = group["base_lr"] * self._optimizer.lr_mult()
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"attention": self.attention.state()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.attention.load(state["attention"])
+
+    @property
+    def has_seg_head(self) -> bool:
+        return False
+
+    def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("RCA has no segmentation head: `wsss pseudo --refine rca`, then the deeplab stage")
+
+    # -- forward pieces --------------------------------------------------------------------------
+    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats = self.backbone(images).final
+        coarse = self.coarse_head(feats)
+        maps = self.class_heads(self.aggregation(feats, self.centroids.flatten(0, 1)))
+        return feats, coarse, maps
+
+    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(refined class maps, coarse maps): the CAM and the aux CAM."""
+        _, coarse, maps = self._forward(images)
+        return maps, coarse
+
+    # -- one training step (4.4-4.7) -------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        o = self.options
+        images, labels = batch["rca_image"], batch["labels"]
+        feats, coarse, maps = self._forward(images)
+        xs, xss = maps.mean(dim=(2, 3)), coarse.mean(dim=(2, 3))
+        terms = {
+            "cls": F.multilabel_soft_margin_loss(xs, labels),
+            "coarse": F.multilabel_soft_margin_loss(xss, labels),
+        }
+        masks = region_masks(coarse)
+        emb = self.embed(feats) if ("contrast" in active or not o.quirk_query_memory_spaces) else None
+        if "contrast" in active:
+            pairs = draw_mixup_pairs(
+                labels, o.mixup_alpha, self_partner=o.quirk_mixup_self_partner, mixup=o.mixup, rng=self._step_rng(step)
+            )
+            loss = region_contrast_loss(
+                region_embeddings(emb, masks), self.queue, pairs, temperature=o.temperature, reduce="mean"
+            )
+            if o.quirk_contrast_sum_over_images:  # the sum over a replica's images, averaged over replicas
+                loss = loss * (self.cfg.train.batch_size / o.official_replicas)
+            terms["contrast"] = loss
+        probs = torch.sigmoid(xs.detach())
+        mem_feats = feats.detach() if o.quirk_query_memory_spaces else emb.detach()
+        self._update_memory(mem_feats, masks, labels, probs)
+        if self.training and self._epoch >= o.attention_start_epoch:
+            self._accumulate(batch, maps, labels, probs)
+        return terms
+
+    def _step_rng(self, step: int) -> np.random.Generator:
+        """The mix-up draws of a forward: a function of (seed, step, process, micro-batch of the step), so a
+        resumed run replays them (the global RNG also feeds the data loader, which a resume re-creates)."""
+        self._micro = self._micro + 1 if self._micro_step == step else 0
+        self._micro_step = step
+        return np.random.default_rng([self.cfg.run.seed, step, rank(), self._micro])
+
+    @torch.no_grad()
+    def _update_memory(self, feats: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor):
+        o = self.options
+        emb, write = memory_embeddings(
+            feats.float(), masks, labels, probs, threshold=o.memory_threshold, leak=o.quirk_memory_masked_leak
+        )
+        emb, write = all_gather_cat(emb), all_gather_cat(write.to(torch.uint8)).bool()
+        memory_write(
+            self.queue, self.queue_ptr, emb, write, momentum=o.memory_momentum, blend=o.quirk_memory_momentum_blend
+        )
+
+    @torch.no_grad()
+    def _accumulate(self, batch: dict[str, Any], maps: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor):
+        o = self.options
+        values, covered = maps_to_grid(
+            quantise_attention(maps), batch["rca_box"], batch["rca_flip"], self.attention.grid
+        )
+        values = values.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        covered = covered.cpu().numpy()
+        lab, pr = (labels > 0.5).cpu().numpy(), probs.float().cpu().numpy()
+        updates = []
+        for j, id in enumerate(batch["id"]):
+            for c in np.flatnonzero(lab[j]).tolist():
+                updates.append((str(id), c, values[j, c], covered[j], float(pr[j, c])))
+        last = self._last_epoch is not None and self._epoch >= self._last_epoch
+        for part in all_gather_objects(updates):
+            for id, c, value, cov, prob in part:
+                self.attention.update(id, c, value, cov, prob, last_epoch=last, min_prob=o.attention_min_prob)

@@ -1,0 +1,388 @@
+"""SC-CAM, sub-category exploration (Chang et al., CVPR 2020; methods.md section 5).
+
+A multi-round method (5.1). Round 0 is the plain classifier (PSA's ResNet-38 classifier: Dropout2d,
+GAP, a bias-free 1x1 ``fc8``; 5.3). Round r >= 1:
+
+1. features: the GAP of the final map of the round r-1 model, scale 1.0, un-flipped, full
+   resolution, on every image of the training split (5.4);
+2. per parent class, k-means of the features of the images labelled with it into K sub-categories
+   -> the (N, (C-1)*K) sub-category labels (5.4; ``methods/subcategory.py``), written atomically to
+   ``RUN/round_r/subcategory_labels.npy``;
+3. a **fresh** classifier (re-initialised from ``model.pretrained``, never the previous round's
+   weights; 5.1) with two GAP heads, ``fc8_20`` (parents) and ``fc8_200`` (sub-categories), trained
+   with ``L = MLSM(x_parent, y_parent) + lambda * MLSM(x_sub, y_sub)`` (5.5); lambda = 5 is
+   ``loss.weights.sub``, the parent term is ``loss.weights.cls``.
+
+Run directory (``wsss train`` calls :func:`train_sccam`, the method's ``train_driver``)::
+
+    RUN/config.yaml                the config as given (``options.round`` unset = the last round)
+    RUN/round_0/                   a normal Trainer run: config.yaml, checkpoints/, metrics.jsonl
+    RUN/round_r/subcategory_labels.npy, RUN/round_r/...   for r = 1..options.rounds
+    RUN/rounds.json                per finished round: iterations, training-time validation,
+                                   CAM mIoU on ``options.round_eval_split``, seconds
+    RUN/checkpoints/last.pt        the last round's final checkpoint (a hard link or copy), so
+                                   ``wsss cam RUN`` / ``load_run(RUN)`` use the final model
+
+Every step is resumable: a finished round (in rounds.json) is skipped, labels already written are
+reused, and an interrupted round resumes from its own ``last.pt``.
+
+``cam_maps`` returns the parent-head CAM ``relu(conv(f, fc8_20.weight))`` (the headline CAM of 5.6)
+and, as the auxiliary map, the sub-category CAMs merged to their parents by the max over the K
+sub-categories (the "cls200" CAM of 5.6; merged per pass here, before the multi-scale sum).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsss.engine.config import Config, ConfigError, from_dict, save_config
+from wsss.methods.base import Method, backbone_from_config, register_method
+from wsss.methods.subcategory import SubcategoryLabels, build_subcategory_labels, extract_features
+from wsss.models.heads import CAMClassifier
+from wsss.utils.io import DataError, atomic_write
+
+LABELS_FILE = "subcategory_labels.npy"
+
+
+@dataclass
+class SCCAMOptions:
+    num_subcategories: int = 10  # K, sub-categories per parent class (5.4: k_cluster 10)
+    rounds: int = 3  # sub-category rounds after round 0 (5.1: R1..R3)
+    round: int | None = None  # the round this model belongs to; set per round by the driver; None = the last
+    dropout: float = 0.5  # Dropout2d on the final map before GAP (5.3: dropout7)
+    # Poly schedule of a sub-category round in epochs of the training split (5.5: max_epoches 61);
+    # None: ``train.max_iters`` iterations and no snapshots.
+    schedule_epochs: float | None = 61.0
+    # Round r stops after snapshot_epochs[r-1] epochs: script.sh uses the ep30/40/50 checkpoints,
+    # saved at the end of epoch index 30/40/50, i.e. after 31/41/51 epochs (5.1, 8.4). [] = full schedule.
+    snapshot_epochs: list[float] = field(default_factory=lambda: [31.0, 41.0, 51.0])
+    # Quirk (methods.md 5.1, 8.4): true (official) = the lr follows the 61-epoch poly schedule and round r
+    # is cut at its snapshot, mid-schedule; false = each round's poly schedule ends at its snapshot.
+    quirk_mid_schedule_snapshot: bool = True
+    # Quirk (5.5, inherited from PSA's PolyOptimizer): true (official) = SGD momentum equals the weight
+    # decay (5e-4: ``super().__init__(params, lr, weight_decay)`` fills SGD's momentum slot), i.e.
+    # effectively no momentum; false = ``train.momentum``.
+    quirk_psa_momentum: bool = True
+    round0_epochs: float | None = 15.0  # round 0 = PSA's classifier (PSA README: 15 epochs); None = max_iters
+    # Dotted config keys changed for round 0 only (PSA's recipe differs: lr 0.1, crop 448), e.g.
+    # {"train.lr": 0.1, "data.crop_size": 448}.
+    round0_overrides: dict[str, Any] = field(default_factory=dict)
+    # A trained round-0 classifier used instead of training round 0 (script.sh: PSA's res38_cls.pth;
+    # keys conv1a..bn7 + fc8.weight, or a checkpoint of this toolkit's round 0).
+    round0_checkpoint: str | None = None
+    kmeans_n_init: int = 10  # k-means restarts (the sklearn default the official code ran with)
+    round_eval_split: str | None = None  # per-round CAM mIoU on this split in rounds.json (VOC: train)
+    round_eval_images: int | None = None  # cap on the images of that evaluation (None = all)
+
+
+def _xavier(head: CAMClassifier) -> CAMClassifier:
+    nn.init.xavier_uniform_(head.conv.weight)  # 5.3: fc8 layers are xavier_uniform, bias-free
+    return head
+
+
+@dataclass
+class RoundPlan:
+    round: int
+    cfg: Config  # the round's config (run.dir = RUN/round_r, options.round = r)
+    stop: int  # the iteration the round ends at (< cfg.train.max_iters with a mid-schedule snapshot)
+
+
+def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    node = d
+    parts = key.split(".")
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            raise ConfigError(f"options.round0_overrides: {key!r} is not a config key")
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def plan_round(cfg: Config, r: int, n_train: int) -> RoundPlan:
+    """The config and the stop iteration of round ``r`` (5.1, 5.5; the quirk switches above)."""
+    opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
+    d = cfg.to_dict()
+    d["run"]["dir"] = str(Path(cfg.run.dir) / f"round_{r}")
+    d["options"] = {**cfg.options, "round": r}
+    if r == 0:
+        for key, value in opts.round0_overrides.items():
+            _set_dotted(d, key, value)
+    rcfg: Config = from_dict(Config, d)
+    if opts.quirk_psa_momentum:
+        rcfg.train.momentum = rcfg.train.weight_decay
+    per_epoch = max(1, n_train // rcfg.train.batch_size)  # drop_last batches per epoch
+    if r == 0:
+        sched = snap = opts.round0_epochs
+    else:
+        sched = opts.schedule_epochs
+        snap = opts.snapshot_epochs[r - 1] if opts.snapshot_epochs else sched
+        if not opts.quirk_mid_schedule_snapshot:
+            sched = snap
+    if sched is None:
+        stop = rcfg.train.max_iters
+    else:
+        rcfg.train.max_iters = max(1, round(sched * per_epoch))
+        stop = max(1, round(snap * per_epoch))
+    return RoundPlan(r, rcfg, min(stop, rcfg.train.max_iters))
+
+
+def _check_options(o: SCCAMOptions) -> None:
+    if o.num_subcategories < 1:
+        raise ValueError(f"options.num_subcategories must be >= 1, got {o.num_subcategories}")
+    if o.rounds < 0:
+        raise ValueError(f"options.rounds must be >= 0, got {o.rounds}")
+    if o.round is not None and not 0 <= o.round <= o.rounds:
+        raise ValueError(f"options.round must be in [0, {o.rounds}], got {o.round}")
+    if o.snapshot_epochs and len(o.snapshot_epochs) != o.rounds:
+        raise ValueError(f"options.snapshot_epochs needs one entry per round ({o.rounds}), got {o.snapshot_epochs}")
+    if o.snapshot_epochs and o.schedule_epochs is None:
+        raise ValueError("options.snapshot_epochs needs options.schedule_epochs (set [] to train the whole schedule)")
+
+
+# --------------------------------------------------------------------------------------------
+# The round driver (``wsss train`` on an sccam config)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Publish ``src`` at ``dst`` atomically (hard link if possible, else a copy)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _last_val(run_dir: Path, step: int) -> dict[str, Any] | None:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    vals = [r for r in map(json.loads, filter(None, path.read_text().splitlines())) if "val" in r]
+    vals = [r for r in vals if r["step"] == step]
+    return vals[-1]["val"] if vals else None
+
+
+def load_round_model(cfg: Config, r: int, device: str | None = None) -> Method:
+    """The trained model of round ``r`` of the run ``cfg.run.dir`` (its last checkpoint; 5.1), in eval mode."""
+    from wsss.engine.inference import load_run
+
+    opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
+    if r == 0 and opts.round0_checkpoint:
+        from wsss.data import VOCDataset
+        from wsss.methods.base import build_method
+        from wsss.models.backbones import WeightLoadError, _read_state_dict
+
+        n_classes = VOCDataset(cfg.data.root, cfg.data.train_split).num_classes
+        rcfg = plan_round(cfg, 0, 1).cfg
+        rcfg.model.pretrained = None  # every weight comes from the round-0 file
+        method = build_method(rcfg, n_classes)
+        path = Path(opts.round0_checkpoint)
+        try:
+            state = _read_state_dict(path)
+        except WeightLoadError:  # this toolkit's checkpoint (it also holds RNG states)
+            from wsss.engine.checkpoint import load_checkpoint
+
+            state = load_checkpoint(path)["model"]
+        method.load_round0_state(state, str(path))
+        from wsss.engine.trainer import resolve_device
+
+        return method.to(resolve_device(device or cfg.run.device)).eval()
+    return load_run(Path(cfg.run.dir) / f"round_{r}", checkpoint="last", device=device).method
+
+
+def train_sccam(cfg: Config, progress: bool = True) -> dict[str, Any]:
+    """Every round of methods.md 5.1 in ``cfg.run.dir`` (module docstring); resumable throughout."""
+    from wsss.data import VOCDataset
+    from wsss.engine.trainer import Trainer, resolve_device
+    from wsss.engine.validate import validate
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RuntimeError("SC-CAM's round driver runs in one process (the official code is single-GPU)")
+    opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
+    _check_options(opts)
+    if opts.round is not None:
+        raise ValueError("options.round is set by the round driver; leave it out of the config")
+    root = Path(cfg.run.dir)
+    root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, root / "config.yaml")
+    rounds_path = root / "rounds.json"
+    records: dict[str, Any] = json.loads(rounds_path.read_text()) if rounds_path.is_file() else {}
+    train_set = VOCDataset(cfg.data.root, cfg.data.train_split)
+    out: dict[str, Any] = {"step": 0, "best": None}
+    for r in range(opts.rounds + 1):
+        plan = plan_round(cfg, r, len(train_set))
+        rdir = Path(plan.cfg.run.dir)
+        if str(r) in records:
+            out = {"step": records[str(r)]["step"], "best": records[str(r)].get("best")}
+            continue
+        if r == 0 and opts.round0_checkpoint:
+            records["0"] = {"round": 0, "step": 0, "checkpoint": opts.round0_checkpoint}
+            continue
+        t0 = time.time()
+        if r >= 1 and not (rdir / LABELS_FILE).is_file():
+            prev = load_round_model(cfg, r - 1)
+            ids, feats, parents = extract_features(prev.image_features, train_set, next(prev.parameters()).device,
+                                                   progress=progress)  # fmt: skip
+            del prev
+            labels = build_subcategory_labels(ids, feats, parents, opts.num_subcategories, cfg.run.seed,
+                                              n_init=opts.kmeans_n_init, progress=progress)  # fmt: skip
+            labels.save(rdir / LABELS_FILE)
+        trainer = Trainer(plan.cfg, progress=progress)
+        res = trainer.train(until=plan.stop)
+        t = plan.cfg.train
+        if plan.stop % t.ckpt_iters and plan.stop != t.max_iters:
+            trainer._save("last.pt")  # a mid-schedule snapshot is not on the trainer's checkpoint grid
+        record: dict[str, Any] = {
+            "round": r, "step": trainer.step, "schedule_iters": t.max_iters, "best": res.get("best"),
+        }  # fmt: skip
+        if trainer.val_set is not None:
+            record["val"] = _last_val(rdir, trainer.step) or trainer.validate()
+        if opts.round_eval_split:
+            ecfg = from_dict(Config, plan.cfg.to_dict())
+            ecfg.data.val_max_images = opts.round_eval_images
+            ds = VOCDataset(cfg.data.root, opts.round_eval_split)
+            record[f"cam_{opts.round_eval_split}"] = validate(trainer.method, ds, ecfg, resolve_device(cfg.run.device),
+                                                              progress=progress)  # fmt: skip
+        record["seconds"] = round(time.time() - t0, 1)
+        records[str(r)] = record
+        with atomic_write(rounds_path, "w") as f:
+            json.dump(records, f, indent=2)
+        out = {"step": trainer.step, "best": record["best"]}
+        del trainer
+    last = root / f"round_{opts.rounds}" / "checkpoints" / "last.pt"
+    if last.is_file():
+        _link_or_copy(last, root / "checkpoints" / "last.pt")
+    return {**out, "rounds": records}
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@register_method
+class SCCAM(Method):
+    name = "sccam"
+    Options = SCCAMOptions
+    train_driver = staticmethod(train_sccam)
+
+    def __init__(self, cfg: Config, num_classes: int):
+        super().__init__(cfg, num_classes)
+        o: SCCAMOptions = self.options
+        _check_options(o)
+        self.round = o.rounds if o.round is None else o.round
+        self.k = o.num_subcategories
+        self.backbone = backbone_from_config(cfg.model)
+        self.dropout = nn.Dropout2d(o.dropout)
+        num_fg = num_classes - 1
+        dim = self.backbone.out_dim
+        self.classifier = _xavier(CAMClassifier(dim, num_fg, "gap"))  # fc8 / fc8_20 (5.3)
+        self.sub_classifier = _xavier(CAMClassifier(dim, num_fg * self.k, "gap")) if self.round >= 1 else None
+        self._sub_lookup: dict[str, np.ndarray] | None = None
+
+    # -- training -------------------------------------------------------------------------------
+    def on_train_start(self, trainer: Any) -> None:
+        if self.sub_classifier is None:
+            return
+        path = Path(trainer.run_dir) / LABELS_FILE
+        if not path.is_file():
+            raise DataError(f"{path}: round {self.round} needs its sub-category labels (written by the round driver)")
+        labels = SubcategoryLabels.load(path)
+        if labels.k != self.k or labels.assign.shape[1] != self.num_classes - 1:
+            raise DataError(f"{path}: labels for K={labels.k}, {labels.assign.shape[1]} classes; the model has "
+                            f"K={self.k}, {self.num_classes - 1}")  # fmt: skip
+        missing = set(trainer.train_set.ids) - set(labels.ids)
+        if missing:
+            raise DataError(f"{path}: no sub-category label for {len(missing)} training ids (e.g. {min(missing)})")
+        self._sub_lookup = labels.as_lookup()
+
+    def sub_targets(self, ids: list[str], device: torch.device) -> torch.Tensor:
+        if self._sub_lookup is None:
+            raise RuntimeError("sub-category labels are not loaded (on_train_start)")
+        return torch.from_numpy(np.stack([self._sub_lookup[i] for i in ids])).to(device)
+
+    def logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(parent logits (B, C-1), sub-category logits (B, (C-1)*K) or None): Dropout2d, GAP, heads (5.3)."""
+        f = self.dropout(self.backbone(images).final)
+        sub = self.sub_classifier(f) if self.sub_classifier is not None else None
+        return self.classifier(f), sub
+
+    def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        x_parent, x_sub = self.logits(batch["image"])
+        terms = {"cls": F.multilabel_soft_margin_loss(x_parent, batch["labels"])}  # 5.5
+        if x_sub is not None:
+            terms["sub"] = F.multilabel_soft_margin_loss(x_sub, self.sub_targets(batch["id"], x_sub.device))
+        return terms
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """PSA's four groups (5.5): backbone weights, backbone biases, head weights, head biases."""
+        groups: dict[str, list[nn.Parameter]] = {"backbone": [], "backbone_bias": [], "head": [], "head_bias": []}
+        for _, p in self.backbone.named_parameters():
+            if p.requires_grad:
+                groups["backbone" if p.ndim > 1 else "backbone_bias"].append(p)
+        for head in (self.classifier, self.sub_classifier):
+            if head is not None:
+                for p in head.parameters():
+                    groups["head" if p.ndim > 1 else "head_bias"].append(p)
+        return groups
+
+    def param_group_options(self) -> dict[str, dict[str, float]]:
+        """lr x1 / x2 (wd 0) / x``head_lr_mult`` / x2 ``head_lr_mult`` (wd 0): PSA's 1/2/10/20 (5.5)."""
+        head = self.cfg.train.head_lr_mult
+        return {
+            "backbone": {"lr_mult": 1.0},
+            "backbone_bias": {"lr_mult": 2.0, "weight_decay": 0.0},
+            "head": {"lr_mult": head},
+            "head_bias": {"lr_mult": 2.0 * head, "weight_decay": 0.0},
+        }
+
+    # -- features, CAMs -------------------------------------------------------------------------
+    @torch.no_grad()
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, D): the GAP of the final map (after the dropout, a no-op in eval mode; 5.4)."""
+        return self.dropout(self.backbone(images).final).mean(dim=(2, 3))
+
+    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.backbone(images).final
+        cam = F.relu(self.classifier.cam(f))  # 5.3: relu(conv2d(conv6, fc8_20.weight))
+        if self.sub_classifier is None:
+            return cam, cam
+        sub = F.relu(self.sub_classifier.cam(f))
+        b, _, h, w = sub.shape
+        return cam, sub.view(b, -1, self.k, h, w).amax(dim=2)
+
+    def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("SC-CAM has no segmentation head: use `wsss cam` / `wsss pseudo` (methods.md 5.6)")
+
+    @property
+    def has_seg_head(self) -> bool:
+        return False
+
+    def load_round0_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """A trained round-0 classifier: PSA's ``res38_cls.pth`` (trunk keys + ``fc8.weight``) or the
+        ``model`` state of this toolkit's round-0 checkpoint."""
+        if any(k.startswith("classifier.") for k in state):
+            self.load_state_dict(state)
+            return
+        from wsss.models.resnet38 import ResNet38d, checkpoint_filter_fn
+
+        fc8 = state.get("fc8.weight", state.get("fc8_20.weight"))
+        if fc8 is None or not isinstance(getattr(self.backbone, "net", None), ResNet38d):
+            raise DataError(f"{source}: not a PSA ResNet-38 classifier (no fc8.weight) nor a round-0 checkpoint")
+        try:
+            self.backbone.net.load_state_dict(checkpoint_filter_fn(state, self.backbone.net), strict=True)
+        except RuntimeError as e:
+            raise DataError(f"{source}: weights do not fit ResNet-38 ({e})") from e
+        if fc8.numel() != self.classifier.conv.weight.numel():
+            raise DataError(f"{source}: fc8.weight {tuple(fc8.shape)} does not fit {self.num_classes - 1} classes")
+        self.classifier.conv.weight.data.copy_(fc8.reshape(self.classifier.conv.weight.shape))

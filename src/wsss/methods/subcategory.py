@@ -1,0 +1,116 @@
+"""SC-CAM's sub-category labels (methods.md 5.4): image features of the previous round's classifier,
+per-class k-means into K sub-categories, and the (N, (C-1)*K) multi-hot label vectors.
+
+Label layout (``create_pseudo_label.py``): the sub-category of foreground class c (0-based, no
+background) in cluster j is column ``c*K + j``. An image labelled with classes {c1, c2} has one 1 in
+block c1 and one in block c2 (its image-level feature is clustered once per parent class, the
+feature being shared by all its parent classes). The parent labels are the image labels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wsss.data import VOCDataset
+from wsss.data.transforms import normalize
+from wsss.utils.io import DataError, save_npy
+
+
+@dataclass
+class SubcategoryLabels:
+    ids: list[str]
+    parents: np.ndarray  # (N, C-1) float32 multi-hot image labels
+    assign: np.ndarray  # (N, C-1) int64: the cluster id in [0, K) of each labelled class, -1 elsewhere
+    k: int
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N, (C-1)*K) float32 multi-hot: column c*K + assign[n, c] for each labelled class c."""
+        n, num_fg = self.assign.shape
+        out = np.zeros((n, num_fg * self.k), dtype=np.float32)
+        rows, cls = np.nonzero(self.assign >= 0)
+        out[rows, cls * self.k + self.assign[rows, cls]] = 1.0
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Atomically, as a pickled dict (ids, parents, assign, labels, k)."""
+        save_npy(
+            path,
+            {"ids": list(self.ids), "parents": self.parents, "assign": self.assign, "labels": self.labels, "k": self.k},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> SubcategoryLabels:
+        path = Path(path)
+        try:
+            d = np.load(path, allow_pickle=True).item()
+            return cls(list(d["ids"]), np.asarray(d["parents"], np.float32), np.asarray(d["assign"], np.int64),
+                       int(d["k"]))  # fmt: skip
+        except Exception as e:  # noqa: BLE001
+            raise DataError(f"{path}: cannot read sub-category labels ({e})") from e
+
+    def as_lookup(self) -> dict[str, np.ndarray]:
+        """id -> (C-1)*K label row."""
+        labels = self.labels
+        return {id: labels[i] for i, id in enumerate(self.ids)}
+
+
+def kmeans_labels(x: np.ndarray, k: int, seed: int, *, n_init: int = 10, max_iter: int = 300) -> np.ndarray:
+    """sklearn KMeans (k-means++, ``n_init`` restarts as the old sklearn default the official code ran
+    with, ``max_iter`` 300, ``random_state`` = the run seed; methods.md 5.4) -> (n,) cluster ids.
+
+    With fewer samples than ``k`` every sample is its own cluster (the official code would fail).
+    """
+    from sklearn.cluster import KMeans
+
+    n = len(x)
+    if n <= k:
+        return np.arange(n, dtype=np.int64)
+    with warnings.catch_warnings():  # duplicate points: fewer distinct clusters than k is fine
+        warnings.simplefilter("ignore")
+        km = KMeans(n_clusters=k, random_state=seed, max_iter=max_iter, n_init=n_init).fit(x.astype(np.float64))
+    return km.labels_.astype(np.int64)
+
+
+def build_subcategory_labels(
+    ids: list[str],
+    features: np.ndarray,
+    parents: np.ndarray,
+    k: int,
+    seed: int = 0,
+    *,
+    n_init: int = 10,
+    progress: bool = False,
+) -> SubcategoryLabels:
+    """Per parent class c: k-means over the features of the images labelled c (in dataset order)
+    -> each such image's sub-category of c (methods.md 5.4)."""
+    features = np.asarray(features)
+    parents = np.asarray(parents, dtype=np.float32)
+    if len(features) != len(parents) or len(ids) != len(parents):
+        raise ValueError(f"{len(ids)} ids, {len(features)} features and {len(parents)} label rows differ")
+    assign = np.full(parents.shape, -1, dtype=np.int64)
+    for c in tqdm(range(parents.shape[1]), desc="k-means", disable=not progress):
+        members = np.flatnonzero(parents[:, c] > 0.5)
+        if members.size:
+            assign[members, c] = kmeans_labels(features[members], k, seed, n_init=n_init)
+    return SubcategoryLabels(list(ids), parents, assign, k)
+
+
+@torch.no_grad()
+def extract_features(
+    feature_fn, dataset: VOCDataset, device: torch.device, *, progress: bool = True
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """One feature per image: ``feature_fn`` on the scale-1.0, un-flipped, full-resolution image,
+    batch 1 (methods.md 5.4). Returns (ids, features (N, D) float32, parent labels (N, C-1))."""
+    feats, parents = [], []
+    for id in tqdm(dataset.ids, desc="features", disable=not progress):
+        x = normalize(dataset.load_image(id)).unsqueeze(0).to(device)
+        feats.append(feature_fn(x)[0].float().cpu().numpy())
+        parents.append(dataset.labels(id))
+    return list(dataset.ids), np.stack(feats), np.stack(parents).astype(np.float32)

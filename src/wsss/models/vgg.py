@@ -1,0 +1,95 @@
+"""VGG-16 with dilated last block, output stride 8: RCA's backbone (methods.md 4.3).
+
+Layer list 'D1' of the official ``make_layers``: VGG-16's 13 convolutions (3x3, ReLU, no BN) with
+three 2x2 max-pools, then a 3x3 stride-1 max-pool in place of the fourth, and the last three
+convolutions dilated 2 (padding 2); no fifth pool. The output has 512 channels at stride 8 (a
+368x368 input gives 46x46 maps).
+
+The module holds a single ``features`` ``nn.Sequential`` whose indices are those of torchvision's
+``vgg16().features`` (the stride-1 pool sits where torchvision has its fourth pool), so the
+ImageNet file ``vgg16-397923af.pth`` loads key for key (``features.N.weight``/``bias``; its
+``classifier.*`` keys are dropped), with :func:`wsss.models.backbones.load_pretrained` reporting any
+missing or unexpected key. ``width`` scales every layer's channels and ``batch_norm`` adds a BN after
+each convolution (torchvision's ``vgg16_bn`` layout): small from-scratch variants for CPU presets (the
+paper's network is ``width=1``, no BN).
+
+Use it as ``model.backbone: vgg16_dilated`` (``create_backbone``); ``model.backbone_kwargs`` may set
+``width`` and ``batch_norm``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from wsss.models.backbones import BackboneOutput, load_pretrained
+
+# methods.md 4.3: 'M' = MaxPool 2x2/2, 'N' = MaxPool 3x3/1 pad 1; convolutions after index 13 dilated 2
+CFG_D1: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "N", 512, 512, 512)
+
+
+class VGG16Dilated(nn.Module):
+    """VGG-16 'D1' (methods.md 4.3) returning a ``BackboneOutput`` (optionally with BN: torchvision's ``vgg16_bn``).
+
+    ``final``: the last ReLU (B, 512*width, H/8, W/8); ``aux``: conv4_3 after its ReLU, same size;
+    ``cls``: the global average of ``final``.
+    """
+
+    stride = 8
+
+    def __init__(self, width: float = 1.0, in_chans: int = 3, batch_norm: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = in_chans
+        for i, v in enumerate(CFG_D1):
+            if v == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            elif v == "N":
+                self.aux_index = len(layers) - 1  # the ReLU after conv4_3, before the stride-1 pool
+                layers.append(nn.MaxPool2d(kernel_size=3, stride=1, padding=1))
+            else:
+                c_out = max(1, round(int(v) * width))
+                dil = 2 if i > 13 else 1
+                layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=dil, dilation=dil))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(c_out))
+                layers.append(nn.ReLU(inplace=True))
+                c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.out_dim = self.aux_dim = self.cls_dim = c_in
+        for m in self.modules():  # torchvision's VGG init (used when training from scratch)
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> BackboneOutput:
+        aux = x
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i == self.aux_index:
+                aux = x
+        return BackboneOutput(final=x, aux=aux, cls=x.mean(dim=(2, 3)))
+
+
+def vgg16_dilated(
+    *, pretrained: str | Path | None = None, width: float = 1.0, batch_norm: bool = False, **kwargs
+) -> VGG16Dilated:
+    """The 'D1' VGG-16; ``pretrained``: a local torchvision ``vgg16`` state dict (``vgg16-397923af.pth``,
+    or ``vgg16_bn-6c64b313.pth`` with ``batch_norm=True``).
+
+    ``kwargs`` that only concern timm backbones (``output_stride``, ``aux_layer``...) are not accepted:
+    the stride is fixed at 8 by the architecture.
+    """
+    if kwargs:
+        raise TypeError(
+            f"vgg16_dilated: unexpected arguments {sorted(kwargs)} (only 'width', 'batch_norm' and 'pretrained')"
+        )
+    net = VGG16Dilated(width=width, batch_norm=batch_norm)
+    if pretrained:
+        load_pretrained(net, pretrained)
+    return net

@@ -1,0 +1,153 @@
+"""``wsss viz RUN --ids a,b | --image PATH``: the report's image grids as PNG files, for chosen images.
+
+- ``--ids``: images of a split. What the run saved for that split (``cams/``, ``cam_labels/``,
+  ``pseudo/``, ``predictions/``) is shown as the report shows it; whatever is missing is computed with
+  the model: the CAM of each labelled class (``Run.cam``, multi-scale + flip as ``wsss cam``), the CAM
+  seeds (``cam_to_label`` with ``cam.bkg_thre``), the pseudo label (PAR refinement as
+  ``wsss pseudo --refine par``, methods.md 2.8) and the prediction (``Run.predict``, when the model
+  has a segmentation head).
+- ``--image``: any image file, no ground truth. The classes whose CAMs are drawn are ``--classes``,
+  or else those the model finds (:func:`guess_classes`: the predicted classes covering 1 % of the
+  image, or the classes whose pooled raw CAM is positive); everything is computed with the model.
+
+The drawing is :func:`wsss.report.figures.draw_grid`, the one the report uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wsss.cam import PAR, cam_to_label, refine_cams_with_bkg
+from wsss.data import VOCDataset
+from wsss.engine.inference import Run, load_run
+from wsss.engine.validate import prepare_image
+from wsss.report.figures import OUTPUTS, ImagePanels, save_grid, saved_panels
+from wsss.utils.io import DataError, read_image
+
+__all__ = ["guess_classes", "model_panels", "write_viz"]
+
+_TITLES = dict(OUTPUTS)
+
+
+@torch.no_grad()
+def guess_classes(run: Run, image: np.ndarray, max_classes: int = 4, min_area: float = 0.01) -> np.ndarray:
+    """(C-1,) multi-hot of the foreground classes found in an unlabelled image.
+
+    With a segmentation head: the classes the prediction gives at least ``min_area`` of the pixels.
+    Otherwise (or if it predicts only background): the classes whose raw CAM, pooled as the classifier
+    pools (``model.pooling``: max or mean), is positive. At most ``max_classes``, at least the best one.
+    """
+    num_fg = run.num_classes - 1
+    scores = np.zeros(num_fg)
+    if run.method.has_seg_head:
+        area = np.bincount(run.predict(image).reshape(-1), minlength=run.num_classes)[1:] / image[..., 0].size
+        scores = np.where(area >= min_area, area, 0.0)
+    if not scores.any():
+        x = prepare_image(image, run.cfg.infer.cam_input_size, run.device)
+        cam = run.method.cam_maps(x)
+        cam = (cam[0] if isinstance(cam, (tuple, list)) else cam).float().flatten(2)
+        pooled = cam.amax(-1) if run.cfg.model.pooling == "gmp" else cam.mean(-1)
+        scores = np.maximum(pooled[0].cpu().numpy(), 0.0)
+    order = np.argsort(-scores, kind="stable")
+    keep = [c for c in order[:max_classes] if scores[c] > 0] or [int(order[0])]
+    labels = np.zeros(num_fg, dtype=np.float32)
+    labels[keep] = 1.0
+    return labels
+
+
+def _par_pseudo(run: Run, image: np.ndarray, cam: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The pseudo label of ``wsss pseudo --refine par`` for one image (methods.md 2.8)."""
+    c = run.cfg.cam
+    par = PAR(dilations=c.par.dilations, num_iter=c.par.num_iter)
+    image01 = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+    label = refine_cams_with_bkg(
+        par, image01, torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], high_thre=c.high_thre,
+        low_thre=c.low_thre, down_scale=c.par_down_scale,
+    )  # fmt: skip
+    return label[0].cpu().numpy().astype(np.uint8)
+
+
+def model_panels(run: Run, image: np.ndarray, labels: np.ndarray, *, title: str, gt: np.ndarray | None = None,
+                 base: ImagePanels | None = None) -> ImagePanels:  # fmt: skip
+    """Complete ``base`` (saved outputs, or nothing) with what the model computes: CAMs of the classes in
+    ``labels`` ((C-1,) multi-hot), CAM seeds, PAR pseudo label, prediction."""
+    p = base or ImagePanels(title=title, image=image, class_names=list(run.class_names), gt=gt)
+    have = {t for t, _ in p.labels}
+    need_cam = not p.cams or _TITLES["cam_labels"] not in have or _TITLES["pseudo"] not in have
+    if need_cam:
+        cam = run.cam(image, labels)
+        keys = np.flatnonzero(labels > 0.5)
+        if not p.cams:
+            p.cams = [(run.class_names[k + 1], cam[k]) for k in keys]
+        computed = {}
+        if _TITLES["cam_labels"] not in have:
+            _, seed = cam_to_label(
+                torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], bkg_thre=run.cfg.cam.bkg_thre
+            )
+            computed[_TITLES["cam_labels"]] = seed[0].numpy()
+        if _TITLES["pseudo"] not in have:
+            computed[_TITLES["pseudo"]] = _par_pseudo(run, image, cam, labels.astype(np.float32))
+        p.labels += list(computed.items())
+    if run.method.has_seg_head and _TITLES["predictions"] not in have:
+        p.labels.append((_TITLES["predictions"], run.predict(image)))
+    order = [t for _, t in OUTPUTS]
+    p.labels.sort(key=lambda tl: order.index(tl[0]) if tl[0] in order else len(order))
+    return p
+
+
+def write_viz(
+    run_dir: str | Path,
+    *,
+    ids: Sequence[str] = (),
+    image: str | Path | None = None,
+    split: str | None = None,
+    out: str | Path | None = None,
+    classes: Sequence[str] = (),
+    data_root: str | None = None,
+    checkpoint: str = "auto",
+    device: str | None = None,
+) -> list[tuple[Path, ImagePanels]]:
+    """Write one grid PNG per id (``<out>/<id>.png``) or for ``image`` (``<out>/<stem>.png``); ``out``
+    defaults to ``<run>/viz/``. Returns (path, panels) per image."""
+    if bool(ids) == (image is not None):
+        raise ValueError("give either ids or an image")
+    run = load_run(run_dir, checkpoint=checkpoint, device=device)
+    out = Path(out) if out is not None else run.dir / "viz"
+    fg = run.class_names[1:]
+    unknown = [c for c in classes if c not in fg]
+    if unknown:
+        raise ValueError(f"unknown class {unknown[0]!r}; the run's classes: {', '.join(fg)}")
+    written = []
+    if image is not None:
+        img = read_image(image)
+        if classes:
+            labels = np.array([1.0 if c in classes else 0.0 for c in fg], dtype=np.float32)
+        else:
+            labels = guess_classes(run, img)
+        stem = Path(image).stem
+        p = model_panels(run, img, labels, title=f"{Path(image).name} (classes: "
+                         + ", ".join(fg[k] for k in np.flatnonzero(labels)) + ")")  # fmt: skip
+        written.append((save_grid(p, out / f"{stem}.png"), p))
+        return written
+    split = split or run.cfg.data.val_split
+    ds = VOCDataset(data_root or run.cfg.data.root, split)
+    if ds.num_classes != run.num_classes:
+        raise DataError(f"{ds.root}: {ds.num_classes} classes, the run was trained with {run.num_classes}")
+    known = set(ds.ids)
+    missing = [i for i in ids if i not in known]
+    if missing:
+        raise DataError(f"{ds.root}: id {missing[0]!r} is not in split {split!r}")
+    for i in ids:
+        labels = ds.labels(i)
+        if classes:
+            labels = np.array([1.0 if c in classes else 0.0 for c in fg], dtype=np.float32)
+        base = saved_panels(ds, i, run.dir, split, title=f"{i} ({split})")
+        if classes:  # other classes than the saved CAMs hold: recompute them
+            base.cams, base.labels = [], [(t, lab) for t, lab in base.labels if t.startswith(_TITLES["predictions"])]
+        p = model_panels(run, base.image, labels, title=base.title, gt=base.gt, base=base)
+        written.append((save_grid(p, out / f"{i}.png"), p))
+    return written

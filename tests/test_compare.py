@@ -1,0 +1,144 @@
+"""bench/compare.py: the table, chart and BENCHMARKS.md block from fake results; the per-method pipeline
+(a seg head, a separate segmentation stage, none) on a tiny budget."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import REPO, tiny_overrides
+
+sys.path.insert(0, str(REPO / "bench"))
+import compare  # noqa: E402
+
+META = {
+    "date": "2026-01-02",
+    "machine": {"cpu": "Test CPU @ 1GHz", "cores": 2, "torch": "2.0", "threads": 2},
+    "data": "synth 8+2 @ 64px seed 0",
+    "command": ".venv/bin/python bench/compare.py --methods cam rca sccam",
+}
+
+
+def fake_results():
+    part = {"miou": 41.234, "mean_far": 0.71, "far_water": 0.0, "far_rails": 3.64}
+    return [
+        {"method": "cam", "status": "ok", "iters": 1500, "batch": 8, "train_s": 630.0, "cam_s": 81.2,
+         "predict_s": 37.4, "seg_source": "seg head", "cam": dict(part, miou=48.95), "mask": dict(part, miou=32.56),
+         "seg": part},
+        {"method": "rca", "status": "ok", "iters": 1500, "batch": 8, "train_s": 900.0, "cam_s": 80.0,
+         "seg_source": "n/a", "cam": dict(part, miou=45.0), "mask": dict(part, miou=38.0)},
+        {"method": "sccam", "status": "missing (no synthetic_cpu preset yet)"},
+    ]  # fmt: skip
+
+
+def rows(markdown: str) -> dict[str, list[str]]:
+    out = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] not in ("method", "---"):
+            out[cells[0]] = cells
+    return out
+
+
+def test_table_numbers_and_na():
+    r = rows(compare.table(fake_results()))
+    assert r["cam"][1:5] == ["49.0", "32.6", "41.2", "seg head"]
+    assert r["cam"][5:8] == ["0.7", "0.0", "3.6"]
+    assert r["cam"][9:] == ["1500 x 8", "10.5 min", "81 s", "37 s"]
+    assert r["rca"][3:8] == ["n/a"] * 5  # no segmentation: every seg column n/a
+    assert r["rca"][12] == "n/a"
+    assert r["sccam"][1] == "missing (no synthetic_cpu preset yet)"
+    assert all(len(v) == 13 for v in r.values())
+
+
+def test_publish_writes_json_chart_and_replaces_the_marked_block(tmp_path):
+    bench = tmp_path / "BENCHMARKS.md"
+    bench.write_text(
+        "# Benchmarks\n\nintro\n\n<!-- compare:begin -->\nold table\n<!-- compare:end -->\n\n## After\ntail\n"
+    )
+    out = tmp_path / "bench/results"
+    compare.publish(META, fake_results(), out, bench)
+    text = bench.read_text()
+    assert (
+        "old table" not in text and text.startswith("# Benchmarks\n\nintro\n\n") and text.endswith("## After\ntail\n")
+    )
+    assert "Measured 2026-01-02 on Test CPU @ 1GHz, 2 cores, torch 2.0 (2 threads)" in text
+    assert "![compare](bench/results/compare.png)" in text and "Not implemented yet: sccam." in text
+    assert rows(text)["cam"][1] == "49.0"
+    assert json.loads((out / "compare.json").read_text())["results"][0]["cam"]["miou"] == 48.95
+    with Image.open(out / "compare.png") as im:
+        rgb = np.asarray(im.convert("RGB"))
+    assert rgb.shape[1] > 600 and len(np.unique(rgb.reshape(-1, 3), axis=0)) > 50  # a drawn chart
+
+    once = bench.read_text()
+    compare.publish(META, fake_results(), out, bench)  # a rerun replaces the block, nothing else
+    assert bench.read_text() == once and once.count(compare.BEGIN) == 1
+
+    fresh = tmp_path / "NEW.md"
+    fresh.write_text("# Benchmarks\n\nsomething\n")
+    compare.write_benchmarks(fresh, "<!-- compare:begin -->\nX\n<!-- compare:end -->")
+    assert (
+        fresh.read_text().startswith("# Benchmarks\n\nsomething\n\n## Method comparison")
+        and "\nX\n" in fresh.read_text()
+    )
+    broken = tmp_path / "BROKEN.md"
+    broken.write_text("<!-- compare:begin -->\nno end\n")
+    with pytest.raises(ValueError, match="BROKEN.md"):
+        compare.write_benchmarks(broken, "X")
+
+
+def test_render_only_reads_an_older_compare_json(tmp_path, capsys):
+    old = {
+        "meta": {"date": "2026-11-22", "machine": "x86_64, 2 cores, torch threads 2", "data": "synth"},
+        "results": [{k: v for k, v in fake_results()[0].items() if k not in ("iters", "batch", "seg_source")}],
+    }
+    (tmp_path / "compare.json").write_text(json.dumps(old))
+    compare.main(["--render-only", "--results", str(tmp_path), "--benchmarks", str(tmp_path / "B.md")])
+    text = (tmp_path / "B.md").read_text()
+    assert "on x86_64, 2 cores, torch threads 2; data: synth" in text
+    assert rows(text)["cam"][4] == "seg head" and rows(text)["cam"][9] == "n/a"
+
+
+def test_pipelines_on_a_tiny_budget(tmp_path):
+    """A method without a seg head (the cam preset with model.decoder=none) gets a separate segmentation
+    stage trained on its pseudo labels; a method with one is predicted directly; no stage preset: n/a."""
+    from wsss.data import generate_synthetic
+
+    synth_root = tmp_path / "synth"
+    generate_synthetic(synth_root, n_train=8, n_val=4, size=64, seed=5)
+    tiny = [o for o in tiny_overrides(synth_root, tmp_path) if not o.startswith(("run.dir", "data.root"))]
+    tiny += ["train.max_iters=2", "train.eval_iters=100", "data.val_max_images=1"]
+    runs = tmp_path / "runs"
+    # a classifier-only method: its segmentation is a second run trained on its train pseudo labels
+    stage = compare.Pipeline("cam", overrides=("model.decoder=none",), seg_preset="configs/cam/synthetic_cpu.yaml",
+                             seg_overrides=("data.pseudo_dir={pseudo}", "run.seed=1"))  # fmt: skip
+    res = compare.run_method(stage, synth_root, runs, tiny)
+    assert res["status"] == "ok", res
+    assert res["seg_source"] == "stage configs/cam/synthetic_cpu.yaml"
+    assert (res["iters"], res["batch"]) == (2, 4)
+    seg_cfg = yaml.safe_load((runs / "cam_seg/config.yaml").read_text())
+    assert seg_cfg["data"]["pseudo_dir"] == str(runs / "cam/pseudo/train") and seg_cfg["run"]["seed"] == 1
+    assert (runs / "cam_seg/predictions/val").is_dir() and not (runs / "cam/predictions").exists()
+    assert 0 < res["seg_train_s"] < res["train_s"] and res["predict_s"] > 0
+    from wsss.evaluation import evaluate
+
+    assert res["seg"]["miou"] == pytest.approx(100 * evaluate(runs / "cam_seg/predictions/val", synth_root, "val").miou)
+    assert 0 <= res["mask"]["miou_covered"] <= 100
+
+    # a method with a seg head (here the finished stage run, so `wsss train` only resumes): predicted directly
+    head = compare.Pipeline("cam_seg", preset="configs/cam/synthetic_cpu.yaml", overrides=(
+        f"data.pseudo_dir={runs / 'cam/pseudo/train'}", "run.seed=1"))  # fmt: skip
+    res = compare.run_method(head, synth_root, runs, tiny)
+    assert res["status"] == "ok" and res["seg_source"] == "seg head" and "seg_train_s" not in res, res
+    assert res["seg"]["miou"] == pytest.approx(100 * evaluate(runs / "cam_seg/predictions/val", synth_root, "val").miou)
+
+    no_stage = compare.Pipeline("cam", seg_preset="configs/seg/does_not_exist.yaml")
+    assert compare.seg_plan(no_stage, runs / "cam") == "none"
+    assert compare.seg_plan(no_stage, runs / "cam_seg") == "head"
+    missing = compare.run_method(compare.Pipeline("nosuch"), synth_root, runs, tiny)
+    assert missing["status"].startswith("missing")
+    failed = compare.run_method(compare.Pipeline("cam", overrides=("train.max_iter=1",)), synth_root, runs, tiny)
+    assert failed["status"].startswith("failed") and "max_iter" in failed["status"]

@@ -1,0 +1,150 @@
+"""The DeepLab segmentation stage: the loss ignoring 255, DeepLab-v2 / v3+ shapes, the optimiser groups,
+frozen BatchNorm, and pseudo labels -> `wsss train` -> `wsss predict --crf` -> `wsss eval`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import REPO
+from wsss.cli import main
+from wsss.data import VOCDataset
+from wsss.engine.config import load_config
+from wsss.engine.trainer import build_optimizer
+from wsss.methods.base import build_method
+from wsss.methods.deeplab import seg_cross_entropy
+from wsss.models.decoders import ASPP
+from wsss.utils.io import read_label_png, save_label_png
+
+TINY_CNN = "{channels: [8, 16, 16, 32], stem_width: 8}"
+
+
+def tiny_cfg(*extra: str):
+    return load_config(
+        REPO / "configs/seg/synthetic_cpu.yaml", [f"model.backbone_kwargs={TINY_CNN}", "data.num_workers=0", *extra]
+    )
+
+
+def test_seg_loss_ignores_255():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 3, 5, generator=g)
+    target = torch.randint(0, 4, (2, 3, 5), generator=g)
+    target[0, 0, :] = 255
+    target[1, 2, 1:4] = 255
+    logp = logits.log_softmax(1)
+    vals = [
+        -logp[b, target[b, y, x], y, x] for b in range(2) for y in range(3) for x in range(5) if target[b, y, x] != 255
+    ]
+    assert torch.allclose(seg_cross_entropy(logits, target), torch.stack(vals).mean())
+    # changing the logits of ignored pixels changes nothing
+    other = logits.clone()
+    other[0, :, 0, :] += 100 * torch.randn(4, 5, generator=g)
+    assert torch.allclose(seg_cross_entropy(other, target), seg_cross_entropy(logits, target))
+    # all ignored: zero, with a gradient path, not NaN
+    none = seg_cross_entropy(logits.requires_grad_(), torch.full((2, 3, 5), 255))
+    assert float(none.detach()) == 0.0
+    none.backward()
+
+
+def test_seg_loss_label_resizing():
+    """kazuto1011: the labels go to the logit size by pixel-centre nearest; the alternative upsamples logits."""
+    target = torch.arange(16).view(1, 4, 4) % 3
+    target[0, 1, 1] = 255  # 2x2 cells are sampled at their centre pixel: rows / cols 1 and 3
+    logits = torch.randn(1, 3, 2, 2)
+    small = target[:, 1::2, 1::2]
+    assert small[0, 0, 0] == 255
+    assert torch.allclose(seg_cross_entropy(logits, target), seg_cross_entropy(logits, small))
+    up = F.interpolate(logits, size=(4, 4), mode="bilinear", align_corners=False)
+    assert torch.allclose(seg_cross_entropy(logits, target, target_at_logit_res=False), seg_cross_entropy(up, target))
+
+
+def test_deeplab_v2_and_v3plus_shapes():
+    x = torch.randn(2, 3, 64, 64)
+    v2 = build_method(tiny_cfg(), 7).eval()
+    assert isinstance(v2.net.classifier, ASPP)
+    assert [c.dilation[0] for c in v2.net.classifier.branches] == [2, 4, 6, 8]
+    paper = build_method(tiny_cfg("options.rates=[6, 12, 18, 24]"), 21)
+    assert [c.dilation[0] for c in paper.net.classifier.branches] == [6, 12, 18, 24]
+    with torch.no_grad():
+        assert v2.seg_logits(x).shape == (2, 7, 8, 8)  # output stride 8
+        v3 = build_method(tiny_cfg("options.arch=v3plus", "options.rates=[1, 2, 3]", "options.v3_dim=16"), 7).eval()
+        assert v3.seg_logits(x).shape == (2, 7, 16, 16)  # stride-4 decoder
+    assert not v2.has_cams and v2.has_seg_head
+    with pytest.raises(RuntimeError, match="no CAMs"):
+        v2.cam_maps(x)
+
+
+def test_param_groups_and_frozen_bn():
+    cfg = tiny_cfg("options.freeze_bn=true", "train.lr=0.001", "train.weight_decay=0.0005", "train.optimizer=sgd")
+    m = build_method(cfg, 7)
+    m.train()
+    bns = [mod for mod in m.net.backbone.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    assert bns and all(not b.training and not b.weight.requires_grad for b in bns)
+    opt = build_optimizer(m, cfg)
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["backbone"]["lr"] == pytest.approx(0.001) and groups["backbone"]["weight_decay"] == 0.0005
+    assert groups["head"]["lr"] == pytest.approx(0.01)  # 10x classifier weights
+    assert groups["head_bias"]["lr"] == pytest.approx(0.02) and groups["head_bias"]["weight_decay"] == 0.0
+    optimised = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert all(id(b.weight) not in optimised for b in bns)
+
+
+def test_msc_training_step_sums_four_losses():
+    cfg = tiny_cfg("options.msc_scales=[0.75, 0.5]")
+    m = build_method(cfg, 7).train()
+    torch.manual_seed(0)
+    batch = {"image": torch.randn(2, 3, 32, 32), "target": torch.randint(0, 7, (2, 32, 32))}
+    loss = m.training_step(batch, 0, {"seg"})["seg"]
+    m.eval()  # same BN statistics for the reference (eval mode runs the identical graph)
+    with torch.no_grad():
+        x = batch["image"]
+        outs = [m.net(x)] + [m.net(F.interpolate(x, scale_factor=s, mode="bilinear")) for s in (0.75, 0.5)]
+        up = [F.interpolate(o, size=outs[0].shape[-2:], mode="bilinear") for o in outs[1:]]
+        outs.append(torch.stack([outs[0], *up]).max(0).values)
+        ref = sum(seg_cross_entropy(o, batch["target"]) for o in outs)
+        again = m.training_step(batch, 0, {"seg"})["seg"]
+    assert torch.isfinite(loss) and float(loss.detach()) > 0
+    assert torch.allclose(again, ref)
+
+
+def test_train_on_pseudo_labels_predict_eval(synth_root, tmp_path, capsys):
+    base = VOCDataset(synth_root, "train")
+    pseudo = tmp_path / "pseudo"
+    rng = np.random.default_rng(0)
+    for i in base.ids:
+        mask = base.load_mask(i).copy()
+        mask[rng.random(mask.shape) < 0.2] = 255
+        save_label_png(pseudo / f"{i}.png", mask)
+    run = tmp_path / "seg"
+    over = [
+        f"data.root={synth_root}", f"run.dir={run}", f"data.pseudo_dir={pseudo}", "data.crop_size=64",
+        "data.num_workers=0", f"model.backbone_kwargs={TINY_CNN}", "train.batch_size=4", "train.max_iters=4",
+        "train.eval_iters=2", "train.ckpt_iters=2", "train.log_iters=2", "infer.scales=[1.0]", "infer.crf_workers=0",
+    ]  # fmt: skip
+    cfg = str(REPO / "configs/seg/synthetic_cpu.yaml")
+    assert main(["train", cfg, *over, "--quiet"]) == 0
+    vals = [json.loads(line)["val"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
+    assert len(vals) == 2 and all("seg_miou" in v and "cam_miou" not in v for v in vals)
+    assert (run / "checkpoints/best.pt").is_file()
+
+    assert main(["predict", str(run), "--split", "val", "--crf", "--quiet"]) == 0
+    ids = VOCDataset(synth_root, "val").ids
+    for i in ids:
+        assert read_label_png(run / "predictions_crf/val" / f"{i}.png").shape == (64, 64)
+    out = tmp_path / "m.json"
+    assert main(["eval", str(run / "predictions_crf/val"), "--data-root", str(synth_root), "--split", "val",
+                 "--json", str(out)]) == 0  # fmt: skip
+    assert 0.0 <= json.loads(out.read_text())["miou"] <= 1.0
+
+    # a missing pseudo label: a clear error naming the file; no pseudo_dir: a config error
+    (pseudo / f"{base.ids[5]}.png").unlink()
+    capsys.readouterr()
+    assert main(["train", cfg, *over, f"run.dir={tmp_path / 'seg2'}", "--quiet", "--skip-check"]) == 1
+    assert f"{base.ids[5]}.png" in capsys.readouterr().err
+    no_dir = [o for o in over if not o.startswith("data.pseudo_dir")]
+    assert main(["train", cfg, *no_dir, f"run.dir={tmp_path / 'seg3'}", "--quiet", "--skip-check"]) == 2
+    assert "data.pseudo_dir" in capsys.readouterr().err

@@ -1,0 +1,126 @@
+"""`wsss prepare folder`: a custom dataset from images + a CSV / txt of image labels (+ masks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wsss.cli import main
+from wsss.data import VOCDataset, check_dataset
+from wsss.data.prepare.folder import prepare_folder
+from wsss.data.voc import load_cls_labels, read_split
+from wsss.utils.io import DataError, read_label_png, save_label_png
+
+CLASSES = ["background", "cat", "dog", "potted plant"]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, name in enumerate(["a.jpg", "b.png", "c.jpg", "d.jpg", "e.jpg"]):
+        Image.fromarray(np.full((4, 6, 3), 40 * i, np.uint8)).save(images / name)
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    return tmp_path
+
+
+def _vec(*classes: int) -> np.ndarray:
+    v = np.zeros(3, dtype=np.float32)
+    v[[c - 1 for c in classes]] = 1
+    return v
+
+
+EXPECTED = {"a": _vec(1), "b": _vec(2, 3), "c": _vec(), "d": _vec(1, 2)}
+
+
+def _check_labels(root) -> None:
+    labels = load_cls_labels(root, 4)
+    assert sorted(labels) == sorted(EXPECTED)
+    for k, v in EXPECTED.items():
+        np.testing.assert_array_equal(labels[k], v, err_msg=k)
+
+
+def test_long_csv(folder):
+    (folder / "labels.csv").write_text("image,labels\na.jpg,cat\nb.png,dog;potted plant\nc,\nd.jpg, dog ;cat\n")
+    s = prepare_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", folder / "out")
+    out = folder / "out"
+    _check_labels(out)
+    assert (out / "classes.txt").read_text().splitlines() == CLASSES
+    assert read_split(out, "train") == ["a", "b", "c", "d"]
+    assert not (out / "ImageSets/Segmentation/val.txt").exists()
+    assert (out / "JPEGImages" / "b.png").is_file() and not (out / "JPEGImages" / "e.jpg").exists()
+    assert any("1 images in" in w and "e" in w for w in s.warnings)  # e has no label
+    assert any("no foreground class: c" in w for w in s.warnings)
+    assert check_dataset(out, "train", progress=False).ok
+
+
+def test_wide_csv_and_txt(folder):
+    (folder / "wide.csv").write_text("image,cat,dog,potted plant\na,1,0,0\nb,0,1,1\nc,0,0,0\nd,1,1,0\n")
+    prepare_folder(folder / "images", folder / "wide.csv", folder / "classes.txt", folder / "w")
+    _check_labels(folder / "w")
+    (folder / "labels.txt").write_text("a.jpg cat\nb 2 3\n# comment\nc\nd dog cat\n")
+    prepare_folder(folder / "images", folder / "labels.txt", folder / "classes.txt", folder / "t")
+    _check_labels(folder / "t")
+
+
+def test_masks_and_val_split(folder):
+    (folder / "labels.csv").write_text("image,labels\na.jpg,cat\nb.png,dog;potted plant\nc,\nd.jpg,dog;cat\n")
+    masks = folder / "masks"
+    ma = np.array([[0, 1, 1, 0, 0, 0]] * 3 + [[255] * 6], dtype=np.uint8)
+    mb = np.array([[2, 2, 3, 3, 0, 0]] * 4, dtype=np.uint8)
+    save_label_png(masks / "a.png", ma)
+    Image.fromarray(mb, mode="L").save(masks / "b.png")  # a grayscale mask is accepted too
+    out = folder / "out"
+    s = prepare_folder(
+        folder / "images", folder / "labels.csv", folder / "classes.txt", out, masks=masks, val_fraction=0.5, seed=3
+    )
+    np.testing.assert_array_equal(read_label_png(out / "SegmentationClass" / "a.png"), ma)
+    np.testing.assert_array_equal(read_label_png(out / "SegmentationClass" / "b.png"), mb)
+    assert Image.open(out / "SegmentationClass" / "b.png").mode == "P"
+    assert read_split(out, "val") == ["a", "b"]  # val is drawn from the images with masks
+    assert read_split(out, "train") == ["c", "d"]
+    assert s.counts == {"masks": 2, "images": 4, "train": 2, "val": 2, "images_placed": 4}
+    ds = VOCDataset(out, "val", require_masks=True)
+    assert ds.class_names == CLASSES
+
+
+def test_errors(folder, capsys):
+    args = [folder / "images", folder / "labels.csv", folder / "classes.txt", folder / "out"]
+    (folder / "labels.csv").write_text("image,labels\na.jpg,cat\nb.png,dgo\n")
+    with pytest.raises(DataError, match=r"labels.csv:3: unknown class 'dgo' \(did you mean 'dog'\?\)"):
+        prepare_folder(*args)
+    (folder / "labels.csv").write_text("image,labels\na.jpg,cat\nzz.jpg,dog\nyy,cat\n")
+    with pytest.raises(DataError, match=r"2 labelled images are not in .*images: zz.jpg \(.*labels.csv:3\), yy"):
+        prepare_folder(*args)
+    (folder / "labels.csv").write_text("name,classes\na.jpg,cat\n")
+    with pytest.raises(DataError, match="header must be 'image,labels'"):
+        prepare_folder(*args)
+    (folder / "labels.csv").write_text("image,cat,dgo\na,1,0\n")
+    with pytest.raises(DataError, match="labels.csv:1: unknown class 'dgo'"):
+        prepare_folder(*args)
+    (folder / "labels.txt").write_text("a cat\na dog\n")
+    with pytest.raises(DataError, match=r"labels.txt:2: image 'a' is listed twice \(first at .*labels.txt:1\)"):
+        prepare_folder(folder / "images", folder / "labels.txt", folder / "classes.txt", folder / "out")
+    (folder / "labels.txt").write_text("a cat\nb 4\n")
+    with pytest.raises(DataError, match="labels.txt:2: unknown class '4'"):
+        prepare_folder(folder / "images", folder / "labels.txt", folder / "classes.txt", folder / "out")
+
+    (folder / "labels.txt").write_text("a cat\n")
+    save_label_png(folder / "masks" / "a.png", np.full((4, 6), 7, np.uint8))
+    with pytest.raises(DataError, match=r"a.png: mask values \[7\] are not classes \(0..3\) or 255"):
+        prepare_folder(
+            folder / "images", folder / "labels.txt", folder / "classes.txt", folder / "o", masks=folder / "masks"
+        )
+    save_label_png(folder / "masks" / "a.png", np.zeros((5, 6), np.uint8))
+    with pytest.raises(DataError, match=r"a.png: mask is 6x5, image .*a.jpg is 6x4"):
+        prepare_folder(
+            folder / "images", folder / "labels.txt", folder / "classes.txt", folder / "o", masks=folder / "masks"
+        )
+
+    argv = ["prepare", "folder", "--images", str(folder / "images"), "--labels", str(folder / "nope.csv")]
+    assert main(argv + ["--classes", str(folder / "classes.txt"), "--out", str(folder / "o")]) == 1
+    assert "nope.csv: label file not found" in capsys.readouterr().err
+    argv[-1] = str(folder / "labels.txt")
+    assert main(argv + ["--classes", str(folder / "classes.txt"), "--out", str(folder / "o"), "--quiet"]) == 0
+    assert read_split(folder / "o", "train") == ["a"]

@@ -1,0 +1,207 @@
+"""``wsss report``: the page of a tiny run references only files that exist, its numbers are those of
+``wsss eval`` and metrics.jsonl, images come worst first; the headless-browser screenshot check."""
+
+import json
+import re
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, tiny_overrides
+from wsss.cli import main
+from wsss.data import VOCDataset
+from wsss.report.figures import colorize
+from wsss.utils.io import read_label_png, voc_palette
+
+sys.path.insert(0, str(REPO / "bench"))
+import screenshot_report  # noqa: E402
+
+OUTPUTS = {"cam_labels": False, "pseudo": True, "predictions": False}  # folder -> scored as pseudo labels
+
+
+class Page(HTMLParser):
+    """Every src= / href=, every number cell (data-output, data-metric[, data-step]) and figure caption."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.refs: list[str] = []
+        self.cells: dict[tuple[str, ...], str] = {}
+        self.captions: list[str] = []
+        self._cell: tuple[str, ...] | None = None
+        self._caption = False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.refs += [a[k] for k in ("src", "href") if a.get(k)]
+        if "data-metric" in a:
+            self._cell = tuple(a[k] for k in ("data-output", "data-metric", "data-step") if k in a)
+            self.cells[self._cell] = ""
+        self._caption = tag == "figcaption"
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self.cells[self._cell] += data
+        if self._caption:
+            self.captions.append(data)
+
+    def handle_endtag(self, tag):
+        self._cell = None
+        self._caption = False
+
+
+@pytest.fixture(scope="module")
+def reported(synth_root, tmp_path_factory):
+    """A tiny run with CAM seeds, pseudo labels and predictions on val, `wsss eval` JSONs, and its report."""
+    run = tmp_path_factory.mktemp("report") / "run"
+    assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, run),
+                 "--quiet"]) == 0  # fmt: skip
+    assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
+    assert main(["pseudo", str(run), "--split", "val", "--quiet"]) == 0
+    assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
+    evals = {}
+    for folder, pseudo in OUTPUTS.items():
+        out = run / f"eval_{folder}.json"
+        args = ["eval", str(run / folder / "val"), "--data-root", str(synth_root), "--split", "val", "--json", str(out)]
+        assert main(args + (["--pseudo"] if pseudo else [])) == 0
+        evals[folder] = json.loads(out.read_text())
+    assert main(["report", str(run), "--max-images", "5"]) == 0
+    return run, evals
+
+
+def test_every_referenced_file_exists_and_is_local(reported):
+    run, _ = reported
+    page = Page((run / "report/index.html").read_text())
+    files = [r for r in page.refs if not r.startswith("#")]
+    assert len([f for f in files if f.startswith("images/grid_")]) == 5
+    assert {"loss.png", "lr.png", "val.png", "cooccurrence.png"} <= set(files)
+    for ref in files:
+        assert "://" not in ref and not ref.startswith("/"), ref  # the folder is self-contained
+        path = run / "report" / ref
+        assert path.is_file(), ref
+        with Image.open(path) as im:
+            assert im.format == "PNG" and min(im.size) > 50
+    anchors = {r[1:] for r in page.refs if r.startswith("#")}
+    text = (run / "report/index.html").read_text()
+    assert all(f'id="{a}"' in text for a in anchors)
+
+
+def test_numbers_match_wsss_eval_and_metrics_jsonl(reported, synth_root):
+    run, evals = reported
+    cells = Page((run / "report/index.html").read_text()).cells
+    for folder, ev in evals.items():
+        assert cells[(folder, "miou")] == f"{100 * ev['miou']:.2f}"
+        assert cells[(folder, "pAcc")] == f"{100 * ev['pAcc']:.2f}"
+        assert cells[(folder, "mean_far")] == f"{100 * ev['mean_far']:.2f}"
+        for row in ev["per_class"]:
+            assert cells[(folder, f"iou/{row['name']}")] == ("" if row["iou"] is None else f"{100 * row['iou']:.2f}")
+    assert cells[("pseudo", "pseudo_miou")] == f"{100 * evals['pseudo']['pseudo_miou']:.2f}"
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in records if "val" in r]
+    assert len(vals) == 2
+    for r in vals:
+        for k in ("cam_miou", "aux_cam_miou", "seg_miou"):
+            assert cells[("val", k, str(r["step"]))] == f"{r['val'][k]:.2f}"
+    last = [r for r in records if "loss/loss" in r][-1]
+    for k in ("loss/loss", "loss/cls", "lr"):
+        assert float(cells[("train", k, str(last["step"]))]) == pytest.approx(last[k], rel=1e-3)
+
+
+def _reference_image_miou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+    """Slow per-class loop: IoU over the classes present in the GT, GT 255 ignored, pred 255 = background."""
+    valid = gt != 255
+    pred = np.where(pred == 255, 0, pred)
+    ious = []
+    for c in range(num_classes):
+        g, p = (gt == c) & valid, (pred == c) & valid
+        if g.any():
+            ious.append((g & p).sum() / (g | p).sum())
+    return float(np.mean(ious))
+
+
+def test_images_come_worst_first_with_their_iou(reported, synth_root):
+    run, _ = reported
+    ds = VOCDataset(synth_root, "val")
+    ref = {
+        i: _reference_image_miou(ds.load_mask(i), read_label_png(run / "predictions/val" / f"{i}.png"), 7)
+        for i in ds.ids
+    }
+    captions = Page((run / "report/index.html").read_text()).captions
+    shown = [re.match(r"(\S+): segmentation mIoU ([\d.]+)", c).groups() for c in captions]
+    assert [i for i, _ in shown] == sorted(ref, key=lambda i: (ref[i], i))[:5]
+    for i, value in shown:
+        assert float(value) == pytest.approx(100 * ref[i], abs=0.051)
+
+
+def test_rerun_drops_stale_grids_and_grid_shows_every_panel(reported):
+    run, _ = reported
+    before = set((run / "report/images").glob("grid_*.png"))
+    assert main(["report", str(run), "--max-images", "2"]) == 0
+    after = set((run / "report/images").glob("grid_*.png"))
+    assert len(after) == 2 and after < before
+    # a grid: image, GT, one CAM per labelled class, CAM seeds, pseudo label, prediction, a legend row
+    with Image.open(sorted(after)[0]) as im:
+        w, h = im.size
+    assert w > 5 * h  # at least 6 panels side by side
+
+
+def test_colorize_uses_the_voc_palette():
+    label = np.array([[0, 1], [15, 255]], dtype=np.uint8)
+    pal = voc_palette()
+    assert (colorize(label)[1, 0] == pal[15]).all() and (colorize(label)[0, 1] == [128, 0, 0]).all()
+
+
+def test_errors_name_the_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 1
+    assert "config.yaml" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# bench/screenshot_report.py
+
+
+def _png(path: Path, array: np.ndarray) -> Path:
+    Image.fromarray(array.astype(np.uint8)).save(path)
+    return path
+
+
+def test_screenshot_check_rejects_blank_wrong_size_and_text_only(tmp_path):
+    blank = _png(tmp_path / "blank.png", np.full((60, 80, 3), 255))
+    res = screenshot_report.check_screenshot(blank, 80, 60)
+    assert not res["ok"] and any("single colour" in p for p in res["problems"])
+    rng = np.random.default_rng(0)
+    busy = _png(tmp_path / "busy.png", rng.integers(0, 256, (60, 80, 3)))
+    assert screenshot_report.check_screenshot(busy, 80, 60)["ok"]
+    res = screenshot_report.check_screenshot(busy, 100, 60)
+    assert not res["ok"] and "expected 100x60" in res["problems"][0]
+    text_only = np.full((60, 80, 3), 255)
+    text_only[10:20, 5:60] = rng.integers(0, 2, (10, 55, 1)) * 255  # black-and-white "text"
+    res = screenshot_report.check_screenshot(_png(tmp_path / "text.png", text_only), 80, 60)
+    assert not res["ok"] and "colours" in res["problems"][0]
+
+
+def test_debian_package_names_for_missing_libraries():
+    cands = screenshot_report._package_candidates
+    assert cands("libopus.so.0")[0] == "libopus0"
+    assert cands("libopenjp2.so.7")[0] == "libopenjp2-7"  # a name ending in a digit takes a hyphen
+    assert cands("libFLAC.so.12")[0] == "libflac12"
+    assert "libvorbis0a" in cands("libvorbis.so.0")
+    assert cands("libpulsecommon-16.1.so") == ["libpulse0"]
+
+
+CHROMIUM = screenshot_report.find_chromium()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (bench/screenshot_report.py --install)")
+def test_headless_screenshot_of_the_report(reported, tmp_path):
+    run, _ = reported
+    out = tmp_path / "shot.png"
+    argv = ["--report", str(run / "report/index.html"), "--out", str(out), "--width", "1000", "--height", "1400"]
+    assert screenshot_report.main(argv) == 0
+    res = screenshot_report.check_screenshot(out, 1000, 1400)
+    assert res["ok"] and res["colors"] > 500, res
