@@ -271,6 +271,25 @@ def convert_weight_layout(
     return state, "timm"
 
 
+def check_state_dict(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], what: str) -> None:
+    """Raise WeightLoadError, prefixed with ``what``, listing missing / unexpected keys and shape mismatches."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if not (missing or unexpected or shape):
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:20])}")
+    if unexpected:
+        parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}")
+    if shape:
+        parts.append(
+            "shape mismatch: " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape[:20])
+        )
+    raise WeightLoadError(f"{what}: " + "; ".join(parts))
+
+
 def load_pretrained(model: nn.Module, path: str | Path) -> None:
     """Load a local state dict into ``model``; classifier heads of the file are dropped.
 
@@ -293,21 +312,5 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
         n_prefix = 1
         side = int((own["pos_embed"].shape[1] - n_prefix) ** 0.5)
         state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], [side, side], num_prefix_tokens=n_prefix)
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:20])}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}")
-        if shape:
-            parts.append(
-                "shape mismatch: "
-                + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape[:20])
-            )
-        raise WeightLoadError(
-            f"{path}: weights ({layout} key layout) do not fit {type(model).__name__}: " + "; ".join(parts)
-        )
+    check_state_dict(state, own, f"{path}: weights ({layout} key layout) do not fit {type(model).__name__}")
     model.load_state_dict(state, strict=True)

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.models.backbones import BackboneOutput, WeightLoadError, _read_state_dict
+from wsss.models.backbones import BackboneOutput, _read_state_dict, check_state_dict
 
 __all__ = ["ResNet38d", "ResNet38Backbone", "checkpoint_filter_fn", "resnet38d", "create_resnet38d_backbone"]
 
@@ -193,20 +193,7 @@ def load_resnet38d_weights(model: ResNet38d, path: str | Path) -> None:
     """Load a converted state dict (module docstring); WeightLoadError lists missing / unexpected keys."""
     path = Path(path)
     state = checkpoint_filter_fn(_read_state_dict(path), model)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:20])}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}")
-        if shape:
-            parts.append("shape mismatch: " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                                                        for k in shape[:20]))  # fmt: skip
-        raise WeightLoadError(f"{path}: weights do not fit ResNet-38 (methods.md 5.2): " + "; ".join(parts))
+    check_state_dict(state, model.state_dict(), f"{path}: weights do not fit ResNet-38 (methods.md 5.2)")
     model.load_state_dict(state, strict=True)
 
 
