@@ -13,6 +13,14 @@ torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 VOC_REAL_MINI = SHARED / "data" / "voc-real-mini"
+VOC_REAL_MINI_IDS = [  # its six photos (val.txt)
+    "2011_000003",
+    "2011_000006",
+    "2011_000025",
+    "voc2012val_sample_1",
+    "voc2012val_sample_23",
+    "voc2012val_sample_114",
+]
 
 
 def tiny_overrides(root: Path, run_dir: Path, **extra: object) -> list[str]:

@@ -9,20 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, VOC_REAL_MINI
+from conftest import REPO, VOC_REAL_MINI, VOC_REAL_MINI_IDS
 from wsss.cli import main
 from wsss.engine.config import load_config
 from wsss.models.backbones import resolve_weight_path
 
 CONFIG = REPO / "configs" / "cam" / "real_cpu.yaml"
-IDS = [
-    "2011_000003",
-    "2011_000006",
-    "2011_000025",
-    "voc2012val_sample_1",
-    "voc2012val_sample_23",
-    "voc2012val_sample_114",
-]
 
 
 @pytest.fixture
@@ -67,8 +59,8 @@ def test_real_cpu_preset_end_to_end(tmp_path, one_thread):
     assert torch.corrcoef(torch.stack([stem.flatten(), ref.flatten()]))[0, 1] > 0.99
 
     assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
-    assert sorted(p.stem for p in (run / "cams" / "val").glob("*.npy")) == sorted(IDS)
-    assert sorted(p.stem for p in (run / "cam_labels" / "val").glob("*.png")) == sorted(IDS)
+    assert sorted(p.stem for p in (run / "cams" / "val").glob("*.npy")) == sorted(VOC_REAL_MINI_IDS)
+    assert sorted(p.stem for p in (run / "cam_labels" / "val").glob("*.png")) == sorted(VOC_REAL_MINI_IDS)
     out = tmp_path / "eval.json"
     argv = ["eval", str(run / "cam_labels" / "val"), "--data-root", str(VOC_REAL_MINI), "--split", "val"]
     assert main([*argv, "--json", str(out)]) == 0

@@ -12,27 +12,18 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from conftest import VOC_REAL_MINI, VOC_REAL_MINI_IDS
 from wsss.data import ClsTrainDataset, VOCDataset, read_classes
 from wsss.data.classes import COCO_CLASSES, VOC_CLASSES
 from wsss.data.transforms import TrainAugment
 from wsss.data.voc import write_cls_labels
 from wsss.utils.io import DataError
 
-VOC_MINI = Path(__file__).resolve().parents[2] / "shared/data/voc-real-mini"
-MINI_IDS = [
-    "2011_000003",
-    "2011_000006",
-    "2011_000025",
-    "voc2012val_sample_1",
-    "voc2012val_sample_23",
-    "voc2012val_sample_114",
-]
-
 
 @pytest.fixture()
 def mini_copy(tmp_path: Path) -> Path:
     root = tmp_path / "voc"
-    shutil.copytree(VOC_MINI, root)
+    shutil.copytree(VOC_REAL_MINI, root)
     return root
 
 
@@ -68,13 +59,13 @@ def test_read_classes(tmp_path: Path):
 
 
 def test_real_mini_ids_classes_and_labels_from_masks():
-    ds = VOCDataset(VOC_MINI, "val")
-    assert ds.root == VOC_MINI and ds.split == "val"
-    assert ds.ids == MINI_IDS and len(ds) == 6
+    ds = VOCDataset(VOC_REAL_MINI, "val")
+    assert ds.root == VOC_REAL_MINI and ds.split == "val"
+    assert ds.ids == VOC_REAL_MINI_IDS and len(ds) == 6
     assert ds.class_names == VOC_CLASSES and ds.num_classes == 21
     union = set()
     for id in ds.ids:
-        expected = mask_classes(VOC_MINI / "SegmentationClass" / f"{id}.png")
+        expected = mask_classes(VOC_REAL_MINI / "SegmentationClass" / f"{id}.png")
         lab = ds.labels(id)
         assert lab.dtype == np.float32 and lab.shape == (20,)
         assert {int(k) + 1 for k in np.flatnonzero(lab)} == expected, id
@@ -89,14 +80,14 @@ def test_real_mini_ids_classes_and_labels_from_masks():
 
 
 def test_real_mini_items_and_paths():
-    ds = VOCDataset(VOC_MINI, "val", require_masks=True)
+    ds = VOCDataset(VOC_REAL_MINI, "val", require_masks=True)
     item = ds[0]
     assert set(item) == {"id", "image", "mask", "labels"} and item["id"] == "2011_000003"
     img, mask = item["image"], item["mask"]
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     assert mask.dtype == np.uint8 and mask.shape == img.shape[:2] == (338, 500)
-    assert ds.image_path("2011_000003") == VOC_MINI / "JPEGImages/2011_000003.jpg"
-    assert ds.mask_path("2011_000003") == VOC_MINI / "SegmentationClass/2011_000003.png"
+    assert ds.image_path("2011_000003") == VOC_REAL_MINI / "JPEGImages/2011_000003.jpg"
+    assert ds.mask_path("2011_000003") == VOC_REAL_MINI / "SegmentationClass/2011_000003.png"
     assert ds.has_mask("2011_000003") and not ds.has_mask("nope")
     assert ds.mask_path("nope") is None
     with pytest.raises(DataError, match="nope"):
@@ -107,7 +98,7 @@ def test_real_mini_items_and_paths():
 
 def test_missing_split_names_file_and_lists_splits():
     with pytest.raises(DataError, match=r"train_aug\.txt.*available splits: val"):
-        VOCDataset(VOC_MINI, "train_aug")
+        VOCDataset(VOC_REAL_MINI, "train_aug")
 
 
 def test_split_file_blank_lines_and_png_images_and_aug_masks(mini_copy: Path):
@@ -140,20 +131,20 @@ def test_require_masks_and_no_labels_at_all(mini_copy: Path):
     with pytest.raises(DataError, match=r"voc2012val_sample_23.*cls_labels\.npy"):
         ds.labels("voc2012val_sample_23")
     # with a label file, a sample without a mask is fine (training needs image labels only)
-    write_cls_labels(mini_copy, {id: np.eye(20, dtype=np.float32)[16] for id in MINI_IDS})
+    write_cls_labels(mini_copy, {id: np.eye(20, dtype=np.float32)[16] for id in VOC_REAL_MINI_IDS})
     item = VOCDataset(mini_copy, "val")[4]
     assert item["mask"] is None and np.flatnonzero(item["labels"]).tolist() == [16]
 
 
 def test_cls_labels_npy_is_preferred_and_cached(mini_copy: Path):
     table = {}
-    for id in MINI_IDS:
+    for id in VOC_REAL_MINI_IDS:
         v = np.zeros(20, np.float32)
         v[14] = 1.0  # everybody is a "person" according to the label file
         table[id] = v
     write_cls_labels(mini_copy, table)
     loaded = np.load(mini_copy / "cls_labels.npy", allow_pickle=True).item()
-    assert set(loaded) == set(MINI_IDS) and loaded["2011_000003"].dtype == np.float32
+    assert set(loaded) == set(VOC_REAL_MINI_IDS) and loaded["2011_000003"].dtype == np.float32
     ds = VOCDataset(mini_copy, "val")
     assert np.flatnonzero(ds.labels("voc2012val_sample_23")).tolist() == [14]
     # loaded once: deleting the file does not change the answers
@@ -164,7 +155,7 @@ def test_cls_labels_npy_is_preferred_and_cached(mini_copy: Path):
 
 
 def test_cls_labels_length_mismatch_names_both_files(mini_copy: Path):
-    write_cls_labels(mini_copy, {id: np.ones(6, np.float32) for id in MINI_IDS})
+    write_cls_labels(mini_copy, {id: np.ones(6, np.float32) for id in VOC_REAL_MINI_IDS})
     ds = VOCDataset(mini_copy, "val")
     with pytest.raises(DataError) as e:
         ds.labels("2011_000003")
@@ -189,7 +180,7 @@ def test_mask_values_outside_classes_raise(mini_copy: Path):
 
 
 def test_cls_train_dataset_sample():
-    base = VOCDataset(VOC_MINI, "val")
+    base = VOCDataset(VOC_REAL_MINI, "val")
     ds = ClsTrainDataset(base, TrainAugment(96), seed=0)
     assert len(ds) == 6 and ds.num_classes == 21 and ds.class_names == VOC_CLASSES
     s = ds[3]  # voc2012val_sample_1: a single aeroplane
@@ -208,7 +199,7 @@ def test_cls_train_dataset_sample():
 
 
 def test_cls_train_dataset_extra_views_and_loader():
-    base = VOCDataset(VOC_MINI, "val")
+    base = VOCDataset(VOC_REAL_MINI, "val")
 
     def views(image, crop, rng):
         assert image.dtype == np.uint8 and crop.shape == (64, 64, 3)
@@ -223,4 +214,4 @@ def test_cls_train_dataset_extra_views_and_loader():
     batch = next(iter(DataLoader(ds, batch_size=3, shuffle=False)))
     assert batch["image"].shape == (3, 3, 64, 64) and batch["labels"].shape == (3, 20)
     assert batch["img_box"].shape == (3, 4) and batch["label_idx"].shape == (3,)
-    assert batch["id"] == MINI_IDS[:3]
+    assert batch["id"] == VOC_REAL_MINI_IDS[:3]

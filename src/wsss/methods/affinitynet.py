@@ -39,7 +39,6 @@ from wsss.data.transforms import normalize
 from wsss.engine.config import Config, ConfigError
 from wsss.methods.base import Method, backbone_from_config, register_method
 from wsss.methods.deeplab import attach_pseudo_labels
-from wsss.models.deeplab import freeze_batchnorm
 
 
 @dataclass
@@ -88,13 +87,7 @@ class AffinityNet(Method):
         self.head = AffinityHead(self.backbone.aux_dim, self.backbone.out_dim, o.aux_dim, o.final_dim, o.out_dim)
         self.stride = int(self.backbone.stride)
         if o.freeze_bn:
-            freeze_batchnorm(self.backbone)
-
-    def train(self, mode: bool = True) -> AffinityNet:
-        super().train(mode)
-        if self.options.freeze_bn:
-            freeze_batchnorm(self.backbone)
-        return self
+            self.keep_batchnorm_frozen(self.backbone)
 
     @property
     def has_seg_head(self) -> bool:

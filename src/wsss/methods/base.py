@@ -32,6 +32,7 @@ from torch import nn
 from wsss.cam import PAR, cam_to_label, denormalize_image, refine_cams_with_bkg
 from wsss.engine.config import CamConfig, Config, ModelConfig, from_dict
 from wsss.models.backbones import CNNBackbone, ViTBackbone, create_backbone
+from wsss.models.deeplab import freeze_batchnorm
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -69,6 +70,7 @@ class Method(nn.Module):
         self.cfg = cfg
         self.num_classes = num_classes  # including background
         self.options: Any = from_dict(self.Options, cfg.options, "options")
+        self._frozen_bn: list[nn.Module] = []  # see keep_batchnorm_frozen()
 
     # -- training -------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
@@ -83,6 +85,18 @@ class Method(nn.Module):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         raise NotImplementedError
+
+    def keep_batchnorm_frozen(self, module: nn.Module) -> None:
+        """Freeze every BatchNorm of ``module`` (eval statistics, no affine grads), and keep it so
+        through later ``train()`` calls (DeepLab's and PSA's frozen BN, methods.md 5.2)."""
+        self._frozen_bn.append(module)
+        freeze_batchnorm(module)
+
+    def train(self, mode: bool = True) -> Method:
+        super().train(mode)
+        for module in self._frozen_bn:
+            freeze_batchnorm(module)
+        return self
 
     def param_group_options(self) -> dict[str, dict[str, float]]:
         """Per parameter group: ``{"lr_mult": x}`` and optionally ``"weight_decay"`` (default: the config's)."""

@@ -25,7 +25,7 @@ from torch import nn
 
 from wsss.engine.config import Config, ConfigError
 from wsss.methods.base import Method, backbone_from_config, register_method
-from wsss.models.deeplab import DeepLabV2, DeepLabV3Plus, freeze_batchnorm
+from wsss.models.deeplab import DeepLabV2, DeepLabV3Plus
 
 IGNORE = 255
 
@@ -93,13 +93,7 @@ class DeepLab(Method):
         else:
             raise ValueError(f"options.arch must be 'v2' or 'v3plus', got {o.arch!r}")
         if o.freeze_bn:
-            freeze_batchnorm(self._backbone)
-
-    def train(self, mode: bool = True) -> DeepLab:
-        super().train(mode)
-        if self.options.freeze_bn:
-            freeze_batchnorm(self._backbone)
-        return self
+            self.keep_batchnorm_frozen(self._backbone)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         head = [p for mod in self._heads for p in mod.parameters()]
