@@ -9,7 +9,7 @@ DEMO_RUN := runs/demo
 DEMO_CONFIG ?= configs/seco/synthetic_cpu.yaml
 # The flagship's CPU preset, shortened to fit the demo's budget (the staging keeps its proportions).
 DEMO_OVERRIDES ?= train.max_iters=700 train.eval_iters=350 options.cam2mask=350 \
-	"loss.start_iters={lil: 150, lig: 150, seg: 300, reg: 300}"
+	"loss.start_iters={ptc: 70, lil: 105, lig: 105, seg: 140, reg: 140}"
 
 .PHONY: setup demo test lint bench clean
 

@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -56,25 +57,43 @@ class Pipeline:
     """How one method goes from its preset to the three numbers (paths relative to the repository).
 
     ``overrides``: for this method's training only. ``refine``: the ``wsss pseudo --refine`` of its
-    pseudo labels. ``seg``: "auto" (the model's own
+    train pseudo labels; ``"affinity"`` trains ``aff_preset`` (with ``aff_overrides``) on PSA's seeds
+    (``--refine psa``) first, then walks. ``seg``: "auto" (the model's own
     segmentation head if it has one, else the separate stage if ``seg_preset`` exists, else n/a),
     "head", "stage" or "none". ``seg_overrides``: what points the stage at the pseudo labels
     (``{pseudo}`` = the train pseudo-label folder of the method's run).
     """
 
     method: str
+    name: str = ""  # the table row and run directory; defaults to the method (a variant needs its own)
     preset: str = "configs/{method}/synthetic_cpu.yaml"
     overrides: tuple[str, ...] = ()
     refine: str = "par"
     seg: str = "auto"
     seg_preset: str = "configs/seg/synthetic_cpu.yaml"
     seg_overrides: tuple[str, ...] = ("data.pseudo_dir={pseudo}",)
+    aff_preset: str = "configs/affinity/synthetic_cpu.yaml"  # refine "affinity": the AffinityNet run
+    aff_overrides: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return self.name or self.method
 
     def preset_path(self, repo: Path = REPO) -> Path:
         return repo / self.preset.format(method=self.method)
 
 
 PIPELINES: dict[str, Pipeline] = {m: Pipeline(m) for m in METHODS}
+# RCA's pseudo labels are its own CRF proxy labels (methods.md 4.8), not PAR; its seg is a DeepLab stage.
+PIPELINES["rca"] = Pipeline("rca", refine="rca")
+# SC-CAM's: PSA's AffinityNet random walk of the final round's CAMs (methods.md 5.1, 5.7), then DeepLab.
+PIPELINES["sccam"] = Pipeline("sccam", refine="affinity")
+# SeCo's preset with every official quirk switched back on (methods.md 8.1-8.2): the quirks' cost.
+SECO_QUIRKS = ("no_class_global_tag", "area_weighted_by_class_id", "lil_normaliser", "local_view_flip", "patch_seed",
+               "ptc_box_pixel_scale", "queue_init_dim0")  # fmt: skip
+PIPELINES["seco_quirks"] = Pipeline(
+    "seco", name="seco_quirks", overrides=tuple(f"options.quirk_{q}=true" for q in SECO_QUIRKS)
+)
 
 
 class CommandFailed(RuntimeError):
@@ -149,10 +168,10 @@ def run_method(p: Pipeline, root: Path, runs: Path, overrides: list[str], repo: 
     """Train, infer and evaluate one method; a failing step is recorded, not raised."""
     preset = p.preset_path(repo)
     if not preset.is_file():
-        return {"method": p.method, "status": "missing (no synthetic_cpu preset yet)"}
-    run = runs / p.method
+        return {"method": p.label, "status": "missing (no synthetic_cpu preset yet)"}
+    run = runs / p.label
     q = ("--quiet", "--checkpoint", "last")
-    res: dict[str, Any] = {"method": p.method, "status": "ok", "run": str(run), "pipeline": asdict(p)}
+    res: dict[str, Any] = {"method": p.label, "status": "ok", "run": str(run), "pipeline": asdict(p)}
     try:
         from wsss.engine.config import load_config
 
@@ -161,13 +180,30 @@ def run_method(p: Pipeline, root: Path, runs: Path, overrides: list[str], repo: 
         res["iters"], res["batch"] = cfg.train.max_iters, cfg.train.batch_size
         res["train_s"] = wsss("train", str(preset), *own, "--quiet")
         res["cam_s"] = wsss("cam", str(run), "--split", "train", *q)
-        res["pseudo_s"] = wsss("pseudo", str(run), "--split", "train", "--refine", p.refine, *q)
+        if p.refine == "affinity":  # PSA (methods.md 5.7): AffinityNet on the la/ha seeds, then the walk
+            seeds = runs / f"{p.label}_aff_seeds"
+            res["pseudo_s"] = wsss("pseudo", str(run), "--split", "train", "--refine", "psa", "--overwrite", *q)
+            shutil.rmtree(seeds, ignore_errors=True)
+            (run / "pseudo/train").rename(seeds)
+            aff = runs / f"{p.label}_aff"
+            shutil.rmtree(aff, ignore_errors=True)  # trained on these seeds (an existing run would resume)
+            res["aff_train_s"] = wsss(
+                "train", str(repo / p.aff_preset), f"run.dir={aff}", f"data.root={root}", *overrides,
+                f"data.pseudo_dir={seeds}", *p.aff_overrides, "--quiet",
+            )  # fmt: skip
+            res["train_s"] += res["aff_train_s"]
+            res["pseudo_s"] += wsss(
+                "pseudo", str(run), "--split", "train", "--refine", "affinity", "--affinity-run", str(aff),
+                "--overwrite", *q,
+            )  # fmt: skip
+        else:
+            res["pseudo_s"] = wsss("pseudo", str(run), "--split", "train", "--refine", p.refine, *q)
         res["cam"] = evaluate(run / "cam_labels/train", root, "train")
         res["mask"] = evaluate(run / "pseudo/train", root, "train", pseudo=True)
         plan = seg_plan(p, run, repo)
         seg_run = run
         if plan == "stage":
-            seg_run = runs / f"{p.method}_seg"
+            seg_run = runs / f"{p.label}_seg"
             stage = [o.format(pseudo=run / "pseudo" / "train") for o in p.seg_overrides]
             res["seg_train_s"] = wsss(
                 "train", str(repo / p.seg_preset), f"run.dir={seg_run}", f"data.root={root}", *overrides, *stage,
@@ -309,7 +345,7 @@ def publish(meta: dict[str, Any], results: list[dict[str, Any]], out_dir: Path, 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"of {', '.join(PIPELINES)}")
     p.add_argument("--data", default="data/synth_bench")
     p.add_argument("--runs", default="runs/bench")
     p.add_argument("--train", type=int, default=800)
@@ -352,6 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join([".venv/bin/python bench/compare.py", *(argv if argv is not None else sys.argv[1:])]),
         "presets": {m: yaml.safe_load(PIPELINES.get(m, Pipeline(m)).preset_path().read_text())
                     for m in a.methods if PIPELINES.get(m, Pipeline(m)).preset_path().is_file()},
+        "overrides": {m: list(PIPELINES[m].overrides) for m in a.methods if m in PIPELINES and PIPELINES[m].overrides},
     }  # fmt: skip
     if a.keep and (out_dir / "compare.json").is_file():
         done = {r["method"] for r in results}

@@ -6,15 +6,16 @@ DeepLab budget for both trained rows:
 1. raw CAM seeds: ``wsss cam`` seeds on train (argmax with ``cam.bkg_thre``), no segmentation network;
 2. CAM -> DeepLab: ``configs/seg/synthetic_cpu.yaml`` trained on those seeds;
 3. CAM -> AffinityNet -> DeepLab: AffinityNet (``configs/affinity/synthetic_cpu.yaml``) trained on the
-   two-level CRF seeds (``wsss pseudo --refine crf``, 255 between, PSA's la/ha construction), the random
+   la/ha CRF seeds (``wsss pseudo --refine psa``, 255 between, PSA's construction), the random
    walk of the CAMs (``wsss pseudo --refine affinity``), then the same DeepLab on the walked labels.
 
 Prints the mIoU of the seeds / pseudo labels on train (255 counted as background) and of the DeepLab
 predictions on val (multi-scale + flip, with and without DenseCRF), and writes
 ``bench/results/multistage.json`` with the commands and the timings.
 
-The default schedule is shortened for 2 CPU cores (CAM baseline 600 iterations instead of the preset's
-1,500; DeepLab 600; AffinityNet 400; 400 + 100 images), about half an hour in all:
+The raw CAM is also scored on val (``wsss cam --split val``: it knows the image labels, the DeepLabs do not).
+The default schedule: CAM baseline 600 iterations instead of the preset's 1,500 (unless ``--cam-run``),
+AffinityNet and DeepLab 800 each (their presets), 400 + 100 images; about half an hour on 2 cores:
 
     nice -n 10 .venv/bin/python bench/multistage.py
     nice -n 10 .venv/bin/python bench/multistage.py --data data/synth_bench --cam-run runs/bench/cam
@@ -73,8 +74,8 @@ def main() -> None:
     p.add_argument("--work", default="runs/multistage", help="directory of the runs this bench trains")
     p.add_argument("--cam-run", default=None, help="a trained CAM-baseline run to reuse (default: train one)")
     p.add_argument("--cam-iters", type=int, default=600, help="CAM baseline iterations (preset: 1500)")
-    p.add_argument("--seg-iters", type=int, default=600, help="DeepLab iterations, the same for both seg rows")
-    p.add_argument("--aff-iters", type=int, default=400, help="AffinityNet iterations")
+    p.add_argument("--seg-iters", type=int, default=800, help="DeepLab iterations, the same for both seg rows")
+    p.add_argument("--aff-iters", type=int, default=800, help="AffinityNet iterations (8 epochs of 800 images)")
     p.add_argument("--json", default=str(REPO / "bench/results/multistage.json"))
     a = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -109,13 +110,14 @@ def main() -> None:
             f"train.max_iters={a.cam_iters}", f"loss.start_iters={{seg: {start}}}",
             f"train.eval_iters={a.cam_iters}")  # fmt: skip
     run("cam_infer", "cam", str(cam), "--split", "train", "--data-root", str(root))
+    run("cam_infer", "cam", str(cam), "--split", "val", "--data-root", str(root))  # raw CAM on val (GT labels)
     seeds = cam / "cam_labels/train"
 
-    # AffinityNet seeds: the two-level CRF label (255 between), kept apart from the walked labels
-    crf_seeds = work / "seeds_crf/train"
+    # AffinityNet seeds: PSA's la/ha CRF label (255 between), kept apart from the walked labels
+    crf_seeds = work / "seeds_psa/train"
     n_train = len((root / "ImageSets/Segmentation/train.txt").read_text().split())
     if not crf_seeds.is_dir() or len(list(crf_seeds.glob("*.png"))) != n_train:  # else kept from a previous run
-        run("crf_seeds", "pseudo", str(cam), "--split", "train", "--refine", "crf", "--data-root", str(root),
+        run("crf_seeds", "pseudo", str(cam), "--split", "train", "--refine", "psa", "--data-root", str(root),
             "--overwrite")  # fmt: skip
         move(cam / "pseudo/train", crf_seeds)
     aff = work / "affinity"
@@ -127,7 +129,7 @@ def main() -> None:
     walked = move(cam / "pseudo/train", work / "pseudo_rw/train")
 
     rows: dict[str, dict[str, Any]] = {
-        "CAM seeds": {"train": score(seeds, root, "train")},
+        "CAM seeds": {"train": score(seeds, root, "train"), "val": score(cam / "cam_labels/val", root, "val")},
         "CRF seeds (AffinityNet input)": {"train": score(crf_seeds, root, "train", pseudo=True)},
         "CAM -> AffinityNet (random walk)": {"train": score(walked, root, "train")},
     }

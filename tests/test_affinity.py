@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import REPO, tiny_overrides
 from wsss.cam.affinity import (
@@ -168,19 +169,59 @@ def test_target_follows_the_augmentation(synth_root, tmp_path):
         ClsTrainDataset(base, aug, target_dir=tmp_path)
 
 
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_random_walk_label_at_any_walk_scale(scale, monkeypatch):
+    """``AffinityNet.random_walk_label``: a two-colour image whose affinity features follow the colour;
+    a confident CAM band on each side. The label comes back at the image size (20x28, not multiples of the
+    stride) with each side walked to its own class, on the 1x grid and on the 2x grid (``rw_scale``)."""
+    from wsss.engine.config import load_config
+    from wsss.methods import build_method
+
+    cfg = load_config(
+        REPO / "configs/affinity/synthetic_cpu.yaml",
+        [f"model.backbone_kwargs={TINY_CNN}", "options.rw_logt=4", f"options.rw_scale={scale}"],
+    )
+    net = build_method(cfg, num_classes=3).eval()
+    grids = []
+
+    def colour_features(x: torch.Tensor) -> torch.Tensor:  # (1, 3, H, W) normalised -> stride-8 grid
+        grids.append(tuple(x.shape[-2:]))
+        return 20.0 * F.avg_pool2d(x[:, :1], net.stride)
+
+    monkeypatch.setattr(net, "features", colour_features)
+    h, w = 20, 28
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, 16:] = 255  # the colour border on a grid-cell border
+    cam = np.zeros((2, h, w), np.float32)
+    cam[0, :, 2:12] = 1.0  # class 1 on most of the dark side: the walk fills the rest of it
+    cam[1, :, 19:26] = 1.0  # class 2 on most of the bright side
+    with torch.no_grad():
+        label = net.random_walk_label(image, cam, np.array([1.0, 1.0]))
+    assert label.shape == (h, w)
+    sh, sw = round(h * scale), round(w * scale)
+    assert grids == [(sh + -sh % 8, sw + -sw % 8)]  # the walk ran on the scaled, padded image
+    # (the upsampled grid blurs a few pixels on either side of the border)
+    assert (label[:, :11] == 1).all() and (label[:, 21:] == 2).all()
+    assert (label[:, 16:] != 1).all() and (label[:, :16] != 2).all()
+
+
 @pytest.fixture(scope="module")
 def cam_run(synth_root, tmp_path_factory):
     run = tmp_path_factory.mktemp("affcam") / "cam"
     over = tiny_overrides(synth_root, run, **{"train.max_iters": 3, "train.eval_iters": 100})
     assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *over, "--quiet", "--skip-check"]) == 0
     assert main(["cam", str(run), "--split", "train", "--quiet"]) == 0
-    assert main(["pseudo", str(run), "--split", "train", "--refine", "none", "--quiet"]) == 0
+    assert main(["pseudo", str(run), "--split", "train", "--refine", "psa", "--quiet"]) == 0  # PSA's seeds (5.7)
     return run
 
 
 def test_affinitynet_train_then_random_walk_pseudo(cam_run, synth_root, tmp_path, capsys):
     seeds = tmp_path / "seeds"
     (cam_run / "pseudo/train").rename(seeds)
+    base = VOCDataset(synth_root, "train")
+    for i in base.ids:  # la/ha seeds: the image's classes, confident background, 255 between
+        allowed = {0, 255} | {int(c) + 1 for c in np.flatnonzero(base.labels(i))}
+        assert set(np.unique(read_label_png(seeds / f"{i}.png")).tolist()) <= allowed
     aff = tmp_path / "aff"
     over = [
         f"data.root={synth_root}", f"run.dir={aff}", f"data.pseudo_dir={seeds}", "data.crop_size=64",
@@ -196,7 +237,6 @@ def test_affinitynet_train_then_random_walk_pseudo(cam_run, synth_root, tmp_path
     assert "--affinity-run" in capsys.readouterr().err
     args = ["pseudo", str(cam_run), "--split", "train", "--refine", "affinity", "--affinity-run", str(aff)]
     assert main([*args, "--quiet"]) == 0
-    base = VOCDataset(synth_root, "train")
     for i in base.ids:
         label = read_label_png(cam_run / "pseudo/train" / f"{i}.png")
         assert label.shape == (64, 64)

@@ -10,6 +10,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, tiny_overrides
+from wsss.utils.io import read_label_png
 
 sys.path.insert(0, str(REPO / "bench"))
 import compare  # noqa: E402
@@ -135,6 +136,22 @@ def test_pipelines_on_a_tiny_budget(tmp_path):
     assert res["status"] == "ok" and res["seg_source"] == "seg head" and "seg_train_s" not in res, res
     assert res["seg"]["miou"] == pytest.approx(100 * evaluate(runs / "cam_seg/predictions/val", synth_root, "val").miou)
 
+    # refine "affinity" (SC-CAM's pipeline): AffinityNet trained on the PSA seeds, then the random walk
+    walk = compare.Pipeline(
+        "cam", name="cam_walk", overrides=("model.decoder=none",), refine="affinity", seg="none",
+        aff_overrides=("model.backbone_kwargs={channels: [8, 16, 16, 32], stem_width: 8}", "loss.start_iters={}",
+                       "options.aux_dim=8", "options.final_dim=8", "options.out_dim=16"),
+    )  # fmt: skip
+    res = compare.run_method(walk, synth_root, runs, tiny)
+    assert res["status"] == "ok" and res["seg_source"] == "n/a", res
+    aff_cfg = yaml.safe_load((runs / "cam_walk_aff/config.yaml").read_text())
+    assert aff_cfg["method"] == "affinitynet" and aff_cfg["data"]["pseudo_dir"] == str(runs / "cam_walk_aff_seeds")
+    assert 0 < res["aff_train_s"] < res["train_s"]
+    seeds = {i: read_label_png(runs / "cam_walk_aff_seeds" / f"{i}.png") for i in ("train_00000", "train_00001")}
+    walked = {i: read_label_png(runs / "cam_walk/pseudo/train" / f"{i}.png") for i in seeds}
+    assert any((s == 255).any() for s in seeds.values())  # la/ha seeds leave pixels undecided
+    assert not any((w == 255).any() for w in walked.values())  # the walk decides every pixel
+
     no_stage = compare.Pipeline("cam", seg_preset="configs/seg/does_not_exist.yaml")
     assert compare.seg_plan(no_stage, runs / "cam") == "none"
     assert compare.seg_plan(no_stage, runs / "cam_seg") == "head"
@@ -142,3 +159,21 @@ def test_pipelines_on_a_tiny_budget(tmp_path):
     assert missing["status"].startswith("missing")
     failed = compare.run_method(compare.Pipeline("cam", overrides=("train.max_iter=1",)), synth_root, runs, tiny)
     assert failed["status"].startswith("failed") and "max_iter" in failed["status"]
+
+
+def test_seco_quirks_variant_switches_every_quirk_back_on():
+    """The `seco_quirks` row is SeCo's CPU preset (all quirks corrected) with every official quirk on."""
+    from dataclasses import fields
+
+    from wsss.engine.config import load_config
+    from wsss.methods.seco import SeCoOptions
+
+    every = {f.name.removeprefix("quirk_") for f in fields(SeCoOptions) if f.name.startswith("quirk_")}
+    assert set(compare.SECO_QUIRKS) == every
+    pipe = compare.PIPELINES["seco_quirks"]
+    assert pipe.label == "seco_quirks" and pipe.method == "seco"
+    preset = pipe.preset_path()
+    plain = yaml.safe_load(preset.read_text())["options"]
+    assert all(plain[f"quirk_{q}"] is False for q in every)
+    opts = load_config(preset, list(pipe.overrides)).options
+    assert all(opts[f"quirk_{q}"] is True for q in every)

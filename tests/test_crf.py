@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from golden import load_golden
-from wsss.cam import CRFParams, CRFPool, crf_label, crf_label_two_levels, dense_crf
+from wsss.cam import CRFParams, CRFPool, crf_label, crf_label_psa, crf_label_two_levels, dense_crf
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +121,39 @@ def test_crf_label_two_levels_toy():
     assert (label[6:9, 6:34] == 255).all()
     no_fg = crf_label_two_levels(image, cam, np.zeros(3), 0.7, 0.25)
     assert (no_fg == 0).all()
+
+
+def test_crf_label_psa_toy():
+    # PSA's la/ha seeds (methods.md 5.7): class 3 (channel 2) confident in the centre (cam 1), weak in a
+    # ring (0.2), absent outside. la (alpha 4): bg 0.8^4 = 0.41 beats 0.2 -> the ring is not confident
+    # foreground; ha (alpha 32): bg 0.8^32 < 0.2 -> nor confident background: 255. ToCo's two-level
+    # rule (constant bg 0.25) calls the same ring background.
+    h = w = 40
+    image = np.full((h, w, 3), 20, dtype=np.uint8)
+    image[4:36, 4:36] = 120
+    image[12:28, 12:28] = 230
+    cam = np.zeros((3, h, w), dtype=np.float32)
+    cam[2, 4:36, 4:36] = 0.2
+    cam[2, 12:28, 12:28] = 1.0
+    cam[0] = 0.9  # absent class: never output
+    present = np.array([0.0, 0.0, 1.0])
+    label = crf_label_psa(image, cam, present)
+    assert label.dtype == np.int64 and label.shape == (h, w)
+    assert set(np.unique(label).tolist()) <= {0, 3, 255}
+    assert (label[14:26, 14:26] == 3).all()
+    assert (label[6:9, 6:34] == 255).all()
+    assert (label[:2] == 0).all()
+    assert (crf_label_two_levels(image, cam, present, 0.7, 0.25)[6:9, 6:34] == 0).all()
+
+    # the rule itself, against the two CRFs computed here (unnormalised [bg; present] stacks, PSA params)
+    def crf_argmax(alpha):
+        stack = np.concatenate([(1 - cam[2:3]) ** alpha, cam[2:3]])
+        return np.array([0, 3])[dense_crf(image, stack, **CRFParams.PSA.as_kwargs()).argmax(0)]
+
+    la, ha = crf_argmax(4.0), crf_argmax(32.0)
+    np.testing.assert_array_equal(label, np.where(ha == 0, 0, np.where(la == 0, 255, la)))
+    # other exponents move the confident-background border
+    assert (crf_label_psa(image, cam, present, alphas=(4.0, 4.0))[6:9, 6:34] == 0).all()
+    assert (crf_label_psa(image, cam, np.zeros(3)) == 0).all()
+    with pytest.raises(ValueError, match="does not match"):
+        crf_label_psa(image, cam[:2], present)

@@ -170,6 +170,15 @@ def test_prepare_voc_labels_from_masks_and_resume(downloads, tmp_path):
     for split in ("train_aug", "val"):  # what `wsss train` checks before training
         report = check_dataset(out, split, progress=False)
         assert report.ok, report.format()
+    # every split at once, VOC's unlabelled test split included: usable for prediction, not a problem
+    report = check_dataset(out, progress=False)
+    assert report.ok, report.format()
+    assert any("'test'" in w and "prediction only" in w for w in report.warnings), report.warnings
+    # a labelled split with one id lacking its label is still a problem
+    with open(out / "ImageSets" / "Segmentation" / "val.txt", "a") as f:
+        f.write(f"{T}\n")
+    report = check_dataset(out, "val", progress=False)
+    assert not report.ok and any("no label for 1 id(s)" in p for p in report.problems), report.format()
 
     # Resume: an existing output is kept, a missing one is written again.
     (out / "SegmentationClassAug" / f"{E}.png").unlink()

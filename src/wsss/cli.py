@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("pseudo", help="pseudo labels from the saved CAMs")
     run_args(s)
-    s.add_argument("--refine", choices=("par", "crf", "none", "affinity", "rca"), default="par")
+    s.add_argument("--refine", choices=("par", "crf", "psa", "none", "affinity", "rca"), default="par")
     s.add_argument("--affinity-run", default=None, help="with --refine affinity: a run trained with method affinitynet")
     s.add_argument("--saliency", default=None, help="with --refine rca: directory of <id>.png saliency maps")
     s.set_defaults(fn=cmd_pseudo)

@@ -26,6 +26,7 @@ _EXPORTS = {
     "CRFPool": "crf",
     "crf_label": "crf",
     "crf_label_two_levels": "crf",
+    "crf_label_psa": "crf",
     "dense_crf": "crf",
 }
 
@@ -40,6 +41,7 @@ __all__ = [
     "cam_to_roi_mask",
     "crf_label",
     "crf_label_two_levels",
+    "crf_label_psa",
     "dense_crf",
     "denormalize_image",
     "minmax_normalize",
@@ -51,7 +53,7 @@ __all__ = [
 assert set(__all__) == set(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .crf import CRFParams, CRFPool, crf_label, crf_label_two_levels, dense_crf
+    from .crf import CRFParams, CRFPool, crf_label, crf_label_psa, crf_label_two_levels, dense_crf
     from .labels import (
         IMAGENET_MEAN_255,
         IMAGENET_STD_255,

@@ -290,7 +290,8 @@ def check_dataset(
     for s, ids in split_ids.items():
         if split_with_masks[s] or not has_table:
             needs_mask.update(ids)
-        elif has_mask_dir:
+        elif has_mask_dir and (table_keys is None or any(i in table_keys for i in ids)):
+            # (a split with neither masks nor labels gets its own "prediction only" warning below)
             report.warn(f"split {s!r}: none of its {len(ids)} images has a mask (it cannot be evaluated)")
 
     for id in iterator:
@@ -361,7 +362,10 @@ def check_dataset(
     if table_keys is not None:
         for s, ids in split_ids.items():
             missing = [i for i in ids if i not in table_keys]
-            if missing:
+            if missing and len(missing) == len(ids) and not split_with_masks[s]:
+                # e.g. VOC's test split: images only, for `wsss predict` / `wsss export voc-test`
+                report.warn(f"split {s!r}: no labels and no masks for its {len(ids)} images (prediction only)")
+            elif missing:
                 report.add(f"{npy}: no label for {len(missing)} id(s) of split {s!r} (e.g. {', '.join(missing[:5])})")
     report.class_counts = {class_names[c]: per_class.get(c, 0) for c in range(1, C)}
     return report

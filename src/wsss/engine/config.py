@@ -80,6 +80,9 @@ class CamConfig:
     bkg_thre: float = 0.5
     par: PARConfig = field(default_factory=PARConfig)
     par_down_scale: int = 2  # the online pseudo label runs PAR at 1/2 resolution (2.8)
+    # `wsss pseudo --refine psa`: PSA's AffinityNet seeds, background (1 - max cam)^alpha for the
+    # confident-foreground ("la") and confident-background ("ha") CRF maps (methods.md 5.6-5.7)
+    psa_alphas: tuple[float, float] = (4.0, 32.0)
 
 
 @dataclass

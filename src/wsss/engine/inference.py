@@ -177,15 +177,16 @@ def run_pseudo(
     (a run of method ``affinitynet``, or its directory), methods.md 5.7.
 
     refine: "none" (high/low thresholds, 255 between), "par" (methods.md 2.8 on the full image),
-    "crf" (ToCo's label CRF: two CRFs with background 0.7 / 0.25, combined as in 2.8).
+    "crf" (ToCo's label CRF: two CRFs with background 0.7 / 0.25, combined as in 2.8), "psa" (PSA's
+    AffinityNet seeds: two CRFs with background (1 - max cam)^alpha, ``cam.psa_alphas``, 5.6-5.7).
     refine "rca": RCA's CRF proxy labels (methods.md 4.8, ``cam/proxy_labels.py``) from the run's
     accumulated attention (else the saved CAMs), with the background from ``saliency`` (a directory
     of ``<id>.png``) if given, else saliency-free (CAM thresholds + CRF).
     """
     if refine == "affinity":
         return _pseudo_affinity(run, split, affinity_run, root=root, overwrite=overwrite, progress=progress)
-    if refine not in ("none", "par", "crf", "rca"):
-        raise ValueError(f"refine must be none, par or crf, got {refine!r}")
+    if refine not in ("none", "par", "crf", "psa", "rca"):
+        raise ValueError(f"refine must be none, par, crf, psa, affinity or rca, got {refine!r}")
     ds = _dataset(run, root, split)
     c = run.cfg.cam
     cams = run.dir / "cams" / split
@@ -206,11 +207,16 @@ def run_pseudo(
         for id in todo:
             yield id, ds.load_image(id), load_cam(cams / f"{id}.npy", ds.num_classes - 1), ds.labels(id)
 
-    if refine == "crf":
-        from wsss.cam import crf_label_two_levels
+    if refine in ("crf", "psa"):
+        from wsss.cam import crf_label_psa, crf_label_two_levels
 
+        alphas = tuple(c.psa_alphas)
         for id, image, cam, labels in tqdm(items(), total=len(todo), desc=f"pseudo {split}", disable=not progress):
-            save_label_png(out / f"{id}.png", crf_label_two_levels(image, cam, labels, c.high_thre, c.low_thre))
+            if refine == "crf":
+                label = crf_label_two_levels(image, cam, labels, c.high_thre, c.low_thre)
+            else:
+                label = crf_label_psa(image, cam, labels, alphas)
+            save_label_png(out / f"{id}.png", label)
         return out
     for id, image, cam, labels in tqdm(items(), total=len(todo), desc=f"pseudo {split}", disable=not progress):
         cam_t, lab_t = torch.from_numpy(cam)[None], torch.from_numpy(labels)[None]

@@ -55,6 +55,9 @@ class AffinityOptions:
     rw_alpha: float = 16.0  # random-walk background (1 - max cam)^alpha (PSA infer_aff: 16)
     rw_beta: float = 8.0  # affinity power (PSA: 8)
     rw_logt: int = 8  # log2 of the random-walk steps: T^(2^logt) by repeated squaring (PSA: 8)
+    # image scale of the walk (PSA: 1, VOC images give a ~63x63 grid at stride 8); small images can
+    # walk on a finer grid by upsampling the image and its CAM first (the label is at the image size)
+    rw_scale: float = 1.0
 
 
 class AffinityHead(nn.Module):
@@ -149,17 +152,25 @@ class AffinityNet(Method):
         if cam.shape[1:] != (h, w):
             raise ValueError(f"CAM size {cam.shape[1:]} differs from the image size {(h, w)}")
         s = self.stride
-        ph, pw = -h % s, -w % s
-        x = F.pad(normalize(image)[None], (0, pw, 0, ph)).to(device)
+        x = normalize(image)[None].to(device)
         cam_t = torch.from_numpy(np.asarray(cam, dtype=np.float32)).to(device)
         if labels is not None:
             cam_t = cam_t * torch.as_tensor(np.asarray(labels) > 0.5, dtype=cam_t.dtype, device=device).view(-1, 1, 1)
-        feat = self.features(x)[0]
-        full = F.pad(background_cam(cam_t, o.rw_alpha), (0, pw, 0, ph))  # PSA: bg first, then zero padding
+        full = background_cam(cam_t, o.rw_alpha)  # PSA: bg first, then zero padding
+        sh, sw = h, w
+        if o.rw_scale != 1.0:
+            sh, sw = max(1, round(h * o.rw_scale)), max(1, round(w * o.rw_scale))
+            x = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False)
+            full = F.interpolate(full[None], size=(sh, sw), mode="bilinear", align_corners=False)[0]
+        ph, pw = -sh % s, -sw % s
+        feat = self.features(F.pad(x, (0, pw, 0, ph)))[0]
         scores = random_walk_scores(
-            full, feat, beta=o.rw_beta, logt=o.rw_logt, radius=o.radius, interior_sources=o.quirk_interior_sources
-        )
-        return scores[:, :h, :w].argmax(0).cpu().numpy().astype(np.int64)
+            F.pad(full, (0, pw, 0, ph)), feat, beta=o.rw_beta, logt=o.rw_logt, radius=o.radius,
+            interior_sources=o.quirk_interior_sources,
+        )[:, :sh, :sw]  # fmt: skip
+        if (sh, sw) != (h, w):
+            scores = F.interpolate(scores[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        return scores.argmax(0).cpu().numpy().astype(np.int64)
 
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise RuntimeError(
