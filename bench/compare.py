@@ -179,6 +179,9 @@ def run_method(p: Pipeline, root: Path, runs: Path, overrides: list[str], repo: 
         cfg = load_config(preset, own)
         res["iters"], res["batch"] = cfg.train.max_iters, cfg.train.batch_size
         res["train_s"] = wsss("train", str(preset), *own, "--quiet")
+        rounds = run / "rounds.json"  # a multi-run method (SC-CAM): the iterations of all its rounds
+        if rounds.is_file():
+            res["iters"] = sum(int(r["step"]) for r in json.loads(rounds.read_text()).values())
         res["cam_s"] = wsss("cam", str(run), "--split", "train", *q)
         if p.refine == "affinity":  # PSA (methods.md 5.7): AffinityNet on the la/ha seeds, then the walk
             seeds = runs / f"{p.label}_aff_seeds"

@@ -36,8 +36,11 @@ def tiny_rca_overrides(root: Path | str, run_dir: Path | str, **extra: object) -
         "data.crop_size": 64,
         "data.num_workers": 0,
         "data.val_max_images": 2,
-        "model.backbone_kwargs": "{width: 0.0625}",
+        "model.backbone": "vgg16_dilated",  # RCA's own backbone (the preset runs the baseline's ViT)
+        "model.backbone_kwargs": "{width: 0.0625}",  # no BatchNorm: 1 and 2 processes see the same features
         "train.batch_size": 4,
+        "train.head_lr_mult": 10.0,  # the official multipliers (the CPU preset runs 1x: see its comment)
+        "train.warmup_iters": 0,
         "train.max_iters": 10,
         "train.log_iters": 5,
         "train.eval_iters": 100,

@@ -205,3 +205,20 @@ def test_headless_screenshot_of_the_report(reported, tmp_path):
     assert screenshot_report.main(argv) == 0
     res = screenshot_report.check_screenshot(out, 1000, 1400)
     assert res["ok"] and res["colors"] > 500, res
+
+
+def test_multi_run_metrics_are_chained_by_round(tmp_path):
+    """SC-CAM keeps one metrics.jsonl per round: the report's curves read them in order, steps running on."""
+    from wsss.report.html import run_metrics
+
+    for k, steps in ((0, (50, 100)), (1, (50, 100)), (2, (50,))):
+        d = tmp_path / f"round_{k}"
+        d.mkdir()
+        (d / "metrics.jsonl").write_text(
+            "".join(json.dumps({"step": s, "loss/cls": k + s / 1000}) + "\n" for s in steps)
+        )
+    recs = run_metrics(tmp_path)
+    assert [(r["round"], r["step"]) for r in recs] == [(0, 50), (0, 100), (1, 150), (1, 200), (2, 250)]
+    assert recs[2]["loss/cls"] == pytest.approx(1.05)
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 7}) + "\n")  # a run's own file wins
+    assert run_metrics(tmp_path) == [{"step": 7}]

@@ -194,3 +194,19 @@ def test_seco_trains_through_the_engine(synth_root, tmp_path):
     last = [r for r in logs if "loss/loss" in r][-1]
     assert {"loss/lil", "loss/lig", "loss/seg", "loss/reg", "loss/ptc"} <= set(last)
     assert int(trainer.method.queue_ptr) == (6 * 4 * 4) % 64
+
+
+@pytest.mark.parametrize(("proj_lr_mult", "expected"), [(None, 10.0), (1.0, 1.0)])
+def test_projection_head_group_lr(proj_lr_mult, expected):
+    """The projection head has its own group: the classifiers' multiplier by default (official), or
+    ``options.proj_lr_mult``; every trainable parameter sits in exactly one group."""
+    from wsss.engine.trainer import build_optimizer
+
+    m = tiny_seco(proj_lr_mult="null" if proj_lr_mult is None else proj_lr_mult)
+    opt = build_optimizer(m, m.cfg)
+    lr = {g["name"]: g["lr"] / m.cfg.train.lr for g in opt.param_groups}
+    assert lr["proj_head"] == pytest.approx(expected) and lr["head"] == pytest.approx(m.cfg.train.head_lr_mult)
+    grouped = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert len(grouped) == len(set(grouped)) == sum(p.requires_grad for p in m.parameters())
+    assert {id(p) for p in m.proj_head.parameters()} <= {id(p) for g in opt.param_groups if g["name"] == "proj_head"
+                                                         for p in g["params"]}  # fmt: skip

@@ -62,6 +62,9 @@ class SeCoOptions:
     update_prototype: int = 600  # iteration from which prototypes are updated
     cam2mask: int = 10000  # decomposition mask: aux-CAM before this iteration, CAM after
     seg_mask_source_iter: int = 0  # online pseudo label: aux-CAM before this iteration (COCO 12000)
+    # lr multiplier of the projection head; None = train.head_lr_mult like the classifiers (official).
+    # For from-scratch AdamW runs (1.0 measured on the synthetic preset: BENCHMARKS.md, SeCo pieces).
+    proj_lr_mult: float | None = None
     temp_lil: float = 0.08
     base_temp_lil: float = 0.08
     temp_lig: float = 0.1
@@ -118,9 +121,16 @@ class SeCo(Method):
         return {
             "backbone": plain,
             "backbone_norm": norm,
-            "head": [*self.classifier.parameters(), *self.aux_classifier.parameters(), *self.proj_head.parameters()],
+            "head": [*self.classifier.parameters(), *self.aux_classifier.parameters()],
+            "proj_head": list(self.proj_head.parameters()),
             "decoder": list(self.decoder.parameters()) if self.decoder is not None else [],
         }
+
+    def param_group_options(self) -> dict[str, dict[str, float]]:
+        opts = super().param_group_options()
+        mult = self.options.proj_lr_mult
+        opts["proj_head"] = {"lr_mult": self.cfg.train.head_lr_mult if mult is None else mult}
+        return opts
 
     def train_transform_views(self) -> ContrastViews:
         return ContrastViews(

@@ -235,6 +235,10 @@ def comparison_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = ""
         ax2.text(b.get_x() + b.get_width() / 2, (v or 0), "n/a" if v is None else f"{v:.1f}", ha="center",
                  va="bottom", fontsize=7)  # fmt: skip
     ax2.set_xticks(x, methods), ax2.set_ylabel("false activation (%)"), ax2.grid(axis="y", alpha=0.3)
+    if len(methods) > 3:  # the narrow panel: slanted names do not run into each other
+        ax2.tick_params(axis="x", labelrotation=35)
+        for label in ax2.get_xticklabels():
+            label.set_horizontalalignment("right")
     ax2.set_ylim(0, max([v or 0 for v in far] + [0.1]) * 1.2)
     ax2.set_title("seg mean FAR (lower is better)", fontsize=10)
     if title:

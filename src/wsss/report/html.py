@@ -62,6 +62,23 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         raise ValueError(f"{path}: not a JSON-lines file ({e})") from e
 
 
+def run_metrics(run: Path) -> list[dict[str, Any]]:
+    """The run's ``metrics.jsonl``; for a multi-run method (SC-CAM: ``round_<k>/metrics.jsonl``, no file of
+    its own) the rounds' records one after the other, steps offset to a running count, tagged ``round``."""
+    own = read_metrics(run / "metrics.jsonl")
+    if own:
+        return own
+    rounds = sorted(run.glob("round_*/metrics.jsonl"), key=lambda p: int(p.parent.name.split("_")[-1]))
+    records: list[dict[str, Any]] = []
+    offset = 0
+    for path in rounds:
+        recs = read_metrics(path)
+        k = int(path.parent.name.split("_")[-1])
+        records += [{**r, "step": r["step"] + offset, "round": k} for r in recs]
+        offset += max((r["step"] for r in recs), default=0)
+    return records
+
+
 def _pct(x: float | None) -> str:
     return "" if x is None or not np.isfinite(x) else f"{100 * x:.2f}"
 
@@ -172,7 +189,7 @@ def write_report(
     ds = VOCDataset(data_root or cfg["data"]["root"], split)
     out = run / "report"
     (out / "images").mkdir(parents=True, exist_ok=True)
-    metrics = read_metrics(run / "metrics.jsonl")
+    metrics = run_metrics(run)
     has_gt = all(ds.has_mask(i) for i in ds.ids)
 
     # Every complete output folder of the split, scored as `wsss eval` scores it.
