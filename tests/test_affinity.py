@@ -242,3 +242,21 @@ def test_affinitynet_train_then_random_walk_pseudo(cam_run, synth_root, tmp_path
         assert label.shape == (64, 64)
         allowed = {0} | {int(c) + 1 for c in np.flatnonzero(base.labels(i))}
         assert set(np.unique(label).tolist()) <= allowed  # only the image's classes survive the walk
+
+
+def test_affinitynet_psa_parameter_groups():
+    """PSA's 1 / 2 / 10 (/ 20) lr groups, no weight decay on biases (methods.md 5.7, shared with SC-CAM)."""
+    from wsss.engine.config import load_config
+    from wsss.engine.trainer import build_optimizer
+    from wsss.methods import build_method
+
+    cfg = load_config(REPO / "configs/affinity/synthetic_cpu.yaml", [f"model.backbone_kwargs={TINY_CNN}"])
+    net = build_method(cfg, num_classes=3)
+    opt = build_optimizer(net, cfg)
+    groups = {g["name"]: g for g in opt.param_groups}
+    mult = {n: g["lr"] / cfg.train.lr for n, g in groups.items()}  # (PSA's head convs have no bias)
+    assert mult == pytest.approx({"backbone": 1.0, "backbone_bias": 2.0, "head": 10.0})
+    assert groups["backbone_bias"]["weight_decay"] == 0.0
+    assert groups["head"]["weight_decay"] == groups["backbone"]["weight_decay"] == cfg.train.weight_decay
+    assert {id(p) for p in net.head.parameters()} == {id(p) for p in groups["head"]["params"]}
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(p.requires_grad for p in net.parameters())

@@ -37,7 +37,7 @@ from wsss.cam.affinity import (
 )
 from wsss.data.transforms import normalize
 from wsss.engine.config import Config, ConfigError
-from wsss.methods.base import Method, backbone_from_config, register_method
+from wsss.methods.base import Method, backbone_from_config, psa_group_options, psa_param_groups, register_method
 from wsss.methods.deeplab import attach_pseudo_labels
 
 
@@ -97,23 +97,10 @@ class AffinityNet(Method):
         return False
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        bb = [p for p in self.backbone.parameters() if p.requires_grad]
-        head = list(self.head.parameters())
-        return {
-            "backbone": [p for p in bb if p.ndim > 1],
-            "backbone_bias": [p for p in bb if p.ndim <= 1],
-            "head": [p for p in head if p.ndim > 1],
-            "head_bias": [p for p in head if p.ndim <= 1],
-        }
+        return psa_param_groups(self.backbone, [self.head])
 
     def param_group_options(self) -> dict[str, dict[str, float]]:
-        mult = self.cfg.train.head_lr_mult
-        return {
-            "backbone": {"lr_mult": 1.0},
-            "backbone_bias": {"lr_mult": 2.0, "weight_decay": 0.0},
-            "head": {"lr_mult": mult},
-            "head_bias": {"lr_mult": 2 * mult, "weight_decay": 0.0},
-        }
+        return psa_group_options(self.cfg.train.head_lr_mult)
 
     def on_train_start(self, trainer: Any) -> None:
         if getattr(trainer, "val_set", None) is not None:

@@ -140,6 +140,28 @@ def split_backbone_params(backbone: nn.Module) -> tuple[list[nn.Parameter], list
     return plain, norm
 
 
+def psa_param_groups(backbone: nn.Module, heads: list[nn.Module]) -> dict[str, list[nn.Parameter]]:
+    """PSA's four groups (methods.md 5.5, 5.7): weights / biases (ndim <= 1) of the backbone and of the heads;
+    frozen parameters are left out."""
+    groups: dict[str, list[nn.Parameter]] = {"backbone": [], "backbone_bias": [], "head": [], "head_bias": []}
+    for prefix, modules in (("backbone", [backbone]), ("head", heads)):
+        for mod in modules:
+            for p in mod.parameters():
+                if p.requires_grad:
+                    groups[prefix if p.ndim > 1 else f"{prefix}_bias"].append(p)
+    return groups
+
+
+def psa_group_options(head_lr_mult: float) -> dict[str, dict[str, float]]:
+    """lr x1 / x2 (wd 0) / x``head_lr_mult`` / x2 ``head_lr_mult`` (wd 0): PSA's 1 / 2 / 10 / 20 (5.5)."""
+    return {
+        "backbone": {"lr_mult": 1.0},
+        "backbone_bias": {"lr_mult": 2.0, "weight_decay": 0.0},
+        "head": {"lr_mult": head_lr_mult},
+        "head_bias": {"lr_mult": 2.0 * head_lr_mult, "weight_decay": 0.0},
+    }
+
+
 def backbone_from_config(m: ModelConfig) -> ViTBackbone | CNNBackbone:
     return create_backbone(
         m.backbone,

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.engine.config import Config, ConfigError, from_dict, save_config
-from wsss.methods.base import Method, backbone_from_config, register_method
+from wsss.methods.base import Method, backbone_from_config, psa_group_options, psa_param_groups, register_method
 from wsss.methods.subcategory import SubcategoryLabels, build_subcategory_labels, extract_features
 from wsss.models.heads import CAMClassifier
 from wsss.utils.io import DataError, atomic_write
@@ -326,25 +326,10 @@ class SCCAM(Method):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """PSA's four groups (5.5): backbone weights, backbone biases, head weights, head biases."""
-        groups: dict[str, list[nn.Parameter]] = {"backbone": [], "backbone_bias": [], "head": [], "head_bias": []}
-        for _, p in self.backbone.named_parameters():
-            if p.requires_grad:
-                groups["backbone" if p.ndim > 1 else "backbone_bias"].append(p)
-        for head in (self.classifier, self.sub_classifier):
-            if head is not None:
-                for p in head.parameters():
-                    groups["head" if p.ndim > 1 else "head_bias"].append(p)
-        return groups
+        return psa_param_groups(self.backbone, [h for h in (self.classifier, self.sub_classifier) if h is not None])
 
     def param_group_options(self) -> dict[str, dict[str, float]]:
-        """lr x1 / x2 (wd 0) / x``head_lr_mult`` / x2 ``head_lr_mult`` (wd 0): PSA's 1/2/10/20 (5.5)."""
-        head = self.cfg.train.head_lr_mult
-        return {
-            "backbone": {"lr_mult": 1.0},
-            "backbone_bias": {"lr_mult": 2.0, "weight_decay": 0.0},
-            "head": {"lr_mult": head},
-            "head_bias": {"lr_mult": 2.0 * head, "weight_decay": 0.0},
-        }
+        return psa_group_options(self.cfg.train.head_lr_mult)
 
     # -- features, CAMs -------------------------------------------------------------------------
     @torch.no_grad()
