@@ -102,17 +102,24 @@ def test_crf_pool_two_workers_matches_in_process():
         np.testing.assert_array_equal(a, b)
 
 
+def ring_toy(channel: int, ring: float) -> tuple[np.ndarray, np.ndarray]:
+    """A 40x40 image of three nested colour regions and a (3, 40, 40) CAM: ``channel`` confident (1) in the
+    centre square, ``ring`` in the ring around it, 0 outside; channel 0 (absent) scores 0.9 everywhere."""
+    image = np.full((40, 40, 3), 20, dtype=np.uint8)
+    image[4:36, 4:36] = 120
+    image[12:28, 12:28] = 230
+    cam = np.zeros((3, 40, 40), dtype=np.float32)
+    cam[channel, 4:36, 4:36] = ring
+    cam[channel, 12:28, 12:28] = 1.0
+    cam[0] = 0.9
+    return image, cam
+
+
 def test_crf_label_two_levels_toy():
     # class 2 (channel 1): confident square (cam 1), uncertain ring (0.5), bg (0) elsewhere, each
     # region with its own colour; channel 0 is absent but has high scores and must never appear.
     h = w = 40
-    image = np.full((h, w, 3), 20, dtype=np.uint8)
-    image[4:36, 4:36] = 120
-    image[12:28, 12:28] = 230
-    cam = np.zeros((3, h, w), dtype=np.float32)
-    cam[1, 4:36, 4:36] = 0.5
-    cam[1, 12:28, 12:28] = 1.0
-    cam[0] = 0.9  # absent class
+    image, cam = ring_toy(channel=1, ring=0.5)
     label = crf_label_two_levels(image, cam, np.array([0.0, 1.0, 0.0]), 0.7, 0.25)
     assert label.dtype == np.int64 and label.shape == (h, w)
     assert set(np.unique(label).tolist()) <= {0, 2, 255}
@@ -129,13 +136,7 @@ def test_crf_label_psa_toy():
     # foreground; ha (alpha 32): bg 0.8^32 < 0.2 -> nor confident background: 255. ToCo's two-level
     # rule (constant bg 0.25) calls the same ring background.
     h = w = 40
-    image = np.full((h, w, 3), 20, dtype=np.uint8)
-    image[4:36, 4:36] = 120
-    image[12:28, 12:28] = 230
-    cam = np.zeros((3, h, w), dtype=np.float32)
-    cam[2, 4:36, 4:36] = 0.2
-    cam[2, 12:28, 12:28] = 1.0
-    cam[0] = 0.9  # absent class: never output
+    image, cam = ring_toy(channel=2, ring=0.2)  # channel 0: absent, never output
     present = np.array([0.0, 0.0, 1.0])
     label = crf_label_psa(image, cam, present)
     assert label.dtype == np.int64 and label.shape == (h, w)
