@@ -76,6 +76,16 @@ def main() -> None:
     p.add_argument("--cam-iters", type=int, default=600, help="CAM baseline iterations (preset: 1500)")
     p.add_argument("--seg-iters", type=int, default=800, help="DeepLab iterations, the same for both seg rows")
     p.add_argument("--aff-iters", type=int, default=800, help="AffinityNet iterations (8 epochs of 800 images)")
+    p.add_argument(
+        "--seg-preset",
+        default="configs/seg/synthetic_cpu.yaml",
+        help="the DeepLab of both seg rows (configs/seg/synthetic_mnv2.yaml: ImageNet MobileNetV2)",
+    )
+    p.add_argument(
+        "--skip-affinity",
+        action="store_true",
+        help="reuse the walked labels of a previous run of this bench in --work (pseudo_rw/train)",
+    )
     p.add_argument("--json", default=str(REPO / "bench/results/multistage.json"))
     a = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -120,13 +130,18 @@ def main() -> None:
         run("crf_seeds", "pseudo", str(cam), "--split", "train", "--refine", "psa", "--data-root", str(root),
             "--overwrite")  # fmt: skip
         move(cam / "pseudo/train", crf_seeds)
-    aff = work / "affinity"
-    shutil.rmtree(aff, ignore_errors=True)  # a fresh run on these seeds (an existing run dir would resume)
-    run("aff_train", "train", "configs/affinity/synthetic_cpu.yaml", *common, f"run.dir={aff}",
-        f"data.pseudo_dir={crf_seeds}", f"train.max_iters={a.aff_iters}")  # fmt: skip
-    run("random_walk", "pseudo", str(cam), "--split", "train", "--refine", "affinity", "--affinity-run", str(aff),
-        "--data-root", str(root), "--overwrite")  # fmt: skip
-    walked = move(cam / "pseudo/train", work / "pseudo_rw/train")
+    walked = work / "pseudo_rw/train"
+    if a.skip_affinity:
+        if not walked.is_dir() or len(list(walked.glob("*.png"))) != n_train:
+            sys.exit(f"--skip-affinity: {walked} does not hold the {n_train} walked labels of a previous run")
+    else:
+        aff = work / "affinity"
+        shutil.rmtree(aff, ignore_errors=True)  # a fresh run on these seeds (an existing run dir would resume)
+        run("aff_train", "train", "configs/affinity/synthetic_cpu.yaml", *common, f"run.dir={aff}",
+            f"data.pseudo_dir={crf_seeds}", f"train.max_iters={a.aff_iters}")  # fmt: skip
+        run("random_walk", "pseudo", str(cam), "--split", "train", "--refine", "affinity", "--affinity-run",
+            str(aff), "--data-root", str(root), "--overwrite")  # fmt: skip
+        move(cam / "pseudo/train", walked)
 
     rows: dict[str, dict[str, Any]] = {
         "CAM seeds": {"train": score(seeds, root, "train"), "val": score(cam / "cam_labels/val", root, "val")},
@@ -139,7 +154,7 @@ def main() -> None:
     ):
         seg = work / key
         shutil.rmtree(seg, ignore_errors=True)
-        run(f"{key}_train", "train", "configs/seg/synthetic_cpu.yaml", *common, f"run.dir={seg}",
+        run(f"{key}_train", "train", a.seg_preset, *common, f"run.dir={seg}",
             f"data.pseudo_dir={labels}", f"train.max_iters={a.seg_iters}",
             f"train.eval_iters={a.seg_iters}")  # fmt: skip
         run(f"{key}_predict", "predict", str(seg), "--split", "val", "--data-root", str(root))
@@ -161,6 +176,7 @@ def main() -> None:
     result = {
         "data": {"root": str(root), "train": a.train_images, "val": a.val_images, "size": 128},
         "budget": {"cam_iters": None if a.cam_run else a.cam_iters, "seg_iters": a.seg_iters, "aff_iters": a.aff_iters},
+        "seg_preset": a.seg_preset,
         "rows": rows,
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "commands": commands,
