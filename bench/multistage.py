@@ -3,7 +3,9 @@
 From one trained CAM-baseline run, compares three ways to a segmentation of the val split, with the same
 DeepLab budget for both trained rows:
 
-1. raw CAM seeds: ``wsss cam`` seeds on train (argmax with ``cam.bkg_thre``), no segmentation network;
+1. raw CAM seeds: ``wsss cam`` seeds (argmax with a background level), no segmentation network; the
+   level is the best on train (``wsss sweep-bkg``, as PSA / IRN / SC-CAM pick it; ``--seed-thre
+   config`` keeps the run's ``cam.bkg_thre``), and both are reported;
 2. CAM -> DeepLab: ``configs/seg/synthetic_cpu.yaml`` trained on those seeds;
 3. CAM -> AffinityNet -> DeepLab: AffinityNet (``configs/affinity/synthetic_cpu.yaml``) trained on the
    la/ha CRF seeds (``wsss pseudo --refine psa``, 255 between, PSA's construction), the random
@@ -82,6 +84,12 @@ def main() -> None:
         help="the DeepLab of both seg rows (configs/seg/synthetic_mnv2.yaml: ImageNet MobileNetV2)",
     )
     p.add_argument(
+        "--seed-thre",
+        choices=("sweep", "config"),
+        default="sweep",
+        help="background level of the CAM seeds: the best on train (`wsss sweep-bkg`) or the CAM run's cam.bkg_thre",
+    )
+    p.add_argument(
         "--skip-affinity",
         action="store_true",
         help="reuse the walked labels of a previous run of this bench in --work (pseudo_rw/train)",
@@ -122,6 +130,16 @@ def main() -> None:
     run("cam_infer", "cam", str(cam), "--split", "train", "--data-root", str(root))
     run("cam_infer", "cam", str(cam), "--split", "val", "--data-root", str(root))  # raw CAM on val (GT labels)
     seeds = cam / "cam_labels/train"
+    from wsss.engine.config import load_config
+
+    cfg_thre = float(load_config(cam / "config.yaml").cam.bkg_thre)
+    fixed = {"train": score(seeds, root, "train"), "val": score(cam / "cam_labels/val", root, "val")}
+    thre = cfg_thre
+    if a.seed_thre == "sweep":  # the level with the best train seeds (PSA / IRN / SC-CAM practice)
+        run("sweep", "sweep-bkg", str(cam), "--split", "train", "--data-root", str(root))
+        thre = json.loads((cam / "bkg_sweep/train.json").read_text())["best_thre"]
+        for split in ("train", "val"):
+            run("cam_infer", "cam", str(cam), "--split", split, "--data-root", str(root), "--bkg-thre", str(thre))
 
     # AffinityNet seeds: PSA's la/ha CRF label (255 between), kept apart from the walked labels
     crf_seeds = work / "seeds_psa/train"
@@ -144,6 +162,7 @@ def main() -> None:
         move(cam / "pseudo/train", walked)
 
     rows: dict[str, dict[str, Any]] = {
+        f"CAM seeds (bkg {cfg_thre:g}, the config)": fixed,
         "CAM seeds": {"train": score(seeds, root, "train"), "val": score(cam / "cam_labels/val", root, "val")},
         "CRF seeds (AffinityNet input)": {"train": score(crf_seeds, root, "train", pseudo=True)},
         "CAM -> AffinityNet (random walk)": {"train": score(walked, root, "train")},
@@ -177,6 +196,7 @@ def main() -> None:
         "data": {"root": str(root), "train": a.train_images, "val": a.val_images, "size": 128},
         "budget": {"cam_iters": None if a.cam_run else a.cam_iters, "seg_iters": a.seg_iters, "aff_iters": a.aff_iters},
         "seg_preset": a.seg_preset,
+        "seed_bkg_thre": {"config": cfg_thre, "used": thre, "rule": a.seed_thre},
         "rows": rows,
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "commands": commands,

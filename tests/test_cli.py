@@ -11,7 +11,7 @@ from wsss.utils.io import read_label_png
 
 
 def test_every_command_has_help(capsys):
-    for cmd in ("synth", "check-data", "train", "cam", "pseudo", "predict", "eval", "report"):
+    for cmd in ("synth", "check-data", "train", "cam", "sweep-bkg", "pseudo", "predict", "eval", "report"):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0
@@ -32,6 +32,7 @@ def test_pipeline_end_to_end(synth_root, tmp_path, capsys):
         == 0
     )
     assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
+    check_bkg_sweep(run, synth_root)
     for refine in ("par", "crf", "none"):
         assert main(["pseudo", str(run), "--split", "val", "--refine", refine, "--overwrite", "--quiet"]) == 0
     assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
@@ -106,3 +107,31 @@ def test_check_data_and_eval_on_real_voc_photos(tmp_path, capsys):
                  str(tmp_path / "m.json")]) == 0  # fmt: skip
     assert json.loads((tmp_path / "m.json").read_text())["miou"] == pytest.approx(1.0)
     assert "sheep" in capsys.readouterr().out
+
+
+def check_bkg_sweep(run, synth_root):
+    """`wsss sweep-bkg` scores the saved CAM seeds at each level as `wsss eval` scores them once written
+    by `wsss cam --bkg-thre`, and the rewritten seeds are `cam_to_label` of the saved CAMs."""
+    import torch
+
+    from wsss.cam import cam_to_label
+    from wsss.data import VOCDataset
+    from wsss.engine.inference import load_cam
+
+    sweep = run / "sweep.json"
+    assert main(["sweep-bkg", str(run), "--split", "val", "--thresholds", "0.1,0.3,0.6", "--json", str(sweep),
+                 "--quiet"]) == 0  # fmt: skip
+    res = json.loads(sweep.read_text())
+    assert res["thresholds"] == [0.1, 0.3, 0.6] and res["best_miou"] == max(res["miou"])
+    ds = VOCDataset(synth_root, "val")
+    for t, miou in zip(res["thresholds"], res["miou"]):
+        assert main(["cam", str(run), "--split", "val", "--bkg-thre", str(t), "--quiet"]) == 0
+        i = ds.ids[0]
+        cam = load_cam(run / "cams/val" / f"{i}.npy", ds.num_classes - 1)
+        _, want = cam_to_label(torch.from_numpy(cam)[None], torch.from_numpy(ds.labels(i))[None], bkg_thre=t)
+        np.testing.assert_array_equal(read_label_png(run / "cam_labels/val" / f"{i}.png"), want[0].numpy())
+        out = run / f"eval_{t}.json"
+        assert main(["eval", str(run / "cam_labels/val"), "--data-root", str(synth_root), "--split", "val",
+                     "--json", str(out)]) == 0  # fmt: skip
+        assert json.loads(out.read_text())["miou"] == pytest.approx(miou, abs=1e-9)
+    assert main(["sweep-bkg", str(run), "--split", "train", "--quiet"]) == 1  # no train CAMs yet: a clear error

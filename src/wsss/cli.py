@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 EPILOG = "Docs: README.md. Each command has --help."
 
@@ -68,8 +69,48 @@ def cmd_cam(a: argparse.Namespace) -> int:
     run = _load(a)
     if a.scales:
         run.cfg.infer.cam_scales = a.scales
-    out = run_cam(run, a.split, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet)
-    print(f"CAMs in {run.dir / 'cams' / a.split}, seeds in {out}")
+    out = run_cam(run, a.split, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet, bkg_thre=a.bkg_thre)
+    thre = run.cfg.cam.bkg_thre if a.bkg_thre is None else a.bkg_thre
+    print(f"CAMs in {run.dir / 'cams' / a.split}, seeds (background {thre:g}) in {out}")
+    return 0
+
+
+def cmd_sweep_bkg(a: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from wsss.data import VOCDataset
+    from wsss.engine.config import load_config
+    from wsss.engine.inference import load_cam
+    from wsss.evaluation.bkg_sweep import DEFAULT_THRESHOLDS, sweep_bkg_threshold
+    from wsss.utils.io import atomic_write
+
+    run_dir = Path(a.run)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path}: not a run directory (no config.yaml)")
+    cfg = load_config(cfg_path)
+    ds = VOCDataset(a.data_root or cfg.data.root, a.split)
+    cam_dir = run_dir / "cams" / a.split
+    missing = [i for i in ds.ids if not (cam_dir / f"{i}.npy").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{cam_dir}: no CAM for {len(missing)} of {len(ds.ids)} images (first: {missing[0]}); "
+            f"run `wsss cam {run_dir} --split {a.split}` first"
+        )
+    num_fg = ds.num_classes - 1
+    res = sweep_bkg_threshold(
+        lambda i: load_cam(cam_dir / f"{i}.npy", num_fg), ds, ds.ids, a.thresholds or DEFAULT_THRESHOLDS,
+        progress=None if a.quiet else lambda ids: tqdm(ids, desc=f"sweep {a.split}"),
+    )  # fmt: skip
+    res.update(run=str(run_dir), split=a.split, config_bkg_thre=cfg.cam.bkg_thre)
+    for t, m in zip(res["thresholds"], res["miou"]):
+        mark = "  <- best" if t == res["best_thre"] else ("  (config)" if t == cfg.cam.bkg_thre else "")
+        print(f"  bkg {t:5.2f}  mIoU {100 * m:5.1f}{mark}")
+    out = Path(a.json) if a.json else run_dir / "bkg_sweep" / f"{a.split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out, "w") as f:
+        json.dump(res, f, indent=2)
+    print(f"best background {res['best_thre']:g} (mIoU {100 * res['best_miou']:.1f}); written {out}")
     return 0
 
 
@@ -221,7 +262,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("cam", help="multi-scale + flip CAMs and CAM seeds of a trained run")
     run_args(s)
     s.add_argument("--scales", type=_floats, default=None, help="e.g. 1.0,0.5,1.5 (default: infer.cam_scales)")
+    s.add_argument(
+        "--bkg-thre", type=float, default=None,
+        help="background level of the seeds (default: cam.bkg_thre); rewrites every seed, from the saved CAMs",
+    )  # fmt: skip
     s.set_defaults(fn=cmd_cam)
+
+    s = sub.add_parser("sweep-bkg", help="mIoU of a run's saved CAM seeds at many background levels (needs GT)")
+    s.add_argument("run", help="run directory with cams/<split>/ (`wsss cam` first)")
+    s.add_argument("--split", default="train")
+    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
+    s.add_argument("--thresholds", type=_floats, default=None, help="e.g. 0.1,0.2,0.3 (default: 0.05 to 0.70)")
+    s.add_argument("--json", default=None, help="output file (default: RUN/bkg_sweep/<split>.json)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_sweep_bkg)
 
     s = sub.add_parser("pseudo", help="pseudo labels from the saved CAMs")
     run_args(s)

@@ -139,18 +139,30 @@ def _dataset(run: Run, root: str | None, split: str) -> VOCDataset:
     return ds
 
 
-def run_cam(run: Run, split: str, *, root: str | None = None, overwrite: bool = False, progress: bool = True) -> Path:
-    """Write ``cams/<split>/<id>.npy`` and the CAM seeds ``cam_labels/<split>/<id>.png``."""
+def run_cam(
+    run: Run, split: str, *, root: str | None = None, overwrite: bool = False, progress: bool = True,
+    bkg_thre: float | None = None,
+) -> Path:  # fmt: skip
+    """Write ``cams/<split>/<id>.npy`` and the CAM seeds ``cam_labels/<split>/<id>.png``.
+
+    ``bkg_thre``: the seeds' background level (default ``cam.bkg_thre``; ``wsss sweep-bkg`` finds the
+    best on a split). Given, every seed is rewritten at that level, from the saved CAM where there is
+    one (no network pass; the saved CAMs are float16) and from a new CAM otherwise.
+    """
     ds = _dataset(run, root, split)
     out, seeds = run.dir / "cams" / split, run.dir / "cam_labels" / split
-    for id in tqdm(_todo(ds.ids, seeds, ".png", overwrite), desc=f"cam {split}", disable=not progress):
+    thre = run.cfg.cam.bkg_thre if bkg_thre is None else float(bkg_thre)
+    todo = list(ds.ids) if bkg_thre is not None else _todo(ds.ids, seeds, ".png", overwrite)
+    for id in tqdm(todo, desc=f"cam {split}", disable=not progress):
         labels = ds.labels(id)
-        cam = run.cam(ds.load_image(id), labels)
-        keys = np.flatnonzero(labels > 0.5)
-        save_npy(out / f"{id}.npy", {"keys": keys + 1, "cam": cam[keys].astype(np.float16)})
-        _, seed = cam_to_label(
-            torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], bkg_thre=run.cfg.cam.bkg_thre
-        )
+        saved = out / f"{id}.npy"
+        if bkg_thre is not None and not overwrite and saved.is_file():
+            cam = load_cam(saved, len(labels))
+        else:
+            cam = run.cam(ds.load_image(id), labels)
+            keys = np.flatnonzero(labels > 0.5)
+            save_npy(saved, {"keys": keys + 1, "cam": cam[keys].astype(np.float16)})
+        _, seed = cam_to_label(torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], bkg_thre=thre)
         save_label_png(seeds / f"{id}.png", seed[0].numpy())
     return seeds
 
