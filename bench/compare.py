@@ -278,6 +278,20 @@ def chart(results: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     return comparison_chart(rows, path, title=title)
 
 
+def describe_data(root: Path) -> str:
+    """The dataset as the table's header names it: from ``synth_meta.json`` (what was generated, including
+    the context strength), else the folder's name."""
+    meta_path = root / "synth_meta.json"
+    if not meta_path.is_file():
+        return root.name
+    d = json.loads(meta_path.read_text())
+    n = {s: sum(i.startswith(s + "_") for i in d["images"]) for s in ("train", "val")}
+    return (
+        f"synth {n['train']}+{n['val']} @ {d['size']}px seed {d['seed']}, context given its class "
+        f"{d['p_context_with_class']:g} / without {d['p_context_without_class']:g} ({root.name})"
+    )
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -355,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val", type=int, default=200)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--context-with", type=float, default=0.85, help="wsss synth --context-with (a new --data)")
+    p.add_argument("--context-without", type=float, default=0.10, help="wsss synth --context-without (a new --data)")
     p.add_argument("--results", default=str(REPO / "bench/results"))
     p.add_argument("--benchmarks", default=str(REPO / "BENCHMARKS.md"), help="markdown file to update ('' = none)")
     p.add_argument("--render-only", action="store_true", help="rewrite table and chart from compare.json")
@@ -378,7 +394,8 @@ def main(argv: list[str] | None = None) -> None:
     root, runs = (REPO / a.data).resolve(), (REPO / a.runs).resolve()
     if not (root / "classes.txt").is_file():
         wsss("synth", str(root), "--train", str(a.train), "--val", str(a.val), "--size", str(a.size),
-             "--seed", str(a.seed))  # fmt: skip
+             "--seed", str(a.seed), "--context-with", str(a.context_with),
+             "--context-without", str(a.context_without))  # fmt: skip
     results = []
     for m in a.methods:
         pipe = PIPELINES.get(m, Pipeline(m))
@@ -387,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     meta = {
         "date": str(date.today()),
         "machine": machine(),
-        "data": f"synth {a.train}+{a.val} @ {a.size}px seed {a.seed}",
+        "data": describe_data(root),
         "command": " ".join([".venv/bin/python bench/compare.py", *(argv if argv is not None else sys.argv[1:])]),
         "presets": {m: yaml.safe_load(PIPELINES.get(m, Pipeline(m)).preset_path().read_text())
                     for m in a.methods if PIPELINES.get(m, Pipeline(m)).preset_path().is_file()},

@@ -177,3 +177,14 @@ def test_seco_quirks_variant_switches_every_quirk_back_on():
     assert all(plain[f"quirk_{q}"] is False for q in every)
     opts = load_config(preset, list(pipe.overrides)).options
     assert all(opts[f"quirk_{q}"] is True for q in every)
+
+
+def test_describe_data_names_the_context_strength(tmp_path):
+    from wsss.data import generate_synthetic
+
+    generate_synthetic(tmp_path / "strong", n_train=3, n_val=2, size=48, seed=4, context_with=0.95,
+                       context_without=0.03, verbose=False)  # fmt: skip
+    text = compare.describe_data(tmp_path / "strong")
+    assert text == "synth 3+2 @ 48px seed 4, context given its class 0.95 / without 0.03 (strong)"
+    (tmp_path / "custom").mkdir()
+    assert compare.describe_data(tmp_path / "custom") == "custom"  # not a synthetic set: its name

@@ -116,6 +116,27 @@ def test_cooccurrence_frequencies(samples):
     assert touching >= 0.9 * sum(has(s, RIDER) and s.mounted for s in horse)
 
 
+def test_context_strength_is_a_parameter(tmp_path: Path):
+    """--context-with / --context-without set P(band | class) and P(band | no class); the objects stay."""
+    strong = [render_sample(7, "train", i, 96, context_with=1.0, context_without=0.0) for i in range(120)]
+    for s, base in zip(strong, (render_sample(7, "train", i, 96) for i in range(120))):
+        for name, cls in (("water", BOAT), ("rails", TRAIN)):
+            assert (name in s.contexts) == bool(s.labels[cls - 1]), s.contexts  # context <=> its class
+        assert s.objects == base.objects  # the same classes as the default design (drawn first)
+    assert any("water" in s.contexts for s in strong) and any("rails" in s.contexts for s in strong)
+    none = [render_sample(7, "train", i, 96, context_with=0.0, context_without=0.0) for i in range(60)]
+    assert not any(s.contexts for s in none) and not any((s.context > 0).any() for s in none)
+
+    import json
+
+    generate_synthetic(tmp_path / "d", n_train=4, n_val=0, size=64, seed=1, context_with=0.95, context_without=0.03,
+                       verbose=False)  # fmt: skip
+    meta = json.loads((tmp_path / "d/synth_meta.json").read_text())
+    assert (meta["p_context_with_class"], meta["p_context_without_class"]) == (0.95, 0.03)
+    with pytest.raises(ValueError, match="context_without is a probability"):
+        generate_synthetic(tmp_path / "e", n_train=1, n_val=0, context_without=-0.1, verbose=False)
+
+
 def test_objects_per_image_and_sizes(samples):
     fractions = []
     for s in samples:

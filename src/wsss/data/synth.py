@@ -423,8 +423,20 @@ def _void_band(mask: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def render_sample(seed: int, split: str, index: int, size: int = 128) -> SynthSample:
-    """Draw image ``index`` of ``split`` (pure function of its arguments)."""
+def render_sample(
+    seed: int,
+    split: str,
+    index: int,
+    size: int = 128,
+    *,
+    context_with: float = P_CONTEXT_WITH_CLASS,
+    context_without: float = P_CONTEXT_WITHOUT_CLASS,
+) -> SynthSample:
+    """Draw image ``index`` of ``split`` (pure function of its arguments).
+
+    ``context_with`` / ``context_without``: the probability of an image's water (rails) band when it
+    holds a boat (train) and when it does not: how strongly the context predicts the class.
+    """
     code = SPLIT_CODES.get(split)
     if code is None:
         code = 2 + int.from_bytes(split.encode()[:8].ljust(8, b"\0"), "little") % (2**31)
@@ -434,8 +446,8 @@ def render_sample(seed: int, split: str, index: int, size: int = 128) -> SynthSa
 
     classes, mounted = _choose_classes(rng)
     has = {
-        WATER: rng.random() < (P_CONTEXT_WITH_CLASS if BOAT in classes else P_CONTEXT_WITHOUT_CLASS),
-        RAILS: rng.random() < (P_CONTEXT_WITH_CLASS if TRAIN in classes else P_CONTEXT_WITHOUT_CLASS),
+        WATER: rng.random() < (context_with if BOAT in classes else context_without),
+        RAILS: rng.random() < (context_with if TRAIN in classes else context_without),
     }
     kinds = [k for k in (WATER, RAILS) if has[k]]
     rng.shuffle(kinds)
@@ -578,10 +590,10 @@ def _put(path: Path, data: bytes) -> None:
 
 
 def _write_one(args: tuple) -> tuple[str, np.ndarray, dict]:
-    out, seed, split, index, n, size, fmt = args
+    out, seed, split, index, n, size, fmt, (p_with, p_without) = args
     out = Path(out)
     sid = _sample_id(split, index, n)
-    smp = render_sample(seed, split, index, size)
+    smp = render_sample(seed, split, index, size, context_with=p_with, context_without=p_without)
     buf = io.BytesIO()
     if fmt == "jpg":
         Image.fromarray(smp.image).save(buf, format="JPEG", quality=95, subsampling=0)
@@ -603,9 +615,14 @@ def generate_synthetic(
     n_workers: int = 0,
     *,
     image_format: str = "jpg",
+    context_with: float = P_CONTEXT_WITH_CLASS,
+    context_without: float = P_CONTEXT_WITHOUT_CLASS,
     verbose: bool = True,
 ) -> dict:
     """Write the synthetic co-occurrence dataset (see the module docstring) to ``out``.
+
+    ``context_with`` / ``context_without``: the probability of the water (rails) band in an image with
+    a boat (train) and in one without (defaults 0.85 / 0.10; ``synth_meta.json`` records them).
 
     Returns counts: ``{"train", "val", "images", "class_images": {name: n}, "context_images":
     {name: n}, "rider_on_horse", "seconds"}``, also printed when ``verbose``.
@@ -616,6 +633,9 @@ def generate_synthetic(
         raise ValueError(f"size must be at least 32 px, got {size}")
     if image_format not in ("jpg", "png"):
         raise ValueError("image_format must be 'jpg' or 'png'")
+    for name, p in (("context_with", context_with), ("context_without", context_without)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} is a probability in [0, 1], got {p}")
     t0 = time.perf_counter()
     out = Path(out)
     for d in ("JPEGImages", "SegmentationClass", "SegmentationContext", str(SPLIT_DIR)):
@@ -623,7 +643,7 @@ def generate_synthetic(
     write_classes(out, CLASS_NAMES)
 
     jobs = [
-        (str(out), seed, split, i, n, size, image_format)
+        (str(out), seed, split, i, n, size, image_format, (context_with, context_without))
         for split, n in (("train", n_train), ("val", n_val))
         for i in range(n)
     ]
@@ -647,8 +667,8 @@ def generate_synthetic(
         "contexts": {
             str(k): {"name": CONTEXT_NAMES[k], "accompanies": CLASS_NAMES[CONTEXT_CLASS[k]]} for k in CONTEXT_NAMES
         },
-        "p_context_with_class": P_CONTEXT_WITH_CLASS,
-        "p_context_without_class": P_CONTEXT_WITHOUT_CLASS,
+        "p_context_with_class": context_with,
+        "p_context_without_class": context_without,
         "p_rider_on_horse": P_RIDER_ON_HORSE,
         "images": per_image,
     }
