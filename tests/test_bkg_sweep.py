@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from wsss.cam import cam_to_label
-from wsss.evaluation.bkg_sweep import seeds_at_thresholds, sweep_bkg_threshold
+from wsss.evaluation.bkg_sweep import seeds_at_thresholds, sweep_bkg_threshold, two_level_labels
 
 
 def test_seeds_at_thresholds_equal_cam_to_label():
@@ -47,3 +47,35 @@ def test_sweep_rejects_a_cam_of_the_wrong_size():
     toy = _Toy()
     with pytest.raises(ValueError, match="ground-truth"):
         sweep_bkg_threshold(lambda i: toy.cam[:, :4], toy, ["a"], [0.5])
+
+
+def test_two_level_labels_equal_cam_to_label_with_ignore_mid():
+    rng = np.random.default_rng(1)
+    cam = rng.random((3, 7, 9)).astype(np.float32)
+    labels = np.array([0, 1, 1], dtype=np.float32)
+    pairs = [(0.7, 0.25), (0.35, 0.1), (0.5, 0.5)]
+    for (h, lo), lab in zip(pairs, two_level_labels(cam, labels, pairs)):
+        _, want = cam_to_label(
+            torch.from_numpy(cam)[None],
+            torch.from_numpy(labels)[None],
+            ignore_mid=True,
+            bkg_thre=h,
+            high_thre=h,
+            low_thre=lo,
+        )  # fmt: skip  (bkg_thre <= high: no effect)
+        np.testing.assert_array_equal(lab, want[0].numpy())
+    with pytest.raises(ValueError, match="low <= high"):
+        two_level_labels(cam, labels, [(0.2, 0.3)])
+
+
+def test_pair_scores_where_decided_and_decided_share():
+    toy = _Toy()  # object 16 px at 0.8, halo 20 px at 0.3, 28 px at 0.1
+    res = sweep_bkg_threshold(lambda i: toy.cam, toy, ["a", "b"], [0.5], pairs=[(0.5, 0.2), (0.2, 0.05)])
+    tight, loose = res["pairs"]
+    # 0.5 / 0.2: object -> class, halo undecided, the rest background: all 44 decided pixels right
+    assert (tight["high"], tight["low"]) == (0.5, 0.2)
+    assert tight["miou_decided"] == pytest.approx(1.0) and tight["decided"] == pytest.approx(44 / 64)
+    # 0.2 / 0.05: object and halo -> class, the rest undecided; the decided background (the halo) is all wrong
+    assert loose["decided"] == pytest.approx(36 / 64)
+    assert loose["miou_decided"] == pytest.approx((0 + 16 / 36) / 2)
+    assert "pairs" not in sweep_bkg_threshold(lambda i: toy.cam, toy, ["a"], [0.5])

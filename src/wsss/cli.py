@@ -21,6 +21,17 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected numbers like '1.0,1.25,1.5', got {text!r}") from e
 
 
+def _pair(text: str) -> tuple[float, float]:
+    """'0.35/0.1' -> (0.35, 0.1): a (high, low) pair of levels."""
+    try:
+        high, low = (float(v) for v in text.split("/"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a high/low pair like '0.35/0.1', got {text!r}") from e
+    if not 0.0 <= low <= high <= 1.0:
+        raise argparse.ArgumentTypeError(f"a pair needs 0 <= low <= high <= 1, got {text!r}")
+    return high, low
+
+
 def cmd_synth(a: argparse.Namespace) -> int:
     from wsss.data import generate_synthetic
 
@@ -84,7 +95,7 @@ def cmd_sweep_bkg(a: argparse.Namespace) -> int:
     from wsss.data import VOCDataset
     from wsss.engine.config import load_config
     from wsss.engine.inference import load_cam
-    from wsss.evaluation.bkg_sweep import DEFAULT_THRESHOLDS, sweep_bkg_threshold
+    from wsss.evaluation.bkg_sweep import DEFAULT_PAIRS, DEFAULT_THRESHOLDS, sweep_bkg_threshold
     from wsss.utils.io import atomic_write
 
     run_dir = Path(a.run)
@@ -101,14 +112,22 @@ def cmd_sweep_bkg(a: argparse.Namespace) -> int:
             f"run `wsss cam {run_dir} --split {a.split}` first"
         )
     num_fg = ds.num_classes - 1
+    own = (cfg.cam.high_thre, cfg.cam.low_thre)
+    pairs = list(a.pairs or DEFAULT_PAIRS)
+    pairs += [own] if own not in pairs else []
     res = sweep_bkg_threshold(
         lambda i: load_cam(cam_dir / f"{i}.npy", num_fg), ds, ds.ids, a.thresholds or DEFAULT_THRESHOLDS,
-        progress=None if a.quiet else lambda ids: tqdm(ids, desc=f"sweep {a.split}"),
+        pairs=pairs, progress=None if a.quiet else lambda ids: tqdm(ids, desc=f"sweep {a.split}"),
     )  # fmt: skip
-    res.update(run=str(run_dir), split=a.split, config_bkg_thre=cfg.cam.bkg_thre)
+    res.update(run=str(run_dir), split=a.split, config_bkg_thre=cfg.cam.bkg_thre, config_pair=list(own))
     for t, m in zip(res["thresholds"], res["miou"]):
         mark = "  <- best" if t == res["best_thre"] else ("  (config)" if t == cfg.cam.bkg_thre else "")
         print(f"  bkg {t:5.2f}  mIoU {100 * m:5.1f}{mark}")
+    print("two-level labels (cam.high_thre / cam.low_thre: class above high, background at or below low):")
+    for r in res["pairs"]:
+        mark = "  (config)" if (r["high"], r["low"]) == own else ""
+        print(f"  high {r['high']:4.2f} low {r['low']:4.2f}  mIoU where decided {100 * r['miou_decided']:5.1f}"
+              f"  decided {100 * r['decided']:5.1f} %{mark}")  # fmt: skip
     out = Path(a.json) if a.json else run_dir / "bkg_sweep" / f"{a.split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out, "w") as f:
@@ -284,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="train")
     s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
     s.add_argument("--thresholds", type=_floats, default=None, help="e.g. 0.1,0.2,0.3 (default: 0.05 to 0.70)")
+    s.add_argument(
+        "--pairs", type=_pair, nargs="+", default=None,
+        help="two-level (high/low) pairs to score, e.g. 0.7/0.25 0.35/0.1 (default: a grid from 0.7/0.25 down)",
+    )  # fmt: skip
     s.add_argument("--json", default=None, help="output file (default: RUN/bkg_sweep/<split>.json)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_sweep_bkg)

@@ -118,8 +118,9 @@ def cam_to_label(
     ``valid_cam = cam * cls_label``; label = argmax over classes + 1, and 0 where the max is
     ``<= bkg_thre``. With ``ignore_mid`` (training): max ``> high_thre`` -> class,
     ``low_thre < max <= high_thre`` -> ``ignore_index``, ``<= low_thre`` -> 0 (``bkg_thre`` then has
-    no effect). Outside ``img_box`` (if given) -> ``ignore_index``. Note that the official code only
-    applies ``ignore_mid`` when a box is given; here it applies whenever it is set.
+    no effect as long as it is at most ``high_thre``; above it, pixels between the two stay 0).
+    Outside ``img_box`` (if given) -> ``ignore_index``. Note that the official code only applies
+    ``ignore_mid`` when a box is given; here it applies whenever it is set.
 
     Returns ``(valid_cam (B,C-1,H,W), label (B,H,W) int64)``.
     """

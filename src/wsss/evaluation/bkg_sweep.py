@@ -6,6 +6,12 @@ papers of the multi-stage lineage (PSA, IRN, SC-CAM) pick t on the train split w
 truth before they make pseudo labels. This module scores the saved CAMs of a split at many levels in
 one pass (each CAM file is read once) so that the seeds, and the raw-CAM number they are compared
 with, can use the best level of the split rather than a fixed one.
+
+The same pass can score two-level labels, the rule of the online pseudo labels and of SeCo's
+decomposition (``cam_to_label(..., ignore_mid=True)``: a class above ``high``, background at or
+below ``low``, undecided between): for each (high, low) pair, the mIoU where the label decides and
+the share of pixels it decides. ToCo's 0.7 / 0.25 are levels for a pretrained ViT-B; a CAM of another
+calibration (a backbone from scratch, another dataset) wants its own (``cam.high_thre`` / ``low_thre``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from wsss.evaluation.evaluator import SegDataset
 from wsss.evaluation.metrics import ConfusionMeter
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 15))  # 0.05 .. 0.70
+# (high, low) pairs of the two-level scan: ToCo's (0.7, 0.25) and a grid below it
+DEFAULT_PAIRS: tuple[tuple[float, float], ...] = tuple(
+    (h, lo) for h in (0.7, 0.6, 0.5, 0.4, 0.35, 0.3) for lo in (0.25, 0.15, 0.1, 0.05) if lo < h
+)
 
 
 def seeds_at_thresholds(cam: np.ndarray, labels: np.ndarray, thresholds: Sequence[float]) -> list[np.ndarray]:
@@ -35,19 +45,40 @@ def seeds_at_thresholds(cam: np.ndarray, labels: np.ndarray, thresholds: Sequenc
     return [label.masked_fill(value <= t, 0).numpy() for t in thresholds]
 
 
+def two_level_labels(
+    cam: np.ndarray, labels: np.ndarray, pairs: Sequence[tuple[float, float]], ignore_index: int = 255
+) -> list[np.ndarray]:
+    """``cam_to_label(cam, labels, ignore_mid=True, high_thre=h, low_thre=l)`` for every (h, l), sharing
+    one argmax: the class where the max is above h, 0 at or below l, ``ignore_index`` between."""
+    valid = torch.from_numpy(np.asarray(cam, dtype=np.float32)) * torch.from_numpy(
+        np.asarray(labels, dtype=np.float32)
+    ).view(-1, 1, 1)
+    value, index = valid.max(dim=0)
+    label = index + 1
+    out = []
+    for high, low in pairs:
+        if low > high:
+            raise ValueError(f"a two-level pair needs low <= high, got high {high}, low {low}")
+        out.append(label.masked_fill(value <= high, ignore_index).masked_fill(value <= low, 0).numpy())
+    return out
+
+
 def sweep_bkg_threshold(
     load_cam: Any,
     dataset: SegDataset,
     ids: Iterable[str],
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     *,
+    pairs: Sequence[tuple[float, float]] = (),
     progress: Any = None,
 ) -> dict[str, Any]:
     """mIoU of the CAM seeds of ``ids`` at each background level.
 
     ``load_cam(id)`` returns the (C-1,H,W) CAM of an image; ``dataset`` gives its labels and its
     ground-truth mask. Returns ``{"thresholds", "miou" (in [0,1], one per threshold), "best_thre",
-    "best_miou"}``; the best is the first of the highest.
+    "best_miou"}``; the best is the first of the highest. With ``pairs`` of (high, low) levels, also
+    ``"pairs"``: one ``{"high", "low", "miou_decided", "decided"}`` each (mIoU over the pixels the
+    two-level label decides, and their share of the pixels with a ground truth).
     """
     if not thresholds:
         raise ValueError("sweep_bkg_threshold needs at least one threshold")
@@ -62,10 +93,24 @@ def sweep_bkg_threshold(
         seeds = seeds_at_thresholds(cam, dataset.labels(id), thresholds)
         if meters is None:
             meters = [ConfusionMeter(cam.shape[0] + 1) for _ in thresholds]
+            pair_meters = [ConfusionMeter(cam.shape[0] + 1) for _ in pairs]
+            decided, counted = np.zeros(len(pairs), np.int64), 0
         for meter, seed in zip(meters, seeds):
             meter.update(gt, seed)
+        counted += int((gt != 255).sum())
+        for k, (meter, lab) in enumerate(zip(pair_meters, two_level_labels(cam, dataset.labels(id), pairs))):
+            where = (lab != 255) & (gt != 255)
+            meter.update(np.where(where, gt, 255), lab)  # undecided pixels are left out of the score
+            decided[k] += int(where.sum())
     if meters is None:
         raise ValueError("sweep_bkg_threshold: no images")
     miou = [float(m.scores()["miou"]) for m in meters]
     best = int(np.argmax(miou))
-    return {"thresholds": thresholds, "miou": miou, "best_thre": thresholds[best], "best_miou": miou[best]}
+    out = {"thresholds": thresholds, "miou": miou, "best_thre": thresholds[best], "best_miou": miou[best]}
+    if pairs:
+        out["pairs"] = [
+            {"high": float(h), "low": float(lo), "miou_decided": float(m.scores()["miou"]),
+             "decided": float(d / max(counted, 1))}
+            for (h, lo), m, d in zip(pairs, pair_meters, decided)
+        ]  # fmt: skip
+    return out
