@@ -92,3 +92,21 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
         pass
     assert target.read_bytes() == b"old"
     assert [p.name for p in Path(tmp_path).iterdir()] == ["x.bin"]
+
+
+def test_resumed_writers_remove_the_temporary_files_a_kill_left(tmp_path):
+    """A SIGKILL between atomic_write's mkstemp and its rename leaves `.<name>.<rand>.tmp` (no except runs);
+    the next cam / pseudo / predict into that folder deletes it before writing (the deterministic half of the
+    SIGKILL test above, whose kill lands in that window only sometimes)."""
+    from wsss.engine.inference import _todo
+    from wsss.utils.io import atomic_write, remove_stale_temps
+
+    out = tmp_path / "predictions/val"
+    with atomic_write(out / "a.png") as f:
+        f.write(b"done")
+    stale = out / ".b.png.x1y2z3.tmp"
+    stale.write_bytes(b"half")
+    (out / ".keep").write_bytes(b"")  # a hidden file that is not ours stays
+    assert _todo(["a", "b"], out, ".png", overwrite=False) == ["b"]
+    assert not stale.exists() and (out / "a.png").read_bytes() == b"done" and (out / ".keep").exists()
+    assert remove_stale_temps(tmp_path / "missing") == 0

@@ -35,7 +35,7 @@ from wsss.engine.config import Config, load_config
 from wsss.engine.trainer import resolve_device
 from wsss.engine.validate import prepare_image
 from wsss.methods.base import Method, build_method
-from wsss.utils.io import DataError, save_label_png, save_npy
+from wsss.utils.io import DataError, remove_stale_temps, save_label_png, save_npy
 
 
 @dataclass
@@ -125,6 +125,8 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "auto", device: str | Non
 
 
 def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool) -> list[str]:
+    """The ids still to write into ``out_dir``; a killed earlier run's temporary files there are removed."""
+    remove_stale_temps(out_dir)
     if overwrite:
         return list(ids)
     return [i for i in ids if not (out_dir / f"{i}{suffix}").is_file()]
@@ -153,6 +155,7 @@ def run_cam(
     out, seeds = run.dir / "cams" / split, run.dir / "cam_labels" / split
     thre = run.cfg.cam.bkg_thre if bkg_thre is None else float(bkg_thre)
     todo = list(ds.ids) if bkg_thre is not None else _todo(ds.ids, seeds, ".png", overwrite)
+    remove_stale_temps(out)  # the CAM files beside the seeds
     for id in tqdm(todo, desc=f"cam {split}", disable=not progress):
         labels = ds.labels(id)
         saved = out / f"{id}.npy"

@@ -39,6 +39,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBas
         raise
 
 
+def remove_stale_temps(directory: str | os.PathLike) -> int:
+    """Delete the temporary files :func:`atomic_write` leaves in ``directory`` when its process is killed
+    between creating and renaming one (SIGKILL runs no ``except``). Call it only where one process owns
+    the directory, before that process writes again; returns how many were removed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    stale = [p for p in directory.glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return len(stale)
+
+
 def voc_palette(num_colors: int = 256) -> np.ndarray:
     """The standard PASCAL VOC colour map (bit-interleaved), as a (num_colors, 3) uint8 array."""
     palette = np.zeros((num_colors, 3), dtype=np.uint8)
