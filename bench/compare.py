@@ -369,8 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val", type=int, default=200)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--context-with", type=float, default=0.85, help="wsss synth --context-with (a new --data)")
-    p.add_argument("--context-without", type=float, default=0.10, help="wsss synth --context-without (a new --data)")
+    p.add_argument("--context-with", default=None, help="wsss synth --context-with (a new --data; default: synth's)")
+    p.add_argument("--context-without", default=None, help="wsss synth --context-without (a new --data)")
     p.add_argument("--results", default=str(REPO / "bench/results"))
     p.add_argument("--benchmarks", default=str(REPO / "BENCHMARKS.md"), help="markdown file to update ('' = none)")
     p.add_argument("--render-only", action="store_true", help="rewrite table and chart from compare.json")
@@ -393,9 +393,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     root, runs = (REPO / a.data).resolve(), (REPO / a.runs).resolve()
     if not (root / "classes.txt").is_file():
+        context = [f"--context-{k}={v}" for k, v in (("with", a.context_with), ("without", a.context_without)) if v]
         wsss("synth", str(root), "--train", str(a.train), "--val", str(a.val), "--size", str(a.size),
-             "--seed", str(a.seed), "--context-with", str(a.context_with),
-             "--context-without", str(a.context_without))  # fmt: skip
+             "--seed", str(a.seed), *context)  # fmt: skip
     results = []
     for m in a.methods:
         pipe = PIPELINES.get(m, Pipeline(m))

@@ -55,14 +55,11 @@ def test_two_level_labels_equal_cam_to_label_with_ignore_mid():
     labels = np.array([0, 1, 1], dtype=np.float32)
     pairs = [(0.7, 0.25), (0.35, 0.1), (0.5, 0.5)]
     for (h, lo), lab in zip(pairs, two_level_labels(cam, labels, pairs)):
+        # bkg_thre <= high_thre: the background level has no effect on a two-level label
         _, want = cam_to_label(
-            torch.from_numpy(cam)[None],
-            torch.from_numpy(labels)[None],
-            ignore_mid=True,
-            bkg_thre=h,
-            high_thre=h,
+            torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], ignore_mid=True, bkg_thre=h, high_thre=h,
             low_thre=lo,
-        )  # fmt: skip  (bkg_thre <= high: no effect)
+        )  # fmt: skip
         np.testing.assert_array_equal(lab, want[0].numpy())
     with pytest.raises(ValueError, match="low <= high"):
         two_level_labels(cam, labels, [(0.2, 0.3)])

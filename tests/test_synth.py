@@ -136,6 +136,14 @@ def test_context_strength_is_a_parameter(tmp_path: Path):
     with pytest.raises(ValueError, match="context_without is a probability"):
         generate_synthetic(tmp_path / "e", n_train=1, n_val=0, context_without=-0.1, verbose=False)
 
+    from wsss.cli import main
+
+    assert main(["synth", str(tmp_path / "f"), "--train", "2", "--val", "0", "--size", "48",
+                 "--context-without", "0.5"]) == 0  # fmt: skip
+    meta = json.loads((tmp_path / "f/synth_meta.json").read_text())
+    assert (meta["p_context_with_class"], meta["p_context_without_class"]) == (0.85, 0.5)  # unset: the design's
+    assert main(["synth", str(tmp_path / "g"), "--train", "1", "--val", "0", "--context-with", "1.5"]) == 1
+
 
 def test_objects_per_image_and_sizes(samples):
     fractions = []

@@ -35,10 +35,10 @@ def _pair(text: str) -> tuple[float, float]:
 def cmd_synth(a: argparse.Namespace) -> int:
     from wsss.data import generate_synthetic
 
-    counts = generate_synthetic(
-        a.out, n_train=a.train, n_val=a.val, size=a.size, seed=a.seed, n_workers=a.workers,
-        context_with=a.context_with, context_without=a.context_without,
-    )  # fmt: skip
+    given = {"context_with": a.context_with, "context_without": a.context_without}
+    context = {k: v for k, v in given.items() if v is not None}  # unset: the design's defaults
+    counts = generate_synthetic(a.out, n_train=a.train, n_val=a.val, size=a.size, seed=a.seed, n_workers=a.workers,
+                                **context)  # fmt: skip
     print(f"wrote {a.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
@@ -259,12 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=0, help="worker processes (0 = in-process)")
     s.add_argument(
-        "--context-with", type=float, default=0.85,
-        help="probability of the water (rails) band in an image with a boat (train) (default 0.85)",
+        "--context-with", type=float, default=None,
+        help="probability of the water (rails) band in an image with a boat (train) (default: the design's, 0.85)",
     )  # fmt: skip
     s.add_argument(
-        "--context-without", type=float, default=0.10,
-        help="probability of the water (rails) band in an image without a boat (train) (default 0.10)",
+        "--context-without", type=float, default=None,
+        help="probability of the water (rails) band in an image without a boat (train) (default: the design's, 0.10)",
     )  # fmt: skip
     s.set_defaults(fn=cmd_synth)
 

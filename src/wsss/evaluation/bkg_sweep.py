@@ -32,16 +32,21 @@ DEFAULT_PAIRS: tuple[tuple[float, float], ...] = tuple(
 )
 
 
+def _valid_max(cam: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The max over the image's classes of ``cam x labels`` and its class (1-based), as ``cam_to_label``."""
+    valid = torch.from_numpy(np.asarray(cam, dtype=np.float32)) * torch.from_numpy(
+        np.asarray(labels, dtype=np.float32)
+    ).view(-1, 1, 1)
+    value, index = valid.max(dim=0)
+    return value, index + 1
+
+
 def seeds_at_thresholds(cam: np.ndarray, labels: np.ndarray, thresholds: Sequence[float]) -> list[np.ndarray]:
     """The seed map of ``cam_to_label(cam, labels, bkg_thre=t)`` for every t, sharing one argmax.
 
     ``cam``: (C-1,H,W) scores in [0,1], ``labels``: (C-1,) image labels. Returns (H,W) int64 maps.
     """
-    valid = torch.from_numpy(np.asarray(cam, dtype=np.float32)) * torch.from_numpy(
-        np.asarray(labels, dtype=np.float32)
-    ).view(-1, 1, 1)
-    value, index = valid.max(dim=0)
-    label = index + 1
+    value, label = _valid_max(cam, labels)
     return [label.masked_fill(value <= t, 0).numpy() for t in thresholds]
 
 
@@ -50,11 +55,7 @@ def two_level_labels(
 ) -> list[np.ndarray]:
     """``cam_to_label(cam, labels, ignore_mid=True, high_thre=h, low_thre=l)`` for every (h, l), sharing
     one argmax: the class where the max is above h, 0 at or below l, ``ignore_index`` between."""
-    valid = torch.from_numpy(np.asarray(cam, dtype=np.float32)) * torch.from_numpy(
-        np.asarray(labels, dtype=np.float32)
-    ).view(-1, 1, 1)
-    value, index = valid.max(dim=0)
-    label = index + 1
+    value, label = _valid_max(cam, labels)
     out = []
     for high, low in pairs:
         if low > high:
@@ -90,7 +91,8 @@ def sweep_bkg_threshold(
         cam = load_cam(id)
         if cam.shape[-2:] != gt.shape:
             raise ValueError(f"{id}: CAM is {tuple(cam.shape[-2:])} but the ground-truth mask is {gt.shape}")
-        seeds = seeds_at_thresholds(cam, dataset.labels(id), thresholds)
+        labels = dataset.labels(id)
+        seeds = seeds_at_thresholds(cam, labels, thresholds)
         if meters is None:
             meters = [ConfusionMeter(cam.shape[0] + 1) for _ in thresholds]
             pair_meters = [ConfusionMeter(cam.shape[0] + 1) for _ in pairs]
@@ -98,7 +100,7 @@ def sweep_bkg_threshold(
         for meter, seed in zip(meters, seeds):
             meter.update(gt, seed)
         counted += int((gt != 255).sum())
-        for k, (meter, lab) in enumerate(zip(pair_meters, two_level_labels(cam, dataset.labels(id), pairs))):
+        for k, (meter, lab) in enumerate(zip(pair_meters, two_level_labels(cam, labels, pairs))):
             where = (lab != 255) & (gt != 255)
             meter.update(np.where(where, gt, 255), lab)  # undecided pixels are left out of the score
             decided[k] += int(where.sum())
