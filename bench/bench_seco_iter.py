@@ -53,19 +53,28 @@ def run_child(kind: str, crop: int, batch: int, iters: int, warmup: int, threads
     cfg = load_config(REPO / "configs/seco/voc.yaml", over)
     data = _batch(batch, crop, 20)
     times = []
+    parts: dict[str, list[float]] = {}  # seconds of each phase, per timed iteration
+    clock = _PhaseClock(parts)
     if kind == "seco":
+        import wsss.methods.seco as seco_module
+
         method = build_method(cfg, 21)
         method.train()
         opt = build_optimizer(method, cfg)
         active = set(cfg.loss.weights)
+        # the no-grad multi-scale CAM is timed on its own: it is the largest share of the iteration
+        seco_module.multi_scale_cam = clock.wrap("cam (no grad)", seco_module.multi_scale_cam)
 
         def step() -> None:
-            terms = method.training_step(data, 2500, active)
-            loss = sum(cfg.loss.weights[k] * v for k, v in terms.items())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            method.after_step(2500)
+            with clock("forward + losses"):
+                terms = method.training_step(data, 2500, active)
+                loss = sum(cfg.loss.weights[k] * v for k, v in terms.items())
+            with clock("backward"):
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            with clock("optimiser + EMA"):
+                opt.step()
+                method.after_step(2500)
     else:
         import timm
 
@@ -73,22 +82,60 @@ def run_child(kind: str, crop: int, batch: int, iters: int, warmup: int, threads
         opt = torch.optim.AdamW(vit.parameters(), lr=6e-5, weight_decay=0.01)
 
         def step() -> None:
-            loss = torch.nn.functional.multilabel_soft_margin_loss(vit(data["image"]), data["labels"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            with clock("forward + losses"):
+                loss = torch.nn.functional.multilabel_soft_margin_loss(vit(data["image"]), data["labels"])
+            with clock("backward"):
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            with clock("optimiser + EMA"):
+                opt.step()
 
     for i in range(warmup + iters):
+        clock.recording = i >= warmup
         t = time.perf_counter()
         step()
         if i >= warmup:
             times.append(time.perf_counter() - t)
+    phases = {k: statistics.median(v) for k, v in parts.items()}
+    if "cam (no grad)" in phases:  # the CAM runs inside the forward: report the rest of it
+        phases["forward + losses"] -= phases["cam (no grad)"]
     return {
         "kind": kind,
         "median_s": statistics.median(times),
         "times": times,
+        "phases_s": phases,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
+
+
+class _PhaseClock:
+    """Adds the wall time of named phases to ``parts`` while ``recording``."""
+
+    def __init__(self, parts: dict[str, list[float]]):
+        self.parts, self.recording, self._open = parts, False, {}
+
+    def __call__(self, name: str):
+        clock = self
+
+        class _Phase:
+            def __enter__(self):
+                clock._open[name] = time.perf_counter()
+
+            def __exit__(self, *exc):
+                clock._add(name, time.perf_counter() - clock._open.pop(name))
+
+        return _Phase()
+
+    def _add(self, name: str, seconds: float) -> None:
+        if self.recording:
+            self.parts.setdefault(name, []).append(seconds)
+
+    def wrap(self, name: str, fn):
+        def timed(*args, **kwargs):
+            with self(name):
+                return fn(*args, **kwargs)
+
+        return timed
 
 
 def main() -> None:
@@ -118,6 +165,10 @@ def main() -> None:
         f"  bare ViT-B/16 fwd+bwd+AdamW:             {bare['median_s']:.2f} s, peak RSS {bare['peak_rss_gib']:.1f} GiB"
     )
     print(f"  ratio: {seco['median_s'] / bare['median_s']:.2f}x (official 8.4x at 448/1; target <= 4.2x)")
+    print("  phases (median s; SeCo / bare):")
+    for name in ("cam (no grad)", "forward + losses", "backward", "optimiser + EMA"):
+        sv, bv = seco["phases_s"].get(name), bare["phases_s"].get(name)
+        print(f"    {name:18s} {sv:6.2f} / " + (f"{bv:.2f}" if bv is not None else "-"))
 
 
 if __name__ == "__main__":
