@@ -237,3 +237,28 @@ def test_real_imagenet_mobilenetv2_on_voc_photos():
     tv.load_state_dict(torch.load(resolve_weight_path(REAL_MOBILENET), map_location="cpu", weights_only=True))
     with torch.no_grad():
         torch.testing.assert_close(model(x[:1]), tv(x[:1]), rtol=1e-4, atol=1e-4)
+
+
+def test_a_run_checkpoint_gives_its_backbone(tmp_path):
+    """``model.pretrained`` may name a run's checkpoint: the student backbone is loaded (not SeCo's
+    teacher copy ``encoder_k``), although the file also holds heads and numpy RNG states."""
+    from conftest import REPO
+    from wsss.engine.config import load_config
+    from wsss.methods.base import build_method
+
+    kwargs = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2, "img_size": 64}
+    over = [f"model.backbone_kwargs={{{', '.join(f'{k}: {v}' for k, v in kwargs.items())}}}", "model.pretrained=null",
+            "options.proj_hidden_dim=16", "options.queue_size=60"]  # fmt: skip
+    torch.manual_seed(0)
+    method = build_method(load_config(REPO / "configs/seco/voc.yaml", over), num_classes=5)
+    with torch.no_grad():
+        for p in method.encoder_k.parameters():
+            p.add_(1.0)  # the teacher differs from the student
+    path = tmp_path / "last.pt"
+    torch.save({"step": 7, "model": method.state_dict(), "rng": {"numpy": np.random.get_state()}}, path)
+
+    bb = create_backbone("vit_tiny_patch16_224", pretrained=str(path), **kwargs)
+    for k, v in method.backbone.vit.state_dict().items():
+        torch.testing.assert_close(bb.vit.state_dict()[k], v, rtol=0, atol=0)
+    with pytest.raises(WeightLoadError, match="shape mismatch"):  # another architecture: a clear error
+        create_backbone("vit_tiny_patch16_224", pretrained=str(path), **{**kwargs, "embed_dim": 64})

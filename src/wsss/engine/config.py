@@ -56,7 +56,7 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "vit_base_patch16_224"  # a timm model name
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
-    pretrained: str | None = None  # local weight file (timm / torchvision state dict); None = random
+    pretrained: str | None = None  # local weights (timm / torchvision state dict, a run's checkpoint); None = random
     freeze_pos_embed: bool = True  # ViT: positional embedding frozen (methods.md 2.2)
     aux_layer: int = -3  # ViT block whose raw output feeds the auxiliary classifier (2.2)
     output_stride: int = 16  # CNN backbones: dilate the last stages to reach this stride

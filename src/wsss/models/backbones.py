@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -150,6 +151,9 @@ class WeightLoadError(RuntimeError):
     """A pretrained file whose keys do not fit the model."""
 
 
+_NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightLoadError(f"{path}: pretrained weight file not found")
@@ -159,7 +163,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = load_file(str(path))
     else:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # a wsss run checkpoint also holds numpy RNG states (arrays): allow those, nothing else
+            with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unpickling failure is reported with the file
             raise WeightLoadError(f"{path}: cannot read weights ({e})") from e
     for key in ("state_dict", "model", "model_state"):
@@ -290,8 +296,29 @@ def check_state_dict(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor
     raise WeightLoadError(f"{what}: " + "; ".join(parts))
 
 
+def _backbone_of_run_checkpoint(
+    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The backbone's entries of a whole wsss model (``runs/<run>/checkpoints/last.pt``), prefix removed.
+
+    A run's model holds its backbone under ``backbone.`` (``backbone.vit.blocks.0...`` for a ViT) next to
+    its heads (and, for SeCo, the teacher copy ``encoder_k.``). A plain weight file is returned as is.
+    """
+    if not own or set(own) & set(state):
+        return state
+    probe = next(iter(own))
+    prefixes = [k[: -len(probe)] for k in state if k.endswith("." + probe)]
+    if not prefixes:
+        return state
+    prefix = next((p for p in prefixes if p.startswith("backbone.")), prefixes[0])
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
 def load_pretrained(model: nn.Module, path: str | Path) -> None:
     """Load a local state dict into ``model``; classifier heads of the file are dropped.
+
+    The file may also be a checkpoint of a wsss run: its backbone is loaded (e.g. SeCo started from
+    a CAM baseline run's backbone, or a custom-data run started from a VOC run).
 
     The file may be in a foreign key layout of ``WEIGHT_LAYOUTS`` (mapped first). Missing or
     unexpected keys (beyond a classification head) and shape mismatches raise WeightLoadError
@@ -300,6 +327,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     path = resolve_weight_path(path)
     state = _read_state_dict(path)
     own = model.state_dict()
+    state = _backbone_of_run_checkpoint(state, own)
     state, layout = convert_weight_layout(state, own)
     # Classifier parts that timm's num_classes=0 / features_only models do not have: the head, the
     # in21k pre-logits layer, and an EfficientNet/MobileNet's 1x1 head conv and its norm.
