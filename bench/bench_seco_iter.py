@@ -11,6 +11,7 @@ batch 1; our target is at most 4.2x).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -112,23 +113,16 @@ class _PhaseClock:
     """Adds the wall time of named phases to ``parts`` while ``recording``."""
 
     def __init__(self, parts: dict[str, list[float]]):
-        self.parts, self.recording, self._open = parts, False, {}
+        self.parts, self.recording = parts, False
 
+    @contextlib.contextmanager
     def __call__(self, name: str):
-        clock = self
-
-        class _Phase:
-            def __enter__(self):
-                clock._open[name] = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock._add(name, time.perf_counter() - clock._open.pop(name))
-
-        return _Phase()
-
-    def _add(self, name: str, seconds: float) -> None:
-        if self.recording:
-            self.parts.setdefault(name, []).append(seconds)
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.recording:
+                self.parts.setdefault(name, []).append(time.perf_counter() - t)
 
     def wrap(self, name: str, fn):
         def timed(*args, **kwargs):
