@@ -1,0 +1,112 @@
+"""How right are SeCo's patch tags? Tags from a run's saved train CAMs, checked against the ground truth.
+
+SeCo tags its local patches from the CAM (methods.md 3.3). This script redoes that decomposition on
+a run's saved CAMs (``wsss cam RUN --split train``: multi-scale + flip, whole images) at the run's CAM
+levels, with the corrected tag rules, and compares each tag with the ground truth of its patch (a
+synthetic set's context masks say which background pixels are water / rails):
+
+- the share of patches tagged background, one class, or ignored;
+- tag precision: of the patches tagged class c, the share holding at least ``--min-share`` of c;
+- context patches: patches at least half context (water / rails) and under ``--min-share`` object,
+  in images labelled with the class the context comes with (as the FAR of compare.py), and how they
+  are tagged (as that class, as background, ignored, or as another class of the image).
+
+    .venv/bin/python bench/seco_tags.py runs/bench_thr/seco runs/bench_thr/cam --data data/synth_bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from wsss.cam import cam_to_roi_mask
+from wsss.cam.decompose import assign_tags, sample_patch_positions
+from wsss.engine.config import load_config
+
+
+def tag_stats(run: Path, data: Path, patches: int, size: int, min_share: float, seed: int) -> dict[str, float]:
+    c = load_config(run / "config.yaml").cam
+    meta = json.loads((data / "synth_meta.json").read_text())
+    classes, contexts = meta["classes"], {int(k): v for k, v in meta["contexts"].items()}
+    owner = {cid: classes.index(ctx["accompanies"]) for cid, ctx in contexts.items()}  # context id -> class id
+    g = torch.Generator().manual_seed(seed)
+    counts = {"patches": 0, "bg": 0, "class": 0, "ignored": 0, "class_right": 0}
+    ctx_counts = {"context_patches": 0, "as_its_class": 0, "as_bg": 0, "ignored": 0, "as_other": 0}
+    for f in sorted((run / "cams" / "train").glob("*.npy")):
+        name = f.stem
+        saved = np.load(f, allow_pickle=True).item()
+        gt = np.array(Image.open(data / "SegmentationClass" / f"{name}.png"))
+        ctx = np.array(Image.open(data / "SegmentationContext" / f"{name}.png"))
+        cam = torch.zeros(1, len(classes) - 1, *gt.shape)
+        labels = torch.zeros(1, len(classes) - 1)
+        for k, m in zip(saved["keys"], saved["cam"]):
+            cam[0, int(k) - 1] = torch.from_numpy(m.astype(np.float32))
+            labels[0, int(k) - 1] = 1
+        roi = cam_to_roi_mask(cam, labels, ignore_mid=True, bkg_thre=c.bkg_thre, high_thre=c.high_thre,
+                              low_thre=c.low_thre)  # fmt: skip
+        top_left, _, _ = sample_patch_positions(roi, patches, size, generator=g, official_seed=False)
+        flags = assign_tags(roi, top_left, size, no_class_global_tag=-1.0, area_weighted_by_class_id=False)[0, 2:]
+        for (h0, w0), tag in zip(top_left[0].tolist(), flags.tolist()):
+            g_patch, c_patch = gt[h0 : h0 + size, w0 : w0 + size], ctx[h0 : h0 + size, w0 : w0 + size]
+            area = float(size * size)
+            counts["patches"] += 1
+            tag = int(tag)
+            if tag == 0:
+                counts["bg"] += 1
+            elif tag < 0:
+                counts["ignored"] += 1
+            else:
+                counts["class"] += 1
+                counts["class_right"] += int((g_patch == tag).sum() / area >= min_share)
+            context_share = ((c_patch > 0) & (g_patch == 0)).sum() / area
+            object_share = ((g_patch > 0) & (g_patch < 255)).sum() / area
+            cid = int(np.bincount(c_patch[c_patch > 0]).argmax()) if context_share >= 0.5 else 0
+            if cid and object_share < min_share and labels[0, owner[cid] - 1] > 0:
+                ctx_counts["context_patches"] += 1
+                if tag == owner[cid]:
+                    ctx_counts["as_its_class"] += 1
+                elif tag == 0:
+                    ctx_counts["as_bg"] += 1
+                elif tag < 0:
+                    ctx_counts["ignored"] += 1
+                else:
+                    ctx_counts["as_other"] += 1
+    n, nc, nx = counts["patches"], max(counts["class"], 1), max(ctx_counts["context_patches"], 1)
+    return {
+        "patches": n,
+        "bg %": 100 * counts["bg"] / n,
+        "class %": 100 * counts["class"] / n,
+        "ignored %": 100 * counts["ignored"] / n,
+        "class-tag precision %": 100 * counts["class_right"] / nc,
+        "context patches": ctx_counts["context_patches"],
+        "context as its class %": 100 * ctx_counts["as_its_class"] / nx,
+        "context as bg %": 100 * ctx_counts["as_bg"] / nx,
+        "context ignored %": 100 * ctx_counts["ignored"] / nx,
+        "context as another class %": 100 * ctx_counts["as_other"] / nx,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", type=Path, help="run directories with cams/train (`wsss cam RUN --split train`)")
+    p.add_argument("--data", type=Path, required=True, help="the synthetic set (synth_meta.json, SegmentationContext)")
+    p.add_argument("--patches", type=int, default=4, help="patches per image (the CPU preset's 4)")
+    p.add_argument("--patch-size", type=int, default=24, help="patch side in pixels (the CPU preset's 24)")
+    p.add_argument("--min-share", type=float, default=0.1, help="object share that makes a patch hold a class")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    rows = {str(r): tag_stats(r, a.data, a.patches, a.patch_size, a.min_share, a.seed) for r in a.runs}
+    keys = list(next(iter(rows.values())))
+    print("| run | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for r, s in rows.items():
+        print(f"| {r} | " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in s.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""bench/seco_tags.py: SeCo's tags redone on saved CAMs and checked against the ground truth."""
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+import seco_tags  # noqa: E402
+
+
+def fake_run(tmp_path, synth_root, with_context: bool):
+    """A run whose train CAMs are the ground-truth objects (1 on the object, 0 elsewhere), and, with
+    ``with_context``, also 1 on the context pixels of the class the context comes with."""
+    run = tmp_path / ("ctx" if with_context else "obj")
+    (run / "cams" / "train").mkdir(parents=True)
+    shutil.copy(REPO / "configs/seco/synthetic_cpu.yaml", run / "config.yaml")
+    meta = json.loads((synth_root / "synth_meta.json").read_text())
+    owner = {int(k): meta["classes"].index(v["accompanies"]) for k, v in meta["contexts"].items()}
+    for name in (synth_root / "ImageSets/Segmentation/train.txt").read_text().split():
+        gt = np.array(Image.open(synth_root / "SegmentationClass" / f"{name}.png"))
+        ctx = np.array(Image.open(synth_root / "SegmentationContext" / f"{name}.png"))
+        keys = sorted(meta["classes"].index(o) for o in set(meta["images"][name]["objects"]))
+        cams = []
+        for k in keys:
+            m = gt == k
+            if with_context:
+                m |= np.isin(ctx, [cid for cid, c in owner.items() if c == k]) & (gt == 0)
+            cams.append(m.astype(np.float16))
+        np.save(run / "cams" / "train" / f"{name}.npy", {"keys": np.array(keys), "cam": np.stack(cams)})
+    return run
+
+
+@pytest.mark.parametrize("with_context", [False, True])
+def test_context_patches_follow_the_cam(tmp_path, synth_root, with_context):
+    stats = seco_tags.tag_stats(fake_run(tmp_path, synth_root, with_context), synth_root, patches=8, size=16,
+                                min_share=0.1, seed=0)  # fmt: skip
+    assert stats["patches"] == 8 * 24
+    assert stats["bg %"] + stats["class %"] + stats["ignored %"] == pytest.approx(100)
+    assert stats["context patches"] > 0
+    if with_context:  # a CAM that covers the context tags the context patches as its class (or
+        # ignores them, when a sliver of another object falls in the patch), never as background
+        assert stats["context as its class %"] > 50
+        assert stats["context as its class %"] + stats["context ignored %"] == pytest.approx(100)
+    else:  # a CAM on the objects alone tags them background
+        assert stats["context as bg %"] == pytest.approx(100)
+        assert stats["class-tag precision %"] == pytest.approx(100)
