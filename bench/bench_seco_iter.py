@@ -73,7 +73,7 @@ def run_child(kind: str, crop: int, batch: int, iters: int, warmup: int, threads
             with clock("backward"):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-            with clock("optimiser + EMA"):
+            with clock("optimiser"):
                 opt.step()
                 method.after_step(2500)
     else:
@@ -88,7 +88,7 @@ def run_child(kind: str, crop: int, batch: int, iters: int, warmup: int, threads
             with clock("backward"):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-            with clock("optimiser + EMA"):
+            with clock("optimiser"):
                 opt.step()
 
     for i in range(warmup + iters):
@@ -160,7 +160,7 @@ def main() -> None:
     )
     print(f"  ratio: {seco['median_s'] / bare['median_s']:.2f}x (official 8.4x at 448/1; target <= 4.2x)")
     print("  phases (median s; SeCo / bare):")
-    for name in ("cam (no grad)", "forward + losses", "backward", "optimiser + EMA"):
+    for name in ("cam (no grad)", "forward + losses", "backward", "optimiser"):
         sv, bv = seco["phases_s"].get(name), bare["phases_s"].get(name)
         print(f"    {name:18s} {sv:6.2f} / " + (f"{bv:.2f}" if bv is not None else "-"))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,68 +27,60 @@ from PIL import Image
 
 from wsss.cam import cam_to_roi_mask
 from wsss.cam.decompose import assign_tags, sample_patch_positions
+from wsss.data.voc import VOCDataset
 from wsss.engine.config import load_config
+from wsss.engine.inference import load_cam
+
+
+def _kind(tag: int) -> str:
+    return "bg" if tag == 0 else "ignored" if tag < 0 else "class"
 
 
 def tag_stats(run: Path, data: Path, patches: int, size: int, min_share: float, seed: int) -> dict[str, float]:
     c = load_config(run / "config.yaml").cam
+    ds = VOCDataset(data, "train")
     meta = json.loads((data / "synth_meta.json").read_text())
-    classes, contexts = meta["classes"], {int(k): v for k, v in meta["contexts"].items()}
-    owner = {cid: classes.index(ctx["accompanies"]) for cid, ctx in contexts.items()}  # context id -> class id
+    # context id -> the class it comes with
+    owner = {int(k): meta["classes"].index(v["accompanies"]) for k, v in meta["contexts"].items()}
     g = torch.Generator().manual_seed(seed)
-    counts = {"patches": 0, "bg": 0, "class": 0, "ignored": 0, "class_right": 0}
-    ctx_counts = {"context_patches": 0, "as_its_class": 0, "as_bg": 0, "ignored": 0, "as_other": 0}
-    for f in sorted((run / "cams" / "train").glob("*.npy")):
-        name = f.stem
-        saved = np.load(f, allow_pickle=True).item()
-        gt = np.array(Image.open(data / "SegmentationClass" / f"{name}.png"))
-        ctx = np.array(Image.open(data / "SegmentationContext" / f"{name}.png"))
-        cam = torch.zeros(1, len(classes) - 1, *gt.shape)
-        labels = torch.zeros(1, len(classes) - 1)
-        for k, m in zip(saved["keys"], saved["cam"]):
-            cam[0, int(k) - 1] = torch.from_numpy(m.astype(np.float32))
-            labels[0, int(k) - 1] = 1
+    area = float(size * size)
+    tags, context_tags = Counter(), Counter()  # patches by kind; context patches by how they are tagged
+    for id in sorted(p.stem for p in (run / "cams" / "train").glob("*.npy")):
+        labels = torch.from_numpy(np.asarray(ds.labels(id), dtype=np.float32))[None]
+        cam = torch.from_numpy(load_cam(run / "cams" / "train" / f"{id}.npy", labels.shape[1]))[None]
+        gt = np.array(Image.open(data / "SegmentationClass" / f"{id}.png"))
+        ctx = np.array(Image.open(data / "SegmentationContext" / f"{id}.png"))
         roi = cam_to_roi_mask(cam, labels, ignore_mid=True, bkg_thre=c.bkg_thre, high_thre=c.high_thre,
                               low_thre=c.low_thre)  # fmt: skip
         top_left, _, _ = sample_patch_positions(roi, patches, size, generator=g, official_seed=False)
         flags = assign_tags(roi, top_left, size, no_class_global_tag=-1.0, area_weighted_by_class_id=False)[0, 2:]
-        for (h0, w0), tag in zip(top_left[0].tolist(), flags.tolist()):
+        for (h0, w0), tag in zip(top_left[0].tolist(), flags.long().tolist()):
             g_patch, c_patch = gt[h0 : h0 + size, w0 : w0 + size], ctx[h0 : h0 + size, w0 : w0 + size]
-            area = float(size * size)
-            counts["patches"] += 1
-            tag = int(tag)
-            if tag == 0:
-                counts["bg"] += 1
-            elif tag < 0:
-                counts["ignored"] += 1
-            else:
-                counts["class"] += 1
-                counts["class_right"] += int((g_patch == tag).sum() / area >= min_share)
+            tags[_kind(tag)] += 1
+            if tag > 0:
+                tags["class_right"] += int((g_patch == tag).sum() / area >= min_share)
             context_share = ((c_patch > 0) & (g_patch == 0)).sum() / area
             object_share = ((g_patch > 0) & (g_patch < 255)).sum() / area
             cid = int(np.bincount(c_patch[c_patch > 0]).argmax()) if context_share >= 0.5 else 0
             if cid and object_share < min_share and labels[0, owner[cid] - 1] > 0:
-                ctx_counts["context_patches"] += 1
-                if tag == owner[cid]:
-                    ctx_counts["as_its_class"] += 1
-                elif tag == 0:
-                    ctx_counts["as_bg"] += 1
-                elif tag < 0:
-                    ctx_counts["ignored"] += 1
-                else:
-                    ctx_counts["as_other"] += 1
-    n, nc, nx = counts["patches"], max(counts["class"], 1), max(ctx_counts["context_patches"], 1)
+                context_tags["its class" if tag == owner[cid] else _kind(tag)] += 1
+    n = tags["bg"] + tags["class"] + tags["ignored"]
+    nx = sum(context_tags.values())
+
+    def share(key: str, counter: Counter, total: int) -> float:
+        return 100 * counter[key] / max(total, 1)
+
     return {
         "patches": n,
-        "bg %": 100 * counts["bg"] / n,
-        "class %": 100 * counts["class"] / n,
-        "ignored %": 100 * counts["ignored"] / n,
-        "class-tag precision %": 100 * counts["class_right"] / nc,
-        "context patches": ctx_counts["context_patches"],
-        "context as its class %": 100 * ctx_counts["as_its_class"] / nx,
-        "context as bg %": 100 * ctx_counts["as_bg"] / nx,
-        "context ignored %": 100 * ctx_counts["ignored"] / nx,
-        "context as another class %": 100 * ctx_counts["as_other"] / nx,
+        "bg %": share("bg", tags, n),
+        "class %": share("class", tags, n),
+        "ignored %": share("ignored", tags, n),
+        "class-tag precision %": share("class_right", tags, tags["class"]),
+        "context patches": nx,
+        "context as its class %": share("its class", context_tags, nx),
+        "context as bg %": share("bg", context_tags, nx),
+        "context ignored %": share("ignored", context_tags, nx),
+        "context as another class %": share("class", context_tags, nx),
     }
 
 
