@@ -159,10 +159,7 @@ class SeCo(Method):
         with torch.no_grad():  # the scale-1.0 CAMs of the forward above are reused (2.5)
             unflipped = (self.classifier.cam(final.detach()), self.aux_classifier.cam(aux.detach()))
             cam, cam_aux = multi_scale_cam(self.cam_maps, images, c.scales, unflipped=unflipped)
-            roi = cam_to_roi_mask(
-                cam if step >= o.cam2mask else cam_aux, labels, img_box=img_box, ignore_mid=True,
-                bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre,
-            )  # fmt: skip
+            roi = self.decomposition_mask(batch, cam if step >= o.cam2mask else cam_aux)
             top_left, _, _ = sample_patch_positions(roi, o.num_patches, o.patch_size, official_seed=o.quirk_patch_seed)
             flags = assign_tags(
                 roi, top_left, o.patch_size, threshold=o.tag_threshold,
@@ -211,6 +208,15 @@ class SeCo(Method):
         return terms
 
     # -- pieces ------------------------------------------------------------------------------------
+    def decomposition_mask(self, batch: dict[str, Any], cam: torch.Tensor) -> torch.Tensor:
+        """The mask the patches are centred on and tagged from (methods.md 3.2 step 4): class id where
+        ``cam`` > high, -1 where low < ``cam`` <= high, 0 below, 255 outside the image box."""
+        c = self.cfg.cam
+        return cam_to_roi_mask(
+            cam, batch["labels"], img_box=batch["img_box"], ignore_mid=True,
+            bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre,
+        )  # fmt: skip
+
     def _ptc(self, final: torch.Tensor, cam_aux: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor):
         """PTC target from the aux-CAM at token resolution (methods.md 2.9)."""
         c = self.cfg.cam

@@ -1,0 +1,34 @@
+"""bench/seco_oracle.py: the ground-truth decomposition mask of the oracle-tag diagnostic."""
+
+import sys
+
+import torch
+
+from conftest import REPO
+from wsss.cam.decompose import assign_tags
+
+sys.path.insert(0, str(REPO / "bench"))
+import seco_oracle  # noqa: E402
+
+
+def test_oracle_roi_marks_a_band_at_label_boundaries():
+    target = torch.zeros(1, 12, 12, dtype=torch.long)
+    target[0, 3:9, 3:9] = 2  # a 6x6 object
+    target[0, :, 11] = 255  # padding column
+    roi = seco_oracle.oracle_roi(target, band=1)
+    assert roi[0, 5, 5] == 2 and roi[0, 0, 0] == 0  # interior and far background keep their ids
+    assert (roi[0, :, 11] == 255).all()  # padding stays ignored
+    band = roi[0] == -1
+    assert band[2, 5] and band[3, 5] and band[8, 5] and band[9, 5]  # both sides of the edge
+    assert not band[4, 5] and not band[1, 5]
+    assert not band[:, 10].any()  # the padding is not a boundary
+
+
+def test_oracle_tags_follow_the_ground_truth():
+    target = torch.zeros(1, 16, 16, dtype=torch.long)
+    target[0, :, 8:] = 3
+    roi = seco_oracle.oracle_roi(target, band=1)  # columns 7 and 8 uncertain
+    top_left = torch.tensor([[[0, 0], [0, 8], [0, 4]]])  # background, object, straddling the edge
+    flags = assign_tags(roi, top_left, 8, no_class_global_tag=-1.0, area_weighted_by_class_id=False)
+    # the first patch is 1/8 uncertain (<= 0.2: background); a single-class image fills the rest
+    assert flags[0].tolist() == [3.0, 3.0, 0.0, 3.0, 3.0]
