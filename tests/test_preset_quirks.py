@@ -1,0 +1,38 @@
+"""Every official-quirk switch is set in the paper presets (on) and the *_corrected presets (off), and
+is documented in the README's switch table."""
+
+from dataclasses import fields
+
+import pytest
+import yaml
+
+from conftest import REPO
+from wsss.methods.base import get_method_class
+
+METHODS_WITH_CORRECTED = ["seco", "rca"]
+
+
+def quirks(method: str) -> set[str]:
+    return {f.name for f in fields(get_method_class(method).Options) if f.name.startswith("quirk_")}
+
+
+def preset_options(method: str, name: str) -> dict:
+    return yaml.safe_load((REPO / "configs" / method / f"{name}.yaml").read_text()).get("options", {})
+
+
+@pytest.mark.parametrize("method", METHODS_WITH_CORRECTED)
+def test_paper_presets_switch_every_quirk_on_and_corrected_presets_off(method):
+    every = quirks(method)
+    assert every
+    for paper in ("voc", "coco"):
+        opts = preset_options(method, paper)
+        assert {q: opts.get(q) for q in every} == dict.fromkeys(every, True), f"configs/{method}/{paper}.yaml"
+    opts = preset_options(method, "voc_corrected")
+    assert {q: opts.get(q) for q in every} == dict.fromkeys(every, False), f"configs/{method}/voc_corrected.yaml"
+
+
+@pytest.mark.parametrize("method", [*METHODS_WITH_CORRECTED, "sccam", "affinitynet"])
+def test_every_quirk_switch_is_in_the_readme(method):
+    readme = (REPO / "README.md").read_text()
+    missing = [q for q in quirks(method) if f"{q}`" not in readme]
+    assert not missing, f"README.md does not document {missing}"
