@@ -1,4 +1,4 @@
-"""bench/seco_oracle.py: the ground-truth decomposition mask of the oracle-tag diagnostic."""
+"""bench/seco_oracle.py and bench/seco_prototypes.py: the SeCo diagnostics of BENCHMARKS.md."""
 
 import sys
 
@@ -6,9 +6,11 @@ import torch
 
 from conftest import REPO
 from wsss.cam.decompose import assign_tags
+from wsss.engine.checkpoint import save_checkpoint
 
 sys.path.insert(0, str(REPO / "bench"))
 import seco_oracle  # noqa: E402
+import seco_prototypes  # noqa: E402
 
 
 def test_oracle_roi_marks_a_band_at_label_boundaries():
@@ -32,3 +34,12 @@ def test_oracle_tags_follow_the_ground_truth():
     flags = assign_tags(roi, top_left, 8, no_class_global_tag=-1.0, area_weighted_by_class_id=False)
     # the first patch is 1/8 uncertain (<= 0.2: background); a single-class image fills the rest
     assert flags[0].tolist() == [3.0, 3.0, 0.0, 3.0, 3.0]
+
+
+def test_prototype_cosines_of_a_saved_run(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    protos = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, -3.0]])  # pairs at 45, 90 and 135 degrees
+    save_checkpoint({"model": {"prototypes": protos}}, tmp_path / "checkpoints" / "last.pt")
+    c = seco_prototypes.prototype_cosines(tmp_path)
+    half = 2**-0.5
+    assert abs(c["max"] - half) < 1e-6 and abs(c["min"] + half) < 1e-6 and abs(c["mean"]) < 1e-6
