@@ -90,7 +90,7 @@ PIPELINES["rca"] = Pipeline("rca", refine="rca")
 PIPELINES["sccam"] = Pipeline("sccam", refine="affinity")
 # SeCo's preset with every official quirk switched back on (methods.md 8.1-8.2): the quirks' cost.
 SECO_QUIRKS = ("no_class_global_tag", "area_weighted_by_class_id", "lil_normaliser", "local_view_flip", "patch_seed",
-               "ptc_box_pixel_scale", "queue_init_dim0", "lig_raw_prototypes")  # fmt: skip
+               "ptc_box_pixel_scale", "queue_init_dim0")  # fmt: skip
 PIPELINES["seco_quirks"] = Pipeline(
     "seco", name="seco_quirks", overrides=tuple(f"options.quirk_{q}=true" for q in SECO_QUIRKS)
 )
