@@ -82,9 +82,6 @@ class SeCoOptions:
     quirk_patch_seed: bool = True  # positions = randperm with seed 0 (the official reseed's effect)
     quirk_ptc_box_pixel_scale: bool = True  # the 448-px img_box is applied to the token grid
     quirk_queue_init_dim0: bool = True  # the random queue is normalised along dim 0
-    # LIG's prototypes are EMAs of the raw (unprojected) class tokens while its queries are projected
-    # (8.1 item 5). False: EMAs of the teacher's projected key of the main crop, the queries' space.
-    quirk_lig_raw_prototypes: bool = True
 
 
 @register_method
@@ -178,11 +175,9 @@ class SeCo(Method):
             terms["ptc"] = self._ptc(final, cam_aux, labels, img_box)
 
         global_cls = out.cls.view(2, b, -1).transpose(0, 1)  # (B, 2, D): [main, w_image]
-        keys = self._teacher_keys(global_cls.detach(), crop_patches(batch["s_image"], top_left, o.patch_size))
         if step >= o.update_prototype:
-            # keys are ordered [g1, g2, l1..lP] per image: entry 0 is the main crop's projected key
-            main = global_cls[:, 0].detach() if o.quirk_lig_raw_prototypes else keys.view(b, -1, keys.shape[-1])[:, 0]
-            self._update_prototypes(main, batch["label_idx"])
+            self._update_prototypes(global_cls[:, 0].detach(), batch["label_idx"])
+        keys = self._teacher_keys(global_cls.detach(), crop_patches(batch["s_image"], top_left, o.patch_size))
         self._enqueue(keys, flags)
 
         if "lil" in active or "lig" in active:
@@ -263,10 +258,7 @@ class SeCo(Method):
 
     @torch.no_grad()
     def _update_prototypes(self, cls_tokens: torch.Tensor, label_idx: torch.Tensor) -> None:
-        """EMA of the class tokens of single-class images, sample by sample, then L2 rows (3.4).
-
-        ``cls_tokens`` are the raw class tokens (official) or the teacher's projected keys of the main
-        crop (``quirk_lig_raw_prototypes=False``)."""
+        """EMA of the class tokens of single-class images, sample by sample, then L2 rows (3.4)."""
         tokens, idx = all_gather_cat(cls_tokens), all_gather_cat(label_idx)
         m = self.options.proto_momentum
         for t, c in zip(tokens, idx.tolist()):
