@@ -1,4 +1,4 @@
-"""bench/seco_oracle.py and bench/seco_prototypes.py: the SeCo diagnostics of BENCHMARKS.md."""
+"""The SeCo diagnostics of BENCHMARKS.md: bench/seco_oracle.py, seco_prototypes.py, cls_token_pretrain.py."""
 
 import sys
 
@@ -7,8 +7,11 @@ import torch
 from conftest import REPO
 from wsss.cam.decompose import assign_tags
 from wsss.engine.checkpoint import save_checkpoint
+from wsss.engine.config import load_config
+from wsss.methods.base import build_method
 
 sys.path.insert(0, str(REPO / "bench"))
+import cls_token_pretrain  # noqa: E402
 import seco_oracle  # noqa: E402
 import seco_prototypes  # noqa: E402
 
@@ -43,3 +46,19 @@ def test_prototype_cosines_of_a_saved_run(tmp_path):
     c = seco_prototypes.prototype_cosines(tmp_path)
     half = 2**-0.5
     assert abs(c["max"] - half) < 1e-6 and abs(c["min"] + half) < 1e-6 and abs(c["mean"]) < 1e-6
+
+
+def test_class_token_pretraining_trains_the_class_token():
+    over = [
+        "method=cam_cls_token",
+        "model.backbone_kwargs={patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2, img_size: 32}",
+        "model.pretrained=null",
+    ]
+    m = build_method(load_config(REPO / "configs/cam/synthetic_cpu.yaml", over), num_classes=4)
+    assert isinstance(m, cls_token_pretrain.CAMClassToken)
+    assert set(m.token_classifier.parameters()) <= set(sum(m.param_groups().values(), []))
+    batch = {"image": torch.randn(2, 3, 32, 32), "labels": torch.tensor([[1.0, 0, 0], [0, 1, 1]])}
+    terms = m.training_step(batch, step=0, active={"cls", "aux"})
+    assert set(terms) == {"cls", "aux", "cls_token"}
+    terms["cls_token"].backward()
+    assert m.backbone.vit.cls_token.grad.abs().sum() > 0 and m.token_classifier.weight.grad is not None

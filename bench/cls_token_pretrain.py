@@ -1,0 +1,61 @@
+"""Pre-train the small ViT so that its class token is class-discriminative, as a supervised ViT's is.
+
+SeCo's LIG pulls patches toward class prototypes made of raw class tokens (methods.md 3.4, 3.7). The
+paper fine-tunes ImageNet-21k supervised ViT-B/16 weights, whose class token already separates
+classes; a ViT trained from scratch by the CAM baseline never trains its class token (the classifiers
+pool the patch tokens). This trains the CAM baseline with one more term, ``cls_token``: a linear
+multi-label classifier on the final class token. Its run's ``last.pt`` is then a starting point for any
+method (``model.pretrained=RUN/checkpoints/last.pt`` loads the backbone only). A diagnostic: the method
+it registers, ``cam_cls_token``, exists in this process alone.
+
+    .venv/bin/python bench/cls_token_pretrain.py configs/cam/synthetic_cpu.yaml \\
+        data.root=data/synth_bench run.dir=runs/pre/cls_token
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsss.cli import main as wsss_main
+from wsss.engine.config import Config
+from wsss.methods.base import register_method
+from wsss.methods.cam_baseline import CAMBaseline
+
+
+@register_method
+class CAMClassToken(CAMBaseline):
+    name = "cam_cls_token"
+
+    def __init__(self, cfg: Config, num_classes: int):
+        super().__init__(cfg, num_classes)
+        self.token_classifier = nn.Linear(self.backbone.out_dim, num_classes - 1)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = super().param_groups()
+        groups["head"] = [*groups["head"], *self.token_classifier.parameters()]
+        return groups
+
+    def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        terms = super().training_step(batch, step, active)
+        cls = self.backbone(batch["image"]).cls  # a second pass keeps the parent step untouched
+        terms["cls_token"] = F.multilabel_soft_margin_loss(self.token_classifier(cls), batch["labels"])
+        return terms
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print(__doc__)
+        return 2
+    config, *overrides = argv
+    weights = "loss.weights={cls: 1.0, aux: 1.0, seg: 0.12, cls_token: 1.0}"
+    return wsss_main(["train", config, "method=cam_cls_token", weights, *overrides])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
