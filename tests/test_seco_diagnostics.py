@@ -7,7 +7,7 @@ import torch
 from conftest import REPO
 from wsss.cam.decompose import assign_tags
 from wsss.engine.checkpoint import save_checkpoint
-from wsss.engine.config import load_config
+from wsss.engine.config import load_config, save_config
 from wsss.methods.base import build_method
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -62,3 +62,21 @@ def test_class_token_pretraining_trains_the_class_token():
     assert set(terms) == {"cls", "aux", "cls_token"}
     terms["cls_token"].backward()
     assert m.backbone.vit.cls_token.grad.abs().sum() > 0 and m.token_classifier.weight.grad is not None
+
+
+def test_class_token_cosines_read_a_runs_backbone(tmp_path, synth_root):
+    over = ["model.backbone_kwargs={patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2, img_size: 64}"]
+    cfg = load_config(REPO / "configs/cam/synthetic_cpu.yaml", over)
+    m = build_method(cfg, num_classes=7)
+    save_config(cfg, tmp_path / "config.yaml")
+    (tmp_path / "checkpoints").mkdir()
+    save_checkpoint({"model": m.state_dict()}, tmp_path / "checkpoints" / "last.pt")
+    c = seco_prototypes.class_token_cosines(tmp_path, synth_root, images=24)
+    assert -1.0 <= c["min"] <= c["mean"] <= c["max"] <= 1.0
+    # a backbone whose class token ignores the image gives parallel class means
+    with torch.no_grad():
+        for blk in m.backbone.vit.blocks:
+            blk.attn.proj.weight.zero_()
+            blk.attn.proj.bias.zero_()
+    save_checkpoint({"model": m.state_dict()}, tmp_path / "checkpoints" / "last.pt")
+    assert seco_prototypes.class_token_cosines(tmp_path, synth_root, images=24)["min"] > 1 - 1e-5
