@@ -404,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from wsss.engine.config import ConfigError
+    from wsss.engine.distributed import shutdown
     from wsss.engine.trainer import TrainingDiverged
     from wsss.models.backbones import WeightLoadError
     from wsss.utils.io import DataError
@@ -426,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished outputs are kept, rerun the same command to continue", file=sys.stderr)
         return 130
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":
