@@ -41,9 +41,9 @@ class CAMClassToken(CAMBaseline):
         return groups
 
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
-        terms = super().training_step(batch, step, active)
-        cls = self.backbone(batch["image"]).cls  # a second pass keeps the parent step untouched
-        terms["cls_token"] = F.multilabel_soft_margin_loss(self.token_classifier(cls), batch["labels"])
+        out = self.backbone(batch["image"])
+        terms = self.terms_of_output(out, batch, active)
+        terms["cls_token"] = F.multilabel_soft_margin_loss(self.token_classifier(out.cls), batch["labels"])
         return terms
 
 

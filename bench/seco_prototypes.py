@@ -14,6 +14,7 @@ images (the first ``--images`` of the split), what SeCo's prototypes would start
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -41,10 +42,8 @@ def prototype_cosines(run: Path) -> dict[str, float]:
 @torch.no_grad()
 def class_token_cosines(run: Path, data: Path, images: int) -> dict[str, float]:
     """The same for the class-mean raw class tokens of ``run``'s backbone on single-class train images."""
-    backbone = backbone_from_config(load_config(run / "config.yaml").model)
-    state = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
-    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")})
-    backbone.eval()
+    model = replace(load_config(run / "config.yaml").model, pretrained=str(run / "checkpoints" / "last.pt"))
+    backbone = backbone_from_config(model).eval()  # model.pretrained reads a run's backbone
     ds = VOCDataset(data, "train")
     tokens: dict[int, list[torch.Tensor]] = {}
     for id in ds.ids[:images]:

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from wsss.cam import cam_to_roi_mask
 from wsss.cam.decompose import assign_tags, sample_patch_positions
 from wsss.data.voc import VOCDataset
 from wsss.engine.config import load_config
 from wsss.engine.inference import load_cam
+from wsss.utils.io import read_label_png
 
 
 def _kind(tag: int) -> str:
@@ -48,8 +48,8 @@ def tag_stats(run: Path, data: Path, patches: int, size: int, min_share: float, 
     for id in sorted(p.stem for p in (run / "cams" / "train").glob("*.npy")):
         labels = torch.from_numpy(np.asarray(ds.labels(id), dtype=np.float32))[None]
         cam = torch.from_numpy(load_cam(run / "cams" / "train" / f"{id}.npy", labels.shape[1]))[None]
-        gt = np.array(Image.open(data / "SegmentationClass" / f"{id}.png"))
-        ctx = np.array(Image.open(data / "SegmentationContext" / f"{id}.png"))
+        gt = ds.load_mask(id)
+        ctx = read_label_png(data / "SegmentationContext" / f"{id}.png")
         roi = cam_to_roi_mask(cam, labels, ignore_mid=True, bkg_thre=c.bkg_thre, high_thre=c.high_thre,
                               low_thre=c.low_thre)  # fmt: skip
         top_left, _, _ = sample_patch_positions(roi, patches, size, generator=g, official_seed=False)

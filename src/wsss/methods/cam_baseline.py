@@ -79,8 +79,11 @@ class CAMBaseline(Method):
 
     # -- training -------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        return self.terms_of_output(self.backbone(batch["image"]), batch, active)
+
+    def terms_of_output(self, out: BackboneOutput, batch: dict[str, Any], active: set[str]) -> dict[str, torch.Tensor]:
+        """The loss terms of the backbone's output on ``batch["image"]`` (a subclass adds its own to them)."""
         images, labels = batch["image"], batch["labels"]
-        out = self.backbone(images)
         terms = {"cls": F.multilabel_soft_margin_loss(self.classifier(out.final), labels)}
         if self.aux_classifier is not None:
             terms["aux"] = F.multilabel_soft_margin_loss(self.aux_classifier(out.aux), labels)
