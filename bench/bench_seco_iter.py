@@ -45,9 +45,9 @@ def run_child(kind: str, crop: int, batch: int, iters: int, warmup: int, threads
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    from wsss.engine.config import load_config
+    from wsss.core.config import load_config
     from wsss.engine.trainer import build_optimizer
-    from wsss.methods.base import build_method
+    from wsss.methods import build_method
 
     over = ["model.pretrained=null", f"data.crop_size={crop}", f"train.batch_size={batch}",
             f"options.queue_size={batch * 12 * 96}"]  # fmt: skip

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.cli import main as wsss_main
-from wsss.engine.config import Config
-from wsss.methods.base import register_method
+from wsss.core.config import Config
+from wsss.core.registry import register_method
 from wsss.methods.cam_baseline import CAMBaseline
 
 

@@ -150,7 +150,7 @@ def evaluate(pred_dir: Path, root: Path, split: str, pseudo: bool = False) -> di
 
 
 def _has_seg_head(run: Path) -> bool:
-    from wsss.engine.inference import load_run
+    from wsss.runs.run import load_run
 
     return bool(load_run(run, checkpoint="last", device="cpu").method.has_seg_head)
 
@@ -173,7 +173,7 @@ def run_method(p: Pipeline, root: Path, runs: Path, overrides: list[str], repo: 
     q = ("--quiet", "--checkpoint", "last")
     res: dict[str, Any] = {"method": p.label, "status": "ok", "run": str(run), "pipeline": asdict(p)}
     try:
-        from wsss.engine.config import load_config
+        from wsss.core.config import load_config
 
         own = [f"run.dir={run}", f"data.root={root}", *overrides, *p.overrides]
         cfg = load_config(preset, own)

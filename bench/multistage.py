@@ -130,7 +130,7 @@ def main() -> None:
     run("cam_infer", "cam", str(cam), "--split", "train", "--data-root", str(root))
     run("cam_infer", "cam", str(cam), "--split", "val", "--data-root", str(root))  # raw CAM on val (GT labels)
     seeds = cam / "cam_labels/train"
-    from wsss.engine.config import load_config
+    from wsss.core.config import load_config
 
     cfg_thre = float(load_config(cam / "config.yaml").cam.bkg_thre)
     fixed = {"train": score(seeds, root, "train"), "val": score(cam / "cam_labels/val", root, "val")}

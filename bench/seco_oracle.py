@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.cli import main as wsss_main
-from wsss.methods.base import register_method
+from wsss.core.registry import TrainContext, register_method
 from wsss.methods.seco import SeCo
 
 
@@ -46,10 +46,9 @@ class SeCoOracle(SeCo):
     name = "seco_oracle"
     band = 2
 
-    def on_train_start(self, trainer: Any) -> None:
-        super().on_train_start(trainer)
-        root = trainer.stream.dataset.base.root
-        trainer.stream.dataset.set_target_dir(root / "SegmentationClass")
+    def on_train_start(self, ctx: TrainContext) -> None:
+        super().on_train_start(ctx)
+        ctx.train_data.set_target_dir(ctx.train_set.root / "SegmentationClass")
 
     def decomposition_mask(self, batch: dict[str, Any], cam: torch.Tensor) -> torch.Tensor:
         return oracle_roi(batch["target"].to(cam.device), self.band)

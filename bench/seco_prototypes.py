@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from wsss.core.checkpoint import load_checkpoint
+from wsss.core.config import load_config
 from wsss.data.transforms import normalize
 from wsss.data.voc import VOCDataset
-from wsss.engine.checkpoint import load_checkpoint
-from wsss.engine.config import load_config
 from wsss.methods.base import backbone_from_config
 
 

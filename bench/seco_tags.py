@@ -26,10 +26,9 @@ import torch
 
 from wsss.cam import cam_to_roi_mask
 from wsss.cam.decompose import assign_tags, sample_patch_positions
+from wsss.core.config import load_config
 from wsss.data.voc import VOCDataset
-from wsss.engine.config import load_config
-from wsss.engine.inference import load_cam
-from wsss.utils.io import read_label_png
+from wsss.utils.io import load_cam, read_label_png
 
 
 def _kind(tag: int) -> str:

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from wsss.cam.affinity import background_cam, dense_affinity, transition_matrix
 from wsss.data.transforms import normalize
-from wsss.engine.inference import load_cam, load_run
+from wsss.runs.run import load_run
+from wsss.utils.io import load_cam
 
 
 def miou(conf: np.ndarray) -> float:

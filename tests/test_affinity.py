@@ -174,7 +174,7 @@ def test_random_walk_label_at_any_walk_scale(scale, monkeypatch):
     """``AffinityNet.random_walk_label``: a two-colour image whose affinity features follow the colour;
     a confident CAM band on each side. The label comes back at the image size (20x28, not multiples of the
     stride) with each side walked to its own class, on the 1x grid and on the 2x grid (``rw_scale``)."""
-    from wsss.engine.config import load_config
+    from wsss.core.config import load_config
     from wsss.methods import build_method
 
     cfg = load_config(
@@ -246,7 +246,7 @@ def test_affinitynet_train_then_random_walk_pseudo(cam_run, synth_root, tmp_path
 
 def test_affinitynet_psa_parameter_groups():
     """PSA's 1 / 2 / 10 (/ 20) lr groups, no weight decay on biases (methods.md 5.7, shared with SC-CAM)."""
-    from wsss.engine.config import load_config
+    from wsss.core.config import load_config
     from wsss.engine.trainer import build_optimizer
     from wsss.methods import build_method
 

@@ -116,7 +116,7 @@ def check_bkg_sweep(run, synth_root):
 
     from wsss.cam import cam_to_label
     from wsss.data import VOCDataset
-    from wsss.engine.inference import load_cam
+    from wsss.utils.io import load_cam
 
     sweep = run / "sweep.json"
     assert main(["sweep-bkg", str(run), "--split", "val", "--thresholds", "0.1,0.3,0.6", "--json", str(sweep),

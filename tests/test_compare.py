@@ -165,7 +165,7 @@ def test_seco_quirks_variant_switches_every_quirk_back_on():
     """The `seco_quirks` row is SeCo's CPU preset (all quirks corrected) with every official quirk on."""
     from dataclasses import fields
 
-    from wsss.engine.config import load_config
+    from wsss.core.config import load_config
     from wsss.methods.seco import SeCoOptions
 
     every = {f.name.removeprefix("quirk_") for f in fields(SeCoOptions) if f.name.startswith("quirk_")}

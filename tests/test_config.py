@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from wsss.engine.config import Config, ConfigError, from_dict, load_config, save_config
-from wsss.methods.base import get_method_class
+from wsss.core.config import Config, ConfigError, from_dict, load_config, save_config
+from wsss.methods import get_method_class
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 
 from conftest import REPO
 from wsss.cli import main
+from wsss.core.config import load_config
 from wsss.data import VOCDataset
-from wsss.engine.config import load_config
 from wsss.engine.trainer import build_optimizer
-from wsss.methods.base import build_method
+from wsss.methods import build_method
 from wsss.methods.deeplab import seg_cross_entropy
-from wsss.models.backbones import resolve_weight_path
 from wsss.models.decoders import ASPP
+from wsss.models.weights import resolve_weight_path
 from wsss.utils.io import read_label_png, save_label_png
 
 TINY_CNN = "{channels: [8, 16, 16, 32], stem_width: 8}"

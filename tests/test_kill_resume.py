@@ -98,7 +98,7 @@ def test_resumed_writers_remove_the_temporary_files_a_kill_left(tmp_path):
     """A SIGKILL between atomic_write's mkstemp and its rename leaves `.<name>.<rand>.tmp` (no except runs);
     the next cam / pseudo / predict into that folder deletes it before writing (the deterministic half of the
     SIGKILL test above, whose kill lands in that window only sometimes)."""
-    from wsss.engine.inference import _todo
+    from wsss.runs.jobs import _todo
     from wsss.utils.io import atomic_write, remove_stale_temps
 
     out = tmp_path / "predictions/val"

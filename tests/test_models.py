@@ -1,9 +1,11 @@
 import pytest
 import torch
 
-from wsss.models.backbones import WeightLoadError, create_backbone, load_pretrained
+from wsss.core.errors import WeightLoadError
+from wsss.models.backbones import create_backbone
 from wsss.models.decoders import ASPP, LargeFOV
 from wsss.models.heads import CAMClassifier
+from wsss.models.weights import load_pretrained
 
 
 def tiny_vit(**kw):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from wsss.methods.base import get_method_class
+from wsss.methods import get_method_class
 
 METHODS_WITH_CORRECTED = ["seco", "rca"]
 

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from wsss.cam.crf import CRFParams
 from wsss.cam.proxy_labels import ProxyParams, attention_to_image, rca_proxy_label
-from wsss.engine.config import load_config
+from wsss.core.config import load_config
 from wsss.losses.region_contrast import draw_mixup_pairs, region_contrast_loss, region_embeddings, region_masks
-from wsss.methods.base import build_method
+from wsss.methods import build_method
 from wsss.methods.rca import (
     AttentionStore,
     SemanticAggregation,
@@ -362,7 +362,7 @@ def test_attention_to_image_resizes_and_normalises():
 
 
 def _state(run_dir: Path) -> dict:
-    from wsss.engine.checkpoint import load_checkpoint
+    from wsss.core.checkpoint import load_checkpoint
 
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")
 

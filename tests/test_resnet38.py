@@ -8,7 +8,8 @@ import timm
 import torch
 from torch import nn
 
-from wsss.models.backbones import WeightLoadError, create_backbone
+from wsss.core.errors import WeightLoadError
+from wsss.models.backbones import create_backbone
 from wsss.models.resnet38 import ResNet38d, checkpoint_filter_fn, resnet38d
 
 SMALL = {"width": 1 / 16}  # a narrow variant of the same architecture, for speed

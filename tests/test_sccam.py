@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from conftest import REPO
-from wsss.engine.config import load_config
-from wsss.methods.base import build_method
-from wsss.methods.sccam import SCCAM, plan_round, train_sccam
+from wsss.core.config import load_config
+from wsss.engine.rounds import train_sccam
+from wsss.methods import build_method
+from wsss.methods.sccam import SCCAM, plan_round
 from wsss.methods.subcategory import SubcategoryLabels, build_subcategory_labels, kmeans_labels
 
 CONFIG = REPO / "configs" / "sccam" / "synthetic_cpu.yaml"
@@ -164,7 +165,7 @@ def test_round_plan_and_quirks(synth_root, tmp_path):
 
 
 def test_resnet38_backbone_and_a_psa_round0_checkpoint(synth_root, tmp_path):
-    from wsss.methods.sccam import load_round_model
+    from wsss.engine.rounds import load_round_model
     from wsss.models.resnet38 import ResNet38d
 
     net = ResNet38d(width=1 / 16)
@@ -222,7 +223,7 @@ def test_rounds_reinitialise_and_resume_between_rounds(synth_root, tmp_path, mon
         original_start(self, trainer)
 
     monkeypatch.setattr(SCCAM, "on_train_start", record)
-    import wsss.methods.sccam as sccam_mod
+    import wsss.engine.rounds as sccam_mod
 
     def killed(*a, **k):
         raise Stop  # "killed" after round 0, before round 1's labels exist
@@ -311,7 +312,7 @@ def test_end_to_end_train_cam_eval(synth_root, tmp_path):
     assert main(["eval", str(run / "cam_labels" / "train"), "--data-root", str(synth_root), "--split", "train",
                  "--json", str(tmp_path / "m.json")]) == 0  # fmt: skip
     assert 0 <= json.loads((tmp_path / "m.json").read_text())["miou"] <= 100
-    from wsss.engine.inference import load_run
+    from wsss.runs.run import load_run
 
     loaded = load_run(run)
     assert loaded.method.round == 2 and loaded.method.sub_classifier is not None

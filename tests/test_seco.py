@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from conftest import REPO
+from wsss.core.config import load_config
 from wsss.data.views import ContrastViews, random_resized_crop
-from wsss.engine.config import load_config
-from wsss.methods.base import build_method
+from wsss.methods import build_method
 from wsss.models.ema import ema_update, frozen_copy
 
 ALL_TERMS = {"cls", "aux", "ptc", "lil", "lig", "seg", "reg"}

@@ -6,9 +6,9 @@ import torch
 
 from conftest import REPO
 from wsss.cam.decompose import assign_tags
-from wsss.engine.checkpoint import save_checkpoint
-from wsss.engine.config import load_config, save_config
-from wsss.methods.base import build_method
+from wsss.core.checkpoint import save_checkpoint
+from wsss.core.config import load_config, save_config
+from wsss.methods import build_method
 
 sys.path.insert(0, str(REPO / "bench"))
 import cls_token_pretrain  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import REPO, tiny_overrides
-from wsss.engine.config import load_config
+from wsss.core.config import load_config
 from wsss.engine.trainer import Trainer
 
 CONFIG = REPO / "configs/cam/synthetic_cpu.yaml"

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from conftest import REPO, tiny_overrides
-from wsss.engine.config import load_config
-from wsss.engine.trainer import EpochSampler, Trainer, TrainingDiverged, active_terms
+from wsss.core.config import load_config
+from wsss.core.errors import TrainingDiverged
+from wsss.engine.trainer import EpochSampler, Trainer, active_terms
 
 CONFIG = REPO / "configs/cam/synthetic_cpu.yaml"
 

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from wsss.models.backbones import WeightLoadError, create_backbone
+from wsss.core.errors import WeightLoadError
+from wsss.models.backbones import create_backbone
 from wsss.models.vgg import VGG16Dilated
 
 

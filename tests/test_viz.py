@@ -9,9 +9,9 @@ from PIL import Image
 from conftest import REPO, tiny_overrides
 from wsss.cli import main
 from wsss.data import VOCDataset
-from wsss.engine.inference import load_run
 from wsss.report.figures import ImagePanels, draw_grid, load_cam_file
 from wsss.report.viz import guess_classes, write_viz
+from wsss.runs.run import load_run
 from wsss.utils.io import read_label_png
 
 

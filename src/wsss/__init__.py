@@ -3,7 +3,7 @@
 The public API (stable names; everything else is internal)::
 
     import wsss
-    ds = wsss.datasets.VOCDataset("data/synth", "val")
+    ds = wsss.data.VOCDataset("data/synth", "val")
     run = wsss.load_run("runs/cam_synth")
     cams = run.cam(image, labels)          # (C-1, H, W) float32 in [0, 1]
     mask = run.predict(image, crf=True)    # (H, W) class indices
@@ -22,21 +22,21 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Config": "wsss.engine.config",
-    "load_config": "wsss.engine.config",
+    "Config": "wsss.core.config",
+    "load_config": "wsss.core.config",
     "Run": "wsss.engine.inference",
     "load_run": "wsss.engine.inference",
-    "train": "wsss.engine.trainer",
+    "train": "wsss.engine.launch",
     "EvalResult": "wsss.evaluation",
     "evaluate": "wsss.evaluation",
 }
 
-__all__ = [*sorted(_EXPORTS), "datasets"]
+__all__ = [*sorted(_EXPORTS), "data"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "datasets":
-        return importlib.import_module("wsss.datasets")
+    if name in ("data", "datasets"):  # ``wsss.datasets``: the former name of ``wsss.data``, kept as an alias
+        return importlib.import_module("wsss.data")
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'wsss' has no attribute {name!r}")

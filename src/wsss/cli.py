@@ -1,6 +1,8 @@
 """The ``wsss`` command line: a thin layer over the public API (interface.md, "Commands").
 
-Every command fails with a message naming the file and the problem, and a non-zero exit code.
+Every command is one library call. A user error (bad data, bad config, a missing file) fails with a message
+naming the file and the problem and a non-zero exit code; an unexpected exception shows its traceback.
+``python -m wsss``, ``python -m wsss.cli`` and ``torchrun -m wsss train ...`` all run ``main``.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 EPILOG = "Docs: README.md. Each command has --help."
 
@@ -52,9 +53,9 @@ def cmd_check_data(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from wsss.core.config import load_config
     from wsss.data import check_dataset
-    from wsss.engine.config import load_config
-    from wsss.engine.trainer import train
+    from wsss.engine.launch import train
 
     cfg = load_config(a.config, a.overrides)
     if not a.skip_check:
@@ -72,13 +73,13 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def _load(a: argparse.Namespace):
-    from wsss.engine.inference import load_run
+    from wsss.runs.run import load_run
 
     return load_run(a.run, checkpoint=a.checkpoint, device=a.device)
 
 
 def cmd_cam(a: argparse.Namespace) -> int:
-    from wsss.engine.inference import run_cam
+    from wsss.runs.jobs import run_cam
 
     run = _load(a)
     if a.scales:
@@ -92,52 +93,28 @@ def cmd_cam(a: argparse.Namespace) -> int:
 def cmd_sweep_bkg(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from wsss.data import VOCDataset
-    from wsss.engine.config import load_config
-    from wsss.engine.inference import load_cam
-    from wsss.evaluation.bkg_sweep import DEFAULT_PAIRS, DEFAULT_THRESHOLDS, sweep_bkg_threshold
-    from wsss.utils.io import atomic_write
+    from wsss.evaluation.bkg_sweep import sweep_run_bkg
 
-    run_dir = Path(a.run)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path}: not a run directory (no config.yaml)")
-    cfg = load_config(cfg_path)
-    ds = VOCDataset(a.data_root or cfg.data.root, a.split)
-    cam_dir = run_dir / "cams" / a.split
-    missing = [i for i in ds.ids if not (cam_dir / f"{i}.npy").is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{cam_dir}: no CAM for {len(missing)} of {len(ds.ids)} images (first: {missing[0]}); "
-            f"run `wsss cam {run_dir} --split {a.split}` first"
-        )
-    num_fg = ds.num_classes - 1
-    own = (cfg.cam.high_thre, cfg.cam.low_thre)
-    pairs = list(a.pairs or DEFAULT_PAIRS)
-    pairs += [own] if own not in pairs else []
-    res = sweep_bkg_threshold(
-        lambda i: load_cam(cam_dir / f"{i}.npy", num_fg), ds, ds.ids, a.thresholds or DEFAULT_THRESHOLDS,
-        pairs=pairs, progress=None if a.quiet else lambda ids: tqdm(ids, desc=f"sweep {a.split}"),
+    res, written = sweep_run_bkg(
+        a.run, a.split, data_root=a.data_root, thresholds=a.thresholds, pairs=a.pairs, json_path=a.json,
+        progress=None if a.quiet else lambda ids: tqdm(ids, desc=f"sweep {a.split}"),
     )  # fmt: skip
-    res.update(run=str(run_dir), split=a.split, config_bkg_thre=cfg.cam.bkg_thre, config_pair=list(own))
+    own = tuple(res["config_pair"])
+    config_thre = res["config_bkg_thre"]
     for t, m in zip(res["thresholds"], res["miou"]):
-        mark = "  <- best" if t == res["best_thre"] else ("  (config)" if t == cfg.cam.bkg_thre else "")
+        mark = "  <- best" if t == res["best_thre"] else ("  (config)" if t == config_thre else "")
         print(f"  bkg {t:5.2f}  mIoU {100 * m:5.1f}{mark}")
     print("two-level labels (cam.high_thre / cam.low_thre: class above high, background at or below low):")
     for r in res["pairs"]:
         mark = "  (config)" if (r["high"], r["low"]) == own else ""
         print(f"  high {r['high']:4.2f} low {r['low']:4.2f}  mIoU where decided {100 * r['miou_decided']:5.1f}"
               f"  decided {100 * r['decided']:5.1f} %{mark}")  # fmt: skip
-    out = Path(a.json) if a.json else run_dir / "bkg_sweep" / f"{a.split}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out, "w") as f:
-        json.dump(res, f, indent=2)
-    print(f"best background {res['best_thre']:g} (mIoU {100 * res['best_miou']:.1f}); written {out}")
+    print(f"best background {res['best_thre']:g} (mIoU {100 * res['best_miou']:.1f}); written {written}")
     return 0
 
 
 def cmd_pseudo(a: argparse.Namespace) -> int:
-    from wsss.engine.inference import run_pseudo
+    from wsss.runs.jobs import run_pseudo
 
     run = _load(a)
     out = run_pseudo(
@@ -149,7 +126,7 @@ def cmd_pseudo(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from wsss.engine.inference import run_predict
+    from wsss.runs.jobs import run_predict
 
     run = _load(a)
     if a.crf_workers is not None:
@@ -236,7 +213,7 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 
 def cmd_export_voc_test(a: argparse.Namespace) -> int:
-    from wsss.export import export_voc_test
+    from wsss.runs.export import export_voc_test
 
     out = export_voc_test(a.run, split=a.split, out=a.out, data_root=a.data_root, source=a.source)
     print(f"wrote {out} (upload it to the PASCAL VOC evaluation server)")
@@ -403,26 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from wsss.engine.config import ConfigError
-    from wsss.engine.distributed import shutdown
-    from wsss.engine.trainer import TrainingDiverged
-    from wsss.models.backbones import WeightLoadError
-    from wsss.utils.io import DataError
+    """Run one command. A user error (bad data, bad config, a missing file: ``wsss.core.errors``) is one
+    ``error:`` line and a non-zero exit (2 for a config error); anything else is a bug and shows its traceback."""
+    from wsss.core.distributed import shutdown
+    from wsss.core.errors import USER_ERRORS, ConfigError
 
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (
-        DataError,
-        ConfigError,
-        WeightLoadError,
-        TrainingDiverged,
-        FileNotFoundError,
-        KeyError,
-        ValueError,
-    ) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"error: {msg}", file=sys.stderr)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     except KeyboardInterrupt:
         print("interrupted; finished outputs are kept, rerun the same command to continue", file=sys.stderr)

@@ -33,10 +33,9 @@ from typing import Any
 import cv2
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from wsss.cam.crf import CRFParams, dense_crf
-from wsss.utils.io import DataError, save_label_png
+from wsss.utils.io import DataError
 
 
 @dataclass(frozen=True)
@@ -142,55 +141,3 @@ def read_saliency(path: Path, size: tuple[int, int]) -> np.ndarray:
     if sal.shape != tuple(size):
         raise DataError(f"{path}: saliency size {sal.shape} differs from the image size {tuple(size)}")
     return sal
-
-
-def run_rca_proxy_labels(
-    run: Any,
-    ds: Any,
-    ids: Sequence[str],
-    out: Path,
-    *,
-    cams: Path,
-    saliency: str | Path | None = None,
-    progress: bool = True,
-) -> Path:
-    """``wsss pseudo RUN --refine rca [--saliency DIR]``: proxy labels of ``ids`` into ``out``.
-
-    Attention: the run's accumulated training maps (RCA, ``options.proxy_source: accumulated``) for
-    the ids that have them, else the saved CAMs in ``cams`` (``wsss cam`` first).
-    """
-    from wsss.engine.inference import load_cam
-
-    method = run.method
-    params = ProxyParams.from_options(getattr(method, "options", None))
-    use_store = getattr(getattr(method, "options", None), "proxy_source", "cam") == "accumulated"
-    store = getattr(method, "attention", None) if use_store else None
-    sal_dir = Path(saliency) if saliency is not None else None
-    if sal_dir is not None and not sal_dir.is_dir():
-        raise DataError(f"{sal_dir}: saliency directory not found")
-
-    def stored(id: str) -> dict[int, np.ndarray] | None:
-        return store.get(id) if store is not None else None
-
-    missing = [i for i in ids if stored(i) is None and not (cams / f"{i}.npy").is_file()]
-    if missing:
-        raise DataError(
-            f"{cams}: no CAM for {len(missing)} ids (e.g. {missing[0]}) and no accumulated attention; "
-            f"run `wsss cam {run.dir} --split {ds.split}`"
-        )
-    num_fg = ds.num_classes - 1
-    for id in tqdm(ids, desc=f"pseudo rca {ds.split}", disable=not progress):
-        image = ds.load_image(id)
-        size = image.shape[:2]
-        fg = np.flatnonzero(ds.labels(id) > 0.5).tolist()
-        entry = stored(id)
-        if entry is not None:  # the official skips a class whose attention file is missing
-            classes, att = attention_to_image({c: entry[c] for c in fg if c in entry}, size)
-        else:
-            cam = load_cam(cams / f"{id}.npy", num_fg)
-            if cam.shape[1:] != size:
-                cam = np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in cam])
-            classes, att = fg, minmax01(cam[fg]) if fg else np.zeros((0, *size), dtype=np.float32)
-        sal = read_saliency(sal_dir / f"{id}.png", size) if sal_dir is not None else None
-        save_label_png(out / f"{id}.png", rca_proxy_label(image, att, classes, ds.num_classes, sal, params))
-    return out

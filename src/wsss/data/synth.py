@@ -74,6 +74,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from wsss.core.errors import UsageError
 from wsss.data.classes import write_classes
 from wsss.data.voc import SPLIT_DIR, write_cls_labels
 from wsss.utils.io import atomic_write, voc_palette
@@ -633,14 +634,14 @@ def generate_synthetic(
     {name: n}, "rider_on_horse", "seconds"}``, also printed when ``verbose``.
     """
     if n_train < 0 or n_val < 0:
-        raise ValueError("n_train and n_val must be >= 0")
+        raise UsageError("n_train and n_val must be >= 0")
     if size < 32:
-        raise ValueError(f"size must be at least 32 px, got {size}")
+        raise UsageError(f"size must be at least 32 px, got {size}")
     if image_format not in ("jpg", "png"):
-        raise ValueError("image_format must be 'jpg' or 'png'")
+        raise UsageError("image_format must be 'jpg' or 'png'")
     for name, p in (("context_with", context_with), ("context_without", context_without)):
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name} is a probability in [0, 1], got {p}")
+            raise UsageError(f"{name} is a probability in [0, 1], got {p}")
     t0 = time.perf_counter()
     out = Path(out)
     for d in ("JPEGImages", "SegmentationClass", "SegmentationContext", str(SPLIT_DIR)):

@@ -281,3 +281,10 @@ class TrainAugment:
             f"TrainAugment(crop_size={self.crop_size}, scale_range={self.scale_range}, "
             f"hflip={self.hflip}, color_jitter={self.color_jitter})"
         )
+
+
+def prepare_image(image: np.ndarray, size: int | None, device: torch.device) -> torch.Tensor:
+    """uint8 HWC -> normalised (1, 3, h, w) tensor, resized to a square first if ``size``."""
+    if size is not None:
+        image = resize_to(image, size)
+    return normalize(image).unsqueeze(0).to(device)

@@ -3,7 +3,7 @@
 The engine owns: data loading (a deterministic, resumable sampler), the poly-schedule optimiser
 with the four parameter groups of methods.md 2.10, loss weighting and staging (``LossConfig``),
 the NaN guard, logging to ``metrics.jsonl``, periodic validation, and checkpoints with resume.
-A method only says what one step computes (``wsss.methods.base``).
+A method only says what one step computes (the contract: ``wsss.core.registry``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from wsss.data import ClsTrainDataset, VOCDataset
-from wsss.data.transforms import TrainAugment
-from wsss.engine.checkpoint import load_checkpoint, save_checkpoint
-from wsss.engine.config import Config, save_config
-from wsss.engine.distributed import (
+from wsss.core.checkpoint import load_checkpoint, save_checkpoint
+from wsss.core.config import Config, save_config
+from wsss.core.device import resolve_device  # noqa: F401  (re-exported for scripts)
+from wsss.core.distributed import (
     all_gather_objects,
     all_reduce_sum,
     barrier,
@@ -35,20 +34,14 @@ from wsss.engine.distributed import (
     rank,
     world_size,
 )
+from wsss.core.errors import TrainingDiverged, UsageError
+from wsss.core.registry import Method, TrainContext
+from wsss.data import ClsTrainDataset, VOCDataset
+from wsss.data.transforms import TrainAugment
 from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
 from wsss.engine.validate import validate
-from wsss.methods.base import Method, build_method, get_method_class
+from wsss.methods import build_method
 from wsss.utils.io import atomic_write
-
-
-class TrainingDiverged(RuntimeError):
-    """A non-finite loss: the message names the iteration and the loss terms."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -90,11 +83,11 @@ class BatchStream:
     def __init__(self, dataset: ClsTrainDataset, global_batch: int, micro: int, seed: int, num_workers: int):
         w = world_size()
         if global_batch % w or (global_batch // w) % micro:
-            raise ValueError(
+            raise UsageError(
                 f"train.batch_size {global_batch} must split into {w} processes x micro-batches of {micro}"
             )
         if len(dataset) < global_batch:
-            raise ValueError(f"the training split has {len(dataset)} images, fewer than the batch size {global_batch}")
+            raise UsageError(f"the training split has {len(dataset)} images, fewer than the batch size {global_batch}")
         self.dataset, self.global_batch, self.micro = dataset, global_batch, micro
         self.accum = global_batch // w // micro
         self.seed, self.num_workers = seed, num_workers
@@ -155,7 +148,7 @@ def build_optimizer(method: Method, cfg: Config) -> PolyWarmupAdamW | PolyWarmup
         return PolyWarmupSGD(
             groups, lr=t.lr, weight_decay=t.weight_decay, momentum=t.momentum, nesterov=t.nesterov, **schedule
         )
-    raise ValueError(f"train.optimizer must be 'adamw' or 'sgd', got {t.optimizer!r}")
+    raise UsageError(f"train.optimizer must be 'adamw' or 'sgd', got {t.optimizer!r}")
 
 
 def active_terms(cfg: Config, step: int) -> set[str]:
@@ -197,7 +190,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.method, cfg)
         amp = cfg.run.amp if self.device.type == "cuda" else "none"  # the CPU stays fp32
         if amp not in ("none", "bf16", "fp16"):
-            raise ValueError(f"run.amp must be none, bf16 or fp16, got {cfg.run.amp!r}")
+            raise UsageError(f"run.amp must be none, bf16 or fp16, got {cfg.run.amp!r}")
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
         self.step = 0
@@ -231,11 +224,23 @@ class Trainer:
             "class_names": self.train_set.class_names,
         }
 
-    def _save(self, name: str) -> None:
+    def save_checkpoint(self, name: str) -> None:
+        """Write ``checkpoints/<name>`` at the current step (collective: every process calls it)."""
         state = self._state()  # collective (gathers the RNG states): every process calls it
         if is_main_process():
             save_checkpoint(state, self.ckpt_dir / name)
         barrier()
+
+    def context(self) -> TrainContext:
+        """The narrow view of this run that a method gets (``Method.on_train_start``)."""
+        return TrainContext(
+            run_dir=self.run_dir, step=self.step, device=self.device, train_set=self.train_set,
+            train_data=self.stream.dataset, val_set=self.val_set, optimizer=self.optimizer, save=self.save_checkpoint,
+        )  # fmt: skip
+
+    def resume_or_load(self, resume: bool = True) -> bool:
+        """Continue from ``checkpoints/last.pt`` if ``resume`` and it exists; True if it did."""
+        return self.resume_if_possible() if resume else False
 
     def resume_if_possible(self) -> bool:
         last = self.ckpt_dir / "last.pt"
@@ -334,7 +339,7 @@ class Trainer:
                     terms = self.model(self._to_device(mb), step, active)
                 unknown = set(terms) - set(cfg.loss.weights)
                 if unknown:
-                    raise KeyError(f"loss terms {sorted(unknown)} have no weight in loss.weights")
+                    raise UsageError(f"loss terms {sorted(unknown)} have no weight in loss.weights")
                 loss = sum(cfg.loss.weights[k] * v.float() for k, v in terms.items() if k in active)
                 values = {k: float(v.detach()) for k, v in terms.items()}
                 bad = torch.tensor([0.0 if torch.is_tensor(loss) and torch.isfinite(loss) else 1.0])
@@ -371,7 +376,7 @@ class Trainer:
             return {"step": self.step, "resumed": resumed, "best": self.best}
         self._open_tensorboard()
         self.method.train()
-        self.method.on_train_start(self)
+        self.method.on_train_start(self.context())
         epoch_seen: int | None = None
         sums: dict[str, float] = defaultdict(float)
         n_logged, t0 = 0, time.time()
@@ -405,7 +410,7 @@ class Trainer:
             if self.val_set is not None and (self.step % t.eval_iters == 0 or self.step == t.max_iters):
                 last_val = self.validate()
             if self.step % t.ckpt_iters == 0 or self.step == t.max_iters:
-                self._save("last.pt")
+                self.save_checkpoint("last.pt")
         bar.close()
         self._close_tensorboard()
         return {"step": self.step, "resumed": resumed, "best": self.best, "val": last_val}
@@ -417,20 +422,9 @@ class Trainer:
         self._log({"step": self.step, "val": res})
         if self.best is None or res[key] > self.best:
             self.best = res[key]
-            self._save("best.pt")
+            self.save_checkpoint("best.pt")
         if self.progress:
             tqdm.write(
                 f"[val @ {self.step}] " + "  ".join(f"{k} {v:.2f}" for k, v in res.items() if k.endswith("miou"))
             )
         return res
-
-
-def train(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) the run described by ``cfg``; returns the final step and validation.
-
-    A method with a ``train_driver`` (several runs, e.g. SC-CAM's rounds) is trained by it instead.
-    """
-    driver = get_method_class(cfg.method).train_driver
-    if driver is not None:
-        return driver(cfg, progress)
-    return Trainer(cfg, progress=progress).train()

@@ -12,25 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from wsss.cam import cam_to_label, multi_scale_cam
+from wsss.core.config import Config
+from wsss.core.distributed import all_reduce_sum, rank, world_size
+from wsss.core.registry import Method
 from wsss.data import VOCDataset
-from wsss.data.transforms import normalize, resize_to
-from wsss.engine.config import Config
-from wsss.engine.distributed import all_reduce_sum, rank, world_size
+from wsss.data.transforms import prepare_image
 from wsss.evaluation.metrics import ConfusionMeter
-from wsss.methods.base import Method
-
-
-def prepare_image(image: np.ndarray, size: int | None, device: torch.device) -> torch.Tensor:
-    """uint8 HWC -> normalised (1, 3, h, w) tensor, resized to a square first if ``size``."""
-    if size is not None:
-        image = resize_to(image, size)
-    return normalize(image).unsqueeze(0).to(device)
 
 
 @torch.no_grad()

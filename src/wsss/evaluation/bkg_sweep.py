@@ -16,12 +16,16 @@ calibration (a backbone from scratch, another dataset) wants its own (``cam.high
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from wsss.core.config import load_config
+from wsss.core.errors import MissingFileError, UsageError
 from wsss.evaluation.evaluator import SegDataset
 from wsss.evaluation.metrics import ConfusionMeter
 
@@ -59,7 +63,7 @@ def two_level_labels(
     out = []
     for high, low in pairs:
         if low > high:
-            raise ValueError(f"a two-level pair needs low <= high, got high {high}, low {low}")
+            raise UsageError(f"a two-level pair needs low <= high, got high {high}, low {low}")
         out.append(label.masked_fill(value <= high, ignore_index).masked_fill(value <= low, 0).numpy())
     return out
 
@@ -82,7 +86,7 @@ def sweep_bkg_threshold(
     two-level label decides, and their share of the pixels with a ground truth).
     """
     if not thresholds:
-        raise ValueError("sweep_bkg_threshold needs at least one threshold")
+        raise UsageError("sweep_bkg_threshold needs at least one threshold")
     thresholds = [float(t) for t in thresholds]
     meters: list[ConfusionMeter] | None = None
     ids = list(ids)
@@ -116,3 +120,48 @@ def sweep_bkg_threshold(
             for (h, lo), m, d in zip(pairs, pair_meters, decided)
         ]  # fmt: skip
     return out
+
+
+def sweep_run_bkg(
+    run_dir: str | Path,
+    split: str,
+    *,
+    data_root: str | None = None,
+    thresholds: Sequence[float] | None = None,
+    pairs: Sequence[tuple[float, float]] | None = None,
+    json_path: str | Path | None = None,
+    progress: Callable[[Sequence[str]], Iterable[str]] | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """``wsss sweep-bkg``: sweep the saved CAMs ``RUN/cams/<split>`` of a run (``wsss cam`` first) over
+    background levels and (high, low) pairs (the run's own pair added), write the result as JSON
+    (default ``RUN/bkg_sweep/<split>.json``); returns the result and the JSON path."""
+    from wsss.data import VOCDataset  # lazy: the data package imports image libraries
+    from wsss.utils.io import atomic_write, load_cam
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise MissingFileError(f"{cfg_path}: not a run directory (no config.yaml)")
+    cfg = load_config(cfg_path)
+    ds = VOCDataset(data_root or cfg.data.root, split)
+    cam_dir = run_dir / "cams" / split
+    missing = [i for i in ds.ids if not (cam_dir / f"{i}.npy").is_file()]
+    if missing:
+        raise MissingFileError(
+            f"{cam_dir}: no CAM for {len(missing)} of {len(ds.ids)} images (first: {missing[0]}); "
+            f"run `wsss cam {run_dir} --split {split}` first"
+        )
+    num_fg = ds.num_classes - 1
+    own = (cfg.cam.high_thre, cfg.cam.low_thre)
+    pairs = list(pairs or DEFAULT_PAIRS)
+    pairs += [own] if own not in pairs else []
+    res = sweep_bkg_threshold(
+        lambda i: load_cam(cam_dir / f"{i}.npy", num_fg), ds, ds.ids, thresholds or DEFAULT_THRESHOLDS,
+        pairs=pairs, progress=progress,
+    )  # fmt: skip
+    res.update(run=str(run_dir), split=split, config_bkg_thre=cfg.cam.bkg_thre, config_pair=list(own))
+    out = Path(json_path) if json_path else run_dir / "bkg_sweep" / f"{split}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out, "w") as f:
+        json.dump(res, f, indent=2)
+    return res, out

@@ -35,9 +35,10 @@ from wsss.cam.affinity import (
     pairwise_affinity,
     random_walk_scores,
 )
+from wsss.core.config import Config, ConfigError
+from wsss.core.registry import Method, TrainContext, register_method
 from wsss.data.transforms import normalize
-from wsss.engine.config import Config, ConfigError
-from wsss.methods.base import Method, backbone_from_config, psa_group_options, psa_param_groups, register_method
+from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups
 from wsss.methods.deeplab import attach_pseudo_labels
 
 
@@ -102,13 +103,13 @@ class AffinityNet(Method):
     def param_group_options(self) -> dict[str, dict[str, float]]:
         return psa_group_options(self.cfg.train.head_lr_mult)
 
-    def on_train_start(self, trainer: Any) -> None:
-        if getattr(trainer, "val_set", None) is not None:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        if ctx.val_set is not None:
             raise ConfigError(
                 "affinitynet has no CAM and no segmentation head to validate: set data.val_split='' "
                 "(the random walk is scored after `wsss pseudo --refine affinity` with `wsss eval --pseudo`)"
             )
-        attach_pseudo_labels(trainer, self.cfg, self.name)
+        attach_pseudo_labels(ctx, self.cfg, self.name)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, out_dim, h, w) affinity features at the backbone stride."""

@@ -16,12 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.cam import PAR, multi_scale_cam
-from wsss.engine.config import Config
+from wsss.core.config import Config
+from wsss.core.errors import UsageError
+from wsss.core.registry import Method, register_method
 from wsss.losses import balanced_seg_loss
-from wsss.methods.base import Method, backbone_from_config, online_pseudo_label, register_method, split_backbone_params
-from wsss.models.backbones import BackboneOutput
+from wsss.methods.base import backbone_from_config, online_pseudo_label, split_backbone_params
 from wsss.models.decoders import create_decoder
 from wsss.models.heads import CAMClassifier
+from wsss.models.registry import BackboneOutput
 
 
 @dataclass
@@ -38,7 +40,7 @@ class CAMBaseline(Method):
         super().__init__(cfg, num_classes)
         m = cfg.model
         if self.options.pseudo_source not in ("cam", "aux"):
-            raise ValueError(f"options.pseudo_source must be 'cam' or 'aux', got {self.options.pseudo_source!r}")
+            raise UsageError(f"options.pseudo_source must be 'cam' or 'aux', got {self.options.pseudo_source!r}")
         self.backbone = backbone_from_config(m)
         num_fg = num_classes - 1
         self.classifier = CAMClassifier(self.backbone.out_dim, num_fg, m.pooling)

@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.engine.config import Config, ConfigError
-from wsss.methods.base import Method, backbone_from_config, register_method
+from wsss.core.config import Config, ConfigError
+from wsss.core.errors import UsageError
+from wsss.core.registry import Method, TrainContext, register_method
+from wsss.methods.base import backbone_from_config
 from wsss.models.deeplab import DeepLabV2, DeepLabV3Plus
 
 IGNORE = 255
@@ -50,14 +52,14 @@ def seg_cross_entropy(
     return F.cross_entropy(logits, target, ignore_index=ignore_index)
 
 
-def attach_pseudo_labels(trainer: Any, cfg: Config, method_name: str) -> None:
-    """Make the trainer's dataset load ``data.pseudo_dir`` as each sample's ``target``."""
+def attach_pseudo_labels(ctx: TrainContext, cfg: Config, method_name: str) -> None:
+    """Make the training samples load ``data.pseudo_dir`` as each sample's ``target``."""
     if not cfg.data.pseudo_dir:
         raise ConfigError(
             f"method {method_name} trains on pseudo labels: set data.pseudo_dir=DIR (a directory of <id>.png "
             "label maps, 255 = ignore, e.g. RUN/pseudo/train from `wsss pseudo`)"
         )
-    trainer.stream.dataset.set_target_dir(cfg.data.pseudo_dir)
+    ctx.train_data.set_target_dir(cfg.data.pseudo_dir)
 
 
 @dataclass
@@ -91,7 +93,7 @@ class DeepLab(Method):
             self._backbone = self.net.net
             self._heads = [*self.net.head_modules(), self.net.classifier]
         else:
-            raise ValueError(f"options.arch must be 'v2' or 'v3plus', got {o.arch!r}")
+            raise UsageError(f"options.arch must be 'v2' or 'v3plus', got {o.arch!r}")
         if o.freeze_bn:
             self.keep_batchnorm_frozen(self._backbone)
 
@@ -111,8 +113,8 @@ class DeepLab(Method):
             "head_bias": {"lr_mult": 2 * mult, "weight_decay": 0.0},
         }
 
-    def on_train_start(self, trainer: Any) -> None:
-        attach_pseudo_labels(trainer, self.cfg, self.name)
+    def on_train_start(self, ctx: TrainContext) -> None:
+        attach_pseudo_labels(ctx, self.cfg, self.name)
 
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
         images, target = batch["image"], batch.get("target")

@@ -49,11 +49,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsss.core.config import Config
+from wsss.core.distributed import all_gather_cat, all_gather_objects, rank
+from wsss.core.errors import UsageError
+from wsss.core.registry import Method, TrainContext, register_method
 from wsss.data.transforms import color_jitter, normalize, resize_to
-from wsss.engine.config import Config
-from wsss.engine.distributed import all_gather_cat, all_gather_objects, rank
 from wsss.losses.region_contrast import draw_mixup_pairs, region_contrast_loss, region_embeddings, region_masks
-from wsss.methods.base import Method, backbone_from_config, register_method
+from wsss.methods.base import backbone_from_config
 
 
 @dataclass
@@ -343,7 +345,7 @@ class RCA(Method):
         super().__init__(cfg, num_classes)
         o = self.options
         if o.proxy_source not in ("accumulated", "cam"):
-            raise ValueError(f"options.proxy_source must be 'accumulated' or 'cam', got {o.proxy_source!r}")
+            raise UsageError(f"options.proxy_source must be 'accumulated' or 'cam', got {o.proxy_source!r}")
         self.backbone = backbone_from_config(cfg.model)
         dim = self.backbone.out_dim
         k = self.num_fg = num_classes - 1
@@ -410,9 +412,9 @@ class RCA(Method):
         o = self.options
         return RCAView(self.cfg.data.crop_size, o.view_crop_scale, o.view_hflip, o.view_jitter)
 
-    def on_train_start(self, trainer: Any) -> None:
-        self._optimizer = trainer.optimizer
-        per_epoch = max(1, len(trainer.stream.dataset) // self.cfg.train.batch_size)
+    def on_train_start(self, ctx: TrainContext) -> None:
+        self._optimizer = ctx.optimizer
+        per_epoch = max(1, len(ctx.train_data) // self.cfg.train.batch_size)
         self._last_epoch = (self.cfg.train.max_iters - 1) // per_epoch
 
     def on_epoch_start(self, epoch: int) -> None:

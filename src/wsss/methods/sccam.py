@@ -13,7 +13,7 @@ GAP, a bias-free 1x1 ``fc8``; 5.3). Round r >= 1:
    with ``L = MLSM(x_parent, y_parent) + lambda * MLSM(x_sub, y_sub)`` (5.5); lambda = 5 is
    ``loss.weights.sub``, the parent term is ``loss.weights.cls``.
 
-Run directory (``wsss train`` calls :func:`train_sccam`, the method's ``train_driver``)::
+Run directory (``wsss train`` calls ``wsss.engine.rounds.train_sccam``, the method's ``train_driver``)::
 
     RUN/config.yaml                the config as given (``options.round`` unset = the last round)
     RUN/round_0/                   a normal Trainer run: config.yaml, checkpoints/, metrics.jsonl
@@ -33,10 +33,6 @@ sub-categories (the "cls200" CAM of 5.6; merged per pass here, before the multi-
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,11 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.engine.config import Config, ConfigError, from_dict, save_config
-from wsss.methods.base import Method, backbone_from_config, psa_group_options, psa_param_groups, register_method
-from wsss.methods.subcategory import SubcategoryLabels, build_subcategory_labels, extract_features
+from wsss.core.config import Config, ConfigError, from_dict, set_dotted
+from wsss.core.errors import UsageError
+from wsss.core.registry import Method, TrainContext, register_method
+from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups
+from wsss.methods.subcategory import SubcategoryLabels
 from wsss.models.heads import CAMClassifier
-from wsss.utils.io import DataError, atomic_write
+from wsss.utils.io import DataError
 
 LABELS_FILE = "subcategory_labels.npy"
 
@@ -98,14 +96,12 @@ class RoundPlan:
     stop: int  # the iteration the round ends at (< cfg.train.max_iters with a mid-schedule snapshot)
 
 
-def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
-    node = d
-    parts = key.split(".")
-    for p in parts[:-1]:
-        if not isinstance(node.get(p), dict):
-            raise ConfigError(f"options.round0_overrides: {key!r} is not a config key")
-        node = node[p]
-    node[parts[-1]] = value
+def _is_config_key(d: dict[str, Any], key: str) -> bool:
+    """``key`` (dotted) names a value inside an existing section of the config dict ``d``."""
+    node: Any = d
+    for part in key.split(".")[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    return isinstance(node, dict)
 
 
 def plan_round(cfg: Config, r: int, n_train: int) -> RoundPlan:
@@ -116,7 +112,9 @@ def plan_round(cfg: Config, r: int, n_train: int) -> RoundPlan:
     d["options"] = {**cfg.options, "round": r}
     if r == 0:
         for key, value in opts.round0_overrides.items():
-            _set_dotted(d, key, value)
+            if not _is_config_key(d, key):
+                raise ConfigError(f"options.round0_overrides: {key!r} is not a config key")
+            set_dotted(d, key.split("."), value)
     rcfg: Config = from_dict(Config, d)
     if opts.quirk_psa_momentum:
         rcfg.train.momentum = rcfg.train.weight_decay
@@ -136,135 +134,17 @@ def plan_round(cfg: Config, r: int, n_train: int) -> RoundPlan:
     return RoundPlan(r, rcfg, min(stop, rcfg.train.max_iters))
 
 
-def _check_options(o: SCCAMOptions) -> None:
+def check_options(o: SCCAMOptions) -> None:
     if o.num_subcategories < 1:
-        raise ValueError(f"options.num_subcategories must be >= 1, got {o.num_subcategories}")
+        raise UsageError(f"options.num_subcategories must be >= 1, got {o.num_subcategories}")
     if o.rounds < 0:
-        raise ValueError(f"options.rounds must be >= 0, got {o.rounds}")
+        raise UsageError(f"options.rounds must be >= 0, got {o.rounds}")
     if o.round is not None and not 0 <= o.round <= o.rounds:
-        raise ValueError(f"options.round must be in [0, {o.rounds}], got {o.round}")
+        raise UsageError(f"options.round must be in [0, {o.rounds}], got {o.round}")
     if o.snapshot_epochs and len(o.snapshot_epochs) != o.rounds:
-        raise ValueError(f"options.snapshot_epochs needs one entry per round ({o.rounds}), got {o.snapshot_epochs}")
+        raise UsageError(f"options.snapshot_epochs needs one entry per round ({o.rounds}), got {o.snapshot_epochs}")
     if o.snapshot_epochs and o.schedule_epochs is None:
-        raise ValueError("options.snapshot_epochs needs options.schedule_epochs (set [] to train the whole schedule)")
-
-
-# --------------------------------------------------------------------------------------------
-# The round driver (``wsss train`` on an sccam config)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Publish ``src`` at ``dst`` atomically (hard link if possible, else a copy)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
-def _last_val(run_dir: Path, step: int) -> dict[str, Any] | None:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    vals = [r for r in map(json.loads, filter(None, path.read_text().splitlines())) if "val" in r]
-    vals = [r for r in vals if r["step"] == step]
-    return vals[-1]["val"] if vals else None
-
-
-def load_round_model(cfg: Config, r: int, device: str | None = None) -> Method:
-    """The trained model of round ``r`` of the run ``cfg.run.dir`` (its last checkpoint; 5.1), in eval mode."""
-    from wsss.engine.inference import load_run
-
-    opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
-    if r == 0 and opts.round0_checkpoint:
-        from wsss.data import VOCDataset
-        from wsss.methods.base import build_method
-        from wsss.models.backbones import WeightLoadError, _read_state_dict
-
-        n_classes = VOCDataset(cfg.data.root, cfg.data.train_split).num_classes
-        rcfg = plan_round(cfg, 0, 1).cfg
-        rcfg.model.pretrained = None  # every weight comes from the round-0 file
-        method = build_method(rcfg, n_classes)
-        path = Path(opts.round0_checkpoint)
-        try:
-            state = _read_state_dict(path)
-        except WeightLoadError:  # this toolkit's checkpoint (it also holds RNG states)
-            from wsss.engine.checkpoint import load_checkpoint
-
-            state = load_checkpoint(path)["model"]
-        method.load_round0_state(state, str(path))
-        from wsss.engine.trainer import resolve_device
-
-        return method.to(resolve_device(device or cfg.run.device)).eval()
-    return load_run(Path(cfg.run.dir) / f"round_{r}", checkpoint="last", device=device).method
-
-
-def train_sccam(cfg: Config, progress: bool = True) -> dict[str, Any]:
-    """Every round of methods.md 5.1 in ``cfg.run.dir`` (module docstring); resumable throughout."""
-    from wsss.data import VOCDataset
-    from wsss.engine.trainer import Trainer, resolve_device
-    from wsss.engine.validate import validate
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RuntimeError("SC-CAM's round driver runs in one process (the official code is single-GPU)")
-    opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
-    _check_options(opts)
-    if opts.round is not None:
-        raise ValueError("options.round is set by the round driver; leave it out of the config")
-    root = Path(cfg.run.dir)
-    root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, root / "config.yaml")
-    rounds_path = root / "rounds.json"
-    records: dict[str, Any] = json.loads(rounds_path.read_text()) if rounds_path.is_file() else {}
-    train_set = VOCDataset(cfg.data.root, cfg.data.train_split)
-    out: dict[str, Any] = {"step": 0, "best": None}
-    for r in range(opts.rounds + 1):
-        plan = plan_round(cfg, r, len(train_set))
-        rdir = Path(plan.cfg.run.dir)
-        if str(r) in records:
-            out = {"step": records[str(r)]["step"], "best": records[str(r)].get("best")}
-            continue
-        if r == 0 and opts.round0_checkpoint:
-            records["0"] = {"round": 0, "step": 0, "checkpoint": opts.round0_checkpoint}
-            continue
-        t0 = time.time()
-        if r >= 1 and not (rdir / LABELS_FILE).is_file():
-            prev = load_round_model(cfg, r - 1)
-            ids, feats, parents = extract_features(prev.image_features, train_set, next(prev.parameters()).device,
-                                                   progress=progress)  # fmt: skip
-            del prev
-            labels = build_subcategory_labels(ids, feats, parents, opts.num_subcategories, cfg.run.seed,
-                                              n_init=opts.kmeans_n_init, progress=progress)  # fmt: skip
-            labels.save(rdir / LABELS_FILE)
-        trainer = Trainer(plan.cfg, progress=progress)
-        res = trainer.train(until=plan.stop)
-        t = plan.cfg.train
-        if plan.stop % t.ckpt_iters and plan.stop != t.max_iters:
-            trainer._save("last.pt")  # a mid-schedule snapshot is not on the trainer's checkpoint grid
-        record: dict[str, Any] = {
-            "round": r, "step": trainer.step, "schedule_iters": t.max_iters, "best": res.get("best"),
-        }  # fmt: skip
-        if trainer.val_set is not None:
-            record["val"] = _last_val(rdir, trainer.step) or trainer.validate()
-        if opts.round_eval_split:
-            ecfg = from_dict(Config, plan.cfg.to_dict())
-            ecfg.data.val_max_images = opts.round_eval_images
-            ds = VOCDataset(cfg.data.root, opts.round_eval_split)
-            record[f"cam_{opts.round_eval_split}"] = validate(trainer.method, ds, ecfg, resolve_device(cfg.run.device),
-                                                              progress=progress)  # fmt: skip
-        record["seconds"] = round(time.time() - t0, 1)
-        records[str(r)] = record
-        with atomic_write(rounds_path, "w") as f:
-            json.dump(records, f, indent=2)
-        out = {"step": trainer.step, "best": record["best"]}
-        del trainer
-    last = root / f"round_{opts.rounds}" / "checkpoints" / "last.pt"
-    if last.is_file():
-        _link_or_copy(last, root / "checkpoints" / "last.pt")
-    return {**out, "rounds": records}
+        raise UsageError("options.snapshot_epochs needs options.schedule_epochs (set [] to train the whole schedule)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,12 +154,12 @@ def train_sccam(cfg: Config, progress: bool = True) -> dict[str, Any]:
 class SCCAM(Method):
     name = "sccam"
     Options = SCCAMOptions
-    train_driver = staticmethod(train_sccam)
+    train_driver = "sccam_rounds"  # wsss.engine.rounds.DRIVERS
 
     def __init__(self, cfg: Config, num_classes: int):
         super().__init__(cfg, num_classes)
         o: SCCAMOptions = self.options
-        _check_options(o)
+        check_options(o)
         self.round = o.rounds if o.round is None else o.round
         self.k = o.num_subcategories
         self.backbone = backbone_from_config(cfg.model)
@@ -291,17 +171,17 @@ class SCCAM(Method):
         self._sub_lookup: dict[str, np.ndarray] | None = None
 
     # -- training -------------------------------------------------------------------------------
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
         if self.sub_classifier is None:
             return
-        path = Path(trainer.run_dir) / LABELS_FILE
+        path = Path(ctx.run_dir) / LABELS_FILE
         if not path.is_file():
             raise DataError(f"{path}: round {self.round} needs its sub-category labels (written by the round driver)")
         labels = SubcategoryLabels.load(path)
         if labels.k != self.k or labels.assign.shape[1] != self.num_classes - 1:
             raise DataError(f"{path}: labels for K={labels.k}, {labels.assign.shape[1]} classes; the model has "
                             f"K={self.k}, {self.num_classes - 1}")  # fmt: skip
-        missing = set(trainer.train_set.ids) - set(labels.ids)
+        missing = set(ctx.train_set.ids) - set(labels.ids)
         if missing:
             raise DataError(f"{path}: no sub-category label for {len(missing)} training ids (e.g. {min(missing)})")
         self._sub_lookup = labels.as_lookup()

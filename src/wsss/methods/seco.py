@@ -35,11 +35,13 @@ from torch import nn
 from wsss.cam import PAR, cam_to_label, cam_to_roi_mask, multi_scale_cam
 from wsss.cam.decompose import assign_tags, crop_patches, sample_patch_positions
 from wsss.cam.labels import scale_img_box
+from wsss.core.config import Config
+from wsss.core.distributed import all_gather_cat
+from wsss.core.errors import UsageError
+from wsss.core.registry import Method, register_method
 from wsss.data.views import ContrastViews
-from wsss.engine.config import Config
-from wsss.engine.distributed import all_gather_cat
 from wsss.losses import balanced_seg_loss, energy_loss_from_logits, label_to_aff_mask, lig_loss, lil_loss, ptc_loss
-from wsss.methods.base import Method, backbone_from_config, online_pseudo_label, register_method, split_backbone_params
+from wsss.methods.base import backbone_from_config, online_pseudo_label, split_backbone_params
 from wsss.models.backbones import ViTBackbone
 from wsss.models.decoders import create_decoder
 from wsss.models.ema import ema_update, frozen_copy
@@ -94,7 +96,7 @@ class SeCo(Method):
         m, o = cfg.model, self.options
         self.backbone = backbone_from_config(m)
         if not isinstance(self.backbone, ViTBackbone):
-            raise ValueError(
+            raise UsageError(
                 f"SeCo needs a ViT backbone with a class token (got {m.backbone}); "
                 "set model.backbone to a timm vit_* name"
             )
@@ -247,7 +249,7 @@ class SeCo(Method):
         keys, flags = all_gather_cat(keys), all_gather_cat(flags.to(self.queue_flags.dtype))
         n, size = keys.shape[0], self.queue.shape[0]
         if size % n:
-            raise ValueError(
+            raise UsageError(
                 f"options.queue_size {size} must be a multiple of the keys per step {n} "
                 "(global batch x (2 + num_patches))"
             )

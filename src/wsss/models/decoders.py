@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from wsss.core.errors import UsageError
+
 
 class LargeFOV(nn.Module):
     """conv3x3 d5 -> ReLU -> conv3x3 d5 -> ReLU -> conv1x1, all without bias (ToCo).
@@ -55,4 +57,4 @@ def create_decoder(name: str, in_dim: int, num_classes: int, hidden: int = 512) 
         return LargeFOV(in_dim, num_classes, hidden=hidden)
     if name == "none":
         return None
-    raise ValueError(f"unknown decoder {name!r}: choose 'aspp', 'largefov' or 'none'")
+    raise UsageError(f"unknown decoder {name!r}: choose 'aspp', 'largefov' or 'none'")

@@ -22,21 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.models.backbones import CNNBackbone, ViTBackbone, is_vit, load_pretrained
+from wsss.models.backbones import CNNBackbone, ViTBackbone, is_vit
 from wsss.models.decoders import ASPP
-
-
-def freeze_batchnorm(module: nn.Module) -> None:
-    """Put every BatchNorm of ``module`` in eval mode with frozen affine parameters.
-
-    kazuto1011's DeepLab freezes the (COCO/ImageNet-initialised) BatchNorm (``base.freeze_bn()``),
-    PSA's ResNet-38 all of its BatchNorm (methods.md 5.2); call again after ``module.train()``.
-    """
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-            for p in m.parameters(recurse=False):
-                p.requires_grad_(False)
+from wsss.models.weights import load_pretrained
 
 
 class DeepLabV2(nn.Module):

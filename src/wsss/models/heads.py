@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsss.core.errors import UsageError
+
 
 class CAMClassifier(nn.Module):
     """1x1 conv classifier without bias over a pooled feature map.
@@ -18,7 +20,7 @@ class CAMClassifier(nn.Module):
     def __init__(self, in_dim: int, num_fg: int, pooling: str = "gmp"):
         super().__init__()
         if pooling not in ("gmp", "gap"):
-            raise ValueError(f"pooling must be 'gmp' or 'gap', got {pooling!r}")
+            raise UsageError(f"pooling must be 'gmp' or 'gap', got {pooling!r}")
         self.pooling = pooling
         self.conv = nn.Conv2d(in_dim, num_fg, kernel_size=1, bias=False)
 

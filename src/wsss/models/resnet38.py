@@ -44,7 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.models.backbones import BackboneOutput, _read_state_dict, check_state_dict
+from wsss.core.errors import UsageError
+from wsss.models.registry import BackboneOutput, register_backbone
+from wsss.models.weights import check_state_dict, read_state_dict
 
 __all__ = ["ResNet38d", "ResNet38Backbone", "checkpoint_filter_fn", "resnet38d", "create_resnet38d_backbone"]
 
@@ -192,7 +194,7 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ResNet38d) 
 def load_resnet38d_weights(model: ResNet38d, path: str | Path) -> None:
     """Load a converted state dict (module docstring); WeightLoadError lists missing / unexpected keys."""
     path = Path(path)
-    state = checkpoint_filter_fn(_read_state_dict(path), model)
+    state = checkpoint_filter_fn(read_state_dict(path), model)
     check_state_dict(state, model.state_dict(), f"{path}: weights do not fit ResNet-38 (methods.md 5.2)")
     model.load_state_dict(state, strict=True)
 
@@ -241,9 +243,15 @@ def create_resnet38d_backbone(pretrained: str | None = None, output_stride: int 
     """``model.backbone: resnet38d`` (``models.backbones.create_backbone``); kwargs: freeze_bn,
     freeze_stem, width, drop_b6, drop_b7. The stride is fixed at 8 (dilated b5-b7, methods.md 5.2)."""
     if output_stride != 8:
-        raise ValueError(f"resnet38d has output stride 8 (methods.md 5.2); set model.output_stride: 8, "
+        raise UsageError(f"resnet38d has output stride 8 (methods.md 5.2); set model.output_stride: 8, "
                          f"got {output_stride}")  # fmt: skip
     net = ResNet38d(**kwargs)
     if pretrained:
         load_resnet38d_weights(net, pretrained)
     return ResNet38Backbone(net)
+
+
+@register_backbone("resnet38d")  # SC-CAM's wider ResNet-38 (methods.md 5.2)
+def _build_resnet38d(name: str, *, pretrained: str | None, output_stride: int, aux_layer: int, freeze_pos_embed: bool,
+                     **kwargs) -> ResNet38Backbone:  # fmt: skip
+    return create_resnet38d_backbone(pretrained, output_stride, **kwargs)

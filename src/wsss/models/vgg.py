@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from wsss.models.backbones import BackboneOutput, load_pretrained
+from wsss.models.registry import BackboneOutput, register_backbone
+from wsss.models.weights import load_pretrained
 
 # methods.md 4.3: 'M' = MaxPool 2x2/2, 'N' = MaxPool 3x3/1 pad 1; convolutions after index 13 dilated 2
 CFG_D1: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "N", 512, 512, 512)
@@ -93,3 +94,9 @@ def vgg16_dilated(
     if pretrained:
         load_pretrained(net, pretrained)
     return net
+
+
+@register_backbone("vgg16_dilated")  # RCA's VGG-16 'D1', stride 8 by construction (methods.md 4.3)
+def _build_vgg16_dilated(name: str, *, pretrained: str | None, output_stride: int, aux_layer: int,
+                         freeze_pos_embed: bool, **kwargs) -> VGG16Dilated:  # fmt: skip
+    return vgg16_dilated(pretrained=pretrained, **kwargs)

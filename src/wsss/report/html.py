@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from wsss.core.errors import MissingFileError
 from wsss.data import VOCDataset
 from wsss.evaluation import EvalResult, confusion_matrix, evaluate, scores_from_hist
 from wsss.report.figures import (
@@ -183,7 +184,7 @@ def write_report(
     run = Path(run)
     cfg_file = run / "config.yaml"
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file}: not a run directory (no config.yaml)")
+        raise MissingFileError(f"{cfg_file}: not a run directory (no config.yaml)")
     cfg = yaml.safe_load(cfg_file.read_text())
     split = split or cfg["data"]["val_split"]
     ds = VOCDataset(data_root or cfg["data"]["root"], split)

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from wsss.cam import PAR, cam_to_label, refine_cams_with_bkg
+from wsss.core.errors import UsageError
 from wsss.data import VOCDataset
-from wsss.engine.inference import Run, load_run
-from wsss.engine.validate import prepare_image
+from wsss.data.transforms import prepare_image
 from wsss.report.figures import OUTPUTS, ImagePanels, save_grid, saved_panels
+from wsss.runs.run import Run, load_run
 from wsss.utils.io import DataError, read_image
 
 __all__ = ["guess_classes", "model_panels", "write_viz"]
@@ -114,13 +115,13 @@ def write_viz(
     """Write one grid PNG per id (``<out>/<id>.png``) or for ``image`` (``<out>/<stem>.png``); ``out``
     defaults to ``<run>/viz/``. Returns (path, panels) per image."""
     if bool(ids) == (image is not None):
-        raise ValueError("give either ids or an image")
+        raise UsageError("give either ids or an image")
     run = load_run(run_dir, checkpoint=checkpoint, device=device)
     out = Path(out) if out is not None else run.dir / "viz"
     fg = run.class_names[1:]
     unknown = [c for c in classes if c not in fg]
     if unknown:
-        raise ValueError(f"unknown class {unknown[0]!r}; the run's classes: {', '.join(fg)}")
+        raise UsageError(f"unknown class {unknown[0]!r}; the run's classes: {', '.join(fg)}")
     written = []
     if image is not None:
         img = read_image(image)

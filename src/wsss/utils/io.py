@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-
-class DataError(Exception):
-    """Bad input data: the message names the file and the problem."""
+from wsss.core.errors import DataError  # noqa: E402,F401  (re-exported: most readers raise it)
 
 
 @contextlib.contextmanager
@@ -133,3 +131,22 @@ def save_npy(path: str | os.PathLike, array: np.ndarray | dict) -> None:
     """np.save, atomically (dicts are pickled, as the cls_labels.npy format requires)."""
     with atomic_write(path) as f:
         np.save(f, array, allow_pickle=isinstance(array, dict))
+
+
+def save_cam(path: str | os.PathLike, cam: np.ndarray, labels: np.ndarray) -> None:
+    """The CAM file format (interface.md): a dict with ``keys`` (1-based ids of the labelled classes)
+    and ``cam`` ((K, H, W) float16 in [0, 1]), the rows of ``cam`` (C-1, H, W) that ``labels`` marks."""
+    keys = np.flatnonzero(labels > 0.5)
+    save_npy(path, {"keys": keys + 1, "cam": cam[keys].astype(np.float16)})
+
+
+def load_cam(path: str | os.PathLike, num_fg: int) -> np.ndarray:
+    """A saved CAM file -> (C-1, H, W) float32 with zeros for the absent classes."""
+    try:
+        d = np.load(path, allow_pickle=True).item()
+        keys, cam = np.asarray(d["keys"]), np.asarray(d["cam"], dtype=np.float32)
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"{path}: cannot read CAM file ({e})") from e
+    full = np.zeros((num_fg, *cam.shape[1:]), dtype=np.float32)
+    full[keys - 1] = cam
+    return full

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from wsss.core.errors import UsageError
 from wsss.utils.io import DataError, atomic_write
 
 IMAGE_MODES = ("link", "symlink", "copy", "none")
@@ -55,7 +56,7 @@ def place_image(src: Path, dst: Path, mode: str) -> bool:
     Returns True if something was written.
     """
     if mode not in IMAGE_MODES:
-        raise ValueError(f"image mode must be one of {', '.join(IMAGE_MODES)}, got {mode!r}")
+        raise UsageError(f"image mode must be one of {', '.join(IMAGE_MODES)}, got {mode!r}")
     if mode == "none" or dst.exists() or dst.is_symlink():
         return False
     if not src.is_file():

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wsss.core.errors import UsageError
 from wsss.data.classes import parse_classes, write_classes
 from wsss.data.prepare import PrepareSummary, first, place_image, write_split
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
@@ -131,7 +132,7 @@ def prepare_folder(
     """Build a VOC-layout dataset at ``out`` from a custom folder (module docstring)."""
     images, labels, classes, out = Path(images), Path(labels), Path(classes), Path(out)
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if not images.is_dir():
         raise DataError(f"{images}: image folder not found")
     if not classes.is_file():

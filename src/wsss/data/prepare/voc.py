@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsss.core.errors import UsageError
 from wsss.data.classes import VOC_CLASSES, write_classes
 from wsss.data.prepare import (
     PrepareSummary,
@@ -175,7 +176,7 @@ def prepare_voc(
     missing image, mask or annotation, and for counts that disagree with the official releases.
     """
     if labels not in ("auto", "xml", "mask"):
-        raise ValueError(f"labels must be auto, xml or mask, got {labels!r}")
+        raise UsageError(f"labels must be auto, xml or mask, got {labels!r}")
     voc_root = find_voc_root(voc)
     sbd_root = find_sbd_root(sbd) if sbd is not None else None
     out = Path(out)

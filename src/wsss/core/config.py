@@ -19,9 +19,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema."""
+from wsss.core.errors import ConfigError  # noqa: E402  (re-exported with the schema)
 
 
 @dataclass
@@ -263,7 +261,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
+def set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set ``data[k1][k2]...`` = ``value`` for ``keys`` = [k1, k2, ...], creating sections on the way."""
     node = data
     for k in keys[:-1]:
         node = node.setdefault(k, {})
@@ -288,7 +287,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         data = loaded
     for text in overrides:
         keys, value = parse_override(text)
-        _set_dotted(data, keys, value)
+        set_dotted(data, keys, value)
     defaults = Config().to_dict()
     try:
         return from_dict(Config, _merge(defaults, data))

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from wsss.core.errors import MissingFileError, WeightLoadError
 from wsss.utils.io import atomic_write
 
 
@@ -18,9 +19,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise MissingFileError(f"{path}: checkpoint not found")
     try:
         # RNG states hold numpy arrays and tuples: this file is our own, so full unpickling is fine.
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # noqa: BLE001
-        raise RuntimeError(f"{path}: cannot read checkpoint ({e})") from e
+        raise WeightLoadError(f"{path}: cannot read checkpoint ({e})") from e

@@ -51,7 +51,7 @@ def export_voc_test(
     """
     run = Path(run)
     if data_root is None:
-        from wsss.engine.config import load_config
+        from wsss.core.config import load_config
 
         cfg_path = run / "config.yaml"
         if not cfg_path.is_file():

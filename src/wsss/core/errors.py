@@ -1,0 +1,41 @@
+"""The toolkit's user-error types: bad data, bad config, missing or unfitting files, a diverged run.
+
+``wsss`` commands print these as one ``error: ...`` line with a non-zero exit; any other exception is
+a bug and shows its traceback. This module is a leaf (it imports nothing from wsss), so every layer,
+``wsss.utils`` included, may raise these.
+"""
+
+from __future__ import annotations
+
+
+class WSSSError(Exception):
+    """Base of the user errors: the message names the file or the setting and the problem."""
+
+
+class DataError(WSSSError):
+    """Bad input data: the message names the file and the problem."""
+
+
+class ConfigError(WSSSError, ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+class UsageError(WSSSError, ValueError):
+    """A value that a command, an option or a setting does not accept (``ConfigError``: a config that
+    does not fit the schema)."""
+
+
+class MissingFileError(WSSSError, FileNotFoundError):
+    """A file or directory the command needs is not there (a run without config.yaml, a checkpoint...)."""
+
+
+class WeightLoadError(WSSSError, RuntimeError):
+    """A weight or checkpoint file that cannot be read, or whose keys do not fit the model."""
+
+
+class TrainingDiverged(WSSSError, RuntimeError):
+    """A non-finite loss: the message names the iteration and the loss terms."""
+
+
+# What ``wsss`` reports as one line: the toolkit's own errors, and a missing file named by the OS.
+USER_ERRORS: tuple[type[BaseException], ...] = (WSSSError, FileNotFoundError)

@@ -1,0 +1,56 @@
+"""The public way to build and load what the engine runs (as detectron2's ``engine/defaults.py``), so that
+a multi-run driver (``engine/rounds.py``) or a script composes trainers without private calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from wsss.core.checkpoint import load_checkpoint
+from wsss.core.config import Config, load_config
+from wsss.core.device import resolve_device
+from wsss.core.errors import MissingFileError
+from wsss.core.registry import Method
+from wsss.engine.trainer import Trainer, build_optimizer
+from wsss.methods import build_method
+
+__all__ = ["TrainedMethod", "build_method", "build_optimizer", "build_trainer", "load_trained_method"]
+
+
+def build_trainer(cfg: Config, *, progress: bool = True) -> Trainer:
+    """A ``Trainer`` for ``cfg`` (not yet resumed: ``trainer.train()`` resumes from ``last.pt``)."""
+    return Trainer(cfg, progress=progress)
+
+
+@dataclass
+class TrainedMethod:
+    cfg: Config
+    method: Method
+    class_names: list[str]
+    device: torch.device
+
+
+def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device: str | None = None) -> TrainedMethod:
+    """The method of a run directory (``config.yaml`` + ``checkpoints/best.pt`` or ``last.pt``), in eval mode.
+
+    ``checkpoint``: "auto" (best, else last), a name in ``checkpoints/`` ("last") or a ``.pt`` path.
+    """
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise MissingFileError(f"{cfg_path}: not a run directory (no config.yaml); train one with `wsss train`")
+    cfg = load_config(cfg_path)
+    ckpts = run_dir / "checkpoints"
+    if checkpoint == "auto":
+        path = ckpts / "best.pt" if (ckpts / "best.pt").is_file() else ckpts / "last.pt"
+    else:
+        path = ckpts / f"{checkpoint}.pt" if not checkpoint.endswith(".pt") else Path(checkpoint)
+    state = load_checkpoint(path)
+    dev = resolve_device(device or cfg.run.device)
+    method = build_method(cfg, state["num_classes"])
+    method.load_state_dict(state["model"])
+    method.to(dev).eval()
+    return TrainedMethod(cfg=cfg, method=method, class_names=list(state["class_names"]), device=dev)

@@ -1,0 +1,44 @@
+"""The backbone registry (as timm's ``models/_registry.py``): a backbone factory registers by name, and
+``create_backbone`` (models/backbones.py) builds by name, with no special case per backbone.
+
+A factory is called as ``factory(name, *, pretrained, aux_layer, freeze_pos_embed, output_stride, **kwargs)``
+and returns a module mapping an image batch to a ``BackboneOutput`` with ``out_dim``, ``aux_dim``,
+``cls_dim`` and ``stride`` attributes. A name that is not registered is built by the ``timm`` factory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+
+
+@dataclass
+class BackboneOutput:
+    final: torch.Tensor  # (B, D, h, w)
+    aux: torch.Tensor  # (B, D_aux, h, w)
+    cls: torch.Tensor  # (B, D): ViT class token, or pooled features for a CNN
+
+
+def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: make a backbone factory available as ``model.backbone: <name>``."""
+
+    def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        BACKBONES[name] = factory
+        return factory
+
+    return deco
+
+
+def backbone_factory(name: str) -> Callable[..., nn.Module]:
+    """The factory registered as ``name``, else the ``timm`` one (any timm model name)."""
+    return BACKBONES.get(name) or BACKBONES["timm"]
+
+
+def registered_backbones() -> list[str]:
+    """The names registered besides timm's own models."""
+    return sorted(k for k in BACKBONES if k != "timm")

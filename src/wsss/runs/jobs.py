@@ -1,0 +1,284 @@
+"""Inference over a trained run: CAMs, pseudo labels, segmentation masks.
+
+Every command streams over the ids of a split, writes each output atomically, and skips ids whose
+output already exists, so a killed job continues where it stopped. Nothing per-image is written in
+float unless asked (``cams/`` holds float16 CAMs of the labelled classes only).
+
+Layout (interface.md): ``cams/<split>/<id>.npy`` (dict: ``keys`` = 1-based class ids, ``cam`` =
+(K, H, W) float16 in [0, 1]), ``cam_labels/<split>/<id>.png`` (the CAM seed: argmax with
+``bkg_thre``), ``pseudo/<split>/<id>.png`` (255 = ignore), ``predictions/<split>/<id>.png``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wsss.cam import PAR, CRFPool, cam_to_label, crf_label_psa, crf_label_two_levels, refine_cams_with_bkg
+from wsss.cam.proxy_labels import ProxyParams, attention_to_image, minmax01, rca_proxy_label, read_saliency
+from wsss.core.errors import ConfigError, UsageError
+from wsss.data import VOCDataset
+from wsss.runs.run import Run, crf_params, load_run, present_classes
+from wsss.utils.io import DataError, load_cam, remove_stale_temps, save_cam, save_label_png, save_npy
+
+
+def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool) -> list[str]:
+    """The ids still to write into ``out_dir``; a killed earlier run's temporary files there are removed."""
+    remove_stale_temps(out_dir)
+    if overwrite:
+        return list(ids)
+    return [i for i in ids if not (out_dir / f"{i}{suffix}").is_file()]
+
+
+def _dataset(run: Run, root: str | None, split: str) -> VOCDataset:
+    ds = VOCDataset(root or run.cfg.data.root, split)
+    if ds.num_classes != run.num_classes:
+        raise DataError(
+            f"{ds.root}: the dataset has {ds.num_classes} classes but the run was trained with {run.num_classes}"
+        )
+    return ds
+
+
+def run_cam(
+    run: Run, split: str, *, root: str | None = None, overwrite: bool = False, progress: bool = True,
+    bkg_thre: float | None = None,
+) -> Path:  # fmt: skip
+    """Write ``cams/<split>/<id>.npy`` and the CAM seeds ``cam_labels/<split>/<id>.png``.
+
+    ``bkg_thre``: the seeds' background level (default ``cam.bkg_thre``; ``wsss sweep-bkg`` finds the
+    best on a split). Given, every seed is rewritten at that level, from the saved CAM where there is
+    one (no network pass; the saved CAMs are float16) and from a new CAM otherwise.
+    """
+    ds = _dataset(run, root, split)
+    out, seeds = run.dir / "cams" / split, run.dir / "cam_labels" / split
+    thre = run.cfg.cam.bkg_thre if bkg_thre is None else float(bkg_thre)
+    todo = list(ds.ids) if bkg_thre is not None else _todo(ds.ids, seeds, ".png", overwrite)
+    remove_stale_temps(out)  # the CAM files beside the seeds
+    for id in tqdm(todo, desc=f"cam {split}", disable=not progress):
+        labels = ds.labels(id)
+        saved = out / f"{id}.npy"
+        if bkg_thre is not None and not overwrite and saved.is_file():
+            cam = load_cam(saved, len(labels))
+        else:
+            cam = run.cam(ds.load_image(id), labels)
+            save_cam(saved, cam, labels)
+        _, seed = cam_to_label(torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], bkg_thre=thre)
+        save_label_png(seeds / f"{id}.png", seed[0].numpy())
+    return seeds
+
+
+@dataclass
+class PseudoJob:
+    """The inputs of one ``wsss pseudo`` job: the run, the split's dataset and its saved CAMs."""
+
+    run: Run
+    ds: VOCDataset
+    cams: Path  # RUN/cams/<split>
+
+    def cam(self, id: str) -> np.ndarray:
+        return load_cam(self.cams / f"{id}.npy", self.ds.num_classes - 1)
+
+    def require_cams(self, ids: Sequence[str], have: Callable[[str], bool] = lambda id: False) -> None:
+        missing = [i for i in ids if not have(i) and not (self.cams / f"{i}.npy").is_file()]
+        if missing:
+            raise DataError(
+                f"{self.cams}: no CAM for {len(missing)} ids (e.g. {missing[0]}); "
+                f"run `wsss cam {self.run.dir} --split {self.ds.split}`"
+            )
+
+
+# A refiner: (id, image uint8 (H, W, 3), labels multi-hot over the foreground) -> label map (255 = ignore).
+Refiner = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _refine_none(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
+    """High/low thresholds of the CAM, 255 between (methods.md 2.6)."""
+    job.require_cams(ids)
+    c = job.run.cfg.cam
+
+    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        cam = job.cam(id)
+        h, w = cam.shape[1:]
+        _, label = cam_to_label(
+            torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], img_box=[[0, h, 0, w]], ignore_mid=True,
+            bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre,
+        )  # fmt: skip
+        return label[0].cpu().numpy()
+
+    return refine
+
+
+def _refine_par(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
+    """PAR with two background levels on the full image (methods.md 2.8)."""
+    job.require_cams(ids)
+    c = job.run.cfg.cam
+    par = PAR(dilations=c.par.dilations, num_iter=c.par.num_iter)
+
+    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        image01 = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+        label = refine_cams_with_bkg(
+            par, image01, torch.from_numpy(job.cam(id))[None], torch.from_numpy(labels)[None],
+            high_thre=c.high_thre, low_thre=c.low_thre, down_scale=c.par_down_scale,
+        )  # fmt: skip
+        return label[0].cpu().numpy()
+
+    return refine
+
+
+def _refine_crf(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
+    """ToCo's label CRF: two CRFs with background 0.7 / 0.25, combined as in methods.md 2.8."""
+    job.require_cams(ids)
+    c = job.run.cfg.cam
+    return lambda id, image, labels: crf_label_two_levels(image, job.cam(id), labels, c.high_thre, c.low_thre)
+
+
+def _refine_psa(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
+    """PSA's AffinityNet seeds: two CRFs with background (1 - max cam)^alpha, ``cam.psa_alphas`` (5.6-5.7)."""
+    job.require_cams(ids)
+    alphas = tuple(job.run.cfg.cam.psa_alphas)
+    return lambda id, image, labels: crf_label_psa(image, job.cam(id), labels, alphas)
+
+
+def _refine_affinity(job: PseudoJob, ids: Sequence[str], *, affinity_run: Run | str | Path | None = None,
+                     **_: Any) -> Refiner:  # fmt: skip
+    """PSA's random walk of the CAMs with the affinity network of ``affinity_run`` (methods.md 5.7)."""
+    run = job.run
+    if affinity_run is None:
+        raise UsageError("refine 'affinity' needs `--affinity-run AFFRUN`, a run of method affinitynet")
+    aff = affinity_run if isinstance(affinity_run, Run) else load_run(affinity_run, device=str(run.device))
+    walk = getattr(aff.method, "random_walk_label", None)
+    if walk is None:
+        raise UsageError(f"{aff.dir}: method {aff.cfg.method!r} is not an affinity network (method affinitynet)")
+    if aff.num_classes != run.num_classes:
+        raise DataError(f"{aff.dir}: trained with {aff.num_classes} classes, {run.dir} with {run.num_classes}")
+    job.require_cams(ids)
+    return lambda id, image, labels: walk(image, job.cam(id), labels)
+
+
+def _refine_rca(job: PseudoJob, ids: Sequence[str], *, saliency: str | Path | None = None, **_: Any) -> Refiner:
+    """RCA's CRF proxy labels (methods.md 4.8, ``cam/proxy_labels.py``).
+
+    Attention: the run's accumulated training maps (RCA, ``options.proxy_source: accumulated``) for
+    the ids that have them, else the saved CAMs (``wsss cam`` first); the background from ``saliency``
+    (a directory of ``<id>.png``) if given, else saliency-free (CAM thresholds + CRF).
+    """
+    method, ds = job.run.method, job.ds
+    options = getattr(method, "options", None)
+    params = ProxyParams.from_options(options)
+    store = getattr(method, "attention", None) if getattr(options, "proxy_source", "cam") == "accumulated" else None
+    sal_dir = Path(saliency) if saliency is not None else None
+    if sal_dir is not None and not sal_dir.is_dir():
+        raise DataError(f"{sal_dir}: saliency directory not found")
+
+    def stored(id: str) -> dict[int, np.ndarray] | None:
+        return store.get(id) if store is not None else None
+
+    missing = [i for i in ids if stored(i) is None and not (job.cams / f"{i}.npy").is_file()]
+    if missing:
+        raise DataError(
+            f"{job.cams}: no CAM for {len(missing)} ids (e.g. {missing[0]}) and no accumulated attention; "
+            f"run `wsss cam {job.run.dir} --split {ds.split}`"
+        )
+
+    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        size = image.shape[:2]
+        fg = np.flatnonzero(labels > 0.5).tolist()
+        entry = stored(id)
+        if entry is not None:  # the official skips a class whose attention file is missing
+            classes, att = attention_to_image({c: entry[c] for c in fg if c in entry}, size)
+        else:
+            cam = job.cam(id)
+            if cam.shape[1:] != size:
+                cam = np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in cam])
+            classes, att = fg, minmax01(cam[fg]) if fg else np.zeros((0, *size), dtype=np.float32)
+        sal = read_saliency(sal_dir / f"{id}.png", size) if sal_dir is not None else None
+        return rca_proxy_label(image, att, classes, ds.num_classes, sal, params)
+
+    return refine
+
+
+# ``wsss pseudo --refine NAME``: a factory (job, ids to write, **options) -> per-image refiner.
+REFINERS: dict[str, Callable[..., Refiner]] = {
+    "none": _refine_none,
+    "par": _refine_par,
+    "crf": _refine_crf,
+    "psa": _refine_psa,
+    "affinity": _refine_affinity,
+    "rca": _refine_rca,
+}
+
+
+def run_pseudo(
+    run: Run, split: str, *, refine: str = "par", root: str | None = None, overwrite: bool = False,
+    progress: bool = True, affinity_run: Run | str | Path | None = None, saliency: str | Path | None = None,
+) -> Path:  # fmt: skip
+    """Pseudo labels from the saved CAMs (``wsss cam`` first): ``pseudo/<split>/<id>.png``.
+
+    ``refine`` names a refiner of ``REFINERS``: "none" (high/low thresholds, 255 between), "par"
+    (methods.md 2.8 on the full image), "crf" (ToCo's label CRF), "psa" (PSA's AffinityNet seeds),
+    "affinity" (PSA's random walk with the affinity network of ``affinity_run``, a run of method
+    ``affinitynet`` or its directory, 5.7), "rca" (RCA's CRF proxy labels, 4.8, with ``saliency``).
+    """
+    if refine not in REFINERS:
+        raise ConfigError(f"refine must be one of {', '.join(REFINERS)}, got {refine!r}")
+    if refine == "affinity" and affinity_run is None:
+        raise UsageError("refine 'affinity' needs `--affinity-run AFFRUN`, a run of method affinitynet")
+    ds = _dataset(run, root, split)
+    out = run.dir / "pseudo" / split
+    todo = _todo(ds.ids, out, ".png", overwrite)
+    job = PseudoJob(run, ds, run.dir / "cams" / split)
+    label_of = REFINERS[refine](job, todo, affinity_run=affinity_run, saliency=saliency)
+    for id in tqdm(todo, desc=f"pseudo {refine} {split}", disable=not progress):
+        save_label_png(out / f"{id}.png", label_of(id, ds.load_image(id), ds.labels(id)))
+    return out
+
+
+def run_predict(
+    run: Run, split: str, *, root: str | None = None, crf: bool = False, scales: Sequence[float] | None = None,
+    overwrite: bool = False, progress: bool = True, save_probs: bool = False,
+) -> Path:  # fmt: skip
+    """Segmentation masks ``predictions/<split>/<id>.png`` (``predictions_crf`` with ``crf``).
+
+    Nothing but the PNGs is written unless ``save_probs``: then also ``probs/<split>/<id>.npy``, the
+    fused softmax as float16 (C, H, W). Off by default: on COCO that is terabytes (methods.md 3.10).
+    """
+    if not run.method.has_seg_head:
+        raise RuntimeError(f"{run.dir}: this model has no segmentation head; use `wsss cam` and `wsss pseudo`")
+    ds = VOCDataset(root or run.cfg.data.root, split)
+    out = run.dir / ("predictions_crf" if crf else "predictions") / split
+    probs_dir = run.dir / "probs" / split
+    todo = _todo(ds.ids, out, ".png", overwrite)
+    bar = tqdm(total=len(todo), desc=f"predict {split}", disable=not progress)
+
+    def prob_of(id: str, image: np.ndarray) -> np.ndarray:
+        prob = run.seg_prob(image, scales)
+        if save_probs:
+            save_npy(probs_dir / f"{id}.npy", prob.astype(np.float16))
+        return prob
+
+    if not crf:
+        for id in todo:
+            save_label_png(out / f"{id}.png", prob_of(id, ds.load_image(id)).argmax(0))
+            bar.update(1)
+        bar.close()
+        return out
+
+    def items() -> Iterator[tuple[str, np.ndarray, np.ndarray, list[int]]]:
+        for id in todo:
+            image = ds.load_image(id)
+            prob = prob_of(id, image)
+            yield id, image, prob, present_classes(prob)
+
+    with CRFPool(run.cfg.infer.crf_workers, params=crf_params(run.cfg)) as pool:
+        for id, label in pool.imap(items()):
+            save_label_png(out / f"{id}.png", label)
+            bar.update(1)
+    bar.close()
+    return out

@@ -1,0 +1,91 @@
+"""A trained run as a model: ``load_run(dir)`` -> ``Run`` with ``cam(image)``, ``seg_prob(image)`` and
+``predict(image)``. The batch jobs over a split that write into the run directory are ``runs/jobs.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsss.cam import CRFParams, multi_scale_cam, multi_scale_logits
+from wsss.core.config import Config
+from wsss.core.registry import Method
+from wsss.data.transforms import prepare_image
+from wsss.engine.defaults import load_trained_method
+
+
+@dataclass
+class Run:
+    """A trained run loaded for inference: ``run.cam(image)``, ``run.predict(image)``."""
+
+    dir: Path
+    cfg: Config
+    method: Method
+    class_names: list[str]
+    device: torch.device
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @torch.no_grad()
+    def cam(self, image: np.ndarray, labels: np.ndarray | None = None, scales: Sequence[float] | None = None):
+        """Multi-scale + flip CAM of an (H, W, 3) uint8 image -> (C-1, H, W) float32 in [0, 1].
+
+        With ``labels`` (multi-hot over the foreground classes), absent classes are zeroed.
+        """
+        inf = self.cfg.infer
+        x = prepare_image(image, inf.cam_input_size, self.device)
+        cam, _ = multi_scale_cam(self.method.cam_maps, x, tuple(scales or inf.cam_scales))
+        cam = F.interpolate(cam, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+        if labels is not None:
+            cam = cam * torch.as_tensor(labels, dtype=cam.dtype, device=cam.device).view(-1, 1, 1)
+        return cam.float().cpu().numpy()
+
+    @torch.no_grad()
+    def seg_prob(self, image: np.ndarray, scales: Sequence[float] | None = None) -> np.ndarray:
+        """Multi-scale + flip segmentation probabilities (C, H, W) float32 (methods.md 2.11 / 3.10)."""
+        inf = self.cfg.infer
+        x = prepare_image(image, None, self.device)
+        logits = multi_scale_logits(
+            self.method.seg_logits, x, tuple(scales or inf.scales), image.shape[:2],
+            flip_fuse="sum", scale_fuse="max", square_size=inf.square_size,
+        )  # fmt: skip
+        return torch.softmax(logits[0].float(), dim=0).cpu().numpy()
+
+    def predict(self, image: np.ndarray, *, crf: bool = False, scales: Sequence[float] | None = None) -> np.ndarray:
+        """(H, W) int64 label map; with ``crf`` a DenseCRF over the classes that can appear."""
+        prob = self.seg_prob(image, scales)
+        if not crf:
+            return prob.argmax(0)
+        from wsss.cam import crf_label
+
+        return crf_label(image, prob, present=present_classes(prob), params=crf_params(self.cfg))
+
+
+def crf_params(cfg: Config) -> CRFParams:
+    c = cfg.infer.crf
+    return CRFParams(
+        iters=c.iters, pos_xy_std=c.pos_xy_std, pos_w=c.pos_w, bi_xy_std=c.bi_xy_std, bi_rgb_std=c.bi_rgb_std,
+        bi_w=c.bi_w,
+    )  # fmt: skip
+
+
+def present_classes(prob: np.ndarray, min_prob: float = 0.05) -> list[int]:
+    """Classes the CRF keeps: background, every class that wins the argmax somewhere, and any class
+    whose probability reaches ``min_prob`` somewhere. A class below that everywhere cannot win a
+    pixel after 10 mean-field steps in practice, and a CRF over all 81 COCO classes costs 3-30x more."""
+    top = np.unique(prob.argmax(0))
+    strong = np.flatnonzero(prob.reshape(prob.shape[0], -1).max(1) >= min_prob)
+    return sorted({0, *top.tolist(), *strong.tolist()})
+
+
+def load_run(run_dir: str | Path, *, checkpoint: str = "auto", device: str | None = None) -> Run:
+    """Load a run directory (``config.yaml`` + ``checkpoints/best.pt`` or ``last.pt``)."""
+    t = load_trained_method(run_dir, checkpoint=checkpoint, device=device)
+    return Run(dir=Path(run_dir), cfg=t.cfg, method=t.method, class_names=t.class_names, device=t.device)

@@ -1,0 +1,171 @@
+"""The package's shape, checked with ``ast`` over src/wsss (README, "Layout"):
+
+- imports go down the layers only (a module imports from its own layer or a lower one), and the
+  import graph of the modules has no circle;
+- no module reads a ``_private`` name that another package of wsss defines.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src" / "wsss"
+
+
+def layers() -> list[str]:
+    """The numbered layer list of the README's Layout section, bottom first (``1. core.errors``...)."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Layout", 1)[1].split("\n## ", 1)[0]
+    found = re.findall(r"^\s*(\d+)\.\s+([a-z_.]+(?:,\s*[a-z_.]+)*)\s", section, re.M)
+    assert found, "README.md: the Layout section lists no layers"
+    assert [int(n) for n, _ in found] == list(range(1, len(found) + 1))
+    return [names for _, names in found]
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, ast.Module]:
+    return {module_name(p): ast.parse(p.read_text(), str(p)) for p in sorted(SRC.rglob("*.py"))}
+
+
+def _type_checking_nodes(tree: ast.Module) -> set[int]:
+    """ids of the nodes inside ``if TYPE_CHECKING:`` blocks (annotations only, not run)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+            skip |= {id(n) for b in node.body for n in ast.walk(b)}
+    return skip
+
+
+def imports_of(name: str, tree: ast.Module, known: set[str]) -> set[str]:
+    """The wsss modules that module ``name`` imports (anywhere in the file, lazy imports included)."""
+    out: set[str] = set()
+    skip = _type_checking_nodes(tree)
+    package = name if (SRC.parent / name.replace(".", "/") / "__init__.py").is_file() else name.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        out |= {t for t in targets if t.split(".")[0] == "wsss" and t != name}
+    return {t if t in known else t.rpartition(".")[0] for t in out} - {name}
+
+
+def layer_of(module: str, order: list[str]) -> int:
+    """Index of the most specific layer entry naming ``module`` (``core.errors`` before ``core``)."""
+    rel = module.removeprefix("wsss").lstrip(".") or "__init__"
+    best, best_len = None, -1
+    for i, entry in enumerate(order):
+        for prefix in (e.strip() for e in entry.split(",")):
+            if (rel == prefix or rel.startswith(prefix + ".")) and len(prefix) > best_len:
+                best, best_len = i, len(prefix)
+    assert best is not None, f"{module}: in no layer of README.md's Layout section"
+    return best
+
+
+def test_every_module_is_in_a_layer_and_imports_go_down_only():
+    order = layers()
+    mods = modules()
+    known = set(mods)
+    bad = []
+    for name, tree in mods.items():
+        mine = layer_of(name, order)
+        for dep in imports_of(name, tree, known):
+            if layer_of(dep, order) > mine:
+                bad.append(f"{name} ({order[mine]}) imports {dep} ({order[layer_of(dep, order)]})")
+    assert not bad, "imports from a higher layer:\n" + "\n".join(sorted(bad))
+
+
+def test_the_import_graph_has_no_circle():
+    mods = modules()
+    known = set(mods)
+    graph = {name: imports_of(name, tree, known) for name, tree in mods.items()}
+    # a package's __init__ importing its own submodules (re-exports) is not a dependency between files:
+    # drop parent -> child edges, keep everything else
+    graph = {n: {d for d in deps if not d.startswith(n + ".")} for n, deps in graph.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(n: str) -> None:
+        state[n] = 1
+        stack.append(n)
+        for d in sorted(graph.get(n, ())):
+            if state.get(d) == 1:
+                cycles.append(stack[stack.index(d) :] + [d])
+            elif d not in state:
+                visit(d)
+        stack.pop()
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n)
+    assert not cycles, "import circles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else parts[0]
+
+
+def private_definitions(mods: dict[str, ast.Module]) -> dict[str, set[str]]:
+    """Per package (``wsss.engine``...), the ``_names`` it defines: functions, classes, module and class
+    variables and ``self._x`` attributes."""
+    out: dict[str, set[str]] = {}
+    for name, tree in mods.items():
+        names = out.setdefault(_package(name), set())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+    return {pkg: {n for n in names if n.startswith("_") and not n.startswith("__")} for pkg, names in out.items()}
+
+
+def test_no_module_reads_a_private_name_of_another_package():
+    mods = modules()
+    defined = private_definitions(mods)
+    bad = []
+    for name, tree in mods.items():
+        own = defined.get(_package(name), set())
+        foreign = set().union(*(v for k, v in defined.items() if k != _package(name))) - own
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wsss"):
+                if _package(node.module) != _package(name):
+                    bad += [f"{name}: from {node.module} import {a.name}" for a in node.names if a.name.startswith("_")]
+            elif isinstance(node, ast.Attribute) and node.attr in foreign:
+                if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                    bad.append(f"{name}:{node.lineno}: .{node.attr}")
+    assert not bad, "private names of another package:\n" + "\n".join(bad)
+
+
+def test_the_checks_see_a_violation(tmp_path):
+    """The checks above can fail: an upward import, a circle and a private read are found."""
+    tree = ast.parse("from wsss.engine.trainer import Trainer\nimport wsss.cli\n")
+    known = {"wsss.engine.trainer", "wsss.cli", "wsss.core.config"}
+    deps = imports_of("wsss.core.config", tree, known)
+    assert deps == {"wsss.engine.trainer", "wsss.cli"}
+    order = layers()
+    assert all(layer_of(d, order) > layer_of("wsss.core.config", order) for d in deps)
+    assert layer_of("wsss.core.errors", order) < layer_of("wsss.utils.io", order) < layer_of("wsss.core", order)
+    defined = private_definitions({"wsss.engine.trainer": ast.parse("class T:\n    def _save(self): ...\n")})
+    assert defined["wsss.engine"] == {"_save"}
