@@ -28,8 +28,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench experiments dev
+	$(BIN)/ruff format --check src tests bench experiments dev
 
 $(DEMO_DATA)/classes.txt: | $(STAMP)
 	$(BIN)/wsss synth $(DEMO_DATA) --train 800 --val 200 --size 128 --seed 0

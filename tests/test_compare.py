@@ -1,25 +1,22 @@
-"""bench/compare.py: the table, chart and BENCHMARKS.md block from fake results; the per-method pipeline
+"""experiments/compare.py: the table, chart and BENCHMARKS.md block from fake results; the per-method pipeline
 (a seg head, a separate segmentation stage, none) on a tiny budget."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, tiny_overrides
+from conftest import tiny_overrides
+from experiments import compare
 from wsss.utils.io import read_label_png
-
-sys.path.insert(0, str(REPO / "bench"))
-import compare  # noqa: E402
 
 META = {
     "date": "2026-01-02",
     "machine": {"cpu": "Test CPU @ 1GHz", "cores": 2, "torch": "2.0", "threads": 2},
     "data": "synth 8+2 @ 64px seed 0",
-    "command": ".venv/bin/python bench/compare.py --methods cam rca sccam",
+    "command": ".venv/bin/python experiments/compare.py --methods cam rca sccam",
 }
 
 
@@ -60,14 +57,14 @@ def test_publish_writes_json_chart_and_replaces_the_marked_block(tmp_path):
     bench.write_text(
         "# Benchmarks\n\nintro\n\n<!-- compare:begin -->\nold table\n<!-- compare:end -->\n\n## After\ntail\n"
     )
-    out = tmp_path / "bench/results"
+    out = tmp_path / "experiments/results"
     compare.publish(META, fake_results(), out, bench)
     text = bench.read_text()
     assert (
         "old table" not in text and text.startswith("# Benchmarks\n\nintro\n\n") and text.endswith("## After\ntail\n")
     )
     assert "Measured 2026-01-02 on Test CPU @ 1GHz, 2 cores, torch 2.0 (2 threads)" in text
-    assert "![compare](bench/results/compare.png)" in text and "Not implemented yet: sccam." in text
+    assert "![compare](experiments/results/compare.png)" in text and "Not implemented yet: sccam." in text
     assert rows(text)["cam"][1] == "49.0"
     assert json.loads((out / "compare.json").read_text())["results"][0]["cam"]["miou"] == 48.95
     with Image.open(out / "compare.png") as im:

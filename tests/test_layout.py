@@ -152,9 +152,12 @@ def test_no_module_reads_a_private_name_of_another_package():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wsss"):
                 if _package(node.module) != _package(name):
                     bad += [f"{name}: from {node.module} import {a.name}" for a in node.names if a.name.startswith("_")]
-            elif isinstance(node, ast.Attribute) and node.attr in foreign:
-                if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
-                    bad.append(f"{name}:{node.lineno}: .{node.attr}")
+            elif (
+                isinstance(node, ast.Attribute)
+                and node.attr in foreign
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            ):
+                bad.append(f"{name}:{node.lineno}: .{node.attr}")
     assert not bad, "private names of another package:\n" + "\n".join(bad)
 
 

@@ -3,7 +3,6 @@
 
 import json
 import re
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -12,13 +11,11 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, tiny_overrides
+from dev import screenshot_report
 from wsss.cli import main
 from wsss.data import VOCDataset
 from wsss.report.figures import colorize
 from wsss.utils.io import read_label_png, voc_palette
-
-sys.path.insert(0, str(REPO / "bench"))
-import screenshot_report  # noqa: E402
 
 OUTPUTS = {"cam_labels": False, "pseudo": True, "predictions": False}  # folder -> scored as pseudo labels
 
@@ -162,7 +159,7 @@ def test_errors_name_the_run(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------
-# bench/screenshot_report.py
+# dev/screenshot_report.py
 
 
 def _png(path: Path, array: np.ndarray) -> Path:
@@ -197,7 +194,7 @@ def test_debian_package_names_for_missing_libraries():
 CHROMIUM = screenshot_report.find_chromium()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (bench/screenshot_report.py --install)")
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (dev/screenshot_report.py --install)")
 def test_headless_screenshot_of_the_report(reported, tmp_path):
     run, _ = reported
     out = tmp_path / "shot.png"

@@ -1,19 +1,13 @@
-"""The SeCo diagnostics of BENCHMARKS.md: bench/seco_oracle.py, seco_prototypes.py, cls_token_pretrain.py."""
-
-import sys
+"""The SeCo diagnostics of BENCHMARKS.md: experiments/seco_oracle.py, seco_prototypes.py, cls_token_pretrain.py."""
 
 import torch
 
 from conftest import REPO
+from experiments import cls_token_pretrain, seco_oracle, seco_prototypes
 from wsss.cam.decompose import assign_tags
 from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config, save_config
 from wsss.methods import build_method
-
-sys.path.insert(0, str(REPO / "bench"))
-import cls_token_pretrain  # noqa: E402
-import seco_oracle  # noqa: E402
-import seco_prototypes  # noqa: E402
 
 
 def test_oracle_roi_marks_a_band_at_label_boundaries():

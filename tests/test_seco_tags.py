@@ -1,17 +1,14 @@
-"""bench/seco_tags.py: SeCo's tags redone on saved CAMs and checked against the ground truth."""
+"""experiments/seco_tags.py: SeCo's tags redone on saved CAMs and checked against the ground truth."""
 
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import REPO
-
-sys.path.insert(0, str(REPO / "bench"))
-import seco_tags  # noqa: E402
+from experiments import seco_tags
 
 
 def fake_run(tmp_path, synth_root, with_context: bool):

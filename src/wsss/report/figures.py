@@ -1,5 +1,5 @@
 """Every picture of the toolkit, in one place: image grids (``wsss report``, ``wsss viz``), training
-curves, co-occurrence charts, and the method-comparison chart of ``bench/compare.py``.
+curves, co-occurrence charts, and the method-comparison chart of ``experiments/compare.py``.
 
 An image grid is one row of panels for one image: the image, the ground truth, the CAM of each
 labelled class as a heat map over the image, then label maps (CAM seeds, pseudo label, prediction)
@@ -204,7 +204,7 @@ def cooccurrence_chart(results: dict[str, Any], path: Path) -> Path | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# bench/compare.py
+# experiments/compare.py
 
 
 def comparison_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:

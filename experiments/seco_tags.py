@@ -11,7 +11,7 @@ synthetic set's context masks say which background pixels are water / rails):
   in images labelled with the class the context comes with (as the FAR of compare.py), and how they
   are tagged (as that class, as background, ignored, or as another class of the image).
 
-    .venv/bin/python bench/seco_tags.py runs/bench_thr/seco runs/bench_thr/cam --data data/synth_bench
+    .venv/bin/python experiments/seco_tags.py runs/bench_thr/seco runs/bench_thr/cam --data data/synth_bench
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ LIG pulls each tagged patch's projected class token toward its class prototype a
 others (3.7). If the prototypes are nearly parallel, the classes are hard to tell apart in their space
 and LIG must push the backbone to separate them.
 
-    .venv/bin/python bench/seco_prototypes.py runs/abl/seco_lilonly runs/abl/seco_ligonly
+    .venv/bin/python experiments/seco_prototypes.py runs/abl/seco_lilonly runs/abl/seco_ligonly
 
 ``--class-tokens DATA`` asks the same of any run's backbone (a SeCo run's, the CAM baseline's, a
 pre-training's): the prototypes are then the mean raw class token of each class's single-class train

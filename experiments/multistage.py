@@ -13,14 +13,14 @@ DeepLab budget for both trained rows:
 
 Prints the mIoU of the seeds / pseudo labels on train (255 counted as background) and of the DeepLab
 predictions on val (multi-scale + flip, with and without DenseCRF), and writes
-``bench/results/multistage.json`` with the commands and the timings.
+``experiments/results/multistage.json`` with the commands and the timings.
 
 The raw CAM is also scored on val (``wsss cam --split val``: it knows the image labels, the DeepLabs do not).
 The default schedule: CAM baseline 600 iterations instead of the preset's 1,500 (unless ``--cam-run``),
 AffinityNet and DeepLab 800 each (their presets), 400 + 100 images; about half an hour on 2 cores:
 
-    nice -n 10 .venv/bin/python bench/multistage.py
-    nice -n 10 .venv/bin/python bench/multistage.py --data data/synth_bench --cam-run runs/bench/cam
+    nice -n 10 .venv/bin/python experiments/multistage.py
+    nice -n 10 .venv/bin/python experiments/multistage.py --data data/synth_bench --cam-run runs/bench/cam
                                                # reuse a trained CAM run (copied, with its train CAMs)
 """
 
@@ -94,7 +94,7 @@ def main() -> None:
         action="store_true",
         help="reuse the walked labels of a previous run of this bench in --work (pseudo_rw/train)",
     )
-    p.add_argument("--json", default=str(REPO / "bench/results/multistage.json"))
+    p.add_argument("--json", default=str(REPO / "experiments/results/multistage.json"))
     a = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 

@@ -8,7 +8,7 @@ multi-label classifier on the final class token. Its run's ``last.pt`` is then a
 method (``model.pretrained=RUN/checkpoints/last.pt`` loads the backbone only). A diagnostic: the method
 it registers, ``cam_cls_token``, exists in this process alone.
 
-    .venv/bin/python bench/cls_token_pretrain.py configs/cam/synthetic_cpu.yaml \\
+    .venv/bin/python experiments/cls_token_pretrain.py configs/cam/synthetic_cpu.yaml \\
         data.root=data/synth_bench run.dir=runs/pre/cls_token
 """
 

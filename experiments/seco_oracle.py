@@ -8,7 +8,7 @@ the crop's padding. Everything else (PTC's target, the online pseudo labels, the
 losses and their staging) is unchanged. A diagnostic only: the method it registers,
 ``seco_oracle``, exists in this process alone and needs masks for the train split.
 
-    .venv/bin/python bench/seco_oracle.py configs/seco/synthetic_cpu.yaml data.root=data/synth_bench \\
+    .venv/bin/python experiments/seco_oracle.py configs/seco/synthetic_cpu.yaml data.root=data/synth_bench \\
         run.dir=runs/oracle/seco run.threads=1
 
 If SeCo with perfect tags beats the baseline, the gap is its CAM's tag quality; if not, it is the

@@ -1,8 +1,8 @@
 """Screenshot an HTML report with headless Chromium and check that the picture is a rendered page.
 
-    .venv/bin/python bench/screenshot_report.py                         # runs/demo/report/index.html
-    .venv/bin/python bench/screenshot_report.py --report RUN/report/index.html --out shot.png
-    .venv/bin/python bench/screenshot_report.py --install               # fetch Chromium first (no root)
+    .venv/bin/python dev/screenshot_report.py                         # runs/demo/report/index.html
+    .venv/bin/python dev/screenshot_report.py --report RUN/report/index.html --out shot.png
+    .venv/bin/python dev/screenshot_report.py --install               # fetch Chromium first (no root)
 
 The check: the PNG has the window's size, is not one flat colour, and has enough distinct colours that
 the report's charts and image grids were drawn (a page of text alone has a few dozen). Exit 0 when it
@@ -155,9 +155,7 @@ def screenshot(report: Path, out: Path, *, width: int = 1280, height: int = 2400
     """Render ``report`` in a ``width`` x ``height`` window and write the PNG to ``out``."""
     exe = chromium or find_chromium()
     if exe is None:
-        raise FileNotFoundError(
-            "no chromium found: install it (bench/screenshot_report.py --install) or pass --chromium"
-        )
+        raise FileNotFoundError("no chromium found: install it (dev/screenshot_report.py --install) or pass --chromium")
     if not report.is_file():
         raise FileNotFoundError(f"{report}: report not found (run `wsss report RUN` first)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +193,7 @@ def check_screenshot(path: Path, width: int, height: int, min_colors: int = 500)
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--report", default=str(REPO / "runs/demo/report/index.html"))
-    p.add_argument("--out", default=str(REPO / "bench/results/report_screenshot.png"))
+    p.add_argument("--out", default=str(REPO / "runs/report_screenshot.png"))
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=2400)
     p.add_argument("--min-colors", type=int, default=500)

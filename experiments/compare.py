@@ -19,13 +19,13 @@ failure), and the training and inference times. How a method gets from its prese
 small :class:`Pipeline` in ``PIPELINES`` (the pseudo-label refinement, where its segmentation comes
 from); nothing here knows a method's internals. Methods without a preset are listed as missing.
 
-Writes ``bench/results/compare.json``, ``bench/results/compare.png`` (chart) and the table between
+Writes ``experiments/results/compare.json``, ``experiments/results/compare.png`` (chart) and the table between
 ``<!-- compare:begin -->`` and ``<!-- compare:end -->`` in BENCHMARKS.md (appended at the end the first
 time), with the date and the machine (CPU model, cores, torch version).
 
-    .venv/bin/python bench/compare.py                      # every method (about an hour of CPU)
-    .venv/bin/python bench/compare.py --methods cam seco   # a subset
-    .venv/bin/python bench/compare.py --render-only        # table + chart again from compare.json
+    .venv/bin/python experiments/compare.py                      # every method (about an hour of CPU)
+    .venv/bin/python experiments/compare.py --methods cam seco   # a subset
+    .venv/bin/python experiments/compare.py --render-only        # table + chart again from compare.json
 """
 
 from __future__ import annotations
@@ -339,7 +339,7 @@ def write_benchmarks(path: Path, block: str) -> None:
             raise ValueError(f"{path}: {END} comes before {BEGIN}")
         text = text[:start] + block + text[end:]
     else:
-        text = text.rstrip("\n") + "\n\n## Method comparison (bench/compare.py)\n\n" + block + "\n"
+        text = text.rstrip("\n") + "\n\n## Method comparison (experiments/compare.py)\n\n" + block + "\n"
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--context-with", default=None, help="wsss synth --context-with (a new --data; default: synth's)")
     p.add_argument("--context-without", default=None, help="wsss synth --context-without (a new --data)")
-    p.add_argument("--results", default=str(REPO / "bench/results"))
+    p.add_argument("--results", default=str(REPO / "experiments/results"))
     p.add_argument("--benchmarks", default=str(REPO / "BENCHMARKS.md"), help="markdown file to update ('' = none)")
     p.add_argument("--render-only", action="store_true", help="rewrite table and chart from compare.json")
     p.add_argument(
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
         meta = data["meta"]
         if isinstance(meta.get("machine"), str):  # written by an older compare.py
             meta["machine"] = {"cpu": meta["machine"]}
-        meta.setdefault("command", ".venv/bin/python bench/compare.py")
+        meta.setdefault("command", ".venv/bin/python experiments/compare.py")
         publish(meta, data["results"], out_dir, benchmarks)
         print(table(data["results"]))
         return
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": str(date.today()),
         "machine": machine(),
         "data": describe_data(root),
-        "command": " ".join([".venv/bin/python bench/compare.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join([".venv/bin/python experiments/compare.py", *(argv if argv is not None else sys.argv[1:])]),
         "presets": {m: yaml.safe_load(PIPELINES.get(m, Pipeline(m)).preset_path().read_text())
                     for m in a.methods if PIPELINES.get(m, Pipeline(m)).preset_path().is_file()},
         "overrides": {m: list(PIPELINES[m].overrides) for m in a.methods if m in PIPELINES and PIPELINES[m].overrides},

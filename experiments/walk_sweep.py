@@ -4,7 +4,7 @@ For each image: the affinity features once per walk scale, the transition matrix
 repeated squaring once; then every (alpha, logt) pair is only a product. Prints the mIoU of the labels
 (255 in the ground truth ignored) against the raw seeds (argmax with ``cam.bkg_thre`` of the CAM run):
 
-    .venv/bin/python bench/walk_sweep.py runs/multistage/affinity runs/multistage/cam --images 120 \\
+    .venv/bin/python experiments/walk_sweep.py runs/multistage/affinity runs/multistage/cam --images 120 \\
         --scales 1 2 --alphas 4 16 --logt 0 2 3 4 5 6
 
 logt 0 is one step of the walk; "pool" rows are the CAM pooled to the grid and upsampled without a walk.

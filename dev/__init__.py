@@ -1,0 +1,1 @@
+"""Developer tools (``.venv/bin/python dev/screenshot_report.py --help``)."""
