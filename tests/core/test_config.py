@@ -5,7 +5,7 @@ import pytest
 from wsss.core.config import Config, ConfigError, from_dict, load_config, save_config
 from wsss.methods import get_method_class
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_and_dotted_overrides():

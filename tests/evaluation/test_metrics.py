@@ -7,7 +7,7 @@ import pytest
 
 from wsss.evaluation.metrics import ConfusionMeter, confusion_matrix, pseudo_label_scores, scores_from_hist
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared/spec/golden"
+GOLDEN = Path(__file__).resolve().parents[3] / "shared/spec/golden"
 
 pytestmark = pytest.mark.filterwarnings("error")  # no divide / empty-slice warnings may escape
 

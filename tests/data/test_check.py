@@ -12,7 +12,7 @@ from PIL import Image
 from wsss.data import check_dataset, generate_synthetic
 from wsss.data.voc import write_cls_labels
 
-VOC_MINI = Path(__file__).resolve().parents[2] / "shared/data/voc-real-mini"
+VOC_MINI = Path(__file__).resolve().parents[3] / "shared/data/voc-real-mini"
 
 
 @pytest.fixture(scope="module")
