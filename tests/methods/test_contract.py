@@ -69,8 +69,8 @@ def tiny_config(name: str, root, run_dir):
     over = {
         "data.root": root, "run.dir": run_dir, "data.crop_size": 64, "data.num_workers": 0,
         "data.val_split": "''", "data.val_max_images": 2, "train.batch_size": 4, "train.max_iters": 2,
-        "train.warmup_iters": 0, "train.log_iters": 1, "train.eval_iters": 100, "train.ckpt_iters": 1, "cam.scales": "[1.0]",
-        "infer.scales": "[1.0]", "infer.cam_scales": "[1.0]",
+        "train.warmup_iters": 0, "train.log_iters": 1, "train.eval_iters": 100, "train.ckpt_iters": 1,
+        "cam.scales": "[1.0]", "infer.scales": "[1.0]", "infer.cam_scales": "[1.0]",
     }  # fmt: skip
     if extra.pop("pseudo", False):  # a stage trained on pseudo labels: the ground truth stands in
         over["data.pseudo_dir"] = root / "SegmentationClass"
