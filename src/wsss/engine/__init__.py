@@ -1,1 +1,2 @@
-"""The engine: config, training loop, optimiser, checkpoints, validation, inference."""
+"""The engine: the training loop (trainer.py), its public builders (defaults.py), the optimisers, validation
+during training, and the drivers of multi-run methods (rounds.py); ``launch.train`` is ``wsss train``."""
