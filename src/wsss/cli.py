@@ -145,6 +145,14 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(a: argparse.Namespace) -> int:
+    from wsss.runs.official_import import import_official_checkpoint
+
+    out = import_official_checkpoint(a.method, a.checkpoint, a.config, a.out, a.overrides)
+    print(f"run {out}: official {a.method} checkpoint {a.checkpoint} imported")
+    return 0
+
+
 def cmd_eval(a: argparse.Namespace) -> int:
     from wsss.evaluation import evaluate
     from wsss.utils.io import atomic_write
@@ -302,6 +310,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--crf-workers", type=int, default=None, help="CRF processes (default: infer.crf_workers)")
     s.add_argument("--save-probs", action="store_true", help="also write probs/<split>/<id>.npy (float16 softmax)")
     s.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("import", help="an official checkpoint as a run directory (for cam / predict / eval)")
+    s.add_argument(
+        "method", choices=["seco", "toco", "rca"],
+        help="the official code: seco, toco (our cam method, model.decoder=largefov) or rca",
+    )  # fmt: skip
+    s.add_argument("checkpoint", help="the official .pth (state dict, with or without 'module.')")
+    s.add_argument("--config", required=True, help="the preset it was trained with (configs/seco/voc.yaml)")
+    s.add_argument("--out", required=True, help="run directory to write")
+    s.add_argument(
+        "--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+        help="dotted config overrides, e.g. --set data.root=/d (the dataset gives the class names)",
+    )  # fmt: skip
+    s.set_defaults(fn=cmd_import)
 
     s = sub.add_parser("eval", help="mIoU table and co-occurrence diagnostics of a folder of label PNGs")
     s.add_argument("pred_dir")

@@ -92,7 +92,7 @@ def test_assign_csc_tags_golden_and_rng_untouched(g):
     np.testing.assert_array_equal(flags_k.numpy(), g["flags"])
 
 
-def test_official_rng_quirk_documented(g):
+def test_golden_official_rng_quirk_documented(g):
     """rng_after = what the official global reseed leaves: seed 0 then one randperm (last image)."""
     with torch.random.fork_rng():
         torch.manual_seed(0)

@@ -67,7 +67,7 @@ def refine_golden() -> dict[str, np.ndarray]:
     return load_golden("refine_cams_with_bkg_v2")
 
 
-def test_refine_input_is_denormalize(refine_golden):
+def test_golden_refine_input_is_denormalize(refine_golden):
     g = refine_golden
     out = denormalize_image(torch.from_numpy(g["image_normalized"]))
     np.testing.assert_array_equal(out.numpy(), g["image_denorm"])
@@ -91,7 +91,7 @@ def test_refine_cams_with_bkg_golden(refine_golden, dtype, key):
     np.testing.assert_array_equal(label.numpy(), g[key].astype(np.int64))
 
 
-def test_refine_batched_equals_per_image(refine_golden):
+def test_golden_refine_batched_equals_per_image(refine_golden):
     # The batched version pads the per-image class subsets; it must equal one image at a time.
     g = refine_golden
     args = dict(high_thre=0.7, low_thre=0.25, ignore_index=255, down_scale=2)

@@ -20,7 +20,7 @@ def par(g) -> PAR:
     return PAR(dilations=g["dilations"].tolist(), num_iter=int(g["num_iter"]))
 
 
-def test_neighbor_order(g, par):
+def test_golden_neighbor_order(g, par):
     np.testing.assert_array_equal(np.array(par.neighbor_offsets()), g["neighbor_offsets"])
     assert par.num_neighbors == 48
 
@@ -37,25 +37,25 @@ def test_affinity_matches_golden(g, par):
     np.testing.assert_allclose(got.sum(1), 1.01, atol=1e-12)
 
 
-def test_forward_f64(g, par):
+def test_golden_forward_f64(g, par):
     out = par(torch.from_numpy(g["image"]), torch.from_numpy(g["masks"]))
     assert out.dtype == torch.float64
     np.testing.assert_allclose(out.numpy(), g["out_f64"], rtol=0, atol=1e-12)
 
 
-def test_single_iteration_f64(g):
+def test_golden_single_iteration_f64(g):
     par1 = PAR(dilations=g["dilations"].tolist(), num_iter=1)
     out = par1(torch.from_numpy(g["image"]), torch.from_numpy(g["masks"]))
     np.testing.assert_allclose(out.numpy(), g["out_iter1_f64"], rtol=0, atol=1e-12)
 
 
-def test_lowres_masks_resized_align_corners(g, par):
+def test_golden_lowres_masks_resized_align_corners(g, par):
     out = par(torch.from_numpy(g["image"]), torch.from_numpy(g["masks_lowres"]))
     assert out.shape == (2, 4, 48, 56)
     np.testing.assert_allclose(out.numpy(), g["out_lowres_mask_f64"], rtol=0, atol=1e-12)
 
 
-def test_forward_f32(g, par):
+def test_golden_forward_f32(g, par):
     out = par(torch.from_numpy(g["image"]).float(), torch.from_numpy(g["masks"]).float())
     assert out.dtype == torch.float32
     np.testing.assert_allclose(out.numpy(), g["out_f32"], rtol=0, atol=5e-6)

@@ -94,7 +94,7 @@ def test_ptc_target_chain_golden_quirk(ptc_golden):
     np.testing.assert_array_equal(label_to_aff_mask(label).numpy(), g["aff_mask"])
 
 
-def test_ptc_target_scaled_box(ptc_golden):
+def test_golden_ptc_target_scaled_box(ptc_golden):
     g = ptc_golden
     box = scale_img_box(g["img_box"], (24, 24), (6, 6))
     assert box.tolist() == [[0, 6, 0, 6], [0, 5, 0, 6]]

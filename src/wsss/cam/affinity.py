@@ -192,3 +192,43 @@ def random_walk_scores(
     trans = transition_matrix(dense_affinity(feat.float(), radius, interior_sources=interior_sources), beta)
     walked = random_walk(small.to(trans.device), trans, logt).view(1, c, h, w)
     return F.interpolate(walked, size=(big_h, big_w), mode="bilinear", align_corners=False)[0]
+
+
+def psa_seed_grid(
+    la: torch.Tensor, ha: torch.Tensor, stride: int = 8, *, ignore_index: int = IGNORE, eps: float = 1e-5
+) -> torch.Tensor:
+    """PSA's AffinityNet seed on the feature grid from the la / ha CRF score maps (``voc12/data.py``).
+
+    ``la``, ``ha``: (1 + n, H, W) marginals of the low- / high-alpha CRF (background first, then the n
+    present classes), H and W multiples of ``stride``. Both are **average-pooled by ``stride``** before
+    the argmax (PSA pools the scores, not a label map). Label: the la argmax (its position: 0 = bg,
+    i = the i-th present class); ``ignore_index`` where la says background; 0 where ha says
+    background; ``ignore_index`` where every channel of both maps is < ``eps`` (crop padding).
+    Returns (H/stride, W/stride) long (golden ``psa_aff_labels.npz: seed_label``).
+    """
+    if la.shape != ha.shape or la.dim() != 3:
+        raise ValueError(f"la {tuple(la.shape)} and ha {tuple(ha.shape)} must be two (1 + n, H, W) stacks")
+    pooled = F.avg_pool2d(torch.cat([la, ha]).float()[None], stride)[0]
+    n = la.shape[0]
+    la_arg, ha_arg = pooled[:n].argmax(0), pooled[n:].argmax(0)
+    label = la_arg.clone()
+    label[la_arg == 0] = ignore_index
+    label[ha_arg == 0] = 0
+    label[(pooled < eps).all(dim=0)] = ignore_index
+    return label
+
+
+def psa_seed_label(
+    la: torch.Tensor, ha: torch.Tensor, ids: torch.Tensor, stride: int = 8, *, ignore_index: int = IGNORE
+) -> torch.Tensor:
+    """:func:`psa_seed_grid` of (1 + n, H, W) la / ha maps of any size, as an (H, W) label of class ids:
+    the maps are zero-padded right / bottom to a multiple of ``stride`` (padding -> ``ignore_index``), the
+    grid label's positions are mapped to ``ids`` (0 = background first) and each cell is repeated over its
+    ``stride x stride`` block."""
+    _, h, w = la.shape
+    pad = (0, -w % stride, 0, -h % stride)
+    grid = psa_seed_grid(F.pad(la, pad), F.pad(ha, pad), stride, ignore_index=ignore_index)
+    lut = torch.full((max(int(ignore_index), len(ids)) + 1,), ignore_index, dtype=torch.long)
+    lut[: len(ids)] = ids.long()
+    label = lut[grid].repeat_interleave(stride, 0).repeat_interleave(stride, 1)
+    return label[:h, :w]

@@ -177,6 +177,31 @@ def crf_label_two_levels(
     return np.where((high == 0) & (low == 0), 0, label).astype(np.int64)
 
 
+def psa_crf_scores(
+    image: np.ndarray,
+    cam: np.ndarray,
+    cls_label: Sequence[float] | np.ndarray,
+    alphas: tuple[float, ...] = (4.0, 32.0),
+    params: CRFParams | None = None,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """PSA's la / ha CRF score maps (PSA ``infer_cls.py`` ``--out_la_crf/--out_ha_crf``; golden
+    ``psa_infer_cls.npz``): for each ``alpha`` the CRF marginals of ``[(1 - max_c cam)^alpha; cam of the
+    present classes]`` (unnormalised, as PSA). Returns (the 1-based ids of the stack's channels, with 0 =
+    background first; one (1 + n, H, W) float32 Q per alpha). With a {0, 255} CAM (SC-CAM's
+    ``quirk_binarised_crf_cam``) the background overflows to inf for alpha 32, as in the official float32
+    run; the unary's clip makes it probability 1 either way.
+    """
+    cam = np.asarray(cam, dtype=np.float32)
+    fg = np.flatnonzero(np.asarray(cls_label).reshape(-1) != 0)
+    if cam.ndim != 3 or (fg.size > 0 and fg.max() >= cam.shape[0]):
+        raise ValueError(f"crf_label_psa: cam {cam.shape} does not match cls_label of {len(cls_label)}")
+    ids = np.concatenate([[0], fg + 1]).astype(np.int64)
+    kwargs = (params or CRFParams.PSA).as_kwargs()
+    peak = 1.0 - cam[fg].max(axis=0, keepdims=True)
+    with np.errstate(over="ignore"):
+        return ids, [dense_crf(image, np.concatenate([peak**a, cam[fg]]), **kwargs) for a in alphas]
+
+
 def crf_label_psa(
     image: np.ndarray,
     cam: np.ndarray,
@@ -190,25 +215,20 @@ def crf_label_psa(
     ``cam`` (C-1, H, W) holds max-normalised foreground scores in [0, 1], ``cls_label`` (C-1,) the
     multi-hot image label. For each exponent ``alpha`` of ``alphas`` (low, high) the background score is
     ``(1 - max_c cam)^alpha``; the stack [background; present classes] goes, unnormalised as in PSA,
-    through the CRF (default ``CRFParams.PSA``). Label: the low-alpha argmax (confident foreground);
-    where it is background, ``ignore_index``; where the high-alpha map (a weak background) still says
-    background, 0. Returns (H, W) int64.
+    through the CRF (default ``CRFParams.PSA``; :func:`psa_crf_scores`). Label: the low-alpha argmax
+    (confident foreground); where it is background, ``ignore_index``; where the high-alpha map (a weak
+    background) still says background, 0. Returns (H, W) int64, at the image resolution (PSA's own data
+    loader average-pools the two score maps by 8 first: ``wsss.cam.affinity.psa_seed_grid``).
 
     Unlike ``crf_label_two_levels`` (ToCo's constant background levels), the confident background is
     where the CAM is near 0 (about < 0.08 for alpha 32), not below a fixed 0.25: CAMs that cover only the
     discriminative parts of objects do not teach AffinityNet that the rest of the object is background.
     """
     cam = np.asarray(cam, dtype=np.float32)
-    fg = np.flatnonzero(np.asarray(cls_label).reshape(-1) != 0)
-    if cam.ndim != 3 or (fg.size > 0 and fg.max() >= cam.shape[0]):
-        raise ValueError(f"crf_label_psa: cam {cam.shape} does not match cls_label of {len(cls_label)}")
-    h, w = cam.shape[1:]
-    if fg.size == 0:
-        return np.zeros((h, w), dtype=np.int64)
-    ids = np.concatenate([[0], fg + 1]).astype(np.int64)
-    kwargs = (params or CRFParams.PSA).as_kwargs()
-    peak = 1.0 - cam[fg].max(axis=0, keepdims=True)
-    low, high = (ids[dense_crf(image, np.concatenate([peak**a, cam[fg]]), **kwargs).argmax(axis=0)] for a in alphas)
+    if not np.any(np.asarray(cls_label).reshape(-1) != 0):
+        return np.zeros(cam.shape[1:], dtype=np.int64)
+    ids, (q_low, q_high) = psa_crf_scores(image, cam, cls_label, alphas, params)
+    low, high = ids[q_low.argmax(axis=0)], ids[q_high.argmax(axis=0)]
     label = np.where(low == 0, ignore_index, low)
     return np.where(high == 0, 0, label).astype(np.int64)
 

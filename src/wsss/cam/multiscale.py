@@ -24,6 +24,29 @@ def minmax_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return cam / (cam.amax(dim=(-2, -1), keepdim=True) + eps)
 
 
+def max_normalize(cam: torch.Tensor, eps: float = 1e-5, block: int = 1) -> torch.Tensor:
+    """PSA / SC-CAM normalisation of (B,K,H,W) maps (``infer_cls.py``): divided by ``max + eps``, no min
+    subtraction. ``block`` = 1: one max per channel; ``block`` = K: one scalar per block of K channels
+    (the max over its channels and pixels: SC-CAM's sub-category CAM, ``cls200_cam_norm``)."""
+    b, k, h, w = cam.shape
+    if k % block:
+        raise ValueError(f"{k} channels are not blocks of {block}")
+    peak = cam.reshape(b, k // block, -1).amax(dim=-1)  # (B, K/block)
+    return cam / (peak.repeat_interleave(block, dim=1)[..., None, None] + eps)
+
+
+def merge_subcategory_cams(sub: torch.Tensor, k: int, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """SC-CAM's "cls200" CAM (``infer_cls.py``): the fused (B, (C-1)*K, H, W) sub-category CAM normalised by
+    one scalar per block of K (:func:`max_normalize`), then merged to its parent by the pixelwise max over
+    the K. Returns (normalised sub-category CAMs, merged (B, C-1, H, W))."""
+    norm = max_normalize(sub, eps, block=k)
+    b, n, h, w = norm.shape
+    return norm, norm.view(b, n // k, k, h, w).amax(dim=2)
+
+
+_NORMS = ("minmax", "max", "none")
+
+
 def _scaled_size(h: int, w: int, s: float, square_size: int | None) -> tuple[int, int]:
     if square_size is not None:
         side = int(square_size * s)
@@ -60,6 +83,7 @@ def multi_scale_cam(
     scales: Sequence[float],
     *,
     flip_fuse: str = "max",
+    normalize: str = "minmax",
     unflipped: CamOutput | None = None,
 ) -> CamOutput:
     """Multi-scale, flip-fused, min-max normalised CAMs (methods.md 2.5, ``multi_scale_cam2``).
@@ -69,7 +93,10 @@ def multi_scale_cam(
     ``cam_fn`` on the (2B,3,h,w) batch, upsample every returned map to (H,W) (bilinear,
     align_corners=False), fuse each image with its flipped-back twin (``flip_fuse``: elementwise
     ``"max"`` as in ToCo/SeCo, or ``"sum"``/``"mean"``) and apply a ReLU. The scales are summed and
-    each image/channel is min-max normalised (:func:`minmax_normalize`, eps 1e-5).
+    each image/channel is normalised: ``normalize="minmax"`` (:func:`minmax_normalize`, eps 1e-5, ToCo/SeCo)
+    or ``"max"`` (:func:`max_normalize`: divided by max + 1e-5, PSA / SC-CAM, whose flips are summed:
+    ``flip_fuse="sum"``; golden ``psa_infer_cls.npz``, ``sccam_infer_cls_*.npz``) or ``"none"`` (the raw
+    sum, e.g. for :func:`merge_subcategory_cams`).
 
     ``cam_fn`` may return one tensor or a tuple of (2B,K,h',w') tensors (e.g. ``(cam_aux, cam)``);
     the result has the same structure and order, each (B,K,H,W) in [0,1). The official function
@@ -83,6 +110,9 @@ def multi_scale_cam(
     if not scales:
         raise ValueError("multi_scale_cam needs at least one scale")
     _check_fusion("flip_fuse", flip_fuse)
+    if normalize not in _NORMS:
+        raise ValueError(f"unknown normalize {normalize!r} (minmax, max or none)")
+    norm = {"minmax": minmax_normalize, "max": max_normalize, "none": lambda x: x}[normalize]
     b, _, h, w = images.shape
     acc: list[list[torch.Tensor]] | None = None
     single = False
@@ -108,7 +138,7 @@ def multi_scale_cam(
             m = _resize(m, (h, w))
             acc[i].append(F.relu(_fuse(m[:b], m[b:].flip(-1), flip_fuse)))
     assert acc is not None
-    fused = [minmax_normalize(torch.stack(maps, dim=0).sum(dim=0)) for maps in acc]
+    fused = [norm(torch.stack(maps, dim=0).sum(dim=0)) for maps in acc]
     return fused[0] if single else tuple(fused)
 
 

@@ -19,8 +19,9 @@ has attention >= ``cam_bg_thr`` (0.25) are left undecided (255).
 
 The attention comes from RCA's accumulated training-time maps (``AttentionStore``, resized to the
 image like the official ``res.py``: cv2 bilinear on the uint8 maps) or from the saved CAMs of
-``wsss cam``. The CRF gets the RGB image (the official passes cv2's BGR; the bilateral kernel
-treats the three channels alike, so the result is the same).
+``wsss cam``. The CRF reads the image in BGR order with ``crf_bgr`` (official: cv2's BGR,
+``options.quirk_proxy_crf_bgr``) or RGB: the permutohedral lattice does not treat the three colour axes
+alike, so Q differs (by up to 2.7e-3 on golden ``rca_proxy_labels.npz``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ProxyParams:
     min_fg: float = 0.01
     cam_bg_thr: float = 0.25
     crf: CRFParams = field(default_factory=lambda: CRFParams.PSA)
+    crf_bgr: bool = False  # the CRF reads the image as BGR (the official cv2 order)
 
     @classmethod
     def from_options(cls, options: Any) -> ProxyParams:
@@ -56,7 +58,10 @@ class ProxyParams:
         if not hasattr(options, "proxy_alpha"):
             return cls()
         o = options
-        return cls(o.proxy_alpha, o.proxy_conflict, o.proxy_att_thr, o.proxy_bg_thr, o.proxy_min_fg, o.proxy_cam_bg_thr)
+        return cls(
+            o.proxy_alpha, o.proxy_conflict, o.proxy_att_thr, o.proxy_bg_thr, o.proxy_min_fg, o.proxy_cam_bg_thr,
+            crf_bgr=bool(getattr(o, "quirk_proxy_crf_bgr", False)),
+        )  # fmt: skip
 
 
 def minmax01(att: np.ndarray) -> np.ndarray:
@@ -91,7 +96,7 @@ def rca_proxy_label(
     """The proxy label of one image (module docstring, steps 1-5) -> (H, W) uint8, 255 = ignore.
 
     Args:
-        image: (H, W, 3) uint8.
+        image: (H, W, 3) uint8 RGB (``params.crf_bgr`` feeds it to the CRF as BGR).
         att: (n, H, W) attention of ``classes`` in [0, 1].
         classes: n 0-based foreground class indices.
         num_classes: C, including background.
@@ -106,7 +111,8 @@ def rca_proxy_label(
         return np.full((h, w), 255, dtype=np.uint8)
     top = att.max(axis=0)
     unary = np.concatenate([((1.0 - top) ** p.alpha)[None], att], axis=0)
-    q = dense_crf(image, unary, **p.crf.as_kwargs())
+    crf_image = np.ascontiguousarray(image[..., ::-1]) if p.crf_bgr else image
+    q = dense_crf(crf_image, unary, **p.crf.as_kwargs())
     gt = np.zeros((num_classes, h, w), dtype=np.float32)
     if saliency is not None:
         sal = np.asarray(saliency, dtype=np.float32)

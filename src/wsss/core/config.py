@@ -81,6 +81,10 @@ class CamConfig:
     # `wsss pseudo --refine psa`: PSA's AffinityNet seeds, background (1 - max cam)^alpha for the
     # confident-foreground ("la") and confident-background ("ha") CRF maps (methods.md 5.6-5.7)
     psa_alphas: tuple[float, float] = (4.0, 32.0)
+    # PSA's seed resolution: its AffinityNet loader average-pools the la / ha CRF score maps by 8 and takes the
+    # argmax there (golden psa_aff_labels.npz; ``cam.affinity.psa_seed_grid``); `--refine psa` then writes that
+    # grid label, block-constant at the image size (padding -> 255). 1: the label of the full-resolution maps.
+    psa_seed_stride: int = 1
 
 
 @dataclass
@@ -130,6 +134,10 @@ class InferConfig:
     square_size: int | None = None  # SeCo's VOC script resizes each scale to int(448*s) squares
     cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5)  # `wsss cam` (2.11)
     cam_input_size: int | None = None  # resize the CAM input to a square first (ToCo/SeCo: 448)
+    # `wsss cam` fusion (2.5 / 5.6): flips "max"-fused and min-max normalised (ToCo/SeCo), or PSA / SC-CAM's
+    # "sum" and "max" (divided by the max only; golden psa_infer_cls.npz, sccam_infer_cls_*.npz)
+    cam_flip_fuse: str = "max"
+    cam_normalize: str = "minmax"
     crf: CRFConfig = field(default_factory=CRFConfig)
     crf_workers: int = 0  # processes for DenseCRF; 0 = in the main process
     batch_size: int = 1

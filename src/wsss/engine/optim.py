@@ -140,3 +140,27 @@ class PolyWarmupSGD(_PolyWarmupSchedule, torch.optim.SGD):
     ) -> None:
         torch.optim.SGD.__init__(self, params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
         self._init_schedule(warmup_iter, max_iter, warmup_ratio, power, hold_lr_after_max)
+
+
+def install_adam_moments(
+    optimizer: torch.optim.Optimizer,
+    moments: dict[torch.nn.Parameter, tuple[torch.Tensor, torch.Tensor]],
+    step: float,
+) -> None:
+    """Set the Adam(W) state of the given parameters: first and second moments and the step count.
+
+    Replays a recorded optimiser state for a step test (golden ``seco_iteration.npz:
+    adam_exp_avg_before / adam_exp_avg_sq_before / adam_step_before``) without a state dict of the
+    recording's layout. Parameters not in ``moments`` keep their state (none: Adam starts them fresh).
+    """
+    owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for param, (exp_avg, exp_avg_sq) in moments.items():
+        if id(param) not in owned:
+            raise KeyError(f"parameter of shape {tuple(param.shape)} is not in this optimiser")
+        if exp_avg.shape != param.shape or exp_avg_sq.shape != param.shape:
+            raise ValueError(f"moments of shape {tuple(exp_avg.shape)} for a parameter of shape {tuple(param.shape)}")
+        optimizer.state[param] = {
+            "step": torch.tensor(float(step), dtype=torch.float32),
+            "exp_avg": exp_avg.detach().to(param).clone(),
+            "exp_avg_sq": exp_avg_sq.detach().to(param).clone(),
+        }

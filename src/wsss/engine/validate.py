@@ -42,7 +42,9 @@ def validate(
         x = prepare_image(image, cfg.data.val_resize, device)
         size = gt.shape[-2:]
         if has_cams:
-            cam, cam_aux = multi_scale_cam(method.cam_maps, x, cfg.cam.scales)
+            cam, cam_aux = multi_scale_cam(
+                method.cam_maps, x, cfg.cam.scales, flip_fuse=cfg.infer.cam_flip_fuse, normalize=cfg.infer.cam_normalize
+            )
             for name, maps in (("cam", cam), ("aux_cam", cam_aux)):
                 maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
                 _, label = cam_to_label(maps, labels, bkg_thre=cfg.cam.bkg_thre)

@@ -101,6 +101,8 @@ class RCAOptions:
     quirk_aggregation_backbone_lr: bool = True  # Q/K/V/aggre/concat_project at the backbone lr (vs the head lr)
     quirk_contrast_sum_over_images: bool = True  # summed over a replica's images (vs the mean over images)
     quirk_mixup_self_partner: bool = True  # the mix-up partner can be the image itself
+    quirk_aggregation_scale_20: bool = True  # sim / num_centroids * 20 (VOC's count, also on COCO) vs * (C-1)
+    quirk_proxy_crf_bgr: bool = True  # the proxy-label CRF reads the image as BGR (cv2's order) vs RGB
 
 
 # ------------------------------------------------------------------------------------------------
@@ -320,15 +322,31 @@ def memory_write(
             ptr[c] = (p + 1) % length
 
 
-def kmeans_centroids(queue: torch.Tensor, n_clusters: int, *, n_init: int = 10, seed: int = 0) -> torch.Tensor:
-    """(K, L, D) queues -> (K, n_clusters, D) k-means centres of each class's queue (sklearn KMeans, 4.4)."""
+def kmeans_centroids(
+    queue: torch.Tensor,
+    n_clusters: int,
+    *,
+    n_init: int = 10,
+    seed: int = 0,
+    random_state: np.random.RandomState | None = None,
+    fit_dtype: type = np.float64,
+) -> torch.Tensor:
+    """(K, L, D) queues -> (K, n_clusters, D) k-means centres of each class's queue (sklearn KMeans, 4.4).
+
+    Seeding: class c's fit uses ``random_state=seed + c``; or, when ``random_state`` is given, that one
+    ``np.random.RandomState`` is passed to the fits of all classes in class order, which is what the
+    official call (no ``random_state``: numpy's global RNG) amounts to. With ``RandomState(1234)``,
+    ``n_init=1`` (sklearn >= 1.4's 'auto') and ``fit_dtype=np.float32`` (the official input) this replays
+    golden ``rca_kmeans.npz`` bit for bit. ``n_init`` 10 is the default of the sklearn the authors ran.
+    """
     from sklearn.cluster import KMeans
 
     out = []
     for c in range(queue.shape[0]):
-        data = queue[c].detach().cpu().double().numpy()
-        km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed + c).fit(data)
-        out.append(torch.from_numpy(km.cluster_centers_))
+        data = queue[c].detach().cpu().numpy().astype(fit_dtype)
+        state = random_state if random_state is not None else seed + c
+        km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=state).fit(data)
+        out.append(torch.from_numpy(np.asarray(km.cluster_centers_, dtype=np.float64)))
     return torch.stack(out).to(queue.dtype)
 
 
@@ -357,10 +375,10 @@ class RCA(Method):
             nn.ReLU(inplace=True),
             nn.Conv2d(dim, dim, 3, padding=1),
         )
-        # official: sim / num_centroids * 20 (20 = VOC's classes): x2 with 10 centroids
-        self.aggregation = SemanticAggregation(
-            dim, dim, softmax=not o.quirk_aggregation_no_softmax, scale=k / o.num_centroids
-        )
+        # official: sim / num_centroids * 20, a hard-coded 20 (VOC's classes, also on COCO): x2 with 10
+        # centroids; corrected: the class count of the data (the same on VOC)
+        scale = (20 if o.quirk_aggregation_scale_20 else k) / o.num_centroids
+        self.aggregation = SemanticAggregation(dim, dim, softmax=not o.quirk_aggregation_no_softmax, scale=scale)
         for m in [
             *self.coarse_head.modules(),
             *self.class_heads.modules(),
@@ -461,6 +479,9 @@ class RCA(Method):
 
     # -- one training step (4.4-4.7) -------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        """The unweighted terms of one step. ``batch``: ``rca_image``, ``labels``, (for the attention) ``id``,
+        ``rca_box``, ``rca_flip``; optionally ``mixup_pairs`` (a :class:`MixupPairs`): the mix-up draws to use
+        instead of drawing them (replays a recorded step, golden ``rca_model.npz``)."""
         o = self.options
         images, labels = batch["rca_image"], batch["labels"]
         feats, coarse, maps = self._forward(images)
@@ -472,9 +493,12 @@ class RCA(Method):
         masks = region_masks(coarse)
         emb = self.embed(feats) if ("contrast" in active or not o.quirk_query_memory_spaces) else None
         if "contrast" in active:
-            pairs = draw_mixup_pairs(
-                labels, o.mixup_alpha, self_partner=o.quirk_mixup_self_partner, mixup=o.mixup, rng=self._step_rng(step)
-            )
+            pairs = batch.get("mixup_pairs")  # injected draws (a replay), else drawn here
+            if pairs is None:
+                pairs = draw_mixup_pairs(
+                    labels, o.mixup_alpha, self_partner=o.quirk_mixup_self_partner, mixup=o.mixup,
+                    rng=self._step_rng(step),
+                )  # fmt: skip
             loss = region_contrast_loss(
                 region_embeddings(emb, masks), self.queue, pairs, temperature=o.temperature, reduce="mean"
             )

@@ -80,8 +80,17 @@ class SCCAMOptions:
     # keys conv1a..bn7 + fc8.weight, or a checkpoint of this toolkit's round 0).
     round0_checkpoint: str | None = None
     kmeans_n_init: int = 10  # k-means restarts (the sklearn default the official code ran with)
+    # Quirk (infer_cls.py, golden sccam_infer_cls_*.npz): the heatmap helper thresholds the normalised CAM in
+    # place, so the CAM that the la/ha CRF (`wsss pseudo --refine psa`) reads is {0, 255} at cam.bkg_thre
+    # (0.15); false = the normalised CAM.
+    quirk_binarised_crf_cam: bool = True
     round_eval_split: str | None = None  # per-round CAM mIoU on this split in rounds.json (VOC: train)
     round_eval_images: int | None = None  # cap on the images of that evaluation (None = all)
+
+
+def binarise_cam(cam: np.ndarray, threshold: float) -> np.ndarray:
+    """SC-CAM's in-place heatmap quirk: CAM values > ``threshold`` become 255, the others 0."""
+    return np.where(np.asarray(cam) > threshold, 255.0, 0.0).astype(np.float32)
 
 
 def _xavier(head: CAMClassifier) -> CAMClassifier:
@@ -193,9 +202,21 @@ class SCCAM(Method):
 
     def logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(parent logits (B, C-1), sub-category logits (B, (C-1)*K) or None): Dropout2d, GAP, heads (5.3)."""
-        f = self.dropout(self.backbone(images).final)
+        return self.head_logits(self.backbone(images).final)
+
+    def head_logits(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The heads on a given final feature map (B, D, h, w): Dropout2d, GAP, the bias-free 1x1 heads
+        (the official ``Net.forward`` after the trunk; golden ``sccam_heads_loss.npz``)."""
+        f = self.dropout(features)
         sub = self.sub_classifier(f) if self.sub_classifier is not None else None
         return self.classifier(f), sub
+
+    def head_cams(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(parent CAMs (B, C-1, h, w), sub-category CAMs (B, (C-1)*K, h, w) or None) of a final feature map:
+        ``relu(conv(f, fc8_20.weight))`` and the same with ``fc8_200`` (``forward_two_cam``), no merging."""
+        cam = F.relu(self.classifier.cam(features))
+        sub = F.relu(self.sub_classifier.cam(features)) if self.sub_classifier is not None else None
+        return cam, sub
 
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
         x_parent, x_sub = self.logits(batch["image"])
@@ -218,11 +239,9 @@ class SCCAM(Method):
         return self.dropout(self.backbone(images).final).mean(dim=(2, 3))
 
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.backbone(images).final
-        cam = F.relu(self.classifier.cam(f))  # 5.3: relu(conv2d(conv6, fc8_20.weight))
-        if self.sub_classifier is None:
+        cam, sub = self.head_cams(self.backbone(images).final)  # 5.3: relu(conv2d(conv6, fc8_20.weight))
+        if sub is None:
             return cam, cam
-        sub = F.relu(self.sub_classifier.cam(f))
         b, _, h, w = sub.shape
         return cam, sub.view(b, -1, self.k, h, w).amax(dim=2)
 

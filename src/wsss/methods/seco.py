@@ -150,6 +150,10 @@ class SeCo(Method):
 
     # -- one training step (methods.md 3.2) --------------------------------------------------------
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        """The unweighted loss terms of one step. ``batch`` holds ``image``, ``w_image``, ``s_image``,
+        ``labels``, ``label_idx``, ``img_box`` and optionally ``patch_top_left`` (B, P, 2) long: the
+        (h0, w0) of the local patches, used instead of drawing them (replays a recorded step, e.g.
+        golden ``seco_iteration.npz: crop_top_left``)."""
         c, o = self.cfg.cam, self.options
         images, labels, img_box = batch["image"], batch["labels"], batch["img_box"]
         b, _, H, W = images.shape
@@ -162,7 +166,11 @@ class SeCo(Method):
             unflipped = (self.classifier.cam(final.detach()), self.aux_classifier.cam(aux.detach()))
             cam, cam_aux = multi_scale_cam(self.cam_maps, images, c.scales, unflipped=unflipped)
             roi = self.decomposition_mask(batch, cam if step >= o.cam2mask else cam_aux)
-            top_left, _, _ = sample_patch_positions(roi, o.num_patches, o.patch_size, official_seed=o.quirk_patch_seed)
+            top_left = batch.get("patch_top_left")  # injected positions (a replay), else drawn
+            if top_left is None:
+                top_left, _, _ = sample_patch_positions(
+                    roi, o.num_patches, o.patch_size, official_seed=o.quirk_patch_seed
+                )
             flags = assign_tags(
                 roi, top_left, o.patch_size, threshold=o.tag_threshold,
                 no_class_global_tag=1.0 if o.quirk_no_class_global_tag else -1.0,

@@ -14,11 +14,12 @@ each convolution (torchvision's ``vgg16_bn`` layout): small from-scratch variant
 paper's network is ``width=1``, no BN).
 
 Use it as ``model.backbone: vgg16_dilated`` (``create_backbone``); ``model.backbone_kwargs`` may set
-``width`` and ``batch_norm``.
+``width``, ``batch_norm`` and ``layers`` (the width of every layer, D1-shaped).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -31,34 +32,48 @@ from wsss.models.weights import load_pretrained
 CFG_D1: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "N", 512, 512, 512)
 
 
+def check_d1_layout(layers: Sequence[int | str]) -> tuple[int | str, ...]:
+    """A layer list with the 'D1' layout (``CFG_D1``: the pools at the same positions) and its own widths,
+    like the official ``make_layers(cfg)`` takes (golden ``rca_model.npz: cfg_features``)."""
+    cfg = tuple(v if v in ("M", "N") else int(v) for v in layers)
+    shape = tuple(v if v in ("M", "N") else 0 for v in cfg)
+    if len(cfg) != len(CFG_D1) or shape != tuple(v if v in ("M", "N") else 0 for v in CFG_D1):
+        raise ValueError(f"vgg16_dilated: layers {list(layers)} do not have the D1 layout {list(CFG_D1)}")
+    return cfg
+
+
 class VGG16Dilated(nn.Module):
     """VGG-16 'D1' (methods.md 4.3) returning a ``BackboneOutput`` (optionally with BN: torchvision's ``vgg16_bn``).
 
     ``final``: the last ReLU (B, 512*width, H/8, W/8); ``aux``: conv4_3 after its ReLU, same size;
-    ``cls``: the global average of ``final``.
+    ``cls``: the global average of ``final``. ``layers``: the widths per layer, a D1-shaped list
+    (``check_d1_layout``) in place of ``CFG_D1`` (then scaled by ``width``).
     """
 
     stride = 8
 
-    def __init__(self, width: float = 1.0, in_chans: int = 3, batch_norm: bool = False):
+    def __init__(
+        self, width: float = 1.0, in_chans: int = 3, batch_norm: bool = False, layers: Sequence[int | str] | None = None
+    ):
         super().__init__()
-        layers: list[nn.Module] = []
+        cfg = CFG_D1 if layers is None else check_d1_layout(layers)
+        modules: list[nn.Module] = []
         c_in = in_chans
-        for i, v in enumerate(CFG_D1):
+        for i, v in enumerate(cfg):
             if v == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
             elif v == "N":
-                self.aux_index = len(layers) - 1  # the ReLU after conv4_3, before the stride-1 pool
-                layers.append(nn.MaxPool2d(kernel_size=3, stride=1, padding=1))
+                self.aux_index = len(modules) - 1  # the ReLU after conv4_3, before the stride-1 pool
+                modules.append(nn.MaxPool2d(kernel_size=3, stride=1, padding=1))
             else:
                 c_out = max(1, round(int(v) * width))
                 dil = 2 if i > 13 else 1
-                layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=dil, dilation=dil))
+                modules.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=dil, dilation=dil))
                 if batch_norm:
-                    layers.append(nn.BatchNorm2d(c_out))
-                layers.append(nn.ReLU(inplace=True))
+                    modules.append(nn.BatchNorm2d(c_out))
+                modules.append(nn.ReLU(inplace=True))
                 c_in = c_out
-        self.features = nn.Sequential(*layers)
+        self.features = nn.Sequential(*modules)
         self.out_dim = self.aux_dim = self.cls_dim = c_in
         for m in self.modules():  # torchvision's VGG init (used when training from scratch)
             if isinstance(m, nn.Conv2d):
@@ -78,7 +93,12 @@ class VGG16Dilated(nn.Module):
 
 
 def vgg16_dilated(
-    *, pretrained: str | Path | None = None, width: float = 1.0, batch_norm: bool = False, **kwargs
+    *,
+    pretrained: str | Path | None = None,
+    width: float = 1.0,
+    batch_norm: bool = False,
+    layers: Sequence[int | str] | None = None,
+    **kwargs,
 ) -> VGG16Dilated:
     """The 'D1' VGG-16; ``pretrained``: a local torchvision ``vgg16`` state dict (``vgg16-397923af.pth``,
     or ``vgg16_bn-6c64b313.pth`` with ``batch_norm=True``).
@@ -88,9 +108,9 @@ def vgg16_dilated(
     """
     if kwargs:
         raise TypeError(
-            f"vgg16_dilated: unexpected arguments {sorted(kwargs)} (only 'width', 'batch_norm' and 'pretrained')"
+            f"vgg16_dilated: unexpected arguments {sorted(kwargs)} (only 'width', 'batch_norm', 'layers', 'pretrained')"
         )
-    net = VGG16Dilated(width=width, batch_norm=batch_norm)
+    net = VGG16Dilated(width=width, batch_norm=batch_norm, layers=layers)
     if pretrained:
         load_pretrained(net, pretrained)
     return net

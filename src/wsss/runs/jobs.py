@@ -22,9 +22,12 @@ import torch
 from tqdm import tqdm
 
 from wsss.cam import PAR, CRFPool, cam_to_label, crf_label_psa, crf_label_two_levels, refine_cams_with_bkg
+from wsss.cam.affinity import psa_seed_label
+from wsss.cam.crf import psa_crf_scores
 from wsss.cam.proxy_labels import ProxyParams, attention_to_image, minmax01, rca_proxy_label, read_saliency
 from wsss.core.errors import ConfigError, UsageError
 from wsss.data import VOCDataset
+from wsss.methods.sccam import binarise_cam
 from wsss.runs.run import Run, crf_params, load_run, present_classes
 from wsss.utils.io import DataError, load_cam, remove_stale_temps, save_cam, save_label_png, save_npy
 
@@ -140,10 +143,28 @@ def _refine_crf(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
 
 
 def _refine_psa(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
-    """PSA's AffinityNet seeds: two CRFs with background (1 - max cam)^alpha, ``cam.psa_alphas`` (5.6-5.7)."""
+    """PSA's AffinityNet seeds: two CRFs with background (1 - max cam)^alpha, ``cam.psa_alphas`` (5.6-5.7).
+
+    SC-CAM's ``quirk_binarised_crf_cam``: the CRF reads the {0, 255} heatmap at ``cam.bkg_thre``.
+    ``cam.psa_seed_stride`` > 1: the label of the la / ha scores average-pooled by that stride (PSA's
+    loader), block-constant at the image size (``cam.affinity.psa_seed_label``).
+    """
     job.require_cams(ids)
-    alphas = tuple(job.run.cfg.cam.psa_alphas)
-    return lambda id, image, labels: crf_label_psa(image, job.cam(id), labels, alphas)
+    c = job.run.cfg.cam
+    alphas = tuple(c.psa_alphas)
+    binarise = bool(getattr(job.run.method.options, "quirk_binarised_crf_cam", False))
+
+    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        cam = job.cam(id)
+        if binarise:
+            cam = binarise_cam(cam, c.bkg_thre)
+        if c.psa_seed_stride > 1 and np.any(labels > 0.5):
+            ids_, (la, ha) = psa_crf_scores(image, cam, labels, alphas)
+            seed = psa_seed_label(torch.from_numpy(la), torch.from_numpy(ha), torch.from_numpy(ids_), c.psa_seed_stride)
+            return seed.numpy()
+        return crf_label_psa(image, cam, labels, alphas)
+
+    return refine
 
 
 def _refine_affinity(job: PseudoJob, ids: Sequence[str], *, affinity_run: Run | str | Path | None = None,

@@ -41,7 +41,10 @@ class Run:
         """
         inf = self.cfg.infer
         x = prepare_image(image, inf.cam_input_size, self.device)
-        cam, _ = multi_scale_cam(self.method.cam_maps, x, tuple(scales or inf.cam_scales))
+        cam, _ = multi_scale_cam(
+            self.method.cam_maps, x, tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse,
+            normalize=inf.cam_normalize,
+        )  # fmt: skip
         cam = F.interpolate(cam, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
         if labels is not None:
             cam = cam * torch.as_tensor(labels, dtype=cam.dtype, device=cam.device).view(-1, 1, 1)

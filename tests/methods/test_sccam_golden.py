@@ -1,0 +1,214 @@
+"""SC-CAM against recordings of its official code (golden ``sccam_*.npz``): the heads and the joint loss
+on given features, the optimiser schedule, the sub-category labels (k-means), and the CAM inference
+(fusion, normalisation, sub-category merge, the 0.15 {0, 255} binarisation before the la/ha CRF)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import REPO
+from golden import load_golden
+from wsss.core.config import load_config
+from wsss.core.registry import build_method
+from wsss.engine.optim import PolyWarmupSGD
+from wsss.methods.subcategory import build_subcategory_labels
+from wsss.models.heads import CAMClassifier
+from wsss.models.official_keys import sccam_heads_from_official
+
+
+@pytest.fixture(scope="module")
+def heads_golden():
+    return load_golden("sccam_heads_loss")
+
+
+@pytest.fixture(scope="module")
+def sccam_round1(heads_golden):
+    """Our SC-CAM at round 1 with the official heads loaded by name. The heads read 4096 channels (the
+    full ResNet-38); a narrow trunk keeps the test fast, the heads are built at 4096 like ours at width 1."""
+    cfg = load_config(REPO / "configs/sccam/voc.yaml", ["model.pretrained=null", "options.round=1",
+                                                        "model.backbone_kwargs={width: 0.0625}"])  # fmt: skip
+    m = build_method(cfg, 21).eval()
+    m.classifier, m.sub_classifier = CAMClassifier(4096, 20, "gap"), CAMClassifier(4096, 200, "gap")
+    official = {k: torch.from_numpy(heads_golden[k]) for k in ("fc8_20.weight", "fc8_200.weight")}
+    m.load_state_dict({**m.state_dict(), **sccam_heads_from_official(official)})
+    return m
+
+
+@pytest.mark.parametrize("sfx", ["_f64", "_f32"])
+def test_golden_sccam_heads_and_joint_loss(heads_golden, sccam_round1, sfx):
+    g, m = heads_golden, sccam_round1
+    dt, tol = (torch.float64, 1e-12) if sfx == "_f64" else (torch.float32, 1e-6)
+    m.to(dt)
+    feats = torch.from_numpy(g["features"]).to(dt).requires_grad_(True)
+    x20, x200 = m.head_logits(feats)
+    for key, ours in (("x_20", x20), ("x_200", x200), ("y_20", torch.sigmoid(x20)), ("y_200", torch.sigmoid(x200))):
+        np.testing.assert_allclose(ours.detach().numpy(), g[key + sfx], atol=tol * 10, rtol=tol, err_msg=key)
+    np.testing.assert_allclose(feats.mean(dim=(2, 3)).detach().numpy(), g["feature" + sfx], atol=tol)
+    x20.retain_grad()
+    x200.retain_grad()
+    l20 = F.multilabel_soft_margin_loss(x20, torch.from_numpy(g["label_20"]).to(dt))
+    l200 = F.multilabel_soft_margin_loss(x200, torch.from_numpy(g["label_200"]).to(dt))
+    loss = m.cfg.loss.weights["cls"] * l20 + m.cfg.loss.weights["sub"] * l200  # 1 and 5: the preset's weights
+    for key, ours in (("loss_20", l20), ("loss_200", l200), ("loss", loss)):
+        assert abs(float(ours.detach()) - float(g[key + sfx])) <= tol * max(1.0, abs(float(g[key + sfx]))), key
+    m.zero_grad()
+    loss.backward()
+    np.testing.assert_allclose(x20.grad.numpy(), g["grad_x_20" + sfx], atol=tol)
+    np.testing.assert_allclose(x200.grad.numpy(), g["grad_x_200" + sfx], atol=tol)
+    np.testing.assert_allclose(feats.grad.numpy(), g["grad_features" + sfx], atol=tol)
+    for head, name, rows in ((m.classifier, "fc8_20", "grad_rows_20"), (m.sub_classifier, "fc8_200", "grad_rows_200")):
+        np.testing.assert_allclose(
+            head.conv.weight.grad[g[rows]].numpy(), g[f"grad_{name}.weight_rows{sfx}"], atol=tol, err_msg=name
+        )
+    with torch.no_grad():
+        cam20, cam200 = m.head_cams(feats.detach())
+    np.testing.assert_allclose(cam20.numpy(), g["cam_20" + sfx], atol=tol)
+    np.testing.assert_allclose(cam200.numpy(), g["cam_200" + sfx], atol=tol)
+    m.to(torch.float32)
+
+
+def test_golden_sccam_train_mode_dropout_and_round0(heads_golden, sccam_round1):
+    g, m = heads_golden, sccam_round1
+    feats = torch.from_numpy(g["features"]).float()
+    # train mode: the recorded Dropout2d factors (per image and channel, {0, 2}) replayed on the map
+    scale = torch.from_numpy(g["train_dropout_scale"]).float()[:, :, None, None]
+    x20, x200 = m.head_logits(feats * scale)  # eval-mode heads on the dropped-out map
+    np.testing.assert_allclose(x20.detach().numpy(), g["train_x_20_f32"], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(x200.detach().numpy(), g["train_x_200_f32"], atol=1e-5, rtol=1e-5)
+    # round 0 (PSA's classifier, head fc8): our round-0 model with fc8 loaded by name
+    cfg0 = load_config(REPO / "configs/sccam/voc.yaml", ["model.pretrained=null", "options.round=0",
+                                                         "model.backbone_kwargs={width: 0.0625}"])  # fmt: skip
+    m0 = build_method(cfg0, 21).eval()
+    assert m0.sub_classifier is None
+    m0.classifier = CAMClassifier(4096, 20, "gap")  # a 4096-channel trunk, as the official
+    m0.load_state_dict(
+        {**m0.state_dict(), **sccam_heads_from_official({"fc8.weight": torch.from_numpy(g["fc8.weight"])})}
+    )
+    f64 = torch.from_numpy(g["features"])
+    m0.double()
+    x0, sub0 = m0.head_logits(f64)
+    assert sub0 is None
+    np.testing.assert_allclose(x0.detach().numpy(), g["round0_x_f64"], atol=1e-12)
+    np.testing.assert_allclose(m0.head_cams(f64)[0].detach().numpy(), g["round0_cam_f64"], atol=1e-12)
+
+
+def test_golden_sccam_poly_optimizer_schedule(heads_golden, sccam_round1):
+    g = heads_golden
+    p = [torch.nn.Parameter(torch.zeros(1)) for _ in range(4)]
+    base = [0.01, 0.02, 0.1, 0.2]  # PSA's 1x / 2x / 10x / 20x groups
+    opt = PolyWarmupSGD(
+        [{"params": [q], "lr": b} for q, b in zip(p, base)], lr=0.01, weight_decay=5e-4, momentum=5e-4,
+        warmup_iter=0, max_iter=100, power=float(g["optimizer_poly_power"]), hold_lr_after_max=True,
+    )  # fmt: skip
+    assert [grp["momentum"] for grp in opt.param_groups] == g["optimizer_sgd_momentum"].tolist()
+    lrs = []
+    for _ in range(len(g["optimizer_lr_after_step"])):
+        opt.step()
+        lrs.append([grp["lr"] for grp in opt.param_groups])
+    np.testing.assert_allclose(np.array(lrs), g["optimizer_lr_after_step"], rtol=1e-12)
+    # the preset: quirk_psa_momentum puts the weight decay into SGD's momentum slot; the heads are one group
+    groups = {k: len(v) for k, v in sccam_round1.param_groups().items()}
+    assert groups["head"] == int(g["optimizer_group_sizes"][2]) == 2
+    assert sccam_round1.options.quirk_psa_momentum
+
+
+@pytest.mark.parametrize("run", ["k10_ninit_auto", "k3_ninit10"])  # k10_ninit10: same code path, 10 s
+def test_golden_sccam_subcategory_labels(run):
+    g = load_golden("sccam_subcategory")
+    k = int(g[f"{run}_centers"].shape[1])
+    n_init = int(str(g[f"{run}_n_init_used"]))
+    assert str(g[f"{run}_fit_dtype"]) == "<f8"  # float32 features, clustered in float64 (ours too)
+    ids = [str(n) for n in g["image_names"]]
+    # the official KMeans(random_state=0); its n_init: 1 as the code runs under sklearn >= 1.4, 10 as the
+    # authors' sklearn did (our presets' options.kmeans_n_init)
+    labels = build_subcategory_labels(ids, g["features"], g["image_labels"], k, seed=0, n_init=n_init)
+    assert np.array_equal(labels.assign, g[f"{run}_assign"])
+    order = g[f"{run}_train_filename_order"]  # the official saves its rows in training order
+    assert np.array_equal(labels.labels[order], g[f"{run}_train_label_200"])
+    assert np.array_equal(labels.parents[order], g[f"{run}_train_label_20"])
+
+
+def test_golden_sccam_subcategory_class_smaller_than_k_is_a_documented_deviation():
+    """Deviation (official: sklearn raises and the run stops): a class with fewer images than K gets one
+    sub-category per image."""
+    g = load_golden("sccam_subcategory")
+    ids = [str(n) for n in g["image_names"]][:12]
+    labels = build_subcategory_labels(ids, g["features"][:12], g["image_labels"][:12], 10, seed=0, n_init=1)
+    counts = (g["image_labels"][:12] > 0.5).sum(0)
+    small = int(np.flatnonzero((counts > 0) & (counts < 10))[0])
+    members = np.flatnonzero(g["image_labels"][:12, small] > 0.5)
+    assert labels.assign[members, small].tolist() == list(range(len(members)))
+
+
+# -- CAM inference (infer_cls.py): 4 scales x flip, fusion, normalisation, merge, binarised la/ha CRF ------------
+PASS_SCALES = (1.0, 0.5, 1.5, 2.0)  # the official pass order: s, s flipped for each scale
+
+
+def pass_cam_fn(g, i, head_cams, scales, size, out_dtype):
+    """cam_fn for multi_scale_cam replaying the recorded passes: the backbone stub conv6 = relu(E z) of the
+    code of the pass whose input size this is (pass 2j: scale j, pass 2j+1: its flip), then our heads."""
+    h, w = size
+    which = {(int(s * h), int(s * w)): j for j, s in enumerate(scales)}
+    E = torch.from_numpy(g["E"]).to(out_dtype)
+
+    def fn(x):
+        j = which[tuple(x.shape[-2:])]
+        codes = [torch.from_numpy(g[f"img{i}_code_pass{2 * j + f}"]).to(out_dtype) for f in (0, 1)]
+        conv6 = torch.stack([F.relu(torch.einsum("dc,chw->dhw", E, z)) for z in codes])
+        return head_cams(conv6)
+
+    return fn
+
+
+@pytest.mark.parametrize("run", ["f64", "f32"])
+@pytest.mark.parametrize("i", [0, 1])
+def test_golden_sccam_cam_inference(heads_golden, sccam_round1, run, i):
+    from wsss.cam import cam_to_label, dense_crf
+    from wsss.cam.crf import CRFParams
+    from wsss.cam.multiscale import merge_subcategory_cams, multi_scale_cam
+    from wsss.methods.sccam import binarise_cam
+
+    g = load_golden(f"sccam_infer_cls_{run}")
+    m = sccam_round1
+    dt, tol = (torch.float64, 1e-12) if run == "f64" else (torch.float32, 1e-6)
+    m.to(dt)
+    image, label = g[f"img{i}_image"], torch.from_numpy(g[f"img{i}_label"])
+    h, w = image.shape[:2]
+    inf = m.cfg.infer  # the paper preset: flips summed, divided by the max only
+    assert (inf.cam_flip_fuse, inf.cam_normalize, tuple(inf.cam_scales)) == ("sum", "max", PASS_SCALES)
+
+    def heads(f):
+        cam, sub = m.head_cams(f)
+        return cam, sub
+
+    fn = pass_cam_fn(g, i, heads, PASS_SCALES, (h, w), dt)
+    x = torch.zeros(1, 3, h, w, dtype=dt)
+    with torch.no_grad():
+        cam = multi_scale_cam(lambda z: fn(z)[0], x, PASS_SCALES, flip_fuse="sum", normalize="max")
+        sub_sum = multi_scale_cam(lambda z: fn(z)[1], x, PASS_SCALES, flip_fuse="sum", normalize="none")
+    cam = cam * label.to(dt).view(1, -1, 1, 1)
+    gt = np.flatnonzero(g[f"img{i}_label"] > 0.5)
+    np.testing.assert_allclose(cam[0, gt].numpy(), g[f"img{i}_norm_cam"], atol=tol)
+    _, seg20 = cam_to_label(cam.float() if run == "f32" else cam, label[None], bkg_thre=0.15)
+    assert np.array_equal(seg20[0].numpy(), g[f"img{i}_seg_cls20"])
+    # sub-category CAM: masked by the 10 sub-categories of each GT class, one scalar per block, max-merged
+    sub_mask = label.to(dt).repeat_interleave(10).view(1, -1, 1, 1)
+    norm200, merged = merge_subcategory_cams(sub_sum * sub_mask, 10)
+    sub_gt = (gt[:, None] * 10 + np.arange(10)).reshape(-1)
+    np.testing.assert_allclose(norm200[0, sub_gt].double().numpy(), g[f"img{i}_norm_cam_200_gt"], atol=tol)
+    np.testing.assert_allclose(merged[0, gt].double().numpy(), g[f"img{i}_merge_200"], atol=tol)
+    _, seg200 = cam_to_label(merged, label[None], bkg_thre=0.15)
+    assert np.array_equal(seg200[0].numpy(), g[f"img{i}_seg_cls200"])
+    # quirk_binarised_crf_cam: the saved dict / the CRF input is the {0, 255} heatmap
+    saved = binarise_cam(cam[0, gt].double().numpy(), 0.15)
+    assert np.array_equal(saved, g[f"img{i}_saved_cam"])
+    v = saved.astype(np.float64 if run == "f64" else np.float32)  # f32: 254^32 overflows to inf, as official
+    for name, alpha in (("la", 4), ("ha", 32)):
+        stack = np.concatenate([((1 - v.max(0)) ** alpha)[None], v])
+        np.testing.assert_allclose(stack, g[f"img{i}_crf_{name}_input"], rtol=1e-6)
+        q = dense_crf(image, stack, **CRFParams.PSA.as_kwargs())
+        np.testing.assert_allclose(q, g[f"img{i}_crf_{name}_Q"], atol=1e-5)
+    m.to(torch.float32)
