@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import wsss
 import wsss.cli
 from conftest import REPO
 from wsss.core.errors import ConfigError, DataError, MissingFileError
@@ -40,3 +41,9 @@ def test_unexpected_exceptions_keep_their_traceback(monkeypatch, tmp_path, error
     monkeypatch.setattr(wsss.cli, "cmd_check_data", fail)
     with pytest.raises(type(error)):
         wsss.cli.main(["check-data", str(tmp_path)])
+
+
+@pytest.mark.parametrize("name", wsss.__all__ + ["datasets"])
+def test_every_public_name_resolves(name):
+    """The lazy exports of ``wsss`` point at modules that exist (a move must update them)."""
+    assert getattr(wsss, name) is not None

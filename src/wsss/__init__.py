@@ -24,8 +24,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Config": "wsss.core.config",
     "load_config": "wsss.core.config",
-    "Run": "wsss.engine.inference",
-    "load_run": "wsss.engine.inference",
+    "Run": "wsss.runs.run",
+    "load_run": "wsss.runs.run",
     "train": "wsss.engine.launch",
     "EvalResult": "wsss.evaluation",
     "evaluate": "wsss.evaluation",

@@ -4,7 +4,7 @@ RCA and SC-CAM train DeepLab-v2 ResNet-101 (kazuto1011/deeplab-pytorch) on their
 (methods.md 4.2 item 4, 5.1, 8.4); the same stage runs on top of any method's ``wsss pseudo`` or
 ``wsss cam`` output. It reads ``data.pseudo_dir`` (``<id>.png``, 255 = ignore), transformed with
 the image by the shared augmentation, and has no CAM: validation and ``wsss predict`` use the
-segmentation only (multi-scale + flip, optional DenseCRF, ``engine/inference.py``).
+segmentation only (multi-scale + flip, optional DenseCRF, ``runs/jobs.py``).
 
 Loss term ``seg``: cross entropy ignoring 255. kazuto1011's ``DeepLabV2_ResNet101_MSC`` also trains
 on the input at scales 0.75 and 0.5 and on the max of the three logits, summing the four losses, with
