@@ -100,7 +100,14 @@ class LossConfig:
 class TrainConfig:
     batch_size: int = 4  # the global batch, whatever the number of processes
     micro_batch: int | None = None  # images per process per forward (gradient accumulation); None = all
-    max_iters: int = 20000
+    max_iters: int = 20000  # training length in optimiser steps (ignored when ``epochs`` is set)
+    # Training length in epochs of the training split: max_iters = round(epochs * (N // batch_size)),
+    # N the images of data.train_split (drop_last batches, as the trainer's stream), resolved by the
+    # trainer when it sees the data (``resolve_epochs``) and written to the run's config.yaml. The other
+    # ``*_iters`` keys (warmup, log, eval, ckpt, loss.start_iters) stay in iterations; evaluation and
+    # the checkpoint also happen at the last iteration, so eval_iters / ckpt_iters larger than the
+    # resolved length mean "at the end only". Fractions are allowed (0.5 = half an epoch). None = max_iters.
+    epochs: float | None = None
     warmup_iters: int = 1500
     optimizer: str = "adamw"  # "adamw" (PolyWarmupAdamW, 2.10) or "sgd" (PolyWarmupSGD: DeepLab, RCA, SC-CAM)
     lr: float = 6e-5  # methods.md 2.10
@@ -157,6 +164,25 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
+
+
+def iterations_per_epoch(n_images: int, batch_size: int) -> int:
+    """Optimiser steps in one pass over ``n_images`` with global ``batch_size`` (drop_last; at least 1)."""
+    return max(1, n_images // batch_size)
+
+
+def resolve_epochs(cfg: Config, n_images: int) -> Config:
+    """``cfg`` with ``train.max_iters`` computed from ``train.epochs`` for a split of ``n_images``.
+
+    A copy is returned (the caller's config is left alone); without ``train.epochs`` it is ``cfg``.
+    """
+    t = cfg.train
+    if t.epochs is None:
+        return cfg
+    if not t.epochs > 0:
+        raise ConfigError(f"train.epochs must be positive, got {t.epochs}")
+    iters = max(1, round(t.epochs * iterations_per_epoch(n_images, t.batch_size)))
+    return dataclasses.replace(cfg, train=dataclasses.replace(t, max_iters=iters))
 
 
 # --------------------------------------------------------------------------------------------

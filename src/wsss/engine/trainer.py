@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from wsss.core.checkpoint import load_checkpoint, save_checkpoint
-from wsss.core.config import Config, save_config
+from wsss.core.config import Config, resolve_epochs, save_config
 from wsss.core.device import resolve_device  # noqa: F401  (re-exported for scripts)
 from wsss.core.distributed import (
     all_gather_objects,
@@ -161,7 +161,6 @@ class Trainer:
     """One run: ``Trainer(cfg).train()``. Under torchrun every process builds one; rank 0 writes."""
 
     def __init__(self, cfg: Config, *, progress: bool = True):
-        self.cfg = cfg
         self.run_dir = Path(cfg.run.dir)
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
@@ -169,8 +168,9 @@ class Trainer:
         self.progress = progress and is_main_process()
         seed_everything(cfg.run.seed + rank())
 
+        self.train_set = VOCDataset(cfg.data.root, cfg.data.train_split)
+        cfg = self.cfg = resolve_epochs(cfg, len(self.train_set))  # train.epochs -> train.max_iters
         d, t = cfg.data, cfg.train
-        self.train_set = VOCDataset(d.root, d.train_split)
         self.val_set = VOCDataset(d.root, d.val_split) if d.val_split else None
         self.method = build_method(cfg, self.train_set.num_classes).to(self.device)
         self.model: torch.nn.Module = self.method

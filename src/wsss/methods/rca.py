@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.core.config import Config
+from wsss.core.config import Config, iterations_per_epoch
 from wsss.core.distributed import all_gather_cat, all_gather_objects, rank
 from wsss.core.errors import UsageError
 from wsss.core.registry import Method, TrainContext, register_method
@@ -432,7 +432,7 @@ class RCA(Method):
 
     def on_train_start(self, ctx: TrainContext) -> None:
         self._optimizer = ctx.optimizer
-        per_epoch = max(1, len(ctx.train_data) // self.cfg.train.batch_size)
+        per_epoch = iterations_per_epoch(len(ctx.train_data), self.cfg.train.batch_size)
         self._last_epoch = (self.cfg.train.max_iters - 1) // per_epoch
 
     def on_epoch_start(self, epoch: int) -> None:

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.core.config import Config, ConfigError, from_dict, set_dotted
+from wsss.core.config import Config, ConfigError, from_dict, iterations_per_epoch, resolve_epochs, set_dotted
 from wsss.core.errors import UsageError
 from wsss.core.registry import Method, TrainContext, register_method
 from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups
@@ -124,10 +124,11 @@ def plan_round(cfg: Config, r: int, n_train: int) -> RoundPlan:
             if not _is_config_key(d, key):
                 raise ConfigError(f"options.round0_overrides: {key!r} is not a config key")
             set_dotted(d, key.split("."), value)
-    rcfg: Config = from_dict(Config, d)
+    rcfg: Config = resolve_epochs(from_dict(Config, d), n_train)  # train.epochs: the length when sched is None
+    rcfg.train.epochs = None  # the round's length is rcfg.train.max_iters from here on
     if opts.quirk_psa_momentum:
         rcfg.train.momentum = rcfg.train.weight_decay
-    per_epoch = max(1, n_train // rcfg.train.batch_size)  # drop_last batches per epoch
+    per_epoch = iterations_per_epoch(n_train, rcfg.train.batch_size)
     if r == 0:
         sched = snap = opts.round0_epochs
     else:
