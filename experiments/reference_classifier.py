@@ -11,7 +11,7 @@ multi_scale_cam, min-max normalised), scored as seeds (background where the max 
 classes is at or below the level) at every level of ``wsss sweep-bkg``; the best level is the reference.
 Nothing here is tuned per preset; only the data and the length flags exist for tests.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/reference_classifier.py --data-root ../shared/data/coco128-dev
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/reference_classifier.py --data-root ../shared/data/coco128-dev
 
 Prints the seed mIoU at each level, the best, and the seconds of training and CAMs.
 """
@@ -31,9 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from wsss.cam import multi_scale_cam
+from wsss.core.config import iterations_per_epoch
 from wsss.data import ClsTrainDataset, VOCDataset
 from wsss.data.transforms import TrainAugment, normalize
-from wsss.engine.config import iterations_per_epoch
 from wsss.evaluation.bkg_sweep import DEFAULT_THRESHOLDS, sweep_bkg_threshold
 from wsss.models.backbones import create_backbone
 

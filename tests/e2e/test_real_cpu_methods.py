@@ -11,8 +11,8 @@ import torch
 
 from conftest import REPO, VOC_REAL_MINI, VOC_REAL_MINI_IDS
 from wsss.cli import main
-from wsss.engine.config import load_config
-from wsss.models.backbones import resolve_weight_path
+from wsss.core.config import load_config
+from wsss.models.weights import resolve_weight_path
 
 CAM_PRESET = REPO / "configs" / "cam" / "real_cpu.yaml"
 TINY = {

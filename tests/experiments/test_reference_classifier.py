@@ -1,20 +1,17 @@
-"""bench/reference_classifier.py on a tiny setting: the six real VOC photos, one epoch of 96-px crops,
+"""experiments/reference_classifier.py on a tiny setting: the six real VOC photos, one epoch of 96-px crops,
 single-scale CAMs; the seeds are scored at every level of `wsss sweep-bkg` and the best one reported."""
 
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import torch
 
-from conftest import REPO, VOC_REAL_MINI
+from conftest import VOC_REAL_MINI
+from experiments import reference_classifier
 from wsss.data import VOCDataset
 from wsss.evaluation.bkg_sweep import DEFAULT_THRESHOLDS
-
-sys.path.insert(0, str(REPO / "bench"))
-import reference_classifier  # noqa: E402
 
 
 def test_reference_classifier_tiny(tmp_path):
