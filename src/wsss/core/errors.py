@@ -33,6 +33,11 @@ class WeightLoadError(WSSSError, RuntimeError):
     """A weight or checkpoint file that cannot be read, or whose keys do not fit the model."""
 
 
+class UnsafeCheckpointError(WeightLoadError):
+    """A checkpoint or weight file whose unpickling needs more than tensors and the numpy types a wsss
+    checkpoint holds (utils/safe_load.py): refused, since unpickling it could run code."""
+
+
 class TrainingDiverged(WSSSError, RuntimeError):
     """A non-finite loss: the message names the iteration and the loss terms."""
 

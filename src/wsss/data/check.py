@@ -18,7 +18,16 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from wsss.data.classes import CLASSES_FILE, VOC_CLASSES, read_classes
-from wsss.data.voc import CLS_LABELS_FILE, IMAGE_DIR, IMAGE_EXTS, MASK_DIRS, SPLIT_DIR, available_splits
+from wsss.data.voc import (
+    CLS_LABELS_FILE,
+    IMAGE_DIR,
+    IMAGE_EXTS,
+    MASK_DIRS,
+    SPLIT_DIR,
+    available_splits,
+    parse_split,
+    read_cls_labels_file,
+)
 from wsss.utils.io import DataError, read_label_png
 
 PROGRESS_MIN = 200  # show a progress bar above this many images
@@ -154,14 +163,9 @@ def _read_label_table(
     if not path.is_file():
         return None, None
     try:
-        obj = np.load(path, allow_pickle=True)
-        if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
-            obj = obj.item()
-    except Exception as e:  # noqa: BLE001 - a corrupt .npy raises many kinds
-        report.add(f"{path}: cannot read ({type(e).__name__}: {e})")
-        return None, None
-    if not isinstance(obj, dict):
-        report.add(f"{path}: expected a pickled dict {{id: float32 multi-hot}}, got {type(obj).__name__}")
+        obj = read_cls_labels_file(path)  # the reader training uses: runs no code from the file
+    except DataError as e:
+        report.add(str(e))
         return None, None
     table: dict[str, np.ndarray] = {}
     lengths: Counter = Counter()
@@ -244,16 +248,13 @@ def check_dataset(
     for s in splits:
         path = split_dir / f"{s}.txt"
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            report.add(f"{path}: cannot read split file ({e})")
+            ids, unsafe = parse_split(path)  # the parser training uses
+        except DataError as e:
+            report.add(str(e))
             continue
-        ids = []
-        for line in lines:
-            if line.strip():
-                first = line.split()[0]
-                ids.append(Path(first).stem if "/" in first else first)
-        if not ids:
+        for problem in unsafe:
+            report.add(problem)
+        if not ids and not unsafe:
             report.add(f"{path}: split file lists no ids")
         dups = [i for i, n in Counter(ids).items() if n > 1]
         if dups:

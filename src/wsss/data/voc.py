@@ -24,7 +24,8 @@ from torch.utils.data import Dataset
 
 from wsss.data.classes import CLASSES_FILE, read_classes
 from wsss.data.transforms import TrainAugment
-from wsss.utils.io import DataError, read_image, read_label_png, save_npy
+from wsss.utils.io import DataError, id_problem, read_image, read_label_png, save_npy
+from wsss.utils.safe_load import read_npy
 
 IMAGE_DIR = "JPEGImages"
 MASK_DIRS = ("SegmentationClassAug", "SegmentationClass")  # in order of preference
@@ -39,30 +40,56 @@ def available_splits(root: str | os.PathLike) -> list[str]:
     return sorted(p.stem for p in d.glob("*.txt")) if d.is_dir() else []
 
 
-def read_split(root: str | os.PathLike, split: str) -> list[str]:
-    """Ids of ``split`` (one a line, blank lines skipped, surrounding whitespace stripped).
+def parse_split(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """(ids, problems) of a split file: one id a line, blank lines skipped, surrounding whitespace
+    stripped; a PSA-style line ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png`` is reduced to
+    ``<id>``. Ids become output file names, so a line whose id could leave its folder (a path
+    separator, ``..``, an absolute path) is not taken: it gives a ``file:line: ...`` problem instead.
+    DataError if the file cannot be read."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read split file ({e})") from e
+    ids, problems = [], []
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        first = line.split()[0]
+        token = Path(first)
+        if "/" in first and token.suffix in IMAGE_EXTS and ".." not in token.parts:  # PSA list format
+            first = token.stem
+        problem = id_problem(first)
+        if problem is not None:
+            problems.append(f"{path}:{n}: unsafe image id {first!r} ({problem}; ids are file names)")
+            continue
+        ids.append(first)
+    return ids, problems
 
-    A PSA-style line ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png`` is reduced to ``<id>``.
-    """
+
+def read_split(root: str | os.PathLike, split: str) -> list[str]:
+    """Ids of ``split`` (see :func:`parse_split`); DataError naming ``file:line`` for an unsafe id."""
     path = Path(root) / SPLIT_DIR / f"{split}.txt"
     if not path.is_file():
         have = available_splits(root)
         listing = ", ".join(have) if have else f"none (no .txt files in {Path(root) / SPLIT_DIR})"
         raise DataError(f"{path}: split file not found; available splits: {listing}")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read split file ({e})") from e
-    ids = []
-    for line in lines:
-        line = line.strip()
-        if not line:
-            continue
-        first = line.split()[0]
-        if "/" in first:  # PSA list format
-            first = Path(first).stem
-        ids.append(first)
+    ids, problems = parse_split(path)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DataError(problems[0] + more)
     return ids
+
+
+def read_cls_labels_file(path: str | os.PathLike) -> dict:
+    """The dict of a ``cls_labels.npy`` (PSA / ToCo format: ``np.save`` of {id: multi-hot}), read
+    without running code (``safe_load.read_npy``: numpy arrays only); entries are not checked here.
+    DataError naming the file if it is unreadable, refused, or not a dict."""
+    obj = read_npy(path, "label file")
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a pickled dict {{id: float32 multi-hot}}, got {type(obj).__name__}")
+    return obj
 
 
 def load_cls_labels(root: str | os.PathLike, num_classes: int | None = None) -> dict[str, np.ndarray] | None:
@@ -74,14 +101,7 @@ def load_cls_labels(root: str | os.PathLike, num_classes: int | None = None) -> 
     path = Path(root) / CLS_LABELS_FILE
     if not path.is_file():
         return None
-    try:
-        obj = np.load(path, allow_pickle=True)
-        if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
-            obj = obj.item()
-    except Exception as e:  # noqa: BLE001 - np.load raises many kinds for a corrupt file
-        raise DataError(f"{path}: cannot read label file ({type(e).__name__}: {e})") from e
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a pickled dict {{id: float32 multi-hot}}, got {type(obj).__name__}")
+    obj = read_cls_labels_file(path)
     out: dict[str, np.ndarray] = {}
     for k, v in obj.items():
         try:
@@ -112,7 +132,7 @@ def write_cls_labels(root: str | os.PathLike, labels: Mapping[str, Any]) -> Path
     if len(lengths) > 1:
         raise ValueError(f"label vectors have different lengths: {sorted(lengths)}")
     path = Path(root) / CLS_LABELS_FILE
-    save_npy(path, data)
+    save_npy(path, data, pickled_dict=True)  # the format the other WSSS codes read
     return path
 
 

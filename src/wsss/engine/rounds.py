@@ -18,13 +18,13 @@ from typing import Any
 from wsss.core.checkpoint import load_checkpoint
 from wsss.core.config import Config, from_dict, save_config
 from wsss.core.device import resolve_device
-from wsss.core.errors import UsageError, WeightLoadError
+from wsss.core.errors import UnsafeCheckpointError, UsageError, WeightLoadError
 from wsss.core.registry import Method
 from wsss.data import VOCDataset
 from wsss.engine.defaults import build_trainer, load_trained_method
 from wsss.engine.validate import validate
 from wsss.methods import build_method
-from wsss.methods.sccam import LABELS_FILE, SCCAMOptions, check_options, plan_round
+from wsss.methods.sccam import LABELS_FILE, SCCAMOptions, check_options, labels_file, plan_round
 from wsss.methods.subcategory import build_subcategory_labels, extract_features
 from wsss.models.weights import read_state_dict
 from wsss.utils.io import atomic_write
@@ -61,7 +61,9 @@ def load_round_model(cfg: Config, r: int, device: str | None = None) -> Method:
         method = build_method(rcfg, n_classes)
         path = Path(opts.round0_checkpoint)
         try:
-            state = read_state_dict(path)
+            state = read_state_dict(path)  # weights_only (utils/safe_load.py), like every checkpoint
+        except UnsafeCheckpointError:
+            raise
         except WeightLoadError:  # this toolkit's checkpoint (it also holds RNG states)
             state = load_checkpoint(path)["model"]
         method.load_round0_state(state, str(path))
@@ -94,7 +96,7 @@ def train_sccam(cfg: Config, progress: bool = True) -> dict[str, Any]:
             records["0"] = {"round": 0, "step": 0, "checkpoint": opts.round0_checkpoint}
             continue
         t0 = time.time()
-        if r >= 1 and not (rdir / LABELS_FILE).is_file():
+        if r >= 1 and labels_file(rdir) is None:
             prev = load_round_model(cfg, r - 1)
             ids, feats, parents = extract_features(prev.image_features, train_set, next(prev.parameters()).device,
                                                    progress=progress)  # fmt: skip

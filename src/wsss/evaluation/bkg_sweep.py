@@ -136,7 +136,7 @@ def sweep_run_bkg(
     background levels and (high, low) pairs (the run's own pair added), write the result as JSON
     (default ``RUN/bkg_sweep/<split>.json``); returns the result and the JSON path."""
     from wsss.data import VOCDataset  # lazy: the data package imports image libraries
-    from wsss.utils.io import atomic_write, load_cam
+    from wsss.utils.io import atomic_write, load_cam_of, missing_cam_ids
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
@@ -145,7 +145,7 @@ def sweep_run_bkg(
     cfg = load_config(cfg_path)
     ds = VOCDataset(data_root or cfg.data.root, split)
     cam_dir = run_dir / "cams" / split
-    missing = [i for i in ds.ids if not (cam_dir / f"{i}.npy").is_file()]
+    missing = missing_cam_ids(cam_dir, ds.ids)
     if missing:
         raise MissingFileError(
             f"{cam_dir}: no CAM for {len(missing)} of {len(ds.ids)} images (first: {missing[0]}); "
@@ -156,7 +156,7 @@ def sweep_run_bkg(
     pairs = list(pairs or DEFAULT_PAIRS)
     pairs += [own] if own not in pairs else []
     res = sweep_bkg_threshold(
-        lambda i: load_cam(cam_dir / f"{i}.npy", num_fg), ds, ds.ids, thresholds or DEFAULT_THRESHOLDS,
+        lambda i: load_cam_of(cam_dir, i, num_fg), ds, ds.ids, thresholds or DEFAULT_THRESHOLDS,
         pairs=pairs, progress=progress,
     )  # fmt: skip
     res.update(run=str(run_dir), split=split, config_bkg_thre=cfg.cam.bkg_thre, config_pair=list(own))

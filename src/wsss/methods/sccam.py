@@ -7,7 +7,7 @@ GAP, a bias-free 1x1 ``fc8``; 5.3). Round r >= 1:
    resolution, on every image of the training split (5.4);
 2. per parent class, k-means of the features of the images labelled with it into K sub-categories
    -> the (N, (C-1)*K) sub-category labels (5.4; ``methods/subcategory.py``), written atomically to
-   ``RUN/round_r/subcategory_labels.npy``;
+   ``RUN/round_r/subcategory_labels.npz``;
 3. a **fresh** classifier (re-initialised from ``model.pretrained``, never the previous round's
    weights; 5.1) with two GAP heads, ``fc8_20`` (parents) and ``fc8_200`` (sub-categories), trained
    with ``L = MLSM(x_parent, y_parent) + lambda * MLSM(x_sub, y_sub)`` (5.5); lambda = 5 is
@@ -17,7 +17,7 @@ Run directory (``wsss train`` calls ``wsss.engine.rounds.train_sccam``, the meth
 
     RUN/config.yaml                the config as given (``options.round`` unset = the last round)
     RUN/round_0/                   a normal Trainer run: config.yaml, checkpoints/, metrics.jsonl
-    RUN/round_r/subcategory_labels.npy, RUN/round_r/...   for r = 1..options.rounds
+    RUN/round_r/subcategory_labels.npz, RUN/round_r/...   for r = 1..options.rounds
     RUN/rounds.json                per finished round: iterations, training-time validation,
                                    CAM mIoU on ``options.round_eval_split``, seconds
     RUN/checkpoints/last.pt        the last round's final checkpoint (a hard link or copy), so
@@ -50,7 +50,16 @@ from wsss.methods.subcategory import SubcategoryLabels
 from wsss.models.heads import CAMClassifier
 from wsss.utils.io import DataError
 
-LABELS_FILE = "subcategory_labels.npy"
+LABELS_FILE = "subcategory_labels.npz"
+LEGACY_LABELS_FILE = "subcategory_labels.npy"  # a pickled dict, written before the .npz format
+
+
+def labels_file(round_dir: str | Path) -> Path | None:
+    """The sub-category label file of a round directory (.npz, else a legacy .npy), or None."""
+    for name in (LABELS_FILE, LEGACY_LABELS_FILE):
+        if (Path(round_dir) / name).is_file():
+            return Path(round_dir) / name
+    return None
 
 
 @dataclass
@@ -184,8 +193,9 @@ class SCCAM(Method):
     def on_train_start(self, ctx: TrainContext) -> None:
         if self.sub_classifier is None:
             return
-        path = Path(ctx.run_dir) / LABELS_FILE
-        if not path.is_file():
+        path = labels_file(ctx.run_dir)
+        if path is None:
+            path = Path(ctx.run_dir) / LABELS_FILE
             raise DataError(f"{path}: round {self.round} needs its sub-category labels (written by the round driver)")
         labels = SubcategoryLabels.load(path)
         if labels.k != self.k or labels.assign.shape[1] != self.num_classes - 1:

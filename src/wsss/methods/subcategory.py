@@ -19,11 +19,14 @@ from tqdm import tqdm
 
 from wsss.data import VOCDataset
 from wsss.data.transforms import normalize
-from wsss.utils.io import DataError, save_npy
+from wsss.utils.io import DataError, save_npz
+from wsss.utils.safe_load import read_npy, read_npz
 
 
 @dataclass
 class SubcategoryLabels:
+    """The sub-category labels of a round, ``RUN/round_r/subcategory_labels.npz``."""
+
     ids: list[str]
     parents: np.ndarray  # (N, C-1) float32 multi-hot image labels
     assign: np.ndarray  # (N, C-1) int64: the cluster id in [0, K) of each labelled class, -1 elsewhere
@@ -39,21 +42,25 @@ class SubcategoryLabels:
         return out
 
     def save(self, path: str | Path) -> None:
-        """Atomically, as a pickled dict (ids, parents, assign, labels, k)."""
-        save_npy(
-            path,
-            {"ids": list(self.ids), "parents": self.parents, "assign": self.assign, "labels": self.labels, "k": self.k},
-        )
+        """Atomically, as an .npz of plain arrays (ids, parents, assign, k): no pickle."""
+        save_npz(path, ids=np.asarray(self.ids, dtype=str), parents=self.parents, assign=self.assign,
+                 k=np.asarray(self.k))  # fmt: skip
 
     @classmethod
     def load(cls, path: str | Path) -> SubcategoryLabels:
+        """An .npz written by :meth:`save`, or a legacy pickled ``.npy`` dict (read without running code)."""
         path = Path(path)
+        if path.suffix == ".npy":
+            d = read_npy(path, "sub-category label file")
+            if not isinstance(d, dict):
+                raise DataError(f"{path}: not a sub-category label file (a {type(d).__name__}, not a dict)")
+        else:
+            d = read_npz(path, ("ids", "parents", "assign", "k"), "sub-category label file")
         try:
-            d = np.load(path, allow_pickle=True).item()
-            return cls(list(d["ids"]), np.asarray(d["parents"], np.float32), np.asarray(d["assign"], np.int64),
-                       int(d["k"]))  # fmt: skip
-        except Exception as e:  # noqa: BLE001
-            raise DataError(f"{path}: cannot read sub-category labels ({e})") from e
+            return cls([str(i) for i in d["ids"]], np.asarray(d["parents"], np.float32),
+                       np.asarray(d["assign"], np.int64), int(d["k"]))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{path}: cannot read sub-category labels ({type(e).__name__}: {e})") from e
 
     def as_lookup(self) -> dict[str, np.ndarray]:
         """id -> (C-1)*K label row."""

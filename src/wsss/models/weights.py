@@ -13,17 +13,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from wsss.core.errors import WeightLoadError
+from wsss.core.errors import UnsafeCheckpointError, WeightLoadError
+from wsss.utils.safe_load import load_torch_file
 
 __all__ = ["WeightLoadError", "check_state_dict", "convert_weight_layout", "load_pretrained", "read_state_dict",
            "resolve_weight_path"]  # fmt: skip
-
-
-_NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -35,9 +32,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = load_file(str(path))
     else:
         try:
-            # a wsss run checkpoint also holds numpy RNG states (arrays): allow those, nothing else
-            with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
-                state = torch.load(path, map_location="cpu", weights_only=True)
+            # weights_only, plus the numpy RNG state a wsss run checkpoint holds (utils/safe_load.py)
+            state = load_torch_file(path, "pretrained weight file")
+        except UnsafeCheckpointError:
+            raise
         except Exception as e:  # noqa: BLE001 - any unpickling failure is reported with the file
             raise WeightLoadError(f"{path}: cannot read weights ({e})") from e
     for key in ("state_dict", "model", "model_state"):

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from wsss.utils.io import DataError, atomic_write, read_label_png, voc_palette  # noqa: E402
+from wsss.utils.io import atomic_write, find_cam_file, per_id_path, read_cam, read_label_png, voc_palette  # noqa: E402
 
 # Run-directory folders holding label maps, in pipeline order, with their display names.
 OUTPUTS = (("cam_labels", "CAM seeds"), ("pseudo", "pseudo label"), ("predictions", "segmentation"),
@@ -102,27 +102,18 @@ def save_grid(p: ImagePanels, path: str | Path) -> Path:
     return save_figure(draw_grid(p), path)
 
 
-def load_cam_file(path: Path) -> tuple[list[int], np.ndarray]:
-    """``cams/<split>/<id>.npy`` -> (1-based class ids, (K, H, W) float32)."""
-    try:
-        d = np.load(path, allow_pickle=True).item()
-        return [int(k) for k in d["keys"]], np.asarray(d["cam"], dtype=np.float32)
-    except Exception as e:  # noqa: BLE001
-        raise DataError(f"{path}: cannot read CAM file ({e})") from e
-
-
 def saved_panels(ds: Any, id: str, run_dir: Path, split: str, title: str | None = None) -> ImagePanels:
     """The grid of a dataset image from what a run saved: ``cams/``, ``cam_labels/``, ``pseudo/``,
     ``predictions/`` of ``split`` (those present). ``title`` defaults to the id; "" draws none."""
     gt = ds.load_mask(id) if ds.has_mask(id) else None
     p = ImagePanels(title=id if title is None else title, image=ds.load_image(id), class_names=list(ds.class_names),
                     gt=gt)  # fmt: skip
-    cam_file = run_dir / "cams" / split / f"{id}.npy"
-    if cam_file.is_file():
-        keys, cams = load_cam_file(cam_file)
+    cam_file = find_cam_file(run_dir / "cams" / split, id)
+    if cam_file is not None:
+        keys, cams = read_cam(cam_file)
         p.cams = [(ds.class_names[k], cam) for k, cam in zip(keys, cams)]
     for folder, name in OUTPUTS:
-        f = run_dir / folder / split / f"{id}.png"
+        f = per_id_path(run_dir / folder / split, id, ".png")
         if f.is_file():
             p.labels.append((name, read_label_png(f)))
     return p

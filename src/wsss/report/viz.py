@@ -27,7 +27,7 @@ from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.report.figures import OUTPUTS, ImagePanels, save_grid, saved_panels
 from wsss.runs.run import Run, load_run
-from wsss.utils.io import DataError, read_image
+from wsss.utils.io import DataError, per_id_path, read_image
 
 __all__ = ["guess_classes", "model_panels", "write_viz"]
 
@@ -150,5 +150,5 @@ def write_viz(
         if classes:  # other classes than the saved CAMs hold: recompute them
             base.cams, base.labels = [], [(t, lab) for t, lab in base.labels if t.startswith(_TITLES["predictions"])]
         p = model_panels(run, base.image, labels, title=base.title, gt=base.gt, base=base)
-        written.append((save_grid(p, out / f"{i}.png"), p))
+        written.append((save_grid(p, per_id_path(out, i, ".png")), p))
     return written

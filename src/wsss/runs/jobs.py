@@ -4,8 +4,8 @@ Every command streams over the ids of a split, writes each output atomically, an
 output already exists, so a killed job continues where it stopped. Nothing per-image is written in
 float unless asked (``cams/`` holds float16 CAMs of the labelled classes only).
 
-Layout (interface.md): ``cams/<split>/<id>.npy`` (dict: ``keys`` = 1-based class ids, ``cam`` =
-(K, H, W) float16 in [0, 1]), ``cam_labels/<split>/<id>.png`` (the CAM seed: argmax with
+Layout (interface.md): ``cams/<split>/<id>.npz`` (arrays ``keys`` = 1-based class ids, ``cam`` =
+(K, H, W) float16 in [0, 1]; utils/io.py), ``cam_labels/<split>/<id>.png`` (the CAM seed: argmax with
 ``bkg_thre``), ``pseudo/<split>/<id>.png`` (255 = ignore), ``predictions/<split>/<id>.png``.
 """
 
@@ -29,7 +29,18 @@ from wsss.core.errors import ConfigError, UsageError
 from wsss.data import VOCDataset
 from wsss.methods.sccam import binarise_cam
 from wsss.runs.run import Run, crf_params, load_run, present_classes
-from wsss.utils.io import DataError, load_cam, remove_stale_temps, save_cam, save_label_png, save_npy
+from wsss.utils.io import (
+    DataError,
+    find_cam_file,
+    load_cam,
+    load_cam_of,
+    missing_cam_ids,
+    per_id_path,
+    remove_stale_temps,
+    save_cam,
+    save_label_png,
+    save_npy,
+)
 
 
 def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool) -> list[str]:
@@ -37,7 +48,7 @@ def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool) -> list[s
     remove_stale_temps(out_dir)
     if overwrite:
         return list(ids)
-    return [i for i in ids if not (out_dir / f"{i}{suffix}").is_file()]
+    return [i for i in ids if not per_id_path(out_dir, i, suffix).is_file()]
 
 
 def _dataset(run: Run, root: str | None, split: str) -> VOCDataset:
@@ -53,7 +64,7 @@ def run_cam(
     run: Run, split: str, *, root: str | None = None, overwrite: bool = False, progress: bool = True,
     bkg_thre: float | None = None,
 ) -> Path:  # fmt: skip
-    """Write ``cams/<split>/<id>.npy`` and the CAM seeds ``cam_labels/<split>/<id>.png``.
+    """Write ``cams/<split>/<id>.npz`` and the CAM seeds ``cam_labels/<split>/<id>.png``.
 
     ``bkg_thre``: the seeds' background level (default ``cam.bkg_thre``; ``wsss sweep-bkg`` finds the
     best on a split). Given, every seed is rewritten at that level, from the saved CAM where there is
@@ -66,14 +77,14 @@ def run_cam(
     remove_stale_temps(out)  # the CAM files beside the seeds
     for id in tqdm(todo, desc=f"cam {split}", disable=not progress):
         labels = ds.labels(id)
-        saved = out / f"{id}.npy"
-        if bkg_thre is not None and not overwrite and saved.is_file():
+        saved = find_cam_file(out, id)
+        if bkg_thre is not None and not overwrite and saved is not None:
             cam = load_cam(saved, len(labels))
         else:
             cam = run.cam(ds.load_image(id), labels)
-            save_cam(saved, cam, labels)
+            save_cam(out, id, cam, labels)
         _, seed = cam_to_label(torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], bkg_thre=thre)
-        save_label_png(seeds / f"{id}.png", seed[0].numpy())
+        save_label_png(per_id_path(seeds, id, ".png"), seed[0].numpy())
     return seeds
 
 
@@ -86,10 +97,10 @@ class PseudoJob:
     cams: Path  # RUN/cams/<split>
 
     def cam(self, id: str) -> np.ndarray:
-        return load_cam(self.cams / f"{id}.npy", self.ds.num_classes - 1)
+        return load_cam_of(self.cams, id, self.ds.num_classes - 1)
 
     def require_cams(self, ids: Sequence[str], have: Callable[[str], bool] = lambda id: False) -> None:
-        missing = [i for i in ids if not have(i) and not (self.cams / f"{i}.npy").is_file()]
+        missing = [i for i in missing_cam_ids(self.cams, ids) if not have(i)]
         if missing:
             raise DataError(
                 f"{self.cams}: no CAM for {len(missing)} ids (e.g. {missing[0]}); "
@@ -201,7 +212,7 @@ def _refine_rca(job: PseudoJob, ids: Sequence[str], *, saliency: str | Path | No
     def stored(id: str) -> dict[int, np.ndarray] | None:
         return store.get(id) if store is not None else None
 
-    missing = [i for i in ids if stored(i) is None and not (job.cams / f"{i}.npy").is_file()]
+    missing = [i for i in missing_cam_ids(job.cams, ids) if stored(i) is None]
     if missing:
         raise DataError(
             f"{job.cams}: no CAM for {len(missing)} ids (e.g. {missing[0]}) and no accumulated attention; "
@@ -219,7 +230,7 @@ def _refine_rca(job: PseudoJob, ids: Sequence[str], *, saliency: str | Path | No
             if cam.shape[1:] != size:
                 cam = np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in cam])
             classes, att = fg, minmax01(cam[fg]) if fg else np.zeros((0, *size), dtype=np.float32)
-        sal = read_saliency(sal_dir / f"{id}.png", size) if sal_dir is not None else None
+        sal = read_saliency(per_id_path(sal_dir, id, ".png"), size) if sal_dir is not None else None
         return rca_proxy_label(image, att, classes, ds.num_classes, sal, params)
 
     return refine
@@ -257,7 +268,7 @@ def run_pseudo(
     job = PseudoJob(run, ds, run.dir / "cams" / split)
     label_of = REFINERS[refine](job, todo, affinity_run=affinity_run, saliency=saliency)
     for id in tqdm(todo, desc=f"pseudo {refine} {split}", disable=not progress):
-        save_label_png(out / f"{id}.png", label_of(id, ds.load_image(id), ds.labels(id)))
+        save_label_png(per_id_path(out, id, ".png"), label_of(id, ds.load_image(id), ds.labels(id)))
     return out
 
 
@@ -281,12 +292,12 @@ def run_predict(
     def prob_of(id: str, image: np.ndarray) -> np.ndarray:
         prob = run.seg_prob(image, scales)
         if save_probs:
-            save_npy(probs_dir / f"{id}.npy", prob.astype(np.float16))
+            save_npy(per_id_path(probs_dir, id, ".npy"), prob.astype(np.float16))
         return prob
 
     if not crf:
         for id in todo:
-            save_label_png(out / f"{id}.png", prob_of(id, ds.load_image(id)).argmax(0))
+            save_label_png(per_id_path(out, id, ".png"), prob_of(id, ds.load_image(id)).argmax(0))
             bar.update(1)
         bar.close()
         return out
@@ -299,7 +310,7 @@ def run_predict(
 
     with CRFPool(run.cfg.infer.crf_workers, params=crf_params(run.cfg)) as pool:
         for id, label in pool.imap(items()):
-            save_label_png(out / f"{id}.png", label)
+            save_label_png(per_id_path(out, id, ".png"), label)
             bar.update(1)
     bar.close()
     return out

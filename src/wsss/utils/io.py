@@ -1,4 +1,5 @@
-"""File I/O shared by every stage: atomic writes, images, label PNGs with the VOC palette.
+"""File I/O shared by every stage: atomic writes, images, label PNGs with the VOC palette, per-id
+output paths (checked to stay inside their folder) and the CAM file format.
 
 Every output of the toolkit goes through ``atomic_write`` (write to a temporary name in the same
 directory, then ``os.replace``), so a run killed mid-write never leaves a truncated file behind.
@@ -10,13 +11,14 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from wsss.core.errors import DataError  # noqa: E402,F401  (re-exported: most readers raise it)
+from wsss.utils.safe_load import read_npy, read_npz
 
 
 @contextlib.contextmanager
@@ -127,26 +129,123 @@ def save_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
         im.save(f, format="PNG")
 
 
-def save_npy(path: str | os.PathLike, array: np.ndarray | dict) -> None:
-    """np.save, atomically (dicts are pickled, as the cls_labels.npy format requires)."""
+def save_npy(path: str | os.PathLike, array: np.ndarray | dict, *, pickled_dict: bool = False) -> None:
+    """np.save, atomically. Plain arrays only, unless ``pickled_dict``: the PSA / ToCo cls_labels.npy
+    format is a pickled dict, written so for the other codes that read it (we read it back with
+    ``safe_load.read_npy``); every other output of the toolkit is pickle-free."""
+    if isinstance(array, dict) != pickled_dict:
+        raise TypeError(f"{path}: save_npy writes a dict only with pickled_dict=True (got {type(array).__name__})")
     with atomic_write(path) as f:
-        np.save(f, array, allow_pickle=isinstance(array, dict))
+        np.save(f, array, allow_pickle=pickled_dict)
 
 
-def save_cam(path: str | os.PathLike, cam: np.ndarray, labels: np.ndarray) -> None:
-    """The CAM file format (interface.md): a dict with ``keys`` (1-based ids of the labelled classes)
-    and ``cam`` ((K, H, W) float16 in [0, 1]), the rows of ``cam`` (C-1, H, W) that ``labels`` marks."""
-    keys = np.flatnonzero(labels > 0.5)
-    save_npy(path, {"keys": keys + 1, "cam": cam[keys].astype(np.float16)})
+def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Named arrays as an uncompressed .npz (no pickle: object arrays are refused), atomically."""
+    for name, a in arrays.items():
+        if np.asarray(a).dtype.hasobject:
+            raise TypeError(f"{path}: array {name!r} holds Python objects; save_npz writes plain arrays only")
+    with atomic_write(path) as f:
+        np.savez(f, allow_pickle=False, **arrays)
+
+
+def id_problem(id: str) -> str | None:
+    """Why ``id`` cannot name a file inside an output folder, or None if it can: ids become file names
+    (``predictions/<split>/<id>.png``), so no path separator, no ``.``/``..``, nothing absolute."""
+    if not id:
+        return "the id is empty"
+    if "/" in id or "\\" in id:
+        return "it contains a path separator"
+    if id in (".", ".."):
+        return f"it is {id!r}"
+    if "\x00" in id:
+        return "it contains a NUL character"
+    return None
+
+
+def per_id_path(folder: str | os.PathLike, id: str, suffix: str) -> Path:
+    """``folder/<id><suffix>``, checked to stay inside ``folder``: every writer of per-id outputs
+    builds its paths here, so an id from a stranger's split list cannot write elsewhere (DataError)."""
+    problem = id_problem(str(id))
+    folder = Path(folder)
+    path = folder / f"{id}{suffix}"
+    if problem is None and os.path.commonpath([os.path.abspath(folder), os.path.abspath(path)]) != os.path.abspath(
+        folder
+    ):
+        problem = "it leads outside the folder"
+    if problem is not None:
+        raise DataError(f"{path}: refused to write for id {id!r}: {problem}")
+    return path
+
+
+# ---- the CAM file format (interface.md) -----------------------------------------------------------
+# ``cams/<split>/<id>.npz``: arrays ``keys`` (1-based ids of the image's labelled classes, int64) and
+# ``cam`` ((K, H, W) float16 in [0, 1], one map per key). No pickle: a CAM folder copied from elsewhere
+# is read with ``allow_pickle=False``. CAM files of earlier versions (``<id>.npy``, a pickled dict with
+# the same two entries) still read, through the restricted reader of utils/safe_load.py.
+
+CAM_SUFFIX = ".npz"
+LEGACY_CAM_SUFFIX = ".npy"  # pickled dict, written before the .npz format
+
+
+def find_cam_file(folder: str | os.PathLike, id: str) -> Path | None:
+    """``folder/<id>.npz``, else a legacy ``folder/<id>.npy``, else None."""
+    for suffix in (CAM_SUFFIX, LEGACY_CAM_SUFFIX):
+        path = per_id_path(folder, id, suffix)
+        if path.is_file():
+            return path
+    return None
+
+
+def missing_cam_ids(folder: str | os.PathLike, ids: Iterable[str]) -> list[str]:
+    """The ids of ``ids`` with no CAM file in ``folder``."""
+    return [i for i in ids if find_cam_file(folder, i) is None]
+
+
+def save_cam(folder: str | os.PathLike, id: str, cam: np.ndarray, labels: np.ndarray) -> Path:
+    """Write ``folder/<id>.npz`` atomically: the rows of ``cam`` ((C-1, H, W)) that ``labels`` marks,
+    as float16, with their 1-based class ids. A legacy ``<id>.npy`` beside it is removed."""
+    keys = np.flatnonzero(np.asarray(labels) > 0.5)
+    path = per_id_path(folder, id, CAM_SUFFIX)
+    save_npz(path, keys=(keys + 1).astype(np.int64), cam=np.asarray(cam)[keys].astype(np.float16))
+    legacy = path.with_suffix(LEGACY_CAM_SUFFIX)
+    if legacy.is_file():  # the new file wins; an old one beside it would only mislead
+        legacy.unlink()
+    return path
+
+
+def read_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """A CAM file (.npz, or legacy .npy) -> (1-based class ids (K,) int64, (K, H, W) float32).
+    DataError naming the file if unreadable, malformed, or (legacy) asking to run code."""
+    path = Path(path)
+    if path.suffix == LEGACY_CAM_SUFFIX:
+        d = read_npy(path, "CAM file")
+        if not isinstance(d, dict) or not {"keys", "cam"} <= set(d):
+            raise DataError(f"{path}: not a CAM file (expected a dict with 'keys' and 'cam')")
+    else:
+        d = read_npz(path, ("keys", "cam"), "CAM file")
+    try:
+        keys = np.asarray(d["keys"]).astype(np.int64).reshape(-1)
+        cam = np.asarray(d["cam"], dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{path}: not a CAM file ({e})") from e
+    if cam.ndim != 3 or cam.shape[0] != keys.shape[0]:
+        raise DataError(f"{path}: CAM of shape {cam.shape} does not fit its {keys.shape[0]} class ids")
+    return keys, cam
 
 
 def load_cam(path: str | os.PathLike, num_fg: int) -> np.ndarray:
     """A saved CAM file -> (C-1, H, W) float32 with zeros for the absent classes."""
-    try:
-        d = np.load(path, allow_pickle=True).item()
-        keys, cam = np.asarray(d["keys"]), np.asarray(d["cam"], dtype=np.float32)
-    except Exception as e:  # noqa: BLE001
-        raise DataError(f"{path}: cannot read CAM file ({e})") from e
+    keys, cam = read_cam(path)
+    if keys.size and (keys.min() < 1 or keys.max() > num_fg):
+        raise DataError(f"{path}: class ids {keys.tolist()} outside 1..{num_fg}")
     full = np.zeros((num_fg, *cam.shape[1:]), dtype=np.float32)
     full[keys - 1] = cam
     return full
+
+
+def load_cam_of(folder: str | os.PathLike, id: str, num_fg: int) -> np.ndarray:
+    """The saved CAM of ``id`` in ``folder`` (see :func:`load_cam`); DataError if there is none."""
+    path = find_cam_file(folder, id)
+    if path is None:
+        raise DataError(f"{per_id_path(folder, id, CAM_SUFFIX)}: no CAM file for id {id!r}")
+    return load_cam(path, num_fg)

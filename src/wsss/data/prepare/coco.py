@@ -38,7 +38,7 @@ import numpy as np
 from wsss.data.classes import write_classes
 from wsss.data.prepare import PrepareSummary, default_workers, first, parallel_map, place_image, write_split
 from wsss.data.voc import labels_from_mask, write_cls_labels
-from wsss.utils.io import DataError, read_label_png, save_label_png
+from wsss.utils.io import DataError, id_problem, per_id_path, read_label_png, save_label_png
 
 #: Official COCO 2014 counts: all images, and images with at least one annotation (methods.md 1.2).
 OFFICIAL_IMAGES = {"train": 82783, "val": 40504}
@@ -164,6 +164,9 @@ def prepare_coco(
             anns = by_image.get(int(im["id"]))
             if not anns:
                 continue
+            problem = id_problem(str(im["file_name"]))
+            if problem is not None:  # the file name becomes the id and output names: a plain name only
+                raise DataError(f"{json_path}: image {im['id']} has file_name {im['file_name']!r} ({problem})")
             id = Path(im["file_name"]).stem
             src = image_dir / im["file_name"]
             if images != "none" and not src.is_file():
@@ -171,7 +174,7 @@ def prepare_coco(
                 continue
             ids.append(id)
             srcs.append(src)
-            mask_path = str(out / "SegmentationClass" / f"{id}.png")
+            mask_path = str(per_id_path(out / "SegmentationClass", id, ".png"))
             jobs.append((id, int(im["height"]), int(im["width"]), anns, mask_path, len(names)))
         if no_file:
             raise DataError(f"{image_dir}: {len(no_file)} annotated images are missing: {first(no_file)}")
@@ -183,7 +186,7 @@ def prepare_coco(
             from tqdm import tqdm
 
             for src in tqdm(srcs, desc=f"images {split}", unit="img", disable=not progress, dynamic_ncols=True):
-                placed += place_image(src, out / "JPEGImages" / f"{src.stem}{src.suffix.lower()}", images)
+                placed += place_image(src, per_id_path(out / "JPEGImages", src.stem, src.suffix.lower()), images)
         write_split(out, split, ids)
         n_images = len({j[0] for j in jobs})
         summary.counts[f"{split}_annotated_images"] = n_images

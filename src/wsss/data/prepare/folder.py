@@ -36,7 +36,7 @@ from wsss.core.errors import UsageError
 from wsss.data.classes import parse_classes, write_classes
 from wsss.data.prepare import PrepareSummary, first, place_image, write_split
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
-from wsss.utils.io import DataError, read_label_png, save_label_png
+from wsss.utils.io import DataError, per_id_path, read_label_png, save_label_png
 
 
 def _unknown(name: str, names: list[str], where: str) -> DataError:
@@ -181,7 +181,7 @@ def prepare_folder(
                 raise DataError(
                     f"{src}: mask is {mask.shape[1]}x{mask.shape[0]}, image {files[id]} is {size[1]}x{size[0]}"
                 )
-            dst = out / "SegmentationClass" / f"{id}.png"
+            dst = per_id_path(out / "SegmentationClass", id, ".png")
             if not dst.is_file():
                 save_label_png(dst, mask)
             with_mask.add(id)
@@ -190,7 +190,7 @@ def prepare_folder(
     placed = 0
     for id in sorted(entries):
         src = files[id]
-        placed += place_image(src, out / "JPEGImages" / f"{id}{src.suffix}", image_mode)
+        placed += place_image(src, per_id_path(out / "JPEGImages", id, src.suffix), image_mode)
 
     ids = sorted(entries)
     pool = sorted(with_mask) if with_mask else ids

@@ -42,8 +42,8 @@ from wsss.data.prepare import (
     place_image,
     write_split,
 )
-from wsss.data.voc import labels_from_mask, write_cls_labels
-from wsss.utils.io import DataError, read_label_png, save_label_png
+from wsss.data.voc import labels_from_mask, parse_split, write_cls_labels
+from wsss.utils.io import DataError, per_id_path, read_label_png, save_label_png
 
 #: Counts of the official releases (methods.md 1.1); checked when the inputs are the full releases.
 OFFICIAL_COUNTS = {"voc_train": 1464, "voc_val": 1449, "sbd_train": 8498, "sbd_val": 2857}
@@ -76,7 +76,10 @@ def find_sbd_root(path: str | os.PathLike) -> Path:
 def _read_list(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
-    return [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids, unsafe = parse_split(path)  # ids become output file names: refused if they could leave the folder
+    if unsafe:
+        raise DataError(unsafe[0] + (f" (and {len(unsafe) - 1} more)" if len(unsafe) > 1 else ""))
+    return ids
 
 
 def read_sbd_mat(path: Path) -> np.ndarray:
@@ -199,9 +202,9 @@ def prepare_voc(
         voc_mask = voc_root / "SegmentationClass" / f"{id}.png"
         sbd_mat = sbd_root / "cls" / f"{id}.mat" if sbd_root else None
         if voc_mask.is_file():
-            jobs.append((id, "voc", str(voc_mask), str(out / AUG_DIR / f"{id}.png")))
+            jobs.append((id, "voc", str(voc_mask), str(per_id_path(out / AUG_DIR, id, ".png"))))
         elif sbd_mat is not None and sbd_mat.is_file():
-            jobs.append((id, "sbd", str(sbd_mat), str(out / AUG_DIR / f"{id}.png")))
+            jobs.append((id, "sbd", str(sbd_mat), str(per_id_path(out / AUG_DIR, id, ".png"))))
         else:
             missing.append(id)
     if missing:
@@ -229,7 +232,7 @@ def prepare_voc(
         from tqdm import tqdm
 
         for id in tqdm(image_ids, desc="JPEGImages", unit="img", disable=not progress, dynamic_ncols=True):
-            placed += place_image(sources[id], out / "JPEGImages" / f"{id}.jpg", images)
+            placed += place_image(sources[id], per_id_path(out / "JPEGImages", id, ".jpg"), images)
 
     # Image-level labels for train_aug + val (the PSA / ToCo cls_labels.npy keys).
     label_ids = sorted(set(train_aug) | val_set)
