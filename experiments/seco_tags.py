@@ -28,7 +28,7 @@ from wsss.cam import cam_to_roi_mask
 from wsss.cam.decompose import assign_tags, sample_patch_positions
 from wsss.core.config import load_config
 from wsss.data.voc import VOCDataset
-from wsss.utils.io import load_cam, read_label_png
+from wsss.utils.io import load_cam_of, read_label_png
 
 
 def _kind(tag: int) -> str:
@@ -44,9 +44,9 @@ def tag_stats(run: Path, data: Path, patches: int, size: int, min_share: float, 
     g = torch.Generator().manual_seed(seed)
     area = float(size * size)
     tags, context_tags = Counter(), Counter()  # patches by kind; context patches by how they are tagged
-    for id in sorted(p.stem for p in (run / "cams" / "train").glob("*.npy")):
+    for id in sorted({p.stem for p in (run / "cams" / "train").glob("*.np[yz]")}):
         labels = torch.from_numpy(np.asarray(ds.labels(id), dtype=np.float32))[None]
-        cam = torch.from_numpy(load_cam(run / "cams" / "train" / f"{id}.npy", labels.shape[1]))[None]
+        cam = torch.from_numpy(load_cam_of(run / "cams" / "train", id, labels.shape[1]))[None]
         gt = ds.load_mask(id)
         ctx = read_label_png(data / "SegmentationContext" / f"{id}.png")
         roi = cam_to_roi_mask(cam, labels, ignore_mid=True, bkg_thre=c.bkg_thre, high_thre=c.high_thre,

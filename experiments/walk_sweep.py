@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from wsss.cam.affinity import background_cam, dense_affinity, transition_matrix
 from wsss.data.transforms import normalize
 from wsss.runs.run import load_run
-from wsss.utils.io import load_cam
+from wsss.utils.io import load_cam_of
 
 
 def miou(conf: np.ndarray) -> float:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     for id in ds.ids[: a.images]:
         image, gt = ds.load_image(id), ds.load_mask(id).astype(np.int64)
         h, w = gt.shape
-        cam = torch.from_numpy(load_cam(Path(a.cam_run) / "cams" / a.split / f"{id}.npy", c - 1))
+        cam = torch.from_numpy(load_cam_of(Path(a.cam_run) / "cams" / a.split, id, c - 1))
         cam = cam * torch.as_tensor(ds.labels(id) > 0.5, dtype=cam.dtype).view(-1, 1, 1)
         scores: dict[tuple, torch.Tensor] = {keys[0]: torch.cat([torch.full((1, h, w), cam_run.cfg.cam.bkg_thre), cam])}
         for s in a.scales:

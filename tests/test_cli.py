@@ -43,8 +43,9 @@ def test_pipeline_end_to_end(synth_root, tmp_path, capsys):
             label = read_label_png(run / folder / "val" / f"{i}.png")
             assert label.shape == (64, 64)
             assert set(np.unique(label)) <= set(range(7)) | {255}
-    cam = np.load(run / "cams/val" / f"{ids[0]}.npy", allow_pickle=True).item()
-    assert cam["cam"].dtype == np.float16 and cam["cam"].shape[1:] == (64, 64)
+    with np.load(run / "cams/val" / f"{ids[0]}.npz", allow_pickle=False) as cam:  # pickle-free
+        assert cam["cam"].dtype == np.float16 and cam["cam"].shape[1:] == (64, 64)
+        assert cam["keys"].dtype == np.int64 and len(cam["keys"]) == len(cam["cam"])
 
     capsys.readouterr()
     out_json = tmp_path / "seg.json"
@@ -127,7 +128,7 @@ def check_bkg_sweep(run, synth_root):
     for t, miou in zip(res["thresholds"], res["miou"]):
         assert main(["cam", str(run), "--split", "val", "--bkg-thre", str(t), "--quiet"]) == 0
         i = ds.ids[0]
-        cam = load_cam(run / "cams/val" / f"{i}.npy", ds.num_classes - 1)
+        cam = load_cam(run / "cams/val" / f"{i}.npz", ds.num_classes - 1)
         _, want = cam_to_label(torch.from_numpy(cam)[None], torch.from_numpy(ds.labels(i))[None], bkg_thre=t)
         np.testing.assert_array_equal(read_label_png(run / "cam_labels/val" / f"{i}.png"), want[0].numpy())
         out = run / f"eval_{t}.json"

@@ -9,6 +9,7 @@ from PIL import Image
 
 from conftest import REPO
 from experiments import seco_tags
+from wsss.utils.io import save_cam
 
 
 def fake_run(tmp_path, synth_root, with_context: bool):
@@ -23,13 +24,14 @@ def fake_run(tmp_path, synth_root, with_context: bool):
         gt = np.array(Image.open(synth_root / "SegmentationClass" / f"{name}.png"))
         ctx = np.array(Image.open(synth_root / "SegmentationContext" / f"{name}.png"))
         keys = sorted(meta["classes"].index(o) for o in set(meta["images"][name]["objects"]))
-        cams = []
+        cam = np.zeros((len(meta["classes"]) - 1, *gt.shape), dtype=np.float32)
+        labels = np.zeros(len(meta["classes"]) - 1, dtype=np.float32)
         for k in keys:
             m = gt == k
             if with_context:
                 m |= np.isin(ctx, [cid for cid, c in owner.items() if c == k]) & (gt == 0)
-            cams.append(m.astype(np.float16))
-        np.save(run / "cams" / "train" / f"{name}.npy", {"keys": np.array(keys), "cam": np.stack(cams)})
+            cam[k - 1], labels[k - 1] = m, 1.0
+        save_cam(run / "cams" / "train", name, cam, labels)
     return run
 
 

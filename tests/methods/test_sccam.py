@@ -81,14 +81,14 @@ def test_subcategory_labels_from_clear_clusters():
 
 def test_subcategory_labels_roundtrip(tmp_path):
     res = SubcategoryLabels(["a", "b"], np.eye(2, dtype=np.float32), np.array([[1, -1], [-1, 0]]), k=2)
-    res.save(tmp_path / "l.npy")
-    back = SubcategoryLabels.load(tmp_path / "l.npy")
+    res.save(tmp_path / "l.npz")
+    back = SubcategoryLabels.load(tmp_path / "l.npz")
     assert back.ids == ["a", "b"] and back.k == 2
     np.testing.assert_array_equal(back.labels, [[0, 1, 0, 0], [0, 0, 1, 0]])
     np.testing.assert_array_equal(back.as_lookup()["b"], [0, 0, 1, 0])
-    (tmp_path / "bad.npy").write_bytes(b"junk")
-    with pytest.raises(Exception, match="bad.npy"):
-        SubcategoryLabels.load(tmp_path / "bad.npy")
+    (tmp_path / "bad.npz").write_bytes(b"junk")
+    with pytest.raises(Exception, match="bad.npz"):
+        SubcategoryLabels.load(tmp_path / "bad.npz")
     assert kmeans_labels(np.zeros((2, 4)), 5, 0).tolist() == [0, 1]
 
 
@@ -249,7 +249,7 @@ def test_rounds_reinitialise_and_resume_between_rounds(synth_root, tmp_path, mon
         torch.testing.assert_close(starts[0][1][k], v)
         torch.testing.assert_close(starts[1][1][k], v)
     assert any(not torch.equal(starts[1][1][k], r0_final[f"backbone.{k}"]) for k in init.state_dict())
-    labels = SubcategoryLabels.load(run / "round_1" / "subcategory_labels.npy")
+    labels = SubcategoryLabels.load(run / "round_1" / "subcategory_labels.npz")
     assert labels.k == 3 and len(labels.ids) == 24
     # the top-level run holds the last round's final checkpoint
     assert (run / "checkpoints" / "last.pt").is_file() and (run / "config.yaml").is_file()
@@ -279,7 +279,7 @@ def test_resume_within_a_round(synth_root, tmp_path, monkeypatch):
     monkeypatch.setattr(SCCAM, "after_step", killer)
     with pytest.raises(Stop):
         train_sccam(cfg, progress=False)
-    labels = tmp_path / "run" / "round_1" / "subcategory_labels.npy"
+    labels = tmp_path / "run" / "round_1" / "subcategory_labels.npz"
     mtime = labels.stat().st_mtime_ns
     calls.clear()
     kill[0] = False

@@ -9,10 +9,10 @@ from PIL import Image
 from conftest import REPO, tiny_overrides
 from wsss.cli import main
 from wsss.data import VOCDataset
-from wsss.report.figures import ImagePanels, draw_grid, load_cam_file
+from wsss.report.figures import ImagePanels, draw_grid
 from wsss.report.viz import guess_classes, write_viz
 from wsss.runs.run import load_run
-from wsss.utils.io import read_label_png
+from wsss.utils.io import read_cam, read_label_png
 
 
 @pytest.fixture(scope="module")
@@ -28,20 +28,20 @@ def run_dir(synth_root, tmp_path_factory):
 def test_ids_use_saved_outputs_and_the_model_computes_the_same_where_missing(run_dir, synth_root, tmp_path):
     ds = VOCDataset(synth_root, "val")
     a, b = ds.ids[0], ds.ids[1]
-    saved_keys, saved_cam = load_cam_file(run_dir / "cams/val" / f"{b}.npy")
+    saved_keys, saved_cam = read_cam(run_dir / "cams/val" / f"{b}.npz")
     saved_seed = read_label_png(run_dir / "cam_labels/val" / f"{b}.png")
     saved_pseudo = read_label_png(run_dir / "pseudo/val" / f"{b}.png")
-    for folder, suffix in (("cams", ".npy"), ("cam_labels", ".png"), ("pseudo", ".png")):
+    for folder, suffix in (("cams", ".npz"), ("cam_labels", ".png"), ("pseudo", ".png")):
         (run_dir / folder / "val" / f"{b}{suffix}").rename(tmp_path / f"{folder}{suffix}")  # b: nothing saved
     try:
         written = dict((p.name, panels) for p, panels in write_viz(run_dir, ids=[a, b], out=tmp_path / "viz"))
     finally:
-        for folder, suffix in (("cams", ".npy"), ("cam_labels", ".png"), ("pseudo", ".png")):
+        for folder, suffix in (("cams", ".npz"), ("cam_labels", ".png"), ("pseudo", ".png")):
             (tmp_path / f"{folder}{suffix}").rename(run_dir / folder / "val" / f"{b}{suffix}")
     assert set(written) == {f"{a}.png", f"{b}.png"} and all((tmp_path / "viz" / n).is_file() for n in written)
 
     pa = written[f"{a}.png"]  # shown from the saved files, as the report shows them
-    keys, cam = load_cam_file(run_dir / "cams/val" / f"{a}.npy")
+    keys, cam = read_cam(run_dir / "cams/val" / f"{a}.npz")
     assert [n for n, _ in pa.cams] == [ds.class_names[k] for k in keys]
     assert np.array_equal(pa.cams[0][1], cam[0])
     assert np.array_equal(dict(pa.labels)["pseudo label"], read_label_png(run_dir / "pseudo/val" / f"{a}.png"))

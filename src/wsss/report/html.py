@@ -25,6 +25,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import yaml
@@ -41,7 +42,7 @@ from wsss.report.figures import (
     saved_panels,
     training_curves,
 )
-from wsss.utils.io import atomic_write, read_label_png
+from wsss.utils.io import atomic_write, per_id_path, read_label_png
 
 __all__ = ["colorize", "read_metrics", "write_report"]
 
@@ -80,6 +81,17 @@ def run_metrics(run: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _e(value: Any) -> str:
+    """Text or attribute value for the page: every string from data, config or logs goes through here
+    (class names, ids, config values, metric names), so a crafted one is shown, never run."""
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: Any, fmt: str) -> str:
+    """A number of metrics.jsonl formatted with ``fmt``; anything else is shown escaped as it is."""
+    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else _e(value)
+
+
 def _pct(x: float | None) -> str:
     return "" if x is None or not np.isfinite(x) else f"{100 * x:.2f}"
 
@@ -87,7 +99,7 @@ def _pct(x: float | None) -> str:
 def _cell(value: float | None, output: str, metric: str, scale: float = 100.0) -> str:
     """A table cell holding a number with its machine-readable name."""
     text = "" if value is None or not np.isfinite(value) else f"{scale * value:.2f}"
-    return f'<td data-output="{html.escape(output)}" data-metric="{html.escape(metric)}">{text}</td>'
+    return f'<td data-output="{_e(output)}" data-metric="{_e(metric)}">{text}</td>'
 
 
 def _summary_table(results: dict[str, tuple[str, EvalResult]]) -> str:
@@ -97,7 +109,7 @@ def _summary_table(results: dict[str, tuple[str, EvalResult]]) -> str:
     for folder, (title, r) in results.items():
         s = r.scores
         rows.append(
-            f"<tr><td>{html.escape(title)}</td><td>{folder}/</td>"
+            f"<tr><td>{_e(title)}</td><td>{_e(folder)}/</td>"
             + _cell(r.miou, folder, "miou")
             + _cell(s.get("pseudo_miou") if r.pseudo else None, folder, "pseudo_miou")
             + _cell(s["pAcc"], folder, "pAcc")
@@ -110,7 +122,7 @@ def _summary_table(results: dict[str, tuple[str, EvalResult]]) -> str:
 
 def _per_class_table(results: dict[str, tuple[str, EvalResult]]) -> str:
     first = next(iter(results.values()))[1]
-    head = "<tr><th rowspan=2>class</th>" + "".join(f"<th colspan=2>{html.escape(t)}</th>" for t, _ in results.values())
+    head = "<tr><th rowspan=2>class</th>" + "".join(f"<th colspan=2>{_e(t)}</th>" for t, _ in results.values())
     head += "</tr><tr>" + "<th>IoU</th><th>FAR</th>" * len(results) + "</tr>"
     rows = []
     for c, name in enumerate(first.class_names):
@@ -118,7 +130,7 @@ def _per_class_table(results: dict[str, tuple[str, EvalResult]]) -> str:
             _cell(r.per_class[c]["iou"], folder, f"iou/{name}") + _cell(r.per_class[c]["far"], folder, f"far/{name}")
             for folder, (_, r) in results.items()
         )
-        rows.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
+        rows.append(f"<tr><td>{_e(name)}</td>{cells}</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -131,31 +143,32 @@ def _pairs_text(results: dict[str, tuple[str, EvalResult]], top: int = 5) -> str
             for p in pairs[:top]
             if p["share"] > 0
         ] or ["(no confusion between co-occurring classes)"]
-        out.append(f"<p><b>{html.escape(title)}</b></p><pre>{html.escape(chr(10).join(lines))}</pre>")
+        out.append(f"<p><b>{_e(title)}</b></p><pre>{_e(chr(10).join(lines))}</pre>")
     return "".join(out)
 
 
 def _training_section(metrics: list[dict[str, Any]], curves: list[str], run: Path) -> str:
     if not metrics:
         return "<p class=note>no metrics.jsonl in this run</p>"
-    parts = [f'<img src="{c}" alt="{c}">' for c in curves]
+    parts = [f'<img src="{_e(quote(c))}" alt="{_e(c)}">' for c in curves]
     train = [m for m in metrics if "loss/loss" in m]
     if train:
         last = train[-1]
         cells = "".join(
-            f'<tr><td>{html.escape(k)}</td><td data-output="train" data-metric="{html.escape(k)}" '
-            f'data-step="{last["step"]}">{last[k]:.4g}</td></tr>'
+            f'<tr><td>{_e(k)}</td><td data-output="train" data-metric="{_e(k)}" '
+            f'data-step="{_e(last["step"])}">{_num(last[k], ".4g")}</td></tr>'
             for k in sorted(k for k in last if k.startswith("loss/") or k in ("lr", "sec_per_iter"))
         )
-        parts.append(f"<h3>Last training log (iteration {last['step']})</h3><table>{cells}</table>")
+        parts.append(f"<h3>Last training log (iteration {_e(last['step'])})</h3><table>{cells}</table>")
     val = [m for m in metrics if "val" in m]
     if val:
         keys = sorted({k for m in val for k in m["val"] if k.endswith("miou")})
-        head = "<tr><th>iteration</th>" + "".join(f"<th>{k}</th>" for k in keys) + "</tr>"
+        head = "<tr><th>iteration</th>" + "".join(f"<th>{_e(k)}</th>" for k in keys) + "</tr>"
         rows = "".join(
-            f"<tr><td>{m['step']}</td>"
+            f"<tr><td>{_e(m['step'])}</td>"
             + "".join(
-                f'<td data-output="val" data-metric="{k}" data-step="{m["step"]}">{m["val"][k]:.2f}</td>'
+                f'<td data-output="val" data-metric="{_e(k)}" data-step="{_e(m["step"])}">'
+                f"{_num(m['val'][k], '.2f')}</td>"
                 if k in m["val"]
                 else "<td></td>"
                 for k in keys
@@ -165,9 +178,7 @@ def _training_section(metrics: list[dict[str, Any]], curves: list[str], run: Pat
         )
         parts.append(f"<h3>Training-time validation (mIoU %, metrics.jsonl)</h3><table>{head}{rows}</table>")
     if (run / "tensorboard").is_dir():
-        parts.append(
-            f"<p class=note>TensorBoard: <code>tensorboard --logdir {html.escape(str(run))}/tensorboard</code></p>"
-        )
+        parts.append(f"<p class=note>TensorBoard: <code>tensorboard --logdir {_e(str(run))}/tensorboard</code></p>")
     return "".join(parts)
 
 
@@ -197,7 +208,7 @@ def write_report(
     results: dict[str, tuple[str, EvalResult]] = {}
     for folder, title in OUTPUTS:
         pred_dir = run / folder / split
-        if has_gt and pred_dir.is_dir() and all((pred_dir / f"{i}.png").is_file() for i in ds.ids):
+        if has_gt and pred_dir.is_dir() and all(per_id_path(pred_dir, i, ".png").is_file() for i in ds.ids):
             results[folder] = (title, evaluate(pred_dir, ds.root, split, dataset=ds, pseudo=folder == "pseudo"))
 
     ids = list(ds.ids)
@@ -205,13 +216,13 @@ def write_report(
     per_image: dict[str, float] = {}
     if rank_folder is not None:
         for i in ids:
-            pred = read_label_png(run / rank_folder / split / f"{i}.png")
+            pred = read_label_png(per_id_path(run / rank_folder / split, i, ".png"))
             per_image[i] = _image_miou(ds.load_mask(i), pred, ds.num_classes)
         ids.sort(key=lambda i: (np.nan_to_num(per_image[i], nan=np.inf), i))
     grids = []
     for i in ids[:max_images]:
         caption = i if i not in per_image else f"{i}: {results[rank_folder][0]} mIoU {100 * per_image[i]:.1f}"
-        path = save_grid(saved_panels(ds, i, run, split, title=""), out / "images" / f"grid_{i}.png")
+        path = save_grid(saved_panels(ds, i, run, split, title=""), per_id_path(out / "images", f"grid_{i}", ".png"))
         grids.append((f"images/{path.name}", i, caption))
     keep = {Path(g).name for g, _, _ in grids}
     for stale in (out / "images").glob("grid_*.png"):  # grids of an earlier report that are not shown now
@@ -225,32 +236,28 @@ def write_report(
         "counted as background; '255 excluded': the official pseudo-label convention. FAR: ground-truth "
         "background pixels predicted as the image's class. Same evaluator as <code>wsss eval</code>.</p>"
         if results
-        else f"<p class=note>no complete output on split {html.escape(split)} yet: run `wsss cam`, `wsss pseudo`, "
+        else f"<p class=note>no complete output on split {_e(split)} yet: run `wsss cam`, `wsss pseudo`, "
         "`wsss predict` with this split</p>"
     )
     per_class_html = _per_class_table(results) if results else "<p class=note>no outputs to score</p>"
     cooc_html = (
-        (f'<img src="{chart.name}" alt="co-occurrence diagnostics">' if chart else "") + _pairs_text(results)
+        (f'<img src="{_e(quote(chart.name))}" alt="co-occurrence diagnostics">' if chart else "") + _pairs_text(results)
         if results
         else "<p class=note>no outputs to diagnose</p>"
     )
     figures = "".join(
-        f'<figure><figcaption>{html.escape(c)}</figcaption><img src="{g}" alt="{html.escape(i)}"></figure>'
+        f'<figure><figcaption>{_e(c)}</figcaption><img src="{_e(quote(g))}" alt="{_e(i)}"></figure>'
         for g, i, c in grids
     )
-    order = (
-        f"worst first by per-image mIoU of the {html.escape(results[rank_folder][0])}"
-        if rank_folder
-        else "in split order"
-    )
+    order = f"worst first by per-image mIoU of the {_e(results[rank_folder][0])}" if rank_folder else "in split order"
     title = f"wsss report: {run.name}"
     config_text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
 <style>{_CSS}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p>run <code>{html.escape(str(run))}</code>; method <b>{html.escape(str(cfg.get("method")))}</b>, backbone
-{html.escape(str(cfg["model"]["backbone"]))}; split <b>{html.escape(split)}</b> of
-<code>{html.escape(str(ds.root))}</code> ({len(ds)} images); written {datetime.now():%Y-%m-%d %H:%M}</p>
+<h1>{_e(title)}</h1>
+<p>run <code>{_e(str(run))}</code>; method <b>{_e(str(cfg.get("method")))}</b>, backbone
+{_e(str(cfg["model"]["backbone"]))}; split <b>{_e(split)}</b> of
+<code>{_e(str(ds.root))}</code> ({len(ds)} images); written {datetime.now():%Y-%m-%d %H:%M}</p>
 <nav><a href="#summary">summary</a><a href="#images">images</a><a href="#per-class">per class</a>
 <a href="#cooccurrence">co-occurrence</a><a href="#training">training</a><a href="#config">config</a></nav>
 <h2 id="summary">Summary (%)</h2>{summary_html}
@@ -260,7 +267,7 @@ palette; the light grey-yellow of "ignore / undecided" is a pixel a pseudo label
 <h2 id="per-class">Per class (%)</h2>{per_class_html}
 <h2 id="cooccurrence">Co-occurrence diagnostics</h2>{cooc_html}
 <h2 id="training">Training</h2>{_training_section(metrics, curves, run)}
-<h2 id="config">Config (config.yaml)</h2><pre>{html.escape(config_text)}</pre>
+<h2 id="config">Config (config.yaml)</h2><pre>{_e(config_text)}</pre>
 </body></html>"""
     with atomic_write(out / "index.html", "w") as f:
         f.write(page)

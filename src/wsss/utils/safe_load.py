@@ -9,7 +9,8 @@ or ``wsss predict``. Everything the toolkit reads goes through one of two reader
   :class:`NpyUnpickler`, which builds only numpy arrays, dtypes and scalars (under numpy 2's
   ``numpy._core`` and numpy 1's ``numpy.core`` module paths) and refuses any other global.
 - :func:`load_torch_file`: ``torch.load(weights_only=True)`` with exactly the extra numpy types that
-  a wsss checkpoint holds (the numpy RNG state, a uint32 array), allowed for that call only.
+  a wsss checkpoint holds (uint32 and uint8 numpy arrays: RNG states, RCA's attention), allowed for
+  that call only.
 """
 
 from __future__ import annotations
@@ -98,14 +99,17 @@ def read_npz(path: str | os.PathLike, names: tuple[str, ...], what: str = "array
 
 
 def checkpoint_safe_globals() -> list[Any]:
-    """The extra types ``torch.load(weights_only=True)`` must build for a wsss run checkpoint: the
-    numpy RNG state ``('MT19937', uint32 array, int, int, float)`` of every process. Module paths of
-    numpy 2 and numpy 1.x both map to the running numpy's functions."""
+    """The extra types ``torch.load(weights_only=True)`` must build for a wsss run checkpoint: numpy
+    arrays of two dtypes, the numpy RNG state ``('MT19937', uint32 array, int, int, float)`` of every
+    process and RCA's accumulated attention maps (uint8, methods/rca.py). Module paths of numpy 2 and
+    numpy 1.x both map to the running numpy's functions."""
     return [
         *[(_RECONSTRUCT, f"{m}._reconstruct") for m in _NUMPY_MODULES],
         np.ndarray,
         np.dtype,
-        type(np.dtype(np.uint32)),  # the dtype instance is rebuilt with setstate: its class must be allowed
+        # a dtype is rebuilt with setstate, so its class must be allowed: these two and no other
+        type(np.dtype(np.uint32)),
+        type(np.dtype(np.uint8)),
     ]
 
 
@@ -121,11 +125,11 @@ def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", map_locat
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
-        m = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"allowlisted via `add_safe_globals` but got (\S+)", text)
+        m = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"`add_safe_globals`,? but got <class '([\w.]+)'>", text)
         if m is None:  # not a refusal: a corrupt file
             raise
         need = m.group(1)
         raise UnsafeCheckpointError(
             f"{path}: refused to load this {what}: it needs {need}, which no weights or wsss checkpoint hold "
-            "(tensors, numbers, strings and numpy RNG states are allowed); unpickling it could run code"
+            "(tensors, numbers, strings and uint8 / uint32 numpy arrays are allowed); unpickling it could run code"
         ) from e

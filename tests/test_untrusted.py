@@ -1,0 +1,364 @@
+"""Files from strangers run no code and write nowhere else (issue 24): crafted cls_labels.npy, CAM
+files and checkpoints whose unpickling would create a marker file are refused by check-data, train,
+cam, predict and report; split lists with ``../`` ids are refused; report pages escape every string."""
+
+from __future__ import annotations
+
+import html
+import io
+import pickle
+import shutil
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, tiny_overrides
+from wsss.cli import main
+from wsss.data.voc import load_cls_labels, parse_split, read_cls_labels_file
+from wsss.core.checkpoint import load_checkpoint, save_checkpoint
+from wsss.core.config import load_config, save_config
+from wsss.core.errors import DataError, UnsafeCheckpointError
+from wsss.methods import build_method
+from wsss.utils.io import per_id_path, read_label_png, save_label_png
+from wsss.utils.safe_load import load_torch_file, read_npy
+
+CONFIG = REPO / "configs/cam/synthetic_cpu.yaml"
+
+
+class Marker:
+    """Unpickling this object creates the file ``path`` (what a malicious pickle would do instead)."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def crafted_cls_labels(path: Path, marker: Path) -> Path:
+    """A cls_labels.npy in the PSA format whose unpickling creates ``marker``."""
+    np.save(path, {"train_00000": np.zeros(5, np.float32), "x": Marker(marker)}, allow_pickle=True)
+    return path
+
+
+def crafted_checkpoint(path: Path, marker: Path, state: dict | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({**(state or {}), "evil": Marker(marker)}, path)
+    return path
+
+
+def numpy1_npy(path: Path, obj: object) -> Path:
+    """``np.save(obj, allow_pickle=True)`` as numpy 1.x on Python 3 wrote it for PSA: pickle protocol 2
+    (bytes as ``_codecs.encode``) and the ``numpy.core.multiarray`` module path."""
+    arr = np.empty((), dtype=object)
+    arr[()] = obj
+    payload = pickle.dumps(arr, protocol=2).replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+    assert b"cnumpy.core.multiarray\n_reconstruct\n" in payload and b"c_codecs\nencode\n" in payload
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|O", "fortran_order": False, "shape": ()})
+    path.write_bytes(buf.getvalue() + payload)
+    return path
+
+
+def test_the_crafted_files_do_run_code_when_read_the_old_way(tmp_path):
+    """The attack is real: full unpickling of either file creates the marker."""
+    marker = tmp_path / "marker"
+    np.load(crafted_cls_labels(tmp_path / "cls_labels.npy", marker), allow_pickle=True)
+    assert marker.is_file()
+    marker.unlink()
+    torch.load(crafted_checkpoint(tmp_path / "last.pt", marker), weights_only=False)
+    assert marker.is_file()
+
+
+# ---- cls_labels.npy and other .npy -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["numpy2", "numpy1"])
+def test_real_cls_labels_formats_still_load(tmp_path, style):
+    table = {"2007_000032": np.eye(20, dtype=np.float32)[0], "2007_000039": np.eye(20, dtype=np.float32)[19]}
+    path = tmp_path / "cls_labels.npy"
+    if style == "numpy2":
+        np.save(path, table, allow_pickle=True)  # what np.save writes today (numpy._core, protocol 4)
+        assert b"numpy._core.multiarray" in path.read_bytes()
+    else:
+        numpy1_npy(path, table)
+        assert np.load(path, allow_pickle=True).item().keys() == table.keys()  # numpy itself reads it
+    back = read_cls_labels_file(path)
+    assert back.keys() == table.keys()
+    for k, v in table.items():
+        assert back[k].dtype == np.float32 and np.array_equal(back[k], v)
+    loaded = load_cls_labels(tmp_path, 21)
+    assert np.array_equal(loaded["2007_000039"], table["2007_000039"])
+
+
+def test_plain_arrays_and_numpy_scalars_read(tmp_path):
+    np.save(tmp_path / "a.npy", np.arange(6, dtype=np.float16).reshape(2, 3))
+    assert read_npy(tmp_path / "a.npy").tolist() == [[0, 1, 2], [3, 4, 5]]
+    np.save(tmp_path / "d.npy", {np.str_("k"): np.float32(1.5), "l": [1, 2]}, allow_pickle=True)
+    assert read_npy(tmp_path / "d.npy") == {"k": 1.5, "l": [1, 2]}
+
+
+@pytest.mark.parametrize("payload", ["marker", "eval", "os.system"])
+def test_read_npy_refuses_any_other_global(tmp_path, payload):
+    marker = tmp_path / "marker"
+    evil = {
+        "marker": Marker(marker),
+        "eval": type("E", (), {"__reduce__": lambda self: (eval, (f"open({str(marker)!r}, 'w')",))})(),
+        "os.system": type("S", (), {"__reduce__": lambda self: (__import__("os").system, (f"touch {marker}",))})(),
+    }[payload]
+    path = tmp_path / "cls_labels.npy"
+    np.save(path, {"a": evil}, allow_pickle=True)
+    with pytest.raises(DataError) as e:
+        read_cls_labels_file(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: refused") and "\n" not in msg and "could run code" in msg
+    assert not marker.exists()
+
+
+# ---- checkpoints ------------------------------------------------------------------------------------
+
+
+def test_checkpoints_load_with_weights_only_and_refuse_more(tmp_path):
+    import random
+
+    rng = {"numpy": np.random.get_state(), "python": random.getstate(), "torch": torch.get_rng_state()}
+    state = {"step": 3, "model": {"w": torch.ones(2)}, "rng": [rng], "att": {1: np.ones((2, 2), np.uint8)}}
+    save_checkpoint(state, tmp_path / "ok.pt")
+    back = load_checkpoint(tmp_path / "ok.pt")
+    assert back["step"] == 3 and np.array_equal(back["rng"][0]["numpy"][1], np.random.get_state()[1])
+
+    # a checkpoint saved under numpy 1.x names numpy.core.multiarray._reconstruct (legacy torch format:
+    # one pickle stream, so the module path can be rewritten in place)
+    buf = io.BytesIO()
+    torch.save(state, buf, _use_new_zipfile_serialization=False)
+    old = buf.getvalue().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    assert b"numpy.core.multiarray\n_reconstruct" in old
+    (tmp_path / "np1.pt").write_bytes(old)
+    assert np.array_equal(load_checkpoint(tmp_path / "np1.pt")["rng"][0]["numpy"][1], state["rng"][0]["numpy"][1])
+
+    marker = tmp_path / "marker"
+    with pytest.raises(UnsafeCheckpointError, match=r"ev\.pt: refused to load this checkpoint: it needs "):
+        load_checkpoint(crafted_checkpoint(tmp_path / "ev.pt", marker))
+    assert not marker.exists()
+    # allowed exactly: a float64 numpy array (no wsss checkpoint holds one) is refused, and says why
+    torch.save({"x": np.zeros(2)}, tmp_path / "f64.pt")
+    with pytest.raises(UnsafeCheckpointError, match="Float64DType"):
+        load_torch_file(tmp_path / "f64.pt")
+    # the allowlist was scoped to the call
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / "ok.pt", weights_only=True)
+
+
+# ---- ids ------------------------------------------------------------------------------------------------
+
+
+def test_split_ids_are_file_names(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_text("a..b\n/JPEGImages/x.jpg /SegmentationClassAug/x.png\n\n../../evil\nc/d\n/etc/passwd\n..\n")
+    ids, problems = parse_split(path)
+    assert ids == ["a..b", "x"]
+    assert [p.split(": ")[0] for p in problems] == [f"{path}:{n}" for n in (4, 5, 6, 7)]
+    assert parse_split(_write(tmp_path / "t.txt", "../../x.jpg y\n"))[1]  # no '..' in a PSA-style path either
+    for bad in ("../x", "a/b", "a\\b", "..", ".", ""):
+        with pytest.raises(DataError, match="refused to write"):
+            per_id_path(tmp_path, bad, ".png")
+    assert per_id_path(tmp_path, "a..b", ".png") == tmp_path / "a..b.png"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ---- the commands -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def data(synth_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    return root
+
+
+@pytest.fixture
+def run_dir(data, tmp_path):
+    """A run folder with config.yaml and an honest (untrained) checkpoint holding RNG states."""
+    run = tmp_path / "run"
+    cfg = load_config(CONFIG, tiny_overrides(data, run))
+    run.mkdir()
+    save_config(cfg, run / "config.yaml")
+    method = build_method(cfg, 6)
+    names = (data / "classes.txt").read_text().split()
+    state = {"step": 0, "model": method.state_dict(), "num_classes": 6, "class_names": names,
+             "rng": [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}]}  # fmt: skip
+    save_checkpoint(state, run / "checkpoints" / "last.pt")
+    return run
+
+
+def _copy_mask_as_prediction(data: Path, run: Path, id: str) -> None:
+    save_label_png(
+        per_id_path(run / "predictions/val", id, ".png"), read_label_png(data / f"SegmentationClass/{id}.png")
+    )
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str]:
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def test_check_data_and_train_refuse_a_crafted_cls_labels(data, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    npy = crafted_cls_labels(data / "cls_labels.npy", marker)
+    rc, out = _cli(capsys, "check-data", data)
+    assert rc == 1 and f"{npy}: refused to read this label file" in out
+    run = tmp_path / "run"
+    rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run), "--quiet")
+    assert rc == 1 and f"{npy}: refused" in out
+    rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run), "--quiet", "--skip-check")
+    assert rc == 1 and f"{npy}: refused" in out
+    assert not marker.exists() and not (run / "checkpoints").exists()
+
+
+def test_train_refuses_a_crafted_pretrained_file_and_resume_checkpoint(data, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    evil = crafted_checkpoint(tmp_path / "weights.pt", marker)
+    run = tmp_path / "run"
+    rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run, **{"model.pretrained": evil}), "--quiet")
+    assert rc == 1 and f"{evil}: refused to load this pretrained weight file" in out
+    crafted_checkpoint(run / "checkpoints" / "last.pt", marker, {"step": 1})
+    rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run), "--quiet")
+    assert rc == 1 and f"{run / 'checkpoints' / 'last.pt'}: refused" in out
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("command", ["cam", "predict"])
+def test_cam_and_predict_refuse_a_crafted_checkpoint(run_dir, tmp_path, capsys, command):
+    marker = tmp_path / "marker"
+    ckpt = crafted_checkpoint(run_dir / "checkpoints" / "best.pt", marker, {"step": 1})
+    rc, out = _cli(capsys, command, run_dir, "--split", "val", "--quiet")
+    assert rc == 1 and f"{ckpt}: refused to load this checkpoint: it needs " in out
+    assert "\n" not in out.strip()  # one line
+    assert not marker.exists() and not (run_dir / "cams").exists() and not (run_dir / "predictions").exists()
+
+
+def test_cam_refuses_a_crafted_cls_labels(run_dir, data, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    npy = crafted_cls_labels(data / "cls_labels.npy", marker)
+    rc, out = _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")
+    assert rc == 1 and f"{npy}: refused" in out and not marker.exists()
+
+
+def test_report_refuses_crafted_files_and_never_unpickles_a_checkpoint(run_dir, data, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    ids = (data / "ImageSets/Segmentation/val.txt").read_text().split()
+    for i in ids:  # a complete output folder: the report scores it (and reads the image labels)
+        save_label_png(
+            per_id_path(run_dir / "predictions/val", i, ".png"), read_label_png(data / f"SegmentationClass/{i}.png")
+        )
+    crafted_checkpoint(run_dir / "checkpoints" / "best.pt", marker)
+    rc, out = _cli(capsys, "report", run_dir, "--split", "val")
+    assert rc == 0, out  # a report reads no checkpoint
+    # an old-format CAM file (pickled dict) from elsewhere
+    cam = run_dir / "cams/val" / f"{ids[0]}.npy"
+    cam.parent.mkdir(parents=True)
+    np.save(cam, {"keys": np.array([1]), "cam": Marker(marker)}, allow_pickle=True)
+    rc, out = _cli(capsys, "report", run_dir, "--split", "val")
+    assert rc == 1 and f"{cam}: refused to read this CAM file" in out
+    cam.unlink()
+    npy = crafted_cls_labels(data / "cls_labels.npy", marker)
+    rc, out = _cli(capsys, "report", run_dir, "--split", "val")
+    assert rc == 1 and f"{npy}: refused" in out
+    assert not marker.exists()
+
+
+def test_legacy_pickled_cam_files_still_read(run_dir, data, capsys):
+    """CAM files written before the .npz format (pickled dicts) are read through the restricted reader."""
+    from wsss.utils.io import load_cam, read_cam
+
+    path = run_dir / "old.npy"
+    numpy1_npy(path, {"keys": np.array([2, 4]), "cam": np.ones((2, 8, 8), np.float16)})
+    keys, cam = read_cam(path)
+    assert keys.tolist() == [2, 4] and cam.dtype == np.float32 and cam.shape == (2, 8, 8)
+    full = load_cam(path, 5)
+    assert full[[1, 3]].min() == 1 and full[[0, 2, 4]].max() == 0
+
+
+def test_unsafe_split_ids_are_refused_and_nothing_is_written_outside_the_run(data, tmp_path, capsys):
+    split = data / "ImageSets/Segmentation/train.txt"
+    lines = split.read_text().splitlines()
+    split.write_text("\n".join([*lines[:3], "../../../escaped", *lines[3:]]) + "\n")
+    before = sorted(p for p in tmp_path.rglob("*"))
+    rc, out = _cli(capsys, "check-data", data)
+    assert rc == 1 and f"{split}:4: unsafe image id '../../../escaped'" in out
+    run = tmp_path / "runs" / "run"
+    for extra in ((), ("--skip-check",)):
+        rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run), "--quiet", *extra)
+        assert rc == 1 and f"{split}:4: unsafe image id" in out
+    assert sorted(p for p in tmp_path.rglob("*") if not p.is_relative_to(run)) == before
+    assert not (run / "checkpoints").exists()
+
+
+# ---- report HTML ------------------------------------------------------------------------------------
+
+TEMPLATE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "code", "b", "nav", "a",
+                 "table", "tr", "th", "td", "figure", "figcaption", "img", "pre"}  # fmt: skip
+SCRIPT = "<script>alert(1)</script>"
+
+
+class Tags(HTMLParser):
+    def __init__(self, text: str):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_report_escapes_every_string_from_data_and_config(run_dir, data, capsys):
+    """A class, an id, a config value and a metric name carrying markup show as text, never as tags."""
+    names = (data / "classes.txt").read_text().split()
+    names[1] = SCRIPT
+    (data / "classes.txt").write_text("\n".join(names) + "\n")
+    evil_id = 'x"><i>id<i>'  # a legal file name: no separator, no whitespace (ids end at whitespace)
+    val = data / "ImageSets/Segmentation/val.txt"
+    first = val.read_text().split()[0]
+    for folder in ("JPEGImages", "SegmentationClass"):
+        src = next((data / folder).glob(f"{first}.*"))
+        shutil.copy(src, data / folder / f"{evil_id}{src.suffix}")
+    val.write_text(val.read_text() + evil_id + "\n")
+    for i in val.read_text().split():
+        save_label_png(
+            per_id_path(run_dir / "predictions/val", i, ".png"), read_label_png(data / f"SegmentationClass/{i}.png")
+        )
+    cfg = (run_dir / "config.yaml").read_text().replace("method: ", f"notes: '{SCRIPT}'\nmethod: ", 1)
+    (run_dir / "config.yaml").write_text(cfg)
+    (run_dir / "metrics.jsonl").write_text(
+        '{"step": 2, "loss/loss": 1.0, "loss/<b>x</b>": 0.5, "lr": 0.1}\n'
+        '{"step": 3, "val": {"<script>alert(3)</script>miou": 50.0, "miou": 40.0}}\n'
+    )
+    rc, out = _cli(capsys, "report", run_dir, "--split", "val")
+    assert rc == 0, out
+    page = (run_dir / "report/index.html").read_text()
+    parsed = Tags(page)
+    tags = {t for t, _ in parsed.tags}
+    assert "script" not in tags and tags <= TEMPLATE_TAGS, tags - TEMPLATE_TAGS
+    assert not any(k.startswith("on") for _, a in parsed.tags for k in a)
+    text = "".join(parsed.text)
+    assert SCRIPT in text and "<script>alert(3)</script>miou" in text and "loss/<b>x</b>" in text
+    assert evil_id in text  # the caption, shown as text
+    config = page[page.index('<h2 id="config">') :]
+    assert "notes: " in config and SCRIPT not in config and html.escape(SCRIPT) in config
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
