@@ -77,7 +77,7 @@ from PIL import Image
 from wsss.core.errors import UsageError
 from wsss.data.classes import write_classes
 from wsss.data.voc import SPLIT_DIR, write_cls_labels
-from wsss.utils.io import atomic_write, voc_palette
+from wsss.utils.io import atomic_write, per_id_path, voc_palette
 
 CLASS_NAMES: list[str] = ["background", "boat", "train", "horse", "rider", "bird", "bottle"]
 BOAT, TRAIN, HORSE, RIDER, BIRD, BOTTLE = range(1, 7)
@@ -605,9 +605,9 @@ def _write_one(args: tuple) -> tuple[str, np.ndarray, dict]:
         Image.fromarray(smp.image).save(buf, format="JPEG", quality=95, subsampling=0)
     else:
         Image.fromarray(smp.image).save(buf, format="PNG")
-    _put(out / "JPEGImages" / f"{sid}.{fmt}", buf.getvalue())
-    _put(out / "SegmentationClass" / f"{sid}.png", encode_label_png(smp.mask))
-    _put(out / "SegmentationContext" / f"{sid}.png", encode_label_png(smp.context))
+    _put(per_id_path(out / "JPEGImages", sid, f".{fmt}"), buf.getvalue())
+    _put(per_id_path(out / "SegmentationClass", sid, ".png"), encode_label_png(smp.mask))
+    _put(per_id_path(out / "SegmentationContext", sid, ".png"), encode_label_png(smp.context))
     meta = {"objects": smp.objects, "contexts": smp.contexts, "rider_on_horse": smp.mounted}
     return sid, smp.labels, meta
 

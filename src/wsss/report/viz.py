@@ -132,7 +132,7 @@ def write_viz(
         stem = Path(image).stem
         p = model_panels(run, img, labels, title=f"{Path(image).name} (classes: "
                          + ", ".join(fg[k] for k in np.flatnonzero(labels)) + ")")  # fmt: skip
-        written.append((save_grid(p, out / f"{stem}.png"), p))
+        written.append((save_grid(p, per_id_path(out, stem, ".png")), p))
         return written
     split = split or run.cfg.data.val_split
     ds = VOCDataset(data_root or run.cfg.data.root, split)

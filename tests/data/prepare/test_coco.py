@@ -155,3 +155,13 @@ def test_prepare_coco_cli_and_errors(coco, tmp_path, capsys):
         prepare_coco(coco, tmp_path / "o2", splits=("train",), workers=0, progress=False)
     assert main(["prepare", "coco", "--coco", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o3")]) == 1
     assert "instances_train2014.json: annotation file not found" in capsys.readouterr().err
+
+
+def test_prepare_coco_refuses_file_names_that_leave_the_output(coco, tmp_path):
+    path = coco / "annotations" / "instances_val2014.json"
+    data = json.loads(path.read_text())
+    data["images"][0]["file_name"] = "../../escaped.jpg"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"instances_val2014\.json: image \d+ has file_name '\.\./\.\./escaped\.jpg'"):
+        prepare_coco(coco, tmp_path / "o", splits=("val",), workers=0, progress=False)
+    assert not list(tmp_path.rglob("escaped*"))

@@ -227,3 +227,11 @@ def test_count_checks():
     assert errors == ["train_aug: 10581 ids, expected 10582 from the full official releases"]
     errors, warnings = check_counts({**official, "sbd_val": 100, "train_aug": 9000})
     assert errors == [] and "sbd_val 100 (official 2857)" in warnings[0]
+
+
+def test_prepare_voc_refuses_ids_that_leave_the_output(downloads, tmp_path):
+    voc, sbd = downloads
+    _lines(sbd / "dataset" / "train.txt", [A, "../../escaped", C])
+    with pytest.raises(DataError, match=r"train\.txt:2: unsafe image id '\.\./\.\./escaped'"):
+        prepare_voc(voc, sbd, tmp_path / "out" / "o", workers=0, progress=False)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("escaped*"))
