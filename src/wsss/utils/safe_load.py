@@ -15,7 +15,6 @@ or ``wsss predict``. Everything the toolkit reads goes through one of two reader
 
 from __future__ import annotations
 
-import codecs
 import os
 import pickle
 import re
@@ -26,24 +25,33 @@ import numpy as np
 
 from wsss.core.errors import DataError, UnsafeCheckpointError
 
+
+class RefusedPickle(pickle.UnpicklingError):
+    """A pickle that refers to something outside the allowed globals."""
+
+
 # The functions numpy pickles refer to, taken from numpy itself (whatever its version calls them).
 _RECONSTRUCT = np.zeros(0).__reduce__()[0]
 _SCALAR = np.float32(0).__reduce__()[0]
 _NUMPY_MODULES = ("numpy._core.multiarray", "numpy.core.multiarray")  # numpy >= 2, numpy 1.x
 
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as a protocol-2 pickle uses it to spell bytes (latin-1 only: no codec lookup)."""
+    if encoding.lower().replace("-", "").replace("_", "") != "latin1" or not isinstance(text, str):
+        raise RefusedPickle(f"it calls _codecs.encode with encoding {encoding!r}, which no numpy array needs")
+    return text.encode("latin1")
+
+
 # (module, name) -> object: all an np.save'd array of arrays needs. ``_codecs.encode`` is how a
-# protocol-2 pickle (PSA's own cls_labels.npy) spells bytes; it only converts str to bytes.
+# protocol-2 pickle (PSA's own cls_labels.npy) spells bytes.
 NPY_PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
     **{(m, "_reconstruct"): _RECONSTRUCT for m in _NUMPY_MODULES},
     **{(m, "scalar"): _SCALAR for m in _NUMPY_MODULES},
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): codecs.encode,
+    ("_codecs", "encode"): _latin1_bytes,
 }
-
-
-class RefusedPickle(pickle.UnpicklingError):
-    """A pickle that refers to something outside the allowed globals."""
 
 
 class NpyUnpickler(pickle.Unpickler):
