@@ -63,7 +63,7 @@ def test_real_cpu_preset_end_to_end(tmp_path, one_thread):
     assert torch.corrcoef(torch.stack([stem.flatten(), ref.flatten()]))[0, 1] > 0.99
 
     assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
-    assert sorted(p.stem for p in (run / "cams" / "val").glob("*.npy")) == sorted(VOC_REAL_MINI_IDS)
+    assert sorted(p.stem for p in (run / "cams" / "val").glob("*.npz")) == sorted(VOC_REAL_MINI_IDS)
     assert sorted(p.stem for p in (run / "cam_labels" / "val").glob("*.png")) == sorted(VOC_REAL_MINI_IDS)
     out = tmp_path / "eval.json"
     argv = ["eval", str(run / "cam_labels" / "val"), "--data-root", str(VOC_REAL_MINI), "--split", "val"]
