@@ -257,9 +257,7 @@ def test_report_refuses_crafted_files_and_never_unpickles_a_checkpoint(run_dir, 
     marker = tmp_path / "marker"
     ids = (data / "ImageSets/Segmentation/val.txt").read_text().split()
     for i in ids:  # a complete output folder: the report scores it (and reads the image labels)
-        save_label_png(
-            per_id_path(run_dir / "predictions/val", i, ".png"), read_label_png(data / f"SegmentationClass/{i}.png")
-        )
+        _copy_mask_as_prediction(data, run_dir, i)
     crafted_checkpoint(run_dir / "checkpoints" / "best.pt", marker)
     rc, out = _cli(capsys, "report", run_dir, "--split", "val")
     assert rc == 0, out  # a report reads no checkpoint
@@ -337,9 +335,7 @@ def test_report_escapes_every_string_from_data_and_config(run_dir, data, capsys)
         shutil.copy(src, data / folder / f"{evil_id}{src.suffix}")
     val.write_text(val.read_text() + evil_id + "\n")
     for i in val.read_text().split():
-        save_label_png(
-            per_id_path(run_dir / "predictions/val", i, ".png"), read_label_png(data / f"SegmentationClass/{i}.png")
-        )
+        _copy_mask_as_prediction(data, run_dir, i)
     cfg = (run_dir / "config.yaml").read_text().replace("method: ", f"notes: '{SCRIPT}'\nmethod: ", 1)
     (run_dir / "config.yaml").write_text(cfg)
     (run_dir / "metrics.jsonl").write_text(
