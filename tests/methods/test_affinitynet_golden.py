@@ -188,7 +188,7 @@ def test_pseudo_refine_psa_writes_the_pooled_seed_with_psa_seed_stride(synth_roo
     from wsss.methods.sccam import binarise_cam
     from wsss.runs.jobs import run_pseudo
     from wsss.runs.run import Run
-    from wsss.utils.io import load_cam
+    from wsss.utils.io import load_cam_of
 
     labels_of = {}
     for quirk in (True, False):
@@ -197,7 +197,7 @@ def test_pseudo_refine_psa_writes_the_pooled_seed_with_psa_seed_stride(synth_roo
                     device=torch.device("cpu"))  # fmt: skip
         out = run_pseudo(sccam, "val", refine="psa", overwrite=True, progress=False)
         i = ds.ids[0]
-        cam = load_cam(run / "cams/val" / f"{i}.npy", ds.num_classes - 1)
+        cam = load_cam_of(run / "cams/val", i, ds.num_classes - 1)
         expected = crf_label_psa(ds.load_image(i), binarise_cam(cam, 0.15) if quirk else cam, ds.labels(i))
         labels_of[quirk] = read_label_png(out / f"{i}.png")
         assert np.array_equal(labels_of[quirk], expected)
