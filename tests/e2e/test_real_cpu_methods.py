@@ -53,4 +53,4 @@ def test_real_cpu_preset_of_method(method, tmp_path):
     logs = run / "round_1" / "metrics.jsonl" if method == "sccam" else run / "metrics.jsonl"
     steps = [json.loads(line)["step"] for line in logs.read_text().splitlines() if "loss/loss" in line]
     assert steps == [1, 2]  # one epoch of 6 images in batches of 3
-    assert sorted(p.stem for p in (run / "cams" / "val").glob("*.npy")) == sorted(VOC_REAL_MINI_IDS)
+    assert sorted(p.stem for p in (run / "cams" / "val").glob("*.npz")) == sorted(VOC_REAL_MINI_IDS)
