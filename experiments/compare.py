@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
+
+from wsss.core.config import yaml_load
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(),
         "data": describe_data(root),
         "command": " ".join([".venv/bin/python experiments/compare.py", *(argv if argv is not None else sys.argv[1:])]),
-        "presets": {m: yaml.safe_load(PIPELINES.get(m, Pipeline(m)).preset_path().read_text())
+        "presets": {m: yaml_load(PIPELINES.get(m, Pipeline(m)).preset_path().read_text())
                     for m in a.methods if PIPELINES.get(m, Pipeline(m)).preset_path().is_file()},
         "overrides": {m: list(PIPELINES[m].overrides) for m in a.methods if m in PIPELINES and PIPELINES[m].overrides},
     }  # fmt: skip

@@ -90,7 +90,7 @@ def test_errors_name_the_problem(tmp_path, capsys, synth_root):
     assert main(["eval", str(tmp_path / "nope"), "--data-root", str(synth_root), "--split", "val"]) == 1
     assert "nope" in capsys.readouterr().err
     assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), "train.max_iter=3"]) == 2
-    assert "did you mean 'max_iters'" in capsys.readouterr().err
+    assert "did you mean 'train.max_iters'" in capsys.readouterr().err
     assert main(["cam", str(tmp_path), "--split", "val"]) == 1
     assert "config.yaml" in capsys.readouterr().err
     assert main(["check-data", str(tmp_path)]) == 1

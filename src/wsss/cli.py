@@ -53,13 +53,21 @@ def cmd_check_data(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from wsss.core.config import load_config
+    from wsss.core.config import load_config, resolve_paths
     from wsss.data import check_dataset
     from wsss.engine.launch import train
 
     cfg = load_config(a.config, a.overrides)
+    typed = cfg.data.root
+    resolve_paths(cfg)  # the run stores absolute input paths: `wsss cam RUN` works from anywhere
+    if typed != cfg.data.root:
+        print(f"data.root {typed} -> {cfg.data.root}", file=sys.stderr)
     if not a.skip_check:
-        for split in (cfg.data.train_split, cfg.data.val_split):
+        from wsss.data.voc import available_splits
+
+        have = available_splits(cfg.data.root)
+        val = [cfg.data.val_split] if cfg.data.val_split in have else []  # no val split: trained without (a note)
+        for split in dict.fromkeys([cfg.data.train_split, *val]):
             if split:
                 report = check_dataset(cfg.data.root, split, progress=not a.quiet)
                 if not report.ok:
@@ -67,7 +75,10 @@ def cmd_train(a: argparse.Namespace) -> int:
                     print(f"error: {cfg.data.root} failed check-data (split {split}); fix it or pass --skip-check",
                           file=sys.stderr)  # fmt: skip
                     return 1
-    out = train(cfg, progress=not a.quiet)
+                if report.warnings:
+                    print("\n".join([f"check-data {cfg.data.root} (split {split}): {len(report.warnings)} warning(s)"]
+                                    + [f"  - {w}" for w in report.warnings]), file=sys.stderr)  # fmt: skip
+    out = train(cfg, progress=not a.quiet, allow_config_change=a.allow_config_change)
     print(f"run {cfg.run.dir}: step {out['step']}" + (f", best val mIoU {out['best']:.2f}" if out.get("best") else ""))
     return 0
 
@@ -117,6 +128,8 @@ def cmd_pseudo(a: argparse.Namespace) -> int:
     from wsss.runs.jobs import run_pseudo
 
     run = _load(a)
+    if a.levels:  # e.g. a pair picked with `wsss sweep-bkg`
+        run.cfg.cam.high_thre, run.cfg.cam.low_thre = a.levels
     out = run_pseudo(
         run, a.split, refine=a.refine, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet,
         affinity_run=a.affinity_run, saliency=a.saliency,
@@ -191,7 +204,7 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
     if a.dataset == "voc":
         summary = prepare.prepare_voc(
-            a.voc, a.sbd, a.out, images=a.images, labels=a.labels, workers=a.workers, progress=not a.quiet
+            a.voc, a.sbd, a.out, images=a.image_mode, labels=a.label_source, workers=a.workers, progress=not a.quiet
         )
     elif a.dataset == "coco":
         summary = prepare.prepare_coco(
@@ -199,7 +212,7 @@ def cmd_prepare(a: argparse.Namespace) -> int:
             a.out,
             year=a.year,
             splits=tuple(a.splits),
-            images=a.images,
+            images=a.image_mode,
             val_part=a.val_part,
             workers=a.workers,
             progress=not a.quiet,
@@ -221,19 +234,33 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 
 def cmd_export_voc_test(a: argparse.Namespace) -> int:
-    from wsss.runs.export import export_voc_test
+    from wsss.core.config import load_config
+    from wsss.data.classes import read_classes
+    from wsss.data.voc import read_split
+    from wsss.runs.export import export_voc_test, voc_test_mismatch
 
     out = export_voc_test(a.run, split=a.split, out=a.out, data_root=a.data_root, source=a.source)
-    print(f"wrote {out} (upload it to the PASCAL VOC evaluation server)")
+    root = a.data_root or load_config(f"{a.run}/config.yaml").data.root
+    why = voc_test_mismatch(read_split(root, a.split), read_classes(root))
+    if why:
+        print(f"wrote {out}; warning: this is not VOC 2012's test set ({why}), so the evaluation server "
+              "would reject it", file=sys.stderr)  # fmt: skip
+        print(f"wrote {out} (in the VOC server's layout; not VOC 2012's test set)")
+    else:
+        print(f"wrote {out}: VOC 2012's {len(read_split(root, a.split)):,} test ids; upload it to the PASCAL VOC "
+              "evaluation server")  # fmt: skip
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from wsss import __version__
+
     p = argparse.ArgumentParser(
         prog="wsss",
         description="Weakly supervised semantic segmentation from image-level labels.",
         epilog=EPILOG,
     )
+    p.add_argument("--version", action="version", version=f"wsss {__version__}", help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("synth", help="write a synthetic co-occurrence dataset (VOC layout)")
@@ -241,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train", type=int, default=800, help="training images (default 800)")
     s.add_argument("--val", type=int, default=200, help="validation images (default 200)")
     s.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="random seed of the generator (default 0)")
     s.add_argument("--workers", type=int, default=0, help="worker processes (0 = in-process)")
     s.add_argument(
         "--context-with", type=float, default=None,
@@ -254,25 +281,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_synth)
 
     s = sub.add_parser("check-data", help="validate a dataset; exit 1 on problems")
-    s.add_argument("root")
-    s.add_argument("--split", default=None, help="one split (default: every split file)")
+    s.add_argument("root", help="dataset root (VOC layout)")
+    s.add_argument("--split", default=None, help="check one split (default: every split file)")
     s.set_defaults(fn=cmd_check_data)
 
     s = sub.add_parser("train", help="train (or resume) a run from a YAML config")
     s.add_argument("config", help="configs/<method>/<preset>.yaml")
     s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=/d train.max_iters=100")
     s.add_argument("--skip-check", action="store_true", help="do not run check-data before training")
+    s.add_argument(
+        "--allow-config-change", action="store_true",
+        help="resume a run whose saved config.yaml differs from this command's settings (the change is "
+        "recorded in RUN/config_changes.jsonl); without it such a resume is refused, naming the keys",
+    )  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_train)
+    quiet_help = "no progress bars"
 
     def run_args(s: argparse.ArgumentParser) -> None:
         s.add_argument("run", help="run directory (holds config.yaml and checkpoints/)")
-        s.add_argument("--split", required=True)
+        s.add_argument("--split", required=True, help="split of the dataset to run on (e.g. train, val, test)")
         s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
         s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
-        s.add_argument("--device", default=None)
+        s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
         s.add_argument("--overwrite", action="store_true", help="redo ids whose output exists")
-        s.add_argument("--quiet", action="store_true")
+        s.add_argument("--quiet", action="store_true", help=quiet_help)
 
     s = sub.add_parser("cam", help="multi-scale + flip CAMs and CAM seeds of a trained run")
     run_args(s)
@@ -285,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep-bkg", help="mIoU of a run's saved CAM seeds at many background levels (needs GT)")
     s.add_argument("run", help="run directory with cams/<split>/ (`wsss cam` first)")
-    s.add_argument("--split", default="train")
+    s.add_argument("--split", default="train", help="split whose CAMs are scored (default train)")
     s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
     s.add_argument("--thresholds", type=_floats, default=None, help="e.g. 0.1,0.2,0.3 (default: 0.05 to 0.70)")
     s.add_argument(
@@ -293,14 +326,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="two-level (high/low) pairs to score, e.g. 0.7/0.25 0.35/0.1 (default: a grid from 0.7/0.25 down)",
     )  # fmt: skip
     s.add_argument("--json", default=None, help="output file (default: RUN/bkg_sweep/<split>.json)")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help=quiet_help)
     s.set_defaults(fn=cmd_sweep_bkg)
 
     s = sub.add_parser("pseudo", help="pseudo labels from the saved CAMs")
     run_args(s)
-    s.add_argument("--refine", choices=("par", "crf", "psa", "none", "affinity", "rca"), default="par")
+    s.add_argument(
+        "--refine", choices=("par", "crf", "psa", "none", "affinity", "rca"), default="par",
+        help="how the CAMs become labels (default par; see README, Commands)",
+    )  # fmt: skip
     s.add_argument("--affinity-run", default=None, help="with --refine affinity: a run trained with method affinitynet")
     s.add_argument("--saliency", default=None, help="with --refine rca: directory of <id>.png saliency maps")
+    s.add_argument(
+        "--levels", type=_pair, default=None, metavar="HIGH/LOW",
+        help="CAM levels of the pseudo labels, e.g. 0.35/0.1 (a pair scored by `wsss sweep-bkg`): class above HIGH, "
+        "background at or below LOW, 255 between (default: the run's cam.high_thre/cam.low_thre); "
+        "with --overwrite to redo existing labels",
+    )  # fmt: skip
     s.set_defaults(fn=cmd_pseudo)
 
     s = sub.add_parser("predict", help="segmentation masks (multi-scale + flip, optional DenseCRF)")
@@ -326,22 +368,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_import)
 
     s = sub.add_parser("eval", help="mIoU table and co-occurrence diagnostics of a folder of label PNGs")
-    s.add_argument("pred_dir")
-    s.add_argument("--data-root", required=True)
-    s.add_argument("--split", required=True)
+    s.add_argument("pred_dir", help="folder of <id>.png label maps (e.g. RUN/predictions/val)")
+    s.add_argument("--data-root", required=True, help="dataset root with the ground-truth masks")
+    s.add_argument("--split", required=True, help="split whose ids are scored")
     s.add_argument("--pseudo", action="store_true", help="score pseudo labels (255 = left undecided)")
     s.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("report", help="HTML report of a run: metrics, curves, image grids")
-    s.add_argument("run")
+    s.add_argument("run", help="run directory")
     s.add_argument("--split", default=None, help="split to show (default: the run's val split)")
-    s.add_argument("--data-root", default=None)
-    s.add_argument("--max-images", type=int, default=12)
+    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
+    s.add_argument("--max-images", type=int, default=12, help="images in the grid, worst first (default 12)")
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("viz", help="image grids (image, GT, CAMs, pseudo label, prediction) as PNGs")
-    s.add_argument("run")
+    s.add_argument("run", help="run directory")
     what = s.add_mutually_exclusive_group(required=True)
     what.add_argument("--ids", help="ids of the split, e.g. val_00008,val_00022")
     what.add_argument("--image", help="any image file: the model is run on it")
@@ -349,56 +391,90 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="output folder (default: RUN/viz)")
     s.add_argument("--classes", default=None, help="draw the CAMs of these classes (default: the image's "
                    "labels; for --image the classes the classifier finds)")  # fmt: skip
-    s.add_argument("--data-root", default=None)
+    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
     s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
-    s.add_argument("--device", default=None)
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
     s.set_defaults(fn=cmd_viz)
 
     s = sub.add_parser("prepare", help="convert VOC+SBD, COCO or a custom folder to the dataset layout")
     prep = s.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    images_help = "how to place images in JPEGImages: link (hard link, copy across devices), symlink, copy, none"
+    images_help = (
+        "how to place the images in JPEGImages: link (hard link, a copy across devices; default), symlink, copy, none"
+    )
+    modes = ("link", "symlink", "copy", "none")
     q = prep.add_parser("voc", help="VOC 2012 devkit + SBD -> SegmentationClassAug, train_aug, cls_labels.npy")
     q.add_argument("--voc", required=True, help="VOCdevkit (or VOCdevkit/VOC2012)")
     q.add_argument("--sbd", default=None, help="SBD benchmark_RELEASE (or its dataset/); omit for VOC alone")
     q.add_argument("--out", required=True, help="output dataset root")
-    q.add_argument("--images", choices=("link", "symlink", "copy", "none"), default="link", help=images_help)
+    # --image-mode / --label-source: the names shared with `prepare folder` (--images / --labels kept as aliases)
+    q.add_argument("--image-mode", "--images", dest="image_mode", choices=modes, default="link", help=images_help)
     labels_help = "cls_labels.npy from the masks (default) or the Annotations XML (PSA's file; auto: XML if present)"
-    q.add_argument("--labels", choices=("mask", "xml", "auto"), default="mask", help=labels_help)
+    q.add_argument("--label-source", "--labels", dest="label_source", choices=("mask", "xml", "auto"), default="mask",
+                   help=labels_help)  # fmt: skip
     q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
-    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--quiet", action="store_true", help=quiet_help)
     q.set_defaults(fn=cmd_prepare)
     q = prep.add_parser("coco", help="COCO instances json -> VOC-style masks (81 classes), splits, cls_labels.npy")
     q.add_argument("--coco", required=True, help="folder with annotations/ and train2014/, val2014/")
     q.add_argument("--out", required=True, help="output dataset root")
-    q.add_argument("--year", default="2014")
-    q.add_argument("--splits", nargs="+", default=["train", "val"])
+    q.add_argument("--year", default="2014", help="COCO release year of the folder names (default 2014)")
+    q.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to convert (default: train val)")
     q.add_argument("--val-part", type=int, default=5000, help="size of the val_part subset (0 = none)")
-    q.add_argument("--images", choices=("link", "symlink", "copy", "none"), default="link", help=images_help)
+    q.add_argument("--image-mode", "--images", dest="image_mode", choices=modes, default="link", help=images_help)
     q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
-    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--quiet", action="store_true", help=quiet_help)
     q.set_defaults(fn=cmd_prepare)
-    q = prep.add_parser("folder", help="a folder of images + a CSV/txt of image labels (+ optional masks)")
+    q = prep.add_parser(
+        "folder", help="a folder of images + a CSV/txt of image labels (+ optional masks)",
+        description="A VOC-layout dataset from your own photos. Labels file: a CSV with the header "
+        "'image,labels' and one row per photo: its file name (or stem), then its classes separated by ';' "
+        "(e.g. 'a.jpg,cat;dog'; empty: no foreground class); or a CSV 'image,<class>,<class>,...' of 0/1 "
+        "columns; or a .txt of lines '<image> <class> <class> ...' (names or indices 1..C-1). Classes file: "
+        "one name a line, background first; a mask pixel k is the class on line k (0 = background, "
+        "255 = ignore). Every input is checked before anything is written.",
+    )  # fmt: skip
     q.add_argument("--images", required=True, help="folder of images (id = file stem)")
-    q.add_argument("--labels", required=True, help="labels .csv (image,labels or image,<class>,...) or .txt")
+    q.add_argument(
+        "--labels", required=True,
+        help="labels file: .csv 'image,labels' with classes separated by ';' (a.jpg,cat;dog), .csv "
+        "'image,<class>,...' of 0/1, or .txt '<image> <class> ...'",
+    )  # fmt: skip
     q.add_argument("--classes", required=True, help="class names, one a line, background first")
     q.add_argument("--out", required=True, help="output dataset root")
-    q.add_argument("--masks", default=None, help="optional folder of <id>.png class-index masks")
-    q.add_argument("--val-fraction", type=float, default=0.0, help="share of images in val.txt (default 0)")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--image-mode", choices=("link", "symlink", "copy", "none"), default="link", help=images_help)
-    q.add_argument("--quiet", action="store_true")
+    q.add_argument("--masks", default=None, help="optional folder of <id>.png class-index masks (some or all images)")
+    q.add_argument(
+        "--val-fraction", type=float, default=None,
+        help="share of the images in val.txt, drawn from those with a mask (default: 0.2 with --masks, else 0: "
+        "training then runs without validation)",
+    )  # fmt: skip
+    q.add_argument("--seed", type=int, default=0, help="seed of the val split's draw (default 0)")
+    q.add_argument("--image-mode", dest="image_mode", choices=modes, default="link", help=images_help)
+    q.add_argument("--quiet", action="store_true", help=quiet_help)
     q.set_defaults(fn=cmd_prepare)
 
     s = sub.add_parser("export", help="export predictions for an evaluation server")
     exp = s.add_subparsers(dest="format", required=True, metavar="FORMAT")
     q = exp.add_parser("voc-test", help="zip for the PASCAL VOC server (results/VOC2012/Segmentation/comp6_test_cls)")
     q.add_argument("run", help="run directory holding predictions/<split>/")
-    q.add_argument("--split", default="test")
+    q.add_argument("--split", default="test", help="split to export (default test: VOC 2012's 1,456 test ids)")
     q.add_argument("--out", default=None, help="zip file (default: RUN/export/voc2012_<split>.zip)")
     q.add_argument("--data-root", default=None, help="dataset root with the split list (default: the run's)")
     q.add_argument("--source", default="predictions", help="folder of RUN with the PNGs (e.g. predictions_crf)")
     q.set_defaults(fn=cmd_export_voc_test)
     return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; ``wsss train``'s ``key=value`` overrides may come before, between or
+    after its flags (argparse alone takes a positional list only in one piece)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -407,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from wsss.core.distributed import shutdown
     from wsss.core.errors import USER_ERRORS, ConfigError
 
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return args.fn(args)
     except USER_ERRORS as e:

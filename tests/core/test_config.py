@@ -18,7 +18,7 @@ def test_defaults_and_dotted_overrides():
 
 
 def test_unknown_key_suggests_closest():
-    with pytest.raises(ConfigError, match=r"unknown config key 'train.max_iter'.*did you mean 'max_iters'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.max_iter'.*did you mean 'train.max_iters'"):
         load_config(None, ["train.max_iter=5"])
     with pytest.raises(ConfigError, match="unknown config key 'tarin'"):
         load_config(None, ["tarin.lr=1"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,33 @@ from typing import Any
 import yaml
 
 from wsss.core.errors import ConfigError  # noqa: E402  (re-exported with the schema)
+
+
+class YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's float rule: ``1e-3`` and ``6E-5`` are numbers.
+
+    PyYAML follows YAML 1.1, whose float pattern needs a dot in the mantissa (``1.0e-3``), so it reads
+    ``1e-3`` as the string '1e-3'. Every config, override and run file is read with this loader.
+    """
+
+
+YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with :class:`YAMLLoader` (YAML 1.2 floats); the one way configs are read."""
+    return yaml.load(text, Loader=YAMLLoader)
 
 
 @dataclass
@@ -197,9 +225,13 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _suggest(key: str, valid: list[str]) -> str:
+def _suggest(key: str, valid: list[str], where: str = "") -> str:
+    """The closest valid key, with its full dotted path (``train.max_iters``, not ``max_iters``)."""
+    prefix = f"{where}." if where else ""
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(sorted(valid))})"
+    if close:
+        return f" (did you mean '{prefix}{close[0]}'?)"
+    return f" (valid keys in {where or 'the top level'}: {', '.join(sorted(valid))})"
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -266,7 +298,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
-            raise ConfigError(f"unknown config key '{path}'{_suggest(key, names)}")
+            raise ConfigError(f"unknown config key '{path}'{_suggest(key, names, where)}")
         kwargs[key] = _coerce(value, hints[key], path)
     return cls(**kwargs)
 
@@ -289,7 +321,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override '{text}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml_load(raw) if raw != "" else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override '{text}': cannot parse value ({e})") from e
     return key.split("."), value
@@ -301,32 +333,58 @@ def set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
     for k in keys[:-1]:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {'.'.join(keys)}: '{k}' is not a section")
+            raise ConfigError(f"'{k}' is not a section")
     node[keys[-1]] = value
 
 
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        loaded = yaml_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({e})") from e
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config must be a mapping at the top level")
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (or the defaults) and apply dotted ``key=value`` overrides."""
+    """Load a YAML config (or the defaults) and apply dotted ``key=value`` overrides.
+
+    An error in the file names the file; an error in an override names the override (the file is
+    validated first, then each override on top of it).
+    """
     data: dict[str, Any] = {}
+    defaults = Config().to_dict()
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
+        data = _read_yaml_mapping(path)
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML ({e})") from e
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config must be a mapping at the top level")
-        data = loaded
+            from_dict(Config, _merge(defaults, data))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+    if not overrides:
+        return from_dict(Config, _merge(defaults, data))
     for text in overrides:
         keys, value = parse_override(text)
-        set_dotted(data, keys, value)
-    defaults = Config().to_dict()
-    try:
-        return from_dict(Config, _merge(defaults, data))
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from e
+        try:
+            set_dotted(data, keys, value)
+            from_dict(Config, _merge(defaults, data))
+        except ConfigError as e:
+            raise ConfigError(f"command-line override '{text}': {e}") from e
+    return from_dict(Config, _merge(defaults, data))
+
+
+def resolve_paths(cfg: Config) -> Config:
+    """Make the run's input paths absolute (``data.root``, ``data.pseudo_dir``, ``model.pretrained``
+    when it is a file), so a run's ``config.yaml`` works from any directory. In place; returns ``cfg``."""
+    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+    if cfg.data.pseudo_dir:
+        cfg.data.pseudo_dir = str(Path(cfg.data.pseudo_dir).expanduser().resolve())
+    if cfg.model.pretrained and Path(cfg.model.pretrained).expanduser().exists():
+        cfg.model.pretrained = str(Path(cfg.model.pretrained).expanduser().resolve())
+    return cfg
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -3,8 +3,10 @@
 Checks, for every id of the split(s): the image is present and decodes fully (truncated files are
 caught); the mask, where the dataset has masks, is present, readable, single-channel or palette,
 the image's size, and holds only class indices 0..C-1 or 255; classes.txt is valid;
-cls_labels.npy is a dict of float multi-hot vectors of length C-1 covering every id and agreeing
-with the masks. Every problem message starts with the offending file's path.
+cls_labels.npy is a dict of float multi-hot vectors of length C-1 covering every id, with no class
+in a mask that the image's label lacks. The opposite (a labelled class with no pixel in the mask,
+e.g. a small object all void, or labels from VOC's XML annotations) is legal: one warning gives their
+count and ids. Every problem message starts with the offending file's path.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from wsss.data.voc import (
     parse_split,
     read_cls_labels_file,
 )
-from wsss.utils.io import DataError, read_label_png
+from wsss.utils.io import DataError, describe_path, read_label_png
 
 PROGRESS_MIN = 200  # show a progress bar above this many images
+LABEL_ONLY_SHOWN = 20  # ids listed in the warning about labels without mask pixels
 
 
 @dataclass
@@ -48,6 +51,7 @@ class CheckReport:
     splits: dict[str, int] = field(default_factory=dict)  # split -> number of ids
     class_names: list[str] = field(default_factory=list)
     label_source: str = ""
+    label_only: dict[str, str] = field(default_factory=dict)  # id -> labelled classes with no mask pixel
     max_problems: int = 50
 
     @property
@@ -113,7 +117,7 @@ def _mask_path(root: Path, id: str) -> Path | None:
     return None
 
 
-def _check_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
+def check_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
     """(H, W) after a full decode, or an error message. Truncated files are always errors, even if
     some library enabled PIL's LOAD_TRUNCATED_IMAGES."""
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
@@ -206,7 +210,7 @@ def check_dataset(
     root = Path(root)
     report = CheckReport(root=root, max_problems=max_problems)
     if not root.is_dir():
-        report.add(f"{root}: dataset root not found")
+        report.add(f"{describe_path(root)}: dataset root not found")
         return report
 
     # ---- classes ---------------------------------------------------------------------------------
@@ -276,6 +280,7 @@ def check_dataset(
     legal[: min(C, 256)] = True
     legal[255] = True
     per_class: Counter = Counter()
+    label_only: dict[str, str] = {}  # id -> classes in its label with no pixel in its mask
     iterator = all_ids
     if progress and len(all_ids) > PROGRESS_MIN:
         try:
@@ -301,7 +306,7 @@ def check_dataset(
         if img_path is None:
             report.add(f"{root / IMAGE_DIR / (id + '.jpg')}: image not found (id {id!r}; .jpg or .png)")
         else:
-            size, err = _check_image(img_path)
+            size, err = check_image(img_path)
             if err:
                 report.add(err)
 
@@ -347,12 +352,13 @@ def check_dataset(
             if mask_labels is not None and not np.array_equal(vec > 0.5, mask_labels > 0.5):
                 only_lab = np.flatnonzero((vec > 0.5) & ~(mask_labels > 0.5)) + 1
                 only_mask = np.flatnonzero(~(vec > 0.5) & (mask_labels > 0.5)) + 1
-                parts = []
-                if only_mask.size:
-                    parts.append(f"in the mask but not in the label: {_names(only_mask, class_names)}")
-                if only_lab.size:
-                    parts.append(f"in the label but not in the mask: {_names(only_lab, class_names)}")
-                report.add(f"{npy}: label of id {id!r} disagrees with {mpath} ({'; '.join(parts)})")
+                if only_mask.size:  # pixels of a class the image is not labelled with: a wrong label
+                    report.add(
+                        f"{npy}: label of id {id!r} disagrees with {mpath} (in the mask but not in the label: "
+                        f"{_names(only_mask, class_names)})"
+                    )
+                if only_lab.size:  # legal: a small object all void (255) in the mask, or labels from XML
+                    label_only[id] = _names(only_lab, class_names)
             labels = vec
         else:
             labels = mask_labels
@@ -368,5 +374,17 @@ def check_dataset(
                 report.warn(f"split {s!r}: no labels and no masks for its {len(ids)} images (prediction only)")
             elif missing:
                 report.add(f"{npy}: no label for {len(missing)} id(s) of split {s!r} (e.g. {', '.join(missing[:5])})")
+    if label_only:
+        shown = list(label_only.items())[:LABEL_ONLY_SHOWN]
+        report.warn(
+            f"{npy}: {len(label_only)} "
+            + ("image is" if len(label_only) == 1 else "images are")
+            + " labelled with a class that has no pixel in the mask "
+            "(e.g. a small object all void (255), or labels from the XML annotations); fine for training on "
+            "image labels, their masks score that class as absent: "
+            + ", ".join(f"{i} ({names})" for i, names in shown)
+            + (f" (and {len(label_only) - len(shown)} more)" if len(label_only) > len(shown) else "")
+        )
+    report.label_only = label_only
     report.class_counts = {class_names[c]: per_class.get(c, 0) for c in range(1, C)}
     return report

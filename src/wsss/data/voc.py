@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from wsss.data.classes import CLASSES_FILE, read_classes
 from wsss.data.transforms import TrainAugment
-from wsss.utils.io import DataError, id_problem, read_image, read_label_png, save_npy
+from wsss.utils.io import DataError, describe_path, id_problem, read_image, read_label_png, save_npy
 from wsss.utils.safe_load import read_npy
 
 IMAGE_DIR = "JPEGImages"
@@ -157,7 +157,7 @@ class VOCDataset(Dataset):
     def __init__(self, root: str | os.PathLike, split: str, *, require_masks: bool = False) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DataError(f"{self.root}: dataset root not found")
+            raise DataError(f"{describe_path(self.root)}: dataset root not found")
         self.split = split
         self.ids: list[str] = read_split(self.root, split)
         self.class_names: list[str] = read_classes(self.root)

@@ -11,8 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import signal
+import sys
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from wsss.core.checkpoint import load_checkpoint, save_checkpoint
-from wsss.core.config import Config, resolve_epochs, save_config
+from wsss.core.config import Config, load_config, resolve_epochs, resolve_paths, save_config
 from wsss.core.device import resolve_device  # noqa: F401  (re-exported for scripts)
 from wsss.core.distributed import (
     all_gather_objects,
@@ -34,14 +38,40 @@ from wsss.core.distributed import (
     rank,
     world_size,
 )
-from wsss.core.errors import TrainingDiverged, UsageError
+from wsss.core.errors import ConfigError, TrainingDiverged, UsageError
 from wsss.core.registry import Method, TrainContext
 from wsss.data import ClsTrainDataset, VOCDataset
 from wsss.data.transforms import TrainAugment
+from wsss.data.voc import SPLIT_DIR
 from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
 from wsss.engine.validate import validate
 from wsss.methods import build_method
 from wsss.utils.io import atomic_write
+
+
+def validation_split(cfg: Config) -> str | None:
+    """``data.val_split``, or None (with a note) when the dataset has no such split file: a custom
+    dataset without masks has nothing to validate on, and trains without validation."""
+    split = cfg.data.val_split
+    if split and not (Path(cfg.data.root) / SPLIT_DIR / f"{split}.txt").is_file():
+        if is_main_process():
+            print(f"note: {cfg.data.root} has no split {split!r} (data.val_split): training without validation; "
+                  "the run's last checkpoint is used", file=sys.stderr)  # fmt: skip
+        return None
+    return split or None
+
+
+def _describe_weights(pretrained: str | None) -> str:
+    """The pretrained weights for the start-of-training line: the file actually read."""
+    if not pretrained:
+        return "none (random initialisation)"
+    from wsss.models.weights import resolve_weight_path
+
+    try:
+        path = resolve_weight_path(pretrained)
+    except Exception:  # noqa: BLE001 - the build already loaded it; this is only for the message
+        return pretrained
+    return pretrained if str(path) == pretrained else f"{pretrained} = {path}"
 
 
 def seed_everything(seed: int) -> None:
@@ -171,7 +201,7 @@ class Trainer:
         self.train_set = VOCDataset(cfg.data.root, cfg.data.train_split)
         cfg = self.cfg = resolve_epochs(cfg, len(self.train_set))  # train.epochs -> train.max_iters
         d, t = cfg.data, cfg.train
-        self.val_set = VOCDataset(d.root, d.val_split) if d.val_split else None
+        self.val_set = VOCDataset(d.root, d.val_split) if validation_split(cfg) else None
         self.method = build_method(cfg, self.train_set.num_classes).to(self.device)
         self.model: torch.nn.Module = self.method
         if world_size() > 1:
@@ -196,6 +226,11 @@ class Trainer:
         self.step = 0
         self.best: float | None = None
         self._tb: Any = None  # TensorBoard writer, opened by train()
+        # the loss averaging window since the last log step; a checkpoint stores it, so a resumed run
+        # logs the same averages as an uninterrupted one
+        self._log_sums: dict[str, float] = defaultdict(float)
+        self._log_n = 0
+        self._interrupted = False
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -219,6 +254,7 @@ class Trainer:
             "data": self.stream.position(),
             "best": self.best,
             "rng": all_gather_objects(self._rng_state()),  # one entry per process, rank order
+            "log_window": all_gather_objects({"sums": dict(self._log_sums), "n": self._log_n}),
             "config": self.cfg.to_dict(),
             "num_classes": self.train_set.num_classes,
             "class_names": self.train_set.class_names,
@@ -264,6 +300,14 @@ class Trainer:
                 torch.cuda.set_rng_state(rng["cuda"], self.device)
         else:  # another process count: the data order is kept, the in-model RNG is reseeded
             seed_everything(self.cfg.run.seed + rank() + 7919 * self.step)
+        windows = state.get("log_window")  # absent in checkpoints of older versions: the window restarts
+        if windows:
+            # the logged average is sum over processes / world size / n: each process takes the mean
+            # window over the saved processes, which keeps that figure whatever the process count
+            keys = {k for w in windows for k in w["sums"]}
+            self._log_sums = defaultdict(float, {k: sum(w["sums"].get(k, 0.0) for w in windows) / len(windows)
+                                                 for k in keys})  # fmt: skip
+            self._log_n = windows[0]["n"]
         if is_main_process():
             self._truncate_metrics(self.step)
         return True
@@ -347,7 +391,11 @@ class Trainer:
                     raise TrainingDiverged(
                         f"non-finite loss at iteration {step}: "
                         + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-                        + f"; the last good checkpoint is {self.ckpt_dir / 'last.pt'}"
+                        + (
+                            f"; the last good checkpoint is {self.ckpt_dir / 'last.pt'}"
+                            if (self.ckpt_dir / "last.pt").is_file()
+                            else "; no checkpoint was saved yet"
+                        )
                     )
                 self.scaler.scale(loss / n).backward()
             for k, v in values.items():
@@ -372,48 +420,88 @@ class Trainer:
         resumed = self.resume_if_possible()
         if is_main_process():
             save_config(cfg, self.run_dir / "config.yaml")
+            weights = _describe_weights(cfg.model.pretrained)
+            start = f"resumed from {self.ckpt_dir / 'last.pt'} at step {self.step}" if resumed else "from step 0"
+            print(f"train {self.run_dir}: {cfg.method}, {cfg.model.backbone}, pretrained weights {weights}; {start}"
+                  f" of {t.max_iters}", file=sys.stderr, flush=True)  # fmt: skip
         if self.step >= stop:
             return {"step": self.step, "resumed": resumed, "best": self.best}
         self._open_tensorboard()
         self.method.train()
         self.method.on_train_start(self.context())
         epoch_seen: int | None = None
-        sums: dict[str, float] = defaultdict(float)
-        n_logged, t0 = 0, time.time()
+        sums = self._log_sums
+        t0 = time.time()
+        n_timed = 0  # steps timed since t0 (this process's own, unlike the window restored by a resume)
         bar = tqdm(total=t.max_iters, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         last_val: dict[str, Any] | None = None
-        while self.step < stop:
-            micro_batches = next(self.stream)
-            if self.stream.epoch != epoch_seen:
-                epoch_seen = self.stream.epoch
-                self.method.on_epoch_start(epoch_seen)
-            total, values = self._train_step(micro_batches, self.step)
-            self.step += 1
-            bar.update(1)
-            for k, v in values.items():
-                sums[k] += v
-            sums["loss"] += total
-            n_logged += 1
-            if self.step % t.log_iters == 0 or self.step == t.max_iters:
-                keys = sorted(sums)
-                avg = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64)) / world_size()
-                record = {
-                    "step": self.step,
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                    "sec_per_iter": (time.time() - t0) / n_logged,
-                    **{f"loss/{k}": float(v) / n_logged for k, v in zip(keys, avg)},
-                }
-                self._log(record)
-                bar.set_postfix(loss=f"{record['loss/loss']:.3f}")
-                sums.clear()
-                n_logged, t0 = 0, time.time()
-            if self.val_set is not None and (self.step % t.eval_iters == 0 or self.step == t.max_iters):
-                last_val = self.validate()
-            if self.step % t.ckpt_iters == 0 or self.step == t.max_iters:
-                self.save_checkpoint("last.pt")
+        with self._catch_interrupt():
+            while self.step < stop:
+                micro_batches = next(self.stream)
+                if self.stream.epoch != epoch_seen:
+                    epoch_seen = self.stream.epoch
+                    self.method.on_epoch_start(epoch_seen)
+                total, values = self._train_step(micro_batches, self.step)
+                self.step += 1
+                bar.update(1)
+                for k, v in values.items():
+                    sums[k] += v
+                sums["loss"] += total
+                self._log_n += 1
+                n_timed += 1
+                if self.step % t.log_iters == 0 or self.step == t.max_iters:
+                    keys = sorted(sums)
+                    avg = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64)) / world_size()
+                    record = {
+                        "step": self.step,
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "sec_per_iter": (time.time() - t0) / n_timed,
+                        **{f"loss/{k}": float(v) / self._log_n for k, v in zip(keys, avg)},
+                    }
+                    self._log(record)
+                    bar.set_postfix(loss=f"{record['loss/loss']:.3f}")
+                    sums.clear()
+                    self._log_n, n_timed, t0 = 0, 0, time.time()
+                if self.val_set is not None and (self.step % t.eval_iters == 0 or self.step == t.max_iters):
+                    last_val = self.validate()
+                saved = self.step % t.ckpt_iters == 0 or self.step == t.max_iters
+                if saved:
+                    self.save_checkpoint("last.pt")
+                if self._interrupt_requested():
+                    if not saved:
+                        self.save_checkpoint("last.pt")
+                    bar.close()
+                    if is_main_process():
+                        print(f"interrupted: saved {self.ckpt_dir / 'last.pt'} at step {self.step}", file=sys.stderr)
+                    raise KeyboardInterrupt
         bar.close()
         self._close_tensorboard()
         return {"step": self.step, "resumed": resumed, "best": self.best, "val": last_val}
+
+    @contextlib.contextmanager
+    def _catch_interrupt(self) -> Iterator[None]:
+        """Ctrl-C (SIGINT) during training: finish the current step, save ``last.pt`` (atomically),
+        then raise KeyboardInterrupt (the CLI exits 130). A second Ctrl-C stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            self._interrupted = True
+            signal.signal(signal.SIGINT, previous)
+            if self.progress:
+                tqdm.write("Ctrl-C: saving a checkpoint after this step (press again to stop at once)")
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _interrupt_requested(self) -> bool:
+        if world_size() == 1:
+            return self._interrupted
+        return float(all_reduce_sum(torch.tensor([float(self._interrupted)]))) > 0  # every process stops together
 
     def validate(self) -> dict[str, Any]:
         res = validate(self.method, self.val_set, self.cfg, self.device, progress=self.progress)
@@ -428,3 +516,64 @@ class Trainer:
                 f"[val @ {self.step}] " + "  ".join(f"{k} {v:.2f}" for k, v in res.items() if k.endswith("miou"))
             )
         return res
+
+
+# Settings that change how a run is computed, not what it computes: a resume may change them freely.
+EXECUTION_KEYS = frozenset({"run.dir", "run.device", "run.threads", "run.tensorboard", "data.num_workers"})
+CONFIG_CHANGES_FILE = "config_changes.jsonl"
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k not in ("weights", "start_iters", "backbone_kwargs"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (old value, new value)} for every setting that differs, execution keys excepted."""
+    a, b = _flatten(old.to_dict()), _flatten(new.to_dict())
+    return {
+        k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in EXECUTION_KEYS
+    }
+
+
+def check_config_change(cfg: Config, *, allow: bool = False) -> dict[str, tuple[Any, Any]]:
+    """Before resuming: compare ``cfg`` with the run's saved ``config.yaml``.
+
+    A run with a checkpoint was trained with its saved settings, so other settings are refused (a
+    ConfigError naming every differing key) unless ``allow``; an allowed change is appended to
+    ``RUN/config_changes.jsonl`` (time, checkpoint step, old and new values). Returns the changes.
+    """
+    run_dir = Path(cfg.run.dir)
+    saved = run_dir / "config.yaml"
+    ckpts = sorted(run_dir.glob("**/checkpoints/*.pt"))
+    if not saved.is_file() or not ckpts:
+        return {}
+    old = resolve_paths(load_config(saved))  # an old run's relative paths were read from the current directory
+    new = cfg
+    if cfg.train.epochs is not None:  # the saved config holds max_iters resolved from train.epochs
+        new = resolve_epochs(cfg, len(VOCDataset(cfg.data.root, cfg.data.train_split)))
+    changes = config_changes(old, new)
+    if not changes:
+        return {}
+    listing = "; ".join(f"{k}: {old_v!r} -> {new_v!r}" for k, (old_v, new_v) in changes.items())
+    if not allow:
+        raise ConfigError(
+            f"{saved}: this run was trained with other settings ({listing}); resuming would mix them. Use "
+            "another run.dir, or pass --allow-config-change to resume with the new settings (recorded in "
+            f"{run_dir / CONFIG_CHANGES_FILE})"
+        )
+    last = run_dir / "checkpoints" / "last.pt"
+    step = load_checkpoint(last).get("step") if last.is_file() else None
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step,
+              "changes": {k: {"old": o, "new": n} for k, (o, n) in changes.items()}}  # fmt: skip
+    if is_main_process():
+        with open(run_dir / CONFIG_CHANGES_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    print(f"{run_dir}: resuming with changed settings ({listing}); recorded in {run_dir / CONFIG_CHANGES_FILE}")
+    return changes

@@ -35,7 +35,7 @@ def colorize(label: np.ndarray) -> np.ndarray:
     return _PALETTE[np.asarray(label).astype(np.int64)]
 
 
-def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 80) -> Path:
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 100) -> Path:
     """Write ``fig`` as a PNG (atomically) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,7 @@ class ImagePanels:
     labels: list[tuple[str, np.ndarray]] = field(default_factory=list)
 
 
-def draw_grid(p: ImagePanels, panel_inches: float = 2.0) -> plt.Figure:
+def draw_grid(p: ImagePanels, panel_inches: float = 2.8) -> plt.Figure:
     """One row: image | ground truth | CAM per class (jet over the image) | label maps; a legend of
     the classes the label maps hold below."""
     panels: list[tuple[str, np.ndarray, bool]] = [("image", p.image, False)]
@@ -70,14 +70,15 @@ def draw_grid(p: ImagePanels, panel_inches: float = 2.0) -> plt.Figure:
         panels.append(("ground truth", colorize(p.gt), False))
     panels += [(f"CAM {name}", cam, True) for name, cam in p.cams]
     panels += [(title, colorize(label), False) for title, label in p.labels]
-    fig, axes = plt.subplots(1, len(panels), figsize=(panel_inches * len(panels), panel_inches + 0.6), squeeze=False)
+    # 2.8 in at 100 dpi: panels of about 280 px, readable beside their 11 pt titles
+    fig, axes = plt.subplots(1, len(panels), figsize=(panel_inches * len(panels), panel_inches + 0.8), squeeze=False)
     for ax, (title, arr, heat) in zip(axes[0], panels):
         if heat:
             ax.imshow(p.image)
             ax.imshow(np.asarray(arr, dtype=np.float32), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
         else:
             ax.imshow(arr)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=11)
         ax.axis("off")
     shown = set()
     for label in [p.gt] + [lab for _, lab in p.labels]:
@@ -90,10 +91,10 @@ def draw_grid(p: ImagePanels, panel_inches: float = 2.0) -> plt.Figure:
     if IGNORE in shown:
         handles.append(Patch(facecolor=_PALETTE[IGNORE] / 255.0, edgecolor="#888", label="ignore / undecided"))
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False,
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=10, frameon=False,
                    bbox_to_anchor=(0.5, -0.02))  # fmt: skip
     if p.title:
-        fig.suptitle(p.title, fontsize=10, x=0.01, ha="left")
+        fig.suptitle(p.title, fontsize=12, x=0.01, ha="left")
     fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 0.95 if p.title else 1))
     return fig
 
@@ -136,13 +137,13 @@ def training_curves(metrics: Sequence[dict[str, Any]], out_dir: Path) -> list[st
         ax.set_xlabel("iteration"), ax.set_ylabel("loss (unweighted terms; 'loss' = weighted sum)")
         if all(m.get(k, 1) > 0 for m in train for k in keys):
             ax.set_yscale("log")
-        ax.legend(fontsize=7), ax.grid(alpha=0.3), ax.set_title("training losses", fontsize=10)
+        ax.legend(fontsize=9), ax.grid(alpha=0.3), ax.set_title("training losses", fontsize=11)
         files.append(save_figure(fig, out_dir / "loss.png").name)
         if any("lr" in m for m in train):
             fig, ax = plt.subplots(figsize=(6, 2.5))
             ax.plot([m["step"] for m in train if "lr" in m], [m["lr"] for m in train if "lr" in m])
             ax.set_xlabel("iteration"), ax.set_ylabel("lr (backbone group)"), ax.grid(alpha=0.3)
-            ax.set_title("learning rate", fontsize=10)
+            ax.set_title("learning rate", fontsize=11)
             files.append(save_figure(fig, out_dir / "lr.png").name)
     val = [m for m in metrics if "val" in m]
     if val:
@@ -150,8 +151,14 @@ def training_curves(metrics: Sequence[dict[str, Any]], out_dir: Path) -> list[st
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for k in keys:
             ax.plot([m["step"] for m in val], [m["val"].get(k, np.nan) for m in val], marker="o", label=k)
-        ax.set_xlabel("iteration"), ax.set_ylabel("val mIoU (%)"), ax.legend(fontsize=7), ax.grid(alpha=0.3)
-        ax.set_title("training-time validation", fontsize=10)
+        ax.set_xlabel("iteration"), ax.set_ylabel("val mIoU (%)"), ax.legend(fontsize=9), ax.grid(alpha=0.3)
+        ax.set_ylim(0, 100)  # the mIoU scale: one point (a short run) is not drawn on a 19-21 axis
+        if len(val) == 1:  # a single validation: its value written beside it
+            for k in keys:
+                v = val[0]["val"].get(k)
+                if v is not None:
+                    ax.annotate(f"{v:.1f}", (val[0]["step"], v), textcoords="offset points", xytext=(6, 4), fontsize=9)
+        ax.set_title("training-time validation", fontsize=11)
         files.append(save_figure(fig, out_dir / "val.png").name)
     return files
 
@@ -166,29 +173,40 @@ def cooccurrence_chart(results: dict[str, Any], path: Path) -> Path | None:
     name -> :class:`~wsss.evaluation.EvalResult`."""
     if not results:
         return None
-    names = next(iter(results.values())).class_names[1:]
+    all_names = next(iter(results.values())).class_names
+    # only the classes this split shows (a FAR or a pair somewhere): 20 empty rows hide the few that matter
+    present = set()
+    for r in results.values():
+        present |= {c for c, v in enumerate(r.cooccurrence["far"]) if c > 0 and v is not None and np.isfinite(v)}
+        present |= {p[k] for p in r.cooccurrence["pairs"] if p["share"] is not None for k in ("gt_id", "pred_id")}
+    if not present:
+        return None
+    keep = sorted(present)
+    names = [all_names[c] for c in keep]
     n = len(results)
-    fig, axes = plt.subplots(1, 1 + n, figsize=(6 + 3.2 * n, 3.6), gridspec_kw={"width_ratios": [2] + [1] * n})
+    fig, axes = plt.subplots(1, 1 + n, figsize=(6 + 3.6 * n, 4.2), gridspec_kw={"width_ratios": [2] + [1] * n})
     ax = axes[0]
     width = 0.8 / n
     x = np.arange(len(names))
     for j, (title, r) in enumerate(results.items()):
-        far = np.array([np.nan if v is None else v for v in r.cooccurrence["far"][1:]], dtype=np.float64)
+        far = np.array([np.nan if r.cooccurrence["far"][c] is None else r.cooccurrence["far"][c] for c in keep],
+                       dtype=np.float64)  # fmt: skip
         ax.bar(x + (j - (n - 1) / 2) * width, 100 * np.nan_to_num(far), width, label=title)
-    ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("false activation (%)"), ax.legend(fontsize=7), ax.grid(axis="y", alpha=0.3)
-    ax.set_title("GT background predicted as the image's class", fontsize=9)
-    C = len(names) + 1
+    ax.set_xticks(x, names, rotation=45, ha="right", fontsize=10)
+    ax.set_ylabel("false activation (%)", fontsize=10), ax.legend(fontsize=9), ax.grid(axis="y", alpha=0.3)
+    ax.set_title("GT background predicted as the image's class", fontsize=11)
+    pos = {c: i for i, c in enumerate(keep)}
+    K = len(keep)
     for ax, (title, r) in zip(axes[1:], results.items()):
-        mat = np.full((C, C), np.nan)
+        mat = np.full((K, K), np.nan)
         for pair in r.cooccurrence["pairs"]:
             if pair["share"] is not None and np.isfinite(pair["share"]):
-                mat[pair["gt_id"], pair["pred_id"]] = 100 * pair["share"]
-        im = ax.imshow(mat[1:, 1:], cmap="Reds", vmin=0, vmax=max(1.0, float(np.nan_to_num(mat).max())))
-        ax.set_xticks(range(C - 1), names, rotation=90, fontsize=7)
-        ax.set_yticks(range(C - 1), names, fontsize=7)
-        ax.set_xlabel("predicted", fontsize=8), ax.set_ylabel("ground truth", fontsize=8)
-        ax.set_title(f"{title}: pair confusion (%)", fontsize=9)
+                mat[pos[pair["gt_id"]], pos[pair["pred_id"]]] = 100 * pair["share"]
+        im = ax.imshow(mat, cmap="Reds", vmin=0, vmax=max(1.0, float(np.nan_to_num(mat).max())))
+        ax.set_xticks(range(K), names, rotation=90, fontsize=9)
+        ax.set_yticks(range(K), names, fontsize=9)
+        ax.set_xlabel("predicted", fontsize=10), ax.set_ylabel("ground truth", fontsize=10)
+        ax.set_title(f"{title}: pair confusion (%)", fontsize=11)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -30,6 +30,7 @@ from urllib.parse import quote
 import numpy as np
 import yaml
 
+from wsss.core.config import yaml_load
 from wsss.core.errors import MissingFileError
 from wsss.data import VOCDataset
 from wsss.evaluation import EvalResult, confusion_matrix, evaluate, scores_from_hist
@@ -42,7 +43,7 @@ from wsss.report.figures import (
     saved_panels,
     training_curves,
 )
-from wsss.utils.io import atomic_write, per_id_path, read_label_png
+from wsss.utils.io import atomic_write, per_id_path, plural, read_label_png
 
 __all__ = ["colorize", "read_metrics", "write_report"]
 
@@ -139,7 +140,8 @@ def _pairs_text(results: dict[str, tuple[str, EvalResult]], top: int = 5) -> str
     for title, r in results.values():
         pairs = [p for p in r.cooccurrence["pairs"] if p["share"] is not None and np.isfinite(p["share"])]
         lines = [
-            f"{p['gt']} -> {p['pred']}: {100 * p['share']:.2f} % of the {p['gt']} pixels ({p['images']} images)"
+            f"{p['gt']} -> {p['pred']}: {100 * p['share']:.2f} % of the {p['gt']} pixels "
+            f"({plural(p['images'], 'image')})"
             for p in pairs[:top]
             if p["share"] > 0
         ] or ["(no confusion between co-occurring classes)"]
@@ -196,7 +198,7 @@ def write_report(
     cfg_file = run / "config.yaml"
     if not cfg_file.is_file():
         raise MissingFileError(f"{cfg_file}: not a run directory (no config.yaml)")
-    cfg = yaml.safe_load(cfg_file.read_text())
+    cfg = yaml_load(cfg_file.read_text())
     split = split or cfg["data"]["val_split"]
     ds = VOCDataset(data_root or cfg["data"]["root"], split)
     out = run / "report"
@@ -257,7 +259,7 @@ def write_report(
 <h1>{_e(title)}</h1>
 <p>run <code>{_e(str(run))}</code>; method <b>{_e(str(cfg.get("method")))}</b>, backbone
 {_e(str(cfg["model"]["backbone"]))}; split <b>{_e(split)}</b> of
-<code>{_e(str(ds.root))}</code> ({len(ds)} images); written {datetime.now():%Y-%m-%d %H:%M}</p>
+<code>{_e(str(ds.root))}</code> ({plural(len(ds), "image")}); written {datetime.now():%Y-%m-%d %H:%M}</p>
 <nav><a href="#summary">summary</a><a href="#images">images</a><a href="#per-class">per class</a>
 <a href="#cooccurrence">co-occurrence</a><a href="#training">training</a><a href="#config">config</a></nav>
 <h2 id="summary">Summary (%)</h2>{summary_html}

@@ -130,8 +130,10 @@ def write_viz(
         else:
             labels = guess_classes(run, img)
         stem = Path(image).stem
-        p = model_panels(run, img, labels, title=f"{Path(image).name} (classes: "
-                         + ", ".join(fg[k] for k in np.flatnonzero(labels)) + ")")  # fmt: skip
+        names = ", ".join(fg[k] for k in np.flatnonzero(labels))
+        # say whose classes these are: the user's (--classes) or the model's guess, never ground truth
+        title = f"{Path(image).name} (CAMs of: {names})" if classes else f"{Path(image).name} (predicted: {names})"
+        p = model_panels(run, img, labels, title=title)
         written.append((save_grid(p, per_id_path(out, stem, ".png")), p))
         return written
     split = split or run.cfg.data.val_split

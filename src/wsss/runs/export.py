@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from wsss.data.voc import VOCDataset
 from wsss.utils.io import DataError, atomic_write, read_label_png, voc_palette
 
 VOC_RESULTS_DIR = "results/VOC2012/Segmentation/{comp}_{split}_cls"
+VOC_TEST_SIZE = 1456  # VOC 2012 segmentation test list (ImageSets/Segmentation/test.txt of the test tar)
+_VOC_ID = re.compile(r"^20(0[89]|1[01])_\d{6}$")  # VOC 2012 image ids: 2008_000001 ... 2011_003276
 _PALETTE = voc_palette().flatten().tolist()
 
 
@@ -32,6 +35,21 @@ def _png_bytes(label: np.ndarray) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def voc_test_mismatch(ids: list[str], class_names: list[str]) -> str | None:
+    """Why a split is not VOC 2012's segmentation test set (None if it looks like it): the server
+    scores only a zip of its 1,456 test ids over the 21 VOC classes."""
+    from wsss.data.classes import VOC_CLASSES
+
+    if len(class_names) != len(VOC_CLASSES):
+        return f"the dataset has {len(class_names)} classes, VOC has {len(VOC_CLASSES)}"
+    if len(ids) != VOC_TEST_SIZE:
+        return f"the split has {len(ids):,} ids, VOC 2012's test set has {VOC_TEST_SIZE:,}"
+    odd = [i for i in ids if not _VOC_ID.match(i)]
+    if odd:
+        return f"{len(odd)} ids are not VOC 2012 ids (e.g. {odd[0]})"
+    return None
 
 
 def export_voc_test(

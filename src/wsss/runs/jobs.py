@@ -282,7 +282,10 @@ def run_predict(
     fused softmax as float16 (C, H, W). Off by default: on COCO that is terabytes (methods.md 3.10).
     """
     if not run.method.has_seg_head:
-        raise RuntimeError(f"{run.dir}: this model has no segmentation head; use `wsss cam` and `wsss pseudo`")
+        raise UsageError(
+            f"{run.dir}: this run (method {run.cfg.method}, model.decoder {run.cfg.model.decoder}) has no "
+            "segmentation head to predict with; use `wsss cam` and `wsss pseudo`, or train a seg stage"
+        )
     ds = VOCDataset(root or run.cfg.data.root, split)
     out = run.dir / ("predictions_crf" if crf else "predictions") / split
     probs_dir = run.dir / "probs" / split

@@ -21,13 +21,42 @@ from wsss.core.errors import DataError  # noqa: E402,F401  (re-exported: most re
 from wsss.utils.safe_load import read_npy, read_npz
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 image', '2 images' (for messages and reports)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def describe_path(path: str | os.PathLike) -> str:
+    """``path`` for a message; a relative one also shows what it resolved to (it is read from the
+    current directory, which is a common surprise)."""
+    path = Path(path)
+    return str(path) if path.is_absolute() else f"{path} (resolved from the current directory: {path.resolve()})"
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux), else by setting and
+    restoring it."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
-    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds."""
+    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    The file gets the mode a plain ``open(path, "w")`` would give (0666 minus the umask), not the
+    0600 of ``mkstemp``'s private temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

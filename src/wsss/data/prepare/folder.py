@@ -18,8 +18,14 @@ Inputs:
 
 Output ``ROOT``: ``JPEGImages/`` (hard links by default), ``SegmentationClass/`` (the masks,
 re-written as VOC-palette PNGs after checking values and sizes), ``cls_labels.npy``,
-``classes.txt``, ``ImageSets/Segmentation/train.txt`` and, with ``val_fraction`` > 0,
-``val.txt``: a seeded random share of the images, drawn from those with a mask when masks exist.
+``classes.txt``, ``ImageSets/Segmentation/train.txt`` and ``val.txt``: a seeded random share of the
+images (``val_fraction``; by default 0.2 when masks are given, drawn from the images with a mask,
+and none without masks: validation needs masks, and training without a val split skips it).
+
+Every input is checked before anything is written, with check-data's rules: an image that does not
+decode fully (a truncated JPEG), a mask with values that are not classes, of another size than its
+image, or showing a class the image's label does not list is a problem; all of them are listed in
+one error and nothing is written. A labelled class with no pixel in the mask is legal (a warning).
 """
 
 from __future__ import annotations
@@ -30,13 +36,16 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from tqdm import tqdm
 
 from wsss.core.errors import UsageError
+from wsss.data.check import check_image
 from wsss.data.classes import parse_classes, write_classes
 from wsss.data.prepare import PrepareSummary, first, place_image, write_split
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
 from wsss.utils.io import DataError, per_id_path, read_label_png, save_label_png
+
+MAX_LISTED = 50  # input problems listed in the error (all are counted)
 
 
 def _unknown(name: str, names: list[str], where: str) -> DataError:
@@ -117,6 +126,9 @@ def read_label_file(path: Path, class_names: list[str]) -> dict[str, tuple[list[
     return out
 
 
+DEFAULT_VAL_FRACTION = 0.2  # with masks and no --val-fraction: a val split to validate training on
+
+
 def prepare_folder(
     images: str | os.PathLike,
     labels: str | os.PathLike,
@@ -124,13 +136,21 @@ def prepare_folder(
     out: str | os.PathLike,
     *,
     masks: str | os.PathLike | None = None,
-    val_fraction: float = 0.0,
+    val_fraction: float | None = None,
     seed: int = 0,
     image_mode: str = "link",
     progress: bool = True,
 ) -> PrepareSummary:
-    """Build a VOC-layout dataset at ``out`` from a custom folder (module docstring)."""
+    """Build a VOC-layout dataset at ``out`` from a custom folder (module docstring).
+
+    Every input is checked before anything is written (check-data's rules: images decode fully,
+    masks hold classes or 255 at the image's size, no mask class missing from the image's label); all
+    problems are raised in one DataError, and ``out`` is left as it was. ``val_fraction`` None: 0.2
+    of the images with masks when there are masks, else no val split (training then skips validation).
+    """
     images, labels, classes, out = Path(images), Path(labels), Path(classes), Path(out)
+    if val_fraction is None:
+        val_fraction = DEFAULT_VAL_FRACTION if masks is not None else 0.0
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if not images.is_dir():
@@ -160,44 +180,75 @@ def prepare_folder(
     if missing:
         raise DataError(f"{labels}: {len(missing)} labelled images are not in {images}: {first(missing)}")
 
-    summary = PrepareSummary(out=out)
+    # ---- check every input first: nothing is written unless all of it is usable ----------------
     num_classes = len(class_names)
-    with_mask: set[str] = set()
+    problems: list[str] = []
+    mask_of: dict[str, np.ndarray] = {}
+    label_only: list[str] = []
+    ids = sorted(entries)
     if masks is not None:
         masks = Path(masks)
         if not masks.is_dir():
             raise DataError(f"{masks}: mask folder not found")
-        for id in sorted(entries):
-            src = masks / f"{id}.png"
-            if not src.is_file():
-                continue
+    for id in tqdm(ids, desc="checking", unit="img", disable=not progress or len(ids) < 200, leave=False):
+        size, err = check_image(files[id])
+        if err:
+            problems.append(err)
+        src = masks / f"{id}.png" if masks is not None else None
+        if src is None or not src.is_file():
+            continue
+        try:
             mask = read_label_png(src)
-            bad = np.setdiff1d(np.unique(mask), np.r_[np.arange(num_classes), 255])
-            if bad.size:
-                raise DataError(f"{src}: mask values {bad.tolist()} are not classes (0..{num_classes - 1}) or 255")
-            with Image.open(files[id]) as im:
-                size = (im.height, im.width)
-            if mask.shape != size:
-                raise DataError(
-                    f"{src}: mask is {mask.shape[1]}x{mask.shape[0]}, image {files[id]} is {size[1]}x{size[0]}"
-                )
-            dst = per_id_path(out / "SegmentationClass", id, ".png")
-            if not dst.is_file():
-                save_label_png(dst, mask)
-            with_mask.add(id)
-        summary.counts["masks"] = len(with_mask)
+        except DataError as e:
+            problems.append(str(e))
+            continue
+        present = np.unique(mask)
+        bad = np.setdiff1d(present, np.r_[np.arange(num_classes), 255])
+        if bad.size:
+            problems.append(f"{src}: mask values {bad.tolist()} are not classes (0..{num_classes - 1}) or 255")
+            continue
+        if size is not None and mask.shape != size:
+            problems.append(f"{src}: mask is {mask.shape[1]}x{mask.shape[0]}, image {files[id]} is {size[1]}x{size[0]}")
+            continue
+        in_mask = {int(c) for c in present if 0 < c < num_classes}
+        labelled = set(entries[id])
+        if in_mask - labelled:
+            names = ", ".join(class_names[c] for c in sorted(in_mask - labelled))
+            problems.append(f"{src}: mask shows {names}, which the label of {id!r} in {labels} does not list")
+        if labelled - in_mask:
+            label_only.append(id)
+        mask_of[id] = mask
+    if problems:
+        shown = problems[:MAX_LISTED]
+        more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        raise DataError(
+            f"{len(problems)} problem(s) in the inputs; nothing was written to {out}:\n"
+            + "\n".join(f"  - {p}" for p in shown)
+            + more
+        )
+
+    # ---- write ---------------------------------------------------------------------------------
+    summary = PrepareSummary(out=out)
+    for id, mask in mask_of.items():
+        dst = per_id_path(out / "SegmentationClass", id, ".png")
+        if not dst.is_file():
+            save_label_png(dst, mask)
+    if masks is not None:
+        summary.counts["masks"] = len(mask_of)
+    with_mask = set(mask_of)
 
     placed = 0
-    for id in sorted(entries):
+    for id in ids:
         src = files[id]
         placed += place_image(src, per_id_path(out / "JPEGImages", id, src.suffix), image_mode)
 
-    ids = sorted(entries)
     pool = sorted(with_mask) if with_mask else ids
     n_val = int(round(val_fraction * len(ids)))
-    if n_val > len(pool):
-        raise DataError(f"{masks}: val_fraction {val_fraction} needs {n_val} val images, only {len(pool)} have masks")
-    val = set(np.random.default_rng(seed).permutation(pool)[:n_val].tolist()) if n_val else set()
+    if with_mask and n_val > len(pool):
+        summary.warnings.append(f"val_fraction {val_fraction} asks for {n_val} val images; {len(pool)} have masks")
+        n_val = len(pool)
+    n_val = min(n_val, len(ids) - 1)
+    val = set(np.random.default_rng(seed).permutation(pool)[:n_val].tolist()) if n_val > 0 else set()
     write_split(out, "train", [i for i in ids if i not in val])
     if val:
         write_split(out, "val", sorted(val))
@@ -209,6 +260,8 @@ def prepare_folder(
     write_cls_labels(out, vecs)
     write_classes(out, class_names)
     summary.counts.update({"images": len(ids), "train": len(ids) - len(val), "val": len(val), "images_placed": placed})
+    if not val:
+        summary.notes.append("no val split (no masks, or val_fraction 0): training runs without validation")
     unlabelled = sorted(set(files) - set(entries))
     if unlabelled:
         summary.warnings.append(
@@ -217,4 +270,9 @@ def prepare_folder(
     empty = sorted(i for i, c in entries.items() if not c)
     if empty:
         summary.warnings.append(f"{len(empty)} images have no foreground class: {first(empty)}")
+    if label_only:
+        summary.warnings.append(
+            f"{len(label_only)} images are labelled with a class that has no pixel in their mask (legal, e.g. "
+            f"a small object all void): {first(label_only)}"
+        )
     return summary

@@ -20,7 +20,7 @@ Outputs in ``ROOT`` (the toolkit's layout, the one ToCo/SeCo/PSA read):
   masks written (``labels="mask"``, the default: labels and masks agree, so ``wsss check-data``
   passes), or from the ``Annotations`` XML object names as PSA's ``make_cls_labels.py`` does
   (``labels="xml"``, PSA/ToCo/SeCo's file; ``"auto"``: XML when every id has one, else masks). XML
-  labels also name objects a mask does not show; check-data lists those ids as disagreements;
+  labels also name objects a mask does not show; check-data warns about those ids (legal for training);
 - ``classes.txt`` (the 21 VOC classes) and ``JPEGImages/`` (hard links by default).
 """
 
