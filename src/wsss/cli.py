@@ -253,7 +253,12 @@ def cmd_export_voc_test(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from wsss import __version__
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        __version__ = version("wsss")
+    except PackageNotFoundError:  # a source tree on PYTHONPATH without an install
+        __version__ = "unknown (not installed)"
 
     p = argparse.ArgumentParser(
         prog="wsss",
