@@ -13,8 +13,8 @@ import torch
 from conftest import REPO, SHARED, VOC_REAL_MINI
 from wsss.cli import main
 
-TINY = ["train.epochs=null", "train.max_iters=2", "train.eval_iters=2", "train.ckpt_iters=2", "train.log_iters=1", "data.crop_size=128",
-        "infer.cam_scales=[1.0]"]  # fmt: skip
+TINY = ["train.epochs=null", "train.max_iters=2", "train.eval_iters=2", "train.ckpt_iters=2", "train.log_iters=1",
+        "data.crop_size=128", "infer.cam_scales=[1.0]"]  # fmt: skip
 
 
 def route_block() -> str:
