@@ -13,6 +13,21 @@ paper reports, with our commands:
   pseudo labels) gets the separate segmentation stage ``configs/seg/synthetic_cpu.yaml`` trained on its
   train pseudo labels (``data.pseudo_dir``) when that preset exists, and "n/a" otherwise.
 
+One calibration protocol for every method (``CALIBRATION``, on by default, ``--no-calibrate`` for the
+presets' own levels): after training, on the method's **own train CAMs**, ``wsss sweep-bkg`` scores
+the CAM seeds against the train ground truth at the background levels 0.05, 0.10, ..., 0.70 and the
+two-level (high, low) labels at its default pairs; the seeds take the level of the best seed mIoU
+(``wsss cam --bkg-thre``), the pseudo labels the pair with the best mIoU where the label decides among
+the pairs that decide at least ``MIN_DECIDED`` of the pixels (``cam.high_thre`` / ``cam.low_thre`` /
+``cam.bkg_thre`` of the run, for every refinement that reads them: PAR, none, the label CRF). RCA's CRF
+proxy labels and SC-CAM's PSA seeds + random walk have levels of their own (the proxy constants, the
+PSA alphas, ``rw_alpha``) that the rule does not choose: their mask columns keep those. Caveat: the
+rule reads the train split's ground truth, as the papers tune their
+levels (ToCo, SeCo, PSA, SC-CAM choose theirs on labelled VOC images), so the CAM and mask columns are
+scored on the images their levels were chosen on; the seg column is scored on val. The levels of the
+training itself (the online pseudo labels of the CAM baseline and SeCo) stay the presets': choosing
+them too would take a second training of every method. The chosen levels are printed in the table.
+
 plus the false-activation rate (FAR: ground-truth background predicted as the image's class), the
 context FAR (water pixels predicted as boat, rails pixels predicted as train: the co-occurrence
 failure), and the training and inference times. How a method gets from its preset to the numbers is a
@@ -50,6 +65,12 @@ from wsss.core.config import yaml_load
 REPO = Path(__file__).resolve().parents[1]
 
 METHODS = ("cam", "seco", "rca", "sccam")
+MIN_DECIDED = 0.85  # the calibration rule: a pseudo-label pair must decide at least this share of the pixels
+CALIBRATION = (
+    "levels chosen on each method's own train CAMs against the train ground truth (as the papers do): "
+    "seeds at the background level of the best seed mIoU over 0.05..0.70; pseudo labels at the (high, low) "
+    f"pair of the best mIoU where decided among the pairs deciding >= {100 * MIN_DECIDED:.0f} % of the pixels"
+)
 BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
 
 
@@ -150,6 +171,39 @@ def evaluate(pred_dir: Path, root: Path, split: str, pseudo: bool = False) -> di
     return out
 
 
+def choose_levels(sweep: dict[str, Any], min_decided: float = MIN_DECIDED) -> dict[str, float]:
+    """The calibration rule on a ``wsss sweep-bkg`` result: the seed level of the best seed mIoU (the
+    first of the highest), and the (high, low) pair of the best mIoU where decided among the pairs that
+    decide at least ``min_decided`` of the pixels (the most deciding pair when none does)."""
+    out = {"bkg_thre": float(sweep["best_thre"]), "seed_miou": 100 * float(sweep["best_miou"])}
+    pairs = sweep.get("pairs") or []
+    if pairs:
+        enough = [p for p in pairs if p["decided"] >= min_decided]
+        best = max(enough, key=lambda p: p["miou_decided"]) if enough else max(pairs, key=lambda p: p["decided"])
+        out.update(high_thre=float(best["high"]), low_thre=float(best["low"]))
+        out.update(pair_miou_decided=100 * float(best["miou_decided"]), pair_decided=100 * float(best["decided"]))
+    return out
+
+
+def calibrate(run: Path, root: Path, split: str = "train") -> dict[str, float]:
+    """Apply the protocol to a run with CAMs on ``split``: sweep, choose, write the levels into the run's
+    config (every later ``wsss`` command on the run reads them) and rewrite the seeds at the chosen level."""
+    from wsss.core.config import load_config, save_config
+
+    out = run / "bkg_sweep" / f"{split}.json"
+    wsss("sweep-bkg", str(run), "--split", split, "--data-root", str(root), "--json", str(out), "--quiet")
+    levels = choose_levels(json.loads(out.read_text()))
+    cfg_path = run / "config.yaml"
+    cfg = load_config(cfg_path)
+    cfg.cam.bkg_thre = levels["bkg_thre"]
+    if "high_thre" in levels:
+        cfg.cam.high_thre, cfg.cam.low_thre = levels["high_thre"], levels["low_thre"]
+    save_config(cfg, cfg_path)
+    wsss("cam", str(run), "--split", split, "--data-root", str(root), "--bkg-thre", str(levels["bkg_thre"]),
+         "--quiet", "--checkpoint", "last")  # fmt: skip
+    return levels
+
+
 def _has_seg_head(run: Path) -> bool:
     from wsss.runs.run import load_run
 
@@ -165,8 +219,11 @@ def seg_plan(p: Pipeline, run: Path, repo: Path = REPO) -> str:
     return "stage" if (repo / p.seg_preset).is_file() else "none"
 
 
-def run_method(p: Pipeline, root: Path, runs: Path, overrides: list[str], repo: Path = REPO) -> dict[str, Any]:
-    """Train, infer and evaluate one method; a failing step is recorded, not raised."""
+def run_method(
+    p: Pipeline, root: Path, runs: Path, overrides: list[str], repo: Path = REPO, *, calibrated: bool = True
+) -> dict[str, Any]:
+    """Train, infer and evaluate one method (``calibrated``: under the calibration protocol); a failing
+    step is recorded, not raised."""
     preset = p.preset_path(repo)
     if not preset.is_file():
         return {"method": p.label, "status": "missing (no synthetic_cpu preset yet)"}
@@ -184,6 +241,12 @@ def run_method(p: Pipeline, root: Path, runs: Path, overrides: list[str], repo: 
         if rounds.is_file():
             res["iters"] = sum(int(r["step"]) for r in json.loads(rounds.read_text()).values())
         res["cam_s"] = wsss("cam", str(run), "--split", "train", *q)
+        if calibrated:
+            res["levels"] = calibrate(run, root)
+        else:
+            res["levels"] = {"bkg_thre": cfg.cam.bkg_thre, "high_thre": cfg.cam.high_thre,
+                             "low_thre": cfg.cam.low_thre}  # fmt: skip
+        res["calibrated"] = calibrated
         if p.refine == "affinity":  # PSA (methods.md 5.7): AffinityNet on the la/ha seeds, then the walk
             seeds = runs / f"{p.label}_aff_seeds"
             res["pseudo_s"] = wsss("pseudo", str(run), "--split", "train", "--refine", "psa", "--overwrite", *q)
@@ -240,17 +303,25 @@ def _budget(r: dict[str, Any]) -> str:
     return f"{r['iters']} x {r['batch']}" if r.get("iters") and r.get("batch") else "n/a"
 
 
+def _levels(r: dict[str, Any]) -> str:
+    lv = r.get("levels")
+    if not lv:
+        return "n/a"
+    cells = "/".join(f"{lv[k]:g}" for k in ("bkg_thre", "high_thre", "low_thre") if k in lv)
+    return cells + (" (calibrated)" if r.get("calibrated") else " (preset)")
+
+
 def table(results: list[dict[str, Any]]) -> str:
     """The markdown table (numbers in %)."""
     head = (
         "| method | CAM mIoU (train) | mask mIoU (train) | seg mIoU (val) | seg from | seg mean FAR "
         "| seg FAR water->boat | seg FAR rails->train | CAM mean FAR | max_iters x batch | train time "
-        "| CAM time (train) | predict time (val) |\n" + "|---" * 13 + "|\n"
+        "| CAM time (train) | predict time (val) | levels: seed bkg / high / low |\n" + "|---" * 14 + "|\n"
     )
     rows = []
     for r in results:
         if r["status"] != "ok":
-            rows.append(f"| {r['method']} | {r['status']} |" + " |" * 11)
+            rows.append(f"| {r['method']} | {r['status']} |" + " |" * 12)
             continue
         seg = r.get("seg")
         rows.append(
@@ -258,7 +329,7 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {r.get('seg_source', 'seg head')} | {_num(seg, 'mean_far')} | {_num(seg, 'far_water')} "
             f"| {_num(seg, 'far_rails')} | {_num(r['cam'], 'mean_far')} "
             f"| {_budget(r)} | {_minutes(r.get('train_s'))} "
-            f"| {_num(r, 'cam_s', '{:.0f} s')} | {_num(r, 'predict_s', '{:.0f} s')} |"
+            f"| {_num(r, 'cam_s', '{:.0f} s')} | {_num(r, 'predict_s', '{:.0f} s')} | {_levels(r)} |"
         )
     return head + "\n".join(rows)
 
@@ -310,6 +381,7 @@ def markdown_block(meta: dict[str, Any], results: list[dict[str, Any]], chart_re
                     f"torch {m['torch']} ({m['threads']} threads)" if m.get("torch") else "") if t
     )  # fmt: skip
     missing = [r["method"] for r in results if r["status"].startswith("missing")]
+    calibrated = any(r.get("calibrated") for r in results)
     lines = [
         BEGIN,
         f"Measured {meta['date']} on {where}; data: {meta['data']}. Command: `{meta['command']}`.",
@@ -320,7 +392,13 @@ def markdown_block(meta: dict[str, Any], results: list[dict[str, Any]], chart_re
         "background pixels predicted as the image's class; the context columns restrict it to the water / rails "
         "pixels of images labelled boat / train. seg from: the model's own head, or a separate segmentation "
         "stage trained on the method's train pseudo labels (its time is in the train time). max_iters x batch as "
-        "configured (a multi-run method such as SC-CAM trains several runs)."
+        "configured (a multi-run method such as SC-CAM trains several runs). Levels: "
+        + (
+            CALIBRATION + "; RCA's and SC-CAM's masks use levels of their own"
+            if calibrated
+            else "the presets' (no calibration)"
+        )
+        + "."
         + (f" Not implemented yet: {', '.join(missing)}." if missing else ""),
         "",
         f"![compare]({chart_rel})",
@@ -379,6 +457,9 @@ def main(argv: list[str] | None = None) -> None:
         "--keep", action="store_true",
         help="keep the other methods' results from the existing compare.json (rerun only --methods)",
     )  # fmt: skip
+    p.add_argument(
+        "--no-calibrate", action="store_true", help="keep each preset's CAM levels (no calibration protocol)"
+    )
     p.add_argument("overrides", nargs="*", help="config overrides applied to every method (key=value)")
     a = p.parse_args(argv)
     out_dir = Path(a.results)
@@ -400,7 +481,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for m in a.methods:
         pipe = PIPELINES.get(m, Pipeline(m))
-        results.append(run_method(pipe, root, runs, a.overrides))
+        results.append(run_method(pipe, root, runs, a.overrides, calibrated=not a.no_calibrate))
         print(table(results[-1:]).splitlines()[-1], flush=True)
     meta = {
         "date": str(date.today()),

@@ -45,11 +45,11 @@ def test_table_numbers_and_na():
     r = rows(compare.table(fake_results()))
     assert r["cam"][1:5] == ["49.0", "32.6", "41.2", "seg head"]
     assert r["cam"][5:8] == ["0.7", "0.0", "3.6"]
-    assert r["cam"][9:] == ["1500 x 8", "10.5 min", "81 s", "37 s"]
+    assert r["cam"][9:] == ["1500 x 8", "10.5 min", "81 s", "37 s", "n/a"]
     assert r["rca"][3:8] == ["n/a"] * 5  # no segmentation: every seg column n/a
     assert r["rca"][12] == "n/a"
     assert r["sccam"][1] == "missing (no synthetic_cpu preset yet)"
-    assert all(len(v) == 13 for v in r.values())
+    assert all(len(v) == 14 for v in r.values())
 
 
 def test_publish_writes_json_chart_and_replaces_the_marked_block(tmp_path):
@@ -185,3 +185,55 @@ def test_describe_data_names_the_context_strength(tmp_path):
     assert text == "synth 3+2 @ 48px seed 4, context given its class 0.95 / without 0.03 (strong)"
     (tmp_path / "custom").mkdir()
     assert compare.describe_data(tmp_path / "custom") == "custom"  # not a synthetic set: its name
+
+
+def test_choose_levels_rule():
+    sweep = {
+        "best_thre": 0.15, "best_miou": 0.62,
+        "pairs": [
+            {"high": 0.7, "low": 0.25, "miou_decided": 0.57, "decided": 0.88},
+            {"high": 0.4, "low": 0.1, "miou_decided": 0.655, "decided": 0.891},
+            {"high": 0.3, "low": 0.05, "miou_decided": 0.70, "decided": 0.80},  # best score, decides too little
+        ],
+    }  # fmt: skip
+    lv = compare.choose_levels(sweep)
+    assert (lv["bkg_thre"], lv["high_thre"], lv["low_thre"]) == (0.15, 0.4, 0.1)
+    assert lv["seed_miou"] == pytest.approx(62.0) and lv["pair_decided"] == pytest.approx(89.1)
+    lv = compare.choose_levels(sweep, min_decided=0.95)  # no pair decides enough: the most deciding one
+    assert (lv["high_thre"], lv["low_thre"]) == (0.4, 0.1)
+    assert "high_thre" not in compare.choose_levels({"best_thre": 0.3, "best_miou": 0.5})
+
+
+def test_calibration_protocol_on_a_tiny_run(tmp_path):
+    """run_method calibrates on the run's own train CAMs: the sweep's best seed level and the rule's pair are
+    written into the run's config, the train seeds are rewritten at that level, the table prints them."""
+    from wsss.core.config import load_config
+    from wsss.data import VOCDataset, generate_synthetic
+    from wsss.utils.io import load_cam
+
+    root = tmp_path / "synth"
+    generate_synthetic(root, n_train=8, n_val=2, size=64, seed=5)
+    tiny = [o for o in tiny_overrides(root, tmp_path) if not o.startswith(("run.dir", "data.root"))]
+    tiny += ["train.max_iters=2", "train.eval_iters=100", "data.val_max_images=1", "cam.bkg_thre=0.69"]
+    runs = tmp_path / "runs"
+    res = compare.run_method(compare.Pipeline("cam"), root, runs, tiny)
+    assert res["status"] == "ok", res
+    run = runs / "cam"
+    sweep = json.loads((run / "bkg_sweep/train.json").read_text())
+    lv = res["levels"]
+    assert res["calibrated"] and lv == compare.choose_levels(sweep)
+    cfg = load_config(run / "config.yaml")
+    assert (cfg.cam.bkg_thre, cfg.cam.high_thre, cfg.cam.low_thre) == (lv["bkg_thre"], lv["high_thre"], lv["low_thre"])
+    ds = VOCDataset(root, "train")
+    from wsss.runs.jobs import labelled_seed
+
+    for i in ds.ids[:3]:  # the seeds are those of the chosen level, not the preset's 0.69
+        cam = load_cam(run / "cams/train" / f"{i}.npy", ds.num_classes - 1)
+        keys = np.flatnonzero(ds.labels(i))
+        expected = labelled_seed(keys, cam[keys], lv["bkg_thre"])
+        np.testing.assert_array_equal(read_label_png(run / "cam_labels/train" / f"{i}.png"), expected)
+    assert res["cam"]["miou"] == pytest.approx(lv["seed_miou"], abs=1e-6)
+    cells = rows(compare.table([res]))["cam"]
+    assert cells[13] == f"{lv['bkg_thre']:g}/{lv['high_thre']:g}/{lv['low_thre']:g} (calibrated)"
+    plain = compare.run_method(compare.Pipeline("cam", name="cam_preset"), root, runs, tiny, calibrated=False)
+    assert plain["levels"]["bkg_thre"] == 0.69 and rows(compare.table([plain]))["cam_preset"][13].endswith("(preset)")

@@ -17,8 +17,11 @@ _EXPORTS = {
     "cam_to_label": "labels",
     "cam_to_roi_mask": "labels",
     "denormalize_image": "labels",
+    "labelled_cam_to_label": "labels",
     "refine_cams_with_bkg": "labels",
     "scale_img_box": "labels",
+    "expand_classes": "multiscale",
+    "labelled_classes": "multiscale",
     "minmax_normalize": "multiscale",
     "multi_scale_cam": "multiscale",
     "multi_scale_logits": "multiscale",
@@ -44,6 +47,9 @@ __all__ = [
     "crf_label_psa",
     "dense_crf",
     "denormalize_image",
+    "expand_classes",
+    "labelled_cam_to_label",
+    "labelled_classes",
     "minmax_normalize",
     "multi_scale_cam",
     "multi_scale_logits",
@@ -61,10 +67,11 @@ if TYPE_CHECKING:
         cam_to_label,
         cam_to_roi_mask,
         denormalize_image,
+        labelled_cam_to_label,
         refine_cams_with_bkg,
         scale_img_box,
     )
-    from .multiscale import minmax_normalize, multi_scale_cam, multi_scale_logits
+    from .multiscale import expand_classes, labelled_classes, minmax_normalize, multi_scale_cam, multi_scale_logits
     from .par import PAR
 
 

@@ -132,6 +132,22 @@ def cam_to_label(
     return valid_cam, _apply_box(label, img_box, ignore_index)
 
 
+def labelled_cam_to_label(cam: torch.Tensor, classes: torch.Tensor, bkg_thre: float = 0.5) -> torch.Tensor:
+    """:func:`cam_to_label` (no box, no ``ignore_mid``) of the maps of the labelled classes only.
+
+    ``cam`` (B, k, H, W) holds the channels ``classes`` (0-based foreground indices, ascending,
+    the same for every image), the full CAM being zero elsewhere: the label map is the one of the
+    full CAM with those classes labelled (argmax ties go to the lower class id either way), without
+    an argmax over the channels that cannot win. Returns (B, H, W) int64.
+    """
+    classes = torch.as_tensor(classes, dtype=torch.long, device=cam.device).flatten()
+    if classes.numel() == 0:
+        return torch.zeros((cam.shape[0], *cam.shape[-2:]), dtype=torch.long, device=cam.device)
+    value, idx = cam.max(dim=1)
+    ids = torch.cat([classes.new_zeros(1), classes + 1])
+    return ids[(idx + 1).masked_fill(value <= bkg_thre, 0)]
+
+
 def cam_to_roi_mask(
     cam: torch.Tensor,
     cls_label: torch.Tensor,
@@ -235,7 +251,13 @@ def refine_cams_with_bkg(
     bkg[:, 0] = high_thre
     bkg[:, 1] = low_thre
     bkg_small = F.interpolate(bkg, size=size, mode="bilinear", align_corners=False)
-    cams_small = F.interpolate(cams, size=size, mode="bilinear", align_corners=False)
+    # only the channels some image holds are downsampled (the resize is per channel: the same numbers)
+    present = torch.nonzero(cls_labels.to(cams.device).reshape(b, -1).amax(dim=0) != 0).flatten()
+    cams_small = cams.new_zeros((b, cams.shape[1], *size))
+    if present.numel():
+        cams_small[:, present] = F.interpolate(
+            cams.index_select(1, present), size=size, mode="bilinear", align_corners=False
+        )
 
     keys, valid = _present_channel_table(cls_labels.to(cams.device))
     k = keys.shape[1]

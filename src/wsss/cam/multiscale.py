@@ -57,6 +57,8 @@ def _scaled_size(h: int, w: int, s: float, square_size: int | None) -> tuple[int
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
+    if x.shape[1] == 0:  # no channel selected (an image without labels): interpolate refuses it
+        return x.new_zeros((*x.shape[:2], *size))
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
@@ -66,6 +68,17 @@ _FUSIONS = ("max", "sum", "mean")
 def _check_fusion(name: str, how: str) -> None:
     if how not in _FUSIONS:
         raise ValueError(f"unknown {name} {how!r} (max, sum or mean)")
+
+
+def labelled_classes(labels: torch.Tensor) -> torch.Tensor:
+    """The foreground channels labelled in any image of a (B, C-1) multi-hot batch, sorted (long)."""
+    return torch.nonzero(labels.reshape(-1, labels.shape[-1]).amax(dim=0) > 0.5).flatten()
+
+
+def expand_classes(maps: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, k, H, W) maps of the channels ``classes`` -> (B, ``num_classes``, H, W), zero elsewhere."""
+    full = maps.new_zeros((maps.shape[0], num_classes, *maps.shape[2:]))
+    return full.index_copy_(1, classes.to(maps.device), maps)
 
 
 def _fuse(a: torch.Tensor, b: torch.Tensor, how: str) -> torch.Tensor:
@@ -85,6 +98,8 @@ def multi_scale_cam(
     flip_fuse: str = "max",
     normalize: str = "minmax",
     unflipped: CamOutput | None = None,
+    classes: torch.Tensor | Sequence[int] | None = None,
+    compact: bool = False,
 ) -> CamOutput:
     """Multi-scale, flip-fused, min-max normalised CAMs (methods.md 2.5, ``multi_scale_cam2``).
 
@@ -106,6 +121,14 @@ def multi_scale_cam(
     ``unflipped``: ``cam_fn(images)`` already computed (e.g. by the training forward, detached);
     at scale 1.0 only the flipped images are then run. The maps are the same (no dropout), so the
     result is too, for a third less work at the largest usual scale.
+
+    ``classes``: the only channels whose maps are upsampled, fused and normalised (e.g.
+    :func:`labelled_classes` of the batch's labels); every step after ``cam_fn`` is per channel, so
+    their maps are those of the all-class path, and the others come out zero (a COCO image holds
+    about 3 of 80 classes: the upsampling and fusion of the other 77 were most of a CPU CAM's cost).
+    With ``compact`` the result holds only the ``classes`` channels, in their order (B, k, H, W).
+    A map that ``cam_fn`` returns twice (the same tensor, e.g. a model without an aux head) is
+    processed once.
     """
     if not scales:
         raise ValueError("multi_scale_cam needs at least one scale")
@@ -114,31 +137,43 @@ def multi_scale_cam(
         raise ValueError(f"unknown normalize {normalize!r} (minmax, max or none)")
     norm = {"minmax": minmax_normalize, "max": max_normalize, "none": lambda x: x}[normalize]
     b, _, h, w = images.shape
+    idx = None if classes is None else torch.as_tensor(classes, dtype=torch.long, device=images.device).flatten()
     acc: list[list[torch.Tensor]] | None = None
-    single = False
+    same: list[int] = []
+    single, num_channels = False, 0
     for s in scales:
         x = _resize(images, _scaled_size(h, w, float(s), None))
-        if unflipped is not None and float(s) == 1.0:
-            flipped = cam_fn(x.flip(-1))
-            if torch.is_tensor(flipped):
-                out = torch.cat([unflipped, flipped], dim=0)
-            else:
-                out = tuple(torch.cat([u, f], dim=0) for u, f in zip(unflipped, flipped))
-        else:
-            out = cam_fn(torch.cat([x, x.flip(-1)], dim=0))
-        if torch.is_tensor(out):
-            single, outs = True, (out,)
-        else:
-            outs = tuple(out)
+        reuse = unflipped is not None and float(s) == 1.0
+        raw = cam_fn(x.flip(-1) if reuse else torch.cat([x, x.flip(-1)], dim=0))
+        single = torch.is_tensor(raw)
+        outs = (raw,) if single else tuple(raw)
         if acc is None:
             acc = [[] for _ in outs]
+            # outputs that are one tensor (a model without an aux head) are processed once
+            same = [next(j for j in range(i + 1) if outs[j] is outs[i]) for i in range(len(outs))]
+            num_channels = outs[0].shape[1]
         elif len(outs) != len(acc):
             raise ValueError("cam_fn returned a different number of maps at different scales")
+        kept = (unflipped,) if torch.is_tensor(unflipped) else unflipped
         for i, m in enumerate(outs):
+            if same[i] != i:
+                continue
+            if reuse:
+                m = torch.cat([kept[i], m], dim=0)
+            if idx is not None:  # the channels are independent from here on
+                m = m.index_select(1, idx)
             m = _resize(m, (h, w))
             acc[i].append(F.relu(_fuse(m[:b], m[b:].flip(-1), flip_fuse)))
     assert acc is not None
-    fused = [norm(torch.stack(maps, dim=0).sum(dim=0)) for maps in acc]
+    fused = []
+    for i, maps in enumerate(acc):
+        if same[i] != i:
+            fused.append(fused[same[i]])
+            continue
+        cam = norm(torch.stack(maps, dim=0).sum(dim=0))
+        if idx is not None and not compact:
+            cam = expand_classes(cam, idx, num_channels)
+        fused.append(cam)
     return fused[0] if single else tuple(fused)
 
 

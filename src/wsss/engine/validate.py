@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from wsss.cam import cam_to_label, multi_scale_cam
+from wsss.cam import labelled_cam_to_label, labelled_classes, multi_scale_cam
 from wsss.core.config import Config
 from wsss.core.distributed import all_reduce_sum, rank, world_size
 from wsss.core.registry import Method
@@ -42,12 +42,15 @@ def validate(
         x = prepare_image(image, cfg.data.val_resize, device)
         size = gt.shape[-2:]
         if has_cams:
+            # the labelled classes' maps only: the seed reads nothing else (labelled_cam_to_label)
+            classes = labelled_classes(labels)
             cam, cam_aux = multi_scale_cam(
-                method.cam_maps, x, cfg.cam.scales, flip_fuse=cfg.infer.cam_flip_fuse, normalize=cfg.infer.cam_normalize
-            )
+                method.cam_maps, x, cfg.cam.scales, flip_fuse=cfg.infer.cam_flip_fuse,
+                normalize=cfg.infer.cam_normalize, classes=classes, compact=True,
+            )  # fmt: skip
             for name, maps in (("cam", cam), ("aux_cam", cam_aux)):
                 maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-                _, label = cam_to_label(maps, labels, bkg_thre=cfg.cam.bkg_thre)
+                label = labelled_cam_to_label(maps, classes, bkg_thre=cfg.cam.bkg_thre)
                 meters[name].update(gt, label[0].cpu().numpy())
         if "seg" in meters:
             logits = F.interpolate(method.seg_logits(x), size=size, mode="bilinear", align_corners=False)

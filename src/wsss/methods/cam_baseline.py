@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.cam import PAR, multi_scale_cam
+from wsss.cam import PAR, labelled_classes, multi_scale_cam
 from wsss.core.config import Config
 from wsss.core.errors import UsageError
 from wsss.core.registry import Method, register_method
@@ -107,6 +107,8 @@ class CAMBaseline(Method):
         unflipped: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Multi-scale CAM (methods.md 2.5) -> the online pseudo label (2.6, 2.8)."""
-        cam, cam_aux = multi_scale_cam(self.cam_maps, images, self.cfg.cam.scales, unflipped=unflipped)
+        cam, cam_aux = multi_scale_cam(  # the pseudo label reads the labelled classes only
+            self.cam_maps, images, self.cfg.cam.scales, unflipped=unflipped, classes=labelled_classes(labels)
+        )
         source = cam if self.options.pseudo_source == "cam" else cam_aux
         return online_pseudo_label(self.par, self.cfg.cam, images, source, labels, img_box)

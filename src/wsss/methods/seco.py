@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.cam import PAR, cam_to_label, cam_to_roi_mask, multi_scale_cam
+from wsss.cam import PAR, cam_to_label, cam_to_roi_mask, labelled_classes, multi_scale_cam
 from wsss.cam.decompose import assign_tags, crop_patches, sample_patch_positions
 from wsss.cam.labels import scale_img_box
 from wsss.core.config import Config
@@ -164,7 +164,10 @@ class SeCo(Method):
 
         with torch.no_grad():  # the scale-1.0 CAMs of the forward above are reused (2.5)
             unflipped = (self.classifier.cam(final.detach()), self.aux_classifier.cam(aux.detach()))
-            cam, cam_aux = multi_scale_cam(self.cam_maps, images, c.scales, unflipped=unflipped)
+            # every consumer below multiplies by the labels: the other classes' maps are left zero
+            cam, cam_aux = multi_scale_cam(
+                self.cam_maps, images, c.scales, unflipped=unflipped, classes=labelled_classes(labels)
+            )
             roi = self.decomposition_mask(batch, cam if step >= o.cam2mask else cam_aux)
             top_left = batch.get("patch_top_left")  # injected positions (a replay), else drawn
             if top_left is None:

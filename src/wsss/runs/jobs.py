@@ -21,7 +21,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from wsss.cam import PAR, CRFPool, cam_to_label, crf_label_psa, crf_label_two_levels, refine_cams_with_bkg
+from wsss.cam import (
+    PAR,
+    CRFPool,
+    cam_to_label,
+    crf_label_psa,
+    crf_label_two_levels,
+    labelled_cam_to_label,
+    refine_cams_with_bkg,
+)
 from wsss.cam.affinity import psa_seed_label
 from wsss.cam.crf import psa_crf_scores
 from wsss.cam.proxy_labels import ProxyParams, attention_to_image, minmax01, rca_proxy_label, read_saliency
@@ -32,13 +40,14 @@ from wsss.runs.run import Run, crf_params, load_run, present_classes
 from wsss.utils.io import (
     DataError,
     find_cam_file,
-    load_cam,
     load_cam_of,
+    load_labelled_cam,
     missing_cam_ids,
     per_id_path,
     remove_stale_temps,
     save_cam,
     save_label_png,
+    save_labelled_cam,
     save_npy,
 )
 
@@ -62,9 +71,12 @@ def _dataset(run: Run, root: str | None, split: str) -> VOCDataset:
 
 def run_cam(
     run: Run, split: str, *, root: str | None = None, overwrite: bool = False, progress: bool = True,
-    bkg_thre: float | None = None,
+    bkg_thre: float | None = None, all_classes: bool = False,
 ) -> Path:  # fmt: skip
     """Write ``cams/<split>/<id>.npz`` and the CAM seeds ``cam_labels/<split>/<id>.png``.
+
+    Only the labelled classes' maps are computed (:meth:`Run.labelled_cam`); ``all_classes`` computes
+    every class's map first (the same files, the cost of every class: for benchmarks).
 
     ``bkg_thre``: the seeds' background level (default ``cam.bkg_thre``; ``wsss sweep-bkg`` finds the
     best on a split). Given, every seed is rewritten at that level, from the saved CAM where there is
@@ -78,14 +90,27 @@ def run_cam(
     for id in tqdm(todo, desc=f"cam {split}", disable=not progress):
         labels = ds.labels(id)
         saved = find_cam_file(out, id)
-        if bkg_thre is not None and not overwrite and saved is not None:
-            cam = load_cam(saved, len(labels))
+        reuse = bkg_thre is not None and not overwrite and saved is not None
+        if all_classes and not reuse:
+            full = run.cam(ds.load_image(id), labels, all_classes=True)
+            save_cam(out, id, full, labels)
+            _, seed = cam_to_label(torch.from_numpy(full)[None], torch.from_numpy(labels)[None], bkg_thre=thre)
+            save_label_png(per_id_path(seeds, id, ".png"), seed[0].numpy())
+            continue
+        if reuse:
+            keys, cam = load_labelled_cam(saved)
         else:
-            cam = run.cam(ds.load_image(id), labels)
-            save_cam(out, id, cam, labels)
-        _, seed = cam_to_label(torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], bkg_thre=thre)
-        save_label_png(per_id_path(seeds, id, ".png"), seed[0].numpy())
+            keys, cam = run.labelled_cam(ds.load_image(id), labels)
+            save_labelled_cam(out, id, keys, cam)
+        save_label_png(per_id_path(seeds, id, ".png"), labelled_seed(keys, cam, thre))
     return seeds
+
+
+def labelled_seed(keys: np.ndarray, cam: np.ndarray, bkg_thre: float) -> np.ndarray:
+    """The CAM seed (methods.md 2.6) of the labelled classes' maps (``keys`` 0-based, ascending;
+    ``cam`` (k, H, W)): the label map of the full CAM, whose other channels are zero."""
+    seed = labelled_cam_to_label(torch.from_numpy(cam)[None], torch.from_numpy(keys), bkg_thre=bkg_thre)
+    return seed[0].numpy()
 
 
 @dataclass

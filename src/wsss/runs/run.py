@@ -34,11 +34,22 @@ class Run:
         return len(self.class_names)
 
     @torch.no_grad()
-    def cam(self, image: np.ndarray, labels: np.ndarray | None = None, scales: Sequence[float] | None = None):
+    def cam(
+        self, image: np.ndarray, labels: np.ndarray | None = None, scales: Sequence[float] | None = None,
+        *, all_classes: bool = False,
+    ) -> np.ndarray:  # fmt: skip
         """Multi-scale + flip CAM of an (H, W, 3) uint8 image -> (C-1, H, W) float32 in [0, 1].
 
-        With ``labels`` (multi-hot over the foreground classes), absent classes are zeroed.
+        With ``labels`` (multi-hot over the foreground classes), only the labelled classes' maps are
+        computed (:meth:`labelled_cam`); the others are zero. ``all_classes``: compute every class's
+        map first and zero the absent ones after (the same numbers, the cost of every class).
         """
+        num_fg = self.num_classes - 1
+        if labels is not None and not all_classes:
+            keys, maps = self.labelled_cam(image, labels, scales)
+            full = np.zeros((num_fg, *image.shape[:2]), dtype=np.float32)
+            full[keys] = maps
+            return full
         inf = self.cfg.infer
         x = prepare_image(image, inf.cam_input_size, self.device)
         cam, _ = multi_scale_cam(
@@ -49,6 +60,28 @@ class Run:
         if labels is not None:
             cam = cam * torch.as_tensor(labels, dtype=cam.dtype, device=cam.device).view(-1, 1, 1)
         return cam.float().cpu().numpy()
+
+    @torch.no_grad()
+    def labelled_cam(
+        self, image: np.ndarray, labels: np.ndarray, scales: Sequence[float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The CAMs of the labelled classes only: (0-based foreground indices (k,), (k, H, W) float32).
+
+        Only these maps are upsampled, fused, normalised and resized (``multi_scale_cam(classes=...)``),
+        and only the main CAM (not the aux one) is computed: what an image holds, not what the
+        dataset could.
+        """
+        keys = np.flatnonzero(np.asarray(labels) > 0.5)
+        if keys.size == 0:  # nothing labelled: every map is zero, as the all-class path makes it
+            return keys, np.zeros((0, *image.shape[:2]), dtype=np.float32)
+        inf = self.cfg.infer
+        x = prepare_image(image, inf.cam_input_size, self.device)
+        cam = multi_scale_cam(
+            lambda v: self.method.cam_maps(v)[0], x, tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse,
+            normalize=inf.cam_normalize, classes=torch.from_numpy(keys), compact=True,
+        )  # fmt: skip
+        cam = F.interpolate(cam, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+        return keys, cam.float().cpu().numpy()
 
     @torch.no_grad()
     def seg_prob(self, image: np.ndarray, scales: Sequence[float] | None = None) -> np.ndarray:

@@ -234,8 +234,13 @@ def save_cam(folder: str | os.PathLike, id: str, cam: np.ndarray, labels: np.nda
     """Write ``folder/<id>.npz`` atomically: the rows of ``cam`` ((C-1, H, W)) that ``labels`` marks,
     as float16, with their 1-based class ids. A legacy ``<id>.npy`` beside it is removed."""
     keys = np.flatnonzero(np.asarray(labels) > 0.5)
+    return save_labelled_cam(folder, id, keys, np.asarray(cam)[keys])
+
+
+def save_labelled_cam(folder: str | os.PathLike, id: str, keys: np.ndarray, cam: np.ndarray) -> Path:
+    """:func:`save_cam` from the labelled classes' maps only: ``keys`` 0-based, ``cam`` (K, H, W)."""
     path = per_id_path(folder, id, CAM_SUFFIX)
-    save_npz(path, keys=(keys + 1).astype(np.int64), cam=np.asarray(cam)[keys].astype(np.float16))
+    save_npz(path, keys=(np.asarray(keys) + 1).astype(np.int64), cam=np.asarray(cam).astype(np.float16))
     legacy = path.with_suffix(LEGACY_CAM_SUFFIX)
     if legacy.is_file():  # the new file wins; an old one beside it would only mislead
         legacy.unlink()
@@ -262,13 +267,20 @@ def read_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return keys, cam
 
 
+def load_labelled_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """A saved CAM file -> (0-based labelled class indices (K,) ascending, (K, H, W) float32)."""
+    keys, cam = read_cam(path)
+    order = np.argsort(keys, kind="stable")
+    return keys[order] - 1, cam[order]
+
+
 def load_cam(path: str | os.PathLike, num_fg: int) -> np.ndarray:
     """A saved CAM file -> (C-1, H, W) float32 with zeros for the absent classes."""
-    keys, cam = read_cam(path)
-    if keys.size and (keys.min() < 1 or keys.max() > num_fg):
-        raise DataError(f"{path}: class ids {keys.tolist()} outside 1..{num_fg}")
+    keys, cam = load_labelled_cam(path)
+    if keys.size and (keys.min() < 0 or keys.max() >= num_fg):
+        raise DataError(f"{path}: class ids {(keys + 1).tolist()} outside 1..{num_fg}")
     full = np.zeros((num_fg, *cam.shape[1:]), dtype=np.float32)
-    full[keys - 1] = cam
+    full[keys] = cam
     return full
 
 
