@@ -37,17 +37,20 @@ def random_labels(b: int, num_fg: int, per_image: int, seed: int) -> torch.Tenso
 
 @pytest.mark.parametrize("num_fg", [3, 20, 80])
 @pytest.mark.parametrize("reuse_scale1", [False, True])
-def test_labelled_classes_match_the_all_class_path(num_fg, reuse_scale1):
+@pytest.mark.parametrize("normalize", ["minmax", "max"])
+def test_labelled_classes_match_the_all_class_path(num_fg, reuse_scale1, normalize):
     fn = conv_cam_fn(num_fg)
     images = torch.randn(2, 3, 48, 40, generator=torch.Generator().manual_seed(1))
     labels = random_labels(2, num_fg, min(3, num_fg), seed=num_fg)
     scales = (1.0, 0.5, 0.75, 1.5)
     unflipped = fn(images) if reuse_scale1 else None
-    full = multi_scale_cam(fn, images, scales, unflipped=unflipped)
+    full = multi_scale_cam(fn, images, scales, unflipped=unflipped, normalize=normalize)
     classes = labelled_classes(labels)
     assert classes.tolist() == sorted(set(torch.nonzero(labels)[:, 1].tolist()))
-    part = multi_scale_cam(fn, images, scales, unflipped=unflipped, classes=classes)
-    compact = multi_scale_cam(fn, images, scales, unflipped=unflipped, classes=classes, compact=True)
+    part = multi_scale_cam(fn, images, scales, unflipped=unflipped, normalize=normalize, classes=classes)
+    compact = multi_scale_cam(
+        fn, images, scales, unflipped=unflipped, normalize=normalize, classes=classes, compact=True
+    )
     others = torch.ones(num_fg, dtype=torch.bool)
     others[classes] = False
     for f, p, c in zip(full, part, compact):
