@@ -180,8 +180,8 @@ def test_run_cam_files_equal_the_all_class_path(synth_root, tmp_path):
         run = tiny_run(ds.num_classes, tmp_path / str(all_classes))
         dirs[all_classes] = run_cam(run, "val", root=str(synth_root), progress=False, all_classes=all_classes)
     for id in ds.ids:
-        new_keys, new = load_labelled_cam(dirs[False].parent.parent / "cams/val" / f"{id}.npy")
-        old_keys, old = load_labelled_cam(dirs[True].parent.parent / "cams/val" / f"{id}.npy")
+        new_keys, new = load_labelled_cam(dirs[False].parent.parent / "cams/val" / f"{id}.npz")
+        old_keys, old = load_labelled_cam(dirs[True].parent.parent / "cams/val" / f"{id}.npz")
         np.testing.assert_array_equal(new_keys, old_keys)
         np.testing.assert_allclose(new, old, rtol=0, atol=1e-3)  # float16 files
         seeds = [read_label_png(dirs[path] / f"{id}.png") for path in (False, True)]

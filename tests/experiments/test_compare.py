@@ -228,7 +228,7 @@ def test_calibration_protocol_on_a_tiny_run(tmp_path):
     from wsss.runs.jobs import labelled_seed
 
     for i in ds.ids[:3]:  # the seeds are those of the chosen level, not the preset's 0.69
-        cam = load_cam(run / "cams/train" / f"{i}.npy", ds.num_classes - 1)
+        cam = load_cam(run / "cams/train" / f"{i}.npz", ds.num_classes - 1)
         keys = np.flatnonzero(ds.labels(i))
         expected = labelled_seed(keys, cam[keys], lv["bkg_thre"])
         np.testing.assert_array_equal(read_label_png(run / "cam_labels/train" / f"{i}.png"), expected)
