@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from peak_memory import peak_rss_gib
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -162,14 +163,6 @@ def peak_rss_child(job: dict) -> dict:
     for split in ("warm", "img0"):
         _job(job, run, split)
     return {"peak_rss_gib": peak_rss_gib()}
-
-
-def peak_rss_gib() -> float:
-    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent across fork + exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 # -- the CRF over the classes present against all classes --------------------------------------------

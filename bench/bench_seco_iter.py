@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from peak_memory import peak_rss_gib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,14 +160,6 @@ def peak_rss_child(kind: str, crop: int, batch: int, threads: int) -> dict:
     for _ in range(2):
         step()
     return {"peak_rss_gib": peak_rss_gib()}
-
-
-def peak_rss_gib() -> float:
-    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent across fork + exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _floor_step(cfg, data: dict, clock: _PhaseClock):
