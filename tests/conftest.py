@@ -54,3 +54,30 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth")
     generate_synthetic(root, n_train=24, n_val=8, size=64, seed=3)
     return root
+
+
+REPORT_OUTPUTS = {"cam_labels": False, "pseudo": True, "predictions": False}  # folder -> scored as pseudo labels
+
+
+@pytest.fixture(scope="session")
+def reported(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A tiny run with CAM seeds, pseudo labels and predictions on val, `wsss eval` JSONs, and its report
+    (tests/report/test_html.py reads it, tests/dev/test_screenshot_report.py photographs it)."""
+    import json
+
+    from wsss.cli import main
+
+    run = tmp_path_factory.mktemp("report") / "run"
+    assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, run),
+                 "--quiet"]) == 0  # fmt: skip
+    assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
+    assert main(["pseudo", str(run), "--split", "val", "--quiet"]) == 0
+    assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
+    evals = {}
+    for folder, pseudo in REPORT_OUTPUTS.items():
+        out = run / f"eval_{folder}.json"
+        args = ["eval", str(run / folder / "val"), "--data-root", str(synth_root), "--split", "val", "--json", str(out)]
+        assert main(args + (["--pseudo"] if pseudo else [])) == 0
+        evals[folder] = json.loads(out.read_text())
+    assert main(["report", str(run), "--max-images", "5"]) == 0
+    return run, evals

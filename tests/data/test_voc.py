@@ -1,5 +1,5 @@
 """VOC-layout datasets: real VOC photos (voc-real-mini), cls_labels.npy handling, the classifier
-training wrapper."""
+training wrapper and its pseudo-label targets (``target_dir``, AffinityNet's training labels)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from wsss.data import ClsTrainDataset, VOCDataset, read_classes
 from wsss.data.classes import COCO_CLASSES, VOC_CLASSES
 from wsss.data.transforms import TrainAugment
 from wsss.data.voc import write_cls_labels
-from wsss.utils.io import DataError
+from wsss.utils.io import DataError, save_label_png
 
 
 @pytest.fixture()
@@ -215,3 +215,25 @@ def test_cls_train_dataset_extra_views_and_loader():
     assert batch["image"].shape == (3, 3, 64, 64) and batch["labels"].shape == (3, 20)
     assert batch["img_box"].shape == (3, 4) and batch["label_idx"].shape == (3,)
     assert batch["id"] == VOC_REAL_MINI_IDS[:3]
+
+
+def test_target_follows_the_augmentation(synth_root, tmp_path):
+    base = VOCDataset(synth_root, "train")
+    for i in base.ids:
+        save_label_png(tmp_path / f"{i}.png", base.load_mask(i))
+    aug = TrainAugment(48, scale_range=(0.5, 1.5), hflip=True)
+    plain = ClsTrainDataset(base, aug, seed=5)
+    with_t = ClsTrainDataset(base, aug, seed=5, target_dir=tmp_path)
+    for k in range(4):
+        a, b = plain[k], with_t[k]
+        assert "target" not in a
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["img_box"], b["img_box"])
+        ref = aug(base.load_image(base.ids[k]), plain.rng_for(k), mask=base.load_mask(base.ids[k]))
+        assert torch.equal(b["target"], torch.from_numpy(ref["mask"].astype(np.int64)))
+        h0, h1, w0, w1 = b["img_box"].tolist()
+        outside = torch.ones(48, 48, dtype=torch.bool)
+        outside[h0:h1, w0:w1] = False
+        assert bool((b["target"][outside] == 255).all())  # crop padding is ignore
+    (tmp_path / f"{base.ids[3]}.png").unlink()
+    with pytest.raises(DataError, match=f"{base.ids[3]}.png"):
+        ClsTrainDataset(base, aug, target_dir=tmp_path)

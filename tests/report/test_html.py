@@ -1,23 +1,19 @@
 """``wsss report``: the page of a tiny run references only files that exist, its numbers are those of
-``wsss eval`` and metrics.jsonl, images come worst first; the headless-browser screenshot check."""
+``wsss eval`` and metrics.jsonl, images come worst first. (The run and its report: the ``reported``
+fixture of conftest.py; the screenshot tool's tests: tests/dev/test_screenshot_report.py.)"""
 
 import json
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, tiny_overrides
-from dev import screenshot_report
 from wsss.cli import main
 from wsss.data import VOCDataset
 from wsss.report.figures import colorize
 from wsss.utils.io import read_label_png, voc_palette
-
-OUTPUTS = {"cam_labels": False, "pseudo": True, "predictions": False}  # folder -> scored as pseudo labels
 
 
 class Page(HTMLParser):
@@ -49,25 +45,6 @@ class Page(HTMLParser):
     def handle_endtag(self, tag):
         self._cell = None
         self._caption = False
-
-
-@pytest.fixture(scope="module")
-def reported(synth_root, tmp_path_factory):
-    """A tiny run with CAM seeds, pseudo labels and predictions on val, `wsss eval` JSONs, and its report."""
-    run = tmp_path_factory.mktemp("report") / "run"
-    assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, run),
-                 "--quiet"]) == 0  # fmt: skip
-    assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
-    assert main(["pseudo", str(run), "--split", "val", "--quiet"]) == 0
-    assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
-    evals = {}
-    for folder, pseudo in OUTPUTS.items():
-        out = run / f"eval_{folder}.json"
-        args = ["eval", str(run / folder / "val"), "--data-root", str(synth_root), "--split", "val", "--json", str(out)]
-        assert main(args + (["--pseudo"] if pseudo else [])) == 0
-        evals[folder] = json.loads(out.read_text())
-    assert main(["report", str(run), "--max-images", "5"]) == 0
-    return run, evals
 
 
 def test_every_referenced_file_exists_and_is_local(reported):
@@ -156,52 +133,6 @@ def test_colorize_uses_the_voc_palette():
 def test_errors_name_the_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1
     assert "config.yaml" in capsys.readouterr().err
-
-
-# --------------------------------------------------------------------------------------------
-# dev/screenshot_report.py
-
-
-def _png(path: Path, array: np.ndarray) -> Path:
-    Image.fromarray(array.astype(np.uint8)).save(path)
-    return path
-
-
-def test_screenshot_check_rejects_blank_wrong_size_and_text_only(tmp_path):
-    blank = _png(tmp_path / "blank.png", np.full((60, 80, 3), 255))
-    res = screenshot_report.check_screenshot(blank, 80, 60)
-    assert not res["ok"] and any("single colour" in p for p in res["problems"])
-    rng = np.random.default_rng(0)
-    busy = _png(tmp_path / "busy.png", rng.integers(0, 256, (60, 80, 3)))
-    assert screenshot_report.check_screenshot(busy, 80, 60)["ok"]
-    res = screenshot_report.check_screenshot(busy, 100, 60)
-    assert not res["ok"] and "expected 100x60" in res["problems"][0]
-    text_only = np.full((60, 80, 3), 255)
-    text_only[10:20, 5:60] = rng.integers(0, 2, (10, 55, 1)) * 255  # black-and-white "text"
-    res = screenshot_report.check_screenshot(_png(tmp_path / "text.png", text_only), 80, 60)
-    assert not res["ok"] and "colours" in res["problems"][0]
-
-
-def test_debian_package_names_for_missing_libraries():
-    cands = screenshot_report._package_candidates
-    assert cands("libopus.so.0")[0] == "libopus0"
-    assert cands("libopenjp2.so.7")[0] == "libopenjp2-7"  # a name ending in a digit takes a hyphen
-    assert cands("libFLAC.so.12")[0] == "libflac12"
-    assert "libvorbis0a" in cands("libvorbis.so.0")
-    assert cands("libpulsecommon-16.1.so") == ["libpulse0"]
-
-
-CHROMIUM = screenshot_report.find_chromium()
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (dev/screenshot_report.py --install)")
-def test_headless_screenshot_of_the_report(reported, tmp_path):
-    run, _ = reported
-    out = tmp_path / "shot.png"
-    argv = ["--report", str(run / "report/index.html"), "--out", str(out), "--width", "1000", "--height", "1400"]
-    assert screenshot_report.main(argv) == 0
-    res = screenshot_report.check_screenshot(out, 1000, 1400)
-    assert res["ok"] and res["colors"] > 500, res
 
 
 def test_multi_run_metrics_are_chained_by_round(tmp_path):
