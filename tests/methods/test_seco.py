@@ -6,7 +6,7 @@ import torch
 
 from conftest import REPO
 from wsss.core.config import load_config
-from wsss.data.views import ContrastViews, random_resized_crop
+from wsss.data.views import SeCoViews, random_resized_crop
 from wsss.methods import build_method
 from wsss.models.ema import ema_update, frozen_copy
 
@@ -128,7 +128,7 @@ def test_views_are_seeded_and_shaped():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)
     crop = img[:32, :32]
-    views = ContrastViews(global_size=32)
+    views = SeCoViews(global_size=32)
     a = views(img, crop, rng=np.random.default_rng(5))
     b = views(img, crop, rng=np.random.default_rng(5))
     assert a["w_image"].shape == (3, 32, 32) and a["s_image"].shape == (3, 32, 32)

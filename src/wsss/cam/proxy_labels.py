@@ -8,14 +8,14 @@ Per image, with ``att`` the attention of each labelled class, min-max normalised
    ``1 - saliency/255`` **with** a saliency map (official: the CRF background is discarded), the CRF
    background Q[0] **without** one;
 3. pixels where more than one channel exceeds ``conflict`` (0.9) -> 255; the label is the argmax;
-4. ``sal_att = max(saliency, 255 * [Q_c > att_thr (0.8)])``; pixels labelled background with
-   ``sal_att >= bg_thr`` (32) -> 255;
+4. ``sal_att = max(saliency, 255 * [Q_c > att_thre (0.8)])``; pixels labelled background with
+   ``sal_att >= bg_thre`` (32) -> 255;
 5. an image with less than ``min_fg`` (1 %) foreground pixels is ignored entirely (255).
 
 Saliency-free default (a deviation: the official code needs external saliency maps, methods.md 8.3):
 the background channel is the CRF's own background, and the saliency of step 4 is replaced by the
-CAM threshold map ``255 * [max_c att_c >= cam_bg_thr]``: background pixels where some class still
-has attention >= ``cam_bg_thr`` (0.25) are left undecided (255).
+CAM threshold map ``255 * [max_c att_c >= cam_bg_thre]``: background pixels where some class still
+has attention >= ``cam_bg_thre`` (0.25) are left undecided (255).
 
 The attention comes from RCA's accumulated training-time maps (``AttentionStore``, resized to the
 image like the official ``res.py``: cv2 bilinear on the uint8 maps) or from the saved CAMs of
@@ -45,10 +45,10 @@ class ProxyParams:
 
     alpha: float = 4.0
     conflict: float = 0.9
-    att_thr: float = 0.8
-    bg_thr: float = 32.0
+    att_thre: float = 0.8
+    bg_thre: float = 32.0
     min_fg: float = 0.01
-    cam_bg_thr: float = 0.25
+    cam_bg_thre: float = 0.25
     crf: CRFParams = field(default_factory=lambda: CRFParams.PSA)
     crf_bgr: bool = False  # the CRF reads the image as BGR (the official cv2 order)
 
@@ -59,7 +59,7 @@ class ProxyParams:
             return cls()
         o = options
         return cls(
-            o.proxy_alpha, o.proxy_conflict, o.proxy_att_thr, o.proxy_bg_thr, o.proxy_min_fg, o.proxy_cam_bg_thr,
+            o.proxy_alpha, o.proxy_conflict, o.proxy_att_thre, o.proxy_bg_thre, o.proxy_min_fg, o.proxy_cam_bg_thre,
             crf_bgr=bool(getattr(o, "quirk_proxy_crf_bgr", False)),
         )  # fmt: skip
 
@@ -122,14 +122,14 @@ def rca_proxy_label(
         sal_att = sal.copy()
     else:
         gt[0] = q[0]
-        sal_att = 255.0 * (top >= p.cam_bg_thr)
+        sal_att = 255.0 * (top >= p.cam_bg_thre)
     for i, c in enumerate(classes):
         gt[c + 1] = q[i + 1]
-        sal_att = np.maximum(sal_att, 255.0 * (q[i + 1] > p.att_thr))
+        sal_att = np.maximum(sal_att, 255.0 * (q[i + 1] > p.att_thre))
     conflict = (gt > p.conflict).sum(axis=0) > 1
     label = gt.argmax(axis=0).astype(np.uint8)
     label[conflict] = 255
-    label[(sal_att >= p.bg_thr) & (label == 0)] = 255
+    label[(sal_att >= p.bg_thre) & (label == 0)] = 255
     if float(((label > 0) & (label < 255)).sum()) / float(h * w) < p.min_fg:
         label[...] = 255
     return label

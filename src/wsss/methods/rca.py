@@ -22,7 +22,7 @@ image's ground-truth classes are merged by an element-wise max over epochs, stor
 (not by loader index) in the checkpoint (``get_extra_state``), and consumed by ``wsss pseudo --refine
 rca`` (``cam/proxy_labels.py``). Accumulation rule: each map is scaled to 0..255 by its own max and
 rounded (as the official PNGs), then mapped to a fixed ``G x G`` grid over the whole original image
-(``G = crop / stride``, 46 for VOC): the training view (``RCAView``) is a box of the original image
+(``G = crop / stride``, 46 for VOC): the training view (``data.views.RCAViews``) is a box of the original image
 squashed to the crop square and maybe flipped; grid cells inside the box sample the map bilinearly
 (un-flipped), cells outside are left unchanged. With the official view (the whole image, no flip)
 the mapping is the identity. Write rule per (id, class): skip if the class probability < 0.1, except
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ from wsss.core.config import Config, iterations_per_epoch
 from wsss.core.distributed import all_gather_cat, all_gather_objects, rank
 from wsss.core.errors import UsageError
 from wsss.core.registry import Method, TrainContext, register_method
-from wsss.data.transforms import color_jitter, normalize, resize_to
+from wsss.data.views import RCAViews
 from wsss.losses.region_contrast import draw_mixup_pairs, region_contrast_loss, region_embeddings, region_masks
 from wsss.methods.base import backbone_from_config
 
@@ -89,10 +89,10 @@ class RCAOptions:
     proxy_source: str = "accumulated"  # "accumulated" attention of training, or "cam" (the saved `wsss cam` maps)
     proxy_alpha: float = 4.0  # bg = (1 - max att)^alpha in the CRF unary
     proxy_conflict: float = 0.9  # more than one channel above this -> 255
-    proxy_att_thr: float = 0.8  # CRF class score above this counts as salient
-    proxy_bg_thr: float = 32.0  # bg pixels with saliency >= this (0..255) -> 255
+    proxy_att_thre: float = 0.8  # CRF class score above this counts as salient
+    proxy_bg_thre: float = 32.0  # bg pixels with saliency >= this (0..255) -> 255
     proxy_min_fg: float = 0.01  # images with less foreground are ignored entirely
-    proxy_cam_bg_thr: float = 0.25  # saliency-free: bg pixels whose max attention >= this -> 255
+    proxy_cam_bg_thre: float = 0.25  # saliency-free: bg pixels whose max attention >= this -> 255
     # official quirks (methods.md 4.5-4.7, 8.3)
     quirk_memory_momentum_blend: bool = True  # slot = 0.99 slot + 0.01 embedding (vs replace the slot)
     quirk_memory_masked_leak: bool = True  # a multi-label image's features stay masked by earlier classes
@@ -103,6 +103,13 @@ class RCAOptions:
     quirk_mixup_self_partner: bool = True  # the mix-up partner can be the image itself
     quirk_aggregation_scale_20: bool = True  # sim / num_centroids * 20 (VOC's count, also on COCO) vs * (C-1)
     quirk_proxy_crf_bgr: bool = True  # the proxy-label CRF reads the image as BGR (cv2's order) vs RGB
+
+    # former spellings (before one name per concept: ``*_thre`` as ToCo's cam.bkg_thre), still loaded
+    config_aliases: ClassVar[dict[str, str]] = {
+        "proxy_att_thr": "proxy_att_thre",
+        "proxy_bg_thr": "proxy_bg_thre",
+        "proxy_cam_bg_thr": "proxy_cam_bg_thre",
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -162,43 +169,7 @@ class SemanticAggregation(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-# the training view and the attention store
-
-
-class RCAView:
-    """RCA's training input (4.7): a box of the original image (the whole image by default) squashed
-    to a ``size`` square, maybe flipped, colour-jittered, normalised.
-
-    Returns ``rca_image`` (3, S, S), ``rca_box`` (4,) float32 ``[y0, y1, x0, x1]`` as fractions of the
-    original image, ``rca_flip`` (bool): what the attention accumulation needs to map maps back.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        crop_scale: tuple[float, float] = (1.0, 1.0),
-        hflip: bool = False,
-        jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.1),
-    ):
-        self.size, self.crop_scale, self.hflip, self.jitter = int(size), crop_scale, hflip, jitter
-
-    def __call__(self, image: np.ndarray, crop: np.ndarray, *, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        h, w = image.shape[:2]
-        y0, y1, x0, x1 = 0, h, 0, w
-        lo, hi = self.crop_scale
-        if lo < 1.0 or hi < 1.0:
-            side = math.sqrt(float(rng.uniform(lo, hi)))
-            ch, cw = max(1, round(side * h)), max(1, round(side * w))
-            y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-            y1, x1 = y0 + ch, x0 + cw
-        img = resize_to(image[y0:y1, x0:x1], self.size)
-        flip = bool(self.hflip and rng.random() < 0.5)
-        if flip:
-            img = np.ascontiguousarray(img[:, ::-1])
-        if self.jitter is not None and any(self.jitter):
-            img = color_jitter(img, *self.jitter, rng=rng)
-        box = np.asarray([y0 / h, y1 / h, x0 / w, x1 / w], dtype=np.float32)
-        return {"rca_image": normalize(img), "rca_box": torch.from_numpy(box), "rca_flip": torch.tensor(flip)}
+# the attention store
 
 
 def maps_to_grid(
@@ -426,9 +397,9 @@ class RCA(Method):
             "head_bias": {"lr_mult": 2.0 * head},
         }
 
-    def train_transform_views(self) -> RCAView:
+    def train_transform_views(self) -> RCAViews:
         o = self.options
-        return RCAView(self.cfg.data.crop_size, o.view_crop_scale, o.view_hflip, o.view_jitter)
+        return RCAViews(self.cfg.data.crop_size, o.view_crop_scale, o.view_hflip, o.view_jitter)
 
     def on_train_start(self, ctx: TrainContext) -> None:
         self._optimizer = ctx.optimizer

@@ -39,7 +39,7 @@ from wsss.core.config import Config
 from wsss.core.distributed import all_gather_cat
 from wsss.core.errors import UsageError
 from wsss.core.registry import Method, register_method
-from wsss.data.views import ContrastViews
+from wsss.data.views import SeCoViews
 from wsss.losses import balanced_seg_loss, energy_loss_from_logits, label_to_aff_mask, lig_loss, lil_loss, ptc_loss
 from wsss.methods.base import backbone_from_config, online_pseudo_label, split_backbone_params
 from wsss.models.backbones import ViTBackbone
@@ -134,8 +134,8 @@ class SeCo(Method):
         opts["proj_head"] = {"lr_mult": self.cfg.train.head_lr_mult if mult is None else mult}
         return opts
 
-    def train_transform_views(self) -> ContrastViews:
-        return ContrastViews(
+    def train_transform_views(self) -> SeCoViews:
+        return SeCoViews(
             global_size=self.cfg.data.crop_size,
             global_scale=self.options.global_view_scale,
             local_flip=self.options.quirk_local_view_flip,
