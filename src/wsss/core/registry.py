@@ -14,7 +14,7 @@ Contract:
 - ``on_train_start(ctx)`` runs once before the first step (after a resume), with a ``TrainContext``:
   the run directory, step, device, datasets, the optimiser (for a method that owns an LR rule) and a
   save hook, never the trainer itself; ``on_epoch_start(epoch)`` when the data stream enters an epoch
-  (RCA's per-epoch centroid refresh).
+  (RCA's per-epoch centroid refresh); ``lr_factor(epoch)`` a per-epoch LR rule that the engine applies.
 - A method whose training is not one run of the loop (SC-CAM's rounds) sets ``train_driver``: the
   name of a driver in ``wsss.engine.rounds.DRIVERS`` that ``wsss train`` calls instead of one ``Trainer``.
 - ``cam_maps(images)`` returns (cam, cam_aux) before any normalisation, for multi-scale fusion.
@@ -149,6 +149,12 @@ class Method(nn.Module):
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called when the training stream starts epoch ``epoch`` (0-based; also the resumed one)."""
+
+    def lr_factor(self, epoch: int) -> float | None:
+        """A per-epoch learning-rate rule on top of the poly schedule: every group's base lr is
+        ``train.lr x lr_mult x factor`` from the start of ``epoch`` on (applied by the engine's
+        ``EpochLRRule`` hook; RCA's decay, methods.md 4.7). None: no rule (the default)."""
+        return None
 
     def train_transform_views(self) -> Any:
         """Extra training views the method needs (None: the main crop only)."""

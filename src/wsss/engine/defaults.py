@@ -4,6 +4,7 @@ a multi-run driver (``engine/rounds.py``) or a script composes trainers without 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,15 +15,27 @@ from wsss.core.config import Config, load_config
 from wsss.core.device import resolve_device
 from wsss.core.errors import MissingFileError
 from wsss.core.registry import Method
+from wsss.engine.hooks import HookBase
 from wsss.engine.trainer import Trainer, build_optimizer
 from wsss.methods import build_method
 
-__all__ = ["TrainedMethod", "build_method", "build_optimizer", "build_trainer", "load_trained_method"]
+__all__ = [
+    "HookBase",
+    "TrainedMethod",
+    "build_method",
+    "build_optimizer",
+    "build_trainer",
+    "load_trained_method",
+]
 
 
-def build_trainer(cfg: Config, *, progress: bool = True) -> Trainer:
-    """A ``Trainer`` for ``cfg`` (not yet resumed: ``trainer.train()`` resumes from ``last.pt``)."""
-    return Trainer(cfg, progress=progress)
+def build_trainer(cfg: Config, *, progress: bool = True, hooks: Sequence[HookBase] = ()) -> Trainer:
+    """A ``Trainer`` for ``cfg`` (not yet resumed: ``trainer.train()`` resumes from ``last.pt``).
+
+    ``hooks`` run after the default ones (``Trainer.build_hooks``: LR rule, logging, validation,
+    checkpoints, TensorBoard), in the order given; ``trainer.register_hooks`` adds more later.
+    """
+    return Trainer(cfg, progress=progress, hooks=hooks)
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""The training loop shared by every method.
+"""The training loop shared by every method (as detectron2's ``engine/train_loop.py``).
 
 The engine owns: data loading (a deterministic, resumable sampler), the poly-schedule optimiser
 with the four parameter groups of methods.md 2.10, loss weighting and staging (``LossConfig``),
-the NaN guard, logging to ``metrics.jsonl``, periodic validation, and checkpoints with resume.
-A method only says what one step computes (the contract: ``wsss.core.registry``).
+the NaN guard, and the run's state with resume. The loop (``Trainer.train``) only runs steps and
+calls hooks (``wsss.engine.hooks``): logging to ``metrics.jsonl``, periodic validation, checkpoints,
+TensorBoard and per-epoch LR rules are hooks. A method only says what one step computes (the
+contract: ``wsss.core.registry``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import signal
 import sys
-import threading
 import time
+import weakref
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
-from tqdm import tqdm
 
 from wsss.core.checkpoint import load_checkpoint, save_checkpoint
 from wsss.core.config import Config, load_config, resolve_epochs, resolve_paths, save_config
@@ -43,10 +43,16 @@ from wsss.core.registry import Method, TrainContext
 from wsss.data import ClsTrainDataset, VOCDataset
 from wsss.data.transforms import TrainAugment
 from wsss.data.voc import SPLIT_DIR
+from wsss.engine.hooks import (
+    EpochLRRule,
+    HookBase,
+    MetricsLogger,
+    PeriodicCheckpointer,
+    PeriodicValidation,
+    TensorBoardWriter,
+)
 from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
-from wsss.engine.validate import validate
 from wsss.methods import build_method
-from wsss.utils.io import atomic_write
 
 
 def validation_split(cfg: Config) -> str | None:
@@ -188,9 +194,13 @@ def active_terms(cfg: Config, step: int) -> set[str]:
 
 
 class Trainer:
-    """One run: ``Trainer(cfg).train()``. Under torchrun every process builds one; rank 0 writes."""
+    """One run: ``Trainer(cfg).train()``. Under torchrun every process builds one; rank 0 writes.
 
-    def __init__(self, cfg: Config, *, progress: bool = True):
+    ``hooks``: more hooks to run after the default ones (``build_hooks``); ``register_hooks`` adds
+    more later.
+    """
+
+    def __init__(self, cfg: Config, *, progress: bool = True, hooks: Sequence[HookBase] = ()):
         self.run_dir = Path(cfg.run.dir)
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
@@ -225,14 +235,52 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
         self.step = 0
         self.best: float | None = None
-        self._tb: Any = None  # TensorBoard writer, opened by train()
-        # the loss averaging window since the last log step; a checkpoint stores it, so a resumed run
-        # logs the same averages as an uninterrupted one
-        self._log_sums: dict[str, float] = defaultdict(float)
-        self._log_n = 0
-        self._interrupted = False
+        self.last_val: dict[str, Any] | None = None  # the last validation of this train() call
+        self.step_losses: tuple[float, dict[str, float]] = (0.0, {})  # the last step's (total, terms)
+        self.hooks: list[HookBase] = []
+        self.register_hooks([*self.build_hooks(), *hooks])
 
-    # ------------------------------------------------------------------------------------------
+    # -- hooks ------------------------------------------------------------------------------------
+    def build_hooks(self) -> list[HookBase]:
+        """The default hooks, in the order they run (``wsss.engine.hooks``)."""
+        return [EpochLRRule(), MetricsLogger(), PeriodicValidation(), PeriodicCheckpointer(), TensorBoardWriter()]
+
+    def register_hooks(self, hooks: Sequence[HookBase | None]) -> None:
+        """Append ``hooks`` (None entries are skipped); they run after the ones already registered."""
+        for h in hooks:
+            if h is None:
+                continue
+            if not isinstance(h, HookBase):
+                raise TypeError(f"a hook must subclass wsss.engine.hooks.HookBase, got {type(h).__name__}")
+            h.trainer = weakref.proxy(self)  # no reference cycle (as detectron2)
+            self.hooks.append(h)
+
+    def _hook(self, kind: type[HookBase]) -> HookBase | None:
+        return next((h for h in self.hooks if isinstance(h, kind)), None)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Publish ``record`` (``{"step": ..., ...}``) to every hook's ``write`` (metrics.jsonl, TensorBoard)."""
+        for h in self.hooks:
+            h.write(record)
+
+    # kept for scripts and tests written before the hooks: the TensorBoard writer lives in its hook
+    def _open_tensorboard(self) -> None:
+        tb = self._hook(TensorBoardWriter)
+        if tb is not None:
+            tb.open()
+
+    @property
+    def _tb(self) -> Any:
+        tb = self._hook(TensorBoardWriter)
+        return tb.writer if tb is not None else None
+
+    @_tb.setter
+    def _tb(self, writer: Any) -> None:
+        tb = self._hook(TensorBoardWriter)
+        if tb is not None:
+            tb.writer = writer
+
+    # -- the run's state ------------------------------------------------------------------------
     @property
     def ckpt_dir(self) -> Path:
         return self.run_dir / "checkpoints"
@@ -246,7 +294,7 @@ class Trainer:
         }
 
     def _state(self) -> dict[str, Any]:
-        return {
+        state = {
             "step": self.step,
             "model": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -254,11 +302,14 @@ class Trainer:
             "data": self.stream.position(),
             "best": self.best,
             "rng": all_gather_objects(self._rng_state()),  # one entry per process, rank order
-            "log_window": all_gather_objects({"sums": dict(self._log_sums), "n": self._log_n}),
             "config": self.cfg.to_dict(),
             "num_classes": self.train_set.num_classes,
             "class_names": self.train_set.class_names,
         }
+        hooks = {type(h).__name__: s for h in self.hooks if (s := h.state_dict())}
+        if hooks:
+            state["hooks"] = hooks
+        return state
 
     def save_checkpoint(self, name: str) -> None:
         """Write ``checkpoints/<name>`` at the current step (collective: every process calls it)."""
@@ -300,68 +351,25 @@ class Trainer:
                 torch.cuda.set_rng_state(rng["cuda"], self.device)
         else:  # another process count: the data order is kept, the in-model RNG is reseeded
             seed_everything(self.cfg.run.seed + rank() + 7919 * self.step)
-        windows = state.get("log_window")  # absent in checkpoints of older versions: the window restarts
-        if windows:
-            # the logged average is sum over processes / world size / n: each process takes the mean
-            # window over the saved processes, which keeps that figure whatever the process count
-            keys = {k for w in windows for k in w["sums"]}
-            self._log_sums = defaultdict(float, {k: sum(w["sums"].get(k, 0.0) for w in windows) / len(windows)
-                                                 for k in keys})  # fmt: skip
-            self._log_n = windows[0]["n"]
-        if is_main_process():
-            self._truncate_metrics(self.step)
+        hook_states = state.get("hooks", {})
+        for h in self.hooks:
+            h.load_state_dict(hook_states.get(type(h).__name__, {}))
         return True
 
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop log lines written after the checkpoint we resume from (they will be written again)."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.is_file():
-            return
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-        with atomic_write(path, "w") as f:
-            f.write("".join(line + "\n" for line in keep))
-
-    def _log(self, record: dict[str, Any]) -> None:
-        if is_main_process():
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-        if self._tb is not None:  # the same record in TensorBoard: loss/*, lr/<group>, val/*, train/*
-            try:
-                step = record["step"]
-                for k, v in record.items():
-                    if k == "val":
-                        for name, value in v.items():
-                            self._tb.add_scalar(f"val/{name}", value, step)
-                    elif k == "lr":  # every parameter group's rate, by group name
-                        for i, g in enumerate(self.optimizer.param_groups):
-                            self._tb.add_scalar(f"lr/{g.get('name', i)}", g["lr"], step)
-                    elif k != "step" and isinstance(v, (int, float)):
-                        self._tb.add_scalar(k if "/" in k else f"train/{k}", v, step)
-                self._tb.flush()
-            except Exception as e:  # noqa: BLE001  (TensorBoard never fails a run)
-                tqdm.write(f"warning: TensorBoard logging stopped ({e})")
-                self._close_tensorboard()
-
-    def _open_tensorboard(self) -> None:
-        """A SummaryWriter on RUN/tensorboard/ when ``run.tensorboard``, on rank 0, if the package is
-        installed. A resumed run purges the events logged after its checkpoint (they are logged again)."""
-        if not (self.cfg.run.tensorboard and is_main_process()) or self._tb is not None:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1 if self.step else None)
-        except Exception:  # noqa: BLE001  (not installed, or broken: metrics.jsonl still has everything)
-            self._tb = None
-
-    def _close_tensorboard(self) -> None:
-        if self._tb is not None:
-            with contextlib.suppress(Exception):
-                self._tb.close()
-            self._tb = None
-
+    # -- one step ---------------------------------------------------------------------------------
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def run_step(self) -> None:
+        """Draw the next batch (an epoch that starts calls ``before_epoch`` of the method and the hooks),
+        train one step on it; its losses are ``step_losses``."""
+        micro_batches = next(self.stream)
+        if self.stream.epoch != self._epoch_seen:
+            self._epoch_seen = self.stream.epoch
+            self.method.on_epoch_start(self._epoch_seen)
+            for h in self.hooks:
+                h.before_epoch(self._epoch_seen)
+        self.step_losses = self._train_step(micro_batches, self.step)
 
     def _train_step(self, micro_batches: list[dict[str, Any]], step: int) -> tuple[float, dict[str, float]]:
         """Forward/backward over this process's micro-batches, then one optimiser step.
@@ -409,7 +417,7 @@ class Trainer:
         self.method.after_step(step)
         return total, sums
 
-    # ------------------------------------------------------------------------------------------
+    # -- the loop -----------------------------------------------------------------------------------
     def train(self, until: int | None = None) -> dict[str, Any]:
         """Train to ``train.max_iters`` (or stop after step ``until``, as a kill would, for tests)."""
         cfg, t = self.cfg, self.cfg.train
@@ -426,96 +434,32 @@ class Trainer:
                   f" of {t.max_iters}", file=sys.stderr, flush=True)  # fmt: skip
         if self.step >= stop:
             return {"step": self.step, "resumed": resumed, "best": self.best}
-        self._open_tensorboard()
         self.method.train()
         self.method.on_train_start(self.context())
-        epoch_seen: int | None = None
-        sums = self._log_sums
-        t0 = time.time()
-        n_timed = 0  # steps timed since t0 (this process's own, unlike the window restored by a resume)
-        bar = tqdm(total=t.max_iters, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
-        last_val: dict[str, Any] | None = None
-        with self._catch_interrupt():
-            while self.step < stop:
-                micro_batches = next(self.stream)
-                if self.stream.epoch != epoch_seen:
-                    epoch_seen = self.stream.epoch
-                    self.method.on_epoch_start(epoch_seen)
-                total, values = self._train_step(micro_batches, self.step)
-                self.step += 1
-                bar.update(1)
-                for k, v in values.items():
-                    sums[k] += v
-                sums["loss"] += total
-                self._log_n += 1
-                n_timed += 1
-                if self.step % t.log_iters == 0 or self.step == t.max_iters:
-                    keys = sorted(sums)
-                    avg = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64)) / world_size()
-                    record = {
-                        "step": self.step,
-                        "lr": self.optimizer.param_groups[0]["lr"],
-                        "sec_per_iter": (time.time() - t0) / n_timed,
-                        **{f"loss/{k}": float(v) / self._log_n for k, v in zip(keys, avg)},
-                    }
-                    self._log(record)
-                    bar.set_postfix(loss=f"{record['loss/loss']:.3f}")
-                    sums.clear()
-                    self._log_n, n_timed, t0 = 0, 0, time.time()
-                if self.val_set is not None and (self.step % t.eval_iters == 0 or self.step == t.max_iters):
-                    last_val = self.validate()
-                saved = self.step % t.ckpt_iters == 0 or self.step == t.max_iters
-                if saved:
-                    self.save_checkpoint("last.pt")
-                if self._interrupt_requested():
-                    if not saved:
-                        self.save_checkpoint("last.pt")
-                    bar.close()
-                    if is_main_process():
-                        print(f"interrupted: saved {self.ckpt_dir / 'last.pt'} at step {self.step}", file=sys.stderr)
-                    raise KeyboardInterrupt
-        bar.close()
-        self._close_tensorboard()
-        return {"step": self.step, "resumed": resumed, "best": self.best, "val": last_val}
-
-    @contextlib.contextmanager
-    def _catch_interrupt(self) -> Iterator[None]:
-        """Ctrl-C (SIGINT) during training: finish the current step, save ``last.pt`` (atomically),
-        then raise KeyboardInterrupt (the CLI exits 130). A second Ctrl-C stops at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def on_sigint(signum: int, frame: Any) -> None:
-            self._interrupted = True
-            signal.signal(signal.SIGINT, previous)
-            if self.progress:
-                tqdm.write("Ctrl-C: saving a checkpoint after this step (press again to stop at once)")
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        self._epoch_seen: int | None = None
+        self.last_val = None
+        for h in self.hooks:
+            h.before_train()
         try:
-            yield
+            while self.step < stop:
+                for h in self.hooks:
+                    h.before_step()
+                self.run_step()
+                self.step += 1
+                for h in self.hooks:
+                    h.after_step()
         finally:
-            signal.signal(signal.SIGINT, previous)
-
-    def _interrupt_requested(self) -> bool:
-        if world_size() == 1:
-            return self._interrupted
-        return float(all_reduce_sum(torch.tensor([float(self._interrupted)]))) > 0  # every process stops together
+            for h in self.hooks:
+                h.after_train()
+        return {"step": self.step, "resumed": resumed, "best": self.best, "val": self.last_val}
 
     def validate(self) -> dict[str, Any]:
-        res = validate(self.method, self.val_set, self.cfg, self.device, progress=self.progress)
-        self.method.train()
-        key = "seg_miou" if "seg_miou" in res else "cam_miou"
-        self._log({"step": self.step, "val": res})
-        if self.best is None or res[key] > self.best:
-            self.best = res[key]
-            self.save_checkpoint("best.pt")
-        if self.progress:
-            tqdm.write(
-                f"[val @ {self.step}] " + "  ".join(f"{k} {v:.2f}" for k, v in res.items() if k.endswith("miou"))
-            )
-        return res
+        """Validate now (logged; ``best.pt`` kept), as the validation hook does periodically."""
+        hook = self._hook(PeriodicValidation)
+        if hook is None:  # a trainer built without the default hooks
+            hook = PeriodicValidation()
+            hook.trainer = weakref.proxy(self)
+        return hook.evaluate()
 
 
 # Settings that change how a run is computed, not what it computes: a resume may change them freely.

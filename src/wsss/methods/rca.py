@@ -370,7 +370,6 @@ class RCA(Method):
         self.attention = AttentionStore(grid)
         self._epoch = 0
         self._last_epoch: int | None = None
-        self._optimizer: Any = None
         self._micro_step, self._micro = -1, 0
 
     # -- engine interface ------------------------------------------------------------------------
@@ -402,12 +401,11 @@ class RCA(Method):
         return RCAViews(self.cfg.data.crop_size, o.view_crop_scale, o.view_hflip, o.view_jitter)
 
     def on_train_start(self, ctx: TrainContext) -> None:
-        self._optimizer = ctx.optimizer
         per_epoch = iterations_per_epoch(len(ctx.train_data), self.cfg.train.batch_size)
         self._last_epoch = (self.cfg.train.max_iters - 1) // per_epoch
 
     def on_epoch_start(self, epoch: int) -> None:
-        """k-means centroids of the memory (epoch >= 1, once per epoch, 4.4); the lr steps (4.7)."""
+        """k-means centroids of the memory (epoch >= 1, once per epoch, 4.4)."""
         o = self.options
         self._epoch = epoch
         if epoch > 0 and epoch > int(self.centroid_epoch):
@@ -416,12 +414,11 @@ class RCA(Method):
             )
             self.centroids.copy_(cent.to(self.centroids.device))
             self.centroid_epoch.fill_(epoch)
-        if self._optimizer is not None and o.lr_decay_epochs:
-            factor = o.lr_decay ** sum(epoch >= e for e in o.lr_decay_epochs)
-            opts = self.param_group_options()
-            for group in self._optimizer.param_groups:
-                group["base_lr"] = self.cfg.train.lr * opts[group["name"]]["lr_mult"] * factor
-                group["lr"] = group["base_lr"] * self._optimizer.lr_mult()
+
+    def lr_factor(self, epoch: int) -> float | None:
+        """The lr steps (4.7): base lr x ``lr_decay`` at each epoch of ``lr_decay_epochs`` reached."""
+        o = self.options
+        return o.lr_decay ** sum(epoch >= e for e in o.lr_decay_epochs) if o.lr_decay_epochs else None
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"attention": self.attention.state()}

@@ -1,0 +1,315 @@
+"""Hooks of the training loop (as detectron2's ``engine/hooks.py``): everything around the steps.
+
+The loop (``Trainer.train``) only runs steps; around them it calls, on every registered hook in
+order, ``before_train``, then per step ``before_step`` / ``after_step`` (``trainer.step`` already
+counts the finished step), and ``after_train`` (also when a step raised). Two more events:
+``before_epoch(epoch)`` when the data stream enters an epoch (also the resumed one), and
+``write(record)`` for every record the run publishes through ``Trainer.log`` (losses, validation).
+
+The default hooks (``Trainer.build_hooks``), in the order they run after a step:
+
+- ``EpochLRRule``: a method's per-epoch rule on top of the optimiser's poly schedule
+  (``Method.lr_factor``: RCA's decay, methods.md 4.7); the poly schedule itself is inside the optimiser.
+- ``MetricsLogger``: the progress bar, the loss averages over ``train.log_iters`` steps, and
+  ``metrics.jsonl`` (a resume drops the lines written after its checkpoint: they are written again).
+- ``PeriodicValidation``: validation every ``train.eval_iters`` and at the end; ``best.pt``.
+- ``PeriodicCheckpointer``: ``checkpoints/last.pt`` every ``train.ckpt_iters`` and at the end, and on
+  Ctrl-C after the current step.
+- ``TensorBoardWriter``: the same records in TensorBoard (``run.tensorboard``).
+
+A hook with state that a resume needs returns it from ``state_dict()``; the trainer stores the
+non-empty ones in the checkpoint (``"hooks"``, by hook class name) and gives each hook its entry (or
+``{}``) through ``load_state_dict`` when it resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm import tqdm
+
+from wsss.core.distributed import all_gather_objects, all_reduce_sum, is_main_process, world_size
+from wsss.engine.validate import validate
+from wsss.utils.io import atomic_write
+
+if TYPE_CHECKING:  # annotations only: the trainer imports this module
+    from wsss.engine.trainer import Trainer
+
+__all__ = [
+    "EpochLRRule",
+    "HookBase",
+    "MetricsLogger",
+    "PeriodicCheckpointer",
+    "PeriodicValidation",
+    "TensorBoardWriter",
+]
+
+
+class HookBase:
+    """One hook of the loop; ``trainer`` is set when the hook is registered (``Trainer.register_hooks``)."""
+
+    trainer: Trainer
+
+    def before_train(self) -> None:
+        """Before the first step of ``Trainer.train`` (after a resume)."""
+
+    def after_train(self) -> None:
+        """After the last step of ``Trainer.train``, also when a step raised."""
+
+    def before_step(self) -> None:
+        """Before each step (``trainer.step`` is the number of steps done)."""
+
+    def after_step(self) -> None:
+        """After each step (``trainer.step`` counts it; ``trainer.step_losses`` holds its losses)."""
+
+    def before_epoch(self, epoch: int) -> None:
+        """When the training stream enters ``epoch`` (0-based; also the epoch a resume lands in)."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        """A record published by the run (``Trainer.log``): ``{"step": ..., ...}``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resume needs of this hook (stored in the checkpoint when non-empty)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from the checkpoint at ``trainer.step`` (``state``: this hook's entry, or ``{}``)."""
+
+
+def _every(step: int, period: int, last: int) -> bool:
+    return step % period == 0 or step == last
+
+
+class EpochLRRule(HookBase):
+    """A method's learning-rate rule per epoch, on top of the optimiser's own poly schedule.
+
+    ``Method.lr_factor(epoch)`` (None: no rule) scales every group's base lr to
+    ``train.lr x lr_mult(group) x factor`` when an epoch starts; the current lr follows at once.
+    """
+
+    def before_epoch(self, epoch: int) -> None:
+        trainer = self.trainer
+        factor = trainer.method.lr_factor(epoch)
+        if factor is None:
+            return
+        options = trainer.method.param_group_options()
+        optimizer = trainer.optimizer
+        for group in optimizer.param_groups:
+            group["base_lr"] = trainer.cfg.train.lr * options[group["name"]]["lr_mult"] * factor
+            group["lr"] = group["base_lr"] * optimizer.lr_mult()
+
+
+class MetricsLogger(HookBase):
+    """The progress bar, the loss averages of every ``train.log_iters`` steps, and ``metrics.jsonl``.
+
+    The averages are over the steps since the last record (the window) and over processes; a record
+    carries the backbone group's lr and the seconds per iteration (of the steps this process timed).
+    The checkpoint stores the window, so a resumed run logs the same averages as an uninterrupted one.
+    """
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.sums: dict[str, float] = defaultdict(float)
+        self.n_logged = 0  # steps in the window (restored by a resume)
+        self.n_timed = 0  # steps timed since t0 (this process's own)
+        self.t0 = 0.0
+
+    @property
+    def path(self) -> Path:
+        return self.trainer.run_dir / "metrics.jsonl"
+
+    def state_dict(self) -> dict[str, Any]:
+        # collective (``Trainer._state`` is called by every process): one window per process, rank order
+        return {"windows": all_gather_objects({"sums": dict(self.sums), "n": self.n_logged})}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the loss window; drop log lines written after the checkpoint (they are written again)."""
+        windows = state.get("windows")  # absent in checkpoints of older versions: the window restarts
+        if windows:
+            # the logged average is sum over processes / world size / n: each process takes the mean
+            # window over the saved processes, which keeps that figure whatever the process count
+            keys = {k for w in windows for k in w["sums"]}
+            self.sums = defaultdict(float, {k: sum(w["sums"].get(k, 0.0) for w in windows) / len(windows)
+                                            for k in keys})  # fmt: skip
+            self.n_logged = windows[0]["n"]
+        if not is_main_process() or not self.path.is_file():
+            return
+        step = self.trainer.step
+        keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
+        with atomic_write(self.path, "w") as f:
+            f.write("".join(line + "\n" for line in keep))
+
+    def before_train(self) -> None:
+        t = self.trainer
+        self.n_timed, self.t0 = 0, time.time()
+        self.bar = tqdm(
+            total=t.cfg.train.max_iters, initial=t.step, desc="train", disable=not t.progress, dynamic_ncols=True
+        )
+
+    def after_step(self) -> None:
+        t = self.trainer
+        assert self.bar is not None
+        self.bar.update(1)
+        total, values = t.step_losses
+        for k, v in values.items():
+            self.sums[k] += v
+        self.sums["loss"] += total
+        self.n_logged += 1
+        self.n_timed += 1
+        if _every(t.step, t.cfg.train.log_iters, t.cfg.train.max_iters):
+            keys = sorted(self.sums)
+            avg = all_reduce_sum(torch.tensor([self.sums[k] for k in keys], dtype=torch.float64)) / world_size()
+            record = {
+                "step": t.step,
+                "lr": t.optimizer.param_groups[0]["lr"],
+                "sec_per_iter": (time.time() - self.t0) / self.n_timed,
+                **{f"loss/{k}": float(v) / self.n_logged for k, v in zip(keys, avg)},
+            }
+            t.log(record)
+            self.bar.set_postfix(loss=f"{record['loss/loss']:.3f}")
+            self.sums.clear()
+            self.n_logged, self.n_timed, self.t0 = 0, 0, time.time()
+
+    def after_train(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if is_main_process():
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+class PeriodicValidation(HookBase):
+    """Validation on ``data.val_split`` every ``train.eval_iters`` steps and at the last; the best score
+    (segmentation mIoU, else CAM mIoU) is ``trainer.best`` and its weights ``checkpoints/best.pt``."""
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if t.val_set is not None and _every(t.step, t.cfg.train.eval_iters, t.cfg.train.max_iters):
+            self.evaluate()
+
+    def evaluate(self) -> dict[str, Any]:
+        """Validate now (every process calls it), log the scores, keep ``best.pt``; returns the scores."""
+        t = self.trainer
+        res = validate(t.method, t.val_set, t.cfg, t.device, progress=t.progress)
+        t.method.train()
+        key = "seg_miou" if "seg_miou" in res else "cam_miou"
+        t.log({"step": t.step, "val": res})
+        if t.best is None or res[key] > t.best:
+            t.best = res[key]
+            t.save_checkpoint("best.pt")
+        if t.progress:
+            tqdm.write(f"[val @ {t.step}] " + "  ".join(f"{k} {v:.2f}" for k, v in res.items() if k.endswith("miou")))
+        t.last_val = res
+        return res
+
+
+class PeriodicCheckpointer(HookBase):
+    """``checkpoints/last.pt`` every ``train.ckpt_iters`` steps and at the last (what a resume starts from).
+
+    Ctrl-C (SIGINT) during training: the current step finishes, ``last.pt`` is saved (atomically), then
+    KeyboardInterrupt is raised (the CLI exits 130). A second Ctrl-C stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._previous: Any = None
+
+    def before_train(self) -> None:
+        self.interrupted = False
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers belong to the main thread
+        self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+        signal.signal(signal.SIGINT, self._previous)
+        if self.trainer.progress:
+            tqdm.write("Ctrl-C: saving a checkpoint after this step (press again to stop at once)")
+
+    def after_train(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _interrupt_requested(self) -> bool:
+        if world_size() == 1:
+            return self.interrupted
+        return float(all_reduce_sum(torch.tensor([float(self.interrupted)]))) > 0  # every process stops together
+
+    def after_step(self) -> None:
+        t = self.trainer
+        saved = _every(t.step, t.cfg.train.ckpt_iters, t.cfg.train.max_iters)
+        if saved:
+            t.save_checkpoint("last.pt")
+        if self._interrupt_requested():
+            if not saved:
+                t.save_checkpoint("last.pt")
+            if is_main_process():
+                tqdm.write(f"interrupted: saved {t.ckpt_dir / 'last.pt'} at step {t.step}", file=sys.stderr)
+            raise KeyboardInterrupt
+
+
+class TensorBoardWriter(HookBase):
+    """Every record in TensorBoard (RUN/tensorboard/, rank 0, when ``run.tensorboard`` and the package is
+    installed): ``loss/*``, ``lr/<group>`` for every parameter group, ``val/*``, ``train/*``.
+
+    A resumed run purges the events logged after its checkpoint (they are logged again). A failing
+    writer is closed with a warning; it never fails the run (``metrics.jsonl`` has everything).
+    """
+
+    def __init__(self) -> None:
+        self.writer: Any = None
+
+    def before_train(self) -> None:
+        self.trainer._open_tensorboard()  # through the trainer, so that a test can replace the writer
+
+    def open(self) -> None:
+        t = self.trainer
+        if not (t.cfg.run.tensorboard and is_main_process()) or self.writer is not None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(t.run_dir / "tensorboard"), purge_step=t.step + 1 if t.step else None)
+        except Exception:  # noqa: BLE001  (not installed, or broken: metrics.jsonl still has everything)
+            self.writer = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        try:
+            step = record["step"]
+            for k, v in record.items():
+                if k == "val":
+                    for name, value in v.items():
+                        self.writer.add_scalar(f"val/{name}", value, step)
+                elif k == "lr":  # every parameter group's rate, by group name
+                    for i, g in enumerate(self.trainer.optimizer.param_groups):
+                        self.writer.add_scalar(f"lr/{g.get('name', i)}", g["lr"], step)
+                elif k != "step" and isinstance(v, (int, float)):
+                    self.writer.add_scalar(k if "/" in k else f"train/{k}", v, step)
+            self.writer.flush()
+        except Exception as e:  # noqa: BLE001  (TensorBoard never fails a run)
+            tqdm.write(f"warning: TensorBoard logging stopped ({e})")
+            self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+            self.writer = None
+
+    def after_train(self) -> None:
+        self.close()
