@@ -47,3 +47,14 @@ def test_rca_former_threshold_keys_still_load(tmp_path):
 def test_no_thr_spelling_is_left_in_the_fields():
     for cls in (RCAOptions, ProxyParams):
         assert not [f.name for f in dataclasses.fields(cls) if f.name.endswith("_thr")]
+
+
+def test_resuming_a_run_saved_under_the_former_names_sees_no_change():
+    from wsss.engine.trainer import config_changes
+
+    preset = REPO / "configs/rca/synthetic_cpu.yaml"
+    saved = load_config(preset, ["options.proxy_att_thr=0.8", "options.proxy_bg_thr=32.0"])  # an older run
+    now = load_config(preset, ["options.proxy_att_thre=0.8", "options.proxy_bg_thre=32.0"])
+    assert config_changes(saved, now) == {}
+    changed = load_config(preset, ["options.proxy_att_thre=0.6", "options.proxy_bg_thre=32.0"])
+    assert config_changes(saved, changed) == {"options.proxy_att_thre": (0.8, 0.6)}

@@ -52,7 +52,7 @@ from wsss.engine.hooks import (
     TensorBoardWriter,
 )
 from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
-from wsss.methods import build_method
+from wsss.methods import build_method, get_method_class
 
 
 def validation_split(cfg: Config) -> str | None:
@@ -478,9 +478,21 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _canonical(cfg: Config) -> dict[str, Any]:
+    """``cfg`` as a dict whose method options use their current names (``config_aliases`` of the method's
+    Options: a run saved before a key was renamed compares equal to the same settings under the new name)."""
+    d = cfg.to_dict()
+    try:
+        aliases: dict[str, str] = getattr(get_method_class(cfg.method).Options, "config_aliases", {})
+    except UsageError:  # an unknown method: the build reports it
+        return d
+    d["options"] = {aliases.get(k, k): v for k, v in d.get("options", {}).items()}
+    return d
+
+
 def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     """{dotted key: (old value, new value)} for every setting that differs, execution keys excepted."""
-    a, b = _flatten(old.to_dict()), _flatten(new.to_dict())
+    a, b = _flatten(_canonical(old)), _flatten(_canonical(new))
     return {
         k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in EXECUTION_KEYS
     }
