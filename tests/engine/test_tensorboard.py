@@ -9,6 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import REPO, tiny_overrides
 from wsss.core.config import load_config
+from wsss.engine.hooks import TensorBoardWriter
 from wsss.engine.trainer import Trainer
 
 CONFIG = REPO / "configs/cam/synthetic_cpu.yaml"
@@ -85,9 +86,10 @@ def test_a_failing_writer_stops_tensorboard_but_not_the_run(synth_root, tmp_path
         def close(self):
             Broken.closed = True
 
-    trainer._open_tensorboard = lambda: setattr(trainer, "_tb", Broken())
+    tb = next(h for h in trainer.hooks if isinstance(h, TensorBoardWriter))
+    tb.open = lambda: setattr(tb, "writer", Broken())
     out = trainer.train()
-    assert out["step"] == 4 and Broken.closed and trainer._tb is None
+    assert out["step"] == 4 and Broken.closed and tb.writer is None
     assert "TensorBoard logging stopped (disk full)" in capsys.readouterr().out
     steps = [json.loads(line)["step"] for line in (tmp_path / "broken/metrics.jsonl").read_text().splitlines()]
     assert 4 in steps  # metrics.jsonl kept everything

@@ -273,7 +273,7 @@ class TensorBoardWriter(HookBase):
         self.writer: Any = None
 
     def before_train(self) -> None:
-        self.trainer._open_tensorboard()  # through the trainer, so that a test can replace the writer
+        self.open()
 
     def open(self) -> None:
         t = self.trainer

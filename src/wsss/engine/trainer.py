@@ -263,23 +263,6 @@ class Trainer:
         for h in self.hooks:
             h.write(record)
 
-    # kept for scripts and tests written before the hooks: the TensorBoard writer lives in its hook
-    def _open_tensorboard(self) -> None:
-        tb = self._hook(TensorBoardWriter)
-        if tb is not None:
-            tb.open()
-
-    @property
-    def _tb(self) -> Any:
-        tb = self._hook(TensorBoardWriter)
-        return tb.writer if tb is not None else None
-
-    @_tb.setter
-    def _tb(self, writer: Any) -> None:
-        tb = self._hook(TensorBoardWriter)
-        if tb is not None:
-            tb.writer = writer
-
     # -- the run's state ------------------------------------------------------------------------
     @property
     def ckpt_dir(self) -> Path:
