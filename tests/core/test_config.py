@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from wsss.core.config import Config, ConfigError, from_dict, load_config, save_config
+from wsss.core.config import Config, from_dict, load_config, save_config
+from wsss.core.errors import ConfigError
 from wsss.methods import get_method_class
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import REPO
 from wsss.cam.proxy_labels import ProxyParams
-from wsss.core.config import ConfigError, from_dict, load_config
+from wsss.core.config import from_dict, load_config
+from wsss.core.errors import ConfigError
 from wsss.methods.rca import RCAOptions
 
 

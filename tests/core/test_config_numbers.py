@@ -3,7 +3,8 @@ typo in a command-line override blamed on the override, with the full dotted key
 
 import pytest
 
-from wsss.core.config import ConfigError, load_config
+from wsss.core.config import load_config
+from wsss.core.errors import ConfigError
 
 
 def test_scientific_notation_in_yaml_and_overrides(tmp_path):

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from conftest import REPO, tiny_overrides
-from wsss.core.config import ConfigError, iterations_per_epoch, load_config, resolve_epochs
+from wsss.core.config import iterations_per_epoch, load_config, resolve_epochs
+from wsss.core.errors import ConfigError
 from wsss.engine.trainer import Trainer
 from wsss.methods.sccam import plan_round
 

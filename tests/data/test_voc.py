@@ -13,11 +13,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from conftest import VOC_REAL_MINI, VOC_REAL_MINI_IDS
+from wsss.core.errors import DataError
 from wsss.data import ClsTrainDataset, VOCDataset, read_classes
 from wsss.data.classes import COCO_CLASSES, VOC_CLASSES
 from wsss.data.transforms import TrainAugment
 from wsss.data.voc import write_cls_labels
-from wsss.utils.io import DataError, save_label_png
+from wsss.utils.io import save_label_png
 
 
 @pytest.fixture()

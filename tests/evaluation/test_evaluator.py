@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from wsss.core.errors import DataError
 from wsss.evaluation.evaluator import EvalResult, evaluate, evaluate_arrays
-from wsss.utils.io import DataError, save_label_png
+from wsss.utils.io import save_label_png
 
 NAMES = ["_background_", "cat", "dog", "horse", "person"]
 C = len(NAMES)

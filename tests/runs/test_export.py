@@ -11,8 +11,9 @@ from PIL import Image
 
 from wsss.cli import main
 from wsss.core.config import load_config, save_config
+from wsss.core.errors import DataError
 from wsss.runs.export import export_voc_test
-from wsss.utils.io import DataError, save_label_png, voc_palette
+from wsss.utils.io import save_label_png, voc_palette
 
 IDS = ["2008_000001", "2008_000002", "2010_000003"]
 PREDS = {

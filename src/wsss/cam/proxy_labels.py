@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from wsss.cam.crf import CRFParams, dense_crf
-from wsss.utils.io import DataError
+from wsss.core.errors import DataError
 
 
 @dataclass(frozen=True)

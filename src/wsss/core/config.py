@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from wsss.core.errors import ConfigError  # noqa: E402  (re-exported with the schema)
+from wsss.core.errors import ConfigError
 
 
 class YAMLLoader(yaml.SafeLoader):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile
 
+from wsss.core.errors import DataError
 from wsss.data.classes import CLASSES_FILE, VOC_CLASSES, read_classes
 from wsss.data.voc import (
     CLS_LABELS_FILE,
@@ -30,7 +31,7 @@ from wsss.data.voc import (
     parse_split,
     read_cls_labels_file,
 )
-from wsss.utils.io import DataError, describe_path, read_label_png
+from wsss.utils.io import describe_path, read_label_png
 
 PROGRESS_MIN = 200  # show a progress bar above this many images
 LABEL_ONLY_SHOWN = 20  # ids listed in the warning about labels without mask pixels

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wsss.utils.io import DataError, atomic_write
+from wsss.core.errors import DataError
+from wsss.utils.io import atomic_write
 
 CLASSES_FILE = "classes.txt"
 

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from wsss.core.errors import DataError
 from wsss.data.classes import CLASSES_FILE, read_classes
 from wsss.data.transforms import TrainAugment
-from wsss.utils.io import DataError, describe_path, id_problem, read_image, read_label_png, save_npy
+from wsss.utils.io import describe_path, id_problem, read_image, read_label_png, save_npy
 from wsss.utils.safe_load import read_npy
 
 IMAGE_DIR = "JPEGImages"

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..utils.io import DataError, read_label_png
+from ..core.errors import DataError
+from ..utils.io import read_label_png
 from .cooccurrence import CooccurrenceMeter
 from .metrics import _as_index_array, _as_numpy, _describe_values, _hist, _pseudo_scores_from_ext_hist
 

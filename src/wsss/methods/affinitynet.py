@@ -35,7 +35,8 @@ from wsss.cam.affinity import (
     pairwise_affinity,
     random_walk_scores,
 )
-from wsss.core.config import Config, ConfigError
+from wsss.core.config import Config
+from wsss.core.errors import ConfigError
 from wsss.core.registry import Method, TrainContext, register_method
 from wsss.data.transforms import normalize
 from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups

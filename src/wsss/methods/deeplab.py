@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.core.config import Config, ConfigError
-from wsss.core.errors import UsageError
+from wsss.core.config import Config
+from wsss.core.errors import ConfigError, UsageError
 from wsss.core.registry import Method, TrainContext, register_method
 from wsss.methods.base import backbone_from_config
 from wsss.models.deeplab import DeepLabV2, DeepLabV3Plus

@@ -42,13 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.core.config import Config, ConfigError, from_dict, iterations_per_epoch, resolve_epochs, set_dotted
-from wsss.core.errors import UsageError
+from wsss.core.config import Config, from_dict, iterations_per_epoch, resolve_epochs, set_dotted
+from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.core.registry import Method, TrainContext, register_method
 from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups
 from wsss.methods.subcategory import SubcategoryLabels
 from wsss.models.heads import CAMClassifier
-from wsss.utils.io import DataError
 
 LABELS_FILE = "subcategory_labels.npz"
 LEGACY_LABELS_FILE = "subcategory_labels.npy"  # a pickled dict, written before the .npz format

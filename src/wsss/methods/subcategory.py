@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from wsss.core.errors import DataError
 from wsss.data import VOCDataset
 from wsss.data.transforms import normalize
-from wsss.utils.io import DataError, save_npz
+from wsss.utils.io import save_npz
 from wsss.utils.safe_load import read_npy, read_npz
 
 

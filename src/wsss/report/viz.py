@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from wsss.cam import PAR, cam_to_label, refine_cams_with_bkg
-from wsss.core.errors import UsageError
+from wsss.core.errors import DataError, UsageError
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.report.figures import OUTPUTS, ImagePanels, save_grid, saved_panels
 from wsss.runs.run import Run, load_run
-from wsss.utils.io import DataError, per_id_path, read_image
+from wsss.utils.io import per_id_path, read_image
 
 __all__ = ["guess_classes", "model_panels", "write_viz"]
 

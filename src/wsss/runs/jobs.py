@@ -33,12 +33,11 @@ from wsss.cam import (
 from wsss.cam.affinity import psa_seed_label
 from wsss.cam.crf import psa_crf_scores
 from wsss.cam.proxy_labels import ProxyParams, attention_to_image, minmax01, rca_proxy_label, read_saliency
-from wsss.core.errors import ConfigError, UsageError
+from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.data import VOCDataset
 from wsss.methods.sccam import binarise_cam
 from wsss.runs.run import Run, crf_params, load_run, present_classes
 from wsss.utils.io import (
-    DataError,
     find_cam_file,
     load_cam_of,
     load_labelled_cam,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wsss.core.errors import DataError  # noqa: E402,F401  (re-exported: most readers raise it)
+from wsss.core.errors import DataError
 from wsss.utils.safe_load import read_npy, read_npz
 
 

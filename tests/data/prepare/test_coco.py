@@ -12,11 +12,12 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from wsss.cli import main
+from wsss.core.errors import DataError
 from wsss.data import check_dataset
 from wsss.data.classes import COCO_CLASSES
 from wsss.data.prepare.coco import prepare_coco
 from wsss.data.voc import load_cls_labels, read_split
-from wsss.utils.io import DataError, read_label_png
+from wsss.utils.io import read_label_png
 
 # The 80 COCO category ids: 1..90 without these ten.
 COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]

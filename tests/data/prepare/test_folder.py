@@ -7,10 +7,11 @@ import pytest
 from PIL import Image
 
 from wsss.cli import main
+from wsss.core.errors import DataError
 from wsss.data import VOCDataset, check_dataset
 from wsss.data.prepare.folder import prepare_folder
 from wsss.data.voc import load_cls_labels, read_split
-from wsss.utils.io import DataError, read_label_png, save_label_png
+from wsss.utils.io import read_label_png, save_label_png
 
 CLASSES = ["background", "cat", "dog", "potted plant"]
 

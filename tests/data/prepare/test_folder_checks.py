@@ -8,10 +8,11 @@ import pytest
 from PIL import Image
 
 from wsss.cli import main
+from wsss.core.errors import DataError
 from wsss.data import check_dataset
 from wsss.data.prepare.folder import prepare_folder
 from wsss.data.voc import read_split
-from wsss.utils.io import DataError, save_label_png
+from wsss.utils.io import save_label_png
 
 CLASSES = ["background", "cat", "dog"]
 

@@ -12,10 +12,11 @@ from scipy import sparse
 from scipy.io import savemat
 
 from wsss.cli import main
+from wsss.core.errors import DataError
 from wsss.data import VOCDataset, check_dataset
 from wsss.data.prepare.voc import check_counts, prepare_voc
 from wsss.data.voc import load_cls_labels, read_split
-from wsss.utils.io import DataError, read_label_png, save_label_png
+from wsss.utils.io import read_label_png, save_label_png
 
 A, B, C, D, E, F, T = (
     "2007_000001",

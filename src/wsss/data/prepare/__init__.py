@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from wsss.core.errors import UsageError
-from wsss.utils.io import DataError, atomic_write
+from wsss.core.errors import DataError, UsageError
+from wsss.utils.io import atomic_write
 
 IMAGE_MODES = ("link", "symlink", "copy", "none")
 

@@ -35,10 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from wsss.core.errors import DataError
 from wsss.data.classes import write_classes
 from wsss.data.prepare import PrepareSummary, default_workers, first, parallel_map, place_image, write_split
 from wsss.data.voc import labels_from_mask, write_cls_labels
-from wsss.utils.io import DataError, id_problem, per_id_path, read_label_png, save_label_png
+from wsss.utils.io import id_problem, per_id_path, read_label_png, save_label_png
 
 #: Official COCO 2014 counts: all images, and images with at least one annotation (methods.md 1.2).
 OFFICIAL_IMAGES = {"train": 82783, "val": 40504}

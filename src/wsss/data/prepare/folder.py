@@ -38,12 +38,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from wsss.core.errors import UsageError
+from wsss.core.errors import DataError, UsageError
 from wsss.data.check import check_image
 from wsss.data.classes import parse_classes, write_classes
 from wsss.data.prepare import PrepareSummary, first, place_image, write_split
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
-from wsss.utils.io import DataError, per_id_path, read_label_png, save_label_png
+from wsss.utils.io import per_id_path, read_label_png, save_label_png
 
 MAX_LISTED = 50  # input problems listed in the error (all are counted)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss.core.errors import UsageError
+from wsss.core.errors import DataError, UsageError
 from wsss.data.classes import VOC_CLASSES, write_classes
 from wsss.data.prepare import (
     PrepareSummary,
@@ -43,7 +43,7 @@ from wsss.data.prepare import (
     write_split,
 )
 from wsss.data.voc import labels_from_mask, parse_split, write_cls_labels
-from wsss.utils.io import DataError, per_id_path, read_label_png, save_label_png
+from wsss.utils.io import per_id_path, read_label_png, save_label_png
 
 #: Counts of the official releases (methods.md 1.1); checked when the inputs are the full releases.
 OFFICIAL_COUNTS = {"voc_train": 1464, "voc_val": 1449, "sbd_train": 8498, "sbd_val": 2857}
