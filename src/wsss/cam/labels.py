@@ -251,20 +251,19 @@ def refine_cams_with_bkg(
     bkg[:, 0] = high_thre
     bkg[:, 1] = low_thre
     bkg_small = F.interpolate(bkg, size=size, mode="bilinear", align_corners=False)
-    # only the channels some image holds are downsampled (the resize is per channel: the same numbers)
-    present = torch.nonzero(cls_labels.to(cams.device).reshape(b, -1).amax(dim=0) != 0).flatten()
-    cams_small = cams.new_zeros((b, cams.shape[1], *size))
-    if present.numel():
-        cams_small[:, present] = F.interpolate(
-            cams.index_select(1, present), size=size, mode="bilinear", align_corners=False
-        )
 
     keys, valid = _present_channel_table(cls_labels.to(cams.device))
     k = keys.shape[1]
+    # Each image's present classes are gathered first and only they are downsampled (the resize is per
+    # channel: the same numbers as downsampling every class). Column 0 of ``keys`` is the background;
+    # padding columns gather class 0 and are masked to -inf below.
+    fg = torch.gather(cams, 1, (keys[:, 1:] - 1).clamp(min=0).view(b, k - 1, 1, 1).expand(b, k - 1, h, w))
+    fg_small = fg[..., : size[0], : size[1]]  # (B, 0, h', w') when no image holds a class
+    if k > 1:
+        fg_small = F.interpolate(fg, size=size, mode="bilinear", align_corners=False)
     refined = []
     for j in range(2):  # high, low
-        stack = torch.cat([bkg_small[:, j : j + 1], cams_small], dim=1)  # (B, C, h', w')
-        sel = torch.gather(stack, 1, keys.view(b, k, 1, 1).expand(b, k, *size))
+        sel = torch.cat([bkg_small[:, j : j + 1], fg_small], dim=1)  # (B, K, h', w')
         sel = sel.masked_fill(~valid.view(b, k, 1, 1), float("-inf"))
         refined.append(torch.softmax(sel, dim=1))
     masks = par(image_small, torch.cat(refined, dim=1))  # one affinity for both stacks
