@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 
 EPILOG = "Docs: README.md. Each command has --help."
@@ -482,6 +483,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _show_config_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """``ConfigWarning``: one ``warning:`` line on stderr; other warnings keep Python's format."""
+    from wsss.core.errors import ConfigWarning
+
+    if issubclass(category, ConfigWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user error (bad data, bad config, a missing file: ``wsss.core.errors``) is one
     ``error:`` line and a non-zero exit (2 for a config error); anything else is a bug and shows its traceback."""
@@ -490,7 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     try:
-        return args.fn(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_config_warning
+            return args.fn(args)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1

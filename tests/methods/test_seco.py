@@ -210,3 +210,52 @@ def test_projection_head_group_lr(proj_lr_mult, expected):
     assert len(grouped) == len(set(grouped)) == sum(p.requires_grad for p in m.parameters())
     assert {id(p) for p in m.proj_head.parameters()} <= {id(p) for g in opt.param_groups if g["name"] == "proj_head"
                                                          for p in g["params"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "configs/seco").glob("*.yaml")))
+def test_presets_start_lig_after_the_first_prototype_update(preset):
+    from wsss.core.config import from_dict
+    from wsss.methods.seco import SeCoOptions, prototype_free_lig_steps
+
+    cfg = load_config(REPO / "configs/seco" / preset, ["model.pretrained=null"])
+    assert prototype_free_lig_steps(cfg.loss.weights, cfg.loss.start_iters, from_dict(SeCoOptions, cfg.options)) is None
+
+
+@pytest.mark.parametrize(
+    ("weights", "start_iters", "update_prototype", "expected"),
+    [
+        ({"lig": 0.1}, {"lig": 1000}, 600, None),
+        ({"lig": 0.1}, {"lig": 599}, 600, None),  # LIG's first step, 600, follows the update of step 600
+        ({"lig": 0.1}, {"lig": 598}, 600, (599, 600)),
+        ({"lig": 0.1}, {}, 600, (0, 600)),  # no entry: active from step 0
+        ({"lig": 0.0}, {}, 600, None),  # switched off
+        ({"cls": 1.0}, {}, 600, None),
+    ],
+)
+def test_prototype_free_lig_steps(weights, start_iters, update_prototype, expected):
+    from wsss.methods.seco import SeCoOptions, prototype_free_lig_steps
+
+    assert prototype_free_lig_steps(weights, start_iters, SeCoOptions(update_prototype=update_prototype)) == expected
+
+
+def test_lig_before_the_prototypes_warns_at_train_start(tmp_path, capsys):
+    """LIG against the random unnormalised initial prototypes can overflow: a ConfigWarning at train
+    start (legal, so not an error), printed by the CLI as one ``warning:`` line."""
+    import warnings
+
+    from wsss.cli import _show_config_warning
+    from wsss.core.errors import ConfigWarning
+
+    m = tiny_seco(update_prototype=5)
+    m.cfg.loss.start_iters = {"lig": 0}
+    with pytest.warns(ConfigWarning, match=r"from step 1, before options.update_prototype \(5\)"):
+        m.on_train_start(None)
+    m.cfg.loss.start_iters = {"lig": 4}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        m.on_train_start(None)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_config_warning
+        warnings.simplefilter("always")
+        warnings.warn(ConfigWarning("a legal but unlikely setting"), stacklevel=1)
+    assert capsys.readouterr().err == "warning: a legal but unlikely setting\n"

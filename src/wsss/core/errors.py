@@ -43,4 +43,9 @@ class TrainingDiverged(WSSSError, RuntimeError):
 
 
 # What ``wsss`` reports as one line: the toolkit's own errors, and a missing file named by the OS.
+class ConfigWarning(UserWarning):
+    """A legal setting that is likely not what the user meant (``wsss`` prints it as one ``warning:``
+    line and goes on)."""
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (WSSSError, FileNotFoundError)

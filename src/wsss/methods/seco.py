@@ -25,6 +25,7 @@ LayerNorm ViT); the patch positions are drawn once and used for both q and k pat
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +38,8 @@ from wsss.cam.decompose import assign_tags, crop_patches, sample_patch_positions
 from wsss.cam.labels import scale_img_box
 from wsss.core.config import Config
 from wsss.core.distributed import all_gather_cat
-from wsss.core.errors import UsageError
-from wsss.core.registry import Method, register_method
+from wsss.core.errors import ConfigWarning, UsageError
+from wsss.core.registry import Method, TrainContext, register_method
 from wsss.data.views import SeCoViews
 from wsss.losses import balanced_seg_loss, energy_loss_from_logits, label_to_aff_mask, lig_loss, lil_loss, ptc_loss
 from wsss.methods.base import backbone_from_config, online_pseudo_label, split_backbone_params
@@ -84,6 +85,18 @@ class SeCoOptions:
     quirk_patch_seed: bool = True  # positions = randperm with seed 0 (the official reseed's effect)
     quirk_ptc_box_pixel_scale: bool = True  # the 448-px img_box is applied to the token grid
     quirk_queue_init_dim0: bool = True  # the random queue is normalised along dim 0
+
+
+def prototype_free_lig_steps(
+    weights: dict[str, float], start_iters: dict[str, int], o: SeCoOptions
+) -> tuple[int, int] | None:
+    """(first LIG step, first prototype update) when LIG is on before the prototypes are first updated,
+    else None. A term is active when step > start_iters[term] (from step 0 without an entry); the
+    prototypes are updated from step ``update_prototype``, before the losses of that step."""
+    if not weights.get("lig"):
+        return None
+    first_lig = start_iters["lig"] + 1 if "lig" in start_iters else 0
+    return (first_lig, o.update_prototype) if first_lig < o.update_prototype else None
 
 
 @register_method
@@ -133,6 +146,16 @@ class SeCo(Method):
         mult = self.options.proj_lr_mult
         opts["proj_head"] = {"lr_mult": self.cfg.train.head_lr_mult if mult is None else mult}
         return opts
+
+    def on_train_start(self, ctx: TrainContext) -> None:
+        lig_from = prototype_free_lig_steps(self.cfg.loss.weights, self.cfg.loss.start_iters, self.options)
+        if lig_from is not None:
+            warnings.warn(ConfigWarning(
+                f"loss.start_iters.lig lets LIG run from step {lig_from[0]}, before options.update_prototype "
+                f"({lig_from[1]}): until then it contrasts against the random, unnormalised initial prototypes, "
+                "and its exp (no max subtraction, methods.md 3.7) can overflow to inf as the queries align "
+                "with them; set loss.start_iters.lig >= options.update_prototype - 1"
+            ), stacklevel=2)  # fmt: skip
 
     def train_transform_views(self) -> SeCoViews:
         return SeCoViews(
