@@ -361,8 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("import", help="an official checkpoint as a run directory (for cam / predict / eval)")
     s.add_argument(
-        "method", choices=["seco", "toco", "rca"],
-        help="the official code: seco, toco (our cam method, model.decoder=largefov) or rca",
+        "method", choices=["seco", "toco", "rca", "sccam"],
+        help="the official code: seco, toco (our cam method, model.decoder=largefov), rca or sccam (a round's "
+        "classifier; PSA's res38_cls.pth as round 0)",
     )  # fmt: skip
     s.add_argument("checkpoint", help="the official .pth (state dict, with or without 'module.')")
     s.add_argument("--config", required=True, help="the preset it was trained with (configs/seco/voc.yaml)")

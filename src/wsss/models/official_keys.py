@@ -10,7 +10,7 @@ architecture is refused rather than half-loaded.
 - ToCo (github.com/rulixiang/ToCo ``model/model_seg_neg.py``): the same ViT and classifiers, LargeFOV.
 - RCA (github.com/maeve07/RCA ``models/rca.py``): golden ``rca_model.npz: sd.*``.
 - SC-CAM (github.com/Juliachang/SC-CAM ``network/resnet38_cls.py``): the heads of golden
-  ``sccam_heads_loss.npz``.
+  ``sccam_heads_loss.npz``; the ResNet-38 trunk keeps PSA's ``resnet38d.py`` names.
 """
 
 from __future__ import annotations
@@ -119,6 +119,20 @@ def sccam_heads_from_official(state: Mapping[str, torch.Tensor]) -> dict[str, to
     under our :class:`SCCAM` names; every other key is ignored (the trunk)."""
     heads = {k: v for k, v in strip_module_prefix(state).items() if k.startswith("fc8")}
     return _apply(heads, SCCAM_HEAD_RULES, "SC-CAM")[0]
+
+
+#: The whole SC-CAM / PSA classifier: the ResNet-38 trunk (PSA's ``network/resnet38d.py`` names, ours
+#: under ``backbone.net.``) and the heads.
+SCCAM_RULES: list[Rule] = [
+    (r"((?:conv1a|b[2-7](?:_\d)?|bn7)\..+)", _rename(r"backbone.net.\1")),
+    *SCCAM_HEAD_RULES,
+]
+
+
+def sccam_state_from_official(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """An official SC-CAM classifier ``state_dict`` (round >= 1: ``fc8_20`` + ``fc8_200``; PSA's round-0
+    ``res38_cls.pth``: ``fc8``) -> our :class:`SCCAM` state, and the official keys left out (none)."""
+    return _apply(state, SCCAM_RULES, "SC-CAM")
 
 
 #: RCA (``models/rca.py``): ``features`` = the VGG trunk, ``extra_convs`` = the coarse head, ``extra_F`` =

@@ -1,4 +1,5 @@
-"""Official checkpoints as runs: ``wsss import <method> CHECKPOINT --config CFG --out RUN`` (seco, toco, rca).
+"""Official checkpoints as runs: ``wsss import <method> CHECKPOINT --config CFG --out RUN`` (seco, toco,
+rca, sccam).
 
 The checkpoint's keys are mapped to ours by the pure functions of :mod:`wsss.models.official_keys`;
 this module only reads the file, builds the method of the config, loads the mapped state strictly and
@@ -8,6 +9,7 @@ use like a trained run. The file is read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from wsss.data.classes import read_classes
 from wsss.models.official_keys import (
     OfficialKeyError,
     rca_state_from_official,
+    sccam_state_from_official,
     seco_state_from_official,
     toco_state_from_official,
 )
@@ -28,14 +31,17 @@ from wsss.models.weights import check_state_dict, read_state_dict
 
 Mapper = Callable[[Mapping[str, torch.Tensor]], tuple[dict[str, torch.Tensor], list[str]]]
 
-#: official code -> (our method, key mapper, the mapped key whose rows are the foreground classes, our
-#: entries that an official checkpoint does not hold and that keep the freshly built model's value)
+#: official code -> (our method, key mapper, the mapped key whose rows are the foreground classes, the
+#: patterns (regex, full match) of our entries that an official checkpoint may not hold and that keep the
+#: freshly built model's value)
 OFFICIAL_LAYOUTS: dict[str, tuple[str, Mapper, str, tuple[str, ...]]] = {
     "seco": ("seco", seco_state_from_official, "classifier.conv.weight", ()),
     # ToCo = our CAM baseline with model.decoder: largefov (its CTC heads only train)
     "toco": ("cam", toco_state_from_official, "classifier.conv.weight", ()),
     # RCA: the centroid refresh epoch and the accumulated attention (by image id) are ours
     "rca": ("rca", rca_state_from_official, "coarse_head.6.weight", ("centroid_epoch", "_extra_state")),
+    # SC-CAM (and PSA's round-0 classifier): BatchNorm counters are absent from converted / older files
+    "sccam": ("sccam", sccam_state_from_official, "classifier.conv.weight", (r".*\.num_batches_tracked",)),
 }
 
 
@@ -78,7 +84,7 @@ def import_official_checkpoint(
         )
     model = build_method(cfg, num_classes)  # our method of the official code
     own = model.state_dict()
-    mapped.update({k: own[k] for k in ours_only if k in own and k not in mapped})
+    mapped.update({k: v for k, v in own.items() if k not in mapped and any(re.fullmatch(p, k) for p in ours_only)})
     tensors = {k: v for k, v in mapped.items() if torch.is_tensor(v)}  # not RCA's attention (extra state)
     own_tensors = {k: v for k, v in own.items() if torch.is_tensor(v)}
     check_state_dict(tensors, own_tensors, f"{path}: official {method} checkpoint does not fit {config}")

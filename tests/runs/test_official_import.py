@@ -1,0 +1,78 @@
+"""`wsss import sccam`: an official SC-CAM (or PSA round-0) classifier as a run directory.
+
+The SeCo, ToCo and RCA imports are tested beside their golden fixtures (tests/methods/test_*_golden.py);
+SC-CAM's recorded heads are in test_sccam_golden.py, and this checks the whole file: the ResNet-38 trunk
+under PSA's names, ``module.`` keys, with or without the BatchNorm counters.
+"""
+
+import pytest
+import torch
+
+from conftest import REPO
+from wsss.cli import main
+from wsss.core.config import load_config
+from wsss.methods import build_method
+from wsss.runs.run import load_run
+
+NARROW = ["model.pretrained=null", "model.backbone_kwargs={width: 0.0625}"]
+
+
+def _official(state: dict[str, torch.Tensor], counters: bool) -> dict[str, torch.Tensor]:
+    """Our SC-CAM state under the official names (``network/resnet38_cls.py``), as DataParallel saves it."""
+    heads = {"classifier.conv.weight": "fc8_20.weight", "sub_classifier.conv.weight": "fc8_200.weight"}
+    out = {}
+    for k, v in state.items():
+        if k.endswith("num_batches_tracked") and not counters:
+            continue
+        out["module." + heads.get(k, k.removeprefix("backbone.net."))] = v
+    return out
+
+
+@pytest.mark.parametrize("counters", [True, False])
+def test_wsss_import_sccam_round_trip(synth_root, tmp_path, counters):
+    over = [*NARROW, "options.round=1", f"data.root={synth_root}"]
+    cfg = load_config(REPO / "configs/sccam/voc.yaml", over)
+    torch.manual_seed(0)
+    m = build_method(cfg, 7).eval()
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    ckpt = tmp_path / "sccam_official.pth"
+    torch.save(_official(m.state_dict(), counters), ckpt)
+    run = tmp_path / "run"
+    argv = ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml"), "--out", str(run)]
+    assert main([*argv, "--set", *over]) == 0
+    imported = load_run(run, device="cpu").method
+    assert imported.round == 1
+    x = torch.rand(1, 3, 48, 40)
+    with torch.no_grad():
+        for ours, ref in zip(imported.cam_maps(x), m.cam_maps(x)):
+            assert torch.equal(ours, ref)
+
+
+def test_wsss_import_psa_round0_and_a_round_mismatch(synth_root, tmp_path, capsys):
+    """PSA's res38_cls.pth (trunk + fc8) imports as round 0; a round-0 file with a round-1 config is one
+    error line naming the file and the missing sub-category head."""
+    over = [*NARROW, "options.round=0", f"data.root={synth_root}"]
+    m = build_method(load_config(REPO / "configs/sccam/voc.yaml", over), 7).eval()
+    state = {("fc8.weight" if k == "classifier.conv.weight" else k.removeprefix("backbone.net.")): v
+             for k, v in m.state_dict().items()}  # fmt: skip
+    ckpt = tmp_path / "res38_cls.pth"
+    torch.save(state, ckpt)
+    argv = ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml")]
+    assert main([*argv, "--out", str(tmp_path / "r0"), "--set", *over]) == 0
+    imported = load_run(tmp_path / "r0", device="cpu").method
+    assert imported.round == 0 and torch.equal(imported.classifier.conv.weight, m.classifier.conv.weight)
+    capsys.readouterr()
+    one = [*NARROW, "options.round=1", f"data.root={synth_root}"]
+    assert main([*argv, "--out", str(tmp_path / "r1"), "--set", *one]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {ckpt}") and "sub_classifier" in err and "\n" not in err
+    assert not (tmp_path / "r1").exists()
+
+
+def test_wsss_import_sccam_refuses_another_architecture(synth_root, tmp_path, capsys):
+    ckpt = tmp_path / "not_sccam.pth"
+    torch.save({"encoder.blocks.0.attn.qkv.weight": torch.zeros(3, 3), "fc8_20.weight": torch.zeros(6, 4, 1, 1)}, ckpt)
+    argv = ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml")]
+    assert main([*argv, "--out", str(tmp_path / "r"), "--set", *NARROW, f"data.root={synth_root}"]) == 1
+    assert "encoder.blocks.0.attn.qkv.weight" in capsys.readouterr().err
