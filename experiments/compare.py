@@ -478,11 +478,6 @@ def main(argv: list[str] | None = None) -> None:
         context = [f"--context-{k}={v}" for k, v in (("with", a.context_with), ("without", a.context_without)) if v]
         wsss("synth", str(root), "--train", str(a.train), "--val", str(a.val), "--size", str(a.size),
              "--seed", str(a.seed), *context)  # fmt: skip
-    results = []
-    for m in a.methods:
-        pipe = PIPELINES.get(m, Pipeline(m))
-        results.append(run_method(pipe, root, runs, a.overrides, calibrated=not a.no_calibrate))
-        print(table(results[-1:]).splitlines()[-1], flush=True)
     meta = {
         "date": str(date.today()),
         "machine": machine(),
@@ -492,11 +487,21 @@ def main(argv: list[str] | None = None) -> None:
                     for m in a.methods if PIPELINES.get(m, Pipeline(m)).preset_path().is_file()},
         "overrides": {m: list(PIPELINES[m].overrides) for m in a.methods if m in PIPELINES and PIPELINES[m].overrides},
     }  # fmt: skip
+    kept: list[dict[str, Any]] = []
     if a.keep and (out_dir / "compare.json").is_file():
-        done = {r["method"] for r in results}
-        old = json.loads((out_dir / "compare.json").read_text())["results"]
-        results = [r for r in old if r["method"] not in done] + results
-    publish(meta, results, out_dir, benchmarks)
+        old = json.loads((out_dir / "compare.json").read_text())
+        rerun = {PIPELINES.get(m, Pipeline(m)).label for m in a.methods}
+        kept = [r for r in old["results"] if r["method"] not in rerun]
+        for key in ("presets", "overrides"):  # the kept rows' presets stay described
+            meta[key] = {**{m: v for m, v in old["meta"].get(key, {}).items() if m not in rerun}, **meta[key]}
+    results: list[dict[str, Any]] = []
+    for m in a.methods:
+        pipe = PIPELINES.get(m, Pipeline(m))
+        results.append(run_method(pipe, root, runs, a.overrides, calibrated=not a.no_calibrate))
+        print(table(results[-1:]).splitlines()[-1], flush=True)
+        # published after every method: an interrupted comparison keeps the rows it finished
+        publish(meta, kept + results, out_dir, benchmarks)
+    results = kept + results
     print(table(results))
 
 

@@ -237,3 +237,29 @@ def test_calibration_protocol_on_a_tiny_run(tmp_path):
     assert cells[13] == f"{lv['bkg_thre']:g}/{lv['high_thre']:g}/{lv['low_thre']:g} (calibrated)"
     plain = compare.run_method(compare.Pipeline("cam", name="cam_preset"), root, runs, tiny, calibrated=False)
     assert plain["levels"]["bkg_thre"] == 0.69 and rows(compare.table([plain]))["cam_preset"][13].endswith("(preset)")
+
+
+def test_rows_are_published_after_every_method_and_kept_rows_stay(tmp_path, monkeypatch):
+    """An interrupted comparison keeps the rows it finished; ``--keep`` keeps the other methods' rows
+    and their preset descriptions."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "classes.txt").write_text("background\nboat\n")
+    fake = {r["method"]: r for r in fake_results()}
+    old_meta = dict(META, presets={"rca": {"method": "rca"}, "cam": {"method": "old cam"}})
+    (tmp_path / "compare.json").write_text(json.dumps({"meta": old_meta, "results": [fake["rca"], fake["cam"]]}))
+
+    def run_method(p, *args, **kwargs):
+        if p.label == "sccam":
+            raise KeyboardInterrupt
+        return dict(fake[p.label], train_s=1.0)
+
+    monkeypatch.setattr(compare, "run_method", run_method)
+    monkeypatch.setattr(compare, "describe_data", lambda root: "synth")
+    argv = ["--methods", "cam", "sccam", "--keep", "--data", str(data), "--results", str(tmp_path), "--benchmarks", ""]
+    with pytest.raises(KeyboardInterrupt):
+        compare.main(argv)
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert [(r["method"], r["train_s"]) for r in saved["results"]] == [("rca", 900.0), ("cam", 1.0)]
+    assert saved["meta"]["presets"]["rca"] == {"method": "rca"}
+    assert saved["meta"]["presets"]["cam"]["method"] == "cam"  # the re-run's preset, read from configs/
