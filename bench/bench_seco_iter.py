@@ -9,6 +9,7 @@ floor beside it: the same network passes on a bare ViT-B/16 with no glue around 
 (``_floor_step``).
 
     .venv/bin/python bench/bench_seco_iter.py --crop 448 --batch 1
+    .venv/bin/python bench/bench_seco_iter.py --crop 448 --batch 1 --pieces --threads 1   # the glue, by name
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-from peak_memory import peak_rss_gib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,9 +150,43 @@ def run_interleaved(crop: int, batch: int, iters: int, warmup: int, threads: int
     return out
 
 
-def peak_rss_child(kind: str, crop: int, batch: int, threads: int) -> dict:
-    """Peak RSS of two iterations of ``kind`` alone in a process."""
+#: the glue of the SeCo step, timed by name with ``--pieces``: functions of wsss.methods.seco and SeCo methods
+GLUE_FUNCTIONS = ("online_pseudo_label", "energy_loss_from_logits", "balanced_seg_loss", "lil_loss", "lig_loss",
+                  "ema_update", "cam_to_roi_mask", "sample_patch_positions", "assign_tags", "crop_patches")  # fmt: skip
+GLUE_METHODS = ("_ptc", "_teacher_keys", "_enqueue", "_update_prototypes")
+
+
+def time_pieces(crop: int, batch: int, iters: int, warmup: int, threads: int) -> dict[str, float]:
+    """Mean seconds per SeCo iteration spent in each named piece of glue (``GLUE_*``, wrapped by name
+    for the measurement and restored after), and the whole iteration under ``"iteration"``."""
     import torch
+
+    import wsss.methods.seco as seco_module
+
+    torch.set_num_threads(threads)
+    parts: dict[str, list[float]] = {}
+    clock = _PhaseClock(parts)
+    step = make_step("seco", crop, batch, _PhaseClock({}))
+    owners = [(seco_module, n) for n in GLUE_FUNCTIONS] + [(seco_module.SeCo, n) for n in GLUE_METHODS]
+    originals = [(owner, n, getattr(owner, n)) for owner, n in owners]
+    try:
+        for owner, n, fn in originals:
+            setattr(owner, n, clock.wrap(n, fn))
+        for i in range(warmup + iters):
+            clock.recording = i >= warmup
+            with clock("iteration"):
+                step()
+    finally:
+        for owner, n, fn in originals:
+            setattr(owner, n, fn)
+    return {n: sum(v) / iters for n, v in parts.items()}
+
+
+def peak_rss_child(kind: str, crop: int, batch: int, threads: int) -> dict:
+    """Peak RSS of two iterations of ``kind`` alone in a process (this script, run as a child)."""
+    import torch
+
+    from peak_memory import peak_rss_gib  # beside this script, on sys.path when it runs as one
 
     torch.set_num_threads(threads)
     step = make_step(kind, crop, batch, _PhaseClock({}))
@@ -218,8 +251,21 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--pieces", action="store_true",
+        help="instead: the SeCo iteration alone, the time of each named piece of its glue (wrapped by name)",
+    )  # fmt: skip
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.pieces:
+        pieces = time_pieces(a.crop, a.batch, a.iters, a.warmup, a.threads)
+        total = pieces.pop("iteration")
+        print(f"crop {a.crop}, batch {a.batch}, {a.threads} threads, mean of {a.iters} after {a.warmup} warm-ups;"
+              f" SeCo iteration {total:.2f} s; its glue, s per iteration (share):")  # fmt: skip
+        for name, sec in sorted(pieces.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:24s} {sec:7.3f} s  {100 * sec / total:5.1f} %")
+        print("  (_teacher_keys includes the teacher's network pass over the key patches)")
+        return
     if a.child:
         print(json.dumps(peak_rss_child(a.child, a.crop, a.batch, a.threads)))
         return
