@@ -42,10 +42,10 @@ class TrainingDiverged(WSSSError, RuntimeError):
     """A non-finite loss: the message names the iteration and the loss terms."""
 
 
-# What ``wsss`` reports as one line: the toolkit's own errors, and a missing file named by the OS.
 class ConfigWarning(UserWarning):
     """A legal setting that is likely not what the user meant (``wsss`` prints it as one ``warning:``
     line and goes on)."""
 
 
+# What ``wsss`` reports as one line: the toolkit's own errors, and a missing file named by the OS.
 USER_ERRORS: tuple[type[BaseException], ...] = (WSSSError, FileNotFoundError)
