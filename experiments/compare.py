@@ -364,14 +364,20 @@ def describe_data(root: Path) -> str:
     )
 
 
-def machine() -> dict[str, Any]:
+def machine(overrides: list[str] = ()) -> dict[str, Any]:
+    """The CPU, cores, torch version, and the threads of each run (a ``run.threads=N`` override, else
+    torch's default in this process)."""
+    threads = torch.get_num_threads()
+    for o in overrides:
+        if o.startswith("run.threads="):
+            threads = int(o.split("=", 1)[1])
     cpu = platform.processor() or platform.machine()
     try:
         m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), flags=re.M)
         cpu = m.group(1).strip() if m else cpu
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": threads}
 
 
 def markdown_block(meta: dict[str, Any], results: list[dict[str, Any]], chart_rel: str) -> str:
@@ -480,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
              "--seed", str(a.seed), *context)  # fmt: skip
     meta = {
         "date": str(date.today()),
-        "machine": machine(),
+        "machine": machine(a.overrides),
         "data": describe_data(root),
         "command": " ".join([".venv/bin/python experiments/compare.py", *(argv if argv is not None else sys.argv[1:])]),
         "presets": {m: yaml_load(PIPELINES.get(m, Pipeline(m)).preset_path().read_text())

@@ -263,3 +263,8 @@ def test_rows_are_published_after_every_method_and_kept_rows_stay(tmp_path, monk
     assert [(r["method"], r["train_s"]) for r in saved["results"]] == [("rca", 900.0), ("cam", 1.0)]
     assert saved["meta"]["presets"]["rca"] == {"method": "rca"}
     assert saved["meta"]["presets"]["cam"]["method"] == "cam"  # the re-run's preset, read from configs/
+
+
+def test_machine_reports_the_threads_of_the_runs():
+    assert compare.machine(["train.lr=1", "run.threads=1"])["threads"] == 1
+    assert compare.machine([])["threads"] >= 1
