@@ -52,3 +52,32 @@ def test_seco_gathers_keys_from_every_process(synth_root, tmp_path):
     assert int(state["model"]["queue_ptr"]) == (3 * 4 * 4) % 64
     assert len(state["rng"]) == 2  # each process's RNG state, for an exact resume
     assert "val" in json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_ctrl_c_under_torchrun_saves_the_step_and_resumes(synth_root, tmp_path):
+    """A terminal Ctrl-C reaches torchrun and both workers (one process group); the agent forwards it
+    again. Every worker finishes its step, rank 0 saves last.pt, and the same command resumes from it."""
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    over = tiny_overrides(synth_root, run, **{"train.max_iters": 100000, "train.eval_iters": 100000,
+                                               "train.ckpt_iters": 100000, "train.log_iters": 1})  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "wsss.cli",
+           "train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *over, "--quiet", "--skip-check"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    metrics, t0 = run / "metrics.jsonl", time.time()
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.time() - t0 < 300, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal does
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    step = torch.load(run / "checkpoints/last.pt", weights_only=False)["step"]
+    assert step >= 2 and f"saved {run / 'checkpoints/last.pt'} at step {step}" in err
+    assert err.count("interrupted; finished outputs are kept") == 2  # both workers stopped cleanly
+    resumed = [o for o in over if not o.startswith("train.max_iters")] + [f"train.max_iters={step + 2}"]
+    torchrun("train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *resumed, "--skip-check", "--allow-config-change")
+    assert torch.load(run / "checkpoints/last.pt", weights_only=False)["step"] == step + 2

@@ -115,3 +115,24 @@ def test_epoch_lr_rule_scales_every_group_from_the_method_factor(synth_root, tmp
     for g in trainer.optimizer.param_groups:
         assert g["base_lr"] == pytest.approx(trainer.cfg.train.lr * options[g["name"]]["lr_mult"] * 0.01)
         assert g["lr"] == pytest.approx(g["base_lr"] * mult)
+
+
+def test_a_repeated_sigint_within_the_window_is_the_same_ctrl_c():
+    """torchrun's agent forwards the terminal's SIGINT to workers that already got it: the pair is one
+    Ctrl-C (the step finishes and is saved); a later SIGINT stops at once."""
+    import signal
+    import types
+
+    hook = PeriodicCheckpointer()
+    hook.trainer = types.SimpleNamespace(progress=False)
+    hook._previous = signal.default_int_handler
+    hook._on_sigint(signal.SIGINT, None)
+    hook._on_sigint(signal.SIGINT, None)  # forwarded copy: no KeyboardInterrupt
+    assert hook.interrupted
+    hook._first_sigint -= hook.REPEAT_WINDOW_S
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            hook._on_sigint(signal.SIGINT, None)
+    finally:
+        signal.signal(signal.SIGINT, previous)

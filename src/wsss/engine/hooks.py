@@ -219,12 +219,17 @@ class PeriodicCheckpointer(HookBase):
     """``checkpoints/last.pt`` every ``train.ckpt_iters`` steps and at the last (what a resume starts from).
 
     Ctrl-C (SIGINT) during training: the current step finishes, ``last.pt`` is saved (atomically), then
-    KeyboardInterrupt is raised (the CLI exits 130). A second Ctrl-C stops at once.
+    KeyboardInterrupt is raised (the CLI exits 130). A second Ctrl-C stops at once. SIGINTs within
+    ``REPEAT_WINDOW_S`` of the first count as the same Ctrl-C: under torchrun a worker gets the
+    terminal's SIGINT and, a moment later, the one its agent forwards; that pair must not skip the save.
     """
+
+    REPEAT_WINDOW_S = 2.0
 
     def __init__(self) -> None:
         self.interrupted = False
         self._previous: Any = None
+        self._first_sigint = 0.0
 
     def before_train(self) -> None:
         self.interrupted = False
@@ -233,8 +238,15 @@ class PeriodicCheckpointer(HookBase):
         self._previous = signal.signal(signal.SIGINT, self._on_sigint)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
-        self.interrupted = True
-        signal.signal(signal.SIGINT, self._previous)
+        now = time.monotonic()
+        if self.interrupted:
+            if now - self._first_sigint < self.REPEAT_WINDOW_S:
+                return  # the same Ctrl-C, delivered again (torchrun's agent forwards it)
+            signal.signal(signal.SIGINT, self._previous)
+            if callable(self._previous):
+                self._previous(signum, frame)
+            raise KeyboardInterrupt  # a second Ctrl-C: stop at once
+        self.interrupted, self._first_sigint = True, now
         if self.trainer.progress:
             tqdm.write("Ctrl-C: saving a checkpoint after this step (press again to stop at once)")
 
