@@ -53,6 +53,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -364,7 +365,7 @@ def describe_data(root: Path) -> str:
     )
 
 
-def machine(overrides: list[str] = ()) -> dict[str, Any]:
+def machine(overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The CPU, cores, torch version, and the threads of each run (a ``run.threads=N`` override, else
     torch's default in this process)."""
     threads = torch.get_num_threads()
