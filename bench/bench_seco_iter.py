@@ -66,6 +66,17 @@ class _PhaseClock:
         return timed
 
 
+def _timed_update(clock: _PhaseClock, opt, loss, after=None) -> None:
+    """The backward and the optimiser step, each under its phase name (the same for every kind)."""
+    with clock("backward"):
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    with clock("optimiser"):
+        opt.step()
+        if after is not None:
+            after()
+
+
 def make_step(kind: str, crop: int, batch: int, clock: _PhaseClock):
     """One iteration of ``kind`` (bare / floor / seco) as a function, its phases timed by ``clock``."""
     import torch
@@ -97,12 +108,7 @@ def make_step(kind: str, crop: int, batch: int, clock: _PhaseClock):
                 terms = method.training_step(data, 2500, active)
                 loss = sum(cfg.loss.weights[k] * v for k, v in terms.items())
             seco_module.multi_scale_cam = real_cam
-            with clock("backward"):
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            with clock("optimiser"):
-                opt.step()
-                method.after_step(2500)
+            _timed_update(clock, opt, loss, after=lambda: method.after_step(2500))
 
         return step
     import timm
@@ -113,11 +119,7 @@ def make_step(kind: str, crop: int, batch: int, clock: _PhaseClock):
     def step() -> None:
         with clock("forward + losses"):
             loss = torch.nn.functional.multilabel_soft_margin_loss(vit(data["image"]), data["labels"])
-        with clock("backward"):
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        with clock("optimiser"):
-            opt.step()
+        _timed_update(clock, opt, loss)
 
     return step
 
@@ -235,11 +237,7 @@ def _floor_step(cfg, data: dict, clock: _PhaseClock):
             logits = vit(main)
             local = vit.forward_features(patches)[:, 0]
             loss = torch.nn.functional.multilabel_soft_margin_loss(logits[:b], data["labels"]) + local.square().mean()
-        with clock("backward"):
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        with clock("optimiser"):
-            opt.step()
+        _timed_update(clock, opt, loss)
 
     return step
 
