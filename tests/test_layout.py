@@ -2,7 +2,9 @@
 
 - imports go down the layers only (a module imports from its own layer or a lower one), and the
   import graph of the modules has no circle;
-- no module reads a ``_private`` name that another package of wsss defines.
+- no module reads a ``_private`` name that another package of wsss defines;
+- the method builders are imported through ``wsss.methods`` (importing it registers the built-in
+  methods; ``wsss.core.registry`` alone has none registered).
 """
 
 from __future__ import annotations
@@ -159,6 +161,30 @@ def test_no_module_reads_a_private_name_of_another_package():
             ):
                 bad.append(f"{name}:{node.lineno}: .{node.attr}")
     assert not bad, "private names of another package:\n" + "\n".join(bad)
+
+
+#: names that only work once the package that fills their registry is imported: where to import them from
+REGISTRY_ENTRY_POINTS = {("wsss.core.registry", "build_method"): "wsss.methods",
+                         ("wsss.core.registry", "get_method_class"): "wsss.methods"}  # fmt: skip
+
+
+def registry_bypasses(name: str, tree: ast.Module) -> list[str]:
+    """``from wsss.core.registry import build_method`` outside the package that registers the methods."""
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for a in node.names:
+                home = REGISTRY_ENTRY_POINTS.get((node.module, a.name))
+                if home and not (name == home or name.startswith(home + ".")):
+                    bad.append(f"{name}:{node.lineno}: import {a.name} from {home}, not {node.module}")
+    return bad
+
+
+def test_method_builders_come_through_the_package_that_registers_the_methods():
+    bad = [b for name, tree in modules().items() for b in registry_bypasses(name, tree)]
+    assert not bad, "\n".join(bad)
+    assert registry_bypasses("wsss.runs.x", ast.parse("from wsss.core.registry import build_method\n"))
+    assert not registry_bypasses("wsss.runs.x", ast.parse("from wsss.methods import build_method\n"))
 
 
 def test_the_checks_see_a_violation(tmp_path):

@@ -5,6 +5,9 @@ SC-CAM's recorded heads are in test_sccam_golden.py, and this checks the whole f
 under PSA's names, ``module.`` keys, with or without the BatchNorm counters.
 """
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -59,7 +62,10 @@ def test_wsss_import_psa_round0_and_a_round_mismatch(synth_root, tmp_path, capsy
     ckpt = tmp_path / "res38_cls.pth"
     torch.save(state, ckpt)
     argv = ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml")]
-    assert main([*argv, "--out", str(tmp_path / "r0"), "--set", *over]) == 0
+    # a fresh interpreter, as a user runs it: nothing but the command imports the methods
+    done = subprocess.run([sys.executable, "-m", "wsss", *argv, "--out", str(tmp_path / "r0"), "--set", *over],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
     imported = load_run(tmp_path / "r0", device="cpu").method
     assert imported.round == 0 and torch.equal(imported.classifier.conv.weight, m.classifier.conv.weight)
     capsys.readouterr()

@@ -18,8 +18,8 @@ import torch
 from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config, save_config
 from wsss.core.errors import ConfigError, UsageError, WeightLoadError
-from wsss.core.registry import build_method
 from wsss.data.classes import read_classes
+from wsss.methods import build_method
 from wsss.models.official_keys import (
     OfficialKeyError,
     rca_state_from_official,
