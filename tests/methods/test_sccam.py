@@ -190,6 +190,15 @@ def test_resnet38_backbone_and_a_psa_round0_checkpoint(synth_root, tmp_path):
         assert (id(p) in grouped) == (not n.startswith(("net.conv1a", "net.b2.", "net.b2_1.", "net.b2_2.")) and
                                       "bn" not in n), n  # fmt: skip
     assert m1.image_features(torch.randn(1, 3, 40, 48)).shape == (1, net.num_features)
+    # this toolkit's round-0 checkpoint (with the RNG states a checkpoint holds) loads the same way
+    import numpy as np
+
+    from wsss.core.checkpoint import save_checkpoint
+
+    save_checkpoint({"step": 1, "model": m.state_dict(), "rng": {"numpy": np.random.get_state()}}, tmp_path / "own.pt")
+    cfg.options["round0_checkpoint"] = str(tmp_path / "own.pt")
+    again = load_round_model(cfg, 0, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), m.state_dict().values()))
     torch.save({"fc8.weight": torch.zeros(3, 5, 1, 1), **state}, tmp_path / "wrong.pth")
     cfg.options["round0_checkpoint"] = str(tmp_path / "wrong.pth")
     with pytest.raises(Exception, match=r"wrong\.pth.*fc8"):

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wsss.core.checkpoint import load_checkpoint
 from wsss.core.config import Config, from_dict, save_config
 from wsss.core.device import resolve_device
-from wsss.core.errors import UnsafeCheckpointError, UsageError, WeightLoadError
+from wsss.core.errors import UsageError
 from wsss.core.registry import Method
 from wsss.data import VOCDataset
 from wsss.engine.defaults import build_trainer, load_trained_method
@@ -60,13 +59,8 @@ def load_round_model(cfg: Config, r: int, device: str | None = None) -> Method:
         rcfg.model.pretrained = None  # every weight comes from the round-0 file
         method = build_method(rcfg, n_classes)
         path = Path(opts.round0_checkpoint)
-        try:
-            state = read_state_dict(path)  # weights_only (utils/safe_load.py), like every checkpoint
-        except UnsafeCheckpointError:
-            raise
-        except WeightLoadError:  # this toolkit's checkpoint (it also holds RNG states)
-            state = load_checkpoint(path)["model"]
-        method.load_round0_state(state, str(path))
+        # PSA's res38_cls.pth or this toolkit's round-0 checkpoint (its "model" entry), weights_only
+        method.load_round0_state(read_state_dict(path), str(path))
         return method.to(resolve_device(device or cfg.run.device)).eval()
     return load_trained_method(Path(cfg.run.dir) / f"round_{r}", checkpoint="last", device=device).method
 

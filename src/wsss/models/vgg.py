@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from wsss.core.errors import UsageError
 from wsss.models.registry import BackboneOutput, register_backbone
 from wsss.models.weights import load_pretrained
 
@@ -38,7 +39,7 @@ def check_d1_layout(layers: Sequence[int | str]) -> tuple[int | str, ...]:
     cfg = tuple(v if v in ("M", "N") else int(v) for v in layers)
     shape = tuple(v if v in ("M", "N") else 0 for v in cfg)
     if len(cfg) != len(CFG_D1) or shape != tuple(v if v in ("M", "N") else 0 for v in CFG_D1):
-        raise ValueError(f"vgg16_dilated: layers {list(layers)} do not have the D1 layout {list(CFG_D1)}")
+        raise UsageError(f"vgg16_dilated: layers {list(layers)} do not have the D1 layout {list(CFG_D1)}")
     return cfg
 
 
