@@ -108,7 +108,7 @@ def test_golden_psa_cam_inference_and_la_ha_crf(i):
     from wsss.cam.multiscale import multi_scale_cam
     from wsss.core.registry import build_method
     from wsss.models.heads import CAMClassifier
-    from wsss.models.official_keys import sccam_heads_from_official
+    from wsss.models.official_keys import sccam_state_from_official
 
     g = load_golden("psa_infer_cls")
     cfg = load_config(REPO / "configs/sccam/voc.yaml", ["model.pretrained=null", "options.round=0",
@@ -116,7 +116,7 @@ def test_golden_psa_cam_inference_and_la_ha_crf(i):
     m = build_method(cfg, 21).eval()
     m.classifier = CAMClassifier(4096, 20, "gap")  # the heads of a 4096-channel trunk (ResNet-38)
     m.load_state_dict(
-        {**m.state_dict(), **sccam_heads_from_official({"fc8.weight": torch.from_numpy(g["fc8.weight"])})}
+        {**m.state_dict(), **sccam_state_from_official({"fc8.weight": torch.from_numpy(g["fc8.weight"])})[0]}
     )
     image, label = g[f"img{i}_image"], torch.from_numpy(g[f"img{i}_label"])
     h, w = image.shape[:2]

@@ -16,7 +16,7 @@ from wsss.core.registry import build_method
 from wsss.engine.optim import PolyWarmupSGD
 from wsss.methods.subcategory import build_subcategory_labels
 from wsss.models.heads import CAMClassifier
-from wsss.models.official_keys import sccam_heads_from_official
+from wsss.models.official_keys import sccam_state_from_official
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def sccam_round1(heads_golden):
     m = build_method(cfg, 21).eval()
     m.classifier, m.sub_classifier = CAMClassifier(4096, 20, "gap"), CAMClassifier(4096, 200, "gap")
     official = {k: torch.from_numpy(heads_golden[k]) for k in ("fc8_20.weight", "fc8_200.weight")}
-    m.load_state_dict({**m.state_dict(), **sccam_heads_from_official(official)})
+    m.load_state_dict({**m.state_dict(), **sccam_state_from_official(official)[0]})
     return m
 
 
@@ -85,7 +85,7 @@ def test_golden_sccam_train_mode_dropout_and_round0(heads_golden, sccam_round1):
     assert m0.sub_classifier is None
     m0.classifier = CAMClassifier(4096, 20, "gap")  # a 4096-channel trunk, as the official
     m0.load_state_dict(
-        {**m0.state_dict(), **sccam_heads_from_official({"fc8.weight": torch.from_numpy(g["fc8.weight"])})}
+        {**m0.state_dict(), **sccam_state_from_official({"fc8.weight": torch.from_numpy(g["fc8.weight"])})[0]}
     )
     f64 = torch.from_numpy(g["features"])
     m0.double()

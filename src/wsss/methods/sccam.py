@@ -48,6 +48,8 @@ from wsss.core.registry import Method, TrainContext, register_method
 from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups
 from wsss.methods.subcategory import SubcategoryLabels
 from wsss.models.heads import CAMClassifier
+from wsss.models.official_keys import OfficialKeyError, sccam_state_from_official
+from wsss.models.weights import check_state_dict
 
 LABELS_FILE = "subcategory_labels.npz"
 LEGACY_LABELS_FILE = "subcategory_labels.npy"  # a pickled dict, written before the .npz format
@@ -263,20 +265,17 @@ class SCCAM(Method):
         return False
 
     def load_round0_state(self, state: dict[str, torch.Tensor], source: str) -> None:
-        """A trained round-0 classifier: PSA's ``res38_cls.pth`` (trunk keys + ``fc8.weight``) or the
-        ``model`` state of this toolkit's round-0 checkpoint."""
+        """A trained round-0 classifier: PSA's ``res38_cls.pth`` (trunk keys + ``fc8.weight``, mapped by
+        ``models/official_keys.py`` as ``wsss import sccam`` maps it) or the ``model`` state of this
+        toolkit's round-0 checkpoint."""
         if any(k.startswith("classifier.") for k in state):
             self.load_state_dict(state)
             return
-        from wsss.models.resnet38 import ResNet38d, checkpoint_filter_fn
-
-        fc8 = state.get("fc8.weight", state.get("fc8_20.weight"))
-        if fc8 is None or not isinstance(getattr(self.backbone, "net", None), ResNet38d):
-            raise DataError(f"{source}: not a PSA ResNet-38 classifier (no fc8.weight) nor a round-0 checkpoint")
         try:
-            self.backbone.net.load_state_dict(checkpoint_filter_fn(state, self.backbone.net), strict=True)
-        except RuntimeError as e:
-            raise DataError(f"{source}: weights do not fit ResNet-38 ({e})") from e
-        if fc8.numel() != self.classifier.conv.weight.numel():
-            raise DataError(f"{source}: fc8.weight {tuple(fc8.shape)} does not fit {self.num_classes - 1} classes")
-        self.classifier.conv.weight.data.copy_(fc8.reshape(self.classifier.conv.weight.shape))
+            mapped, _ = sccam_state_from_official(state)
+        except OfficialKeyError as e:
+            raise DataError(f"{source}: not a PSA ResNet-38 classifier nor a round-0 checkpoint ({e})") from e
+        own = self.state_dict()  # BatchNorm counters: absent from PSA's files
+        mapped |= {k: v for k, v in own.items() if k.endswith("num_batches_tracked") and k not in mapped}
+        check_state_dict(mapped, own, f"{source}: does not fit this round-0 model (PSA's fc8 = classifier.conv)")
+        self.load_state_dict(mapped, strict=True)

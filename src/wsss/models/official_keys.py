@@ -20,17 +20,14 @@ from collections.abc import Callable, Mapping
 
 import torch
 
+from wsss.models.weights import strip_module_prefix
+
 
 class OfficialKeyError(KeyError):
     """An official checkpoint key that fits no rule of the layout."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
-
-
-def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the ``module.`` prefix that a (Distributed)DataParallel checkpoint adds to every key."""
-    return {re.sub(r"^module\.", "", k): v for k, v in state.items()}
 
 
 Rule = tuple[str, Callable[[re.Match[str], torch.Tensor], tuple[str, torch.Tensor] | None]]
@@ -106,19 +103,11 @@ def toco_state_from_official(state: Mapping[str, torch.Tensor]) -> tuple[dict[st
 
 
 #: SC-CAM's / PSA's classifier heads (``network/resnet38_cls.py``): round 0 (PSA) has ``fc8``, round >= 1
-#: ``fc8_20`` (parents) and ``fc8_200`` (the (C-1)*K sub-categories). The ResNet-38 trunk keys are
-#: mapped by :func:`wsss.models.resnet38.checkpoint_filter_fn`.
+#: ``fc8_20`` (parents) and ``fc8_200`` (the (C-1)*K sub-categories).
 SCCAM_HEAD_RULES: list[Rule] = [
     (r"fc8(_20)?\.weight", _rename("classifier.conv.weight")),
     (r"fc8_200\.weight", _rename("sub_classifier.conv.weight")),
 ]
-
-
-def sccam_heads_from_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The head entries (``fc8``, ``fc8_20``, ``fc8_200``) of an official SC-CAM / PSA classifier state,
-    under our :class:`SCCAM` names; every other key is ignored (the trunk)."""
-    heads = {k: v for k, v in strip_module_prefix(state).items() if k.startswith("fc8")}
-    return _apply(heads, SCCAM_HEAD_RULES, "SC-CAM")[0]
 
 
 #: The whole SC-CAM / PSA classifier: the ResNet-38 trunk (PSA's ``network/resnet38d.py`` names, ours

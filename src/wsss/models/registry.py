@@ -37,8 +37,3 @@ def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callabl
 def backbone_factory(name: str) -> Callable[..., nn.Module]:
     """The factory registered as ``name``, else the ``timm`` one (any timm model name)."""
     return BACKBONES.get(name) or BACKBONES["timm"]
-
-
-def registered_backbones() -> list[str]:
-    """The names registered besides timm's own models."""
-    return sorted(k for k in BACKBONES if k != "timm")

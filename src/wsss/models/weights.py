@@ -11,6 +11,7 @@ A weight path ``pkg:<module>/<relative path>`` names a file shipped inside an in
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -43,6 +44,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict):
         raise WeightLoadError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return strip_module_prefix(state)
+
+
+def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` prefix that a (Distributed)DataParallel checkpoint adds to every key."""
     return {re.sub(r"^module\.", "", k): v for k, v in state.items()}
 
 
