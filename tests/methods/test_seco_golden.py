@@ -150,13 +150,13 @@ def test_golden_seco_forward_through_import(forward_golden, imported_run, dtype)
 
 def test_golden_seco_imported_run_predicts_with_crf_and_evaluates(imported_run, tiny_dataset, capsys):
     assert main(["predict", str(imported_run), "--split", "val", "--crf", "--quiet", "--scales", "1.0"]) == 0
-    pred_dirs = sorted(p for p in (imported_run).glob("predictions*/val") if p.is_dir())
-    assert pred_dirs, list(imported_run.iterdir())
-    pngs = sorted(pred_dirs[-1].glob("*.png"))
+    crf_dir = imported_run / "predictions_crf/val"  # the CRF's own folder: --crf was not ignored
+    assert not (imported_run / "predictions").exists(), list(imported_run.iterdir())
+    pngs = sorted(crf_dir.glob("*.png"))
     assert [p.stem for p in pngs] == ["img0", "img1"]
     assert np.asarray(Image.open(pngs[0])).shape == (128, 128)
     capsys.readouterr()
-    assert main(["eval", str(pred_dirs[-1]), "--data-root", str(tiny_dataset), "--split", "val"]) == 0
+    assert main(["eval", str(crf_dir), "--data-root", str(tiny_dataset), "--split", "val"]) == 0
     assert "mIoU" in capsys.readouterr().out
 
 
