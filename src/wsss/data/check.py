@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,47 @@ def _mask_path(root: Path, id: str) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def check_mask(
+    mask_path: Path,
+    image_size: tuple[int, int] | None,
+    labelled: Iterable[int] | None,
+    class_names: Sequence[str],
+    *,
+    label_file: Path | str,
+    id: str,
+    classes_desc: str,
+) -> tuple[list[str], np.ndarray | None]:
+    """The per-mask rules of check-data, shared with ``wsss prepare folder``: a readable single-channel
+    or palette PNG of the image's size (``image_size`` (H, W), None = unknown), holding only class
+    indices 0..C-1 or 255, and no class that the image's label (``labelled``: its class ids, None = no
+    label) lacks. Returns the problems and the mask's foreground class ids (None when unreadable)."""
+    mask, err = _read_mask(mask_path)
+    if err:
+        return [err], None
+    problems = []
+    if image_size is not None and mask.shape != image_size:
+        problems.append(
+            f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from the image "
+            f"({image_size[1]}x{image_size[0]})"
+        )
+    num_classes = len(class_names)
+    present = np.unique(mask)
+    bad = present[(present >= num_classes) & (present != 255)]
+    if bad.size:
+        problems.append(
+            f"{mask_path}: illegal mask values {bad.tolist()} (classes are 0..{num_classes - 1}, "
+            f"255 = ignore; see {classes_desc})"
+        )
+    fg = present[(present >= 1) & (present < num_classes)].astype(np.int64)
+    only_mask = np.setdiff1d(fg, np.asarray(list(labelled), dtype=np.int64)) if labelled is not None else fg[:0]
+    if only_mask.size:  # pixels of a class the image is not labelled with: a wrong label
+        problems.append(
+            f"{label_file}: label of id {id!r} disagrees with {mask_path} (in the mask but not in the label: "
+            f"{_names(only_mask, class_names)})"
+        )
+    return problems, fg
 
 
 def check_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
@@ -277,9 +319,6 @@ def check_dataset(
     all_ids = list(dict.fromkeys(i for ids in split_ids.values() for i in ids))
     report.n_images = len(all_ids)
     mask_of = {i: _mask_path(root, i) for i in all_ids}
-    legal = np.zeros(256, dtype=bool)
-    legal[: min(C, 256)] = True
-    legal[255] = True
     per_class: Counter = Counter()
     label_only: dict[str, str] = {}  # id -> classes in its label with no pixel in its mask
     iterator = all_ids
@@ -313,51 +352,33 @@ def check_dataset(
 
         mpath = mask_of[id]
         mask_labels = None
-        if mpath is None:
-            if id in needs_mask:
-                where = (
-                    " or ".join(str(root / d / f"{id}.png") for d in MASK_DIRS if (root / d).is_dir())
-                    if has_mask_dir
-                    else str(root / MASK_DIRS[1] / f"{id}.png")
-                )
-                why = (
-                    "the other images of its split have masks"
-                    if has_table
-                    else f"no {CLS_LABELS_FILE} either: the image has no labels at all"
-                )
-                report.add(f"{where}: mask missing for id {id!r} ({why})")
-        else:
+        if mpath is None and id in needs_mask:
+            where = (
+                " or ".join(str(root / d / f"{id}.png") for d in MASK_DIRS if (root / d).is_dir())
+                if has_mask_dir
+                else str(root / MASK_DIRS[1] / f"{id}.png")
+            )
+            why = (
+                "the other images of its split have masks"
+                if has_table
+                else f"no {CLS_LABELS_FILE} either: the image has no labels at all"
+            )
+            report.add(f"{where}: mask missing for id {id!r} ({why})")
+        vec = table.get(id) if table is not None else None
+        if mpath is not None:
             report.n_masks += 1
-            mask, err = _read_mask(mpath)
-            if err:
-                report.add(err)
-            else:
-                if size is not None and mask.shape != size:
-                    report.add(
-                        f"{mpath}: mask size {mask.shape[1]}x{mask.shape[0]} differs from the image "
-                        f"{img_path.name} ({size[1]}x{size[0]})"
-                    )
-                present = np.unique(mask)
-                bad = present[~legal[present]]
-                if bad.size:
-                    report.add(
-                        f"{mpath}: illegal mask values {bad.tolist()} (classes are 0..{C - 1}, "
-                        f"255 = ignore; see {classes_desc})"
-                    )
-                fg = present[(present >= 1) & (present < C)]
+            labelled = None if vec is None else np.flatnonzero(vec > 0.5) + 1
+            problems, fg = check_mask(mpath, size, labelled, class_names, label_file=npy, id=id,
+                                      classes_desc=classes_desc)  # fmt: skip
+            for msg in problems:
+                report.add(msg)
+            if fg is not None:
                 mask_labels = np.zeros(C - 1, np.float32)
                 mask_labels[fg - 1] = 1.0
 
-        vec = table.get(id) if table is not None else None
         if vec is not None:
-            if mask_labels is not None and not np.array_equal(vec > 0.5, mask_labels > 0.5):
+            if mask_labels is not None:
                 only_lab = np.flatnonzero((vec > 0.5) & ~(mask_labels > 0.5)) + 1
-                only_mask = np.flatnonzero(~(vec > 0.5) & (mask_labels > 0.5)) + 1
-                if only_mask.size:  # pixels of a class the image is not labelled with: a wrong label
-                    report.add(
-                        f"{npy}: label of id {id!r} disagrees with {mpath} (in the mask but not in the label: "
-                        f"{_names(only_mask, class_names)})"
-                    )
                 if only_lab.size:  # legal: a small object all void (255) in the mask, or labels from XML
                     label_only[id] = _names(only_lab, class_names)
             labels = vec

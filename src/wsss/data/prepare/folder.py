@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wsss.core.errors import DataError, UsageError
-from wsss.data.check import check_image
+from wsss.data.check import PROGRESS_MIN, check_image, check_mask
 from wsss.data.classes import parse_classes, write_classes
 from wsss.data.prepare import PrepareSummary, first, place_image, write_split
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
@@ -183,41 +183,28 @@ def prepare_folder(
     # ---- check every input first: nothing is written unless all of it is usable ----------------
     num_classes = len(class_names)
     problems: list[str] = []
-    mask_of: dict[str, np.ndarray] = {}
+    with_mask: set[str] = set()  # ids whose mask passed; masks are read again when written (memory)
     label_only: list[str] = []
     ids = sorted(entries)
     if masks is not None:
         masks = Path(masks)
         if not masks.is_dir():
             raise DataError(f"{masks}: mask folder not found")
-    for id in tqdm(ids, desc="checking", unit="img", disable=not progress or len(ids) < 200, leave=False):
+    for id in tqdm(ids, desc="checking", unit="img", disable=not progress or len(ids) < PROGRESS_MIN, leave=False):
         size, err = check_image(files[id])
         if err:
             problems.append(err)
         src = masks / f"{id}.png" if masks is not None else None
         if src is None or not src.is_file():
             continue
-        try:
-            mask = read_label_png(src)
-        except DataError as e:
-            problems.append(str(e))
+        errs, fg = check_mask(src, size, entries[id], class_names, label_file=labels, id=id,
+                              classes_desc=f"{classes} ({num_classes} classes)")  # fmt: skip
+        problems += errs
+        if errs or fg is None:
             continue
-        present = np.unique(mask)
-        bad = np.setdiff1d(present, np.r_[np.arange(num_classes), 255])
-        if bad.size:
-            problems.append(f"{src}: mask values {bad.tolist()} are not classes (0..{num_classes - 1}) or 255")
-            continue
-        if size is not None and mask.shape != size:
-            problems.append(f"{src}: mask is {mask.shape[1]}x{mask.shape[0]}, image {files[id]} is {size[1]}x{size[0]}")
-            continue
-        in_mask = {int(c) for c in present if 0 < c < num_classes}
-        labelled = set(entries[id])
-        if in_mask - labelled:
-            names = ", ".join(class_names[c] for c in sorted(in_mask - labelled))
-            problems.append(f"{src}: mask shows {names}, which the label of {id!r} in {labels} does not list")
-        if labelled - in_mask:
+        if set(entries[id]) - set(fg.tolist()):
             label_only.append(id)
-        mask_of[id] = mask
+        with_mask.add(id)
     if problems:
         shown = problems[:MAX_LISTED]
         more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
@@ -229,13 +216,12 @@ def prepare_folder(
 
     # ---- write ---------------------------------------------------------------------------------
     summary = PrepareSummary(out=out)
-    for id, mask in mask_of.items():
+    for id in sorted(with_mask):
         dst = per_id_path(out / "SegmentationClass", id, ".png")
         if not dst.is_file():
-            save_label_png(dst, mask)
+            save_label_png(dst, read_label_png(masks / f"{id}.png"))
     if masks is not None:
-        summary.counts["masks"] = len(mask_of)
-    with_mask = set(mask_of)
+        summary.counts["masks"] = len(with_mask)
 
     placed = 0
     for id in ids:
