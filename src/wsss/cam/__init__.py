@@ -20,11 +20,11 @@ _EXPORTS = {
     "labelled_cam_to_label": "labels",
     "refine_cams_with_bkg": "labels",
     "scale_img_box": "labels",
-    "expand_classes": "multiscale",
     "labelled_classes": "multiscale",
     "minmax_normalize": "multiscale",
     "multi_scale_cam": "multiscale",
     "multi_scale_logits": "multiscale",
+    "resize_maps": "multiscale",
     "CRFParams": "crf",
     "CRFPool": "crf",
     "crf_label": "crf",
@@ -47,13 +47,13 @@ __all__ = [
     "crf_label_psa",
     "dense_crf",
     "denormalize_image",
-    "expand_classes",
     "labelled_cam_to_label",
     "labelled_classes",
     "minmax_normalize",
     "multi_scale_cam",
     "multi_scale_logits",
     "refine_cams_with_bkg",
+    "resize_maps",
     "scale_img_box",
 ]
 assert set(__all__) == set(_EXPORTS)
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
         refine_cams_with_bkg,
         scale_img_box,
     )
-    from .multiscale import expand_classes, labelled_classes, minmax_normalize, multi_scale_cam, multi_scale_logits
+    from .multiscale import labelled_classes, minmax_normalize, multi_scale_cam, multi_scale_logits, resize_maps
     from .par import PAR
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .multiscale import resize_maps
 from .par import PAR
 
 IMAGENET_MEAN_255: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -240,8 +241,8 @@ def refine_cams_with_bkg(
 
     Batched: the present-class subsets are left-aligned into K = 1 + max #present channels and
     the padding channels get a -inf score, so they are exactly 0 after the softmax and never win the
-    argmax. Both stacks share one PAR affinity. ``cams`` are expected to be the ``valid_cam`` of
-    :func:`cam_to_label` (absent classes zero). Returns (B,H,W) int64.
+    argmax. Both stacks share one PAR affinity. Only each image's labelled channels of ``cams`` are
+    read (the others may hold anything). Returns (B,H,W) int64.
     """
     b, _, h, w = cams.shape
     size = (h // down_scale, w // down_scale)
@@ -258,9 +259,7 @@ def refine_cams_with_bkg(
     # channel: the same numbers as downsampling every class). Column 0 of ``keys`` is the background;
     # padding columns gather class 0 and are masked to -inf below.
     fg = torch.gather(cams, 1, (keys[:, 1:] - 1).clamp(min=0).view(b, k - 1, 1, 1).expand(b, k - 1, h, w))
-    fg_small = fg[..., : size[0], : size[1]]  # (B, 0, h', w') when no image holds a class
-    if k > 1:
-        fg_small = F.interpolate(fg, size=size, mode="bilinear", align_corners=False)
+    fg_small = resize_maps(fg, size)
     refined = []
     for j in range(2):  # high, low
         sel = torch.cat([bkg_small[:, j : j + 1], fg_small], dim=1)  # (B, K, h', w')

@@ -31,7 +31,7 @@ def max_normalize(cam: torch.Tensor, eps: float = 1e-5, block: int = 1) -> torch
     b, k, h, w = cam.shape
     if k % block:
         raise ValueError(f"{k} channels are not blocks of {block}")
-    peak = cam.reshape(b, k // block, -1).amax(dim=-1)  # (B, K/block)
+    peak = cam.reshape(b, k // block, block * h * w).amax(dim=-1)  # (B, K/block); K may be 0
     return cam / (peak.repeat_interleave(block, dim=1)[..., None, None] + eps)
 
 
@@ -54,12 +54,14 @@ def _scaled_size(h: int, w: int, s: float, square_size: int | None) -> tuple[int
     return int(s * h), int(s * w)
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_maps(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear (align_corners=False) resize of (B, K, h, w) maps to ``size``; K may be 0 (the labelled
+    classes of an image without labels), which ``F.interpolate`` refuses."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    if x.shape[1] == 0:  # no channel selected (an image without labels): interpolate refuses it
+    if x.shape[1] == 0:
         return x.new_zeros((*x.shape[:2], *size))
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 _FUSIONS = ("max", "sum", "mean")
@@ -142,7 +144,7 @@ def multi_scale_cam(
     same: list[int] = []
     single, num_channels = False, 0
     for s in scales:
-        x = _resize(images, _scaled_size(h, w, float(s), None))
+        x = resize_maps(images, _scaled_size(h, w, float(s), None))
         reuse = unflipped is not None and float(s) == 1.0
         raw = cam_fn(x.flip(-1) if reuse else torch.cat([x, x.flip(-1)], dim=0))
         single = torch.is_tensor(raw)
@@ -162,7 +164,7 @@ def multi_scale_cam(
                 m = torch.cat([kept[i], m], dim=0)
             if idx is not None:  # the channels are independent from here on
                 m = m.index_select(1, idx)
-            m = _resize(m, (h, w))
+            m = resize_maps(m, (h, w))
             acc[i].append(F.relu(_fuse(m[:b], m[b:].flip(-1), flip_fuse)))
     assert acc is not None
     fused = []
@@ -206,8 +208,8 @@ def multi_scale_logits(
     out_size = (int(out_size[0]), int(out_size[1]))
     per_scale = []
     for s in scales:
-        x = _resize(images, _scaled_size(h, w, float(s), square_size))
-        logits = _resize(seg_fn(torch.cat([x, x.flip(-1)], dim=0)), out_size)
+        x = resize_maps(images, _scaled_size(h, w, float(s), square_size))
+        logits = resize_maps(seg_fn(torch.cat([x, x.flip(-1)], dim=0)), out_size)
         per_scale.append(_fuse(logits[:b], logits[b:].flip(-1), flip_fuse))
     stacked = torch.stack(per_scale, dim=0)
     if scale_fuse == "max":

@@ -2,8 +2,9 @@
 
 Under torchrun each process scores a share of the images and the confusion matrices are summed.
 Each val image is resized to a ``data.val_resize`` square (448 in ToCo/SeCo; None keeps the size);
-the segmentation head runs single-scale, the CAM and aux-CAM multi-scale with the training scales,
-turned into labels with ``cam_to_label(bkg_thre)`` and the image's labels. Predictions are
+the segmentation head runs single-scale, the CAM and aux-CAM multi-scale with the training scales
+(flip fusion and normalisation from ``cfg.infer``), only for the image's labelled classes, turned into
+labels with ``labelled_cam_to_label(bkg_thre)``. Predictions are
 upsampled to the ground-truth size and scored with one confusion matrix per output. A method
 without CAMs (``has_cams = False``: the DeepLab stage) is scored on its segmentation only.
 """
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from wsss.cam import labelled_cam_to_label, labelled_classes, multi_scale_cam
+from wsss.cam import labelled_cam_to_label, labelled_classes, multi_scale_cam, resize_maps
 from wsss.core.config import Config
 from wsss.core.distributed import all_reduce_sum, rank, world_size
 from wsss.core.registry import Method
@@ -49,8 +50,7 @@ def validate(
                 normalize=cfg.infer.cam_normalize, classes=classes, compact=True,
             )  # fmt: skip
             for name, maps in (("cam", cam), ("aux_cam", cam_aux)):
-                maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-                label = labelled_cam_to_label(maps, classes, bkg_thre=cfg.cam.bkg_thre)
+                label = labelled_cam_to_label(resize_maps(maps, size), classes, bkg_thre=cfg.cam.bkg_thre)
                 meters[name].update(gt, label[0].cpu().numpy())
         if "seg" in meters:
             logits = F.interpolate(method.seg_logits(x), size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,46 @@
+"""Training-time validation on an image without labels (COCO's crowd-only images have none)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import REPO
+from wsss.core.config import load_config
+from wsss.engine.validate import validate
+
+
+class _OneImage:
+    """The part of VOCDataset validation reads: one 32x40 image, its mask and its (empty) labels."""
+
+    ids = ["a"]
+    num_classes = 4
+
+    def load_image(self, id):
+        return np.random.default_rng(0).integers(0, 255, (32, 40, 3), dtype=np.uint8)
+
+    def load_mask(self, id):
+        return np.zeros((32, 40), np.uint8)
+
+    def labels(self, id):
+        return np.zeros(3, np.float32)
+
+
+class _CamOnly(torch.nn.Module):
+    has_seg_head = False
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+    def cam_maps(self, x):
+        cam = F.relu(self.conv(F.avg_pool2d(x, 4)))
+        return cam, cam
+
+
+@pytest.mark.parametrize("normalize", ["minmax", "max"])
+def test_an_image_without_labels_is_all_background(normalize):
+    cfg = load_config(REPO / "configs/cam/synthetic_cpu.yaml", [f"infer.cam_normalize={normalize}"])
+    out = validate(_CamOnly(), _OneImage(), cfg, torch.device("cpu"), progress=False)
+    # the ground truth is all background and so is the seed: background IoU 100, nothing else present
+    assert out["cam_miou"] == pytest.approx(100.0) and out["aux_cam_miou"] == pytest.approx(100.0)
