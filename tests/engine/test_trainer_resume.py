@@ -20,6 +20,7 @@ import wsss
 from conftest import REPO, tiny_overrides
 from wsss.cli import main
 from wsss.core.config import load_config
+from wsss.core.errors import ConfigError
 from wsss.engine.trainer import Trainer
 
 CONFIG = REPO / "configs/cam/synthetic_cpu.yaml"
@@ -141,3 +142,20 @@ def test_a_dataset_without_a_val_split_trains_without_validation(synth_root, tmp
     assert main(["train", str(CONFIG), *over, "--quiet"]) == 0  # check-data included
     assert "training without validation" in capsys.readouterr().err
     assert (run / "checkpoints/last.pt").is_file() and not (run / "checkpoints/best.pt").exists()
+
+
+@pytest.mark.parametrize("saved_max_iters", [20000, 4])
+def test_an_epochs_run_resumes_whether_its_config_holds_max_iters_resolved_or_not(tmp_path, saved_max_iters):
+    """train.epochs decides max_iters: the trainer saves it resolved (4), the SC-CAM driver unresolved
+    (the default): neither is a change; a changed train.epochs is."""
+    from wsss.core.config import save_config
+    from wsss.engine.trainer import check_config_change
+
+    run = tmp_path / "run"
+    (run / "round_0/checkpoints").mkdir(parents=True)
+    (run / "round_0/checkpoints/last.pt").write_bytes(b"")
+    over = [f"run.dir={run}", "data.root=/data", "train.epochs=2"]
+    save_config(load_config(CONFIG, [*over, f"train.max_iters={saved_max_iters}"]), run / "config.yaml")
+    assert check_config_change(load_config(CONFIG, over)) == {}
+    with pytest.raises(ConfigError, match="train.epochs: 2.* -> 3"):
+        check_config_change(load_config(CONFIG, [*over[:2], "train.epochs=3"]))

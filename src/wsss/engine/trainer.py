@@ -18,6 +18,7 @@ import time
 import weakref
 from collections import defaultdict
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -490,14 +491,16 @@ def check_config_change(cfg: Config, *, allow: bool = False) -> dict[str, tuple[
     """
     run_dir = Path(cfg.run.dir)
     saved = run_dir / "config.yaml"
-    ckpts = sorted(run_dir.glob("**/checkpoints/*.pt"))
-    if not saved.is_file() or not ckpts:
+    # a checkpoint of the run, or of one of its rounds (SC-CAM); not a walk of the whole run folder
+    ckpt = next(chain(run_dir.glob("checkpoints/*.pt"), run_dir.glob("round_*/checkpoints/*.pt")), None)
+    if not saved.is_file() or ckpt is None:
         return {}
     old = resolve_paths(load_config(saved))  # an old run's relative paths were read from the current directory
-    new = cfg
-    if cfg.train.epochs is not None:  # the saved config holds max_iters resolved from train.epochs
-        new = resolve_epochs(cfg, len(VOCDataset(cfg.data.root, cfg.data.train_split)))
-    changes = config_changes(old, new)
+    changes = config_changes(old, cfg)
+    if cfg.train.epochs is not None:
+        # max_iters follows from train.epochs (compared itself): a saved config holds it resolved (the
+        # trainer's) or not (the SC-CAM driver's), and neither is a change of settings
+        changes.pop("train.max_iters", None)
     if not changes:
         return {}
     listing = "; ".join(f"{k}: {old_v!r} -> {new_v!r}" for k, (old_v, new_v) in changes.items())
@@ -514,5 +517,5 @@ def check_config_change(cfg: Config, *, allow: bool = False) -> dict[str, tuple[
     if is_main_process():
         with open(run_dir / CONFIG_CHANGES_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")
-    print(f"{run_dir}: resuming with changed settings ({listing}); recorded in {run_dir / CONFIG_CHANGES_FILE}")
+        print(f"{run_dir}: resuming with changed settings ({listing}); recorded in {run_dir / CONFIG_CHANGES_FILE}")
     return changes
