@@ -123,11 +123,12 @@ class PseudoJob:
     def cam(self, id: str) -> np.ndarray:
         return load_cam_of(self.cams, id, self.ds.num_classes - 1)
 
-    def require_cams(self, ids: Sequence[str], have: Callable[[str], bool] = lambda id: False) -> None:
-        missing = [i for i in missing_cam_ids(self.cams, ids) if not have(i)]
+    def require_cams(self, ids: Sequence[str], have: Callable[[str], bool] | None = None, also: str = "") -> None:
+        """Every id has a saved CAM, or ``have(id)`` (another source of its maps, named by ``also``)."""
+        missing = [i for i in missing_cam_ids(self.cams, ids) if have is None or not have(i)]
         if missing:
             raise DataError(
-                f"{self.cams}: no CAM for {len(missing)} ids (e.g. {missing[0]}); "
+                f"{self.cams}: no CAM for {len(missing)} ids (e.g. {missing[0]}){also}; "
                 f"run `wsss cam {self.run.dir} --split {self.ds.split}`"
             )
 
@@ -236,12 +237,7 @@ def _refine_rca(job: PseudoJob, ids: Sequence[str], *, saliency: str | Path | No
     def stored(id: str) -> dict[int, np.ndarray] | None:
         return store.get(id) if store is not None else None
 
-    missing = [i for i in missing_cam_ids(job.cams, ids) if stored(i) is None]
-    if missing:
-        raise DataError(
-            f"{job.cams}: no CAM for {len(missing)} ids (e.g. {missing[0]}) and no accumulated attention; "
-            f"run `wsss cam {job.run.dir} --split {ds.split}`"
-        )
+    job.require_cams(ids, have=lambda i: stored(i) is not None, also=" and no accumulated attention")
 
     def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
         size = image.shape[:2]
