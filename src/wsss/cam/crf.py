@@ -194,7 +194,7 @@ def psa_crf_scores(
     cam = np.asarray(cam, dtype=np.float32)
     fg = np.flatnonzero(np.asarray(cls_label).reshape(-1) != 0)
     if cam.ndim != 3 or (fg.size > 0 and fg.max() >= cam.shape[0]):
-        raise ValueError(f"crf_label_psa: cam {cam.shape} does not match cls_label of {len(cls_label)}")
+        raise ValueError(f"psa_crf_scores: cam {cam.shape} does not match cls_label of {len(cls_label)}")
     ids = np.concatenate([[0], fg + 1]).astype(np.int64)
     kwargs = (params or CRFParams.PSA).as_kwargs()
     peak = 1.0 - cam[fg].max(axis=0, keepdims=True)

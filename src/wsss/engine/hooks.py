@@ -38,7 +38,6 @@ import torch
 from tqdm import tqdm
 
 from wsss.core.distributed import all_gather_objects, all_reduce_sum, is_main_process, world_size
-from wsss.engine.validate import validate
 from wsss.utils.io import atomic_write
 
 if TYPE_CHECKING:  # annotations only: the trainer imports this module
@@ -191,28 +190,13 @@ class MetricsLogger(HookBase):
 
 
 class PeriodicValidation(HookBase):
-    """Validation on ``data.val_split`` every ``train.eval_iters`` steps and at the last; the best score
-    (segmentation mIoU, else CAM mIoU) is ``trainer.best`` and its weights ``checkpoints/best.pt``."""
+    """``trainer.validate()`` on ``data.val_split`` every ``train.eval_iters`` steps and at the last (the
+    trainer keeps the best score and ``checkpoints/best.pt``)."""
 
     def after_step(self) -> None:
         t = self.trainer
         if t.val_set is not None and _every(t.step, t.cfg.train.eval_iters, t.cfg.train.max_iters):
-            self.evaluate()
-
-    def evaluate(self) -> dict[str, Any]:
-        """Validate now (every process calls it), log the scores, keep ``best.pt``; returns the scores."""
-        t = self.trainer
-        res = validate(t.method, t.val_set, t.cfg, t.device, progress=t.progress)
-        t.method.train()
-        key = "seg_miou" if "seg_miou" in res else "cam_miou"
-        t.log({"step": t.step, "val": res})
-        if t.best is None or res[key] > t.best:
-            t.best = res[key]
-            t.save_checkpoint("best.pt")
-        if t.progress:
-            tqdm.write(f"[val @ {t.step}] " + "  ".join(f"{k} {v:.2f}" for k, v in res.items() if k.endswith("miou")))
-        t.last_val = res
-        return res
+            t.validate()
 
 
 class PeriodicCheckpointer(HookBase):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
 
 from wsss.core.checkpoint import load_checkpoint, save_checkpoint
 from wsss.core.config import Config, load_config, resolve_epochs, resolve_paths, save_config
@@ -53,6 +54,7 @@ from wsss.engine.hooks import (
     TensorBoardWriter,
 )
 from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
+from wsss.engine.validate import validate
 from wsss.methods import build_method, get_method_class
 
 
@@ -438,12 +440,20 @@ class Trainer:
         return {"step": self.step, "resumed": resumed, "best": self.best, "val": self.last_val}
 
     def validate(self) -> dict[str, Any]:
-        """Validate now (logged; ``best.pt`` kept), as the validation hook does periodically."""
-        hook = self._hook(PeriodicValidation)
-        if hook is None:  # a trainer built without the default hooks
-            hook = PeriodicValidation()
-            hook.trainer = weakref.proxy(self)
-        return hook.evaluate()
+        """Validate now (every process calls it; ``PeriodicValidation`` calls it periodically), log the
+        scores, keep the best (segmentation mIoU, else CAM mIoU) as ``best`` and ``checkpoints/best.pt``."""
+        res = validate(self.method, self.val_set, self.cfg, self.device, progress=self.progress)
+        self.method.train()
+        key = "seg_miou" if "seg_miou" in res else "cam_miou"
+        self.log({"step": self.step, "val": res})
+        if self.best is None or res[key] > self.best:
+            self.best = res[key]
+            self.save_checkpoint("best.pt")
+        if self.progress:
+            scores = "  ".join(f"{k} {v:.2f}" for k, v in res.items() if k.endswith("miou"))
+            tqdm.write(f"[val @ {self.step}] {scores}")
+        self.last_val = res
+        return res
 
 
 # Settings that change how a run is computed, not what it computes: a resume may change them freely.
