@@ -254,12 +254,7 @@ def cmd_export_voc_test(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        __version__ = version("wsss")
-    except PackageNotFoundError:  # a source tree on PYTHONPATH without an install
-        __version__ = "unknown (not installed)"
+    from wsss import __version__
 
     p = argparse.ArgumentParser(
         prog="wsss",

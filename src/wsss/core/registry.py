@@ -12,8 +12,8 @@ Contract:
   A method with other groups (RCA's, DeepLab's 10x/20x bias groups) overrides
   ``param_group_options()``: per group name, an lr multiplier and optionally its own weight decay.
 - ``on_train_start(ctx)`` runs once before the first step (after a resume), with a ``TrainContext``:
-  the run directory, step, device, datasets, the optimiser (for a method that owns an LR rule) and a
-  save hook, never the trainer itself; ``on_epoch_start(epoch)`` when the data stream enters an epoch
+  the run directory, step, device, datasets, the optimiser and a save hook, never the trainer
+  itself; ``on_epoch_start(epoch)`` when the data stream enters an epoch
   (RCA's per-epoch centroid refresh); ``lr_factor(epoch)`` a per-epoch LR rule that the engine applies.
 - A method whose training is not one run of the loop (SC-CAM's rounds) sets ``train_driver``: the
   name of a driver in ``wsss.engine.rounds.DRIVERS`` that ``wsss train`` calls instead of one ``Trainer``.

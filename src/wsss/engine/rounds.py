@@ -66,7 +66,8 @@ def load_round_model(cfg: Config, r: int, device: str | None = None) -> Method:
 
 
 def train_sccam(cfg: Config, progress: bool = True) -> dict[str, Any]:
-    """Every round of methods.md 5.1 in ``cfg.run.dir`` (module docstring); resumable throughout."""
+    """Every round of methods.md 5.1 in ``cfg.run.dir`` (``wsss.methods.sccam``'s docstring); resumable
+    throughout."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise RuntimeError("SC-CAM's round driver runs in one process (the official code is single-GPU)")
     opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")

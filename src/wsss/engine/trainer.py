@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from wsss.core.checkpoint import load_checkpoint, save_checkpoint
 from wsss.core.config import Config, load_config, resolve_epochs, resolve_paths, save_config
-from wsss.core.device import resolve_device  # noqa: F401  (re-exported for scripts)
 from wsss.core.distributed import (
     all_gather_objects,
     all_reduce_sum,
@@ -239,6 +238,7 @@ class Trainer:
         self.step = 0
         self.best: float | None = None
         self.last_val: dict[str, Any] | None = None  # the last validation of this train() call
+        self._epoch_seen: int | None = None  # the data stream's epoch that on_epoch_start last saw
         self.step_losses: tuple[float, dict[str, float]] = (0.0, {})  # the last step's (total, terms)
         self.hooks: list[HookBase] = []
         self.register_hooks([*self.build_hooks(), *hooks])
@@ -310,10 +310,6 @@ class Trainer:
             run_dir=self.run_dir, step=self.step, device=self.device, train_set=self.train_set,
             train_data=self.stream.dataset, val_set=self.val_set, optimizer=self.optimizer, save=self.save_checkpoint,
         )  # fmt: skip
-
-    def resume_or_load(self, resume: bool = True) -> bool:
-        """Continue from ``checkpoints/last.pt`` if ``resume`` and it exists; True if it did."""
-        return self.resume_if_possible() if resume else False
 
     def resume_if_possible(self) -> bool:
         last = self.ckpt_dir / "last.pt"
@@ -422,7 +418,7 @@ class Trainer:
             return {"step": self.step, "resumed": resumed, "best": self.best}
         self.method.train()
         self.method.on_train_start(self.context())
-        self._epoch_seen: int | None = None
+        self._epoch_seen = None
         self.last_val = None
         for h in self.hooks:
             h.before_train()

@@ -2,7 +2,8 @@
 
 A pickle can call any importable function while it is read, so a ``cls_labels.npy`` from a dataset
 download or a ``last.pt`` from someone else's ``runs/`` folder could run code on ``wsss check-data``
-or ``wsss predict``. Everything the toolkit reads goes through one of two readers here:
+or ``wsss predict``. Every pickle-capable file the toolkit reads (images, PNG masks and plain ``.npz``
+arrays have no pickle) goes through one of two readers here:
 
 - :func:`read_npy`: a ``.npy`` file. Plain arrays are read with ``allow_pickle=False``; an object
   array (the PSA / ToCo ``cls_labels.npy`` format: ``np.save`` of a dict) is unpickled by
