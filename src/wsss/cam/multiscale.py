@@ -103,7 +103,7 @@ def multi_scale_cam(
     classes: torch.Tensor | Sequence[int] | None = None,
     compact: bool = False,
 ) -> CamOutput:
-    """Multi-scale, flip-fused, min-max normalised CAMs (methods.md 2.5, ``multi_scale_cam2``).
+    """Multi-scale, flip-fused, normalised CAMs (methods.md 2.5, ``multi_scale_cam2``).
 
     For each scale s, in the given order: resize ``images`` (B,3,H,W) to (int(s*H), int(s*W))
     (bilinear, align_corners=False; no resize at s = 1), concatenate with the horizontal flip, call
@@ -116,8 +116,8 @@ def multi_scale_cam(
     sum, e.g. for :func:`merge_subcategory_cams`).
 
     ``cam_fn`` may return one tensor or a tuple of (2B,K,h',w') tensors (e.g. ``(cam_aux, cam)``);
-    the result has the same structure and order, each (B,K,H,W) in [0,1). The official function
-    always runs scale 1.0 first, whatever the list says: pass scales starting with 1.0 (the
+    the result has the same structure and order, each (B,K,H,W) (in [0,1) under "minmax" and "max").
+    The official function always runs scale 1.0 first, whatever the list says: pass scales starting with 1.0 (the
     ToCo/SeCo configs do) to get the same summation order. Runs under ``torch.no_grad()``.
 
     ``unflipped``: ``cam_fn(images)`` already computed (e.g. by the training forward, detached);

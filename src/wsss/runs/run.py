@@ -68,8 +68,8 @@ class Run:
         """The CAMs of the labelled classes only: (0-based foreground indices (k,), (k, H, W) float32).
 
         Only these maps are upsampled, fused, normalised and resized (``multi_scale_cam(classes=...)``),
-        and only the main CAM (not the aux one) is computed: what an image holds, not what the
-        dataset could.
+        and the aux CAM that ``cam_maps`` also returns is dropped before any of that: what an image
+        holds, not what the dataset could.
         """
         keys = np.flatnonzero(np.asarray(labels) > 0.5)
         if keys.size == 0:  # nothing labelled: every map is zero, as the all-class path makes it
