@@ -94,12 +94,9 @@ def test_every_module_is_in_a_layer_and_imports_go_down_only():
     assert not bad, "imports from a higher layer:\n" + "\n".join(sorted(bad))
 
 
-def test_the_import_graph_has_no_circle():
-    mods = modules()
-    known = set(mods)
-    graph = {name: imports_of(name, tree, known) for name, tree in mods.items()}
-    # a package's __init__ importing its own submodules (re-exports) is not a dependency between files:
-    # drop parent -> child edges, keep everything else
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The circles of a module -> imported modules graph (a package's ``__init__`` importing its own
+    submodules, a re-export, is not a dependency between files: parent -> child edges are dropped)."""
     graph = {n: {d for d in deps if not d.startswith(n + ".")} for n, deps in graph.items()}
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -119,6 +116,13 @@ def test_the_import_graph_has_no_circle():
     for n in sorted(graph):
         if n not in state:
             visit(n)
+    return cycles
+
+
+def test_the_import_graph_has_no_circle():
+    mods = modules()
+    known = set(mods)
+    cycles = import_circles({name: imports_of(name, tree, known) for name, tree in mods.items()})
     assert not cycles, "import circles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
@@ -143,8 +147,9 @@ def private_definitions(mods: dict[str, ast.Module]) -> dict[str, set[str]]:
     return {pkg: {n for n in names if n.startswith("_") and not n.startswith("__")} for pkg, names in out.items()}
 
 
-def test_no_module_reads_a_private_name_of_another_package():
-    mods = modules()
+def private_reads(mods: dict[str, ast.Module]) -> list[str]:
+    """Reads of a ``_name`` that another package of ``mods`` defines (imports and attributes; dunders
+    and ``self._x`` / ``cls._x`` are fine)."""
     defined = private_definitions(mods)
     bad = []
     for name, tree in mods.items():
@@ -161,6 +166,11 @@ def test_no_module_reads_a_private_name_of_another_package():
                 and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
             ):
                 bad.append(f"{name}:{node.lineno}: .{node.attr}")
+    return bad
+
+
+def test_no_module_reads_a_private_name_of_another_package():
+    bad = private_reads(modules())
     assert not bad, "private names of another package:\n" + "\n".join(bad)
 
 
@@ -199,3 +209,12 @@ def test_the_checks_see_a_violation(tmp_path):
     assert layer_of("wsss.core.errors", order) < layer_of("wsss.utils.io", order) < layer_of("wsss.core", order)
     defined = private_definitions({"wsss.engine.trainer": ast.parse("class T:\n    def _save(self): ...\n")})
     assert defined["wsss.engine"] == {"_save"}
+    circle = {"wsss.a.x": {"wsss.b.y"}, "wsss.b.y": {"wsss.a.x"}}
+    assert import_circles(circle) == [["wsss.a.x", "wsss.b.y", "wsss.a.x"]]
+    assert import_circles({"wsss.a": {"wsss.a.x"}, "wsss.a.x": {"wsss.a"}}) == []  # a re-export only
+    trainer = ast.parse("class T:\n    def _save(self): ...\n    def __len__(self): ...\n")
+    reader = ast.parse("from wsss.engine.trainer import _save, __version__\ndef f(t):\n    t._save()\n")
+    assert private_reads({"wsss.engine.trainer": trainer, "wsss.runs.run": reader}) == [
+        "wsss.runs.run: from wsss.engine.trainer import _save",
+        "wsss.runs.run:3: ._save",
+    ]
