@@ -81,3 +81,13 @@ def reported(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
         evals[folder] = json.loads(out.read_text())
     assert main(["report", str(run), "--max-images", "5"]) == 0
     return run, evals
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, restored after: on a shared, oversubscribed CPU two spinning
+    threads run small forwards 3-10x slower (BENCHMARKS.md, make demo budget)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,12 +1,9 @@
-from pathlib import Path
-
 import pytest
 
+from conftest import REPO
 from wsss.core.config import Config, from_dict, load_config, save_config
 from wsss.core.errors import ConfigError
 from wsss.methods import get_method_class
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_and_dotted_overrides():

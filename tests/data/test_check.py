@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import VOC_REAL_MINI as VOC_MINI
 from wsss.data import check_dataset, generate_synthetic
 from wsss.data.voc import write_cls_labels
-
-VOC_MINI = Path(__file__).resolve().parents[3] / "shared/data/voc-real-mini"
 
 
 @pytest.fixture(scope="module")

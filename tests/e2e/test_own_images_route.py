@@ -8,7 +8,6 @@ import shlex
 import subprocess
 
 import pytest
-import torch
 
 from conftest import REPO, SHARED, VOC_REAL_MINI
 from wsss.cli import main
@@ -31,26 +30,21 @@ def route_commands() -> list[str]:
 
 
 @pytest.mark.skipif(not VOC_REAL_MINI.is_dir(), reason="needs ../shared/data/voc-real-mini")
-def test_readme_own_images_route_reaches_a_report(tmp_path, monkeypatch, capsys):
+def test_readme_own_images_route_reaches_a_report(tmp_path, monkeypatch, capsys, one_thread):
     clone = tmp_path / "clone"
     clone.mkdir()
     (clone / "configs").symlink_to(REPO / "configs")  # what a fresh clone has beside ../shared
     (tmp_path / "shared").symlink_to(SHARED)
     monkeypatch.chdir(clone)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for command in route_commands():
-            if command.startswith("wsss "):  # in-process: the same entry point as the console script
-                argv = shlex.split(command)[1:]
-                if argv[0] == "train":
-                    argv += [*TINY, "--quiet"]
-                assert main(argv) == 0, f"{command}\n{capsys.readouterr().err[-3000:]}"
-            else:
-                res = subprocess.run(["bash", "-euc", command], capture_output=True, text=True)
-                assert res.returncode == 0, f"{command}\n{res.stderr}"
-    finally:
-        torch.set_num_threads(n)
+    for command in route_commands():
+        if command.startswith("wsss "):  # in-process: the same entry point as the console script
+            argv = shlex.split(command)[1:]
+            if argv[0] == "train":
+                argv += [*TINY, "--quiet"]
+            assert main(argv) == 0, f"{command}\n{capsys.readouterr().err[-3000:]}"
+        else:
+            res = subprocess.run(["bash", "-euc", command], capture_output=True, text=True)
+            assert res.returncode == 0, f"{command}\n{res.stderr}"
     captured = capsys.readouterr()
     assert "best background" in captured.out  # sweep-bkg ran on the masked photos
     assert "mobilenet_v2-b0353104.pth = /" in captured.err  # train said which weights file it loaded

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from conftest import REPO, VOC_REAL_MINI, VOC_REAL_MINI_IDS
@@ -16,15 +15,6 @@ from wsss.core.config import load_config
 from wsss.models.weights import resolve_weight_path
 
 CONFIG = REPO / "configs" / "cam" / "real_cpu.yaml"
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU two spinning threads run this 3-5x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_real_cpu_preset_end_to_end(tmp_path, one_thread):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from conftest import REPO, VOC_REAL_MINI, VOC_REAL_MINI_IDS
 from wsss.cli import main
@@ -28,7 +27,7 @@ TINY = {
 
 
 @pytest.mark.parametrize("method", ["rca", "sccam"])
-def test_real_cpu_preset_of_method(method, tmp_path):
+def test_real_cpu_preset_of_method(method, tmp_path, one_thread):
     cfg = load_config(REPO / "configs" / method / "real_cpu.yaml")
     base = load_config(CAM_PRESET)
     assert cfg.method == method
@@ -43,13 +42,8 @@ def test_real_cpu_preset_of_method(method, tmp_path):
         f"data.root={VOC_REAL_MINI}", "data.train_split=val", f"run.dir={run}", "train.epochs=1",
         "train.batch_size=3", "train.log_iters=1", "train.ckpt_iters=2", "infer.cam_scales=[1.0]", *TINY[method],
     ]  # fmt: skip
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["train", str(REPO / "configs" / method / "real_cpu.yaml"), *overrides, "--quiet"]) == 0
-        assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
-    finally:
-        torch.set_num_threads(n)
+    assert main(["train", str(REPO / "configs" / method / "real_cpu.yaml"), *overrides, "--quiet"]) == 0
+    assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
     logs = run / "round_1" / "metrics.jsonl" if method == "sccam" else run / "metrics.jsonl"
     steps = [json.loads(line)["step"] for line in logs.read_text().splitlines() if "loss/loss" in line]
     assert steps == [1, 2]  # one epoch of 6 images in batches of 3

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import REPO
 from wsss.cam.crf import CRFParams
 from wsss.cam.proxy_labels import ProxyParams, attention_to_image, rca_proxy_label
 from wsss.core.config import load_config
@@ -25,7 +26,6 @@ from wsss.methods.rca import (
     quantise_attention,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 PRESET = REPO / "configs" / "rca" / "synthetic_cpu.yaml"
 
 

