@@ -235,21 +235,15 @@ def cmd_prepare(a: argparse.Namespace) -> int:
 
 
 def cmd_export_voc_test(a: argparse.Namespace) -> int:
-    from wsss.core.config import load_config
-    from wsss.data.classes import read_classes
-    from wsss.data.voc import read_split
-    from wsss.runs.export import export_voc_test, voc_test_mismatch
+    from wsss.runs.export import export_voc_test
 
-    out = export_voc_test(a.run, split=a.split, out=a.out, data_root=a.data_root, source=a.source)
-    root = a.data_root or load_config(f"{a.run}/config.yaml").data.root
-    why = voc_test_mismatch(read_split(root, a.split), read_classes(root))
-    if why:
-        print(f"wrote {out}; warning: this is not VOC 2012's test set ({why}), so the evaluation server "
-              "would reject it", file=sys.stderr)  # fmt: skip
-        print(f"wrote {out} (in the VOC server's layout; not VOC 2012's test set)")
+    res = export_voc_test(a.run, split=a.split, out=a.out, data_root=a.data_root, source=a.source)
+    if res.not_voc_test:
+        print(f"warning: this is not VOC 2012's test set ({res.not_voc_test}), so the evaluation server would "
+              "reject it", file=sys.stderr)  # fmt: skip
+        print(f"wrote {res.path} (in the VOC server's layout; not VOC 2012's test set)")
     else:
-        print(f"wrote {out}: VOC 2012's {len(read_split(root, a.split)):,} test ids; upload it to the PASCAL VOC "
-              "evaluation server")  # fmt: skip
+        print(f"wrote {res.path}: VOC 2012's {res.n_ids:,} test ids; upload it to the PASCAL VOC evaluation server")
     return 0
 
 

@@ -40,7 +40,7 @@ def run(tmp_path):
 
 
 def test_export_layout(run, tmp_path):
-    out = export_voc_test(run, out=tmp_path / "sub.zip")
+    out = export_voc_test(run, out=tmp_path / "sub.zip").path
     with zipfile.ZipFile(out) as zf:
         names = sorted(zf.namelist())
         assert names == [f"results/VOC2012/Segmentation/comp6_test_cls/{i}.png" for i in IDS]

@@ -13,6 +13,7 @@ import io
 import os
 import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,16 @@ def voc_test_mismatch(ids: list[str], class_names: list[str]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class VOCTestExport:
+    """What ``export_voc_test`` wrote: the zip, its number of ids, and why the split is not VOC 2012's test
+    set (``voc_test_mismatch``; None when it looks like it and the zip can be uploaded)."""
+
+    path: Path
+    n_ids: int
+    not_voc_test: str | None
+
+
 def export_voc_test(
     run: str | os.PathLike,
     *,
@@ -61,12 +72,12 @@ def export_voc_test(
     data_root: str | os.PathLike | None = None,
     source: str = "predictions",
     comp: str = "comp6",
-) -> Path:
+) -> VOCTestExport:
     """Zip ``RUN/<source>/<split>/<id>.png`` for every id of ``split`` in the VOC server's layout.
 
     The ids come from the split list of ``data_root`` (default: the run's ``data.root``). Raises
     DataError naming the missing ids, a PNG whose values are not classes, or a PNG whose size is not
-    its image's. Returns the zip path (default ``RUN/export/voc2012_<split>.zip``), written atomically.
+    its image's. The zip (default ``RUN/export/voc2012_<split>.zip``) is written atomically.
     """
     run = Path(run)
     if data_root is None:
@@ -77,7 +88,8 @@ def export_voc_test(
             raise DataError(f"{cfg_path}: not a run directory (no config.yaml); pass --data-root")
         data_root = load_config(cfg_path).data.root
     ds = VOCDataset(data_root, split)
-    num_classes = len(read_classes(data_root))
+    class_names = read_classes(data_root)
+    num_classes = len(class_names)
     pred_dir = run / source / split
     missing = [i for i in ds.ids if not (pred_dir / f"{i}.png").is_file()]
     if missing:
@@ -103,4 +115,4 @@ def export_voc_test(
                         f"{path}: prediction is {label.shape[1]}x{label.shape[0]}, image {image} is {size[1]}x{size[0]}"
                     )
             zf.writestr(f"{folder}/{id}.png", _png_bytes(label))
-    return out
+    return VOCTestExport(out, len(ds.ids), voc_test_mismatch(ds.ids, class_names))
