@@ -43,7 +43,7 @@ from wsss.core.errors import ConfigError, TrainingDiverged, UsageError
 from wsss.core.registry import Method, TrainContext
 from wsss.data import ClsTrainDataset, VOCDataset
 from wsss.data.transforms import TrainAugment
-from wsss.data.voc import SPLIT_DIR
+from wsss.data.voc import available_splits
 from wsss.engine.hooks import (
     EpochLRRule,
     HookBase,
@@ -61,7 +61,7 @@ def validation_split(cfg: Config) -> str | None:
     """``data.val_split``, or None (with a note) when the dataset has no such split file: a custom
     dataset without masks has nothing to validate on, and trains without validation."""
     split = cfg.data.val_split
-    if split and not (Path(cfg.data.root) / SPLIT_DIR / f"{split}.txt").is_file():
+    if split and split not in available_splits(cfg.data.root):
         if is_main_process():
             print(f"note: {cfg.data.root} has no split {split!r} (data.val_split): training without validation; "
                   "the run's last checkpoint is used", file=sys.stderr)  # fmt: skip

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from wsss.core.errors import DataError
 from wsss.data import VOCDataset
-from wsss.data.transforms import normalize
+from wsss.data.transforms import prepare_image
 from wsss.utils.io import save_npz
 from wsss.utils.safe_load import read_npy, read_npz
 
@@ -118,7 +118,7 @@ def extract_features(
     batch 1 (methods.md 5.4). Returns (ids, features (N, D) float32, parent labels (N, C-1))."""
     feats, parents = [], []
     for id in tqdm(dataset.ids, desc="features", disable=not progress):
-        x = normalize(dataset.load_image(id)).unsqueeze(0).to(device)
+        x = prepare_image(dataset.load_image(id), None, device)
         feats.append(feature_fn(x)[0].float().cpu().numpy())
         parents.append(dataset.labels(id))
     return list(dataset.ids), np.stack(feats), np.stack(parents).astype(np.float32)
