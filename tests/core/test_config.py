@@ -53,3 +53,23 @@ def test_every_shipped_config_is_valid(path):
     cfg = load_config(path)
     cls = get_method_class(cfg.method)
     from_dict(cls.Options, cfg.options, "options")  # method options validate too
+
+
+def test_a_folder_that_is_not_a_run_is_named_with_what_to_do(tmp_path, capsys):
+    import pytest
+
+    from wsss.cli import main
+    from wsss.core.config import load_run_config, save_config
+    from wsss.core.errors import MissingFileError
+
+    with pytest.raises(MissingFileError, match=r"config.yaml: not a run directory \(no config.yaml\); pass x"):
+        load_run_config(tmp_path, "; pass x")
+    for argv in (
+        ["cam", str(tmp_path), "--split", "val"],
+        ["report", str(tmp_path)],
+        ["export", "voc-test", str(tmp_path)],
+    ):
+        assert main(argv) == 1
+        assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'config.yaml'}: not a run directory")
+    save_config(load_config(None, ["train.lr=0.5"]), tmp_path / "config.yaml")
+    assert load_run_config(tmp_path).train.lr == 0.5

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from wsss.core.errors import ConfigError
+from wsss.core.errors import ConfigError, MissingFileError
 
 
 class YAMLLoader(yaml.SafeLoader):
@@ -357,6 +357,20 @@ def _read_yaml_mapping(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: a config must be a mapping at the top level")
     return loaded
+
+
+def run_config_path(run_dir: str | Path, hint: str = "") -> Path:
+    """``RUN/config.yaml``, the settings a run directory was trained with; MissingFileError (with
+    ``hint``, e.g. what to do instead) when ``run_dir`` is not a run directory."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise MissingFileError(f"{path}: not a run directory (no config.yaml){hint}")
+    return path
+
+
+def load_run_config(run_dir: str | Path, hint: str = "") -> Config:
+    """The :class:`Config` of a run directory (:func:`run_config_path`)."""
+    return load_config(run_config_path(run_dir, hint))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

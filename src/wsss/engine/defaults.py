@@ -11,9 +11,8 @@ from pathlib import Path
 import torch
 
 from wsss.core.checkpoint import load_checkpoint
-from wsss.core.config import Config, load_config
+from wsss.core.config import Config, load_run_config
 from wsss.core.device import resolve_device
-from wsss.core.errors import MissingFileError
 from wsss.core.registry import Method
 from wsss.engine.hooks import HookBase
 from wsss.engine.trainer import Trainer, build_optimizer
@@ -52,10 +51,7 @@ def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device
     ``checkpoint``: "auto" (best, else last), a name in ``checkpoints/`` ("last") or a ``.pt`` path.
     """
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise MissingFileError(f"{cfg_path}: not a run directory (no config.yaml); train one with `wsss train`")
-    cfg = load_config(cfg_path)
+    cfg = load_run_config(run_dir, "; train one with `wsss train`")
     ckpts = run_dir / "checkpoints"
     if checkpoint == "auto":
         path = ckpts / "best.pt" if (ckpts / "best.pt").is_file() else ckpts / "last.pt"

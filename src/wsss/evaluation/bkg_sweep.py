@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wsss.core.config import load_config
+from wsss.core.config import load_run_config
 from wsss.core.errors import MissingFileError, UsageError
 from wsss.evaluation.evaluator import SegDataset
 from wsss.evaluation.metrics import ConfusionMeter
@@ -139,10 +139,7 @@ def sweep_run_bkg(
     from wsss.utils.io import atomic_write, load_cam_of, missing_cam_ids
 
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise MissingFileError(f"{cfg_path}: not a run directory (no config.yaml)")
-    cfg = load_config(cfg_path)
+    cfg = load_run_config(run_dir)
     ds = VOCDataset(data_root or cfg.data.root, split)
     cam_dir = run_dir / "cams" / split
     missing = missing_cam_ids(cam_dir, ds.ids)

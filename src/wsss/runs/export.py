@@ -81,12 +81,9 @@ def export_voc_test(
     """
     run = Path(run)
     if data_root is None:
-        from wsss.core.config import load_config
+        from wsss.core.config import load_run_config
 
-        cfg_path = run / "config.yaml"
-        if not cfg_path.is_file():
-            raise DataError(f"{cfg_path}: not a run directory (no config.yaml); pass --data-root")
-        data_root = load_config(cfg_path).data.root
+        data_root = load_run_config(run, "; pass --data-root").data.root
     ds = VOCDataset(data_root, split)
     class_names = read_classes(data_root)
     num_classes = len(class_names)
