@@ -88,8 +88,8 @@ def run_cam(
     remove_stale_temps(out)  # the CAM files beside the seeds
     for id in tqdm(todo, desc=f"cam {split}", disable=not progress):
         labels = ds.labels(id)
-        saved = find_cam_file(out, id)
-        reuse = bkg_thre is not None and not overwrite and saved is not None
+        saved = find_cam_file(out, id) if bkg_thre is not None and not overwrite else None
+        reuse = saved is not None
         if all_classes and not reuse:
             full = run.cam(ds.load_image(id), labels, all_classes=True)
             save_cam(out, id, full, labels)

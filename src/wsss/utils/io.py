@@ -193,7 +193,8 @@ def id_problem(id: str) -> str | None:
 
 def per_id_path(folder: str | os.PathLike, id: str, suffix: str) -> Path:
     """``folder/<id><suffix>``, checked to stay inside ``folder``: every writer of per-id outputs
-    builds its paths here, so an id from a stranger's split list cannot write elsewhere (DataError)."""
+    builds its paths here, so an id from a stranger's split list cannot write (or be read) elsewhere
+    (DataError)."""
     problem = id_problem(str(id))
     folder = Path(folder)
     path = folder / f"{id}{suffix}"
@@ -202,7 +203,7 @@ def per_id_path(folder: str | os.PathLike, id: str, suffix: str) -> Path:
     ):
         problem = "it leads outside the folder"
     if problem is not None:
-        raise DataError(f"{path}: refused to write for id {id!r}: {problem}")
+        raise DataError(f"{path}: refused path for id {id!r}: {problem}")
     return path
 
 
