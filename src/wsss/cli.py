@@ -79,6 +79,10 @@ def cmd_train(a: argparse.Namespace) -> int:
                 if report.warnings:
                     print("\n".join([f"check-data {cfg.data.root} (split {split}): {len(report.warnings)} warning(s)"]
                                     + [f"  - {w}" for w in report.warnings]), file=sys.stderr)  # fmt: skip
+    if cfg.run.threads > 0:  # the whole command runs with run.threads (the trainer restores what it found)
+        import torch
+
+        torch.set_num_threads(cfg.run.threads)
     out = train(cfg, progress=not a.quiet, allow_config_change=a.allow_config_change)
     print(f"run {cfg.run.dir}: step {out['step']}" + (f", best val mIoU {out['best']:.2f}" if out.get("best") else ""))
     return 0

@@ -81,3 +81,21 @@ def test_nan_loss_stops_with_iteration_and_terms(synth_root, tmp_path):
         trainer.train()
     ckpt = torch.load(Path(cfg.run.dir) / "checkpoints/last.pt", weights_only=False)
     assert ckpt["step"] == 3  # the last good checkpoint is kept
+
+
+def test_trainer_gives_the_thread_count_back_and_the_cli_keeps_run_threads(synth_root, tmp_path):
+    """A trainer used as a library trains with run.threads and restores the process's thread count when
+    train() ends (it used to leave it changed: later float32 reductions then split differently); the CLI
+    keeps run.threads for the whole command."""
+    from wsss.cli import main
+
+    torch.set_num_threads(2)  # the autouse fixture restores the suite's count after the test
+    seen = []
+    cfg = load_config(CONFIG, tiny_overrides(synth_root, tmp_path / "lib", **{"run.threads": 1, "train.max_iters": 2}))
+    trainer = Trainer(cfg, progress=False)
+    trainer.method.on_train_start = lambda ctx: seen.append(torch.get_num_threads())  # inside train()
+    trainer.train()
+    assert seen == [1] and torch.get_num_threads() == 2
+    args = tiny_overrides(synth_root, tmp_path / "cli", **{"run.threads": 1, "train.max_iters": 2})
+    assert main(["train", str(CONFIG), *args, "--quiet", "--skip-check"]) == 0
+    assert torch.get_num_threads() == 1

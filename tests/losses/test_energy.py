@@ -143,7 +143,7 @@ def _golden_call(method, weight=1e-7):
     return g, loss, logits.grad
 
 
-def test_golden_intermediates_exact():
+def test_golden_intermediates():
     g = load_golden("seg_energy")
     assert float(g["weight"]) == 1e-7 and float(g["sigma_rgb"]) == 15 and float(g["sigma_xy"]) == 100
     assert float(g["scale_factor"]) == 0.5
@@ -157,16 +157,24 @@ def test_golden_intermediates_exact():
         roi[i, h0:h1, w0:w1] = 1
     label = torch.from_numpy(g["label"]).float()
     s_img, s_prob, s_roi, s_lab = scale_energy_inputs(image, probs, roi, label, 0.5)
+    # nearest-neighbour picks are copies: exact
     np.testing.assert_array_equal(s_img.numpy(), g["scaled_image"])
-    np.testing.assert_array_equal(s_prob.detach().numpy(), g["scaled_prob"])
     np.testing.assert_array_equal(s_roi.numpy(), g["scaled_roi"])
     assert s_lab.dtype == torch.uint8
     np.testing.assert_array_equal(s_lab.numpy(), g["scaled_label"][:, 0])
+    # softmax + the bilinear 2x2 mean run through SIMD kernels: the fixture's f32 values differ from the same
+    # math in f64 by 6.6e-8 and the portable kernels (ATEN_CPU_CAPABILITY=default) from AVX2 by 6e-8 (one
+    # float32 ulp below 1, in 230 of 3,072 values); 2.4e-7 is four such ulps
+    np.testing.assert_allclose(s_prob.detach().numpy(), g["scaled_prob"], rtol=0, atol=2.4e-7)
 
-    # the torch lattice reproduces the official extension bit for bit
+    # the torch lattice reproduces the official extension, fed the fixture's own inputs (so a one-ulp
+    # difference above does not propagate): measured identical to the bit on AVX2 and default kernels;
+    # 1e-6 of the max (16 float32 ulps at the max 15.1) leaves room for another compiler's FMA contraction
+    fv = torch.from_numpy(g["scaled_prob"]) * torch.from_numpy(g["scaled_roi"])[:, None]
+    as_perm = bilateral_filter(torch.from_numpy(g["scaled_image"]), fv, 15.0, 50.0, method="permutohedral")
+    ref = g["bilateral_AS_raw"]
+    np.testing.assert_allclose(as_perm.numpy(), ref, rtol=0, atol=1e-6 * np.abs(ref).max())
     v = s_prob * s_roi[:, None]
-    as_perm = bilateral_filter(s_img, v, 15.0, 50.0, method="permutohedral")
-    np.testing.assert_array_equal(as_perm.numpy(), g["bilateral_AS_raw"])
     # the exact filter is ~1.8x the official one (lattice gain 0.56): 44 % raw relative error,
     # 6.9 % after the best single scale
     as_dense = bilateral_filter(s_img.double(), v.double(), 15.0, 50.0, method="dense")
@@ -177,11 +185,15 @@ def test_golden_intermediates_exact():
     assert rel_err(official, gain * as_dense) < 0.08
 
 
-def test_golden_energy_permutohedral_exact():
+def test_golden_energy_permutohedral():
     g, loss, grad = _golden_call("permutohedral")
     assert loss.dim() == 0 and loss.dtype == torch.float32
-    np.testing.assert_allclose(loss.item(), g["energy_loss"][0], rtol=1e-6)  # bit-equal in practice
-    np.testing.assert_allclose(grad.numpy(), g["grad_energy_logits"], rtol=1e-5, atol=1e-14)
+    # f32 fixture only (the C++ extension takes float32). The same call in f64 gives a loss 1.1e-8 relative
+    # from the fixture and a gradient 3.2e-6 of its max (1.3e-8); the portable kernels move our f32
+    # gradient 1.9e-6 of its max. Tolerances: 1e-6 relative on the loss, 3e-5 of the max on the gradient.
+    np.testing.assert_allclose(loss.item(), g["energy_loss"][0], rtol=1e-6)
+    ref = g["grad_energy_logits"]
+    np.testing.assert_allclose(grad.numpy(), ref, rtol=0, atol=3e-5 * np.abs(ref).max())
 
 
 def test_golden_energy_dense_exact_gaussian():

@@ -204,6 +204,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, *, progress: bool = True, hooks: Sequence[HookBase] = ()):
         self.run_dir = Path(cfg.run.dir)
+        self._threads_before = torch.get_num_threads()  # restored when train() ends (a library leaves none changed)
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
         self.device = init_from_env(cfg.run.device)
@@ -401,7 +402,19 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------
     def train(self, until: int | None = None) -> dict[str, Any]:
-        """Train to ``train.max_iters`` (or stop after step ``until``, as a kill would, for tests)."""
+        """Train to ``train.max_iters`` (or stop after step ``until``, as a kill would, for tests).
+
+        Runs with ``run.threads`` intra-op threads and gives the process its thread count back when it
+        ends, so that a script or a test that trains goes on with its own (the CLI sets ``run.threads``
+        for the whole command itself)."""
+        try:
+            if self.cfg.run.threads > 0:
+                torch.set_num_threads(self.cfg.run.threads)
+            return self._train(until)
+        finally:
+            torch.set_num_threads(self._threads_before)
+
+    def _train(self, until: int | None) -> dict[str, Any]:
         cfg, t = self.cfg, self.cfg.train
         stop = t.max_iters if until is None else min(until, t.max_iters)
         if is_main_process():
