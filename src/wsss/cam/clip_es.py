@@ -121,7 +121,8 @@ def gradcam_of_labels(
     """
     gh, gw = grid_hw
     with torch.enable_grad():
-        batch = tokens.detach().expand(n_labels, -1, -1).contiguous()
+        # the tokens require grad so that ln_1's output does even with frozen weights
+        batch = tokens.detach().expand(n_labels, -1, -1).contiguous().requires_grad_(True)
         probs, attn, ln1 = last_block_scores(model, batch, text_feats)
         idx = torch.arange(n_labels, device=probs.device)
         (grads,) = torch.autograd.grad(probs[idx, idx].sum(), ln1)
@@ -189,7 +190,8 @@ def average_attention(maps: list[torch.Tensor], last: int = 8) -> torch.Tensor:
 def caa_transition(attn: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
     """CAA's transition matrix (step 11), each step kept: column-normalise, row-normalise, twice more
     (col, row), symmetrise, square; the last entry, with ``mask`` (n,), masks its **columns** (the
-    official ``T * aff_mask`` with aff_mask (1, n)). 9 entries with a mask, 8 without."""
+    official ``T * aff_mask`` with aff_mask (1, n)). 9 entries with a mask, 8 without (the first 8
+    do not depend on the label: :func:`clip_es_cams` computes them once per image)."""
     steps = []
     t = attn
     for _ in range(3):
@@ -251,19 +253,21 @@ def clip_es_cams(
         rec.update(input=x.cpu().numpy(), tokens=tokens.cpu().numpy(), attn_blocks=[m.cpu().numpy() for m in maps])
         rec.update({k: v for k, v in g.items() if k != "cam"}, attn_weight_avg=attn.numpy(), labels={})
     refined = []
+    steps = caa_transition(attn)  # the same for every label: only the box mask differs (step 11)
     for i, cam in enumerate(g["cam"]):
         highres = cv2.resize(cam, (width, height)) if q.unsaved_highres_gradcam else None
         boxes = scoremap_boxes(cam, box_threshold, q.box_clip_minus_one)
         mask = box_mask(boxes, cam.shape)
-        steps = caa_transition(attn, torch.from_numpy(mask).view(-1))
-        cam_refined = caa_refine(steps[-1], cam)
+        masked = steps[-1] * torch.from_numpy(mask).view(1, -1)  # masks the columns
+        cam_refined = caa_refine(masked, cam)
         refined.append(scale_cam(cam_refined, (width, height)))
         if record:
             rec["labels"][i] = {
-                "grayscale_cam": cam, "grayscale_cam_highres": highres, "bbox_boxes": boxes,
-                "bbox_cnt": len(boxes), "aff_mask": mask.reshape(1, -1), "trans_mat_steps": torch.stack(steps).numpy(),
-                "cam_refined": cam_refined, "cam_refined_highres": refined[-1], "gradients": g["gradients"][i : i + 1],
-                "weights": g["weights"][i : i + 1], "cam_raw": g["cam_raw"][i : i + 1],
+                "grayscale_cam": cam, "grayscale_cam_highres": highres, "bbox_boxes": boxes, "bbox_cnt": len(boxes),
+                "aff_mask": mask.reshape(1, -1), "trans_mat_steps": torch.stack([*steps, masked]).numpy(),
+                "cam_refined": cam_refined, "cam_refined_highres": refined[-1],
+                "gradients": g["gradients"][i : i + 1], "weights": g["weights"][i : i + 1],
+                "cam_raw": g["cam_raw"][i : i + 1],
             }  # fmt: skip
     return np.stack(refined).astype(np.float32), rec
 
