@@ -166,6 +166,12 @@ def cmd_predict(a: argparse.Namespace) -> int:
 def cmd_import(a: argparse.Namespace) -> int:
     from wsss.runs.official_import import import_official_checkpoint
 
+    if a.method == "clip_es":  # no checkpoint of a trained method: CLIP weights + the dataset's classes
+        from wsss.runs.official_import import import_clip_es
+
+        out = import_clip_es(a.checkpoint, a.config, a.out, a.overrides)
+        print(f"run {out}: CLIP-ES from {a.checkpoint} (no training; next: wsss cam {out} --split SPLIT)")
+        return 0
     out = import_official_checkpoint(a.method, a.checkpoint, a.config, a.out, a.overrides)
     print(f"run {out}: official {a.method} checkpoint {a.checkpoint} imported")
     return 0
@@ -354,11 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("import", help="an official checkpoint as a run directory (for cam / predict / eval)")
     s.add_argument(
-        "method", choices=["seco", "toco", "rca", "sccam"],
+        "method", choices=["seco", "toco", "rca", "sccam", "clip_es"],
         help="the official code: seco, toco (our cam method, model.decoder=largefov), rca or sccam (a round's "
-        "classifier; PSA's res38_cls.pth as round 0)",
+        "classifier; PSA's res38_cls.pth as round 0); clip_es: a CLIP weight file (ViT-B-16.pt), no training",
     )  # fmt: skip
-    s.add_argument("checkpoint", help="the official .pth (state dict, with or without 'module.')")
+    s.add_argument("checkpoint", help="the official .pth (state dict, with or without 'module.'); clip_es: CLIP")
     s.add_argument("--config", required=True, help="the preset it was trained with (configs/seco/voc.yaml)")
     s.add_argument("--out", required=True, help="run directory to write")
     s.add_argument(

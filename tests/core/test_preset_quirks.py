@@ -9,7 +9,7 @@ import yaml
 from conftest import REPO
 from wsss.methods import get_method_class
 
-METHODS_WITH_CORRECTED = ["seco", "rca"]
+METHODS_WITH_CORRECTED = ["seco", "rca", "clip_es"]
 
 
 def quirks(method: str) -> set[str]:

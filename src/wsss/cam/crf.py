@@ -67,6 +67,7 @@ def dense_crf(
     bi_xy_std: float = 121,
     bi_rgb_std: float = 5,
     bi_w: float = 4,
+    unary_in_prob_dtype: bool = False,
 ) -> np.ndarray:
     """Dense CRF marginals (methods.md 2.11; golden ``dense_crf.npz``).
 
@@ -75,6 +76,9 @@ def dense_crf(
         prob: (K, H, W) class probabilities (a softmax); cast to float32.
         iters, pos_xy_std, pos_w, bi_xy_std, bi_rgb_std, bi_w: mean-field steps, Gaussian
             (sxy, compat) and bilateral (sxy, srgb, compat) terms. Defaults: ``CRFParams.SEG``.
+        unary_in_prob_dtype: take the unary's clip and log in ``prob``'s own float dtype (CLIP-ES feeds
+            its saved float16 CAMs to ``unary_from_softmax``, which logs in float16: golden
+            ``clip_es_crf.npz``) instead of float32.
 
     Returns:
         Q (K, H, W) float32, the CRF marginals; ``Q.argmax(0)`` is the label.
@@ -82,7 +86,9 @@ def dense_crf(
     import pydensecrf.densecrf as dcrf
     from pydensecrf.utils import unary_from_softmax
 
-    prob = np.asarray(prob, dtype=np.float32)
+    prob = np.asarray(prob)
+    if not (unary_in_prob_dtype and np.issubdtype(prob.dtype, np.floating)):
+        prob = prob.astype(np.float32, copy=False)
     image = np.asarray(image)
     if prob.ndim != 3 or image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != prob.shape[1:]:
         raise ValueError(

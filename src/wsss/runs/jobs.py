@@ -11,6 +11,7 @@ Layout (interface.md): ``cams/<split>/<id>.npz`` (arrays ``keys`` = 1-based clas
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from wsss.cam.crf import psa_crf_scores
 from wsss.cam.proxy_labels import ProxyParams, attention_to_image, minmax01, rca_proxy_label, read_saliency
 from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.data import VOCDataset
+from wsss.methods.clip_es import UnlabelledImageStop
 from wsss.methods.sccam import binarise_cam
 from wsss.runs.run import Run, crf_params, load_run, present_classes
 from wsss.utils.io import (
@@ -99,7 +101,13 @@ def run_cam(
         if reuse:
             keys, cam = load_labelled_cam(saved)
         else:
-            keys, cam = run.labelled_cam(ds.load_image(id), labels)
+            try:
+                keys, cam = run.labelled_cam(ds.load_image(id), labels)
+            except UnlabelledImageStop as e:  # CLIP-ES quirk_unlabelled_stops_worker
+                left = len(todo) - todo.index(id)
+                msg = f"{id}: {e}; {left} ids of {split} get no CAM (quirk_unlabelled_stops_worker)"
+                warnings.warn(msg, stacklevel=2)
+                break
             save_labelled_cam(out, id, keys, cam)
         save_label_png(per_id_path(seeds, id, ".png"), labelled_seed(keys, cam, thre))
     return seeds
@@ -175,6 +183,9 @@ def _refine_crf(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
     """ToCo's label CRF: two CRFs with background 0.7 / 0.25, combined as in methods.md 2.8."""
     job.require_cams(ids)
     c = job.run.cfg.cam
+    own = getattr(job.run.method, "crf_pseudo_label", None)
+    if own is not None:  # CLIP-ES: its own CRF of the saved labelled maps (methods/clip_es.py)
+        return lambda id, image, labels: own(image, *load_labelled_cam(find_cam_file(job.cams, id)))
     return lambda id, image, labels: crf_label_two_levels(image, job.cam(id), labels, c.high_thre, c.low_thre)
 
 

@@ -102,3 +102,42 @@ def import_official_checkpoint(
     }
     save_checkpoint(state, out / "checkpoints" / "last.pt")
     return out
+
+
+def import_clip_es(weights: str | Path, config: str | Path, out: str | Path, overrides: Sequence[str] = ()) -> Path:
+    """Write the run directory ``out`` of method ``clip_es`` (no training) from a CLIP weight file and
+    the class list of the dataset at ``data.root``; returns ``out``.
+
+    The file (OpenAI's TorchScript ``ViT-B-16.pt``, or a state dict in OpenAI's / open_clip's layout) is
+    read without running code from it (``models/clip.py``); its architecture goes to ``options.arch``, the
+    classes' prompts (``options.synonyms`` applied) to ``options.prompts``. WeightLoadError naming the
+    file if it is not a CLIP ViT.
+    """
+    from wsss.methods.clip_es import prompts_for
+    from wsss.models.clip import load_clip
+
+    out, path = Path(out), Path(weights)
+    cfg = load_config(config, list(overrides))
+    if cfg.method != "clip_es":
+        raise ConfigError(f"{config}: method is {cfg.method!r}; `wsss import clip_es` needs a configs/clip_es preset")
+    cfg.model.pretrained = None
+    cfg.run.dir = str(out)
+    class_names = read_classes(cfg.data.root)
+    clip, arch = load_clip(path, text_heads=cfg.options.get("text_heads"))
+    cfg.options.update(
+        arch=arch.as_dict(), weights=str(path), prompts=prompts_for(class_names, cfg.options.get("synonyms") or {})
+    )
+    model = build_method(cfg, len(class_names))
+    model.clip.load_state_dict(clip.state_dict())
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    state = {
+        "step": 0,
+        "model": model.state_dict(),
+        "num_classes": len(class_names),
+        "class_names": class_names,
+        "config": cfg.to_dict(),
+        "imported_from": str(path),
+    }
+    save_checkpoint(state, out / "checkpoints" / "last.pt")
+    return out

@@ -45,6 +45,9 @@ class Run:
         map first and zero the absent ones after (the same numbers, the cost of every class).
         """
         num_fg = self.num_classes - 1
+        if hasattr(self.method, "labelled_cam_of_image") and (labels is None or all_classes):
+            full = self.method.labelled_cam_of_image(image, np.arange(num_fg))  # every class: CLIP-ES
+            return full if labels is None else full * (np.asarray(labels) > 0.5).astype(np.float32)[:, None, None]
         if labels is not None and not all_classes:
             keys, maps = self.labelled_cam(image, labels, scales)
             full = np.zeros((num_fg, *image.shape[:2]), dtype=np.float32)
@@ -72,6 +75,8 @@ class Run:
         holds, not what the dataset could.
         """
         keys = np.flatnonzero(np.asarray(labels) > 0.5)
+        if hasattr(self.method, "labelled_cam_of_image"):  # CLIP-ES: CAMs from the labels' text, per image
+            return keys, self.method.labelled_cam_of_image(image, keys)
         if keys.size == 0:  # nothing labelled: every map is zero, as the all-class path makes it
             return keys, np.zeros((0, *image.shape[:2]), dtype=np.float32)
         inf = self.cfg.infer

@@ -1,0 +1,144 @@
+"""CLIP-ES (Lin et al., CVPR 2023, "CLIP is Also an Efficient Segmenter"): CAMs of a frozen CLIP from
+the class names alone, refined by CLIP's own attention (CAA), then CRF pseudo labels; no classifier
+training (spec/golden/CLIP_ES.md).
+
+A run is created from a CLIP weight file and a dataset's class list
+(``wsss import clip_es ViT-B-16.pt --config configs/clip_es/voc.yaml --out RUN --set data.root=ROOT``,
+``runs/official_import.py``); ``wsss cam`` then calls :meth:`ClipES.labelled_cam_of_image` per image and
+``wsss pseudo --refine crf`` :meth:`ClipES.crf_pseudo_label`. The segmentation network is the usual
+DeepLab stage (``configs/seg/``) on those pseudo labels.
+
+Prompts: ``options.templates`` filled with each foreground class's prompt (``options.prompts``, written
+at import from the dataset's ``classes.txt`` with ``options.synonyms`` applied: ``{name: "name,syn1,syn2"}``,
+one comma-separated string as the official ``new_class_names``) and with each ``options.background``
+name. Every official quirk is an ``options.quirk_*`` switch (README, switch table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from wsss.cam.clip_es import ClipESQuirks, clip_es_cams, clip_es_crf_label, text_features
+from wsss.core.config import Config
+from wsss.core.errors import ConfigError, UsageError
+from wsss.core.registry import Method, register_method
+from wsss.models.clip import ClipArch, build_clip
+
+#: ``clip_text.BACKGROUND_CATEGORY`` (VOC, 25 names)
+VOC_BACKGROUND = [
+    "ground", "land", "grass", "tree", "building", "wall", "sky", "lake", "water", "river", "sea", "railway",
+    "railroad", "keyboard", "helmet", "cloud", "house", "mountain", "ocean", "road", "rock", "street", "valley",
+    "bridge", "sign",
+]  # fmt: skip
+
+
+class UnlabelledImageStop(Exception):  # noqa: N818 - a signal, not an error
+    """``quirk_unlabelled_stops_worker``: an image without labels ends the official CAM worker."""
+
+
+@dataclass
+class ClipESOptions:
+    arch: dict[str, int] = field(default_factory=dict)  # ClipArch of the weight file (written at import)
+    text_heads: int | None = None  # text heads if the file's text width is not 64 x heads (tiny test CLIPs)
+    weights: str = ""  # the CLIP weight file the run was created from (provenance only)
+    templates: list[str] = field(default_factory=lambda: ["a clean origami {}."])
+    background: list[str] = field(default_factory=lambda: list(VOC_BACKGROUND))
+    synonyms: dict[str, str] = field(default_factory=dict)  # class name -> its prompt, e.g. "bird avian"
+    prompts: list[str] = field(default_factory=list)  # one per foreground class (written at import)
+    box_threshold: float = 0.4  # scoremap2bbox threshold (x max)
+    attn_blocks: int = 8  # CAA averages the attention of the last this many blocks
+    crf_confidence: float | None = 0.95  # CRF pseudo label: 255 where the top marginal is below; None: none
+    quirk_pos_emb_fp16: bool = False
+    quirk_layers_by_77_tokens: bool = False
+    quirk_box_clip_minus_one: bool = False
+    quirk_crf_image_wrap: bool = False
+    quirk_unlabelled_stops_worker: bool = False
+    quirk_unsaved_highres_gradcam: bool = False
+
+
+def prompts_for(class_names: list[str], synonyms: dict[str, str]) -> list[str]:
+    """The foreground prompts of a dataset's class names (background first, skipped): the synonym
+    string of a name if given, else the name."""
+    return [synonyms.get(name, name) for name in class_names[1:]]
+
+
+@register_method
+class ClipES(Method):
+    name = "clip_es"
+    Options = ClipESOptions
+
+    def __init__(self, cfg: Config, num_classes: int):
+        super().__init__(cfg, num_classes)
+        o = self.options
+        if not o.arch:
+            raise ConfigError("clip_es: options.arch is empty; create the run with `wsss import clip_es WEIGHTS ...`")
+        if len(o.prompts) != num_classes - 1:
+            raise ConfigError(f"clip_es: options.prompts has {len(o.prompts)} entries for {num_classes - 1} classes")
+        if not o.templates or not o.background:
+            raise ConfigError("clip_es: options.templates and options.background must not be empty")
+        self.clip = build_clip(ClipArch(**o.arch))
+        for p in self.clip.parameters():  # frozen: Grad-CAM takes gradients of activations only
+            p.requires_grad_(False)
+        self.quirks = ClipESQuirks(**{f: getattr(o, f"quirk_{f}") for f in ClipESQuirks.__dataclass_fields__})
+        self._text: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.register_load_state_dict_pre_hook(self._forget_text)
+
+    def _forget_text(self, *_: Any, **__: Any) -> None:
+        self._text = None
+
+    def text_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(foreground (C-1, E), background (n_bg, E)) text features, computed once per weights."""
+        if self._text is None:
+            o = self.options
+            self._text = (
+                text_features(self.clip, o.prompts, o.templates),
+                text_features(self.clip, o.background, o.templates),
+            )
+        return self._text
+
+    # -- inference ------------------------------------------------------------------------------
+    def labelled_cam_of_image(self, image: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """CLIP-ES refined CAMs (k, H, W) float32 in [0, 1] of an (H, W, 3) uint8 image for the 0-based
+        foreground classes ``keys`` (``Run.labelled_cam`` calls this instead of multi-scale CAMs)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.size == 0:
+            if self.quirks.unlabelled_stops_worker:
+                raise UnlabelledImageStop("an image without labels ends the official CAM worker")
+            return np.zeros((0, *image.shape[:2]), dtype=np.float32)
+        fg, bg = self.text_features()
+        cams, _ = clip_es_cams(
+            self.clip, image, keys, fg, bg, self.quirks, box_threshold=self.options.box_threshold,
+            attn_blocks=self.options.attn_blocks,
+        )  # fmt: skip
+        return cams
+
+    def crf_pseudo_label(self, image: np.ndarray, keys: np.ndarray, cams: np.ndarray) -> np.ndarray:
+        """``wsss pseudo --refine crf``: the official CRF labels of the saved CAMs (float16, as saved),
+        ``keys`` 0-based foreground ids; 255 below ``options.crf_confidence``."""
+        label, _ = clip_es_crf_label(
+            image, keys, np.asarray(cams).astype(np.float16), wrap_image=self.quirks.crf_image_wrap,
+            confidence=self.options.crf_confidence,
+        )  # fmt: skip
+        return label
+
+    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise UsageError("clip_es makes CAMs per image from its labels (wsss cam), not from a batch of tensors")
+
+    def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
+        raise UsageError("clip_es has no segmentation head: train configs/seg/ on its pseudo labels")
+
+    @property
+    def has_seg_head(self) -> bool:
+        return False
+
+    # -- training: none -------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        raise UsageError("clip_es needs no training: create the run with `wsss import clip_es WEIGHTS ...`")
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {}

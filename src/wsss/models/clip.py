@@ -1,0 +1,359 @@
+"""CLIP for CLIP-ES (methods.md / spec/golden/CLIP_ES.md): open_clip's model, tokenizer and weights
+in OpenAI's key layout, plus what CLIP-ES changes.
+
+The networks are ``open_clip.CLIP`` (its ``VisionTransformer``, text ``Transformer`` and BPE
+tokenizer); this module adds only the pieces CLIP-ES runs differently (CLIP_ES.md steps 2, 5, 7):
+
+- :func:`build_clip`: an ``open_clip.CLIP`` of the architecture a state dict in OpenAI's layout
+  implies (open_clip's own ``build_model_from_openai_state_dict`` fixes the text heads to width // 64,
+  which a small text tower does not have; the heads are a parameter here), in float32.
+- :func:`interpolate_pos_embed`: the patch position embedding resized bilinearly to the image's grid
+  (with the official fp16 rounding as a switch).
+- :func:`vision_tokens`: conv1, CLS, position embedding, ``ln_pre`` and the first blocks under
+  ``no_grad``, keeping each block's head-averaged attention map.
+- :func:`last_block_scores`: the last block with gradients, ``ln_post``, the **mean of the patch
+  tokens** (not CLS), ``proj`` and the softmax over text classes; returns the ``ln_1`` output that
+  Grad-CAM reads.
+- :func:`encode_text`: open_clip's ``encode_text`` (EOT = argmax of the token ids).
+
+Weights (:func:`read_clip_state_dict`): a state dict in OpenAI's / open_clip's key layout (``.pt``,
+``.pth``, ``.bin``, ``.safetensors``, ``.npz``), or OpenAI's TorchScript archive (``ViT-B-16.pt``),
+whose tensors are read from its ``data.pkl`` without running code from it.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsss.core.errors import WeightLoadError
+
+#: the keys every CLIP ViT state dict in OpenAI's layout holds (what tells it from another architecture)
+REQUIRED_KEYS = (
+    "visual.conv1.weight",
+    "visual.class_embedding",
+    "visual.positional_embedding",
+    "visual.proj",
+    "visual.ln_post.weight",
+    "token_embedding.weight",
+    "positional_embedding",
+    "text_projection",
+    "ln_final.weight",
+    "logit_scale",
+)
+
+#: OpenAI's image normalisation (CLIP's preprocess, CLIP-ES ``_transform_resize``)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class ClipArch:
+    """The architecture of a CLIP ViT, as read off its state dict (``arch_of_state_dict``)."""
+
+    embed_dim: int
+    image_size: int
+    patch_size: int
+    vision_width: int
+    vision_layers: int
+    context_length: int
+    vocab_size: int
+    text_width: int
+    text_heads: int
+    text_layers: int
+
+    @property
+    def vision_heads(self) -> int:
+        return self.vision_width // 64  # OpenAI's and open_clip's head width 64
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def arch_of_state_dict(state: Mapping[str, torch.Tensor], text_heads: int | None = None) -> ClipArch:
+    """The ``ClipArch`` of an OpenAI-layout CLIP ViT state dict (as OpenAI's ``build_model``), with
+    ``text_heads`` (default width // 64, OpenAI's rule) given for text towers narrower than 64."""
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise KeyError(f"not a CLIP ViT state dict in OpenAI's layout (no {', '.join(missing[:3])})")
+    vision_layers = len([k for k in state if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
+    text_layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
+    conv = state["visual.conv1.weight"]
+    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    text_width = int(state["ln_final.weight"].shape[0])
+    heads = int(text_heads) if text_heads else text_width // 64
+    if heads < 1 or text_width % heads:
+        raise KeyError(f"text width {text_width} cannot be split into {heads} heads (set text_heads)")
+    return ClipArch(
+        embed_dim=int(state["text_projection"].shape[1]),
+        image_size=int(conv.shape[-1]) * grid,
+        patch_size=int(conv.shape[-1]),
+        vision_width=int(conv.shape[0]),
+        vision_layers=vision_layers,
+        context_length=int(state["positional_embedding"].shape[0]),
+        vocab_size=int(state["token_embedding.weight"].shape[0]),
+        text_width=text_width,
+        text_heads=heads,
+        text_layers=text_layers,
+    )
+
+
+def build_clip(arch: ClipArch) -> nn.Module:
+    """An ``open_clip.CLIP`` (QuickGELU, float32) of ``arch``, with OpenAI's parameter names."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    vision = CLIPVisionCfg(
+        layers=arch.vision_layers, width=arch.vision_width, patch_size=arch.patch_size, image_size=arch.image_size
+    )
+    text = CLIPTextCfg(
+        context_length=arch.context_length,
+        vocab_size=arch.vocab_size,
+        width=arch.text_width,
+        heads=arch.text_heads,
+        layers=arch.text_layers,
+    )
+    return CLIP(arch.embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=True, cast_dtype=None).float().eval()
+
+
+# ---- weights -------------------------------------------------------------------------------------
+
+
+class _ScriptObject:
+    """Stands for a TorchScript module object in ``data.pkl``: keeps its attribute dict."""
+
+    def __init__(self, *args: Any) -> None:
+        self.state: dict[str, Any] = {}
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state if isinstance(state, dict) else {}
+
+
+def _rebuild_tensor(storage: torch.UntypedStorage | torch.Tensor, offset: int, size: Any, stride: Any, *_: Any):
+    return torch.empty(0, dtype=storage.dtype).set_(storage, offset, tuple(size), tuple(stride))
+
+
+class _TorchScriptUnpickler(pickle.Unpickler):
+    """Reads a TorchScript archive's ``data.pkl``: tensors and plain containers; every
+    ``__torch__.*`` class (the scripted modules) becomes a ``_ScriptObject`` holding its attributes.
+    No other global is allowed, and no code of the archive runs."""
+
+    _DTYPES = {
+        "FloatStorage": torch.float32,
+        "HalfStorage": torch.float16,
+        "DoubleStorage": torch.float64,
+        "BFloat16Storage": torch.bfloat16,
+        "LongStorage": torch.int64,
+        "IntStorage": torch.int32,
+        "BoolStorage": torch.bool,
+        "ByteStorage": torch.uint8,
+    }
+
+    def __init__(self, file: Any, archive: zipfile.ZipFile, prefix: str) -> None:
+        super().__init__(file)
+        self.archive, self.prefix = archive, prefix
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith("__torch__"):
+            return _ScriptObject
+        if module == "torch._utils" and name == "_rebuild_tensor_v2":
+            return _rebuild_tensor
+        if module == "torch" and name in self._DTYPES:
+            return self._DTYPES[name]
+        if module == "collections" and name == "OrderedDict":
+            import collections
+
+            return collections.OrderedDict
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}, which no CLIP weight needs")
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        # ('storage', dtype, key, location, numel)
+        _, dtype, key, _, numel = pid
+        raw = self.archive.read(f"{self.prefix}data/{key}")
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        if not numel:
+            return torch.empty(0, dtype=dtype)
+        return torch.frombuffer(bytearray(raw[: numel * itemsize]), dtype=dtype)
+
+
+def _script_state_dict(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Flatten a tree of ``_ScriptObject`` into ``{dotted name: tensor}`` (parameters and buffers)."""
+    out: dict[str, torch.Tensor] = {}
+    if not isinstance(obj, _ScriptObject):
+        return out
+    for name, value in obj.state.items():
+        if name in ("training",) or name.startswith("_"):
+            continue
+        if isinstance(value, torch.Tensor):
+            out[prefix + name] = value
+        elif isinstance(value, _ScriptObject):
+            out.update(_script_state_dict(value, f"{prefix}{name}."))
+    return out
+
+
+def read_torchscript_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The parameters of a TorchScript archive (OpenAI's ``ViT-B-16.pt``), from its ``data.pkl``,
+    without running code from it."""
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+        if not names:
+            raise WeightLoadError(f"{path}: a zip without data.pkl: neither a state dict nor a TorchScript archive")
+        name = min(names, key=len)
+        prefix = name[: -len("data.pkl")]
+        with archive.open(name) as f:
+            root = _TorchScriptUnpickler(f, archive, prefix).load()
+    return _script_state_dict(root)
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+
+
+def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A CLIP state dict in OpenAI's key layout from ``path``: OpenAI's TorchScript ``.pt``, or a
+    plain / open_clip state dict (``.pt``/``.pth``/``.bin``/``.safetensors``; ``state_dict`` wrappers and
+    ``module.`` prefixes removed), or an ``.npz`` of arrays. WeightLoadError naming the file otherwise."""
+    from wsss.models.weights import read_state_dict
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightLoadError(f"{path}: CLIP weight file not found")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                state = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
+        elif _is_torchscript(path):
+            state = read_torchscript_state_dict(path)
+        else:
+            state = read_state_dict(path)
+    except WeightLoadError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        raise WeightLoadError(f"{path}: cannot read CLIP weights ({type(e).__name__}: {e})") from e
+    for key in ("input_resolution", "context_length", "vocab_size"):  # OpenAI's archives hold these ints
+        state.pop(key, None)
+    return {k: v for k, v in state.items() if torch.is_tensor(v)}
+
+
+def load_clip(path: str | Path, text_heads: int | None = None) -> tuple[nn.Module, ClipArch]:
+    """``build_clip`` of the file's architecture with the file's weights (float32, eval mode).
+    WeightLoadError naming the file if it is not a CLIP ViT in OpenAI's layout."""
+    state = read_clip_state_dict(path)
+    try:
+        arch = arch_of_state_dict(state, text_heads)
+    except KeyError as e:
+        raise WeightLoadError(f"{path}: {e.args[0]}") from None
+    model = build_clip(arch)
+    state = {k: v.float() for k, v in state.items()}
+    own = model.state_dict()
+    bad = [k for k in own if k in state and own[k].shape != state[k].shape]
+    missing = [k for k in own if k not in state and k != "attn_mask"]
+    if bad or missing:
+        detail = f"shape of {bad[0]}" if bad else f"no {missing[0]}"
+        raise WeightLoadError(f"{path}: not a CLIP ViT in OpenAI's layout ({detail})")
+    model.load_state_dict(state, strict=False)
+    return model, arch
+
+
+# ---- text ----------------------------------------------------------------------------------------
+
+
+def tokenize(texts: list[str], context_length: int = 77) -> torch.Tensor:
+    """open_clip's BPE tokenizer (OpenAI's vocabulary): (n, context_length) int64 token ids."""
+    import open_clip
+
+    return open_clip.tokenize(texts, context_length=context_length)
+
+
+@torch.no_grad()
+def encode_text(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP's text embedding (before normalisation) of (n, 77) tokens: open_clip's ``encode_text``."""
+    return model.encode_text(tokens)
+
+
+# ---- vision --------------------------------------------------------------------------------------
+
+
+def interpolate_pos_embed(pos: torch.Tensor, grid_hw: tuple[int, int], fp16_round: bool = True) -> torch.Tensor:
+    """(1 + n, D) position embedding -> (1 + gh*gw, D): the patch part resized bilinearly
+    (align_corners False) to ``grid_hw``, the CLS row kept (CLIP_ES.md step 5). ``fp16_round``: the
+    official ``upsample_pos_emb`` returns ``.half()`` and adds it in the model's dtype (quirk)."""
+    cls, patches = pos[:1], pos[1:]
+    n, d = patches.shape
+    size = math.isqrt(n)
+    if size * size != n:
+        raise ValueError(f"position embedding of {n} patches is not a square grid")
+    grid = patches.permute(1, 0).reshape(1, d, size, size)
+    grid = F.interpolate(grid, size=tuple(grid_hw), mode="bilinear", align_corners=False)
+    out = torch.cat([cls, grid.reshape(d, -1).permute(1, 0)], 0)
+    return out.half().to(pos.dtype) if fp16_round else out
+
+
+def block_with_attention(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One open_clip ``ResidualAttentionBlock`` on batch-first tokens (N, L, D), returning (output,
+    the head-averaged attention (N, L, L), the ``ln_1`` output that Grad-CAM reads)."""
+    h = block.ln_1(x)
+    attn_out, attn = block.attn(h, h, h, need_weights=True, average_attn_weights=True)
+    x = x + block.ls_1(attn_out)
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return x, attn, h
+
+
+def embed_image(visual: nn.Module, image: torch.Tensor, pos_fp16: bool = True) -> torch.Tensor:
+    """conv1 patches + CLS + interpolated position embedding + ``ln_pre``: (N, 1 + gh*gw, D)."""
+    x = visual.conv1(image)
+    n, d, gh, gw = x.shape
+    x = x.reshape(n, d, gh * gw).permute(0, 2, 1)
+    cls = visual.class_embedding.to(x.dtype) + torch.zeros(n, 1, d, dtype=x.dtype, device=x.device)
+    x = torch.cat([cls, x], dim=1)
+    x = x + interpolate_pos_embed(visual.positional_embedding, (gh, gw), pos_fp16).to(x.dtype)
+    return visual.ln_pre(x)
+
+
+@torch.no_grad()
+def vision_tokens(
+    visual: nn.Module, image: torch.Tensor, *, pos_fp16: bool = True, layers_by_77_tokens: bool = True
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Tokens after all blocks but the last (N, L, D) and each of those blocks' attention (N, L, L).
+
+    ``layers_by_77_tokens`` (quirk): the official ``Transformer.forward`` tells text from images by
+    the token count, so an image of exactly 77 tokens (76 patches) runs every block here, and the
+    last block then runs a second time in :func:`last_block_scores`.
+    """
+    x = embed_image(visual, image, pos_fp16)
+    blocks = visual.transformer.resblocks
+    count = len(blocks) if layers_by_77_tokens and x.shape[1] == 77 else len(blocks) - 1
+    maps = []
+    for block in list(blocks)[:count]:
+        x, attn, _ = block_with_attention(block, x)
+        maps.append(attn)
+    return x, maps
+
+
+def last_block_scores(
+    model: nn.Module, tokens: torch.Tensor, text_features: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CLIP-ES ``forward_last_layer`` (CLIP_ES.md step 7): the last visual block on ``tokens``
+    (N, L, D), ``ln_post``, mean of the patch tokens, ``proj``, cosine with ``text_features`` (T, E)
+    scaled by ``logit_scale.exp()``, softmax over T. Returns (probs (N, T), attention (N, L, L),
+    ``ln_1`` output (N, L, D), which keeps its graph for Grad-CAM)."""
+    visual = model.visual
+    x, attn, ln1 = block_with_attention(visual.transformer.resblocks[-1], tokens)
+    x = visual.ln_post(x)
+    x = x[:, 1:, :].mean(dim=1) @ visual.proj
+    image_features = x / x.norm(dim=1, keepdim=True)
+    text = text_features / text_features.norm(dim=1, keepdim=True)
+    logits = model.logit_scale.exp() * image_features @ text.t()
+    return logits.softmax(dim=-1), attn, ln1
