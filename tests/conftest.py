@@ -28,6 +28,28 @@ VOC_REAL_MINI_IDS = [  # its six photos (val.txt)
 ]
 
 
+def _order_seed(config: pytest.Config) -> int | None:
+    """pytest-randomly's seed when it shuffles this session (the dev extras install it), else None."""
+    seed = getattr(config.option, "randomly_seed", None)
+    reorganize = getattr(config.option, "randomly_reorganize", False)
+    return seed if isinstance(seed, int) and reorganize else None
+
+
+def _say_order_seed(config: pytest.Config) -> None:
+    seed, tr = _order_seed(config), config.pluginmanager.get_plugin("terminalreporter")
+    if seed is not None and tr is not None:  # shown under -q too (pytest-randomly's own header line is not)
+        tr.write_line(f"tests in a random order, seed {seed}: replay the order with "
+                      f"`make test PYTEST_ARGS=--randomly-seed={seed}`; `PYTEST_ARGS='-p no:randomly'` keeps file order")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _say_order_seed(session.config)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    _say_order_seed(config)
+
+
 def tiny_overrides(root: Path, run_dir: Path, **extra: object) -> list[str]:
     """Dotted overrides that shrink configs/cam/synthetic_cpu.yaml to a seconds-long run."""
     base = {
