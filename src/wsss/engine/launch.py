@@ -1,14 +1,12 @@
-"""``wsss train``: one run of the training loop, or the driver a multi-run method names."""
+"""``wsss train``: one run of the training loop, or the driver a multi-run method declares."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from wsss.core.config import Config, resolve_paths
-from wsss.engine.defaults import build_trainer
-from wsss.engine.rounds import DRIVERS
-from wsss.engine.trainer import check_config_change
-from wsss.methods import get_method_class
+from wsss.core.config import Config, check_config_change, resolve_paths
+from wsss.engine.defaults import build_trainer, engine_api
+from wsss.methods import method_class
 
 
 def train(cfg: Config, *, progress: bool = True, allow_config_change: bool = False) -> dict[str, Any]:
@@ -20,7 +18,7 @@ def train(cfg: Config, *, progress: bool = True, allow_config_change: bool = Fal
     """
     resolve_paths(cfg)
     check_config_change(cfg, allow=allow_config_change)
-    driver = get_method_class(cfg.method).train_driver
+    driver = method_class(cfg).train_driver
     if driver is not None:
-        return DRIVERS[driver](cfg, progress)
+        return driver(cfg, engine_api(), progress)
     return build_trainer(cfg, progress=progress).train()

@@ -82,7 +82,7 @@ def import_official_checkpoint(
             f"{path}: the checkpoint has {num_classes} classes (with background) but the dataset at "
             f"data.root={cfg.data.root} has {len(class_names)}; pass data.root=<dataset with its classes.txt>"
         )
-    model = build_method(cfg, num_classes)  # our method of the official code
+    model = build_method(cfg, class_names)  # our method of the official code
     own = model.state_dict()
     mapped.update({k: v for k, v in own.items() if k not in mapped and any(re.fullmatch(p, k) for p in ours_only)})
     tensors = {k: v for k, v in mapped.items() if torch.is_tensor(v)}  # not RCA's attention (extra state)

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from wsss.cam import CRFParams, multi_scale_cam, multi_scale_logits
 from wsss.core.config import Config
-from wsss.core.registry import Method
 from wsss.data.transforms import prepare_image
 from wsss.engine.defaults import load_trained_method
+from wsss.methods import Method
 
 
 @dataclass
