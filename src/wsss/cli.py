@@ -248,6 +248,13 @@ def cmd_export_voc_test(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # the choices come from the registries (plugins of the entry-point group included)
+    from wsss.methods import load_entry_points
+    from wsss.runs.jobs import REFINERS  # the generic refiners; the methods register theirs
+    from wsss.runs.official_import import OFFICIAL_LAYOUTS
+
+    load_entry_points()
+    refiners = sorted(REFINERS)
     from wsss import __version__
 
     p = argparse.ArgumentParser(
@@ -327,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("pseudo", help="pseudo labels from the saved CAMs")
     run_args(s)
     s.add_argument(
-        "--refine", choices=("par", "crf", "psa", "none", "affinity", "rca"), default="par",
+        "--refine", choices=refiners, default="par",
         help="how the CAMs become labels (default par; see README, Commands)",
     )  # fmt: skip
     s.add_argument("--affinity-run", default=None, help="with --refine affinity: a run trained with method affinitynet")
@@ -350,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("import", help="an official checkpoint as a run directory (for cam / predict / eval)")
     s.add_argument(
-        "method", choices=["seco", "toco", "rca", "sccam"],
+        "method", choices=list(OFFICIAL_LAYOUTS),
         help="the official code: seco, toco (our cam method, model.decoder=largefov), rca or sccam (a round's "
         "classifier; PSA's res38_cls.pth as round 0)",
     )  # fmt: skip

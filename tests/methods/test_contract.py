@@ -1,8 +1,8 @@
 """One contract test over every registered method (as timm's tests/test_models.py over every model name).
 
 Each method, from the tiny settings it provides (``Method.tiny_overrides``): it builds; every loss term it
-returns has a weight in ``loss.weights``; every parameter group has options; its CAMs (and segmentation logits) have the right
-shapes; two steps train, and a run stopped after one step resumes to the second.
+returns has a weight in ``loss.weights``; every parameter group has options; its CAMs (and segmentation
+logits) have the right shapes; two steps train, and a run stopped after one step resumes to the second.
 """
 
 from __future__ import annotations
