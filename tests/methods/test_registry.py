@@ -7,8 +7,8 @@ import pytest
 
 from wsss.core.errors import UsageError
 from wsss.methods import METHODS, Method, import_custom_modules, register_method, register_refiner
-from wsss.runs.jobs import REFINERS  # the generic refiners register there
 from wsss.models.registry import BACKBONES, register_backbone
+from wsss.runs.jobs import REFINERS  # the generic refiners register there
 
 
 def test_a_taken_or_empty_method_name_is_refused():
