@@ -111,12 +111,12 @@ def _run(num_classes: int, decoder: str):
     import torch
 
     from wsss.core.config import load_config
-    from wsss.methods import build_method
+    from wsss.methods import build_method, placeholder_classes
     from wsss.runs.run import Run
 
     cfg = load_config(REPO / "configs/cam/real_cpu.yaml", ["model.pretrained=null", f"model.decoder={decoder}"])
     torch.manual_seed(0)
-    method = build_method(cfg, num_classes).eval()
+    method = build_method(cfg, placeholder_classes(num_classes)).eval()
     names = [f"c{i}" for i in range(num_classes)]
     return Run(dir=Path("."), cfg=cfg, method=method, class_names=names, device=torch.device("cpu"))
 

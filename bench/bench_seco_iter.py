@@ -84,7 +84,7 @@ def make_step(kind: str, crop: int, batch: int, clock: _PhaseClock):
     torch.manual_seed(0)
     from wsss.core.config import load_config
     from wsss.engine.trainer import build_optimizer
-    from wsss.methods import build_method
+    from wsss.methods import build_method, placeholder_classes
 
     over = ["model.pretrained=null", f"data.crop_size={crop}", f"train.batch_size={batch}",
             f"options.queue_size={batch * 12 * 96}"]  # fmt: skip
@@ -95,7 +95,7 @@ def make_step(kind: str, crop: int, batch: int, clock: _PhaseClock):
     if kind == "seco":
         import wsss.methods.seco as seco_module
 
-        method = build_method(cfg, 21)
+        method = build_method(cfg, placeholder_classes(21))
         method.train()
         opt = build_optimizer(method, cfg)
         active = set(cfg.loss.weights)

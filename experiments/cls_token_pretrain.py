@@ -23,7 +23,7 @@ from torch import nn
 
 from wsss.cli import main as wsss_main
 from wsss.core.config import Config
-from wsss.core.registry import register_method
+from wsss.methods import register_method
 from wsss.methods.cam_baseline import CAMBaseline
 
 

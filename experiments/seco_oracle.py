@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.cli import main as wsss_main
-from wsss.core.registry import TrainContext, register_method
+from wsss.methods import TrainContext, register_method
 from wsss.methods.seco import SeCo
 
 

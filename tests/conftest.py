@@ -38,8 +38,10 @@ def _order_seed(config: pytest.Config) -> int | None:
 def _say_order_seed(config: pytest.Config) -> None:
     seed, tr = _order_seed(config), config.pluginmanager.get_plugin("terminalreporter")
     if seed is not None and tr is not None:  # shown under -q too (pytest-randomly's own header line is not)
-        tr.write_line(f"tests in a random order, seed {seed}: replay the order with "
-                      f"`make test PYTEST_ARGS=--randomly-seed={seed}`; `PYTEST_ARGS='-p no:randomly'` keeps file order")
+        tr.write_line(
+            f"tests in a random order, seed {seed}: replay the order with "
+            f"`make test PYTEST_ARGS=--randomly-seed={seed}`; `PYTEST_ARGS='-p no:randomly'` keeps file order"
+        )
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -3,8 +3,10 @@
 - imports go down the layers only (a module imports from its own layer or a lower one), and the
   import graph of the modules has no circle;
 - no module reads a ``_private`` name that another package of wsss defines;
+- no circle either when the ``if TYPE_CHECKING:`` imports count;
 - the method builders are imported through ``wsss.methods`` (importing it registers the built-in
-  methods; ``wsss.core.registry`` alone has none registered).
+  methods; ``wsss.methods.contract`` alone has none registered), and ``runs/`` and ``engine/`` import
+  no single method's module.
 """
 
 from __future__ import annotations
@@ -48,10 +50,11 @@ def _type_checking_nodes(tree: ast.Module) -> set[int]:
     return skip
 
 
-def imports_of(name: str, tree: ast.Module, known: set[str]) -> set[str]:
-    """The wsss modules that module ``name`` imports (anywhere in the file, lazy imports included)."""
+def imports_of(name: str, tree: ast.Module, known: set[str], *, type_checking: bool = False) -> set[str]:
+    """The wsss modules that module ``name`` imports (anywhere in the file, lazy imports included; with
+    ``type_checking`` also those of ``if TYPE_CHECKING:`` blocks)."""
     out: set[str] = set()
-    skip = _type_checking_nodes(tree)
+    skip = set() if type_checking else _type_checking_nodes(tree)
     package = name if (SRC.parent / name.replace(".", "/") / "__init__.py").is_file() else name.rpartition(".")[0]
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -119,11 +122,37 @@ def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
-def test_the_import_graph_has_no_circle():
+def test_the_import_graph_has_no_circle_even_counting_type_checking_imports():
+    """No circle between modules, also when the ``if TYPE_CHECKING:`` imports of annotations count: two
+    modules that need each other's names are one concept split in two (the trainer and its hooks were)."""
     mods = modules()
     known = set(mods)
-    cycles = import_circles({name: imports_of(name, tree, known) for name, tree in mods.items()})
+    graph = {name: imports_of(name, tree, known, type_checking=True) for name, tree in mods.items()}
+    cycles = import_circles(graph)
     assert not cycles, "import circles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def single_method_imports(mods: dict[str, ast.Module]) -> list[str]:
+    """Imports of one method's module (``wsss.methods.<name>``, not the package, its contract or its shared
+    ``base``) from ``wsss.runs`` or ``wsss.engine``: those find methods, refiners and drivers by name."""
+    known = set(mods)
+    shared = {"wsss.methods", "wsss.methods.contract", "wsss.methods.base"}
+    bad = []
+    for name, tree in mods.items():
+        if not name.startswith(("wsss.runs", "wsss.engine")):
+            continue
+        for dep in sorted(imports_of(name, tree, known, type_checking=True)):
+            if dep.startswith("wsss.methods.") and dep not in shared:
+                bad.append(f"{name} imports {dep}")
+    return bad
+
+
+def test_runs_and_engine_import_no_single_method():
+    bad = single_method_imports(modules())
+    assert not bad, "\n".join(bad)
+    probe = {"wsss.runs.x": ast.parse("from wsss.methods.sccam import binarise_cam\n"),
+             "wsss.methods.sccam": ast.parse(""), "wsss.methods": ast.parse("")}  # fmt: skip
+    assert single_method_imports(probe) == ["wsss.runs.x imports wsss.methods.sccam"]
 
 
 def _package(module: str) -> str:
@@ -175,12 +204,14 @@ def test_no_module_reads_a_private_name_of_another_package():
 
 
 #: names that only work once the package that fills their registry is imported: where to import them from
-REGISTRY_ENTRY_POINTS = {("wsss.core.registry", "build_method"): "wsss.methods",
-                         ("wsss.core.registry", "get_method_class"): "wsss.methods"}  # fmt: skip
+REGISTRY_ENTRY_POINTS = {("wsss.methods.contract", "build_method"): "wsss.methods",
+                         ("wsss.methods.contract", "get_method_class"): "wsss.methods",
+                         ("wsss.methods.contract", "method_class"): "wsss.methods",
+                         ("wsss.methods.contract", "REFINERS"): "wsss.methods"}  # fmt: skip
 
 
 def registry_bypasses(name: str, tree: ast.Module) -> list[str]:
-    """``from wsss.core.registry import build_method`` outside the package that registers the methods."""
+    """``from wsss.methods.contract import build_method`` outside the package that registers the methods."""
     bad = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -194,7 +225,7 @@ def registry_bypasses(name: str, tree: ast.Module) -> list[str]:
 def test_method_builders_come_through_the_package_that_registers_the_methods():
     bad = [b for name, tree in modules().items() for b in registry_bypasses(name, tree)]
     assert not bad, "\n".join(bad)
-    assert registry_bypasses("wsss.runs.x", ast.parse("from wsss.core.registry import build_method\n"))
+    assert registry_bypasses("wsss.runs.x", ast.parse("from wsss.methods.contract import build_method\n"))
     assert not registry_bypasses("wsss.runs.x", ast.parse("from wsss.methods import build_method\n"))
 
 
@@ -212,6 +243,9 @@ def test_the_checks_see_a_violation(tmp_path):
     circle = {"wsss.a.x": {"wsss.b.y"}, "wsss.b.y": {"wsss.a.x"}}
     assert import_circles(circle) == [["wsss.a.x", "wsss.b.y", "wsss.a.x"]]
     assert import_circles({"wsss.a": {"wsss.a.x"}, "wsss.a.x": {"wsss.a"}}) == []  # a re-export only
+    hinted = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from wsss.cli import main\n")
+    assert imports_of("wsss.core.config", hinted, known) == set()
+    assert imports_of("wsss.core.config", hinted, known, type_checking=True) == {"wsss.cli"}
     trainer = ast.parse("class T:\n    def _save(self): ...\n    def __len__(self): ...\n")
     reader = ast.parse("from wsss.engine.trainer import _save, __version__\ndef f(t):\n    t._save()\n")
     assert private_reads({"wsss.engine.trainer": trainer, "wsss.runs.run": reader}) == [

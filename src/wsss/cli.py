@@ -12,6 +12,7 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 EPILOG = "Docs: README.md. Each command has --help."
 
@@ -257,17 +258,22 @@ def cmd_export_voc_test(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from wsss import __version__
+QUIET_HELP = "no progress bars"
 
-    p = argparse.ArgumentParser(
-        prog="wsss",
-        description="Weakly supervised semantic segmentation from image-level labels.",
-        epilog=EPILOG,
-    )
-    p.add_argument("--version", action="version", version=f"wsss {__version__}", help="print the version and exit")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+def add_run_args(s: argparse.ArgumentParser) -> None:
+    """The arguments of the commands that read a trained run (cam, sweep-bkg, pseudo, predict)."""
+    s.add_argument("run", help="run directory (holds config.yaml and checkpoints/)")
+    s.add_argument("--split", required=True, help="split of the dataset to run on (e.g. train, val, test)")
+    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
+    s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
+    s.add_argument("--overwrite", action="store_true", help="redo ids whose output exists")
+    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+
+
+def add_synth(sub: Any) -> None:
+    """`wsss synth`."""
     s = sub.add_parser("synth", help="write a synthetic co-occurrence dataset (VOC layout)")
     s.add_argument("out", help="output dataset root")
     s.add_argument("--train", type=int, default=800, help="training images (default 800)")
@@ -285,11 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     s.set_defaults(fn=cmd_synth)
 
+
+def add_check_data(sub: Any) -> None:
+    """`wsss check-data`."""
     s = sub.add_parser("check-data", help="validate a dataset; exit 1 on problems")
     s.add_argument("root", help="dataset root (VOC layout)")
     s.add_argument("--split", default=None, help="check one split (default: every split file)")
     s.set_defaults(fn=cmd_check_data)
 
+
+def add_train(sub: Any) -> None:
+    """`wsss train`."""
     s = sub.add_parser("train", help="train (or resume) a run from a YAML config")
     s.add_argument("config", help="configs/<method>/<preset>.yaml")
     s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=/d train.max_iters=100")
@@ -301,19 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_train)
-    quiet_help = "no progress bars"
 
-    def run_args(s: argparse.ArgumentParser) -> None:
-        s.add_argument("run", help="run directory (holds config.yaml and checkpoints/)")
-        s.add_argument("--split", required=True, help="split of the dataset to run on (e.g. train, val, test)")
-        s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
-        s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
-        s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
-        s.add_argument("--overwrite", action="store_true", help="redo ids whose output exists")
-        s.add_argument("--quiet", action="store_true", help=quiet_help)
 
+def add_cam(sub: Any) -> None:
+    """`wsss cam`."""
     s = sub.add_parser("cam", help="multi-scale + flip CAMs and CAM seeds of a trained run")
-    run_args(s)
+    add_run_args(s)
     s.add_argument("--scales", type=_floats, default=None, help="e.g. 1.0,0.5,1.5 (default: infer.cam_scales)")
     s.add_argument(
         "--bkg-thre", type=float, default=None,
@@ -321,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     s.set_defaults(fn=cmd_cam)
 
+
+def add_sweep_bkg(sub: Any) -> None:
+    """`wsss sweep-bkg`."""
     s = sub.add_parser("sweep-bkg", help="mIoU of a run's saved CAM seeds at many background levels (needs GT)")
     s.add_argument("run", help="run directory with cams/<split>/ (`wsss cam` first)")
     s.add_argument("--split", default="train", help="split whose CAMs are scored (default train)")
@@ -331,13 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="two-level (high/low) pairs to score, e.g. 0.7/0.25 0.35/0.1 (default: a grid from 0.7/0.25 down)",
     )  # fmt: skip
     s.add_argument("--json", default=None, help="output file (default: RUN/bkg_sweep/<split>.json)")
-    s.add_argument("--quiet", action="store_true", help=quiet_help)
+    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     s.set_defaults(fn=cmd_sweep_bkg)
 
+
+def add_pseudo(sub: Any) -> None:
+    """`wsss pseudo`."""
+    from wsss.runs.jobs import REFINERS  # the generic refiners; the methods register theirs
+
     s = sub.add_parser("pseudo", help="pseudo labels from the saved CAMs")
-    run_args(s)
+    add_run_args(s)
     s.add_argument(
-        "--refine", choices=("par", "crf", "psa", "none", "affinity", "rca"), default="par",
+        "--refine", choices=sorted(REFINERS), default="par",
         help="how the CAMs become labels (default par; see README, Commands)",
     )  # fmt: skip
     s.add_argument("--affinity-run", default=None, help="with --refine affinity: a run trained with method affinitynet")
@@ -350,17 +363,25 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     s.set_defaults(fn=cmd_pseudo)
 
+
+def add_predict(sub: Any) -> None:
+    """`wsss predict`."""
     s = sub.add_parser("predict", help="segmentation masks (multi-scale + flip, optional DenseCRF)")
-    run_args(s)
+    add_run_args(s)
     s.add_argument("--scales", type=_floats, default=None, help="e.g. 1.0,1.25,1.5 (default: infer.scales)")
     s.add_argument("--crf", action="store_true", help="DenseCRF over the classes that can appear")
     s.add_argument("--crf-workers", type=int, default=None, help="CRF processes (default: infer.crf_workers)")
     s.add_argument("--save-probs", action="store_true", help="also write probs/<split>/<id>.npy (float16 softmax)")
     s.set_defaults(fn=cmd_predict)
 
+
+def add_import(sub: Any) -> None:
+    """`wsss import`."""
+    from wsss.runs.official_import import IMPORT_CHOICES
+
     s = sub.add_parser("import", help="an official checkpoint as a run directory (for cam / predict / eval)")
     s.add_argument(
-        "method", choices=["seco", "toco", "rca", "sccam", "clip_es"],
+        "method", choices=IMPORT_CHOICES,
         help="the official code: seco, toco (our cam method, model.decoder=largefov), rca or sccam (a round's "
         "classifier; PSA's res38_cls.pth as round 0); clip_es: a CLIP weight file (ViT-B-16.pt), no training",
     )  # fmt: skip
@@ -373,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     s.set_defaults(fn=cmd_import)
 
+
+def add_eval(sub: Any) -> None:
+    """`wsss eval`."""
     s = sub.add_parser("eval", help="mIoU table and co-occurrence diagnostics of a folder of label PNGs")
     s.add_argument("pred_dir", help="folder of <id>.png label maps (e.g. RUN/predictions/val)")
     s.add_argument("--data-root", required=True, help="dataset root with the ground-truth masks")
@@ -381,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     s.set_defaults(fn=cmd_eval)
 
+
+def add_report(sub: Any) -> None:
+    """`wsss report`."""
     s = sub.add_parser("report", help="HTML report of a run: metrics, curves, image grids")
     s.add_argument("run", help="run directory")
     s.add_argument("--split", default=None, help="split to show (default: the run's val split)")
@@ -388,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-images", type=int, default=12, help="images in the grid, worst first (default 12)")
     s.set_defaults(fn=cmd_report)
 
+
+def add_viz(sub: Any) -> None:
+    """`wsss viz`."""
     s = sub.add_parser("viz", help="image grids (image, GT, CAMs, pseudo label, prediction) as PNGs")
     s.add_argument("run", help="run directory")
     what = s.add_mutually_exclusive_group(required=True)
@@ -402,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
     s.set_defaults(fn=cmd_viz)
 
+
+def add_prepare(sub: Any) -> None:
+    """`wsss prepare`."""
     s = sub.add_parser("prepare", help="convert VOC+SBD, COCO or a custom folder to the dataset layout")
     prep = s.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     images_help = (
@@ -418,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--label-source", "--labels", dest="label_source", choices=("mask", "xml", "auto"), default="mask",
                    help=labels_help)  # fmt: skip
     q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
-    q.add_argument("--quiet", action="store_true", help=quiet_help)
+    q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     q.set_defaults(fn=cmd_prepare)
     q = prep.add_parser("coco", help="COCO instances json -> VOC-style masks (81 classes), splits, cls_labels.npy")
     q.add_argument("--coco", required=True, help="folder with annotations/ and train2014/, val2014/")
@@ -428,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--val-part", type=int, default=5000, help="size of the val_part subset (0 = none)")
     q.add_argument("--image-mode", "--images", dest="image_mode", choices=modes, default="link", help=images_help)
     q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
-    q.add_argument("--quiet", action="store_true", help=quiet_help)
+    q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     q.set_defaults(fn=cmd_prepare)
     q = prep.add_parser(
         "folder", help="a folder of images + a CSV/txt of image labels (+ optional masks)",
@@ -455,9 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     q.add_argument("--seed", type=int, default=0, help="seed of the val split's draw (default 0)")
     q.add_argument("--image-mode", dest="image_mode", choices=modes, default="link", help=images_help)
-    q.add_argument("--quiet", action="store_true", help=quiet_help)
+    q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     q.set_defaults(fn=cmd_prepare)
 
+
+def add_export(sub: Any) -> None:
+    """`wsss export`."""
     s = sub.add_parser("export", help="export predictions for an evaluation server")
     exp = s.add_subparsers(dest="format", required=True, metavar="FORMAT")
     q = exp.add_parser("voc-test", help="zip for the PASCAL VOC server (results/VOC2012/Segmentation/comp6_test_cls)")
@@ -467,6 +503,38 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-root", default=None, help="dataset root with the split list (default: the run's)")
     q.add_argument("--source", default="predictions", help="folder of RUN with the PNGs (e.g. predictions_crf)")
     q.set_defaults(fn=cmd_export_voc_test)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command: one ``add_<command>`` each; the choices come from the registries."""
+    from wsss.methods import load_entry_points
+
+    load_entry_points()  # plugins of the entry-point group register their refiners too
+    from wsss import __version__
+
+    p = argparse.ArgumentParser(
+        prog="wsss",
+        description="Weakly supervised semantic segmentation from image-level labels.",
+        epilog=EPILOG,
+    )
+    p.add_argument("--version", action="version", version=f"wsss {__version__}", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        add_synth,
+        add_check_data,
+        add_train,
+        add_cam,
+        add_sweep_bkg,
+        add_pseudo,
+        add_predict,
+        add_import,
+        add_eval,
+        add_report,
+        add_viz,
+        add_prepare,
+        add_export,
+    ):
+        add(sub)
     return p
 
 

@@ -1,6 +1,8 @@
 """The loop's hooks: a custom hook sees every event in order, extends the defaults through the public
 ``build_trainer``, can carry state through a checkpoint, and the per-epoch LR rule is a hook."""
 
+from pathlib import Path
+
 import pytest
 
 from conftest import REPO, tiny_overrides
@@ -70,7 +72,8 @@ def test_hook_state_rides_in_the_checkpoint_and_comes_back_on_resume(synth_root,
     first = Recorder()
     build_trainer(_cfg(synth_root, run), progress=False, hooks=[first]).train(until=3)
     saved = load_checkpoint(run / "checkpoints/last.pt")["hooks"]["Recorder"]["n_events"]
-    assert first.events[saved:] == [("after_step", 3), ("after_train", 3)]  # saved by a hook before these
+    # saved by a hook before these: the checkpoint is written before the step's validation
+    assert first.events[saved:] == [("write", 3, True), ("after_step", 3), ("after_train", 3)]
 
     second = Recorder()
     trainer = build_trainer(_cfg(synth_root, run), progress=False)
@@ -78,6 +81,20 @@ def test_hook_state_rides_in_the_checkpoint_and_comes_back_on_resume(synth_root,
     assert trainer.train()["resumed"]
     assert second.events[0] == ("resumed", 3, saved)
     assert second.events[1:3] == [("before_train", 3), ("before_step", 3)]
+
+
+def test_a_crash_in_validation_keeps_the_steps_checkpoint(synth_root, tmp_path, monkeypatch):
+    """The checkpoint hook runs before validation: validation failing at step 3 leaves last.pt at step 3."""
+    import wsss.engine.trainer as trainer_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("validation failed")
+
+    monkeypatch.setattr(trainer_module, "validate", broken)
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="validation failed"):
+        build_trainer(_cfg(synth_root, run), progress=False).train()
+    assert load_checkpoint(run / "checkpoints/last.pt")["step"] == 3
 
 
 def test_after_train_runs_when_a_step_raises(synth_root, tmp_path):
@@ -91,7 +108,7 @@ def test_after_train_runs_when_a_step_raises(synth_root, tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         trainer.train()
     assert rec.events[-1] == ("after_train", 0)
-    assert trainer._hook(MetricsLogger).bar is None  # the progress bar was closed
+    assert next(h for h in trainer.hooks if isinstance(h, MetricsLogger)).bar is None  # the progress bar was closed
 
 
 def test_register_hooks_refuses_what_is_not_a_hook(synth_root, tmp_path):
@@ -104,7 +121,7 @@ def test_epoch_lr_rule_scales_every_group_from_the_method_factor(synth_root, tmp
     trainer = build_trainer(_cfg(synth_root, tmp_path / "run"), progress=False)
     assert {PeriodicValidation, PeriodicCheckpointer, EpochLRRule} <= {type(h) for h in trainer.hooks}
     before = [g["base_lr"] for g in trainer.optimizer.param_groups]
-    rule = trainer._hook(EpochLRRule)
+    rule = next(h for h in trainer.hooks if isinstance(h, EpochLRRule))
     rule.before_epoch(3)  # the CAM baseline has no rule (lr_factor None): nothing changes
     assert [g["base_lr"] for g in trainer.optimizer.param_groups] == before
 
@@ -121,10 +138,8 @@ def test_a_repeated_sigint_within_the_window_is_the_same_ctrl_c():
     """torchrun's agent forwards the terminal's SIGINT to workers that already got it: the pair is one
     Ctrl-C (the step finishes and is saved); a later SIGINT stops at once."""
     import signal
-    import types
 
-    hook = PeriodicCheckpointer()
-    hook.trainer = types.SimpleNamespace(progress=False)
+    hook = PeriodicCheckpointer(lambda name: None, period=1, max_iter=1, path=Path("last.pt"), progress=False)
     hook._previous = signal.default_int_handler
     hook._on_sigint(signal.SIGINT, None)
     hook._on_sigint(signal.SIGINT, None)  # forwarded copy: no KeyboardInterrupt

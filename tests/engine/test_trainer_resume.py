@@ -148,8 +148,7 @@ def test_a_dataset_without_a_val_split_trains_without_validation(synth_root, tmp
 def test_an_epochs_run_resumes_whether_its_config_holds_max_iters_resolved_or_not(tmp_path, saved_max_iters):
     """train.epochs decides max_iters: the trainer saves it resolved (4), the SC-CAM driver unresolved
     (the default): neither is a change; a changed train.epochs is."""
-    from wsss.core.config import save_config
-    from wsss.engine.trainer import check_config_change
+    from wsss.core.config import check_config_change, save_config
 
     run = tmp_path / "run"
     (run / "round_0/checkpoints").mkdir(parents=True)

@@ -27,7 +27,7 @@ class _OneImage:
 
 
 class _CamOnly(torch.nn.Module):
-    has_seg_head = False
+    has_cams, has_seg_head = True, False  # the capabilities validate reads (Method declares both)
 
     def __init__(self):
         super().__init__()

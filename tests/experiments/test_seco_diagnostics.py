@@ -7,7 +7,7 @@ from experiments import cls_token_pretrain, seco_oracle, seco_prototypes
 from wsss.cam.decompose import assign_tags
 from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config, save_config
-from wsss.methods import build_method
+from wsss.methods import build_method, placeholder_classes
 
 
 def test_oracle_roi_marks_a_band_at_label_boundaries():
@@ -48,7 +48,7 @@ def test_class_token_pretraining_trains_the_class_token():
         "model.backbone_kwargs={patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2, img_size: 32}",
         "model.pretrained=null",
     ]
-    m = build_method(load_config(REPO / "configs/cam/synthetic_cpu.yaml", over), num_classes=4)
+    m = build_method(load_config(REPO / "configs/cam/synthetic_cpu.yaml", over), placeholder_classes(4))
     assert isinstance(m, cls_token_pretrain.CAMClassToken)
     assert set(m.token_classifier.parameters()) <= set(sum(m.param_groups().values(), []))
     batch = {"image": torch.randn(2, 3, 32, 32), "labels": torch.tensor([[1.0, 0, 0], [0, 1, 1]])}
@@ -61,7 +61,7 @@ def test_class_token_pretraining_trains_the_class_token():
 def test_class_token_cosines_read_a_runs_backbone(tmp_path, synth_root):
     over = ["model.backbone_kwargs={patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2, img_size: 64}"]
     cfg = load_config(REPO / "configs/cam/synthetic_cpu.yaml", over)
-    m = build_method(cfg, num_classes=7)
+    m = build_method(cfg, placeholder_classes(7))
     save_config(cfg, tmp_path / "config.yaml")
     (tmp_path / "checkpoints").mkdir()
     save_checkpoint({"model": m.state_dict()}, tmp_path / "checkpoints" / "last.pt")

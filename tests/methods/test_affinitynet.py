@@ -23,13 +23,13 @@ def test_random_walk_label_at_any_walk_scale(scale, monkeypatch):
     a confident CAM band on each side. The label comes back at the image size (20x28, not multiples of the
     stride) with each side walked to its own class, on the 1x grid and on the 2x grid (``rw_scale``)."""
     from wsss.core.config import load_config
-    from wsss.methods import build_method
+    from wsss.methods import build_method, placeholder_classes
 
     cfg = load_config(
         REPO / "configs/affinity/synthetic_cpu.yaml",
         [f"model.backbone_kwargs={TINY_CNN}", "options.rw_logt=4", f"options.rw_scale={scale}"],
     )
-    net = build_method(cfg, num_classes=3).eval()
+    net = build_method(cfg, placeholder_classes(3)).eval()
     grids = []
 
     def colour_features(x: torch.Tensor) -> torch.Tensor:  # (1, 3, H, W) normalised -> stride-8 grid
@@ -96,10 +96,10 @@ def test_affinitynet_psa_parameter_groups():
     """PSA's 1 / 2 / 10 (/ 20) lr groups, no weight decay on biases (methods.md 5.7, shared with SC-CAM)."""
     from wsss.core.config import load_config
     from wsss.engine.trainer import build_optimizer
-    from wsss.methods import build_method
+    from wsss.methods import build_method, placeholder_classes
 
     cfg = load_config(REPO / "configs/affinity/synthetic_cpu.yaml", [f"model.backbone_kwargs={TINY_CNN}"])
-    net = build_method(cfg, num_classes=3)
+    net = build_method(cfg, placeholder_classes(3))
     opt = build_optimizer(net, cfg)
     groups = {g["name"]: g for g in opt.param_groups}
     mult = {n: g["lr"] / cfg.train.lr for n, g in groups.items()}  # (PSA's head convs have no bias)

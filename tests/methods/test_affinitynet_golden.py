@@ -106,14 +106,14 @@ def test_golden_psa_cam_inference_and_la_ha_crf(i):
     from wsss.cam import cam_to_label
     from wsss.cam.crf import psa_crf_scores
     from wsss.cam.multiscale import multi_scale_cam
-    from wsss.core.registry import build_method
+    from wsss.methods import build_method, placeholder_classes
     from wsss.models.heads import CAMClassifier
     from wsss.models.official_keys import sccam_state_from_official
 
     g = load_golden("psa_infer_cls")
     cfg = load_config(REPO / "configs/sccam/voc.yaml", ["model.pretrained=null", "options.round=0",
                                                         "model.backbone_kwargs={width: 0.0625}"])  # fmt: skip
-    m = build_method(cfg, 21).eval()
+    m = build_method(cfg, placeholder_classes(21)).eval()
     m.classifier = CAMClassifier(4096, 20, "gap")  # the heads of a 4096-channel trunk (ResNet-38)
     m.load_state_dict(
         {**m.state_dict(), **sccam_state_from_official({"fc8.weight": torch.from_numpy(g["fc8.weight"])})[0]}
@@ -184,7 +184,7 @@ def test_pseudo_refine_psa_writes_the_pooled_seed_with_psa_seed_stride(synth_roo
     # SC-CAM's quirk_binarised_crf_cam: `--refine psa` of an sccam run feeds the {0, 255} heatmap to the CRF
     from methods.test_sccam import tiny_cfg
     from wsss.cam.crf import crf_label_psa
-    from wsss.core.registry import build_method
+    from wsss.methods import build_method
     from wsss.methods.sccam import binarise_cam
     from wsss.runs.jobs import run_pseudo
     from wsss.runs.run import Run
@@ -193,7 +193,7 @@ def test_pseudo_refine_psa_writes_the_pooled_seed_with_psa_seed_stride(synth_roo
     labels_of = {}
     for quirk in (True, False):
         scfg = tiny_cfg(synth_root, run, f"options.quirk_binarised_crf_cam={str(quirk).lower()}", "options.round=0")
-        sccam = Run(dir=run, cfg=scfg, method=build_method(scfg, ds.num_classes), class_names=ds.class_names,
+        sccam = Run(dir=run, cfg=scfg, method=build_method(scfg, ds.class_names), class_names=ds.class_names,
                     device=torch.device("cpu"))  # fmt: skip
         out = run_pseudo(sccam, "val", refine="psa", overwrite=True, progress=False)
         i = ds.ids[0]

@@ -15,7 +15,7 @@ from wsss.cli import main
 from wsss.core.config import load_config
 from wsss.data import VOCDataset
 from wsss.engine.trainer import build_optimizer
-from wsss.methods import build_method
+from wsss.methods import build_method, placeholder_classes
 from wsss.methods.deeplab import seg_cross_entropy
 from wsss.models.decoders import ASPP
 from wsss.models.weights import resolve_weight_path
@@ -65,14 +65,16 @@ def test_seg_loss_label_resizing():
 
 def test_deeplab_v2_and_v3plus_shapes():
     x = torch.randn(2, 3, 64, 64)
-    v2 = build_method(tiny_cfg(), 7).eval()
+    v2 = build_method(tiny_cfg(), placeholder_classes(7)).eval()
     assert isinstance(v2.net.classifier, ASPP)
     assert [c.dilation[0] for c in v2.net.classifier.branches] == [2, 4, 6, 8]
-    paper = build_method(tiny_cfg("options.rates=[6, 12, 18, 24]"), 21)
+    paper = build_method(tiny_cfg("options.rates=[6, 12, 18, 24]"), placeholder_classes(21))
     assert [c.dilation[0] for c in paper.net.classifier.branches] == [6, 12, 18, 24]
     with torch.no_grad():
         assert v2.seg_logits(x).shape == (2, 7, 8, 8)  # output stride 8
-        v3 = build_method(tiny_cfg("options.arch=v3plus", "options.rates=[1, 2, 3]", "options.v3_dim=16"), 7).eval()
+        v3 = build_method(
+            tiny_cfg("options.arch=v3plus", "options.rates=[1, 2, 3]", "options.v3_dim=16"), placeholder_classes(7)
+        ).eval()
         assert v3.seg_logits(x).shape == (2, 7, 16, 16)  # stride-4 decoder
     assert not v2.has_cams and v2.has_seg_head
     with pytest.raises(RuntimeError, match="no CAMs"):
@@ -81,7 +83,7 @@ def test_deeplab_v2_and_v3plus_shapes():
 
 def test_param_groups_and_frozen_bn():
     cfg = tiny_cfg("options.freeze_bn=true", "train.lr=0.001", "train.weight_decay=0.0005", "train.optimizer=sgd")
-    m = build_method(cfg, 7)
+    m = build_method(cfg, placeholder_classes(7))
     m.train()
     bns = [mod for mod in m.net.backbone.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
     assert bns and all(not b.training and not b.weight.requires_grad for b in bns)
@@ -96,7 +98,7 @@ def test_param_groups_and_frozen_bn():
 
 def test_msc_training_step_sums_four_losses():
     cfg = tiny_cfg("options.msc_scales=[0.75, 0.5]")
-    m = build_method(cfg, 7).train()
+    m = build_method(cfg, placeholder_classes(7)).train()
     torch.manual_seed(0)
     batch = {"image": torch.randn(2, 3, 32, 32), "target": torch.randint(0, 7, (2, 32, 32))}
     loss = m.training_step(batch, 0, {"seg"})["seg"]
@@ -156,7 +158,7 @@ def test_imagenet_mobilenetv2_preset_loads_and_trains_finite():
     its BatchNorm stays frozen, and SGD steps at the preset's lr keep the loss finite and falling on a batch."""
     cfg = load_config(REPO / "configs/seg/synthetic_mnv2.yaml", ["data.num_workers=0"])
     torch.manual_seed(0)
-    m = build_method(cfg, 7).train()
+    m = build_method(cfg, placeholder_classes(7)).train()
     first = next(mod for mod in m.net.backbone.modules() if isinstance(mod, torch.nn.Conv2d))
     state = torch.load(resolve_weight_path(cfg.model.pretrained), map_location="cpu", weights_only=True)
     assert torch.equal(first.weight, state["features.0.0.weight"])  # the stem filters of the ImageNet file

@@ -15,7 +15,7 @@ from wsss.cam.crf import CRFParams
 from wsss.cam.proxy_labels import ProxyParams, attention_to_image, rca_proxy_label
 from wsss.core.config import load_config
 from wsss.losses.region_contrast import draw_mixup_pairs, region_contrast_loss, region_embeddings, region_masks
-from wsss.methods import build_method
+from wsss.methods import build_method, placeholder_classes
 from wsss.methods.rca import (
     AttentionStore,
     SemanticAggregation,
@@ -60,7 +60,7 @@ def tiny_rca_overrides(root: Path | str, run_dir: Path | str, **extra: object) -
 def tiny_method(num_classes: int = 4, **extra: object):
     cfg = load_config(PRESET, tiny_rca_overrides("unused", "unused", **extra))
     torch.manual_seed(0)
-    return build_method(cfg, num_classes)
+    return build_method(cfg, placeholder_classes(num_classes))
 
 
 # ------------------------------------------------------------------------------------------------

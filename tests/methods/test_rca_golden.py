@@ -17,8 +17,8 @@ from golden import load_golden
 from wsss.cam.crf import CRFParams, dense_crf
 from wsss.cam.proxy_labels import ProxyParams, attention_to_image, rca_proxy_label
 from wsss.core.config import load_config
-from wsss.core.registry import build_method
 from wsss.losses.region_contrast import MixupPairs, region_masks
+from wsss.methods import build_method, placeholder_classes
 from wsss.methods.rca import (
     AttentionStore,
     kmeans_centroids,
@@ -214,7 +214,7 @@ def _official_rca(g):
         "options.official_replicas=1", "train.batch_size=3", "data.crop_size=40",
     ])  # fmt: skip
     with torch.device("meta"):  # every tensor comes from the recording: skip the 141M-parameter init
-        m = build_method(cfg, 21)
+        m = build_method(cfg, placeholder_classes(21))
     state, dropped = rca_state_from_official(_official_weights(g))
     assert not dropped
     own = m.state_dict()
@@ -432,7 +432,7 @@ def test_wsss_import_rca_round_trip(synth_root, tmp_path):
     over = [*tiny_rca_overrides(synth_root, tmp_path / "unused"), "model.pretrained=null"]
     cfg = load_config(REPO / "configs/rca/voc.yaml", over)
     torch.manual_seed(0)
-    m = build_method(cfg, 7).eval()
+    m = build_method(cfg, placeholder_classes(7)).eval()
     ckpt = tmp_path / "rca_official.pth"
     torch.save(_to_official(m.state_dict(), 6), ckpt)
     run = tmp_path / "run"

@@ -13,9 +13,9 @@ import torch
 
 from conftest import REPO
 from wsss.core.config import load_config
-from wsss.engine.rounds import train_sccam
-from wsss.methods import build_method
-from wsss.methods.sccam import SCCAM, plan_round
+from wsss.engine.defaults import engine_api
+from wsss.methods import build_method, placeholder_classes
+from wsss.methods.sccam import SCCAM, plan_round, train_rounds
 from wsss.methods.subcategory import SubcategoryLabels, build_subcategory_labels, kmeans_labels
 
 CONFIG = REPO / "configs" / "sccam" / "synthetic_cpu.yaml"
@@ -98,7 +98,9 @@ def test_subcategory_labels_roundtrip(tmp_path):
 def test_joint_loss_matches_a_direct_computation(synth_root, tmp_path):
     cfg = tiny_cfg(synth_root, tmp_path / "run", "options.round=1")
     torch.manual_seed(0)
-    m: SCCAM = build_method(cfg, 8).eval()  # eval: the dropout is the identity, the maths is the same
+    m: SCCAM = build_method(
+        cfg, placeholder_classes(8)
+    ).eval()  # eval: the dropout is the identity, the maths is the same
     assert m.sub_classifier is not None and m.sub_classifier.conv.weight.shape[0] == 7 * 3
     images = torch.randn(3, 3, 32, 32)
     labels = torch.tensor([[1, 0, 0, 1, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1]], dtype=torch.float32)
@@ -133,7 +135,7 @@ def test_joint_loss_matches_a_direct_computation(synth_root, tmp_path):
     ref_sub = torch.relu(torch.einsum("bdhw,kd->bkhw", f, m.sub_classifier.conv.weight.flatten(1)))
     torch.testing.assert_close(merged[:, 3], ref_sub[:, 9:12].amax(1), rtol=1e-4, atol=1e-5)
     # round 0 is the plain classifier
-    m0 = build_method(tiny_cfg(synth_root, tmp_path / "run", "options.round=0"), 8)
+    m0 = build_method(tiny_cfg(synth_root, tmp_path / "run", "options.round=0"), placeholder_classes(8))
     assert m0.sub_classifier is None and set(m0.training_step(
         {"image": images, "labels": labels, "id": ["i0", "i1", "i2"]}, 0, {"cls", "sub"})) == {"cls"}  # fmt: skip
     groups = m.param_groups()
@@ -165,7 +167,7 @@ def test_round_plan_and_quirks(synth_root, tmp_path):
 
 
 def test_resnet38_backbone_and_a_psa_round0_checkpoint(synth_root, tmp_path):
-    from wsss.engine.rounds import load_round_model
+    from wsss.methods.sccam import load_round_model
     from wsss.models.resnet38 import ResNet38d
 
     net = ResNet38d(width=1 / 16)
@@ -178,13 +180,14 @@ def test_resnet38_backbone_and_a_psa_round0_checkpoint(synth_root, tmp_path):
         synth_root, tmp_path / "run", "model.backbone=resnet38d", "model.output_stride=8",
         "model.backbone_kwargs={width: 0.0625}", f"options.round0_checkpoint={tmp_path / 'res38_cls.pth'}",
     )  # fmt: skip
-    m = load_round_model(cfg, 0, device="cpu")
+    m = load_round_model(cfg, engine_api(), 0, device="cpu")
     assert m.round == 0 and not m.training
     torch.testing.assert_close(m.classifier.conv.weight, fc8)
     torch.testing.assert_close(m.backbone.net.b7.conv_branch1.weight, net.b7.conv_branch1.weight)
     # the frozen BN / stem parameters are in no optimiser group (5.2, 5.5)
-    m1 = build_method(tiny_cfg(synth_root, tmp_path / "r", "model.backbone=resnet38d", "model.output_stride=8",
-                               "model.backbone_kwargs={width: 0.0625}", "options.round=1"), 8)  # fmt: skip
+    cfg1 = tiny_cfg(synth_root, tmp_path / "r", "model.backbone=resnet38d", "model.output_stride=8",
+                    "model.backbone_kwargs={width: 0.0625}", "options.round=1")  # fmt: skip
+    m1 = build_method(cfg1, placeholder_classes(8))
     grouped = {id(p) for ps in m1.param_groups().values() for p in ps}
     for n, p in m1.backbone.named_parameters():
         assert (id(p) in grouped) == (not n.startswith(("net.conv1a", "net.b2.", "net.b2_1.", "net.b2_2.")) and
@@ -197,12 +200,12 @@ def test_resnet38_backbone_and_a_psa_round0_checkpoint(synth_root, tmp_path):
 
     save_checkpoint({"step": 1, "model": m.state_dict(), "rng": {"numpy": np.random.get_state()}}, tmp_path / "own.pt")
     cfg.options["round0_checkpoint"] = str(tmp_path / "own.pt")
-    again = load_round_model(cfg, 0, device="cpu")
+    again = load_round_model(cfg, engine_api(), 0, device="cpu")
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), m.state_dict().values()))
     torch.save({"fc8.weight": torch.zeros(3, 5, 1, 1), **state}, tmp_path / "wrong.pth")
     cfg.options["round0_checkpoint"] = str(tmp_path / "wrong.pth")
     with pytest.raises(Exception, match=r"wrong\.pth.*fc8"):
-        load_round_model(cfg, 0, device="cpu")
+        load_round_model(cfg, engine_api(), 0, device="cpu")
 
 
 # -- the round driver (5.1) ------------------------------------------------------------------------
@@ -232,21 +235,21 @@ def test_rounds_reinitialise_and_resume_between_rounds(synth_root, tmp_path, mon
         original_start(self, trainer)
 
     monkeypatch.setattr(SCCAM, "on_train_start", record)
-    import wsss.engine.rounds as sccam_mod
+    import wsss.methods.sccam as sccam_mod
 
     def killed(*a, **k):
         raise Stop  # "killed" after round 0, before round 1's labels exist
 
     monkeypatch.setattr(sccam_mod, "build_subcategory_labels", killed)
     with pytest.raises(Stop):
-        train_sccam(cfg, progress=False)
+        train_rounds(cfg, engine_api(), progress=False)
     run = tmp_path / "run"
     assert json.loads((run / "rounds.json").read_text()).keys() == {"0"}
     r0_ckpt = run / "round_0" / "checkpoints" / "last.pt"
     mtime = r0_ckpt.stat().st_mtime_ns
     monkeypatch.undo()
     monkeypatch.setattr(SCCAM, "on_train_start", record)
-    out = train_sccam(cfg, progress=False)
+    out = train_rounds(cfg, engine_api(), progress=False)
     assert r0_ckpt.stat().st_mtime_ns == mtime  # round 0 was not retrained
     assert [r for r, _ in starts] == [0, 1]
     rounds = json.loads((run / "rounds.json").read_text())
@@ -264,7 +267,7 @@ def test_rounds_reinitialise_and_resume_between_rounds(synth_root, tmp_path, mon
     assert (run / "checkpoints" / "last.pt").is_file() and (run / "config.yaml").is_file()
     # a finished run is not retrained
     starts.clear()
-    train_sccam(cfg, progress=False)
+    train_rounds(cfg, engine_api(), progress=False)
     assert starts == []
 
 
@@ -287,12 +290,12 @@ def test_resume_within_a_round(synth_root, tmp_path, monkeypatch):
 
     monkeypatch.setattr(SCCAM, "after_step", killer)
     with pytest.raises(Stop):
-        train_sccam(cfg, progress=False)
+        train_rounds(cfg, engine_api(), progress=False)
     labels = tmp_path / "run" / "round_1" / "subcategory_labels.npz"
     mtime = labels.stat().st_mtime_ns
     calls.clear()
     kill[0] = False
-    train_sccam(cfg, progress=False)
+    train_rounds(cfg, engine_api(), progress=False)
     assert calls == [(1, 2)]  # only the missing step of round 1 ran
     assert labels.stat().st_mtime_ns == mtime  # the labels were reused
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["step"] == 3

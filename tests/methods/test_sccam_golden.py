@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from conftest import REPO
 from golden import load_golden
 from wsss.core.config import load_config
-from wsss.core.registry import build_method
 from wsss.engine.optim import PolyWarmupSGD
+from wsss.methods import build_method, placeholder_classes
 from wsss.methods.subcategory import build_subcategory_labels
 from wsss.models.heads import CAMClassifier
 from wsss.models.official_keys import sccam_state_from_official
@@ -30,7 +30,7 @@ def sccam_round1(heads_golden):
     full ResNet-38); a narrow trunk keeps the test fast, the heads are built at 4096 like ours at width 1."""
     cfg = load_config(REPO / "configs/sccam/voc.yaml", ["model.pretrained=null", "options.round=1",
                                                         "model.backbone_kwargs={width: 0.0625}"])  # fmt: skip
-    m = build_method(cfg, 21).eval()
+    m = build_method(cfg, placeholder_classes(21)).eval()
     m.classifier, m.sub_classifier = CAMClassifier(4096, 20, "gap"), CAMClassifier(4096, 200, "gap")
     official = {k: torch.from_numpy(heads_golden[k]) for k in ("fc8_20.weight", "fc8_200.weight")}
     m.load_state_dict({**m.state_dict(), **sccam_state_from_official(official)[0]})
@@ -81,7 +81,7 @@ def test_golden_sccam_train_mode_dropout_and_round0(heads_golden, sccam_round1):
     # round 0 (PSA's classifier, head fc8): our round-0 model with fc8 loaded by name
     cfg0 = load_config(REPO / "configs/sccam/voc.yaml", ["model.pretrained=null", "options.round=0",
                                                          "model.backbone_kwargs={width: 0.0625}"])  # fmt: skip
-    m0 = build_method(cfg0, 21).eval()
+    m0 = build_method(cfg0, placeholder_classes(21)).eval()
     assert m0.sub_classifier is None
     m0.classifier = CAMClassifier(4096, 20, "gap")  # a 4096-channel trunk, as the official
     m0.load_state_dict(

@@ -7,7 +7,7 @@ import torch
 from conftest import REPO
 from wsss.core.config import load_config
 from wsss.data.views import SeCoViews, random_resized_crop
-from wsss.methods import build_method
+from wsss.methods import build_method, placeholder_classes
 from wsss.models.ema import ema_update, frozen_copy
 
 ALL_TERMS = {"cls", "aux", "ptc", "lil", "lig", "seg", "reg"}
@@ -28,7 +28,7 @@ def tiny_seco(**options):
     ]
     cfg = load_config(REPO / "configs/seco/voc.yaml", over)
     torch.manual_seed(0)
-    return build_method(cfg, num_classes=5)
+    return build_method(cfg, placeholder_classes(5))
 
 
 def batch(b=2, s=64):
@@ -141,7 +141,7 @@ def test_views_are_seeded_and_shaped():
 def test_seco_needs_a_vit():
     cfg = load_config(REPO / "configs/seco/voc.yaml", ["model.backbone=resnet18", "model.pretrained=null"])
     with pytest.raises(ValueError, match="needs a ViT"):
-        build_method(cfg, num_classes=5)
+        build_method(cfg, placeholder_classes(5))
 
 
 def test_voc_preset_architecture_runs_every_loss_on_cpu():
@@ -158,7 +158,7 @@ def test_voc_preset_architecture_runs_every_loss_on_cpu():
     ]
     cfg = load_config(REPO / "configs/seco/voc.yaml", over)
     torch.manual_seed(0)
-    m = build_method(cfg, num_classes=21)
+    m = build_method(cfg, placeholder_classes(21))
     assert m.backbone.out_dim == 768 and len(m.backbone.vit.blocks) == 12
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5)
     b = batch(s=96)

@@ -22,9 +22,9 @@ from golden import load_golden
 from wsss.cam import multi_scale_cam
 from wsss.cli import main
 from wsss.core.config import load_config
-from wsss.core.registry import build_method
 from wsss.engine.optim import install_adam_moments
 from wsss.engine.trainer import active_terms, build_optimizer
+from wsss.methods import build_method, placeholder_classes
 from wsss.models.official_keys import OfficialKeyError, seco_state_from_official
 from wsss.runs.run import load_run
 
@@ -91,7 +91,7 @@ def test_golden_seco_official_keys_map_every_entry(forward_golden):
     official = official_state(forward_golden, "sd/")
     ours, dropped = seco_state_from_official(official)
     cfg = load_config(REPO / "configs/seco/voc.yaml", [*TINY, "model.pretrained=null"])
-    own = build_method(cfg, 6).state_dict()
+    own = build_method(cfg, placeholder_classes(6)).state_dict()
     assert set(ours) == set(own)
     assert all(ours[k].shape == own[k].shape for k in ours)
     # only the never-used heads are left out: the ViTs' 1000-class head, the DINO head's last_layer
@@ -189,7 +189,7 @@ def test_golden_seco_whole_iteration():
     t = torch.from_numpy
     step = int(g["hp_n_iter"])
     cfg = load_config(REPO / "configs/seco/voc.yaml", [*TINY, "model.pretrained=null"])
-    method = build_method(cfg, 6)
+    method = build_method(cfg, placeholder_classes(6))
     method.load_state_dict(seco_state_from_official(official_state(g, "sd_before/"))[0])
     method.train()
     batch = {
@@ -257,7 +257,7 @@ def test_wsss_import_toco_round_trip(synth_root, tmp_path):
             "model.aux_classifier=true", "model.pretrained=null"]  # fmt: skip
     cfg = load_config(REPO / "configs/cam/synthetic_cpu.yaml", over)
     torch.manual_seed(0)
-    m = build_method(cfg, 7).eval()
+    m = build_method(cfg, placeholder_classes(7)).eval()
     names = {
         "backbone.vit.": "encoder.",
         "classifier.conv.": "classifier.",

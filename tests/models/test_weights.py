@@ -233,13 +233,13 @@ def test_a_run_checkpoint_gives_its_backbone(tmp_path):
     teacher copy ``encoder_k``), although the file also holds heads and numpy RNG states."""
     from conftest import REPO
     from wsss.core.config import load_config
-    from wsss.methods import build_method
+    from wsss.methods import build_method, placeholder_classes
 
     kwargs = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2, "img_size": 64}
     over = [f"model.backbone_kwargs={{{', '.join(f'{k}: {v}' for k, v in kwargs.items())}}}", "model.pretrained=null",
             "options.proj_hidden_dim=16", "options.queue_size=60"]  # fmt: skip
     torch.manual_seed(0)
-    method = build_method(load_config(REPO / "configs/seco/voc.yaml", over), num_classes=5)
+    method = build_method(load_config(REPO / "configs/seco/voc.yaml", over), placeholder_classes(5))
     with torch.no_grad():
         for p in method.encoder_k.parameters():
             p.add_(1.0)  # the teacher differs from the student

@@ -14,7 +14,7 @@ import torch
 from conftest import REPO
 from wsss.cli import main
 from wsss.core.config import load_config
-from wsss.methods import build_method
+from wsss.methods import build_method, placeholder_classes
 from wsss.runs.run import load_run
 
 NARROW = ["model.pretrained=null", "model.backbone_kwargs={width: 0.0625}"]
@@ -36,7 +36,7 @@ def test_wsss_import_sccam_round_trip(synth_root, tmp_path, counters):
     over = [*NARROW, "options.round=1", f"data.root={synth_root}"]
     cfg = load_config(REPO / "configs/sccam/voc.yaml", over)
     torch.manual_seed(0)
-    m = build_method(cfg, 7).eval()
+    m = build_method(cfg, placeholder_classes(7)).eval()
     for p in m.parameters():
         torch.nn.init.normal_(p, std=0.05)
     ckpt = tmp_path / "sccam_official.pth"
@@ -56,7 +56,7 @@ def test_wsss_import_psa_round0_and_a_round_mismatch(synth_root, tmp_path, capsy
     """PSA's res38_cls.pth (trunk + fc8) imports as round 0; a round-0 file with a round-1 config is one
     error line naming the file and the missing sub-category head."""
     over = [*NARROW, "options.round=0", f"data.root={synth_root}"]
-    m = build_method(load_config(REPO / "configs/sccam/voc.yaml", over), 7).eval()
+    m = build_method(load_config(REPO / "configs/sccam/voc.yaml", over), placeholder_classes(7)).eval()
     state = {("fc8.weight" if k == "classifier.conv.weight" else k.removeprefix("backbone.net.")): v
              for k, v in m.state_dict().items()}  # fmt: skip
     ckpt = tmp_path / "res38_cls.pth"

@@ -189,6 +189,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     options: dict[str, Any] = field(default_factory=dict)  # method-specific, see Method.Options
+    # modules imported before the method is looked up: a method, backbone or refiner outside the package
+    custom_imports: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
@@ -416,3 +418,76 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
     with atomic_write(path, "w") as f:
         yaml.safe_dump(cfg.to_dict(), f, sort_keys=False, default_flow_style=None)
+
+
+# -- the config diff of a resume (``wsss train`` on a run directory with a checkpoint) ---------------------
+
+# Settings that change how a run is computed, not what it computes: a resume may change them freely.
+EXECUTION_KEYS = frozenset({"run.dir", "run.device", "run.threads", "run.tensorboard", "data.num_workers"})
+CONFIG_CHANGES_FILE = "config_changes.jsonl"
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k not in ("weights", "start_iters", "backbone_kwargs"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (old value, new value)} for every setting that differs, execution keys excepted."""
+    a, b = _flatten(old.to_dict()), _flatten(new.to_dict())
+    return {
+        k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in EXECUTION_KEYS
+    }
+
+
+def check_config_change(cfg: Config, *, allow: bool = False) -> dict[str, tuple[Any, Any]]:
+    """Before resuming: compare ``cfg`` with the run's saved ``config.yaml``.
+
+    A run with a checkpoint was trained with its saved settings, so other settings are refused (a
+    ConfigError naming every differing key) unless ``allow``; an allowed change is appended to
+    ``RUN/config_changes.jsonl`` (time, checkpoint step, old and new values). Returns the changes.
+    """
+    # imported here: these helpers sit at the end of the schema module, whose top the YAML loading owns
+    import json
+    import time
+    from itertools import chain
+
+    from wsss.core.checkpoint import load_checkpoint
+    from wsss.core.distributed import is_main_process
+
+    run_dir = Path(cfg.run.dir)
+    saved = run_dir / "config.yaml"
+    # a checkpoint of the run, or of one of its rounds (SC-CAM); not a walk of the whole run folder
+    ckpt = next(chain(run_dir.glob("checkpoints/*.pt"), run_dir.glob("round_*/checkpoints/*.pt")), None)
+    if not saved.is_file() or ckpt is None:
+        return {}
+    old = resolve_paths(load_config(saved))  # an old run's relative paths were read from the current directory
+    changes = config_changes(old, cfg)
+    if cfg.train.epochs is not None:
+        # max_iters follows from train.epochs (compared itself): a saved config holds it resolved (the
+        # trainer's) or not (the SC-CAM driver's), and neither is a change of settings
+        changes.pop("train.max_iters", None)
+    if not changes:
+        return {}
+    listing = "; ".join(f"{k}: {old_v!r} -> {new_v!r}" for k, (old_v, new_v) in changes.items())
+    if not allow:
+        raise ConfigError(
+            f"{saved}: this run was trained with other settings ({listing}); resuming would mix them. Use "
+            "another run.dir, or pass --allow-config-change to resume with the new settings (recorded in "
+            f"{run_dir / CONFIG_CHANGES_FILE})"
+        )
+    last = run_dir / "checkpoints" / "last.pt"
+    step = load_checkpoint(last).get("step") if last.is_file() else None
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step,
+              "changes": {k: {"old": o, "new": n} for k, (o, n) in changes.items()}}  # fmt: skip
+    if is_main_process():
+        with open(run_dir / CONFIG_CHANGES_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"{run_dir}: resuming with changed settings ({listing}); recorded in {run_dir / CONFIG_CHANGES_FILE}")
+    return changes

@@ -1,5 +1,6 @@
 """The public way to build and load what the engine runs (as detectron2's ``engine/defaults.py``), so that
-a multi-run driver (``engine/rounds.py``) or a script composes trainers without private calls.
+a multi-run driver (a method's ``train_driver``, handed ``engine_api()``) or a script composes trainers
+without private calls.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import torch
 from wsss.core.checkpoint import load_checkpoint
 from wsss.core.config import Config, load_run_config
 from wsss.core.device import resolve_device
-from wsss.core.registry import Method
-from wsss.engine.hooks import HookBase
+from wsss.engine.train_loop import HookBase
 from wsss.engine.trainer import Trainer, build_optimizer
-from wsss.methods import build_method
+from wsss.engine.validate import validate
+from wsss.methods import EngineAPI, Method, build_method
 
 __all__ = [
     "HookBase",
@@ -24,6 +25,7 @@ __all__ = [
     "build_method",
     "build_optimizer",
     "build_trainer",
+    "engine_api",
     "load_trained_method",
 ]
 
@@ -59,7 +61,12 @@ def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device
         path = ckpts / f"{checkpoint}.pt" if not checkpoint.endswith(".pt") else Path(checkpoint)
     state = load_checkpoint(path)
     dev = resolve_device(device or cfg.run.device)
-    method = build_method(cfg, state["num_classes"])
+    method = build_method(cfg, state["class_names"])
     method.load_state_dict(state["model"])
     method.to(dev).eval()
     return TrainedMethod(cfg=cfg, method=method, class_names=list(state["class_names"]), device=dev)
+
+
+def engine_api() -> EngineAPI:
+    """The builders a method's ``train_driver`` composes runs with (a method never imports the engine)."""
+    return EngineAPI(build_trainer=build_trainer, load_trained_method=load_trained_method, validate=validate)

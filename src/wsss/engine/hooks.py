@@ -1,25 +1,18 @@
 """Hooks of the training loop (as detectron2's ``engine/hooks.py``): everything around the steps.
 
-The loop (``Trainer.train``) only runs steps; around them it calls, on every registered hook in
-order, ``before_train``, then per step ``before_step`` / ``after_step`` (``trainer.step`` already
-counts the finished step), and ``after_train`` (also when a step raised). Two more events:
-``before_epoch(epoch)`` when the data stream enters an epoch (also the resumed one), and
-``write(record)`` for every record the run publishes through ``Trainer.log`` (losses, validation).
-
-The default hooks (``Trainer.build_hooks``), in the order they run after a step:
+The events and ``HookBase`` are ``engine/train_loop.py``. Each hook gets its period and collaborators in
+its constructor and owns its state. The default hooks (``Trainer.build_hooks``), in the order they run
+after a step (the checkpoint before validation: a crash in validation loses no finished step):
 
 - ``EpochLRRule``: a method's per-epoch rule on top of the optimiser's poly schedule
   (``Method.lr_factor``: RCA's decay, methods.md 4.7); the poly schedule itself is inside the optimiser.
 - ``MetricsLogger``: the progress bar, the loss averages over ``train.log_iters`` steps, and
   ``metrics.jsonl`` (a resume drops the lines written after its checkpoint: they are written again).
-- ``PeriodicValidation``: validation every ``train.eval_iters`` and at the end; ``best.pt``.
 - ``PeriodicCheckpointer``: ``checkpoints/last.pt`` every ``train.ckpt_iters`` and at the end, and on
   Ctrl-C after the current step.
+- ``PeriodicValidation``: validation every ``train.eval_iters`` and at the end.
+- ``BestCheckpointer``: ``checkpoints/best.pt`` when a validation beats the best so far.
 - ``TensorBoardWriter``: the same records in TensorBoard (``run.tensorboard``).
-
-A hook with state that a resume needs returns it from ``state_dict()``; the trainer stores the
-non-empty ones in the checkpoint (``"hooks"``, by hook class name) and gives each hook its entry (or
-``{}``) through ``load_state_dict`` when it resumes.
 """
 
 from __future__ import annotations
@@ -31,19 +24,19 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from wsss.core.distributed import all_gather_objects, all_reduce_sum, is_main_process, world_size
+from wsss.engine.train_loop import HookBase
 from wsss.utils.io import atomic_write
 
-if TYPE_CHECKING:  # annotations only: the trainer imports this module
-    from wsss.engine.trainer import Trainer
-
 __all__ = [
+    "BestCheckpointer",
     "EpochLRRule",
     "HookBase",
     "MetricsLogger",
@@ -51,37 +44,6 @@ __all__ = [
     "PeriodicValidation",
     "TensorBoardWriter",
 ]
-
-
-class HookBase:
-    """One hook of the loop; ``trainer`` is set when the hook is registered (``Trainer.register_hooks``)."""
-
-    trainer: Trainer
-
-    def before_train(self) -> None:
-        """Before the first step of ``Trainer.train`` (after a resume)."""
-
-    def after_train(self) -> None:
-        """After the last step of ``Trainer.train``, also when a step raised."""
-
-    def before_step(self) -> None:
-        """Before each step (``trainer.step`` is the number of steps done)."""
-
-    def after_step(self) -> None:
-        """After each step (``trainer.step`` counts it; ``trainer.step_losses`` holds its losses)."""
-
-    def before_epoch(self, epoch: int) -> None:
-        """When the training stream enters ``epoch`` (0-based; also the epoch a resume lands in)."""
-
-    def write(self, record: dict[str, Any]) -> None:
-        """A record published by the run (``Trainer.log``): ``{"step": ..., ...}``."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """What a resume needs of this hook (stored in the checkpoint when non-empty)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from the checkpoint at ``trainer.step`` (``state``: this hook's entry, or ``{}``)."""
 
 
 def _every(step: int, period: int, last: int) -> bool:
@@ -95,16 +57,17 @@ class EpochLRRule(HookBase):
     ``train.lr x lr_mult(group) x factor`` when an epoch starts; the current lr follows at once.
     """
 
+    def __init__(self, method: Any, optimizer: Any, base_lr: float) -> None:
+        self.method, self.optimizer, self.base_lr = method, optimizer, base_lr
+
     def before_epoch(self, epoch: int) -> None:
-        trainer = self.trainer
-        factor = trainer.method.lr_factor(epoch)
+        factor = self.method.lr_factor(epoch)
         if factor is None:
             return
-        options = trainer.method.param_group_options()
-        optimizer = trainer.optimizer
-        for group in optimizer.param_groups:
-            group["base_lr"] = trainer.cfg.train.lr * options[group["name"]]["lr_mult"] * factor
-            group["lr"] = group["base_lr"] * optimizer.lr_mult()
+        options = self.method.param_group_options()
+        for group in self.optimizer.param_groups:
+            group["base_lr"] = self.base_lr * options[group["name"]]["lr_mult"] * factor
+            group["lr"] = group["base_lr"] * self.optimizer.lr_mult()
 
 
 class MetricsLogger(HookBase):
@@ -115,16 +78,14 @@ class MetricsLogger(HookBase):
     The checkpoint stores the window, so a resumed run logs the same averages as an uninterrupted one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path, *, period: int, max_iter: int, optimizer: Any, progress: bool) -> None:
+        self.path, self.period, self.max_iter = Path(path), period, max_iter
+        self.optimizer, self.progress = optimizer, progress
         self.bar: tqdm | None = None
         self.sums: dict[str, float] = defaultdict(float)
         self.n_logged = 0  # steps in the window (restored by a resume)
         self.n_timed = 0  # steps timed since t0 (this process's own)
         self.t0 = 0.0
-
-    @property
-    def path(self) -> Path:
-        return self.trainer.run_dir / "metrics.jsonl"
 
     def state_dict(self) -> dict[str, Any]:
         # collective (``Trainer._state`` is called by every process): one window per process, rank order
@@ -132,7 +93,7 @@ class MetricsLogger(HookBase):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the loss window; drop log lines written after the checkpoint (they are written again)."""
-        windows = state.get("windows")  # absent in checkpoints of older versions: the window restarts
+        windows = state.get("windows")
         if windows:
             # the logged average is sum over processes / world size / n: each process takes the mean
             # window over the saved processes, which keeps that figure whatever the process count
@@ -148,10 +109,9 @@ class MetricsLogger(HookBase):
             f.write("".join(line + "\n" for line in keep))
 
     def before_train(self) -> None:
-        t = self.trainer
         self.n_timed, self.t0 = 0, time.time()
         self.bar = tqdm(
-            total=t.cfg.train.max_iters, initial=t.step, desc="train", disable=not t.progress, dynamic_ncols=True
+            total=self.max_iter, initial=self.trainer.step, desc="train", disable=not self.progress, dynamic_ncols=True
         )
 
     def after_step(self) -> None:
@@ -164,12 +124,12 @@ class MetricsLogger(HookBase):
         self.sums["loss"] += total
         self.n_logged += 1
         self.n_timed += 1
-        if _every(t.step, t.cfg.train.log_iters, t.cfg.train.max_iters):
+        if _every(t.step, self.period, self.max_iter):
             keys = sorted(self.sums)
             avg = all_reduce_sum(torch.tensor([self.sums[k] for k in keys], dtype=torch.float64)) / world_size()
             record = {
                 "step": t.step,
-                "lr": t.optimizer.param_groups[0]["lr"],
+                "lr": self.optimizer.param_groups[0]["lr"],
                 "sec_per_iter": (time.time() - self.t0) / self.n_timed,
                 **{f"loss/{k}": float(v) / self.n_logged for k, v in zip(keys, avg)},
             }
@@ -190,13 +150,39 @@ class MetricsLogger(HookBase):
 
 
 class PeriodicValidation(HookBase):
-    """``trainer.validate()`` on ``data.val_split`` every ``train.eval_iters`` steps and at the last (the
-    trainer keeps the best score and ``checkpoints/best.pt``)."""
+    """``validate()`` every ``period`` steps and at ``max_iter`` (as detectron2's ``EvalHook(period, fn)``);
+    ``validate`` publishes its scores (``Trainer.validate``), which ``BestCheckpointer`` reads."""
+
+    def __init__(self, period: int, validate: Callable[[], Any], max_iter: int) -> None:
+        self.period, self.validate, self.max_iter = period, validate, max_iter
 
     def after_step(self) -> None:
-        t = self.trainer
-        if t.val_set is not None and _every(t.step, t.cfg.train.eval_iters, t.cfg.train.max_iters):
-            t.validate()
+        if _every(self.trainer.step, self.period, self.max_iter):
+            self.validate()
+
+
+class BestCheckpointer(HookBase):
+    """``checkpoints/best.pt`` whenever a published validation beats the best score so far (segmentation
+    mIoU, else CAM mIoU); the best score rides in the checkpoint with this hook's state."""
+
+    def __init__(self, save: Callable[[str], None]) -> None:
+        self.save = save
+        self.best: float | None = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        scores = record.get("val")
+        if not scores:
+            return
+        key = "seg_miou" if "seg_miou" in scores else "cam_miou"
+        if self.best is None or scores[key] > self.best:
+            self.best = scores[key]
+            self.save("best.pt")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best} if self.best is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
 
 
 class PeriodicCheckpointer(HookBase):
@@ -210,7 +196,9 @@ class PeriodicCheckpointer(HookBase):
 
     REPEAT_WINDOW_S = 2.0
 
-    def __init__(self) -> None:
+    def __init__(self, save: Callable[[str], None], *, period: int, max_iter: int, path: Path,
+                 progress: bool = True) -> None:  # fmt: skip
+        self.save, self.period, self.max_iter, self.path, self.progress = save, period, max_iter, path, progress
         self.interrupted = False
         self._previous: Any = None
         self._first_sigint = 0.0
@@ -231,7 +219,7 @@ class PeriodicCheckpointer(HookBase):
                 self._previous(signum, frame)
             raise KeyboardInterrupt  # a second Ctrl-C: stop at once
         self.interrupted, self._first_sigint = True, now
-        if self.trainer.progress:
+        if self.progress:
             tqdm.write("Ctrl-C: saving a checkpoint after this step (press again to stop at once)")
 
     def after_train(self) -> None:
@@ -245,15 +233,15 @@ class PeriodicCheckpointer(HookBase):
         return float(all_reduce_sum(torch.tensor([float(self.interrupted)]))) > 0  # every process stops together
 
     def after_step(self) -> None:
-        t = self.trainer
-        saved = _every(t.step, t.cfg.train.ckpt_iters, t.cfg.train.max_iters)
+        step = self.trainer.step
+        saved = _every(step, self.period, self.max_iter)
         if saved:
-            t.save_checkpoint("last.pt")
+            self.save("last.pt")
         if self._interrupt_requested():
             if not saved:
-                t.save_checkpoint("last.pt")
+                self.save("last.pt")
             if is_main_process():
-                tqdm.write(f"interrupted: saved {t.ckpt_dir / 'last.pt'} at step {t.step}", file=sys.stderr)
+                tqdm.write(f"interrupted: saved {self.path} at step {step}", file=sys.stderr)
             raise KeyboardInterrupt
 
 
@@ -265,20 +253,21 @@ class TensorBoardWriter(HookBase):
     writer is closed with a warning; it never fails the run (``metrics.jsonl`` has everything).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, log_dir: Path, optimizer: Any, *, enabled: bool = True) -> None:
+        self.log_dir, self.optimizer, self.enabled = Path(log_dir), optimizer, enabled
         self.writer: Any = None
 
     def before_train(self) -> None:
         self.open()
 
     def open(self) -> None:
-        t = self.trainer
-        if not (t.cfg.run.tensorboard and is_main_process()) or self.writer is not None:
+        if not (self.enabled and is_main_process()) or self.writer is not None:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(t.run_dir / "tensorboard"), purge_step=t.step + 1 if t.step else None)
+            step = self.trainer.step
+            self.writer = SummaryWriter(str(self.log_dir), purge_step=step + 1 if step else None)
         except Exception:  # noqa: BLE001  (not installed, or broken: metrics.jsonl still has everything)
             self.writer = None
 
@@ -292,7 +281,7 @@ class TensorBoardWriter(HookBase):
                     for name, value in v.items():
                         self.writer.add_scalar(f"val/{name}", value, step)
                 elif k == "lr":  # every parameter group's rate, by group name
-                    for i, g in enumerate(self.trainer.optimizer.param_groups):
+                    for i, g in enumerate(self.optimizer.param_groups):
                         self.writer.add_scalar(f"lr/{g.get('name', i)}", g["lr"], step)
                 elif k != "step" and isinstance(v, (int, float)):
                     self.writer.add_scalar(k if "/" in k else f"train/{k}", v, step)

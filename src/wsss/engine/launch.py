@@ -1,14 +1,13 @@
-"""``wsss train``: one run of the training loop, or the driver a multi-run method names."""
+"""``wsss train``: one run of the training loop, or the driver a multi-run method declares."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from wsss.core.config import Config, resolve_paths
-from wsss.engine.defaults import build_trainer
-from wsss.engine.rounds import DRIVERS
-from wsss.engine.trainer import check_config_change
-from wsss.methods import get_method_class
+from wsss.core.config import Config, check_config_change, resolve_paths
+from wsss.core.errors import UsageError
+from wsss.engine.defaults import build_trainer, engine_api
+from wsss.methods import method_class
 
 
 def train(cfg: Config, *, progress: bool = True, allow_config_change: bool = False) -> dict[str, Any]:
@@ -18,9 +17,14 @@ def train(cfg: Config, *, progress: bool = True, allow_config_change: bool = Fal
     its saved ones raises ConfigError unless ``allow_config_change`` (``check_config_change``).
     A method with a ``train_driver`` (several runs, e.g. SC-CAM's rounds) is trained by it instead.
     """
+    cls = method_class(cfg)
+    if not cls.trainable:
+        raise UsageError(
+            f"method {cfg.method!r} trains nothing: make its run from weights with `wsss import {cfg.method}`"
+        )
     resolve_paths(cfg)
     check_config_change(cfg, allow=allow_config_change)
-    driver = get_method_class(cfg.method).train_driver
+    driver = cls.train_driver
     if driver is not None:
-        return DRIVERS[driver](cfg, progress)
+        return driver(cfg, engine_api(), progress)
     return build_trainer(cfg, progress=progress).train()

@@ -5,20 +5,16 @@ with the four parameter groups of methods.md 2.10, loss weighting and staging (`
 the NaN guard, and the run's state with resume. The loop (``Trainer.train``) only runs steps and
 calls hooks (``wsss.engine.hooks``): logging to ``metrics.jsonl``, periodic validation, checkpoints,
 TensorBoard and per-epoch LR rules are hooks. A method only says what one step computes (the
-contract: ``wsss.core.registry``).
+contract: ``wsss.methods.contract``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import sys
-import time
-import weakref
 from collections import defaultdict
 from collections.abc import Sequence
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +25,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from wsss.core.checkpoint import load_checkpoint, save_checkpoint
-from wsss.core.config import Config, load_config, resolve_epochs, resolve_paths, save_config
+from wsss.core.config import Config, resolve_epochs, save_config
 from wsss.core.distributed import (
     all_gather_objects,
     all_reduce_sum,
@@ -39,22 +35,22 @@ from wsss.core.distributed import (
     rank,
     world_size,
 )
-from wsss.core.errors import ConfigError, TrainingDiverged, UsageError
-from wsss.core.registry import Method, TrainContext
+from wsss.core.errors import TrainingDiverged, UsageError
 from wsss.data import ClsTrainDataset, VOCDataset
 from wsss.data.transforms import TrainAugment
 from wsss.data.voc import available_splits
 from wsss.engine.hooks import (
+    BestCheckpointer,
     EpochLRRule,
-    HookBase,
     MetricsLogger,
     PeriodicCheckpointer,
     PeriodicValidation,
     TensorBoardWriter,
 )
 from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
+from wsss.engine.train_loop import HookBase, TrainerBase
 from wsss.engine.validate import validate
-from wsss.methods import build_method, get_method_class
+from wsss.methods import Method, TrainContext, build_method
 
 
 def validation_split(cfg: Config) -> str | None:
@@ -195,7 +191,7 @@ def active_terms(cfg: Config, step: int) -> set[str]:
     return {k for k, v in w.items() if v != 0 and step > start.get(k, -1)}
 
 
-class Trainer:
+class Trainer(TrainerBase):
     """One run: ``Trainer(cfg).train()``. Under torchrun every process builds one; rank 0 writes.
 
     ``hooks``: more hooks to run after the default ones (``build_hooks``); ``register_hooks`` adds
@@ -203,6 +199,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, *, progress: bool = True, hooks: Sequence[HookBase] = ()):
+        super().__init__()
         self.run_dir = Path(cfg.run.dir)
         self._threads_before = torch.get_num_threads()  # restored when train() ends (a library leaves none changed)
         if cfg.run.threads > 0:
@@ -215,7 +212,7 @@ class Trainer:
         cfg = self.cfg = resolve_epochs(cfg, len(self.train_set))  # train.epochs -> train.max_iters
         d, t = cfg.data, cfg.train
         self.val_set = VOCDataset(d.root, d.val_split) if validation_split(cfg) else None
-        self.method = build_method(cfg, self.train_set.num_classes).to(self.device)
+        self.method = build_method(cfg, self.train_set.class_names).to(self.device)
         self.model: torch.nn.Module = self.method
         if world_size() > 1:
             # find_unused_parameters: staged losses leave heads unused early on (as the official code);
@@ -236,36 +233,31 @@ class Trainer:
             raise UsageError(f"run.amp must be none, bf16 or fp16, got {cfg.run.amp!r}")
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
-        self.step = 0
-        self.best: float | None = None
         self.last_val: dict[str, Any] | None = None  # the last validation of this train() call
         self._epoch_seen: int | None = None  # the data stream's epoch that on_epoch_start last saw
-        self.step_losses: tuple[float, dict[str, float]] = (0.0, {})  # the last step's (total, terms)
-        self.hooks: list[HookBase] = []
         self.register_hooks([*self.build_hooks(), *hooks])
 
     # -- hooks ------------------------------------------------------------------------------------
     def build_hooks(self) -> list[HookBase]:
-        """The default hooks, in the order they run (``wsss.engine.hooks``)."""
-        return [EpochLRRule(), MetricsLogger(), PeriodicValidation(), PeriodicCheckpointer(), TensorBoardWriter()]
+        """The default hooks, in the order they run (``wsss.engine.hooks``): the checkpoint is written
+        before validation, so a crash in validation loses no finished step."""
+        t = self.cfg.train
+        hooks = [
+            EpochLRRule(self.method, self.optimizer, t.lr),
+            MetricsLogger(self.run_dir / "metrics.jsonl", period=t.log_iters, max_iter=t.max_iters,
+                          optimizer=self.optimizer, progress=self.progress),
+            PeriodicCheckpointer(self.save_checkpoint, period=t.ckpt_iters, max_iter=t.max_iters,
+                                 path=self.ckpt_dir / "last.pt", progress=self.progress),
+            PeriodicValidation(t.eval_iters, self.validate, t.max_iters) if self.val_set is not None else None,
+            BestCheckpointer(self.save_checkpoint),
+            TensorBoardWriter(self.run_dir / "tensorboard", self.optimizer, enabled=self.cfg.run.tensorboard),
+        ]  # fmt: skip
+        return [h for h in hooks if h is not None]
 
-    def register_hooks(self, hooks: Sequence[HookBase | None]) -> None:
-        """Append ``hooks`` (None entries are skipped); they run after the ones already registered."""
-        for h in hooks:
-            if h is None:
-                continue
-            if not isinstance(h, HookBase):
-                raise TypeError(f"a hook must subclass wsss.engine.hooks.HookBase, got {type(h).__name__}")
-            h.trainer = weakref.proxy(self)  # no reference cycle (as detectron2)
-            self.hooks.append(h)
-
-    def _hook(self, kind: type[HookBase]) -> HookBase | None:
-        return next((h for h in self.hooks if isinstance(h, kind)), None)
-
-    def log(self, record: dict[str, Any]) -> None:
-        """Publish ``record`` (``{"step": ..., ...}``) to every hook's ``write`` (metrics.jsonl, TensorBoard)."""
-        for h in self.hooks:
-            h.write(record)
+    @property
+    def best(self) -> float | None:
+        """The best validation score so far (``BestCheckpointer``), or None."""
+        return next((h.best for h in self.hooks if isinstance(h, BestCheckpointer)), None)
 
     # -- the run's state ------------------------------------------------------------------------
     @property
@@ -287,13 +279,12 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "data": self.stream.position(),
-            "best": self.best,
             "rng": all_gather_objects(self._rng_state()),  # one entry per process, rank order
             "config": self.cfg.to_dict(),
             "num_classes": self.train_set.num_classes,
             "class_names": self.train_set.class_names,
         }
-        hooks = {type(h).__name__: s for h in self.hooks if (s := h.state_dict())}
+        hooks = self.hook_states()  # collective
         if hooks:
             state["hooks"] = hooks
         return state
@@ -319,10 +310,8 @@ class Trainer:
         state = load_checkpoint(last)
         self.method.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
+        self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
-        self.best = state.get("best")
         self.stream.epoch, self.stream.offset = state["data"]["epoch"], state["data"]["offset"]
         rngs = state["rng"]
         if len(rngs) == world_size():  # same process count: each process continues its own streams
@@ -334,9 +323,7 @@ class Trainer:
                 torch.cuda.set_rng_state(rng["cuda"], self.device)
         else:  # another process count: the data order is kept, the in-model RNG is reseeded
             seed_everything(self.cfg.run.seed + rank() + 7919 * self.step)
-        hook_states = state.get("hooks", {})
-        for h in self.hooks:
-            h.load_state_dict(hook_states.get(type(h).__name__, {}))
+        self.load_hook_states(state.get("hooks", {}))
         return True
 
     # -- one step ---------------------------------------------------------------------------------
@@ -350,8 +337,7 @@ class Trainer:
         if self.stream.epoch != self._epoch_seen:
             self._epoch_seen = self.stream.epoch
             self.method.on_epoch_start(self._epoch_seen)
-            for h in self.hooks:
-                h.before_epoch(self._epoch_seen)
+            self.enter_epoch(self._epoch_seen)
         self.step_losses = self._train_step(micro_batches, self.step)
 
     def _train_step(self, micro_batches: list[dict[str, Any]], step: int) -> tuple[float, dict[str, float]]:
@@ -433,108 +419,17 @@ class Trainer:
         self.method.on_train_start(self.context())
         self._epoch_seen = None
         self.last_val = None
-        for h in self.hooks:
-            h.before_train()
-        try:
-            while self.step < stop:
-                for h in self.hooks:
-                    h.before_step()
-                self.run_step()
-                self.step += 1
-                for h in self.hooks:
-                    h.after_step()
-        finally:
-            for h in self.hooks:
-                h.after_train()
+        self.run_loop(stop)
         return {"step": self.step, "resumed": resumed, "best": self.best, "val": self.last_val}
 
     def validate(self) -> dict[str, Any]:
-        """Validate now (every process calls it; ``PeriodicValidation`` calls it periodically), log the
-        scores, keep the best (segmentation mIoU, else CAM mIoU) as ``best`` and ``checkpoints/best.pt``."""
+        """Validate now (every process calls it; ``PeriodicValidation`` calls it periodically) and publish
+        the scores (``BestCheckpointer`` keeps ``checkpoints/best.pt``)."""
         res = validate(self.method, self.val_set, self.cfg, self.device, progress=self.progress)
         self.method.train()
-        key = "seg_miou" if "seg_miou" in res else "cam_miou"
         self.log({"step": self.step, "val": res})
-        if self.best is None or res[key] > self.best:
-            self.best = res[key]
-            self.save_checkpoint("best.pt")
         if self.progress:
             scores = "  ".join(f"{k} {v:.2f}" for k, v in res.items() if k.endswith("miou"))
             tqdm.write(f"[val @ {self.step}] {scores}")
         self.last_val = res
         return res
-
-
-# Settings that change how a run is computed, not what it computes: a resume may change them freely.
-EXECUTION_KEYS = frozenset({"run.dir", "run.device", "run.threads", "run.tensorboard", "data.num_workers"})
-CONFIG_CHANGES_FILE = "config_changes.jsonl"
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and k not in ("weights", "start_iters", "backbone_kwargs"):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _canonical(cfg: Config) -> dict[str, Any]:
-    """``cfg`` as a dict whose method options use their current names (``config_aliases`` of the method's
-    Options: a run saved before a key was renamed compares equal to the same settings under the new name)."""
-    d = cfg.to_dict()
-    try:
-        aliases: dict[str, str] = getattr(get_method_class(cfg.method).Options, "config_aliases", {})
-    except UsageError:  # an unknown method: the build reports it
-        return d
-    d["options"] = {aliases.get(k, k): v for k, v in d.get("options", {}).items()}
-    return d
-
-
-def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
-    """{dotted key: (old value, new value)} for every setting that differs, execution keys excepted."""
-    a, b = _flatten(_canonical(old)), _flatten(_canonical(new))
-    return {
-        k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in EXECUTION_KEYS
-    }
-
-
-def check_config_change(cfg: Config, *, allow: bool = False) -> dict[str, tuple[Any, Any]]:
-    """Before resuming: compare ``cfg`` with the run's saved ``config.yaml``.
-
-    A run with a checkpoint was trained with its saved settings, so other settings are refused (a
-    ConfigError naming every differing key) unless ``allow``; an allowed change is appended to
-    ``RUN/config_changes.jsonl`` (time, checkpoint step, old and new values). Returns the changes.
-    """
-    run_dir = Path(cfg.run.dir)
-    saved = run_dir / "config.yaml"
-    # a checkpoint of the run, or of one of its rounds (SC-CAM); not a walk of the whole run folder
-    ckpt = next(chain(run_dir.glob("checkpoints/*.pt"), run_dir.glob("round_*/checkpoints/*.pt")), None)
-    if not saved.is_file() or ckpt is None:
-        return {}
-    old = resolve_paths(load_config(saved))  # an old run's relative paths were read from the current directory
-    changes = config_changes(old, cfg)
-    if cfg.train.epochs is not None:
-        # max_iters follows from train.epochs (compared itself): a saved config holds it resolved (the
-        # trainer's) or not (the SC-CAM driver's), and neither is a change of settings
-        changes.pop("train.max_iters", None)
-    if not changes:
-        return {}
-    listing = "; ".join(f"{k}: {old_v!r} -> {new_v!r}" for k, (old_v, new_v) in changes.items())
-    if not allow:
-        raise ConfigError(
-            f"{saved}: this run was trained with other settings ({listing}); resuming would mix them. Use "
-            "another run.dir, or pass --allow-config-change to resume with the new settings (recorded in "
-            f"{run_dir / CONFIG_CHANGES_FILE})"
-        )
-    last = run_dir / "checkpoints" / "last.pt"
-    step = load_checkpoint(last).get("step") if last.is_file() else None
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step,
-              "changes": {k: {"old": o, "new": n} for k, (o, n) in changes.items()}}  # fmt: skip
-    if is_main_process():
-        with open(run_dir / CONFIG_CHANGES_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        print(f"{run_dir}: resuming with changed settings ({listing}); recorded in {run_dir / CONFIG_CHANGES_FILE}")
-    return changes

@@ -20,10 +20,10 @@ from tqdm import tqdm
 from wsss.cam import labelled_cam_to_label, labelled_classes, multi_scale_cam, resize_maps
 from wsss.core.config import Config
 from wsss.core.distributed import all_reduce_sum, rank, world_size
-from wsss.core.registry import Method
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.evaluation.metrics import ConfusionMeter
+from wsss.methods import Method
 
 
 @torch.no_grad()
@@ -32,7 +32,7 @@ def validate(
 ) -> dict[str, Any]:
     method.eval()
     C = dataset.num_classes
-    has_cams = getattr(method, "has_cams", True)
+    has_cams = method.has_cams
     meters = {"cam": ConfusionMeter(C), "aux_cam": ConfusionMeter(C)} if has_cams else {}
     if method.has_seg_head:
         meters["seg"] = ConfusionMeter(C)

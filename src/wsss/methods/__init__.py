@@ -1,11 +1,47 @@
-"""Methods: each registers itself by name (``method: <name>`` in a config) in ``wsss.core.registry``.
+"""Methods: each registers itself by name (``method: <name>`` in a config) in ``wsss.methods.contract``.
 
-Importing this package registers the built-in methods; ``build_method`` / ``get_method_class`` are the
-entry points the engine and the runs use (they need the built-ins registered).
+Importing this package registers the built-in methods and their refiners; ``build_method`` /
+``get_method_class`` are the entry points the engine and the runs use (they need the built-ins registered).
 """
 
-# imported for their @register_method side effect
-from wsss.core.registry import METHODS, Method, build_method, get_method_class, register_method
+# imported for their @register_method / @register_refiner side effect
 from wsss.methods import affinitynet, cam_baseline, clip_es, deeplab, rca, sccam, seco  # noqa: F401
+from wsss.methods.contract import (
+    METHODS,
+    REFINERS,
+    EngineAPI,
+    JobStop,
+    Method,
+    RefineJob,
+    Refiner,
+    TrainContext,
+    available_methods,
+    build_method,
+    get_method_class,
+    import_custom_modules,
+    load_entry_points,
+    method_class,
+    placeholder_classes,
+    register_method,
+    register_refiner,
+)
 
-__all__ = ["METHODS", "Method", "build_method", "get_method_class", "register_method"]
+__all__ = [
+    "METHODS",
+    "REFINERS",
+    "EngineAPI",
+    "JobStop",
+    "Method",
+    "RefineJob",
+    "Refiner",
+    "TrainContext",
+    "available_methods",
+    "build_method",
+    "get_method_class",
+    "import_custom_modules",
+    "load_entry_points",
+    "method_class",
+    "placeholder_classes",
+    "register_method",
+    "register_refiner",
+]

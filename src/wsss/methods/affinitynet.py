@@ -20,7 +20,9 @@ decay, head weights ``train.head_lr_mult`` (10x), head biases 2x that (20x, none
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,10 +38,10 @@ from wsss.cam.affinity import (
     random_walk_scores,
 )
 from wsss.core.config import Config
-from wsss.core.errors import ConfigError
-from wsss.core.registry import Method, TrainContext, register_method
+from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.data.transforms import normalize
 from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups
+from wsss.methods.contract import Method, RefineJob, Refiner, TrainContext, register_method, register_refiner
 from wsss.methods.deeplab import attach_pseudo_labels
 
 
@@ -84,9 +86,21 @@ class AffinityNet(Method):
     name = "affinitynet"
     Options = AffinityOptions
     has_cams = False
+    refiners = ("affinity",)
 
-    def __init__(self, cfg: Config, num_classes: int):
-        super().__init__(cfg, num_classes)
+    @classmethod
+    def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
+        """Two steps in seconds on the CPU (the contract test; ``{root}``: the synthetic dataset)."""
+        return "configs/affinity/synthetic_cpu.yaml", {
+            "model.backbone_kwargs": "{channels: [8, 16, 16, 32], stem_width: 8}",
+            "options.aux_dim": 8,
+            "options.final_dim": 8,
+            "options.out_dim": 16,
+            "data.pseudo_dir": "{root}/SegmentationClass",
+        }  # fmt: skip
+
+    def __init__(self, cfg: Config, classes: Sequence[str]):
+        super().__init__(cfg, classes)
         o = self.options
         self.backbone = backbone_from_config(cfg.model)
         self.head = AffinityHead(self.backbone.aux_dim, self.backbone.out_dim, o.aux_dim, o.final_dim, o.out_dim)
@@ -168,3 +182,20 @@ class AffinityNet(Method):
 
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("affinitynet has no segmentation head: use `wsss pseudo RUN --refine affinity`")
+
+
+@register_refiner("affinity")
+def refine_affinity(job: RefineJob, ids: Sequence[str], *, affinity_run: Any = None, **_: Any) -> Refiner:
+    """PSA's random walk of the CAMs with the affinity network of ``affinity_run`` (a loaded run or its
+    directory, of method affinitynet; methods.md 5.7)."""
+    run = job.run
+    if affinity_run is None:
+        raise UsageError("refine 'affinity' needs `--affinity-run AFFRUN`, a run of method affinitynet")
+    aff = job.load_run(affinity_run) if isinstance(affinity_run, (str, Path)) else affinity_run
+    if not isinstance(aff.method, AffinityNet):
+        raise UsageError(f"{aff.dir}: method {aff.cfg.method!r} is not an affinity network (method affinitynet)")
+    if aff.num_classes != run.num_classes:
+        raise DataError(f"{aff.dir}: trained with {aff.num_classes} classes, {run.dir} with {run.num_classes}")
+    job.require_cams(ids)
+    walk = aff.method.random_walk_label
+    return lambda id, image, labels: walk(image, job.cam(id), labels)

@@ -1,7 +1,7 @@
 """Building blocks that several methods share: the parameter groups of methods.md 2.10 and PSA (5.5),
 the backbone of a ``ModelConfig``, and the online pseudo label of ToCo/SeCo (2.6, 2.8).
 
-The method contract itself (``Method``, ``register_method``) is ``wsss.core.registry``.
+The method contract itself (``Method``, ``register_method``) is ``wsss.methods.contract``.
 """
 
 from __future__ import annotations

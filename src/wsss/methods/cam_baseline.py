@@ -8,6 +8,7 @@ Loss terms: ``cls`` and ``aux`` (multilabel soft margin on GMP logits, methods.m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +19,9 @@ from torch import nn
 from wsss.cam import PAR, labelled_classes, multi_scale_cam
 from wsss.core.config import Config
 from wsss.core.errors import UsageError
-from wsss.core.registry import Method, register_method
 from wsss.losses import balanced_seg_loss
 from wsss.methods.base import backbone_from_config, online_pseudo_label, split_backbone_params
+from wsss.methods.contract import Method, register_method
 from wsss.models.decoders import create_decoder
 from wsss.models.heads import CAMClassifier
 from wsss.models.registry import BackboneOutput
@@ -36,8 +37,16 @@ class CAMBaseline(Method):
     name = "cam"
     Options = CAMOptions
 
-    def __init__(self, cfg: Config, num_classes: int):
-        super().__init__(cfg, num_classes)
+    @classmethod
+    def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
+        """Two steps in seconds on the CPU (the contract test; ``{root}``: the synthetic dataset)."""
+        return "configs/cam/synthetic_cpu.yaml", {
+            "model.backbone_kwargs": "{patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2, img_size: 64}",
+        }  # fmt: skip
+
+    def __init__(self, cfg: Config, classes: Sequence[str]):
+        super().__init__(cfg, classes)
+        num_classes = self.num_classes
         m = cfg.model
         if self.options.pseudo_source not in ("cam", "aux"):
             raise UsageError(f"options.pseudo_source must be 'cam' or 'aux', got {self.options.pseudo_source!r}")

@@ -16,6 +16,7 @@ name. Every official quirk is an ``options.quirk_*`` switch (README, switch tabl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from torch import nn
 from wsss.cam.clip_es import ClipESQuirks, clip_es_cams, clip_es_crf_label, text_features
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, UsageError
-from wsss.core.registry import Method, register_method
+from wsss.methods.contract import JobStop, Method, register_method
 from wsss.models.clip import ClipArch, build_clip
 
 #: ``clip_text.BACKGROUND_CATEGORY`` (VOC, 25 names)
@@ -37,7 +38,7 @@ VOC_BACKGROUND = [
 ]  # fmt: skip
 
 
-class UnlabelledImageStop(Exception):  # noqa: N818 - a signal, not an error
+class UnlabelledImageStop(JobStop):
     """``quirk_unlabelled_stops_worker``: an image without labels ends the official CAM worker."""
 
 
@@ -72,13 +73,21 @@ class ClipES(Method):
     name = "clip_es"
     Options = ClipESOptions
 
-    def __init__(self, cfg: Config, num_classes: int):
-        super().__init__(cfg, num_classes)
+    trainable = False  # a run comes from a CLIP weight file (wsss import clip_es)
+    cams_per_image = True
+    own_crf = True
+
+    def __init__(self, cfg: Config, classes: Sequence[str]):
+        super().__init__(cfg, classes)
         o = self.options
         if not o.arch:
             raise ConfigError("clip_es: options.arch is empty; create the run with `wsss import clip_es WEIGHTS ...`")
-        if len(o.prompts) != num_classes - 1:
-            raise ConfigError(f"clip_es: options.prompts has {len(o.prompts)} entries for {num_classes - 1} classes")
+        if not o.prompts:  # the class names (synonyms applied) are the prompts; the run's config records them
+            o.prompts = prompts_for(self.class_names, o.synonyms or {})
+        if len(o.prompts) != self.num_classes - 1:
+            raise ConfigError(
+                f"clip_es: options.prompts has {len(o.prompts)} entries for {self.num_classes - 1} classes"
+            )
         if not o.templates or not o.background:
             raise ConfigError("clip_es: options.templates and options.background must not be empty")
         self.clip = build_clip(ClipArch(**o.arch))

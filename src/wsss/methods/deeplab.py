@@ -16,6 +16,7 @@ weight decay; the backbone BatchNorm is frozen (``options.freeze_bn``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,8 @@ from torch import nn
 
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, UsageError
-from wsss.core.registry import Method, TrainContext, register_method
 from wsss.methods.base import backbone_from_config
+from wsss.methods.contract import Method, TrainContext, register_method
 from wsss.models.deeplab import DeepLabV2, DeepLabV3Plus
 
 IGNORE = 255
@@ -78,8 +79,17 @@ class DeepLab(Method):
     Options = DeepLabOptions
     has_cams = False  # validation and inference score the segmentation only
 
-    def __init__(self, cfg: Config, num_classes: int):
-        super().__init__(cfg, num_classes)
+    @classmethod
+    def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
+        """Two steps in seconds on the CPU (the contract test; ``{root}``: the synthetic dataset)."""
+        return "configs/seg/synthetic_cpu.yaml", {
+            "model.backbone_kwargs": "{channels: [8, 16, 16, 32], stem_width: 8}",
+            "data.pseudo_dir": "{root}/SegmentationClass",
+        }  # fmt: skip
+
+    def __init__(self, cfg: Config, classes: Sequence[str]):
+        super().__init__(cfg, classes)
+        num_classes = self.num_classes
         o, m = self.options, cfg.model
         if o.arch == "v2":
             self.net: nn.Module = DeepLabV2(backbone_from_config(m), num_classes, o.rates)

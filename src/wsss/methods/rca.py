@@ -41,21 +41,26 @@ by all of them, in rank order.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsss.cam.proxy_labels import ProxyParams, attention_to_image, minmax01, rca_proxy_label, read_saliency
 from wsss.core.config import Config, iterations_per_epoch
 from wsss.core.distributed import all_gather_cat, all_gather_objects, rank
-from wsss.core.errors import UsageError
-from wsss.core.registry import Method, TrainContext, register_method
+from wsss.core.errors import DataError, UsageError
 from wsss.data.views import RCAViews
 from wsss.losses.region_contrast import draw_mixup_pairs, region_contrast_loss, region_embeddings, region_masks
 from wsss.methods.base import backbone_from_config
+from wsss.methods.contract import Method, RefineJob, Refiner, TrainContext, register_method, register_refiner
+from wsss.utils.io import per_id_path
 
 
 @dataclass
@@ -103,13 +108,6 @@ class RCAOptions:
     quirk_mixup_self_partner: bool = True  # the mix-up partner can be the image itself
     quirk_aggregation_scale_20: bool = True  # sim / num_centroids * 20 (VOC's count, also on COCO) vs * (C-1)
     quirk_proxy_crf_bgr: bool = True  # the proxy-label CRF reads the image as BGR (cv2's order) vs RGB
-
-    # former spellings (before one name per concept: ``*_thre`` as ToCo's cam.bkg_thre), still loaded
-    config_aliases: ClassVar[dict[str, str]] = {
-        "proxy_att_thr": "proxy_att_thre",
-        "proxy_bg_thr": "proxy_bg_thre",
-        "proxy_cam_bg_thr": "proxy_cam_bg_thre",
-    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -329,9 +327,24 @@ def kmeans_centroids(
 class RCA(Method):
     name = "rca"
     Options = RCAOptions
+    refiners = ("rca",)
 
-    def __init__(self, cfg: Config, num_classes: int):
-        super().__init__(cfg, num_classes)
+    @classmethod
+    def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
+        """Two steps in seconds on the CPU (the contract test; ``{root}``: the synthetic dataset)."""
+        return "configs/rca/synthetic_cpu.yaml", {
+            "model.backbone": "vgg16_dilated",
+            "model.backbone_kwargs": "{width: 0.0625}",
+            "options.head_dim": 8,
+            "options.queue_len": 8,
+            "options.num_centroids": 2,
+            "options.kmeans_n_init": 1,
+            "options.lr_decay_epochs": "[1]",
+        }  # fmt: skip
+
+    def __init__(self, cfg: Config, classes: Sequence[str]):
+        super().__init__(cfg, classes)
+        num_classes = self.num_classes
         o = self.options
         if o.proxy_source not in ("accumulated", "cam"):
             raise UsageError(f"options.proxy_source must be 'accumulated' or 'cam', got {o.proxy_source!r}")
@@ -515,3 +528,41 @@ class RCA(Method):
         for part in all_gather_objects(updates):
             for id, c, value, cov, prob in part:
                 self.attention.update(id, c, value, cov, prob, last_epoch=last, min_prob=o.attention_min_prob)
+
+
+@register_refiner("rca")
+def refine_rca(job: RefineJob, ids: Sequence[str], *, saliency: str | Path | None = None, **_: Any) -> Refiner:
+    """RCA's CRF proxy labels (methods.md 4.8, ``cam/proxy_labels.py``).
+
+    Attention: the run's accumulated training maps (RCA, ``options.proxy_source: accumulated``) for
+    the ids that have them, else the saved CAMs (``wsss cam`` first); the background from ``saliency``
+    (a directory of ``<id>.png``) if given, else saliency-free (CAM thresholds + CRF).
+    """
+    method, ds = job.run.method, job.ds
+    options = method.options if isinstance(method, RCA) else None
+    params = ProxyParams.from_options(options)
+    store = method.attention if options is not None and options.proxy_source == "accumulated" else None
+    sal_dir = Path(saliency) if saliency is not None else None
+    if sal_dir is not None and not sal_dir.is_dir():
+        raise DataError(f"{sal_dir}: saliency directory not found")
+
+    def stored(id: str) -> dict[int, np.ndarray] | None:
+        return store.get(id) if store is not None else None
+
+    job.require_cams(ids, have=lambda i: stored(i) is not None, also=" and no accumulated attention")
+
+    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        size = image.shape[:2]
+        fg = np.flatnonzero(labels > 0.5).tolist()
+        entry = stored(id)
+        if entry is not None:  # the official skips a class whose attention file is missing
+            classes, att = attention_to_image({c: entry[c] for c in fg if c in entry}, size)
+        else:
+            cam = job.cam(id)
+            if cam.shape[1:] != size:
+                cam = np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in cam])
+            classes, att = fg, minmax01(cam[fg]) if fg else np.zeros((0, *size), dtype=np.float32)
+        sal = read_saliency(per_id_path(sal_dir, id, ".png"), size) if sal_dir is not None else None
+        return rca_proxy_label(image, att, classes, ds.num_classes, sal, params)
+
+    return refine

@@ -13,7 +13,7 @@ GAP, a bias-free 1x1 ``fc8``; 5.3). Round r >= 1:
    with ``L = MLSM(x_parent, y_parent) + lambda * MLSM(x_sub, y_sub)`` (5.5); lambda = 5 is
    ``loss.weights.sub``, the parent term is ``loss.weights.cls``.
 
-Run directory (``wsss train`` calls ``wsss.engine.rounds.train_sccam``, the method's ``train_driver``)::
+Run directory (``wsss train`` calls the method's ``train_driver``, ``train_rounds`` below)::
 
     RUN/config.yaml                the config as given (``options.round`` unset = the last round)
     RUN/round_0/                   a normal Trainer run: config.yaml, checkpoints/, metrics.jsonl
@@ -33,6 +33,11 @@ sub-categories (the "cls200" CAM of 5.6; merged per pass here, before the multi-
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,14 +47,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.core.config import Config, from_dict, iterations_per_epoch, resolve_epochs, set_dotted
+from wsss.core.config import Config, from_dict, iterations_per_epoch, resolve_epochs, save_config, set_dotted
+from wsss.core.device import resolve_device
 from wsss.core.errors import ConfigError, DataError, UsageError
-from wsss.core.registry import Method, TrainContext, register_method
+from wsss.data import VOCDataset
 from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups
-from wsss.methods.subcategory import SubcategoryLabels
+from wsss.methods.contract import EngineAPI, Method, TrainContext, build_method, register_method
+from wsss.methods.subcategory import SubcategoryLabels, build_subcategory_labels, extract_features
 from wsss.models.heads import CAMClassifier
 from wsss.models.official_keys import OfficialKeyError, sccam_state_from_official
-from wsss.models.weights import check_state_dict
+from wsss.models.weights import check_state_dict, read_state_dict
+from wsss.utils.io import atomic_write
 
 LABELS_FILE = "subcategory_labels.npz"
 LEGACY_LABELS_FILE = "subcategory_labels.npy"  # a pickled dict, written before the .npz format
@@ -174,10 +182,24 @@ def check_options(o: SCCAMOptions) -> None:
 class SCCAM(Method):
     name = "sccam"
     Options = SCCAMOptions
-    train_driver = "sccam_rounds"  # wsss.engine.rounds.DRIVERS
 
-    def __init__(self, cfg: Config, num_classes: int):
-        super().__init__(cfg, num_classes)
+    @classmethod
+    def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
+        """Two steps in seconds on the CPU (the contract test; ``{root}``: the synthetic dataset)."""
+        return "configs/sccam/synthetic_cpu.yaml", {
+            "model.backbone_kwargs": "{patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2, img_size: 64}",
+            "options.rounds": 0,
+            "options.snapshot_epochs": "[]",
+        }  # fmt: skip
+
+    @staticmethod
+    def train_driver(cfg: Config, engine: EngineAPI, progress: bool = True) -> dict[str, Any]:
+        """Every round (5.1): ``train_rounds``."""
+        return train_rounds(cfg, engine, progress)
+
+    def __init__(self, cfg: Config, classes: Sequence[str]):
+        super().__init__(cfg, classes)
+        num_classes = self.num_classes
         o: SCCAMOptions = self.options
         check_options(o)
         self.round = o.rounds if o.round is None else o.round
@@ -264,6 +286,10 @@ class SCCAM(Method):
     def has_seg_head(self) -> bool:
         return False
 
+    def crf_cam(self, cam: np.ndarray) -> np.ndarray:
+        """``quirk_binarised_crf_cam``: PSA's CRF reads the {0, 255} heatmap at ``cam.bkg_thre`` (5.6)."""
+        return binarise_cam(cam, self.cfg.cam.bkg_thre) if self.options.quirk_binarised_crf_cam else cam
+
     def load_round0_state(self, state: dict[str, torch.Tensor], source: str) -> None:
         """A trained round-0 classifier: PSA's ``res38_cls.pth`` (trunk keys + ``fc8.weight``, mapped by
         ``models/official_keys.py`` as ``wsss import sccam`` maps it) or the ``model`` state of this
@@ -279,3 +305,106 @@ class SCCAM(Method):
         mapped |= {k: v for k, v in own.items() if k.endswith("num_batches_tracked") and k not in mapped}
         check_state_dict(mapped, own, f"{source}: does not fit this round-0 model (PSA's fc8 = classifier.conv)")
         self.load_state_dict(mapped, strict=True)
+
+
+# -- the round driver (5.1): composes trainers through the engine's public builders ------------------
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Publish ``src`` at ``dst`` atomically (hard link if possible, else a copy)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _last_val(run_dir: Path, step: int) -> dict[str, Any] | None:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    vals = [r for r in map(json.loads, filter(None, path.read_text().splitlines())) if "val" in r]
+    vals = [r for r in vals if r["step"] == step]
+    return vals[-1]["val"] if vals else None
+
+
+def load_round_model(cfg: Config, engine: EngineAPI, r: int, device: str | None = None) -> Method:
+    """The trained model of round ``r`` of the run ``cfg.run.dir`` (its last checkpoint; 5.1), in eval mode."""
+    opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
+    if r == 0 and opts.round0_checkpoint:
+        class_names = VOCDataset(cfg.data.root, cfg.data.train_split).class_names
+        rcfg = plan_round(cfg, 0, 1).cfg
+        rcfg.model.pretrained = None  # every weight comes from the round-0 file
+        method = build_method(rcfg, class_names)
+        path = Path(opts.round0_checkpoint)
+        # PSA's res38_cls.pth or this toolkit's round-0 checkpoint (its "model" entry), weights_only
+        method.load_round0_state(read_state_dict(path), str(path))
+        return method.to(resolve_device(device or cfg.run.device)).eval()
+    return engine.load_trained_method(Path(cfg.run.dir) / f"round_{r}", checkpoint="last", device=device).method
+
+
+def train_rounds(cfg: Config, engine: EngineAPI, progress: bool = True) -> dict[str, Any]:
+    """Every round of methods.md 5.1 in ``cfg.run.dir`` (``wsss.methods.sccam``'s docstring); resumable
+    throughout."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RuntimeError("SC-CAM's round driver runs in one process (the official code is single-GPU)")
+    opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
+    check_options(opts)
+    if opts.round is not None:
+        raise UsageError("options.round is set by the round driver; leave it out of the config")
+    root = Path(cfg.run.dir)
+    root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, root / "config.yaml")
+    rounds_path = root / "rounds.json"
+    records: dict[str, Any] = json.loads(rounds_path.read_text()) if rounds_path.is_file() else {}
+    train_set = VOCDataset(cfg.data.root, cfg.data.train_split)
+    out: dict[str, Any] = {"step": 0, "best": None}
+    for r in range(opts.rounds + 1):
+        plan = plan_round(cfg, r, len(train_set))
+        rdir = Path(plan.cfg.run.dir)
+        if str(r) in records:
+            out = {"step": records[str(r)]["step"], "best": records[str(r)].get("best")}
+            continue
+        if r == 0 and opts.round0_checkpoint:
+            records["0"] = {"round": 0, "step": 0, "checkpoint": opts.round0_checkpoint}
+            continue
+        t0 = time.time()
+        if r >= 1 and labels_file(rdir) is None:
+            prev = load_round_model(cfg, engine, r - 1)
+            ids, feats, parents = extract_features(prev.image_features, train_set, next(prev.parameters()).device,
+                                                   progress=progress)  # fmt: skip
+            del prev
+            labels = build_subcategory_labels(ids, feats, parents, opts.num_subcategories, cfg.run.seed,
+                                              n_init=opts.kmeans_n_init, progress=progress)  # fmt: skip
+            labels.save(rdir / LABELS_FILE)
+        trainer = engine.build_trainer(plan.cfg, progress=progress)
+        res = trainer.train(until=plan.stop)
+        t = plan.cfg.train
+        if plan.stop % t.ckpt_iters and plan.stop != t.max_iters:
+            trainer.save_checkpoint("last.pt")  # a mid-schedule snapshot is not on the trainer's checkpoint grid
+        record: dict[str, Any] = {
+            "round": r, "step": trainer.step, "schedule_iters": t.max_iters, "best": res.get("best"),
+        }  # fmt: skip
+        if trainer.val_set is not None:
+            record["val"] = _last_val(rdir, trainer.step) or trainer.validate()
+        if opts.round_eval_split:
+            ecfg = from_dict(Config, plan.cfg.to_dict())
+            ecfg.data.val_max_images = opts.round_eval_images
+            ds = VOCDataset(cfg.data.root, opts.round_eval_split)
+            device = resolve_device(cfg.run.device)
+            record[f"cam_{opts.round_eval_split}"] = engine.validate(
+                trainer.method, ds, ecfg, device, progress=progress
+            )
+        record["seconds"] = round(time.time() - t0, 1)
+        records[str(r)] = record
+        with atomic_write(rounds_path, "w") as f:
+            json.dump(records, f, indent=2)
+        out = {"step": trainer.step, "best": record["best"]}
+        del trainer
+    last = root / f"round_{opts.rounds}" / "checkpoints" / "last.pt"
+    if last.is_file():
+        _link_or_copy(last, root / "checkpoints" / "last.pt")
+    return {**out, "rounds": records}

@@ -26,6 +26,7 @@ LayerNorm ViT); the patch positions are drawn once and used for both q and k pat
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,10 +40,10 @@ from wsss.cam.labels import scale_img_box
 from wsss.core.config import Config
 from wsss.core.distributed import all_gather_cat
 from wsss.core.errors import ConfigWarning, UsageError
-from wsss.core.registry import Method, TrainContext, register_method
 from wsss.data.views import SeCoViews
 from wsss.losses import balanced_seg_loss, energy_loss_from_logits, label_to_aff_mask, lig_loss, lil_loss, ptc_loss
 from wsss.methods.base import backbone_from_config, online_pseudo_label, split_backbone_params
+from wsss.methods.contract import Method, TrainContext, register_method
 from wsss.models.backbones import ViTBackbone
 from wsss.models.decoders import create_decoder
 from wsss.models.ema import ema_update, frozen_copy
@@ -104,8 +105,21 @@ class SeCo(Method):
     name = "seco"
     Options = SeCoOptions
 
-    def __init__(self, cfg: Config, num_classes: int):
-        super().__init__(cfg, num_classes)
+    @classmethod
+    def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
+        """Two steps in seconds on the CPU (the contract test; ``{root}``: the synthetic dataset)."""
+        return "configs/seco/synthetic_cpu.yaml", {
+            "model.backbone_kwargs": "{patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2, img_size: 64}",
+            "options.num_patches": 2,
+            "options.patch_size": 16,
+            "options.queue_size": 32,
+            "options.proj_hidden_dim": 16,
+            "options.cam2mask": 1,
+        }  # fmt: skip
+
+    def __init__(self, cfg: Config, classes: Sequence[str]):
+        super().__init__(cfg, classes)
+        num_classes = self.num_classes
         m, o = cfg.model, self.options
         self.backbone = backbone_from_config(m)
         if not isinstance(self.backbone, ViTBackbone):

@@ -27,7 +27,13 @@ class BackboneOutput:
 def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: make a backbone factory available as ``model.backbone: <name>``."""
 
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a backbone needs a non-empty name, got {name!r}")
+
     def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        held = BACKBONES.get(name)
+        if held is not None and held is not factory:
+            raise ValueError(f"backbone {name!r} is already registered (by {held.__module__}); pick another name")
         BACKBONES[name] = factory
         return factory
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -33,11 +32,9 @@ from wsss.cam import (
 )
 from wsss.cam.affinity import psa_seed_label
 from wsss.cam.crf import psa_crf_scores
-from wsss.cam.proxy_labels import ProxyParams, attention_to_image, minmax01, rca_proxy_label, read_saliency
 from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.data import VOCDataset
-from wsss.methods.clip_es import UnlabelledImageStop
-from wsss.methods.sccam import binarise_cam
+from wsss.methods import REFINERS, JobStop, Refiner, register_refiner
 from wsss.runs.run import Run, crf_params, load_run, present_classes
 from wsss.utils.io import (
     find_cam_file,
@@ -103,7 +100,7 @@ def run_cam(
         else:
             try:
                 keys, cam = run.labelled_cam(ds.load_image(id), labels)
-            except UnlabelledImageStop as e:  # CLIP-ES quirk_unlabelled_stops_worker
+            except JobStop as e:  # the method ends the job here (CLIP-ES quirk_unlabelled_stops_worker)
                 left = len(todo) - todo.index(id)
                 msg = f"{id}: {e}; {left} ids of {split} get no CAM (quirk_unlabelled_stops_worker)"
                 warnings.warn(msg, stacklevel=2)
@@ -131,6 +128,10 @@ class PseudoJob:
     def cam(self, id: str) -> np.ndarray:
         return load_cam_of(self.cams, id, self.ds.num_classes - 1)
 
+    def load_run(self, run_dir: str | Path) -> Run:
+        """Another run (an affinity network's), on this run's device."""
+        return load_run(run_dir, device=str(self.run.device))
+
     def require_cams(self, ids: Sequence[str], have: Callable[[str], bool] | None = None, also: str = "") -> None:
         """Every id has a saved CAM, or ``have(id)`` (another source of its maps, named by ``also``)."""
         missing = [i for i in missing_cam_ids(self.cams, ids) if have is None or not have(i)]
@@ -141,10 +142,7 @@ class PseudoJob:
             )
 
 
-# A refiner: (id, image uint8 (H, W, 3), labels multi-hot over the foreground) -> label map (255 = ignore).
-Refiner = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
-
-
+@register_refiner("none")
 def _refine_none(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
     """High/low thresholds of the CAM, 255 between (methods.md 2.6)."""
     job.require_cams(ids)
@@ -162,6 +160,7 @@ def _refine_none(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
     return refine
 
 
+@register_refiner("par")
 def _refine_par(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
     """PAR with two background levels on the full image (methods.md 2.8)."""
     job.require_cams(ids)
@@ -179,32 +178,32 @@ def _refine_par(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
     return refine
 
 
+@register_refiner("crf")
 def _refine_crf(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
     """ToCo's label CRF: two CRFs with background 0.7 / 0.25, combined as in methods.md 2.8."""
     job.require_cams(ids)
     c = job.run.cfg.cam
-    own = getattr(job.run.method, "crf_pseudo_label", None)
-    if own is not None:  # CLIP-ES: its own CRF of the saved labelled maps (methods/clip_es.py)
-        return lambda id, image, labels: own(image, *load_labelled_cam(find_cam_file(job.cams, id)))
+    method = job.run.method
+    if method.own_crf:  # CLIP-ES: its own CRF of the saved labelled maps
+        return lambda id, image, labels: method.crf_pseudo_label(image, *load_labelled_cam(find_cam_file(job.cams, id)))
     return lambda id, image, labels: crf_label_two_levels(image, job.cam(id), labels, c.high_thre, c.low_thre)
 
 
+@register_refiner("psa")
 def _refine_psa(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
     """PSA's AffinityNet seeds: two CRFs with background (1 - max cam)^alpha, ``cam.psa_alphas`` (5.6-5.7).
 
-    SC-CAM's ``quirk_binarised_crf_cam``: the CRF reads the {0, 255} heatmap at ``cam.bkg_thre``.
+    The CRF reads ``Method.crf_cam`` of the CAM (SC-CAM's ``quirk_binarised_crf_cam``: the {0, 255} heatmap).
     ``cam.psa_seed_stride`` > 1: the label of the la / ha scores average-pooled by that stride (PSA's
     loader), block-constant at the image size (``cam.affinity.psa_seed_label``).
     """
     job.require_cams(ids)
     c = job.run.cfg.cam
     alphas = tuple(c.psa_alphas)
-    binarise = bool(getattr(job.run.method.options, "quirk_binarised_crf_cam", False))
+    crf_cam = job.run.method.crf_cam
 
     def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        cam = job.cam(id)
-        if binarise:
-            cam = binarise_cam(cam, c.bkg_thre)
+        cam = crf_cam(job.cam(id))
         if c.psa_seed_stride > 1 and np.any(labels > 0.5):
             ids_, (la, ha) = psa_crf_scores(image, cam, labels, alphas)
             seed = psa_seed_label(torch.from_numpy(la), torch.from_numpy(ha), torch.from_numpy(ids_), c.psa_seed_stride)
@@ -214,85 +213,20 @@ def _refine_psa(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
     return refine
 
 
-def _refine_affinity(job: PseudoJob, ids: Sequence[str], *, affinity_run: Run | str | Path | None = None,
-                     **_: Any) -> Refiner:  # fmt: skip
-    """PSA's random walk of the CAMs with the affinity network of ``affinity_run`` (methods.md 5.7)."""
-    run = job.run
-    if affinity_run is None:
-        raise UsageError("refine 'affinity' needs `--affinity-run AFFRUN`, a run of method affinitynet")
-    aff = affinity_run if isinstance(affinity_run, Run) else load_run(affinity_run, device=str(run.device))
-    walk = getattr(aff.method, "random_walk_label", None)
-    if walk is None:
-        raise UsageError(f"{aff.dir}: method {aff.cfg.method!r} is not an affinity network (method affinitynet)")
-    if aff.num_classes != run.num_classes:
-        raise DataError(f"{aff.dir}: trained with {aff.num_classes} classes, {run.dir} with {run.num_classes}")
-    job.require_cams(ids)
-    return lambda id, image, labels: walk(image, job.cam(id), labels)
-
-
-def _refine_rca(job: PseudoJob, ids: Sequence[str], *, saliency: str | Path | None = None, **_: Any) -> Refiner:
-    """RCA's CRF proxy labels (methods.md 4.8, ``cam/proxy_labels.py``).
-
-    Attention: the run's accumulated training maps (RCA, ``options.proxy_source: accumulated``) for
-    the ids that have them, else the saved CAMs (``wsss cam`` first); the background from ``saliency``
-    (a directory of ``<id>.png``) if given, else saliency-free (CAM thresholds + CRF).
-    """
-    method, ds = job.run.method, job.ds
-    options = getattr(method, "options", None)
-    params = ProxyParams.from_options(options)
-    store = getattr(method, "attention", None) if getattr(options, "proxy_source", "cam") == "accumulated" else None
-    sal_dir = Path(saliency) if saliency is not None else None
-    if sal_dir is not None and not sal_dir.is_dir():
-        raise DataError(f"{sal_dir}: saliency directory not found")
-
-    def stored(id: str) -> dict[int, np.ndarray] | None:
-        return store.get(id) if store is not None else None
-
-    job.require_cams(ids, have=lambda i: stored(i) is not None, also=" and no accumulated attention")
-
-    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        size = image.shape[:2]
-        fg = np.flatnonzero(labels > 0.5).tolist()
-        entry = stored(id)
-        if entry is not None:  # the official skips a class whose attention file is missing
-            classes, att = attention_to_image({c: entry[c] for c in fg if c in entry}, size)
-        else:
-            cam = job.cam(id)
-            if cam.shape[1:] != size:
-                cam = np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in cam])
-            classes, att = fg, minmax01(cam[fg]) if fg else np.zeros((0, *size), dtype=np.float32)
-        sal = read_saliency(per_id_path(sal_dir, id, ".png"), size) if sal_dir is not None else None
-        return rca_proxy_label(image, att, classes, ds.num_classes, sal, params)
-
-    return refine
-
-
-# ``wsss pseudo --refine NAME``: a factory (job, ids to write, **options) -> per-image refiner.
-REFINERS: dict[str, Callable[..., Refiner]] = {
-    "none": _refine_none,
-    "par": _refine_par,
-    "crf": _refine_crf,
-    "psa": _refine_psa,
-    "affinity": _refine_affinity,
-    "rca": _refine_rca,
-}
-
-
 def run_pseudo(
     run: Run, split: str, *, refine: str = "par", root: str | None = None, overwrite: bool = False,
     progress: bool = True, affinity_run: Run | str | Path | None = None, saliency: str | Path | None = None,
 ) -> Path:  # fmt: skip
     """Pseudo labels from the saved CAMs (``wsss cam`` first): ``pseudo/<split>/<id>.png``.
 
-    ``refine`` names a refiner of ``REFINERS``: "none" (high/low thresholds, 255 between), "par"
-    (methods.md 2.8 on the full image), "crf" (ToCo's label CRF), "psa" (PSA's AffinityNet seeds),
-    "affinity" (PSA's random walk with the affinity network of ``affinity_run``, a run of method
-    ``affinitynet`` or its directory, 5.7), "rca" (RCA's CRF proxy labels, 4.8, with ``saliency``).
+    ``refine`` names a refiner of ``wsss.methods.REFINERS``: here "none" (high/low thresholds, 255
+    between), "par" (methods.md 2.8 on the full image), "crf" (ToCo's label CRF), "psa" (PSA's
+    AffinityNet seeds); a method's module registers its own: "affinity" (PSA's random walk with the
+    affinity network of ``affinity_run``, a run of method ``affinitynet`` or its directory, 5.7),
+    "rca" (RCA's CRF proxy labels, 4.8, with ``saliency``).
     """
     if refine not in REFINERS:
         raise ConfigError(f"refine must be one of {', '.join(REFINERS)}, got {refine!r}")
-    if refine == "affinity" and affinity_run is None:
-        raise UsageError("refine 'affinity' needs `--affinity-run AFFRUN`, a run of method affinitynet")
     ds = _dataset(run, root, split)
     out = run.dir / "pseudo" / split
     todo = _todo(ds.ids, out, ".png", overwrite)

@@ -43,6 +43,8 @@ OFFICIAL_LAYOUTS: dict[str, tuple[str, Mapper, str, tuple[str, ...]]] = {
     # SC-CAM (and PSA's round-0 classifier): BatchNorm counters are absent from converted / older files
     "sccam": ("sccam", sccam_state_from_official, "classifier.conv.weight", (r".*\.num_batches_tracked",)),
 }
+# what `wsss import` takes: an official checkpoint of these layouts, or a CLIP weight file (clip_es)
+IMPORT_CHOICES: tuple[str, ...] = (*OFFICIAL_LAYOUTS, "clip_es")
 
 
 def import_official_checkpoint(
@@ -82,7 +84,7 @@ def import_official_checkpoint(
             f"{path}: the checkpoint has {num_classes} classes (with background) but the dataset at "
             f"data.root={cfg.data.root} has {len(class_names)}; pass data.root=<dataset with its classes.txt>"
         )
-    model = build_method(cfg, num_classes)  # our method of the official code
+    model = build_method(cfg, class_names)  # our method of the official code
     own = model.state_dict()
     mapped.update({k: v for k, v in own.items() if k not in mapped and any(re.fullmatch(p, k) for p in ours_only)})
     tensors = {k: v for k, v in mapped.items() if torch.is_tensor(v)}  # not RCA's attention (extra state)
@@ -113,7 +115,6 @@ def import_clip_es(weights: str | Path, config: str | Path, out: str | Path, ove
     classes' prompts (``options.synonyms`` applied) to ``options.prompts``. WeightLoadError naming the
     file if it is not a CLIP ViT.
     """
-    from wsss.methods.clip_es import prompts_for
     from wsss.models.clip import load_clip
 
     out, path = Path(out), Path(weights)
@@ -124,10 +125,9 @@ def import_clip_es(weights: str | Path, config: str | Path, out: str | Path, ove
     cfg.run.dir = str(out)
     class_names = read_classes(cfg.data.root)
     clip, arch = load_clip(path, text_heads=cfg.options.get("text_heads"))
-    cfg.options.update(
-        arch=arch.as_dict(), weights=str(path), prompts=prompts_for(class_names, cfg.options.get("synonyms") or {})
-    )
-    model = build_method(cfg, len(class_names))
+    cfg.options.update(arch=arch.as_dict(), weights=str(path))
+    model = build_method(cfg, class_names)
+    cfg.options["prompts"] = list(model.options.prompts)  # the class names as prompts, synonyms applied
     model.clip.load_state_dict(clip.state_dict())
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from wsss.cam import CRFParams, multi_scale_cam, multi_scale_logits
 from wsss.core.config import Config
-from wsss.core.registry import Method
 from wsss.data.transforms import prepare_image
 from wsss.engine.defaults import load_trained_method
+from wsss.methods import Method
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Run:
         map first and zero the absent ones after (the same numbers, the cost of every class).
         """
         num_fg = self.num_classes - 1
-        if hasattr(self.method, "labelled_cam_of_image") and (labels is None or all_classes):
+        if self.method.cams_per_image and (labels is None or all_classes):
             full = self.method.labelled_cam_of_image(image, np.arange(num_fg))  # every class: CLIP-ES
             return full if labels is None else full * (np.asarray(labels) > 0.5).astype(np.float32)[:, None, None]
         if labels is not None and not all_classes:
@@ -75,7 +75,7 @@ class Run:
         holds, not what the dataset could.
         """
         keys = np.flatnonzero(np.asarray(labels) > 0.5)
-        if hasattr(self.method, "labelled_cam_of_image"):  # CLIP-ES: CAMs from the labels' text, per image
+        if self.method.cams_per_image:  # CLIP-ES: CAMs from the labels' text, per image
             return keys, self.method.labelled_cam_of_image(image, keys)
         if keys.size == 0:  # nothing labelled: every map is zero, as the all-class path makes it
             return keys, np.zeros((0, *image.shape[:2]), dtype=np.float32)

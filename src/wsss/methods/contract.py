@@ -1,0 +1,336 @@
+"""What a method provides to the pipeline, and the registries that find methods and refiners by name.
+
+A method owns its networks and says what one training step computes; the engine owns the loop,
+optimiser, schedule, loss weighting and staging, checkpoints and logging for all methods.
+
+Contract (``Method``):
+- ``training_step(batch, step, active)`` returns the **unweighted** loss terms by name. ``active``
+  is the set of terms the engine will use at this step (``LossConfig`` staging), so a method can skip
+  computing the others. The engine multiplies by ``cfg.loss.weights`` and sums.
+- ``param_groups()`` names its parameters: "backbone", "backbone_norm" (base lr) and "head",
+  "decoder" (``train.head_lr_mult`` x lr), the four PolyWarmupAdamW groups of methods.md 2.10.
+  A method with other groups (RCA's, DeepLab's 10x/20x bias groups) overrides
+  ``param_group_options()``: per group name, an lr multiplier and optionally its own weight decay.
+- ``on_train_start(ctx)`` runs once before the first step (after a resume), with a ``TrainContext``:
+  the run directory, step, device, datasets, the optimiser and a save hook, never the trainer
+  itself; ``on_epoch_start(epoch)`` when the data stream enters an epoch
+  (RCA's per-epoch centroid refresh); ``lr_factor(epoch)`` a per-epoch LR rule that the engine applies.
+- ``cam_maps(images)`` returns (cam, cam_aux) before any normalisation, for multi-scale fusion.
+- ``seg_logits(images)`` returns (B, C, h, w) segmentation logits at the network's resolution.
+- ``after_step(step)`` runs after each optimiser step (EMA teachers, queues...).
+
+Capabilities, each declared here with its default, so the pipeline never probes with ``getattr``:
+``has_cams`` (validation and ``wsss cam`` read CAMs), ``has_seg_head`` (``wsss predict``),
+``refiners`` (the ``wsss pseudo --refine`` names the method's module registers for its runs),
+``train_driver`` (a training that is not one run of the loop, e.g. SC-CAM's rounds: called as
+``driver(cfg, engine, progress)`` with the engine's public builders, ``EngineAPI``),
+``crf_cam(cam)`` (the CAM that PSA's CRF seeds read) and ``tiny_overrides()`` (the settings that
+make the method train in seconds, for the contract test over every registered method).
+
+Registries are open: ``register_method`` / ``register_refiner`` refuse an empty or taken name; a
+method outside the package registers by being imported, through the config key
+``custom_imports: [my_pkg.my_method]`` or the Python entry-point group ``wsss.methods``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from wsss.core.config import Config, from_dict
+from wsss.core.errors import UsageError
+
+if TYPE_CHECKING:  # annotations only: nothing of the data layer runs here
+    from wsss.data import ClsTrainDataset, VOCDataset
+
+ENTRY_POINT_GROUP = "wsss.methods"
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def _claim(kind: str, table: dict[str, Any], name: object, obj: object) -> None:
+    """Refuse an empty name, or a name that another object holds already (the same object again is fine)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a {kind} needs a non-empty name, got {name!r} ({obj!r})")
+    held = table.get(name)
+    if held is not None and held is not obj:
+        where = getattr(held, "__module__", "?")
+        raise ValueError(f"{kind} {name!r} is already registered (by {where}); pick another name")
+
+
+@dataclass
+class TrainContext:
+    """What the engine hands a method before training (``Method.on_train_start``): never the trainer.
+
+    ``train_data`` is what the loop draws its batches from (augmented samples of ``train_set``);
+    ``save(name)`` writes a checkpoint ``checkpoints/<name>`` of the run at the current step (every
+    process must call it).
+    """
+
+    run_dir: Path
+    step: int
+    device: torch.device
+    train_set: VOCDataset
+    train_data: ClsTrainDataset
+    val_set: VOCDataset | None
+    optimizer: torch.optim.Optimizer
+    save: Callable[[str], None]
+
+
+@dataclass
+class EngineAPI:
+    """The engine's public builders, handed to a method's ``train_driver`` (a method sits below the engine
+    and never imports it): ``build_trainer(cfg, progress=...)`` -> a trainer with ``train(until=...)``,
+    ``save_checkpoint(name)``, ``validate()``, ``step``, ``method``, ``val_set``;
+    ``load_trained_method(run_dir, checkpoint=..., device=...)`` -> ``.method``;
+    ``validate(method, dataset, cfg, device, progress=...)`` -> scores."""
+
+    build_trainer: Callable[..., Any]
+    load_trained_method: Callable[..., Any]
+    validate: Callable[..., dict[str, Any]]
+
+
+TrainDriver = Callable[[Config, EngineAPI, bool], dict[str, Any]]
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available by its ``name`` in configs (``method: <name>``)."""
+    _claim("method", METHODS, getattr(cls, "name", None), cls)
+    METHODS[cls.name] = cls
+    return cls
+
+
+def import_custom_modules(names: Sequence[str]) -> None:
+    """Import the modules of the config key ``custom_imports`` (their methods, backbones and refiners
+    register on import). A module that cannot be found is a user error naming it."""
+    for name in names:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):  # the named module itself (not one it imports) is missing
+                raise UsageError(f"custom_imports: no module {name!r} (is its package on PYTHONPATH?)") from e
+            raise
+
+
+_entry_points_loaded = False
+
+
+def load_entry_points() -> None:
+    """Import every module of the entry-point group ``wsss.methods`` (installed plugins), once."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+
+
+def available_methods() -> list[str]:
+    """Every registered method name, plugins of the entry-point group included."""
+    load_entry_points()
+    return sorted(METHODS)
+
+
+def get_method_class(name: str) -> type[Method]:
+    """The registered class of ``name`` (the built-ins register when ``wsss.methods`` is imported;
+    plugins of the entry-point group ``wsss.methods`` are loaded when a name is not found)."""
+    if name not in METHODS:
+        load_entry_points()
+    if name not in METHODS:
+        raise UsageError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def method_class(cfg: Config) -> type[Method]:
+    """The class of ``cfg.method``, after importing ``cfg.custom_imports``."""
+    import_custom_modules(cfg.custom_imports)
+    return get_method_class(cfg.method)
+
+
+def build_method(cfg: Config, classes: Sequence[str]) -> Method:
+    """The method of ``cfg`` for the dataset's class names (``classes[0]`` is the background)."""
+    return method_class(cfg)(cfg, classes)
+
+
+def placeholder_classes(num_classes: int) -> list[str]:
+    """Class names ``background, class1, ...`` for a model built without a dataset (tests, benchmarks)."""
+    return ["background", *(f"class{i}" for i in range(1, num_classes))]
+
+
+# -- refiners: ``wsss pseudo --refine NAME`` ---------------------------------------------------------
+
+# A refiner: (id, image uint8 (H, W, 3), labels multi-hot over the foreground) -> label map (255 = ignore).
+Refiner = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
+
+
+class RefineJob(Protocol):
+    """What a refiner factory gets (``wsss.runs.jobs.PseudoJob``): the run (``.cfg``, ``.method``,
+    ``.dir``, ``.num_classes``, ``.device``), the split's dataset, its saved CAMs, and ``load_run(dir)``
+    for a refiner that reads another run (the affinity network's)."""
+
+    run: Any
+    ds: VOCDataset
+
+    def cam(self, id: str) -> np.ndarray: ...
+
+    def require_cams(self, ids: Sequence[str], have: Callable[[str], bool] | None = None, also: str = "") -> None: ...
+
+    def load_run(self, run_dir: str | Path) -> Any: ...
+
+
+#: name -> factory ``(job, ids to write, **options) -> Refiner`` (options: ``affinity_run``, ``saliency``)
+REFINERS: dict[str, Callable[..., Refiner]] = {}
+
+
+def register_refiner(name: str) -> Callable[[Callable[..., Refiner]], Callable[..., Refiner]]:
+    """Decorator: make a refiner factory available as ``wsss pseudo --refine <name>``."""
+
+    def deco(factory: Callable[..., Refiner]) -> Callable[..., Refiner]:
+        _claim("refiner", REFINERS, name, factory)
+        REFINERS[name] = factory
+        return factory
+
+    return deco
+
+
+# -- the method -------------------------------------------------------------------------------------
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Put every BatchNorm of ``module`` in eval mode with frozen affine parameters.
+
+    kazuto1011's DeepLab freezes the (COCO/ImageNet-initialised) BatchNorm (``base.freeze_bn()``),
+    PSA's ResNet-38 all of its BatchNorm (methods.md 5.2); call again after ``module.train()``.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(False)
+
+
+@dataclass
+class NoOptions:
+    """This method has no options of its own."""
+
+
+class JobStop(Exception):  # noqa: N818 - a signal, not an error
+    """A method ends a per-id job at this image (the ids after it stay undone, as an official worker that
+    stops): CLIP-ES's ``quirk_unlabelled_stops_worker``. The job warns with the message and returns."""
+
+
+class Method(nn.Module):
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    # -- capabilities (see the module docstring) --
+    has_cams: ClassVar[bool] = True
+    refiners: ClassVar[tuple[str, ...]] = ()
+    train_driver: ClassVar[TrainDriver | None] = None
+    # False: a run is made from weights (``wsss import``), never trained (CLIP-ES); ``wsss train`` refuses it
+    trainable: ClassVar[bool] = True
+    # True: CAMs come per decoded image from its labels (``labelled_cam_of_image``), not from ``cam_maps``
+    cams_per_image: ClassVar[bool] = False
+    # True: ``wsss pseudo --refine crf`` runs the method's own CRF (``crf_pseudo_label``), not ToCo's
+    own_crf: ClassVar[bool] = False
+
+    def __init__(self, cfg: Config, classes: Sequence[str]):
+        super().__init__()
+        self.cfg = cfg
+        self.class_names = list(classes)  # [0] is the background
+        self.num_classes = len(self.class_names)
+        self.options: Any = from_dict(self.Options, cfg.options, "options")
+        self._frozen_bn: list[nn.Module] = []  # see keep_batchnorm_frozen()
+
+    @property
+    def has_seg_head(self) -> bool:
+        """Whether ``seg_logits`` exists for this configuration (``wsss predict``)."""
+        return True
+
+    def crf_cam(self, cam: np.ndarray) -> np.ndarray:
+        """The CAM (C-1, H, W) that PSA's CRF seeds read (``wsss pseudo --refine psa``); the CAM itself."""
+        return cam
+
+    def labelled_cam_of_image(self, image: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """(k, H, W) float32 CAMs in [0, 1] of an (H, W, 3) uint8 image for the 0-based foreground classes
+        ``keys``; only for ``cams_per_image`` methods. Raise ``JobStop`` to end a per-id job here."""
+        raise NotImplementedError(f"{self.name} makes CAMs from batches (cam_maps), not per image")
+
+    def crf_pseudo_label(self, image: np.ndarray, keys: np.ndarray, cams: np.ndarray) -> np.ndarray:
+        """The pseudo label of an image from its saved labelled CAMs; only for ``own_crf`` methods."""
+        raise NotImplementedError(f"{self.name} has no CRF of its own")
+
+    @classmethod
+    def tiny_overrides(cls) -> tuple[str, dict[str, object]] | None:
+        """(a preset, dotted overrides) that make this method train two steps in seconds on the CPU: the
+        contract test builds every registered method from it. None: the method is left out of it."""
+        return None
+
+    # -- training -------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        """``training_step``, called through ``forward`` so that DistributedDataParallel sees it."""
+        return self.training_step(batch, step, active)
+
+    def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        """Called after every optimiser step."""
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        raise NotImplementedError
+
+    def keep_batchnorm_frozen(self, module: nn.Module) -> None:
+        """Freeze every BatchNorm of ``module`` (eval statistics, no affine grads), and keep it so
+        through later ``train()`` calls (DeepLab's and PSA's frozen BN, methods.md 5.2)."""
+        self._frozen_bn.append(module)
+        freeze_batchnorm(module)
+
+    def train(self, mode: bool = True) -> Method:
+        super().train(mode)
+        for module in self._frozen_bn:
+            freeze_batchnorm(module)
+        return self
+
+    def param_group_options(self) -> dict[str, dict[str, float]]:
+        """Per parameter group: ``{"lr_mult": x}`` and optionally ``"weight_decay"`` (default: the config's)."""
+        head = self.cfg.train.head_lr_mult
+        return {
+            "backbone": {"lr_mult": 1.0},
+            "backbone_norm": {"lr_mult": 1.0},
+            "head": {"lr_mult": head},
+            "decoder": {"lr_mult": head},
+        }
+
+    def on_train_start(self, ctx: TrainContext) -> None:
+        """Called once before the first training step of this process (also after a resume)."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called when the training stream starts epoch ``epoch`` (0-based; also the resumed one)."""
+
+    def lr_factor(self, epoch: int) -> float | None:
+        """A per-epoch learning-rate rule on top of the poly schedule: every group's base lr is
+        ``train.lr x lr_mult x factor`` from the start of ``epoch`` on (applied by the engine's
+        ``EpochLRRule`` hook; RCA's decay, methods.md 4.7). None: no rule (the default)."""
+        return None
+
+    def train_transform_views(self) -> Any:
+        """Extra training views the method needs (None: the main crop only)."""
+        return None
+
+    # -- inference ------------------------------------------------------------------------
+    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,57 @@
+"""A method outside the package (tests/plugins/wsss_toy_method.py) runs through the CLI: `wsss train`,
+`wsss cam` and `wsss predict`, found once through the config key ``custom_imports`` and once through the
+entry-point group ``wsss.methods`` (a dist-info on the path, as `pip install` of a plugin writes it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, tiny_overrides
+
+PLUGINS = REPO / "tests" / "plugins"
+
+
+def _wsss(args: list[str], pythonpath: list[Path], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath)), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "wsss", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+def test_no_file_under_src_names_the_toy_method():
+    named = [p for p in (REPO / "src").rglob("*.py") if "wsss_toy_method" in p.read_text() or '"toy"' in p.read_text()]
+    assert named == []
+
+
+@pytest.mark.parametrize("route", ["custom_imports", "entry_point"])
+def test_a_plugin_method_trains_and_infers_from_the_cli(route, synth_root, tmp_path):
+    run = tmp_path / "run"
+    over = tiny_overrides(synth_root, run, **{"method": "toy", "options": "{width: 4}", "train.max_iters": 2,
+                                              "data.val_split": "''", "train.ckpt_iters": 2})  # fmt: skip
+    path = [PLUGINS]
+    if route == "custom_imports":
+        over.append("custom_imports=[wsss_toy_method]")
+    else:
+        path.append(PLUGINS / "entry_point")  # the installed plugin's metadata: importlib.metadata finds it
+    config = str(REPO / "configs/cam/synthetic_cpu.yaml")
+
+    out = _wsss(["train", config, *over, "--quiet"], path, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (run / "checkpoints" / "last.pt").is_file()
+    out = _wsss(["cam", str(run), "--split", "train", "--quiet"], path, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert len(list((run / "cam_labels" / "train").glob("*.png"))) == 24
+    out = _wsss(["predict", str(run), "--split", "val", "--quiet"], path, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert list((run / "predictions" / "val").glob("*.png"))
+
+
+def test_without_the_plugin_the_method_is_unknown(synth_root, tmp_path):
+    """The control: neither route given, `wsss train` names the unknown method in one error line."""
+    over = tiny_overrides(synth_root, tmp_path / "run", **{"method": "toy"})
+    out = _wsss(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *over, "--quiet"], [PLUGINS], tmp_path)
+    assert out.returncode != 0 and "unknown method 'toy'" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,56 @@
+"""The registries are open but guarded: an empty or taken name is refused (a second method called "seco" would
+silently replace the first), the same object again is fine; the CLI's choices come from the registries."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsss.core.errors import UsageError
+from wsss.methods import METHODS, Method, import_custom_modules, register_method, register_refiner
+from wsss.models.registry import BACKBONES, register_backbone
+from wsss.runs.jobs import REFINERS  # the generic refiners register there
+
+
+def test_a_taken_or_empty_method_name_is_refused():
+    class Again(Method):
+        name = "seco"
+
+    class Nameless(Method):
+        pass
+
+    with pytest.raises(ValueError, match="'seco' is already registered"):
+        register_method(Again)
+    with pytest.raises(ValueError, match="non-empty name"):
+        register_method(Nameless)
+    assert METHODS["seco"] is not Again and "" not in METHODS
+    assert register_method(METHODS["seco"]) is METHODS["seco"]  # the same class again: a re-import
+
+
+def test_a_taken_or_empty_refiner_or_backbone_name_is_refused():
+    with pytest.raises(ValueError, match="'par' is already registered"):
+        register_refiner("par")(lambda job, ids, **_: None)
+    with pytest.raises(ValueError, match="non-empty name"):
+        register_refiner(" ")(lambda job, ids, **_: None)
+    with pytest.raises(ValueError, match="'resnet38d' is already registered"):
+        register_backbone("resnet38d")(lambda name, **kw: None)
+    with pytest.raises(ValueError, match="non-empty name"):
+        register_backbone("")
+    assert "" not in REFINERS and "" not in BACKBONES
+
+
+def test_custom_imports_names_a_missing_module():
+    with pytest.raises(UsageError, match="custom_imports: no module 'no_such_wsss_plugin'"):
+        import_custom_modules(["no_such_wsss_plugin"])
+
+
+def test_cli_choices_come_from_the_registries():
+    from wsss.cli import build_parser
+    from wsss.runs.official_import import IMPORT_CHOICES
+
+    p = build_parser()
+    assert p.parse_args(["pseudo", "RUN", "--split", "train", "--refine", "rca"]).refine == "rca"
+    sub = next(a for a in p._actions if isinstance(getattr(a, "choices", None), dict) and "pseudo" in a.choices)
+    refine = next(a for a in sub.choices["pseudo"]._actions if a.dest == "refine")
+    assert set(refine.choices) == set(REFINERS)
+    method = next(a for a in sub.choices["import"]._actions if a.dest == "method")
+    assert list(method.choices) == list(IMPORT_CHOICES)
