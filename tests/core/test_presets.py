@@ -95,6 +95,11 @@ def test_delete_replaces_an_inherited_mapping(tmp_path):
     merged = read_preset(child)
     assert merged["model"]["backbone_kwargs"] == {"width": 8}
     assert merged["options"] == {}
+    alone = _write(tmp_path / "alone.yaml", "model: {backbone_kwargs: {_delete_: true, width: 8}}\n")  # no base
+    assert read_preset(alone)["model"] == {"backbone_kwargs": {"width": 8}}
+    bad = _write(tmp_path / "bad.yaml", "_base_: a.yaml\noptions: {_delete_: yes please}\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}: 'options._delete_' must be true or false"):
+        load_config(bad)
 
 
 def test_a_base_resolves_from_the_presets_folder_not_the_working_directory(tmp_path, monkeypatch):

@@ -328,12 +328,18 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """
     out = dict(base)
     for k, v in update.items():
-        if isinstance(v, dict) and v.get(DELETE_KEY) is True:
-            out[k] = _merge({}, {kk: vv for kk, vv in v.items() if kk != DELETE_KEY})
-        elif isinstance(v, dict) and isinstance(out.get(k), dict) and k not in REPLACED_WHOLE:
+        if isinstance(v, dict) and DELETE_KEY in v:
+            replace = v[DELETE_KEY]
+            if not isinstance(replace, bool):
+                raise ConfigError(f"'{k}.{DELETE_KEY}' must be true or false, got {replace!r}")
+            v = {kk: vv for kk, vv in v.items() if kk != DELETE_KEY}
+            if replace:
+                out[k] = _merge({}, v)
+                continue
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in REPLACED_WHOLE:
             out[k] = _merge(out[k], v)
         else:
-            out[k] = v
+            out[k] = _merge({}, v) if isinstance(v, dict) else v  # a nested _delete_ is consumed too
     return out
 
 
