@@ -31,8 +31,8 @@ def preset_names() -> list[str]:
     return [p.relative_to(REPO).as_posix() for p in sorted(CONFIGS.rglob("*.yaml"))]
 
 
-def expand_preset(name: str) -> dict[str, Any]:
-    """The resolved settings of preset ``name`` (relative to the repository), JSON-ready."""
+def expand_preset(name: str | Path) -> dict[str, Any]:
+    """The resolved settings of preset ``name`` (a path, relative to the repository or absolute), JSON-ready."""
     from wsss.core.config import from_dict, load_config
     from wsss.methods import get_method_class
 
