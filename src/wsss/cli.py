@@ -261,6 +261,25 @@ def cmd_export_voc_test(a: argparse.Namespace) -> int:
 QUIET_HELP = "no progress bars"
 
 
+def cmd_config_show(a: argparse.Namespace) -> int:
+    from wsss.core.config import dump_config, load_config
+
+    sys.stdout.write(dump_config(load_config(a.config, a.overrides)))
+    return 0
+
+
+def add_config(sub: argparse._SubParsersAction) -> None:
+    """``wsss config show CONFIG [overrides]``: the full config a preset resolves to (README, "Configs")."""
+    s = sub.add_parser("config", help="print the full config a preset resolves to (`wsss config show CONFIG`)")
+    actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser(
+        "show", help="print CONFIG as YAML with its _base_ presets, the defaults and the overrides merged in",
+    )  # fmt: skip
+    q.add_argument("config", help="configs/<method>/<preset>.yaml or a run's config.yaml")
+    q.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_iters=100")
+    q.set_defaults(fn=cmd_config_show)
+
+
 def add_run_args(s: argparse.ArgumentParser) -> None:
     """The arguments of the commands that read a trained run (cam, sweep-bkg, pseudo, predict)."""
     s.add_argument("run", help="run directory (holds config.yaml and checkpoints/)")
@@ -533,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_viz,
         add_prepare,
         add_export,
+        add_config,
     ):
         add(sub)
     return p

@@ -4,9 +4,9 @@ is documented in the README's switch table."""
 from dataclasses import fields
 
 import pytest
-import yaml
 
 from conftest import REPO
+from wsss.core.config import read_preset
 from wsss.methods import get_method_class
 
 METHODS_WITH_CORRECTED = ["seco", "rca", "clip_es"]
@@ -17,7 +17,8 @@ def quirks(method: str) -> set[str]:
 
 
 def preset_options(method: str, name: str) -> dict:
-    return yaml.safe_load((REPO / "configs" / method / f"{name}.yaml").read_text()).get("options", {})
+    """The options a preset states, its own or its ``_base_`` presets' (not the Options defaults)."""
+    return read_preset(REPO / "configs" / method / f"{name}.yaml").get("options", {})
 
 
 @pytest.mark.parametrize("method", METHODS_WITH_CORRECTED)

@@ -1,7 +1,6 @@
 """experiments/seco_tags.py: SeCo's tags redone on saved CAMs and checked against the ground truth."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ from PIL import Image
 
 from conftest import REPO
 from experiments import seco_tags
+from wsss.core.config import load_config, save_config
 from wsss.utils.io import save_cam
 
 
@@ -17,7 +17,7 @@ def fake_run(tmp_path, synth_root, with_context: bool):
     ``with_context``, also 1 on the context pixels of the class the context comes with."""
     run = tmp_path / ("ctx" if with_context else "obj")
     (run / "cams" / "train").mkdir(parents=True)
-    shutil.copy(REPO / "configs/seco/synthetic_cpu.yaml", run / "config.yaml")
+    save_config(load_config(REPO / "configs/seco/synthetic_cpu.yaml"), run / "config.yaml")  # as training writes it
     meta = json.loads((synth_root / "synth_meta.json").read_text())
     owner = {int(k): meta["classes"].index(v["accompanies"]) for k, v in meta["contexts"].items()}
     for name in (synth_root / "ImageSets/Segmentation/train.txt").read_text().split():

@@ -1,8 +1,10 @@
 """The config schema: documented dataclasses, loaded from YAML with dotted command-line overrides.
 
 A config file holds the sections below; every key has a default here, so a preset only states what
-it changes. Unknown keys are rejected with the closest valid key suggested. The method-specific
-section ``options`` is validated against the dataclass the method registers (``Method.Options``).
+it changes. A preset that derives from another names it with ``_base_: ../cam/voc.yaml`` (or a list)
+and states only what differs (:func:`read_preset`). Unknown keys are rejected with the closest valid
+key suggested. The method-specific section ``options`` is validated against the dataclass the method
+registers (``Method.Options``).
 
     wsss train configs/cam/synthetic_cpu.yaml data.root=data/synth train.max_iters=100
 """
@@ -315,13 +317,31 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
+BASE_KEY = "_base_"  # a preset's parent preset(s), paths relative to the preset's folder
+DELETE_KEY = "_delete_"  # `section: {_delete_: true, ...}` replaces the inherited mapping instead of merging into it
+REPLACED_WHOLE = ("weights", "start_iters")  # loss.*: the set of loss terms is stated whole, never merged
+
+
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``: mappings merge key by key (mmseg's rule), any other value replaces.
+
+    Exceptions: ``loss.weights`` / ``loss.start_iters`` replace the inherited mapping (a preset lists
+    its loss terms), and so does a mapping holding ``_delete_: true`` (the key itself is dropped).
+    """
     out = dict(base)
     for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("weights", "start_iters"):
+        if isinstance(v, dict) and DELETE_KEY in v:
+            replace = v[DELETE_KEY]
+            if not isinstance(replace, bool):
+                raise ConfigError(f"'{k}.{DELETE_KEY}' must be true or false, got {replace!r}")
+            v = {kk: vv for kk, vv in v.items() if kk != DELETE_KEY}
+            if replace:
+                out[k] = _merge({}, v)
+                continue
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in REPLACED_WHOLE:
             out[k] = _merge(out[k], v)
         else:
-            out[k] = v
+            out[k] = _merge({}, v) if isinstance(v, dict) else v  # a nested _delete_ is consumed too
     return out
 
 
@@ -361,6 +381,47 @@ def _read_yaml_mapping(path: Path) -> dict[str, Any]:
     return loaded
 
 
+def _base_paths(path: Path, own: dict[str, Any]) -> list[Path]:
+    """The presets ``path`` names under ``_base_`` (one path or a list), relative to its folder."""
+    bases = own.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a path or a list of paths, got {bases!r}")
+    found = []
+    for base in bases:
+        base_path = path.parent / Path(base).expanduser()
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: {BASE_KEY} '{base}' not found ({base_path})")
+        found.append(base_path)
+    return found
+
+
+def read_preset(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The settings a YAML preset states, with its ``_base_`` presets merged under them.
+
+    ``_base_: ../cam/voc.yaml`` (or a list, merged in order, later ones winning) names the presets this
+    one derives from; the file's own keys are merged over them with :func:`_merge`. A missing base or a
+    cycle is a ConfigError naming the file; each file's own keys are validated against the schema, so a
+    wrong key is blamed on the file that has it. The result holds no ``_base_``: it is what the preset
+    would be written out in full, before the schema's defaults and the command-line overrides.
+    """
+    path = Path(path)
+    chain = (*_chain, path.resolve())
+    own = _read_yaml_mapping(path)
+    bases = _base_paths(path, own)
+    try:
+        from_dict(Config, _merge(Config().to_dict(), own))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    merged: dict[str, Any] = {}
+    for base in bases:
+        if base.resolve() in chain:
+            cycle = " -> ".join(str(p) for p in (*chain[chain.index(base.resolve()) :], base.resolve()))
+            raise ConfigError(f"{path}: {BASE_KEY} cycle: {cycle}")
+        merged = _merge(merged, read_preset(base, chain))
+    return _merge(merged, own)
+
+
 def run_config_path(run_dir: str | Path, hint: str = "") -> Path:
     """``RUN/config.yaml``, the settings a run directory was trained with; MissingFileError (with
     ``hint``, e.g. what to do instead) when ``run_dir`` is not a run directory."""
@@ -378,6 +439,7 @@ def load_run_config(run_dir: str | Path, hint: str = "") -> Config:
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a YAML config (or the defaults) and apply dotted ``key=value`` overrides.
 
+    The file's ``_base_`` presets are merged under it first (:func:`read_preset`), the overrides last.
     An error in the file names the file; an error in an override names the override (the file is
     validated first, then each override on top of it).
     """
@@ -385,7 +447,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     defaults = Config().to_dict()
     if path is not None:
         path = Path(path)
-        data = _read_yaml_mapping(path)
+        data = read_preset(path)
         try:
             from_dict(Config, _merge(defaults, data))
         except ConfigError as e:
@@ -413,11 +475,17 @@ def resolve_paths(cfg: Config) -> Config:
     return cfg
 
 
+def dump_config(cfg: Config) -> str:
+    """``cfg`` in full as YAML: every key, no ``_base_`` (what ``wsss config show`` prints and a run's
+    ``config.yaml`` holds, so a run is reproduced without the presets it came from)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     from wsss.utils.io import atomic_write
 
     with atomic_write(path, "w") as f:
-        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False, default_flow_style=None)
+        f.write(dump_config(cfg))
 
 
 # -- the config diff of a resume (``wsss train`` on a run directory with a checkpoint) ---------------------

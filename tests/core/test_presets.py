@@ -1,0 +1,168 @@
+"""Presets inherit (``_base_``): every shipped preset still resolves to the settings it had before the
+presets became deltas (tests/core/preset_expansions.json, written by dev/preset_expansions.py), the
+merge rules, the errors of a missing base or a cycle, `wsss config show`, and a run's config.yaml
+standing without the presets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from conftest import REPO, tiny_overrides
+from dev.preset_expansions import FIXTURE, expand_preset, preset_names
+from wsss.cli import main
+from wsss.core.config import BASE_KEY, load_config, read_preset, resolve_paths, yaml_load
+from wsss.core.errors import ConfigError
+
+RECORDED = json.loads(FIXTURE.read_text())
+REGENERATE = "if the change is intended: .venv/bin/python dev/preset_expansions.py, and say why in the commit"
+
+
+def test_the_fixture_lists_every_shipped_preset():
+    assert sorted(RECORDED) == preset_names()
+
+
+@pytest.mark.parametrize("name", preset_names(), ids=lambda n: n.removeprefix("configs/").removesuffix(".yaml"))
+def test_every_preset_resolves_to_its_recorded_settings(name):
+    expanded = expand_preset(name)
+    recorded = RECORDED[name]
+    sections = {*expanded, *recorded}
+    differ = {k: (expanded.get(k), recorded.get(k)) for k in sections if expanded.get(k) != recorded.get(k)}
+    assert not differ, f"{name} resolves differently from {FIXTURE.name} (now, recorded): {differ}; {REGENERATE}"
+
+
+def test_a_delta_that_drops_a_setting_no_longer_matches(tmp_path):
+    """The comparison is sharp: seco/voc_corrected without one of its quirk switches (the base's true leaks
+    through) resolves to other settings."""
+    name = "configs/seco/voc_corrected.yaml"
+    text = (REPO / name).read_text()
+    assert "  quirk_patch_seed: false\n" in text
+    _write(tmp_path / "voc.yaml", (REPO / "configs/seco/voc.yaml").read_text())
+    assert expand_preset(_write(tmp_path / "same.yaml", text)) == RECORDED[name]  # the copy, as it is, matches
+    dropped = expand_preset(_write(tmp_path / "dropped.yaml", text.replace("  quirk_patch_seed: false\n", "")))
+    assert dropped["options"]["quirk_patch_seed"] is True
+    assert dropped != RECORDED[name]
+
+
+def test_derived_presets_are_deltas():
+    """Every *_corrected, coco and real_cpu preset that derives from another names its base and restates none
+    of the base's values."""
+    derived = [n for n in preset_names() if any(k in n for k in ("_corrected", "/coco", "/real_cpu"))]
+    derived.remove("configs/cam/real_cpu.yaml")  # the root of the real-photo presets
+    for name in derived:
+        own = yaml_load((REPO / name).read_text())
+        assert BASE_KEY in own, f"{name} has no {BASE_KEY}"
+        bases = own.pop(BASE_KEY)
+        merged_base: dict = {}
+        for base in [bases] if isinstance(bases, str) else bases:
+            merged_base = {**merged_base, **read_preset((REPO / name).parent / base)}
+        for section, values in own.items():
+            inherited = merged_base.get(section)
+            if isinstance(values, dict) and isinstance(inherited, dict):
+                same = [k for k, v in values.items() if k in inherited and inherited[k] == v]
+                assert not same, f"{name} restates {section}.{same} of its base"
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_bases_merge_key_by_key_in_order_before_the_overrides(tmp_path):
+    _write(tmp_path / "base/a.yaml", "run: {dir: a, seed: 3}\ndata: {crop_size: 64, num_workers: 1}\n"
+           "model: {backbone_kwargs: {depth: 2, img_size: 64}}\nloss: {weights: {cls: 1.0, seg: 0.5}}\n")  # fmt: skip
+    _write(tmp_path / "base/b.yaml", "data: {crop_size: 96}\noptions: {x: 1}\n")
+    child = _write(tmp_path / "child/c.yaml", "_base_: [../base/a.yaml, ../base/b.yaml]\nrun: {dir: c}\n"
+                   "model: {backbone_kwargs: {depth: 4}}\nloss: {weights: {cls: 2.0}}\n")  # fmt: skip
+    merged = read_preset(child)
+    assert BASE_KEY not in merged
+    assert merged["run"] == {"dir": "c", "seed": 3}  # nested mappings merge key by key
+    assert merged["data"] == {"crop_size": 96, "num_workers": 1}  # the later base wins
+    assert merged["model"]["backbone_kwargs"] == {"depth": 4, "img_size": 64}
+    assert merged["loss"]["weights"] == {"cls": 2.0}  # the loss terms are stated whole, never merged
+    cfg = load_config(child, ["data.crop_size=32", "run.seed=5"])
+    assert (cfg.data.crop_size, cfg.run.seed, cfg.run.dir, cfg.data.num_workers) == (32, 5, "c", 1)
+
+
+def test_delete_replaces_an_inherited_mapping(tmp_path):
+    _write(tmp_path / "a.yaml", "model: {backbone_kwargs: {depth: 2, img_size: 64}}\noptions: {x: 1, y: 2}\n")
+    child = _write(tmp_path / "c.yaml", "_base_: a.yaml\nmodel: {backbone_kwargs: {_delete_: true, width: 8}}\n"
+                   "options: {_delete_: true}\n")  # fmt: skip
+    merged = read_preset(child)
+    assert merged["model"]["backbone_kwargs"] == {"width": 8}
+    assert merged["options"] == {}
+    alone = _write(tmp_path / "alone.yaml", "model: {backbone_kwargs: {_delete_: true, width: 8}}\n")  # no base
+    assert read_preset(alone)["model"] == {"backbone_kwargs": {"width": 8}}
+    bad = _write(tmp_path / "bad.yaml", "_base_: a.yaml\noptions: {_delete_: yes please}\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}: 'options._delete_' must be true or false"):
+        load_config(bad)
+
+
+def test_a_base_resolves_from_the_presets_folder_not_the_working_directory(tmp_path, monkeypatch):
+    _write(tmp_path / "presets/a.yaml", "train: {lr: 0.5}\n")
+    child = _write(tmp_path / "presets/sub/c.yaml", "_base_: ../a.yaml\n")
+    monkeypatch.chdir(REPO)
+    assert load_config(child).train.lr == 0.5
+
+
+def test_a_missing_base_a_cycle_and_a_bad_base_are_named(tmp_path):
+    child = _write(tmp_path / "c.yaml", "_base_: nope.yaml\n")
+    with pytest.raises(ConfigError, match=rf"^{child}: _base_ 'nope.yaml' not found"):
+        load_config(child)
+    _write(tmp_path / "x.yaml", "_base_: y.yaml\n")
+    _write(tmp_path / "y.yaml", "_base_: [z.yaml]\n")
+    _write(tmp_path / "z.yaml", "_base_: x.yaml\n")
+    with pytest.raises(ConfigError, match=r"z.yaml: _base_ cycle: .*x.yaml -> .*y.yaml -> .*z.yaml -> .*x.yaml$"):
+        load_config(tmp_path / "x.yaml")
+    bad = _write(tmp_path / "bad.yaml", "_base_: {a: 1}\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}: _base_ must be a path or a list of paths"):
+        load_config(bad)
+
+
+def test_a_diamond_is_not_a_cycle(tmp_path):
+    _write(tmp_path / "root.yaml", "train: {lr: 0.5, batch_size: 2}\n")
+    _write(tmp_path / "left.yaml", "_base_: root.yaml\ntrain: {batch_size: 3}\n")
+    _write(tmp_path / "right.yaml", "_base_: root.yaml\n")
+    top = _write(tmp_path / "top.yaml", "_base_: [left.yaml, right.yaml]\n")
+    cfg = load_config(top)
+    assert (cfg.train.lr, cfg.train.batch_size) == (0.5, 2)  # right.yaml (later) restates root's batch_size
+
+
+def test_a_wrong_key_in_a_base_is_blamed_on_the_base(tmp_path, capsys):
+    base = _write(tmp_path / "a.yaml", "train: {max_iter: 3}\n")
+    child = _write(tmp_path / "c.yaml", "_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match=rf"^{base}: unknown config key 'train.max_iter'"):
+        load_config(child)
+    assert main(["config", "show", str(child)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {base}: unknown config key 'train.max_iter'")
+
+
+def test_config_show_prints_the_merged_preset_with_the_overrides(capsys):
+    preset = REPO / "configs/seco/coco.yaml"
+    assert main(["config", "show", str(preset), "train.max_iters=5"]) == 0
+    shown = yaml_load(capsys.readouterr().out)
+    assert BASE_KEY not in shown
+    assert shown == load_config(preset, ["train.max_iters=5"]).to_dict()
+    assert shown["train"]["max_iters"] == 5
+    assert shown["options"]["quirk_patch_seed"] is True  # from configs/seco/voc.yaml
+    assert shown["cam"]["high_thre"] == 0.65  # coco.yaml's own
+
+
+def test_a_run_config_is_the_full_merged_config(tmp_path, synth_root, one_thread):
+    """A run trained from a delta preset stores every setting: it reloads after the presets are gone."""
+    presets = tmp_path / "presets"
+    _write(presets / "base.yaml", (REPO / "configs/cam/synthetic_cpu.yaml").read_text())
+    child = _write(presets / "child.yaml", "_base_: base.yaml\ntrain: {lr: 2.0e-4}\n")
+    run = tmp_path / "run"
+    over = tiny_overrides(synth_root, run, **{"train.max_iters": 2, "train.eval_iters": 2, "train.ckpt_iters": 2})
+    assert main(["train", str(child), *over, "--quiet", "--skip-check"]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert BASE_KEY not in saved
+    assert saved["train"]["lr"] == 2.0e-4 and saved["model"]["backbone"] == "vit_tiny_patch16_224"  # child, base
+    expected = resolve_paths(load_config(child, over))  # the run stores absolute input paths
+    (presets / "base.yaml").unlink()
+    (presets / "child.yaml").unlink()
+    assert load_config(run / "config.yaml") == expected
