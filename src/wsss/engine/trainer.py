@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from wsss.core.checkpoint import load_checkpoint, save_checkpoint
+from wsss.core.checkpoint import check_checkpoint_classes, load_checkpoint, load_model_state, save_checkpoint
 from wsss.core.config import Config, load_config, resolve_epochs, resolve_paths, save_config
 from wsss.core.distributed import (
     all_gather_objects,
@@ -316,7 +316,8 @@ class Trainer:
         if not last.is_file():
             return False
         state = load_checkpoint(last)
-        self.method.load_state_dict(state["model"])
+        check_checkpoint_classes(state, last, self.train_set.class_names, f"the dataset {self.cfg.data.root}")
+        load_model_state(self.method, state["model"], last)
         self.optimizer.load_state_dict(state["optimizer"])
         if "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
@@ -438,8 +439,12 @@ class Trainer:
     def validate(self) -> dict[str, Any]:
         """Validate now (every process calls it; ``PeriodicValidation`` calls it periodically), log the
         scores, keep the best (segmentation mIoU, else CAM mIoU) as ``best`` and ``checkpoints/best.pt``."""
-        res = validate(self.method, self.val_set, self.cfg, self.device, progress=self.progress)
+        ckpt = self._hook(PeriodicCheckpointer)  # Ctrl-C stops validation between images (then saves, stops)
+        stop = (lambda: ckpt.interrupted) if isinstance(ckpt, PeriodicCheckpointer) else None
+        res = validate(self.method, self.val_set, self.cfg, self.device, progress=self.progress, should_stop=stop)
         self.method.train()
+        if res is None:
+            return {}
         key = "seg_miou" if "seg_miou" in res else "cam_miou"
         self.log({"step": self.step, "val": res})
         if self.best is None or res[key] > self.best:
@@ -517,7 +522,14 @@ def check_config_change(cfg: Config, *, allow: bool = False) -> dict[str, tuple[
             f"{run_dir / CONFIG_CHANGES_FILE})"
         )
     last = run_dir / "checkpoints" / "last.pt"
-    step = load_checkpoint(last).get("step") if last.is_file() else None
+    step = None
+    if last.is_file():
+        # the change is recorded only once the checkpoint is known to resume under it (issue 33): a
+        # checkpoint that cannot be read, or whose weights do not fit the new model, fails here first
+        state = load_checkpoint(last)
+        step = state.get("step")
+        if "model" in state and "num_classes" in state:
+            load_model_state(build_method(cfg, int(state["num_classes"])), state["model"], last)
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step,
               "changes": {k: {"old": o, "new": n} for k, (o, n) in changes.items()}}  # fmt: skip
     if is_main_process():
