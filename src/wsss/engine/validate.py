@@ -23,8 +23,15 @@ from wsss.core.config import Config
 from wsss.core.distributed import all_reduce_sum, rank, world_size
 from wsss.core.registry import Method
 from wsss.data import VOCDataset
-from wsss.data.transforms import prepare_image
+from wsss.data.transforms import prepare_image, resize_to
 from wsss.evaluation.metrics import ConfusionMeter
+
+
+def _long_side(shape: tuple[int, ...], side: int) -> tuple[int, int]:
+    """(h, w) of ``shape`` shrunk (aspect kept) to a longest side of ``side``."""
+    h, w = shape[:2]
+    scale = side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 @torch.no_grad()
@@ -55,6 +62,11 @@ def validate(
         image, gt = dataset.load_image(id), dataset.load_mask(id)
         labels = torch.from_numpy(dataset.labels(id)).unsqueeze(0).to(device)
         x = prepare_image(image, cfg.data.val_resize, device, max_side=cfg.data.val_max_side)
+        cap = cfg.data.val_max_side
+        if cap is not None and max(gt.shape) > cap:
+            # a mask larger than the cap is scored at the network's size (nearest): 24 M pixels of maps,
+            # labels and confusion per 6000x4000 photo were most of its validation time and memory
+            gt = resize_to(gt, _long_side(gt.shape, cap), interpolation="nearest")
         size = gt.shape[-2:]
         if has_cams:
             # the labelled classes' maps only: the seed reads nothing else (labelled_cam_to_label)

@@ -55,6 +55,7 @@ def run_dir_lock(run_dir: str | os.PathLike, command: str = "wsss train") -> Ite
     holds it. The run directory is created if needed (an unwritable one is an ``OutputError``)."""
     run_dir = Path(run_dir)
     path = run_dir / LOCK_FILE
+    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # folders this call creates
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -79,4 +80,10 @@ def run_dir_lock(run_dir: str | os.PathLike, command: str = "wsss train") -> Ite
         os.pwrite(fd, info.encode(), 0)
         yield path
     finally:
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+            # a job that stopped before writing anything (bad data, bad settings) leaves no folder behind
+            with contextlib.suppress(OSError):
+                path.unlink()
+                for folder in created:
+                    folder.rmdir()
         os.close(fd)  # closing the descriptor releases the flock
