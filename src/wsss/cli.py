@@ -598,6 +598,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished outputs are kept, rerun the same command to continue", file=sys.stderr)
         return 130
+    except (OSError, RuntimeError) as e:
+        from wsss.utils.io import write_os_error
+
+        cause = write_os_error(e)  # a full disk or an unwritable folder outside utils.io.atomic_write
+        if cause is None:
+            raise
+        print(f"error: {cause.filename or 'output'}: cannot write ({cause.strerror}); finished outputs are kept",
+              file=sys.stderr)  # fmt: skip
+        return 1
     finally:
         shutdown()
 

@@ -46,8 +46,11 @@ def test_class_lists():
 
 def test_read_classes(tmp_path: Path):
     assert read_classes(tmp_path) == VOC_CLASSES
-    (tmp_path / "classes.txt").write_text("background\n\ncat\n  dog  \n\n")
+    (tmp_path / "classes.txt").write_text("background\ncat\n  dog  \n\n")  # blank lines at the end: nothing shifts
     assert read_classes(tmp_path) == ["background", "cat", "dog"]
+    (tmp_path / "classes.txt").write_text("background\n\ncat\n")  # would make cat class 1, not the line's 2
+    with pytest.raises(DataError, match=r"classes\.txt:2: blank line"):
+        read_classes(tmp_path)
     (tmp_path / "classes.txt").write_text("background\ncat\ncat\n")
     with pytest.raises(DataError, match=r"classes\.txt.*duplicate.*cat"):
         read_classes(tmp_path)

@@ -20,7 +20,7 @@ from crafted import Marker, crafted_checkpoint, crafted_cls_labels, numpy1_npy
 from wsss.cli import main
 from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config, save_config
-from wsss.methods import build_method, placeholder_classes
+from wsss.methods import build_method
 from wsss.utils.io import per_id_path, read_label_png, save_label_png
 
 CONFIG = REPO / "configs/cam/synthetic_cpu.yaml"
@@ -43,9 +43,9 @@ def run_dir(data, tmp_path):
     cfg = load_config(CONFIG, tiny_overrides(data, run))
     run.mkdir()
     save_config(cfg, run / "config.yaml")
-    method = build_method(cfg, placeholder_classes(6))
     names = (data / "classes.txt").read_text().split()
-    state = {"step": 0, "model": method.state_dict(), "num_classes": 6, "class_names": names,
+    method = build_method(cfg, names)  # the dataset's classes: a checkpoint of another count is refused
+    state = {"step": 0, "model": method.state_dict(), "num_classes": len(names), "class_names": names,
              "rng": [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}]}  # fmt: skip
     save_checkpoint(state, run / "checkpoints" / "last.pt")
     return run

@@ -49,9 +49,9 @@ _NORMS = ("minmax", "max", "none")
 
 def _scaled_size(h: int, w: int, s: float, square_size: int | None) -> tuple[int, int]:
     if square_size is not None:
-        side = int(square_size * s)
+        side = max(1, int(square_size * s))
         return side, side
-    return int(s * h), int(s * w)
+    return max(1, int(s * h)), max(1, int(s * w))  # a 1-pixel side at scale 0.5 stays 1 pixel
 
 
 def resize_maps(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -24,12 +24,43 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise WeightLoadError(f"{path}: checkpoint file is empty (0 bytes; an interrupted copy?)")
     try:
         state = load_torch_file(path, "checkpoint", map_location=map_location)
     except UnsafeCheckpointError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise WeightLoadError(f"{path}: cannot read checkpoint ({e})") from e
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightLoadError(f"{path}: cannot read checkpoint ({why}; a truncated or foreign file?)") from e
     if not isinstance(state, dict):
         raise WeightLoadError(f"{path}: not a wsss checkpoint (a {type(state).__name__}, not a dict)")
     return state
+
+
+def load_model_state(model: torch.nn.Module, state_dict: dict[str, Any], path: str | Path) -> None:
+    """``model.load_state_dict(state_dict)`` (strict), with a WeightLoadError naming the checkpoint file
+    when its tensors do not fit the model (another architecture or size: missing, unexpected or
+    differently shaped weights) instead of PyTorch's multi-line RuntimeError."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else type(e).__name__)
+        if len(detail) > 300:
+            detail = detail[:300] + "..."
+        raise WeightLoadError(
+            f"{path}: checkpoint does not fit the model of these settings (another architecture or size: {detail})"
+        ) from e
+
+
+def check_checkpoint_classes(state: dict[str, Any], path: str | Path, class_names: list[str], source: str) -> None:
+    """WeightLoadError naming the checkpoint when it was trained on another class list than
+    ``class_names`` (read from ``source``, e.g. the run's dataset): its outputs would be ids of
+    other classes."""
+    have = state.get("num_classes")
+    if have is not None and int(have) != len(class_names):
+        raise WeightLoadError(
+            f"{path}: checkpoint trained with {int(have)} classes, but {source} has {len(class_names)}; "
+            "it is from another run (or another dataset)"
+        )

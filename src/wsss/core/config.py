@@ -16,6 +16,7 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ class DataConfig:
     num_workers: int = 2
     val_resize: int | None = 448  # training-time validation resizes val images to a square (2.11)
     val_max_images: int | None = None  # cap on validation images per evaluation (None = all)
+    # Longest side of a val image as the network sees it, after val_resize (None = no cap): one 6000x4000
+    # photo at full size is minutes of attention and gigabytes; the score is taken at the mask's size.
+    val_max_side: int | None = 1024
     # Segmentation targets: a directory of <id>.png label maps (255 = ignore), e.g. `wsss pseudo` output.
     # Methods that train on pseudo labels (deeplab, affinitynet) read it; it goes through the same
     # scale / flip / crop as the image (nearest, padding 255). None: image-level labels only.
@@ -177,6 +181,9 @@ class InferConfig:
     cam_normalize: str = "minmax"
     crf: CRFConfig = field(default_factory=CRFConfig)
     crf_workers: int = 0  # processes for DenseCRF; 0 = in the main process
+    # `wsss cam` / `predict` / `viz`: longest side of the image the network sees at scale 1 (None = no cap;
+    # VOC and COCO images are at most 640): a larger photo is shrunk first, its outputs keep its size
+    max_side: int | None = 1024
     batch_size: int = 1
 
 
@@ -452,16 +459,57 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             from_dict(Config, _merge(defaults, data))
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from e
+    try:
+        check_settings(from_dict(Config, _merge(defaults, data)))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from e
     if not overrides:
         return from_dict(Config, _merge(defaults, data))
     for text in overrides:
         keys, value = parse_override(text)
         try:
             set_dotted(data, keys, value)
-            from_dict(Config, _merge(defaults, data))
+            check_settings(from_dict(Config, _merge(defaults, data)))
         except ConfigError as e:
             raise ConfigError(f"command-line override '{text}': {e}") from e
     return from_dict(Config, _merge(defaults, data))
+
+
+# Settings that count something (images, steps, pixels) and make no sense at 0 or below: a
+# max_iters of 0 would "train" nothing and leave no checkpoint, a batch of -4 fails deep inside the
+# loader, a period of 0 divides by zero. Checked when a config is loaded (``check_settings``).
+POSITIVE_SETTINGS = (
+    "train.batch_size", "train.max_iters", "train.log_iters", "train.eval_iters", "train.ckpt_iters",
+    "train.micro_batch", "data.crop_size", "data.val_resize", "data.val_max_images", "data.val_max_side",
+    "infer.batch_size", "infer.max_side", "infer.cam_input_size", "infer.square_size",
+)  # fmt: skip
+NON_NEGATIVE_SETTINGS = ("train.warmup_iters", "data.num_workers", "run.threads", "infer.crf_workers")
+
+
+def _get_dotted(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def check_settings(cfg: Config) -> Config:
+    """ConfigError naming the first setting of ``POSITIVE_SETTINGS`` at 0 or below (None, where
+    allowed, means "not set") or of ``NON_NEGATIVE_SETTINGS`` below 0, and a scale list with a scale
+    that is not positive. Returns ``cfg``."""
+    for key in POSITIVE_SETTINGS:
+        value = _get_dotted(cfg, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{key} must be a positive integer, got {value}")
+    for key in NON_NEGATIVE_SETTINGS:
+        value = _get_dotted(cfg, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"{key} must be 0 or more, got {value}")
+    for key in ("cam.scales", "infer.scales", "infer.cam_scales"):
+        scales = _get_dotted(cfg, key)
+        if not scales or any(not s > 0 for s in scales):
+            raise ConfigError(f"{key} must be a non-empty list of positive scales, got {list(scales)}")
+    return cfg
 
 
 def resolve_paths(cfg: Config) -> Config:
@@ -514,12 +562,16 @@ def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     }
 
 
-def check_config_change(cfg: Config, *, allow: bool = False) -> dict[str, tuple[Any, Any]]:
+def check_config_change(
+    cfg: Config, *, allow: bool = False, verify: Callable[[dict[str, Any], Path], None] | None = None
+) -> dict[str, tuple[Any, Any]]:
     """Before resuming: compare ``cfg`` with the run's saved ``config.yaml``.
 
     A run with a checkpoint was trained with its saved settings, so other settings are refused (a
     ConfigError naming every differing key) unless ``allow``; an allowed change is appended to
     ``RUN/config_changes.jsonl`` (time, checkpoint step, old and new values). Returns the changes.
+    ``verify(state, path)`` is called with ``last.pt`` before the change is recorded: the engine checks
+    there that the checkpoint resumes under the new settings, so a change that fails is never recorded.
     """
     # imported here: these helpers sit at the end of the schema module, whose top the YAML loading owns
     import json
@@ -551,7 +603,12 @@ def check_config_change(cfg: Config, *, allow: bool = False) -> dict[str, tuple[
             f"{run_dir / CONFIG_CHANGES_FILE})"
         )
     last = run_dir / "checkpoints" / "last.pt"
-    step = load_checkpoint(last).get("step") if last.is_file() else None
+    step = None
+    if last.is_file():
+        state = load_checkpoint(last)
+        step = state.get("step")
+        if verify is not None:
+            verify(state, last)
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step,
               "changes": {k: {"old": o, "new": n} for k, (o, n) in changes.items()}}  # fmt: skip
     if is_main_process():

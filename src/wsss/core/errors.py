@@ -29,6 +29,11 @@ class MissingFileError(WSSSError, FileNotFoundError):
     """A file or directory the command needs is not there (a run without config.yaml, a checkpoint...)."""
 
 
+class OutputError(WSSSError, OSError):
+    """An output that cannot be written: a full disk, a read-only or foreign folder (the message names the
+    path; what was finished before stays, as every output is written atomically)."""
+
+
 class WeightLoadError(WSSSError, RuntimeError):
     """A weight or checkpoint file that cannot be read, or whose keys do not fit the model."""
 

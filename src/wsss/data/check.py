@@ -32,7 +32,7 @@ from wsss.data.voc import (
     parse_split,
     read_cls_labels_file,
 )
-from wsss.utils.io import describe_path, read_label_png
+from wsss.utils.io import describe_path, exif_orientation, exif_swaps_sides, image_size, read_label_png
 
 PROGRESS_MIN = 200  # show a progress bar above this many images
 LABEL_ONLY_SHOWN = 20  # ids listed in the warning about labels without mask pixels
@@ -128,11 +128,14 @@ def check_mask(
     label_file: Path | str,
     id: str,
     classes_desc: str,
+    image_path: Path | None = None,
 ) -> tuple[list[str], np.ndarray | None]:
     """The per-mask rules of check-data, shared with ``wsss prepare folder``: a readable single-channel
     or palette PNG of the image's size (``image_size`` (H, W), None = unknown), holding only class
     indices 0..C-1 or 255, and no class that the image's label (``labelled``: its class ids, None = no
-    label) lacks. Returns the problems and the mask's foreground class ids (None when unreadable)."""
+    label) lacks. Returns the problems and the mask's foreground class ids (None when unreadable).
+    ``image_path``: the image, whose EXIF orientation is named when it explains a size mismatch (the
+    image is read upright, the mask as stored)."""
     mask, err = _read_mask(mask_path)
     if err:
         return [err], None
@@ -140,7 +143,7 @@ def check_mask(
     if image_size is not None and mask.shape != image_size:
         problems.append(
             f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from the image "
-            f"({image_size[1]}x{image_size[0]})"
+            f"({image_size[1]}x{image_size[0]}){_exif_note(image_path, mask.shape, image_size)}"
         )
     num_classes = len(class_names)
     present = np.unique(mask)
@@ -160,21 +163,40 @@ def check_mask(
     return problems, fg
 
 
+# Image modes that ``utils.io.read_image`` turns into 8-bit RGB (``decode_rgb``; I;16* too).
+IMAGE_MODES = ("RGB", "L", "P", "RGBA", "CMYK", "LA", "PA", "I", "F", "YCbCr", "LAB", "HSV", "1")
+
+
 def check_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
-    """(H, W) after a full decode, or an error message. Truncated files are always errors, even if
+    """(H, W) as the commands see the image (EXIF orientation applied) after a full decode, or an error
+    message. Truncated files are always errors, even if
     some library enabled PIL's LOAD_TRUNCATED_IMAGES."""
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode not in ("RGB", "L", "P", "RGBA", "CMYK", "LA", "I", "I;16", "YCbCr", "1"):
+            if im.mode not in IMAGE_MODES and not im.mode.startswith("I;16"):
                 return None, f"{path}: unsupported image mode {im.mode}"
-            return (im.height, im.width), None
+        return image_size(path), None  # as the commands read it: EXIF orientation applied
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         return None, f"{path}: cannot read image ({e})"
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _exif_note(image_path: Path | None, mask_size: tuple[int, ...], image_size: tuple[int, int]) -> str:
+    """Why a mask of the image's stored size mismatches: the image's EXIF orientation turns it."""
+    if image_path is None or tuple(mask_size) != (image_size[1], image_size[0]):
+        return ""
+    orientation = exif_orientation(image_path)
+    if not exif_swaps_sides(orientation):
+        return ""
+    return (
+        f"; {image_path} has EXIF orientation {orientation}, so it is read turned by 90 degrees "
+        f"({image_size[1]}x{image_size[0]}) while the mask fits the stored pixels: turn the mask the same way, "
+        "or save the image without the orientation tag"
+    )
 
 
 def _read_mask(path: Path) -> tuple[np.ndarray | None, str | None]:
@@ -369,7 +391,7 @@ def check_dataset(
             report.n_masks += 1
             labelled = None if vec is None else np.flatnonzero(vec > 0.5) + 1
             problems, fg = check_mask(mpath, size, labelled, class_names, label_file=npy, id=id,
-                                      classes_desc=classes_desc)  # fmt: skip
+                                      classes_desc=classes_desc, image_path=img_path)  # fmt: skip
             for msg in problems:
                 report.add(msg)
             if fg is not None:

@@ -130,7 +130,13 @@ assert len(VOC_CLASSES) == 21 and len(COCO_CLASSES) == 81
 def parse_classes(text: str, source: str | os.PathLike = CLASSES_FILE) -> list[str]:
     """Class names from the text of a classes.txt; DataError (naming ``source``) if invalid."""
     names = [line.strip() for line in text.splitlines()]
-    names = [n for n in names if n]
+    while names and not names[-1]:  # blank lines at the end shift nothing
+        names.pop()
+    if "" in names:  # a mask pixel k is the class on line k: a skipped line would shift every later class
+        raise DataError(
+            f"{source}:{names.index('') + 1}: blank line in the class list (a mask pixel k is the class on "
+            "line k, so every line names one class; remove the line or name the class)"
+        )
     if len(names) < 2:
         raise DataError(
             f"{source}: needs at least 2 class names (background first, then the foreground "
@@ -150,8 +156,8 @@ def parse_classes(text: str, source: str | os.PathLike = CLASSES_FILE) -> list[s
 def read_classes(root: str | os.PathLike) -> list[str]:
     """Class names of the dataset at ``root``: its ``classes.txt`` if present, else VOC's 21.
 
-    ``classes.txt`` holds one name a line, background first; blank lines are ignored. Raises
-    DataError (naming the file) for duplicate names or fewer than 2 names.
+    ``classes.txt`` holds one name a line, background first; blank lines at its end are ignored. Raises
+    DataError (naming the file) for a blank line between names, duplicate names or fewer than 2 names.
     """
     path = Path(root) / CLASSES_FILE
     if not path.is_file():

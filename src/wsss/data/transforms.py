@@ -283,8 +283,14 @@ class TrainAugment:
         )
 
 
-def prepare_image(image: np.ndarray, size: int | None, device: torch.device) -> torch.Tensor:
-    """uint8 HWC -> normalised (1, 3, h, w) tensor, resized to a square first if ``size``."""
+def prepare_image(
+    image: np.ndarray, size: int | None, device: torch.device, *, max_side: int | None = None
+) -> torch.Tensor:
+    """uint8 HWC -> normalised (1, 3, h, w) tensor, resized to a square first if ``size``, then shrunk
+    (aspect kept) to a longest side of ``max_side`` if it is longer (``data.val_max_side``,
+    ``infer.max_side``: the network's cost grows with the pixels; callers resize its maps to the image)."""
     if size is not None:
         image = resize_to(image, size)
+    if max_side is not None and max(image.shape[:2]) > max_side:
+        image = resize_long_side(image, max_side)
     return normalize(image).unsqueeze(0).to(device)

@@ -43,10 +43,10 @@ def available_splits(root: str | os.PathLike) -> list[str]:
 
 def parse_split(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     """(ids, problems) of a split file: one id a line, blank lines skipped, surrounding whitespace
-    stripped; a PSA-style line ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png`` is reduced to
-    ``<id>``. Ids become output file names, so a line whose id could leave its folder (a path
-    separator, ``..``, an absolute path) is not taken: it gives a ``file:line: ...`` problem instead.
-    DataError if the file cannot be read."""
+    stripped, a line of several words a problem (ids hold no whitespace); a PSA-style line
+    ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png`` is reduced to ``<id>``. Ids become output
+    file names, so a line whose id could leave its folder (a path separator, ``..``, an absolute path)
+    is not taken: it gives a ``file:line: ...`` problem instead. DataError if the file cannot be read."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -57,10 +57,14 @@ def parse_split(path: str | os.PathLike) -> tuple[list[str], list[str]]:
         line = line.strip()
         if not line:
             continue
-        first = line.split()[0]
+        parts = line.split()
+        first = parts[0]
         token = Path(first)
         if "/" in first and token.suffix in IMAGE_EXTS and ".." not in token.parts:  # PSA list format
             first = token.stem
+        elif len(parts) > 1:  # one id a line: cutting "my photo" to "my" would name another image
+            problems.append(f"{path}:{n}: {line!r} is not one id (ids cannot contain whitespace)")
+            continue
         problem = id_problem(first)
         if problem is not None:
             problems.append(f"{path}:{n}: unsafe image id {first!r} ({problem}; ids are file names)")

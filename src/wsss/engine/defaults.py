@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-from wsss.core.checkpoint import load_checkpoint
+from wsss.core.checkpoint import check_checkpoint_classes, load_checkpoint, load_model_state
 from wsss.core.config import Config, load_run_config
 from wsss.core.device import resolve_device
+from wsss.data.classes import read_classes
 from wsss.engine.train_loop import HookBase
 from wsss.engine.trainer import Trainer, build_optimizer
 from wsss.engine.validate import validate
@@ -60,9 +61,11 @@ def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device
     else:
         path = ckpts / f"{checkpoint}.pt" if not checkpoint.endswith(".pt") else Path(checkpoint)
     state = load_checkpoint(path)
+    if Path(cfg.data.root).is_dir():  # a checkpoint copied from another run would write its class ids
+        check_checkpoint_classes(state, path, read_classes(cfg.data.root), f"the run's dataset {cfg.data.root}")
     dev = resolve_device(device or cfg.run.device)
     method = build_method(cfg, state["class_names"])
-    method.load_state_dict(state["model"])
+    load_model_state(method, state["model"], path)
     method.to(dev).eval()
     return TrainedMethod(cfg=cfg, method=method, class_names=list(state["class_names"]), device=dev)
 

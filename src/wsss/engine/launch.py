@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
 from typing import Any
 
-from wsss.core.config import Config, check_config_change, resolve_paths
+from wsss.core.checkpoint import load_model_state
+from wsss.core.config import Config, check_config_change, check_settings, resolve_paths
 from wsss.core.errors import UsageError
 from wsss.engine.defaults import build_trainer, engine_api
-from wsss.methods import method_class
+from wsss.methods import build_method, method_class
+from wsss.utils.io import remove_stale_temps
+from wsss.utils.runlock import run_dir_lock
 
 
 def train(cfg: Config, *, progress: bool = True, allow_config_change: bool = False) -> dict[str, Any]:
@@ -16,6 +22,8 @@ def train(cfg: Config, *, progress: bool = True, allow_config_change: bool = Fal
     Input paths are stored resolved (``resolve_paths``). Resuming a run with other settings than
     its saved ones raises ConfigError unless ``allow_config_change`` (``check_config_change``).
     A method with a ``train_driver`` (several runs, e.g. SC-CAM's rounds) is trained by it instead.
+    The run directory is locked for the whole job (``utils.runlock``): a second ``wsss train`` on it
+    gets a one-line error naming this process.
     """
     cls = method_class(cfg)
     if not cls.trainable:
@@ -23,8 +31,27 @@ def train(cfg: Config, *, progress: bool = True, allow_config_change: bool = Fal
             f"method {cfg.method!r} trains nothing: make its run from weights with `wsss import {cfg.method}`"
         )
     resolve_paths(cfg)
-    check_config_change(cfg, allow=allow_config_change)
-    driver = cls.train_driver
-    if driver is not None:
-        return driver(cfg, engine_api(), progress)
-    return build_trainer(cfg, progress=progress).train()
+    check_settings(cfg)
+    run_dir = Path(cfg.run.dir)
+    # one writer per run directory (rank 0 holds it for a torchrun job: its other processes share the run)
+    lock = run_dir_lock(run_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    with lock:
+        if int(os.environ.get("RANK", "0")) == 0:
+            for folder in (run_dir, run_dir / "checkpoints"):
+                remove_stale_temps(folder)  # a killed earlier run's temporary files
+        check_config_change(cfg, allow=allow_config_change, verify=_resumes_under(cfg))
+        driver = cls.train_driver
+        if driver is not None:
+            return driver(cfg, engine_api(), progress)
+        return build_trainer(cfg, progress=progress).train()
+
+
+def _resumes_under(cfg: Config):
+    """The check that a run's ``last.pt`` loads into the model of ``cfg`` (before a config change is recorded:
+    a change whose checkpoint does not fit is refused with one line naming the file, and never recorded)."""
+
+    def verify(state: dict[str, Any], path: Path) -> None:
+        if "model" in state and "class_names" in state:
+            load_model_state(build_method(cfg, state["class_names"]), state["model"], path)
+
+    return verify

@@ -14,7 +14,8 @@ import contextlib
 import random
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from wsss.core.checkpoint import load_checkpoint, save_checkpoint
+from wsss.core.checkpoint import check_checkpoint_classes, load_checkpoint, load_model_state, save_checkpoint
 from wsss.core.config import Config, resolve_epochs, save_config
 from wsss.core.distributed import (
     all_gather_objects,
@@ -246,9 +247,11 @@ class Trainer(TrainerBase):
             EpochLRRule(self.method, self.optimizer, t.lr),
             MetricsLogger(self.run_dir / "metrics.jsonl", period=t.log_iters, max_iter=t.max_iters,
                           optimizer=self.optimizer, progress=self.progress),
-            PeriodicCheckpointer(self.save_checkpoint, period=t.ckpt_iters, max_iter=t.max_iters,
-                                 path=self.ckpt_dir / "last.pt", progress=self.progress),
-            PeriodicValidation(t.eval_iters, self.validate, t.max_iters) if self.val_set is not None else None,
+            ckpt := PeriodicCheckpointer(self.save_checkpoint, period=t.ckpt_iters, max_iter=t.max_iters,
+                                         path=self.ckpt_dir / "last.pt", progress=self.progress),
+            # Ctrl-C stops a validation between images; the checkpointer then saves and stops at the next step
+            PeriodicValidation(t.eval_iters, partial(self.validate, should_stop=lambda: ckpt.interrupted), t.max_iters)
+            if self.val_set is not None else None,
             BestCheckpointer(self.save_checkpoint),
             TensorBoardWriter(self.run_dir / "tensorboard", self.optimizer, enabled=self.cfg.run.tensorboard),
         ]  # fmt: skip
@@ -308,7 +311,8 @@ class Trainer(TrainerBase):
         if not last.is_file():
             return False
         state = load_checkpoint(last)
-        self.method.load_state_dict(state["model"])
+        check_checkpoint_classes(state, last, self.train_set.class_names, f"the dataset {self.cfg.data.root}")
+        load_model_state(self.method, state["model"], last)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
@@ -422,11 +426,16 @@ class Trainer(TrainerBase):
         self.run_loop(stop)
         return {"step": self.step, "resumed": resumed, "best": self.best, "val": self.last_val}
 
-    def validate(self) -> dict[str, Any]:
+    def validate(self, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Validate now (every process calls it; ``PeriodicValidation`` calls it periodically) and publish
-        the scores (``BestCheckpointer`` keeps ``checkpoints/best.pt``)."""
-        res = validate(self.method, self.val_set, self.cfg, self.device, progress=self.progress)
+        the scores (``BestCheckpointer`` keeps ``checkpoints/best.pt``). ``should_stop``: polled between
+        images (Ctrl-C); a stopped validation publishes nothing and returns {}."""
+        res = validate(
+            self.method, self.val_set, self.cfg, self.device, progress=self.progress, should_stop=should_stop
+        )
         self.method.train()
+        if res is None:
+            return {}
         self.log({"step": self.step, "val": res})
         if self.progress:
             scores = "  ".join(f"{k} {v:.2f}" for k, v in res.items() if k.endswith("miou"))

@@ -61,7 +61,15 @@ class ViTBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> BackboneOutput:
         b, _, H, W = x.shape
-        h, w = H // self.patch_size, W // self.patch_size
+        p = self.patch_size
+        if H % p or W % p:
+            # The patch grid needs sides that are multiples of the patch: an image of another size (a 100x75
+            # photo, a scale of 0.5 of it) is resized to the nearest multiples (at least one patch), which keeps
+            # the maps aligned with the image, where padding would shift them (issue 33). Callers resize the
+            # maps to the size they need, so a map of round(H/p) x round(W/p) cells is what they expect.
+            H, W = max(p, round(H / p) * p), max(p, round(W / p) * p)
+            x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)
+        h, w = H // p, W // p
         tokens = self.vit.patch_embed(x)
         tokens = tokens.reshape(b, h * w, -1)  # NHWC or NLC -> NLC
         cls = self.vit.cls_token.expand(b, -1, -1)

@@ -42,7 +42,7 @@ from wsss.report.figures import (
     saved_panels,
     training_curves,
 )
-from wsss.utils.io import atomic_write, per_id_path, plural, read_label_png
+from wsss.utils.io import atomic_write, per_id_path, plural, read_label_png, remove_stale_temps
 
 __all__ = ["colorize", "read_metrics", "write_report"]
 
@@ -199,6 +199,8 @@ def write_report(
     ds = VOCDataset(data_root or cfg["data"]["root"], split)
     out = run / "report"
     (out / "images").mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / "images"):
+        remove_stale_temps(folder)  # a killed earlier report's temporary files
     metrics = run_metrics(run)
     has_gt = all(ds.has_mask(i) for i in ds.ids)
 

@@ -48,7 +48,7 @@ def guess_classes(run: Run, image: np.ndarray, max_classes: int = 4, min_area: f
         area = np.bincount(run.predict(image).reshape(-1), minlength=run.num_classes)[1:] / image[..., 0].size
         scores = np.where(area >= min_area, area, 0.0)
     if not scores.any():
-        x = prepare_image(image, run.cfg.infer.cam_input_size, run.device)
+        x = prepare_image(image, run.cfg.infer.cam_input_size, run.device, max_side=run.cfg.infer.max_side)
         cam = run.method.cam_maps(x)
         cam = (cam[0] if isinstance(cam, (tuple, list)) else cam).float().flatten(2)
         pooled = cam.amax(-1) if run.cfg.model.pooling == "gmp" else cam.mean(-1)

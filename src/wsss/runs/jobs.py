@@ -251,7 +251,7 @@ def run_predict(
             f"{run.dir}: this run (method {run.cfg.method}, model.decoder {run.cfg.model.decoder}) has no "
             "segmentation head to predict with; use `wsss cam` and `wsss pseudo`, or train a seg stage"
         )
-    ds = VOCDataset(root or run.cfg.data.root, split)
+    ds = _dataset(run, root, split)
     out = run.dir / ("predictions_crf" if crf else "predictions") / split
     probs_dir = run.dir / "probs" / split
     todo = _todo(ds.ids, out, ".png", overwrite)

@@ -54,7 +54,7 @@ class Run:
             full[keys] = maps
             return full
         inf = self.cfg.infer
-        x = prepare_image(image, inf.cam_input_size, self.device)
+        x = prepare_image(image, inf.cam_input_size, self.device, max_side=inf.max_side)
         cam, _ = multi_scale_cam(
             self.method.cam_maps, x, tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse,
             normalize=inf.cam_normalize,
@@ -80,7 +80,7 @@ class Run:
         if keys.size == 0:  # nothing labelled: every map is zero, as the all-class path makes it
             return keys, np.zeros((0, *image.shape[:2]), dtype=np.float32)
         inf = self.cfg.infer
-        x = prepare_image(image, inf.cam_input_size, self.device)
+        x = prepare_image(image, inf.cam_input_size, self.device, max_side=inf.max_side)
         cam = multi_scale_cam(
             lambda v: self.method.cam_maps(v)[0], x, tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse,
             normalize=inf.cam_normalize, classes=torch.from_numpy(keys), compact=True,
@@ -92,7 +92,7 @@ class Run:
     def seg_prob(self, image: np.ndarray, scales: Sequence[float] | None = None) -> np.ndarray:
         """Multi-scale + flip segmentation probabilities (C, H, W) float32 (methods.md 2.11 / 3.10)."""
         inf = self.cfg.infer
-        x = prepare_image(image, None, self.device)
+        x = prepare_image(image, None, self.device, max_side=inf.max_side)
         logits = multi_scale_logits(
             self.method.seg_logits, x, tuple(scales or inf.scales), image.shape[:2],
             flip_fuse="sum", scale_fuse="max", square_size=inf.square_size,

@@ -8,6 +8,7 @@ directory, then ``os.replace``), so a run killed mid-write never leaves a trunca
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import tempfile
@@ -15,9 +16,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
-from wsss.core.errors import DataError
+from wsss.core.errors import DataError, OutputError
 from wsss.utils.safe_load import read_npy, read_npz
 
 
@@ -45,16 +46,49 @@ def _umask() -> int:
     return mask
 
 
+# OS errors that say the output cannot be written (not a bug): full disk or quota, read-only file
+# system, no permission. ``wsss`` reports them as one line naming the path (``OutputError``).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def output_error(path: str | os.PathLike, error: OSError) -> OutputError:
+    """The ``OutputError`` for writing ``path`` failing with ``error`` (``strerror`` kept, e.g. "No space
+    left on device")."""
+    return OutputError(f"{path}: cannot write ({error.strerror or error})")
+
+
+def write_os_error(error: BaseException) -> OSError | None:
+    """The OS error behind a failed write, if it is one of ``_WRITE_ERRNOS``: ``error`` itself or one it
+    was raised from or during (``torch.save`` on a full disk raises "RuntimeError: [enforce fail ...]
+    unexpected pos" while handling the OSError of the short write)."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and not isinstance(e, OutputError) and e.errno in _WRITE_ERRNOS:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
     """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds.
 
     The file gets the mode a plain ``open(path, "w")`` would give (0666 minus the umask), not the
     0600 of ``mkstemp``'s private temporary file.
+
+    A full disk or an unwritable folder raises ``OutputError`` naming ``path`` (also when the writer,
+    e.g. ``torch.save``, raised its own error while handling the OS error).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        if e.errno in _WRITE_ERRNOS:
+            raise output_error(path, e) from e
+        raise
     try:
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
@@ -62,9 +96,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBas
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        cause = write_os_error(e) if isinstance(e, Exception) else None
+        if cause is not None:
+            raise output_error(path, cause) from e
         raise
 
 
@@ -99,10 +136,55 @@ def voc_palette(num_colors: int = 256) -> np.ndarray:
 _PALETTE = voc_palette().flatten().tolist()
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an RGB image as (H, W, 3) uint8; grayscale / RGBA / palette images are converted.
+# EXIF orientations (tag 0x0112) that swap width and height: the photo is shown rotated by 90 degrees.
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
-    Raises DataError naming the file for a missing, truncated or unreadable image.
+
+def exif_orientation(path: str | os.PathLike) -> int:
+    """The EXIF orientation tag of an image file (1 = as stored, also when absent or unreadable)."""
+    try:
+        with Image.open(path) as im:
+            return int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return 1
+
+
+def exif_swaps_sides(orientation: int) -> bool:
+    """Whether EXIF ``orientation`` shows the stored image turned by 90 degrees (width and height swap)."""
+    return orientation in _TRANSPOSING_ORIENTATIONS
+
+
+def decode_rgb(im: Image.Image) -> np.ndarray:
+    """A decoded PIL image -> (H, W, 3) uint8, scaled to the 8-bit range by what its mode means.
+
+    Pillow's ``convert("RGB")`` clips a 16-bit or 32-bit grayscale image at 255 instead of scaling it,
+    which turns a 16-bit photo white (issue 33). Here: ``I;16*`` and ``I`` (PNG / TIFF 16-bit gray,
+    read as 0..65535) are divided by 257 (65535 -> 255, values above 65535 clipped); ``F`` (float) in
+    [0, 1] is multiplied by 255, otherwise clipped to 0..255; every other mode (1, L, P, LA, PA, RGBA,
+    CMYK, YCbCr, LAB, HSV, RGB) goes through Pillow's conversion, which is exact for 8-bit data.
+    """
+    if im.mode.startswith("I;16") or im.mode == "I":
+        gray = np.asarray(im).astype(np.float64)
+        gray = np.clip(np.rint(gray / 257.0), 0, 255)
+    elif im.mode == "F":
+        gray = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        if gray.size and gray.min() >= 0.0 and gray.max() <= 1.0:
+            gray = gray * 255.0
+        gray = np.clip(np.rint(gray), 0, 255)
+    else:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB, as it is shown: EXIF orientation applied, any mode
+    scaled to 8 bits (:func:`decode_rgb`: 16-bit gray is scaled, not clipped).
+
+    The one reader of images for every command (training, CAM, prediction, reports), so all see the
+    photo upright. Masks are not EXIF-rotated (:func:`read_label_png`; PNG masks carry no EXIF, and
+    check-data names the orientation tag when it explains a size mismatch). Raises DataError naming the
+    file for a missing, truncated or unreadable image.
     """
     path = Path(path)
     if not path.is_file():
@@ -110,9 +192,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()  # forces a full decode: truncated files fail here, not later
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+            upright = ImageOps.exif_transpose(im)
+            return decode_rgb(upright if upright is not None else im)
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot read image ({e})") from e
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image as :func:`read_image` returns it (EXIF orientation applied), from its header."""
+    with Image.open(path) as im:
+        h, w = im.height, im.width
+        orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    return (w, h) if exif_swaps_sides(orientation) else (h, w)
 
 
 def read_label_png(path: str | os.PathLike) -> np.ndarray:

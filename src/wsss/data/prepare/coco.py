@@ -37,7 +37,15 @@ import numpy as np
 
 from wsss.core.errors import DataError
 from wsss.data.classes import write_classes
-from wsss.data.prepare import PrepareSummary, default_workers, first, parallel_map, place_image, write_split
+from wsss.data.prepare import (
+    PrepareSummary,
+    default_workers,
+    first,
+    parallel_map,
+    place_image,
+    remove_stale_outputs,
+    write_split,
+)
 from wsss.data.voc import labels_from_mask, write_cls_labels
 from wsss.utils.io import id_problem, per_id_path, read_label_png, save_label_png
 
@@ -136,6 +144,7 @@ def prepare_coco(
 ) -> PrepareSummary:
     """Convert COCO ``splits`` of ``year`` at ``coco`` into the VOC layout at ``out`` (module docstring)."""
     coco, out = Path(coco), Path(out)
+    remove_stale_outputs(out, "SegmentationClass", "JPEGImages")
     workers = default_workers() if workers is None else workers
     summary = PrepareSummary(out=out)
     table: dict[str, np.ndarray] = {}

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from wsss.core.errors import DataError, UsageError
 from wsss.data.check import PROGRESS_MIN, check_image, check_mask
 from wsss.data.classes import parse_classes, write_classes
-from wsss.data.prepare import PrepareSummary, first, place_image, write_split
+from wsss.data.prepare import PrepareSummary, first, place_image, remove_stale_outputs, write_split
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
 from wsss.utils.io import per_id_path, read_label_png, save_label_png
 
@@ -166,6 +166,12 @@ def prepare_folder(
             if p.stem in files:
                 raise DataError(f"{images}: two images with the id {p.stem!r}: {files[p.stem].name}, {p.name}")
             files[p.stem] = p
+    spaced = [p.name for stem, p in files.items() if any(c.isspace() for c in stem)]
+    if spaced:  # split lists hold one id a line and other tools cut a line at its first blank
+        raise DataError(
+            f"{images}: {len(spaced)} image name(s) contain whitespace, which an id cannot (ids are written one "
+            f"a line into split lists that other tools cut at a blank): {first(spaced)}; rename them"
+        )
     by_name = {p.name: stem for stem, p in files.items()}
     entries: dict[str, list[int]] = {}
     missing = []
@@ -198,7 +204,7 @@ def prepare_folder(
         if src is None or not src.is_file():
             continue
         errs, fg = check_mask(src, size, entries[id], class_names, label_file=labels, id=id,
-                              classes_desc=f"{classes} ({num_classes} classes)")  # fmt: skip
+                              classes_desc=f"{classes} ({num_classes} classes)", image_path=files[id])  # fmt: skip
         problems += errs
         if errs or fg is None:
             continue
@@ -215,7 +221,10 @@ def prepare_folder(
         )
 
     # ---- write ---------------------------------------------------------------------------------
+    # The split lists are written last: a dataset without them is visibly unfinished, while lists
+    # without cls_labels.npy / classes.txt beside them would read as a VOC dataset (issue 33).
     summary = PrepareSummary(out=out)
+    remove_stale_outputs(out, "SegmentationClass", "JPEGImages")
     for id in sorted(with_mask):
         dst = per_id_path(out / "SegmentationClass", id, ".png")
         if not dst.is_file():
@@ -235,9 +244,6 @@ def prepare_folder(
         n_val = len(pool)
     n_val = min(n_val, len(ids) - 1)
     val = set(np.random.default_rng(seed).permutation(pool)[:n_val].tolist()) if n_val > 0 else set()
-    write_split(out, "train", [i for i in ids if i not in val])
-    if val:
-        write_split(out, "val", sorted(val))
     vecs = {}
     for id, cls in entries.items():
         v = np.zeros(num_classes - 1, dtype=np.float32)
@@ -245,6 +251,9 @@ def prepare_folder(
         vecs[id] = v
     write_cls_labels(out, vecs)
     write_classes(out, class_names)
+    if val:
+        write_split(out, "val", sorted(val))
+    write_split(out, "train", [i for i in ids if i not in val])
     summary.counts.update({"images": len(ids), "train": len(ids) - len(val), "val": len(val), "images_placed": placed})
     if not val:
         summary.notes.append("no val split (no masks, or val_fraction 0): training runs without validation")

@@ -40,6 +40,7 @@ from wsss.data.prepare import (
     first,
     parallel_map,
     place_image,
+    remove_stale_outputs,
     write_split,
 )
 from wsss.data.voc import labels_from_mask, parse_split, write_cls_labels
@@ -183,6 +184,7 @@ def prepare_voc(
     voc_root = find_voc_root(voc)
     sbd_root = find_sbd_root(sbd) if sbd is not None else None
     out = Path(out)
+    remove_stale_outputs(out, AUG_DIR, "JPEGImages")
     seg_sets = voc_root / "ImageSets" / "Segmentation"
     voc_train = _read_list(seg_sets / "train.txt")
     voc_val = _read_list(seg_sets / "val.txt")

@@ -1,0 +1,89 @@
+"""One writer per run directory: ``RUN/.lock``, held by the process that trains the run.
+
+Two ``wsss train`` on one ``run.dir`` would both append to ``metrics.jsonl``, both write TensorBoard
+files and overwrite each other's checkpoints (issue 33). The lock is an advisory ``flock`` on
+``RUN/.lock``, which also holds the holder's pid and host for the message: the kernel drops the lock
+when its process ends, however it ends, so a lock left by a killed run is stale by construction and the
+next run takes it. The file itself is left in place (removing it would let a third process lock a new
+file while a second one still waits on the old one). Where ``fcntl`` is missing (Windows) the pid in
+the file is checked instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from wsss.core.errors import UsageError
+from wsss.utils.io import output_error
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_FILE = ".lock"
+
+
+def _holder(path: Path) -> str:
+    """'pid 1234 on host, since ...' from a lock file (or 'another process' if unreadable)."""
+    try:
+        fields = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    except OSError:
+        return "another process"
+    pid, host, since = fields.get("pid", "?"), fields.get("host", "?"), fields.get("since", "?")
+    return f"pid {pid} on {host}, since {since}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str | os.PathLike, command: str = "wsss train") -> Iterator[Path]:
+    """Hold ``RUN/.lock`` for the block; UsageError naming the holder's pid if another live process
+    holds it. The run directory is created if needed (an unwritable one is an ``OutputError``)."""
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # folders this call creates
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise output_error(path, e) from e
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(
+                    f"{run_dir}: the run is in use by {command} ({_holder(path)}; {path}); wait for it to "
+                    "finish or stop it, or use another run.dir"
+                ) from None
+        else:  # pragma: no cover - Windows: the pid in the file decides
+            fields = dict(ln.split("=", 1) for ln in path.read_text().splitlines() if "=" in ln)
+            pid = int(fields.get("pid", "0") or 0)
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                raise UsageError(f"{run_dir}: the run is in use by {command} ({_holder(path)}; {path})")
+        info = f"pid={os.getpid()}\nhost={socket.gethostname()}\nsince={time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        yield path
+    finally:
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+            # a job that stopped before writing anything (bad data, bad settings) leaves no folder behind
+            with contextlib.suppress(OSError):
+                path.unlink()
+                for folder in created:
+                    folder.rmdir()
+        os.close(fd)  # closing the descriptor releases the flock

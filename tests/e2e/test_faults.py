@@ -1,0 +1,338 @@
+"""Faults and odd inputs as a new user meets them (issue 33), one case per defect of the trial: each
+command either works or stops with one ``error:`` line naming the file, and loses nothing it finished.
+Tiny data (the session's synthetic set, copied), seconds per case."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO, tiny_overrides
+from wsss.cli import main
+from wsss.core.checkpoint import save_checkpoint
+from wsss.core.config import load_config, save_config
+from wsss.core.errors import DataError, UsageError
+from wsss.data import VOCDataset, check_dataset
+from wsss.data.voc import read_split
+from wsss.engine.validate import validate
+from wsss.methods import build_method
+from wsss.utils.io import read_image, read_label_png, save_label_png
+
+CONFIG = REPO / "configs/cam/synthetic_cpu.yaml"
+
+
+@pytest.fixture
+def data(synth_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    return root
+
+
+def _classes(root: Path) -> list[str]:
+    return (root / "classes.txt").read_text().split("\n")[:-1]
+
+
+def _checkpoint(cfg, path: Path, names: list[str]) -> None:
+    """An honest, untrained checkpoint of ``cfg``'s model with the classes ``names``."""
+    method = build_method(cfg, names)
+    state = {"step": 1, "model": method.state_dict(), "num_classes": len(names), "class_names": names,
+             "rng": [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}]}  # fmt: skip
+    save_checkpoint(state, path)
+
+
+@pytest.fixture
+def run_dir(data, tmp_path):
+    """A run folder (config.yaml + an untrained last.pt that fits the dataset), no training needed."""
+    run = tmp_path / "run"
+    cfg = load_config(CONFIG, tiny_overrides(data, run))
+    run.mkdir()
+    save_config(cfg, run / "config.yaml")
+    _checkpoint(cfg, run / "checkpoints" / "last.pt", _classes(data))
+    return run
+
+
+def _cli(capsys, *argv: object) -> tuple[int, str]:
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, (out.out + out.err).strip()
+
+
+def _one_error_line(out: str) -> str:
+    """The output's ``error:`` line; asserts there is exactly one and no traceback."""
+    assert "Traceback" not in out, out
+    errors = [ln for ln in out.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, out
+    return errors[0]
+
+
+# ---- 1, 5: how images are decoded --------------------------------------------------------------------
+
+
+def test_16bit_gray_png_is_scaled_not_clipped_to_white(tmp_path):
+    gray = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(gray).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I;16")  # Pillow's 16-bit gray
+    rgb = read_image(tmp_path / "g16.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (48, 64, 3)
+    np.testing.assert_array_equal(rgb[..., 0], np.rint(gray / 257.0).astype(np.uint8))  # exact integer scaling
+    assert rgb.min() == 0 and rgb.max() == 255 and (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def _rotated_jpeg(path: Path, stored_hw: tuple[int, int]) -> np.ndarray:
+    """A JPEG stored ``stored_hw`` with EXIF orientation 6 (shown turned 90 degrees clockwise)."""
+    img = np.zeros((*stored_hw, 3), np.uint8)
+    img[: stored_hw[0] // 4] = 255  # a white band at the stored top
+    im = Image.fromarray(img)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(path, exif=exif.tobytes(), quality=95)
+    return img
+
+
+def test_exif_orientation_is_applied_and_check_data_names_it(data):
+    img_path = data / "JPEGImages" / "val_00000.jpg"
+    mask = read_label_png(data / "SegmentationClass" / "val_00000.png")  # 64x64: make the photo 64 high, 96 wide
+    _rotated_jpeg(img_path, (64, 96))
+    upright = read_image(img_path)
+    assert upright.shape == (96, 64, 3)  # shown turned: the stored top band is now the right-hand band
+    assert upright[:, -8:].mean() > 200 and upright[:, :8].mean() < 50
+    save_label_png(data / "SegmentationClass" / "val_00000.png", np.zeros((64, 96), np.uint8) + (mask.max() > 0))
+    report = check_dataset(data, "val", progress=False)
+    msg = next(p for p in report.problems if "val_00000.png" in p)
+    assert "mask size 96x64 differs from the image (64x96)" in msg and "EXIF orientation 6" in msg
+
+
+# ---- 2, 11: a checkpoint of another run ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["predict", "cam"])
+def test_cam_and_predict_refuse_a_checkpoint_of_another_class_count(run_dir, capsys, command):
+    cfg = load_config(run_dir / "config.yaml")
+    last = run_dir / "checkpoints" / "last.pt"
+    _checkpoint(cfg, last, [f"c{i}" for i in range(21)])  # e.g. copied from a VOC run
+    rc, out = _cli(capsys, command, run_dir, "--split", "val", "--quiet")
+    line = _one_error_line(out)
+    assert rc == 1 and f"{last}: checkpoint trained with 21 classes" in line and "has 7" in line
+    assert not (run_dir / "predictions").exists() and not (run_dir / "cams").exists()
+
+
+def test_an_empty_checkpoint_is_named_as_empty(run_dir, capsys):
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
+    rc, out = _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")
+    assert rc == 1 and "last.pt: checkpoint file is empty (0 bytes" in _one_error_line(out)
+
+
+def test_train_resume_from_a_checkpoint_of_another_size_is_one_line(run_dir, data, capsys):
+    cfg = load_config(run_dir / "config.yaml")
+    cfg.model.backbone_kwargs = {**cfg.model.backbone_kwargs, "embed_dim": 16}
+    _checkpoint(cfg, run_dir / "checkpoints" / "last.pt", _classes(data))
+    rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run_dir), "--quiet")
+    assert rc == 1 and "last.pt: checkpoint does not fit the model" in _one_error_line(out)
+
+
+# ---- 6: --allow-config-change -------------------------------------------------------------------------
+
+
+def test_allow_config_change_records_nothing_when_the_checkpoint_cannot_resume(run_dir, data, capsys):
+    other = tiny_overrides(data, run_dir, **{"model.backbone_kwargs": "{patch_size: 8, depth: 2, embed_dim: 16, "
+                                             "num_heads: 2, img_size: 64}"})  # fmt: skip
+    rc, out = _cli(capsys, "train", CONFIG, *other, "--quiet", "--allow-config-change")
+    assert rc == 1 and "checkpoint does not fit the model" in _one_error_line(out)
+    assert not (run_dir / "config_changes.jsonl").exists()
+
+
+# ---- 3, 4: sizes the network cannot take as they are -------------------------------------------------
+
+
+def test_images_of_odd_sizes_train_validate_and_infer(data, tmp_path, capsys, one_thread):
+    """A 100x75 and a 1x1 val image (patch 8): validation at full size, cam and predict all work."""
+    for id, (h, w) in {"val_00000": (75, 100), "val_00001": (1, 1)}.items():
+        img = Image.open(data / "JPEGImages" / f"{id}.jpg").convert("RGB").resize((w, h))
+        img.save(data / "JPEGImages" / f"{id}.jpg")
+        mask = Image.fromarray(read_label_png(data / "SegmentationClass" / f"{id}.png")).resize((w, h), Image.NEAREST)
+        save_label_png(data / "SegmentationClass" / f"{id}.png", np.asarray(mask))
+    run = tmp_path / "run"
+    over = tiny_overrides(data, run, **{"train.max_iters": 2, "train.eval_iters": 2, "data.val_max_images": 3})
+    rc, out = _cli(capsys, "train", CONFIG, *over, "--quiet")
+    assert rc == 0, out
+    assert (run / "checkpoints" / "last.pt").is_file()
+    val = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in ln]
+    assert val and val[-1]["val"]["n_images"] == 3
+    for command in ("cam", "predict"):
+        rc, out = _cli(capsys, command, run, "--split", "val", "--quiet")
+        assert rc == 0, out
+    assert read_label_png(run / "predictions/val/val_00000.png").shape == (75, 100)
+    assert read_label_png(run / "cam_labels/val/val_00001.png").shape == (1, 1)
+
+
+def test_validation_is_bounded_in_size_and_stops_on_request(data, one_thread):
+    big = np.random.default_rng(0).integers(0, 255, (1200, 1800, 3), dtype=np.uint8)
+    Image.fromarray(big).save(data / "JPEGImages" / "val_00000.jpg")
+    save_label_png(data / "SegmentationClass" / "val_00000.png", np.zeros((1200, 1800), np.uint8))
+    cfg = load_config(CONFIG, tiny_overrides(data, data / "run", **{"data.val_max_images": 1,
+                                                                    "data.val_max_side": 96}))  # fmt: skip
+    ds = VOCDataset(data, "val")
+    method = build_method(cfg, ds.class_names)
+    seen = []
+    cam_maps = method.cam_maps
+    method.cam_maps = lambda x: (seen.append(tuple(x.shape[-2:])), cam_maps(x))[1]
+    res = validate(method, ds, cfg, torch.device("cpu"), progress=False)
+    assert res is not None and res["n_images"] == 1
+    assert seen and max(max(s) for s in seen) <= 96  # never the 1800-px side
+    seen.clear()
+    assert validate(method, ds, cfg, torch.device("cpu"), progress=False, should_stop=lambda: True) is None
+    assert not seen  # stopped before the first image
+
+
+# ---- 7: one writer per run directory ------------------------------------------------------------------
+
+
+def test_a_second_train_on_a_locked_run_gets_one_line_naming_the_holder(data, tmp_path, capsys):
+    from wsss.utils.runlock import run_dir_lock
+
+    run = tmp_path / "run"
+    with run_dir_lock(run):  # another process holding the run (flock is per open file: this conflicts)
+        rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run), "--quiet")
+        line = _one_error_line(out)
+        assert rc == 1 and f"the run is in use by wsss train (pid {os.getpid()} on" in line
+    assert not (run / "metrics.jsonl").exists() and not (run / "config.yaml").exists()
+
+
+def test_a_stale_lock_of_a_killed_run_is_taken_over(tmp_path):
+    from wsss.utils.runlock import run_dir_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text("pid=999999999\nhost=gone\nsince=yesterday\n")  # left by a SIGKILLed run
+    with run_dir_lock(run) as path:
+        assert f"pid={os.getpid()}" in path.read_text()
+    with run_dir_lock(run):  # released on exit
+        pass
+
+
+# ---- 8, 12: ids and class lists -----------------------------------------------------------------------
+
+
+def test_prepare_refuses_an_id_with_a_space_and_split_lists_do_not_cut_ids(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("my photo.jpg", "b.jpg"):
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(images / name)
+    (tmp_path / "labels.csv").write_text("image,labels\nmy photo.jpg,cat\nb.jpg,cat\n")
+    (tmp_path / "classes.txt").write_text("background\ncat\n")
+    rc, out = _cli(capsys, "prepare", "folder", "--images", images, "--labels", tmp_path / "labels.csv",
+                   "--classes", tmp_path / "classes.txt", "--out", tmp_path / "out", "--quiet")  # fmt: skip
+    line = _one_error_line(out)
+    assert rc == 1 and f"{images}:" in line and "whitespace" in line and "my photo.jpg" in line
+    assert not (tmp_path / "out").exists()
+    split = tmp_path / "ImageSets" / "Segmentation" / "train.txt"
+    split.parent.mkdir(parents=True)
+    split.write_text("a\nmy photo\n")
+    with pytest.raises(DataError, match=r"train\.txt:2: 'my photo' is not one id"):
+        read_split(tmp_path, "train")
+
+
+def test_a_blank_line_inside_classes_txt_is_refused_with_its_line(data, capsys):
+    names = _classes(data)
+    (data / "classes.txt").write_text("\n".join([*names[:3], "", *names[3:]]) + "\n")
+    rc, out = _cli(capsys, "check-data", data)
+    assert rc == 1 and f"{data / 'classes.txt'}:4: blank line in the class list" in out
+
+
+# ---- 9, 10: settings and unwritable outputs -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("override", ["train.max_iters=0", "train.max_iters=-5", "train.batch_size=0",
+                                      "train.batch_size=-4"])  # fmt: skip
+def test_non_positive_lengths_and_batches_are_refused_before_anything_is_written(data, tmp_path, capsys, override):
+    run = tmp_path / "run"
+    rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run), override, "--quiet")
+    key, value = override.split("=")
+    assert rc == 2 and f"{key} must be a positive integer, got {value}" in _one_error_line(out)
+    assert not run.exists()
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_line(data, tmp_path, capsys, monkeypatch):
+    def full_disk(state, f):  # what torch.save does on a full disk: its error raised while handling ENOSPC
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    run = tmp_path / "fresh"
+    rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run), "--quiet")
+    line = _one_error_line(out)
+    assert rc == 1 and str(run / "checkpoints") in line and "cannot write (No space left on device)" in line
+    assert (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file()  # finished outputs stay
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
+def test_a_read_only_run_dir_for_cam_is_one_line(run_dir, capsys, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    from wsss.core.errors import OutputError
+
+    monkeypatch.setattr("wsss.utils.io.tempfile.mkstemp", read_only)
+    rc, out = _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")
+    line = _one_error_line(out)
+    assert rc == 1 and str(run_dir / "cams" / "val") in line and "cannot write (Read-only file system)" in line
+    with pytest.raises(OutputError):
+        save_label_png(run_dir / "x.png", np.zeros((2, 2), np.uint8))
+    assert issubclass(OutputError, OSError) and not issubclass(UsageError, OSError)
+
+
+# ---- 13, 14: what a kill leaves behind ----------------------------------------------------------------
+
+
+def _prepare_inputs(tmp_path: Path) -> list[str]:
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(images / f"im{i}.png")
+        save_label_png(masks / f"im{i}.png", np.ones((16, 16), np.uint8))
+    (tmp_path / "labels.csv").write_text("image,labels\n" + "".join(f"im{i}.png,cat\n" for i in range(4)))
+    (tmp_path / "classes.txt").write_text("background\ncat\n")
+    files = ["--labels", str(tmp_path / "labels.csv"), "--classes", str(tmp_path / "classes.txt")]
+    return ["prepare", "folder", "--images", str(images), *files, "--masks", str(masks), "--out", str(tmp_path / "out"),
+            "--quiet"]  # fmt: skip
+
+
+def test_prepare_writes_its_split_lists_last(tmp_path, monkeypatch):
+    argv = _prepare_inputs(tmp_path)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill between the masks and the label table
+
+    monkeypatch.setattr("wsss.data.prepare.folder.write_cls_labels", killed)
+    assert main(argv) == 130
+    out = tmp_path / "out"
+    assert not (out / "ImageSets").exists()  # no split lists: check-data cannot call it a VOC dataset
+    assert not check_dataset(out, progress=False).ok
+
+
+def test_leftover_tmp_files_are_removed_by_prepare_and_report(tmp_path, run_dir, data, capsys):
+    argv = _prepare_inputs(tmp_path)
+    stale = tmp_path / "out" / "SegmentationClass" / ".im0.png.abc123.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a png")
+    assert main(argv) == 0
+    assert not stale.exists()
+    for id in VOCDataset(data, "val").ids:  # a report needs predictions: the masks themselves will do
+        save_label_png(run_dir / "predictions" / "val" / f"{id}.png",
+                       read_label_png(data / "SegmentationClass" / f"{id}.png"))  # fmt: skip
+    stale = run_dir / "report" / "images" / ".grid_val_00000.png.abc123.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a png")
+    rc, out = _cli(capsys, "report", run_dir, "--max-images", "1")
+    assert rc == 0, out
+    assert not stale.exists()
