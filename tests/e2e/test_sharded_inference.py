@@ -80,7 +80,7 @@ def test_torchrun_two_processes_write_the_files_of_one(trained, tmp_path):
         done = _torchrun(args[0], str(two), "--split", "val", *args[1:])
         assert done.returncode == 0, done.stderr[-3000:]
         # rank 0 alone prints the result line and the job's summary (both ranks' ids)
-        assert done.stdout.count(" in ") == 1, done.stdout
+        assert len(done.stdout.splitlines()) == 1, done.stdout
         assert "12 written, 0 skipped, 0 failed" in done.stderr and "2 processes" in done.stderr, done.stderr[-2000:]
     assert _files(two, [f for _, fs in JOBS for f in fs]) == expected
     assert len(expected) == 12 * 4  # cams, seeds, pseudo labels, predictions of the 12 ids
@@ -102,13 +102,14 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def test_a_killed_worker_loses_only_its_ids_and_a_rerun_finishes_the_same_files(trained, tmp_path):
+def test_a_killed_worker_loses_only_its_ids_and_a_rerun_finishes_the_same_files(trained, tmp_path, monkeypatch):
     from wsss.data import generate_synthetic
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # each worker's threads, those of the reference (any machine)
     run, _, _ = trained
-    root = tmp_path / "data"  # enough images, at scales slow enough (about 0.1 s each), for the kill to land mid-job
-    generate_synthetic(root, n_train=0, n_val=60, size=64, seed=8, verbose=False)
-    cam = ["cam", "--split", "val", "--data-root", str(root), "--scales", "1.0,1.5,2.0,2.5", "--quiet"]
+    root = tmp_path / "data"  # enough images, at scales slow enough, for the kill to land mid-job
+    generate_synthetic(root, n_train=0, n_val=40, size=48, seed=8, verbose=False)
+    cam = ["cam", "--split", "val", "--data-root", str(root), "--scales", "1.0,2.0,3.0", "--quiet"]
     one, killed = _copy_run(run, tmp_path / "one"), _copy_run(run, tmp_path / "killed")
     args = [sys.executable, "-m", "wsss", cam[0], str(killed), *cam[1:], "--workers", "2"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -123,9 +124,10 @@ def test_a_killed_worker_loses_only_its_ids_and_a_rerun_finishes_the_same_files(
     assert "worker 1" in err and "stopped with signal 9" in err and "rerun the same command" in err, err[-3000:]
     ids = (root / "ImageSets/Segmentation/val.txt").read_text().split()
     written = {p.stem for p in seeds.glob("*.png")}
-    assert set(ids[::2]) <= written and 0 < len(written) < 60  # rank 0 finished its share, rank 1 did not
+    assert set(ids[::2]) <= written and 0 < len(written) < 40  # rank 0 finished its share, rank 1 did not
     assert main([cam[0], str(killed), *cam[1:], "--workers", "2"]) == 0
-    assert main([cam[0], str(one), *cam[1:]]) == 0
+    with _threads(1):
+        assert main([cam[0], str(one), *cam[1:]]) == 0
     folders = ["cams/val", "cam_labels/val"]
     assert _files(killed, folders) == _files(one, folders)
-    assert len(_files(one, folders)) == 2 * 60
+    assert len(_files(one, folders)) == 2 * 40
