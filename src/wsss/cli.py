@@ -98,9 +98,9 @@ def _processes(a: argparse.Namespace):
 
 
 def cmd_cam(a: argparse.Namespace) -> int:
-    from wsss.runs.jobs import run_cam
-
     with _processes(a) as procs:
+        from wsss.runs.jobs import run_cam
+
         run = _load(a)
         if a.scales:
             run.cfg.infer.cam_scales = a.scales
@@ -136,9 +136,9 @@ def cmd_sweep_bkg(a: argparse.Namespace) -> int:
 
 
 def cmd_pseudo(a: argparse.Namespace) -> int:
-    from wsss.runs.jobs import run_pseudo
-
     with _processes(a) as procs:
+        from wsss.runs.jobs import run_pseudo
+
         run = _load(a)
         if a.levels:  # e.g. a pair picked with `wsss sweep-bkg`
             run.cfg.cam.high_thre, run.cfg.cam.low_thre = a.levels
@@ -154,9 +154,9 @@ def cmd_pseudo(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from wsss.runs.jobs import run_predict
-
     with _processes(a) as procs:
+        from wsss.runs.jobs import run_predict
+
         run = _load(a)
         if a.crf_workers is not None:
             run.cfg.infer.crf_workers = a.crf_workers

@@ -30,14 +30,15 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import torch
-import torch.distributed as dist
-from tqdm import tqdm
-
-from wsss.core.distributed import is_distributed, rank, world_size
 from wsss.core.errors import ConfigWarning, DataError, UsageError
+
+if TYPE_CHECKING:
+    import torch.distributed as dist
+
+# torch is imported in the functions, after `--workers` started its workers: each import takes seconds,
+# and the workers' imports then run beside this process's instead of after it.
 
 T = TypeVar("T")
 
@@ -137,8 +138,22 @@ def job_processes(workers: int = 0, argv: Sequence[str] = ()) -> Iterator[Proces
     if workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {workers}")
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
-    threads, cuda_device = torch.get_num_threads(), torch.cuda.current_device() if torch.cuda.is_available() else None
     children: list[subprocess.Popen] = []
+    local = env_world == 1 and workers > 1
+    port, per = (_free_port(), _threads_per_process(workers)) if local else (0, 0)
+    if local:
+        for r in range(1, workers):
+            env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(r),
+                   "LOCAL_RANK": str(r), "WORLD_SIZE": str(workers), "LOCAL_WORLD_SIZE": str(workers),
+                   "OMP_NUM_THREADS": str(per)}  # fmt: skip
+            children.append(subprocess.Popen([sys.executable, "-m", "wsss.cli", *_without_workers(argv)], env=env))
+        _CHILDREN[:] = children
+    import torch
+    import torch.distributed as dist
+
+    from wsss.core.distributed import is_distributed
+
+    threads, cuda_device = torch.get_num_threads(), torch.cuda.current_device() if torch.cuda.is_available() else None
     joined = False
     ok = False
     try:
@@ -151,14 +166,6 @@ def job_processes(workers: int = 0, argv: Sequence[str] = ()) -> Iterator[Proces
                 dist.init_process_group("gloo", timeout=JOIN_TIMEOUT)
                 joined = True
         elif workers > 1:
-            port = _free_port()
-            per = _threads_per_process(workers)
-            for r in range(1, workers):
-                env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(r),
-                       "LOCAL_RANK": str(r), "WORLD_SIZE": str(workers), "LOCAL_WORLD_SIZE": str(workers),
-                       "OMP_NUM_THREADS": str(per)}  # fmt: skip
-                children.append(subprocess.Popen([sys.executable, "-m", "wsss.cli", *_without_workers(argv)], env=env))
-            _CHILDREN[:] = children
             torch.set_num_threads(per)
             dist.init_process_group(
                 "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=workers, timeout=JOIN_TIMEOUT
@@ -192,6 +199,10 @@ def shared_todo(list_todo: Callable[[], list[str]]) -> list[str]:
     """The ids still to write, listed by rank 0 (which also removes the temporary files a killed run
     left: no other rank writes yet) and sent to every rank, so that the shares cover the list exactly
     even when a fast rank starts writing while a slow one would still be listing."""
+    import torch.distributed as dist
+
+    from wsss.core.distributed import rank, world_size
+
     if world_size() == 1:
         return list_todo()
     box = [list_todo() if rank() == 0 else None]
@@ -201,6 +212,10 @@ def shared_todo(list_todo: Callable[[], list[str]]) -> list[str]:
 
 def _job_store() -> dist.TCPStore | None:
     """A counter store for one job, served by rank 0 (its address sent over the group)."""
+    import torch.distributed as dist
+
+    from wsss.core.distributed import rank, world_size
+
     if world_size() == 1:
         return None
     host = os.environ.get("MASTER_ADDR", "127.0.0.1")
@@ -236,6 +251,10 @@ def run_ids(
     ``progress`` is off, and raises :class:`DataError` naming the failed ids, or a worker that stopped
     before finishing, after the summary. The other ranks return their own counts.
     """
+    from tqdm import tqdm
+
+    from wsss.core.distributed import rank, world_size
+
     me, world = rank(), world_size()
     store = _job_store()
     mine = share(list(todo), me, world)
