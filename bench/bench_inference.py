@@ -24,6 +24,16 @@ from edges), noise N(0, 1) per pixel and class, blur a 15-pixel box (smooth, as 
 every class. Agreement = the share of pixels with the same CRF label.
 
     .venv/bin/python bench/bench_inference.py --threads 1
+
+``--parallel`` (issue 29) times the commands themselves, as a user runs them, on coco128-dev photos (the
+first ``--images`` of split ``val``, at their own size, 81 classes), with the same MobileNetV2 preset
+with an ASPP head (random weights, saved as a run directory): `wsss cam`, `wsss pseudo --refine crf` and
+`wsss predict --crf`, each with 1 process (torch's default threads), 2 processes under torchrun (gloo,
+one thread each, torchrun's default) and ``--workers 2``. Wall time of the whole command (start-up
+included), the images/s of its summary line (rank 0, the work alone), and the CPU utilisation: the
+CPU seconds of the command's processes over wall time x cores. Every command runs with ``--overwrite``.
+
+    .venv/bin/python bench/bench_inference.py --parallel --images 70
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -231,14 +242,100 @@ def crf_sets(work: Path, n_coco: int) -> list[tuple[str, list[tuple[np.ndarray, 
     ]
 
 
+# -- the commands over 1 and 2 processes (issue 29) ---------------------------------------------------
+def parallel_data(work: Path, n: int) -> Path:
+    """coco128-dev with a split ``val`` of its first ``n`` val photos (links to the shared files)."""
+    root = work / f"coco128_val{n}"
+    src = SHARED / "coco128-dev"
+    if not (root / "cls_labels.npy").exists():
+        (root / "ImageSets/Segmentation").mkdir(parents=True, exist_ok=True)
+        ids = (src / "ImageSets/Segmentation/val.txt").read_text().split()[:n]
+        (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids) + "\n")
+        for name in ("JPEGImages", "SegmentationClass", "classes.txt", "cls_labels.npy"):
+            (root / name).symlink_to(src / name)
+    return root
+
+
+def parallel_run_dir(work: Path, root: Path) -> Path:
+    """A run directory of the MobileNetV2 preset with an ASPP head and random weights, on ``root``."""
+    import torch
+
+    from wsss.core.checkpoint import save_checkpoint
+    from wsss.core.config import load_config, save_config
+    from wsss.data import VOCDataset
+    from wsss.methods import build_method
+
+    run = work / f"parallel_run_{root.name}"
+    if (run / "checkpoints/last.pt").is_file():
+        return run
+    names = VOCDataset(root, "val").class_names
+    cfg = load_config(REPO / "configs/cam/real_cpu.yaml",
+                      ["model.pretrained=null", "model.decoder=aspp", f"data.root={root}", f"run.dir={run}",
+                       "infer.crf_workers=0", "data.num_workers=0"])  # fmt: skip
+    torch.manual_seed(0)
+    method = build_method(cfg, len(names)).eval()
+    save_config(cfg, run / "config.yaml")
+    save_checkpoint({"model": method.state_dict(), "num_classes": len(names), "class_names": names, "step": 0},
+                    run / "checkpoints/last.pt")  # fmt: skip
+    return run
+
+
+def timed_command(args: list[str], env: dict[str, str]) -> dict:
+    """Wall time, the summary line's images/s and the CPU utilisation of one command."""
+    import os
+    import re
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env={**os.environ, **env})
+    wall = time.perf_counter() - t
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    rate = re.findall(r"\(([0-9.]+) images/s", done.stderr)
+    return {
+        "wall": wall,
+        "rate": float(rate[-1]) if rate else float("nan"),
+        "cpu": cpu / (wall * (os.cpu_count() or 1)),
+    }
+
+
+def parallel(work: Path, n: int, skip: Sequence[str] = ()) -> None:
+    run = parallel_run_dir(work, parallel_data(work, n))
+    wsss = [sys.executable, "-m", "wsss"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "wsss"]
+    split = ["--split", "val", "--overwrite"]
+    jobs = {"cam": ["cam"], "pseudo --refine crf": ["pseudo", "--refine", "crf"], "predict --crf": ["predict", "--crf"]}
+    modes = {"1 process": (wsss, []), "torchrun 2": (torchrun, []), "--workers 2": (wsss, ["--workers", "2"])}
+    timed_command([*wsss, "cam", str(run), *split, "--quiet"], {})  # the CAMs pseudo reads
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"commands on the first {n} coco128-dev val photos, load average at start {load}")
+    print("  command | processes | wall s | images/s (summary) | wall / 1 process | CPU utilisation")
+    for name, job in jobs.items():
+        if job[0] in skip:
+            continue
+        base = None
+        for mode, (launcher, extra) in modes.items():
+            r = timed_command([*launcher, job[0], str(run), *split, *job[1:], *extra], {})
+            base = base or r["wall"]
+            print(f"  {name} | {mode} | {r['wall']:.1f} | {r['rate']:.2f} | {r['wall'] / base:.2f}x | "
+                  f"{100 * r['cpu']:.0f} %", flush=True)  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=6, help="COCO-size photos timed (plus one warm-up)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", default="runs/bench_inference", help="data and outputs of the bench")
-    p.add_argument("--skip", nargs="*", default=[], choices=["cam", "predict", "crf"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["cam", "predict", "crf", "pseudo"])
+    p.add_argument("--parallel", action="store_true", help="time the commands over 1 and 2 processes (issue 29)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.parallel:
+        parallel(Path(a.work).resolve(), a.images, a.skip)
+        return
     if a.child:
         print(json.dumps(peak_rss_child(json.loads(a.child))))
         return

@@ -95,15 +95,25 @@ def _load(a: argparse.Namespace):
     return load_run(a.run, checkpoint=a.checkpoint, device=a.device)
 
 
-def cmd_cam(a: argparse.Namespace) -> int:
-    from wsss.runs.jobs import run_cam
+def _processes(a: argparse.Namespace):
+    """The processes of a per-id command: torchrun's, or ``--workers N`` local ones (runs/shard.py)."""
+    from wsss.runs.shard import job_processes
 
-    run = _load(a)
-    if a.scales:
-        run.cfg.infer.cam_scales = a.scales
-    out = run_cam(run, a.split, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet, bkg_thre=a.bkg_thre)
+    return job_processes(a.workers, a.argv)
+
+
+def cmd_cam(a: argparse.Namespace) -> int:
+    with _processes(a) as procs:
+        from wsss.runs.jobs import run_cam
+
+        run = _load(a)
+        if a.scales:
+            run.cfg.infer.cam_scales = a.scales
+        out = run_cam(run, a.split, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet,
+                      bkg_thre=a.bkg_thre)  # fmt: skip
     thre = run.cfg.cam.bkg_thre if a.bkg_thre is None else a.bkg_thre
-    print(f"CAMs in {run.dir / 'cams' / a.split}, seeds (background {thre:g}) in {out}")
+    if procs.is_main:
+        print(f"CAMs in {run.dir / 'cams' / a.split}, seeds (background {thre:g}) in {out}")
     return 0
 
 
@@ -131,36 +141,36 @@ def cmd_sweep_bkg(a: argparse.Namespace) -> int:
 
 
 def cmd_pseudo(a: argparse.Namespace) -> int:
-    from wsss.runs.jobs import run_pseudo
+    with _processes(a) as procs:
+        from wsss.runs.jobs import run_pseudo
 
-    run = _load(a)
-    if a.levels:  # e.g. a pair picked with `wsss sweep-bkg`
-        run.cfg.cam.high_thre, run.cfg.cam.low_thre = a.levels
-    out = run_pseudo(
-        run, a.split, refine=a.refine, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet,
-        affinity_run=a.affinity_run, saliency=a.saliency,
-    )  # fmt: skip
-    print(f"pseudo labels in {out}")
+        run = _load(a)
+        if a.levels:  # e.g. a pair picked with `wsss sweep-bkg`
+            run.cfg.cam.high_thre, run.cfg.cam.low_thre = a.levels
+        if a.crf_workers is not None:
+            run.cfg.infer.crf_workers = a.crf_workers
+        out = run_pseudo(
+            run, a.split, refine=a.refine, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet,
+            affinity_run=a.affinity_run, saliency=a.saliency,
+        )  # fmt: skip
+    if procs.is_main:
+        print(f"pseudo labels in {out}")
     return 0
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from wsss.runs.jobs import run_predict
+    with _processes(a) as procs:
+        from wsss.runs.jobs import run_predict
 
-    run = _load(a)
-    if a.crf_workers is not None:
-        run.cfg.infer.crf_workers = a.crf_workers
-    out = run_predict(
-        run,
-        a.split,
-        root=a.data_root,
-        crf=a.crf,
-        scales=a.scales,
-        overwrite=a.overwrite,
-        progress=not a.quiet,
-        save_probs=a.save_probs,
-    )
-    print(f"predictions in {out}")
+        run = _load(a)
+        if a.crf_workers is not None:
+            run.cfg.infer.crf_workers = a.crf_workers
+        out = run_predict(
+            run, a.split, root=a.data_root, crf=a.crf, scales=a.scales, overwrite=a.overwrite,
+            progress=not a.quiet, save_probs=a.save_probs,
+        )  # fmt: skip
+    if procs.is_main:
+        print(f"predictions in {out}")
     return 0
 
 
@@ -289,6 +299,11 @@ def add_run_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
     s.add_argument("--overwrite", action="store_true", help="redo ids whose output exists")
     s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    s.add_argument(
+        "--workers", type=int, default=0, metavar="N",
+        help="N local processes sharing the ids (CPUs; default: this one). On GPUs or nodes use "
+        "`torchrun --nproc_per_node N -m wsss ...`: each rank takes its share",
+    )  # fmt: skip
 
 
 def add_synth(sub: Any) -> None:
@@ -374,6 +389,8 @@ def add_pseudo(sub: Any) -> None:
     )  # fmt: skip
     s.add_argument("--affinity-run", default=None, help="with --refine affinity: a run trained with method affinitynet")
     s.add_argument("--saliency", default=None, help="with --refine rca: directory of <id>.png saliency maps")
+    s.add_argument("--crf-workers", type=int, default=None,
+                   help="processes for the CPU refiners crf, psa, rca (default: infer.crf_workers)")  # fmt: skip
     s.add_argument(
         "--levels", type=_pair, default=None, metavar="HIGH/LOW",
         help="CAM levels of the pseudo labels, e.g. 0.35/0.1 (a pair scored by `wsss sweep-bkg`): class above HIGH, "
@@ -587,7 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from wsss.core.distributed import shutdown
     from wsss.core.errors import USER_ERRORS, ConfigError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    args.argv = argv  # what `--workers N` starts again in each worker
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_config_warning

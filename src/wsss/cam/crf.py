@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import deque
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -239,22 +240,23 @@ def crf_label_psa(
     return np.where(high == 0, 0, label).astype(np.int64)
 
 
-def _crf_task(
-    args: tuple[Hashable, np.ndarray, np.ndarray, Any, dict[str, Any]],
-) -> tuple[Hashable, np.ndarray]:
-    key, image, prob, present, kwargs = args
-    return key, crf_label(image, prob, present, **kwargs)
+def _call(args: tuple[Hashable, Callable[..., Any], tuple]) -> tuple[Hashable, Any]:
+    key, fn, fn_args = args
+    return key, fn(*fn_args)
 
 
 class CRFPool:
-    """Run :func:`crf_label` over many images in worker processes (methods.md 2.11).
+    """Run :func:`crf_label` (or any CPU-bound picklable call) over many images in worker processes
+    (methods.md 2.11): ``wsss predict --crf`` and the CPU refiners of ``wsss pseudo``.
 
     ``CRFPool(workers, params)``; ``workers=0`` runs in-process (no pool). ``imap(items)`` takes an
-    iterable of ``(key, image, prob, present)`` and yields ``(key, label)`` **in input order**. At
-    most ``max_pending`` items (default ``4 * workers``) are in flight, so a long stream never sits
-    in memory at once. The pool uses the ``spawn`` start method (safe with threads and CUDA in the
-    parent); scripts that use it must guard their entry point with ``if __name__ == "__main__"``.
-    Use it as a context manager, or call :meth:`close`.
+    iterable of ``(key, image, prob, present)`` and yields ``(key, label)`` **in input order**;
+    ``imap_calls(items)`` takes ``(key, fn, args)`` (``fn`` a module-level function; ``None``: ``args``
+    is already the result) and yields ``(key, fn(*args))`` in input order. At most ``max_pending``
+    items (default ``4 * workers``) are in flight, so a long stream never sits in memory at once. The
+    pool uses the ``spawn`` start method (safe with threads and CUDA in the parent); scripts that use
+    it must guard their entry point with ``if __name__ == "__main__"``. Use it as a context manager,
+    or call :meth:`close`.
     """
 
     def __init__(self, workers: int = 0, params: CRFParams | None = None, max_pending: int | None = None) -> None:
@@ -273,19 +275,44 @@ class CRFPool:
         self, items: Iterable[tuple[Hashable, np.ndarray, np.ndarray, Sequence[int] | np.ndarray | None]]
     ) -> Iterator[tuple[Hashable, np.ndarray]]:
         """Yield ``(key, label)`` for each ``(key, image, prob, present)``, in order."""
-        kwargs = {"params": self.params}
-        if self._executor is None:
-            for key, image, prob, present in items:
-                yield key, crf_label(image, prob, present, **kwargs)
-            return
+        params = self.params
+        calls = (
+            (key, partial(crf_label, params=params), (image, prob, present)) for key, image, prob, present in items
+        )
+        return self.imap_calls(calls)
+
+    def imap_calls(
+        self,
+        items: Iterable[tuple[Hashable, Callable[..., Any] | None, Any]],
+        errors: tuple[type[BaseException], ...] = (),
+    ) -> Iterator[tuple[Hashable, Any]]:
+        """Yield ``(key, fn(*args))`` for each ``(key, fn, args)`` in order; with ``fn`` None, ``args``
+        itself (a result computed by the caller, kept in the stream's order). An exception of a type in
+        ``errors`` is yielded in place of its result; any other one is raised."""
+
+        def result(fut: Future) -> tuple[Hashable, Any]:
+            try:
+                return fut.result()
+            except errors as e:
+                return fut.key, e  # type: ignore[attr-defined]
+
         pending: deque[Future] = deque()
         try:
-            for key, image, prob, present in items:
+            for key, fn, args in items:
                 if len(pending) >= self.max_pending:
-                    yield pending.popleft().result()
-                pending.append(self._executor.submit(_crf_task, (key, image, prob, present, kwargs)))
+                    yield result(pending.popleft())
+                if fn is None or self._executor is None:
+                    fut: Future = Future()
+                    try:
+                        fut.set_result((key, args if fn is None else fn(*args)))
+                    except errors as e:
+                        fut.set_exception(e)
+                else:
+                    fut = self._executor.submit(_call, (key, fn, args))
+                fut.key = key  # type: ignore[attr-defined]
+                pending.append(fut)
             while pending:
-                yield pending.popleft().result()
+                yield result(pending.popleft())
         finally:
             for fut in pending:  # consumer stopped early or an error occurred
                 fut.cancel()

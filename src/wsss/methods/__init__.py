@@ -9,6 +9,7 @@ from wsss.methods import affinitynet, cam_baseline, clip_es, deeplab, rca, sccam
 from wsss.methods.contract import (
     METHODS,
     REFINERS,
+    Deferred,
     EngineAPI,
     JobStop,
     Method,
@@ -29,6 +30,7 @@ from wsss.methods.contract import (
 __all__ = [
     "METHODS",
     "REFINERS",
+    "Deferred",
     "EngineAPI",
     "JobStop",
     "Method",

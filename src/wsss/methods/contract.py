@@ -170,8 +170,19 @@ def placeholder_classes(num_classes: int) -> list[str]:
 
 # -- refiners: ``wsss pseudo --refine NAME`` ---------------------------------------------------------
 
-# A refiner: (id, image uint8 (H, W, 3), labels multi-hot over the foreground) -> label map (255 = ignore).
-Refiner = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
+
+@dataclass
+class Deferred:
+    """A CPU-bound call (a module-level function and its picklable arguments) that a ``wsss pseudo`` job's
+    worker pool runs (``CRFPool.imap_calls``; in the job's process when ``infer.crf_workers`` is 0)."""
+
+    fn: Callable[..., Any]
+    args: tuple
+
+
+# A refiner: (id, image uint8 (H, W, 3), labels multi-hot over the foreground) -> label map (255 = ignore),
+# or the CPU-bound call that makes it (dense CRFs, RCA's proxy labels), which the job's worker pool runs.
+Refiner = Callable[[str, np.ndarray, np.ndarray], "np.ndarray | Deferred"]
 
 
 class RefineJob(Protocol):

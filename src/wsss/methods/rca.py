@@ -59,7 +59,7 @@ from wsss.core.errors import DataError, UsageError
 from wsss.data.views import RCAViews
 from wsss.losses.region_contrast import draw_mixup_pairs, region_contrast_loss, region_embeddings, region_masks
 from wsss.methods.base import backbone_from_config
-from wsss.methods.contract import Method, RefineJob, Refiner, TrainContext, register_method, register_refiner
+from wsss.methods.contract import Deferred, Method, RefineJob, Refiner, TrainContext, register_method, register_refiner
 from wsss.utils.io import per_id_path
 
 
@@ -551,7 +551,7 @@ def refine_rca(job: RefineJob, ids: Sequence[str], *, saliency: str | Path | Non
 
     job.require_cams(ids, have=lambda i: stored(i) is not None, also=" and no accumulated attention")
 
-    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> Deferred:
         size = image.shape[:2]
         fg = np.flatnonzero(labels > 0.5).tolist()
         entry = stored(id)
@@ -563,6 +563,6 @@ def refine_rca(job: RefineJob, ids: Sequence[str], *, saliency: str | Path | Non
                 cam = np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in cam])
             classes, att = fg, minmax01(cam[fg]) if fg else np.zeros((0, *size), dtype=np.float32)
         sal = read_saliency(per_id_path(sal_dir, id, ".png"), size) if sal_dir is not None else None
-        return rca_proxy_label(image, att, classes, ds.num_classes, sal, params)
+        return Deferred(rca_proxy_label, (image, att, classes, ds.num_classes, sal, params))  # the pool runs it
 
     return refine

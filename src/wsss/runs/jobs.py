@@ -4,6 +4,12 @@ Every command streams over the ids of a split, writes each output atomically, an
 output already exists, so a killed job continues where it stopped. Nothing per-image is written in
 float unless asked (``cams/`` holds float16 CAMs of the labelled classes only).
 
+Every job runs over several processes as it runs in one (``runs/shard.py``: torchrun's ranks or
+``--workers N``, each with its share of the ids), and through one pipeline (:func:`_pipeline`): images
+decoded and resized by loader workers (``data.num_workers``, a ``DataLoader``) while the network runs,
+CPU-bound label computations (dense CRFs, RCA's proxy labels) in the worker pool of
+``infer.crf_workers`` (``CRFPool``), outputs encoded and written by a writer thread.
+
 Layout (interface.md): ``cams/<split>/<id>.npz`` (arrays ``keys`` = 1-based class ids, ``cam`` =
 (K, H, W) float16 in [0, 1]; utils/io.py), ``cam_labels/<split>/<id>.png`` (the CAM seed: argmax with
 ``bkg_thre``), ``pseudo/<split>/<id>.png`` (255 = ignore), ``predictions/<split>/<id>.png``.
@@ -12,19 +18,22 @@ Layout (interface.md): ``cams/<split>/<id>.npz`` (arrays ``keys`` = 1-based clas
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from torch.utils.data import DataLoader, Dataset
 
 from wsss.cam import (
     PAR,
     CRFPool,
     cam_to_label,
+    crf_label,
     crf_label_psa,
     crf_label_two_levels,
     labelled_cam_to_label,
@@ -32,10 +41,12 @@ from wsss.cam import (
 )
 from wsss.cam.affinity import psa_seed_label
 from wsss.cam.crf import psa_crf_scores
-from wsss.core.errors import ConfigError, DataError, UsageError
+from wsss.core.errors import USER_ERRORS, ConfigError, DataError, UsageError
 from wsss.data import VOCDataset
-from wsss.methods import REFINERS, JobStop, Refiner, register_refiner
+from wsss.data.transforms import prepare_image
+from wsss.methods import REFINERS, Deferred, JobStop, Refiner, register_refiner
 from wsss.runs.run import Run, crf_params, load_run, present_classes
+from wsss.runs.shard import run_ids, shared_todo
 from wsss.utils.io import (
     find_cam_file,
     load_cam_of,
@@ -56,6 +67,130 @@ def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool) -> list[s
     if overwrite:
         return list(ids)
     return [i for i in ids if not per_id_path(out_dir, i, suffix).is_file()]
+
+
+def _as_is(sample: Any) -> Any:
+    return sample  # the loader's collate: keep the numpy arrays as they are
+
+
+class _Inputs(Dataset):
+    """An id's image (uint8 HWC), labels and, with ``size`` (False: none), the network's input
+    ``prepare_image(image, size)`` on the CPU; a user error (an unreadable image) is returned, not
+    raised, so that the id is reported as failed and the others go on."""
+
+    def __init__(self, ds: VOCDataset, ids: Sequence[str], size: int | None | bool, max_side: int | None) -> None:
+        self.ds, self.ids, self.size, self.max_side = ds, list(ids), size, max_side  # max_side: infer.max_side
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[str, Any, Any, Any, str | None]:
+        id = self.ids[i]
+        try:
+            image = self.ds.load_image(id)
+            x = (
+                None
+                if self.size is False
+                else prepare_image(image, self.size, torch.device("cpu"), max_side=self.max_side)
+            )
+            return id, image, self.ds.labels(id), x, None
+        except USER_ERRORS as e:
+            return id, None, None, None, str(e)
+
+
+def _loaded(run: Run, ds: VOCDataset, ids: Sequence[str], size: int | None | bool) -> Iterable[tuple]:
+    """The inputs of ``ids`` in order, decoded by ``data.num_workers`` loader processes ahead of use;
+    pinned on CUDA, so that the copy to the device does not block (``Run._on_device``)."""
+    inputs = _Inputs(ds, ids, size, run.cfg.infer.max_side)
+    workers = min(int(run.cfg.data.num_workers), len(ids))
+    if workers == 0:
+        return (inputs[i] for i in range(len(inputs)))
+    return DataLoader(inputs, batch_size=None, num_workers=workers, collate_fn=_as_is,
+                      pin_memory=run.device.type == "cuda", prefetch_factor=2)  # fmt: skip
+
+
+Writes = list[tuple[Callable[..., Any], tuple]]
+
+
+class _Writer:
+    """Encodes and writes outputs in a thread, off the network's path (PNG and zlib encoders release
+    the GIL). :meth:`submit` and :meth:`drain` yield ``(id, None)`` as an id's writes finish; at most
+    ``depth`` ids are in flight. An error in a write is raised (a full disk is not one id's fault)."""
+
+    def __init__(self, depth: int = 8) -> None:
+        self.depth = depth
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wsss-writer")
+        self.pending: deque[tuple[str, Future]] = deque()
+
+    @staticmethod
+    def _write(writes: Writes) -> None:
+        for fn, args in writes:
+            fn(*args)
+
+    def submit(self, id: str, writes: Writes) -> Iterator[tuple[str, None]]:
+        self.pending.append((id, self.pool.submit(self._write, writes)))
+        while self.pending and (len(self.pending) > self.depth or self.pending[0][1].done()):
+            yield self._finish()
+
+    def drain(self) -> Iterator[tuple[str, None]]:
+        while self.pending:
+            yield self._finish()
+
+    def _finish(self) -> tuple[str, None]:
+        id, fut = self.pending.popleft()
+        fut.result()
+        return id, None
+
+    def close(self) -> None:
+        for _, fut in self.pending:
+            fut.cancel()
+        self.pool.shutdown(wait=True)
+
+
+def _pipeline(
+    run: Run, ds: VOCDataset, ids: Sequence[str], compute: Callable[[str, np.ndarray, np.ndarray, Any], Any], *,
+    size: int | None | bool = False, pool: CRFPool | None = None,
+    finish: Callable[[str, Any], Writes] | None = None,
+) -> Iterator[tuple[str, str | None]]:  # fmt: skip
+    """One job's per-id work over ``ids``, each id computed the same way whatever the other ids are.
+
+    load (loader workers: image, labels, and the network input of ``size``) -> ``compute(id, image,
+    labels, input)`` in this process: the writes, or with ``finish`` a result (an array, or a
+    :class:`Deferred` that ``pool`` runs) -> ``finish(id, result)``: the writes -> the writer thread.
+    Yields ``(id, None)`` when an id is written, ``(id, message)`` when a user error stopped it.
+    """
+    writer = _Writer()
+    own_pool = pool is None
+    pool = pool if pool is not None else CRFPool(0)
+
+    def staged() -> Iterator[tuple[str, Callable[..., Any] | None, Any]]:
+        for id, image, labels, x, error in _loaded(run, ds, ids, size):
+            try:
+                if error is not None:
+                    raise DataError(error)
+                result = compute(id, image, labels, x)
+            except USER_ERRORS as e:
+                result = e
+            if isinstance(result, Deferred):
+                yield id, result.fn, result.args
+            else:
+                yield id, None, result
+
+    try:
+        for id, result in pool.imap_calls(staged(), errors=USER_ERRORS):
+            if isinstance(result, BaseException):
+                yield id, str(result)
+                continue
+            yield from writer.submit(id, finish(id, result) if finish is not None else result)
+        yield from writer.drain()
+    finally:
+        writer.close()
+        if own_pool:
+            pool.close()
+
+
+def _label_writes(out: Path) -> Callable[[str, np.ndarray], Writes]:
+    return lambda id, label: [(save_label_png, (per_id_path(out, id, ".png"), label))]
 
 
 def _dataset(run: Run, root: str | None, split: str) -> VOCDataset:
@@ -83,30 +218,45 @@ def run_cam(
     ds = _dataset(run, root, split)
     out, seeds = run.dir / "cams" / split, run.dir / "cam_labels" / split
     thre = run.cfg.cam.bkg_thre if bkg_thre is None else float(bkg_thre)
-    todo = list(ds.ids) if bkg_thre is not None else _todo(ds.ids, seeds, ".png", overwrite)
-    remove_stale_temps(out)  # the CAM files beside the seeds
-    for id in tqdm(todo, desc=f"cam {split}", disable=not progress):
-        labels = ds.labels(id)
+
+    def list_todo() -> list[str]:
+        remove_stale_temps(out)  # the CAM files beside the seeds
+        return list(ds.ids) if bkg_thre is not None else _todo(ds.ids, seeds, ".png", overwrite)
+
+    todo = shared_todo(list_todo)
+
+    stopped: list[str] = []  # the id at which a method's JobStop ended the job (nothing after it is computed)
+
+    def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> Writes:
         saved = find_cam_file(out, id) if bkg_thre is not None and not overwrite else None
         reuse = saved is not None
         if all_classes and not reuse:
-            full = run.cam(ds.load_image(id), labels, all_classes=True)
-            save_cam(out, id, full, labels)
+            full = run.cam(image, labels, all_classes=True)
             _, seed = cam_to_label(torch.from_numpy(full)[None], torch.from_numpy(labels)[None], bkg_thre=thre)
-            save_label_png(per_id_path(seeds, id, ".png"), seed[0].numpy())
-            continue
+            return [
+                (save_cam, (out, id, full, labels)),
+                (save_label_png, (per_id_path(seeds, id, ".png"), seed[0].numpy())),
+            ]
+        writes: Writes = []
         if reuse:
             keys, cam = load_labelled_cam(saved)
+        elif stopped:
+            return []  # an earlier image ended this process's share (below)
         else:
             try:
-                keys, cam = run.labelled_cam(ds.load_image(id), labels)
+                keys, cam = run.labelled_cam(image, labels, prepared=x)
             except JobStop as e:  # the method ends the job here (CLIP-ES quirk_unlabelled_stops_worker)
-                left = len(todo) - todo.index(id)
-                msg = f"{id}: {e}; {left} ids of {split} get no CAM (quirk_unlabelled_stops_worker)"
-                warnings.warn(msg, stacklevel=2)
-                break
-            save_labelled_cam(out, id, keys, cam)
-        save_label_png(per_id_path(seeds, id, ".png"), labelled_seed(keys, cam, thre))
+                stopped.append(id)
+                warnings.warn(f"{id}: {e}; the ids after it in this process's share get no CAM", stacklevel=2)
+                return []
+            writes.append((save_labelled_cam, (out, id, keys, cam)))
+        writes.append((save_label_png, (per_id_path(seeds, id, ".png"), labelled_seed(keys, cam, thre))))
+        return writes
+
+    run_ids(
+        todo, lambda ids: _pipeline(run, ds, ids, compute, size=run.cfg.infer.cam_input_size),
+        desc=f"cam {split}", skipped=len(ds.ids) - len(todo), progress=progress,
+    )  # fmt: skip
     return seeds
 
 
@@ -186,7 +336,9 @@ def _refine_crf(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
     method = job.run.method
     if method.own_crf:  # CLIP-ES: its own CRF of the saved labelled maps
         return lambda id, image, labels: method.crf_pseudo_label(image, *load_labelled_cam(find_cam_file(job.cams, id)))
-    return lambda id, image, labels: crf_label_two_levels(image, job.cam(id), labels, c.high_thre, c.low_thre)
+    return lambda id, image, labels: Deferred(
+        crf_label_two_levels, (image, job.cam(id), labels, c.high_thre, c.low_thre)
+    )
 
 
 @register_refiner("psa")
@@ -202,15 +354,20 @@ def _refine_psa(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
     alphas = tuple(c.psa_alphas)
     crf_cam = job.run.method.crf_cam
 
-    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> Deferred:
         cam = crf_cam(job.cam(id))
-        if c.psa_seed_stride > 1 and np.any(labels > 0.5):
-            ids_, (la, ha) = psa_crf_scores(image, cam, labels, alphas)
-            seed = psa_seed_label(torch.from_numpy(la), torch.from_numpy(ha), torch.from_numpy(ids_), c.psa_seed_stride)
-            return seed.numpy()
-        return crf_label_psa(image, cam, labels, alphas)
+        return Deferred(psa_label, (image, cam, labels, alphas, c.psa_seed_stride))
 
     return refine
+
+
+def psa_label(image: np.ndarray, cam: np.ndarray, labels: np.ndarray, alphas: tuple[float, ...],
+              seed_stride: int) -> np.ndarray:  # fmt: skip
+    """``--refine psa``'s label of one image (``_refine_psa``); module-level, for the worker pool."""
+    if seed_stride > 1 and np.any(labels > 0.5):
+        ids_, (la, ha) = psa_crf_scores(image, cam, labels, alphas)
+        return psa_seed_label(torch.from_numpy(la), torch.from_numpy(ha), torch.from_numpy(ids_), seed_stride).numpy()
+    return crf_label_psa(image, cam, labels, alphas)
 
 
 def run_pseudo(
@@ -229,11 +386,15 @@ def run_pseudo(
         raise ConfigError(f"refine must be one of {', '.join(REFINERS)}, got {refine!r}")
     ds = _dataset(run, root, split)
     out = run.dir / "pseudo" / split
-    todo = _todo(ds.ids, out, ".png", overwrite)
+    todo = shared_todo(lambda: _todo(ds.ids, out, ".png", overwrite))
     job = PseudoJob(run, ds, run.dir / "cams" / split)
     label_of = REFINERS[refine](job, todo, affinity_run=affinity_run, saliency=saliency)
-    for id in tqdm(todo, desc=f"pseudo {refine} {split}", disable=not progress):
-        save_label_png(per_id_path(out, id, ".png"), label_of(id, ds.load_image(id), ds.labels(id)))
+    with CRFPool(run.cfg.infer.crf_workers) as pool:
+        run_ids(
+            todo, lambda ids: _pipeline(run, ds, ids, lambda id, image, labels, _: label_of(id, image, labels),
+                                        pool=pool, finish=_label_writes(out)),
+            desc=f"pseudo {refine} {split}", skipped=len(ds.ids) - len(todo), progress=progress,
+        )  # fmt: skip
     return out
 
 
@@ -251,34 +412,21 @@ def run_predict(
             f"{run.dir}: this run (method {run.cfg.method}, model.decoder {run.cfg.model.decoder}) has no "
             "segmentation head to predict with; use `wsss cam` and `wsss pseudo`, or train a seg stage"
         )
-    ds = _dataset(run, root, split)
+    ds = VOCDataset(root or run.cfg.data.root, split)
     out = run.dir / ("predictions_crf" if crf else "predictions") / split
     probs_dir = run.dir / "probs" / split
-    todo = _todo(ds.ids, out, ".png", overwrite)
-    bar = tqdm(total=len(todo), desc=f"predict {split}", disable=not progress)
+    todo = shared_todo(lambda: _todo(ds.ids, out, ".png", overwrite))
+    params = crf_params(run.cfg)
 
-    def prob_of(id: str, image: np.ndarray) -> np.ndarray:
-        prob = run.seg_prob(image, scales)
+    def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> np.ndarray | Deferred:
+        prob = run.seg_prob(image, scales, prepared=x)
         if save_probs:
             save_npy(per_id_path(probs_dir, id, ".npy"), prob.astype(np.float16))
-        return prob
+        return Deferred(crf_label, (image, prob, present_classes(prob), params)) if crf else prob.argmax(0)
 
-    if not crf:
-        for id in todo:
-            save_label_png(per_id_path(out, id, ".png"), prob_of(id, ds.load_image(id)).argmax(0))
-            bar.update(1)
-        bar.close()
-        return out
-
-    def items() -> Iterator[tuple[str, np.ndarray, np.ndarray, list[int]]]:
-        for id in todo:
-            image = ds.load_image(id)
-            prob = prob_of(id, image)
-            yield id, image, prob, present_classes(prob)
-
-    with CRFPool(run.cfg.infer.crf_workers, params=crf_params(run.cfg)) as pool:
-        for id, label in pool.imap(items()):
-            save_label_png(per_id_path(out, id, ".png"), label)
-            bar.update(1)
-    bar.close()
+    with CRFPool(run.cfg.infer.crf_workers if crf else 0) as pool:
+        run_ids(
+            todo, lambda ids: _pipeline(run, ds, ids, compute, size=None, pool=pool, finish=_label_writes(out)),
+            desc=f"predict {split}", skipped=len(ds.ids) - len(todo), progress=progress,
+        )  # fmt: skip
     return out

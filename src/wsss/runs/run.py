@@ -66,13 +66,15 @@ class Run:
 
     @torch.no_grad()
     def labelled_cam(
-        self, image: np.ndarray, labels: np.ndarray, scales: Sequence[float] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, image: np.ndarray, labels: np.ndarray, scales: Sequence[float] | None = None,
+        *, prepared: torch.Tensor | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """The CAMs of the labelled classes only: (0-based foreground indices (k,), (k, H, W) float32).
 
         Only these maps are upsampled, fused, normalised and resized (``multi_scale_cam(classes=...)``),
         and the aux CAM that ``cam_maps`` also returns is dropped before any of that: what an image
-        holds, not what the dataset could.
+        holds, not what the dataset could. ``prepared``: ``prepare_image(image, infer.cam_input_size)``
+        already made (by a loader worker, on the CPU; moved to the device here).
         """
         keys = np.flatnonzero(np.asarray(labels) > 0.5)
         if self.method.cams_per_image:  # CLIP-ES: CAMs from the labels' text, per image
@@ -80,7 +82,11 @@ class Run:
         if keys.size == 0:  # nothing labelled: every map is zero, as the all-class path makes it
             return keys, np.zeros((0, *image.shape[:2]), dtype=np.float32)
         inf = self.cfg.infer
-        x = prepare_image(image, inf.cam_input_size, self.device, max_side=inf.max_side)
+        x = (
+            _on_device(prepared, self.device)
+            if prepared is not None
+            else prepare_image(image, inf.cam_input_size, self.device, max_side=inf.max_side)
+        )
         cam = multi_scale_cam(
             lambda v: self.method.cam_maps(v)[0], x, tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse,
             normalize=inf.cam_normalize, classes=torch.from_numpy(keys), compact=True,
@@ -89,10 +95,17 @@ class Run:
         return keys, cam.float().cpu().numpy()
 
     @torch.no_grad()
-    def seg_prob(self, image: np.ndarray, scales: Sequence[float] | None = None) -> np.ndarray:
-        """Multi-scale + flip segmentation probabilities (C, H, W) float32 (methods.md 2.11 / 3.10)."""
+    def seg_prob(
+        self, image: np.ndarray, scales: Sequence[float] | None = None, *, prepared: torch.Tensor | None = None
+    ) -> np.ndarray:
+        """Multi-scale + flip segmentation probabilities (C, H, W) float32 (methods.md 2.11 / 3.10).
+        ``prepared``: ``prepare_image(image, None)`` already made (by a loader worker)."""
         inf = self.cfg.infer
-        x = prepare_image(image, None, self.device, max_side=inf.max_side)
+        x = (
+            _on_device(prepared, self.device)
+            if prepared is not None
+            else prepare_image(image, None, self.device, max_side=inf.max_side)
+        )
         logits = multi_scale_logits(
             self.method.seg_logits, x, tuple(scales or inf.scales), image.shape[:2],
             flip_fuse="sum", scale_fuse="max", square_size=inf.square_size,
@@ -107,6 +120,11 @@ class Run:
         from wsss.cam import crf_label
 
         return crf_label(image, prob, present=present_classes(prob), params=crf_params(self.cfg))
+
+
+def _on_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A loader's (pinned, on CUDA) CPU tensor on ``device``, copied without blocking the host."""
+    return x.to(device, non_blocking=x.is_pinned())
 
 
 def crf_params(cfg: Config) -> CRFParams:
