@@ -8,15 +8,18 @@ multi-label soft margin loss on its GAP logits, SGD (nesterov, momentum 0.9, wei
 real-photo presets' lr 0.01 for ``--epochs`` epochs of batch 8 (the head's weights at ``lr x mult``, its
 biases at ``2 x lr x mult``, as the presets' parameter groups):
 
-- ``cam``: the CAM baseline's bias-free 1x1 classifier (``CAMClassifier``), mult 10;
-- ``rca_10x`` / ``rca_1x``: RCA's class-specific heads (``ClassSpecificHeads``: per class 3 x [conv3x3 + ReLU]
+- ``cam:10``: the CAM baseline's bias-free 1x1 classifier (``CAMClassifier``), mult 10;
+- ``sccam:K``: SC-CAM's round-1 heads (Dropout2d, bias-free parent and K-sub-category 1x1 classifiers, loss
+  parent + 5 x sub-category, methods.md 5.3-5.5) at mult 10, the sub-categories clustered from the GAP of the
+  same features (K = 1: the sub-category term is a second parent head);
+- ``rca:10`` / ``rca:1``: RCA's class-specific heads (``ClassSpecificHeads``: per class 3 x [conv3x3 + ReLU]
   + conv1x1, all with biases; ``options.head_dim``, N(0, ``options.init_std``) as ``configs/rca/real_cpu.yaml``)
-  at mult 10 (the preset) and 1.
+  at lr mult 10 (the preset) and 1.
 
 For each: the loss at the start and the end, the share of labelled (image, class) maps with no positive pixel
 (empty CAMs), the mean probability of the labelled and the unlabelled classes, an RCA head's logit of all-zero
-features (the constant its biases make) beside the label prior's logit, and the seeds (ReLU, min-max, upsampled to the image) at every
-level of ``wsss sweep-bkg``. A few CPU minutes in all.
+features (the constant its biases make) beside the label prior's logit, SC-CAM's sub-category sizes, and the
+seeds (ReLU, min-max, upsampled to the image) at every level of ``wsss sweep-bkg``. A few CPU minutes in all.
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/frozen_heads.py --data-root ../shared/data/ccp-dev \\
         --json runs/logs/heads.json
@@ -40,6 +43,7 @@ from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.evaluation.bkg_sweep import DEFAULT_THRESHOLDS, sweep_bkg_threshold
 from wsss.methods.rca import ClassSpecificHeads
+from wsss.methods.subcategory import build_subcategory_labels
 from wsss.models.backbones import create_backbone
 from wsss.models.heads import CAMClassifier
 
@@ -53,7 +57,31 @@ def frozen_features(data: VOCDataset, size: int, weights: str | None = WEIGHTS) 
     return torch.cat([net(prepare_image(data.load_image(i), size, torch.device("cpu"))).final for i in data.ids])
 
 
-def make_head(kind: str, dim: int, k: int, head_dim: int, init_std: float) -> nn.Module:
+class SubcategoryHeads(nn.Module):
+    """SC-CAM's round >= 1 heads (methods.md 5.3): Dropout2d(0.5), GAP, bias-free parent and sub-category
+    1x1 classifiers; the CAM is the parent head's."""
+
+    def __init__(self, dim: int, k: int, num_sub: int):
+        super().__init__()
+        self.k = num_sub
+        self.dropout = nn.Dropout2d(0.5)
+        self.parent, self.sub = CAMClassifier(dim, k, "gap"), CAMClassifier(dim, k * num_sub, "gap")
+        nn.init.xavier_uniform_(self.parent.conv.weight)
+        nn.init.xavier_uniform_(self.sub.conv.weight)
+
+    def cam(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.parent.cam(feats)
+
+    def loss(self, feats: torch.Tensor, labels: torch.Tensor, sub_labels: torch.Tensor, weight: float) -> torch.Tensor:
+        f = self.dropout(feats)
+        return F.multilabel_soft_margin_loss(self.parent(f), labels) + weight * F.multilabel_soft_margin_loss(
+            self.sub(f), sub_labels
+        )
+
+
+def make_head(kind: str, dim: int, k: int, head_dim: int, init_std: float, num_sub: int = 1) -> nn.Module:
+    if kind == "sccam":
+        return SubcategoryHeads(dim, k, num_sub)
     if kind == "cam":
         head = CAMClassifier(dim, k, "gap")
         nn.init.xavier_uniform_(head.conv.weight)
@@ -67,17 +95,19 @@ def make_head(kind: str, dim: int, k: int, head_dim: int, init_std: float) -> nn
 
 
 def class_maps(head: nn.Module, feats: torch.Tensor) -> torch.Tensor:
-    return head.cam(feats) if isinstance(head, CAMClassifier) else head(feats)
+    return head.cam(feats) if isinstance(head, (CAMClassifier, SubcategoryHeads)) else head(feats)
 
 
 def train_head(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace,
-               mult: float) -> list[float]:  # fmt: skip
+               mult: float, sub_labels: torch.Tensor | None = None) -> list[float]:  # fmt: skip
     weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
     biases = [p for n, p in head.named_parameters() if n.endswith("bias")]
     groups = [{"params": weights, "lr": args.lr * mult}]
     if biases:
         groups.append({"params": biases, "lr": 2 * args.lr * mult})
-    opt = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    nesterov = isinstance(head, ClassSpecificHeads)  # RCA's SGD is nesterov (4.7), SC-CAM's not (5.5)
+    opt = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=nesterov, weight_decay=1e-4)
+    head.train()
     gen = torch.Generator().manual_seed(args.seed)
     n = len(feats)
     losses = []
@@ -85,11 +115,15 @@ def train_head(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, args:
         order = torch.randperm(n, generator=gen)
         for s in range(n // args.batch):
             idx = order[s * args.batch : (s + 1) * args.batch]
-            loss = F.multilabel_soft_margin_loss(class_maps(head, feats[idx]).mean(dim=(2, 3)), labels[idx])
+            if isinstance(head, SubcategoryHeads):
+                loss = head.loss(feats[idx], labels[idx], sub_labels[idx], args.sub_weight)
+            else:
+                loss = F.multilabel_soft_margin_loss(class_maps(head, feats[idx]).mean(dim=(2, 3)), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
+    head.eval()
     return losses
 
 
@@ -125,7 +159,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--head-dim", type=int, default=16)
     p.add_argument("--init-std", type=float, default=0.03)
-    p.add_argument("--heads", nargs="+", default=["cam:10", "rca:10", "rca:1"], help="kind:lr multiplier")
+    p.add_argument(
+        "--heads",
+        nargs="+",
+        default=["cam:10", "rca:10", "rca:1", "sccam:1", "sccam:2"],
+        help="cam:LR_MULT, rca:LR_MULT or sccam:K (K sub-categories a class, heads at 10x)",
+    )
+    p.add_argument("--sub-weight", type=float, default=5.0, help="SC-CAM's lambda (5.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--weights", default=WEIGHTS, help="backbone weights ('none': random, for tests)")
@@ -142,15 +182,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"data": f"{args.data_root} {args.split} ({len(data)} images)", "args": vars(args),
                                "features_s": round(time.time() - t0, 1), "heads": {}}  # fmt: skip
         for spec in args.heads:
-            kind, mult = spec.split(":")
+            kind, value = spec.split(":")
             torch.manual_seed(args.seed)
-            head = make_head(kind, feats.shape[1], labels.shape[1], args.head_dim, args.init_std)
+            num_sub, mult, sub, sizes = int(value) if kind == "sccam" else 1, float(value), None, None
+            if kind == "sccam":  # round 1's sub-categories from the GAP of the (frozen) features (5.4)
+                mult = 10.0
+                gap = feats.mean(dim=(2, 3)).numpy()
+                subs = build_subcategory_labels(data.ids, gap, labels.numpy(), num_sub, args.seed)
+                sub = torch.from_numpy(subs.labels)
+                sizes = [np.bincount(subs.assign[subs.assign[:, c] >= 0, c], minlength=num_sub).tolist()
+                         for c in range(labels.shape[1])]  # fmt: skip
+            head = make_head(kind, feats.shape[1], labels.shape[1], args.head_dim, args.init_std, num_sub)
             t1 = time.time()
-            losses = train_head(head, feats, labels, args, float(mult))
+            losses = train_head(head, feats, labels, args, mult, sub)
             res = {"loss_first_last": [round(losses[0], 4), round(float(np.mean(losses[-8:])), 4)],
                    "steps": len(losses), "train_s": round(time.time() - t1, 1),
                    **score(head, feats, labels, data)}  # fmt: skip
-            if kind != "cam":  # how much of each class's logit is its constant: the label prior's logit
+            if sizes is not None:
+                res["subcategory_sizes"] = sizes
+            if kind == "rca":  # how much of each class's logit is its constant: the label prior's logit
                 with torch.no_grad():
                     const = class_maps(head, torch.zeros_like(feats[:1])).mean(dim=(2, 3))[0]
                 res["logit_of_zero_features"] = [round(float(v), 2) for v in const]

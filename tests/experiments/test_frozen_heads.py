@@ -17,14 +17,17 @@ from wsss.evaluation.bkg_sweep import DEFAULT_THRESHOLDS
 def test_frozen_heads_tiny(tmp_path, one_thread):
     out = tmp_path / "heads.json"
     argv = ["--data-root", str(VOC_REAL_MINI), "--split", "val", "--size", "64", "--epochs", "2", "--batch", "3",
-            "--weights", "none", "--heads", "cam:10", "rca:1", "--json", str(out)]  # fmt: skip
+            "--weights", "none", "--heads", "cam:10", "rca:1", "sccam:2", "--json", str(out)]  # fmt: skip
     res = frozen_heads.main(argv)
-    assert list(res["heads"]) == ["cam:10", "rca:1"]
+    assert list(res["heads"]) == ["cam:10", "rca:1", "sccam:2"]
     for head in res["heads"].values():
         assert head["steps"] == 4  # 2 epochs of 6 photos in batches of 3
         assert 0 <= head["empty_share"] <= 1 and len(head["seeds"]) == len(DEFAULT_THRESHOLDS)
         assert head["seed_best"][1] == max(head["seeds"].values())
     assert len(res["heads"]["rca:1"]["logit_of_zero_features"]) == len(res["heads"]["rca:1"]["prior_logit"]) == 20
+    sizes = res["heads"]["sccam:2"]["subcategory_sizes"]  # every labelled image in one of its classes' two
+    data = VOCDataset(VOC_REAL_MINI, "val")
+    assert [sum(s) for s in sizes] == [int(sum(data.labels(i)[c] for i in data.ids)) for c in range(20)]
     assert json.loads(out.read_text())["heads"]["cam:10"]["seed_best"] == res["heads"]["cam:10"]["seed_best"]
 
 
