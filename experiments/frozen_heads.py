@@ -133,13 +133,15 @@ def score(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, data: VOCD
     lab = labels > 0.5
     probs = torch.sigmoid(maps.mean(dim=(2, 3)))
     empty = (maps.flatten(2).amax(-1) <= 0) & lab
-    cams = {}
-    for j, id in enumerate(data.ids):
-        h, w = data.load_mask(id).shape
-        cam = minmax_normalize(F.interpolate(F.relu(maps[j : j + 1]), size=(h, w), mode="bilinear",
-                                             align_corners=False))[0]  # fmt: skip
-        cams[id] = (cam * lab[j, :, None, None]).numpy()
-    sweep = sweep_bkg_threshold(cams.__getitem__, data, data.ids, DEFAULT_THRESHOLDS)
+    row = {id: j for j, id in enumerate(data.ids)}
+
+    def cam(id: str) -> np.ndarray:  # made when the sweep reads it: the image-size maps of 200 photos are GBs
+        j = row[id]
+        size = data.load_mask(id).shape
+        full = F.interpolate(F.relu(maps[j : j + 1]), size=size, mode="bilinear", align_corners=False)
+        return (minmax_normalize(full)[0] * lab[j, :, None, None]).numpy()
+
+    sweep = sweep_bkg_threshold(cam, data, data.ids, DEFAULT_THRESHOLDS)
     return {
         "empty_share": round(float(empty.sum() / lab.sum()), 3),
         "mean_prob_labelled": round(float(probs[lab].mean()), 3),
