@@ -273,7 +273,7 @@ def parallel_run_dir(work: Path, root: Path) -> Path:
                       ["model.pretrained=null", "model.decoder=aspp", f"data.root={root}", f"run.dir={run}",
                        "infer.crf_workers=0", "data.num_workers=0"])  # fmt: skip
     torch.manual_seed(0)
-    method = build_method(cfg, len(names)).eval()
+    method = build_method(cfg, names).eval()
     save_config(cfg, run / "config.yaml")
     save_checkpoint({"model": method.state_dict(), "num_classes": len(names), "class_names": names, "step": 0},
                     run / "checkpoints/last.pt")  # fmt: skip

@@ -15,6 +15,7 @@ it registers, ``cam_cls_token``, exists in this process alone.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -31,9 +32,9 @@ from wsss.methods.cam_baseline import CAMBaseline
 class CAMClassToken(CAMBaseline):
     name = "cam_cls_token"
 
-    def __init__(self, cfg: Config, num_classes: int):
-        super().__init__(cfg, num_classes)
-        self.token_classifier = nn.Linear(self.backbone.out_dim, num_classes - 1)
+    def __init__(self, cfg: Config, classes: Sequence[str]):
+        super().__init__(cfg, classes)
+        self.token_classifier = nn.Linear(self.backbone.out_dim, self.num_classes - 1)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super().param_groups()

@@ -456,3 +456,36 @@ def test_two_processes_gather_memory_and_attention_like_one(synth_root, tmp_path
     assert a1.keys() == a2.keys() and len(a1) == 4  # step 6 is the first of epoch 1: one global batch of 4
     for id, maps in a1.items():
         assert all(np.abs(m.astype(int) - a2[id][c].astype(int)).max() <= 1 for c, m in maps.items())
+
+
+# ------------------------------------------------------------------------------------------------
+# the real-photo preset's heads at initialisation (issue 31)
+
+
+def test_real_cpu_preset_class_maps_depend_on_the_image_at_init():
+    """The real-photo preset's class maps must vary over the image from the first step. Its N(0, 0.03) init
+    (meant as He's std, which for these 16-wide heads is 0.118 and 0.354 for the last 1x1) shrank the signal
+    4x per layer: on MobileNetV2 features of ccp-dev photos the map's within-image std was 0.0009 against
+    the features' 0.21 (a constant map: its biases alone fit the label frequencies, and a class whose constant
+    is negative has an empty CAM); He's init per layer gives 0.13 (measured, BENCHMARKS.md "ccp-dev")."""
+    cfg = load_config(REPO / "configs/rca/real_cpu.yaml", ["model.pretrained=null"])
+    assert cfg.options["init_std"] is None
+    torch.manual_seed(0)
+    method = build_method(cfg, 11)
+    feats = 0.2 * torch.randn(2, method.backbone.out_dim, 10, 10)  # the measured std of the real features
+    with torch.no_grad():
+        maps = method.class_heads(feats)
+    # He keeps ~0.5-1x of the input's std through the four layers, the 0.03 init ~0.005x: 0.1 splits decades
+    assert float(maps.std(dim=(2, 3)).mean()) > 0.1 * float(feats.std())
+
+
+def test_he_init_per_convolution():
+    cfg = load_config(PRESET, ["options.init_std=null", "options.head_dim=16"])
+    torch.manual_seed(0)
+    method = build_method(cfg, 11)
+    convs = [m for mod in (method.class_heads, method.coarse_head, method.embed) for m in mod.modules()
+             if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+    for m in convs:
+        fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        # the smallest layer (the class heads' last 1x1: 10 x 16 weights) estimates its std within ~6 %: 25 % is 4 sigma
+        assert float(m.weight.detach().std()) == pytest.approx((2 / fan_in) ** 0.5, rel=0.25)

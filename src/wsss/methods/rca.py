@@ -78,7 +78,9 @@ class RCAOptions:
     mixup: bool = True  # embedding mix-up (4.6 step 2); False: plain regional contrast (ablation)
     mixup_alpha: float = 8.0  # lam ~ Beta(8, 8) (4.6)
     official_replicas: int = 4  # GPUs of the official DataParallel run (README: 4 V100), for the loss scale
-    init_std: float = 0.01  # N(0, 0.01) init of the new convolutions (4.3)
+    # N(0, init_std) init of the new convolutions (4.3: 0.01, for 512-wide heads on VGG-16); None: He's
+    # N(0, 2 / fan_in) per convolution, which keeps narrow heads' maps image-dependent at the start
+    init_std: float | None = 0.01
     # the training view (4.7): square resize of the whole image + ColorJitter(0.3, 0.3, 0.3, 0.1)
     view_crop_scale: tuple[float, float] = (1.0, 1.0)  # area fraction of a random box (1, 1 = whole image)
     view_hflip: bool = False  # the official view is not flipped
@@ -369,7 +371,9 @@ class RCA(Method):
             *self.embed.modules(),
             *self.aggregation.modules(),
         ]:
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and o.init_std is None:
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            elif isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, 0.0, o.init_std)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
