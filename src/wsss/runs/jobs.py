@@ -35,7 +35,7 @@ from wsss.cam.crf import psa_crf_scores
 from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.data import VOCDataset
 from wsss.methods import REFINERS, JobStop, Refiner, register_refiner
-from wsss.runs.run import Run, crf_params, load_run, present_classes
+from wsss.runs.run import Run, load_run, present_classes
 from wsss.utils.io import (
     find_cam_file,
     load_cam_of,
@@ -276,7 +276,7 @@ def run_predict(
             prob = prob_of(id, image)
             yield id, image, prob, present_classes(prob)
 
-    with CRFPool(run.cfg.infer.crf_workers, params=crf_params(run.cfg)) as pool:
+    with CRFPool(run.cfg.infer.crf_workers, params=run.cfg.infer.crf) as pool:
         for id, label in pool.imap(items()):
             save_label_png(per_id_path(out, id, ".png"), label)
             bar.update(1)
