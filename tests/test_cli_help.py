@@ -42,12 +42,13 @@ def test_prepare_folder_help_states_the_labels_format(capsys):
     assert "'image,labels'" in out and "separated by ';'" in out and "background first" in out
 
 
-def test_prepare_option_names_are_shared_and_old_names_still_work():
+def test_prepare_option_names_are_shared():
     p = build_parser()
-    for argv in (["prepare", "voc", "--voc", "V", "--out", "O", "--image-mode", "copy", "--label-source", "xml"],
-                 ["prepare", "voc", "--voc", "V", "--out", "O", "--images", "copy", "--labels", "xml"]):  # fmt: skip
-        a = p.parse_args(argv)
-        assert (a.image_mode, a.label_source) == ("copy", "xml")
+    a = p.parse_args(["prepare", "voc", "--voc", "V", "--out", "O", "--image-mode", "copy", "--label-source", "xml"])
+    assert (a.image_mode, a.label_source) == ("copy", "xml")
+    for old in (["--images", "copy"], ["--labels", "xml"]):  # the pre-release names are gone
+        with pytest.raises(SystemExit):
+            p.parse_args(["prepare", "voc", "--voc", "V", "--out", "O", *old])
     a = p.parse_args(["prepare", "coco", "--coco", "C", "--out", "O", "--image-mode", "symlink"])
     assert a.image_mode == "symlink"
     a = p.parse_args(["prepare", "folder", "--images", "I", "--labels", "L.csv", "--classes", "c", "--out", "O",

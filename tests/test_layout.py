@@ -6,7 +6,9 @@
 - no circle either when the ``if TYPE_CHECKING:`` imports count;
 - the method builders are imported through ``wsss.methods`` (importing it registers the built-in
   methods; ``wsss.methods.contract`` alone has none registered), and ``runs/`` and ``engine/`` import
-  no single method's module.
+  no single method's module;
+- no function or method is longer than ``MAX_FUNCTION_LINES`` lines (issue #30: a long function is
+  split at its sections into named helpers).
 """
 
 from __future__ import annotations
@@ -252,3 +254,32 @@ def test_the_checks_see_a_violation(tmp_path):
         "wsss.runs.run: from wsss.engine.trainer import _save",
         "wsss.runs.run:3: ._save",
     ]
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(name: str, tree: ast.Module, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """``module:line name (N lines)`` for each function or method of ``tree`` longer than ``limit``
+    lines, decorators excluded, docstring included (``end_lineno - lineno + 1``)."""
+    return [
+        f"{name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > limit
+    ]
+
+
+def test_no_function_is_longer_than_the_limit():
+    bad = [b for name, tree in modules().items() for b in long_functions(name, tree)]
+    assert not bad, f"functions longer than {MAX_FUNCTION_LINES} lines (split them at their sections):\n" + "\n".join(
+        bad
+    )
+
+
+def test_the_length_check_sees_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(3))
+    tree = ast.parse(
+        f"class A:\n    async def f(self):\n    {body.replace(chr(10), chr(10) + '    ')}\n\ndef g():\n    pass\n"
+    )
+    assert long_functions("wsss.m", tree, limit=3) == ["wsss.m:2 f (4 lines)"]
+    assert long_functions("wsss.m", tree, limit=4) == []

@@ -43,7 +43,12 @@ def test_unexpected_exceptions_keep_their_traceback(monkeypatch, tmp_path, error
         wsss.cli.main(["check-data", str(tmp_path)])
 
 
-@pytest.mark.parametrize("name", wsss.__all__ + ["datasets"])
+@pytest.mark.parametrize("name", wsss.__all__)
 def test_every_public_name_resolves(name):
     """The lazy exports of ``wsss`` point at modules that exist (a move must update them)."""
     assert getattr(wsss, name) is not None
+
+
+def test_the_pre_release_package_alias_is_gone():
+    with pytest.raises(AttributeError, match="datasets"):
+        wsss.datasets  # noqa: B018

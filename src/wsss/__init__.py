@@ -35,7 +35,7 @@ __all__ = [*sorted(_EXPORTS), "data"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("data", "datasets"):  # ``wsss.datasets``: the former name of ``wsss.data``, kept as an alias
+    if name == "data":
         return importlib.import_module("wsss.data")
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -481,10 +481,10 @@ def add_prepare(sub: Any) -> None:
     q.add_argument("--voc", required=True, help="VOCdevkit (or VOCdevkit/VOC2012)")
     q.add_argument("--sbd", default=None, help="SBD benchmark_RELEASE (or its dataset/); omit for VOC alone")
     q.add_argument("--out", required=True, help="output dataset root")
-    # --image-mode / --label-source: the names shared with `prepare folder` (--images / --labels kept as aliases)
-    q.add_argument("--image-mode", "--images", dest="image_mode", choices=modes, default="link", help=images_help)
+    # --image-mode / --label-source: the names shared with `prepare folder`
+    q.add_argument("--image-mode", dest="image_mode", choices=modes, default="link", help=images_help)
     labels_help = "cls_labels.npy from the masks (default) or the Annotations XML (PSA's file; auto: XML if present)"
-    q.add_argument("--label-source", "--labels", dest="label_source", choices=("mask", "xml", "auto"), default="mask",
+    q.add_argument("--label-source", dest="label_source", choices=("mask", "xml", "auto"), default="mask",
                    help=labels_help)  # fmt: skip
     q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
     q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
@@ -495,7 +495,7 @@ def add_prepare(sub: Any) -> None:
     q.add_argument("--year", default="2014", help="COCO release year of the folder names (default 2014)")
     q.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to convert (default: train val)")
     q.add_argument("--val-part", type=int, default=5000, help="size of the val_part subset (0 = none)")
-    q.add_argument("--image-mode", "--images", dest="image_mode", choices=modes, default="link", help=images_help)
+    q.add_argument("--image-mode", dest="image_mode", choices=modes, default="link", help=images_help)
     q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
     q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     q.set_defaults(fn=cmd_prepare)

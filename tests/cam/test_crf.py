@@ -9,6 +9,8 @@ import pytest
 
 from golden import load_golden
 from wsss.cam import CRFParams, CRFPool, crf_label, crf_label_psa, crf_label_two_levels, dense_crf
+from wsss.core.config import load_config
+from wsss.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,16 @@ def test_presets():
     assert CRFParams.SEG.as_kwargs() == dict(iters=10, pos_xy_std=1, pos_w=1, bi_xy_std=121, bi_rgb_std=5, bi_w=4)
     with pytest.raises(dataclasses.FrozenInstanceError):
         CRFParams.SEG.iters = 3  # type: ignore[misc]
+
+
+def test_config_section_is_the_crf_params():
+    """``infer.crf`` is the CRFParams the CRF takes (one concept, no field-by-field copy in between)."""
+    cfg = load_config(None, ["infer.crf.bi_w=7", "infer.crf.iters=3"])
+    assert type(cfg.infer.crf) is CRFParams
+    assert cfg.infer.crf == dataclasses.replace(CRFParams.SEG, bi_w=7.0, iters=3)
+    assert load_config(None).infer.crf == CRFParams.SEG
+    with pytest.raises(ConfigError, match="infer.crf.bi_ww"):
+        load_config(None, ["infer.crf.bi_ww=1"])
 
 
 def _toy(seed: int, c: int = 5, h: int = 20, w: int = 24) -> tuple[np.ndarray, np.ndarray]:

@@ -6,17 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from wsss.cam.labels import denormalize_image
 from wsss.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TrainAugment,
     color_jitter,
-    denormalize,
     normalize,
     random_crop,
     random_hflip,
     random_scale,
-    resize_long_side,
     resize_to,
 )
 
@@ -183,9 +182,9 @@ def test_normalize_denormalize_round_trip():
     assert t.dtype == torch.float32 and t.shape == (3, 10, 12)
     expected = (img[3, 4, 1] / 255.0 - IMAGENET_MEAN[1]) / IMAGENET_STD[1]
     assert abs(float(t[1, 3, 4]) - expected) < 1e-5
-    assert np.array_equal(denormalize(t), img)
-    batch = torch.stack([t, t])
-    assert denormalize(batch).shape == (2, 10, 12, 3)
+    # the pipeline's inverse (cam/labels.py, used by PAR) gives the pixels back to well under half a step
+    back = denormalize_image(t[None], truncate_uint8=False)[0].permute(1, 2, 0).numpy() * 255.0
+    assert np.array_equal(np.rint(back).astype(np.uint8), img)
     assert len(IMAGENET_MEAN) == len(IMAGENET_STD) == 3 and max(IMAGENET_MEAN) < 1
 
 
@@ -196,7 +195,6 @@ def test_resize_helpers():
     img = coord_image(30, 60)
     assert resize_to(img, (15, 20)).shape == (15, 20, 3)
     assert resize_to(img, 32).shape == (32, 32, 3)
-    assert resize_long_side(img, 120).shape == (60, 120, 3)
     mask = np.zeros((30, 60), np.uint8)
     mask[:, 30:] = 255
     small = resize_to(mask, (10, 10), interpolation="nearest")

@@ -113,12 +113,12 @@ def test_report_refuses_crafted_files_and_never_unpickles_a_checkpoint(run_dir, 
     crafted_checkpoint(run_dir / "checkpoints" / "best.pt", marker)
     rc, out = _cli(capsys, "report", run_dir, "--split", "val")
     assert rc == 0, out  # a report reads no checkpoint
-    # an old-format CAM file (pickled dict) from elsewhere
-    cam = run_dir / "cams/val" / f"{ids[0]}.npy"
+    # a CAM file from elsewhere holding a pickled object array
+    cam = run_dir / "cams/val" / f"{ids[0]}.npz"
     cam.parent.mkdir(parents=True)
-    np.save(cam, {"keys": np.array([1]), "cam": Marker(marker)}, allow_pickle=True)
+    np.savez(cam, keys=np.array([1]), cam=np.array([Marker(marker)], dtype=object))
     rc, out = _cli(capsys, "report", run_dir, "--split", "val")
-    assert rc == 1 and f"{cam}: refused to read this CAM file" in out
+    assert rc == 1 and f"{cam}: cannot read CAM file" in out
     cam.unlink()
     npy = crafted_cls_labels(data / "cls_labels.npy", marker)
     rc, out = _cli(capsys, "report", run_dir, "--split", "val")
@@ -126,16 +126,14 @@ def test_report_refuses_crafted_files_and_never_unpickles_a_checkpoint(run_dir, 
     assert not marker.exists()
 
 
-def test_legacy_pickled_cam_files_still_read(run_dir, data, capsys):
-    """CAM files written before the .npz format (pickled dicts) are read through the restricted reader."""
-    from wsss.utils.io import load_cam, read_cam
+def test_a_cam_file_is_an_npz_only(tmp_path):
+    """A pickled ``<id>.npy`` (the unreleased pre-.npz format) is not taken for a CAM file."""
+    from wsss.utils.io import find_cam_file, save_cam
 
-    path = run_dir / "old.npy"
-    numpy1_npy(path, {"keys": np.array([2, 4]), "cam": np.ones((2, 8, 8), np.float16)})
-    keys, cam = read_cam(path)
-    assert keys.tolist() == [2, 4] and cam.dtype == np.float32 and cam.shape == (2, 8, 8)
-    full = load_cam(path, 5)
-    assert full[[1, 3]].min() == 1 and full[[0, 2, 4]].max() == 0
+    numpy1_npy(tmp_path / "a.npy", {"keys": np.array([2]), "cam": np.ones((1, 8, 8), np.float16)})
+    assert find_cam_file(tmp_path, "a") is None
+    save_cam(tmp_path, "a", np.ones((3, 8, 8)), np.array([0, 1, 0]))
+    assert find_cam_file(tmp_path, "a") == tmp_path / "a.npz"
 
 
 def test_unsafe_split_ids_are_refused_and_nothing_is_written_outside_the_run(data, tmp_path, capsys):

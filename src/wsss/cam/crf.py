@@ -6,7 +6,8 @@
 - :func:`crf_label_two_levels`: ToCo's CRF pseudo labels (bg at the high and the low threshold).
 - :func:`crf_label`: CRF restricted to a subset of channels (background + the classes that may
   appear), mapped back to class ids.
-- :class:`CRFParams`: the named parameter sets of the anchors (methods.md 8.5).
+- :class:`CRFParams` (defined in ``core/config.py``, the config section ``infer.crf``): the
+  named parameter sets of the anchors (methods.md 8.5).
 - :class:`CRFPool`: runs :func:`crf_label` over a stream of images in worker processes, in order,
   with a bounded number of images in flight.
 
@@ -19,43 +20,12 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class CRFParams:
-    """Dense CRF parameters (methods.md 8.5). Presets: ``SEG``, ``TOCO_LABEL``, ``PSA``.
-
-    - ``SEG``: segmentation inference of ToCo/SeCo (10; 1,1; 121,5,4).
-    - ``TOCO_LABEL``: ToCo's CRF pseudo labels, ``infer_cam_crf_label`` (10; 3,3; 36,3,4).
-    - ``PSA``: PSA / SC-CAM / RCA CAM CRF (10; 3,3; 80,13,10).
-
-    Order in the tuples above: iters; pos_xy_std, pos_w; bi_xy_std, bi_rgb_std, bi_w.
-    """
-
-    iters: int = 10
-    pos_xy_std: float = 1
-    pos_w: float = 1
-    bi_xy_std: float = 121
-    bi_rgb_std: float = 5
-    bi_w: float = 4
-
-    SEG: ClassVar[CRFParams]
-    TOCO_LABEL: ClassVar[CRFParams]
-    PSA: ClassVar[CRFParams]
-
-    def as_kwargs(self) -> dict[str, Any]:
-        """The parameters as keyword arguments of :func:`dense_crf`."""
-        return asdict(self)
-
-
-CRFParams.SEG = CRFParams(iters=10, pos_xy_std=1, pos_w=1, bi_xy_std=121, bi_rgb_std=5, bi_w=4)
-CRFParams.TOCO_LABEL = CRFParams(iters=10, pos_xy_std=3, pos_w=3, bi_xy_std=36, bi_rgb_std=3, bi_w=4)
-CRFParams.PSA = CRFParams(iters=10, pos_xy_std=3, pos_w=3, bi_xy_std=80, bi_rgb_std=13, bi_w=10)
+from wsss.core.config import CRFParams
 
 
 def dense_crf(

@@ -135,9 +135,7 @@ def multi_scale_cam(
     if not scales:
         raise ValueError("multi_scale_cam needs at least one scale")
     _check_fusion("flip_fuse", flip_fuse)
-    if normalize not in _NORMS:
-        raise ValueError(f"unknown normalize {normalize!r} (minmax, max or none)")
-    norm = {"minmax": minmax_normalize, "max": max_normalize, "none": lambda x: x}[normalize]
+    norm = _cam_normalizer(normalize)
     b, _, h, w = images.shape
     idx = None if classes is None else torch.as_tensor(classes, dtype=torch.long, device=images.device).flatten()
     acc: list[list[torch.Tensor]] | None = None
@@ -156,27 +154,62 @@ def multi_scale_cam(
             num_channels = outs[0].shape[1]
         elif len(outs) != len(acc):
             raise ValueError("cam_fn returned a different number of maps at different scales")
-        kept = (unflipped,) if torch.is_tensor(unflipped) else unflipped
-        for i, m in enumerate(outs):
-            if same[i] != i:
-                continue
-            if reuse:
-                m = torch.cat([kept[i], m], dim=0)
-            if idx is not None:  # the channels are independent from here on
-                m = m.index_select(1, idx)
-            m = resize_maps(m, (h, w))
-            acc[i].append(F.relu(_fuse(m[:b], m[b:].flip(-1), flip_fuse)))
+        kept = ((unflipped,) if torch.is_tensor(unflipped) else unflipped) if reuse else None
+        _add_fused_scale(acc, outs, same, kept, idx, b, (h, w), flip_fuse)
     assert acc is not None
-    fused = []
+    fused = _sum_and_normalize(acc, same, norm, idx, None if compact else num_channels)
+    return fused[0] if single else tuple(fused)
+
+
+def _cam_normalizer(normalize: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if normalize not in _NORMS:
+        raise ValueError(f"unknown normalize {normalize!r} (minmax, max or none)")
+    return {"minmax": minmax_normalize, "max": max_normalize, "none": lambda x: x}[normalize]
+
+
+def _add_fused_scale(
+    acc: list[list[torch.Tensor]],
+    outs: tuple[torch.Tensor, ...],
+    same: list[int],
+    kept: Sequence[torch.Tensor] | None,
+    idx: torch.Tensor | None,
+    b: int,
+    size: tuple[int, int],
+    flip_fuse: str,
+) -> None:
+    """One scale of :func:`multi_scale_cam`: each distinct map of ``outs`` ((2B or B, K, h', w'); with
+    ``kept``, the unflipped half computed before) upsampled to ``size``, fused with its flipped-back
+    twin, ReLU'd and appended to its list in ``acc``."""
+    for i, m in enumerate(outs):
+        if same[i] != i:
+            continue
+        if kept is not None:
+            m = torch.cat([kept[i], m], dim=0)
+        if idx is not None:  # the channels are independent from here on
+            m = m.index_select(1, idx)
+        m = resize_maps(m, size)
+        acc[i].append(F.relu(_fuse(m[:b], m[b:].flip(-1), flip_fuse)))
+
+
+def _sum_and_normalize(
+    acc: list[list[torch.Tensor]],
+    same: list[int],
+    norm: Callable[[torch.Tensor], torch.Tensor],
+    idx: torch.Tensor | None,
+    expand_to: int | None,
+) -> list[torch.Tensor]:
+    """The scales of each map summed and normalised; with ``idx`` and ``expand_to``, the kept channels
+    put back among ``expand_to`` channels (zeros elsewhere). A repeated map is the same tensor again."""
+    fused: list[torch.Tensor] = []
     for i, maps in enumerate(acc):
         if same[i] != i:
             fused.append(fused[same[i]])
             continue
         cam = norm(torch.stack(maps, dim=0).sum(dim=0))
-        if idx is not None and not compact:
-            cam = expand_classes(cam, idx, num_channels)
+        if idx is not None and expand_to is not None:
+            cam = expand_classes(cam, idx, expand_to)
         fused.append(cam)
-    return fused[0] if single else tuple(fused)
+    return fused
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -159,14 +159,37 @@ class TrainConfig:
     ckpt_iters: int = 1000
 
 
-@dataclass
-class CRFConfig:
-    iters: int = 10  # seg-stage DenseCRF (methods.md 2.11): 10 / 1,1 / 121,5,4
+@dataclass(frozen=True)
+class CRFParams:
+    """Dense CRF parameters (methods.md 2.11, 8.5): the config section ``infer.crf`` and the named sets
+    the anchors use. One class for both, so a config section is passed to ``dense_crf`` as it is.
+
+    - ``SEG``: segmentation inference of ToCo/SeCo (10; 1,1; 121,5,4), the default.
+    - ``TOCO_LABEL``: ToCo's CRF pseudo labels, ``infer_cam_crf_label`` (10; 3,3; 36,3,4).
+    - ``PSA``: PSA / SC-CAM / RCA CAM CRF (10; 3,3; 80,13,10).
+
+    Order in the tuples above: iters; pos_xy_std, pos_w; bi_xy_std, bi_rgb_std, bi_w.
+    """
+
+    iters: int = 10
     pos_xy_std: float = 1.0
     pos_w: float = 1.0
     bi_xy_std: float = 121.0
     bi_rgb_std: float = 5.0
     bi_w: float = 4.0
+
+    SEG: ClassVar[CRFParams]
+    TOCO_LABEL: ClassVar[CRFParams]
+    PSA: ClassVar[CRFParams]
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The parameters as keyword arguments of ``wsss.cam.crf.dense_crf``."""
+        return dataclasses.asdict(self)
+
+
+CRFParams.SEG = CRFParams(iters=10, pos_xy_std=1, pos_w=1, bi_xy_std=121, bi_rgb_std=5, bi_w=4)
+CRFParams.TOCO_LABEL = CRFParams(iters=10, pos_xy_std=3, pos_w=3, bi_xy_std=36, bi_rgb_std=3, bi_w=4)
+CRFParams.PSA = CRFParams(iters=10, pos_xy_std=3, pos_w=3, bi_xy_std=80, bi_rgb_std=13, bi_w=10)
 
 
 @dataclass
@@ -179,7 +202,7 @@ class InferConfig:
     # "sum" and "max" (divided by the max only; golden psa_infer_cls.npz, sccam_infer_cls_*.npz)
     cam_flip_fuse: str = "max"
     cam_normalize: str = "minmax"
-    crf: CRFConfig = field(default_factory=CRFConfig)
+    crf: CRFParams = field(default_factory=CRFParams)
     crf_workers: int = 0  # processes for DenseCRF; 0 = in the main process
     # `wsss cam` / `predict` / `viz`: longest side of the image the network sees at scale 1 (None = no cap;
     # VOC and COCO images are at most 640): a larger photo is shrunk first, its outputs keep its size

@@ -278,7 +278,51 @@ def check_dataset(
         report.add(f"{describe_path(root)}: dataset root not found")
         return report
 
-    # ---- classes ---------------------------------------------------------------------------------
+    class_names, classes_desc = _check_classes(root, report)
+    report.class_names = class_names
+    C = len(class_names)
+
+    split_ids = _check_splits(root, split, report)
+    if split_ids is None:
+        return report
+
+    # ---- image labels ----------------------------------------------------------------------------
+    table, table_keys = _read_label_table(root, report, C, classes_desc)
+    npy = root / CLS_LABELS_FILE
+    has_table = npy.is_file()  # even if unreadable (reported above): then labels are unknown
+    report.label_source = CLS_LABELS_FILE if has_table else "masks"
+
+    # ---- per image -------------------------------------------------------------------------------
+    all_ids = list(dict.fromkeys(i for ids in split_ids.values() for i in ids))
+    report.n_images = len(all_ids)
+    mask_of = {i: _mask_path(root, i) for i in all_ids}
+    per_class: Counter = Counter()
+    label_only: dict[str, str] = {}  # id -> classes in its label with no pixel in its mask
+    has_mask_dir = any((root / d).is_dir() for d in MASK_DIRS)
+    split_with_masks, needs_mask = _mask_needs(split_ids, mask_of, has_table, has_mask_dir, table_keys, report)
+    for id in _progress(all_ids, progress):
+        size = _check_image_of(root, id, report)
+        mpath = mask_of[id]
+        if mpath is None and id in needs_mask:
+            _report_missing_mask(root, id, has_mask_dir, has_table, report)
+        vec = table.get(id) if table is not None else None
+        mask_labels = None
+        if mpath is not None:
+            mask_labels = _check_mask_of(mpath, size, vec, class_names, npy, id, classes_desc, report,
+                                         image_path=_image_path(root, id))  # fmt: skip
+        _count_labels(id, vec, mask_labels, class_names, per_class, label_only)
+
+    if table_keys is not None:
+        _check_label_coverage(split_ids, table_keys, split_with_masks, npy, report)
+    if label_only:
+        _warn_label_only(label_only, npy, report)
+    report.label_only = label_only
+    report.class_counts = {class_names[c]: per_class.get(c, 0) for c in range(1, C)}
+    return report
+
+
+def _check_classes(root: Path, report: CheckReport) -> tuple[list[str], str]:
+    """The class names (VOC's if unreadable) and how to name their source in messages."""
     cls_file = root / CLASSES_FILE
     try:
         class_names = read_classes(root)
@@ -294,16 +338,17 @@ def check_dataset(
         )
         if class_names[0].lower() not in ("background", "_background_", "bg", "__background__"):
             report.warn(f"{cls_file}: first class is {class_names[0]!r}; index 0 must be the background")
-    report.class_names = class_names
-    C = len(class_names)
+    return class_names, classes_desc
 
-    # ---- splits ----------------------------------------------------------------------------------
+
+def _check_splits(root: Path, split: str | None, report: CheckReport) -> dict[str, list[str]] | None:
+    """split -> its unique ids in order; None when there is no split to check (reported)."""
     split_dir = root / SPLIT_DIR
     if split is None:
         splits = available_splits(root)
         if not splits:
             report.add(f"{split_dir}: no split files (<split>.txt) found")
-            return report
+            return None
     else:
         if not (split_dir / f"{split}.txt").is_file():
             have = available_splits(root)
@@ -311,7 +356,7 @@ def check_dataset(
                 f"{split_dir / (split + '.txt')}: split file not found; available splits: "
                 + (", ".join(have) if have else "none")
             )
-            return report
+            return None
         splits = [split]
     split_ids: dict[str, list[str]] = {}
     for s in splits:
@@ -330,28 +375,29 @@ def check_dataset(
             report.warn(f"{path}: {len(dups)} id(s) listed more than once (e.g. {dups[0]})")
         split_ids[s] = list(dict.fromkeys(ids))
         report.splits[s] = len(split_ids[s])
+    return split_ids
 
-    # ---- image labels ----------------------------------------------------------------------------
-    table, table_keys = _read_label_table(root, report, C, classes_desc)
-    npy = root / CLS_LABELS_FILE
-    has_table = npy.is_file()  # even if unreadable (reported above): then labels are unknown
-    report.label_source = CLS_LABELS_FILE if has_table else "masks"
 
-    # ---- per image -------------------------------------------------------------------------------
-    all_ids = list(dict.fromkeys(i for ids in split_ids.values() for i in ids))
-    report.n_images = len(all_ids)
-    mask_of = {i: _mask_path(root, i) for i in all_ids}
-    per_class: Counter = Counter()
-    label_only: dict[str, str] = {}  # id -> classes in its label with no pixel in its mask
-    iterator = all_ids
+def _progress(all_ids: list[str], progress: bool) -> Iterable[str]:
     if progress and len(all_ids) > PROGRESS_MIN:
         try:
             from tqdm import tqdm
 
-            iterator = tqdm(all_ids, desc="checking", unit="img", leave=False)
+            return tqdm(all_ids, desc="checking", unit="img", leave=False)
         except ImportError:  # pragma: no cover
             pass
-    has_mask_dir = any((root / d).is_dir() for d in MASK_DIRS)
+    return all_ids
+
+
+def _mask_needs(
+    split_ids: dict[str, list[str]],
+    mask_of: dict[str, Path | None],
+    has_table: bool,
+    has_mask_dir: bool,
+    table_keys: set[str] | None,
+    report: CheckReport,
+) -> tuple[dict[str, bool], set[str]]:
+    """Which splits have masks, and the ids whose mask is required."""
     # a split whose ids partly have masks: the missing ones are problems (masks are per split)
     split_with_masks = {s: any(mask_of[i] is not None for i in ids) for s, ids in split_ids.items()}
     needs_mask: set[str] = set()
@@ -361,74 +407,106 @@ def check_dataset(
         elif has_mask_dir and (table_keys is None or any(i in table_keys for i in ids)):
             # (a split with neither masks nor labels gets its own "prediction only" warning below)
             report.warn(f"split {s!r}: none of its {len(ids)} images has a mask (it cannot be evaluated)")
+    return split_with_masks, needs_mask
 
-    for id in iterator:
-        img_path = _image_path(root, id)
-        size = None
-        if img_path is None:
-            report.add(f"{root / IMAGE_DIR / (id + '.jpg')}: image not found (id {id!r}; .jpg or .png)")
-        else:
-            size, err = check_image(img_path)
-            if err:
-                report.add(err)
 
-        mpath = mask_of[id]
-        mask_labels = None
-        if mpath is None and id in needs_mask:
-            where = (
-                " or ".join(str(root / d / f"{id}.png") for d in MASK_DIRS if (root / d).is_dir())
-                if has_mask_dir
-                else str(root / MASK_DIRS[1] / f"{id}.png")
-            )
-            why = (
-                "the other images of its split have masks"
-                if has_table
-                else f"no {CLS_LABELS_FILE} either: the image has no labels at all"
-            )
-            report.add(f"{where}: mask missing for id {id!r} ({why})")
-        vec = table.get(id) if table is not None else None
-        if mpath is not None:
-            report.n_masks += 1
-            labelled = None if vec is None else np.flatnonzero(vec > 0.5) + 1
-            problems, fg = check_mask(mpath, size, labelled, class_names, label_file=npy, id=id,
-                                      classes_desc=classes_desc, image_path=img_path)  # fmt: skip
-            for msg in problems:
-                report.add(msg)
-            if fg is not None:
-                mask_labels = np.zeros(C - 1, np.float32)
-                mask_labels[fg - 1] = 1.0
+def _check_image_of(root: Path, id: str, report: CheckReport) -> tuple[int, int] | None:
+    img_path = _image_path(root, id)
+    size = None
+    if img_path is None:
+        report.add(f"{root / IMAGE_DIR / (id + '.jpg')}: image not found (id {id!r}; .jpg or .png)")
+    else:
+        size, err = check_image(img_path)
+        if err:
+            report.add(err)
+    return size
 
-        if vec is not None:
-            if mask_labels is not None:
-                only_lab = np.flatnonzero((vec > 0.5) & ~(mask_labels > 0.5)) + 1
-                if only_lab.size:  # legal: a small object all void (255) in the mask, or labels from XML
-                    label_only[id] = _names(only_lab, class_names)
-            labels = vec
-        else:
-            labels = mask_labels
-        if labels is not None:
-            for c in np.flatnonzero(labels > 0.5):
-                per_class[c + 1] += 1
 
-    if table_keys is not None:
-        for s, ids in split_ids.items():
-            missing = [i for i in ids if i not in table_keys]
-            if missing and len(missing) == len(ids) and not split_with_masks[s]:
-                # e.g. VOC's test split: images only, for `wsss predict` / `wsss export voc-test`
-                report.warn(f"split {s!r}: no labels and no masks for its {len(ids)} images (prediction only)")
-            elif missing:
-                report.add(f"{npy}: no label for {len(missing)} id(s) of split {s!r} (e.g. {', '.join(missing[:5])})")
-    if label_only:
-        shown = list(label_only.items())[:LABEL_ONLY_SHOWN]
-        report.warn(
-            f"{npy}: {len(label_only)} "
-            + ("image is" if len(label_only) == 1 else "images are")
-            + " labelled with a class that has no pixel in the mask "
-            "(e.g. a small object all void (255), or labels from the XML annotations); fine for training on "
-            "image labels, their masks score that class as absent: "
-            + ", ".join(f"{i} ({names})" for i, names in shown)
-            + (f" (and {len(label_only) - len(shown)} more)" if len(label_only) > len(shown) else "")
-        )
-    report.label_only = label_only
-    report.class_counts = {class_names[c]: per_class.get(c, 0) for c in range(1, C)}
-    return report
+def _report_missing_mask(root: Path, id: str, has_mask_dir: bool, has_table: bool, report: CheckReport) -> None:
+    where = (
+        " or ".join(str(root / d / f"{id}.png") for d in MASK_DIRS if (root / d).is_dir())
+        if has_mask_dir
+        else str(root / MASK_DIRS[1] / f"{id}.png")
+    )
+    why = (
+        "the other images of its split have masks"
+        if has_table
+        else f"no {CLS_LABELS_FILE} either: the image has no labels at all"
+    )
+    report.add(f"{where}: mask missing for id {id!r} ({why})")
+
+
+def _check_mask_of(
+    mpath: Path,
+    size: tuple[int, int] | None,
+    vec: np.ndarray | None,
+    class_names: list[str],
+    npy: Path,
+    id: str,
+    classes_desc: str,
+    report: CheckReport,
+    image_path: Path | None = None,
+) -> np.ndarray | None:
+    """Check one mask; its foreground classes as a (C-1,) multi-hot, or None if unreadable. ``image_path``:
+    its image, whose EXIF orientation is named when it explains a size mismatch (``check_mask``)."""
+    report.n_masks += 1
+    labelled = None if vec is None else np.flatnonzero(vec > 0.5) + 1
+    problems, fg = check_mask(mpath, size, labelled, class_names, label_file=npy, id=id,
+                              classes_desc=classes_desc, image_path=image_path)  # fmt: skip
+    for msg in problems:
+        report.add(msg)
+    if fg is None:
+        return None
+    mask_labels = np.zeros(len(class_names) - 1, np.float32)
+    mask_labels[fg - 1] = 1.0
+    return mask_labels
+
+
+def _count_labels(
+    id: str,
+    vec: np.ndarray | None,
+    mask_labels: np.ndarray | None,
+    class_names: list[str],
+    per_class: Counter,
+    label_only: dict[str, str],
+) -> None:
+    if vec is not None:
+        if mask_labels is not None:
+            only_lab = np.flatnonzero((vec > 0.5) & ~(mask_labels > 0.5)) + 1
+            if only_lab.size:  # legal: a small object all void (255) in the mask, or labels from XML
+                label_only[id] = _names(only_lab, class_names)
+        labels = vec
+    else:
+        labels = mask_labels
+    if labels is not None:
+        for c in np.flatnonzero(labels > 0.5):
+            per_class[c + 1] += 1
+
+
+def _check_label_coverage(
+    split_ids: dict[str, list[str]],
+    table_keys: set[str],
+    split_with_masks: dict[str, bool],
+    npy: Path,
+    report: CheckReport,
+) -> None:
+    for s, ids in split_ids.items():
+        missing = [i for i in ids if i not in table_keys]
+        if missing and len(missing) == len(ids) and not split_with_masks[s]:
+            # e.g. VOC's test split: images only, for `wsss predict` / `wsss export voc-test`
+            report.warn(f"split {s!r}: no labels and no masks for its {len(ids)} images (prediction only)")
+        elif missing:
+            report.add(f"{npy}: no label for {len(missing)} id(s) of split {s!r} (e.g. {', '.join(missing[:5])})")
+
+
+def _warn_label_only(label_only: dict[str, str], npy: Path, report: CheckReport) -> None:
+    shown = list(label_only.items())[:LABEL_ONLY_SHOWN]
+    report.warn(
+        f"{npy}: {len(label_only)} "
+        + ("image is" if len(label_only) == 1 else "images are")
+        + " labelled with a class that has no pixel in the mask "
+        "(e.g. a small object all void (255), or labels from the XML annotations); fine for training on "
+        "image labels, their masks score that class as absent: "
+        + ", ".join(f"{i} ({names})" for i, names in shown)
+        + (f" (and {len(label_only) - len(shown)} more)" if len(label_only) > len(shown) else "")
+    )

@@ -429,28 +429,19 @@ def _void_band(mask: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def render_sample(
-    seed: int,
-    split: str,
-    index: int,
-    size: int = 128,
-    *,
-    context_with: float = P_CONTEXT_WITH_CLASS,
-    context_without: float = P_CONTEXT_WITHOUT_CLASS,
-) -> SynthSample:
-    """Draw image ``index`` of ``split`` (pure function of its arguments).
-
-    ``context_with`` / ``context_without``: the probability of an image's water (rails) band when it
-    holds a boat (train) and when it does not: how strongly the context predicts the class.
-    """
+def _sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     code = SPLIT_CODES.get(split)
     if code is None:
         code = 2 + int.from_bytes(split.encode()[:8].ljust(8, b"\0"), "little") % (2**31)
-    rng = np.random.default_rng([int(seed), code, int(index)])
-    g = _grid(size)
-    s = float(size)
+    return np.random.default_rng([int(seed), code, int(index)])
 
-    classes, mounted = _choose_classes(rng)
+
+def _context_bands(
+    classes: list[int], size: int, rng: np.random.Generator, context_with: float, context_without: float
+) -> tuple[dict[int, bool], list[int], dict[int, _Band]]:
+    """Which context bands the image has (water with boats, rails with trains, at the given rates),
+    in drawing order, and their geometry."""
+    s = float(size)
     has = {
         WATER: rng.random() < (context_with if BOAT in classes else context_without),
         RAILS: rng.random() < (context_with if TRAIN in classes else context_without),
@@ -470,12 +461,19 @@ def render_sample(
             b.wavelength = rng.uniform(18, 36) * s / 128
             b.phase = rng.uniform(0, 2 * np.pi)
         bands[kind] = b
+    return has, kinds, bands
 
-    img = _background(size, rng)
-    for kind in kinds:
-        _render_band(bands[kind], img, g, size, rng)
 
-    # objects: (cls, box) in drawing order
+def _layout_objects(
+    classes: list[int],
+    mounted: bool,
+    has: dict[int, bool],
+    bands: dict[int, _Band],
+    size: int,
+    rng: np.random.Generator,
+) -> list[tuple[int, tuple]]:
+    """The objects as (cls, box) in drawing order: boats on the water, trains on the rails, a rider
+    on a mounted horse's back."""
     n_obj = len(classes)
     amax = MAX_AREA[min(n_obj, 3)]
     boxes: list[tuple] = []
@@ -511,8 +509,13 @@ def render_sample(
             rbox = (cx - rw / 2, max(0.0, yb - rh), rw, rh)
             boxes.append(rbox)
             objs.append((RIDER, rbox))
+    return objs
 
-    label = np.zeros((size, size), np.uint8)
+
+def _paint_objects(
+    img: np.ndarray, label: np.ndarray, objs: list[tuple[int, tuple]], g: _Grid, size: int, rng: np.random.Generator
+) -> None:
+    """Draw each object's parts into ``img`` and its class into ``label``, in place."""
     for cls, box in objs:
         x, y, bw, bh = box
         # work on the box's pixel slice only
@@ -540,6 +543,35 @@ def render_sample(
             m = part_mask.astype(bool)
             img_sl[m] = layer[m] if part == "main" else part_colours[part]
             lab_sl[m] = cls
+
+
+def render_sample(
+    seed: int,
+    split: str,
+    index: int,
+    size: int = 128,
+    *,
+    context_with: float = P_CONTEXT_WITH_CLASS,
+    context_without: float = P_CONTEXT_WITHOUT_CLASS,
+) -> SynthSample:
+    """Draw image ``index`` of ``split`` (pure function of its arguments).
+
+    ``context_with`` / ``context_without``: the probability of an image's water (rails) band when it
+    holds a boat (train) and when it does not: how strongly the context predicts the class.
+    """
+    rng = _sample_rng(seed, split, index)
+    g = _grid(size)
+
+    classes, mounted = _choose_classes(rng)
+    has, kinds, bands = _context_bands(classes, size, rng, context_with, context_without)
+
+    img = _background(size, rng)
+    for kind in kinds:
+        _render_band(bands[kind], img, g, size, rng)
+
+    objs = _layout_objects(classes, mounted, has, bands, size, rng)
+    label = np.zeros((size, size), np.uint8)
+    _paint_objects(img, label, objs, g, size, rng)
 
     # pixel noise, a touch of blur (soft edges, as in photos)
     img = img + 0.09 * (rng.random(img.shape, dtype=np.float32) - 0.5)  # uniform, std ~0.026
@@ -633,15 +665,7 @@ def generate_synthetic(
     Returns counts: ``{"train", "val", "images", "class_images": {name: n}, "context_images":
     {name: n}, "rider_on_horse", "seconds"}``, also printed when ``verbose``.
     """
-    if n_train < 0 or n_val < 0:
-        raise UsageError("n_train and n_val must be >= 0")
-    if size < 32:
-        raise UsageError(f"size must be at least 32 px, got {size}")
-    if image_format not in ("jpg", "png"):
-        raise UsageError("image_format must be 'jpg' or 'png'")
-    for name, p in (("context_with", context_with), ("context_without", context_without)):
-        if not 0.0 <= p <= 1.0:
-            raise UsageError(f"{name} is a probability in [0, 1], got {p}")
+    _check_synthetic_args(n_train, n_val, size, image_format, context_with, context_without)
     t0 = time.perf_counter()
     out = Path(out)
     for d in ("JPEGImages", "SegmentationClass", "SegmentationContext", str(SPLIT_DIR)):
@@ -665,6 +689,37 @@ def generate_synthetic(
     for split, n in (("train", n_train), ("val", n_val)):
         with atomic_write(out / SPLIT_DIR / f"{split}.txt", "w") as f:
             f.write("".join(f"{_sample_id(split, i, n)}\n" for i in range(n)))
+    _write_design(out, seed, size, context_with, context_without, per_image)
+    counts = _synthetic_counts(n_train, n_val, labels, per_image, t0)
+    if verbose:
+        cls_txt = ", ".join(f"{k} {v}" for k, v in counts["class_images"].items())
+        ctx_txt = ", ".join(f"{k} {v}" for k, v in counts["context_images"].items())
+        print(
+            f"synthetic dataset at {out}: {n_train} train + {n_val} val images of {size}px "
+            f"in {counts['seconds']:.1f}s\n  images per class: {cls_txt}\n  contexts: {ctx_txt}; "
+            f"rider on horse: {counts['rider_on_horse']}"
+        )
+    return counts
+
+
+def _check_synthetic_args(
+    n_train: int, n_val: int, size: int, image_format: str, context_with: float, context_without: float
+) -> None:
+    if n_train < 0 or n_val < 0:
+        raise UsageError("n_train and n_val must be >= 0")
+    if size < 32:
+        raise UsageError(f"size must be at least 32 px, got {size}")
+    if image_format not in ("jpg", "png"):
+        raise UsageError("image_format must be 'jpg' or 'png'")
+    for name, p in (("context_with", context_with), ("context_without", context_without)):
+        if not 0.0 <= p <= 1.0:
+            raise UsageError(f"{name} is a probability in [0, 1], got {p}")
+
+
+def _write_design(
+    out: Path, seed: int, size: int, context_with: float, context_without: float, per_image: dict[str, dict]
+) -> None:
+    """``synth_meta.json``: the generator's settings and each image's objects and contexts."""
     design = {
         "generator": "wsss.data.synth",
         "seed": seed,
@@ -681,6 +736,10 @@ def generate_synthetic(
     with atomic_write(out / "synth_meta.json", "w") as f:
         json.dump(design, f, indent=1, sort_keys=True)
 
+
+def _synthetic_counts(
+    n_train: int, n_val: int, labels: dict[str, np.ndarray], per_image: dict[str, dict], t0: float
+) -> dict:
     lab = np.stack(list(labels.values())) if labels else np.zeros((0, len(FG)), np.float32)
     counts = {
         "train": n_train,
@@ -693,12 +752,4 @@ def generate_synthetic(
         "rider_on_horse": sum(m["rider_on_horse"] for m in per_image.values()),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    if verbose:
-        cls_txt = ", ".join(f"{k} {v}" for k, v in counts["class_images"].items())
-        ctx_txt = ", ".join(f"{k} {v}" for k, v in counts["context_images"].items())
-        print(
-            f"synthetic dataset at {out}: {n_train} train + {n_val} val images of {size}px "
-            f"in {counts['seconds']:.1f}s\n  images per class: {cls_txt}\n  contexts: {ctx_txt}; "
-            f"rider on horse: {counts['rider_on_horse']}"
-        )
     return counts

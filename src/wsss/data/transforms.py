@@ -79,7 +79,7 @@ def resize_to(img: np.ndarray, size: int | Sequence[int], *, interpolation: str 
 
 
 def resize_long_side(img: np.ndarray, long_side: int, *, interpolation: str = "bilinear") -> np.ndarray:
-    """Resize keeping the aspect ratio so that max(H, W) == ``long_side``."""
+    """Resize keeping the aspect ratio so that max(H, W) == ``long_side`` (``infer.max_side``)."""
     h, w = np.asarray(img).shape[:2]
     scale = long_side / max(h, w)
     return resize_to(img, (max(1, round(h * scale)), max(1, round(w * scale))), interpolation=interpolation)
@@ -216,15 +216,6 @@ def normalize(img: np.ndarray) -> torch.Tensor:
     img = _check_image(img)
     x = (img.astype(np.float32) / 255.0 - _MEAN) / _STD
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
-
-
-def denormalize(tensor: torch.Tensor) -> np.ndarray:
-    """Inverse of ``normalize``: (3, H, W) -> (H, W, 3) uint8, or (B, 3, H, W) -> (B, H, W, 3)."""
-    x = tensor.detach().cpu().float().numpy()
-    if x.ndim not in (3, 4) or x.shape[-3] != 3:
-        raise ValueError(f"expected a (3, H, W) or (B, 3, H, W) tensor, got {tuple(x.shape)}")
-    x = np.moveaxis(x, -3, -1) * _STD + _MEAN
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------------

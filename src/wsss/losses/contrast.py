@@ -95,7 +95,20 @@ def lil_loss(
     n, m = q.shape[0], keys.shape[0]
     f = _flat_flags(q_flags, n, "q_flags").to(q.device)
     g = _flat_flags(key_flags, m, "key_flags").to(q.device)
+    s, pos, noisy = _lil_filtered_logits(q, keys, f, g, temperature, noise_ratio)
+    revised = torch.where(noisy, torch.zeros_like(f), f)
+    col_ignored = (g == -1)[None, :]
+    scale = temperature / base_temperature
+    if normalise == "supcon":
+        return _lil_supcon(s, pos & ~noisy[:, None] & ~col_ignored, col_ignored, scale), revised
+    return _lil_official(s, pos, col_ignored, n, scale, float32_accumulator), revised
 
+
+def _lil_filtered_logits(
+    q: torch.Tensor, keys: torch.Tensor, f: torch.Tensor, g: torch.Tensor, temperature: float, noise_ratio: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LIL's common steps (:func:`lil_loss`): the max-shifted logits with ignored rows zeroed and the
+    noisy rows' positives zeroed, the positive mask, and the noisy rows (the noise filter)."""
     s = torch.matmul(q, keys.T) / temperature
     s = s - s.max(dim=1, keepdim=True).values.detach()
     zero = torch.zeros((), dtype=s.dtype, device=s.device)
@@ -108,22 +121,27 @@ def lil_loss(
     mean = sp.mean(dim=1, keepdim=True)
     ratio = (sp < mean).sum(dim=1) / ((sp >= mean).sum(dim=1) + 1e-6)
     noisy = ratio > noise_ratio
-    revised = torch.where(noisy, torch.zeros_like(f), f)
     s = torch.where(noisy[:, None] & pos, zero, s)
+    return s, pos, noisy
 
-    col_ignored = (g == -1)[None, :]
-    scale = temperature / base_temperature
-    if normalise == "supcon":
-        pos = pos & ~noisy[:, None] & ~col_ignored
-        logits = s.masked_fill(col_ignored, torch.finfo(s.dtype).min)
-        log_prob = s - torch.logsumexp(logits, dim=1, keepdim=True)
-        n_pos = pos.sum(dim=1)
-        mean_lp = torch.where(pos, log_prob, zero).sum(dim=1) / n_pos.clamp(min=1)
-        anchors = n_pos > 0
-        n_anchor = anchors.sum()
-        loss = -scale * torch.where(anchors, mean_lp, zero).sum() / n_anchor.clamp(min=1)
-        return loss, revised
 
+def _lil_supcon(s: torch.Tensor, pos: torch.Tensor, col_ignored: torch.Tensor, scale: float) -> torch.Tensor:
+    """LIL's ``"supcon"`` normalisation (:func:`lil_loss`); ``pos`` without noisy rows and ignored keys."""
+    zero = torch.zeros((), dtype=s.dtype, device=s.device)
+    logits = s.masked_fill(col_ignored, torch.finfo(s.dtype).min)
+    log_prob = s - torch.logsumexp(logits, dim=1, keepdim=True)
+    n_pos = pos.sum(dim=1)
+    mean_lp = torch.where(pos, log_prob, zero).sum(dim=1) / n_pos.clamp(min=1)
+    anchors = n_pos > 0
+    n_anchor = anchors.sum()
+    return -scale * torch.where(anchors, mean_lp, zero).sum() / n_anchor.clamp(min=1)
+
+
+def _lil_official(
+    s: torch.Tensor, pos: torch.Tensor, col_ignored: torch.Tensor, n: int, scale: float, float32_accumulator: bool
+) -> torch.Tensor:
+    """LIL's ``"official"`` normalisation, the literal loss (:func:`lil_loss`)."""
+    zero = torch.zeros((), dtype=s.dtype, device=s.device)
     s = torch.where(col_ignored, zero, s)
     e = torch.exp(s)
     e = e * (e != 1)
@@ -134,8 +152,7 @@ def lil_loss(
     row = log_prob.sum(dim=1)
     total = torch.where((z > 0) & (row < 0), row, zero).sum()
     loss = _finish(total, num_nz.clamp(min=1), n, scale, float32_accumulator)
-    loss = torch.where(num_nz > 0, loss, torch.zeros_like(loss))
-    return loss, revised
+    return torch.where(num_nz > 0, loss, torch.zeros_like(loss))
 
 
 def lig_loss(

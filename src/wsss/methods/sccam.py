@@ -60,15 +60,12 @@ from wsss.models.weights import check_state_dict, read_state_dict
 from wsss.utils.io import atomic_write
 
 LABELS_FILE = "subcategory_labels.npz"
-LEGACY_LABELS_FILE = "subcategory_labels.npy"  # a pickled dict, written before the .npz format
 
 
 def labels_file(round_dir: str | Path) -> Path | None:
-    """The sub-category label file of a round directory (.npz, else a legacy .npy), or None."""
-    for name in (LABELS_FILE, LEGACY_LABELS_FILE):
-        if (Path(round_dir) / name).is_file():
-            return Path(round_dir) / name
-    return None
+    """The sub-category label file of a round directory, or None if there is none."""
+    path = Path(round_dir) / LABELS_FILE
+    return path if path.is_file() else None
 
 
 @dataclass

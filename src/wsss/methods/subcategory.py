@@ -21,7 +21,7 @@ from wsss.core.errors import DataError
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.utils.io import save_npz
-from wsss.utils.safe_load import read_npy, read_npz
+from wsss.utils.safe_load import read_npz
 
 
 @dataclass
@@ -49,14 +49,9 @@ class SubcategoryLabels:
 
     @classmethod
     def load(cls, path: str | Path) -> SubcategoryLabels:
-        """An .npz written by :meth:`save`, or a legacy pickled ``.npy`` dict (read without running code)."""
+        """An .npz written by :meth:`save` (read with ``allow_pickle=False``)."""
         path = Path(path)
-        if path.suffix == ".npy":
-            d = read_npy(path, "sub-category label file")
-            if not isinstance(d, dict):
-                raise DataError(f"{path}: not a sub-category label file (a {type(d).__name__}, not a dict)")
-        else:
-            d = read_npz(path, ("ids", "parents", "assign", "k"), "sub-category label file")
+        d = read_npz(path, ("ids", "parents", "assign", "k"), "sub-category label file")
         try:
             return cls([str(i) for i in d["ids"]], np.asarray(d["parents"], np.float32),
                        np.asarray(d["assign"], np.int64), int(d["k"]))  # fmt: skip

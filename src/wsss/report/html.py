@@ -189,28 +189,21 @@ def _image_miou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
     return float(scores_from_hist(confusion_matrix(gt, pred, num_classes))["miou"])
 
 
-def write_report(
-    run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12
-) -> Path:
-    """Write ``<run>/report/index.html`` (and its PNGs) and return its path."""
-    run = Path(run)
-    cfg = yaml_load(run_config_path(run).read_text())  # as written: the page shows the whole file
-    split = split or cfg["data"]["val_split"]
-    ds = VOCDataset(data_root or cfg["data"]["root"], split)
-    out = run / "report"
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    for folder in (out, out / "images"):
-        remove_stale_temps(folder)  # a killed earlier report's temporary files
-    metrics = run_metrics(run)
-    has_gt = all(ds.has_mask(i) for i in ds.ids)
-
-    # Every complete output folder of the split, scored as `wsss eval` scores it.
+def _score_outputs(run: Path, ds: VOCDataset, split: str, has_gt: bool) -> dict[str, tuple[str, EvalResult]]:
+    """Every complete output folder of the split, scored as `wsss eval` scores it: folder -> (title, result)."""
     results: dict[str, tuple[str, EvalResult]] = {}
     for folder, title in OUTPUTS:
         pred_dir = run / folder / split
         if has_gt and pred_dir.is_dir() and all(per_id_path(pred_dir, i, ".png").is_file() for i in ds.ids):
             results[folder] = (title, evaluate(pred_dir, ds.root, split, dataset=ds, pseudo=folder == "pseudo"))
+    return results
 
+
+def _ranked_grids(
+    run: Path, ds: VOCDataset, split: str, out: Path, results: dict[str, tuple[str, EvalResult]], max_images: int
+) -> tuple[list[tuple[str, str, str]], str | None]:
+    """The image grids shown, worst first by the last output's per-image mIoU (else in split order), as
+    (relative path, id, caption), and that output's folder; stale grids of an earlier report go."""
     ids = list(ds.ids)
     rank_folder = next(reversed(results), None)  # the last output of the pipeline ranks the images
     per_image: dict[str, float] = {}
@@ -228,9 +221,13 @@ def write_report(
     for stale in (out / "images").glob("grid_*.png"):  # grids of an earlier report that are not shown now
         if stale.name not in keep:
             stale.unlink()
+    return grids, rank_folder
 
-    curves = training_curves(metrics, out)
-    chart = cooccurrence_chart({t: r for t, r in results.values()}, out / "cooccurrence.png") if results else None
+
+def _result_sections(
+    results: dict[str, tuple[str, EvalResult]], split: str, chart: Path | None
+) -> tuple[str, str, str]:
+    """The summary, per-class and co-occurrence sections' HTML (a note where there is nothing to show)."""
     summary_html = (
         _summary_table(results) + "<p class=note>mIoU: mean over the classes present in the ground truth, 255 "
         "counted as background; '255 excluded': the official pseudo-label convention. FAR: ground-truth "
@@ -245,6 +242,30 @@ def write_report(
         if results
         else "<p class=note>no outputs to diagnose</p>"
     )
+    return summary_html, per_class_html, cooc_html
+
+
+def write_report(
+    run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12
+) -> Path:
+    """Write ``<run>/report/index.html`` (and its PNGs) and return its path."""
+    run = Path(run)
+    cfg = yaml_load(run_config_path(run).read_text())  # as written: the page shows the whole file
+    split = split or cfg["data"]["val_split"]
+    ds = VOCDataset(data_root or cfg["data"]["root"], split)
+    out = run / "report"
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / "images"):
+        remove_stale_temps(folder)  # a killed earlier report's temporary files
+    metrics = run_metrics(run)
+    has_gt = all(ds.has_mask(i) for i in ds.ids)
+
+    results = _score_outputs(run, ds, split, has_gt)
+    grids, rank_folder = _ranked_grids(run, ds, split, out, results, max_images)
+
+    curves = training_curves(metrics, out)
+    chart = cooccurrence_chart({t: r for t, r in results.values()}, out / "cooccurrence.png") if results else None
+    summary_html, per_class_html, cooc_html = _result_sections(results, split, chart)
     figures = "".join(
         f'<figure><figcaption>{_e(c)}</figcaption><img src="{_e(quote(g))}" alt="{_e(i)}"></figure>'
         for g, i, c in grids

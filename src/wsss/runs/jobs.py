@@ -45,7 +45,7 @@ from wsss.core.errors import USER_ERRORS, ConfigError, DataError, UsageError
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.methods import REFINERS, Deferred, JobStop, Refiner, register_refiner
-from wsss.runs.run import Run, crf_params, load_run, present_classes
+from wsss.runs.run import Run, load_run, present_classes
 from wsss.runs.shard import run_ids, shared_todo
 from wsss.utils.io import (
     find_cam_file,
@@ -416,7 +416,7 @@ def run_predict(
     out = run.dir / ("predictions_crf" if crf else "predictions") / split
     probs_dir = run.dir / "probs" / split
     todo = shared_todo(lambda: _todo(ds.ids, out, ".png", overwrite))
-    params = crf_params(run.cfg)
+    params = run.cfg.infer.crf
 
     def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> np.ndarray | Deferred:
         prob = run.seg_prob(image, scales, prepared=x)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss.cam import CRFParams, multi_scale_cam, multi_scale_logits
+from wsss.cam import multi_scale_cam, multi_scale_logits
 from wsss.core.config import Config
 from wsss.data.transforms import prepare_image
 from wsss.engine.defaults import load_trained_method
@@ -119,20 +119,12 @@ class Run:
             return prob.argmax(0)
         from wsss.cam import crf_label
 
-        return crf_label(image, prob, present=present_classes(prob), params=crf_params(self.cfg))
+        return crf_label(image, prob, present=present_classes(prob), params=self.cfg.infer.crf)
 
 
 def _on_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A loader's (pinned, on CUDA) CPU tensor on ``device``, copied without blocking the host."""
     return x.to(device, non_blocking=x.is_pinned())
-
-
-def crf_params(cfg: Config) -> CRFParams:
-    c = cfg.infer.crf
-    return CRFParams(
-        iters=c.iters, pos_xy_std=c.pos_xy_std, pos_w=c.pos_w, bi_xy_std=c.bi_xy_std, bi_rgb_std=c.bi_rgb_std,
-        bi_w=c.bi_w,
-    )  # fmt: skip
 
 
 def present_classes(prob: np.ndarray, min_prob: float = 0.05) -> list[int]:

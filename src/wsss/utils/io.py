@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from wsss.core.errors import DataError, OutputError
-from wsss.utils.safe_load import read_npy, read_npz
+from wsss.utils.safe_load import read_npz
 
 
 def plural(n: int, noun: str) -> str:
@@ -301,20 +301,15 @@ def per_id_path(folder: str | os.PathLike, id: str, suffix: str) -> Path:
 # ---- the CAM file format (interface.md) -----------------------------------------------------------
 # ``cams/<split>/<id>.npz``: arrays ``keys`` (1-based ids of the image's labelled classes, int64) and
 # ``cam`` ((K, H, W) float16 in [0, 1], one map per key). No pickle: a CAM folder copied from elsewhere
-# is read with ``allow_pickle=False``. CAM files of earlier versions (``<id>.npy``, a pickled dict with
-# the same two entries) still read, through the restricted reader of utils/safe_load.py.
+# is read with ``allow_pickle=False``.
 
 CAM_SUFFIX = ".npz"
-LEGACY_CAM_SUFFIX = ".npy"  # pickled dict, written before the .npz format
 
 
 def find_cam_file(folder: str | os.PathLike, id: str) -> Path | None:
-    """``folder/<id>.npz``, else a legacy ``folder/<id>.npy``, else None."""
-    for suffix in (CAM_SUFFIX, LEGACY_CAM_SUFFIX):
-        path = per_id_path(folder, id, suffix)
-        if path.is_file():
-            return path
-    return None
+    """``folder/<id>.npz``, or None if there is none."""
+    path = per_id_path(folder, id, CAM_SUFFIX)
+    return path if path.is_file() else None
 
 
 def missing_cam_ids(folder: str | os.PathLike, ids: Iterable[str]) -> list[str]:
@@ -324,7 +319,7 @@ def missing_cam_ids(folder: str | os.PathLike, ids: Iterable[str]) -> list[str]:
 
 def save_cam(folder: str | os.PathLike, id: str, cam: np.ndarray, labels: np.ndarray) -> Path:
     """Write ``folder/<id>.npz`` atomically: the rows of ``cam`` ((C-1, H, W)) that ``labels`` marks,
-    as float16, with their 1-based class ids. A legacy ``<id>.npy`` beside it is removed."""
+    as float16, with their 1-based class ids."""
     keys = np.flatnonzero(np.asarray(labels) > 0.5)
     return save_labelled_cam(folder, id, keys, np.asarray(cam)[keys])
 
@@ -333,22 +328,14 @@ def save_labelled_cam(folder: str | os.PathLike, id: str, keys: np.ndarray, cam:
     """:func:`save_cam` from the labelled classes' maps only: ``keys`` 0-based, ``cam`` (K, H, W)."""
     path = per_id_path(folder, id, CAM_SUFFIX)
     save_npz(path, keys=(np.asarray(keys) + 1).astype(np.int64), cam=np.asarray(cam).astype(np.float16))
-    legacy = path.with_suffix(LEGACY_CAM_SUFFIX)
-    if legacy.is_file():  # the new file wins; an old one beside it would only mislead
-        legacy.unlink()
     return path
 
 
 def read_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """A CAM file (.npz, or legacy .npy) -> (1-based class ids (K,) int64, (K, H, W) float32).
-    DataError naming the file if unreadable, malformed, or (legacy) asking to run code."""
+    """A CAM file (.npz) -> (1-based class ids (K,) int64, (K, H, W) float32).
+    DataError naming the file if unreadable or malformed."""
     path = Path(path)
-    if path.suffix == LEGACY_CAM_SUFFIX:
-        d = read_npy(path, "CAM file")
-        if not isinstance(d, dict) or not {"keys", "cam"} <= set(d):
-            raise DataError(f"{path}: not a CAM file (expected a dict with 'keys' and 'cam')")
-    else:
-        d = read_npz(path, ("keys", "cam"), "CAM file")
+    d = read_npz(path, ("keys", "cam"), "CAM file")
     try:
         keys = np.asarray(d["keys"]).astype(np.int64).reshape(-1)
         cam = np.asarray(d["cam"], dtype=np.float32)

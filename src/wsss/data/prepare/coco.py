@@ -130,6 +130,57 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _annotations_by_image(
+    data: dict[str, Any], cat_index: dict[int, int], json_path: Path
+) -> dict[int, list[dict[str, Any]]]:
+    """image id -> its annotations (id, class index, iscrowd, segmentation)."""
+    by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for a in data["annotations"]:
+        if int(a["category_id"]) not in cat_index:
+            raise DataError(f"{json_path}: annotation {a.get('id')} has unknown category {a['category_id']}")
+        by_image[int(a["image_id"])].append(
+            {
+                "id": int(a["id"]),
+                "cls": cat_index[int(a["category_id"])],
+                "iscrowd": int(a.get("iscrowd", 0)),
+                "segmentation": a["segmentation"],
+            }
+        )
+    return by_image
+
+
+def _mask_jobs(
+    data: dict[str, Any],
+    by_image: dict[int, list[dict[str, Any]]],
+    image_dir: Path,
+    json_path: Path,
+    images: str,
+    out: Path,
+    num_classes: int,
+) -> tuple[list[tuple], list[str], list[Path]]:
+    """The mask conversion jobs of the annotated images (by file name), their ids and image files."""
+    jobs, ids, no_file, srcs = [], [], [], []
+    for im in sorted(data["images"], key=lambda im: im["file_name"]):
+        anns = by_image.get(int(im["id"]))
+        if not anns:
+            continue
+        problem = id_problem(str(im["file_name"]))
+        if problem is not None:  # the file name becomes the id and output names: a plain name only
+            raise DataError(f"{json_path}: image {im['id']} has file_name {im['file_name']!r} ({problem})")
+        id = Path(im["file_name"]).stem
+        src = image_dir / im["file_name"]
+        if images != "none" and not src.is_file():
+            no_file.append(str(src))
+            continue
+        ids.append(id)
+        srcs.append(src)
+        mask_path = str(per_id_path(out / "SegmentationClass", id, ".png"))
+        jobs.append((id, int(im["height"]), int(im["width"]), anns, mask_path, num_classes))
+    if no_file:
+        raise DataError(f"{image_dir}: {len(no_file)} annotated images are missing: {first(no_file)}")
+    return jobs, ids, srcs
+
+
 def prepare_coco(
     coco: str | os.PathLike,
     out: str | os.PathLike,
@@ -156,38 +207,9 @@ def prepare_coco(
         if names is not None and split_names != names:
             raise DataError(f"{json_path}: categories differ from those of the previous split")
         names = split_names
-        by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for a in data["annotations"]:
-            if int(a["category_id"]) not in cat_index:
-                raise DataError(f"{json_path}: annotation {a.get('id')} has unknown category {a['category_id']}")
-            by_image[int(a["image_id"])].append(
-                {
-                    "id": int(a["id"]),
-                    "cls": cat_index[int(a["category_id"])],
-                    "iscrowd": int(a.get("iscrowd", 0)),
-                    "segmentation": a["segmentation"],
-                }
-            )
+        by_image = _annotations_by_image(data, cat_index, json_path)
         image_dir = coco / f"{split}{year}"
-        jobs, ids, no_file, srcs = [], [], [], []
-        for im in sorted(data["images"], key=lambda im: im["file_name"]):
-            anns = by_image.get(int(im["id"]))
-            if not anns:
-                continue
-            problem = id_problem(str(im["file_name"]))
-            if problem is not None:  # the file name becomes the id and output names: a plain name only
-                raise DataError(f"{json_path}: image {im['id']} has file_name {im['file_name']!r} ({problem})")
-            id = Path(im["file_name"]).stem
-            src = image_dir / im["file_name"]
-            if images != "none" and not src.is_file():
-                no_file.append(str(src))
-                continue
-            ids.append(id)
-            srcs.append(src)
-            mask_path = str(per_id_path(out / "SegmentationClass", id, ".png"))
-            jobs.append((id, int(im["height"]), int(im["width"]), anns, mask_path, len(names)))
-        if no_file:
-            raise DataError(f"{image_dir}: {len(no_file)} annotated images are missing: {first(no_file)}")
+        jobs, ids, srcs = _mask_jobs(data, by_image, image_dir, json_path, images, out, len(names))
         del data, by_image
         for id, vec in parallel_map(_convert, jobs, workers=workers, desc=f"masks {split}", progress=progress):
             table[id] = vec

@@ -159,7 +159,46 @@ def prepare_folder(
         raise DataError(f"{classes}: class list not found")
     class_names = parse_classes(classes.read_text(encoding="utf-8"), classes)
     table = read_label_file(labels, class_names)
+    files = _image_files(images)
+    entries = _match_labels(table, files, labels, images)
+    ids = sorted(entries)
+    if masks is not None:
+        masks = Path(masks)
+        if not masks.is_dir():
+            raise DataError(f"{masks}: mask folder not found")
+    with_mask, label_only = _check_inputs(ids, files, entries, masks, class_names, labels, classes, out, progress)
 
+    # ---- write ---------------------------------------------------------------------------------
+    # The split lists are written last: a dataset without them is visibly unfinished, while lists
+    # without cls_labels.npy / classes.txt beside them would read as a VOC dataset (issue 33).
+    summary = PrepareSummary(out=out)
+    remove_stale_outputs(out, "SegmentationClass", "JPEGImages")
+    for id in sorted(with_mask):
+        dst = per_id_path(out / "SegmentationClass", id, ".png")
+        if not dst.is_file():
+            save_label_png(dst, read_label_png(masks / f"{id}.png"))
+    if masks is not None:
+        summary.counts["masks"] = len(with_mask)
+
+    placed = 0
+    for id in ids:
+        src = files[id]
+        placed += place_image(src, per_id_path(out / "JPEGImages", id, src.suffix), image_mode)
+
+    val = _val_ids(ids, with_mask, val_fraction, seed, summary)
+    _write_image_labels(out, entries, class_names)
+    if val:
+        write_split(out, "val", sorted(val))
+    write_split(out, "train", [i for i in ids if i not in val])
+    summary.counts.update({"images": len(ids), "train": len(ids) - len(val), "val": len(val), "images_placed": placed})
+    if not val:
+        summary.notes.append("no val split (no masks, or val_fraction 0): training runs without validation")
+    _warn_about_labels(files, entries, label_only, images, summary)
+    return summary
+
+
+def _image_files(images: Path) -> dict[str, Path]:
+    """id (file stem) -> image file; two images with one stem are an error."""
     files: dict[str, Path] = {}
     for p in sorted(images.iterdir()):
         if p.is_file() and p.suffix in IMAGE_EXTS:
@@ -172,6 +211,13 @@ def prepare_folder(
             f"{images}: {len(spaced)} image name(s) contain whitespace, which an id cannot (ids are written one "
             f"a line into split lists that other tools cut at a blank): {first(spaced)}; rename them"
         )
+    return files
+
+
+def _match_labels(
+    table: dict[str, tuple[list[int], str]], files: dict[str, Path], labels: Path, images: Path
+) -> dict[str, list[int]]:
+    """id -> its class indices, each label row matched to an image by file name or stem."""
     by_name = {p.name: stem for stem, p in files.items()}
     entries: dict[str, list[int]] = {}
     missing = []
@@ -185,17 +231,26 @@ def prepare_folder(
         entries[stem] = cls
     if missing:
         raise DataError(f"{labels}: {len(missing)} labelled images are not in {images}: {first(missing)}")
+    return entries
 
-    # ---- check every input first: nothing is written unless all of it is usable ----------------
+
+def _check_inputs(
+    ids: list[str],
+    files: dict[str, Path],
+    entries: dict[str, list[int]],
+    masks: Path | None,
+    class_names: list[str],
+    labels: Path,
+    classes: Path,
+    out: Path,
+    progress: bool,
+) -> tuple[set[str], list[str]]:
+    """Check every input first: nothing is written unless all of it is usable (one DataError listing
+    the problems). Returns the ids whose mask passed and those labelled with a class absent from it."""
     num_classes = len(class_names)
     problems: list[str] = []
     with_mask: set[str] = set()  # ids whose mask passed; masks are read again when written (memory)
     label_only: list[str] = []
-    ids = sorted(entries)
-    if masks is not None:
-        masks = Path(masks)
-        if not masks.is_dir():
-            raise DataError(f"{masks}: mask folder not found")
     for id in tqdm(ids, desc="checking", unit="img", disable=not progress or len(ids) < PROGRESS_MIN, leave=False):
         size, err = check_image(files[id])
         if err:
@@ -219,44 +274,33 @@ def prepare_folder(
             + "\n".join(f"  - {p}" for p in shown)
             + more
         )
+    return with_mask, label_only
 
-    # ---- write ---------------------------------------------------------------------------------
-    # The split lists are written last: a dataset without them is visibly unfinished, while lists
-    # without cls_labels.npy / classes.txt beside them would read as a VOC dataset (issue 33).
-    summary = PrepareSummary(out=out)
-    remove_stale_outputs(out, "SegmentationClass", "JPEGImages")
-    for id in sorted(with_mask):
-        dst = per_id_path(out / "SegmentationClass", id, ".png")
-        if not dst.is_file():
-            save_label_png(dst, read_label_png(masks / f"{id}.png"))
-    if masks is not None:
-        summary.counts["masks"] = len(with_mask)
 
-    placed = 0
-    for id in ids:
-        src = files[id]
-        placed += place_image(src, per_id_path(out / "JPEGImages", id, src.suffix), image_mode)
-
+def _val_ids(ids: list[str], with_mask: set[str], val_fraction: float, seed: int, summary: PrepareSummary) -> set[str]:
+    """The val split: ``val_fraction`` of the images, drawn from those with masks when there are any."""
     pool = sorted(with_mask) if with_mask else ids
     n_val = int(round(val_fraction * len(ids)))
     if with_mask and n_val > len(pool):
         summary.warnings.append(f"val_fraction {val_fraction} asks for {n_val} val images; {len(pool)} have masks")
         n_val = len(pool)
     n_val = min(n_val, len(ids) - 1)
-    val = set(np.random.default_rng(seed).permutation(pool)[:n_val].tolist()) if n_val > 0 else set()
+    return set(np.random.default_rng(seed).permutation(pool)[:n_val].tolist()) if n_val > 0 else set()
+
+
+def _write_image_labels(out: Path, entries: dict[str, list[int]], class_names: list[str]) -> None:
     vecs = {}
     for id, cls in entries.items():
-        v = np.zeros(num_classes - 1, dtype=np.float32)
+        v = np.zeros(len(class_names) - 1, dtype=np.float32)
         v[[c - 1 for c in cls]] = 1.0
         vecs[id] = v
     write_cls_labels(out, vecs)
     write_classes(out, class_names)
-    if val:
-        write_split(out, "val", sorted(val))
-    write_split(out, "train", [i for i in ids if i not in val])
-    summary.counts.update({"images": len(ids), "train": len(ids) - len(val), "val": len(val), "images_placed": placed})
-    if not val:
-        summary.notes.append("no val split (no masks, or val_fraction 0): training runs without validation")
+
+
+def _warn_about_labels(
+    files: dict[str, Path], entries: dict[str, list[int]], label_only: list[str], images: Path, summary: PrepareSummary
+) -> None:
     unlabelled = sorted(set(files) - set(entries))
     if unlabelled:
         summary.warnings.append(
@@ -270,4 +314,3 @@ def prepare_folder(
             f"{len(label_only)} images are labelled with a class that has no pixel in their mask (legal, e.g. "
             f"a small object all void): {first(label_only)}"
         )
-    return summary

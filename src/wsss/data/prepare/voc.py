@@ -164,6 +164,71 @@ def check_counts(counts: dict[str, int]) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
+def _read_voc_lists(voc_root: Path, sbd_root: Path | None) -> tuple[list[str], ...]:
+    """VOC's train, val, trainval (train + val if absent), test (empty if absent); SBD's train, val."""
+    seg_sets = voc_root / "ImageSets" / "Segmentation"
+    voc_train = _read_list(seg_sets / "train.txt")
+    voc_val = _read_list(seg_sets / "val.txt")
+    trainval_path = seg_sets / "trainval.txt"
+    voc_trainval = _read_list(trainval_path) if trainval_path.is_file() else sorted(set(voc_train) | set(voc_val))
+    voc_test = _read_list(seg_sets / "test.txt") if (seg_sets / "test.txt").is_file() else []
+    sbd_train = _read_list(sbd_root / "train.txt") if sbd_root else []
+    sbd_val = _read_list(sbd_root / "val.txt") if sbd_root else []
+    return voc_train, voc_val, voc_trainval, voc_test, sbd_train, sbd_val
+
+
+def _mask_jobs(
+    labelled: list[str], voc_root: Path, sbd_root: Path | None, out: Path
+) -> list[tuple[str, str, str, str]]:
+    """(id, source kind, source, destination) of every mask. Mask sources: VOC wins; SBD for the rest."""
+    jobs, missing = [], []
+    for id in labelled:
+        voc_mask = voc_root / "SegmentationClass" / f"{id}.png"
+        sbd_mat = sbd_root / "cls" / f"{id}.mat" if sbd_root else None
+        if voc_mask.is_file():
+            jobs.append((id, "voc", str(voc_mask), str(per_id_path(out / AUG_DIR, id, ".png"))))
+        elif sbd_mat is not None and sbd_mat.is_file():
+            jobs.append((id, "sbd", str(sbd_mat), str(per_id_path(out / AUG_DIR, id, ".png"))))
+        else:
+            missing.append(id)
+    if missing:
+        where = f"{voc_root / 'SegmentationClass'}" + (f" or {sbd_root / 'cls'}" if sbd_root else "")
+        raise DataError(f"{len(missing)} ids of the splits have no mask in {where}: {first(missing)}")
+    return jobs
+
+
+def _image_sources(image_ids: list[str], voc_root: Path, sbd_root: Path | None) -> dict[str, Path]:
+    """Images: VOC 2012's JPEGImages holds every SBD image; SBD's img/ is the fallback."""
+    sources, no_image = {}, []
+    for id in image_ids:
+        src = voc_root / "JPEGImages" / f"{id}.jpg"
+        if not src.is_file() and sbd_root is not None:
+            src = sbd_root / "img" / f"{id}.jpg"
+        if src.is_file():
+            sources[id] = src
+        else:
+            no_image.append(id)
+    if no_image:
+        raise DataError(f"{len(no_image)} ids have no image in {voc_root / 'JPEGImages'}: {first(no_image)}")
+    return sources
+
+
+def _image_labels(
+    label_ids: list[str], labels: str, voc_root: Path, mask_labels: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], bool]:
+    """id -> multi-hot image label, from the Annotations XML or the masks; and whether from the XML."""
+    xml_dir = voc_root / "Annotations"
+    use_xml = labels == "xml" or (labels == "auto" and all((xml_dir / f"{i}.xml").is_file() for i in label_ids))
+    if use_xml:
+        absent = [i for i in label_ids if not (xml_dir / f"{i}.xml").is_file()]
+        if absent:
+            raise DataError(f"{xml_dir}: {len(absent)} ids have no annotation XML: {first(absent)}")
+        table = {i: xml_labels(xml_dir / f"{i}.xml") for i in label_ids}
+    else:
+        table = {i: mask_labels[i] for i in label_ids}
+    return table, use_xml
+
+
 def prepare_voc(
     voc: str | os.PathLike,
     sbd: str | os.PathLike | None,
@@ -185,47 +250,15 @@ def prepare_voc(
     sbd_root = find_sbd_root(sbd) if sbd is not None else None
     out = Path(out)
     remove_stale_outputs(out, AUG_DIR, "JPEGImages")
-    seg_sets = voc_root / "ImageSets" / "Segmentation"
-    voc_train = _read_list(seg_sets / "train.txt")
-    voc_val = _read_list(seg_sets / "val.txt")
-    trainval_path = seg_sets / "trainval.txt"
-    voc_trainval = _read_list(trainval_path) if trainval_path.is_file() else sorted(set(voc_train) | set(voc_val))
-    voc_test = _read_list(seg_sets / "test.txt") if (seg_sets / "test.txt").is_file() else []
-    sbd_train = _read_list(sbd_root / "train.txt") if sbd_root else []
-    sbd_val = _read_list(sbd_root / "val.txt") if sbd_root else []
+    voc_train, voc_val, voc_trainval, voc_test, sbd_train, sbd_val = _read_voc_lists(voc_root, sbd_root)
 
     val_set = set(voc_val)
     train_aug = sorted((set(voc_train) | set(sbd_train) | set(sbd_val)) - val_set)
     labelled = sorted(set(train_aug) | set(voc_trainval))  # every id that gets a mask and a label
 
-    # Mask sources: VOC wins; SBD for the rest.
-    jobs, missing = [], []
-    for id in labelled:
-        voc_mask = voc_root / "SegmentationClass" / f"{id}.png"
-        sbd_mat = sbd_root / "cls" / f"{id}.mat" if sbd_root else None
-        if voc_mask.is_file():
-            jobs.append((id, "voc", str(voc_mask), str(per_id_path(out / AUG_DIR, id, ".png"))))
-        elif sbd_mat is not None and sbd_mat.is_file():
-            jobs.append((id, "sbd", str(sbd_mat), str(per_id_path(out / AUG_DIR, id, ".png"))))
-        else:
-            missing.append(id)
-    if missing:
-        where = f"{voc_root / 'SegmentationClass'}" + (f" or {sbd_root / 'cls'}" if sbd_root else "")
-        raise DataError(f"{len(missing)} ids of the splits have no mask in {where}: {first(missing)}")
-
-    # Images: VOC 2012's JPEGImages holds every SBD image; SBD's img/ is the fallback.
+    jobs = _mask_jobs(labelled, voc_root, sbd_root, out)
     image_ids = sorted(set(labelled) | set(voc_test))
-    sources, no_image = {}, []
-    for id in image_ids:
-        src = voc_root / "JPEGImages" / f"{id}.jpg"
-        if not src.is_file() and sbd_root is not None:
-            src = sbd_root / "img" / f"{id}.jpg"
-        if src.is_file():
-            sources[id] = src
-        else:
-            no_image.append(id)
-    if no_image:
-        raise DataError(f"{len(no_image)} ids have no image in {voc_root / 'JPEGImages'}: {first(no_image)}")
+    sources = _image_sources(image_ids, voc_root, sbd_root)
 
     workers = default_workers() if workers is None else workers
     mask_labels = dict(parallel_map(_write_mask, jobs, workers=workers, desc="SegmentationClassAug", progress=progress))
@@ -237,16 +270,7 @@ def prepare_voc(
             placed += place_image(sources[id], per_id_path(out / "JPEGImages", id, ".jpg"), images)
 
     # Image-level labels for train_aug + val (the PSA / ToCo cls_labels.npy keys).
-    label_ids = sorted(set(train_aug) | val_set)
-    xml_dir = voc_root / "Annotations"
-    use_xml = labels == "xml" or (labels == "auto" and all((xml_dir / f"{i}.xml").is_file() for i in label_ids))
-    if use_xml:
-        absent = [i for i in label_ids if not (xml_dir / f"{i}.xml").is_file()]
-        if absent:
-            raise DataError(f"{xml_dir}: {len(absent)} ids have no annotation XML: {first(absent)}")
-        table = {i: xml_labels(xml_dir / f"{i}.xml") for i in label_ids}
-    else:
-        table = {i: mask_labels[i] for i in label_ids}
+    table, use_xml = _image_labels(sorted(set(train_aug) | val_set), labels, voc_root, mask_labels)
     empty = [i for i, v in table.items() if not v.any()]
 
     write_split(out, "train_aug", train_aug)
