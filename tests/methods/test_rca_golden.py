@@ -327,21 +327,23 @@ def test_golden_rca_model_forward_contrast_and_gradients(rca_model_golden):
         unchanged[c, s] = False
     assert np.array_equal(m.queue.numpy()[unchanged], km[unchanged])  # untouched rows are copies: exact
     total.backward()
-    # input gradient: f32-vs-f64 spread 2.1e-7 of a max of 1.6e-4 (1.3e-3 relative); README suggests 5e-3
-    ref = g["grad_ge2_input"]
-    assert float(np.abs(x.grad.numpy() - ref).max()) <= 5e-3 * float(np.abs(ref).max())
-    # Parameter gradients in f32: a smoke check only (the tight check is the f64 test above), against the
-    # f64 recording. Measured f32-vs-f64 spread: 3.1e-6 of a tensor's max at worst, 3e-7 on the generated
-    # weights' sums (default and AVX2 kernels alike); 1e-3 is 300x that, room for another BLAS. The ~0
-    # ``extra_F.0.bias`` (4e-19 in f64) is float32 noise, 1.3e-10 here: compared absolutely at 1e-8.
+    # Gradients in f32: smoke checks only (the tight checks are the f64 test above), against the f64 recording.
+    # Float32 noise here depends on the thread count: with 1 intra-op thread (as the official f32 recording
+    # was made) ours is 3.6e-3 of the max from f64 on the input gradient, 1.76e-2 on the parameters
+    # (``extra_convs2.4.bias``, the 1.8 % the official f32 recording shows too) and 1.3e-3 on the generated
+    # weights' sums of squares; with 2 threads 6e-7, 3.1e-6 and 3e-7 (default and AVX2 kernels alike).
+    # Tolerances about 3-4x the worst: 1.5e-2, 5e-2, 5e-3. The ~0 ``extra_F.0.bias`` (4e-19 in f64) is float32
+    # noise, 1.3e-10 at most: compared absolutely at 1e-8.
+    ref = g["grad_ge2_input_f64"]
+    assert float(np.abs(x.grad.numpy() - ref).max()) <= 1.5e-2 * float(np.abs(ref).max())
     for off, grad, ref in _official_param_grads(m, g, "grad_ge2_f64"):
         if isinstance(ref, tuple):
             s, ss = ref
-            # a signed sum cancels: its float32 error scales with the sum of magnitudes
+            # a signed sum cancels: its float32 error scales with the sum of magnitudes (measured 1.1e-4)
             assert abs(float(grad.sum()) - s) <= 1e-3 * float(grad.abs().sum()), off
-            assert abs(float((grad**2).sum()) - ss) <= 1e-3 * ss, off
+            assert abs(float((grad**2).sum()) - ss) <= 5e-3 * ss, off
         else:
-            assert float(np.abs(grad - ref).max()) <= max(1e-3 * float(np.abs(ref).max()), 1e-8), off
+            assert float(np.abs(grad - ref).max()) <= max(5e-2 * float(np.abs(ref).max()), 1e-8), off
 
 
 def _check_aggregation_alone(m, g) -> None:
