@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from golden import load_golden
+from golden import assert_close_to_max, load_golden
 from wsss.cam.crf import CRFParams, dense_crf
 from wsss.cam.proxy_labels import ProxyParams, attention_to_image, rca_proxy_label
 from wsss.core.config import load_config
@@ -442,9 +442,13 @@ def test_wsss_import_rca_round_trip(synth_root, tmp_path):
     assert main([*argv, *over]) == 0
     imported = load_run(run, device="cpu").method
     x = torch.randn(2, 3, 64, 64)
+    # the import copies the weights (exact); the two forwards of the same weights agree to float32 rounding:
+    # identical here, but a BLAS may split a sum differently for another memory alignment: 1e-6 of the max
+    own, got = dict(m.named_parameters()), dict(imported.named_parameters())
+    assert own.keys() == got.keys() and all(torch.equal(got[k], p) for k, p in own.items())
     with torch.no_grad():
         for ours, ref in zip(imported.cam_maps(x), m.cam_maps(x)):
-            assert torch.equal(ours, ref)
+            assert_close_to_max(ours, ref, 1e-6)
     assert torch.equal(imported.queue, m.queue) and torch.equal(imported.queue_ptr, m.queue_ptr)
 
 
