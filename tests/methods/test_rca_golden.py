@@ -40,6 +40,7 @@ def test_golden_rca_memory_update(dtype):
         x = torch.from_numpy(g["x"][t]).to(dtype)[None]
         coarse = torch.from_numpy(g["map"][t]).to(dtype)[None]
         masks = region_masks(coarse)
+        # exact: no softmax value lies within 4.9e-5 of its spatial mean (measured in f64), far above rounding
         assert torch.equal(masks[0], torch.from_numpy(g["region_mask"][t]))
         labels = torch.from_numpy(g["label"][t])[None]
         probs = torch.from_numpy(g["probs"][t])[None]
@@ -58,7 +59,7 @@ def _match_as_sets(ours: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(ours[nearest] - ref).max())
 
 
-def test_golden_rca_kmeans_official_seeding_bit_exact():
+def test_golden_rca_kmeans_official_seeding_reproduced():
     g = load_golden("rca_kmeans")
     queue = torch.from_numpy(g["memory"])
     # the official call: KMeans(n_clusters=10), no random_state (numpy's global RNG seeded 1234), which
@@ -66,7 +67,10 @@ def test_golden_rca_kmeans_official_seeding_bit_exact():
     state = np.random.RandomState(int(g["numpy_global_seed"]))
     cent = kmeans_centroids(queue, int(g["n_clusters"]), n_init=1, random_state=state, fit_dtype=np.float32)
     assert cent.dtype == torch.float32
-    assert np.array_equal(cent.numpy(), g["centroids"])
+    # the same sklearn float32 k-means from the same seed: measured identical (both kernel sets, 1 and 2
+    # threads), but its distances and centre sums are BLAS / OpenMP float32 reductions, which another CPU may
+    # split otherwise: 1e-6 of the max (16 float32 ulps); a different clustering would be off by O(1)
+    assert_close_to_max(cent, g["centroids"], 1e-6, "centroids")
 
 
 def test_golden_rca_kmeans_our_seeding_finds_the_separated_clusters():
