@@ -26,6 +26,8 @@ def test_golden_neighbor_order(g, par):
 
 
 def test_affinity_matches_golden(g, par):
+    # f64 vs f64 (values <= 0.13): measured 1.4e-17 (position softmax) and 2.8e-17 (affinities) on default and
+    # AVX2 kernels, 1 and 2 threads; 1e-14 / 1e-13 leave 500x for another libm's exp and summation order.
     image = torch.from_numpy(g["image"])
     pos = par.position_softmax(torch.float64, "cpu").numpy()
     np.testing.assert_allclose(pos, g["aff_pos_softmax"], rtol=0, atol=1e-14)
@@ -38,6 +40,7 @@ def test_affinity_matches_golden(g, par):
 
 
 def test_golden_forward_f64(g, par):
+    # f64 vs f64 (max 1.04): measured 2.7e-15 (10 propagation steps); 1e-12 (README's figure) = 375x
     out = par(torch.from_numpy(g["image"]), torch.from_numpy(g["masks"]))
     assert out.dtype == torch.float64
     np.testing.assert_allclose(out.numpy(), g["out_f64"], rtol=0, atol=1e-12)
@@ -58,6 +61,8 @@ def test_golden_lowres_masks_resized_align_corners(g, par):
 def test_golden_forward_f32(g, par):
     out = par(torch.from_numpy(g["image"]).float(), torch.from_numpy(g["masks"]).float())
     assert out.dtype == torch.float32
+    # The official f32 output is 2.1e-6 from its f64 output; ours is 1.2e-6 from the official f32 (all four
+    # kernel / thread settings). Two f32 runs each within 2.1e-6 of f64 differ by 4.2e-6 at most: 5e-6.
     np.testing.assert_allclose(out.numpy(), g["out_f32"], rtol=0, atol=5e-6)
 
 

@@ -39,6 +39,7 @@ def test_schedule_golden():
         opt.global_step = int(s)
         _step(opt, params)
         lrs.append([group["lr"] for group in opt.param_groups])
+    # Python float arithmetic (one pow per step): measured identical; 1e-15 relative (4.5 ulps) for another libm
     np.testing.assert_allclose(np.array(lrs), g["lr_groups"], rtol=1e-15, atol=0)
     np.testing.assert_allclose(np.array(lrs)[:, 0] / g["base_lr_groups"][0], g["lr_mult"], rtol=1e-15)
     assert opt.global_step == int(g["steps"][-1]) + 1

@@ -20,6 +20,8 @@ def _golden_scores():
         return {k: d[k] for k in d.files}
 
 
+# Integer counts divided in f64, then means over <= 21 classes: measured identical; 1e-14 relative (45 ulps)
+# covers another summation order of the means.
 def assert_same(actual, expected, rtol=1e-14, atol=1e-15, what=""):
     """Equal up to ~1e-15, with nan and +-inf in the same places."""
     actual = np.asarray(actual, dtype=np.float64)

@@ -9,11 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from golden import load_golden
+from golden import assert_close_to_max, load_golden
 from wsss.losses.contrast import lig_loss, lil_loss
 
-RTOL = 1e-6  # golden README: float32 accumulator in the official losses
+# The official losses accumulate their N = 12 per-row terms in a float32 (1,) tensor, even from f64 inputs
+# (README lil_lig.npz): the loss is float32, within 12 roundings (7e-7 relative) of any summation order;
+# measured 1 float32 ulp (1.1e-7 relative) on every kernel / thread setting. RTOL 1e-6 for the losses.
+RTOL = 1e-6
 ATOL_GRAD = 1e-9
+# The gradients are f64 but pass through the scale factors 1/N and 1/num_pos, computed in float32 (two
+# roundings of 2^-24 each): measured 1.9e-9 of the max (LIL) and identical (LIG); 2.5e-7 of the max is twice
+# the bound of those two roundings.
+GRAD_REL = 2.5e-7
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +40,12 @@ def test_lil_golden(g, case):
     assert loss.dim() == 0 and loss.dtype == torch.float32
     np.testing.assert_allclose(loss.item(), g[f"lil_loss_{case}"][0], rtol=RTOL, atol=0)
     assert revised.shape == (n,) and revised.dtype == torch.float64
+    # exact: tags; the noise filter's decision compares f64 similarities of unit rows whose best positive and
+    # best other key are 0.029 apart at least (measured over both cases)
     np.testing.assert_array_equal(revised.numpy(), g[f"flags_revised_{case}"][:, 0])
     assert torch.equal(flags[:, 0], torch.from_numpy(g[f"flags_{case}"][:, 0]).double())  # input untouched
     loss.backward()
-    np.testing.assert_allclose(q.grad.numpy(), g[f"grad_lil_q_{case}"], rtol=RTOL, atol=ATOL_GRAD)
+    assert_close_to_max(q.grad, g[f"grad_lil_q_{case}"], GRAD_REL, "grad_lil_q")
 
 
 def test_lil_golden_noise_filter_fires(g):
@@ -61,8 +70,8 @@ def test_lig_golden(g, case):
     assert loss.dim() == 0 and loss.dtype == torch.float32
     np.testing.assert_allclose(loss.item(), g[f"lig_loss_{case}"][0], rtol=RTOL, atol=0)
     loss.backward()
-    np.testing.assert_allclose(q.grad.numpy(), g[f"grad_lig_q_{case}"], rtol=RTOL, atol=ATOL_GRAD)
-    np.testing.assert_allclose(protos.grad.numpy(), g[f"grad_lig_proto_{case}"], rtol=RTOL, atol=ATOL_GRAD)
+    assert_close_to_max(q.grad, g[f"grad_lig_q_{case}"], GRAD_REL, "grad_lig_q")
+    assert_close_to_max(protos.grad, g[f"grad_lig_proto_{case}"], GRAD_REL, "grad_lig_proto")
 
 
 def test_lig_golden_noclass(g):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from golden import load_golden
+from golden import assert_close_to_max, load_golden
 from wsss.cam import cam_to_label, scale_img_box
 from wsss.losses import balanced_seg_loss, label_to_aff_mask, ptc_loss
 
@@ -24,9 +24,11 @@ def test_seg_loss_golden(label_key, loss_key, grad_key):
     logits = torch.from_numpy(g["logits"]).requires_grad_()
     loss = balanced_seg_loss(logits, torch.from_numpy(g[label_key]).long(), ignore_index=255)
     assert loss.dim() == 0 and loss.dtype == torch.float64
+    # f64 vs f64: measured identical (1.2e-19 on the gradient with the portable kernels, max 5.6e-4); 1e-12
+    # relative to the loss and to the gradient's max leaves 4,500 ulps for another summation order
     np.testing.assert_allclose(loss.item(), g[loss_key], rtol=1e-12, atol=0)
     loss.backward()
-    np.testing.assert_allclose(logits.grad.numpy(), g[grad_key], rtol=0, atol=1e-12)
+    assert_close_to_max(logits.grad, g[grad_key], 1e-12, grad_key)
 
 
 def _slow_seg_loss(logits: torch.Tensor, label: torch.Tensor, ignore: int = 255) -> float:
@@ -79,6 +81,7 @@ def test_ptc_target_chain_golden_quirk(ptc_golden):
     # The official chain applies the 24-pixel box unscaled to the 6x6 token map (quirk).
     g = ptc_golden
     resized = F.interpolate(torch.from_numpy(g["cams_aux"]), size=(6, 6), mode="bilinear", align_corners=False)
+    # f64 (max 0.94): measured identical; 1e-14 = 70 ulps. The labels come from the recorded resized CAMs.
     np.testing.assert_allclose(resized.numpy(), g["cams_aux_resized"], rtol=0, atol=1e-14)
     _, label = cam_to_label(
         torch.from_numpy(g["cams_aux_resized"]),
@@ -124,9 +127,10 @@ def test_ptc_loss_golden(ptc_golden, label_key, mask_key, loss_key, grad_key):
     fmap = torch.from_numpy(g["fmap"]).requires_grad_()
     loss = ptc_loss(fmap, mask)
     assert loss.dim() == 0 and loss.dtype == torch.float64
+    # f64 vs f64: measured identical on every kernel / thread setting; 1e-12 relative (README)
     np.testing.assert_allclose(loss.item(), g[loss_key], rtol=1e-12, atol=0)
     loss.backward()
-    np.testing.assert_allclose(fmap.grad.numpy(), g[grad_key], rtol=0, atol=1e-12)
+    assert_close_to_max(fmap.grad, g[grad_key], 1e-12, grad_key)
 
 
 def test_aff_mask_hand_made():

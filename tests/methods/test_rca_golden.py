@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from golden import load_golden
+from golden import assert_close_to_max, load_golden
 from wsss.cam.crf import CRFParams, dense_crf
 from wsss.cam.proxy_labels import ProxyParams, attention_to_image, rca_proxy_label
 from wsss.core.config import load_config
@@ -40,6 +40,7 @@ def test_golden_rca_memory_update(dtype):
         x = torch.from_numpy(g["x"][t]).to(dtype)[None]
         coarse = torch.from_numpy(g["map"][t]).to(dtype)[None]
         masks = region_masks(coarse)
+        # exact: no softmax value lies within 4.9e-5 of its spatial mean (measured in f64), far above rounding
         assert torch.equal(masks[0], torch.from_numpy(g["region_mask"][t]))
         labels = torch.from_numpy(g["label"][t])[None]
         probs = torch.from_numpy(g["probs"][t])[None]
@@ -58,7 +59,7 @@ def _match_as_sets(ours: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(ours[nearest] - ref).max())
 
 
-def test_golden_rca_kmeans_official_seeding_bit_exact():
+def test_golden_rca_kmeans_official_seeding_reproduced():
     g = load_golden("rca_kmeans")
     queue = torch.from_numpy(g["memory"])
     # the official call: KMeans(n_clusters=10), no random_state (numpy's global RNG seeded 1234), which
@@ -66,7 +67,10 @@ def test_golden_rca_kmeans_official_seeding_bit_exact():
     state = np.random.RandomState(int(g["numpy_global_seed"]))
     cent = kmeans_centroids(queue, int(g["n_clusters"]), n_init=1, random_state=state, fit_dtype=np.float32)
     assert cent.dtype == torch.float32
-    assert np.array_equal(cent.numpy(), g["centroids"])
+    # the same sklearn float32 k-means from the same seed: measured identical (both kernel sets, 1 and 2
+    # threads), but its distances and centre sums are BLAS / OpenMP float32 reductions, which another CPU may
+    # split otherwise: 1e-6 of the max (16 float32 ulps); a different clustering would be off by O(1)
+    assert_close_to_max(cent, g["centroids"], 1e-6, "centroids")
 
 
 def test_golden_rca_kmeans_our_seeding_finds_the_separated_clusters():
@@ -327,21 +331,23 @@ def test_golden_rca_model_forward_contrast_and_gradients(rca_model_golden):
         unchanged[c, s] = False
     assert np.array_equal(m.queue.numpy()[unchanged], km[unchanged])  # untouched rows are copies: exact
     total.backward()
-    # input gradient: f32-vs-f64 spread 2.1e-7 of a max of 1.6e-4 (1.3e-3 relative); README suggests 5e-3
-    ref = g["grad_ge2_input"]
-    assert float(np.abs(x.grad.numpy() - ref).max()) <= 5e-3 * float(np.abs(ref).max())
-    # Parameter gradients in f32: a smoke check only (the tight check is the f64 test above), against the
-    # f64 recording. Measured f32-vs-f64 spread: 3.1e-6 of a tensor's max at worst, 3e-7 on the generated
-    # weights' sums (default and AVX2 kernels alike); 1e-3 is 300x that, room for another BLAS. The ~0
-    # ``extra_F.0.bias`` (4e-19 in f64) is float32 noise, 1.3e-10 here: compared absolutely at 1e-8.
+    # Gradients in f32: smoke checks only (the tight checks are the f64 test above), against the f64 recording.
+    # Float32 noise here depends on the thread count: with 1 intra-op thread (as the official f32 recording
+    # was made) ours is 3.6e-3 of the max from f64 on the input gradient, 1.76e-2 on the parameters
+    # (``extra_convs2.4.bias``, the 1.8 % the official f32 recording shows too) and 1.3e-3 on the generated
+    # weights' sums of squares; with 2 threads 6e-7, 3.1e-6 and 3e-7 (default and AVX2 kernels alike).
+    # Tolerances about 3-4x the worst: 1.5e-2, 5e-2, 5e-3. The ~0 ``extra_F.0.bias`` (4e-19 in f64) is float32
+    # noise, 1.3e-10 at most: compared absolutely at 1e-8.
+    ref = g["grad_ge2_input_f64"]
+    assert float(np.abs(x.grad.numpy() - ref).max()) <= 1.5e-2 * float(np.abs(ref).max())
     for off, grad, ref in _official_param_grads(m, g, "grad_ge2_f64"):
         if isinstance(ref, tuple):
             s, ss = ref
-            # a signed sum cancels: its float32 error scales with the sum of magnitudes
+            # a signed sum cancels: its float32 error scales with the sum of magnitudes (measured 1.1e-4)
             assert abs(float(grad.sum()) - s) <= 1e-3 * float(grad.abs().sum()), off
-            assert abs(float((grad**2).sum()) - ss) <= 1e-3 * ss, off
+            assert abs(float((grad**2).sum()) - ss) <= 5e-3 * ss, off
         else:
-            assert float(np.abs(grad - ref).max()) <= max(1e-3 * float(np.abs(ref).max()), 1e-8), off
+            assert float(np.abs(grad - ref).max()) <= max(5e-2 * float(np.abs(ref).max()), 1e-8), off
 
 
 def _check_aggregation_alone(m, g) -> None:
@@ -440,9 +446,13 @@ def test_wsss_import_rca_round_trip(synth_root, tmp_path):
     assert main([*argv, *over]) == 0
     imported = load_run(run, device="cpu").method
     x = torch.randn(2, 3, 64, 64)
+    # the import copies the weights (exact); the two forwards of the same weights agree to float32 rounding:
+    # identical here, but a BLAS may split a sum differently for another memory alignment: 1e-6 of the max
+    own, got = dict(m.named_parameters()), dict(imported.named_parameters())
+    assert own.keys() == got.keys() and all(torch.equal(got[k], p) for k, p in own.items())
     with torch.no_grad():
         for ours, ref in zip(imported.cam_maps(x), m.cam_maps(x)):
-            assert torch.equal(ours, ref)
+            assert_close_to_max(ours, ref, 1e-6)
     assert torch.equal(imported.queue, m.queue) and torch.equal(imported.queue_ptr, m.queue_ptr)
 
 

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO
-from golden import load_golden
+from golden import assert_close_to_max, load_golden
 from wsss.cam import multi_scale_cam
 from wsss.cli import main
 from wsss.core.config import load_config
@@ -44,11 +44,6 @@ STD = np.array([58.395, 57.12, 57.375])
 
 def official_state(g: dict[str, np.ndarray], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: torch.from_numpy(g[k]) for k in g if k.startswith(prefix)}
-
-
-def rel_err(ours: torch.Tensor, ref: np.ndarray) -> float:
-    ref_t = torch.as_tensor(ref).to(ours.dtype)
-    return float((ours.detach() - ref_t).abs().max() / ref_t.abs().max())
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +105,11 @@ def test_golden_seco_forward_through_import(forward_golden, imported_run, dtype)
     g = forward_golden
     run = load_run(imported_run, device="cpu")
     m = run.method
-    sfx, dt, tol = ("", torch.float32, 1e-5) if dtype == "f32" else ("_f64", torch.float64, 1e-10)
+    # Both dtypes against the official f64 run (``*_f64``), relative to each tensor's max. f64: measured
+    # 1.6e-15 (default and AVX2 kernels, 1 and 2 threads): 1e-12. f32: ours 1.24e-6 from it (cls_logits; the
+    # fixture's own f32 run 1.17e-6): 1e-5, 8x. The multi-scale CAM (min-max normalised, max 1): f64 measured
+    # 2.2e-15, 1e-12; f32 1.9e-6 (the official f32 output, seco_iteration.npz: cams, too): 1e-5.
+    dt, tol = (torch.float32, 1e-5) if dtype == "f32" else (torch.float64, 1e-12)
     m.to(dt)
     x = torch.from_numpy(g["x"]).to(dt)
     x_rect = torch.from_numpy(g["x_rect"]).to(dt)
@@ -136,16 +135,10 @@ def test_golden_seco_forward_through_import(forward_golden, imported_run, dtype)
         )  # fmt: skip
         assert out.cls.shape == (b, 32)
         for key, ours in checks.items():
-            assert rel_err(ours, g[key + sfx]) < tol, key
-        # the multi-scale CAM: f64 against the f64 run; f32 against seco_iteration's cams (the f32 output)
+            assert_close_to_max(ours, g[key + "_f64"], tol, key)
         cam, cam_aux = multi_scale_cam(m.cam_maps, x, run.cfg.cam.scales)
-        if dtype == "f64":
-            ref, ref_aux, atol = g["ms_cam_f64"], g["ms_cam_aux_f64"], 1e-10
-        else:
-            it = load_golden("seco_iteration")
-            ref, ref_aux, atol = it["cams"], it["cams_aux"], 1e-5
-        assert float((cam - torch.from_numpy(ref).to(dt)).abs().max()) < atol
-        assert float((cam_aux - torch.from_numpy(ref_aux).to(dt)).abs().max()) < atol
+        assert_close_to_max(cam, g["ms_cam_f64"], tol, "ms_cam")
+        assert_close_to_max(cam_aux, g["ms_cam_aux_f64"], tol, "ms_cam_aux")
 
 
 def test_golden_seco_imported_run_predicts_with_crf_and_evaluates(imported_run, tiny_dataset, capsys):
@@ -200,15 +193,21 @@ def test_golden_seco_whole_iteration():
     active = active_terms(cfg, step)
     assert active == set(LOSS_KEYS)
 
-    # the forward: every loss, and the total with the paper preset's weights (the engine's sum)
+    # The iteration was recorded in float32 only; figures measured for ours against it on default and AVX2
+    # kernels with 1 and 2 threads (the recording's own 1-vs-2-thread noise: 4.8e-7 of a tensor's max).
+    # The forward: every loss, and the total with the paper preset's weights (the engine's sum). Measured
+    # 1.8e-7 relative at most: 2e-6. ``reg`` excepted (measured 1.3e-7): its permutohedral lattice assigns
+    # pixels to simplices, a step function of the image features, so a float32 rounding of them elsewhere
+    # moves it in jumps (our f64 run is 5.7e-5 from the recording): 1e-4, the README's looser bound.
     terms = method.training_step(batch, step, active)
     for name, key in LOSS_KEYS.items():
         ref = float(g[key].reshape(-1)[0])
-        assert abs(float(terms[name].detach()) - ref) <= 1e-5 * abs(ref), name
+        assert abs(float(terms[name].detach()) - ref) <= (1e-4 if name == "reg" else 2e-6) * abs(ref), name
     total = sum(cfg.loss.weights[k] * v for k, v in terms.items() if k in active)
-    assert abs(float(total.detach()) - float(g["loss_total"][0])) <= 1e-5 * float(g["loss_total"][0])
+    assert abs(float(total.detach()) - float(g["loss_total"][0])) <= 2e-6 * float(g["loss_total"][0])
 
-    # the writes of the forward: queue (rows 24..35 = keys), tags from before LIL, pointer, prototypes
+    # the writes of the forward: queue (rows 24..35 = keys), tags from before LIL, pointer, prototypes.
+    # Unit rows: measured 6e-8 (queue) and 8.2e-8 (prototypes) at most, 1e-6. The tags are integers: exact.
     assert float((method.queue - t(g["queue_after"])).abs().max()) < 1e-6
     assert torch.equal(method.queue_flags, t(g["queue_flags_all"][24:, 0]))
     assert int(method.queue_ptr) == 36
@@ -227,16 +226,19 @@ def test_golden_seco_whole_iteration():
     install_adam_moments(optimizer, moments, float(g["adam_step_before"]))
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    # gradients: measured 5.7e-7 of each tensor's max at most. 1e-4 (README) rather than a multiple of that:
+    # every gradient carries the reg term, whose lattice jumps (above) moved the decoder's by 6.6e-5 in f64.
     for off, ours, has_grad in names:
         if has_grad:
-            assert rel_err(params[ours].grad, g[f"grad/{off}"]) < 1e-4, off
+            assert_close_to_max(params[ours].grad, g[f"grad/{off}"], 1e-4, off)
         elif ours is not None and ours in params:  # pos_embed (frozen), the teacher: no gradient
             assert params[ours].grad is None, off
     optimizer.step()
     lrs = sorted({round(grp["lr"], 12) for grp in optimizer.param_groups})
     np.testing.assert_allclose(lrs, sorted({round(float(v), 12) for v in g["lr_groups"]}), rtol=1e-6)
 
-    # after the step: student (AdamW, no weight decay on gradient-less entries), EMA teacher, buffers
+    # after the step: student (AdamW, no weight decay on gradient-less entries), EMA teacher, buffers.
+    # Measured 8.2e-8 at most (an AdamW update is about lr, 5.2e-5 or 5.2e-4): 1e-6. Unchanged entries: copies.
     after, _ = seco_state_from_official(official_state(g, "sd_after/"))
     state = method.state_dict()
     assert len(after) >= 130
@@ -279,8 +281,12 @@ def test_wsss_import_toco_round_trip(synth_root, tmp_path):
     assert main([*argv, "--set", *over]) == 0
     imported = load_run(run, device="cpu").method
     x = torch.randn(1, 3, 64, 64)
+    # the import copies the weights (exact); the two forwards of the same weights agree to float32 rounding:
+    # identical here, but a BLAS may split a sum differently for another memory alignment: 1e-6 of the max
+    own, got = dict(m.named_parameters()), dict(imported.named_parameters())
+    assert own.keys() == got.keys() and all(torch.equal(got[k], p) for k, p in own.items())
     with torch.no_grad():
-        assert torch.equal(imported.seg_logits(x), m.seg_logits(x))
+        assert_close_to_max(imported.seg_logits(x), m.seg_logits(x), 1e-6)
         for ours, ref in zip(imported.cam_maps(x), m.cam_maps(x)):
-            assert torch.equal(ours, ref)
+            assert_close_to_max(ours, ref, 1e-6)
     assert main(["import", "toco", str(ckpt), "--config", str(REPO / "configs/seco/voc.yaml"), "--out", str(run)]) == 2

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from golden import assert_close_to_max
 from wsss.cli import main
 from wsss.core.config import load_config
 from wsss.methods import build_method, placeholder_classes
@@ -47,9 +48,13 @@ def test_wsss_import_sccam_round_trip(synth_root, tmp_path, counters):
     imported = load_run(run, device="cpu").method
     assert imported.round == 1
     x = torch.rand(1, 3, 48, 40)
+    # the import copies the weights (exact); the two forwards of the same weights agree to float32 rounding:
+    # identical here, but a BLAS may split a sum differently for another memory alignment: 1e-6 of the max
+    own, got = dict(m.named_parameters()), dict(imported.named_parameters())
+    assert own.keys() == got.keys() and all(torch.equal(got[k], p) for k, p in own.items())
     with torch.no_grad():
         for ours, ref in zip(imported.cam_maps(x), m.cam_maps(x)):
-            assert torch.equal(ours, ref)
+            assert_close_to_max(ours, ref, 1e-6)
 
 
 def test_wsss_import_psa_round0_and_a_round_mismatch(synth_root, tmp_path, capsys):
