@@ -29,7 +29,7 @@ def tiny_config(name: str, root, run_dir):
     """The method's own tiny settings (``Method.tiny_overrides``) on top of two-step loop settings."""
     preset, extra = get_method_class(name).tiny_overrides()
     over = {
-        "data.root": root, "run.dir": run_dir, "data.crop_size": 64, "data.num_workers": 0,
+        "method": name, "data.root": root, "run.dir": run_dir, "data.crop_size": 64, "data.num_workers": 0,
         "data.val_split": "''", "data.val_max_images": 2, "train.batch_size": 4, "train.max_iters": 2,
         "train.warmup_iters": 0, "train.log_iters": 1, "train.eval_iters": 100, "train.ckpt_iters": 1,
         "cam.scales": "[1.0]", "infer.scales": "[1.0]", "infer.cam_scales": "[1.0]",

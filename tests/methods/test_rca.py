@@ -471,7 +471,7 @@ def test_real_cpu_preset_class_maps_depend_on_the_image_at_init():
     cfg = load_config(REPO / "configs/rca/real_cpu.yaml", ["model.pretrained=null"])
     assert cfg.options["init_std"] is None
     torch.manual_seed(0)
-    method = build_method(cfg, 11)
+    method = build_method(cfg, placeholder_classes(11))
     feats = 0.2 * torch.randn(2, method.backbone.out_dim, 10, 10)  # the measured std of the real features
     with torch.no_grad():
         maps = method.class_heads(feats)
@@ -482,7 +482,7 @@ def test_real_cpu_preset_class_maps_depend_on_the_image_at_init():
 def test_he_init_per_convolution():
     cfg = load_config(PRESET, ["options.init_std=null", "options.head_dim=16"])
     torch.manual_seed(0)
-    method = build_method(cfg, 11)
+    method = build_method(cfg, placeholder_classes(11))
     convs = [m for mod in (method.class_heads, method.coarse_head, method.embed) for m in mod.modules()
              if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
     for m in convs:
