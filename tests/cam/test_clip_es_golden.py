@@ -19,7 +19,8 @@ from wsss.models.clip import load_clip, tokenize
 
 @pytest.fixture(scope="module")
 def golden() -> dict[str, dict[str, np.ndarray]]:
-    return {name: load_golden(f"clip_es_{name}") for name in ("state_dict", "text", "cam", "crf")}
+    files = {"state_dict": "clip_es_state_dict", "text": "clip_es_text", "cam": "clip_es_cam", "crf": "clip_es_crf"}
+    return {name: load_golden(file) for name, file in files.items()}  # the file names spelled out: grep finds them
 
 
 @pytest.fixture(scope="module")
