@@ -325,22 +325,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and ill-typed values raise ConfigError.
-
-    A dataclass may keep former key names loading: ``config_aliases: ClassVar[dict[str, str]]`` maps an
-    old name to its field (giving both is an error).
-    """
+    """Build dataclass ``cls`` from ``data``; unknown keys and ill-typed values raise ConfigError."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    aliases: dict[str, str] = getattr(cls, "config_aliases", {})
     kwargs = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
-        if key in aliases:
-            new = aliases[key]
-            if new in data:
-                raise ConfigError(f"'{path}' is the former name of '{new}': give only one of them")
-            key = new
         if key not in names:
             raise ConfigError(f"unknown config key '{path}'{_suggest(key, names, where)}")
         kwargs[key] = _coerce(value, hints[key], path)
