@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -214,8 +215,15 @@ def cmd_viz(a: argparse.Namespace) -> int:
 
     ids = [i for i in a.ids.replace(",", " ").split()] if a.ids else []
     classes = [c for c in a.classes.replace(",", " ").split()] if a.classes else []
-    written = write_viz(a.run, ids=ids, image=a.image, split=a.split, out=a.out, classes=classes,
-                        data_root=a.data_root, checkpoint=a.checkpoint, device=a.device)  # fmt: skip
+    if a.image is not None:  # one image: one process (a rank of torchrun other than 0 has nothing to do)
+        if int(os.environ.get("RANK", "0")) == 0:
+            for path, _ in write_viz(a.run, image=a.image, out=a.out, classes=classes, checkpoint=a.checkpoint,
+                                     device=a.device):  # fmt: skip
+                print(path)
+        return 0
+    with _processes(a):
+        written = write_viz(a.run, ids=ids, split=a.split, out=a.out, classes=classes, data_root=a.data_root,
+                            checkpoint=a.checkpoint, device=a.device, progress=not a.quiet)  # fmt: skip
     for path, _ in written:
         print(path)
     return 0
@@ -466,6 +474,9 @@ def add_viz(sub: Any) -> None:
     s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
     s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
+    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    s.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="N local processes sharing the --ids (or torchrun's ranks, as wsss cam)")  # fmt: skip
     s.set_defaults(fn=cmd_viz)
 
 

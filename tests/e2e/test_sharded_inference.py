@@ -133,3 +133,18 @@ def test_a_killed_worker_loses_only_its_ids_and_a_rerun_finishes_the_same_files(
     folders = ["cams/val", "cam_labels/val"]
     assert _files(killed, folders) == _files(one, folders)
     assert len(_files(one, folders)) == 2 * 40
+
+
+def test_viz_ids_over_two_workers_draws_the_grids_of_one(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # each worker's threads, those of the reference (any machine)
+    run, root, _ = trained
+    ids = (root / "ImageSets/Segmentation/val.txt").read_text().split()[:5]
+    one, two = _copy_run(run, tmp_path / "one"), _copy_run(run, tmp_path / "two")
+    viz = ["--split", "val", "--ids", ",".join(ids), "--quiet"]
+    with _threads(1):
+        assert main(["viz", str(one), *viz]) == 0
+    capsys.readouterr()
+    assert main(["viz", str(two), *viz, "--workers", "2"]) == 0
+    # rank 0 prints the grids it drew (ids 0, 2, 4); the worker prints its own on its stdout
+    assert [Path(p).stem for p in capsys.readouterr().out.split()] == ids[::2]
+    assert _files(two, ["viz"]) == _files(one, ["viz"]) and len(_files(one, ["viz"])) == 5

@@ -15,18 +15,19 @@ The drawing is :func:`wsss.report.figures.draw_grid`, the one the report uses.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from wsss.cam import PAR, cam_to_label, refine_cams_with_bkg
-from wsss.core.errors import DataError, UsageError
+from wsss.core.errors import USER_ERRORS, DataError, UsageError
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.report.figures import OUTPUTS, ImagePanels, save_grid, saved_panels
 from wsss.runs.run import Run, load_run
+from wsss.runs.shard import run_ids
 from wsss.utils.io import per_id_path, read_image
 
 __all__ = ["guess_classes", "model_panels", "write_viz"]
@@ -111,9 +112,12 @@ def write_viz(
     data_root: str | None = None,
     checkpoint: str = "auto",
     device: str | None = None,
+    progress: bool = False,
 ) -> list[tuple[Path, ImagePanels]]:
     """Write one grid PNG per id (``<out>/<id>.png``) or for ``image`` (``<out>/<stem>.png``); ``out``
-    defaults to ``<run>/viz/``. Returns (path, panels) per image."""
+    defaults to ``<run>/viz/``. Returns (path, panels) per image this process wrote: ``ids`` are shared
+    among the processes of the command (torchrun's ranks or ``--workers``), each writing its share;
+    ``progress`` shows one bar and the summary line (rank 0)."""
     if bool(ids) == (image is not None):
         raise UsageError("give either ids or an image")
     run = load_run(run_dir, checkpoint=checkpoint, device=device)
@@ -144,13 +148,31 @@ def write_viz(
     missing = [i for i in ids if i not in known]
     if missing:
         raise DataError(f"{ds.root}: id {missing[0]!r} is not in split {split!r}")
-    for i in ids:
-        labels = ds.labels(i)
-        if classes:
-            labels = np.array([1.0 if c in classes else 0.0 for c in fg], dtype=np.float32)
-        base = saved_panels(ds, i, run.dir, split, title=f"{i} ({split})")
-        if classes:  # other classes than the saved CAMs hold: recompute them
-            base.cams, base.labels = [], [(t, lab) for t, lab in base.labels if t.startswith(_TITLES["predictions"])]
-        p = model_panels(run, base.image, labels, title=base.title, gt=base.gt, base=base)
-        written.append((save_grid(p, per_id_path(out, i, ".png")), p))
+
+    def grids(mine: list[str]) -> Iterator[tuple[str, str | None]]:
+        for i in mine:
+            try:
+                written.append(_id_grid(run, ds, i, split, classes, out))
+            except USER_ERRORS as e:  # e.g. an unreadable image: the other ids go on
+                yield i, str(e)
+                continue
+            yield i, None
+
+    # the ids are shared among the command's processes (torchrun or --workers, runs/shard.py); each
+    # process returns the grids it wrote
+    run_ids(list(dict.fromkeys(ids)), grids, desc=f"viz {split}", progress=progress)
     return written
+
+
+def _id_grid(run: Run, ds: VOCDataset, i: str, split: str, classes: Sequence[str], out: Path
+             ) -> tuple[Path, ImagePanels]:  # fmt: skip
+    """The grid of id ``i``: what the run saved for it, the rest computed with the model."""
+    fg = run.class_names[1:]
+    labels = ds.labels(i)
+    if classes:
+        labels = np.array([1.0 if c in classes else 0.0 for c in fg], dtype=np.float32)
+    base = saved_panels(ds, i, run.dir, split, title=f"{i} ({split})")
+    if classes:  # other classes than the saved CAMs hold: recompute them
+        base.cams, base.labels = [], [(t, lab) for t, lab in base.labels if t.startswith(_TITLES["predictions"])]
+    p = model_panels(run, base.image, labels, title=base.title, gt=base.gt, base=base)
+    return save_grid(p, per_id_path(out, i, ".png")), p

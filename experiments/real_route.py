@@ -1,0 +1,145 @@
+"""One method's whole route on a real-photo dataset, scored at every step (issue 31): the figures of a row of
+BENCHMARKS.md's ccp-dev table.
+
+The route is the README's, run through the ``wsss`` CLI as a user runs it:
+
+1. ``wsss train PRESET data.root=ROOT run.dir=OUT/cls`` (seconds per iteration: the training's wall time
+   over its iterations, start-up and checkpoints included, and the median of the trainer's log periods);
+2. ``wsss cam`` and ``wsss sweep-bkg`` on the train split: the seeds at the level the sweep picks (the
+   calibration a user with a few masks does; on train, never on val), re-written at that level;
+3. pseudo labels of the train split at that level (``--levels L/L``: one level, no pixel left undecided, as
+   the CAM baseline's preset) with each refiner of ``--refine`` (PAR, the dense CRF, a method's own),
+   scored with ``wsss eval --pseudo``;
+4. the DeepLab stage ``configs/seg/real_cpu.yaml`` on the first refiner's pseudo labels, ``wsss predict``
+   on the val split and its mIoU against the val masks.
+
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/real_route.py configs/rca/real_cpu.yaml \\
+        --data-root ../shared/data/ccp-dev --out runs/ccp/rca --json runs/ccp/rca.json
+
+A step whose outputs exist is not redone (rerun after a stop to finish); ``--set`` / ``--seg-set`` add
+overrides to the two trainings (tests shrink them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+IN_PROCESS = False  # run the commands by `wsss.cli.main` in this process (tests: no start-up per command)
+
+
+def _wsss(*args: str, log: Path) -> float:
+    """Run ``wsss ARGS`` (its output appended to ``log``); the wall seconds. Fails loudly."""
+    t = time.perf_counter()
+    with log.open("a") as f:
+        f.write(f"$ wsss {' '.join(args)}\n")
+        f.flush()
+        if IN_PROCESS:
+            from wsss.cli import main
+
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+                code = main(list(args))
+        else:
+            code = subprocess.run([sys.executable, "-m", "wsss", *args], cwd=REPO, stdout=f, stderr=f).returncode
+    if code != 0:
+        raise SystemExit(f"wsss {' '.join(args)} failed (exit {code}): see {log}")
+    return time.perf_counter() - t
+
+
+def _miou(path: Path) -> float:
+    return float(json.loads(path.read_text())["miou"])
+
+
+def _train(preset: str, root: str, run: Path, overrides: list[str], log: Path) -> dict[str, Any]:
+    """Train (unless ``run`` has its final checkpoint); the seconds per iteration of the training."""
+    if not (run / "checkpoints/last.pt").is_file() or not (run / "train_time.json").is_file():
+        wall = _wsss("train", preset, f"data.root={root}", f"run.dir={run}", *overrides, "--quiet", log=log)
+        import torch  # the step count of the final checkpoint
+
+        step = int(torch.load(run / "checkpoints/last.pt", map_location="cpu", weights_only=False)["step"])
+        (run / "train_time.json").write_text(json.dumps({"wall": wall, "iterations": step}))
+    t = json.loads((run / "train_time.json").read_text())
+    # the trainer's own timing of its log periods (metrics.jsonl), median: a period in which the job was
+    # paused (or the machine busy) does not move it
+    timed = [json.loads(line).get("sec_per_iter") for m in sorted(run.glob("**/metrics.jsonl"))
+             for line in m.read_text().splitlines() if line.strip()]  # fmt: skip
+    timed = sorted(x for x in timed if x is not None)
+    median = timed[len(timed) // 2] if timed else None
+    return {**t, "s_per_iter": t["wall"] / max(1, t["iterations"]), "s_per_iter_median": median}
+
+
+def route(args: argparse.Namespace) -> dict[str, Any]:
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log, cls, root = out / "route.log", out / "cls", str(Path(args.data_root).resolve())
+    res: dict[str, Any] = {"preset": args.preset, "data_root": root, "train": _train(args.preset, root, cls,
+                                                                                       args.set, log)}  # fmt: skip
+    _wsss("cam", str(cls), "--split", "train", "--quiet", log=log)
+    sweep = cls / "bkg_sweep/train.json"
+    _wsss("sweep-bkg", str(cls), "--split", "train", "--json", str(sweep), "--quiet", log=log)
+    s = json.loads(sweep.read_text())
+    level = float(s["best_thre"])
+    by_level = dict(zip(s["thresholds"], s["miou"]))
+    own = float(s["config_bkg_thre"])
+    res["seeds"] = {"level": level, "miou": 100 * float(s["best_miou"]), "config_level": own,
+                    "config_miou": 100 * by_level[own] if own in by_level else None}  # fmt: skip
+    _wsss("cam", str(cls), "--split", "train", "--bkg-thre", f"{level:g}", "--quiet", log=log)
+    res["pseudo"] = {}
+    for refine in args.refine:
+        pseudo = cls / f"pseudo_{refine}" / "train"
+        if not (pseudo / ".done").is_file():
+            _wsss("pseudo", str(cls), "--split", "train", "--refine", refine, "--levels", f"{level:g}/{level:g}",
+                  "--overwrite", "--quiet", log=log)  # fmt: skip
+            if pseudo.exists():  # a stopped earlier try of this refiner
+                shutil.rmtree(pseudo)
+            pseudo.parent.mkdir(parents=True, exist_ok=True)
+            (cls / "pseudo/train").rename(pseudo)  # the next refiner writes pseudo/train afresh
+            (pseudo / ".done").touch()
+        _wsss("eval", str(pseudo), "--data-root", root, "--split", "train", "--pseudo",
+              "--json", str(pseudo.parent / "eval.json"), log=log)  # fmt: skip
+        res["pseudo"][refine] = 100 * _miou(pseudo.parent / "eval.json")
+    if args.seg:
+        seg = out / "seg"
+        pseudo = cls / f"pseudo_{args.refine[0]}" / "train"
+        res["seg_train"] = _train(args.seg, root, seg, [f"data.pseudo_dir={pseudo}", *args.seg_set], log)
+        _wsss("predict", str(seg), "--split", args.val_split, "--quiet", log=log)
+        _wsss("eval", str(seg / "predictions" / args.val_split), "--data-root", root, "--split", args.val_split,
+              "--json", str(seg / "eval.json"), log=log)  # fmt: skip
+        res["seg_val"] = {"refine": args.refine[0], "miou": 100 * _miou(seg / "eval.json")}
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("preset", help="the classifier's preset, e.g. configs/cam/real_cpu.yaml")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--out", required=True, help="folder of the runs (cls/, seg/) and route.log")
+    p.add_argument("--refine", nargs="+", default=["par", "crf"], help="refiners of the pseudo labels (first: seg)")
+    p.add_argument("--seg", default="configs/seg/real_cpu.yaml", help="the DeepLab preset ('' = no seg stage)")
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--set", nargs="*", default=[], help="overrides of the classifier's training")
+    p.add_argument("--seg-set", nargs="*", default=[], help="overrides of the DeepLab training")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    res = route(args)
+    print(json.dumps(res, indent=1))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""experiments/real_route.py on a tiny setting (synthetic images, the tiny ViT of the CAM preset): every step of
+the route runs through the CLI and its scores land in the JSON; a rerun redoes nothing it finished."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import REPO, tiny_overrides
+from experiments import real_route
+
+SEG_TINY = [
+    "model.backbone_kwargs={channels: [8, 16, 16, 32], stem_width: 8}",
+    "data.num_workers=0",
+    "data.crop_size=48",
+    "train.max_iters=4",
+    "train.log_iters=2",
+    "train.eval_iters=100",
+    "train.ckpt_iters=4",
+]
+
+
+def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
+    monkeypatch.setattr(real_route, "IN_PROCESS", True)  # the same commands, without a start-up each
+    out = tmp_path / "route"
+    tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
+            "--refine", "par", "crf", "--seg", str(REPO / "configs/seg/synthetic_cpu.yaml"),
+            "--set", *tiny, "--seg-set", *SEG_TINY, "--json", str(tmp_path / "r.json")]  # fmt: skip
+    res = real_route.main(argv)
+    assert res["train"]["iterations"] == 6 and res["seg_train"]["iterations"] == 4 and res["train"]["s_per_iter"] > 0
+    assert res["seeds"]["miou"] == max(res["seeds"]["miou"], res["seeds"]["config_miou"] or 0)
+    assert set(res["pseudo"]) == {"par", "crf"} and all(0 <= v <= 100 for v in res["pseudo"].values())
+    assert (out / "cls/pseudo_par/train").is_dir() and (out / "cls/pseudo_crf/train").is_dir()
+    assert 0 <= res["seg_val"]["miou"] <= 100 and res["seg_val"]["refine"] == "par"
+    assert json.loads((tmp_path / "r.json").read_text()) == res
+    stamp = (out / "cls/checkpoints/last.pt").stat().st_mtime_ns
+    assert real_route.main(argv) == res  # finished steps are reused, the scores are the same
+    assert (out / "cls/checkpoints/last.pt").stat().st_mtime_ns == stamp
