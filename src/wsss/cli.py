@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 EPILOG = "Docs: README.md. Each command has --help."
@@ -211,17 +211,19 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def cmd_viz(a: argparse.Namespace) -> int:
-    from wsss.report.viz import write_viz
-
     ids = [i for i in a.ids.replace(",", " ").split()] if a.ids else []
     classes = [c for c in a.classes.replace(",", " ").split()] if a.classes else []
     if a.image is not None:  # one image: one process (a rank of torchrun other than 0 has nothing to do)
+        from wsss.report.viz import write_viz
+
         if int(os.environ.get("RANK", "0")) == 0:
             for path, _ in write_viz(a.run, image=a.image, out=a.out, classes=classes, checkpoint=a.checkpoint,
                                      device=a.device):  # fmt: skip
                 print(path)
         return 0
-    with _processes(a):
+    with _processes(a):  # the workers start before this process imports the model code
+        from wsss.report.viz import write_viz
+
         written = write_viz(a.run, ids=ids, split=a.split, out=a.out, classes=classes, data_root=a.data_root,
                             checkpoint=a.checkpoint, device=a.device, progress=not a.quiet)  # fmt: skip
     for path, _ in written:
@@ -385,15 +387,52 @@ def add_sweep_bkg(sub: Any) -> None:
     s.set_defaults(fn=cmd_sweep_bkg)
 
 
-def add_pseudo(sub: Any) -> None:
-    """`wsss pseudo`."""
+class LazyChoices:
+    """An argparse ``choices`` read from a registry when first needed (an argument to check, a help or
+    error text to write), so that building the parser imports no model code: every command starts
+    in a fraction of a second, and ``--workers N`` starts its workers before this process imports
+    torch (runs/shard.py)."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]):
+        self._load, self._names = load, None
+
+    def _get(self) -> list[str]:
+        if self._names is None:
+            self._names = list(self._load())
+        return self._names
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._get()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def _refiners() -> Sequence[str]:
+    from wsss.methods import load_entry_points
     from wsss.runs.jobs import REFINERS  # the generic refiners; the methods register theirs
 
+    load_entry_points()  # plugins of the entry-point group register their refiners too
+
+    return list(REFINERS)
+
+
+def _import_choices() -> Sequence[str]:
+    from wsss.runs.official_import import IMPORT_CHOICES
+
+    return IMPORT_CHOICES
+
+
+def add_pseudo(sub: Any) -> None:
+    """`wsss pseudo`."""
     s = sub.add_parser("pseudo", help="pseudo labels from the saved CAMs")
     add_run_args(s)
     s.add_argument(
-        "--refine", choices=sorted(REFINERS), default="par",
-        help="how the CAMs become labels (default par; see README, Commands)",
+        "--refine", choices=LazyChoices(_refiners), default="par", metavar="REFINER",
+        help="how the CAMs become labels: %(choices)s (default par; see README, Commands)",
     )  # fmt: skip
     s.add_argument("--affinity-run", default=None, help="with --refine affinity: a run trained with method affinitynet")
     s.add_argument("--saliency", default=None, help="with --refine rca: directory of <id>.png saliency maps")
@@ -421,13 +460,12 @@ def add_predict(sub: Any) -> None:
 
 def add_import(sub: Any) -> None:
     """`wsss import`."""
-    from wsss.runs.official_import import IMPORT_CHOICES
-
     s = sub.add_parser("import", help="an official checkpoint as a run directory (for cam / predict / eval)")
     s.add_argument(
-        "method", choices=IMPORT_CHOICES,
-        help="the official code: seco, toco (our cam method, model.decoder=largefov), rca or sccam (a round's "
-        "classifier; PSA's res38_cls.pth as round 0); clip_es: a CLIP weight file (ViT-B-16.pt), no training",
+        "method", choices=LazyChoices(_import_choices), metavar="METHOD",
+        help="%(choices)s. The official code: seco, toco (our cam method, model.decoder=largefov), rca or "
+        "sccam (a round's classifier; PSA's res38_cls.pth as round 0); clip_es: a CLIP weight file (ViT-B-16.pt), "
+        "no training",
     )  # fmt: skip
     s.add_argument("checkpoint", help="the official .pth (state dict, with or without 'module.'); clip_es: CLIP")
     s.add_argument("--config", required=True, help="the preset it was trained with (configs/seco/voc.yaml)")
@@ -553,10 +591,8 @@ def add_export(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of every command: one ``add_<command>`` each; the choices come from the registries."""
-    from wsss.methods import load_entry_points
-
-    load_entry_points()  # plugins of the entry-point group register their refiners too
+    """The parser of every command: one ``add_<command>`` each; the choices come from the registries,
+    read when first needed (:class:`LazyChoices`)."""
     from wsss import __version__
 
     p = argparse.ArgumentParser(
@@ -612,7 +648,6 @@ def _show_config_warning(message, category, filename, lineno, file=None, line=No
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user error (bad data, bad config, a missing file: ``wsss.core.errors``) is one
     ``error:`` line and a non-zero exit (2 for a config error); anything else is a bug and shows its traceback."""
-    from wsss.core.distributed import shutdown
     from wsss.core.errors import USER_ERRORS, ConfigError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -638,7 +673,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     finally:
-        shutdown()
+        if "torch" in sys.modules:  # a command that never imported torch has no process group to leave
+            from wsss.core.distributed import shutdown
+
+            shutdown()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@ silently replace the first), the same object again is fine; the CLI's choices co
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from wsss.core.errors import UsageError
@@ -54,3 +57,15 @@ def test_cli_choices_come_from_the_registries():
     assert set(refine.choices) == set(REFINERS)
     method = next(a for a in sub.choices["import"]._actions if a.dest == "method")
     assert list(method.choices) == list(IMPORT_CHOICES)
+
+
+def test_the_parser_imports_no_model_code():
+    """Parsing a command imports neither torch nor a method (the choices are read when needed): a command
+    starts at once, and `--workers N` starts its workers before this process spends seconds importing."""
+    code = (
+        "import sys; from wsss.cli import parse_args; "
+        "parse_args(['cam', 'RUN', '--split', 'val', '--workers', '2']); parse_args(['viz', 'RUN', '--ids', 'a']); "
+        "print(sorted(m for m in ('torch', 'timm', 'wsss.methods', 'wsss.runs.jobs') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
