@@ -34,6 +34,10 @@ included), the images/s of its summary line (rank 0, the work alone), and the CP
 CPU seconds of the command's processes over wall time x cores. Every command runs with ``--overwrite``.
 
     .venv/bin/python bench/bench_inference.py --parallel --images 70
+
+``--run RUN --split S`` times them on a trained run instead (a copy of its config and checkpoints, its
+own data): with random weights most of the 81 classes stay in the CRF of `predict --crf`, which a
+trained model's masks do not.
 """
 
 from __future__ import annotations
@@ -302,16 +306,35 @@ def timed_command(args: list[str], env: dict[str, str]) -> dict:
     }
 
 
-def parallel(work: Path, n: int, skip: Sequence[str] = ()) -> None:
-    run = parallel_run_dir(work, parallel_data(work, n))
+def trained_run_copy(work: Path, trained: Path) -> Path:
+    """A copy of a trained run's config and checkpoints (the bench's outputs stay out of the run)."""
+    import shutil
+
+    run = work / f"parallel_{trained.name}"
+    if not (run / "checkpoints").is_dir():
+        run.mkdir(parents=True, exist_ok=True)
+        shutil.copy(trained / "config.yaml", run / "config.yaml")
+        shutil.copytree(trained / "checkpoints", run / "checkpoints")
+    return run
+
+
+def parallel(work: Path, n: int, skip: Sequence[str] = (), trained: Path | None = None, split_name: str = "val"
+             ) -> None:  # fmt: skip
+    if trained is None:
+        run = parallel_run_dir(work, parallel_data(work, n))
+        what = f"the first {n} coco128-dev val photos, random weights"
+    else:
+        run = trained_run_copy(work, trained)
+        what = f"split {split_name} of {trained} (its own data and weights)"
     wsss = [sys.executable, "-m", "wsss"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "wsss"]
-    split = ["--split", "val", "--overwrite"]
+    split = ["--split", split_name, "--overwrite"]
     jobs = {"cam": ["cam"], "pseudo --refine crf": ["pseudo", "--refine", "crf"], "predict --crf": ["predict", "--crf"]}
     modes = {"1 process": (wsss, []), "torchrun 2": (torchrun, []), "--workers 2": (wsss, ["--workers", "2"])}
-    timed_command([*wsss, "cam", str(run), *split, "--quiet"], {})  # the CAMs pseudo reads
+    if not {"cam", "pseudo"} <= set(skip) or trained is None:
+        timed_command([*wsss, "cam", str(run), *split, "--quiet"], {})  # the CAMs pseudo reads
     load = Path("/proc/loadavg").read_text().split()[:3]
-    print(f"commands on the first {n} coco128-dev val photos, load average at start {load}")
+    print(f"commands on {what}, load average at start {load}")
     print("  command | processes | wall s | images/s (summary) | wall / 1 process | CPU utilisation")
     for name, job in jobs.items():
         if job[0] in skip:
@@ -331,10 +354,12 @@ def main() -> None:
     p.add_argument("--work", default="runs/bench_inference", help="data and outputs of the bench")
     p.add_argument("--skip", nargs="*", default=[], choices=["cam", "predict", "crf", "pseudo"])
     p.add_argument("--parallel", action="store_true", help="time the commands over 1 and 2 processes (issue 29)")
+    p.add_argument("--run", default=None, help="--parallel on this trained run (copied) instead of random weights")
+    p.add_argument("--split", default="val", help="--parallel --run: the split of the run's data")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.parallel:
-        parallel(Path(a.work).resolve(), a.images, a.skip)
+        parallel(Path(a.work).resolve(), a.images, a.skip, Path(a.run).resolve() if a.run else None, a.split)
         return
     if a.child:
         print(json.dumps(peak_rss_child(json.loads(a.child))))

@@ -5,7 +5,8 @@
   the model: the CAM of each labelled class (``Run.cam``, multi-scale + flip as ``wsss cam``), the CAM
   seeds (``cam_to_label`` with ``cam.bkg_thre``), the pseudo label (PAR refinement as
   ``wsss pseudo --refine par``, methods.md 2.8) and the prediction (``Run.predict``, when the model
-  has a segmentation head).
+  has a segmentation head). The ids are shared among the command's processes (``--workers N`` or
+  torchrun's ranks, runs/shard.py), each drawing its share.
 - ``--image``: any image file, no ground truth. The classes whose CAMs are drawn are ``--classes``,
   or else those the model finds (:func:`guess_classes`: the predicted classes covering 1 % of the
   image, or the classes whose pooled raw CAM is positive); everything is computed with the model.
