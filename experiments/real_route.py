@@ -99,9 +99,11 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     for refine in args.refine:
         pseudo = cls / f"pseudo_{refine}" / "train"
         if not (pseudo / ".done").is_file():
+            # no --overwrite: pseudo/train holds only this refiner's labels at this level (a stopped earlier
+            # try of the same step), so a rerun continues it
             _wsss("pseudo", str(cls), "--split", "train", "--refine", refine, "--levels", f"{level:g}/{level:g}",
-                  "--overwrite", "--quiet", log=log)  # fmt: skip
-            if pseudo.exists():  # a stopped earlier try of this refiner
+                  "--quiet", log=log)  # fmt: skip
+            if pseudo.exists():  # a try stopped between the rename and the mark: replaced by this complete one
                 shutil.rmtree(pseudo)
             pseudo.parent.mkdir(parents=True, exist_ok=True)
             (cls / "pseudo/train").rename(pseudo)  # the next refiner writes pseudo/train afresh
