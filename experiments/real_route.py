@@ -65,18 +65,16 @@ def _train(preset: str, root: str, run: Path, overrides: list[str], log: Path) -
     """Train (unless ``run`` has its final checkpoint); the seconds per iteration of the training."""
     if not (run / "checkpoints/last.pt").is_file() or not (run / "train_time.json").is_file():
         wall = _wsss("train", preset, f"data.root={root}", f"run.dir={run}", *overrides, "--quiet", log=log)
-        import torch  # the step count of the final checkpoint
-
-        step = int(torch.load(run / "checkpoints/last.pt", map_location="cpu", weights_only=False)["step"])
-        (run / "train_time.json").write_text(json.dumps({"wall": wall, "iterations": step}))
-    t = json.loads((run / "train_time.json").read_text())
-    # the trainer's own timing of its log periods (metrics.jsonl), median: a period in which the job was
-    # paused (or the machine busy) does not move it
-    timed = [json.loads(line).get("sec_per_iter") for m in sorted(run.glob("**/metrics.jsonl"))
-             for line in m.read_text().splitlines() if line.strip()]  # fmt: skip
-    timed = sorted(x for x in timed if x is not None)
-    median = timed[len(timed) // 2] if timed else None
-    return {**t, "s_per_iter": t["wall"] / max(1, t["iterations"]), "s_per_iter_median": median}
+        (run / "train_time.json").write_text(json.dumps({"wall": wall}))
+    wall = json.loads((run / "train_time.json").read_text())["wall"]
+    # the trainer's log (metrics.jsonl; one per round of SC-CAM): the last step of each is its iterations, and
+    # the median of its periods' timing is not moved by a period in which the job was paused or the machine busy
+    logs = [[json.loads(line) for line in m.read_text().splitlines() if line.strip()]
+            for m in sorted(run.glob("**/metrics.jsonl"))]  # fmt: skip
+    iterations = sum(max((r.get("step", 0) for r in rows), default=0) for rows in logs)
+    timed = sorted(r["sec_per_iter"] for rows in logs for r in rows if r.get("sec_per_iter") is not None)
+    return {"wall": wall, "iterations": iterations, "s_per_iter": wall / max(1, iterations),
+            "s_per_iter_median": timed[len(timed) // 2] if timed else None}  # fmt: skip
 
 
 def route(args: argparse.Namespace) -> dict[str, Any]:

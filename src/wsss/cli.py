@@ -416,8 +416,7 @@ def _refiners() -> Sequence[str]:
     from wsss.runs.jobs import REFINERS  # the generic refiners; the methods register theirs
 
     load_entry_points()  # plugins of the entry-point group register their refiners too
-
-    return list(REFINERS)
+    return sorted(REFINERS)
 
 
 def _import_choices() -> Sequence[str]:
