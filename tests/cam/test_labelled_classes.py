@@ -123,6 +123,33 @@ def test_run_cam_labelled_equals_all_classes(num_classes, tmp_path):
     np.testing.assert_allclose(maps, old[keys], rtol=0, atol=1e-6)
 
 
+def test_a_labelled_class_the_classifier_does_not_see_gets_a_map_with_the_fallback(tmp_path, monkeypatch):
+    """``infer.cam_empty_fallback`` (issue 31) reaches `wsss cam`'s two paths: a labelled class whose map is
+    negative at every pixel is empty without it, filled from below the ReLU with it; unlabelled classes, and
+    every class of an image without labels, are never filled."""
+    run = tiny_run(5, tmp_path)
+    network = run.method.cam_maps
+
+    def first_class_unseen(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cam, aux = network(x)
+        shift = torch.zeros(1, cam.shape[1], 1, 1)
+        shift[0, 0] = 1e3
+        return cam - shift, aux - shift
+
+    monkeypatch.setattr(run.method, "cam_maps", first_class_unseen)
+    image = np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    labels = np.array([1, 1, 0, 0], dtype=np.float32)
+    assert not run.cfg.infer.cam_empty_fallback  # off unless a preset turns it on (the paper presets do not)
+    plain, (keys, plain_maps) = run.cam(image, labels), run.labelled_cam(image, labels)
+    assert np.all(plain[0] == 0) and np.all(plain_maps[0] == 0) and plain[1].max() > 0.5
+    run.cfg.infer.cam_empty_fallback = True
+    filled, (keys, maps) = run.cam(image, labels), run.labelled_cam(image, labels)
+    assert filled[0].max() > 0.5 and maps[0].max() > 0.5 and keys.tolist() == [0, 1]
+    np.testing.assert_allclose(maps, filled[keys], rtol=0, atol=1e-6)  # the two paths agree
+    np.testing.assert_array_equal(filled[1:], plain[1:])  # a map with a positive pixel is left as it was
+    assert np.all(run.cam(image)[0] == 0)  # without labels nothing says the class is there
+
+
 @pytest.mark.parametrize("method", ["seco", "cam"])
 def test_training_step_same_terms_and_gradients_as_all_classes(method, monkeypatch):
     """The training-time multi-scale CAM over the labelled classes gives SeCo and the CAM baseline the

@@ -130,3 +130,53 @@ def test_multi_scale_cam_reuses_precomputed_unflipped_maps():
     for a, b in zip(full, reused):
         assert torch.allclose(a, b, atol=1e-6)
     assert calls == [2, 4]  # only the flipped images at scale 1.0, both at 0.5
+
+
+def _signed_ramp(t: torch.Tensor) -> torch.Tensor:
+    """Two channels of a column ramp: shifted below zero at every pixel (channel 0: the map of a labelled class
+    the classifier does not see) and above it (channel 1)."""
+    w = t.shape[-1]
+    r = torch.arange(w, dtype=t.dtype).view(1, 1, 1, w).expand(t.shape[0], 1, t.shape[-2], w)
+    return torch.cat([r - 100.0, r + 1.0], dim=1)
+
+
+def test_a_negative_map_is_empty_and_the_fallback_fills_it_from_below_the_relu():
+    x = torch.zeros(1, 3, 4, 5, dtype=torch.float64)
+    plain = multi_scale_cam(_signed_ramp, x, [1.0, 0.5])
+    assert torch.all(plain[:, 0] == 0) and plain[:, 1].amax() > 0.5  # the ReLU of every official code
+    filled = multi_scale_cam(_signed_ramp, x, [1.0, 0.5], empty_fallback=True)
+    # the empty channel: the sum of the passes before the ReLU, min-max normalised, which is the map of the
+    # same ramp shifted above zero (min-max ignores the shift); the other channel is untouched
+    above = multi_scale_cam(lambda t: _signed_ramp(t) + 200.0, x, [1.0, 0.5])
+    torch.testing.assert_close(filled[:, 0], above[:, 0], rtol=0, atol=1e-12)
+    assert filled[:, 0].amax() > 0.5 and filled[:, 0].amin() == 0
+    torch.testing.assert_close(filled[:, 1], plain[:, 1], rtol=0, atol=0)
+    # the labelled channels only (compact), and a constant negative map stays empty
+    one = multi_scale_cam(_signed_ramp, x, [1.0], classes=[0], compact=True, empty_fallback=True)
+    assert one.shape == (1, 1, 4, 5) and one.amax() > 0.5
+    flat = multi_scale_cam(lambda t: -torch.ones_like(t[:, :1]), x, [1.0], empty_fallback=True)
+    assert torch.all(flat == 0)
+
+
+def test_relu_per_pass_comes_before_the_upsampling_and_the_flip_sum():
+    # PSA / SC-CAM's forward_cam applies the ReLU in each pass at the network's resolution, then infer_cls
+    # upsamples and sums the flips: a map of +1 on the left half and -1 on the right sums with its
+    # flipped-back twin to 0 under ToCo's ReLU after the fusion, to 1 with the ReLU per pass
+    def halves(t: torch.Tensor) -> torch.Tensor:
+        w = t.shape[-1]
+        sign = torch.where(torch.arange(w) < w // 2, 1.0, -1.0).to(t.dtype).view(1, 1, 1, w)
+        return sign.expand(t.shape[0], 1, t.shape[-2], w).clone()
+
+    x = torch.zeros(1, 3, 4, 6, dtype=torch.float64)
+    assert torch.all(multi_scale_cam(halves, x, [1.0], flip_fuse="sum", normalize="none") == 0)
+    assert torch.all(multi_scale_cam(halves, x, [1.0], flip_fuse="sum", normalize="none", relu_per_pass=True) == 1)
+
+    # ... and before the upsampling: a half-resolution pass of [-1, 1] upsampled is ReLU'd at the small size
+    def coarse(t: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([-3.0, 1.0], dtype=t.dtype).view(1, 1, 1, 2).expand(t.shape[0], 1, 1, 2).clone()
+
+    x = torch.zeros(1, 3, 1, 8, dtype=torch.float64)
+    after = multi_scale_cam(coarse, x, [1.0], normalize="none")
+    first = multi_scale_cam(coarse, x, [1.0], normalize="none", relu_per_pass=True)
+    # columns 3 and 4 of the upsampled -3 -> 1 are -1.5 and -0.5: the max with the flipped twin is negative
+    assert after[0, 0, 0, 3] == 0 and first[0, 0, 0, 3] > 0

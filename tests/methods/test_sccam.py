@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from wsss.cam import multi_scale_cam
 from wsss.core.config import load_config
 from wsss.engine.defaults import engine_api
 from wsss.methods import build_method, placeholder_classes
@@ -128,12 +129,26 @@ def test_joint_loss_matches_a_direct_computation(synth_root, tmp_path):
     assert float(terms["cls"].detach()) == pytest.approx(mlsm(x_parent, labels), rel=1e-4)
     assert float(terms["sub"].detach()) == pytest.approx(mlsm(x_sub, sub), rel=1e-4)
     assert cfg.loss.weights == {"cls": 1.0, "sub": 5.0}  # L = cls + 5 sub (5.5)
-    # CAMs: relu(conv(f, fc8_20.weight)); the aux map = max over each parent's sub-category CAMs
+    # CAMs: relu(conv(f, fc8_20.weight)) (head_cams, forward_cam); cam_maps leaves the ReLU to the shared step,
+    # which applies it to each pass (so an empty map can be filled from below it); the aux map = max over each
+    # parent's sub-category CAMs
     cam, merged = m.cam_maps(images)
-    ref = torch.relu(torch.einsum("bdhw,kd->bkhw", f, m.classifier.conv.weight.flatten(1)))
+    ref = torch.einsum("bdhw,kd->bkhw", f, m.classifier.conv.weight.flatten(1))
+    assert ref.amin() < 0  # the test can tell the maps before the ReLU from those after it
     torch.testing.assert_close(cam, ref, rtol=1e-4, atol=1e-5)
-    ref_sub = torch.relu(torch.einsum("bdhw,kd->bkhw", f, m.sub_classifier.conv.weight.flatten(1)))
+    torch.testing.assert_close(m.head_cams(f)[0], torch.relu(ref), rtol=1e-4, atol=1e-5)
+    ref_sub = torch.einsum("bdhw,kd->bkhw", f, m.sub_classifier.conv.weight.flatten(1))
     torch.testing.assert_close(merged[:, 3], ref_sub[:, 9:12].amax(1), rtol=1e-4, atol=1e-5)
+    # through the shared step with SC-CAM's VOC fusion (flips summed, max-normalised): the official path
+    official = multi_scale_cam(
+        lambda t: m.head_cams(m.backbone(t).final)[0], images, [1.0], flip_fuse="sum", normalize="max"
+    )
+    ours = multi_scale_cam(
+        lambda t: m.cam_maps(t)[0], images, [1.0], flip_fuse="sum", normalize="max", relu_per_pass=m.cam_relu_per_pass
+    )
+    # the same float32 forward and the same ReLU per pass: equal unless a convolution picks another kernel
+    # between the calls; 1e-5 of maps in [0, 1] is 100x float32's spacing there
+    torch.testing.assert_close(ours, official, rtol=0, atol=1e-5)
     # round 0 is the plain classifier
     m0 = build_method(tiny_cfg(synth_root, tmp_path / "run", "options.round=0"), placeholder_classes(8))
     assert m0.sub_classifier is None and set(m0.training_step(

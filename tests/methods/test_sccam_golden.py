@@ -198,11 +198,13 @@ def test_golden_sccam_cam_inference(heads_golden, sccam_round1, fixture, i):
     inf = m.cfg.infer  # the paper preset: flips summed, divided by the max only
     assert (inf.cam_flip_fuse, inf.cam_normalize, tuple(inf.cam_scales)) == ("sum", "max", PASS_SCALES)
 
-    fn = pass_cam_fn(g, i, m.head_cams, PASS_SCALES, (h, w), dt)
+    # the heads' maps before forward_cam's ReLU, which the shared step applies per pass (as `wsss cam` runs)
+    fn = pass_cam_fn(g, i, lambda f: m.head_cams(f, relu=False), PASS_SCALES, (h, w), dt)
     x = torch.zeros(1, 3, h, w, dtype=dt)
+    per_pass = {"flip_fuse": "sum", "relu_per_pass": m.cam_relu_per_pass}
     with torch.no_grad():
-        cam = multi_scale_cam(lambda z: fn(z)[0], x, PASS_SCALES, flip_fuse="sum", normalize="max")
-        sub_sum = multi_scale_cam(lambda z: fn(z)[1], x, PASS_SCALES, flip_fuse="sum", normalize="none")
+        cam = multi_scale_cam(lambda z: fn(z)[0], x, PASS_SCALES, normalize="max", **per_pass)
+        sub_sum = multi_scale_cam(lambda z: fn(z)[1], x, PASS_SCALES, normalize="none", **per_pass)
     cam = cam * label.to(dt).view(1, -1, 1, 1)
     gt = np.flatnonzero(g[f"img{i}_label"] > 0.5)
     assert_close_to_max(cam[0, gt], ref[f"img{i}_norm_cam"], tol, "norm_cam")

@@ -35,6 +35,19 @@ def max_normalize(cam: torch.Tensor, eps: float = 1e-5, block: int = 1) -> torch
     return cam / (peak.repeat_interleave(block, dim=1)[..., None, None] + eps)
 
 
+def fill_empty_maps(cam: torch.Tensor, activated: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """``cam`` (B,K,H,W, normalised) with every channel whose ``activated`` map (the ReLU'd sum) is zero at
+    every pixel replaced by its ``raw`` map (the same sum before any ReLU) min-max normalised
+    (``infer.cam_empty_fallback``; issue 31). A labelled class the classifier does not see in a photo has a
+    negative map everywhere, which the ReLU of every official code (methods.md 2.5-2.6) turns into zeros: no
+    seed pixel can name it. Its raw map still ranks the pixels; its peak becomes 1 like any other class's.
+    A raw map that is constant stays zero."""
+    empty = activated.amax(dim=(-2, -1), keepdim=True) <= 0
+    if not bool(empty.any()):
+        return cam
+    return torch.where(empty, minmax_normalize(raw), cam)
+
+
 def merge_subcategory_cams(sub: torch.Tensor, k: int, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """SC-CAM's "cls200" CAM (``infer_cls.py``): the fused (B, (C-1)*K, H, W) sub-category CAM normalised by
     one scalar per block of K (:func:`max_normalize`), then merged to its parent by the pixelwise max over
@@ -102,6 +115,8 @@ def multi_scale_cam(
     unflipped: CamOutput | None = None,
     classes: torch.Tensor | Sequence[int] | None = None,
     compact: bool = False,
+    relu_per_pass: bool = False,
+    empty_fallback: bool = False,
 ) -> CamOutput:
     """Multi-scale, flip-fused, normalised CAMs (methods.md 2.5, ``multi_scale_cam2``).
 
@@ -109,7 +124,9 @@ def multi_scale_cam(
     (bilinear, align_corners=False; no resize at s = 1), concatenate with the horizontal flip, call
     ``cam_fn`` on the (2B,3,h,w) batch, upsample every returned map to (H,W) (bilinear,
     align_corners=False), fuse each image with its flipped-back twin (``flip_fuse``: elementwise
-    ``"max"`` as in ToCo/SeCo, or ``"sum"``/``"mean"``) and apply a ReLU. The scales are summed and
+    ``"max"`` as in ToCo/SeCo, or ``"sum"``/``"mean"``) and apply a ReLU. ``relu_per_pass``: the ReLU
+    comes first, on each pass at the network's resolution, as PSA / SC-CAM's ``forward_cam`` applies it
+    (``Method.cam_relu_per_pass``). The scales are summed and
     each image/channel is normalised: ``normalize="minmax"`` (:func:`minmax_normalize`, eps 1e-5, ToCo/SeCo)
     or ``"max"`` (:func:`max_normalize`: divided by max + 1e-5, PSA / SC-CAM, whose flips are summed:
     ``flip_fuse="sum"``; golden ``psa_infer_cls.npz``, ``sccam_infer_cls_*.npz``) or ``"none"`` (the raw
@@ -131,6 +148,9 @@ def multi_scale_cam(
     With ``compact`` the result holds only the ``classes`` channels, in their order (B, k, H, W).
     A map that ``cam_fn`` returns twice (the same tensor, e.g. a model without an aux head) is
     processed once.
+
+    ``empty_fallback``: a channel whose ReLU'd sum is zero everywhere gets the same sum without any ReLU,
+    min-max normalised, instead (:func:`fill_empty_maps`; pass it for labelled classes only).
     """
     if not scales:
         raise ValueError("multi_scale_cam needs at least one scale")
@@ -139,6 +159,7 @@ def multi_scale_cam(
     b, _, h, w = images.shape
     idx = None if classes is None else torch.as_tensor(classes, dtype=torch.long, device=images.device).flatten()
     acc: list[list[torch.Tensor]] | None = None
+    unrelu: list[list[torch.Tensor]] | None = None  # the passes fused before any ReLU (empty_fallback)
     same: list[int] = []
     single, num_channels = False, 0
     for s in scales:
@@ -149,15 +170,16 @@ def multi_scale_cam(
         outs = (raw,) if single else tuple(raw)
         if acc is None:
             acc = [[] for _ in outs]
+            unrelu = [[] for _ in outs] if empty_fallback else None
             # outputs that are one tensor (a model without an aux head) are processed once
             same = [next(j for j in range(i + 1) if outs[j] is outs[i]) for i in range(len(outs))]
             num_channels = outs[0].shape[1]
         elif len(outs) != len(acc):
             raise ValueError("cam_fn returned a different number of maps at different scales")
         kept = ((unflipped,) if torch.is_tensor(unflipped) else unflipped) if reuse else None
-        _add_fused_scale(acc, outs, same, kept, idx, b, (h, w), flip_fuse)
+        _add_fused_scale(acc, unrelu, outs, same, kept, idx, b, (h, w), flip_fuse, relu_per_pass)
     assert acc is not None
-    fused = _sum_and_normalize(acc, same, norm, idx, None if compact else num_channels)
+    fused = _sum_and_normalize(acc, unrelu, same, norm, idx, None if compact else num_channels)
     return fused[0] if single else tuple(fused)
 
 
@@ -169,6 +191,7 @@ def _cam_normalizer(normalize: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def _add_fused_scale(
     acc: list[list[torch.Tensor]],
+    unrelu: list[list[torch.Tensor]] | None,
     outs: tuple[torch.Tensor, ...],
     same: list[int],
     kept: Sequence[torch.Tensor] | None,
@@ -176,10 +199,12 @@ def _add_fused_scale(
     b: int,
     size: tuple[int, int],
     flip_fuse: str,
+    relu_per_pass: bool,
 ) -> None:
     """One scale of :func:`multi_scale_cam`: each distinct map of ``outs`` ((2B or B, K, h', w'); with
-    ``kept``, the unflipped half computed before) upsampled to ``size``, fused with its flipped-back
-    twin, ReLU'd and appended to its list in ``acc``."""
+    ``kept``, the unflipped half computed before) upsampled to ``size``, fused with its flipped-back twin,
+    ReLU'd (``relu_per_pass``: before all that) and appended to its list in ``acc``; with ``unrelu``, also
+    upsampled and fused without any ReLU there."""
     for i, m in enumerate(outs):
         if same[i] != i:
             continue
@@ -187,25 +212,34 @@ def _add_fused_scale(
             m = torch.cat([kept[i], m], dim=0)
         if idx is not None:  # the channels are independent from here on
             m = m.index_select(1, idx)
-        m = resize_maps(m, size)
-        acc[i].append(F.relu(_fuse(m[:b], m[b:].flip(-1), flip_fuse)))
+        up = resize_maps(m, size)
+        if unrelu is not None:
+            unrelu[i].append(_fuse(up[:b], up[b:].flip(-1), flip_fuse))
+        if relu_per_pass:  # the ReLU before the upsampling (the one after the fusion is then a no-op)
+            up = resize_maps(F.relu(m), size)
+        acc[i].append(F.relu(_fuse(up[:b], up[b:].flip(-1), flip_fuse)))
 
 
 def _sum_and_normalize(
     acc: list[list[torch.Tensor]],
+    unrelu: list[list[torch.Tensor]] | None,
     same: list[int],
     norm: Callable[[torch.Tensor], torch.Tensor],
     idx: torch.Tensor | None,
     expand_to: int | None,
 ) -> list[torch.Tensor]:
     """The scales of each map summed and normalised; with ``idx`` and ``expand_to``, the kept channels
-    put back among ``expand_to`` channels (zeros elsewhere). A repeated map is the same tensor again."""
+    put back among ``expand_to`` channels (zeros elsewhere). A repeated map is the same tensor again.
+    With ``unrelu``, the empty maps are filled (:func:`fill_empty_maps`)."""
     fused: list[torch.Tensor] = []
     for i, maps in enumerate(acc):
         if same[i] != i:
             fused.append(fused[same[i]])
             continue
-        cam = norm(torch.stack(maps, dim=0).sum(dim=0))
+        activated = torch.stack(maps, dim=0).sum(dim=0)
+        cam = norm(activated)
+        if unrelu is not None:
+            cam = fill_empty_maps(cam, activated, torch.stack(unrelu[i], dim=0).sum(dim=0))
         if idx is not None and expand_to is not None:
             cam = expand_classes(cam, idx, expand_to)
         fused.append(cam)

@@ -202,6 +202,12 @@ class InferConfig:
     # "sum" and "max" (divided by the max only; golden psa_infer_cls.npz, sccam_infer_cls_*.npz)
     cam_flip_fuse: str = "max"
     cam_normalize: str = "minmax"
+    # A labelled class the classifier does not see in a photo has a negative map at every pixel, and the ReLU of
+    # every official code (methods.md 2.5-2.6) makes it zero: no seed names the class. True: such a map is its
+    # sum before the ReLUs, min-max normalised (``cam.multiscale.fill_empty_maps``; `wsss cam`, `pseudo`,
+    # training-time validation; labelled classes only). Not in any official code: off in the paper presets,
+    # on in the real_cpu ones (issue 31: 0.4 % of RCA's and 1.4 % of SC-CAM's labelled maps on ccp-dev were empty).
+    cam_empty_fallback: bool = False
     crf: CRFParams = field(default_factory=CRFParams)
     crf_workers: int = 0  # processes for DenseCRF; 0 = in the main process
     # `wsss cam` / `predict` / `viz`: longest side of the image the network sees at scale 1 (None = no cap;

@@ -74,6 +74,7 @@ def validate(
             cam, cam_aux = multi_scale_cam(
                 method.cam_maps, x, cfg.cam.scales, flip_fuse=cfg.infer.cam_flip_fuse,
                 normalize=cfg.infer.cam_normalize, classes=classes, compact=True,
+                relu_per_pass=method.cam_relu_per_pass, empty_fallback=cfg.infer.cam_empty_fallback,
             )  # fmt: skip
             for name, maps in (("cam", cam), ("aux_cam", cam_aux)):
                 label = labelled_cam_to_label(resize_maps(maps, size), classes, bkg_thre=cfg.cam.bkg_thre)

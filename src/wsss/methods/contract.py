@@ -15,7 +15,8 @@ Contract (``Method``):
   the run directory, step, device, datasets, the optimiser and a save hook, never the trainer
   itself; ``on_epoch_start(epoch)`` when the data stream enters an epoch
   (RCA's per-epoch centroid refresh); ``lr_factor(epoch)`` a per-epoch LR rule that the engine applies.
-- ``cam_maps(images)`` returns (cam, cam_aux) before any normalisation, for multi-scale fusion.
+- ``cam_maps(images)`` returns (cam, cam_aux) before any ReLU or normalisation, for multi-scale fusion
+  (``multi_scale_cam`` applies the ReLU to each pass and can fill an empty map from what lies below it).
 - ``seg_logits(images)`` returns (B, C, h, w) segmentation logits at the network's resolution.
 - ``after_step(step)`` runs after each optimiser step (EMA teachers, queues...).
 
@@ -24,7 +25,8 @@ Capabilities, each declared here with its default, so the pipeline never probes 
 ``refiners`` (the ``wsss pseudo --refine`` names the method's module registers for its runs),
 ``train_driver`` (a training that is not one run of the loop, e.g. SC-CAM's rounds: called as
 ``driver(cfg, engine, progress)`` with the engine's public builders, ``EngineAPI``),
-``crf_cam(cam)`` (the CAM that PSA's CRF seeds read) and ``tiny_overrides()`` (the settings that
+``crf_cam(cam)`` (the CAM that PSA's CRF seeds read), ``cam_relu_per_pass`` (where the shared CAM
+step applies the ReLU) and ``tiny_overrides()`` (the settings that
 make the method train in seconds, for the contract test over every registered method).
 
 Registries are open: ``register_method`` / ``register_refiner`` refuse an empty or taken name; a
@@ -254,6 +256,9 @@ class Method(nn.Module):
     cams_per_image: ClassVar[bool] = False
     # True: ``wsss pseudo --refine crf`` runs the method's own CRF (``crf_pseudo_label``), not ToCo's
     own_crf: ClassVar[bool] = False
+    # True: the official code ReLUs each pass's CAMs in the model, before the upsampling and the flip fusion
+    # (PSA / SC-CAM ``forward_cam``); ``cam_maps`` still returns them before it (``multi_scale_cam(relu_per_pass)``)
+    cam_relu_per_pass: ClassVar[bool] = False
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__()

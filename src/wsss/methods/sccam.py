@@ -179,6 +179,8 @@ def check_options(o: SCCAMOptions) -> None:
 class SCCAM(Method):
     name = "sccam"
     Options = SCCAMOptions
+    # forward_cam's relu(conv2d(conv6, fc8_20.weight)), before infer_cls's upsampling (5.3, 5.6)
+    cam_relu_per_pass = True
 
     @classmethod
     def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
@@ -242,11 +244,13 @@ class SCCAM(Method):
         sub = self.sub_classifier(f) if self.sub_classifier is not None else None
         return self.classifier(f), sub
 
-    def head_cams(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def head_cams(self, features: torch.Tensor, *, relu: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(parent CAMs (B, C-1, h, w), sub-category CAMs (B, (C-1)*K, h, w) or None) of a final feature map:
-        ``relu(conv(f, fc8_20.weight))`` and the same with ``fc8_200`` (``forward_two_cam``), no merging."""
-        cam = F.relu(self.classifier.cam(features))
-        sub = F.relu(self.sub_classifier.cam(features)) if self.sub_classifier is not None else None
+        ``relu(conv(f, fc8_20.weight))`` and the same with ``fc8_200`` (``forward_two_cam``), no merging.
+        ``relu=False``: the maps before that ReLU (``cam_maps``: the shared CAM step applies it per pass)."""
+        act = F.relu if relu else (lambda t: t)
+        cam = act(self.classifier.cam(features))
+        sub = act(self.sub_classifier.cam(features)) if self.sub_classifier is not None else None
         return cam, sub
 
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
@@ -270,7 +274,9 @@ class SCCAM(Method):
         return self.dropout(self.backbone(images).final).mean(dim=(2, 3))
 
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cam, sub = self.head_cams(self.backbone(images).final)  # 5.3: relu(conv2d(conv6, fc8_20.weight))
+        # 5.3: relu(conv2d(conv6, fc8_20.weight)); the shared CAM step applies that ReLU to each pass, where
+        # forward_cam does (cam_relu_per_pass), and can fill an empty map from below it
+        cam, sub = self.head_cams(self.backbone(images).final, relu=False)
         if sub is None:
             return cam, cam
         b, _, h, w = sub.shape

@@ -57,7 +57,8 @@ class Run:
         x = prepare_image(image, inf.cam_input_size, self.device, max_side=inf.max_side)
         cam, _ = multi_scale_cam(
             self.method.cam_maps, x, tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse,
-            normalize=inf.cam_normalize,
+            normalize=inf.cam_normalize, relu_per_pass=self.method.cam_relu_per_pass,
+            empty_fallback=inf.cam_empty_fallback and labels is not None,
         )  # fmt: skip
         cam = F.interpolate(cam, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
         if labels is not None:
@@ -90,6 +91,7 @@ class Run:
         cam = multi_scale_cam(
             lambda v: self.method.cam_maps(v)[0], x, tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse,
             normalize=inf.cam_normalize, classes=torch.from_numpy(keys), compact=True,
+            relu_per_pass=self.method.cam_relu_per_pass, empty_fallback=inf.cam_empty_fallback,
         )  # fmt: skip
         cam = F.interpolate(cam, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
         return keys, cam.float().cpu().numpy()
