@@ -2,15 +2,17 @@
 class everywhere, and does the classifier believe the image labels?
 
 For every image of the split and every labelled class: the scale-1.0, un-flipped class map that ``wsss cam``
-starts from (``method.cam_maps``: the CAM before the ReLU of ``multi_scale_cam``; SC-CAM's is already
-ReLU'd, so its "negative" pixels read as 0), its share of positive pixels and whether it is empty (no pixel
-above 0: the ReLU'd, normalised CAM of that class is then zero everywhere and the seed never names it), and
+starts from (``method.cam_maps``: the CAM before the ReLU of ``multi_scale_cam``), its share of positive
+pixels and whether it is empty (no pixel above 0: the ReLU'd, normalised CAM of that class is then zero
+everywhere and the seed never names it, unless ``infer.cam_empty_fallback`` fills it), and
 the class probability of the method's own classifier (sigmoid of the GAP of its map: the logit of the CAM
 baseline and RCA; SC-CAM's parent head by its ``logits``). Also the mean probability of the *unlabelled*
 classes (a classifier that switched every class off has both low), the loss at the first and the last
 logged step (``metrics.jsonl``), and per method what it keeps: RCA's memory writes at the end (the
 labelled classes with a probability above ``options.memory_threshold`` are the ones its memory bank ever
-receives), SC-CAM's sub-category sizes (images per sub-category, from ``subcategory_labels.npz``).
+receives), SC-CAM's sub-category sizes (images per sub-category, from ``subcategory_labels.npz``). If ``wsss cam`` has
+written the split (``RUN/cams/SPLIT``, ``RUN/cam_labels/SPLIT``), what it wrote: the labelled maps that are zero
+everywhere, and the labelled classes its seed does not name at any pixel.
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/seed_diagnosis.py runs/e4_rca --json runs/logs/diag_rca.json
 """
@@ -56,6 +58,30 @@ def class_maps_and_probs(method: Any, x: torch.Tensor) -> tuple[torch.Tensor, to
     else:
         logits = maps.mean(dim=(2, 3))  # GAP of the map: the classifier's own logit (CAM baseline, RCA)
     return maps[0], torch.sigmoid(logits[0])
+
+
+def saved_outputs(run_dir: Path, split: str, ids: list[str], labels: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """What `wsss cam` wrote for ``ids`` (None if it has not): labelled maps that are zero at every pixel, and
+    labelled classes that no pixel of the seed names (None without the seeds)."""
+    from wsss.utils.io import find_cam_file, load_labelled_cam, per_id_path, read_label_png
+
+    cams, seeds = run_dir / "cams" / split, run_dir / "cam_labels" / split
+    files = [find_cam_file(cams, id) for id in ids]
+    if not ids or any(f is None for f in files):
+        return None
+    seed_files = [per_id_path(seeds, id, ".png") for id in ids]
+    have_seeds = all(f.is_file() for f in seed_files)
+    pairs = empty = unnamed = 0
+    for id, cam_file, seed_file in zip(ids, files, seed_files):
+        keys, maps = load_labelled_cam(cam_file)
+        saved = dict(zip(keys.tolist(), maps))
+        lab = np.flatnonzero(labels[id]).tolist()
+        pairs += len(lab)
+        empty += sum(1 for c in lab if c not in saved or float(saved[c].max()) <= 0)
+        if have_seeds:
+            named = set(np.unique(read_label_png(seed_file)).tolist())
+            unnamed += sum(1 for c in lab if c + 1 not in named)
+    return {"labelled_pairs": pairs, "empty_maps": empty, "classes_not_in_seed": unnamed if have_seeds else None}
 
 
 def diagnose(run_dir: str | Path, split: str = "train", limit: int | None = None) -> dict[str, Any]:
@@ -126,6 +152,7 @@ def diagnose(run_dir: str | Path, split: str = "train", limit: int | None = None
         "strongest_labelled_class_pixel_share": round(float(np.mean(top_share)), 3) if top_share else None,
         "loss_first_last": _loss_ends(Path(run_dir)),
         "per_class": per_class,
+        "wsss_cam_outputs": saved_outputs(Path(run_dir), split, list(ids), {i: ds.labels(i) > 0.5 for i in ids}),
     }
     if method.name == "rca":
         thr = method.options.memory_threshold

@@ -56,3 +56,24 @@ def test_every_class_switched_off_reads_as_empty(tiny_rca_run, one_thread, monke
     assert res["rca_memory"]["classes_above"] == []
     # seeds of empty maps are background at every level: one score everywhere
     assert len(set(res["seed_miou_scale1_noflip"].values())) == 1
+
+
+def test_what_wsss_cam_wrote_is_counted(tmp_path):
+    """The maps `wsss cam` saved: a labelled class whose map is zero everywhere (or missing) is empty, and a
+    labelled class that no seed pixel names is counted; nothing is read before `wsss cam` has run."""
+    from wsss.utils.io import save_label_png, save_labelled_cam
+
+    labels = {"a": np.array([True, True, False]), "b": np.array([False, False, True])}
+    assert seed_diagnosis.saved_outputs(tmp_path, "train", ["a", "b"], labels) is None
+    cams = tmp_path / "cams" / "train"
+    ramp = np.linspace(0, 1, 12, dtype=np.float32).reshape(1, 3, 4)
+    # 0-based keys: image a's second class is empty
+    save_labelled_cam(cams, "a", np.array([0, 1]), np.concatenate([ramp, np.zeros_like(ramp)]))
+    save_labelled_cam(cams, "b", np.array([2]), ramp)
+    res = seed_diagnosis.saved_outputs(tmp_path, "train", ["a", "b"], labels)
+    assert res == {"labelled_pairs": 3, "empty_maps": 1, "classes_not_in_seed": None}
+    seeds = tmp_path / "cam_labels" / "train"
+    save_label_png(seeds / "a.png", np.array([[0, 1, 1, 0]] * 3, dtype=np.uint8))  # names class 1 only
+    save_label_png(seeds / "b.png", np.array([[0, 3, 3, 255]] * 3, dtype=np.uint8))
+    res = seed_diagnosis.saved_outputs(tmp_path, "train", ["a", "b"], labels)
+    assert res == {"labelled_pairs": 3, "empty_maps": 1, "classes_not_in_seed": 1}
