@@ -139,10 +139,10 @@ def test_a_labelled_class_the_classifier_does_not_see_gets_a_map_with_the_fallba
     monkeypatch.setattr(run.method, "cam_maps", first_class_unseen)
     image = np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     labels = np.array([1, 1, 0, 0], dtype=np.float32)
-    assert not run.cfg.infer.cam_empty_fallback  # off unless a preset turns it on (the paper presets do not)
+    assert run.cfg.infer.cam_empty_fallback == "none"  # unless a preset turns it on (the paper presets do not)
     plain, (keys, plain_maps) = run.cam(image, labels), run.labelled_cam(image, labels)
     assert np.all(plain[0] == 0) and np.all(plain_maps[0] == 0) and plain[1].max() > 0.5
-    run.cfg.infer.cam_empty_fallback = True
+    run.cfg.infer.cam_empty_fallback = "peak_odds"
     filled, (keys, maps) = run.cam(image, labels), run.labelled_cam(image, labels)
     assert filled[0].max() > 0.5 and maps[0].max() > 0.5 and keys.tolist() == [0, 1]
     np.testing.assert_allclose(maps, filled[keys], rtol=0, atol=1e-6)  # the two paths agree

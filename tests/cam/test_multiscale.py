@@ -144,18 +144,30 @@ def test_a_negative_map_is_empty_and_the_fallback_fills_it_from_below_the_relu()
     x = torch.zeros(1, 3, 4, 5, dtype=torch.float64)
     plain = multi_scale_cam(_signed_ramp, x, [1.0, 0.5])
     assert torch.all(plain[:, 0] == 0) and plain[:, 1].amax() > 0.5  # the ReLU of every official code
-    filled = multi_scale_cam(_signed_ramp, x, [1.0, 0.5], empty_fallback=True)
-    # the empty channel: the sum of the passes before the ReLU, min-max normalised, which is the map of the
-    # same ramp shifted above zero (min-max ignores the shift); the other channel is untouched
+    assert torch.equal(multi_scale_cam(_signed_ramp, x, [1.0, 0.5], empty_fallback="none"), plain)
+    filled = multi_scale_cam(_signed_ramp, x, [1.0, 0.5], empty_fallback="minmax")
+    # "minmax": the sum of the passes before the ReLU, min-max normalised, which is the map of the same ramp
+    # shifted above zero (min-max ignores the shift); the other channel is untouched
     above = multi_scale_cam(lambda t: _signed_ramp(t) + 200.0, x, [1.0, 0.5])
     torch.testing.assert_close(filled[:, 0], above[:, 0], rtol=0, atol=1e-12)
     assert filled[:, 0].amax() > 0.5 and filled[:, 0].amin() == 0
     torch.testing.assert_close(filled[:, 1], plain[:, 1], rtol=0, atol=0)
-    # the labelled channels only (compact), and a constant negative map stays empty
-    one = multi_scale_cam(_signed_ramp, x, [1.0], classes=[0], compact=True, empty_fallback=True)
+    # "peak_odds": exp of the mean logit of the passes minus its peak. At one scale the ramp's fused logit is
+    # max(r, reversed r) - 100 per column, r = 0..4: [4, 3, 2, 3, 4] - 100
+    odds = multi_scale_cam(_signed_ramp, x, [1.0], empty_fallback="peak_odds")
+    expected = torch.exp(torch.tensor([0.0, -1.0, -2.0, -1.0, 0.0], dtype=torch.float64)).expand(4, 5)
+    torch.testing.assert_close(odds[0, 0], expected, rtol=0, atol=1e-12)
+    two = multi_scale_cam(_signed_ramp, x, [1.0, 1.0], empty_fallback="peak_odds")  # the mean of 2 passes
+    torch.testing.assert_close(two[0, 0], expected, rtol=0, atol=1e-12)
+    summed = multi_scale_cam(_signed_ramp, x, [1.0], flip_fuse="sum", empty_fallback="peak_odds")
+    assert torch.allclose(summed[0, 0], torch.ones(4, 5, dtype=torch.float64))  # r + reversed r: flat, all peak
+    # the labelled channels only (compact), and a constant negative map stays empty under "minmax"
+    one = multi_scale_cam(_signed_ramp, x, [1.0], classes=[0], compact=True, empty_fallback="minmax")
     assert one.shape == (1, 1, 4, 5) and one.amax() > 0.5
-    flat = multi_scale_cam(lambda t: -torch.ones_like(t[:, :1]), x, [1.0], empty_fallback=True)
+    flat = multi_scale_cam(lambda t: -torch.ones_like(t[:, :1]), x, [1.0], empty_fallback="minmax")
     assert torch.all(flat == 0)
+    with pytest.raises(ValueError, match="peak_odds"):
+        multi_scale_cam(_signed_ramp, x, [1.0], empty_fallback="zeros")
 
 
 def test_relu_per_pass_comes_before_the_upsampling_and_the_flip_sum():

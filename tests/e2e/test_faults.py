@@ -260,6 +260,14 @@ def test_non_positive_lengths_and_batches_are_refused_before_anything_is_written
     assert not run.exists()
 
 
+def test_an_unknown_empty_map_fallback_is_refused_before_anything_is_written(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run), "infer.cam_empty_fallback=zeros", "--quiet")
+    line = _one_error_line(out)
+    assert rc == 2 and "infer.cam_empty_fallback must be one of none, minmax, peak_odds, got 'zeros'" in line
+    assert not run.exists()
+
+
 def test_a_full_disk_during_a_checkpoint_save_is_one_line(data, tmp_path, capsys, monkeypatch):
     def full_disk(state, f):  # what torch.save does on a full disk: its error raised while handling ENOSPC
         try:

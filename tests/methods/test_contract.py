@@ -99,3 +99,17 @@ def test_method_contract(name, synth_root, tmp_path):
     second = build_trainer(cfg, progress=False).train()
     assert second["step"] == 2 and second["resumed"]
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize(("name", "pooling", "expected"), [("cam", "gmp", "gmp"), ("cam", "gap", "gap"),
+                                                           ("rca", "gmp", "gap"), ("sccam", "gmp", "gap")])  # fmt: skip
+def test_classifier_pooling_is_the_one_the_logits_use(name, pooling, expected, synth_root, tmp_path):
+    """``Method.classifier_pooling`` (what `wsss viz` pools a raw CAM by to guess an image's classes): the CAM
+    baseline's follows ``model.pooling``; RCA's and SC-CAM's classifiers pool by GAP whatever it says (an
+    SC-CAM round 0 trained with model.pooling=gap was the same run to the last bit, issue 31)."""
+    from wsss.methods import build_method, placeholder_classes
+
+    cfg = tiny_config(name, synth_root, tmp_path / "run")
+    cfg.model.pooling = pooling
+    method = build_method(cfg, placeholder_classes(8))
+    assert method.classifier_pooling == expected

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from wsss.core.config import CAM_EMPTY_FALLBACKS as EMPTY_FALLBACKS
+
 CamOutput = torch.Tensor | tuple[torch.Tensor, ...]
 
 
@@ -35,17 +37,35 @@ def max_normalize(cam: torch.Tensor, eps: float = 1e-5, block: int = 1) -> torch
     return cam / (peak.repeat_interleave(block, dim=1)[..., None, None] + eps)
 
 
-def fill_empty_maps(cam: torch.Tensor, activated: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-    """``cam`` (B,K,H,W, normalised) with every channel whose ``activated`` map (the ReLU'd sum) is zero at
-    every pixel replaced by its ``raw`` map (the same sum before any ReLU) min-max normalised
-    (``infer.cam_empty_fallback``; issue 31). A labelled class the classifier does not see in a photo has a
-    negative map everywhere, which the ReLU of every official code (methods.md 2.5-2.6) turns into zeros: no
-    seed pixel can name it. Its raw map still ranks the pixels; its peak becomes 1 like any other class's.
-    A raw map that is constant stays zero."""
+def fill_empty_maps(
+    cam: torch.Tensor, activated: torch.Tensor, raw: torch.Tensor, how: str, passes: int = 1
+) -> torch.Tensor:
+    """``cam`` (B,K,H,W, normalised) with every channel whose ``activated`` map (the ReLU'd sum) is zero at every
+    pixel replaced by a map made from ``raw`` (the same sum before any ReLU; ``infer.cam_empty_fallback``, issue
+    31). A labelled class the classifier does not see in a photo has a negative map everywhere, which the ReLU
+    of every official code (methods.md 2.5-2.6) turns into zeros: no seed pixel can name it.
+
+    - ``"minmax"``: ``raw`` min-max normalised. Its peak becomes 1 like any other class's, and so does most of
+      a smooth map: on ccp-dev it gave the class most of the photo (BENCHMARKS.md, "ccp-dev").
+    - ``"peak_odds"``: ``exp(raw / passes - max(raw / passes))``, ``raw / passes`` being the map in logits (the
+      mean of the summed passes): each pixel's odds of the class against those of the class's most likely
+      pixel. 1 at the peak, 0.55 half a logit (0.6) below it, 0.14 two logits below it.
+    - ``"none"``: ``cam`` as it is.
+
+    A raw map that is constant stays zero under ``"minmax"``; the fallback leaves every other channel alone."""
+    if how not in EMPTY_FALLBACKS:
+        raise ValueError(f"unknown empty-map fallback {how!r} ({', '.join(EMPTY_FALLBACKS)})")
+    if how == "none":
+        return cam
     empty = activated.amax(dim=(-2, -1), keepdim=True) <= 0
     if not bool(empty.any()):
         return cam
-    return torch.where(empty, minmax_normalize(raw), cam)
+    if how == "minmax":
+        filled = minmax_normalize(raw)
+    else:
+        logits = raw / passes
+        filled = torch.exp(logits - logits.amax(dim=(-2, -1), keepdim=True))
+    return torch.where(empty, filled.to(cam.dtype), cam)
 
 
 def merge_subcategory_cams(sub: torch.Tensor, k: int, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +136,7 @@ def multi_scale_cam(
     classes: torch.Tensor | Sequence[int] | None = None,
     compact: bool = False,
     relu_per_pass: bool = False,
-    empty_fallback: bool = False,
+    empty_fallback: str = "none",
 ) -> CamOutput:
     """Multi-scale, flip-fused, normalised CAMs (methods.md 2.5, ``multi_scale_cam2``).
 
@@ -149,8 +169,9 @@ def multi_scale_cam(
     A map that ``cam_fn`` returns twice (the same tensor, e.g. a model without an aux head) is
     processed once.
 
-    ``empty_fallback``: a channel whose ReLU'd sum is zero everywhere gets the same sum without any ReLU,
-    min-max normalised, instead (:func:`fill_empty_maps`; pass it for labelled classes only).
+    ``empty_fallback`` (``"none"``, ``"minmax"``, ``"peak_odds"``): a channel whose ReLU'd sum is zero everywhere
+    gets a map made from the same sum without any ReLU instead (:func:`fill_empty_maps`; pass it for labelled
+    classes only).
     """
     if not scales:
         raise ValueError("multi_scale_cam needs at least one scale")
@@ -159,6 +180,9 @@ def multi_scale_cam(
     b, _, h, w = images.shape
     idx = None if classes is None else torch.as_tensor(classes, dtype=torch.long, device=images.device).flatten()
     acc: list[list[torch.Tensor]] | None = None
+    if empty_fallback not in EMPTY_FALLBACKS:
+        raise ValueError(f"unknown empty_fallback {empty_fallback!r} ({', '.join(EMPTY_FALLBACKS)})")
+    fill = None if empty_fallback == "none" else (empty_fallback, len(scales) * (2 if flip_fuse == "sum" else 1))
     unrelu: list[list[torch.Tensor]] | None = None  # the passes fused before any ReLU (empty_fallback)
     same: list[int] = []
     single, num_channels = False, 0
@@ -170,7 +194,7 @@ def multi_scale_cam(
         outs = (raw,) if single else tuple(raw)
         if acc is None:
             acc = [[] for _ in outs]
-            unrelu = [[] for _ in outs] if empty_fallback else None
+            unrelu = [[] for _ in outs] if fill else None
             # outputs that are one tensor (a model without an aux head) are processed once
             same = [next(j for j in range(i + 1) if outs[j] is outs[i]) for i in range(len(outs))]
             num_channels = outs[0].shape[1]
@@ -179,7 +203,7 @@ def multi_scale_cam(
         kept = ((unflipped,) if torch.is_tensor(unflipped) else unflipped) if reuse else None
         _add_fused_scale(acc, unrelu, outs, same, kept, idx, b, (h, w), flip_fuse, relu_per_pass)
     assert acc is not None
-    fused = _sum_and_normalize(acc, unrelu, same, norm, idx, None if compact else num_channels)
+    fused = _sum_and_normalize(acc, unrelu, fill, same, norm, idx, None if compact else num_channels)
     return fused[0] if single else tuple(fused)
 
 
@@ -223,6 +247,7 @@ def _add_fused_scale(
 def _sum_and_normalize(
     acc: list[list[torch.Tensor]],
     unrelu: list[list[torch.Tensor]] | None,
+    fill: tuple[str, int] | None,
     same: list[int],
     norm: Callable[[torch.Tensor], torch.Tensor],
     idx: torch.Tensor | None,
@@ -230,7 +255,7 @@ def _sum_and_normalize(
 ) -> list[torch.Tensor]:
     """The scales of each map summed and normalised; with ``idx`` and ``expand_to``, the kept channels
     put back among ``expand_to`` channels (zeros elsewhere). A repeated map is the same tensor again.
-    With ``unrelu``, the empty maps are filled (:func:`fill_empty_maps`)."""
+    With ``unrelu`` and ``fill`` (how, passes per sum), the empty maps are filled (:func:`fill_empty_maps`)."""
     fused: list[torch.Tensor] = []
     for i, maps in enumerate(acc):
         if same[i] != i:
@@ -238,8 +263,8 @@ def _sum_and_normalize(
             continue
         activated = torch.stack(maps, dim=0).sum(dim=0)
         cam = norm(activated)
-        if unrelu is not None:
-            cam = fill_empty_maps(cam, activated, torch.stack(unrelu[i], dim=0).sum(dim=0))
+        if unrelu is not None and fill is not None:
+            cam = fill_empty_maps(cam, activated, torch.stack(unrelu[i], dim=0).sum(dim=0), *fill)
         if idx is not None and expand_to is not None:
             cam = expand_classes(cam, idx, expand_to)
         fused.append(cam)

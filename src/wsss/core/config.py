@@ -203,11 +203,11 @@ class InferConfig:
     cam_flip_fuse: str = "max"
     cam_normalize: str = "minmax"
     # A labelled class the classifier does not see in a photo has a negative map at every pixel, and the ReLU of
-    # every official code (methods.md 2.5-2.6) makes it zero: no seed names the class. True: such a map is its
-    # sum before the ReLUs, min-max normalised (``cam.multiscale.fill_empty_maps``; `wsss cam`, `pseudo`,
-    # training-time validation; labelled classes only). Not in any official code: off in the paper presets,
-    # on in the real_cpu ones (issue 31: 0.4 % of RCA's and 1.4 % of SC-CAM's labelled maps on ccp-dev were empty).
-    cam_empty_fallback: bool = False
+    # every official code (methods.md 2.5-2.6) makes it zero: no seed names the class. "minmax" / "peak_odds":
+    # such a map is made from its sum before the ReLUs (``cam.multiscale.fill_empty_maps``; `wsss cam`, `pseudo`,
+    # training-time validation; labelled classes only). Not in any official code: "none" in the paper presets
+    # (issue 31: 0.2-1 % of RCA's and SC-CAM's labelled maps on ccp-dev were empty; BENCHMARKS.md "ccp-dev").
+    cam_empty_fallback: str = "none"
     crf: CRFParams = field(default_factory=CRFParams)
     crf_workers: int = 0  # processes for DenseCRF; 0 = in the main process
     # `wsss cam` / `predict` / `viz`: longest side of the image the network sees at scale 1 (None = no cap;
@@ -503,6 +503,9 @@ POSITIVE_SETTINGS = (
     "infer.batch_size", "infer.max_side", "infer.cam_input_size", "infer.square_size",
 )  # fmt: skip
 NON_NEGATIVE_SETTINGS = ("train.warmup_iters", "data.num_workers", "run.threads", "infer.crf_workers")
+# Settings with a fixed set of values (the functions that read them refuse others, but only when they run).
+CAM_EMPTY_FALLBACKS = ("none", "minmax", "peak_odds")  # infer.cam_empty_fallback (cam.multiscale.fill_empty_maps)
+CHOICE_SETTINGS = {"infer.cam_empty_fallback": CAM_EMPTY_FALLBACKS}
 
 
 def _get_dotted(cfg: Config, key: str) -> Any:
@@ -514,8 +517,8 @@ def _get_dotted(cfg: Config, key: str) -> Any:
 
 def check_settings(cfg: Config) -> Config:
     """ConfigError naming the first setting of ``POSITIVE_SETTINGS`` at 0 or below (None, where
-    allowed, means "not set") or of ``NON_NEGATIVE_SETTINGS`` below 0, and a scale list with a scale
-    that is not positive. Returns ``cfg``."""
+    allowed, means "not set") or of ``NON_NEGATIVE_SETTINGS`` below 0, of ``CHOICE_SETTINGS`` outside its
+    values, and a scale list with a scale that is not positive. Returns ``cfg``."""
     for key in POSITIVE_SETTINGS:
         value = _get_dotted(cfg, key)
         if value is not None and value <= 0:
@@ -524,6 +527,10 @@ def check_settings(cfg: Config) -> Config:
         value = _get_dotted(cfg, key)
         if value is not None and value < 0:
             raise ConfigError(f"{key} must be 0 or more, got {value}")
+    for key, choices in CHOICE_SETTINGS.items():
+        value = _get_dotted(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
     for key in ("cam.scales", "infer.scales", "infer.cam_scales"):
         scales = _get_dotted(cfg, key)
         if not scales or any(not s > 0 for s in scales):

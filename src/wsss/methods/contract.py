@@ -273,6 +273,12 @@ class Method(nn.Module):
         """Whether ``seg_logits`` exists for this configuration (``wsss predict``)."""
         return True
 
+    @property
+    def classifier_pooling(self) -> str:
+        """How the classifier pools ``cam_maps`` into its logits, "gmp" or "gap": ``model.pooling``, unless the
+        method's official classifier fixes it (RCA's and SC-CAM's pool by GAP whatever the config says)."""
+        return self.cfg.model.pooling
+
     def crf_cam(self, cam: np.ndarray) -> np.ndarray:
         """The CAM (C-1, H, W) that PSA's CRF seeds read (``wsss pseudo --refine psa``); the CAM itself."""
         return cam

@@ -457,6 +457,10 @@ class RCA(Method):
         maps = self.class_heads(self.aggregation(feats, self.centroids.flatten(0, 1)))
         return feats, coarse, maps
 
+    @property
+    def classifier_pooling(self) -> str:
+        return "gap"  # 4.4: the class maps' spatial mean; ``model.pooling`` is not read
+
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(refined class maps, coarse maps): the CAM and the aux CAM."""
         _, coarse, maps = self._forward(images)

@@ -273,6 +273,10 @@ class SCCAM(Method):
         """(B, D): the GAP of the final map (after the dropout, a no-op in eval mode; 5.4)."""
         return self.dropout(self.backbone(images).final).mean(dim=(2, 3))
 
+    @property
+    def classifier_pooling(self) -> str:
+        return "gap"  # 5.3: the GAP of the final map, then the bias-free 1x1 heads; ``model.pooling`` is not read
+
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # 5.3: relu(conv2d(conv6, fc8_20.weight)); the shared CAM step applies that ReLU to each pass, where
         # forward_cam does (cam_relu_per_pass), and can fill an empty map from below it

@@ -42,7 +42,7 @@ def guess_classes(run: Run, image: np.ndarray, max_classes: int = 4, min_area: f
 
     With a segmentation head: the classes the prediction gives at least ``min_area`` of the pixels.
     Otherwise (or if it predicts only background): the classes whose raw CAM, pooled as the classifier
-    pools (``model.pooling``: max or mean), is positive. At most ``max_classes``, at least the best one.
+    pools (``Method.classifier_pooling``: max or mean), is positive. At most ``max_classes``, at least the best one.
     """
     num_fg = run.num_classes - 1
     scores = np.zeros(num_fg)
@@ -53,7 +53,7 @@ def guess_classes(run: Run, image: np.ndarray, max_classes: int = 4, min_area: f
         x = prepare_image(image, run.cfg.infer.cam_input_size, run.device, max_side=run.cfg.infer.max_side)
         cam = run.method.cam_maps(x)
         cam = (cam[0] if isinstance(cam, (tuple, list)) else cam).float().flatten(2)
-        pooled = cam.amax(-1) if run.cfg.model.pooling == "gmp" else cam.mean(-1)
+        pooled = cam.amax(-1) if run.method.classifier_pooling == "gmp" else cam.mean(-1)
         scores = np.maximum(pooled[0].cpu().numpy(), 0.0)
     order = np.argsort(-scores, kind="stable")
     keep = [c for c in order[:max_classes] if scores[c] > 0] or [int(order[0])]

@@ -58,7 +58,7 @@ class Run:
         cam, _ = multi_scale_cam(
             self.method.cam_maps, x, tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse,
             normalize=inf.cam_normalize, relu_per_pass=self.method.cam_relu_per_pass,
-            empty_fallback=inf.cam_empty_fallback and labels is not None,
+            empty_fallback=inf.cam_empty_fallback if labels is not None else "none",
         )  # fmt: skip
         cam = F.interpolate(cam, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
         if labels is not None:
