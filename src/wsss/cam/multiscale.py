@@ -236,11 +236,11 @@ def _add_fused_scale(
             m = torch.cat([kept[i], m], dim=0)
         if idx is not None:  # the channels are independent from here on
             m = m.index_select(1, idx)
-        up = resize_maps(m, size)
+        raw = resize_maps(m, size) if unrelu is not None or not relu_per_pass else None
         if unrelu is not None:
-            unrelu[i].append(_fuse(up[:b], up[b:].flip(-1), flip_fuse))
-        if relu_per_pass:  # the ReLU before the upsampling (the one after the fusion is then a no-op)
-            up = resize_maps(F.relu(m), size)
+            unrelu[i].append(_fuse(raw[:b], raw[b:].flip(-1), flip_fuse))
+        # relu_per_pass: the ReLU before the upsampling (the one after the fusion is then a no-op)
+        up = resize_maps(F.relu(m), size) if relu_per_pass else raw
         acc[i].append(F.relu(_fuse(up[:b], up[b:].flip(-1), flip_fuse)))
 
 
