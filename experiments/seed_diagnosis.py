@@ -104,9 +104,11 @@ def diagnose(run_dir: str | Path, split: str = "train", limit: int | None = None
         image = ds.load_image(id)
         x = prepare_image(image, cfg.infer.cam_input_size, run.device)
         maps, probs = class_maps_and_probs(method, x)
-        # the CAM of `wsss cam` at scale 1 without the flip: ReLU, image size, min-max, labelled classes only
-        cam = minmax_normalize(F.interpolate(F.relu(maps[None].float()), size=image.shape[:2], mode="bilinear",
-                                             align_corners=False))[0]  # fmt: skip
+        # the CAM of `wsss cam` at scale 1 without the flip: image size, ReLU (SC-CAM's before the upsampling:
+        # Method.cam_relu_per_pass), min-max, labelled classes only
+        up = F.interpolate(F.relu(maps[None].float()) if method.cam_relu_per_pass else maps[None].float(),
+                           size=image.shape[:2], mode="bilinear", align_corners=False)  # fmt: skip
+        cam = minmax_normalize(F.relu(up))[0]
         seeds_cam[id] = (np.flatnonzero(labels), cam[torch.from_numpy(labels)].numpy().astype(np.float16))
         maps, probs = maps.float().cpu().numpy(), probs.float().cpu().numpy()
         for c in range(k):

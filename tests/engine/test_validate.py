@@ -27,7 +27,8 @@ class _OneImage:
 
 
 class _CamOnly(torch.nn.Module):
-    has_cams, has_seg_head = True, False  # the capabilities validate reads (Method declares both)
+    # the capabilities validate reads (Method declares them)
+    has_cams, has_seg_head, cam_relu_per_pass = True, False, False
 
     def __init__(self):
         super().__init__()
