@@ -16,7 +16,8 @@ Contract (``Method``):
   itself; ``on_epoch_start(epoch)`` when the data stream enters an epoch
   (RCA's per-epoch centroid refresh); ``lr_factor(epoch)`` a per-epoch LR rule that the engine applies.
 - ``cam_maps(images)`` returns (cam, cam_aux) before any ReLU or normalisation, for multi-scale fusion
-  (``multi_scale_cam`` applies the ReLU to each pass and can fill an empty map from what lies below it).
+  (``multi_scale_cam`` applies the ReLU, to each pass where ``cam_relu_per_pass``, and can fill an empty map
+  from what lies below it: ``infer.cam_empty_fallback``).
 - ``seg_logits(images)`` returns (B, C, h, w) segmentation logits at the network's resolution.
 - ``after_step(step)`` runs after each optimiser step (EMA teachers, queues...).
 
