@@ -4,7 +4,8 @@ class everywhere, and does the classifier believe the image labels?
 For every image of the split and every labelled class: the scale-1.0, un-flipped class map that ``wsss cam``
 starts from (``method.cam_maps``: the CAM before the ReLU of ``multi_scale_cam``), its share of positive
 pixels and whether it is empty (no pixel above 0: the ReLU'd, normalised CAM of that class is then zero
-everywhere and the seed never names it, unless ``infer.cam_empty_fallback`` fills it), and
+everywhere and the seed never names it, unless ``infer.cam_empty_fallback`` fills it); the seeds at every
+level from ``wsss cam``'s own CAM at scale 1 with its flip (``Run.labelled_cam``); and
 the class probability of the method's own classifier (sigmoid of the GAP of its map: the logit of the CAM
 baseline and RCA; SC-CAM's parent head by its ``logits``). Also the mean probability of the *unlabelled*
 classes (a classifier that switched every class off has both low), the loss at the first and the last
@@ -26,9 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from wsss.cam import minmax_normalize
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.evaluation.bkg_sweep import DEFAULT_THRESHOLDS, sweep_bkg_threshold
@@ -104,12 +103,8 @@ def diagnose(run_dir: str | Path, split: str = "train", limit: int | None = None
         image = ds.load_image(id)
         x = prepare_image(image, cfg.infer.cam_input_size, run.device)
         maps, probs = class_maps_and_probs(method, x)
-        # the CAM of `wsss cam` at scale 1 without the flip: image size, ReLU (SC-CAM's before the upsampling:
-        # Method.cam_relu_per_pass), min-max, labelled classes only
-        up = F.interpolate(F.relu(maps[None].float()) if method.cam_relu_per_pass else maps[None].float(),
-                           size=image.shape[:2], mode="bilinear", align_corners=False)  # fmt: skip
-        cam = minmax_normalize(F.relu(up))[0]
-        seeds_cam[id] = (np.flatnonzero(labels), cam[torch.from_numpy(labels)].numpy().astype(np.float16))
+        keys, cam = run.labelled_cam(image, labels.astype(np.float32), scales=[1.0])  # what `wsss cam` computes
+        seeds_cam[id] = (keys, cam.astype(np.float16))
         maps, probs = maps.float().cpu().numpy(), probs.float().cpu().numpy()
         for c in range(k):
             if labels[c]:
@@ -144,7 +139,7 @@ def diagnose(run_dir: str | Path, split: str = "train", limit: int | None = None
     sweep = sweep_bkg_threshold(full_cam, ds, ids, DEFAULT_THRESHOLDS)
     out: dict[str, Any] = {
         "run": str(run_dir),
-        "seed_miou_scale1_noflip": {f"{t:.2f}": round(100 * m, 2) for t, m in zip(sweep["thresholds"], sweep["miou"])},
+        "seed_miou_scale1": {f"{t:.2f}": round(100 * m, 2) for t, m in zip(sweep["thresholds"], sweep["miou"])},
         "seed_best": [sweep["best_thre"], round(100 * sweep["best_miou"], 2)],
         "split": f"{split} ({len(ids)} images)",
         "empty_maps": f"{int(n_empty.sum())} of {int(n_lab.sum())} labelled (image, class) pairs",

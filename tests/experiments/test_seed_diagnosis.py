@@ -39,7 +39,7 @@ def test_counts_add_up(tiny_rca_run, one_thread):
     per_class = list(res["per_class"].values())
     assert [v["images"] for v in per_class] == labels.sum(axis=0).tolist()
     assert 0 <= res["empty_share"] <= 1 and all(0 <= v["empty_maps"] <= v["images"] for v in per_class)
-    seeds = res["seed_miou_scale1_noflip"]
+    seeds = res["seed_miou_scale1"]
     assert len(seeds) == len(DEFAULT_THRESHOLDS) and res["seed_best"][1] == max(seeds.values())
     assert set(res["loss_first_last"]["."]) >= {"cls", "coarse"}
     assert len(res["rca_memory"]["queue_entry_norm_mean"]) == labels.shape[1]
@@ -55,7 +55,7 @@ def test_every_class_switched_off_reads_as_empty(tiny_rca_run, one_thread, monke
     assert all(v["positive_share"] == 0 for v in res["per_class"].values())
     assert res["rca_memory"]["classes_above"] == []
     # seeds of empty maps are background at every level: one score everywhere
-    assert len(set(res["seed_miou_scale1_noflip"].values())) == 1
+    assert len(set(res["seed_miou_scale1"].values())) == 1
 
 
 def test_what_wsss_cam_wrote_is_counted(tmp_path):
