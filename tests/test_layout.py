@@ -1,4 +1,4 @@
-"""The package's shape, checked with ``ast`` over src/wsss (README, "Layout"):
+"""The package's shape, checked with ``ast`` over src/wsss (docs/layout.md):
 
 - imports go down the layers only (a module imports from its own layer or a lower one), and the
   import graph of the modules has no circle;
@@ -22,11 +22,11 @@ SRC = REPO / "src" / "wsss"
 
 
 def layers() -> list[str]:
-    """The numbered layer list of the README's Layout section, bottom first (``1. core.errors``...)."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("\n## Layout", 1)[1].split("\n## ", 1)[0]
+    """The numbered layer list of the documentation's Layout page (docs/layout.md), bottom first
+    (``1. core.errors``...)."""
+    section = (REPO / "docs" / "layout.md").read_text().split("\n## ", 1)[0]
     found = re.findall(r"^\s*(\d+)\.\s+([a-z_.]+(?:,\s*[a-z_.]+)*)\s", section, re.M)
-    assert found, "README.md: the Layout section lists no layers"
+    assert found, "docs/layout.md lists no layers"
     assert [int(n) for n, _ in found] == list(range(1, len(found) + 1))
     return [names for _, names in found]
 
@@ -82,7 +82,7 @@ def layer_of(module: str, order: list[str]) -> int:
         for prefix in (e.strip() for e in entry.split(",")):
             if (rel == prefix or rel.startswith(prefix + ".")) and len(prefix) > best_len:
                 best, best_len = i, len(prefix)
-    assert best is not None, f"{module}: in no layer of README.md's Layout section"
+    assert best is not None, f"{module}: in no layer of docs/layout.md"
     return best
 
 

@@ -1,4 +1,4 @@
-"""The README's own-images route, run as written (the block between the own-images markers) from a
+"""The own-images route of the documentation (docs/own-photos.md), run as written (the block between the own-images markers) from a
 directory laid out like a fresh clone, with a tiny training schedule appended to `wsss train`."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ TINY = ["train.epochs=null", "train.max_iters=2", "train.eval_iters=2", "train.c
 
 
 def route_block() -> str:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs/own-photos.md").read_text()
     m = re.search(r"<!-- own-images:begin -->\s*```bash\n(.*?)```\s*<!-- own-images:end -->", text, re.S)
-    assert m, "README.md lost its own-images route block"
+    assert m, "docs/own-photos.md lost its own-images route block"
     return m.group(1)
 
 

@@ -1,0 +1,147 @@
+"""MkDocs hooks of the documentation site (``mkdocs.yml: hooks``): the pages that are generated, so that
+they cannot drift from their source.
+
+- ``cli.md``: every command's ``--help``, from ``wsss.cli.build_parser()`` (the parser the console
+  script runs).
+- ``benchmarks/<topic>.md``: the sections of ``BENCHMARKS.md`` (where every figure is recorded with its
+  command), grouped by topic (:data:`TOPICS`). A section whose heading matches no topic goes to
+  ``benchmarks/other.md``, so a new section is never left out of the site.
+- ``<!-- presets: DIR -->`` in a page: a table of the presets of ``configs/DIR/``, each resolved through its
+  ``_base_`` chain by the same loader as ``wsss train`` (``wsss.core.config.load_config``).
+- The images that those sections link to (``experiments/results/compare.png``) are copied beside them.
+
+The page list is also what ``make docs`` checks in strict mode: a broken link to a page fails the build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+from mkdocs.structure.files import File, Files
+
+REPO = Path(__file__).resolve().parents[1]
+
+# (page, title, heading pattern): the first matching topic takes a section.
+TOPICS: list[tuple[str, str, str]] = [
+    ("clip", "CLIP methods", r"CLIP|ExCEL"),
+    ("real-photos", "Real photos on a CPU", r"[Rr]eal photos|ccp-dev|coco128"),
+    ("inference", "Inference speed", r"Inference|per image|wsss cam"),
+    ("seco", "SeCo on the CPU", r"SeCo|Perfect tags|PTC weight"),
+    ("synthetic", "The synthetic co-occurrence set", r"[Ss]ynthetic|calibration|Calibrated|RCA and SC-CAM|Multi-stage"),
+    ("setup", "The two commands and the demo", r"make demo|two commands|Training-time validation|Dense-energy"),
+]
+OTHER = ("other", "Other measurements")
+HEADING = re.compile(r"^## ", re.M)
+
+
+def benchmark_sections(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """BENCHMARKS.md split at its ``## `` headings: the preamble, and (heading, body) per section; a ``###``
+    subsection stays with the section above it."""
+    parts = HEADING.split(text)
+    sections = []
+    for part in parts[1:]:
+        heading, _, body = part.partition("\n")
+        sections.append((heading.strip(), body))
+    return parts[0], sections
+
+
+def topic_of(heading: str) -> str:
+    for page, _title, pattern in TOPICS:
+        if re.search(pattern, heading):
+            return page
+    return OTHER[0]
+
+
+def benchmark_pages(text: str) -> dict[str, str]:
+    """Markdown of each topic page and of the index, by file name under ``benchmarks/``."""
+    preamble, sections = benchmark_sections(text)
+    titles = {page: title for page, title, _ in TOPICS} | {OTHER[0]: OTHER[1]}
+    bodies: dict[str, list[str]] = {page: [] for page in titles}
+    for heading, body in sections:
+        body = body.replace("](experiments/results/", "](")  # the images are copied beside the pages
+        bodies[topic_of(heading)].append(f"## {heading}\n{body}")
+    pages = {}
+    index = [preamble.replace("# Benchmarks", "# Benchmarks", 1).rstrip(), "",
+             "The sections of `BENCHMARKS.md`, by topic (newest first within each):", ""]  # fmt: skip
+    for page, title in titles.items():
+        if not bodies[page]:
+            continue
+        pages[f"{page}.md"] = f"# {title}\n\n" + "\n".join(bodies[page])
+        index.append(f"- [{title}]({page}.md): {len(bodies[page])} sections")
+    pages["index.md"] = "\n".join(index) + "\n"
+    return pages
+
+
+def cli_reference() -> str:
+    """Every command's help text, as ``wsss COMMAND --help`` prints it, in the parser's order."""
+    os.environ.setdefault("COLUMNS", "100")  # argparse wraps at the terminal's width: one width for the site
+    from wsss.cli import build_parser
+
+    out = ["# Command-line reference", "",
+           "Generated from the parser of the `wsss` console script when the site is built (`wsss COMMAND --help`"
+           " prints the same text).", ""]  # fmt: skip
+
+    def walk(parser: argparse.ArgumentParser, name: str, depth: int) -> None:
+        out.extend([f"{'#' * depth} `{name}`", "", "```text", parser.format_help().rstrip(), "```", ""])
+        for action in parser._actions:  # argparse keeps its subparsers only here
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(sub, f"{name} {sub_name}", min(depth + 1, 4))
+
+    walk(build_parser(), "wsss", 2)
+    return "\n".join(out)
+
+
+PRESET_MARKER = re.compile(r"<!-- presets: ([\w/]+)( training-free)? -->")
+
+
+def _preset_summary(path: Path) -> str:
+    """The first sentence of the preset's leading comment: what the preset is for."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").strip())
+    text = " ".join(lines)
+    end = re.search(r"[.:;](\s|$)", text)
+    return (text[: end.start()] if end else text).replace("|", "\\|")
+
+
+def preset_table(folder: str, training_free: bool = False) -> str:
+    """Markdown table of ``configs/<folder>/*.yaml``: resolved method, backbone, crop, batch, length, optimiser
+    (a training-free method's presets: method and backbone only)."""
+    from wsss.core.config import load_config, read_preset
+
+    head = ["preset", "`_base_`", "method", "backbone", "crop", "batch", "length", "optimiser, lr", "what it is"]
+    if training_free:
+        head = [*head[:4], head[-1]]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for path in sorted((REPO / "configs" / folder).glob("*.yaml")):
+        cfg = load_config(path)
+        raw = path.read_text()
+        base = re.search(r"^_base_:\s*(.+)$", raw, re.M)
+        length = f"{cfg.train.epochs:g} epochs" if cfg.train.epochs else f"{cfg.train.max_iters} iterations"
+        read_preset(path)  # the same reader as the contract test: a broken preset fails the build
+        cells = [f"`configs/{folder}/{path.name}`", f"`{base.group(1).strip()}`" if base else "", f"`{cfg.method}`",
+                 f"`{cfg.model.backbone}`", str(cfg.data.crop_size), str(cfg.train.batch_size), length,
+                 f"{cfg.train.optimizer} {cfg.train.lr:g}", _preset_summary(path)]  # fmt: skip
+        if training_free:
+            cells = [*cells[:4], cells[-1]]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ANN001 (mkdocs' hook signature)
+    return PRESET_MARKER.sub(lambda m: preset_table(m.group(1), bool(m.group(2))), markdown)
+
+
+def on_files(files: Files, config) -> Files:  # noqa: ANN001 (mkdocs' hook signature)
+    files.append(File.generated(config, "cli.md", content=cli_reference()))
+    for name, content in benchmark_pages((REPO / "BENCHMARKS.md").read_text()).items():
+        files.append(File.generated(config, f"benchmarks/{name}", content=content))
+    for image in sorted((REPO / "experiments/results").glob("*.png")):
+        files.append(File.generated(config, f"benchmarks/{image.name}", abs_src_path=str(image)))
+    return files
