@@ -1,5 +1,5 @@
-"""The own-images route of the documentation (docs/own-photos.md), run as written (the block between the own-images markers) from a
-directory laid out like a fresh clone, with a tiny training schedule appended to `wsss train`."""
+"""The own-images route of the manual (docs/own-photos.md), run as written (the block between the own-images
+markers) from a directory laid out like a fresh clone, with a tiny training schedule appended to `wsss train`."""
 
 from __future__ import annotations
 
