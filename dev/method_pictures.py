@@ -35,9 +35,17 @@ TRAINED = [
     ("cam", "configs/cam/synthetic_cpu.yaml", SHORT),
     ("seco", "configs/seco/synthetic_cpu.yaml", SECO_DEMO),
     ("rca", "configs/rca/synthetic_cpu.yaml", ["train.epochs=null", *SHORT]),
-    ("sccam", "configs/sccam/synthetic_cpu.yaml", ["options.rounds=1", "options.snapshot_epochs=[3]",
-                                                   "options.schedule_epochs=3", "options.round0_epochs=3",
-                                                   "options.round_eval_images=40"]),
+    (
+        "sccam",
+        "configs/sccam/synthetic_cpu.yaml",
+        [
+            "options.rounds=1",
+            "options.snapshot_epochs=[3]",
+            "options.schedule_epochs=3",
+            "options.round0_epochs=3",
+            "options.round_eval_images=40",
+        ],
+    ),
 ]
 
 
