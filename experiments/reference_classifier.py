@@ -7,7 +7,7 @@ stride 16, a bias-free 1x1 classifier on its last features, global average pooli
 soft-margin loss; SGD (momentum 0.9, weight decay 1e-4, lr 0.01 backbone / 0.1 classifier, poly 0.9) for
 12 epochs of batch 8 on 320-px random crops (scale 0.75-1.25, flips: the toolkit's TrainAugment). The CAM
 is the classifier's ``relu(conv(features))`` at scales 1.0, 0.75, 1.25 with flips (the toolkit's
-multi_scale_cam, min-max normalised), scored as seeds (background where the max CAM of the image's own
+CamPasses, min-max normalised), scored as seeds (background where the max CAM of the image's own
 classes is at or below the level) at every level of ``wsss sweep-bkg``; the best level is the reference.
 Nothing here is tuned per preset; only the data and the length flags exist for tests.
 
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from wsss.cam import multi_scale_cam
+from wsss.cam import CamPasses
 from wsss.core.config import iterations_per_epoch
 from wsss.data import ClsTrainDataset, VOCDataset
 from wsss.data.transforms import TrainAugment, normalize
@@ -96,7 +96,7 @@ def cams(model: PlainClassifier, data: VOCDataset, scales: list[float]) -> dict[
     out = {}
     for id in data.ids:
         image = normalize(data.load_image(id)).unsqueeze(0)
-        cam = multi_scale_cam(model.cam, image, scales)[0]
+        cam = CamPasses(scales)(model.cam, image)[0]
         out[id] = cam.numpy().astype(np.float32)
     return out
 

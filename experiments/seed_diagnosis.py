@@ -2,7 +2,7 @@
 class everywhere, and does the classifier believe the image labels?
 
 For every image of the split and every labelled class: the scale-1.0, un-flipped class map that ``wsss cam``
-starts from (``method.cam_maps``: the CAM before the ReLU of ``multi_scale_cam``), its share of positive
+starts from (``method.cam_maps``: the CAM before the ReLU of ``CamPasses``), its share of positive
 pixels and whether it is empty (no pixel above 0: the ReLU'd, normalised CAM of that class is then zero
 everywhere and the seed never names it, unless ``infer.cam_empty_fallback`` fills it); the seeds at every
 level from ``wsss cam``'s own CAM at scale 1 with its flip (``Run.labelled_cam``); and

@@ -176,16 +176,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def cmd_import(a: argparse.Namespace) -> int:
-    from wsss.runs.official_import import import_official_checkpoint
+    from wsss.runs.official_import import import_run
 
-    if a.method == "clip_es":  # no checkpoint of a trained method: CLIP weights + the dataset's classes
-        from wsss.runs.official_import import import_clip_es
-
-        out = import_clip_es(a.checkpoint, a.config, a.out, a.overrides)
-        print(f"run {out}: CLIP-ES from {a.checkpoint} (no training; next: wsss cam {out} --split SPLIT)")
-        return 0
-    out = import_official_checkpoint(a.method, a.checkpoint, a.config, a.out, a.overrides)
-    print(f"run {out}: official {a.method} checkpoint {a.checkpoint} imported")
+    out, layout = import_run(a.method, a.checkpoint, a.config, a.out, a.overrides)
+    print(f"run {out}: {a.method} from {a.checkpoint}: {layout.next_step.format(out=out)}")
     return 0
 
 
@@ -420,9 +414,10 @@ def _refiners() -> Sequence[str]:
 
 
 def _import_choices() -> Sequence[str]:
-    from wsss.runs.official_import import IMPORT_CHOICES
+    import wsss.methods  # noqa: F401 (the built-in methods register their import layouts)
+    from wsss.runs.official_import import available_imports
 
-    return IMPORT_CHOICES
+    return available_imports()
 
 
 def add_pseudo(sub: Any) -> None:
@@ -462,9 +457,9 @@ def add_import(sub: Any) -> None:
     s = sub.add_parser("import", help="an official checkpoint as a run directory (for cam / predict / eval)")
     s.add_argument(
         "method", choices=LazyChoices(_import_choices), metavar="METHOD",
-        help="%(choices)s. The official code: seco, toco (our cam method, model.decoder=largefov), rca or "
-        "sccam (a round's classifier; PSA's res38_cls.pth as round 0); clip_es: a CLIP weight file (ViT-B-16.pt), "
-        "no training",
+        help="%(choices)s: the import layouts the methods register (wsss.methods.imports): seco, toco (our cam "
+        "method, model.decoder=largefov), rca or sccam (a round's classifier; PSA's res38_cls.pth as round 0) "
+        "official checkpoints; clip_es: a CLIP weight file (ViT-B-16.pt), no training; a plugin's own",
     )  # fmt: skip
     s.add_argument("checkpoint", help="the official .pth (state dict, with or without 'module.'); clip_es: CLIP")
     s.add_argument("--config", required=True, help="the preset it was trained with (configs/seco/voc.yaml)")

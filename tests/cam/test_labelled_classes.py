@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO
-from wsss.cam import cam_to_label, labelled_cam_to_label, labelled_classes, multi_scale_cam
+from wsss.cam import CamPasses, cam_to_label, labelled_cam_to_label, labelled_classes
 from wsss.core.config import load_config
 from wsss.methods import build_method, placeholder_classes
 from wsss.runs.jobs import labelled_seed
@@ -44,13 +44,11 @@ def test_labelled_classes_match_the_all_class_path(num_fg, reuse_scale1, normali
     labels = random_labels(2, num_fg, min(3, num_fg), seed=num_fg)
     scales = (1.0, 0.5, 0.75, 1.5)
     unflipped = fn(images) if reuse_scale1 else None
-    full = multi_scale_cam(fn, images, scales, unflipped=unflipped, normalize=normalize)
+    full = CamPasses(scales, normalize=normalize)(fn, images, unflipped=unflipped)
     classes = labelled_classes(labels)
     assert classes.tolist() == sorted(set(torch.nonzero(labels)[:, 1].tolist()))
-    part = multi_scale_cam(fn, images, scales, unflipped=unflipped, normalize=normalize, classes=classes)
-    compact = multi_scale_cam(
-        fn, images, scales, unflipped=unflipped, normalize=normalize, classes=classes, compact=True
-    )
+    part = CamPasses(scales, normalize=normalize)(fn, images, unflipped=unflipped, classes=classes)
+    compact = CamPasses(scales, normalize=normalize)(fn, images, unflipped=unflipped, classes=classes, compact=True)
     others = torch.ones(num_fg, dtype=torch.bool)
     others[classes] = False
     for f, p, c in zip(full, part, compact):
@@ -73,10 +71,10 @@ def test_shared_output_is_processed_once_and_no_label_gives_zeros():
         return cam, cam
 
     x = torch.randn(1, 3, 32, 32)
-    a, b = multi_scale_cam(same_twice, x, (1.0, 0.5))
+    a, b = CamPasses((1.0, 0.5))(same_twice, x)
     assert a is b
-    torch.testing.assert_close(a, multi_scale_cam(lambda t: fn(t)[0], x, (1.0, 0.5)), rtol=0, atol=0)
-    empty = multi_scale_cam(same_twice, x, (1.0, 0.5), classes=torch.zeros(0, dtype=torch.long))
+    torch.testing.assert_close(a, CamPasses((1.0, 0.5))(lambda t: fn(t)[0], x), rtol=0, atol=0)
+    empty = CamPasses((1.0, 0.5))(same_twice, x, classes=torch.zeros(0, dtype=torch.long))
     assert empty[0].shape == (1, 5, 32, 32) and torch.all(empty[0] == 0)
 
 
@@ -175,9 +173,13 @@ def test_training_step_same_terms_and_gradients_as_all_classes(method, monkeypat
         module, active = cam_module, {"cls", "aux", "seg"}
 
     def run(all_classes: bool):
-        if all_classes:
-            real = module.multi_scale_cam
-            monkeypatch.setattr(module, "multi_scale_cam", lambda *a, classes=None, **k: real(*a, **k))
+        if all_classes:  # the passes of every class, whatever the labels say
+
+            class AllClasses(module.CamPasses):
+                def __call__(self, *a, classes=None, **k):
+                    return super().__call__(*a, **k)
+
+            monkeypatch.setattr(module, "CamPasses", AllClasses)
         m = make()
         m.train()
         terms = m.training_step(batch(), step=5, active=active)

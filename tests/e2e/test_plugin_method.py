@@ -55,3 +55,34 @@ def test_without_the_plugin_the_method_is_unknown(synth_root, tmp_path):
     over = tiny_overrides(synth_root, tmp_path / "run", **{"method": "toy"})
     out = _wsss(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *over, "--quiet"], [PLUGINS], tmp_path)
     assert out.returncode != 0 and "unknown method 'toy'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_plugin_ships_its_own_official_checkpoint_import(synth_root, tmp_path):
+    """`wsss import toy FILE`: a layout registered by the plugin's own module (wsss.methods.imports), found
+    through its entry point, makes a run that `wsss cam` uses; nothing under src/ names it (test above)."""
+    import torch
+
+    from wsss.core.config import load_config
+    from wsss.methods import build_method, import_custom_modules, placeholder_classes
+
+    import_custom_modules(["wsss_toy_method"])
+    cfg = load_config(REPO / "configs/cam/synthetic_cpu.yaml", ["method=toy", "options={width: 4}"])
+    torch.manual_seed(3)
+    official = {f"toy_official.{k}": v for k, v in build_method(cfg, placeholder_classes(7)).state_dict().items()}
+    ckpt = tmp_path / "toy_official.pth"
+    torch.save(official, ckpt)
+    run, path = tmp_path / "run", [PLUGINS, PLUGINS / "entry_point"]
+    config = str(REPO / "configs/cam/synthetic_cpu.yaml")
+    args = ["import", "toy", str(ckpt), "--config", config, "--out", str(run), "--set", "method=toy",
+            "options={width: 4}", f"data.root={synth_root}"]  # fmt: skip
+    out = _wsss(args, path, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "toy from" in out.stdout
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert torch.equal(state["model"]["stem.weight"], official["toy_official.stem.weight"])
+    assert state["imported_keys"] == len(official)
+    out = _wsss(["cam", str(run), "--split", "train", "--quiet"], path, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert len(list((run / "cam_labels" / "train").glob("*.png"))) == 24
+    out = _wsss(args[:1] + ["toy_missing"] + args[2:], path, tmp_path)  # a name no layout has: one line
+    assert out.returncode != 0 and "toy_missing" in out.stderr

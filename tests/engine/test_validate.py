@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from conftest import REPO
 from wsss.core.config import load_config
 from wsss.engine.validate import validate
+from wsss.methods.contract import CamDeclaration, Method
 
 
 class _OneImage:
@@ -27,11 +28,13 @@ class _OneImage:
 
 
 class _CamOnly(torch.nn.Module):
-    # the capabilities validate reads (Method declares them)
-    has_cams, has_seg_head, cam_relu_per_pass = True, False, False
+    # what validate reads of a method: its capabilities and the contract's own CAM passes (Method declares them)
+    has_cams, has_seg_head, cams = True, False, CamDeclaration()
+    cam_passes = Method.cam_passes
 
-    def __init__(self):
+    def __init__(self, cfg):
         super().__init__()
+        self.cfg = cfg
         self.conv = torch.nn.Conv2d(3, 3, 1)
 
     def cam_maps(self, x):
@@ -42,6 +45,6 @@ class _CamOnly(torch.nn.Module):
 @pytest.mark.parametrize("normalize", ["minmax", "max"])
 def test_an_image_without_labels_is_all_background(normalize):
     cfg = load_config(REPO / "configs/cam/synthetic_cpu.yaml", [f"infer.cam_normalize={normalize}"])
-    out = validate(_CamOnly(), _OneImage(), cfg, torch.device("cpu"), progress=False)
+    out = validate(_CamOnly(cfg), _OneImage(), cfg, torch.device("cpu"), progress=False)
     # the ground truth is all background and so is the seed: background IoU 100, nothing else present
     assert out["cam_miou"] == pytest.approx(100.0) and out["aux_cam_miou"] == pytest.approx(100.0)

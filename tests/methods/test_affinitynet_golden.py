@@ -125,7 +125,7 @@ def test_golden_psa_cam_inference_and_la_ha_crf(i):
     from methods.test_sccam_golden import PASS_SCALES, pass_cam_fn
     from wsss.cam import cam_to_label
     from wsss.cam.crf import psa_crf_scores
-    from wsss.cam.multiscale import multi_scale_cam
+    from wsss.cam.multiscale import CamPasses
     from wsss.methods import build_method, placeholder_classes
     from wsss.models.heads import CAMClassifier
     from wsss.models.official_keys import sccam_state_from_official
@@ -142,8 +142,8 @@ def test_golden_psa_cam_inference_and_la_ha_crf(i):
     h, w = image.shape[:2]
     fn = pass_cam_fn(g, i, lambda f: m.head_cams(f)[0], PASS_SCALES, (h, w), torch.float32)
     with torch.no_grad():
-        cam = multi_scale_cam(fn, torch.zeros(1, 3, h, w), cfg.infer.cam_scales, flip_fuse=cfg.infer.cam_flip_fuse,
-                              normalize=cfg.infer.cam_normalize)  # fmt: skip
+        passes = CamPasses(cfg.infer.cam_scales, flip_fuse=cfg.infer.cam_flip_fuse, normalize=cfg.infer.cam_normalize)
+        cam = passes(fn, torch.zeros(1, 3, h, w))
     cam = (cam * label.view(1, -1, 1, 1))[0]
     gt = np.flatnonzero(g[f"img{i}_label"] > 0.5)
     # The official run is float32 only: our f64 run of the same passes is 2.9e-7 from it (its f32 noise; the

@@ -113,3 +113,39 @@ def test_classifier_pooling_is_the_one_the_logits_use(name, pooling, expected, s
     cfg.model.pooling = pooling
     method = build_method(cfg, placeholder_classes(8))
     assert method.classifier_pooling == expected
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_every_method_declares_its_cams_in_one_declaration(name):
+    """What a method declares about its CAMs is its ``cams`` (a CamDeclaration) and nothing else: the shared
+    code reads ``has_cams`` from it, and the CAM passes a batch method gets follow its ReLU order."""
+    from wsss.methods.contract import CamDeclaration, Method
+
+    cls = get_method_class(name)
+    assert isinstance(cls.cams, CamDeclaration)
+    assert not {"cams_per_image", "own_crf", "cam_relu_per_pass"} & set(dir(cls))
+    assert isinstance(vars(Method)["has_cams"], property)  # derived from cams.source, never set by a method
+
+
+def test_a_method_that_still_sets_an_old_cam_flag_is_refused():
+    from wsss.methods.contract import Method
+
+    with pytest.raises(TypeError, match=r"own_crf \(now cams = CamDeclaration\(own_crf=True\)\)"):
+        type("OldStyle", (Method,), {"name": "old_style", "own_crf": True})
+    with pytest.raises(ValueError, match="source"):
+        from wsss.methods.contract import CamDeclaration
+
+        CamDeclaration(source="pixels")
+
+
+def test_cam_passes_follow_the_run_settings_and_the_method_order(synth_root, tmp_path):
+    from wsss.methods import build_method, placeholder_classes
+
+    cfg = tiny_config("sccam", synth_root, tmp_path / "run")
+    cfg.infer.cam_empty_fallback, cfg.infer.cam_flip_fuse = "peak_odds", "sum"
+    method = build_method(cfg, placeholder_classes(8))
+    passes = method.cam_passes([1.0, 0.5])
+    assert (passes.scales, passes.relu, passes.flip_fuse, passes.empty_fallback) == ((1.0, 0.5), "per_pass", "sum",
+                                                                                      "peak_odds")  # fmt: skip
+    assert method.cam_passes(labelled=False).empty_fallback == "none"  # no label: nothing to fill
+    assert method.cam_passes().scales == tuple(cfg.infer.cam_scales)

@@ -48,7 +48,7 @@ def test_custom_imports_names_a_missing_module():
 
 def test_cli_choices_come_from_the_registries():
     from wsss.cli import build_parser
-    from wsss.runs.official_import import IMPORT_CHOICES
+    from wsss.methods.imports import IMPORT_LAYOUTS
 
     p = build_parser()
     assert p.parse_args(["pseudo", "RUN", "--split", "train", "--refine", "rca"]).refine == "rca"
@@ -56,7 +56,9 @@ def test_cli_choices_come_from_the_registries():
     refine = next(a for a in sub.choices["pseudo"]._actions if a.dest == "refine")
     assert set(refine.choices) == set(REFINERS)
     method = next(a for a in sub.choices["import"]._actions if a.dest == "method")
-    assert list(method.choices) == list(IMPORT_CHOICES)
+    assert list(method.choices) == list(IMPORT_LAYOUTS) and {"seco", "toco", "rca", "sccam", "clip_es"} <= set(
+        IMPORT_LAYOUTS
+    )
 
 
 def test_the_parser_imports_no_model_code():

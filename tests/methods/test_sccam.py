@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from wsss.cam import multi_scale_cam
+from wsss.cam import CamPasses
 from wsss.core.config import load_config
 from wsss.engine.defaults import engine_api
 from wsss.methods import build_method, placeholder_classes
@@ -140,12 +140,8 @@ def test_joint_loss_matches_a_direct_computation(synth_root, tmp_path):
     ref_sub = torch.einsum("bdhw,kd->bkhw", f, m.sub_classifier.conv.weight.flatten(1))
     torch.testing.assert_close(merged[:, 3], ref_sub[:, 9:12].amax(1), rtol=1e-4, atol=1e-5)
     # through the shared step with SC-CAM's VOC fusion (flips summed, max-normalised): the official path
-    official = multi_scale_cam(
-        lambda t: m.head_cams(m.backbone(t).final)[0], images, [1.0], flip_fuse="sum", normalize="max"
-    )
-    ours = multi_scale_cam(
-        lambda t: m.cam_maps(t)[0], images, [1.0], flip_fuse="sum", normalize="max", relu_per_pass=m.cam_relu_per_pass
-    )
+    official = CamPasses([1.0], flip_fuse="sum", normalize="max")(lambda t: m.head_cams(m.backbone(t).final)[0], images)
+    ours = CamPasses([1.0], flip_fuse="sum", normalize="max", relu=m.cams.relu)(lambda t: m.cam_maps(t)[0], images)
     # the same float32 forward and the same ReLU per pass: equal unless a convolution picks another kernel
     # between the calls; 1e-5 of maps in [0, 1] is 100x float32's spacing there
     torch.testing.assert_close(ours, official, rtol=0, atol=1e-5)

@@ -161,7 +161,7 @@ PASS_SCALES = (1.0, 0.5, 1.5, 2.0)  # the official pass order: s, s flipped for 
 
 
 def pass_cam_fn(g, i, head_cams, scales, size, out_dtype):
-    """cam_fn for multi_scale_cam replaying the recorded passes: the backbone stub conv6 = relu(E z) of the
+    """cam_fn for CamPasses replaying the recorded passes: the backbone stub conv6 = relu(E z) of the
     code of the pass whose input size this is (pass 2j: scale j, pass 2j+1: its flip), then our heads."""
     h, w = size
     which = {(int(s * h), int(s * w)): j for j, s in enumerate(scales)}
@@ -181,7 +181,7 @@ def pass_cam_fn(g, i, head_cams, scales, size, out_dtype):
 def test_golden_sccam_cam_inference(heads_golden, sccam_round1, fixture, i):
     from wsss.cam import cam_to_label, dense_crf
     from wsss.cam.crf import CRFParams
-    from wsss.cam.multiscale import merge_subcategory_cams, multi_scale_cam
+    from wsss.cam.multiscale import CamPasses, merge_subcategory_cams
     from wsss.methods.sccam import binarise_cam
 
     g = load_golden(fixture)
@@ -201,10 +201,10 @@ def test_golden_sccam_cam_inference(heads_golden, sccam_round1, fixture, i):
     # the heads' maps before forward_cam's ReLU, which the shared step applies per pass (as `wsss cam` runs)
     fn = pass_cam_fn(g, i, lambda f: m.head_cams(f, relu=False), PASS_SCALES, (h, w), dt)
     x = torch.zeros(1, 3, h, w, dtype=dt)
-    per_pass = {"flip_fuse": "sum", "relu_per_pass": m.cam_relu_per_pass}
+    per_pass = {"flip_fuse": "sum", "relu": m.cams.relu}
     with torch.no_grad():
-        cam = multi_scale_cam(lambda z: fn(z)[0], x, PASS_SCALES, normalize="max", **per_pass)
-        sub_sum = multi_scale_cam(lambda z: fn(z)[1], x, PASS_SCALES, normalize="none", **per_pass)
+        cam = CamPasses(PASS_SCALES, normalize="max", **per_pass)(lambda z: fn(z)[0], x)
+        sub_sum = CamPasses(PASS_SCALES, normalize="none", **per_pass)(lambda z: fn(z)[1], x)
     cam = cam * label.to(dt).view(1, -1, 1, 1)
     gt = np.flatnonzero(g[f"img{i}_label"] > 0.5)
     assert_close_to_max(cam[0, gt], ref[f"img{i}_norm_cam"], tol, "norm_cam")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from conftest import REPO
 from golden import assert_close_to_max, load_golden
-from wsss.cam import multi_scale_cam
+from wsss.cam import CamPasses
 from wsss.cli import main
 from wsss.core.config import load_config
 from wsss.engine.optim import install_adam_moments
@@ -136,7 +136,7 @@ def test_golden_seco_forward_through_import(forward_golden, imported_run, dtype)
         assert out.cls.shape == (b, 32)
         for key, ours in checks.items():
             assert_close_to_max(ours, g[key + "_f64"], tol, key)
-        cam, cam_aux = multi_scale_cam(m.cam_maps, x, run.cfg.cam.scales)
+        cam, cam_aux = CamPasses(run.cfg.cam.scales)(m.cam_maps, x)
         assert_close_to_max(cam, g["ms_cam_f64"], tol, "ms_cam")
         assert_close_to_max(cam_aux, g["ms_cam_aux_f64"], tol, "ms_cam_aux")
 

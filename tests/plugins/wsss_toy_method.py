@@ -1,8 +1,11 @@
-"""A method defined outside the wsss package, in one file: what "Adding a method" in the README walks through.
+"""A method defined outside the wsss package, in one file: what "Adding a method" (docs/adding-a-method.md) walks through.
 
 It registers on import (``custom_imports: [wsss_toy_method]`` in a config, or the entry point of
 ``entry_point/wsss_toy_method-0.1.dist-info``), and ``wsss train`` / ``cam`` / ``predict`` run it; no
-file under src/ names it. A strided 3x3 convolution for the CAMs and one for the segmentation logits:
+file under src/ names it. It also ships the import of its "official" checkpoint (``wsss import toy FILE``:
+the keys under a ``toy_official.`` prefix, as another codebase would name them), registered the same way.
+
+A strided 3x3 convolution for the CAMs and one for the segmentation logits:
 nothing to learn from, everything the pipeline asks of a method.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.core.config import Config
-from wsss.methods import Method, register_method
+from wsss.methods import Method, build_method, register_method
+from wsss.methods.imports import ImportLayout, register_import
+from wsss.models.weights import read_state_dict
 
 
 @dataclass
@@ -56,3 +62,14 @@ class ToyMethod(Method):
 
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.seg_head(F.relu(self.stem(images)))
+
+
+def toy_from_official(path: Path, cfg: Config, class_names: list[str]) -> tuple[Method, dict[str, Any]]:
+    """``wsss import toy FILE``: the "official" keys (``toy_official.<ours>``) mapped to ours, loaded strictly."""
+    state = {k.removeprefix("toy_official."): v for k, v in read_state_dict(path).items()}
+    model = build_method(cfg, class_names)
+    model.load_state_dict(state, strict=True)
+    return model, {"imported_keys": len(state)}
+
+
+register_import(ImportLayout("toy", "toy", toy_from_official, summary="toy: the toy method's official file"))

@@ -22,7 +22,7 @@ _EXPORTS = {
     "scale_img_box": "labels",
     "labelled_classes": "multiscale",
     "minmax_normalize": "multiscale",
-    "multi_scale_cam": "multiscale",
+    "CamPasses": "multiscale",
     "multi_scale_logits": "multiscale",
     "resize_maps": "multiscale",
     "CRFParams": "crf",
@@ -39,6 +39,7 @@ __all__ = [
     "PAR",
     "CRFParams",
     "CRFPool",
+    "CamPasses",
     "box_mask",
     "cam_to_label",
     "cam_to_roi_mask",
@@ -50,7 +51,6 @@ __all__ = [
     "labelled_cam_to_label",
     "labelled_classes",
     "minmax_normalize",
-    "multi_scale_cam",
     "multi_scale_logits",
     "refine_cams_with_bkg",
     "resize_maps",
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
         refine_cams_with_bkg,
         scale_img_box,
     )
-    from .multiscale import labelled_classes, minmax_normalize, multi_scale_cam, multi_scale_logits, resize_maps
+    from .multiscale import CamPasses, labelled_classes, minmax_normalize, multi_scale_logits, resize_maps
     from .par import PAR
 
 

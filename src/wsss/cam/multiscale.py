@@ -1,13 +1,14 @@
 """Multi-scale + flip inference for CAMs and segmentation logits (methods.md 2.5, 2.11, 3.10).
 
-Both helpers take a plain callable, so they work with any model: ``cam_fn`` / ``seg_fn`` receive a
-batch that holds the images followed by their horizontal flips, (2B,3,h,w), and return maps for
-that batch. Everything follows the input's dtype and device.
+``CamPasses`` and ``multi_scale_logits`` take a plain callable, so they work with any model: ``cam_fn`` /
+``seg_fn`` receive a batch that holds the images followed by their horizontal flips, (2B,3,h,w), and return
+maps for that batch. Everything follows the input's dtype and device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -124,151 +125,147 @@ def _fuse(a: torch.Tensor, b: torch.Tensor, how: str) -> torch.Tensor:
     return (a + b) / 2  # "mean"
 
 
-@torch.no_grad()
-def multi_scale_cam(
-    cam_fn: Callable[[torch.Tensor], CamOutput],
-    images: torch.Tensor,
-    scales: Sequence[float],
-    *,
-    flip_fuse: str = "max",
-    normalize: str = "minmax",
-    unflipped: CamOutput | None = None,
-    classes: torch.Tensor | Sequence[int] | None = None,
-    compact: bool = False,
-    relu_per_pass: bool = False,
-    empty_fallback: str = "none",
-) -> CamOutput:
-    """Multi-scale, flip-fused, normalised CAMs (methods.md 2.5, ``multi_scale_cam2``).
+RELU_ORDERS = ("after_fusion", "per_pass")
 
-    For each scale s, in the given order: resize ``images`` (B,3,H,W) to (int(s*H), int(s*W))
-    (bilinear, align_corners=False; no resize at s = 1), concatenate with the horizontal flip, call
-    ``cam_fn`` on the (2B,3,h,w) batch, upsample every returned map to (H,W) (bilinear,
-    align_corners=False), fuse each image with its flipped-back twin (``flip_fuse``: elementwise
-    ``"max"`` as in ToCo/SeCo, or ``"sum"``/``"mean"``) and apply a ReLU. ``relu_per_pass``: the ReLU
-    comes first, on each pass at the network's resolution, as PSA / SC-CAM's ``forward_cam`` applies it
-    (``Method.cam_relu_per_pass``). The scales are summed and
-    each image/channel is normalised: ``normalize="minmax"`` (:func:`minmax_normalize`, eps 1e-5, ToCo/SeCo)
-    or ``"max"`` (:func:`max_normalize`: divided by max + 1e-5, PSA / SC-CAM, whose flips are summed:
-    ``flip_fuse="sum"``; golden ``psa_infer_cls.npz``, ``sccam_infer_cls_*.npz``) or ``"none"`` (the raw
-    sum, e.g. for :func:`merge_subcategory_cams`).
 
-    ``cam_fn`` may return one tensor or a tuple of (2B,K,h',w') tensors (e.g. ``(cam_aux, cam)``);
-    the result has the same structure and order, each (B,K,H,W) (in [0,1) under "minmax" and "max").
-    The official function always runs scale 1.0 first, whatever the list says: pass scales starting with 1.0 (the
-    ToCo/SeCo configs do) to get the same summation order. Runs under ``torch.no_grad()``.
+@dataclass(frozen=True)
+class CamPasses:
+    """The multi-scale + flip CAM step (methods.md 2.5, the official ``multi_scale_cam2``) as named stages.
 
-    ``unflipped``: ``cam_fn(images)`` already computed (e.g. by the training forward, detached);
-    at scale 1.0 only the flipped images are then run. The maps are the same (no dropout), so the
-    result is too, for a third less work at the largest usual scale.
+    Calling it on a ``cam_fn`` and images (B, 3, H, W) runs, for each scale in the given order:
 
-    ``classes``: the only channels whose maps are upsampled, fused and normalised (e.g.
-    :func:`labelled_classes` of the batch's labels); every step after ``cam_fn`` is per channel, so
-    their maps are those of the all-class path, and the others come out zero (a COCO image holds
-    about 3 of 80 classes: the upsampling and fusion of the other 77 were most of a CPU CAM's cost).
-    With ``compact`` the result holds only the ``classes`` channels, in their order (B, k, H, W).
-    A map that ``cam_fn`` returns twice (the same tensor, e.g. a model without an aux head) is
-    processed once.
+    1. :meth:`scale_batch`: the images resized to (int(s*H), int(s*W)) (bilinear, align_corners=False; none
+       at s = 1) and batched with their horizontal flips, (2B, 3, h, w), through ``cam_fn``, which returns
+       one (2B, K, h', w') map or a tuple of them (e.g. ``(cam, cam_aux)``);
+    2. only the ``classes`` channels go on (every later stage is per channel);
+    3. ``relu="per_pass"``: the ReLU here, at the network's resolution (PSA / SC-CAM ``forward_cam``);
+    4. upsampled to (H, W) (bilinear, align_corners=False);
+    5. :meth:`fuse_flip`: each image with its flipped-back twin (``flip_fuse``: ``"max"`` ToCo/SeCo,
+       ``"sum"`` PSA/SC-CAM, ``"mean"``);
+    6. ``relu="after_fusion"``: the ReLU here (ToCo/SeCo; a no-op after a per-pass ReLU);
 
-    ``empty_fallback`` (``"none"``, ``"minmax"``, ``"peak_odds"``): a channel whose ReLU'd sum is zero everywhere
-    gets a map made from the same sum without any ReLU instead (:func:`fill_empty_maps`; pass it for labelled
-    classes only).
+    then, over the scales:
+
+    7. summed;
+    8. normalised per image and channel (``normalize``: :func:`minmax_normalize` ToCo/SeCo, :func:`max_normalize`
+       PSA/SC-CAM, or ``"none"``, the raw sum);
+    9. :meth:`fill_empty` (``empty_fallback``, for labelled classes only): a channel that is zero everywhere
+       gets a map made from the same sum taken without any ReLU (:func:`fill_empty_maps`);
+    10. put back among all channels (zeros elsewhere), or, with ``compact``, kept as the ``classes`` alone.
+
+    A map that ``cam_fn`` returns twice (the same tensor: a model without an aux head) is processed once.
+    The official function runs scale 1.0 first whatever its list says: pass scales starting with 1.0 for the
+    same summation order. A method builds the passes it needs with ``Method.cam_passes`` (its ReLU order and
+    the run's ``infer`` settings).
     """
-    if not scales:
-        raise ValueError("multi_scale_cam needs at least one scale")
-    _check_fusion("flip_fuse", flip_fuse)
-    norm = _cam_normalizer(normalize)
-    b, _, h, w = images.shape
-    idx = None if classes is None else torch.as_tensor(classes, dtype=torch.long, device=images.device).flatten()
-    acc: list[list[torch.Tensor]] | None = None
-    if empty_fallback not in EMPTY_FALLBACKS:
-        raise ValueError(f"unknown empty_fallback {empty_fallback!r} ({', '.join(EMPTY_FALLBACKS)})")
-    fill = None if empty_fallback == "none" else (empty_fallback, len(scales) * (2 if flip_fuse == "sum" else 1))
-    unrelu: list[list[torch.Tensor]] | None = None  # the passes fused before any ReLU (empty_fallback)
-    same: list[int] = []
-    single, num_channels = False, 0
-    for s in scales:
-        x = resize_maps(images, _scaled_size(h, w, float(s), None))
-        reuse = unflipped is not None and float(s) == 1.0
-        raw = cam_fn(x.flip(-1) if reuse else torch.cat([x, x.flip(-1)], dim=0))
-        single = torch.is_tensor(raw)
-        outs = (raw,) if single else tuple(raw)
-        if acc is None:
-            acc = [[] for _ in outs]
-            unrelu = [[] for _ in outs] if fill else None
-            # outputs that are one tensor (a model without an aux head) are processed once
-            same = [next(j for j in range(i + 1) if outs[j] is outs[i]) for i in range(len(outs))]
-            num_channels = outs[0].shape[1]
-        elif len(outs) != len(acc):
-            raise ValueError("cam_fn returned a different number of maps at different scales")
-        kept = ((unflipped,) if torch.is_tensor(unflipped) else unflipped) if reuse else None
-        _add_fused_scale(acc, unrelu, outs, same, kept, idx, b, (h, w), flip_fuse, relu_per_pass)
-    assert acc is not None
-    fused = _sum_and_normalize(acc, unrelu, fill, same, norm, idx, None if compact else num_channels)
-    return fused[0] if single else tuple(fused)
 
+    scales: tuple[float, ...]
+    flip_fuse: str = "max"
+    relu: str = "after_fusion"
+    normalize: str = "minmax"
+    empty_fallback: str = "none"
 
-def _cam_normalizer(normalize: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    if normalize not in _NORMS:
-        raise ValueError(f"unknown normalize {normalize!r} (minmax, max or none)")
-    return {"minmax": minmax_normalize, "max": max_normalize, "none": lambda x: x}[normalize]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        if not self.scales:
+            raise ValueError("CamPasses needs at least one scale")
+        _check_fusion("flip_fuse", self.flip_fuse)
+        for name, value, allowed in (("relu", self.relu, RELU_ORDERS), ("normalize", self.normalize, _NORMS),
+                                     ("empty_fallback", self.empty_fallback, EMPTY_FALLBACKS)):  # fmt: skip
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r} ({', '.join(allowed)})")
 
+    # -- the stages ---------------------------------------------------------------------------------
+    @staticmethod
+    def scale_batch(images: torch.Tensor, scale: float, flipped_only: bool = False) -> torch.Tensor:
+        """Stage 1's input: ``images`` resized by ``scale``, followed by their flips (only the flips when the
+        unflipped maps were computed already)."""
+        x = resize_maps(images, _scaled_size(*images.shape[-2:], scale, None))
+        return x.flip(-1) if flipped_only else torch.cat([x, x.flip(-1)], dim=0)
 
-def _add_fused_scale(
-    acc: list[list[torch.Tensor]],
-    unrelu: list[list[torch.Tensor]] | None,
-    outs: tuple[torch.Tensor, ...],
-    same: list[int],
-    kept: Sequence[torch.Tensor] | None,
-    idx: torch.Tensor | None,
-    b: int,
-    size: tuple[int, int],
-    flip_fuse: str,
-    relu_per_pass: bool,
-) -> None:
-    """One scale of :func:`multi_scale_cam`: each distinct map of ``outs`` ((2B or B, K, h', w'); with
-    ``kept``, the unflipped half computed before) upsampled to ``size``, fused with its flipped-back twin,
-    ReLU'd (``relu_per_pass``: before all that) and appended to its list in ``acc``; with ``unrelu``, also
-    upsampled and fused without any ReLU there."""
-    for i, m in enumerate(outs):
-        if same[i] != i:
-            continue
-        if kept is not None:
-            m = torch.cat([kept[i], m], dim=0)
-        if idx is not None:  # the channels are independent from here on
-            m = m.index_select(1, idx)
-        raw = resize_maps(m, size) if unrelu is not None or not relu_per_pass else None
-        if unrelu is not None:
-            unrelu[i].append(_fuse(raw[:b], raw[b:].flip(-1), flip_fuse))
-        # relu_per_pass: the ReLU before the upsampling (the one after the fusion is then a no-op)
-        up = resize_maps(F.relu(m), size) if relu_per_pass else raw
-        acc[i].append(F.relu(_fuse(up[:b], up[b:].flip(-1), flip_fuse)))
+    def fuse_flip(self, maps: torch.Tensor) -> torch.Tensor:
+        """Stage 5: (2B, K, H, W) -> (B, K, H, W), each image fused with its flipped-back twin."""
+        b = maps.shape[0] // 2
+        return _fuse(maps[:b], maps[b:].flip(-1), self.flip_fuse)
 
+    def activated_pass(
+        self, maps: torch.Tensor, size: tuple[int, int], upsampled: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Stages 3-6 for one scale's (2B, K, h', w') maps: the ReLU'd, upsampled, flip-fused (B, K, H, W) map.
+        ``upsampled``: ``maps`` upsampled to ``size`` already (for the raw pass), reused after the fusion."""
+        if self.relu == "per_pass":
+            return F.relu(self.fuse_flip(resize_maps(F.relu(maps), size)))  # the last ReLU is then a no-op
+        return F.relu(self.fuse_flip(upsampled if upsampled is not None else resize_maps(maps, size)))
 
-def _sum_and_normalize(
-    acc: list[list[torch.Tensor]],
-    unrelu: list[list[torch.Tensor]] | None,
-    fill: tuple[str, int] | None,
-    same: list[int],
-    norm: Callable[[torch.Tensor], torch.Tensor],
-    idx: torch.Tensor | None,
-    expand_to: int | None,
-) -> list[torch.Tensor]:
-    """The scales of each map summed and normalised; with ``idx`` and ``expand_to``, the kept channels
-    put back among ``expand_to`` channels (zeros elsewhere). A repeated map is the same tensor again.
-    With ``unrelu`` and ``fill`` (how, passes per sum), the empty maps are filled (:func:`fill_empty_maps`)."""
-    fused: list[torch.Tensor] = []
-    for i, maps in enumerate(acc):
-        if same[i] != i:
-            fused.append(fused[same[i]])
-            continue
-        activated = torch.stack(maps, dim=0).sum(dim=0)
-        cam = norm(activated)
-        if unrelu is not None and fill is not None:
-            cam = fill_empty_maps(cam, activated, torch.stack(unrelu[i], dim=0).sum(dim=0), *fill)
-        if idx is not None and expand_to is not None:
-            cam = expand_classes(cam, idx, expand_to)
-        fused.append(cam)
-    return fused
+    def raw_pass(self, upsampled: torch.Tensor) -> torch.Tensor:
+        """The same pass with no ReLU at all, from the upsampled maps: what :meth:`fill_empty` fills from."""
+        return self.fuse_flip(upsampled)
+
+    def normalized(self, summed: torch.Tensor) -> torch.Tensor:
+        """Stage 8."""
+        if self.normalize == "minmax":
+            return minmax_normalize(summed)
+        return max_normalize(summed) if self.normalize == "max" else summed
+
+    def fill_empty(self, cam: torch.Tensor, summed: torch.Tensor, raw_summed: torch.Tensor) -> torch.Tensor:
+        """Stage 9: :func:`fill_empty_maps` with the passes' count in each sum (a flip sum counts twice)."""
+        passes = len(self.scales) * (2 if self.flip_fuse == "sum" else 1)
+        return fill_empty_maps(cam, summed, raw_summed, self.empty_fallback, passes)
+
+    # -- the whole step ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        cam_fn: Callable[[torch.Tensor], CamOutput],
+        images: torch.Tensor,
+        *,
+        classes: torch.Tensor | Sequence[int] | None = None,
+        compact: bool = False,
+        unflipped: CamOutput | None = None,
+    ) -> CamOutput:
+        """The fused CAMs of ``images``, in the structure ``cam_fn`` returns, each (B, K, H, W) (in [0, 1)
+        under "minmax" and "max"; K the ``classes`` with ``compact``). ``unflipped``: ``cam_fn(images)``
+        computed already (the training forward, detached): at scale 1.0 only the flips are then run, for
+        the same maps (no dropout). Runs under ``torch.no_grad()``."""
+        size = (images.shape[-2], images.shape[-1])
+        idx = None if classes is None else torch.as_tensor(classes, dtype=torch.long, device=images.device).flatten()
+        fill = self.empty_fallback != "none"
+        passes: list[list[torch.Tensor]] | None = None  # per distinct map, its activated pass at each scale
+        raw: list[list[torch.Tensor]] = []  # and its raw pass (empty_fallback only)
+        same: list[int] = []
+        single, num_channels = False, 0
+        for s in self.scales:
+            reuse = unflipped is not None and s == 1.0
+            out = cam_fn(self.scale_batch(images, s, flipped_only=reuse))
+            single = torch.is_tensor(out)
+            outs = (out,) if single else tuple(out)
+            if passes is None:
+                same = [next(j for j in range(i + 1) if outs[j] is outs[i]) for i in range(len(outs))]
+                passes, raw, num_channels = [[] for _ in outs], [[] for _ in outs], outs[0].shape[1]
+            elif len(outs) != len(passes):
+                raise ValueError("cam_fn returned a different number of maps at different scales")
+            kept = ((unflipped,) if torch.is_tensor(unflipped) else unflipped) if reuse else None
+            for i, m in enumerate(outs):
+                if same[i] != i:
+                    continue
+                m = torch.cat([kept[i], m], dim=0) if kept is not None else m
+                m = m.index_select(1, idx) if idx is not None else m
+                up = resize_maps(m, size) if fill or self.relu == "after_fusion" else None
+                passes[i].append(self.activated_pass(m, size, up))
+                if fill:
+                    raw[i].append(self.raw_pass(up))
+        assert passes is not None
+        fused: list[torch.Tensor] = []
+        for i, maps in enumerate(passes):
+            if same[i] != i:
+                fused.append(fused[same[i]])
+                continue
+            summed = torch.stack(maps, dim=0).sum(dim=0)  # stage 7, as the official sum of the stacked scales
+            cam = self.normalized(summed)
+            if fill:
+                cam = self.fill_empty(cam, summed, torch.stack(raw[i], dim=0).sum(dim=0))
+            fused.append(expand_classes(cam, idx, num_channels) if idx is not None and not compact else cam)
+        return fused[0] if single else tuple(fused)
 
 
 @torch.no_grad()

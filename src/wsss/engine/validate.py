@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from wsss.cam import labelled_cam_to_label, labelled_classes, multi_scale_cam, resize_maps
+from wsss.cam import labelled_cam_to_label, labelled_classes, resize_maps
 from wsss.core.config import Config
 from wsss.core.distributed import all_reduce_sum, rank, world_size
 from wsss.data import VOCDataset
@@ -71,11 +71,7 @@ def validate(
         if has_cams:
             # the labelled classes' maps only: the seed reads nothing else (labelled_cam_to_label)
             classes = labelled_classes(labels)
-            cam, cam_aux = multi_scale_cam(
-                method.cam_maps, x, cfg.cam.scales, flip_fuse=cfg.infer.cam_flip_fuse,
-                normalize=cfg.infer.cam_normalize, classes=classes, compact=True,
-                relu_per_pass=method.cam_relu_per_pass, empty_fallback=cfg.infer.cam_empty_fallback,
-            )  # fmt: skip
+            cam, cam_aux = method.cam_passes(cfg.cam.scales)(method.cam_maps, x, classes=classes, compact=True)
             for name, maps in (("cam", cam), ("aux_cam", cam_aux)):
                 label = labelled_cam_to_label(resize_maps(maps, size), classes, bkg_thre=cfg.cam.bkg_thre)
                 meters[name].update(gt, label[0].cpu().numpy())

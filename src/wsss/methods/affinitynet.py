@@ -41,7 +41,15 @@ from wsss.core.config import Config
 from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.data.transforms import normalize
 from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups
-from wsss.methods.contract import Method, RefineJob, Refiner, TrainContext, register_method, register_refiner
+from wsss.methods.contract import (
+    CamDeclaration,
+    Method,
+    RefineJob,
+    Refiner,
+    TrainContext,
+    register_method,
+    register_refiner,
+)
 from wsss.methods.deeplab import attach_pseudo_labels
 
 
@@ -85,7 +93,7 @@ class AffinityHead(nn.Module):
 class AffinityNet(Method):
     name = "affinitynet"
     Options = AffinityOptions
-    has_cams = False
+    cams = CamDeclaration(source="none")
     refiners = ("affinity",)
 
     @classmethod

@@ -16,14 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.cam import PAR, labelled_classes, multi_scale_cam
+from wsss.cam import PAR, CamPasses, labelled_classes
 from wsss.core.config import Config
 from wsss.core.errors import UsageError
 from wsss.losses import balanced_seg_loss
 from wsss.methods.base import backbone_from_config, online_pseudo_label, split_backbone_params
 from wsss.methods.contract import Method, register_method
+from wsss.methods.imports import ImportLayout, key_mapped, register_import
 from wsss.models.decoders import create_decoder
 from wsss.models.heads import CAMClassifier
+from wsss.models.official_keys import toco_state_from_official
 from wsss.models.registry import BackboneOutput
 
 
@@ -116,8 +118,15 @@ class CAMBaseline(Method):
         unflipped: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Multi-scale CAM (methods.md 2.5) -> the online pseudo label (2.6, 2.8)."""
-        cam, cam_aux = multi_scale_cam(  # the pseudo label reads the labelled classes only
-            self.cam_maps, images, self.cfg.cam.scales, unflipped=unflipped, classes=labelled_classes(labels)
+        cam, cam_aux = CamPasses(self.cfg.cam.scales)(  # the pseudo label reads the labelled classes only
+            self.cam_maps, images, unflipped=unflipped, classes=labelled_classes(labels)
         )
         source = cam if self.options.pseudo_source == "cam" else cam_aux
         return online_pseudo_label(self.par, self.cfg.cam, images, source, labels, img_box)
+
+
+# `wsss import toco`: ToCo is our CAM baseline with model.decoder: largefov (its CTC heads only train)
+register_import(ImportLayout(
+    "toco", "cam", key_mapped(toco_state_from_official, "classifier.conv.weight", official="ToCo"),
+    summary="toco: ToCo's official checkpoint (our cam method, model.decoder=largefov)",
+))  # fmt: skip

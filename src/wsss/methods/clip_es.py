@@ -4,7 +4,7 @@ training (spec/golden/CLIP_ES.md).
 
 A run is created from a CLIP weight file and a dataset's class list
 (``wsss import clip_es ViT-B-16.pt --config configs/clip_es/voc.yaml --out RUN --set data.root=ROOT``,
-``runs/official_import.py``); ``wsss cam`` then calls :meth:`ClipES.labelled_cam_of_image` per image and
+registered here, ``build_from_clip_file``); ``wsss cam`` then calls :meth:`ClipES.labelled_cam_of_image` per image and
 ``wsss pseudo --refine crf`` :meth:`ClipES.crf_pseudo_label`. The segmentation network is the usual
 DeepLab stage (``configs/seg/``) on those pseudo labels.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,8 @@ from torch import nn
 from wsss.cam.clip_es import ClipESQuirks, clip_es_cams, clip_es_crf_label, text_features
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, UsageError
-from wsss.methods.contract import JobStop, Method, register_method
+from wsss.methods.contract import CamDeclaration, JobStop, Method, build_method, register_method
+from wsss.methods.imports import ImportLayout, register_import
 from wsss.models.clip import ClipArch, build_clip
 
 #: ``clip_text.BACKGROUND_CATEGORY`` (VOC, 25 names)
@@ -74,8 +76,8 @@ class ClipES(Method):
     Options = ClipESOptions
 
     trainable = False  # a run comes from a CLIP weight file (wsss import clip_es)
-    cams_per_image = True
-    own_crf = True
+    # CAMs per image from the labels' text (the CLIP-ES loop of CLIP_ES.md), refined by its own CRF
+    cams = CamDeclaration(source="per_image", own_crf=True)
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__(cfg, classes)
@@ -151,3 +153,26 @@ class ClipES(Method):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {}
+
+
+def build_from_clip_file(path: Path, cfg: Config, class_names: list[str]) -> tuple[Method, dict[str, Any]]:
+    """``wsss import clip_es``: the method of ``cfg`` (no training) from a CLIP weight file and the dataset's
+    classes. The file (OpenAI's TorchScript ``ViT-B-16.pt``, or a state dict in OpenAI's / open_clip's layout)
+    is read without running code from it (``models/clip.py``); its architecture goes to ``options.arch``, the
+    classes' prompts (``options.synonyms`` applied) to ``options.prompts``. WeightLoadError naming the file if
+    it is not a CLIP ViT."""
+    from wsss.models.clip import load_clip
+
+    clip, arch = load_clip(path, text_heads=cfg.options.get("text_heads"))
+    cfg.options.update(arch=arch.as_dict(), weights=str(path))
+    model = build_method(cfg, class_names)
+    cfg.options["prompts"] = list(model.options.prompts)  # the class names as prompts, synonyms applied
+    model.clip.load_state_dict(clip.state_dict())
+    return model, {}
+
+
+register_import(ImportLayout(
+    "clip_es", "clip_es", build_from_clip_file,
+    summary="clip_es: a CLIP ViT weight file (ViT-B-16.pt), no training",
+    next_step="CLIP-ES (no training; next: wsss cam {out} --split SPLIT)",
+))  # fmt: skip

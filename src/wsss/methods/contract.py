@@ -15,20 +15,24 @@ Contract (``Method``):
   the run directory, step, device, datasets, the optimiser and a save hook, never the trainer
   itself; ``on_epoch_start(epoch)`` when the data stream enters an epoch
   (RCA's per-epoch centroid refresh); ``lr_factor(epoch)`` a per-epoch LR rule that the engine applies.
-- ``cam_maps(images)`` returns (cam, cam_aux) before any ReLU or normalisation, for multi-scale fusion
-  (``multi_scale_cam`` applies the ReLU, to each pass where ``cam_relu_per_pass``, and can fill an empty map
-  from what lies below it: ``infer.cam_empty_fallback``).
+- ``cam_maps(images)`` returns (cam, cam_aux) before any ReLU or normalisation, for the shared multi-scale
+  step (``cam_passes()``: a ``wsss.cam.CamPasses`` that applies the ReLU where ``cams.relu`` says, and can
+  fill an empty map from what lies below it: ``infer.cam_empty_fallback``).
 - ``seg_logits(images)`` returns (B, C, h, w) segmentation logits at the network's resolution.
 - ``after_step(step)`` runs after each optimiser step (EMA teachers, queues...).
 
 Capabilities, each declared here with its default, so the pipeline never probes with ``getattr``:
-``has_cams`` (validation and ``wsss cam`` read CAMs), ``has_seg_head`` (``wsss predict``),
-``refiners`` (the ``wsss pseudo --refine`` names the method's module registers for its runs),
-``train_driver`` (a training that is not one run of the loop, e.g. SC-CAM's rounds: called as
-``driver(cfg, engine, progress)`` with the engine's public builders, ``EngineAPI``),
-``crf_cam(cam)`` (the CAM that PSA's CRF seeds read), ``cam_relu_per_pass`` (where the shared CAM
-step applies the ReLU) and ``tiny_overrides()`` (the settings that
-make the method train in seconds, for the contract test over every registered method).
+
+- ``cams``: a ``CamDeclaration``, everything the shared code asks about a method's CAMs, in one place:
+  where they come from (``source``: batches through ``cam_maps``, per image, or none; ``has_cams`` is
+  derived from it), where the ReLU goes, whether ``--refine crf`` is the method's own CRF, and the
+  classifier's pooling when the method fixes it. ``crf_cam(cam)`` is the CAM that PSA's CRF seeds read.
+- ``has_seg_head`` (``wsss predict``), ``refiners`` (the ``wsss pseudo --refine`` names the method's module
+  registers for its runs), ``trainable`` (False: a run is made from weights by ``wsss import``).
+- ``train_driver``: a training that is not one run of the loop (SC-CAM's rounds), called as
+  ``driver(cfg, engine, progress)`` with the engine's public builders, ``EngineAPI``.
+- ``tiny_overrides()``: the settings that make the method train in seconds, for the contract test over
+  every registered method.
 
 Registries are open: ``register_method`` / ``register_refiner`` refuse an empty or taken name; a
 method outside the package registers by being imported, through the config key
@@ -49,6 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wsss.cam.multiscale import RELU_ORDERS, CamPasses
 from wsss.core.config import Config, from_dict
 from wsss.core.errors import UsageError
 
@@ -239,6 +244,40 @@ class NoOptions:
     """This method has no options of its own."""
 
 
+CAM_SOURCES = ("batch", "per_image", "none")
+# The capability flags that CamDeclaration replaced: a subclass that still sets one is refused (it would be ignored).
+_MOVED_FLAGS = {"has_cams": "source='none'", "cams_per_image": "source='per_image'", "own_crf": "own_crf=True",
+                "cam_relu_per_pass": "relu='per_pass'"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CamDeclaration:
+    """What a method declares about its CAMs: the shared code (training-time validation, ``wsss cam``,
+    ``pseudo``, ``viz``) asks this, and nothing else, about them.
+
+    - ``source``: ``"batch"``, ``cam_maps`` on image batches through the shared multi-scale step
+      (``Method.cam_passes``); ``"per_image"``, ``labelled_cam_of_image`` per decoded image from its labels
+      (CLIP-ES: the maps come from the labels' text); ``"none"``, no CAMs (DeepLab, AffinityNet).
+    - ``relu``: where the shared step applies the ReLU: ``"after_fusion"`` (ToCo / SeCo ``multi_scale_cam2``)
+      or ``"per_pass"``, before the upsampling and the flip fusion (PSA / SC-CAM ``forward_cam``).
+    - ``own_crf``: ``wsss pseudo --refine crf`` runs the method's ``crf_pseudo_label`` (CLIP-ES), not ToCo's.
+    - ``pooling``: how the classifier pools the CAM into its logits when the method fixes it (``"gap"``: RCA,
+      methods.md 4.4, and SC-CAM, 5.3); None: the config's ``model.pooling``. ``wsss viz`` pools a raw CAM
+      the same way to guess an unlabelled photo's classes.
+    """
+
+    source: str = "batch"
+    relu: str = "after_fusion"
+    own_crf: bool = False
+    pooling: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("source", self.source, CAM_SOURCES), ("relu", self.relu, RELU_ORDERS),
+                                     ("pooling", self.pooling, (None, "gap", "gmp"))):  # fmt: skip
+            if value not in allowed:
+                raise ValueError(f"CamDeclaration.{name} must be one of {allowed}, got {value!r}")
+
+
 class JobStop(Exception):  # noqa: N818 - a signal, not an error
     """A method ends a per-id job at this image (the ids after it stay undone, as an official worker that
     stops): CLIP-ES's ``quirk_unlabelled_stops_worker``. The job warns with the message and returns."""
@@ -248,18 +287,20 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     # -- capabilities (see the module docstring) --
-    has_cams: ClassVar[bool] = True
+    cams: ClassVar[CamDeclaration] = CamDeclaration()
     refiners: ClassVar[tuple[str, ...]] = ()
     train_driver: ClassVar[TrainDriver | None] = None
     # False: a run is made from weights (``wsss import``), never trained (CLIP-ES); ``wsss train`` refuses it
     trainable: ClassVar[bool] = True
-    # True: CAMs come per decoded image from its labels (``labelled_cam_of_image``), not from ``cam_maps``
-    cams_per_image: ClassVar[bool] = False
-    # True: ``wsss pseudo --refine crf`` runs the method's own CRF (``crf_pseudo_label``), not ToCo's
-    own_crf: ClassVar[bool] = False
-    # True: the official code ReLUs each pass's CAMs in the model, before the upsampling and the flip fusion
-    # (PSA / SC-CAM ``forward_cam``); ``cam_maps`` still returns them before it (``multi_scale_cam(relu_per_pass)``)
-    cam_relu_per_pass: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        moved = [
+            f"{flag} (now cams = CamDeclaration({new}))" for flag, new in _MOVED_FLAGS.items() if flag in vars(cls)
+        ]
+        if moved:
+            raise TypeError(f"{cls.__qualname__} sets {', '.join(moved)}: what a method declares about its CAMs "
+                            "is one CamDeclaration")  # fmt: skip
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__()
@@ -270,15 +311,30 @@ class Method(nn.Module):
         self._frozen_bn: list[nn.Module] = []  # see keep_batchnorm_frozen()
 
     @property
+    def has_cams(self) -> bool:
+        """Whether the method makes CAMs (validation, ``wsss cam``): ``cams.source`` is not "none"."""
+        return self.cams.source != "none"
+
+    @property
     def has_seg_head(self) -> bool:
         """Whether ``seg_logits`` exists for this configuration (``wsss predict``)."""
         return True
 
     @property
     def classifier_pooling(self) -> str:
-        """How the classifier pools ``cam_maps`` into its logits, "gmp" or "gap": ``model.pooling``, unless the
-        method's official classifier fixes it (RCA's and SC-CAM's pool by GAP whatever the config says)."""
-        return self.cfg.model.pooling
+        """How the classifier pools ``cam_maps`` into its logits, "gmp" or "gap": ``cams.pooling`` where the
+        method's official classifier fixes it (RCA's and SC-CAM's pool by GAP whatever the config says), else
+        ``model.pooling``."""
+        return self.cams.pooling or self.cfg.model.pooling
+
+    def cam_passes(self, scales: Sequence[float] | None = None, *, labelled: bool = True) -> CamPasses:
+        """The shared multi-scale CAM step for this method (``cams.source == "batch"``): ``scales`` (default
+        ``infer.cam_scales``), the run's ``infer.cam_flip_fuse`` / ``cam_normalize``, the method's ReLU order,
+        and the empty-map fallback ``infer.cam_empty_fallback`` where the maps are of ``labelled`` classes."""
+        inf = self.cfg.infer
+        fallback = inf.cam_empty_fallback if labelled else "none"
+        return CamPasses(tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse, relu=self.cams.relu,
+                         normalize=inf.cam_normalize, empty_fallback=fallback)  # fmt: skip
 
     def crf_cam(self, cam: np.ndarray) -> np.ndarray:
         """The CAM (C-1, H, W) that PSA's CRF seeds read (``wsss pseudo --refine psa``); the CAM itself."""
@@ -286,11 +342,11 @@ class Method(nn.Module):
 
     def labelled_cam_of_image(self, image: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """(k, H, W) float32 CAMs in [0, 1] of an (H, W, 3) uint8 image for the 0-based foreground classes
-        ``keys``; only for ``cams_per_image`` methods. Raise ``JobStop`` to end a per-id job here."""
+        ``keys``; only for ``cams.source == "per_image"`` methods. Raise ``JobStop`` to end a per-id job here."""
         raise NotImplementedError(f"{self.name} makes CAMs from batches (cam_maps), not per image")
 
     def crf_pseudo_label(self, image: np.ndarray, keys: np.ndarray, cams: np.ndarray) -> np.ndarray:
-        """The pseudo label of an image from its saved labelled CAMs; only for ``own_crf`` methods."""
+        """The pseudo label of an image from its saved labelled CAMs; only for ``cams.own_crf`` methods."""
         raise NotImplementedError(f"{self.name} has no CRF of its own")
 
     @classmethod

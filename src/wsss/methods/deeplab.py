@@ -27,7 +27,7 @@ from torch import nn
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, UsageError
 from wsss.methods.base import backbone_from_config
-from wsss.methods.contract import Method, TrainContext, register_method
+from wsss.methods.contract import CamDeclaration, Method, TrainContext, register_method
 from wsss.models.deeplab import DeepLabV2, DeepLabV3Plus
 
 IGNORE = 255
@@ -77,7 +77,7 @@ class DeepLabOptions:
 class DeepLab(Method):
     name = "deeplab"
     Options = DeepLabOptions
-    has_cams = False  # validation and inference score the segmentation only
+    cams = CamDeclaration(source="none")  # validation and inference score the segmentation only
 
     @classmethod
     def tiny_overrides(cls) -> tuple[str, dict[str, object]]:

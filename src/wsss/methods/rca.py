@@ -59,7 +59,18 @@ from wsss.core.errors import DataError, UsageError
 from wsss.data.views import RCAViews
 from wsss.losses.region_contrast import draw_mixup_pairs, region_contrast_loss, region_embeddings, region_masks
 from wsss.methods.base import backbone_from_config
-from wsss.methods.contract import Deferred, Method, RefineJob, Refiner, TrainContext, register_method, register_refiner
+from wsss.methods.contract import (
+    CamDeclaration,
+    Deferred,
+    Method,
+    RefineJob,
+    Refiner,
+    TrainContext,
+    register_method,
+    register_refiner,
+)
+from wsss.methods.imports import ImportLayout, key_mapped, register_import
+from wsss.models.official_keys import rca_state_from_official
 from wsss.utils.io import per_id_path
 
 
@@ -330,6 +341,7 @@ class RCA(Method):
     name = "rca"
     Options = RCAOptions
     refiners = ("rca",)
+    cams = CamDeclaration(pooling="gap")  # 4.4: the class maps' spatial mean; ``model.pooling`` is not read
 
     @classmethod
     def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
@@ -457,10 +469,6 @@ class RCA(Method):
         maps = self.class_heads(self.aggregation(feats, self.centroids.flatten(0, 1)))
         return feats, coarse, maps
 
-    @property
-    def classifier_pooling(self) -> str:
-        return "gap"  # 4.4: the class maps' spatial mean; ``model.pooling`` is not read
-
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(refined class maps, coarse maps): the CAM and the aux CAM."""
         _, coarse, maps = self._forward(images)
@@ -574,3 +582,11 @@ def refine_rca(job: RefineJob, ids: Sequence[str], *, saliency: str | Path | Non
         return Deferred(rca_proxy_label, (image, att, classes, ds.num_classes, sal, params))  # the pool runs it
 
     return refine
+
+
+# `wsss import rca`: the centroid refresh epoch and the accumulated attention (by image id) are ours
+register_import(ImportLayout(
+    "rca", "rca",
+    key_mapped(rca_state_from_official, "coarse_head.6.weight", ("centroid_epoch", "_extra_state"), official="RCA"),
+    summary="rca: RCA's official checkpoint (per-class heads and memory stacked)",
+))  # fmt: skip

@@ -52,7 +52,8 @@ from wsss.core.device import resolve_device
 from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.data import VOCDataset
 from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups
-from wsss.methods.contract import EngineAPI, Method, TrainContext, build_method, register_method
+from wsss.methods.contract import CamDeclaration, EngineAPI, Method, TrainContext, build_method, register_method
+from wsss.methods.imports import ImportLayout, key_mapped, register_import
 from wsss.methods.subcategory import SubcategoryLabels, build_subcategory_labels, extract_features
 from wsss.models.heads import CAMClassifier
 from wsss.models.official_keys import OfficialKeyError, sccam_state_from_official
@@ -179,8 +180,9 @@ def check_options(o: SCCAMOptions) -> None:
 class SCCAM(Method):
     name = "sccam"
     Options = SCCAMOptions
-    # forward_cam's relu(conv2d(conv6, fc8_20.weight)), before infer_cls's upsampling (5.3, 5.6)
-    cam_relu_per_pass = True
+    # forward_cam's relu(conv2d(conv6, fc8_20.weight)), before infer_cls's upsampling (5.3, 5.6); the classifier
+    # is the GAP of the final map, then the bias-free 1x1 heads (5.3): ``model.pooling`` is not read
+    cams = CamDeclaration(relu="per_pass", pooling="gap")
 
     @classmethod
     def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
@@ -273,13 +275,9 @@ class SCCAM(Method):
         """(B, D): the GAP of the final map (after the dropout, a no-op in eval mode; 5.4)."""
         return self.dropout(self.backbone(images).final).mean(dim=(2, 3))
 
-    @property
-    def classifier_pooling(self) -> str:
-        return "gap"  # 5.3: the GAP of the final map, then the bias-free 1x1 heads; ``model.pooling`` is not read
-
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # 5.3: relu(conv2d(conv6, fc8_20.weight)); the shared CAM step applies that ReLU to each pass, where
-        # forward_cam does (cam_relu_per_pass), and can fill an empty map from below it
+        # forward_cam does (cams.relu), and can fill an empty map from below it
         cam, sub = self.head_cams(self.backbone(images).final, relu=False)
         if sub is None:
             return cam, cam
@@ -415,3 +413,12 @@ def train_rounds(cfg: Config, engine: EngineAPI, progress: bool = True) -> dict[
     if last.is_file():
         _link_or_copy(last, root / "checkpoints" / "last.pt")
     return {**out, "rounds": records}
+
+
+# `wsss import sccam`: a round's classifier, or PSA's round-0 res38_cls.pth; BatchNorm counters are absent from
+# converted / older files
+register_import(ImportLayout(
+    "sccam", "sccam",
+    key_mapped(sccam_state_from_official, "classifier.conv.weight", (r".*\.num_batches_tracked",), official="SC-CAM"),
+    summary="sccam: SC-CAM's official classifier (a round's, or PSA's res38_cls.pth with options.round=0)",
+))  # fmt: skip

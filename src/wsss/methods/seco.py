@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.cam import PAR, cam_to_label, cam_to_roi_mask, labelled_classes, multi_scale_cam
+from wsss.cam import PAR, CamPasses, cam_to_label, cam_to_roi_mask, labelled_classes
 from wsss.cam.decompose import assign_tags, crop_patches, sample_patch_positions
 from wsss.cam.labels import scale_img_box
 from wsss.core.config import Config
@@ -44,10 +44,12 @@ from wsss.data.views import SeCoViews
 from wsss.losses import balanced_seg_loss, energy_loss_from_logits, label_to_aff_mask, lig_loss, lil_loss, ptc_loss
 from wsss.methods.base import backbone_from_config, online_pseudo_label, split_backbone_params
 from wsss.methods.contract import Method, TrainContext, register_method
+from wsss.methods.imports import ImportLayout, key_mapped, register_import
 from wsss.models.backbones import ViTBackbone
 from wsss.models.decoders import create_decoder
 from wsss.models.ema import ema_update, frozen_copy
 from wsss.models.heads import CAMClassifier, ProjectionHead
+from wsss.models.official_keys import seco_state_from_official
 
 
 @dataclass
@@ -202,8 +204,9 @@ class SeCo(Method):
         with torch.no_grad():  # the scale-1.0 CAMs of the forward above are reused (2.5)
             unflipped = (self.classifier.cam(final.detach()), self.aux_classifier.cam(aux.detach()))
             # every consumer below multiplies by the labels: the other classes' maps are left zero
-            cam, cam_aux = multi_scale_cam(
-                self.cam_maps, images, c.scales, unflipped=unflipped, classes=labelled_classes(labels)
+            # the official training-time passes (multi_scale_cam2: max flip fusion, min-max), whatever infer says
+            cam, cam_aux = CamPasses(c.scales)(
+                self.cam_maps, images, unflipped=unflipped, classes=labelled_classes(labels)
             )
             roi = self.decomposition_mask(batch, cam if step >= o.cam2mask else cam_aux)
             top_left = batch.get("patch_top_left")  # injected positions (a replay), else drawn
@@ -315,3 +318,10 @@ class SeCo(Method):
             if c > 0:
                 self.prototypes[c - 1] = m * self.prototypes[c - 1] + (1 - m) * t
         self.prototypes.copy_(F.normalize(self.prototypes, dim=1))
+
+
+# `wsss import seco`: the released checkpoint (encoder and EMA copy, classifiers, ASPP, heads, queue, prototypes)
+register_import(ImportLayout(
+    "seco", "seco", key_mapped(seco_state_from_official, "classifier.conv.weight", official="SeCo"),
+    summary="seco: SeCo's official checkpoint",
+))  # fmt: skip

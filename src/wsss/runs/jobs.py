@@ -334,7 +334,7 @@ def _refine_crf(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
     job.require_cams(ids)
     c = job.run.cfg.cam
     method = job.run.method
-    if method.own_crf:  # CLIP-ES: its own CRF of the saved labelled maps
+    if method.cams.own_crf:  # CLIP-ES: its own CRF of the saved labelled maps
         return lambda id, image, labels: method.crf_pseudo_label(image, *load_labelled_cam(find_cam_file(job.cams, id)))
     return lambda id, image, labels: Deferred(
         crf_label_two_levels, (image, job.cam(id), labels, c.high_thre, c.low_thre)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss.cam import multi_scale_cam, multi_scale_logits
+from wsss.cam import multi_scale_logits
 from wsss.core.config import Config
 from wsss.data.transforms import prepare_image
 from wsss.engine.defaults import load_trained_method
@@ -45,7 +45,8 @@ class Run:
         map first and zero the absent ones after (the same numbers, the cost of every class).
         """
         num_fg = self.num_classes - 1
-        if self.method.cams_per_image and (labels is None or all_classes):
+        per_image = self.method.cams.source == "per_image"
+        if per_image and (labels is None or all_classes):
             full = self.method.labelled_cam_of_image(image, np.arange(num_fg))  # every class: CLIP-ES
             return full if labels is None else full * (np.asarray(labels) > 0.5).astype(np.float32)[:, None, None]
         if labels is not None and not all_classes:
@@ -55,11 +56,7 @@ class Run:
             return full
         inf = self.cfg.infer
         x = prepare_image(image, inf.cam_input_size, self.device, max_side=inf.max_side)
-        cam, _ = multi_scale_cam(
-            self.method.cam_maps, x, tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse,
-            normalize=inf.cam_normalize, relu_per_pass=self.method.cam_relu_per_pass,
-            empty_fallback=inf.cam_empty_fallback if labels is not None else "none",
-        )  # fmt: skip
+        cam, _ = self.method.cam_passes(scales, labelled=labels is not None)(self.method.cam_maps, x)
         cam = F.interpolate(cam, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
         if labels is not None:
             cam = cam * torch.as_tensor(labels, dtype=cam.dtype, device=cam.device).view(-1, 1, 1)
@@ -72,13 +69,13 @@ class Run:
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """The CAMs of the labelled classes only: (0-based foreground indices (k,), (k, H, W) float32).
 
-        Only these maps are upsampled, fused, normalised and resized (``multi_scale_cam(classes=...)``),
+        Only these maps are upsampled, fused, normalised and resized (``CamPasses(classes=...)``),
         and the aux CAM that ``cam_maps`` also returns is dropped before any of that: what an image
         holds, not what the dataset could. ``prepared``: ``prepare_image(image, infer.cam_input_size)``
         already made (by a loader worker, on the CPU; moved to the device here).
         """
         keys = np.flatnonzero(np.asarray(labels) > 0.5)
-        if self.method.cams_per_image:  # CLIP-ES: CAMs from the labels' text, per image
+        if self.method.cams.source == "per_image":  # CLIP-ES: CAMs from the labels' text, per image
             return keys, self.method.labelled_cam_of_image(image, keys)
         if keys.size == 0:  # nothing labelled: every map is zero, as the all-class path makes it
             return keys, np.zeros((0, *image.shape[:2]), dtype=np.float32)
@@ -88,11 +85,8 @@ class Run:
             if prepared is not None
             else prepare_image(image, inf.cam_input_size, self.device, max_side=inf.max_side)
         )
-        cam = multi_scale_cam(
-            lambda v: self.method.cam_maps(v)[0], x, tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse,
-            normalize=inf.cam_normalize, classes=torch.from_numpy(keys), compact=True,
-            relu_per_pass=self.method.cam_relu_per_pass, empty_fallback=inf.cam_empty_fallback,
-        )  # fmt: skip
+        passes = self.method.cam_passes(scales)
+        cam = passes(lambda v: self.method.cam_maps(v)[0], x, classes=torch.from_numpy(keys), compact=True)
         cam = F.interpolate(cam, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
         return keys, cam.float().cpu().numpy()
 
