@@ -1,4 +1,4 @@
-"""A method defined outside the wsss package, in one file: what "Adding a method" (docs/adding-a-method.md) walks through.
+"""A method defined outside the wsss package, in one file: what docs/adding-a-method.md walks through.
 
 It registers on import (``custom_imports: [wsss_toy_method]`` in a config, or the entry point of
 ``entry_point/wsss_toy_method-0.1.dist-info``), and ``wsss train`` / ``cam`` / ``predict`` run it; no
