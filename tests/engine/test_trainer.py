@@ -99,3 +99,35 @@ def test_trainer_gives_the_thread_count_back_and_the_cli_keeps_run_threads(synth
     args = tiny_overrides(synth_root, tmp_path / "cli", **{"run.threads": 1, "train.max_iters": 2})
     assert main(["train", str(CONFIG), *args, "--quiet", "--skip-check"]) == 0
     assert torch.get_num_threads() == 1
+
+
+def test_a_subclass_overrides_one_builder_and_keeps_the_others(synth_root, tmp_path):
+    """detectron2-style builders: what a run trains (build_model), on what (build_train_loader) and with what
+    (build_optimizer) come from overridable classmethods that ``Trainer.__init__`` calls."""
+    calls = []
+
+    class HalfLR(Trainer):
+        @classmethod
+        def build_model(cls, cfg, class_names):
+            calls.append(("model", len(class_names)))
+            return super().build_model(cfg, class_names)
+
+        @classmethod
+        def build_train_loader(cls, cfg, train_set, method):
+            calls.append(("loader", len(train_set)))
+            return super().build_train_loader(cfg, train_set, method)
+
+        @classmethod
+        def build_optimizer(cls, cfg, method):
+            cfg.train.lr = cfg.train.lr / 2
+            optimizer = super().build_optimizer(cfg, method)
+            calls.append(("optimizer", optimizer))
+            return optimizer
+
+    cfg = load_config(CONFIG, tiny_overrides(synth_root, tmp_path / "sub", **{"train.max_iters": 2}))
+    base_lr = cfg.train.lr
+    trainer = HalfLR(cfg, progress=False)
+    assert [c[0] for c in calls] == ["model", "loader", "optimizer"]
+    assert calls[0][1] == trainer.train_set.num_classes and calls[1][1] == len(trainer.train_set)
+    assert trainer.optimizer is calls[2][1] and trainer.cfg.train.lr == base_lr / 2
+    assert trainer.train()["step"] == 2

@@ -1,2 +1,2 @@
-"""The bottom layer: the config schema, the method registry and contract, device and distributed
-helpers, checkpoint I/O and the toolkit's user-error types."""
+"""The toolkit's foundation: the config schema (``config``), device and distributed helpers, checkpoint I/O
+and the user-error types (``errors``). The method registry and contract are ``wsss.methods.contract``."""

@@ -196,7 +196,8 @@ class Trainer(TrainerBase):
     """One run: ``Trainer(cfg).train()``. Under torchrun every process builds one; rank 0 writes.
 
     ``hooks``: more hooks to run after the default ones (``build_hooks``); ``register_hooks`` adds
-    more later.
+    more later. What it trains, on what and with what comes from overridable builders (``build_model``,
+    ``build_train_loader``, ``build_optimizer``), as detectron2's DefaultTrainer.
     """
 
     def __init__(self, cfg: Config, *, progress: bool = True, hooks: Sequence[HookBase] = ()):
@@ -211,9 +212,8 @@ class Trainer(TrainerBase):
 
         self.train_set = VOCDataset(cfg.data.root, cfg.data.train_split)
         cfg = self.cfg = resolve_epochs(cfg, len(self.train_set))  # train.epochs -> train.max_iters
-        d, t = cfg.data, cfg.train
-        self.val_set = VOCDataset(d.root, d.val_split) if validation_split(cfg) else None
-        self.method = build_method(cfg, self.train_set.class_names).to(self.device)
+        self.val_set = VOCDataset(cfg.data.root, cfg.data.val_split) if validation_split(cfg) else None
+        self.method = self.build_model(cfg, self.train_set.class_names).to(self.device)
         self.model: torch.nn.Module = self.method
         if world_size() > 1:
             # find_unused_parameters: staged losses leave heads unused early on (as the official code);
@@ -222,13 +222,8 @@ class Trainer(TrainerBase):
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True, broadcast_buffers=False,
             )  # fmt: skip
-        augment = TrainAugment(d.crop_size, scale_range=d.scale_range, hflip=d.hflip, color_jitter=d.color_jitter)
-        dataset = ClsTrainDataset(
-            self.train_set, augment, extra_views=self.method.train_transform_views(), seed=cfg.run.seed
-        )
-        local = t.batch_size // world_size()
-        self.stream = BatchStream(dataset, t.batch_size, t.micro_batch or local, cfg.run.seed, d.num_workers)
-        self.optimizer = build_optimizer(self.method, cfg)
+        self.stream = self.build_train_loader(cfg, self.train_set, self.method)
+        self.optimizer = self.build_optimizer(cfg, self.method)
         amp = cfg.run.amp if self.device.type == "cuda" else "none"  # the CPU stays fp32
         if amp not in ("none", "bf16", "fp16"):
             raise UsageError(f"run.amp must be none, bf16 or fp16, got {cfg.run.amp!r}")
@@ -237,6 +232,28 @@ class Trainer(TrainerBase):
         self.last_val: dict[str, Any] | None = None  # the last validation of this train() call
         self._epoch_seen: int | None = None  # the data stream's epoch that on_epoch_start last saw
         self.register_hooks([*self.build_hooks(), *hooks])
+
+    # -- builders (detectron2's DefaultTrainer: a subclass overrides one and keeps the rest) -------------
+    @classmethod
+    def build_model(cls, cfg: Config, class_names: Sequence[str]) -> Method:
+        """The method of ``cfg`` for the training split's class names (``wsss.methods.build_method``)."""
+        return build_method(cfg, class_names)
+
+    @classmethod
+    def build_train_loader(cls, cfg: Config, train_set: VOCDataset, method: Method) -> BatchStream:
+        """The stream of training batches: ``train_set`` augmented (``data.crop_size``, scale range, flips,
+        colour jitter) with the views the method adds, drawn in global batches of ``train.batch_size`` shared
+        by the processes, ``train.micro_batch`` images per forward."""
+        d, t = cfg.data, cfg.train
+        augment = TrainAugment(d.crop_size, scale_range=d.scale_range, hflip=d.hflip, color_jitter=d.color_jitter)
+        dataset = ClsTrainDataset(train_set, augment, extra_views=method.train_transform_views(), seed=cfg.run.seed)
+        local = t.batch_size // world_size()
+        return BatchStream(dataset, t.batch_size, t.micro_batch or local, cfg.run.seed, d.num_workers)
+
+    @classmethod
+    def build_optimizer(cls, cfg: Config, method: Method) -> torch.optim.Optimizer:
+        """PolyWarmupAdamW / PolyWarmupSGD over the method's parameter groups (:func:`build_optimizer`)."""
+        return build_optimizer(method, cfg)
 
     # -- hooks ------------------------------------------------------------------------------------
     def build_hooks(self) -> list[HookBase]:
