@@ -142,6 +142,13 @@ def test_train_on_pseudo_labels_predict_eval(synth_root, tmp_path, capsys):
     assert main(["eval", str(run / "predictions_crf/val"), "--data-root", str(synth_root), "--split", "val",
                  "--json", str(out)]) == 0  # fmt: skip
     assert 0.0 <= json.loads(out.read_text())["miou"] <= 1.0
+    # a run without CAMs draws its image, ground truth and prediction (it used to stop in cam_maps)
+    assert main(["viz", str(run), "--ids", ids[0], "--split", "val", "--quiet"]) == 0
+    assert (run / "viz" / f"{ids[0]}.png").is_file()
+    image = synth_root / "JPEGImages" / f"{ids[1]}.png"
+    image = image if image.is_file() else synth_root / "JPEGImages" / f"{ids[1]}.jpg"
+    assert main(["viz", str(run), "--image", str(image), "--out", str(tmp_path / "v"), "--quiet"]) == 0
+    assert main(["report", str(run)]) == 0
 
     # a missing pseudo label: a clear error naming the file; no pseudo_dir: a config error
     (pseudo / f"{base.ids[5]}.png").unlink()

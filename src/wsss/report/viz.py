@@ -42,14 +42,15 @@ def guess_classes(run: Run, image: np.ndarray, max_classes: int = 4, min_area: f
 
     With a segmentation head: the classes the prediction gives at least ``min_area`` of the pixels.
     Otherwise (or if it predicts only background): the classes whose raw CAM, pooled as the classifier
-    pools (``Method.classifier_pooling``: max or mean), is positive. At most ``max_classes``, at least the best one.
+    pools (``Method.classifier_pooling``: max or mean), is positive. At most ``max_classes``, at least the best one
+    (for a run without CAMs, a segmentation network, its prediction's largest class).
     """
     num_fg = run.num_classes - 1
     scores = np.zeros(num_fg)
     if run.method.has_seg_head:
         area = np.bincount(run.predict(image).reshape(-1), minlength=run.num_classes)[1:] / image[..., 0].size
         scores = np.where(area >= min_area, area, 0.0)
-    if not scores.any():
+    if not scores.any() and run.method.has_cams:
         x = prepare_image(image, run.cfg.infer.cam_input_size, run.device, max_side=run.cfg.infer.max_side)
         cam = run.method.cam_maps(x)
         cam = (cam[0] if isinstance(cam, (tuple, list)) else cam).float().flatten(2)
@@ -77,10 +78,13 @@ def _par_pseudo(run: Run, image: np.ndarray, cam: np.ndarray, labels: np.ndarray
 def model_panels(run: Run, image: np.ndarray, labels: np.ndarray, *, title: str, gt: np.ndarray | None = None,
                  base: ImagePanels | None = None) -> ImagePanels:  # fmt: skip
     """Complete ``base`` (saved outputs, or nothing) with what the model computes: CAMs of the classes in
-    ``labels`` ((C-1,) multi-hot), CAM seeds, PAR pseudo label, prediction."""
+    ``labels`` ((C-1,) multi-hot), CAM seeds, PAR pseudo label (for a method with CAMs), prediction (with a
+    segmentation head: a DeepLab run draws the image, its ground truth and its prediction)."""
     p = base or ImagePanels(title=title, image=image, class_names=list(run.class_names), gt=gt)
     have = {t for t, _ in p.labels}
-    need_cam = not p.cams or _TITLES["cam_labels"] not in have or _TITLES["pseudo"] not in have
+    need_cam = run.method.has_cams and (
+        not p.cams or _TITLES["cam_labels"] not in have or _TITLES["pseudo"] not in have
+    )
     if need_cam:
         cam = run.cam(image, labels)
         keys = np.flatnonzero(labels > 0.5)
