@@ -201,25 +201,7 @@ class SeCo(Method):
         out = self.backbone(torch.cat([images, batch["w_image"]], dim=0))
         final, aux = out.final[:b], out.aux[:b]
 
-        with torch.no_grad():  # the scale-1.0 CAMs of the forward above are reused (2.5)
-            unflipped = (self.classifier.cam(final.detach()), self.aux_classifier.cam(aux.detach()))
-            # every consumer below multiplies by the labels: the other classes' maps are left zero
-            # the official training-time passes (multi_scale_cam2: max flip fusion, min-max), whatever infer says
-            cam, cam_aux = CamPasses(c.scales)(
-                self.cam_maps, images, unflipped=unflipped, classes=labelled_classes(labels)
-            )
-            roi = self.decomposition_mask(batch, cam if step >= o.cam2mask else cam_aux)
-            top_left = batch.get("patch_top_left")  # injected positions (a replay), else drawn
-            if top_left is None:
-                top_left, _, _ = sample_patch_positions(
-                    roi, o.num_patches, o.patch_size, official_seed=o.quirk_patch_seed
-                )
-            flags = assign_tags(
-                roi, top_left, o.patch_size, threshold=o.tag_threshold,
-                no_class_global_tag=1.0 if o.quirk_no_class_global_tag else -1.0,
-                area_weighted_by_class_id=o.quirk_area_weighted_by_class_id,
-            ).reshape(-1)  # fmt: skip  # (B*(2+P),) ordered [g1, g2, l1..lP] per image
-
+        cam, cam_aux, top_left, flags = self._decompose(batch, step, final, aux)
         terms = {
             "cls": F.multilabel_soft_margin_loss(self.classifier(final), labels),
             "aux": F.multilabel_soft_margin_loss(self.aux_classifier(aux), labels),
@@ -234,19 +216,7 @@ class SeCo(Method):
         self._enqueue(keys, flags)
 
         if "lil" in active or "lig" in active:
-            q_patches = torch.cat(crop_patches(images, top_left, o.patch_size), dim=0)  # (P*B, 3, s, s)
-            local_cls = self.backbone(q_patches).cls.view(o.num_patches, b, -1).transpose(0, 1)
-            q = self.proj_head(torch.cat([global_cls, local_cls], dim=1).reshape(-1, global_cls.shape[-1]))
-            # the reservoir already holds the current keys (enqueued above), as in the official code
-            lil, revised = lil_loss(
-                q, torch.cat([keys, self.queue]), flags, torch.cat([flags, self.queue_flags]),
-                temperature=o.temp_lil, base_temperature=o.base_temp_lil,
-                normalise="official" if o.quirk_lil_normaliser else "supcon",
-            )  # fmt: skip
-            terms["lil"] = lil
-            terms["lig"] = lig_loss(
-                q, self.prototypes, revised, temperature=o.temp_lig, base_temperature=o.base_temp_lig
-            )
+            terms.update(self._contrast(images, global_cls, top_left, keys, flags))
 
         if "seg" in active or "reg" in active:
             source = cam if step >= o.seg_mask_source_iter else cam_aux
@@ -261,6 +231,49 @@ class SeCo(Method):
         return terms
 
     # -- pieces ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _decompose(
+        self, batch: dict[str, Any], step: int, final: torch.Tensor, aux: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Steps 2-4 of methods.md 3.2: the CAMs of the labelled classes, the decomposition mask, the local
+        patches' positions (injected ``patch_top_left`` or drawn) and the tags of the global and local views.
+        Returns (cam, cam_aux, top_left (B, P, 2), flags (B*(2+P),) ordered [g1, g2, l1..lP] per image)."""
+        c, o = self.cfg.cam, self.options
+        images, labels = batch["image"], batch["labels"]
+        # the scale-1.0 CAMs of the training forward are reused (2.5); every consumer multiplies by the labels,
+        # so the other classes' maps are left zero. The official training-time passes (multi_scale_cam2: max
+        # flip fusion, min-max), whatever infer says.
+        unflipped = (self.classifier.cam(final.detach()), self.aux_classifier.cam(aux.detach()))
+        cam, cam_aux = CamPasses(c.scales)(self.cam_maps, images, unflipped=unflipped, classes=labelled_classes(labels))
+        roi = self.decomposition_mask(batch, cam if step >= o.cam2mask else cam_aux)
+        top_left = batch.get("patch_top_left")  # injected positions (a replay), else drawn
+        if top_left is None:
+            top_left, _, _ = sample_patch_positions(roi, o.num_patches, o.patch_size, official_seed=o.quirk_patch_seed)
+        flags = assign_tags(
+            roi, top_left, o.patch_size, threshold=o.tag_threshold,
+            no_class_global_tag=1.0 if o.quirk_no_class_global_tag else -1.0,
+            area_weighted_by_class_id=o.quirk_area_weighted_by_class_id,
+        ).reshape(-1)  # fmt: skip
+        return cam, cam_aux, top_left, flags
+
+    def _contrast(
+        self, images: torch.Tensor, global_cls: torch.Tensor, top_left: torch.Tensor, keys: torch.Tensor,
+        flags: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
+        """LIL and LIG (methods.md 3.6, 3.7): the student's queries of the global and local views against the
+        reservoir, which already holds the current keys (enqueued before, as in the official code)."""
+        o, b = self.options, images.shape[0]
+        q_patches = torch.cat(crop_patches(images, top_left, o.patch_size), dim=0)  # (P*B, 3, s, s)
+        local_cls = self.backbone(q_patches).cls.view(o.num_patches, b, -1).transpose(0, 1)
+        q = self.proj_head(torch.cat([global_cls, local_cls], dim=1).reshape(-1, global_cls.shape[-1]))
+        lil, revised = lil_loss(
+            q, torch.cat([keys, self.queue]), flags, torch.cat([flags, self.queue_flags]),
+            temperature=o.temp_lil, base_temperature=o.base_temp_lil,
+            normalise="official" if o.quirk_lil_normaliser else "supcon",
+        )  # fmt: skip
+        lig = lig_loss(q, self.prototypes, revised, temperature=o.temp_lig, base_temperature=o.base_temp_lig)
+        return {"lil": lil, "lig": lig}
+
     def decomposition_mask(self, batch: dict[str, Any], cam: torch.Tensor) -> torch.Tensor:
         """The mask the patches are centred on and tagged from (methods.md 3.2 step 4): class id where
         ``cam`` > high, -1 where low < ``cam`` <= high, 0 below, 255 outside the image box."""
