@@ -229,6 +229,20 @@ def _image_labels(
     return table, use_xml
 
 
+def _checked_summary(out: Path, counts: dict[str, int], use_xml: bool, table: dict[str, np.ndarray]) -> PrepareSummary:
+    """The summary of a VOC preparation; DataError when the counts disagree with the official releases."""
+    summary = PrepareSummary(out=out, counts=counts)
+    summary.notes.append(f"image labels from {'the Annotations XML (as PSA)' if use_xml else 'the masks'}")
+    empty = [i for i, v in table.items() if not v.any()]
+    if empty:
+        summary.warnings.append(f"{len(empty)} ids have no foreground label: {first(empty)}")
+    errors, warnings = check_counts(counts)
+    summary.warnings += warnings
+    if errors:
+        raise DataError(f"{out}: inconsistent counts: " + "; ".join(errors))
+    return summary
+
+
 def prepare_voc(
     voc: str | os.PathLike,
     sbd: str | os.PathLike | None,
@@ -271,36 +285,18 @@ def prepare_voc(
 
     # Image-level labels for train_aug + val (the PSA / ToCo cls_labels.npy keys).
     table, use_xml = _image_labels(sorted(set(train_aug) | val_set), labels, voc_root, mask_labels)
-    empty = [i for i, v in table.items() if not v.any()]
 
-    write_split(out, "train_aug", train_aug)
-    write_split(out, "train", sorted(voc_train))
-    write_split(out, "val", sorted(voc_val))
-    write_split(out, "trainval", sorted(voc_trainval))
-    if voc_test:
-        write_split(out, "test", sorted(voc_test))
+    lists = {"train_aug": train_aug, "train": sorted(voc_train), "val": sorted(voc_val),
+             "trainval": sorted(voc_trainval), "test": sorted(voc_test)}  # fmt: skip
+    for name, ids in lists.items():
+        if ids or name != "test":  # a devkit without the test images has no test list
+            write_split(out, name, ids)
     write_cls_labels(out, table)
     write_classes(out, VOC_CLASSES)
 
-    summary = PrepareSummary(out=out)
-    summary.counts = {
-        "voc_train": len(voc_train),
-        "voc_val": len(voc_val),
-        "voc_test": len(voc_test),
-        "sbd_train": len(sbd_train),
-        "sbd_val": len(sbd_val),
-        "train_aug": len(train_aug),
-        "masks": len(jobs),
-        "masks_from_voc": sum(j[1] == "voc" for j in jobs),
-        "masks_from_sbd": sum(j[1] == "sbd" for j in jobs),
-        "cls_labels": len(table),
-        "images_placed": placed,
-    }
-    summary.notes.append(f"image labels from {'the Annotations XML (as PSA)' if use_xml else 'the masks'}")
-    if empty:
-        summary.warnings.append(f"{len(empty)} ids have no foreground label: {first(empty)}")
-    errors, warnings = check_counts(summary.counts)
-    summary.warnings += warnings
-    if errors:
-        raise DataError(f"{out}: inconsistent counts: " + "; ".join(errors))
+    counts = {"voc_train": len(voc_train), "voc_val": len(voc_val), "voc_test": len(voc_test),
+              "sbd_train": len(sbd_train), "sbd_val": len(sbd_val), "train_aug": len(train_aug), "masks": len(jobs),
+              "masks_from_voc": sum(j[1] == "voc" for j in jobs), "masks_from_sbd": sum(j[1] == "sbd" for j in jobs),
+              "cls_labels": len(table), "images_placed": placed}  # fmt: skip
+    summary = _checked_summary(out, counts, use_xml, table)
     return summary
