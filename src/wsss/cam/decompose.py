@@ -84,21 +84,23 @@ def sample_patch_positions(
     n_candidates = torch.where(fallback, torch.full_like(counts, hw * ww), counts)
 
     flat = torch.empty(b, crop_num, dtype=torch.long, device=dev)
-    perm_dev = generator.device if (generator is not None and not official_seed) else torch.device("cpu")
     for i in range(b):  # one permutation per image (the candidate counts differ)
-        n = int(n_candidates[i])
-        if official_seed:
-            g = torch.Generator().manual_seed(0)
-            pick = torch.randperm(n, generator=g)[:crop_num]
-        else:
-            pick = torch.randperm(n, generator=generator, device=perm_dev)[:crop_num]
-        pick = pick.to(dev)
+        pick = _first_of_permutation(int(n_candidates[i]), crop_num, generator, official_seed).to(dev)
         if bool(fallback[i]):
             flat[i] = pick
         else:
             flat[i] = uncertain[i].nonzero().squeeze(1)[pick]
     top_left = torch.stack([flat // ww, flat % ww], dim=-1)
     return top_left, n_candidates, fallback
+
+
+def _first_of_permutation(n: int, k: int, generator: torch.Generator | None, official_seed: bool) -> torch.Tensor:
+    """The first ``k`` of a random permutation of ``range(n)``: the official draw (a CPU generator seeded with
+    0, every time) or one from ``generator`` (on its device)."""
+    if official_seed:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:k]
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randperm(n, generator=generator, device=device)[:k]
 
 
 def _patch_index(top_left: torch.Tensor, crop_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -144,6 +146,20 @@ def _distinct_nonzero(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Ten
     hi = x.amax(dim=dims)
     lo = torch.where(x > 0, x, torch.full_like(x, big)).amin(dim=dims)
     return hi, (hi > 0) & (lo == hi)
+
+
+def _global_tags(
+    roi: torch.Tensor, uncertain: torch.Tensor, no_class_tag: float, fdtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global tag of each image of ``roi`` (B,H,W class ids): its one id, -1 for two or more, else
+    ``no_class_tag``; and ``roi`` with the uncertain pixels of a one-id image filled with that id."""
+    b = roi.shape[0]
+    cls, single = _distinct_nonzero(roi, (1, 2))
+    glob = torch.full((b,), float(no_class_tag), dtype=fdtype, device=roi.device)
+    glob = torch.where(single, cls.to(fdtype), glob)
+    glob = torch.where((cls > 0) & ~single, torch.full_like(glob, -1.0), glob)
+    filled = torch.where(single.view(b, 1, 1) & uncertain, cls.view(b, 1, 1).expand_as(roi), roi)
+    return glob, filled
 
 
 def assign_tags(
@@ -196,13 +212,7 @@ def assign_tags(
     roi = roi_.masked_fill(uncertain, 0)
     area_map = roi + uncertain.to(roi.dtype) if area_weighted_by_class_id else (roi_ != 0).to(roi.dtype)
 
-    cls, single = _distinct_nonzero(roi, (1, 2))
-    multi = (cls > 0) & ~single
-    glob = torch.full((b,), float(no_class_global_tag), dtype=fdtype, device=roi.device)
-    glob = torch.where(single, cls.to(fdtype), glob)
-    glob = torch.where(multi, torch.full_like(glob, -1.0), glob)
-    fill = single.view(b, 1, 1) & uncertain
-    roi = torch.where(fill, cls.view(b, 1, 1).expand_as(roi), roi)
+    glob, roi = _global_tags(roi, uncertain, no_class_global_tag, fdtype)
 
     bidx, rows, cols = _patch_index(top_left, crop_size)
     area = area_map[bidx, rows, cols].sum(dim=(-1, -2)).to(fdtype) / (crop_size * crop_size)
