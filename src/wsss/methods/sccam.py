@@ -351,6 +351,41 @@ def load_round_model(cfg: Config, engine: EngineAPI, r: int, device: str | None 
     return engine.load_trained_method(Path(cfg.run.dir) / f"round_{r}", checkpoint="last", device=device).method
 
 
+def _write_subcategory_labels(
+    cfg: Config, engine: EngineAPI, r: int, train_set: VOCDataset, rdir: Path, progress: bool
+) -> None:
+    """Round ``r``'s sub-category labels (methods.md 5.4): k-means of round ``r - 1``'s image features."""
+    opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
+    prev = load_round_model(cfg, engine, r - 1)
+    ids, feats, parents = extract_features(prev.image_features, train_set, next(prev.parameters()).device,
+                                           progress=progress)  # fmt: skip
+    del prev
+    labels = build_subcategory_labels(ids, feats, parents, opts.num_subcategories, cfg.run.seed,
+                                      n_init=opts.kmeans_n_init, progress=progress)  # fmt: skip
+    labels.save(rdir / LABELS_FILE)
+
+
+def _train_round(cfg: Config, engine: EngineAPI, r: int, plan: RoundPlan, progress: bool) -> dict[str, Any]:
+    """Train round ``r`` to its stop (``plan_round``), then its record: step, schedule, best, val and the CAM
+    scores on ``options.round_eval_split``."""
+    opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
+    trainer = engine.build_trainer(plan.cfg, progress=progress)
+    res = trainer.train(until=plan.stop)
+    t = plan.cfg.train
+    if plan.stop % t.ckpt_iters and plan.stop != t.max_iters:
+        trainer.save_checkpoint("last.pt")  # a mid-schedule snapshot is not on the trainer's checkpoint grid
+    record: dict[str, Any] = {"round": r, "step": trainer.step, "schedule_iters": t.max_iters, "best": res.get("best")}
+    if trainer.val_set is not None:
+        record["val"] = _last_val(Path(plan.cfg.run.dir), trainer.step) or trainer.validate()
+    if opts.round_eval_split:
+        ecfg = from_dict(Config, plan.cfg.to_dict())
+        ecfg.data.val_max_images = opts.round_eval_images
+        ds = VOCDataset(cfg.data.root, opts.round_eval_split)
+        device = resolve_device(cfg.run.device)
+        record[f"cam_{opts.round_eval_split}"] = engine.validate(trainer.method, ds, ecfg, device, progress=progress)
+    return record
+
+
 def train_rounds(cfg: Config, engine: EngineAPI, progress: bool = True) -> dict[str, Any]:
     """Every round of methods.md 5.1 in ``cfg.run.dir`` (``wsss.methods.sccam``'s docstring); resumable
     throughout."""
@@ -378,37 +413,13 @@ def train_rounds(cfg: Config, engine: EngineAPI, progress: bool = True) -> dict[
             continue
         t0 = time.time()
         if r >= 1 and labels_file(rdir) is None:
-            prev = load_round_model(cfg, engine, r - 1)
-            ids, feats, parents = extract_features(prev.image_features, train_set, next(prev.parameters()).device,
-                                                   progress=progress)  # fmt: skip
-            del prev
-            labels = build_subcategory_labels(ids, feats, parents, opts.num_subcategories, cfg.run.seed,
-                                              n_init=opts.kmeans_n_init, progress=progress)  # fmt: skip
-            labels.save(rdir / LABELS_FILE)
-        trainer = engine.build_trainer(plan.cfg, progress=progress)
-        res = trainer.train(until=plan.stop)
-        t = plan.cfg.train
-        if plan.stop % t.ckpt_iters and plan.stop != t.max_iters:
-            trainer.save_checkpoint("last.pt")  # a mid-schedule snapshot is not on the trainer's checkpoint grid
-        record: dict[str, Any] = {
-            "round": r, "step": trainer.step, "schedule_iters": t.max_iters, "best": res.get("best"),
-        }  # fmt: skip
-        if trainer.val_set is not None:
-            record["val"] = _last_val(rdir, trainer.step) or trainer.validate()
-        if opts.round_eval_split:
-            ecfg = from_dict(Config, plan.cfg.to_dict())
-            ecfg.data.val_max_images = opts.round_eval_images
-            ds = VOCDataset(cfg.data.root, opts.round_eval_split)
-            device = resolve_device(cfg.run.device)
-            record[f"cam_{opts.round_eval_split}"] = engine.validate(
-                trainer.method, ds, ecfg, device, progress=progress
-            )
+            _write_subcategory_labels(cfg, engine, r, train_set, rdir, progress)
+        record = _train_round(cfg, engine, r, plan, progress)
         record["seconds"] = round(time.time() - t0, 1)
         records[str(r)] = record
         with atomic_write(rounds_path, "w") as f:
             json.dump(records, f, indent=2)
-        out = {"step": trainer.step, "best": record["best"]}
-        del trainer
+        out = {"step": record["step"], "best": record["best"]}
     last = root / f"round_{opts.rounds}" / "checkpoints" / "last.pt"
     if last.is_file():
         _link_or_copy(last, root / "checkpoints" / "last.pt")

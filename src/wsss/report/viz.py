@@ -131,20 +131,9 @@ def write_viz(
     unknown = [c for c in classes if c not in fg]
     if unknown:
         raise UsageError(f"unknown class {unknown[0]!r}; the run's classes: {', '.join(fg)}")
-    written = []
     if image is not None:
-        img = read_image(image)
-        if classes:
-            labels = np.array([1.0 if c in classes else 0.0 for c in fg], dtype=np.float32)
-        else:
-            labels = guess_classes(run, img)
-        stem = Path(image).stem
-        names = ", ".join(fg[k] for k in np.flatnonzero(labels))
-        # say whose classes these are: the user's (--classes) or the model's guess, never ground truth
-        title = f"{Path(image).name} (CAMs of: {names})" if classes else f"{Path(image).name} (predicted: {names})"
-        p = model_panels(run, img, labels, title=title)
-        written.append((save_grid(p, per_id_path(out, stem, ".png")), p))
-        return written
+        return [_image_grid(run, Path(image), classes, out)]
+    written = []
     split = split or run.cfg.data.val_split
     ds = VOCDataset(data_root or run.cfg.data.root, split)
     if ds.num_classes != run.num_classes:
@@ -167,6 +156,22 @@ def write_viz(
     # process returns the grids it wrote
     run_ids(list(dict.fromkeys(ids)), grids, desc=f"viz {split}", progress=progress)
     return written
+
+
+def _image_grid(run: Run, image: Path, classes: Sequence[str], out: Path) -> tuple[Path, ImagePanels]:
+    """The grid of an image file (``<out>/<stem>.png``): the CAMs of ``classes``, else of the classes the
+    model finds in it (:func:`guess_classes`)."""
+    fg = run.class_names[1:]
+    img = read_image(image)
+    if classes:
+        labels = np.array([1.0 if c in classes else 0.0 for c in fg], dtype=np.float32)
+    else:
+        labels = guess_classes(run, img)
+    names = ", ".join(fg[k] for k in np.flatnonzero(labels))
+    # say whose classes these are: the user's (--classes) or the model's guess, never ground truth
+    title = f"{image.name} (CAMs of: {names})" if classes else f"{image.name} (predicted: {names})"
+    p = model_panels(run, img, labels, title=title)
+    return save_grid(p, per_id_path(out, image.stem, ".png")), p
 
 
 def _id_grid(run: Run, ds: VOCDataset, i: str, split: str, classes: Sequence[str], out: Path
