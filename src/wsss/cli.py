@@ -8,9 +8,12 @@ naming the file and the problem and a non-zero exit code; an unexpected exceptio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -23,6 +26,34 @@ def _floats(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.replace(",", " ").split())
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"expected numbers like '1.0,1.25,1.5', got {text!r}") from e
+
+
+def _setting(key: str, parse: Callable[[str], Any], each: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type`` for a flag that sets the config key ``key``: ``parse``, then the schema's one
+    check of that key (``wsss.core.config.check_value``; ``each``: of every value of a list), so a flag and
+    a config refuse the same values."""
+
+    def convert(text: str) -> Any:
+        from wsss.core.config import check_value
+        from wsss.core.errors import ConfigError
+
+        value = parse(text)
+        try:
+            for v in value if each else [value]:
+                check_value(key, v)
+            return value
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from e
+
+    convert.__name__ = key  # argparse names the type in "invalid <name> value"
+    return convert
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from e
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -357,9 +388,10 @@ def add_cam(sub: Any) -> None:
     """`wsss cam`."""
     s = sub.add_parser("cam", help="multi-scale + flip CAMs and CAM seeds of a trained run")
     add_run_args(s)
-    s.add_argument("--scales", type=_floats, default=None, help="e.g. 1.0,0.5,1.5 (default: infer.cam_scales)")
+    s.add_argument("--scales", type=_setting("infer.cam_scales", _floats), default=None,
+                   help="e.g. 1.0,0.5,1.5 (default: infer.cam_scales)")  # fmt: skip
     s.add_argument(
-        "--bkg-thre", type=float, default=None,
+        "--bkg-thre", type=_setting("cam.bkg_thre", _number), default=None,
         help="background level of the seeds (default: cam.bkg_thre); rewrites every seed, from the saved CAMs",
     )  # fmt: skip
     s.set_defaults(fn=cmd_cam)
@@ -371,7 +403,8 @@ def add_sweep_bkg(sub: Any) -> None:
     s.add_argument("run", help="run directory with cams/<split>/ (`wsss cam` first)")
     s.add_argument("--split", default="train", help="split whose CAMs are scored (default train)")
     s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
-    s.add_argument("--thresholds", type=_floats, default=None, help="e.g. 0.1,0.2,0.3 (default: 0.05 to 0.70)")
+    s.add_argument("--thresholds", type=_setting("cam.bkg_thre", _floats, each=True), default=None,
+                   help="e.g. 0.1,0.2,0.3 (default: 0.05 to 0.70)")  # fmt: skip
     s.add_argument(
         "--pairs", type=_pair, nargs="+", default=None,
         help="two-level (high/low) pairs to score, e.g. 0.7/0.25 0.35/0.1 (default: a grid from 0.7/0.25 down)",
@@ -445,7 +478,8 @@ def add_predict(sub: Any) -> None:
     """`wsss predict`."""
     s = sub.add_parser("predict", help="segmentation masks (multi-scale + flip, optional DenseCRF)")
     add_run_args(s)
-    s.add_argument("--scales", type=_floats, default=None, help="e.g. 1.0,1.25,1.5 (default: infer.scales)")
+    s.add_argument("--scales", type=_setting("infer.scales", _floats), default=None,
+                   help="e.g. 1.0,1.25,1.5 (default: infer.scales)")  # fmt: skip
     s.add_argument("--crf", action="store_true", help="DenseCRF over the classes that can appear")
     s.add_argument("--crf-workers", type=int, default=None, help="CRF processes (default: infer.crf_workers)")
     s.add_argument("--save-probs", action="store_true", help="also write probs/<split>/<id>.npy (float16 softmax)")
@@ -639,6 +673,28 @@ def _show_config_warning(message, category, filename, lineno, file=None, line=No
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`~wsss.core.errors.Terminated` (a KeyboardInterrupt) while a command runs, as
+    SIGINT raises KeyboardInterrupt: the command's cleanup runs (its worker processes and CRF pools are
+    stopped, ``wsss train`` saves ``last.pt``: ``engine.hooks.PeriodicCheckpointer``). The handler found is
+    put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        from wsss.core.errors import Terminated
+
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user error (bad data, bad config, a missing file: ``wsss.core.errors``) is one
     ``error:`` line and a non-zero exit (2 for a config error); anything else is a bug and shows its traceback."""
@@ -648,15 +704,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     args.argv = argv  # what `--workers N` starts again in each worker
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _sigterm_as_interrupt():
             warnings.showwarning = _show_config_warning
             return args.fn(args)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
-    except KeyboardInterrupt:
-        print("interrupted; finished outputs are kept, rerun the same command to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        from wsss.core.errors import Terminated
+
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"{what}; finished outputs are kept, rerun the same command to continue", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     except (OSError, RuntimeError) as e:
         from wsss.utils.io import write_os_error
 

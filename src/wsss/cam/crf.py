@@ -17,6 +17,8 @@ This module does not import torch: the worker processes only need numpy and pyde
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from wsss.core.config import CRFParams
+from wsss.utils.procs import die_with_parent
 
 
 def dense_crf(
@@ -237,9 +240,10 @@ class CRFPool:
         self.max_pending = int(max_pending) if max_pending else max(1, 4 * self.workers)
         self._executor: ProcessPoolExecutor | None = None
         if self.workers > 0:
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
-            )
+            self._executor = ProcessPoolExecutor(  # the workers end with this process, even SIGKILLed (issue 42)
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=die_with_parent, initargs=(signal.SIGKILL, os.getpid()),
+            )  # fmt: skip
 
     def imap(
         self, items: Iterable[tuple[Hashable, np.ndarray, np.ndarray, Sequence[int] | np.ndarray | None]]

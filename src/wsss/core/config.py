@@ -515,26 +515,44 @@ def _get_dotted(cfg: Config, key: str) -> Any:
     return node
 
 
+# Levels of the normalised CAMs (maps in [0, 1]): a level of 2 or -1 turns every seed into background, or none
+# (issue 42); checked when a config is loaded and by the command-line flags that set them (``check_value``).
+LEVEL_SETTINGS = ("cam.high_thre", "cam.low_thre", "cam.bkg_thre")
+# Rates and sizes of the optimiser that must be a positive (finite) number: NaN or -1 fails in torch's optimiser.
+POSITIVE_NUMBER_SETTINGS = ("train.lr", "train.head_lr_mult")
+SCALE_SETTINGS = ("cam.scales", "infer.scales", "infer.cam_scales")
+
+
+def check_value(key: str, value: Any) -> Any:
+    """``value`` if it is valid for the setting ``key``, else ConfigError ``"<key> must be ..., got <value>"``.
+
+    The one check of a setting, used by :func:`check_settings` (config files and overrides) and by the
+    command-line flags that set a setting directly (``wsss cam --bkg-thre``, ``wsss predict --scales``).
+    """
+    if key in POSITIVE_SETTINGS and value is not None and value <= 0:
+        raise ConfigError(f"{key} must be a positive integer, got {value}")
+    if key in NON_NEGATIVE_SETTINGS and value is not None and value < 0:
+        raise ConfigError(f"{key} must be 0 or more, got {value}")
+    if key in CHOICE_SETTINGS and value not in CHOICE_SETTINGS[key]:
+        raise ConfigError(f"{key} must be one of {', '.join(CHOICE_SETTINGS[key])}, got {value!r}")
+    if key in LEVEL_SETTINGS and not 0.0 <= value <= 1.0:  # NaN fails both comparisons
+        raise ConfigError(f"{key} must be a level between 0 and 1 (the CAMs are normalised to [0, 1]), got {value}")
+    if key in POSITIVE_NUMBER_SETTINGS and not 0.0 < value < float("inf"):
+        raise ConfigError(f"{key} must be a positive number, got {value}")
+    if key in SCALE_SETTINGS and (not value or any(not 0.0 < s < float("inf") for s in value)):
+        raise ConfigError(f"{key} must be a non-empty list of positive scales, got {list(value)}")
+    return value
+
+
 def check_settings(cfg: Config) -> Config:
     """ConfigError naming the first setting of ``POSITIVE_SETTINGS`` at 0 or below (None, where
     allowed, means "not set") or of ``NON_NEGATIVE_SETTINGS`` below 0, of ``CHOICE_SETTINGS`` outside its
-    values, and a scale list with a scale that is not positive. Returns ``cfg``."""
-    for key in POSITIVE_SETTINGS:
-        value = _get_dotted(cfg, key)
-        if value is not None and value <= 0:
-            raise ConfigError(f"{key} must be a positive integer, got {value}")
-    for key in NON_NEGATIVE_SETTINGS:
-        value = _get_dotted(cfg, key)
-        if value is not None and value < 0:
-            raise ConfigError(f"{key} must be 0 or more, got {value}")
-    for key, choices in CHOICE_SETTINGS.items():
-        value = _get_dotted(cfg, key)
-        if value not in choices:
-            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
-    for key in ("cam.scales", "infer.scales", "infer.cam_scales"):
-        scales = _get_dotted(cfg, key)
-        if not scales or any(not s > 0 for s in scales):
-            raise ConfigError(f"{key} must be a non-empty list of positive scales, got {list(scales)}")
+    values, a level outside [0, 1] (``LEVEL_SETTINGS``), a learning
+    rate that is not a positive number and a scale list with a scale that is not positive. Returns ``cfg``."""
+    keys = (*POSITIVE_SETTINGS, *NON_NEGATIVE_SETTINGS, *CHOICE_SETTINGS, *LEVEL_SETTINGS, *POSITIVE_NUMBER_SETTINGS,
+            *SCALE_SETTINGS)  # fmt: skip
+    for key in keys:
+        check_value(key, _get_dotted(cfg, key))
     return cfg
 
 

@@ -47,6 +47,12 @@ class TrainingDiverged(WSSSError, RuntimeError):
     """A non-finite loss: the message names the iteration and the loss terms."""
 
 
+class Terminated(KeyboardInterrupt):  # noqa: N818 - a stop request, not an error
+    """SIGTERM (``kill``, ``docker stop``, SLURM's preemption, Kubernetes) taken as Ctrl-C: ``wsss train``
+    finishes its step and saves ``last.pt``, per-id jobs stop their workers, and ``wsss`` exits 143 (128 + 15)
+    instead of 130 (issue 42)."""
+
+
 class ConfigWarning(UserWarning):
     """A legal setting that is likely not what the user meant (``wsss`` prints it as one ``warning:``
     line and goes on)."""

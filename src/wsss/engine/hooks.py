@@ -188,44 +188,55 @@ class BestCheckpointer(HookBase):
 class PeriodicCheckpointer(HookBase):
     """``checkpoints/last.pt`` every ``train.ckpt_iters`` steps and at the last (what a resume starts from).
 
-    Ctrl-C (SIGINT) during training: the current step finishes, ``last.pt`` is saved (atomically), then
-    KeyboardInterrupt is raised (the CLI exits 130). A second Ctrl-C stops at once. SIGINTs within
-    ``REPEAT_WINDOW_S`` of the first count as the same Ctrl-C: under torchrun a worker gets the
-    terminal's SIGINT and, a moment later, the one its agent forwards; that pair must not skip the save.
+    Ctrl-C (SIGINT) or SIGTERM (``kill``, ``docker stop``, SLURM's preemption, which sends it to every rank)
+    during training: the current step finishes, ``last.pt`` is saved (atomically), then KeyboardInterrupt is
+    raised (:class:`~wsss.core.errors.Terminated` for SIGTERM; the CLI exits 130 or 143). A second signal
+    stops at once. Signals within ``REPEAT_WINDOW_S`` of the first count as the same one: under torchrun a
+    worker gets the terminal's SIGINT and, a moment later, the one its agent forwards; that pair must not
+    skip the save.
     """
 
     REPEAT_WINDOW_S = 2.0
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, save: Callable[[str], None], *, period: int, max_iter: int, path: Path,
                  progress: bool = True) -> None:  # fmt: skip
         self.save, self.period, self.max_iter, self.path, self.progress = save, period, max_iter, path, progress
         self.interrupted = False
-        self._previous: Any = None
-        self._first_sigint = 0.0
+        self._previous: dict[int, Any] = {}
+        self._first_signal = 0.0
+        self._signum = int(signal.SIGINT)
 
     def before_train(self) -> None:
         self.interrupted = False
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers belong to the main thread
-        self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        self._previous = {int(s): signal.signal(s, self._on_signal) for s in self.SIGNALS}
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
+    def _stop(self) -> KeyboardInterrupt:
+        from wsss.core.errors import Terminated
+
+        return Terminated() if self._signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
         now = time.monotonic()
         if self.interrupted:
-            if now - self._first_sigint < self.REPEAT_WINDOW_S:
+            if now - self._first_signal < self.REPEAT_WINDOW_S:
                 return  # the same Ctrl-C, delivered again (torchrun's agent forwards it)
-            signal.signal(signal.SIGINT, self._previous)
-            if callable(self._previous):
-                self._previous(signum, frame)
-            raise KeyboardInterrupt  # a second Ctrl-C: stop at once
-        self.interrupted, self._first_sigint = True, now
+            previous = self._previous.get(signum)
+            self.after_train()
+            if callable(previous):
+                previous(signum, frame)
+            raise self._stop()  # a second signal: stop at once
+        self.interrupted, self._first_signal, self._signum = True, now, signum
         if self.progress:
-            tqdm.write("Ctrl-C: saving a checkpoint after this step (press again to stop at once)")
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            tqdm.write(f"{name}: saving a checkpoint after this step (press Ctrl-C again to stop at once)")
 
     def after_train(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def _interrupt_requested(self) -> bool:
         if world_size() == 1:
@@ -242,7 +253,7 @@ class PeriodicCheckpointer(HookBase):
                 self.save("last.pt")
             if is_main_process():
                 tqdm.write(f"interrupted: saved {self.path} at step {step}", file=sys.stderr)
-            raise KeyboardInterrupt
+            raise self._stop()
 
 
 class TensorBoardWriter(HookBase):

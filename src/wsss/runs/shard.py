@@ -33,6 +33,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from wsss.core.errors import ConfigWarning, DataError, UsageError
+from wsss.utils.procs import PARENT_ENV, die_with_starter
 
 if TYPE_CHECKING:
     import torch.distributed as dist
@@ -45,6 +46,9 @@ T = TypeVar("T")
 # The local workers this process started (``job_processes``), watched by ``run_ids`` while rank 0
 # waits for them: a worker that dies is reported instead of waited for.
 _CHILDREN: list[subprocess.Popen] = []
+
+# How long a stopping rank 0 (an error, Ctrl-C, SIGTERM) gives its local workers to stop before killing them.
+STOP_GRACE_S = 5.0
 
 # How long rank 0 waits for the other processes to join the group (they import torch and load the run).
 JOIN_TIMEOUT = timedelta(minutes=10)
@@ -137,6 +141,7 @@ def job_processes(workers: int = 0, argv: Sequence[str] = ()) -> Iterator[Proces
     """
     if workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {workers}")
+    die_with_starter()  # a rank started by `--workers N` (its parent's signals stop it, or its death)
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     children: list[subprocess.Popen] = []
     local = env_world == 1 and workers > 1
@@ -145,7 +150,7 @@ def job_processes(workers: int = 0, argv: Sequence[str] = ()) -> Iterator[Proces
         for r in range(1, workers):
             env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(r),
                    "LOCAL_RANK": str(r), "WORLD_SIZE": str(workers), "LOCAL_WORLD_SIZE": str(workers),
-                   "OMP_NUM_THREADS": str(per)}  # fmt: skip
+                   "OMP_NUM_THREADS": str(per), PARENT_ENV: str(os.getpid())}  # fmt: skip
             children.append(subprocess.Popen([sys.executable, "-m", "wsss.cli", *_without_workers(argv)], env=env))
         _CHILDREN[:] = children
     import torch
@@ -184,8 +189,8 @@ def job_processes(workers: int = 0, argv: Sequence[str] = ()) -> Iterator[Proces
         for child in children:
             if not ok:
                 child.terminate()
-            try:
-                child.wait(timeout=60)
+            try:  # a rank blocked in a collective whose peer left never sees SIGTERM: a short grace, then SIGKILL
+                child.wait(timeout=60 if ok else STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()

@@ -1,0 +1,142 @@
+"""Signals of the second fault trial (issue 42): SIGTERM is what ``kill``, Docker, SLURM and Kubernetes send.
+``wsss train`` takes it as Ctrl-C (finish the step, save ``last.pt``, exit non-zero), alone and under
+torchrun; the processes a command starts (CRF pools, ``--workers`` ranks) end with it. Real processes,
+tiny data, one thread each."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, tiny_overrides
+
+CONFIG = str(REPO / "configs/cam/synthetic_cpu.yaml")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+LONG = {"train.max_iters": 100000, "train.eval_iters": 100000, "train.ckpt_iters": 100000, "train.log_iters": 1}
+
+
+def _start(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=REPO, env=ENV, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _wait_for(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    t0 = time.time()
+    while not ready():
+        assert proc.poll() is None and time.time() - t0 < timeout, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+
+
+def _logged_steps(run: Path, n: int):
+    metrics = run / "metrics.jsonl"
+    return lambda: metrics.is_file() and metrics.read_text().count("\n") >= n
+
+
+def test_sigterm_during_train_saves_the_step_and_exits_143(synth_root, tmp_path):
+    run = tmp_path / "run"
+    proc = _start([sys.executable, "-m", "wsss.cli", "train", CONFIG, *tiny_overrides(synth_root, run, **LONG),
+                   "--quiet", "--skip-check", "run.threads=1"])  # fmt: skip
+    _wait_for(proc, _logged_steps(run, 2))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    step = torch.load(run / "checkpoints/last.pt", weights_only=False)["step"]
+    assert step >= 2 and f"saved {run / 'checkpoints/last.pt'} at step {step}" in err
+    assert "terminated (SIGTERM); finished outputs are kept" in err and "Traceback" not in err
+
+
+def test_sigterm_to_every_rank_under_torchrun_saves_the_step(synth_root, tmp_path):
+    """SLURM's preemption: SIGTERM to the agent and to every worker of the job (the process group)."""
+    run = tmp_path / "run"
+    proc = _start([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                   "wsss.cli", "train", CONFIG, *tiny_overrides(synth_root, run, **LONG), "--quiet",
+                   "--skip-check"])  # fmt: skip
+    _wait_for(proc, _logged_steps(run, 2))
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    step = torch.load(run / "checkpoints/last.pt", weights_only=False)["step"]
+    assert step >= 2 and f"saved {run / 'checkpoints/last.pt'} at step {step}" in err, err[-3000:]
+    assert err.count("terminated (SIGTERM); finished outputs are kept") == 2, err[-3000:]  # both ranks, cleanly
+    assert 'File "' + str(REPO / "src") not in err, err[-3000:]  # no traceback in wsss (the agent shows its own)
+
+
+# ---- 7: children end with their parent ---------------------------------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    """The pids whose parent is ``pid`` (Linux /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":  # a zombie has ended (it waits for init to reap it)
+            alive.add(pid)
+    return alive
+
+
+def _sigterm_leaves_no_child(proc: subprocess.Popen, n_children: int) -> None:
+    _wait_for(proc, lambda: len(_children(proc.pid)) >= n_children)
+    time.sleep(1.0)  # the children have started their work
+    kids = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    deadline = time.time() + 10
+    while _alive(kids) and time.time() < deadline:
+        time.sleep(0.1)
+    left = _alive(kids)
+    for pid in left:  # do not leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} of {len(kids)} children outlived their parent"
+
+
+@pytest.fixture
+def trained(synth_root, tmp_path):
+    from wsss.core.checkpoint import save_checkpoint
+    from wsss.core.config import load_config, save_config
+    from wsss.methods import build_method
+
+    run = tmp_path / "run"
+    cfg = load_config(CONFIG, tiny_overrides(synth_root, run, **{"infer.crf.iters": 3000}))  # a slow CRF
+    run.mkdir()
+    save_config(cfg, run / "config.yaml")
+    names = (synth_root / "classes.txt").read_text().split("\n")[:-1]
+    state = {"step": 1, "model": build_method(cfg, names).state_dict(), "num_classes": len(names),
+             "class_names": names}  # fmt: skip
+    save_checkpoint(state, run / "checkpoints" / "last.pt")
+    return run
+
+
+def test_sigterm_to_predict_ends_its_crf_workers(trained):
+    proc = _start([sys.executable, "-m", "wsss.cli", "predict", str(trained), "--split", "train", "--crf",
+                   "--crf-workers", "2", "--quiet"])  # fmt: skip
+    _sigterm_leaves_no_child(proc, 2)
+
+
+def test_sigterm_to_cam_with_workers_ends_its_ranks(trained):
+    proc = _start([sys.executable, "-m", "wsss.cli", "cam", str(trained), "--split", "train", "--workers", "2",
+                   "--quiet"])  # fmt: skip
+    _sigterm_leaves_no_child(proc, 1)
