@@ -73,7 +73,7 @@ def cmd_synth(a: argparse.Namespace) -> int:
     given = {"context_with": a.context_with, "context_without": a.context_without}
     context = {k: v for k, v in given.items() if v is not None}  # unset: the design's defaults
     counts = generate_synthetic(a.out, n_train=a.train, n_val=a.val, size=a.size, seed=a.seed, n_workers=a.workers,
-                                **context)  # fmt: skip
+                                overwrite=a.overwrite, **context)  # fmt: skip
     print(f"wrote {a.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
@@ -216,8 +216,10 @@ def cmd_import(a: argparse.Namespace) -> int:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from wsss.evaluation import evaluate
-    from wsss.utils.io import atomic_write
+    from wsss.utils.io import atomic_write, check_output_file
 
+    if a.json:
+        check_output_file(a.json)  # before the evaluation: a folder given as --json is refused at once
     result = evaluate(a.pred_dir, a.data_root, a.split, pseudo=a.pseudo)
     print(result.format_table())
     if a.json:
@@ -350,6 +352,8 @@ def add_synth(sub: Any) -> None:
     s.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     s.add_argument("--seed", type=int, default=0, help="random seed of the generator (default 0)")
     s.add_argument("--workers", type=int, default=0, help="worker processes (0 = in-process)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the dataset OUT holds (its images, masks, split lists and labels)")  # fmt: skip
     s.add_argument(
         "--context-with", type=float, default=None,
         help="probability of the water (rails) band in an image with a boat (train) (default: the design's, 0.85)",

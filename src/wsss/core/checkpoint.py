@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from wsss.core.errors import MissingFileError, UnsafeCheckpointError, WeightLoadError
+from wsss.core.errors import MissingFileError, WeightLoadError
 from wsss.utils.io import atomic_write
 from wsss.utils.safe_load import load_torch_file
 
@@ -28,7 +28,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise WeightLoadError(f"{path}: checkpoint file is empty (0 bytes; an interrupted copy?)")
     try:
         state = load_torch_file(path, "checkpoint", map_location=map_location)
-    except UnsafeCheckpointError:
+    except WeightLoadError:  # refused, or not a PyTorch file: the message names the file already
         raise
     except Exception as e:  # noqa: BLE001
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from wsss.core.errors import DataError
-from wsss.utils.io import atomic_write
+from wsss.utils.io import atomic_write, read_text_file
 
 CLASSES_FILE = "classes.txt"
 
@@ -162,11 +162,7 @@ def read_classes(root: str | os.PathLike) -> list[str]:
     path = Path(root) / CLASSES_FILE
     if not path.is_file():
         return list(VOC_CLASSES)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read class list ({e})") from e
-    return parse_classes(text, path)
+    return parse_classes(read_text_file(path, "class list"), path)
 
 
 def write_classes(root: str | os.PathLike, names: list[str]) -> Path:

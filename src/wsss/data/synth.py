@@ -64,6 +64,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -656,6 +657,7 @@ def generate_synthetic(
     context_with: float = P_CONTEXT_WITH_CLASS,
     context_without: float = P_CONTEXT_WITHOUT_CLASS,
     verbose: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Write the synthetic co-occurrence dataset (see the module docstring) to ``out``.
 
@@ -664,10 +666,15 @@ def generate_synthetic(
 
     Returns counts: ``{"train", "val", "images", "class_images": {name: n}, "context_images":
     {name: n}, "rider_on_horse", "seconds"}``, also printed when ``verbose``.
+
+    A folder that already holds a dataset (split lists, ``classes.txt``, ``cls_labels.npy`` or images) is
+    refused (UsageError), unless ``overwrite``: then the folders and files this function writes are removed
+    first, so no image of the old dataset stays beside the new one (issue 42).
     """
     _check_synthetic_args(n_train, n_val, size, image_format, context_with, context_without)
     t0 = time.perf_counter()
     out = Path(out)
+    _clear_old_dataset(out, overwrite)
     for d in ("JPEGImages", "SegmentationClass", "SegmentationContext", str(SPLIT_DIR)):
         (out / d).mkdir(parents=True, exist_ok=True)
     write_classes(out, CLASS_NAMES)
@@ -700,6 +707,28 @@ def generate_synthetic(
             f"rider on horse: {counts['rider_on_horse']}"
         )
     return counts
+
+
+SYNTH_OUTPUTS = ("JPEGImages", "SegmentationClass", "SegmentationContext", str(SPLIT_DIR), "classes.txt",
+                 "cls_labels.npy", "synth_meta.json")  # fmt: skip
+
+
+def _clear_old_dataset(out: Path, overwrite: bool) -> None:
+    """UsageError if ``out`` holds a dataset (any of ``SYNTH_OUTPUTS``, a folder counting when not empty);
+    with ``overwrite``, those are removed."""
+    found = [
+        name
+        for name in SYNTH_OUTPUTS
+        if (out / name).is_file() or (out / name).is_dir() and any((out / name).iterdir())
+    ]
+    if not found:
+        return
+    if not overwrite:
+        raise UsageError(f"{out}: already holds a dataset ({', '.join(found)}); pass --overwrite to replace it, "
+                         "or choose another folder")  # fmt: skip
+    for name in found:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _check_synthetic_args(

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from wsss.core.errors import DataError
 from wsss.data.classes import CLASSES_FILE, read_classes
 from wsss.data.transforms import TrainAugment
-from wsss.utils.io import describe_path, id_problem, read_image, read_label_png, save_npy
+from wsss.utils.io import describe_path, id_problem, read_image, read_label_png, read_text_file, save_npy
 from wsss.utils.safe_load import read_npy
 
 IMAGE_DIR = "JPEGImages"
@@ -48,10 +48,7 @@ def parse_split(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     file names, so a line whose id could leave its folder (a path separator, ``..``, an absolute path)
     is not taken: it gives a ``file:line: ...`` problem instead. DataError if the file cannot be read."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read split file ({e})") from e
+    lines = read_text_file(path, "split file").splitlines()
     ids, problems = [], []
     for n, line in enumerate(lines, 1):
         line = line.strip()

@@ -185,9 +185,10 @@ class _Accumulator:
         self.cooc = CooccurrenceMeter(self.num_classes, ignore_index)
         self.n_images = 0
 
-    def add(self, gt: Any, pred: Any, labels: Any, source: str) -> None:
+    def add(self, gt: Any, pred: Any, labels: Any, source: str, gt_source: str | None = None) -> None:
         C = self.num_classes
         gt = _as_numpy(gt)
+        self._check_range(gt, "ground-truth", gt_source or f"{source} (its ground truth)")
         try:
             pred = _as_index_array(pred, "prediction")
         except ValueError as e:
@@ -196,13 +197,7 @@ class _Accumulator:
             pred = pred[0]
         if gt.shape != pred.shape:
             raise DataError(f"{source}: prediction shape {pred.shape} differs from the ground truth {gt.shape}")
-        if pred.size:
-            bad = ((pred < 0) | (pred >= C)) & (pred != self.ignore_index)
-            if bad.any():
-                raise DataError(
-                    f"{source}: prediction values {_describe_values(pred[bad])} outside the class range "
-                    f"0..{C - 1} (and not the ignore value {self.ignore_index}); {int(bad.sum())} pixels"
-                )
+        self._check_range(pred, "prediction", source)
         if labels is None:  # derive the image labels from the GT
             g = gt.reshape(-1).astype(np.int64)
             counts = np.bincount(g[(g >= 0) & (g < C) & (g != self.ignore_index)], minlength=C)
@@ -214,6 +209,18 @@ class _Accumulator:
             raise DataError(f"{source}: {e}") from e
         self.ext += ext
         self.n_images += 1
+
+    def _check_range(self, values: np.ndarray, what: str, source: str) -> None:
+        """DataError naming ``source`` when ``values`` (a prediction or a ground truth: both sides are
+        checked alike, issue 42) hold a value that is neither a class index nor the ignore value."""
+        C = self.num_classes
+        if values.size:
+            bad = ((values < 0) | (values >= C)) & (values != self.ignore_index)
+            if bad.any():
+                raise DataError(
+                    f"{source}: {what} values {_describe_values(values[bad])} outside the class range "
+                    f"0..{C - 1} (and not the ignore value {self.ignore_index}); {int(bad.sum())} pixels"
+                )
 
     def result(self, meta: dict[str, Any] | None = None) -> EvalResult:
         scores = _pseudo_scores_from_ext_hist(self.ext)
@@ -343,6 +350,7 @@ def evaluate(
     for image_id, path in zip(ids, paths):
         pred = read_label_png(path)
         gt = dataset.load_mask(image_id)
-        acc.add(gt, pred, dataset.labels(image_id), str(path))
+        gt_path = getattr(dataset, "mask_path", lambda _: None)(image_id)
+        acc.add(gt, pred, dataset.labels(image_id), str(path), gt_source=str(gt_path) if gt_path else None)
     meta = {"pred_dir": str(pred_dir), "root": None if root is None else str(root), "split": split}
     return acc.result(meta)

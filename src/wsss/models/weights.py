@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from wsss.core.errors import UnsafeCheckpointError, WeightLoadError
+from wsss.core.errors import WeightLoadError
 from wsss.utils.safe_load import load_torch_file
 
 __all__ = ["WeightLoadError", "check_state_dict", "convert_weight_layout", "load_pretrained", "read_state_dict",
@@ -35,7 +35,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             # weights_only, plus the numpy RNG state a wsss run checkpoint holds (utils/safe_load.py)
             state = load_torch_file(path, "pretrained weight file")
-        except UnsafeCheckpointError:
+        except WeightLoadError:  # refused, or not a PyTorch file: the message names the file already
             raise
         except Exception as e:  # noqa: BLE001 - any unpickling failure is reported with the file
             raise WeightLoadError(f"{path}: cannot read weights ({e})") from e

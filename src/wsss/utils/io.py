@@ -71,6 +71,25 @@ def write_os_error(error: BaseException) -> OSError | None:
     return None
 
 
+def read_text_file(path: str | os.PathLike, what: str) -> str:
+    """The text of a UTF-8 file the user gives (a split list, ``classes.txt``, a labels file), a byte-order
+    mark at its start removed (Windows' Notepad and Excel write one: kept, it would join the first id or
+    class name, issue 42). DataError naming the file and ``what`` it is when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read {what} ({e})") from e
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if a file can be written there as far as names go; ``OutputError`` when it is an
+    existing folder (``wsss eval --json DIR``, issue 42), checked before the work whose result it is."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give the name of a file to write (e.g. {path / 'metrics.json'})")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
     """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds.
@@ -81,7 +100,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBas
     A full disk or an unwritable folder raises ``OutputError`` naming ``path`` (also when the writer,
     e.g. ``torch.save``, raised its own error while handling the OS error).
     """
-    path = Path(path)
+    path = check_output_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -122,6 +122,27 @@ def checkpoint_safe_globals() -> list[Any]:
     ]
 
 
+def _check_torch_format(path: Path, what: str) -> None:
+    """WeightLoadError naming ``path`` when it is not a file ``torch.save`` writes (a zip archive; a pickle
+    or a tar archive in PyTorch's legacy formats): ``torch.load`` of a text file says "pop from empty
+    list" (issue 42). An empty or unreadable file is left to the caller's own message."""
+    from wsss.core.errors import WeightLoadError
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return
+    if not head or head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or head[257:262] == b"ustar":
+        return
+    try:
+        text = head[:60].decode("utf-8")
+        kind = f"a text file (it starts {text.splitlines()[0][:40]!r})" if text.strip() else "blank"
+    except UnicodeDecodeError:
+        kind = f"of another format (it starts {head[:8]!r})"
+    raise WeightLoadError(f"{path}: not a {what} saved by PyTorch (a zip archive or a pickle): it is {kind}")
+
+
 def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` allowing only :func:`checkpoint_safe_globals`, for this
     call. UnsafeCheckpointError naming the file and the refused global if it needs more; other read
@@ -129,6 +150,7 @@ def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", map_locat
     import torch
 
     path = Path(path)
+    _check_torch_format(path, what)
     try:
         with torch.serialization.safe_globals(checkpoint_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)

@@ -43,7 +43,7 @@ from wsss.data.check import PROGRESS_MIN, check_image, check_mask
 from wsss.data.classes import parse_classes, write_classes
 from wsss.data.prepare import PrepareSummary, first, place_image, remove_stale_outputs, write_split
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
-from wsss.utils.io import per_id_path, read_label_png, save_label_png
+from wsss.utils.io import per_id_path, read_label_png, read_text_file, save_label_png
 
 MAX_LISTED = 50  # input problems listed in the error (all are counted)
 
@@ -67,10 +67,7 @@ def read_label_file(path: Path, class_names: list[str]) -> dict[str, tuple[list[
             raise DataError(f"{where}: image {key!r} is listed twice (first at {out[key][1]})")
         out[key] = (sorted(set(classes)), where)
 
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read label file ({e})") from e
+    text = read_text_file(path, "label file")
     if path.suffix.lower() == ".csv":
         rows = list(csv.reader(text.splitlines()))
         if not rows:
@@ -157,7 +154,7 @@ def prepare_folder(
         raise DataError(f"{images}: image folder not found")
     if not classes.is_file():
         raise DataError(f"{classes}: class list not found")
-    class_names = parse_classes(classes.read_text(encoding="utf-8"), classes)
+    class_names = parse_classes(read_text_file(classes, "class list"), classes)
     table = read_label_file(labels, class_names)
     files = _image_files(images)
     entries = _match_labels(table, files, labels, images)
