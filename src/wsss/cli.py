@@ -287,6 +287,7 @@ def cmd_prepare(a: argparse.Namespace) -> int:
             seed=a.seed,
             image_mode=a.image_mode,
             progress=not a.quiet,
+            overwrite=a.overwrite,
         )
     print(summary.format())
     return 0
@@ -600,9 +601,11 @@ def add_prepare(sub: Any) -> None:
     q.add_argument("--masks", default=None, help="optional folder of <id>.png class-index masks (some or all images)")
     q.add_argument(
         "--val-fraction", type=float, default=None,
-        help="share of the images in val.txt, drawn from those with a mask (default: 0.2 with --masks, else 0: "
-        "training then runs without validation)",
+        help="share of the masked images in val.txt (default 0.2 with --masks; at most half of them: the rest stay "
+        "in train); without --masks a share of all the images (default 0: training then runs without validation)",
     )  # fmt: skip
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace the dataset --out holds (else refused): the result is a fresh run's")  # fmt: skip
     q.add_argument("--seed", type=int, default=0, help="seed of the val split's draw (default 0)")
     q.add_argument("--image-mode", dest="image_mode", choices=modes, default="link", help=images_help)
     q.add_argument("--quiet", action="store_true", help=QUIET_HELP)

@@ -18,9 +18,10 @@ Inputs:
 
 Output ``ROOT``: ``JPEGImages/`` (hard links by default), ``SegmentationClass/`` (the masks,
 re-written as VOC-palette PNGs after checking values and sizes), ``cls_labels.npy``,
-``classes.txt``, ``ImageSets/Segmentation/train.txt`` and ``val.txt``: a seeded random share of the
-images (``val_fraction``; by default 0.2 when masks are given, drawn from the images with a mask,
-and none without masks: validation needs masks, and training without a val split skips it).
+``classes.txt``, ``ImageSets/Segmentation/train.txt`` and ``val.txt``: a seeded random share
+(``val_fraction``) of the images with a mask when masks are given (by default 0.2 of them, and at most
+half: the rest stay in train), and none without masks by default (validation needs masks, and training
+without a val split skips it). An ``out`` holding a dataset is refused unless ``overwrite``.
 
 Every input is checked before anything is written, with check-data's rules: an image that does not
 decode fully (a truncated JPEG), a mask with values that are not classes, of another size than its
@@ -33,6 +34,7 @@ from __future__ import annotations
 import csv
 import difflib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -137,13 +139,19 @@ def prepare_folder(
     seed: int = 0,
     image_mode: str = "link",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> PrepareSummary:
     """Build a VOC-layout dataset at ``out`` from a custom folder (module docstring).
+
+    An ``out`` that already holds a dataset is refused (UsageError) unless ``overwrite``: then, once the
+    inputs passed their checks, its outputs are removed first, so a re-run writes what a fresh run would
+    (issue 42: a re-run without masks kept the old val.txt and masks).
 
     Every input is checked before anything is written (check-data's rules: images decode fully,
     masks hold classes or 255 at the image's size, no mask class missing from the image's label); all
     problems are raised in one DataError, and ``out`` is left as it was. ``val_fraction`` None: 0.2
-    of the images with masks when there are masks, else no val split (training then skips validation).
+    of the images with masks when there are masks (at most half of them), else no val split (training
+    then skips validation).
     """
     images, labels, classes, out = Path(images), Path(labels), Path(classes), Path(out)
     if val_fraction is None:
@@ -163,7 +171,9 @@ def prepare_folder(
         masks = Path(masks)
         if not masks.is_dir():
             raise DataError(f"{masks}: mask folder not found")
+    previous = _previous_outputs(out, images, image_mode, overwrite)
     with_mask, label_only = _check_inputs(ids, files, entries, masks, class_names, labels, classes, out, progress)
+    _remove(previous)
 
     # ---- write ---------------------------------------------------------------------------------
     # The split lists are written last: a dataset without them is visibly unfinished, while lists
@@ -192,6 +202,32 @@ def prepare_folder(
         summary.notes.append("no val split (no masks, or val_fraction 0): training runs without validation")
     _warn_about_labels(files, entries, label_only, images, summary)
     return summary
+
+
+def _previous_outputs(out: Path, images: Path, image_mode: str, overwrite: bool) -> list[Path]:
+    """The outputs of an earlier run in ``out`` (the temporary files of a killed one aside), to remove with
+    ``overwrite``; UsageError without it. ``JPEGImages`` is never among them when it is where the photos
+    are (``--image-mode none``, or ``--images`` pointing at it)."""
+    keep_images = image_mode == "none" or (out / "JPEGImages").resolve() == images.resolve()
+    names = ["ImageSets/Segmentation", "SegmentationClass", "cls_labels.npy", "classes.txt"]
+    names += [] if keep_images else ["JPEGImages"]
+    found = [out / n for n in names if (out / n).is_file() or _has_files(out / n)]
+    if found and not overwrite:
+        raise UsageError(
+            f"{out}: already holds a dataset ({', '.join(str(p.relative_to(out)) for p in found)}); pass --overwrite "
+            "to replace it (the re-run then writes what a fresh run would), or choose another --out"
+        )
+    return found
+
+
+def _has_files(folder: Path) -> bool:
+    """Whether ``folder`` holds a file other than a killed write's temporary (``.<name>.<x>.tmp``)."""
+    return folder.is_dir() and any(not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in folder.iterdir())
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _image_files(images: Path) -> dict[str, Path]:
@@ -275,12 +311,14 @@ def _check_inputs(
 
 
 def _val_ids(ids: list[str], with_mask: set[str], val_fraction: float, seed: int, summary: PrepareSummary) -> set[str]:
-    """The val split: ``val_fraction`` of the images, drawn from those with masks when there are any."""
+    """The val split: ``val_fraction`` of the images with masks when there are any (at most half of them:
+    the others stay in train, where ``wsss sweep-bkg`` measures the seeds), else of all the images."""
     pool = sorted(with_mask) if with_mask else ids
-    n_val = int(round(val_fraction * len(ids)))
-    if with_mask and n_val > len(pool):
-        summary.warnings.append(f"val_fraction {val_fraction} asks for {n_val} val images; {len(pool)} have masks")
-        n_val = len(pool)
+    n_val = int(round(val_fraction * len(pool)))
+    if with_mask and n_val > len(pool) // 2:
+        summary.warnings.append(f"val_fraction {val_fraction} asks for {n_val} of the {len(pool)} masked images; "
+                                f"val takes {len(pool) // 2}, the other half stays in train")  # fmt: skip
+        n_val = len(pool) // 2
     n_val = min(n_val, len(ids) - 1)
     return set(np.random.default_rng(seed).permutation(pool)[:n_val].tolist()) if n_val > 0 else set()
 
