@@ -11,11 +11,13 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 EPILOG = "Docs: README.md. Each command has --help."
@@ -88,7 +90,6 @@ def cmd_check_data(a: argparse.Namespace) -> int:
 
 def cmd_train(a: argparse.Namespace) -> int:
     from wsss.core.config import load_config, resolve_paths
-    from wsss.data import check_dataset
     from wsss.engine.launch import train
 
     cfg = load_config(a.config, a.overrides)
@@ -96,22 +97,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     resolve_paths(cfg)  # the run stores absolute input paths: `wsss cam RUN` works from anywhere
     if typed != cfg.data.root:
         print(f"data.root {typed} -> {cfg.data.root}", file=sys.stderr)
-    if not a.skip_check:
-        from wsss.data.voc import available_splits
-
-        have = available_splits(cfg.data.root)
-        val = [cfg.data.val_split] if cfg.data.val_split in have else []  # no val split: trained without (a note)
-        for split in dict.fromkeys([cfg.data.train_split, *val]):
-            if split:
-                report = check_dataset(cfg.data.root, split, progress=not a.quiet)
-                if not report.ok:
-                    print(report.format(), file=sys.stderr)
-                    print(f"error: {cfg.data.root} failed check-data (split {split}); fix it or pass --skip-check",
-                          file=sys.stderr)  # fmt: skip
-                    return 1
-                if report.warnings:
-                    print("\n".join([f"check-data {cfg.data.root} (split {split}): {len(report.warnings)} warning(s)"]
-                                    + [f"  - {w}" for w in report.warnings]), file=sys.stderr)  # fmt: skip
+    if not a.skip_check and not _data_checks_pass(cfg, progress=not a.quiet):
+        return 1
     if cfg.run.threads > 0:  # the whole command runs with run.threads (the trainer restores what it found)
         import torch
 
@@ -119,6 +106,36 @@ def cmd_train(a: argparse.Namespace) -> int:
     out = train(cfg, progress=not a.quiet, allow_config_change=a.allow_config_change)
     print(f"run {cfg.run.dir}: step {out['step']}" + (f", best val mIoU {out['best']:.2f}" if out.get("best") else ""))
     return 0
+
+
+def _data_checks_pass(cfg: Any, progress: bool) -> bool:
+    """check-data on the splits a training reads, and on its pseudo labels (``data.pseudo_dir``) as masks;
+    the problems printed and False when one fails, the warnings printed."""
+    from wsss.data import check_dataset, check_pseudo_labels
+    from wsss.data.voc import available_splits
+
+    have = available_splits(cfg.data.root)
+    val = [cfg.data.val_split] if cfg.data.val_split in have else []  # no val split: trained without (a note)
+    checks = [
+        (f"split {s}", partial(check_dataset, cfg.data.root, s))
+        for s in dict.fromkeys([cfg.data.train_split, *val])
+        if s
+    ]
+    d, train_split = cfg.data.pseudo_dir, cfg.data.train_split
+    if d:
+        checks.append(
+            (f"pseudo labels {d} of split {train_split}", partial(check_pseudo_labels, cfg.data.root, train_split, d))
+        )
+    for what, check in checks:
+        report = check(progress=progress)
+        if not report.ok:
+            print(report.format(), file=sys.stderr)
+            print(f"error: {cfg.data.root} failed check-data ({what}); fix it or pass --skip-check", file=sys.stderr)
+            return False
+        if report.warnings:
+            print("\n".join([f"check-data {cfg.data.root} ({what}): {len(report.warnings)} warning(s)"]
+                            + [f"  - {w}" for w in report.warnings]), file=sys.stderr)  # fmt: skip
+    return True
 
 
 def _load(a: argparse.Namespace):
@@ -680,6 +697,18 @@ def _show_config_warning(message, category, filename, lineno, file=None, line=No
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+def _error_text(e: BaseException) -> str:
+    """A user error's message. One raised in a DataLoader worker (a bad pseudo label met mid-training) comes
+    back re-raised with the worker's whole traceback as its message (torch's ExceptionWrapper): the last
+    line of that is the error's own, e.g. ``wsss.core.errors.DataError: FILE: ...`` (issue 42)."""
+    text = str(e)
+    first = text.split("\n", 1)[0]
+    if first.startswith("Caught ") and "in DataLoader worker process" in first:
+        last = text.rstrip().splitlines()[-1]
+        return re.sub(r"^[\w.]+: ", "", last, count=1)
+    return text
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM raises :class:`~wsss.core.errors.Terminated` (a KeyboardInterrupt) while a command runs, as
@@ -715,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _show_config_warning
             return args.fn(args)
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_error_text(e)}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     except KeyboardInterrupt as e:
         from wsss.core.errors import Terminated

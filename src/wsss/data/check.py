@@ -31,6 +31,7 @@ from wsss.data.voc import (
     available_splits,
     parse_split,
     read_cls_labels_file,
+    read_split,
 )
 from wsss.utils.io import describe_path, exif_orientation, exif_swaps_sides, image_size, read_label_png
 
@@ -510,3 +511,33 @@ def _warn_label_only(label_only: dict[str, str], npy: Path, report: CheckReport)
         + ", ".join(f"{i} ({names})" for i, names in shown)
         + (f" (and {len(label_only) - len(shown)} more)" if len(label_only) > len(shown) else "")
     )
+
+
+def check_pseudo_labels(
+    root: str | os.PathLike, split: str, pseudo_dir: str | os.PathLike, *, max_problems: int = 50, progress: bool = True
+) -> CheckReport:
+    """check-data's mask rules over a folder of segmentation targets (``data.pseudo_dir``, e.g. `wsss pseudo`'s
+    output) for the ids of ``split``: each ``<id>.png`` present, a readable single-channel or palette PNG of
+    its image's size, holding class indices or 255 (issue 42: an RGB PNG met mid-training stopped it with a
+    DataLoader traceback). Pseudo labels are not held to the image labels (a refiner may add a class)."""
+    root, pseudo_dir = Path(root), Path(pseudo_dir)
+    report = CheckReport(root=pseudo_dir, max_problems=max_problems)
+    if not pseudo_dir.is_dir():
+        report.add(f"{pseudo_dir}: pseudo-label directory not found (data.pseudo_dir)")
+        return report
+    class_names = read_classes(root)
+    ids = read_split(root, split)
+    report.n_images = len(ids)
+    desc = f"{root / CLASSES_FILE} ({len(class_names)} classes)"
+    for id in _progress(ids, progress):
+        path = pseudo_dir / f"{id}.png"
+        if not path.is_file():
+            report.add(f"{path}: pseudo label not found (id {id!r} of split {split!r})")
+            continue
+        image = _image_path(root, id)
+        size = image_size(image) if image is not None else None
+        problems, _ = check_mask(path, size, None, class_names, label_file=path, id=id, classes_desc=desc,
+                                 image_path=image)  # fmt: skip
+        for p in problems:
+            report.add(p)
+    return report
