@@ -19,7 +19,7 @@ from conftest import REPO, tiny_overrides
 from wsss.cli import main
 from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config, save_config
-from wsss.core.errors import DataError, UsageError
+from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.data import VOCDataset, check_dataset
 from wsss.data.voc import read_split
 from wsss.engine.validate import validate
@@ -344,3 +344,208 @@ def test_leftover_tmp_files_are_removed_by_prepare_and_report(tmp_path, run_dir,
     rc, out = _cli(capsys, "report", run_dir, "--max-images", "1")
     assert rc == 0, out
     assert not stale.exists()
+
+
+# ==== the second trial (issue 42) =====================================================================
+# Signals (2: SIGTERM in train; 7: children end with their parent) are in test_faults_signals.py.
+
+
+# ---- 1: wsss synth on an existing dataset ------------------------------------------------------------
+
+
+def test_synth_refuses_a_folder_holding_a_dataset_unless_overwrite(data, capsys):
+    before = {p: p.read_bytes() for p in (data / "ImageSets/Segmentation").iterdir()}
+    n_images = len(list((data / "JPEGImages").iterdir()))
+    rc, out = _cli(capsys, "synth", data, "--train", "4", "--val", "2", "--size", "48")
+    line = _one_error_line(out)
+    assert rc == 1 and f"{data}: already holds a dataset" in line and "--overwrite" in line
+    assert {p: p.read_bytes() for p in (data / "ImageSets/Segmentation").iterdir()} == before  # nothing touched
+    assert len(list((data / "JPEGImages").iterdir())) == n_images
+    rc, out = _cli(capsys, "synth", data, "--train", "4", "--val", "2", "--size", "48", "--overwrite")
+    assert rc == 0, out
+    assert len(list((data / "JPEGImages").iterdir())) == 6  # no image of the old dataset left beside the new
+    assert check_dataset(data, progress=False).ok
+
+
+# ---- 3, 4, 8: settings checked once, for config files, overrides and flags alike ------------------------
+
+
+@pytest.mark.parametrize("value", ["2", "-1", "nan"])
+def test_cam_bkg_thre_flag_outside_0_1_is_refused(run_dir, capsys, value):
+    with pytest.raises(SystemExit) as e:
+        main(["cam", str(run_dir), "--split", "val", "--bkg-thre", value, "--quiet"])
+    assert e.value.code == 2
+    assert "argument --bkg-thre: cam.bkg_thre must be a level between 0 and 1" in capsys.readouterr().err
+    assert not (run_dir / "cam_labels").exists()
+
+
+@pytest.mark.parametrize("override", ["cam.bkg_thre=2", "cam.high_thre=1.5", "cam.low_thre=-0.1", "cam.bkg_thre=.nan",
+                                      "train.lr=.nan", "train.lr=-1", "train.lr=0"])  # fmt: skip
+def test_levels_and_learning_rates_out_of_range_are_one_line_before_anything_is_written(data, tmp_path, capsys,
+                                                                                         override):  # fmt: skip
+    run = tmp_path / "run"
+    rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run), override, "--quiet")
+    key = override.split("=")[0]
+    line = _one_error_line(out)
+    assert rc == 2 and f"command-line override '{override}': {key} must be a" in line
+    assert not run.exists()
+    preset = tmp_path / "preset.yaml"  # the same value in a config file: the same check
+    section, name = key.split(".")
+    preset.write_text(f"_base_: {CONFIG}\n{section}:\n  {name}: {override.split('=')[1]}\n")
+    with pytest.raises(ConfigError, match=rf"preset\.yaml: {key} must be a"):
+        load_config(preset)
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "1,0"])
+def test_predict_scales_flag_is_checked_as_the_config_key(run_dir, capsys, value):
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(run_dir), "--split", "val", "--scales", value, "--quiet"])
+    assert e.value.code == 2
+    msg = "infer.scales must be a non-empty list of positive scales"
+    assert f"argument --scales: {msg}" in capsys.readouterr().err
+    assert not (run_dir / "predictions").exists()
+    with pytest.raises(ConfigError, match=msg):  # the config path says the same
+        load_config(run_dir / "config.yaml", [f"infer.scales=[{value}]"])
+
+
+# ---- 5, 10: wsss eval ----------------------------------------------------------------------------------
+
+
+def _predictions_from_masks(data: Path, folder: Path) -> list[str]:
+    ids = VOCDataset(data, "val").ids
+    for id in ids:
+        save_label_png(folder / f"{id}.png", read_label_png(data / "SegmentationClass" / f"{id}.png"))
+    return ids
+
+
+def test_eval_refuses_ground_truth_values_above_the_class_count_naming_the_mask(data, tmp_path, capsys):
+    ids = _predictions_from_masks(data, tmp_path / "pred")
+    gt_path = data / "SegmentationClass" / f"{ids[1]}.png"
+    gt = read_label_png(gt_path)
+    gt[:3, :3] = 12  # 7 classes
+    save_label_png(gt_path, gt)
+    rc, out = _cli(capsys, "eval", tmp_path / "pred", "--data-root", data, "--split", "val")
+    line = _one_error_line(out)
+    assert rc == 1 and f"{gt_path}: ground-truth values" in line and "12" in line and "0..6" in line
+
+
+def test_eval_json_to_a_folder_is_one_line_before_evaluating(data, tmp_path, capsys):
+    _predictions_from_masks(data, tmp_path / "pred")
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    rc, out = _cli(capsys, "eval", tmp_path / "pred", "--data-root", data, "--split", "val", "--json", folder)
+    line = _one_error_line(out)
+    assert rc == 1 and f"{folder}: is a folder" in line and "mIoU" not in out  # refused before the evaluation
+    assert list(folder.iterdir()) == []
+
+
+# ---- 6, 14: prepare folder: a re-run, and the val split of the masked photos ---------------------------
+
+
+def _photos(tmp_path: Path, n: int, n_masks: int) -> list[str]:
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((16, 16, 3), 5 * i, np.uint8)).save(images / f"im{i:02d}.png")
+    for i in range(n_masks):
+        save_label_png(masks / f"im{i:02d}.png", np.ones((16, 16), np.uint8))
+    (tmp_path / "labels.csv").write_text("image,labels\n" + "".join(f"im{i:02d}.png,cat\n" for i in range(n)))
+    (tmp_path / "classes.txt").write_text("background\ncat\n")
+    return ["prepare", "folder", "--images", str(images), "--labels", str(tmp_path / "labels.csv"), "--classes",
+            str(tmp_path / "classes.txt"), "--quiet"]  # fmt: skip
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_prepare_folder_rerun_is_refused_or_equals_a_fresh_run(tmp_path, capsys):
+    argv = _photos(tmp_path, 8, 4)
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    rc, text = _cli(capsys, *argv, "--masks", tmp_path / "masks", "--out", out)
+    assert rc == 0, text
+    assert (out / "ImageSets/Segmentation/val.txt").is_file()
+    before = _tree(out)
+    rc, text = _cli(capsys, *argv, "--out", out)  # again, without the masks
+    line = _one_error_line(text)
+    assert rc == 1 and f"{out}: already holds a dataset" in line and "--overwrite" in line
+    assert _tree(out) == before  # refused: nothing changed
+    rc, text = _cli(capsys, *argv, "--out", out, "--overwrite")
+    assert rc == 0, text
+    assert _cli(capsys, *argv, "--out", fresh)[0] == 0
+    assert _tree(out) == _tree(fresh)  # no val.txt, no old masks: what a fresh run writes
+    assert check_dataset(out, progress=False).ok
+
+
+def test_prepare_folder_val_split_is_a_share_of_the_masked_photos_and_leaves_half_in_train(tmp_path, capsys):
+    argv = _photos(tmp_path, 40, 10)
+    masked = {f"im{i:02d}" for i in range(10)}
+    rc, text = _cli(capsys, *argv, "--masks", tmp_path / "masks", "--out", tmp_path / "a")
+    assert rc == 0, text
+    val, train = read_split(tmp_path / "a", "val"), read_split(tmp_path / "a", "train")
+    assert len(val) == 2 and set(val) <= masked  # 20 % of the 10 masked photos
+    assert len(masked & set(train)) == 8 and not set(val) & set(train)
+    rc, text = _cli(capsys, *argv, "--masks", tmp_path / "masks", "--out", tmp_path / "b", "--val-fraction", "0.9")
+    assert rc == 0, text
+    assert len(read_split(tmp_path / "b", "val")) == 5  # at most half of the masked photos
+    assert len(masked & set(read_split(tmp_path / "b", "train"))) == 5
+
+
+# ---- 9: pseudo labels of a segmentation training ---------------------------------------------------------
+
+
+def _seg_overrides(data: Path, run: Path, pseudo: Path) -> list[str]:
+    return [f"data.root={data}", f"run.dir={run}", f"data.pseudo_dir={pseudo}", "data.crop_size=64",
+            "model.backbone_kwargs={channels: [8, 16, 16, 32], stem_width: 8}", "train.batch_size=4",
+            "train.max_iters=4", "train.eval_iters=100", "train.ckpt_iters=100", "train.log_iters=2",
+            "infer.scales=[1.0]", "run.threads=1"]  # fmt: skip
+
+
+def _pseudo_from_masks(data: Path, folder: Path) -> list[str]:
+    ids = VOCDataset(data, "train").ids
+    for id in ids:
+        save_label_png(folder / f"{id}.png", read_label_png(data / "SegmentationClass" / f"{id}.png"))
+    return ids
+
+
+def test_an_rgb_pseudo_label_is_found_at_start_and_named_in_one_line_mid_run(data, tmp_path, capsys):
+    ids = _pseudo_from_masks(data, tmp_path / "pseudo")
+    bad = tmp_path / "pseudo" / f"{ids[3]}.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(bad)  # an RGB PNG, e.g. a coloured visualisation
+    over = _seg_overrides(data, tmp_path / "run", tmp_path / "pseudo")
+    seg = REPO / "configs/seg/synthetic_cpu.yaml"
+    rc, out = _cli(capsys, "train", seg, *over, "data.num_workers=0", "--quiet")
+    assert rc == 1 and f"{bad}: mask has mode RGB" in out and "failed check-data (pseudo labels" in out
+    assert "Traceback" not in out and not (tmp_path / "run" / "checkpoints").exists()
+    # skipped check: met in a DataLoader worker, it is still one line naming the file
+    rc, out = _cli(capsys, "train", seg, *over, "data.num_workers=1", "--skip-check", "--quiet")
+    line = _one_error_line(out)
+    assert rc == 1 and line.startswith(f"error: {bad}: mask has mode RGB")
+
+
+# ---- 11, 12: a byte-order mark at the start of a text file ---------------------------------------------
+
+
+def test_a_bom_in_a_split_list_and_in_classes_txt_is_stripped(data, capsys):
+    split = data / "ImageSets/Segmentation/train.txt"
+    split.write_bytes(b"\xef\xbb\xbf" + split.read_bytes())  # what Notepad writes as "UTF-8 with BOM"
+    classes = data / "classes.txt"
+    classes.write_bytes(b"\xef\xbb\xbf" + classes.read_bytes())
+    assert read_split(data, "train")[0] == "train_00000"
+    assert VOCDataset(data, "train").class_names[0] == "background"
+    rc, out = _cli(capsys, "check-data", data)
+    assert rc == 0 and "OK: no problems found" in out and "index 0 must be the background" not in out
+
+
+# ---- 13: a file that is not weights ----------------------------------------------------------------------
+
+
+def test_import_of_a_text_file_says_it_is_not_a_weight_file(data, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my training notes\nlr 6e-5\n")
+    rc, out = _cli(capsys, "import", "seco", notes, "--config", REPO / "configs/seco/synthetic_cpu.yaml", "--out",
+                   tmp_path / "run", "--set", f"data.root={data}")  # fmt: skip
+    line = _one_error_line(out)
+    assert rc == 1 and f"{notes}: not a pretrained weight file saved by PyTorch" in line
+    assert "a text file (it starts 'my training notes')" in line and "pop from empty list" not in line
+    assert not (tmp_path / "run").exists()
