@@ -97,20 +97,29 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
-def _sigterm_leaves_no_child(proc: subprocess.Popen, n_children: int) -> None:
-    _wait_for(proc, lambda: len(_children(proc.pid)) >= n_children)
-    time.sleep(1.0)  # the children have started their work
-    kids = _children(proc.pid)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    assert proc.returncode != 0
-    deadline = time.time() + 10
-    while _alive(kids) and time.time() < deadline:
-        time.sleep(0.1)
-    left = _alive(kids)
-    for pid in left:  # do not leave them to the next test
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"{len(left)} of {len(kids)} children outlived their parent"
+def _sigterm_leaves_no_child(cmd: list[str], n_children: int, log: Path) -> None:
+    """Start ``cmd``, SIGTERM it once it has ``n_children`` children at work, and assert that none of its
+    children outlives it by more than a few seconds (a survivor is SIGKILLed, not left to the next test)."""
+    with open(log, "w") as out:  # a file, not a pipe: a surviving child would hold a pipe open
+        proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, start_new_session=True, stdout=out, stderr=out)
+    kids: set[int] = set()
+    try:
+        _wait_for(proc, lambda: len(_children(proc.pid)) >= n_children)
+        time.sleep(1.0)  # the children have started their work
+        kids = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert proc.returncode != 0
+        deadline = time.time() + 10
+        while _alive(kids) and time.time() < deadline:
+            time.sleep(0.1)
+        left = _alive(kids)
+        assert not left, f"{len(left)} of {len(kids)} children outlived their parent: {log.read_text()[-2000:]}"
+    finally:
+        for pid in _alive(kids | _children(proc.pid)):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
 
 
 @pytest.fixture
@@ -130,13 +139,12 @@ def trained(synth_root, tmp_path):
     return run
 
 
-def test_sigterm_to_predict_ends_its_crf_workers(trained):
-    proc = _start([sys.executable, "-m", "wsss.cli", "predict", str(trained), "--split", "train", "--crf",
-                   "--crf-workers", "2", "--quiet"])  # fmt: skip
-    _sigterm_leaves_no_child(proc, 2)
+def test_sigterm_to_predict_ends_its_crf_workers(trained, tmp_path):
+    cmd = [sys.executable, "-m", "wsss.cli", "predict", str(trained), "--split", "train", "--crf", "--crf-workers", "2",
+           "--quiet"]  # fmt: skip
+    _sigterm_leaves_no_child(cmd, 2, tmp_path / "log")
 
 
-def test_sigterm_to_cam_with_workers_ends_its_ranks(trained):
-    proc = _start([sys.executable, "-m", "wsss.cli", "cam", str(trained), "--split", "train", "--workers", "2",
-                   "--quiet"])  # fmt: skip
-    _sigterm_leaves_no_child(proc, 1)
+def test_sigterm_to_cam_with_workers_ends_its_ranks(trained, tmp_path):
+    cmd = [sys.executable, "-m", "wsss.cli", "cam", str(trained), "--split", "train", "--workers", "2", "--quiet"]
+    _sigterm_leaves_no_child(cmd, 1, tmp_path / "log")
