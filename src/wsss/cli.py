@@ -116,11 +116,8 @@ def _data_checks_pass(cfg: Any, progress: bool) -> bool:
 
     have = available_splits(cfg.data.root)
     val = [cfg.data.val_split] if cfg.data.val_split in have else []  # no val split: trained without (a note)
-    checks = [
-        (f"split {s}", partial(check_dataset, cfg.data.root, s))
-        for s in dict.fromkeys([cfg.data.train_split, *val])
-        if s
-    ]
+    full = {s: s in val and s != cfg.data.train_split for s in [cfg.data.train_split, *val]}  # val: every mask
+    checks = [(f"split {s}", partial(check_dataset, cfg.data.root, s, full_masks=full[s])) for s in full if s]
     d, train_split = cfg.data.pseudo_dir, cfg.data.train_split
     if d:
         checks.append(

@@ -140,14 +140,14 @@ def test_a_repeated_sigint_within_the_window_is_the_same_ctrl_c():
     import signal
 
     hook = PeriodicCheckpointer(lambda name: None, period=1, max_iter=1, path=Path("last.pt"), progress=False)
-    hook._previous = signal.default_int_handler
-    hook._on_sigint(signal.SIGINT, None)
-    hook._on_sigint(signal.SIGINT, None)  # forwarded copy: no KeyboardInterrupt
+    hook._previous = {signal.SIGINT: signal.default_int_handler}
+    hook._on_signal(signal.SIGINT, None)
+    hook._on_signal(signal.SIGINT, None)  # forwarded copy: no KeyboardInterrupt
     assert hook.interrupted
-    hook._first_sigint -= hook.REPEAT_WINDOW_S
+    hook._first_signal -= hook.REPEAT_WINDOW_S
     previous = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(KeyboardInterrupt):
-            hook._on_sigint(signal.SIGINT, None)
+            hook._on_signal(signal.SIGINT, None)
     finally:
         signal.signal(signal.SIGINT, previous)

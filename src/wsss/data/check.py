@@ -270,9 +270,19 @@ def _read_label_table(
 
 
 def check_dataset(
-    root: str | os.PathLike, split: str | None = None, *, max_problems: int = 50, progress: bool = True
+    root: str | os.PathLike,
+    split: str | None = None,
+    *,
+    max_problems: int = 50,
+    progress: bool = True,
+    full_masks: bool = False,
 ) -> CheckReport:
-    """Validate the dataset at ``root`` (one ``split``, or every split file when None)."""
+    """Validate the dataset at ``root`` (one ``split``, or every split file when None).
+
+    A split of which only some images have a mask is legal when ``cls_labels.npy`` gives every image its
+    labels (a warning: `wsss prepare folder --masks` keeps masked photos in train beside unmasked ones, for
+    ``wsss sweep-bkg``); with ``full_masks`` (the val split of a training, which scores every image) each
+    missing mask is a problem."""
     root = Path(root)
     report = CheckReport(root=root, max_problems=max_problems)
     if not root.is_dir():
@@ -300,7 +310,8 @@ def check_dataset(
     per_class: Counter = Counter()
     label_only: dict[str, str] = {}  # id -> classes in its label with no pixel in its mask
     has_mask_dir = any((root / d).is_dir() for d in MASK_DIRS)
-    split_with_masks, needs_mask = _mask_needs(split_ids, mask_of, has_table, has_mask_dir, table_keys, report)
+    split_with_masks, needs_mask = _mask_needs(split_ids, mask_of, has_table, has_mask_dir, table_keys, report,
+                                               full_masks)  # fmt: skip
     for id in _progress(all_ids, progress):
         size = _check_image_of(root, id, report)
         mpath = mask_of[id]
@@ -397,15 +408,21 @@ def _mask_needs(
     has_mask_dir: bool,
     table_keys: set[str] | None,
     report: CheckReport,
+    full_masks: bool = False,
 ) -> tuple[dict[str, bool], set[str]]:
-    """Which splits have masks, and the ids whose mask is required."""
-    # a split whose ids partly have masks: the missing ones are problems (masks are per split)
+    """Which splits have masks, and the ids whose mask is required: every id without ``cls_labels.npy``
+    (its labels come from its mask) or with ``full_masks`` in a split with masks; else a split of which some
+    images have masks gets a warning."""
     split_with_masks = {s: any(mask_of[i] is not None for i in ids) for s, ids in split_ids.items()}
     needs_mask: set[str] = set()
     for s, ids in split_ids.items():
-        if split_with_masks[s] or not has_table:
+        n_masks = sum(mask_of[i] is not None for i in ids)
+        if not has_table or (split_with_masks[s] and full_masks):
             needs_mask.update(ids)
-        elif has_mask_dir and (table_keys is None or any(i in table_keys for i in ids)):
+        elif 0 < n_masks < len(ids):
+            report.warn(f"split {s!r}: {n_masks} of its {len(ids)} images have a mask; `wsss sweep-bkg` scores "
+                        "those (the others are trained on their image labels)")  # fmt: skip
+        elif n_masks == 0 and has_mask_dir and (table_keys is None or any(i in table_keys for i in ids)):
             # (a split with neither masks nor labels gets its own "prediction only" warning below)
             report.warn(f"split {s!r}: none of its {len(ids)} images has a mask (it cannot be evaluated)")
     return split_with_masks, needs_mask

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 from wsss.core.distributed import all_gather_objects, all_reduce_sum, is_main_process, world_size
 from wsss.engine.train_loop import HookBase
-from wsss.utils.io import atomic_write
+from wsss.utils.io import atomic_write, output_error, write_os_error
 
 __all__ = [
     "BestCheckpointer",
@@ -145,8 +146,23 @@ class MetricsLogger(HookBase):
 
     def write(self, record: dict[str, Any]) -> None:
         if is_main_process():
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_line(self.path, json.dumps(record))
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` to the log ``path``; on a full disk the file is cut back to its last whole line (a
+    half-written record would break the resume and the report that read it) and ``OutputError`` names it."""
+    size = path.stat().st_size if path.is_file() else 0
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        cause = write_os_error(e)
+        if cause is None:
+            raise
+        with contextlib.suppress(OSError):
+            os.truncate(path, size)
+        raise output_error(path, cause) from e
 
 
 class PeriodicValidation(HookBase):
@@ -267,13 +283,24 @@ class TensorBoardWriter(HookBase):
     def __init__(self, log_dir: Path, optimizer: Any, *, enabled: bool = True) -> None:
         self.log_dir, self.optimizer, self.enabled = Path(log_dir), optimizer, enabled
         self.writer: Any = None
+        self._excepthook: Any = None
 
     def before_train(self) -> None:
         self.open()
 
+    def _quiet_writer_thread(self, args: Any) -> None:
+        """``threading.excepthook`` during training: TensorBoard's own writer thread dies with its
+        traceback on a full disk, and the main thread then gets the error (one warning, ``write``);
+        any other thread's exception is shown as before."""
+        if args.thread is not None and type(args.thread).__module__.startswith("tensorboard."):
+            return
+        self._excepthook(args)
+
     def open(self) -> None:
         if not (self.enabled and is_main_process()) or self.writer is not None:
             return
+        if self._excepthook is None:
+            self._excepthook, threading.excepthook = threading.excepthook, self._quiet_writer_thread
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -309,3 +336,5 @@ class TensorBoardWriter(HookBase):
 
     def after_train(self) -> None:
         self.close()
+        if self._excepthook is not None:  # after the writer thread is gone
+            threading.excepthook, self._excepthook = self._excepthook, None

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from wsss.core.config import load_run_config
-from wsss.core.errors import MissingFileError, UsageError
+from wsss.core.errors import DataError, MissingFileError, UsageError
 from wsss.evaluation.evaluator import SegDataset
 from wsss.evaluation.metrics import ConfusionMeter
 
@@ -142,10 +142,14 @@ def sweep_run_bkg(
     cfg = load_run_config(run_dir)
     ds = VOCDataset(data_root or cfg.data.root, split)
     cam_dir = run_dir / "cams" / split
-    missing = missing_cam_ids(cam_dir, ds.ids)
+    # the images with a ground-truth mask (`wsss prepare folder --masks` keeps some photos without one in train)
+    ids = [i for i in ds.ids if ds.has_mask(i)]
+    if not ids:
+        raise DataError(f"{ds.root}: no image of split {split!r} has a ground-truth mask to score the seeds with")
+    missing = missing_cam_ids(cam_dir, ids)
     if missing:
         raise MissingFileError(
-            f"{cam_dir}: no CAM for {len(missing)} of {len(ds.ids)} images (first: {missing[0]}); "
+            f"{cam_dir}: no CAM for {len(missing)} of {len(ids)} images (first: {missing[0]}); "
             f"run `wsss cam {run_dir} --split {split}` first"
         )
     num_fg = ds.num_classes - 1
@@ -153,10 +157,11 @@ def sweep_run_bkg(
     pairs = list(pairs or DEFAULT_PAIRS)
     pairs += [own] if own not in pairs else []
     res = sweep_bkg_threshold(
-        lambda i: load_cam_of(cam_dir, i, num_fg), ds, ds.ids, thresholds or DEFAULT_THRESHOLDS,
+        lambda i: load_cam_of(cam_dir, i, num_fg), ds, ids, thresholds or DEFAULT_THRESHOLDS,
         pairs=pairs, progress=progress,
     )  # fmt: skip
-    res.update(run=str(run_dir), split=split, config_bkg_thre=cfg.cam.bkg_thre, config_pair=list(own))
+    res.update(run=str(run_dir), split=split, config_bkg_thre=cfg.cam.bkg_thre, config_pair=list(own),
+               n_images=len(ids), n_without_mask=len(ds.ids) - len(ids))  # fmt: skip
     out = Path(json_path) if json_path else run_dir / "bkg_sweep" / f"{split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out, "w") as f:

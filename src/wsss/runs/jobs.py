@@ -41,7 +41,7 @@ from wsss.cam import (
 )
 from wsss.cam.affinity import psa_seed_label
 from wsss.cam.crf import psa_crf_scores
-from wsss.core.errors import USER_ERRORS, ConfigError, DataError, UsageError
+from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, UsageError
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.methods import REFINERS, Deferred, JobStop, Refiner, register_refiner
@@ -169,6 +169,8 @@ def _pipeline(
                 if error is not None:
                     raise DataError(error)
                 result = compute(id, image, labels, x)
+            except OutputError:
+                raise  # a full disk or a read-only folder is no one id's fault: the job stops (issue 42 trial)
             except USER_ERRORS as e:
                 result = e
             if isinstance(result, Deferred):
