@@ -549,3 +549,131 @@ def test_import_of_a_text_file_says_it_is_not_a_weight_file(data, tmp_path, caps
     assert rc == 1 and f"{notes}: not a pretrained weight file saved by PyTorch" in line
     assert "a text file (it starts 'my training notes')" in line and "pop from empty list" not in line
     assert not (tmp_path / "run").exists()
+
+
+# ==== the issue-42 session's own trial: full disks, tiny images, partial masks ==========================
+
+
+def _no_space(path: Path) -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def test_a_full_disk_stops_a_per_id_job_at_its_first_write(run_dir, capsys, monkeypatch):
+    """predict --save-probs writes the probabilities in the per-id step: on a full disk every id used to be
+    computed and "failed" one by one; the job now stops at the first, with one line naming the file."""
+    from wsss.utils.io import output_error
+
+    cfg = load_config(run_dir / "config.yaml")
+    calls = []
+
+    def full(path, array, **kwargs):
+        calls.append(path)
+        raise output_error(path, _no_space(path))
+
+    monkeypatch.setattr("wsss.runs.jobs.save_npy", full)
+    assert cfg.infer.crf_workers == 0
+    rc, out = _cli(capsys, "predict", run_dir, "--split", "val", "--save-probs", "--quiet")
+    line = _one_error_line(out)
+    assert rc == 1 and "cannot write (No space left on device)" in line and str(run_dir / "probs" / "val") in line
+    assert len(calls) == 1 and "failed" not in out
+
+
+def test_metrics_jsonl_on_a_full_disk_keeps_whole_lines_and_names_the_file(tmp_path, monkeypatch):
+    from wsss.core.errors import OutputError
+    from wsss.engine.hooks import append_line
+
+    log = tmp_path / "metrics.jsonl"
+    append_line(log, json.dumps({"step": 1}))
+
+    class HalfWritten:  # what a full disk does to a buffered append: part of the line lands, then ENOSPC
+        def __init__(self, path, mode):
+            self.f = open(path, mode)  # noqa: SIM115 - closed in __exit__, as open()'s own context
+
+        def __enter__(self):
+            return self
+
+        def write(self, text):
+            self.f.write(text[: len(text) // 2])
+            self.f.flush()
+            raise _no_space(log)
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr("wsss.engine.hooks.open", HalfWritten, raising=False)
+    with pytest.raises(OutputError, match=rf"{log}: cannot write \(No space left on device\)"):
+        append_line(log, json.dumps({"step": 2, "loss": 0.5}))
+    assert [json.loads(ln) for ln in log.read_text().splitlines()] == [{"step": 1}]  # no half record
+
+
+def test_tensorboards_writer_thread_dies_without_a_traceback_during_training(tmp_path, monkeypatch):
+    import queue
+    import threading
+    import types
+
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    from wsss.engine.hooks import TensorBoardWriter
+
+    class FullDisk:
+        def write(self, data):
+            raise _no_space(tmp_path / "events")
+
+        def flush(self):
+            pass
+
+    shown = []  # what threading.excepthook shows (pytest's own hook would turn it into a warning)
+    monkeypatch.setattr(threading, "excepthook", lambda args: shown.append(args.exc_type))
+    before = threading.excepthook
+    hook = TensorBoardWriter(tmp_path / "tb", optimizer=None)
+    hook.trainer = types.SimpleNamespace(step=0)
+    hook.open()
+    q: queue.Queue = queue.Queue()
+    q.put(b"event")
+    thread = _AsyncWriterThread(q, FullDisk(), flush_secs=120)
+    thread.start()
+    thread.join(timeout=10)
+    other = threading.Thread(target=lambda: 1 / 0)  # any other thread's error is shown as before
+    other.start()
+    other.join()
+    hook.after_train()
+    assert shown == [ZeroDivisionError]  # the writer thread's OSError is not shown
+    assert threading.excepthook is before  # restored
+
+
+def test_a_split_with_some_masks_passes_check_data_and_sweep_bkg_scores_the_masked(tmp_path, capsys):
+    """prepare folder --masks keeps masked photos in train beside unmasked ones: check-data used to call every
+    unmasked train photo a problem (so `wsss train` refused the dataset) and sweep-bkg stopped at the first."""
+    argv = _photos(tmp_path, 12, 6)
+    out = tmp_path / "out"
+    rc, text = _cli(capsys, *argv, "--masks", tmp_path / "masks", "--out", out)
+    assert rc == 0, text
+    report = check_dataset(out, "train", progress=False)
+    assert report.ok and any("5 of its 11 images have a mask" in w for w in report.warnings), report.format()
+    val = read_split(out, "val")
+    assert len(val) == 1
+    (out / "SegmentationClass" / f"{val[0]}.png").unlink()  # the val split of a training needs every mask
+    assert not check_dataset(out, "val", progress=False, full_masks=True).ok
+
+
+def test_sweep_bkg_scores_the_images_that_have_a_mask(run_dir, data, capsys):
+    assert _cli(capsys, "cam", run_dir, "--split", "train", "--quiet")[0] == 0
+    removed = VOCDataset(data, "train").ids[:10]
+    for id in removed:
+        (data / "SegmentationClass" / f"{id}.png").unlink()
+    rc, out = _cli(capsys, "sweep-bkg", run_dir, "--split", "train", "--quiet")
+    assert rc == 0, out
+    res = json.loads((run_dir / "bkg_sweep" / "train.json").read_text())
+    assert res["n_images"] == 14 and res["n_without_mask"] == 10
+
+
+def test_pseudo_labels_of_one_pixel_images(run_dir, data, capsys):
+    """Tiny photos (1 px high): PAR's half-resolution pass had a 0-px side and stopped `wsss pseudo`."""
+    for id in VOCDataset(data, "val").ids[:2]:
+        Image.fromarray(np.zeros((1, 2, 3), np.uint8)).save(data / "JPEGImages" / f"{id}.jpg")
+        save_label_png(data / "SegmentationClass" / f"{id}.png", np.zeros((1, 2), np.uint8))
+    assert _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")[0] == 0
+    rc, out = _cli(capsys, "pseudo", run_dir, "--split", "val", "--quiet")
+    assert rc == 0, out
+    first = VOCDataset(data, "val").ids[0]
+    assert read_label_png(run_dir / "pseudo" / "val" / f"{first}.png").shape == (1, 2)

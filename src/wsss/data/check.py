@@ -411,13 +411,13 @@ def _mask_needs(
     full_masks: bool = False,
 ) -> tuple[dict[str, bool], set[str]]:
     """Which splits have masks, and the ids whose mask is required: every id without ``cls_labels.npy``
-    (its labels come from its mask) or with ``full_masks`` in a split with masks; else a split of which some
+    (its labels come from its mask) or with ``full_masks``; else a split of which some
     images have masks gets a warning."""
     split_with_masks = {s: any(mask_of[i] is not None for i in ids) for s, ids in split_ids.items()}
     needs_mask: set[str] = set()
     for s, ids in split_ids.items():
         n_masks = sum(mask_of[i] is not None for i in ids)
-        if not has_table or (split_with_masks[s] and full_masks):
+        if not has_table or full_masks:
             needs_mask.update(ids)
         elif 0 < n_masks < len(ids):
             report.warn(f"split {s!r}: {n_masks} of its {len(ids)} images have a mask; `wsss sweep-bkg` scores "
