@@ -52,6 +52,22 @@ def test_sigterm_during_train_saves_the_step_and_exits_143(synth_root, tmp_path)
     assert "terminated (SIGTERM); finished outputs are kept" in err and "Traceback" not in err
 
 
+def test_sigterm_to_the_whole_job_with_loader_workers_saves_the_step(synth_root, tmp_path):
+    """SLURM's preemption signals every process of the job, the DataLoader workers too: a worker that died of
+    it used to stop the training ("DataLoader worker exited unexpectedly") before the step was saved."""
+    run = tmp_path / "run"
+    over = tiny_overrides(synth_root, run, **LONG, **{"data.num_workers": 2})
+    proc = _start(
+        [sys.executable, "-m", "wsss.cli", "train", CONFIG, *over, "--quiet", "--skip-check", "run.threads=1"]
+    )
+    _wait_for(proc, _logged_steps(run, 2))
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    step = torch.load(run / "checkpoints/last.pt", weights_only=False)["step"]
+    assert f"saved {run / 'checkpoints/last.pt'} at step {step}" in err and "Traceback" not in err
+
+
 def test_sigterm_to_every_rank_under_torchrun_saves_the_step(synth_root, tmp_path):
     """SLURM's preemption: SIGTERM to the agent and to every worker of the job (the process group)."""
     run = tmp_path / "run"

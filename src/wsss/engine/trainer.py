@@ -52,6 +52,7 @@ from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
 from wsss.engine.train_loop import HookBase, TrainerBase
 from wsss.engine.validate import validate
 from wsss.methods import Method, TrainContext, build_method
+from wsss.utils.procs import leave_stops_to_parent
 
 
 def validation_split(cfg: Config) -> str | None:
@@ -137,7 +138,7 @@ class BatchStream:
         )  # fmt: skip
         loader = DataLoader(
             self.dataset, batch_size=self.micro, sampler=sampler, drop_last=True,
-            num_workers=self.num_workers, persistent_workers=False,
+            num_workers=self.num_workers, persistent_workers=False, worker_init_fn=leave_stops_to_parent,
         )  # fmt: skip
         self._it = iter(loader)
 

@@ -59,6 +59,7 @@ from wsss.utils.io import (
     save_labelled_cam,
     save_npy,
 )
+from wsss.utils.procs import leave_stops_to_parent
 
 
 def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool) -> list[str]:
@@ -106,7 +107,8 @@ def _loaded(run: Run, ds: VOCDataset, ids: Sequence[str], size: int | None | boo
     if workers == 0:
         return (inputs[i] for i in range(len(inputs)))
     return DataLoader(inputs, batch_size=None, num_workers=workers, collate_fn=_as_is,
-                      pin_memory=run.device.type == "cuda", prefetch_factor=2)  # fmt: skip
+                      pin_memory=run.device.type == "cuda", prefetch_factor=2,
+                      worker_init_fn=leave_stops_to_parent)  # fmt: skip
 
 
 Writes = list[tuple[Callable[..., Any], tuple]]

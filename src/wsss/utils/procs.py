@@ -12,6 +12,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -43,3 +44,26 @@ def die_with_starter() -> None:
     parent = os.environ.get(PARENT_ENV, "")
     if parent.isdigit():
         die_with_parent(signal.SIGKILL, int(parent))
+
+
+LOADER_STOP_GRACE_S = 30.0  # how long a loader worker signalled with its job outlives the signal, at most
+
+
+def leave_stops_to_parent(worker_id: int = 0) -> None:
+    """A DataLoader ``worker_init_fn``: SIGTERM or SIGINT does not end the worker at once. SLURM's preemption
+    and a terminal's Ctrl-C signal every process of the job; a loader worker that died of it stopped the
+    training with "DataLoader worker exited unexpectedly" before its step was saved (issue 42 trial). The
+    worker goes on serving for ``LOADER_STOP_GRACE_S`` (the main process finishes its step, saves, and ends
+    its workers itself); a second signal (the main process's ``terminate()``) ends it at once."""
+    stopping = []
+
+    def on_stop(signum: int, frame: object) -> None:
+        if stopping:
+            os._exit(128 + signum)
+        stopping.append(signum)
+        timer = threading.Timer(LOADER_STOP_GRACE_S, os._exit, args=(128 + signum,))
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)

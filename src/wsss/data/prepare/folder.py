@@ -213,8 +213,9 @@ def _previous_outputs(out: Path, images: Path, image_mode: str, overwrite: bool)
     names += [] if keep_images else ["JPEGImages"]
     found = [out / n for n in names if (out / n).is_file() or _has_files(out / n)]
     if found and not overwrite:
+        what = "a dataset" if _has_files(out / "ImageSets/Segmentation") else "an unfinished dataset (no split lists)"
         raise UsageError(
-            f"{out}: already holds a dataset ({', '.join(str(p.relative_to(out)) for p in found)}); pass --overwrite "
+            f"{out}: already holds {what} ({', '.join(str(p.relative_to(out)) for p in found)}); pass --overwrite "
             "to replace it (the re-run then writes what a fresh run would), or choose another --out"
         )
     return found
