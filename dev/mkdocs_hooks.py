@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOPICS: list[tuple[str, str, str]] = [
     ("clip", "CLIP methods", r"CLIP|ExCEL"),
     ("real-photos", "Real photos on a CPU", r"[Rr]eal photos|ccp-dev|coco128"),
-    ("inference", "Inference speed", r"Inference|per image|wsss cam"),
+    ("inference", "Inference speed and memory", r"Inference|per image|wsss cam|wsss predict"),
     ("seco", "SeCo on the CPU", r"SeCo|Perfect tags|PTC weight"),
     ("synthetic", "The synthetic co-occurrence set", r"[Ss]ynthetic|calibration|Calibrated|RCA and SC-CAM|Multi-stage"),
     ("setup", "The two commands and the demo", r"make demo|two commands|Training-time validation|Dense-energy"),
