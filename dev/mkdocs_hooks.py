@@ -64,10 +64,8 @@ def benchmark_pages(text: str) -> dict[str, str]:
     pages = {}
     index = [preamble.replace("# Benchmarks", "# Benchmarks", 1).rstrip(), "",
              "The sections of `BENCHMARKS.md`, by topic (newest first within each):", ""]  # fmt: skip
-    for page, title in titles.items():
-        if not bodies[page]:
-            continue
-        pages[f"{page}.md"] = f"# {title}\n\n" + "\n".join(bodies[page])
+    for page, title in titles.items():  # every page exists (the nav names them), empty ones say so
+        pages[f"{page}.md"] = f"# {title}\n\n" + ("\n".join(bodies[page]) or "No section of BENCHMARKS.md yet.\n")
         index.append(f"- [{title}]({page}.md): {len(bodies[page])} sections")
     pages["index.md"] = "\n".join(index) + "\n"
     return pages
