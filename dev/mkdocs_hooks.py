@@ -20,15 +20,13 @@ import os
 import re
 from pathlib import Path
 
-from mkdocs.structure.files import File, Files
-
 REPO = Path(__file__).resolve().parents[1]
 
 # (page, title, heading pattern): the first matching topic takes a section.
 TOPICS: list[tuple[str, str, str]] = [
     ("clip", "CLIP methods", r"CLIP|ExCEL"),
     ("real-photos", "Real photos on a CPU", r"[Rr]eal photos|ccp-dev|coco128"),
-    ("inference", "Inference speed", r"Inference|per image|wsss cam"),
+    ("inference", "Inference speed and memory", r"Inference|per image|wsss cam|wsss predict"),
     ("seco", "SeCo on the CPU", r"SeCo|Perfect tags|PTC weight"),
     ("synthetic", "The synthetic co-occurrence set", r"[Ss]ynthetic|calibration|Calibrated|RCA and SC-CAM|Multi-stage"),
     ("setup", "The two commands and the demo", r"make demo|two commands|Training-time validation|Dense-energy"),
@@ -66,10 +64,8 @@ def benchmark_pages(text: str) -> dict[str, str]:
     pages = {}
     index = [preamble.replace("# Benchmarks", "# Benchmarks", 1).rstrip(), "",
              "The sections of `BENCHMARKS.md`, by topic (newest first within each):", ""]  # fmt: skip
-    for page, title in titles.items():
-        if not bodies[page]:
-            continue
-        pages[f"{page}.md"] = f"# {title}\n\n" + "\n".join(bodies[page])
+    for page, title in titles.items():  # every page exists (the nav names them), empty ones say so
+        pages[f"{page}.md"] = f"# {title}\n\n" + ("\n".join(bodies[page]) or "No section of BENCHMARKS.md yet.\n")
         index.append(f"- [{title}]({page}.md): {len(bodies[page])} sections")
     pages["index.md"] = "\n".join(index) + "\n"
     return pages
@@ -111,25 +107,22 @@ def _preset_summary(path: Path) -> str:
 
 
 def preset_table(folder: str, training_free: bool = False) -> str:
-    """Markdown table of ``configs/<folder>/*.yaml``: resolved method, backbone, crop, batch, length, optimiser
-    (a training-free method's presets: method and backbone only)."""
+    """Markdown table of ``configs/<folder>/*.yaml``: its base, the resolved backbone, crop, batch, length and
+    optimiser (a training-free method's presets: the backbone only), and the first sentence of its comment."""
     from wsss.core.config import load_config, read_preset
 
-    head = ["preset", "`_base_`", "method", "backbone", "crop", "batch", "length", "optimiser, lr", "what it is"]
-    if training_free:
-        head = [*head[:4], head[-1]]
+    head = [f"`configs/{folder}/`", "`_base_`", "settings", "what it is"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for path in sorted((REPO / "configs" / folder).glob("*.yaml")):
-        cfg = load_config(path)
-        raw = path.read_text()
-        base = re.search(r"^_base_:\s*(.+)$", raw, re.M)
-        length = f"{cfg.train.epochs:g} epochs" if cfg.train.epochs else f"{cfg.train.max_iters} iterations"
         read_preset(path)  # the same reader as the contract test: a broken preset fails the build
-        cells = [f"`configs/{folder}/{path.name}`", f"`{base.group(1).strip()}`" if base else "", f"`{cfg.method}`",
-                 f"`{cfg.model.backbone}`", str(cfg.data.crop_size), str(cfg.train.batch_size), length,
-                 f"{cfg.train.optimizer} {cfg.train.lr:g}", _preset_summary(path)]  # fmt: skip
-        if training_free:
-            cells = [*cells[:4], cells[-1]]
+        cfg = load_config(path)
+        base = re.search(r"^_base_:\s*(.+)$", path.read_text(), re.M)
+        settings = f"`{cfg.model.backbone}`"
+        if not training_free:
+            length = f"{cfg.train.epochs:g} epochs" if cfg.train.epochs else f"{cfg.train.max_iters} iterations"
+            settings += (f", crop {cfg.data.crop_size}, batch {cfg.train.batch_size}, {length}, "
+                         f"{cfg.train.optimizer} lr {cfg.train.lr:g}")  # fmt: skip
+        cells = [f"`{path.name}`", f"`{base.group(1).strip()}`" if base else "", settings, _preset_summary(path)]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -138,7 +131,9 @@ def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ANN001
     return PRESET_MARKER.sub(lambda m: preset_table(m.group(1), bool(m.group(2))), markdown)
 
 
-def on_files(files: Files, config) -> Files:  # noqa: ANN001 (mkdocs' hook signature)
+def on_files(files, config):  # noqa: ANN001, ANN201 (mkdocs' hook signature; mkdocs only needed to build)
+    from mkdocs.structure.files import File
+
     files.append(File.generated(config, "cli.md", content=cli_reference()))
     for name, content in benchmark_pages((REPO / "BENCHMARKS.md").read_text()).items():
         files.append(File.generated(config, f"benchmarks/{name}", content=content))

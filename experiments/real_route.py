@@ -1,7 +1,7 @@
 """One method's whole route on a real-photo dataset, scored at every step (issue 31): the figures of a row of
 BENCHMARKS.md's ccp-dev table.
 
-The route is the README's, run through the ``wsss`` CLI as a user runs it:
+The route is the manual's (docs/own-photos.md), run through the ``wsss`` CLI as a user runs it:
 
 1. ``wsss train PRESET data.root=ROOT run.dir=OUT/cls`` (seconds per iteration: the training's wall time
    over its iterations, start-up and checkpoints included, and the median of the trainer's log periods);

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
-EPILOG = "Docs: README.md. Each command has --help."
+EPILOG = "Docs: README.md and the manual in docs/ (make docs builds it). Each command has --help."
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -331,7 +331,7 @@ def cmd_config_show(a: argparse.Namespace) -> int:
 
 
 def add_config(sub: argparse._SubParsersAction) -> None:
-    """``wsss config show CONFIG [overrides]``: the full config a preset resolves to (README, "Configs")."""
+    """``wsss config show CONFIG [overrides]``: the full config a preset resolves to (docs/configs.md)."""
     s = sub.add_parser("config", help="print the full config a preset resolves to (`wsss config show CONFIG`)")
     actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = actions.add_parser(
@@ -478,7 +478,7 @@ def add_pseudo(sub: Any) -> None:
     add_run_args(s)
     s.add_argument(
         "--refine", choices=LazyChoices(_refiners), default="par", metavar="REFINER",
-        help="how the CAMs become labels: %(choices)s (default par; see README, Commands)",
+        help="how the CAMs become labels: %(choices)s (default par; see docs/getting-started.md, The commands)",
     )  # fmt: skip
     s.add_argument("--affinity-run", default=None, help="with --refine affinity: a run trained with method affinitynet")
     s.add_argument("--saliency", default=None, help="with --refine rca: directory of <id>.png saliency maps")

@@ -339,3 +339,27 @@ def test_end_to_end_train_cam_eval(synth_root, tmp_path):
 
     loaded = load_run(run)
     assert loaded.method.round == 2 and loaded.method.sub_classifier is not None
+
+
+def test_feature_extraction_caps_the_photo_side_as_every_inference_does():
+    """SC-CAM's k-means features (methods.md 5.4) read each photo at ``infer.max_side`` at most (issue 43)."""
+    from wsss.methods.subcategory import extract_features
+
+    class OnePhoto:
+        ids = ["big"]
+
+        def load_image(self, id):
+            return np.zeros((300, 200, 3), dtype=np.uint8)
+
+        def labels(self, id):
+            return np.ones(2, dtype=np.float32)
+
+    seen = []
+
+    def feature_fn(x):
+        seen.append(tuple(x.shape[-2:]))
+        return x.mean(dim=(2, 3))
+
+    extract_features(feature_fn, OnePhoto(), torch.device("cpu"), progress=False, max_side=64)
+    extract_features(feature_fn, OnePhoto(), torch.device("cpu"), progress=False)
+    assert seen == [(64, 43), (300, 200)]

@@ -9,7 +9,7 @@
 - :func:`clip_es_cams`: the whole CAM of one image (step 4-13).
 - :func:`clip_es_crf_label`: ``eval_cam_with_crf.crf`` (step 14) on the saved CAMs.
 
-Each official quirk is a field of :class:`ClipESQuirks` (README, CLIP-ES switch table); the paper
+Each official quirk is a field of :class:`ClipESQuirks` (docs/methods/clip-es.md, switch table); the paper
 presets turn all on, the ``*_corrected`` presets all off.
 """
 

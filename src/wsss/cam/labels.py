@@ -267,12 +267,21 @@ def refine_cams_with_bkg(
         refined.append(torch.softmax(sel, dim=1))
     masks = par(image_small, torch.cat(refined, dim=1))  # one affinity for both stacks
     masks = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
+    return _two_level_label(masks, keys, img_box, ignore_index)
 
+
+def _two_level_label(
+    masks: torch.Tensor, keys: torch.Tensor, img_box: BoxLike | None, ignore_index: int
+) -> torch.Tensor:
+    """Step 4 of :func:`refine_cams_with_bkg`: the argmax of each stack of ``masks`` (B, 2K, H, W: the high
+    stack, then the low) mapped to class ids through ``keys`` (B, K); the high stack's label, ``ignore_index``
+    where it says background, 0 where both do, ``ignore_index`` outside ``img_box``."""
+    b, k = keys.shape
+    h, w = masks.shape[-2:]
     labels = []
     for j in range(2):
         arg = masks[:, j * k : (j + 1) * k].argmax(dim=1)  # (B,H,W) index into keys
         labels.append(torch.gather(keys, 1, arg.view(b, -1)).view(b, h, w))
     label_h, label_l = (_apply_box(lab, img_box, ignore_index) for lab in labels)
     label = label_h.masked_fill(label_h == 0, ignore_index)
-    label = label.masked_fill((label_h == 0) & (label_l == 0), 0)
-    return label
+    return label.masked_fill((label_h == 0) & (label_l == 0), 0)

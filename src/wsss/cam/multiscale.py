@@ -268,6 +268,30 @@ class CamPasses:
         return fused[0] if single else tuple(fused)
 
 
+def upsample_rows(maps: torch.Tensor, out_size: Sequence[int], rows: slice) -> torch.Tensor:
+    """Rows ``rows`` of ``resize_maps(maps, out_size)`` (bilinear, align_corners=False), computed from the source
+    rows they read: the same numbers up to float rounding, without the whole upsampled map in memory.
+
+    The source row of output row r is ``max((r + 0.5) * h / H - 0.5, 0)`` (PyTorch's rule), blended between its
+    two neighbours; the width is then upsampled by ``F.interpolate`` at an unchanged height (an exact copy of
+    the rows)."""
+    h, H = maps.shape[-2], int(out_size[0])
+    # the coordinates in the precision PyTorch uses for this dtype (double for float64, else float)
+    coord = torch.float64 if maps.dtype == torch.float64 else torch.float32
+    r = torch.arange(rows.start, rows.stop, device=maps.device, dtype=coord)
+    src = ((r + 0.5) * (h / H) - 0.5).clamp(min=0)
+    y0 = src.floor().long().clamp(max=h - 1)
+    y1 = (y0 + 1).clamp(max=h - 1)
+    wy = (src - y0).to(maps.dtype).view(-1, 1)
+    band = maps[..., y0, :] * (1 - wy) + maps[..., y1, :] * wy
+    return resize_maps(band, (band.shape[-2], int(out_size[1])))
+
+
+# Output pixels times channels per chunk of the chunked upsampling (float32: 64 MB a map): a 6000x4000 photo's
+# full-size logits of every scale and flip were several GB (issue 43).
+CHUNK_ELEMENTS = 1 << 24
+
+
 @torch.no_grad()
 def multi_scale_logits(
     seg_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -278,6 +302,7 @@ def multi_scale_logits(
     flip_fuse: str = "sum",
     scale_fuse: str = "max",
     square_size: int | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Multi-scale + flip segmentation logits for inference (methods.md 2.11, 3.10).
 
@@ -287,7 +312,11 @@ def multi_scale_logits(
     ``seg_fn`` on [x; flip(x)]; upsample the logits to ``out_size`` (bilinear, align_corners=False);
     fuse the flip (``"sum"`` as in ToCo/SeCo, or ``"max"``/``"mean"``). The scales are then fused by
     ``scale_fuse``: elementwise ``"max"`` (ToCo/SeCo), ``"sum"`` or ``"mean"``. Returns raw fused
-    logits (B,C,*out_size); runs under ``torch.no_grad()``.
+    logits (B,C,*out_size), or ``reduce`` of them (e.g. the softmax, or the argmax with its channel kept);
+    runs under ``torch.no_grad()``.
+
+    The upsampling, the fusions and ``reduce`` run over bands of output rows (:func:`upsample_rows`,
+    :data:`CHUNK_ELEMENTS`), so only the result is ever whole at ``out_size``.
     """
     if not scales:
         raise ValueError("multi_scale_logits needs at least one scale")
@@ -295,14 +324,29 @@ def multi_scale_logits(
     _check_fusion("scale_fuse", scale_fuse)
     b, _, h, w = images.shape
     out_size = (int(out_size[0]), int(out_size[1]))
-    per_scale = []
+    low = []  # each scale's logits of [x; flip(x)] at the network's resolution
     for s in scales:
         x = resize_maps(images, _scaled_size(h, w, float(s), square_size))
-        logits = resize_maps(seg_fn(torch.cat([x, x.flip(-1)], dim=0)), out_size)
-        per_scale.append(_fuse(logits[:b], logits[b:].flip(-1), flip_fuse))
-    stacked = torch.stack(per_scale, dim=0)
-    if scale_fuse == "max":
-        return stacked.max(dim=0).values
-    if scale_fuse == "sum":
-        return stacked.sum(dim=0)
-    return stacked.mean(dim=0)
+        low.append(seg_fn(torch.cat([x, x.flip(-1)], dim=0)))
+    band = max(1, CHUNK_ELEMENTS // (2 * low[0].shape[1] * out_size[1]))
+    out: torch.Tensor | None = None
+    for r0 in range(0, out_size[0], band):
+        rows = slice(r0, min(out_size[0], r0 + band))
+        per_scale = []
+        for logits in low:
+            up = upsample_rows(logits, out_size, rows)
+            per_scale.append(_fuse(up[:b], up[b:].flip(-1), flip_fuse))
+        fused = _fuse_scales(per_scale, scale_fuse)
+        fused = reduce(fused) if reduce is not None else fused
+        if out is None:
+            out = fused.new_empty((*fused.shape[:2], *out_size))
+        out[..., rows, :] = fused
+    assert out is not None
+    return out
+
+
+def _fuse_scales(maps: list[torch.Tensor], how: str) -> torch.Tensor:
+    fused = maps[0]
+    for m in maps[1:]:
+        fused = torch.maximum(fused, m) if how == "max" else fused + m
+    return fused / len(maps) if how == "mean" else fused

@@ -80,7 +80,8 @@ class DataConfig:
     val_max_side: int | None = 1024
     # Segmentation targets: a directory of <id>.png label maps (255 = ignore), e.g. `wsss pseudo` output.
     # Methods that train on pseudo labels (deeplab, affinitynet) read it; it goes through the same
-    # scale / flip / crop as the image (nearest, padding 255). None: image-level labels only.
+    # scale / flip / crop as the image (nearest, padding 255). None: image-level labels only. The dataset's own
+    # masks (ROOT/SegmentationClass, or SegmentationClassAug) train the fully supervised ceiling of a route.
     pseudo_dir: str | None = None
 
 

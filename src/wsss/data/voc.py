@@ -1,4 +1,4 @@
-"""Datasets in the PASCAL VOC layout (see the README / docs/interface.md):
+"""Datasets in the PASCAL VOC layout (see docs/datasets.md):
 
     root/JPEGImages/<id>.jpg               (.png also accepted)
     root/SegmentationClassAug/<id>.png     (preferred) and/or root/SegmentationClass/<id>.png

@@ -70,19 +70,8 @@ def lil_loss(
     fixture cannot tell this from zeroing ``P_i``: the filtered row drops out either way there). The
     revised tags are returned for LIG.
 
-    ``"official"``: columns with ``g_j == -1`` get ``S = 0``; ``E = exp(S) * [exp(S) != 1]`` (drops
-    every exactly-zero logit: masked rows/columns **and each row's max entry**); ``Z_i = sum_j E_ij``;
-    ``L_ij = S_ij P_ij - log(Z_i + 1e-12)``; ``num_nz`` = count of nonzero ``S*P`` in the whole
-    matrix; ``loss = -(tau/tau_base) / N * sum_i [Z_i > 0 and sum_j L_ij < 0] sum_j L_ij / num_nz``.
-    Quirk vs SupCon: ``sum_j`` runs over **all** columns (each row adds ``-M log Z_i``) and the
-    normaliser is the global positive count. Deviation: if ``num_nz == 0`` the official divides by
-    zero (inf/nan); we return 0 (still attached to the graph).
-
-    ``"supcon"`` (corrected): keys tagged -1 are excluded from every denominator; anchors are the rows
-    with ``f_i != -1`` not revised by the noise filter; positives of anchor i are the valid keys with
-    ``g_j == f_i``; ``loss = -(tau/tau_base) * mean over anchors with >= 1 positive of
-    mean_{j in pos(i)} [S_ij - logsumexp_{valid k} S_ik]`` (0 if there is no such anchor). The row max
-    is not dropped.
+    The two normalisations (``"official"``, ``"supcon"``) are written out where they are computed:
+    ``_lil_official`` and ``_lil_supcon``.
 
     Returns:
         ``(loss, revised_flags)``: a 0-d loss (float32 in official mode with the float32 accumulator,
@@ -126,7 +115,14 @@ def _lil_filtered_logits(
 
 
 def _lil_supcon(s: torch.Tensor, pos: torch.Tensor, col_ignored: torch.Tensor, scale: float) -> torch.Tensor:
-    """LIL's ``"supcon"`` normalisation (:func:`lil_loss`); ``pos`` without noisy rows and ignored keys."""
+    """LIL's ``"supcon"`` normalisation (:func:`lil_loss`); ``pos`` without noisy rows and ignored keys.
+
+    Corrected: keys tagged -1 are excluded from every denominator; anchors are the rows
+    with ``f_i != -1`` not revised by the noise filter; positives of anchor i are the valid keys with
+    ``g_j == f_i``; ``loss = -(tau/tau_base) * mean over anchors with >= 1 positive of
+    mean_{j in pos(i)} [S_ij - logsumexp_{valid k} S_ik]`` (0 if there is no such anchor). The row max
+    is not dropped.
+    """
     zero = torch.zeros((), dtype=s.dtype, device=s.device)
     logits = s.masked_fill(col_ignored, torch.finfo(s.dtype).min)
     log_prob = s - torch.logsumexp(logits, dim=1, keepdim=True)
@@ -140,7 +136,16 @@ def _lil_supcon(s: torch.Tensor, pos: torch.Tensor, col_ignored: torch.Tensor, s
 def _lil_official(
     s: torch.Tensor, pos: torch.Tensor, col_ignored: torch.Tensor, n: int, scale: float, float32_accumulator: bool
 ) -> torch.Tensor:
-    """LIL's ``"official"`` normalisation, the literal loss (:func:`lil_loss`)."""
+    """LIL's ``"official"`` normalisation, the literal loss (:func:`lil_loss`).
+
+    Columns with ``g_j == -1`` get ``S = 0``; ``E = exp(S) * [exp(S) != 1]`` (drops
+    every exactly-zero logit: masked rows/columns **and each row's max entry**); ``Z_i = sum_j E_ij``;
+    ``L_ij = S_ij P_ij - log(Z_i + 1e-12)``; ``num_nz`` = count of nonzero ``S*P`` in the whole
+    matrix; ``loss = -(tau/tau_base) / N * sum_i [Z_i > 0 and sum_j L_ij < 0] sum_j L_ij / num_nz``.
+    Quirk vs SupCon: ``sum_j`` runs over **all** columns (each row adds ``-M log Z_i``) and the
+    normaliser is the global positive count. Deviation: if ``num_nz == 0`` the official divides by
+    zero (inf/nan); we return 0 (still attached to the graph).
+    """
     zero = torch.zeros((), dtype=s.dtype, device=s.device)
     s = torch.where(col_ignored, zero, s)
     e = torch.exp(s)

@@ -310,6 +310,21 @@ def _lattice_filter(
     return out.reshape(b, h, w, k).permute(0, 3, 1, 2)
 
 
+def _check_filter_inputs(image: torch.Tensor, values: torch.Tensor, sigma_rgb: float, sigma_xy: float) -> None:
+    if image.dim() != 4 or image.shape[1] != 3 or values.dim() != 4:
+        raise ValueError(
+            f"bilateral_filter expects image (B,3,h,w) and values (B,K,h,w), got "
+            f"{tuple(image.shape)} and {tuple(values.shape)}"
+        )
+    if image.shape[0] != values.shape[0] or image.shape[2:] != values.shape[2:]:
+        raise ValueError(
+            f"bilateral_filter: image {tuple(image.shape)} and values {tuple(values.shape)} "
+            "differ in batch or spatial size"
+        )
+    if sigma_rgb <= 0 or sigma_xy <= 0:
+        raise ValueError("bilateral_filter: sigmas must be positive")
+
+
 def bilateral_filter(
     image: torch.Tensor,
     values: torch.Tensor,
@@ -336,18 +351,7 @@ def bilateral_filter(
     Returns:
         (B, K, h, w) in the values' dtype (computed in float32 except for ``dense`` in float64).
     """
-    if image.dim() != 4 or image.shape[1] != 3 or values.dim() != 4:
-        raise ValueError(
-            f"bilateral_filter expects image (B,3,h,w) and values (B,K,h,w), got "
-            f"{tuple(image.shape)} and {tuple(values.shape)}"
-        )
-    if image.shape[0] != values.shape[0] or image.shape[2:] != values.shape[2:]:
-        raise ValueError(
-            f"bilateral_filter: image {tuple(image.shape)} and values {tuple(values.shape)} "
-            "differ in batch or spatial size"
-        )
-    if sigma_rgb <= 0 or sigma_xy <= 0:
-        raise ValueError("bilateral_filter: sigmas must be positive")
+    _check_filter_inputs(image, values, sigma_rgb, sigma_xy)
     h, w = values.shape[2:]
     if method == "auto":
         method = "dense" if h * w <= _DENSE_MAX_PIXELS else "fast"
@@ -356,16 +360,8 @@ def bilateral_filter(
     if method == "dense":
         return _dense_filter(image, values.detach(), sigma_rgb, sigma_xy).to(out_dtype)
     if method == "fast":
-        out = _lattice_filter(
-            image,
-            values,
-            sigma_rgb,
-            sigma_xy,
-            scale=_FAST_SCALE,
-            passes=_FAST_PASSES,
-            rings=_FAST_RINGS,
-            official=False,
-        )
+        out = _lattice_filter(image, values, sigma_rgb, sigma_xy, scale=_FAST_SCALE, passes=_FAST_PASSES,
+                              rings=_FAST_RINGS, official=False)  # fmt: skip
         return (out / _FAST_GAIN).to(out_dtype)
     if method == "permutohedral":
         out = _lattice_filter(image, values, sigma_rgb, sigma_xy, scale=1.0, passes=1, rings=0, official=True)

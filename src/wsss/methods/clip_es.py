@@ -11,7 +11,7 @@ DeepLab stage (``configs/seg/``) on those pseudo labels.
 Prompts: ``options.templates`` filled with each foreground class's prompt (``options.prompts``, written
 at import from the dataset's ``classes.txt`` with ``options.synonyms`` applied: ``{name: "name,syn1,syn2"}``,
 one comma-separated string as the official ``new_class_names``) and with each ``options.background``
-name. Every official quirk is an ``options.quirk_*`` switch (README, switch table).
+name. Every official quirk is an ``options.quirk_*`` switch (docs/methods/clip-es.md, switch table).
 """
 
 from __future__ import annotations

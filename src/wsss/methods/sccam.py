@@ -358,7 +358,7 @@ def _write_subcategory_labels(
     opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
     prev = load_round_model(cfg, engine, r - 1)
     ids, feats, parents = extract_features(prev.image_features, train_set, next(prev.parameters()).device,
-                                           progress=progress)  # fmt: skip
+                                           progress=progress, max_side=cfg.infer.max_side)  # fmt: skip
     del prev
     labels = build_subcategory_labels(ids, feats, parents, opts.num_subcategories, cfg.run.seed,
                                       n_init=opts.kmeans_n_init, progress=progress)  # fmt: skip

@@ -107,13 +107,15 @@ def build_subcategory_labels(
 
 @torch.no_grad()
 def extract_features(
-    feature_fn, dataset: VOCDataset, device: torch.device, *, progress: bool = True
+    feature_fn, dataset: VOCDataset, device: torch.device, *, progress: bool = True, max_side: int | None = None
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """One feature per image: ``feature_fn`` on the scale-1.0, un-flipped, full-resolution image,
-    batch 1 (methods.md 5.4). Returns (ids, features (N, D) float32, parent labels (N, C-1))."""
+    batch 1 (methods.md 5.4); a photo whose longer side exceeds ``max_side`` (``infer.max_side``, as every
+    other inference) is scaled down to it first (a 6000x4000 photo's features took GBs; VOC's 500-px images
+    are untouched by the default 1024). Returns (ids, features (N, D) float32, parent labels (N, C-1))."""
     feats, parents = [], []
     for id in tqdm(dataset.ids, desc="features", disable=not progress):
-        x = prepare_image(dataset.load_image(id), None, device)
+        x = prepare_image(dataset.load_image(id), None, device, max_side=max_side)
         feats.append(feature_fn(x)[0].float().cpu().numpy())
         parents.append(dataset.labels(id))
     return list(dataset.ids), np.stack(feats), np.stack(parents).astype(np.float32)

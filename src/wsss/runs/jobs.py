@@ -423,6 +423,8 @@ def run_predict(
     params = run.cfg.infer.crf
 
     def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> np.ndarray | Deferred:
+        if not (crf or save_probs):  # the label alone, band by band: no (C, H, W) map of a large photo
+            return run.seg_label(image, scales, prepared=x)
         prob = run.seg_prob(image, scales, prepared=x)
         if save_probs:
             save_npy(per_id_path(probs_dir, id, ".npy"), prob.astype(np.float16))

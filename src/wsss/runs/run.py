@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,25 +96,39 @@ class Run:
     ) -> np.ndarray:
         """Multi-scale + flip segmentation probabilities (C, H, W) float32 (methods.md 2.11 / 3.10).
         ``prepared``: ``prepare_image(image, None)`` already made (by a loader worker)."""
+        prob = self._fused_logits(image, scales, prepared, lambda x: torch.softmax(x.float(), dim=1))
+        return prob[0].cpu().numpy()
+
+    @torch.no_grad()
+    def seg_label(
+        self, image: np.ndarray, scales: Sequence[float] | None = None, *, prepared: torch.Tensor | None = None
+    ) -> np.ndarray:
+        """(H, W) int64: the argmax of :meth:`seg_prob`, taken band by band (a large photo's probabilities of
+        every class are never whole in memory)."""
+        return self._fused_logits(image, scales, prepared, lambda x: x.argmax(dim=1, keepdim=True))[0, 0].cpu().numpy()
+
+    def _fused_logits(
+        self, image: np.ndarray, scales: Sequence[float] | None, prepared: torch.Tensor | None,
+        reduce: Callable[[torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:  # fmt: skip
         inf = self.cfg.infer
         x = (
             _on_device(prepared, self.device)
             if prepared is not None
             else prepare_image(image, None, self.device, max_side=inf.max_side)
         )
-        logits = multi_scale_logits(
+        return multi_scale_logits(
             self.method.seg_logits, x, tuple(scales or inf.scales), image.shape[:2],
-            flip_fuse="sum", scale_fuse="max", square_size=inf.square_size,
+            flip_fuse="sum", scale_fuse="max", square_size=inf.square_size, reduce=reduce,
         )  # fmt: skip
-        return torch.softmax(logits[0].float(), dim=0).cpu().numpy()
 
     def predict(self, image: np.ndarray, *, crf: bool = False, scales: Sequence[float] | None = None) -> np.ndarray:
         """(H, W) int64 label map; with ``crf`` a DenseCRF over the classes that can appear."""
-        prob = self.seg_prob(image, scales)
         if not crf:
-            return prob.argmax(0)
+            return self.seg_label(image, scales)
         from wsss.cam import crf_label
 
+        prob = self.seg_prob(image, scales)
         return crf_label(image, prob, present=present_classes(prob), params=self.cfg.infer.crf)
 
 
