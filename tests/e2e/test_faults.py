@@ -523,6 +523,15 @@ def test_an_rgb_pseudo_label_is_found_at_start_and_named_in_one_line_mid_run(dat
     assert rc == 1 and line.startswith(f"error: {bad}: mask has mode RGB")
 
 
+def test_a_truncated_image_met_in_a_loader_worker_is_one_line(data, tmp_path, capsys):
+    path = data / "JPEGImages" / "train_00004.jpg"
+    path.write_bytes(path.read_bytes()[:200])  # cut off: decodes the header, not the pixels
+    over = tiny_overrides(data, tmp_path / "run", **{"data.num_workers": 1, "run.threads": 1})
+    rc, out = _cli(capsys, "train", CONFIG, *over, "--skip-check", "--quiet")
+    line = _one_error_line(out)
+    assert rc == 1 and line.startswith(f"error: {path}: cannot read image")
+
+
 # ---- 11, 12: a byte-order mark at the start of a text file ---------------------------------------------
 
 
