@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from wsss.core.errors import ConfigWarning, DataError, UsageError
 from wsss.utils.procs import PARENT_ENV, die_with_starter
@@ -127,6 +127,34 @@ class Processes:
         return self.rank == 0
 
 
+def _start_ranks(workers: int, argv: Sequence[str], port: int, threads: int) -> list[subprocess.Popen]:
+    """Ranks 1 .. ``workers - 1`` of a ``--workers`` job: ``python -m wsss.cli *argv`` (without ``--workers``)
+    with torchrun's environment, ``threads`` torch threads each, and this process named as their starter
+    (they end with it: ``utils.procs.die_with_starter``)."""
+    children = []
+    for r in range(1, workers):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(r),
+               "LOCAL_RANK": str(r), "WORLD_SIZE": str(workers), "LOCAL_WORLD_SIZE": str(workers),
+               "OMP_NUM_THREADS": str(threads), PARENT_ENV: str(os.getpid())}  # fmt: skip
+        children.append(subprocess.Popen([sys.executable, "-m", "wsss.cli", *_without_workers(argv)], env=env))
+    _CHILDREN[:] = children
+    return children
+
+
+def _end_ranks(children: list[subprocess.Popen], stop: bool) -> None:
+    """Wait for the started ranks (``stop``: this process failed, so they are terminated first). A rank blocked
+    in a collective whose peer left never sees SIGTERM: a short grace, then SIGKILL."""
+    for child in children:
+        if stop:
+            child.terminate()
+        try:
+            child.wait(timeout=STOP_GRACE_S if stop else 60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    _CHILDREN.clear()
+
+
 @contextlib.contextmanager
 def job_processes(workers: int = 0, argv: Sequence[str] = ()) -> Iterator[Processes]:
     """The processes of one per-id command; this process's rank among them.
@@ -143,16 +171,9 @@ def job_processes(workers: int = 0, argv: Sequence[str] = ()) -> Iterator[Proces
         raise UsageError(f"--workers must be 0 or more, got {workers}")
     die_with_starter()  # a rank started by `--workers N` (its parent's signals stop it, or its death)
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
-    children: list[subprocess.Popen] = []
     local = env_world == 1 and workers > 1
     port, per = (_free_port(), _threads_per_process(workers)) if local else (0, 0)
-    if local:
-        for r in range(1, workers):
-            env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(r),
-                   "LOCAL_RANK": str(r), "WORLD_SIZE": str(workers), "LOCAL_WORLD_SIZE": str(workers),
-                   "OMP_NUM_THREADS": str(per), PARENT_ENV: str(os.getpid())}  # fmt: skip
-            children.append(subprocess.Popen([sys.executable, "-m", "wsss.cli", *_without_workers(argv)], env=env))
-        _CHILDREN[:] = children
+    children = _start_ranks(workers, argv, port, per) if local else []
     import torch
     import torch.distributed as dist
 
@@ -186,15 +207,7 @@ def job_processes(workers: int = 0, argv: Sequence[str] = ()) -> Iterator[Proces
     finally:
         if joined and is_distributed():
             dist.destroy_process_group()
-        for child in children:
-            if not ok:
-                child.terminate()
-            try:  # a rank blocked in a collective whose peer left never sees SIGTERM: a short grace, then SIGKILL
-                child.wait(timeout=60 if ok else STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-        _CHILDREN.clear()
+        _end_ranks(children, stop=not ok)
         torch.set_num_threads(threads)
         if cuda_device is not None:
             torch.cuda.set_device(cuda_device)
@@ -237,6 +250,41 @@ def _dead_worker() -> str | None:
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
             return f"worker {r} (pid {child.pid}) stopped with {how}"
     return None
+
+
+def _gather_job(store: Any, world: int, summary: JobSummary, bar: Any, total: int) -> None:
+    """Rank 0: wait until every rank has finished (or one died), keeping the bar at the job's count, then
+    complete ``summary`` with the whole job's written, failed and not-done ids."""
+    stopped = None
+    while store.add("finished", 0) < world and stopped is None:
+        bar.update(store.add("done", 0) - bar.n)
+        stopped = _dead_worker()
+        time.sleep(0.1)
+    done = store.add("done", 0)
+    bar.update(done - bar.n)
+    failed = []
+    for r in range(world):
+        if store.check([f"failed/{r}"]):
+            failed += [tuple(x) for x in json.loads(store.get(f"failed/{r}"))]
+    summary.failed = failed
+    summary.written = done - len(failed)
+    summary.not_done = total - done
+
+
+def _raise_unfinished(summary: JobSummary, desc: str) -> None:
+    """DataError when a rank stopped before its share was done, or when ids failed (after the summary line)."""
+    if summary.not_done:
+        why = _dead_worker() or "a process stopped"
+        raise DataError(
+            f"{desc}: {why} before finishing its share; {summary.not_done} ids are not written, "
+            "rerun the same command to finish them"
+        )
+    if summary.failed:
+        id, message = summary.failed[0]
+        raise DataError(
+            f"{desc}: {len(summary.failed)} ids failed (first {id}: {message}); "
+            "the others are written, rerun the same command after fixing them"
+        )
 
 
 def run_ids(
@@ -282,34 +330,10 @@ def run_ids(
         if me != 0:
             summary.seconds = time.perf_counter() - t0
             return summary
-        stopped = None
-        while store.add("finished", 0) < world and stopped is None:
-            bar.update(store.add("done", 0) - bar.n)
-            stopped = _dead_worker()
-            time.sleep(0.1)
-        done = store.add("done", 0)
-        bar.update(done - bar.n)
-        failed = []
-        for r in range(world):
-            if store.check([f"failed/{r}"]):
-                failed += [tuple(x) for x in json.loads(store.get(f"failed/{r}"))]
-        summary.failed = failed
-        summary.written = done - len(failed)
-        summary.not_done = len(todo) - done
+        _gather_job(store, world, summary, bar, len(todo))
     bar.close()
     summary.seconds = time.perf_counter() - t0
     if progress or summary.failed or summary.not_done:
         print(summary.line(), file=sys.stderr)
-    if summary.not_done:
-        why = _dead_worker() or "a process stopped"
-        raise DataError(
-            f"{desc}: {why} before finishing its share; {summary.not_done} ids are not written, "
-            "rerun the same command to finish them"
-        )
-    if summary.failed:
-        id, message = summary.failed[0]
-        raise DataError(
-            f"{desc}: {len(summary.failed)} ids failed (first {id}: {message}); "
-            "the others are written, rerun the same command after fixing them"
-        )
+    _raise_unfinished(summary, desc)
     return summary
