@@ -313,15 +313,9 @@ def check_dataset(
     split_with_masks, needs_mask = _mask_needs(split_ids, mask_of, has_table, has_mask_dir, table_keys, report,
                                                full_masks)  # fmt: skip
     for id in _progress(all_ids, progress):
-        size = _check_image_of(root, id, report)
-        mpath = mask_of[id]
-        if mpath is None and id in needs_mask:
-            _report_missing_mask(root, id, has_mask_dir, has_table, report)
         vec = table.get(id) if table is not None else None
-        mask_labels = None
-        if mpath is not None:
-            mask_labels = _check_mask_of(mpath, size, vec, class_names, npy, id, classes_desc, report,
-                                         image_path=_image_path(root, id))  # fmt: skip
+        mask_labels = _check_one_image(root, id, mask_of[id], id in needs_mask, vec, class_names, classes_desc,
+                                       (has_mask_dir, has_table), report)  # fmt: skip
         _count_labels(id, vec, mask_labels, class_names, per_class, label_only)
 
     if table_keys is not None:
@@ -331,6 +325,22 @@ def check_dataset(
     report.label_only = label_only
     report.class_counts = {class_names[c]: per_class.get(c, 0) for c in range(1, C)}
     return report
+
+
+def _check_one_image(
+    root: Path, id: str, mpath: Path | None, needs_mask: bool, vec: np.ndarray | None, class_names: list[str],
+    classes_desc: str, have: tuple[bool, bool], report: CheckReport,
+) -> np.ndarray | None:  # fmt: skip
+    """One image of :func:`check_dataset`: the image, its mask (a missing one reported where the split needs
+    it; ``have``: whether the dataset has a mask folder and a label table) and its labels against the mask.
+    Returns the mask's labels, or None without a mask."""
+    size = _check_image_of(root, id, report)
+    if mpath is None:
+        if needs_mask:
+            _report_missing_mask(root, id, *have, report)
+        return None
+    return _check_mask_of(mpath, size, vec, class_names, root / CLS_LABELS_FILE, id, classes_desc, report,
+                          image_path=_image_path(root, id))  # fmt: skip
 
 
 def _check_classes(root: Path, report: CheckReport) -> tuple[list[str], str]:

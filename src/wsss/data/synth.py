@@ -699,14 +699,19 @@ def generate_synthetic(
     _write_design(out, seed, size, context_with, context_without, per_image)
     counts = _synthetic_counts(n_train, n_val, labels, per_image, t0)
     if verbose:
-        cls_txt = ", ".join(f"{k} {v}" for k, v in counts["class_images"].items())
-        ctx_txt = ", ".join(f"{k} {v}" for k, v in counts["context_images"].items())
-        print(
-            f"synthetic dataset at {out}: {n_train} train + {n_val} val images of {size}px "
-            f"in {counts['seconds']:.1f}s\n  images per class: {cls_txt}\n  contexts: {ctx_txt}; "
-            f"rider on horse: {counts['rider_on_horse']}"
-        )
+        print(_describe(out, size, counts))
     return counts
+
+
+def _describe(out: Path, size: int, counts: dict) -> str:
+    """What ``generate_synthetic`` prints: the split sizes, the time, the images per class and context."""
+    cls_txt = ", ".join(f"{k} {v}" for k, v in counts["class_images"].items())
+    ctx_txt = ", ".join(f"{k} {v}" for k, v in counts["context_images"].items())
+    return (
+        f"synthetic dataset at {out}: {counts['train']} train + {counts['val']} val images of {size}px "
+        f"in {counts['seconds']:.1f}s\n  images per class: {cls_txt}\n  contexts: {ctx_txt}; "
+        f"rider on horse: {counts['rider_on_horse']}"
+    )
 
 
 SYNTH_OUTPUTS = ("JPEGImages", "SegmentationClass", "SegmentationContext", str(SPLIT_DIR), "classes.txt",
