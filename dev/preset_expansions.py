@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in differ:
             print(f"{name}: differs from {FIXTURE.relative_to(REPO)}")
         return 1 if differ else 0
-    from wsss.utils.io import atomic_write
+    from wsss.core.files import atomic_write
 
     with atomic_write(FIXTURE, "w") as f:
         json.dump(expanded, f, indent=1, sort_keys=True)

@@ -205,7 +205,7 @@ def main() -> None:
     }
     path = Path(a.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from wsss.utils.io import atomic_write
+    from wsss.core.files import atomic_write
 
     with atomic_write(path, "w") as f:
         json.dump(result, f, indent=2)

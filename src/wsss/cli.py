@@ -229,8 +229,8 @@ def cmd_import(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
+    from wsss.core.files import atomic_write, check_output_file
     from wsss.evaluation import evaluate
-    from wsss.utils.io import atomic_write, check_output_file
 
     if a.json:
         check_output_file(a.json)  # before the evaluation: a folder given as --json is refused at once
@@ -750,9 +750,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{what}; finished outputs are kept, rerun the same command to continue", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     except (OSError, RuntimeError) as e:
-        from wsss.utils.io import write_os_error
+        from wsss.core.files import write_os_error
 
-        cause = write_os_error(e)  # a full disk or an unwritable folder outside utils.io.atomic_write
+        cause = write_os_error(e)  # a full disk or an unwritable folder outside core.files.atomic_write
         if cause is None:
             raise
         print(f"error: {cause.filename or 'output'}: cannot write ({cause.strerror}); finished outputs are kept",

@@ -290,7 +290,7 @@ def test_a_read_only_run_dir_for_cam_is_one_line(run_dir, capsys, monkeypatch):
 
     from wsss.core.errors import OutputError
 
-    monkeypatch.setattr("wsss.utils.io.tempfile.mkstemp", read_only)
+    monkeypatch.setattr("wsss.core.files.tempfile.mkstemp", read_only)
     rc, out = _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")
     line = _one_error_line(out)
     assert rc == 1 and str(run_dir / "cams" / "val") in line and "cannot write (Read-only file system)" in line
@@ -570,7 +570,7 @@ def _no_space(path: Path) -> OSError:
 def test_a_full_disk_stops_a_per_id_job_at_its_first_write(run_dir, capsys, monkeypatch):
     """predict --save-probs writes the probabilities in the per-id step: on a full disk every id used to be
     computed and "failed" one by one; the job now stops at the first, with one line naming the file."""
-    from wsss.utils.io import output_error
+    from wsss.core.files import output_error
 
     cfg = load_config(run_dir / "config.yaml")
     calls = []

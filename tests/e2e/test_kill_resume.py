@@ -80,7 +80,7 @@ def test_sigkill_during_predict_then_resume_gives_every_mask(tmp_path):
 
 
 def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
-    from wsss.utils.io import atomic_write
+    from wsss.core.files import atomic_write
 
     target = tmp_path / "x.bin"
     target.write_bytes(b"old")
@@ -98,8 +98,8 @@ def test_resumed_writers_remove_the_temporary_files_a_kill_left(tmp_path):
     """A SIGKILL between atomic_write's mkstemp and its rename leaves `.<name>.<rand>.tmp` (no except runs);
     the next cam / pseudo / predict into that folder deletes it before writing (the deterministic half of the
     SIGKILL test above, whose kill lands in that window only sometimes)."""
+    from wsss.core.files import atomic_write, remove_stale_temps
     from wsss.runs.jobs import _todo
-    from wsss.utils.io import atomic_write, remove_stale_temps
 
     out = tmp_path / "predictions/val"
     with atomic_write(out / "a.png") as f:

@@ -6,7 +6,8 @@ import stat
 import numpy as np
 import pytest
 
-from wsss.utils.io import atomic_write, save_label_png, save_npy
+from wsss.core.files import atomic_write
+from wsss.utils.io import save_label_png, save_npy
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from wsss.core.errors import MissingFileError, WeightLoadError
-from wsss.utils.io import atomic_write
-from wsss.utils.safe_load import load_torch_file
+from wsss.core.files import atomic_write
+from wsss.core.safe_load import load_torch_file
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -18,7 +18,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A run checkpoint, read with ``torch.load(weights_only=True)`` (utils/safe_load.py): a run folder
+    """A run checkpoint, read with ``torch.load(weights_only=True)`` (core/safe_load.py): a run folder
     may come from elsewhere, so one whose pickle asks for more than tensors, plain values and the numpy
     RNG state is refused (UnsafeCheckpointError names the file and what it asked for)."""
     path = Path(path)

@@ -575,7 +575,7 @@ def dump_config(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    from wsss.utils.io import atomic_write
+    from wsss.core.files import atomic_write
 
     with atomic_write(path, "w") as f:
         f.write(dump_config(cfg))

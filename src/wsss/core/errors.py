@@ -40,7 +40,7 @@ class WeightLoadError(WSSSError, RuntimeError):
 
 class UnsafeCheckpointError(WeightLoadError):
     """A checkpoint or weight file whose unpickling needs more than tensors and the numpy types a wsss
-    checkpoint holds (utils/safe_load.py): refused, since unpickling it could run code."""
+    checkpoint holds (core/safe_load.py): refused, since unpickling it could run code."""
 
 
 class TrainingDiverged(WSSSError, RuntimeError):

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 from wsss.core.errors import DataError
-from wsss.utils.io import atomic_write, read_text_file
+from wsss.core.files import atomic_write
+from wsss.utils.io import read_text_file
 
 CLASSES_FILE = "classes.txt"
 

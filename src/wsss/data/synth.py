@@ -76,9 +76,10 @@ import numpy as np
 from PIL import Image
 
 from wsss.core.errors import UsageError
+from wsss.core.files import atomic_write
 from wsss.data.classes import write_classes
 from wsss.data.voc import SPLIT_DIR, write_cls_labels
-from wsss.utils.io import atomic_write, per_id_path, voc_palette
+from wsss.utils.io import per_id_path, voc_palette
 
 CLASS_NAMES: list[str] = ["background", "boat", "train", "horse", "rider", "bird", "bottle"]
 BOAT, TRAIN, HORSE, RIDER, BIRD, BOTTLE = range(1, 7)

@@ -23,10 +23,10 @@ import torch
 from torch.utils.data import Dataset
 
 from wsss.core.errors import DataError
+from wsss.core.safe_load import read_npy
 from wsss.data.classes import CLASSES_FILE, read_classes
 from wsss.data.transforms import TrainAugment
 from wsss.utils.io import describe_path, id_problem, read_image, read_label_png, read_text_file, save_npy
-from wsss.utils.safe_load import read_npy
 
 IMAGE_DIR = "JPEGImages"
 MASK_DIRS = ("SegmentationClassAug", "SegmentationClass")  # in order of preference

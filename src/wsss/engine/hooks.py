@@ -33,8 +33,8 @@ import torch
 from tqdm import tqdm
 
 from wsss.core.distributed import all_gather_objects, all_reduce_sum, is_main_process, world_size
+from wsss.core.files import atomic_write, output_error, write_os_error
 from wsss.engine.train_loop import HookBase
-from wsss.utils.io import atomic_write, output_error, write_os_error
 
 __all__ = [
     "BestCheckpointer",

@@ -10,9 +10,9 @@ from typing import Any
 from wsss.core.checkpoint import load_model_state
 from wsss.core.config import Config, check_config_change, check_settings, resolve_paths
 from wsss.core.errors import UsageError
+from wsss.core.files import remove_stale_temps
 from wsss.engine.defaults import build_trainer, engine_api
 from wsss.methods import build_method, method_class
-from wsss.utils.io import remove_stale_temps
 from wsss.utils.runlock import run_dir_lock
 
 

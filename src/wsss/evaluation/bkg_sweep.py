@@ -135,8 +135,9 @@ def sweep_run_bkg(
     """``wsss sweep-bkg``: sweep the saved CAMs ``RUN/cams/<split>`` of a run (``wsss cam`` first) over
     background levels and (high, low) pairs (the run's own pair added), write the result as JSON
     (default ``RUN/bkg_sweep/<split>.json``); returns the result and the JSON path."""
+    from wsss.core.files import atomic_write
     from wsss.data import VOCDataset  # lazy: the data package imports image libraries
-    from wsss.utils.io import atomic_write, load_cam_of, missing_cam_ids
+    from wsss.utils.io import load_cam_of, missing_cam_ids
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)

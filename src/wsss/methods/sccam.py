@@ -50,6 +50,7 @@ from torch import nn
 from wsss.core.config import Config, from_dict, iterations_per_epoch, resolve_epochs, save_config, set_dotted
 from wsss.core.device import resolve_device
 from wsss.core.errors import ConfigError, DataError, UsageError
+from wsss.core.files import atomic_write
 from wsss.data import VOCDataset
 from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups
 from wsss.methods.contract import CamDeclaration, EngineAPI, Method, TrainContext, build_method, register_method
@@ -58,7 +59,6 @@ from wsss.methods.subcategory import SubcategoryLabels, build_subcategory_labels
 from wsss.models.heads import CAMClassifier
 from wsss.models.official_keys import OfficialKeyError, sccam_state_from_official
 from wsss.models.weights import check_state_dict, read_state_dict
-from wsss.utils.io import atomic_write
 
 LABELS_FILE = "subcategory_labels.npz"
 

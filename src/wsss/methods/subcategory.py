@@ -18,10 +18,10 @@ import torch
 from tqdm import tqdm
 
 from wsss.core.errors import DataError
+from wsss.core.safe_load import read_npz
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.utils.io import save_npz
-from wsss.utils.safe_load import read_npz
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from wsss.core.errors import WeightLoadError
-from wsss.utils.safe_load import load_torch_file
+from wsss.core.safe_load import load_torch_file
 
 __all__ = ["WeightLoadError", "check_state_dict", "convert_weight_layout", "load_pretrained", "read_state_dict",
            "resolve_weight_path"]  # fmt: skip
@@ -33,7 +33,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = load_file(str(path))
     else:
         try:
-            # weights_only, plus the numpy RNG state a wsss run checkpoint holds (utils/safe_load.py)
+            # weights_only, plus the numpy RNG state a wsss run checkpoint holds (core/safe_load.py)
             state = load_torch_file(path, "pretrained weight file")
         except WeightLoadError:  # refused, or not a PyTorch file: the message names the file already
             raise

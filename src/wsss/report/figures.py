@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from wsss.utils.io import atomic_write, find_cam_file, per_id_path, read_cam, read_label_png, voc_palette  # noqa: E402
+from wsss.core.files import atomic_write
+from wsss.utils.io import find_cam_file, per_id_path, read_cam, read_label_png, voc_palette  # noqa: E402
 
 # Run-directory folders holding label maps, in pipeline order, with their display names.
 OUTPUTS = (("cam_labels", "CAM seeds"), ("pseudo", "pseudo label"), ("predictions", "segmentation"),

@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from wsss.core.config import run_config_path, yaml_load
+from wsss.core.files import atomic_write, remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.evaluation import EvalResult, confusion_matrix, evaluate, scores_from_hist
 from wsss.report.figures import (
@@ -42,7 +43,7 @@ from wsss.report.figures import (
     saved_panels,
     training_curves,
 )
-from wsss.utils.io import atomic_write, per_id_path, plural, read_label_png, remove_stale_temps
+from wsss.utils.io import per_id_path, plural, read_label_png
 
 __all__ = ["colorize", "read_metrics", "write_report"]
 

@@ -20,10 +20,11 @@ import numpy as np
 from PIL import Image
 
 from wsss.core.errors import DataError
+from wsss.core.files import atomic_write
 from wsss.data.classes import read_classes
 from wsss.data.prepare import first
 from wsss.data.voc import VOCDataset
-from wsss.utils.io import atomic_write, read_label_png, voc_palette
+from wsss.utils.io import read_label_png, voc_palette
 
 VOC_RESULTS_DIR = "results/VOC2012/Segmentation/{comp}_{split}_cls"
 VOC_TEST_SIZE = 1456  # VOC 2012 segmentation test list (ImageSets/Segmentation/test.txt of the test tar)

@@ -42,6 +42,7 @@ from wsss.cam import (
 from wsss.cam.affinity import psa_seed_label
 from wsss.cam.crf import psa_crf_scores
 from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, UsageError
+from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.methods import REFINERS, Deferred, JobStop, Refiner, register_refiner
@@ -53,7 +54,6 @@ from wsss.utils.io import (
     load_labelled_cam,
     missing_cam_ids,
     per_id_path,
-    remove_stale_temps,
     save_cam,
     save_label_png,
     save_labelled_cam,

@@ -1,25 +1,22 @@
-"""File I/O shared by every stage: atomic writes, images, label PNGs with the VOC palette, per-id
-output paths (checked to stay inside their folder) and the CAM file format.
+"""File I/O shared by every stage: images, label PNGs with the VOC palette, per-id output paths (checked to
+stay inside their folder), the CAM file format and the user's text files.
 
-Every output of the toolkit goes through ``atomic_write`` (write to a temporary name in the same
-directory, then ``os.replace``), so a run killed mid-write never leaves a truncated file behind.
+Every output goes through ``wsss.core.files.atomic_write`` (write to a temporary name in the same directory,
+then ``os.replace``), so a run killed mid-write never leaves a truncated file behind.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import io
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from wsss.core.errors import DataError, OutputError
-from wsss.utils.safe_load import read_npz
+from wsss.core.errors import DataError
+from wsss.core.files import atomic_write
+from wsss.core.safe_load import read_npz
 
 
 def plural(n: int, noun: str) -> str:
@@ -34,43 +31,6 @@ def describe_path(path: str | os.PathLike) -> str:
     return str(path) if path.is_absolute() else f"{path} (resolved from the current directory: {path.resolve()})"
 
 
-def _umask() -> int:
-    """The process's umask, read without changing it where the OS allows (Linux), else by setting and
-    restoring it."""
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# OS errors that say the output cannot be written (not a bug): full disk or quota, read-only file
-# system, no permission. ``wsss`` reports them as one line naming the path (``OutputError``).
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
-
-
-def output_error(path: str | os.PathLike, error: OSError) -> OutputError:
-    """The ``OutputError`` for writing ``path`` failing with ``error`` (``strerror`` kept, e.g. "No space
-    left on device")."""
-    return OutputError(f"{path}: cannot write ({error.strerror or error})")
-
-
-def write_os_error(error: BaseException) -> OSError | None:
-    """The OS error behind a failed write, if it is one of ``_WRITE_ERRNOS``: ``error`` itself or one it
-    was raised from or during (``torch.save`` on a full disk raises "RuntimeError: [enforce fail ...]
-    unexpected pos" while handling the OSError of the short write)."""
-    seen: set[int] = set()
-    e: BaseException | None = error
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and not isinstance(e, OutputError) and e.errno in _WRITE_ERRNOS:
-            return e
-        e = e.__cause__ or e.__context__
-    return None
-
-
 def read_text_file(path: str | os.PathLike, what: str) -> str:
     """The text of a UTF-8 file the user gives (a split list, ``classes.txt``, a labels file), a byte-order
     mark at its start removed (Windows' Notepad and Excel write one: kept, it would join the first id or
@@ -79,63 +39,6 @@ def read_text_file(path: str | os.PathLike, what: str) -> str:
         return Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read {what} ({e})") from e
-
-
-def check_output_file(path: str | os.PathLike) -> Path:
-    """``path`` as a Path if a file can be written there as far as names go; ``OutputError`` when it is an
-    existing folder (``wsss eval --json DIR``, issue 42), checked before the work whose result it is."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder; give the name of a file to write (e.g. {path / 'metrics.json'})")
-    return path
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
-    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds.
-
-    The file gets the mode a plain ``open(path, "w")`` would give (0666 minus the umask), not the
-    0600 of ``mkstemp``'s private temporary file.
-
-    A full disk or an unwritable folder raises ``OutputError`` naming ``path`` (also when the writer,
-    e.g. ``torch.save``, raised its own error while handling the OS error).
-    """
-    path = check_output_file(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        if e.errno in _WRITE_ERRNOS:
-            raise output_error(path, e) from e
-        raise
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        cause = write_os_error(e) if isinstance(e, Exception) else None
-        if cause is not None:
-            raise output_error(path, cause) from e
-        raise
-
-
-def remove_stale_temps(directory: str | os.PathLike) -> int:
-    """Delete the temporary files :func:`atomic_write` leaves in ``directory`` when its process is killed
-    between creating and renaming one (SIGKILL runs no ``except``). Call it only where one process owns
-    the directory, before that process writes again; returns how many were removed."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return 0
-    stale = [p for p in directory.glob(".*.tmp") if p.is_file()]
-    for p in stale:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-    return len(stale)
 
 
 def voc_palette(num_colors: int = 256) -> np.ndarray:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from wsss.core.errors import UsageError
-from wsss.utils.io import output_error
+from wsss.core.files import output_error
 
 try:
     import fcntl

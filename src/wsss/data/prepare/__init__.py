@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 from wsss.core.errors import DataError, UsageError
-from wsss.utils.io import atomic_write, remove_stale_temps
+from wsss.core.files import atomic_write, remove_stale_temps
 
 IMAGE_MODES = ("link", "symlink", "copy", "none")
 
@@ -84,7 +84,7 @@ def place_image(src: Path, dst: Path, mode: str) -> bool:
 
 def remove_stale_outputs(out: Path, *folders: str) -> None:
     """Before a prepare writes into ``out``: delete the temporary files a killed earlier run left in
-    ``out``, its split lists' folder and each of ``folders`` (``utils.io.remove_stale_temps``)."""
+    ``out``, its split lists' folder and each of ``folders`` (``core.files.remove_stale_temps``)."""
     for folder in ("", "ImageSets/Segmentation", *folders):
         remove_stale_temps(out / folder)
 

@@ -1,4 +1,4 @@
-"""utils/safe_load.py: the restricted .npy unpickler (cls_labels.npy and legacy pickled files) and
+"""core/safe_load.py: the restricted .npy unpickler (cls_labels.npy and legacy pickled files) and
 weights_only checkpoint loading refuse anything that could run code; real files still load."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 from crafted import Marker, crafted_checkpoint, crafted_cls_labels, numpy1_npy
 from wsss.core.checkpoint import load_checkpoint, save_checkpoint
 from wsss.core.errors import DataError, UnsafeCheckpointError
+from wsss.core.safe_load import load_torch_file, read_npy
 from wsss.data.voc import load_cls_labels, read_cls_labels_file
-from wsss.utils.safe_load import load_torch_file, read_npy
 
 
 def test_the_crafted_files_do_run_code_when_read_the_old_way(tmp_path):
