@@ -39,7 +39,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = load_clip(GOLDEN, text_heads=2)[0] if a.arch == "tiny" else build_clip(VIT_B16)
+    model = load_clip(GOLDEN, text_heads=2, quick_gelu=True)[0] if a.arch == "tiny" else build_clip(VIT_B16)
     for p in model.parameters():
         p.requires_grad_(False)
     ds = VOCDataset(DATA, "val")

@@ -48,6 +48,9 @@ class UnlabelledImageStop(JobStop):
 class ClipESOptions:
     arch: dict[str, int] = field(default_factory=dict)  # ClipArch of the weight file (written at import)
     text_heads: int | None = None  # text heads if the file's text width is not 64 x heads (tiny test CLIPs)
+    # activation: true QuickGELU (OpenAI's weights), false GELU (most open_clip/LAION weights); null: what the
+    # weight file says (models/clip_files.py), written at import; a file that says nothing needs it set
+    quick_gelu: bool | None = None
     weights: str = ""  # the CLIP weight file the run was created from (provenance only)
     templates: list[str] = field(default_factory=lambda: ["a clean origami {}."])
     background: list[str] = field(default_factory=lambda: list(VOC_BACKGROUND))
@@ -92,7 +95,8 @@ class ClipES(Method):
             )
         if not o.templates or not o.background:
             raise ConfigError("clip_es: options.templates and options.background must not be empty")
-        self.clip = build_clip(ClipArch(**o.arch))
+        # a run written before options.quick_gelu existed was built with QuickGELU
+        self.clip = build_clip(ClipArch(**o.arch), quick_gelu=True if o.quick_gelu is None else bool(o.quick_gelu))
         for p in self.clip.parameters():  # frozen: Grad-CAM takes gradients of activations only
             p.requires_grad_(False)
         self.quirks = ClipESQuirks(**{f: getattr(o, f"quirk_{f}") for f in ClipESQuirks.__dataclass_fields__})
@@ -157,14 +161,15 @@ class ClipES(Method):
 
 def build_from_clip_file(path: Path, cfg: Config, class_names: list[str]) -> tuple[Method, dict[str, Any]]:
     """``wsss import clip_es``: the method of ``cfg`` (no training) from a CLIP weight file and the dataset's
-    classes. The file (OpenAI's TorchScript ``ViT-B-16.pt``, or a state dict in OpenAI's / open_clip's layout)
-    is read without running code from it (``models/clip.py``); its architecture goes to ``options.arch``, the
-    classes' prompts (``options.synonyms`` applied) to ``options.prompts``. WeightLoadError naming the file if
+    classes. The file (OpenAI's TorchScript ``ViT-B-16.pt``, a state dict in OpenAI's / open_clip's layout, or a
+    Hugging Face CLIP folder) is read without running code from it (``models/clip_files.py``); its architecture
+    goes to ``options.arch``, its activation to ``options.quick_gelu``, the classes' prompts (``options.synonyms`` applied) to ``options.prompts``. WeightLoadError naming the file if
     it is not a CLIP ViT."""
-    from wsss.models.clip import load_clip
+    from wsss.models.clip import load_clip_file
 
-    clip, arch = load_clip(path, text_heads=cfg.options.get("text_heads"))
-    cfg.options.update(arch=arch.as_dict(), weights=str(path))
+    o = cfg.options
+    clip, arch, quick_gelu = load_clip_file(path, text_heads=o.get("text_heads"), quick_gelu=o.get("quick_gelu"))
+    cfg.options.update(arch=arch.as_dict(), weights=str(path), quick_gelu=quick_gelu)
     model = build_method(cfg, class_names)
     cfg.options["prompts"] = list(model.options.prompts)  # the class names as prompts, synonyms applied
     model.clip.load_state_dict(clip.state_dict())
@@ -173,6 +178,6 @@ def build_from_clip_file(path: Path, cfg: Config, class_names: list[str]) -> tup
 
 register_import(ImportLayout(
     "clip_es", "clip_es", build_from_clip_file,
-    summary="clip_es: a CLIP ViT weight file (ViT-B-16.pt), no training",
+    summary="clip_es: a CLIP ViT weight file or folder (OpenAI, open_clip, Hugging Face), no training",
     next_step="CLIP-ES (no training; next: wsss cam {out} --split SPLIT)",
 ))  # fmt: skip

@@ -108,8 +108,9 @@ def arch_of_state_dict(state: Mapping[str, torch.Tensor], text_heads: int | None
     )
 
 
-def build_clip(arch: ClipArch) -> nn.Module:
-    """An ``open_clip.CLIP`` (QuickGELU, float32) of ``arch``, with OpenAI's parameter names."""
+def build_clip(arch: ClipArch, quick_gelu: bool = True) -> nn.Module:
+    """An ``open_clip.CLIP`` (float32) of ``arch``, with OpenAI's parameter names; ``quick_gelu``: OpenAI's
+    activation (QuickGELU) or plain GELU (most open_clip / LAION weights; ``clip_files.py``)."""
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     vision = CLIPVisionCfg(
@@ -122,7 +123,7 @@ def build_clip(arch: ClipArch) -> nn.Module:
         heads=arch.text_heads,
         layers=arch.text_layers,
     )
-    return CLIP(arch.embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=True, cast_dtype=None).float().eval()
+    return CLIP(arch.embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=quick_gelu, cast_dtype=None).float().eval()
 
 
 # ---- weights -------------------------------------------------------------------------------------
@@ -222,41 +223,34 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A CLIP state dict in OpenAI's key layout from ``path``: OpenAI's TorchScript ``.pt``, or a
-    plain / open_clip state dict (``.pt``/``.pth``/``.bin``/``.safetensors``; ``state_dict`` wrappers and
-    ``module.`` prefixes removed), or an ``.npz`` of arrays. WeightLoadError naming the file otherwise."""
-    from wsss.models.weights import read_state_dict
+    """A CLIP state dict in OpenAI's key layout from ``path``: OpenAI's TorchScript ``.pt``, a plain /
+    open_clip state dict (``.pt``/``.pth``/``.bin``/``.safetensors``; ``state_dict`` wrappers and ``module.``
+    prefixes removed), an ``.npz`` of arrays, or a Hugging Face CLIP folder / file (keys mapped;
+    ``clip_files.py``). WeightLoadError naming the file otherwise."""
+    from wsss.models.clip_files import read_clip_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise WeightLoadError(f"{path}: CLIP weight file not found")
+    state = read_clip_file(path).state
+    return {k: v for k, v in state.items() if torch.is_tensor(v) and k not in ("input_resolution", "context_length",
+                                                                                "vocab_size")}  # fmt: skip
+
+
+def load_clip_file(
+    path: str | Path, text_heads: int | None = None, quick_gelu: bool | None = None
+) -> tuple[nn.Module, ClipArch, bool]:
+    """(model, arch, quick_gelu): ``build_clip`` of the file's architecture and activation with the file's
+    weights (float32, eval mode). The activation is what the file says (``clip_files.read_clip_file``),
+    ``quick_gelu`` when given; WeightLoadError naming the file if it says nothing and ``quick_gelu`` is None,
+    or if it is not a CLIP ViT."""
+    from wsss.models.clip_files import read_clip_file, resolve_quick_gelu
+
+    clip_file = read_clip_file(path)
+    gelu = resolve_quick_gelu(clip_file, quick_gelu)
+    state = {k: v.float() for k, v in clip_file.state.items() if torch.is_tensor(v)}
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                state = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
-        elif _is_torchscript(path):
-            state = read_torchscript_state_dict(path)
-        else:
-            state = read_state_dict(path)
-    except WeightLoadError:
-        raise
-    except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise WeightLoadError(f"{path}: cannot read CLIP weights ({type(e).__name__}: {e})") from e
-    for key in ("input_resolution", "context_length", "vocab_size"):  # OpenAI's archives hold these ints
-        state.pop(key, None)
-    return {k: v for k, v in state.items() if torch.is_tensor(v)}
-
-
-def load_clip(path: str | Path, text_heads: int | None = None) -> tuple[nn.Module, ClipArch]:
-    """``build_clip`` of the file's architecture with the file's weights (float32, eval mode).
-    WeightLoadError naming the file if it is not a CLIP ViT in OpenAI's layout."""
-    state = read_clip_state_dict(path)
-    try:
-        arch = arch_of_state_dict(state, text_heads)
+        arch = arch_of_state_dict(state, text_heads or clip_file.text_heads)
     except KeyError as e:
         raise WeightLoadError(f"{path}: {e.args[0]}") from None
-    model = build_clip(arch)
-    state = {k: v.float() for k, v in state.items()}
+    model = build_clip(arch, quick_gelu=gelu)
     own = model.state_dict()
     bad = [k for k in own if k in state and own[k].shape != state[k].shape]
     missing = [k for k in own if k not in state and k != "attn_mask"]
@@ -264,6 +258,14 @@ def load_clip(path: str | Path, text_heads: int | None = None) -> tuple[nn.Modul
         detail = f"shape of {bad[0]}" if bad else f"no {missing[0]}"
         raise WeightLoadError(f"{path}: not a CLIP ViT in OpenAI's layout ({detail})")
     model.load_state_dict(state, strict=False)
+    return model, arch, gelu
+
+
+def load_clip(
+    path: str | Path, text_heads: int | None = None, quick_gelu: bool | None = None
+) -> tuple[nn.Module, ClipArch]:
+    """``load_clip_file`` without the activation it resolved."""
+    model, arch, _ = load_clip_file(path, text_heads, quick_gelu)
     return model, arch
 
 
