@@ -96,7 +96,9 @@ def _read_safetensors_own(path: Path) -> dict[str, torch.Tensor]:
         if dtype is None:
             raise ValueError(f"tensor {name} has dtype {info['dtype']}, which no CLIP weight needs")
         start, end = info["data_offsets"]
-        flat = torch.frombuffer(bytearray(buffer[start:end]), dtype=dtype) if end > start else torch.empty(0, dtype=dtype)
+        flat = (
+            torch.frombuffer(bytearray(buffer[start:end]), dtype=dtype) if end > start else torch.empty(0, dtype=dtype)
+        )
         out[name] = flat.reshape(info["shape"])
     return out
 
@@ -157,18 +159,21 @@ def _family_refusal(keys: list[str], config: Mapping[str, Any] | None) -> str | 
     return None
 
 
-def _open_clip_activation(path: Path) -> tuple[bool | None, str]:
-    """``quick_gelu`` of an open_clip config beside ``path`` (open_clip's default: GELU), or (None, '')."""
+def _open_clip_activation(path: Path) -> tuple[bool | None, str, int | None]:
+    """(``quick_gelu``, where it was read, text heads) of an open_clip config beside ``path`` (open_clip's
+    default: GELU), or (None, '', None)."""
     for name in (OPEN_CLIP_CONFIG, f"{path.stem}.json"):
         cfg = _json(path.parent / name)
         if cfg is None:
             continue
         model_cfg = cfg.get("model_cfg", cfg)
+        heads = (model_cfg.get("text_cfg") or {}).get("heads")
+        heads = int(heads) if heads else None
         if "quick_gelu" in model_cfg:
-            return bool(model_cfg["quick_gelu"]), f"quick_gelu in {path.parent / name}"
+            return bool(model_cfg["quick_gelu"]), f"quick_gelu in {path.parent / name}", heads
         if "vision_cfg" in model_cfg:  # an open_clip model config: open_clip's CLIP(quick_gelu=False)
-            return False, f"{path.parent / name} (an open_clip model config without quick_gelu: GELU)"
-    return None, ""
+            return False, f"{path.parent / name} (an open_clip model config without quick_gelu: GELU)", heads
+    return None, "", None
 
 
 def _openai_layout(path: Path, state: dict[str, Any], torchscript: bool) -> ClipFile:
@@ -176,8 +181,8 @@ def _openai_layout(path: Path, state: dict[str, Any], torchscript: bool) -> Clip
         return ClipFile(path, "OpenAI TorchScript", state, True, "OpenAI's CLIP (QuickGELU)")
     if all(k in state for k in OPENAI_MARKERS):
         return ClipFile(path, "OpenAI state dict", state, True, "OpenAI's CLIP (QuickGELU)")
-    quick_gelu, source = _open_clip_activation(path)
-    return ClipFile(path, "open_clip state dict", state, quick_gelu, source)
+    quick_gelu, source, heads = _open_clip_activation(path)
+    return ClipFile(path, "open_clip state dict", state, quick_gelu, source, heads)
 
 
 def _cat(state: Mapping[str, torch.Tensor], prefix: str, part: str) -> torch.Tensor:
@@ -279,7 +284,9 @@ def read_clip_file(path: str | Path) -> ClipFile:
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         found = ", ".join(keys[:3]) or "nothing"
-        raise WeightLoadError(f"{path}: not a CLIP ViT (no {missing[0]}; found {found}{', ...' if len(keys) > 3 else ''})")
+        raise WeightLoadError(
+            f"{path}: not a CLIP ViT (no {missing[0]}; found {found}{', ...' if len(keys) > 3 else ''})"
+        )
     return _openai_layout(path, state, torchscript)
 
 
