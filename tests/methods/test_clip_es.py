@@ -62,7 +62,8 @@ def test_import_from_the_openai_archive_makes_a_run(tiny_state, tmp_path, capsys
     _openai_archive(tiny_state, path)
     run = tmp_path / "run"
     code = main(["import", "clip_es", str(path), "--config", str(REPO / "configs/clip_es/voc_corrected.yaml"),
-                 "--out", str(run), "--set", f"data.root={VOC_REAL_MINI}", "options.text_heads=2", "options.quick_gelu=true"])  # fmt: skip
+                 "--out", str(run), "--set", f"data.root={VOC_REAL_MINI}", "options.text_heads=2",
+                 "options.quick_gelu=true"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     from wsss.runs.run import load_run
 

@@ -170,7 +170,8 @@ def test_tokens_equal_hugging_faces_clip_tokenizer(tmp_path):
     transformers = pytest.importorskip("transformers")
     import open_clip.tokenizer as oct
 
-    merges = gzip.open(oct.default_bpe()).read().decode("utf-8").split("\n")
+    with gzip.open(oct.default_bpe()) as f:
+        merges = f.read().decode("utf-8").split("\n")
     merges = merges[1 : 49152 - 256 - 2 + 1]
     byte_chars = list(oct.bytes_to_unicode().values())
     vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m.split()) for m in merges]
@@ -198,8 +199,8 @@ def test_own_safetensors_reader_equals_the_package(tmp_path):
 @pytest.mark.parametrize(
     ("keys", "found"),
     [
-        ({"conv1.weight": (8, 3, 3, 3), "fc.weight": (10, 8)}, r"not a CLIP ViT \(no visual\.conv1\.weight; found conv1"),
-        ({"visual.attnpool.positional_embedding": (50, 64), "visual.layer1.0.conv1.weight": (8, 8, 1, 1)}, "ResNet CLIP"),
+        ({"conv1.weight": (8, 3), "fc.weight": (10, 8)}, r"not a CLIP ViT \(no visual\.conv1\.weight; found conv"),
+        ({"visual.attnpool.positional_embedding": (50, 64), "visual.layer1.0.conv1.weight": (8, 1)}, "ResNet CLIP"),
         ({"visual.trunk.cls_token": (1, 1, 8), "logit_bias": (1,)}, "SigLIP"),
         ({"vision_model.head.probe": (1, 1, 8), "logit_bias": (1,)}, "SigLIP"),
     ],

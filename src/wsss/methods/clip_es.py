@@ -163,8 +163,9 @@ def build_from_clip_file(path: Path, cfg: Config, class_names: list[str]) -> tup
     """``wsss import clip_es``: the method of ``cfg`` (no training) from a CLIP weight file and the dataset's
     classes. The file (OpenAI's TorchScript ``ViT-B-16.pt``, a state dict in OpenAI's / open_clip's layout, or a
     Hugging Face CLIP folder) is read without running code from it (``models/clip_files.py``); its architecture
-    goes to ``options.arch``, its activation to ``options.quick_gelu``, the classes' prompts (``options.synonyms`` applied) to ``options.prompts``. WeightLoadError naming the file if
-    it is not a CLIP ViT."""
+    goes to ``options.arch``, its activation to ``options.quick_gelu``, the classes' prompts
+    (``options.synonyms`` applied) to ``options.prompts``. WeightLoadError naming the file if it is not a CLIP
+    ViT, or if it does not say its activation and ``options.quick_gelu`` is unset."""
     from wsss.models.clip import load_clip_file
 
     o = cfg.options

@@ -234,7 +234,7 @@ def _hf_config_values(config: Mapping[str, Any], cfg_path: Path) -> tuple[bool, 
     acts = {text.get("hidden_act", "quick_gelu"), vision.get("hidden_act", "quick_gelu")}
     if not acts <= {"quick_gelu", "gelu"} or len(acts) != 1:
         raise WeightLoadError(f"{cfg_path}: hidden_act {sorted(acts)}; wsss builds one of quick_gelu or gelu")
-    for name, tower, default_width, default_heads in (("vision", vision, 768, 12), ("text", text, 512, 8)):
+    for name, tower in (("vision", vision), ("text", text)):
         eps = float(tower.get("layer_norm_eps", 1e-5))
         if abs(eps - 1e-5) > 1e-12:
             raise WeightLoadError(f"{cfg_path}: {name} layer_norm_eps {eps}; CLIP's (and wsss's) is 1e-05")
