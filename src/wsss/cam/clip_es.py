@@ -272,6 +272,27 @@ def clip_es_cams(
     return np.stack(refined).astype(np.float32), rec
 
 
+@torch.no_grad()
+def zero_shot_scores(
+    model: nn.Module,
+    image: np.ndarray,
+    fg_feats: torch.Tensor,
+    bg_feats: torch.Tensor,
+    quirks: ClipESQuirks | None = None,
+) -> np.ndarray:
+    """Image-level scores of ``wsss tag`` (runs/tag.py): the softmax of CLIP-ES's step 7 (the mean of the
+    patch tokens after the last block, cosine with each text feature x ``logit_scale``) over every foreground
+    prompt and every background / scene prompt, on the whole (H, W, 3) uint8 image: ((C-1) + n_bg,) float32,
+    foreground first. The background prompts take the share of a photo's scenery, so that a class's score
+    is high only where the class is seen."""
+    q = quirks or ClipESQuirks()
+    device = model.visual.conv1.weight.device
+    x = clip_input(image, model.visual.conv1.kernel_size[0]).to(device)
+    tokens, _ = vision_tokens(model.visual, x, pos_fp16=q.pos_emb_fp16, layers_by_77_tokens=q.layers_by_77_tokens)
+    probs, _, _ = last_block_scores(model, tokens, torch.cat([fg_feats, bg_feats], dim=0).to(device))
+    return probs[0].float().cpu().numpy()
+
+
 # ---- CRF pseudo labels ---------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wsss.cam.clip_es import ClipESQuirks, clip_es_cams, clip_es_crf_label, text_features
+from wsss.cam.clip_es import ClipESQuirks, clip_es_cams, clip_es_crf_label, text_features, zero_shot_scores
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, UsageError
 from wsss.methods.contract import CamDeclaration, JobStop, Method, build_method, register_method
@@ -131,6 +131,13 @@ class ClipES(Method):
             attn_blocks=self.options.attn_blocks,
         )  # fmt: skip
         return cams
+
+    def image_scores(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``wsss tag``: CLIP zero-shot scores of an (H, W, 3) uint8 image: (foreground (C-1,), background
+        prompts (n_bg,)), one softmax over both (``cam.clip_es.zero_shot_scores``)."""
+        fg, bg = self.text_features()
+        probs = zero_shot_scores(self.clip, image, fg, bg, self.quirks)
+        return probs[: len(fg)], probs[len(fg) :]
 
     def crf_pseudo_label(self, image: np.ndarray, keys: np.ndarray, cams: np.ndarray) -> np.ndarray:
         """``wsss pseudo --refine crf``: the official CRF labels of the saved CAMs (float16, as saved),

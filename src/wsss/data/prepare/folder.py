@@ -13,6 +13,9 @@ Inputs:
     class indices 1..C-1 as in the masks).
 
   ``image`` is a file name (``a.jpg``) or a stem (``a``) in ``--images``.
+  Without ``--labels`` every image is taken with no foreground class yet (``cls_labels.npy`` all zero),
+  for ``wsss tag`` to label from CLIP scores and the class names (runs/tag.py); masks are then not checked
+  against labels, only for values and size.
 - ``--masks DIR`` (optional): ``<id>.png`` class-index masks (0 = background, 255 = ignore) for some
   or all images, for evaluation.
 
@@ -131,7 +134,7 @@ DEFAULT_VAL_FRACTION = 0.2  # with masks and no --val-fraction: a val split to v
 
 def prepare_folder(
     images: str | os.PathLike,
-    labels: str | os.PathLike,
+    labels: str | os.PathLike | None,
     classes: str | os.PathLike,
     out: str | os.PathLike,
     *,
@@ -148,7 +151,8 @@ def prepare_folder(
     problems are raised in one DataError, and ``out`` is left as it was. ``val_fraction`` None: 0.2
     of the images with masks when there are masks, else no val split (training then skips validation).
     """
-    images, labels, classes, out = Path(images), Path(labels), Path(classes), Path(out)
+    images, classes, out = Path(images), Path(classes), Path(out)
+    labels = Path(labels) if labels is not None else None
     if val_fraction is None:
         val_fraction = DEFAULT_VAL_FRACTION if masks is not None else 0.0
     if not 0.0 <= val_fraction < 1.0:
@@ -158,9 +162,13 @@ def prepare_folder(
     if not classes.is_file():
         raise DataError(f"{classes}: class list not found")
     class_names = parse_classes(classes.read_text(encoding="utf-8"), classes)
-    table = read_label_file(labels, class_names)
     files = _image_files(images)
-    entries = _match_labels(table, files, labels, images)
+    if labels is None:  # every image, no foreground class yet (wsss tag writes the labels)
+        entries: dict[str, list[int]] = {id: [] for id in files}
+        if not entries:
+            raise DataError(f"{images}: no images ({', '.join(sorted(IMAGE_EXTS))})")
+    else:
+        entries = _match_labels(read_label_file(labels, class_names), files, labels, images)
     ids = sorted(entries)
     if masks is not None:
         masks = Path(masks)
@@ -193,7 +201,10 @@ def prepare_folder(
     summary.counts.update({"images": len(ids), "train": len(ids) - len(val), "val": len(val), "images_placed": placed})
     if not val:
         summary.notes.append("no val split (no masks, or val_fraction 0): training runs without validation")
-    _warn_about_labels(files, entries, label_only, images, summary)
+    if labels is None:
+        summary.notes.append("no labels file: every image has no class yet; `wsss tag` labels them from CLIP scores")
+    else:
+        _warn_about_labels(files, entries, label_only, images, summary)
     return summary
 
 
@@ -240,7 +251,7 @@ def _check_inputs(
     entries: dict[str, list[int]],
     masks: Path | None,
     class_names: list[str],
-    labels: Path,
+    labels: Path | None,
     classes: Path,
     out: Path,
     progress: bool,
@@ -258,7 +269,8 @@ def _check_inputs(
         src = masks / f"{id}.png" if masks is not None else None
         if src is None or not src.is_file():
             continue
-        errs, fg = check_mask(src, size, entries[id], class_names, label_file=labels, id=id,
+        labelled = entries[id] if labels is not None else None  # unlabelled: masks checked for values and size
+        errs, fg = check_mask(src, size, labelled, class_names, label_file=str(labels), id=id,
                               classes_desc=f"{classes} ({num_classes} classes)", image_path=files[id])  # fmt: skip
         problems += errs
         if errs or fg is None:
