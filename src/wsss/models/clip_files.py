@@ -68,6 +68,113 @@ class ClipFile:
 
 # ---- reading ---------------------------------------------------------------------------------------
 
+#: the keys every CLIP ViT state dict in OpenAI's layout holds (what tells it from another architecture)
+REQUIRED_KEYS = (
+    "visual.conv1.weight",
+    "visual.class_embedding",
+    "visual.positional_embedding",
+    "visual.proj",
+    "visual.ln_post.weight",
+    "token_embedding.weight",
+    "positional_embedding",
+    "text_projection",
+    "ln_final.weight",
+    "logit_scale",
+)
+
+
+class _ScriptObject:
+    """Stands for a TorchScript module object in ``data.pkl``: keeps its attribute dict."""
+
+    def __init__(self, *args: Any) -> None:
+        self.state: dict[str, Any] = {}
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state if isinstance(state, dict) else {}
+
+
+def _rebuild_tensor(storage: torch.UntypedStorage | torch.Tensor, offset: int, size: Any, stride: Any, *_: Any):
+    return torch.empty(0, dtype=storage.dtype).set_(storage, offset, tuple(size), tuple(stride))
+
+
+class _TorchScriptUnpickler(pickle.Unpickler):
+    """Reads a TorchScript archive's ``data.pkl``: tensors and plain containers; every
+    ``__torch__.*`` class (the scripted modules) becomes a ``_ScriptObject`` holding its attributes.
+    No other global is allowed, and no code of the archive runs."""
+
+    _DTYPES = {
+        "FloatStorage": torch.float32,
+        "HalfStorage": torch.float16,
+        "DoubleStorage": torch.float64,
+        "BFloat16Storage": torch.bfloat16,
+        "LongStorage": torch.int64,
+        "IntStorage": torch.int32,
+        "BoolStorage": torch.bool,
+        "ByteStorage": torch.uint8,
+    }
+
+    def __init__(self, file: Any, archive: zipfile.ZipFile, prefix: str) -> None:
+        super().__init__(file)
+        self.archive, self.prefix = archive, prefix
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith("__torch__"):
+            return _ScriptObject
+        if module == "torch._utils" and name == "_rebuild_tensor_v2":
+            return _rebuild_tensor
+        if module == "torch" and name in self._DTYPES:
+            return self._DTYPES[name]
+        if module == "collections" and name == "OrderedDict":
+            import collections
+
+            return collections.OrderedDict
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}, which no CLIP weight needs")
+
+    def persistent_load(self, pid: Any) -> torch.Tensor:
+        # ('storage', dtype, key, location, numel)
+        _, dtype, key, _, numel = pid
+        raw = self.archive.read(f"{self.prefix}data/{key}")
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        if not numel:
+            return torch.empty(0, dtype=dtype)
+        return torch.frombuffer(bytearray(raw[: numel * itemsize]), dtype=dtype)
+
+
+def _script_state_dict(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Flatten a tree of ``_ScriptObject`` into ``{dotted name: tensor}`` (parameters and buffers)."""
+    out: dict[str, torch.Tensor] = {}
+    if not isinstance(obj, _ScriptObject):
+        return out
+    for name, value in obj.state.items():
+        if name in ("training",) or name.startswith("_"):
+            continue
+        if isinstance(value, torch.Tensor):
+            out[prefix + name] = value
+        elif isinstance(value, _ScriptObject):
+            out.update(_script_state_dict(value, f"{prefix}{name}."))
+    return out
+
+
+def read_torchscript_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The parameters of a TorchScript archive (OpenAI's ``ViT-B-16.pt``), from its ``data.pkl``,
+    without running code from it."""
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+        if not names:
+            raise WeightLoadError(f"{path}: a zip without data.pkl: neither a state dict nor a TorchScript archive")
+        name = min(names, key=len)
+        prefix = name[: -len("data.pkl")]
+        with archive.open(name) as f:
+            root = _TorchScriptUnpickler(f, archive, prefix).load()
+    return _script_state_dict(root)
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file: the ``safetensors`` package when installed, else this reader
@@ -105,7 +212,6 @@ def _read_safetensors_own(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_tensors(path: Path) -> tuple[dict[str, Any], bool]:
     """(the file's entries, whether it is a TorchScript archive)."""
-    from wsss.models.clip import _is_torchscript, read_torchscript_state_dict
     from wsss.models.weights import read_state_dict
 
     try:
@@ -279,8 +385,6 @@ def read_clip_file(path: str | Path) -> ClipFile:
     refusal = _family_refusal(keys, None)
     if refusal:
         raise WeightLoadError(f"{path}: {refusal}")
-    from wsss.models.clip import REQUIRED_KEYS
-
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         found = ", ".join(keys[:3]) or "nothing"
