@@ -112,8 +112,10 @@ def gradcam_of_labels(
     model: nn.Module, tokens: torch.Tensor, text_feats: torch.Tensor, n_labels: int, grid_hw: tuple[int, int]
 ) -> dict[str, Any]:
     """Grad-CAM of the softmax score of each of the first ``n_labels`` classes of ``text_feats`` on the
-    last block's ``ln_1`` output (step 7), in one pass: the tokens (1, L, D) are repeated once per label
-    and each row's loss is its own label's probability, so the rows' gradients stay apart.
+    last block's ``ln_1`` output (step 7): one forward of the last block (the same for every label: only the
+    target differs), then one backward per label through the kept graph. The official code runs the forward
+    again for every label (pytorch_grad_cam's ``__call__``); the numbers are those, the time is not
+    (BENCHMARKS.md, CLIP-ES against the official script).
 
     Returns numpy arrays: ``probs`` (1, T), ``attn_last`` (1, L, L), ``activations`` (1, D, gh, gw),
     ``gradients`` / (n, D, gh, gw), ``weights`` (n, D), ``cam_raw`` (n, gh, gw) and ``cam`` (n, gh, gw)
@@ -122,10 +124,10 @@ def gradcam_of_labels(
     gh, gw = grid_hw
     with torch.enable_grad():
         # the tokens require grad so that ln_1's output does even with frozen weights
-        batch = tokens.detach().expand(n_labels, -1, -1).contiguous().requires_grad_(True)
-        probs, attn, ln1 = last_block_scores(model, batch, text_feats)
-        idx = torch.arange(n_labels, device=probs.device)
-        (grads,) = torch.autograd.grad(probs[idx, idx].sum(), ln1)
+        probs, attn, ln1 = last_block_scores(model, tokens.detach()[:1].requires_grad_(True), text_feats)
+        grads = torch.cat([
+            torch.autograd.grad(probs[0, i], ln1, retain_graph=i < n_labels - 1)[0] for i in range(n_labels)
+        ])  # fmt: skip
 
     def grid(t: torch.Tensor) -> torch.Tensor:  # reshape_transform: drop CLS, (N, D, gh, gw)
         return t[:, 1:, :].reshape(t.shape[0], gh, gw, t.shape[2]).permute(0, 3, 1, 2)
