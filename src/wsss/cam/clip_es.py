@@ -2,8 +2,9 @@
 
 - :func:`text_features`: ``zeroshot_classifier`` (prompt per template, encode, L2, mean, L2).
 - :func:`clip_input`: resize to multiples of the patch (PIL bicubic), CLIP normalisation.
-- :func:`gradcam_of_labels`: Grad-CAM on the last block's ``ln_1`` for every labelled class in one
-  batched backward pass (the images' classes are independent rows of one batch).
+- :func:`gradcam_of_labels`: Grad-CAM on the last block's ``ln_1`` for every labelled class: one forward
+  of the last block, one backward per class.
+- :func:`zero_shot_scores`: the image-level scores of ``wsss tag`` (step 7's softmax on the whole image).
 - :func:`scoremap_boxes`, :func:`box_mask`: the boxes of ``utils.scoremap2bbox`` and their mask.
 - :func:`caa_transition`, :func:`caa_refine`: class-aware attention affinity (step 11-12).
 - :func:`clip_es_cams`: the whole CAM of one image (step 4-13).
@@ -235,7 +236,7 @@ def clip_es_cams(
     ``keys`` (0-based rows of ``fg_feats``; at least one): (n, H, W) float32 in [0, 1], in ``keys`` order.
 
     The text classes are the image's own labels first, then every background prompt (step 6); each
-    label's Grad-CAM (one batched pass) is refined by the attention affinity restricted to its boxes.
+    label's Grad-CAM (one shared forward) is refined by the attention affinity restricted to its boxes.
     ``record``: also return every intermediate (the golden names of ``clip_es_cam.npz``).
     """
     q = quirks or ClipESQuirks()
