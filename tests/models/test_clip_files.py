@@ -12,6 +12,8 @@ import json
 import pytest
 import torch
 
+from conftest import REPO, VOC_REAL_MINI
+from wsss.cli import main
 from wsss.core.errors import WeightLoadError
 from wsss.models.clip import (
     CLIP_MEAN,
@@ -213,3 +215,28 @@ def test_other_files_are_refused_in_one_line(tmp_path, keys, found):
     assert "\n" not in str(e.value)
     with pytest.raises(WeightLoadError):
         read_clip_state_dict(path)
+
+
+@pytest.mark.slow
+def test_hugging_face_folder_runs_the_clip_es_route_and_a_silent_file_is_refused_by_the_cli(
+    tmp_path, capsys, one_thread
+):
+    """`wsss import clip_es HF_FOLDER` then `wsss cam` on the real photos; `wsss import` of an open_clip state
+    dict that does not say its activation exits non-zero with the one-line request for options.quick_gelu."""
+    lib = _hf_model("gelu")
+    lib.save_pretrained(tmp_path / "hf")
+    run, preset = tmp_path / "run", str(REPO / "configs/clip_es/voc.yaml")
+    assert main(["import", "clip_es", str(tmp_path / "hf"), "--config", preset, "--out", str(run), "--set",
+                 f"data.root={VOC_REAL_MINI}", "run.device=cpu"]) == 0  # fmt: skip
+    assert "quick_gelu: false" in (run / "config.yaml").read_text()
+    assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
+    assert len(list((run / "cams" / "val").glob("*.npz"))) == 6
+    capsys.readouterr()
+
+    gelu, _ = _open_clip_model(quick_gelu=False)
+    torch.save(gelu.state_dict(), tmp_path / "laion.pt")
+    code = main(["import", "clip_es", str(tmp_path / "laion.pt"), "--config", preset, "--out", str(tmp_path / "r2"),
+                 "--set", f"data.root={VOC_REAL_MINI}", "options.text_heads=2"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and not (tmp_path / "r2" / "config.yaml").exists()
+    assert any("laion.pt" in line and "options.quick_gelu: true|false" in line for line in err), err
