@@ -164,6 +164,9 @@ def test_hugging_face_folder_without_config_asks_for_the_activation(tmp_path):
     (tmp_path / "config.json").unlink()
     with pytest.raises(WeightLoadError, match=r"Hugging Face CLIPModel .*options\.quick_gelu"):
         load_clip(tmp_path, text_heads=2)
+    (tmp_path / "vocab.json").write_text(json.dumps({"a</w>": 0, "<|endoftext|>": 1}))  # not CLIP's vocabulary
+    with pytest.raises(WeightLoadError, match=r"vocab\.json: a vocabulary of 2 tokens"):
+        load_clip(tmp_path, text_heads=2, quick_gelu=False)
 
 
 def test_tokens_equal_hugging_faces_clip_tokenizer(tmp_path):

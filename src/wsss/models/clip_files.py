@@ -350,6 +350,19 @@ def _hf_config_values(config: Mapping[str, Any], cfg_path: Path) -> tuple[bool, 
     return acts == {"quick_gelu"}, int(text.get("num_attention_heads", 8))
 
 
+def _check_hf_vocab(vocab_path: Path) -> None:
+    """wsss tokenizes with open_clip's BPE (OpenAI's vocabulary, the one of ``openai/clip-vit-*``): a
+    folder's ``vocab.json`` of another vocabulary is refused rather than fed other token ids."""
+    vocab = _json(vocab_path)
+    if vocab is None:
+        return
+    if len(vocab) != 49408 or vocab.get("<|startoftext|>") != 49406 or vocab.get("<|endoftext|>") != 49407:
+        raise WeightLoadError(
+            f"{vocab_path}: a vocabulary of {len(vocab)} tokens that is not OpenAI CLIP's (49408, start 49406, "
+            "end 49407), which wsss's tokenizer uses"
+        )
+
+
 def _hf_layout(path: Path, state: dict[str, Any]) -> ClipFile:
     cfg_path = path.parent / HF_CONFIG
     config = _json(cfg_path)
@@ -363,6 +376,7 @@ def _hf_layout(path: Path, state: dict[str, Any]) -> ClipFile:
         mapped = hf_to_openai_state_dict(state)
     except KeyError as e:
         raise WeightLoadError(f"{path}: a Hugging Face CLIP file without {e.args[0]}") from None
+    _check_hf_vocab(path.parent / "vocab.json")
     if config is None:
         return ClipFile(path, "Hugging Face CLIPModel", mapped, None, "")
     quick_gelu, text_heads = _hf_config_values(config, cfg_path)
