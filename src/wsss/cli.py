@@ -228,6 +228,17 @@ def cmd_import(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tag(a: argparse.Namespace) -> int:
+    from wsss.runs.tag import tag_split
+
+    summary = tag_split(
+        _load(a), a.split, root=a.data_root, threshold=a.threshold, at_least_one=not a.allow_empty,
+        labels_from=a.labels_from, overwrite=a.overwrite, progress=not a.quiet,
+    )  # fmt: skip
+    print(summary.format())
+    return 0
+
+
 def cmd_eval(a: argparse.Namespace) -> int:
     from wsss.core.files import atomic_write, check_output_file
     from wsss.evaluation import evaluate
@@ -524,6 +535,32 @@ def add_import(sub: Any) -> None:
     s.set_defaults(fn=cmd_import)
 
 
+def add_tag(sub: Any) -> None:
+    """`wsss tag`."""
+    s = sub.add_parser(
+        "tag", help="image labels of a split from CLIP zero-shot scores and the class names (a CLIP-ES run)",
+        description="Writes the dataset's cls_labels.npy for the split's photos, and tags.csv (each photo's "
+        "labels and scores, to read and edit) beside it; prints precision/recall against the masks where "
+        "photos have them. Route: prepare folder (no --labels) -> import clip_es -> tag -> cam -> pseudo.",
+    )  # fmt: skip
+    s.add_argument("run", help="CLIP-ES run directory (wsss import clip_es WEIGHTS ...)")
+    s.add_argument("--split", required=True, help="split of the dataset to tag (e.g. train)")
+    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
+    s.add_argument("--checkpoint", default="auto", help=argparse.SUPPRESS)
+    s.add_argument("--device", default=None, help="cpu, cuda, ... (default: the run's run.device)")
+    s.add_argument(
+        "--threshold", type=float, default=0.1,
+        help="a class is a label when its score (softmax over the class and background prompts) is at least "
+        "this (default 0.1)",
+    )  # fmt: skip
+    s.add_argument("--allow-empty", action="store_true", help="no label where no class reaches the threshold "
+                   "(default: the best class is always a label)")  # fmt: skip
+    s.add_argument("--labels-from", default=None, help="write the labels column of an edited tags.csv instead")
+    s.add_argument("--overwrite", action="store_true", help="replace labels the split's photos already have")
+    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    s.set_defaults(fn=cmd_tag)
+
+
 def add_eval(sub: Any) -> None:
     """`wsss eval`."""
     s = sub.add_parser("eval", help="mIoU table and co-occurrence diagnostics of a folder of label PNGs")
@@ -606,9 +643,10 @@ def add_prepare(sub: Any) -> None:
     )  # fmt: skip
     q.add_argument("--images", required=True, help="folder of images (id = file stem)")
     q.add_argument(
-        "--labels", required=True,
+        "--labels", default=None,
         help="labels file: .csv 'image,labels' with classes separated by ';' (a.jpg,cat;dog), .csv "
-        "'image,<class>,...' of 0/1, or .txt '<image> <class> ...'",
+        "'image,<class>,...' of 0/1, or .txt '<image> <class> ...'; without it every image is taken unlabelled, "
+        "for `wsss tag` to label from CLIP scores",
     )  # fmt: skip
     q.add_argument("--classes", required=True, help="class names, one a line, background first")
     q.add_argument("--out", required=True, help="output dataset root")
@@ -660,6 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_pseudo,
         add_predict,
         add_import,
+        add_tag,
         add_eval,
         add_report,
         add_viz,

@@ -62,7 +62,8 @@ def test_import_from_the_openai_archive_makes_a_run(tiny_state, tmp_path, capsys
     _openai_archive(tiny_state, path)
     run = tmp_path / "run"
     code = main(["import", "clip_es", str(path), "--config", str(REPO / "configs/clip_es/voc_corrected.yaml"),
-                 "--out", str(run), "--set", f"data.root={VOC_REAL_MINI}", "options.text_heads=2"])  # fmt: skip
+                 "--out", str(run), "--set", f"data.root={VOC_REAL_MINI}", "options.text_heads=2",
+                 "options.quick_gelu=true"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     from wsss.runs.run import load_run
 
@@ -96,7 +97,7 @@ def test_77_token_switch(tiny_state, quirk, blocks):
     from wsss.models.clip import load_clip
 
     path = REPO.parent / "shared" / "spec" / "golden" / "clip_es_state_dict.npz"
-    model, _ = load_clip(path, text_heads=2)
+    model, _ = load_clip(path, text_heads=2, quick_gelu=True)
     _, maps = vision_tokens(model.visual, torch.zeros(1, 3, 64, 304), layers_by_77_tokens=quirk)
     assert len(maps) == blocks
     _, maps = vision_tokens(model.visual, torch.zeros(1, 3, 64, 320), layers_by_77_tokens=quirk)

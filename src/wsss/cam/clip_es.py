@@ -2,8 +2,9 @@
 
 - :func:`text_features`: ``zeroshot_classifier`` (prompt per template, encode, L2, mean, L2).
 - :func:`clip_input`: resize to multiples of the patch (PIL bicubic), CLIP normalisation.
-- :func:`gradcam_of_labels`: Grad-CAM on the last block's ``ln_1`` for every labelled class in one
-  batched backward pass (the images' classes are independent rows of one batch).
+- :func:`gradcam_of_labels`: Grad-CAM on the last block's ``ln_1`` for every labelled class: one forward
+  of the last block, one backward per class.
+- :func:`zero_shot_scores`: the image-level scores of ``wsss tag`` (step 7's softmax on the whole image).
 - :func:`scoremap_boxes`, :func:`box_mask`: the boxes of ``utils.scoremap2bbox`` and their mask.
 - :func:`caa_transition`, :func:`caa_refine`: class-aware attention affinity (step 11-12).
 - :func:`clip_es_cams`: the whole CAM of one image (step 4-13).
@@ -112,8 +113,10 @@ def gradcam_of_labels(
     model: nn.Module, tokens: torch.Tensor, text_feats: torch.Tensor, n_labels: int, grid_hw: tuple[int, int]
 ) -> dict[str, Any]:
     """Grad-CAM of the softmax score of each of the first ``n_labels`` classes of ``text_feats`` on the
-    last block's ``ln_1`` output (step 7), in one pass: the tokens (1, L, D) are repeated once per label
-    and each row's loss is its own label's probability, so the rows' gradients stay apart.
+    last block's ``ln_1`` output (step 7): one forward of the last block (the same for every label: only the
+    target differs), then one backward per label through the kept graph. The official code runs the forward
+    again for every label (pytorch_grad_cam's ``__call__``); the numbers are those, the time is not
+    (BENCHMARKS.md, CLIP-ES against the official script).
 
     Returns numpy arrays: ``probs`` (1, T), ``attn_last`` (1, L, L), ``activations`` (1, D, gh, gw),
     ``gradients`` / (n, D, gh, gw), ``weights`` (n, D), ``cam_raw`` (n, gh, gw) and ``cam`` (n, gh, gw)
@@ -122,10 +125,10 @@ def gradcam_of_labels(
     gh, gw = grid_hw
     with torch.enable_grad():
         # the tokens require grad so that ln_1's output does even with frozen weights
-        batch = tokens.detach().expand(n_labels, -1, -1).contiguous().requires_grad_(True)
-        probs, attn, ln1 = last_block_scores(model, batch, text_feats)
-        idx = torch.arange(n_labels, device=probs.device)
-        (grads,) = torch.autograd.grad(probs[idx, idx].sum(), ln1)
+        probs, attn, ln1 = last_block_scores(model, tokens.detach()[:1].requires_grad_(True), text_feats)
+        grads = torch.cat([
+            torch.autograd.grad(probs[0, i], ln1, retain_graph=i < n_labels - 1)[0] for i in range(n_labels)
+        ])  # fmt: skip
 
     def grid(t: torch.Tensor) -> torch.Tensor:  # reshape_transform: drop CLS, (N, D, gh, gw)
         return t[:, 1:, :].reshape(t.shape[0], gh, gw, t.shape[2]).permute(0, 3, 1, 2)
@@ -233,7 +236,7 @@ def clip_es_cams(
     ``keys`` (0-based rows of ``fg_feats``; at least one): (n, H, W) float32 in [0, 1], in ``keys`` order.
 
     The text classes are the image's own labels first, then every background prompt (step 6); each
-    label's Grad-CAM (one batched pass) is refined by the attention affinity restricted to its boxes.
+    label's Grad-CAM (one shared forward) is refined by the attention affinity restricted to its boxes.
     ``record``: also return every intermediate (the golden names of ``clip_es_cam.npz``).
     """
     q = quirks or ClipESQuirks()
@@ -270,6 +273,27 @@ def clip_es_cams(
                 "cam_raw": g["cam_raw"][i : i + 1],
             }  # fmt: skip
     return np.stack(refined).astype(np.float32), rec
+
+
+@torch.no_grad()
+def zero_shot_scores(
+    model: nn.Module,
+    image: np.ndarray,
+    fg_feats: torch.Tensor,
+    bg_feats: torch.Tensor,
+    quirks: ClipESQuirks | None = None,
+) -> np.ndarray:
+    """Image-level scores of ``wsss tag`` (runs/tag.py): the softmax of CLIP-ES's step 7 (the mean of the
+    patch tokens after the last block, cosine with each text feature x ``logit_scale``) over every foreground
+    prompt and every background / scene prompt, on the whole (H, W, 3) uint8 image: ((C-1) + n_bg,) float32,
+    foreground first. The background prompts take the share of a photo's scenery, so that a class's score
+    is high only where the class is seen."""
+    q = quirks or ClipESQuirks()
+    device = model.visual.conv1.weight.device
+    x = clip_input(image, model.visual.conv1.kernel_size[0]).to(device)
+    tokens, _ = vision_tokens(model.visual, x, pos_fp16=q.pos_emb_fp16, layers_by_77_tokens=q.layers_by_77_tokens)
+    probs, _, _ = last_block_scores(model, tokens, torch.cat([fg_feats, bg_feats], dim=0).to(device))
+    return probs[0].float().cpu().numpy()
 
 
 # ---- CRF pseudo labels ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wsss.cam.clip_es import ClipESQuirks, clip_es_cams, clip_es_crf_label, text_features
+from wsss.cam.clip_es import ClipESQuirks, clip_es_cams, clip_es_crf_label, text_features, zero_shot_scores
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, UsageError
 from wsss.methods.contract import CamDeclaration, JobStop, Method, build_method, register_method
@@ -48,6 +48,9 @@ class UnlabelledImageStop(JobStop):
 class ClipESOptions:
     arch: dict[str, int] = field(default_factory=dict)  # ClipArch of the weight file (written at import)
     text_heads: int | None = None  # text heads if the file's text width is not 64 x heads (tiny test CLIPs)
+    # activation: true QuickGELU (OpenAI's weights), false GELU (most open_clip/LAION weights); null: what the
+    # weight file says (models/clip_files.py), written at import; a file that says nothing needs it set
+    quick_gelu: bool | None = None
     weights: str = ""  # the CLIP weight file the run was created from (provenance only)
     templates: list[str] = field(default_factory=lambda: ["a clean origami {}."])
     background: list[str] = field(default_factory=lambda: list(VOC_BACKGROUND))
@@ -92,7 +95,8 @@ class ClipES(Method):
             )
         if not o.templates or not o.background:
             raise ConfigError("clip_es: options.templates and options.background must not be empty")
-        self.clip = build_clip(ClipArch(**o.arch))
+        # a run written before options.quick_gelu existed was built with QuickGELU
+        self.clip = build_clip(ClipArch(**o.arch), quick_gelu=True if o.quick_gelu is None else bool(o.quick_gelu))
         for p in self.clip.parameters():  # frozen: Grad-CAM takes gradients of activations only
             p.requires_grad_(False)
         self.quirks = ClipESQuirks(**{f: getattr(o, f"quirk_{f}") for f in ClipESQuirks.__dataclass_fields__})
@@ -128,6 +132,13 @@ class ClipES(Method):
         )  # fmt: skip
         return cams
 
+    def image_scores(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``wsss tag``: CLIP zero-shot scores of an (H, W, 3) uint8 image: (foreground (C-1,), background
+        prompts (n_bg,)), one softmax over both (``cam.clip_es.zero_shot_scores``)."""
+        fg, bg = self.text_features()
+        probs = zero_shot_scores(self.clip, image, fg, bg, self.quirks)
+        return probs[: len(fg)], probs[len(fg) :]
+
     def crf_pseudo_label(self, image: np.ndarray, keys: np.ndarray, cams: np.ndarray) -> np.ndarray:
         """``wsss pseudo --refine crf``: the official CRF labels of the saved CAMs (float16, as saved),
         ``keys`` 0-based foreground ids; 255 below ``options.crf_confidence``."""
@@ -157,14 +168,16 @@ class ClipES(Method):
 
 def build_from_clip_file(path: Path, cfg: Config, class_names: list[str]) -> tuple[Method, dict[str, Any]]:
     """``wsss import clip_es``: the method of ``cfg`` (no training) from a CLIP weight file and the dataset's
-    classes. The file (OpenAI's TorchScript ``ViT-B-16.pt``, or a state dict in OpenAI's / open_clip's layout)
-    is read without running code from it (``models/clip.py``); its architecture goes to ``options.arch``, the
-    classes' prompts (``options.synonyms`` applied) to ``options.prompts``. WeightLoadError naming the file if
-    it is not a CLIP ViT."""
-    from wsss.models.clip import load_clip
+    classes. The file (OpenAI's TorchScript ``ViT-B-16.pt``, a state dict in OpenAI's / open_clip's layout, or a
+    Hugging Face CLIP folder) is read without running code from it (``models/clip_files.py``); its architecture
+    goes to ``options.arch``, its activation to ``options.quick_gelu``, the classes' prompts
+    (``options.synonyms`` applied) to ``options.prompts``. WeightLoadError naming the file if it is not a CLIP
+    ViT, or if it does not say its activation and ``options.quick_gelu`` is unset."""
+    from wsss.models.clip import load_clip_file
 
-    clip, arch = load_clip(path, text_heads=cfg.options.get("text_heads"))
-    cfg.options.update(arch=arch.as_dict(), weights=str(path))
+    o = cfg.options
+    clip, arch, quick_gelu = load_clip_file(path, text_heads=o.get("text_heads"), quick_gelu=o.get("quick_gelu"))
+    cfg.options.update(arch=arch.as_dict(), weights=str(path), quick_gelu=quick_gelu)
     model = build_method(cfg, class_names)
     cfg.options["prompts"] = list(model.options.prompts)  # the class names as prompts, synonyms applied
     model.clip.load_state_dict(clip.state_dict())
@@ -173,6 +186,6 @@ def build_from_clip_file(path: Path, cfg: Config, class_names: list[str]) -> tup
 
 register_import(ImportLayout(
     "clip_es", "clip_es", build_from_clip_file,
-    summary="clip_es: a CLIP ViT weight file (ViT-B-16.pt), no training",
+    summary="clip_es: a CLIP ViT weight file or folder (OpenAI, open_clip, Hugging Face), no training",
     next_step="CLIP-ES (no training; next: wsss cam {out} --split SPLIT)",
 ))  # fmt: skip

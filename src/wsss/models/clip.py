@@ -16,40 +16,34 @@ tokenizer); this module adds only the pieces CLIP-ES runs differently (CLIP_ES.m
   Grad-CAM reads.
 - :func:`encode_text`: open_clip's ``encode_text`` (EOT = argmax of the token ids).
 
-Weights (:func:`read_clip_state_dict`): a state dict in OpenAI's / open_clip's key layout (``.pt``,
-``.pth``, ``.bin``, ``.safetensors``, ``.npz``), or OpenAI's TorchScript archive (``ViT-B-16.pt``),
-whose tensors are read from its ``data.pkl`` without running code from it.
+Weights (:func:`load_clip_file`, :func:`read_clip_state_dict`; the layouts in ``clip_files.py``): OpenAI's
+TorchScript archive (``ViT-B-16.pt``, its tensors read from ``data.pkl`` without running code from it) or
+plain state dict, open_clip's state dicts, Hugging Face CLIP folders; the activation (QuickGELU or GELU) is
+what the file says, else ``options.quick_gelu``.
 """
 
 from __future__ import annotations
 
 import math
-import pickle
-import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from wsss.core.errors import WeightLoadError
-
-#: the keys every CLIP ViT state dict in OpenAI's layout holds (what tells it from another architecture)
-REQUIRED_KEYS = (
-    "visual.conv1.weight",
-    "visual.class_embedding",
-    "visual.positional_embedding",
-    "visual.proj",
-    "visual.ln_post.weight",
-    "token_embedding.weight",
-    "positional_embedding",
-    "text_projection",
-    "ln_final.weight",
-    "logit_scale",
+from wsss.models.clip_files import (  # noqa: F401 - the TorchScript reader lived here; its names stay importable
+    REQUIRED_KEYS,
+    _is_torchscript,
+    _rebuild_tensor,
+    _script_state_dict,
+    _ScriptObject,
+    _TorchScriptUnpickler,
+    read_clip_file,
+    read_torchscript_state_dict,
+    resolve_quick_gelu,
 )
 
 #: OpenAI's image normalisation (CLIP's preprocess, CLIP-ES ``_transform_resize``)
@@ -108,8 +102,9 @@ def arch_of_state_dict(state: Mapping[str, torch.Tensor], text_heads: int | None
     )
 
 
-def build_clip(arch: ClipArch) -> nn.Module:
-    """An ``open_clip.CLIP`` (QuickGELU, float32) of ``arch``, with OpenAI's parameter names."""
+def build_clip(arch: ClipArch, quick_gelu: bool = True) -> nn.Module:
+    """An ``open_clip.CLIP`` (float32) of ``arch``, with OpenAI's parameter names; ``quick_gelu``: OpenAI's
+    activation (QuickGELU) or plain GELU (most open_clip / LAION weights; ``clip_files.py``)."""
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     vision = CLIPVisionCfg(
@@ -122,141 +117,37 @@ def build_clip(arch: ClipArch) -> nn.Module:
         heads=arch.text_heads,
         layers=arch.text_layers,
     )
-    return CLIP(arch.embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=True, cast_dtype=None).float().eval()
+    return CLIP(arch.embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=quick_gelu, cast_dtype=None).float().eval()
 
 
 # ---- weights -------------------------------------------------------------------------------------
 
 
-class _ScriptObject:
-    """Stands for a TorchScript module object in ``data.pkl``: keeps its attribute dict."""
-
-    def __init__(self, *args: Any) -> None:
-        self.state: dict[str, Any] = {}
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state if isinstance(state, dict) else {}
-
-
-def _rebuild_tensor(storage: torch.UntypedStorage | torch.Tensor, offset: int, size: Any, stride: Any, *_: Any):
-    return torch.empty(0, dtype=storage.dtype).set_(storage, offset, tuple(size), tuple(stride))
-
-
-class _TorchScriptUnpickler(pickle.Unpickler):
-    """Reads a TorchScript archive's ``data.pkl``: tensors and plain containers; every
-    ``__torch__.*`` class (the scripted modules) becomes a ``_ScriptObject`` holding its attributes.
-    No other global is allowed, and no code of the archive runs."""
-
-    _DTYPES = {
-        "FloatStorage": torch.float32,
-        "HalfStorage": torch.float16,
-        "DoubleStorage": torch.float64,
-        "BFloat16Storage": torch.bfloat16,
-        "LongStorage": torch.int64,
-        "IntStorage": torch.int32,
-        "BoolStorage": torch.bool,
-        "ByteStorage": torch.uint8,
-    }
-
-    def __init__(self, file: Any, archive: zipfile.ZipFile, prefix: str) -> None:
-        super().__init__(file)
-        self.archive, self.prefix = archive, prefix
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.startswith("__torch__"):
-            return _ScriptObject
-        if module == "torch._utils" and name == "_rebuild_tensor_v2":
-            return _rebuild_tensor
-        if module == "torch" and name in self._DTYPES:
-            return self._DTYPES[name]
-        if module == "collections" and name == "OrderedDict":
-            import collections
-
-            return collections.OrderedDict
-        raise pickle.UnpicklingError(f"it refers to {module}.{name}, which no CLIP weight needs")
-
-    def persistent_load(self, pid: Any) -> torch.Tensor:
-        # ('storage', dtype, key, location, numel)
-        _, dtype, key, _, numel = pid
-        raw = self.archive.read(f"{self.prefix}data/{key}")
-        itemsize = torch.empty(0, dtype=dtype).element_size()
-        if not numel:
-            return torch.empty(0, dtype=dtype)
-        return torch.frombuffer(bytearray(raw[: numel * itemsize]), dtype=dtype)
-
-
-def _script_state_dict(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Flatten a tree of ``_ScriptObject`` into ``{dotted name: tensor}`` (parameters and buffers)."""
-    out: dict[str, torch.Tensor] = {}
-    if not isinstance(obj, _ScriptObject):
-        return out
-    for name, value in obj.state.items():
-        if name in ("training",) or name.startswith("_"):
-            continue
-        if isinstance(value, torch.Tensor):
-            out[prefix + name] = value
-        elif isinstance(value, _ScriptObject):
-            out.update(_script_state_dict(value, f"{prefix}{name}."))
-    return out
-
-
-def read_torchscript_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The parameters of a TorchScript archive (OpenAI's ``ViT-B-16.pt``), from its ``data.pkl``,
-    without running code from it."""
-    with zipfile.ZipFile(path) as archive:
-        names = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-        if not names:
-            raise WeightLoadError(f"{path}: a zip without data.pkl: neither a state dict nor a TorchScript archive")
-        name = min(names, key=len)
-        prefix = name[: -len("data.pkl")]
-        with archive.open(name) as f:
-            root = _TorchScriptUnpickler(f, archive, prefix).load()
-    return _script_state_dict(root)
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
-
-
 def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A CLIP state dict in OpenAI's key layout from ``path``: OpenAI's TorchScript ``.pt``, or a
-    plain / open_clip state dict (``.pt``/``.pth``/``.bin``/``.safetensors``; ``state_dict`` wrappers and
-    ``module.`` prefixes removed), or an ``.npz`` of arrays. WeightLoadError naming the file otherwise."""
-    from wsss.models.weights import read_state_dict
+    """A CLIP state dict in OpenAI's key layout from ``path``: OpenAI's TorchScript ``.pt``, a plain /
+    open_clip state dict (``.pt``/``.pth``/``.bin``/``.safetensors``; ``state_dict`` wrappers and ``module.``
+    prefixes removed), an ``.npz`` of arrays, or a Hugging Face CLIP folder / file (keys mapped;
+    ``clip_files.py``). WeightLoadError naming the file otherwise."""
+    state = read_clip_file(path).state
+    return {k: v for k, v in state.items() if torch.is_tensor(v) and k not in ("input_resolution", "context_length",
+                                                                                "vocab_size")}  # fmt: skip
 
-    path = Path(path)
-    if not path.is_file():
-        raise WeightLoadError(f"{path}: CLIP weight file not found")
+
+def load_clip_file(
+    path: str | Path, text_heads: int | None = None, quick_gelu: bool | None = None
+) -> tuple[nn.Module, ClipArch, bool]:
+    """(model, arch, quick_gelu): ``build_clip`` of the file's architecture and activation with the file's
+    weights (float32, eval mode). The activation is what the file says (``clip_files.read_clip_file``),
+    ``quick_gelu`` when given; WeightLoadError naming the file if it says nothing and ``quick_gelu`` is None,
+    or if it is not a CLIP ViT."""
+    clip_file = read_clip_file(path)
+    gelu = resolve_quick_gelu(clip_file, quick_gelu)
+    state = {k: v.float() for k, v in clip_file.state.items() if torch.is_tensor(v)}
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                state = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
-        elif _is_torchscript(path):
-            state = read_torchscript_state_dict(path)
-        else:
-            state = read_state_dict(path)
-    except WeightLoadError:
-        raise
-    except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise WeightLoadError(f"{path}: cannot read CLIP weights ({type(e).__name__}: {e})") from e
-    for key in ("input_resolution", "context_length", "vocab_size"):  # OpenAI's archives hold these ints
-        state.pop(key, None)
-    return {k: v for k, v in state.items() if torch.is_tensor(v)}
-
-
-def load_clip(path: str | Path, text_heads: int | None = None) -> tuple[nn.Module, ClipArch]:
-    """``build_clip`` of the file's architecture with the file's weights (float32, eval mode).
-    WeightLoadError naming the file if it is not a CLIP ViT in OpenAI's layout."""
-    state = read_clip_state_dict(path)
-    try:
-        arch = arch_of_state_dict(state, text_heads)
+        arch = arch_of_state_dict(state, text_heads or clip_file.text_heads)
     except KeyError as e:
         raise WeightLoadError(f"{path}: {e.args[0]}") from None
-    model = build_clip(arch)
-    state = {k: v.float() for k, v in state.items()}
+    model = build_clip(arch, quick_gelu=gelu)
     own = model.state_dict()
     bad = [k for k in own if k in state and own[k].shape != state[k].shape]
     missing = [k for k in own if k not in state and k != "attn_mask"]
@@ -264,6 +155,14 @@ def load_clip(path: str | Path, text_heads: int | None = None) -> tuple[nn.Modul
         detail = f"shape of {bad[0]}" if bad else f"no {missing[0]}"
         raise WeightLoadError(f"{path}: not a CLIP ViT in OpenAI's layout ({detail})")
     model.load_state_dict(state, strict=False)
+    return model, arch, gelu
+
+
+def load_clip(
+    path: str | Path, text_heads: int | None = None, quick_gelu: bool | None = None
+) -> tuple[nn.Module, ClipArch]:
+    """``load_clip_file`` without the activation it resolved."""
+    model, arch, _ = load_clip_file(path, text_heads, quick_gelu)
     return model, arch
 
 

@@ -126,3 +126,21 @@ def test_errors(folder, capsys):
     argv[-1] = str(folder / "labels.txt")
     assert main(argv + ["--classes", str(folder / "classes.txt"), "--out", str(folder / "o"), "--quiet"]) == 0
     assert read_split(folder / "o", "train") == ["a"]
+
+
+def test_without_labels_every_image_is_taken_unlabelled_and_masks_are_checked_for_values_only(folder):
+    """No labels file (the route to `wsss tag`): every image, no class yet; a mask showing any class is fine,
+    an illegal value is still refused."""
+    masks = folder / "masks"
+    masks.mkdir()
+    save_label_png(masks / "a.png", np.array([[0, 1, 2, 3, 255, 0]] * 4, np.uint8))
+    argv = ["prepare", "folder", "--images", str(folder / "images"), "--classes", str(folder / "classes.txt"),
+            "--masks", str(masks), "--val-fraction", "0", "--out", str(folder / "out"), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    labels = load_cls_labels(folder / "out", 4)
+    assert sorted(labels) == ["a", "b", "c", "d", "e"] and not any(v.any() for v in labels.values())
+    assert read_split(folder / "out", "train") == ["a", "b", "c", "d", "e"]
+    assert VOCDataset(folder / "out", "train").has_mask("a")
+    save_label_png(masks / "a.png", np.array([[0, 7, 0, 0, 0, 0]] * 4, np.uint8))
+    with pytest.raises(DataError, match="illegal mask values"):
+        prepare_folder(folder / "images", None, folder / "classes.txt", folder / "out2", masks=masks)

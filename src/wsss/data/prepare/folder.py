@@ -13,6 +13,9 @@ Inputs:
     class indices 1..C-1 as in the masks).
 
   ``image`` is a file name (``a.jpg``) or a stem (``a``) in ``--images``.
+  Without ``--labels`` every image is taken with no foreground class yet (``cls_labels.npy`` all zero),
+  for ``wsss tag`` to label from CLIP scores and the class names (runs/tag.py); masks are then not checked
+  against labels, only for values and size.
 - ``--masks DIR`` (optional): ``<id>.png`` class-index masks (0 = background, 255 = ignore) for some
   or all images, for evaluation.
 
@@ -35,6 +38,7 @@ import csv
 import difflib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,59 +74,76 @@ def read_label_file(path: Path, class_names: list[str]) -> dict[str, tuple[list[
         out[key] = (sorted(set(classes)), where)
 
     text = read_text_file(path, "label file")
-    if path.suffix.lower() == ".csv":
-        rows = list(csv.reader(text.splitlines()))
-        if not rows:
-            raise DataError(f"{path}: empty label file")
-        header = [h.strip() for h in rows[0]]
-        wide = len(header) > 2 or (len(header) == 2 and header[1] in index)
-        if not wide and header != ["image", "labels"]:
-            raise DataError(
-                f"{path}:1: header must be 'image,labels' or 'image,<class>,<class>,...', got {','.join(header)!r}"
-            )
-        if wide:
-            for h in header[1:]:
-                if h not in index:
-                    raise _unknown(h, fg, f"{path}:1")
-        for n, row in enumerate(rows[1:], start=2):
-            where = f"{path}:{n}"
-            if not row or not any(c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{where}: {len(row)} columns, the header has {len(header)}")
-            key = row[0].strip()
-            if wide:
-                classes = []
-                for h, v in zip(header[1:], row[1:]):
-                    if v.strip() not in ("0", "1", ""):
-                        raise DataError(f"{where}: column {h!r} must be 0 or 1, got {v!r}")
-                    if v.strip() == "1":
-                        classes.append(index[h])
-            else:
-                names = [s.strip() for s in row[1].split(";") if s.strip()]
-                for s in names:
-                    if s not in index:
-                        raise _unknown(s, fg, where)
-                classes = [index[s] for s in names]
-            add(key, classes, where)
-    else:
-        for n, line in enumerate(text.splitlines(), start=1):
-            where = f"{path}:{n}"
-            parts = line.split()
-            if not parts or parts[0].startswith("#"):
-                continue
-            classes = []
-            for tok in parts[1:]:
-                if tok in index:
-                    classes.append(index[tok])
-                elif tok.isdigit() and 1 <= int(tok) < len(class_names):
-                    classes.append(int(tok))
-                else:
-                    raise _unknown(tok, fg, where)
-            add(parts[0], classes, where)
+    rows = (
+        _csv_label_rows(path, text, fg, index)
+        if path.suffix.lower() == ".csv"
+        else _txt_label_rows(text, path, class_names, index)
+    )
+    for key, classes, where in rows:
+        add(key, classes, where)
     if not out:
         raise DataError(f"{path}: no labelled images")
     return out
+
+
+def _csv_label_rows(
+    path: Path, text: str, fg: list[str], index: dict[str, int]
+) -> Iterator[tuple[str, list[int], str]]:
+    """(image key, class indices, "file:line") of a CSV label file: ``image,labels`` (classes joined by ``;``)
+    or the wide ``image,<class>,...`` with 0/1 columns."""
+    rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        raise DataError(f"{path}: empty label file")
+    header = [h.strip() for h in rows[0]]
+    wide = len(header) > 2 or (len(header) == 2 and header[1] in index)
+    if not wide and header != ["image", "labels"]:
+        raise DataError(
+            f"{path}:1: header must be 'image,labels' or 'image,<class>,<class>,...', got {','.join(header)!r}"
+        )
+    for h in header[1:] if wide else []:
+        if h not in index:
+            raise _unknown(h, fg, f"{path}:1")
+    for n, row in enumerate(rows[1:], start=2):
+        where = f"{path}:{n}"
+        if not row or not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{where}: {len(row)} columns, the header has {len(header)}")
+        if wide:
+            classes = []
+            for h, v in zip(header[1:], row[1:]):
+                if v.strip() not in ("0", "1", ""):
+                    raise DataError(f"{where}: column {h!r} must be 0 or 1, got {v!r}")
+                if v.strip() == "1":
+                    classes.append(index[h])
+        else:
+            names = [s.strip() for s in row[1].split(";") if s.strip()]
+            for s in names:
+                if s not in index:
+                    raise _unknown(s, fg, where)
+            classes = [index[s] for s in names]
+        yield row[0].strip(), classes, where
+
+
+def _txt_label_rows(
+    text: str, path: Path, class_names: list[str], index: dict[str, int]
+) -> Iterator[tuple[str, list[int], str]]:
+    """(image key, class indices, "file:line") of a text label file: ``<image> <class> <class> ...`` (names or
+    1-based indices), ``#`` comments."""
+    for n, line in enumerate(text.splitlines(), start=1):
+        where = f"{path}:{n}"
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        classes = []
+        for tok in parts[1:]:
+            if tok in index:
+                classes.append(index[tok])
+            elif tok.isdigit() and 1 <= int(tok) < len(class_names):
+                classes.append(int(tok))
+            else:
+                raise _unknown(tok, class_names[1:], where)
+        yield parts[0], classes, where
 
 
 DEFAULT_VAL_FRACTION = 0.2  # with masks and no --val-fraction: a val split to validate training on
@@ -130,7 +151,7 @@ DEFAULT_VAL_FRACTION = 0.2  # with masks and no --val-fraction: a val split to v
 
 def prepare_folder(
     images: str | os.PathLike,
-    labels: str | os.PathLike,
+    labels: str | os.PathLike | None,
     classes: str | os.PathLike,
     out: str | os.PathLike,
     *,
@@ -153,19 +174,13 @@ def prepare_folder(
     of the images with masks when there are masks (at most half of them), else no val split (training
     then skips validation).
     """
-    images, labels, classes, out = Path(images), Path(labels), Path(classes), Path(out)
+    images, classes, out = Path(images), Path(classes), Path(out)
+    labels = Path(labels) if labels is not None else None
     if val_fraction is None:
         val_fraction = DEFAULT_VAL_FRACTION if masks is not None else 0.0
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if not images.is_dir():
-        raise DataError(f"{images}: image folder not found")
-    if not classes.is_file():
-        raise DataError(f"{classes}: class list not found")
-    class_names = parse_classes(read_text_file(classes, "class list"), classes)
-    table = read_label_file(labels, class_names)
-    files = _image_files(images)
-    entries = _match_labels(table, files, labels, images)
+    class_names, files, entries = _read_inputs(images, classes, labels)
     ids = sorted(entries)
     if masks is not None:
         masks = Path(masks)
@@ -179,19 +194,8 @@ def prepare_folder(
     # The split lists are written last: a dataset without them is visibly unfinished, while lists
     # without cls_labels.npy / classes.txt beside them would read as a VOC dataset (issue 33).
     summary = PrepareSummary(out=out)
-    remove_stale_outputs(out, "SegmentationClass", "JPEGImages")
-    for id in sorted(with_mask):
-        dst = per_id_path(out / "SegmentationClass", id, ".png")
-        if not dst.is_file():
-            save_label_png(dst, read_label_png(masks / f"{id}.png"))
-    if masks is not None:
-        summary.counts["masks"] = len(with_mask)
-
-    placed = 0
-    for id in ids:
-        src = files[id]
-        placed += place_image(src, per_id_path(out / "JPEGImages", id, src.suffix), image_mode)
-
+    placed = _place_files(out, ids, files, with_mask, masks, image_mode)
+    summary.counts.update({"masks": len(with_mask)} if masks is not None else {})
     val = _val_ids(ids, with_mask, val_fraction, seed, summary)
     _write_image_labels(out, entries, class_names)
     if val:
@@ -200,8 +204,48 @@ def prepare_folder(
     summary.counts.update({"images": len(ids), "train": len(ids) - len(val), "val": len(val), "images_placed": placed})
     if not val:
         summary.notes.append("no val split (no masks, or val_fraction 0): training runs without validation")
-    _warn_about_labels(files, entries, label_only, images, summary)
+    if labels is None:
+        summary.notes.append("no labels file: every image has no class yet; `wsss tag` labels them from CLIP scores")
+    else:
+        _warn_about_labels(files, entries, label_only, images, summary)
     return summary
+
+
+def _place_files(
+    out: Path, ids: list[str], files: dict[str, Path], with_mask: set[str], masks: Path | None, image_mode: str
+) -> int:
+    """The masks (``SegmentationClass``, re-encoded) and the images (``JPEGImages``, by ``image_mode``) of the
+    dataset at ``out``; returns how many images were placed."""
+    remove_stale_outputs(out, "SegmentationClass", "JPEGImages")
+    for id in sorted(with_mask):
+        dst = per_id_path(out / "SegmentationClass", id, ".png")
+        if not dst.is_file():
+            save_label_png(dst, read_label_png(masks / f"{id}.png"))
+    placed = 0
+    for id in ids:
+        src = files[id]
+        placed += place_image(src, per_id_path(out / "JPEGImages", id, src.suffix), image_mode)
+    return placed
+
+
+def _read_inputs(
+    images: Path, classes: Path, labels: Path | None
+) -> tuple[list[str], dict[str, Path], dict[str, list[int]]]:
+    """The class names, the image files by id and each id's foreground classes (none yet without a labels
+    file: ``wsss tag`` writes them); DataError naming what is missing."""
+    if not images.is_dir():
+        raise DataError(f"{images}: image folder not found")
+    if not classes.is_file():
+        raise DataError(f"{classes}: class list not found")
+    class_names = parse_classes(read_text_file(classes, "class list"), classes)
+    files = _image_files(images)
+    if labels is None:  # every image, no foreground class yet (wsss tag writes the labels)
+        entries: dict[str, list[int]] = {id: [] for id in files}
+        if not entries:
+            raise DataError(f"{images}: no images ({', '.join(sorted(IMAGE_EXTS))})")
+    else:
+        entries = _match_labels(read_label_file(labels, class_names), files, labels, images)
+    return class_names, files, entries
 
 
 def _previous_outputs(out: Path, images: Path, image_mode: str, overwrite: bool) -> list[Path]:
@@ -274,7 +318,7 @@ def _check_inputs(
     entries: dict[str, list[int]],
     masks: Path | None,
     class_names: list[str],
-    labels: Path,
+    labels: Path | None,
     classes: Path,
     out: Path,
     progress: bool,
@@ -292,7 +336,8 @@ def _check_inputs(
         src = masks / f"{id}.png" if masks is not None else None
         if src is None or not src.is_file():
             continue
-        errs, fg = check_mask(src, size, entries[id], class_names, label_file=labels, id=id,
+        labelled = entries[id] if labels is not None else None  # unlabelled: masks checked for values and size
+        errs, fg = check_mask(src, size, labelled, class_names, label_file=str(labels), id=id,
                               classes_desc=f"{classes} ({num_classes} classes)", image_path=files[id])  # fmt: skip
         problems += errs
         if errs or fg is None:
