@@ -775,10 +775,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     args.argv = argv  # what `--workers N` starts again in each worker
+    finished = False
     try:
         with warnings.catch_warnings(), _sigterm_as_interrupt():
             warnings.showwarning = _show_config_warning
-            return args.fn(args)
+            code = args.fn(args)
+            finished = True
+            return code
     except USER_ERRORS as e:
         print(f"error: {_error_text(e)}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
@@ -801,7 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "torch" in sys.modules:  # a command that never imported torch has no process group to leave
             from wsss.core.distributed import shutdown
 
-            shutdown()
+            shutdown(finished)
 
 
 if __name__ == "__main__":

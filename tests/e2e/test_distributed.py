@@ -2,6 +2,7 @@
 and agreement with a 1-process run of the same global batch."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,8 +15,11 @@ from conftest import REPO, tiny_overrides
 def torchrun(*args: str, nproc: int = 2) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "wsss.cli", *args]  # fmt: skip
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # faulthandler: a worker that aborts (SIGABRT, "terminate called without an active exception", seen
+    # rarely in CI at the end of a finished run) prints every thread's Python stack, so the log says where
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-6000:]
 
 
 def losses(run, key):

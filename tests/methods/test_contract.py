@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,10 +85,14 @@ def test_method_contract(name, synth_root, tmp_path):
     method.eval()
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        if method.has_cams:
+        if method.cams.source == "batch":
             cam, aux = method.cam_maps(images)
             assert cam.ndim == 4 and tuple(cam.shape[:2]) == (2, C - 1)
             assert aux is None or tuple(aux.shape[:2]) == (2, C - 1)
+        elif method.cams.source == "per_image":  # the maps of the given labels, at the image's size
+            image = torch.randint(0, 256, (48, 80, 3), dtype=torch.uint8).numpy()
+            maps = method.labelled_cam_of_image(image, np.array([0, C - 2]))
+            assert maps.shape == (2, 48, 80) and maps.min() >= 0 and maps.max() <= 1
         if method.has_seg_head:
             logits = method.seg_logits(images)
             assert logits.ndim == 4 and tuple(logits.shape[:2]) == (2, C)

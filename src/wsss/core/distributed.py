@@ -45,12 +45,18 @@ def init_from_env(device: str = "auto") -> torch.device:
     return dev
 
 
-def shutdown() -> None:
+def shutdown(finished: bool = True) -> None:
     """Leave the process group at the end of a command. Left to interpreter exit, the gloo backend's
     threads can be torn down while still joinable, and a process that finished its work then aborts
-    ("terminate called without an active exception", seen once in CI on a 2-process run)."""
-    if is_distributed():
-        dist.destroy_process_group()
+    ("terminate called without an active exception", seen in CI on 2-process runs). A process that leaves
+    while its peer is still inside the last collective aborted the same way once more (a resumed
+    2-process training, CI log of stop 44), so a command that ``finished`` meets its peers at a barrier
+    first; one that failed or was interrupted leaves at once (its peers may never reach a barrier)."""
+    if not is_distributed():
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def barrier() -> None:
