@@ -83,7 +83,8 @@ def test_golden_excel_background_par_and_labels(i):
         _close(full, TF, f"img{i}_bkg_cams_with_bg")
     assert (np.concatenate([[0], keys + 1]) == f[f"img{i}_bkg_valid_key"]).all()
     guide = torch.from_numpy(f[f"img{i}_model_input"][0])
-    _close(par_refine(full, guide, PAR20)[None], TF, f"img{i}_par_out")
+    # PAR's 20 propagation steps compound the rounding: 6x the spread (measured 3.4x with ATEN_CPU_CAPABILITY=default)
+    _close(par_refine(full, guide, PAR20)[None], TF, f"img{i}_par_out", factor=6.0)
     label = labels_from_maps(scaled_maps(refined, (h, w)), torch.from_numpy(keys), guide, PAR20)
     assert (label.numpy() == f[f"img{i}_label_final"][0]).all()
 
