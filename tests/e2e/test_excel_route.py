@@ -92,7 +92,8 @@ def test_excel_both_routes_on_the_synthetic_set(synth_root, tmp_path, wsss, one_
     tr = tmp_path / "trained"
     wsss("train", str(REPO / "configs/excel/synthetic_cpu.yaml"), f"model.pretrained={clip}", f"run.dir={tr}",
          *common, "train.max_iters=4", "train.batch_size=2", "options.lvc_start=2", "options.aff_from_seg_start=3",
-         "train.eval_iters=4", "train.ckpt_iters=4", "train.log_iters=1", "data.val_max_images=2", "--quiet")  # fmt: skip
+         "train.eval_iters=4", "train.ckpt_iters=4", "train.log_iters=1", "data.val_max_images=2",
+         "--quiet")  # fmt: skip
     assert load_config(tr / "config.yaml").model.pretrained == str(clip)
     state = torch.load(tr / "checkpoints" / "last.pt", weights_only=False)["model"]
     assert int(state["decoder_steps"]) == 4 and bool(state["bank_ready"])
