@@ -90,15 +90,37 @@ def clip_es(work: Path) -> tuple[Path, Path]:
     return run, data
 
 
+def excel(work: Path) -> tuple[Path, Path]:
+    """An ExCEL training-free run imported from the tiny random CLIP of ``excel_weights.npz`` (its token table
+    rebuilt from the stored rows) with the recorded attribute bank, on voc-real-mini."""
+    data, run = SHARED / "data" / "voc-real-mini", work / "excel"
+    if not run.is_dir():
+        golden = SHARED / "spec" / "golden"
+        with np.load(golden / "excel_weights.npz") as z:
+            state = {k: z[k].astype(np.float32) for k in z.files if "__row" not in k}
+            table = np.zeros((49408, z["token_embedding.weight__rows"].shape[1]), dtype=np.float32)
+            table[z["token_embedding.weight__row_ids"]] = z["token_embedding.weight__rows"]
+        np.savez(work / "excel_clip.npz", **state, **{"token_embedding.weight": table})
+        with np.load(golden / "excel_text.npz") as z:
+            np.save(work / "excel_bank.npy", z["attr_bank"])
+        wsss("import", "excel", str(work / "excel_clip.npz"), "--config", "configs/excel/voc.yaml", "--out", str(run),
+             "--set", f"data.root={data}", "options.quick_gelu=true", f"options.bank={work / 'excel_bank.npy'}",
+             "options.embedding_dim=32", "run.device=cpu")  # fmt: skip
+        wsss("cam", str(run), "--split", "val", "--quiet")
+        wsss("pseudo", str(run), "--split", "val", "--refine", "excel", "--quiet")  # its own labels, not viz's PAR
+    return run, data
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "docs_pictures", help="runs and data (kept)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "img", help="where the page pictures go")
-    ap.add_argument("--only", nargs="*", default=None, help="pages to draw (cam seco rca sccam clip-es multistage)")
+    pages_help = "pages to draw (cam seco rca sccam clip-es excel multistage)"
+    ap.add_argument("--only", nargs="*", default=None, help=pages_help)
     ap.add_argument("--train", type=int, default=400, help="synthetic training images")
     ap.add_argument("--val", type=int, default=40, help="synthetic val images")
     args = ap.parse_args(argv)
-    pages = set(args.only or ["cam", "seco", "rca", "sccam", "clip-es", "multistage"])
+    pages = set(args.only or ["cam", "seco", "rca", "sccam", "clip-es", "excel", "multistage"])
     data = args.work / "synth"
     if not (data / "classes.txt").is_file():
         wsss("synth", str(data), "--train", str(args.train), "--val", str(args.val), "--size", "128", "--seed", "0")
@@ -111,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     if "clip-es" in pages:
         run, voc = clip_es(args.work)
         draw(run, voc, "val", args.out / "clip-es.png", first_val_ids(voc, "val"))
+    if "excel" in pages:
+        run, voc = excel(args.work)
+        draw(run, voc, "val", args.out / "excel.png", first_val_ids(voc, "val"))
     if "multistage" in pages:  # a DeepLab on the CAM baseline's PAR pseudo labels of the training images
         cam_run, seg = args.work / "cam", args.work / "multistage"
         wsss("cam", str(cam_run), "--split", "train", "--quiet")

@@ -377,6 +377,11 @@ class Excel(Method):
         maps = torch.from_numpy(np.asarray(cams, dtype=np.float32))
         return labels_from_maps(maps, torch.as_tensor(keys), guide, self.par).numpy()
 
+    @property
+    def has_seg_head(self) -> bool:
+        """A decoder that has trained (``wsss train``): a training-free run has none to predict with."""
+        return int(self.decoder_steps) > 0
+
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The decoder's scores (B, C, h, w) on the square resize of ``images``; the caller upsamples."""
         x = self.square(images)
