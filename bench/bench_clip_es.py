@@ -23,7 +23,7 @@ import torch
 
 from wsss.cam.clip_es import clip_es_cams, clip_input, gradcam_of_labels, text_features
 from wsss.data import VOCDataset
-from wsss.methods.clip_es import VOC_BACKGROUND
+from wsss.methods.clip_runs import VOC_BACKGROUND
 from wsss.models.clip import ClipArch, build_clip, load_clip, vision_tokens
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "spec" / "golden" / "clip_es_state_dict.npz"

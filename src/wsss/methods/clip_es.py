@@ -28,16 +28,10 @@ from torch import nn
 from wsss.cam.clip_es import ClipESQuirks, clip_es_cams, clip_es_crf_label, text_features, zero_shot_scores
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, UsageError
-from wsss.methods.contract import CamDeclaration, JobStop, Method, build_method, register_method
+from wsss.methods.clip_runs import VOC_BACKGROUND, method_from_clip_file, prompts_for
+from wsss.methods.contract import CamDeclaration, JobStop, Method, register_method
 from wsss.methods.imports import ImportLayout, register_import
 from wsss.models.clip import ClipArch, build_clip
-
-#: ``clip_text.BACKGROUND_CATEGORY`` (VOC, 25 names)
-VOC_BACKGROUND = [
-    "ground", "land", "grass", "tree", "building", "wall", "sky", "lake", "water", "river", "sea", "railway",
-    "railroad", "keyboard", "helmet", "cloud", "house", "mountain", "ocean", "road", "rock", "street", "valley",
-    "bridge", "sign",
-]  # fmt: skip
 
 
 class UnlabelledImageStop(JobStop):
@@ -65,12 +59,6 @@ class ClipESOptions:
     quirk_crf_image_wrap: bool = False
     quirk_unlabelled_stops_worker: bool = False
     quirk_unsaved_highres_gradcam: bool = False
-
-
-def prompts_for(class_names: list[str], synonyms: dict[str, str]) -> list[str]:
-    """The foreground prompts of a dataset's class names (background first, skipped): the synonym
-    string of a name if given, else the name."""
-    return [synonyms.get(name, name) for name in class_names[1:]]
 
 
 @register_method
@@ -168,19 +156,8 @@ class ClipES(Method):
 
 def build_from_clip_file(path: Path, cfg: Config, class_names: list[str]) -> tuple[Method, dict[str, Any]]:
     """``wsss import clip_es``: the method of ``cfg`` (no training) from a CLIP weight file and the dataset's
-    classes. The file (OpenAI's TorchScript ``ViT-B-16.pt``, a state dict in OpenAI's / open_clip's layout, or a
-    Hugging Face CLIP folder) is read without running code from it (``models/clip_files.py``); its architecture
-    goes to ``options.arch``, its activation to ``options.quick_gelu``, the classes' prompts
-    (``options.synonyms`` applied) to ``options.prompts``. WeightLoadError naming the file if it is not a CLIP
-    ViT, or if it does not say its activation and ``options.quick_gelu`` is unset."""
-    from wsss.models.clip import load_clip_file
-
-    o = cfg.options
-    clip, arch, quick_gelu = load_clip_file(path, text_heads=o.get("text_heads"), quick_gelu=o.get("quick_gelu"))
-    cfg.options.update(arch=arch.as_dict(), weights=str(path), quick_gelu=quick_gelu)
-    model = build_method(cfg, class_names)
-    cfg.options["prompts"] = list(model.options.prompts)  # the class names as prompts, synonyms applied
-    model.clip.load_state_dict(clip.state_dict())
+    classes (``clip_runs.method_from_clip_file``)."""
+    model = method_from_clip_file(path, cfg, class_names)
     return model, {}
 
 

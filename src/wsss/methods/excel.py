@@ -52,12 +52,12 @@ from wsss.core.config import Config
 from wsss.core.errors import ConfigError, ConfigWarning, UsageError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.losses import balanced_seg_loss
+from wsss.methods.clip_runs import VOC_BACKGROUND, method_from_clip_file, prompts_for
 from wsss.methods.contract import (
     CamDeclaration,
     Method,
     RefineJob,
     Refiner,
-    build_method,
     register_method,
     register_refiner,
 )
@@ -72,13 +72,6 @@ from wsss.models.excel import (
     kmeans_bank,
     surgery_forward,
 )
-
-#: ``datasets/clip_text.BACKGROUND_CATEGORY`` (VOC, 25 names; the same list as CLIP-ES)
-VOC_BACKGROUND = [
-    "ground", "land", "grass", "tree", "building", "wall", "sky", "lake", "water", "river", "sea", "railway",
-    "railroad", "keyboard", "helmet", "cloud", "house", "mountain", "ocean", "road", "rock", "street", "valley",
-    "bridge", "sign",
-]  # fmt: skip
 
 
 @dataclass
@@ -122,12 +115,6 @@ class ExcelOptions:
     quirk_truncating_denorm: bool = False  # Q18
     quirk_box_edge_loss: bool = False  # Q16
     quirk_affinity_diagonal: bool = False  # Q20
-
-
-def prompts_for(class_names: list[str], synonyms: dict[str, str]) -> list[str]:
-    """The foreground prompts of a dataset's class names (background first, skipped): the synonym
-    string of a name if given, else the name."""
-    return [synonyms.get(name, name) for name in class_names[1:]]
 
 
 def read_descriptors(path: str | Path, class_names: Sequence[str]) -> dict[str, list[str]]:
@@ -467,15 +454,7 @@ def build_from_clip_file(path: Path, cfg: Config, class_names: list[str]) -> tup
     """``wsss import excel``: the training-free run of ``cfg`` from a CLIP weight file (the layouts of
     ``models/clip_files.py``) and the dataset's classes: the CLIP, the class prompts and the TSE bank of
     ``options.descriptors``, computed now and kept in the run."""
-    from wsss.models.clip import load_clip_file
-
-    o = cfg.options
-    clip, arch, quick_gelu = load_clip_file(path, text_heads=o.get("text_heads"), quick_gelu=o.get("quick_gelu"))
-    cfg.options.update(arch=arch.as_dict(), weights=str(path), quick_gelu=quick_gelu)
-    cfg.model.pretrained = None  # the run holds the CLIP
-    model = build_method(cfg, class_names)
-    cfg.options["prompts"] = list(model.options.prompts)
-    model.clip.load_state_dict(clip.state_dict())
+    model = method_from_clip_file(path, cfg, class_names)
     model.build_bank()
     return model, {}
 
