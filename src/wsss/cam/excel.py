@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.cam.clip_es import box_mask, caa_refine, caa_transition, scale_cam, scoremap_boxes
+from wsss.cam.labels import label_to_aff_mask
 from wsss.cam.par import PAR
 
 
@@ -117,14 +118,8 @@ def affinity_label(
     and for pairs with an ignored token. ``ignore_diag``: the diagonal ignored too (the first definition; the
     effective one keeps it, Q20). (B, hw, hw) int64."""
     small = F.interpolate(label[:, None].float(), size=grid, mode="nearest")[:, 0].long()
-    flat = small.flatten(1)
-    aff = (flat[:, :, None] == flat[:, None, :]).long()
-    ign = flat == ignore_index
-    aff = aff.masked_fill(ign[:, :, None] | ign[:, None, :], ignore_index)
+    aff = label_to_aff_mask(small, ignore_index, ignore_diagonal=ignore_diag)
     aff = aff.masked_fill(mask.to(aff.device)[None] == 0, ignore_index)
-    if ignore_diag:
-        eye = torch.eye(flat.shape[1], dtype=torch.bool, device=aff.device)
-        aff = aff.masked_fill(eye[None], ignore_index)
     return aff
 
 

@@ -174,6 +174,27 @@ def cam_to_roi_mask(
     return _apply_box(label, img_box, ignore_index)
 
 
+def label_to_aff_mask(label: torch.Tensor, ignore_index: int = 255, *, ignore_diagonal: bool = True) -> torch.Tensor:
+    """Pairwise affinity target of a token label map (methods.md 2.9, ToCo's ``label_to_aff_mask``; ExCEL's
+    ``cams_to_affinity_label`` builds on it, ``wsss.cam.excel.affinity_label``).
+
+    ``label`` (B, h, w) -> (B, hw, hw) int64, tokens flattened row-major: 1 where the two tokens
+    have the same label, 0 where they differ, ``ignore_index`` in the rows and columns of ignored
+    tokens and, with ``ignore_diagonal``, on the diagonal (ExCEL's effective definition keeps the
+    diagonal: EXCEL.md Q20).
+    """
+    b = label.shape[0]
+    flat = label.reshape(b, -1)
+    n = flat.shape[1]
+    aff = (flat.unsqueeze(2) == flat.unsqueeze(1)).to(torch.long)
+    ign = flat == ignore_index
+    aff = aff.masked_fill(ign.unsqueeze(2) | ign.unsqueeze(1), ignore_index)
+    if not ignore_diagonal:
+        return aff
+    eye = torch.eye(n, dtype=torch.bool, device=label.device).unsqueeze(0)
+    return aff.masked_fill(eye, ignore_index)
+
+
 def denormalize_image(
     x: torch.Tensor,
     mean: Sequence[float] = IMAGENET_MEAN_255,

@@ -5,22 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from wsss.cam.labels import label_to_aff_mask
 
-def label_to_aff_mask(label: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Pairwise affinity target of a token label map (methods.md 2.9, ``label_to_aff_mask``).
-
-    ``label`` (B, h, w) -> (B, hw, hw) int64, tokens flattened row-major: 1 where the two tokens
-    have the same label, 0 where they differ, ``ignore_index`` in the rows and columns of ignored
-    tokens and on the diagonal.
-    """
-    b = label.shape[0]
-    flat = label.reshape(b, -1)
-    n = flat.shape[1]
-    aff = (flat.unsqueeze(2) == flat.unsqueeze(1)).to(torch.long)
-    ign = flat == ignore_index
-    aff = aff.masked_fill(ign.unsqueeze(2) | ign.unsqueeze(1), ignore_index)
-    eye = torch.eye(n, dtype=torch.bool, device=label.device).unsqueeze(0)
-    return aff.masked_fill(eye, ignore_index)
+__all__ = ["label_to_aff_mask", "ptc_loss"]
 
 
 def ptc_loss(fmap: torch.Tensor, aff_mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,55 @@
+"""ExCEL's attention refinement (``wsss.cam.excel``) on cases small enough to work by hand: the switches and the
+trained route reach the result, and an image with no labelled class still gets its (background) label.
+
+With a uniform attention every step of the transition matrix keeps it uniform (1/N), so the refined map is
+``sum of the map over the boxed columns / N`` at every patch: the boxes decide the result alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wsss.cam.excel import attention_affinity, labels_from_refined, refine_with_attention
+from wsss.cam.par import PAR
+
+
+def _uniform_attention(layers: int, n: int) -> torch.Tensor:
+    return torch.ones(layers, 1 + n, 1 + n, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(("box_edge_loss", "boxed"), [(True, 2), (False, 6)])
+def test_box_edge_loss_reaches_the_refined_map(box_edge_loss, boxed):
+    """Q16: the map is 1 on rows 1-3, columns 2-3 of a 4x4 grid (touching the right and bottom edges). The
+    official box loses its last row and column (rows 1-2, column 2: 2 patches); the intended one keeps all 6."""
+    cam = torch.zeros(4, 4, dtype=torch.float64)
+    cam[1:, 2:] = 1.0
+    refined = refine_with_attention(cam.reshape(16, 1), _uniform_attention(12, 16), (4, 4), box_edge_loss=box_edge_loss)
+    assert refined.shape == (1, 4, 4) and refined.dtype == torch.float32
+    # float32 matmul of 16 terms of 1/16 (exact binary fractions): the sum is exact
+    torch.testing.assert_close(refined, torch.full((1, 4, 4), boxed / 16), rtol=0, atol=0)
+
+
+def test_trained_route_keeps_the_layers_nearest_the_decoder_and_weights_by_it():
+    """EXCEL.md (b) 3.4: of the last ``layers`` maps, those whose summed difference to the decoder's attention is
+    at most the mean are averaged (+1e-5 in the count), then multiplied by it. Layers 0.1 and 0.5 against a decoder
+    attention of 0.3: differences +3.2 and -3.2, mean 0, only the 0.5 layer is kept; the first layer (100) is
+    outside the last two and never counts."""
+    n = 4
+    attn = _uniform_attention(3, n)
+    attn[0] *= 100.0
+    attn[1] *= 0.1
+    attn[2] *= 0.5
+    seg_attn = torch.full((n, n), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(attention_affinity(attn, layers=2), torch.full((n, n), 0.3, dtype=torch.float64))
+    expected = torch.full((n, n), 0.5 / (1 + 1e-5) * 0.3, dtype=torch.float64)
+    torch.testing.assert_close(attention_affinity(attn, layers=2, seg_attn=seg_attn), expected, rtol=1e-15, atol=0)
+
+
+def test_an_image_without_labelled_classes_is_all_background():
+    """Valid data: no foreground class gives no refined map and a label of background only, not an error."""
+    refined = refine_with_attention(torch.rand(16, 0), _uniform_attention(12, 16), (4, 4))
+    assert refined.shape == (0, 4, 4)
+    label = labels_from_refined(
+        refined, torch.zeros(0, dtype=torch.long), torch.rand(3, 32, 32), (32, 40), PAR((1, 2), 3)
+    )
+    assert label.shape == (32, 40) and label.dtype == torch.int64 and int(label.abs().sum()) == 0
