@@ -159,6 +159,16 @@ class BatchStream:
     def position(self) -> dict[str, int]:
         return {"epoch": self.epoch, "offset": self.offset}
 
+    def close(self) -> None:
+        """End the loader's workers now. Left to garbage collection, a stopped training's workers (signalled
+        with the whole job, issue 42) could outlive the iterator into interpreter exit, where the loader's
+        SIGCHLD handler then raised "DataLoader worker exited unexpectedly" after the step was saved (seen
+        once in CI under load)."""
+        it, self._it = self._it, None
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
 
 def build_optimizer(method: Method, cfg: Config) -> PolyWarmupAdamW | PolyWarmupSGD:
     """The optimiser of ``train.optimizer`` over the method's named groups (``param_group_options``)."""
@@ -441,7 +451,10 @@ class Trainer(TrainerBase):
         self.method.on_train_start(self.context())
         self._epoch_seen = None
         self.last_val = None
-        self.run_loop(stop)
+        try:
+            self.run_loop(stop)
+        finally:
+            self.stream.close()
         return {"step": self.step, "resumed": resumed, "best": self.best, "val": self.last_val}
 
     def validate(self, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
