@@ -156,9 +156,8 @@ def _cpu(arg: object) -> object:
 
 def patch_official(official: Path, weights: Path) -> None:
     """EXCEL.md "Harness patches": stubs of the unused imports, CUDA calls mapped to the CPU."""
-    import packaging.version
-
     import numpy.lib
+    import packaging.version
 
     _module("numpy.lib.utils", deprecate=lambda *a, **k: lambda f: f)  # removed in numpy 2, unused
     numpy.lib.utils = sys.modules["numpy.lib.utils"]  # type: ignore[attr-defined]
@@ -183,11 +182,10 @@ def patch_official(official: Path, weights: Path) -> None:
 def official_free(a: argparse.Namespace) -> None:
     """tools/infer_lam.py ``validate`` as far as ``build_validation`` (training_free): no checkpoint, no DDP."""
     patch_official(a.official, a.weights)
-    from torch.utils.data import DataLoader
-
     from datasets import voc
     from model.model_excel import ExCEL_model
     from tools.infer_lam import build_validation
+    from torch.utils.data import DataLoader
     from utils.PAR import PAR
 
     dataset = voc.VOC12SegDataset(root_dir=str(a.data), name_list_dir=str(a.data / "lists"), split=a.split,
@@ -206,14 +204,14 @@ def official_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]
     """scripts/train_voc.py ``train``: build_network, PAR, build_optimizer, then its loop body per n_iter."""
     patch_official(a.official, a.weights)
     import torch.nn.functional as F
-
-    from engine import build_network, build_optimizer
     from model.losses import get_aff_loss, get_seg_loss
     from scripts.train_voc import setup_seed
-    from utils import imutils
     from utils.affutils import refine_cams_with_aff, refine_cams_with_bkg_weclip
     from utils.camutils import cams_to_affinity_label, cure_attr_map, get_mask_by_radius, lam_to_label
     from utils.PAR import PAR
+
+    from engine import build_network, build_optimizer
+    from utils import imutils
 
     args = argparse.Namespace(model="ExCEL_ViT-B/16", dataset_name="pascal_voc", num_classes=21, num_attri=112,
                               attr_json=str(a.official / DESCRIPTORS), embedding_dim=256, in_channels=768,
@@ -236,8 +234,14 @@ def official_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]
             attr_maps_raw = cure_attr_map(model, inputs, ex_feats=fts_diver)
         for i, attr_map in enumerate(attr_maps_raw):
             seg_attn = attn_pred[i, ...].unsqueeze(0) if n_iter >= 14000 else None
-            refined, cls_lst = refine_cams_with_aff(attr_map, attn_weights[:, i, ...], cls_labels[i],
-                                                    size=inputs.shape[2:], seg_attn=seg_attn, caa_thre=0.79)  # fmt: skip
+            refined, cls_lst = refine_cams_with_aff(
+                attr_map,
+                attn_weights[:, i, ...],
+                cls_labels[i],
+                size=inputs.shape[2:],
+                seg_attn=seg_attn,
+                caa_thre=0.79,
+            )
             labels_i, _ = refine_cams_with_bkg_weclip(refined, inputs_denorm[i], cls_lst, par, size=inputs.shape[2:])
             aff_pseudos.append(labels_i)
         aff_pseudos = torch.cat(aff_pseudos, dim=0)
@@ -269,9 +273,11 @@ def wsss_overrides(a: argparse.Namespace) -> list[str]:
 
 
 def wsss_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
-    """The same iteration through the Python API: ``training_step``, the weighted loss terms, AdamW."""
+    """The same iteration through the Python API: ``training_step``, the weighted loss terms, the trainer's
+    optimiser step."""
     from wsss.core.config import load_config
     from wsss.data.classes import VOC_CLASSES
+    from wsss.engine.trainer import build_optimizer
     from wsss.methods import build_method
 
     cfg = load_config(REPO / "configs/excel/voc.yaml", [*wsss_overrides(a), f"model.pretrained={a.weights}"])
@@ -279,12 +285,7 @@ def wsss_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
     method = build_method(cfg, list(VOC_CLASSES))
     method.build_bank()  # on_train_start's work, before the timing as the official bank
     method.train()
-    t = cfg.train
-    groups = method.param_groups()
-    optim = torch.optim.AdamW(
-        [{"params": p, "lr": t.lr * (t.head_lr_mult if name != "backbone" else 1.0)} for name, p in groups.items() if p],
-        lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999),
-    )  # fmt: skip
+    optim = build_optimizer(method, cfg)  # the trainer's PolyWarmupAdamW over the method's groups
     images, labels, img_box = normalised_batch(a.batch)
     batch = {"image": images, "labels": labels, "img_box": img_box}
     weights = dict(cfg.loss.weights)
