@@ -161,8 +161,8 @@ def patch_official(official: Path, weights: Path) -> None:
 
     _module("numpy.lib.utils", deprecate=lambda *a, **k: lambda f: f)  # removed in numpy 2, unused
     numpy.lib.utils = sys.modules["numpy.lib.utils"]  # type: ignore[attr-defined]
-    mmcv = _module("mmcv", cnn=_module("mmcv.cnn", ConvModule=type("ConvModule", (), {})))
-    del mmcv  # ConvModule imported by segformer_head.py, bgr2hsv only by the (unused) colour jitter
+    # ConvModule: imported by segformer_head.py, unused; mmcv.bgr2hsv: only the colour jitter of aug=True
+    _module("mmcv", cnn=_module("mmcv.cnn", ConvModule=type("ConvModule", (), {})))
     _module("pydensecrf", densecrf=_module("pydensecrf.densecrf"),
             utils=_module("pydensecrf.utils", unary_from_softmax=None, unary_from_labels=None))  # fmt: skip
     _module("torch.utils.tensorboard", SummaryWriter=None)
