@@ -297,7 +297,7 @@ def wsss_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
         loss.backward()
         optim.step()
 
-    lvc = int(cfg.options.lvc_start)
+    lvc = int(method.options.lvc_start)
     return {name: timed_iters(body, step, a.iters) for name, step in (("before_lvc", 0), ("lvc", lvc))}
 
 
