@@ -182,9 +182,9 @@ def patch_official(official: Path, weights: Path) -> None:
 def official_free(a: argparse.Namespace) -> None:
     """tools/infer_lam.py ``validate`` as far as ``build_validation`` (training_free): no checkpoint, no DDP."""
     patch_official(a.official, a.weights)
+    import tools.infer_lam as infer_lam
     from datasets import voc
     from model.model_excel import ExCEL_model
-    from tools.infer_lam import build_validation
     from torch.utils.data import DataLoader
     from utils.PAR import PAR
 
@@ -197,7 +197,16 @@ def official_free(a: argparse.Namespace) -> None:
     par = PAR(num_iter=20, dilations=[1, 2, 4, 8, 12, 24]).cuda()
     args = argparse.Namespace(resize_size=CROP, training_free=True, save_cam=False, save_cls_specific_cam=True,
                               crf_post=False, num_classes=21, dataset_name="pascal_voc")  # fmt: skip
-    print(build_validation(model=model, par=par, val_loader=loader, device="cuda", args=args))
+    labels, refine = [], infer_lam.refine_cams_with_bkg_weclip
+
+    def recorded(*args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+        out = refine(*args, **kwargs)  # the official value, unchanged; kept to compare with wsss's labels
+        labels.append(out[0][0].numpy())
+        return out
+
+    infer_lam.refine_cams_with_bkg_weclip = recorded
+    print(infer_lam.build_validation(model=model, par=par, val_loader=loader, device="cuda", args=args))
+    np.savez(a.result, **dict(zip(dataset.name_list, labels, strict=True)))
 
 
 def official_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
@@ -362,7 +371,9 @@ class Driver:
         self.wsss = [str(Path(sys.executable).parent / "wsss")]
 
     def official_free(self, split: str) -> tuple[float, float]:
-        return timed([*self.me, *self.common, "--worker", "official-free", "--split", split], self.cwd, self.off_env)
+        labels = ["--result", str(self.a.work / f"official_labels_{split}.npz")]
+        cmd = [*self.me, *self.common, "--worker", "official-free", "--split", split, *labels]
+        return timed(cmd, self.cwd, self.off_env)
 
     def wsss_free(self, split: str) -> tuple[float, float]:
         if not (self.run / "config.yaml").is_file():
@@ -390,6 +401,17 @@ def report_free(times: dict[str, dict[str, tuple[float, float]]], n_images: int)
               f"{six[0]:.1f} / {six[1]:.1f} s -> per image {wall:.2f} s wall, {cpu[code]:.2f} s CPU "
               f"({1 / cpu[code]:.3f} images/s of CPU)")  # fmt: skip
     return cpu
+
+
+def compare_labels(d: Driver) -> None:
+    """The pseudo labels of both codes (6 photos): the share of pixels with the same class."""
+    with np.load(d.a.work / "official_labels_all.npz") as z:
+        official = {k: z[k] for k in z.files}
+    same = total = 0
+    for id in d.ids:
+        ours = np.asarray(Image.open(d.run / "pseudo" / "all" / f"{id}.png"))
+        same, total = same + int((ours == official[id]).sum()), total + ours.size
+    print(f"pseudo labels: {same / total:.4%} of the pixels of {len(d.ids)} photos agree (wsss vs official)")
 
 
 def report_train(times: dict[str, dict[str, list[tuple[float, float]]]], iters: int) -> None:
@@ -436,6 +458,8 @@ def main() -> None:
     if len(cpu) == 2:
         print(f"wsss / official CPU time per training-free image: {cpu['wsss'] / cpu['official']:.2f}")
     report_train(train, a.iters)
+    if len(codes) == 2:
+        compare_labels(d)
 
 
 if __name__ == "__main__":
