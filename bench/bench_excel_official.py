@@ -276,8 +276,8 @@ def official_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]
 # -- wsss, in a worker process ----------------------------------------------------------------------------------
 
 
-def wsss_overrides(a: argparse.Namespace) -> list[str]:
-    return [f"data.root={a.data}", f"options.descriptors={a.official / DESCRIPTORS}", "run.device=cpu",
+def wsss_overrides(data: Path, official: Path) -> list[str]:
+    return [f"data.root={data}", f"options.descriptors={official / DESCRIPTORS}", "run.device=cpu",
             "run.threads=1"]  # fmt: skip
 
 
@@ -289,7 +289,9 @@ def wsss_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
     from wsss.engine.trainer import build_optimizer
     from wsss.methods import build_method
 
-    cfg = load_config(REPO / "configs/excel/voc.yaml", [*wsss_overrides(a), f"model.pretrained={a.weights}"])
+    cfg = load_config(
+        REPO / "configs/excel/voc.yaml", [*wsss_overrides(a.data, a.official), f"model.pretrained={a.weights}"]
+    )
     torch.manual_seed(0)
     method = build_method(cfg, list(VOC_CLASSES))
     method.build_bank()  # on_train_start's work, before the timing as the official bank
@@ -377,8 +379,9 @@ class Driver:
 
     def wsss_free(self, split: str) -> tuple[float, float]:
         if not (self.run / "config.yaml").is_file():
+            sets = wsss_overrides(self.data, self.a.official.resolve())
             timed([*self.wsss, "import", "excel", str(self.weights), "--config", str(REPO / "configs/excel/voc.yaml"),
-                   "--out", str(self.run), "--set", *wsss_overrides(self.a)], REPO, self.env)  # fmt: skip
+                   "--out", str(self.run), "--set", *sets], REPO, self.env)  # fmt: skip
         cam = timed([*self.wsss, "cam", str(self.run), "--split", split, "--overwrite", "--quiet"], REPO, self.env)
         pseudo = timed([*self.wsss, "pseudo", str(self.run), "--split", split, "--refine", "excel", "--overwrite",
                         "--quiet"], REPO, self.env)  # fmt: skip
