@@ -32,6 +32,11 @@ time (user + system, ``os.wait4``) is the figure compared; of ``--rounds`` alter
 least CPU time is kept: on the shared 2-core machine wall time swings with the other developers' jobs; wall
 time is printed too. ``--only official`` runs the official half alone.
 
+The training-free pseudo labels of both codes are compared (share of equal pixels; the official ones are
+recorded by a wrapper of ``refine_cams_with_bkg_weclip`` that returns them unchanged). Each code builds its
+own k-means bank from the same descriptors; the text embeddings differ at the ulp level (EXCEL.md Q13), which
+can move a k-means assignment (Q12) and so a few labels.
+
     .venv/bin/python bench/bench_excel_official.py --official /tmp/ExCEL --deps /tmp/excel-deps --work /tmp/b
 """
 
