@@ -37,6 +37,9 @@ recorded by a wrapper of ``refine_cams_with_bkg_weclip`` that returns them uncha
 own k-means bank from the same descriptors; the text embeddings differ at the ulp level (EXCEL.md Q13), which
 can move a k-means assignment (Q12) and so a few labels.
 
+    mkdir /tmp/ExCEL && git -C /work/.mirror/zwyang6+ExCEL/repo archive HEAD -- . \
+        ':!datasets/coco/cls_labels_onehot.npy' | tar -x -C /tmp/ExCEL   # that blob is missing (EXCEL.md)
+    pip install --target /tmp/excel-deps --no-deps imageio texttable ftfy wcwidth
     .venv/bin/python bench/bench_excel_official.py --official /tmp/ExCEL --deps /tmp/excel-deps --work /tmp/b
 """
 
