@@ -11,7 +11,12 @@ The route is the manual's (docs/own-photos.md), run through the ``wsss`` CLI as 
    the CAM baseline's preset) with each refiner of ``--refine`` (PAR, the dense CRF, a method's own),
    scored with ``wsss eval --pseudo``;
 4. the DeepLab stage ``configs/seg/real_cpu.yaml`` on the first refiner's pseudo labels, ``wsss predict``
-   on the val split and its mIoU against the val masks.
+   on the val split and its mIoU against the val masks;
+5. with ``--seg-rounds N``, N - 1 more rounds of the same stage, each trained afresh on the previous round's
+   ``wsss predict --split train`` (a second round of the segmentation network on its own predictions; those
+   predictions are scored on train too, so whether they beat the pseudo labels is seen on train).
+
+``--cam-scales`` gives ``wsss cam`` its ``--scales`` (multi-scale CAMs from a classifier trained without them).
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/real_route.py configs/rca/real_cpu.yaml \\
         --data-root ../shared/data/ccp-dev --out runs/ccp/rca --json runs/ccp/rca.json
@@ -83,7 +88,8 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     log, cls, root = out / "route.log", out / "cls", str(Path(args.data_root).resolve())
     res: dict[str, Any] = {"preset": args.preset, "data_root": root, "train": _train(args.preset, root, cls,
                                                                                        args.set, log)}  # fmt: skip
-    _wsss("cam", str(cls), "--split", "train", "--quiet", log=log)
+    scales = ["--scales", args.cam_scales] if args.cam_scales else []
+    _wsss("cam", str(cls), "--split", "train", *scales, "--quiet", log=log)
     sweep = cls / "bkg_sweep/train.json"
     _wsss("sweep-bkg", str(cls), "--split", "train", "--json", str(sweep), "--quiet", log=log)
     s = json.loads(sweep.read_text())
@@ -92,7 +98,7 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     own = float(s["config_bkg_thre"])
     res["seeds"] = {"level": level, "miou": 100 * float(s["best_miou"]), "config_level": own,
                     "config_miou": 100 * by_level[own] if own in by_level else None}  # fmt: skip
-    _wsss("cam", str(cls), "--split", "train", "--bkg-thre", f"{level:g}", "--quiet", log=log)
+    _wsss("cam", str(cls), "--split", "train", *scales, "--bkg-thre", f"{level:g}", "--quiet", log=log)
     res["pseudo"] = {}
     for refine in args.refine:
         pseudo = cls / f"pseudo_{refine}" / "train"
@@ -110,13 +116,24 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
               "--json", str(pseudo.parent / "eval.json"), log=log)  # fmt: skip
         res["pseudo"][refine] = 100 * _miou(pseudo.parent / "eval.json")
     if args.seg:
-        seg = out / "seg"
-        pseudo = cls / f"pseudo_{args.refine[0]}" / "train"
-        res["seg_train"] = _train(args.seg, root, seg, [f"data.pseudo_dir={pseudo}", *args.seg_set], log)
-        _wsss("predict", str(seg), "--split", args.val_split, "--quiet", log=log)
-        _wsss("eval", str(seg / "predictions" / args.val_split), "--data-root", root, "--split", args.val_split,
-              "--json", str(seg / "eval.json"), log=log)  # fmt: skip
-        res["seg_val"] = {"refine": args.refine[0], "miou": 100 * _miou(seg / "eval.json")}
+        labels = cls / f"pseudo_{args.refine[0]}" / "train"
+        res["seg_rounds"] = []
+        for r in range(1, args.seg_rounds + 1):
+            seg = out / ("seg" if r == 1 else f"seg_r{r}")
+            train = _train(args.seg, root, seg, [f"data.pseudo_dir={labels}", *args.seg_set], log)
+            _wsss("predict", str(seg), "--split", args.val_split, "--quiet", log=log)
+            _wsss("eval", str(seg / "predictions" / args.val_split), "--data-root", root, "--split", args.val_split,
+                  "--json", str(seg / "eval.json"), log=log)  # fmt: skip
+            row = {"round": r, "labels": str(labels), "train": train, "val": 100 * _miou(seg / "eval.json")}
+            if r < args.seg_rounds:  # the next round's labels: this round's predictions of the train photos
+                labels = seg / "predictions" / "train"
+                _wsss("predict", str(seg), "--split", "train", "--quiet", log=log)
+                _wsss("eval", str(labels), "--data-root", root, "--split", "train", "--pseudo",
+                      "--json", str(seg / "eval_train.json"), log=log)  # fmt: skip
+                row["train_predictions"] = 100 * _miou(seg / "eval_train.json")
+            res["seg_rounds"].append(row)
+        res["seg_train"] = res["seg_rounds"][0]["train"]
+        res["seg_val"] = {"refine": args.refine[0], "miou": res["seg_rounds"][0]["val"]}
     return res
 
 
@@ -128,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--refine", nargs="+", default=["par", "crf"], help="refiners of the pseudo labels (first: seg)")
     p.add_argument("--seg", default="configs/seg/real_cpu.yaml", help="the DeepLab preset ('' = no seg stage)")
     p.add_argument("--val-split", default="val")
+    p.add_argument("--seg-rounds", type=int, default=1, help="DeepLab rounds (2: on round 1's predictions)")
+    p.add_argument("--cam-scales", default="", help="wsss cam --scales, e.g. 1.0,1.5,2.0 (default: the preset's)")
     p.add_argument("--set", nargs="*", default=[], help="overrides of the classifier's training")
     p.add_argument("--seg-set", nargs="*", default=[], help="overrides of the DeepLab training")
     p.add_argument("--json", default=None)

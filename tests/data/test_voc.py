@@ -241,3 +241,17 @@ def test_target_follows_the_augmentation(synth_root, tmp_path):
     (tmp_path / f"{base.ids[3]}.png").unlink()
     with pytest.raises(DataError, match=f"{base.ids[3]}.png"):
         ClsTrainDataset(base, aug, target_dir=tmp_path)
+
+
+def test_the_datasets_own_masks_as_targets_give_the_masks():
+    # the fully supervised ceiling of a route (issue 43): data.pseudo_dir = ROOT/SegmentationClass, the
+    # palette PNGs as shipped (VOC's 255 object borders included), are read as the masks themselves
+    base = VOCDataset(VOC_REAL_MINI, "val")
+    aug = TrainAugment(96, scale_range=(0.75, 1.25), hflip=True)
+    ds = ClsTrainDataset(base, aug, seed=2, target_dir=VOC_REAL_MINI / "SegmentationClass")
+    for k, id in enumerate(base.ids):
+        mask = base.load_mask(id)
+        assert np.array_equal(ds.load_target(id, mask.shape), mask)
+        ref = aug(base.load_image(id), ds.rng_for(k), mask=mask)
+        assert torch.equal(ds[k]["target"], torch.from_numpy(ref["mask"].astype(np.int64)))
+    assert (base.load_mask(base.ids[0]) == 255).any()  # the borders are in the masks, and so in the targets

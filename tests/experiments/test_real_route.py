@@ -25,6 +25,7 @@ def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
             "--refine", "par", "crf", "--seg", str(REPO / "configs/seg/synthetic_cpu.yaml"),
+            "--seg-rounds", "2", "--cam-scales", "1.0,0.5",
             "--set", *tiny, "--seg-set", *SEG_TINY, "--json", str(tmp_path / "r.json")]  # fmt: skip
     res = real_route.main(argv)
     assert res["train"]["iterations"] == 6 and res["seg_train"]["iterations"] == 4 and res["train"]["s_per_iter"] > 0
@@ -33,6 +34,15 @@ def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
     assert (out / "cls/pseudo_par/train").is_dir() and (out / "cls/pseudo_crf/train").is_dir()
     assert 0 <= res["seg_val"]["miou"] <= 100 and res["seg_val"]["refine"] == "par"
     assert json.loads((tmp_path / "r.json").read_text()) == res
+    # multi-scale CAMs: both `wsss cam` calls get the scales
+    assert (out / "route.log").read_text().count("--scales 1.0,0.5") == 2
+    # round 2 trains afresh on round 1's predictions of the train photos, scored on train and val
+    first, second = res["seg_rounds"]
+    assert first["labels"] == str(out / "cls/pseudo_par/train") and first["val"] == res["seg_val"]["miou"]
+    assert second["labels"] == str(out / "seg/predictions/train") and 0 <= first["train_predictions"] <= 100
+    assert "train_predictions" not in second and second["train"]["iterations"] == 4 and 0 <= second["val"] <= 100
+    assert str(out / "seg/predictions/train") in (out / "seg_r2/config.yaml").read_text()
+    assert (out / "seg_r2/predictions/val").is_dir() and not (out / "seg_r2/predictions/train").exists()
     stamp = (out / "cls/checkpoints/last.pt").stat().st_mtime_ns
     assert real_route.main(argv) == res  # finished steps are reused, the scores are the same
     assert (out / "cls/checkpoints/last.pt").stat().st_mtime_ns == stamp
