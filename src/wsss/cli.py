@@ -213,7 +213,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
             run.cfg.infer.crf_workers = a.crf_workers
         out = run_predict(
             run, a.split, root=a.data_root, crf=a.crf, scales=a.scales, overwrite=a.overwrite,
-            progress=not a.quiet, save_probs=a.save_probs,
+            progress=not a.quiet, save_probs=a.save_probs, labelled_only=a.labelled_only,
         )  # fmt: skip
     if procs.is_main:
         print(f"predictions in {out}")
@@ -513,6 +513,9 @@ def add_predict(sub: Any) -> None:
     s.add_argument("--crf", action="store_true", help="DenseCRF over the classes that can appear")
     s.add_argument("--crf-workers", type=int, default=None, help="CRF processes (default: infer.crf_workers)")
     s.add_argument("--save-probs", action="store_true", help="also write probs/<split>/<id>.npy (float16 softmax)")
+    s.add_argument("--labelled-only", action="store_true",
+                   help="name only the background and each photo's image labels (training photos: the labels of a "
+                   "second round; predictions_labelled/)")  # fmt: skip
     s.set_defaults(fn=cmd_predict)
 
 

@@ -10,3 +10,35 @@ def test_pseudo_labels_without_saved_cams_name_the_folder_and_the_command(report
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {run / 'cams/train'}: no CAM for ") and f"wsss cam {run} --split train" in err
     assert "\n" not in err
+
+
+def test_predictions_named_by_the_photos_labels_only(reported, synth_root):
+    # `wsss predict --labelled-only` (the labels of a second round on the training photos, issue 43): each photo's
+    # prediction names only the background and its image labels; where the plain argmax names one of those, the
+    # two agree (the others' logits are only set to -inf before the argmax)
+    import numpy as np
+
+    from wsss.data import VOCDataset
+    from wsss.runs.run import labelled_classes, load_run
+    from wsss.utils.io import read_label_png
+
+    run, _ = reported
+    ds = VOCDataset(synth_root, "val")
+    assert main(["predict", str(run), "--split", "val", "--labelled-only", "--quiet"]) == 0
+    assert main(["predict", str(run), "--split", "val", "--labelled-only", "--crf", "--quiet"]) == 0
+    moved = 0
+    for id in ds.ids:
+        allowed = labelled_classes(ds.labels(id))
+        plain = read_label_png(run / "predictions/val" / f"{id}.png")
+        only = read_label_png(run / "predictions_labelled/val" / f"{id}.png")
+        crf = read_label_png(run / "predictions_crf_labelled/val" / f"{id}.png")
+        assert set(np.unique(only)) <= set(allowed) and set(np.unique(crf)) <= set(allowed)
+        ok = np.isin(plain, allowed)
+        assert np.array_equal(only[ok], plain[ok])
+        moved += int((~ok).sum())
+    assert moved > 0  # the tiny run names unlabelled classes somewhere, so the restriction is exercised
+    r = load_run(run)
+    image, allowed = ds.load_image(ds.ids[0]), labelled_classes(ds.labels(ds.ids[0]))
+    prob = r.seg_prob(image, classes=allowed)
+    others = np.setdiff1d(np.arange(prob.shape[0]), allowed)
+    assert np.all(prob[others] == 0) and np.allclose(prob.sum(0), 1.0, atol=1e-5)  # float32 softmax sums

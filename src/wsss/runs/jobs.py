@@ -46,7 +46,7 @@ from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.methods import REFINERS, Deferred, JobStop, Refiner, register_refiner
-from wsss.runs.run import Run, load_run, present_classes
+from wsss.runs.run import Run, labelled_classes, load_run, present_classes
 from wsss.runs.shard import run_ids, shared_todo
 from wsss.utils.io import (
     find_cam_file,
@@ -404,12 +404,15 @@ def run_pseudo(
 
 def run_predict(
     run: Run, split: str, *, root: str | None = None, crf: bool = False, scales: Sequence[float] | None = None,
-    overwrite: bool = False, progress: bool = True, save_probs: bool = False,
+    overwrite: bool = False, progress: bool = True, save_probs: bool = False, labelled_only: bool = False,
 ) -> Path:  # fmt: skip
     """Segmentation masks ``predictions/<split>/<id>.png`` (``predictions_crf`` with ``crf``).
 
     Nothing but the PNGs is written unless ``save_probs``: then also ``probs/<split>/<id>.npy``, the
     fused softmax as float16 (C, H, W). Off by default: on COCO that is terabytes (methods.md 3.10).
+    ``labelled_only``: each photo's prediction names only the background and its image-level labels
+    (``labelled_classes``; folder ``predictions_labelled``, ``predictions_crf_labelled``): the training
+    photos' labels for a second round of the segmentation network (a photo without a label: a DataError).
     """
     if not run.method.has_seg_head:
         raise UsageError(
@@ -417,15 +420,16 @@ def run_predict(
             "segmentation head to predict with; use `wsss cam` and `wsss pseudo`, or train a seg stage"
         )
     ds = VOCDataset(root or run.cfg.data.root, split)
-    out = run.dir / ("predictions_crf" if crf else "predictions") / split
+    out = run.dir / ("predictions" + ("_crf" if crf else "") + ("_labelled" if labelled_only else "")) / split
     probs_dir = run.dir / "probs" / split
     todo = shared_todo(lambda: _todo(ds.ids, out, ".png", overwrite))
     params = run.cfg.infer.crf
 
     def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> np.ndarray | Deferred:
+        classes = labelled_classes(labels) if labelled_only else None
         if not (crf or save_probs):  # the label alone, band by band: no (C, H, W) map of a large photo
-            return run.seg_label(image, scales, prepared=x)
-        prob = run.seg_prob(image, scales, prepared=x)
+            return run.seg_label(image, scales, prepared=x, classes=classes)
+        prob = run.seg_prob(image, scales, prepared=x, classes=classes)
         if save_probs:
             save_npy(per_id_path(probs_dir, id, ".npy"), prob.astype(np.float16))
         return Deferred(crf_label, (image, prob, present_classes(prob), params)) if crf else prob.argmax(0)

@@ -92,20 +92,39 @@ class Run:
 
     @torch.no_grad()
     def seg_prob(
-        self, image: np.ndarray, scales: Sequence[float] | None = None, *, prepared: torch.Tensor | None = None
-    ) -> np.ndarray:
+        self, image: np.ndarray, scales: Sequence[float] | None = None, *, prepared: torch.Tensor | None = None,
+        classes: Sequence[int] | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """Multi-scale + flip segmentation probabilities (C, H, W) float32 (methods.md 2.11 / 3.10).
-        ``prepared``: ``prepare_image(image, None)`` already made (by a loader worker)."""
-        prob = self._fused_logits(image, scales, prepared, lambda x: torch.softmax(x.float(), dim=1))
+        ``prepared``: ``prepare_image(image, None)`` already made (by a loader worker). ``classes``: the
+        only classes (0 = background) the softmax runs over; the others get 0 (:func:`labelled_classes`)."""
+        keep = self._keep(classes)
+        prob = self._fused_logits(image, scales, prepared, lambda x: torch.softmax(keep(x.float()), dim=1))
         return prob[0].cpu().numpy()
 
     @torch.no_grad()
     def seg_label(
-        self, image: np.ndarray, scales: Sequence[float] | None = None, *, prepared: torch.Tensor | None = None
-    ) -> np.ndarray:
-        """(H, W) int64: the argmax of :meth:`seg_prob`, taken band by band (a large photo's probabilities of
-        every class are never whole in memory)."""
-        return self._fused_logits(image, scales, prepared, lambda x: x.argmax(dim=1, keepdim=True))[0, 0].cpu().numpy()
+        self, image: np.ndarray, scales: Sequence[float] | None = None, *, prepared: torch.Tensor | None = None,
+        classes: Sequence[int] | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """(H, W) int64: the argmax of :meth:`seg_prob` (over ``classes`` only, if given), taken band by band
+        (a large photo's probabilities of every class are never whole in memory)."""
+        keep = self._keep(classes)
+        label = self._fused_logits(image, scales, prepared, lambda x: keep(x).argmax(dim=1, keepdim=True))
+        return label[0, 0].cpu().numpy()
+
+    @staticmethod
+    def _keep(classes: Sequence[int] | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Fused (B, C, ...) logits with every class not in ``classes`` at -inf (None: all kept)."""
+        if classes is None:
+            return lambda x: x
+
+        def keep(x: torch.Tensor) -> torch.Tensor:
+            mask = torch.ones(x.shape[1], dtype=torch.bool, device=x.device)
+            mask[torch.as_tensor(list(classes), dtype=torch.long, device=x.device)] = False
+            return x.masked_fill(mask.view(1, -1, *([1] * (x.dim() - 2))), float("-inf"))
+
+        return keep
 
     def _fused_logits(
         self, image: np.ndarray, scales: Sequence[float] | None, prepared: torch.Tensor | None,
@@ -122,19 +141,30 @@ class Run:
             flip_fuse="sum", scale_fuse="max", square_size=inf.square_size, reduce=reduce,
         )  # fmt: skip
 
-    def predict(self, image: np.ndarray, *, crf: bool = False, scales: Sequence[float] | None = None) -> np.ndarray:
-        """(H, W) int64 label map; with ``crf`` a DenseCRF over the classes that can appear."""
+    def predict(
+        self, image: np.ndarray, *, crf: bool = False, scales: Sequence[float] | None = None,
+        classes: Sequence[int] | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """(H, W) int64 label map; with ``crf`` a DenseCRF over the classes that can appear; ``classes``:
+        the only classes it may name (:func:`labelled_classes`)."""
         if not crf:
-            return self.seg_label(image, scales)
+            return self.seg_label(image, scales, classes=classes)
         from wsss.cam import crf_label
 
-        prob = self.seg_prob(image, scales)
+        prob = self.seg_prob(image, scales, classes=classes)
         return crf_label(image, prob, present=present_classes(prob), params=self.cfg.infer.crf)
 
 
 def _on_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A loader's (pinned, on CUDA) CPU tensor on ``device``, copied without blocking the host."""
     return x.to(device, non_blocking=x.is_pinned())
+
+
+def labelled_classes(labels: np.ndarray) -> list[int]:
+    """The classes a photo's image-level labels allow (``labels``: multi-hot over the foreground classes):
+    the background and each labelled class, 0-based with the background at 0. Predicting the training
+    photos for a next round's labels, a class the photo is not labelled with is known to be absent."""
+    return [0, *(1 + np.flatnonzero(np.asarray(labels) > 0.5)).tolist()]
 
 
 def present_classes(prob: np.ndarray, min_prob: float = 0.05) -> list[int]:
