@@ -3,6 +3,7 @@ proxy labels, and the whole pipeline on synthetic data with a resume."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -336,6 +337,18 @@ def test_proxy_label_saliency_free():
     label = rca_proxy_label(IMAGE, ATT, [0, 2], 4, None, NO_CRF)
     # pixel 3: the CRF says background ((1 - .27)^4 = .284 > .27) but the attention .27 >= 0.25: undecided
     assert label[0].tolist() == [1, 1, 1, 255, 3, 3, 0]
+    # with the run's levels (what `wsss pseudo --refine rca --levels 0.4/0.2` passes): background unary 0.4, so
+    # pixel 5 (.3) is background by the CRF, and undecided as .3 >= 0.2; pixel 6 (.05) stays background
+    levels = dataclasses.replace(NO_CRF, free_levels=(0.4, 0.2))
+    assert rca_proxy_label(IMAGE, ATT, [0, 2], 4, None, levels)[0].tolist() == [1, 1, 1, 255, 3, 255, 0]
+    # high 0.92: only pixel 0 (1.0) and 4 (.95) are classes; low 0.92: every other pixel is background
+    high = dataclasses.replace(NO_CRF, free_levels=(0.92, 0.92))
+    assert rca_proxy_label(IMAGE, ATT, [0, 2], 4, None, high)[0].tolist() == [1, 0, 0, 0, 3, 0, 0]
+    # saliency given: the levels are not used (the official rule, test below)
+    sal = np.array([[255, 0, 0, 0, 255, 10, 40]], dtype=np.uint8)
+    assert np.array_equal(
+        rca_proxy_label(IMAGE, ATT, [0, 2], 4, sal, high), rca_proxy_label(IMAGE, ATT, [0, 2], 4, sal, NO_CRF)
+    )
 
 
 def test_proxy_label_with_saliency():
@@ -409,6 +422,17 @@ def test_end_to_end_and_resume(synth_root, tmp_path, capsys):
         main(["eval", str(run_a / "pseudo" / "train"), "--data-root", str(synth_root), "--split", "train", "--pseudo"])
         == 0
     )
+    # saliency-free, the run's levels reach the rule: at 0 every attention is above the background unary, at 1.0
+    # none is, so no photo keeps a foreground pixel (then under min_fg: all 255)
+    from wsss.utils.io import read_label_png
+
+    def foreground() -> int:
+        labels = [read_label_png(p) for p in pseudo]
+        return sum(int(((label > 0) & (label < 255)).sum()) for label in labels)
+
+    levels = ["pseudo", str(run_a), "--split", "train", "--refine", "rca", "--overwrite", "--quiet", "--levels"]
+    assert main([*levels, "0.0/0.0"]) == 0 and foreground() > 0
+    assert main([*levels, "1.0/1.0"]) == 0 and foreground() == 0
     # with saliency maps (here: the ground-truth foreground) and a missing one
     from wsss.data import VOCDataset
     from wsss.utils.io import save_label_png

@@ -15,7 +15,12 @@ Per image, with ``att`` the attention of each labelled class, min-max normalised
 Saliency-free default (a deviation: the official code needs external saliency maps, methods.md 8.3):
 the background channel is the CRF's own background, and the saliency of step 4 is replaced by the
 CAM threshold map ``255 * [max_c att_c >= cam_bg_thre]``: background pixels where some class still
-has attention >= ``cam_bg_thre`` (0.25) are left undecided (255).
+has attention >= ``cam_bg_thre`` (0.25) are left undecided (255). With ``free_levels = (high, low)``
+(what ``wsss pseudo --refine rca`` passes: the run's CAM levels, ``--levels``) the CRF's background unary
+is the constant ``high`` instead of ``(1 - max att)^alpha``, and ``low`` takes ``cam_bg_thre``'s place, so
+the levels mean what they mean for every other refiner (class above high, background at or below low).
+The fixed alpha 4 puts the class / background boundary at an attention of 0.28 (``(1 - a)^4 = a``), whatever
+the CAMs: on ccp-dev, whose calibrated level is 0.6, 84 % of the pixels became foreground (BENCHMARKS.md).
 
 The attention comes from RCA's accumulated training-time maps (``AttentionStore``, resized to the
 image like the official ``res.py``: cv2 bilinear on the uint8 maps) or from the saved CAMs of
@@ -51,6 +56,7 @@ class ProxyParams:
     cam_bg_thre: float = 0.25
     crf: CRFParams = field(default_factory=lambda: CRFParams.PSA)
     crf_bgr: bool = False  # the CRF reads the image as BGR (the official cv2 order)
+    free_levels: tuple[float, float] | None = None  # saliency-free: (high, low) CAM levels (module docstring)
 
     @classmethod
     def from_options(cls, options: Any) -> ProxyParams:
@@ -110,7 +116,9 @@ def rca_proxy_label(
     if len(classes) == 0:
         return np.full((h, w), 255, dtype=np.uint8)
     top = att.max(axis=0)
-    unary = np.concatenate([((1.0 - top) ** p.alpha)[None], att], axis=0)
+    levels = p.free_levels if saliency is None else None
+    background = np.full_like(top, levels[0]) if levels is not None else (1.0 - top) ** p.alpha
+    unary = np.concatenate([background[None], att], axis=0)
     crf_image = np.ascontiguousarray(image[..., ::-1]) if p.crf_bgr else image
     q = dense_crf(crf_image, unary, **p.crf.as_kwargs())
     gt = np.zeros((num_classes, h, w), dtype=np.float32)
@@ -122,7 +130,7 @@ def rca_proxy_label(
         sal_att = sal.copy()
     else:
         gt[0] = q[0]
-        sal_att = 255.0 * (top >= p.cam_bg_thre)
+        sal_att = 255.0 * (top >= (levels[1] if levels is not None else p.cam_bg_thre))
     for i, c in enumerate(classes):
         gt[c + 1] = q[i + 1]
         sal_att = np.maximum(sal_att, 255.0 * (q[i + 1] > p.att_thre))

@@ -40,6 +40,7 @@ by all of them, in rank order.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -557,6 +558,8 @@ def refine_rca(job: RefineJob, ids: Sequence[str], *, saliency: str | Path | Non
     method, ds = job.run.method, job.ds
     options = method.options if isinstance(method, RCA) else None
     params = ProxyParams.from_options(options)
+    if saliency is None:  # saliency-free: the run's CAM levels (`--levels`) decide, as for the other refiners
+        params = dataclasses.replace(params, free_levels=(job.run.cfg.cam.high_thre, job.run.cfg.cam.low_thre))
     store = method.attention if options is not None and options.proxy_source == "accumulated" else None
     sal_dir = Path(saliency) if saliency is not None else None
     if sal_dir is not None and not sal_dir.is_dir():
