@@ -39,10 +39,12 @@ def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
     # round 2 trains afresh on round 1's predictions of the train photos, scored on train and val
     first, second = res["seg_rounds"]
     assert first["labels"] == str(out / "cls/pseudo_par/train") and first["val"] == res["seg_val"]["miou"]
-    assert second["labels"] == str(out / "seg/predictions/train") and 0 <= first["train_predictions"] <= 100
+    assert (
+        second["labels"] == str(out / "seg/predictions_crf_labelled/train") and 0 <= first["train_predictions"] <= 100
+    )
     assert "train_predictions" not in second and second["train"]["iterations"] == 4 and 0 <= second["val"] <= 100
-    assert str(out / "seg/predictions/train") in (out / "seg_r2/config.yaml").read_text()
-    assert (out / "seg_r2/predictions/val").is_dir() and not (out / "seg_r2/predictions/train").exists()
+    assert str(out / "seg/predictions_crf_labelled/train") in (out / "seg_r2/config.yaml").read_text()
+    assert (out / "seg_r2/predictions/val").is_dir() and not (out / "seg_r2/predictions_crf_labelled").exists()
     stamp = (out / "cls/checkpoints/last.pt").stat().st_mtime_ns
     assert real_route.main(argv) == res  # finished steps are reused, the scores are the same
     assert (out / "cls/checkpoints/last.pt").stat().st_mtime_ns == stamp
