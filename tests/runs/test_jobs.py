@@ -19,7 +19,7 @@ def test_predictions_named_by_the_photos_labels_only(reported, synth_root):
     import numpy as np
 
     from wsss.data import VOCDataset
-    from wsss.runs.run import labelled_classes, load_run
+    from wsss.runs.run import allowed_classes, load_run
     from wsss.utils.io import read_label_png
 
     run, _ = reported
@@ -28,7 +28,7 @@ def test_predictions_named_by_the_photos_labels_only(reported, synth_root):
     assert main(["predict", str(run), "--split", "val", "--labelled-only", "--crf", "--quiet"]) == 0
     moved = 0
     for id in ds.ids:
-        allowed = labelled_classes(ds.labels(id))
+        allowed = allowed_classes(ds.labels(id))
         plain = read_label_png(run / "predictions/val" / f"{id}.png")
         only = read_label_png(run / "predictions_labelled/val" / f"{id}.png")
         crf = read_label_png(run / "predictions_crf_labelled/val" / f"{id}.png")
@@ -38,7 +38,7 @@ def test_predictions_named_by_the_photos_labels_only(reported, synth_root):
         moved += int((~ok).sum())
     assert moved > 0  # the tiny run names unlabelled classes somewhere, so the restriction is exercised
     r = load_run(run)
-    image, allowed = ds.load_image(ds.ids[0]), labelled_classes(ds.labels(ds.ids[0]))
+    image, allowed = ds.load_image(ds.ids[0]), allowed_classes(ds.labels(ds.ids[0]))
     prob = r.seg_prob(image, classes=allowed)
     others = np.setdiff1d(np.arange(prob.shape[0]), allowed)
     assert np.all(prob[others] == 0) and np.allclose(prob.sum(0), 1.0, atol=1e-5)  # float32 softmax sums

@@ -111,7 +111,9 @@ class RCAOptions:
     proxy_att_thre: float = 0.8  # CRF class score above this counts as salient
     proxy_bg_thre: float = 32.0  # bg pixels with saliency >= this (0..255) -> 255
     proxy_min_fg: float = 0.01  # images with less foreground are ignored entirely
-    proxy_cam_bg_thre: float = 0.25  # saliency-free: bg pixels whose max attention >= this -> 255
+    # saliency-free: bg pixels whose max attention >= this -> 255, only where ProxyParams gets no levels (the
+    # Python API): `wsss pseudo --refine rca` uses the run's cam.low_thre (and cam.high_thre) instead
+    proxy_cam_bg_thre: float = 0.25
     # official quirks (methods.md 4.5-4.7, 8.3)
     quirk_memory_momentum_blend: bool = True  # slot = 0.99 slot + 0.01 embedding (vs replace the slot)
     quirk_memory_masked_leak: bool = True  # a multi-label image's features stay masked by earlier classes

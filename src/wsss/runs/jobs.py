@@ -46,7 +46,7 @@ from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.methods import REFINERS, Deferred, JobStop, Refiner, register_refiner
-from wsss.runs.run import Run, labelled_classes, load_run, present_classes
+from wsss.runs.run import Run, allowed_classes, load_run, present_classes
 from wsss.runs.shard import run_ids, shared_todo
 from wsss.utils.io import (
     find_cam_file,
@@ -411,7 +411,7 @@ def run_predict(
     Nothing but the PNGs is written unless ``save_probs``: then also ``probs/<split>/<id>.npy``, the
     fused softmax as float16 (C, H, W). Off by default: on COCO that is terabytes (methods.md 3.10).
     ``labelled_only``: each photo's prediction names only the background and its image-level labels
-    (``labelled_classes``; folder ``predictions_labelled``, ``predictions_crf_labelled``): the training
+    (``allowed_classes``; folder ``predictions_labelled``, ``predictions_crf_labelled``): the training
     photos' labels for a second round of the segmentation network (a photo without a label: a DataError).
     """
     if not run.method.has_seg_head:
@@ -426,7 +426,7 @@ def run_predict(
     params = run.cfg.infer.crf
 
     def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> np.ndarray | Deferred:
-        classes = labelled_classes(labels) if labelled_only else None
+        classes = allowed_classes(labels) if labelled_only else None
         if not (crf or save_probs):  # the label alone, band by band: no (C, H, W) map of a large photo
             return run.seg_label(image, scales, prepared=x, classes=classes)
         prob = run.seg_prob(image, scales, prepared=x, classes=classes)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss.cam import multi_scale_logits
+from wsss.cam import labelled_classes, multi_scale_logits
 from wsss.core.config import Config
 from wsss.data.transforms import prepare_image
 from wsss.engine.defaults import load_trained_method
@@ -97,7 +97,7 @@ class Run:
     ) -> np.ndarray:  # fmt: skip
         """Multi-scale + flip segmentation probabilities (C, H, W) float32 (methods.md 2.11 / 3.10).
         ``prepared``: ``prepare_image(image, None)`` already made (by a loader worker). ``classes``: the
-        only classes (0 = background) the softmax runs over; the others get 0 (:func:`labelled_classes`)."""
+        only classes (0 = background) the softmax runs over; the others get 0 (:func:`allowed_classes`)."""
         keep = self._keep(classes)
         prob = self._fused_logits(image, scales, prepared, lambda x: torch.softmax(keep(x.float()), dim=1))
         return prob[0].cpu().numpy()
@@ -146,7 +146,7 @@ class Run:
         classes: Sequence[int] | None = None,
     ) -> np.ndarray:  # fmt: skip
         """(H, W) int64 label map; with ``crf`` a DenseCRF over the classes that can appear; ``classes``:
-        the only classes it may name (:func:`labelled_classes`)."""
+        the only classes it may name (:func:`allowed_classes`)."""
         if not crf:
             return self.seg_label(image, scales, classes=classes)
         from wsss.cam import crf_label
@@ -160,11 +160,11 @@ def _on_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device, non_blocking=x.is_pinned())
 
 
-def labelled_classes(labels: np.ndarray) -> list[int]:
-    """The classes a photo's image-level labels allow (``labels``: multi-hot over the foreground classes):
-    the background and each labelled class, 0-based with the background at 0. Predicting the training
+def allowed_classes(labels: np.ndarray) -> list[int]:
+    """The segmentation classes a photo's image-level labels allow (``labels``: multi-hot over the foreground
+    classes): the background (0) and each labelled class (``cam.labelled_classes`` + 1). Predicting the training
     photos for a next round's labels, a class the photo is not labelled with is known to be absent."""
-    return [0, *(1 + np.flatnonzero(np.asarray(labels) > 0.5)).tolist()]
+    return [0, *(1 + labelled_classes(torch.as_tensor(np.asarray(labels)))).tolist()]
 
 
 def present_classes(prob: np.ndarray, min_prob: float = 0.05) -> list[int]:
