@@ -19,6 +19,12 @@ The route is the manual's (docs/own-photos.md), run through the ``wsss`` CLI as 
 
 ``--cam-scales`` gives ``wsss cam`` its ``--scales`` (multi-scale CAMs from a classifier trained without them).
 
+The refiner ``affinity`` is PSA's walk (methods.md 5.7): PSA's la / ha seeds of the train split first
+(``wsss pseudo --refine psa --levels H/L``, H / L the run's own ``cam.high_thre`` / ``cam.low_thre``, the
+``config_pair`` of the sweep: class above H, background below L, 255 between; scored with ``--pseudo``), the
+affinity network ``--affinity`` (``configs/affinity/real_cpu.yaml``) trained on them in ``OUT/aff``, then the
+walk of the CAMs at the sweep's level (``--refine affinity --affinity-run OUT/aff --levels L/L``).
+
     OMP_NUM_THREADS=1 .venv/bin/python experiments/real_route.py configs/rca/real_cpu.yaml \\
         --data-root ../shared/data/ccp-dev --out runs/ccp/rca --json runs/ccp/rca.json
 
@@ -101,12 +107,14 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
                     "config_miou": 100 * by_level[own] if own in by_level else None}  # fmt: skip
     _wsss("cam", str(cls), "--split", "train", *scales, "--bkg-thre", f"{level:g}", "--quiet", log=log)
     res["pseudo"] = {}
-    for refine in args.refine:
-        pseudo = cls / f"pseudo_{refine}" / "train"
+
+    def pseudo_labels(refine: str, levels: str, name: str, *extra: str) -> Path:
+        """``wsss pseudo --refine REFINE --levels LEVELS`` of the train split into ``cls/NAME/train``, scored."""
+        pseudo = cls / name / "train"
         if not (pseudo / ".done").is_file():
             # no --overwrite: pseudo/train holds only this refiner's labels at this level (a stopped earlier
             # try of the same step), so a rerun continues it
-            _wsss("pseudo", str(cls), "--split", "train", "--refine", refine, "--levels", f"{level:g}/{level:g}",
+            _wsss("pseudo", str(cls), "--split", "train", "--refine", refine, "--levels", levels, *extra,
                   "--quiet", log=log)  # fmt: skip
             if pseudo.exists():  # a try stopped between the rename and the mark: replaced by this complete one
                 shutil.rmtree(pseudo)
@@ -115,6 +123,19 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
             (pseudo / ".done").touch()
         _wsss("eval", str(pseudo), "--data-root", root, "--split", "train", "--pseudo",
               "--json", str(pseudo.parent / "eval.json"), log=log)  # fmt: skip
+        return pseudo
+
+    for refine in args.refine:
+        extra: list[str] = []
+        if refine == "affinity":  # PSA: seeds at the run's own pair, the affinity network, then the walk
+            high, low = s["config_pair"]
+            seeds = pseudo_labels("psa", f"{high:g}/{low:g}", "pseudo_psa_seeds")
+            aff = out / "aff"
+            res["affinity"] = {"seed_levels": [high, low], "seeds": 100 * _miou(seeds.parent / "eval.json"),
+                               "train": _train(args.affinity, root, aff, [f"data.pseudo_dir={seeds}", *args.aff_set],
+                                               log)}  # fmt: skip
+            extra = ["--affinity-run", str(aff)]
+        pseudo = pseudo_labels(refine, f"{level:g}/{level:g}", f"pseudo_{refine}", *extra)
         res["pseudo"][refine] = 100 * _miou(pseudo.parent / "eval.json")
     if args.seg:
         labels = cls / f"pseudo_{args.refine[0]}" / "train"
@@ -150,8 +171,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--val-split", default="val")
     p.add_argument("--seg-rounds", type=int, default=1, help="DeepLab rounds (2: on round 1's predictions)")
     p.add_argument("--cam-scales", default="", help="wsss cam --scales, e.g. 1.0,1.5,2.0 (default: the preset's)")
+    p.add_argument("--affinity", default="configs/affinity/real_cpu.yaml", help="the preset of --refine affinity")
     p.add_argument("--set", nargs="*", default=[], help="overrides of the classifier's training")
     p.add_argument("--seg-set", nargs="*", default=[], help="overrides of the DeepLab training")
+    p.add_argument("--aff-set", nargs="*", default=[], help="overrides of the affinity network's training")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -191,13 +191,11 @@ def cmd_pseudo(a: argparse.Namespace) -> int:
         from wsss.runs.jobs import run_pseudo
 
         run = _load(a)
-        if a.levels:  # e.g. a pair picked with `wsss sweep-bkg`
-            run.cfg.cam.high_thre, run.cfg.cam.low_thre = a.levels
         if a.crf_workers is not None:
             run.cfg.infer.crf_workers = a.crf_workers
         out = run_pseudo(
             run, a.split, refine=a.refine, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet,
-            affinity_run=a.affinity_run, saliency=a.saliency,
+            affinity_run=a.affinity_run, saliency=a.saliency, levels=a.levels,  # e.g. a pair of `wsss sweep-bkg`
         )  # fmt: skip
     if procs.is_main:
         print(f"pseudo labels in {out}")
@@ -499,7 +497,8 @@ def add_pseudo(sub: Any) -> None:
         "--levels", type=_pair, default=None, metavar="HIGH/LOW",
         help="CAM levels of the pseudo labels, e.g. 0.35/0.1 (a pair scored by `wsss sweep-bkg`): class above HIGH, "
         "background at or below LOW, 255 between (default: the run's cam.high_thre/cam.low_thre); "
-        "with --overwrite to redo existing labels",
+        "--refine psa: the la / ha alphas whose background (1 - cam)^alpha crosses the CAM there, --refine "
+        "affinity: the walk's alpha at HIGH; with --overwrite to redo existing labels",
     )  # fmt: skip
     s.set_defaults(fn=cmd_pseudo)
 

@@ -1,11 +1,12 @@
-"""The real-photo presets of RCA and SC-CAM (configs/{rca,sccam}/real_cpu.yaml): the CAM baseline's
-ImageNet MobileNetV2 at stride 16 and an epoch schedule; each trains from the real file and writes CAMs
+"""The real-photo presets of RCA, SC-CAM and AffinityNet (configs/{rca,sccam,affinity}/real_cpu.yaml): the CAM
+baseline's ImageNet MobileNetV2 at stride 16 and an epoch schedule; each trains from the real file and writes CAMs
 on the six real VOC photos (shortened by overrides to a seconds-long run)."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import REPO, VOC_REAL_MINI, VOC_REAL_MINI_IDS
@@ -48,3 +49,42 @@ def test_real_cpu_preset_of_method(method, tmp_path, one_thread):
     steps = [json.loads(line)["step"] for line in logs.read_text().splitlines() if "loss/loss" in line]
     assert steps == [1, 2]  # one epoch of 6 images in batches of 3
     assert sorted(p.stem for p in (run / "cams" / "val").glob("*.npz")) == sorted(VOC_REAL_MINI_IDS)
+
+
+def test_real_cpu_affinity_preset_trains_and_walks_a_photo(tmp_path, one_thread):
+    """configs/affinity/real_cpu.yaml (PSA's walk on photos, experiments/real_route.py --refine affinity): the CAM
+    baseline's MobileNetV2 at stride 16 trains from the real file on seeds (here the photos' own masks, borders
+    255), and its walk labels a whole photo at its size with only the photo's classes, at a calibrated level."""
+    from wsss.cam.affinity import alpha_for_level
+    from wsss.data import VOCDataset
+    from wsss.runs.run import load_run
+
+    preset = REPO / "configs" / "affinity" / "real_cpu.yaml"
+    cfg, base = load_config(preset), load_config(CAM_PRESET)
+    assert (cfg.model.backbone, cfg.model.output_stride, cfg.model.pretrained) == (
+        base.model.backbone, base.model.output_stride, base.model.pretrained,
+    )  # fmt: skip
+    assert cfg.train.epochs is not None and not cfg.options["quirk_interior_sources"]
+    run = tmp_path / "aff"
+    overrides = [
+        f"data.root={VOC_REAL_MINI}", "data.train_split=val", f"run.dir={run}", "train.epochs=1",
+        "train.batch_size=3", "train.log_iters=1", "train.ckpt_iters=2", "data.crop_size=96",
+        f"data.pseudo_dir={VOC_REAL_MINI / 'SegmentationClass'}",
+    ]  # fmt: skip
+    assert main(["train", str(preset), *overrides, "--quiet"]) == 0
+    steps = [
+        json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if "loss/loss" in line
+    ]
+    assert steps == [1, 2]
+
+    aff = load_run(run, device="cpu")
+    ds = VOCDataset(VOC_REAL_MINI, "val")
+    id = ds.ids[0]
+    image, labels, mask = ds.load_image(id), ds.labels(id), ds.load_mask(id)
+    cam = np.zeros((len(labels), *image.shape[:2]), np.float32)
+    for c in np.flatnonzero(labels):
+        cam[c] = 0.8 * (mask == c + 1)  # a CAM of the labelled classes on their own pixels
+    label = aff.method.random_walk_label(image, cam, labels, alpha_for_level(0.6))
+    assert label.shape == image.shape[:2]
+    assert set(np.unique(label).tolist()) <= {0, *(int(c) + 1 for c in np.flatnonzero(labels))}
+    assert (label > 0).any() and (label == 0).any()

@@ -19,23 +19,45 @@ SEG_TINY = [
 ]
 
 
+AFF_TINY = [
+    "model.backbone_kwargs={channels: [8, 16, 16, 32], stem_width: 8}",
+    "data.crop_size=64",
+    "train.batch_size=4",
+    "train.max_iters=3",
+    "train.ckpt_iters=3",
+    "options.aux_dim=8",
+    "options.final_dim=8",
+    "options.out_dim=16",
+    "options.rw_logt=2",
+]
+
+
 def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
     monkeypatch.setattr(real_route, "IN_PROCESS", True)  # the same commands, without a start-up each
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--refine", "par", "crf", "--seg", str(REPO / "configs/seg/synthetic_cpu.yaml"),
+            "--refine", "par", "crf", "affinity", "--seg", str(REPO / "configs/seg/synthetic_cpu.yaml"),
+            "--affinity", str(REPO / "configs/affinity/synthetic_cpu.yaml"), "--aff-set", *AFF_TINY,
             "--seg-rounds", "2", "--cam-scales", "1.0,0.5",
             "--set", *tiny, "--seg-set", *SEG_TINY, "--json", str(tmp_path / "r.json")]  # fmt: skip
     res = real_route.main(argv)
     assert res["train"]["iterations"] == 6 and res["seg_train"]["iterations"] == 4 and res["train"]["s_per_iter"] > 0
     assert res["seeds"]["miou"] == max(res["seeds"]["miou"], res["seeds"]["config_miou"] or 0)
-    assert set(res["pseudo"]) == {"par", "crf"} and all(0 <= v <= 100 for v in res["pseudo"].values())
+    assert set(res["pseudo"]) == {"par", "crf", "affinity"} and all(0 <= v <= 100 for v in res["pseudo"].values())
     assert (out / "cls/pseudo_par/train").is_dir() and (out / "cls/pseudo_crf/train").is_dir()
+    # PSA's walk: the seeds at the run's own pair (255 between), the affinity network on them, the walk at the level
+    cfg_pair = json.loads((out / "cls/bkg_sweep/train.json").read_text())["config_pair"]
+    assert res["affinity"]["seed_levels"] == cfg_pair and 0 <= res["affinity"]["seeds"] <= 100
+    assert res["affinity"]["train"]["iterations"] == 3
+    assert str(out / "cls/pseudo_psa_seeds/train") in (out / "aff/config.yaml").read_text()
+    log = (out / "route.log").read_text()
+    assert f"--refine psa --levels {cfg_pair[0]:g}/{cfg_pair[1]:g}" in log
+    assert f"--refine affinity --levels {res['seeds']['level']:g}/{res['seeds']['level']:g} --affinity-run" in log
     assert 0 <= res["seg_val"]["miou"] <= 100 and res["seg_val"]["refine"] == "par"
     assert json.loads((tmp_path / "r.json").read_text()) == res
     # multi-scale CAMs: both `wsss cam` calls get the scales
-    assert (out / "route.log").read_text().count("--scales 1.0,0.5") == 2
+    assert log.count("--scales 1.0,0.5") == 2
     # round 2 trains afresh on round 1's predictions of the train photos, scored on train and val
     first, second = res["seg_rounds"]
     assert first["labels"] == str(out / "cls/pseudo_par/train") and first["val"] == res["seg_val"]["miou"]

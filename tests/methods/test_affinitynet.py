@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import REPO, tiny_overrides
 from wsss.cli import main
 from wsss.data import VOCDataset
-from wsss.utils.io import read_label_png
+from wsss.utils.io import load_cam_of, read_label_png
 
 TINY_CNN = "{channels: [8, 16, 16, 32], stem_width: 8}"
 
@@ -53,6 +53,23 @@ def test_random_walk_label_at_any_walk_scale(scale, monkeypatch):
     assert (label[:, 16:] != 1).all() and (label[:, :16] != 2).all()
 
 
+def test_random_walk_label_alpha_sets_the_background_level():
+    """``random_walk_label(alpha=)`` (``wsss pseudo --refine affinity --levels``): a CAM of 0.5 everywhere is
+    its class with PSA's alpha 16 (background at 0.12) and the level 0.3's alpha, background with 0.7's."""
+    from wsss.cam.affinity import alpha_for_level
+    from wsss.core.config import load_config
+    from wsss.methods import build_method, placeholder_classes
+
+    cfg = load_config(REPO / "configs/affinity/synthetic_cpu.yaml", [f"model.backbone_kwargs={TINY_CNN}"])
+    net = build_method(cfg, placeholder_classes(2)).eval()
+    image = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    cam = np.full((1, 16, 24), 0.5, np.float32)
+    with torch.no_grad():
+        assert (net.random_walk_label(image, cam, np.array([1.0])) == 1).all()
+        assert (net.random_walk_label(image, cam, np.array([1.0]), alpha_for_level(0.3)) == 1).all()
+        assert (net.random_walk_label(image, cam, np.array([1.0]), alpha_for_level(0.7)) == 0).all()
+
+
 @pytest.fixture(scope="module")
 def cam_run(synth_root, tmp_path_factory):
     run = tmp_path_factory.mktemp("affcam") / "cam"
@@ -90,6 +107,37 @@ def test_affinitynet_train_then_random_walk_pseudo(cam_run, synth_root, tmp_path
         assert label.shape == (64, 64)
         allowed = {0} | {int(c) + 1 for c in np.flatnonzero(base.labels(i))}
         assert set(np.unique(label).tolist()) <= allowed  # only the image's classes survive the walk
+
+    def foreground() -> float:
+        return float(np.mean([(read_label_png(cam_run / "pseudo/train" / f"{i}.png") > 0).mean() for i in base.ids]))
+
+    # `--levels`: the walk's background crosses the CAM at the high level (alpha_for_level), not PSA's 0.12
+    fractions = {}
+    for level in ("0.02", "0.98"):
+        assert main([*args, "--levels", f"{level}/{level}", "--overwrite", "--quiet"]) == 0
+        fractions[level] = foreground()
+    assert fractions["0.02"] > fractions["0.98"]
+    assert fractions["0.98"] < 0.05  # almost no CAM reaches 0.98 of its image's peak
+
+
+def test_pseudo_refine_psa_levels_give_the_alphas_of_those_cam_values(cam_run, synth_root):
+    """`wsss pseudo --refine psa --levels H/L`: the seeds of PSA's two CRFs with the alphas whose background
+    crosses the CAM at H and L (``alpha_for_level``), not the configured 4 / 32."""
+    from wsss.cam.affinity import alpha_for_level
+    from wsss.runs.jobs import psa_label
+
+    base = VOCDataset(synth_root, "train")
+    out = cam_run / "pseudo/train"
+    assert main(["pseudo", str(cam_run), "--split", "train", "--refine", "psa", "--levels", "0.6/0.3",
+                 "--overwrite", "--quiet"]) == 0  # fmt: skip
+    moved = 0
+    for i in base.ids:
+        cam = load_cam_of(cam_run / "cams/train", i, base.num_classes - 1)
+        image, labels = base.load_image(i), base.labels(i)
+        want = psa_label(image, cam, labels, (alpha_for_level(0.6), alpha_for_level(0.3)), 1)
+        np.testing.assert_array_equal(read_label_png(out / f"{i}.png"), want)
+        moved += int((want != psa_label(image, cam, labels, (4.0, 32.0), 1)).sum())
+    assert moved > 0  # the levels changed the seeds: the test tells the two alphas apart
 
 
 def test_affinitynet_psa_parameter_groups():

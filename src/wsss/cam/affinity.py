@@ -24,6 +24,8 @@ Random walk (PSA ``infer_aff.py``). Dense symmetric affinity matrix with a unit 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -168,6 +170,18 @@ def random_walk(cam_vec: torch.Tensor, trans: torch.Tensor, logt: int) -> torch.
     for _ in range(int(logt)):
         t = t @ t
     return cam_vec @ t
+
+
+def alpha_for_level(level: float) -> float:
+    """The exponent whose PSA background ``(1 - c)^alpha`` equals the CAM ``c`` at ``c = level``.
+
+    A one-class pixel is background below that CAM value and its class above it, so a CAM level picked by
+    `wsss sweep-bkg` (the thresholds' calibration, methods.md 2.6) becomes PSA's alpha: PSA's la / ha
+    alphas 4 / 32 and its walk's 16 cross at CAM values 0.28 / 0.08 / 0.12 (methods.md 5.6-5.7).
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"a CAM level for PSA's background must lie in (0, 1), got {level}")
+    return math.log(level) / math.log(1.0 - level)
 
 
 def background_cam(cam: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -33,6 +33,7 @@ from torch import nn
 from wsss.cam.affinity import (
     affinity_labels,
     affinity_loss,
+    alpha_for_level,
     background_cam,
     pairwise_affinity,
     random_walk_scores,
@@ -151,8 +152,13 @@ class AffinityNet(Method):
         return affinity_loss(aff, bg, fg, neg)
 
     @torch.no_grad()
-    def random_walk_label(self, image: np.ndarray, cam: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    def random_walk_label(
+        self, image: np.ndarray, cam: np.ndarray, labels: np.ndarray | None = None, alpha: float | None = None
+    ) -> np.ndarray:
         """PSA ``infer_aff.py``: (H, W, 3) uint8 image, (C-1, H, W) CAM in [0, 1] -> (H, W) int64 label.
+
+        ``alpha``: the background's exponent (default ``options.rw_alpha``; ``wsss pseudo --levels`` gives
+        ``alpha_for_level`` of the high level, so the walk starts from the calibrated boundary).
 
         The image is zero-padded (after normalisation) right / bottom to a multiple of the stride,
         the CAM likewise after its background channel is computed; absent classes (``labels``) are zeroed.
@@ -167,7 +173,7 @@ class AffinityNet(Method):
         cam_t = torch.from_numpy(np.asarray(cam, dtype=np.float32)).to(device)
         if labels is not None:
             cam_t = cam_t * torch.as_tensor(np.asarray(labels) > 0.5, dtype=cam_t.dtype, device=device).view(-1, 1, 1)
-        full = background_cam(cam_t, o.rw_alpha)  # PSA: bg first, then zero padding
+        full = background_cam(cam_t, o.rw_alpha if alpha is None else alpha)  # PSA: bg first, then zero padding
         sh, sw = h, w
         if o.rw_scale != 1.0:
             sh, sw = max(1, round(h * o.rw_scale)), max(1, round(w * o.rw_scale))
@@ -206,4 +212,6 @@ def refine_affinity(job: RefineJob, ids: Sequence[str], *, affinity_run: Any = N
         raise DataError(f"{aff.dir}: trained with {aff.num_classes} classes, {run.dir} with {run.num_classes}")
     job.require_cams(ids)
     walk = aff.method.random_walk_label
-    return lambda id, image, labels: walk(image, job.cam(id), labels)
+    levels = job.levels  # `--levels`: the walk's background crosses the CAM at the high one
+    alpha = alpha_for_level(levels[0]) if levels else None
+    return lambda id, image, labels: walk(image, job.cam(id), labels, alpha)

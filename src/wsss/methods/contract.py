@@ -200,6 +200,7 @@ class RefineJob(Protocol):
 
     run: Any
     ds: VOCDataset
+    levels: tuple[float, float] | None  # `wsss pseudo --levels HIGH/LOW` when given (else None)
 
     def cam(self, id: str) -> np.ndarray: ...
 

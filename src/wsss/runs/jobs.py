@@ -39,7 +39,7 @@ from wsss.cam import (
     labelled_cam_to_label,
     refine_cams_with_bkg,
 )
-from wsss.cam.affinity import psa_seed_label
+from wsss.cam.affinity import alpha_for_level, psa_seed_label
 from wsss.cam.crf import psa_crf_scores
 from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, UsageError
 from wsss.core.files import remove_stale_temps
@@ -278,6 +278,8 @@ class PseudoJob:
     run: Run
     ds: VOCDataset
     cams: Path  # RUN/cams/<split>
+    # `wsss pseudo --levels HIGH/LOW` when given (also in run.cfg.cam): the PSA refiners' alphas follow them
+    levels: tuple[float, float] | None = None
 
     def cam(self, id: str) -> np.ndarray:
         return load_cam_of(self.cams, id, self.ds.num_classes - 1)
@@ -347,7 +349,8 @@ def _refine_crf(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
 
 @register_refiner("psa")
 def _refine_psa(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
-    """PSA's AffinityNet seeds: two CRFs with background (1 - max cam)^alpha, ``cam.psa_alphas`` (5.6-5.7).
+    """PSA's AffinityNet seeds: two CRFs with background (1 - max cam)^alpha, ``cam.psa_alphas`` (5.6-5.7),
+    or with ``--levels HIGH/LOW`` the alphas that put the boundaries at those CAM values (``alpha_for_level``).
 
     The CRF reads ``Method.crf_cam`` of the CAM (SC-CAM's ``quirk_binarised_crf_cam``: the {0, 255} heatmap).
     ``cam.psa_seed_stride`` > 1: the label of the la / ha scores average-pooled by that stride (PSA's
@@ -355,7 +358,7 @@ def _refine_psa(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
     """
     job.require_cams(ids)
     c = job.run.cfg.cam
-    alphas = tuple(c.psa_alphas)
+    alphas = tuple(map(alpha_for_level, job.levels)) if job.levels else tuple(c.psa_alphas)
     crf_cam = job.run.method.crf_cam
 
     def refine(id: str, image: np.ndarray, labels: np.ndarray) -> Deferred:
@@ -377,6 +380,7 @@ def psa_label(image: np.ndarray, cam: np.ndarray, labels: np.ndarray, alphas: tu
 def run_pseudo(
     run: Run, split: str, *, refine: str = "par", root: str | None = None, overwrite: bool = False,
     progress: bool = True, affinity_run: Run | str | Path | None = None, saliency: str | Path | None = None,
+    levels: tuple[float, float] | None = None,
 ) -> Path:  # fmt: skip
     """Pseudo labels from the saved CAMs (``wsss cam`` first): ``pseudo/<split>/<id>.png``.
 
@@ -384,14 +388,18 @@ def run_pseudo(
     between), "par" (methods.md 2.8 on the full image), "crf" (ToCo's label CRF), "psa" (PSA's
     AffinityNet seeds); a method's module registers its own: "affinity" (PSA's random walk with the
     affinity network of ``affinity_run``, a run of method ``affinitynet`` or its directory, 5.7),
-    "rca" (RCA's CRF proxy labels, 4.8, with ``saliency``).
+    "rca" (RCA's CRF proxy labels, 4.8, with ``saliency``). ``levels`` (high, low), e.g. a pair of
+    `wsss sweep-bkg`: the run's ``cam.high_thre`` / ``cam.low_thre`` for this job; PSA's seeds ("psa") and
+    walk ("affinity") then take the alphas of those CAM values instead of their configured ones.
     """
+    if levels is not None:
+        run.cfg.cam.high_thre, run.cfg.cam.low_thre = levels
     if refine not in REFINERS:
         raise ConfigError(f"refine must be one of {', '.join(REFINERS)}, got {refine!r}")
     ds = _dataset(run, root, split)
     out = run.dir / "pseudo" / split
     todo = shared_todo(lambda: _todo(ds.ids, out, ".png", overwrite))
-    job = PseudoJob(run, ds, run.dir / "cams" / split)
+    job = PseudoJob(run, ds, run.dir / "cams" / split, levels)
     label_of = REFINERS[refine](job, todo, affinity_run=affinity_run, saliency=saliency)
     with CRFPool(run.cfg.infer.crf_workers) as pool:
         run_ids(
