@@ -23,6 +23,7 @@ from wsss.cam.affinity import (
     search_offsets,
     transition_matrix,
 )
+from wsss.core.errors import UsageError
 
 
 def brute_pairs(h: int, w: int, radius: int, interior: bool) -> set[tuple[int, int]]:
@@ -155,5 +156,5 @@ def test_alpha_for_level_puts_the_psa_background_at_that_cam(level):
 
 @pytest.mark.parametrize("level", [0.0, 1.0, -0.1, 1.5])
 def test_alpha_for_level_refuses_a_level_outside_the_open_unit_interval(level):
-    with pytest.raises(ValueError, match="CAM level"):
+    with pytest.raises(UsageError, match="--levels"):  # a one-line CLI error, not a traceback
         alpha_for_level(level)

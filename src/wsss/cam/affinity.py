@@ -29,6 +29,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from wsss.core.errors import UsageError
+
 IGNORE = 255
 
 
@@ -179,8 +181,8 @@ def alpha_for_level(level: float) -> float:
     `wsss sweep-bkg` (the thresholds' calibration, methods.md 2.6) becomes PSA's alpha: PSA's la / ha
     alphas 4 / 32 and its walk's 16 cross at CAM values 0.28 / 0.08 / 0.12 (methods.md 5.6-5.7).
     """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"a CAM level for PSA's background must lie in (0, 1), got {level}")
+    if not 0.0 < level < 1.0:  # (1 - c)^alpha = c has no finite alpha at 0 or 1
+        raise UsageError(f"a CAM level for PSA's background (--levels) must lie strictly between 0 and 1, got {level}")
     return math.log(level) / math.log(1.0 - level)
 
 
