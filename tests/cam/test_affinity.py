@@ -145,11 +145,15 @@ def test_random_walk_stays_in_its_region():
 @pytest.mark.parametrize("level", [0.077, 0.2755, 0.5, 0.6, 0.9])
 def test_alpha_for_level_puts_the_psa_background_at_that_cam(level):
     """``(1 - c)^alpha`` crosses ``c`` at the level: a one-class pixel just below it is background in
-    ``background_cam``, just above it its class. PSA's 4 / 32 are the levels 0.2755 / 0.077 (to 3 digits)."""
+    ``background_cam``, just above it its class."""
     alpha = alpha_for_level(level)
     assert (1.0 - level) ** alpha == pytest.approx(level, rel=1e-12)
     cam = torch.tensor([level - 1e-3, level + 1e-3], dtype=torch.float64).view(1, 1, 2)
     assert background_cam(cam, alpha).argmax(0).view(-1).tolist() == [0, 1]
+
+
+def test_alpha_for_level_recovers_psas_alphas():
+    """PSA's la / ha alphas 4 / 32 are the CAM levels 0.2755 / 0.077 (to the digits given)."""
     assert alpha_for_level(0.2755) == pytest.approx(4.0, abs=2e-3)
     assert alpha_for_level(0.077) == pytest.approx(32.0, abs=0.1)
 

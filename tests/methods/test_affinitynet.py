@@ -4,6 +4,8 @@ the pseudo-label target of the training data: tests/data/test_voc.py.)"""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -120,19 +122,24 @@ def test_affinitynet_train_then_random_walk_pseudo(cam_run, synth_root, tmp_path
     assert fractions["0.98"] < 0.05  # almost no CAM reaches 0.98 of its image's peak
 
 
-def test_pseudo_refine_psa_levels_give_the_alphas_of_those_cam_values(cam_run, synth_root):
+def test_pseudo_refine_psa_levels_give_the_alphas_of_those_cam_values(cam_run, synth_root, tmp_path):
     """`wsss pseudo --refine psa --levels H/L`: the seeds of PSA's two CRFs with the alphas whose background
-    crosses the CAM at H and L (``alpha_for_level``), not the configured 4 / 32."""
+    crosses the CAM at H and L (``alpha_for_level``), not the configured 4 / 32. The library call leaves the
+    caller's run config as it was."""
     from wsss.cam.affinity import alpha_for_level
-    from wsss.runs.jobs import psa_label
+    from wsss.runs.jobs import psa_label, run_pseudo
+    from wsss.runs.run import load_run
 
     base = VOCDataset(synth_root, "train")
-    out = cam_run / "pseudo/train"
-    assert main(["pseudo", str(cam_run), "--split", "train", "--refine", "psa", "--levels", "0.6/0.3",
-                 "--overwrite", "--quiet"]) == 0  # fmt: skip
+    run_dir = tmp_path / "run"  # a copy: the module's cam_run keeps its PSA seeds for the other test
+    shutil.copytree(cam_run, run_dir, ignore=shutil.ignore_patterns("pseudo"))
+    run = load_run(run_dir)
+    own = (run.cfg.cam.high_thre, run.cfg.cam.low_thre)
+    out = run_pseudo(run, "train", refine="psa", levels=(0.6, 0.3), progress=False)
+    assert (run.cfg.cam.high_thre, run.cfg.cam.low_thre) == own != (0.6, 0.3)
     moved = 0
     for i in base.ids:
-        cam = load_cam_of(cam_run / "cams/train", i, base.num_classes - 1)
+        cam = load_cam_of(run_dir / "cams/train", i, base.num_classes - 1)
         image, labels = base.load_image(i), base.labels(i)
         want = psa_label(image, cam, labels, (alpha_for_level(0.6), alpha_for_level(0.3)), 1)
         np.testing.assert_array_equal(read_label_png(out / f"{i}.png"), want)

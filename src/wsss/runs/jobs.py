@@ -21,7 +21,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -392,8 +392,9 @@ def run_pseudo(
     `wsss sweep-bkg`: the run's ``cam.high_thre`` / ``cam.low_thre`` for this job; PSA's seeds ("psa") and
     walk ("affinity") then take the alphas of those CAM values instead of their configured ones.
     """
-    if levels is not None:
-        run.cfg.cam.high_thre, run.cfg.cam.low_thre = levels
+    if levels is not None:  # this job's copy of the run: the caller's Run and its config stay as they were
+        cam = replace(run.cfg.cam, high_thre=levels[0], low_thre=levels[1])
+        run = replace(run, cfg=replace(run.cfg, cam=cam))
     if refine not in REFINERS:
         raise ConfigError(f"refine must be one of {', '.join(REFINERS)}, got {refine!r}")
     ds = _dataset(run, root, split)
