@@ -17,6 +17,11 @@ The route is the manual's (docs/own-photos.md), run through the ``wsss`` CLI as 
    predictions, each naming only the photo's image labels; scored on train too, so whether they beat the pseudo
    labels is seen on train).
 
+``--seg-band`` trains the DeepLab stage on the first refiner's labels at the run's own pair of levels instead
+(the sweep's ``config_pair``: ``cam.high_thre`` / ``cam.low_thre``; class above the high one, background at or
+below the low one, 255 between, which the stage's loss ignores), in ``cls/pseudo_REFINE_band``, scored on train
+like the others.
+
 ``--cam-scales`` gives ``wsss cam`` its ``--scales`` (multi-scale CAMs from a classifier trained without them).
 
 The refiner ``affinity`` is PSA's walk (methods.md 5.7): PSA's la / ha seeds of the train split first
@@ -137,8 +142,12 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
             extra = ["--affinity-run", str(aff)]
         pseudo = pseudo_labels(refine, f"{level:g}/{level:g}", f"pseudo_{refine}", *extra)
         res["pseudo"][refine] = 100 * _miou(pseudo.parent / "eval.json")
+    if args.seg_band:  # the uncertain pixels between the run's two levels left to the stage's ignore index
+        high, low = s["config_pair"]
+        band = pseudo_labels(args.refine[0], f"{high:g}/{low:g}", f"pseudo_{args.refine[0]}_band")
+        res["pseudo"][f"{args.refine[0]}_band"] = 100 * _miou(band.parent / "eval.json")
     if args.seg:
-        labels = cls / f"pseudo_{args.refine[0]}" / "train"
+        labels = cls / f"pseudo_{args.refine[0]}{'_band' if args.seg_band else ''}" / "train"
         res["seg_rounds"] = []
         for r in range(1, args.seg_rounds + 1):
             seg = out / ("seg" if r == 1 else f"seg_r{r}")
@@ -170,6 +179,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seg", default="configs/seg/real_cpu.yaml", help="the DeepLab preset ('' = no seg stage)")
     p.add_argument("--val-split", default="val")
     p.add_argument("--seg-rounds", type=int, default=1, help="DeepLab rounds (2: on round 1's predictions)")
+    p.add_argument(
+        "--seg-band",
+        action="store_true",
+        help="the DeepLab stage on the first refiner's labels at the run's own pair (255 between)",
+    )
     p.add_argument("--cam-scales", default="", help="wsss cam --scales, e.g. 1.0,1.5,2.0 (default: the preset's)")
     p.add_argument("--affinity", default="configs/affinity/real_cpu.yaml", help="the preset of --refine affinity")
     p.add_argument("--set", nargs="*", default=[], help="overrides of the classifier's training")

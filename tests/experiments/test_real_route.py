@@ -70,3 +70,26 @@ def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
     stamp = (out / "cls/checkpoints/last.pt").stat().st_mtime_ns
     assert real_route.main(argv) == res  # finished steps are reused, the scores are the same
     assert (out / "cls/checkpoints/last.pt").stat().st_mtime_ns == stamp
+
+
+def test_real_route_seg_band(tmp_path, synth_root, monkeypatch):
+    """``--seg-band``: the DeepLab stage learns from the first refiner's labels at the run's own pair, whose
+    undecided pixels are 255, not from the one-level labels (which decide every pixel)."""
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setattr(real_route, "IN_PROCESS", True)
+    out = tmp_path / "route"
+    tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
+            "--refine", "par", "--seg-band", "--seg", str(REPO / "configs/seg/synthetic_cpu.yaml"),
+            "--set", *tiny, "--seg-set", *SEG_TINY]  # fmt: skip
+    res = real_route.main(argv)
+    high, low = json.loads((out / "cls/bkg_sweep/train.json").read_text())["config_pair"]
+    assert high > low and f"--refine par --levels {high:g}/{low:g}" in (out / "route.log").read_text()
+    assert set(res["pseudo"]) == {"par", "par_band"} and 0 <= res["pseudo"]["par_band"] <= 100
+    band, level = out / "cls/pseudo_par_band/train", out / "cls/pseudo_par/train"
+    assert res["seg_rounds"][0]["labels"] == str(band) and str(band) in (out / "seg/config.yaml").read_text()
+    undecided = [(np.asarray(Image.open(p)) == 255).mean() for p in sorted(band.glob("*.png"))]
+    assert len(undecided) == len(list(level.glob("*.png"))) > 0 and max(undecided) > 0
+    assert all((np.asarray(Image.open(p)) != 255).all() for p in level.glob("*.png"))
