@@ -77,8 +77,11 @@ def test_nan_loss_stops_with_iteration_and_terms(synth_root, tmp_path):
         return terms
 
     trainer.method.training_step = poisoned
-    with pytest.raises(TrainingDiverged, match=r"iteration 4: cls=nan, aux=[0-9.]+"):
+    with pytest.raises(TrainingDiverged, match=r"iteration 4: cls=nan, aux=[0-9.]+") as err:
         trainer.train()
+    # the checkpoint is named, not vouched for (a finite loss may already have been diverging), with the remedies
+    assert str(Path(cfg.run.dir) / "checkpoints/last.pt") in str(err.value) and "good" not in str(err.value)
+    assert "train.grad_clip" in str(err.value) and "metrics.jsonl" in str(err.value)
     ckpt = torch.load(Path(cfg.run.dir) / "checkpoints/last.pt", weights_only=False)
     assert ckpt["step"] == 3  # the last good checkpoint is kept
 

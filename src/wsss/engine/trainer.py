@@ -401,10 +401,14 @@ class Trainer(TrainerBase):
                         f"non-finite loss at iteration {step}: "
                         + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
                         + (
-                            f"; the last good checkpoint is {self.ckpt_dir / 'last.pt'}"
+                            f"; the last checkpoint is {self.ckpt_dir / 'last.pt'}"
                             if (self.ckpt_dir / "last.pt").is_file()
                             else "; no checkpoint was saved yet"
                         )
+                        # a finite loss can already be diverging: the last checkpoint may hold a model whose loss
+                        # rose for many steps (ccp-dev's DeepLab stage on banded labels, BENCHMARKS.md)
+                        + f" (a loss that rose before this in {self.run_dir / 'metrics.jsonl'} means the training"
+                        " diverged: lower train.lr or set train.grad_clip)"
                     )
                 self.scaler.scale(loss / n).backward()
             for k, v in values.items():
