@@ -134,3 +134,27 @@ def test_a_subclass_overrides_one_builder_and_keeps_the_others(synth_root, tmp_p
     assert calls[0][1] == trainer.train_set.num_classes and calls[1][1] == len(trainer.train_set)
     assert trainer.optimizer is calls[2][1] and trainer.cfg.train.lr == base_lr / 2
     assert trainer.train()["step"] == 2
+
+
+@pytest.mark.parametrize("clip", [None, 1e-3])
+def test_grad_clip_bounds_the_norm_the_optimiser_steps_with(synth_root, tmp_path, clip):
+    """``train.grad_clip``: the optimiser steps with gradients of total norm at most the clip (the guard of
+    configs/seg/real_cpu.yaml against the divergence on banded labels); without it, the gradients as computed."""
+    settings = {"train.max_iters": 2, "train.grad_clip": clip or "null"}
+    overrides = tiny_overrides(synth_root, tmp_path / "clip", **settings)
+    trainer = Trainer(load_config(CONFIG, overrides), progress=False)
+    norms: list[float] = []
+    step = trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        grads = [p.grad.double() for g in trainer.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.sqrt(sum((x**2).sum() for x in grads))))
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    trainer.train()
+    assert len(norms) == 2
+    if clip is None:
+        assert min(norms) > 1e-2  # the tiny model's gradients are far above the clip of the other case
+    else:  # clip_grad_norm_ scales by clip / (norm + 1e-6): at most the clip, up to float32 rounding
+        assert max(norms) <= clip * (1 + 1e-5) and min(norms) > 0.5 * clip
