@@ -138,8 +138,8 @@ def test_a_subclass_overrides_one_builder_and_keeps_the_others(synth_root, tmp_p
 
 @pytest.mark.parametrize("clip", [None, 1e-3])
 def test_grad_clip_bounds_the_norm_the_optimiser_steps_with(synth_root, tmp_path, clip):
-    """``train.grad_clip``: the optimiser steps with gradients of total norm at most the clip (the guard of
-    configs/seg/real_cpu.yaml against the divergence on banded labels); without it, the gradients as computed."""
+    """``train.grad_clip``: the optimiser steps with gradients of total norm at most the clip (the remedy that
+    TrainingDiverged names); without it, the gradients as computed."""
     settings = {"train.max_iters": 2, "train.grad_clip": clip or "null"}
     overrides = tiny_overrides(synth_root, tmp_path / "clip", **settings)
     trainer = Trainer(load_config(CONFIG, overrides), progress=False)
