@@ -142,12 +142,12 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
             extra = ["--affinity-run", str(aff)]
         pseudo = pseudo_labels(refine, f"{level:g}/{level:g}", f"pseudo_{refine}", *extra)
         res["pseudo"][refine] = 100 * _miou(pseudo.parent / "eval.json")
+    labels = cls / f"pseudo_{args.refine[0]}" / "train"  # the DeepLab stage's
     if args.seg_band:  # the uncertain pixels between the run's two levels left to the stage's ignore index
         high, low = s["config_pair"]
-        band = pseudo_labels(args.refine[0], f"{high:g}/{low:g}", f"pseudo_{args.refine[0]}_band")
-        res["pseudo"][f"{args.refine[0]}_band"] = 100 * _miou(band.parent / "eval.json")
+        labels = pseudo_labels(args.refine[0], f"{high:g}/{low:g}", f"pseudo_{args.refine[0]}_band")
+        res["pseudo"][f"{args.refine[0]}_band"] = 100 * _miou(labels.parent / "eval.json")
     if args.seg:
-        labels = cls / f"pseudo_{args.refine[0]}{'_band' if args.seg_band else ''}" / "train"
         res["seg_rounds"] = []
         for r in range(1, args.seg_rounds + 1):
             seg = out / ("seg" if r == 1 else f"seg_r{r}")

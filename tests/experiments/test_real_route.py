@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+from PIL import Image
+
 from conftest import REPO, tiny_overrides
 from experiments import real_route
 
@@ -75,9 +78,6 @@ def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
 def test_real_route_seg_band(tmp_path, synth_root, monkeypatch):
     """``--seg-band``: the DeepLab stage learns from the first refiner's labels at the run's own pair, whose
     undecided pixels are 255, not from the one-level labels (which decide every pixel)."""
-    import numpy as np
-    from PIL import Image
-
     monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
