@@ -3,6 +3,7 @@ degrade to no-ops in a single process."""
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -54,6 +55,10 @@ def shutdown(finished: bool = True) -> None:
     first; one that failed or was interrupted leaves at once (its peers may never reach a barrier)."""
     if not is_distributed():
         return
+    # Free what a reference cycle still holds (a model wrapped by DDP, a collective's tensors) while the
+    # interpreter is whole: freed at its teardown instead, gloo aborted a finished worker (issue 43's CI
+    # flake; the trainer's own cycle is gone, engine.train_loop.weak_method)
+    gc.collect()
     if finished:
         dist.barrier()
     dist.destroy_process_group()

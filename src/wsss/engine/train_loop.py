@@ -7,7 +7,8 @@ step raised); ``before_epoch(epoch)`` when the data stream enters an epoch (the 
 ``enter_epoch``), and ``write(record)`` for every record published through ``log``.
 
 A hook gets its collaborators (paths, periods, the optimiser, a save function...) in its constructor and
-owns its state; from the trainer it reads the loop's own state only: ``step``, ``step_losses`` (the last
+owns its state; a trainer's own method goes through ``weak_method``, so that no reference cycle keeps the
+trainer alive. From the trainer it reads the loop's own state only: ``step``, ``step_losses`` (the last
 step's (total, terms)) and ``log``. A hook with state that a resume needs returns it from
 ``state_dict()``; the checkpoint stores the non-empty ones by hook class name, and each hook gets its
 entry (or ``{}``) back through ``load_state_dict``.
@@ -16,10 +17,27 @@ entry (or ``{}``) back through ``load_state_dict``.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["HookBase", "TrainerBase"]
+__all__ = ["HookBase", "TrainerBase", "weak_method"]
+
+
+def weak_method(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` (bound) as a callable that does not keep its object alive, for a hook given a trainer's
+    method (``save_checkpoint``, ``validate``): held strongly, it closes a cycle (trainer -> hooks -> hook
+    -> method -> trainer) that only the cycle collector frees. Under torchrun that kept the DDP model and
+    its process group alive past ``destroy_process_group`` until interpreter teardown, where a gloo worker
+    that had finished its run aborted ("terminate called without an active exception")."""
+    ref, name = weakref.WeakMethod(method), method.__qualname__  # the closure must not hold ``method``
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = ref()
+        if bound is None:
+            raise ReferenceError(f"{name}: its object no longer exists")
+        return bound(*args, **kwargs)
+
+    return call
 
 
 class HookBase:

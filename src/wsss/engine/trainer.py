@@ -49,7 +49,7 @@ from wsss.engine.hooks import (
     TensorBoardWriter,
 )
 from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
-from wsss.engine.train_loop import HookBase, TrainerBase
+from wsss.engine.train_loop import HookBase, TrainerBase, weak_method
 from wsss.engine.validate import validate
 from wsss.methods import Method, TrainContext, build_method
 from wsss.utils.procs import leave_stops_to_parent
@@ -271,16 +271,17 @@ class Trainer(TrainerBase):
         """The default hooks, in the order they run (``wsss.engine.hooks``): the checkpoint is written
         before validation, so a crash in validation loses no finished step."""
         t = self.cfg.train
+        save = weak_method(self.save_checkpoint)  # the hooks hold no strong reference back (train_loop.weak_method)
         hooks = [
             EpochLRRule(self.method, self.optimizer, t.lr),
             MetricsLogger(self.run_dir / "metrics.jsonl", period=t.log_iters, max_iter=t.max_iters,
                           optimizer=self.optimizer, progress=self.progress),
-            ckpt := PeriodicCheckpointer(self.save_checkpoint, period=t.ckpt_iters, max_iter=t.max_iters,
+            ckpt := PeriodicCheckpointer(save, period=t.ckpt_iters, max_iter=t.max_iters,
                                          path=self.ckpt_dir / "last.pt", progress=self.progress),
             # Ctrl-C stops a validation between images; the checkpointer then saves and stops at the next step
-            PeriodicValidation(t.eval_iters, partial(self.validate, should_stop=lambda: ckpt.interrupted), t.max_iters)
-            if self.val_set is not None else None,
-            BestCheckpointer(self.save_checkpoint),
+            PeriodicValidation(t.eval_iters, partial(weak_method(self.validate), should_stop=lambda: ckpt.interrupted),
+                               t.max_iters) if self.val_set is not None else None,
+            BestCheckpointer(save),
             TensorBoardWriter(self.run_dir / "tensorboard", self.optimizer, enabled=self.cfg.run.tensorboard),
         ]  # fmt: skip
         return [h for h in hooks if h is not None]
