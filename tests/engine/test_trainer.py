@@ -1,6 +1,8 @@
 """The engine: loss staging, the resumable sampler, training end to end, resume, NaN guard."""
 
+import gc
 import json
+import weakref
 from pathlib import Path
 
 import pytest
@@ -163,11 +165,8 @@ def test_grad_clip_bounds_the_norm_the_optimiser_steps_with(synth_root, tmp_path
 def test_a_finished_trainer_is_freed_without_the_cycle_collector(synth_root, tmp_path):
     """No reference cycle through the hooks (train_loop.py): a hook given a trainer's method held the
     trainer, whose hook list holds the hook. Under torchrun that cycle kept the DDP model and its gloo
-    process group alive past ``destroy_process_group`` until interpreter teardown, where a worker that had
-    finished its run aborted ("terminate called without an active exception", 1 run in 26 under load)."""
-    import gc
-    import weakref
-
+    process group alive past ``destroy_process_group``, to be freed at interpreter teardown: the likely
+    cause of the rare abort of a finished worker ("terminate called without an active exception")."""
     was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()  # only reference counting may free it

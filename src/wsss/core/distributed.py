@@ -56,8 +56,8 @@ def shutdown(finished: bool = True) -> None:
     if not is_distributed():
         return
     # Free what a reference cycle still holds (a model wrapped by DDP, a collective's tensors) while the
-    # interpreter is whole: freed at its teardown instead, gloo aborted a finished worker (issue 43's CI
-    # flake; the trainer's own cycle is gone, engine.train_loop.weak_method)
+    # interpreter is whole, not at its teardown: the likely cause of the abort above (a trainer's own
+    # cycle is gone, engine.train_loop.weak_method)
     gc.collect()
     if finished:
         dist.barrier()
