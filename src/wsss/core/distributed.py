@@ -56,8 +56,8 @@ def shutdown(finished: bool = True) -> None:
     if not is_distributed():
         return
     # Free what a reference cycle still holds (a model wrapped by DDP, a collective's tensors) while the
-    # interpreter is whole, not at its teardown: the likely cause of the abort above (a trainer's own
-    # cycle is gone, engine.train_loop.weak_method)
+    # interpreter is whole, not at its teardown: the likely cause of the abort above. The default hooks
+    # hold no cycle (engine.train_loop.weak_method); a hook a user registers with a trainer's method would.
     gc.collect()
     if finished:
         dist.barrier()
