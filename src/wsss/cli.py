@@ -69,6 +69,17 @@ def _pair(text: str) -> tuple[float, float]:
     return high, low
 
 
+def _probability(text: str) -> float:
+    """'0.5' -> 0.5, a threshold on a probability: 0 < p < 1 (at 0 or 1 every class or none would pass)."""
+    try:
+        p = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a probability like 0.5, got {text!r}") from e
+    if not 0.0 < p < 1.0:
+        raise argparse.ArgumentTypeError(f"a threshold needs 0 < p < 1, got {text!r}")
+    return p
+
+
 def cmd_synth(a: argparse.Namespace) -> int:
     from wsss.data import generate_synthetic
 
@@ -212,10 +223,20 @@ def cmd_predict(a: argparse.Namespace) -> int:
         out = run_predict(
             run, a.split, root=a.data_root, crf=a.crf, scales=a.scales, overwrite=a.overwrite,
             progress=not a.quiet, save_probs=a.save_probs, labelled_only=a.labelled_only,
+            tags_from=_tagger(a, run), tag_threshold=a.tag_threshold,
         )  # fmt: skip
     if procs.is_main:
         print(f"predictions in {out}")
     return 0
+
+
+def _tagger(a: argparse.Namespace, run: Any) -> Any:
+    """``wsss predict --tags-from RUN``: that classifier run, on the segmentation run's device."""
+    if a.tags_from is None:
+        return None
+    from wsss.runs.run import load_run
+
+    return load_run(a.tags_from, device=str(run.device))
 
 
 def cmd_import(a: argparse.Namespace) -> int:
@@ -515,6 +536,14 @@ def add_predict(sub: Any) -> None:
     s.add_argument("--labelled-only", action="store_true",
                    help="name only the background and each photo's image labels (training photos: the labels of a "
                    "second round; predictions_labelled/)")  # fmt: skip
+    s.add_argument(
+        "--tags-from", default=None, metavar="RUN",
+        help="a classifier run (cam, seco, rca, sccam: e.g. the route's cls/) that tags each photo: its prediction "
+        "names only the background and the classes the classifier finds (predictions_tagged/); for photos whose "
+        "labels are not known (val, test, your own)",
+    )  # fmt: skip
+    s.add_argument("--tag-threshold", type=_probability, default=0.5, metavar="P",
+                   help="a class is a tag where the classifier's sigmoid reaches P (default 0.5)")  # fmt: skip
     s.set_defaults(fn=cmd_predict)
 
 

@@ -12,6 +12,7 @@ from importlib.metadata import entry_points
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import REPO
 from wsss.core.config import load_config
@@ -96,6 +97,8 @@ def test_method_contract(name, synth_root, tmp_path):
         if method.has_seg_head:
             logits = method.seg_logits(images)
             assert logits.ndim == 4 and tuple(logits.shape[:2]) == (2, C)
+        if method.has_classifier:  # the image classifier's logits (`wsss predict --tags-from`, `wsss viz`)
+            assert tuple(method.class_logits(images).shape) == (2, C - 1)
     assert method.has_cams or method.has_seg_head or method.refiners  # it produces something
 
     # two steps, stopped after one and resumed
@@ -109,7 +112,7 @@ def test_method_contract(name, synth_root, tmp_path):
 @pytest.mark.parametrize(("name", "pooling", "expected"), [("cam", "gmp", "gmp"), ("cam", "gap", "gap"),
                                                            ("rca", "gmp", "gap"), ("sccam", "gmp", "gap")])  # fmt: skip
 def test_classifier_pooling_is_the_one_the_logits_use(name, pooling, expected, synth_root, tmp_path):
-    """``Method.classifier_pooling`` (what `wsss viz` pools a raw CAM by to guess an image's classes): the CAM
+    """``Method.classifier_pooling`` (what ``Method.class_logits`` pools the CAM by, by default): the CAM
     baseline's follows ``model.pooling``; RCA's and SC-CAM's classifiers pool by GAP whatever it says (an
     SC-CAM round 0 trained with model.pooling=gap was the same run to the last bit, issue 31)."""
     from wsss.methods import build_method, placeholder_classes
@@ -118,6 +121,45 @@ def test_classifier_pooling_is_the_one_the_logits_use(name, pooling, expected, s
     cfg.model.pooling = pooling
     method = build_method(cfg, placeholder_classes(8))
     assert method.classifier_pooling == expected
+
+
+# The view a method's classification loss reads, per method with a classifier
+CLASSIFIER_INPUT = {"cam": "image", "seco": "image", "sccam": "image", "rca": "rca_image"}
+
+
+@pytest.mark.parametrize(("name", "pooling"), [("cam", "gmp"), ("cam", "gap"), ("seco", "gmp"), ("sccam", "gap"),
+                                               ("rca", "gap")])  # fmt: skip
+def test_class_logits_are_the_logits_the_classification_loss_reads(name, pooling, synth_root, tmp_path):
+    """``Method.class_logits`` (the tags of `wsss predict --tags-from`): the loss of a batch's labels on them is
+    the method's own ``cls`` term (eval mode: no dropout, batch statistics frozen). The default (the CAM pooled by
+    ``classifier_pooling``) holds for RCA's and SC-CAM's GAP classifiers; the CAM baseline and SeCo pool the
+    features by max before their 1x1 conv, so they override it, which the gmp cases check."""
+    torch.manual_seed(0)
+    cfg = tiny_config(name, synth_root, tmp_path / "run")
+    cfg.model.pooling = pooling
+    trainer = build_trainer(cfg, progress=False)
+    method = trainer.method
+    method.on_train_start(trainer.context())
+    batch = next(trainer.stream)[0]
+    method.eval()
+    with torch.no_grad():
+        cls = method.training_step(batch, 10**6, set(cfg.loss.weights))["cls"]
+        logits = method.class_logits(batch[CLASSIFIER_INPUT[name]])
+    assert method.has_classifier and tuple(logits.shape) == (len(batch["labels"]), method.num_classes - 1)
+    # float32 sums in another order (pooling before or after a bias-free 1x1 conv; SeCo's batch of two views):
+    # measured |difference| 0 on these cases and 6e-8 for the CAM baseline's GAP pooled after its conv; the max
+    # of the CAM where the classifier pools the features by max moves the loss by 0.29
+    torch.testing.assert_close(F.multilabel_soft_margin_loss(logits, batch["labels"]), cls, rtol=0, atol=1e-5)
+
+
+def test_a_method_without_a_classifier_says_so(synth_root, tmp_path):
+    from wsss.methods import build_method, placeholder_classes
+
+    cfg = tiny_config("deeplab", synth_root, tmp_path / "run")
+    method = build_method(cfg, placeholder_classes(8))
+    assert not method.has_classifier
+    with pytest.raises(NotImplementedError, match="no image classifier"):
+        method.class_logits(torch.zeros(1, 3, 32, 32))
 
 
 @pytest.mark.parametrize("name", sorted(OURS))

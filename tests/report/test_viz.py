@@ -90,14 +90,12 @@ def test_guess_classes_from_the_prediction_then_from_the_classifier(run_dir):
     assert np.flatnonzero(guess_classes(run, image)).tolist() == [1]  # class id 2 -> channel 1
 
     run.predict = lambda img, **kw: np.zeros((40, 50), dtype=np.int64)  # background only: ask the classifier
-    raw = torch.full((1, 6, 5, 6), -1.0)
-    raw[0, 0, 2, 2] = 3.0  # positive peak: present under max pooling
-    raw[0, 4, :, :] = 0.5  # positive everywhere
-    run.method.cam_maps = lambda x: (raw, raw)
+    logits = torch.tensor([[3.0, -1.0, -1.0, -1.0, 0.5, -1.0]])  # Method.class_logits: positive = present
+    run.method.class_logits = lambda x: logits
     assert np.flatnonzero(guess_classes(run, image)).tolist() == [0, 4]
-    run.cfg.model.pooling = "gap"  # the mean of channel 0 is negative
+    logits[0, 0] = -0.2
     assert np.flatnonzero(guess_classes(run, image)).tolist() == [4]
-    raw[0, 4] = -1.0  # nothing positive: the best class alone
+    logits[0, 4] = -1.0  # nothing positive: the best class alone
     assert np.flatnonzero(guess_classes(run, image)).tolist() == [0]
 
 

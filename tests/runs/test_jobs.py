@@ -1,6 +1,9 @@
 """runs/jobs.py: a pseudo-label job without the CAMs it reads is one error line naming the folder."""
 
+import pytest
+
 from wsss.cli import main
+from wsss.core.errors import UsageError
 
 
 def test_pseudo_labels_without_saved_cams_name_the_folder_and_the_command(reported, capsys):
@@ -42,3 +45,51 @@ def test_predictions_named_by_the_photos_labels_only(reported, synth_root):
     prob = r.seg_prob(image, classes=allowed)
     others = np.setdiff1d(np.arange(prob.shape[0]), allowed)
     assert np.all(prob[others] == 0) and np.allclose(prob.sum(0), 1.0, atol=1e-5)  # float32 softmax sums
+
+
+def test_predictions_named_by_a_classifiers_tags(reported, synth_root, capsys):
+    # `wsss predict --tags-from CLS_RUN` (issue 43 item 4): each photo's prediction names only the background and
+    # the classes the classifier run scores at the threshold or more; where the plain argmax names one of those,
+    # the two agree. The reported run is a CAM baseline with a seg head, so it tags its own predictions here.
+    import dataclasses
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from wsss.data import VOCDataset
+    from wsss.runs.jobs import run_predict
+    from wsss.runs.run import allowed_classes, load_run
+    from wsss.utils.io import read_label_png
+
+    run, _ = reported
+    ds, tagger = VOCDataset(synth_root, "val"), load_run(run)
+    assert main(["predict", str(run), "--split", "val", "--tags-from", str(run), "--tag-threshold", "0.9",
+                 "--quiet"]) == 0  # fmt: skip
+    moved = 0
+    for id in ds.ids:
+        probs = tagger.class_probs(ds.load_image(id))
+        assert probs.shape == (ds.num_classes - 1,) and np.all((probs >= 0) & (probs <= 1))
+        allowed = allowed_classes((probs >= 0.9).astype(np.float32))
+        plain = read_label_png(run / "predictions/val" / f"{id}.png")
+        tagged = read_label_png(run / "predictions_tagged/val" / f"{id}.png")
+        assert set(np.unique(tagged)) <= set(allowed)
+        ok = np.isin(plain, allowed)
+        assert np.array_equal(tagged[ok], plain[ok])
+        moved += int((~ok).sum())
+    assert moved > 0  # at 0.9 the tiny classifier leaves out classes its seg head names: the gate is exercised
+
+    capsys.readouterr()
+    both = ["predict", str(run), "--split", "val", "--tags-from", str(run), "--labelled-only", "--quiet"]
+    assert main(both) == 1
+    assert "--labelled-only and --tags-from" in capsys.readouterr().err
+    seg = load_run(run)
+    other = dataclasses.replace(tagger, dir=run.parent / "other", class_names=[*tagger.class_names[:-1], "zebra"])
+    with pytest.raises(UsageError, match=r"other: its classes .* are not those of"):
+        run_predict(seg, "val", root=str(synth_root), tags_from=other, progress=False)
+    no_classifier = dataclasses.replace(tagger, method=SimpleNamespace(has_classifier=False),
+                                        cfg=SimpleNamespace(method="deeplab"))  # fmt: skip
+    with pytest.raises(UsageError, match="needs a run with an image classifier .* not method deeplab"):
+        run_predict(seg, "val", root=str(synth_root), tags_from=no_classifier, progress=False)
+    with pytest.raises(SystemExit) as stop:  # argparse: a threshold of 1 would tag nothing
+        main(["predict", str(run), "--split", "val", "--tags-from", str(run), "--tag-threshold", "1"])
+    assert stop.value.code == 2

@@ -75,6 +75,9 @@ class CAMBaseline(Method):
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._cams(self.backbone(images))
 
+    def class_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(images).final)  # gmp pools the features before the 1x1 conv
+
     def _cams(self, out: BackboneOutput) -> tuple[torch.Tensor, torch.Tensor]:
         cam = self.classifier.cam(out.final)
         if self.aux_classifier is None:

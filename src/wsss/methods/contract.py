@@ -19,6 +19,8 @@ Contract (``Method``):
   step (``cam_passes()``: a ``wsss.cam.CamPasses`` that applies the ReLU where ``cams.relu`` says, and can
   fill an empty map from what lies below it: ``infer.cam_empty_fallback``).
 - ``seg_logits(images)`` returns (B, C, h, w) segmentation logits at the network's resolution.
+- ``class_logits(images)`` returns the image classifier's (B, C-1) logits (``has_classifier``): by default
+  the CAM pooled as the classifier pools it; ``wsss predict --tags-from`` and ``wsss viz`` read them.
 - ``after_step(step)`` runs after each optimiser step (EMA teachers, queues...).
 
 Capabilities, each declared here with its default, so the pipeline never probes with ``getattr``:
@@ -263,8 +265,8 @@ class CamDeclaration:
       or ``"per_pass"``, before the upsampling and the flip fusion (PSA / SC-CAM ``forward_cam``).
     - ``own_crf``: ``wsss pseudo --refine crf`` runs the method's ``crf_pseudo_label`` (CLIP-ES), not ToCo's.
     - ``pooling``: how the classifier pools the CAM into its logits when the method fixes it (``"gap"``: RCA,
-      methods.md 4.4, and SC-CAM, 5.3); None: the config's ``model.pooling``. ``wsss viz`` pools a raw CAM
-      the same way to guess an unlabelled photo's classes.
+      methods.md 4.4, and SC-CAM, 5.3); None: the config's ``model.pooling``. ``Method.class_logits`` pools
+      the CAM this way by default.
     """
 
     source: str = "batch"
@@ -327,6 +329,22 @@ class Method(nn.Module):
         method's official classifier fixes it (RCA's and SC-CAM's pool by GAP whatever the config says), else
         ``model.pooling``."""
         return self.cams.pooling or self.cfg.model.pooling
+
+    @property
+    def has_classifier(self) -> bool:
+        """Whether ``class_logits`` exists: an image classifier trained on the image-level labels, whose CAMs
+        come from batches (the CAM baseline, SeCo, RCA, SC-CAM); not DeepLab, AffinityNet or the CLIP methods."""
+        return self.cams.source == "batch"
+
+    def class_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C-1) logits of the image classifier, the ones its classification loss reads. Here: the CAM
+        (``cam_maps``' first map) pooled as the classifier pools it (``classifier_pooling``), which is the logit
+        of a bias-free 1x1 classifier after GAP (RCA 4.4, SC-CAM 5.3); a classifier that pools its features by
+        max before the 1x1 conv overrides this (the max of the map is not the map of the max)."""
+        if not self.has_classifier:
+            raise NotImplementedError(f"{self.name} has no image classifier (cams.source {self.cams.source!r})")
+        cam = self.cam_maps(images)[0].flatten(2)
+        return cam.amax(-1) if self.classifier_pooling == "gmp" else cam.mean(-1)
 
     def cam_passes(self, scales: Sequence[float] | None = None, *, labelled: bool = True) -> CamPasses:
         """The shared multi-scale CAM step for this method (``cams.source == "batch"``): ``scales`` (default

@@ -184,6 +184,9 @@ class SeCo(Method):
         out = self.backbone(images)
         return self.classifier.cam(out.final), self.aux_classifier.cam(out.aux)
 
+    def class_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(images).final)  # gmp pools the features before the 1x1 conv
+
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.backbone(images).final)
 

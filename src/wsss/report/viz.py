@@ -41,21 +41,18 @@ def guess_classes(run: Run, image: np.ndarray, max_classes: int = 4, min_area: f
     """(C-1,) multi-hot of the foreground classes found in an unlabelled image.
 
     With a segmentation head: the classes the prediction gives at least ``min_area`` of the pixels.
-    Otherwise (or if it predicts only background): the classes whose raw CAM, pooled as the classifier
-    pools (``Method.classifier_pooling``: max or mean), is positive. At most ``max_classes``, at least the best one
-    (for a run without CAMs, a segmentation network, its prediction's largest class).
+    Otherwise (or if it predicts only background): the classes whose classifier logit
+    (``Method.class_logits``) is positive. At most ``max_classes``, at least the best one
+    (for a run without a classifier, a segmentation network, its prediction's largest class).
     """
     num_fg = run.num_classes - 1
     scores = np.zeros(num_fg)
     if run.method.has_seg_head:
         area = np.bincount(run.predict(image).reshape(-1), minlength=run.num_classes)[1:] / image[..., 0].size
         scores = np.where(area >= min_area, area, 0.0)
-    if not scores.any() and run.method.has_cams:
+    if not scores.any() and run.method.has_classifier:
         x = prepare_image(image, run.cfg.infer.cam_input_size, run.device, max_side=run.cfg.infer.max_side)
-        cam = run.method.cam_maps(x)
-        cam = (cam[0] if isinstance(cam, (tuple, list)) else cam).float().flatten(2)
-        pooled = cam.amax(-1) if run.method.classifier_pooling == "gmp" else cam.mean(-1)
-        scores = np.maximum(pooled[0].cpu().numpy(), 0.0)
+        scores = np.maximum(run.method.class_logits(x)[0].float().cpu().numpy(), 0.0)
     order = np.argsort(-scores, kind="stable")
     keep = [c for c in order[:max_classes] if scores[c] > 0] or [int(order[0])]
     labels = np.zeros(num_fg, dtype=np.float32)

@@ -48,6 +48,7 @@ from wsss.data.transforms import prepare_image
 from wsss.methods import REFINERS, Deferred, JobStop, Refiner, register_refiner
 from wsss.runs.run import Run, allowed_classes, load_run, present_classes
 from wsss.runs.shard import run_ids, shared_todo
+from wsss.runs.tag import tag_labels
 from wsss.utils.io import (
     find_cam_file,
     load_cam_of,
@@ -411,9 +412,26 @@ def run_pseudo(
     return out
 
 
+def _check_tagger(run: Run, tagger: Run, labelled_only: bool) -> None:
+    """The classifier run of ``wsss predict --tags-from``: one with a classifier, over the same classes."""
+    if labelled_only:
+        raise UsageError("--labelled-only and --tags-from both choose each photo's classes: give one of them")
+    if not tagger.method.has_classifier:
+        raise UsageError(
+            f"{tagger.dir}: --tags-from needs a run with an image classifier (cam, seco, rca, sccam), "
+            f"not method {tagger.cfg.method}"
+        )
+    if tagger.class_names != run.class_names:
+        raise UsageError(
+            f"{tagger.dir}: its classes ({', '.join(tagger.class_names[1:4])}, ...) are not those of {run.dir} "
+            f"({', '.join(run.class_names[1:4])}, ...)"
+        )
+
+
 def run_predict(
     run: Run, split: str, *, root: str | None = None, crf: bool = False, scales: Sequence[float] | None = None,
     overwrite: bool = False, progress: bool = True, save_probs: bool = False, labelled_only: bool = False,
+    tags_from: Run | None = None, tag_threshold: float = 0.5,
 ) -> Path:  # fmt: skip
     """Segmentation masks ``predictions/<split>/<id>.png`` (``predictions_crf`` with ``crf``).
 
@@ -422,20 +440,28 @@ def run_predict(
     ``labelled_only``: each photo's prediction names only the background and its image-level labels
     (``allowed_classes``; folder ``predictions_labelled``, ``predictions_crf_labelled``): the training
     photos' labels for a second round of the segmentation network (a photo without a label: a DataError).
+    ``tags_from``: a classifier run (``Run.class_probs``); each photo's prediction names only the background
+    and the classes it scores at ``tag_threshold`` or more, for photos whose labels are not known (folder
+    ``predictions_tagged``, ``predictions_crf_tagged``).
     """
     if not run.method.has_seg_head:
         raise UsageError(
             f"{run.dir}: this run (method {run.cfg.method}, model.decoder {run.cfg.model.decoder}) has no "
             "segmentation head to predict with; use `wsss cam` and `wsss pseudo`, or train a seg stage"
         )
+    if tags_from is not None:
+        _check_tagger(run, tags_from, labelled_only)
     ds = VOCDataset(root or run.cfg.data.root, split)
-    out = run.dir / ("predictions" + ("_crf" if crf else "") + ("_labelled" if labelled_only else "")) / split
+    suffix = "_labelled" if labelled_only else "_tagged" if tags_from is not None else ""
+    out = run.dir / ("predictions" + ("_crf" if crf else "") + suffix) / split
     probs_dir = run.dir / "probs" / split
     todo = shared_todo(lambda: _todo(ds.ids, out, ".png", overwrite))
     params = run.cfg.infer.crf
 
     def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> np.ndarray | Deferred:
         classes = allowed_classes(labels) if labelled_only else None
+        if tags_from is not None:
+            classes = allowed_classes(tag_labels(tags_from.class_probs(image), tag_threshold, at_least_one=False))
         if not (crf or save_probs):  # the label alone, band by band: no (C, H, W) map of a large photo
             return run.seg_label(image, scales, prepared=x, classes=classes)
         prob = run.seg_prob(image, scales, prepared=x, classes=classes)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from wsss.cam import labelled_classes, multi_scale_logits
 from wsss.core.config import Config
+from wsss.core.errors import UsageError
 from wsss.data.transforms import prepare_image
 from wsss.engine.defaults import load_trained_method
 from wsss.methods import Method
@@ -89,6 +90,21 @@ class Run:
         cam = passes(lambda v: self.method.cam_maps(v)[0], x, classes=torch.from_numpy(keys), compact=True)
         cam = F.interpolate(cam, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
         return keys, cam.float().cpu().numpy()
+
+    @torch.no_grad()
+    def class_probs(self, image: np.ndarray) -> np.ndarray:
+        """(C-1,) float32: the image classifier's probabilities (the sigmoid of ``Method.class_logits``) for an
+        (H, W, 3) uint8 image, seen as its CAMs see it (``infer.cam_input_size``, ``infer.max_side``), the logits
+        of the image and of its flip averaged."""
+        if not self.method.has_classifier:
+            raise UsageError(
+                f"{self.dir}: this run (method {self.cfg.method}) has no image classifier to tag photos with; "
+                "give a run of a CAM method (cam, seco, rca, sccam)"
+            )
+        inf = self.cfg.infer
+        x = prepare_image(image, inf.cam_input_size, self.device, max_side=inf.max_side)
+        logits = self.method.class_logits(torch.cat([x, x.flip(-1)])).float().mean(0)
+        return torch.sigmoid(logits).cpu().numpy()
 
     @torch.no_grad()
     def seg_prob(
