@@ -58,6 +58,9 @@ def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
     assert f"--refine psa --levels {cfg_pair[0]:g}/{cfg_pair[1]:g}" in log
     assert f"--refine affinity --levels {res['seeds']['level']:g}/{res['seeds']['level']:g} --affinity-run" in log
     assert 0 <= res["seg_val"]["miou"] <= 100 and res["seg_val"]["refine"] == "par"
+    # the val predictions again, each photo's classes those the route's own classifier finds (--tags-from)
+    assert 0 <= res["seg_val"]["tagged"] <= 100 and (out / "seg/predictions_tagged/val").is_dir()
+    assert f"--tags-from {out / 'cls'}" in log
     assert json.loads((tmp_path / "r.json").read_text()) == res
     # multi-scale CAMs: both `wsss cam` calls get the scales
     assert log.count("--scales 1.0,0.5") == 2
