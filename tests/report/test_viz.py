@@ -1,6 +1,9 @@
 """``wsss viz``: grids of chosen ids (saved outputs, or the model where they are missing) and of any image
 file; the class guess for unlabelled images; the shared grid drawing."""
 
+import dataclasses
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +11,7 @@ from PIL import Image
 
 from conftest import REPO, tiny_overrides
 from wsss.cli import main
+from wsss.core.errors import UsageError
 from wsss.data import VOCDataset
 from wsss.report.figures import ImagePanels, draw_grid
 from wsss.report.viz import guess_classes, write_viz
@@ -97,6 +101,10 @@ def test_guess_classes_from_the_prediction_then_from_the_classifier(run_dir):
     assert np.flatnonzero(guess_classes(run, image)).tolist() == [4]
     logits[0, 4] = -1.0  # nothing positive: the best class alone
     assert np.flatnonzero(guess_classes(run, image)).tolist() == [0]
+    # neither a seg head nor a classifier (CLIP-ES makes maps of given classes): an error, not class 0 guessed
+    blind = dataclasses.replace(run, method=SimpleNamespace(has_seg_head=False, has_classifier=False))
+    with pytest.raises(UsageError, match="name them with --classes"):
+        guess_classes(blind, image)
 
 
 def test_draw_grid_has_one_panel_per_item():

@@ -46,6 +46,8 @@ def guess_classes(run: Run, image: np.ndarray, max_classes: int = 4, min_area: f
     (for a run without a classifier, a segmentation network, its prediction's largest class).
     """
     num_fg = run.num_classes - 1
+    if not (run.method.has_seg_head or run.method.has_classifier):  # CLIP-ES: its maps need the classes first
+        raise UsageError(f"{run.dir}: a {run.cfg.method} run cannot find an image's classes; name them with --classes")
     scores = np.zeros(num_fg)
     if run.method.has_seg_head:
         area = np.bincount(run.predict(image).reshape(-1), minlength=run.num_classes)[1:] / image[..., 0].size
