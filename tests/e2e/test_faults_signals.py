@@ -18,7 +18,9 @@ import torch
 from conftest import REPO, tiny_overrides
 
 CONFIG = str(REPO / "configs/cam/synthetic_cpu.yaml")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# faulthandler: a command that aborts at exit (SIGABRT, "terminate called without an active exception": seen once in
+# CI after a SIGTERM had been handled, the step saved and 143 returned) prints its threads' Python stacks to stderr
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 LONG = {"train.max_iters": 100000, "train.eval_iters": 100000, "train.ckpt_iters": 100000, "train.log_iters": 1}
 
 
