@@ -165,8 +165,8 @@ def test_grad_clip_bounds_the_norm_the_optimiser_steps_with(synth_root, tmp_path
 def test_a_finished_trainer_is_freed_without_the_cycle_collector(synth_root, tmp_path):
     """No reference cycle through the hooks (train_loop.py): a hook given a trainer's method held the
     trainer, whose hook list holds the hook. Under torchrun that cycle kept the DDP model and its gloo
-    process group alive past ``destroy_process_group``, to be freed at interpreter teardown: the likely
-    cause of the rare abort of a finished worker ("terminate called without an active exception")."""
+    process group alive past ``destroy_process_group``, to be freed at interpreter teardown (a suspected
+    cause of the rare abort of a finished worker, "terminate called without an active exception")."""
     was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()  # only reference counting may free it

@@ -94,13 +94,14 @@ def test_guess_classes_from_the_prediction_then_from_the_classifier(run_dir):
     assert np.flatnonzero(guess_classes(run, image)).tolist() == [1]  # class id 2 -> channel 1
 
     run.predict = lambda img, **kw: np.zeros((40, 50), dtype=np.int64)  # background only: ask the classifier
-    logits = torch.tensor([[3.0, -1.0, -1.0, -1.0, 0.5, -1.0]])  # Method.class_logits: positive = present
-    run.method.class_logits = lambda x: logits
+    logits = torch.tensor([[3.0, -1.0, -1.0, -1.0, 0.5, -1.0]])  # positive: probability above 0.5, present
+    run.method.class_logits = lambda x: logits.expand(len(x), -1)  # the photo and its flip (Run.class_probs)
     assert np.flatnonzero(guess_classes(run, image)).tolist() == [0, 4]
     logits[0, 0] = -0.2
     assert np.flatnonzero(guess_classes(run, image)).tolist() == [4]
-    logits[0, 4] = -1.0  # nothing positive: the best class alone
-    assert np.flatnonzero(guess_classes(run, image)).tolist() == [0]
+    logits[0, 4] = -1.0
+    logits[0, 2] = -0.1  # nothing positive: the most probable class alone
+    assert np.flatnonzero(guess_classes(run, image)).tolist() == [2]
     # neither a seg head nor a classifier (CLIP-ES makes maps of given classes): an error, not class 0 guessed
     blind = dataclasses.replace(run, method=SimpleNamespace(has_seg_head=False, has_classifier=False))
     with pytest.raises(UsageError, match="name them with --classes"):

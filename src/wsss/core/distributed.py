@@ -56,7 +56,8 @@ def shutdown(finished: bool = True) -> None:
     if not is_distributed():
         return
     # Free what a reference cycle still holds (a model wrapped by DDP, a collective's tensors) while the
-    # interpreter is whole, not at its teardown: the likely cause of the abort above. The default hooks
+    # interpreter is whole, not at its teardown: a suspected cause of the abort above, not a proven one (the
+    # same abort was seen once after a single-process SIGTERM run, no gloo; issue 43 notes). The default hooks
     # hold no cycle (engine.train_loop.weak_method); a hook a user registers with a trainer's method would.
     gc.collect()
     if finished:

@@ -27,8 +27,9 @@ def weak_method(method: Callable[..., Any]) -> Callable[..., Any]:
     """``method`` (bound) as a callable that does not keep its object alive, for a hook given a trainer's
     method (``save_checkpoint``, ``validate``): held strongly, it closes a cycle (trainer -> hooks -> hook
     -> method -> trainer) that only the cycle collector frees. Under torchrun that kept the DDP model and
-    its process group alive past ``destroy_process_group``, to be freed at interpreter teardown: the likely
-    cause of a finished gloo worker's rare abort ("terminate called without an active exception")."""
+    its process group alive past ``destroy_process_group``, to be freed at interpreter teardown, a suspected
+    cause of a finished gloo worker's rare abort ("terminate called without an active exception"; the same
+    abort was seen once without gloo, so not the only one)."""
     ref, name = weakref.WeakMethod(method), method.__qualname__  # the closure must not hold ``method``
 
     def call(*args: Any, **kwargs: Any) -> Any:

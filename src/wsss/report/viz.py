@@ -25,7 +25,6 @@ import torch
 from wsss.cam import PAR, cam_to_label, refine_cams_with_bkg
 from wsss.core.errors import USER_ERRORS, DataError, UsageError
 from wsss.data import VOCDataset
-from wsss.data.transforms import prepare_image
 from wsss.report.figures import OUTPUTS, ImagePanels, save_grid, saved_panels
 from wsss.runs.run import Run, load_run
 from wsss.runs.shard import run_ids
@@ -41,22 +40,21 @@ def guess_classes(run: Run, image: np.ndarray, max_classes: int = 4, min_area: f
     """(C-1,) multi-hot of the foreground classes found in an unlabelled image.
 
     With a segmentation head: the classes the prediction gives at least ``min_area`` of the pixels.
-    Otherwise (or if it predicts only background): the classes whose classifier logit
-    (``Method.class_logits``) is positive. At most ``max_classes``, at least the best one
-    (for a run without a classifier, a segmentation network, its prediction's largest class).
+    Otherwise (or if it predicts only background): the classes the classifier finds (``Run.class_probs`` above
+    0.5, the tags of ``wsss predict --tags-from``), the most probable first. At most ``max_classes``, at least
+    the best one (for a run without a classifier, a segmentation network, its prediction's largest class).
     """
     num_fg = run.num_classes - 1
     if not (run.method.has_seg_head or run.method.has_classifier):  # CLIP-ES: its maps need the classes first
         raise UsageError(f"{run.dir}: a {run.cfg.method} run cannot find an image's classes; name them with --classes")
-    scores = np.zeros(num_fg)
+    scores, floor = np.zeros(num_fg), 0.0  # a class is kept above the floor
     if run.method.has_seg_head:
         area = np.bincount(run.predict(image).reshape(-1), minlength=run.num_classes)[1:] / image[..., 0].size
         scores = np.where(area >= min_area, area, 0.0)
     if not scores.any() and run.method.has_classifier:
-        x = prepare_image(image, run.cfg.infer.cam_input_size, run.device, max_side=run.cfg.infer.max_side)
-        scores = np.maximum(run.method.class_logits(x)[0].float().cpu().numpy(), 0.0)
+        scores, floor = run.class_probs(image), 0.5
     order = np.argsort(-scores, kind="stable")
-    keep = [c for c in order[:max_classes] if scores[c] > 0] or [int(order[0])]
+    keep = [c for c in order[:max_classes] if scores[c] > floor] or [int(order[0])]
     labels = np.zeros(num_fg, dtype=np.float32)
     labels[keep] = 1.0
     return labels

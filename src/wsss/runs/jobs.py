@@ -416,11 +416,7 @@ def _check_tagger(run: Run, tagger: Run, labelled_only: bool) -> None:
     """The classifier run of ``wsss predict --tags-from``: one with a classifier, over the same classes."""
     if labelled_only:
         raise UsageError("--labelled-only and --tags-from both choose each photo's classes: give one of them")
-    if not tagger.method.has_classifier:
-        raise UsageError(
-            f"{tagger.dir}: --tags-from needs a run with an image classifier (cam, seco, rca, sccam), "
-            f"not method {tagger.cfg.method}"
-        )
+    tagger.require_classifier()  # before any photo, not as each photo's error
     if tagger.class_names != run.class_names:
         raise UsageError(
             f"{tagger.dir}: its classes ({', '.join(tagger.class_names[1:4])}, ...) are not those of {run.dir} "

@@ -91,16 +91,20 @@ class Run:
         cam = F.interpolate(cam, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
         return keys, cam.float().cpu().numpy()
 
-    @torch.no_grad()
-    def class_probs(self, image: np.ndarray) -> np.ndarray:
-        """(C-1,) float32: the image classifier's probabilities (the sigmoid of ``Method.class_logits``) for an
-        (H, W, 3) uint8 image, seen as its CAMs see it (``infer.cam_input_size``, ``infer.max_side``), the logits
-        of the image and of its flip averaged."""
+    def require_classifier(self) -> None:
+        """A UsageError naming the run unless its method has an image classifier (``Method.has_classifier``)."""
         if not self.method.has_classifier:
             raise UsageError(
                 f"{self.dir}: this run (method {self.cfg.method}) has no image classifier to tag photos with; "
                 "give a run of a CAM method (cam, seco, rca, sccam)"
             )
+
+    @torch.no_grad()
+    def class_probs(self, image: np.ndarray) -> np.ndarray:
+        """(C-1,) float32: the image classifier's probabilities (the sigmoid of ``Method.class_logits``) for an
+        (H, W, 3) uint8 image, seen as its CAMs see it (``infer.cam_input_size``, ``infer.max_side``), the logits
+        of the image and of its flip averaged."""
+        self.require_classifier()
         inf = self.cfg.infer
         x = prepare_image(image, inf.cam_input_size, self.device, max_side=inf.max_side)
         logits = self.method.class_logits(torch.cat([x, x.flip(-1)])).float().mean(0)
