@@ -93,3 +93,23 @@ def test_a_failing_writer_stops_tensorboard_but_not_the_run(synth_root, tmp_path
     assert "TensorBoard logging stopped (disk full)" in capsys.readouterr().out
     steps = [json.loads(line)["step"] for line in (tmp_path / "broken/metrics.jsonl").read_text().splitlines()]
     assert 4 in steps  # metrics.jsonl kept everything
+
+
+def test_a_resumed_writer_waits_until_its_event_file_sorts_after_the_others(tmp_path, monkeypatch):
+    """TensorBoard reads event files in name order; within one second ``...<pid>.10`` sorts before ``...<pid>.9``,
+    so a resume's purge was read before the steps it drops (this module's first test, seen once in `make test`).
+    The resumed writer waits for the next second; the clock and the sleep are the test's own here."""
+    from wsss.engine import hooks
+
+    slept = []
+    monkeypatch.setattr(hooks.time, "time", lambda: 1000.25)
+    monkeypatch.setattr(hooks.time, "sleep", slept.append)
+    hooks.wait_past_event_files(tmp_path)
+    assert slept == []  # no event file yet: no wait
+    (tmp_path / "events.out.tfevents.0000001000.vm.10808.9").touch()
+    hooks.wait_past_event_files(tmp_path)
+    assert slept == [0.75]  # until second 1001
+    slept.clear()
+    (tmp_path / "events.out.tfevents.0000005000.vm.10808.10").touch()  # a clock set back: no hour-long wait
+    hooks.wait_past_event_files(tmp_path)
+    assert slept == []

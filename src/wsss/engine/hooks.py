@@ -272,6 +272,19 @@ class PeriodicCheckpointer(HookBase):
             raise self._stop()
 
 
+def wait_past_event_files(log_dir: Path, max_wait_s: float = 1.0) -> None:
+    """Sleep until the clock's second is past every event file's in ``log_dir`` (at most ``max_wait_s``).
+
+    TensorBoard reads a folder's event files in name order, ``events.out.tfevents.<second>.<host>.<pid>.<n>``
+    (``n`` counts a process's writers), so within one second a later file can sort first: pid 10000 before 9999,
+    the 10th writer of a process before the 9th. A resume's file, whose purge of the steps after the checkpoint
+    must be read after the steps it drops, then came first (seen in the TensorBoard test: steps 4, 6, 2, 4)."""
+    seconds = [int(f) for f in (p.name.split(".")[3] for p in log_dir.glob("events.out.tfevents.*")) if f.isdigit()]
+    wait = max(seconds, default=0) + 1 - time.time()
+    if 0 < wait <= max_wait_s:  # more: a clock set back, which no wait short enough would mend
+        time.sleep(wait)
+
+
 class TensorBoardWriter(HookBase):
     """Every record in TensorBoard (RUN/tensorboard/, rank 0, when ``run.tensorboard`` and the package is
     installed): ``loss/*``, ``lr/<group>`` for every parameter group, ``val/*``, ``train/*``.
@@ -305,6 +318,8 @@ class TensorBoardWriter(HookBase):
             from torch.utils.tensorboard import SummaryWriter
 
             step = self.trainer.step
+            if step:
+                wait_past_event_files(self.log_dir)
             self.writer = SummaryWriter(str(self.log_dir), purge_step=step + 1 if step else None)
         except Exception:  # noqa: BLE001  (not installed, or broken: metrics.jsonl still has everything)
             self.writer = None
