@@ -96,6 +96,20 @@ def test_errors_name_the_problem(tmp_path, capsys, synth_root):
     assert main(["check-data", str(tmp_path)]) == 1
 
 
+@pytest.mark.parametrize("threshold, ok", [("1.5", False), ("-0.1", False), ("0", True), ("1", True)])
+def test_tag_threshold_is_a_score(threshold, ok, tmp_path, capsys):
+    """`wsss tag --threshold` is on a softmax score: outside [0, 1] argparse refuses it (exit 2, the value named)
+    before any run is read; both ends are legal (every class; only the best one)."""
+    if ok:  # parsed, then the missing run is the error
+        assert main(["tag", str(tmp_path / "nope"), "--split", "train", "--threshold", threshold]) == 1
+        assert "nope" in capsys.readouterr().err
+        return
+    with pytest.raises(SystemExit) as stop:
+        main(["tag", str(tmp_path / "nope"), "--split", "train", "--threshold", threshold])
+    assert stop.value.code == 2
+    assert f"got '{threshold}'" in capsys.readouterr().err
+
+
 def test_check_data_and_eval_on_real_voc_photos(tmp_path, capsys):
     assert main(["check-data", str(VOC_REAL_MINI)]) == 0
     # the ground truth scored against itself is perfect, through the whole CLI path

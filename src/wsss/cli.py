@@ -80,6 +80,18 @@ def _probability(text: str) -> float:
     return p
 
 
+def _score(text: str) -> float:
+    """'0.1' -> 0.1, a threshold on a score in [0, 1] (a softmax): both ends are legal (0 tags every class,
+    1 only the best one, which ``wsss tag`` keeps unless --allow-empty)."""
+    try:
+        p = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a score like 0.1, got {text!r}") from e
+    if not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError(f"a score threshold needs 0 <= t <= 1, got {text!r}")
+    return p
+
+
 def cmd_synth(a: argparse.Namespace) -> int:
     from wsss.data import generate_synthetic
 
@@ -580,7 +592,7 @@ def add_tag(sub: Any) -> None:
     s.add_argument("--checkpoint", default="auto", help=argparse.SUPPRESS)
     s.add_argument("--device", default=None, help="cpu, cuda, ... (default: the run's run.device)")
     s.add_argument(
-        "--threshold", type=float, default=0.1,
+        "--threshold", type=_score, default=0.1,
         help="a class is a label when its score (softmax over the class and background prompts) is at least "
         "this (default 0.1)",
     )  # fmt: skip

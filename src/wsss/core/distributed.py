@@ -47,9 +47,10 @@ def init_from_env(device: str = "auto") -> torch.device:
 
 
 def shutdown(finished: bool = True) -> None:
-    """Leave the process group at the end of a command. Left to interpreter exit, the gloo backend's
-    threads can be torn down while still joinable, and a process that finished its work then aborts
-    ("terminate called without an active exception", seen in CI on 2-process runs). A process that leaves
+    """Leave the process group at the end of a command, while the interpreter is whole. A process that
+    finished its work has aborted at exit in CI ("terminate called without an active exception", on 2-process
+    runs, and once on a single-process run with no process group: so gloo's threads, first blamed, are not the
+    whole cause; none is proven). Tearing the group down here keeps gloo out of that exit. A process that leaves
     while its peer is still inside the last collective aborted the same way once more (a resumed
     2-process training, CI log of stop 44), so a command that ``finished`` meets its peers at a barrier
     first; one that failed or was interrupted leaves at once (its peers may never reach a barrier)."""
