@@ -23,6 +23,10 @@ The route is the manual's (docs/own-photos.md), run through the ``wsss`` CLI as 
 below the low one, 255 between, which the stage's loss ignores), in ``cls/pseudo_REFINE_band``, scored on train
 like the others.
 
+``--seg-from-classifier`` starts the DeepLab stage (every round) from the route's classifier (``model.pretrained=
+OUT/cls``: its backbone, fine-tuned on the train photos' image labels, instead of the preset's ImageNet one; the
+classifier and the stage must share a backbone, as the real-photo presets do).
+
 ``--cam-scales`` gives ``wsss cam`` its ``--scales`` (multi-scale CAMs from a classifier trained without them).
 
 The refiner ``affinity`` is PSA's walk (methods.md 5.7): PSA's la / ha seeds of the train split first
@@ -149,10 +153,11 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
         labels = pseudo_labels(args.refine[0], f"{high:g}/{low:g}", f"pseudo_{args.refine[0]}_band")
         res["pseudo"][f"{args.refine[0]}_band"] = 100 * _miou(labels.parent / "eval.json")
     if args.seg:
+        seg_set = [f"model.pretrained={cls}", *args.seg_set] if args.seg_from_classifier else args.seg_set
         res["seg_rounds"] = []
         for r in range(1, args.seg_rounds + 1):
             seg = out / ("seg" if r == 1 else f"seg_r{r}")
-            train = _train(args.seg, root, seg, [f"data.pseudo_dir={labels}", *args.seg_set], log)
+            train = _train(args.seg, root, seg, [f"data.pseudo_dir={labels}", *seg_set], log)
             _wsss("predict", str(seg), "--split", args.val_split, "--quiet", log=log)
             _wsss("eval", str(seg / "predictions" / args.val_split), "--data-root", root, "--split", args.val_split,
                   "--json", str(seg / "eval.json"), log=log)  # fmt: skip
@@ -190,6 +195,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="the DeepLab stage on the first refiner's labels at the run's own pair (255 between)",
     )
+    p.add_argument("--seg-from-classifier", action="store_true",
+                   help="the DeepLab stage starts from the route's classifier's backbone (model.pretrained=OUT/cls)")
     p.add_argument("--cam-scales", default="", help="wsss cam --scales, e.g. 1.0,1.5,2.0 (default: the preset's)")
     p.add_argument("--affinity", default="configs/affinity/real_cpu.yaml", help="the preset of --refine affinity")
     p.add_argument("--set", nargs="*", default=[], help="overrides of the classifier's training")

@@ -96,3 +96,20 @@ def test_real_route_seg_band(tmp_path, synth_root, monkeypatch):
     undecided = [(np.asarray(Image.open(p)) == 255).mean() for p in sorted(band.glob("*.png"))]
     assert len(undecided) == len(list(level.glob("*.png"))) > 0 and max(undecided) > 0
     assert all((np.asarray(Image.open(p)) != 255).all() for p in level.glob("*.png"))
+
+
+def test_real_route_seg_from_classifier(tmp_path, synth_root, monkeypatch):
+    """``--seg-from-classifier``: the DeepLab stage's run names the route's classifier as its weights and starts
+    from its backbone (a classifier on the seg preset's tiny CNN, so the two share one)."""
+    monkeypatch.setattr(real_route, "IN_PROCESS", True)
+    out = tmp_path / "route"
+    tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir=", "model."))]
+    cnn = ["model.backbone=resnet18", SEG_TINY[0], "model.output_stride=8"]
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
+            "--refine", "par", "--seg", str(REPO / "configs/seg/synthetic_cpu.yaml"), "--seg-from-classifier",
+            "--set", *tiny, *cnn, "--seg-set", *SEG_TINY]  # fmt: skip
+    res = real_route.main(argv)
+    assert 0 <= res["seg_val"]["miou"] <= 100
+    assert f"model.pretrained={out / 'cls'}" in (out / "route.log").read_text()
+    assert f"pretrained: {out / 'cls'}" in (out / "seg/config.yaml").read_text()
+    assert f"pretrained weights {out / 'cls'} = {out / 'cls/checkpoints/last.pt'}" in (out / "route.log").read_text()

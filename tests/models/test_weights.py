@@ -251,3 +251,33 @@ def test_a_run_checkpoint_gives_its_backbone(tmp_path):
         torch.testing.assert_close(bb.vit.state_dict()[k], v, rtol=0, atol=0)
     with pytest.raises(WeightLoadError, match="shape mismatch"):  # another architecture: a clear error
         create_backbone("vit_tiny_patch16_224", pretrained=str(path), **{**kwargs, "embed_dim": 64})
+
+
+def test_the_deeplab_stage_starts_from_a_classifier_run_folder(tmp_path):
+    """``model.pretrained=RUN`` (a run folder) is its ``checkpoints/last.pt``: the DeepLab stage of the real-photo
+    route starts from the route's own classifier's backbone (BENCHMARKS.md, ccp-dev), its heads left out; a
+    folder that is not a run is refused with its name."""
+    from conftest import REPO
+    from wsss.core.config import load_config
+    from wsss.methods import build_method, placeholder_classes
+
+    classes = placeholder_classes(4)
+    torch.manual_seed(0)
+    classifier = build_method(load_config(REPO / "configs/cam/real_cpu.yaml", ["model.pretrained=null"]), classes)
+    run = tmp_path / "cls"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"step": 3, "model": classifier.state_dict(), "class_names": classes}, run / "checkpoints/last.pt")
+    assert resolve_weight_path(run) == run / "checkpoints/last.pt"
+
+    seg = build_method(load_config(REPO / "configs/seg/real_cpu.yaml", [f"model.pretrained={run}"]), classes)
+    theirs = classifier.backbone.state_dict()
+    ours = seg.net.backbone.state_dict()
+    assert set(ours) == set(theirs)
+    for k, v in theirs.items():
+        torch.testing.assert_close(ours[k], v, rtol=0, atol=0)  # a copy, not a computation
+    imagenet = build_method(load_config(REPO / "configs/seg/real_cpu.yaml"), classes).net.backbone.state_dict()
+    assert not torch.equal(imagenet["net.conv_stem.weight"], ours["net.conv_stem.weight"])  # the preset's differ
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightLoadError, match=r"empty: a folder as weights must be a wsss run"):
+        resolve_weight_path(tmp_path / "empty")

