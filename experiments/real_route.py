@@ -195,8 +195,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="the DeepLab stage on the first refiner's labels at the run's own pair (255 between)",
     )
-    p.add_argument("--seg-from-classifier", action="store_true",
-                   help="the DeepLab stage starts from the route's classifier's backbone (model.pretrained=OUT/cls)")
+    p.add_argument(
+        "--seg-from-classifier",
+        action="store_true",
+        help="the DeepLab stage starts from the route's classifier's backbone (model.pretrained=OUT/cls)",
+    )
     p.add_argument("--cam-scales", default="", help="wsss cam --scales, e.g. 1.0,1.5,2.0 (default: the preset's)")
     p.add_argument("--affinity", default="configs/affinity/real_cpu.yaml", help="the preset of --refine affinity")
     p.add_argument("--set", nargs="*", default=[], help="overrides of the classifier's training")
