@@ -97,3 +97,29 @@ def test_predictions_named_by_a_classifiers_tags(reported, synth_root, capsys):
     with pytest.raises(SystemExit) as stop:  # argparse: a threshold of 1 would tag nothing
         main(["predict", str(run), "--split", "val", "--tags-from", str(run), "--tag-threshold", "1"])
     assert stop.value.code == 2
+
+
+def test_a_run_whose_start_weights_are_gone_still_loads(reported, tmp_path):
+    """A trained run's checkpoint holds every weight (strictly loaded), so ``model.pretrained`` gone since (a
+    DeepLab stage started from a classifier run that was moved) is a warning, not an error, and the run loads
+    the same weights."""
+    import shutil
+
+    import torch
+
+    from wsss.core.errors import ConfigWarning
+    from wsss.runs.run import load_run
+
+    run, _ = reported
+    copy = tmp_path / "run"
+    (copy / "checkpoints").mkdir(parents=True)
+    shutil.copy(run / "checkpoints/last.pt", copy / "checkpoints/last.pt")
+    text = (run / "config.yaml").read_text()
+    assert "pretrained: null" in text
+    (copy / "config.yaml").write_text(text.replace("pretrained: null", f"pretrained: {tmp_path / 'moved_cls'}"))
+    with pytest.warns(ConfigWarning, match=r"model.pretrained .*moved_cls is gone; the checkpoint .* every weight"):
+        moved = load_run(copy, checkpoint="last")
+    theirs = load_run(run, checkpoint="last").method.state_dict()
+    for k, v in moved.method.state_dict().items():
+        if torch.is_tensor(v) and v.is_floating_point():
+            torch.testing.assert_close(v, theirs[k], rtol=0, atol=0)  # loaded, not computed
