@@ -46,7 +46,7 @@ from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.methods import REFINERS, Deferred, JobStop, Refiner, register_refiner
-from wsss.runs.run import Run, allowed_classes, load_run, present_classes
+from wsss.runs.run import Run, allowed_classes, load_run, present_classes, soft_tag_weights
 from wsss.runs.shard import run_ids, shared_todo
 from wsss.runs.tag import tag_labels
 from wsss.utils.io import (
@@ -412,6 +412,11 @@ def run_pseudo(
     return out
 
 
+# How ``wsss predict --tags-from`` applies a classifier's tags: "hard", the classes at ``--tag-threshold`` or more
+# only; "soft", every class weighted by the classifier's probability of it (``soft_tag_weights``).
+TAG_GATES = ("hard", "soft")
+
+
 def _check_tagger(run: Run, tagger: Run, labelled_only: bool) -> None:
     """The classifier run of ``wsss predict --tags-from``: one with a classifier, over the same classes."""
     if labelled_only:
@@ -427,7 +432,7 @@ def _check_tagger(run: Run, tagger: Run, labelled_only: bool) -> None:
 def run_predict(
     run: Run, split: str, *, root: str | None = None, crf: bool = False, scales: Sequence[float] | None = None,
     overwrite: bool = False, progress: bool = True, save_probs: bool = False, labelled_only: bool = False,
-    tags_from: Run | None = None, tag_threshold: float = 0.5,
+    tags_from: Run | None = None, tag_threshold: float = 0.5, tag_gate: str = "hard",
 ) -> Path:  # fmt: skip
     """Segmentation masks ``predictions/<split>/<id>.png`` (``predictions_crf`` with ``crf``).
 
@@ -438,8 +443,12 @@ def run_predict(
     photos' labels for a second round of the segmentation network (a photo without a label: a DataError).
     ``tags_from``: a classifier run (``Run.class_probs``); each photo's prediction names only the background
     and the classes it scores at ``tag_threshold`` or more, for photos whose labels are not known (folder
-    ``predictions_tagged``, ``predictions_crf_tagged``).
+    ``predictions_tagged``, ``predictions_crf_tagged``). ``tag_gate="soft"``: no threshold; each class's
+    probability is multiplied by the classifier's probability of the class and renormalised
+    (:func:`soft_tag_weights`; folder ``predictions_tagged_soft``, ``predictions_crf_tagged_soft``).
     """
+    if tag_gate not in TAG_GATES:
+        raise UsageError(f"tag_gate must be one of {', '.join(TAG_GATES)}, got {tag_gate!r}")
     if not run.method.has_seg_head:
         raise UsageError(
             f"{run.dir}: this run (method {run.cfg.method}, model.decoder {run.cfg.model.decoder}) has no "
@@ -448,7 +457,9 @@ def run_predict(
     if tags_from is not None:
         _check_tagger(run, tags_from, labelled_only)
     ds = VOCDataset(root or run.cfg.data.root, split)
-    suffix = "_labelled" if labelled_only else "_tagged" if tags_from is not None else ""
+    suffix = "_labelled" if labelled_only else ""
+    if tags_from is not None:
+        suffix = "_tagged" if tag_gate == "hard" else "_tagged_soft"
     out = run.dir / ("predictions" + ("_crf" if crf else "") + suffix) / split
     probs_dir = run.dir / "probs" / split
     todo = shared_todo(lambda: _todo(ds.ids, out, ".png", overwrite))
@@ -456,11 +467,14 @@ def run_predict(
 
     def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> np.ndarray | Deferred:
         classes = allowed_classes(labels) if labelled_only else None
-        if tags_from is not None:
+        weights = None
+        if tags_from is not None and tag_gate == "hard":
             classes = allowed_classes(tag_labels(tags_from.class_probs(image), tag_threshold, at_least_one=False))
+        elif tags_from is not None:
+            weights = soft_tag_weights(tags_from.class_probs(image))
         if not (crf or save_probs):  # the label alone, band by band: no (C, H, W) map of a large photo
-            return run.seg_label(image, scales, prepared=x, classes=classes)
-        prob = run.seg_prob(image, scales, prepared=x, classes=classes)
+            return run.seg_label(image, scales, prepared=x, classes=classes, class_weights=weights)
+        prob = run.seg_prob(image, scales, prepared=x, classes=classes, class_weights=weights)
         if save_probs:
             save_npy(per_id_path(probs_dir, id, ".npy"), prob.astype(np.float16))
         return Deferred(crf_label, (image, prob, present_classes(prob), params)) if crf else prob.argmax(0)

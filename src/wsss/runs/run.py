@@ -113,38 +113,49 @@ class Run:
     @torch.no_grad()
     def seg_prob(
         self, image: np.ndarray, scales: Sequence[float] | None = None, *, prepared: torch.Tensor | None = None,
-        classes: Sequence[int] | None = None,
+        classes: Sequence[int] | None = None, class_weights: np.ndarray | None = None,
     ) -> np.ndarray:  # fmt: skip
         """Multi-scale + flip segmentation probabilities (C, H, W) float32 (methods.md 2.11 / 3.10).
         ``prepared``: ``prepare_image(image, None)`` already made (by a loader worker). ``classes``: the
-        only classes (0 = background) the softmax runs over; the others get 0 (:func:`allowed_classes`)."""
-        keep = self._keep(classes)
-        prob = self._fused_logits(image, scales, prepared, lambda x: torch.softmax(keep(x.float()), dim=1))
+        only classes (0 = background) the softmax runs over; the others get 0 (:func:`allowed_classes`).
+        ``class_weights``: (C,) in [0, 1], each class's probability multiplied by its weight and renormalised
+        (:func:`class_weights_of`; ``classes`` is the case of weights 0 and 1)."""
+        weigh = self._weigh(classes, class_weights)
+        prob = self._fused_logits(image, scales, prepared, lambda x: torch.softmax(weigh(x.float()), dim=1))
         return prob[0].cpu().numpy()
 
     @torch.no_grad()
     def seg_label(
         self, image: np.ndarray, scales: Sequence[float] | None = None, *, prepared: torch.Tensor | None = None,
-        classes: Sequence[int] | None = None,
+        classes: Sequence[int] | None = None, class_weights: np.ndarray | None = None,
     ) -> np.ndarray:  # fmt: skip
-        """(H, W) int64: the argmax of :meth:`seg_prob` (over ``classes`` only, if given), taken band by band
-        (a large photo's probabilities of every class are never whole in memory)."""
-        keep = self._keep(classes)
-        label = self._fused_logits(image, scales, prepared, lambda x: keep(x).argmax(dim=1, keepdim=True))
+        """(H, W) int64: the argmax of :meth:`seg_prob` (over ``classes`` only, if given; of the weighted
+        probabilities with ``class_weights``), taken band by band (a large photo's probabilities of every class
+        are never whole in memory)."""
+        weigh = self._weigh(classes, class_weights)
+        label = self._fused_logits(image, scales, prepared, lambda x: weigh(x).argmax(dim=1, keepdim=True))
         return label[0, 0].cpu().numpy()
 
-    @staticmethod
-    def _keep(classes: Sequence[int] | None) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Fused (B, C, ...) logits with every class not in ``classes`` at -inf (None: all kept)."""
-        if classes is None:
+    def _weigh(
+        self, classes: Sequence[int] | None, class_weights: np.ndarray | None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Fused (B, C, ...) logits plus each class's log weight: softmax(x + log w) = w * softmax(x),
+        renormalised. A class not in ``classes`` (weight 0) is at -inf; a weight of 1 adds exactly 0, so a
+        kept class's logits are unchanged. None and None: the logits as they are."""
+        if classes is None and class_weights is None:
             return lambda x: x
+        if classes is not None and class_weights is not None:
+            raise UsageError("give a prediction either its classes or its class weights, not both")
+        weights = class_weights_of(classes, self.num_classes) if classes is not None else np.asarray(class_weights)
+        if weights.shape != (self.num_classes,) or not np.all((weights >= 0) & (weights <= 1)):
+            raise UsageError(f"class weights must be {self.num_classes} numbers in [0, 1], got shape {weights.shape}")
+        with np.errstate(divide="ignore"):  # log 0 = -inf: the class cannot win a pixel
+            log_w = torch.as_tensor(np.log(weights.astype(np.float64)))
 
-        def keep(x: torch.Tensor) -> torch.Tensor:
-            mask = torch.ones(x.shape[1], dtype=torch.bool, device=x.device)
-            mask[torch.as_tensor(list(classes), dtype=torch.long, device=x.device)] = False
-            return x.masked_fill(mask.view(1, -1, *([1] * (x.dim() - 2))), float("-inf"))
+        def weigh(x: torch.Tensor) -> torch.Tensor:
+            return x + log_w.to(x.device, x.dtype).view(1, -1, *([1] * (x.dim() - 2)))
 
-        return keep
+        return weigh
 
     def _fused_logits(
         self, image: np.ndarray, scales: Sequence[float] | None, prepared: torch.Tensor | None,
@@ -163,15 +174,15 @@ class Run:
 
     def predict(
         self, image: np.ndarray, *, crf: bool = False, scales: Sequence[float] | None = None,
-        classes: Sequence[int] | None = None,
+        classes: Sequence[int] | None = None, class_weights: np.ndarray | None = None,
     ) -> np.ndarray:  # fmt: skip
         """(H, W) int64 label map; with ``crf`` a DenseCRF over the classes that can appear; ``classes``:
-        the only classes it may name (:func:`allowed_classes`)."""
+        the only classes it may name (:func:`allowed_classes`); ``class_weights``: see :meth:`seg_prob`."""
         if not crf:
-            return self.seg_label(image, scales, classes=classes)
+            return self.seg_label(image, scales, classes=classes, class_weights=class_weights)
         from wsss.cam import crf_label
 
-        prob = self.seg_prob(image, scales, classes=classes)
+        prob = self.seg_prob(image, scales, classes=classes, class_weights=class_weights)
         return crf_label(image, prob, present=present_classes(prob), params=self.cfg.infer.crf)
 
 
@@ -185,6 +196,21 @@ def allowed_classes(labels: np.ndarray) -> list[int]:
     classes): the background (0) and each labelled class (``cam.labelled_classes`` + 1). Predicting the training
     photos for a next round's labels, a class the photo is not labelled with is known to be absent."""
     return [0, *(1 + labelled_classes(torch.as_tensor(np.asarray(labels)))).tolist()]
+
+
+def class_weights_of(classes: Sequence[int], num_classes: int) -> np.ndarray:
+    """(C,) float64: 1 for each of ``classes`` (0 = background), 0 for the others: the weights of a hard gate."""
+    weights = np.zeros(num_classes, dtype=np.float64)
+    weights[np.asarray(list(classes), dtype=np.int64)] = 1.0
+    return weights
+
+
+def soft_tag_weights(probs: np.ndarray) -> np.ndarray:
+    """(C,) float64 weights of a soft gate (``wsss predict --tag-gate soft``) from a classifier's (C-1,) class
+    probabilities: the background's 1, each class's its probability of being in the photo. The segmentation's
+    probability of a class at a pixel is multiplied by it and renormalised (a product of the two experts), so
+    no threshold is set: a class the classifier doubts survives where the segmentation is sure of it."""
+    return np.concatenate([[1.0], np.asarray(probs, dtype=np.float64)])
 
 
 def present_classes(prob: np.ndarray, min_prob: float = 0.05) -> list[int]:
