@@ -158,3 +158,34 @@ def test_an_epochs_run_resumes_whether_its_config_holds_max_iters_resolved_or_no
     assert check_config_change(load_config(CONFIG, over)) == {}
     with pytest.raises(ConfigError, match="train.epochs: 2.* -> 3"):
         check_config_change(load_config(CONFIG, [*over[:2], "train.epochs=3"]))
+
+
+def test_a_run_whose_start_weights_are_gone_resumes_from_its_checkpoint(synth_root, tmp_path):
+    # a DeepLab stage started from a classifier run (model.pretrained=RUN) that was moved while the stage was
+    # stopped: the stage's own last.pt holds every weight (strictly loaded on resume), so it resumes with a
+    # warning, and logs the same losses as a run that never lost its start
+    import shutil
+
+    from wsss.core.errors import ConfigWarning
+
+    over = {"train.max_iters": 6, "train.log_iters": 2, "train.ckpt_iters": 3, "train.eval_iters": 100}
+    start = tmp_path / "start"
+    Trainer(load_config(CONFIG, tiny_overrides(synth_root, start, **{"train.max_iters": 2})), progress=False).train()
+    moved = tmp_path / "moved_start"
+    shutil.copytree(start, moved)
+    straight = load_config(
+        CONFIG, tiny_overrides(synth_root, tmp_path / "straight", **over, **{"model.pretrained": start})
+    )
+    Trainer(straight, progress=False).train()
+    cfg = load_config(CONFIG, tiny_overrides(synth_root, tmp_path / "resumed", **over, **{"model.pretrained": moved}))
+    Trainer(cfg, progress=False).train(until=3)
+    shutil.rmtree(moved)
+    with pytest.warns(ConfigWarning, match=r"model.pretrained .*moved_start is gone; resuming from .*last.pt"):
+        out = Trainer(cfg, progress=False).train()
+    assert out["resumed"] and out["step"] == 6
+    assert _losses(tmp_path / "straight") == _losses(tmp_path / "resumed")  # the same floats, not just close
+    assert f"pretrained: {moved}" in (tmp_path / "resumed/config.yaml").read_text()  # the run still names its start
+    # a run with nothing to resume from still needs its start: one error naming it
+    fresh = load_config(CONFIG, tiny_overrides(synth_root, tmp_path / "fresh", **over, **{"model.pretrained": moved}))
+    with pytest.raises(Exception, match="moved_start"):
+        Trainer(fresh, progress=False)

@@ -15,13 +15,13 @@ import torch
 from wsss.core.checkpoint import check_checkpoint_classes, load_checkpoint, load_model_state
 from wsss.core.config import Config, load_run_config
 from wsss.core.device import resolve_device
-from wsss.core.errors import ConfigWarning, WeightLoadError
+from wsss.core.errors import ConfigWarning
 from wsss.data.classes import read_classes
 from wsss.engine.train_loop import HookBase
 from wsss.engine.trainer import Trainer, build_optimizer
 from wsss.engine.validate import validate
 from wsss.methods import EngineAPI, Method, build_method
-from wsss.models.weights import resolve_weight_path
+from wsss.models.weights import weights_exist
 
 __all__ = [
     "HookBase",
@@ -51,13 +51,6 @@ class TrainedMethod:
     device: torch.device
 
 
-def _weights_exist(pretrained: str) -> bool:
-    try:
-        return resolve_weight_path(pretrained).is_file()
-    except WeightLoadError:  # a package not installed, a folder that is no longer a run
-        return False
-
-
 def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device: str | None = None) -> TrainedMethod:
     """The method of a run directory (``config.yaml`` + ``checkpoints/best.pt`` or ``last.pt``), in eval mode.
 
@@ -74,7 +67,7 @@ def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device
     if Path(cfg.data.root).is_dir():  # a checkpoint copied from another run would write its class ids
         check_checkpoint_classes(state, path, read_classes(cfg.data.root), f"the run's dataset {cfg.data.root}")
     dev = resolve_device(device or cfg.run.device)
-    if cfg.model.pretrained and not _weights_exist(cfg.model.pretrained):
+    if cfg.model.pretrained and not weights_exist(cfg.model.pretrained):
         # the checkpoint holds every weight (its load is strict), so the start it trained from is not needed: a
         # DeepLab run started from a classifier run (model.pretrained=RUN) still loads when that run has moved
         warnings.warn(ConfigWarning(f"{run_dir}: its model.pretrained {cfg.model.pretrained} is gone; the "

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import random
 import sys
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from wsss.core.distributed import (
     rank,
     world_size,
 )
-from wsss.core.errors import TrainingDiverged, UsageError
+from wsss.core.errors import ConfigWarning, TrainingDiverged, UsageError
 from wsss.data import ClsTrainDataset, VOCDataset
 from wsss.data.transforms import TrainAugment
 from wsss.data.voc import available_splits
@@ -52,6 +54,7 @@ from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
 from wsss.engine.train_loop import HookBase, TrainerBase, weak_method
 from wsss.engine.validate import validate
 from wsss.methods import Method, TrainContext, build_method
+from wsss.models.weights import weights_exist
 from wsss.utils.procs import leave_stops_to_parent
 
 
@@ -224,7 +227,7 @@ class Trainer(TrainerBase):
         self.train_set = VOCDataset(cfg.data.root, cfg.data.train_split)
         cfg = self.cfg = resolve_epochs(cfg, len(self.train_set))  # train.epochs -> train.max_iters
         self.val_set = VOCDataset(cfg.data.root, cfg.data.val_split) if validation_split(cfg) else None
-        self.method = self.build_model(cfg, self.train_set.class_names).to(self.device)
+        self.method = self.build_model(self._model_config(cfg), self.train_set.class_names).to(self.device)
         self.model: torch.nn.Module = self.method
         if world_size() > 1:
             # find_unused_parameters: staged losses leave heads unused early on (as the official code);
@@ -243,6 +246,18 @@ class Trainer(TrainerBase):
         self.last_val: dict[str, Any] | None = None  # the last validation of this train() call
         self._epoch_seen: int | None = None  # the data stream's epoch that on_epoch_start last saw
         self.register_hooks([*self.build_hooks(), *hooks])
+
+    def _model_config(self, cfg: Config) -> Config:
+        """``cfg`` for building the model: without ``model.pretrained`` where the start is gone (a DeepLab stage
+        started from a classifier run that was moved since) and this run resumes from its own checkpoint, which
+        holds every weight (strictly loaded by ``resume_if_possible``). The run's own config keeps the name."""
+        last = self.ckpt_dir / "last.pt"
+        if not (cfg.model.pretrained and last.is_file()) or weights_exist(cfg.model.pretrained):
+            return cfg
+        if is_main_process():
+            warnings.warn(ConfigWarning(f"{self.run_dir}: its model.pretrained {cfg.model.pretrained} is gone; "
+                                        f"resuming from {last}, which holds every weight"), stacklevel=3)  # fmt: skip
+        return replace(cfg, model=replace(cfg.model, pretrained=None))
 
     # -- builders (detectron2's DefaultTrainer: a subclass overrides one and keeps the rest) -------------
     @classmethod

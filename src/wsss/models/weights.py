@@ -86,6 +86,16 @@ def resolve_weight_path(path: str | Path) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / rel
 
 
+def weights_exist(pretrained: str | Path) -> bool:
+    """Whether ``model.pretrained`` still names a start that can be read: a file, an installed package's file, a
+    run folder with its checkpoint. A trained run's checkpoint holds every weight, so loading or resuming one
+    does not need it (``load_trained_method``, ``Trainer``)."""
+    try:
+        return resolve_weight_path(pretrained).is_file()
+    except WeightLoadError:  # a package not installed, a folder that is no longer a run
+        return False
+
+
 # torchvision MobileNetV2: features.0 = stem, features.1..17 = inverted residuals in 7 stages of
 # these lengths (the t,c,n,s table of the paper), features.18 = 1x1 head conv, classifier.1 = fc.
 _MBV2_STAGE_LENGTHS = (1, 2, 3, 4, 3, 3, 1)
