@@ -12,7 +12,8 @@ The route is the manual's (docs/own-photos.md), run through the ``wsss`` CLI as 
    scored with ``wsss eval --pseudo``;
 4. the DeepLab stage ``configs/seg/real_cpu.yaml`` on the first refiner's pseudo labels, ``wsss predict``
    on the val split and its mIoU against the val masks; again with ``--tags-from OUT/cls`` (each val photo's
-   prediction names only the classes the route's own classifier finds in it: ``val_tagged``);
+   prediction names only the classes the route's own classifier finds in it: ``val_tagged``), and with its
+   soft gate (``--tag-gate soft``: each class weighted by the classifier's probability, ``val_tagged_soft``);
 5. with ``--seg-rounds N``, N - 1 more rounds of the same stage, each trained afresh on the previous round's
    ``wsss predict --split train --labelled-only --crf`` (a second round of the segmentation network on its own
    predictions, each naming only the photo's image labels; scored on train too, so whether they beat the pseudo
@@ -161,11 +162,13 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
             _wsss("predict", str(seg), "--split", args.val_split, "--quiet", log=log)
             _wsss("eval", str(seg / "predictions" / args.val_split), "--data-root", root, "--split", args.val_split,
                   "--json", str(seg / "eval.json"), log=log)  # fmt: skip
-            _wsss("predict", str(seg), "--split", args.val_split, "--tags-from", str(cls), "--quiet", log=log)
-            _wsss("eval", str(seg / "predictions_tagged" / args.val_split), "--data-root", root, "--split",
-                  args.val_split, "--json", str(seg / "eval_tagged.json"), log=log)  # fmt: skip
-            row = {"round": r, "labels": str(labels), "train": train, "val": 100 * _miou(seg / "eval.json"),
-                   "val_tagged": 100 * _miou(seg / "eval_tagged.json")}  # fmt: skip
+            row = {"round": r, "labels": str(labels), "train": train, "val": 100 * _miou(seg / "eval.json")}
+            for gate, suffix in (("hard", "tagged"), ("soft", "tagged_soft")):  # the classifier's tags, both gates
+                _wsss("predict", str(seg), "--split", args.val_split, "--tags-from", str(cls), "--tag-gate", gate,
+                      "--quiet", log=log)  # fmt: skip
+                _wsss("eval", str(seg / f"predictions_{suffix}" / args.val_split), "--data-root", root, "--split",
+                      args.val_split, "--json", str(seg / f"eval_{suffix}.json"), log=log)  # fmt: skip
+                row[f"val_{suffix}"] = 100 * _miou(seg / f"eval_{suffix}.json")
             if r < args.seg_rounds:  # the next round's labels: this round's predictions of the train photos,
                 # naming only each photo's labelled classes, with the CRF (on ccp-dev's train, RCA seed 2: 23.15
                 # plain, 25.10 labelled only, 25.95 with the CRF, against 22.85 for the PAR labels; BENCHMARKS.md)
@@ -176,8 +179,9 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
                 row["train_predictions"] = 100 * _miou(seg / "eval_train.json")
             res["seg_rounds"].append(row)
         res["seg_train"] = res["seg_rounds"][0]["train"]
-        res["seg_val"] = {"refine": args.refine[0], "miou": res["seg_rounds"][0]["val"],
-                          "tagged": res["seg_rounds"][0]["val_tagged"]}  # fmt: skip
+        first = res["seg_rounds"][0]
+        res["seg_val"] = {"refine": args.refine[0], "miou": first["val"], "tagged": first["val_tagged"],
+                          "tagged_soft": first["val_tagged_soft"]}  # fmt: skip
     return res
 
 

@@ -60,6 +60,7 @@ def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
     assert 0 <= res["seg_val"]["miou"] <= 100 and res["seg_val"]["refine"] == "par"
     # the val predictions again, each photo's classes those the route's own classifier finds (--tags-from)
     assert 0 <= res["seg_val"]["tagged"] <= 100 and (out / "seg/predictions_tagged/val").is_dir()
+    assert 0 <= res["seg_val"]["tagged_soft"] <= 100 and (out / "seg/predictions_tagged_soft/val").is_dir()
     assert f"--tags-from {out / 'cls'}" in log
     assert json.loads((tmp_path / "r.json").read_text()) == res
     # multi-scale CAMs: both `wsss cam` calls get the scales
