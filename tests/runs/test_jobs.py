@@ -135,6 +135,8 @@ def test_predictions_weighted_by_a_classifiers_probabilities(reported, synth_roo
     assert np.array_equal(r.seg_label(image, class_weights=np.ones(ds.num_classes)), r.seg_label(image))
     with pytest.raises(UsageError, match=f"class weights must be {ds.num_classes} numbers in"):
         r.seg_prob(image, class_weights=np.full(ds.num_classes + 1, 0.5))
+    with pytest.raises(UsageError, match="not all 0"):  # no class could win a pixel: a softmax of NaN
+        r.seg_prob(image, class_weights=np.zeros(ds.num_classes))
 
     capsys.readouterr()
     assert main(["predict", str(run), "--split", "val", "--tags-from", str(run), "--tag-gate", "soft",

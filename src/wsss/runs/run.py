@@ -147,8 +147,10 @@ class Run:
         if classes is not None and class_weights is not None:
             raise UsageError("give a prediction either its classes or its class weights, not both")
         weights = class_weights_of(classes, self.num_classes) if classes is not None else np.asarray(class_weights)
-        if weights.shape != (self.num_classes,) or not np.all((weights >= 0) & (weights <= 1)):
-            raise UsageError(f"class weights must be {self.num_classes} numbers in [0, 1], got shape {weights.shape}")
+        if weights.shape != (self.num_classes,) or not np.all((weights >= 0) & (weights <= 1)) or not weights.any():
+            raise UsageError(
+                f"class weights must be {self.num_classes} numbers in [0, 1], not all 0; got shape {weights.shape}"
+            )
         with np.errstate(divide="ignore"):  # log 0 = -inf: the class cannot win a pixel
             log_w = torch.as_tensor(np.log(weights.astype(np.float64)))
 
