@@ -225,20 +225,7 @@ def cmd_pseudo(a: argparse.Namespace) -> int:
     return 0
 
 
-def _check_tag_options(a: argparse.Namespace) -> None:
-    """``--tag-threshold`` / ``--tag-gate`` of ``wsss predict`` go with ``--tags-from``; soft has no threshold."""
-    from wsss.core.errors import UsageError
-
-    if a.tags_from is None and (a.tag_gate != "hard" or a.tag_threshold is not None):
-        raise UsageError("--tag-gate and --tag-threshold apply to the tags of --tags-from RUN: give it too")
-    if a.tag_gate == "soft" and a.tag_threshold is not None:
-        raise UsageError(
-            "--tag-gate soft has no threshold (each class is weighted by its probability): drop --tag-threshold"
-        )
-
-
 def cmd_predict(a: argparse.Namespace) -> int:
-    _check_tag_options(a)
     with _processes(a) as procs:
         from wsss.runs.jobs import run_predict
 
@@ -248,8 +235,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         out = run_predict(
             run, a.split, root=a.data_root, crf=a.crf, scales=a.scales, overwrite=a.overwrite,
             progress=not a.quiet, save_probs=a.save_probs, labelled_only=a.labelled_only,
-            tags_from=_tagger(a, run), tag_threshold=0.5 if a.tag_threshold is None else a.tag_threshold,
-            tag_gate=a.tag_gate,
+            tags_from=_tagger(a, run), tag_threshold=a.tag_threshold, tag_gate=a.tag_gate,
         )  # fmt: skip
     if procs.is_main:
         print(f"predictions in {out}")
@@ -521,6 +507,12 @@ def _refiners() -> Sequence[str]:
     return sorted(REFINERS)
 
 
+def _tag_gates() -> Sequence[str]:
+    from wsss.runs.jobs import TAG_GATES
+
+    return tuple(TAG_GATES)
+
+
 def _import_choices() -> Sequence[str]:
     import wsss.methods  # noqa: F401 (the built-in methods register their import layouts)
     from wsss.runs.official_import import available_imports
@@ -571,7 +563,7 @@ def add_predict(sub: Any) -> None:
     s.add_argument("--tag-threshold", type=_probability, default=None, metavar="P",
                    help="a class is a tag where the classifier's sigmoid reaches P (default 0.5)")  # fmt: skip
     s.add_argument(
-        "--tag-gate", choices=("hard", "soft"), default="hard",
+        "--tag-gate", choices=LazyChoices(_tag_gates), default="hard",
         help="hard (default): the prediction names only the tags at --tag-threshold; soft: no threshold, each "
         "class's probability is multiplied by the classifier's probability of it (predictions_tagged_soft/)",
     )  # fmt: skip

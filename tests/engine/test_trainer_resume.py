@@ -166,7 +166,7 @@ def test_a_run_whose_start_weights_are_gone_resumes_from_its_checkpoint(synth_ro
     # warning, and logs the same losses as a run that never lost its start
     import shutil
 
-    from wsss.core.errors import ConfigWarning
+    from wsss.core.errors import ConfigWarning, WeightLoadError
 
     over = {"train.max_iters": 6, "train.log_iters": 2, "train.ckpt_iters": 3, "train.eval_iters": 100}
     start = tmp_path / "start"
@@ -180,12 +180,13 @@ def test_a_run_whose_start_weights_are_gone_resumes_from_its_checkpoint(synth_ro
     cfg = load_config(CONFIG, tiny_overrides(synth_root, tmp_path / "resumed", **over, **{"model.pretrained": moved}))
     Trainer(cfg, progress=False).train(until=3)
     shutil.rmtree(moved)
-    with pytest.warns(ConfigWarning, match=r"model.pretrained .*moved_start is gone; resuming from .*last.pt"):
+    gone = r"model.pretrained .*moved_start is gone; .*resumed/checkpoints/last.pt holds every weight"
+    with pytest.warns(ConfigWarning, match=gone):
         out = Trainer(cfg, progress=False).train()
     assert out["resumed"] and out["step"] == 6
     assert _losses(tmp_path / "straight") == _losses(tmp_path / "resumed")  # the same floats, not just close
     assert f"pretrained: {moved}" in (tmp_path / "resumed/config.yaml").read_text()  # the run still names its start
     # a run with nothing to resume from still needs its start: one error naming it
     fresh = load_config(CONFIG, tiny_overrides(synth_root, tmp_path / "fresh", **over, **{"model.pretrained": moved}))
-    with pytest.raises(Exception, match="moved_start"):
+    with pytest.raises(WeightLoadError, match="moved_start: pretrained weight file not found"):
         Trainer(fresh, progress=False)

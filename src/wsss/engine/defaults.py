@@ -5,7 +5,6 @@ without private calls.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +14,12 @@ import torch
 from wsss.core.checkpoint import check_checkpoint_classes, load_checkpoint, load_model_state
 from wsss.core.config import Config, load_run_config
 from wsss.core.device import resolve_device
-from wsss.core.errors import ConfigWarning
 from wsss.data.classes import read_classes
 from wsss.engine.train_loop import HookBase
 from wsss.engine.trainer import Trainer, build_optimizer
 from wsss.engine.validate import validate
 from wsss.methods import EngineAPI, Method, build_method
-from wsss.models.weights import weights_exist
+from wsss.models.weights import without_gone_start
 
 __all__ = [
     "HookBase",
@@ -67,12 +65,7 @@ def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device
     if Path(cfg.data.root).is_dir():  # a checkpoint copied from another run would write its class ids
         check_checkpoint_classes(state, path, read_classes(cfg.data.root), f"the run's dataset {cfg.data.root}")
     dev = resolve_device(device or cfg.run.device)
-    if cfg.model.pretrained and not weights_exist(cfg.model.pretrained):
-        # the checkpoint holds every weight (its load is strict), so the start it trained from is not needed: a
-        # DeepLab run started from a classifier run (model.pretrained=RUN) still loads when that run has moved
-        warnings.warn(ConfigWarning(f"{run_dir}: its model.pretrained {cfg.model.pretrained} is gone; the "
-                                    f"checkpoint {path} holds every weight"), stacklevel=2)  # fmt: skip
-        cfg.model.pretrained = None
+    cfg = without_gone_start(cfg, path, run_dir)
     method = build_method(cfg, state["class_names"])
     load_model_state(method, state["model"], path)
     method.to(dev).eval()

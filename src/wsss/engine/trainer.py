@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import random
 import sys
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from wsss.core.distributed import (
     rank,
     world_size,
 )
-from wsss.core.errors import ConfigWarning, TrainingDiverged, UsageError
+from wsss.core.errors import TrainingDiverged, UsageError
 from wsss.data import ClsTrainDataset, VOCDataset
 from wsss.data.transforms import TrainAugment
 from wsss.data.voc import available_splits
@@ -54,7 +52,7 @@ from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
 from wsss.engine.train_loop import HookBase, TrainerBase, weak_method
 from wsss.engine.validate import validate
 from wsss.methods import Method, TrainContext, build_method
-from wsss.models.weights import weights_exist
+from wsss.models.weights import without_gone_start
 from wsss.utils.procs import leave_stops_to_parent
 
 
@@ -248,16 +246,10 @@ class Trainer(TrainerBase):
         self.register_hooks([*self.build_hooks(), *hooks])
 
     def _model_config(self, cfg: Config) -> Config:
-        """``cfg`` for building the model: without ``model.pretrained`` where the start is gone (a DeepLab stage
-        started from a classifier run that was moved since) and this run resumes from its own checkpoint, which
-        holds every weight (strictly loaded by ``resume_if_possible``). The run's own config keeps the name."""
+        """``cfg`` for building the model: a run that resumes from its own ``last.pt`` does not need a start that is
+        gone since (``without_gone_start``); a fresh one does, and names it. The run's config keeps the name."""
         last = self.ckpt_dir / "last.pt"
-        if not (cfg.model.pretrained and last.is_file()) or weights_exist(cfg.model.pretrained):
-            return cfg
-        if is_main_process():
-            warnings.warn(ConfigWarning(f"{self.run_dir}: its model.pretrained {cfg.model.pretrained} is gone; "
-                                        f"resuming from {last}, which holds every weight"), stacklevel=3)  # fmt: skip
-        return replace(cfg, model=replace(cfg.model, pretrained=None))
+        return without_gone_start(cfg, last, self.run_dir, warn=is_main_process()) if last.is_file() else cfg
 
     # -- builders (detectron2's DefaultTrainer: a subclass overrides one and keeps the rest) -------------
     @classmethod

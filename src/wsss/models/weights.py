@@ -12,14 +12,20 @@ names a wsss run (its ``checkpoints/last.pt``).
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from wsss.core.errors import WeightLoadError
+from wsss.core.errors import ConfigWarning, WeightLoadError
 from wsss.core.safe_load import load_torch_file
+
+if TYPE_CHECKING:
+    from wsss.core.config import Config
 
 __all__ = ["WeightLoadError", "check_state_dict", "convert_weight_layout", "load_pretrained", "read_state_dict",
            "resolve_weight_path"]  # fmt: skip
@@ -86,14 +92,26 @@ def resolve_weight_path(path: str | Path) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / rel
 
 
-def weights_exist(pretrained: str | Path) -> bool:
+def _weights_exist(pretrained: str | Path) -> bool:
     """Whether ``model.pretrained`` still names a start that can be read: a file, an installed package's file, a
-    run folder with its checkpoint. A trained run's checkpoint holds every weight, so loading or resuming one
-    does not need it (``load_trained_method``, ``Trainer``)."""
+    run folder with its checkpoint."""
     try:
         return resolve_weight_path(pretrained).is_file()
     except WeightLoadError:  # a package not installed, a folder that is no longer a run
         return False
+
+
+def without_gone_start(cfg: Config, checkpoint: Path, run_dir: Path, *, warn: bool = True) -> Config:
+    """``cfg`` to build a run's model that ``checkpoint`` then fills: without ``model.pretrained`` where that start
+    is gone since (a DeepLab stage started from a classifier run that was moved), with a ``ConfigWarning``. The
+    checkpoint holds every weight and is loaded strictly, so the start is not needed (``load_trained_method``, a
+    resumed ``Trainer``); ``cfg`` itself is left as it is."""
+    if not cfg.model.pretrained or _weights_exist(cfg.model.pretrained):
+        return cfg
+    if warn:
+        warnings.warn(ConfigWarning(f"{run_dir}: its model.pretrained {cfg.model.pretrained} is gone; {checkpoint} "
+                                    "holds every weight"), stacklevel=3)  # fmt: skip
+    return replace(cfg, model=replace(cfg.model, pretrained=None))
 
 
 # torchvision MobileNetV2: features.0 = stem, features.1..17 = inverted residuals in 7 stages of

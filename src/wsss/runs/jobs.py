@@ -46,7 +46,7 @@ from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.methods import REFINERS, Deferred, JobStop, Refiner, register_refiner
-from wsss.runs.run import Run, allowed_classes, load_run, present_classes, soft_tag_weights
+from wsss.runs.run import Run, allowed_classes, class_weights_of, load_run, present_classes, soft_tag_weights
 from wsss.runs.shard import run_ids, shared_todo
 from wsss.runs.tag import tag_labels
 from wsss.utils.io import (
@@ -412,9 +412,33 @@ def run_pseudo(
     return out
 
 
-# How ``wsss predict --tags-from`` applies a classifier's tags: "hard", the classes at ``--tag-threshold`` or more
-# only; "soft", every class weighted by the classifier's probability of it (``soft_tag_weights``).
-TAG_GATES = ("hard", "soft")
+# How ``wsss predict --tags-from`` applies a classifier's tags, and the folder suffix of its predictions: "hard",
+# only the classes at the threshold (TAG_THRESHOLD unless given) or more; "soft", every class weighted by the
+# classifier's probability of it (``soft_tag_weights``), no threshold.
+TAG_GATES = {"hard": "_tagged", "soft": "_tagged_soft"}
+TAG_THRESHOLD = 0.5  # the sigmoid's own decision: the sign of the classifier's logit
+
+
+def _check_tag_options(tagger: Run | None, gate: str, threshold: float | None) -> None:
+    """``tag_gate`` and ``tag_threshold`` of ``run_predict`` go with ``tags_from``; the soft gate has no threshold."""
+    if gate not in TAG_GATES:
+        raise UsageError(f"tag_gate must be one of {', '.join(TAG_GATES)}, got {gate!r}")
+    if tagger is None and (gate != "hard" or threshold is not None):
+        raise UsageError("--tag-gate and --tag-threshold apply to the tags of --tags-from RUN: give it too")
+    if gate == "soft" and threshold is not None:
+        raise UsageError(
+            "--tag-gate soft has no threshold (each class is weighted by its probability): drop --tag-threshold"
+        )
+
+
+def _tag_weights(tagger: Run, image: np.ndarray, gate: str, threshold: float | None) -> np.ndarray:
+    """(C,) class weights of a photo from the classifier run's probabilities: 0 / 1 at the threshold ("hard"), the
+    probabilities themselves ("soft")."""
+    probs = tagger.class_probs(image)
+    if gate == "soft":
+        return soft_tag_weights(probs)
+    tags = tag_labels(probs, TAG_THRESHOLD if threshold is None else threshold, at_least_one=False)
+    return class_weights_of(allowed_classes(tags), tagger.num_classes)
 
 
 def _check_tagger(run: Run, tagger: Run, labelled_only: bool) -> None:
@@ -432,7 +456,7 @@ def _check_tagger(run: Run, tagger: Run, labelled_only: bool) -> None:
 def run_predict(
     run: Run, split: str, *, root: str | None = None, crf: bool = False, scales: Sequence[float] | None = None,
     overwrite: bool = False, progress: bool = True, save_probs: bool = False, labelled_only: bool = False,
-    tags_from: Run | None = None, tag_threshold: float = 0.5, tag_gate: str = "hard",
+    tags_from: Run | None = None, tag_threshold: float | None = None, tag_gate: str = "hard",
 ) -> Path:  # fmt: skip
     """Segmentation masks ``predictions/<split>/<id>.png`` (``predictions_crf`` with ``crf``).
 
@@ -442,13 +466,12 @@ def run_predict(
     (``allowed_classes``; folder ``predictions_labelled``, ``predictions_crf_labelled``): the training
     photos' labels for a second round of the segmentation network (a photo without a label: a DataError).
     ``tags_from``: a classifier run (``Run.class_probs``); each photo's prediction names only the background
-    and the classes it scores at ``tag_threshold`` or more, for photos whose labels are not known (folder
+    and the classes it scores at ``tag_threshold`` (0.5) or more, for photos whose labels are not known (folder
     ``predictions_tagged``, ``predictions_crf_tagged``). ``tag_gate="soft"``: no threshold; each class's
     probability is multiplied by the classifier's probability of the class and renormalised
     (:func:`soft_tag_weights`; folder ``predictions_tagged_soft``, ``predictions_crf_tagged_soft``).
     """
-    if tag_gate not in TAG_GATES:
-        raise UsageError(f"tag_gate must be one of {', '.join(TAG_GATES)}, got {tag_gate!r}")
+    _check_tag_options(tags_from, tag_gate, tag_threshold)
     if not run.method.has_seg_head:
         raise UsageError(
             f"{run.dir}: this run (method {run.cfg.method}, model.decoder {run.cfg.model.decoder}) has no "
@@ -457,9 +480,7 @@ def run_predict(
     if tags_from is not None:
         _check_tagger(run, tags_from, labelled_only)
     ds = VOCDataset(root or run.cfg.data.root, split)
-    suffix = "_labelled" if labelled_only else ""
-    if tags_from is not None:
-        suffix = "_tagged" if tag_gate == "hard" else "_tagged_soft"
+    suffix = "_labelled" if labelled_only else TAG_GATES[tag_gate] if tags_from is not None else ""
     out = run.dir / ("predictions" + ("_crf" if crf else "") + suffix) / split
     probs_dir = run.dir / "probs" / split
     todo = shared_todo(lambda: _todo(ds.ids, out, ".png", overwrite))
@@ -467,11 +488,7 @@ def run_predict(
 
     def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> np.ndarray | Deferred:
         classes = allowed_classes(labels) if labelled_only else None
-        weights = None
-        if tags_from is not None and tag_gate == "hard":
-            classes = allowed_classes(tag_labels(tags_from.class_probs(image), tag_threshold, at_least_one=False))
-        elif tags_from is not None:
-            weights = soft_tag_weights(tags_from.class_probs(image))
+        weights = _tag_weights(tags_from, image, tag_gate, tag_threshold) if tags_from is not None else None
         if not (crf or save_probs):  # the label alone, band by band: no (C, H, W) map of a large photo
             return run.seg_label(image, scales, prepared=x, classes=classes, class_weights=weights)
         prob = run.seg_prob(image, scales, prepared=x, classes=classes, class_weights=weights)
