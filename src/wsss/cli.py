@@ -563,7 +563,7 @@ def add_predict(sub: Any) -> None:
     s.add_argument("--tag-threshold", type=_probability, default=None, metavar="P",
                    help="a class is a tag where the classifier's sigmoid reaches P (default 0.5)")  # fmt: skip
     s.add_argument(
-        "--tag-gate", choices=LazyChoices(_tag_gates), default="hard",
+        "--tag-gate", choices=LazyChoices(_tag_gates), default="hard", metavar="GATE",  # a metavar: no import here
         help="hard (default): the prediction names only the tags at --tag-threshold; soft: no threshold, each "
         "class's probability is multiplied by the classifier's probability of it (predictions_tagged_soft/)",
     )  # fmt: skip
