@@ -53,3 +53,15 @@ def test_an_image_without_labelled_classes_is_all_background():
         refined, torch.zeros(0, dtype=torch.long), torch.rand(3, 32, 32), (32, 40), PAR((1, 2), 3)
     )
     assert label.shape == (32, 40) and label.dtype == torch.int64 and int(label.abs().sum()) == 0
+
+
+def test_refinement_under_autocast_returns_float32():
+    """ExCEL's online labels under ``run.amp`` (bf16 autocast on a GPU): the refinement's matrix products come out in
+    bfloat16, which NumPy cannot hold (`TypeError: Got unsupported ScalarType BFloat16`, seen on an H200). The CPU's
+    autocast does the same to them. The uniform case above: 2 boxed patches of 1/16, exact in bfloat16."""
+    cam = torch.zeros(4, 4, dtype=torch.float64)
+    cam[1:, 2:] = 1.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        refined = refine_with_attention(cam.reshape(16, 1), _uniform_attention(12, 16), (4, 4), box_edge_loss=True)
+    assert refined.dtype == torch.float32
+    torch.testing.assert_close(refined, torch.full((1, 4, 4), 2 / 16), rtol=0, atol=0)

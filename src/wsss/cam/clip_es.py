@@ -212,9 +212,10 @@ def caa_transition(attn: torch.Tensor, mask: torch.Tensor | None = None) -> list
 
 
 def caa_refine(trans: torch.Tensor, cam: np.ndarray) -> np.ndarray:
-    """``T @ cam`` (step 12): (h, w) float32 refined map, not normalised."""
+    """``T @ cam`` (step 12): (h, w) float32 refined map, not normalised. ``trans`` may be half precision (ExCEL's
+    online labels under ``run.amp`` autocast); NumPy has no bfloat16, so the product comes back as float32."""
     flat = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32)).view(-1, 1).to(trans)
-    return (trans @ flat).reshape(cam.shape).cpu().numpy().astype(np.float32)
+    return (trans @ flat).reshape(cam.shape).float().cpu().numpy()
 
 
 # ---- the whole image -----------------------------------------------------------------------------

@@ -27,17 +27,28 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def process_group_backend(use_cuda: bool) -> str:
+    """The process group's backends: gloo for CPU tensors, and NCCL for CUDA tensors on CUDA.
+
+    A CUDA run still reduces CPU tensors: the step's non-finite flag, the logged loss sums, Ctrl-C's stop
+    flag and the validation's confusion matrix (engine/trainer.py, hooks.py, validate.py). NCCL alone has no
+    CPU backend ("No backend type associated with device type cpu"), so each tensor goes to the backend of
+    its device, which PyTorch dispatches by this string."""
+    return "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
+
+
 def init_from_env(device: str = "auto") -> torch.device:
     """Join the process group torchrun describes (if any) and return this process's device.
 
-    NCCL on CUDA, gloo on the CPU. Without torchrun (no WORLD_SIZE, or 1) nothing is initialised.
+    NCCL for CUDA tensors and gloo for CPU ones (``process_group_backend``). Without torchrun (no WORLD_SIZE,
+    or 1) nothing is initialised.
     """
     use_cuda = torch.cuda.is_available() and device != "cpu"
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_distributed():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group(process_group_backend(use_cuda))
     if device == "auto":
         return torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
     dev = torch.device(device)
