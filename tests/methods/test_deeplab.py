@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from conftest import REPO
 from wsss.cli import main
 from wsss.core.config import load_config
+from wsss.core.errors import ConfigError
 from wsss.data import VOCDataset
 from wsss.engine.trainer import build_optimizer
 from wsss.methods import build_method, placeholder_classes
@@ -183,3 +184,25 @@ def test_imagenet_mobilenetv2_preset_loads_and_trains_finite():
         opt.step()
         losses.append(float(loss.detach()))
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_pretended_underfitting_caps_the_pixels_the_network_contradicts():
+    """``options.pus=clamp``: with a fitted batch (mean loss below beta) the loss is the mean over the labelled
+    pixels of min(CE, k); the network is left as the preset's (off by default); a wrong mode is refused."""
+    torch.manual_seed(0)
+    batch = {"image": torch.randn(2, 3, 32, 32), "target": torch.randint(0, 7, (2, 32, 32))}
+    plain = build_method(tiny_cfg(), placeholder_classes(7)).eval()
+    assert plain.pus is None
+    with torch.no_grad():
+        logits = plain.net(batch["image"])
+        small = F.interpolate(batch["target"][:, None].float(), size=logits.shape[-2:], mode="nearest-exact")[:, 0]
+        pixel = F.cross_entropy(logits, small.long(), reduction="none")
+        k = float(pixel.median())  # the cap acts on about half of the pixels
+        capped = build_method(tiny_cfg("options.pus=clamp", "options.pus_beta=100", f"options.pus_k={k}"),
+                              placeholder_classes(7)).eval()  # fmt: skip
+        capped.load_state_dict(plain.state_dict())
+        assert torch.allclose(plain.training_step(batch, 0, {"seg"})["seg"], pixel.mean())
+        capped_loss = capped.training_step(batch, 0, {"seg"})["seg"]
+        assert torch.allclose(capped_loss, pixel.clamp(max=k).mean()) and float(capped_loss) < float(pixel.mean())
+    with pytest.raises(ConfigError, match="options.pus"):
+        build_method(tiny_cfg("options.pus=cap"), placeholder_classes(7))

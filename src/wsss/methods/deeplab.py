@@ -6,7 +6,8 @@ RCA and SC-CAM train DeepLab-v2 ResNet-101 (kazuto1011/deeplab-pytorch) on their
 the image by the shared augmentation, and has no CAM: validation and ``wsss predict`` use the
 segmentation only (multi-scale + flip, optional DenseCRF, ``runs/jobs.py``).
 
-Loss term ``seg``: cross entropy ignoring 255. kazuto1011's ``DeepLabV2_ResNet101_MSC`` also trains
+Loss term ``seg``: cross entropy ignoring 255; ``options.pus`` applies PMM's pretended under-fitting to it (ICCV
+2021, ``losses.seg.pretended_underfitting``), off in the presets. kazuto1011's ``DeepLabV2_ResNet101_MSC`` also trains
 on the input at scales 0.75 and 0.5 and on the max of the three logits, summing the four losses, with
 the labels resized (nearest) to each logit size: ``options.msc_scales`` and
 ``options.target_at_logit_res``. Optimiser groups (kazuto1011 ``get_params``, the caffe lr_mult):
@@ -26,6 +27,7 @@ from torch import nn
 
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, UsageError
+from wsss.losses.seg import PUS_MODES, pretended_underfitting
 from wsss.methods.base import backbone_from_config
 from wsss.methods.contract import CamDeclaration, Method, TrainContext, register_method
 from wsss.models.deeplab import DeepLabV2, DeepLabV3Plus
@@ -33,14 +35,25 @@ from wsss.models.deeplab import DeepLabV2, DeepLabV3Plus
 IGNORE = 255
 
 
+@dataclass(frozen=True)
+class PretendedUnderfitting:
+    """PMM's pretended under-fitting of the per-pixel loss (``losses.seg.pretended_underfitting``)."""
+
+    mode: str
+    beta: float
+    k: float
+
+
 def seg_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, *, target_at_logit_res: bool = True, ignore_index: int = IGNORE
-) -> torch.Tensor:
+    logits: torch.Tensor, target: torch.Tensor, *, target_at_logit_res: bool = True, ignore_index: int = IGNORE,
+    pus: PretendedUnderfitting | None = None,
+) -> torch.Tensor:  # fmt: skip
     """Cross entropy of (B, C, h, w) logits against a (B, H, W) label map, ``ignore_index`` ignored.
 
     ``target_at_logit_res``: the labels are resized to the logits with nearest (pixel-centre)
     sampling, as kazuto1011's ``resize_labels``; otherwise the logits are upsampled bilinearly to
-    the labels. A batch without any labelled pixel gives a zero loss (not NaN).
+    the labels. A batch without any labelled pixel gives a zero loss (not NaN). ``pus``: PMM's pretended
+    under-fitting of the per-pixel losses before their mean over the labelled pixels.
     """
     if logits.shape[-2:] != target.shape[-2:]:
         if target_at_logit_res:
@@ -50,7 +63,11 @@ def seg_cross_entropy(
     target = target.long()
     if not bool((target != ignore_index).any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, target, ignore_index=ignore_index)
+    if pus is None:
+        return F.cross_entropy(logits, target, ignore_index=ignore_index)
+    labelled = target != ignore_index
+    pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")  # 0 where ignored
+    return pretended_underfitting(pixel, labelled, pus.mode, pus.beta, pus.k).sum() / labelled.sum()
 
 
 def attach_pseudo_labels(ctx: TrainContext, cfg: Config, method_name: str) -> None:
@@ -71,6 +88,12 @@ class DeepLabOptions:
     msc_scales: tuple[float, ...] = ()  # kazuto1011 MSC training: (0.75, 0.5) adds those inputs and the max fusion
     target_at_logit_res: bool = True  # labels resized to the logits (kazuto1011); false: logits upsampled to the labels
     v3_dim: int = 256  # v3+ ASPP / decoder width
+    # PMM's pretended under-fitting (losses.seg.pretended_underfitting): "" (off, the papers' DeepLab), "clamp",
+    # "pow" or "ignore"; from a batch whose mean loss is below pus_beta, each pixel's loss is capped at pus_k.
+    # PMM's official configs: clamp, 0.5 / 0.5 on VOC, 0.8 / 0.8 on COCO.
+    pus: str = ""
+    pus_beta: float = 0.5
+    pus_k: float = 0.5
 
 
 @register_method
@@ -106,6 +129,9 @@ class DeepLab(Method):
             raise UsageError(f"options.arch must be 'v2' or 'v3plus', got {o.arch!r}")
         if o.freeze_bn:
             self.keep_batchnorm_frozen(self._backbone)
+        if o.pus and o.pus not in PUS_MODES:
+            raise ConfigError(f"options.pus must be '' (off) or one of {', '.join(PUS_MODES)}, got {o.pus!r}")
+        self.pus = PretendedUnderfitting(o.pus, o.pus_beta, o.pus_k) if o.pus else None
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         head = [p for mod in self._heads for p in mod.parameters()]
@@ -140,7 +166,7 @@ class DeepLab(Method):
             up = [F.interpolate(p, size=logits.shape[-2:], mode="bilinear", align_corners=False) for p in pyramid]
             outs += pyramid + [torch.stack([logits, *up]).max(dim=0).values]
         at_logits = self.options.target_at_logit_res
-        return {"seg": sum(seg_cross_entropy(o, target, target_at_logit_res=at_logits) for o in outs)}
+        return {"seg": sum(seg_cross_entropy(o, target, target_at_logit_res=at_logits, pus=self.pus) for o in outs)}
 
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
