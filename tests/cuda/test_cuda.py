@@ -4,8 +4,9 @@ computes; a CUDA run reduces its CPU flags and sums in the same process group as
 pseudo labels and predictions (with the CRF) on the GPU match the CPU's.
 
 CI has no GPU, so these are skipped there; `dev/device_check.sh` runs them on a lent GPU machine (BENCHMARKS.md,
-"The CUDA paths on an H200"). ``WSSS_TEST_GPU=cpu`` runs them with the CPU standing in for the GPU, to check the
-tests themselves on a machine without one (autocast is then off: the trainer keeps the CPU in fp32)."""
+"The CUDA paths on an H200"). ``WSSS_TEST_GPU=cpu`` (``make test-gpu-standin``, which .ci/run runs) runs them with
+the CPU standing in for the GPU, to keep the tests themselves working on machines without one (autocast is then off:
+the trainer keeps the CPU in fp32)."""
 
 from __future__ import annotations
 
