@@ -3,6 +3,8 @@ and PMM's pretended under-fitting of a per-pixel loss (``pretended_underfitting`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -81,3 +83,15 @@ def pretended_underfitting(pixel_loss: torch.Tensor, labelled: torch.Tensor, mod
     if mode == "pow":
         return (pixel_loss + 1e-9).pow(k)
     return pixel_loss * (pixel_loss <= k).to(pixel_loss.dtype)
+
+
+@dataclass(frozen=True)
+class PretendedUnderfitting:
+    """``pretended_underfitting`` with its settings (the DeepLab stage's ``options.pus``, ``pus_beta``, ``pus_k``)."""
+
+    mode: str
+    beta: float
+    k: float
+
+    def __call__(self, pixel_loss: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+        return pretended_underfitting(pixel_loss, labelled, self.mode, self.beta, self.k)

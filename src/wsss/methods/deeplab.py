@@ -27,21 +27,12 @@ from torch import nn
 
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, UsageError
-from wsss.losses.seg import PUS_MODES, pretended_underfitting
+from wsss.losses.seg import PUS_MODES, PretendedUnderfitting
 from wsss.methods.base import backbone_from_config
 from wsss.methods.contract import CamDeclaration, Method, TrainContext, register_method
 from wsss.models.deeplab import DeepLabV2, DeepLabV3Plus
 
 IGNORE = 255
-
-
-@dataclass(frozen=True)
-class PretendedUnderfitting:
-    """PMM's pretended under-fitting of the per-pixel loss (``losses.seg.pretended_underfitting``)."""
-
-    mode: str
-    beta: float
-    k: float
 
 
 def seg_cross_entropy(
@@ -67,7 +58,7 @@ def seg_cross_entropy(
         return F.cross_entropy(logits, target, ignore_index=ignore_index)
     labelled = target != ignore_index
     pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")  # 0 where ignored
-    return pretended_underfitting(pixel, labelled, pus.mode, pus.beta, pus.k).sum() / labelled.sum()
+    return pus(pixel, labelled).sum() / labelled.sum()
 
 
 def attach_pseudo_labels(ctx: TrainContext, cfg: Config, method_name: str) -> None:
