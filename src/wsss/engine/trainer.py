@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from wsss.core.checkpoint import check_checkpoint_classes, load_checkpoint, load_model_state, save_checkpoint
 from wsss.core.config import Config, resolve_epochs, save_config
+from wsss.core.device import cuda_available
 from wsss.core.distributed import (
     all_gather_objects,
     all_reduce_sum,
@@ -430,6 +431,16 @@ class Trainer(TrainerBase):
         self.method.after_step(step)
         return total, sums
 
+    def _describe_device(self) -> str:
+        """Where the run trains, for its start line: the device, its autocast, and a GPU the config leaves idle
+        (the ``real_cpu`` presets pin ``run.device: cpu``, so that their figures are the CPU's)."""
+        dev = str(self.device)
+        if self.amp_dtype is not None:
+            return f"{dev}, {self.cfg.run.amp} autocast"
+        if self.device.type == "cpu" and cuda_available():
+            return f"{dev} (run.device={self.cfg.run.device}; a GPU is here: run.device=cuda trains on it)"
+        return dev
+
     # -- the loop -----------------------------------------------------------------------------------
     def train(self, until: int | None = None) -> dict[str, Any]:
         """Train to ``train.max_iters`` (or stop after step ``until``, as a kill would, for tests).
@@ -456,7 +467,7 @@ class Trainer(TrainerBase):
             weights = _describe_weights(cfg.model.pretrained)
             start = f"resumed from {self.ckpt_dir / 'last.pt'} at step {self.step}" if resumed else "from step 0"
             print(f"train {self.run_dir}: {cfg.method}, {cfg.model.backbone}, pretrained weights {weights}; {start}"
-                  f" of {t.max_iters}", file=sys.stderr, flush=True)  # fmt: skip
+                  f" of {t.max_iters}; on {self._describe_device()}", file=sys.stderr, flush=True)  # fmt: skip
         if self.step >= stop:
             return {"step": self.step, "resumed": resumed, "best": self.best}
         self.method.train()
