@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # (page, title, heading pattern): the first matching topic takes a section.
 TOPICS: list[tuple[str, str, str]] = [
+    ("gpu", "On a GPU", r"CUDA|GPU|H200"),
     ("clip", "CLIP methods", r"CLIP|ExCEL"),
     ("real-photos", "Real photos on a CPU", r"[Rr]eal photos|ccp-dev|coco128"),
     ("inference", "Inference speed and memory", r"Inference|per image|wsss cam|wsss predict"),
