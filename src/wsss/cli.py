@@ -229,7 +229,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     with _processes(a) as procs:
         from wsss.runs.jobs import run_predict
 
-        run = _load(a)
+        run = _with_ensemble(a, _load(a))
         if a.crf_workers is not None:
             run.cfg.infer.crf_workers = a.crf_workers
         out = run_predict(
@@ -240,6 +240,16 @@ def cmd_predict(a: argparse.Namespace) -> int:
     if procs.is_main:
         print(f"predictions in {out}")
     return 0
+
+
+def _with_ensemble(a: argparse.Namespace, run: Any) -> Any:
+    """``wsss predict RUN --ensemble RUN2 ...``: RUN with the other runs' segmentation networks averaged into its
+    own, each loaded on RUN's device from the same ``--checkpoint`` choice."""
+    if not a.ensemble:
+        return run
+    from wsss.runs.run import load_run
+
+    return run.with_ensemble([load_run(d, checkpoint=a.checkpoint, device=str(run.device)) for d in a.ensemble])
 
 
 def _tagger(a: argparse.Namespace, run: Any) -> Any:
@@ -550,6 +560,11 @@ def add_predict(sub: Any) -> None:
                    help="e.g. 1.0,1.25,1.5 (default: infer.scales)")  # fmt: skip
     s.add_argument("--crf", action="store_true", help="DenseCRF over the classes that can appear")
     s.add_argument("--crf-workers", type=int, default=None, help="CRF processes (default: infer.crf_workers)")
+    s.add_argument(
+        "--ensemble", nargs="+", default=[], metavar="RUN",
+        help="more runs of the same classes (e.g. the stage trained again with other seeds) whose softmax "
+        "probabilities are averaged with RUN's at each scale and flip (predictions_ensN/, N networks in all)",
+    )  # fmt: skip
     s.add_argument("--save-probs", action="store_true", help="also write probs/<split>/<id>.npy (float16 softmax)")
     s.add_argument("--labelled-only", action="store_true",
                    help="name only the background and each photo's image labels (training photos: the labels of a "

@@ -470,6 +470,8 @@ def run_predict(
     ``predictions_tagged``, ``predictions_crf_tagged``). ``tag_gate="soft"``: no threshold; each class's
     probability is multiplied by the classifier's probability of the class and renormalised
     (:func:`soft_tag_weights`; folder ``predictions_tagged_soft``, ``predictions_crf_tagged_soft``).
+    A run with an ensemble (:meth:`Run.with_ensemble`) of N networks in all writes into ``predictions..._ensN``
+    (and ``probs_ensN``).
     """
     _check_tag_options(tags_from, tag_gate, tag_threshold)
     if not run.method.has_seg_head:
@@ -481,8 +483,9 @@ def run_predict(
         _check_tagger(run, tags_from, labelled_only)
     ds = VOCDataset(root or run.cfg.data.root, split)
     suffix = "_labelled" if labelled_only else TAG_GATES[tag_gate] if tags_from is not None else ""
-    out = run.dir / ("predictions" + ("_crf" if crf else "") + suffix) / split
-    probs_dir = run.dir / "probs" / split
+    members = f"_ens{1 + len(run.ensemble)}" if run.ensemble else ""
+    out = run.dir / ("predictions" + ("_crf" if crf else "") + suffix + members) / split
+    probs_dir = run.dir / ("probs" + members) / split
     todo = shared_todo(lambda: _todo(ds.ids, out, ".png", overwrite))
     params = run.cfg.infer.crf
 

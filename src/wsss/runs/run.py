@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ class Run:
     method: Method
     class_names: list[str]
     device: torch.device
+    ensemble: tuple[Method, ...] = ()  # further segmentation networks averaged with ``method`` (:meth:`with_ensemble`)
 
     @property
     def num_classes(self) -> int:
@@ -90,6 +91,37 @@ class Run:
         cam = passes(lambda v: self.method.cam_maps(v)[0], x, classes=torch.from_numpy(keys), compact=True)
         cam = F.interpolate(cam, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
         return keys, cam.float().cpu().numpy()
+
+    def with_ensemble(self, members: Sequence[Run]) -> Run:
+        """This run with the segmentation networks of ``members`` averaged into its own: each network's softmax
+        probabilities at each scale and flip, averaged with equal weights (an ensemble of trainings of one stage
+        on the same labels, differing in their seed: ``wsss predict --ensemble``). Everything else (the scales,
+        the CRF, the tags) is this run's. The members must have a segmentation head and this run's classes."""
+        for member in members:
+            if not member.method.has_seg_head:
+                raise UsageError(f"{member.dir}: this run (method {member.cfg.method}) has no segmentation head")
+            if member.device != self.device:
+                raise UsageError(f"{member.dir}: on {member.device}, while {self.dir} is on {self.device}")
+            if member.class_names != self.class_names:
+                raise UsageError(
+                    f"{member.dir}: its classes ({', '.join(member.class_names[1:4])}, ...) are not those of "
+                    f"{self.dir} ({', '.join(self.class_names[1:4])}, ...)"
+                )
+        return replace(self, ensemble=(*self.ensemble, *(m.method for m in members)))
+
+    def _seg_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The segmentation network's logits, or an ensemble's log mean probabilities. The log-softmax differs from
+        the logits by one number per pixel, which the softmax and the argmax after the flip's sum do not see."""
+        if not self.ensemble:
+            return self.method.seg_logits(x)
+        first = self.method.seg_logits(x).float()
+        probs = torch.softmax(first, dim=1)
+        for method in self.ensemble:
+            logits = method.seg_logits(x).float()
+            if logits.shape != first.shape:  # another architecture's output stride
+                logits = F.interpolate(logits, size=first.shape[-2:], mode="bilinear", align_corners=False)
+            probs += torch.softmax(logits, dim=1)
+        return torch.log(probs / (1 + len(self.ensemble)))
 
     def require_classifier(self) -> None:
         """A UsageError naming the run unless its method has an image classifier (``Method.has_classifier``)."""
@@ -170,7 +202,7 @@ class Run:
             else prepare_image(image, None, self.device, max_side=inf.max_side)
         )
         return multi_scale_logits(
-            self.method.seg_logits, x, tuple(scales or inf.scales), image.shape[:2],
+            self._seg_logits, x, tuple(scales or inf.scales), image.shape[:2],
             flip_fuse="sum", scale_fuse="max", square_size=inf.square_size, reduce=reduce,
         )  # fmt: skip
 
