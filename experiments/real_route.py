@@ -28,6 +28,11 @@ like the others.
 OUT/cls``: its backbone, fine-tuned on the train photos' image labels, instead of the preset's ImageNet one; the
 classifier and the stage must share a backbone, as the real-photo presets do).
 
+``--seg-ensemble N`` trains N - 1 more DeepLab stages on round 1's labels, seeds ``S + 3k`` for k = 1 .. N - 1 (S:
+round 1's ``run.seed``; the offset 3 keeps the members of the routes of seeds 0, 1, 2 apart), in ``OUT/seg_mK``, and
+scores round 1's stage ensembled with them (``wsss predict OUT/seg --ensemble OUT/seg_m1 ...``): plain, with
+``--tags-from OUT/cls``, and with ``--crf --tags-from OUT/cls`` (``seg_val.ensemble``).
+
 ``--cam-scales`` gives ``wsss cam`` its ``--scales`` (multi-scale CAMs from a classifier trained without them).
 
 The refiner ``affinity`` is PSA's walk (methods.md 5.7): PSA's la / ha seeds of the train split first
@@ -178,11 +183,42 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
                       "--json", str(seg / "eval_train.json"), log=log)  # fmt: skip
                 row["train_predictions"] = 100 * _miou(seg / "eval_train.json")
             res["seg_rounds"].append(row)
+        if args.seg_ensemble > 1:
+            first_labels = Path(res["seg_rounds"][0]["labels"])
+            res["seg_ensemble"] = _seg_ensemble(args, out, cls, root, first_labels, seg_set, log)
         res["seg_train"] = res["seg_rounds"][0]["train"]
         first = res["seg_rounds"][0]
         res["seg_val"] = {"refine": args.refine[0], "miou": first["val"], "tagged": first["val_tagged"],
                           "tagged_soft": first["val_tagged_soft"]}  # fmt: skip
+        if args.seg_ensemble > 1:
+            res["seg_val"]["ensemble"] = res["seg_ensemble"]["val"]
     return res
+
+
+def _seg_ensemble(
+    args: argparse.Namespace, out: Path, cls: Path, root: str, labels: Path, seg_set: list[str], log: Path
+) -> dict[str, Any]:
+    """``--seg-ensemble N``: N - 1 more trainings of round 1's stage on its labels (seeds S + 3k), and round 1's
+    stage ensembled with them, scored on val plain, tagged, and tagged with the CRF."""
+    import yaml
+
+    seed = int(yaml.safe_load((out / "seg/config.yaml").read_text())["run"]["seed"])
+    members = [out / f"seg_m{k}" for k in range(1, args.seg_ensemble)]
+    trains = [
+        _train(args.seg, root, m, [f"data.pseudo_dir={labels}", *seg_set, f"run.seed={seed + 3 * k}"], log)
+        for k, m in enumerate(members, start=1)
+    ]
+    seg, n, val = out / "seg", args.seg_ensemble, {}
+    for name, extra in (("miou", []), ("tagged", ["--tags-from", str(cls)]),
+                        ("crf_tagged", ["--crf", "--tags-from", str(cls)])):  # fmt: skip
+        _wsss("predict", str(seg), "--split", args.val_split, "--ensemble", *map(str, members), *extra, "--quiet",
+              log=log)  # fmt: skip
+        folder = "predictions" + ("_crf" if "--crf" in extra else "") + ("_tagged" if extra else "") + f"_ens{n}"
+        scores = seg / f"eval_ens{n}_{name}.json"
+        _wsss("eval", str(seg / folder / args.val_split), "--data-root", root, "--split", args.val_split,
+              "--json", str(scores), log=log)  # fmt: skip
+        val[name] = 100 * _miou(scores)
+    return {"members": [str(seg), *map(str, members)], "train": trains, "val": val}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -204,6 +240,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="the DeepLab stage starts from the route's classifier's backbone (model.pretrained=OUT/cls)",
     )
+    p.add_argument(
+        "--seg-ensemble", type=int, default=1, metavar="N",
+        help="N DeepLab stages on round 1's labels (seeds S + 3k), scored ensembled (wsss predict --ensemble)",
+    )  # fmt: skip
     p.add_argument("--cam-scales", default="", help="wsss cam --scales, e.g. 1.0,1.5,2.0 (default: the preset's)")
     p.add_argument("--affinity", default="configs/affinity/real_cpu.yaml", help="the preset of --refine affinity")
     p.add_argument("--set", nargs="*", default=[], help="overrides of the classifier's training")

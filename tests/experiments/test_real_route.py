@@ -114,3 +114,27 @@ def test_real_route_seg_from_classifier(tmp_path, synth_root, monkeypatch):
     assert f"model.pretrained={out / 'cls'}" in (out / "route.log").read_text()
     assert f"pretrained: {out / 'cls'}" in (out / "seg/config.yaml").read_text()
     assert f"pretrained weights {out / 'cls'} = {out / 'cls/checkpoints/last.pt'}" in (out / "route.log").read_text()
+
+
+def test_real_route_seg_ensemble(tmp_path, synth_root, monkeypatch):
+    """``--seg-ensemble 3``: two more DeepLab stages on round 1's labels, seeds S + 3 and S + 6, and round 1's
+    stage ensembled with them, scored plain, tagged, and tagged with the CRF."""
+    monkeypatch.setattr(real_route, "IN_PROCESS", True)
+    out = tmp_path / "route"
+    tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
+            "--refine", "par", "--seg", str(REPO / "configs/seg/synthetic_cpu.yaml"), "--seg-ensemble", "3",
+            "--set", *tiny, "--seg-set", *SEG_TINY, "run.seed=5"]  # fmt: skip
+    res = real_route.main(argv)
+    ens = res["seg_ensemble"]
+    assert ens["members"] == [str(out / "seg"), str(out / "seg_m1"), str(out / "seg_m2")]
+    assert [t["iterations"] for t in ens["train"]] == [4, 4]
+    for k, seed in ((1, 8), (2, 11)):
+        cfg = (out / f"seg_m{k}/config.yaml").read_text()
+        assert f"seed: {seed}," in cfg and str(out / "cls/pseudo_par/train") in cfg
+    assert set(res["seg_val"]["ensemble"]) == {"miou", "tagged", "crf_tagged"}
+    assert all(0 <= v <= 100 for v in res["seg_val"]["ensemble"].values())
+    for folder in ("predictions_ens3", "predictions_tagged_ens3", "predictions_crf_tagged_ens3"):
+        assert len(list((out / "seg" / folder / "val").glob("*.png"))) == 8
+    log = (out / "route.log").read_text()
+    assert f"--ensemble {out / 'seg_m1'} {out / 'seg_m2'} --crf --tags-from {out / 'cls'}" in log
