@@ -247,8 +247,13 @@ def _with_ensemble(a: argparse.Namespace, run: Any) -> Any:
     own, each loaded on RUN's device from the same ``--checkpoint`` choice."""
     if not a.ensemble:
         return run
+    from wsss.core.errors import UsageError
     from wsss.runs.run import load_run
 
+    if a.checkpoint not in ("auto", "best", "last"):
+        raise UsageError(
+            f"--checkpoint {a.checkpoint} is a file of {a.run} alone: with --ensemble give best, last or auto"
+        )
     return run.with_ensemble([load_run(d, checkpoint=a.checkpoint, device=str(run.device)) for d in a.ensemble])
 
 

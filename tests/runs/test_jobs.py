@@ -223,3 +223,6 @@ def test_predictions_of_an_ensemble_average_the_networks_probabilities(reported,
     capsys.readouterr()
     assert main(["predict", str(run), "--ensemble", str(tmp_path / "gone"), "--split", "val", "--quiet"]) == 1
     assert "gone" in capsys.readouterr().err
+    pt = str(run / "checkpoints/last.pt")
+    assert main(["predict", str(run), "--checkpoint", pt, "--ensemble", str(other), "--split", "val"]) == 1
+    assert "with --ensemble give best, last or auto" in capsys.readouterr().err

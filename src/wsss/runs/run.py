@@ -111,7 +111,8 @@ class Run:
 
     def _seg_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The segmentation network's logits, or an ensemble's log mean probabilities. The log-softmax differs from
-        the logits by one number per pixel, which the softmax and the argmax after the flip's sum do not see."""
+        the logits by one number per pixel, which the softmax and the argmax after the flip's sum do not see (with
+        several scales, their max is then taken over the log probabilities: the ensemble's own definition)."""
         if not self.ensemble:
             return self.method.seg_logits(x)
         first = self.method.seg_logits(x).float()
