@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -110,19 +111,22 @@ class Run:
         return replace(self, ensemble=(*self.ensemble, *(m.method for m in members)))
 
     def _seg_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The segmentation network's logits, or an ensemble's log mean probabilities. The log-softmax differs from
-        the logits by one number per pixel, which the softmax and the argmax after the flip's sum do not see (with
-        several scales, their max is then taken over the log probabilities: the ensemble's own definition)."""
+        """The segmentation network's logits, or an ensemble's: the log of the networks' mean softmax, shifted at each
+        pixel by the mean of their log-sum-exp. The shift is one number per pixel, which the softmax and the argmax
+        after the flip's sum do not see; it puts the ensemble's logits on its members' level, so that the max over
+        scales reads them as it reads one network's (a run ensembled with itself is the run alone, at any scales)."""
         if not self.ensemble:
             return self.method.seg_logits(x)
         first = self.method.seg_logits(x).float()
-        probs = torch.softmax(first, dim=1)
+        logits = [first]
         for method in self.ensemble:
-            logits = method.seg_logits(x).float()
-            if logits.shape != first.shape:  # another architecture's output stride
-                logits = F.interpolate(logits, size=first.shape[-2:], mode="bilinear", align_corners=False)
-            probs += torch.softmax(logits, dim=1)
-        return torch.log(probs / (1 + len(self.ensemble)))
+            other = method.seg_logits(x).float()
+            if other.shape != first.shape:  # another architecture's output stride
+                other = F.interpolate(other, size=first.shape[-2:], mode="bilinear", align_corners=False)
+            logits.append(other)
+        log_probs = torch.stack([torch.log_softmax(v, dim=1) for v in logits])
+        level = torch.stack([torch.logsumexp(v, dim=1, keepdim=True) for v in logits]).mean(0)
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(logits)) + level
 
     def require_classifier(self) -> None:
         """A UsageError naming the run unless its method has an image classifier (``Method.has_classifier``)."""
