@@ -31,7 +31,7 @@ classifier and the stage must share a backbone, as the real-photo presets do).
 ``--seg-ensemble N`` trains N - 1 more DeepLab stages on round 1's labels, seeds ``S + 3k`` for k = 1 .. N - 1 (S:
 round 1's ``run.seed``; the offset 3 keeps the members of the routes of seeds 0, 1, 2 apart), in ``OUT/seg_mK``, and
 scores round 1's stage ensembled with them (``wsss predict OUT/seg --ensemble OUT/seg_m1 ...``): plain, with
-``--tags-from OUT/cls``, and with ``--crf --tags-from OUT/cls`` (``seg_val.ensemble``).
+``--tags-from OUT/cls``, and with ``--crf --tags-from OUT/cls`` (``seg_ensemble.val``).
 
 ``--cam-scales`` gives ``wsss cam`` its ``--scales`` (multi-scale CAMs from a classifier trained without them).
 
@@ -183,15 +183,12 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
                       "--json", str(seg / "eval_train.json"), log=log)  # fmt: skip
                 row["train_predictions"] = 100 * _miou(seg / "eval_train.json")
             res["seg_rounds"].append(row)
-        if args.seg_ensemble > 1:
-            first_labels = Path(res["seg_rounds"][0]["labels"])
-            res["seg_ensemble"] = _seg_ensemble(args, out, cls, root, first_labels, seg_set, log)
         res["seg_train"] = res["seg_rounds"][0]["train"]
         first = res["seg_rounds"][0]
         res["seg_val"] = {"refine": args.refine[0], "miou": first["val"], "tagged": first["val_tagged"],
                           "tagged_soft": first["val_tagged_soft"]}  # fmt: skip
         if args.seg_ensemble > 1:
-            res["seg_val"]["ensemble"] = res["seg_ensemble"]["val"]
+            res["seg_ensemble"] = _seg_ensemble(args, out, cls, root, Path(first["labels"]), seg_set, log)
     return res
 
 
@@ -202,6 +199,8 @@ def _seg_ensemble(
     stage ensembled with them, scored on val plain, tagged, and tagged with the CRF."""
     import yaml
 
+    from wsss.runs.jobs import predictions_folder
+
     seed = int(yaml.safe_load((out / "seg/config.yaml").read_text())["run"]["seed"])
     members = [out / f"seg_m{k}" for k in range(1, args.seg_ensemble)]
     trains = [
@@ -209,11 +208,11 @@ def _seg_ensemble(
         for k, m in enumerate(members, start=1)
     ]
     seg, n, val = out / "seg", args.seg_ensemble, {}
-    for name, extra in (("miou", []), ("tagged", ["--tags-from", str(cls)]),
-                        ("crf_tagged", ["--crf", "--tags-from", str(cls)])):  # fmt: skip
+    for name, crf, tagged in (("miou", False, False), ("tagged", False, True), ("crf_tagged", True, True)):
+        extra = [*(["--crf"] if crf else []), *(["--tags-from", str(cls)] if tagged else [])]
         _wsss("predict", str(seg), "--split", args.val_split, "--ensemble", *map(str, members), *extra, "--quiet",
               log=log)  # fmt: skip
-        folder = "predictions" + ("_crf" if "--crf" in extra else "") + ("_tagged" if extra else "") + f"_ens{n}"
+        folder = predictions_folder(crf=crf, tag_gate="hard" if tagged else None, networks=n)
         scores = seg / f"eval_ens{n}_{name}.json"
         _wsss("eval", str(seg / folder / args.val_split), "--data-root", root, "--split", args.val_split,
               "--json", str(scores), log=log)  # fmt: skip

@@ -132,8 +132,7 @@ def test_real_route_seg_ensemble(tmp_path, synth_root, monkeypatch):
     for k, seed in ((1, 8), (2, 11)):
         cfg = (out / f"seg_m{k}/config.yaml").read_text()
         assert f"seed: {seed}," in cfg and str(out / "cls/pseudo_par/train") in cfg
-    assert set(res["seg_val"]["ensemble"]) == {"miou", "tagged", "crf_tagged"}
-    assert all(0 <= v <= 100 for v in res["seg_val"]["ensemble"].values())
+    assert set(ens["val"]) == {"miou", "tagged", "crf_tagged"} and all(0 <= v <= 100 for v in ens["val"].values())
     for folder in ("predictions_ens3", "predictions_tagged_ens3", "predictions_crf_tagged_ens3"):
         assert len(list((out / "seg" / folder / "val").glob("*.png"))) == 8
     log = (out / "route.log").read_text()

@@ -195,6 +195,14 @@ def test_predictions_of_an_ensemble_average_the_networks_probabilities(reported,
     with torch.no_grad():
         mean = (torch.softmax(a.method.seg_logits(x), 1) + torch.softmax(b.method.seg_logits(x), 1)) / 2
         torch.testing.assert_close(torch.softmax(both._seg_logits(x), 1), mean, rtol=1e-5, atol=1e-7)
+        # a member of another output stride: its logits resized to the run's before the average
+        coarse = SimpleNamespace(seg_logits=lambda v: torch.nn.functional.avg_pool2d(b.method.seg_logits(v), 2))
+        mixed = dataclasses.replace(a, ensemble=(coarse,))
+        low = a.method.seg_logits(x)
+        up = torch.nn.functional.interpolate(coarse.seg_logits(x), size=low.shape[-2:], mode="bilinear",
+                                             align_corners=False)  # fmt: skip
+        expected = (torch.softmax(low, 1) + torch.softmax(up, 1)) / 2
+        torch.testing.assert_close(torch.softmax(mixed._seg_logits(x), 1), expected, rtol=1e-5, atol=1e-7)
     # the run with itself is the run alone, at one scale and at several (the max over scales reads the ensemble's
     # logits at its members' level): the same probabilities up to float32 rounding (measured max |difference| 2.1e-7
     # over these 8 photos at either scales, AVX2 and ATEN_CPU_CAPABILITY=default), so 2e-6

@@ -446,11 +446,20 @@ def _check_tagger(run: Run, tagger: Run, labelled_only: bool) -> None:
     if labelled_only:
         raise UsageError("--labelled-only and --tags-from both choose each photo's classes: give one of them")
     tagger.require_classifier()  # before any photo, not as each photo's error
-    if tagger.class_names != run.class_names:
-        raise UsageError(
-            f"{tagger.dir}: its classes ({', '.join(tagger.class_names[1:4])}, ...) are not those of {run.dir} "
-            f"({', '.join(run.class_names[1:4])}, ...)"
-        )
+    run.require_classes_of(tagger)
+
+
+def predictions_folder(
+    *, crf: bool = False, labelled_only: bool = False, tag_gate: str | None = None, networks: int = 1
+) -> str:  # fmt: skip
+    """The folder of a run's masks from ``run_predict`` (its ``<split>/`` inside): ``predictions``, then ``_crf``,
+    then ``_labelled`` or the tag gate's suffix (``tag_gate``: None without ``tags_from``), then ``_ensN`` for an
+    ensemble of N networks in all."""
+    tags = TAG_GATES[tag_gate] if tag_gate is not None else ""
+    return (
+        "predictions" + ("_crf" if crf else "") + ("_labelled" if labelled_only else tags)
+        + (f"_ens{networks}" if networks > 1 else "")
+    )  # fmt: skip
 
 
 def run_predict(
@@ -482,10 +491,10 @@ def run_predict(
     if tags_from is not None:
         _check_tagger(run, tags_from, labelled_only)
     ds = VOCDataset(root or run.cfg.data.root, split)
-    suffix = "_labelled" if labelled_only else TAG_GATES[tag_gate] if tags_from is not None else ""
-    members = f"_ens{1 + len(run.ensemble)}" if run.ensemble else ""
-    out = run.dir / ("predictions" + ("_crf" if crf else "") + suffix + members) / split
-    probs_dir = run.dir / ("probs" + members) / split
+    networks = 1 + len(run.ensemble)
+    gate = tag_gate if tags_from is not None else None
+    out = run.dir / predictions_folder(crf=crf, labelled_only=labelled_only, tag_gate=gate, networks=networks) / split
+    probs_dir = run.dir / ("probs" + (f"_ens{networks}" if run.ensemble else "")) / split
     todo = shared_todo(lambda: _todo(ds.ids, out, ".png", overwrite))
     params = run.cfg.infer.crf
 

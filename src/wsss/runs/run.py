@@ -103,11 +103,7 @@ class Run:
                 raise UsageError(f"{member.dir}: this run (method {member.cfg.method}) has no segmentation head")
             if member.device != self.device:
                 raise UsageError(f"{member.dir}: on {member.device}, while {self.dir} is on {self.device}")
-            if member.class_names != self.class_names:
-                raise UsageError(
-                    f"{member.dir}: its classes ({', '.join(member.class_names[1:4])}, ...) are not those of "
-                    f"{self.dir} ({', '.join(self.class_names[1:4])}, ...)"
-                )
+            self.require_classes_of(member)
         return replace(self, ensemble=(*self.ensemble, *(m.method for m in members)))
 
     def _seg_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,6 +123,14 @@ class Run:
         log_probs = torch.stack([torch.log_softmax(v, dim=1) for v in logits])
         level = torch.stack([torch.logsumexp(v, dim=1, keepdim=True) for v in logits]).mean(0)
         return torch.logsumexp(log_probs, dim=0) - math.log(len(logits)) + level
+
+    def require_classes_of(self, other: Run) -> None:
+        """A UsageError naming ``other`` unless it has this run's classes (a tagger or an ensemble's member)."""
+        if other.class_names != self.class_names:
+            raise UsageError(
+                f"{other.dir}: its classes ({', '.join(other.class_names[1:4])}, ...) are not those of {self.dir} "
+                f"({', '.join(self.class_names[1:4])}, ...)"
+            )
 
     def require_classifier(self) -> None:
         """A UsageError naming the run unless its method has an image classifier (``Method.has_classifier``)."""
