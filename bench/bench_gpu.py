@@ -1,10 +1,10 @@
-"""SeCo's VOC training iteration and the inference commands on a GPU (performance.md, "On a GPU").
+"""SeCo's VOC training iteration and the inference commands on a GPU (docs/speed.md#official-gpu).
 
 Prints, as one JSON object:
 - seconds per iteration of configs/seco/voc.yaml as it is (448 crops, batch 4, ViT-B/16, every loss active from
   the start, random weights: no ViT weights exist here) in float32 and under bf16 autocast (``run.amp``): the
   median of the logged ``sec_per_iter`` after the warm-up steps (each step ends on the loss's readback, so a step's
-  time is the GPU's). The official log: 1.76 s per iteration on one RTX 3090 (performance.md);
+  time is the GPU's). The official log: 1.76 s per iteration on one RTX 3090 (docs/speed.md#official-gpu);
 - images per second of ``wsss cam`` (the preset's CAM scales, each with its flip) and ``wsss predict --crf``
   (the preset's segmentation scales, DenseCRF in ``infer.crf_workers`` processes) over ``--images`` synthetic
   448-px photos, the whole command timed (the run's loading included);

@@ -3,7 +3,7 @@
 All run on the same input (random weights, every SeCo loss active), timed in one process, one
 iteration of each in turn (the machine is shared: a changing load then weighs on all alike); the
 peak RSS of each is measured alone in its own process (two iterations). Prints the median of
-``--iters`` iterations after ``--warmup`` warm-ups, the ratio, and the peak RSS (performance.md:
+``--iters`` iterations after ``--warmup`` warm-ups, the ratio, and the peak RSS (docs/speed.md#official-cpu:
 the official iteration is 8.4x the bare step at 448, batch 1; our target is at most 4.4x), and the
 floor beside it: the same network passes on a bare ViT-B/16 with no glue around them
 (``_floor_step``).

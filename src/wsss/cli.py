@@ -1,4 +1,4 @@
-"""The ``wsss`` command line: a thin layer over the public API (interface.md, "Commands").
+"""The ``wsss`` command line: a thin layer over the public API (docs/cli.md).
 
 Every command is one library call. A user error (bad data, bad config, a missing file) fails with a message
 naming the file and the problem and a non-zero exit code; an unexpected exception shows its traceback.

@@ -7,7 +7,7 @@
 - :func:`crf_label`: CRF restricted to a subset of channels (background + the classes that may
   appear), mapped back to class ids.
 - :class:`CRFParams` (defined in ``core/config.py``, the config section ``infer.crf``): the
-  named parameter sets of the anchors (methods.md 8.5).
+  named parameter sets of the anchors (docs/datasets.md#evaluation).
 - :class:`CRFPool`: runs :func:`crf_label` over a stream of images in worker processes, in order,
   with a bounded number of images in flight.
 

@@ -15,7 +15,7 @@ from wsss.utils.io import read_text_file
 
 CLASSES_FILE = "classes.txt"
 
-#: The 21 PASCAL VOC classes in the order of SeCo/ToCo ``datasets/voc.py`` (methods.md 1.1).
+#: The 21 PASCAL VOC classes in the order of SeCo/ToCo ``datasets/voc.py`` (docs/datasets.md#voc-layout).
 VOC_CLASSES: list[str] = [
     "background",
     "aeroplane",
@@ -40,7 +40,7 @@ VOC_CLASSES: list[str] = [
     "tvmonitor",
 ]
 
-#: Background + the 80 COCO classes in the standard COCO order (methods.md 1.2).
+#: Background + the 80 COCO classes in the standard COCO order (docs/datasets.md#coco).
 COCO_CLASSES: list[str] = [
     "background",
     "person",

@@ -5,7 +5,7 @@
 trainer's validation). Both go through one accumulator, so they give identical numbers.
 
 A prediction may hold 255 ("undecided", as pseudo labels do). With ``pseudo=True`` both
-conventions of methods.md 8.5 are reported (:func:`~wsss.evaluation.metrics.pseudo_label_scores`);
+conventions of docs/datasets.md#evaluation are reported (:func:`~wsss.evaluation.metrics.pseudo_label_scores`);
 the headline is the strict one (255 scored as background). Without it, 255 pixels are scored the
 same strict way and their share is reported as ``ignored_share``.
 """
@@ -318,7 +318,7 @@ def evaluate(
     The ground truth, ids, class names and image labels come from ``dataset`` or, by default,
     ``wsss.data.VOCDataset(root, split)``. ``num_classes`` / ``class_names`` override the
     dataset's. ``pseudo=True`` scores pseudo labels holding 255 under both conventions
-    (methods.md 8.5). Raises DataError naming the file for a missing or unreadable prediction, a
+    (docs/datasets.md#evaluation). Raises DataError naming the file for a missing or unreadable prediction, a
     prediction whose shape differs from the GT, or a value outside the classes (other than 255).
     """
     if dataset is None:

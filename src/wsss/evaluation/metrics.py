@@ -1,6 +1,6 @@
 """Confusion matrix, mIoU and pseudo-label scores.
 
-One scoring function for every stage (methods.md 1.3, 8.5): a ``C x C`` confusion matrix ``hist``
+One scoring function for every stage (docs/datasets.md#evaluation): a ``C x C`` confusion matrix ``hist``
 (row = ground truth, column = prediction) summed over all images, from which every number is
 derived. Pixels whose ground truth is outside ``[0, C)`` (the 255 boundary / ignore label) are not
 counted. The formulas reproduce the official SeCo/ToCo ``utils/evaluate.py`` (``scores`` and
@@ -249,7 +249,7 @@ def pseudo_label_scores(
     gts: Iterable[Any], preds: Iterable[Any], num_classes: int, ignore_index: int = 255
 ) -> dict[str, Any]:
     """Score pseudo labels that may hold ``ignore_index`` (undecided pixels), both conventions of
-    methods.md 8.5.
+    docs/datasets.md#evaluation.
 
     - Headline keys (``pAcc``, ``miou``, ``iou``, ... exactly as :func:`scores_from_hist`), the
       **strict** convention: an undecided pixel is scored as a background prediction, so leaving a

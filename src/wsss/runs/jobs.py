@@ -10,7 +10,7 @@ decoded and resized by loader workers (``data.num_workers``, a ``DataLoader``) w
 CPU-bound label computations (dense CRFs, RCA's proxy labels) in the worker pool of
 ``infer.crf_workers`` (``CRFPool``), outputs encoded and written by a writer thread.
 
-Layout (interface.md): ``cams/<split>/<id>.npz`` (arrays ``keys`` = 1-based class ids, ``cam`` =
+Layout (docs/run-directory.md#contents): ``cams/<split>/<id>.npz`` (arrays ``keys`` = 1-based class ids, ``cam`` =
 (K, H, W) float16 in [0, 1]; utils/io.py), ``cam_labels/<split>/<id>.png`` (the CAM seed: argmax with
 ``bkg_thre``), ``pseudo/<split>/<id>.png`` (255 = ignore), ``predictions/<split>/<id>.png``.
 """

@@ -1,5 +1,5 @@
-"""Per-id jobs (``wsss cam | pseudo | predict``) over several processes (performance.md, "Inference
-over a split uses every core and every GPU it is given").
+"""Per-id jobs (``wsss cam | pseudo | predict``) over several processes (docs/speed.md#targets: inference
+over a split uses every core and every GPU it is given).
 
 The split of the work is the official COCO inference's (``Subset(range(rank, N, world))``): rank r of
 ``world`` takes every ``world``-th id, from the r-th, of the ids still to write. The processes are

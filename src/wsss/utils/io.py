@@ -220,7 +220,7 @@ def per_id_path(folder: str | os.PathLike, id: str, suffix: str) -> Path:
     return path
 
 
-# ---- the CAM file format (interface.md) -----------------------------------------------------------
+# ---- the CAM file format (docs/run-directory.md#contents) --------------------------------------------------
 # ``cams/<split>/<id>.npz``: arrays ``keys`` (1-based ids of the image's labelled classes, int64) and
 # ``cam`` ((K, H, W) float16 in [0, 1], one map per key). No pickle: a CAM folder copied from elsewhere
 # is read with ``allow_pickle=False``.

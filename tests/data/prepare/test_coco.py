@@ -1,5 +1,5 @@
 """`wsss prepare coco` on a miniature COCO 2014 tree: polygons, uncompressed and compressed RLE, crowds
-(methods.md 1.2). Every output pixel is compared with a mask written out by hand below."""
+(docs/datasets.md#coco). Every output pixel is compared with a mask written out by hand below."""
 
 from __future__ import annotations
 

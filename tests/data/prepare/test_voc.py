@@ -1,4 +1,4 @@
-"""`wsss prepare voc` on a miniature VOC 2012 devkit + SBD release in the real formats (methods.md 1.1)."""
+"""`wsss prepare voc` on a miniature VOC 2012 devkit + SBD release in the real formats (docs/datasets.md#voc-layout)."""
 
 from __future__ import annotations
 

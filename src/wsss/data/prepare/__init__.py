@@ -1,8 +1,8 @@
 """Converters from the official downloads (and custom folders) to the toolkit's VOC layout.
 
 - ``prepare_voc``: VOC 2012 devkit + SBD -> ``SegmentationClassAug``, ``train_aug.txt``,
-  ``cls_labels.npy`` (methods.md 1.1).
-- ``prepare_coco``: COCO 2014 instance json -> VOC-style masks with 81 classes (methods.md 1.2).
+  ``cls_labels.npy`` (docs/datasets.md#voc-layout).
+- ``prepare_coco``: COCO 2014 instance json -> VOC-style masks with 81 classes (docs/datasets.md#coco).
 - ``prepare_folder``: a folder of images + a CSV / txt of image-level labels (+ optional masks).
 
 Shared here: how images are placed in ``JPEGImages`` (hard link, symlink or copy), the worker pool

@@ -1,4 +1,4 @@
-"""``wsss prepare coco``: MS COCO instance annotations -> VOC-style class masks (methods.md 1.2).
+"""``wsss prepare coco``: MS COCO instance annotations -> VOC-style class masks (docs/datasets.md#coco).
 
 Input ``COCO`` holds ``annotations/instances_{train,val}2014.json`` and the images in
 ``{train,val}2014/``. Output ``ROOT`` in the toolkit's layout, flat (ids are the image file stems,
@@ -49,7 +49,7 @@ from wsss.data.prepare import (
 from wsss.data.voc import labels_from_mask, write_cls_labels
 from wsss.utils.io import id_problem, per_id_path, read_label_png, save_label_png
 
-#: Official COCO 2014 counts: all images, and images with at least one annotation (methods.md 1.2).
+#: Official COCO 2014 counts: all images, and images with at least one annotation (docs/datasets.md#coco).
 OFFICIAL_IMAGES = {"train": 82783, "val": 40504}
 OFFICIAL_LISTS = {"train": 82081, "val": 40137}
 IGNORE = 255

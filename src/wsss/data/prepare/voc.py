@@ -1,4 +1,4 @@
-"""``wsss prepare voc``: PASCAL VOC 2012 + SBD -> the augmented training set (methods.md 1.1).
+"""``wsss prepare voc``: PASCAL VOC 2012 + SBD -> the augmented training set (docs/datasets.md#voc-layout).
 
 Inputs, as downloaded:
 
@@ -46,7 +46,7 @@ from wsss.data.prepare import (
 from wsss.data.voc import labels_from_mask, parse_split, write_cls_labels
 from wsss.utils.io import per_id_path, read_label_png, save_label_png
 
-#: Counts of the official releases (methods.md 1.1); checked when the inputs are the full releases.
+#: Counts of the official releases (docs/datasets.md#voc-layout); checked when the inputs are the full releases.
 OFFICIAL_COUNTS = {"voc_train": 1464, "voc_val": 1449, "sbd_train": 8498, "sbd_val": 2857}
 OFFICIAL_OUTPUTS = {"train_aug": 10582, "cls_labels": 12031, "masks": 12031}
 
