@@ -29,6 +29,7 @@ from wsss.cam.crf import CRFParams, dense_crf
 from wsss.models.clip import (
     CLIP_MEAN,
     CLIP_STD,
+    check_prompts_fit,
     encode_text,
     last_block_scores,
     tokenize,
@@ -72,6 +73,7 @@ def text_features(model: nn.Module, class_prompts: list[str], templates: list[st
     """``zeroshot_classifier`` (step 2): (n_cls, E) unit rows. Every template is filled with the class's
     prompt (its synonyms stay one comma-separated string, as the official names), encoded, L2-normalised,
     averaged over templates and normalised again. All prompts go through the text tower in one batch."""
+    check_prompts_fit(class_prompts, templates)
     texts = [t.format(name) for name in class_prompts for t in templates]
     emb = encode_text(model, tokenize(texts).to(model.token_embedding.weight.device))
     emb = emb / emb.norm(dim=-1, keepdim=True)

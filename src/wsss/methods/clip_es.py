@@ -40,7 +40,7 @@ class UnlabelledImageStop(JobStop):
 
 @dataclass
 class ClipESOptions:
-    arch: dict[str, int] = field(default_factory=dict)  # ClipArch of the weight file (written at import)
+    arch: dict[str, int | float] = field(default_factory=dict)  # ClipArch of the weight file (written at import)
     text_heads: int | None = None  # text heads if the file's text width is not 64 x heads (tiny test CLIPs)
     # activation: true QuickGELU (OpenAI's weights), false GELU (most open_clip/LAION weights); null: what the
     # weight file says (models/clip_files.py), written at import; a file that says nothing needs it set

@@ -29,13 +29,17 @@ def method_from_clip_file(path: Path, cfg: Config, class_names: list[str]) -> Me
     the classes' prompts (``options.synonyms`` applied) to ``options.prompts``; ``model.pretrained`` is cleared
     (the run holds the CLIP). WeightLoadError naming the file if it is not a CLIP ViT, or if it does not say its
     activation and ``options.quick_gelu`` is unset."""
-    from wsss.models.clip import load_clip_file
+    from wsss.models.clip import check_prompts_fit, load_clip_described
 
     o = cfg.options
-    clip, arch, quick_gelu = load_clip_file(path, text_heads=o.get("text_heads"), quick_gelu=o.get("quick_gelu"))
+    clip, arch, quick_gelu, found = load_clip_described(
+        path, text_heads=o.get("text_heads"), quick_gelu=o.get("quick_gelu")
+    )
+    print(f"{path}: {found}", flush=True)  # what was found, before anything is built from it (issue 59)
     cfg.options.update(arch=arch.as_dict(), weights=str(path), quick_gelu=quick_gelu)
     cfg.model.pretrained = None
     model = build_method(cfg, class_names)
     cfg.options["prompts"] = list(model.options.prompts)
+    check_prompts_fit([*model.options.prompts, *model.options.background], list(model.options.templates))
     model.clip.load_state_dict(clip.state_dict())
     return model

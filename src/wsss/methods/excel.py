@@ -80,7 +80,7 @@ class ExcelOptions:
     (paper presets), False the intended one (``voc_corrected.yaml``, CPU presets); the EXCEL.md number of each
     is in docs/methods/excel.md."""
 
-    arch: dict[str, int] = field(default_factory=dict)  # ClipArch of the weight file (written at import / train)
+    arch: dict[str, int | float] = field(default_factory=dict)  # ClipArch of the weight file (written at import / train)
     text_heads: int | None = None  # text heads if the file's text width is not 64 x heads (tiny test CLIPs)
     quick_gelu: bool | None = None  # null: what the weight file says (models/clip_files.py)
     weights: str = ""  # the CLIP weight file the run was made from (provenance only)
@@ -224,7 +224,7 @@ class Excel(Method):
 
         o = self.options
         model, arch, gelu = load_clip_file(weights, text_heads=o.text_heads, quick_gelu=o.quick_gelu)
-        if o.arch and dict(o.arch) != arch.as_dict():
+        if o.arch and ClipArch(**o.arch) != arch:  # a run written before a field was added has its default
             raise ConfigError(f"{weights}: its CLIP architecture {arch.as_dict()} is not options.arch {dict(o.arch)}")
         o.arch, o.quick_gelu, o.weights = arch.as_dict(), gelu, str(weights)
         return model

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.core.errors import WeightLoadError
+from wsss.core.errors import ConfigError, WeightLoadError
 from wsss.models.clip_files import (  # noqa: F401 - the TorchScript reader lived here; its names stay importable
     REQUIRED_KEYS,
     _is_torchscript,
@@ -65,13 +65,33 @@ class ClipArch:
     text_width: int
     text_heads: int
     text_layers: int
+    #: MLP width / model width of each tower (CLIP's is 4; a custom or distilled CLIP may differ; open_clip's
+    #: ``mlp_ratio``). Defaults keep the runs written before these fields loading.
+    vision_mlp_ratio: float = 4.0
+    text_mlp_ratio: float = 4.0
 
     @property
     def vision_heads(self) -> int:
         return self.vision_width // 64  # OpenAI's and open_clip's head width 64
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | float]:
         return asdict(self)
+
+    def describe(self) -> str:
+        """``ViT-B/16, 224 px`` for OpenAI's sizes, else the widths and depths."""
+        named = {(768, 12): "B", (1024, 24): "L", (512, 12): "B-32-like", (1280, 32): "H"}
+        size = named.get((self.vision_width, self.vision_layers))
+        mlp = (
+            ""
+            if (self.vision_mlp_ratio, self.text_mlp_ratio) == (4.0, 4.0)
+            else (f", MLP ratio {self.vision_mlp_ratio:g} / {self.text_mlp_ratio:g} (vision / text)")
+        )
+        if size in ("B", "L", "H"):
+            return f"ViT-{size}/{self.patch_size}, {self.image_size} px{mlp}"
+        return (
+            f"ViT of width {self.vision_width}, {self.vision_layers} layers, patch {self.patch_size}, "
+            f"{self.image_size} px{mlp}"
+        )
 
 
 def arch_of_state_dict(state: Mapping[str, torch.Tensor], text_heads: int | None = None) -> ClipArch:
@@ -88,6 +108,7 @@ def arch_of_state_dict(state: Mapping[str, torch.Tensor], text_heads: int | None
     heads = int(text_heads) if text_heads else text_width // 64
     if heads < 1 or text_width % heads:
         raise KeyError(f"text width {text_width} cannot be split into {heads} heads (set text_heads)")
+    vision_width = int(conv.shape[0])
     return ClipArch(
         embed_dim=int(state["text_projection"].shape[1]),
         image_size=int(conv.shape[-1]) * grid,
@@ -99,7 +120,21 @@ def arch_of_state_dict(state: Mapping[str, torch.Tensor], text_heads: int | None
         text_width=text_width,
         text_heads=heads,
         text_layers=text_layers,
+        vision_mlp_ratio=_mlp_ratio(state, "visual.transformer", vision_width),
+        text_mlp_ratio=_mlp_ratio(state, "transformer", text_width),
     )
+
+
+def _mlp_ratio(state: Mapping[str, torch.Tensor], tower: str, width: int) -> float:
+    """A tower's MLP width over its model width, read off its first block (CLIP's 4.0 where it has none)."""
+    fc = state.get(f"{tower}.resblocks.0.mlp.c_fc.weight")
+    if fc is None:
+        return 4.0
+    hidden = int(fc.shape[0])
+    ratio = hidden / width
+    if int(width * ratio) != hidden:  # open_clip builds int(width * mlp_ratio) units
+        raise KeyError(f"{tower}: an MLP of {hidden} units at width {width}, not a width open_clip can build")
+    return ratio
 
 
 def build_clip(arch: ClipArch, quick_gelu: bool = True) -> nn.Module:
@@ -108,7 +143,11 @@ def build_clip(arch: ClipArch, quick_gelu: bool = True) -> nn.Module:
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     vision = CLIPVisionCfg(
-        layers=arch.vision_layers, width=arch.vision_width, patch_size=arch.patch_size, image_size=arch.image_size
+        layers=arch.vision_layers,
+        width=arch.vision_width,
+        patch_size=arch.patch_size,
+        image_size=arch.image_size,
+        mlp_ratio=arch.vision_mlp_ratio,
     )
     text = CLIPTextCfg(
         context_length=arch.context_length,
@@ -116,6 +155,7 @@ def build_clip(arch: ClipArch, quick_gelu: bool = True) -> nn.Module:
         width=arch.text_width,
         heads=arch.text_heads,
         layers=arch.text_layers,
+        mlp_ratio=arch.text_mlp_ratio,
     )
     return CLIP(arch.embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=quick_gelu, cast_dtype=None).float().eval()
 
@@ -140,6 +180,15 @@ def load_clip_file(
     weights (float32, eval mode). The activation is what the file says (``clip_files.read_clip_file``),
     ``quick_gelu`` when given; WeightLoadError naming the file if it says nothing and ``quick_gelu`` is None,
     or if it is not a CLIP ViT."""
+    model, arch, gelu, _ = load_clip_described(path, text_heads, quick_gelu)
+    return model, arch, gelu
+
+
+def load_clip_described(
+    path: str | Path, text_heads: int | None = None, quick_gelu: bool | None = None
+) -> tuple[nn.Module, ClipArch, bool, str]:
+    """``load_clip_file`` and one line of what the file was found to be: its layout, its architecture, and its
+    activation with where that was read (what ``wsss import clip_es|excel`` prints)."""
     clip_file = read_clip_file(path)
     gelu = resolve_quick_gelu(clip_file, quick_gelu)
     state = {k: v.float() for k, v in clip_file.state.items() if torch.is_tensor(v)}
@@ -152,10 +201,17 @@ def load_clip_file(
     bad = [k for k in own if k in state and own[k].shape != state[k].shape]
     missing = [k for k in own if k not in state and k != "attn_mask"]
     if bad or missing:
-        detail = f"shape of {bad[0]}" if bad else f"no {missing[0]}"
+        detail = (f"{bad[0]} is {tuple(state[bad[0]].shape)} where this architecture has {tuple(own[bad[0]].shape)}"
+                  if bad else f"no {missing[0]}")  # fmt: skip
         raise WeightLoadError(f"{path}: not a CLIP ViT in OpenAI's layout ({detail})")
     model.load_state_dict(state, strict=False)
-    return model, arch, gelu
+    source = (
+        clip_file.activation_source
+        if clip_file.quick_gelu is not None and quick_gelu is None
+        else ("options.quick_gelu")
+    )
+    line = f"{clip_file.layout}; {arch.describe()}; {'QuickGELU' if gelu else 'GELU'} ({source})"
+    return model, arch, gelu, line
 
 
 def load_clip(
@@ -167,6 +223,24 @@ def load_clip(
 
 
 # ---- text ----------------------------------------------------------------------------------------
+
+
+def check_prompts_fit(names: list[str], templates: list[str], context_length: int = 77) -> None:
+    """ConfigError naming the first class name whose prompt does not fit CLIP's context: open_clip's tokenizer
+    cuts a longer text without a word, and the cut prompt describes another thing. A token count includes the
+    start and end tokens."""
+    import open_clip
+
+    encode = open_clip.tokenizer._tokenizer.encode  # the BPE open_clip.tokenize runs (OpenAI's vocabulary)
+    for name in names:
+        for template in templates:
+            text = template.format(name)
+            count = len(encode(text)) + 2
+            if count > context_length:
+                raise ConfigError(
+                    f"class {name!r}: its prompt {text!r} is {count} tokens; CLIP's context holds {context_length} "
+                    "(shorten the name in classes.txt, or give it a shorter synonym in options.synonyms)"
+                )
 
 
 def tokenize(texts: list[str], context_length: int = 77) -> torch.Tensor:

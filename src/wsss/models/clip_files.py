@@ -284,9 +284,9 @@ def _open_clip_activation(path: Path) -> tuple[bool | None, str, int | None]:
 
 def _openai_layout(path: Path, state: dict[str, Any], torchscript: bool) -> ClipFile:
     if torchscript:
-        return ClipFile(path, "OpenAI TorchScript", state, True, "OpenAI's CLIP (QuickGELU)")
+        return ClipFile(path, "OpenAI TorchScript", state, True, "OpenAI release")
     if all(k in state for k in OPENAI_MARKERS):
-        return ClipFile(path, "OpenAI state dict", state, True, "OpenAI's CLIP (QuickGELU)")
+        return ClipFile(path, "OpenAI state dict", state, True, "OpenAI release")
     quick_gelu, source, heads = _open_clip_activation(path)
     return ClipFile(path, "open_clip state dict", state, quick_gelu, source, heads)
 
@@ -377,8 +377,10 @@ def _hf_layout(path: Path, state: dict[str, Any]) -> ClipFile:
     except KeyError as e:
         raise WeightLoadError(f"{path}: a Hugging Face CLIP file without {e.args[0]}") from None
     _check_hf_vocab(path.parent / "vocab.json")
-    if config is None:
-        return ClipFile(path, "Hugging Face CLIPModel", mapped, None, "")
+    if config is None:  # the activation is then unknown: say why when it is asked for
+        return ClipFile(
+            path, "Hugging Face CLIPModel", mapped, None, f"no {HF_CONFIG} beside it, which says hidden_act"
+        )
     quick_gelu, text_heads = _hf_config_values(config, cfg_path)
     return ClipFile(path, "Hugging Face CLIPModel", mapped, quick_gelu, f"hidden_act in {cfg_path}", text_heads)
 
@@ -420,8 +422,9 @@ def resolve_quick_gelu(clip_file: ClipFile, option: bool | None) -> bool:
             ), stacklevel=2)  # fmt: skip
         return bool(option)
     if said is None:
+        why = f" ({clip_file.activation_source})" if clip_file.activation_source else ""
         raise WeightLoadError(
-            f"{clip_file.path}: {clip_file.layout} that does not say its activation (QuickGELU for OpenAI's "
+            f"{clip_file.path}: {clip_file.layout} that does not say its activation{why} (QuickGELU for OpenAI's "
             "weights, GELU for most open_clip/LAION ones; the wrong one gives silently wrong features): "
             "set options.quick_gelu: true|false (wsss import ... --set options.quick_gelu=true)"
         )
