@@ -1,7 +1,7 @@
 """Pre-train the small ViT so that its class token is class-discriminative, as a supervised ViT's is.
 
-SeCo's LIG pulls patches toward class prototypes made of raw class tokens (methods.md 3.4, 3.7). The
-paper fine-tunes ImageNet-21k supervised ViT-B/16 weights, whose class token already separates
+SeCo's LIG pulls patches toward class prototypes made of raw class tokens (docs/methods/seco.md#networks,
+#lig). The paper fine-tunes ImageNet-21k supervised ViT-B/16 weights, whose class token already separates
 classes; a ViT trained from scratch by the CAM baseline never trains its class token (the classifiers
 pool the patch tokens). This trains the CAM baseline with one more term, ``cls_token``: a linear
 multi-label classifier on the final class token. Its run's ``last.pt`` is then a starting point for any

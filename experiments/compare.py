@@ -111,7 +111,8 @@ PIPELINES: dict[str, Pipeline] = {m: Pipeline(m) for m in METHODS}
 PIPELINES["rca"] = Pipeline("rca", refine="rca")
 # SC-CAM's: PSA's AffinityNet random walk of the final round's CAMs (methods.md 5.1, 5.7), then DeepLab.
 PIPELINES["sccam"] = Pipeline("sccam", refine="affinity")
-# SeCo's preset with every official quirk switched back on (methods.md 8.1-8.2): the quirks' cost.
+# SeCo's preset with every official quirk switched back on (docs/methods/seco.md#quirk-switches): the quirks'
+# cost.
 SECO_QUIRKS = ("no_class_global_tag", "area_weighted_by_class_id", "lil_normaliser", "local_view_flip", "patch_seed",
                "ptc_box_pixel_scale", "queue_init_dim0")  # fmt: skip
 PIPELINES["seco_quirks"] = Pipeline(

@@ -1,6 +1,6 @@
 """SeCo with oracle tags: is the tag quality what keeps SeCo below the CAM baseline here?
 
-Trains SeCo exactly as ``wsss train`` does, except that the decomposition mask (methods.md 3.2 step 4),
+Trains SeCo exactly as ``wsss train`` does, except that the decomposition mask (docs/methods/seco.md#decompose),
 from which the local patches are placed and tagged, is built from the **ground-truth** mask of the
 training crop instead of the CAM: class id on object pixels, 0 on background, -1 on a band of
 ``--band`` pixels either side of every label boundary (where the CAM's uncertain pixels sit), 255 on

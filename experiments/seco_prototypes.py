@@ -1,7 +1,8 @@
-"""How far apart are a SeCo run's class prototypes? Pairwise cosines of LIG's prototypes (methods.md 3.4).
+"""How far apart are a SeCo run's class prototypes? Pairwise cosines of LIG's prototypes
+(docs/methods/seco.md#networks).
 
 LIG pulls each tagged patch's projected class token toward its class prototype and away from the
-others (3.7). If the prototypes are nearly parallel, the classes are hard to tell apart in their space
+others (seco.md#lig). If the prototypes are nearly parallel, the classes are hard to tell apart in their space
 and LIG must push the backbone to separate them.
 
     .venv/bin/python experiments/seco_prototypes.py runs/abl/seco_lilonly runs/abl/seco_ligonly

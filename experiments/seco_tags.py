@@ -1,6 +1,6 @@
 """How right are SeCo's patch tags? Tags from a run's saved train CAMs, checked against the ground truth.
 
-SeCo tags its local patches from the CAM (methods.md 3.3). This script redoes that decomposition on
+SeCo tags its local patches from the CAM (docs/methods/seco.md#decompose). This script redoes that decomposition on
 a run's saved CAMs (``wsss cam RUN --split train``: multi-scale + flip, whole images) at the run's CAM
 levels, with the corrected tag rules, and compares each tag with the ground truth of its patch (a
 synthetic set's context masks say which background pixels are water / rails):

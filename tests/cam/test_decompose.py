@@ -1,4 +1,4 @@
-"""SeCo decomposition and tags (methods.md 3.3) against golden csc_tags.npz, plus hand-made cases."""
+"""SeCo decomposition and tags (docs/methods/seco.md#decompose) against golden csc_tags.npz, plus hand-made cases."""
 
 from __future__ import annotations
 
@@ -237,7 +237,7 @@ def test_area_threshold_is_inclusive():
 
 
 def _slow_tags(roi_mask, top_left, s, threshold, no_class, weighted):
-    """Literal per-image, per-patch transcription of methods.md 3.3 (slow)."""
+    """Literal per-image, per-patch transcription of docs/methods/seco.md#decompose (slow)."""
     roi_ = roi_mask.clone()
     roi_[roi_ == 255] = 0
     roi = roi_.clone()

@@ -1,4 +1,5 @@
-"""CAM -> labels (methods.md 2.6, 2.8, 3.2) against golden fixtures, plus hand-made checks."""
+"""CAM -> labels (docs/methods/seco.md#cam2label, #pseudo-label, #decompose) against golden fixtures, plus
+hand-made checks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Multi-scale CAM / logits (methods.md 2.5, 2.11, 3.10) against golden fixtures, plus hand-made checks."""
+"""Multi-scale CAM / logits (docs/methods/seco.md#ms-cam, #inference) against golden fixtures, plus hand-made checks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PAR (methods.md 2.7) against golden par.npz, plus hand-made checks."""
+"""PAR (docs/methods/seco.md#par) against golden par.npz, plus hand-made checks."""
 
 from __future__ import annotations
 

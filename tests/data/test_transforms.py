@@ -1,4 +1,4 @@
-"""Transforms of the training / inference pipeline (methods.md 2.4), each tested alone."""
+"""Transforms of the training / inference pipeline (docs/methods/seco.md#data), each tested alone."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PolyWarmupAdamW and its schedule (methods.md 2.10) against golden poly_warmup_adamw.npz."""
+"""PolyWarmupAdamW and its schedule (docs/methods/seco.md#optim) against golden poly_warmup_adamw.npz."""
 
 from __future__ import annotations
 

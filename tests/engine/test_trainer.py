@@ -22,7 +22,7 @@ def test_active_terms_follow_start_iters():
         ["loss.weights={cls: 1.0, lil: 0.5, seg: 0.1, off: 0.0}", "loss.start_iters={lil: 1000, seg: 2000}"],
     )
     assert active_terms(cfg, 0) == {"cls"}
-    assert active_terms(cfg, 1000) == {"cls"}  # "n_iter <= 1000" is still the first stage (methods.md 3.8)
+    assert active_terms(cfg, 1000) == {"cls"}  # "n_iter <= 1000" is still the first stage (seco.md#staging)
     assert active_terms(cfg, 1001) == {"cls", "lil"}
     assert active_terms(cfg, 2001) == {"cls", "lil", "seg"}
 

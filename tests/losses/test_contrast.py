@@ -1,4 +1,4 @@
-"""LIL and LIG (methods.md 3.6, 3.7) against golden lil_lig.npz and slow python-loop references."""
+"""LIL and LIG (docs/methods/seco.md#lil, #lig) against golden lil_lig.npz and slow python-loop references."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def _val(x) -> float:
 
 
 def _slow_lil_official(q, keys, f, gk, tau, base, f32_acc=True):
-    """Literal per-entry transcription of methods.md 3.6 (float32 accumulator as in the official)."""
+    """Literal per-entry transcription of docs/methods/seco.md#lil (float32 accumulator as in the official)."""
     n, m = q.shape[0], keys.shape[0]
     s = [[(q[i] * keys[j]).sum() / tau for j in range(m)] for i in range(n)]
     for i in range(n):

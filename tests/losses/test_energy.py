@@ -1,4 +1,5 @@
-"""Dense-energy (rloss) regulariser: bilateral filters and the loss (methods.md 2.9; golden ``seg_energy.npz``)."""
+"""Dense-energy (rloss) regulariser: bilateral filters and the loss (docs/methods/seco.md#reg-loss; golden
+``seg_energy.npz``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Seg and PTC losses (methods.md 2.9) against golden seg_energy.npz / ptc.npz, plus slow references."""
+"""Seg and PTC losses (docs/methods/seco.md#seg-loss, #ptc) against golden seg_energy.npz / ptc.npz, plus slow
+references."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Shared CAM machinery: PAR refinement, CAM -> labels, multi-scale inference, dense CRF.
 
-See methods.md sections 2.5-2.8, 2.11 and 3.2. The names are imported lazily (PEP 562), so a CRF
-worker process that imports ``wsss.cam.crf`` does not pay for importing torch.
+See docs/methods/seco.md: #ms-cam, #cam2label, #par, #pseudo-label, #inference, #decompose. The names are
+imported lazily (PEP 562), so a CRF worker process that imports ``wsss.cam.crf`` does not pay for importing torch.
 """
 
 from __future__ import annotations

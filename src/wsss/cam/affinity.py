@@ -178,7 +178,7 @@ def alpha_for_level(level: float) -> float:
     """The exponent whose PSA background ``(1 - c)^alpha`` equals the CAM ``c`` at ``c = level``.
 
     A one-class pixel is background below that CAM value and its class above it, so a CAM level picked by
-    `wsss sweep-bkg` (the thresholds' calibration, methods.md 2.6) becomes PSA's alpha: PSA's la / ha
+    `wsss sweep-bkg` (the thresholds' calibration, docs/methods/seco.md#cam2label) becomes PSA's alpha: PSA's la / ha
     alphas 4 / 32 and its walk's 16 cross at CAM values 0.28 / 0.08 / 0.12 (methods.md 5.6-5.7).
     """
     if not 0.0 < level < 1.0:  # (1 - c)^alpha = c has no finite alpha at 0 or 1

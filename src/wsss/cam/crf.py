@@ -1,4 +1,4 @@
-"""Dense CRF post-processing with pydensecrf (methods.md 2.11, 8.5; golden ``dense_crf.npz``).
+"""Dense CRF post-processing with pydensecrf (docs/methods/seco.md#inference, methods.md 8.5; golden ``dense_crf.npz``).
 
 - :func:`dense_crf`: the official ``DenseCRF`` call (unary ``-log(clip(prob, 1e-5))`` from
   ``unary_from_softmax``, a Gaussian and a bilateral pairwise term, ``iters`` mean-field steps);
@@ -43,7 +43,7 @@ def dense_crf(
     bi_w: float = 4,
     unary_in_prob_dtype: bool = False,
 ) -> np.ndarray:
-    """Dense CRF marginals (methods.md 2.11; golden ``dense_crf.npz``).
+    """Dense CRF marginals (docs/methods/seco.md#inference; golden ``dense_crf.npz``).
 
     Args:
         image: (H, W, 3) uint8 RGB (HWC, the order image readers return).
@@ -87,7 +87,7 @@ def crf_label(
     params: CRFParams | None = None,
     **overrides: Any,
 ) -> np.ndarray:
-    """CRF label map over a subset of channels (methods.md 2.11, 8.5).
+    """CRF label map over a subset of channels (docs/methods/seco.md#inference, methods.md 8.5).
 
     ``prob`` is (C, H, W) over all classes (channel = class id). Only the channels in ``present``
     (e.g. background + the image's classes; all channels if None) enter the CRF, after
@@ -128,12 +128,13 @@ def crf_label_two_levels(
     params: CRFParams | None = None,
     ignore_index: int = 255,
 ) -> np.ndarray:
-    """CRF pseudo label with two background levels (methods.md 2.11, ToCo ``infer_cam_crf_label``).
+    """CRF pseudo label with two background levels (docs/methods/seco.md#cam-seeds, ToCo
+    ``infer_cam_crf_label``).
 
     ``cam`` (C-1, H, W) holds foreground scores in [0, 1] and ``cls_label`` (C-1,) the multi-hot image
     label. For each background level (``high_thre``, then ``low_thre``) the stack [constant bg; present
     classes] goes through a softmax over channels and the CRF (default ``CRFParams.TOCO_LABEL``), and
-    the argmax is mapped to class ids. Combined as in methods.md 2.8: the high-level label; where it
+    the argmax is mapped to class ids. Combined as in seco.md#pseudo-label: the high-level label; where it
     is background, ``ignore_index``; where both levels say background, 0. Returns (H, W) int64.
     """
     cam = np.asarray(cam, dtype=np.float32)
@@ -220,7 +221,7 @@ def _call(args: tuple[Hashable, Callable[..., Any], tuple]) -> tuple[Hashable, A
 
 class CRFPool:
     """Run :func:`crf_label` (or any CPU-bound picklable call) over many images in worker processes
-    (methods.md 2.11): ``wsss predict --crf`` and the CPU refiners of ``wsss pseudo``.
+    (docs/methods/seco.md#inference): ``wsss predict --crf`` and the CPU refiners of ``wsss pseudo``.
 
     ``CRFPool(workers, params)``; ``workers=0`` runs in-process (no pool). ``imap(items)`` takes an
     iterable of ``(key, image, prob, present)`` and yields ``(key, label)`` **in input order**;

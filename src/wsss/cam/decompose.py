@@ -1,4 +1,5 @@
-"""SeCo image decomposition and tag assignment (methods.md 3.2 step 5, 3.3, 8.1 items 1-3, 6, 7).
+"""SeCo image decomposition and tag assignment (docs/methods/seco.md#decompose, #decisions S1-S3,
+S6, S7).
 
 SeCo does **not** decompose the image on a grid: it samples ``crop_num`` random ``crop_size`` square
 patches per image, centred on *uncertain* CAM pixels (``roi_mask == -1``), and tags each patch (local
@@ -14,8 +15,8 @@ The official ``assign_csc_tags`` does the three steps at once. Here they are spl
 
 :func:`assign_csc_tags` chains them and matches the official call. The official code runs
 ``assign_csc_tags`` twice (k then q) and relies on ``torch.manual_seed(0)`` inside the function to pick
-identical positions; we never touch the global RNG (methods.md 8.1 item 6), we draw the positions
-once and reuse them. Whether the k view is flipped relative to ``roi_mask`` (8.1 item 7, an official
+identical positions; we never touch the global RNG (seco.md#decisions, S6), we draw the positions
+once and reuse them. Whether the k view is flipped relative to ``roi_mask`` (seco.md#decisions, S7, an official
 quirk) is the caller's business: :func:`crop_patches` crops whatever view it is given.
 
 Parity: golden ``csc_tags.npz`` (positions, patches and flags, exact).
@@ -43,7 +44,7 @@ def sample_patch_positions(
     generator: torch.Generator | None = None,
     official_seed: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-left corners of SeCo's local patches (methods.md 3.3, golden ``csc_tags.npz``).
+    """Top-left corners of SeCo's local patches (docs/methods/seco.md#decompose, golden ``csc_tags.npz``).
 
     With ``m = crop_size // 2``, the candidates of image b are the pixels with ``roi_mask < 0``
     (uncertain, -1) inside the window ``[m:H-m, m:W-m]``, in row-major (``nonzero``) order. Their
@@ -125,11 +126,12 @@ def _check_positions(top_left: torch.Tensor, size: tuple[int, int], crop_size: i
 
 
 def crop_patches(images: torch.Tensor, top_left: torch.Tensor, crop_size: int) -> list[torch.Tensor]:
-    """Cut ``crop_size`` square patches of ``images`` (B,C,H,W) at ``top_left`` (B,K,2) (methods.md 3.3).
+    """Cut ``crop_size`` square patches of ``images`` (B,C,H,W) at ``top_left`` (B,K,2)
+    (docs/methods/seco.md#decompose).
 
     Returns a **list** of ``K`` tensors (B,C,s,s) (the official return type; patch k of every image is
     entry k; ``torch.stack`` gives (K,B,C,s,s)). Differentiable w.r.t. ``images``. Call it once per
-    view with the same ``top_left`` to get aligned q- and k-patches (methods.md 8.1 item 6).
+    view with the same ``top_left`` to get aligned q- and k-patches (docs/methods/seco.md#decisions, S6).
     """
     if images.dim() != 4:
         raise ValueError(f"images must be (B,C,H,W), got {tuple(images.shape)}")
@@ -172,7 +174,7 @@ def assign_tags(
     area_weighted_by_class_id: bool = True,
     ignore_index: int = 255,
 ) -> torch.Tensor:
-    """Global and local tags of SeCo's decomposition (methods.md 3.3, golden ``csc_tags.npz``).
+    """Global and local tags of SeCo's decomposition (docs/methods/seco.md#decompose, golden ``csc_tags.npz``).
 
     Helper maps: ``roi_`` = roi_mask with ``ignore_index`` -> 0; ``roi`` = roi_ with -1 -> 0 (class
     ids only).
@@ -236,7 +238,7 @@ def assign_csc_tags(
     area_weighted_by_class_id: bool = True,
     return_top_left: bool = False,
 ) -> tuple[list[torch.Tensor], torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """The official ``assign_csc_tags`` call: positions, patches and flags (methods.md 3.2 step 5, 3.3).
+    """The official ``assign_csc_tags`` call: positions, patches and flags (docs/methods/seco.md#decompose).
 
     Draws the positions with :func:`sample_patch_positions` (unless ``top_left`` is given, e.g. the
     positions of the q call reused for the k view), crops ``images`` with :func:`crop_patches` and tags

@@ -1,4 +1,5 @@
-"""From class activation maps to (pseudo) labels (methods.md 2.6, 2.8 and 3.2).
+"""From class activation maps to (pseudo) labels (docs/methods/seco.md#cam2label,
+#pseudo-label and #decompose).
 
 Conventions shared by every function here (golden README, "General conventions"):
 
@@ -43,7 +44,7 @@ def _apply_box(label: torch.Tensor, img_box: BoxLike | None, ignore_index: int) 
 
 
 def box_mask(img_box: BoxLike, size: tuple[int, int], device: torch.device | str | None = None) -> torch.Tensor:
-    """Boolean (B, H, W) mask, True inside each ``[h0, h1, w0, w1]`` box (methods.md 2.4, 2.6).
+    """Boolean (B, H, W) mask, True inside each ``[h0, h1, w0, w1]`` box (docs/methods/seco.md#data, #cam2label).
 
     Same semantics as slicing ``[h0:h1, w0:w1]`` with non-negative coordinates: the end is excluded
     and coordinates larger than the map are clipped.
@@ -65,7 +66,7 @@ def scale_img_box(
     to_hw: tuple[int, int],
     mode: str = "round",
 ) -> torch.Tensor:
-    """Rescale ``[h0, h1, w0, w1]`` boxes from a ``from_hw`` map to a ``to_hw`` map (methods.md 2.9).
+    """Rescale ``[h0, h1, w0, w1]`` boxes from a ``from_hw`` map to a ``to_hw`` map (docs/methods/seco.md#ptc).
 
     Used for the PTC target, where the box of the 448-pixel crop must be applied to the 28x28
     token map. ``mode`` decides the partially covered cells: ``"round"`` keeps a cell when at least
@@ -114,7 +115,7 @@ def cam_to_label(
     low_thre: float = 0.25,
     ignore_index: int = 255,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CAM -> label map (methods.md 2.6, golden ``cam_to_label.npz``).
+    """CAM -> label map (docs/methods/seco.md#cam2label, golden ``cam_to_label.npz``).
 
     ``valid_cam = cam * cls_label``; label = argmax over classes + 1, and 0 where the max is
     ``<= bkg_thre``. With ``ignore_mid`` (training): max ``> high_thre`` -> class,
@@ -159,7 +160,7 @@ def cam_to_roi_mask(
     low_thre: float = 0.25,
     ignore_index: int = 255,
 ) -> torch.Tensor:
-    """CAM -> region-of-interest mask for SeCo's decomposition (methods.md 3.2 step 4).
+    """CAM -> region-of-interest mask for SeCo's decomposition (docs/methods/seco.md#decompose).
 
     The same rule as :func:`cam_to_label` except that uncertain pixels get **-1**: max
     ``> high_thre`` -> class id; ``low_thre < max <= high_thre`` -> -1; ``<= low_thre`` -> 0;
@@ -175,7 +176,7 @@ def cam_to_roi_mask(
 
 
 def label_to_aff_mask(label: torch.Tensor, ignore_index: int = 255, *, ignore_diagonal: bool = True) -> torch.Tensor:
-    """Pairwise affinity target of a token label map (methods.md 2.9, ToCo's ``label_to_aff_mask``; ExCEL's
+    """Pairwise affinity target of a token label map (docs/methods/seco.md#ptc, ToCo's ``label_to_aff_mask``; ExCEL's
     ``cams_to_affinity_label`` builds on it, ``wsss.cam.excel.affinity_label``).
 
     ``label`` (B, h, w) -> (B, hw, hw) int64, tokens flattened row-major: 1 where the two tokens
@@ -201,7 +202,8 @@ def denormalize_image(
     std: Sequence[float] = IMAGENET_STD_255,
     truncate_uint8: bool = True,
 ) -> torch.Tensor:
-    """Undo the input normalisation, back to [0, 1] (methods.md 2.8, golden ``denormalize_img2.npz``).
+    """Undo the input normalisation, back to [0, 1] (docs/methods/seco.md#pseudo-label, golden
+    ``denormalize_img2.npz``).
 
     ``x`` is (B,3,H,W) normalised with ``mean``/``std`` given on the 0..255 scale, channel 0 first
     (R, G, B). Computes ``x*std + mean`` in ``x``'s dtype; with ``truncate_uint8`` (the official
@@ -247,7 +249,7 @@ def refine_cams_with_bkg(
     img_box: BoxLike | None = None,
     down_scale: int = 2,
 ) -> torch.Tensor:
-    """Online pseudo label for the segmentation head, with PAR (methods.md 2.8).
+    """Online pseudo label for the segmentation head, with PAR (docs/methods/seco.md#pseudo-label).
 
     Re-implements ``refine_cams_with_bkg_v2`` (golden ``refine_cams_with_bkg_v2.npz``):
 

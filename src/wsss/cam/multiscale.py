@@ -1,4 +1,5 @@
-"""Multi-scale + flip inference for CAMs and segmentation logits (methods.md 2.5, 2.11, 3.10).
+"""Multi-scale + flip inference for CAMs and segmentation logits (docs/methods/seco.md#ms-cam,
+#inference).
 
 ``CamPasses`` and ``multi_scale_logits`` take a plain callable, so they work with any model: ``cam_fn`` /
 ``seg_fn`` receive a batch that holds the images followed by their horizontal flips, (2B,3,h,w), and return
@@ -19,7 +20,7 @@ CamOutput = torch.Tensor | tuple[torch.Tensor, ...]
 
 
 def minmax_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-image, per-channel min-max normalisation of (B,K,H,W) maps (methods.md 2.5).
+    """Per-image, per-channel min-max normalisation of (B,K,H,W) maps (docs/methods/seco.md#ms-cam).
 
     ``cam = cam - min_hw(cam); cam = cam / (max_hw(cam) + eps)``, so the result lies in [0, 1).
     """
@@ -44,7 +45,7 @@ def fill_empty_maps(
     """``cam`` (B,K,H,W, normalised) with every channel whose ``activated`` map (the ReLU'd sum) is zero at every
     pixel replaced by a map made from ``raw`` (the same sum before any ReLU; ``infer.cam_empty_fallback``, issue
     31). A labelled class the classifier does not see in a photo has a negative map everywhere, which the ReLU
-    of every official code (methods.md 2.5-2.6) turns into zeros: no seed pixel can name it.
+    of every official code (docs/methods/seco.md#ms-cam) turns into zeros: no seed pixel can name it.
 
     - ``"minmax"``: ``raw`` min-max normalised. Its peak becomes 1 like any other class's, and so does most of
       a smooth map: on ccp-dev it gave the class most of the photo (BENCHMARKS.md, "ccp-dev").
@@ -130,7 +131,7 @@ RELU_ORDERS = ("after_fusion", "per_pass")
 
 @dataclass(frozen=True)
 class CamPasses:
-    """The multi-scale + flip CAM step (methods.md 2.5, the official ``multi_scale_cam2``) as named stages.
+    """The multi-scale + flip CAM step (docs/methods/seco.md#ms-cam, the official ``multi_scale_cam2``) as named stages.
 
     Calling it on a ``cam_fn`` and images (B, 3, H, W) runs, for each scale in the given order:
 
@@ -304,7 +305,7 @@ def multi_scale_logits(
     square_size: int | None = None,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Multi-scale + flip segmentation logits for inference (methods.md 2.11, 3.10).
+    """Multi-scale + flip segmentation logits for inference (docs/methods/seco.md#inference).
 
     For each scale s: resize ``images`` (B,3,H,W) to (int(s*H), int(s*W)) (bilinear,
     align_corners=False), or to the square (int(square_size*s),)*2 when ``square_size`` is given

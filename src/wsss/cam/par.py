@@ -1,4 +1,4 @@
-"""PAR, pixel-adaptive refinement of soft masks (methods.md 2.7).
+"""PAR, pixel-adaptive refinement of soft masks (docs/methods/seco.md#par).
 
 The refinement propagates soft masks along a local, image-dependent affinity: every pixel looks
 at 48 neighbours (8 directions x 6 dilations) and takes the affinity-weighted sum of their mask
@@ -44,7 +44,7 @@ _DIRECTIONS: tuple[tuple[int, int], ...] = (
 
 
 class PAR(nn.Module):
-    """Pixel-adaptive refinement (methods.md 2.7).
+    """Pixel-adaptive refinement (docs/methods/seco.md#par).
 
     Args:
         dilations: the dilation of each 8-neighbour ring; 6 dilations give 48 neighbours.

@@ -68,12 +68,12 @@ class DataConfig:
     root: str = "data/synth"
     train_split: str = "train"
     val_split: str = "val"
-    crop_size: int = 448  # methods.md 2.4 step 3
-    scale_range: tuple[float, float] = (0.5, 2.0)  # methods.md 2.4 step 1
+    crop_size: int = 448  # docs/methods/seco.md#data, step 3
+    scale_range: tuple[float, float] = (0.5, 2.0)  # docs/methods/seco.md#data, step 1
     hflip: bool = True
-    color_jitter: bool = False  # SeCo's main input has none (methods.md 3.1 item 2)
+    color_jitter: bool = False  # SeCo's main input has none (docs/methods/seco.md#data, step 4)
     num_workers: int = 2
-    val_resize: int | None = 448  # training-time validation resizes val images to a square (2.11)
+    val_resize: int | None = 448  # training-time validation resizes val images to a square (seco.md#train-val)
     val_max_images: int | None = None  # cap on validation images per evaluation (None = all)
     # Longest side of a val image as the network sees it, after val_resize (None = no cap): one 6000x4000
     # photo at full size is minutes of attention and gigabytes; the score is taken at the mask's size.
@@ -90,29 +90,29 @@ class ModelConfig:
     backbone: str = "vit_base_patch16_224"  # a timm model name
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
     pretrained: str | None = None  # local weights (timm / torchvision state dict, a run's checkpoint); None = random
-    freeze_pos_embed: bool = True  # ViT: positional embedding frozen (methods.md 2.2)
-    aux_layer: int = -3  # ViT block whose raw output feeds the auxiliary classifier (2.2)
+    freeze_pos_embed: bool = True  # ViT: positional embedding frozen (docs/methods/seco.md#backbone)
+    aux_layer: int = -3  # ViT block whose raw output feeds the auxiliary classifier (seco.md#backbone)
     output_stride: int = 16  # CNN backbones: dilate the last stages to reach this stride
-    pooling: str = "gmp"  # classifier pooling: "gmp" (ToCo/SeCo, 2.3) or "gap"
+    pooling: str = "gmp"  # classifier pooling: "gmp" (ToCo/SeCo, seco.md#heads) or "gap"
     aux_classifier: bool = True
-    decoder: str = "aspp"  # segmentation head: "aspp" (SeCo 3.1), "largefov" (ToCo 2.3), "none"
+    decoder: str = "aspp"  # segmentation head: "aspp" (SeCo), "largefov" (ToCo), "none" (seco.md#heads)
     decoder_dim: int = 512  # LargeFOV hidden width
 
 
 @dataclass
 class PARConfig:
-    dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)  # methods.md 2.7
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)  # docs/methods/seco.md#par
     num_iter: int = 10
 
 
 @dataclass
 class CamConfig:
-    scales: tuple[float, ...] = (1.0, 0.5, 0.75, 1.5)  # training-time CAM scales (SeCo VOC, 3.9)
-    high_thre: float = 0.7  # methods.md 2.6 / 3.9
+    scales: tuple[float, ...] = (1.0, 0.5, 0.75, 1.5)  # training-time CAM scales (SeCo VOC, seco.md#defaults)
+    high_thre: float = 0.7  # docs/methods/seco.md#cam2label
     low_thre: float = 0.25
     bkg_thre: float = 0.5
     par: PARConfig = field(default_factory=PARConfig)
-    par_down_scale: int = 2  # the online pseudo label runs PAR at 1/2 resolution (2.8)
+    par_down_scale: int = 2  # the online pseudo label runs PAR at 1/2 resolution (seco.md#pseudo-label)
     # `wsss pseudo --refine psa`: PSA's AffinityNet seeds, background (1 - max cam)^alpha for the
     # confident-foreground ("la") and confident-background ("ha") CRF maps (methods.md 5.6-5.7)
     psa_alphas: tuple[float, float] = (4.0, 32.0)
@@ -126,7 +126,7 @@ class CamConfig:
 class LossConfig:
     # Weight of each loss term, and the iteration after which it is switched on (a term is active
     # when step > start_iters[term]; terms without an entry are active from the start). This is the
-    # one place where the staged schedules of methods.md 2.9 and 3.8 live.
+    # one place where the staged schedules of docs/methods/seco.md#staging live.
     weights: dict[str, float] = field(default_factory=lambda: {"cls": 1.0, "aux": 1.0, "seg": 0.1})
     start_iters: dict[str, int] = field(default_factory=dict)
 
@@ -144,15 +144,15 @@ class TrainConfig:
     # resolved length mean "at the end only". Fractions are allowed (0.5 = half an epoch). None = max_iters.
     epochs: float | None = None
     warmup_iters: int = 1500
-    optimizer: str = "adamw"  # "adamw" (PolyWarmupAdamW, 2.10) or "sgd" (PolyWarmupSGD: DeepLab, RCA, SC-CAM)
-    lr: float = 6e-5  # methods.md 2.10
+    optimizer: str = "adamw"  # "adamw" (PolyWarmupAdamW, seco.md#optim) or "sgd" (PolyWarmupSGD: DeepLab, RCA, SC-CAM)
+    lr: float = 6e-5  # docs/methods/seco.md#optim
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
     warmup_ratio: float = 1e-6
     power: float = 0.9
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
-    head_lr_mult: float = 10.0  # classifier / projection / decoder groups (2.10)
+    head_lr_mult: float = 10.0  # classifier / projection / decoder groups (seco.md#optim)
     hold_lr_after_max: bool = True  # official quirk: past max_iters the lr stops being updated
     grad_clip: float | None = None
     log_iters: int = 200
@@ -162,8 +162,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class CRFParams:
-    """Dense CRF parameters (methods.md 2.11, 8.5): the config section ``infer.crf`` and the named sets
-    the anchors use. One class for both, so a config section is passed to ``dense_crf`` as it is.
+    """Dense CRF parameters (docs/methods/seco.md#inference, methods.md 8.5): the config section ``infer.crf``
+    and the named sets the anchors use. One class for both, so a config section is passed to ``dense_crf`` as it is.
 
     - ``SEG``: segmentation inference of ToCo/SeCo (10; 1,1; 121,5,4), the default.
     - ``TOCO_LABEL``: ToCo's CRF pseudo labels, ``infer_cam_crf_label`` (10; 3,3; 36,3,4).
@@ -195,16 +195,16 @@ CRFParams.PSA = CRFParams(iters=10, pos_xy_std=3, pos_w=3, bi_xy_std=80, bi_rgb_
 
 @dataclass
 class InferConfig:
-    scales: tuple[float, ...] = (1.0, 1.25, 1.5)  # seg inference (3.10)
+    scales: tuple[float, ...] = (1.0, 1.25, 1.5)  # seg inference (docs/methods/seco.md#inference)
     square_size: int | None = None  # SeCo's VOC script resizes each scale to int(448*s) squares
-    cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5)  # `wsss cam` (2.11)
+    cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5)  # `wsss cam` (seco.md#cam-seeds)
     cam_input_size: int | None = None  # resize the CAM input to a square first (ToCo/SeCo: 448)
-    # `wsss cam` fusion (2.5 / 5.6): flips "max"-fused and min-max normalised (ToCo/SeCo), or PSA / SC-CAM's
-    # "sum" and "max" (divided by the max only; golden psa_infer_cls.npz, sccam_infer_cls_*.npz)
+    # `wsss cam` fusion (seco.md#ms-cam / methods.md 5.6): flips "max"-fused and min-max normalised (ToCo/SeCo),
+    # or PSA / SC-CAM's "sum" and "max" (divided by the max only; golden psa_infer_cls.npz, sccam_infer_cls_*.npz)
     cam_flip_fuse: str = "max"
     cam_normalize: str = "minmax"
     # A labelled class the classifier does not see in a photo has a negative map at every pixel, and the ReLU of
-    # every official code (methods.md 2.5-2.6) makes it zero: no seed names the class. "minmax" / "peak_odds":
+    # every official code (docs/methods/seco.md#ms-cam) makes it zero: no seed names the class. "minmax" / "peak_odds":
     # such a map is made from its sum before the ReLUs (``cam.multiscale.fill_empty_maps``; `wsss cam`, `pseudo`,
     # training-time validation; labelled classes only). Not in any official code: "none" in the paper presets
     # (issue 31: 0.2-1 % of RCA's and SC-CAM's labelled maps on ccp-dev were empty; BENCHMARKS.md "ccp-dev").

@@ -1,4 +1,4 @@
-"""Image / mask transforms for training and inference (methods.md 2.4), numpy + PIL based.
+"""Image / mask transforms for training and inference (docs/methods/seco.md#data), numpy + PIL based.
 
 Every random transform takes an explicit ``rng: np.random.Generator``: nothing touches a global
 random state, so a sample's augmentation is a pure function of its generator.
@@ -224,7 +224,7 @@ def normalize(img: np.ndarray) -> torch.Tensor:
 
 
 class TrainAugment:
-    """Classifier-training augmentation (methods.md 2.4): scale, flip, [colour jitter], crop,
+    """Classifier-training augmentation (docs/methods/seco.md#data): scale, flip, [colour jitter], crop,
     normalise.
 
     ``__call__(img, rng, mask=None)`` returns a dict with

@@ -1,7 +1,7 @@
 """Extra training views of the contrastive methods: one class per method, ``<Method>Views``, the
 ``extra_views`` hook of ``ClsTrainDataset`` (a callable returning a dict of tensors).
 
-``SeCoViews`` (methods.md 2.4 step 6, 3.2 step 1):
+``SeCoViews`` (docs/methods/seco.md#data, steps 6a and 6b):
 
 - ``global_view``: SeCo's ``w_image`` = RandomResizedCrop(size, scale [0.4, 1], bicubic) of the
   *original* image + flip / colour jitter (p 0.8) / grayscale (p 0.2) + Gaussian blur (p 0.1) +

@@ -1,6 +1,6 @@
 """Optimisers on a linear warm-up + polynomial decay schedule.
 
-``PolyWarmupAdamW`` is ToCo/SeCo's (methods.md 2.10; golden ``poly_warmup_adamw.npz``); ``PolyWarmupSGD``
+``PolyWarmupAdamW`` is ToCo/SeCo's (docs/methods/seco.md#optim; golden ``poly_warmup_adamw.npz``); ``PolyWarmupSGD``
 the momentum SGD of the DeepLab stage, RCA and SC-CAM, on the same schedule.
 """
 
@@ -19,7 +19,7 @@ def poly_warmup_lr_mult(
     warmup_ratio: float = 1e-6,
     power: float = 0.9,
 ) -> float:
-    """Learning-rate multiplier at ``step`` (methods.md 2.10).
+    """Learning-rate multiplier at ``step`` (docs/methods/seco.md#optim).
 
     - ``step < warmup_iters``: ``1 - (1 - step/warmup_iters) * (1 - warmup_ratio)``, a linear ramp from
       ``warmup_ratio`` to 1 (the ratio is a multiplier, not an absolute lr);
@@ -100,7 +100,7 @@ class _PolyWarmupSchedule:
 
 
 class PolyWarmupAdamW(_PolyWarmupSchedule, torch.optim.AdamW):
-    """AdamW whose lr follows :func:`poly_warmup_lr_mult` (methods.md 2.10, ``PolyWarmupAdamW``)."""
+    """AdamW whose lr follows :func:`poly_warmup_lr_mult` (docs/methods/seco.md#optim, ``PolyWarmupAdamW``)."""
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """The training loop shared by every method (as detectron2's ``engine/train_loop.py``).
 
 The engine owns: data loading (a deterministic, resumable sampler), the poly-schedule optimiser
-with the four parameter groups of methods.md 2.10, loss weighting and staging (``LossConfig``),
+with the four parameter groups of docs/methods/seco.md#optim, loss weighting and staging (``LossConfig``),
 the NaN guard, and the run's state with resume. The loop (``Trainer.train``) only runs steps and
 calls hooks (``wsss.engine.hooks``): logging to ``metrics.jsonl``, periodic validation, checkpoints,
 TensorBoard and per-epoch LR rules are hooks. A method only says what one step computes (the

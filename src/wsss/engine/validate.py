@@ -1,4 +1,4 @@
-"""Training-time validation (methods.md 2.11, last item).
+"""Training-time validation (docs/methods/seco.md#train-val).
 
 Under torchrun each process scores a share of the images and the confusion matrices are summed.
 Each val image is resized to a ``data.val_resize`` square (448 in ToCo/SeCo; None keeps the size);

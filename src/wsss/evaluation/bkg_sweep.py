@@ -1,6 +1,6 @@
 """Background-threshold sweep of saved CAMs (``wsss sweep-bkg``).
 
-A CAM seed is ``argmax([t; CAM x image labels])`` (``cam_to_label``, methods.md 2.6). Its quality
+A CAM seed is ``argmax([t; CAM x image labels])`` (``cam_to_label``, docs/methods/seco.md#cam2label). Its quality
 depends on the background level t more than on most method choices (BENCHMARKS.md, SC-CAM), and the
 papers of the multi-stage lineage (PSA, IRN, SC-CAM) pick t on the train split with the ground
 truth before they make pseudo labels. This module scores the saved CAMs of a split at many levels in

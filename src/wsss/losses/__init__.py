@@ -1,4 +1,4 @@
-"""Losses shared by the methods (methods.md 2.9, 3.6, 3.7)."""
+"""Losses shared by the methods (docs/methods/seco.md: #ptc, #seg-loss, #reg-loss, #lil, #lig)."""
 
 from .contrast import lig_loss, lil_loss
 from .energy import dense_energy_loss, energy_loss_from_logits

@@ -1,6 +1,6 @@
 """SeCo's tag-guided contrastive losses: LIL (local, vs the reservoir) and LIG (global, vs prototypes).
 
-methods.md 3.6 (LIL), 3.7 (LIG), 8.1 items 4-5; parity with golden ``lil_lig.npz``.
+docs/methods/seco.md#lil, #lig, #decisions (S4, S5); parity with golden ``lil_lig.npz``.
 
 Flags (tags) are floats as in the official code: a class id ``c >= 1``, 0 (background patch) or -1
 (co-occurrence / unknown, ignored). Both functions are fully vectorised (no loop over rows).
@@ -50,7 +50,7 @@ def lil_loss(
     noise_ratio: float = 10.0,
     float32_accumulator: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """LIL: local tag-guided contrast of the queries against the reservoir keys (methods.md 3.6).
+    """LIL: local tag-guided contrast of the queries against the reservoir keys (docs/methods/seco.md#lil).
 
     Args:
         q: (N,D) queries (projected, unit norm), the anchors; the gradient flows through them.
@@ -169,7 +169,7 @@ def lig_loss(
     base_temperature: float = 0.1,
     float32_accumulator: bool = True,
 ) -> torch.Tensor:
-    """LIG: global tag-guided contrast of the queries against the class prototypes (methods.md 3.7).
+    """LIG: global tag-guided contrast of the queries against the class prototypes (docs/methods/seco.md#lig).
 
     Args:
         q: (N,D) queries (all 12B rows of the official call); prototypes: (C-1,D), row c-1 = class c.
@@ -184,8 +184,8 @@ def lig_loss(
     ``loss = -(tau/tau_base) * sum_{i: Z_i > 0} sum_c L_ic / sum(M)`` (divided by N instead when
     ``sum(M) = 0``, which gives the official -0.0). This is InfoNCE to the own-class prototype with the
     denominator restricted to the classes tagged in the batch; rows tagged 0 or -1 contribute nothing.
-    The official prototypes live in the raw cls-token space while q is a projection (8.1 item 5); that
-    is the caller's business.
+    The official prototypes live in the raw cls-token space while q is a projection
+    (docs/methods/seco.md#decisions, S5); that is the caller's business.
 
     Returns a 0-d loss (float32 with the float32 accumulator, else ``q.dtype``).
     """

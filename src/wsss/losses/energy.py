@@ -1,4 +1,4 @@
-"""Dense-energy regulariser of Tang et al. (rloss), as used by ToCo/SeCo (methods.md 2.9).
+"""Dense-energy regulariser of Tang et al. (rloss), as used by ToCo/SeCo (docs/methods/seco.md#reg-loss).
 
 ``energy = weight * -sum_k (S_k*roi)^T W (S_k*roi) * Gate / B`` at half resolution, where W is an
 unnormalised Gaussian bilateral kernel over (x, y, R, G, B) and Gate = max(0, roi - max_k S_k), set
@@ -425,7 +425,7 @@ def dense_energy_loss(
     scale_factor: float = 0.5,
     method: str = "permutohedral",
 ) -> torch.Tensor:
-    """Dense-energy (rloss) regulariser, official ``DenseEnergyLoss`` semantics (methods.md 2.9).
+    """Dense-energy (rloss) regulariser, official ``DenseEnergyLoss`` semantics (docs/methods/seco.md#reg-loss).
 
     At ``scale_factor``: the image is downscaled with nearest (pixel (2i, 2j) for 0.5), the
     probabilities S with bilinear (align_corners=False), ``roi`` and ``label`` with nearest.

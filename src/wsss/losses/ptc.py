@@ -1,4 +1,4 @@
-"""Patch token contrast, PTC (methods.md 2.9; golden ``ptc.npz``)."""
+"""Patch token contrast, PTC (docs/methods/seco.md#ptc; golden ``ptc.npz``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ __all__ = ["label_to_aff_mask", "ptc_loss"]
 
 
 def ptc_loss(fmap: torch.Tensor, aff_mask: torch.Tensor) -> torch.Tensor:
-    """Masked patch-token contrast loss (methods.md 2.9, ``get_masked_ptc_loss``).
+    """Masked patch-token contrast loss (docs/methods/seco.md#ptc, ``get_masked_ptc_loss``).
 
     With ``cos`` the **absolute** cosine similarity between the L2-normalised tokens
     (``F.normalize`` eps 1e-8) of ``fmap`` (B, D, h, w), and ``aff_mask`` (B, hw, hw) from

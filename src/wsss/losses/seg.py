@@ -1,5 +1,5 @@
-"""Segmentation losses on pseudo labels: SeCo's balanced cross entropy (methods.md 2.9; golden ``seg_energy.npz``)
-and PMM's pretended under-fitting of a per-pixel loss (``pretended_underfitting``)."""
+"""Segmentation losses on pseudo labels: SeCo's balanced cross entropy (docs/methods/seco.md#seg-loss; golden
+``seg_energy.npz``) and PMM's pretended under-fitting of a per-pixel loss (``pretended_underfitting``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _count_plus_eps(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def balanced_seg_loss(logits: torch.Tensor, label: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Background/foreground-balanced cross-entropy (methods.md 2.9, SeCo ``get_seg_loss``).
+    """Background/foreground-balanced cross-entropy (docs/methods/seco.md#seg-loss, SeCo ``get_seg_loss``).
 
     ``0.5 * (CE_sum(bg pixels) / (n_bg + 1e-6) + CE_sum(fg pixels) / (n_fg + 1e-6))`` where bg pixels
     have label 0, fg pixels any other label except ``ignore_index``, and ignored pixels count in

@@ -1,5 +1,6 @@
-"""Building blocks that several methods share: the parameter groups of methods.md 2.10 and PSA (5.5),
-the backbone of a ``ModelConfig``, and the online pseudo label of ToCo/SeCo (2.6, 2.8).
+"""Building blocks that several methods share: the parameter groups of docs/methods/seco.md#optim and PSA
+(methods.md 5.5), the backbone of a ``ModelConfig``, and the online pseudo label of ToCo/SeCo (seco.md#cam2label,
+seco.md#pseudo-label).
 
 The method contract itself (``Method``, ``register_method``) is ``wsss.methods.contract``.
 """
@@ -15,7 +16,7 @@ from wsss.models.backbones import CNNBackbone, ViTBackbone, create_backbone
 
 
 def split_backbone_params(backbone: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """Backbone parameters without / with "norm" in their name (groups 0 and 1 of methods.md 2.10)."""
+    """Backbone parameters without / with "norm" in their name (groups 0 and 1 of docs/methods/seco.md#optim)."""
     plain, norm = [], []
     for name, p in backbone.named_parameters():
         if not p.requires_grad:
@@ -61,7 +62,7 @@ def backbone_from_config(m: ModelConfig) -> ViTBackbone | CNNBackbone:
 def online_pseudo_label(
     par: PAR, c: CamConfig, images: torch.Tensor, cam: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor
 ) -> torch.Tensor:
-    """CAM (B, C-1, H, W) -> valid CAM -> PAR with two background levels (methods.md 2.6, 2.8)."""
+    """CAM (B, C-1, H, W) -> valid CAM -> PAR with two background levels (docs/methods/seco.md#pseudo-label)."""
     valid_cam, _ = cam_to_label(
         cam, labels, img_box=img_box, ignore_mid=True, bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre
     )

@@ -2,8 +2,8 @@
 segmentation head. It is SeCo without decomposition, contrast and teachers (and ToCo without PTC
 and CTC), so every gain of a method is measured against it on the same data and budget.
 
-Loss terms: ``cls`` and ``aux`` (multilabel soft margin on GMP logits, methods.md 2.9), ``seg``
-(bg/fg-balanced CE on PAR-refined online pseudo labels, methods.md 2.8-2.9).
+Loss terms: ``cls`` and ``aux`` (multilabel soft margin on GMP logits, docs/methods/seco.md#heads),
+``seg`` (bg/fg-balanced CE on PAR-refined online pseudo labels, docs/methods/seco.md#pseudo-label and #seg-loss).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class CAMBaseline(Method):
         if self.aux_classifier is not None:
             terms["aux"] = F.multilabel_soft_margin_loss(self.aux_classifier(out.aux), labels)
         if "seg" in active and self.decoder is not None:
-            with torch.no_grad():  # the scale-1.0 CAMs of this forward are reused (2.5)
+            with torch.no_grad():  # the scale-1.0 CAMs of this forward are reused (seco.md#ms-cam)
                 unflipped = self._cams(BackboneOutput(out.final.detach(), out.aux.detach(), out.cls.detach()))
             pseudo = self._pseudo_label(images, labels, batch["img_box"], unflipped)
             logits = self.decoder(out.final)
@@ -120,7 +120,7 @@ class CAMBaseline(Method):
         img_box: torch.Tensor,
         unflipped: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Multi-scale CAM (methods.md 2.5) -> the online pseudo label (2.6, 2.8)."""
+        """Multi-scale CAM (docs/methods/seco.md#ms-cam) -> the online pseudo label (seco.md#pseudo-label)."""
         cam, cam_aux = CamPasses(self.cfg.cam.scales)(  # the pseudo label reads the labelled classes only
             self.cam_maps, images, unflipped=unflipped, classes=labelled_classes(labels)
         )

@@ -8,7 +8,7 @@ Contract (``Method``):
   is the set of terms the engine will use at this step (``LossConfig`` staging), so a method can skip
   computing the others. The engine multiplies by ``cfg.loss.weights`` and sums.
 - ``param_groups()`` names its parameters: "backbone", "backbone_norm" (base lr) and "head",
-  "decoder" (``train.head_lr_mult`` x lr), the four PolyWarmupAdamW groups of methods.md 2.10.
+  "decoder" (``train.head_lr_mult`` x lr), the four PolyWarmupAdamW groups of docs/methods/seco.md#optim.
   A method with other groups (RCA's, DeepLab's 10x/20x bias groups) overrides
   ``param_group_options()``: per group name, an lr multiplier and optionally its own weight decay.
 - ``on_train_start(ctx)`` runs once before the first step (after a resume), with a ``TrainContext``:

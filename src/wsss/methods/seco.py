@@ -1,18 +1,18 @@
 """SeCo: Separate and Conquer (Yang et al., CVPR 2024), on the shared ToCo-lineage pieces.
 
-One training step (methods.md 3.2):
+One training step (docs/methods/seco.md#step; the anchors below are on that page):
 
-1. multi-scale CAM and aux-CAM of the main crop (no grad, 2.5);
+1. multi-scale CAM and aux-CAM of the main crop (no grad, #ms-cam);
 2. the online pseudo label of the segmentation head: CAM -> valid CAM -> PAR with two background
-   levels (2.6-2.8);
+   levels (#cam2label, #par, #pseudo-label);
 3. the decomposition mask (``cam_to_roi_mask``, from the aux-CAM until ``cam2mask``), local patches
-   centred on uncertain pixels and their tags (3.3);
+   centred on uncertain pixels and their tags (#decompose);
 4. the student: classification and aux classification (GMP), ASPP segmentation, the projected class
    tokens of the two global views and the local patches (the queries q);
-5. the dual teachers (3.4): the momentum encoder + projection head encode the local patches of
+5. the dual teachers (#networks): the momentum encoder + projection head encode the local patches of
    the teacher view into keys k, which enter the local semantic reservoir (a queue with their tags);
    class prototypes are EMAs of the class tokens of single-class images;
-6. the losses (3.6-3.8): ``cls``, ``aux``, ``ptc`` (2.9), ``lil`` (local contrast vs the reservoir),
+6. the losses (#lil, #lig, #staging): ``cls``, ``aux``, ``ptc`` (#ptc), ``lil`` (local contrast vs the reservoir),
    ``lig`` (global contrast vs the prototypes), ``seg`` (bg/fg-balanced CE), ``reg`` (dense energy),
    with the staged weights of ``loss.weights`` / ``loss.start_iters``.
 
@@ -20,7 +20,8 @@ What we compute differently from the official code, keeping the math: the main c
 once and serves both the classification branch and the reservoir's first global view (the
 official forward encodes it twice; no dropout, so the outputs and gradients are the same); the
 DDP "batch shuffle" of the keys is left out (a BatchNorm trick that is the identity for a
-LayerNorm ViT); the patch positions are drawn once and used for both q and k patches.
+LayerNorm ViT); the patch positions are drawn once and used for both q and k patches (#decisions,
+S6 and S-extra).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from wsss.models.official_keys import seco_state_from_official
 
 @dataclass
 class SeCoOptions:
-    """SeCo's own settings (methods.md 3.9). The ``quirk_*`` switches keep an official behaviour
+    """SeCo's own settings (docs/methods/seco.md#defaults). The ``quirk_*`` switches keep an official behaviour
     (True, the paper presets) or use the intended one (False, ``*_corrected`` and CPU presets)."""
 
     num_patches: int = 10  # local patches per image (ncrops 12 = 2 global + 10 local)
@@ -75,12 +76,12 @@ class SeCoOptions:
     base_temp_lil: float = 0.08
     temp_lig: float = 0.1
     base_temp_lig: float = 0.1
-    # dense-energy regulariser (methods.md 2.9)
+    # dense-energy regulariser (docs/methods/seco.md#reg-loss)
     reg_sigma_rgb: float = 15.0
     reg_sigma_xy: float = 100.0
     reg_scale: float = 0.5
     reg_weight: float = 1e-7
-    # official quirks (methods.md 8.1, 8.2)
+    # official quirks (docs/methods/seco.md#quirk-switches, #decisions)
     quirk_no_class_global_tag: bool = True  # a view with no confident class is tagged class 1
     quirk_area_weighted_by_class_id: bool = True  # the patch area test sums class ids
     quirk_lil_normaliser: bool = True  # LIL sums log-probs over all columns / global positive count
@@ -136,7 +137,7 @@ class SeCo(Method):
         self.decoder = create_decoder(m.decoder, dim, num_classes, m.decoder_dim)
         self.proj_head = ProjectionHead(dim, o.proj_hidden_dim, dim)
         self.par = PAR(dilations=cfg.cam.par.dilations, num_iter=cfg.cam.par.num_iter)
-        # The local teacher: momentum copies of the encoder and the projection head (3.4).
+        # The local teacher: momentum copies of the encoder and the projection head (docs/methods/seco.md#networks).
         self.encoder_k = frozen_copy(self.backbone)
         self.proj_head_t = frozen_copy(self.proj_head)
         # The local semantic reservoir and the class prototypes are buffers: saved and resumed.
@@ -169,7 +170,7 @@ class SeCo(Method):
             warnings.warn(ConfigWarning(
                 f"loss.start_iters.lig lets LIG run from step {lig_from[0]}, before options.update_prototype "
                 f"({lig_from[1]}): until then it contrasts against the random, unnormalised initial prototypes, "
-                "and its exp (no max subtraction, methods.md 3.7) can overflow to inf as the queries align "
+                "and its exp (no max subtraction, docs/methods/seco.md#lig) can overflow to inf as the queries align "
                 "with them; set loss.start_iters.lig >= options.update_prototype - 1"
             ), stacklevel=2)  # fmt: skip
 
@@ -190,7 +191,7 @@ class SeCo(Method):
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.backbone(images).final)
 
-    # -- one training step (methods.md 3.2) --------------------------------------------------------
+    # -- one training step (docs/methods/seco.md#step) -----------------------------------------------
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
         """The unweighted loss terms of one step. ``batch`` holds ``image``, ``w_image``, ``s_image``,
         ``labels``, ``label_idx``, ``img_box`` and optionally ``patch_top_left`` (B, P, 2) long: the
@@ -238,13 +239,14 @@ class SeCo(Method):
     def _decompose(
         self, batch: dict[str, Any], step: int, final: torch.Tensor, aux: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Steps 2-4 of methods.md 3.2: the CAMs of the labelled classes, the decomposition mask, the local
-        patches' positions (injected ``patch_top_left`` or drawn) and the tags of the global and local views.
+        """Steps 2, 4 and 5 of docs/methods/seco.md#step: the CAMs of the labelled classes, the decomposition
+        mask, the local patches' positions (injected ``patch_top_left`` or drawn) and the tags of the global and
+        local views.
         Returns (cam, cam_aux, top_left (B, P, 2), flags (B*(2+P),) ordered [g1, g2, l1..lP] per image)."""
         c, o = self.cfg.cam, self.options
         images, labels = batch["image"], batch["labels"]
-        # the scale-1.0 CAMs of the training forward are reused (2.5); every consumer multiplies by the labels,
-        # so the other classes' maps are left zero. The official training-time passes (multi_scale_cam2: max
+        # the scale-1.0 CAMs of the training forward are reused (seco.md#ms-cam); every consumer multiplies by
+        # the labels, so the other classes' maps are left zero. The official training-time passes (multi_scale_cam2: max
         # flip fusion, min-max), whatever infer says.
         unflipped = (self.classifier.cam(final.detach()), self.aux_classifier.cam(aux.detach()))
         cam, cam_aux = CamPasses(c.scales)(self.cam_maps, images, unflipped=unflipped, classes=labelled_classes(labels))
@@ -263,7 +265,7 @@ class SeCo(Method):
         self, images: torch.Tensor, global_cls: torch.Tensor, top_left: torch.Tensor, keys: torch.Tensor,
         flags: torch.Tensor,
     ) -> dict[str, torch.Tensor]:  # fmt: skip
-        """LIL and LIG (methods.md 3.6, 3.7): the student's queries of the global and local views against the
+        """LIL and LIG (docs/methods/seco.md#lil, #lig): the student's queries of the global and local views against the
         reservoir, which already holds the current keys (enqueued before, as in the official code)."""
         o, b = self.options, images.shape[0]
         q_patches = torch.cat(crop_patches(images, top_left, o.patch_size), dim=0)  # (P*B, 3, s, s)
@@ -278,7 +280,7 @@ class SeCo(Method):
         return {"lil": lil, "lig": lig}
 
     def decomposition_mask(self, batch: dict[str, Any], cam: torch.Tensor) -> torch.Tensor:
-        """The mask the patches are centred on and tagged from (methods.md 3.2 step 4): class id where
+        """The mask the patches are centred on and tagged from (docs/methods/seco.md#decompose): class id where
         ``cam`` > high, -1 where low < ``cam`` <= high, 0 below, 255 outside the image box."""
         c = self.cfg.cam
         return cam_to_roi_mask(
@@ -287,7 +289,7 @@ class SeCo(Method):
         )  # fmt: skip
 
     def _ptc(self, final: torch.Tensor, cam_aux: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor):
-        """PTC target from the aux-CAM at token resolution (methods.md 2.9)."""
+        """PTC target from the aux-CAM at token resolution (docs/methods/seco.md#ptc)."""
         c = self.cfg.cam
         h, w = final.shape[-2:]
         small = F.interpolate(cam_aux, size=(h, w), mode="bilinear", align_corners=False)
@@ -299,7 +301,8 @@ class SeCo(Method):
 
     @torch.no_grad()
     def _teacher_keys(self, global_cls: torch.Tensor, k_patches: list[torch.Tensor]) -> torch.Tensor:
-        """EMA-update the teacher, encode the teacher view's patches -> keys (B*(2+P), D) (3.4 step 2).
+        """EMA-update the teacher, encode the teacher view's patches -> keys (B*(2+P), D)
+        (docs/methods/seco.md#networks).
 
         The global entries are the student's class tokens (detached), as in the official code.
         """
@@ -312,7 +315,7 @@ class SeCo(Method):
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor, flags: torch.Tensor) -> None:
-        """Ring-buffer write of the keys and tags of every process (3.4 step 3)."""
+        """Ring-buffer write of the keys and tags of every process (docs/methods/seco.md#networks)."""
         keys, flags = all_gather_cat(keys), all_gather_cat(flags.to(self.queue_flags.dtype))
         n, size = keys.shape[0], self.queue.shape[0]
         if size % n:
@@ -327,7 +330,8 @@ class SeCo(Method):
 
     @torch.no_grad()
     def _update_prototypes(self, cls_tokens: torch.Tensor, label_idx: torch.Tensor) -> None:
-        """EMA of the class tokens of single-class images, sample by sample, then L2 rows (3.4)."""
+        """EMA of the class tokens of single-class images, sample by sample, then L2 rows
+        (docs/methods/seco.md#networks)."""
         tokens, idx = all_gather_cat(cls_tokens), all_gather_cat(label_idx)
         m = self.options.proto_momentum
         for t, c in zip(tokens, idx.tolist()):

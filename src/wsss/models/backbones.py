@@ -2,7 +2,7 @@
 
 Every backbone maps an image batch to a ``BackboneOutput``: the final feature map, an auxiliary
 (intermediate) feature map and a global token. ViTs follow the ToCo/SeCo handling
-(methods.md 2.2): the positional embedding is frozen and bicubically interpolated to any input
+(docs/methods/seco.md#backbone): the positional embedding is frozen and bicubically interpolated to any input
 size, the final tokens are layer-normed, the auxiliary tokens are the raw output of block
 ``aux_layer`` (-3 = block 10 of 12). CNNs return their last two stages at ``output_stride`` and the
 globally average-pooled final map in place of the class token.
@@ -28,7 +28,7 @@ from wsss.models.weights import load_pretrained
 
 
 class ViTBackbone(nn.Module):
-    """A timm VisionTransformer run token by token, so that any input size works (methods.md 2.2)."""
+    """A timm VisionTransformer run token by token, so that any input size works (docs/methods/seco.md#backbone)."""
 
     def __init__(self, vit: nn.Module, aux_layer: int = -3, freeze_pos_embed: bool = True):
         super().__init__()

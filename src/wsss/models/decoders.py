@@ -1,4 +1,4 @@
-"""Segmentation heads: ToCo's LargeFOV (methods.md 2.3) and SeCo's ASPP (methods.md 3.1 item 1)."""
+"""Segmentation heads: ToCo's LargeFOV and SeCo's ASPP (docs/methods/seco.md#heads)."""
 
 from __future__ import annotations
 

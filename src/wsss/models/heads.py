@@ -1,4 +1,4 @@
-"""Classification heads and the CAM they define (methods.md 2.3)."""
+"""Classification heads and the CAM they define (docs/methods/seco.md#heads)."""
 
 from __future__ import annotations
 
@@ -36,11 +36,11 @@ class CAMClassifier(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """DINO-style projection head of SeCo (methods.md 3.1 item 5): Linear-GELU-Linear-GELU-Linear,
+    """DINO-style projection head of SeCo (docs/methods/seco.md#networks): Linear-GELU-Linear-GELU-Linear,
     truncated-normal (std 0.02) weights, zero biases, then L2 normalisation.
 
     The output dimension equals the input (token) dimension because SeCo's LIG compares the
-    projected queries with prototypes kept in the raw class-token space (methods.md 3.4). The
+    projected queries with prototypes kept in the raw class-token space (seco.md#networks). The
     official head also builds a weight-normed ``last_layer`` that its forward never uses; it is
     left out here (it has no effect on training: AdamW skips parameters without gradients).
     """

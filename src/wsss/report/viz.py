@@ -4,7 +4,7 @@
   ``pseudo/``, ``predictions/``) is shown as the report shows it; whatever is missing is computed with
   the model: the CAM of each labelled class (``Run.cam``, multi-scale + flip as ``wsss cam``), the CAM
   seeds (``cam_to_label`` with ``cam.bkg_thre``), the pseudo label (PAR refinement as
-  ``wsss pseudo --refine par``, methods.md 2.8) and the prediction (``Run.predict``, when the model
+  ``wsss pseudo --refine par``, docs/methods/seco.md#pseudo-label) and the prediction (``Run.predict``, when the model
   has a segmentation head). The ids are shared among the command's processes (``--workers N`` or
   torchrun's ranks, runs/shard.py), each drawing its share.
 - ``--image``: any image file, no ground truth. The classes whose CAMs are drawn are ``--classes``,
@@ -61,7 +61,7 @@ def guess_classes(run: Run, image: np.ndarray, max_classes: int = 4, min_area: f
 
 
 def _par_pseudo(run: Run, image: np.ndarray, cam: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The pseudo label of ``wsss pseudo --refine par`` for one image (methods.md 2.8)."""
+    """The pseudo label of ``wsss pseudo --refine par`` for one image (docs/methods/seco.md#pseudo-label)."""
     c = run.cfg.cam
     par = PAR(dilations=c.par.dilations, num_iter=c.par.num_iter)
     image01 = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0

@@ -266,7 +266,7 @@ def run_cam(
 
 
 def labelled_seed(keys: np.ndarray, cam: np.ndarray, bkg_thre: float) -> np.ndarray:
-    """The CAM seed (methods.md 2.6) of the labelled classes' maps (``keys`` 0-based, ascending;
+    """The CAM seed (docs/methods/seco.md#cam2label) of the labelled classes' maps (``keys`` 0-based, ascending;
     ``cam`` (k, H, W)): the label map of the full CAM, whose other channels are zero."""
     seed = labelled_cam_to_label(torch.from_numpy(cam)[None], torch.from_numpy(keys), bkg_thre=bkg_thre)
     return seed[0].numpy()
@@ -301,7 +301,7 @@ class PseudoJob:
 
 @register_refiner("none")
 def _refine_none(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
-    """High/low thresholds of the CAM, 255 between (methods.md 2.6)."""
+    """High/low thresholds of the CAM, 255 between (docs/methods/seco.md#cam2label)."""
     job.require_cams(ids)
     c = job.run.cfg.cam
 
@@ -319,7 +319,7 @@ def _refine_none(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
 
 @register_refiner("par")
 def _refine_par(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
-    """PAR with two background levels on the full image (methods.md 2.8)."""
+    """PAR with two background levels on the full image (docs/methods/seco.md#pseudo-label)."""
     job.require_cams(ids)
     c = job.run.cfg.cam
     par = PAR(dilations=c.par.dilations, num_iter=c.par.num_iter)
@@ -337,7 +337,7 @@ def _refine_par(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
 
 @register_refiner("crf")
 def _refine_crf(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
-    """ToCo's label CRF: two CRFs with background 0.7 / 0.25, combined as in methods.md 2.8."""
+    """ToCo's label CRF: two CRFs with background 0.7 / 0.25, combined as in docs/methods/seco.md#pseudo-label."""
     job.require_cams(ids)
     c = job.run.cfg.cam
     method = job.run.method
@@ -386,10 +386,10 @@ def run_pseudo(
     """Pseudo labels from the saved CAMs (``wsss cam`` first): ``pseudo/<split>/<id>.png``.
 
     ``refine`` names a refiner of ``wsss.methods.REFINERS``: here "none" (high/low thresholds, 255
-    between), "par" (methods.md 2.8 on the full image), "crf" (ToCo's label CRF), "psa" (PSA's
+    between), "par" (docs/methods/seco.md#pseudo-label on the full image), "crf" (ToCo's label CRF), "psa" (PSA's
     AffinityNet seeds); a method's module registers its own: "affinity" (PSA's random walk with the
-    affinity network of ``affinity_run``, a run of method ``affinitynet`` or its directory, 5.7),
-    "rca" (RCA's CRF proxy labels, 4.8, with ``saliency``). ``levels`` (high, low), e.g. a pair of
+    affinity network of ``affinity_run``, a run of method ``affinitynet`` or its directory, methods.md 5.7),
+    "rca" (RCA's CRF proxy labels, methods.md 4.8, with ``saliency``). ``levels`` (high, low), e.g. a pair of
     `wsss sweep-bkg`: the run's ``cam.high_thre`` / ``cam.low_thre`` for this job; PSA's seeds ("psa") and
     walk ("affinity") then take the alphas of those CAM values instead of their configured ones.
     """
@@ -470,7 +470,7 @@ def run_predict(
     """Segmentation masks ``predictions/<split>/<id>.png`` (``predictions_crf`` with ``crf``).
 
     Nothing but the PNGs is written unless ``save_probs``: then also ``probs/<split>/<id>.npy``, the
-    fused softmax as float16 (C, H, W). Off by default: on COCO that is terabytes (methods.md 3.10).
+    fused softmax as float16 (C, H, W). Off by default: on COCO that is terabytes (docs/methods/seco.md#inference).
     ``labelled_only``: each photo's prediction names only the background and its image-level labels
     (``allowed_classes``; folder ``predictions_labelled``, ``predictions_crf_labelled``): the training
     photos' labels for a second round of the segmentation network (a photo without a label: a DataError).

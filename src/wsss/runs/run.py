@@ -156,7 +156,7 @@ class Run:
         self, image: np.ndarray, scales: Sequence[float] | None = None, *, prepared: torch.Tensor | None = None,
         classes: Sequence[int] | None = None, class_weights: np.ndarray | None = None,
     ) -> np.ndarray:  # fmt: skip
-        """Multi-scale + flip segmentation probabilities (C, H, W) float32 (methods.md 2.11 / 3.10).
+        """Multi-scale + flip segmentation probabilities (C, H, W) float32 (docs/methods/seco.md#inference).
         ``prepared``: ``prepare_image(image, None)`` already made (by a loader worker). ``classes``: the
         only classes (0 = background) the softmax runs over; the others get 0 (:func:`allowed_classes`).
         ``class_weights``: (C,) in [0, 1], each class's probability multiplied by its weight and renormalised
