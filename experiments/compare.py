@@ -107,9 +107,11 @@ class Pipeline:
 
 
 PIPELINES: dict[str, Pipeline] = {m: Pipeline(m) for m in METHODS}
-# RCA's pseudo labels are its own CRF proxy labels (methods.md 4.8), not PAR; its seg is a DeepLab stage.
+# RCA's pseudo labels are its own CRF proxy labels (docs/methods/rca.md#proxy-labels), not PAR; its seg is a
+# DeepLab stage.
 PIPELINES["rca"] = Pipeline("rca", refine="rca")
-# SC-CAM's: PSA's AffinityNet random walk of the final round's CAMs (methods.md 5.1, 5.7), then DeepLab.
+# SC-CAM's: PSA's AffinityNet random walk of the final round's CAMs (docs/methods/sccam.md#rounds,
+# docs/methods/multistage.md#random-walk), then DeepLab.
 PIPELINES["sccam"] = Pipeline("sccam", refine="affinity")
 # SeCo's preset with every official quirk switched back on (docs/methods/seco.md#quirk-switches): the quirks'
 # cost.
@@ -249,7 +251,7 @@ def run_method(
             res["levels"] = {"bkg_thre": cfg.cam.bkg_thre, "high_thre": cfg.cam.high_thre,
                              "low_thre": cfg.cam.low_thre}  # fmt: skip
         res["calibrated"] = calibrated
-        if p.refine == "affinity":  # PSA (methods.md 5.7): AffinityNet on the la/ha seeds, then the walk
+        if p.refine == "affinity":  # PSA (multistage.md#random-walk): AffinityNet on the la/ha seeds, then the walk
             seeds = runs / f"{p.label}_aff_seeds"
             res["pseudo_s"] = wsss("pseudo", str(run), "--split", "train", "--refine", "psa", "--overwrite", *q)
             shutil.rmtree(seeds, ignore_errors=True)

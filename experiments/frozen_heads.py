@@ -3,15 +3,15 @@ same frozen features (issue 31: why RCA's real-photo CAMs are empty).
 
 The backbone is taken out of the question: the ImageNet MobileNetV2 of the real-photo presets (output stride
 16, eval mode, no gradient) computes the final features of every training photo once, squashed to a
-``--size`` square (RCA's view, methods.md 4.7). On those features each head is trained alone with the
+``--size`` square (RCA's view, docs/methods/rca.md#training). On those features each head is trained alone with the
 multi-label soft margin loss on its GAP logits, SGD (nesterov, momentum 0.9, weight decay 1e-4) at the
 real-photo presets' lr 0.01 for ``--epochs`` epochs of batch 8 (the head's weights at ``lr x mult``, its
 biases at ``2 x lr x mult``, as the presets' parameter groups):
 
 - ``cam:10``: the CAM baseline's bias-free 1x1 classifier (``CAMClassifier``), mult 10;
 - ``sccam:K``: SC-CAM's round-1 heads (Dropout2d, bias-free parent and K-sub-category 1x1 classifiers, loss
-  parent + 5 x sub-category, methods.md 5.3-5.5) at mult 10, the sub-categories clustered from the GAP of the
-  same features (K = 1: the sub-category term is a second parent head);
+  parent + 5 x sub-category, docs/methods/sccam.md#heads, #training) at mult 10, the sub-categories clustered
+  from the GAP of the same features (K = 1: the sub-category term is a second parent head);
 - ``rca:10`` / ``rca:1``: RCA's class-specific heads (``ClassSpecificHeads``: per class 3 x [conv3x3 + ReLU]
   + conv1x1, all with biases; ``options.head_dim``, N(0, ``options.init_std``) as ``configs/rca/real_cpu.yaml``)
   at lr mult 10 (the preset) and 1.
@@ -58,7 +58,7 @@ def frozen_features(data: VOCDataset, size: int, weights: str | None = WEIGHTS) 
 
 
 class SubcategoryHeads(nn.Module):
-    """SC-CAM's round >= 1 heads (methods.md 5.3): Dropout2d(0.5), GAP, bias-free parent and sub-category
+    """SC-CAM's round >= 1 heads (docs/methods/sccam.md#heads): Dropout2d(0.5), GAP, bias-free parent and sub-category
     1x1 classifiers; the CAM is the parent head's."""
 
     def __init__(self, dim: int, k: int, num_sub: int):
@@ -105,7 +105,8 @@ def train_head(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, args:
     groups = [{"params": weights, "lr": args.lr * mult}]
     if biases:
         groups.append({"params": biases, "lr": 2 * args.lr * mult})
-    nesterov = isinstance(head, ClassSpecificHeads)  # RCA's SGD is nesterov (4.7), SC-CAM's not (5.5)
+    # RCA's SGD is nesterov (rca.md#training), SC-CAM's not (sccam.md#training)
+    nesterov = isinstance(head, ClassSpecificHeads)
     opt = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=nesterov, weight_decay=1e-4)
     head.train()
     gen = torch.Generator().manual_seed(args.seed)
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             kind, value = spec.split(":")
             torch.manual_seed(args.seed)
             num_sub, mult, sub, sizes = int(value) if kind == "sccam" else 1, float(value), None, None
-            if kind == "sccam":  # round 1's sub-categories from the GAP of the (frozen) features (5.4)
+            # round 1's sub-categories from the GAP of the (frozen) features (sccam.md#subcategory-labels)
+            if kind == "sccam":
                 mult = 10.0
                 gap = feats.mean(dim=(2, 3)).numpy()
                 subs = build_subcategory_labels(data.ids, gap, labels.numpy(), num_sub, args.seed)

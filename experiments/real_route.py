@@ -35,11 +35,12 @@ scores round 1's stage ensembled with them (``wsss predict OUT/seg --ensemble OU
 
 ``--cam-scales`` gives ``wsss cam`` its ``--scales`` (multi-scale CAMs from a classifier trained without them).
 
-The refiner ``affinity`` is PSA's walk (methods.md 5.7): PSA's la / ha seeds of the train split first
-(``wsss pseudo --refine psa --levels H/L``, H / L the run's own ``cam.high_thre`` / ``cam.low_thre``, the
-``config_pair`` of the sweep: class above H, background below L, 255 between; scored with ``--pseudo``), the
-affinity network ``--affinity`` (``configs/affinity/real_cpu.yaml``) trained on them in ``OUT/aff``, then the
-walk of the CAMs at the sweep's level (``--refine affinity --affinity-run OUT/aff --levels L/L``).
+The refiner ``affinity`` is PSA's walk (docs/methods/multistage.md#random-walk): PSA's la / ha seeds of the
+train split first (``wsss pseudo --refine psa --levels H/L``, H / L the run's own ``cam.high_thre`` /
+``cam.low_thre``, the ``config_pair`` of the sweep: class above H, background below L, 255 between; scored with
+``--pseudo``), the affinity network ``--affinity`` (``configs/affinity/real_cpu.yaml``) trained on them in
+``OUT/aff``, then the walk of the CAMs at the sweep's level (``--refine affinity --affinity-run OUT/aff
+--levels L/L``).
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/real_route.py configs/rca/real_cpu.yaml \\
         --data-root ../shared/data/ccp-dev --out runs/ccp/rca --json runs/ccp/rca.json

@@ -1,6 +1,6 @@
-"""AffinityNet (PSA, methods.md 5.7): the random-walk label at any walk scale, its parameter groups, and
-train -> `wsss pseudo --refine affinity`. (The per-image affinity operations: tests/cam/test_affinity.py;
-the pseudo-label target of the training data: tests/data/test_voc.py.)"""
+"""AffinityNet (PSA, docs/methods/multistage.md#train-aff, #random-walk): the random-walk label at any walk
+scale, its parameter groups, and train -> `wsss pseudo --refine affinity`. (The per-image affinity operations:
+tests/cam/test_affinity.py; the pseudo-label target of the training data: tests/data/test_voc.py.)"""
 
 from __future__ import annotations
 
@@ -78,7 +78,8 @@ def cam_run(synth_root, tmp_path_factory):
     over = tiny_overrides(synth_root, run, **{"train.max_iters": 3, "train.eval_iters": 100})
     assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *over, "--quiet", "--skip-check"]) == 0
     assert main(["cam", str(run), "--split", "train", "--quiet"]) == 0
-    assert main(["pseudo", str(run), "--split", "train", "--refine", "psa", "--quiet"]) == 0  # PSA's seeds (5.7)
+    # PSA's seeds (multistage.md#psa-seeds)
+    assert main(["pseudo", str(run), "--split", "train", "--refine", "psa", "--quiet"]) == 0
     return run
 
 
@@ -148,7 +149,8 @@ def test_pseudo_refine_psa_levels_give_the_alphas_of_those_cam_values(cam_run, s
 
 
 def test_affinitynet_psa_parameter_groups():
-    """PSA's 1 / 2 / 10 (/ 20) lr groups, no weight decay on biases (methods.md 5.7, shared with SC-CAM)."""
+    """PSA's 1 / 2 / 10 (/ 20) lr groups, no weight decay on biases (docs/methods/multistage.md#train-aff,
+    shared with SC-CAM)."""
     from wsss.core.config import load_config
     from wsss.engine.trainer import build_optimizer
     from wsss.methods import build_method, placeholder_classes

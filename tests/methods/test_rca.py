@@ -1,4 +1,4 @@
-"""RCA (methods.md 4.4-4.8): memory, centroids, aggregation, contrast loss, attention accumulation,
+"""RCA (docs/methods/rca.md#specification): memory, centroids, aggregation, contrast loss, attention accumulation,
 proxy labels, and the whole pipeline on synthetic data with a resume."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def tiny_method(num_classes: int = 4, **extra: object):
 
 
 # ------------------------------------------------------------------------------------------------
-# memory bank (4.5)
+# memory bank (rca.md#memory-bank)
 
 
 def _memory_case():
@@ -114,7 +114,7 @@ def test_region_masks_softmax_over_classes_above_mean():
 
 
 # ------------------------------------------------------------------------------------------------
-# centroids and aggregation (4.4)
+# centroids and aggregation (rca.md#aggregation)
 
 
 def _clustered_queue(k: int, length: int, seed: int = 0) -> torch.Tensor:
@@ -206,11 +206,11 @@ def test_param_groups_and_aggregation_lr_quirk():
 
 
 # ------------------------------------------------------------------------------------------------
-# contrast loss (4.6)
+# contrast loss (rca.md#semantic-contrast)
 
 
 def slow_contrast(emb, coarse, memory, pairs, temperature, reduce):
-    """A direct transcription of 4.6, one (image, class) pair at a time."""
+    """A direct transcription of rca.md#semantic-contrast, one (image, class) pair at a time."""
     k, length, d = memory.shape
     soft = torch.softmax(coarse, dim=1)
 
@@ -278,7 +278,7 @@ def test_mixup_pairs_partners_and_classes():
 
 
 # ------------------------------------------------------------------------------------------------
-# online attention accumulation (4.7)
+# online attention accumulation (rca.md#attention)
 
 
 def test_accumulation_two_epochs_different_crops_and_flips():
@@ -325,7 +325,7 @@ def test_accumulation_probability_and_last_epoch_rules():
 
 
 # ------------------------------------------------------------------------------------------------
-# proxy labels (4.8)
+# proxy labels (rca.md#proxy-labels)
 
 # one row of 7 pixels, classes 0 and 2 (ids 1 and 3); iters=0 makes the CRF the normalised unary
 ATT = np.array([[[1.0, 0.9, 0.5, 0.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 0.27, 0.95, 0.3, 0.05]]], dtype=np.float32)

@@ -1,4 +1,4 @@
-"""SC-CAM (methods.md 5): sub-category labels, the joint loss, the round plan and its quirks, the
+"""SC-CAM (docs/methods/sccam.md#specification): sub-category labels, the joint loss, the round plan and its quirks, the
 round driver (re-initialisation, resume between and within rounds) and a tiny end-to-end run."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def tiny_cfg(root: Path, run_dir: Path, *extra: str):
     return load_config(CONFIG, [f"{k}={v}" for k, v in over.items()] + list(extra))
 
 
-# -- sub-category labels (5.4) -------------------------------------------------------------------
+# -- sub-category labels (sccam.md#subcategory-labels) ---------------------------------------------
 
 
 def test_subcategory_labels_from_clear_clusters():
@@ -93,7 +93,7 @@ def test_subcategory_labels_roundtrip(tmp_path):
     assert kmeans_labels(np.zeros((2, 4)), 5, 0).tolist() == [0, 1]
 
 
-# -- the model and the loss (5.3, 5.5) -------------------------------------------------------------
+# -- the model and the loss (sccam.md#heads, #training) --------------------------------------------
 
 
 def test_joint_loss_matches_a_direct_computation(synth_root, tmp_path):
@@ -128,7 +128,7 @@ def test_joint_loss_matches_a_direct_computation(synth_root, tmp_path):
 
     assert float(terms["cls"].detach()) == pytest.approx(mlsm(x_parent, labels), rel=1e-4)
     assert float(terms["sub"].detach()) == pytest.approx(mlsm(x_sub, sub), rel=1e-4)
-    assert cfg.loss.weights == {"cls": 1.0, "sub": 5.0}  # L = cls + 5 sub (5.5)
+    assert cfg.loss.weights == {"cls": 1.0, "sub": 5.0}  # L = cls + 5 sub (sccam.md#training)
     # CAMs: relu(conv(f, fc8_20.weight)) (head_cams, forward_cam); cam_maps leaves the ReLU to the shared step,
     # which applies it to each pass (so an empty map can be filled from below it); the aux map = max over each
     # parent's sub-category CAMs
@@ -160,9 +160,9 @@ def test_round_plan_and_quirks(synth_root, tmp_path):
     n = 10582
     per_epoch = n // 16
     p1 = plan_round(voc, 1, n)
-    assert p1.cfg.train.max_iters == 61 * per_epoch and p1.stop == 31 * per_epoch  # ep30 of 61 (5.1)
+    assert p1.cfg.train.max_iters == 61 * per_epoch and p1.stop == 31 * per_epoch  # ep30 of 61 (sccam.md#rounds)
     assert plan_round(voc, 3, n).stop == 51 * per_epoch
-    assert p1.cfg.train.momentum == pytest.approx(5e-4)  # PSA's PolyOptimizer quirk (5.5)
+    assert p1.cfg.train.momentum == pytest.approx(5e-4)  # PSA's PolyOptimizer quirk (sccam.md#training)
     assert p1.cfg.options["round"] == 1 and p1.cfg.run.dir == str(tmp_path / "round_1")
     p0 = plan_round(voc, 0, n)
     assert p0.cfg.train.lr == 0.1 and p0.cfg.data.crop_size == 448 and p0.stop == p0.cfg.train.max_iters
@@ -195,7 +195,7 @@ def test_resnet38_backbone_and_a_psa_round0_checkpoint(synth_root, tmp_path):
     assert m.round == 0 and not m.training
     torch.testing.assert_close(m.classifier.conv.weight, fc8)
     torch.testing.assert_close(m.backbone.net.b7.conv_branch1.weight, net.b7.conv_branch1.weight)
-    # the frozen BN / stem parameters are in no optimiser group (5.2, 5.5)
+    # the frozen BN / stem parameters are in no optimiser group (sccam.md#resnet38, #training)
     cfg1 = tiny_cfg(synth_root, tmp_path / "r", "model.backbone=resnet38d", "model.output_stride=8",
                     "model.backbone_kwargs={width: 0.0625}", "options.round=1")  # fmt: skip
     m1 = build_method(cfg1, placeholder_classes(8))
@@ -219,7 +219,7 @@ def test_resnet38_backbone_and_a_psa_round0_checkpoint(synth_root, tmp_path):
         load_round_model(cfg, engine_api(), 0, device="cpu")
 
 
-# -- the round driver (5.1) ------------------------------------------------------------------------
+# -- the round driver (sccam.md#rounds) ------------------------------------------------------------
 
 
 class Stop(Exception):
@@ -342,7 +342,8 @@ def test_end_to_end_train_cam_eval(synth_root, tmp_path):
 
 
 def test_feature_extraction_caps_the_photo_side_as_every_inference_does():
-    """SC-CAM's k-means features (methods.md 5.4) read each photo at ``infer.max_side`` at most (issue 43)."""
+    """SC-CAM's k-means features (docs/methods/sccam.md#subcategory-labels) read each photo at
+    ``infer.max_side`` at most (issue 43)."""
     from wsss.methods.subcategory import extract_features
 
     class OnePhoto:

@@ -1,4 +1,4 @@
-"""ResNet-38 (methods.md 5.2): key layout of the converted weights, shapes and strides, frozen layers,
+"""ResNet-38 (docs/methods/sccam.md#resnet38): key layout of the converted weights, shapes and strides, frozen layers,
 loading a state dict saved in PSA's converted layout."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""models/vgg.py: RCA's dilated VGG-16 'D1' (methods.md 4.3) and its torchvision weight layout."""
+"""models/vgg.py: RCA's dilated VGG-16 'D1' (docs/methods/rca.md#backbone) and its torchvision weight layout."""
 
 from __future__ import annotations
 

@@ -191,7 +191,8 @@ def crf_label_psa(
     params: CRFParams | None = None,
     ignore_index: int = 255,
 ) -> np.ndarray:
-    """PSA's seeds for AffinityNet: the "la" / "ha" CRF maps (methods.md 5.6-5.7, PSA ``infer_cls.py``).
+    """PSA's seeds for AffinityNet: the "la" / "ha" CRF maps (docs/methods/multistage.md#psa-seeds, PSA
+    ``infer_cls.py``).
 
     ``cam`` (C-1, H, W) holds max-normalised foreground scores in [0, 1], ``cls_label`` (C-1,) the
     multi-hot image label. For each exponent ``alpha`` of ``alphas`` (low, high) the background score is

@@ -1,4 +1,5 @@
-"""RCA's proxy labels from attention maps, a dense CRF and (optionally) saliency (methods.md 4.8).
+"""RCA's proxy labels from attention maps, a dense CRF and (optionally) saliency
+(docs/methods/rca.md#proxy-labels).
 
 Per image, with ``att`` the attention of each labelled class, min-max normalised to [0, 1]:
 
@@ -12,7 +13,8 @@ Per image, with ``att`` the attention of each labelled class, min-max normalised
    ``sal_att >= bg_thre`` (32) -> 255;
 5. an image with less than ``min_fg`` (1 %) foreground pixels is ignored entirely (255).
 
-Saliency-free default (a deviation: the official code needs external saliency maps, methods.md 8.3):
+Saliency-free default (a deviation: the official code needs external saliency maps,
+docs/methods/rca.md#decisions):
 the background channel is the CRF's own background, and the saliency of step 4 is replaced by the
 CAM threshold map ``255 * [max_c att_c >= cam_bg_thre]``: background pixels where some class still
 has attention >= ``cam_bg_thre`` (0.25) are left undecided (255). With ``free_levels = (high, low)``
@@ -47,7 +49,7 @@ from wsss.core.errors import DataError
 
 @dataclass(frozen=True)
 class ProxyParams:
-    """The constants of gen_labels.py (methods.md 4.8) and the saliency-free threshold."""
+    """The constants of gen_labels.py (docs/methods/rca.md#proxy-labels) and the saliency-free threshold."""
 
     alpha: float = 4.0
     conflict: float = 0.9

@@ -114,7 +114,7 @@ class CamConfig:
     par: PARConfig = field(default_factory=PARConfig)
     par_down_scale: int = 2  # the online pseudo label runs PAR at 1/2 resolution (seco.md#pseudo-label)
     # `wsss pseudo --refine psa`: PSA's AffinityNet seeds, background (1 - max cam)^alpha for the
-    # confident-foreground ("la") and confident-background ("ha") CRF maps (methods.md 5.6-5.7)
+    # confident-foreground ("la") and confident-background ("ha") CRF maps (docs/methods/multistage.md#psa-seeds)
     psa_alphas: tuple[float, float] = (4.0, 32.0)
     # PSA's seed resolution: its AffinityNet loader average-pools the la / ha CRF score maps by 8 and takes the
     # argmax there (golden psa_aff_labels.npz; ``cam.affinity.psa_seed_grid``); `--refine psa` then writes that
@@ -199,8 +199,9 @@ class InferConfig:
     square_size: int | None = None  # SeCo's VOC script resizes each scale to int(448*s) squares
     cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5)  # `wsss cam` (seco.md#cam-seeds)
     cam_input_size: int | None = None  # resize the CAM input to a square first (ToCo/SeCo: 448)
-    # `wsss cam` fusion (seco.md#ms-cam / methods.md 5.6): flips "max"-fused and min-max normalised (ToCo/SeCo),
-    # or PSA / SC-CAM's "sum" and "max" (divided by the max only; golden psa_infer_cls.npz, sccam_infer_cls_*.npz)
+    # `wsss cam` fusion (docs/methods/seco.md#ms-cam / docs/methods/sccam.md#cam-inference): flips "max"-fused and
+    # min-max normalised (ToCo/SeCo), or PSA / SC-CAM's "sum" and "max" (divided by the max only; golden
+    # psa_infer_cls.npz, sccam_infer_cls_*.npz)
     cam_flip_fuse: str = "max"
     cam_normalize: str = "minmax"
     # A labelled class the classifier does not see in a photo has a negative map at every pixel, and the ReLU of

@@ -11,7 +11,7 @@
   flip is not tracked (the official behaviour, ``flip=True``): the teacher's patch then mirrors
   the student's half the time. ``flip=False`` keeps it aligned with the CAM tags.
 
-``RCAViews`` (methods.md 4.7): a box of the original image squashed to a square, maybe flipped,
+``RCAViews`` (docs/methods/rca.md#training): a box of the original image squashed to a square, maybe flipped,
 colour-jittered; with the box and flip that map its attention back to the image.
 
 Every random choice comes from the sample's ``rng`` (reproducible and resumable).
@@ -96,7 +96,7 @@ class SeCoViews:
 
 
 class RCAViews:
-    """The ``extra_views`` hook of ``ClsTrainDataset`` for RCA: its training input (methods.md 4.7), a box
+    """The ``extra_views`` hook of ``ClsTrainDataset`` for RCA: its training input (docs/methods/rca.md#training), a box
     of the original image (the whole image by default) squashed to a ``size`` square, maybe flipped,
     colour-jittered, normalised.
 

@@ -5,7 +5,7 @@ its constructor and owns its state. The default hooks (``Trainer.build_hooks``),
 after a step (the checkpoint before validation: a crash in validation loses no finished step):
 
 - ``EpochLRRule``: a method's per-epoch rule on top of the optimiser's poly schedule
-  (``Method.lr_factor``: RCA's decay, methods.md 4.7); the poly schedule itself is inside the optimiser.
+  (``Method.lr_factor``: RCA's decay, docs/methods/rca.md#training); the poly schedule itself is inside the optimiser.
 - ``MetricsLogger``: the progress bar, the loss averages over ``train.log_iters`` steps, and
   ``metrics.jsonl`` (a resume drops the lines written after its checkpoint: they are written again).
 - ``PeriodicCheckpointer``: ``checkpoints/last.pt`` every ``train.ckpt_iters`` and at the end, and on

@@ -120,7 +120,8 @@ class PolyWarmupAdamW(_PolyWarmupSchedule, torch.optim.AdamW):
 
 
 class PolyWarmupSGD(_PolyWarmupSchedule, torch.optim.SGD):
-    """SGD with momentum on the same poly schedule: the DeepLab stage, RCA (4.7) and SC-CAM (5.5).
+    """SGD with momentum on the same poly schedule: the DeepLab stage, RCA (docs/methods/rca.md#training)
+    and SC-CAM (docs/methods/sccam.md#training).
 
     Those codes use ``lr = base * (1 - it/max_it) ** 0.9`` without warm-up: ``warmup_iter=0``.
     """

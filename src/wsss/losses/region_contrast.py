@@ -1,14 +1,17 @@
-"""RCA's regional semantic contrast with embedding mix-up (methods.md 4.5, 4.6).
+"""RCA's regional semantic contrast with embedding mix-up (docs/methods/rca.md#memory-bank,
+docs/methods/rca.md#semantic-contrast).
 
 Pieces, each usable alone:
 
 - :func:`region_masks`: the region of class c in image i is where the softmax over the classes of
-  the coarse map, at channel c, exceeds its own spatial mean (4.5, 4.6 step 1);
-- :func:`region_embeddings`: masked average of a feature map over each region (4.5, 4.6 step 1);
+  the coarse map, at channel c, exceeds its own spatial mean (rca.md#memory-bank, rca.md#semantic-contrast
+  step 1);
+- :func:`region_embeddings`: masked average of a feature map over each region (rca.md#memory-bank,
+  rca.md#semantic-contrast step 1);
 - :func:`draw_mixup_pairs`: for each (image, ground-truth class), a partner image, one of its
-  classes and ``lam ~ Beta(alpha, alpha)`` (4.6 step 2);
-- :func:`region_contrast_loss`: the loss of 4.6 steps 3-5 against a per-class memory, vectorised
-  over all (image, class) pairs.
+  classes and ``lam ~ Beta(alpha, alpha)`` (rca.md#semantic-contrast step 2);
+- :func:`region_contrast_loss`: the loss of rca.md#semantic-contrast steps 3-5 against a per-class memory,
+  vectorised over all (image, class) pairs.
 
 The loss of one pair with target class t and query z (normalised) against the memory entries m_n
 (normalised, class y_n): ``logit_n = z.m_n / T``, ``M = max_n logit_n`` (detached),
@@ -29,7 +32,8 @@ __all__ = ["MixupPairs", "draw_mixup_pairs", "region_contrast_loss", "region_emb
 
 
 def region_masks(coarse: torch.Tensor) -> torch.Tensor:
-    """(B, K, h, w) coarse class maps -> bool (B, K, h, w): softmax over K at channel c > its mean (4.5)."""
+    """(B, K, h, w) coarse class maps -> bool (B, K, h, w): softmax over K at channel c > its mean
+    (rca.md#memory-bank)."""
     soft = F.softmax(coarse.detach().float(), dim=1)
     return soft > soft.mean(dim=(2, 3), keepdim=True)
 
@@ -46,7 +50,8 @@ def region_embeddings(feats: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class MixupPairs:
-    """One row per (image, ground-truth class): the query pair and its mix-up partner (4.6 step 2)."""
+    """One row per (image, ground-truth class): the query pair and its mix-up partner
+    (rca.md#semantic-contrast step 2)."""
 
     image: torch.Tensor  # (P,) long, image index i
     cls: torch.Tensor  # (P,) long, 0-based foreground class c of image i
@@ -66,7 +71,8 @@ def draw_mixup_pairs(
     mixup: bool = True,
     rng: np.random.Generator | None = None,
 ) -> MixupPairs:
-    """Draw the mix-up partners of every (image, class) of ``labels`` (B, K) multi-hot (4.6 step 2).
+    """Draw the mix-up partners of every (image, class) of ``labels`` (B, K) multi-hot
+    (rca.md#semantic-contrast step 2).
 
     For image i and each of its classes c (ascending), in that order: a partner image p uniform over
     the batch (``self_partner=True``, official: ``randperm(B)[i]`` can be i) or over the other images
@@ -113,13 +119,13 @@ def region_contrast_loss(
     temperature: float = 0.07,
     reduce: str = "sum",
 ) -> torch.Tensor:
-    """RCA's semantic contrast loss with embedding mix-up (methods.md 4.6 steps 3-5).
+    """RCA's semantic contrast loss with embedding mix-up (docs/methods/rca.md#semantic-contrast steps 3-5).
 
     Args:
         queries: (B, K, D) region embeddings (``region_embeddings`` of the embedding branch).
         memory: (K, L, D) per-class memory queues (not normalised; detached here).
         pairs: from :func:`draw_mixup_pairs`.
-        temperature: 0.07 (4.6).
+        temperature: 0.07 (rca.md#semantic-contrast).
         reduce: "sum" over images (official) or "mean" over the images that have a pair.
 
     Returns the scalar loss (0 without pairs).

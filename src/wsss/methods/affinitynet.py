@@ -1,4 +1,4 @@
-"""AffinityNet (PSA, Ahn & Kwak, CVPR 2018; methods.md 5.7): learn pixel affinities from confident
+"""AffinityNet (PSA, Ahn & Kwak, CVPR 2018; docs/methods/multistage.md#train-aff): learn pixel affinities from confident
 CAM regions, then propagate the CAMs by a random walk (``wsss pseudo RUN --refine affinity
 --affinity-run AFFRUN``). SC-CAM refines its CAMs this way; it runs on any run with saved CAMs.
 
@@ -201,7 +201,7 @@ class AffinityNet(Method):
 @register_refiner("affinity")
 def refine_affinity(job: RefineJob, ids: Sequence[str], *, affinity_run: Any = None, **_: Any) -> Refiner:
     """PSA's random walk of the CAMs with the affinity network of ``affinity_run`` (a loaded run or its
-    directory, of method affinitynet; methods.md 5.7)."""
+    directory, of method affinitynet; docs/methods/multistage.md#random-walk)."""
     run = job.run
     if affinity_run is None:
         raise UsageError("refine 'affinity' needs `--affinity-run AFFRUN`, a run of method affinitynet")

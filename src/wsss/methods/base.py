@@ -1,6 +1,6 @@
 """Building blocks that several methods share: the parameter groups of docs/methods/seco.md#optim and PSA
-(methods.md 5.5), the backbone of a ``ModelConfig``, and the online pseudo label of ToCo/SeCo (seco.md#cam2label,
-seco.md#pseudo-label).
+(docs/methods/multistage.md#train-aff), the backbone of a ``ModelConfig``, and the online pseudo label of
+ToCo/SeCo (seco.md#cam2label, seco.md#pseudo-label).
 
 The method contract itself (``Method``, ``register_method``) is ``wsss.methods.contract``.
 """
@@ -26,7 +26,8 @@ def split_backbone_params(backbone: nn.Module) -> tuple[list[nn.Parameter], list
 
 
 def psa_param_groups(backbone: nn.Module, heads: list[nn.Module]) -> dict[str, list[nn.Parameter]]:
-    """PSA's four groups (methods.md 5.5, 5.7): weights / biases (ndim <= 1) of the backbone and of the heads;
+    """PSA's four groups (docs/methods/sccam.md#training,
+    docs/methods/multistage.md#train-aff): weights / biases (ndim <= 1) of the backbone and of the heads;
     frozen parameters are left out."""
     groups: dict[str, list[nn.Parameter]] = {"backbone": [], "backbone_bias": [], "head": [], "head_bias": []}
     for prefix, modules in (("backbone", [backbone]), ("head", heads)):
@@ -38,7 +39,8 @@ def psa_param_groups(backbone: nn.Module, heads: list[nn.Module]) -> dict[str, l
 
 
 def psa_group_options(head_lr_mult: float) -> dict[str, dict[str, float]]:
-    """lr x1 / x2 (wd 0) / x``head_lr_mult`` / x2 ``head_lr_mult`` (wd 0): PSA's 1 / 2 / 10 / 20 (5.5)."""
+    """lr x1 / x2 (wd 0) / x``head_lr_mult`` / x2 ``head_lr_mult`` (wd 0): PSA's 1 / 2 / 10 / 20
+    (multistage.md#train-aff)."""
     return {
         "backbone": {"lr_mult": 1.0},
         "backbone_bias": {"lr_mult": 2.0, "weight_decay": 0.0},

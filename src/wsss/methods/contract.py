@@ -233,7 +233,7 @@ def freeze_batchnorm(module: nn.Module) -> None:
     """Put every BatchNorm of ``module`` in eval mode with frozen affine parameters.
 
     kazuto1011's DeepLab freezes the (COCO/ImageNet-initialised) BatchNorm (``base.freeze_bn()``),
-    PSA's ResNet-38 all of its BatchNorm (methods.md 5.2); call again after ``module.train()``.
+    PSA's ResNet-38 all of its BatchNorm (docs/methods/sccam.md#resnet38); call again after ``module.train()``.
     """
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -265,8 +265,8 @@ class CamDeclaration:
       or ``"per_pass"``, before the upsampling and the flip fusion (PSA / SC-CAM ``forward_cam``).
     - ``own_crf``: ``wsss pseudo --refine crf`` runs the method's ``crf_pseudo_label`` (CLIP-ES), not ToCo's.
     - ``pooling``: how the classifier pools the CAM into its logits when the method fixes it (``"gap"``: RCA,
-      methods.md 4.4, and SC-CAM, 5.3); None: the config's ``model.pooling``. ``Method.class_logits`` pools
-      the CAM this way by default.
+      docs/methods/rca.md#modules, and SC-CAM, docs/methods/sccam.md#heads); None: the config's
+      ``model.pooling``. ``Method.class_logits`` pools the CAM this way by default.
     """
 
     source: str = "batch"
@@ -339,8 +339,9 @@ class Method(nn.Module):
     def class_logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C-1) logits of the image classifier, the ones its classification loss reads. Here: the CAM
         (``cam_maps``' first map) pooled as the classifier pools it (``classifier_pooling``), which is the logit
-        of a bias-free 1x1 classifier after GAP (RCA 4.4, SC-CAM 5.3); a classifier that pools its features by
-        max before the 1x1 conv overrides this (the max of the map is not the map of the max)."""
+        of a bias-free 1x1 classifier after GAP (RCA: docs/methods/rca.md#modules, SC-CAM:
+        docs/methods/sccam.md#heads); a classifier that pools its features by max before the 1x1 conv overrides
+        this (the max of the map is not the map of the max)."""
         if not self.has_classifier:
             raise NotImplementedError(f"{self.name} has no image classifier (cams.source {self.cams.source!r})")
         cam = self.cam_maps(images)[0].flatten(2)
@@ -390,7 +391,7 @@ class Method(nn.Module):
 
     def keep_batchnorm_frozen(self, module: nn.Module) -> None:
         """Freeze every BatchNorm of ``module`` (eval statistics, no affine grads), and keep it so
-        through later ``train()`` calls (DeepLab's and PSA's frozen BN, methods.md 5.2)."""
+        through later ``train()`` calls (DeepLab's and PSA's frozen BN, docs/methods/sccam.md#resnet38)."""
         self._frozen_bn.append(module)
         freeze_batchnorm(module)
 
@@ -419,7 +420,7 @@ class Method(nn.Module):
     def lr_factor(self, epoch: int) -> float | None:
         """A per-epoch learning-rate rule on top of the poly schedule: every group's base lr is
         ``train.lr x lr_mult x factor`` from the start of ``epoch`` on (applied by the engine's
-        ``EpochLRRule`` hook; RCA's decay, methods.md 4.7). None: no rule (the default)."""
+        ``EpochLRRule`` hook; RCA's decay, docs/methods/rca.md#training). None: no rule (the default)."""
         return None
 
     def train_transform_views(self) -> Any:

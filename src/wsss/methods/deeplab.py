@@ -1,7 +1,8 @@
 """The separate segmentation stage of multi-stage WSSS: DeepLab trained on pseudo labels.
 
 RCA and SC-CAM train DeepLab-v2 ResNet-101 (kazuto1011/deeplab-pytorch) on their pseudo labels
-(methods.md 4.2 item 4, 5.1, 8.4); the same stage runs on top of any method's ``wsss pseudo`` or
+(docs/methods/rca.md#pipeline, docs/methods/sccam.md#rounds,
+docs/methods/multistage.md#deeplab); the same stage runs on top of any method's ``wsss pseudo`` or
 ``wsss cam`` output. It reads ``data.pseudo_dir`` (``<id>.png``, 255 = ignore), transformed with
 the image by the shared augmentation, and has no CAM: validation and ``wsss predict`` use the
 segmentation only (multi-scale + flip, optional DenseCRF, ``runs/jobs.py``).

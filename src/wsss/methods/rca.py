@@ -1,6 +1,7 @@
 """RCA: Regional Semantic Contrast and Aggregation (Zhou et al., CVPR 2022), up to its proxy labels.
 
-The network (methods.md 4.4) on any backbone of the toolkit (the paper's: ``vgg16_dilated``, 4.3):
+The network (docs/methods/rca.md#modules) on any backbone of the toolkit (the paper's: ``vgg16_dilated``,
+rca.md#backbone):
 
 - coarse branch: 3 x [conv3x3 + ReLU] + conv1x1 -> (B, C-1, h, w) maps, GAP -> ``coarse`` loss;
 - embedding branch (``extra_F``): conv3x3, BN, ReLU, conv3x3 -> the contrast queries;
@@ -9,15 +10,16 @@ The network (methods.md 4.4) on any backbone of the toolkit (the paper's: ``vgg1
 - C-1 class-specific heads on the aggregated features -> (B, C-1, h, w) maps, GAP -> ``cls`` loss
   (these maps are the CAMs).
 
-The regional memory (4.5) holds a queue of region embeddings per class, written after each forward
+The regional memory (rca.md#memory-bank) holds a queue of region embeddings per class, written after each forward
 for the ground-truth classes predicted with probability > 0.7; the centroids of each queue are
 recomputed by k-means when an epoch starts (``on_epoch_start``, epoch >= 1). The semantic contrast
-loss with embedding mix-up (4.6) is ``contrast`` (``losses/region_contrast.py``). Loss staging (4.7):
+loss with embedding mix-up (rca.md#semantic-contrast) is ``contrast`` (``losses/region_contrast.py``). Loss
+staging (rca.md#training):
 ``loss.weights: {cls: 1, coarse: 0.4, contrast: 0.01}`` with ``contrast`` from epoch 2
 (``loss.start_iters``); SGD (nesterov) with four groups (weights / biases x backbone / heads at
 1, 2, 10, 20 x lr) and the lr divided by 10 at the epochs of ``options.lr_decay_epochs``.
 
-Online attention accumulation (OAA, 4.7): from epoch 1, the ReLU'd class maps of every training
+Online attention accumulation (OAA, rca.md#attention): from epoch 1, the ReLU'd class maps of every training
 image's ground-truth classes are merged by an element-wise max over epochs, stored **by image id**
 (not by loader index) in the checkpoint (``get_extra_state``), and consumed by ``wsss pseudo --refine
 rca`` (``cam/proxy_labels.py``). Accumulation rule: each map is scaled to 0..255 by its own max and
@@ -77,34 +79,34 @@ from wsss.utils.io import per_id_path
 
 @dataclass
 class RCAOptions:
-    """RCA's own settings (methods.md 4.4-4.8). The ``quirk_*`` switches keep an official behaviour
+    """RCA's own settings (docs/methods/rca.md#specification). The ``quirk_*`` switches keep an official behaviour
     (True, the paper presets) or use the intended one (False, ``voc_corrected`` and CPU presets)."""
 
-    head_dim: int = 512  # width of the coarse and class-specific heads (4.4)
-    queue_len: int = 500  # memory entries per class (4.5)
-    num_centroids: int = 10  # k-means centres per class (4.4)
+    head_dim: int = 512  # width of the coarse and class-specific heads (rca.md#modules)
+    queue_len: int = 500  # memory entries per class (rca.md#memory-bank)
+    num_centroids: int = 10  # k-means centres per class (rca.md#aggregation)
     kmeans_n_init: int = 10  # sklearn KMeans restarts (the default of the sklearn of the time)
-    memory_momentum: float = 0.99  # slot blend, with quirk_memory_momentum_blend (4.5)
-    memory_threshold: float = 0.7  # a class enters the memory when its probability > 0.7 (4.5)
-    temperature: float = 0.07  # contrast temperature (4.6)
-    mixup: bool = True  # embedding mix-up (4.6 step 2); False: plain regional contrast (ablation)
-    mixup_alpha: float = 8.0  # lam ~ Beta(8, 8) (4.6)
+    memory_momentum: float = 0.99  # slot blend, with quirk_memory_momentum_blend (rca.md#memory-bank)
+    memory_threshold: float = 0.7  # a class enters the memory when its probability > 0.7 (rca.md#memory-bank)
+    temperature: float = 0.07  # contrast temperature (rca.md#semantic-contrast)
+    mixup: bool = True  # embedding mix-up (rca.md#semantic-contrast step 2); False: plain regional contrast (ablation)
+    mixup_alpha: float = 8.0  # lam ~ Beta(8, 8) (rca.md#semantic-contrast)
     official_replicas: int = 4  # GPUs of the official DataParallel run (README: 4 V100), for the loss scale
-    # N(0, init_std) init of the new convolutions (4.3: 0.01, for 512-wide heads on VGG-16); None: He's
+    # N(0, init_std) init of the new convolutions (rca.md#backbone: 0.01, for 512-wide heads on VGG-16); None: He's
     # N(0, 2 / fan_in) per convolution, which keeps narrow heads' maps image-dependent at the start
     init_std: float | None = 0.01
-    # the training view (4.7): square resize of the whole image + ColorJitter(0.3, 0.3, 0.3, 0.1)
+    # the training view (rca.md#training): square resize of the whole image + ColorJitter(0.3, 0.3, 0.3, 0.1)
     view_crop_scale: tuple[float, float] = (1.0, 1.0)  # area fraction of a random box (1, 1 = whole image)
     view_hflip: bool = False  # the official view is not flipped
     view_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)  # brightness, contrast, saturation, hue
-    # online attention accumulation (4.7)
+    # online attention accumulation (rca.md#attention)
     attention_start_epoch: int = 1
     attention_min_prob: float = 0.1
     attention_grid: int | None = None  # side of the stored maps; None = crop_size // backbone stride
-    # learning-rate steps (4.7 decay_points '5,10'): base lr x lr_decay at each of these epochs
+    # learning-rate steps (rca.md#training, decay_points '5,10'): base lr x lr_decay at each of these epochs
     lr_decay_epochs: tuple[int, ...] = (5, 10)
     lr_decay: float = 0.1
-    # proxy labels (4.8, cam/proxy_labels.py)
+    # proxy labels (rca.md#proxy-labels, cam/proxy_labels.py)
     proxy_source: str = "accumulated"  # "accumulated" attention of training, or "cam" (the saved `wsss cam` maps)
     proxy_alpha: float = 4.0  # bg = (1 - max att)^alpha in the CRF unary
     proxy_conflict: float = 0.9  # more than one channel above this -> 255
@@ -114,7 +116,7 @@ class RCAOptions:
     # saliency-free: bg pixels whose max attention >= this -> 255, only where ProxyParams gets no levels (the
     # Python API): `wsss pseudo --refine rca` uses the run's cam.low_thre (and cam.high_thre) instead
     proxy_cam_bg_thre: float = 0.25
-    # official quirks (methods.md 4.5-4.7, 8.3)
+    # official quirks (docs/methods/rca.md#quirk-switches)
     quirk_memory_momentum_blend: bool = True  # slot = 0.99 slot + 0.01 embedding (vs replace the slot)
     quirk_memory_masked_leak: bool = True  # a multi-label image's features stay masked by earlier classes
     quirk_query_memory_spaces: bool = True  # memory holds backbone features, queries extra_F ones (vs both extra_F)
@@ -131,7 +133,7 @@ class RCAOptions:
 
 
 def _conv_stack(c_in: int, c_mid: int, c_out: int, groups: int = 1, first_groups: int = 1) -> nn.Sequential:
-    """3 x [conv3x3 + ReLU] + conv1x1 (4.4). ``groups`` > 1 runs that many independent stacks at once."""
+    """3 x [conv3x3 + ReLU] + conv1x1 (rca.md#modules). ``groups`` > 1 runs that many independent stacks at once."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_mid, 3, padding=1, groups=first_groups),
         nn.ReLU(inplace=True),
@@ -144,7 +146,7 @@ def _conv_stack(c_in: int, c_mid: int, c_out: int, groups: int = 1, first_groups
 
 
 class ClassSpecificHeads(nn.Module):
-    """K independent heads ``3 x [conv3x3 dim->width + ReLU] + conv1x1 width->1`` (4.4 ``extra_convs{i}``).
+    """K independent heads ``3 x [conv3x3 dim->width + ReLU] + conv1x1 width->1`` (rca.md#modules ``extra_convs{i}``).
 
     Computed as one convolution dim -> K*width (K heads reading the same input) followed by grouped
     convolutions: the same function as K separate stacks, at one kernel launch per layer.
@@ -160,7 +162,7 @@ class ClassSpecificHeads(nn.Module):
 
 
 class SemanticAggregation(nn.Module):
-    """Non-local read of the memory centroids (4.4): ``x -> concat_project([x, aggre(A V(c))])`` with
+    """Non-local read of the memory centroids (rca.md#aggregation): ``x -> concat_project([x, aggre(A V(c))])`` with
     ``A = Q(x) K(c)^T * scale`` (official, no softmax) or ``softmax(Q(x) K(c)^T / sqrt(d))``."""
 
     def __init__(self, dim: int, mem_dim: int, *, softmax: bool, scale: float):
@@ -210,7 +212,8 @@ def maps_to_grid(
 
 
 class AttentionStore:
-    """Accumulated attention per image id and class (OAA, methods.md 4.7): ``{id: {class: (G, G) uint8}}``.
+    """Accumulated attention per image id and class (OAA, docs/methods/rca.md#attention):
+    ``{id: {class: (G, G) uint8}}``.
 
     Classes are 0-based foreground indices. Maps live on a ``grid x grid`` raster of the whole
     original image (squashed), see :func:`maps_to_grid`.
@@ -230,7 +233,7 @@ class AttentionStore:
         self, id: str, cls: int, value: np.ndarray, covered: np.ndarray, prob: float, *, last_epoch: bool,
         min_prob: float = 0.1,
     ) -> None:  # fmt: skip
-        """The official write rule (4.7) for one map already quantised to 0..255 on the grid."""
+        """The official write rule (rca.md#attention) for one map already quantised to 0..255 on the grid."""
         entry = self.maps.setdefault(id, {})
         value = np.asarray(value, dtype=np.uint8)
         if cls not in entry:
@@ -255,7 +258,7 @@ class AttentionStore:
 
 
 def quantise_attention(maps: torch.Tensor) -> torch.Tensor:
-    """ReLU, then each map scaled to 0..255 by its own max and rounded (4.7, the official PNG values)."""
+    """ReLU, then each map scaled to 0..255 by its own max and rounded (rca.md#attention, the official PNG values)."""
     att = maps.detach().float().clamp(min=0)
     return torch.round(att / (att.amax(dim=(-2, -1), keepdim=True) + 1e-8) * 255)
 
@@ -269,7 +272,7 @@ def memory_embeddings(
     feats: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, *, threshold: float,
     leak: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Region embeddings to write (4.5): (emb (B, K, D), write (B, K) bool).
+    """Region embeddings to write (rca.md#memory-bank): (emb (B, K, D), write (B, K) bool).
 
     ``write``: ground-truth classes with probability > ``threshold``. With ``leak`` (official quirk),
     within an image the features are multiplied by each written class's mask in turn (ascending
@@ -294,7 +297,7 @@ def memory_embeddings(
 def memory_write(
     queue: torch.Tensor, ptr: torch.Tensor, emb: torch.Tensor, write: torch.Tensor, *, momentum: float, blend: bool
 ) -> None:
-    """Ring-buffer writes into ``queue`` (K, L, D) at ``ptr`` (K,), image by image, class by class (4.5).
+    """Ring-buffer writes into ``queue`` (K, L, D) at ``ptr`` (K,), image by image, class by class (rca.md#memory-bank).
 
     ``blend`` (official): ``slot = momentum * slot + (1 - momentum) * emb``; else the slot is replaced.
     """
@@ -316,7 +319,8 @@ def kmeans_centroids(
     random_state: np.random.RandomState | None = None,
     fit_dtype: type = np.float64,
 ) -> torch.Tensor:
-    """(K, L, D) queues -> (K, n_clusters, D) k-means centres of each class's queue (sklearn KMeans, 4.4).
+    """(K, L, D) queues -> (K, n_clusters, D) k-means centres of each class's queue (sklearn KMeans,
+    rca.md#aggregation).
 
     Seeding: class c's fit uses ``random_state=seed + c``; or, when ``random_state`` is given, that one
     ``np.random.RandomState`` is passed to the fits of all classes in class order, which is what the
@@ -344,7 +348,7 @@ class RCA(Method):
     name = "rca"
     Options = RCAOptions
     refiners = ("rca",)
-    cams = CamDeclaration(pooling="gap")  # 4.4: the class maps' spatial mean; ``model.pooling`` is not read
+    cams = CamDeclaration(pooling="gap")  # rca.md#modules: the class maps' spatial mean; ``model.pooling`` is not read
 
     @classmethod
     def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
@@ -393,7 +397,7 @@ class RCA(Method):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        # memory (4.5) and centroids (4.4): randn-initialised buffers, saved and resumed
+        # memory (rca.md#memory-bank) and centroids (rca.md#aggregation): randn-initialised buffers, saved and resumed
         self.register_buffer("queue", torch.randn(k, o.queue_len, dim))
         self.register_buffer("queue_ptr", torch.zeros(k, dtype=torch.long))
         self.register_buffer("centroids", torch.randn(k, o.num_centroids, dim))
@@ -406,7 +410,7 @@ class RCA(Method):
 
     # -- engine interface ------------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """The official four groups by name (4.7): weights / biases of the backbone and of the heads."""
+        """The official four groups by name (rca.md#training): weights / biases of the backbone and of the heads."""
         o = self.options
         heads = [self.coarse_head, self.class_heads, self.embed]
         base = [self.backbone]
@@ -437,7 +441,7 @@ class RCA(Method):
         self._last_epoch = (self.cfg.train.max_iters - 1) // per_epoch
 
     def on_epoch_start(self, epoch: int) -> None:
-        """k-means centroids of the memory (epoch >= 1, once per epoch, 4.4)."""
+        """k-means centroids of the memory (epoch >= 1, once per epoch, rca.md#aggregation)."""
         o = self.options
         self._epoch = epoch
         if epoch > 0 and epoch > int(self.centroid_epoch):
@@ -448,7 +452,7 @@ class RCA(Method):
             self.centroid_epoch.fill_(epoch)
 
     def lr_factor(self, epoch: int) -> float | None:
-        """The lr steps (4.7): base lr x ``lr_decay`` at each epoch of ``lr_decay_epochs`` reached."""
+        """The lr steps (rca.md#training): base lr x ``lr_decay`` at each epoch of ``lr_decay_epochs`` reached."""
         o = self.options
         return o.lr_decay ** sum(epoch >= e for e in o.lr_decay_epochs) if o.lr_decay_epochs else None
 
@@ -477,7 +481,7 @@ class RCA(Method):
         _, coarse, maps = self._forward(images)
         return maps, coarse
 
-    # -- one training step (4.4-4.7) -------------------------------------------------------------
+    # -- one training step (rca.md#specification) -------------------------------------------------
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
         """The unweighted terms of one step. ``batch``: ``rca_image``, ``labels``, (for the attention) ``id``,
         ``rca_box``, ``rca_flip``; optionally ``mixup_pairs`` (a :class:`MixupPairs`): the mix-up draws to use
@@ -551,7 +555,7 @@ class RCA(Method):
 
 @register_refiner("rca")
 def refine_rca(job: RefineJob, ids: Sequence[str], *, saliency: str | Path | None = None, **_: Any) -> Refiner:
-    """RCA's CRF proxy labels (methods.md 4.8, ``cam/proxy_labels.py``).
+    """RCA's CRF proxy labels (docs/methods/rca.md#proxy-labels, ``cam/proxy_labels.py``).
 
     Attention: the run's accumulated training maps (RCA, ``options.proxy_source: accumulated``) for
     the ids that have them, else the saved CAMs (``wsss cam`` first); the background from ``saliency``

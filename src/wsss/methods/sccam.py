@@ -1,16 +1,16 @@
-"""SC-CAM, sub-category exploration (Chang et al., CVPR 2020; methods.md section 5).
+"""SC-CAM, sub-category exploration (Chang et al., CVPR 2020; docs/methods/sccam.md#specification).
 
-A multi-round method (5.1). Round 0 is the plain classifier (PSA's ResNet-38 classifier: Dropout2d,
-GAP, a bias-free 1x1 ``fc8``; 5.3). Round r >= 1:
+A multi-round method (sccam.md#rounds). Round 0 is the plain classifier (PSA's ResNet-38 classifier: Dropout2d,
+GAP, a bias-free 1x1 ``fc8``; sccam.md#heads). Round r >= 1:
 
 1. features: the GAP of the final map of the round r-1 model, scale 1.0, un-flipped, full
-   resolution, on every image of the training split (5.4);
+   resolution, on every image of the training split (sccam.md#subcategory-labels);
 2. per parent class, k-means of the features of the images labelled with it into K sub-categories
-   -> the (N, (C-1)*K) sub-category labels (5.4; ``methods/subcategory.py``), written atomically to
-   ``RUN/round_r/subcategory_labels.npz``;
+   -> the (N, (C-1)*K) sub-category labels (sccam.md#subcategory-labels; ``methods/subcategory.py``), written
+   atomically to ``RUN/round_r/subcategory_labels.npz``;
 3. a **fresh** classifier (re-initialised from ``model.pretrained``, never the previous round's
-   weights; 5.1) with two GAP heads, ``fc8_20`` (parents) and ``fc8_200`` (sub-categories), trained
-   with ``L = MLSM(x_parent, y_parent) + lambda * MLSM(x_sub, y_sub)`` (5.5); lambda = 5 is
+   weights; sccam.md#rounds) with two GAP heads, ``fc8_20`` (parents) and ``fc8_200`` (sub-categories), trained
+   with ``L = MLSM(x_parent, y_parent) + lambda * MLSM(x_sub, y_sub)`` (sccam.md#training); lambda = 5 is
    ``loss.weights.sub``, the parent term is ``loss.weights.cls``.
 
 Run directory (``wsss train`` calls the method's ``train_driver``, ``train_rounds`` below)::
@@ -26,9 +26,10 @@ Run directory (``wsss train`` calls the method's ``train_driver``, ``train_round
 Every step is resumable: a finished round (in rounds.json) is skipped, labels already written are
 reused, and an interrupted round resumes from its own ``last.pt``.
 
-``cam_maps`` returns the parent-head CAM ``relu(conv(f, fc8_20.weight))`` (the headline CAM of 5.6)
-and, as the auxiliary map, the sub-category CAMs merged to their parents by the max over the K
-sub-categories (the "cls200" CAM of 5.6; merged per pass here, before the multi-scale sum).
+``cam_maps`` returns the parent-head CAM ``relu(conv(f, fc8_20.weight))`` (the headline CAM of
+sccam.md#cam-inference) and, as the auxiliary map, the sub-category CAMs merged to their parents by the max
+over the K sub-categories (the "cls200" CAM of sccam.md#cam-inference; merged per pass here, before the
+multi-scale sum).
 """
 
 from __future__ import annotations
@@ -71,20 +72,21 @@ def labels_file(round_dir: str | Path) -> Path | None:
 
 @dataclass
 class SCCAMOptions:
-    num_subcategories: int = 10  # K, sub-categories per parent class (5.4: k_cluster 10)
-    rounds: int = 3  # sub-category rounds after round 0 (5.1: R1..R3)
+    num_subcategories: int = 10  # K, sub-categories per parent class (sccam.md#subcategory-labels: k_cluster 10)
+    rounds: int = 3  # sub-category rounds after round 0 (sccam.md#rounds: R1..R3)
     round: int | None = None  # the round this model belongs to; set per round by the driver; None = the last
-    dropout: float = 0.5  # Dropout2d on the final map before GAP (5.3: dropout7)
-    # Poly schedule of a sub-category round in epochs of the training split (5.5: max_epoches 61);
+    dropout: float = 0.5  # Dropout2d on the final map before GAP (sccam.md#heads: dropout7)
+    # Poly schedule of a sub-category round in epochs of the training split (sccam.md#training: max_epoches 61);
     # None: ``train.max_iters`` iterations and no snapshots.
     schedule_epochs: float | None = 61.0
     # Round r stops after snapshot_epochs[r-1] epochs: script.sh uses the ep30/40/50 checkpoints,
-    # saved at the end of epoch index 30/40/50, i.e. after 31/41/51 epochs (5.1, 8.4). [] = full schedule.
+    # saved at the end of epoch index 30/40/50, i.e. after 31/41/51 epochs (sccam.md#rounds). [] = full
+    # schedule.
     snapshot_epochs: list[float] = field(default_factory=lambda: [31.0, 41.0, 51.0])
-    # Quirk (methods.md 5.1, 8.4): true (official) = the lr follows the 61-epoch poly schedule and round r
-    # is cut at its snapshot, mid-schedule; false = each round's poly schedule ends at its snapshot.
+    # Quirk (docs/methods/sccam.md#quirk-switches): true (official) = the lr follows the 61-epoch poly schedule
+    # and round r is cut at its snapshot, mid-schedule; false = each round's poly schedule ends at its snapshot.
     quirk_mid_schedule_snapshot: bool = True
-    # Quirk (5.5, inherited from PSA's PolyOptimizer): true (official) = SGD momentum equals the weight
+    # Quirk (sccam.md#training, inherited from PSA's PolyOptimizer): true (official) = SGD momentum equals the weight
     # decay (5e-4: ``super().__init__(params, lr, weight_decay)`` fills SGD's momentum slot), i.e.
     # effectively no momentum; false = ``train.momentum``.
     quirk_psa_momentum: bool = True
@@ -110,7 +112,7 @@ def binarise_cam(cam: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def _xavier(head: CAMClassifier) -> CAMClassifier:
-    nn.init.xavier_uniform_(head.conv.weight)  # 5.3: fc8 layers are xavier_uniform, bias-free
+    nn.init.xavier_uniform_(head.conv.weight)  # sccam.md#heads: fc8 layers are xavier_uniform, bias-free
     return head
 
 
@@ -130,7 +132,8 @@ def _is_config_key(d: dict[str, Any], key: str) -> bool:
 
 
 def plan_round(cfg: Config, r: int, n_train: int) -> RoundPlan:
-    """The config and the stop iteration of round ``r`` (5.1, 5.5; the quirk switches above)."""
+    """The config and the stop iteration of round ``r`` (sccam.md#rounds, sccam.md#training; the quirk
+    switches above)."""
     opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
     d = cfg.to_dict()
     d["run"]["dir"] = str(Path(cfg.run.dir) / f"round_{r}")
@@ -180,8 +183,9 @@ def check_options(o: SCCAMOptions) -> None:
 class SCCAM(Method):
     name = "sccam"
     Options = SCCAMOptions
-    # forward_cam's relu(conv2d(conv6, fc8_20.weight)), before infer_cls's upsampling (5.3, 5.6); the classifier
-    # is the GAP of the final map, then the bias-free 1x1 heads (5.3): ``model.pooling`` is not read
+    # forward_cam's relu(conv2d(conv6, fc8_20.weight)), before infer_cls's upsampling (sccam.md#heads,
+    # sccam.md#cam-inference); the classifier is the GAP of the final map, then the bias-free 1x1 heads
+    # (sccam.md#heads): ``model.pooling`` is not read
     cams = CamDeclaration(relu="per_pass", pooling="gap")
 
     @classmethod
@@ -195,7 +199,7 @@ class SCCAM(Method):
 
     @staticmethod
     def train_driver(cfg: Config, engine: EngineAPI, progress: bool = True) -> dict[str, Any]:
-        """Every round (5.1): ``train_rounds``."""
+        """Every round (sccam.md#rounds): ``train_rounds``."""
         return train_rounds(cfg, engine, progress)
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
@@ -209,7 +213,7 @@ class SCCAM(Method):
         self.dropout = nn.Dropout2d(o.dropout)
         num_fg = num_classes - 1
         dim = self.backbone.out_dim
-        self.classifier = _xavier(CAMClassifier(dim, num_fg, "gap"))  # fc8 / fc8_20 (5.3)
+        self.classifier = _xavier(CAMClassifier(dim, num_fg, "gap"))  # fc8 / fc8_20 (sccam.md#heads)
         self.sub_classifier = _xavier(CAMClassifier(dim, num_fg * self.k, "gap")) if self.round >= 1 else None
         self._sub_lookup: dict[str, np.ndarray] | None = None
 
@@ -236,7 +240,8 @@ class SCCAM(Method):
         return torch.from_numpy(np.stack([self._sub_lookup[i] for i in ids])).to(device)
 
     def logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(parent logits (B, C-1), sub-category logits (B, (C-1)*K) or None): Dropout2d, GAP, heads (5.3)."""
+        """(parent logits (B, C-1), sub-category logits (B, (C-1)*K) or None): Dropout2d, GAP, heads
+        (sccam.md#heads)."""
         return self.head_logits(self.backbone(images).final)
 
     def head_logits(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -257,13 +262,13 @@ class SCCAM(Method):
 
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
         x_parent, x_sub = self.logits(batch["image"])
-        terms = {"cls": F.multilabel_soft_margin_loss(x_parent, batch["labels"])}  # 5.5
+        terms = {"cls": F.multilabel_soft_margin_loss(x_parent, batch["labels"])}  # sccam.md#training
         if x_sub is not None:
             terms["sub"] = F.multilabel_soft_margin_loss(x_sub, self.sub_targets(batch["id"], x_sub.device))
         return terms
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """PSA's four groups (5.5): backbone weights, backbone biases, head weights, head biases."""
+        """PSA's four groups (sccam.md#training): backbone weights, backbone biases, head weights, head biases."""
         return psa_param_groups(self.backbone, [h for h in (self.classifier, self.sub_classifier) if h is not None])
 
     def param_group_options(self) -> dict[str, dict[str, float]]:
@@ -272,12 +277,13 @@ class SCCAM(Method):
     # -- features, CAMs -------------------------------------------------------------------------
     @torch.no_grad()
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, D): the GAP of the final map (after the dropout, a no-op in eval mode; 5.4)."""
+        """(B, D): the GAP of the final map (after the dropout, a no-op in eval mode;
+        sccam.md#subcategory-labels)."""
         return self.dropout(self.backbone(images).final).mean(dim=(2, 3))
 
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # 5.3: relu(conv2d(conv6, fc8_20.weight)); the shared CAM step applies that ReLU to each pass, where
-        # forward_cam does (cams.relu), and can fill an empty map from below it
+        # sccam.md#heads: relu(conv2d(conv6, fc8_20.weight)); the shared CAM step applies that ReLU to each pass,
+        # where forward_cam does (cams.relu), and can fill an empty map from below it
         cam, sub = self.head_cams(self.backbone(images).final, relu=False)
         if sub is None:
             return cam, cam
@@ -285,14 +291,17 @@ class SCCAM(Method):
         return cam, sub.view(b, -1, self.k, h, w).amax(dim=2)
 
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("SC-CAM has no segmentation head: use `wsss cam` / `wsss pseudo` (methods.md 5.6)")
+        raise RuntimeError(
+            "SC-CAM has no segmentation head: use `wsss cam` / `wsss pseudo` (docs/methods/sccam.md#cam-inference)"
+        )
 
     @property
     def has_seg_head(self) -> bool:
         return False
 
     def crf_cam(self, cam: np.ndarray) -> np.ndarray:
-        """``quirk_binarised_crf_cam``: PSA's CRF reads the {0, 255} heatmap at ``cam.bkg_thre`` (5.6)."""
+        """``quirk_binarised_crf_cam``: PSA's CRF reads the {0, 255} heatmap at ``cam.bkg_thre``
+        (sccam.md#cam-inference)."""
         return binarise_cam(cam, self.cfg.cam.bkg_thre) if self.options.quirk_binarised_crf_cam else cam
 
     def load_round0_state(self, state: dict[str, torch.Tensor], source: str) -> None:
@@ -312,7 +321,7 @@ class SCCAM(Method):
         self.load_state_dict(mapped, strict=True)
 
 
-# -- the round driver (5.1): composes trainers through the engine's public builders ------------------
+# -- the round driver (sccam.md#rounds): composes trainers through the engine's public builders ----
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -337,7 +346,8 @@ def _last_val(run_dir: Path, step: int) -> dict[str, Any] | None:
 
 
 def load_round_model(cfg: Config, engine: EngineAPI, r: int, device: str | None = None) -> Method:
-    """The trained model of round ``r`` of the run ``cfg.run.dir`` (its last checkpoint; 5.1), in eval mode."""
+    """The trained model of round ``r`` of the run ``cfg.run.dir`` (its last checkpoint;
+    sccam.md#rounds), in eval mode."""
     opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
     if r == 0 and opts.round0_checkpoint:
         class_names = VOCDataset(cfg.data.root, cfg.data.train_split).class_names
@@ -354,7 +364,8 @@ def load_round_model(cfg: Config, engine: EngineAPI, r: int, device: str | None 
 def _write_subcategory_labels(
     cfg: Config, engine: EngineAPI, r: int, train_set: VOCDataset, rdir: Path, progress: bool
 ) -> None:
-    """Round ``r``'s sub-category labels (methods.md 5.4): k-means of round ``r - 1``'s image features."""
+    """Round ``r``'s sub-category labels (docs/methods/sccam.md#subcategory-labels): k-means of round
+    ``r - 1``'s image features."""
     opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
     prev = load_round_model(cfg, engine, r - 1)
     ids, feats, parents = extract_features(prev.image_features, train_set, next(prev.parameters()).device,
@@ -387,7 +398,7 @@ def _train_round(cfg: Config, engine: EngineAPI, r: int, plan: RoundPlan, progre
 
 
 def train_rounds(cfg: Config, engine: EngineAPI, progress: bool = True) -> dict[str, Any]:
-    """Every round of methods.md 5.1 in ``cfg.run.dir`` (``wsss.methods.sccam``'s docstring); resumable
+    """Every round of docs/methods/sccam.md#rounds in ``cfg.run.dir`` (``wsss.methods.sccam``'s docstring); resumable
     throughout."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise RuntimeError("SC-CAM's round driver runs in one process (the official code is single-GPU)")

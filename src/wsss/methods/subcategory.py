@@ -1,5 +1,5 @@
-"""SC-CAM's sub-category labels (methods.md 5.4): image features of the previous round's classifier,
-per-class k-means into K sub-categories, and the (N, (C-1)*K) multi-hot label vectors.
+"""SC-CAM's sub-category labels (docs/methods/sccam.md#subcategory-labels): image features of the previous
+round's classifier, per-class k-means into K sub-categories, and the (N, (C-1)*K) multi-hot label vectors.
 
 Label layout (``create_pseudo_label.py``): the sub-category of foreground class c (0-based, no
 background) in cluster j is column ``c*K + j``. An image labelled with classes {c1, c2} has one 1 in
@@ -66,7 +66,8 @@ class SubcategoryLabels:
 
 def kmeans_labels(x: np.ndarray, k: int, seed: int, *, n_init: int = 10, max_iter: int = 300) -> np.ndarray:
     """sklearn KMeans (k-means++, ``n_init`` restarts as the old sklearn default the official code ran
-    with, ``max_iter`` 300, ``random_state`` = the run seed; methods.md 5.4) -> (n,) cluster ids.
+    with, ``max_iter`` 300, ``random_state`` = the run seed; docs/methods/sccam.md#subcategory-labels) -> (n,)
+    cluster ids.
 
     With fewer samples than ``k`` every sample is its own cluster (the official code would fail).
     """
@@ -92,7 +93,7 @@ def build_subcategory_labels(
     progress: bool = False,
 ) -> SubcategoryLabels:
     """Per parent class c: k-means over the features of the images labelled c (in dataset order)
-    -> each such image's sub-category of c (methods.md 5.4)."""
+    -> each such image's sub-category of c (docs/methods/sccam.md#subcategory-labels)."""
     features = np.asarray(features)
     parents = np.asarray(parents, dtype=np.float32)
     if len(features) != len(parents) or len(ids) != len(parents):
@@ -110,9 +111,10 @@ def extract_features(
     feature_fn, dataset: VOCDataset, device: torch.device, *, progress: bool = True, max_side: int | None = None
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """One feature per image: ``feature_fn`` on the scale-1.0, un-flipped, full-resolution image,
-    batch 1 (methods.md 5.4); a photo whose longer side exceeds ``max_side`` (``infer.max_side``, as every
-    other inference) is scaled down to it first (a 6000x4000 photo's features took GBs; VOC's 500-px images
-    are untouched by the default 1024). Returns (ids, features (N, D) float32, parent labels (N, C-1))."""
+    batch 1 (docs/methods/sccam.md#subcategory-labels); a photo whose longer side exceeds ``max_side``
+    (``infer.max_side``, as every other inference) is scaled down to it first (a 6000x4000 photo's features
+    took GBs; VOC's 500-px images are untouched by the default 1024). Returns (ids, features (N, D) float32,
+    parent labels (N, C-1))."""
     feats, parents = [], []
     for id in tqdm(dataset.ids, desc="features", disable=not progress):
         x = prepare_image(dataset.load_image(id), None, device, max_side=max_side)

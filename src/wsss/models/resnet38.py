@@ -1,5 +1,5 @@
 """Wider ResNet-38 ("model A1" of Wu et al., ademxapp) as ported to PyTorch by PSA and used by SC-CAM
-(methods.md 5.2), written in plain PyTorch, timm style: one architecture, ``resnet38d()`` registered
+(docs/methods/sccam.md#resnet38), written in plain PyTorch, timm style: one architecture, ``resnet38d()`` registered
 with timm, a ``checkpoint_filter_fn`` for converted weights, and the toolkit backbone wrapper.
 
 Architecture (pre-activation blocks, BN-ReLU-conv; all convolutions bias-free):
@@ -105,7 +105,7 @@ class ResNet38d(nn.Module):
     three taps of the official ``forward_as_dict`` (conv4: b5's pre-activation, 512 ch; conv5: b6's,
     1024 ch; conv6)."""
 
-    frozen_prefixes = ("conv1a", "b2.", "b2_1.", "b2_2.")  # methods.md 5.2 (`not_training`)
+    frozen_prefixes = ("conv1a", "b2.", "b2_1.", "b2_2.")  # docs/methods/sccam.md#resnet38 (`not_training`)
 
     def __init__(self, *, freeze_bn: bool = True, freeze_stem: bool = True, width: float = 1.0,
                  drop_b6: float = 0.3, drop_b7: float = 0.5):  # fmt: skip
@@ -195,7 +195,9 @@ def load_resnet38d_weights(model: ResNet38d, path: str | Path) -> None:
     """Load a converted state dict (module docstring); WeightLoadError lists missing / unexpected keys."""
     path = Path(path)
     state = checkpoint_filter_fn(read_state_dict(path), model)
-    check_state_dict(state, model.state_dict(), f"{path}: weights do not fit ResNet-38 (methods.md 5.2)")
+    check_state_dict(
+        state, model.state_dict(), f"{path}: weights do not fit ResNet-38 (docs/methods/sccam.md#resnet38)"
+    )
     model.load_state_dict(state, strict=True)
 
 
@@ -241,9 +243,9 @@ class ResNet38Backbone(nn.Module):
 
 def create_resnet38d_backbone(pretrained: str | None = None, output_stride: int = 8, **kwargs) -> ResNet38Backbone:
     """``model.backbone: resnet38d`` (``models.backbones.create_backbone``); kwargs: freeze_bn,
-    freeze_stem, width, drop_b6, drop_b7. The stride is fixed at 8 (dilated b5-b7, methods.md 5.2)."""
+    freeze_stem, width, drop_b6, drop_b7. The stride is fixed at 8 (dilated b5-b7, docs/methods/sccam.md#resnet38)."""
     if output_stride != 8:
-        raise UsageError(f"resnet38d has output stride 8 (methods.md 5.2); set model.output_stride: 8, "
+        raise UsageError(f"resnet38d has output stride 8 (docs/methods/sccam.md#resnet38); set model.output_stride: 8, "
                          f"got {output_stride}")  # fmt: skip
     net = ResNet38d(**kwargs)
     if pretrained:
@@ -251,7 +253,7 @@ def create_resnet38d_backbone(pretrained: str | None = None, output_stride: int 
     return ResNet38Backbone(net)
 
 
-@register_backbone("resnet38d")  # SC-CAM's wider ResNet-38 (methods.md 5.2)
+@register_backbone("resnet38d")  # SC-CAM's wider ResNet-38 (docs/methods/sccam.md#resnet38)
 def _build_resnet38d(name: str, *, pretrained: str | None, output_stride: int, aux_layer: int, freeze_pos_embed: bool,
                      **kwargs) -> ResNet38Backbone:  # fmt: skip
     return create_resnet38d_backbone(pretrained, output_stride, **kwargs)

@@ -1,4 +1,4 @@
-"""VGG-16 with dilated last block, output stride 8: RCA's backbone (methods.md 4.3).
+"""VGG-16 with dilated last block, output stride 8: RCA's backbone (docs/methods/rca.md#backbone).
 
 Layer list 'D1' of the official ``make_layers``: VGG-16's 13 convolutions (3x3, ReLU, no BN) with
 three 2x2 max-pools, then a 3x3 stride-1 max-pool in place of the fourth, and the last three
@@ -29,7 +29,7 @@ from wsss.core.errors import UsageError
 from wsss.models.registry import BackboneOutput, register_backbone
 from wsss.models.weights import load_pretrained
 
-# methods.md 4.3: 'M' = MaxPool 2x2/2, 'N' = MaxPool 3x3/1 pad 1; convolutions after index 13 dilated 2
+# docs/methods/rca.md#backbone: 'M' = MaxPool 2x2/2, 'N' = MaxPool 3x3/1 pad 1; convolutions after index 13 dilated 2
 CFG_D1: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "N", 512, 512, 512)
 
 
@@ -44,7 +44,8 @@ def check_d1_layout(layers: Sequence[int | str]) -> tuple[int | str, ...]:
 
 
 class VGG16Dilated(nn.Module):
-    """VGG-16 'D1' (methods.md 4.3) returning a ``BackboneOutput`` (optionally with BN: torchvision's ``vgg16_bn``).
+    """VGG-16 'D1' (docs/methods/rca.md#backbone) returning a ``BackboneOutput`` (optionally with BN:
+    torchvision's ``vgg16_bn``).
 
     ``final``: the last ReLU (B, 512*width, H/8, W/8); ``aux``: conv4_3 after its ReLU, same size;
     ``cls``: the global average of ``final``. ``layers``: the widths per layer, a D1-shaped list
@@ -117,7 +118,7 @@ def vgg16_dilated(
     return net
 
 
-@register_backbone("vgg16_dilated")  # RCA's VGG-16 'D1', stride 8 by construction (methods.md 4.3)
+@register_backbone("vgg16_dilated")  # RCA's VGG-16 'D1', stride 8 by construction (docs/methods/rca.md#backbone)
 def _build_vgg16_dilated(name: str, *, pretrained: str | None, output_stride: int, aux_layer: int,
                          freeze_pos_embed: bool, **kwargs) -> VGG16Dilated:  # fmt: skip
     return vgg16_dilated(pretrained=pretrained, **kwargs)
