@@ -1,4 +1,5 @@
-"""ExCEL's frozen-CLIP side against the official code's recordings (spec/golden/EXCEL.md): the text and its
+"""ExCEL's frozen-CLIP side (docs/methods/excel.md#spec) against the official code's recordings
+(tests/golden/README.md#excel_text, #excel_training_free, #excel_train_step): the text and its
 enrichment (TSE), the surgery forward (SVC) with every block, the patch-text maps, the decoder, LVC.
 
 Float64 runs against the ``__f64run`` companions; float32 with tolerances from the recorded spreads
@@ -59,8 +60,8 @@ def test_golden_excel_text_side(dtype):
 
 def test_golden_excel_kmeans_bank_with_this_scikit_learn():
     """The bank of the recorded descriptor embeddings: with scikit-learn 1.9.1 (the recording's) the recorded
-    centres. Another version may draw other centres (EXCEL.md Q12: why a run keeps the bank it computed); what
-    holds for any is a converged k-means: each centre is the mean of the embeddings nearest to it."""
+    centres. Another version may draw other centres (docs/methods/excel.md#q12: why a run keeps the bank it
+    computed); what holds for any is a converged k-means: each centre is the mean of the embeddings nearest to it."""
     import sklearn
 
     t = npz(TEXT)
@@ -152,7 +153,7 @@ def voc_method_cached():
     return _METHOD[0]
 
 
-def test_quirk_switches_change_the_model_side_as_excel_md_says():
+def test_quirk_switches_change_the_model_side_as_specified():
     """Q7: the returned surgery attention sums the heads (rows sum to 2 heads) or averages them (rows sum to 1);
     Q5: the features are unit vectors over the channels only when corrected; Q6: without the CLS row in the
     min-max, the patch maps reach 0 and 1 exactly."""

@@ -1,5 +1,5 @@
-"""ExCEL's refinement of its patch-text maps and its training targets (spec/golden/EXCEL.md; official
-``utils/affutils.py``, ``utils/camutils.py``, ``model/losses.py``).
+"""ExCEL's refinement of its patch-text maps and its training targets (docs/methods/excel.md#refinement, #par,
+#losses; official ``utils/affutils.py``, ``utils/camutils.py``, ``model/losses.py``).
 
 The maps of the labelled classes are refined by CLIP's own attention inside boxes of each map (the
 class-aware affinity of CLIP-ES, ``cam.clip_es``: same boxes, same transition matrix), scaled to the image,
@@ -41,10 +41,10 @@ def refine_with_attention(
     attr_maps: torch.Tensor, attn: torch.Tensor, grid: tuple[int, int], *, box_threshold: float = 0.79,
     layers: int = 6, seg_attn: torch.Tensor | None = None, box_edge_loss: bool = True,
 ) -> torch.Tensor:  # fmt: skip
-    """``refine_cams_with_aff`` (EXCEL.md (a) 2.4): the maps (N, k) of the labelled classes of one image, refined
-    by its attention (L, 1+N, 1+N) -> (k, h, w) float32: per class, the boxes of its map at ``box_threshold`` of
-    its maximum (every contour; ``box_edge_loss``: a box at the right / bottom edge loses its last column / row,
-    Q16), the transition matrix with the columns outside the boxes zeroed, times the map."""
+    """``refine_cams_with_aff`` (docs/methods/excel.md#refinement): the maps (N, k) of the labelled classes of one
+    image, refined by its attention (L, 1+N, 1+N) -> (k, h, w) float32: per class, the boxes of its map at
+    ``box_threshold`` of its maximum (every contour; ``box_edge_loss``: a box at the right / bottom edge loses its
+    last column / row, Q16), the transition matrix with the columns outside the boxes zeroed, times the map."""
     trans = caa_transition(attention_affinity(attn, layers, seg_attn))[-1].float()
     out = []
     for j in range(attr_maps.shape[1]):
@@ -97,7 +97,7 @@ def labels_from_refined(
     return labels_from_maps(scaled_maps(refined, size), keys, guide, par)
 
 
-# ---- training targets (EXCEL.md (b) 3.7-3.10) ----------------------------------------------------------------
+# ---- training targets (docs/methods/excel.md#losses) -------------------------------------------------------------
 
 
 def radius_mask(h: int, w: int, radius: int) -> torch.Tensor:

@@ -182,7 +182,7 @@ def label_to_aff_mask(label: torch.Tensor, ignore_index: int = 255, *, ignore_di
     ``label`` (B, h, w) -> (B, hw, hw) int64, tokens flattened row-major: 1 where the two tokens
     have the same label, 0 where they differ, ``ignore_index`` in the rows and columns of ignored
     tokens and, with ``ignore_diagonal``, on the diagonal (ExCEL's effective definition keeps the
-    diagonal: EXCEL.md Q20).
+    diagonal: docs/methods/excel.md#q20).
     """
     b = label.shape[0]
     flat = label.reshape(b, -1)

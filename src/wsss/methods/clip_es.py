@@ -1,6 +1,6 @@
 """CLIP-ES (Lin et al., CVPR 2023, "CLIP is Also an Efficient Segmenter"): CAMs of a frozen CLIP from
 the class names alone, refined by CLIP's own attention (CAA), then CRF pseudo labels; no classifier
-training (spec/golden/CLIP_ES.md).
+training (docs/methods/clip-es.md#spec).
 
 A run is created from a CLIP weight file and a dataset's class list
 (``wsss import clip_es ViT-B-16.pt --config configs/clip_es/voc.yaml --out RUN --set data.root=ROOT``,
@@ -11,7 +11,7 @@ DeepLab stage (``configs/seg/``) on those pseudo labels.
 Prompts: ``options.templates`` filled with each foreground class's prompt (``options.prompts``, written
 at import from the dataset's ``classes.txt`` with ``options.synonyms`` applied: ``{name: "name,syn1,syn2"}``,
 one comma-separated string as the official ``new_class_names``) and with each ``options.background``
-name. Every official quirk is an ``options.quirk_*`` switch (docs/methods/clip-es.md, switch table).
+name. Every official quirk is an ``options.quirk_*`` switch (docs/methods/clip-es.md#quirk-switches).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class ClipES(Method):
     Options = ClipESOptions
 
     trainable = False  # a run comes from a CLIP weight file (wsss import clip_es)
-    # CAMs per image from the labels' text (the CLIP-ES loop of CLIP_ES.md), refined by its own CRF
+    # CAMs per image from the labels' text (docs/methods/clip-es.md#pipeline), refined by its own CRF
     cams = CamDeclaration(source="per_image", own_crf=True)
 
     def __init__(self, cfg: Config, classes: Sequence[str]):

@@ -1,15 +1,15 @@
 """ExCEL (Yang et al., CVPR 2025, "Exploring CLIP's Dense Knowledge for Weakly Supervised Semantic
 Segmentation"): patch-text maps of a frozen CLIP ViT, enriched text and calibrated attention
-(spec/golden/EXCEL.md, official code zwyang6/ExCEL at 2cd7f510).
+(official code zwyang6/ExCEL at 2cd7f510, specified in docs/methods/excel.md#spec).
 
 Two routes, one method:
 
-- **training-free** (EXCEL.md (a), ``tools/infer_lam.py --training_free true``):
+- **training-free** (docs/methods/excel.md#training-free, ``tools/infer_lam.py --training_free true``):
   ``wsss import excel CLIPFILE --config configs/excel/voc.yaml --out RUN`` builds the run (the CLIP, the
   text with its attribute bank), ``wsss cam RUN`` writes the attention-refined patch-text maps of the labelled
   classes (:meth:`Excel.labelled_cam_of_image`), ``wsss pseudo RUN --refine excel`` their labels (background
   ``1 - max``, PAR; :func:`excel_pseudo_refiner`).
-- **trained** (EXCEL.md (b), ``scripts/train_voc.py``): ``wsss train configs/excel/voc.yaml
+- **trained** (docs/methods/excel.md#trained, ``scripts/train_voc.py``): ``wsss train configs/excel/voc.yaml
   model.pretrained=CLIPFILE`` trains the decoder (SegFormer-style fusion of every block + a small
   transformer) on the online pseudo labels of the frozen CLIP, with the affinity ("diver") loss on its
   attention, and from ``options.lvc_start`` the Learnable Visual Calibration (the decoder's features
@@ -19,10 +19,11 @@ Two routes, one method:
 Text Semantic Enrichment needs attribute descriptions of each class (``options.descriptors``, a JSON
 ``{class name: [sentences]}``; docs/methods/excel.md says where the official VOC / COCO files are and how to
 write one). Their k-means bank is computed once, when the run is made, and kept in the run (buffer
-``attr_bank``): the official bank depends on the scikit-learn version (EXCEL.md Q12).
+``attr_bank``): the official bank depends on the scikit-learn version (docs/methods/excel.md#q12).
 
-Every official quirk is an ``options.quirk_*`` switch (docs/methods/excel.md, switch table with EXCEL.md
-numbers): on in ``voc.yaml`` / ``coco.yaml``, off in ``voc_corrected.yaml`` and the CPU presets.
+Every official quirk is an ``options.quirk_*`` switch (docs/methods/excel.md#quirks, the quirks Q1..Q25, each
+row anchored ``#q1``..``#q25``): on in ``voc.yaml`` / ``coco.yaml``, off in ``voc_corrected.yaml`` and the CPU
+presets.
 """
 
 from __future__ import annotations
@@ -76,9 +77,9 @@ from wsss.models.excel import (
 
 @dataclass
 class ExcelOptions:
-    """ExCEL's own settings (EXCEL.md; official defaults). ``quirk_*``: True keeps the official behaviour
-    (paper presets), False the intended one (``voc_corrected.yaml``, CPU presets); the EXCEL.md number of each
-    is in docs/methods/excel.md."""
+    """ExCEL's own settings (official defaults: docs/methods/excel.md#schedule). ``quirk_*``: True keeps the
+    official behaviour (paper presets), False the intended one (``voc_corrected.yaml``, CPU presets); the comment
+    of each is its quirk number, a row of docs/methods/excel.md#quirks (``Q8``: ``#q8``)."""
 
     arch: dict[str, int | float] = field(default_factory=dict)  # ClipArch of the weight file (written at import / train)
     text_heads: int | None = None  # text heads if the file's text width is not 64 x heads (tiny test CLIPs)
@@ -244,7 +245,7 @@ class Excel(Method):
             raise ConfigError(f"excel: options.input_size {o.input_size} is not a multiple of the patch size")
 
     def build_bank(self) -> None:
-        """The TSE attribute bank (E, K), computed now and kept in the run (EXCEL.md (a) step 1.4): the k-means
+        """The TSE attribute bank (E, K), computed now and kept in the run (docs/methods/excel.md#tse): the k-means
         of the CLIP text embeddings of ``options.descriptors``, or the file ``options.bank``."""
         o = self.options
         if o.bank:
@@ -292,7 +293,7 @@ class Excel(Method):
 
     def encode(self, images: torch.Tensor, ex_feats: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The frozen CLIP on square ``images`` (pipeline-normalised): patch-text maps (B, N, C_fg), attention
-        (L, B, 1+N, 1+N) and every block's tokens (L, B, 1+N, D) (EXCEL.md (a) 2.1-2.2)."""
+        (L, B, 1+N, 1+N) and every block's tokens (L, B, 1+N, D) (docs/methods/excel.md#svc, #feature-surgery)."""
         with torch.no_grad():
             x, blocks = self.clip_images(images), self.options.surgery_blocks
             feats, attn, layers = surgery_forward(self.clip, x, self.quirks, surgery_blocks=blocks, ex_feats=ex_feats)
@@ -314,7 +315,7 @@ class Excel(Method):
     def refined_maps(self, x: torch.Tensor, keys: np.ndarray) -> torch.Tensor:
         """The attention-refined maps (k, h, w) of the labelled classes ``keys`` of one square input ``x``
         (1, 3, S, S): the training-free route, or, once the decoder is trained, the calibrated one (LVC and the
-        decoder's attention, EXCEL.md (b) 3.3-3.4)."""
+        decoder's attention, docs/methods/excel.md#lvc, #layer-selection)."""
         enc = self.encode(x)
         seg_attn = None
         if self.trained_decoder:
@@ -354,7 +355,7 @@ class Excel(Method):
         return self.square(x[None].to(dev))
 
     def pseudo_label(self, image: np.ndarray, keys: np.ndarray, cams: np.ndarray) -> np.ndarray:
-        """``wsss pseudo --refine excel``: background ``1 - max``, PAR, argmax (EXCEL.md (a) 2.5), on the saved
+        """``wsss pseudo --refine excel``: background ``1 - max``, PAR, argmax (docs/methods/excel.md#par), on the saved
         maps (k, H, W). PAR reads the normalised square input (Q4) or the image in [0, 1]."""
         h, w = image.shape[:2]
         if self.options.quirk_par_on_normalized:
@@ -397,8 +398,9 @@ class Excel(Method):
         return self
 
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
-        """EXCEL.md (b) step 3: the online pseudo labels of the frozen CLIP (LVC and the decoder's attention from
-        ``options.lvc_start``), the balanced segmentation loss and the affinity loss on the decoder's attention."""
+        """One training iteration (docs/methods/excel.md#training-step): the online pseudo labels of the frozen CLIP
+        (LVC and the decoder's attention from ``options.lvc_start``), the balanced segmentation loss and the
+        affinity loss on the decoder's attention."""
         o = self.options
         images, labels = batch["image"], batch["labels"]
         b, _, H, W = images.shape

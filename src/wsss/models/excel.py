@@ -1,10 +1,10 @@
-"""ExCEL's pieces of a frozen CLIP ViT (spec/golden/EXCEL.md; official code zwyang6/ExCEL at 2cd7f510):
+"""ExCEL's pieces of a frozen CLIP ViT (official code zwyang6/ExCEL at 2cd7f510; docs/methods/excel.md#spec):
 the CLIP-surgery forward (SVC), the patch-text maps (``clip_feature_surgery``), the text enrichment (TSE) and
 the trainable decoder. The CLIP is ``models/clip.py``'s open_clip model; nothing here changes it: the surgery
 attention of the last blocks is computed from each block's own attention weights.
 
-Official behaviours that look unintended are switches of :class:`ExcelModelQuirks` (EXCEL.md quirk numbers);
-``True`` reproduces the official code.
+Official behaviours that look unintended are switches of :class:`ExcelModelQuirks`; ``True`` reproduces the
+official code. ``Qn`` is a quirk number: the row ``#qn`` of docs/methods/excel.md#quirks.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ class ExcelModelQuirks:
     cls_in_minmax: bool = True  # Q6: the min-max of the patch-text maps includes the CLS row
 
 
-# ---- vision: the surgery forward (SVC, EXCEL.md (a) step 2.1) ----------------------------------------------
+# ---- vision: the surgery forward (SVC, docs/methods/excel.md#svc) --------------------------------------------
 
 
 def lvc_attention(ex_feats: torch.Tensor) -> torch.Tensor:
-    """The Learnable Visual Calibration term (EXCEL.md (b) 3.3): from decoder features ``ex_feats`` (B, c, h, w),
-    ``softmax((S - mean(S)) * 3)`` with ``S`` their cosine similarities (B, hw, hw), the negatives set to -inf
-    first. The mean runs over the whole batch (Q10, kept: the method)."""
+    """The Learnable Visual Calibration term (docs/methods/excel.md#lvc): from decoder features ``ex_feats``
+    (B, c, h, w), ``softmax((S - mean(S)) * 3)`` with ``S`` their cosine similarities (B, hw, hw), the negatives
+    set to -inf first. The mean runs over the whole batch (Q10, kept: the method)."""
     f = F.normalize(ex_feats.flatten(2), dim=1)
     sim = torch.einsum("bcm,bcn->bmn", f, f)
     sim = (sim - sim.mean()) * 3.0
@@ -74,8 +74,8 @@ def surgery_forward(
     clip: nn.Module, images: torch.Tensor, quirks: ExcelModelQuirks, surgery_blocks: int = 5,
     ex_feats: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """ExCEL's ``generate_clip_fts`` (EXCEL.md (a) 2.1): (image features (B, 1+N, E), attention (L, B, 1+N, 1+N),
-    every block's tokens (L, B, 1+N, D)) of square ``images`` (B, 3, S, S), normalised for CLIP.
+    """ExCEL's ``generate_clip_fts`` (docs/methods/excel.md#svc): (image features (B, 1+N, E), attention
+    (L, B, 1+N, 1+N), every block's tokens (L, B, 1+N, D)) of square ``images`` (B, 3, S, S), normalised for CLIP.
 
     The first blocks run as CLIP; the last ``surgery_blocks`` run a dual path: the original attention, whose
     stream goes on through the MLPs, and the surgery attention (the mean of the q-q, k-k and v-v softmaxes),
@@ -121,8 +121,8 @@ def surgery_forward(
 
 
 def feature_surgery(image_features: torch.Tensor, text: torch.Tensor, quirks: ExcelModelQuirks) -> torch.Tensor:
-    """``clip_feature_surgery`` (EXCEL.md (a) 2.2): patch-text maps (B, 1+N, C) in [0, 1] of ``image_features``
-    (B, 1+N, E) and ``text`` (C, E).
+    """``clip_feature_surgery`` (docs/methods/excel.md#feature-surgery): patch-text maps (B, 1+N, C) in [0, 1] of
+    ``image_features`` (B, 1+N, E) and ``text`` (C, E).
 
     With ``w`` the class weights of the CLS token (``softmax(2 * cls @ text.T)`` over its mean), the official
     ``((f * t_c * w_c) - mean_c'(f * t_c' * w_c')).sum(-1)`` is computed as ``w_c s_c - mean_c'(w_c' s_c')``
@@ -137,7 +137,7 @@ def feature_surgery(image_features: torch.Tensor, text: torch.Tensor, quirks: Ex
     return (sim - lo) / (hi - lo)
 
 
-# ---- text: TSE (EXCEL.md (a) step 1.3-1.4) ------------------------------------------------------------------
+# ---- text: TSE (docs/methods/excel.md#tse) ------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -178,7 +178,7 @@ def enrich_text(text: torch.Tensor, bank: torch.Tensor, n_fg: int, keep_ratio: f
     return enriched / enriched.norm(dim=1, keepdim=True)
 
 
-# ---- the decoder (EXCEL.md (b); model/segformer_head.py, model/decoder/TransDecoder.py) ---------------------
+# ---- the decoder (docs/methods/excel.md#decoder; model/segformer_head.py, model/decoder/TransDecoder.py) ---------
 
 
 class _TokenMLP(nn.Module):
