@@ -1,4 +1,5 @@
-"""Dense CRF (docs/methods/seco.md#inference, methods.md 8.5) against golden dense_crf.npz, plus hand-made checks."""
+"""Dense CRF (docs/methods/seco.md#inference, docs/datasets.md#evaluation) against golden dense_crf.npz, plus
+hand-made checks."""
 
 from __future__ import annotations
 

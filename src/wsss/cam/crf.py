@@ -1,4 +1,5 @@
-"""Dense CRF post-processing with pydensecrf (docs/methods/seco.md#inference, methods.md 8.5; golden ``dense_crf.npz``).
+"""Dense CRF post-processing with pydensecrf (docs/methods/seco.md#inference, docs/datasets.md#evaluation;
+golden ``dense_crf.npz``).
 
 - :func:`dense_crf`: the official ``DenseCRF`` call (unary ``-log(clip(prob, 1e-5))`` from
   ``unary_from_softmax``, a Gaussian and a bilateral pairwise term, ``iters`` mean-field steps);
@@ -87,7 +88,7 @@ def crf_label(
     params: CRFParams | None = None,
     **overrides: Any,
 ) -> np.ndarray:
-    """CRF label map over a subset of channels (docs/methods/seco.md#inference, methods.md 8.5).
+    """CRF label map over a subset of channels (docs/methods/seco.md#inference, docs/datasets.md#evaluation).
 
     ``prob`` is (C, H, W) over all classes (channel = class id). Only the channels in ``present``
     (e.g. background + the image's classes; all channels if None) enter the CRF, after

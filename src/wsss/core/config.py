@@ -162,8 +162,9 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class CRFParams:
-    """Dense CRF parameters (docs/methods/seco.md#inference, methods.md 8.5): the config section ``infer.crf``
-    and the named sets the anchors use. One class for both, so a config section is passed to ``dense_crf`` as it is.
+    """Dense CRF parameters (docs/methods/seco.md#inference, docs/datasets.md#evaluation): the config section
+    ``infer.crf`` and the named sets the anchors use. One class for both, so a config section is passed to
+    ``dense_crf`` as it is.
 
     - ``SEG``: segmentation inference of ToCo/SeCo (10; 1,1; 121,5,4), the default.
     - ``TOCO_LABEL``: ToCo's CRF pseudo labels, ``infer_cam_crf_label`` (10; 3,3; 36,3,4).

@@ -81,7 +81,8 @@ class ExcelOptions:
     official behaviour (paper presets), False the intended one (``voc_corrected.yaml``, CPU presets); the comment
     of each is its quirk number, a row of docs/methods/excel.md#quirks (``Q8``: ``#q8``)."""
 
-    arch: dict[str, int | float] = field(default_factory=dict)  # ClipArch of the weight file (written at import / train)
+    #: ClipArch of the weight file (written at import / train)
+    arch: dict[str, int | float] = field(default_factory=dict)
     text_heads: int | None = None  # text heads if the file's text width is not 64 x heads (tiny test CLIPs)
     quick_gelu: bool | None = None  # null: what the weight file says (models/clip_files.py)
     weights: str = ""  # the CLIP weight file the run was made from (provenance only)

@@ -1,4 +1,4 @@
-"""CLIP for CLIP-ES (methods.md / docs/methods/clip-es.md#spec): open_clip's model, tokenizer and weights
+"""CLIP for CLIP-ES (docs/methods/clip-es.md#spec): open_clip's model, tokenizer and weights
 in OpenAI's key layout, plus what CLIP-ES changes.
 
 The networks are ``open_clip.CLIP`` (its ``VisionTransformer``, text ``Transformer`` and BPE
