@@ -47,7 +47,8 @@ test-portable: $(STAMP)
 test-gpu-standin: $(STAMP)
 	WSSS_TEST_GPU=cpu $(BIN)/python -m pytest tests/cuda -p no:randomly $(PYTEST_ARGS)
 
-# The documentation site into site/, strict: a broken link, a missing page or picture fails (.ci/run runs it).
+# The documentation site into site/, strict: a broken link, a missing page or picture fails (.ci/run runs it);
+# first dev/check_prose.py: a cut sentence or a stray table row, which the strict build lets through, fails.
 # dev/check_site.py then loads every page in headless Chromium.
 DOCS_STAMP := $(VENV)/.docs-installed
 $(DOCS_STAMP): $(STAMP) pyproject.toml
@@ -55,6 +56,7 @@ $(DOCS_STAMP): $(STAMP) pyproject.toml
 	touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)
+	$(BIN)/python dev/check_prose.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: $(STAMP)
