@@ -10,7 +10,7 @@ ttach, setuptools' pkg_resources) come from ``--deps`` (``pip install --target D
 Weights: a ViT-B/16 of random weights (seed 0, built by open_clip: no download), every tensor rounded to
 float16 (OpenAI's ``build_model`` stores the weights in float16 and ``clip.load`` on a CPU casts them back, so
 both codes then hold the same float32 numbers), saved as a plain state dict in OpenAI's layout.
-Photos: ``../shared/data/voc-real-mini`` (6 VOC photos); the official script reads each photo's labels from
+Photos: ``tests/assets/voc-real-mini`` (the tests' 6 VOC photos); the official script reads each photo's labels from
 ``Annotations/<id>.xml``, written here from the masks (classes in id order, as wsss's keys).
 
 Time per image: each code runs once on 2 photos and once on all 6 (separate processes, 1 thread each:
@@ -42,7 +42,7 @@ from wsss.data.voc import labels_from_mask, write_cls_labels
 from wsss.models.clip import ClipArch, build_clip
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "voc-real-mini"
+DATA = REPO / "tests" / "assets" / "voc-real-mini"  # the tests' six VOC photos (its SOURCE.md)
 VIT_B16 = ClipArch(512, 224, 16, 768, 12, 77, 49408, 512, 8, 12)
 CPU_LINE = ('device_id = "cuda:{}".format(process_id % n_gpus)', 'device_id = "cpu"')
 

@@ -9,8 +9,8 @@ on this CPU. Usage::
 The exact filter at 224x224 costs (hw)^2 = 2.5e9 kernel values per image, so the reference is
 evaluated exactly (double precision) at ``--probes`` target pixels drawn at random, each against
 all 50176 source pixels; the relative error is ``||approx - exact|| / ||exact||`` over those
-pixels and all K channels. Photos come from ``--images`` (default: the VOC mini set under
-``/work/shared/data/voc-real-mini``) and, in any case, from two synthetic photo-like images.
+pixels and all K channels. Photos come from ``--images`` (default: the six VOC photos of the tests,
+``tests/assets/voc-real-mini``) and, in any case, from two synthetic photo-like images.
 No assertions: the figures are for the module docstring.
 """
 
@@ -33,7 +33,7 @@ SIZE = 224
 SIGMA_RGB = 15.0
 SIGMA_XY = 50.0
 K = 21
-DEFAULT_IMAGES = str(Path(__file__).resolve().parents[2] / "shared/data/voc-real-mini/JPEGImages/*.jpg")
+DEFAULT_IMAGES = str(Path(__file__).resolve().parents[1] / "tests/assets/voc-real-mini/JPEGImages/*.jpg")
 
 
 def synthetic_photo(seed: int, size: int = SIZE) -> torch.Tensor:

@@ -14,7 +14,7 @@ descriptor JSON once (a warm-up run, untimed); the timed runs load it, as wsss's
 Weights: a ViT-B/16 of random weights (seed 0, built by open_clip: no download), every tensor rounded to
 float16, written as a TorchScript archive like OpenAI's ``ViT-B-16.pt`` (``clip.load``'s state-dict branch fails on
 torch 2.14, its ``jit.load`` branch reads the archive's state dict: official ``clip/clip.py:138-154``).
-Photos: ``../shared/data/voc-real-mini`` (6 VOC photos), their labels read off the masks.
+Photos: ``tests/assets/voc-real-mini`` (the tests' 6 VOC photos), their labels read off the masks.
 
 - Training-free (docs/methods/excel.md#training-free; ``tools/infer_lam.py build_validation``, ``training_free=True``,
   resize 320): official ``build_validation`` over ``VOC12SegDataset``; wsss ``wsss cam`` + ``wsss pseudo
@@ -63,7 +63,7 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "voc-real-mini"
+DATA = REPO / "tests" / "assets" / "voc-real-mini"  # the tests' six VOC photos (its SOURCE.md)
 DESCRIPTORS = "attributes_text/descriptors_pascal_voc_gpt4.0_cluster_a_photo_of4.json"  # in the extraction
 CROP, BATCH, LVC_ITER = 320, 4, 14000
 MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)  # datasets/transforms.normalize_img (ImageNet)

@@ -1,8 +1,8 @@
 """Per-image cost of `wsss cam` and `wsss predict [--crf]` at VOC and COCO size, and the CRF over the
 classes present against the CRF over all classes.
 
-Data (built under ``--work``): the six real photos of ../shared/data/voc-real-mini resized to 500x375
-with their VOC labels (21 classes), and ``--images`` real photos of ../shared/data/coco128-dev resized
+Data (built under ``--work``): the six real photos of tests/assets/voc-real-mini resized to 500x375
+with their VOC labels (21 classes), and ``--images`` real photos of ``--data-root`` (coco128-dev) resized
 to 640x480, each with 3 labelled classes, once in an 81-class dataset (its 3 first COCO labels, padded
 with the next class ids) and once in a 4-class dataset (classes 1, 2, 3): the same pixels, the same 3
 labelled classes, a different class count. The network is the MobileNetV2 CAM preset
@@ -23,7 +23,13 @@ from edges), noise N(0, 1) per pixel and class, blur a 15-pixel box (smooth, as 
 "present" = ``present_classes`` (background, every argmax winner, any class reaching 0.05), "all" =
 every class. Agreement = the share of pixels with the same CRF label.
 
-    .venv/bin/python bench/bench_inference.py --threads 1
+    .venv/bin/python bench/bench_inference.py --data-root data/coco128-dev --threads 1
+
+``--data-root`` (required, except with ``--parallel --run``): the COCO photos, a dataset in the VOC layout with
+81 classes and masks on split ``val``. BENCHMARKS.md's figures were measured on coco128-dev, the project's
+development set of 70 COCO photos (the even ids of Ultralytics' coco128-seg, the first 128 images of COCO 2017
+train, their polygons rasterised to class-index masks), which is not in the repository; ``wsss prepare coco``
+makes such a set from COCO itself (any of its photos: other photos, other figures).
 
 ``--parallel`` (issue 29) times the commands themselves, as a user runs them, on coco128-dev photos (the
 first ``--images`` of split ``val``, at their own size, 81 classes), with the same MobileNetV2 preset
@@ -33,7 +39,7 @@ one thread each, torchrun's default) and ``--workers 2``. Wall time of the whole
 included), the images/s of its summary line (rank 0, the work alone), and the CPU utilisation: the
 CPU seconds of the command's processes over wall time x cores. Every command runs with ``--overwrite``.
 
-    .venv/bin/python bench/bench_inference.py --parallel --images 70
+    .venv/bin/python bench/bench_inference.py --data-root data/coco128-dev --parallel --images 70
 
 ``--run RUN --split S`` times them on a trained run instead (a copy of its config and checkpoints, its
 own data): with random weights most of the 81 classes stay in the CRF of `predict --crf`, which a
@@ -55,7 +61,7 @@ import numpy as np
 from peak_memory import peak_rss_gib
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+VOC_REAL_MINI = REPO / "tests" / "assets" / "voc-real-mini"  # the tests' six VOC photos (its SOURCE.md)
 VOC_SIZE, COCO_SIZE = (500, 375), (640, 480)  # (width, height)
 
 
@@ -93,20 +99,20 @@ def _resized(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> tupl
     return img, np.asarray(Image.fromarray(mask.astype(np.uint8)).resize(size, Image.NEAREST)).astype(np.int64)
 
 
-def build_sets(work: Path, n_coco: int) -> dict[str, Path]:
+def build_sets(work: Path, n_coco: int, coco_root: Path) -> dict[str, Path]:
     from wsss.data import VOCDataset
 
     sets = {"voc": work / "voc21", "coco81": work / "coco81", "coco4": work / "coco4"}
     if all((p / "cls_labels.npy").is_file() for p in sets.values()):
         return sets
-    voc = VOCDataset(SHARED / "voc-real-mini", "val")
+    voc = VOCDataset(VOC_REAL_MINI, "val")
     items = []
     for id in voc.ids:
         img, mask = _resized(voc.load_image(id), voc.load_mask(id), VOC_SIZE)
         items.append((id, img, voc.labels(id), mask))
     _write_set(sets["voc"], voc.class_names, items)
 
-    coco = VOCDataset(SHARED / "coco128-dev", "val")
+    coco = VOCDataset(coco_root, "val")
     items81, items4 = [], []
     for id in coco.ids[: n_coco + 1]:  # + the warm-up image
         img, mask = _resized(coco.load_image(id), coco.load_mask(id), COCO_SIZE)
@@ -227,12 +233,12 @@ def crf_compare(sets: list[tuple[str, list[tuple[np.ndarray, np.ndarray]], int]]
     return rows
 
 
-def crf_sets(work: Path, n_coco: int) -> list[tuple[str, list[tuple[np.ndarray, np.ndarray]], int]]:
+def crf_sets(work: Path, n_coco: int, coco_root: Path) -> list[tuple[str, list[tuple[np.ndarray, np.ndarray]], int]]:
     from wsss.data import VOCDataset, generate_synthetic
 
-    voc = VOCDataset(SHARED / "voc-real-mini", "val")
+    voc = VOCDataset(VOC_REAL_MINI, "val")
     real = [(voc.load_image(i), voc.load_mask(i)) for i in voc.ids]
-    coco = VOCDataset(SHARED / "coco128-dev", "val")
+    coco = VOCDataset(coco_root, "val")
     coco_items = [_resized(coco.load_image(i), coco.load_mask(i), COCO_SIZE) for i in coco.ids[:n_coco]]
     synth_root = work / "synth"
     if not (synth_root / "ImageSets").is_dir():
@@ -247,10 +253,10 @@ def crf_sets(work: Path, n_coco: int) -> list[tuple[str, list[tuple[np.ndarray, 
 
 
 # -- the commands over 1 and 2 processes (issue 29) ---------------------------------------------------
-def parallel_data(work: Path, n: int) -> Path:
-    """coco128-dev with a split ``val`` of its first ``n`` val photos (links to the shared files)."""
+def parallel_data(work: Path, n: int, src: Path) -> Path:
+    """``src`` (coco128-dev) with a split ``val`` of its first ``n`` val photos (links to its files)."""
     root = work / f"coco128_val{n}"
-    src = SHARED / "coco128-dev"
+    src = src.resolve()  # the links must not depend on the working directory
     if not (root / "cls_labels.npy").exists():
         (root / "ImageSets/Segmentation").mkdir(parents=True, exist_ok=True)
         ids = (src / "ImageSets/Segmentation/val.txt").read_text().split()[:n]
@@ -318,10 +324,11 @@ def trained_run_copy(work: Path, trained: Path) -> Path:
     return run
 
 
-def parallel(work: Path, n: int, skip: Sequence[str] = (), trained: Path | None = None, split_name: str = "val"
-             ) -> None:  # fmt: skip
+def parallel(work: Path, n: int, skip: Sequence[str] = (), trained: Path | None = None, split_name: str = "val",
+             coco_root: Path | None = None) -> None:  # fmt: skip
     if trained is None:
-        run = parallel_run_dir(work, parallel_data(work, n))
+        assert coco_root is not None  # main() asks for --data-root
+        run = parallel_run_dir(work, parallel_data(work, n, coco_root))
         what = f"the first {n} coco128-dev val photos, random weights"
     else:
         run = trained_run_copy(work, trained)
@@ -356,10 +363,15 @@ def main() -> None:
     p.add_argument("--parallel", action="store_true", help="time the commands over 1 and 2 processes (issue 29)")
     p.add_argument("--run", default=None, help="--parallel on this trained run (copied) instead of random weights")
     p.add_argument("--split", default="val", help="--parallel --run: the split of the run's data")
+    p.add_argument("--data-root", default=None, help="the COCO photos (coco128-dev; required unless --parallel --run)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.data_root is None and not a.child and not (a.parallel and a.run):
+        p.error("--data-root is required: the COCO photos (a VOC-layout dataset of 81 classes, e.g. coco128-dev)")
+    coco_root = Path(a.data_root) if a.data_root else None
     if a.parallel:
-        parallel(Path(a.work).resolve(), a.images, a.skip, Path(a.run).resolve() if a.run else None, a.split)
+        run = Path(a.run).resolve() if a.run else None
+        parallel(Path(a.work).resolve(), a.images, a.skip, run, a.split, coco_root)
         return
     if a.child:
         print(json.dumps(peak_rss_child(json.loads(a.child))))
@@ -368,7 +380,7 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     work = Path(a.work).resolve()
-    sets = build_sets(work, a.images)
+    sets = build_sets(work, a.images, coco_root)
     print(f"{a.threads} thread(s); load average at start {Path('/proc/loadavg').read_text().split()[:3]}")
 
     def job(command: str, data: str, path: str) -> dict:
@@ -407,7 +419,7 @@ def main() -> None:
 
         print("DenseCRF (10 iterations, the seg preset) on ground-truth-made probabilities, seconds per image:")
         print("  set | classes kept (mean) | present | all | all / present | pixels agreeing")
-        for r in crf_compare(crf_sets(work, a.images), CRFParams.SEG):
+        for r in crf_compare(crf_sets(work, a.images, coco_root), CRFParams.SEG):
             print(f"  {r['set']} | {r['kept_mean']:.1f} of {r['classes']} | {r['present_s']:.3f} s | {r['all_s']:.3f} s"
                   f" | {r['all_s'] / r['present_s']:.2f}x | {100 * r['agree']:.3f} %", flush=True)  # fmt: skip
 

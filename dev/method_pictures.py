@@ -5,10 +5,11 @@ grid that ``wsss viz`` writes, from a short real run of the method's CPU preset.
     .venv/bin/python dev/method_pictures.py --only seco rca --work /tmp/pics
 
 Each run goes through the CLI exactly as a user would (``wsss synth``, ``train``, ``cam``, ``pseudo``, ``viz``),
-in one thread, on a small synthetic set (``--train`` / ``--val`` images of 128 px) or, for CLIP-ES, on
-``../shared/data/voc-real-mini`` with the tiny random CLIP of its recordings. The schedules are short (a few
-minutes each on one core): the pictures show what the pipeline writes, not what a full training reaches, and
-each page's caption says which run drew it. A rerun keeps finished runs (``--work``) and redraws the grids.
+in one thread, on a small synthetic set (``--train`` / ``--val`` images of 128 px) or, for CLIP-ES and ExCEL, on
+``tests/assets/voc-real-mini`` (the tests' six VOC photos) with the tiny random CLIP of their recordings. The
+schedules are short (a few minutes each on one core): the pictures show what the pipeline writes, not what a full
+training reaches, and each page's caption says which run drew it. A rerun keeps finished runs (``--work``) and
+redraws the grids.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+VOC_REAL_MINI = REPO / "tests" / "assets" / "voc-real-mini"
+GOLDEN = REPO.parent / "shared" / "spec" / "golden"  # the recordings (outside the repository until they move)
 ONE_THREAD = ["run.threads=1", "data.num_workers=0"]
 # make demo's schedule for SeCo (Makefile DEMO_OVERRIDES): 300 iterations with the preset's staging proportions
 SECO_DEMO = ["train.max_iters=300", "train.eval_iters=300", "train.ckpt_iters=300", "train.log_iters=50",
@@ -80,10 +82,10 @@ def trained(page: str, preset: str, overrides: list[str], data: Path, work: Path
 
 def clip_es(work: Path) -> tuple[Path, Path]:
     """A CLIP-ES run imported from the tiny random CLIP of ``clip_es_state_dict.npz``, on voc-real-mini."""
-    data, run = SHARED / "data" / "voc-real-mini", work / "clip-es"
+    data, run = VOC_REAL_MINI, work / "clip-es"
     if not run.is_dir():
         weights = work / "tiny_clip.npz"
-        with np.load(SHARED / "spec" / "golden" / "clip_es_state_dict.npz") as z:
+        with np.load(GOLDEN / "clip_es_state_dict.npz") as z:
             np.savez(weights, **{k: z[k] for k in z.files})
         wsss("import", "clip_es", str(weights), "--config", "configs/clip_es/voc.yaml", "--out", str(run),
              "--set", f"data.root={data}", "options.text_heads=2", "run.device=cpu")  # fmt: skip
@@ -93,15 +95,14 @@ def clip_es(work: Path) -> tuple[Path, Path]:
 def excel(work: Path) -> tuple[Path, Path]:
     """An ExCEL training-free run imported from the tiny random CLIP of ``excel_weights.npz`` (its token table
     rebuilt from the stored rows) with the recorded attribute bank, on voc-real-mini."""
-    data, run = SHARED / "data" / "voc-real-mini", work / "excel"
+    data, run = VOC_REAL_MINI, work / "excel"
     if not run.is_dir():
-        golden = SHARED / "spec" / "golden"
-        with np.load(golden / "excel_weights.npz") as z:
+        with np.load(GOLDEN / "excel_weights.npz") as z:
             state = {k: z[k].astype(np.float32) for k in z.files if "__row" not in k}
             table = np.zeros((49408, z["token_embedding.weight__rows"].shape[1]), dtype=np.float32)
             table[z["token_embedding.weight__row_ids"]] = z["token_embedding.weight__rows"]
         np.savez(work / "excel_clip.npz", **state, **{"token_embedding.weight": table})
-        with np.load(golden / "excel_text.npz") as z:
+        with np.load(GOLDEN / "excel_text.npz") as z:
             np.save(work / "excel_bank.npy", z["attr_bank"])
         wsss("import", "excel", str(work / "excel_clip.npz"), "--config", "configs/excel/voc.yaml", "--out", str(run),
              "--set", f"data.root={data}", "options.quick_gelu=true", f"options.bank={work / 'excel_bank.npy'}",

@@ -43,7 +43,13 @@ train split first (``wsss pseudo --refine psa --levels H/L``, H / L the run's ow
 --levels L/L``).
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/real_route.py configs/rca/real_cpu.yaml \\
-        --data-root ../shared/data/ccp-dev --out runs/ccp/rca --json runs/ccp/rca.json
+        --data-root data/ccp-dev --out runs/ccp/rca --json runs/ccp/rca.json
+
+``--data-root`` (required): a dataset in the VOC layout with masks for its train and val photos. BENCHMARKS.md's
+table was measured on ccp-dev, the project's development set of 250 photos of the Clothing Co-Parsing data set
+(every photo whose id is a multiple of 4, 10 garment groups; Yang, Luo and Lin, CVPR 2014), which is not in the
+repository: build it from CCP (its SOURCE.md and MAPPING.txt give the draw and the class mapping) or use your own
+photos (``wsss prepare folder --masks``).
 
 A step whose outputs exist is not redone (rerun after a stop to finish); ``--set`` / ``--seg-set`` add
 overrides to the two trainings (tests shrink them).
@@ -224,7 +230,7 @@ def _seg_ensemble(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("preset", help="the classifier's preset, e.g. configs/cam/real_cpu.yaml")
-    p.add_argument("--data-root", required=True)
+    p.add_argument("--data-root", required=True, help="dataset root (VOC layout, masks on train and val)")
     p.add_argument("--out", required=True, help="folder of the runs (cls/, seg/) and route.log")
     p.add_argument("--refine", nargs="+", default=["par", "crf"], help="refiners of the pseudo labels (first: seg)")
     p.add_argument("--seg", default="configs/seg/real_cpu.yaml", help="the DeepLab preset ('' = no seg stage)")

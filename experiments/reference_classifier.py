@@ -11,7 +11,12 @@ CamPasses, min-max normalised), scored as seeds (background where the max CAM of
 classes is at or below the level) at every level of ``wsss sweep-bkg``; the best level is the reference.
 Nothing here is tuned per preset; only the data and the length flags exist for tests.
 
-    OMP_NUM_THREADS=1 .venv/bin/python experiments/reference_classifier.py --data-root ../shared/data/coco128-dev
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/reference_classifier.py --data-root data/coco128-dev
+
+``--data-root`` (required): a dataset in the VOC layout with masks on ``--split``. BENCHMARKS.md's reference was
+measured on coco128-dev, the project's development set of 70 COCO photos (the even ids of Ultralytics'
+coco128-seg, the first 128 images of COCO 2017 train, their polygons rasterised to class-index masks), which is
+not in the repository: put it at ``data/coco128-dev`` or pass your own photos' dataset.
 
 Prints the seed mIoU at each level, the best, and the seconds of training and CAMs.
 """
@@ -103,7 +108,7 @@ def cams(model: PlainClassifier, data: VOCDataset, scales: list[float]) -> dict[
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-root", default="../shared/data/coco128-dev")
+    p.add_argument("--data-root", required=True, help="dataset root (VOC layout, masks on --split)")
     p.add_argument("--split", default="train")
     p.add_argument("--epochs", type=float, default=12.0)
     p.add_argument("--batch", type=int, default=8)

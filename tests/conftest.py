@@ -16,8 +16,10 @@ import torch
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-VOC_REAL_MINI = SHARED / "data" / "voc-real-mini"
+# The real photos the tests read live in the repository (tests/assets/<set>/SOURCE.md: origin, licence, how
+# drawn), so that a bare clone passes its tests (issue 56).
+ASSETS = REPO / "tests" / "assets"
+VOC_REAL_MINI = ASSETS / "voc-real-mini"
 VOC_REAL_MINI_IDS = [  # its six photos (val.txt)
     "2011_000003",
     "2011_000006",

@@ -364,6 +364,19 @@ def cmd_prepare(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_fetch(a: argparse.Namespace) -> int:
+    from wsss.data.fetch import fetch
+
+    res = fetch(a.dataset, a.raw, a.out, archives=a.archive or (), sha256=a.sha256, verify=not a.no_verify,
+                overwrite=a.overwrite, prepare=not a.no_prepare, image_mode=a.image_mode, workers=a.workers,
+                progress=not a.quiet)  # fmt: skip
+    if res.summary is not None:
+        print(res.summary.format())
+    for note in res.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def cmd_export_voc_test(a: argparse.Namespace) -> int:
     from wsss.runs.export import export_voc_test
 
@@ -738,6 +751,46 @@ def add_prepare(sub: Any) -> None:
     q.set_defaults(fn=cmd_prepare)
 
 
+# wsss.data.fetch.RELEASES' names, written out: the parser imports no data code (tests/data/test_fetch.py
+# checks that the two agree)
+FETCH_DATASETS = ("voc2012", "sbd", "coco2014")
+
+
+def add_data(sub: Any) -> None:
+    """`wsss data fetch`."""
+    s = sub.add_parser("data", help="download an official dataset, check, unpack and prepare it (`wsss data fetch`)")
+    actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser(
+        "fetch", help="download VOC 2012, SBD or COCO 2014 (or take --archive), check its checksum, unpack, prepare",
+        description="Download an official release from its host (resuming an interrupted download), check it against "
+        "its published checksum, unpack it into --raw (atomically; an archive member that would land outside is "
+        "refused) and run `wsss prepare voc` or `wsss prepare coco` into --out. VOC 2012 is prepared with SBD "
+        "whenever both are unpacked in the same --raw, whichever was fetched last (then train_aug has its 10,582 "
+        "ids). A release unpacked earlier is kept; --overwrite unpacks it again.",
+    )  # fmt: skip
+    q.add_argument("dataset", choices=FETCH_DATASETS,
+                   help="voc2012 (VOCtrainval_11-May-2012.tar), sbd (benchmark.tgz) or coco2014 (train2014.zip, "
+                   "val2014.zip, annotations_trainval2014.zip)")  # fmt: skip
+    q.add_argument("--raw", default="data/raw",
+                   help="folder of the downloads (RAW/downloads) and unpacked releases (default data/raw)")  # fmt: skip
+    q.add_argument("--out", default=None,
+                   help="the prepared dataset (default: the presets' data.root: data/VOC2012, data/COCO)")  # fmt: skip
+    q.add_argument("--archive", action="append", default=None, metavar="PATH",
+                   help="an archive you already have, instead of the download (coco2014: one per file, matched by "
+                   "name: train2014.zip, val2014.zip, annotations_trainval2014.zip); checked against the published "
+                   "checksum")  # fmt: skip
+    q.add_argument("--sha256", default=None, metavar="HEX",
+                   help="check the one --archive against this SHA-256 instead of the published checksum")  # fmt: skip
+    q.add_argument("--no-verify", action="store_true", help="use --archive files unchecked")
+    q.add_argument("--overwrite", action="store_true", help="unpack again over a release unpacked earlier in --raw")
+    q.add_argument("--no-prepare", action="store_true", help="download and unpack only")
+    q.add_argument("--image-mode", dest="image_mode", choices=("link", "symlink", "copy", "none"), default="link",
+                   help="how the prepared dataset holds the photos (as `wsss prepare`; default link)")  # fmt: skip
+    q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
+    q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    q.set_defaults(fn=cmd_data_fetch)
+
+
 def add_export(sub: Any) -> None:
     """`wsss export`."""
     s = sub.add_parser("export", help="export predictions for an evaluation server")
@@ -777,6 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_report,
         add_viz,
         add_prepare,
+        add_data,
         add_export,
         add_config,
     ):

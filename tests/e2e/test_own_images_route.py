@@ -7,9 +7,7 @@ import re
 import shlex
 import subprocess
 
-import pytest
-
-from conftest import REPO, SHARED, VOC_REAL_MINI
+from conftest import ASSETS, REPO
 from wsss.cli import main
 
 TINY = ["train.epochs=null", "train.max_iters=2", "train.eval_iters=2", "train.ckpt_iters=2", "train.log_iters=1",
@@ -29,12 +27,12 @@ def route_commands() -> list[str]:
     return [line.strip() for line in joined.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
-@pytest.mark.skipif(not VOC_REAL_MINI.is_dir(), reason="needs ../shared/data/voc-real-mini")
 def test_readme_own_images_route_reaches_a_report(tmp_path, monkeypatch, capsys, one_thread):
     clone = tmp_path / "clone"
     clone.mkdir()
-    (clone / "configs").symlink_to(REPO / "configs")  # what a fresh clone has beside ../shared
-    (tmp_path / "shared").symlink_to(SHARED)
+    (clone / "configs").symlink_to(REPO / "configs")  # what a fresh clone has: its presets and its test photos
+    (clone / "tests").mkdir()
+    (clone / "tests" / "assets").symlink_to(ASSETS)
     monkeypatch.chdir(clone)
     for command in route_commands():
         if command.startswith("wsss "):  # in-process: the same entry point as the console script
