@@ -24,6 +24,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+GOLDEN = REPO / "tests" / "golden"  # the recordings of the official codes (tests/golden/README.md)
 ONE_THREAD = ["run.threads=1", "data.num_workers=0"]
 # make demo's schedule for SeCo (Makefile DEMO_OVERRIDES): 300 iterations with the preset's staging proportions
 SECO_DEMO = ["train.max_iters=300", "train.eval_iters=300", "train.ckpt_iters=300", "train.log_iters=50",
@@ -83,7 +84,7 @@ def clip_es(work: Path) -> tuple[Path, Path]:
     data, run = SHARED / "data" / "voc-real-mini", work / "clip-es"
     if not run.is_dir():
         weights = work / "tiny_clip.npz"
-        with np.load(SHARED / "spec" / "golden" / "clip_es_state_dict.npz") as z:
+        with np.load(GOLDEN / "clip_es_state_dict.npz") as z:
             np.savez(weights, **{k: z[k] for k in z.files})
         wsss("import", "clip_es", str(weights), "--config", "configs/clip_es/voc.yaml", "--out", str(run),
              "--set", f"data.root={data}", "options.text_heads=2", "run.device=cpu")  # fmt: skip
@@ -95,13 +96,12 @@ def excel(work: Path) -> tuple[Path, Path]:
     rebuilt from the stored rows) with the recorded attribute bank, on voc-real-mini."""
     data, run = SHARED / "data" / "voc-real-mini", work / "excel"
     if not run.is_dir():
-        golden = SHARED / "spec" / "golden"
-        with np.load(golden / "excel_weights.npz") as z:
+        with np.load(GOLDEN / "excel_weights.npz") as z:
             state = {k: z[k].astype(np.float32) for k in z.files if "__row" not in k}
             table = np.zeros((49408, z["token_embedding.weight__rows"].shape[1]), dtype=np.float32)
             table[z["token_embedding.weight__row_ids"]] = z["token_embedding.weight__rows"]
         np.savez(work / "excel_clip.npz", **state, **{"token_embedding.weight": table})
-        with np.load(golden / "excel_text.npz") as z:
+        with np.load(GOLDEN / "excel_text.npz") as z:
             np.save(work / "excel_bank.npy", z["attr_bank"])
         wsss("import", "excel", str(work / "excel_clip.npz"), "--config", "configs/excel/voc.yaml", "--out", str(run),
              "--set", f"data.root={data}", "options.quick_gelu=true", f"options.bank={work / 'excel_bank.npy'}",
