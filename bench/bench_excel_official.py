@@ -3,7 +3,7 @@
 weights, same photos, same crops, same CPU. Issue 41's goal: wsss at most 0.7x the official time.
 
 The official code runs unmodified from a ``git archive`` extraction (``--official``), imported by a worker
-process of this script with the CPU harness patches of spec/golden/EXCEL.md "Harness patches": stubs for
+process of this script with the CPU harness patches of the recordings (tests/golden/README.md#excel): stubs for
 ``numpy.lib.utils.deprecate``, ``mmcv`` (``cnn.ConvModule``), ``pydensecrf``, ``torch.utils.tensorboard`` and
 ``pkg_resources`` (-> ``packaging``); ``.cuda()`` a no-op and ``.to(cuda)`` -> CPU; ``clip.clip._download``
 returns the weight file. Its dependencies that wsss lacks (imageio, texttable, ftfy) come from ``--deps``
@@ -12,17 +12,17 @@ returns the weight file. Its dependencies that wsss lacks (imageio, texttable, f
 descriptor JSON once (a warm-up run, untimed); the timed runs load it, as wsss's run holds its own bank.
 
 Weights: a ViT-B/16 of random weights (seed 0, built by open_clip: no download), every tensor rounded to
-float16, written as a TorchScript archive like OpenAI's ``ViT-B-16.pt`` (EXCEL.md: ``clip.load``'s state-dict
-branch fails on torch 2.14, its ``jit.load`` branch reads the archive's state dict).
+float16, written as a TorchScript archive like OpenAI's ``ViT-B-16.pt`` (tests/golden/README.md#excel:
+``clip.load``'s state-dict branch fails on torch 2.14, its ``jit.load`` branch reads the archive's state dict).
 Photos: ``../shared/data/voc-real-mini`` (6 VOC photos), their labels read off the masks.
 
-- Training-free (EXCEL.md (a) step 2; ``tools/infer_lam.py build_validation``, ``training_free=True``,
-  resize 320): official ``build_validation`` over ``VOC12SegDataset``; wsss ``wsss cam`` + ``wsss pseudo
-  --refine excel`` of an ``excel`` run made by ``wsss import``. Each code runs on 2 photos and on all 6
-  (separate processes); (time of 6 - time of 2) / 4 removes start-up, model build and text features.
-- Training iteration (EXCEL.md (b) step 3; ``scripts/train_voc.py``'s loop body at n_iter 0 and at n_iter
-  14000, i.e. with LVC): a batch of 4 fixed 320x320 crops (seeded, zero-padded where a photo is smaller),
-  forward, online pseudo labels (affinity refinement, PAR), losses, backward, AdamW step. 1 warm-up, then the
+- Training-free (tests/golden/README.md#excel_training_free; ``tools/infer_lam.py build_validation``,
+  ``training_free=True``, resize 320): official ``build_validation`` over ``VOC12SegDataset``; wsss ``wsss cam``
+  + ``wsss pseudo --refine excel`` of an ``excel`` run made by ``wsss import``. Each code runs on 2 photos and on
+  all 6 (separate processes); (time of 6 - time of 2) / 4 removes start-up, model build and text features.
+- Training iteration (tests/golden/README.md#excel_train_step; ``scripts/train_voc.py``'s loop body at n_iter 0
+  and at n_iter 14000, i.e. with LVC): a batch of 4 fixed 320x320 crops (seeded, zero-padded where a photo is
+  smaller), forward, online pseudo labels (affinity refinement, PAR), losses, backward, AdamW step. 1 warm-up, then the
   median of ``--iters`` iterations, CPU time (``time.process_time``) of the one worker thread. The official
   model is not wrapped in DistributedDataParallel (world size 1 on a CPU: its only work is the gradient
   all-reduce of the decoder, a copy).
@@ -34,11 +34,11 @@ time is printed too. ``--only official`` runs the official half alone.
 
 The training-free pseudo labels of both codes are compared (share of equal pixels; the official ones are
 recorded by a wrapper of ``refine_cams_with_bkg_weclip`` that returns them unchanged). Each code builds its
-own k-means bank from the same descriptors; the text embeddings differ at the ulp level (EXCEL.md Q13), which
-can move a k-means assignment (Q12) and so a few labels.
+own k-means bank from the same descriptors; the text embeddings differ at the ulp level (Q13 in
+tests/golden/README.md#excel), which can move a k-means assignment (Q12) and so a few labels.
 
     mkdir /tmp/ExCEL && git -C /work/.mirror/zwyang6+ExCEL/repo archive HEAD -- . \
-        ':!datasets/coco/cls_labels_onehot.npy' | tar -x -C /tmp/ExCEL   # that blob is missing (EXCEL.md)
+        ':!datasets/coco/cls_labels_onehot.npy' | tar -x -C /tmp/ExCEL   # that blob is missing
     pip install --target /tmp/excel-deps --no-deps imageio texttable ftfy wcwidth
     .venv/bin/python bench/bench_excel_official.py --official /tmp/ExCEL --deps /tmp/excel-deps --work /tmp/b
 """
@@ -163,7 +163,8 @@ def _cpu(arg: object) -> object:
 
 
 def patch_official(official: Path, weights: Path) -> None:
-    """EXCEL.md "Harness patches": stubs of the unused imports, CUDA calls mapped to the CPU."""
+    """The recordings' harness patches (tests/golden/README.md#excel): stubs of the unused imports, CUDA calls
+    mapped to the CPU."""
     import numpy.lib
     import packaging.version
 

@@ -30,10 +30,10 @@ def test_box_edge_loss_reaches_the_refined_map(box_edge_loss, boxed):
 
 
 def test_trained_route_keeps_the_layers_nearest_the_decoder_and_weights_by_it():
-    """EXCEL.md (b) 3.4: of the last ``layers`` maps, those whose summed difference to the decoder's attention is
-    at most the mean are averaged (+1e-5 in the count), then multiplied by it. Layers 0.1 and 0.5 against a decoder
-    attention of 0.3: differences +3.2 and -3.2, mean 0, only the 0.5 layer is kept; the first layer (100) is
-    outside the last two and never counts."""
+    """The trained route's layer selection (tests/golden/README.md#excel_train_step): of the last ``layers`` maps,
+    those whose summed difference to the decoder's attention is at most the mean are averaged (+1e-5 in the count),
+    then multiplied by it. Layers 0.1 and 0.5 against a decoder attention of 0.3: differences +3.2 and -3.2, mean 0,
+    only the 0.5 layer is kept; the first layer (100) is outside the last two and never counts."""
     n = 4
     attn = _uniform_attention(3, n)
     attn[0] *= 100.0

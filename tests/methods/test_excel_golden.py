@@ -1,8 +1,8 @@
-"""ExCEL's training step through the ``excel`` method, replayed from the official recording (spec/golden/EXCEL.md
-(b)): ``configs/excel/voc.yaml`` (every quirk on) on the tiny CLIP, the recorded decoder init, batch and Dropout2d
-channels; n_iter 0, then 14000 (LVC and the layer selection) after one real AdamW step. Checked: the online
-pseudo labels, both losses, the gradients of the recorded parameters, the learning rate, the step's result and
-the whole decoder after it."""
+"""ExCEL's training step through the ``excel`` method, replayed from the official recording
+(tests/golden/README.md#excel_train_step): ``configs/excel/voc.yaml`` (every quirk on) on the tiny CLIP, the
+recorded decoder init, batch and Dropout2d channels; n_iter 0, then 14000 (LVC and the layer selection) after one
+real AdamW step. Checked: the online pseudo labels, both losses, the gradients of the recorded parameters, the
+learning rate, the step's result and the whole decoder after it."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_golden_excel_two_training_iterations(replay):
 def test_golden_excel_online_pseudo_labels(k, tmp_path):
     """The online labels of the recorded batch (attention refinement, with LVC and the decoder's attention at
     n_iter 14000; PAR on the truncating denormalisation): equal to the recorded ones but for a few pixels where
-    the uint8 truncation of a map (cam * 255) or an argmax sits on a tie (EXCEL.md tolerances)."""
+    the uint8 truncation of a map (cam * 255) or an argmax sits on a tie (tests/golden/README.md#excel_train_step)."""
     s = npz(STEP)
     method = voc_method(tmp_path)
     method.decoder.load_state_dict(decoder_state("init__" if k == 0 else "it1_before__"))

@@ -1,4 +1,4 @@
-"""ExCEL's frozen-CLIP side against the official code's recordings (spec/golden/EXCEL.md): the text and its
+"""ExCEL's frozen-CLIP side against the official code's recordings (tests/golden/README.md#excel): the text and its
 enrichment (TSE), the surgery forward (SVC) with every block, the patch-text maps, the decoder, LVC.
 
 Float64 runs against the ``__f64run`` companions; float32 with tolerances from the recorded spreads
@@ -59,7 +59,8 @@ def test_golden_excel_text_side(dtype):
 
 def test_golden_excel_kmeans_bank_with_this_scikit_learn():
     """The bank of the recorded descriptor embeddings: with scikit-learn 1.9.1 (the recording's) the recorded
-    centres. Another version may draw other centres (EXCEL.md Q12: why a run keeps the bank it computed); what
+    centres. Another version may draw other centres (Q12 in tests/golden/README.md#excel: why a run keeps the bank it
+    computed); what
     holds for any is a converged k-means: each centre is the mean of the embeddings nearest to it."""
     import sklearn
 
