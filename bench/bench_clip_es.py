@@ -26,8 +26,9 @@ from wsss.data import VOCDataset
 from wsss.methods.clip_runs import VOC_BACKGROUND
 from wsss.models.clip import ClipArch, build_clip, load_clip, vision_tokens
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "spec" / "golden" / "clip_es_state_dict.npz"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc-real-mini"
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "golden" / "clip_es_state_dict.npz"  # tests/golden/README.md#clip_es_state_dict
+DATA = REPO.parent / "shared" / "data" / "voc-real-mini"
 VIT_B16 = ClipArch(512, 224, 16, 768, 12, 77, 49408, 512, 8, 12)
 
 

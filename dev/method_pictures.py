@@ -25,7 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 VOC_REAL_MINI = REPO / "tests" / "assets" / "voc-real-mini"
-GOLDEN = REPO.parent / "shared" / "spec" / "golden"  # the recordings (outside the repository until they move)
+GOLDEN = REPO / "tests" / "golden"  # the recordings of the official codes (tests/golden/README.md)
 ONE_THREAD = ["run.threads=1", "data.num_workers=0"]
 # make demo's schedule for SeCo (Makefile DEMO_OVERRIDES): 300 iterations with the preset's staging proportions
 SECO_DEMO = ["train.max_iters=300", "train.eval_iters=300", "train.ckpt_iters=300", "train.log_iters=50",

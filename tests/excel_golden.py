@@ -1,5 +1,6 @@
-"""Loading the ExCEL recordings (spec/golden/EXCEL.md): the tiny CLIP of ``excel_weights.npz``, the method built on
-it, the recorded training inputs. Shared by the golden tests of the model, the refinement and the method."""
+"""Loading the ExCEL recordings (tests/golden/README.md#excel): the tiny CLIP of ``excel_weights.npz``, the
+method built on it, the recorded training inputs. Shared by the golden tests of the model, the refinement and
+the method."""
 
 from __future__ import annotations
 
@@ -7,23 +8,24 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import REPO
+from golden import GOLDEN_DIR, load_golden
 from wsss.core.config import load_config
 from wsss.data.classes import VOC_CLASSES
 from wsss.models.clip import arch_of_state_dict, build_clip
 
-GOLDEN = REPO.parent / "shared" / "spec" / "golden"  # its old place: conftest has no SHARED now
-#: EXCEL.md "Inputs": the official normalize_img, ImageNet statistics on the 0..255 scale
+#: the official normalize_img, ImageNet statistics on the 0..255 scale (docs/methods/excel.md#q3)
 MEAN_255 = (123.675, 116.28, 103.53)
 STD_255 = (58.395, 57.12, 57.375)
 
 
 @cache
 def npz(name: str) -> dict[str, np.ndarray]:
-    with np.load(GOLDEN / name) as data:
-        return {k: data[k] for k in data.files}
+    """``tests/golden/<name>`` as a dict of arrays, read once (a missing file fails the test, as load_golden)."""
+    return load_golden(name)
 
 
 def clip_state() -> dict[str, torch.Tensor]:
@@ -39,7 +41,7 @@ def clip_state() -> dict[str, torch.Tensor]:
 
 def tiny_clip(dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     state = clip_state()
-    clip = build_clip(arch_of_state_dict(state), quick_gelu=True)  # OpenAI's activation (EXCEL.md: clip.load)
+    clip = build_clip(arch_of_state_dict(state), quick_gelu=True)  # OpenAI's activation (tests/golden/README.md#excel)
     clip.load_state_dict(state, strict=False)
     return clip.to(dtype).eval()
 
@@ -53,7 +55,7 @@ def write_clip_file(path: Path) -> Path:
 
 def voc_method(tmp_path: Path, **options: object):
     """The ``excel`` method of ``configs/excel/voc.yaml`` (every official quirk on) on the tiny CLIP with the
-    recorded bank (``options.bank``, an .npy): decoder width 32 (EXCEL.md "ExCEL_model arguments")."""
+    recorded bank (``options.bank``, an .npy): decoder width 32 (tests/golden/README.md#excel)."""
     from wsss.methods import build_method
 
     state = clip_state()
@@ -71,7 +73,8 @@ def voc_method(tmp_path: Path, **options: object):
 
 
 def normalized_batch(u8_nhwc: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """EXCEL.md (b) inputs: ``(u8 - mean) / std`` per channel, bit-exact to the recorded normalisation."""
+    """The training inputs: ``(u8 - mean) / std`` per channel, bit-exact to the recorded normalisation
+    (tests/golden/README.md#excel_train_step)."""
     x = (u8_nhwc.astype(np.float32) - np.float32(MEAN_255)) / np.float32(STD_255)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(dtype)
 
@@ -86,7 +89,8 @@ def decoder_state(prefix: str) -> dict[str, torch.Tensor]:
 
 
 class FixedDropout2d(torch.nn.Module):
-    """The recorded Dropout2d(0.1) of a training step: ``x * keep / 0.9`` (EXCEL.md (b) 3.2, asserted there)."""
+    """The recorded Dropout2d(0.1) of a training step: ``x * keep / 0.9`` (asserted by the recording:
+    tests/golden/README.md#excel_train_step)."""
 
     def __init__(self, keep: np.ndarray):
         super().__init__()
@@ -100,7 +104,10 @@ class FixedDropout2d(torch.nn.Module):
 def _spreads() -> dict[tuple[str, str], float]:
     files = {"text.npz": "excel_text.npz", "tf.npz": "excel_training_free.npz", "train.npz": "excel_train_step.npz"}
     out = {}
-    for line in (GOLDEN / "excel_f32_vs_f64.txt").read_text().splitlines():
+    path = GOLDEN_DIR / "excel_f32_vs_f64.txt"
+    if not path.is_file():
+        pytest.fail(f"golden fixture not found: {path}", pytrace=False)
+    for line in path.read_text().splitlines():
         head, *fields = line.split()
         short, _, key = head.partition(":")
         values = dict(f.split("=", 1) for f in fields if "=" in f)

@@ -1,8 +1,8 @@
-"""Access to the golden fixtures recorded from the official SeCo code.
+"""Access to the golden fixtures recorded from the official codes (SeCo, ToCo, RCA, SC-CAM, PSA, CLIP-ES, ExCEL).
 
-The fixtures live outside the repository, in ``<repo>/../shared/spec/golden`` (CI clones the repo
-with ``shared/`` beside it). A missing folder or file makes the calling test **fail** with a clear
-message: parity tests must never be skipped silently.
+The fixtures live in the repository, in ``tests/golden/`` beside this file, so that a bare clone runs every
+parity test; ``tests/golden/README.md`` says how each file was recorded. A missing folder or file makes the
+calling test **fail** with a clear message: parity tests must never be skipped silently.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-GOLDEN_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec" / "golden"
+#: the recordings, next to this module (a folder beside a module of the same name: ``import golden`` still
+#: finds this file, as a folder without ``__init__.py`` only counts where no module of that name is found)
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 
 
 def load_golden(name: str) -> dict[str, np.ndarray]:
@@ -22,8 +24,7 @@ def load_golden(name: str) -> dict[str, np.ndarray]:
     path = GOLDEN_DIR / fname
     if not GOLDEN_DIR.is_dir():
         pytest.fail(
-            f"golden fixtures folder not found: {GOLDEN_DIR} (expected shared/spec/golden beside the "
-            "repository checkout)",
+            f"golden fixtures folder not found: {GOLDEN_DIR} (tests/golden/ of the repository checkout)",
             pytrace=False,
         )
     if not path.is_file():
@@ -51,6 +52,6 @@ def separated(scores: np.ndarray, tol: float, axis: int = 0) -> np.ndarray:
     """Where an argmax over ``axis`` of ``scores`` cannot flip when every score moves by at most ``tol``:
     the gap between the largest and the second largest score is over ``2 * tol``. A label computed from
     scores known only to ``tol`` (a float32 run) is compared exactly there; a near-tie elsewhere may flip
-    (golden README: "a float32 implementation may flip a few near-tie pixels")."""
+    (tests/golden/README.md#refine_cams_with_bkg_v2: a float32 port may flip a near-tie pixel)."""
     top = np.sort(np.asarray(scores, dtype=np.float64), axis=axis)
     return (np.take(top, -1, axis=axis) - np.take(top, -2, axis=axis)) > 2 * tol

@@ -1,4 +1,4 @@
-"""CLIP-ES against the recordings of its official code on a tiny random CLIP (spec/golden/CLIP_ES.md).
+"""CLIP-ES against the recordings of its official code on a tiny random CLIP (tests/golden/README.md#clip_es).
 
 Every tolerance is a multiple of the official f32-vs-f64 spread of the same key
 (``clip_es_f32_vs_f64.txt``), written beside it; floats are compared with the ``__f64run`` companion
@@ -87,7 +87,8 @@ def test_clip_es_golden_cam_image_side(golden, cam_runs, i):
     # PIL's integer bicubic then one float32 subtract / divide per pixel: the f64 run is identical too
     _close(rec["input"], c[f"img{i}_input"], 1e-6, "input")
     _close(c[f"img{i}_ms_imgs"][0:1], rec["input"], 1e-6, "ms_imgs[0] (the only image used)")
-    # official f32 vs f64 tokens: 2e-4 at values up to 4.7 (CLIP_ES.md suggests 5e-4)
+    # official f32 vs f64 tokens: 2e-4 at values up to 4.7 (the recording notes suggest 5e-4:
+    # tests/golden/README.md#clip_es_cam)
     _close(rec["tokens"].transpose(1, 0, 2), c[f"img{i}_tokens_pre_last__f64run"], 5e-4, "tokens_pre_last")
     # attention: official spread 1.2e-5
     _close(np.stack(rec["attn_blocks"]), c[f"img{i}_attn_blocks_pre_last__f64run"], 5e-5, "attn_blocks_pre_last")
@@ -112,7 +113,7 @@ def test_clip_es_golden_cam_per_label(golden, cam_runs, i):
             ref = c[p + f"gradcam_{name}__f64run"]
             # official f32 vs f64: ~3e-6 relative to the largest value; 2e-5 of it
             _close(lab[name], ref, 2e-5 * np.abs(ref).max(), p + name)
-        # normalised CAMs: official spread 1.5e-5 (CLIP_ES.md suggests 3e-5)
+        # normalised CAMs: official spread 1.5e-5 (the recording notes suggest 3e-5)
         _close(lab["grayscale_cam"], c[p + "grayscale_cam"], 5e-5, p + "grayscale_cam")
         _close(lab["grayscale_cam_highres"], c[p + "grayscale_cam_highres"], 5e-5, p + "grayscale_cam_highres")
         # integers from thresholding uint8(cam * 255): identical in the f64 run as well

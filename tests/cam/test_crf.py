@@ -31,7 +31,8 @@ def test_dense_crf_golden(g):
         bi_w=float(g["bi_w"]),
     )
     assert q.dtype == np.float32 and q.shape == (4, 40, 48)
-    # pydensecrf2 1.1 (no torch kernel involved): measured identical; 1e-6 (README) for another build of it.
+    # pydensecrf2 1.1 (no torch kernel involved): measured identical; 1e-6 (tests/golden/README.md#dense_crf) for
+    # another build of it.
     # The label is exact: the smallest top-2 gap of Q is 2.1e-4, 200x the tolerance.
     np.testing.assert_allclose(q, g["Q"], rtol=0, atol=1e-6)
     np.testing.assert_array_equal(q.argmax(0), g["pred"])

@@ -1,5 +1,6 @@
-"""ExCEL's refinement and training targets against the official code's recordings (spec/golden/EXCEL.md (a)
-steps 2.4-2.6, (b) 3.7-3.10), each fed the recorded inputs: no CLIP runs here.
+"""ExCEL's refinement and training targets against the official code's recordings, each fed the recorded inputs
+(tests/golden/README.md#excel_training_free: the attention refinement, background, PAR and scores;
+#excel_train_step: the training targets): no CLIP runs here.
 
 Float64 where a float64 companion exists; float32 with tolerances from the recorded spreads
 (``excel_golden.f32_tol``); boxes, masks, keys and labels exact."""

@@ -22,7 +22,8 @@ def test_multi_scale_cam_golden_fake_model():
 
     cam_aux, cam = CamPasses(g["scales"].tolist())(fake_model, torch.from_numpy(g["inputs"]))
     assert cam.dtype == torch.float64 and cam.shape == (2, 5, 64, 48)
-    # f64 vs f64 (normalised, max 1): measured 1.4e-15 (portable kernels; 3.3e-16 AVX2), README 1e-12
+    # f64 vs f64 (normalised, max 1): measured 1.4e-15 (portable kernels; 3.3e-16 AVX2), 1e-12
+    # (tests/golden/README.md#multi_scale_cam2_fake)
     np.testing.assert_allclose(cam.numpy(), g["cam"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(cam_aux.numpy(), g["cam_aux"], rtol=0, atol=1e-12)
 

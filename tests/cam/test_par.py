@@ -40,7 +40,7 @@ def test_affinity_matches_golden(g, par):
 
 
 def test_golden_forward_f64(g, par):
-    # f64 vs f64 (max 1.04): measured 2.7e-15 (10 propagation steps); 1e-12 (README's figure) = 375x
+    # f64 vs f64 (max 1.04): measured 2.7e-15 (10 propagation steps); 1e-12 (tests/golden/README.md#par) = 375x
     out = par(torch.from_numpy(g["image"]), torch.from_numpy(g["masks"]))
     assert out.dtype == torch.float64
     np.testing.assert_allclose(out.numpy(), g["out_f64"], rtol=0, atol=1e-12)

@@ -1,4 +1,4 @@
-"""ExCEL's two routes from the command line, on the tiny CLIP of the recordings (spec/golden/excel_weights.npz)
+"""ExCEL's two routes from the command line, on the tiny CLIP of the recordings (tests/golden/README.md#excel_weights)
 written as a weight file:
 
 - training-free on the recording's own two images (a VOC folder of them): ``wsss import excel`` with the

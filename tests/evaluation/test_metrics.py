@@ -1,23 +1,16 @@
 """Confusion matrix, mIoU and pseudo-label scores (wsss.evaluation.metrics)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from golden import load_golden
 from wsss.evaluation.metrics import ConfusionMeter, confusion_matrix, pseudo_label_scores, scores_from_hist
-
-GOLDEN = Path(__file__).resolve().parents[3] / "shared/spec/golden"
 
 pytestmark = pytest.mark.filterwarnings("error")  # no divide / empty-slice warnings may escape
 
 
 def _golden_scores():
-    path = GOLDEN / "scores.npz"
-    if not path.is_file():
-        pytest.fail(f"golden fixture missing: {path} (clone the shared/ spec beside the repo)")
-    with np.load(path) as d:
-        return {k: d[k] for k in d.files}
+    return load_golden("scores")  # tests/golden/README.md#scores; a missing file fails with its path
 
 
 # Integer counts divided in f64, then means over <= 21 classes: measured identical; 1e-14 relative (45 ulps)

@@ -13,7 +13,7 @@ from golden import assert_close_to_max, load_golden
 from wsss.losses.contrast import lig_loss, lil_loss
 
 # The official losses accumulate their N = 12 per-row terms in a float32 (1,) tensor, even from f64 inputs
-# (README lil_lig.npz): the loss is float32, within 12 roundings (7e-7 relative) of any summation order;
+# (tests/golden/README.md#lil_lig): the loss is float32, within 12 roundings (7e-7 relative) of any summation order;
 # measured 1 float32 ulp (1.1e-7 relative) on every kernel / thread setting. RTOL 1e-6 for the losses.
 RTOL = 1e-6
 ATOL_GRAD = 1e-9

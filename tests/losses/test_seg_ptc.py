@@ -128,7 +128,7 @@ def test_ptc_loss_golden(ptc_golden, label_key, mask_key, loss_key, grad_key):
     fmap = torch.from_numpy(g["fmap"]).requires_grad_()
     loss = ptc_loss(fmap, mask)
     assert loss.dim() == 0 and loss.dtype == torch.float64
-    # f64 vs f64: measured identical on every kernel / thread setting; 1e-12 relative (README)
+    # f64 vs f64: measured identical on every kernel / thread setting; 1e-12 relative (tests/golden/README.md#ptc)
     np.testing.assert_allclose(loss.item(), g[loss_key], rtol=1e-12, atol=0)
     loss.backward()
     assert_close_to_max(fmap.grad, g[grad_key], 1e-12, grad_key)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import REPO, VOC_REAL_MINI
-from golden import load_golden
+from golden import GOLDEN_DIR, load_golden
 from wsss.cam.clip_es import crf_image, scoremap_boxes
 from wsss.cli import main
 from wsss.models.clip import read_clip_state_dict, vision_tokens
@@ -96,7 +96,7 @@ def test_77_token_switch(tiny_state, quirk, blocks):
     """An image of 76 patches (4 x 19) has 77 tokens: the official transformer then runs every block."""
     from wsss.models.clip import load_clip
 
-    path = REPO.parent / "shared" / "spec" / "golden" / "clip_es_state_dict.npz"
+    path = GOLDEN_DIR / "clip_es_state_dict.npz"
     model, _ = load_clip(path, text_heads=2, quick_gelu=True)
     _, maps = vision_tokens(model.visual, torch.zeros(1, 3, 64, 304), layers_by_77_tokens=quirk)
     assert len(maps) == blocks

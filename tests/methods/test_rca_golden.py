@@ -1,5 +1,5 @@
-"""RCA against recordings of its official code (golden ``rca_*.npz``, README "Golden fixtures from the
-official RCA code"): the memory write, the k-means centroids, the attention accumulation, the proxy
+"""RCA against recordings of its official code (golden ``rca_*.npz``, tests/golden/README.md#rca_model and
+the sections before it): the memory write, the k-means centroids, the attention accumulation, the proxy
 labels, and the whole model (forward, aggregation, contrast with its mix-up draws, loss staging,
 gradients) from the official state dict."""
 
@@ -163,7 +163,8 @@ def test_aggregation_scale_quirk_keeps_the_hard_coded_20_on_coco():
 
 # -- the whole official model: forward, aggregation, contrast with the recorded mix-up draws, gradients ---------
 def _official_weights(g) -> dict[str, torch.Tensor]:
-    """The official state dict: the stored small tensors and the generated large ones (README rca_model)."""
+    """The official state dict: the stored small tensors and the generated large ones
+    (tests/golden/README.md#rca_model)."""
     sd = {k[3:]: torch.from_numpy(g[k]) for k in g if k.startswith("sd.")}
     base = g["sdgen_base"]
     shapes = {k: tuple(v) for k, v in zip(g["sdgen_keys"], _gen_shapes(g))}
@@ -279,10 +280,11 @@ def _official_param_grads(m, g, prefix: str):
 
 def test_golden_rca_model_f64_forward_losses_and_parameter_gradients(rca_model_golden):
     """The f64 run: every parameter gradient of the epoch >= 2 total against the official f64 recording
-    (``grad_ge2_f64.*``; two recordings on two CPUs agree to 3e-15 relative, README rca_model.npz)."""
+    (``grad_ge2_f64.*``; two recordings on two CPUs agree to 3e-15 relative: tests/golden/README.md#rca_model)."""
     g = rca_model_golden
     m, x, terms, total, acts = _official_step(g, torch.float64)
-    # f64 vs f64, README rca_model.npz: about 1e-10 relative on maps and features, 1e-12 on the losses.
+    # f64 vs f64 (tests/golden/README.md#rca_model): about 1e-10 relative on maps and features, 1e-12 on the
+    # losses.
     for key, ours in acts.items():
         ref = g[f"{key}_f64"]
         np.testing.assert_allclose(ours.detach().numpy(), ref, rtol=0, atol=1e-10 * np.abs(ref).max(), err_msg=key)
@@ -311,8 +313,8 @@ def test_golden_rca_model_forward_contrast_and_gradients(rca_model_golden):
     _check_aggregation_alone(m, g)
     assert m.aggregation.scale == 2.0  # / 10 * 20
     m, x, terms, total, acts = _official_step(g, torch.float32)
-    # f32 tolerances, README rca_model.npz: the f32-vs-f64 spread was 8.4e-6 on x_aggregated (max 11.7),
-    # 3e-7 on xs and 4.8e-7 on loss_cl_mix; rtol 1e-4 + 1e-5 of the max covers it on any kernel set.
+    # f32 tolerances (tests/golden/README.md#rca_model): the f32-vs-f64 spread was 8.4e-6 on x_aggregated
+    # (max 11.7), 3e-7 on xs and 4.8e-7 on loss_cl_mix; rtol 1e-4 + 1e-5 of the max covers it on any kernel set.
     for key, ours in acts.items():
         ref = g[f"{key}_f32"]
         np.testing.assert_allclose(ours.detach().numpy(), ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max(), err_msg=key)
@@ -362,7 +364,7 @@ def _check_aggregation_alone(m, g) -> None:
 
 def test_golden_rca_contrast_alone_f64(rca_model_golden):
     """The f64 run's contrast loss and its gradient w.r.t. the queries, from mid / map_coarse / the memory and
-    the injected mix-up draws (README: about 1e-11)."""
+    the injected mix-up draws (tests/golden/README.md#rca_model: about 1e-11)."""
     from wsss.losses.region_contrast import region_contrast_loss, region_embeddings
 
     g = rca_model_golden

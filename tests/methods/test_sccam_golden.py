@@ -240,6 +240,7 @@ def test_golden_sccam_cam_inference(heads_golden, sccam_round1, fixture, i):
         # a power of an exact integer: one libm rounding (measured identical); 4 ulps of the dtype
         np.testing.assert_allclose(stack, g[f"img{i}_crf_{name}_input"], rtol=4 * np.finfo(v.dtype).eps)
         q = dense_crf(image, stack, **CRFParams.PSA.as_kwargs())
-        # the same input to the same pydensecrf: measured identical; 1e-6 (README) for another build of it
+        # the same input to the same pydensecrf: measured identical; 1e-6 for another build of it
+        # (tests/golden/README.md#sccam_infer_cls)
         np.testing.assert_allclose(q, g[f"img{i}_crf_{name}_Q"], rtol=0, atol=1e-6)
     m.to(torch.float32)

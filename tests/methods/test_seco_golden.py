@@ -28,7 +28,8 @@ from wsss.methods import build_method, placeholder_classes
 from wsss.models.official_keys import OfficialKeyError, seco_state_from_official
 from wsss.runs.run import load_run
 
-# the recording's scaled settings (README "Scaled settings"): tiny ViT, 128 crops, 4 patches of 32, queue 48
+# the recording's scaled settings (tests/golden/README.md#seco_iteration): tiny ViT, 128 crops, 4 patches of
+# 32, queue 48
 TINY = [
     "model.backbone_kwargs={embed_dim: 32, depth: 4, num_heads: 2}",
     "data.crop_size=128",
@@ -188,7 +189,7 @@ def test_golden_seco_whole_iteration():
     batch = {
         "image": t(g["inputs"]), "w_image": t(g["w_image"]), "s_image": t(g["s_image"]),
         "labels": t(g["cls_label"]), "label_idx": t(g["label_idx"]), "img_box": t(g["img_box"]).long(),
-        "patch_top_left": t(g["crop_top_left"]),  # the recorded positions (README: inject them)
+        "patch_top_left": t(g["crop_top_left"]),  # the recorded positions (tests/golden/README.md#seco_iteration)
     }  # fmt: skip
     active = active_terms(cfg, step)
     assert active == set(LOSS_KEYS)
@@ -198,7 +199,8 @@ def test_golden_seco_whole_iteration():
     # The forward: every loss, and the total with the paper preset's weights (the engine's sum). Measured
     # 1.8e-7 relative at most: 2e-6. ``reg`` excepted (measured 1.3e-7): its permutohedral lattice assigns
     # pixels to simplices, a step function of the image features, so a float32 rounding of them elsewhere
-    # moves it in jumps (our f64 run is 5.7e-5 from the recording): 1e-4, the README's looser bound.
+    # moves it in jumps (our f64 run is 5.7e-5 from the recording): 1e-4, the looser bound of the
+    # recording notes (tests/golden/README.md#seco_iteration).
     terms = method.training_step(batch, step, active)
     for name, key in LOSS_KEYS.items():
         ref = float(g[key].reshape(-1)[0])
@@ -226,7 +228,8 @@ def test_golden_seco_whole_iteration():
     install_adam_moments(optimizer, moments, float(g["adam_step_before"]))
     optimizer.zero_grad(set_to_none=True)
     total.backward()
-    # gradients: measured 5.7e-7 of each tensor's max at most. 1e-4 (README) rather than a multiple of that:
+    # gradients: measured 5.7e-7 of each tensor's max at most. 1e-4 (the recording notes'
+    # bound, tests/golden/README.md#seco_iteration) rather than a multiple of that:
     # every gradient carries the reg term, whose lattice jumps (above) moved the decoder's by 6.6e-5 in f64.
     for off, ours, has_grad in names:
         if has_grad:
