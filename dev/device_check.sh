@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The checks a session lent a GPU machine runs there (the tool library's `device`; BENCHMARKS.md, "The CUDA
-# paths on a GPU"): the CUDA tests (tests/cuda/, skipped where no GPU is) and the GPU benchmark
+# paths on an H200"): the CUDA tests (tests/cuda/, skipped where no GPU is) and the GPU benchmark
 # (bench/bench_gpu.py). The machine's image has PyTorch, timm and the rest, and no registry; what it lacks
 # travels in .whl/ (ignored by git, carried by the call): the open_clip, ftfy and wcwidth wheels, and the
 # pydensecrf2 sdist, built there (it has Cython and a compiler).

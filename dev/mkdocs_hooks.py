@@ -3,9 +3,11 @@ they cannot drift from their source.
 
 - ``cli.md``: every command's ``--help``, from ``wsss.cli.build_parser()`` (the parser the console
   script runs).
-- ``benchmarks/<topic>.md``: the sections of ``BENCHMARKS.md`` (where every figure is recorded with its
-  command), grouped by topic (:data:`TOPICS`). A section whose heading matches no topic goes to
-  ``benchmarks/other.md``, so a new section is never left out of the site.
+- ``benchmarks/<topic>.md``: one page per topic of ``BENCHMARKS.md`` (where every figure is recorded with its
+  command): its ``## `` sections are the topics (their current figures, then their dated history), each named
+  to its page by :data:`TOPICS`; ``benchmarks/index.md`` is its preamble and the list of topics. A section that
+  no topic names goes to ``benchmarks/other.md``, so it is never left out of the site (the nav of
+  ``mkdocs.yml`` must then name that page, or the strict build fails).
 - ``<!-- presets: DIR -->`` in a page: a table of the presets of ``configs/DIR/``, each resolved through its
   ``_base_`` chain by the same loader as ``wsss train`` (``wsss.core.config.load_config``).
 - The images that those sections link to (``experiments/results/compare.png``) are copied beside them.
@@ -22,23 +24,25 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# (page, title, heading pattern): the first matching topic takes a section.
-TOPICS: list[tuple[str, str, str]] = [
-    ("gpu", "On a GPU", r"CUDA|GPU|H200"),
-    ("clip", "CLIP methods", r"CLIP|ExCEL"),
-    ("real-photos", "Real photos on a CPU", r"[Rr]eal photos|ccp-dev|coco128"),
-    ("inference", "Inference speed and memory", r"Inference|per image|wsss cam|wsss predict"),
-    ("seco", "SeCo on the CPU", r"SeCo|Perfect tags|PTC weight"),
-    ("synthetic", "The synthetic co-occurrence set", r"[Ss]ynthetic|calibration|Calibrated|RCA and SC-CAM|Multi-stage"),
-    ("setup", "The two commands and the demo", r"make demo|two commands|Training-time validation|Dense-energy"),
+# (page, heading pattern): the ``## `` section of BENCHMARKS.md whose heading matches is the topic of the page
+# ``benchmarks/<page>.md``, in the file's order; mkdocs.yml's Benchmarks nav names the same pages.
+TOPICS: list[tuple[str, str]] = [
+    ("real-photos", r"^Real photos on a CPU"),
+    ("setup", r"^The two commands"),
+    ("inference", r"^Inference speed"),
+    ("gpu", r"^On a GPU"),
+    ("seco", r"^SeCo"),
+    ("clip", r"^CLIP"),
+    ("synthetic", r"^The synthetic"),
 ]
 OTHER = ("other", "Other measurements")
 HEADING = re.compile(r"^## ", re.M)
+FENCE = re.compile(r"^(```|~~~)")
 
 
 def benchmark_sections(text: str) -> tuple[str, list[tuple[str, str]]]:
-    """BENCHMARKS.md split at its ``## `` headings: the preamble, and (heading, body) per section; a ``###``
-    subsection stays with the section above it."""
+    """BENCHMARKS.md split at its ``## `` headings: the preamble, and (heading, body) per topic; the ``###``
+    and deeper headings (the current figures, the history and its dated entries) stay with their topic."""
     parts = HEADING.split(text)
     sections = []
     for part in parts[1:]:
@@ -48,26 +52,50 @@ def benchmark_sections(text: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def topic_of(heading: str) -> str:
-    for page, _title, pattern in TOPICS:
+    for page, pattern in TOPICS:
         if re.search(pattern, heading):
             return page
     return OTHER[0]
 
 
+def promote_headings(body: str) -> str:
+    """A topic's body as its own page, whose title is the topic: ``###`` becomes ``##``, ``####`` ``###`` and so
+    on (not inside code blocks)."""
+    out, fenced = [], False
+    for line in body.split("\n"):
+        if FENCE.match(line):
+            fenced = not fenced
+        elif not fenced and re.match(r"^#{3,6} ", line):
+            line = line[1:]
+        out.append(line)
+    return "\n".join(out)
+
+
+def history_entries(body: str) -> int:
+    """How many dated entries a topic's history holds (its ``####`` headings)."""
+    return len(re.findall(r"^#### ", re.sub(r"^```.*?^```", "", body, flags=re.M | re.S), re.M))
+
+
 def benchmark_pages(text: str) -> dict[str, str]:
     """Markdown of each topic page and of the index, by file name under ``benchmarks/``."""
     preamble, sections = benchmark_sections(text)
-    titles = {page: title for page, title, _ in TOPICS} | {OTHER[0]: OTHER[1]}
-    bodies: dict[str, list[str]] = {page: [] for page in titles}
+    pages: dict[str, str] = {}
+    index = [preamble.rstrip(), "", "One page per topic (its current figures, then their history):", ""]
+    others = []
     for heading, body in sections:
         body = body.replace("](experiments/results/", "](")  # the images are copied beside the pages
-        bodies[topic_of(heading)].append(f"## {heading}\n{body}")
-    pages = {}
-    index = [preamble.replace("# Benchmarks", "# Benchmarks", 1).rstrip(), "",
-             "The sections of `BENCHMARKS.md`, by topic (newest first within each):", ""]  # fmt: skip
-    for page, title in titles.items():  # every page exists (the nav names them), empty ones say so
-        pages[f"{page}.md"] = f"# {title}\n\n" + ("\n".join(bodies[page]) or "No section of BENCHMARKS.md yet.\n")
-        index.append(f"- [{title}]({page}.md): {len(bodies[page])} sections")
+        page = topic_of(heading)
+        if page == OTHER[0]:
+            others.append(f"## {heading}\n{body}")
+            continue
+        if f"{page}.md" in pages:
+            raise ValueError(f"BENCHMARKS.md: two topics for benchmarks/{page}.md: {heading!r}")
+        pages[f"{page}.md"] = f"# {heading}\n{promote_headings(body)}"
+        entries = history_entries(body)
+        index.append(f"- [{heading}]({page}.md): {entries} dated {'entry' if entries == 1 else 'entries'}")
+    if others:
+        pages[f"{OTHER[0]}.md"] = f"# {OTHER[1]}\n\n" + "\n".join(others)
+        index.append(f"- [{OTHER[1]}]({OTHER[0]}.md): {len(others)} sections under no topic")
     pages["index.md"] = "\n".join(index) + "\n"
     return pages
 

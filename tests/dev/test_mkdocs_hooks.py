@@ -6,19 +6,51 @@ from __future__ import annotations
 import re
 
 from conftest import REPO
-from dev.mkdocs_hooks import benchmark_pages, benchmark_sections, cli_reference, preset_table
+from dev.mkdocs_hooks import TOPICS, benchmark_pages, benchmark_sections, cli_reference, preset_table, topic_of
 
 
-def test_every_benchmarks_section_lands_on_exactly_one_topic_page():
+def test_every_benchmarks_topic_is_a_page_and_every_entry_lands_on_it():
     text = (REPO / "BENCHMARKS.md").read_text()
     _, sections = benchmark_sections(text)
     pages = benchmark_pages(text)
-    assert sections and "index.md" in pages
-    for heading, _ in sections:
-        holders = [name for name, page in pages.items() if f"\n## {heading}\n" in f"\n{page}"]
-        assert len(holders) == 1, (heading, holders)
+    assert sections and "index.md" in pages and "other.md" not in pages  # every topic has its page
+    assert [topic_of(heading) for heading, _ in sections] == [page for page, _ in TOPICS]  # in the file's order
+    for heading, body in sections:
+        name = f"{topic_of(heading)}.md"
+        page = pages[name]
+        assert page.startswith(f"# {heading}\n") and f"]({name})" in pages["index.md"]
+        entries = re.findall(r"^#### (.+)$", body, re.M)
+        assert entries and all(f"\n### {entry}\n" in page for entry in entries), heading  # one level up
+        lines = [line.replace("](experiments/results/", "](") for line in body.splitlines()]
+        assert all(line in page for line in lines if not re.match(r"#{3,6} ", line)), heading  # nothing left out
     unknown = benchmark_pages("# Benchmarks\n\n## A section no topic names\nfigures\n")
     assert "other.md" in unknown and "A section no topic names" in unknown["other.md"]  # never dropped
+
+
+def test_each_topic_opens_with_its_current_figures_then_its_dated_history():
+    _, sections = benchmark_sections((REPO / "BENCHMARKS.md").read_text())
+    for heading, body in sections:
+        subheadings = re.findall(r"^### (.+)$", re.sub(r"^```.*?^```", "", body, flags=re.M | re.S), re.M)
+        assert subheadings == ["Current figures", "History (newest first)"], heading
+        current, history = body.split("\n### History (newest first)\n")
+        assert "\n#### " not in current, heading  # the dated entries are all in the history
+        for entry in re.findall(r"^#### (.+)$", history, re.M):
+            assert re.search(r"\b20\d\d-\d\d-\d\d\b", entry), f"{heading}: an entry without its date: {entry}"
+
+
+def test_the_site_nav_names_the_benchmark_pages_in_the_files_order():
+    nav = re.findall(r"^\s+- (?:[^:\n]+: )?benchmarks/([\w-]+\.md)$", (REPO / "mkdocs.yml").read_text(), re.M)
+    pages = benchmark_pages((REPO / "BENCHMARKS.md").read_text())
+    assert nav == ["index.md"] + [f"{page}.md" for page, _ in TOPICS] and set(nav) == set(pages)
+
+
+def test_a_topics_headings_move_up_one_level_on_its_page_but_not_inside_code():
+    pages = benchmark_pages("# B\n\n## SeCo on the CPU\n\n### Current figures\n\n```bash\n### a comment\n```\n\n"
+                            "### History (newest first)\n\n#### An entry (2026-01-01)\n\n##### Its part\n")  # fmt: skip
+    assert pages["seco.md"].split("\n")[0] == "# SeCo on the CPU"
+    assert "\n## Current figures\n" in pages["seco.md"] and "\n### a comment\n" in pages["seco.md"]
+    assert "\n### An entry (2026-01-01)\n" in pages["seco.md"] and "\n#### Its part\n" in pages["seco.md"]
+    assert "[SeCo on the CPU](seco.md): 1 dated entry" in pages["index.md"]
 
 
 def test_the_cli_reference_holds_every_command_of_the_parser():
