@@ -100,6 +100,19 @@ def test_the_exif_photo_as_a_dataset_gets_the_same_mask_and_the_options_work_the
                               read_label_png(run / "predictions_crf_tagged/mine" / f"{i}.png")), i  # fmt: skip
 
 
+def test_an_ensemble_and_scales_as_a_split_takes_them(reported, photos, tmp_path):
+    """--ensemble and --scales reach the photos' prediction: the run ensembled with itself at its own scale is the
+    run alone (Run._seg_logits), so the masks are the dataset-mode ones; the folder says nothing of an ensemble."""
+    run, _ = reported
+    folder, (a, b, c, _) = photos
+    out = tmp_path / "ens"
+    assert main(["predict", str(run), "--images", str(folder), "--out", str(out), "--ensemble", str(run),
+                 "--scales", "1.0", "--quiet"]) == 0  # fmt: skip
+    for i in (a, b, c):
+        assert np.array_equal(read_label_png(out / f"{i}.png"), read_label_png(run / "predictions/val" / f"{i}.png"))
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == []
+
+
 def test_two_local_workers_write_the_masks_of_one(reported, photos, tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # each worker's threads, those of the reference
     run, _ = reported
