@@ -721,9 +721,11 @@ def add_report(sub: Any) -> None:
     """`wsss report`."""
     s = sub.add_parser("report", help="HTML report of a run: metrics, curves, image grids")
     s.add_argument("run", help="run directory")
-    s.add_argument("--split", default=None, help="split to show (default: the run's val split)")
+    s.add_argument("--split", default=None, help="the one split to show (default: each split the run has CAMs, "
+                   "seeds, pseudo labels or predictions of, the val split first; none: the val split)")  # fmt: skip
     s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
-    s.add_argument("--max-images", type=int, default=12, help="images in the grid, worst first (default 12)")
+    s.add_argument("--max-images", type=int, default=12, help="images in the grid of each split, worst first "
+                   "(default 12)")  # fmt: skip
     s.set_defaults(fn=cmd_report)
 
 
