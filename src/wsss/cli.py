@@ -172,18 +172,66 @@ def _processes(a: argparse.Namespace):
 
 
 def cmd_cam(a: argparse.Namespace) -> int:
-    with _processes(a) as procs:
+    _check_source(a)
+    with _processes(a) as procs, _photos_hint(a):
         from wsss.runs.jobs import run_cam
 
         run = _load(a)
         if a.scales:
             run.cfg.infer.cam_scales = a.scales
-        out = run_cam(run, a.split, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet,
-                      bkg_thre=a.bkg_thre)  # fmt: skip
+        if a.images:
+            from wsss.runs.photos import cam_photos
+
+            out = cam_photos(run, a.images, a.out, overwrite=a.overwrite, progress=not a.quiet, overlay=a.overlay,
+                             bkg_thre=a.bkg_thre)  # fmt: skip
+        else:
+            out = run_cam(run, a.split, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet,
+                          bkg_thre=a.bkg_thre)  # fmt: skip
     thre = run.cfg.cam.bkg_thre if a.bkg_thre is None else a.bkg_thre
     if procs.is_main:
-        print(f"CAMs in {run.dir / 'cams' / a.split}, seeds (background {thre:g}) in {out}")
+        cams = out / "cams" if a.images else run.dir / "cams" / a.split
+        print(f"CAMs in {cams}, seeds (background {thre:g}) in {out}" + _overlays_note(a, out))
     return 0
+
+
+def _check_source(a: argparse.Namespace) -> None:
+    """``wsss cam | predict``: a dataset's ``--split``, or photos that are not a dataset (``--images`` with
+    ``--out``), not both; the options of one that the other has no use for are refused, not ignored."""
+    from wsss.core.errors import UsageError
+
+    if a.images is None:
+        if a.split is None:
+            raise UsageError("give --split SPLIT (a dataset's split) or --images DIR_OR_FILES --out DIR (photos)")
+        given = [flag for flag, value in (("--out", a.out), ("--overlay", a.overlay)) if value]
+        if given:
+            raise UsageError(f"{given[0]} goes with --images (photos that are not a dataset); a split's outputs "
+                             "are written into the run directory")  # fmt: skip
+        return
+    given = [flag for flag, value in (("--split", a.split), ("--data-root", a.data_root),
+                                      ("--labelled-only", getattr(a, "labelled_only", False))) if value]  # fmt: skip
+    if given:
+        why = "the photos have no image labels" if given[0] == "--labelled-only" else "they are a dataset's"
+        raise UsageError(f"--images reads photos that are not a dataset: drop {given[0]} ({why})")
+    if a.out is None:
+        raise UsageError("--images needs --out DIR, the folder for the masks (never the photos' own folder)")
+
+
+@contextlib.contextmanager
+def _photos_hint(a: argparse.Namespace) -> Iterator[None]:
+    """A split file that is not there names ``--images`` too: ``--data-root FOLDER_OF_PHOTOS`` is a common first
+    try at the masks of new photos."""
+    from wsss.core.errors import DataError
+    from wsss.data.voc import SplitNotFoundError
+
+    try:
+        yield
+    except SplitNotFoundError as e:
+        raise DataError(f"{e}; to read a folder of photos that is not a dataset, use `wsss {a.command} {a.run} "
+                        "--images DIR --out DIR`") from e  # fmt: skip
+
+
+def _overlays_note(a: argparse.Namespace, out: Any) -> str:
+    return f", overlays in {out / 'overlay'}" if a.images and a.overlay else ""
 
 
 def cmd_sweep_bkg(a: argparse.Namespace) -> int:
@@ -226,19 +274,29 @@ def cmd_pseudo(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    with _processes(a) as procs:
+    _check_source(a)
+    with _processes(a) as procs, _photos_hint(a):
         from wsss.runs.jobs import run_predict
 
         run = _with_ensemble(a, _load(a))
         if a.crf_workers is not None:
             run.cfg.infer.crf_workers = a.crf_workers
-        out = run_predict(
-            run, a.split, root=a.data_root, crf=a.crf, scales=a.scales, overwrite=a.overwrite,
-            progress=not a.quiet, save_probs=a.save_probs, labelled_only=a.labelled_only,
-            tags_from=_tagger(a, run), tag_threshold=a.tag_threshold, tag_gate=a.tag_gate,
-        )  # fmt: skip
+        if a.images:
+            from wsss.runs.photos import predict_photos
+
+            out = predict_photos(
+                run, a.images, a.out, crf=a.crf, scales=a.scales, overwrite=a.overwrite, progress=not a.quiet,
+                overlay=a.overlay, save_probs=a.save_probs, tags_from=_tagger(a, run), tag_threshold=a.tag_threshold,
+                tag_gate=a.tag_gate,
+            )  # fmt: skip
+        else:
+            out = run_predict(
+                run, a.split, root=a.data_root, crf=a.crf, scales=a.scales, overwrite=a.overwrite,
+                progress=not a.quiet, save_probs=a.save_probs, labelled_only=a.labelled_only,
+                tags_from=_tagger(a, run), tag_threshold=a.tag_threshold, tag_gate=a.tag_gate,
+            )  # fmt: skip
     if procs.is_main:
-        print(f"predictions in {out}")
+        print(f"predictions in {out}" + _overlays_note(a, out))
     return 0
 
 
@@ -412,10 +470,23 @@ def add_config(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(fn=cmd_config_show)
 
 
-def add_run_args(s: argparse.ArgumentParser) -> None:
-    """The arguments of the commands that read a trained run (cam, sweep-bkg, pseudo, predict)."""
+def add_run_args(s: argparse.ArgumentParser, photos: bool = False) -> None:
+    """The arguments of the commands that read a trained run (cam, pseudo, predict); ``photos``: also
+    ``--images``, ``--out`` and ``--overlay`` for photos that are not a dataset, instead of ``--split``."""
     s.add_argument("run", help="run directory (holds config.yaml and checkpoints/)")
-    s.add_argument("--split", required=True, help="split of the dataset to run on (e.g. train, val, test)")
+    s.add_argument("--split", required=not photos, help="split of the dataset to run on (e.g. train, val, test)")
+    if photos:
+        s.add_argument(
+            "--images", nargs="+", default=None, metavar="DIR_OR_FILE",
+            help="instead of --split: photos that are not a dataset, a folder of them and/or files (JPEG, PNG, "
+            "WebP; EXIF orientation applied); each mask is --out/<file stem>.png, at the photo's size",
+        )  # fmt: skip
+        s.add_argument("--out", default=None, metavar="DIR",
+                       help="with --images: the folder for the masks (not one of the photos' own folders); "
+                       "refused if it holds masks of these photos, unless --overwrite")  # fmt: skip
+        s.add_argument("--overlay", action="store_true",
+                       help="with --images: also each photo with its mask's colours blended in, "
+                       "--out/overlay/<stem>.jpg")  # fmt: skip
     s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
     s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
@@ -476,7 +547,7 @@ def add_train(sub: Any) -> None:
 def add_cam(sub: Any) -> None:
     """`wsss cam`."""
     s = sub.add_parser("cam", help="multi-scale + flip CAMs and CAM seeds of a trained run")
-    add_run_args(s)
+    add_run_args(s, photos=True)
     s.add_argument("--scales", type=_setting("infer.cam_scales", _floats), default=None,
                    help="e.g. 1.0,0.5,1.5 (default: infer.cam_scales)")  # fmt: skip
     s.add_argument(
@@ -573,7 +644,7 @@ def add_pseudo(sub: Any) -> None:
 def add_predict(sub: Any) -> None:
     """`wsss predict`."""
     s = sub.add_parser("predict", help="segmentation masks (multi-scale + flip, optional DenseCRF)")
-    add_run_args(s)
+    add_run_args(s, photos=True)
     s.add_argument("--scales", type=_setting("infer.scales", _floats), default=None,
                    help="e.g. 1.0,1.25,1.5 (default: infer.scales)")  # fmt: skip
     s.add_argument("--crf", action="store_true", help="DenseCRF over the classes that can appear")
@@ -663,9 +734,11 @@ def add_report(sub: Any) -> None:
     """`wsss report`."""
     s = sub.add_parser("report", help="HTML report of a run: metrics, curves, image grids")
     s.add_argument("run", help="run directory")
-    s.add_argument("--split", default=None, help="split to show (default: the run's val split)")
+    s.add_argument("--split", default=None, help="the one split to show (default: each split the run has CAMs, "
+                   "seeds, pseudo labels or predictions of, the val split first; none: the val split)")  # fmt: skip
     s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
-    s.add_argument("--max-images", type=int, default=12, help="images in the grid, worst first (default 12)")
+    s.add_argument("--max-images", type=int, default=12, help="images in the grid of each split, worst first "
+                   "(default 12)")  # fmt: skip
     s.set_defaults(fn=cmd_report)
 
 

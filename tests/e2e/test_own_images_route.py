@@ -48,4 +48,7 @@ def test_readme_own_images_route_reaches_a_report(tmp_path, monkeypatch, capsys,
     assert "mobilenet_v2-b0353104.pth = /" in captured.err  # train said which weights file it loaded
     report = clone / "runs/myphotos/report/index.html"
     assert report.is_file()
+    page = report.read_text()  # the train split's seeds and pseudo labels too, not the one val photo alone
+    assert 'id="split-val"' in page and 'id="split-train"' in page
+    assert 'data-split="train" data-output="pseudo" data-metric="miou"' in page
     assert len(list((clone / "runs/myphotos/pseudo/train").glob("*.png"))) == 5

@@ -189,5 +189,26 @@ def test_the_start_line_names_the_device_and_a_gpu_the_config_leaves_idle(synth_
     over = {"run.device": "cpu", "train.max_iters": 1, "train.eval_iters": 100}
     Trainer(load_config(CONFIG, tiny_overrides(synth_root, tmp_path / "run", **over)), progress=False).train()
     line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("train "))
-    assert line.endswith("of 1; on cpu" + (" (run.device=cpu; a GPU is here: run.device=cuda trains on it)" if hint
-                                           else ""))  # fmt: skip
+    assert ("of 1; on cpu" + (" (run.device=cpu; a GPU is here: run.device=cuda trains on it)" if hint
+                              else "") + "; lr ") in line  # fmt: skip
+
+
+def test_the_start_line_prints_the_lr_schedule(synth_root, tmp_path, capsys):
+    """The lr the training will follow, after its device (issue 59: a step schedule that did not follow a longer
+    training was unsaid); a poly schedule says its warm-up and where it ends. RCA's steps: test_rca_schedule.py."""
+    over = {"train.max_iters": 6, "train.warmup_iters": 2, "train.eval_iters": 100}
+    Trainer(load_config(CONFIG, tiny_overrides(synth_root, tmp_path / "run", **over)), progress=False).train(until=0)
+    line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("train "))
+    assert line.endswith("; lr 0.0005, warm-up 2 iterations, poly decay (power 0.9) to 0 at iteration 6"), line
+
+
+def test_lr_schedule_text_names_each_step_once():
+    from wsss.engine.hooks import lr_schedule_text
+
+    class Steps:
+        def lr_factor(self, epoch: int) -> float | None:
+            return 0.1 ** ((epoch >= 16) + (epoch >= 22))
+
+    assert lr_schedule_text(Steps(), 1e-3, 24) == "lr 0.001 until epoch 16, 0.0001 until 22, 1e-05 to 24"
+    assert lr_schedule_text(Steps(), 1e-3, 17.5) == "lr 0.001 until epoch 16, 0.0001 to 17.5"
+    assert lr_schedule_text(Steps(), 1e-3, 10) == "lr 0.001"

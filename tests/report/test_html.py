@@ -52,8 +52,8 @@ def test_every_referenced_file_exists_and_is_local(reported):
     run, _ = reported
     page = Page((run / "report/index.html").read_text())
     files = [r for r in page.refs if not r.startswith("#")]
-    assert len([f for f in files if f.startswith("images/grid_")]) == 5
-    assert {"loss.png", "lr.png", "val.png", "cooccurrence.png"} <= set(files)
+    assert len([f for f in files if f.startswith("images/val/grid_")]) == 5
+    assert {"loss.png", "lr.png", "val.png", "cooccurrence_val.png"} <= set(files)
     for ref in files:
         assert "://" not in ref and not ref.startswith("/"), ref  # the folder is self-contained
         path = run / "report" / ref
@@ -116,14 +116,78 @@ def test_images_come_worst_first_with_their_iou(reported, synth_root):
 def test_rerun_drops_stale_grids_and_grid_shows_every_panel(reported, tmp_path):
     run = tmp_path / "run"  # a copy: the session's report stays as the other tests read it (any order)
     shutil.copytree(reported[0], run)
-    before = set((run / "report/images").glob("grid_*.png"))
+    before = set((run / "report/images/val").glob("grid_*.png"))
     assert main(["report", str(run), "--max-images", "2"]) == 0
-    after = set((run / "report/images").glob("grid_*.png"))
+    after = set((run / "report/images/val").glob("grid_*.png"))
     assert len(after) == 2 and after < before
     # a grid: image, GT, one CAM per labelled class, CAM seeds, pseudo label, prediction, a legend row
     with Image.open(sorted(after)[0]) as im:
         w, h = im.size
     assert w > 5 * h  # at least 6 panels side by side
+
+
+def _split_cells(text: str) -> dict[tuple[str, str, str], str]:
+    """(split, output, metric) -> the cell's text, of every number cell that names its split."""
+    cells = re.findall(r'<td data-split="([^"]+)" data-output="([^"]+)" data-metric="([^"]+)">([^<]*)</td>', text)
+    return {(sp, out, metric): value for sp, out, metric, value in cells}
+
+
+def test_a_report_shows_each_split_with_outputs(reported, synth_root, tmp_path, capsys):
+    """Issue 59: the own-photos route made train CAMs and pseudo labels and a one-photo val split, and the report
+    showed the val split alone. Now each split with outputs has its section (val first), its numbers those of
+    `wsss eval`; a split of another dataset root is named in a note; --split shows one."""
+    run = tmp_path / "run"
+    shutil.copytree(reported[0], run)
+    (run / "report/images/grid_old.png").write_bytes(b"a grid of the layout before images/<split>/")
+    (run / "report/cooccurrence.png").write_bytes(b"the chart of the layout before")
+    assert main(["cam", str(run), "--split", "train", "--quiet"]) == 0
+    assert main(["pseudo", str(run), "--split", "train", "--quiet"]) == 0
+    (run / "predictions/elsewhere").mkdir()
+    (run / "predictions/elsewhere/x.png").write_bytes(b"")  # a split of another dataset root
+    ev = tmp_path / "pseudo_train.json"
+    assert main(["eval", str(run / "pseudo/train"), "--data-root", str(synth_root), "--split", "train", "--pseudo",
+                 "--json", str(ev)]) == 0  # fmt: skip
+    assert main(["report", str(run), "--max-images", "3"]) == 0
+    text = (run / "report/index.html").read_text()
+    assert text.index('id="split-val"') < text.index('id="split-train"')
+    assert "splits <b>val</b> (8 images), <b>train</b> (24 images) of" in text
+    assert f"split elsewhere: outputs in {run} but no split file in {synth_root}" in text
+    cells = _split_cells(text)
+    assert cells[("train", "pseudo", "miou")] == f"{100 * json.loads(ev.read_text())['miou']:.2f}"
+    assert ("train", "cam_labels", "miou") in cells and ("val", "predictions", "miou") in cells
+    assert ("train", "predictions", "miou") not in cells  # no predictions of train
+    summary = json.loads((run / "report/summary.json").read_text())
+    assert sorted(summary) == ["train", "val"] and sorted(summary["train"]) == ["cam_labels", "pseudo"]
+    files = sorted(p.relative_to(run / "report").as_posix() for p in (run / "report").rglob("*.png"))
+    assert [f for f in files if "grid_" in f] == sorted(
+        [f"images/train/{p.name}" for p in (run / "report/images/train").glob("*.png")]
+        + [f"images/val/{p.name}" for p in (run / "report/images/val").glob("*.png")]
+    )
+    assert len([f for f in files if f.startswith("images/train/")]) == 3
+    assert "cooccurrence.png" not in files and {"cooccurrence_val.png", "cooccurrence_train.png"} <= set(files)
+    page = Page(text)
+    assert all(f'id="{r[1:]}"' in text for r in page.refs if r.startswith("#"))
+
+    assert main(["report", str(run), "--split", "val", "--max-images", "3"]) == 0
+    text = (run / "report/index.html").read_text()
+    assert 'id="split-train"' not in text and "split <b>val</b> (8 images)" in text
+    assert not (run / "report/images/train").exists() and not (run / "report/cooccurrence_train.png").exists()
+
+
+def test_the_per_class_table_lists_the_classes_with_a_number():
+    from types import SimpleNamespace
+
+    from wsss.report.html import _per_class_table
+
+    def row(iou, far):
+        return {"iou": iou, "far": far}
+
+    names = ["background", "cat", "dog", "bird"]
+    nan = float("nan")
+    r = SimpleNamespace(class_names=names, per_class=[row(0.9, None), row(0.5, 0.1), row(nan, nan), row(None, 0.2)])
+    table = _per_class_table({"pseudo": ("pseudo label", r)}, "train")
+    assert [n for n in names if f"<td>{n}</td>" in table] == ["background", "cat", "bird"]
+    assert "1 class of the 4 in neither the masks nor the outputs of this split: not listed" in table
 
 
 def test_colorize_uses_the_voc_palette():

@@ -35,6 +35,10 @@ CLS_LABELS_FILE = "cls_labels.npy"
 IMAGE_EXTS = (".jpg", ".png", ".jpeg", ".JPG", ".JPEG", ".PNG")
 
 
+class SplitNotFoundError(DataError):
+    """A split file that is not there (``read_split``): a command may add what else it can read (``--images``)."""
+
+
 def available_splits(root: str | os.PathLike) -> list[str]:
     """Names of the split files in ``root/ImageSets/Segmentation``."""
     d = Path(root) / SPLIT_DIR
@@ -76,7 +80,7 @@ def read_split(root: str | os.PathLike, split: str) -> list[str]:
     if not path.is_file():
         have = available_splits(root)
         listing = ", ".join(have) if have else f"none (no .txt files in {Path(root) / SPLIT_DIR})"
-        raise DataError(f"{path}: split file not found; available splits: {listing}")
+        raise SplitNotFoundError(f"{path}: split file not found; available splits: {listing}")
     ids, problems = parse_split(path)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

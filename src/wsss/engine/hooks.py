@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -44,6 +45,7 @@ __all__ = [
     "PeriodicCheckpointer",
     "PeriodicValidation",
     "TensorBoardWriter",
+    "lr_schedule_text",
 ]
 
 
@@ -69,6 +71,35 @@ class EpochLRRule(HookBase):
         for group in self.optimizer.param_groups:
             group["base_lr"] = self.base_lr * options[group["name"]]["lr_mult"] * factor
             group["lr"] = group["base_lr"] * self.optimizer.lr_mult()
+
+
+def _epochs_text(epochs: float) -> str:
+    """24 -> "24", 1.6667 -> "1.67": a training's length in epochs (not whole when set by iterations)."""
+    return str(int(epochs)) if float(epochs).is_integer() else f"{epochs:.2f}".rstrip("0").rstrip(".")
+
+
+def lr_schedule_text(method: Any, lr: float, epochs: float, *, warmup_iters: int = 0, power: float = 0.0,
+                     max_iters: int | None = None) -> str:  # fmt: skip
+    """The learning rate over a training of ``epochs`` epochs, for its start line: ``lr`` through the method's
+    per-epoch steps (``Method.lr_factor``, after ``set_training_length``), then the optimiser's own warm-up and
+    poly decay, e.g. "lr 0.01 until epoch 16, 0.001 until 22, 0.0001 to 24". Printed because a step schedule
+    that does not follow a longer training left most of it at a tenth of its lr, unsaid (issue 59)."""
+    changes: list[tuple[int, float]] = []  # (first epoch, factor) at each change of the factor
+    for epoch in range(max(1, math.ceil(epochs))):
+        factor = method.lr_factor(epoch)
+        factor = 1.0 if factor is None else float(factor)
+        if not changes or factor != changes[-1][1]:
+            changes.append((epoch, factor))
+    spans = [
+        f"{lr * factor:g}" + (f" until {'epoch ' * (i == 0)}{changes[i + 1][0]}" if i + 1 < len(changes) else "")
+        for i, (_, factor) in enumerate(changes)
+    ]
+    text = "lr " + ", ".join(spans) + (f" to {_epochs_text(epochs)}" if len(changes) > 1 else "")
+    if warmup_iters > 0:
+        text += f", warm-up {warmup_iters} iterations"
+    if power > 0:
+        text += f", poly decay (power {power:g})" + (f" to 0 at iteration {max_iters}" if max_iters else "")
+    return text
 
 
 class MetricsLogger(HookBase):

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from wsss.core.checkpoint import check_checkpoint_classes, load_checkpoint, load_model_state, save_checkpoint
-from wsss.core.config import Config, resolve_epochs, save_config
+from wsss.core.config import Config, iterations_per_epoch, resolve_epochs, save_config
 from wsss.core.device import cuda_available
 from wsss.core.distributed import (
     all_gather_objects,
@@ -48,6 +48,7 @@ from wsss.engine.hooks import (
     PeriodicCheckpointer,
     PeriodicValidation,
     TensorBoardWriter,
+    lr_schedule_text,
 )
 from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
 from wsss.engine.train_loop import HookBase, TrainerBase, weak_method
@@ -227,6 +228,10 @@ class Trainer(TrainerBase):
         cfg = self.cfg = resolve_epochs(cfg, len(self.train_set))  # train.epochs -> train.max_iters
         self.val_set = VOCDataset(cfg.data.root, cfg.data.val_split) if validation_split(cfg) else None
         self.method = self.build_model(self._model_config(cfg), self.train_set.class_names).to(self.device)
+        # the length in epochs (not whole when set by iterations), before anything is written: a step rule in
+        # fractions of the training resolves here, and one that does not fit it is refused here
+        self.epochs = cfg.train.max_iters / iterations_per_epoch(len(self.train_set), cfg.train.batch_size)
+        self.method.set_training_length(self.epochs)
         self.model: torch.nn.Module = self.method
         if world_size() > 1:
             # find_unused_parameters: staged losses leave heads unused early on (as the official code);
@@ -466,8 +471,11 @@ class Trainer(TrainerBase):
             save_config(cfg, self.run_dir / "config.yaml")
             weights = _describe_weights(cfg.model.pretrained)
             start = f"resumed from {self.ckpt_dir / 'last.pt'} at step {self.step}" if resumed else "from step 0"
+            schedule = lr_schedule_text(self.method, t.lr, self.epochs, warmup_iters=t.warmup_iters, power=t.power,
+                                        max_iters=t.max_iters)  # fmt: skip
             print(f"train {self.run_dir}: {cfg.method}, {cfg.model.backbone}, pretrained weights {weights}; {start}"
-                  f" of {t.max_iters}; on {self._describe_device()}", file=sys.stderr, flush=True)  # fmt: skip
+                  f" of {t.max_iters}; on {self._describe_device()}; {schedule}",
+                  file=sys.stderr, flush=True)  # fmt: skip
         if self.step >= stop:
             return {"step": self.step, "resumed": resumed, "best": self.best}
         self.method.train()

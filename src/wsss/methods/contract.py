@@ -14,7 +14,9 @@ Contract (``Method``):
 - ``on_train_start(ctx)`` runs once before the first step (after a resume), with a ``TrainContext``:
   the run directory, step, device, datasets, the optimiser and a save hook, never the trainer
   itself; ``on_epoch_start(epoch)`` when the data stream enters an epoch
-  (RCA's per-epoch centroid refresh); ``lr_factor(epoch)`` a per-epoch LR rule that the engine applies.
+  (RCA's per-epoch centroid refresh); ``lr_factor(epoch)`` a per-epoch LR rule that the engine applies, and
+  ``set_training_length(epochs)`` the training's length before anything is written (a rule stated in
+  fractions of the training resolves it there, and a rule that does not fit the training is refused).
 - ``cam_maps(images)`` returns (cam, cam_aux) before any ReLU or normalisation, for the shared multi-scale
   step (``cam_passes()``: a ``wsss.cam.CamPasses`` that applies the ReLU where ``cams.relu`` says, and can
   fill an empty map from what lies below it: ``infer.cam_empty_fallback``).
@@ -422,6 +424,12 @@ class Method(nn.Module):
         ``train.lr x lr_mult x factor`` from the start of ``epoch`` on (applied by the engine's
         ``EpochLRRule`` hook; RCA's decay, docs/methods/rca.md#training). None: no rule (the default)."""
         return None
+
+    def set_training_length(self, epochs: float) -> None:
+        """Called by the engine once, before a training writes anything, with its length in epochs
+        (``train.max_iters`` over the training split's iterations per epoch; not whole for a training set by
+        iterations). A method whose ``lr_factor`` steps are fractions of the training resolves them here, and
+        refuses (ConfigError, naming the key) a rule that does not fit it. The default: nothing to plan."""
 
     def train_transform_views(self) -> Any:
         """Extra training views the method needs (None: the main crop only)."""

@@ -58,7 +58,7 @@ from torch import nn
 from wsss.cam.proxy_labels import ProxyParams, attention_to_image, minmax01, rca_proxy_label, read_saliency
 from wsss.core.config import Config, iterations_per_epoch
 from wsss.core.distributed import all_gather_cat, all_gather_objects, rank
-from wsss.core.errors import DataError, UsageError
+from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.data.views import RCAViews
 from wsss.losses.region_contrast import draw_mixup_pairs, region_contrast_loss, region_embeddings, region_masks
 from wsss.methods.base import backbone_from_config
@@ -103,9 +103,13 @@ class RCAOptions:
     attention_start_epoch: int = 1
     attention_min_prob: float = 0.1
     attention_grid: int | None = None  # side of the stored maps; None = crop_size // backbone stride
-    # learning-rate steps (rca.md#training, decay_points '5,10'): base lr x lr_decay at each of these epochs
-    lr_decay_epochs: tuple[int, ...] = (5, 10)
+    # learning-rate steps (rca.md#training, decay_points '5,10'): base lr x lr_decay at each of these epochs; values in (0, 1)
+    # are fractions of the training instead, each at the nearest epoch (the real_cpu preset's: they follow
+    # train.epochs / train.max_iters). Either form: a training whose last step falls before half of it is refused
+    # unless allow_early_decay (the paper presets: the official steps at epochs 5 and 10 of 30)
+    lr_decay_epochs: tuple[int | float, ...] = (5, 10)
     lr_decay: float = 0.1
+    allow_early_decay: bool = False
     # proxy labels (rca.md#proxy-labels, cam/proxy_labels.py)
     proxy_source: str = "accumulated"  # "accumulated" attention of training, or "cam" (the saved `wsss cam` maps)
     proxy_alpha: float = 4.0  # bg = (1 - max att)^alpha in the CRF unary
@@ -126,6 +130,61 @@ class RCAOptions:
     quirk_mixup_self_partner: bool = True  # the mix-up partner can be the image itself
     quirk_aggregation_scale_20: bool = True  # sim / num_centroids * 20 (VOC's count, also on COCO) vs * (C-1)
     quirk_proxy_crf_bgr: bool = True  # the proxy-label CRF reads the image as BGR (cv2's order) vs RGB
+
+
+# ------------------------------------------------------------------------------------------------
+# the learning-rate steps (rca.md#training)
+
+# the fraction form's example in a refusal: the real_cpu preset's steps, 2/3 and 11/12 of the training
+_FRACTIONS_EXAMPLE = (0.67, 0.92)
+
+
+def lr_decay_fractions(steps: Sequence[float]) -> bool:
+    """Whether ``options.lr_decay_epochs`` is in the fraction form (every value in (0, 1)) rather than in epochs
+    (whole numbers >= 0); a ConfigError naming the key for a mix of the two or an epoch that is not whole."""
+    fractions = [v for v in steps if 0 < v < 1]
+    if fractions and len(fractions) < len(steps):
+        raise ConfigError(
+            f"options.lr_decay_epochs {list(steps)} mixes fractions of the training (values in (0, 1)) and epochs "
+            "(whole numbers): give all the steps in one form"
+        )
+    bad = [v for v in steps if not 0 < v < 1 and (v < 0 or not float(v).is_integer())]
+    if bad:
+        raise ConfigError(
+            f"options.lr_decay_epochs {list(steps)}: {bad[0]} is neither an epoch (a whole number >= 0) nor a "
+            "fraction of the training (between 0 and 1)"
+        )
+    return bool(fractions)
+
+
+def _short_number(v: float) -> str:
+    """24.0 -> "24", 0.6667 -> "0.67": an epoch, a length in epochs or a fraction, for a message."""
+    return str(int(v)) if float(v).is_integer() else f"{v:.2f}".rstrip("0").rstrip(".")
+
+
+def check_lr_decay(steps: Sequence[float], step_epochs: Sequence[int], epochs: float, decay: float,
+                   lr: float) -> None:  # fmt: skip
+    """A ConfigError naming ``options.lr_decay_epochs`` when the last lr step of a training of ``epochs`` epochs
+    falls before half of it: the fraction form's last fraction below 0.5, or the last step epoch reached below
+    ``epochs / 2`` (steps past the end are never reached). The case it stops: ``train.epochs=24`` on a preset whose
+    steps were set for 12 epochs ran 13 of the 24 at a hundredth of the lr, unsaid (issue 59)."""
+    reached = sorted(e for e in step_epochs if e < epochs)
+    if not reached or not steps:
+        return
+    last, num = reached[-1], _short_number
+    fractions = lr_decay_fractions(steps)
+    if (max(steps) >= 0.5) if fractions else (last >= epochs / 2):
+        return
+    at = f"at {num(max(steps))} of the training, epoch {last}" if fractions else f"epoch {last}"
+    given = "[" + ", ".join(num(v) for v in steps) + "]"
+    example = ", ".join(str(max(1, math.floor(f * epochs + 0.5))) for f in _FRACTIONS_EXAMPLE)
+    low = f"{lr * decay ** len(reached):g}"
+    raise ConfigError(
+        f"options.lr_decay_epochs {given}: the last lr step ({at}) falls before half of this training's "
+        f"{num(epochs)} epochs, so {num(epochs - last)} of them run at lr {low}; give steps in its second half "
+        f"(e.g. options.lr_decay_epochs=[{example}], or as fractions of the training: "
+        f"[{', '.join(map(str, _FRACTIONS_EXAMPLE))}]) or set options.allow_early_decay=true"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -406,6 +465,11 @@ class RCA(Method):
         self.attention = AttentionStore(grid)
         self._epoch = 0
         self._last_epoch: int | None = None
+        # the step epochs of lr_factor: the fraction form's once the training's length is known (set_training_length)
+        self._decay_fractions = lr_decay_fractions(o.lr_decay_epochs)
+        self._decay_epochs: tuple[int, ...] | None = (
+            None if self._decay_fractions else tuple(int(e) for e in o.lr_decay_epochs)
+        )
         self._micro_step, self._micro = -1, 0
 
     # -- engine interface ------------------------------------------------------------------------
@@ -451,10 +515,23 @@ class RCA(Method):
             self.centroids.copy_(cent.to(self.centroids.device))
             self.centroid_epoch.fill_(epoch)
 
-    def lr_factor(self, epoch: int) -> float | None:
-        """The lr steps (rca.md#training): base lr x ``lr_decay`` at each epoch of ``lr_decay_epochs`` reached."""
+    def set_training_length(self, epochs: float) -> None:
+        """The step epochs of a training of ``epochs`` epochs (the fraction form's, each at the nearest epoch, at
+        least 1), and the refusal of a training whose last step falls before half of it (:func:`check_lr_decay`)."""
         o = self.options
-        return o.lr_decay ** sum(epoch >= e for e in o.lr_decay_epochs) if o.lr_decay_epochs else None
+        if self._decay_fractions:
+            self._decay_epochs = tuple(max(1, math.floor(f * epochs + 0.5)) for f in o.lr_decay_epochs)
+        if not o.allow_early_decay:
+            check_lr_decay(o.lr_decay_epochs, self._decay_epochs or (), epochs, o.lr_decay, self.cfg.train.lr)
+
+    def lr_factor(self, epoch: int) -> float | None:
+        """The lr steps (rca.md#training): base lr x ``lr_decay`` at each step epoch of ``lr_decay_epochs`` reached."""
+        o = self.options
+        if not o.lr_decay_epochs:
+            return None
+        if self._decay_epochs is None:
+            raise RuntimeError("options.lr_decay_epochs holds fractions of the training: set_training_length first")
+        return o.lr_decay ** sum(epoch >= e for e in self._decay_epochs)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"attention": self.attention.state()}

@@ -1,7 +1,9 @@
 """``wsss report RUN``: one self-contained folder, ``RUN/report/index.html`` with its PNGs beside it
 (``report/*.png``, ``report/images/``), so the folder can be copied or served as it is.
 
-The page shows, for one split (the run's val split by default):
+The page shows, for each split the run has outputs of (``cams/``, ``cam_labels/``, ``pseudo/``, ``predictions/``,
+``predictions_crf/``; the val split first, then the training split, then the others; with none, the val split;
+``split``: that one only):
 
 - a summary table: the mIoU of every output the run has on the split (CAM seeds, pseudo labels,
   segmentation, segmentation + CRF), each scored with the evaluator of ``wsss eval`` (so the numbers
@@ -15,7 +17,9 @@ The page shows, for one split (the run's val split by default):
   the worst images first (per-image mIoU of the last output of the pipeline);
 - the resolved ``config.yaml``.
 
-Numbers carry ``data-output`` / ``data-metric`` attributes so scripts (and the tests) can read them.
+A split's image grids are ``report/images/<split>/``, its co-occurrence chart ``report/cooccurrence_<split>.png``,
+its scores ``report/summary.json`` (``{split: {folder: wsss eval's JSON}}``). Numbers carry ``data-split`` /
+``data-output`` / ``data-metric`` attributes so scripts (and the tests) can read them.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import yaml
 from wsss.core.config import run_config_path, yaml_load
 from wsss.core.files import atomic_write, remove_stale_temps
 from wsss.data import VOCDataset
+from wsss.data.voc import available_splits
 from wsss.evaluation import EvalResult, confusion_matrix, evaluate, scores_from_hist
 from wsss.report.figures import (
     IGNORE,
@@ -97,13 +102,18 @@ def _pct(x: float | None) -> str:
     return "" if x is None or not np.isfinite(x) else f"{100 * x:.2f}"
 
 
-def _cell(value: float | None, output: str, metric: str, scale: float = 100.0) -> str:
-    """A table cell holding a number with its machine-readable name."""
+def _cell(value: float | None, output: str, metric: str, scale: float = 100.0, split: str | None = None) -> str:
+    """A table cell holding a number with its machine-readable name (and split)."""
     text = "" if value is None or not np.isfinite(value) else f"{scale * value:.2f}"
-    return f'<td data-output="{_e(output)}" data-metric="{_e(metric)}">{text}</td>'
+    where = f'data-split="{_e(split)}" ' if split is not None else ""
+    return f'<td {where}data-output="{_e(output)}" data-metric="{_e(metric)}">{text}</td>'
 
 
-def _summary_table(results: dict[str, tuple[str, EvalResult]]) -> str:
+def _has_number(value: float | None) -> bool:
+    return value is not None and bool(np.isfinite(value))
+
+
+def _summary_table(results: dict[str, tuple[str, EvalResult]], split: str) -> str:
     head = ("<tr><th>output</th><th>folder</th><th>mIoU</th><th>mIoU (255 excluded)</th><th>pixel acc.</th>"
             "<th>mean FAR</th><th>at 255</th></tr>")  # fmt: skip
     rows = []
@@ -111,28 +121,40 @@ def _summary_table(results: dict[str, tuple[str, EvalResult]]) -> str:
         s = r.scores
         rows.append(
             f"<tr><td>{_e(title)}</td><td>{_e(folder)}/</td>"
-            + _cell(r.miou, folder, "miou")
-            + _cell(s.get("pseudo_miou") if r.pseudo else None, folder, "pseudo_miou")
-            + _cell(s["pAcc"], folder, "pAcc")
-            + _cell(r.cooccurrence["mean_far"], folder, "mean_far")
-            + _cell(s.get("ignored_share"), folder, "ignored_share")
+            + _cell(r.miou, folder, "miou", split=split)
+            + _cell(s.get("pseudo_miou") if r.pseudo else None, folder, "pseudo_miou", split=split)
+            + _cell(s["pAcc"], folder, "pAcc", split=split)
+            + _cell(r.cooccurrence["mean_far"], folder, "mean_far", split=split)
+            + _cell(s.get("ignored_share"), folder, "ignored_share", split=split)
             + "</tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _per_class_table(results: dict[str, tuple[str, EvalResult]]) -> str:
+def _per_class_table(results: dict[str, tuple[str, EvalResult]], split: str) -> str:
+    """IoU and FAR of each class that has a number in some output: a class in no mask and no output of the split
+    (a small split of many classes: most of them) is left out, and counted in a note."""
     first = next(iter(results.values()))[1]
     head = "<tr><th rowspan=2>class</th>" + "".join(f"<th colspan=2>{_e(t)}</th>" for t, _ in results.values())
     head += "</tr><tr>" + "<th>IoU</th><th>FAR</th>" * len(results) + "</tr>"
-    rows = []
+    rows, absent = [], 0
     for c, name in enumerate(first.class_names):
+        values = [(folder, r.per_class[c]["iou"], r.per_class[c]["far"]) for folder, (_, r) in results.items()]
+        if not any(_has_number(iou) or _has_number(far) for _, iou, far in values):
+            absent += 1
+            continue
         cells = "".join(
-            _cell(r.per_class[c]["iou"], folder, f"iou/{name}") + _cell(r.per_class[c]["far"], folder, f"far/{name}")
-            for folder, (_, r) in results.items()
+            _cell(iou, folder, f"iou/{name}", split=split) + _cell(far, folder, f"far/{name}", split=split)
+            for folder, iou, far in values
         )
         rows.append(f"<tr><td>{_e(name)}</td>{cells}</tr>")
-    return f"<table>{head}{''.join(rows)}</table>"
+    note = (
+        f"<p class=note>{plural(absent, 'class')} of the {len(first.class_names)} in neither the masks nor the "
+        "outputs of this split: not listed</p>"
+        if absent
+        else ""
+    )
+    return f"<table>{head}{''.join(rows)}</table>{note}"
 
 
 def _pairs_text(results: dict[str, tuple[str, EvalResult]], top: int = 5) -> str:
@@ -203,8 +225,8 @@ def _score_outputs(run: Path, ds: VOCDataset, split: str, has_gt: bool) -> dict[
 def _ranked_grids(
     run: Path, ds: VOCDataset, split: str, out: Path, results: dict[str, tuple[str, EvalResult]], max_images: int
 ) -> tuple[list[tuple[str, str, str]], str | None]:
-    """The image grids shown, worst first by the last output's per-image mIoU (else in split order), as
-    (relative path, id, caption), and that output's folder; stale grids of an earlier report go."""
+    """The image grids shown (``images/<split>/``), worst first by the last output's per-image mIoU (else in split
+    order), as (relative path, id, caption), and that output's folder."""
     ids = list(ds.ids)
     rank_folder = next(reversed(results), None)  # the last output of the pipeline ranks the images
     per_image: dict[str, float] = {}
@@ -214,15 +236,53 @@ def _ranked_grids(
             per_image[i] = _image_miou(ds.load_mask(i), pred, ds.num_classes)
         ids.sort(key=lambda i: (np.nan_to_num(per_image[i], nan=np.inf), i))
     grids = []
+    folder = per_id_path(out / "images", split, "")  # a split's name is a folder name here: checked as an id
+    remove_stale_temps(folder)  # a killed earlier report's temporary files
     for i in ids[:max_images]:
         caption = i if i not in per_image else f"{i}: {results[rank_folder][0]} mIoU {100 * per_image[i]:.1f}"
-        path = save_grid(saved_panels(ds, i, run, split, title=""), per_id_path(out / "images", f"grid_{i}", ".png"))
-        grids.append((f"images/{path.name}", i, caption))
-    keep = {Path(g).name for g, _, _ in grids}
-    for stale in (out / "images").glob("grid_*.png"):  # grids of an earlier report that are not shown now
-        if stale.name not in keep:
-            stale.unlink()
+        path = save_grid(saved_panels(ds, i, run, split, title=""), per_id_path(folder, f"grid_{i}", ".png"))
+        grids.append((path.relative_to(out).as_posix(), i, caption))
     return grids, rank_folder
+
+
+def _remove_stale_pictures(out: Path, shown: set[str]) -> None:
+    """The grids and co-occurrence charts of an earlier report that this one does not show (of its splits, and of
+    splits it no longer shows; ``images/grid_*.png`` and ``cooccurrence.png``: the layout of one split before)."""
+    pictures = [*(out / "images").glob("grid_*.png"), *(out / "images").glob("*/grid_*.png"),
+                *out.glob("cooccurrence*.png")]  # fmt: skip
+    for stale in pictures:
+        if stale.relative_to(out).as_posix() not in shown:
+            stale.unlink()
+    for folder in (out / "images").iterdir():
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _split_order(splits: set[str], cfg: dict[str, Any]) -> list[str]:
+    """The val split first, then the training split, then the others by name."""
+    first = [cfg["data"].get("val_split"), cfg["data"].get("train_split")]
+    return [s for s in first if s in splits] + sorted(splits - set(first))
+
+
+def report_splits(run: Path, cfg: dict[str, Any], root: str | Path) -> tuple[list[str], list[str]]:
+    """The splits a report shows, and a note for each split whose outputs it cannot show: the splits with a file
+    in an output folder of the run (``cams/``, ``OUTPUTS``), that the dataset at ``root`` has (a split of another
+    dataset root, ``--data-root``, is named in a note); none: the val split, for its notes."""
+    found = {
+        d.name
+        for folder in ("cams", *(f for f, _ in OUTPUTS))
+        if (run / folder).is_dir()
+        for d in (run / folder).iterdir()
+        if d.is_dir() and any(p.is_file() and not p.name.startswith(".") for p in d.iterdir())
+    }
+    have = set(available_splits(root))
+    notes = [
+        f"split {s}: outputs in {run} but no split file in {root}; `wsss report {run} --split {s} --data-root "
+        "ROOT` shows them with the dataset they came from"
+        for s in _split_order(found - have, cfg)
+    ]
+    shown = _split_order(found & have, cfg)
+    return (shown or [cfg["data"]["val_split"]]), notes
 
 
 def _result_sections(
@@ -230,14 +290,14 @@ def _result_sections(
 ) -> tuple[str, str, str]:
     """The summary, per-class and co-occurrence sections' HTML (a note where there is nothing to show)."""
     summary_html = (
-        _summary_table(results) + "<p class=note>mIoU: mean over the classes present in the ground truth, 255 "
+        _summary_table(results, split) + "<p class=note>mIoU: mean over the classes present in the ground truth, 255 "
         "counted as background; '255 excluded': the official pseudo-label convention. FAR: ground-truth "
         "background pixels predicted as the image's class. Same evaluator as <code>wsss eval</code>.</p>"
         if results
         else f"<p class=note>no complete output on split {_e(split)} yet: run `wsss cam`, `wsss pseudo`, "
         "`wsss predict` with this split</p>"
     )
-    per_class_html = _per_class_table(results) if results else "<p class=note>no outputs to score</p>"
+    per_class_html = _per_class_table(results, split) if results else "<p class=note>no outputs to score</p>"
     cooc_html = (
         (f'<img src="{_e(quote(chart.name))}" alt="co-occurrence diagnostics">' if chart else "") + _pairs_text(results)
         if results
@@ -246,53 +306,75 @@ def _result_sections(
     return summary_html, per_class_html, cooc_html
 
 
-def write_report(
-    run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12
-) -> Path:
-    """Write ``<run>/report/index.html`` (and its PNGs) and return its path."""
-    run = Path(run)
-    cfg = yaml_load(run_config_path(run).read_text())  # as written: the page shows the whole file
-    split = split or cfg["data"]["val_split"]
-    ds = VOCDataset(data_root or cfg["data"]["root"], split)
-    out = run / "report"
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    for folder in (out, out / "images"):
-        remove_stale_temps(folder)  # a killed earlier report's temporary files
-    metrics = run_metrics(run)
+def _split_section(run: Path, ds: VOCDataset, out: Path, max_images: int) -> tuple[str, list[str], dict[str, Any]]:
+    """One split's part of the page (summary, images, per class, co-occurrence), the grids it shows and its
+    scores for summary.json."""
+    split = ds.split
     has_gt = all(ds.has_mask(i) for i in ds.ids)
-
     results = _score_outputs(run, ds, split, has_gt)
     grids, rank_folder = _ranked_grids(run, ds, split, out, results, max_images)
-
-    curves = training_curves(metrics, out)
-    chart = cooccurrence_chart({t: r for t, r in results.values()}, out / "cooccurrence.png") if results else None
+    chart_path = per_id_path(out, f"cooccurrence_{split}", ".png")
+    chart = cooccurrence_chart({t: r for t, r in results.values()}, chart_path) if results else None
     summary_html, per_class_html, cooc_html = _result_sections(results, split, chart)
     figures = "".join(
         f'<figure><figcaption>{_e(c)}</figcaption><img src="{_e(quote(g))}" alt="{_e(i)}"></figure>'
         for g, i, c in grids
     )
     order = f"worst first by per-image mIoU of the {_e(results[rank_folder][0])}" if rank_folder else "in split order"
+    s = _e(split)
+    html_text = f"""<h2 id="split-{s}">Split {s} ({plural(len(ds), "image")})</h2>
+<h3 id="{s}-summary">Summary (%)</h3>{summary_html}
+<h3 id="{s}-images">Images ({order}; {len(grids)} of {len(ds)})</h3>
+<p class=note>CAMs: the map of each labelled class over the image (jet: red = high). Label maps in the VOC
+palette; the light grey-yellow of "ignore / undecided" is a pixel a pseudo label leaves to the loss.</p>{figures}
+<h3 id="{s}-per-class">Per class (%)</h3>{per_class_html}
+<h3 id="{s}-cooccurrence">Co-occurrence diagnostics</h3>{cooc_html}
+"""
+    shown = [g for g, _, _ in grids] + ([chart.name] if chart is not None else [])
+    return html_text, shown, {folder: r.to_json() for folder, (_, r) in results.items()}
+
+
+def write_report(
+    run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12
+) -> Path:
+    """Write ``<run>/report/index.html`` (and its PNGs) and return its path: every split with outputs, or
+    ``split`` alone."""
+    run = Path(run)
+    cfg = yaml_load(run_config_path(run).read_text())  # as written: the page shows the whole file
+    root = data_root or cfg["data"]["root"]
+    splits, notes = ([split], []) if split else report_splits(run, cfg, root)
+    datasets = [VOCDataset(root, s) for s in splits]  # every split read before anything is written
+    out = run / "report"
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / "images"):
+        remove_stale_temps(folder)  # a killed earlier report's temporary files
+    metrics = run_metrics(run)
+
+    sections, shown, summary = [], set(), {}
+    for ds in datasets:
+        section, pictures, summary[ds.split] = _split_section(run, ds, out, max_images)
+        sections.append(section)
+        shown |= set(pictures)
+    _remove_stale_pictures(out, shown)
+    curves = training_curves(metrics, out)
     title = f"wsss report: {run.name}"
     config_text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+    listing = ", ".join(f"<b>{_e(ds.split)}</b> ({plural(len(ds), 'image')})" for ds in datasets)
+    nav = "".join(f'<a href="#split-{_e(ds.split)}">{_e(ds.split)}</a>' for ds in datasets)
+    notes_html = "".join(f"<p class=note>{_e(n)}</p>" for n in notes)
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{_e(title)}</h1>
 <p>run <code>{_e(str(run))}</code>; method <b>{_e(str(cfg.get("method")))}</b>, backbone
-{_e(str(cfg["model"]["backbone"]))}; split <b>{_e(split)}</b> of
-<code>{_e(str(ds.root))}</code> ({plural(len(ds), "image")}); written {datetime.now():%Y-%m-%d %H:%M}</p>
-<nav><a href="#summary">summary</a><a href="#images">images</a><a href="#per-class">per class</a>
-<a href="#cooccurrence">co-occurrence</a><a href="#training">training</a><a href="#config">config</a></nav>
-<h2 id="summary">Summary (%)</h2>{summary_html}
-<h2 id="images">Images ({order}; {len(grids)} of {len(ds)})</h2>
-<p class=note>CAMs: the map of each labelled class over the image (jet: red = high). Label maps in the VOC
-palette; the light grey-yellow of "ignore / undecided" is a pixel a pseudo label leaves to the loss.</p>{figures}
-<h2 id="per-class">Per class (%)</h2>{per_class_html}
-<h2 id="cooccurrence">Co-occurrence diagnostics</h2>{cooc_html}
+{_e(str(cfg["model"]["backbone"]))}; {"split" if len(datasets) == 1 else "splits"} {listing} of
+<code>{_e(str(datasets[0].root))}</code>; written {datetime.now():%Y-%m-%d %H:%M}</p>{notes_html}
+<nav>{nav}<a href="#training">training</a><a href="#config">config</a></nav>
+{"".join(sections)}
 <h2 id="training">Training</h2>{_training_section(metrics, curves, run)}
 <h2 id="config">Config (config.yaml)</h2><pre>{_e(config_text)}</pre>
 </body></html>"""
     with atomic_write(out / "index.html", "w") as f:
         f.write(page)
     with atomic_write(out / "summary.json", "w") as f:
-        json.dump({folder: r.to_json() for folder, (_, r) in results.items()}, f, indent=1)
+        json.dump(summary, f, indent=1)
     return out / "index.html"

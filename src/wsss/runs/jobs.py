@@ -464,6 +464,44 @@ def predictions_folder(
     )  # fmt: skip
 
 
+def check_predict(
+    run: Run, tags_from: Run | None, tag_gate: str, tag_threshold: float | None, labelled_only: bool
+) -> None:  # fmt: skip
+    """The refusals of a prediction job before any photo: a run without a segmentation head, tag options without
+    ``tags_from``, a tagger without a classifier or of other classes."""
+    _check_tag_options(tags_from, tag_gate, tag_threshold)
+    if not run.method.has_seg_head:
+        raise UsageError(
+            f"{run.dir}: this run (method {run.cfg.method}, model.decoder {run.cfg.model.decoder}) has no "
+            "segmentation head to predict with; use `wsss cam` and `wsss pseudo`, or train a seg stage"
+        )
+    if tags_from is not None:
+        _check_tagger(run, tags_from, labelled_only)
+
+
+def predict_compute(
+    run: Run, *, crf: bool = False, scales: Sequence[float] | None = None, probs_dir: Path | None = None,
+    labelled_only: bool = False, tags_from: Run | None = None, tag_threshold: float | None = None,
+    tag_gate: str = "hard",
+) -> Callable[[str, np.ndarray, Any, Any], np.ndarray | Deferred]:  # fmt: skip
+    """One photo's prediction in a job's pipeline (:func:`_pipeline`'s ``compute``), the same for a dataset's split
+    and for photos that are not a dataset (``runs/photos.py``): the label map, or with ``crf`` a :class:`Deferred`
+    CRF of the probabilities; with ``probs_dir`` the probabilities are also written there (float16)."""
+    params = run.cfg.infer.crf
+
+    def compute(id: str, image: np.ndarray, labels: Any, x: torch.Tensor) -> np.ndarray | Deferred:
+        classes = allowed_classes(labels) if labelled_only else None
+        weights = _tag_weights(tags_from, image, tag_gate, tag_threshold) if tags_from is not None else None
+        if not (crf or probs_dir is not None):  # the label alone, band by band: no (C, H, W) map of a large photo
+            return run.seg_label(image, scales, prepared=x, classes=classes, class_weights=weights)
+        prob = run.seg_prob(image, scales, prepared=x, classes=classes, class_weights=weights)
+        if probs_dir is not None:
+            save_npy(per_id_path(probs_dir, id, ".npy"), prob.astype(np.float16))
+        return Deferred(crf_label, (image, prob, present_classes(prob), params)) if crf else prob.argmax(0)
+
+    return compute
+
+
 def run_predict(
     run: Run, split: str, *, root: str | None = None, crf: bool = False, scales: Sequence[float] | None = None,
     overwrite: bool = False, progress: bool = True, save_probs: bool = False, labelled_only: bool = False,
@@ -484,32 +522,16 @@ def run_predict(
     A run with an ensemble (:meth:`Run.with_ensemble`) of N networks in all writes into ``predictions..._ensN``
     (and ``probs_ensN``).
     """
-    _check_tag_options(tags_from, tag_gate, tag_threshold)
-    if not run.method.has_seg_head:
-        raise UsageError(
-            f"{run.dir}: this run (method {run.cfg.method}, model.decoder {run.cfg.model.decoder}) has no "
-            "segmentation head to predict with; use `wsss cam` and `wsss pseudo`, or train a seg stage"
-        )
-    if tags_from is not None:
-        _check_tagger(run, tags_from, labelled_only)
+    check_predict(run, tags_from, tag_gate, tag_threshold, labelled_only)
     ds = VOCDataset(root or run.cfg.data.root, split)
     networks = 1 + len(run.ensemble)
     gate = tag_gate if tags_from is not None else None
     out = run.dir / predictions_folder(crf=crf, labelled_only=labelled_only, tag_gate=gate, networks=networks) / split
     probs_dir = run.dir / ("probs" + (f"_ens{networks}" if run.ensemble else "")) / split
     todo = shared_todo(lambda: _todo(ds.ids, out, ".png", overwrite))
-    params = run.cfg.infer.crf
-
-    def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> np.ndarray | Deferred:
-        classes = allowed_classes(labels) if labelled_only else None
-        weights = _tag_weights(tags_from, image, tag_gate, tag_threshold) if tags_from is not None else None
-        if not (crf or save_probs):  # the label alone, band by band: no (C, H, W) map of a large photo
-            return run.seg_label(image, scales, prepared=x, classes=classes, class_weights=weights)
-        prob = run.seg_prob(image, scales, prepared=x, classes=classes, class_weights=weights)
-        if save_probs:
-            save_npy(per_id_path(probs_dir, id, ".npy"), prob.astype(np.float16))
-        return Deferred(crf_label, (image, prob, present_classes(prob), params)) if crf else prob.argmax(0)
-
+    compute = predict_compute(run, crf=crf, scales=scales, probs_dir=probs_dir if save_probs else None,
+                              labelled_only=labelled_only, tags_from=tags_from, tag_threshold=tag_threshold,
+                              tag_gate=tag_gate)  # fmt: skip
     with CRFPool(run.cfg.infer.crf_workers if crf else 0) as pool:
         run_ids(
             todo, lambda ids: _pipeline(run, ds, ids, compute, size=None, pool=pool, finish=_label_writes(out)),

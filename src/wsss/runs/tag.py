@@ -35,6 +35,7 @@ from wsss.data.voc import VOCDataset, labels_from_mask, load_cls_labels, write_c
 from wsss.runs.run import Run
 
 TAGS_FILE = "tags.csv"
+DEFAULT_THRESHOLD = 0.1  # a class is a tag at this zero-shot score (`wsss tag --threshold`, `wsss cam --images`)
 
 
 @dataclass
@@ -133,7 +134,7 @@ def _compare_with_mask(ds: VOCDataset, id: str, labels: np.ndarray, summary: Tag
 
 
 def tag_split(
-    run: Run, split: str, *, root: str | None = None, threshold: float = 0.1, at_least_one: bool = True,
+    run: Run, split: str, *, root: str | None = None, threshold: float = DEFAULT_THRESHOLD, at_least_one: bool = True,
     labels_from: str | Path | None = None, overwrite: bool = False, progress: bool = True,
 ) -> TagSummary:  # fmt: skip
     """Label the photos of ``split`` (module docstring); returns what was written and the comparison with

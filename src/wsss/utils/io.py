@@ -171,6 +171,22 @@ def save_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
         im.save(f, format="PNG")
 
 
+def save_overlay(path: str | os.PathLike, image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> None:
+    """Write ``image`` ((H, W, 3) uint8) with the VOC palette colour of each class in ``label`` ((H, W)) blended
+    in at ``alpha``, as a JPEG (``.jpg``/``.jpeg``) or PNG by the suffix of ``path``, atomically. Background (0)
+    and ignore (255) pixels keep the photo as it is: the mask's black background would hide it."""
+    image, label = np.asarray(image), np.asarray(label)
+    if image.shape[:2] != label.shape:
+        raise ValueError(f"{path}: the label map {label.shape} is not the image's size {image.shape[:2]}")
+    colour = voc_palette()[label.astype(np.int64)].astype(np.float32)
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colour
+    keep = ((label == 0) | (label == 255))[..., None]
+    out = np.where(keep, image, np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+    jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
+    with atomic_write(path) as f:
+        Image.fromarray(out).save(f, format="JPEG" if jpeg else "PNG", **({"quality": 90} if jpeg else {}))
+
+
 def save_npy(path: str | os.PathLike, array: np.ndarray | dict, *, pickled_dict: bool = False) -> None:
     """np.save, atomically. Plain arrays only, unless ``pickled_dict``: the PSA / ToCo cls_labels.npy
     format is a pickled dict, written so for the other codes that read it (we read it back with

@@ -1,0 +1,173 @@
+"""Masks of photos that are not a dataset: ``wsss predict RUN --images DIR_OR_FILES --out DIR`` and
+``wsss cam RUN --images ... --out DIR``.
+
+The photos (:class:`~wsss.data.photos.PhotoFolder`: JPEG, PNG or WebP, EXIF orientation applied, ids = the files'
+stems) go through the pipeline of a dataset's split (``runs/jobs.py``: loader workers, the same per-photo
+computation, the CRF pool, the writer thread, ``--workers N`` / torchrun's ranks), so a photo's mask is the one
+``wsss predict RUN --split S`` gives it in a dataset. Written into ``--out`` (never a folder of the photos), each
+file atomically:
+
+- ``<stem>.png``: the mask, class indices in the VOC palette, at the photo's (upright) size: the segmentation
+  (``predict``) or the CAM seed (``cam``: argmax of the CAMs with ``cam.bkg_thre``);
+- ``overlay/<stem>.jpg`` (``overlay=True``): the photo with the mask's colours blended in;
+- ``cams/<stem>.npz`` (``cam``): the CAMs of the photo's classes, as ``wsss cam`` saves them;
+- ``probs/<stem>.npy`` (``predict`` with ``save_probs``): the softmax, float16.
+
+``--out`` must not already hold any of these files unless ``overwrite``: a second run into the same folder
+would otherwise mix two runs' masks.
+
+Photos have no image labels. A prediction needs none (``tags_from``: a classifier names each photo's classes);
+CAMs are made of a photo's labels, so ``cam`` takes them from a run that scores photos zero-shot (CLIP-ES,
+``Method.image_scores``: the tags of ``wsss tag`` at its default threshold, the best class always), and refuses
+a run whose CAMs need labels the photos do not have.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from wsss.cam import CRFPool
+from wsss.core.errors import OutputError, UsageError
+from wsss.core.files import remove_stale_temps
+from wsss.data.photos import PhotoFolder
+from wsss.runs.jobs import Writes, _pipeline, check_predict, labelled_seed, predict_compute
+from wsss.runs.run import Run
+from wsss.runs.shard import run_ids, shared_todo
+from wsss.runs.tag import DEFAULT_THRESHOLD, tag_labels
+from wsss.utils.io import per_id_path, read_image, save_label_png, save_labelled_cam, save_overlay
+
+OVERLAY_DIR, OVERLAY_SUFFIX = "overlay", ".jpg"
+
+
+def _outputs(out: Path, extra: dict[str, str], overlay: bool) -> dict[Path, str]:
+    """The folders a job writes into (``out`` and its subfolders) -> the suffix of its files there."""
+    folders = {out: ".png", **{out / name: suffix for name, suffix in extra.items()}}
+    if overlay:
+        folders[out / OVERLAY_DIR] = OVERLAY_SUFFIX
+    return folders
+
+
+def check_out(photos: PhotoFolder, out: Path, folders: dict[Path, str], overwrite: bool) -> None:
+    """Refuse ``out`` before anything is written: a file, a folder of the photos (their masks would sit among
+    them, and a photo ``a.png`` would be replaced by its mask), or a folder that already holds an output of these
+    photos, unless ``overwrite``. Every process checks before the job's first collective (``shared_todo``), so
+    none sees another's new outputs."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file; --out names a folder for the masks")
+    inputs = photos.folders()
+    for folder in folders:
+        if folder.resolve() in inputs:
+            raise UsageError(
+                f"{folder}: holds the photos given to --images; give --out another folder (the masks are named by "
+                "the photos' stems and are never written among them)"
+            )
+    if overwrite:
+        return
+    for folder, suffix in folders.items():
+        for id in photos.ids:
+            path = per_id_path(folder, id, suffix)
+            if path.exists():
+                raise UsageError(
+                    f"{out}: already holds outputs of these photos (e.g. {path}); pass --overwrite to replace "
+                    "them, or give another --out"
+                )
+
+
+def _photo_writes(out: Path, photos: PhotoFolder, overlay: bool) -> Callable[[str, np.ndarray], Writes]:
+    """A photo's mask, and with ``overlay`` the photo with the mask blended in (the photo read again in the writer
+    thread: the pipeline hands the writes the label only)."""
+
+    def writes(id: str, label: np.ndarray) -> Writes:
+        mask = [(save_label_png, (per_id_path(out, id, ".png"), label))]
+        if not overlay:
+            return mask
+        return [*mask, (_save_photo_overlay, (per_id_path(out / OVERLAY_DIR, id, OVERLAY_SUFFIX), photos, id, label))]
+
+    return writes
+
+
+def _save_photo_overlay(path: Path, photos: PhotoFolder, id: str, label: np.ndarray) -> None:
+    save_overlay(path, read_image(photos.image_path(id)), label)
+
+
+def _run_photos(
+    photos: PhotoFolder, out: Path, folders: dict[Path, str], overwrite: bool,
+    process: Callable[[list[str]], Any], desc: str, progress: bool,
+) -> None:  # fmt: skip
+    check_out(photos, out, folders, overwrite)
+
+    def list_todo() -> list[str]:
+        for folder in folders:
+            remove_stale_temps(folder)  # a killed earlier job's temporary files
+        return list(photos.ids)
+
+    run_ids(shared_todo(list_todo), process, desc=desc, progress=progress)
+
+
+def predict_photos(
+    run: Run, images: Sequence[str | os.PathLike], out: str | os.PathLike, *, crf: bool = False,
+    scales: Sequence[float] | None = None, overwrite: bool = False, progress: bool = True, overlay: bool = False,
+    save_probs: bool = False, tags_from: Run | None = None, tag_threshold: float | None = None,
+    tag_gate: str = "hard",
+) -> Path:  # fmt: skip
+    """The masks of photos that are not a dataset (module docstring): ``out/<stem>.png``; the options are those of
+    :func:`~wsss.runs.jobs.run_predict` (an ensemble: :meth:`Run.with_ensemble` first), which computes each mask
+    the same way. Returns ``out``."""
+    check_predict(run, tags_from, tag_gate, tag_threshold, labelled_only=False)
+    photos, out = PhotoFolder(images), Path(out)
+    folders = _outputs(out, {"probs": ".npy"} if save_probs else {}, overlay)
+    compute = predict_compute(run, crf=crf, scales=scales, probs_dir=out / "probs" if save_probs else None,
+                              tags_from=tags_from, tag_threshold=tag_threshold, tag_gate=tag_gate)  # fmt: skip
+    finish = _photo_writes(out, photos, overlay)
+    with CRFPool(run.cfg.infer.crf_workers if crf else 0) as pool:
+        _run_photos(
+            photos, out, folders, overwrite,
+            lambda ids: _pipeline(run, photos, ids, compute, size=None, pool=pool, finish=finish),
+            f"predict {len(photos)} photos", progress,
+        )  # fmt: skip
+    return out
+
+
+def _zero_shot_labels(run: Run) -> Callable[[np.ndarray], np.ndarray]:
+    """A photo's labels for its CAMs: the zero-shot tags of a run that scores photos (CLIP-ES, as ``wsss tag``);
+    a UsageError for a run whose CAMs need labels the photos do not have."""
+    scores = getattr(run.method, "image_scores", None)  # CLIP-ES's zero-shot scores (runs/tag.py reads the same)
+    if scores is None:
+        raise UsageError(
+            f"{run.dir}: a {run.cfg.method} run makes the CAMs of each photo's image labels, and photos given to "
+            "--images have none; make them a dataset with labels (`wsss prepare folder --labels`) and use --split, "
+            "or use a CLIP-ES run, which labels photos from the class names"
+        )
+    return lambda image: tag_labels(scores(image)[0], DEFAULT_THRESHOLD, at_least_one=True)
+
+
+def cam_photos(
+    run: Run, images: Sequence[str | os.PathLike], out: str | os.PathLike, *, overwrite: bool = False,
+    progress: bool = True, overlay: bool = False, bkg_thre: float | None = None,
+) -> Path:  # fmt: skip
+    """The CAMs and CAM seeds of photos that are not a dataset (module docstring): ``out/cams/<stem>.npz`` and the
+    seed ``out/<stem>.png`` (background ``bkg_thre``, default ``cam.bkg_thre``), each photo's classes found by the
+    run itself (:func:`_zero_shot_labels`), its maps made as ``wsss cam`` makes them. Returns ``out``."""
+    labels_of = _zero_shot_labels(run)
+    photos, out = PhotoFolder(images), Path(out)
+    thre = run.cfg.cam.bkg_thre if bkg_thre is None else float(bkg_thre)
+    cams = out / "cams"
+    folders = _outputs(out, {"cams": ".npz"}, overlay)
+    seed_writes = _photo_writes(out, photos, overlay)
+
+    def compute(id: str, image: np.ndarray, labels: Any, x: torch.Tensor) -> Writes:
+        keys, cam = run.labelled_cam(image, labels_of(image), prepared=x)
+        return [(save_labelled_cam, (cams, id, keys, cam)), *seed_writes(id, labelled_seed(keys, cam, thre))]
+
+    _run_photos(
+        photos, out, folders, overwrite,
+        lambda ids: _pipeline(run, photos, ids, compute, size=run.cfg.infer.cam_input_size),
+        f"cam {len(photos)} photos", progress,
+    )  # fmt: skip
+    return out
