@@ -103,8 +103,8 @@ class RCAOptions:
     attention_start_epoch: int = 1
     attention_min_prob: float = 0.1
     attention_grid: int | None = None  # side of the stored maps; None = crop_size // backbone stride
-    # learning-rate steps (rca.md#training, decay_points '5,10'): base lr x lr_decay at each of these epochs; values in (0, 1)
-    # are fractions of the training instead, each at the nearest epoch (the real_cpu preset's: they follow
+    # learning-rate steps (rca.md#training, decay_points '5,10'): base lr x lr_decay at each of these epochs; values
+    # in (0, 1) are fractions of the training instead, each at the nearest epoch (the real_cpu preset's: they follow
     # train.epochs / train.max_iters). Either form: a training whose last step falls before half of it is refused
     # unless allow_early_decay (the paper presets: the official steps at epochs 5 and 10 of 30)
     lr_decay_epochs: tuple[int | float, ...] = (5, 10)
