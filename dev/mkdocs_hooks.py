@@ -138,20 +138,22 @@ def _preset_summary(path: Path) -> str:
 def preset_table(folder: str, training_free: bool = False) -> str:
     """Markdown table of ``configs/<folder>/*.yaml``: its base, the resolved backbone, crop, batch, length and
     optimiser (a training-free method's presets: the backbone only), and the first sentence of its comment."""
-    from wsss.core.config import load_config, read_preset
+    from wsss.core.config import BASE_KEY, load_config, read_preset, yaml_load
 
     head = [f"`configs/{folder}/`", "`_base_`", "settings", "what it is"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for path in sorted((REPO / "configs" / folder).glob("*.yaml")):
         read_preset(path)  # the same reader as the contract test: a broken preset fails the build
         cfg = load_config(path)
-        base = re.search(r"^_base_:\s*(.+)$", path.read_text(), re.M)
+        bases = yaml_load(path.read_text()).get(BASE_KEY, [])
+        bases = [bases] if isinstance(bases, str) else bases
         settings = f"`{cfg.model.backbone}`"
         if not training_free:
             length = f"{cfg.train.epochs:g} epochs" if cfg.train.epochs else f"{cfg.train.max_iters} iterations"
             settings += (f", crop {cfg.data.crop_size}, batch {cfg.train.batch_size}, {length}, "
                          f"{cfg.train.optimizer} lr {cfg.train.lr:g}")  # fmt: skip
-        cells = [f"`{path.name}`", f"`{base.group(1).strip()}`" if base else "", settings, _preset_summary(path)]
+        base = ", ".join(f"`{b.removeprefix('../_base_/').removesuffix('.yaml')}`" for b in bases)  # datasets/voc
+        cells = [f"`{path.name}`", base, settings, _preset_summary(path)]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

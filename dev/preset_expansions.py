@@ -27,8 +27,9 @@ FIXTURE = REPO / "tests" / "core" / "preset_expansions.json"
 
 
 def preset_names() -> list[str]:
-    """Every shipped preset, as its path relative to the repository (``configs/cam/voc.yaml``)."""
-    return [p.relative_to(REPO).as_posix() for p in sorted(CONFIGS.rglob("*.yaml"))]
+    """Every shipped preset, as its path relative to the repository (``configs/cam/voc.yaml``); the parts in
+    ``configs/_base_/`` that presets are composed of are not presets."""
+    return [p.relative_to(REPO).as_posix() for p in sorted(CONFIGS.rglob("*.yaml")) if "_base_" not in p.parts]
 
 
 def expand_preset(name: str | Path) -> dict[str, Any]:

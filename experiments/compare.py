@@ -61,7 +61,7 @@ from typing import Any
 
 import torch
 
-from wsss.core.config import yaml_load
+from wsss.core.config import read_preset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(a.overrides),
         "data": describe_data(root),
         "command": " ".join([".venv/bin/python experiments/compare.py", *(argv if argv is not None else sys.argv[1:])]),
-        "presets": {m: yaml_load(PIPELINES.get(m, Pipeline(m)).preset_path().read_text())
+        "presets": {m: read_preset(PIPELINES.get(m, Pipeline(m)).preset_path())  # its _base_ merged in
                     for m in a.methods if PIPELINES.get(m, Pipeline(m)).preset_path().is_file()},
         "overrides": {m: list(PIPELINES[m].overrides) for m in a.methods if m in PIPELINES and PIPELINES[m].overrides},
     }  # fmt: skip

@@ -1,6 +1,7 @@
 import pytest
 
 from conftest import REPO
+from dev.preset_expansions import preset_names
 from wsss.core.config import Config, from_dict, load_config, save_config
 from wsss.core.errors import ConfigError
 from wsss.methods import get_method_class
@@ -12,7 +13,7 @@ def test_defaults_and_dotted_overrides():
     assert cfg.cam.scales == (1.0, 0.5)
     assert cfg.model.pretrained is None
     assert cfg.run.dir == "x/y"
-    assert cfg.train.lr == pytest.approx(6e-5)  # untouched default
+    assert cfg.train.lr == pytest.approx(0.01)  # untouched default
 
 
 def test_unknown_key_suggests_closest():
@@ -48,7 +49,7 @@ def test_resolved_config_round_trip(tmp_path):
     assert isinstance(again, Config)
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [REPO / n for n in preset_names()], ids=lambda p: p.stem)
 def test_every_shipped_config_is_valid(path):
     cfg = load_config(path)
     cls = get_method_class(cfg.method)
@@ -73,3 +74,45 @@ def test_a_folder_that_is_not_a_run_is_named_with_what_to_do(tmp_path, capsys):
         assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'config.yaml'}: not a run directory")
     save_config(load_config(None, ["train.lr=0.5"]), tmp_path / "config.yaml")
     assert load_run_config(tmp_path).train.lr == 0.5
+
+
+def test_the_schema_defaults_are_neutral():
+    """No paper's settings as defaults (issue 57): the plain poly SGD without warm-up whose lr goes to 0 past
+    the end, and no data set; the presets state theirs through configs/_base_."""
+    t, d = Config().train, Config().data
+    assert (t.optimizer, t.lr, t.weight_decay, t.momentum, t.power) == ("sgd", 0.01, 5e-4, 0.9, 0.9)
+    assert (t.warmup_iters, t.hold_lr_after_max) == (0, False)
+    assert d.root is None
+    assert not hasattr(Config().cam, "psa_alphas") and not hasattr(Config().cam, "psa_seed_stride")
+
+
+def test_a_config_without_data_root_is_one_error_line(tmp_path, capsys):
+    from wsss.cli import main
+    from wsss.data import VOCDataset
+
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("method: cam\ntrain: {max_iters: 2}\n")
+    assert load_config(cfg).data.root is None  # loading and `wsss config show` need no data set
+    assert main(["config", "show", str(cfg)]) == 0
+    capsys.readouterr()
+    assert main(["train", str(cfg), f"run.dir={tmp_path / 'run'}", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: data.root is not set: ") and err.count("\n") == 1 and "data.root=DIR" in err
+    with pytest.raises(ConfigError, match="^data.root is not set"):
+        VOCDataset(load_config(cfg).data.root, "train")
+
+
+def test_the_psa_seed_keys_of_an_older_config_move_to_the_options(tmp_path):
+    """A run's config.yaml written before PSA's seed settings left ``cam`` (it holds every key) still loads:
+    at the old defaults the keys are dropped, another value moves to ``options`` (SC-CAM's stride 8)."""
+    old = tmp_path / "config.yaml"
+    old.write_text("method: cam\ncam: {bkg_thre: 0.4, psa_alphas: [4.0, 32.0], psa_seed_stride: 1}\n")
+    cfg = load_config(old)
+    assert cfg.cam.bkg_thre == 0.4 and cfg.options == {}
+    old.write_text("method: sccam\ncam: {psa_seed_stride: 8, psa_alphas: [4, 32]}\noptions: {rounds: 1}\n")
+    cfg = load_config(old)
+    assert cfg.options == {"rounds": 1, "psa_seed_stride": 8}
+    options = from_dict(get_method_class("sccam").Options, cfg.options, "options")
+    assert (options.psa_seed_stride, options.psa_alphas) == (8, (4.0, 32.0))
+    with pytest.raises(ConfigError, match="unknown config key 'cam.psa_alphas'"):  # not in a new config
+        load_config(None, ["cam.psa_alphas=[2, 8]"])

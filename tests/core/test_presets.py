@@ -6,6 +6,7 @@ standing without the presets."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -13,7 +14,7 @@ import yaml
 from conftest import REPO, tiny_overrides
 from dev.preset_expansions import FIXTURE, expand_preset, preset_names
 from wsss.cli import main
-from wsss.core.config import BASE_KEY, load_config, read_preset, resolve_paths, yaml_load
+from wsss.core.config import BASE_KEY, _merge, load_config, read_preset, resolve_paths, yaml_load
 from wsss.core.errors import ConfigError
 
 RECORDED = json.loads(FIXTURE.read_text())
@@ -39,30 +40,61 @@ def test_a_delta_that_drops_a_setting_no_longer_matches(tmp_path):
     name = "configs/seco/voc_corrected.yaml"
     text = (REPO / name).read_text()
     assert "  quirk_patch_seed: false\n" in text
-    _write(tmp_path / "voc.yaml", (REPO / "configs/seco/voc.yaml").read_text())
-    assert expand_preset(_write(tmp_path / "same.yaml", text)) == RECORDED[name]  # the copy, as it is, matches
-    dropped = expand_preset(_write(tmp_path / "dropped.yaml", text.replace("  quirk_patch_seed: false\n", "")))
+    shutil.copytree(REPO / "configs/_base_", tmp_path / "_base_")
+    _write(tmp_path / "seco/voc.yaml", (REPO / "configs/seco/voc.yaml").read_text())
+    assert expand_preset(_write(tmp_path / "seco/same.yaml", text)) == RECORDED[name]  # the copy, as it is, matches
+    dropped = expand_preset(_write(tmp_path / "seco/dropped.yaml", text.replace("  quirk_patch_seed: false\n", "")))
     assert dropped["options"]["quirk_patch_seed"] is True
     assert dropped != RECORDED[name]
 
 
-def test_derived_presets_are_deltas():
-    """Every *_corrected, coco and real_cpu preset that derives from another names its base and restates none
-    of the base's values."""
-    derived = [n for n in preset_names() if any(k in n for k in ("_corrected", "/coco", "/real_cpu"))]
-    derived.remove("configs/cam/real_cpu.yaml")  # the root of the real-photo presets
-    for name in derived:
+def _bases(path) -> list:
+    """The files ``path`` names under ``_base_``, with theirs, depth first (a base of two: listed twice)."""
+    bases = yaml_load(path.read_text()).get(BASE_KEY, [])
+    found = []
+    for base in [bases] if isinstance(bases, str) else bases:
+        found += [(path.parent / base).resolve(), *_bases(path.parent / base)]
+    return found
+
+
+def test_presets_are_deltas_of_their_bases():
+    """Every preset is composed with ``_base_`` and restates none of its bases' values (the bases merged as
+    the loader merges them)."""
+    for name in preset_names():
         own = yaml_load((REPO / name).read_text())
         assert BASE_KEY in own, f"{name} has no {BASE_KEY}"
         bases = own.pop(BASE_KEY)
         merged_base: dict = {}
         for base in [bases] if isinstance(bases, str) else bases:
-            merged_base = {**merged_base, **read_preset((REPO / name).parent / base)}
+            merged_base = _merge(merged_base, read_preset((REPO / name).parent / base))
         for section, values in own.items():
             inherited = merged_base.get(section)
             if isinstance(values, dict) and isinstance(inherited, dict):
                 same = [k for k, v in values.items() if k in inherited and inherited[k] == v]
                 assert not same, f"{name} restates {section}.{same} of its base"
+
+
+BASES = REPO / "configs" / "_base_"
+
+
+def test_every_preset_is_composed_of_a_data_set_and_the_runtime():
+    """mmseg's composition: each preset's data set is a ``_base_/datasets/*.yaml`` (no preset names a data set
+    folder itself) and its runtime ``_base_/default_runtime.yaml`` (directly or through its bases)."""
+    for name in preset_names():
+        bases = _bases(REPO / name)
+        assert (BASES / "default_runtime.yaml").resolve() in bases, f"{name}: no _base_/default_runtime.yaml"
+        assert any(b.parent == (BASES / "datasets").resolve() for b in bases), f"{name}: no _base_/datasets/*.yaml"
+        assert "root" not in yaml_load((REPO / name).read_text()).get("data", {}), f"{name} states data.root"
+
+
+def test_the_base_parts_are_valid_and_not_presets():
+    """``configs/_base_/*`` are parts (no ``method``, not in the fixture): each is a valid partial config."""
+    parts = sorted(BASES.rglob("*.yaml"))
+    assert {p.parent.name for p in parts} >= {"_base_", "datasets", "schedules", "models"}
+    for part in parts:
+        assert "method" not in read_preset(part), part
+        load_config(part)  # validated against the schema, its own bases merged
+    assert not any("_base_" in n for n in RECORDED)
 
 
 def _write(path, text):
@@ -85,6 +117,20 @@ def test_bases_merge_key_by_key_in_order_before_the_overrides(tmp_path):
     assert merged["loss"]["weights"] == {"cls": 2.0}  # the loss terms are stated whole, never merged
     cfg = load_config(child, ["data.crop_size=32", "run.seed=5"])
     assert (cfg.data.crop_size, cfg.run.seed, cfg.run.dir, cfg.data.num_workers) == (32, 5, "c", 1)
+
+
+def test_a_later_base_with_delete_replaces_what_the_earlier_bases_built(tmp_path):
+    """``_delete_`` in a base: merged over the bases listed before it, it replaces their mapping (a COCO text
+    base after a VOC one), also through a base of a base; the file's own keys still merge over it."""
+    _write(tmp_path / "voc.yaml", "options: {syn: {bird: avian, tv: screen}, templates: [a]}\n")
+    _write(tmp_path / "coco.yaml", "options: {syn: {_delete_: true, bird: avian, couch: sofa}}\n")
+    child = _write(tmp_path / "c.yaml", "_base_: [voc.yaml, coco.yaml]\n")
+    assert read_preset(child)["options"] == {"syn": {"bird": "avian", "couch": "sofa"}, "templates": ["a"]}
+    _write(tmp_path / "via.yaml", "_base_: coco.yaml\n")
+    deeper = _write(tmp_path / "d.yaml", "_base_: [voc.yaml, via.yaml]\noptions: {syn: {x: y}}\n")
+    assert read_preset(deeper)["options"]["syn"] == {"bird": "avian", "couch": "sofa", "x": "y"}
+    plain = _write(tmp_path / "p.yaml", "_base_: [coco.yaml, voc.yaml]\n")  # the later base merges key by key
+    assert read_preset(plain)["options"]["syn"] == {"bird": "avian", "couch": "sofa", "tv": "screen"}
 
 
 def test_delete_replaces_an_inherited_mapping(tmp_path):
@@ -154,6 +200,7 @@ def test_config_show_prints_the_merged_preset_with_the_overrides(capsys):
 def test_a_run_config_is_the_full_merged_config(tmp_path, synth_root, one_thread):
     """A run trained from a delta preset stores every setting: it reloads after the presets are gone."""
     presets = tmp_path / "presets"
+    shutil.copytree(REPO / "configs/_base_", tmp_path / "_base_")
     _write(presets / "base.yaml", (REPO / "configs/cam/synthetic_cpu.yaml").read_text())
     child = _write(presets / "child.yaml", "_base_: base.yaml\ntrain: {lr: 2.0e-4}\n")
     run = tmp_path / "run"

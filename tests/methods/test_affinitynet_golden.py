@@ -170,7 +170,7 @@ def test_golden_psa_cam_inference_and_la_ha_crf(i):
 
 
 def test_golden_psa_seed_label_at_image_size():
-    """``cam.psa_seed_stride: 8`` (`wsss pseudo --refine psa` of the SC-CAM paper preset): the pooled seed as
+    """``options.psa_seed_stride: 8`` (`wsss pseudo --refine psa` of the SC-CAM paper preset): the pooled seed as
     class ids, block-constant at the image size; a size that is not a multiple of 8 is padded (-> 255)."""
     from wsss.cam.affinity import psa_seed_label
 
@@ -186,7 +186,7 @@ def test_golden_psa_seed_label_at_image_size():
 
 
 def test_pseudo_refine_psa_writes_the_pooled_seed_with_psa_seed_stride(synth_root, tmp_path):
-    """`wsss pseudo --refine psa` with ``cam.psa_seed_stride: 8``: the seed PNG is the grid label of the pooled
+    """`wsss pseudo --refine psa` with ``options.psa_seed_stride: 8``: the seed PNG is the grid label of the pooled
     la / ha scores, constant on every 8x8 block."""
     import yaml
 
@@ -200,7 +200,7 @@ def test_pseudo_refine_psa_writes_the_pooled_seed_with_psa_seed_stride(synth_roo
     assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *over, "--quiet", "--skip-check"]) == 0
     assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    cfg["cam"]["psa_seed_stride"] = 8
+    cfg["options"]["psa_seed_stride"] = 8
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["pseudo", str(run), "--split", "val", "--refine", "psa", "--quiet"]) == 0
     ds = VOCDataset(synth_root, "val")

@@ -1,10 +1,16 @@
 """The config schema: documented dataclasses, loaded from YAML with dotted command-line overrides.
 
-A config file holds the sections below; every key has a default here, so a preset only states what
-it changes. A preset that derives from another names it with ``_base_: ../cam/voc.yaml`` (or a list)
-and states only what differs (:func:`read_preset`). Unknown keys are rejected with the closest valid
-key suggested. The method-specific section ``options`` is validated against the dataclass the method
-registers (``Method.Options``).
+A config file holds the sections below; every key but ``data.root`` has a default here, so a config only
+states what it changes. The defaults are neutral, not one paper's settings: the plain optimiser
+(momentum SGD on a poly schedule, no warm-up, the lr set to 0 past ``train.max_iters``), no data set
+(``data.root`` must be given: a preset's ``_base_/datasets/*.yaml`` or ``data.root=DIR``), the toolkit's
+runtime (device "auto", logs every 200 iterations); where a key has no neutral value (a crop, a backbone,
+CAM levels) the default is the reference recipe's (ToCo's network and CAM post-processing, which the CAM
+baseline and SeCo share), and each field says so. A paper's settings live in the presets: a preset
+composes them with ``_base_`` from ``configs/_base_/`` (data sets, schedules, models, runtime) and states
+what its method adds (:func:`read_preset`, docs/configs.md). Unknown keys are rejected with the closest
+valid key suggested. The method-specific section ``options`` is validated against the dataclass the
+method registers (``Method.Options``).
 
     wsss train configs/cam/synthetic_cpu.yaml data.root=data/synth train.max_iters=100
 """
@@ -55,8 +61,10 @@ def yaml_load(text: str) -> Any:
 
 @dataclass
 class RunConfig:
+    """``run``: where and how a run executes (``configs/_base_/default_runtime.yaml`` states these)."""
+
     dir: str = "runs/default"  # run directory: config.yaml, checkpoints/, metrics.jsonl, outputs
-    seed: int = 0
+    seed: int = 0  # seeds random, numpy and torch (plus the rank), the data order and augmentation, k-means
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
     amp: str = "none"  # "none", "bf16" or "fp16"; autocast on CUDA only, the CPU stays fp32
     threads: int = 0  # torch intra-op threads on the CPU; 0 = torch's default
@@ -65,15 +73,23 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    root: str = "data/synth"
-    train_split: str = "train"
-    val_split: str = "val"
-    crop_size: int = 448  # docs/methods/seco.md#data, step 3
-    scale_range: tuple[float, float] = (0.5, 2.0)  # docs/methods/seco.md#data, step 1
-    hflip: bool = True
-    color_jitter: bool = False  # SeCo's main input has none (docs/methods/seco.md#data, step 4)
-    num_workers: int = 2
-    val_resize: int | None = 448  # training-time validation resizes val images to a square (seco.md#train-val)
+    """``data``: the data set (a folder in PASCAL VOC's layout, docs/datasets.md) and the training
+    augmentation. ``configs/_base_/datasets/*.yaml`` state a data set's folder and splits."""
+
+    # The data set's folder. No default: a config names it (a preset through its `_base_/datasets/*.yaml`) or the
+    # command line does (`data.root=DIR`); a command that reads the data without one stops with one `error:` line.
+    root: str | None = None
+    train_split: str = "train"  # ROOT/ImageSets/Segmentation/<split>.txt: the images a run trains on
+    val_split: str = "val"  # training-time validation split ("" = none; a split the data set lacks: none, a note)
+    # Side of the square random crop (the reference recipe's 448, docs/methods/seco.md#data, step 3; no neutral value)
+    crop_size: int = 448
+    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescale before the crop (seco.md#data, step 1)
+    hflip: bool = True  # random horizontal flip
+    color_jitter: bool = False  # ToCo's ColorJitter 0.4/0.4/0.2/0.1 with p 0.8 (SeCo's main input has none)
+    num_workers: int = 2  # data loader processes (0 = in the main process)
+    # Training-time validation resizes val images to this square (the reference recipe, seco.md#train-val; None =
+    # the image's own size)
+    val_resize: int | None = 448
     val_max_images: int | None = None  # cap on validation images per evaluation (None = all)
     # Longest side of a val image as the network sees it, after val_resize (None = no cap): one 6000x4000
     # photo at full size is minutes of attention and gigabytes; the score is taken at the mask's size.
@@ -87,6 +103,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """``model``: backbone and heads. The defaults are the reference network (ToCo's ViT-B/16 with a GMP
+    classifier, an auxiliary classifier and an ASPP head); ``configs/_base_/models/*.yaml`` state others."""
+
     backbone: str = "vit_base_patch16_224"  # a timm model name
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to timm.create_model
     pretrained: str | None = None  # local weights (timm / torchvision state dict, a run's checkpoint); None = random
@@ -94,36 +113,38 @@ class ModelConfig:
     aux_layer: int = -3  # ViT block whose raw output feeds the auxiliary classifier (seco.md#backbone)
     output_stride: int = 16  # CNN backbones: dilate the last stages to reach this stride
     pooling: str = "gmp"  # classifier pooling: "gmp" (ToCo/SeCo, seco.md#heads) or "gap"
-    aux_classifier: bool = True
+    aux_classifier: bool = True  # a second classifier on the aux_layer block (ToCo's; its CAM feeds PTC)
     decoder: str = "aspp"  # segmentation head: "aspp" (SeCo), "largefov" (ToCo), "none" (seco.md#heads)
     decoder_dim: int = 512  # LargeFOV hidden width
 
 
 @dataclass
 class PARConfig:
+    """``cam.par``: pixel-adaptive refinement of the online pseudo label (ToCo / SeCo)."""
+
     dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)  # docs/methods/seco.md#par
-    num_iter: int = 10
+    num_iter: int = 10  # refinement iterations
 
 
 @dataclass
 class CamConfig:
-    scales: tuple[float, ...] = (1.0, 0.5, 0.75, 1.5)  # training-time CAM scales (SeCo VOC, seco.md#defaults)
-    high_thre: float = 0.7  # docs/methods/seco.md#cam2label
-    low_thre: float = 0.25
-    bkg_thre: float = 0.5
+    """``cam``: the CAMs of training-time validation and the pseudo labels made from them, shared by every
+    method with CAMs. Levels are calibration (docs/configs.md#cam-levels-are-calibration): the defaults are
+    ToCo's, for a pretrained ViT-B's CAMs. A method's own seed settings are its ``options`` (PSA's seeds:
+    ``options.psa_alphas`` / ``options.psa_seed_stride`` of the methods that derive ``PSASeedOptions``)."""
+
+    scales: tuple[float, ...] = (1.0, 0.5, 0.75, 1.5)  # training-time CAM scales (reference recipe, seco.md#defaults)
+    high_thre: float = 0.7  # confident foreground at this level or above (docs/methods/seco.md#cam2label)
+    low_thre: float = 0.25  # confident background below this level; 255 (ignored) between the two
+    bkg_thre: float = 0.5  # the constant background score of a single-level label (validation, `wsss cam` seeds)
     par: PARConfig = field(default_factory=PARConfig)
     par_down_scale: int = 2  # the online pseudo label runs PAR at 1/2 resolution (seco.md#pseudo-label)
-    # `wsss pseudo --refine psa`: PSA's AffinityNet seeds, background (1 - max cam)^alpha for the
-    # confident-foreground ("la") and confident-background ("ha") CRF maps (docs/methods/multistage.md#psa-seeds)
-    psa_alphas: tuple[float, float] = (4.0, 32.0)
-    # PSA's seed resolution: its AffinityNet loader average-pools the la / ha CRF score maps by 8 and takes the
-    # argmax there (golden psa_aff_labels.npz; ``cam.affinity.psa_seed_grid``); `--refine psa` then writes that
-    # grid label, block-constant at the image size (padding -> 255). 1: the label of the full-resolution maps.
-    psa_seed_stride: int = 1
 
 
 @dataclass
 class LossConfig:
+    """``loss``: the weight and the start of each of the method's loss terms (a preset lists them whole)."""
+
     # Weight of each loss term, and the iteration after which it is switched on (a term is active
     # when step > start_iters[term]; terms without an entry are active from the start). This is the
     # one place where the staged schedules of docs/methods/seco.md#staging live.
@@ -133,6 +154,11 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
+    """``train``: the optimiser, its schedule and the training length. The defaults are the plain schedule,
+    momentum SGD with poly decay and no warm-up (``PolyWarmupSGD``'s own defaults); a paper's schedule is a
+    ``configs/_base_/schedules/*.yaml`` (ToCo / SeCo's warm-up AdamW, the official poly SGD, RCA's step SGD).
+    The cadence keys (log / eval / ckpt) are ``configs/_base_/default_runtime.yaml``'s."""
+
     batch_size: int = 4  # the global batch, whatever the number of processes
     micro_batch: int | None = None  # images per process per forward (gradient accumulation); None = all
     max_iters: int = 20000  # training length in optimiser steps (ignored when ``epochs`` is set)
@@ -143,21 +169,25 @@ class TrainConfig:
     # the checkpoint also happen at the last iteration, so eval_iters / ckpt_iters larger than the
     # resolved length mean "at the end only". Fractions are allowed (0.5 = half an epoch). None = max_iters.
     epochs: float | None = None
-    warmup_iters: int = 1500
-    optimizer: str = "adamw"  # "adamw" (PolyWarmupAdamW, seco.md#optim) or "sgd" (PolyWarmupSGD: DeepLab, RCA, SC-CAM)
-    lr: float = 6e-5  # docs/methods/seco.md#optim
+    warmup_iters: int = 0  # linear warm-up from lr x warmup_ratio over this many iterations (0 = none)
+    # "sgd" (PolyWarmupSGD: momentum SGD, the plain one) or "adamw" (PolyWarmupAdamW, ToCo / SeCo, seco.md#optim)
+    optimizer: str = "sgd"
+    lr: float = 0.01  # the base lr (the backbone's; head groups get head_lr_mult x it)
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
-    warmup_ratio: float = 1e-6
-    power: float = 0.9
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    head_lr_mult: float = 10.0  # classifier / projection / decoder groups (seco.md#optim)
-    hold_lr_after_max: bool = True  # official quirk: past max_iters the lr stops being updated
-    grad_clip: float | None = None
-    log_iters: int = 200
-    eval_iters: int = 2000
-    ckpt_iters: int = 1000
+    warmup_ratio: float = 1e-6  # the warm-up starts at lr x this
+    power: float = 0.9  # poly decay (1 - step / max_iters) ** power; 0 = constant (step schedules, RCA)
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)  # adamw only (torch's defaults)
+    # lr multiplier of the method's head groups (classifier / projection / decoder); the 10x every paper here uses
+    head_lr_mult: float = 10.0
+    # Past max_iters the lr stops being updated instead of going to 0: the official poly optimisers' behaviour
+    # (PSA's PolyOptimizer, ToCo / SeCo's PolyWarmupAdamW, kazuto1011's PolynomialLR); matters past the end only
+    hold_lr_after_max: bool = False
+    grad_clip: float | None = None  # clip the gradients' global norm to this (None = no clipping)
+    log_iters: int = 200  # log the losses every this many iterations
+    eval_iters: int = 2000  # validate every this many iterations (and at the last one)
+    ckpt_iters: int = 1000  # write checkpoints/last.pt every this many iterations (and at the last one)
 
 
 @dataclass(frozen=True)
@@ -196,6 +226,9 @@ CRFParams.PSA = CRFParams(iters=10, pos_xy_std=3, pos_w=3, bi_xy_std=80, bi_rgb_
 
 @dataclass
 class InferConfig:
+    """``infer``: inference of the trained run (`wsss cam`, `predict`, `pseudo`): scales, fusion, CRF. The
+    defaults are the reference recipe's (ToCo / SeCo's segmentation inference)."""
+
     scales: tuple[float, ...] = (1.0, 1.25, 1.5)  # seg inference (docs/methods/seco.md#inference)
     square_size: int | None = None  # SeCo's VOC script resizes each scale to int(448*s) squares
     cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5)  # `wsss cam` (seco.md#cam-seeds)
@@ -221,7 +254,9 @@ class InferConfig:
 
 @dataclass
 class Config:
-    method: str = "cam"
+    """A whole config: the method and the sections above (docs/configs.md)."""
+
+    method: str = "cam"  # a registered method (`wsss methods` lists them)
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -407,7 +442,51 @@ def _read_yaml_mapping(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid YAML ({e})") from e
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: a config must be a mapping at the top level")
-    return loaded
+    return _move_keys(loaded)
+
+
+# Keys that left the shared schema for a method's options: (section, key) -> (new section, key, the schema's
+# default before the move). PSA's seed settings are options of the methods that make PSA seeds from their CAMs
+# (``wsss.methods.base.PSASeedOptions``). A file that still has one (a run's config.yaml written before the move
+# holds every key) loads: at the old default the key is dropped (the option has the same default), another value
+# moves to the options (where a method without PSA seeds names it as an unknown option).
+MOVED_KEYS: dict[tuple[str, str], tuple[str, str, Any]] = {
+    ("cam", "psa_alphas"): ("options", "psa_alphas", [4.0, 32.0]),
+    ("cam", "psa_seed_stride"): ("options", "psa_seed_stride", 1),
+}
+
+
+def _move_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the keys of ``MOVED_KEYS`` dropped or moved (a copy where one is found)."""
+    for (section, key), (new_section, new_key, old_default) in MOVED_KEYS.items():
+        old = data.get(section)
+        if not isinstance(old, dict) or key not in old:
+            continue
+        data = {**data, section: {k: v for k, v in old.items() if k != key}}
+        value = old[key]
+        if _plain_equal(value, old_default):
+            continue
+        target = data.get(new_section)
+        data[new_section] = {**(target if isinstance(target, dict) else {}), new_key: value}
+    return data
+
+
+def _plain_equal(a: Any, b: Any) -> bool:
+    return _to_plain(a) == _to_plain(b)
+
+
+# `data.root` has no default: the one line a command that needs the data set stops with when a config has none.
+DATA_ROOT_UNSET = (
+    "data.root is not set: name the data set's folder in the config (data: {root: DIR}, or a "
+    "_base_/datasets/*.yaml among its _base_) or pass data.root=DIR"
+)
+
+
+def require_data_root(cfg: Config) -> str:
+    """``cfg.data.root``, or ConfigError :data:`DATA_ROOT_UNSET` when the config names no data set."""
+    if cfg.data.root is None:
+        raise ConfigError(DATA_ROOT_UNSET)
+    return cfg.data.root
 
 
 def _base_paths(path: Path, own: dict[str, Any]) -> list[Path]:
@@ -428,14 +507,21 @@ def _base_paths(path: Path, own: dict[str, Any]) -> list[Path]:
 def read_preset(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The settings a YAML preset states, with its ``_base_`` presets merged under them.
 
-    ``_base_: ../cam/voc.yaml`` (or a list, merged in order, later ones winning) names the presets this
-    one derives from; the file's own keys are merged over them with :func:`_merge`. A missing base or a
-    cycle is a ConfigError naming the file; each file's own keys are validated against the schema, so a
-    wrong key is blamed on the file that has it. The result holds no ``_base_``: it is what the preset
-    would be written out in full, before the schema's defaults and the command-line overrides.
+    ``_base_: ../cam/voc.yaml`` (or a list, merged in order, later ones winning: mmseg's rule) names the
+    presets and the ``configs/_base_/`` parts this one is composed of; the file's own keys are merged over
+    them with :func:`_merge`. A mapping holding ``_delete_: true`` replaces the one it is merged over: in the
+    file, what its bases built; in a base, also what the bases listed before it in the same ``_base_`` built.
+    A missing base or a cycle is a ConfigError naming the file; each file's own keys are validated against
+    the schema, so a wrong key is blamed on the file that has it. The result holds no ``_base_``: it is what
+    the preset would be written out in full, before the schema's defaults and the command-line overrides.
     """
-    path = Path(path)
-    chain = (*_chain, path.resolve())
+    return _merge({}, _resolve_preset(Path(path), _chain))  # the _delete_ marks consumed
+
+
+def _resolve_preset(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """:func:`read_preset`'s merge with the ``_delete_: true`` marks of the file and of its bases kept, so
+    that the file that names this one as a base applies them over its earlier bases."""
+    chain = (*chain, path.resolve())
     own = _read_yaml_mapping(path)
     bases = _base_paths(path, own)
     try:
@@ -443,12 +529,41 @@ def read_preset(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
     merged: dict[str, Any] = {}
+    marks = _delete_marks(own)
     for base in bases:
         if base.resolve() in chain:
             cycle = " -> ".join(str(p) for p in (*chain[chain.index(base.resolve()) :], base.resolve()))
             raise ConfigError(f"{path}: {BASE_KEY} cycle: {cycle}")
-        merged = _merge(merged, read_preset(base, chain))
-    return _merge(merged, own)
+        layer = _resolve_preset(base, chain)
+        marks += _delete_marks(layer)
+        merged = _merge(merged, layer)
+    return _with_delete_marks(_merge(merged, own), marks)
+
+
+def _delete_marks(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The key paths of the mappings in ``data`` that hold ``_delete_: true``."""
+    found = []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            if v.get(DELETE_KEY) is True:
+                found.append((*prefix, k))
+            found += _delete_marks(v, (*prefix, k))
+    return found
+
+
+def _with_delete_marks(data: dict[str, Any], marks: list[tuple[str, ...]]) -> dict[str, Any]:
+    """``data`` with ``_delete_: true`` put back into the mapping at each path of ``marks`` (copies on the way)."""
+    for path in marks:
+        data = _mark_path(data, path)
+    return data
+
+
+def _mark_path(node: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    child = node.get(path[0])
+    if not isinstance(child, dict):
+        return node
+    child = {**child, DELETE_KEY: True} if len(path) == 1 else _mark_path(child, path[1:])
+    return {**node, path[0]: child}
 
 
 def run_config_path(run_dir: str | Path, hint: str = "") -> Path:
@@ -561,8 +676,9 @@ def check_settings(cfg: Config) -> Config:
 
 def resolve_paths(cfg: Config) -> Config:
     """Make the run's input paths absolute (``data.root``, ``data.pseudo_dir``, ``model.pretrained``
-    when it is a file), so a run's ``config.yaml`` works from any directory. In place; returns ``cfg``."""
-    cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+    when it is a file), so a run's ``config.yaml`` works from any directory. In place; returns ``cfg``.
+    ConfigError :data:`DATA_ROOT_UNSET` when ``data.root`` is not set."""
+    cfg.data.root = str(Path(require_data_root(cfg)).expanduser().resolve())
     if cfg.data.pseudo_dir:
         cfg.data.pseudo_dir = str(Path(cfg.data.pseudo_dir).expanduser().resolve())
     if cfg.model.pretrained and Path(cfg.model.pretrained).expanduser().exists():

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wsss.core.errors import DataError
+from wsss.core.config import DATA_ROOT_UNSET
+from wsss.core.errors import ConfigError, DataError
 from wsss.core.safe_load import read_npy
 from wsss.data.classes import CLASSES_FILE, read_classes
 from wsss.data.transforms import TrainAugment
@@ -161,6 +162,8 @@ class VOCDataset(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, split: str, *, require_masks: bool = False) -> None:
+        if root is None:  # a config without data.root
+            raise ConfigError(DATA_ROOT_UNSET)
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{describe_path(self.root)}: dataset root not found")

@@ -62,7 +62,7 @@ def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device
     else:
         path = ckpts / f"{checkpoint}.pt" if not checkpoint.endswith(".pt") else Path(checkpoint)
     state = load_checkpoint(path)
-    if Path(cfg.data.root).is_dir():  # a checkpoint copied from another run would write its class ids
+    if cfg.data.root and Path(cfg.data.root).is_dir():  # a checkpoint copied from another run would write its class ids
         check_checkpoint_classes(state, path, read_classes(cfg.data.root), f"the run's dataset {cfg.data.root}")
     dev = resolve_device(device or cfg.run.device)
     cfg = without_gone_start(cfg, path, run_dir)

@@ -1,11 +1,13 @@
 """Building blocks that several methods share: the parameter groups of docs/methods/seco.md#optim and PSA
-(docs/methods/multistage.md#train-aff), the backbone of a ``ModelConfig``, and the online pseudo label of
-ToCo/SeCo (seco.md#cam2label, seco.md#pseudo-label).
+(docs/methods/multistage.md#train-aff), PSA's seed options, the backbone of a ``ModelConfig``, and the online
+pseudo label of ToCo/SeCo (seco.md#cam2label, seco.md#pseudo-label).
 
 The method contract itself (``Method``, ``register_method``) is ``wsss.methods.contract``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -47,6 +49,22 @@ def psa_group_options(head_lr_mult: float) -> dict[str, dict[str, float]]:
         "head": {"lr_mult": head_lr_mult},
         "head_bias": {"lr_mult": 2.0 * head_lr_mult, "weight_decay": 0.0},
     }
+
+
+@dataclass
+class PSASeedOptions:
+    """PSA's AffinityNet seeds made from a run's CAMs by `wsss pseudo RUN --refine psa`
+    (docs/methods/multistage.md#psa-seeds): options of the methods whose CAMs feed PSA's AffinityNet in the
+    shipped routes (the CAM baseline, SC-CAM), which derive their ``Options`` from this class. The CAMs of any
+    other method get these defaults."""
+
+    # background (1 - max cam)^alpha of the confident-foreground ("la") and confident-background ("ha") CRF maps
+    # (PSA: 4 and 32); `--levels HIGH/LOW` replaces them for one job (``cam.affinity.alpha_for_level``)
+    psa_alphas: tuple[float, float] = (4.0, 32.0)
+    # PSA's seed resolution: its AffinityNet loader average-pools the la / ha CRF score maps by 8 and takes the
+    # argmax there (golden psa_aff_labels.npz; ``cam.affinity.psa_seed_grid``); `--refine psa` then writes that
+    # grid label, block-constant at the image size (padding -> 255). 1: the label of the full-resolution maps.
+    psa_seed_stride: int = 1
 
 
 def backbone_from_config(m: ModelConfig) -> ViTBackbone | CNNBackbone:

@@ -20,7 +20,7 @@ from wsss.cam import PAR, CamPasses, labelled_classes
 from wsss.core.config import Config
 from wsss.core.errors import UsageError
 from wsss.losses import balanced_seg_loss
-from wsss.methods.base import backbone_from_config, online_pseudo_label, split_backbone_params
+from wsss.methods.base import PSASeedOptions, backbone_from_config, online_pseudo_label, split_backbone_params
 from wsss.methods.contract import Method, register_method
 from wsss.methods.imports import ImportLayout, key_mapped, register_import
 from wsss.models.decoders import create_decoder
@@ -30,7 +30,7 @@ from wsss.models.registry import BackboneOutput
 
 
 @dataclass
-class CAMOptions:
+class CAMOptions(PSASeedOptions):
     pseudo_source: str = "cam"  # CAM that makes the online pseudo labels: "cam" or "aux"
 
 

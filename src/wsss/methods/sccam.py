@@ -53,7 +53,7 @@ from wsss.core.device import resolve_device
 from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.core.files import atomic_write
 from wsss.data import VOCDataset
-from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups
+from wsss.methods.base import PSASeedOptions, backbone_from_config, psa_group_options, psa_param_groups
 from wsss.methods.contract import CamDeclaration, EngineAPI, Method, TrainContext, build_method, register_method
 from wsss.methods.imports import ImportLayout, key_mapped, register_import
 from wsss.methods.subcategory import SubcategoryLabels, build_subcategory_labels, extract_features
@@ -71,7 +71,7 @@ def labels_file(round_dir: str | Path) -> Path | None:
 
 
 @dataclass
-class SCCAMOptions:
+class SCCAMOptions(PSASeedOptions):
     num_subcategories: int = 10  # K, sub-categories per parent class (sccam.md#subcategory-labels: k_cluster 10)
     rounds: int = 3  # sub-category rounds after round 0 (sccam.md#rounds: R1..R3)
     round: int | None = None  # the round this model belongs to; set per round by the driver; None = the last

@@ -46,6 +46,7 @@ from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.methods import REFINERS, Deferred, JobStop, Refiner, register_refiner
+from wsss.methods.base import PSASeedOptions
 from wsss.runs.run import Run, allowed_classes, class_weights_of, load_run, present_classes, soft_tag_weights
 from wsss.runs.shard import run_ids, shared_todo
 from wsss.runs.tag import tag_labels
@@ -350,16 +351,17 @@ def _refine_crf(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
 
 @register_refiner("psa")
 def _refine_psa(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
-    """PSA's AffinityNet seeds: two CRFs with background (1 - max cam)^alpha, ``cam.psa_alphas``
+    """PSA's AffinityNet seeds: two CRFs with background (1 - max cam)^alpha, ``options.psa_alphas``
     (docs/methods/multistage.md#psa-seeds),
     or with ``--levels HIGH/LOW`` the alphas that put the boundaries at those CAM values (``alpha_for_level``).
 
     The CRF reads ``Method.crf_cam`` of the CAM (SC-CAM's ``quirk_binarised_crf_cam``: the {0, 255} heatmap).
-    ``cam.psa_seed_stride`` > 1: the label of the la / ha scores average-pooled by that stride (PSA's
-    loader), block-constant at the image size (``cam.affinity.psa_seed_label``).
+    ``options.psa_seed_stride`` > 1: the label of the la / ha scores average-pooled by that stride (PSA's
+    loader), block-constant at the image size (``cam.affinity.psa_seed_label``). Both are ``PSASeedOptions`` of
+    the run's method (the CAM baseline, SC-CAM); the CAMs of a method without them get PSA's values.
     """
     job.require_cams(ids)
-    c = job.run.cfg.cam
+    c = job.run.method.options if isinstance(job.run.method.options, PSASeedOptions) else PSASeedOptions()
     alphas = tuple(map(alpha_for_level, job.levels)) if job.levels else tuple(c.psa_alphas)
     crf_cam = job.run.method.crf_cam
 

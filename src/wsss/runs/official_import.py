@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wsss.core.checkpoint import save_checkpoint
-from wsss.core.config import load_config, save_config
+from wsss.core.config import load_config, require_data_root, save_config
 from wsss.core.errors import ConfigError
 from wsss.data.classes import read_classes
 from wsss.methods.contract import import_custom_modules
@@ -32,7 +32,7 @@ def import_run(
         raise ConfigError(f"{config}: method is {cfg.method!r}; `wsss import {name}` needs {layout.method!r}")
     cfg.model.pretrained = None
     cfg.run.dir = str(out)
-    class_names = read_classes(cfg.data.root)
+    class_names = read_classes(require_data_root(cfg))
     model, extra = layout.build(path, cfg, class_names)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")  # after build: a layout may complete the config (CLIP-ES's arch)
