@@ -1,0 +1,76 @@
+"""Faults of a trial of the data paths (issue 58, items 1-8): inputs deleted by an output, a best model
+replaced by a worse one, a folder that is not a run written into, outputs of one setting passing for
+another's, non-finite CAMs, duplicated split ids. One case per defect; tiny data, seconds per case."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, tiny_overrides
+from wsss.cli import main
+from wsss.core.checkpoint import save_checkpoint
+from wsss.core.config import load_config, save_config
+from wsss.methods import build_method
+from wsss.utils.io import per_id_path, save_npz
+
+CONFIG = REPO / "configs/cam/synthetic_cpu.yaml"
+
+
+@pytest.fixture
+def data(synth_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    return root
+
+
+@pytest.fixture
+def run_dir(data, tmp_path):
+    """A run folder (config.yaml + an untrained last.pt that fits the dataset), no training needed."""
+    run = tmp_path / "run"
+    cfg = load_config(CONFIG, tiny_overrides(data, run))
+    run.mkdir()
+    save_config(cfg, run / "config.yaml")
+    names = (data / "classes.txt").read_text().split("\n")[:-1]
+    rng = [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}]
+    state = {"step": 1, "model": build_method(cfg, names).state_dict(), "num_classes": len(names),
+             "class_names": names, "rng": rng}  # fmt: skip
+    save_checkpoint(state, run / "checkpoints" / "last.pt")
+    return run
+
+
+def _cli(capsys, *argv: object) -> tuple[int, str]:
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, (out.out + out.err).strip()
+
+
+def _one_error_line(out: str) -> str:
+    """The output's ``error:`` line; asserts there is exactly one and no traceback."""
+    assert "Traceback" not in out, out
+    errors = [ln for ln in out.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, out
+    return errors[0]
+
+
+# ---- 7: a non-finite CAM ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_non_finite_cam_is_refused_naming_the_file(run_dir, capsys, value):
+    assert _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")[0] == 0
+    path = per_id_path(run_dir / "cams" / "val", "val_00003", ".npz")
+    with np.load(path) as d:
+        keys, cam = d["keys"], d["cam"].copy()
+    cam[...] = value  # all-NaN once became all class 1 in `pseudo`
+    save_npz(path, keys=keys, cam=cam)
+    rc, out = _cli(capsys, "pseudo", run_dir, "--split", "val", "--refine", "none", "--quiet")
+    line = _one_error_line(out)
+    assert rc == 1 and str(path) in line and "non-finite" in line, out
+    assert not (run_dir / "pseudo" / "val" / "val_00003.png").exists()
+    rc, out = _cli(capsys, "sweep-bkg", run_dir, "--split", "val", "--quiet")
+    line = _one_error_line(out)
+    assert rc == 1 and str(path) in line and "non-finite" in line, out
