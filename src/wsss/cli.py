@@ -640,7 +640,7 @@ def add_eval(sub: Any) -> None:
     s = sub.add_parser("eval", help="mIoU table and co-occurrence diagnostics of a folder of label PNGs")
     s.add_argument("pred_dir", help="folder of <id>.png label maps (e.g. RUN/predictions/val)")
     s.add_argument("--data-root", required=True, help="dataset root with the ground-truth masks")
-    s.add_argument("--split", required=True, help="split whose ids are scored")
+    s.add_argument("--split", required=True, help="split whose ids are scored (an id listed twice: once, a warning)")
     s.add_argument("--pseudo", action="store_true", help="score pseudo labels (255 = left undecided)")
     s.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     s.set_defaults(fn=cmd_eval)

@@ -4,6 +4,7 @@ another's, non-finite CAMs, duplicated split ids. One case per defect; tiny data
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -74,3 +75,23 @@ def test_a_non_finite_cam_is_refused_naming_the_file(run_dir, capsys, value):
     rc, out = _cli(capsys, "sweep-bkg", run_dir, "--split", "val", "--quiet")
     line = _one_error_line(out)
     assert rc == 1 and str(path) in line and "non-finite" in line, out
+
+
+# ---- 8: a split listing an id twice ----------------------------------------------------------------------
+
+
+def test_eval_scores_a_repeated_split_id_once_with_a_warning_naming_the_file_and_ids(data, tmp_path, capsys):
+    split = data / "ImageSets" / "Segmentation" / "val.txt"
+    ids = split.read_text().split()
+    assert len(ids) == 8
+    split.write_text("\n".join([*ids, ids[1], ids[1], ids[4]]) + "\n")  # 11 lines, 8 images
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for i in ids:
+        shutil.copy(data / "SegmentationClass" / f"{i}.png", preds / f"{i}.png")
+    rc, out = _cli(capsys, "eval", preds, "--data-root", data, "--split", "val", "--json", tmp_path / "m.json")
+    assert rc == 0, out
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["n_images"] == 8 and result["meta"]["repeated_ids"] == [ids[1], ids[4]]
+    warning = next(ln for ln in out.splitlines() if ln.startswith("warning: "))
+    assert str(split) in warning and ids[1] in warning and ids[4] in warning and "once" in warning, out
