@@ -731,7 +731,8 @@ def add_prepare(sub: Any) -> None:
         "in train); without --masks a share of all the images (default 0: training then runs without validation)",
     )  # fmt: skip
     q.add_argument("--overwrite", action="store_true",
-                   help="replace the dataset --out holds (else refused): the result is a fresh run's")  # fmt: skip
+                   help="replace the dataset --out holds (else refused): the result is a fresh run's; an input inside "
+                   "what it replaces (e.g. --masks OUT/SegmentationClass) is refused, never deleted")  # fmt: skip
     q.add_argument("--seed", type=int, default=0, help="seed of the val split's draw (default 0)")
     q.add_argument("--image-mode", dest="image_mode", choices=modes, default="link", help=images_help)
     q.add_argument("--quiet", action="store_true", help=QUIET_HELP)

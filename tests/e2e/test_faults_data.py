@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import REPO, tiny_overrides
 from wsss.cli import main
 from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config, save_config
 from wsss.methods import build_method
-from wsss.utils.io import per_id_path, save_npz
+from wsss.utils.io import per_id_path, save_label_png, save_npz
 
 CONFIG = REPO / "configs/cam/synthetic_cpu.yaml"
 
@@ -95,3 +97,47 @@ def test_eval_scores_a_repeated_split_id_once_with_a_warning_naming_the_file_and
     assert result["n_images"] == 8 and result["meta"]["repeated_ids"] == [ids[1], ids[4]]
     warning = next(ln for ln in out.splitlines() if ln.startswith("warning: "))
     assert str(split) in warning and ids[1] in warning and ids[4] in warning and "once" in warning, out
+
+
+# ---- 1: prepare folder never deletes an input ---------------------------------------------------------
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_prepare_folder_refuses_masks_inside_out_and_deletes_nothing(tmp_path, capsys, overwrite):
+    """The reporter's case: the masks in OUT/SegmentationClass, then ``--overwrite``: OUT was removed, masks
+    included, and the command failed on the masks it had just deleted."""
+    images, out = tmp_path / "imgs", tmp_path / "ds"
+    masks = out / "SegmentationClass"
+    images.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(images / f"im{i}.jpg")
+        save_label_png(masks / f"im{i}.png", np.ones((16, 16), np.uint8))
+    (tmp_path / "l.csv").write_text("image,labels\n" + "".join(f"im{i}.jpg,cat\n" for i in range(4)))
+    (tmp_path / "classes.txt").write_text("background\ncat\n")
+    before = _tree(tmp_path)
+    rc, out_text = _cli(capsys, "prepare", "folder", "--images", images, "--labels", tmp_path / "l.csv", "--classes",
+                        tmp_path / "classes.txt", "--masks", masks, "--out", out, "--quiet",
+                        *(["--overwrite"] if overwrite else []))  # fmt: skip
+    line = _one_error_line(out_text)
+    assert rc == 1 and f"{masks}: the input of --masks is {masks}, an output" in line, out_text
+    assert _tree(tmp_path) == before  # every input is where it was
+
+
+def test_prepare_folder_refuses_a_classes_file_an_overwrite_would_delete(tmp_path, capsys):
+    images, out = tmp_path / "imgs", tmp_path / "ds"
+    images.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(images / f"im{i}.jpg")
+    (tmp_path / "l.csv").write_text("image,labels\n" + "".join(f"im{i}.jpg,cat\n" for i in range(4)))
+    (tmp_path / "classes.txt").write_text("background\ncat\n")
+    argv = ["prepare", "folder", "--images", images, "--labels", tmp_path / "l.csv", "--out", out, "--quiet"]
+    assert _cli(capsys, *argv, "--classes", tmp_path / "classes.txt")[0] == 0
+    before = _tree(tmp_path)
+    rc, text = _cli(capsys, *argv, "--classes", out / "classes.txt", "--overwrite")  # the dataset's own list
+    line = _one_error_line(text)
+    assert rc == 1 and f"{out / 'classes.txt'}: the input of --classes is {out / 'classes.txt'}" in line, text
+    assert _tree(tmp_path) == before
