@@ -141,3 +141,84 @@ def test_prepare_folder_refuses_a_classes_file_an_overwrite_would_delete(tmp_pat
     line = _one_error_line(text)
     assert rc == 1 and f"{out / 'classes.txt'}: the input of --classes is {out / 'classes.txt'}" in line, text
     assert _tree(tmp_path) == before
+
+
+# ---- 2: best.pt and the best score of a resume --------------------------------------------------------
+
+
+@pytest.fixture
+def scripted_validation(monkeypatch):
+    """Validation scores in the order given (``scores.extend``), instead of a real validation: the order of
+    last.pt, validation and best.pt is what is tested, not a model."""
+    scores: list[float] = []
+    monkeypatch.setattr("wsss.engine.trainer.validate", lambda *a, **k: {"cam_miou": scores.pop(0)})
+    return scores
+
+
+def _train(capsys, data, run, *over: str, allow: bool = False) -> tuple[int, str]:
+    args = tiny_overrides(data, run, **{"train.ckpt_iters": 2, "train.eval_iters": 2, "train.log_iters": 1})
+    return _cli(capsys, "train", CONFIG, *args, *over, "--quiet", "--skip-check",
+                *(["--allow-config-change"] if allow else []))  # fmt: skip
+
+
+def _step_of(path: Path) -> int:
+    return int(torch.load(path, weights_only=False)["step"])
+
+
+def test_a_resume_keeps_best_pt_when_the_new_score_is_below_it(data, tmp_path, capsys, scripted_validation):
+    """last.pt of step 4 is written before step 4's validation: it stored the best of step 2 (0.5), not
+    step 4's 0.9, and a resume's 0.7 at step 5 replaced best.pt (the 0.9 model) with a worse one."""
+    run = tmp_path / "run"
+    scripted_validation.extend([0.5, 0.9])  # steps 2 and 4
+    rc, out = _train(capsys, data, run, "train.max_iters=4")
+    assert rc == 0 and "best val mIoU 0.90" in out, out
+    assert _step_of(run / "checkpoints" / "best.pt") == 4
+    rc, out = _train(capsys, data, run, "train.max_iters=4")  # the finished run again: its best is best.pt's
+    assert rc == 0 and "best val mIoU 0.90" in out, out
+    scripted_validation.extend([0.7])  # step 5
+    rc, out = _train(capsys, data, run, "train.max_iters=5", allow=True)
+    assert rc == 0 and "step 5, best val mIoU 0.90" in out, out
+    assert _step_of(run / "checkpoints" / "best.pt") == 4
+
+
+def test_a_resume_after_a_failed_best_pt_write_scores_against_the_best_pt_on_disk(
+    data, tmp_path, capsys, scripted_validation, monkeypatch
+):
+    """best.pt of step 4 (0.9) fails on a full disk: the model on disk is step 2's (0.5), so a resume's
+    0.7 is the best there is and replaces it."""
+    import errno
+
+    import wsss.core.checkpoint as checkpoint
+
+    run = tmp_path / "run"
+    scripted_validation.extend([0.5, 0.9])
+    real_save = checkpoint.save_checkpoint
+
+    def full_disk_at_step_4(state, path):
+        if Path(path).name == "best.pt" and state["step"] == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(state, path)
+
+    monkeypatch.setattr("wsss.engine.trainer.save_checkpoint", full_disk_at_step_4)
+    rc, out = _train(capsys, data, run, "train.max_iters=4")
+    assert rc == 1 and "No space left on device" in _one_error_line(out), out
+    monkeypatch.setattr("wsss.engine.trainer.save_checkpoint", real_save)
+    assert _step_of(run / "checkpoints" / "best.pt") == 2
+    scripted_validation.extend([0.7])
+    rc, out = _train(capsys, data, run, "train.max_iters=5", allow=True)
+    assert rc == 0 and "step 5, best val mIoU 0.70" in out, out
+    assert _step_of(run / "checkpoints" / "best.pt") == 5
+
+
+def test_a_fresh_training_keeps_an_earlier_best_pt_aside(data, tmp_path, capsys, scripted_validation):
+    """No last.pt: the training starts at step 0, and the best.pt of the earlier one in the folder would pass
+    for this one's model until this one validates better (or at all)."""
+    run = tmp_path / "run"
+    scripted_validation.extend([0.5, 0.9])
+    assert _train(capsys, data, run, "train.max_iters=4")[0] == 0
+    (run / "checkpoints" / "last.pt").unlink()
+    scripted_validation.extend([0.2, 0.3])
+    rc, out = _train(capsys, data, run, "train.max_iters=4")
+    assert rc == 0 and "best val mIoU 0.30" in out and "kept as" in out, out
+    assert _step_of(run / "checkpoints" / "best.pt.1") == 4  # the earlier training's, kept
+    assert _step_of(run / "checkpoints" / "best.pt") == 4 and not (run / "checkpoints" / "best.pt.2").exists()

@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from wsss.core.distributed import all_gather_objects, all_reduce_sum, is_main_process, world_size
-from wsss.core.files import atomic_write, output_error, write_os_error
+from wsss.core.distributed import all_gather_objects, all_reduce_sum, barrier, is_main_process, world_size
+from wsss.core.files import atomic_write, move_aside, output_error, write_os_error
 from wsss.engine.train_loop import HookBase
 
 __all__ = [
@@ -179,10 +179,18 @@ class PeriodicValidation(HookBase):
 
 class BestCheckpointer(HookBase):
     """``checkpoints/best.pt`` whenever a published validation beats the best score so far (segmentation
-    mIoU, else CAM mIoU); the best score rides in the checkpoint with this hook's state."""
+    mIoU, else CAM mIoU); the best score rides in the checkpoint with this hook's state.
 
-    def __init__(self, save: Callable[[str], None]) -> None:
-        self.save = save
+    With ``path`` (best.pt's), a resume takes the best score from ``best.pt`` itself, not from ``last.pt``:
+    ``last.pt`` is written before the validation of its step (``PeriodicCheckpointer`` runs first), so its
+    score can miss that validation, and a later, worse model then replaced ``best.pt`` (issue 58). No
+    ``best.pt`` (never written, or its write failed on a full disk): no best yet, the next validation writes
+    one. A fresh training (step 0) finds ``best.pt`` of an earlier one in the folder: moved aside to
+    ``best.pt.1`` (``core.files.move_aside``), so that the model of another training never passes for this one's.
+    """
+
+    def __init__(self, save: Callable[[str], None], path: Path | None = None) -> None:
+        self.save, self.path = save, None if path is None else Path(path)
         self.best: float | None = None
 
     def write(self, record: dict[str, Any]) -> None:
@@ -198,7 +206,34 @@ class BestCheckpointer(HookBase):
         return {"best": self.best} if self.best is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best = state.get("best")
+        self.best = state.get("best") if self.path is None else self._saved_best(state.get("best"))
+
+    def _saved_best(self, stored: float | None) -> float | None:
+        """The score ``best.pt`` was saved with (the one checkpoint that holds it for sure); ``stored`` (the
+        resumed checkpoint's) for a ``best.pt`` of an older version, which has no score of its own."""
+        from wsss.core.checkpoint import load_checkpoint
+        from wsss.core.errors import WSSSError
+
+        assert self.path is not None
+        if not self.path.is_file():
+            return None
+        try:
+            saved = load_checkpoint(self.path)
+        except WSSSError as e:  # unreadable: a next validation writes a new one
+            tqdm.write(f"warning: {e}; the next validation writes a new one", file=sys.stderr)
+            return None
+        hooks = saved.get("hooks")
+        own = hooks.get(type(self).__name__) if isinstance(hooks, dict) else None
+        return own["best"] if isinstance(own, dict) and "best" in own else stored
+
+    def before_train(self) -> None:
+        if self.path is None or self.trainer.step != 0:
+            return
+        if is_main_process() and self.path.is_file():  # rank 0 moves it; the others wait (the same step on each)
+            aside = move_aside(self.path)
+            tqdm.write(f"note: {self.path} is of an earlier training of this folder (no last.pt to resume); "
+                       f"kept as {aside}", file=sys.stderr)  # fmt: skip
+        barrier()
 
 
 class PeriodicCheckpointer(HookBase):
