@@ -126,7 +126,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(cfg.run.threads)
-    out = train(cfg, progress=not a.quiet, allow_config_change=a.allow_config_change)
+    out = train(cfg, progress=not a.quiet, allow_config_change=a.allow_config_change, overwrite=a.overwrite)
     print(f"run {cfg.run.dir}: step {out['step']}" + (f", best val mIoU {out['best']:.2f}" if out.get("best") else ""))
     return 0
 
@@ -455,6 +455,11 @@ def add_train(sub: Any) -> None:
         "--allow-config-change", action="store_true",
         help="resume a run whose saved config.yaml differs from this command's settings (the change is "
         "recorded in RUN/config_changes.jsonl); without it such a resume is refused, naming the keys",
+    )  # fmt: skip
+    s.add_argument(
+        "--overwrite", action="store_true",
+        help="train into run.dir even when it is a folder holding files but no run (else refused): its config.yaml "
+        "is replaced, a metrics.jsonl there is kept as metrics.jsonl.1",
     )  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_train)

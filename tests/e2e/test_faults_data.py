@@ -151,7 +151,7 @@ def scripted_validation(monkeypatch):
     """Validation scores in the order given (``scores.extend``), instead of a real validation: the order of
     last.pt, validation and best.pt is what is tested, not a model."""
     scores: list[float] = []
-    monkeypatch.setattr("wsss.engine.trainer.validate", lambda *a, **k: {"cam_miou": scores.pop(0)})
+    monkeypatch.setattr("wsss.engine.trainer.validate", lambda *a, **k: {"cam_miou": scores.pop(0) if scores else 0.0})
     return scores
 
 
@@ -222,3 +222,44 @@ def test_a_fresh_training_keeps_an_earlier_best_pt_aside(data, tmp_path, capsys,
     assert rc == 0 and "best val mIoU 0.30" in out and "kept as" in out, out
     assert _step_of(run / "checkpoints" / "best.pt.1") == 4  # the earlier training's, kept
     assert _step_of(run / "checkpoints" / "best.pt") == 4 and not (run / "checkpoints" / "best.pt.2").exists()
+
+
+# ---- 3: a folder that is not a run, and a run started again from step 0 -----------------------------------
+
+
+def test_train_refuses_a_folder_that_holds_files_but_no_run_unless_overwrite(data, tmp_path, capsys,
+                                                                            scripted_validation):  # fmt: skip
+    folder = tmp_path / "U"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("notes\n")
+    (folder / "metrics.jsonl").write_text("mine\n")
+    rc, out = _train(capsys, data, folder, "train.max_iters=2")
+    line = _one_error_line(out)
+    assert rc == 1 and f"{folder}: run.dir is a folder that holds files (config.yaml, metrics.jsonl)" in line, out
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "metrics.jsonl"]
+    assert (folder / "config.yaml").read_text() == "notes\n" and (folder / "metrics.jsonl").read_text() == "mine\n"
+    scripted_validation.extend([0.5])
+    rc, out = _train(capsys, data, folder, "train.max_iters=2", "--overwrite")
+    assert rc == 0, out
+    assert (folder / "metrics.jsonl.1").read_text() == "mine\n"  # kept aside, not appended to
+    assert load_config(folder / "config.yaml").train.max_iters == 2
+    for empty_or_new in (tmp_path / "new", tmp_path / "empty"):  # a new or empty folder needs nothing
+        if empty_or_new.name == "empty":
+            empty_or_new.mkdir()
+        scripted_validation.extend([0.5])
+        assert _train(capsys, data, empty_or_new, "train.max_iters=2")[0] == 0
+
+
+def test_a_training_from_step_0_in_a_run_folder_starts_metrics_jsonl_anew(data, tmp_path, capsys,
+                                                                          scripted_validation):  # fmt: skip
+    run = tmp_path / "run"
+    scripted_validation.extend([0.5, 0.9])
+    assert _train(capsys, data, run, "train.max_iters=4")[0] == 0
+    first = (run / "metrics.jsonl").read_text()
+    shutil.rmtree(run / "checkpoints")  # the run is a run still (its lock file); the training starts at step 0
+    scripted_validation.extend([0.2, 0.3])
+    rc, out = _train(capsys, data, run, "train.max_iters=4")
+    assert rc == 0 and "from step 0" in out, out
+    steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps.count(4) == 2  # one training: a loss line and a val line at step 4
+    assert (run / "metrics.jsonl.1").read_text() == first

@@ -7,7 +7,8 @@ after a step (the checkpoint before validation: a crash in validation loses no f
 - ``EpochLRRule``: a method's per-epoch rule on top of the optimiser's poly schedule
   (``Method.lr_factor``: RCA's decay, methods.md 4.7); the poly schedule itself is inside the optimiser.
 - ``MetricsLogger``: the progress bar, the loss averages over ``train.log_iters`` steps, and
-  ``metrics.jsonl`` (a resume drops the lines written after its checkpoint: they are written again).
+  ``metrics.jsonl`` (a resume drops the lines written after its checkpoint: they are written again; a training
+  from step 0 moves an earlier training's file aside to ``metrics.jsonl.1``).
 - ``PeriodicCheckpointer``: ``checkpoints/last.pt`` every ``train.ckpt_iters`` and at the end, and on
   Ctrl-C after the current step.
 - ``PeriodicValidation``: validation every ``train.eval_iters`` and at the end.
@@ -110,6 +111,11 @@ class MetricsLogger(HookBase):
             f.write("".join(line + "\n" for line in keep))
 
     def before_train(self) -> None:
+        if self.trainer.step == 0 and is_main_process() and self.path.is_file() and self.path.stat().st_size:
+            # a training from step 0 (no last.pt: removed, or never written) starts its log anew; the lines
+            # of the earlier one are kept beside it, not mixed with this one's nor deleted (issue 58)
+            aside = move_aside(self.path)
+            tqdm.write(f"note: {self.path} is of an earlier training of this folder; kept as {aside}", file=sys.stderr)
         self.n_timed, self.t0 = 0, time.time()
         self.bar = tqdm(
             total=self.max_iter, initial=self.trainer.step, desc="train", disable=not self.progress, dynamic_ncols=True
@@ -324,7 +330,8 @@ class TensorBoardWriter(HookBase):
     """Every record in TensorBoard (RUN/tensorboard/, rank 0, when ``run.tensorboard`` and the package is
     installed): ``loss/*``, ``lr/<group>`` for every parameter group, ``val/*``, ``train/*``.
 
-    A resumed run purges the events logged after its checkpoint (they are logged again). A failing
+    A resumed run purges the events logged after its checkpoint (they are logged again); a training from step 0
+    moves an earlier training's folder aside (``tensorboard.1``). A failing
     writer is closed with a warning; it never fails the run (``metrics.jsonl`` has everything).
     """
 
@@ -355,6 +362,9 @@ class TensorBoardWriter(HookBase):
             step = self.trainer.step
             if step:
                 wait_past_event_files(self.log_dir)
+            elif any(self.log_dir.glob("events.out.tfevents.*")):  # an earlier training's curves: kept apart
+                tqdm.write(f"note: {self.log_dir} is of an earlier training of this folder; kept as "
+                           f"{move_aside(self.log_dir)}", file=sys.stderr)  # fmt: skip
             self.writer = SummaryWriter(str(self.log_dir), purge_step=step + 1 if step else None)
         except Exception:  # noqa: BLE001  (not installed, or broken: metrics.jsonl still has everything)
             self.writer = None
