@@ -406,7 +406,9 @@ def add_run_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
     s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
-    s.add_argument("--overwrite", action="store_true", help="redo ids whose output exists")
+    s.add_argument("--overwrite", action="store_true",
+                   help="redo ids whose output exists; also to replace outputs made with other settings (refused "
+                   "without it: each output folder's .settings.json), the folder being cleared first")  # fmt: skip
     s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     s.add_argument(
         "--workers", type=int, default=0, metavar="N",

@@ -263,3 +263,79 @@ def test_a_training_from_step_0_in_a_run_folder_starts_metrics_jsonl_anew(data, 
     steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps.count(4) == 2  # one training: a loss line and a val line at step 4
     assert (run / "metrics.jsonl.1").read_text() == first
+
+
+# ---- 6: an output folder holds the outputs of one setting ------------------------------------------------------
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _refused(capsys, folder: Path, setting: str, *argv: object) -> None:
+    """``argv`` is refused in one line naming ``folder`` and the differing ``setting``; ``folder`` unchanged."""
+    before = _files(folder)
+    rc, out = _cli(capsys, *argv, "--quiet")
+    line = _one_error_line(out)
+    assert rc == 1 and f"{folder}: holds outputs made with other settings" in line and setting in line, out
+    assert "--overwrite" in line and _files(folder) == before
+
+
+def test_pseudo_with_another_refiner_is_refused_and_overwrite_redoes_only_its_folder(run_dir, capsys):
+    assert _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")[0] == 0
+    pseudo, cams = run_dir / "pseudo" / "val", run_dir / "cams" / "val"
+    assert _cli(capsys, "pseudo", run_dir, "--split", "val", "--refine", "none", "--quiet")[0] == 0
+    _refused(capsys, pseudo, "refine: 'none' -> 'par'", "pseudo", run_dir, "--split", "val")
+    _refused(capsys, pseudo, "cam.high_thre: 0.35 -> 0.5", "pseudo", run_dir, "--split", "val", "--refine", "none",
+             "--levels", "0.5/0.25")  # fmt: skip
+    assert _cli(capsys, "pseudo", run_dir, "--split", "val", "--refine", "none", "--quiet")[0] == 0  # the same: goes on
+    cams_before = _files(cams)
+    rc, out = _cli(capsys, "pseudo", run_dir, "--split", "val", "--overwrite", "--quiet")
+    assert rc == 0, out
+    assert _files(cams) == cams_before  # the input is never cleared
+    fresh = run_dir / "fresh"
+    shutil.copytree(run_dir / "checkpoints", fresh / "checkpoints")
+    shutil.copy(run_dir / "config.yaml", fresh / "config.yaml")
+    shutil.copytree(cams, fresh / "cams" / "val")
+    assert _cli(capsys, "pseudo", fresh, "--split", "val", "--quiet")[0] == 0
+    assert _files(pseudo) == _files(fresh / "pseudo" / "val")  # PAR's labels, as a fresh run writes them
+
+
+def test_cam_with_other_scales_or_another_model_is_refused(run_dir, capsys):
+    cams = run_dir / "cams" / "val"
+    assert _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")[0] == 0
+    _refused(capsys, cams, "infer.cam_scales: [1.0] -> [1.0, 0.5]", "cam", run_dir, "--split", "val", "--scales",
+             "1.0,0.5")  # fmt: skip
+    last = run_dir / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    save_checkpoint({**state, "step": 2}, last)  # trained further
+    _refused(capsys, cams, "model.step: 1 -> 2", "cam", run_dir, "--split", "val")
+    seeds = run_dir / "cam_labels" / "val"
+    assert _cli(capsys, "cam", run_dir, "--split", "val", "--overwrite", "--quiet")[0] == 0
+    assert _cli(capsys, "cam", run_dir, "--split", "val", "--bkg-thre", "0.3", "--quiet")[0] == 0  # rewrites the seeds
+    _refused(capsys, seeds, "bkg_thre: 0.3 -> 0.15", "cam", run_dir, "--split", "val")  # not the config's level
+
+
+def test_predict_with_other_scales_crf_or_tagger_is_refused(run_dir, capsys):
+    other = run_dir.parent / "other"
+    shutil.copytree(run_dir, other)
+    crf = run_dir / "predictions_crf" / "val"
+    assert _cli(capsys, "predict", run_dir, "--split", "val", "--crf", "--quiet")[0] == 0
+    _refused(capsys, crf, "scales: [1.0] -> [1.0, 0.5]", "predict", run_dir, "--split", "val", "--crf", "--scales",
+             "1.0,0.5")  # fmt: skip
+    tagged = run_dir / "predictions_tagged" / "val"
+    assert _cli(capsys, "predict", run_dir, "--split", "val", "--tags-from", run_dir, "--quiet")[0] == 0
+    _refused(capsys, tagged, f"tags.run.dir: {str(run_dir)!r} -> {str(other)!r}", "predict", run_dir, "--split",
+             "val", "--tags-from", other)  # fmt: skip
+    _refused(capsys, tagged, "tags.threshold: 0.5 -> 0.3", "predict", run_dir, "--split", "val", "--tags-from",
+             run_dir, "--tag-threshold", "0.3")  # fmt: skip
+
+
+def test_an_output_folder_without_a_stamp_is_taken_with_a_warning(run_dir, capsys):
+    """A folder of an older wsss (no stamp): its outputs are kept and taken as this job's, with a warning."""
+    assert _cli(capsys, "predict", run_dir, "--split", "val", "--quiet")[0] == 0
+    folder = run_dir / "predictions" / "val"
+    (folder / ".settings.json").unlink()
+    rc, out = _cli(capsys, "predict", run_dir, "--split", "val", "--quiet")
+    assert rc == 0 and f"warning: {folder}: its outputs have no settings stamp" in out, out
+    assert (folder / ".settings.json").is_file()

@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,10 +32,25 @@ class Run:
     class_names: list[str]
     device: torch.device
     ensemble: tuple[Method, ...] = ()  # further segmentation networks averaged with ``method`` (:meth:`with_ensemble`)
+    checkpoint: Path | None = None  # the checkpoint file ``method`` was loaded from
+    step: int | None = None  # its training step
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def model_settings(self, *, own: bool = True) -> dict[str, Any]:
+        """Which model this is, for the settings stamp of an output folder (``runs/stamps.py``): its checkpoint
+        (relative to the run, as ``checkpoints/best.pt``, so that a moved run keeps its outputs) and step;
+        ``own=False`` (another run's model: a tagger, an ensemble's member) adds the run's resolved folder."""
+        ckpt = self.checkpoint
+        if ckpt is not None:
+            try:
+                ckpt = ckpt.resolve().relative_to(self.dir.resolve())
+            except ValueError:  # a .pt path outside the run
+                ckpt = ckpt.resolve()
+        out: dict[str, Any] = {"checkpoint": None if ckpt is None else str(ckpt), "step": self.step}
+        return out if own else {"dir": str(self.dir.resolve()), **out}
 
     @torch.no_grad()
     def cam(
@@ -268,4 +284,5 @@ def present_classes(prob: np.ndarray, min_prob: float = 0.05) -> list[int]:
 def load_run(run_dir: str | Path, *, checkpoint: str = "auto", device: str | None = None) -> Run:
     """Load a run directory (``config.yaml`` + ``checkpoints/best.pt`` or ``last.pt``)."""
     t = load_trained_method(run_dir, checkpoint=checkpoint, device=device)
-    return Run(dir=Path(run_dir), cfg=t.cfg, method=t.method, class_names=t.class_names, device=t.device)
+    return Run(dir=Path(run_dir), cfg=t.cfg, method=t.method, class_names=t.class_names, device=t.device,
+               checkpoint=t.checkpoint, step=t.step)  # fmt: skip
