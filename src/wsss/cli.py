@@ -575,7 +575,8 @@ def add_predict(sub: Any) -> None:
     s.add_argument(
         "--ensemble", nargs="+", default=[], metavar="RUN",
         help="more runs of the same classes (e.g. the stage trained again with other seeds) whose softmax "
-        "probabilities are averaged with RUN's at each scale and flip (predictions_ensN/, N networks in all)",
+        "probabilities are averaged with RUN's at each scale and flip (predictions_ensN/, N networks in all; its "
+        ".settings.json names the members: another ensemble of N there is refused without --overwrite)",
     )  # fmt: skip
     s.add_argument("--save-probs", action="store_true", help="also write probs/<split>/<id>.npy (float16 softmax)")
     s.add_argument("--labelled-only", action="store_true",

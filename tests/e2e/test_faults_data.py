@@ -331,6 +331,18 @@ def test_predict_with_other_scales_crf_or_tagger_is_refused(run_dir, capsys):
              run_dir, "--tag-threshold", "0.3")  # fmt: skip
 
 
+def test_predict_ensemble_of_other_members_is_refused(run_dir, capsys):
+    """``predictions_ens2`` named the count alone: ``--ensemble B`` then ``--ensemble A`` kept B's masks."""
+    other = run_dir.parent / "other"
+    shutil.copytree(run_dir, other)
+    ens = run_dir / "predictions_ens2" / "val"
+    assert _cli(capsys, "predict", run_dir, "--split", "val", "--ensemble", other, "--quiet")[0] == 0
+    _refused(capsys, ens, f"ensemble.0.dir: {str(other)!r} -> {str(run_dir)!r}", "predict", run_dir, "--split", "val",
+             "--ensemble", run_dir)  # fmt: skip
+    rc, out = _cli(capsys, "predict", run_dir, "--split", "val", "--ensemble", run_dir, "--overwrite", "--quiet")
+    assert rc == 0, out
+
+
 def test_an_output_folder_without_a_stamp_is_taken_with_a_warning(run_dir, capsys):
     """A folder of an older wsss (no stamp): its outputs are kept and taken as this job's, with a warning."""
     assert _cli(capsys, "predict", run_dir, "--split", "val", "--quiet")[0] == 0

@@ -531,15 +531,16 @@ def _prediction_settings(
     threshold: float | None,
 ) -> dict[str, Any]:  # fmt: skip
     """What the probabilities of ``run_predict`` depend on (its masks: these and the CRF's parameters): the model
-    and the number of networks, the scales, the classes allowed."""
+    and the ensemble's members (each by its run, checkpoint and step), the scales, the classes allowed."""
     inf = run.cfg.infer
+    members = [m.model_settings(own=False) for m in run.members]
     tags = None
     if tagger is not None:
         level = None if gate == "soft" else (TAG_THRESHOLD if threshold is None else threshold)
         tags = {"run": tagger.model_settings(own=False), "gate": gate, "threshold": level}
     return {
         **_data_settings(run, ds), "scales": list(scales or inf.scales), "square_size": inf.square_size,
-        "max_side": inf.max_side, "networks": 1 + len(run.ensemble),
+        "max_side": inf.max_side, "networks": 1 + len(run.ensemble), "ensemble": members,
         "labelled_only": labelled_only, "tags": tags,
     }  # fmt: skip
 
@@ -578,7 +579,7 @@ def run_predict(
     out = run.dir / predictions_folder(crf=crf, labelled_only=labelled_only, tag_gate=gate, networks=networks) / split
     probs_dir = run.dir / ("probs" + (f"_ens{networks}" if run.ensemble else "")) / split
     params = run.cfg.infer.crf
-    outputs = _Outputs(overwrite, [ds.root, tags_from.dir if tags_from else None])
+    outputs = _Outputs(overwrite, [ds.root, *(m.dir for m in run.members), tags_from.dir if tags_from else None])
     probs_settings = _prediction_settings(run, ds, scales, labelled_only, tags_from, tag_gate, tag_threshold)
     outputs.add(out, {**probs_settings, "crf": _as_dict(params) if crf else None})
     if save_probs:

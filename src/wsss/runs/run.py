@@ -34,6 +34,7 @@ class Run:
     ensemble: tuple[Method, ...] = ()  # further segmentation networks averaged with ``method`` (:meth:`with_ensemble`)
     checkpoint: Path | None = None  # the checkpoint file ``method`` was loaded from
     step: int | None = None  # its training step
+    members: tuple[Run, ...] = ()  # the runs of ``ensemble``, in order (what the outputs' settings stamp names)
 
     @property
     def num_classes(self) -> int:
@@ -120,7 +121,7 @@ class Run:
             if member.device != self.device:
                 raise UsageError(f"{member.dir}: on {member.device}, while {self.dir} is on {self.device}")
             self.require_classes_of(member)
-        return replace(self, ensemble=(*self.ensemble, *(m.method for m in members)))
+        return replace(self, ensemble=(*self.ensemble, *(m.method for m in members)), members=(*self.members, *members))
 
     def _seg_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The segmentation network's logits, or an ensemble's: the log of the networks' mean softmax, shifted at each
