@@ -578,7 +578,9 @@ def add_predict(sub: Any) -> None:
         "probabilities are averaged with RUN's at each scale and flip (predictions_ensN/, N networks in all; its "
         ".settings.json names the members: another ensemble of N there is refused without --overwrite)",
     )  # fmt: skip
-    s.add_argument("--save-probs", action="store_true", help="also write probs/<split>/<id>.npy (float16 softmax)")
+    s.add_argument("--save-probs", action="store_true",
+                   help="also write probs/<split>/<id>.npy (float16 softmax); an id is done when its mask and its "
+                   "probabilities are both there")  # fmt: skip
     s.add_argument("--labelled-only", action="store_true",
                    help="name only the background and each photo's image labels (training photos: the labels of a "
                    "second round; predictions_labelled/)")  # fmt: skip

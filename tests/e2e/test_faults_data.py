@@ -343,6 +343,22 @@ def test_predict_ensemble_of_other_members_is_refused(run_dir, capsys):
     assert rc == 0, out
 
 
+# ---- 4: an id is done when all its outputs are there -------------------------------------------------------
+
+
+def test_predict_save_probs_writes_the_probabilities_of_ids_whose_masks_exist(run_dir, capsys):
+    assert _cli(capsys, "predict", run_dir, "--split", "val", "--quiet")[0] == 0
+    masks = _files(run_dir / "predictions" / "val")
+    rc, out = _cli(capsys, "predict", run_dir, "--split", "val", "--save-probs")
+    assert rc == 0, out
+    probs = run_dir / "probs" / "val"
+    assert sorted(p.stem for p in probs.glob("*.npy")) == sorted(n[:-4] for n in masks if n.endswith(".png"))
+    assert _files(run_dir / "predictions" / "val") == masks  # the same masks, written again
+    (probs / "val_00002.npy").unlink()  # e.g. its write failed on a full disk
+    rc, out = _cli(capsys, "predict", run_dir, "--split", "val", "--save-probs")
+    assert rc == 0 and (probs / "val_00002.npy").is_file() and "1 written, 7 skipped" in out, out
+
+
 def test_an_output_folder_without_a_stamp_is_taken_with_a_warning(run_dir, capsys):
     """A folder of an older wsss (no stamp): its outputs are kept and taken as this job's, with a warning."""
     assert _cli(capsys, "predict", run_dir, "--split", "val", "--quiet")[0] == 0

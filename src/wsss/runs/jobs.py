@@ -64,12 +64,15 @@ from wsss.utils.io import (
 from wsss.utils.procs import leave_stops_to_parent
 
 
-def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool) -> list[str]:
-    """The ids still to write into ``out_dir``; a killed earlier run's temporary files there are removed."""
+def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool, *also: tuple[Path, str]) -> list[str]:
+    """The ids still to write into ``out_dir``; a killed earlier run's temporary files there are removed. ``also``:
+    (folder, suffix) of the id's further outputs: an id is done only when each of its outputs is there (issue 58:
+    ``predict --save-probs`` over masks of an earlier ``predict`` wrote no probabilities)."""
     remove_stale_temps(out_dir)
     if overwrite:
         return list(ids)
-    return [i for i in ids if not per_id_path(out_dir, i, suffix).is_file()]
+    outputs = [(out_dir, suffix), *also]
+    return [i for i in ids if not all(per_id_path(d, i, x).is_file() for d, x in outputs)]
 
 
 class _Outputs:
@@ -588,7 +591,7 @@ def run_predict(
 
     def list_todo() -> list[str]:
         outputs.claim()
-        return _todo(ds.ids, out, ".png", overwrite)
+        return _todo(ds.ids, out, ".png", overwrite, *([(probs_dir, ".npy")] if save_probs else []))
 
     todo = shared_todo(list_todo)
 
