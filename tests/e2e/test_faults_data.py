@@ -17,6 +17,7 @@ from conftest import REPO, tiny_overrides
 from wsss.cli import main
 from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config, save_config
+from wsss.core.errors import UsageError
 from wsss.methods import build_method
 from wsss.utils.io import per_id_path, save_label_png, save_npz
 
@@ -341,6 +342,21 @@ def test_predict_ensemble_of_other_members_is_refused(run_dir, capsys):
              "--ensemble", run_dir)  # fmt: skip
     rc, out = _cli(capsys, "predict", run_dir, "--split", "val", "--ensemble", run_dir, "--overwrite", "--quiet")
     assert rc == 0, out
+
+
+def test_a_stamp_without_outputs_asserts_nothing(tmp_path):
+    """A job that stamped its folder, then stopped on a bad option before any output (``pseudo --refine affinity``
+    without ``--affinity-run``), does not block the next job of other settings."""
+    from wsss.runs.stamps import check_stamp, claim_folder, read_stamp
+
+    folder = tmp_path / "pseudo" / "train"
+    claim_folder(folder, {"refine": "affinity", "affinity_run": None})
+    check_stamp(folder, {"refine": "affinity", "affinity_run": "/runs/aff"})
+    claim_folder(folder, {"refine": "affinity", "affinity_run": "/runs/aff"})
+    assert read_stamp(folder) == {"refine": "affinity", "affinity_run": "/runs/aff"}
+    (folder / "a.png").write_bytes(b"label")
+    with pytest.raises(UsageError, match="affinity_run: '/runs/aff' -> None"):
+        check_stamp(folder, {"refine": "affinity", "affinity_run": None})
 
 
 # ---- 4: an id is done when all its outputs are there -------------------------------------------------------

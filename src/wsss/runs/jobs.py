@@ -99,9 +99,13 @@ class _Outputs:
             claim_folder(folder, settings, overwrite=self.overwrite, rewrite_all=rewrite_all, inputs=self.inputs)
 
 
+def _resolved(path: str | Path) -> str:
+    return str(Path(path).resolve())
+
+
 def _data_settings(run: Run, ds: VOCDataset) -> dict[str, Any]:
     """What every job's outputs depend on: the model (its checkpoint and step) and the dataset."""
-    return {"model": run.model_settings(), "data_root": str(Path(ds.root).resolve())}
+    return {"model": run.model_settings(), "data_root": _resolved(ds.root)}
 
 
 # The infer.* keys that make a CAM (``Run.labelled_cam``); infer.cam_scales is the `wsss cam --scales` of the job
@@ -446,7 +450,7 @@ def run_pseudo(
     settings = {
         **_data_settings(run, ds), "refine": refine, "cam": cfg["cam"], "crf": cfg["infer"]["crf"],
         "options": cfg["options"], "cams": read_stamp(cams),  # the CAMs' own settings: CAMs made again differ
-        "affinity_run": _run_settings(affinity_run), "saliency": saliency and str(Path(saliency).resolve()),
+        "affinity_run": _run_settings(affinity_run), "saliency": None if saliency is None else _resolved(saliency),
     }  # fmt: skip
     outputs = _Outputs(overwrite, [ds.root, cams, saliency]).add(out, settings).check()
 
@@ -477,7 +481,7 @@ def _run_settings(run: Run | str | Path | None) -> dict[str, Any] | None:
     """Another run an output depends on (``pseudo --affinity-run``), for its settings stamp."""
     if run is None:
         return None
-    return run.model_settings(own=False) if isinstance(run, Run) else {"dir": str(Path(run).resolve())}
+    return run.model_settings(own=False) if isinstance(run, Run) else {"dir": _resolved(run)}
 
 
 def _check_tag_options(tagger: Run | None, gate: str, threshold: float | None) -> None:
@@ -521,12 +525,6 @@ def predictions_folder(
         "predictions" + ("_crf" if crf else "") + ("_labelled" if labelled_only else tags)
         + (f"_ens{networks}" if networks > 1 else "")
     )  # fmt: skip
-
-
-def _as_dict(x: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x
 
 
 def _prediction_settings(
@@ -584,7 +582,7 @@ def run_predict(
     params = run.cfg.infer.crf
     outputs = _Outputs(overwrite, [ds.root, *(m.dir for m in run.members), tags_from.dir if tags_from else None])
     probs_settings = _prediction_settings(run, ds, scales, labelled_only, tags_from, tag_gate, tag_threshold)
-    outputs.add(out, {**probs_settings, "crf": _as_dict(params) if crf else None})
+    outputs.add(out, {**probs_settings, "crf": run.cfg.to_dict()["infer"]["crf"] if crf else None})
     if save_probs:
         outputs.add(probs_dir, probs_settings)
     outputs.check()

@@ -77,13 +77,22 @@ def _refusal(folder: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> Us
     )
 
 
+def _has_outputs(folder: Path) -> bool:
+    """Whether ``folder`` holds anything but its stamp and a killed write's temporary files: a stamp alone asserts
+    nothing (e.g. a job that stopped on a bad option after stamping its folder)."""
+    return folder.is_dir() and any(
+        p.name != STAMP_FILE and not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in folder.iterdir()
+    )
+
+
 def check_stamp(folder: str | Path, settings: Mapping[str, Any], *, overwrite: bool = False) -> None:
-    """UsageError naming ``folder`` and the differing settings when it is stamped with other ``settings``
-    (and not ``overwrite``). Only reads: every process of a job may call it."""
+    """UsageError naming ``folder`` and the differing settings when it holds outputs stamped with other
+    ``settings`` (and not ``overwrite``). Only reads: every process of a job may call it."""
+    folder = Path(folder)
     old = read_stamp(folder)
     new = normal(settings)
-    if old is not None and old != new and not overwrite:
-        raise _refusal(Path(folder), old, new)
+    if old is not None and old != new and not overwrite and _has_outputs(folder):
+        raise _refusal(folder, old, new)
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -98,11 +107,12 @@ def claim_folder(
     """Make ``folder`` the output folder of a job with ``settings``, before the job writes into it (one
     process); returns True when it was cleared.
 
-    Same settings: nothing to do. No stamp: the stamp is written (a folder with outputs and no stamp is taken
-    as made with ``settings``, with a warning). Other settings: UsageError (:func:`check_stamp`), unless
-    ``rewrite_all`` (the job writes every id of the folder again, e.g. ``wsss cam --bkg-thre``: stamped anew)
-    or ``overwrite``: the folder's files are removed first, unless one of ``inputs`` (the job's inputs) lies in
-    it, which is a UsageError naming it (an output is never cleared over an input).
+    Same settings: nothing to do. No stamp, or a stamp and no outputs: the stamp is written (a folder with outputs
+    and no stamp is taken as made with ``settings``, with a warning). Outputs of other settings: UsageError
+    (:func:`check_stamp`), unless ``rewrite_all`` (the job writes every id of the folder again, e.g.
+    ``wsss cam --bkg-thre``: stamped anew) or ``overwrite``: the folder's files are removed first, unless one of
+    ``inputs`` (the job's inputs) lies in it, which is a UsageError naming it (an output is never cleared over an
+    input).
     """
     folder = Path(folder)
     remove_stale_temps(folder)  # a killed job's temporary files (this process owns the folder now)
@@ -111,14 +121,14 @@ def claim_folder(
     if old == new:
         return False
     cleared = False
+    has_outputs = _has_outputs(folder)
     if old is None:
-        has_outputs = folder.is_dir() and any(p.name != STAMP_FILE for p in folder.iterdir())
         if has_outputs and not overwrite:
             warnings.warn(ConfigWarning(
                 f"{folder}: its outputs have no settings stamp ({STAMP_FILE}: written by an older wsss); they are "
                 "taken as made with this command's settings (--overwrite redoes them)"
             ), stacklevel=2)  # fmt: skip
-    elif not rewrite_all:
+    elif has_outputs and not rewrite_all:
         if not overwrite:
             raise _refusal(folder, old, new)
         inside = next((Path(p) for p in inputs if p is not None and _within(Path(p), folder)), None)
