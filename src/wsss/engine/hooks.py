@@ -33,7 +33,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from wsss.core.checkpoint import load_checkpoint
 from wsss.core.distributed import all_gather_objects, all_reduce_sum, barrier, is_main_process, world_size
+from wsss.core.errors import WSSSError
 from wsss.core.files import atomic_write, move_aside, output_error, write_os_error
 from wsss.engine.train_loop import HookBase
 
@@ -217,9 +219,6 @@ class BestCheckpointer(HookBase):
     def _saved_best(self, stored: float | None) -> float | None:
         """The score ``best.pt`` was saved with (the one checkpoint that holds it for sure); ``stored`` (the
         resumed checkpoint's) for a ``best.pt`` of an older version, which has no score of its own."""
-        from wsss.core.checkpoint import load_checkpoint
-        from wsss.core.errors import WSSSError
-
         assert self.path is not None
         if not self.path.is_file():
             return None
