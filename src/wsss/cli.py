@@ -126,7 +126,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(cfg.run.threads)
-    out = train(cfg, progress=not a.quiet, allow_config_change=a.allow_config_change)
+    out = train(cfg, progress=not a.quiet, allow_config_change=a.allow_config_change, overwrite=a.overwrite)
     print(f"run {cfg.run.dir}: step {out['step']}" + (f", best val mIoU {out['best']:.2f}" if out.get("best") else ""))
     return 0
 
@@ -490,7 +490,9 @@ def add_run_args(s: argparse.ArgumentParser, photos: bool = False) -> None:
     s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
     s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
-    s.add_argument("--overwrite", action="store_true", help="redo ids whose output exists")
+    s.add_argument("--overwrite", action="store_true",
+                   help="redo ids whose output exists; also to replace outputs made with other settings (refused "
+                   "without it: each output folder's .settings.json), the folder being cleared first")  # fmt: skip
     s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     s.add_argument(
         "--workers", type=int, default=0, metavar="N",
@@ -539,6 +541,11 @@ def add_train(sub: Any) -> None:
         "--allow-config-change", action="store_true",
         help="resume a run whose saved config.yaml differs from this command's settings (the change is "
         "recorded in RUN/config_changes.jsonl); without it such a resume is refused, naming the keys",
+    )  # fmt: skip
+    s.add_argument(
+        "--overwrite", action="store_true",
+        help="train into run.dir even when it is a folder holding files but no run (else refused): its config.yaml "
+        "is replaced, a metrics.jsonl there is kept as metrics.jsonl.1",
     )  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_train)
@@ -652,9 +659,12 @@ def add_predict(sub: Any) -> None:
     s.add_argument(
         "--ensemble", nargs="+", default=[], metavar="RUN",
         help="more runs of the same classes (e.g. the stage trained again with other seeds) whose softmax "
-        "probabilities are averaged with RUN's at each scale and flip (predictions_ensN/, N networks in all)",
+        "probabilities are averaged with RUN's at each scale and flip (predictions_ensN/, N networks in all; its "
+        ".settings.json names the members: another ensemble of N there is refused without --overwrite)",
     )  # fmt: skip
-    s.add_argument("--save-probs", action="store_true", help="also write probs/<split>/<id>.npy (float16 softmax)")
+    s.add_argument("--save-probs", action="store_true",
+                   help="also write probs/<split>/<id>.npy (float16 softmax); an id is done when its mask and its "
+                   "probabilities are both there")  # fmt: skip
     s.add_argument("--labelled-only", action="store_true",
                    help="name only the background and each photo's image labels (training photos: the labels of a "
                    "second round; predictions_labelled/)")  # fmt: skip
@@ -724,7 +734,7 @@ def add_eval(sub: Any) -> None:
     s = sub.add_parser("eval", help="mIoU table and co-occurrence diagnostics of a folder of label PNGs")
     s.add_argument("pred_dir", help="folder of <id>.png label maps (e.g. RUN/predictions/val)")
     s.add_argument("--data-root", required=True, help="dataset root with the ground-truth masks")
-    s.add_argument("--split", required=True, help="split whose ids are scored")
+    s.add_argument("--split", required=True, help="split whose ids are scored (an id listed twice: once, a warning)")
     s.add_argument("--pseudo", action="store_true", help="score pseudo labels (255 = left undecided)")
     s.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     s.set_defaults(fn=cmd_eval)
@@ -817,7 +827,8 @@ def add_prepare(sub: Any) -> None:
         "in train); without --masks a share of all the images (default 0: training then runs without validation)",
     )  # fmt: skip
     q.add_argument("--overwrite", action="store_true",
-                   help="replace the dataset --out holds (else refused): the result is a fresh run's")  # fmt: skip
+                   help="replace the dataset --out holds (else refused): the result is a fresh run's; an input inside "
+                   "what it replaces (e.g. --masks OUT/SegmentationClass) is refused, never deleted")  # fmt: skip
     q.add_argument("--seed", type=int, default=0, help="seed of the val split's draw (default 0)")
     q.add_argument("--image-mode", dest="image_mode", choices=modes, default="link", help=images_help)
     q.add_argument("--quiet", action="store_true", help=QUIET_HELP)

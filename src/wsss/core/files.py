@@ -110,3 +110,22 @@ def remove_stale_temps(directory: str | os.PathLike) -> int:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
     return len(stale)
+
+
+def move_aside(path: str | os.PathLike) -> Path | None:
+    """Rename ``path`` (a file or a folder) to ``<name>.1`` beside it, or ``.2``, ... the first name free, and
+    return the new path; None when there is no ``path``. For a file of an earlier job that a new one would
+    mix with its own (a fresh training's ``metrics.jsonl``): kept, never deleted."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return None
+    n = 1
+    while (aside := path.with_name(f"{path.name}.{n}")).exists() or aside.is_symlink():
+        n += 1
+    try:
+        os.rename(path, aside)
+    except OSError as e:
+        if e.errno in _WRITE_ERRNOS:
+            raise output_error(aside, e) from e
+        raise
+    return aside

@@ -47,6 +47,8 @@ class TrainedMethod:
     method: Method
     class_names: list[str]
     device: torch.device
+    checkpoint: Path | None = None  # the file loaded
+    step: int | None = None  # the training step it was saved at (None: a checkpoint without one)
 
 
 def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device: str | None = None) -> TrainedMethod:
@@ -69,7 +71,9 @@ def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device
     method = build_method(cfg, state["class_names"])
     load_model_state(method, state["model"], path)
     method.to(dev).eval()
-    return TrainedMethod(cfg=cfg, method=method, class_names=list(state["class_names"]), device=dev)
+    step = state.get("step")
+    return TrainedMethod(cfg=cfg, method=method, class_names=list(state["class_names"]), device=dev, checkpoint=path,
+                         step=int(step) if isinstance(step, (int, float)) else None)  # fmt: skip
 
 
 def engine_api() -> EngineAPI:

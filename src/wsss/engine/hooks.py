@@ -7,7 +7,8 @@ after a step (the checkpoint before validation: a crash in validation loses no f
 - ``EpochLRRule``: a method's per-epoch rule on top of the optimiser's poly schedule
   (``Method.lr_factor``: RCA's decay, docs/methods/rca.md#training); the poly schedule itself is inside the optimiser.
 - ``MetricsLogger``: the progress bar, the loss averages over ``train.log_iters`` steps, and
-  ``metrics.jsonl`` (a resume drops the lines written after its checkpoint: they are written again).
+  ``metrics.jsonl`` (a resume drops the lines written after its checkpoint: they are written again; a training
+  from step 0 moves an earlier training's file aside to ``metrics.jsonl.1``).
 - ``PeriodicCheckpointer``: ``checkpoints/last.pt`` every ``train.ckpt_iters`` and at the end, and on
   Ctrl-C after the current step.
 - ``PeriodicValidation``: validation every ``train.eval_iters`` and at the end.
@@ -33,8 +34,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from wsss.core.distributed import all_gather_objects, all_reduce_sum, is_main_process, world_size
-from wsss.core.files import atomic_write, output_error, write_os_error
+from wsss.core.checkpoint import load_checkpoint
+from wsss.core.distributed import all_gather_objects, all_reduce_sum, barrier, is_main_process, world_size
+from wsss.core.errors import WSSSError
+from wsss.core.files import atomic_write, move_aside, output_error, write_os_error
 from wsss.engine.train_loop import HookBase
 
 __all__ = [
@@ -141,6 +144,11 @@ class MetricsLogger(HookBase):
             f.write("".join(line + "\n" for line in keep))
 
     def before_train(self) -> None:
+        if self.trainer.step == 0 and is_main_process() and self.path.is_file() and self.path.stat().st_size:
+            # a training from step 0 (no last.pt: removed, or never written) starts its log anew; the lines
+            # of the earlier one are kept beside it, not mixed with this one's nor deleted (issue 58)
+            aside = move_aside(self.path)
+            tqdm.write(f"note: {self.path} is of an earlier training of this folder; kept as {aside}", file=sys.stderr)
         self.n_timed, self.t0 = 0, time.time()
         self.bar = tqdm(
             total=self.max_iter, initial=self.trainer.step, desc="train", disable=not self.progress, dynamic_ncols=True
@@ -210,10 +218,18 @@ class PeriodicValidation(HookBase):
 
 class BestCheckpointer(HookBase):
     """``checkpoints/best.pt`` whenever a published validation beats the best score so far (segmentation
-    mIoU, else CAM mIoU); the best score rides in the checkpoint with this hook's state."""
+    mIoU, else CAM mIoU); the best score rides in the checkpoint with this hook's state.
 
-    def __init__(self, save: Callable[[str], None]) -> None:
-        self.save = save
+    With ``path`` (best.pt's), a resume takes the best score from ``best.pt`` itself, not from ``last.pt``:
+    ``last.pt`` is written before the validation of its step (``PeriodicCheckpointer`` runs first), so its
+    score can miss that validation, and a later, worse model then replaced ``best.pt`` (issue 58). No
+    ``best.pt`` (never written, or its write failed on a full disk): no best yet, the next validation writes
+    one. A fresh training (step 0) finds ``best.pt`` of an earlier one in the folder: moved aside to
+    ``best.pt.1`` (``core.files.move_aside``), so that the model of another training never passes for this one's.
+    """
+
+    def __init__(self, save: Callable[[str], None], path: Path | None = None) -> None:
+        self.save, self.path = save, None if path is None else Path(path)
         self.best: float | None = None
 
     def write(self, record: dict[str, Any]) -> None:
@@ -229,7 +245,31 @@ class BestCheckpointer(HookBase):
         return {"best": self.best} if self.best is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best = state.get("best")
+        self.best = state.get("best") if self.path is None else self._saved_best(state.get("best"))
+
+    def _saved_best(self, stored: float | None) -> float | None:
+        """The score ``best.pt`` was saved with (the one checkpoint that holds it for sure); ``stored`` (the
+        resumed checkpoint's) for a ``best.pt`` of an older version, which has no score of its own."""
+        assert self.path is not None
+        if not self.path.is_file():
+            return None
+        try:
+            saved = load_checkpoint(self.path)
+        except WSSSError as e:  # unreadable: a next validation writes a new one
+            tqdm.write(f"warning: {e}; the next validation writes a new one", file=sys.stderr)
+            return None
+        hooks = saved.get("hooks")
+        own = hooks.get(type(self).__name__) if isinstance(hooks, dict) else None
+        return own["best"] if isinstance(own, dict) and "best" in own else stored
+
+    def before_train(self) -> None:
+        if self.path is None or self.trainer.step != 0:
+            return
+        if is_main_process() and self.path.is_file():  # rank 0 moves it; the others wait (the same step on each)
+            aside = move_aside(self.path)
+            tqdm.write(f"note: {self.path} is of an earlier training of this folder (no last.pt to resume); "
+                       f"kept as {aside}", file=sys.stderr)  # fmt: skip
+        barrier()
 
 
 class PeriodicCheckpointer(HookBase):
@@ -320,7 +360,8 @@ class TensorBoardWriter(HookBase):
     """Every record in TensorBoard (RUN/tensorboard/, rank 0, when ``run.tensorboard`` and the package is
     installed): ``loss/*``, ``lr/<group>`` for every parameter group, ``val/*``, ``train/*``.
 
-    A resumed run purges the events logged after its checkpoint (they are logged again). A failing
+    A resumed run purges the events logged after its checkpoint (they are logged again); a training from step 0
+    moves an earlier training's folder aside (``tensorboard.1``). A failing
     writer is closed with a warning; it never fails the run (``metrics.jsonl`` has everything).
     """
 
@@ -351,6 +392,9 @@ class TensorBoardWriter(HookBase):
             step = self.trainer.step
             if step:
                 wait_past_event_files(self.log_dir)
+            elif any(self.log_dir.glob("events.out.tfevents.*")):  # an earlier training's curves: kept apart
+                tqdm.write(f"note: {self.log_dir} is of an earlier training of this folder; kept as "
+                           f"{move_aside(self.log_dir)}", file=sys.stderr)  # fmt: skip
             self.writer = SummaryWriter(str(self.log_dir), purge_step=step + 1 if step else None)
         except Exception:  # noqa: BLE001  (not installed, or broken: metrics.jsonl still has everything)
             self.writer = None

@@ -13,17 +13,20 @@ from wsss.core.errors import UsageError
 from wsss.core.files import remove_stale_temps
 from wsss.engine.defaults import build_trainer, engine_api
 from wsss.methods import build_method, method_class
-from wsss.utils.runlock import run_dir_lock
+from wsss.utils.runlock import check_run_dir, run_dir_lock
 
 
-def train(cfg: Config, *, progress: bool = True, allow_config_change: bool = False) -> dict[str, Any]:
+def train(
+    cfg: Config, *, progress: bool = True, allow_config_change: bool = False, overwrite: bool = False
+) -> dict[str, Any]:
     """Train (or resume) the run described by ``cfg``; returns the final step and validation.
 
     Input paths are stored resolved (``resolve_paths``). Resuming a run with other settings than
     its saved ones raises ConfigError unless ``allow_config_change`` (``check_config_change``).
     A method with a ``train_driver`` (several runs, e.g. SC-CAM's rounds) is trained by it instead.
     The run directory is locked for the whole job (``utils.runlock``): a second ``wsss train`` on it
-    gets a one-line error naming this process.
+    gets a one-line error naming this process. A ``run.dir`` that holds files but no run is refused
+    unless ``overwrite`` (``utils.runlock.check_run_dir``).
     """
     cls = method_class(cfg)
     if not cls.trainable:
@@ -33,6 +36,8 @@ def train(cfg: Config, *, progress: bool = True, allow_config_change: bool = Fal
     resolve_paths(cfg)
     check_settings(cfg)
     run_dir = Path(cfg.run.dir)
+    if int(os.environ.get("RANK", "0")) == 0:  # before the lock: its file would make any folder a run
+        check_run_dir(run_dir, overwrite)
     # one writer per run directory (rank 0 holds it for a torchrun job: its other processes share the run)
     lock = run_dir_lock(run_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
     with lock:

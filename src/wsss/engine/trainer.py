@@ -294,7 +294,7 @@ class Trainer(TrainerBase):
             # Ctrl-C stops a validation between images; the checkpointer then saves and stops at the next step
             PeriodicValidation(t.eval_iters, partial(weak_method(self.validate), should_stop=lambda: ckpt.interrupted),
                                t.max_iters) if self.val_set is not None else None,
-            BestCheckpointer(save),
+            BestCheckpointer(save, path=self.ckpt_dir / "best.pt"),
             TensorBoardWriter(self.run_dir / "tensorboard", self.optimizer, enabled=self.cfg.run.tensorboard),
         ]  # fmt: skip
         return [h for h in hooks if h is not None]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,6 +321,8 @@ def evaluate(
     dataset's. ``pseudo=True`` scores pseudo labels holding 255 under both conventions
     (docs/datasets.md#evaluation). Raises DataError naming the file for a missing or unreadable prediction, a
     prediction whose shape differs from the GT, or a value outside the classes (other than 255).
+    An id the split lists more than once is scored once, with a ``ConfigWarning`` naming the split file and the
+    ids (``meta["repeated_ids"]``).
     """
     if dataset is None:
         if root is None or split is None:
@@ -336,8 +339,18 @@ def evaluate(
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise DataError(f"{pred_dir}: prediction directory not found")
-    ids = list(dataset.ids)
     where = f"split {split!r}" + (f" of {root}" if root is not None else "")
+    ids, repeated = _each_once(dataset.ids)
+    if repeated:  # an image listed twice would weigh twice in every score (issue 58: 11 images of 8)
+        from ..core.errors import ConfigWarning
+        from ..data.voc import SPLIT_DIR
+
+        source = Path(root) / SPLIT_DIR / f"{split}.txt" if root is not None and split is not None else where
+        shown = ", ".join(repeated[:5]) + (f" (and {len(repeated) - 5} more)" if len(repeated) > 5 else "")
+        warnings.warn(
+            ConfigWarning(f"{source}: {len(repeated)} id(s) listed more than once, each scored once: {shown}"),
+            stacklevel=2,
+        )
     if not ids:
         raise DataError(f"{where}: no images to evaluate")
     paths = [pred_dir / f"{i}.png" for i in ids]
@@ -353,4 +366,14 @@ def evaluate(
         gt_path = getattr(dataset, "mask_path", lambda _: None)(image_id)
         acc.add(gt, pred, dataset.labels(image_id), str(path), gt_source=str(gt_path) if gt_path else None)
     meta = {"pred_dir": str(pred_dir), "root": None if root is None else str(root), "split": split}
+    if repeated:
+        meta["repeated_ids"] = repeated
     return acc.result(meta)
+
+
+def _each_once(ids: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(``ids`` in order with each id once, the ids listed more than once)."""
+    seen: dict[str, int] = {}
+    for i in ids:
+        seen[i] = seen.get(i, 0) + 1
+    return list(seen), [i for i, n in seen.items() if n > 1]

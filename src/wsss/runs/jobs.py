@@ -49,6 +49,7 @@ from wsss.methods import REFINERS, Deferred, JobStop, Refiner, register_refiner
 from wsss.methods.base import PSASeedOptions
 from wsss.runs.run import Run, allowed_classes, class_weights_of, load_run, present_classes, soft_tag_weights
 from wsss.runs.shard import run_ids, shared_todo
+from wsss.runs.stamps import check_stamp, claim_folder, read_stamp
 from wsss.runs.tag import tag_labels
 from wsss.utils.io import (
     find_cam_file,
@@ -64,12 +65,52 @@ from wsss.utils.io import (
 from wsss.utils.procs import leave_stops_to_parent
 
 
-def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool) -> list[str]:
-    """The ids still to write into ``out_dir``; a killed earlier run's temporary files there are removed."""
+def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool, *also: tuple[Path, str]) -> list[str]:
+    """The ids still to write into ``out_dir``; a killed earlier run's temporary files there are removed. ``also``:
+    (folder, suffix) of the id's further outputs: an id is done only when each of its outputs is there (issue 58:
+    ``predict --save-probs`` over masks of an earlier ``predict`` wrote no probabilities)."""
     remove_stale_temps(out_dir)
     if overwrite:
         return list(ids)
-    return [i for i in ids if not per_id_path(out_dir, i, suffix).is_file()]
+    outputs = [(out_dir, suffix), *also]
+    return [i for i in ids if not all(per_id_path(d, i, x).is_file() for d, x in outputs)]
+
+
+class _Outputs:
+    """The output folders of one job and the settings that determine each one's files (``runs/stamps.py``): every
+    process checks them (:meth:`check`, before the ids are shared), rank 0 claims them (:meth:`claim`, inside
+    ``shared_todo``, before any process writes). ``inputs``: the job's inputs, never cleared by ``--overwrite``."""
+
+    def __init__(self, overwrite: bool, inputs: Sequence[str | Path | None] = ()) -> None:
+        self.overwrite, self.inputs = overwrite, list(inputs)
+        self.folders: list[tuple[Path, dict[str, Any], bool]] = []
+
+    def add(self, folder: Path, settings: dict[str, Any], *, rewrite_all: bool = False) -> _Outputs:
+        """``folder`` with ``settings``; ``rewrite_all``: the job writes each of its ids again (restamped)."""
+        self.folders.append((folder, settings, rewrite_all))
+        return self
+
+    def check(self) -> _Outputs:
+        for folder, settings, rewrite_all in self.folders:
+            check_stamp(folder, settings, overwrite=self.overwrite or rewrite_all)
+        return self
+
+    def claim(self) -> None:
+        for folder, settings, rewrite_all in self.folders:
+            claim_folder(folder, settings, overwrite=self.overwrite, rewrite_all=rewrite_all, inputs=self.inputs)
+
+
+def _resolved(path: str | Path) -> str:
+    return str(Path(path).resolve())
+
+
+def _data_settings(run: Run, ds: VOCDataset) -> dict[str, Any]:
+    """What every job's outputs depend on: the model (its checkpoint and step) and the dataset."""
+    return {"model": run.model_settings(), "data_root": _resolved(ds.root)}
+
+
+# The infer.* keys that make a CAM (``Run.labelled_cam``); infer.cam_scales is the `wsss cam --scales` of the job
+_CAM_KEYS = ("cam_scales", "cam_input_size", "cam_flip_fuse", "cam_normalize", "cam_empty_fallback", "max_side")
 
 
 def _as_is(sample: Any) -> Any:
@@ -224,9 +265,14 @@ def run_cam(
     ds = _dataset(run, root, split)
     out, seeds = run.dir / "cams" / split, run.dir / "cam_labels" / split
     thre = run.cfg.cam.bkg_thre if bkg_thre is None else float(bkg_thre)
+    infer = run.cfg.to_dict()["infer"]
+    cam_settings = {**_data_settings(run, ds), "infer": {k: infer[k] for k in _CAM_KEYS}}
+    outputs = _Outputs(overwrite, [ds.root]).add(out, cam_settings)
+    # --bkg-thre rewrites every seed: the seeds' folder takes the new level without --overwrite
+    outputs.add(seeds, {**cam_settings, "bkg_thre": thre}, rewrite_all=bkg_thre is not None).check()
 
     def list_todo() -> list[str]:
-        remove_stale_temps(out)  # the CAM files beside the seeds
+        outputs.claim()  # also removes a killed job's temporary files from both folders
         return list(ds.ids) if bkg_thre is not None else _todo(ds.ids, seeds, ".png", overwrite)
 
     todo = shared_todo(list_todo)
@@ -403,9 +449,21 @@ def run_pseudo(
     if refine not in REFINERS:
         raise ConfigError(f"refine must be one of {', '.join(REFINERS)}, got {refine!r}")
     ds = _dataset(run, root, split)
-    out = run.dir / "pseudo" / split
-    todo = shared_todo(lambda: _todo(ds.ids, out, ".png", overwrite))
-    job = PseudoJob(run, ds, run.dir / "cams" / split, levels)
+    out, cams = run.dir / "pseudo" / split, run.dir / "cams" / split
+    cfg = run.cfg.to_dict()
+    settings = {
+        **_data_settings(run, ds), "refine": refine, "cam": cfg["cam"], "crf": cfg["infer"]["crf"],
+        "options": cfg["options"], "cams": read_stamp(cams),  # the CAMs' own settings: CAMs made again differ
+        "affinity_run": _run_settings(affinity_run), "saliency": None if saliency is None else _resolved(saliency),
+    }  # fmt: skip
+    outputs = _Outputs(overwrite, [ds.root, cams, saliency]).add(out, settings).check()
+
+    def list_todo() -> list[str]:
+        outputs.claim()
+        return _todo(ds.ids, out, ".png", overwrite)
+
+    todo = shared_todo(list_todo)
+    job = PseudoJob(run, ds, cams, levels)
     label_of = REFINERS[refine](job, todo, affinity_run=affinity_run, saliency=saliency)
     with CRFPool(run.cfg.infer.crf_workers) as pool:
         run_ids(
@@ -421,6 +479,13 @@ def run_pseudo(
 # classifier's probability of it (``soft_tag_weights``), no threshold.
 TAG_GATES = {"hard": "_tagged", "soft": "_tagged_soft"}
 TAG_THRESHOLD = 0.5  # the sigmoid's own decision: the sign of the classifier's logit
+
+
+def _run_settings(run: Run | str | Path | None) -> dict[str, Any] | None:
+    """Another run an output depends on (``pseudo --affinity-run``), for its settings stamp."""
+    if run is None:
+        return None
+    return run.model_settings(own=False) if isinstance(run, Run) else {"dir": _resolved(run)}
 
 
 def _check_tag_options(tagger: Run | None, gate: str, threshold: float | None) -> None:
@@ -504,6 +569,25 @@ def predict_compute(
     return compute
 
 
+def _prediction_settings(
+    run: Run, ds: VOCDataset, scales: Sequence[float] | None, labelled_only: bool, tagger: Run | None, gate: str,
+    threshold: float | None,
+) -> dict[str, Any]:  # fmt: skip
+    """What the probabilities of ``run_predict`` depend on (its masks: these and the CRF's parameters): the model
+    and the ensemble's members (each by its run, checkpoint and step), the scales, the classes allowed."""
+    inf = run.cfg.infer
+    members = [m.model_settings(own=False) for m in run.members]
+    tags = None
+    if tagger is not None:
+        level = None if gate == "soft" else (TAG_THRESHOLD if threshold is None else threshold)
+        tags = {"run": tagger.model_settings(own=False), "gate": gate, "threshold": level}
+    return {
+        **_data_settings(run, ds), "scales": list(scales or inf.scales), "square_size": inf.square_size,
+        "max_side": inf.max_side, "networks": 1 + len(run.ensemble), "ensemble": members,
+        "labelled_only": labelled_only, "tags": tags,
+    }  # fmt: skip
+
+
 def run_predict(
     run: Run, split: str, *, root: str | None = None, crf: bool = False, scales: Sequence[float] | None = None,
     overwrite: bool = False, progress: bool = True, save_probs: bool = False, labelled_only: bool = False,
@@ -530,7 +614,19 @@ def run_predict(
     gate = tag_gate if tags_from is not None else None
     out = run.dir / predictions_folder(crf=crf, labelled_only=labelled_only, tag_gate=gate, networks=networks) / split
     probs_dir = run.dir / ("probs" + (f"_ens{networks}" if run.ensemble else "")) / split
-    todo = shared_todo(lambda: _todo(ds.ids, out, ".png", overwrite))
+    outputs = _Outputs(overwrite, [ds.root, *(m.dir for m in run.members), tags_from.dir if tags_from else None])
+    probs_settings = _prediction_settings(run, ds, scales, labelled_only, tags_from, tag_gate, tag_threshold)
+    outputs.add(out, {**probs_settings, "crf": run.cfg.to_dict()["infer"]["crf"] if crf else None})
+    if save_probs:
+        outputs.add(probs_dir, probs_settings)
+    outputs.check()
+
+    def list_todo() -> list[str]:
+        outputs.claim()
+        return _todo(ds.ids, out, ".png", overwrite, *([(probs_dir, ".npy")] if save_probs else []))
+
+    todo = shared_todo(list_todo)
+
     compute = predict_compute(run, crf=crf, scales=scales, probs_dir=probs_dir if save_probs else None,
                               labelled_only=labelled_only, tags_from=tags_from, tag_threshold=tag_threshold,
                               tag_gate=tag_gate)  # fmt: skip

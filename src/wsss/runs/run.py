@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,10 +32,26 @@ class Run:
     class_names: list[str]
     device: torch.device
     ensemble: tuple[Method, ...] = ()  # further segmentation networks averaged with ``method`` (:meth:`with_ensemble`)
+    checkpoint: Path | None = None  # the checkpoint file ``method`` was loaded from
+    step: int | None = None  # its training step
+    members: tuple[Run, ...] = ()  # the runs of ``ensemble``, in order (what the outputs' settings stamp names)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def model_settings(self, *, own: bool = True) -> dict[str, Any]:
+        """Which model this is, for the settings stamp of an output folder (``runs/stamps.py``): its checkpoint
+        (relative to the run, as ``checkpoints/best.pt``, so that a moved run keeps its outputs) and step;
+        ``own=False`` (another run's model: a tagger, an ensemble's member) adds the run's resolved folder."""
+        ckpt = self.checkpoint
+        if ckpt is not None:
+            try:
+                ckpt = ckpt.resolve().relative_to(self.dir.resolve())
+            except ValueError:  # a .pt path outside the run
+                ckpt = ckpt.resolve()
+        out: dict[str, Any] = {"checkpoint": None if ckpt is None else str(ckpt), "step": self.step}
+        return out if own else {"dir": str(self.dir.resolve()), **out}
 
     @torch.no_grad()
     def cam(
@@ -104,7 +121,7 @@ class Run:
             if member.device != self.device:
                 raise UsageError(f"{member.dir}: on {member.device}, while {self.dir} is on {self.device}")
             self.require_classes_of(member)
-        return replace(self, ensemble=(*self.ensemble, *(m.method for m in members)))
+        return replace(self, ensemble=(*self.ensemble, *(m.method for m in members)), members=(*self.members, *members))
 
     def _seg_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The segmentation network's logits, or an ensemble's: the log of the networks' mean softmax, shifted at each
@@ -268,4 +285,5 @@ def present_classes(prob: np.ndarray, min_prob: float = 0.05) -> list[int]:
 def load_run(run_dir: str | Path, *, checkpoint: str = "auto", device: str | None = None) -> Run:
     """Load a run directory (``config.yaml`` + ``checkpoints/best.pt`` or ``last.pt``)."""
     t = load_trained_method(run_dir, checkpoint=checkpoint, device=device)
-    return Run(dir=Path(run_dir), cfg=t.cfg, method=t.method, class_names=t.class_names, device=t.device)
+    return Run(dir=Path(run_dir), cfg=t.cfg, method=t.method, class_names=t.class_names, device=t.device,
+               checkpoint=t.checkpoint, step=t.step)  # fmt: skip

@@ -270,8 +270,8 @@ def save_labelled_cam(folder: str | os.PathLike, id: str, keys: np.ndarray, cam:
 
 
 def read_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """A CAM file (.npz) -> (1-based class ids (K,) int64, (K, H, W) float32).
-    DataError naming the file if unreadable or malformed."""
+    """A CAM file (.npz) -> (1-based class ids (K,) int64, (K, H, W) float32). The one reader of CAM files:
+    DataError naming the file if unreadable, malformed, or holding a non-finite value."""
     path = Path(path)
     d = read_npz(path, ("keys", "cam"), "CAM file")
     try:
@@ -281,6 +281,12 @@ def read_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: not a CAM file ({e})") from e
     if cam.ndim != 3 or cam.shape[0] != keys.shape[0]:
         raise DataError(f"{path}: CAM of shape {cam.shape} does not fit its {keys.shape[0]} class ids")
+    bad = int(cam.size - np.count_nonzero(np.isfinite(cam)))
+    if bad:  # a NaN compares false with every level: it became a class or background without a word (issue 58)
+        raise DataError(
+            f"{path}: CAM holds {bad} non-finite value(s) (NaN or inf) of {cam.size}; "
+            "make it again with `wsss cam RUN --split SPLIT --overwrite`"
+        )
     return keys, cam
 
 

@@ -49,6 +49,32 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def is_run_dir(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a run: it holds the lock file of a training (``wsss train`` leaves it in place), or
+    a checkpoint (``checkpoints/*.pt``, a round's ``round_*/checkpoints/*.pt``, or one of ``wsss import``)."""
+    folder = Path(folder)
+    if (folder / LOCK_FILE).is_file():
+        return True
+    patterns = ("checkpoints/*.pt", "round_*/checkpoints/*.pt")
+    return any(p.is_file() for pattern in patterns for p in folder.glob(pattern))
+
+
+def check_run_dir(run_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """UsageError for a ``run.dir`` that is a non-empty folder but not a run (:func:`is_run_dir`), unless
+    ``overwrite``: a training writes ``config.yaml`` and ``metrics.jsonl`` there, over files of the same names
+    that are someone else's (issue 58: a folder of notes lost its config.yaml)."""
+    run_dir = Path(run_dir)
+    if overwrite or not run_dir.is_dir() or is_run_dir(run_dir):
+        return
+    entries = sorted(p.name for p in run_dir.iterdir())
+    if entries:
+        shown = ", ".join(entries[:4]) + (f" (and {len(entries) - 4} more)" if len(entries) > 4 else "")
+        raise UsageError(
+            f"{run_dir}: run.dir is a folder that holds files ({shown}) but no run (no {LOCK_FILE}, no checkpoint); "
+            "choose another run.dir, or pass --overwrite to train into it (its config.yaml is replaced)"
+        )
+
+
 @contextlib.contextmanager
 def run_dir_lock(run_dir: str | os.PathLike, command: str = "wsss train") -> Iterator[Path]:
     """Hold ``RUN/.lock`` for the block; UsageError naming the holder's pid if another live process

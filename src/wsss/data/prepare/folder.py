@@ -24,7 +24,8 @@ re-written as VOC-palette PNGs after checking values and sizes), ``cls_labels.np
 ``classes.txt``, ``ImageSets/Segmentation/train.txt`` and ``val.txt``: a seeded random share
 (``val_fraction``) of the images with a mask when masks are given (by default 0.2 of them, and at most
 half: the rest stay in train), and none without masks by default (validation needs masks, and training
-without a val split skips it). An ``out`` holding a dataset is refused unless ``overwrite``.
+without a val split skips it). An ``out`` holding a dataset is refused unless ``overwrite``; an input
+inside an output that ``overwrite`` would replace (``--masks OUT/SegmentationClass``) is refused, never deleted.
 
 Every input is checked before anything is written, with check-data's rules: an image that does not
 decode fully (a truncated JPEG), a mask with values that are not classes, of another size than its
@@ -186,7 +187,8 @@ def prepare_folder(
         masks = Path(masks)
         if not masks.is_dir():
             raise DataError(f"{masks}: mask folder not found")
-    previous = _previous_outputs(out, images, image_mode, overwrite)
+    inputs = {"--images": images, "--labels": labels, "--classes": classes, "--masks": masks}
+    previous = _previous_outputs(out, images, image_mode, overwrite, inputs)
     with_mask, label_only = _check_inputs(ids, files, entries, masks, class_names, labels, classes, out, progress)
     _remove(previous)
 
@@ -248,14 +250,26 @@ def _read_inputs(
     return class_names, files, entries
 
 
-def _previous_outputs(out: Path, images: Path, image_mode: str, overwrite: bool) -> list[Path]:
+def _previous_outputs(
+    out: Path, images: Path, image_mode: str, overwrite: bool, inputs: dict[str, Path | None]
+) -> list[Path]:
     """The outputs of an earlier run in ``out`` (the temporary files of a killed one aside), to remove with
     ``overwrite``; UsageError without it. ``JPEGImages`` is never among them when it is where the photos
-    are (``--image-mode none``, or ``--images`` pointing at it)."""
+    are (``--image-mode none``, or ``--images`` pointing at it). An input (``inputs``: flag -> path) that is
+    one of them or inside one is a UsageError naming it, with or without ``overwrite``: the removal would
+    delete it (issue 58: ``--masks OUT/SegmentationClass --overwrite`` deleted the masks, then failed)."""
     keep_images = image_mode == "none" or (out / "JPEGImages").resolve() == images.resolve()
     names = ["ImageSets/Segmentation", "SegmentationClass", "cls_labels.npy", "classes.txt"]
     names += [] if keep_images else ["JPEGImages"]
     found = [out / n for n in names if (out / n).is_file() or _has_files(out / n)]
+    for flag, path in inputs.items():
+        held = next((p for p in found if path is not None and _within(path, p)), None)
+        if held is not None:
+            where = "is" if path.resolve() == held.resolve() else "is inside"
+            raise UsageError(
+                f"{path}: the input of {flag} {where} {held}, an output of this command (--overwrite would delete "
+                f"it); move it out of {out} or choose another --out"
+            )
     if found and not overwrite:
         what = "a dataset" if _has_files(out / "ImageSets/Segmentation") else "an unfinished dataset (no split lists)"
         raise UsageError(
@@ -263,6 +277,12 @@ def _previous_outputs(out: Path, images: Path, image_mode: str, overwrite: bool)
             "to replace it (the re-run then writes what a fresh run would), or choose another --out"
         )
     return found
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or inside it (links resolved: the same files by any name)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
 
 
 def _has_files(folder: Path) -> bool:

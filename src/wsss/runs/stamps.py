@@ -1,0 +1,143 @@
+"""Settings stamps of output folders: what made the files of ``cams/<split>``, ``pseudo/<split>``,
+``predictions.../<split>``, ``probs.../<split>``.
+
+A per-id job skips the ids whose output exists (a killed job continues where it stopped), so a folder is
+reused by every later run of its command. Without a record of how its files were made, the outputs of one
+setting passed for another's (issue 58: ``pseudo --refine none`` then ``pseudo`` (PAR) kept every label;
+``predict A --ensemble B`` then ``--ensemble A`` kept the first ensemble's masks). Each such folder holds
+``.settings.json`` (:data:`STAMP_FILE`), written atomically before the job writes into it: the settings
+that determine its files (the model's checkpoint and step, the scales, the refiner, the ensemble's and the
+tagger's runs, ...). A later job with other settings is refused with one line naming the folder and the
+differing settings, unless ``overwrite``; that clears this folder only (never an input of the job) and
+stamps it anew. A folder with outputs but no stamp (written before stamps existed) is taken as made with
+the settings of the job that finds it, with a warning.
+
+:func:`check_stamp` only reads (every process of a sharded job calls it, so each refuses alike);
+:func:`claim_folder` clears and writes (one process: rank 0, before any rank writes).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from wsss.core.errors import ConfigWarning, UsageError
+from wsss.core.files import atomic_write, remove_stale_temps
+
+STAMP_FILE = ".settings.json"
+_UNREADABLE = {"stamp": "unreadable"}  # a stamp that is not JSON: settings unknown, so never those of a job
+
+
+def normal(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` as it reads back from JSON (tuples as lists, paths as strings), for comparison."""
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def read_stamp(folder: str | Path) -> dict[str, Any] | None:
+    """The settings stamped on ``folder``; None when it has no stamp."""
+    path = Path(folder) / STAMP_FILE
+    if not path.is_file():
+        return None
+    try:
+        stamp = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return dict(_UNREADABLE)
+    return stamp if isinstance(stamp, dict) else dict(_UNREADABLE)
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys; a list of settings (an ensemble's members) by index: ``ensemble.0.dir``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
+            v = {str(i): x for i, x in enumerate(v)}
+        if isinstance(v, Mapping) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any], limit: int = 3) -> str:
+    """'key: old -> new; ...' of the settings that differ (nested keys dotted), the first ``limit`` of them."""
+    a, b = _flat(old), _flat(new)
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    text = "; ".join(f"{k}: {a.get(k, '(none)')!r} -> {b.get(k, '(none)')!r}" for k in keys[:limit])
+    return text + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _refusal(folder: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> UsageError:
+    return UsageError(
+        f"{folder}: holds outputs made with other settings ({differences(old, new)}); pass --overwrite to "
+        "replace them (this folder is cleared first), or keep it and run with its settings"
+    )
+
+
+def _has_outputs(folder: Path) -> bool:
+    """Whether ``folder`` holds anything but its stamp and a killed write's temporary files: a stamp alone asserts
+    nothing (e.g. a job that stopped on a bad option after stamping its folder)."""
+    return folder.is_dir() and any(
+        p.name != STAMP_FILE and not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in folder.iterdir()
+    )
+
+
+def check_stamp(folder: str | Path, settings: Mapping[str, Any], *, overwrite: bool = False) -> None:
+    """UsageError naming ``folder`` and the differing settings when it holds outputs stamped with other
+    ``settings`` (and not ``overwrite``). Only reads: every process of a job may call it."""
+    folder = Path(folder)
+    old = read_stamp(folder)
+    new = normal(settings)
+    if old is not None and old != new and not overwrite and _has_outputs(folder):
+        raise _refusal(folder, old, new)
+
+
+def _within(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def claim_folder(
+    folder: str | Path, settings: Mapping[str, Any], *, overwrite: bool = False, rewrite_all: bool = False,
+    inputs: Iterable[str | Path | None] = (),
+) -> bool:  # fmt: skip
+    """Make ``folder`` the output folder of a job with ``settings``, before the job writes into it (one
+    process); returns True when it was cleared.
+
+    Same settings: nothing to do. No stamp, or a stamp and no outputs: the stamp is written (a folder with outputs
+    and no stamp is taken as made with ``settings``, with a warning). Outputs of other settings: UsageError
+    (:func:`check_stamp`), unless ``rewrite_all`` (the job writes every id of the folder again, e.g.
+    ``wsss cam --bkg-thre``: stamped anew) or ``overwrite``: the folder's files are removed first, unless one of
+    ``inputs`` (the job's inputs) lies in it, which is a UsageError naming it (an output is never cleared over an
+    input).
+    """
+    folder = Path(folder)
+    remove_stale_temps(folder)  # a killed job's temporary files (this process owns the folder now)
+    new = normal(settings)
+    old = read_stamp(folder)
+    if old == new:
+        return False
+    cleared = False
+    has_outputs = _has_outputs(folder)
+    if old is None:
+        if has_outputs and not overwrite:
+            warnings.warn(ConfigWarning(
+                f"{folder}: its outputs have no settings stamp ({STAMP_FILE}: written by an older wsss); they are "
+                "taken as made with this command's settings (--overwrite redoes them)"
+            ), stacklevel=2)  # fmt: skip
+    elif has_outputs and not rewrite_all:
+        if not overwrite:
+            raise _refusal(folder, old, new)
+        inside = next((Path(p) for p in inputs if p is not None and _within(Path(p), folder)), None)
+        if inside is not None:
+            raise UsageError(f"{inside}: an input of this command is inside {folder}, which --overwrite would clear")
+        for p in folder.iterdir():
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        cleared = True
+    with atomic_write(folder / STAMP_FILE, "w") as f:
+        json.dump(new, f, indent=1, sort_keys=True)
+        f.write("\n")
+    return cleared
