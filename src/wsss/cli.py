@@ -20,6 +20,9 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
+from wsss.cli_common import add_overrides, add_quiet, take_overrides
+from wsss.core.choices import IMAGE_MODES  # imports nothing: building the parser imports no data code
+
 EPILOG = "Docs: README.md and the manual in docs/ (make docs builds it). Each command has --help."
 
 
@@ -49,6 +52,14 @@ def _setting(key: str, parse: Callable[[str], Any], each: bool = False) -> Calla
 
     convert.__name__ = key  # argparse names the type in "invalid <name> value"
     return convert
+
+
+def add_setting(s: argparse.ArgumentParser, flag: str, key: str, parse: Callable[[str], Any], **kw: Any) -> None:
+    """A flag of a command that reads a run which sets the run's config key ``key``: checked as the config checks
+    it (:func:`_setting`), put into the run's config by ``_apply_settings`` (the flag's dest and key are kept in
+    ``args.settings``)."""
+    action = s.add_argument(flag, type=_setting(key, parse), default=None, **kw)
+    s.set_defaults(settings={**(s.get_default("settings") or {}), action.dest: key})
 
 
 def _number(text: str) -> float:
@@ -171,14 +182,27 @@ def _processes(a: argparse.Namespace):
     return job_processes(a.workers, a.argv)
 
 
+def _apply_settings(a: argparse.Namespace, run: Any) -> Any:
+    """``run`` with the command's flags that set a config key (:func:`add_setting`: ``--scales``, ``--crf-workers``)
+    put into its config: the one path from such a flag to the run, so that a flag and the run's config reach
+    the library the same way."""
+    for dest, key in getattr(a, "settings", {}).items():
+        value = getattr(a, dest)
+        if value is not None:
+            *sections, name = key.split(".")
+            node = run.cfg
+            for section in sections:
+                node = getattr(node, section)
+            setattr(node, name, value)
+    return run
+
+
 def cmd_cam(a: argparse.Namespace) -> int:
     _check_source(a)
     with _processes(a) as procs, _photos_hint(a):
         from wsss.runs.jobs import run_cam
 
-        run = _load(a)
-        if a.scales:
-            run.cfg.infer.cam_scales = a.scales
+        run = _apply_settings(a, _load(a))
         if a.images:
             from wsss.runs.photos import cam_photos
 
@@ -261,9 +285,7 @@ def cmd_pseudo(a: argparse.Namespace) -> int:
     with _processes(a) as procs:
         from wsss.runs.jobs import run_pseudo
 
-        run = _load(a)
-        if a.crf_workers is not None:
-            run.cfg.infer.crf_workers = a.crf_workers
+        run = _apply_settings(a, _load(a))
         out = run_pseudo(
             run, a.split, refine=a.refine, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet,
             affinity_run=a.affinity_run, saliency=a.saliency, levels=a.levels,  # e.g. a pair of `wsss sweep-bkg`
@@ -278,20 +300,18 @@ def cmd_predict(a: argparse.Namespace) -> int:
     with _processes(a) as procs, _photos_hint(a):
         from wsss.runs.jobs import run_predict
 
-        run = _with_ensemble(a, _load(a))
-        if a.crf_workers is not None:
-            run.cfg.infer.crf_workers = a.crf_workers
+        run = _apply_settings(a, _with_ensemble(a, _load(a)))
         if a.images:
             from wsss.runs.photos import predict_photos
 
             out = predict_photos(
-                run, a.images, a.out, crf=a.crf, scales=a.scales, overwrite=a.overwrite, progress=not a.quiet,
+                run, a.images, a.out, crf=a.crf, overwrite=a.overwrite, progress=not a.quiet,
                 overlay=a.overlay, save_probs=a.save_probs, tags_from=_tagger(a, run), tag_threshold=a.tag_threshold,
                 tag_gate=a.tag_gate,
             )  # fmt: skip
         else:
             out = run_predict(
-                run, a.split, root=a.data_root, crf=a.crf, scales=a.scales, overwrite=a.overwrite,
+                run, a.split, root=a.data_root, crf=a.crf, overwrite=a.overwrite,
                 progress=not a.quiet, save_probs=a.save_probs, labelled_only=a.labelled_only,
                 tags_from=_tagger(a, run), tag_threshold=a.tag_threshold, tag_gate=a.tag_gate,
             )  # fmt: skip
@@ -448,9 +468,6 @@ def cmd_export_voc_test(a: argparse.Namespace) -> int:
     return 0
 
 
-QUIET_HELP = "no progress bars"
-
-
 def cmd_config_show(a: argparse.Namespace) -> int:
     from wsss.core.config import dump_config, load_config
 
@@ -466,7 +483,7 @@ def add_config(sub: argparse._SubParsersAction) -> None:
         "show", help="print CONFIG as YAML with its _base_ presets, the defaults and the overrides merged in",
     )  # fmt: skip
     q.add_argument("config", help="configs/<method>/<preset>.yaml or a run's config.yaml")
-    q.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_iters=100")
+    add_overrides(q, "train.max_iters=100")
     q.set_defaults(fn=cmd_config_show)
 
 
@@ -487,16 +504,49 @@ def add_run_args(s: argparse.ArgumentParser, photos: bool = False) -> None:
         s.add_argument("--overlay", action="store_true",
                        help="with --images: also each photo with its mask's colours blended in, "
                        "--out/overlay/<stem>.jpg")  # fmt: skip
-    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
-    s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
-    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
+    add_data_root(s)
+    add_checkpoint(s)
+    add_device(s)
     s.add_argument("--overwrite", action="store_true", help="redo ids whose output exists")
-    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_quiet(s)
+    add_processes(s)
+
+
+def add_data_root(s: argparse.ArgumentParser) -> None:
+    """``--data-root`` of a command that reads a run (its dataset by default)."""
+    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
+
+
+def add_checkpoint(s: argparse.ArgumentParser, hidden: bool = False) -> None:
+    """``--checkpoint`` of a command that loads a run's network (``hidden``: a run without one, CLIP-ES's)."""
+    s.add_argument("--checkpoint", default="auto",
+                   help=argparse.SUPPRESS if hidden else "best, last or a .pt path (default: best if any)")  # fmt: skip
+
+
+def add_device(s: argparse.ArgumentParser) -> None:
+    """``--device`` of a command that loads a run."""
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
+
+
+def add_processes(s: argparse.ArgumentParser) -> None:
+    """``--workers N`` of a per-id command: N processes sharing the ids (``_processes``, runs/shard.py)."""
     s.add_argument(
         "--workers", type=int, default=0, metavar="N",
         help="N local processes sharing the ids (CPUs; default: this one). On GPUs or nodes use "
         "`torchrun --nproc_per_node N -m wsss ...`: each rank takes its share",
     )  # fmt: skip
+
+
+def add_pool_workers(s: argparse.ArgumentParser) -> None:
+    """``--workers`` of a dataset converter (``wsss prepare``, ``wsss data fetch``): its pool of processes."""
+    s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
+
+
+def add_image_mode(s: argparse.ArgumentParser) -> None:
+    """``--image-mode`` of ``wsss prepare`` and ``wsss data fetch``: how the dataset holds the photos."""
+    s.add_argument("--image-mode", dest="image_mode", choices=IMAGE_MODES, default="link",
+                   help="how to place the images in JPEGImages: link (hard link, a copy across devices; default), "
+                   "symlink, copy, none")  # fmt: skip
 
 
 def add_synth(sub: Any) -> None:
@@ -533,14 +583,14 @@ def add_train(sub: Any) -> None:
     """`wsss train`."""
     s = sub.add_parser("train", help="train (or resume) a run from a YAML config")
     s.add_argument("config", help="configs/<method>/<preset>.yaml")
-    s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=/d train.max_iters=100")
+    add_overrides(s)
     s.add_argument("--skip-check", action="store_true", help="do not run check-data before training")
     s.add_argument(
         "--allow-config-change", action="store_true",
         help="resume a run whose saved config.yaml differs from this command's settings (the change is "
         "recorded in RUN/config_changes.jsonl); without it such a resume is refused, naming the keys",
     )  # fmt: skip
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(s)
     s.set_defaults(fn=cmd_train)
 
 
@@ -548,8 +598,7 @@ def add_cam(sub: Any) -> None:
     """`wsss cam`."""
     s = sub.add_parser("cam", help="multi-scale + flip CAMs and CAM seeds of a trained run")
     add_run_args(s, photos=True)
-    s.add_argument("--scales", type=_setting("infer.cam_scales", _floats), default=None,
-                   help="e.g. 1.0,0.5,1.5 (default: infer.cam_scales)")  # fmt: skip
+    add_setting(s, "--scales", "infer.cam_scales", _floats, help="e.g. 1.0,0.5,1.5 (default: infer.cam_scales)")
     s.add_argument(
         "--bkg-thre", type=_setting("cam.bkg_thre", _number), default=None,
         help="background level of the seeds (default: cam.bkg_thre); rewrites every seed, from the saved CAMs",
@@ -562,7 +611,7 @@ def add_sweep_bkg(sub: Any) -> None:
     s = sub.add_parser("sweep-bkg", help="mIoU of a run's saved CAM seeds at many background levels (needs GT)")
     s.add_argument("run", help="run directory with cams/<split>/ (`wsss cam` first)")
     s.add_argument("--split", default="train", help="split whose CAMs are scored (default train)")
-    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
+    add_data_root(s)
     s.add_argument("--thresholds", type=_setting("cam.bkg_thre", _floats, each=True), default=None,
                    help="e.g. 0.1,0.2,0.3 (default: 0.05 to 0.70)")  # fmt: skip
     s.add_argument(
@@ -570,7 +619,7 @@ def add_sweep_bkg(sub: Any) -> None:
         help="two-level (high/low) pairs to score, e.g. 0.7/0.25 0.35/0.1 (default: a grid from 0.7/0.25 down)",
     )  # fmt: skip
     s.add_argument("--json", default=None, help="output file (default: RUN/bkg_sweep/<split>.json)")
-    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_quiet(s)
     s.set_defaults(fn=cmd_sweep_bkg)
 
 
@@ -629,8 +678,8 @@ def add_pseudo(sub: Any) -> None:
     )  # fmt: skip
     s.add_argument("--affinity-run", default=None, help="with --refine affinity: a run trained with method affinitynet")
     s.add_argument("--saliency", default=None, help="with --refine rca: directory of <id>.png saliency maps")
-    s.add_argument("--crf-workers", type=int, default=None,
-                   help="processes for the CPU refiners crf, psa, rca (default: infer.crf_workers)")  # fmt: skip
+    add_setting(s, "--crf-workers", "infer.crf_workers", int,
+                help="processes for the CPU refiners crf, psa, rca (default: infer.crf_workers)")  # fmt: skip
     s.add_argument(
         "--levels", type=_pair, default=None, metavar="HIGH/LOW",
         help="CAM levels of the pseudo labels, e.g. 0.35/0.1 (a pair scored by `wsss sweep-bkg`): class above HIGH, "
@@ -645,10 +694,9 @@ def add_predict(sub: Any) -> None:
     """`wsss predict`."""
     s = sub.add_parser("predict", help="segmentation masks (multi-scale + flip, optional DenseCRF)")
     add_run_args(s, photos=True)
-    s.add_argument("--scales", type=_setting("infer.scales", _floats), default=None,
-                   help="e.g. 1.0,1.25,1.5 (default: infer.scales)")  # fmt: skip
+    add_setting(s, "--scales", "infer.scales", _floats, help="e.g. 1.0,1.25,1.5 (default: infer.scales)")
     s.add_argument("--crf", action="store_true", help="DenseCRF over the classes that can appear")
-    s.add_argument("--crf-workers", type=int, default=None, help="CRF processes (default: infer.crf_workers)")
+    add_setting(s, "--crf-workers", "infer.crf_workers", int, help="CRF processes (default: infer.crf_workers)")
     s.add_argument(
         "--ensemble", nargs="+", default=[], metavar="RUN",
         help="more runs of the same classes (e.g. the stage trained again with other seeds) whose softmax "
@@ -686,10 +734,7 @@ def add_import(sub: Any) -> None:
     s.add_argument("checkpoint", help="the official .pth (state dict, with or without 'module.'); clip_es: CLIP")
     s.add_argument("--config", required=True, help="the preset it was trained with (configs/seco/voc.yaml)")
     s.add_argument("--out", required=True, help="run directory to write")
-    s.add_argument(
-        "--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-        help="dotted config overrides, e.g. --set data.root=/d (the dataset gives the class names)",
-    )  # fmt: skip
+    add_overrides(s, "data.root=/d (the dataset gives the class names)")
     s.set_defaults(fn=cmd_import)
 
 
@@ -703,9 +748,9 @@ def add_tag(sub: Any) -> None:
     )  # fmt: skip
     s.add_argument("run", help="CLIP-ES run directory (wsss import clip_es WEIGHTS ...)")
     s.add_argument("--split", required=True, help="split of the dataset to tag (e.g. train)")
-    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
-    s.add_argument("--checkpoint", default="auto", help=argparse.SUPPRESS)
-    s.add_argument("--device", default=None, help="cpu, cuda, ... (default: the run's run.device)")
+    add_data_root(s)
+    add_checkpoint(s, hidden=True)
+    add_device(s)
     s.add_argument(
         "--threshold", type=_score, default=0.1,
         help="a class is a label when its score (softmax over the class and background prompts) is at least "
@@ -715,7 +760,7 @@ def add_tag(sub: Any) -> None:
                    "(default: the best class is always a label)")  # fmt: skip
     s.add_argument("--labels-from", default=None, help="write the labels column of an edited tags.csv instead")
     s.add_argument("--overwrite", action="store_true", help="replace labels the split's photos already have")
-    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_quiet(s)
     s.set_defaults(fn=cmd_tag)
 
 
@@ -736,7 +781,7 @@ def add_report(sub: Any) -> None:
     s.add_argument("run", help="run directory")
     s.add_argument("--split", default=None, help="the one split to show (default: each split the run has CAMs, "
                    "seeds, pseudo labels or predictions of, the val split first; none: the val split)")  # fmt: skip
-    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
+    add_data_root(s)
     s.add_argument("--max-images", type=int, default=12, help="images in the grid of each split, worst first "
                    "(default 12)")  # fmt: skip
     s.set_defaults(fn=cmd_report)
@@ -753,12 +798,11 @@ def add_viz(sub: Any) -> None:
     s.add_argument("--out", default=None, help="output folder (default: RUN/viz)")
     s.add_argument("--classes", default=None, help="draw the CAMs of these classes (default: the image's "
                    "labels; for --image the classes the classifier finds)")  # fmt: skip
-    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
-    s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
-    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
-    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
-    s.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="N local processes sharing the --ids (or torchrun's ranks, as wsss cam)")  # fmt: skip
+    add_data_root(s)
+    add_checkpoint(s)
+    add_device(s)
+    add_quiet(s)
+    add_processes(s)
     s.set_defaults(fn=cmd_viz)
 
 
@@ -766,21 +810,17 @@ def add_prepare(sub: Any) -> None:
     """`wsss prepare`."""
     s = sub.add_parser("prepare", help="convert VOC+SBD, COCO or a custom folder to the dataset layout")
     prep = s.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    images_help = (
-        "how to place the images in JPEGImages: link (hard link, a copy across devices; default), symlink, copy, none"
-    )
-    modes = ("link", "symlink", "copy", "none")
     q = prep.add_parser("voc", help="VOC 2012 devkit + SBD -> SegmentationClassAug, train_aug, cls_labels.npy")
     q.add_argument("--voc", required=True, help="VOCdevkit (or VOCdevkit/VOC2012)")
     q.add_argument("--sbd", default=None, help="SBD benchmark_RELEASE (or its dataset/); omit for VOC alone")
     q.add_argument("--out", required=True, help="output dataset root")
     # --image-mode / --label-source: the names shared with `prepare folder`
-    q.add_argument("--image-mode", dest="image_mode", choices=modes, default="link", help=images_help)
+    add_image_mode(q)
     labels_help = "cls_labels.npy from the masks (default) or the Annotations XML (PSA's file; auto: XML if present)"
     q.add_argument("--label-source", dest="label_source", choices=("mask", "xml", "auto"), default="mask",
                    help=labels_help)  # fmt: skip
-    q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
-    q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_pool_workers(q)
+    add_quiet(q)
     q.set_defaults(fn=cmd_prepare)
     q = prep.add_parser("coco", help="COCO instances json -> VOC-style masks (81 classes), splits, cls_labels.npy")
     q.add_argument("--coco", required=True, help="folder with annotations/ and train2014/, val2014/")
@@ -788,9 +828,9 @@ def add_prepare(sub: Any) -> None:
     q.add_argument("--year", default="2014", help="COCO release year of the folder names (default 2014)")
     q.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to convert (default: train val)")
     q.add_argument("--val-part", type=int, default=5000, help="size of the val_part subset (0 = none)")
-    q.add_argument("--image-mode", dest="image_mode", choices=modes, default="link", help=images_help)
-    q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
-    q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_image_mode(q)
+    add_pool_workers(q)
+    add_quiet(q)
     q.set_defaults(fn=cmd_prepare)
     q = prep.add_parser(
         "folder", help="a folder of images + a CSV/txt of image labels (+ optional masks)",
@@ -819,8 +859,8 @@ def add_prepare(sub: Any) -> None:
     q.add_argument("--overwrite", action="store_true",
                    help="replace the dataset --out holds (else refused): the result is a fresh run's")  # fmt: skip
     q.add_argument("--seed", type=int, default=0, help="seed of the val split's draw (default 0)")
-    q.add_argument("--image-mode", dest="image_mode", choices=modes, default="link", help=images_help)
-    q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_image_mode(q)
+    add_quiet(q)
     q.set_defaults(fn=cmd_prepare)
 
 
@@ -857,10 +897,9 @@ def add_data(sub: Any) -> None:
     q.add_argument("--no-verify", action="store_true", help="use --archive files unchecked")
     q.add_argument("--overwrite", action="store_true", help="unpack again over a release unpacked earlier in --raw")
     q.add_argument("--no-prepare", action="store_true", help="download and unpack only")
-    q.add_argument("--image-mode", dest="image_mode", choices=("link", "symlink", "copy", "none"), default="link",
-                   help="how the prepared dataset holds the photos (as `wsss prepare`; default link)")  # fmt: skip
-    q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
-    q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_image_mode(q)
+    add_pool_workers(q)
+    add_quiet(q)
     q.set_defaults(fn=cmd_data_fetch)
 
 
@@ -872,7 +911,7 @@ def add_export(sub: Any) -> None:
     q.add_argument("run", help="run directory holding predictions/<split>/")
     q.add_argument("--split", default="test", help="split to export (default test: VOC 2012's 1,456 test ids)")
     q.add_argument("--out", default=None, help="zip file (default: RUN/export/voc2012_<split>.zip)")
-    q.add_argument("--data-root", default=None, help="dataset root with the split list (default: the run's)")
+    add_data_root(q)
     q.add_argument("--source", default="predictions", help="folder of RUN with the PNGs (e.g. predictions_crf)")
     q.set_defaults(fn=cmd_export_voc_test)
 
@@ -912,15 +951,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse a command line; ``wsss train``'s ``key=value`` overrides may come before, between or
-    after its flags (argparse alone takes a positional list only in one piece)."""
+    """Parse a command line; the ``key=value`` overrides of ``wsss train | import | config show`` may come
+    before, between or after its flags, and ``--set key=value ...`` is their alias (``cli_common.take_overrides``)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    extra = take_overrides(args, extra)
     if extra:
-        if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
-            args.overrides = [*args.overrides, *extra]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
 
 
