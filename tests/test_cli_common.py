@@ -150,3 +150,9 @@ def test_a_script_parser_takes_the_overrides_and_the_shared_flags():
     with pytest.raises(SystemExit):
         other.parse_args(["a=1"])  # no overrides here: refused
 
+
+def test_the_scripts_build_their_parser_with_the_shared_helper():
+    scripts = sorted(p for d in ("experiments", "bench", "dev") for p in (REPO / d).glob("*.py"))
+    own = [p.relative_to(REPO) for p in scripts if re.search(r"\bArgumentParser\(", p.read_text())]
+    shared = [p for p in scripts if "script_parser(" in p.read_text()]
+    assert own == [] and len(shared) >= 24
