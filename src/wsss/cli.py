@@ -103,41 +103,41 @@ def _score(text: str) -> float:
     return p
 
 
-def cmd_synth(a: argparse.Namespace) -> int:
+def cmd_synth(args: argparse.Namespace) -> int:
     from wsss.data import generate_synthetic
 
-    given = {"context_with": a.context_with, "context_without": a.context_without}
+    given = {"context_with": args.context_with, "context_without": args.context_without}
     context = {k: v for k, v in given.items() if v is not None}  # unset: the design's defaults
-    counts = generate_synthetic(a.out, n_train=a.train, n_val=a.val, size=a.size, seed=a.seed, n_workers=a.workers,
-                                overwrite=a.overwrite, **context)  # fmt: skip
-    print(f"wrote {a.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    counts = generate_synthetic(args.out, n_train=args.train, n_val=args.val, size=args.size, seed=args.seed,
+                                n_workers=args.workers, overwrite=args.overwrite, **context)  # fmt: skip
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
 
-def cmd_check_data(a: argparse.Namespace) -> int:
+def cmd_check_data(args: argparse.Namespace) -> int:
     from wsss.data import check_dataset
 
-    report = check_dataset(a.root, a.split)
+    report = check_dataset(args.root, args.split)
     print(report.format())
     return 0 if report.ok else 1
 
 
-def cmd_train(a: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     from wsss.core.config import load_config, resolve_paths
     from wsss.engine.launch import train
 
-    cfg = load_config(a.config, a.overrides)
+    cfg = load_config(args.config, args.overrides)
     typed = cfg.data.root
     resolve_paths(cfg)  # the run stores absolute input paths: `wsss cam RUN` works from anywhere
     if typed != cfg.data.root:
         print(f"data.root {typed} -> {cfg.data.root}", file=sys.stderr)
-    if not a.skip_check and not _data_checks_pass(cfg, progress=not a.quiet):
+    if not args.skip_check and not _data_checks_pass(cfg, progress=not args.quiet):
         return 1
     if cfg.run.threads > 0:  # the whole command runs with run.threads (the trainer restores what it found)
         import torch
 
         torch.set_num_threads(cfg.run.threads)
-    out = train(cfg, progress=not a.quiet, allow_config_change=a.allow_config_change)
+    out = train(cfg, progress=not args.quiet, allow_config_change=args.allow_config_change)
     print(f"run {cfg.run.dir}: step {out['step']}" + (f", best val mIoU {out['best']:.2f}" if out.get("best") else ""))
     return 0
 
@@ -169,25 +169,25 @@ def _data_checks_pass(cfg: Any, progress: bool) -> bool:
     return True
 
 
-def _load(a: argparse.Namespace):
+def _load(args: argparse.Namespace):
     from wsss.runs.run import load_run
 
-    return load_run(a.run, checkpoint=a.checkpoint, device=a.device)
+    return load_run(args.run, checkpoint=args.checkpoint, device=args.device)
 
 
-def _processes(a: argparse.Namespace):
+def _processes(args: argparse.Namespace):
     """The processes of a per-id command: torchrun's, or ``--workers N`` local ones (runs/shard.py)."""
     from wsss.runs.shard import job_processes
 
-    return job_processes(a.workers, a.argv)
+    return job_processes(args.workers, args.argv)
 
 
-def _apply_settings(a: argparse.Namespace, run: Any) -> Any:
+def _apply_settings(args: argparse.Namespace, run: Any) -> Any:
     """``run`` with the command's flags that set a config key (:func:`add_setting`: ``--scales``, ``--crf-workers``)
     put into its config: the one path from such a flag to the run, so that a flag and the run's config reach
     the library the same way."""
-    for dest, key in getattr(a, "settings", {}).items():
-        value = getattr(a, dest)
+    for dest, key in getattr(args, "settings", {}).items():
+        value = getattr(args, dest)
         if value is not None:
             *sections, name = key.split(".")
             node = run.cfg
@@ -197,51 +197,51 @@ def _apply_settings(a: argparse.Namespace, run: Any) -> Any:
     return run
 
 
-def cmd_cam(a: argparse.Namespace) -> int:
-    _check_source(a)
-    with _processes(a) as procs, _photos_hint(a):
+def cmd_cam(args: argparse.Namespace) -> int:
+    _check_source(args)
+    with _processes(args) as procs, _photos_hint(args):
         from wsss.runs.jobs import run_cam
 
-        run = _apply_settings(a, _load(a))
-        if a.images:
+        run = _apply_settings(args, _load(args))
+        if args.images:
             from wsss.runs.photos import cam_photos
 
-            out = cam_photos(run, a.images, a.out, overwrite=a.overwrite, progress=not a.quiet, overlay=a.overlay,
-                             bkg_thre=a.bkg_thre)  # fmt: skip
+            out = cam_photos(run, args.images, args.out, overwrite=args.overwrite, progress=not args.quiet,
+                             overlay=args.overlay, bkg_thre=args.bkg_thre)  # fmt: skip
         else:
-            out = run_cam(run, a.split, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet,
-                          bkg_thre=a.bkg_thre)  # fmt: skip
-    thre = run.cfg.cam.bkg_thre if a.bkg_thre is None else a.bkg_thre
+            out = run_cam(run, args.split, root=args.data_root, overwrite=args.overwrite, progress=not args.quiet,
+                          bkg_thre=args.bkg_thre)  # fmt: skip
+    thre = run.cfg.cam.bkg_thre if args.bkg_thre is None else args.bkg_thre
     if procs.is_main:
-        cams = out / "cams" if a.images else run.dir / "cams" / a.split
-        print(f"CAMs in {cams}, seeds (background {thre:g}) in {out}" + _overlays_note(a, out))
+        cams = out / "cams" if args.images else run.dir / "cams" / args.split
+        print(f"CAMs in {cams}, seeds (background {thre:g}) in {out}" + _overlays_note(args, out))
     return 0
 
 
-def _check_source(a: argparse.Namespace) -> None:
+def _check_source(args: argparse.Namespace) -> None:
     """``wsss cam | predict``: a dataset's ``--split``, or photos that are not a dataset (``--images`` with
     ``--out``), not both; the options of one that the other has no use for are refused, not ignored."""
     from wsss.core.errors import UsageError
 
-    if a.images is None:
-        if a.split is None:
+    if args.images is None:
+        if args.split is None:
             raise UsageError("give --split SPLIT (a dataset's split) or --images DIR_OR_FILES --out DIR (photos)")
-        given = [flag for flag, value in (("--out", a.out), ("--overlay", a.overlay)) if value]
+        given = [flag for flag, value in (("--out", args.out), ("--overlay", args.overlay)) if value]
         if given:
             raise UsageError(f"{given[0]} goes with --images (photos that are not a dataset); a split's outputs "
                              "are written into the run directory")  # fmt: skip
         return
-    given = [flag for flag, value in (("--split", a.split), ("--data-root", a.data_root),
-                                      ("--labelled-only", getattr(a, "labelled_only", False))) if value]  # fmt: skip
+    given = [flag for flag, value in (("--split", args.split), ("--data-root", args.data_root),
+                                      ("--labelled-only", getattr(args, "labelled_only", False))) if value]  # fmt: skip
     if given:
         why = "the photos have no image labels" if given[0] == "--labelled-only" else "they are a dataset's"
         raise UsageError(f"--images reads photos that are not a dataset: drop {given[0]} ({why})")
-    if a.out is None:
+    if args.out is None:
         raise UsageError("--images needs --out DIR, the folder for the masks (never the photos' own folder)")
 
 
 @contextlib.contextmanager
-def _photos_hint(a: argparse.Namespace) -> Iterator[None]:
+def _photos_hint(args: argparse.Namespace) -> Iterator[None]:
     """A split file that is not there names ``--images`` too: ``--data-root FOLDER_OF_PHOTOS`` is a common first
     try at the masks of new photos."""
     from wsss.core.errors import DataError
@@ -250,22 +250,22 @@ def _photos_hint(a: argparse.Namespace) -> Iterator[None]:
     try:
         yield
     except SplitNotFoundError as e:
-        raise DataError(f"{e}; to read a folder of photos that is not a dataset, use `wsss {a.command} {a.run} "
+        raise DataError(f"{e}; to read a folder of photos that is not a dataset, use `wsss {args.command} {args.run} "
                         "--images DIR --out DIR`") from e  # fmt: skip
 
 
-def _overlays_note(a: argparse.Namespace, out: Any) -> str:
-    return f", overlays in {out / 'overlay'}" if a.images and a.overlay else ""
+def _overlays_note(args: argparse.Namespace, out: Any) -> str:
+    return f", overlays in {out / 'overlay'}" if args.images and args.overlay else ""
 
 
-def cmd_sweep_bkg(a: argparse.Namespace) -> int:
+def cmd_sweep_bkg(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from wsss.evaluation.bkg_sweep import sweep_run_bkg
 
     res, written = sweep_run_bkg(
-        a.run, a.split, data_root=a.data_root, thresholds=a.thresholds, pairs=a.pairs, json_path=a.json,
-        progress=None if a.quiet else lambda ids: tqdm(ids, desc=f"sweep {a.split}"),
+        args.run, args.split, data_root=args.data_root, thresholds=args.thresholds, pairs=args.pairs,
+        json_path=args.json, progress=None if args.quiet else lambda ids: tqdm(ids, desc=f"sweep {args.split}"),
     )  # fmt: skip
     own = tuple(res["config_pair"])
     config_thre = res["config_bkg_thre"]
@@ -281,173 +281,181 @@ def cmd_sweep_bkg(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pseudo(a: argparse.Namespace) -> int:
-    with _processes(a) as procs:
+def cmd_pseudo(args: argparse.Namespace) -> int:
+    with _processes(args) as procs:
         from wsss.runs.jobs import run_pseudo
 
-        run = _apply_settings(a, _load(a))
+        run = _apply_settings(args, _load(args))
         out = run_pseudo(
-            run, a.split, refine=a.refine, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet,
-            affinity_run=a.affinity_run, saliency=a.saliency, levels=a.levels,  # e.g. a pair of `wsss sweep-bkg`
+            run, args.split, refine=args.refine, root=args.data_root, overwrite=args.overwrite,
+            progress=not args.quiet, affinity_run=args.affinity_run, saliency=args.saliency,
+            levels=args.levels,  # e.g. a pair of `wsss sweep-bkg`
         )  # fmt: skip
     if procs.is_main:
         print(f"pseudo labels in {out}")
     return 0
 
 
-def cmd_predict(a: argparse.Namespace) -> int:
-    _check_source(a)
-    with _processes(a) as procs, _photos_hint(a):
+def cmd_predict(args: argparse.Namespace) -> int:
+    _check_source(args)
+    with _processes(args) as procs, _photos_hint(args):
         from wsss.runs.jobs import run_predict
 
-        run = _apply_settings(a, _with_ensemble(a, _load(a)))
-        if a.images:
+        run = _apply_settings(args, _with_ensemble(args, _load(args)))
+        if args.images:
             from wsss.runs.photos import predict_photos
 
             out = predict_photos(
-                run, a.images, a.out, crf=a.crf, overwrite=a.overwrite, progress=not a.quiet,
-                overlay=a.overlay, save_probs=a.save_probs, tags_from=_tagger(a, run), tag_threshold=a.tag_threshold,
-                tag_gate=a.tag_gate,
+                run, args.images, args.out, crf=args.crf, overwrite=args.overwrite, progress=not args.quiet,
+                overlay=args.overlay, save_probs=args.save_probs, tags_from=_tagger(args, run),
+                tag_threshold=args.tag_threshold, tag_gate=args.tag_gate,
             )  # fmt: skip
         else:
             out = run_predict(
-                run, a.split, root=a.data_root, crf=a.crf, overwrite=a.overwrite,
-                progress=not a.quiet, save_probs=a.save_probs, labelled_only=a.labelled_only,
-                tags_from=_tagger(a, run), tag_threshold=a.tag_threshold, tag_gate=a.tag_gate,
+                run, args.split, root=args.data_root, crf=args.crf, overwrite=args.overwrite,
+                progress=not args.quiet, save_probs=args.save_probs, labelled_only=args.labelled_only,
+                tags_from=_tagger(args, run), tag_threshold=args.tag_threshold, tag_gate=args.tag_gate,
             )  # fmt: skip
     if procs.is_main:
-        print(f"predictions in {out}" + _overlays_note(a, out))
+        print(f"predictions in {out}" + _overlays_note(args, out))
     return 0
 
 
-def _with_ensemble(a: argparse.Namespace, run: Any) -> Any:
+def _with_ensemble(args: argparse.Namespace, run: Any) -> Any:
     """``wsss predict RUN --ensemble RUN2 ...``: RUN with the other runs' segmentation networks averaged into its
     own, each loaded on RUN's device from the same ``--checkpoint`` choice."""
-    if not a.ensemble:
+    if not args.ensemble:
         return run
     from wsss.core.errors import UsageError
     from wsss.runs.run import load_run
 
-    if a.checkpoint not in ("auto", "best", "last"):
+    if args.checkpoint not in ("auto", "best", "last"):
         raise UsageError(
-            f"--checkpoint {a.checkpoint} is a file of {a.run} alone: with --ensemble give best, last or auto"
+            f"--checkpoint {args.checkpoint} is a file of {args.run} alone: with --ensemble give best, last or auto"
         )
-    return run.with_ensemble([load_run(d, checkpoint=a.checkpoint, device=str(run.device)) for d in a.ensemble])
+    return run.with_ensemble([load_run(d, checkpoint=args.checkpoint, device=str(run.device)) for d in args.ensemble])
 
 
-def _tagger(a: argparse.Namespace, run: Any) -> Any:
+def _tagger(args: argparse.Namespace, run: Any) -> Any:
     """``wsss predict --tags-from RUN``: that classifier run, on the segmentation run's device."""
-    if a.tags_from is None:
+    if args.tags_from is None:
         return None
     from wsss.runs.run import load_run
 
-    return load_run(a.tags_from, device=str(run.device))
+    return load_run(args.tags_from, device=str(run.device))
 
 
-def cmd_import(a: argparse.Namespace) -> int:
+def cmd_import(args: argparse.Namespace) -> int:
     from wsss.runs.official_import import import_run
 
-    out, layout = import_run(a.method, a.checkpoint, a.config, a.out, a.overrides)
-    print(f"run {out}: {a.method} from {a.checkpoint}: {layout.next_step.format(out=out)}")
+    out, layout = import_run(args.method, args.checkpoint, args.config, args.out, args.overrides)
+    print(f"run {out}: {args.method} from {args.checkpoint}: {layout.next_step.format(out=out)}")
     return 0
 
 
-def cmd_tag(a: argparse.Namespace) -> int:
+def cmd_tag(args: argparse.Namespace) -> int:
     from wsss.runs.tag import tag_split
 
     summary = tag_split(
-        _load(a), a.split, root=a.data_root, threshold=a.threshold, at_least_one=not a.allow_empty,
-        labels_from=a.labels_from, overwrite=a.overwrite, progress=not a.quiet,
+        _load(args), args.split, root=args.data_root, threshold=args.threshold, at_least_one=not args.allow_empty,
+        labels_from=args.labels_from, overwrite=args.overwrite, progress=not args.quiet,
     )  # fmt: skip
     print(summary.format())
     return 0
 
 
-def cmd_eval(a: argparse.Namespace) -> int:
+def cmd_eval(args: argparse.Namespace) -> int:
     from wsss.core.files import atomic_write, check_output_file
     from wsss.evaluation import evaluate
 
-    if a.json:
-        check_output_file(a.json)  # before the evaluation: a folder given as --json is refused at once
-    result = evaluate(a.pred_dir, a.data_root, a.split, pseudo=a.pseudo)
+    if args.json:
+        check_output_file(args.json)  # before the evaluation: a folder given as --json is refused at once
+    result = evaluate(args.pred_dir, args.data_root, args.split, pseudo=args.pseudo)
     print(result.format_table())
-    if a.json:
-        with atomic_write(a.json, "w") as f:
+    if args.json:
+        with atomic_write(args.json, "w") as f:
             json.dump(result.to_json(), f, indent=2)
-        print(f"metrics written to {a.json}")
+        print(f"metrics written to {args.json}")
     return 0
 
 
-def cmd_report(a: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from wsss.report import write_report
 
-    path = write_report(a.run, split=a.split, data_root=a.data_root, max_images=a.max_images)
+    path = write_report(args.run, split=args.split, data_root=args.data_root, max_images=args.max_images)
     print(f"report: {path}")
     return 0
 
 
-def cmd_viz(a: argparse.Namespace) -> int:
-    ids = [i for i in a.ids.replace(",", " ").split()] if a.ids else []
-    classes = [c for c in a.classes.replace(",", " ").split()] if a.classes else []
-    if a.image is not None:  # one image: one process (a rank of torchrun other than 0 has nothing to do)
+def cmd_viz(args: argparse.Namespace) -> int:
+    ids = [i for i in args.ids.replace(",", " ").split()] if args.ids else []
+    classes = [c for c in args.classes.replace(",", " ").split()] if args.classes else []
+    if args.image is not None:  # one image: one process (a rank of torchrun other than 0 has nothing to do)
         from wsss.report.viz import write_viz
 
         if int(os.environ.get("RANK", "0")) == 0:
-            for path, _ in write_viz(a.run, image=a.image, out=a.out, classes=classes, checkpoint=a.checkpoint,
-                                     device=a.device):  # fmt: skip
+            for path, _ in write_viz(args.run, image=args.image, out=args.out, classes=classes,
+                                     checkpoint=args.checkpoint, device=args.device):  # fmt: skip
                 print(path)
         return 0
-    with _processes(a):  # the workers start before this process imports the model code
+    with _processes(args):  # the workers start before this process imports the model code
         from wsss.report.viz import write_viz
 
-        written = write_viz(a.run, ids=ids, split=a.split, out=a.out, classes=classes, data_root=a.data_root,
-                            checkpoint=a.checkpoint, device=a.device, progress=not a.quiet)  # fmt: skip
+        written = write_viz(args.run, ids=ids, split=args.split, out=args.out, classes=classes,
+                            data_root=args.data_root, checkpoint=args.checkpoint, device=args.device,
+                            progress=not args.quiet)  # fmt: skip
     for path, _ in written:
         print(path)
     return 0
 
 
-def cmd_prepare(a: argparse.Namespace) -> int:
+def cmd_prepare(args: argparse.Namespace) -> int:
     from wsss.data import prepare
 
-    if a.dataset == "voc":
+    if args.dataset == "voc":
         summary = prepare.prepare_voc(
-            a.voc, a.sbd, a.out, images=a.image_mode, labels=a.label_source, workers=a.workers, progress=not a.quiet
+            args.voc,
+            args.sbd,
+            args.out,
+            images=args.image_mode,
+            labels=args.label_source,
+            workers=args.workers,
+            progress=not args.quiet,
         )
-    elif a.dataset == "coco":
+    elif args.dataset == "coco":
         summary = prepare.prepare_coco(
-            a.coco,
-            a.out,
-            year=a.year,
-            splits=tuple(a.splits),
-            images=a.image_mode,
-            val_part=a.val_part,
-            workers=a.workers,
-            progress=not a.quiet,
+            args.coco,
+            args.out,
+            year=args.year,
+            splits=tuple(args.splits),
+            images=args.image_mode,
+            val_part=args.val_part,
+            workers=args.workers,
+            progress=not args.quiet,
         )
     else:
         summary = prepare.prepare_folder(
-            a.images,
-            a.labels,
-            a.classes,
-            a.out,
-            masks=a.masks,
-            val_fraction=a.val_fraction,
-            seed=a.seed,
-            image_mode=a.image_mode,
-            progress=not a.quiet,
-            overwrite=a.overwrite,
+            args.images,
+            args.labels,
+            args.classes,
+            args.out,
+            masks=args.masks,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            image_mode=args.image_mode,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
         )
     print(summary.format())
     return 0
 
 
-def cmd_data_fetch(a: argparse.Namespace) -> int:
+def cmd_data_fetch(args: argparse.Namespace) -> int:
     from wsss.data.fetch import fetch
 
-    res = fetch(a.dataset, a.raw, a.out, archives=a.archive or (), sha256=a.sha256, verify=not a.no_verify,
-                overwrite=a.overwrite, prepare=not a.no_prepare, image_mode=a.image_mode, workers=a.workers,
-                progress=not a.quiet)  # fmt: skip
+    res = fetch(args.dataset, args.raw, args.out, archives=args.archive or (), sha256=args.sha256,
+                verify=not args.no_verify, overwrite=args.overwrite, prepare=not args.no_prepare,
+                image_mode=args.image_mode, workers=args.workers, progress=not args.quiet)  # fmt: skip
     if res.summary is not None:
         print(res.summary.format())
     for note in res.notes:
@@ -455,10 +463,10 @@ def cmd_data_fetch(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export_voc_test(a: argparse.Namespace) -> int:
+def cmd_export_voc_test(args: argparse.Namespace) -> int:
     from wsss.runs.export import export_voc_test
 
-    res = export_voc_test(a.run, split=a.split, out=a.out, data_root=a.data_root, source=a.source)
+    res = export_voc_test(args.run, split=args.split, out=args.out, data_root=args.data_root, source=args.source)
     if res.not_voc_test:
         print(f"warning: this is not VOC 2012's test set ({res.not_voc_test}), so the evaluation server would "
               "reject it", file=sys.stderr)  # fmt: skip
@@ -468,10 +476,10 @@ def cmd_export_voc_test(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_config_show(a: argparse.Namespace) -> int:
+def cmd_config_show(args: argparse.Namespace) -> int:
     from wsss.core.config import dump_config, load_config
 
-    sys.stdout.write(dump_config(load_config(a.config, a.overrides)))
+    sys.stdout.write(dump_config(load_config(args.config, args.overrides)))
     return 0
 
 
