@@ -13,7 +13,6 @@ No assertions: the figures are for BENCHMARKS.md.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from wsss.cam.clip_es import clip_es_cams, clip_input, gradcam_of_labels, text_features
+from wsss.cli_common import script_parser
 from wsss.data import VOCDataset
 from wsss.methods.clip_runs import VOC_BACKGROUND
 from wsss.models.clip import ClipArch, build_clip, load_clip, vision_tokens
@@ -33,9 +33,9 @@ VIT_B16 = ClipArch(512, 224, 16, 768, 12, 77, 49408, 512, 8, 12)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = script_parser(__doc__)
     ap.add_argument("--arch", choices=("tiny", "vitb16"), default="tiny")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_threads(1)
     ap.add_argument("--repeat", type=int, default=2, help="passes over the photos (the first one is a warm-up)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)

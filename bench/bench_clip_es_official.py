@@ -26,7 +26,6 @@ by both are compared (max |difference| of the saved float16 maps).
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from wsss.cli_common import script_parser
 from wsss.data.classes import VOC_CLASSES
 from wsss.data.voc import labels_from_mask, write_cls_labels
 from wsss.models.clip import ClipArch, build_clip
@@ -95,10 +95,10 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = script_parser(__doc__)
     ap.add_argument("--official", type=Path, required=True, help="a checkout of github.com/linyq2117/CLIP-ES")
     ap.add_argument("--deps", type=Path, required=True, help="pip --target folder of the official script's deps")
-    ap.add_argument("--work", type=Path, required=True, help="scratch folder")
+    ap.add_work(required=True, type=Path)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; the fastest time of each is kept")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ No assertions: the figures are for the module docstring.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import math
 import statistics
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wsss.cli_common import script_parser
 from wsss.losses.energy import bilateral_filter, energy_loss_from_logits
 
 SIZE = 224
@@ -110,8 +110,8 @@ def timeit(fn, repeat: int = 5) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap = script_parser(__doc__)
+    ap.add_threads(2)
     ap.add_argument("--images", default=DEFAULT_IMAGES, help="glob of photos (resized to 224x224)")
     ap.add_argument("--probes", type=int, default=2048, help="target pixels with an exact reference per image")
     args = ap.parse_args()

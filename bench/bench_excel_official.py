@@ -62,6 +62,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from wsss.cli_common import script_parser
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "assets" / "voc-real-mini"  # the tests' six VOC photos (its SOURCE.md)
 DESCRIPTORS = "attributes_text/descriptors_pascal_voc_gpt4.0_cluster_a_photo_of4.json"  # in the extraction
@@ -442,12 +444,12 @@ def report_train(times: dict[str, dict[str, list[tuple[float, float]]]], iters: 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = script_parser(__doc__)
     ap.add_argument("--official", type=Path, required=True, help="git archive of github.com/zwyang6/ExCEL")
     ap.add_argument("--deps", type=Path, required=True, help="pip --target folder of the official code's deps")
-    ap.add_argument("--work", type=Path, required=True, help="scratch folder")
+    ap.add_work(required=True, type=Path)
     ap.add_argument("--rounds", type=int, default=2, help="alternating training-free rounds; least CPU kept")
-    ap.add_argument("--iters", type=int, default=3, help="timed training iterations per mode, after 1 warm-up")
+    ap.add_iters(3)  # training iterations per mode, after 1 warm-up
     ap.add_argument("--only", choices=("official", "wsss", "both"), default="both")
     for hidden in ("--worker", "--weights", "--data", "--batch", "--split", "--result"):
         ap.add_argument(hidden, help=argparse.SUPPRESS, type=str if hidden in ("--worker", "--split") else Path)

@@ -11,7 +11,7 @@ Prints, as one JSON object:
 - the peak GPU memory of the training process (``torch.cuda.max_memory_allocated``).
 
     python bench/bench_gpu.py --out /tmp/bench_gpu --images 200
-    python bench/bench_gpu.py --out /tmp/dry --images 4 --iters 3 --warmup 1 --device cpu --set data.crop_size=64 \
+    python bench/bench_gpu.py --out /tmp/dry --images 4 --iters 3 --warmup 1 --device cpu data.crop_size=64 \
         "model.backbone_kwargs={patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2, img_size: 64}" \
         options.num_patches=2 options.patch_size=16 options.queue_size=64 options.proj_hidden_dim=16 \
         infer.square_size=64 infer.cam_input_size=64 "infer.scales=[1.0]"   # a dry run of the script on a CPU
@@ -19,7 +19,6 @@ Prints, as one JSON object:
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -65,15 +64,16 @@ def timed(args: list[str]) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, required=True, help="work folder (dataset and runs)")
-    p.add_argument("--images", type=int, default=200, help="val photos for the inference commands")
-    p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--device", default="cuda", help="cuda (default); cpu with --set for a dry run of the script")
-    p.add_argument("--set", nargs="*", default=[], help="more overrides of the training (a dry run's tiny ViT)")
-    a = p.parse_args()
     sys.path.insert(0, str(REPO / "src"))
+    from wsss.cli_common import script_parser
+
+    p = script_parser(__doc__)
+    p.add_out(required=True, type=Path)  # the dataset and the runs
+    p.add_argument("--images", type=int, default=200, help="val photos for the inference commands")
+    p.add_iters(20, warmup=5)
+    p.add_argument("--device", default="cuda", help="cuda (default); cpu with overrides for a dry run of the script")
+    p.add_overrides("data.crop_size=64", what="training (a dry run's tiny ViT)")
+    a = p.parse_args()
     from wsss.data import generate_synthetic
 
     root = a.out / "data"
@@ -81,7 +81,9 @@ def main() -> None:
         generate_synthetic(root, n_train=64, n_val=a.images, size=448, seed=0, verbose=False)
     res: dict = {}
     for amp in ("none", "bf16"):
-        res[f"seco_voc_train_{amp}"] = train_seco(root, a.out / f"seco_{amp}", amp, a.iters, a.warmup, a.device, a.set)
+        res[f"seco_voc_train_{amp}"] = train_seco(
+            root, a.out / f"seco_{amp}", amp, a.iters, a.warmup, a.device, a.overrides
+        )
         print(json.dumps({amp: res[f"seco_voc_train_{amp}"]}), flush=True)
     run, dev = str(a.out / "seco_bf16"), ["--device", a.device]
     cam = timed(["cam", run, "--split", "val", "--quiet", "--overwrite", *dev])

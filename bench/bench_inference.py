@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from peak_memory import peak_rss_gib
+from wsss.cli_common import script_parser
 
 REPO = Path(__file__).resolve().parents[1]
 VOC_REAL_MINI = REPO / "tests" / "assets" / "voc-real-mini"  # the tests' six VOC photos (its SOURCE.md)
@@ -355,15 +356,15 @@ def parallel(work: Path, n: int, skip: Sequence[str] = (), trained: Path | None 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = script_parser(__doc__)
     p.add_argument("--images", type=int, default=6, help="COCO-size photos timed (plus one warm-up)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--work", default="runs/bench_inference", help="data and outputs of the bench")
+    p.add_threads(1)
+    p.add_work(default="runs/bench_inference")
     p.add_argument("--skip", nargs="*", default=[], choices=["cam", "predict", "crf", "pseudo"])
     p.add_argument("--parallel", action="store_true", help="time the commands over 1 and 2 processes (issue 29)")
     p.add_argument("--run", default=None, help="--parallel on this trained run (copied) instead of random weights")
-    p.add_argument("--split", default="val", help="--parallel --run: the split of the run's data")
-    p.add_argument("--data-root", default=None, help="the COCO photos (coco128-dev; required unless --parallel --run)")
+    p.add_split("val")  # of --parallel --run's data
+    p.add_data_root()  # the COCO photos (coco128-dev); required unless --parallel --run
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.data_root is None and not a.child and not (a.parallel and a.run):

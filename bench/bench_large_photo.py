@@ -10,11 +10,12 @@ seconds and the process's peak resident memory (``ru_maxrss``). One thread.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from wsss.cli_common import script_parser
 
 CHILD = """
 import resource, sys, time
@@ -45,7 +46,7 @@ def large_photo(run: Path, size: tuple[int, int], out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = script_parser(__doc__)
     ap.add_argument("--run", type=Path, required=True, help="a run with a segmentation head")
     ap.add_argument("--image", type=Path, default=None, help="the photo (default: a val image upscaled)")
     ap.add_argument("--size", default="6000x4000", help="WxH of the upscaled photo")

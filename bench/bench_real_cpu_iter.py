@@ -19,13 +19,14 @@ about 550 x 825: the JPEG decode and the scaling are part of the iteration), whi
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from wsss.cli_common import script_parser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,14 +100,13 @@ def make_steps(config: str, data_root: str, overrides: list[str]) -> tuple[Calla
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/cam/real_cpu.yaml")
-    ap.add_argument("--data-root", required=True, help="dataset root (VOC layout) the batches are drawn from")
-    ap.add_argument("--iters", type=int, default=6)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    ap.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. model.channels_last=false")
+    ap = script_parser(__doc__)
+    ap.add_argument("--config", default="configs/cam/real_cpu.yaml", help="the preset timed (default %(default)s)")
+    ap.add_data_root(required=True)  # the batches are drawn from it
+    ap.add_iters(6, warmup=1)
+    ap.add_threads(1)
+    ap.add_json(type=Path)
+    ap.add_overrides("model.channels_last=false")
     args = ap.parse_args()
 
     import torch

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from wsss.cli_common import script_parser
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -247,12 +249,11 @@ def _floor_step(cfg, data: dict, clock: _PhaseClock):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = script_parser(__doc__)
     p.add_argument("--crop", type=int, default=448)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_iters(5, warmup=2)
+    p.add_threads(2)
     p.add_argument(
         "--pieces", action="store_true",
         help="instead: the SeCo iteration alone, the time of each named piece of its glue (wrapped by name)",

@@ -16,7 +16,6 @@ Prints one line per page and a summary; exit 0 when every page passes, 1 otherwi
 
 from __future__ import annotations
 
-import argparse
 import functools
 import io
 import re
@@ -29,6 +28,8 @@ from pathlib import Path
 from urllib.parse import unquote, urljoin, urlparse
 
 from PIL import Image
+
+from wsss.cli_common import script_parser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from screenshot_report import chromium_env, find_chromium  # noqa: E402 (dev/ is not a package)
@@ -94,9 +95,9 @@ def check_page(exe: Path, base: str, path: str, site: Path, log: list[tuple[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = script_parser(__doc__)
     ap.add_argument("--site", type=Path, default=REPO / "site", help="the built site (mkdocs build's site_dir)")
-    ap.add_argument("--chromium", default=None, help="path of the chromium executable")
+    ap.add_chromium()
     args = ap.parse_args(argv)
     exe = find_chromium(args.chromium)
     if exe is None:

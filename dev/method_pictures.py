@@ -14,7 +14,6 @@ redraws the grids.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -22,6 +21,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from wsss.cli_common import script_parser
 
 REPO = Path(__file__).resolve().parents[1]
 VOC_REAL_MINI = REPO / "tests" / "assets" / "voc-real-mini"
@@ -113,9 +114,9 @@ def excel(work: Path) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--work", type=Path, default=REPO / "runs" / "docs_pictures", help="runs and data (kept)")
-    ap.add_argument("--out", type=Path, default=REPO / "docs" / "img", help="where the page pictures go")
+    ap = script_parser(__doc__)
+    ap.add_work(default=REPO / "runs" / "docs_pictures", type=Path)
+    ap.add_out(default=REPO / "docs" / "img", type=Path)  # the page pictures
     pages_help = "pages to draw (cam seco rca sccam clip-es excel multistage)"
     ap.add_argument("--only", nargs="*", default=None, help=pages_help)
     ap.add_argument("--train", type=int, default=400, help="synthetic training images")

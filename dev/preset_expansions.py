@@ -14,12 +14,13 @@ preset because it restated its default expands to the same value.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from wsss.cli_common import script_parser
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -49,7 +50,7 @@ def expand_all() -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--check", action="store_true", help="compare with the fixture instead of writing it")
     args = parser.parse_args(argv)
     expanded = expand_all()

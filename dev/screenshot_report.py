@@ -19,7 +19,6 @@ runs ``apt-get update`` with its lists and cache in the same folder.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from wsss.cli_common import script_parser
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("WSSS_CHROMIUM_CACHE", Path.home() / ".cache" / "wsss-chromium"))
@@ -191,13 +192,13 @@ def check_screenshot(path: Path, width: int, height: int, min_colors: int = 500)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = script_parser(__doc__)
     p.add_argument("--report", default=str(REPO / "runs/demo/report/index.html"))
-    p.add_argument("--out", default=str(REPO / "runs/report_screenshot.png"))
+    p.add_out(default=str(REPO / "runs/report_screenshot.png"))
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=2400)
     p.add_argument("--min-colors", type=int, default=500)
-    p.add_argument("--chromium", default=None, help="path of the chromium executable")
+    p.add_chromium()
     p.add_argument("--install", action="store_true", help=f"unpack Debian's chromium into {CACHE} first")
     a = p.parse_args(argv)
     exe = install() if a.install else (Path(a.chromium) if a.chromium else find_chromium())

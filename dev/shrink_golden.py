@@ -17,7 +17,6 @@ before and after; ``--report`` writes the kept and dropped keys per file as JSON
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -29,6 +28,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
+
+from wsss.cli_common import script_parser
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "tests" / "golden"
@@ -153,9 +154,9 @@ def shrink(source: Path, out: Path, read: dict[str, list[str]]) -> dict[str, dic
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = script_parser(__doc__)
     ap.add_argument("source", type=Path, help="the folder of the recordings (.npz, .txt)")
-    ap.add_argument("--out", type=Path, default=OUT, help="where to write (default tests/golden/)")
+    ap.add_out(default=OUT, type=Path)
     ap.add_argument("--keys", type=Path, help="a key list of an earlier measuring run (JSON), instead of measuring")
     ap.add_argument("--report", type=Path, help="write the kept and dropped keys per file here (JSON)")
     a = ap.parse_args()

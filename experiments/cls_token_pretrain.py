@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.cli import main as wsss_main
+from wsss.cli_common import script_parser
 from wsss.core.config import Config
 from wsss.methods import register_method
 from wsss.methods.cam_baseline import CAMBaseline
@@ -49,13 +50,12 @@ class CAMClassToken(CAMBaseline):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print(__doc__)
-        return 2
-    config, *overrides = argv
+    p = script_parser(__doc__, full=True)
+    p.add_argument("config", help="the CAM baseline's preset, e.g. configs/cam/synthetic_cpu.yaml")
+    p.add_overrides()
+    a = p.parse_args(argv)
     weights = "loss.weights={cls: 1.0, aux: 1.0, seg: 0.12, cls_token: 1.0}"
-    return wsss_main(["train", config, "method=cam_cls_token", weights, *overrides])
+    return wsss_main(["train", a.config, "method=cam_cls_token", weights, *a.overrides])
 
 
 if __name__ == "__main__":

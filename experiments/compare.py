@@ -45,7 +45,6 @@ time), with the date and the machine (CPU model, cores, torch version).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -61,6 +60,7 @@ from typing import Any
 
 import torch
 
+from wsss.cli_common import script_parser
 from wsss.core.config import read_preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -450,14 +450,14 @@ def publish(meta: dict[str, Any], results: list[dict[str, Any]], out_dir: Path, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = script_parser(__doc__)
     p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"of {', '.join(PIPELINES)}")
     p.add_argument("--data", default="data/synth_bench")
     p.add_argument("--runs", default="runs/bench")
     p.add_argument("--train", type=int, default=800)
     p.add_argument("--val", type=int, default=200)
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_seed()
     p.add_argument("--context-with", default=None, help="wsss synth --context-with (a new --data; default: synth's)")
     p.add_argument("--context-without", default=None, help="wsss synth --context-without (a new --data)")
     p.add_argument("--results", default=str(REPO / "experiments/results"))
@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--no-calibrate", action="store_true", help="keep each preset's CAM levels (no calibration protocol)"
     )
-    p.add_argument("overrides", nargs="*", help="config overrides applied to every method (key=value)")
+    p.add_overrides("run.threads=1", what="config of every method")
     a = p.parse_args(argv)
     out_dir = Path(a.results)
     benchmarks = Path(a.benchmarks) if a.benchmarks else None

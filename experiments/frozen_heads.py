@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.cam import minmax_normalize
+from wsss.cli_common import script_parser
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.evaluation.bkg_sweep import DEFAULT_THRESHOLDS, sweep_bkg_threshold
@@ -157,9 +158,9 @@ def score(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, data: VOCD
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-root", required=True, help="dataset root (VOC layout, masks on --split)")
-    p.add_argument("--split", default="train")
+    p = script_parser(__doc__)
+    p.add_data_root(required=True)  # masks on --split
+    p.add_split("train")
     p.add_argument("--size", type=int, default=320)
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch", type=int, default=8)
@@ -173,10 +174,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="cam:LR_MULT, rca:LR_MULT or sccam:K (K sub-categories a class, heads at 10x)",
     )
     p.add_argument("--sub-weight", type=float, default=5.0, help="SC-CAM's lambda (5.5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_seed()
+    p.add_threads(1)
     p.add_argument("--weights", default=WEIGHTS, help="backbone weights ('none': random, for tests)")
-    p.add_argument("--json", default=None)
+    p.add_json()
     args = p.parse_args(argv)
     old = torch.get_num_threads()
     torch.set_num_threads(args.threads)

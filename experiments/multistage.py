@@ -26,7 +26,6 @@ AffinityNet and DeepLab 800 each (their presets), 400 + 100 images; about half a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -34,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from wsss.cli_common import script_parser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,11 +70,11 @@ def move(src: Path, dst: Path) -> Path:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__, full=True)
     p.add_argument("--data", default="data/synth_multistage", help="synthetic dataset (generated if absent)")
     p.add_argument("--train-images", type=int, default=400)
     p.add_argument("--val-images", type=int, default=100)
-    p.add_argument("--work", default="runs/multistage", help="directory of the runs this bench trains")
+    p.add_work(default="runs/multistage")
     p.add_argument("--cam-run", default=None, help="a trained CAM-baseline run to reuse (default: train one)")
     p.add_argument("--cam-iters", type=int, default=600, help="CAM baseline iterations (preset: 1500)")
     p.add_argument("--seg-iters", type=int, default=800, help="DeepLab iterations, the same for both seg rows")
@@ -94,7 +95,7 @@ def main() -> None:
         action="store_true",
         help="reuse the walked labels of a previous run of this bench in --work (pseudo_rw/train)",
     )
-    p.add_argument("--json", default=str(REPO / "experiments/results/multistage.json"))
+    p.add_json(default=str(REPO / "experiments/results/multistage.json"))
     a = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 

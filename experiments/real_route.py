@@ -68,6 +68,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wsss.cli_common import script_parser
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -116,8 +118,8 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log, cls, root = out / "route.log", out / "cls", str(Path(args.data_root).resolve())
-    res: dict[str, Any] = {"preset": args.preset, "data_root": root, "train": _train(args.preset, root, cls,
-                                                                                       args.set, log)}  # fmt: skip
+    res: dict[str, Any] = {"preset": args.preset, "data_root": root,
+                           "train": _train(args.preset, root, cls, args.overrides, log)}  # fmt: skip
     scales = ["--scales", args.cam_scales] if args.cam_scales else []
     _wsss("cam", str(cls), "--split", "train", *scales, "--quiet", log=log)
     sweep = cls / "bkg_sweep/train.json"
@@ -228,10 +230,11 @@ def _seg_ensemble(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = script_parser(__doc__)
     p.add_argument("preset", help="the classifier's preset, e.g. configs/cam/real_cpu.yaml")
-    p.add_argument("--data-root", required=True, help="dataset root (VOC layout, masks on train and val)")
-    p.add_argument("--out", required=True, help="folder of the runs (cls/, seg/) and route.log")
+    p.add_overrides("run.seed=1", what="classifier's training (before --seg-set, --aff-set)")
+    p.add_data_root(required=True)  # masks on train and val
+    p.add_out(required=True)  # the runs (cls/, seg/) and route.log
     p.add_argument("--refine", nargs="+", default=["par", "crf"], help="refiners of the pseudo labels (first: seg)")
     p.add_argument("--seg", default="configs/seg/real_cpu.yaml", help="the DeepLab preset ('' = no seg stage)")
     p.add_argument("--val-split", default="val")
@@ -252,10 +255,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )  # fmt: skip
     p.add_argument("--cam-scales", default="", help="wsss cam --scales, e.g. 1.0,1.5,2.0 (default: the preset's)")
     p.add_argument("--affinity", default="configs/affinity/real_cpu.yaml", help="the preset of --refine affinity")
-    p.add_argument("--set", nargs="*", default=[], help="overrides of the classifier's training")
     p.add_argument("--seg-set", nargs="*", default=[], help="overrides of the DeepLab training")
     p.add_argument("--aff-set", nargs="*", default=[], help="overrides of the affinity network's training")
-    p.add_argument("--json", default=None)
+    p.add_json()
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     res = route(args)

@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from wsss.cam import CamPasses
+from wsss.cli_common import script_parser
 from wsss.core.config import iterations_per_epoch
 from wsss.data import ClsTrainDataset, VOCDataset
 from wsss.data.transforms import TrainAugment, normalize
@@ -107,17 +108,17 @@ def cams(model: PlainClassifier, data: VOCDataset, scales: list[float]) -> dict[
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-root", required=True, help="dataset root (VOC layout, masks on --split)")
-    p.add_argument("--split", default="train")
+    p = script_parser(__doc__)
+    p.add_data_root(required=True)  # masks on --split
+    p.add_split("train")
     p.add_argument("--epochs", type=float, default=12.0)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=320)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.75, 1.25])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
-    p.add_argument("--json", default=None, help="also write the figures to this file")
+    p.add_seed()
+    p.add_threads(1)
+    p.add_json()
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

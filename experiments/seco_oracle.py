@@ -17,7 +17,6 @@ tag-guided objective itself on this model and data.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.cli import main as wsss_main
+from wsss.cli_common import script_parser
 from wsss.methods import TrainContext, register_method
 from wsss.methods.seco import SeCo
 
@@ -55,10 +55,10 @@ class SeCoOracle(SeCo):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config")
+    p = script_parser(__doc__, full=True)
+    p.add_argument("config", help="the SeCo preset, e.g. configs/seco/synthetic_cpu.yaml")
     p.add_argument("--band", type=int, default=2, help="half-width of the uncertain band at label boundaries")
-    p.add_argument("overrides", nargs="*")
+    p.add_overrides()
     a = p.parse_args(argv)
     SeCoOracle.band = a.band
     return wsss_main(["train", a.config, "method=seco_oracle", *a.overrides])

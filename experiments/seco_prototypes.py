@@ -14,13 +14,13 @@ images (the first ``--images`` of the split), what SeCo's prototypes would start
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from wsss.cli_common import script_parser
 from wsss.core.checkpoint import load_checkpoint
 from wsss.core.config import load_config
 from wsss.data.transforms import normalize
@@ -56,7 +56,7 @@ def class_token_cosines(run: Path, data: Path, images: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = script_parser(__doc__, full=True)
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--class-tokens", type=Path, metavar="DATA", help="class-mean class tokens on DATA's train split")
     p.add_argument("--images", type=int, default=400, help="train images read with --class-tokens")

@@ -16,7 +16,6 @@ synthetic set's context masks say which background pixels are water / rails):
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 
 from wsss.cam import cam_to_roi_mask
 from wsss.cam.decompose import assign_tags, sample_patch_positions
+from wsss.cli_common import script_parser
 from wsss.core.config import load_config
 from wsss.data.voc import VOCDataset
 from wsss.utils.io import load_cam_of, read_label_png
@@ -84,13 +84,13 @@ def tag_stats(run: Path, data: Path, patches: int, size: int, min_share: float, 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = script_parser(__doc__)
     p.add_argument("runs", nargs="+", type=Path, help="run directories with cams/train (`wsss cam RUN --split train`)")
     p.add_argument("--data", type=Path, required=True, help="the synthetic set (synth_meta.json, SegmentationContext)")
     p.add_argument("--patches", type=int, default=4, help="patches per image (the CPU preset's 4)")
     p.add_argument("--patch-size", type=int, default=24, help="patch side in pixels (the CPU preset's 24)")
     p.add_argument("--min-share", type=float, default=0.1, help="object share that makes a patch hold a class")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_seed()
     a = p.parse_args()
     rows = {str(r): tag_stats(r, a.data, a.patches, a.patch_size, a.min_share, a.seed) for r in a.runs}
     keys = list(next(iter(rows.values())))

@@ -20,7 +20,6 @@ everywhere, and the labelled classes its seed does not name at any pixel.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from wsss.cli_common import script_parser
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.evaluation.bkg_sweep import DEFAULT_THRESHOLDS, sweep_bkg_threshold
@@ -179,12 +179,12 @@ def diagnose(run_dir: str | Path, split: str = "train", limit: int | None = None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run")
-    p.add_argument("--split", default="train")
+    p = script_parser(__doc__)
+    p.add_argument("run", help="a trained classifier run")
+    p.add_split("train")
     p.add_argument("--limit", type=int, default=None, help="the first N images only")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None)
+    p.add_threads(1)
+    p.add_json()
     args = p.parse_args(argv)
     old = torch.get_num_threads()
     torch.set_num_threads(args.threads)

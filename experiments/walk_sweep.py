@@ -13,7 +13,6 @@ logt 0 is one step of the walk; "pool" rows are the CAM pooled to the grid and u
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.cam.affinity import background_cam, dense_affinity, transition_matrix
+from wsss.cli_common import script_parser
 from wsss.data.transforms import normalize
 from wsss.runs.run import load_run
 from wsss.utils.io import load_cam_of
@@ -33,11 +33,11 @@ def miou(conf: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = script_parser(__doc__)
     p.add_argument("affinity_run")
     p.add_argument("cam_run", help="a run with cams/<split>/ written by `wsss cam`")
-    p.add_argument("--split", default="train")
-    p.add_argument("--data-root", default=None)
+    p.add_split("train")
+    p.add_data_root()  # default: the CAM run's data.root
     p.add_argument("--images", type=int, default=120)
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0])
     p.add_argument("--alphas", type=float, nargs="+", default=[4.0, 16.0])

@@ -20,6 +20,9 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
+from wsss.cli_common import add_overrides, add_quiet, take_overrides
+from wsss.core.choices import IMAGE_MODES  # imports nothing: building the parser imports no data code
+
 EPILOG = "Docs: README.md and the manual in docs/ (make docs builds it). Each command has --help."
 
 
@@ -49,6 +52,14 @@ def _setting(key: str, parse: Callable[[str], Any], each: bool = False) -> Calla
 
     convert.__name__ = key  # argparse names the type in "invalid <name> value"
     return convert
+
+
+def add_setting(s: argparse.ArgumentParser, flag: str, key: str, parse: Callable[[str], Any], **kw: Any) -> None:
+    """A flag of a command that reads a run which sets the run's config key ``key``: checked as the config checks
+    it (:func:`_setting`), put into the run's config by ``_apply_settings`` (the flag's dest and key are kept in
+    ``args.settings``)."""
+    action = s.add_argument(flag, type=_setting(key, parse), default=None, **kw)
+    s.set_defaults(settings={**(s.get_default("settings") or {}), action.dest: key})
 
 
 def _number(text: str) -> float:
@@ -92,41 +103,43 @@ def _score(text: str) -> float:
     return p
 
 
-def cmd_synth(a: argparse.Namespace) -> int:
+def cmd_synth(args: argparse.Namespace) -> int:
     from wsss.data import generate_synthetic
 
-    given = {"context_with": a.context_with, "context_without": a.context_without}
+    given = {"context_with": args.context_with, "context_without": args.context_without}
     context = {k: v for k, v in given.items() if v is not None}  # unset: the design's defaults
-    counts = generate_synthetic(a.out, n_train=a.train, n_val=a.val, size=a.size, seed=a.seed, n_workers=a.workers,
-                                overwrite=a.overwrite, **context)  # fmt: skip
-    print(f"wrote {a.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    counts = generate_synthetic(args.out, n_train=args.train, n_val=args.val, size=args.size, seed=args.seed,
+                                n_workers=args.workers, overwrite=args.overwrite, **context)  # fmt: skip
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
 
-def cmd_check_data(a: argparse.Namespace) -> int:
+def cmd_check_data(args: argparse.Namespace) -> int:
     from wsss.data import check_dataset
 
-    report = check_dataset(a.root, a.split)
+    report = check_dataset(args.root, args.split)
     print(report.format())
     return 0 if report.ok else 1
 
 
-def cmd_train(a: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     from wsss.core.config import load_config, resolve_paths
     from wsss.engine.launch import train
 
-    cfg = load_config(a.config, a.overrides)
+    cfg = load_config(args.config, args.overrides)
     typed = cfg.data.root
     resolve_paths(cfg)  # the run stores absolute input paths: `wsss cam RUN` works from anywhere
     if typed != cfg.data.root:
         print(f"data.root {typed} -> {cfg.data.root}", file=sys.stderr)
-    if not a.skip_check and not _data_checks_pass(cfg, progress=not a.quiet):
+    if not args.skip_check and not _data_checks_pass(cfg, progress=not args.quiet):
         return 1
     if cfg.run.threads > 0:  # the whole command runs with run.threads (the trainer restores what it found)
         import torch
 
         torch.set_num_threads(cfg.run.threads)
-    out = train(cfg, progress=not a.quiet, allow_config_change=a.allow_config_change, overwrite=a.overwrite)
+    out = train(
+        cfg, progress=not args.quiet, allow_config_change=args.allow_config_change, overwrite=args.overwrite
+    )
     print(f"run {cfg.run.dir}: step {out['step']}" + (f", best val mIoU {out['best']:.2f}" if out.get("best") else ""))
     return 0
 
@@ -158,66 +171,79 @@ def _data_checks_pass(cfg: Any, progress: bool) -> bool:
     return True
 
 
-def _load(a: argparse.Namespace):
+def _load(args: argparse.Namespace):
     from wsss.runs.run import load_run
 
-    return load_run(a.run, checkpoint=a.checkpoint, device=a.device)
+    return load_run(args.run, checkpoint=args.checkpoint, device=args.device)
 
 
-def _processes(a: argparse.Namespace):
+def _processes(args: argparse.Namespace):
     """The processes of a per-id command: torchrun's, or ``--workers N`` local ones (runs/shard.py)."""
     from wsss.runs.shard import job_processes
 
-    return job_processes(a.workers, a.argv)
+    return job_processes(args.workers, args.argv)
 
 
-def cmd_cam(a: argparse.Namespace) -> int:
-    _check_source(a)
-    with _processes(a) as procs, _photos_hint(a):
+def _apply_settings(args: argparse.Namespace, run: Any) -> Any:
+    """``run`` with the command's flags that set a config key (:func:`add_setting`: ``--scales``, ``--crf-workers``)
+    put into its config: the one path from such a flag to the run, so that a flag and the run's config reach
+    the library the same way."""
+    for dest, key in getattr(args, "settings", {}).items():
+        value = getattr(args, dest)
+        if value is not None:
+            *sections, name = key.split(".")
+            node = run.cfg
+            for section in sections:
+                node = getattr(node, section)
+            setattr(node, name, value)
+    return run
+
+
+def cmd_cam(args: argparse.Namespace) -> int:
+    _check_source(args)
+    with _processes(args) as procs, _photos_hint(args):
         from wsss.runs.jobs import run_cam
 
-        run = _load(a)
-        if a.scales:
-            run.cfg.infer.cam_scales = a.scales
-        if a.images:
+        run = _apply_settings(args, _load(args))
+        if args.images:
             from wsss.runs.photos import cam_photos
 
-            out = cam_photos(run, a.images, a.out, overwrite=a.overwrite, progress=not a.quiet, overlay=a.overlay,
-                             bkg_thre=a.bkg_thre)  # fmt: skip
+            out = cam_photos(run, args.images, args.out, overwrite=args.overwrite, progress=not args.quiet,
+                             overlay=args.overlay, bkg_thre=args.bkg_thre)  # fmt: skip
         else:
-            out = run_cam(run, a.split, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet,
-                          bkg_thre=a.bkg_thre)  # fmt: skip
-    thre = run.cfg.cam.bkg_thre if a.bkg_thre is None else a.bkg_thre
+            out = run_cam(run, args.split, root=args.data_root, overwrite=args.overwrite, progress=not args.quiet,
+                          bkg_thre=args.bkg_thre)  # fmt: skip
+    thre = run.cfg.cam.bkg_thre if args.bkg_thre is None else args.bkg_thre
     if procs.is_main:
-        cams = out / "cams" if a.images else run.dir / "cams" / a.split
-        print(f"CAMs in {cams}, seeds (background {thre:g}) in {out}" + _overlays_note(a, out))
+        cams = out / "cams" if args.images else run.dir / "cams" / args.split
+        print(f"CAMs in {cams}, seeds (background {thre:g}) in {out}" + _overlays_note(args, out))
     return 0
 
 
-def _check_source(a: argparse.Namespace) -> None:
+def _check_source(args: argparse.Namespace) -> None:
     """``wsss cam | predict``: a dataset's ``--split``, or photos that are not a dataset (``--images`` with
     ``--out``), not both; the options of one that the other has no use for are refused, not ignored."""
     from wsss.core.errors import UsageError
 
-    if a.images is None:
-        if a.split is None:
+    if args.images is None:
+        if args.split is None:
             raise UsageError("give --split SPLIT (a dataset's split) or --images DIR_OR_FILES --out DIR (photos)")
-        given = [flag for flag, value in (("--out", a.out), ("--overlay", a.overlay)) if value]
+        given = [flag for flag, value in (("--out", args.out), ("--overlay", args.overlay)) if value]
         if given:
             raise UsageError(f"{given[0]} goes with --images (photos that are not a dataset); a split's outputs "
                              "are written into the run directory")  # fmt: skip
         return
-    given = [flag for flag, value in (("--split", a.split), ("--data-root", a.data_root),
-                                      ("--labelled-only", getattr(a, "labelled_only", False))) if value]  # fmt: skip
+    given = [flag for flag, value in (("--split", args.split), ("--data-root", args.data_root),
+                                      ("--labelled-only", getattr(args, "labelled_only", False))) if value]  # fmt: skip
     if given:
         why = "the photos have no image labels" if given[0] == "--labelled-only" else "they are a dataset's"
         raise UsageError(f"--images reads photos that are not a dataset: drop {given[0]} ({why})")
-    if a.out is None:
+    if args.out is None:
         raise UsageError("--images needs --out DIR, the folder for the masks (never the photos' own folder)")
 
 
 @contextlib.contextmanager
-def _photos_hint(a: argparse.Namespace) -> Iterator[None]:
+def _photos_hint(args: argparse.Namespace) -> Iterator[None]:
     """A split file that is not there names ``--images`` too: ``--data-root FOLDER_OF_PHOTOS`` is a common first
     try at the masks of new photos."""
     from wsss.core.errors import DataError
@@ -226,22 +252,22 @@ def _photos_hint(a: argparse.Namespace) -> Iterator[None]:
     try:
         yield
     except SplitNotFoundError as e:
-        raise DataError(f"{e}; to read a folder of photos that is not a dataset, use `wsss {a.command} {a.run} "
+        raise DataError(f"{e}; to read a folder of photos that is not a dataset, use `wsss {args.command} {args.run} "
                         "--images DIR --out DIR`") from e  # fmt: skip
 
 
-def _overlays_note(a: argparse.Namespace, out: Any) -> str:
-    return f", overlays in {out / 'overlay'}" if a.images and a.overlay else ""
+def _overlays_note(args: argparse.Namespace, out: Any) -> str:
+    return f", overlays in {out / 'overlay'}" if args.images and args.overlay else ""
 
 
-def cmd_sweep_bkg(a: argparse.Namespace) -> int:
+def cmd_sweep_bkg(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from wsss.evaluation.bkg_sweep import sweep_run_bkg
 
     res, written = sweep_run_bkg(
-        a.run, a.split, data_root=a.data_root, thresholds=a.thresholds, pairs=a.pairs, json_path=a.json,
-        progress=None if a.quiet else lambda ids: tqdm(ids, desc=f"sweep {a.split}"),
+        args.run, args.split, data_root=args.data_root, thresholds=args.thresholds, pairs=args.pairs,
+        json_path=args.json, progress=None if args.quiet else lambda ids: tqdm(ids, desc=f"sweep {args.split}"),
     )  # fmt: skip
     own = tuple(res["config_pair"])
     config_thre = res["config_bkg_thre"]
@@ -257,177 +283,181 @@ def cmd_sweep_bkg(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pseudo(a: argparse.Namespace) -> int:
-    with _processes(a) as procs:
+def cmd_pseudo(args: argparse.Namespace) -> int:
+    with _processes(args) as procs:
         from wsss.runs.jobs import run_pseudo
 
-        run = _load(a)
-        if a.crf_workers is not None:
-            run.cfg.infer.crf_workers = a.crf_workers
+        run = _apply_settings(args, _load(args))
         out = run_pseudo(
-            run, a.split, refine=a.refine, root=a.data_root, overwrite=a.overwrite, progress=not a.quiet,
-            affinity_run=a.affinity_run, saliency=a.saliency, levels=a.levels,  # e.g. a pair of `wsss sweep-bkg`
+            run, args.split, refine=args.refine, root=args.data_root, overwrite=args.overwrite,
+            progress=not args.quiet, affinity_run=args.affinity_run, saliency=args.saliency,
+            levels=args.levels,  # e.g. a pair of `wsss sweep-bkg`
         )  # fmt: skip
     if procs.is_main:
         print(f"pseudo labels in {out}")
     return 0
 
 
-def cmd_predict(a: argparse.Namespace) -> int:
-    _check_source(a)
-    with _processes(a) as procs, _photos_hint(a):
+def cmd_predict(args: argparse.Namespace) -> int:
+    _check_source(args)
+    with _processes(args) as procs, _photos_hint(args):
         from wsss.runs.jobs import run_predict
 
-        run = _with_ensemble(a, _load(a))
-        if a.crf_workers is not None:
-            run.cfg.infer.crf_workers = a.crf_workers
-        if a.images:
+        run = _apply_settings(args, _with_ensemble(args, _load(args)))
+        if args.images:
             from wsss.runs.photos import predict_photos
 
             out = predict_photos(
-                run, a.images, a.out, crf=a.crf, scales=a.scales, overwrite=a.overwrite, progress=not a.quiet,
-                overlay=a.overlay, save_probs=a.save_probs, tags_from=_tagger(a, run), tag_threshold=a.tag_threshold,
-                tag_gate=a.tag_gate,
+                run, args.images, args.out, crf=args.crf, overwrite=args.overwrite, progress=not args.quiet,
+                overlay=args.overlay, save_probs=args.save_probs, tags_from=_tagger(args, run),
+                tag_threshold=args.tag_threshold, tag_gate=args.tag_gate,
             )  # fmt: skip
         else:
             out = run_predict(
-                run, a.split, root=a.data_root, crf=a.crf, scales=a.scales, overwrite=a.overwrite,
-                progress=not a.quiet, save_probs=a.save_probs, labelled_only=a.labelled_only,
-                tags_from=_tagger(a, run), tag_threshold=a.tag_threshold, tag_gate=a.tag_gate,
+                run, args.split, root=args.data_root, crf=args.crf, overwrite=args.overwrite,
+                progress=not args.quiet, save_probs=args.save_probs, labelled_only=args.labelled_only,
+                tags_from=_tagger(args, run), tag_threshold=args.tag_threshold, tag_gate=args.tag_gate,
             )  # fmt: skip
     if procs.is_main:
-        print(f"predictions in {out}" + _overlays_note(a, out))
+        print(f"predictions in {out}" + _overlays_note(args, out))
     return 0
 
 
-def _with_ensemble(a: argparse.Namespace, run: Any) -> Any:
+def _with_ensemble(args: argparse.Namespace, run: Any) -> Any:
     """``wsss predict RUN --ensemble RUN2 ...``: RUN with the other runs' segmentation networks averaged into its
     own, each loaded on RUN's device from the same ``--checkpoint`` choice."""
-    if not a.ensemble:
+    if not args.ensemble:
         return run
     from wsss.core.errors import UsageError
     from wsss.runs.run import load_run
 
-    if a.checkpoint not in ("auto", "best", "last"):
+    if args.checkpoint not in ("auto", "best", "last"):
         raise UsageError(
-            f"--checkpoint {a.checkpoint} is a file of {a.run} alone: with --ensemble give best, last or auto"
+            f"--checkpoint {args.checkpoint} is a file of {args.run} alone: with --ensemble give best, last or auto"
         )
-    return run.with_ensemble([load_run(d, checkpoint=a.checkpoint, device=str(run.device)) for d in a.ensemble])
+    return run.with_ensemble([load_run(d, checkpoint=args.checkpoint, device=str(run.device)) for d in args.ensemble])
 
 
-def _tagger(a: argparse.Namespace, run: Any) -> Any:
+def _tagger(args: argparse.Namespace, run: Any) -> Any:
     """``wsss predict --tags-from RUN``: that classifier run, on the segmentation run's device."""
-    if a.tags_from is None:
+    if args.tags_from is None:
         return None
     from wsss.runs.run import load_run
 
-    return load_run(a.tags_from, device=str(run.device))
+    return load_run(args.tags_from, device=str(run.device))
 
 
-def cmd_import(a: argparse.Namespace) -> int:
+def cmd_import(args: argparse.Namespace) -> int:
     from wsss.runs.official_import import import_run
 
-    out, layout = import_run(a.method, a.checkpoint, a.config, a.out, a.overrides)
-    print(f"run {out}: {a.method} from {a.checkpoint}: {layout.next_step.format(out=out)}")
+    out, layout = import_run(args.method, args.checkpoint, args.config, args.out, args.overrides)
+    print(f"run {out}: {args.method} from {args.checkpoint}: {layout.next_step.format(out=out)}")
     return 0
 
 
-def cmd_tag(a: argparse.Namespace) -> int:
+def cmd_tag(args: argparse.Namespace) -> int:
     from wsss.runs.tag import tag_split
 
     summary = tag_split(
-        _load(a), a.split, root=a.data_root, threshold=a.threshold, at_least_one=not a.allow_empty,
-        labels_from=a.labels_from, overwrite=a.overwrite, progress=not a.quiet,
+        _load(args), args.split, root=args.data_root, threshold=args.threshold, at_least_one=not args.allow_empty,
+        labels_from=args.labels_from, overwrite=args.overwrite, progress=not args.quiet,
     )  # fmt: skip
     print(summary.format())
     return 0
 
 
-def cmd_eval(a: argparse.Namespace) -> int:
+def cmd_eval(args: argparse.Namespace) -> int:
     from wsss.core.files import atomic_write, check_output_file
     from wsss.evaluation import evaluate
 
-    if a.json:
-        check_output_file(a.json)  # before the evaluation: a folder given as --json is refused at once
-    result = evaluate(a.pred_dir, a.data_root, a.split, pseudo=a.pseudo)
+    if args.json:
+        check_output_file(args.json)  # before the evaluation: a folder given as --json is refused at once
+    result = evaluate(args.pred_dir, args.data_root, args.split, pseudo=args.pseudo)
     print(result.format_table())
-    if a.json:
-        with atomic_write(a.json, "w") as f:
+    if args.json:
+        with atomic_write(args.json, "w") as f:
             json.dump(result.to_json(), f, indent=2)
-        print(f"metrics written to {a.json}")
+        print(f"metrics written to {args.json}")
     return 0
 
 
-def cmd_report(a: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from wsss.report import write_report
 
-    path = write_report(a.run, split=a.split, data_root=a.data_root, max_images=a.max_images)
+    path = write_report(args.run, split=args.split, data_root=args.data_root, max_images=args.max_images)
     print(f"report: {path}")
     return 0
 
 
-def cmd_viz(a: argparse.Namespace) -> int:
-    ids = [i for i in a.ids.replace(",", " ").split()] if a.ids else []
-    classes = [c for c in a.classes.replace(",", " ").split()] if a.classes else []
-    if a.image is not None:  # one image: one process (a rank of torchrun other than 0 has nothing to do)
+def cmd_viz(args: argparse.Namespace) -> int:
+    ids = [i for i in args.ids.replace(",", " ").split()] if args.ids else []
+    classes = [c for c in args.classes.replace(",", " ").split()] if args.classes else []
+    if args.image is not None:  # one image: one process (a rank of torchrun other than 0 has nothing to do)
         from wsss.report.viz import write_viz
 
         if int(os.environ.get("RANK", "0")) == 0:
-            for path, _ in write_viz(a.run, image=a.image, out=a.out, classes=classes, checkpoint=a.checkpoint,
-                                     device=a.device):  # fmt: skip
+            for path, _ in write_viz(args.run, image=args.image, out=args.out, classes=classes,
+                                     checkpoint=args.checkpoint, device=args.device):  # fmt: skip
                 print(path)
         return 0
-    with _processes(a):  # the workers start before this process imports the model code
+    with _processes(args):  # the workers start before this process imports the model code
         from wsss.report.viz import write_viz
 
-        written = write_viz(a.run, ids=ids, split=a.split, out=a.out, classes=classes, data_root=a.data_root,
-                            checkpoint=a.checkpoint, device=a.device, progress=not a.quiet)  # fmt: skip
+        written = write_viz(args.run, ids=ids, split=args.split, out=args.out, classes=classes,
+                            data_root=args.data_root, checkpoint=args.checkpoint, device=args.device,
+                            progress=not args.quiet)  # fmt: skip
     for path, _ in written:
         print(path)
     return 0
 
 
-def cmd_prepare(a: argparse.Namespace) -> int:
+def cmd_prepare(args: argparse.Namespace) -> int:
     from wsss.data import prepare
 
-    if a.dataset == "voc":
+    if args.dataset == "voc":
         summary = prepare.prepare_voc(
-            a.voc, a.sbd, a.out, images=a.image_mode, labels=a.label_source, workers=a.workers, progress=not a.quiet
+            args.voc,
+            args.sbd,
+            args.out,
+            images=args.image_mode,
+            labels=args.label_source,
+            workers=args.workers,
+            progress=not args.quiet,
         )
-    elif a.dataset == "coco":
+    elif args.dataset == "coco":
         summary = prepare.prepare_coco(
-            a.coco,
-            a.out,
-            year=a.year,
-            splits=tuple(a.splits),
-            images=a.image_mode,
-            val_part=a.val_part,
-            workers=a.workers,
-            progress=not a.quiet,
+            args.coco,
+            args.out,
+            year=args.year,
+            splits=tuple(args.splits),
+            images=args.image_mode,
+            val_part=args.val_part,
+            workers=args.workers,
+            progress=not args.quiet,
         )
     else:
         summary = prepare.prepare_folder(
-            a.images,
-            a.labels,
-            a.classes,
-            a.out,
-            masks=a.masks,
-            val_fraction=a.val_fraction,
-            seed=a.seed,
-            image_mode=a.image_mode,
-            progress=not a.quiet,
-            overwrite=a.overwrite,
+            args.images,
+            args.labels,
+            args.classes,
+            args.out,
+            masks=args.masks,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            image_mode=args.image_mode,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
         )
     print(summary.format())
     return 0
 
 
-def cmd_data_fetch(a: argparse.Namespace) -> int:
+def cmd_data_fetch(args: argparse.Namespace) -> int:
     from wsss.data.fetch import fetch
 
-    res = fetch(a.dataset, a.raw, a.out, archives=a.archive or (), sha256=a.sha256, verify=not a.no_verify,
-                overwrite=a.overwrite, prepare=not a.no_prepare, image_mode=a.image_mode, workers=a.workers,
-                progress=not a.quiet)  # fmt: skip
+    res = fetch(args.dataset, args.raw, args.out, archives=args.archive or (), sha256=args.sha256,
+                verify=not args.no_verify, overwrite=args.overwrite, prepare=not args.no_prepare,
+                image_mode=args.image_mode, workers=args.workers, progress=not args.quiet)  # fmt: skip
     if res.summary is not None:
         print(res.summary.format())
     for note in res.notes:
@@ -435,10 +465,10 @@ def cmd_data_fetch(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export_voc_test(a: argparse.Namespace) -> int:
+def cmd_export_voc_test(args: argparse.Namespace) -> int:
     from wsss.runs.export import export_voc_test
 
-    res = export_voc_test(a.run, split=a.split, out=a.out, data_root=a.data_root, source=a.source)
+    res = export_voc_test(args.run, split=args.split, out=args.out, data_root=args.data_root, source=args.source)
     if res.not_voc_test:
         print(f"warning: this is not VOC 2012's test set ({res.not_voc_test}), so the evaluation server would "
               "reject it", file=sys.stderr)  # fmt: skip
@@ -448,13 +478,10 @@ def cmd_export_voc_test(a: argparse.Namespace) -> int:
     return 0
 
 
-QUIET_HELP = "no progress bars"
-
-
-def cmd_config_show(a: argparse.Namespace) -> int:
+def cmd_config_show(args: argparse.Namespace) -> int:
     from wsss.core.config import dump_config, load_config
 
-    sys.stdout.write(dump_config(load_config(a.config, a.overrides)))
+    sys.stdout.write(dump_config(load_config(args.config, args.overrides)))
     return 0
 
 
@@ -466,7 +493,7 @@ def add_config(sub: argparse._SubParsersAction) -> None:
         "show", help="print CONFIG as YAML with its _base_ presets, the defaults and the overrides merged in",
     )  # fmt: skip
     q.add_argument("config", help="configs/<method>/<preset>.yaml or a run's config.yaml")
-    q.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_iters=100")
+    add_overrides(q, "train.max_iters=100")
     q.set_defaults(fn=cmd_config_show)
 
 
@@ -487,18 +514,51 @@ def add_run_args(s: argparse.ArgumentParser, photos: bool = False) -> None:
         s.add_argument("--overlay", action="store_true",
                        help="with --images: also each photo with its mask's colours blended in, "
                        "--out/overlay/<stem>.jpg")  # fmt: skip
-    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
-    s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
-    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
+    add_data_root(s)
+    add_checkpoint(s)
+    add_device(s)
     s.add_argument("--overwrite", action="store_true",
                    help="redo ids whose output exists; also to replace outputs made with other settings (refused "
                    "without it: each output folder's .settings.json), the folder being cleared first")  # fmt: skip
-    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_quiet(s)
+    add_processes(s)
+
+
+def add_data_root(s: argparse.ArgumentParser) -> None:
+    """``--data-root`` of a command that reads a run (its dataset by default)."""
+    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
+
+
+def add_checkpoint(s: argparse.ArgumentParser, hidden: bool = False) -> None:
+    """``--checkpoint`` of a command that loads a run's network (``hidden``: a run without one, CLIP-ES's)."""
+    s.add_argument("--checkpoint", default="auto",
+                   help=argparse.SUPPRESS if hidden else "best, last or a .pt path (default: best if any)")  # fmt: skip
+
+
+def add_device(s: argparse.ArgumentParser) -> None:
+    """``--device`` of a command that loads a run."""
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
+
+
+def add_processes(s: argparse.ArgumentParser) -> None:
+    """``--workers N`` of a per-id command: N processes sharing the ids (``_processes``, runs/shard.py)."""
     s.add_argument(
         "--workers", type=int, default=0, metavar="N",
         help="N local processes sharing the ids (CPUs; default: this one). On GPUs or nodes use "
         "`torchrun --nproc_per_node N -m wsss ...`: each rank takes its share",
     )  # fmt: skip
+
+
+def add_pool_workers(s: argparse.ArgumentParser) -> None:
+    """``--workers`` of a dataset converter (``wsss prepare``, ``wsss data fetch``): its pool of processes."""
+    s.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
+
+
+def add_image_mode(s: argparse.ArgumentParser) -> None:
+    """``--image-mode`` of ``wsss prepare`` and ``wsss data fetch``: how the dataset holds the photos."""
+    s.add_argument("--image-mode", dest="image_mode", choices=IMAGE_MODES, default="link",
+                   help="how to place the images in JPEGImages: link (hard link, a copy across devices; default), "
+                   "symlink, copy, none")  # fmt: skip
 
 
 def add_synth(sub: Any) -> None:
@@ -535,7 +595,7 @@ def add_train(sub: Any) -> None:
     """`wsss train`."""
     s = sub.add_parser("train", help="train (or resume) a run from a YAML config")
     s.add_argument("config", help="configs/<method>/<preset>.yaml")
-    s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=/d train.max_iters=100")
+    add_overrides(s)
     s.add_argument("--skip-check", action="store_true", help="do not run check-data before training")
     s.add_argument(
         "--allow-config-change", action="store_true",
@@ -547,7 +607,7 @@ def add_train(sub: Any) -> None:
         help="train into run.dir even when it is a folder holding files but no run (else refused): its config.yaml "
         "is replaced, a metrics.jsonl there is kept as metrics.jsonl.1",
     )  # fmt: skip
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(s)
     s.set_defaults(fn=cmd_train)
 
 
@@ -555,8 +615,7 @@ def add_cam(sub: Any) -> None:
     """`wsss cam`."""
     s = sub.add_parser("cam", help="multi-scale + flip CAMs and CAM seeds of a trained run")
     add_run_args(s, photos=True)
-    s.add_argument("--scales", type=_setting("infer.cam_scales", _floats), default=None,
-                   help="e.g. 1.0,0.5,1.5 (default: infer.cam_scales)")  # fmt: skip
+    add_setting(s, "--scales", "infer.cam_scales", _floats, help="e.g. 1.0,0.5,1.5 (default: infer.cam_scales)")
     s.add_argument(
         "--bkg-thre", type=_setting("cam.bkg_thre", _number), default=None,
         help="background level of the seeds (default: cam.bkg_thre); rewrites every seed, from the saved CAMs",
@@ -569,7 +628,7 @@ def add_sweep_bkg(sub: Any) -> None:
     s = sub.add_parser("sweep-bkg", help="mIoU of a run's saved CAM seeds at many background levels (needs GT)")
     s.add_argument("run", help="run directory with cams/<split>/ (`wsss cam` first)")
     s.add_argument("--split", default="train", help="split whose CAMs are scored (default train)")
-    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
+    add_data_root(s)
     s.add_argument("--thresholds", type=_setting("cam.bkg_thre", _floats, each=True), default=None,
                    help="e.g. 0.1,0.2,0.3 (default: 0.05 to 0.70)")  # fmt: skip
     s.add_argument(
@@ -577,7 +636,7 @@ def add_sweep_bkg(sub: Any) -> None:
         help="two-level (high/low) pairs to score, e.g. 0.7/0.25 0.35/0.1 (default: a grid from 0.7/0.25 down)",
     )  # fmt: skip
     s.add_argument("--json", default=None, help="output file (default: RUN/bkg_sweep/<split>.json)")
-    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_quiet(s)
     s.set_defaults(fn=cmd_sweep_bkg)
 
 
@@ -636,8 +695,8 @@ def add_pseudo(sub: Any) -> None:
     )  # fmt: skip
     s.add_argument("--affinity-run", default=None, help="with --refine affinity: a run trained with method affinitynet")
     s.add_argument("--saliency", default=None, help="with --refine rca: directory of <id>.png saliency maps")
-    s.add_argument("--crf-workers", type=int, default=None,
-                   help="processes for the CPU refiners crf, psa, rca (default: infer.crf_workers)")  # fmt: skip
+    add_setting(s, "--crf-workers", "infer.crf_workers", int,
+                help="processes for the CPU refiners crf, psa, rca (default: infer.crf_workers)")  # fmt: skip
     s.add_argument(
         "--levels", type=_pair, default=None, metavar="HIGH/LOW",
         help="CAM levels of the pseudo labels, e.g. 0.35/0.1 (a pair scored by `wsss sweep-bkg`): class above HIGH, "
@@ -652,10 +711,9 @@ def add_predict(sub: Any) -> None:
     """`wsss predict`."""
     s = sub.add_parser("predict", help="segmentation masks (multi-scale + flip, optional DenseCRF)")
     add_run_args(s, photos=True)
-    s.add_argument("--scales", type=_setting("infer.scales", _floats), default=None,
-                   help="e.g. 1.0,1.25,1.5 (default: infer.scales)")  # fmt: skip
+    add_setting(s, "--scales", "infer.scales", _floats, help="e.g. 1.0,1.25,1.5 (default: infer.scales)")
     s.add_argument("--crf", action="store_true", help="DenseCRF over the classes that can appear")
-    s.add_argument("--crf-workers", type=int, default=None, help="CRF processes (default: infer.crf_workers)")
+    add_setting(s, "--crf-workers", "infer.crf_workers", int, help="CRF processes (default: infer.crf_workers)")
     s.add_argument(
         "--ensemble", nargs="+", default=[], metavar="RUN",
         help="more runs of the same classes (e.g. the stage trained again with other seeds) whose softmax "
@@ -696,10 +754,7 @@ def add_import(sub: Any) -> None:
     s.add_argument("checkpoint", help="the official .pth (state dict, with or without 'module.'); clip_es: CLIP")
     s.add_argument("--config", required=True, help="the preset it was trained with (configs/seco/voc.yaml)")
     s.add_argument("--out", required=True, help="run directory to write")
-    s.add_argument(
-        "--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-        help="dotted config overrides, e.g. --set data.root=/d (the dataset gives the class names)",
-    )  # fmt: skip
+    add_overrides(s, "data.root=/d (the dataset gives the class names)")
     s.set_defaults(fn=cmd_import)
 
 
@@ -713,9 +768,9 @@ def add_tag(sub: Any) -> None:
     )  # fmt: skip
     s.add_argument("run", help="CLIP-ES run directory (wsss import clip_es WEIGHTS ...)")
     s.add_argument("--split", required=True, help="split of the dataset to tag (e.g. train)")
-    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
-    s.add_argument("--checkpoint", default="auto", help=argparse.SUPPRESS)
-    s.add_argument("--device", default=None, help="cpu, cuda, ... (default: the run's run.device)")
+    add_data_root(s)
+    add_checkpoint(s, hidden=True)
+    add_device(s)
     s.add_argument(
         "--threshold", type=_score, default=0.1,
         help="a class is a label when its score (softmax over the class and background prompts) is at least "
@@ -725,7 +780,7 @@ def add_tag(sub: Any) -> None:
                    "(default: the best class is always a label)")  # fmt: skip
     s.add_argument("--labels-from", default=None, help="write the labels column of an edited tags.csv instead")
     s.add_argument("--overwrite", action="store_true", help="replace labels the split's photos already have")
-    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_quiet(s)
     s.set_defaults(fn=cmd_tag)
 
 
@@ -746,7 +801,7 @@ def add_report(sub: Any) -> None:
     s.add_argument("run", help="run directory")
     s.add_argument("--split", default=None, help="the one split to show (default: each split the run has CAMs, "
                    "seeds, pseudo labels or predictions of, the val split first; none: the val split)")  # fmt: skip
-    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
+    add_data_root(s)
     s.add_argument("--max-images", type=int, default=12, help="images in the grid of each split, worst first "
                    "(default 12)")  # fmt: skip
     s.set_defaults(fn=cmd_report)
@@ -763,12 +818,11 @@ def add_viz(sub: Any) -> None:
     s.add_argument("--out", default=None, help="output folder (default: RUN/viz)")
     s.add_argument("--classes", default=None, help="draw the CAMs of these classes (default: the image's "
                    "labels; for --image the classes the classifier finds)")  # fmt: skip
-    s.add_argument("--data-root", default=None, help="dataset root (default: the run's data.root)")
-    s.add_argument("--checkpoint", default="auto", help="best, last or a .pt path (default: best if any)")
-    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
-    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
-    s.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="N local processes sharing the --ids (or torchrun's ranks, as wsss cam)")  # fmt: skip
+    add_data_root(s)
+    add_checkpoint(s)
+    add_device(s)
+    add_quiet(s)
+    add_processes(s)
     s.set_defaults(fn=cmd_viz)
 
 
@@ -776,21 +830,17 @@ def add_prepare(sub: Any) -> None:
     """`wsss prepare`."""
     s = sub.add_parser("prepare", help="convert VOC+SBD, COCO or a custom folder to the dataset layout")
     prep = s.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    images_help = (
-        "how to place the images in JPEGImages: link (hard link, a copy across devices; default), symlink, copy, none"
-    )
-    modes = ("link", "symlink", "copy", "none")
     q = prep.add_parser("voc", help="VOC 2012 devkit + SBD -> SegmentationClassAug, train_aug, cls_labels.npy")
     q.add_argument("--voc", required=True, help="VOCdevkit (or VOCdevkit/VOC2012)")
     q.add_argument("--sbd", default=None, help="SBD benchmark_RELEASE (or its dataset/); omit for VOC alone")
     q.add_argument("--out", required=True, help="output dataset root")
     # --image-mode / --label-source: the names shared with `prepare folder`
-    q.add_argument("--image-mode", dest="image_mode", choices=modes, default="link", help=images_help)
+    add_image_mode(q)
     labels_help = "cls_labels.npy from the masks (default) or the Annotations XML (PSA's file; auto: XML if present)"
     q.add_argument("--label-source", dest="label_source", choices=("mask", "xml", "auto"), default="mask",
                    help=labels_help)  # fmt: skip
-    q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
-    q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_pool_workers(q)
+    add_quiet(q)
     q.set_defaults(fn=cmd_prepare)
     q = prep.add_parser("coco", help="COCO instances json -> VOC-style masks (81 classes), splits, cls_labels.npy")
     q.add_argument("--coco", required=True, help="folder with annotations/ and train2014/, val2014/")
@@ -798,9 +848,9 @@ def add_prepare(sub: Any) -> None:
     q.add_argument("--year", default="2014", help="COCO release year of the folder names (default 2014)")
     q.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to convert (default: train val)")
     q.add_argument("--val-part", type=int, default=5000, help="size of the val_part subset (0 = none)")
-    q.add_argument("--image-mode", dest="image_mode", choices=modes, default="link", help=images_help)
-    q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
-    q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_image_mode(q)
+    add_pool_workers(q)
+    add_quiet(q)
     q.set_defaults(fn=cmd_prepare)
     q = prep.add_parser(
         "folder", help="a folder of images + a CSV/txt of image labels (+ optional masks)",
@@ -830,8 +880,8 @@ def add_prepare(sub: Any) -> None:
                    help="replace the dataset --out holds (else refused): the result is a fresh run's; an input inside "
                    "what it replaces (e.g. --masks OUT/SegmentationClass) is refused, never deleted")  # fmt: skip
     q.add_argument("--seed", type=int, default=0, help="seed of the val split's draw (default 0)")
-    q.add_argument("--image-mode", dest="image_mode", choices=modes, default="link", help=images_help)
-    q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_image_mode(q)
+    add_quiet(q)
     q.set_defaults(fn=cmd_prepare)
 
 
@@ -868,10 +918,9 @@ def add_data(sub: Any) -> None:
     q.add_argument("--no-verify", action="store_true", help="use --archive files unchecked")
     q.add_argument("--overwrite", action="store_true", help="unpack again over a release unpacked earlier in --raw")
     q.add_argument("--no-prepare", action="store_true", help="download and unpack only")
-    q.add_argument("--image-mode", dest="image_mode", choices=("link", "symlink", "copy", "none"), default="link",
-                   help="how the prepared dataset holds the photos (as `wsss prepare`; default link)")  # fmt: skip
-    q.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count; 0 = in-process)")
-    q.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    add_image_mode(q)
+    add_pool_workers(q)
+    add_quiet(q)
     q.set_defaults(fn=cmd_data_fetch)
 
 
@@ -883,7 +932,7 @@ def add_export(sub: Any) -> None:
     q.add_argument("run", help="run directory holding predictions/<split>/")
     q.add_argument("--split", default="test", help="split to export (default test: VOC 2012's 1,456 test ids)")
     q.add_argument("--out", default=None, help="zip file (default: RUN/export/voc2012_<split>.zip)")
-    q.add_argument("--data-root", default=None, help="dataset root with the split list (default: the run's)")
+    add_data_root(q)
     q.add_argument("--source", default="predictions", help="folder of RUN with the PNGs (e.g. predictions_crf)")
     q.set_defaults(fn=cmd_export_voc_test)
 
@@ -923,15 +972,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse a command line; ``wsss train``'s ``key=value`` overrides may come before, between or
-    after its flags (argparse alone takes a positional list only in one piece)."""
+    """Parse a command line; the ``key=value`` overrides of ``wsss train | import | config show`` may come
+    before, between or after its flags, and ``--set key=value ...`` is their alias (``cli_common.take_overrides``)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    extra = take_overrides(args, extra)
     if extra:
-        if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
-            args.overrides = [*args.overrides, *extra]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
 
 

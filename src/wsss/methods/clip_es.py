@@ -3,7 +3,7 @@ the class names alone, refined by CLIP's own attention (CAA), then CRF pseudo la
 training (docs/methods/clip-es.md#spec).
 
 A run is created from a CLIP weight file and a dataset's class list
-(``wsss import clip_es ViT-B-16.pt --config configs/clip_es/voc.yaml --out RUN --set data.root=ROOT``,
+(``wsss import clip_es ViT-B-16.pt --config configs/clip_es/voc.yaml --out RUN data.root=ROOT``,
 registered here, ``build_from_clip_file``); ``wsss cam`` then calls :meth:`ClipES.labelled_cam_of_image` per image and
 ``wsss pseudo --refine crf`` :meth:`ClipES.crf_pseudo_label`. The segmentation network is the usual
 DeepLab stage (``configs/seg/``) on those pseudo labels.

@@ -426,6 +426,6 @@ def resolve_quick_gelu(clip_file: ClipFile, option: bool | None) -> bool:
         raise WeightLoadError(
             f"{clip_file.path}: {clip_file.layout} that does not say its activation{why} (QuickGELU for OpenAI's "
             "weights, GELU for most open_clip/LAION ones; the wrong one gives silently wrong features): "
-            "set options.quick_gelu: true|false (wsss import ... --set options.quick_gelu=true)"
+            "set options.quick_gelu: true|false (wsss import ... options.quick_gelu=true)"
         )
     return said

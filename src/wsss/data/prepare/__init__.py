@@ -22,10 +22,9 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from wsss.core.choices import IMAGE_MODES
 from wsss.core.errors import DataError, UsageError
 from wsss.core.files import atomic_write, remove_stale_temps
-
-IMAGE_MODES = ("link", "symlink", "copy", "none")
 
 T = TypeVar("T")
 R = TypeVar("R")

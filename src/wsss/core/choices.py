@@ -1,0 +1,8 @@
+"""The names some of the library's options take, which the ``wsss`` parser offers as choices: a module that imports
+nothing, so that building the parser imports no data or model code (tests/methods/test_registry.py)."""
+
+from __future__ import annotations
+
+# How a dataset holds its photos in JPEGImages (wsss.data.prepare.place_image; `wsss prepare`, `wsss data fetch`
+# --image-mode): hard link (a copy across devices), symbolic link, copy, or nothing
+IMAGE_MODES = ("link", "symlink", "copy", "none")
