@@ -137,9 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(cfg.run.threads)
-    out = train(
-        cfg, progress=not args.quiet, allow_config_change=args.allow_config_change, overwrite=args.overwrite
-    )
+    out = train(cfg, progress=not args.quiet, allow_config_change=args.allow_config_change, overwrite=args.overwrite)
     print(f"run {cfg.run.dir}: step {out['step']}" + (f", best val mIoU {out['best']:.2f}" if out.get("best") else ""))
     return 0
 
