@@ -25,7 +25,7 @@ from torch import nn
 from wsss.cli import main as wsss_main
 from wsss.core.config import Config
 from wsss.methods import register_method
-from wsss.methods.cam_baseline import CAMBaseline
+from wsss.methods.cam import CAMBaseline
 
 
 @register_method

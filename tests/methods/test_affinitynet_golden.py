@@ -127,8 +127,8 @@ def test_golden_psa_cam_inference_and_la_ha_crf(i):
     from wsss.cam.crf import psa_crf_scores
     from wsss.cam.multiscale import CamPasses
     from wsss.methods import build_method, placeholder_classes
+    from wsss.methods.sccam.official_keys import sccam_state_from_official
     from wsss.models.heads import CAMClassifier
-    from wsss.models.official_keys import sccam_state_from_official
 
     g = load_golden("psa_infer_cls")
     cfg = load_config(REPO / "configs/sccam/voc.yaml", ["model.pretrained=null", "options.round=0",

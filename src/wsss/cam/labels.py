@@ -1,5 +1,6 @@
 """From class activation maps to (pseudo) labels (docs/methods/seco.md#cam2label,
-#pseudo-label and #decompose).
+#pseudo-label and #decompose), and the online pseudo label of ToCo/SeCo that the CAM baseline and SeCo train
+their segmentation heads on (:func:`online_pseudo_label`).
 
 Conventions shared by every function here (golden README, "General conventions"):
 
@@ -13,6 +14,7 @@ Conventions shared by every function here (golden README, "General conventions")
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +22,9 @@ import torch.nn.functional as F
 
 from .multiscale import resize_maps
 from .par import PAR
+
+if TYPE_CHECKING:  # annotations only
+    from wsss.core.config import CamConfig
 
 IMAGENET_MEAN_255: tuple[float, float, float] = (123.675, 116.28, 103.53)
 IMAGENET_STD_255: tuple[float, float, float] = (58.395, 57.12, 57.375)
@@ -177,7 +182,7 @@ def cam_to_roi_mask(
 
 def label_to_aff_mask(label: torch.Tensor, ignore_index: int = 255, *, ignore_diagonal: bool = True) -> torch.Tensor:
     """Pairwise affinity target of a token label map (docs/methods/seco.md#ptc, ToCo's ``label_to_aff_mask``; ExCEL's
-    ``cams_to_affinity_label`` builds on it, ``wsss.cam.excel.affinity_label``).
+    ``cams_to_affinity_label`` builds on it, ``wsss.methods.excel.cam.affinity_label``).
 
     ``label`` (B, h, w) -> (B, hw, hw) int64, tokens flattened row-major: 1 where the two tokens
     have the same label, 0 where they differ, ``ignore_index`` in the rows and columns of ignored
@@ -308,3 +313,17 @@ def _two_level_label(
     label_h, label_l = (_apply_box(lab, img_box, ignore_index) for lab in labels)
     label = label_h.masked_fill(label_h == 0, ignore_index)
     return label.masked_fill((label_h == 0) & (label_l == 0), 0)
+
+
+@torch.no_grad()
+def online_pseudo_label(
+    par: PAR, c: CamConfig, images: torch.Tensor, cam: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor
+) -> torch.Tensor:
+    """CAM (B, C-1, H, W) -> valid CAM -> PAR with two background levels (docs/methods/seco.md#pseudo-label)."""
+    valid_cam, _ = cam_to_label(
+        cam, labels, img_box=img_box, ignore_mid=True, bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre
+    )
+    return refine_cams_with_bkg(
+        par, denormalize_image(images), valid_cam, labels, high_thre=c.high_thre, low_thre=c.low_thre,
+        img_box=img_box, down_scale=c.par_down_scale,
+    )  # fmt: skip

@@ -24,7 +24,7 @@ image's ground-truth classes are merged by an element-wise max over epochs, stor
 (not by loader index) in the checkpoint (``get_extra_state``), and consumed by ``wsss pseudo --refine
 rca`` (``cam/proxy_labels.py``). Accumulation rule: each map is scaled to 0..255 by its own max and
 rounded (as the official PNGs), then mapped to a fixed ``G x G`` grid over the whole original image
-(``G = crop / stride``, 46 for VOC): the training view (``data.views.RCAViews``) is a box of the original image
+(``G = crop / stride``, 46 for VOC): the training view (``views.RCAViews``) is a box of the original image
 squashed to the crop square and maybe flipped; grid cells inside the box sample the map bilinearly
 (un-flipped), cells outside are left unchanged. With the official view (the whole image, no flip)
 the mapping is the identity. Write rule per (id, class): skip if the class probability < 0.1, except
@@ -55,12 +55,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.cam.proxy_labels import ProxyParams, attention_to_image, minmax01, rca_proxy_label, read_saliency
 from wsss.core.config import Config, iterations_per_epoch
 from wsss.core.distributed import all_gather_cat, all_gather_objects, rank
 from wsss.core.errors import DataError, UsageError
-from wsss.data.views import RCAViews
-from wsss.losses.region_contrast import draw_mixup_pairs, region_contrast_loss, region_embeddings, region_masks
 from wsss.methods.base import backbone_from_config
 from wsss.methods.contract import (
     CamDeclaration,
@@ -73,7 +70,10 @@ from wsss.methods.contract import (
     register_refiner,
 )
 from wsss.methods.imports import ImportLayout, key_mapped, register_import
-from wsss.models.official_keys import rca_state_from_official
+from wsss.methods.rca.official_keys import rca_state_from_official
+from wsss.methods.rca.proxy_labels import ProxyParams, attention_to_image, minmax01, rca_proxy_label, read_saliency
+from wsss.methods.rca.region_contrast import draw_mixup_pairs, region_contrast_loss, region_embeddings, region_masks
+from wsss.methods.rca.views import RCAViews
 from wsss.utils.io import per_id_path
 
 

@@ -35,22 +35,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.cam import PAR, CamPasses, cam_to_label, cam_to_roi_mask, labelled_classes
-from wsss.cam.decompose import assign_tags, crop_patches, sample_patch_positions
+from wsss.cam import (
+    PAR,
+    CamPasses,
+    cam_to_label,
+    cam_to_roi_mask,
+    label_to_aff_mask,
+    labelled_classes,
+    online_pseudo_label,
+)
 from wsss.cam.labels import scale_img_box
 from wsss.core.config import Config
 from wsss.core.distributed import all_gather_cat
 from wsss.core.errors import ConfigWarning, UsageError
-from wsss.data.views import SeCoViews
-from wsss.losses import balanced_seg_loss, energy_loss_from_logits, label_to_aff_mask, lig_loss, lil_loss, ptc_loss
-from wsss.methods.base import backbone_from_config, online_pseudo_label, split_backbone_params
+from wsss.losses import balanced_seg_loss
+from wsss.methods.base import backbone_from_config, split_backbone_params
 from wsss.methods.contract import Method, TrainContext, register_method
 from wsss.methods.imports import ImportLayout, key_mapped, register_import
+from wsss.methods.seco.contrast import lig_loss, lil_loss
+from wsss.methods.seco.decompose import assign_tags, crop_patches, sample_patch_positions
+from wsss.methods.seco.ema import ema_update, frozen_copy
+from wsss.methods.seco.energy import energy_loss_from_logits
+from wsss.methods.seco.heads import ProjectionHead
+from wsss.methods.seco.official_keys import seco_state_from_official
+from wsss.methods.seco.ptc import ptc_loss
+from wsss.methods.seco.views import SeCoViews
 from wsss.models.backbones import ViTBackbone
 from wsss.models.decoders import create_decoder
-from wsss.models.ema import ema_update, frozen_copy
-from wsss.models.heads import CAMClassifier, ProjectionHead
-from wsss.models.official_keys import seco_state_from_official
+from wsss.models.heads import CAMClassifier
 
 
 @dataclass

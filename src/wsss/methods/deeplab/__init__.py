@@ -7,8 +7,11 @@ docs/methods/multistage.md#deeplab); the same stage runs on top of any method's 
 the image by the shared augmentation, and has no CAM: validation and ``wsss predict`` use the
 segmentation only (multi-scale + flip, optional DenseCRF, ``runs/jobs.py``).
 
+The package: the method here, its networks (``model.py``: DeepLab-v2 and v3+) and PMM's pretended
+under-fitting (``pus.py``).
+
 Loss term ``seg``: cross entropy ignoring 255; ``options.pus`` applies PMM's pretended under-fitting to it (ICCV
-2021, ``losses.seg.pretended_underfitting``), off in the presets. kazuto1011's ``DeepLabV2_ResNet101_MSC`` also trains
+2021, ``pus.pretended_underfitting``), off in the presets. kazuto1011's ``DeepLabV2_ResNet101_MSC`` also trains
 on the input at scales 0.75 and 0.5 and on the max of the three logits, summing the four losses, with
 the labels resized (nearest) to each logit size: ``options.msc_scales`` and
 ``options.target_at_logit_res``. Optimiser groups (kazuto1011 ``get_params``, the caffe lr_mult):
@@ -28,10 +31,10 @@ from torch import nn
 
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, UsageError
-from wsss.losses.seg import PUS_MODES, PretendedUnderfitting
-from wsss.methods.base import backbone_from_config
+from wsss.methods.base import attach_pseudo_labels, backbone_from_config
 from wsss.methods.contract import CamDeclaration, Method, TrainContext, register_method
-from wsss.models.deeplab import DeepLabV2, DeepLabV3Plus
+from wsss.methods.deeplab.model import DeepLabV2, DeepLabV3Plus
+from wsss.methods.deeplab.pus import PUS_MODES, PretendedUnderfitting
 
 IGNORE = 255
 
@@ -62,16 +65,6 @@ def seg_cross_entropy(
     return pus(pixel, labelled).sum() / labelled.sum()
 
 
-def attach_pseudo_labels(ctx: TrainContext, cfg: Config, method_name: str) -> None:
-    """Make the training samples load ``data.pseudo_dir`` as each sample's ``target``."""
-    if not cfg.data.pseudo_dir:
-        raise ConfigError(
-            f"method {method_name} trains on pseudo labels: set data.pseudo_dir=DIR (a directory of <id>.png "
-            "label maps, 255 = ignore, e.g. RUN/pseudo/train from `wsss pseudo`)"
-        )
-    ctx.train_data.set_target_dir(cfg.data.pseudo_dir)
-
-
 @dataclass
 class DeepLabOptions:
     arch: str = "v2"  # "v2" (DeepLab-v2: dilated backbone + summed ASPP, the papers) or "v3plus"
@@ -80,7 +73,7 @@ class DeepLabOptions:
     msc_scales: tuple[float, ...] = ()  # kazuto1011 MSC training: (0.75, 0.5) adds those inputs and the max fusion
     target_at_logit_res: bool = True  # labels resized to the logits (kazuto1011); false: logits upsampled to the labels
     v3_dim: int = 256  # v3+ ASPP / decoder width
-    # PMM's pretended under-fitting (losses.seg.pretended_underfitting): "" (off, the papers' DeepLab), "clamp",
+    # PMM's pretended under-fitting (pus.pretended_underfitting): "" (off, the papers' DeepLab), "clamp",
     # "pow" or "ignore"; from a batch whose mean loss is below pus_beta, each pixel's loss is capped at pus_k.
     # PMM's official configs: clamp, 0.5 / 0.5 on VOC, 0.8 / 0.8 on COCO.
     pus: str = ""

@@ -41,7 +41,7 @@ from wsss.cam.affinity import (
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.data.transforms import normalize
-from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups
+from wsss.methods.base import attach_pseudo_labels, backbone_from_config
 from wsss.methods.contract import (
     CamDeclaration,
     Method,
@@ -51,7 +51,7 @@ from wsss.methods.contract import (
     register_method,
     register_refiner,
 )
-from wsss.methods.deeplab import attach_pseudo_labels
+from wsss.methods.psa import psa_group_options, psa_param_groups
 
 
 @dataclass

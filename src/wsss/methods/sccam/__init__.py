@@ -53,12 +53,14 @@ from wsss.core.device import resolve_device
 from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.core.files import atomic_write
 from wsss.data import VOCDataset
-from wsss.methods.base import backbone_from_config, psa_group_options, psa_param_groups
+from wsss.methods.base import backbone_from_config
 from wsss.methods.contract import CamDeclaration, EngineAPI, Method, TrainContext, build_method, register_method
 from wsss.methods.imports import ImportLayout, key_mapped, register_import
-from wsss.methods.subcategory import SubcategoryLabels, build_subcategory_labels, extract_features
+from wsss.methods.psa import psa_group_options, psa_param_groups
+from wsss.methods.sccam.official_keys import sccam_state_from_official
+from wsss.methods.sccam.subcategory import SubcategoryLabels, build_subcategory_labels, extract_features
 from wsss.models.heads import CAMClassifier
-from wsss.models.official_keys import OfficialKeyError, sccam_state_from_official
+from wsss.models.official_keys import OfficialKeyError
 from wsss.models.weights import check_state_dict, read_state_dict
 
 LABELS_FILE = "subcategory_labels.npz"

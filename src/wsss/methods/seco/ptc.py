@@ -5,17 +5,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from wsss.cam.labels import label_to_aff_mask
-
-__all__ = ["label_to_aff_mask", "ptc_loss"]
-
 
 def ptc_loss(fmap: torch.Tensor, aff_mask: torch.Tensor) -> torch.Tensor:
     """Masked patch-token contrast loss (docs/methods/seco.md#ptc, ``get_masked_ptc_loss``).
 
     With ``cos`` the **absolute** cosine similarity between the L2-normalised tokens
     (``F.normalize`` eps 1e-8) of ``fmap`` (B, D, h, w), and ``aff_mask`` (B, hw, hw) from
-    :func:`label_to_aff_mask` (1 positive, 0 negative, anything else ignored):
+    :func:`wsss.cam.label_to_aff_mask` (1 positive, 0 negative, anything else ignored):
     ``0.5 * (1 - sum_pos cos / (n_pos + 1)) + 0.5 * sum_neg cos / (n_neg + 1)``, the sums and counts
     running over the whole batch. Returns a 0-d tensor.
     """

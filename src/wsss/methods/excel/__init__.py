@@ -41,14 +41,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.cam import PAR, denormalize_image
-from wsss.cam.excel import (
-    affinity_label,
-    attention_affinity_loss,
-    labels_from_maps,
-    labels_from_refined,
-    radius_mask,
-    refine_with_attention,
-)
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, ConfigWarning, UsageError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -62,9 +54,15 @@ from wsss.methods.contract import (
     register_method,
     register_refiner,
 )
-from wsss.methods.imports import ImportLayout, register_import
-from wsss.models.clip import CLIP_MEAN, CLIP_STD, ClipArch, build_clip
-from wsss.models.excel import (
+from wsss.methods.excel.cam import (
+    affinity_label,
+    attention_affinity_loss,
+    labels_from_maps,
+    labels_from_refined,
+    radius_mask,
+    refine_with_attention,
+)
+from wsss.methods.excel.model import (
     ExcelDecoder,
     ExcelModelQuirks,
     descriptor_embeddings,
@@ -73,6 +71,8 @@ from wsss.models.excel import (
     kmeans_bank,
     surgery_forward,
 )
+from wsss.methods.imports import ImportLayout, register_import
+from wsss.models.clip import CLIP_MEAN, CLIP_STD, ClipArch, build_clip
 
 
 @dataclass
@@ -177,7 +177,7 @@ class Excel(Method):
         """A random 3-block CLIP of width 64 (no weight file: ``model.pretrained`` null) on a 2x2 token grid."""
         arch = ("{embed_dim: 16, image_size: 32, patch_size: 16, vision_width: 64, vision_layers: 3, "
                 "context_length: 77, vocab_size: 49408, text_width: 64, text_heads: 1, text_layers: 1}")  # fmt: skip
-        descriptors = Path(__file__).resolve().parents[3] / "configs/excel/descriptors_synthetic.json"
+        descriptors = Path(__file__).resolve().parents[4] / "configs/excel/descriptors_synthetic.json"
         return "configs/excel/synthetic_cpu.yaml", {
             "options.arch": arch, "options.descriptors": str(descriptors), "options.input_size": 32,
             "options.embedding_dim": 16, "options.decoder_heads": 2, "options.n_clusters": 4,
