@@ -64,7 +64,7 @@ def test_golden_psa_affinity_loss(dt):
     assert_close_to_max(aff, g["aff_f64"], rel, "aff")
     bg, fg, neg = affinity_labels(torch.from_numpy(g["seed_label"]), 5)
     parts = affinity_loss(aff, bg, fg, neg)
-    weights = load_config(REPO / "configs/affinity/voc.yaml").loss.weights  # 1/4, 1/4, 1/2
+    weights = load_config(REPO / "configs/affinitynet/voc.yaml").loss.weights  # 1/4, 1/4, 1/2
     loss = sum(weights[k] * v for k, v in parts.items())
     for key, ours in (("bg_loss", parts["aff_bg"]), ("fg_loss", parts["aff_fg"]), ("neg_loss", parts["aff_neg"]),
                       ("loss", loss)):  # fmt: skip

@@ -1,5 +1,5 @@
 """CLIP-ES CAMs from class names (Lin et al., CVPR 2023). "Step N" is a step of the official pipeline,
-docs/methods/clip-es.md#pipeline (anchors ``#step-N``); steps 2-14 are here.
+docs/methods/clip_es.md#pipeline (anchors ``#step-N``); steps 2-14 are here.
 
 - :func:`text_features`: ``zeroshot_classifier`` (prompt per template, encode, L2, mean, L2).
 - :func:`clip_input`: resize to multiples of the patch (PIL bicubic), CLIP normalisation.
@@ -11,7 +11,7 @@ docs/methods/clip-es.md#pipeline (anchors ``#step-N``); steps 2-14 are here.
 - :func:`clip_es_cams`: the whole CAM of one image (step 4-13).
 - :func:`clip_es_crf_label`: ``eval_cam_with_crf.crf`` (step 14) on the saved CAMs.
 
-Each official quirk is a field of :class:`ClipESQuirks` (docs/methods/clip-es.md#quirk-switches); the paper
+Each official quirk is a field of :class:`ClipESQuirks` (docs/methods/clip_es.md#quirk-switches); the paper
 presets turn all on, the ``*_corrected`` presets all off.
 """
 
@@ -45,7 +45,7 @@ MEAN_BGR = (104.008, 116.669, 122.675)
 
 @dataclass
 class ClipESQuirks:
-    """The official code's quirks (docs/methods/clip-es.md#quirk-switches), each a switch; True reproduces the
+    """The official code's quirks (docs/methods/clip_es.md#quirk-switches), each a switch; True reproduces the
     official code.
 
     - ``pos_emb_fp16``: the interpolated position embedding is rounded to float16 on every forward.

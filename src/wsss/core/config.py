@@ -114,7 +114,7 @@ class CamConfig:
     par: PARConfig = field(default_factory=PARConfig)
     par_down_scale: int = 2  # the online pseudo label runs PAR at 1/2 resolution (seco.md#pseudo-label)
     # `wsss pseudo --refine psa`: PSA's AffinityNet seeds, background (1 - max cam)^alpha for the
-    # confident-foreground ("la") and confident-background ("ha") CRF maps (docs/methods/multistage.md#psa-seeds)
+    # confident-foreground ("la") and confident-background ("ha") CRF maps (docs/methods/affinitynet.md#psa-seeds)
     psa_alphas: tuple[float, float] = (4.0, 32.0)
     # PSA's seed resolution: its AffinityNet loader average-pools the la / ha CRF score maps by 8 and takes the
     # argmax there (golden psa_aff_labels.npz; ``cam.affinity.psa_seed_grid``); `--refine psa` then writes that

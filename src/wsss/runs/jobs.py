@@ -351,7 +351,7 @@ def _refine_crf(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
 @register_refiner("psa")
 def _refine_psa(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
     """PSA's AffinityNet seeds: two CRFs with background (1 - max cam)^alpha, ``cam.psa_alphas``
-    (docs/methods/multistage.md#psa-seeds),
+    (docs/methods/affinitynet.md#psa-seeds),
     or with ``--levels HIGH/LOW`` the alphas that put the boundaries at those CAM values (``alpha_for_level``).
 
     The CRF reads ``Method.crf_cam`` of the CAM (SC-CAM's ``quirk_binarised_crf_cam``: the {0, 255} heatmap).
@@ -390,7 +390,7 @@ def run_pseudo(
     between), "par" (docs/methods/seco.md#pseudo-label on the full image), "crf" (ToCo's label CRF), "psa" (PSA's
     AffinityNet seeds); a method's module registers its own: "affinity" (PSA's random walk with the
     affinity network of ``affinity_run``, a run of method ``affinitynet`` or its directory,
-    docs/methods/multistage.md#random-walk), "rca" (RCA's CRF proxy labels, docs/methods/rca.md#proxy-labels,
+    docs/methods/affinitynet.md#random-walk), "rca" (RCA's CRF proxy labels, docs/methods/rca.md#proxy-labels,
     with ``saliency``). ``levels`` (high, low), e.g. a pair of
     `wsss sweep-bkg`: the run's ``cam.high_thre`` / ``cam.low_thre`` for this job; PSA's seeds ("psa") and
     walk ("affinity") then take the alphas of those CAM values instead of their configured ones.

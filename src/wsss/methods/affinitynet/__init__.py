@@ -1,5 +1,5 @@
-"""AffinityNet (PSA, Ahn & Kwak, CVPR 2018; docs/methods/multistage.md#train-aff): learn pixel affinities from confident
-CAM regions, then propagate the CAMs by a random walk (``wsss pseudo RUN --refine affinity
+"""AffinityNet (PSA, Ahn & Kwak, CVPR 2018; docs/methods/affinitynet.md#train-aff): learn pixel affinities from
+confident CAM regions, then propagate the CAMs by a random walk (``wsss pseudo RUN --refine affinity
 --affinity-run AFFRUN``). SC-CAM refines its CAMs this way; it runs on any run with saved CAMs.
 
 Training data: the images and ``data.pseudo_dir``, a directory of ``<id>.png`` seed labels with
@@ -100,7 +100,7 @@ class AffinityNet(Method):
     @classmethod
     def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
         """Two steps in seconds on the CPU (the contract test; ``{root}``: the synthetic dataset)."""
-        return "configs/affinity/synthetic_cpu.yaml", {
+        return "configs/affinitynet/synthetic_cpu.yaml", {
             "model.backbone_kwargs": "{channels: [8, 16, 16, 32], stem_width: 8}",
             "options.aux_dim": 8,
             "options.final_dim": 8,
@@ -201,7 +201,7 @@ class AffinityNet(Method):
 @register_refiner("affinity")
 def refine_affinity(job: RefineJob, ids: Sequence[str], *, affinity_run: Any = None, **_: Any) -> Refiner:
     """PSA's random walk of the CAMs with the affinity network of ``affinity_run`` (a loaded run or its
-    directory, of method affinitynet; docs/methods/multistage.md#random-walk)."""
+    directory, of method affinitynet; docs/methods/affinitynet.md#random-walk)."""
     run = job.run
     if affinity_run is None:
         raise UsageError("refine 'affinity' needs `--affinity-run AFFRUN`, a run of method affinitynet")

@@ -1,17 +1,17 @@
 """CLIP-ES (Lin et al., CVPR 2023, "CLIP is Also an Efficient Segmenter"): CAMs of a frozen CLIP from
 the class names alone, refined by CLIP's own attention (CAA), then CRF pseudo labels; no classifier
-training (docs/methods/clip-es.md#spec).
+training (docs/methods/clip_es.md#spec).
 
 A run is created from a CLIP weight file and a dataset's class list
 (``wsss import clip_es ViT-B-16.pt --config configs/clip_es/voc.yaml --out RUN --set data.root=ROOT``,
 registered here, ``build_from_clip_file``); ``wsss cam`` then calls :meth:`ClipES.labelled_cam_of_image` per image and
 ``wsss pseudo --refine crf`` :meth:`ClipES.crf_pseudo_label`. The segmentation network is the usual
-DeepLab stage (``configs/seg/``) on those pseudo labels.
+DeepLab stage (``configs/deeplab/``) on those pseudo labels.
 
 Prompts: ``options.templates`` filled with each foreground class's prompt (``options.prompts``, written
 at import from the dataset's ``classes.txt`` with ``options.synonyms`` applied: ``{name: "name,syn1,syn2"}``,
 one comma-separated string as the official ``new_class_names``) and with each ``options.background``
-name. Every official quirk is an ``options.quirk_*`` switch (docs/methods/clip-es.md#quirk-switches).
+name. Every official quirk is an ``options.quirk_*`` switch (docs/methods/clip_es.md#quirk-switches).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class ClipES(Method):
     Options = ClipESOptions
 
     trainable = False  # a run comes from a CLIP weight file (wsss import clip_es)
-    # CAMs per image from the labels' text (docs/methods/clip-es.md#pipeline), refined by its own CRF
+    # CAMs per image from the labels' text (docs/methods/clip_es.md#pipeline), refined by its own CRF
     cams = CamDeclaration(source="per_image", own_crf=True)
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
@@ -140,7 +140,7 @@ class ClipES(Method):
         raise UsageError("clip_es makes CAMs per image from its labels (wsss cam), not from a batch of tensors")
 
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
-        raise UsageError("clip_es has no segmentation head: train configs/seg/ on its pseudo labels")
+        raise UsageError("clip_es has no segmentation head: train configs/deeplab/ on its pseudo labels")
 
     @property
     def has_seg_head(self) -> bool:

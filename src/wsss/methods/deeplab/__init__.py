@@ -2,7 +2,7 @@
 
 RCA and SC-CAM train DeepLab-v2 ResNet-101 (kazuto1011/deeplab-pytorch) on their pseudo labels
 (docs/methods/rca.md#pipeline, docs/methods/sccam.md#rounds,
-docs/methods/multistage.md#deeplab); the same stage runs on top of any method's ``wsss pseudo`` or
+docs/methods/deeplab.md#deeplab); the same stage runs on top of any method's ``wsss pseudo`` or
 ``wsss cam`` output. It reads ``data.pseudo_dir`` (``<id>.png``, 255 = ignore), transformed with
 the image by the shared augmentation, and has no CAM: validation and ``wsss predict`` use the
 segmentation only (multi-scale + flip, optional DenseCRF, ``runs/jobs.py``).
@@ -90,7 +90,7 @@ class DeepLab(Method):
     @classmethod
     def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
         """Two steps in seconds on the CPU (the contract test; ``{root}``: the synthetic dataset)."""
-        return "configs/seg/synthetic_cpu.yaml", {
+        return "configs/deeplab/synthetic_cpu.yaml", {
             "model.backbone_kwargs": "{channels: [8, 16, 16, 32], stem_width: 8}",
             "data.pseudo_dir": "{root}/SegmentationClass",
         }  # fmt: skip

@@ -1,7 +1,7 @@
 """Segmentation networks of the multi-stage pipeline: DeepLab-v2 and DeepLab-v3+.
 
 - ``DeepLabV2``: a dilated backbone (ResNet-101 at output stride 8 in RCA / SC-CAM, which train
-  kazuto1011/deeplab-pytorch's ``DeepLabV2_ResNet101_MSC``; docs/methods/multistage.md#deeplab) and the
+  kazuto1011/deeplab-pytorch's ``DeepLabV2_ResNet101_MSC``; docs/methods/deeplab.md#deeplab) and the
   DeepLab-v2 ASPP classifier: four 3x3 convs with dilations 6/12/18/24 straight to the classes,
   outputs summed (``models.decoders.ASPP``, the one ASPP of the toolkit).
 - ``DeepLabV3Plus``: the modern option (Chen et al. 2018): ASPP with a 1x1 branch, three atrous

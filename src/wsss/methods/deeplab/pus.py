@@ -1,5 +1,5 @@
 """PMM's pretended under-fitting of a per-pixel loss (``pretended_underfitting``): the DeepLab stage's
-``options.pus`` (docs/methods/multistage.md)."""
+``options.pus`` (docs/methods/deeplab.md)."""
 
 from __future__ import annotations
 
