@@ -128,7 +128,8 @@ def test_pseudo_refine_psa_levels_give_the_alphas_of_those_cam_values(cam_run, s
     crosses the CAM at H and L (``alpha_for_level``), not the configured 4 / 32. The library call leaves the
     caller's run config as it was."""
     from wsss.cam.affinity import alpha_for_level
-    from wsss.runs.jobs import psa_label, run_pseudo
+    from wsss.runs.jobs import run_pseudo
+    from wsss.runs.refiners import psa_label
     from wsss.runs.run import load_run
 
     base = VOCDataset(synth_root, "train")

@@ -95,7 +95,8 @@ class AffinityNet(Method):
     name = "affinitynet"
     Options = AffinityOptions
     cams = CamDeclaration(source="none")
-    refiners = ("affinity",)
+    # its module registers `--refine affinity`, which walks the CAMs of any other run: no refiner is for its own
+    # runs, which make no CAMs
 
     @classmethod
     def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
@@ -198,8 +199,8 @@ class AffinityNet(Method):
         raise RuntimeError("affinitynet has no segmentation head: use `wsss pseudo RUN --refine affinity`")
 
 
-@register_refiner("affinity")
-def refine_affinity(job: RefineJob, ids: Sequence[str], *, affinity_run: Any = None, **_: Any) -> Refiner:
+@register_refiner("affinity", options=("affinity_run",))
+def refine_affinity(job: RefineJob, ids: Sequence[str], *, affinity_run: Any = None) -> Refiner:
     """PSA's random walk of the CAMs with the affinity network of ``affinity_run`` (a loaded run or its
     directory, of method affinitynet; docs/methods/affinitynet.md#random-walk)."""
     run = job.run

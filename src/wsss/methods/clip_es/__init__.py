@@ -4,8 +4,9 @@ training (docs/methods/clip_es.md#spec).
 
 A run is created from a CLIP weight file and a dataset's class list
 (``wsss import clip_es ViT-B-16.pt --config configs/clip_es/voc.yaml --out RUN --set data.root=ROOT``,
-registered here, ``build_from_clip_file``); ``wsss cam`` then calls :meth:`ClipES.labelled_cam_of_image` per image and
-``wsss pseudo --refine crf`` :meth:`ClipES.crf_pseudo_label`. The segmentation network is the usual
+registered here, ``build_from_clip_file``); ``wsss cam`` then calls :meth:`ClipES.image_cams` (its
+:meth:`ClipES.labelled_cam_of_image`) per image and ``wsss pseudo --refine crf`` :meth:`ClipES.crf_refiner` (its
+:meth:`ClipES.crf_pseudo_label`). The segmentation network is the usual
 DeepLab stage (``configs/deeplab/``) on those pseudo labels.
 
 Prompts: ``options.templates`` filled with each foreground class's prompt (``options.prompts``, written
@@ -28,8 +29,8 @@ from torch import nn
 from wsss.cam.clip_es import ClipESQuirks, clip_es_cams, clip_es_crf_label, text_features, zero_shot_scores
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, UsageError
-from wsss.methods.clip_runs import VOC_BACKGROUND, method_from_clip_file, prompts_for
-from wsss.methods.contract import CamDeclaration, JobStop, Method, register_method
+from wsss.methods.clip_runs import VOC_BACKGROUND, cams_of_labels, method_from_clip_file, prompts_for
+from wsss.methods.contract import CamDeclaration, JobStop, Method, RefineJob, Refiner, register_method
 from wsss.methods.imports import ImportLayout, register_import
 from wsss.models.clip import ClipArch, build_clip
 
@@ -67,8 +68,9 @@ class ClipES(Method):
     Options = ClipESOptions
 
     trainable = False  # a run comes from a CLIP weight file (wsss import clip_es)
-    # CAMs per image from the labels' text (docs/methods/clip_es.md#pipeline), refined by its own CRF
-    cams = CamDeclaration(source="per_image", own_crf=True)
+    # CAMs per image from the labels' text (docs/methods/clip_es.md#pipeline, image_cams), refined by its own CRF
+    # (crf_refiner)
+    cams = CamDeclaration(source="per_image")
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__(cfg, classes)
@@ -105,17 +107,25 @@ class ClipES(Method):
         return self._text
 
     # -- inference ------------------------------------------------------------------------------
-    def labelled_cam_of_image(self, image: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def image_cams(
+        self, image: np.ndarray, x: torch.Tensor | None = None, *, classes: torch.Tensor | None = None,
+        scales: Sequence[float] | None = None, aux: bool = False, labelled: bool = True,
+    ) -> tuple[torch.Tensor, None]:  # fmt: skip
+        """CLIP-ES's maps of the decoded image from its labels' text (:meth:`labelled_cam_of_image`), not the shared
+        multi-scale step: ``scales``, ``aux`` and ``labelled`` do not apply."""
+        return cams_of_labels(self, image, x, classes)
+
+    def labelled_cam_of_image(self, image: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """CLIP-ES refined CAMs (k, H, W) float32 in [0, 1] of an (H, W, 3) uint8 image for the 0-based
-        foreground classes ``keys`` (``Run.labelled_cam`` calls this instead of multi-scale CAMs)."""
-        keys = np.asarray(keys, dtype=np.int64)
-        if keys.size == 0:
+        foreground classes ``classes``."""
+        classes = np.asarray(classes, dtype=np.int64)
+        if classes.size == 0:
             if self.quirks.unlabelled_stops_worker:
                 raise UnlabelledImageStop("an image without labels ends the official CAM worker")
             return np.zeros((0, *image.shape[:2]), dtype=np.float32)
         fg, bg = self.text_features()
         cams, _ = clip_es_cams(
-            self.clip, image, keys, fg, bg, self.quirks, box_threshold=self.options.box_threshold,
+            self.clip, image, classes, fg, bg, self.quirks, box_threshold=self.options.box_threshold,
             attn_blocks=self.options.attn_blocks,
         )  # fmt: skip
         return cams
@@ -127,11 +137,16 @@ class ClipES(Method):
         probs = zero_shot_scores(self.clip, image, fg, bg, self.quirks)
         return probs[: len(fg)], probs[len(fg) :]
 
-    def crf_pseudo_label(self, image: np.ndarray, keys: np.ndarray, cams: np.ndarray) -> np.ndarray:
-        """``wsss pseudo --refine crf``: the official CRF labels of the saved CAMs (float16, as saved),
-        ``keys`` 0-based foreground ids; 255 below ``options.crf_confidence``."""
+    def crf_refiner(self, job: RefineJob) -> Refiner:
+        """``wsss pseudo --refine crf`` on a CLIP-ES run: its own CRF of each image's saved labelled maps
+        (:meth:`crf_pseudo_label`, step 14), not ToCo's two-level CRF."""
+        return lambda id, image, labels: self.crf_pseudo_label(image, *job.labelled_cam(id))
+
+    def crf_pseudo_label(self, image: np.ndarray, classes: np.ndarray, cams: np.ndarray) -> np.ndarray:
+        """The official CRF labels of the saved CAMs (float16, as saved) of the 0-based foreground ``classes``;
+        255 below ``options.crf_confidence``."""
         label, _ = clip_es_crf_label(
-            image, keys, np.asarray(cams).astype(np.float16), wrap_image=self.quirks.crf_image_wrap,
+            image, classes, np.asarray(cams).astype(np.float16), wrap_image=self.quirks.crf_image_wrap,
             confidence=self.options.crf_confidence,
         )  # fmt: skip
         return label

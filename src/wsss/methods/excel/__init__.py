@@ -45,7 +45,7 @@ from wsss.core.config import Config
 from wsss.core.errors import ConfigError, ConfigWarning, UsageError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.losses import balanced_seg_loss
-from wsss.methods.clip_runs import VOC_BACKGROUND, method_from_clip_file, prompts_for
+from wsss.methods.clip_runs import VOC_BACKGROUND, cams_of_labels, method_from_clip_file, prompts_for
 from wsss.methods.contract import (
     CamDeclaration,
     Method,
@@ -313,8 +313,8 @@ class Excel(Method):
 
     # -- inference ------------------------------------------------------------------------------
     @torch.no_grad()
-    def refined_maps(self, x: torch.Tensor, keys: np.ndarray) -> torch.Tensor:
-        """The attention-refined maps (k, h, w) of the labelled classes ``keys`` of one square input ``x``
+    def refined_maps(self, x: torch.Tensor, classes: np.ndarray) -> torch.Tensor:
+        """The attention-refined maps (k, h, w) of the labelled 0-based ``classes`` of one square input ``x``
         (1, 3, S, S): the training-free route, or, once the decoder is trained, the calibrated one (LVC and the
         decoder's attention, docs/methods/excel.md#lvc, #layer-selection)."""
         enc = self.encode(x)
@@ -324,7 +324,7 @@ class Excel(Method):
             enc = self.encode(x, ex_feats=fts)
             seg_attn = attn_pred[0]
         return refine_with_attention(
-            enc["maps"][0][:, torch.as_tensor(keys)], enc["attn"][:, 0], self.grid(x),
+            enc["maps"][0][:, torch.as_tensor(classes)], enc["attn"][:, 0], self.grid(x),
             box_threshold=self.options.box_threshold, layers=self.options.attn_layers, seg_attn=seg_attn,
             box_edge_loss=self.options.quirk_box_edge_loss,
         )  # fmt: skip
@@ -334,16 +334,24 @@ class Excel(Method):
         """Whether the decoder has trained up to LVC (``options.lvc_start``): then ``wsss cam`` calibrates."""
         return int(self.decoder_steps) >= max(self.options.lvc_start, 1)
 
-    def labelled_cam_of_image(self, image: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    def image_cams(
+        self, image: np.ndarray, x: torch.Tensor | None = None, *, classes: torch.Tensor | None = None,
+        scales: Sequence[float] | None = None, aux: bool = False, labelled: bool = True,
+    ) -> tuple[torch.Tensor, None]:  # fmt: skip
+        """ExCEL's maps of the decoded image from its labels' text (:meth:`labelled_cam_of_image`), not the shared
+        multi-scale step: ``scales``, ``aux`` and ``labelled`` do not apply."""
+        return cams_of_labels(self, image, x, classes)
+
+    def labelled_cam_of_image(self, image: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """The refined maps (k, H, W) float32 in [0, 1] of an (H, W, 3) uint8 image for the 0-based foreground
-        classes ``keys``: each min-max scaled and resized to the image (``generate_cam_label``)."""
+        ``classes``: each min-max scaled and resized to the image (``generate_cam_label``)."""
         from wsss.cam.clip_es import scale_cam
 
-        keys = np.asarray(keys, dtype=np.int64)
+        classes = np.asarray(classes, dtype=np.int64)
         h, w = image.shape[:2]
-        if keys.size == 0:
+        if classes.size == 0:
             return np.zeros((0, h, w), dtype=np.float32)
-        refined = self.refined_maps(self._input_of(image), keys).float().cpu().numpy()
+        refined = self.refined_maps(self._input_of(image), classes).float().cpu().numpy()
         return np.stack([scale_cam(m, (w, h)) for m in refined]).astype(np.float32)
 
     def _input_of(self, image: np.ndarray) -> torch.Tensor:
@@ -355,16 +363,17 @@ class Excel(Method):
         x = (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() - mean) / std
         return self.square(x[None].to(dev))
 
-    def pseudo_label(self, image: np.ndarray, keys: np.ndarray, cams: np.ndarray) -> np.ndarray:
+    def pseudo_label(self, image: np.ndarray, classes: np.ndarray, cams: np.ndarray) -> np.ndarray:
         """``wsss pseudo --refine excel``: background ``1 - max``, PAR, argmax (docs/methods/excel.md#par), on the saved
-        maps (k, H, W). PAR reads the normalised square input (Q4) or the image in [0, 1]."""
+        maps (k, H, W) of the 0-based foreground ``classes``. PAR reads the normalised square input (Q4) or the image
+        in [0, 1]."""
         h, w = image.shape[:2]
         if self.options.quirk_par_on_normalized:
             guide = self._input_of(image)[0].cpu()
         else:
             guide = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
         maps = torch.from_numpy(np.asarray(cams, dtype=np.float32))
-        return labels_from_maps(maps, torch.as_tensor(keys), guide, self.par).numpy()
+        return labels_from_maps(maps, torch.as_tensor(classes), guide, self.par).numpy()
 
     @property
     def has_seg_head(self) -> bool:
@@ -428,27 +437,25 @@ class Excel(Method):
         guide = denormalize_image(images, truncate_uint8=o.quirk_truncating_denorm)
         out = []
         for i in range(images.shape[0]):
-            keys = torch.nonzero(labels[i] > 0.5).flatten()
+            classes = torch.nonzero(labels[i] > 0.5).flatten()
             refined = refine_with_attention(
-                maps[i][:, keys], attn[:, i], grid, box_threshold=o.box_threshold, layers=o.attn_layers,
+                maps[i][:, classes], attn[:, i], grid, box_threshold=o.box_threshold, layers=o.attn_layers,
                 seg_attn=None if seg_attn is None else seg_attn[i], box_edge_loss=o.quirk_box_edge_loss,
             )  # fmt: skip
-            out.append(labels_from_refined(refined, keys, guide[i], tuple(images.shape[-2:]), self.par))
+            out.append(labels_from_refined(refined, classes, guide[i], tuple(images.shape[-2:]), self.par))
         return torch.stack(out).to(images.device).long()
 
 
 @register_refiner("excel")
-def excel_pseudo_refiner(job: RefineJob, ids: Sequence[str], **_: Any) -> Refiner:
+def excel_pseudo_refiner(job: RefineJob, ids: Sequence[str]) -> Refiner:
     """``wsss pseudo --refine excel``: ExCEL's labels of the saved maps (background ``1 - max``, PAR;
-    :meth:`Excel.pseudo_label`)."""
+    :meth:`Excel.pseudo_label`); only runs of method excel accept it (``Excel.refiners``)."""
     method = job.run.method
-    if not isinstance(method, Excel):
-        raise ConfigError(f"--refine excel needs a run of method excel, not {method.name}")
     job.require_cams(ids)
 
     def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        keys = np.flatnonzero(np.asarray(labels) > 0.5)
-        return method.pseudo_label(image, keys, job.cam(id)[keys])
+        classes = np.flatnonzero(np.asarray(labels) > 0.5)
+        return method.pseudo_label(image, classes, job.cam(id)[classes])
 
     return refine
 

@@ -82,19 +82,19 @@ def par_refine(scores: torch.Tensor, guide: torch.Tensor, par: PAR) -> torch.Ten
         return par(image, scores.float()[None])[0]
 
 
-def labels_from_maps(maps: torch.Tensor, keys: torch.Tensor, guide: torch.Tensor, par: PAR) -> torch.Tensor:
-    """``refine_cams_with_bkg_weclip`` from the scaled maps (k, H, W) of the 0-based foreground classes ``keys``:
+def labels_from_maps(maps: torch.Tensor, classes: torch.Tensor, guide: torch.Tensor, par: PAR) -> torch.Tensor:
+    """``refine_cams_with_bkg_weclip`` from the scaled maps (k, H, W) of the 0-based foreground ``classes``:
     :func:`with_background`, :func:`par_refine`, argmax -> (H, W) int64 dataset ids (0 background)."""
-    valid = torch.cat([torch.zeros(1, dtype=torch.long), torch.as_tensor(keys, dtype=torch.long).cpu() + 1])
+    valid = torch.cat([torch.zeros(1, dtype=torch.long), torch.as_tensor(classes, dtype=torch.long).cpu() + 1])
     return valid[par_refine(with_background(maps), guide, par).argmax(dim=0).cpu()]
 
 
 def labels_from_refined(
-    refined: torch.Tensor, keys: torch.Tensor, guide: torch.Tensor, size: tuple[int, int], par: PAR
+    refined: torch.Tensor, classes: torch.Tensor, guide: torch.Tensor, size: tuple[int, int], par: PAR
 ) -> torch.Tensor:
     """The labels (H, W) of ``size`` from the refined maps (k, h, w): :func:`scaled_maps`, then
     :func:`labels_from_maps`."""
-    return labels_from_maps(scaled_maps(refined, size), keys, guide, par)
+    return labels_from_maps(scaled_maps(refined, size), classes, guide, par)
 
 
 # ---- training targets (docs/methods/excel.md#losses) -------------------------------------------------------------

@@ -61,8 +61,8 @@ from wsss.core.errors import DataError, UsageError
 from wsss.methods.base import backbone_from_config
 from wsss.methods.contract import (
     CamDeclaration,
-    Deferred,
     Method,
+    PoolCall,
     RefineJob,
     Refiner,
     TrainContext,
@@ -347,7 +347,8 @@ def kmeans_centroids(
 class RCA(Method):
     name = "rca"
     Options = RCAOptions
-    refiners = ("rca",)
+    # its module registers `--refine rca`, which every run with CAMs accepts (an RCA run's accumulated attention
+    # first): no refiner is for RCA runs alone
     cams = CamDeclaration(pooling="gap")  # rca.md#modules: the class maps' spatial mean; ``model.pooling`` is not read
 
     @classmethod
@@ -553,9 +554,9 @@ class RCA(Method):
                 self.attention.update(id, c, value, cov, prob, last_epoch=last, min_prob=o.attention_min_prob)
 
 
-@register_refiner("rca")
-def refine_rca(job: RefineJob, ids: Sequence[str], *, saliency: str | Path | None = None, **_: Any) -> Refiner:
-    """RCA's CRF proxy labels (docs/methods/rca.md#proxy-labels, ``cam/proxy_labels.py``).
+@register_refiner("rca", options=("saliency",))
+def refine_rca(job: RefineJob, ids: Sequence[str], *, saliency: str | Path | None = None) -> Refiner:
+    """RCA's CRF proxy labels (docs/methods/rca.md#proxy-labels, ``proxy_labels.py``), of any run with CAMs.
 
     Attention: the run's accumulated training maps (RCA, ``options.proxy_source: accumulated``) for
     the ids that have them, else the saved CAMs (``wsss cam`` first); the background from ``saliency``
@@ -576,7 +577,7 @@ def refine_rca(job: RefineJob, ids: Sequence[str], *, saliency: str | Path | Non
 
     job.require_cams(ids, have=lambda i: stored(i) is not None, also=" and no accumulated attention")
 
-    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> Deferred:
+    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> PoolCall:
         size = image.shape[:2]
         fg = np.flatnonzero(labels > 0.5).tolist()
         entry = stored(id)
@@ -588,7 +589,7 @@ def refine_rca(job: RefineJob, ids: Sequence[str], *, saliency: str | Path | Non
                 cam = np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in cam])
             classes, att = fg, minmax01(cam[fg]) if fg else np.zeros((0, *size), dtype=np.float32)
         sal = read_saliency(per_id_path(sal_dir, id, ".png"), size) if sal_dir is not None else None
-        return Deferred(rca_proxy_label, (image, att, classes, ds.num_classes, sal, params))  # the pool runs it
+        return PoolCall(rca_proxy_label, (image, att, classes, ds.num_classes, sal, params))  # the pool runs it
 
     return refine
 
