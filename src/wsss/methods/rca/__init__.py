@@ -13,7 +13,7 @@ rca.md#backbone):
 The regional memory (rca.md#memory-bank) holds a queue of region embeddings per class, written after each forward
 for the ground-truth classes predicted with probability > 0.7; the centroids of each queue are
 recomputed by k-means when an epoch starts (``on_epoch_start``, epoch >= 1). The semantic contrast
-loss with embedding mix-up (rca.md#semantic-contrast) is ``contrast`` (``losses/region_contrast.py``). Loss
+loss with embedding mix-up (rca.md#semantic-contrast) is ``contrast`` (``region_contrast.py``). Loss
 staging (rca.md#training):
 ``loss.weights: {cls: 1, coarse: 0.4, contrast: 0.01}`` with ``contrast`` from epoch 2
 (``loss.start_iters``); SGD (nesterov) with four groups (weights / biases x backbone / heads at
@@ -22,7 +22,7 @@ staging (rca.md#training):
 Online attention accumulation (OAA, rca.md#attention): from epoch 1, the ReLU'd class maps of every training
 image's ground-truth classes are merged by an element-wise max over epochs, stored **by image id**
 (not by loader index) in the checkpoint (``get_extra_state``), and consumed by ``wsss pseudo --refine
-rca`` (``cam/proxy_labels.py``). Accumulation rule: each map is scaled to 0..255 by its own max and
+rca`` (``proxy_labels.py``). Accumulation rule: each map is scaled to 0..255 by its own max and
 rounded (as the official PNGs), then mapped to a fixed ``G x G`` grid over the whole original image
 (``G = crop / stride``, 46 for VOC): the training view (``views.RCAViews``) is a box of the original image
 squashed to the crop square and maybe flipped; grid cells inside the box sample the map bilinearly
@@ -106,7 +106,7 @@ class RCAOptions:
     # learning-rate steps (rca.md#training, decay_points '5,10'): base lr x lr_decay at each of these epochs
     lr_decay_epochs: tuple[int, ...] = (5, 10)
     lr_decay: float = 0.1
-    # proxy labels (rca.md#proxy-labels, cam/proxy_labels.py)
+    # proxy labels (rca.md#proxy-labels, proxy_labels.py)
     proxy_source: str = "accumulated"  # "accumulated" attention of training, or "cam" (the saved `wsss cam` maps)
     proxy_alpha: float = 4.0  # bg = (1 - max att)^alpha in the CRF unary
     proxy_conflict: float = 0.9  # more than one channel above this -> 255

@@ -6,7 +6,7 @@ GAP, a bias-free 1x1 ``fc8``; sccam.md#heads). Round r >= 1:
 1. features: the GAP of the final map of the round r-1 model, scale 1.0, un-flipped, full
    resolution, on every image of the training split (sccam.md#subcategory-labels);
 2. per parent class, k-means of the features of the images labelled with it into K sub-categories
-   -> the (N, (C-1)*K) sub-category labels (sccam.md#subcategory-labels; ``methods/subcategory.py``), written
+   -> the (N, (C-1)*K) sub-category labels (sccam.md#subcategory-labels; ``subcategory.py``), written
    atomically to ``RUN/round_r/subcategory_labels.npz``;
 3. a **fresh** classifier (re-initialised from ``model.pretrained``, never the previous round's
    weights; sccam.md#rounds) with two GAP heads, ``fc8_20`` (parents) and ``fc8_200`` (sub-categories), trained
