@@ -1,4 +1,4 @@
-"""Accuracy and speed of the bilateral filters behind the dense-energy loss (``wsss.losses.energy``).
+"""Accuracy and speed of the bilateral filters behind the dense-energy loss (``wsss.methods.seco.energy``).
 
 Prints, at the training size (224x224 maps = 448 crop at scale 0.5, sigma_xy 50 px, sigma_rgb 15,
 K = 21), the relative error of each approximation against the exact dense filter and its run time
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.cli_common import script_parser
-from wsss.losses.energy import bilateral_filter, energy_loss_from_logits
+from wsss.methods.seco.energy import bilateral_filter, energy_loss_from_logits
 
 SIZE = 224
 SIGMA_RGB = 15.0

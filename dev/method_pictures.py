@@ -83,7 +83,7 @@ def trained(page: str, preset: str, overrides: list[str], data: Path, work: Path
 
 def clip_es(work: Path) -> tuple[Path, Path]:
     """A CLIP-ES run imported from the tiny random CLIP of ``clip_es_state_dict.npz``, on voc-real-mini."""
-    data, run = VOC_REAL_MINI, work / "clip-es"
+    data, run = VOC_REAL_MINI, work / "clip_es"
     if not run.is_dir():
         weights = work / "tiny_clip.npz"
         with np.load(GOLDEN / "clip_es_state_dict.npz") as z:
@@ -117,35 +117,35 @@ def main(argv: list[str] | None = None) -> int:
     ap = script_parser(__doc__)
     ap.add_work(default=REPO / "runs" / "docs_pictures", type=Path)
     ap.add_out(default=REPO / "docs" / "img", type=Path)  # the page pictures
-    pages_help = "pages to draw (cam seco rca sccam clip-es excel multistage)"
+    pages_help = "pages to draw (cam seco rca sccam clip_es excel deeplab)"
     ap.add_argument("--only", nargs="*", default=None, help=pages_help)
     ap.add_argument("--train", type=int, default=400, help="synthetic training images")
     ap.add_argument("--val", type=int, default=40, help="synthetic val images")
     args = ap.parse_args(argv)
-    pages = set(args.only or ["cam", "seco", "rca", "sccam", "clip-es", "excel", "multistage"])
+    pages = set(args.only or ["cam", "seco", "rca", "sccam", "clip_es", "excel", "deeplab"])
     data = args.work / "synth"
     if not (data / "classes.txt").is_file():
         wsss("synth", str(data), "--train", str(args.train), "--val", str(args.val), "--size", "128", "--seed", "0")
     ids = first_val_ids(data, "val")
     for page, preset, overrides in TRAINED:
-        if page in pages or (page == "cam" and "multistage" in pages):
+        if page in pages or (page == "cam" and "deeplab" in pages):
             run = trained(page, preset, overrides, data, args.work)
             if page in pages:
                 draw(run, data, "val", args.out / f"{page}.png", ids)
-    if "clip-es" in pages:
+    if "clip_es" in pages:
         run, voc = clip_es(args.work)
-        draw(run, voc, "val", args.out / "clip-es.png", first_val_ids(voc, "val"))
+        draw(run, voc, "val", args.out / "clip_es.png", first_val_ids(voc, "val"))
     if "excel" in pages:
         run, voc = excel(args.work)
         draw(run, voc, "val", args.out / "excel.png", first_val_ids(voc, "val"))
-    if "multistage" in pages:  # a DeepLab on the CAM baseline's PAR pseudo labels of the training images
-        cam_run, seg = args.work / "cam", args.work / "multistage"
+    if "deeplab" in pages:  # a DeepLab on the CAM baseline's PAR pseudo labels of the training images
+        cam_run, seg = args.work / "cam", args.work / "deeplab"
         wsss("cam", str(cam_run), "--split", "train", "--quiet")
         wsss("pseudo", str(cam_run), "--split", "train", "--refine", "par", "--quiet")
         pseudo = cam_run / "pseudo" / "train"
-        seg = trained("multistage", "configs/seg/synthetic_cpu.yaml", [f"data.pseudo_dir={pseudo}", *SHORT], data,
+        seg = trained("deeplab", "configs/deeplab/synthetic_cpu.yaml", [f"data.pseudo_dir={pseudo}", *SHORT], data,
                       args.work)  # fmt: skip
-        draw(seg, data, "val", args.out / "multistage.png", ids)
+        draw(seg, data, "val", args.out / "deeplab.png", ids)
     return 0
 
 

@@ -26,7 +26,7 @@ from wsss.cli import main as wsss_main
 from wsss.cli_common import script_parser
 from wsss.core.config import Config
 from wsss.methods import register_method
-from wsss.methods.cam_baseline import CAMBaseline
+from wsss.methods.cam import CAMBaseline
 
 
 @register_method

@@ -10,7 +10,7 @@ paper reports, with our commands:
   convention is in the JSON);
 - seg: segmentation of the val split (``wsss predict``: multi-scale + flip, no CRF). A method whose
   model has a segmentation head is predicted directly; one without (RCA, SC-CAM: classifier + refined
-  pseudo labels) gets the separate segmentation stage ``configs/seg/synthetic_cpu.yaml`` trained on its
+  pseudo labels) gets the separate segmentation stage ``configs/deeplab/synthetic_cpu.yaml`` trained on its
   train pseudo labels (``data.pseudo_dir``) when that preset exists, and "n/a" otherwise.
 
 One calibration protocol for every method (``CALIBRATION``, on by default, ``--no-calibrate`` for the
@@ -93,9 +93,9 @@ class Pipeline:
     overrides: tuple[str, ...] = ()
     refine: str = "par"
     seg: str = "auto"
-    seg_preset: str = "configs/seg/synthetic_cpu.yaml"
+    seg_preset: str = "configs/deeplab/synthetic_cpu.yaml"
     seg_overrides: tuple[str, ...] = ("data.pseudo_dir={pseudo}",)
-    aff_preset: str = "configs/affinity/synthetic_cpu.yaml"  # refine "affinity": the AffinityNet run
+    aff_preset: str = "configs/affinitynet/synthetic_cpu.yaml"  # refine "affinity": the AffinityNet run
     aff_overrides: tuple[str, ...] = ()
 
     @property
@@ -111,7 +111,7 @@ PIPELINES: dict[str, Pipeline] = {m: Pipeline(m) for m in METHODS}
 # DeepLab stage.
 PIPELINES["rca"] = Pipeline("rca", refine="rca")
 # SC-CAM's: PSA's AffinityNet random walk of the final round's CAMs (docs/methods/sccam.md#rounds,
-# docs/methods/multistage.md#random-walk), then DeepLab.
+# docs/methods/affinitynet.md#random-walk), then DeepLab.
 PIPELINES["sccam"] = Pipeline("sccam", refine="affinity")
 # SeCo's preset with every official quirk switched back on (docs/methods/seco.md#quirk-switches): the quirks'
 # cost.
@@ -251,7 +251,7 @@ def run_method(
             res["levels"] = {"bkg_thre": cfg.cam.bkg_thre, "high_thre": cfg.cam.high_thre,
                              "low_thre": cfg.cam.low_thre}  # fmt: skip
         res["calibrated"] = calibrated
-        if p.refine == "affinity":  # PSA (multistage.md#random-walk): AffinityNet on the la/ha seeds, then the walk
+        if p.refine == "affinity":  # PSA (affinitynet.md#random-walk): AffinityNet on the la/ha seeds, then the walk
             seeds = runs / f"{p.label}_aff_seeds"
             res["pseudo_s"] = wsss("pseudo", str(run), "--split", "train", "--refine", "psa", "--overwrite", *q)
             shutil.rmtree(seeds, ignore_errors=True)

@@ -48,7 +48,7 @@ from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
 from wsss.evaluation.bkg_sweep import DEFAULT_THRESHOLDS, sweep_bkg_threshold
 from wsss.methods.rca import ClassSpecificHeads
-from wsss.methods.subcategory import build_subcategory_labels
+from wsss.methods.sccam.subcategory import build_subcategory_labels
 from wsss.models.backbones import create_backbone
 from wsss.models.heads import CAMClassifier
 

@@ -6,8 +6,8 @@ DeepLab budget for both trained rows:
 1. raw CAM seeds: ``wsss cam`` seeds (argmax with a background level), no segmentation network; the
    level is the best on train (``wsss sweep-bkg``, as PSA / IRN / SC-CAM pick it; ``--seed-thre
    config`` keeps the run's ``cam.bkg_thre``), and both are reported;
-2. CAM -> DeepLab: ``configs/seg/synthetic_cpu.yaml`` trained on those seeds;
-3. CAM -> AffinityNet -> DeepLab: AffinityNet (``configs/affinity/synthetic_cpu.yaml``) trained on the
+2. CAM -> DeepLab: ``configs/deeplab/synthetic_cpu.yaml`` trained on those seeds;
+3. CAM -> AffinityNet -> DeepLab: AffinityNet (``configs/affinitynet/synthetic_cpu.yaml``) trained on the
    la/ha CRF seeds (``wsss pseudo --refine psa``, 255 between, PSA's construction), the random
    walk of the CAMs (``wsss pseudo --refine affinity``), then the same DeepLab on the walked labels.
 
@@ -81,8 +81,8 @@ def main() -> None:
     p.add_argument("--aff-iters", type=int, default=800, help="AffinityNet iterations (8 epochs of 800 images)")
     p.add_argument(
         "--seg-preset",
-        default="configs/seg/synthetic_cpu.yaml",
-        help="the DeepLab of both seg rows (configs/seg/synthetic_mnv2.yaml: ImageNet MobileNetV2)",
+        default="configs/deeplab/synthetic_cpu.yaml",
+        help="the DeepLab of both seg rows (configs/deeplab/synthetic_mnv2.yaml: ImageNet MobileNetV2)",
     )
     p.add_argument(
         "--seed-thre",
@@ -156,7 +156,7 @@ def main() -> None:
     else:
         aff = work / "affinity"
         shutil.rmtree(aff, ignore_errors=True)  # a fresh run on these seeds (an existing run dir would resume)
-        run("aff_train", "train", "configs/affinity/synthetic_cpu.yaml", *common, f"run.dir={aff}",
+        run("aff_train", "train", "configs/affinitynet/synthetic_cpu.yaml", *common, f"run.dir={aff}",
             f"data.pseudo_dir={crf_seeds}", f"train.max_iters={a.aff_iters}")  # fmt: skip
         run("random_walk", "pseudo", str(cam), "--split", "train", "--refine", "affinity", "--affinity-run",
             str(aff), "--data-root", str(root), "--overwrite")  # fmt: skip

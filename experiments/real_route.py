@@ -10,7 +10,7 @@ The route is the manual's (docs/own-photos.md), run through the ``wsss`` CLI as 
 3. pseudo labels of the train split at that level (``--levels L/L``: one level, no pixel left undecided, as
    the CAM baseline's preset) with each refiner of ``--refine`` (PAR, the dense CRF, a method's own),
    scored with ``wsss eval --pseudo``;
-4. the DeepLab stage ``configs/seg/real_cpu.yaml`` on the first refiner's pseudo labels, ``wsss predict``
+4. the DeepLab stage ``configs/deeplab/real_cpu.yaml`` on the first refiner's pseudo labels, ``wsss predict``
    on the val split and its mIoU against the val masks; again with ``--tags-from OUT/cls`` (each val photo's
    prediction names only the classes the route's own classifier finds in it: ``val_tagged``), and with its
    soft gate (``--tag-gate soft``: each class weighted by the classifier's probability, ``val_tagged_soft``);
@@ -35,10 +35,10 @@ scores round 1's stage ensembled with them (``wsss predict OUT/seg --ensemble OU
 
 ``--cam-scales`` gives ``wsss cam`` its ``--scales`` (multi-scale CAMs from a classifier trained without them).
 
-The refiner ``affinity`` is PSA's walk (docs/methods/multistage.md#random-walk): PSA's la / ha seeds of the
+The refiner ``affinity`` is PSA's walk (docs/methods/affinitynet.md#random-walk): PSA's la / ha seeds of the
 train split first (``wsss pseudo --refine psa --levels H/L``, H / L the run's own ``cam.high_thre`` /
 ``cam.low_thre``, the ``config_pair`` of the sweep: class above H, background below L, 255 between; scored with
-``--pseudo``), the affinity network ``--affinity`` (``configs/affinity/real_cpu.yaml``) trained on them in
+``--pseudo``), the affinity network ``--affinity`` (``configs/affinitynet/real_cpu.yaml``) trained on them in
 ``OUT/aff``, then the walk of the CAMs at the sweep's level (``--refine affinity --affinity-run OUT/aff
 --levels L/L``).
 
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_data_root(required=True)  # masks on train and val
     p.add_out(required=True)  # the runs (cls/, seg/) and route.log
     p.add_argument("--refine", nargs="+", default=["par", "crf"], help="refiners of the pseudo labels (first: seg)")
-    p.add_argument("--seg", default="configs/seg/real_cpu.yaml", help="the DeepLab preset ('' = no seg stage)")
+    p.add_argument("--seg", default="configs/deeplab/real_cpu.yaml", help="the DeepLab preset ('' = no seg stage)")
     p.add_argument("--val-split", default="val")
     p.add_argument("--seg-rounds", type=int, default=1, help="DeepLab rounds (2: on round 1's predictions)")
     p.add_argument(
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="N DeepLab stages on round 1's labels (seeds S + 3k), scored ensembled (wsss predict --ensemble)",
     )  # fmt: skip
     p.add_argument("--cam-scales", default="", help="wsss cam --scales, e.g. 1.0,1.5,2.0 (default: the preset's)")
-    p.add_argument("--affinity", default="configs/affinity/real_cpu.yaml", help="the preset of --refine affinity")
+    p.add_argument("--affinity", default="configs/affinitynet/real_cpu.yaml", help="the preset of --refine affinity")
     p.add_argument("--seg-set", nargs="*", default=[], help="overrides of the DeepLab training")
     p.add_argument("--aff-set", nargs="*", default=[], help="overrides of the affinity network's training")
     p.add_json()

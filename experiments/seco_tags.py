@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from wsss.cam import cam_to_roi_mask
-from wsss.cam.decompose import assign_tags, sample_patch_positions
 from wsss.cli_common import script_parser
 from wsss.core.config import load_config
 from wsss.data.voc import VOCDataset
+from wsss.methods.seco.decompose import assign_tags, sample_patch_positions
 from wsss.utils.io import load_cam_of, read_label_png
 
 

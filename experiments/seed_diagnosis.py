@@ -163,7 +163,7 @@ def diagnose(run_dir: str | Path, split: str = "train", limit: int | None = None
         }
     if method.name == "sccam":
         from wsss.methods.sccam import labels_file
-        from wsss.methods.subcategory import SubcategoryLabels
+        from wsss.methods.sccam.subcategory import SubcategoryLabels
 
         sizes = {}
         for rdir in sorted(Path(run_dir).glob("round_*")):

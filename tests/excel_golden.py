@@ -81,7 +81,7 @@ def normalized_batch(u8_nhwc: np.ndarray, dtype: torch.dtype = torch.float32) ->
 
 def decoder_state(prefix: str) -> dict[str, torch.Tensor]:
     """The recorded official decoder state (``init__`` or ``it1_before__``) in ``ExcelDecoder``'s names."""
-    from wsss.models.excel import official_decoder_state
+    from wsss.methods.excel.model import official_decoder_state
 
     step = npz("excel_train_step.npz")
     names = [str(n) for n in step["decoder_init_names"]]

@@ -210,7 +210,9 @@ def test_no_module_reads_a_private_name_of_another_package():
 REGISTRY_ENTRY_POINTS = {("wsss.methods.contract", "build_method"): "wsss.methods",
                          ("wsss.methods.contract", "get_method_class"): "wsss.methods",
                          ("wsss.methods.contract", "method_class"): "wsss.methods",
-                         ("wsss.methods.contract", "REFINERS"): "wsss.methods"}  # fmt: skip
+                         ("wsss.methods.contract", "REFINERS"): "wsss.methods",
+                         ("wsss.methods.contract", "refiners_of"): "wsss.methods",
+                         ("wsss.methods.contract", "refiner_options"): "wsss.methods"}  # fmt: skip
 
 
 def registry_bypasses(name: str, tree: ast.Module) -> list[str]:

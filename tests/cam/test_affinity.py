@@ -1,4 +1,4 @@
-"""cam/affinity.py (PSA's affinity, docs/methods/multistage.md#train-aff): search offsets and pairs against
+"""cam/affinity.py (PSA's affinity, docs/methods/affinitynet.md#train-aff): search offsets and pairs against
 their definition, affinity labels by hand, the pairwise affinity and loss against loops, the dense affinity
 and random walk against a dense reference, and a walk that stays inside its region."""
 

@@ -147,7 +147,7 @@ def test_crf_label_two_levels_toy():
 
 
 def test_crf_label_psa_toy():
-    # PSA's la/ha seeds (docs/methods/multistage.md#psa-seeds): class 3 (channel 2) confident in the centre
+    # PSA's la/ha seeds (docs/methods/affinitynet.md#psa-seeds): class 3 (channel 2) confident in the centre
     # (cam 1), weak in a ring (0.2), absent outside. la (alpha 4): bg 0.8^4 = 0.41 beats 0.2 -> the ring is
     # not confident foreground; ha (alpha 32): bg 0.8^32 < 0.2 -> nor confident background: 255. ToCo's
     # two-level rule (constant bg 0.25) calls the same ring background.

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from golden import load_golden
-from wsss.cam.decompose import assign_csc_tags, assign_tags, crop_patches, sample_patch_positions
 from wsss.cam.labels import cam_to_roi_mask
+from wsss.methods.seco.decompose import assign_csc_tags, assign_tags, crop_patches, sample_patch_positions
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""ExCEL's attention refinement (``wsss.cam.excel``) on cases small enough to work by hand: the switches and the
+"""ExCEL's attention refinement (``wsss.methods.excel.cam``) on cases small enough to work by hand: the switches and the
 trained route reach the result, and an image with no labelled class still gets its (background) label.
 
 With a uniform attention every step of the transition matrix keeps it uniform (1/N), so the refined map is
@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wsss.cam.excel import attention_affinity, labels_from_refined, refine_with_attention
 from wsss.cam.par import PAR
+from wsss.methods.excel.cam import attention_affinity, labels_from_refined, refine_with_attention
 
 
 def _uniform_attention(layers: int, n: int) -> torch.Tensor:

@@ -14,7 +14,11 @@ import torch.nn.functional as F
 
 from excel_golden import f32_tol, npz
 from wsss.cam.clip_es import box_mask, caa_transition, scoremap_boxes
-from wsss.cam.excel import (
+from wsss.cam.labels import denormalize_image
+from wsss.cam.par import PAR
+from wsss.evaluation.metrics import ConfusionMeter
+from wsss.losses import balanced_seg_loss
+from wsss.methods.excel.cam import (
     affinity_label,
     attention_affinity,
     attention_affinity_loss,
@@ -26,10 +30,6 @@ from wsss.cam.excel import (
     scaled_maps,
     with_background,
 )
-from wsss.cam.labels import denormalize_image
-from wsss.cam.par import PAR
-from wsss.evaluation.metrics import ConfusionMeter
-from wsss.losses import balanced_seg_loss
 
 TF, STEP = "excel_training_free.npz", "excel_train_step.npz"
 PAR20 = PAR(dilations=(1, 2, 4, 8, 12, 24), num_iter=20)  # ExCEL's PAR(num_iter=20, dilations=[1,2,4,8,12,24])

@@ -152,7 +152,7 @@ def test_a_labelled_class_the_classifier_does_not_see_gets_a_map_with_the_fallba
 def test_training_step_same_terms_and_gradients_as_all_classes(method, monkeypatch):
     """The training-time multi-scale CAM over the labelled classes gives SeCo and the CAM baseline the
     same losses and gradients as the all-class CAM (their consumers all multiply by the labels)."""
-    import wsss.methods.cam_baseline as cam_module
+    import wsss.methods.cam as cam_module
     import wsss.methods.seco as seco_module
     from tests.methods.test_seco import ALL_TERMS, batch, tiny_seco
 

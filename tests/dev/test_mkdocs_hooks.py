@@ -64,7 +64,7 @@ def test_the_cli_reference_holds_every_command_of_the_parser():
 
 
 def test_the_preset_table_lists_every_preset_of_the_folder():
-    for folder in ("seco", "clip_es", "seg"):
+    for folder in ("seco", "clip_es", "deeplab"):
         table = preset_table(folder, training_free=folder == "clip_es")
         files = sorted(p.name for p in (REPO / "configs" / folder).glob("*.yaml"))
         assert re.findall(r"^\| `([\w.]+\.yaml)`", table, re.M) == files

@@ -54,7 +54,7 @@ def test_clip_es_route_on_voc_real_mini(tmp_path, capsys, one_thread):
             assert label.shape == z["cam"].shape[1:]
         assert set(np.unique(label).tolist()) <= allowed
 
-    wsss("train", str(REPO / "configs/seg/real_cpu.yaml"), f"data.root={VOC_REAL_MINI}", "data.train_split=val",
+    wsss("train", str(REPO / "configs/deeplab/real_cpu.yaml"), f"data.root={VOC_REAL_MINI}", "data.train_split=val",
          f"data.pseudo_dir={run / 'pseudo' / 'val'}", f"run.dir={seg}", *SEG_TINY, "--quiet")  # fmt: skip
     wsss("predict", str(seg), "--split", "val", "--quiet", *data)
     assert sorted(p.stem for p in (seg / "predictions" / "val").glob("*.png")) == sorted(VOC_REAL_MINI_IDS)

@@ -513,7 +513,7 @@ def test_an_rgb_pseudo_label_is_found_at_start_and_named_in_one_line_mid_run(dat
     bad = tmp_path / "pseudo" / f"{ids[3]}.png"
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(bad)  # an RGB PNG, e.g. a coloured visualisation
     over = _seg_overrides(data, tmp_path / "run", tmp_path / "pseudo")
-    seg = REPO / "configs/seg/synthetic_cpu.yaml"
+    seg = REPO / "configs/deeplab/synthetic_cpu.yaml"
     rc, out = _cli(capsys, "train", seg, *over, "data.num_workers=0", "--quiet")
     assert rc == 1 and f"{bad}: mask has mode RGB" in out and "failed check-data (pseudo labels" in out
     assert "Traceback" not in out and not (tmp_path / "run" / "checkpoints").exists()

@@ -52,14 +52,14 @@ def test_real_cpu_preset_of_method(method, tmp_path, one_thread):
 
 
 def test_real_cpu_affinity_preset_trains_and_walks_a_photo(tmp_path, one_thread):
-    """configs/affinity/real_cpu.yaml (PSA's walk on photos, experiments/real_route.py --refine affinity): the CAM
+    """configs/affinitynet/real_cpu.yaml (PSA's walk on photos, experiments/real_route.py --refine affinity): the CAM
     baseline's MobileNetV2 at stride 16 trains from the real file on seeds (here the photos' own masks, borders
     255), and its walk labels a whole photo at its size with only the photo's classes, at a calibrated level."""
     from wsss.cam.affinity import alpha_for_level
     from wsss.data import VOCDataset
     from wsss.runs.run import load_run
 
-    preset = REPO / "configs" / "affinity" / "real_cpu.yaml"
+    preset = REPO / "configs" / "affinitynet" / "real_cpu.yaml"
     cfg, base = load_config(preset), load_config(CAM_PRESET)
     assert (cfg.model.backbone, cfg.model.output_stride, cfg.model.pretrained) == (
         base.model.backbone, base.model.output_stride, base.model.pretrained,

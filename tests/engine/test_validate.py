@@ -28,9 +28,9 @@ class _OneImage:
 
 
 class _CamOnly(torch.nn.Module):
-    # what validate reads of a method: its capabilities and the contract's own CAM passes (Method declares them)
+    # what validate reads of a method: its capabilities and the contract's own CAM hook (Method declares them)
     has_cams, has_seg_head, cams = True, False, CamDeclaration()
-    cam_passes = Method.cam_passes
+    cam_passes, image_cams, _device = Method.cam_passes, Method.image_cams, Method._device
 
     def __init__(self, cfg):
         super().__init__()

@@ -150,7 +150,7 @@ def test_pipelines_on_a_tiny_budget(tmp_path):
     assert any((s == 255).any() for s in seeds.values())  # la/ha seeds leave pixels undecided
     assert not any((w == 255).any() for w in walked.values())  # the walk decides every pixel
 
-    no_stage = compare.Pipeline("cam", seg_preset="configs/seg/does_not_exist.yaml")
+    no_stage = compare.Pipeline("cam", seg_preset="configs/deeplab/does_not_exist.yaml")
     assert compare.seg_plan(no_stage, runs / "cam") == "none"
     assert compare.seg_plan(no_stage, runs / "cam_seg") == "head"
     missing = compare.run_method(compare.Pipeline("nosuch"), synth_root, runs, tiny)

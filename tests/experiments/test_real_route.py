@@ -40,8 +40,8 @@ def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--refine", "par", "crf", "affinity", "--seg", str(REPO / "configs/seg/synthetic_cpu.yaml"),
-            "--affinity", str(REPO / "configs/affinity/synthetic_cpu.yaml"), "--aff-set", *AFF_TINY,
+            "--refine", "par", "crf", "affinity", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
+            "--affinity", str(REPO / "configs/affinitynet/synthetic_cpu.yaml"), "--aff-set", *AFF_TINY,
             "--seg-rounds", "2", "--cam-scales", "1.0,0.5",
             "--set", *tiny, "--seg-set", *SEG_TINY, "--json", str(tmp_path / "r.json")]  # fmt: skip
     res = real_route.main(argv)
@@ -86,7 +86,7 @@ def test_real_route_seg_band(tmp_path, synth_root, monkeypatch):
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--refine", "par", "--seg-band", "--seg", str(REPO / "configs/seg/synthetic_cpu.yaml"),
+            "--refine", "par", "--seg-band", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
             "--set", *tiny, "--seg-set", *SEG_TINY]  # fmt: skip
     res = real_route.main(argv)
     high, low = json.loads((out / "cls/bkg_sweep/train.json").read_text())["config_pair"]
@@ -107,7 +107,7 @@ def test_real_route_seg_from_classifier(tmp_path, synth_root, monkeypatch):
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir=", "model."))]
     cnn = ["model.backbone=resnet18", SEG_TINY[0], "model.output_stride=8"]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--refine", "par", "--seg", str(REPO / "configs/seg/synthetic_cpu.yaml"), "--seg-from-classifier",
+            "--refine", "par", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"), "--seg-from-classifier",
             "--set", *tiny, *cnn, "--seg-set", *SEG_TINY]  # fmt: skip
     res = real_route.main(argv)
     assert 0 <= res["seg_val"]["miou"] <= 100
@@ -123,7 +123,7 @@ def test_real_route_seg_ensemble(tmp_path, synth_root, monkeypatch):
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--refine", "par", "--seg", str(REPO / "configs/seg/synthetic_cpu.yaml"), "--seg-ensemble", "3",
+            "--refine", "par", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"), "--seg-ensemble", "3",
             "--set", *tiny, "--seg-set", *SEG_TINY, "run.seed=5"]  # fmt: skip
     res = real_route.main(argv)
     ens = res["seg_ensemble"]

@@ -4,10 +4,10 @@ import torch
 
 from conftest import REPO
 from experiments import cls_token_pretrain, seco_oracle, seco_prototypes
-from wsss.cam.decompose import assign_tags
 from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config, save_config
 from wsss.methods import build_method, placeholder_classes
+from wsss.methods.seco.decompose import assign_tags
 
 
 def test_oracle_roi_marks_a_band_at_label_boundaries():

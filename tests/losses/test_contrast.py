@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from golden import assert_close_to_max, load_golden
-from wsss.losses.contrast import lig_loss, lil_loss
+from wsss.methods.seco.contrast import lig_loss, lil_loss
 
 # The official losses accumulate their N = 12 per-row terms in a float32 (1,) tensor, even from f64 inputs
 # (tests/golden/README.md#lil_lig): the loss is float32, within 12 roundings (7e-7 relative) of any summation order;

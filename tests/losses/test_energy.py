@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from golden import load_golden
-from wsss.losses.energy import (
+from wsss.methods.seco.energy import (
     bilateral_filter,
     dense_energy_loss,
     energy_loss_from_logits,
@@ -85,7 +85,7 @@ def test_dense_filter_matches_brute_force_f64():
 def test_dense_filter_chunking_is_exact():
     image = photo_like(20, seed=3)
     values = smooth_probs(4, 20, seed=3).double()
-    from wsss.losses.energy import _dense_filter
+    from wsss.methods.seco.energy import _dense_filter
 
     a = _dense_filter(image, values, 15.0, 8.0)
     b = _dense_filter(image, values, 15.0, 8.0, max_entries=1000)  # 2-row chunks

@@ -1,11 +1,11 @@
-"""PMM's pretended under-fitting (``losses.seg.pretended_underfitting``) on losses small enough to work by hand."""
+"""PMM's pretended under-fitting (``methods.deeplab.pus``) on losses small enough to work by hand."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from wsss.losses.seg import pretended_underfitting
+from wsss.methods.deeplab.pus import pretended_underfitting
 
 # four labelled pixels (mean 0.4) and two ignored ones (their loss 0, as cross entropy gives them)
 LOSS = torch.tensor([0.1, 0.2, 0.3, 1.0, 0.0, 0.0], dtype=torch.float64)

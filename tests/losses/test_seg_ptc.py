@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from golden import assert_close_to_max, load_golden
-from wsss.cam import cam_to_label, scale_img_box
-from wsss.losses import balanced_seg_loss, label_to_aff_mask, ptc_loss
+from wsss.cam import cam_to_label, label_to_aff_mask, scale_img_box
+from wsss.losses import balanced_seg_loss
+from wsss.methods.seco.ptc import ptc_loss
 
 
 # ----------------------------------------------------------------------------- seg loss

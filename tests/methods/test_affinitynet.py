@@ -1,4 +1,4 @@
-"""AffinityNet (PSA, docs/methods/multistage.md#train-aff, #random-walk): the random-walk label at any walk
+"""AffinityNet (PSA, docs/methods/affinitynet.md#train-aff, #random-walk): the random-walk label at any walk
 scale, its parameter groups, and train -> `wsss pseudo --refine affinity`. (The per-image affinity operations:
 tests/cam/test_affinity.py; the pseudo-label target of the training data: tests/data/test_voc.py.)"""
 
@@ -28,7 +28,7 @@ def test_random_walk_label_at_any_walk_scale(scale, monkeypatch):
     from wsss.methods import build_method, placeholder_classes
 
     cfg = load_config(
-        REPO / "configs/affinity/synthetic_cpu.yaml",
+        REPO / "configs/affinitynet/synthetic_cpu.yaml",
         [f"model.backbone_kwargs={TINY_CNN}", "options.rw_logt=4", f"options.rw_scale={scale}"],
     )
     net = build_method(cfg, placeholder_classes(3)).eval()
@@ -62,7 +62,7 @@ def test_random_walk_label_alpha_sets_the_background_level():
     from wsss.core.config import load_config
     from wsss.methods import build_method, placeholder_classes
 
-    cfg = load_config(REPO / "configs/affinity/synthetic_cpu.yaml", [f"model.backbone_kwargs={TINY_CNN}"])
+    cfg = load_config(REPO / "configs/affinitynet/synthetic_cpu.yaml", [f"model.backbone_kwargs={TINY_CNN}"])
     net = build_method(cfg, placeholder_classes(2)).eval()
     image = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
     cam = np.full((1, 16, 24), 0.5, np.float32)
@@ -78,7 +78,7 @@ def cam_run(synth_root, tmp_path_factory):
     over = tiny_overrides(synth_root, run, **{"train.max_iters": 3, "train.eval_iters": 100})
     assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *over, "--quiet", "--skip-check"]) == 0
     assert main(["cam", str(run), "--split", "train", "--quiet"]) == 0
-    # PSA's seeds (multistage.md#psa-seeds)
+    # PSA's seeds (affinitynet.md#psa-seeds)
     assert main(["pseudo", str(run), "--split", "train", "--refine", "psa", "--quiet"]) == 0
     return run
 
@@ -96,7 +96,7 @@ def test_affinitynet_train_then_random_walk_pseudo(cam_run, synth_root, tmp_path
         "data.num_workers=0", f"model.backbone_kwargs={TINY_CNN}", "train.batch_size=4", "train.max_iters=3",
         "train.ckpt_iters=3", "options.aux_dim=8", "options.final_dim=8", "options.out_dim=16",
     ]  # fmt: skip
-    assert main(["train", str(REPO / "configs/affinity/synthetic_cpu.yaml"), *over, "--quiet", "--skip-check"]) == 0
+    assert main(["train", str(REPO / "configs/affinitynet/synthetic_cpu.yaml"), *over, "--quiet", "--skip-check"]) == 0
     lines = (aff / "metrics.jsonl").read_text().splitlines()
     assert any("loss/aff_neg" in line for line in lines)
 
@@ -128,7 +128,8 @@ def test_pseudo_refine_psa_levels_give_the_alphas_of_those_cam_values(cam_run, s
     crosses the CAM at H and L (``alpha_for_level``), not the configured 4 / 32. The library call leaves the
     caller's run config as it was."""
     from wsss.cam.affinity import alpha_for_level
-    from wsss.runs.jobs import psa_label, run_pseudo
+    from wsss.runs.jobs import run_pseudo
+    from wsss.runs.refiners import psa_label
     from wsss.runs.run import load_run
 
     base = VOCDataset(synth_root, "train")
@@ -149,13 +150,13 @@ def test_pseudo_refine_psa_levels_give_the_alphas_of_those_cam_values(cam_run, s
 
 
 def test_affinitynet_psa_parameter_groups():
-    """PSA's 1 / 2 / 10 (/ 20) lr groups, no weight decay on biases (docs/methods/multistage.md#train-aff,
+    """PSA's 1 / 2 / 10 (/ 20) lr groups, no weight decay on biases (docs/methods/affinitynet.md#train-aff,
     shared with SC-CAM)."""
     from wsss.core.config import load_config
     from wsss.engine.trainer import build_optimizer
     from wsss.methods import build_method, placeholder_classes
 
-    cfg = load_config(REPO / "configs/affinity/synthetic_cpu.yaml", [f"model.backbone_kwargs={TINY_CNN}"])
+    cfg = load_config(REPO / "configs/affinitynet/synthetic_cpu.yaml", [f"model.backbone_kwargs={TINY_CNN}"])
     net = build_method(cfg, placeholder_classes(3))
     opt = build_optimizer(net, cfg)
     groups = {g["name"]: g for g in opt.param_groups}

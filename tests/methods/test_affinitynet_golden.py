@@ -64,7 +64,7 @@ def test_golden_psa_affinity_loss(dt):
     assert_close_to_max(aff, g["aff_f64"], rel, "aff")
     bg, fg, neg = affinity_labels(torch.from_numpy(g["seed_label"]), 5)
     parts = affinity_loss(aff, bg, fg, neg)
-    weights = load_config(REPO / "configs/affinity/voc.yaml").loss.weights  # 1/4, 1/4, 1/2
+    weights = load_config(REPO / "configs/affinitynet/voc.yaml").loss.weights  # 1/4, 1/4, 1/2
     loss = sum(weights[k] * v for k, v in parts.items())
     for key, ours in (("bg_loss", parts["aff_bg"]), ("fg_loss", parts["aff_fg"]), ("neg_loss", parts["aff_neg"]),
                       ("loss", loss)):  # fmt: skip
@@ -127,8 +127,8 @@ def test_golden_psa_cam_inference_and_la_ha_crf(i):
     from wsss.cam.crf import psa_crf_scores
     from wsss.cam.multiscale import CamPasses
     from wsss.methods import build_method, placeholder_classes
+    from wsss.methods.sccam.official_keys import sccam_state_from_official
     from wsss.models.heads import CAMClassifier
-    from wsss.models.official_keys import sccam_state_from_official
 
     g = load_golden("psa_infer_cls")
     cfg = load_config(REPO / "configs/sccam/voc.yaml", ["model.pretrained=null", "options.round=0",

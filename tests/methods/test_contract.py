@@ -1,21 +1,28 @@
 """One contract test over every registered method (as timm's tests/test_models.py over every model name).
 
 Each method, from the tiny settings it provides (``Method.tiny_overrides``): it builds; every loss term it
-returns has a weight in ``loss.weights``; every parameter group has options; its CAMs (and segmentation
-logits) have the right shapes; two steps train, and a run stopped after one step resumes to the second.
+returns has a weight in ``loss.weights``; every parameter group has options; its CAMs (through the one hook the
+shared code calls, ``Method.image_cams``) and segmentation logits have the right shapes; two steps train, and a
+run stopped after one step resumes to the second. Over every registered name too: a run accepts its method's own
+refiners and the generic ones, and is refused any other up front; each refiner takes the options it declares.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import inspect
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from tiny_methods import NAMES, OURS, tiny_config
+from wsss.cam import resize_maps
+from wsss.core.errors import UsageError
 from wsss.engine.defaults import build_trainer
 from wsss.engine.trainer import build_optimizer
-from wsss.methods import REFINERS, available_methods, get_method_class
+from wsss.methods import REFINERS, available_methods, get_method_class, refiner_options, refiners_of
+from wsss.methods.contract import Method
 
 
 def test_every_builtin_and_plugin_method_provides_tiny_settings():
@@ -31,6 +38,78 @@ def test_every_refiner_a_method_offers_is_registered():
     for n in available_methods():
         missing = set(get_method_class(n).refiners) - set(REFINERS)
         assert not missing, f"method {n} offers unregistered refiners {missing}"
+
+
+def check_image_cams(method: Method, C: int) -> None:
+    """``Method.image_cams`` of an (H, W, 3) photo: (1, k, h, w) maps in [0, 1] of the asked classes (every
+    class when none is named), which ``resize_maps`` brings to the photo; none for a photo without labels."""
+    image = torch.randint(0, 256, (48, 80, 3), dtype=torch.uint8).numpy()
+    for classes, k in ((torch.tensor([0, C - 2]), 2), (None, C - 1), (torch.zeros(0, dtype=torch.long), 0)):
+        cam, aux = method.image_cams(image, classes=classes, aux=True)
+        assert cam.ndim == 4 and tuple(cam.shape[:2]) == (1, k)
+        assert aux is None or aux.shape == cam.shape
+        maps = resize_maps(cam, image.shape[:2])
+        assert tuple(maps.shape[-2:]) == (48, 80) and (k == 0 or (maps.min() >= 0 and maps.max() <= 1 + 1e-6))
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_a_method_makes_per_image_cams_by_overriding_the_hook(name):
+    """A method whose CAMs come per decoded image (``cams.source == "per_image"``) overrides ``image_cams``; a
+    batch method keeps the shared multi-scale step; a method without CAMs has nothing to override."""
+    cls = get_method_class(name)
+    overrides = cls.image_cams is not Method.image_cams
+    assert overrides == (cls.cams.source == "per_image"), f"{name}: cams.source {cls.cams.source!r}"
+
+
+def generic_refiners() -> set[str]:
+    return set(REFINERS) - {r for n in available_methods() for r in get_method_class(n).refiners}
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_a_run_accepts_its_own_refiners_and_the_generic_ones_and_refuses_the_rest(name):
+    """``refiners_of``: a method's declared refiners, and (if it makes CAMs) every refiner no method claims;
+    ``refiner_options`` refuses any other with one line naming what the run accepts (``wsss pseudo``)."""
+    cls = get_method_class(name)
+    accepted = set(refiners_of(cls))
+    assert set(cls.refiners) <= accepted
+    assert {"none", "par", "crf", "psa", "affinity", "rca"} <= generic_refiners()
+    assert (generic_refiners() <= accepted) == (cls.cams.source != "none")
+    assert accepted <= generic_refiners() | set(cls.refiners)  # never another method's own refiner
+    for refine in sorted(accepted):
+        assert refiner_options(cls, refine, {}) == {}
+    for refine in sorted(set(REFINERS) - accepted):
+        with pytest.raises(UsageError, match=rf"^{name} runs accept (--refine [\w|]+|no --refine .*); got {refine}$"):
+            refiner_options(cls, refine, {})
+
+
+def test_a_seco_run_refuses_refine_excel_before_any_work(synth_root, tmp_path):
+    from wsss.methods import build_method, placeholder_classes
+    from wsss.runs.jobs import run_pseudo
+
+    method = build_method(tiny_config("seco", synth_root, tmp_path / "run"), placeholder_classes(4))
+    run = SimpleNamespace(method=method)  # nothing else of a run is read before the refusal
+    accepted = "|".join(sorted(generic_refiners()))
+    with pytest.raises(UsageError, match=rf"^seco runs accept --refine {accepted}; got excel$"):
+        run_pseudo(run, "train", refine="excel")
+    assert "excel" in refiners_of(get_method_class("excel"))
+
+
+@pytest.mark.parametrize("refine", sorted(REFINERS))
+def test_each_refiner_takes_the_options_it_declares_and_gets_those_alone(refine):
+    """A refiner's factory takes its declared options as keyword arguments and nothing else; a job passes it
+    those that were given (None: not given) and refuses one it does not declare."""
+    entry = REFINERS[refine]
+    params = inspect.signature(entry.make).parameters.values()
+    assert tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY) == entry.options
+    assert not any(p.kind is p.VAR_KEYWORD for p in params), f"{refine}: takes options it does not declare"
+    cls = next(get_method_class(n) for n in sorted(OURS) if refine in refiners_of(get_method_class(n)))
+    every = {"affinity_run": "AFF", "saliency": "SAL"}  # the options `wsss pseudo` has flags for
+    declared = {k: v for k, v in every.items() if k in entry.options}
+    assert refiner_options(cls, refine, {**{k: None for k in every}, **declared}) == declared
+    for option in sorted(set(every) - set(entry.options)):
+        flag = "--" + option.replace("_", "-")
+        with pytest.raises(UsageError, match=rf"^--refine {refine} takes .*; got {flag}$"):
+            refiner_options(cls, refine, {option: "x"})
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -64,16 +143,15 @@ def test_method_contract(name, synth_root, tmp_path):
             cam, aux = method.cam_maps(images)
             assert cam.ndim == 4 and tuple(cam.shape[:2]) == (2, C - 1)
             assert aux is None or tuple(aux.shape[:2]) == (2, C - 1)
-        elif method.cams.source == "per_image":  # the maps of the given labels, at the image's size
-            image = torch.randint(0, 256, (48, 80, 3), dtype=torch.uint8).numpy()
-            maps = method.labelled_cam_of_image(image, np.array([0, C - 2]))
-            assert maps.shape == (2, 48, 80) and maps.min() >= 0 and maps.max() <= 1
+        if method.has_cams:  # the hook the shared code calls: the maps of the given labels, of every class, of none
+            check_image_cams(method, C)
         if method.has_seg_head:
             logits = method.seg_logits(images)
             assert logits.ndim == 4 and tuple(logits.shape[:2]) == (2, C)
         if method.has_classifier:  # the image classifier's logits (`wsss predict --tags-from`, `wsss viz`)
             assert tuple(method.class_logits(images).shape) == (2, C - 1)
-    assert method.has_cams or method.has_seg_head or method.refiners  # it produces something
+    registers = {r.name for r in REFINERS.values() if r.module == type(method).__module__}
+    assert method.has_cams or method.has_seg_head or method.refiners or registers  # it produces something
 
     # two steps, stopped after one and resumed
     first = build_trainer(cfg, progress=False).train(until=1)
@@ -151,7 +229,7 @@ def test_every_method_declares_its_cams_in_one_declaration(name):
 def test_a_method_that_still_sets_an_old_cam_flag_is_refused():
     from wsss.methods.contract import Method
 
-    with pytest.raises(TypeError, match=r"own_crf \(now cams = CamDeclaration\(own_crf=True\)\)"):
+    with pytest.raises(TypeError, match=r"own_crf \(now a crf_refiner override\)"):
         type("OldStyle", (Method,), {"name": "old_style", "own_crf": True})
     with pytest.raises(ValueError, match="source"):
         from wsss.methods.contract import CamDeclaration

@@ -27,7 +27,7 @@ TINY_CNN = "{channels: [8, 16, 16, 32], stem_width: 8}"
 
 def tiny_cfg(*extra: str):
     return load_config(
-        REPO / "configs/seg/synthetic_cpu.yaml", [f"model.backbone_kwargs={TINY_CNN}", "data.num_workers=0", *extra]
+        REPO / "configs/deeplab/synthetic_cpu.yaml", [f"model.backbone_kwargs={TINY_CNN}", "data.num_workers=0", *extra]
     )
 
 
@@ -129,7 +129,7 @@ def test_train_on_pseudo_labels_predict_eval(synth_root, tmp_path, capsys):
         "data.num_workers=0", f"model.backbone_kwargs={TINY_CNN}", "train.batch_size=4", "train.max_iters=4",
         "train.eval_iters=2", "train.ckpt_iters=2", "train.log_iters=2", "infer.scales=[1.0]", "infer.crf_workers=0",
     ]  # fmt: skip
-    cfg = str(REPO / "configs/seg/synthetic_cpu.yaml")
+    cfg = str(REPO / "configs/deeplab/synthetic_cpu.yaml")
     assert main(["train", cfg, *over, "--quiet"]) == 0
     vals = [json.loads(line)["val"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
     assert len(vals) == 2 and all("seg_miou" in v and "cam_miou" not in v for v in vals)
@@ -162,9 +162,9 @@ def test_train_on_pseudo_labels_predict_eval(synth_root, tmp_path, capsys):
 
 
 def test_imagenet_mobilenetv2_preset_loads_and_trains_finite():
-    """configs/seg/synthetic_mnv2.yaml: the real ImageNet MobileNetV2 file loads into the dilated backbone,
+    """configs/deeplab/synthetic_mnv2.yaml: the real ImageNet MobileNetV2 file loads into the dilated backbone,
     its BatchNorm stays frozen, and SGD steps at the preset's lr keep the loss finite and falling on a batch."""
-    cfg = load_config(REPO / "configs/seg/synthetic_mnv2.yaml", ["data.num_workers=0"])
+    cfg = load_config(REPO / "configs/deeplab/synthetic_mnv2.yaml", ["data.num_workers=0"])
     torch.manual_seed(0)
     m = build_method(cfg, placeholder_classes(7)).train()
     first = next(mod for mod in m.net.backbone.modules() if isinstance(mod, torch.nn.Conv2d))

@@ -12,7 +12,7 @@ import torch
 
 from excel_golden import FixedDropout2d, decoder_state, f32_tol, normalized_batch, npz, voc_method
 from wsss.engine.trainer import build_optimizer
-from wsss.models.excel import official_decoder_state
+from wsss.methods.excel.model import official_decoder_state
 
 STEP = "excel_train_step.npz"
 GRAD_NAMES = [

@@ -13,9 +13,7 @@ import torch.nn.functional as F
 
 from conftest import REPO
 from wsss.cam.crf import CRFParams
-from wsss.cam.proxy_labels import ProxyParams, attention_to_image, rca_proxy_label
 from wsss.core.config import load_config
-from wsss.losses.region_contrast import draw_mixup_pairs, region_contrast_loss, region_embeddings, region_masks
 from wsss.methods import build_method, placeholder_classes
 from wsss.methods.rca import (
     AttentionStore,
@@ -26,6 +24,8 @@ from wsss.methods.rca import (
     memory_write,
     quantise_attention,
 )
+from wsss.methods.rca.proxy_labels import ProxyParams, attention_to_image, rca_proxy_label
+from wsss.methods.rca.region_contrast import draw_mixup_pairs, region_contrast_loss, region_embeddings, region_masks
 
 PRESET = REPO / "configs" / "rca" / "synthetic_cpu.yaml"
 

@@ -15,9 +15,7 @@ import torch
 from conftest import REPO
 from golden import assert_close_to_max, load_golden
 from wsss.cam.crf import CRFParams, dense_crf
-from wsss.cam.proxy_labels import ProxyParams, attention_to_image, rca_proxy_label
 from wsss.core.config import load_config
-from wsss.losses.region_contrast import MixupPairs, region_masks
 from wsss.methods import build_method, placeholder_classes
 from wsss.methods.rca import (
     AttentionStore,
@@ -27,7 +25,9 @@ from wsss.methods.rca import (
     memory_write,
     quantise_attention,
 )
-from wsss.models.official_keys import rca_state_from_official
+from wsss.methods.rca.official_keys import rca_state_from_official
+from wsss.methods.rca.proxy_labels import ProxyParams, attention_to_image, rca_proxy_label
+from wsss.methods.rca.region_contrast import MixupPairs, region_masks
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -365,7 +365,7 @@ def _check_aggregation_alone(m, g) -> None:
 def test_golden_rca_contrast_alone_f64(rca_model_golden):
     """The f64 run's contrast loss and its gradient w.r.t. the queries, from mid / map_coarse / the memory and
     the injected mix-up draws (tests/golden/README.md#rca_model: about 1e-11)."""
-    from wsss.losses.region_contrast import region_contrast_loss, region_embeddings
+    from wsss.methods.rca.region_contrast import region_contrast_loss, region_embeddings
 
     g = rca_model_golden
     mid = torch.from_numpy(g["mid_f64"]).requires_grad_(True)

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
+import wsss.runs.refiners  # noqa: F401 (the generic refiners register there)
 from wsss.core.errors import UsageError
-from wsss.methods import METHODS, Method, import_custom_modules, register_method, register_refiner
+from wsss.methods import METHODS, REFINERS, Method, import_custom_modules, register_method, register_refiner
 from wsss.models.registry import BACKBONES, register_backbone
-from wsss.runs.jobs import REFINERS  # the generic refiners register there
 
 
 def test_a_taken_or_empty_method_name_is_refused():

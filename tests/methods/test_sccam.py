@@ -17,7 +17,7 @@ from wsss.core.config import load_config
 from wsss.engine.defaults import engine_api
 from wsss.methods import build_method, placeholder_classes
 from wsss.methods.sccam import SCCAM, plan_round, train_rounds
-from wsss.methods.subcategory import SubcategoryLabels, build_subcategory_labels, kmeans_labels
+from wsss.methods.sccam.subcategory import SubcategoryLabels, build_subcategory_labels, kmeans_labels
 
 CONFIG = REPO / "configs" / "sccam" / "synthetic_cpu.yaml"
 
@@ -344,7 +344,7 @@ def test_end_to_end_train_cam_eval(synth_root, tmp_path):
 def test_feature_extraction_caps_the_photo_side_as_every_inference_does():
     """SC-CAM's k-means features (docs/methods/sccam.md#subcategory-labels) read each photo at
     ``infer.max_side`` at most (issue 43)."""
-    from wsss.methods.subcategory import extract_features
+    from wsss.methods.sccam.subcategory import extract_features
 
     class OnePhoto:
         ids = ["big"]

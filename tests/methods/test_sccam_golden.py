@@ -14,9 +14,9 @@ from golden import assert_close_to_max, load_golden, separated
 from wsss.core.config import load_config
 from wsss.engine.optim import PolyWarmupSGD
 from wsss.methods import build_method, placeholder_classes
-from wsss.methods.subcategory import build_subcategory_labels
+from wsss.methods.sccam.official_keys import sccam_state_from_official
+from wsss.methods.sccam.subcategory import build_subcategory_labels
 from wsss.models.heads import CAMClassifier
-from wsss.models.official_keys import sccam_state_from_official
 
 
 @pytest.fixture(scope="module")

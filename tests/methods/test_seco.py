@@ -6,9 +6,9 @@ import torch
 
 from conftest import REPO
 from wsss.core.config import load_config
-from wsss.data.views import SeCoViews, random_resized_crop
 from wsss.methods import build_method, placeholder_classes
-from wsss.models.ema import ema_update, frozen_copy
+from wsss.methods.seco.ema import ema_update, frozen_copy
+from wsss.methods.seco.views import SeCoViews, random_resized_crop
 
 ALL_TERMS = {"cls", "aux", "ptc", "lil", "lig", "seg", "reg"}
 

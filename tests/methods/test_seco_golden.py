@@ -25,7 +25,8 @@ from wsss.core.config import load_config
 from wsss.engine.optim import install_adam_moments
 from wsss.engine.trainer import active_terms, build_optimizer
 from wsss.methods import build_method, placeholder_classes
-from wsss.models.official_keys import OfficialKeyError, seco_state_from_official
+from wsss.methods.seco.official_keys import seco_state_from_official
+from wsss.models.official_keys import OfficialKeyError
 from wsss.runs.run import load_run
 
 # the recording's scaled settings (tests/golden/README.md#seco_iteration): tiny ViT, 128 crops, 4 patches of

@@ -13,8 +13,7 @@ import torch
 
 from excel_golden import FixedDropout2d, decoder_state, f32_tol, normalized_batch, npz, tiny_clip, voc_method
 from wsss.cam.clip_es import text_features
-from wsss.models.clip import tokenize
-from wsss.models.excel import (
+from wsss.methods.excel.model import (
     ExcelDecoder,
     ExcelModelQuirks,
     descriptor_embeddings,
@@ -23,6 +22,7 @@ from wsss.models.excel import (
     kmeans_bank,
     surgery_forward,
 )
+from wsss.models.clip import tokenize
 
 TEXT, TF, STEP = "excel_text.npz", "excel_training_free.npz", "excel_train_step.npz"
 OFFICIAL = ExcelModelQuirks()

@@ -269,13 +269,13 @@ def test_the_deeplab_stage_starts_from_a_classifier_run_folder(tmp_path):
     torch.save({"step": 3, "model": classifier.state_dict(), "class_names": classes}, run / "checkpoints/last.pt")
     assert resolve_weight_path(run) == run / "checkpoints/last.pt"
 
-    seg = build_method(load_config(REPO / "configs/seg/real_cpu.yaml", [f"model.pretrained={run}"]), classes)
+    seg = build_method(load_config(REPO / "configs/deeplab/real_cpu.yaml", [f"model.pretrained={run}"]), classes)
     theirs = classifier.backbone.state_dict()
     ours = seg.net.backbone.state_dict()
     assert set(ours) == set(theirs)
     for k, v in theirs.items():
         torch.testing.assert_close(ours[k], v, rtol=0, atol=0)  # a copy, not a computation
-    imagenet = build_method(load_config(REPO / "configs/seg/real_cpu.yaml"), classes).net.backbone.state_dict()
+    imagenet = build_method(load_config(REPO / "configs/deeplab/real_cpu.yaml"), classes).net.backbone.state_dict()
     assert not torch.equal(imagenet["net.conv_stem.weight"], ours["net.conv_stem.weight"])  # the preset's differ
 
     (tmp_path / "empty").mkdir()

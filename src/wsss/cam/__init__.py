@@ -1,6 +1,8 @@
-"""Shared CAM machinery: PAR refinement, CAM -> labels, multi-scale inference, dense CRF.
+"""Shared CAM machinery: PAR refinement, CAM -> labels, multi-scale inference, dense CRF, PSA's affinity
+walk, CLIP-ES's maps (which ExCEL builds on). A CAM piece that one method alone uses lives in its package
+(``wsss.methods.<name>``).
 
-See docs/methods/seco.md: #ms-cam, #cam2label, #par, #pseudo-label, #inference, #decompose. The names are
+See docs/methods/seco.md: #ms-cam, #cam2label, #par, #pseudo-label, #inference. The names are
 imported lazily (PEP 562), so a CRF worker process that imports ``wsss.cam.crf`` does not pay for importing torch.
 """
 
@@ -19,6 +21,7 @@ _EXPORTS = {
     "denormalize_image": "labels",
     "label_to_aff_mask": "labels",
     "labelled_cam_to_label": "labels",
+    "online_pseudo_label": "labels",
     "refine_cams_with_bkg": "labels",
     "scale_img_box": "labels",
     "labelled_classes": "multiscale",
@@ -54,6 +57,7 @@ __all__ = [
     "labelled_classes",
     "minmax_normalize",
     "multi_scale_logits",
+    "online_pseudo_label",
     "refine_cams_with_bkg",
     "resize_maps",
     "scale_img_box",
@@ -70,6 +74,7 @@ if TYPE_CHECKING:
         cam_to_roi_mask,
         denormalize_image,
         labelled_cam_to_label,
+        online_pseudo_label,
         refine_cams_with_bkg,
         scale_img_box,
     )

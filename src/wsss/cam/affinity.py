@@ -1,4 +1,4 @@
-"""AffinityNet refinement (PSA, Ahn & Kwak, CVPR 2018; docs/methods/multistage.md#train-aff,
+"""AffinityNet refinement (PSA, Ahn & Kwak, CVPR 2018; docs/methods/affinitynet.md#train-aff,
 #random-walk): pure functions.
 
 Pairs. PSA links each pixel of the feature grid to the neighbours within ``radius`` that lie in one
@@ -181,7 +181,7 @@ def alpha_for_level(level: float) -> float:
     A one-class pixel is background below that CAM value and its class above it, so a CAM level picked by
     `wsss sweep-bkg` (the thresholds' calibration, docs/methods/seco.md#cam2label) becomes PSA's alpha: PSA's la / ha
     alphas 4 / 32 and its walk's 16 cross at CAM values 0.28 / 0.08 / 0.12
-    (docs/methods/multistage.md#psa-seeds, #random-walk).
+    (docs/methods/affinitynet.md#psa-seeds, #random-walk).
     """
     if not 0.0 < level < 1.0:  # (1 - c)^alpha = c has no finite alpha at 0 or 1
         raise UsageError(f"a CAM level for PSA's background (--levels) must lie strictly between 0 and 1, got {level}")

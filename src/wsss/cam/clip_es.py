@@ -1,5 +1,5 @@
 """CLIP-ES CAMs from class names (Lin et al., CVPR 2023). "Step N" is a step of the official pipeline,
-docs/methods/clip-es.md#pipeline (anchors ``#step-N``); steps 2-14 are here.
+docs/methods/clip_es.md#pipeline (anchors ``#step-N``); steps 2-14 are here.
 
 - :func:`text_features`: ``zeroshot_classifier`` (prompt per template, encode, L2, mean, L2).
 - :func:`clip_input`: resize to multiples of the patch (PIL bicubic), CLIP normalisation.
@@ -11,7 +11,7 @@ docs/methods/clip-es.md#pipeline (anchors ``#step-N``); steps 2-14 are here.
 - :func:`clip_es_cams`: the whole CAM of one image (step 4-13).
 - :func:`clip_es_crf_label`: ``eval_cam_with_crf.crf`` (step 14) on the saved CAMs.
 
-Each official quirk is a field of :class:`ClipESQuirks` (docs/methods/clip-es.md#quirk-switches); the paper
+Each official quirk is a field of :class:`ClipESQuirks` (docs/methods/clip_es.md#quirk-switches); the paper
 presets turn all on, the ``*_corrected`` presets all off.
 """
 
@@ -45,7 +45,7 @@ MEAN_BGR = (104.008, 116.669, 122.675)
 
 @dataclass
 class ClipESQuirks:
-    """The official code's quirks (docs/methods/clip-es.md#quirk-switches), each a switch; True reproduces the
+    """The official code's quirks (docs/methods/clip_es.md#quirk-switches), each a switch; True reproduces the
     official code.
 
     - ``pos_emb_fp16``: the interpolated position embedding is rounded to float16 on every forward.
@@ -228,7 +228,7 @@ def caa_refine(trans: torch.Tensor, cam: np.ndarray) -> np.ndarray:
 def clip_es_cams(
     model: nn.Module,
     image: np.ndarray,
-    keys: list[int] | np.ndarray,
+    classes: list[int] | np.ndarray,
     fg_feats: torch.Tensor,
     bg_feats: torch.Tensor,
     quirks: ClipESQuirks | None = None,
@@ -238,23 +238,23 @@ def clip_es_cams(
     record: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """CLIP-ES refined CAMs (steps 4-13) of an (H, W, 3) uint8 RGB image for the foreground classes
-    ``keys`` (0-based rows of ``fg_feats``; at least one): (n, H, W) float32 in [0, 1], in ``keys`` order.
+    ``classes`` (0-based rows of ``fg_feats``; at least one): (n, H, W) float32 in [0, 1], in ``classes`` order.
 
     The text classes are the image's own labels first, then every background prompt (step 6); each
     label's Grad-CAM (one shared forward) is refined by the attention affinity restricted to its boxes.
     ``record``: also return every intermediate (the golden names of ``clip_es_cam.npz``).
     """
     q = quirks or ClipESQuirks()
-    keys = [int(k) for k in keys]
-    if not keys:
+    classes = [int(k) for k in classes]
+    if not classes:
         raise ValueError("clip_es_cams needs at least one labelled class")
     height, width = image.shape[:2]
     device = model.visual.conv1.weight.device
     x = clip_input(image, model.visual.conv1.kernel_size[0]).to(device)
     gh, gw = x.shape[-2] // model.visual.conv1.kernel_size[0], x.shape[-1] // model.visual.conv1.kernel_size[0]
     tokens, maps = vision_tokens(model.visual, x, pos_fp16=q.pos_emb_fp16, layers_by_77_tokens=q.layers_by_77_tokens)
-    feats = torch.cat([fg_feats[keys], bg_feats], dim=0).to(device)
-    g = gradcam_of_labels(model, tokens, feats, len(keys), (gh, gw))
+    feats = torch.cat([fg_feats[classes], bg_feats], dim=0).to(device)
+    g = gradcam_of_labels(model, tokens, feats, len(classes), (gh, gw))
     attn = average_attention([*maps, torch.from_numpy(g["attn_last"]).to(device)], attn_blocks).cpu()
     rec: dict[str, Any] = {}
     if record:
@@ -315,7 +315,7 @@ def crf_image(image: np.ndarray, wrap: bool = True) -> np.ndarray:
 
 def clip_es_crf_label(
     image: np.ndarray,
-    keys: np.ndarray,
+    classes: np.ndarray,
     cams: np.ndarray,
     *,
     wrap_image: bool = True,
@@ -324,18 +324,18 @@ def clip_es_crf_label(
     ignore_index: int = 255,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """``eval_cam_with_crf.crf`` (step 14): prob = [1 - max_c cams; cams] (unnormalised, in the CAMs'
-    dtype: float16 from the saved files), DenseCRF, argmax mapped to ``[0] + keys + 1`` (``keys``
+    dtype: float16 from the saved files), DenseCRF, argmax mapped to ``[0] + classes + 1`` (``classes``
     0-based foreground ids); pixels whose top marginal is below ``confidence`` get ``ignore_index``
     (None: the official ``eval_only``). Returns (label (H, W) uint8, {"image", "prob", "Q"})."""
-    keys = np.asarray(keys, dtype=np.int64)
+    classes = np.asarray(classes, dtype=np.int64)
     h, w = image.shape[:2]
-    if keys.size == 0:  # nothing labelled: background (only with the corrected unlabelled switch)
+    if classes.size == 0:  # nothing labelled: background (only with the corrected unlabelled switch)
         return np.zeros((h, w), dtype=np.uint8), {}
     cams = np.asarray(cams)
     prob = np.concatenate([np.power(1 - np.max(cams, axis=0, keepdims=True), 1), cams], axis=0)
     img = crf_image(image, wrap_image)
     q = dense_crf(img, prob, unary_in_prob_dtype=True, **params.as_kwargs())
-    padded = np.concatenate([[0], keys + 1])
+    padded = np.concatenate([[0], classes + 1])
     label = padded[q.argmax(axis=0)]
     if confidence is not None:
         label[q.max(axis=0) < confidence] = ignore_index

@@ -192,7 +192,7 @@ def crf_label_psa(
     params: CRFParams | None = None,
     ignore_index: int = 255,
 ) -> np.ndarray:
-    """PSA's seeds for AffinityNet: the "la" / "ha" CRF maps (docs/methods/multistage.md#psa-seeds, PSA
+    """PSA's seeds for AffinityNet: the "la" / "ha" CRF maps (docs/methods/affinitynet.md#psa-seeds, PSA
     ``infer_cls.py``).
 
     ``cam`` (C-1, H, W) holds max-normalised foreground scores in [0, 1], ``cls_label`` (C-1,) the

@@ -1,5 +1,6 @@
 """From class activation maps to (pseudo) labels (docs/methods/seco.md#cam2label,
-#pseudo-label and #decompose).
+#pseudo-label and #decompose), and the online pseudo label of ToCo/SeCo that the CAM baseline and SeCo train
+their segmentation heads on (:func:`online_pseudo_label`).
 
 Conventions shared by every function here (golden README, "General conventions"):
 
@@ -13,6 +14,7 @@ Conventions shared by every function here (golden README, "General conventions")
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +22,9 @@ import torch.nn.functional as F
 
 from .multiscale import resize_maps
 from .par import PAR
+
+if TYPE_CHECKING:  # annotations only
+    from wsss.core.config import CamConfig
 
 IMAGENET_MEAN_255: tuple[float, float, float] = (123.675, 116.28, 103.53)
 IMAGENET_STD_255: tuple[float, float, float] = (58.395, 57.12, 57.375)
@@ -177,7 +182,7 @@ def cam_to_roi_mask(
 
 def label_to_aff_mask(label: torch.Tensor, ignore_index: int = 255, *, ignore_diagonal: bool = True) -> torch.Tensor:
     """Pairwise affinity target of a token label map (docs/methods/seco.md#ptc, ToCo's ``label_to_aff_mask``; ExCEL's
-    ``cams_to_affinity_label`` builds on it, ``wsss.cam.excel.affinity_label``).
+    ``cams_to_affinity_label`` builds on it, ``wsss.methods.excel.cam.affinity_label``).
 
     ``label`` (B, h, w) -> (B, hw, hw) int64, tokens flattened row-major: 1 where the two tokens
     have the same label, 0 where they differ, ``ignore_index`` in the rows and columns of ignored
@@ -225,7 +230,7 @@ def denormalize_image(
 def _present_channel_table(cls_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image, the channel ids [0 (bg); present fg ids], left-aligned and padded.
 
-    Returns ``keys`` (B, K) long (padded with 0) and ``valid`` (B, K) bool, K = 1 + max #present.
+    Returns ``class_ids`` (B, K) long (padded with 0) and ``valid`` (B, K) bool, K = 1 + max #present.
     """
     b = cls_labels.shape[0]
     bg = torch.ones(b, 1, dtype=torch.bool, device=cls_labels.device)
@@ -234,8 +239,8 @@ def _present_channel_table(cls_labels: torch.Tensor) -> tuple[torch.Tensor, torc
     k = int(count.max())
     order = torch.argsort((~present).to(torch.int8), dim=1, stable=True)[:, :k]  # present first, ascending
     valid = torch.arange(k, device=cls_labels.device).unsqueeze(0) < count.unsqueeze(1)
-    keys = torch.where(valid, order, torch.zeros_like(order))
-    return keys, valid
+    class_ids = torch.where(valid, order, torch.zeros_like(order))
+    return class_ids, valid
 
 
 def refine_cams_with_bkg(
@@ -276,12 +281,12 @@ def refine_cams_with_bkg(
     bkg[:, 1] = low_thre
     bkg_small = F.interpolate(bkg, size=size, mode="bilinear", align_corners=False)
 
-    keys, valid = _present_channel_table(cls_labels.to(cams.device))
-    k = keys.shape[1]
+    class_ids, valid = _present_channel_table(cls_labels.to(cams.device))
+    k = class_ids.shape[1]
     # Each image's present classes are gathered first and only they are downsampled (the resize is per
-    # channel: the same numbers as downsampling every class). Column 0 of ``keys`` is the background;
+    # channel: the same numbers as downsampling every class). Column 0 of ``class_ids`` is the background;
     # padding columns gather class 0 and are masked to -inf below.
-    fg = torch.gather(cams, 1, (keys[:, 1:] - 1).clamp(min=0).view(b, k - 1, 1, 1).expand(b, k - 1, h, w))
+    fg = torch.gather(cams, 1, (class_ids[:, 1:] - 1).clamp(min=0).view(b, k - 1, 1, 1).expand(b, k - 1, h, w))
     fg_small = resize_maps(fg, size)
     refined = []
     for j in range(2):  # high, low
@@ -290,21 +295,35 @@ def refine_cams_with_bkg(
         refined.append(torch.softmax(sel, dim=1))
     masks = par(image_small, torch.cat(refined, dim=1))  # one affinity for both stacks
     masks = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
-    return _two_level_label(masks, keys, img_box, ignore_index)
+    return _two_level_label(masks, class_ids, img_box, ignore_index)
 
 
 def _two_level_label(
-    masks: torch.Tensor, keys: torch.Tensor, img_box: BoxLike | None, ignore_index: int
+    masks: torch.Tensor, class_ids: torch.Tensor, img_box: BoxLike | None, ignore_index: int
 ) -> torch.Tensor:
     """Step 4 of :func:`refine_cams_with_bkg`: the argmax of each stack of ``masks`` (B, 2K, H, W: the high
-    stack, then the low) mapped to class ids through ``keys`` (B, K); the high stack's label, ``ignore_index``
+    stack, then the low) mapped to class ids through ``class_ids`` (B, K); the high stack's label, ``ignore_index``
     where it says background, 0 where both do, ``ignore_index`` outside ``img_box``."""
-    b, k = keys.shape
+    b, k = class_ids.shape
     h, w = masks.shape[-2:]
     labels = []
     for j in range(2):
-        arg = masks[:, j * k : (j + 1) * k].argmax(dim=1)  # (B,H,W) index into keys
-        labels.append(torch.gather(keys, 1, arg.view(b, -1)).view(b, h, w))
+        arg = masks[:, j * k : (j + 1) * k].argmax(dim=1)  # (B,H,W) index into class_ids
+        labels.append(torch.gather(class_ids, 1, arg.view(b, -1)).view(b, h, w))
     label_h, label_l = (_apply_box(lab, img_box, ignore_index) for lab in labels)
     label = label_h.masked_fill(label_h == 0, ignore_index)
     return label.masked_fill((label_h == 0) & (label_l == 0), 0)
+
+
+@torch.no_grad()
+def online_pseudo_label(
+    par: PAR, c: CamConfig, images: torch.Tensor, cam: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor
+) -> torch.Tensor:
+    """CAM (B, C-1, H, W) -> valid CAM -> PAR with two background levels (docs/methods/seco.md#pseudo-label)."""
+    valid_cam, _ = cam_to_label(
+        cam, labels, img_box=img_box, ignore_mid=True, bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre
+    )
+    return refine_cams_with_bkg(
+        par, denormalize_image(images), valid_cam, labels, high_thre=c.high_thre, low_thre=c.low_thre,
+        img_box=img_box, down_scale=c.par_down_scale,
+    )  # fmt: skip

@@ -110,7 +110,7 @@ def read_npz(path: str | os.PathLike, names: tuple[str, ...], what: str = "array
 def checkpoint_safe_globals() -> list[Any]:
     """The extra types ``torch.load(weights_only=True)`` must build for a wsss run checkpoint: numpy
     arrays of two dtypes, the numpy RNG state ``('MT19937', uint32 array, int, int, float)`` of every
-    process and RCA's accumulated attention maps (uint8, methods/rca.py). Module paths of numpy 2 and
+    process and RCA's accumulated attention maps (uint8, methods/rca/). Module paths of numpy 2 and
     numpy 1.x both map to the running numpy's functions."""
     return [
         *[(_RECONSTRUCT, f"{m}._reconstruct") for m in _NUMPY_MODULES],

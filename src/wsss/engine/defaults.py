@@ -19,7 +19,7 @@ from wsss.engine.train_loop import HookBase
 from wsss.engine.trainer import Trainer, build_optimizer
 from wsss.engine.validate import validate
 from wsss.methods import EngineAPI, Method, build_method
-from wsss.models.weights import without_gone_start
+from wsss.models.weights import drop_missing_pretrained
 
 __all__ = [
     "HookBase",
@@ -67,7 +67,7 @@ def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device
     if cfg.data.root and Path(cfg.data.root).is_dir():  # a checkpoint copied from another run would write its class ids
         check_checkpoint_classes(state, path, read_classes(cfg.data.root), f"the run's dataset {cfg.data.root}")
     dev = resolve_device(device or cfg.run.device)
-    cfg = without_gone_start(cfg, path, run_dir)
+    cfg = drop_missing_pretrained(cfg, path, run_dir)
     method = build_method(cfg, state["class_names"])
     load_model_state(method, state["model"], path)
     method.to(dev).eval()

@@ -54,7 +54,7 @@ from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
 from wsss.engine.train_loop import HookBase, TrainerBase, weak_method
 from wsss.engine.validate import validate
 from wsss.methods import Method, TrainContext, build_method
-from wsss.models.weights import without_gone_start
+from wsss.models.weights import drop_missing_pretrained
 from wsss.utils.procs import leave_stops_to_parent
 
 
@@ -253,9 +253,9 @@ class Trainer(TrainerBase):
 
     def _model_config(self, cfg: Config) -> Config:
         """``cfg`` for building the model: a run that resumes from its own ``last.pt`` does not need a start that is
-        gone since (``without_gone_start``); a fresh one does, and names it. The run's config keeps the name."""
+        gone since (``drop_missing_pretrained``); a fresh one does, and names it. The run's config keeps the name."""
         last = self.ckpt_dir / "last.pt"
-        return without_gone_start(cfg, last, self.run_dir, warn=is_main_process()) if last.is_file() else cfg
+        return drop_missing_pretrained(cfg, last, self.run_dir, warn=is_main_process()) if last.is_file() else cfg
 
     # -- builders (detectron2's DefaultTrainer: a subclass overrides one and keeps the rest) -------------
     @classmethod

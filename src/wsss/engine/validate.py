@@ -2,9 +2,9 @@
 
 Under torchrun each process scores a share of the images and the confusion matrices are summed.
 Each val image is resized to a ``data.val_resize`` square (448 in ToCo/SeCo; None keeps the size);
-the segmentation head runs single-scale, the CAM and aux-CAM multi-scale with the training scales
-(flip fusion and normalisation from ``cfg.infer``; a ``per_image`` method's own maps of the decoded image),
-only for the image's labelled classes, turned into
+the segmentation head runs single-scale, the CAM and aux-CAM as the method makes them
+(``Method.image_cams``: multi-scale with the training scales, flip fusion and normalisation from ``cfg.infer``,
+unless the method makes its maps otherwise), only for the image's labelled classes, turned into
 labels with ``labelled_cam_to_label(bkg_thre)``. Predictions are
 upsampled to the ground-truth size and scored with one confusion matrix per output. A method
 without CAMs (``has_cams = False``: the DeepLab stage) is scored on its segmentation only.
@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -73,7 +72,10 @@ def validate(
         if has_cams:
             # the labelled classes' maps only: the seed reads nothing else (labelled_cam_to_label)
             classes = labelled_classes(labels)
-            for name, maps in _labelled_maps(method, cfg, image, x, classes).items():
+            cam, cam_aux = method.image_cams(image, x, classes=classes, scales=cfg.cam.scales, aux=True)
+            for name, maps in (("cam", cam), ("aux_cam", cam_aux)):
+                if maps is None:  # a method without an aux CAM
+                    continue
                 label = labelled_cam_to_label(resize_maps(maps, size), classes, bkg_thre=cfg.cam.bkg_thre)
                 meters[name].update(gt, label[0].cpu().numpy())
         if "seg" in meters:
@@ -89,15 +91,3 @@ def validate(
         out[f"{name}_miou"] = 100.0 * float(s["miou"])
     out["n_images"] = len(ids)
     return out
-
-
-def _labelled_maps(
-    method: Method, cfg: Config, image: np.ndarray, x: torch.Tensor, classes: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """The maps of the labelled ``classes`` that validation scores: the shared multi-scale step's CAM and
-    aux-CAM, or a ``per_image`` method's maps of the decoded image (ExCEL: from the labels' text)."""
-    if method.cams.source == "per_image":
-        maps = method.labelled_cam_of_image(image, classes.cpu().numpy())
-        return {"cam": torch.from_numpy(maps)[None].to(x.device)}
-    cam, cam_aux = method.cam_passes(cfg.cam.scales)(method.cam_maps, x, classes=classes, compact=True)
-    return {"cam": cam, "aux_cam": cam_aux}

@@ -5,16 +5,17 @@ Importing this package registers the built-in methods and their refiners; ``buil
 """
 
 # imported for their @register_method / @register_refiner side effect
-from wsss.methods import affinitynet, cam_baseline, clip_es, deeplab, excel, rca, sccam, seco  # noqa: F401
+from wsss.methods import affinitynet, cam, clip_es, deeplab, excel, rca, sccam, seco  # noqa: F401
 from wsss.methods.contract import (
     METHODS,
     REFINERS,
-    Deferred,
     EngineAPI,
     JobStop,
     Method,
+    PoolCall,
     RefineJob,
     Refiner,
+    RegisteredRefiner,
     TrainContext,
     available_methods,
     build_method,
@@ -23,6 +24,8 @@ from wsss.methods.contract import (
     load_entry_points,
     method_class,
     placeholder_classes,
+    refiner_options,
+    refiners_of,
     register_method,
     register_refiner,
 )
@@ -30,12 +33,13 @@ from wsss.methods.contract import (
 __all__ = [
     "METHODS",
     "REFINERS",
-    "Deferred",
     "EngineAPI",
     "JobStop",
     "Method",
+    "PoolCall",
     "RefineJob",
     "Refiner",
+    "RegisteredRefiner",
     "TrainContext",
     "available_methods",
     "build_method",
@@ -44,6 +48,8 @@ __all__ = [
     "load_entry_points",
     "method_class",
     "placeholder_classes",
+    "refiner_options",
+    "refiners_of",
     "register_method",
     "register_refiner",
 ]

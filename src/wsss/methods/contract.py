@@ -29,17 +29,27 @@ Capabilities, each declared here with its default, so the pipeline never probes 
 
 - ``cams``: a ``CamDeclaration``, everything the shared code asks about a method's CAMs, in one place:
   where they come from (``source``: batches through ``cam_maps``, per image, or none; ``has_cams`` is
-  derived from it), where the ReLU goes, whether ``--refine crf`` is the method's own CRF, and the
-  classifier's pooling when the method fixes it. ``crf_cam(cam)`` is the CAM that PSA's CRF seeds read.
-- ``has_seg_head`` (``wsss predict``), ``refiners`` (the ``wsss pseudo --refine`` names the method's module
-  registers for its runs), ``trainable`` (False: a run is made from weights by ``wsss import``).
+  derived from it), where the ReLU goes, and the classifier's pooling when the method fixes it.
+- ``has_seg_head`` (``wsss predict``), ``refiners`` (the ``wsss pseudo --refine`` names that only runs of this
+  method accept; its module registers them; ``refiners_of`` says what a run accepts and ``pseudo`` refuses the
+  rest), ``trainable`` (False: a run is made from weights by ``wsss import``).
+
+Hooks, each with a default that does the common path, so that no caller branches on what a method is:
+
+- ``image_cams(image, x, classes=...)``: the CAMs of one image for ``wsss cam``, validation and ``viz``; the
+  default runs the shared multi-scale step on ``cam_maps``; a method whose CAMs come per decoded image from
+  its labels (``cams.source == "per_image"``: CLIP-ES, ExCEL) overrides it.
+- ``crf_refiner(job)``: what ``wsss pseudo --refine crf`` does with a run of the method; the default is
+  ToCo's two-level CRF, CLIP-ES overrides it with its own. ``crf_cam(cam)`` is the CAM that PSA's CRF seeds
+  (``--refine psa``) read.
 - ``train_driver``: a training that is not one run of the loop (SC-CAM's rounds), called as
   ``driver(cfg, engine, progress)`` with the engine's public builders, ``EngineAPI``.
 - ``tiny_overrides()``: the settings that make the method train in seconds, for the contract test over
   every registered method.
 
-Registries are open: ``register_method`` / ``register_refiner`` refuse an empty or taken name; a
-method outside the package registers by being imported, through the config key
+Registries are open: ``register_method`` / ``register_refiner`` refuse an empty or taken name; a refiner
+declares the named options it takes (``register_refiner("affinity", options=("affinity_run",))``) and gets
+those alone; a method outside the package registers by being imported, through the config key
 ``custom_imports: [my_pkg.my_method]`` or the Python entry-point group ``wsss.methods``.
 """
 
@@ -69,13 +79,14 @@ ENTRY_POINT_GROUP = "wsss.methods"
 METHODS: dict[str, type[Method]] = {}
 
 
-def _claim(kind: str, table: dict[str, Any], name: object, obj: object) -> None:
-    """Refuse an empty name, or a name that another object holds already (the same object again is fine)."""
+def require_free_name(kind: str, table: dict[str, Any], name: object, obj: object) -> None:
+    """Before ``table[name] = obj``: refuse an empty name, or a name that another object holds already (the same
+    object again is fine; a registry entry that wraps ``obj`` counts as ``obj``)."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"a {kind} needs a non-empty name, got {name!r} ({obj!r})")
     held = table.get(name)
-    if held is not None and held is not obj:
-        where = getattr(held, "__module__", "?")
+    if held is not None and held is not obj and getattr(held, "make", None) is not obj:
+        where = getattr(held, "module", None) or getattr(held, "__module__", "?")
         raise ValueError(f"{kind} {name!r} is already registered (by {where}); pick another name")
 
 
@@ -116,7 +127,7 @@ TrainDriver = Callable[[Config, EngineAPI, bool], dict[str, Any]]
 
 def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator: make a method available by its ``name`` in configs (``method: <name>``)."""
-    _claim("method", METHODS, getattr(cls, "name", None), cls)
+    require_free_name("method", METHODS, getattr(cls, "name", None), cls)
     METHODS[cls.name] = cls
     return cls
 
@@ -184,7 +195,7 @@ def placeholder_classes(num_classes: int) -> list[str]:
 
 
 @dataclass
-class Deferred:
+class PoolCall:
     """A CPU-bound call (a module-level function and its picklable arguments) that a ``wsss pseudo`` job's
     worker pool runs (``CRFPool.imap_calls``; in the job's process when ``infer.crf_workers`` is 0)."""
 
@@ -194,7 +205,7 @@ class Deferred:
 
 # A refiner: (id, image uint8 (H, W, 3), labels multi-hot over the foreground) -> label map (255 = ignore),
 # or the CPU-bound call that makes it (dense CRFs, RCA's proxy labels), which the job's worker pool runs.
-Refiner = Callable[[str, np.ndarray, np.ndarray], "np.ndarray | Deferred"]
+Refiner = Callable[[str, np.ndarray, np.ndarray], "np.ndarray | PoolCall"]
 
 
 class RefineJob(Protocol):
@@ -208,24 +219,71 @@ class RefineJob(Protocol):
 
     def cam(self, id: str) -> np.ndarray: ...
 
+    def labelled_cam(self, id: str) -> tuple[np.ndarray, np.ndarray]: ...
+
     def require_cams(self, ids: Sequence[str], have: Callable[[str], bool] | None = None, also: str = "") -> None: ...
 
     def load_run(self, run_dir: str | Path) -> Any: ...
 
 
-#: name -> factory ``(job, ids to write, **options) -> Refiner`` (options: ``affinity_run``, ``saliency``)
-REFINERS: dict[str, Callable[..., Refiner]] = {}
+@dataclass(frozen=True)
+class RegisteredRefiner:
+    """A ``wsss pseudo --refine`` name: its factory ``make(job, ids to write, **options) -> Refiner`` and the
+    named options the factory takes (``affinity_run``, ``saliency``); a job passes it those alone."""
+
+    name: str
+    make: Callable[..., Refiner]
+    options: tuple[str, ...] = ()
+    module: str = ""  # the module that registered it
 
 
-def register_refiner(name: str) -> Callable[[Callable[..., Refiner]], Callable[..., Refiner]]:
-    """Decorator: make a refiner factory available as ``wsss pseudo --refine <name>``."""
+#: name -> the registered refiner (``REFINERS[name].make``, ``.options``)
+REFINERS: dict[str, RegisteredRefiner] = {}
+
+
+def register_refiner(
+    name: str, *, options: Sequence[str] = ()
+) -> Callable[[Callable[..., Refiner]], Callable[..., Refiner]]:
+    """Decorator: make a refiner factory available as ``wsss pseudo --refine <name>``. ``options``: the keyword
+    options the factory takes (each None unless given: ``wsss pseudo --affinity-run`` is ``affinity_run``)."""
 
     def deco(factory: Callable[..., Refiner]) -> Callable[..., Refiner]:
-        _claim("refiner", REFINERS, name, factory)
-        REFINERS[name] = factory
+        require_free_name("refiner", REFINERS, name, factory)
+        REFINERS[name] = RegisteredRefiner(name, factory, tuple(options), factory.__module__)
         return factory
 
     return deco
+
+
+def refiners_of(method: type[Method] | Method) -> list[str]:
+    """The ``--refine`` names a run of ``method`` accepts, sorted: the method's own (``Method.refiners``) and,
+    where it makes CAMs, every refiner that no registered method claims as its own (none, par, crf, psa, and
+    those like ``affinity`` or ``rca`` that a method's module registers for the CAMs of any run)."""
+    load_entry_points()
+    claimed = {name for cls in METHODS.values() for name in cls.refiners}
+    makes_cams = method.cams.source != "none"
+    return sorted({*(name for name in REFINERS if makes_cams and name not in claimed), *method.refiners})
+
+
+def _flag(option: str) -> str:
+    return "--" + option.replace("_", "-")  # affinity_run -> --affinity-run, as `wsss pseudo` spells it
+
+
+def refiner_options(method: type[Method] | Method, refine: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``options`` (None: not given) that refiner ``refine`` takes, after checking that a run of
+    ``method`` accepts it (``refiners_of``) and that it takes every option given: a UsageError naming what the
+    run accepts, or what the refiner takes, otherwise."""
+    accepted = refiners_of(method)
+    if refine not in accepted:
+        what = f"--refine {'|'.join(accepted)}" if accepted else "no --refine (they make no CAMs)"
+        raise UsageError(f"{method.name} runs accept {what}; got {refine}")
+    takes = REFINERS[refine].options
+    given = {k: v for k, v in options.items() if v is not None}
+    extra = [k for k in given if k not in takes]
+    if extra:
+        flags = ", ".join(map(_flag, takes)) or "no option"
+        raise UsageError(f"--refine {refine} takes {flags}; got {', '.join(map(_flag, extra))}")
+    return given
 
 
 # -- the method -------------------------------------------------------------------------------------
@@ -251,8 +309,10 @@ class NoOptions:
 
 CAM_SOURCES = ("batch", "per_image", "none")
 # The capability flags that CamDeclaration replaced: a subclass that still sets one is refused (it would be ignored).
-_MOVED_FLAGS = {"has_cams": "source='none'", "cams_per_image": "source='per_image'", "own_crf": "own_crf=True",
-                "cam_relu_per_pass": "relu='per_pass'"}  # fmt: skip
+_MOVED_FLAGS = {"has_cams": "cams = CamDeclaration(source='none')",
+                "cams_per_image": "cams = CamDeclaration(source='per_image') and an image_cams override",
+                "own_crf": "a crf_refiner override",
+                "cam_relu_per_pass": "cams = CamDeclaration(relu='per_pass')"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -261,11 +321,11 @@ class CamDeclaration:
     ``pseudo``, ``viz``) asks this, and nothing else, about them.
 
     - ``source``: ``"batch"``, ``cam_maps`` on image batches through the shared multi-scale step
-      (``Method.cam_passes``); ``"per_image"``, ``labelled_cam_of_image`` per decoded image from its labels
-      (CLIP-ES: the maps come from the labels' text); ``"none"``, no CAMs (DeepLab, AffinityNet).
+      (``Method.cam_passes``, which the default ``Method.image_cams`` runs); ``"per_image"``, the maps of a
+      decoded image from its labels, which the method's ``image_cams`` override makes (CLIP-ES, ExCEL: from the
+      labels' text), and no image classifier; ``"none"``, no CAMs (DeepLab, AffinityNet).
     - ``relu``: where the shared step applies the ReLU: ``"after_fusion"`` (ToCo / SeCo ``multi_scale_cam2``)
       or ``"per_pass"``, before the upsampling and the flip fusion (PSA / SC-CAM ``forward_cam``).
-    - ``own_crf``: ``wsss pseudo --refine crf`` runs the method's ``crf_pseudo_label`` (CLIP-ES), not ToCo's.
     - ``pooling``: how the classifier pools the CAM into its logits when the method fixes it (``"gap"``: RCA,
       docs/methods/rca.md#modules, and SC-CAM, docs/methods/sccam.md#heads); None: the config's
       ``model.pooling``. ``Method.class_logits`` pools the CAM this way by default.
@@ -273,7 +333,6 @@ class CamDeclaration:
 
     source: str = "batch"
     relu: str = "after_fusion"
-    own_crf: bool = False
     pooling: str | None = None
 
     def __post_init__(self) -> None:
@@ -300,12 +359,10 @@ class Method(nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        moved = [
-            f"{flag} (now cams = CamDeclaration({new}))" for flag, new in _MOVED_FLAGS.items() if flag in vars(cls)
-        ]
+        moved = [f"{flag} (now {new})" for flag, new in _MOVED_FLAGS.items() if flag in vars(cls)]
         if moved:
             raise TypeError(f"{cls.__qualname__} sets {', '.join(moved)}: what a method declares about its CAMs "
-                            "is one CamDeclaration")  # fmt: skip
+                            "is one CamDeclaration, what it does differently a hook it overrides")  # fmt: skip
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__()
@@ -350,7 +407,7 @@ class Method(nn.Module):
         return cam.amax(-1) if self.classifier_pooling == "gmp" else cam.mean(-1)
 
     def cam_passes(self, scales: Sequence[float] | None = None, *, labelled: bool = True) -> CamPasses:
-        """The shared multi-scale CAM step for this method (``cams.source == "batch"``): ``scales`` (default
+        """The shared multi-scale CAM step for this method (the default ``image_cams``): ``scales`` (default
         ``infer.cam_scales``), the run's ``infer.cam_flip_fuse`` / ``cam_normalize``, the method's ReLU order,
         and the empty-map fallback ``infer.cam_empty_fallback`` where the maps are of ``labelled`` classes."""
         inf = self.cfg.infer
@@ -358,18 +415,60 @@ class Method(nn.Module):
         return CamPasses(tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse, relu=self.cams.relu,
                          normalize=inf.cam_normalize, empty_fallback=fallback)  # fmt: skip
 
+    def image_cams(
+        self, image: np.ndarray, x: torch.Tensor | None = None, *, classes: torch.Tensor | None = None,
+        scales: Sequence[float] | None = None, aux: bool = False, labelled: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """The CAMs of one (H, W, 3) uint8 ``image``: (cam, aux cam or None), each (1, k, h, w) in [0, 1], of
+        the 0-based foreground ``classes`` (ascending; None: every class, k = C-1), at the size of ``x`` (or of
+        the image: ``resize_maps`` them to the image). ``wsss cam``, validation and ``viz`` call this.
+
+        Here the shared multi-scale step (``cam_passes(scales)``: ``infer.cam_scales`` by default) on
+        ``cam_maps`` of ``x``, the network input (None: ``prepare_image(image, infer.cam_input_size)``, made
+        here); only the asked classes' maps are fused and normalised. ``aux``: the aux CAM too (else it is
+        dropped before any of that). ``labelled``: the maps are of the image's labels, so an empty map may be
+        filled (``infer.cam_empty_fallback``). An image without labels (``classes`` empty) gets no network pass.
+
+        A method whose CAMs come per decoded image from its labels (``cams.source == "per_image"``: CLIP-ES,
+        ExCEL) overrides this; it may raise ``JobStop`` to end a per-id job at this image."""
+        if classes is not None and classes.numel() == 0:  # nothing labelled: every map is zero
+            size = tuple(x.shape[-2:]) if x is not None else image.shape[:2]
+            empty = torch.zeros((1, 0, *size), device=x.device if x is not None else self._device())
+            return empty, (empty if aux else None)
+        if x is None:
+            from wsss.data.transforms import prepare_image
+
+            inf = self.cfg.infer
+            x = prepare_image(image, inf.cam_input_size, self._device(), max_side=inf.max_side)
+        passes = self.cam_passes(scales, labelled=labelled)
+        if classes is None:
+            cam, cam_aux = passes(self.cam_maps, x)
+        elif aux:
+            cam, cam_aux = passes(self.cam_maps, x, classes=classes, compact=True)
+        else:
+            cam, cam_aux = passes(lambda v: self.cam_maps(v)[0], x, classes=classes, compact=True), None
+        return cam, (cam_aux if aux else None)
+
+    def _device(self) -> torch.device:
+        """Where the method's parameters are (the CPU for a method without any)."""
+        first = next(self.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
     def crf_cam(self, cam: np.ndarray) -> np.ndarray:
         """The CAM (C-1, H, W) that PSA's CRF seeds read (``wsss pseudo --refine psa``); the CAM itself."""
         return cam
 
-    def labelled_cam_of_image(self, image: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        """(k, H, W) float32 CAMs in [0, 1] of an (H, W, 3) uint8 image for the 0-based foreground classes
-        ``keys``; only for ``cams.source == "per_image"`` methods. Raise ``JobStop`` to end a per-id job here."""
-        raise NotImplementedError(f"{self.name} makes CAMs from batches (cam_maps), not per image")
+    def crf_refiner(self, job: RefineJob) -> Refiner:
+        """What ``wsss pseudo --refine crf`` does with a run of this method (its saved CAMs are there). Here
+        ToCo's label CRF: two CRFs with background ``cam.high_thre`` / ``cam.low_thre`` of the job's run,
+        combined as in docs/methods/seco.md#pseudo-label, in the job's worker pool. A method with a CRF of its
+        own overrides this (CLIP-ES: its CRF of the saved labelled maps)."""
+        from wsss.cam.crf import crf_label_two_levels
 
-    def crf_pseudo_label(self, image: np.ndarray, keys: np.ndarray, cams: np.ndarray) -> np.ndarray:
-        """The pseudo label of an image from its saved labelled CAMs; only for ``cams.own_crf`` methods."""
-        raise NotImplementedError(f"{self.name} has no CRF of its own")
+        c = job.run.cfg.cam
+        return lambda id, image, labels: PoolCall(
+            crf_label_two_levels, (image, job.cam(id), labels, c.high_thre, c.low_thre)
+        )
 
     @classmethod
     def tiny_overrides(cls) -> tuple[str, dict[str, object]] | None:

@@ -24,7 +24,7 @@ import torch
 
 from wsss.core.config import Config
 from wsss.core.errors import ConfigError, UsageError, WeightLoadError
-from wsss.methods.contract import Method, _claim, build_method, load_entry_points
+from wsss.methods.contract import Method, build_method, load_entry_points, require_free_name
 from wsss.models.official_keys import OfficialKeyError
 from wsss.models.weights import check_state_dict, read_state_dict
 
@@ -53,7 +53,7 @@ IMPORT_LAYOUTS: dict[str, ImportLayout] = {}
 
 def register_import(layout: ImportLayout) -> ImportLayout:
     """Make ``layout`` available as ``wsss import <layout.name>``; an empty or taken name raises."""
-    _claim("import layout", IMPORT_LAYOUTS, layout.name, layout)
+    require_free_name("import layout", IMPORT_LAYOUTS, layout.name, layout)
     IMPORT_LAYOUTS[layout.name] = layout
     return layout
 

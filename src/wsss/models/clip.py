@@ -1,8 +1,8 @@
-"""CLIP for CLIP-ES (docs/methods/clip-es.md#spec): open_clip's model, tokenizer and weights
+"""CLIP for CLIP-ES (docs/methods/clip_es.md#spec): open_clip's model, tokenizer and weights
 in OpenAI's key layout, plus what CLIP-ES changes.
 
 The networks are ``open_clip.CLIP`` (its ``VisionTransformer``, text ``Transformer`` and BPE
-tokenizer); this module adds only the pieces CLIP-ES runs differently (docs/methods/clip-es.md#pipeline,
+tokenizer); this module adds only the pieces CLIP-ES runs differently (docs/methods/clip_es.md#pipeline,
 steps 2, 5, 7):
 
 - :func:`build_clip`: an ``open_clip.CLIP`` of the architecture a state dict in OpenAI's layout
@@ -262,7 +262,7 @@ def encode_text(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 
 def interpolate_pos_embed(pos: torch.Tensor, grid_hw: tuple[int, int], fp16_round: bool = True) -> torch.Tensor:
     """(1 + n, D) position embedding -> (1 + gh*gw, D): the patch part resized bilinearly
-    (align_corners False) to ``grid_hw``, the CLS row kept (docs/methods/clip-es.md#step-5). ``fp16_round``: the
+    (align_corners False) to ``grid_hw``, the CLS row kept (docs/methods/clip_es.md#step-5). ``fp16_round``: the
     official ``upsample_pos_emb`` returns ``.half()`` and adds it in the model's dtype (quirk)."""
     cls, patches = pos[:1], pos[1:]
     n, d = patches.shape
@@ -319,7 +319,7 @@ def vision_tokens(
 def last_block_scores(
     model: nn.Module, tokens: torch.Tensor, text_features: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CLIP-ES ``forward_last_layer`` (docs/methods/clip-es.md#step-7): the last visual block on ``tokens``
+    """CLIP-ES ``forward_last_layer`` (docs/methods/clip_es.md#step-7): the last visual block on ``tokens``
     (N, L, D), ``ln_post``, mean of the patch tokens, ``proj``, cosine with ``text_features`` (T, E)
     scaled by ``logit_scale.exp()``, softmax over T. Returns (probs (N, T), attention (N, L, L),
     ``ln_1`` output (N, L, D), which keeps its graph for Grad-CAM)."""

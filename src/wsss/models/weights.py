@@ -101,7 +101,7 @@ def _weights_exist(pretrained: str | Path) -> bool:
         return False
 
 
-def without_gone_start(cfg: Config, checkpoint: Path, run_dir: Path, *, warn: bool = True) -> Config:
+def drop_missing_pretrained(cfg: Config, checkpoint: Path, run_dir: Path, *, warn: bool = True) -> Config:
     """``cfg`` to build a run's model that ``checkpoint`` then fills: without ``model.pretrained`` where that start
     is gone since (a DeepLab stage started from a classifier run that was moved), with a ``ConfigWarning``. The
     checkpoint holds every weight and is loaded strictly, so the start is not needed (``load_trained_method``, a

@@ -112,8 +112,8 @@ def saved_panels(ds: Any, id: str, run_dir: Path, split: str, title: str | None 
                     gt=gt)  # fmt: skip
     cam_file = find_cam_file(run_dir / "cams" / split, id)
     if cam_file is not None:
-        keys, cams = read_cam(cam_file)
-        p.cams = [(ds.class_names[k], cam) for k, cam in zip(keys, cams)]
+        class_ids, cams = read_cam(cam_file)
+        p.cams = [(ds.class_names[k], cam) for k, cam in zip(class_ids, cams)]
     for folder, name in OUTPUTS:
         f = per_id_path(run_dir / folder / split, id, ".png")
         if f.is_file():

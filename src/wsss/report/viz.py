@@ -84,9 +84,9 @@ def model_panels(run: Run, image: np.ndarray, labels: np.ndarray, *, title: str,
     )
     if need_cam:
         cam = run.cam(image, labels)
-        keys = np.flatnonzero(labels > 0.5)
+        classes = np.flatnonzero(labels > 0.5)
         if not p.cams:
-            p.cams = [(run.class_names[k + 1], cam[k]) for k in keys]
+            p.cams = [(run.class_names[k + 1], cam[k]) for k in classes]
         computed = {}
         if _TITLES["cam_labels"] not in have:
             _, seed = cam_to_label(

@@ -11,8 +11,9 @@ CPU-bound label computations (dense CRFs, RCA's proxy labels) in the worker pool
 ``infer.crf_workers`` (``CRFPool``), outputs encoded and written by a writer thread.
 
 Layout (docs/run-directory.md#contents): ``cams/<split>/<id>.npz`` (arrays ``keys`` = 1-based class ids, ``cam`` =
-(K, H, W) float16 in [0, 1]; utils/io.py), ``cam_labels/<split>/<id>.png`` (the CAM seed: argmax with
-``bkg_thre``), ``pseudo/<split>/<id>.png`` (255 = ignore), ``predictions/<split>/<id>.png``.
+(K, H, W) float16 in [0, 1]; utils/io.py; in memory the 0-based foreground ``classes`` and their maps),
+``cam_labels/<split>/<id>.png`` (the CAM seed: argmax with ``bkg_thre``), ``pseudo/<split>/<id>.png`` (255 =
+ignore), ``predictions/<split>/<id>.png``. The refiners of ``wsss pseudo`` are ``runs/refiners.py``.
 """
 
 from __future__ import annotations
@@ -29,24 +30,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from wsss.cam import (
-    PAR,
-    CRFPool,
-    cam_to_label,
-    crf_label,
-    crf_label_psa,
-    crf_label_two_levels,
-    labelled_cam_to_label,
-    refine_cams_with_bkg,
-)
-from wsss.cam.affinity import alpha_for_level, psa_seed_label
-from wsss.cam.crf import psa_crf_scores
+from wsss.cam import CRFPool, cam_to_label, crf_label, labelled_cam_to_label
 from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, UsageError
 from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
-from wsss.methods import REFINERS, Deferred, JobStop, Refiner, register_refiner
-from wsss.methods.base import PSASeedOptions
+from wsss.methods import REFINERS, JobStop, PoolCall, refiner_options
+from wsss.runs import refiners  # noqa: F401 (registers the generic refiners)
 from wsss.runs.run import Run, allowed_classes, class_weights_of, load_run, present_classes, soft_tag_weights
 from wsss.runs.shard import run_ids, shared_todo
 from wsss.runs.stamps import check_stamp, claim_folder, read_stamp
@@ -201,7 +191,7 @@ def _pipeline(
 
     load (loader workers: image, labels, and the network input of ``size``) -> ``compute(id, image,
     labels, input)`` in this process: the writes, or with ``finish`` a result (an array, or a
-    :class:`Deferred` that ``pool`` runs) -> ``finish(id, result)``: the writes -> the writer thread.
+    :class:`PoolCall` that ``pool`` runs) -> ``finish(id, result)``: the writes -> the writer thread.
     Yields ``(id, None)`` when an id is written, ``(id, message)`` when a user error stopped it.
     """
     writer = _Writer()
@@ -218,7 +208,7 @@ def _pipeline(
                 raise  # a full disk or a read-only folder is no one id's fault: the job stops (issue 42 trial)
             except USER_ERRORS as e:
                 result = e
-            if isinstance(result, Deferred):
+            if isinstance(result, PoolCall):
                 yield id, result.fn, result.args
             else:
                 yield id, None, result
@@ -291,18 +281,18 @@ def run_cam(
             ]
         writes: Writes = []
         if reuse:
-            keys, cam = load_labelled_cam(saved)
+            classes, cam = load_labelled_cam(saved)
         elif stopped:
             return []  # an earlier image ended this process's share (below)
         else:
             try:
-                keys, cam = run.labelled_cam(image, labels, prepared=x)
+                classes, cam = run.labelled_cam(image, labels, prepared=x)
             except JobStop as e:  # the method ends the job here (CLIP-ES quirk_unlabelled_stops_worker)
                 stopped.append(id)
                 warnings.warn(f"{id}: {e}; the ids after it in this process's share get no CAM", stacklevel=2)
                 return []
-            writes.append((save_labelled_cam, (out, id, keys, cam)))
-        writes.append((save_label_png, (per_id_path(seeds, id, ".png"), labelled_seed(keys, cam, thre))))
+            writes.append((save_labelled_cam, (out, id, classes, cam)))
+        writes.append((save_label_png, (per_id_path(seeds, id, ".png"), labelled_seed(classes, cam, thre))))
         return writes
 
     run_ids(
@@ -312,10 +302,10 @@ def run_cam(
     return seeds
 
 
-def labelled_seed(keys: np.ndarray, cam: np.ndarray, bkg_thre: float) -> np.ndarray:
-    """The CAM seed (docs/methods/seco.md#cam2label) of the labelled classes' maps (``keys`` 0-based, ascending;
-    ``cam`` (k, H, W)): the label map of the full CAM, whose other channels are zero."""
-    seed = labelled_cam_to_label(torch.from_numpy(cam)[None], torch.from_numpy(keys), bkg_thre=bkg_thre)
+def labelled_seed(classes: np.ndarray, cam: np.ndarray, bkg_thre: float) -> np.ndarray:
+    """The CAM seed (docs/methods/seco.md#cam2label) of the labelled classes' maps (``classes`` 0-based foreground
+    indices, ascending; ``cam`` (k, H, W)): the label map of the full CAM, whose other channels are zero."""
+    seed = labelled_cam_to_label(torch.from_numpy(cam)[None], torch.from_numpy(classes), bkg_thre=bkg_thre)
     return seed[0].numpy()
 
 
@@ -330,7 +320,12 @@ class PseudoJob:
     levels: tuple[float, float] | None = None
 
     def cam(self, id: str) -> np.ndarray:
+        """The saved CAM of ``id``, (C-1, H, W) with zeros for the classes it is not labelled with."""
         return load_cam_of(self.cams, id, self.ds.num_classes - 1)
+
+    def labelled_cam(self, id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The saved CAM of ``id`` as it is: (0-based foreground classes (k,) ascending, (k, H, W) float32)."""
+        return load_labelled_cam(find_cam_file(self.cams, id))
 
     def load_run(self, run_dir: str | Path) -> Run:
         """Another run (an affinity network's), on this run's device."""
@@ -346,111 +341,32 @@ class PseudoJob:
             )
 
 
-@register_refiner("none")
-def _refine_none(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
-    """High/low thresholds of the CAM, 255 between (docs/methods/seco.md#cam2label)."""
-    job.require_cams(ids)
-    c = job.run.cfg.cam
-
-    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        cam = job.cam(id)
-        h, w = cam.shape[1:]
-        _, label = cam_to_label(
-            torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], img_box=[[0, h, 0, w]], ignore_mid=True,
-            bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre,
-        )  # fmt: skip
-        return label[0].cpu().numpy()
-
-    return refine
-
-
-@register_refiner("par")
-def _refine_par(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
-    """PAR with two background levels on the full image (docs/methods/seco.md#pseudo-label)."""
-    job.require_cams(ids)
-    c = job.run.cfg.cam
-    par = PAR(dilations=c.par.dilations, num_iter=c.par.num_iter)
-
-    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        image01 = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
-        label = refine_cams_with_bkg(
-            par, image01, torch.from_numpy(job.cam(id))[None], torch.from_numpy(labels)[None],
-            high_thre=c.high_thre, low_thre=c.low_thre, down_scale=c.par_down_scale,
-        )  # fmt: skip
-        return label[0].cpu().numpy()
-
-    return refine
-
-
-@register_refiner("crf")
-def _refine_crf(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
-    """ToCo's label CRF: two CRFs with background 0.7 / 0.25, combined as in docs/methods/seco.md#pseudo-label."""
-    job.require_cams(ids)
-    c = job.run.cfg.cam
-    method = job.run.method
-    if method.cams.own_crf:  # CLIP-ES: its own CRF of the saved labelled maps
-        return lambda id, image, labels: method.crf_pseudo_label(image, *load_labelled_cam(find_cam_file(job.cams, id)))
-    return lambda id, image, labels: Deferred(
-        crf_label_two_levels, (image, job.cam(id), labels, c.high_thre, c.low_thre)
-    )
-
-
-@register_refiner("psa")
-def _refine_psa(job: PseudoJob, ids: Sequence[str], **_: Any) -> Refiner:
-    """PSA's AffinityNet seeds: two CRFs with background (1 - max cam)^alpha, ``options.psa_alphas``
-    (docs/methods/multistage.md#psa-seeds),
-    or with ``--levels HIGH/LOW`` the alphas that put the boundaries at those CAM values (``alpha_for_level``).
-
-    The CRF reads ``Method.crf_cam`` of the CAM (SC-CAM's ``quirk_binarised_crf_cam``: the {0, 255} heatmap).
-    ``options.psa_seed_stride`` > 1: the label of the la / ha scores average-pooled by that stride (PSA's
-    loader), block-constant at the image size (``cam.affinity.psa_seed_label``). Both are ``PSASeedOptions`` of
-    the run's method (the CAM baseline, SC-CAM); the CAMs of a method without them get PSA's values.
-    """
-    job.require_cams(ids)
-    c = job.run.method.options if isinstance(job.run.method.options, PSASeedOptions) else PSASeedOptions()
-    alphas = tuple(map(alpha_for_level, job.levels)) if job.levels else tuple(c.psa_alphas)
-    crf_cam = job.run.method.crf_cam
-
-    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> Deferred:
-        cam = crf_cam(job.cam(id))
-        return Deferred(psa_label, (image, cam, labels, alphas, c.psa_seed_stride))
-
-    return refine
-
-
-def psa_label(image: np.ndarray, cam: np.ndarray, labels: np.ndarray, alphas: tuple[float, ...],
-              seed_stride: int) -> np.ndarray:  # fmt: skip
-    """``--refine psa``'s label of one image (``_refine_psa``); module-level, for the worker pool."""
-    if seed_stride > 1 and np.any(labels > 0.5):
-        ids_, (la, ha) = psa_crf_scores(image, cam, labels, alphas)
-        return psa_seed_label(torch.from_numpy(la), torch.from_numpy(ha), torch.from_numpy(ids_), seed_stride).numpy()
-    return crf_label_psa(image, cam, labels, alphas)
-
-
 def run_pseudo(
     run: Run, split: str, *, refine: str = "par", root: str | None = None, overwrite: bool = False,
-    progress: bool = True, affinity_run: Run | str | Path | None = None, saliency: str | Path | None = None,
-    levels: tuple[float, float] | None = None,
+    progress: bool = True, levels: tuple[float, float] | None = None, **options: Any,
 ) -> Path:  # fmt: skip
     """Pseudo labels from the saved CAMs (``wsss cam`` first): ``pseudo/<split>/<id>.png``.
 
-    ``refine`` names a refiner of ``wsss.methods.REFINERS``: here "none" (high/low thresholds, 255
-    between), "par" (docs/methods/seco.md#pseudo-label on the full image), "crf" (ToCo's label CRF), "psa" (PSA's
-    AffinityNet seeds); a method's module registers its own: "affinity" (PSA's random walk with the
-    affinity network of ``affinity_run``, a run of method ``affinitynet`` or its directory,
-    docs/methods/multistage.md#random-walk), "rca" (RCA's CRF proxy labels, docs/methods/rca.md#proxy-labels,
-    with ``saliency``). ``levels`` (high, low), e.g. a pair of
-    `wsss sweep-bkg`: the run's ``cam.high_thre`` / ``cam.low_thre`` for this job; PSA's seeds ("psa") and
-    walk ("affinity") then take the alphas of those CAM values instead of their configured ones.
+    ``refine`` names a refiner of ``wsss.methods.REFINERS`` that runs of the run's method accept
+    (``wsss.methods.refiners_of``; another is refused up front): the generic ones of ``runs/refiners.py`` ("none",
+    "par", "crf", "psa") and those a method's package registers ("affinity": PSA's random walk with the affinity
+    network of ``affinity_run``, docs/methods/affinitynet.md#random-walk; "rca": RCA's CRF proxy labels, with
+    ``saliency``; "excel", of ExCEL runs only). ``options``: the refiner's named options (``affinity_run``,
+    ``saliency``), None when not given; the refiner gets those it declares, and one it does not take is refused.
+    ``levels`` (high, low), e.g. a pair of `wsss sweep-bkg`: the run's ``cam.high_thre`` / ``cam.low_thre`` for
+    this job; PSA's seeds ("psa") and walk ("affinity") then take the alphas of those CAM values instead of their
+    configured ones.
     """
     if levels is not None:  # this job's copy of the run: the caller's Run and its config stay as they were
         cam = replace(run.cfg.cam, high_thre=levels[0], low_thre=levels[1])
         run = replace(run, cfg=replace(run.cfg, cam=cam))
     if refine not in REFINERS:
         raise ConfigError(f"refine must be one of {', '.join(REFINERS)}, got {refine!r}")
+    given = refiner_options(run.method, refine, options)
     ds = _dataset(run, root, split)
     out, cams = run.dir / "pseudo" / split, run.dir / "cams" / split
     cfg = run.cfg.to_dict()
+    affinity_run, saliency = given.get("affinity_run"), given.get("saliency")
     settings = {
         **_data_settings(run, ds), "refine": refine, "cam": cfg["cam"], "crf": cfg["infer"]["crf"],
         "options": cfg["options"], "cams": read_stamp(cams),  # the CAMs' own settings: CAMs made again differ
@@ -464,7 +380,7 @@ def run_pseudo(
 
     todo = shared_todo(list_todo)
     job = PseudoJob(run, ds, cams, levels)
-    label_of = REFINERS[refine](job, todo, affinity_run=affinity_run, saliency=saliency)
+    label_of = REFINERS[refine].make(job, todo, **given)
     with CRFPool(run.cfg.infer.crf_workers) as pool:
         run_ids(
             todo, lambda ids: _pipeline(run, ds, ids, lambda id, image, labels, _: label_of(id, image, labels),
@@ -550,13 +466,13 @@ def predict_compute(
     run: Run, *, crf: bool = False, scales: Sequence[float] | None = None, probs_dir: Path | None = None,
     labelled_only: bool = False, tags_from: Run | None = None, tag_threshold: float | None = None,
     tag_gate: str = "hard",
-) -> Callable[[str, np.ndarray, Any, Any], np.ndarray | Deferred]:  # fmt: skip
+) -> Callable[[str, np.ndarray, Any, Any], np.ndarray | PoolCall]:  # fmt: skip
     """One photo's prediction in a job's pipeline (:func:`_pipeline`'s ``compute``), the same for a dataset's split
-    and for photos that are not a dataset (``runs/photos.py``): the label map, or with ``crf`` a :class:`Deferred`
+    and for photos that are not a dataset (``runs/photos.py``): the label map, or with ``crf`` a :class:`PoolCall`
     CRF of the probabilities; with ``probs_dir`` the probabilities are also written there (float16)."""
     params = run.cfg.infer.crf
 
-    def compute(id: str, image: np.ndarray, labels: Any, x: torch.Tensor) -> np.ndarray | Deferred:
+    def compute(id: str, image: np.ndarray, labels: Any, x: torch.Tensor) -> np.ndarray | PoolCall:
         classes = allowed_classes(labels) if labelled_only else None
         weights = _tag_weights(tags_from, image, tag_gate, tag_threshold) if tags_from is not None else None
         if not (crf or probs_dir is not None):  # the label alone, band by band: no (C, H, W) map of a large photo
@@ -564,7 +480,7 @@ def predict_compute(
         prob = run.seg_prob(image, scales, prepared=x, classes=classes, class_weights=weights)
         if probs_dir is not None:
             save_npy(per_id_path(probs_dir, id, ".npy"), prob.astype(np.float16))
-        return Deferred(crf_label, (image, prob, present_classes(prob), params)) if crf else prob.argmax(0)
+        return PoolCall(crf_label, (image, prob, present_classes(prob), params)) if crf else prob.argmax(0)
 
     return compute
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss.cam import labelled_classes, multi_scale_logits
+from wsss.cam import labelled_classes, multi_scale_logits, resize_maps
 from wsss.core.config import Config
 from wsss.core.errors import UsageError
 from wsss.data.transforms import prepare_image
@@ -64,20 +64,13 @@ class Run:
         computed (:meth:`labelled_cam`); the others are zero. ``all_classes``: compute every class's
         map first and zero the absent ones after (the same numbers, the cost of every class).
         """
-        num_fg = self.num_classes - 1
-        per_image = self.method.cams.source == "per_image"
-        if per_image and (labels is None or all_classes):
-            full = self.method.labelled_cam_of_image(image, np.arange(num_fg))  # every class: CLIP-ES
-            return full if labels is None else full * (np.asarray(labels) > 0.5).astype(np.float32)[:, None, None]
         if labels is not None and not all_classes:
-            keys, maps = self.labelled_cam(image, labels, scales)
-            full = np.zeros((num_fg, *image.shape[:2]), dtype=np.float32)
-            full[keys] = maps
+            classes, maps = self.labelled_cam(image, labels, scales)
+            full = np.zeros((self.num_classes - 1, *image.shape[:2]), dtype=np.float32)
+            full[classes] = maps
             return full
-        inf = self.cfg.infer
-        x = prepare_image(image, inf.cam_input_size, self.device, max_side=inf.max_side)
-        cam, _ = self.method.cam_passes(scales, labelled=labels is not None)(self.method.cam_maps, x)
-        cam = F.interpolate(cam, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+        cam, _ = self.method.image_cams(image, scales=scales, labelled=labels is not None)
+        cam = resize_maps(cam, image.shape[:2])[0]
         if labels is not None:
             cam = cam * torch.as_tensor(labels, dtype=cam.dtype, device=cam.device).view(-1, 1, 1)
         return cam.float().cpu().numpy()
@@ -87,28 +80,17 @@ class Run:
         self, image: np.ndarray, labels: np.ndarray, scales: Sequence[float] | None = None,
         *, prepared: torch.Tensor | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """The CAMs of the labelled classes only: (0-based foreground indices (k,), (k, H, W) float32).
+        """The CAMs of the labelled classes only: (0-based foreground classes (k,), (k, H, W) float32).
 
-        Only these maps are upsampled, fused, normalised and resized (``CamPasses(classes=...)``),
+        Only these maps are upsampled, fused, normalised and resized (``Method.image_cams(classes=...)``),
         and the aux CAM that ``cam_maps`` also returns is dropped before any of that: what an image
         holds, not what the dataset could. ``prepared``: ``prepare_image(image, infer.cam_input_size)``
         already made (by a loader worker, on the CPU; moved to the device here).
         """
-        keys = np.flatnonzero(np.asarray(labels) > 0.5)
-        if self.method.cams.source == "per_image":  # CLIP-ES: CAMs from the labels' text, per image
-            return keys, self.method.labelled_cam_of_image(image, keys)
-        if keys.size == 0:  # nothing labelled: every map is zero, as the all-class path makes it
-            return keys, np.zeros((0, *image.shape[:2]), dtype=np.float32)
-        inf = self.cfg.infer
-        x = (
-            _on_device(prepared, self.device)
-            if prepared is not None
-            else prepare_image(image, inf.cam_input_size, self.device, max_side=inf.max_side)
-        )
-        passes = self.method.cam_passes(scales)
-        cam = passes(lambda v: self.method.cam_maps(v)[0], x, classes=torch.from_numpy(keys), compact=True)
-        cam = F.interpolate(cam, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
-        return keys, cam.float().cpu().numpy()
+        classes = np.flatnonzero(np.asarray(labels) > 0.5)
+        x = _on_device(prepared, self.device) if prepared is not None else None
+        cam, _ = self.method.image_cams(image, x, classes=torch.from_numpy(classes), scales=scales)
+        return classes, resize_maps(cam, image.shape[:2])[0].float().cpu().numpy()
 
     def with_ensemble(self, members: Sequence[Run]) -> Run:
         """This run with the segmentation networks of ``members`` averaged into its own: each network's softmax

@@ -237,9 +237,10 @@ def per_id_path(folder: str | os.PathLike, id: str, suffix: str) -> Path:
 
 
 # ---- the CAM file format (docs/run-directory.md#contents) --------------------------------------------------
-# ``cams/<split>/<id>.npz``: arrays ``keys`` (1-based ids of the image's labelled classes, int64) and
-# ``cam`` ((K, H, W) float16 in [0, 1], one map per key). No pickle: a CAM folder copied from elsewhere
-# is read with ``allow_pickle=False``.
+# ``cams/<split>/<id>.npz``: arrays ``keys`` (1-based ids of the image's labelled classes, int64: ``class_ids``
+# here) and ``cam`` ((K, H, W) float16 in [0, 1], one map per id). In memory a CAM's classes are the 0-based
+# foreground indices (``classes``: class id - 1). No pickle: a CAM folder copied from elsewhere is read with
+# ``allow_pickle=False``.
 
 CAM_SUFFIX = ".npz"
 
@@ -258,14 +259,15 @@ def missing_cam_ids(folder: str | os.PathLike, ids: Iterable[str]) -> list[str]:
 def save_cam(folder: str | os.PathLike, id: str, cam: np.ndarray, labels: np.ndarray) -> Path:
     """Write ``folder/<id>.npz`` atomically: the rows of ``cam`` ((C-1, H, W)) that ``labels`` marks,
     as float16, with their 1-based class ids."""
-    keys = np.flatnonzero(np.asarray(labels) > 0.5)
-    return save_labelled_cam(folder, id, keys, np.asarray(cam)[keys])
+    classes = np.flatnonzero(np.asarray(labels) > 0.5)
+    return save_labelled_cam(folder, id, classes, np.asarray(cam)[classes])
 
 
-def save_labelled_cam(folder: str | os.PathLike, id: str, keys: np.ndarray, cam: np.ndarray) -> Path:
-    """:func:`save_cam` from the labelled classes' maps only: ``keys`` 0-based, ``cam`` (K, H, W)."""
+def save_labelled_cam(folder: str | os.PathLike, id: str, classes: np.ndarray, cam: np.ndarray) -> Path:
+    """:func:`save_cam` from the labelled classes' maps only: ``classes`` 0-based foreground, ``cam`` (K, H, W)."""
     path = per_id_path(folder, id, CAM_SUFFIX)
-    save_npz(path, keys=(np.asarray(keys) + 1).astype(np.int64), cam=np.asarray(cam).astype(np.float16))
+    class_ids = (np.asarray(classes) + 1).astype(np.int64)
+    save_npz(path, keys=class_ids, cam=np.asarray(cam).astype(np.float16))
     return path
 
 
@@ -275,35 +277,35 @@ def read_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     d = read_npz(path, ("keys", "cam"), "CAM file")
     try:
-        keys = np.asarray(d["keys"]).astype(np.int64).reshape(-1)
+        class_ids = np.asarray(d["keys"]).astype(np.int64).reshape(-1)
         cam = np.asarray(d["cam"], dtype=np.float32)
     except (TypeError, ValueError) as e:
         raise DataError(f"{path}: not a CAM file ({e})") from e
-    if cam.ndim != 3 or cam.shape[0] != keys.shape[0]:
-        raise DataError(f"{path}: CAM of shape {cam.shape} does not fit its {keys.shape[0]} class ids")
+    if cam.ndim != 3 or cam.shape[0] != class_ids.shape[0]:
+        raise DataError(f"{path}: CAM of shape {cam.shape} does not fit its {class_ids.shape[0]} class ids")
     bad = int(cam.size - np.count_nonzero(np.isfinite(cam)))
     if bad:  # a NaN compares false with every level: it became a class or background without a word (issue 58)
         raise DataError(
             f"{path}: CAM holds {bad} non-finite value(s) (NaN or inf) of {cam.size}; "
             "make it again with `wsss cam RUN --split SPLIT --overwrite`"
         )
-    return keys, cam
+    return class_ids, cam
 
 
 def load_labelled_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """A saved CAM file -> (0-based labelled class indices (K,) ascending, (K, H, W) float32)."""
-    keys, cam = read_cam(path)
-    order = np.argsort(keys, kind="stable")
-    return keys[order] - 1, cam[order]
+    """A saved CAM file -> (0-based foreground ``classes`` (K,) ascending, (K, H, W) float32)."""
+    class_ids, cam = read_cam(path)
+    order = np.argsort(class_ids, kind="stable")
+    return class_ids[order] - 1, cam[order]
 
 
 def load_cam(path: str | os.PathLike, num_fg: int) -> np.ndarray:
     """A saved CAM file -> (C-1, H, W) float32 with zeros for the absent classes."""
-    keys, cam = load_labelled_cam(path)
-    if keys.size and (keys.min() < 0 or keys.max() >= num_fg):
-        raise DataError(f"{path}: class ids {(keys + 1).tolist()} outside 1..{num_fg}")
+    classes, cam = load_labelled_cam(path)
+    if classes.size and (classes.min() < 0 or classes.max() >= num_fg):
+        raise DataError(f"{path}: class ids {(classes + 1).tolist()} outside 1..{num_fg}")
     full = np.zeros((num_fg, *cam.shape[1:]), dtype=np.float32)
-    full[keys] = cam
+    full[classes] = cam
     return full
 
 

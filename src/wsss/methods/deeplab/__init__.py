@@ -1,0 +1,163 @@
+"""The separate segmentation stage of multi-stage WSSS: DeepLab trained on pseudo labels.
+
+RCA and SC-CAM train DeepLab-v2 ResNet-101 (kazuto1011/deeplab-pytorch) on their pseudo labels
+(docs/methods/rca.md#pipeline, docs/methods/sccam.md#rounds,
+docs/methods/deeplab.md#deeplab); the same stage runs on top of any method's ``wsss pseudo`` or
+``wsss cam`` output. It reads ``data.pseudo_dir`` (``<id>.png``, 255 = ignore), transformed with
+the image by the shared augmentation, and has no CAM: validation and ``wsss predict`` use the
+segmentation only (multi-scale + flip, optional DenseCRF, ``runs/jobs.py``).
+
+The package: the method here, its networks (``model.py``: DeepLab-v2 and v3+) and PMM's pretended
+under-fitting (``pus.py``).
+
+Loss term ``seg``: cross entropy ignoring 255; ``options.pus`` applies PMM's pretended under-fitting to it (ICCV
+2021, ``pus.pretended_underfitting``), off in the presets. kazuto1011's ``DeepLabV2_ResNet101_MSC`` also trains
+on the input at scales 0.75 and 0.5 and on the max of the three logits, summing the four losses, with
+the labels resized (nearest) to each logit size: ``options.msc_scales`` and
+``options.target_at_logit_res``. Optimiser groups (kazuto1011 ``get_params``, the caffe lr_mult):
+backbone 1x lr, classifier weights ``train.head_lr_mult`` (10x), classifier biases 2x that (20x) without
+weight decay; the backbone BatchNorm is frozen (``options.freeze_bn``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsss.core.config import Config
+from wsss.core.errors import ConfigError, UsageError
+from wsss.methods.base import attach_pseudo_labels, backbone_from_config
+from wsss.methods.contract import CamDeclaration, Method, TrainContext, register_method
+from wsss.methods.deeplab.model import DeepLabV2, DeepLabV3Plus
+from wsss.methods.deeplab.pus import PUS_MODES, PretendedUnderfitting
+
+IGNORE = 255
+
+
+def seg_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, *, target_at_logit_res: bool = True, ignore_index: int = IGNORE,
+    pus: PretendedUnderfitting | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Cross entropy of (B, C, h, w) logits against a (B, H, W) label map, ``ignore_index`` ignored.
+
+    ``target_at_logit_res``: the labels are resized to the logits with nearest (pixel-centre)
+    sampling, as kazuto1011's ``resize_labels``; otherwise the logits are upsampled bilinearly to
+    the labels. A batch without any labelled pixel gives a zero loss (not NaN). ``pus``: PMM's pretended
+    under-fitting of the per-pixel losses before their mean over the labelled pixels.
+    """
+    if logits.shape[-2:] != target.shape[-2:]:
+        if target_at_logit_res:
+            target = F.interpolate(target[:, None].float(), size=logits.shape[-2:], mode="nearest-exact")[:, 0]
+        else:
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    target = target.long()
+    if not bool((target != ignore_index).any()):
+        return logits.sum() * 0.0
+    if pus is None:
+        return F.cross_entropy(logits, target, ignore_index=ignore_index)
+    labelled = target != ignore_index
+    pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")  # 0 where ignored
+    return pus(pixel, labelled).sum() / labelled.sum()
+
+
+@dataclass
+class DeepLabOptions:
+    arch: str = "v2"  # "v2" (DeepLab-v2: dilated backbone + summed ASPP, the papers) or "v3plus"
+    rates: tuple[int, ...] = (6, 12, 18, 24)  # ASPP dilations: v2 (6, 12, 18, 24) at stride 8; v3+ (6, 12, 18) at 16
+    freeze_bn: bool = True  # backbone BatchNorm frozen (kazuto1011 freeze_bn); false to train a backbone from scratch
+    msc_scales: tuple[float, ...] = ()  # kazuto1011 MSC training: (0.75, 0.5) adds those inputs and the max fusion
+    target_at_logit_res: bool = True  # labels resized to the logits (kazuto1011); false: logits upsampled to the labels
+    v3_dim: int = 256  # v3+ ASPP / decoder width
+    # PMM's pretended under-fitting (pus.pretended_underfitting): "" (off, the papers' DeepLab), "clamp",
+    # "pow" or "ignore"; from a batch whose mean loss is below pus_beta, each pixel's loss is capped at pus_k.
+    # PMM's official configs: clamp, 0.5 / 0.5 on VOC, 0.8 / 0.8 on COCO.
+    pus: str = ""
+    pus_beta: float = 0.5
+    pus_k: float = 0.5
+
+
+@register_method
+class DeepLab(Method):
+    name = "deeplab"
+    Options = DeepLabOptions
+    cams = CamDeclaration(source="none")  # validation and inference score the segmentation only
+
+    @classmethod
+    def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
+        """Two steps in seconds on the CPU (the contract test; ``{root}``: the synthetic dataset)."""
+        return "configs/deeplab/synthetic_cpu.yaml", {
+            "model.backbone_kwargs": "{channels: [8, 16, 16, 32], stem_width: 8}",
+            "data.pseudo_dir": "{root}/SegmentationClass",
+        }  # fmt: skip
+
+    def __init__(self, cfg: Config, classes: Sequence[str]):
+        super().__init__(cfg, classes)
+        num_classes = self.num_classes
+        o, m = self.options, cfg.model
+        if o.arch == "v2":
+            self.net: nn.Module = DeepLabV2(backbone_from_config(m), num_classes, o.rates)
+            self._backbone: nn.Module = self.net.backbone
+            self._heads: list[nn.Module] = [self.net.classifier]
+        elif o.arch == "v3plus":
+            self.net = DeepLabV3Plus(
+                m.backbone, num_classes, pretrained=m.pretrained, output_stride=m.output_stride, rates=o.rates,
+                dim=o.v3_dim, **m.backbone_kwargs,
+            )  # fmt: skip
+            self._backbone = self.net.net
+            self._heads = [*self.net.head_modules(), self.net.classifier]
+        else:
+            raise UsageError(f"options.arch must be 'v2' or 'v3plus', got {o.arch!r}")
+        if o.freeze_bn:
+            self.keep_batchnorm_frozen(self._backbone)
+        if o.pus and o.pus not in PUS_MODES:
+            raise ConfigError(f"options.pus must be '' (off) or one of {', '.join(PUS_MODES)}, got {o.pus!r}")
+        self.pus = PretendedUnderfitting(o.pus, o.pus_beta, o.pus_k) if o.pus else None
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        head = [p for mod in self._heads for p in mod.parameters()]
+        return {
+            "backbone": [p for p in self._backbone.parameters() if p.requires_grad],
+            "head": [p for p in head if p.ndim > 1],
+            "head_bias": [p for p in head if p.ndim <= 1],
+        }
+
+    def param_group_options(self) -> dict[str, dict[str, float]]:
+        mult = self.cfg.train.head_lr_mult
+        return {
+            "backbone": {"lr_mult": 1.0},
+            "head": {"lr_mult": mult},
+            "head_bias": {"lr_mult": 2 * mult, "weight_decay": 0.0},
+        }
+
+    def on_train_start(self, ctx: TrainContext) -> None:
+        attach_pseudo_labels(ctx, self.cfg, self.name)
+
+    def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
+        images, target = batch["image"], batch.get("target")
+        if target is None:
+            raise RuntimeError("deeplab: the batch has no 'target' (set data.pseudo_dir)")
+        logits = self.net(images)
+        outs = [logits]
+        if self.options.msc_scales:
+            pyramid = [
+                self.net(F.interpolate(images, scale_factor=s, mode="bilinear", align_corners=False))
+                for s in self.options.msc_scales
+            ]
+            up = [F.interpolate(p, size=logits.shape[-2:], mode="bilinear", align_corners=False) for p in pyramid]
+            outs += pyramid + [torch.stack([logits, *up]).max(dim=0).values]
+        at_logits = self.options.target_at_logit_res
+        return {"seg": sum(seg_cross_entropy(o, target, target_at_logit_res=at_logits, pus=self.pus) for o in outs)}
+
+    def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise RuntimeError(
+            "deeplab is a segmentation network trained on pseudo labels: it has no CAMs "
+            "(use `wsss predict`, or `wsss cam` on the run that made the pseudo labels)"
+        )
