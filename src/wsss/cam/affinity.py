@@ -26,6 +26,7 @@ Random walk (PSA ``infer_aff.py``). Dense symmetric affinity matrix with a unit 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,22 @@ import torch.nn.functional as F
 from wsss.core.errors import UsageError
 
 IGNORE = 255
+
+
+@dataclass
+class PSASeedOptions:
+    """PSA's AffinityNet seeds made from a run's CAMs by `wsss pseudo RUN --refine psa`
+    (docs/methods/affinitynet.md#psa-seeds): options of the methods whose CAMs feed PSA's AffinityNet in the
+    shipped routes (the CAM baseline, SC-CAM), which derive their ``Options`` from this class. The CAMs of any
+    other method get these defaults."""
+
+    # background (1 - max cam)^alpha of the confident-foreground ("la") and confident-background ("ha") CRF maps
+    # (PSA: 4 and 32); `--levels HIGH/LOW` replaces them for one job (``cam.affinity.alpha_for_level``)
+    psa_alphas: tuple[float, float] = (4.0, 32.0)
+    # PSA's seed resolution: its AffinityNet loader average-pools the la / ha CRF score maps by 8 and takes the
+    # argmax there (golden psa_aff_labels.npz; ``cam.affinity.psa_seed_grid``); `--refine psa` then writes that
+    # grid label, block-constant at the image size (padding -> 255). 1: the label of the full-resolution maps.
+    psa_seed_stride: int = 1
 
 
 def search_offsets(radius: int) -> list[tuple[int, int]]:

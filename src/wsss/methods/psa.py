@@ -1,28 +1,10 @@
 """PSA's building blocks that its lineage shares (AffinityNet and SC-CAM): the four parameter groups of its
-``PolyOptimizer`` (docs/methods/sccam.md#training, docs/methods/affinitynet.md#train-aff), and the options of
-PSA's seeds that `wsss pseudo --refine psa` reads from a CAM run."""
+``PolyOptimizer`` (docs/methods/sccam.md#training, docs/methods/affinitynet.md#train-aff). The options of PSA's
+seeds, which `wsss pseudo --refine psa` reads from any CAM run, are ``wsss.cam.affinity.PSASeedOptions``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
-
-
-@dataclass
-class PSASeedOptions:
-    """PSA's AffinityNet seeds made from a run's CAMs by `wsss pseudo RUN --refine psa`
-    (docs/methods/affinitynet.md#psa-seeds): options of the methods whose CAMs feed PSA's AffinityNet in the
-    shipped routes (the CAM baseline, SC-CAM), which derive their ``Options`` from this class. The CAMs of any
-    other method get these defaults."""
-
-    # background (1 - max cam)^alpha of the confident-foreground ("la") and confident-background ("ha") CRF maps
-    # (PSA: 4 and 32); `--levels HIGH/LOW` replaces them for one job (``cam.affinity.alpha_for_level``)
-    psa_alphas: tuple[float, float] = (4.0, 32.0)
-    # PSA's seed resolution: its AffinityNet loader average-pools the la / ha CRF score maps by 8 and takes the
-    # argmax there (golden psa_aff_labels.npz; ``cam.affinity.psa_seed_grid``); `--refine psa` then writes that
-    # grid label, block-constant at the image size (padding -> 255). 1: the label of the full-resolution maps.
-    psa_seed_stride: int = 1
 
 
 def psa_param_groups(backbone: nn.Module, heads: list[nn.Module]) -> dict[str, list[nn.Parameter]]:

@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from wsss.cam import PAR, cam_to_label, crf_label_psa, refine_cams_with_bkg
-from wsss.cam.affinity import alpha_for_level, psa_seed_label
+from wsss.cam.affinity import PSASeedOptions, alpha_for_level, psa_seed_label
 from wsss.cam.crf import psa_crf_scores
 from wsss.methods import PoolCall, RefineJob, Refiner, register_refiner
-from wsss.methods.psa import PSASeedOptions
 
 
 @register_refiner("none")

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.cam import PAR, CamPasses, labelled_classes, online_pseudo_label
+from wsss.cam.affinity import PSASeedOptions
 from wsss.core.config import Config
 from wsss.core.errors import UsageError
 from wsss.losses import balanced_seg_loss
@@ -24,7 +25,6 @@ from wsss.methods.base import backbone_from_config, split_backbone_params
 from wsss.methods.cam.official_keys import toco_state_from_official
 from wsss.methods.contract import Method, register_method
 from wsss.methods.imports import ImportLayout, key_mapped, register_import
-from wsss.methods.psa import PSASeedOptions
 from wsss.models.decoders import create_decoder
 from wsss.models.heads import CAMClassifier
 from wsss.models.registry import BackboneOutput

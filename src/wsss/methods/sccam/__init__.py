@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsss.cam.affinity import PSASeedOptions
 from wsss.core.config import Config, from_dict, iterations_per_epoch, resolve_epochs, save_config, set_dotted
 from wsss.core.device import resolve_device
 from wsss.core.errors import ConfigError, DataError, UsageError
@@ -56,7 +57,7 @@ from wsss.data import VOCDataset
 from wsss.methods.base import backbone_from_config
 from wsss.methods.contract import CamDeclaration, EngineAPI, Method, TrainContext, build_method, register_method
 from wsss.methods.imports import ImportLayout, key_mapped, register_import
-from wsss.methods.psa import PSASeedOptions, psa_group_options, psa_param_groups
+from wsss.methods.psa import psa_group_options, psa_param_groups
 from wsss.methods.sccam.official_keys import sccam_state_from_official
 from wsss.methods.sccam.subcategory import SubcategoryLabels, build_subcategory_labels, extract_features
 from wsss.models.heads import CAMClassifier
