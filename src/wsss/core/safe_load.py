@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +102,9 @@ def read_npz(path: str | os.PathLike, names: tuple[str, ...], what: str = "array
             return {n: z[n] for n in names}
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as e:
+    # a truncated or cut-off .npz (a killed copy, a full disk) is a broken zip archive: zipfile's and zlib's
+    # errors are not OSErrors, and without the file's name the traceback said only "File is not a zip file"
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{path}: cannot read {what} ({type(e).__name__}: {e})") from e
 
 
