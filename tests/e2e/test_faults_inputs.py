@@ -87,3 +87,50 @@ def test_a_truncated_cam_file_in_pseudo_is_named(run_dir, data, capsys, cut):
     written = {p.stem for p in (run_dir / "pseudo" / "val").glob("*.png")}
     assert written == set(ids) - {ids[2]}  # the other ids are labelled
     assert rc != 0
+
+
+# ---- 11: a decompression bomb ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bomb_limit(monkeypatch):
+    """Pillow's bomb limit lowered to the 64x64 images of the tiny set: a 100x100 file is then a "bomb" (more than
+    twice the limit) without a 30000x30000 file in the test. Returns a writer of such a file."""
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64)
+
+    def bomb(path: Path, mode: str = "RGB") -> Path:
+        Image.new(mode, (100, 100)).save(path)
+        return path
+
+    return bomb
+
+
+@pytest.mark.parametrize("command", ["cam", "predict"])
+def test_a_decompression_bomb_in_cam_and_predict_is_one_line_naming_it(run_dir, data, capsys, bomb_limit, command):
+    bomb = bomb_limit(data / "JPEGImages" / "val_00003.jpg")
+    rc, out = _cli(capsys, command, run_dir, "--split", "val", "--quiet")
+    line = _one_error_line(out)
+    assert rc == 1 and str(bomb) in out and "DecompressionBombError" not in out, out
+    assert "could be decompression bomb" in out and "val_00003" in line
+    folder = run_dir / ("cam_labels" if command == "cam" else "predictions") / "val"
+    assert len(list(folder.glob("*.png"))) == 7  # the other images are done
+
+
+def test_a_decompression_bomb_given_to_viz_image_is_one_line(run_dir, tmp_path, capsys, bomb_limit):
+    bomb = bomb_limit(tmp_path / "huge.png")
+    rc, out = _cli(capsys, "viz", run_dir, "--image", bomb, "--classes", "boat")
+    assert rc == 1 and _one_error_line(out).startswith(f"error: {bomb}: cannot read image (Image size")
+
+
+@pytest.mark.parametrize("which", ["ground truth", "prediction"])
+def test_a_decompression_bomb_in_eval_is_one_line(data, tmp_path, capsys, bomb_limit, which):
+    from wsss.utils.io import save_label_png
+
+    pred = tmp_path / "pred"
+    for id in VOCDataset(data, "val").ids:
+        save_label_png(pred / f"{id}.png", read_label_png(data / "SegmentationClass" / f"{id}.png"))
+    bomb = bomb_limit((data / "SegmentationClass" if which == "ground truth" else pred) / "val_00001.png", "P")
+    rc, out = _cli(capsys, "eval", pred, "--data-root", data, "--split", "val")
+    assert rc == 1 and _one_error_line(out).startswith(f"error: {bomb}: cannot read mask (Image size"), out

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import ImageFile
 
 from wsss.core.errors import DataError
 from wsss.data.classes import CLASSES_FILE, VOC_CLASSES, read_classes
@@ -33,7 +33,14 @@ from wsss.data.voc import (
     read_cls_labels_file,
     read_split,
 )
-from wsss.utils.io import describe_path, exif_orientation, exif_swaps_sides, image_size, read_label_png
+from wsss.utils.io import (
+    describe_path,
+    exif_orientation,
+    exif_swaps_sides,
+    image_size,
+    open_image,
+    read_label_png,
+)
 
 PROGRESS_MIN = 200  # show a progress bar above this many images
 LABEL_ONLY_SHOWN = 20  # ids listed in the warning about labels without mask pixels
@@ -175,13 +182,13 @@ def check_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.load()
             if im.mode not in IMAGE_MODES and not im.mode.startswith("I;16"):
                 return None, f"{path}: unsupported image mode {im.mode}"
         return image_size(path), None  # as the commands read it: EXIF orientation applied
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        return None, f"{path}: cannot read image ({e})"
+    except DataError as e:
+        return None, str(e)
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
@@ -205,7 +212,7 @@ def _read_mask(path: Path) -> tuple[np.ndarray | None, str | None]:
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with Image.open(path) as im:
+        with open_image(path, "mask") as im:
             mode = im.mode
         if mode not in ("P", "L", "I", "I;16"):
             return None, (
@@ -214,8 +221,6 @@ def _read_mask(path: Path) -> tuple[np.ndarray | None, str | None]:
         return read_label_png(path), None
     except DataError as e:
         return None, str(e)
-    except (OSError, SyntaxError, ValueError) as e:
-        return None, f"{path}: cannot read mask ({e})"
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = saved
 

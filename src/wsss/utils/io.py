@@ -7,8 +7,9 @@ then ``os.replace``), so a run killed mid-write never leaves a truncated file be
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +64,33 @@ _EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
 
+# What Pillow raises for a file it cannot read: OSError (unknown format, truncated data), SyntaxError and
+# ValueError (a malformed header), and DecompressionBombError (more pixels than ``Image.MAX_IMAGE_PIXELS``
+# allows twice over), which derives from none of them: it used to come out of `wsss cam`, `predict`, `viz`
+# and `eval` as a traceback (issue 58).
+IMAGE_ERRORS: tuple[type[Exception], ...] = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike, what: str = "image") -> Iterator[Image.Image]:
+    """``PIL.Image.open(path)`` as a context, every reading error in it (the block's decoding included) a
+    DataError ``"<path>: cannot read <what> (...)"``: the one way the toolkit opens an image or a mask file.
+    A DataError the block raises passes unchanged."""
+    try:
+        with Image.open(path) as im:
+            yield im
+    except DataError:
+        raise
+    except IMAGE_ERRORS as e:
+        raise DataError(f"{path}: cannot read {what} ({e})") from e
+
+
 def exif_orientation(path: str | os.PathLike) -> int:
     """The EXIF orientation tag of an image file (1 = as stored, also when absent or unreadable)."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             return int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-    except (OSError, SyntaxError, ValueError, TypeError):
+    except (DataError, TypeError):
         return 1
 
 
@@ -111,18 +133,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as im:
-            im.load()  # forces a full decode: truncated files fail here, not later
-            upright = ImageOps.exif_transpose(im)
-            return decode_rgb(upright if upright is not None else im)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from e
+    with open_image(path) as im:
+        im.load()  # forces a full decode: truncated files fail here, not later
+        upright = ImageOps.exif_transpose(im)
+        return decode_rgb(upright if upright is not None else im)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(H, W) of an image as :func:`read_image` returns it (EXIF orientation applied), from its header."""
-    with Image.open(path) as im:
+    with open_image(path) as im:
         h, w = im.height, im.width
         orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
     return (w, h) if exif_swaps_sides(orientation) else (h, w)
@@ -137,25 +156,20 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: mask file not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("P", "L"):
-                arr = np.asarray(im)
-            elif im.mode in ("I", "I;16"):
-                arr = np.asarray(im)
-                if arr.max(initial=0) > 255:
-                    raise DataError(f"{path}: mask values above 255 ({int(arr.max())})")
-            else:
-                raise DataError(
-                    f"{path}: mask has mode {im.mode}; expected a palette (P) or single-channel (L) PNG "
-                    "holding class indices"
-                )
-            return arr.astype(np.uint8, copy=True)
-    except DataError:
-        raise
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read mask ({e})") from e
+    with open_image(path, "mask") as im:
+        im.load()
+        if im.mode in ("P", "L"):
+            arr = np.asarray(im)
+        elif im.mode in ("I", "I;16"):
+            arr = np.asarray(im)
+            if arr.max(initial=0) > 255:
+                raise DataError(f"{path}: mask values above 255 ({int(arr.max())})")
+        else:
+            raise DataError(
+                f"{path}: mask has mode {im.mode}; expected a palette (P) or single-channel (L) PNG "
+                "holding class indices"
+            )
+        return arr.astype(np.uint8, copy=True)
 
 
 def save_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
