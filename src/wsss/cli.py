@@ -866,13 +866,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{what}; finished outputs are kept, rerun the same command to continue", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     except (OSError, RuntimeError) as e:
-        from wsss.core.files import write_os_error
+        from wsss.core.files import write_error_text, write_os_error
 
         cause = write_os_error(e)  # a full disk or an unwritable folder outside core.files.atomic_write
         if cause is None:
             raise
-        print(f"error: {cause.filename or 'output'}: cannot write ({cause.strerror}); finished outputs are kept",
-              file=sys.stderr)  # fmt: skip
+        print(f"error: {cause.filename or 'output'}: cannot write ({write_error_text(cause)}); finished outputs "
+              "are kept", file=sys.stderr)  # fmt: skip
         return 1
     finally:
         if "torch" in sys.modules:  # a command that never imported torch has no process group to leave

@@ -4,6 +4,7 @@ Tiny data (the session's synthetic set, copied), seconds per case."""
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -134,3 +135,33 @@ def test_a_decompression_bomb_in_eval_is_one_line(data, tmp_path, capsys, bomb_l
     bomb = bomb_limit((data / "SegmentationClass" if which == "ground truth" else pred) / "val_00001.png", "P")
     rc, out = _cli(capsys, "eval", pred, "--data-root", data, "--split", "val")
     assert rc == 1 and _one_error_line(out).startswith(f"error: {bomb}: cannot read mask (Image size"), out
+
+
+# ---- 12: a full disk under numpy's writer ------------------------------------------------------------------
+
+
+def test_a_short_write_of_save_probs_names_the_file(run_dir, capsys, monkeypatch):
+    """numpy's ``tofile`` on a full disk raises "OSError: N requested and M written" (no errno, no path)."""
+    real_save = np.save
+
+    def short_save(f, array, **kwargs):  # part of the array lands, then numpy's own error
+        buf = io.BytesIO()
+        real_save(buf, array, **kwargs)
+        f.write(buf.getvalue()[:1984])
+        raise OSError(f"{len(buf.getvalue())} requested and 1984 written")
+
+    monkeypatch.setattr(np, "save", short_save)
+    rc, out = _cli(capsys, "predict", run_dir, "--split", "val", "--save-probs", "--quiet")
+    line = _one_error_line(out)
+    probs = run_dir / "probs" / "val"
+    assert rc == 1 and f"error: {probs / 'val_00000.npy'}: cannot write (" in line and "written: a short write" in line
+    assert not list(probs.iterdir())  # no half-written file, no temporary left
+
+
+def test_a_short_write_outside_the_atomic_writer_is_one_line(tmp_path, capsys, monkeypatch):
+    def short(a):
+        raise OSError("4096 requested and 0 written")
+
+    monkeypatch.setattr("wsss.cli.cmd_check_data", short)
+    rc, out = _cli(capsys, "check-data", tmp_path)
+    assert rc == 1 and "cannot write (4096 requested and 0 written: a short write" in _one_error_line(out)

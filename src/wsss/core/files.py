@@ -11,6 +11,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,22 +38,42 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
 
 def output_error(path: str | os.PathLike, error: OSError) -> OutputError:
     """The ``OutputError`` for writing ``path`` failing with ``error`` (``strerror`` kept, e.g. "No space
-    left on device")."""
-    return OutputError(f"{path}: cannot write ({error.strerror or error})")
+    left on device"; a short write, which has no errno, is said to be one)."""
+    return OutputError(f"{path}: cannot write ({write_error_text(error)})")
+
+
+def write_error_text(error: OSError) -> str:
+    """Why a write failed, in words: the OS's (``strerror``, e.g. "No space left on device"), or for a short
+    write, which has none, what it was and its likely cause."""
+    if _short_write(error):
+        return f"{error}: a short write; is the disk full?"
+    return str(error.strerror or error)
 
 
 def write_os_error(error: BaseException) -> OSError | None:
-    """The OS error behind a failed write, if it is one of ``_WRITE_ERRNOS``: ``error`` itself or one it
-    was raised from or during (``torch.save`` on a full disk raises "RuntimeError: [enforce fail ...]
+    """The OS error behind a failed write, if it is one of ``_WRITE_ERRNOS`` or a short write: ``error`` itself or
+    one it was raised from or during (``torch.save`` on a full disk raises "RuntimeError: [enforce fail ...]
     unexpected pos" while handling the OSError of the short write)."""
     seen: set[int] = set()
     e: BaseException | None = error
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, OSError) and not isinstance(e, OutputError) and e.errno in _WRITE_ERRNOS:
+        if isinstance(e, OSError) and not isinstance(e, OutputError) and (e.errno in _WRITE_ERRNOS or _short_write(e)):
             return e
         e = e.__cause__ or e.__context__
     return None
+
+
+def _short_write(error: BaseException) -> bool:
+    """Whether ``error`` is a write that stopped short without an errno: numpy's ``tofile`` (``np.save`` of
+    an array to a real file, ``wsss predict --save-probs``) on a full disk raises "OSError: 28672 requested
+    and 1984 written", which neither names the file nor says why (issue 58)."""
+    return (
+        isinstance(error, OSError)
+        and not isinstance(error, OutputError)
+        and error.errno is None
+        and re.fullmatch(r"\d+ requested and \d+ written", str(error)) is not None
+    )
 
 
 def check_output_file(path: str | os.PathLike) -> Path:
