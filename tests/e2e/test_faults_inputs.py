@@ -165,3 +165,28 @@ def test_a_short_write_outside_the_atomic_writer_is_one_line(tmp_path, capsys, m
     monkeypatch.setattr("wsss.cli.cmd_check_data", short)
     rc, out = _cli(capsys, "check-data", tmp_path)
     assert rc == 1 and "cannot write (4096 requested and 0 written: a short write" in _one_error_line(out)
+
+
+# ---- 14: a size no image has -------------------------------------------------------------------------------
+
+
+SIDES = [
+    "data.crop_size=100000000000",
+    "data.val_max_side=70000",
+    "infer.max_side=1000000",
+    "infer.cam_input_size=65536",
+]
+
+
+@pytest.mark.parametrize("override", SIDES)
+def test_an_absurd_size_is_refused_before_anything_is_written(data, tmp_path, capsys, override):
+    run = tmp_path / "run"
+    rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run), override, "--quiet")
+    key, value = override.split("=")
+    line = _one_error_line(out)
+    assert (
+        rc == 2
+        and f"'{override}': {key} must be a side of at most 65535 pixels (a JPEG's largest), got {value}" in line
+    )
+    assert not run.exists()
+    assert load_config(CONFIG, ["data.crop_size=65535", "infer.max_side=65535"]).data.crop_size == 65535  # legal

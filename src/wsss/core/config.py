@@ -503,6 +503,12 @@ POSITIVE_SETTINGS = (
     "train.micro_batch", "data.crop_size", "data.val_resize", "data.val_max_images", "data.val_max_side",
     "infer.batch_size", "infer.max_side", "infer.cam_input_size", "infer.square_size",
 )  # fmt: skip
+# Settings that are an image side in pixels: above the largest side a JPEG can have (65535) no image or crop
+# is meant, and a typo like data.crop_size=100000000000 failed after the training had started ("ValueError:
+# array is too big", issue 58). Checked with the positive settings.
+SIDE_SETTINGS = ("data.crop_size", "data.val_resize", "data.val_max_side", "infer.max_side", "infer.cam_input_size",
+                 "infer.square_size")  # fmt: skip
+MAX_SIDE = 65535
 NON_NEGATIVE_SETTINGS = ("train.warmup_iters", "data.num_workers", "run.threads", "infer.crf_workers")
 # Settings with a fixed set of values (the functions that read them refuse others, but only when they run).
 CAM_EMPTY_FALLBACKS = ("none", "minmax", "peak_odds")  # infer.cam_empty_fallback (cam.multiscale.fill_empty_maps)
@@ -532,6 +538,8 @@ def check_value(key: str, value: Any) -> Any:
     """
     if key in POSITIVE_SETTINGS and value is not None and value <= 0:
         raise ConfigError(f"{key} must be a positive integer, got {value}")
+    if key in SIDE_SETTINGS and value is not None and value > MAX_SIDE:
+        raise ConfigError(f"{key} must be a side of at most {MAX_SIDE} pixels (a JPEG's largest), got {value}")
     if key in NON_NEGATIVE_SETTINGS and value is not None and value < 0:
         raise ConfigError(f"{key} must be 0 or more, got {value}")
     if key in CHOICE_SETTINGS and value not in CHOICE_SETTINGS[key]:
@@ -547,8 +555,8 @@ def check_value(key: str, value: Any) -> Any:
 
 def check_settings(cfg: Config) -> Config:
     """ConfigError naming the first setting of ``POSITIVE_SETTINGS`` at 0 or below (None, where
-    allowed, means "not set") or of ``NON_NEGATIVE_SETTINGS`` below 0, of ``CHOICE_SETTINGS`` outside its
-    values, a level outside [0, 1] (``LEVEL_SETTINGS``), a learning
+    allowed, means "not set"), of ``SIDE_SETTINGS`` above ``MAX_SIDE``, of ``NON_NEGATIVE_SETTINGS`` below 0,
+    of ``CHOICE_SETTINGS`` outside its values, a level outside [0, 1] (``LEVEL_SETTINGS``), a learning
     rate that is not a positive number and a scale list with a scale that is not positive. Returns ``cfg``."""
     keys = (*POSITIVE_SETTINGS, *NON_NEGATIVE_SETTINGS, *CHOICE_SETTINGS, *LEVEL_SETTINGS, *POSITIVE_NUMBER_SETTINGS,
             *SCALE_SETTINGS)  # fmt: skip
