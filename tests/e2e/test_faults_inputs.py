@@ -190,3 +190,39 @@ def test_an_absurd_size_is_refused_before_anything_is_written(data, tmp_path, ca
     )
     assert not run.exists()
     assert load_config(CONFIG, ["data.crop_size=65535", "infer.max_side=65535"]).data.crop_size == 65535  # legal
+
+
+# ---- 10: what YAML's aliases expand to ---------------------------------------------------------------------
+
+
+def _alias_bomb(levels: int = 6, width: int = 9) -> str:
+    """``levels`` anchors of ``width`` aliases of the one before: width ** levels values in 1 kB of text."""
+    rows = [f"l0: &l0 [{', '.join(['x'] * width)}]"]
+    rows += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(rows)
+
+
+def test_an_alias_bomb_inside_a_free_form_mapping_is_refused_at_once(tmp_path, capsys):
+    bomb = tmp_path / "bomb.yaml"
+    rows = _alias_bomb().replace("\n", "\n    ")
+    bomb.write_text(f"_base_: {CONFIG}\nmodel:\n  backbone_kwargs:\n    {rows}\n")
+    rc, out = _cli(capsys, "config", "show", bomb)
+    line = _one_error_line(out)
+    assert rc == 2 and line.startswith(f"error: {bomb}: invalid YAML (its aliases expand to more than 100,000 values")
+    inline = _alias_bomb().replace("\n", ", ")
+    rc, out = _cli(capsys, "config", "show", CONFIG, f"model.backbone_kwargs={{{inline}}}")
+    assert rc == 2 and "cannot parse value (its aliases expand to more than 100,000" in _one_error_line(out)
+
+
+@pytest.mark.parametrize("text", ["a: &a [1, *a]", "a: " + "[" * 2000 + "]" * 2000])
+def test_a_recursive_alias_or_a_deep_nesting_is_one_line(tmp_path, capsys, text):
+    cfg = tmp_path / "odd.yaml"
+    cfg.write_text(text + "\n")
+    rc, out = _cli(capsys, "config", "show", cfg)
+    assert rc == 2 and _one_error_line(out).startswith(f"error: {cfg}: invalid YAML (")
+
+
+def test_anchors_and_aliases_of_a_real_config_still_read(tmp_path, capsys):
+    cfg = tmp_path / "anchors.yaml"
+    cfg.write_text(f"_base_: {CONFIG}\ncam:\n  scales: &s [1.0, 0.5]\ninfer:\n  cam_scales: *s\n")
+    assert load_config(cfg).infer.cam_scales == (1.0, 0.5)

@@ -25,13 +25,64 @@ import yaml
 
 from wsss.core.errors import ConfigError, MissingFileError
 
+# The most nodes a YAML document may stand for once its aliases are expanded. An alias is read as a second
+# reference to the same object, cheap until something copies the result: a "billion laughs" of nine anchors
+# of nine aliases each, inside a free-form mapping (model.backbone_kwargs), passed the schema and then
+# grew `wsss config show` to gigabytes in the deep copy of ``Config.to_dict`` (issue 58). The largest preset
+# is a few hundred nodes.
+MAX_YAML_NODES = 100_000
+
 
 class YAMLLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's float rule: ``1e-3`` and ``6E-5`` are numbers.
+    """PyYAML's safe loader with YAML 1.2's float rule: ``1e-3`` and ``6E-5`` are numbers, and with a bound on
+    what its aliases expand to (``MAX_YAML_NODES``; a recursive alias is refused too).
 
     PyYAML follows YAML 1.1, whose float pattern needs a dot in the mantissa (``1.0e-3``), so it reads
     ``1e-3`` as the string '1e-3'. Every config, override and run file is read with this loader.
     """
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """A ``yaml.YAMLError`` when the node graph ``root`` (aliases are shared nodes) expands to more than
+    ``MAX_YAML_NODES`` nodes or into itself. Each distinct node is sized once, children first, without
+    recursion (a deeply nested document must not exhaust Python's stack here)."""
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if children_done:
+            on_path.discard(key)
+            size[key] = min(MAX_YAML_NODES + 1, 1 + sum(size[id(c)] for c in children))
+            if size[key] > MAX_YAML_NODES:
+                raise yaml.YAMLError(
+                    f"its aliases expand to more than {MAX_YAML_NODES:,} values ({node.start_mark.line + 1}:"
+                    f"{node.start_mark.column + 1}); refused as a YAML alias bomb"
+                )
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise yaml.YAMLError(f"a recursive alias at line {node.start_mark.line + 1}; a config cannot hold one")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 YAMLLoader.add_implicit_resolver(
@@ -49,8 +100,12 @@ YAMLLoader.add_implicit_resolver(
 
 
 def yaml_load(text: str) -> Any:
-    """Parse YAML text with :class:`YAMLLoader` (YAML 1.2 floats); the one way configs are read."""
-    return yaml.load(text, Loader=YAMLLoader)
+    """Parse YAML text with :class:`YAMLLoader` (YAML 1.2 floats, bounded aliases); the one way configs are
+    read. A ``yaml.YAMLError`` for text that is not YAML or is nested deeper than Python's stack allows."""
+    try:
+        return yaml.load(text, Loader=YAMLLoader)
+    except RecursionError:  # PyYAML's parser recurses per level: "[[[[...]]]]" 500 deep exhausts the stack
+        raise yaml.YAMLError("nested too deeply (hundreds of levels); a config is a few levels deep") from None
 
 
 @dataclass

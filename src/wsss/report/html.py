@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from wsss.core.config import run_config_path, yaml_load
+from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_write, remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.evaluation import EvalResult, confusion_matrix, evaluate, scores_from_hist
@@ -251,7 +252,11 @@ def write_report(
 ) -> Path:
     """Write ``<run>/report/index.html`` (and its PNGs) and return its path."""
     run = Path(run)
-    cfg = yaml_load(run_config_path(run).read_text())  # as written: the page shows the whole file
+    cfg_path = run_config_path(run)
+    try:
+        cfg = yaml_load(cfg_path.read_text())  # as written: the page shows the whole file
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{cfg_path}: invalid YAML ({e})") from e
     split = split or cfg["data"]["val_split"]
     ds = VOCDataset(data_root or cfg["data"]["root"], split)
     out = run / "report"
