@@ -226,3 +226,32 @@ def test_anchors_and_aliases_of_a_real_config_still_read(tmp_path, capsys):
     cfg = tmp_path / "anchors.yaml"
     cfg.write_text(f"_base_: {CONFIG}\ncam:\n  scales: &s [1.0, 0.5]\ninfer:\n  cam_scales: *s\n")
     assert load_config(cfg).infer.cam_scales == (1.0, 0.5)
+
+
+# ---- 16: a class no training image has ---------------------------------------------------------------------
+
+
+def _without_class(data: Path, split: str, name: str) -> None:
+    """Remove class ``name`` from every image of ``split``: its label and its mask pixels (then background)."""
+    from wsss.data.voc import read_cls_labels_file, write_cls_labels
+    from wsss.utils.io import save_label_png
+
+    k = _classes(data).index(name)
+    table = read_cls_labels_file(data / "cls_labels.npy")
+    for id in VOCDataset(data, split).ids:
+        table[id][k - 1] = 0.0
+        path = data / "SegmentationClass" / f"{id}.png"
+        mask = read_label_png(path)
+        save_label_png(path, np.where(mask == k, 0, mask))
+    write_cls_labels(data, table)
+
+
+def test_a_class_without_training_images_is_a_warning_of_check_data_and_train(data, tmp_path, capsys):
+    _without_class(data, "train", "bottle")
+    rc, out = _cli(capsys, "check-data", data)
+    warning = "split 'train': no image of class 6 (bottle) among its 24 labelled images: a training on this split"
+    assert rc == 0 and warning in out and "OK: no problems found" in out
+    assert "split 'val': no image" not in out  # val has bottles
+    over = tiny_overrides(data, tmp_path / "run", **{"train.max_iters": 2, "train.eval_iters": 100})
+    rc, out = _cli(capsys, "train", CONFIG, *over, "--quiet")
+    assert rc == 0 and warning in out, out  # said at the start of the training, which goes on
