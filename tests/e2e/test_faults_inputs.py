@@ -255,3 +255,43 @@ def test_a_class_without_training_images_is_a_warning_of_check_data_and_train(da
     over = tiny_overrides(data, tmp_path / "run", **{"train.max_iters": 2, "train.eval_iters": 100})
     rc, out = _cli(capsys, "train", CONFIG, *over, "--quiet")
     assert rc == 0 and warning in out, out  # said at the start of the training, which goes on
+
+
+# ---- 15: a synth stopped part-way --------------------------------------------------------------------------
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_full_disk_during_synth_names_the_file_and_the_rerun_finishes_the_dataset(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    from wsss.data import check_dataset
+
+    out, fresh = tmp_path / "d", tmp_path / "fresh"
+    argv = ["synth", "--train", "6", "--val", "2", "--size", "48", "--workers", "0"]
+    real_open, opened = builtins.open, []
+
+    def full_after_five(path, mode="r", *args, **kwargs):  # the sixth file written finds the disk full
+        f = real_open(path, mode, *args, **kwargs)
+        if "w" in mode and Path(path).name.startswith("."):
+            opened.append(path)
+            if len(opened) > 5:
+                f.close()
+                raise OSError(28, "No space left on device")  # what a write's OSError carries: no file name
+        return f
+
+    monkeypatch.setattr("wsss.data.synth.open", full_after_five, raising=False)
+    rc, text = _cli(capsys, *argv[:1], out, *argv[1:])
+    line = _one_error_line(text)
+    assert rc == 1 and line.startswith(f"error: {out}/") and "/train_0000" in line
+    assert line.endswith(": cannot write (No space left on device)")
+    assert not list(out.rglob(".*.tmp"))
+    monkeypatch.undo()
+    rc, text = _cli(capsys, *argv[:1], out, *argv[1:])  # the same command again, without --overwrite
+    assert rc == 0 and "replacing the partial dataset of a wsss synth that stopped part-way" in text, text
+    assert _cli(capsys, *argv[:1], fresh, *argv[1:])[0] == 0
+    assert _tree(out) == _tree(fresh) and check_dataset(out, progress=False).ok  # as if it had never stopped
+    rc, text = _cli(capsys, *argv[:1], out, *argv[1:])  # a finished dataset is still refused
+    assert rc == 1 and "already holds a dataset" in _one_error_line(text)
