@@ -295,3 +295,70 @@ def test_a_full_disk_during_synth_names_the_file_and_the_rerun_finishes_the_data
     assert _tree(out) == _tree(fresh) and check_dataset(out, progress=False).ok  # as if it had never stopped
     rc, text = _cli(capsys, *argv[:1], out, *argv[1:])  # a finished dataset is still refused
     assert rc == 1 and "already holds a dataset" in _one_error_line(text)
+
+
+# ---- 9: a photo far larger than the network sees ----------------------------------------------------------
+
+
+def _capped(run: Path, side: int) -> None:
+    save_config(load_config(run / "config.yaml", [f"infer.max_side={side}"]), run / "config.yaml")
+
+
+@pytest.mark.parametrize("how", ["image", "ids"])
+def test_viz_computes_and_draws_at_most_infer_max_side(run_dir, data, tmp_path, capsys, monkeypatch, how):
+    """viz computed the CAMs, PAR and the prediction of a 13000-px photo at its own size (3.9 GB, minutes): all
+    of it is done at infer.max_side (here 48 px for a 300x180 photo), as the network's input already was."""
+    from PIL import Image
+
+    from wsss.report import viz
+    from wsss.runs.run import Run
+    from wsss.utils.io import save_label_png
+
+    _capped(run_dir, 48)
+    big = np.random.default_rng(0).integers(0, 255, (180, 300, 3), dtype=np.uint8)
+    if how == "image":
+        Image.fromarray(big).save(tmp_path / "big.png")
+        argv = ["--image", tmp_path / "big.png", "--classes", "boat"]
+    else:
+        Image.fromarray(big).save(data / "JPEGImages" / "val_00000.jpg")
+        save_label_png(data / "SegmentationClass" / "val_00000.png", np.zeros((180, 300), np.uint8))
+        save_label_png(run_dir / "predictions" / "val" / "val_00000.png", np.ones((180, 300), np.uint8))  # saved
+        argv = ["--ids", "val_00000"]
+    seen = []
+    for name in ("cam", "predict"):
+        real = getattr(Run, name)
+        monkeypatch.setattr(
+            Run, name, lambda self, image, *a, _r=real, **k: (seen.append(image.shape), _r(self, image, *a, **k))[1]
+        )
+    real_par = viz._par_pseudo
+    monkeypatch.setattr(
+        viz, "_par_pseudo", lambda run, image, *a: (seen.append(image.shape), real_par(run, image, *a))[1]
+    )
+    drawn = []
+    real_grid = viz.save_grid
+    monkeypatch.setattr(viz, "save_grid", lambda p, path: (drawn.append(p), real_grid(p, path))[1])
+    rc, out = _cli(capsys, "viz", run_dir, *argv)
+    assert rc == 0, out
+    assert seen and all(shape[:2] == (29, 48) for shape in seen), seen  # 180x300 at 48 px: 29x48
+    (p,) = drawn
+    shapes = [p.image.shape[:2], *(c.shape for _, c in p.cams), *(lab.shape for _, lab in p.labels)]
+    assert set(shapes) == {(29, 48)} and (p.gt is None or p.gt.shape == (29, 48))
+
+
+def test_an_image_read_at_a_capped_side_keeps_its_exif_turn_and_its_mode(tmp_path):
+    from PIL import Image
+
+    from wsss.utils.io import read_image
+
+    img = np.zeros((640, 960, 3), np.uint8)
+    img[:160] = 255  # a white band at the stored top: the right-hand band once turned (orientation 6)
+    im = Image.fromarray(img)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "turned.jpg", exif=exif.tobytes(), quality=95)
+    small = read_image(tmp_path / "turned.jpg", max_side=96)
+    assert small.shape == (96, 64, 3) and small[:, -8:].mean() > 200 and small[:, :8].mean() < 50
+    gray16 = np.linspace(0, 65535, 300 * 500).reshape(300, 500).astype(np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "g16.png")  # a mode Pillow does not reduce: shrunk after decoding
+    assert read_image(tmp_path / "g16.png", max_side=50).shape == (30, 50, 3)
+    assert read_image(tmp_path / "g16.png", max_side=500).shape == (300, 500, 3)  # fits: as it is
