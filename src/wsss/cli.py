@@ -820,38 +820,50 @@ def _error_text(e: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises :class:`~wsss.core.errors.Terminated` (a KeyboardInterrupt) while a command runs, as
-    SIGINT raises KeyboardInterrupt: the command's cleanup runs (its worker processes and CRF pools are
-    stopped, ``wsss train`` saves ``last.pt``: ``engine.hooks.PeriodicCheckpointer``). The handler found is
-    put back after."""
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`~wsss.core.errors.Terminated` (a KeyboardInterrupt) while a command runs, and
+    SIGINT KeyboardInterrupt, as Python's own handler does: the command's cleanup runs (its worker processes and
+    CRF pools are stopped, ``wsss train`` saves ``last.pt``: ``engine.hooks.PeriodicCheckpointer``). Both are
+    marked as a signal's (``signal_interrupt``), for :func:`main` to tell them from an interrupt its caller
+    raised. A SIGINT that is ignored (a background job) or handled by someone else stays so; the handlers
+    found are put back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        from wsss.core.errors import Terminated
+    def on_signal(signum: int, frame: Any) -> None:
+        from wsss.core.errors import signal_interrupt
 
-        raise Terminated()
+        raise signal_interrupt(signum)
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_signal)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_signal)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user error (bad data, bad config, a missing file: ``wsss.core.errors``) is one
-    ``error:`` line and a non-zero exit (2 for a config error); anything else is a bug and shows its traceback."""
+    ``error:`` line and a non-zero exit (2 for a config error); anything else is a bug and shows its traceback.
+
+    Ctrl-C (SIGINT) or SIGTERM: the command stops cleanly and returns 130 or 143, as the program (``argv``
+    None: the ``wsss`` script, ``python -m wsss``, torchrun's ranks). Called with ``argv`` as a library, by a
+    test for one, the interrupt is raised again after the same cleanup: a signal sent to a test session (Ctrl-C
+    or a CI's SIGTERM to pytest) stops the session instead of failing one test and going on with the next. An
+    interrupt the caller raised itself (no signal) still returns 130."""
     from wsss.core.errors import USER_ERRORS, ConfigError
 
+    program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     args.argv = argv  # what `--workers N` starts again in each worker
     finished = False
     try:
-        with warnings.catch_warnings(), _sigterm_as_interrupt():
+        with warnings.catch_warnings(), _signals_as_interrupts():
             warnings.showwarning = _show_config_warning
             code = args.fn(args)
             finished = True
@@ -864,6 +876,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         print(f"{what}; finished outputs are kept, rerun the same command to continue", file=sys.stderr)
+        if not program and getattr(e, "signum", None) is not None:
+            raise  # a signal to the caller's process: the caller (pytest) stops too
         return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     except (OSError, RuntimeError) as e:
         from wsss.core.files import write_error_text, write_os_error

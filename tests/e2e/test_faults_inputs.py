@@ -362,3 +362,78 @@ def test_an_image_read_at_a_capped_side_keeps_its_exif_turn_and_its_mode(tmp_pat
     Image.fromarray(gray16).save(tmp_path / "g16.png")  # a mode Pillow does not reduce: shrunk after decoding
     assert read_image(tmp_path / "g16.png", max_side=50).shape == (30, 50, 3)
     assert read_image(tmp_path / "g16.png", max_side=500).shape == (300, 500, 3)  # fits: as it is
+
+
+# ---- 17: a signal to a test session that runs commands in process ------------------------------------------
+
+_INNER_TESTS = """
+import os, pathlib, time
+
+import wsss.cli
+from wsss.cli import main
+
+
+def test_a_command(monkeypatch, tmp_path):
+    ready = pathlib.Path(os.environ["READY"])
+    if os.environ["COMMAND"] == "train":
+        run = pathlib.Path(os.environ["RUN"])
+        monkeypatch.setattr("wsss.engine.hooks.PeriodicCheckpointer.after_step", lambda self, _a=__import__(
+            "wsss.engine.hooks").engine.hooks.PeriodicCheckpointer.after_step: (ready.write_text("step"), _a(self))[1])
+        argv = ["train", os.environ["CONFIG"], *os.environ["OVERRIDES"].split("|"), "--quiet", "--skip-check"]
+    else:
+        def slow(args):
+            ready.write_text("sleeping")
+            time.sleep(120)
+            return 0
+        monkeypatch.setattr(wsss.cli, "cmd_check_data", slow)
+        argv = ["check-data", str(tmp_path)]
+    assert main(argv) == 0
+
+
+def test_after_it():
+    pathlib.Path(os.environ["AFTER"]).write_text("ran")
+"""
+
+
+@pytest.mark.parametrize("command,signum", [("sleep", "SIGINT"), ("sleep", "SIGTERM"), ("train", "SIGTERM")])
+def test_a_signal_to_pytest_stops_the_session_not_one_test(synth_root, tmp_path, command, signum):
+    """``main`` called in process by a test took the session's Ctrl-C (or a CI's SIGTERM) as its own: it returned
+    130 / 143, the test failed and the suite went on. The signal now reaches pytest, which stops (exit 2)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "test_inner.py").write_text(_INNER_TESTS)
+    over = tiny_overrides(synth_root, tmp_path / "run", **{"train.max_iters": 100000, "train.eval_iters": 100000,
+                                                           "run.threads": 1})  # fmt: skip
+    import wsss
+
+    env = {**os.environ, "PYTHONPATH": str(Path(wsss.__file__).parents[1]), "OMP_NUM_THREADS": "1", "COMMAND": command,
+           "READY": str(tmp_path / "ready"), "AFTER": str(tmp_path / "after"), "CONFIG": str(CONFIG),
+           "OVERRIDES": "|".join(over), "RUN": str(tmp_path / "run")}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:randomly", "-p", "no:cacheprovider",
+                             "test_inner.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    t0 = time.time()
+    while not (tmp_path / "ready").exists():
+        assert proc.poll() is None and time.time() - t0 < 300, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    proc.send_signal(getattr(signal, signum))
+    out, _ = proc.communicate(timeout=120)
+    stopped = "KeyboardInterrupt" if signum == "SIGINT" else "wsss.core.errors.Terminated"  # (a KeyboardInterrupt)
+    assert proc.returncode == 2 and f"!!! {stopped} !!!" in out, out[-3000:]  # pytest's "interrupted" banner
+    assert not (tmp_path / "after").exists(), out[-3000:]  # the session stopped: no test after it ran
+    what = "terminated (SIGTERM)" if signum == "SIGTERM" else "interrupted"
+    assert f"{what}; finished outputs are kept" in out  # the command's own cleanup and message came first
+    if command == "train":
+        assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()  # the step was saved, as a user's Ctrl-C
+
+
+def test_an_interrupt_the_caller_raises_still_returns_130(tmp_path, monkeypatch, capsys):
+    def interrupted(a):
+        raise KeyboardInterrupt  # raised by code (a test's stand-in for a kill), not by a signal
+
+    monkeypatch.setattr("wsss.cli.cmd_check_data", interrupted)
+    assert main(["check-data", str(tmp_path)]) == 130
