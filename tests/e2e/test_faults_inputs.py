@@ -437,3 +437,66 @@ def test_an_interrupt_the_caller_raises_still_returns_130(tmp_path, monkeypatch,
 
     monkeypatch.setattr("wsss.cli.cmd_check_data", interrupted)
     assert main(["check-data", str(tmp_path)]) == 130
+
+
+# ==== the issue-58 helper's own trial: runs that move, data that changes, nodes that differ =================
+
+
+# ---- data that changes between a stop and its resume ------------------------------------------------------
+
+
+def test_a_resume_on_a_changed_training_split_says_so(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    over = tiny_overrides(data, run, **{"train.max_iters": 2, "train.eval_iters": 100, "train.ckpt_iters": 2})
+    assert _cli(capsys, "train", CONFIG, *over, "--quiet")[0] == 0
+    rc, out = _cli(capsys, "train", CONFIG, *over, "--quiet")  # the same data: a resume says nothing of it
+    assert rc == 0 and "changed since this checkpoint" not in out, out
+    split = data / "ImageSets/Segmentation/train.txt"
+    split.write_text("".join(split.read_text().splitlines(keepends=True)[:-1]))  # one image dropped meanwhile
+    rc, out = _cli(capsys, "train", CONFIG, *over, "--quiet")
+    last = run / "checkpoints" / "last.pt"
+    assert (
+        rc == 0
+        and f"warning: {last}: the training data changed since this checkpoint (split 'train' lists 23 "
+        "ids, not 24); the run resumes on the data as it is now"
+        in out
+    ), out
+
+
+# ---- two processes of a torchrun job whose data differ -----------------------------------------------------
+
+_RANK_SKEW = '''
+"""custom_imports of the test: process 1 reads a train split one id shorter, as a node whose copy differs."""
+import os
+
+import wsss.data.voc as voc
+
+if os.environ.get("RANK") == "1":
+    real = voc.read_split
+    voc.read_split = lambda root, split: real(root, split)[:-1] if split == "train" else real(root, split)
+'''
+
+
+def test_torchrun_processes_reading_different_data_stop_with_one_line(synth_root, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import wsss
+
+    (tmp_path / "rank_skew.py").write_text(_RANK_SKEW)
+    run = tmp_path / "run"
+    over = tiny_overrides(synth_root, run, **{"train.max_iters": 2, "custom_imports": "[rank_skew]",
+                                              "run.threads": 1})  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{Path(wsss.__file__).parents[1]}{os.pathsep}{tmp_path}",
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "wsss.cli",
+           "train", str(CONFIG), *over, "--quiet", "--skip-check"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    err = done.stderr
+    assert done.returncode != 0, err[-3000:]
+    line = (f"error: {synth_root.resolve()}: process 1 of this job reads other data than process 0 (split 'train' "
+            "lists 23 ids, not 24); every process must read the same dataset")  # fmt: skip
+    # both processes, one line each; the only traceback is torchrun's agent's report of the failed workers
+    assert err.count(line) == 2 and f'File "{Path(wsss.__file__).parent}' not in err, err[-3000:]
+    assert not (run / "checkpoints").exists()

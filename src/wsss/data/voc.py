@@ -12,6 +12,7 @@ classifier training (augmentation, normalisation, ``img_box``, optional extra vi
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 from collections.abc import Callable, Mapping
@@ -239,6 +240,25 @@ class VOCDataset(Dataset):
         if bad.size:
             raise DataError(f"{p}: mask values {bad.tolist()} are not classes (0..{self.num_classes - 1}) or 255")
         return labels_from_mask(mask, self.num_classes)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the split's data without reading an image: its ids (count and digest), the class list
+        and the digest of the ``cls_labels.npy`` entries of its ids (None without that file). Two processes of a
+        job, or a resume and its checkpoint, read the same data only if these are equal."""
+        table = self.cls_labels
+        labels = None
+        if table is not None:
+            h = hashlib.sha256()
+            for id in self.ids:
+                h.update(id.encode() + b"\0" + (table[id].tobytes() if id in table else b"-"))
+            labels = h.hexdigest()[:16]
+        return {
+            "split": self.split,
+            "n_ids": len(self.ids),
+            "ids": hashlib.sha256("\n".join(self.ids).encode()).hexdigest()[:16],
+            "classes": list(self.class_names),
+            "labels": labels,
+        }
 
     def __len__(self) -> int:
         return len(self.ids)
