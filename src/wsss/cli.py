@@ -112,10 +112,10 @@ def cmd_check_data(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from wsss.core.config import load_config, resolve_paths
+    from wsss.core.config import resolve_paths
     from wsss.engine.launch import train
 
-    cfg = load_config(a.config, a.overrides)
+    cfg = _load_checked(a.config, a.overrides)  # a wrong option is refused before the data checks, naming its file
     typed = cfg.data.root
     resolve_paths(cfg)  # the run stores absolute input paths: `wsss cam RUN` works from anywhere
     if typed != cfg.data.root:
@@ -381,10 +381,23 @@ QUIET_HELP = "no progress bars"
 
 
 def cmd_config_show(a: argparse.Namespace) -> int:
-    from wsss.core.config import dump_config, load_config
+    from wsss.core.config import dump_config
 
-    sys.stdout.write(dump_config(load_config(a.config, a.overrides)))
+    sys.stdout.write(dump_config(_load_checked(a.config, a.overrides)))  # the method's options too: it would train
     return 0
+
+
+def _load_checked(config: str, overrides: Sequence[str]) -> Any:
+    """``load_config(config, overrides)`` with the method and its options checked (``check_method``): an error
+    names the file, or the overrides when they brought it."""
+    from wsss.core.config import load_config
+    from wsss.methods import check_method
+
+    check_method(load_config(config), config)
+    cfg = load_config(config, overrides)
+    if overrides:
+        check_method(cfg, "command-line overrides")
+    return cfg
 
 
 def add_config(sub: argparse._SubParsersAction) -> None:

@@ -500,3 +500,24 @@ def test_torchrun_processes_reading_different_data_stop_with_one_line(synth_root
     # both processes, one line each; the only traceback is torchrun's agent's report of the failed workers
     assert err.count(line) == 2 and f'File "{Path(wsss.__file__).parent}' not in err, err[-3000:]
     assert not (run / "checkpoints").exists()
+
+
+# ---- a run or a preset of an older wsss: an option renamed since ----------------------------------------------
+
+
+def test_an_option_renamed_since_is_named_with_its_file(run_dir, tmp_path, capsys):
+    old = tmp_path / "rca_old.yaml"  # RCA's proxy thresholds were *_thr before one name per concept (f1416c9)
+    old.write_text(f"_base_: {REPO / 'configs/rca/synthetic_cpu.yaml'}\noptions:\n  proxy_att_thr: 0.5\n")
+    rc, out = _cli(capsys, "config", "show", old)
+    assert rc == 2 and _one_error_line(out) == (f"error: {old}: unknown config key 'options.proxy_att_thr' (did you "
+                                                "mean 'options.proxy_att_thre'?)")  # fmt: skip
+    rc, out = _cli(capsys, "train", old, "run.dir=" + str(tmp_path / "never"), "--quiet")  # refused before anything
+    assert rc == 2 and f"error: {old}: unknown config key 'options.proxy_att_thr'" in out
+    assert not (tmp_path / "never").exists()
+    text = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(text.replace("options: {}", "options: {pseudo_sorce: cam}"))  # a run's own
+    rc, out = _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")
+    assert rc == 2 and _one_error_line(out).startswith(
+        f"error: {run_dir / 'config.yaml'}: unknown config key "
+        "'options.pseudo_sorce' (did you mean 'options.pseudo_source'"
+    )
