@@ -521,3 +521,54 @@ def test_an_option_renamed_since_is_named_with_its_file(run_dir, tmp_path, capsy
         f"error: {run_dir / 'config.yaml'}: unknown config key "
         "'options.pseudo_sorce' (did you mean 'options.pseudo_source'"
     )
+
+
+# ---- a flaky filesystem: reads that fail once, then succeed -----------------------------------------------
+
+
+@pytest.fixture
+def flaky_reads(monkeypatch):
+    """Every file opened by Pillow or numpy fails its first read with EIO (a network filesystem's hiccup); the
+    paths of ``failing`` fail every time. Returns (failing, how many reads failed)."""
+    import errno
+
+    from PIL import Image
+
+    seen: set[str] = set()
+    failing: set[str] = set()
+    failed = []
+
+    def flaky(real):
+        def open_(path, *args, **kwargs):
+            key = str(path)
+            if key in failing or key not in seen:
+                seen.add(key)
+                failed.append(key)
+                raise OSError(errno.EIO, "Input/output error", key)
+            return real(path, *args, **kwargs)
+
+        return open_
+
+    monkeypatch.setattr(Image, "open", flaky(Image.open))
+    monkeypatch.setattr(np, "load", flaky(np.load))
+    monkeypatch.setattr("wsss.core.files.READ_PAUSE_S", 0.0, raising=False)  # no waiting in the test
+    return failing, failed
+
+
+def test_reads_that_fail_once_are_tried_again_and_the_training_goes_on(data, tmp_path, capsys, flaky_reads):
+    _, failed = flaky_reads
+    over = tiny_overrides(data, tmp_path / "run", **{"train.max_iters": 2, "train.eval_iters": 2})
+    rc, out = _cli(capsys, "train", CONFIG, *over, "--quiet", "--skip-check")
+    assert rc == 0, out
+    assert any(f.endswith(".jpg") for f in failed) and any(f.endswith(".png") for f in failed)  # images and masks
+
+
+def test_a_read_that_keeps_failing_is_one_line_naming_the_file(run_dir, data, capsys, flaky_reads):
+    failing, failed = flaky_reads
+    ids = _cams_from_masks(run_dir, data, "val")
+    bad_cam = run_dir / "cams" / "val" / f"{ids[1]}.npz"
+    failing.add(str(bad_cam))
+    rc, out = _cli(capsys, "pseudo", run_dir, "--split", "val", "--refine", "none", "--quiet")
+    assert rc == 1 and f"{bad_cam}: cannot read CAM file (OSError: [Errno 5] Input/output error" in out, out
+    assert failed.count(str(bad_cam)) == 3  # tried three times
+    assert len(list((run_dir / "pseudo" / "val").glob("*.png"))) == 7  # the other CAMs were read at their 2nd try

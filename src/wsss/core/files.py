@@ -2,7 +2,8 @@
 ``open()`` gives, and with a full disk or an unwritable folder reported as one ``OutputError`` naming the file.
 
 The bottom of the toolkit (``wsss.core``): the checkpoint and config writers use it, and every output of
-``wsss.utils.io`` and above goes through :func:`atomic_write`.
+``wsss.utils.io`` and above goes through :func:`atomic_write`. Reading has one rule here: a transient error (a
+network filesystem's hiccup) is tried again (:func:`retry_transient`) by the readers of images, masks and CAMs.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from wsss.core.errors import OutputError
+
+T = TypeVar("T")
 
 
 def _umask() -> int:
@@ -117,6 +122,33 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBas
         if cause is not None:
             raise output_error(path, cause) from e
         raise
+
+
+# Read errors that the same read may not meet again: a network filesystem's hiccup (NFS, SMB, FUSE mounts of cloud
+# buckets), a disk that timed out. One of them stopped a training of hours at one image (issue 58 trial); a reader
+# tries such a read READ_TRIES times, READ_PAUSE_S apart (then 4 times longer), before it fails.
+TRANSIENT_READ_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE, errno.EINTR, errno.ECONNRESET}
+READ_TRIES = 3
+READ_PAUSE_S = 0.05
+
+
+def transient_read_error(error: BaseException) -> bool:
+    """Whether ``error``, or the error it was raised from, is an OSError of ``TRANSIENT_READ_ERRNOS``."""
+    cause = error if isinstance(error, OSError) and error.errno is not None else error.__cause__
+    return isinstance(cause, OSError) and cause.errno in TRANSIENT_READ_ERRNOS
+
+
+def retry_transient(read: Callable[[], T]) -> T:
+    """``read()``, tried again after a transient read error (``transient_read_error``) up to ``READ_TRIES`` times in
+    all; the last error is raised as it is."""
+    for attempt in range(READ_TRIES):
+        try:
+            return read()
+        except Exception as e:
+            if attempt == READ_TRIES - 1 or not transient_read_error(e):
+                raise
+            time.sleep(READ_PAUSE_S * 4**attempt)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> int:

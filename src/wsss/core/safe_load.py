@@ -92,8 +92,14 @@ def read_npy(path: str | os.PathLike, what: str = "array file") -> Any:
 
 
 def read_npz(path: str | os.PathLike, names: tuple[str, ...], what: str = "array file") -> dict[str, np.ndarray]:
-    """The named arrays of an ``.npz`` (``allow_pickle=False``); DataError naming the file if one is missing."""
-    path = Path(path)
+    """The named arrays of an ``.npz`` (``allow_pickle=False``); DataError naming the file if one is missing. A
+    transient read error is tried again (``core.files.retry_transient``)."""
+    from wsss.core.files import retry_transient
+
+    return retry_transient(lambda: _read_npz(Path(path), names, what))
+
+
+def _read_npz(path: Path, names: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [n for n in names if n not in z.files]

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from wsss.core.errors import DataError
-from wsss.core.files import atomic_write
+from wsss.core.files import atomic_write, retry_transient
 from wsss.core.safe_load import read_npz
 
 
@@ -136,6 +136,10 @@ def read_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarr
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
+    return retry_transient(lambda: _read_image(path, max_side))
+
+
+def _read_image(path: Path, max_side: int | None) -> np.ndarray:
     with open_image(path) as im:
         if max_side is not None and im.format == "JPEG":
             im.draft(im.mode, (max_side, max_side))  # DCT scaling: a 1/8 decode of a 13000-px photo is 1/64 of it
@@ -181,6 +185,10 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: mask file not found")
+    return retry_transient(lambda: _read_label_png(path))
+
+
+def _read_label_png(path: Path) -> np.ndarray:
     with open_image(path, "mask") as im:
         im.load()
         if im.mode in ("P", "L"):
