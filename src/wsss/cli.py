@@ -116,6 +116,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from wsss.engine.launch import train
 
     cfg = _load_checked(a.config, a.overrides)  # a wrong option is refused before the data checks, naming its file
+    _refuse_a_moved_run(a.config, a.overrides, cfg.run.dir)
     typed = cfg.data.root
     resolve_paths(cfg)  # the run stores absolute input paths: `wsss cam RUN` works from anywhere
     if typed != cfg.data.root:
@@ -129,6 +130,26 @@ def cmd_train(a: argparse.Namespace) -> int:
     out = train(cfg, progress=not a.quiet, allow_config_change=a.allow_config_change)
     print(f"run {cfg.run.dir}: step {out['step']}" + (f", best val mIoU {out['best']:.2f}" if out.get("best") else ""))
     return 0
+
+
+def _refuse_a_moved_run(config: str, overrides: Sequence[str], run_dir: str) -> None:
+    """UsageError for ``wsss train RUN/config.yaml`` (a run's own config, beside its checkpoints) whose ``run.dir``
+    is another folder: the run was moved or copied (to another machine, where its absolute run.dir is no run), and
+    training would start a new run there, or resume the original, instead of the one named. A ``run.dir=``
+    override says which is meant."""
+    from pathlib import Path
+
+    from wsss.core.errors import UsageError
+
+    folder = Path(config).parent
+    if Path(config).name != "config.yaml" or not (folder / "checkpoints").is_dir():
+        return
+    if any(o.split("=", 1)[0] == "run.dir" for o in overrides) or Path(run_dir).resolve() == folder.resolve():
+        return
+    raise UsageError(
+        f"{config}: the config of the run {folder}, but its run.dir is {run_dir} (a run moved or copied?); pass "
+        f"run.dir={folder} to resume this run, or another run.dir to start a new one from its settings"
+    )
 
 
 def _data_checks_pass(cfg: Any, progress: bool) -> bool:

@@ -572,3 +572,32 @@ def test_a_read_that_keeps_failing_is_one_line_naming_the_file(run_dir, data, ca
     assert rc == 1 and f"{bad_cam}: cannot read CAM file (OSError: [Errno 5] Input/output error" in out, out
     assert failed.count(str(bad_cam)) == 3  # tried three times
     assert len(list((run_dir / "pseudo" / "val").glob("*.png"))) == 7  # the other CAMs were read at their 2nd try
+
+
+# ---- a run folder moved or copied to another machine -------------------------------------------------------
+
+
+def test_a_copied_run_names_its_gone_data_root_and_works_with_data_root(run_dir, data, tmp_path, capsys):
+    moved = tmp_path / "elsewhere"
+    data.rename(moved)  # the run's absolute data.root is not on this machine
+    rc, out = _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")
+    line = _one_error_line(out)
+    assert rc == 1 and line.startswith(f"error: {data}: dataset root not found: the data.root of the run {run_dir}")
+    assert "--data-root DIR" in line
+    rc, out = _cli(capsys, "cam", run_dir, "--split", "val", "--data-root", moved, "--quiet")
+    assert rc == 0, out
+
+
+def test_training_a_moved_runs_config_is_refused_unless_run_dir_says_which(data, tmp_path, capsys):
+    run, copy = tmp_path / "run", tmp_path / "copy"
+    over = tiny_overrides(data, run, **{"train.max_iters": 2, "train.eval_iters": 100})
+    assert _cli(capsys, "train", CONFIG, *over, "--quiet")[0] == 0
+    shutil.copytree(run, copy)
+    shutil.rmtree(run)  # on the new machine the run's absolute run.dir holds nothing
+    rc, out = _cli(capsys, "train", copy / "config.yaml", "--quiet")
+    line = _one_error_line(out)
+    assert rc == 1 and line.startswith(f"error: {copy / 'config.yaml'}: the config of the run {copy}, but its "
+                                       f"run.dir is {run} (a run moved or copied?); pass run.dir={copy}")  # fmt: skip
+    assert not run.exists()  # no new run started at the stale path
+    rc, out = _cli(capsys, "train", copy / "config.yaml", f"run.dir={copy}", "--quiet")
+    assert rc == 0 and f"run {copy}: step 2" in out, out  # the copy's own last.pt: nothing left to train

@@ -34,6 +34,7 @@ from wsss.core.config import run_config_path, yaml_load
 from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_write, remove_stale_temps
 from wsss.data import VOCDataset
+from wsss.data.voc import run_dataset
 from wsss.evaluation import EvalResult, confusion_matrix, evaluate, scores_from_hist
 from wsss.report.figures import (
     IGNORE,
@@ -258,7 +259,7 @@ def write_report(
     except yaml.YAMLError as e:
         raise ConfigError(f"{cfg_path}: invalid YAML ({e})") from e
     split = split or cfg["data"]["val_split"]
-    ds = VOCDataset(data_root or cfg["data"]["root"], split)
+    ds = run_dataset(data_root, cfg["data"]["root"], split, run)
     out = run / "report"
     (out / "images").mkdir(parents=True, exist_ok=True)
     for folder in (out, out / "images"):

@@ -27,6 +27,7 @@ from wsss.cam import PAR, cam_to_label, refine_cams_with_bkg
 from wsss.core.errors import USER_ERRORS, DataError, UsageError
 from wsss.data import VOCDataset
 from wsss.data.transforms import fit_side
+from wsss.data.voc import run_dataset
 from wsss.report.figures import OUTPUTS, ImagePanels, save_grid, saved_panels
 from wsss.runs.run import Run, load_run
 from wsss.runs.shard import run_ids
@@ -154,7 +155,7 @@ def write_viz(
         return [_image_grid(run, Path(image), classes, out)]
     written = []
     split = split or run.cfg.data.val_split
-    ds = VOCDataset(data_root or run.cfg.data.root, split)
+    ds = run_dataset(data_root, run.cfg.data.root, split, run.dir)
     if ds.num_classes != run.num_classes:
         raise DataError(f"{ds.root}: {ds.num_classes} classes, the run was trained with {run.num_classes}")
     known = set(ds.ids)
