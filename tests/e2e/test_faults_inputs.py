@@ -601,3 +601,11 @@ def test_training_a_moved_runs_config_is_refused_unless_run_dir_says_which(data,
     assert not run.exists()  # no new run started at the stale path
     rc, out = _cli(capsys, "train", copy / "config.yaml", f"run.dir={copy}", "--quiet")
     assert rc == 0 and f"run {copy}: step 2" in out, out  # the copy's own last.pt: nothing left to train
+
+
+def test_train_on_a_run_of_weights_only_is_one_line(run_dir, capsys):
+    """An imported run's last.pt (`wsss import`: step 0, weights, no optimizer) given to `wsss train`."""
+    rc, out = _cli(capsys, "train", run_dir / "config.yaml", "--quiet", "--skip-check")
+    line = _one_error_line(out)
+    last = run_dir / "checkpoints" / "last.pt"
+    assert rc == 1 and line.startswith(f"error: {last}: weights only (no optimizer state") and "pretrained" in line

@@ -401,6 +401,13 @@ class Trainer(TrainerBase):
         state = load_checkpoint(last)
         check_checkpoint_classes(state, last, self.train_set.class_names, f"the dataset {self.cfg.data.root}")
         load_model_state(self.method, state["model"], last)
+        missing = [k for k in ("optimizer", "scaler", "data", "rng") if k not in state]
+        if missing:  # a KeyError traceback before (issue 58 trial): an imported run is no training to go on with
+            raise UsageError(
+                f"{last}: weights only (no optimizer state: a run of `wsss import`, or a file saved by other code), "
+                f"not a training to resume; train from these weights in a new run: model.pretrained={last} "
+                "run.dir=NEW_RUN"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
