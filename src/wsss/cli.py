@@ -123,10 +123,11 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from wsss.core.config import load_config, resolve_paths
+    from wsss.core.config import resolve_paths
     from wsss.engine.launch import train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = _load_checked(args.config, args.overrides)  # a wrong option refused before the data checks, naming its file
+    _refuse_a_moved_run(args.config, args.overrides, cfg.run.dir)
     typed = cfg.data.root
     resolve_paths(cfg)  # the run stores absolute input paths: `wsss cam RUN` works from anywhere
     if typed != cfg.data.root:
@@ -140,6 +141,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = train(cfg, progress=not args.quiet, allow_config_change=args.allow_config_change, overwrite=args.overwrite)
     print(f"run {cfg.run.dir}: step {out['step']}" + (f", best val mIoU {out['best']:.2f}" if out.get("best") else ""))
     return 0
+
+
+def _refuse_a_moved_run(config: str, overrides: Sequence[str], run_dir: str) -> None:
+    """UsageError for ``wsss train RUN/config.yaml`` (a run's own config, beside its checkpoints) whose ``run.dir``
+    is another folder: the run was moved or copied (to another machine, where its absolute run.dir is no run), and
+    training would start a new run there, or resume the original, instead of the one named. A ``run.dir=``
+    override says which is meant."""
+    from pathlib import Path
+
+    from wsss.core.errors import UsageError
+
+    folder = Path(config).parent
+    if Path(config).name != "config.yaml" or not (folder / "checkpoints").is_dir():
+        return
+    if any(o.split("=", 1)[0] == "run.dir" for o in overrides) or Path(run_dir).resolve() == folder.resolve():
+        return
+    raise UsageError(
+        f"{config}: the config of the run {folder}, but its run.dir is {run_dir} (a run moved or copied?); pass "
+        f"run.dir={folder} to resume this run, or another run.dir to start a new one from its settings"
+    )
 
 
 def _data_checks_pass(cfg: Any, progress: bool) -> bool:
@@ -477,10 +498,23 @@ def cmd_export_voc_test(args: argparse.Namespace) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    from wsss.core.config import dump_config, load_config
+    from wsss.core.config import dump_config
 
-    sys.stdout.write(dump_config(load_config(args.config, args.overrides)))
+    sys.stdout.write(dump_config(_load_checked(args.config, args.overrides)))  # the method's options too
     return 0
+
+
+def _load_checked(config: str, overrides: Sequence[str]) -> Any:
+    """``load_config(config, overrides)`` with the method and its options checked (``check_method``): an error
+    names the file, or the overrides when they brought it."""
+    from wsss.core.config import load_config
+    from wsss.methods import check_method
+
+    check_method(load_config(config), config)
+    cfg = load_config(config, overrides)
+    if overrides:
+        check_method(cfg, "command-line overrides")
+    return cfg
 
 
 def add_config(sub: argparse._SubParsersAction) -> None:
@@ -1003,38 +1037,50 @@ def _error_text(e: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises :class:`~wsss.core.errors.Terminated` (a KeyboardInterrupt) while a command runs, as
-    SIGINT raises KeyboardInterrupt: the command's cleanup runs (its worker processes and CRF pools are
-    stopped, ``wsss train`` saves ``last.pt``: ``engine.hooks.PeriodicCheckpointer``). The handler found is
-    put back after."""
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`~wsss.core.errors.Terminated` (a KeyboardInterrupt) while a command runs, and
+    SIGINT KeyboardInterrupt, as Python's own handler does: the command's cleanup runs (its worker processes and
+    CRF pools are stopped, ``wsss train`` saves ``last.pt``: ``engine.hooks.PeriodicCheckpointer``). Both are
+    marked as a signal's (``signal_interrupt``), for :func:`main` to tell them from an interrupt its caller
+    raised. A SIGINT that is ignored (a background job) or handled by someone else stays so; the handlers
+    found are put back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        from wsss.core.errors import Terminated
+    def on_signal(signum: int, frame: Any) -> None:
+        from wsss.core.errors import signal_interrupt
 
-        raise Terminated()
+        raise signal_interrupt(signum)
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_signal)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_signal)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user error (bad data, bad config, a missing file: ``wsss.core.errors``) is one
-    ``error:`` line and a non-zero exit (2 for a config error); anything else is a bug and shows its traceback."""
+    ``error:`` line and a non-zero exit (2 for a config error); anything else is a bug and shows its traceback.
+
+    Ctrl-C (SIGINT) or SIGTERM: the command stops cleanly and returns 130 or 143, as the program (``argv``
+    None: the ``wsss`` script, ``python -m wsss``, torchrun's ranks). Called with ``argv`` as a library, by a
+    test for one, the interrupt is raised again after the same cleanup: a signal sent to a test session (Ctrl-C
+    or a CI's SIGTERM to pytest) stops the session instead of failing one test and going on with the next. An
+    interrupt the caller raised itself (no signal) still returns 130."""
     from wsss.core.errors import USER_ERRORS, ConfigError
 
+    program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     args.argv = argv  # what `--workers N` starts again in each worker
     finished = False
     try:
-        with warnings.catch_warnings(), _sigterm_as_interrupt():
+        with warnings.catch_warnings(), _signals_as_interrupts():
             warnings.showwarning = _show_config_warning
             code = args.fn(args)
             finished = True
@@ -1047,15 +1093,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         print(f"{what}; finished outputs are kept, rerun the same command to continue", file=sys.stderr)
+        if not program and getattr(e, "signum", None) is not None:
+            raise  # a signal to the caller's process: the caller (pytest) stops too
         return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     except (OSError, RuntimeError) as e:
-        from wsss.core.files import write_os_error
+        from wsss.core.files import write_error_text, write_os_error
 
         cause = write_os_error(e)  # a full disk or an unwritable folder outside core.files.atomic_write
         if cause is None:
             raise
-        print(f"error: {cause.filename or 'output'}: cannot write ({cause.strerror}); finished outputs are kept",
-              file=sys.stderr)  # fmt: skip
+        print(f"error: {cause.filename or 'output'}: cannot write ({write_error_text(cause)}); finished outputs "
+              "are kept", file=sys.stderr)  # fmt: skip
         return 1
     finally:
         if "torch" in sys.modules:  # a command that never imported torch has no process group to leave

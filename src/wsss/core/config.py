@@ -31,13 +31,64 @@ import yaml
 
 from wsss.core.errors import ConfigError, MissingFileError
 
+# The most nodes a YAML document may stand for once its aliases are expanded. An alias is read as a second
+# reference to the same object, cheap until something copies the result: a "billion laughs" of nine anchors
+# of nine aliases each, inside a free-form mapping (model.backbone_kwargs), passed the schema and then
+# grew `wsss config show` to gigabytes in the deep copy of ``Config.to_dict`` (issue 58). The largest preset
+# is a few hundred nodes.
+MAX_YAML_NODES = 100_000
+
 
 class YAMLLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's float rule: ``1e-3`` and ``6E-5`` are numbers.
+    """PyYAML's safe loader with YAML 1.2's float rule: ``1e-3`` and ``6E-5`` are numbers, and with a bound on
+    what its aliases expand to (``MAX_YAML_NODES``; a recursive alias is refused too).
 
     PyYAML follows YAML 1.1, whose float pattern needs a dot in the mantissa (``1.0e-3``), so it reads
     ``1e-3`` as the string '1e-3'. Every config, override and run file is read with this loader.
     """
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """A ``yaml.YAMLError`` when the node graph ``root`` (aliases are shared nodes) expands to more than
+    ``MAX_YAML_NODES`` nodes or into itself. Each distinct node is sized once, children first, without
+    recursion (a deeply nested document must not exhaust Python's stack here)."""
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if children_done:
+            on_path.discard(key)
+            size[key] = min(MAX_YAML_NODES + 1, 1 + sum(size[id(c)] for c in children))
+            if size[key] > MAX_YAML_NODES:
+                raise yaml.YAMLError(
+                    f"its aliases expand to more than {MAX_YAML_NODES:,} values ({node.start_mark.line + 1}:"
+                    f"{node.start_mark.column + 1}); refused as a YAML alias bomb"
+                )
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise yaml.YAMLError(f"a recursive alias at line {node.start_mark.line + 1}; a config cannot hold one")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 YAMLLoader.add_implicit_resolver(
@@ -55,8 +106,12 @@ YAMLLoader.add_implicit_resolver(
 
 
 def yaml_load(text: str) -> Any:
-    """Parse YAML text with :class:`YAMLLoader` (YAML 1.2 floats); the one way configs are read."""
-    return yaml.load(text, Loader=YAMLLoader)
+    """Parse YAML text with :class:`YAMLLoader` (YAML 1.2 floats, bounded aliases); the one way configs are
+    read. A ``yaml.YAMLError`` for text that is not YAML or is nested deeper than Python's stack allows."""
+    try:
+        return yaml.load(text, Loader=YAMLLoader)
+    except RecursionError:  # PyYAML's parser recurses per level: "[[[[...]]]]" 500 deep exhausts the stack
+        raise yaml.YAMLError("nested too deeply (hundreds of levels); a config is a few levels deep") from None
 
 
 @dataclass
@@ -620,6 +675,12 @@ POSITIVE_SETTINGS = (
     "train.micro_batch", "data.crop_size", "data.val_resize", "data.val_max_images", "data.val_max_side",
     "infer.batch_size", "infer.max_side", "infer.cam_input_size", "infer.square_size",
 )  # fmt: skip
+# Settings that are an image side in pixels: above the largest side a JPEG can have (65535) no image or crop
+# is meant, and a typo like data.crop_size=100000000000 failed after the training had started ("ValueError:
+# array is too big", issue 58). Checked with the positive settings.
+SIDE_SETTINGS = ("data.crop_size", "data.val_resize", "data.val_max_side", "infer.max_side", "infer.cam_input_size",
+                 "infer.square_size")  # fmt: skip
+MAX_SIDE = 65535
 NON_NEGATIVE_SETTINGS = ("train.warmup_iters", "data.num_workers", "run.threads", "infer.crf_workers")
 # Settings with a fixed set of values (the functions that read them refuse others, but only when they run).
 CAM_EMPTY_FALLBACKS = ("none", "minmax", "peak_odds")  # infer.cam_empty_fallback (cam.multiscale.fill_empty_maps)
@@ -649,6 +710,8 @@ def check_value(key: str, value: Any) -> Any:
     """
     if key in POSITIVE_SETTINGS and value is not None and value <= 0:
         raise ConfigError(f"{key} must be a positive integer, got {value}")
+    if key in SIDE_SETTINGS and value is not None and value > MAX_SIDE:
+        raise ConfigError(f"{key} must be a side of at most {MAX_SIDE} pixels (a JPEG's largest), got {value}")
     if key in NON_NEGATIVE_SETTINGS and value is not None and value < 0:
         raise ConfigError(f"{key} must be 0 or more, got {value}")
     if key in CHOICE_SETTINGS and value not in CHOICE_SETTINGS[key]:
@@ -664,8 +727,8 @@ def check_value(key: str, value: Any) -> Any:
 
 def check_settings(cfg: Config) -> Config:
     """ConfigError naming the first setting of ``POSITIVE_SETTINGS`` at 0 or below (None, where
-    allowed, means "not set") or of ``NON_NEGATIVE_SETTINGS`` below 0, of ``CHOICE_SETTINGS`` outside its
-    values, a level outside [0, 1] (``LEVEL_SETTINGS``), a learning
+    allowed, means "not set"), of ``SIDE_SETTINGS`` above ``MAX_SIDE``, of ``NON_NEGATIVE_SETTINGS`` below 0,
+    of ``CHOICE_SETTINGS`` outside its values, a level outside [0, 1] (``LEVEL_SETTINGS``), a learning
     rate that is not a positive number and a scale list with a scale that is not positive. Returns ``cfg``."""
     keys = (*POSITIVE_SETTINGS, *NON_NEGATIVE_SETTINGS, *CHOICE_SETTINGS, *LEVEL_SETTINGS, *POSITIVE_NUMBER_SETTINGS,
             *SCALE_SETTINGS)  # fmt: skip

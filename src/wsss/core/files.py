@@ -2,7 +2,8 @@
 ``open()`` gives, and with a full disk or an unwritable folder reported as one ``OutputError`` naming the file.
 
 The bottom of the toolkit (``wsss.core``): the checkpoint and config writers use it, and every output of
-``wsss.utils.io`` and above goes through :func:`atomic_write`.
+``wsss.utils.io`` and above goes through :func:`atomic_write`. Reading has one rule here: a transient error (a
+network filesystem's hiccup) is tried again (:func:`retry_transient`) by the readers of images, masks and CAMs.
 """
 
 from __future__ import annotations
@@ -11,11 +12,16 @@ import contextlib
 import errno
 import io
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from wsss.core.errors import OutputError
+
+T = TypeVar("T")
 
 
 def _umask() -> int:
@@ -37,22 +43,42 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
 
 def output_error(path: str | os.PathLike, error: OSError) -> OutputError:
     """The ``OutputError`` for writing ``path`` failing with ``error`` (``strerror`` kept, e.g. "No space
-    left on device")."""
-    return OutputError(f"{path}: cannot write ({error.strerror or error})")
+    left on device"; a short write, which has no errno, is said to be one)."""
+    return OutputError(f"{path}: cannot write ({write_error_text(error)})")
+
+
+def write_error_text(error: OSError) -> str:
+    """Why a write failed, in words: the OS's (``strerror``, e.g. "No space left on device"), or for a short
+    write, which has none, what it was and its likely cause."""
+    if _short_write(error):
+        return f"{error}: a short write; is the disk full?"
+    return str(error.strerror or error)
 
 
 def write_os_error(error: BaseException) -> OSError | None:
-    """The OS error behind a failed write, if it is one of ``_WRITE_ERRNOS``: ``error`` itself or one it
-    was raised from or during (``torch.save`` on a full disk raises "RuntimeError: [enforce fail ...]
+    """The OS error behind a failed write, if it is one of ``_WRITE_ERRNOS`` or a short write: ``error`` itself or
+    one it was raised from or during (``torch.save`` on a full disk raises "RuntimeError: [enforce fail ...]
     unexpected pos" while handling the OSError of the short write)."""
     seen: set[int] = set()
     e: BaseException | None = error
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, OSError) and not isinstance(e, OutputError) and e.errno in _WRITE_ERRNOS:
+        if isinstance(e, OSError) and not isinstance(e, OutputError) and (e.errno in _WRITE_ERRNOS or _short_write(e)):
             return e
         e = e.__cause__ or e.__context__
     return None
+
+
+def _short_write(error: BaseException) -> bool:
+    """Whether ``error`` is a write that stopped short without an errno: numpy's ``tofile`` (``np.save`` of
+    an array to a real file, ``wsss predict --save-probs``) on a full disk raises "OSError: 28672 requested
+    and 1984 written", which neither names the file nor says why (issue 58)."""
+    return (
+        isinstance(error, OSError)
+        and not isinstance(error, OutputError)
+        and error.errno is None
+        and re.fullmatch(r"\d+ requested and \d+ written", str(error)) is not None
+    )
 
 
 def check_output_file(path: str | os.PathLike) -> Path:
@@ -96,6 +122,33 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBas
         if cause is not None:
             raise output_error(path, cause) from e
         raise
+
+
+# Read errors that the same read may not meet again: a network filesystem's hiccup (NFS, SMB, FUSE mounts of cloud
+# buckets), a disk that timed out. One of them stopped a training of hours at one image (issue 58 trial); a reader
+# tries such a read READ_TRIES times, READ_PAUSE_S apart (then 4 times longer), before it fails.
+TRANSIENT_READ_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE, errno.EINTR, errno.ECONNRESET}
+READ_TRIES = 3
+READ_PAUSE_S = 0.05
+
+
+def transient_read_error(error: BaseException) -> bool:
+    """Whether ``error``, or the error it was raised from, is an OSError of ``TRANSIENT_READ_ERRNOS``."""
+    cause = error if isinstance(error, OSError) and error.errno is not None else error.__cause__
+    return isinstance(cause, OSError) and cause.errno in TRANSIENT_READ_ERRNOS
+
+
+def retry_transient(read: Callable[[], T]) -> T:
+    """``read()``, tried again after a transient read error (``transient_read_error``) up to ``READ_TRIES`` times in
+    all; the last error is raised as it is."""
+    for attempt in range(READ_TRIES):
+        try:
+            return read()
+        except Exception as e:
+            if attempt == READ_TRIES - 1 or not transient_read_error(e):
+                raise
+            time.sleep(READ_PAUSE_S * 4**attempt)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> int:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +92,14 @@ def read_npy(path: str | os.PathLike, what: str = "array file") -> Any:
 
 
 def read_npz(path: str | os.PathLike, names: tuple[str, ...], what: str = "array file") -> dict[str, np.ndarray]:
-    """The named arrays of an ``.npz`` (``allow_pickle=False``); DataError naming the file if one is missing."""
-    path = Path(path)
+    """The named arrays of an ``.npz`` (``allow_pickle=False``); DataError naming the file if one is missing. A
+    transient read error is tried again (``core.files.retry_transient``)."""
+    from wsss.core.files import retry_transient
+
+    return retry_transient(lambda: _read_npz(Path(path), names, what))
+
+
+def _read_npz(path: Path, names: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [n for n in names if n not in z.files]
@@ -100,7 +108,9 @@ def read_npz(path: str | os.PathLike, names: tuple[str, ...], what: str = "array
             return {n: z[n] for n in names}
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as e:
+    # a truncated or cut-off .npz (a killed copy, a full disk) is a broken zip archive: zipfile's and zlib's
+    # errors are not OSErrors, and without the file's name the traceback said only "File is not a zip file"
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{path}: cannot read {what} ({type(e).__name__}: {e})") from e
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import ImageFile
 
 from wsss.core.errors import DataError
 from wsss.data.classes import CLASSES_FILE, VOC_CLASSES, read_classes
@@ -33,7 +33,14 @@ from wsss.data.voc import (
     read_cls_labels_file,
     read_split,
 )
-from wsss.utils.io import describe_path, exif_orientation, exif_swaps_sides, image_size, read_label_png
+from wsss.utils.io import (
+    describe_path,
+    exif_orientation,
+    exif_swaps_sides,
+    image_size,
+    open_image,
+    read_label_png,
+)
 
 PROGRESS_MIN = 200  # show a progress bar above this many images
 LABEL_ONLY_SHOWN = 20  # ids listed in the warning about labels without mask pixels
@@ -175,13 +182,13 @@ def check_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.load()
             if im.mode not in IMAGE_MODES and not im.mode.startswith("I;16"):
                 return None, f"{path}: unsupported image mode {im.mode}"
         return image_size(path), None  # as the commands read it: EXIF orientation applied
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        return None, f"{path}: cannot read image ({e})"
+    except DataError as e:
+        return None, str(e)
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
@@ -205,7 +212,7 @@ def _read_mask(path: Path) -> tuple[np.ndarray | None, str | None]:
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with Image.open(path) as im:
+        with open_image(path, "mask") as im:
             mode = im.mode
         if mode not in ("P", "L", "I", "I;16"):
             return None, (
@@ -214,8 +221,6 @@ def _read_mask(path: Path) -> tuple[np.ndarray | None, str | None]:
         return read_label_png(path), None
     except DataError as e:
         return None, str(e)
-    except (OSError, SyntaxError, ValueError) as e:
-        return None, f"{path}: cannot read mask ({e})"
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
@@ -312,14 +317,18 @@ def check_dataset(
     has_mask_dir = any((root / d).is_dir() for d in MASK_DIRS)
     split_with_masks, needs_mask = _mask_needs(split_ids, mask_of, has_table, has_mask_dir, table_keys, report,
                                                full_masks)  # fmt: skip
+    labels_of: dict[str, np.ndarray] = {}  # id -> its (C-1,) labels, where known
     for id in _progress(all_ids, progress):
         vec = table.get(id) if table is not None else None
         mask_labels = _check_one_image(root, id, mask_of[id], id in needs_mask, vec, class_names, classes_desc,
                                        (has_mask_dir, has_table), report)  # fmt: skip
-        _count_labels(id, vec, mask_labels, class_names, per_class, label_only)
+        labels = _count_labels(id, vec, mask_labels, class_names, per_class, label_only)
+        if labels is not None:
+            labels_of[id] = labels
 
     if table_keys is not None:
         _check_label_coverage(split_ids, table_keys, split_with_masks, npy, report)
+    _warn_absent_classes(split_ids, labels_of, class_names, report)
     if label_only:
         _warn_label_only(label_only, npy, report)
     report.label_only = label_only
@@ -497,7 +506,9 @@ def _count_labels(
     class_names: list[str],
     per_class: Counter,
     label_only: dict[str, str],
-) -> None:
+) -> np.ndarray | None:
+    """Count the classes of ``id`` (its label vector, else its mask's classes) into ``per_class``; returns
+    those labels, None when neither is known."""
     if vec is not None:
         if mask_labels is not None:
             only_lab = np.flatnonzero((vec > 0.5) & ~(mask_labels > 0.5)) + 1
@@ -509,6 +520,27 @@ def _count_labels(
     if labels is not None:
         for c in np.flatnonzero(labels > 0.5):
             per_class[c + 1] += 1
+    return labels
+
+
+def _warn_absent_classes(
+    split_ids: dict[str, list[str]], labels_of: dict[str, np.ndarray], class_names: list[str], report: CheckReport
+) -> None:
+    """A warning per split whose labelled images never show some class: legal, but a training on it cannot
+    learn the class (nothing said so: `wsss train` went on, check-data said "OK", issue 58) and a score on it
+    cannot measure the class. Splits without any known labels (a test split) are left out."""
+    for s, ids in split_ids.items():
+        known = [labels_of[i] for i in ids if i in labels_of and labels_of[i].shape[0] == len(class_names) - 1]
+        if not known:
+            continue
+        seen = np.stack(known).max(axis=0) > 0.5
+        absent = np.flatnonzero(~seen) + 1
+        if absent.size:
+            them = "it" if absent.size == 1 else "them"
+            report.warn(
+                f"split {s!r}: no image of class {_names(absent, class_names)} among its {len(known)} labelled "
+                f"images: a training on this split cannot learn {them}, a score on it cannot measure {them}"
+            )
 
 
 def _check_label_coverage(

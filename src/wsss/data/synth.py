@@ -61,6 +61,7 @@ images are independent of each other and of ``n_workers``; the same seed gives b
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -75,8 +76,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from wsss.core.errors import UsageError
-from wsss.core.files import atomic_write
+from wsss.core.errors import OutputError, UsageError
+from wsss.core.files import atomic_write, output_error, write_os_error
 from wsss.data.classes import write_classes
 from wsss.data.voc import SPLIT_DIR, write_cls_labels
 from wsss.utils.io import per_id_path, voc_palette
@@ -622,11 +623,20 @@ def encode_label_png(mask: np.ndarray) -> bytes:
 
 def _put(path: Path, data: bytes) -> None:
     """Write via a temporary name + rename (never a truncated file), without the per-file fsync of
-    ``atomic_write``: thousands of small files would otherwise cost 1-6 ms each on a busy disk."""
+    ``atomic_write``: thousands of small files would otherwise cost 1-6 ms each on a busy disk. A full disk or
+    an unwritable folder is an ``OutputError`` naming ``path`` (the OS's error of a write names no file: the
+    command said "output: cannot write", issue 58)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if write_os_error(e) is not None:
+            raise output_error(path, e) from e
+        raise
 
 
 def _write_one(args: tuple) -> tuple[str, np.ndarray, dict]:
@@ -675,9 +685,11 @@ def generate_synthetic(
     _check_synthetic_args(n_train, n_val, size, image_format, context_with, context_without)
     t0 = time.perf_counter()
     out = Path(out)
-    _clear_old_dataset(out, overwrite)
+    _clear_old_dataset(out, overwrite, verbose)
     for d in ("JPEGImages", "SegmentationClass", "SegmentationContext", str(SPLIT_DIR)):
-        (out / d).mkdir(parents=True, exist_ok=True)
+        _mkdir(out / d)
+    with atomic_write(out / PARTIAL_MARKER, "w") as f:  # removed last: until then the folder is a partial one
+        f.write("wsss synth is writing this dataset; a rerun of wsss synth replaces it\n")
     write_classes(out, CLASS_NAMES)
 
     jobs = [
@@ -698,6 +710,7 @@ def generate_synthetic(
         with atomic_write(out / SPLIT_DIR / f"{split}.txt", "w") as f:
             f.write("".join(f"{_sample_id(split, i, n)}\n" for i in range(n)))
     _write_design(out, seed, size, context_with, context_without, per_image)
+    (out / PARTIAL_MARKER).unlink()
     counts = _synthetic_counts(n_train, n_val, labels, per_image, t0)
     if verbose:
         print(_describe(out, size, counts))
@@ -717,24 +730,43 @@ def _describe(out: Path, size: int, counts: dict) -> str:
 
 SYNTH_OUTPUTS = ("JPEGImages", "SegmentationClass", "SegmentationContext", str(SPLIT_DIR), "classes.txt",
                  "cls_labels.npy", "synth_meta.json")  # fmt: skip
+# Present while ``generate_synthetic`` writes: a folder holding it is a synth stopped part-way (a full disk, a
+# kill), which a rerun replaces without --overwrite; it used to be refused as "already holds a dataset".
+PARTIAL_MARKER = ".wsss_synth_incomplete"
 
 
-def _clear_old_dataset(out: Path, overwrite: bool) -> None:
+def _clear_old_dataset(out: Path, overwrite: bool, verbose: bool = True) -> None:
     """UsageError if ``out`` holds a dataset (any of ``SYNTH_OUTPUTS``, a folder counting when not empty);
-    with ``overwrite``, those are removed."""
+    with ``overwrite``, or when it is a synth stopped part-way (``PARTIAL_MARKER``), those are removed."""
     found = [
         name
         for name in SYNTH_OUTPUTS
         if (out / name).is_file() or (out / name).is_dir() and any((out / name).iterdir())
     ]
-    if not found:
+    partial = (out / PARTIAL_MARKER).is_file()
+    if not found and not partial:
         return
-    if not overwrite:
+    if not overwrite and not partial:
         raise UsageError(f"{out}: already holds a dataset ({', '.join(found)}); pass --overwrite to replace it, "
                          "or choose another folder")  # fmt: skip
-    for name in found:
-        path = out / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if partial and verbose:
+        print(f"{out}: replacing the partial dataset of a wsss synth that stopped part-way")
+    try:
+        for name in found:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    except OSError as e:
+        raise OutputError(f"{e.filename or out}: cannot remove the old dataset ({e.strerror or e})") from e
+
+
+def _mkdir(path: Path) -> None:
+    """``path`` and its parents, an unwritable place an ``OutputError`` naming it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if write_os_error(e) is not None:
+            raise output_error(path, e) from e
+        raise
 
 
 def _check_synthetic_args(

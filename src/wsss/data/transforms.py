@@ -85,6 +85,16 @@ def resize_long_side(img: np.ndarray, long_side: int, *, interpolation: str = "b
     return resize_to(img, (max(1, round(h * scale)), max(1, round(w * scale))), interpolation=interpolation)
 
 
+def fit_side(img: np.ndarray, max_side: int | None, *, interpolation: str = "bilinear") -> np.ndarray:
+    """``img`` (an image, a map or a label map) shrunk to a longest side of ``max_side`` if it is longer (aspect
+    kept), else as it is: the cap of what an inference path computes on (``infer.max_side``: the network's
+    input in :func:`prepare_image`, everything ``wsss viz`` draws), so that its cost is bounded whatever the
+    photo's size."""
+    if max_side is None or max(np.asarray(img).shape[:2]) <= max_side:
+        return img
+    return resize_long_side(img, max_side, interpolation=interpolation)
+
+
 # --------------------------------------------------------------------------------------------------
 # random geometric transforms
 # --------------------------------------------------------------------------------------------------
@@ -282,6 +292,4 @@ def prepare_image(
     ``infer.max_side``: the network's cost grows with the pixels; callers resize its maps to the image)."""
     if size is not None:
         image = resize_to(image, size)
-    if max_side is not None and max(image.shape[:2]) > max_side:
-        image = resize_long_side(image, max_side)
-    return normalize(image).unsqueeze(0).to(device)
+    return normalize(fit_side(image, max_side)).unsqueeze(0).to(device)

@@ -12,6 +12,7 @@ classifier training (augmentation, normalisation, ``img_box``, optional extra vi
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 from collections.abc import Callable, Mapping
@@ -247,6 +248,25 @@ class VOCDataset(Dataset):
             raise DataError(f"{p}: mask values {bad.tolist()} are not classes (0..{self.num_classes - 1}) or 255")
         return labels_from_mask(mask, self.num_classes)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the split's data without reading an image: its ids (count and digest), the class list
+        and the digest of the ``cls_labels.npy`` entries of its ids (None without that file). Two processes of a
+        job, or a resume and its checkpoint, read the same data only if these are equal."""
+        table = self.cls_labels
+        labels = None
+        if table is not None:
+            h = hashlib.sha256()
+            for id in self.ids:
+                h.update(id.encode() + b"\0" + (table[id].tobytes() if id in table else b"-"))
+            labels = h.hexdigest()[:16]
+        return {
+            "split": self.split,
+            "n_ids": len(self.ids),
+            "ids": hashlib.sha256("\n".join(self.ids).encode()).hexdigest()[:16],
+            "classes": list(self.class_names),
+            "labels": labels,
+        }
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -261,6 +281,18 @@ class VOCDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"VOCDataset(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, C={self.num_classes})"
+
+
+def run_dataset(root: str | os.PathLike | None, run_root: str, split: str, run_dir: str | os.PathLike) -> VOCDataset:
+    """The dataset a command on a trained run reads: ``root`` (its ``--data-root``), else the run's ``data.root``
+    (``run_root``). A run's own root that is not on this machine (a run copied from another, whose config holds
+    its absolute paths) is a DataError that names the run and ``--data-root``, not only "root not found"."""
+    if root is None and not Path(run_root).is_dir():
+        raise DataError(
+            f"{describe_path(run_root)}: dataset root not found: the data.root of the run {run_dir} (a run moved or "
+            "copied from another machine?); give the dataset's folder here with --data-root DIR"
+        )
+    return VOCDataset(root if root is not None else run_root, split)
 
 
 ExtraViews = Callable[..., Mapping[str, Any]] | Mapping[str, Callable[..., Any]]

@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 
 from wsss.core.checkpoint import check_checkpoint_classes, load_checkpoint, load_model_state
-from wsss.core.config import Config, load_run_config
+from wsss.core.config import Config, load_run_config, run_config_path
 from wsss.core.device import resolve_device
 from wsss.data.classes import read_classes
 from wsss.engine.train_loop import HookBase
 from wsss.engine.trainer import Trainer, build_optimizer
 from wsss.engine.validate import validate
-from wsss.methods import EngineAPI, Method, build_method
+from wsss.methods import EngineAPI, Method, build_method, check_method
 from wsss.models.weights import drop_missing_pretrained
 
 __all__ = [
@@ -58,6 +58,7 @@ def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device
     """
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir, "; train one with `wsss train`")
+    check_method(cfg, run_config_path(run_dir))  # a run of an older wsss: its renamed option named with its file
     ckpts = run_dir / "checkpoints"
     if checkpoint == "auto":
         path = ckpts / "best.pt" if (ckpts / "best.pt").is_file() else ckpts / "last.pt"

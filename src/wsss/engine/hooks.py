@@ -301,9 +301,9 @@ class PeriodicCheckpointer(HookBase):
         self._previous = {int(s): signal.signal(s, self._on_signal) for s in self.SIGNALS}
 
     def _stop(self) -> KeyboardInterrupt:
-        from wsss.core.errors import Terminated
+        from wsss.core.errors import signal_interrupt
 
-        return Terminated() if self._signum == signal.SIGTERM else KeyboardInterrupt()
+        return signal_interrupt(self._signum)  # marked as a signal's: see wsss.cli.main
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         now = time.monotonic()

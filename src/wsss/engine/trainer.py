@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import random
 import sys
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -37,7 +38,7 @@ from wsss.core.distributed import (
     rank,
     world_size,
 )
-from wsss.core.errors import TrainingDiverged, UsageError
+from wsss.core.errors import ConfigWarning, DataError, TrainingDiverged, UsageError
 from wsss.data import ClsTrainDataset, VOCDataset
 from wsss.data.transforms import TrainAugment
 from wsss.data.voc import available_splits
@@ -206,6 +207,55 @@ def active_terms(cfg: Config, step: int) -> set[str]:
     return {k for k, v in w.items() if v != 0 and step > start.get(k, -1)}
 
 
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """What differs between two ``VOCDataset.fingerprint``s, in words (``a`` the other one, ``b`` the reference)."""
+    said = []
+    if a["classes"] != b["classes"]:
+        said.append(f"its classes ({len(a['classes'])}: {', '.join(a['classes'][1:4])}, ...) are not "
+                    f"({len(b['classes'])}: {', '.join(b['classes'][1:4])}, ...)")  # fmt: skip
+    if a["n_ids"] != b["n_ids"] or a["ids"] != b["ids"]:
+        same = " (as many, others or in another order)" if a["n_ids"] == b["n_ids"] else ""
+        said.append(f"split {a['split']!r} lists {a['n_ids']} ids, not {b['n_ids']}{same}")
+    elif a["labels"] != b["labels"]:
+        said.append(f"the image labels of split {a['split']!r} differ")
+    return "; ".join(said)
+
+
+def check_same_data(root: str | Path, datasets: Sequence[VOCDataset | None]) -> None:
+    """Under torchrun: a DataError on every process unless each reads the same splits, classes and labels as rank 0
+    (``VOCDataset.fingerprint``). A node whose copy of the dataset differs trained on without a word, each process
+    drawing its share from a permutation of another length (issue 58 trial); another class list fails later in a
+    collective. Collective: every process calls it."""
+    if world_size() == 1:
+        return
+    mine = [ds.fingerprint() if ds is not None else None for ds in datasets]
+    every = all_gather_objects(mine)
+    for r, theirs in enumerate(every):  # every process finds the same first difference: all stop, none waits
+        for a, b in zip(theirs, every[0]):
+            if a != b:
+                what = _differences(a, b) if a is not None and b is not None else "one of them has no val split"
+                raise DataError(
+                    f"{root}: process {r} of this job reads other data than process 0 ({what}); every process "
+                    "must read the same dataset (a copy on each node must be identical)"
+                )
+
+
+def _warn_changed_split(saved: dict[str, Any] | None, train_set: VOCDataset, last: Path) -> None:
+    """A warning when the training split differs from the one ``last`` was saved with (checkpoints before issue 58
+    hold no fingerprint: nothing to compare). Legal (a broken image dropped, labels corrected), but the resumed
+    run no longer draws the images an uninterrupted one would: said, since its result is not that run's."""
+    now = train_set.fingerprint()
+    if saved is None or saved == now or not is_main_process():
+        return
+    warnings.warn(
+        ConfigWarning(
+            f"{last}: the training data changed since this checkpoint ({_differences(now, saved)}); the run "
+            "resumes on the data as it is now, in another order than an uninterrupted run's"
+        ),  # fmt: skip
+        stacklevel=2,
+    )
+
+
 class Trainer(TrainerBase):
     """One run: ``Trainer(cfg).train()``. Under torchrun every process builds one; rank 0 writes.
 
@@ -227,6 +277,7 @@ class Trainer(TrainerBase):
         self.train_set = VOCDataset(cfg.data.root, cfg.data.train_split)
         cfg = self.cfg = resolve_epochs(cfg, len(self.train_set))  # train.epochs -> train.max_iters
         self.val_set = VOCDataset(cfg.data.root, cfg.data.val_split) if validation_split(cfg) else None
+        check_same_data(cfg.data.root, [self.train_set, self.val_set])
         self.method = self.build_model(self._model_config(cfg), self.train_set.class_names).to(self.device)
         # the length in epochs (not whole when set by iterations), before anything is written: a step rule in
         # fractions of the training resolves here, and one that does not fit it is refused here
@@ -323,7 +374,7 @@ class Trainer(TrainerBase):
             "model": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "data": self.stream.position(),
+            "data": {**self.stream.position(), "dataset": self.train_set.fingerprint()},
             "rng": all_gather_objects(self._rng_state()),  # one entry per process, rank order
             "config": self.cfg.to_dict(),
             "num_classes": self.train_set.num_classes,
@@ -355,10 +406,18 @@ class Trainer(TrainerBase):
         state = load_checkpoint(last)
         check_checkpoint_classes(state, last, self.train_set.class_names, f"the dataset {self.cfg.data.root}")
         load_model_state(self.method, state["model"], last)
+        missing = [k for k in ("optimizer", "scaler", "data", "rng") if k not in state]
+        if missing:  # a KeyError traceback before (issue 58 trial): an imported run is no training to go on with
+            raise UsageError(
+                f"{last}: weights only (no optimizer state: a run of `wsss import`, or a file saved by other code), "
+                f"not a training to resume; train from these weights in a new run: model.pretrained={last} "
+                "run.dir=NEW_RUN"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
         self.stream.epoch, self.stream.offset = state["data"]["epoch"], state["data"]["offset"]
+        _warn_changed_split(state["data"].get("dataset"), self.train_set, last)
         rngs = state["rng"]
         if len(rngs) == world_size():  # same process count: each process continues its own streams
             rng = rngs[rank()]

@@ -136,12 +136,12 @@ def sweep_run_bkg(
     background levels and (high, low) pairs (the run's own pair added), write the result as JSON
     (default ``RUN/bkg_sweep/<split>.json``); returns the result and the JSON path."""
     from wsss.core.files import atomic_write
-    from wsss.data import VOCDataset  # lazy: the data package imports image libraries
+    from wsss.data.voc import run_dataset  # lazy: the data package imports image libraries
     from wsss.utils.io import load_cam_of, missing_cam_ids
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
-    ds = VOCDataset(data_root or cfg.data.root, split)
+    ds = run_dataset(data_root, cfg.data.root, split, run_dir)
     cam_dir = run_dir / "cams" / split
     # the images with a ground-truth mask (`wsss prepare folder --masks` keeps some photos without one in train)
     ids = [i for i in ds.ids if ds.has_mask(i)]

@@ -69,7 +69,7 @@ from torch import nn
 
 from wsss.cam.multiscale import RELU_ORDERS, CamPasses
 from wsss.core.config import Config, from_dict
-from wsss.core.errors import UsageError
+from wsss.core.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:  # annotations only: nothing of the data layer runs here
     from wsss.data import ClsTrainDataset, VOCDataset
@@ -179,6 +179,19 @@ def method_class(cfg: Config) -> type[Method]:
     """The class of ``cfg.method``, after importing ``cfg.custom_imports``."""
     import_custom_modules(cfg.custom_imports)
     return get_method_class(cfg.method)
+
+
+def check_method(cfg: Config, source: str | Path) -> type[Method]:
+    """The class of ``cfg.method`` once ``cfg.options`` fits its ``Options``; a ConfigError or UsageError naming
+    ``source`` (the config file they came from) otherwise. The schema of ``core.config`` cannot see the method's
+    options: a run saved by an older wsss with a renamed option (RCA's ``proxy_att_thr``) said "unknown config
+    key" without the file to edit, and `wsss config show` printed the unknown key as if valid (issue 58 trial)."""
+    try:
+        cls = method_class(cfg)
+        from_dict(cls.Options, cfg.options, "options")
+    except (ConfigError, UsageError) as e:
+        raise type(e)(f"{source}: {e}") from e
+    return cls
 
 
 def build_method(cfg: Config, classes: Sequence[str]) -> Method:

@@ -35,9 +35,10 @@ import numpy as np
 import yaml
 
 from wsss.core.config import run_config_path, yaml_load
+from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_write, remove_stale_temps
 from wsss.data import VOCDataset
-from wsss.data.voc import available_splits
+from wsss.data.voc import available_splits, run_dataset
 from wsss.evaluation import EvalResult, confusion_matrix, evaluate, scores_from_hist
 from wsss.report.figures import (
     IGNORE,
@@ -340,10 +341,14 @@ def write_report(
     """Write ``<run>/report/index.html`` (and its PNGs) and return its path: every split with outputs, or
     ``split`` alone."""
     run = Path(run)
-    cfg = yaml_load(run_config_path(run).read_text())  # as written: the page shows the whole file
+    cfg_path = run_config_path(run)
+    try:
+        cfg = yaml_load(cfg_path.read_text())  # as written: the page shows the whole file
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{cfg_path}: invalid YAML ({e})") from e
     root = data_root or cfg["data"]["root"]
     splits, notes = ([split], []) if split else report_splits(run, cfg, root)
-    datasets = [VOCDataset(root, s) for s in splits]  # every split read before anything is written
+    datasets = [run_dataset(data_root, cfg["data"]["root"], s, run) for s in splits]  # all read before any write
     out = run / "report"
     (out / "images").mkdir(parents=True, exist_ok=True)
     for folder in (out, out / "images"):

@@ -17,6 +17,7 @@ The drawing is :func:`wsss.report.figures.draw_grid`, the one the report uses.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,14 @@ import torch
 from wsss.cam import PAR, cam_to_label, refine_cams_with_bkg
 from wsss.core.errors import USER_ERRORS, DataError, UsageError
 from wsss.data import VOCDataset
+from wsss.data.transforms import fit_side
+from wsss.data.voc import run_dataset
 from wsss.report.figures import OUTPUTS, ImagePanels, save_grid, saved_panels
 from wsss.runs.run import Run, load_run
 from wsss.runs.shard import run_ids
 from wsss.utils.io import per_id_path, read_image
 
-__all__ = ["guess_classes", "model_panels", "write_viz"]
+__all__ = ["fit_panels", "guess_classes", "model_panels", "write_viz"]
 
 _TITLES = dict(OUTPUTS)
 
@@ -76,8 +79,14 @@ def model_panels(run: Run, image: np.ndarray, labels: np.ndarray, *, title: str,
                  base: ImagePanels | None = None) -> ImagePanels:  # fmt: skip
     """Complete ``base`` (saved outputs, or nothing) with what the model computes: CAMs of the classes in
     ``labels`` ((C-1,) multi-hot), CAM seeds, PAR pseudo label (for a method with CAMs), prediction (with a
-    segmentation head: a DeepLab run draws the image, its ground truth and its prediction)."""
-    p = base or ImagePanels(title=title, image=image, class_names=list(run.class_names), gt=gt)
+    segmentation head: a DeepLab run draws the image, its ground truth and its prediction).
+
+    Everything is drawn and computed at most ``infer.max_side`` wide (:func:`fit_panels`): the grid shows each
+    panel 280 px wide, and a 13000-px photo's CAMs, PAR and prediction at its own size were 4-15 GB and minutes
+    (issue 58); the network sees no more than that in `wsss cam` and `wsss predict` either."""
+    p = fit_panels(base or ImagePanels(title=title, image=image, class_names=list(run.class_names), gt=gt),
+                   run.cfg.infer.max_side)  # fmt: skip
+    image = p.image
     have = {t for t, _ in p.labels}
     need_cam = run.method.has_cams and (
         not p.cams or _TITLES["cam_labels"] not in have or _TITLES["pseudo"] not in have
@@ -101,6 +110,20 @@ def model_panels(run: Run, image: np.ndarray, labels: np.ndarray, *, title: str,
     order = [t for _, t in OUTPUTS]
     p.labels.sort(key=lambda tl: order.index(tl[0]) if tl[0] in order else len(order))
     return p
+
+
+def fit_panels(p: ImagePanels, max_side: int | None) -> ImagePanels:
+    """``p`` with every panel shrunk to a longest side of ``max_side`` (``fit_side``: bilinear for the image and
+    the CAMs, nearest for the ground truth and the label maps); ``p`` itself when it fits."""
+    if max_side is None or max(p.image.shape[:2]) <= max_side:
+        return p
+    return replace(
+        p, image=fit_side(p.image, max_side),
+        gt=None if p.gt is None else fit_side(p.gt, max_side, interpolation="nearest"),
+        cams=[(name, fit_side(np.asarray(cam, dtype=np.float32), max_side)) for name, cam in p.cams],
+        labels=[(t, fit_side(np.asarray(lab, dtype=np.uint8), max_side, interpolation="nearest"))
+                for t, lab in p.labels],
+    )  # fmt: skip
 
 
 def write_viz(
@@ -132,7 +155,7 @@ def write_viz(
         return [_image_grid(run, Path(image), classes, out)]
     written = []
     split = split or run.cfg.data.val_split
-    ds = VOCDataset(data_root or run.cfg.data.root, split)
+    ds = run_dataset(data_root, run.cfg.data.root, split, run.dir)
     if ds.num_classes != run.num_classes:
         raise DataError(f"{ds.root}: {ds.num_classes} classes, the run was trained with {run.num_classes}")
     known = set(ds.ids)
@@ -159,7 +182,7 @@ def _image_grid(run: Run, image: Path, classes: Sequence[str], out: Path) -> tup
     """The grid of an image file (``<out>/<stem>.png``): the CAMs of ``classes``, else of the classes the
     model finds in it (:func:`guess_classes`)."""
     fg = run.class_names[1:]
-    img = read_image(image)
+    img = read_image(image, max_side=run.cfg.infer.max_side)  # no more is drawn (model_panels)
     if classes:
         labels = np.array([1.0 if c in classes else 0.0 for c in fg], dtype=np.float32)
     else:

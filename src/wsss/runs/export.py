@@ -24,7 +24,7 @@ from wsss.core.files import atomic_write
 from wsss.data.classes import read_classes
 from wsss.data.prepare import first
 from wsss.data.voc import VOCDataset
-from wsss.utils.io import read_label_png, voc_palette
+from wsss.utils.io import open_image, read_label_png, voc_palette
 
 VOC_RESULTS_DIR = "results/VOC2012/Segmentation/{comp}_{split}_cls"
 VOC_TEST_SIZE = 1456  # VOC 2012 segmentation test list (ImageSets/Segmentation/test.txt of the test tar)
@@ -106,7 +106,7 @@ def export_voc_test(
                 raise DataError(f"{path}: values {bad.tolist()} are not class indices 0..{num_classes - 1}")
             image = ds.image_path(id)
             if image.is_file():
-                with Image.open(image) as im:
+                with open_image(image) as im:
                     size = (im.height, im.width)
                 if label.shape != size:
                     raise DataError(

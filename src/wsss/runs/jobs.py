@@ -35,6 +35,7 @@ from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, U
 from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
+from wsss.data.voc import run_dataset
 from wsss.methods import REFINERS, JobStop, PoolCall, refiner_options
 from wsss.runs import refiners  # noqa: F401 (registers the generic refiners)
 from wsss.runs.run import Run, allowed_classes, class_weights_of, load_run, present_classes, soft_tag_weights
@@ -231,7 +232,7 @@ def _label_writes(out: Path) -> Callable[[str, np.ndarray], Writes]:
 
 
 def _dataset(run: Run, root: str | None, split: str) -> VOCDataset:
-    ds = VOCDataset(root or run.cfg.data.root, split)
+    ds = run_dataset(root, run.cfg.data.root, split, run.dir)
     if ds.num_classes != run.num_classes:
         raise DataError(
             f"{ds.root}: the dataset has {ds.num_classes} classes but the run was trained with {run.num_classes}"
@@ -525,7 +526,7 @@ def run_predict(
     (and ``probs_ensN``).
     """
     check_predict(run, tags_from, tag_gate, tag_threshold, labelled_only)
-    ds = VOCDataset(root or run.cfg.data.root, split)
+    ds = run_dataset(root, run.cfg.data.root, split, run.dir)
     networks = 1 + len(run.ensemble)
     gate = tag_gate if tags_from is not None else None
     out = run.dir / predictions_folder(crf=crf, labelled_only=labelled_only, tag_gate=gate, networks=networks) / split

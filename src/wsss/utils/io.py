@@ -7,15 +7,16 @@ then ``os.replace``), so a run killed mid-write never leaves a truncated file be
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from wsss.core.errors import DataError
-from wsss.core.files import atomic_write
+from wsss.core.files import atomic_write, retry_transient
 from wsss.core.safe_load import read_npz
 
 
@@ -63,12 +64,33 @@ _EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 
 
+# What Pillow raises for a file it cannot read: OSError (unknown format, truncated data), SyntaxError and
+# ValueError (a malformed header), and DecompressionBombError (more pixels than ``Image.MAX_IMAGE_PIXELS``
+# allows twice over), which derives from none of them: it used to come out of `wsss cam`, `predict`, `viz`
+# and `eval` as a traceback (issue 58).
+IMAGE_ERRORS: tuple[type[Exception], ...] = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike, what: str = "image") -> Iterator[Image.Image]:
+    """``PIL.Image.open(path)`` as a context, every reading error in it (the block's decoding included) a
+    DataError ``"<path>: cannot read <what> (...)"``: the one way the toolkit opens an image or a mask file.
+    A DataError the block raises passes unchanged."""
+    try:
+        with Image.open(path) as im:
+            yield im
+    except DataError:
+        raise
+    except IMAGE_ERRORS as e:
+        raise DataError(f"{path}: cannot read {what} ({e})") from e
+
+
 def exif_orientation(path: str | os.PathLike) -> int:
     """The EXIF orientation tag of an image file (1 = as stored, also when absent or unreadable)."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             return int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-    except (OSError, SyntaxError, ValueError, TypeError):
+    except (DataError, TypeError):
         return 1
 
 
@@ -99,7 +121,7 @@ def decode_rgb(im: Image.Image) -> np.ndarray:
     return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
     """Read an image as (H, W, 3) uint8 RGB, as it is shown: EXIF orientation applied, any mode
     scaled to 8 bits (:func:`decode_rgb`: 16-bit gray is scaled, not clipped).
 
@@ -107,22 +129,48 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     photo upright. Masks are not EXIF-rotated (:func:`read_label_png`; PNG masks carry no EXIF, and
     check-data names the orientation tag when it explains a size mismatch). Raises DataError naming the
     file for a missing, truncated or unreadable image.
+
+    ``max_side``: the image shrunk (aspect kept, bilinear) to that longest side if it is longer, for a reader
+    that needs no more (``wsss viz``: a picture); a JPEG is then decoded at a reduced scale already.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
+    return retry_transient(lambda: _read_image(path, max_side))
+
+
+def _read_image(path: Path, max_side: int | None) -> np.ndarray:
+    with open_image(path) as im:
+        if max_side is not None and im.format == "JPEG":
+            im.draft(im.mode, (max_side, max_side))  # DCT scaling: a 1/8 decode of a 13000-px photo is 1/64 of it
+        im.load()  # forces a full decode: truncated files fail here, not later
+        small = _reduced(im, max_side) if max_side is not None else im
+        upright = ImageOps.exif_transpose(small)
+        rgb = decode_rgb(upright if upright is not None else small)
+    h, w = rgb.shape[:2]
+    if max_side is not None and max(h, w) > max_side:
+        scale = max_side / max(h, w)  # as data.transforms.resize_long_side
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR), dtype=np.uint8).copy()
+    return rgb
+
+
+def _reduced(im: Image.Image, max_side: int) -> Image.Image:
+    """``im`` box-averaged by the largest whole factor that keeps its longer side at ``max_side`` or more, before
+    any copy of it is made (the EXIF turn, the mode conversion: each was a full-size copy, 0.5 GB for a
+    13000-px photo); ``im`` itself when no factor of 2 or more fits, or for a mode Pillow cannot reduce."""
+    factor = max(im.size) // max_side
+    if factor < 2:
+        return im
     try:
-        with Image.open(path) as im:
-            im.load()  # forces a full decode: truncated files fail here, not later
-            upright = ImageOps.exif_transpose(im)
-            return decode_rgb(upright if upright is not None else im)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from e
+        return im.reduce(factor)
+    except (ValueError, OSError):  # e.g. a palette or a 16-bit image: decoded at full size, shrunk after
+        return im
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(H, W) of an image as :func:`read_image` returns it (EXIF orientation applied), from its header."""
-    with Image.open(path) as im:
+    with open_image(path) as im:
         h, w = im.height, im.width
         orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
     return (w, h) if exif_swaps_sides(orientation) else (h, w)
@@ -137,25 +185,24 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: mask file not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("P", "L"):
-                arr = np.asarray(im)
-            elif im.mode in ("I", "I;16"):
-                arr = np.asarray(im)
-                if arr.max(initial=0) > 255:
-                    raise DataError(f"{path}: mask values above 255 ({int(arr.max())})")
-            else:
-                raise DataError(
-                    f"{path}: mask has mode {im.mode}; expected a palette (P) or single-channel (L) PNG "
-                    "holding class indices"
-                )
-            return arr.astype(np.uint8, copy=True)
-    except DataError:
-        raise
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read mask ({e})") from e
+    return retry_transient(lambda: _read_label_png(path))
+
+
+def _read_label_png(path: Path) -> np.ndarray:
+    with open_image(path, "mask") as im:
+        im.load()
+        if im.mode in ("P", "L"):
+            arr = np.asarray(im)
+        elif im.mode in ("I", "I;16"):
+            arr = np.asarray(im)
+            if arr.max(initial=0) > 255:
+                raise DataError(f"{path}: mask values above 255 ({int(arr.max())})")
+        else:
+            raise DataError(
+                f"{path}: mask has mode {im.mode}; expected a palette (P) or single-channel (L) PNG "
+                "holding class indices"
+            )
+        return arr.astype(np.uint8, copy=True)
 
 
 def save_label_png(path: str | os.PathLike, label: np.ndarray) -> None:

@@ -41,10 +41,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from wsss.cam.crf import CRFParams, dense_crf
 from wsss.core.errors import DataError
+from wsss.utils.io import open_image
 
 
 @dataclass(frozen=True)
@@ -150,11 +150,8 @@ def read_saliency(path: Path, size: tuple[int, int]) -> np.ndarray:
     """A grayscale saliency PNG (0..255) of the image's size; DataError naming the file otherwise."""
     if not path.is_file():
         raise DataError(f"{path}: saliency map not found (--saliency DIR holds <id>.png)")
-    try:
-        with Image.open(path) as im:
-            sal = np.asarray(im.convert("L"), dtype=np.uint8)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot read saliency map ({e})") from e
+    with open_image(path, "saliency map") as im:
+        sal = np.asarray(im.convert("L"), dtype=np.uint8)
     if sal.shape != tuple(size):
         raise DataError(f"{path}: saliency size {sal.shape} differs from the image size {tuple(size)}")
     return sal
