@@ -13,52 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, tiny_overrides
-from wsss.cli import main
+from conftest import tiny_overrides
+from faults_helpers import CONFIG
+from faults_helpers import cli as _cli
+from faults_helpers import one_error_line as _one_error_line
 from wsss.core.checkpoint import save_checkpoint
-from wsss.core.config import load_config, save_config
+from wsss.core.config import load_config
 from wsss.core.errors import UsageError
-from wsss.methods import build_method
 from wsss.utils.io import per_id_path, save_label_png, save_npz
-
-CONFIG = REPO / "configs/cam/synthetic_cpu.yaml"
-
-
-@pytest.fixture
-def data(synth_root, tmp_path):
-    root = tmp_path / "data"
-    shutil.copytree(synth_root, root)
-    return root
-
-
-@pytest.fixture
-def run_dir(data, tmp_path):
-    """A run folder (config.yaml + an untrained last.pt that fits the dataset), no training needed."""
-    run = tmp_path / "run"
-    cfg = load_config(CONFIG, tiny_overrides(data, run))
-    run.mkdir()
-    save_config(cfg, run / "config.yaml")
-    names = (data / "classes.txt").read_text().split("\n")[:-1]
-    rng = [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}]
-    state = {"step": 1, "model": build_method(cfg, names).state_dict(), "num_classes": len(names),
-             "class_names": names, "rng": rng}  # fmt: skip
-    save_checkpoint(state, run / "checkpoints" / "last.pt")
-    return run
-
-
-def _cli(capsys, *argv: object) -> tuple[int, str]:
-    rc = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return rc, (out.out + out.err).strip()
-
-
-def _one_error_line(out: str) -> str:
-    """The output's ``error:`` line; asserts there is exactly one and no traceback."""
-    assert "Traceback" not in out, out
-    errors = [ln for ln in out.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, out
-    return errors[0]
-
 
 # ---- 7: a non-finite CAM ------------------------------------------------------------------------------
 

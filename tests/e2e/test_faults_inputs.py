@@ -10,57 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import REPO, tiny_overrides
+from faults_helpers import CONFIG
+from faults_helpers import classes_of as _classes
+from faults_helpers import cli as _cli
+from faults_helpers import one_error_line as _one_error_line
 from wsss.cli import main
-from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config, save_config
 from wsss.data import VOCDataset
-from wsss.methods import build_method
 from wsss.utils.io import read_label_png, save_labelled_cam
-
-CONFIG = REPO / "configs/cam/synthetic_cpu.yaml"
-
-
-@pytest.fixture
-def data(synth_root, tmp_path):
-    root = tmp_path / "data"
-    shutil.copytree(synth_root, root)
-    return root
-
-
-def _classes(root: Path) -> list[str]:
-    return (root / "classes.txt").read_text().split("\n")[:-1]
-
-
-@pytest.fixture
-def run_dir(data, tmp_path):
-    """A run folder (config.yaml + an untrained last.pt that fits the dataset), no training needed."""
-    run = tmp_path / "run"
-    cfg = load_config(CONFIG, tiny_overrides(data, run))
-    run.mkdir()
-    save_config(cfg, run / "config.yaml")
-    names = _classes(data)
-    method = build_method(cfg, names)
-    state = {"step": 1, "model": method.state_dict(), "num_classes": len(names), "class_names": names,
-             "rng": [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}]}  # fmt: skip
-    save_checkpoint(state, run / "checkpoints" / "last.pt")
-    return run
-
-
-def _cli(capsys, *argv: object) -> tuple[int, str]:
-    rc = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return rc, (out.out + out.err).strip()
-
-
-def _one_error_line(out: str) -> str:
-    """The output's ``error:`` line; asserts there is exactly one and no traceback."""
-    assert "Traceback" not in out, out
-    errors = [ln for ln in out.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, out
-    return errors[0]
 
 
 def _cams_from_masks(run: Path, data: Path, split: str) -> list[str]:
