@@ -28,7 +28,7 @@ from wsss.models.clip import ClipArch, build_clip, load_clip, vision_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "clip_es_state_dict.npz"  # tests/golden/README.md#clip_es_state_dict
-DATA = REPO.parent / "shared" / "data" / "voc-real-mini"
+DATA = REPO / "tests" / "assets" / "voc-real-mini"  # the tests' six VOC photos
 VIT_B16 = ClipArch(512, 224, 16, 768, 12, 77, 49408, 512, 8, 12)
 
 
