@@ -275,8 +275,17 @@ def test_cam_with_other_scales_or_another_model_is_refused(run_dir, capsys):
     _refused(capsys, cams, "model.step: 1 -> 2", "cam", run_dir, "--split", "val")
     seeds = run_dir / "cam_labels" / "val"
     assert _cli(capsys, "cam", run_dir, "--split", "val", "--overwrite", "--quiet")[0] == 0
+    # the seeds at the run's level from the saved (float16) CAMs, as every rewrite makes them
+    assert _cli(capsys, "cam", run_dir, "--split", "val", "--bkg-thre", "0.15", "--quiet")[0] == 0
+    at_config = {p.name: p.read_bytes() for p in seeds.glob("*.png")}
     assert _cli(capsys, "cam", run_dir, "--split", "val", "--bkg-thre", "0.3", "--quiet")[0] == 0  # rewrites the seeds
-    _refused(capsys, seeds, "bkg_thre: 0.3 -> 0.15", "cam", run_dir, "--split", "val")  # not the config's level
+    assert json.loads((seeds / ".settings.json").read_text())["bkg_thre"] == 0.3
+    assert {p.name: p.read_bytes() for p in seeds.glob("*.png")} != at_config
+    # the run's own level again (a rerun of a route, a killed job finished): every seed rewritten at it, from the
+    # saved CAMs, and stamped so; never 0.3 seeds under a 0.15 stamp or a mix of the two
+    assert _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")[0] == 0
+    assert json.loads((seeds / ".settings.json").read_text())["bkg_thre"] == 0.15
+    assert {p.name: p.read_bytes() for p in seeds.glob("*.png")} == at_config
 
 
 def test_predict_with_other_scales_crf_or_tagger_is_refused(run_dir, capsys):

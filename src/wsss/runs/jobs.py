@@ -40,7 +40,7 @@ from wsss.methods import REFINERS, JobStop, PoolCall, refiner_options
 from wsss.runs import refiners  # noqa: F401 (registers the generic refiners)
 from wsss.runs.run import Run, allowed_classes, class_weights_of, load_run, present_classes, soft_tag_weights
 from wsss.runs.shard import run_ids, shared_todo
-from wsss.runs.stamps import check_stamp, claim_folder, read_stamp
+from wsss.runs.stamps import check_stamp, claim_folder, normal, read_stamp
 from wsss.runs.tag import tag_labels
 from wsss.utils.io import (
     find_cam_file,
@@ -250,8 +250,9 @@ def run_cam(
     every class's map first (the same files, the cost of every class: for benchmarks).
 
     ``bkg_thre``: the seeds' background level (default ``cam.bkg_thre``; ``wsss sweep-bkg`` finds the
-    best on a split). Given, every seed is rewritten at that level, from the saved CAM where there is
-    one (no network pass; the saved CAMs are float16) and from a new CAM otherwise.
+    best on a split). Given, or when the seeds' folder holds another level, every seed is rewritten at this
+    job's level, from the saved CAM where there is one (no network pass; the saved CAMs are float16) and from a
+    new CAM otherwise.
     """
     ds = _dataset(run, root, split)
     out, seeds = run.dir / "cams" / split, run.dir / "cam_labels" / split
@@ -259,19 +260,25 @@ def run_cam(
     infer = run.cfg.to_dict()["infer"]
     cam_settings = {**_data_settings(run, ds), "infer": {k: infer[k] for k in _CAM_KEYS}}
     outputs = _Outputs(overwrite, [ds.root]).add(out, cam_settings)
-    # --bkg-thre rewrites every seed: the seeds' folder takes the new level without --overwrite
-    outputs.add(seeds, {**cam_settings, "bkg_thre": thre}, rewrite_all=bkg_thre is not None).check()
+    # A seed is a cheap argmax of a saved CAM: a job at another level than the seeds' folder holds (--bkg-thre, or
+    # the run's own level after an earlier --bkg-thre) rewrites every seed, and the folder takes the new level
+    # without --overwrite; the seeds then always name the level of the last `wsss cam` (issue 58)
+    stamp = read_stamp(seeds)
+    ours = normal({**cam_settings, "bkg_thre": thre})
+    other_level = stamp is not None and stamp.get("bkg_thre") != thre and {**stamp, "bkg_thre": thre} == ours
+    reseed = bkg_thre is not None or other_level
+    outputs.add(seeds, {**cam_settings, "bkg_thre": thre}, rewrite_all=reseed).check()
 
     def list_todo() -> list[str]:
         outputs.claim()  # also removes a killed job's temporary files from both folders
-        return list(ds.ids) if bkg_thre is not None else _todo(ds.ids, seeds, ".png", overwrite)
+        return list(ds.ids) if reseed else _todo(ds.ids, seeds, ".png", overwrite)
 
     todo = shared_todo(list_todo)
 
     stopped: list[str] = []  # the id at which a method's JobStop ended the job (nothing after it is computed)
 
     def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> Writes:
-        saved = find_cam_file(out, id) if bkg_thre is not None and not overwrite else None
+        saved = find_cam_file(out, id) if reseed and not overwrite else None
         reuse = saved is not None
         if all_classes and not reuse:
             full = run.cam(image, labels, all_classes=True)
