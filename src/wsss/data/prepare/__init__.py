@@ -116,7 +116,10 @@ def parallel_map(
                 yield fn(item)
                 bar.update()
             return
-        ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
+        # Not "fork": a fork copies the locks other threads hold at that moment (a progress bar's monitor thread,
+        # a writer thread of an earlier job in the same process), and a worker can wait on one forever (seen in
+        # the test suite: a pool worker stuck on a futex). The forkserver forks from a clean one-thread process.
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         with ctx.Pool(min(workers, len(items))) as pool:
             for res in pool.imap_unordered(fn, items, chunksize=max(1, min(chunksize, len(items) // workers))):
                 yield res
