@@ -69,6 +69,12 @@ from pathlib import Path
 from typing import Any
 
 from wsss.cli_common import script_parser
+from wsss.data.voc import VOCDataset, read_split
+from wsss.runs.jobs import predictions_folder
+
+if __package__ in (None, ""):  # run as a script (`python experiments/real_route.py`): its package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.data_views import all_ids, first_masked, fold_split, make_view  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,10 +124,18 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log, cls, root = out / "route.log", out / "cls", str(Path(args.data_root).resolve())
-    res: dict[str, Any] = {"preset": args.preset, "data_root": root,
-                           "train": _train(args.preset, root, cls, args.overrides, log)}  # fmt: skip
+    res: dict[str, Any] = {"preset": args.preset, "data_root": root}
+    if args.fold:  # the data set's photos split anew: this fold's val held out, the other folds' photos train
+        fold, folds = (int(x) for x in args.fold.split("/"))
+        train_ids, val_ids = fold_split(all_ids(root), fold, folds)
+        masked = [i for i in [*train_ids, *val_ids] if VOCDataset(root, "train").has_mask(i)]
+        root = str(make_view(root, out / "data", {"train": train_ids, "val": val_ids}, masked))
+        res["fold"] = {"fold": fold, "folds": folds, "view": root, "val_ids": val_ids}
+    res["train"] = _train(args.preset, root, cls, args.overrides, log)
     scales = ["--scales", args.cam_scales] if args.cam_scales else []
     _wsss("cam", str(cls), "--split", "train", *scales, "--quiet", log=log)
+    if args.masks:
+        return _masks_experiment(args, res, out, cls, root, log)
     sweep = cls / "bkg_sweep/train.json"
     _wsss("sweep-bkg", str(cls), "--split", "train", "--json", str(sweep), "--quiet", log=log)
     s = json.loads(sweep.read_text())
@@ -201,14 +215,112 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def _stage_iterations(seg_preset: str, root: str, seg_set: list[str]) -> int:
+    """The DeepLab stage's iterations on all train photos of ``root`` (its ``train.epochs`` resolved)."""
+    from wsss.core.config import load_config, resolve_epochs
+
+    cfg = load_config(seg_preset, [f"data.root={root}", *seg_set])
+    return resolve_epochs(cfg, len(read_split(root, cfg.data.train_split))).train.max_iters
+
+
+def _masks_experiment(
+    args: argparse.Namespace, res: dict[str, Any], out: Path, cls: Path, root: str, log: Path
+) -> dict[str, Any]:
+    """``--masks K ...`` (issue 61, docs/own-photos.md#how-many-masks): for each K, a view of the data set in which
+    only the first K masked train photos keep their mask (``OUT/masks_K``), and the DeepLab stage (a) on those K
+    masks alone for as many iterations as the others (``OUT/seg_a_mK``), (b) on the pseudo labels at the level the
+    sweep picks on the K masks (``OUT/seg_b_L<level>``, shared by the K that pick one level), (c) on those pseudo
+    labels with the K masks in their place, at each ``--mask-weights`` value (``OUT/seg_c_mK_wW``); and once the
+    ceiling, the stage on every train mask (``OUT/seg_ceiling``). Each scored on val plain, and at the inference
+    its user would run: (a), with no classifier, with the CRF (``val_crf``); (b) and (c) with the CRF and named by
+    the route's classifier (``--crf --tags-from OUT/cls``, the manual's, ``val_crf_tagged``); the ceiling both.
+    The JSON is rewritten after each stage (a stopped run keeps what it finished)."""
+    iters = _stage_iterations(args.seg, root, args.seg_set)
+    train_ids = read_split(root, "train")
+    val_ids = read_split(root, "val")
+    exp: dict[str, Any] = res.setdefault("masks", {"order": "the train split's order, masked photos only",
+                                                    "stage_iterations": iters, "weights": args.mask_weights,
+                                                    "arms": {}})  # fmt: skip
+    arms = exp["arms"]
+
+    def save() -> None:
+        if args.json:
+            _write_json(args.json, res)
+
+    def stage(name: str, data_root: str, overrides: list[str], crf: bool, tagged: bool) -> dict[str, Any]:
+        """Train the stage ``OUT/name``; its val mIoU plain, with ``crf`` the CRF's, with ``tagged`` the manual's
+        (``--crf --tags-from OUT/cls``)."""
+        seg = out / name
+        row: dict[str, Any] = {"train": _train(args.seg, data_root, seg, [*args.seg_set, *overrides], log)}
+        tags = ["--crf", "--tags-from", str(cls)]
+        for key, extra in (("val", []), *([("val_crf", ["--crf"])] if crf else []),
+                           *([("val_crf_tagged", tags)] if tagged else [])):  # fmt: skip
+            folder = predictions_folder(crf="--crf" in extra, tag_gate="hard" if "--tags-from" in extra else None)
+            scores = seg / f"eval_{key}.json"
+            if not scores.is_file():
+                _wsss("predict", str(seg), "--split", "val", *extra, "--quiet", log=log)
+                _wsss("eval", str(seg / folder / "val"), "--data-root", root, "--split", "val", "--json",
+                      str(scores), log=log)  # fmt: skip
+            row[key] = 100 * _miou(scores)
+        return row
+
+    arms["ceiling"] = stage("seg_ceiling", root, ["data.true_masks=auto"], crf=True, tagged=True)
+    save()
+    for k in args.masks:
+        ids = first_masked(root, train_ids, k)
+        masked_val = [i for i in val_ids if VOCDataset(root, "val").has_mask(i)]
+        view = str(make_view(root, out / f"masks_{k}", {"train": train_ids, "val": val_ids, "train_masked": ids},
+                             [*ids, *masked_val]))  # fmt: skip
+        sweep = cls / "bkg_sweep" / f"train_masks_{k}.json"
+        if not sweep.is_file():
+            _wsss("sweep-bkg", str(cls), "--split", "train", "--data-root", view, "--json", str(sweep), "--quiet",
+                  log=log)  # fmt: skip
+        level = float(json.loads(sweep.read_text())["best_thre"])
+        pseudo = cls / f"pseudo_par_L{level:g}" / "train"
+        if not (pseudo / ".done").is_file():
+            _wsss("cam", str(cls), "--split", "train", "--bkg-thre", f"{level:g}", "--quiet", log=log)
+            if (cls / "pseudo/train").exists():  # a stopped earlier try at another level
+                shutil.rmtree(cls / "pseudo/train")
+            _wsss("pseudo", str(cls), "--split", "train", "--refine", "par", "--levels", f"{level:g}/{level:g}",
+                  "--quiet", log=log)  # fmt: skip
+            if pseudo.exists():
+                shutil.rmtree(pseudo)
+            pseudo.parent.mkdir(parents=True, exist_ok=True)
+            (cls / "pseudo/train").rename(pseudo)
+            (pseudo / ".done").touch()
+        scores = pseudo.parent / "eval.json"
+        if not scores.is_file():  # scored on every train mask: a diagnostic the user could not run
+            _wsss("eval", str(pseudo), "--data-root", root, "--split", "train", "--pseudo", "--json", str(scores),
+                  log=log)  # fmt: skip
+        row: dict[str, Any] = {"ids": ids, "level": level, "pseudo_all_masks": 100 * _miou(scores)}
+        arms[str(k)] = row
+        row["b"] = stage(f"seg_b_L{level:g}", root, [f"data.pseudo_dir={pseudo}"], crf=False, tagged=True)
+        save()
+        for w in args.mask_weights:
+            mixed = [f"data.pseudo_dir={pseudo}", "data.true_masks=auto", f"data.true_mask_weight={w:g}"]
+            row[f"c_w{w:g}"] = stage(f"seg_c_m{k}_w{w:g}", view, mixed, crf=False, tagged=True)
+            save()
+        alone = ["data.train_split=train_masked", "data.true_masks=auto", "train.epochs=null"]
+        alone.append(f"train.max_iters={iters}")
+        row["a"] = stage(f"seg_a_m{k}", view, alone, crf=True, tagged=False)
+        save()
+    return res
+
+
+def _write_json(path: str, res: dict[str, Any]) -> None:
+    from wsss.core.files import atomic_write
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(Path(path), "w") as f:
+        f.write(json.dumps(res, indent=1) + "\n")
+
+
 def _seg_ensemble(
     args: argparse.Namespace, out: Path, cls: Path, root: str, labels: Path, seg_set: list[str], log: Path
 ) -> dict[str, Any]:
     """``--seg-ensemble N``: N - 1 more trainings of round 1's stage on its labels (seeds S + 3k), and round 1's
     stage ensembled with them, scored on val plain, tagged, and tagged with the CRF."""
     import yaml
-
-    from wsss.runs.jobs import predictions_folder
 
     seed = int(yaml.safe_load((out / "seg/config.yaml").read_text())["run"]["seed"])
     members = [out / f"seg_m{k}" for k in range(1, args.seg_ensemble)]
@@ -257,15 +369,72 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--affinity", default="configs/affinitynet/real_cpu.yaml", help="the preset of --refine affinity")
     p.add_argument("--seg-set", nargs="*", default=[], help="overrides of the DeepLab training")
     p.add_argument("--aff-set", nargs="*", default=[], help="overrides of the affinity network's training")
+    p.add_argument(
+        "--masks", type=int, nargs="+", default=[], metavar="K",
+        help="the masks experiment (issue 61): K masked train photos, the DeepLab stage on them alone, on the pseudo "
+             "labels, and on both",
+    )  # fmt: skip
+    p.add_argument("--mask-weights", type=float, nargs="+", default=[1.0], metavar="W",
+                   help="data.true_mask_weight values of --masks's arm (c) (default 1)")  # fmt: skip
+    p.add_argument(
+        "--fold",
+        default="",
+        metavar="F/N",
+        help="hold out fold F of N of the data set's photos as val, train on the rest (a view in OUT/data)",
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the route on each of N folds (OUT/foldF), then each figure's mean and range over the folds",
+    )
     p.add_json()
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    res = route(args)
+    res = cross_validate(args) if args.folds else route(args)
     print(json.dumps(res, indent=1))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+        _write_json(args.json, res)
     return res
+
+
+def cross_validate(args: argparse.Namespace) -> dict[str, Any]:
+    """``--folds N`` (issue 62): the route on every fold (``--fold F/N`` into ``OUT/foldF``), and of every figure
+    of the folds' results its mean, range and standard deviation over the folds (``summary``)."""
+    if args.fold:
+        raise SystemExit("--folds runs every fold; --fold F/N runs one: pass one of them")
+    runs = []
+    for fold in range(args.folds):
+        one = argparse.Namespace(**{**vars(args), "fold": f"{fold}/{args.folds}", "folds": 0,
+                                    "out": str(Path(args.out) / f"fold{fold}"), "json": None})  # fmt: skip
+        runs.append(route(one))
+        if args.json:  # what the finished folds measured, kept if a later fold is stopped
+            _write_json(args.json, {"folds": runs, "summary": summarise(runs)})
+    return {"folds": runs, "summary": summarise(runs)}
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every number that all ``runs`` have at one key path (``a.b.0.c``): its mean, min, max and standard
+    deviation over the runs (n - 1 in the denominator; 0 for one run), and the values."""
+    import statistics
+
+    def leaves(obj: Any, prefix: str = "") -> dict[str, float]:
+        if isinstance(obj, bool):
+            return {}
+        if isinstance(obj, (int, float)):
+            return {prefix: float(obj)}
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+        return {k: v for key, val in items for k, v in leaves(val, f"{prefix}.{key}" if prefix else str(key)).items()}
+
+    flat = [leaves(r) for r in runs]
+    keys = [k for k in flat[0] if all(k in f for f in flat[1:])] if flat else []
+    out = {}
+    for k in keys:
+        values = [f[k] for f in flat]
+        out[k] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values),
+                  "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":

@@ -174,10 +174,22 @@ def _data_checks_pass(cfg: Any, progress: bool) -> bool:
     full = {s: s in val and s != cfg.data.train_split for s in [cfg.data.train_split, *val]}  # val: every mask
     checks = [(f"split {s}", partial(check_dataset, cfg.data.root, s, full_masks=full[s])) for s in full if s]
     d, train_split = cfg.data.pseudo_dir, cfg.data.train_split
+    masks = {}
+    if cfg.data.true_masks:  # the user's own masks win over the pseudo labels (docs/own-photos.md#how-many-masks)
+        from wsss.data.voc import read_split, true_mask_paths
+
+        masks = true_mask_paths(cfg.data.root, train_split, cfg.data.true_masks)
+        n = len(read_split(cfg.data.root, train_split))
+        rest = f"the rest on the pseudo labels of {d}" if d else "no pseudo labels"
+        print(f"targets: {len(masks)} of the {n} photos of split {train_split} train on their own masks (weight "
+              f"{cfg.data.true_mask_weight:g}), {rest}", file=sys.stderr)  # fmt: skip
+        if cfg.data.true_masks != "auto":  # a folder of the user's: the mask rules over its files
+            checks.append((f"true masks {cfg.data.true_masks} of split {train_split}",
+                           partial(check_pseudo_labels, cfg.data.root, train_split, cfg.data.true_masks,
+                                   only=set(masks), what="true mask")))  # fmt: skip
     if d:
-        checks.append(
-            (f"pseudo labels {d} of split {train_split}", partial(check_pseudo_labels, cfg.data.root, train_split, d))
-        )
+        checks.append((f"pseudo labels {d} of split {train_split}",
+                       partial(check_pseudo_labels, cfg.data.root, train_split, d, skip=set(masks))))  # fmt: skip
     for what, check in checks:
         report = check(progress=progress)
         if not report.ok:

@@ -17,7 +17,7 @@ from wsss.core.errors import DataError
 from wsss.data import ClsTrainDataset, VOCDataset, read_classes
 from wsss.data.classes import COCO_CLASSES, VOC_CLASSES
 from wsss.data.transforms import TrainAugment
-from wsss.data.voc import write_cls_labels
+from wsss.data.voc import true_mask_paths, write_cls_labels
 from wsss.utils.io import save_label_png
 
 
@@ -255,3 +255,42 @@ def test_the_datasets_own_masks_as_targets_give_the_masks():
         ref = aug(base.load_image(id), ds.rng_for(k), mask=mask)
         assert torch.equal(ds[k]["target"], torch.from_numpy(ref["mask"].astype(np.int64)))
     assert (base.load_mask(base.ids[0]) == 255).any()  # the borders are in the masks, and so in the targets
+
+
+def test_true_masks_win_over_pseudo_labels_and_carry_their_weight(synth_root, tmp_path):
+    # data.true_masks (issue 61): the user's mask of a photo is its target, its pseudo label is not read (nor needed)
+    base = VOCDataset(synth_root, "train")
+    pseudo, masks = tmp_path / "pseudo", tmp_path / "masks"
+    for i in base.ids:
+        save_label_png(pseudo / f"{i}.png", np.full(base.load_mask(i).shape, 255, np.uint8))  # all ignored
+    masked = base.ids[:2]
+    for i in masked:
+        save_label_png(masks / f"{i}.png", base.load_mask(i))
+        (pseudo / f"{i}.png").unlink()
+    found = true_mask_paths(synth_root, "train", masks)
+    assert found == {i: masks / f"{i}.png" for i in masked}
+    assert set(true_mask_paths(synth_root, "train", "auto")) == set(base.ids)  # the synthetic set's own masks
+    aug = TrainAugment(48, scale_range=(0.9, 1.1), hflip=False)
+    ds = ClsTrainDataset(base, aug, seed=1)
+    ds.set_target_dir(pseudo, true_masks=found, true_mask_weight=3.0)
+    for k, id in enumerate(base.ids[:4]):
+        s = ds[k]
+        mask = base.load_mask(id)
+        if id in masked:
+            ref = aug(base.load_image(id), ds.rng_for(k), mask=mask)
+            assert torch.equal(s["target"], torch.from_numpy(ref["mask"].astype(np.int64)))
+            assert bool((s["target"] != 255).any()) and float(s["target_weight"]) == 3.0
+        else:
+            assert bool((s["target"] == 255).all()) and float(s["target_weight"]) == 1.0
+    batch = next(iter(DataLoader(ds, batch_size=4)))
+    assert batch["target_weight"].tolist() == [3.0, 3.0, 1.0, 1.0]
+    # without true masks a sample has no weight (the other methods' batches are unchanged)
+    assert "target_weight" not in ClsTrainDataset(base, aug, seed=1, target_dir=synth_root / "SegmentationClass")[0]
+    # an unmasked photo without a pseudo label: the error names its file; no pseudo labels at all: the split file
+    (pseudo / f"{base.ids[2]}.png").unlink()
+    with pytest.raises(DataError, match=f"{base.ids[2]}.png.*no true mask"):
+        ds.set_target_dir(pseudo, true_masks=found)
+    with pytest.raises(DataError, match=r"train\.txt: .* no true mask"):
+        ds.set_target_dir(None, true_masks=found)
+    with pytest.raises(DataError, match="mask folder not found"):
+        true_mask_paths(synth_root, "train", tmp_path / "nowhere")

@@ -137,3 +137,75 @@ def test_real_route_seg_ensemble(tmp_path, synth_root, monkeypatch):
         assert len(list((out / "seg" / folder / "val").glob("*.png"))) == 8
     log = (out / "route.log").read_text()
     assert f"--ensemble {out / 'seg_m1'} {out / 'seg_m2'} --crf --tags-from {out / 'cls'}" in log
+
+
+def test_real_route_masks(tmp_path, synth_root, monkeypatch):
+    """``--masks K`` (issue 61): a view in which only the first K masked train photos keep their mask; the sweep
+    scores the seeds on them; the DeepLab stage on them alone (as many iterations as the others), on the pseudo
+    labels, and on both at each weight; the ceiling on every train mask."""
+    monkeypatch.setattr(real_route, "IN_PROCESS", True)
+    out = tmp_path / "route"
+    tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
+            "--masks", "9", "--mask-weights", "1", "3", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
+            "--set", *tiny, "--seg-set", *SEG_TINY, "--json", str(tmp_path / "m.json")]  # fmt: skip
+    res = real_route.main(argv)
+    train_ids = (synth_root / "ImageSets/Segmentation/train.txt").read_text().split()
+    exp, row = res["masks"], res["masks"]["arms"]["9"]
+    assert row["ids"] == train_ids[:9] and exp["stage_iterations"] == 4 and exp["weights"] == [1.0, 3.0]
+    view = out / "masks_9"
+    assert sorted(p.stem for p in (view / "SegmentationClass").glob("*.png")) == sorted(
+        train_ids[:9] + (synth_root / "ImageSets/Segmentation/val.txt").read_text().split()
+    )
+    assert json.loads((out / "cls/bkg_sweep/train_masks_9.json").read_text())["n_images"] == 9  # the K masks only
+    level = row["level"]
+    assert f"data.pseudo_dir={out / f'cls/pseudo_par_L{level:g}/train'}" in (out / "route.log").read_text()
+    # (a): the K photos alone; (c): every train photo, the masked ones at their weight; the ceiling: every mask
+    a = (out / "seg_a_m9/config.yaml").read_text()
+    assert "train_split: train_masked" in a and "true_masks: auto" in a and "max_iters: 4" in a
+    assert "true_mask_weight: 3.0" in (out / "seg_c_m9_w3/config.yaml").read_text()
+    assert (
+        "targets: 9 of the 24 photos of split train train on their own masks (weight 3)"
+        in (out / "route.log").read_text()
+    )
+    for arm in ("b", "c_w1", "c_w3"):
+        assert set(row[arm]) == {"train", "val", "val_crf_tagged"}
+    assert set(row["a"]) == {"train", "val", "val_crf"} and row["a"]["train"]["iterations"] == 4
+    assert set(res["masks"]["arms"]["ceiling"]) == {"train", "val", "val_crf", "val_crf_tagged"}
+    assert json.loads((tmp_path / "m.json").read_text()) == res
+    assert real_route.main(argv) == res  # a rerun reuses every stage
+
+
+def test_real_route_folds(tmp_path, synth_root, monkeypatch):
+    """``--folds 2`` (issue 62): the route on each fold's view (every photo in exactly one fold's val, the others
+    train) and each figure's mean and range over the folds."""
+    monkeypatch.setattr(real_route, "IN_PROCESS", True)
+    out = tmp_path / "route"
+    tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
+            "--folds", "2", "--refine", "par", "--seg", "", "--set", *tiny]  # fmt: skip
+    res = real_route.main(argv)
+    vals = [r["fold"]["val_ids"] for r in res["folds"]]
+    every = sorted({*(synth_root / "ImageSets/Segmentation/train.txt").read_text().split(),
+                    *(synth_root / "ImageSets/Segmentation/val.txt").read_text().split()})  # fmt: skip
+    assert sorted(vals[0] + vals[1]) == every and not set(vals[0]) & set(vals[1])
+    for f in (0, 1):
+        view = out / f"fold{f}/data"
+        assert (view / "ImageSets/Segmentation/val.txt").read_text().split() == vals[f]
+        assert str(view) in (out / f"fold{f}/cls/config.yaml").read_text()
+    pseudo = res["summary"]["pseudo.par"]
+    assert pseudo["values"] == [r["pseudo"]["par"] for r in res["folds"]]
+    assert pseudo["min"] <= pseudo["mean"] <= pseudo["max"] and pseudo["sd"] >= 0
+
+
+def test_summarise_and_fold_split():
+    from experiments.data_views import fold_split
+
+    s = real_route.summarise([{"a": {"b": 1.0}, "n": [2, 4], "only": 1}, {"a": {"b": 3.0}, "n": [4, 4], "x": True}])
+    assert s["a.b"] == {"mean": 2.0, "min": 1.0, "max": 3.0, "sd": 2**0.5, "values": [1.0, 3.0]}
+    assert s["n.0"]["mean"] == 3.0 and "only" not in s and "x" not in s
+    ids = [f"{i:03d}" for i in range(11)]
+    vals = [fold_split(ids[::-1], f, 5)[1] for f in range(5)]
+    assert sorted(sum(vals, [])) == ids and [len(v) for v in vals] == [3, 2, 2, 2, 2]
+    train, val = fold_split(ids, 1, 5)
+    assert val == ["001", "006"] and sorted(train + val) == ids

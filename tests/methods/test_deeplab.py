@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from conftest import REPO
 from wsss.cli import main
@@ -206,3 +207,53 @@ def test_pretended_underfitting_caps_the_pixels_the_network_contradicts():
         assert torch.allclose(capped_loss, pixel.clamp(max=k).mean()) and float(capped_loss) < float(pixel.mean())
     with pytest.raises(ConfigError, match="options.pus"):
         build_method(tiny_cfg("options.pus=cap"), placeholder_classes(7))
+
+
+def test_seg_loss_weights_each_samples_pixels():
+    # data.true_mask_weight (issue 61): the weighted mean over the labelled pixels, against a float64 reference
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 6, 5, generator=g, dtype=torch.float64)
+    target = torch.randint(0, 4, (3, 6, 5), generator=g)
+    target[torch.rand(3, 6, 5, generator=g) < 0.3] = 255
+    weight = torch.tensor([4.0, 1.0, 0.5], dtype=torch.float64)
+    pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    labelled = (target != 255).double()
+    ref = (pixel * weight[:, None, None]).sum() / (labelled * weight[:, None, None]).sum()
+    assert torch.allclose(seg_cross_entropy(logits, target, weight=weight), ref, rtol=1e-12, atol=0)
+    # weight 1 everywhere is the plain mean; a weight of 2 counts a sample as if it were there twice
+    plain = seg_cross_entropy(logits, target)
+    assert torch.allclose(seg_cross_entropy(logits, target, weight=torch.ones(3)), plain, rtol=1e-12, atol=0)
+    twice = seg_cross_entropy(torch.cat([logits, logits[:1]]), torch.cat([target, target[:1]]))
+    assert torch.allclose(seg_cross_entropy(logits, target, weight=torch.tensor([2.0, 1.0, 1.0])), twice,
+                          rtol=1e-12, atol=0)  # fmt: skip
+    assert not torch.allclose(seg_cross_entropy(logits, target, weight=weight), plain)
+
+
+def test_train_on_true_masks_and_pseudo_labels(synth_root, tmp_path, capsys):
+    # data.true_masks (issue 61): the masked photos need no pseudo label; "auto" without pseudo labels trains fully
+    # supervised on the data set's own masks
+    base = VOCDataset(synth_root, "train")
+    pseudo, masks = tmp_path / "pseudo", tmp_path / "masks"
+    for i in base.ids:
+        save_label_png(pseudo / f"{i}.png", base.load_mask(i))
+    for i in base.ids[:3]:
+        save_label_png(masks / f"{i}.png", base.load_mask(i))
+        (pseudo / f"{i}.png").unlink()
+    over = [
+        f"data.root={synth_root}", "data.crop_size=48", "data.num_workers=0", f"model.backbone_kwargs={TINY_CNN}",
+        "train.batch_size=4", "train.max_iters=2", "train.eval_iters=100", "train.ckpt_iters=2", "data.val_split=",
+    ]  # fmt: skip
+    cfg = str(REPO / "configs/deeplab/synthetic_cpu.yaml")
+    run = tmp_path / "mixed"
+    capsys.readouterr()
+    assert main(["train", cfg, *over, f"run.dir={run}", f"data.pseudo_dir={pseudo}", f"data.true_masks={masks}",
+                 "data.true_mask_weight=2", "--quiet"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"targets: 3 of the {len(base.ids)} photos of split train train on their own masks (weight 2)" in err
+    assert load_config(run / "config.yaml").data.true_masks == str(masks)
+    assert main(["train", cfg, *over, f"run.dir={tmp_path / 'auto'}", "data.true_masks=auto", "--quiet"]) == 0
+    # a folder of masks holding an RGB file: check-data names it before training
+    Image.new("RGB", (8, 8)).save(masks / f"{base.ids[0]}.png")
+    assert main(["train", cfg, *over, f"run.dir={tmp_path / 'bad'}", f"data.pseudo_dir={pseudo}",
+                 f"data.true_masks={masks}", "--quiet"]) == 1  # fmt: skip
+    assert f"{masks / base.ids[0]}.png" in capsys.readouterr().err

@@ -154,6 +154,13 @@ class DataConfig:
     # scale / flip / crop as the image (nearest, padding 255). None: image-level labels only. The dataset's own
     # masks (ROOT/SegmentationClass, or SegmentationClassAug) train the fully supervised ceiling of a route.
     pseudo_dir: str | None = None
+    # The user's own masks of some train photos (docs/own-photos.md#how-many-masks): "auto" reads
+    # ROOT/SegmentationClass(Aug), a folder its <id>.png. A photo that has one trains on it instead of its pseudo
+    # label; without data.pseudo_dir every train photo needs one (a fully supervised stage). None: no masks.
+    true_masks: str | None = None
+    # Weight of a masked photo's pixels in the segmentation loss (1: a pixel like any other; the loss is the mean
+    # over the batch's labelled pixels, each weighted by its photo's weight)
+    true_mask_weight: float = 1.0
 
 
 @dataclass
@@ -738,12 +745,15 @@ def check_settings(cfg: Config) -> Config:
 
 
 def resolve_paths(cfg: Config) -> Config:
-    """Make the run's input paths absolute (``data.root``, ``data.pseudo_dir``, ``model.pretrained``
-    when it is a file), so a run's ``config.yaml`` works from any directory. In place; returns ``cfg``.
+    """Make the run's input paths absolute (``data.root``, ``data.pseudo_dir``, a ``data.true_masks`` folder,
+    ``model.pretrained`` when it is a file), so a run's ``config.yaml`` works from any directory. In place;
+    returns ``cfg``.
     ConfigError :data:`DATA_ROOT_UNSET` when ``data.root`` is not set."""
     cfg.data.root = str(Path(require_data_root(cfg)).expanduser().resolve())
     if cfg.data.pseudo_dir:
         cfg.data.pseudo_dir = str(Path(cfg.data.pseudo_dir).expanduser().resolve())
+    if cfg.data.true_masks and cfg.data.true_masks != "auto":
+        cfg.data.true_masks = str(Path(cfg.data.true_masks).expanduser().resolve())
     if cfg.model.pretrained and Path(cfg.model.pretrained).expanduser().exists():
         cfg.model.pretrained = str(Path(cfg.model.pretrained).expanduser().resolve())
     return cfg

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -573,25 +573,30 @@ def _warn_label_only(label_only: dict[str, str], npy: Path, report: CheckReport)
 
 
 def check_pseudo_labels(
-    root: str | os.PathLike, split: str, pseudo_dir: str | os.PathLike, *, max_problems: int = 50, progress: bool = True
-) -> CheckReport:
+    root: str | os.PathLike, split: str, pseudo_dir: str | os.PathLike, *, max_problems: int = 50,
+    progress: bool = True, skip: Collection[str] = (), only: Collection[str] | None = None, what: str = "pseudo label",
+) -> CheckReport:  # fmt: skip
     """check-data's mask rules over a folder of segmentation targets (``data.pseudo_dir``, e.g. `wsss pseudo`'s
     output) for the ids of ``split``: each ``<id>.png`` present, a readable single-channel or palette PNG of
     its image's size, holding class indices or 255 (issue 42: an RGB PNG met mid-training stopped it with a
-    DataLoader traceback). Pseudo labels are not held to the image labels (a refiner may add a class)."""
+    DataLoader traceback). Pseudo labels are not held to the image labels (a refiner may add a class).
+    ``skip``: ids whose target is elsewhere (a true mask, ``data.true_masks``); ``only``: just these ids (a
+    ``data.true_masks`` folder, which holds the masked photos' files only); ``what``: the files' name in messages."""
     root, pseudo_dir = Path(root), Path(pseudo_dir)
     report = CheckReport(root=pseudo_dir, max_problems=max_problems)
     if not pseudo_dir.is_dir():
-        report.add(f"{pseudo_dir}: pseudo-label directory not found (data.pseudo_dir)")
+        key = "data.pseudo_dir" if what == "pseudo label" else "data.true_masks"
+        report.add(f"{pseudo_dir}: {what} directory not found ({key})")
         return report
     class_names = read_classes(root)
-    ids = read_split(root, split)
+    skip = set(skip)
+    ids = [i for i in read_split(root, split) if i not in skip and (only is None or i in only)]
     report.n_images = len(ids)
     desc = f"{root / CLASSES_FILE} ({len(class_names)} classes)"
     for id in _progress(ids, progress):
         path = pseudo_dir / f"{id}.png"
         if not path.is_file():
-            report.add(f"{path}: pseudo label not found (id {id!r} of split {split!r})")
+            report.add(f"{path}: {what} not found (id {id!r} of split {split!r})")
             continue
         image = _image_path(root, id)
         size = image_size(image) if image is not None else None

@@ -298,6 +298,25 @@ def run_dataset(root: str | os.PathLike | None, run_root: str, split: str, run_d
 ExtraViews = Callable[..., Mapping[str, Any]] | Mapping[str, Callable[..., Any]]
 
 
+TRUE_MASKS_AUTO = "auto"
+
+
+def true_mask_paths(root: str | os.PathLike, split: str, true_masks: str | os.PathLike | None) -> dict[str, Path]:
+    """``data.true_masks``: the ids of ``split`` that have a mask of the user's, and its file. ``"auto"``: the
+    data set's own masks (``ROOT/SegmentationClassAug`` or ``ROOT/SegmentationClass``, as ``VOCDataset``);
+    a folder: its ``<id>.png``; None: none. A photo without one is simply left out (its pseudo label serves)."""
+    if not true_masks:
+        return {}
+    ids = read_split(root, split)
+    if str(true_masks) == TRUE_MASKS_AUTO:
+        ds = VOCDataset(root, split)
+        return {i: p for i in ids if (p := ds.mask_path(i)) is not None}
+    d = Path(true_masks)
+    if not d.is_dir():
+        raise DataError(f"{d}: mask folder not found (data.true_masks: 'auto' or a folder of <id>.png masks)")
+    return {i: d / f"{i}.png" for i in ids if (d / f"{i}.png").is_file()}
+
+
 def _accepts_rng(fn: Callable) -> bool:
     try:
         params = inspect.signature(fn).parameters.values()
@@ -345,6 +364,8 @@ class ClsTrainDataset(Dataset):
     ) -> None:
         self.base = base
         self.target_dir: Path | None = None
+        self.true_masks: dict[str, Path] = {}
+        self.true_mask_weight = 1.0
         if target_dir is not None:
             self.set_target_dir(target_dir)
         self.augment = augment
@@ -376,25 +397,52 @@ class ClsTrainDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def set_target_dir(self, target_dir: str | os.PathLike) -> None:
-        """Load ``<target_dir>/<id>.png`` as each sample's ``target``; DataError if any id has none."""
-        d = Path(target_dir)
-        if not d.is_dir():
+    def set_target_dir(
+        self, target_dir: str | os.PathLike | None, *, true_masks: Mapping[str, Path] | None = None,
+        true_mask_weight: float = 1.0,
+    ) -> None:  # fmt: skip
+        """Load ``<target_dir>/<id>.png`` as each sample's ``target``; DataError if any id has none.
+
+        ``true_masks`` (``data.true_masks``, :func:`true_mask_paths`): a user's own masks of some of the ids, which
+        win over ``target_dir`` for those ids (docs/own-photos.md#how-many-masks); an id with a true mask needs no
+        pseudo label, and without ``target_dir`` every id needs a true mask. Each sample then also has
+        ``target_weight``: ``true_mask_weight`` where its target is a true mask, 1 where it is a pseudo label."""
+        d = Path(target_dir) if target_dir is not None else None
+        masks = dict(true_masks or {})
+        if d is None and not masks:
+            raise DataError("no segmentation targets: set data.pseudo_dir, data.true_masks or both")
+        if d is not None and not d.is_dir():
             raise DataError(f"{d}: pseudo-label directory not found (data.pseudo_dir)")
-        missing = [i for i in self.base.ids if not (d / f"{i}.png").is_file()]
+        missing = [i for i in self.base.ids if i not in masks and (d is None or not (d / f"{i}.png").is_file())]
+        if missing and d is None:
+            raise DataError(
+                f"{self.base.root / SPLIT_DIR / (self.base.split + '.txt')}: {len(missing)} of {len(self.base.ids)} "
+                f"ids have no true mask (first: {missing[0]}) and there is no data.pseudo_dir for them: set it, or "
+                "train on a split of the masked photos only"
+            )
         if missing:
             raise DataError(
                 f"{d / (missing[0] + '.png')}: pseudo label not found ({len(missing)} of {len(self.base.ids)} ids of "
-                f"split {self.base.split!r} have no <id>.png in {d})"
+                f"split {self.base.split!r} have no <id>.png in {d}" + (" and no true mask)" if masks else ")")
             )
-        self.target_dir = d
+        if not true_mask_weight > 0:
+            raise ConfigError(f"data.true_mask_weight must be > 0, got {true_mask_weight}")
+        self.target_dir, self.true_masks = d, {i: Path(p) for i, p in masks.items() if i in set(self.base.ids)}
+        self.true_mask_weight = float(true_mask_weight)
+
+    def target_path(self, id: str) -> Path:
+        """Where ``id``'s target comes from: its true mask if it has one, else ``target_dir/<id>.png``."""
+        if id in self.true_masks:
+            return self.true_masks[id]
+        assert self.target_dir is not None
+        return self.target_dir / f"{id}.png"
 
     def load_target(self, id: str, shape: tuple[int, ...]) -> np.ndarray:
-        """(H, W) uint8 label map of ``id`` from ``target_dir``, checked against the image size."""
-        assert self.target_dir is not None
-        path = self.target_dir / f"{id}.png"
+        """(H, W) uint8 label map of ``id`` (:meth:`target_path`), checked against the image size."""
+        path = self.target_path(id)
         if not path.is_file():
-            raise DataError(f"{path}: pseudo label not found for id {id!r}")
+            what = "true mask" if id in self.true_masks else "pseudo label"
+            raise DataError(f"{path}: {what} not found for id {id!r}")
         target = read_label_png(path)
         if target.shape != tuple(shape[:2]):
             raise DataError(f"{path}: label size {target.shape} differs from the image size {tuple(shape[:2])}")
@@ -413,7 +461,7 @@ class ClsTrainDataset(Dataset):
         image = self.base.load_image(id)
         labels = self.base.labels(id)
         rng = self.rng_for(i)
-        if self.target_dir is None:
+        if self.target_dir is None and not self.true_masks:
             aug = self.augment(image, rng)
         else:
             aug = self.augment(image, rng, mask=self.load_target(id, image.shape))
@@ -427,6 +475,8 @@ class ClsTrainDataset(Dataset):
         }
         if "mask" in aug:
             out["target"] = torch.from_numpy(aug["mask"].astype(np.int64))
+            if self.true_masks:  # the loss's weight of this sample (docs/own-photos.md#how-many-masks)
+                out["target_weight"] = torch.tensor(self.true_mask_weight if id in self.true_masks else 1.0)
         for name, fn, wants_rng in self._views:
             res = fn(image, aug["crop"], rng=rng) if wants_rng else fn(image, aug["crop"])
             if name is None:

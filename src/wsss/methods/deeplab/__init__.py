@@ -3,7 +3,8 @@
 RCA and SC-CAM train DeepLab-v2 ResNet-101 (kazuto1011/deeplab-pytorch) on their pseudo labels
 (docs/methods/rca.md#pipeline, docs/methods/sccam.md#rounds,
 docs/methods/deeplab.md#deeplab); the same stage runs on top of any method's ``wsss pseudo`` or
-``wsss cam`` output. It reads ``data.pseudo_dir`` (``<id>.png``, 255 = ignore), transformed with
+``wsss cam`` output. It reads ``data.pseudo_dir`` (``<id>.png``, 255 = ignore) and the user's own masks where
+``data.true_masks`` has one (they win; ``data.true_mask_weight`` weights their pixels), transformed with
 the image by the shared augmentation, and has no CAM: validation and ``wsss predict`` use the
 segmentation only (multi-scale + flip, optional DenseCRF, ``runs/jobs.py``).
 
@@ -41,14 +42,16 @@ IGNORE = 255
 
 def seg_cross_entropy(
     logits: torch.Tensor, target: torch.Tensor, *, target_at_logit_res: bool = True, ignore_index: int = IGNORE,
-    pus: PretendedUnderfitting | None = None,
+    pus: PretendedUnderfitting | None = None, weight: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Cross entropy of (B, C, h, w) logits against a (B, H, W) label map, ``ignore_index`` ignored.
 
     ``target_at_logit_res``: the labels are resized to the logits with nearest (pixel-centre)
     sampling, as kazuto1011's ``resize_labels``; otherwise the logits are upsampled bilinearly to
     the labels. A batch without any labelled pixel gives a zero loss (not NaN). ``pus``: PMM's pretended
-    under-fitting of the per-pixel losses before their mean over the labelled pixels.
+    under-fitting of the per-pixel losses before their mean over the labelled pixels. ``weight``: (B,) weights of
+    the samples' pixels (``data.true_mask_weight`` on the photos trained on their own masks): the mean over the
+    labelled pixels becomes their weighted mean.
     """
     if logits.shape[-2:] != target.shape[-2:]:
         if target_at_logit_res:
@@ -58,11 +61,16 @@ def seg_cross_entropy(
     target = target.long()
     if not bool((target != ignore_index).any()):
         return logits.sum() * 0.0
-    if pus is None:
+    if pus is None and weight is None:
         return F.cross_entropy(logits, target, ignore_index=ignore_index)
     labelled = target != ignore_index
     pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")  # 0 where ignored
-    return pus(pixel, labelled).sum() / labelled.sum()
+    if pus is not None:
+        pixel = pus(pixel, labelled)
+    if weight is None:
+        return pixel.sum() / labelled.sum()
+    w = weight.to(pixel.dtype).reshape(-1, *([1] * (pixel.dim() - 1)))
+    return (pixel * w).sum() / (labelled * w).sum()
 
 
 @dataclass
@@ -150,8 +158,9 @@ class DeepLab(Method):
             ]
             up = [F.interpolate(p, size=logits.shape[-2:], mode="bilinear", align_corners=False) for p in pyramid]
             outs += pyramid + [torch.stack([logits, *up]).max(dim=0).values]
-        at_logits = self.options.target_at_logit_res
-        return {"seg": sum(seg_cross_entropy(o, target, target_at_logit_res=at_logits, pus=self.pus) for o in outs)}
+        at_logits, weight = self.options.target_at_logit_res, batch.get("target_weight")
+        return {"seg": sum(seg_cross_entropy(o, target, target_at_logit_res=at_logits, pus=self.pus, weight=weight)
+                           for o in outs)}  # fmt: skip
 
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
