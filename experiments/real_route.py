@@ -65,6 +65,7 @@ import shutil
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +213,55 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
                           "tagged_soft": first["val_tagged_soft"]}  # fmt: skip
         if args.seg_ensemble > 1:
             res["seg_ensemble"] = _seg_ensemble(args, out, cls, root, Path(first["labels"]), seg_set, log)
+        if args.steps:  # each step's own contribution (issue 62), the gains in "steps"
+            scored = partial(_scored_predictions, root=root, split=args.val_split, log=log)
+            first["val_crf"] = scored(out / "seg", ["--crf"])
+            first["val_crf_tagged"] = scored(out / "seg", ["--crf", "--tags-from", str(cls)])
+            res["tags"] = _tag_scores(cls, root, args.val_split)
+            # the same stage on the labels at the preset's own level instead of the sweep's
+            own_labels = pseudo_labels(args.refine[0], f"{own:g}/{own:g}", f"pseudo_{args.refine[0]}_own_level")
+            own_seg = out / "seg_own_level"
+            res["own_level"] = {
+                "level": own, "pseudo": 100 * _miou(own_labels.parent / "eval.json"),
+                "train": _train(args.seg, root, own_seg, [f"data.pseudo_dir={own_labels}", *seg_set], log),
+                "val": scored(own_seg, []), "val_crf_tagged": scored(own_seg, ["--crf", "--tags-from", str(cls)]),
+            }  # fmt: skip
+            res["steps"] = {
+                "crf": first["val_crf"] - first["val"],
+                "tags": first["val_tagged"] - first["val"],
+                "tags_after_crf": first["val_crf_tagged"] - first["val_crf"],
+                "level": first["val"] - res["own_level"]["val"],
+                "level_crf_tagged": first["val_crf_tagged"] - res["own_level"]["val_crf_tagged"],
+            }
+            if "seg_ensemble" in res:
+                res["steps"]["ensemble_crf_tagged"] = res["seg_ensemble"]["val"]["crf_tagged"] - first["val_crf_tagged"]
     return res
+
+
+def _scored_predictions(seg: Path, extra: list[str], *, root: str, split: str, log: Path) -> float:
+    """``wsss predict SEG --split SPLIT EXTRA`` and its val mIoU (reused when scored before)."""
+    crf, tagged = "--crf" in extra, "--tags-from" in extra
+    folder = predictions_folder(crf=crf, tag_gate="hard" if tagged else None)
+    scores = seg / f"eval_{folder}.json"
+    if not scores.is_file():
+        _wsss("predict", str(seg), "--split", split, *extra, "--quiet", log=log)
+        _wsss("eval", str(seg / folder / split), "--data-root", root, "--split", split, "--json", str(scores), log=log)
+    return 100 * _miou(scores)
+
+
+def _tag_scores(cls: Path, root: str, split: str) -> dict[str, float]:
+    """The classifier's tags of the split's photos (as ``wsss predict --tags-from``: a class at a probability of
+    0.5 or more) against their image labels: precision and recall over (photo, class) pairs, in %."""
+    from wsss.runs.jobs import TAG_THRESHOLD
+    from wsss.runs.run import load_run
+
+    run, ds = load_run(cls, device="cpu"), VOCDataset(root, split)
+    tp = fp = fn = 0
+    for i in ds.ids:
+        tags = run.class_probs(ds.load_image(i)) >= TAG_THRESHOLD
+        truth = ds.labels(i) > 0.5
+        tp, fp, fn = tp + int((tags & truth).sum()), fp + int((tags & ~truth).sum()), fn + int((~tags & truth).sum())
+    return {"precision": 100 * tp / max(1, tp + fp), "recall": 100 * tp / max(1, tp + fn), "photos": len(ds.ids)}
 
 
 def _stage_iterations(seg_preset: str, root: str, seg_set: list[str]) -> int:
@@ -365,6 +414,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--seg-ensemble", type=int, default=1, metavar="N",
         help="N DeepLab stages on round 1's labels (seeds S + 3k), scored ensembled (wsss predict --ensemble)",
     )  # fmt: skip
+    p.add_argument(
+        "--steps", action="store_true",
+        help="each step's contribution (issue 62): the stage's val with --crf and --crf --tags-from, the tags' "
+             "precision / recall on val, the stage on the labels at the preset's own level; gains in 'steps'",
+    )  # fmt: skip
     p.add_argument("--cam-scales", default="", help="wsss cam --scales, e.g. 1.0,1.5,2.0 (default: the preset's)")
     p.add_argument("--affinity", default="configs/affinitynet/real_cpu.yaml", help="the preset of --refine affinity")
     p.add_argument("--seg-set", nargs="*", default=[], help="overrides of the DeepLab training")
@@ -389,6 +443,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar="N",
         help="the route on each of N folds (OUT/foldF), then each figure's mean and range over the folds",
     )
+    p.add_argument(
+        "--gain-over",
+        default="",
+        metavar="JSON",
+        help="with --folds: each figure's gain over another --folds run's JSON, fold by fold",
+    )
     p.add_json()
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -411,7 +471,28 @@ def cross_validate(args: argparse.Namespace) -> dict[str, Any]:
         runs.append(route(one))
         if args.json:  # what the finished folds measured, kept if a later fold is stopped
             _write_json(args.json, {"folds": runs, "summary": summarise(runs)})
-    return {"folds": runs, "summary": summarise(runs)}
+    res: dict[str, Any] = {"folds": runs, "summary": summarise(runs)}
+    if args.gain_over:  # a choice's gain fold by fold: this route's figures minus the other's, on the same folds
+        other = json.loads(Path(args.gain_over).read_text())["folds"]
+        if [r["fold"]["val_ids"] for r in other] != [r["fold"]["val_ids"] for r in runs]:
+            raise SystemExit(f"{args.gain_over}: its folds are not this run's (another data set or --folds)")
+        res["gain_over"] = {"other": str(args.gain_over), "summary": summarise(
+            [_difference(a, b) for a, b in zip(runs, other)])}  # fmt: skip
+    return res
+
+
+def _difference(a: Any, b: Any) -> Any:
+    """``a - b`` at every number both hold at one key path (the rest left out)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return None
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a - b
+    if isinstance(a, dict) and isinstance(b, dict):
+        pairs = {k: _difference(a[k], b[k]) for k in a if k in b}
+        return {k: v for k, v in pairs.items() if v is not None}
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [_difference(x, y) for x, y in zip(a, b)]
+    return None
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -196,6 +196,12 @@ def test_real_route_folds(tmp_path, synth_root, monkeypatch):
     pseudo = res["summary"]["pseudo.par"]
     assert pseudo["values"] == [r["pseudo"]["par"] for r in res["folds"]]
     assert pseudo["min"] <= pseudo["mean"] <= pseudo["max"] and pseudo["sd"] >= 0
+    # a choice's gain fold by fold: a second run of other settings against the first's JSON (here the same run
+    # again, reused: every gain 0)
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps(res))
+    again = real_route.main([*argv, "--gain-over", str(first)])
+    assert again["gain_over"]["summary"]["pseudo.par"]["values"] == [0.0, 0.0]
 
 
 def test_summarise_and_fold_split():
@@ -209,3 +215,21 @@ def test_summarise_and_fold_split():
     assert sorted(sum(vals, [])) == ids and [len(v) for v in vals] == [3, 2, 2, 2, 2]
     train, val = fold_split(ids, 1, 5)
     assert val == ["001", "006"] and sorted(train + val) == ids
+
+
+def test_real_route_steps(tmp_path, synth_root, monkeypatch):
+    """``--steps`` (issue 62): the stage with the CRF and the tags, the classifier's tags scored on val, the stage on
+    the labels at the preset's own level; each step's gain in ``steps``."""
+    monkeypatch.setattr(real_route, "IN_PROCESS", True)
+    out = tmp_path / "route"
+    tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
+            "--refine", "par", "--steps", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
+            "--set", *tiny, "cam.bkg_thre=0.65", "--seg-set", *SEG_TINY]  # fmt: skip
+    res = real_route.main(argv)
+    first, own, steps = res["seg_rounds"][0], res["own_level"], res["steps"]
+    assert own["level"] == 0.65 and (out / "cls/pseudo_par_own_level/train").is_dir()
+    assert "data.pseudo_dir=" + str(out / "cls/pseudo_par_own_level/train") in (out / "route.log").read_text()
+    assert steps["crf"] == first["val_crf"] - first["val"] and steps["level"] == first["val"] - own["val"]
+    assert steps["tags_after_crf"] == first["val_crf_tagged"] - first["val_crf"]
+    assert 0 <= res["tags"]["precision"] <= 100 and 0 <= res["tags"]["recall"] <= 100 and res["tags"]["photos"] == 8
