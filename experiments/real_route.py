@@ -33,6 +33,20 @@ round 1's ``run.seed``; the offset 3 keeps the members of the routes of seeds 0,
 scores round 1's stage ensembled with them (``wsss predict OUT/seg --ensemble OUT/seg_m1 ...``): plain, with
 ``--tags-from OUT/cls``, and with ``--crf --tags-from OUT/cls`` (``seg_ensemble.val``).
 
+``--masks K ...`` (issue 61) is the masks experiment instead of steps 2-5: with K of the train photos' masks only
+(the first K masked ones of the train split's order, a view of the data set in ``OUT/masks_K``), the DeepLab stage
+(a) on the K masks alone, (b) on PAR labels at the level the sweep picks on the K masks, (c) on those labels with the
+K masks in their place (``data.true_masks=auto``) at each ``--mask-weights`` value; and the stage on every train mask,
+the ceiling (``_masks_experiment``; BENCHMARKS.md, "how many masks").
+
+``--fold F/N`` holds fold F of N of the data set's photos (train and val together, sorted, dealt round-robin) out as
+val and trains on the others (a view in ``OUT/data``); ``--folds N`` runs the route on every fold (``OUT/foldF``,
+``run.seed`` = F unless set) and summarises each figure over the folds (mean, range, standard deviation);
+``--gain-over JSON`` adds each figure's gain, fold by fold, over another ``--folds`` run of the same folds (issue 62).
+``--steps`` adds each step's own gain (``steps``): the stage's val with ``--crf`` and ``--crf --tags-from``, the
+classifier's tag precision and recall on val, and the stage on the labels at the preset's own level against the
+sweep's.
+
 ``--cam-scales`` gives ``wsss cam`` its ``--scales`` (multi-scale CAMs from a classifier trained without them).
 
 The refiner ``affinity`` is PSA's walk (docs/methods/affinitynet.md#random-walk): PSA's la / ha seeds of the
@@ -466,8 +480,18 @@ def cross_validate(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("--folds runs every fold; --fold F/N runs one: pass one of them")
     runs = []
     for fold in range(args.folds):
-        one = argparse.Namespace(**{**vars(args), "fold": f"{fold}/{args.folds}", "folds": 0,
-                                    "out": str(Path(args.out) / f"fold{fold}"), "json": None})  # fmt: skip
+        # one seed per fold, the fold's index (unless the command sets run.seed): the folds' spread holds both noises
+        seed = [] if any(o.startswith("run.seed=") for o in args.overrides) else [f"run.seed={fold}"]
+        seg_seed = [] if any(o.startswith("run.seed=") for o in args.seg_set) else [f"run.seed={fold}"]
+        fold_args = {
+            "fold": f"{fold}/{args.folds}",
+            "folds": 0,
+            "out": str(Path(args.out) / f"fold{fold}"),
+            "json": None,
+            "overrides": [*args.overrides, *seed],
+            "seg_set": [*args.seg_set, *seg_seed],
+        }
+        one = argparse.Namespace(**{**vars(args), **fold_args})
         runs.append(route(one))
         if args.json:  # what the finished folds measured, kept if a later fold is stopped
             _write_json(args.json, {"folds": runs, "summary": summarise(runs)})

@@ -192,7 +192,8 @@ def test_real_route_folds(tmp_path, synth_root, monkeypatch):
     for f in (0, 1):
         view = out / f"fold{f}/data"
         assert (view / "ImageSets/Segmentation/val.txt").read_text().split() == vals[f]
-        assert str(view) in (out / f"fold{f}/cls/config.yaml").read_text()
+        cfg = (out / f"fold{f}/cls/config.yaml").read_text()
+        assert str(view) in cfg and f"seed: {f}," in cfg  # one seed per fold, the fold's index
     pseudo = res["summary"]["pseudo.par"]
     assert pseudo["values"] == [r["pseudo"]["par"] for r in res["folds"]]
     assert pseudo["min"] <= pseudo["mean"] <= pseudo["max"] and pseudo["sd"] >= 0
