@@ -56,7 +56,7 @@ from wsss.engine.train_loop import HookBase, TrainerBase, weak_method
 from wsss.engine.validate import validate
 from wsss.methods import Method, TrainContext, build_method
 from wsss.models.weights import drop_missing_pretrained
-from wsss.utils.procs import leave_stops_to_parent
+from wsss.utils.procs import leave_stops_to_parent, stops_held_for_children
 
 
 def validation_split(cfg: Config) -> str | None:
@@ -144,7 +144,8 @@ class BatchStream:
             self.dataset, batch_size=self.micro, sampler=sampler, drop_last=True,
             num_workers=self.num_workers, persistent_workers=False, worker_init_fn=leave_stops_to_parent,
         )  # fmt: skip
-        self._it = iter(loader)
+        with stops_held_for_children():  # the workers start here, each epoch
+            self._it = iter(loader)
 
     def __next__(self) -> list[dict[str, Any]]:
         while True:

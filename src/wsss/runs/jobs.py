@@ -53,7 +53,7 @@ from wsss.utils.io import (
     save_labelled_cam,
     save_npy,
 )
-from wsss.utils.procs import leave_stops_to_parent
+from wsss.utils.procs import leave_stops_to_parent, stops_held_for_children
 
 
 def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool, *also: tuple[Path, str]) -> list[str]:
@@ -140,9 +140,11 @@ def _loaded(run: Run, ds: VOCDataset, ids: Sequence[str], size: int | None | boo
     workers = min(int(run.cfg.data.num_workers), len(ids))
     if workers == 0:
         return (inputs[i] for i in range(len(inputs)))
-    return DataLoader(inputs, batch_size=None, num_workers=workers, collate_fn=_as_is,
-                      pin_memory=run.device.type == "cuda", prefetch_factor=2,
-                      worker_init_fn=leave_stops_to_parent)  # fmt: skip
+    loader = DataLoader(inputs, batch_size=None, num_workers=workers, collate_fn=_as_is,
+                        pin_memory=run.device.type == "cuda", prefetch_factor=2,
+                        worker_init_fn=leave_stops_to_parent)  # fmt: skip
+    with stops_held_for_children():  # the workers start here
+        return iter(loader)
 
 
 Writes = list[tuple[Callable[..., Any], tuple]]

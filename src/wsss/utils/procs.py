@@ -8,11 +8,13 @@ the parent's own cleanup (SIGTERM taken as Ctrl-C, ``wsss.cli``) is what stops i
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -67,3 +69,27 @@ def leave_stops_to_parent(worker_id: int = 0) -> None:
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
+    if hasattr(signal, "pthread_sigmask"):  # started under stops_held_for_children: a stop sent meanwhile lands now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+@contextlib.contextmanager
+def stops_held_for_children() -> Iterator[None]:
+    """Start loader workers inside this: SIGTERM and SIGINT are blocked in the calling (main) thread meanwhile, so
+    a worker forked from it starts with them blocked and takes a stop only once :func:`leave_stops_to_parent` has
+    set its own handler. Before, a stop that reached a worker between its fork and its ``worker_init_fn`` ran the
+    parent's handler there, the worker quit, and the training stopped with "DataLoader worker exited unexpectedly"
+    instead of saving its step (an intermittent failure of the SIGTERM-to-the-job test: workers are started anew
+    each epoch). The main process still takes a stop sent meanwhile: another of its threads, or this one once the
+    block ends, runs its handler."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
