@@ -292,5 +292,7 @@ def test_true_masks_win_over_pseudo_labels_and_carry_their_weight(synth_root, tm
         ds.set_target_dir(pseudo, true_masks=found)
     with pytest.raises(DataError, match=r"train\.txt: .* no true mask"):
         ds.set_target_dir(None, true_masks=found)
+    with pytest.raises(DataError, match=r"train\.txt: no segmentation targets"):
+        ds.set_target_dir(None, true_masks={})
     with pytest.raises(DataError, match="mask folder not found"):
         true_mask_paths(synth_root, "train", tmp_path / "nowhere")

@@ -410,7 +410,10 @@ class ClsTrainDataset(Dataset):
         d = Path(target_dir) if target_dir is not None else None
         masks = dict(true_masks or {})
         if d is None and not masks:
-            raise DataError("no segmentation targets: set data.pseudo_dir, data.true_masks or both")
+            raise DataError(
+                f"{self.base.root / SPLIT_DIR / (self.base.split + '.txt')}: no segmentation targets for its photos: "
+                "data.pseudo_dir is unset and data.true_masks has no mask of any of them"
+            )
         if d is not None and not d.is_dir():
             raise DataError(f"{d}: pseudo-label directory not found (data.pseudo_dir)")
         missing = [i for i in self.base.ids if i not in masks and (d is None or not (d / f"{i}.png").is_file())]
@@ -427,7 +430,8 @@ class ClsTrainDataset(Dataset):
             )
         if not true_mask_weight > 0:
             raise ConfigError(f"data.true_mask_weight must be > 0, got {true_mask_weight}")
-        self.target_dir, self.true_masks = d, {i: Path(p) for i, p in masks.items() if i in set(self.base.ids)}
+        ids = set(self.base.ids)
+        self.target_dir, self.true_masks = d, {i: Path(p) for i, p in masks.items() if i in ids}
         self.true_mask_weight = float(true_mask_weight)
 
     def target_path(self, id: str) -> Path:
