@@ -143,7 +143,8 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     if args.fold:  # the data set's photos split anew: this fold's val held out, the other folds' photos train
         fold, folds = (int(x) for x in args.fold.split("/"))
         train_ids, val_ids = fold_split(all_ids(root), fold, folds)
-        masked = [i for i in [*train_ids, *val_ids] if VOCDataset(root, "train").has_mask(i)]
+        source = VOCDataset(root, "train")  # has_mask reads the folder, whatever the split
+        masked = [i for i in [*train_ids, *val_ids] if source.has_mask(i)]
         root = str(make_view(root, out / "data", {"train": train_ids, "val": val_ids}, masked))
         res["fold"] = {"fold": fold, "folds": folds, "view": root, "val_ids": val_ids}
     res["train"] = _train(args.preset, root, cls, args.overrides, log)
@@ -301,6 +302,7 @@ def _masks_experiment(
     iters = _stage_iterations(args.seg, root, args.seg_set)
     train_ids = read_split(root, "train")
     val_ids = read_split(root, "val")
+    val_set = VOCDataset(root, "val")
     exp: dict[str, Any] = res.setdefault("masks", {"order": "the train split's order, masked photos only",
                                                     "stage_iterations": iters, "weights": args.mask_weights,
                                                     "arms": {}})  # fmt: skip
@@ -331,7 +333,7 @@ def _masks_experiment(
     save()
     for k in args.masks:
         ids = first_masked(root, train_ids, k)
-        masked_val = [i for i in val_ids if VOCDataset(root, "val").has_mask(i)]
+        masked_val = [i for i in val_ids if val_set.has_mask(i)]
         view = str(make_view(root, out / f"masks_{k}", {"train": train_ids, "val": val_ids, "train_masked": ids},
                              [*ids, *masked_val]))  # fmt: skip
         sweep = cls / "bkg_sweep" / f"train_masks_{k}.json"
