@@ -163,22 +163,7 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     _wsss("cam", str(cls), "--split", "train", *scales, "--bkg-thre", f"{level:g}", "--quiet", log=log)
     res["pseudo"] = {}
 
-    def pseudo_labels(refine: str, levels: str, name: str, *extra: str) -> Path:
-        """``wsss pseudo --refine REFINE --levels LEVELS`` of the train split into ``cls/NAME/train``, scored."""
-        pseudo = cls / name / "train"
-        if not (pseudo / ".done").is_file():
-            # no --overwrite: pseudo/train holds only this refiner's labels at this level (a stopped earlier
-            # try of the same step), so a rerun continues it
-            _wsss("pseudo", str(cls), "--split", "train", "--refine", refine, "--levels", levels, *extra,
-                  "--quiet", log=log)  # fmt: skip
-            if pseudo.exists():  # a try stopped between the rename and the mark: replaced by this complete one
-                shutil.rmtree(pseudo)
-            pseudo.parent.mkdir(parents=True, exist_ok=True)
-            (cls / "pseudo/train").rename(pseudo)  # the next refiner writes pseudo/train afresh
-            (pseudo / ".done").touch()
-        _wsss("eval", str(pseudo), "--data-root", root, "--split", "train", "--pseudo",
-              "--json", str(pseudo.parent / "eval.json"), log=log)  # fmt: skip
-        return pseudo
+    pseudo_labels = partial(_pseudo_labels, cls, root, log=log)
 
     for refine in args.refine:
         extra: list[str] = []
@@ -253,6 +238,32 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def _pseudo_labels(cls: Path, root: str, refine: str, levels: str, name: str, *extra: str, log: Path) -> Path:
+    """``wsss pseudo CLS --refine REFINE --levels LEVELS`` of the train split into ``CLS/NAME/train`` (kept apart:
+    the next call writes ``pseudo/train`` afresh), scored on the train masks into ``CLS/NAME/eval.json``."""
+    pseudo = cls / name / "train"
+    if not (pseudo / ".done").is_file():
+        # no --overwrite: pseudo/train holds a stopped earlier try of the same step (a rerun continues it) or of
+        # another level or refiner (its settings stamp refuses it: removed, as this step's own output)
+        stamp = cls / "pseudo/train"
+        if stamp.exists() and (cls / "pseudo/.step").is_file() and (cls / "pseudo/.step").read_text() != name:
+            shutil.rmtree(stamp)
+        (cls / "pseudo").mkdir(exist_ok=True)
+        (cls / "pseudo/.step").write_text(name)
+        _wsss("pseudo", str(cls), "--split", "train", "--refine", refine, "--levels", levels, *extra,
+              "--quiet", log=log)  # fmt: skip
+        if pseudo.exists():  # a try stopped between the rename and the mark: replaced by this complete one
+            shutil.rmtree(pseudo)
+        pseudo.parent.mkdir(parents=True, exist_ok=True)
+        (cls / "pseudo/train").rename(pseudo)
+        (pseudo / ".done").touch()
+    scores = pseudo.parent / "eval.json"
+    if not scores.is_file():
+        _wsss("eval", str(pseudo), "--data-root", root, "--split", "train", "--pseudo", "--json", str(scores),
+              log=log)  # fmt: skip
+    return pseudo
+
+
 def _scored_predictions(seg: Path, extra: list[str], *, root: str, split: str, log: Path) -> float:
     """``wsss predict SEG --split SPLIT EXTRA`` and its val mIoU (reused when scored before)."""
     crf, tagged = "--crf" in extra, "--tags-from" in extra
@@ -265,18 +276,16 @@ def _scored_predictions(seg: Path, extra: list[str], *, root: str, split: str, l
 
 
 def _tag_scores(cls: Path, root: str, split: str) -> dict[str, float]:
-    """The classifier's tags of the split's photos (as ``wsss predict --tags-from``: a class at a probability of
-    0.5 or more) against their image labels: precision and recall over (photo, class) pairs, in %."""
+    """The classifier's tags of the split's photos (those of ``wsss predict --tags-from``) against their image
+    labels: precision and recall over (photo, class) pairs, in %."""
     from wsss.runs.jobs import TAG_THRESHOLD
     from wsss.runs.run import load_run
+    from wsss.runs.tag import TagSummary, tag_labels
 
-    run, ds = load_run(cls, device="cpu"), VOCDataset(root, split)
-    tp = fp = fn = 0
+    run, ds, summary = load_run(cls, device="cpu"), VOCDataset(root, split), TagSummary()
     for i in ds.ids:
-        tags = run.class_probs(ds.load_image(i)) >= TAG_THRESHOLD
-        truth = ds.labels(i) > 0.5
-        tp, fp, fn = tp + int((tags & truth).sum()), fp + int((tags & ~truth).sum()), fn + int((~tags & truth).sum())
-    return {"precision": 100 * tp / max(1, tp + fp), "recall": 100 * tp / max(1, tp + fn), "photos": len(ds.ids)}
+        summary.add(tag_labels(run.class_probs(ds.load_image(i)), TAG_THRESHOLD, at_least_one=False), ds.labels(i))
+    return {"precision": 100 * summary.precision, "recall": 100 * summary.recall, "photos": summary.with_mask}
 
 
 def _stage_iterations(seg_preset: str, root: str, seg_set: list[str]) -> int:
@@ -320,13 +329,7 @@ def _masks_experiment(
         tags = ["--crf", "--tags-from", str(cls)]
         for key, extra in (("val", []), *([("val_crf", ["--crf"])] if crf else []),
                            *([("val_crf_tagged", tags)] if tagged else [])):  # fmt: skip
-            folder = predictions_folder(crf="--crf" in extra, tag_gate="hard" if "--tags-from" in extra else None)
-            scores = seg / f"eval_{key}.json"
-            if not scores.is_file():
-                _wsss("predict", str(seg), "--split", "val", *extra, "--quiet", log=log)
-                _wsss("eval", str(seg / folder / "val"), "--data-root", root, "--split", "val", "--json",
-                      str(scores), log=log)  # fmt: skip
-            row[key] = 100 * _miou(scores)
+            row[key] = _scored_predictions(seg, extra, root=root, split="val", log=log)
         return row
 
     arms["ceiling"] = stage("seg_ceiling", root, ["data.true_masks=auto"], crf=True, tagged=True)
@@ -341,23 +344,12 @@ def _masks_experiment(
             _wsss("sweep-bkg", str(cls), "--split", "train", "--data-root", view, "--json", str(sweep), "--quiet",
                   log=log)  # fmt: skip
         level = float(json.loads(sweep.read_text())["best_thre"])
-        pseudo = cls / f"pseudo_par_L{level:g}" / "train"
-        if not (pseudo / ".done").is_file():
+        name = f"pseudo_par_L{level:g}"
+        if not (cls / name / "train/.done").is_file():  # the seeds at the level first, as the route does
             _wsss("cam", str(cls), "--split", "train", "--bkg-thre", f"{level:g}", "--quiet", log=log)
-            if (cls / "pseudo/train").exists():  # a stopped earlier try at another level
-                shutil.rmtree(cls / "pseudo/train")
-            _wsss("pseudo", str(cls), "--split", "train", "--refine", "par", "--levels", f"{level:g}/{level:g}",
-                  "--quiet", log=log)  # fmt: skip
-            if pseudo.exists():
-                shutil.rmtree(pseudo)
-            pseudo.parent.mkdir(parents=True, exist_ok=True)
-            (cls / "pseudo/train").rename(pseudo)
-            (pseudo / ".done").touch()
-        scores = pseudo.parent / "eval.json"
-        if not scores.is_file():  # scored on every train mask: a diagnostic the user could not run
-            _wsss("eval", str(pseudo), "--data-root", root, "--split", "train", "--pseudo", "--json", str(scores),
-                  log=log)  # fmt: skip
-        row: dict[str, Any] = {"ids": ids, "level": level, "pseudo_all_masks": 100 * _miou(scores)}
+        # scored on every train mask: a diagnostic the user could not run
+        pseudo = _pseudo_labels(cls, root, "par", f"{level:g}/{level:g}", name, log=log)
+        row: dict[str, Any] = {"ids": ids, "level": level, "pseudo_all_masks": 100 * _miou(pseudo.parent / "eval.json")}
         arms[str(k)] = row
         row["b"] = stage(f"seg_b_L{level:g}", root, [f"data.pseudo_dir={pseudo}"], crf=False, tagged=True)
         save()

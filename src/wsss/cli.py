@@ -176,6 +176,7 @@ def _data_checks_pass(cfg: Any, progress: bool) -> bool:
     d, train_split = cfg.data.pseudo_dir, cfg.data.train_split
     masks = {}
     if cfg.data.true_masks:  # the user's own masks win over the pseudo labels (docs/own-photos.md#how-many-masks)
+        from wsss.core.config import TRUE_MASKS_AUTO
         from wsss.data.voc import read_split, true_mask_paths
 
         masks = true_mask_paths(cfg.data.root, train_split, cfg.data.true_masks)
@@ -183,7 +184,7 @@ def _data_checks_pass(cfg: Any, progress: bool) -> bool:
         rest = f"the rest on the pseudo labels of {d}" if d else "no pseudo labels"
         print(f"targets: {len(masks)} of the {n} photos of split {train_split} train on their own masks (weight "
               f"{cfg.data.true_mask_weight:g}), {rest}", file=sys.stderr)  # fmt: skip
-        if cfg.data.true_masks != "auto":  # a folder of the user's: the mask rules over its files
+        if cfg.data.true_masks != TRUE_MASKS_AUTO:  # a folder of the user's: the mask rules over its files
             checks.append((f"true masks {cfg.data.true_masks} of split {train_split}",
                            partial(check_pseudo_labels, cfg.data.root, train_split, cfg.data.true_masks,
                                    only=set(masks), what="true mask")))  # fmt: skip

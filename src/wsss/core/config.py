@@ -126,6 +126,9 @@ class RunConfig:
     tensorboard: bool = True  # also log to RUN/tensorboard/ (rank 0) when the tensorboard package is installed
 
 
+TRUE_MASKS_AUTO = "auto"  # data.true_masks: the data set's own masks
+
+
 @dataclass
 class DataConfig:
     """``data``: the data set (a folder in PASCAL VOC's layout, docs/datasets.md) and the training
@@ -157,7 +160,7 @@ class DataConfig:
     # The user's own masks of some train photos (docs/own-photos.md#how-many-masks): "auto" reads
     # ROOT/SegmentationClass(Aug), a folder its <id>.png. A photo that has one trains on it instead of its pseudo
     # label; without data.pseudo_dir every train photo needs one (a fully supervised stage). None: no masks.
-    true_masks: str | None = None
+    true_masks: str | None = None  # TRUE_MASKS_AUTO or a folder
     # Weight of a masked photo's pixels in the segmentation loss (1: a pixel like any other; the loss is the mean
     # over the batch's labelled pixels, each weighted by its photo's weight)
     true_mask_weight: float = 1.0
@@ -752,7 +755,7 @@ def resolve_paths(cfg: Config) -> Config:
     cfg.data.root = str(Path(require_data_root(cfg)).expanduser().resolve())
     if cfg.data.pseudo_dir:
         cfg.data.pseudo_dir = str(Path(cfg.data.pseudo_dir).expanduser().resolve())
-    if cfg.data.true_masks and cfg.data.true_masks != "auto":
+    if cfg.data.true_masks and cfg.data.true_masks != TRUE_MASKS_AUTO:
         cfg.data.true_masks = str(Path(cfg.data.true_masks).expanduser().resolve())
     if cfg.model.pretrained and Path(cfg.model.pretrained).expanduser().exists():
         cfg.model.pretrained = str(Path(cfg.model.pretrained).expanduser().resolve())

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wsss.core.config import DATA_ROOT_UNSET
+from wsss.core.config import DATA_ROOT_UNSET, TRUE_MASKS_AUTO
 from wsss.core.errors import ConfigError, DataError
 from wsss.core.safe_load import read_npy
 from wsss.data.classes import CLASSES_FILE, read_classes
@@ -296,9 +296,6 @@ def run_dataset(root: str | os.PathLike | None, run_root: str, split: str, run_d
 
 
 ExtraViews = Callable[..., Mapping[str, Any]] | Mapping[str, Callable[..., Any]]
-
-
-TRUE_MASKS_AUTO = "auto"
 
 
 def true_mask_paths(root: str | os.PathLike, split: str, true_masks: str | os.PathLike | None) -> dict[str, Path]:

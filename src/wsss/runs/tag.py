@@ -56,6 +56,14 @@ class TagSummary:
     def recall(self) -> float:
         return self.true_positives / self.true_labels if self.true_labels else float("nan")
 
+    def add(self, tags: np.ndarray, truth: np.ndarray) -> None:
+        """One photo's tags (multi-hot) against its true classes: the (photo, class) pairs of precision / recall."""
+        tags, truth = np.asarray(tags) > 0, np.asarray(truth) > 0
+        self.with_mask += 1
+        self.true_positives += int((truth & tags).sum())
+        self.true_labels += int(truth.sum())
+        self.mask_tags += int(tags.sum())
+
     def format(self) -> str:
         lines = [f"tagged {self.tagged} photos with {self.labels} labels; wrote {', '.join(map(str, self.files))}"]
         if self.with_mask:
@@ -125,12 +133,7 @@ def read_tags_csv(path: Path, class_names: list[str]) -> dict[str, np.ndarray]:
 def _compare_with_mask(ds: VOCDataset, id: str, labels: np.ndarray, summary: TagSummary) -> None:
     if not ds.has_mask(id):
         return
-    truth = labels_from_mask(ds.load_mask(id), ds.num_classes) > 0
-    tags = labels > 0
-    summary.with_mask += 1
-    summary.true_positives += int((truth & tags).sum())
-    summary.true_labels += int(truth.sum())
-    summary.mask_tags += int(tags.sum())
+    summary.add(labels, labels_from_mask(ds.load_mask(id), ds.num_classes))
 
 
 def tag_split(
