@@ -37,7 +37,10 @@ scores round 1's stage ensembled with them (``wsss predict OUT/seg --ensemble OU
 (the first K masked ones of the train split's order, a view of the data set in ``OUT/masks_K``), the DeepLab stage
 (a) on the K masks alone, (b) on PAR labels at the level the sweep picks on the K masks, (c) on those labels with the
 K masks in their place (``data.true_masks=auto``) at each ``--mask-weights`` value; and the stage on every train mask,
-the ceiling (``_masks_experiment``; BENCHMARKS.md, "how many masks").
+the ceiling (``_masks_experiment``; BENCHMARKS.md, "how many masks"). ``--mask-classifier`` adds (d): the classifier
+trained again with the K masks (``data.true_masks=auto``: its CAMs learn their pixels, ``Method.mask_term``) in
+``OUT/cls_mK``, the level its sweep picks on them, its PAR labels, and the stage on those with the K masks as (c) at
+weight 1, named by its own classifier.
 
 ``--fold F/N`` holds fold F of N of the data set's photos (train and val together, sorted, dealt round-robin) out as
 val and trains on the others (a view in ``OUT/data``); ``--folds N`` runs the route on every fold (``OUT/foldF``,
@@ -321,12 +324,14 @@ def _masks_experiment(
         if args.json:
             _write_json(args.json, res)
 
-    def stage(name: str, data_root: str, overrides: list[str], crf: bool, tagged: bool) -> dict[str, Any]:
+    def stage(
+        name: str, data_root: str, overrides: list[str], crf: bool, tagged: bool, tagger: Path = cls
+    ) -> dict[str, Any]:
         """Train the stage ``OUT/name``; its val mIoU plain, with ``crf`` the CRF's, with ``tagged`` the manual's
-        (``--crf --tags-from OUT/cls``)."""
+        (``--crf --tags-from TAGGER``, the route's classifier unless another is named)."""
         seg = out / name
         row: dict[str, Any] = {"train": _train(args.seg, data_root, seg, [*args.seg_set, *overrides], log)}
-        tags = ["--crf", "--tags-from", str(cls)]
+        tags = ["--crf", "--tags-from", str(tagger)]
         for key, extra in (("val", []), *([("val_crf", ["--crf"])] if crf else []),
                            *([("val_crf_tagged", tags)] if tagged else [])):  # fmt: skip
             row[key] = _scored_predictions(seg, extra, root=root, split="val", log=log)
@@ -339,16 +344,7 @@ def _masks_experiment(
         masked_val = [i for i in val_ids if val_set.has_mask(i)]
         view = str(make_view(root, out / f"masks_{k}", {"train": train_ids, "val": val_ids, "train_masked": ids},
                              [*ids, *masked_val]))  # fmt: skip
-        sweep = cls / "bkg_sweep" / f"train_masks_{k}.json"
-        if not sweep.is_file():
-            _wsss("sweep-bkg", str(cls), "--split", "train", "--data-root", view, "--json", str(sweep), "--quiet",
-                  log=log)  # fmt: skip
-        level = float(json.loads(sweep.read_text())["best_thre"])
-        name = f"pseudo_par_L{level:g}"
-        if not (cls / name / "train/.done").is_file():  # the seeds at the level first, as the route does
-            _wsss("cam", str(cls), "--split", "train", "--bkg-thre", f"{level:g}", "--quiet", log=log)
-        # scored on every train mask: a diagnostic the user could not run
-        pseudo = _pseudo_labels(cls, root, "par", f"{level:g}/{level:g}", name, log=log)
+        level, pseudo = _labels_at_swept_level(cls, root, view, k, log)
         row: dict[str, Any] = {"ids": ids, "level": level, "pseudo_all_masks": 100 * _miou(pseudo.parent / "eval.json")}
         arms[str(k)] = row
         row["b"] = stage(f"seg_b_L{level:g}", root, [f"data.pseudo_dir={pseudo}"], crf=False, tagged=True)
@@ -361,7 +357,32 @@ def _masks_experiment(
         alone.append(f"train.max_iters={iters}")
         row["a"] = stage(f"seg_a_m{k}", view, alone, crf=True, tagged=False)
         save()
+        if args.mask_classifier:  # (d): the classifier's CAMs learn the K masks' pixels too (Method.mask_term)
+            cls_k = out / f"cls_m{k}"
+            trained = _train(args.preset, view, cls_k, [*args.overrides, "data.true_masks=auto"], log)
+            _wsss("cam", str(cls_k), "--split", "train", "--quiet", log=log)  # as the route's classifier's
+            level_k, pseudo_k = _labels_at_swept_level(cls_k, root, view, k, log)
+            mixed = [f"data.pseudo_dir={pseudo_k}", "data.true_masks=auto", "data.true_mask_weight=1"]
+            row["d"] = {"classifier": trained, "level": level_k, "pseudo_all_masks":
+                        100 * _miou(pseudo_k.parent / "eval.json"),
+                        **stage(f"seg_d_m{k}", view, mixed, crf=False, tagged=True, tagger=cls_k)}  # fmt: skip
+            save()
     return res
+
+
+def _labels_at_swept_level(cls: Path, root: str, view: str, k: int, log: Path) -> tuple[float, Path]:
+    """The level ``wsss sweep-bkg`` picks on the K masks of ``view`` and the PAR labels of the train split at it
+    (the seeds at the level first, as the route does), scored on every train mask of ``root``: a diagnostic the
+    user could not run."""
+    sweep = cls / "bkg_sweep" / f"train_masks_{k}.json"
+    if not sweep.is_file():
+        _wsss("sweep-bkg", str(cls), "--split", "train", "--data-root", view, "--json", str(sweep), "--quiet",
+              log=log)  # fmt: skip
+    level = float(json.loads(sweep.read_text())["best_thre"])
+    name = f"pseudo_par_L{level:g}"
+    if not (cls / name / "train/.done").is_file():
+        _wsss("cam", str(cls), "--split", "train", "--bkg-thre", f"{level:g}", "--quiet", log=log)
+    return level, _pseudo_labels(cls, root, "par", f"{level:g}/{level:g}", name, log=log)
 
 
 def _write_json(path: str, res: dict[str, Any]) -> None:
@@ -438,6 +459,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )  # fmt: skip
     p.add_argument("--mask-weights", type=float, nargs="+", default=[1.0], metavar="W",
                    help="data.true_mask_weight values of --masks's arm (c) (default 1)")  # fmt: skip
+    p.add_argument(
+        "--mask-classifier", action="store_true",
+        help="--masks's arm (d): a classifier whose CAMs learn the K masks' pixels too (data.true_masks=auto), its "
+             "own level and labels, the DeepLab stage on them with the K masks (weight 1)",
+    )  # fmt: skip
     p.add_argument(
         "--fold",
         default="",

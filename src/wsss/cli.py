@@ -181,9 +181,18 @@ def _data_checks_pass(cfg: Any, progress: bool) -> bool:
 
         masks = true_mask_paths(cfg.data.root, train_split, cfg.data.true_masks)
         n = len(read_split(cfg.data.root, train_split))
-        rest = f"the rest on the pseudo labels of {d}" if d else "no pseudo labels"
-        print(f"targets: {len(masks)} of the {n} photos of split {train_split} train on their own masks (weight "
-              f"{cfg.data.true_mask_weight:g}), {rest}", file=sys.stderr)  # fmt: skip
+        from wsss.methods import MASK_TERM, method_class
+
+        if method_class(cfg).cams.source == "batch":  # a classifier: its CAMs learn the masks' pixels (mask_term)
+            weight = cfg.loss.weights.get(MASK_TERM, 1.0)
+            print(f"targets: the CAMs learn the pixels of {len(masks)} of the {n} photos of split {train_split} "
+                  f"from their own masks (loss term {MASK_TERM!r}, weight {weight:g}; per photo "
+                  f"{cfg.data.true_mask_weight:g}); every photo trains the classifier on its image labels",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            rest = f"the rest on the pseudo labels of {d}" if d else "no pseudo labels"
+            print(f"targets: {len(masks)} of the {n} photos of split {train_split} train on their own masks (weight "
+                  f"{cfg.data.true_mask_weight:g}), {rest}", file=sys.stderr)  # fmt: skip
         if cfg.data.true_masks != TRUE_MASKS_AUTO:  # a folder of the user's: the mask rules over its files
             checks.append((f"true masks {cfg.data.true_masks} of split {train_split}",
                            partial(check_pseudo_labels, cfg.data.root, train_split, cfg.data.true_masks,

@@ -296,3 +296,27 @@ def test_true_masks_win_over_pseudo_labels_and_carry_their_weight(synth_root, tm
         ds.set_target_dir(None, true_masks={})
     with pytest.raises(DataError, match="mask folder not found"):
         true_mask_paths(synth_root, "train", tmp_path / "nowhere")
+
+
+def test_a_classifiers_targets_ignore_the_photos_without_a_mask(synth_root, tmp_path):
+    # data.true_masks on a classifier (Method.mask_term): no pseudo labels; a photo without a mask gets an ignored
+    # target and weight 0, a masked one its mask and data.true_mask_weight
+    base = VOCDataset(synth_root, "train")
+    masks = tmp_path / "masks"
+    masked = base.ids[1:3]
+    for i in masked:
+        save_label_png(masks / f"{i}.png", base.load_mask(i))
+    aug = TrainAugment(48, scale_range=(0.9, 1.1), hflip=False)
+    ds = ClsTrainDataset(base, aug, seed=1)
+    ds.set_target_dir(None, true_masks=true_mask_paths(synth_root, "train", masks), true_mask_weight=2.0,
+                      unmasked_ignored=True)  # fmt: skip
+    for k, id in enumerate(base.ids[:4]):
+        s = ds[k]
+        if id in masked:
+            ref = aug(base.load_image(id), ds.rng_for(k), mask=base.load_mask(id))
+            assert torch.equal(s["target"], torch.from_numpy(ref["mask"].astype(np.int64)))
+            assert float(s["target_weight"]) == 2.0
+        else:
+            assert bool((s["target"] == 255).all()) and float(s["target_weight"]) == 0.0
+    with pytest.raises(ValueError, match="without pseudo labels"):
+        ds.set_target_dir(masks, unmasked_ignored=True)

@@ -148,7 +148,8 @@ def test_real_route_masks(tmp_path, synth_root, monkeypatch):
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
             "--masks", "9", "--mask-weights", "1", "3", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
-            "--set", *tiny, "--seg-set", *SEG_TINY, "--json", str(tmp_path / "m.json")]  # fmt: skip
+            "--mask-classifier", "--set", *tiny, "--seg-set", *SEG_TINY,
+            "--json", str(tmp_path / "m.json")]  # fmt: skip
     res = real_route.main(argv)
     train_ids = (synth_root / "ImageSets/Segmentation/train.txt").read_text().split()
     exp, row = res["masks"], res["masks"]["arms"]["9"]
@@ -172,6 +173,15 @@ def test_real_route_masks(tmp_path, synth_root, monkeypatch):
         assert set(row[arm]) == {"train", "val", "val_crf_tagged"}
     assert set(row["a"]) == {"train", "val", "val_crf"} and row["a"]["train"]["iterations"] == 4
     assert set(res["masks"]["arms"]["ceiling"]) == {"train", "val", "val_crf", "val_crf_tagged"}
+    # (d): a classifier whose CAMs learnt the K masks' pixels, its own level and labels, the stage named by it
+    log = (out / "route.log").read_text()
+    assert "the CAMs learn the pixels of 9 of the 24 photos of split train" in log
+    level_d = row["d"]["level"]
+    assert f"data.pseudo_dir={out / f'cls_m9/pseudo_par_L{level_d:g}/train'}" in log
+    assert f"--tags-from {out / 'cls_m9'}" in log
+    assert "true_mask_weight: 1.0" in (out / "seg_d_m9/config.yaml").read_text()
+    assert set(row["d"]) == {"classifier", "level", "pseudo_all_masks", "train", "val", "val_crf_tagged"}
+    assert json.loads((out / "cls_m9/bkg_sweep/train_masks_9.json").read_text())["n_images"] == 9
     assert json.loads((tmp_path / "m.json").read_text()) == res
     assert real_route.main(argv) == res  # a rerun reuses every stage
 

@@ -159,10 +159,13 @@ class DataConfig:
     pseudo_dir: str | None = None
     # The user's own masks of some train photos (docs/own-photos.md#how-many-masks): "auto" reads
     # ROOT/SegmentationClass(Aug), a folder its <id>.png. A photo that has one trains on it instead of its pseudo
-    # label; without data.pseudo_dir every train photo needs one (a fully supervised stage). None: no masks.
+    # label; without data.pseudo_dir every train photo needs one (a fully supervised stage). On a classifier's
+    # training (a method with CAMs) the masks teach its CAMs their pixels: the loss term "mask" (weight
+    # loss.weights.mask, 1 unless set), beside the image labels of every photo. None: no masks.
     true_masks: str | None = None  # TRUE_MASKS_AUTO or a folder
     # Weight of a masked photo's pixels in the segmentation loss (1: a pixel like any other; the loss is the mean
-    # over the batch's labelled pixels, each weighted by its photo's weight)
+    # over the batch's labelled pixels, each weighted by its photo's weight); on a classifier, each masked photo's
+    # weight in the mean of the "mask" term
     true_mask_weight: float = 1.0
 
 

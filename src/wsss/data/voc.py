@@ -363,6 +363,7 @@ class ClsTrainDataset(Dataset):
         self.target_dir: Path | None = None
         self.true_masks: dict[str, Path] = {}
         self.true_mask_weight = 1.0
+        self.unmasked_ignored = False
         if target_dir is not None:
             self.set_target_dir(target_dir)
         self.augment = augment
@@ -396,17 +397,22 @@ class ClsTrainDataset(Dataset):
 
     def set_target_dir(
         self, target_dir: str | os.PathLike | None, *, true_masks: Mapping[str, Path] | None = None,
-        true_mask_weight: float = 1.0,
+        true_mask_weight: float = 1.0, unmasked_ignored: bool = False,
     ) -> None:  # fmt: skip
         """Load ``<target_dir>/<id>.png`` as each sample's ``target``; DataError if any id has none.
 
         ``true_masks`` (``data.true_masks``, :func:`true_mask_paths`): a user's own masks of some of the ids, which
         win over ``target_dir`` for those ids (docs/own-photos.md#how-many-masks); an id with a true mask needs no
         pseudo label, and without ``target_dir`` every id needs a true mask. Each sample then also has
-        ``target_weight``: ``true_mask_weight`` where its target is a true mask, 1 where it is a pseudo label."""
+        ``target_weight``: ``true_mask_weight`` where its target is a true mask, 1 where it is a pseudo label.
+        ``unmasked_ignored`` (a classifier's training, no ``target_dir``): an id without a true mask gets a target
+        of 255 only (ignored) and weight 0, and no id needs one."""
         d = Path(target_dir) if target_dir is not None else None
         masks = dict(true_masks or {})
-        if d is None and not masks:
+        if unmasked_ignored and d is not None:
+            raise ValueError("set_target_dir: unmasked_ignored is for a training without pseudo labels")
+        self.unmasked_ignored = unmasked_ignored
+        if d is None and not masks and not unmasked_ignored:
             raise DataError(
                 f"{self.base.root / SPLIT_DIR / (self.base.split + '.txt')}: no segmentation targets for its photos: "
                 "data.pseudo_dir is unset and data.true_masks has no mask of any of them"
@@ -414,6 +420,8 @@ class ClsTrainDataset(Dataset):
         if d is not None and not d.is_dir():
             raise DataError(f"{d}: pseudo-label directory not found (data.pseudo_dir)")
         missing = [i for i in self.base.ids if i not in masks and (d is None or not (d / f"{i}.png").is_file())]
+        if unmasked_ignored:
+            missing = []
         if missing and d is None:
             raise DataError(
                 f"{self.base.root / SPLIT_DIR / (self.base.split + '.txt')}: {len(missing)} of {len(self.base.ids)} "
@@ -440,6 +448,8 @@ class ClsTrainDataset(Dataset):
 
     def load_target(self, id: str, shape: tuple[int, ...]) -> np.ndarray:
         """(H, W) uint8 label map of ``id`` (:meth:`target_path`), checked against the image size."""
+        if self.unmasked_ignored and id not in self.true_masks:
+            return np.full(shape[:2], 255, dtype=np.uint8)  # 255: ignored, as in every mask
         path = self.target_path(id)
         if not path.is_file():
             what = "true mask" if id in self.true_masks else "pseudo label"
@@ -477,7 +487,8 @@ class ClsTrainDataset(Dataset):
         if "mask" in aug:
             out["target"] = torch.from_numpy(aug["mask"].astype(np.int64))
             if self.true_masks:  # the loss's weight of this sample (docs/own-photos.md#how-many-masks)
-                out["target_weight"] = torch.tensor(self.true_mask_weight if id in self.true_masks else 1.0)
+                other = 0.0 if self.unmasked_ignored else 1.0
+                out["target_weight"] = torch.tensor(self.true_mask_weight if id in self.true_masks else other)
         for name, fn, wants_rng in self._views:
             res = fn(image, aug["crop"], rng=rng) if wants_rng else fn(image, aug["crop"])
             if name is None:

@@ -41,7 +41,7 @@ from wsss.core.distributed import (
 from wsss.core.errors import ConfigWarning, DataError, TrainingDiverged, UsageError
 from wsss.data import ClsTrainDataset, VOCDataset
 from wsss.data.transforms import TrainAugment
-from wsss.data.voc import available_splits
+from wsss.data.voc import available_splits, true_mask_paths
 from wsss.engine.hooks import (
     BestCheckpointer,
     EpochLRRule,
@@ -54,7 +54,7 @@ from wsss.engine.hooks import (
 from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
 from wsss.engine.train_loop import HookBase, TrainerBase, weak_method
 from wsss.engine.validate import validate
-from wsss.methods import Method, TrainContext, build_method
+from wsss.methods import MASK_TERM, Method, TrainContext, build_method
 from wsss.models.weights import drop_missing_pretrained
 from wsss.utils.procs import leave_stops_to_parent, stops_held_for_children
 
@@ -202,6 +202,12 @@ def build_optimizer(method: Method, cfg: Config) -> PolyWarmupAdamW | PolyWarmup
     raise UsageError(f"train.optimizer must be 'adamw' or 'sgd', got {t.optimizer!r}")
 
 
+def teaches_cams_masks(cfg: Config, method: Method) -> bool:
+    """Whether this training teaches a classifier's CAMs the user's own masks (``data.true_masks`` on a method whose
+    CAMs come from its batches, ``Method.mask_term``; a stage that trains on masks, DeepLab's, reads them itself)."""
+    return bool(cfg.data.true_masks) and method.cams.source == "batch"
+
+
 def active_terms(cfg: Config, step: int) -> set[str]:
     """Loss terms switched on at ``step``: weight non-zero and ``step > start_iters[term]``."""
     w, start = cfg.loss.weights, cfg.loss.start_iters
@@ -280,6 +286,8 @@ class Trainer(TrainerBase):
         self.val_set = VOCDataset(cfg.data.root, cfg.data.val_split) if validation_split(cfg) else None
         check_same_data(cfg.data.root, [self.train_set, self.val_set])
         self.method = self.build_model(self._model_config(cfg), self.train_set.class_names).to(self.device)
+        if teaches_cams_masks(cfg, self.method):  # the CAMs' pixel term, weight 1 unless the config gives one
+            cfg.loss.weights.setdefault(MASK_TERM, 1.0)
         # the length in epochs (not whole when set by iterations), before anything is written: a step rule in
         # fractions of the training resolves here, and one that does not fit it is refused here
         self.epochs = cfg.train.max_iters / iterations_per_epoch(len(self.train_set), cfg.train.batch_size)
@@ -323,6 +331,9 @@ class Trainer(TrainerBase):
         d, t = cfg.data, cfg.train
         augment = TrainAugment(d.crop_size, scale_range=d.scale_range, hflip=d.hflip, color_jitter=d.color_jitter)
         dataset = ClsTrainDataset(train_set, augment, extra_views=method.train_transform_views(), seed=cfg.run.seed)
+        if teaches_cams_masks(cfg, method):  # the masked photos carry their mask, the others an ignored one
+            masks = true_mask_paths(d.root, d.train_split, d.true_masks)
+            dataset.set_target_dir(None, true_masks=masks, true_mask_weight=d.true_mask_weight, unmasked_ignored=True)
         local = t.batch_size // world_size()
         return BatchStream(dataset, t.batch_size, t.micro_batch or local, cfg.run.seed, d.num_workers)
 

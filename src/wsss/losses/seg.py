@@ -1,5 +1,6 @@
-"""Segmentation losses on pseudo labels: SeCo's balanced cross entropy (docs/methods/seco.md#seg-loss; golden
-``seg_energy.npz``), which the CAM baseline, SeCo and ExCEL train their segmentation heads with."""
+"""Segmentation losses: SeCo's balanced cross entropy on pseudo labels (docs/methods/seco.md#seg-loss; golden
+``seg_energy.npz``), which the CAM baseline, SeCo and ExCEL train their segmentation heads with; and the CAMs'
+pixel loss on a user's own masks (``cam_mask_loss``, docs/own-photos.md#how-many-masks)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,41 @@ def balanced_seg_loss(logits: torch.Tensor, label: torch.Tensor, ignore_index: i
     bg_loss = torch.where(bg, ce, zero).sum() / _count_plus_eps(bg, ce.dtype)
     fg_loss = torch.where(fg, ce, zero).sum() / _count_plus_eps(fg, ce.dtype)
     return 0.5 * (bg_loss + fg_loss)
+
+
+def cam_mask_loss(
+    cam: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, ignore_index: int = 255
+) -> torch.Tensor:
+    """The classifier's CAMs taught the pixels of the photos that have a true mask (``data.true_masks`` on a
+    classifier's training, docs/own-photos.md#how-many-masks).
+
+    Each labelled class's CAM, upsampled to the mask (bilinear, as the CAMs are for the pseudo labels), is a
+    per-pixel logit of "this pixel is the class": binary cross entropy against ``target == c`` over the mask's
+    labelled pixels. Only the photo's labelled classes are taught, because the pseudo labels read those alone
+    (``labelled_classes``); an absent class is the classification loss's. The loss is each photo's mean over its
+    (pixel, labelled class) pairs, averaged over the photos with ``weight`` (0: no mask; ``data.true_mask_weight``
+    otherwise); a batch without a masked photo gives 0, still attached to ``cam``.
+
+    Args:
+        cam: (B, C-1, h, w) raw class maps (``Method.cam_maps``, before any ReLU).
+        target: (B, H, W) class ids, 0 the background, class c (1..C-1) the CAM channel c - 1, ``ignore_index``.
+        labels: (B, C-1) the image labels (multi-hot).
+        weight: (B,) each photo's weight.
+    """
+    if cam.dim() != 4 or target.dim() != 3 or labels.shape != cam.shape[:2] or weight.shape != cam.shape[:1]:
+        raise ValueError(
+            f"cam_mask_loss expects cam (B,C-1,h,w), target (B,H,W), labels (B,C-1), weight (B,), got "
+            f"{tuple(cam.shape)}, {tuple(target.shape)}, {tuple(labels.shape)}, {tuple(weight.shape)}"
+        )
+    logits = F.interpolate(cam.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+    target = target.to(device=cam.device, dtype=torch.long)
+    classes = torch.arange(1, cam.shape[1] + 1, device=cam.device).view(1, -1, 1, 1)
+    truth = (target.unsqueeze(1) == classes).float()
+    valid = ((target != ignore_index).unsqueeze(1) & (labels > 0.5).to(cam.device)[..., None, None]).float()
+    bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none")
+    count = valid.sum((1, 2, 3))
+    per_photo = (bce * valid).sum((1, 2, 3)) / count.clamp(min=1)
+    w = weight.to(device=cam.device, dtype=per_photo.dtype) * (count > 0)
+    if not bool(w.sum() > 0):
+        return logits.sum() * 0
+    return (w * per_photo).sum() / w.sum()

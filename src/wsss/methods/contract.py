@@ -24,6 +24,9 @@ Contract (``Method``):
 - ``class_logits(images)`` returns the image classifier's (B, C-1) logits (``has_classifier``): by default
   the CAM pooled as the classifier pools it; ``wsss predict --tags-from`` and ``wsss viz`` read them.
 - ``after_step(step)`` runs after each optimiser step (EMA teachers, queues...).
+- With ``data.true_masks`` on a method whose CAMs come from ``cam_maps``, ``forward`` adds the term ``mask``
+  (``mask_term``: the CAMs of the masked photos taught their pixels, docs/own-photos.md#how-many-masks) to the
+  method's own terms; no method implements it.
 
 Capabilities, each declared here with its default, so the pipeline never probes with ``getattr``:
 
@@ -57,7 +60,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -88,6 +92,23 @@ def require_free_name(kind: str, table: dict[str, Any], name: object, obj: objec
     if held is not None and held is not obj and getattr(held, "make", None) is not obj:
         where = getattr(held, "module", None) or getattr(held, "__module__", "?")
         raise ValueError(f"{kind} {name!r} is already registered (by {where}); pick another name")
+
+
+MASK_TERM = "mask"  # the loss term of a classifier's CAMs on the user's own masks (Method.mask_term)
+
+
+@contextmanager
+def batchnorm_statistics_frozen(module: nn.Module) -> Iterator[None]:
+    """Every BatchNorm of ``module`` normalises with its running statistics, and leaves them as they are, inside
+    the block (its affine parameters still learn); each is restored to its own mode after it."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in norms:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.train(True)
 
 
 @dataclass
@@ -491,8 +512,35 @@ class Method(nn.Module):
 
     # -- training -------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
-        """``training_step``, called through ``forward`` so that DistributedDataParallel sees it."""
-        return self.training_step(batch, step, active)
+        """``training_step``, called through ``forward`` so that DistributedDataParallel sees it; with the user's own
+        masks in the batch of a classifier (``data.true_masks``), the CAMs' pixel term ``mask`` beside it."""
+        terms = self.training_step(batch, step, active)
+        if MASK_TERM in active and "target_weight" in batch and self.cams.source == "batch":
+            terms[MASK_TERM] = self.mask_term(batch)
+        return terms
+
+    def mask_term(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The CAMs of the batch's masked photos taught their masks' pixels (``wsss.losses.cam_mask_loss``,
+        docs/own-photos.md#how-many-masks), for every method whose CAMs come from ``cam_maps``.
+
+        A forward of its own, on the masked photos alone (none in the batch: no forward, a 0 term), so that no
+        method's ``training_step`` changes. BatchNorm layers use their running statistics in it: one or two
+        masked photos are too few for batch statistics, and they would move the running ones twice per step."""
+        from wsss.losses import cam_mask_loss  # lazy: the losses are not needed to load a method
+
+        weight = batch["target_weight"]
+        rows = torch.nonzero(weight > 0).flatten()
+        if rows.numel() == 0:
+            return weight.new_zeros((), dtype=torch.float32)
+        with batchnorm_statistics_frozen(self):
+            cam = self.cam_maps(batch["image"][rows])[0]
+        labels = batch["labels"][rows]
+        if cam.dim() != 4 or cam.shape[1] != labels.shape[1]:
+            raise UsageError(
+                f"method {self.name}: data.true_masks teaches a classifier's CAMs (one map per class), but its "
+                f"cam_maps gives {tuple(cam.shape)} for {labels.shape[1]} classes; train it without data.true_masks"
+            )
+        return cam_mask_loss(cam, batch["target"][rows], labels, weight[rows])
 
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
