@@ -85,3 +85,19 @@ def test_ctrl_c_under_torchrun_saves_the_step_and_resumes(synth_root, tmp_path):
     resumed = [o for o in over if not o.startswith("train.max_iters")] + [f"train.max_iters={step + 2}"]
     torchrun("train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *resumed, "--skip-check", "--allow-config-change")
     assert torch.load(run / "checkpoints/last.pt", weights_only=False)["step"] == step + 2
+
+
+def test_the_cams_mask_term_under_two_processes_matches_one(synth_root, tmp_path):
+    # data.true_masks on a classifier (Method.mask_term): the term's own forward inside the DDP forward; every
+    # synthetic photo has a mask, so each process averages over as many masked photos as the other and the two
+    # processes' mean is the one process's (the tiny ViT has no BatchNorm, whose batch statistics would differ)
+    over = {"loss.start_iters": "{seg: 100}", "train.max_iters": 4, "train.eval_iters": 100, "data.true_masks": "auto"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    torchrun("train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, one, **over),
+             "--quiet", "--skip-check", nproc=1)  # fmt: skip
+    torchrun("train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, two, **over),
+             "--quiet", "--skip-check")  # fmt: skip
+    a, b = losses(one, "loss/mask"), losses(two, "loss/mask")
+    assert sorted(a) == sorted(b) == [2, 4] and a[2] > 0
+    for step in a:  # step 4's term is after three steps of averaged gradients: equal up to float error, as above
+        assert a[step] == pytest.approx(b[step], rel=1e-4, abs=1e-5)

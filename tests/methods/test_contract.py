@@ -23,6 +23,7 @@ from wsss.engine.defaults import build_trainer
 from wsss.engine.trainer import build_optimizer
 from wsss.methods import REFINERS, available_methods, get_method_class, refiner_options, refiners_of
 from wsss.methods.contract import Method
+from wsss.runs import refiners  # noqa: F401 - the generic refiners register on import, as `wsss pseudo`'s do
 
 
 def test_every_builtin_and_plugin_method_provides_tiny_settings():
