@@ -77,3 +77,7 @@ def test_train_a_classifier_on_image_labels_and_a_few_masks(synth_root, tmp_path
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = [r[f"loss/{MASK_TERM}"] for r in rows if f"loss/{MASK_TERM}" in r]
     assert len(logged) == 3 and all(v >= 0 for v in logged) and max(logged) > 0
+    # the same command again resumes the finished run: its saved weight of the term is no change of settings
+    assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *over, f"data.true_masks={masks}",
+                 "data.true_mask_weight=2", "--quiet"]) == 0  # fmt: skip
+    assert "other settings" not in capsys.readouterr().err

@@ -12,6 +12,7 @@ from wsss.core.config import Config, check_config_change, check_settings, resolv
 from wsss.core.errors import UsageError
 from wsss.core.files import remove_stale_temps
 from wsss.engine.defaults import build_trainer, engine_api
+from wsss.engine.trainer import resolve_mask_term
 from wsss.methods import build_method, method_class
 from wsss.utils.runlock import check_run_dir, run_dir_lock
 
@@ -35,6 +36,7 @@ def train(
         )
     resolve_paths(cfg)
     check_settings(cfg)
+    resolve_mask_term(cfg, cls)
     run_dir = Path(cfg.run.dir)
     if int(os.environ.get("RANK", "0")) == 0:  # before the lock: its file would make any folder a run
         check_run_dir(run_dir, overwrite)

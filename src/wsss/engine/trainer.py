@@ -202,10 +202,17 @@ def build_optimizer(method: Method, cfg: Config) -> PolyWarmupAdamW | PolyWarmup
     raise UsageError(f"train.optimizer must be 'adamw' or 'sgd', got {t.optimizer!r}")
 
 
-def teaches_cams_masks(cfg: Config, method: Method) -> bool:
+def teaches_cams_masks(cfg: Config, method: Method | type[Method]) -> bool:
     """Whether this training teaches a classifier's CAMs the user's own masks (``data.true_masks`` on a method whose
     CAMs come from its batches, ``Method.mask_term``; a stage that trains on masks, DeepLab's, reads them itself)."""
     return bool(cfg.data.true_masks) and method.cams.source == "batch"
+
+
+def resolve_mask_term(cfg: Config, method: Method | type[Method]) -> None:
+    """The CAMs' pixel term gets weight 1 unless the config gives one (``loss.weights.mask``), before the config is
+    compared with a resumed run's or saved: the run's config.yaml says what it trained with."""
+    if teaches_cams_masks(cfg, method):
+        cfg.loss.weights.setdefault(MASK_TERM, 1.0)
 
 
 def active_terms(cfg: Config, step: int) -> set[str]:
@@ -286,8 +293,7 @@ class Trainer(TrainerBase):
         self.val_set = VOCDataset(cfg.data.root, cfg.data.val_split) if validation_split(cfg) else None
         check_same_data(cfg.data.root, [self.train_set, self.val_set])
         self.method = self.build_model(self._model_config(cfg), self.train_set.class_names).to(self.device)
-        if teaches_cams_masks(cfg, self.method):  # the CAMs' pixel term, weight 1 unless the config gives one
-            cfg.loss.weights.setdefault(MASK_TERM, 1.0)
+        resolve_mask_term(cfg, self.method)  # (done by `wsss train` already; a trainer built directly needs it)
         # the length in epochs (not whole when set by iterations), before anything is written: a step rule in
         # fractions of the training resolves here, and one that does not fit it is refused here
         self.epochs = cfg.train.max_iters / iterations_per_epoch(len(self.train_set), cfg.train.batch_size)
