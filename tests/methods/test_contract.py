@@ -21,7 +21,15 @@ from wsss.cam import resize_maps
 from wsss.core.errors import UsageError
 from wsss.engine.defaults import build_trainer
 from wsss.engine.trainer import build_optimizer
-from wsss.methods import REFINERS, available_methods, get_method_class, refiner_options, refiners_of
+from wsss.methods import (
+    REFINERS,
+    available_methods,
+    build_method,
+    get_method_class,
+    placeholder_classes,
+    refiner_options,
+    refiners_of,
+)
 from wsss.methods.contract import Method
 from wsss.runs import refiners  # noqa: F401 - the generic refiners register on import, as `wsss pseudo`'s do
 
@@ -249,3 +257,18 @@ def test_cam_passes_follow_the_run_settings_and_the_method_order(synth_root, tmp
                                                                                       "peak_odds")  # fmt: skip
     assert method.cam_passes(labelled=False).empty_fallback == "none"  # no label: nothing to fill
     assert method.cam_passes().scales == tuple(cfg.infer.cam_scales)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if get_method_class(n).cams.source == "batch"])
+def test_every_classifier_learns_masks_pixels_through_its_cams(name, tmp_path):
+    """``data.true_masks`` on any method whose CAMs come from ``cam_maps`` (``Method.mask_term``): a finite term of
+    the masked photo alone that reaches the network's parameters."""
+    torch.manual_seed(0)
+    method = build_method(tiny_config(name, tmp_path, tmp_path / "run"), placeholder_classes(4)).train()
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    batch = {"image": torch.randn(2, 3, 64, 64), "target": torch.randint(0, 4, (2, 64, 64)), "labels": labels,
+             "target_weight": torch.tensor([1.0, 0.0])}  # fmt: skip
+    term = method.mask_term(batch)
+    assert torch.isfinite(term) and term.item() > 0
+    term.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.parameters())
