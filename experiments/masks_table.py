@@ -3,8 +3,9 @@ one per seed, as BENCHMARKS.md's "how many masks" table: for each K and arm, the
 the seeds, and its share of the ceiling inferred alike.
 
 Two inferences: plain (``wsss predict``, the same for every arm) and the user's (arm (a), with no classifier,
-``--crf``; (b), (c) and the ceiling ``--crf --tags-from`` the route's classifier). The share is taken against the
-ceiling of the same seed at the same inference ((a) against the ceiling with the CRF alone), then averaged.
+``--crf``; (b), (c) and the ceiling ``--crf --tags-from`` the route's classifier, (d) its own classifier). The
+share is taken against the ceiling of the same seed at the same inference ((a) against the ceiling with the CRF
+alone), then averaged.
 
     .venv/bin/python experiments/masks_table.py runs/m61/ccp_s0.json runs/m61/ccp_s1.json runs/m61/ccp_s2.json
 """
@@ -51,9 +52,10 @@ def arm_figures(results: list[dict[str, Any]], k: str, arm: str, inference: str)
 def table(results: list[dict[str, Any]]) -> str:
     """The markdown table of one data set's seeds."""
     weights = results[0]["masks"]["weights"]
-    arms = ["a", "b", *(f"c_w{w:g}" for w in weights)]
+    arms = ["a", "b", *(f"c_w{w:g}" for w in weights), "d"]
     names = {"a": "(a) the K masks alone", "b": "(b) the route, K masks for the level",
-             **{f"c_w{w:g}": f"(c) the route with the K masks, weight {w:g}" for w in weights}}  # fmt: skip
+             **{f"c_w{w:g}": f"(c) the route with the K masks, weight {w:g}" for w in weights},
+             "d": "(d) as (c) at weight 1, its classifier's CAMs taught the K masks"}  # fmt: skip
     lines = [
         "| K | arm | seeds | val, plain | share of the ceiling, plain | val, the user's inference "
         "| share, inferred alike |",
@@ -74,7 +76,9 @@ def table(results: list[dict[str, Any]]) -> str:
             if not v:
                 continue
             how = "`--crf`" if arm == "a" else "`--crf --tags-from`"
-            label = names[arm] + (f" (levels {', '.join(f'{x:g}' for x in levels)})" if arm == "b" else "")
+            if arm == "d":  # its own classifier's level
+                levels = [r["masks"]["arms"][k]["d"]["level"] for r in results if "d" in r["masks"]["arms"].get(k, {})]
+            label = names[arm] + (f" (levels {', '.join(f'{x:g}' for x in levels)})" if arm in "bd" else "")
             lines.append(f"| {k} | {label} | {len(v)} | {_fmt(v)} | {_fmt(s, True)} | {_fmt(u)} {how} | "
                          f"{_fmt(us, True)} |")  # fmt: skip
     return "\n".join(lines)

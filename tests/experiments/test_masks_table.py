@@ -32,3 +32,13 @@ def test_means_ranges_and_shares_of_the_ceiling_inferred_alike(tmp_path):
     a = rows["(a) the K masks alone"]
     assert f"{100 * (12.5 / 20.5 + 15.5 / 30.5) / 2:.2f} %" in a and "`--crf` |" in a
     assert not any("weight 5" in r for r in rows) and any("weight 1" in r for r in rows)
+    assert not any(r.startswith("(d)") for r in rows)  # arm (d) not run: no row
+
+
+def test_arm_d_has_its_own_classifiers_levels(tmp_path):
+    res = _seed(20.0, 10.0, 12.0, 0.3)
+    res["masks"]["arms"]["20"]["d"] = {"level": 0.45, "val": 16.0, "val_crf_tagged": 18.0}
+    (tmp_path / "s.json").write_text(json.dumps(res))
+    d = [line for line in masks_table.main([str(tmp_path / "s.json")]).splitlines() if "(d)" in line]
+    assert len(d) == 1 and "(levels 0.45)" in d[0]
+    assert "| 16.00 | 80.00 % | 18.00 `--crf --tags-from` | 85.71 % |" in d[0]  # 16 / 20, 18 / 21
