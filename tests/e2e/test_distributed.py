@@ -27,13 +27,18 @@ def losses(run, key):
     return {r["step"]: r[key] for r in records if key in r}
 
 
+def train_with_one_and_two_processes(synth_root, tmp_path, over: dict[str, object]):
+    """The tiny CAM baseline trained by 1 and by 2 processes with the same global batch: their run folders."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    for run, nproc in ((one, 1), (two, 2)):
+        torchrun("train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, run, **over),
+                 "--quiet", "--skip-check", nproc=nproc)  # fmt: skip
+    return one, two
+
+
 def test_two_processes_match_one_with_the_same_global_batch(synth_root, tmp_path):
     over = {"loss.start_iters": "{seg: 100}", "train.max_iters": 4, "train.eval_iters": 4}
-    one, two = tmp_path / "one", tmp_path / "two"
-    torchrun("train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, one, **over),
-             "--quiet", "--skip-check", nproc=1)  # fmt: skip
-    torchrun("train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, two, **over),
-             "--quiet", "--skip-check")  # fmt: skip
+    one, two = train_with_one_and_two_processes(synth_root, tmp_path, over)
     a, b = losses(one, "loss/cls"), losses(two, "loss/cls")
     assert sorted(a) == sorted(b) == [2, 4]
     for step in a:  # same images per step, gradients averaged over processes: equal up to float error
@@ -92,11 +97,7 @@ def test_the_cams_mask_term_under_two_processes_matches_one(synth_root, tmp_path
     # synthetic photo has a mask, so each process averages over as many masked photos as the other and the two
     # processes' mean is the one process's (the tiny ViT has no BatchNorm, whose batch statistics would differ)
     over = {"loss.start_iters": "{seg: 100}", "train.max_iters": 4, "train.eval_iters": 100, "data.true_masks": "auto"}
-    one, two = tmp_path / "one", tmp_path / "two"
-    torchrun("train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, one, **over),
-             "--quiet", "--skip-check", nproc=1)  # fmt: skip
-    torchrun("train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, two, **over),
-             "--quiet", "--skip-check")  # fmt: skip
+    one, two = train_with_one_and_two_processes(synth_root, tmp_path, over)
     a, b = losses(one, "loss/mask"), losses(two, "loss/mask")
     assert sorted(a) == sorted(b) == [2, 4] and a[2] > 0
     for step in a:  # step 4's term is after three steps of averaged gradients: equal up to float error, as above
