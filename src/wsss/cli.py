@@ -181,10 +181,12 @@ def _data_checks_pass(cfg: Any, progress: bool) -> bool:
 
         masks = true_mask_paths(cfg.data.root, train_split, cfg.data.true_masks)
         n = len(read_split(cfg.data.root, train_split))
+        from wsss.engine.trainer import resolve_mask_term, teaches_cams_masks
         from wsss.methods import MASK_TERM, method_class
 
-        if method_class(cfg).cams.source == "batch":  # a classifier: its CAMs learn the masks' pixels (mask_term)
-            weight = cfg.loss.weights.get(MASK_TERM, 1.0)
+        if teaches_cams_masks(cfg, method_class(cfg)):  # a classifier: its CAMs learn the masks' pixels (mask_term)
+            resolve_mask_term(cfg, method_class(cfg))
+            weight = cfg.loss.weights[MASK_TERM]
             print(f"targets: the CAMs learn the pixels of {len(masks)} of the {n} photos of split {train_split} "
                   f"from their own masks (loss term {MASK_TERM!r}, weight {weight:g}; per photo "
                   f"{cfg.data.true_mask_weight:g}); every photo trains the classifier on its image labels",
