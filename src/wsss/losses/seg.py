@@ -86,6 +86,6 @@ def cam_mask_loss(
     count = valid.sum((1, 2, 3))
     per_photo = (bce * valid).sum((1, 2, 3)) / count.clamp(min=1)
     w = weight.to(device=cam.device, dtype=per_photo.dtype) * (count > 0)
-    if not bool(w.sum() > 0):
-        return logits.sum() * 0
-    return (w * per_photo).sum() / w.sum()
+    # no photo with a weight: 0 / 1e-12 = 0, still attached to ``cam``, without reading the sum on the host (a
+    # CUDA sync per step)
+    return (w * per_photo).sum() / w.sum().clamp(min=1e-12)
