@@ -18,7 +18,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 from wsss.cli_common import add_overrides, add_quiet, take_overrides
 from wsss.core.choices import IMAGE_MODES  # imports nothing: building the parser imports no data code
@@ -1095,11 +1095,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     None: the ``wsss`` script, ``python -m wsss``, torchrun's ranks). Called with ``argv`` as a library, by a
     test for one, the interrupt is raised again after the same cleanup: a signal sent to a test session (Ctrl-C
     or a CI's SIGTERM to pytest) stops the session instead of failing one test and going on with the next. An
-    interrupt the caller raised itself (no signal) still returns 130."""
+    interrupt the caller raised itself (no signal) still returns 130. As the program, it does not return: the
+    process ends with the command's code (:func:`_leave_process`)."""
+    program = argv is None
+    code = _run_command(list(sys.argv[1:] if argv is None else argv), program)
+    if program:
+        _leave_process(code)
+    return code
+
+
+def _run_command(argv: list[str], program: bool) -> int:
     from wsss.core.errors import USER_ERRORS, ConfigError
 
-    program = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     args.argv = argv  # what `--workers N` starts again in each worker
     finished = False
@@ -1134,6 +1141,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             from wsss.core.distributed import shutdown
 
             shutdown(finished)
+
+
+def _leave_process(code: int) -> NoReturn:
+    """End the ``wsss`` program once its command has returned: its outputs are written, its children ended, its
+    last message printed. Python's own exit work that matters runs first, in the order the interpreter runs it
+    (non-daemon threads joined, ``atexit`` handlers: logging's flush, multiprocessing's children, standard
+    streams flushed); the interpreter's teardown and the C++ static destructors after it are skipped, as
+    multiprocessing's own children skip them (``os._exit`` after its exit function). That teardown is where a
+    finished command aborted in CI, with its step saved and its exit message printed ("terminate called without
+    an active exception", SIGABRT, no Python frame in any thread: after a SIGTERM with loader workers, stop 65;
+    after 2-process runs, ``core.distributed.shutdown``): the exit code was the abort's, not the command's."""
+    import atexit
+
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and not t.daemon:
+            t.join()
+    atexit._run_exitfuncs()  # what Py_FinalizeEx runs before tearing the interpreter down
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken pipe: nothing more can be said on it
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -166,3 +166,40 @@ def test_sigterm_to_predict_ends_its_crf_workers(trained, tmp_path):
 def test_sigterm_to_cam_with_workers_ends_its_ranks(trained, tmp_path):
     cmd = [sys.executable, "-m", "wsss.cli", "cam", str(trained), "--split", "train", "--workers", "2", "--quiet"]
     _sigterm_leaves_no_child(cmd, 1, tmp_path / "log")
+
+
+# ---- the program's exit ------------------------------------------------------------------------------
+
+TEARDOWN_ABORTS = """
+import atexit, os, sys, threading, time
+from wsss.cli import main
+
+class AbortsAtTeardown:
+    def __del__(self):
+        os.abort()
+
+keep = AbortsAtTeardown()
+atexit.register(lambda: print("atexit handler ran", file=sys.stderr))
+threading.Thread(target=lambda: (time.sleep(0.5), print("thread finished", file=sys.stderr))).start()
+print("buffered before the command", end="")
+sys.argv = ["wsss", *sys.argv[1:]]
+sys.exit(main())
+"""
+
+
+def test_the_program_ends_with_its_commands_code_whatever_the_teardown_would_do(synth_root):
+    """The aborts above (SIGABRT with the step saved and the exit message printed, no Python frame in any thread)
+    came from the interpreter's teardown after the command had finished. The program ends without that teardown
+    (``wsss.cli._leave_process``); the stand-in here is a finaliser that aborts at teardown. What the interpreter
+    does first still happens: a non-daemon thread finishes, the atexit handlers run, buffered output is flushed."""
+    proc = subprocess.run([sys.executable, "-c", TEARDOWN_ABORTS, "check-data", str(synth_root)], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("buffered before the command"), proc.stdout[-3000:]
+    assert "thread finished" in proc.stderr and "atexit handler ran" in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.index("thread finished") < proc.stderr.index("atexit handler ran")  # the interpreter's order
+    # a user error still ends with its own code, by the same exit
+    proc = subprocess.run([sys.executable, "-c", TEARDOWN_ABORTS, "check-data", str(REPO / "no-such-root")],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 1 and "dataset root not found" in proc.stdout, proc.stdout[-3000:]
+    assert "atexit handler ran" in proc.stderr, proc.stderr[-3000:]
