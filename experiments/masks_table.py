@@ -73,12 +73,14 @@ def table(results: list[dict[str, Any]]) -> str:
         for arm in arms:
             v, s = arm_figures(results, k, arm, "plain")
             u, us = arm_figures(results, k, arm, "user")
-            if not v:
+            diverged = sum("diverged" in r["masks"]["arms"].get(k, {}).get(arm, {}) for r in results)
+            if not v and not diverged:
                 continue
             how = "`--crf`" if arm == "a" else "`--crf --tags-from`"
             if arm == "d":  # its own classifier's level
                 levels = [r["masks"]["arms"][k]["d"]["level"] for r in results if "d" in r["masks"]["arms"].get(k, {})]
             label = names[arm] + (f" (levels {', '.join(f'{x:g}' for x in levels)})" if arm in "bd" else "")
+            label += f"; diverged in {diverged} seed{'s' * (diverged > 1)}" if diverged else ""
             lines.append(f"| {k} | {label} | {len(v)} | {_fmt(v)} | {_fmt(s, True)} | {_fmt(u)} {how} | "
                          f"{_fmt(us, True)} |")  # fmt: skip
     return "\n".join(lines)

@@ -114,8 +114,20 @@ def _wsss(*args: str, log: Path) -> float:
         else:
             code = subprocess.run([sys.executable, "-m", "wsss", *args], cwd=REPO, stdout=f, stderr=f).returncode
     if code != 0:
-        raise SystemExit(f"wsss {' '.join(args)} failed (exit {code}): see {log}")
+        errors = [line for line in log.read_text().splitlines() if line.startswith("error: ")]
+        raise CommandFailed(f"wsss {' '.join(args)} failed (exit {code}): see {log}", errors[-1] if errors else "")
     return time.perf_counter() - t
+
+
+class CommandFailed(SystemExit):
+    """A ``wsss`` command that failed; ``error``: the last ``error:`` line of the log (its own, if it wrote one)."""
+
+    def __init__(self, message: str, error: str) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+DIVERGED = "error: non-finite loss"  # the trainer's refusal to go on (wsss.engine: a training that diverged)
 
 
 def _miou(path: Path) -> float:
@@ -310,7 +322,8 @@ def _masks_experiment(
     ceiling, the stage on every train mask (``OUT/seg_ceiling``). Each scored on val plain, and at the inference
     its user would run: (a), with no classifier, with the CRF (``val_crf``); (b) and (c) with the CRF and named by
     the route's classifier (``--crf --tags-from OUT/cls``, the manual's, ``val_crf_tagged``); the ceiling both.
-    The JSON is rewritten after each stage (a stopped run keeps what it finished)."""
+    The JSON is rewritten after each stage (a stopped run keeps what it finished). A stage whose training diverges
+    (the trainer's non-finite loss) is an outcome: its entry says so (``diverged``) and the next stage goes on."""
     iters = _stage_iterations(args.seg, root, args.seg_set)
     train_ids = read_split(root, "train")
     val_ids = read_split(root, "val")
@@ -330,7 +343,12 @@ def _masks_experiment(
         """Train the stage ``OUT/name``; its val mIoU plain, with ``crf`` the CRF's, with ``tagged`` the manual's
         (``--crf --tags-from TAGGER``, the route's classifier unless another is named)."""
         seg = out / name
-        row: dict[str, Any] = {"train": _train(args.seg, data_root, seg, [*args.seg_set, *overrides], log)}
+        try:
+            row: dict[str, Any] = {"train": _train(args.seg, data_root, seg, [*args.seg_set, *overrides], log)}
+        except CommandFailed as e:  # a stage that diverged is a result (the arm's table says so); a bug still stops
+            if not e.error.startswith(DIVERGED):
+                raise
+            return {"diverged": e.error.removeprefix("error: "), "run_dir": str(seg)}
         tags = ["--crf", "--tags-from", str(tagger)]
         for key, extra in (("val", []), *([("val_crf", ["--crf"])] if crf else []),
                            *([("val_crf_tagged", tags)] if tagged else [])):  # fmt: skip

@@ -42,3 +42,21 @@ def test_arm_d_has_its_own_classifiers_levels(tmp_path):
     d = [line for line in masks_table.main([str(tmp_path / "s.json")]).splitlines() if "(d)" in line]
     assert len(d) == 1 and "(levels 0.45)" in d[0]
     assert "| 16.00 | 80.00 % | 18.00 `--crf --tags-from` | 85.71 % |" in d[0]  # 16 / 20, 18 / 21
+
+
+def test_a_diverged_stage_is_named_and_left_out_of_the_means(tmp_path):
+    """real_route records a stage that diverged (``diverged``) instead of stopping: the table counts it beside the
+    arm's figures over the other seeds, and an arm that diverged in every seed still has its row."""
+    seeds = [_seed(20.0, 10.0, 12.0, 0.3), _seed(30.0, 14.0, 15.0, 0.35)]
+    seeds[0]["masks"]["arms"]["20"]["c_w5"] = {"val": 9.0, "val_crf_tagged": 10.0}
+    seeds[1]["masks"]["arms"]["20"]["c_w5"] = {"diverged": "non-finite loss at iteration 57: seg=inf"}
+    seeds[1]["masks"]["arms"]["20"]["c_w1"] = {"diverged": "non-finite loss at iteration 3: seg=nan"}
+    seeds[0]["masks"]["arms"]["20"]["c_w1"] = {"diverged": "non-finite loss at iteration 9: seg=inf"}
+    paths = []
+    for s, res in enumerate(seeds):
+        paths.append(tmp_path / f"s{s}.json")
+        paths[-1].write_text(json.dumps(res))
+    rows = {line.split(" | ")[1]: line for line in masks_table.main([str(p) for p in paths]).splitlines()[2:]}
+    w5 = rows["(c) the route with the K masks, weight 5; diverged in 1 seed"]
+    assert "| 1 | 9.00 | 45.00 % |" in w5  # seed 0 alone: 9 / 20
+    assert rows["(c) the route with the K masks, weight 1; diverged in 2 seeds"].split(" | ")[2:4] == ["0", "-"]

@@ -147,13 +147,17 @@ def test_real_route_masks(tmp_path, synth_root, monkeypatch):
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--masks", "9", "--mask-weights", "1", "3", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
-            "--mask-classifier", "--set", *tiny, "--seg-set", *SEG_TINY,
+            "--masks", "9", "--mask-weights", "1", "3", "1e39",
+            "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"), "--mask-classifier", "--set", *tiny,
+            "--seg-set", *SEG_TINY,
             "--json", str(tmp_path / "m.json")]  # fmt: skip
     res = real_route.main(argv)
     train_ids = (synth_root / "ImageSets/Segmentation/train.txt").read_text().split()
     exp, row = res["masks"], res["masks"]["arms"]["9"]
-    assert row["ids"] == train_ids[:9] and exp["stage_iterations"] == 4 and exp["weights"] == [1.0, 3.0]
+    assert row["ids"] == train_ids[:9] and exp["stage_iterations"] == 4 and exp["weights"] == [1.0, 3.0, 1e39]
+    # a weight past float32's range makes the loss infinite at once: the stage diverges, is recorded, the rest runs
+    assert row["c_w1e+39"] == {"diverged": row["c_w1e+39"]["diverged"], "run_dir": str(out / "seg_c_m9_w1e+39")}
+    assert row["c_w1e+39"]["diverged"].startswith("non-finite loss at iteration 0")
     view = out / "masks_9"
     assert sorted(p.stem for p in (view / "SegmentationClass").glob("*.png")) == sorted(
         train_ids[:9] + (synth_root / "ImageSets/Segmentation/val.txt").read_text().split()
