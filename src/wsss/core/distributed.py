@@ -64,7 +64,8 @@ def shutdown(finished: bool = True) -> None:
     whole cause; none is proven). Tearing the group down here keeps gloo out of that exit. A process that leaves
     while its peer is still inside the last collective aborted the same way once more (a resumed
     2-process training, CI log of stop 44), so a command that ``finished`` meets its peers at a barrier
-    first; one that failed or was interrupted leaves at once (its peers may never reach a barrier)."""
+    first; one that failed or was interrupted leaves at once (its peers may never reach a barrier). The ``wsss``
+    program then ends without the interpreter's teardown at all (``wsss.cli._leave_process``)."""
     if not is_distributed():
         return
     # Free what a reference cycle still holds (a model wrapped by DDP, a collective's tensors) while the
