@@ -184,8 +184,9 @@ def _data_checks_pass(cfg: Any, progress: bool) -> bool:
         from wsss.engine.trainer import resolve_mask_term, teaches_cams_masks
         from wsss.methods import MASK_TERM, method_class
 
-        if teaches_cams_masks(cfg, method_class(cfg)):  # a classifier: its CAMs learn the masks' pixels (mask_term)
-            resolve_mask_term(cfg, method_class(cfg))
+        method = method_class(cfg)
+        if teaches_cams_masks(cfg, method):  # a classifier: its CAMs learn the masks' pixels (mask_term)
+            resolve_mask_term(cfg, method)
             weight = cfg.loss.weights[MASK_TERM]
             print(f"targets: the CAMs learn the pixels of {len(masks)} of the {n} photos of split {train_split} "
                   f"from their own masks (loss term {MASK_TERM!r}, weight {weight:g}; per photo "
@@ -1148,8 +1149,9 @@ def _leave_process(code: int) -> NoReturn:
     last message printed. Python's own exit work that matters runs first, in the order the interpreter runs it
     (non-daemon threads joined, ``atexit`` handlers: logging's flush, multiprocessing's children, standard
     streams flushed); the interpreter's teardown and the C++ static destructors after it are skipped, as
-    multiprocessing's own children skip them (``os._exit`` after its exit function). That teardown is where a
-    finished command aborted in CI, with its step saved and its exit message printed ("terminate called without
+    multiprocessing's own children skip them (``os._exit`` after its exit function). A finished command aborted
+    in CI, past that teardown's start as far as the evidence goes (its C++ cause is not identified), with its
+    step saved and its exit message printed ("terminate called without
     an active exception", SIGABRT, no Python frame in any thread: after a SIGTERM with loader workers, stop 65;
     after 2-process runs, ``core.distributed.shutdown``): the exit code was the abort's, not the command's."""
     import atexit
