@@ -87,6 +87,7 @@ from pathlib import Path
 from typing import Any
 
 from wsss.cli_common import script_parser
+from wsss.core.errors import TrainingDiverged
 from wsss.data.voc import VOCDataset, read_split
 from wsss.runs.jobs import predictions_folder
 
@@ -115,19 +116,19 @@ def _wsss(*args: str, log: Path) -> float:
             code = subprocess.run([sys.executable, "-m", "wsss", *args], cwd=REPO, stdout=f, stderr=f).returncode
     if code != 0:
         errors = [line for line in log.read_text().splitlines() if line.startswith("error: ")]
-        raise CommandFailed(f"wsss {' '.join(args)} failed (exit {code}): see {log}", errors[-1] if errors else "")
+        message = f"wsss {' '.join(args)} failed (exit {code}): see {log}"
+        raise CommandFailed(message, code, errors[-1] if errors else "")
     return time.perf_counter() - t
 
 
 class CommandFailed(SystemExit):
-    """A ``wsss`` command that failed; ``error``: the last ``error:`` line of the log (its own, if it wrote one)."""
+    """A ``wsss`` command that failed: ``exit_status``, its exit status; ``error``, the last ``error:`` line of the
+    log (its own, if it wrote one)."""
 
-    def __init__(self, message: str, error: str) -> None:
+    def __init__(self, message: str, exit_status: int, error: str) -> None:
         super().__init__(message)
+        self.exit_status = exit_status
         self.error = error
-
-
-DIVERGED = "error: non-finite loss"  # the trainer's refusal to go on (wsss.engine: a training that diverged)
 
 
 def _miou(path: Path) -> float:
@@ -346,7 +347,7 @@ def _masks_experiment(
         try:
             row: dict[str, Any] = {"train": _train(args.seg, data_root, seg, [*args.seg_set, *overrides], log)}
         except CommandFailed as e:  # a stage that diverged is a result (the arm's table says so); a bug still stops
-            if not e.error.startswith(DIVERGED):
+            if e.exit_status != TrainingDiverged.exit_code:
                 raise
             return {"diverged": e.error.removeprefix("error: "), "run_dir": str(seg)}
         tags = ["--crf", "--tags-from", str(tagger)]

@@ -1090,7 +1090,8 @@ def _signals_as_interrupts() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user error (bad data, bad config, a missing file: ``wsss.core.errors``) is one
-    ``error:`` line and a non-zero exit (2 for a config error); anything else is a bug and shows its traceback.
+    ``error:`` line and a non-zero exit (``WSSSError.exit_code``: 2 for a config error, 3 for a training that
+    diverged, else 1); anything else is a bug and shows its traceback.
 
     Ctrl-C (SIGINT) or SIGTERM: the command stops cleanly and returns 130 or 143, as the program (``argv``
     None: the ``wsss`` script, ``python -m wsss``, torchrun's ranks). Called with ``argv`` as a library, by a
@@ -1106,7 +1107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(argv: list[str], program: bool) -> int:
-    from wsss.core.errors import USER_ERRORS, ConfigError
+    from wsss.core.errors import USER_ERRORS
 
     args = parse_args(argv)
     args.argv = argv  # what `--workers N` starts again in each worker
@@ -1119,7 +1120,7 @@ def _run_command(argv: list[str], program: bool) -> int:
             return code
     except USER_ERRORS as e:
         print(f"error: {_error_text(e)}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
+        return getattr(e, "exit_code", 1)  # FileNotFoundError, the one user error outside WSSSError: 1
     except KeyboardInterrupt as e:
         from wsss.core.errors import Terminated
 

@@ -88,6 +88,19 @@ def test_nan_loss_stops_with_iteration_and_terms(synth_root, tmp_path):
     assert ckpt["step"] == 3  # the last good checkpoint is kept
 
 
+def test_a_diverged_training_exits_3_with_its_error_line(synth_root, tmp_path, capsys):
+    """``wsss train`` ends a diverged training with exit 3 (``TrainingDiverged.exit_code``), apart from a bad
+    config (2) and the other user errors (1): a sweep (experiments/real_route.py) records it as an outcome by the
+    status, not by the message's wording. A loss weight past float32's range makes the weighted loss infinite at
+    once (the terms the message names are unweighted)."""
+    from wsss.cli import main
+
+    over = tiny_overrides(synth_root, tmp_path / "inf", **{"train.max_iters": 2, "loss.weights.cls": 1e39})
+    code = main(["train", str(CONFIG), *over, "--quiet", "--skip-check"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert code == 3 and len(errors) == 1 and errors[0].startswith("error: non-finite loss at iteration 0: cls=")
+
+
 def test_trainer_gives_the_thread_count_back_and_the_cli_keeps_run_threads(synth_root, tmp_path):
     """A trainer used as a library trains with run.threads and restores the process's thread count when
     train() ends (it used to leave it changed: later float32 reductions then split differently); the CLI

@@ -11,7 +11,11 @@ import signal
 
 
 class WSSSError(Exception):
-    """Base of the user errors: the message names the file or the setting and the problem."""
+    """Base of the user errors: the message names the file or the setting and the problem. ``exit_code``: the
+    ``wsss`` program's exit status for it (1; 2 for a config, 3 for a training that diverged), so a script or a
+    scheduler tells them apart without reading the message."""
+
+    exit_code: int = 1
 
 
 class DataError(WSSSError):
@@ -20,6 +24,8 @@ class DataError(WSSSError):
 
 class ConfigError(WSSSError, ValueError):
     """A config file or override that does not fit the schema."""
+
+    exit_code = 2
 
 
 class UsageError(WSSSError, ValueError):
@@ -46,7 +52,10 @@ class UnsafeCheckpointError(WeightLoadError):
 
 
 class TrainingDiverged(WSSSError, RuntimeError):
-    """A non-finite loss: the message names the iteration and the loss terms."""
+    """A non-finite loss: the message names the iteration and the loss terms. Exit 3: an outcome of the
+    settings rather than a mistake in them (a sweep records it and goes on, ``experiments/real_route.py``)."""
+
+    exit_code = 3
 
 
 class Terminated(KeyboardInterrupt):  # noqa: N818 - a stop request, not an error
