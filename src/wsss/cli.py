@@ -1152,9 +1152,9 @@ def _leave_process(code: int) -> NoReturn:
     streams flushed); the interpreter's teardown and the C++ static destructors after it are skipped, as
     multiprocessing's own children skip them (``os._exit`` after its exit function). A finished command aborted
     in CI, past that teardown's start as far as the evidence goes (its C++ cause is not identified), with its
-    step saved and its exit message printed ("terminate called without
-    an active exception", SIGABRT, no Python frame in any thread: after a SIGTERM with loader workers, stop 65;
-    after 2-process runs, ``core.distributed.shutdown``): the exit code was the abort's, not the command's."""
+    step saved and its exit message printed ("terminate called without an active exception", SIGABRT, no
+    Python frame in any thread: after a SIGTERM with loader workers, stop 65; after 2-process runs,
+    ``core.distributed.shutdown``): the exit code was the abort's, not the command's."""
     import atexit
 
     for t in threading.enumerate():
