@@ -22,20 +22,27 @@ by both are compared (max |difference| of the saved float16 maps).
 
     .venv/bin/python bench/bench_clip_es_official.py --official /tmp/CLIP-ES --deps /tmp/clipes-deps \
         --work /tmp/b
+
+On a GPU (``--device cuda``; ``dev/device_official.sh``): the official script runs as shipped (one GPU, so its
+``process_id % n_gpus`` is 0), ``wsss cam`` with ``run.device=cuda``; both with the machine's default threads,
+and wall time is the figure compared (the round with the least wall time kept), beside the peak GPU memory
+of each command (``side_by_side.GpuMemoryPeak``). ``--copies 8`` puts the 6 photos 8 times in the split ``all``
+(48 images), so that the difference of the two runs is not lost in the start of a process. On a GPU
+``clip.load`` keeps OpenAI's float16 weights (it casts back to float32 only on a CPU: official
+``clip/clip.py:146-149``), so the official CAMs are computed in float16 there, wsss's in float32.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from side_by_side import Timing, fastest, photo_copies, timed
 from wsss.cli_common import script_parser
 from wsss.data.classes import VOC_CLASSES
 from wsss.data.voc import labels_from_mask, write_cls_labels
@@ -54,18 +61,19 @@ def write_weights(path: Path) -> None:
     torch.save(state, path)
 
 
-def write_dataset(root: Path) -> list[str]:
+def write_dataset(root: Path, copies: int = 1) -> list[str]:
     """JPEGImages, SegmentationClass (links), Annotations/<id>.xml (size + one object per class of the mask),
-    cls_labels.npy, and the splits ``two`` (2 photos) and ``all`` (6)."""
-    ids = sorted(p.stem for p in (DATA / "JPEGImages").glob("*.jpg"))
+    cls_labels.npy, and the splits ``two`` (2 photos) and ``all`` (the 6 photos, each ``copies`` times under the
+    ids ``<id>`` and ``<id>_c<k>``: on a GPU 6 photos take less time than the start of a process)."""
+    pairs = photo_copies(sorted(p.stem for p in (DATA / "JPEGImages").glob("*.jpg")), copies)
     for sub in ("JPEGImages", "SegmentationClass", "Annotations", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     labels = {}
-    for id in ids:
+    for id, photo in pairs:
         for sub, ext in (("JPEGImages", ".jpg"), ("SegmentationClass", ".png")):
             if not (root / sub / f"{id}{ext}").exists():
-                (root / sub / f"{id}{ext}").symlink_to(DATA / sub / f"{id}{ext}")
-        mask = np.asarray(Image.open(DATA / "SegmentationClass" / f"{id}.png"))
+                (root / sub / f"{id}{ext}").symlink_to(DATA / sub / f"{photo}{ext}")
+        mask = np.asarray(Image.open(DATA / "SegmentationClass" / f"{photo}.png"))
         labels[id] = labels_from_mask(mask, len(VOC_CLASSES))
         objects = "".join(f"<object><name>{VOC_CLASSES[c + 1]}</name></object>" for c in np.flatnonzero(labels[id]))
         h, w = mask.shape
@@ -73,6 +81,7 @@ def write_dataset(root: Path) -> list[str]:
             f"<annotation><filename>{id}.jpg</filename><size><width>{w}</width><height>{h}</height>"
             f"<depth>3</depth></size>{objects}</annotation>"
         )
+    ids = [id for id, _ in pairs]
     write_cls_labels(root, labels)
     # two, not one: the official script's np.loadtxt of a one-line list is a 0-d array it cannot iterate
     (root / "ImageSets/Segmentation/two.txt").write_text("\n".join(ids[:2]) + "\n")
@@ -80,57 +89,52 @@ def write_dataset(root: Path) -> list[str]:
     return ids
 
 
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds (user + system) of the process and its threads)."""
-    t0 = time.perf_counter()
-    with open(os.devnull, "w") as null, subprocess.Popen(cmd, cwd=cwd, env=env, stdout=null, stderr=subprocess.PIPE,
-                                                         text=True) as proc:  # fmt: skip
-        _, status, usage = os.wait4(proc.pid, 0)
-        err = proc.stderr.read() if proc.stderr else ""
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    elapsed = time.perf_counter() - t0
-    if proc.returncode:
-        sys.exit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return elapsed, usage.ru_utime + usage.ru_stime
-
-
 def main() -> None:
     ap = script_parser(__doc__)
     ap.add_argument("--official", type=Path, required=True, help="a checkout of github.com/linyq2117/CLIP-ES")
-    ap.add_argument("--deps", type=Path, required=True, help="pip --target folder of the official script's deps")
+    ap.add_argument("--deps", type=str, required=True,
+                    help="pip --target folder(s) of the official script's deps (os.pathsep-separated)")  # fmt: skip
     ap.add_work(required=True, type=Path)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; the fastest time of each is kept")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: both codes on the GPU, wall time compared, the official script unmodified")  # fmt: skip
+    ap.add_argument("--copies", type=int, default=1, help="the 6 photos this many times in the split 'all'")
     a = ap.parse_args()
+    gpu = a.device == "cuda"
     a.work.mkdir(parents=True, exist_ok=True)
     weights, data = a.work / "vitb16_random.pt", a.work / "VOC"
     if not weights.is_file():
         write_weights(weights)
-    ids = write_dataset(data)
-    script = a.official / "generate_cams_voc12_cpu.py"
-    script.write_text((a.official / "generate_cams_voc12.py").read_text().replace(*CPU_LINE))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    ids = write_dataset(data, a.copies)
+    if gpu:  # n_gpus is 1 there: the script runs as shipped
+        script = a.official / "generate_cams_voc12.py"
+    else:
+        script = a.official / "generate_cams_voc12_cpu.py"
+        script.write_text((a.official / "generate_cams_voc12.py").read_text().replace(*CPU_LINE))
+    # one thread on the CPU (its CPU time is compared); on a GPU machine both codes get its defaults
+    env = dict(os.environ) if gpu else {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     off_env = {**env, "PYTHONPATH": f"{a.deps}{os.pathsep}{a.official}"}
     run = a.work / "run"
-    wsss = [str(Path(sys.executable).parent / "wsss")]
+    wsss = [sys.executable, "-m", "wsss"]
     if not (run / "config.yaml").is_file():
+        device = ["run.device=cuda"] if gpu else ["run.device=cpu", "run.threads=1"]
         timed([*wsss, "import", "clip_es", str(weights), "--config", str(REPO / "configs/clip_es/voc.yaml"), "--out",
-               str(run), "--set", f"data.root={data}", "options.quick_gelu=true", "run.device=cpu", "run.threads=1"],
-              REPO, env)  # fmt: skip
-    times: dict[str, dict[str, tuple[float, float]]] = {"official": {}, "wsss": {}}
+               str(run), "--set", f"data.root={data}", "options.quick_gelu=true", *device], REPO, env)  # fmt: skip
+    times: dict[str, dict[str, Timing]] = {"official": {}, "wsss": {}}
     for _ in range(a.rounds):  # alternating, so that a burst of the other developers' load hits both alike
         for split in ("two", "all"):
             out = a.work / f"official_{split}"
             t = timed(
                 [sys.executable, script.name, "--img_root", str(data / "JPEGImages"), "--split_file",
                  str(data / "ImageSets/Segmentation" / f"{split}.txt"), "--cam_out_dir", str(out), "--model",
-                 str(weights)], a.official, off_env,
+                 str(weights)], a.official, off_env, gpu,
             )  # fmt: skip
-            times["official"][split] = min(t, times["official"].get(split, t), key=lambda w: w[1])
-            t = timed([*wsss, "cam", str(run), "--split", split, "--overwrite", "--quiet"], REPO, env)
-            times["wsss"][split] = min(t, times["wsss"].get(split, t), key=lambda w: w[1])
+            times["official"][split] = fastest(t, times["official"].get(split), gpu)
+            t = timed([*wsss, "cam", str(run), "--split", split, "--overwrite", "--quiet"], REPO, env, gpu)
+            times["wsss"][split] = fastest(t, times["wsss"].get(split), gpu)
     n = len(ids) - 2
-    wall = {k: (v["all"][0] - v["two"][0]) / n for k, v in times.items()}
-    cpu = {k: (v["all"][1] - v["two"][1]) / n for k, v in times.items()}
+    wall = {k: (v["all"].wall - v["two"].wall) / n for k, v in times.items()}
+    cpu = {k: (v["all"].cpu - v["two"].cpu) / n for k, v in times.items()}
     worst = 0.0
     for id in ids:
         official = np.load(a.work / "official_all" / f"{id}.npy", allow_pickle=True).item()
@@ -140,14 +144,17 @@ def main() -> None:
             ours = z["cam"][order].astype(np.float32)
         theirs = official["attn_highres"][np.argsort(official["keys"])].astype(np.float32)
         worst = max(worst, float(np.abs(ours - theirs).max()))
-    print(f"torch {torch.__version__}, 1 thread, {len(ids)} photos, fastest of {a.rounds} rounds, "
+    where = torch.cuda.get_device_name() if gpu else "1 thread"
+    print(f"torch {torch.__version__}, {where}, {len(ids)} photos, fastest of {a.rounds} rounds, "
           f"load average {os.getloadavg()[0]:.2f} at the end")  # fmt: skip
     for k, v in times.items():
         two, six = v["two"], v["all"]
-        print(f"{k}: 2 photos {two[0]:.1f} s wall / {two[1]:.1f} s CPU, {len(ids)} photos {six[0]:.1f} / {six[1]:.1f} s"
-              f" -> per image {wall[k]:.2f} s wall, {cpu[k]:.2f} s CPU ({1 / cpu[k]:.3f} images/s of CPU)")  # fmt: skip
+        memory = f", peak GPU memory {six.gpu_gib:.2f} GiB" if gpu else ""
+        print(f"{k}: 2 photos {two.wall:.1f} s wall / {two.cpu:.1f} s CPU, {len(ids)} photos {six.wall:.1f} / "
+              f"{six.cpu:.1f} s -> per image {wall[k]:.3f} s wall, {cpu[k]:.3f} s CPU{memory}")  # fmt: skip
     ratio_cpu, ratio_wall = cpu["wsss"] / cpu["official"], wall["wsss"] / wall["official"]
-    print(f"wsss / official time per image: CPU {ratio_cpu:.2f}, wall {ratio_wall:.2f}")
+    print(f"wsss / official time per image: CPU {ratio_cpu:.2f}, wall {ratio_wall:.2f}"
+          f"{' (the figure compared on a GPU: wall)' if gpu else ''}")  # fmt: skip
     print(f"CAMs: max |wsss - official| over {len(ids)} photos = {worst:.2e} (float16 maps in [0, 1])")
 
 

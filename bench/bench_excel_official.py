@@ -43,6 +43,16 @@ The stored snapshot lacks one blob, ``datasets/coco/cls_labels_onehot.npy`` (doc
         ':!datasets/coco/cls_labels_onehot.npy' | tar -x -C /tmp/ExCEL
     pip install --target /tmp/excel-deps --no-deps imageio texttable ftfy wcwidth
     .venv/bin/python bench/bench_excel_official.py --official /tmp/ExCEL --deps /tmp/excel-deps --work /tmp/b
+
+On a GPU (``--device cuda``; ``dev/device_official.sh``): the official code's CUDA calls run as shipped (only the
+import stubs stay), its model moved to the GPU as ``tools/infer_lam.py:161`` does (no DistributedDataParallel, as
+above), the crops and labels moved as ``scripts/train_voc.py:181-183``; wsss with ``run.device=cuda``, its
+method moved before ``build_bank`` as the trainer does. Both float32 (the official ExCEL keeps its CLIP in
+float32), both with the machine's default threads; wall time is the figure compared (each timed iteration
+ends with ``torch.cuda.synchronize``), beside the peak GPU memory (``torch.cuda.max_memory_allocated`` of the
+training worker; of the training-free commands, ``side_by_side.GpuMemoryPeak``). ``--copies 8`` puts the 6 photos
+8 times in the split ``all``, so that the difference of the two training-free runs is not lost in the start of a
+process.
 """
 
 from __future__ import annotations
@@ -51,7 +61,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import types
@@ -62,6 +71,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from side_by_side import Timing, fastest, photo_copies, timed
 from wsss.cli_common import script_parser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,22 +101,23 @@ def write_weights(path: Path) -> None:
         torch.jit.trace(model, inputs, check_trace=False, strict=False).save(str(path))
 
 
-def write_dataset(root: Path) -> list[str]:
+def write_dataset(root: Path, copies: int = 1) -> list[str]:
     """The photos in both layouts: wsss (JPEGImages, SegmentationClass, ImageSets/Segmentation/<split>.txt,
     cls_labels.npy) and the official one (SegmentationClassAug, lists/<split>.txt, lists/cls_labels_onehot.npy).
-    Splits ``two`` (2 photos) and ``all`` (6)."""
+    Splits ``two`` (2 photos) and ``all`` (the 6, each ``copies`` times: ``side_by_side.photo_copies``)."""
     from wsss.data.classes import VOC_CLASSES
     from wsss.data.voc import labels_from_mask, write_cls_labels
 
-    ids = sorted(p.stem for p in (DATA / "JPEGImages").glob("*.jpg"))
+    pairs = photo_copies(sorted(p.stem for p in (DATA / "JPEGImages").glob("*.jpg")), copies)
+    ids = [id for id, _ in pairs]
     for sub in ("JPEGImages", "SegmentationClass", "SegmentationClassAug", "ImageSets/Segmentation", "lists"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     labels = {}
-    for id in ids:
+    for id, photo in pairs:
         for sub, ext in (("JPEGImages", ".jpg"), ("SegmentationClass", ".png")):
             if not (root / sub / f"{id}{ext}").exists():
-                (root / sub / f"{id}{ext}").symlink_to(DATA / sub / f"{id}{ext}")
-        mask = np.asarray(Image.open(DATA / "SegmentationClass" / f"{id}.png"))
+                (root / sub / f"{id}{ext}").symlink_to(DATA / sub / f"{photo}{ext}")
+        mask = np.asarray(Image.open(DATA / "SegmentationClass" / f"{photo}.png"))
         # SegmentationClassAug holds class ids as grey levels: imageio reads a palette PNG as RGB
         Image.fromarray(mask, mode="L").save(root / "SegmentationClassAug" / f"{id}.png")
         labels[id] = labels_from_mask(mask, len(VOC_CLASSES))
@@ -166,9 +177,9 @@ def _cpu(arg: object) -> object:
     return arg
 
 
-def patch_official(official: Path, weights: Path) -> None:
-    """The recording harness's CPU patches (tests/golden/README.md#excel_train_step): stubs of the unused imports,
-    CUDA calls mapped to the CPU."""
+def patch_official(official: Path, weights: Path, device: str) -> None:
+    """The recording harness's patches (tests/golden/README.md#excel_train_step): stubs of the unused imports;
+    on the CPU, the CUDA calls mapped to the CPU as well (on a GPU they run as shipped)."""
     import numpy.lib
     import packaging.version
 
@@ -180,12 +191,13 @@ def patch_official(official: Path, weights: Path) -> None:
             utils=_module("pydensecrf.utils", unary_from_softmax=None, unary_from_labels=None))  # fmt: skip
     _module("torch.utils.tensorboard", SummaryWriter=None)
     _module("pkg_resources", packaging=packaging)
-    tensor_to, module_to = torch.Tensor.to, torch.nn.Module.to
-    torch.Tensor.to = lambda self, *a, **k: tensor_to(self, *map(_cpu, a), **{n: _cpu(v) for n, v in k.items()})
-    torch.nn.Module.to = lambda self, *a, **k: module_to(self, *map(_cpu, a), **{n: _cpu(v) for n, v in k.items()})
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    torch.nn.Module.cuda = lambda self, *a, **k: self
-    torch.cuda.set_device = lambda *a, **k: None
+    if device == "cpu":
+        tensor_to, module_to = torch.Tensor.to, torch.nn.Module.to
+        torch.Tensor.to = lambda self, *a, **k: tensor_to(self, *map(_cpu, a), **{n: _cpu(v) for n, v in k.items()})
+        torch.nn.Module.to = lambda self, *a, **k: module_to(self, *map(_cpu, a), **{n: _cpu(v) for n, v in k.items()})
+        torch.Tensor.cuda = lambda self, *a, **k: self
+        torch.nn.Module.cuda = lambda self, *a, **k: self
+        torch.cuda.set_device = lambda *a, **k: None
     sys.path.insert(0, str(official))
     import clip.clip
 
@@ -194,7 +206,7 @@ def patch_official(official: Path, weights: Path) -> None:
 
 def official_free(a: argparse.Namespace) -> None:
     """tools/infer_lam.py ``validate`` as far as ``build_validation`` (training_free): no checkpoint, no DDP."""
-    patch_official(a.official, a.weights)
+    patch_official(a.official, a.weights, a.device)
     import tools.infer_lam as infer_lam
     from datasets import voc
     from model.model_excel import ExCEL_model
@@ -203,9 +215,22 @@ def official_free(a: argparse.Namespace) -> None:
 
     dataset = voc.VOC12SegDataset(root_dir=str(a.data), name_list_dir=str(a.data / "lists"), split=a.split,
                                   stage="train", aug=False, ignore_index=255, num_classes=21)  # fmt: skip
-    model = ExCEL_model(clip_model="ExCEL_ViT-B/16", embedding_dim=256, in_channels=768, dataset_name="pascal_voc",
-                        num_classes=21, num_atrr_clusters=112, json_file=str(a.official / DESCRIPTORS), img_size=CROP,
-                        mode="train", device="cuda").eval()  # fmt: skip
+    model = (
+        ExCEL_model(
+            clip_model="ExCEL_ViT-B/16",
+            embedding_dim=256,
+            in_channels=768,
+            dataset_name="pascal_voc",
+            num_classes=21,
+            num_atrr_clusters=112,
+            json_file=str(a.official / DESCRIPTORS),
+            img_size=CROP,
+            mode="train",
+            device="cuda",
+        )
+        .to("cuda")
+        .eval()
+    )  # fmt: skip (infer_lam.py:161, no DDP)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0, pin_memory=False)
     par = PAR(num_iter=20, dilations=[1, 2, 4, 8, 12, 24]).cuda()
     args = argparse.Namespace(resize_size=CROP, training_free=True, save_cam=False, save_cls_specific_cam=True,
@@ -214,7 +239,7 @@ def official_free(a: argparse.Namespace) -> None:
 
     def recorded(*args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
         out = refine(*args, **kwargs)  # the official value, unchanged; kept to compare with wsss's labels
-        labels.append(out[0][0].numpy())
+        labels.append(out[0][0].cpu().numpy())
         return out
 
     infer_lam.refine_cams_with_bkg_weclip = recorded
@@ -224,7 +249,7 @@ def official_free(a: argparse.Namespace) -> None:
 
 def official_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
     """scripts/train_voc.py ``train``: build_network, PAR, build_optimizer, then its loop body per n_iter."""
-    patch_official(a.official, a.weights)
+    patch_official(a.official, a.weights, a.device)
     import torch.nn.functional as F
     from model.losses import get_aff_loss, get_seg_loss
     from scripts.train_voc import setup_seed
@@ -246,7 +271,7 @@ def official_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]
     model.to("cuda")
     par = PAR(num_iter=20, dilations=[1, 2, 4, 8, 12, 24]).cuda()
     optim = build_optimizer(args, param_groups)
-    inputs, cls_labels, _ = normalised_batch(a.batch)
+    inputs, cls_labels, _ = (t.to(a.device) for t in normalised_batch(a.batch))  # train_voc.py:181-183
 
     def body(n_iter: int) -> None:  # train_voc.py lines 180-224, as shipped
         aff_pseudos = []
@@ -283,15 +308,17 @@ def official_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]
         loss.backward()
         optim.step()
 
-    return {name: timed_iters(body, n_iter, a.iters) for name, n_iter in (("before_lvc", 0), ("lvc", LVC_ITER))}
+    return {
+        name: timed_iters(body, n_iter, a.iters, a.device) for name, n_iter in (("before_lvc", 0), ("lvc", LVC_ITER))
+    }
 
 
 # -- wsss, in a worker process ----------------------------------------------------------------------------------
 
 
-def wsss_overrides(data: Path, official: Path) -> list[str]:
-    return [f"data.root={data}", f"options.descriptors={official / DESCRIPTORS}", "run.device=cpu",
-            "run.threads=1"]  # fmt: skip
+def wsss_overrides(data: Path, official: Path, device: str) -> list[str]:
+    threads = ["run.threads=1"] if device == "cpu" else []  # a GPU machine: its defaults, as the official code
+    return [f"data.root={data}", f"options.descriptors={official / DESCRIPTORS}", f"run.device={device}", *threads]
 
 
 def wsss_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
@@ -303,14 +330,15 @@ def wsss_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
     from wsss.methods import build_method
 
     cfg = load_config(
-        REPO / "configs/excel/voc.yaml", [*wsss_overrides(a.data, a.official), f"model.pretrained={a.weights}"]
+        REPO / "configs/excel/voc.yaml",
+        [*wsss_overrides(a.data, a.official, a.device), f"model.pretrained={a.weights}"],
     )
     torch.manual_seed(0)
-    method = build_method(cfg, list(VOC_CLASSES))
+    method = build_method(cfg, list(VOC_CLASSES)).to(a.device)  # as the trainer: moved, then on_train_start
     method.build_bank()  # on_train_start's work, before the timing as the official bank
     method.train()
     optim = build_optimizer(method, cfg)  # the trainer's PolyWarmupAdamW over the method's groups
-    images, labels, img_box = normalised_batch(a.batch)
+    images, labels, img_box = (t.to(a.device) for t in normalised_batch(a.batch))
     batch = {"image": images, "labels": labels, "img_box": img_box}
     weights = dict(cfg.loss.weights)
 
@@ -322,44 +350,36 @@ def wsss_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
         optim.step()
 
     lvc = int(method.options.lvc_start)
-    return {name: timed_iters(body, step, a.iters) for name, step in (("before_lvc", 0), ("lvc", lvc))}
+    return {name: timed_iters(body, step, a.iters, a.device) for name, step in (("before_lvc", 0), ("lvc", lvc))}
 
 
-def timed_iters(body, n_iter: int, iters: int) -> list[tuple[float, float]]:  # noqa: ANN001
-    """1 warm-up, then ``iters`` iterations: (wall s, CPU s) each."""
+def timed_iters(body, n_iter: int, iters: int, device: str) -> list[tuple[float, float]]:  # noqa: ANN001
+    """1 warm-up, then ``iters`` iterations: (wall s, CPU s) each; on a GPU each one ends with its kernels."""
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
     body(n_iter)
     out = []
     for _ in range(iters):
+        sync()
         w0, c0 = time.perf_counter(), time.process_time()
         body(n_iter)
+        sync()
         out.append((time.perf_counter() - w0, time.process_time() - c0))
     return out
 
 
 def worker(a: argparse.Namespace) -> None:
-    torch.set_num_threads(1)
+    if a.device == "cpu":
+        torch.set_num_threads(1)
     if a.worker == "official-free":
         official_free(a)
         return
-    times = official_train(a) if a.worker == "official-train" else wsss_train(a)
+    times: dict = official_train(a) if a.worker == "official-train" else wsss_train(a)
+    if a.device == "cuda":
+        times["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30  # the two modes' iterations, warm-ups included
     a.result.write_text(json.dumps(times))
 
 
 # -- the driver -------------------------------------------------------------------------------------------------
-
-
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds (user + system) of the process and its threads)."""
-    t0 = time.perf_counter()
-    with open(os.devnull, "w") as null, subprocess.Popen(cmd, cwd=cwd, env=env, stdout=null, stderr=subprocess.PIPE,
-                                                         text=True) as proc:  # fmt: skip
-        _, status, usage = os.wait4(proc.pid, 0)
-        err = proc.stderr.read() if proc.stderr else ""
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    elapsed = time.perf_counter() - t0
-    if proc.returncode:
-        sys.exit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return elapsed, usage.ru_utime + usage.ru_stime
 
 
 class Driver:
@@ -371,52 +391,58 @@ class Driver:
         self.weights, self.data, self.batch = a.work / "vitb16_random_jit.pt", a.work / "VOC", a.work / "batch.npz"
         if not self.weights.is_file():
             write_weights(self.weights)
-        self.ids = write_dataset(self.data)
+        self.ids = write_dataset(self.data, a.copies)
         if not self.batch.is_file():
-            write_batch(self.batch, self.ids)
+            write_batch(self.batch, self.ids[:6])  # the photos themselves, not their copies
         self.cwd = a.work / "official_cwd"  # its ./attributes_text/ receives the official bank
         (self.cwd / "attributes_text").mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        self.off_env = {**self.env, "PYTHONPATH": f"{a.deps}"}
+        self.gpu = a.device == "cuda"  # on a GPU machine both codes get its default threads
+        self.env = dict(os.environ) if self.gpu else {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.off_env = {**self.env, "PYTHONPATH": os.pathsep.join(filter(None, [a.deps, os.environ.get("PYTHONPATH")]))}
         self.me = [sys.executable, str(Path(__file__).resolve())]
         self.common = ["--official", str(a.official.resolve()), "--deps", str(a.deps), "--work", str(a.work),
                        "--weights", str(self.weights), "--data", str(self.data), "--batch", str(self.batch),
-                       "--iters", str(a.iters)]  # fmt: skip
+                       "--iters", str(a.iters), "--device", a.device]  # fmt: skip
         self.run = a.work / "run"
-        self.wsss = [str(Path(sys.executable).parent / "wsss")]
+        self.wsss = [sys.executable, "-m", "wsss"]
 
-    def official_free(self, split: str) -> tuple[float, float]:
+    def official_free(self, split: str) -> Timing:
         labels = ["--result", str(self.a.work / f"official_labels_{split}.npz")]
         cmd = [*self.me, *self.common, "--worker", "official-free", "--split", split, *labels]
-        return timed(cmd, self.cwd, self.off_env)
+        return timed(cmd, self.cwd, self.off_env, self.gpu)
 
-    def wsss_free(self, split: str) -> tuple[float, float]:
+    def wsss_free(self, split: str) -> Timing:
         if not (self.run / "config.yaml").is_file():
-            sets = wsss_overrides(self.data, self.a.official.resolve())
+            sets = wsss_overrides(self.data, self.a.official.resolve(), self.a.device)
             timed([*self.wsss, "import", "excel", str(self.weights), "--config", str(REPO / "configs/excel/voc.yaml"),
                    "--out", str(self.run), "--set", *sets], REPO, self.env)  # fmt: skip
-        cam = timed([*self.wsss, "cam", str(self.run), "--split", split, "--overwrite", "--quiet"], REPO, self.env)
+        cam = timed([*self.wsss, "cam", str(self.run), "--split", split, "--overwrite", "--quiet"], REPO, self.env,
+                    self.gpu)  # fmt: skip
         pseudo = timed([*self.wsss, "pseudo", str(self.run), "--split", split, "--refine", "excel", "--overwrite",
-                        "--quiet"], REPO, self.env)  # fmt: skip
-        return cam[0] + pseudo[0], cam[1] + pseudo[1]
+                        "--quiet"], REPO, self.env, self.gpu)  # fmt: skip
+        peak = max(cam.gpu_gib, pseudo.gpu_gib) if self.gpu else None  # type: ignore[type-var]
+        return Timing(cam.wall + pseudo.wall, cam.cpu + pseudo.cpu, peak)
 
-    def train(self, code: str) -> dict[str, list[tuple[float, float]]]:
+    def train(self, code: str) -> dict:
+        """{mode: [(wall s, CPU s) per iteration]}, and on a GPU "peak_gib" (torch.cuda.max_memory_allocated)."""
         result = self.a.work / f"{code}_train.json"
         env, cwd = (self.off_env, self.cwd) if code == "official" else (self.env, REPO)
         timed([*self.me, *self.common, "--worker", f"{code}-train", "--result", str(result)], cwd, env)
         return json.loads(result.read_text())
 
 
-def report_free(times: dict[str, dict[str, tuple[float, float]]], n_images: int) -> dict[str, float]:
+def report_free(times: dict[str, dict[str, Timing]], n_images: int, gpu: bool) -> dict[str, float]:
+    """Per image of each code: the figure compared (wall on a GPU, CPU on the CPU)."""
     n = n_images - 2
-    cpu = {}
+    compared = {}
     for code, v in times.items():
         two, six = v["two"], v["all"]
-        wall, cpu[code] = (six[0] - two[0]) / n, (six[1] - two[1]) / n
-        print(f"training-free {code}: 2 photos {two[0]:.1f} s wall / {two[1]:.1f} s CPU, {n_images} photos "
-              f"{six[0]:.1f} / {six[1]:.1f} s -> per image {wall:.2f} s wall, {cpu[code]:.2f} s CPU "
-              f"({1 / cpu[code]:.3f} images/s of CPU)")  # fmt: skip
-    return cpu
+        wall, cpu = (six.wall - two.wall) / n, (six.cpu - two.cpu) / n
+        compared[code] = wall if gpu else cpu
+        memory = f", peak GPU memory {six.gpu_gib:.2f} GiB" if gpu else ""
+        print(f"training-free {code}: 2 photos {two.wall:.1f} s wall / {two.cpu:.1f} s CPU, {n_images} photos "
+              f"{six.wall:.1f} / {six.cpu:.1f} s -> per image {wall:.3f} s wall, {cpu:.3f} s CPU{memory}")  # fmt: skip
+    return compared
 
 
 def compare_labels(d: Driver) -> None:
@@ -430,27 +456,39 @@ def compare_labels(d: Driver) -> None:
     print(f"pseudo labels: {same / total:.4%} of the pixels of {len(d.ids)} photos agree (wsss vs official)")
 
 
-def report_train(times: dict[str, dict[str, list[tuple[float, float]]]], iters: int) -> None:
-    for code, modes in times.items():
+def report_train(times: dict[str, dict], iters: int, gpu: bool) -> None:
+    what, pick = ("wall", 0) if gpu else ("CPU", 1)  # the figure compared
+    for code, result in times.items():
+        modes = {k: v for k, v in result.items() if k != "peak_gib"}
         for mode, its in modes.items():
             wall, cpu = statistics.median(w for w, _ in its), statistics.median(c for _, c in its)
-            spread = ", ".join(f"{c:.2f}" for _, c in its)
-            print(f"train iteration {code} {mode}: median of {iters} after 1 warm-up: {cpu:.2f} s CPU "
-                  f"({wall:.2f} s wall); CPU of each: {spread}")  # fmt: skip
+            spread = ", ".join(f"{t[pick]:.3f}" for t in its)
+            print(f"train iteration {code} {mode}: median of {iters} after 1 warm-up: {wall:.3f} s wall, "
+                  f"{cpu:.3f} s CPU; {what} of each: {spread}")  # fmt: skip
+        if "peak_gib" in result:
+            print(f"train iteration {code}: peak GPU memory (max_memory_allocated) {result['peak_gib']:.2f} GiB")
     if len(times) == 2:
-        for mode in times["official"]:
-            ratio = [statistics.median(c for _, c in times[k][mode]) for k in ("wsss", "official")]
-            print(f"wsss / official CPU time per training iteration, {mode}: {ratio[0] / ratio[1]:.2f}")
+        for mode in (k for k in times["official"] if k != "peak_gib"):
+            ratio = [statistics.median(t[pick] for t in times[k][mode]) for k in ("wsss", "official")]
+            print(f"wsss / official {what} time per training iteration, {mode}: {ratio[0] / ratio[1]:.2f}")
 
 
 def main() -> None:
     ap = script_parser(__doc__)
     ap.add_argument("--official", type=Path, required=True, help="git archive of github.com/zwyang6/ExCEL")
-    ap.add_argument("--deps", type=Path, required=True, help="pip --target folder of the official code's deps")
+    ap.add_argument("--deps", type=str, required=True,
+                    help="pip --target folder(s) of the official code's deps (os.pathsep-separated)")  # fmt: skip
     ap.add_work(required=True, type=Path)
     ap.add_argument("--rounds", type=int, default=2, help="alternating training-free rounds; least CPU kept")
     ap.add_iters(3)  # training iterations per mode, after 1 warm-up
     ap.add_argument("--only", choices=("official", "wsss", "both"), default="both")
+    ap.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: both codes on the GPU, wall time compared, the official CUDA calls as shipped",
+    )
+    ap.add_argument("--copies", type=int, default=1, help="the 6 photos this many times in the split 'all'")
     for hidden in ("--worker", "--weights", "--data", "--batch", "--split", "--result"):
         ap.add_argument(hidden, help=argparse.SUPPRESS, type=str if hidden in ("--worker", "--split") else Path)
     a = ap.parse_args()
@@ -461,19 +499,20 @@ def main() -> None:
     codes = ["official", "wsss"] if a.only == "both" else [a.only]
     if "official" in codes:
         d.official_free("two")  # warm-up: the official attr_clustering writes the bank to ./attributes_text/
-    free: dict[str, dict[str, tuple[float, float]]] = {c: {} for c in codes}
+    free: dict[str, dict[str, Timing]] = {c: {} for c in codes}
     for _ in range(a.rounds):  # alternating, so that a burst of the other developers' load hits both alike
         for split in ("two", "all"):
             for code in codes:
                 t = d.official_free(split) if code == "official" else d.wsss_free(split)
-                free[code][split] = min(t, free[code].get(split, t), key=lambda w: w[1])
+                free[code][split] = fastest(t, free[code].get(split), d.gpu)
     train = {code: d.train(code) for code in codes}
-    print(f"torch {torch.__version__}, 1 thread, {len(d.ids)} photos, least CPU of {a.rounds} rounds, "
-          f"load average {os.getloadavg()[0]:.2f} at the end (2 cores shared with other developers)")  # fmt: skip
-    cpu = report_free(free, len(d.ids))
-    if len(cpu) == 2:
-        print(f"wsss / official CPU time per training-free image: {cpu['wsss'] / cpu['official']:.2f}")
-    report_train(train, a.iters)
+    where, what = (torch.cuda.get_device_name(), "wall") if d.gpu else ("1 thread", "CPU")
+    print(f"torch {torch.__version__}, {where}, {len(d.ids)} photos, least {what} time of {a.rounds} rounds, "
+          f"load average {os.getloadavg()[0]:.2f} at the end")  # fmt: skip
+    per_image = report_free(free, len(d.ids), d.gpu)
+    if len(per_image) == 2:
+        print(f"wsss / official {what} time per training-free image: {per_image['wsss'] / per_image['official']:.2f}")
+    report_train(train, a.iters, d.gpu)
     if len(codes) == 2:
         compare_labels(d)
 

@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:/tmp/site"
 nvidia-smi -L
 python3 -c 'import torch, torchvision, timm; print("torch", torch.__version__, "torchvision", torchvision.__version__,
 "timm", timm.__version__, torch.cuda.get_device_name())'
-if [ -d .whl ]; then
+if [ -d .whl ] && ! python3 -c 'import pydensecrf.densecrf, open_clip' 2>/dev/null; then  # not installed yet
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>&1 | tail -2
     ls .whl/pydensecrf2-*.tar.gz >/dev/null 2>&1 &&
         python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .whl/pydensecrf2-*.tar.gz \

@@ -1,0 +1,95 @@
+"""Timing a command of wsss beside the official code's, shared by ``bench_clip_es_official.py`` and
+``bench_excel_official.py`` (run as ``python bench/<script>.py``, so this file is importable beside them).
+
+On the CPU the figure compared is CPU time (user + system of the process and its children, ``os.wait4``): the
+2-core machine is shared, and wall time swings with the other jobs. On a GPU the figure is wall time (the GPU's
+time is not the process's CPU time), and the peak GPU memory while the command runs is read by polling
+``nvidia-smi`` (both codes alike; it counts each process's CUDA context, about 0.5 GiB, with its tensors).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+
+class Timing(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # seconds of CPU (user + system) of the process and its children
+    gpu_gib: float | None  # peak GPU memory of the GPU's processes while it ran (None: not measured)
+
+
+class GpuMemoryPeak:
+    """The peak of the GPU's used memory (``nvidia-smi --query-gpu=memory.used``) above what was used when the
+    object was made, sampled every ``interval`` seconds in a thread while the ``with`` block runs. The whole
+    GPU's, not per process (a virtual machine's driver may not report per-process memory): the lent machine
+    runs nothing else."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.base_mib = self._sample()
+        self.peak_mib = self.base_mib
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    @staticmethod
+    def _sample() -> float:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, check=False).stdout  # fmt: skip
+        return float(out.split()[0]) if out.split() and out.split()[0].replace(".", "", 1).isdigit() else 0.0
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mib = max(self.peak_mib, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> GpuMemoryPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def gib(self) -> float:
+        return (self.peak_mib - self.base_mib) / 1024
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str], gpu: bool = False) -> Timing:
+    """Run ``cmd`` (its output discarded; on failure the script stops with the end of its stderr)."""
+    poll = GpuMemoryPeak() if gpu else None
+    t0 = time.perf_counter()
+    with open(os.devnull, "w") as null, subprocess.Popen(cmd, cwd=cwd, env=env, stdout=null, stderr=subprocess.PIPE,
+                                                         text=True) as proc:  # fmt: skip
+        if poll:
+            poll.__enter__()
+        try:
+            err = proc.stderr.read() if proc.stderr else ""  # read before the wait: a full pipe would block it
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            if poll:
+                poll.__exit__()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    return Timing(elapsed, usage.ru_utime + usage.ru_stime, poll.gib if poll else None)
+
+
+def fastest(new: Timing, best: Timing | None, gpu: bool) -> Timing:
+    """The better of two rounds: the least wall time on a GPU, the least CPU time on the CPU."""
+    if best is None:
+        return new
+    return min(new, best, key=lambda t: t.wall if gpu else t.cpu)
+
+
+def photo_copies(photos: list[str], copies: int) -> list[tuple[str, str]]:
+    """(id, photo) pairs: the photos, then ``copies - 1`` more times under the ids ``<photo>_c<k>``. On a GPU a
+    few photos take less time than the start of a process, so a timed run needs more images than there are."""
+    return [(photo if k == 0 else f"{photo}_c{k}", photo) for k in range(copies) for photo in photos]
