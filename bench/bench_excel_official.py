@@ -364,6 +364,8 @@ def timed_iters(body, n_iter: int, iters: int, device: str) -> list[tuple[float,
         body(n_iter)
         sync()
         out.append((time.perf_counter() - w0, time.process_time() - c0))
+    wall = statistics.median(w for w, _ in out)
+    print(f"  iteration {n_iter}: median {wall:.3f} s wall of {iters}", file=sys.stderr, flush=True)
     return out
 
 
@@ -499,20 +501,20 @@ def main() -> None:
     codes = ["official", "wsss"] if a.only == "both" else [a.only]
     if "official" in codes:
         d.official_free("two")  # warm-up: the official attr_clustering writes the bank to ./attributes_text/
+    train = {code: d.train(code) for code in codes}  # first: its figures print before the longer free rounds
+    report_train(train, a.iters, d.gpu)
     free: dict[str, dict[str, Timing]] = {c: {} for c in codes}
     for _ in range(a.rounds):  # alternating, so that a burst of the other developers' load hits both alike
         for split in ("two", "all"):
             for code in codes:
                 t = d.official_free(split) if code == "official" else d.wsss_free(split)
                 free[code][split] = fastest(t, free[code].get(split), d.gpu)
-    train = {code: d.train(code) for code in codes}
     where, what = (torch.cuda.get_device_name(), "wall") if d.gpu else ("1 thread", "CPU")
     print(f"torch {torch.__version__}, {where}, {len(d.ids)} photos, least {what} time of {a.rounds} rounds, "
           f"load average {os.getloadavg()[0]:.2f} at the end")  # fmt: skip
     per_image = report_free(free, len(d.ids), d.gpu)
     if len(per_image) == 2:
         print(f"wsss / official {what} time per training-free image: {per_image['wsss'] / per_image['official']:.2f}")
-    report_train(train, a.iters, d.gpu)
     if len(codes) == 2:
         compare_labels(d)
 

@@ -79,7 +79,12 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str], gpu: bool = False) -> 
     elapsed = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return Timing(elapsed, usage.ru_utime + usage.ru_stime, poll.gib if poll else None)
+    t = Timing(elapsed, usage.ru_utime + usage.ru_stime, poll.gib if poll else None)
+    # each command's figures as it ends, so that a run stopped part-way (a device call's limit) still tells them
+    memory = f", {t.gpu_gib:.2f} GiB of GPU" if t.gpu_gib is not None else ""
+    print(f"  {t.wall:.1f} s wall, {t.cpu:.1f} s CPU{memory}: {' '.join(Path(c).name for c in cmd[:4])} ... "
+          f"{' '.join(cmd[4:])[-90:]}", file=sys.stderr, flush=True)  # fmt: skip
+    return t
 
 
 def fastest(new: Timing, best: Timing | None, gpu: bool) -> Timing:

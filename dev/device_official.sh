@@ -24,9 +24,13 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:/tmp/site"
 start=$(date +%s)
 stamp() { echo "== $(($(date +%s) - start)) s: $*"; }
+TESTS=${TESTS:-1}  # 0: the benchmarks alone
+[ "$DEVICE" = cuda ] || TESTS=0
 if [ "$DEVICE" = cuda ]; then
     nvidia-smi -L
     $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>&1 | tail -2
+fi
+if [ "$TESTS" != 0 ]; then
     # DenseCRF, for the CUDA tests at the end: built beside the benchmarks (the machine has 16 cores)
     $PY -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .whl/pydensecrf2-*.tar.gz \
         > "$OUT/densecrf_build.log" 2>&1 &
@@ -43,19 +47,19 @@ DEPS=${DEPS:-$OFFDEPS:/tmp/site}
 $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 status=0
 
-stamp "CLIP-ES: the official generate_cams_voc12.py and wsss cam"
-timeout "${CLIP_ES_S:-150}" $PY bench/bench_clip_es_official.py --official .official/CLIP-ES --deps "$DEPS" \
-    --work /tmp/b_clip_es --device "$DEVICE" --copies "${COPIES:-16}" --rounds "${ROUNDS:-1}" 2>&1 |
-    tee "$OUT/clip_es_official.log"
-status=$((status || PIPESTATUS[0]))
-
 stamp "ExCEL: the official training-free labels and training iteration, and wsss's"
 timeout "${EXCEL_S:-200}" $PY bench/bench_excel_official.py --official .official/ExCEL --deps "$DEPS" \
     --work /tmp/b_excel --device "$DEVICE" --copies "${COPIES:-16}" --rounds "${ROUNDS:-1}" --iters "${ITERS:-10}" \
     2>&1 | tee "$OUT/excel_official.log"
 status=$((status || PIPESTATUS[0]))
 
-if [ "$DEVICE" = cuda ]; then
+stamp "CLIP-ES: the official generate_cams_voc12.py and wsss cam"
+timeout "${CLIP_ES_S:-150}" $PY bench/bench_clip_es_official.py --official .official/CLIP-ES --deps "$DEPS" \
+    --work /tmp/b_clip_es --device "$DEVICE" --copies "${COPIES:-16}" --rounds "${ROUNDS:-1}" 2>&1 |
+    tee "$OUT/clip_es_official.log"
+status=$((status || PIPESTATUS[0]))
+
+if [ "$TESTS" != 0 ]; then
     wait $build
     stamp "the CUDA tests"
     BENCH=0 timeout "${TESTS_S:-150}" bash dev/device_check.sh "$OUT"
