@@ -67,7 +67,7 @@ def scaled_maps(refined: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def with_background(maps: torch.Tensor) -> torch.Tensor:
     """(1 + k, H, W): the background ``1 - max`` (power 1, no threshold) before the maps (k, H, W)."""
     maps = maps.float()
-    bg = 1 - maps.amax(dim=0, keepdim=True) if len(maps) else torch.ones(1, *maps.shape[-2:])
+    bg = 1 - maps.amax(dim=0, keepdim=True) if len(maps) else torch.ones(1, *maps.shape[-2:], device=maps.device)
     return torch.cat([bg, maps])
 
 
@@ -84,9 +84,14 @@ def par_refine(scores: torch.Tensor, guide: torch.Tensor, par: PAR) -> torch.Ten
 
 def labels_from_maps(maps: torch.Tensor, classes: torch.Tensor, guide: torch.Tensor, par: PAR) -> torch.Tensor:
     """``refine_cams_with_bkg_weclip`` from the scaled maps (k, H, W) of the 0-based foreground ``classes``:
-    :func:`with_background`, :func:`par_refine`, argmax -> (H, W) int64 dataset ids (0 background)."""
+    :func:`with_background`, :func:`par_refine`, argmax -> (H, W) int64 dataset ids (0 background), on the device
+    of ``guide``. PAR runs there: in training the images are on the GPU, where the official code refines too
+    (its maps go back to the GPU after the boxes and the resizing); on the CPU, PAR took 0.7 s of each image and
+    made wsss's ExCEL iteration 3.7-4x the official time on an H100 (BENCHMARKS.md, "The official codes beside
+    wsss on an H100")."""
+    device = guide.device
     valid = torch.cat([torch.zeros(1, dtype=torch.long), torch.as_tensor(classes, dtype=torch.long).cpu() + 1])
-    return valid[par_refine(with_background(maps), guide, par).argmax(dim=0).cpu()]
+    return valid.to(device)[par_refine(with_background(maps.to(device)), guide, par).argmax(dim=0)]
 
 
 def labels_from_refined(
