@@ -79,17 +79,19 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from wsss.cli_common import script_parser
 from wsss.core.errors import TrainingDiverged
 from wsss.data.voc import VOCDataset, read_split
 from wsss.runs.jobs import predictions_folder
+from wsss.utils.procs import die_with_parent
 
 if __package__ in (None, ""):  # run as a script (`python experiments/real_route.py`): its package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -113,12 +115,21 @@ def _wsss(*args: str, log: Path) -> float:
             with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
                 code = main(list(args))
         else:
-            code = subprocess.run([sys.executable, "-m", "wsss", *args], cwd=REPO, stdout=f, stderr=f).returncode
+            code = _run_child([sys.executable, "-m", "wsss", *args], f)
     if code != 0:
         errors = [line for line in log.read_text().splitlines() if line.startswith("error: ")]
         message = f"wsss {' '.join(args)} failed (exit {code}): see {log}"
         raise CommandFailed(message, code, errors[-1] if errors else "")
     return time.perf_counter() - t
+
+
+def _run_child(cmd: list[str], out: IO[str]) -> int:
+    """Run ``cmd`` in the repository, its output to ``out``; its exit status. The child ends with this process:
+    the kernel sends it SIGTERM when this process ends, by SIGTERM or SIGKILL too
+    (``wsss.utils.procs.die_with_parent``), and a ``wsss`` command takes SIGTERM as Ctrl-C (a training saves its
+    step and resumes from it). Before, killing the experiment left its running ``wsss train`` going."""
+    starter = partial(die_with_parent, signal.SIGTERM, os.getpid())
+    return subprocess.run(cmd, cwd=REPO, stdout=out, stderr=out, preexec_fn=starter).returncode
 
 
 class CommandFailed(SystemExit):
