@@ -215,22 +215,10 @@ def official_free(a: argparse.Namespace) -> None:
 
     dataset = voc.VOC12SegDataset(root_dir=str(a.data), name_list_dir=str(a.data / "lists"), split=a.split,
                                   stage="train", aug=False, ignore_index=255, num_classes=21)  # fmt: skip
-    model = (
-        ExCEL_model(
-            clip_model="ExCEL_ViT-B/16",
-            embedding_dim=256,
-            in_channels=768,
-            dataset_name="pascal_voc",
-            num_classes=21,
-            num_atrr_clusters=112,
-            json_file=str(a.official / DESCRIPTORS),
-            img_size=CROP,
-            mode="train",
-            device="cuda",
-        )
-        .to("cuda")
-        .eval()
-    )  # fmt: skip (infer_lam.py:161, no DDP)
+    model = ExCEL_model(clip_model="ExCEL_ViT-B/16", embedding_dim=256, in_channels=768, dataset_name="pascal_voc",
+                        num_classes=21, num_atrr_clusters=112, json_file=str(a.official / DESCRIPTORS), img_size=CROP,
+                        mode="train", device="cuda")  # fmt: skip
+    model.to("cuda").eval()  # infer_lam.py:161 (no DistributedDataParallel)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0, pin_memory=False)
     par = PAR(num_iter=20, dilations=[1, 2, 4, 8, 12, 24]).cuda()
     args = argparse.Namespace(resize_size=CROP, training_free=True, save_cam=False, save_cls_specific_cam=True,
@@ -364,8 +352,6 @@ def timed_iters(body, n_iter: int, iters: int, device: str) -> list[tuple[float,
         body(n_iter)
         sync()
         out.append((time.perf_counter() - w0, time.process_time() - c0))
-    wall = statistics.median(w for w, _ in out)
-    print(f"  iteration {n_iter}: median {wall:.3f} s wall of {iters}", file=sys.stderr, flush=True)
     return out
 
 
@@ -395,7 +381,7 @@ class Driver:
             write_weights(self.weights)
         self.ids = write_dataset(self.data, a.copies)
         if not self.batch.is_file():
-            write_batch(self.batch, self.ids[:6])  # the photos themselves, not their copies
+            write_batch(self.batch, self.ids[: len(self.ids) // a.copies])  # the photos, not their copies
         self.cwd = a.work / "official_cwd"  # its ./attributes_text/ receives the official bank
         (self.cwd / "attributes_text").mkdir(parents=True, exist_ok=True)
         self.gpu = a.device == "cuda"  # on a GPU machine both codes get its default threads
@@ -481,7 +467,8 @@ def main() -> None:
     ap.add_argument("--deps", type=str, required=True,
                     help="pip --target folder(s) of the official code's deps (os.pathsep-separated)")  # fmt: skip
     ap.add_work(required=True, type=Path)
-    ap.add_argument("--rounds", type=int, default=2, help="alternating training-free rounds; least CPU kept")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="alternating training-free rounds; the least CPU (GPU: wall) time kept")  # fmt: skip
     ap.add_iters(3)  # training iterations per mode, after 1 warm-up
     ap.add_argument("--only", choices=("official", "wsss", "both"), default="both")
     ap.add_argument(

@@ -9,6 +9,7 @@ time is not the process's CPU time), and the peak GPU memory while the command r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -63,18 +64,14 @@ class GpuMemoryPeak:
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str], gpu: bool = False) -> Timing:
     """Run ``cmd`` (its output discarded; on failure the script stops with the end of its stderr)."""
-    poll = GpuMemoryPeak() if gpu else None
     t0 = time.perf_counter()
-    with open(os.devnull, "w") as null, subprocess.Popen(cmd, cwd=cwd, env=env, stdout=null, stderr=subprocess.PIPE,
-                                                         text=True) as proc:  # fmt: skip
-        if poll:
-            poll.__enter__()
-        try:
-            err = proc.stderr.read() if proc.stderr else ""  # read before the wait: a full pipe would block it
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            if poll:
-                poll.__exit__()
+    with (
+        GpuMemoryPeak() if gpu else contextlib.nullcontext() as poll,  # its baseline read before the command starts
+        open(os.devnull, "w") as null,
+        subprocess.Popen(cmd, cwd=cwd, env=env, stdout=null, stderr=subprocess.PIPE, text=True) as proc,
+    ):
+        err = proc.stderr.read() if proc.stderr else ""  # read before the wait: a full pipe would block it
+        _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - t0
     if proc.returncode:
