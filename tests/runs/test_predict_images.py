@@ -1,6 +1,7 @@
 """``wsss predict RUN --images DIR_OR_FILES --out DIR`` and ``wsss cam RUN --images ...`` (runs/photos.py): masks of
 photos that are not a dataset, in JPEG, PNG and WebP, EXIF orientation applied, equal to the masks the same photos
-get as a dataset's split; the refusals (outputs already there, the photos' own folder, two photos of one stem, a
+get as a dataset's split; a killed job continued by its command; the refusals (outputs of other settings already
+there, the photos' own folder, two photos of one stem, a
 run whose CAMs need labels) and the split-not-found hint."""
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def test_two_local_workers_write_the_masks_of_one(reported, photos, tmp_path, mo
     assert main(["predict", str(run), "--images", str(folder), "--out", str(two), "--overlay", "--workers", "2",
                  "--quiet"]) == 0  # fmt: skip
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
-    assert len(files) == 8 and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    # 4 masks, 4 overlays and the settings stamp, the same in both
+    assert len(files) == 9 and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
     assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
 
 
@@ -145,8 +147,10 @@ def test_files_as_well_as_folders_and_the_refusals(reported, photos, tmp_path, c
     # a second run into the same folder: refused, then replaced with --overwrite
     before = (out / f"{a}.png").stat().st_mtime_ns
     err = err_of("--images", str(folder), "--out", str(out))
-    assert err == (f"error: {out}: already holds outputs of these photos (e.g. {out / f'{a}.png'}); pass --overwrite "
-                   "to replace them, or give another --out")  # fmt: skip
+    given = [str(folder / f"{a}.jpg"), str(folder / f"{c}.webp")]
+    assert err == (f"error: {out}: already holds outputs of these photos made with other settings (images: {given!r} "
+                   f"-> {[str(folder)]!r}) (e.g. {out / f'{a}.png'}); pass --overwrite to replace them, or give "
+                   "another --out")  # fmt: skip
     assert (out / f"{a}.png").stat().st_mtime_ns == before and not (out / f"{b}.png").exists()
     assert main(["predict", str(run), "--images", str(folder), "--out", str(out), "--overwrite", "--quiet"]) == 0
     assert len(list(out.glob("*.png"))) == 4
@@ -185,6 +189,46 @@ def test_files_as_well_as_folders_and_the_refusals(reported, photos, tmp_path, c
     assert "drop --split" in err_of("--images", str(folder), "--split", "val", "--out", str(out))
     assert "drop --labelled-only" in err_of("--images", str(folder), "--labelled-only", "--out", str(out))
     assert "--out goes with --images" in err_of("--split", "val", "--out", str(out))
+
+
+def test_the_same_command_again_continues_and_other_settings_are_refused(reported, photos, tmp_path, capsys):
+    """--out records what its masks were made with: the same command again writes only the photos whose outputs
+    are missing (a killed job's), other options or an unstamped folder of masks are refused, and --overwrite
+    writes every photo again and leaves the folder's other files alone."""
+    run, _ = reported
+    folder, (a, b, c, d) = photos
+    out = tmp_path / "masks"
+    command = ["predict", str(run), "--images", str(folder), "--out", str(out), "--overlay", "--quiet"]
+    assert main(command) == 0
+    files = [out / f"{i}.png" for i in (a, b, c, d)] + [out / "overlay" / f"{i}.jpg" for i in (a, b, c, d)]
+    inodes = {p: p.stat().st_ino for p in files}  # a file written again is a new inode (atomic rename)
+
+    def rewritten() -> set[str]:
+        now = {p: p.stat().st_ino for p in files}
+        changed = {str(p.relative_to(out)) for p in files if now[p] != inodes[p]}
+        inodes.update(now)
+        return changed
+
+    (out / f"{b}.png").unlink()  # as a job killed before b's mask, and before c's overlay
+    (out / "overlay" / f"{c}.jpg").unlink()
+    (out / "notes.txt").write_text("the user's own file\n")
+    assert main(command) == 0
+    assert rewritten() == {f"{b}.png", f"overlay/{b}.jpg", f"{c}.png", f"overlay/{c}.jpg"}
+    assert main(command) == 0 and rewritten() == set()  # all there: nothing to do
+
+    capsys.readouterr()
+    assert main([*command, "--crf"]) == 1  # another option that changes the masks
+    err = capsys.readouterr().err.strip()
+    # the CRF's parameters where there were none: "crf.<parameter>: '(none)' -> <value>"
+    assert err.startswith(f"error: {out}: already holds outputs of these photos made with other settings (crf.")
+    assert "pass --overwrite to replace them" in err and "\n" not in err and rewritten() == set()
+    (out / ".settings.json").unlink()  # masks of an older wsss, which stamped nothing: what made them is unknown
+    assert main(command) == 1
+    assert capsys.readouterr().err.strip().startswith(f"error: {out}: already holds outputs of these photos (e.g. ")
+    assert main([*command, "--crf", "--overwrite"]) == 0
+    assert rewritten() == {str(p.relative_to(out)) for p in files}
+    assert (out / "notes.txt").read_text() == "the user's own file\n"
+    assert main([*command, "--crf"]) == 0 and rewritten() == set()  # the stamp is --crf's now
 
 
 def test_a_folder_of_photos_given_as_a_dataset_names_images(reported, photos, capsys):

@@ -38,6 +38,8 @@ class PhotoFolder:
         if not sources:
             raise DataError("no photos given: name a folder of photos or photo files")
         self.paths: dict[str, Path] = {}
+        # the folders and files as given, resolved: what a job's outputs record of where the photos came from
+        self.sources: list[str] = [str(Path(source).resolve()) for source in sources]
         for source in map(Path, sources):
             for path in self._photos_of(source):
                 self._add(path)

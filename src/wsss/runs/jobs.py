@@ -97,7 +97,19 @@ def _resolved(path: str | Path) -> str:
 
 def _data_settings(run: Run, ds: VOCDataset) -> dict[str, Any]:
     """What every job's outputs depend on: the model (its checkpoint and step) and the dataset."""
-    return {"model": run.model_settings(), "data_root": _resolved(ds.root)}
+    return {"model": run.model_settings(), **_dataset_source(ds)}
+
+
+def _dataset_source(ds: VOCDataset) -> dict[str, Any]:
+    """Where a job's photos come from, in its settings stamp: a dataset's root (photos that are not a dataset:
+    the sources given to ``--images``, ``runs/photos.py``)."""
+    return {"data_root": _resolved(ds.root)}
+
+
+def cam_settings(run: Run, source: dict[str, Any]) -> dict[str, Any]:
+    """What a job's CAMs depend on: the model, the photos' ``source`` and the inference settings of the CAMs."""
+    infer = run.cfg.to_dict()["infer"]
+    return {"model": run.model_settings(), **source, "infer": {k: infer[k] for k in _CAM_KEYS}}
 
 
 # The infer.* keys that make a CAM (``Run.labelled_cam``); infer.cam_scales is the `wsss cam --scales` of the job
@@ -259,17 +271,16 @@ def run_cam(
     ds = _dataset(run, root, split)
     out, seeds = run.dir / "cams" / split, run.dir / "cam_labels" / split
     thre = run.cfg.cam.bkg_thre if bkg_thre is None else float(bkg_thre)
-    infer = run.cfg.to_dict()["infer"]
-    cam_settings = {**_data_settings(run, ds), "infer": {k: infer[k] for k in _CAM_KEYS}}
-    outputs = _Outputs(overwrite, [ds.root]).add(out, cam_settings)
+    settings = cam_settings(run, _dataset_source(ds))
+    outputs = _Outputs(overwrite, [ds.root]).add(out, settings)
     # A seed is a cheap argmax of a saved CAM: a job at another level than the seeds' folder holds (--bkg-thre, or
     # the run's own level after an earlier --bkg-thre) rewrites every seed, and the folder takes the new level
     # without --overwrite; the seeds then always name the level of the last `wsss cam` (issue 58)
     stamp = read_stamp(seeds)
-    ours = normal({**cam_settings, "bkg_thre": thre})
+    ours = normal({**settings, "bkg_thre": thre})
     other_level = stamp is not None and stamp.get("bkg_thre") != thre and {**stamp, "bkg_thre": thre} == ours
     reseed = bkg_thre is not None or other_level
-    outputs.add(seeds, {**cam_settings, "bkg_thre": thre}, rewrite_all=reseed).check()
+    outputs.add(seeds, {**settings, "bkg_thre": thre}, rewrite_all=reseed).check()
 
     def list_todo() -> list[str]:
         outputs.claim()  # also removes a killed job's temporary files from both folders
@@ -495,12 +506,13 @@ def predict_compute(
     return compute
 
 
-def _prediction_settings(
-    run: Run, ds: VOCDataset, scales: Sequence[float] | None, labelled_only: bool, tagger: Run | None, gate: str,
-    threshold: float | None,
+def prediction_settings(
+    run: Run, source: dict[str, Any], scales: Sequence[float] | None, labelled_only: bool, tagger: Run | None,
+    gate: str, threshold: float | None,
 ) -> dict[str, Any]:  # fmt: skip
     """What the probabilities of ``run_predict`` depend on (its masks: these and the CRF's parameters): the model
-    and the ensemble's members (each by its run, checkpoint and step), the scales, the classes allowed."""
+    and the ensemble's members (each by its run, checkpoint and step), the photos' ``source``, the scales, the
+    classes allowed."""
     inf = run.cfg.infer
     members = [m.model_settings(own=False) for m in run.members]
     tags = None
@@ -508,7 +520,7 @@ def _prediction_settings(
         level = None if gate == "soft" else (TAG_THRESHOLD if threshold is None else threshold)
         tags = {"run": tagger.model_settings(own=False), "gate": gate, "threshold": level}
     return {
-        **_data_settings(run, ds), "scales": list(scales or inf.scales), "square_size": inf.square_size,
+        "model": run.model_settings(), **source, "scales": list(scales or inf.scales), "square_size": inf.square_size,
         "max_side": inf.max_side, "networks": 1 + len(run.ensemble), "ensemble": members,
         "labelled_only": labelled_only, "tags": tags,
     }  # fmt: skip
@@ -541,7 +553,9 @@ def run_predict(
     out = run.dir / predictions_folder(crf=crf, labelled_only=labelled_only, tag_gate=gate, networks=networks) / split
     probs_dir = run.dir / ("probs" + (f"_ens{networks}" if run.ensemble else "")) / split
     outputs = _Outputs(overwrite, [ds.root, *(m.dir for m in run.members), tags_from.dir if tags_from else None])
-    probs_settings = _prediction_settings(run, ds, scales, labelled_only, tags_from, tag_gate, tag_threshold)
+    probs_settings = prediction_settings(
+        run, _dataset_source(ds), scales, labelled_only, tags_from, tag_gate, tag_threshold
+    )
     outputs.add(out, {**probs_settings, "crf": run.cfg.to_dict()["infer"]["crf"] if crf else None})
     if save_probs:
         outputs.add(probs_dir, probs_settings)

@@ -13,8 +13,12 @@ file atomically:
 - ``cams/<stem>.npz`` (``cam``): the CAMs of the photo's classes, as ``wsss cam`` saves them;
 - ``probs/<stem>.npy`` (``predict`` with ``save_probs``): the softmax, float16.
 
-``--out`` must not already hold any of these files unless ``overwrite``: a second run into the same folder
-would otherwise mix two runs' masks.
+``--out`` records the settings its files were made with (``runs/stamps.py``: the model, the ``--images`` sources
+as given, the options that change a mask) in ``.settings.json``. The same command again continues where a killed
+one stopped: the photos whose outputs are all there are skipped. ``--out`` holding outputs of these photos made
+otherwise (another run, other options or other ``--images``; or by an older wsss, unstamped) is refused unless
+``overwrite``, which writes every photo's outputs again and removes nothing else: a mix of two jobs' masks in one
+folder would pass for one job's.
 
 Photos have no image labels. A prediction needs none (``tags_from``: a classifier names each photo's classes);
 CAMs are made of a photo's labels, so ``cam`` takes them from a run that scores photos zero-shot (CLIP-ES,
@@ -36,9 +40,18 @@ from wsss.cam import CRFPool
 from wsss.core.errors import OutputError, UsageError
 from wsss.core.files import remove_stale_temps
 from wsss.data.photos import PhotoFolder
-from wsss.runs.jobs import Writes, _pipeline, check_predict, labelled_seed, predict_compute
+from wsss.runs.jobs import (
+    Writes,
+    _pipeline,
+    cam_settings,
+    check_predict,
+    labelled_seed,
+    predict_compute,
+    prediction_settings,
+)
 from wsss.runs.run import Run
 from wsss.runs.shard import run_ids, shared_todo
+from wsss.runs.stamps import differences, normal, read_stamp, write_stamp
 from wsss.runs.tag import DEFAULT_THRESHOLD, tag_labels
 from wsss.utils.io import per_id_path, read_image, save_label_png, save_labelled_cam, save_overlay
 
@@ -53,11 +66,13 @@ def _outputs(out: Path, extra: dict[str, str], overlay: bool) -> dict[Path, str]
     return folders
 
 
-def check_out(photos: PhotoFolder, out: Path, folders: dict[Path, str], overwrite: bool) -> None:
+def check_out(
+    photos: PhotoFolder, out: Path, folders: dict[Path, str], settings: dict[str, Any], overwrite: bool
+) -> None:  # fmt: skip
     """Refuse ``out`` before anything is written: a file, a folder of the photos (their masks would sit among
     them, and a photo ``a.png`` would be replaced by its mask), or a folder that already holds an output of these
-    photos, unless ``overwrite``. Every process checks before the job's first collective (``shared_todo``), so
-    none sees another's new outputs."""
+    photos made with other ``settings`` than this job's (or unstamped), unless ``overwrite``. Every process
+    checks before the job's first collective (``shared_todo``), so none sees another's new outputs."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: is a file; --out names a folder for the masks")
     inputs = photos.folders()
@@ -67,16 +82,19 @@ def check_out(photos: PhotoFolder, out: Path, folders: dict[Path, str], overwrit
                 f"{folder}: holds the photos given to --images; give --out another folder (the masks are named by "
                 "the photos' stems and are never written among them)"
             )
-    if overwrite:
+    old, new = read_stamp(out), normal(settings)
+    if overwrite or old == new:  # the same job again continues: its finished photos are skipped
         return
     for folder, suffix in folders.items():
         for id in photos.ids:
             path = per_id_path(folder, id, suffix)
-            if path.exists():
-                raise UsageError(
-                    f"{out}: already holds outputs of these photos (e.g. {path}); pass --overwrite to replace "
-                    "them, or give another --out"
-                )
+            if not path.exists():
+                continue
+            made = "" if old is None else f" made with other settings ({differences(old, new)})"
+            raise UsageError(
+                f"{out}: already holds outputs of these photos{made} (e.g. {path}); pass --overwrite to replace "
+                "them, or give another --out"
+            )
 
 
 def _photo_writes(out: Path, photos: PhotoFolder, overlay: bool) -> Callable[[str, np.ndarray], Writes]:
@@ -97,17 +115,21 @@ def _save_photo_overlay(path: Path, photos: PhotoFolder, id: str, label: np.ndar
 
 
 def _run_photos(
-    photos: PhotoFolder, out: Path, folders: dict[Path, str], overwrite: bool,
+    photos: PhotoFolder, out: Path, folders: dict[Path, str], settings: dict[str, Any], overwrite: bool,
     process: Callable[[list[str]], Any], desc: str, progress: bool,
 ) -> None:  # fmt: skip
-    check_out(photos, out, folders, overwrite)
+    check_out(photos, out, folders, settings, overwrite)
 
-    def list_todo() -> list[str]:
+    def list_todo() -> list[str]:  # rank 0, before any process writes
         for folder in folders:
             remove_stale_temps(folder)  # a killed earlier job's temporary files
-        return list(photos.ids)
+        write_stamp(out, settings)
+        if overwrite:
+            return list(photos.ids)
+        return [i for i in photos.ids if not all(per_id_path(f, i, x).is_file() for f, x in folders.items())]
 
-    run_ids(shared_todo(list_todo), process, desc=desc, progress=progress)
+    todo = shared_todo(list_todo)
+    run_ids(todo, process, desc=desc, skipped=len(photos) - len(todo), progress=progress)
 
 
 def predict_photos(
@@ -125,9 +147,14 @@ def predict_photos(
     compute = predict_compute(run, crf=crf, scales=scales, probs_dir=out / "probs" if save_probs else None,
                               tags_from=tags_from, tag_threshold=tag_threshold, tag_gate=tag_gate)  # fmt: skip
     finish = _photo_writes(out, photos, overlay)
+    settings = {
+        "job": "predict --images",
+        **prediction_settings(run, {"images": photos.sources}, scales, False, tags_from, tag_gate, tag_threshold),
+        "crf": run.cfg.to_dict()["infer"]["crf"] if crf else None,
+    }  # fmt: skip
     with CRFPool(run.cfg.infer.crf_workers if crf else 0) as pool:
         _run_photos(
-            photos, out, folders, overwrite,
+            photos, out, folders, settings, overwrite,
             lambda ids: _pipeline(run, photos, ids, compute, size=None, pool=pool, finish=finish),
             f"predict {len(photos)} photos", progress,
         )  # fmt: skip
@@ -165,8 +192,11 @@ def cam_photos(
         keys, cam = run.labelled_cam(image, labels_of(image), prepared=x)
         return [(save_labelled_cam, (cams, id, keys, cam)), *seed_writes(id, labelled_seed(keys, cam, thre))]
 
+    # the labels are the run's own zero-shot tags at wsss tag's threshold: the model and the level decide them
+    settings = {"job": "cam --images", **cam_settings(run, {"images": photos.sources}), "bkg_thre": thre,
+                "tag_threshold": DEFAULT_THRESHOLD}  # fmt: skip
     _run_photos(
-        photos, out, folders, overwrite,
+        photos, out, folders, settings, overwrite,
         lambda ids: _pipeline(run, photos, ids, compute, size=run.cfg.infer.cam_input_size),
         f"cam {len(photos)} photos", progress,
     )  # fmt: skip

@@ -137,7 +137,12 @@ def claim_folder(
         for p in folder.iterdir():
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         cleared = True
-    with atomic_write(folder / STAMP_FILE, "w") as f:
-        json.dump(new, f, indent=1, sort_keys=True)
-        f.write("\n")
+    write_stamp(folder, new)
     return cleared
+
+
+def write_stamp(folder: str | Path, settings: Mapping[str, Any]) -> None:
+    """Stamp ``folder`` with ``settings`` (atomically; the folder is made if need be)."""
+    with atomic_write(Path(folder) / STAMP_FILE, "w") as f:
+        json.dump(normal(settings), f, indent=1, sort_keys=True)
+        f.write("\n")
