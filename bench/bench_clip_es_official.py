@@ -40,12 +40,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from side_by_side import Timing, fastest, photo_copies, timed
+from side_by_side import Timing, fastest, timed, write_voc_copies
 from wsss.cli_common import script_parser
 from wsss.data.classes import VOC_CLASSES
-from wsss.data.voc import labels_from_mask, write_cls_labels
 from wsss.models.clip import ClipArch, build_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,31 +60,18 @@ def write_weights(path: Path) -> None:
 
 
 def write_dataset(root: Path, copies: int = 1) -> list[str]:
-    """JPEGImages, SegmentationClass (links), Annotations/<id>.xml (size + one object per class of the mask),
-    cls_labels.npy, and the splits ``two`` (2 photos) and ``all`` (the 6 photos, each ``copies`` times under the
-    ids ``<id>`` and ``<id>_c<k>``: on a GPU 6 photos take less time than the start of a process)."""
-    pairs = photo_copies(sorted(p.stem for p in (DATA / "JPEGImages").glob("*.jpg")), copies)
-    for sub in ("JPEGImages", "SegmentationClass", "Annotations", "ImageSets/Segmentation"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    labels = {}
-    for id, photo in pairs:
-        for sub, ext in (("JPEGImages", ".jpg"), ("SegmentationClass", ".png")):
-            if not (root / sub / f"{id}{ext}").exists():
-                (root / sub / f"{id}{ext}").symlink_to(DATA / sub / f"{photo}{ext}")
-        mask = np.asarray(Image.open(DATA / "SegmentationClass" / f"{photo}.png"))
-        labels[id] = labels_from_mask(mask, len(VOC_CLASSES))
-        objects = "".join(f"<object><name>{VOC_CLASSES[c + 1]}</name></object>" for c in np.flatnonzero(labels[id]))
-        h, w = mask.shape
-        (root / "Annotations" / f"{id}.xml").write_text(
-            f"<annotation><filename>{id}.jpg</filename><size><width>{w}</width><height>{h}</height>"
+    """The photos as a wsss dataset (``side_by_side.write_voc_copies``: splits ``two`` and ``all``), and the
+    official layout's Annotations/<id>.xml (size + one object per class of the mask)."""
+    made = write_voc_copies(DATA, root, copies)
+    (root / "Annotations").mkdir(parents=True, exist_ok=True)
+    for c in made:
+        objects = "".join(f"<object><name>{VOC_CLASSES[k + 1]}</name></object>" for k in np.flatnonzero(c.labels))
+        h, w = c.mask.shape
+        (root / "Annotations" / f"{c.id}.xml").write_text(
+            f"<annotation><filename>{c.id}.jpg</filename><size><width>{w}</width><height>{h}</height>"
             f"<depth>3</depth></size>{objects}</annotation>"
         )
-    ids = [id for id, _ in pairs]
-    write_cls_labels(root, labels)
-    # two, not one: the official script's np.loadtxt of a one-line list is a 0-d array it cannot iterate
-    (root / "ImageSets/Segmentation/two.txt").write_text("\n".join(ids[:2]) + "\n")
-    (root / "ImageSets/Segmentation/all.txt").write_text("\n".join(ids) + "\n")
-    return ids
+    return [c.id for c in made]
 
 
 def main() -> None:

@@ -71,7 +71,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from side_by_side import Timing, fastest, photo_copies, timed
+from side_by_side import Timing, fastest, timed, write_voc_copies
 from wsss.cli_common import script_parser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,30 +102,17 @@ def write_weights(path: Path) -> None:
 
 
 def write_dataset(root: Path, copies: int = 1) -> list[str]:
-    """The photos in both layouts: wsss (JPEGImages, SegmentationClass, ImageSets/Segmentation/<split>.txt,
-    cls_labels.npy) and the official one (SegmentationClassAug, lists/<split>.txt, lists/cls_labels_onehot.npy).
-    Splits ``two`` (2 photos) and ``all`` (the 6, each ``copies`` times: ``side_by_side.photo_copies``)."""
-    from wsss.data.classes import VOC_CLASSES
-    from wsss.data.voc import labels_from_mask, write_cls_labels
-
-    pairs = photo_copies(sorted(p.stem for p in (DATA / "JPEGImages").glob("*.jpg")), copies)
-    ids = [id for id, _ in pairs]
-    for sub in ("JPEGImages", "SegmentationClass", "SegmentationClassAug", "ImageSets/Segmentation", "lists"):
+    """The photos in both layouts: wsss's (``side_by_side.write_voc_copies``: splits ``two`` and ``all``) and the
+    official one (SegmentationClassAug, lists/<split>.txt, lists/cls_labels_onehot.npy)."""
+    made = write_voc_copies(DATA, root, copies)
+    for sub in ("SegmentationClassAug", "lists"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    labels = {}
-    for id, photo in pairs:
-        for sub, ext in (("JPEGImages", ".jpg"), ("SegmentationClass", ".png")):
-            if not (root / sub / f"{id}{ext}").exists():
-                (root / sub / f"{id}{ext}").symlink_to(DATA / sub / f"{photo}{ext}")
-        mask = np.asarray(Image.open(DATA / "SegmentationClass" / f"{photo}.png"))
-        # SegmentationClassAug holds class ids as grey levels: imageio reads a palette PNG as RGB
-        Image.fromarray(mask, mode="L").save(root / "SegmentationClassAug" / f"{id}.png")
-        labels[id] = labels_from_mask(mask, len(VOC_CLASSES))
-    write_cls_labels(root, labels)
-    np.save(root / "lists" / "cls_labels_onehot.npy", {k: v.astype(np.float32) for k, v in labels.items()})
+    for c in made:  # SegmentationClassAug holds class ids as grey levels: imageio reads a palette PNG as RGB
+        Image.fromarray(c.mask, mode="L").save(root / "SegmentationClassAug" / f"{c.id}.png")
+    np.save(root / "lists" / "cls_labels_onehot.npy", {c.id: c.labels.astype(np.float32) for c in made})
+    ids = [c.id for c in made]
     for split, names in (("two", ids[:2]), ("all", ids)):
-        for folder in ("ImageSets/Segmentation", "lists"):
-            (root / folder / f"{split}.txt").write_text("\n".join(names) + "\n")
+        (root / "lists" / f"{split}.txt").write_text("\n".join(names) + "\n")
     return ids
 
 

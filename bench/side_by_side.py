@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Timing(NamedTuple):
@@ -95,3 +95,37 @@ def photo_copies(photos: list[str], copies: int) -> list[tuple[str, str]]:
     """(id, photo) pairs: the photos, then ``copies - 1`` more times under the ids ``<photo>_c<k>``. On a GPU a
     few photos take less time than the start of a process, so a timed run needs more images than there are."""
     return [(photo if k == 0 else f"{photo}_c{k}", photo) for k in range(copies) for photo in photos]
+
+
+class PhotoCopy(NamedTuple):
+    id: str
+    mask: Any  # (H, W) uint8 class ids of the photo's VOC mask
+    labels: Any  # (C,) float32 image-level labels, from the mask
+
+
+def write_voc_copies(data: Path, root: Path, copies: int) -> list[PhotoCopy]:
+    """The photos of the VOC-layout ``data`` as a wsss dataset in ``root``: JPEGImages and SegmentationClass
+    (links), cls_labels.npy, the splits ``two`` (2 photos; not one: the official CLIP-ES script's ``np.loadtxt`` of
+    a one-line list is a 0-d array it cannot iterate) and ``all`` (every photo ``copies`` times,
+    :func:`photo_copies`). Each copy's id, mask and labels are returned for the official layout's own files."""
+    import numpy as np
+    from PIL import Image
+
+    from wsss.data.classes import VOC_CLASSES
+    from wsss.data.voc import labels_from_mask, write_cls_labels
+
+    made = []
+    for id, photo in photo_copies(sorted(p.stem for p in (data / "JPEGImages").glob("*.jpg")), copies):
+        for sub, ext in (("JPEGImages", ".jpg"), ("SegmentationClass", ".png")):
+            link = root / sub / f"{id}{ext}"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(data / sub / f"{photo}{ext}")
+        mask = np.asarray(Image.open(data / "SegmentationClass" / f"{photo}.png"))
+        made.append(PhotoCopy(id, mask, labels_from_mask(mask, len(VOC_CLASSES))))
+    write_cls_labels(root, {c.id: c.labels for c in made})
+    ids = [c.id for c in made]
+    (root / "ImageSets/Segmentation").mkdir(parents=True, exist_ok=True)
+    for split, names in (("two", ids[:2]), ("all", ids)):
+        (root / "ImageSets/Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    return made

@@ -27,3 +27,19 @@ def test_timed_counts_the_child_cpu_time_and_stops_on_a_failure(tmp_path):
     assert t.cpu >= 0.3 and t.wall >= t.cpu * 0.5 and t.gpu_gib is None
     with pytest.raises(SystemExit, match="no such photo"):
         side.timed([sys.executable, "-c", "import sys; sys.exit('no such photo')"], tmp_path, {})
+
+
+def test_write_voc_copies_makes_a_dataset_wsss_reads_with_each_copy_labelled_as_its_photo(tmp_path):
+    from conftest import REPO
+    from wsss.data import VOCDataset
+
+    data = REPO / "tests" / "assets" / "voc-real-mini"
+    made = side.write_voc_copies(data, tmp_path, copies=2)
+    photos = sorted(p.stem for p in (data / "JPEGImages").glob("*.jpg"))
+    assert [c.id for c in made] == photos + [f"{p}_c1" for p in photos]
+    ds = VOCDataset(tmp_path, "all")
+    assert ds.ids == [c.id for c in made] and VOCDataset(tmp_path, "two").ids == ds.ids[:2]
+    for c in made:
+        photo = c.id.removesuffix("_c1")
+        assert (tmp_path / "JPEGImages" / f"{c.id}.jpg").resolve() == (data / "JPEGImages" / f"{photo}.jpg").resolve()
+        assert (ds.load_mask(c.id) == c.mask).all() and (ds.labels(c.id) == c.labels).all() and c.labels.any()
