@@ -1,0 +1,131 @@
+"""The tables of the cross-validated route (issue 62): ``experiments/real_route.py --folds 5 --steps`` JSONs of
+ccp-dev and coco128-dev, as BENCHMARKS.md's "the route's choices cross-validated" reports them.
+
+For each set and route (a JSON; the 24-epoch one holds its gains over the 12-epoch one, ``--gain-over``): the
+route's figures over the folds, then each choice's gain fold by fold, and the protocol's rule: a choice enters the
+manual's advice only if its mean gain over the deciding set's folds (ccp-dev) exceeds the standard deviation of its
+per-fold gains, and its mean gain over the other set's folds (coco128-dev) is not negative. A choice is decided
+only when every fold of both sets has run; until then the table says how many have.
+
+    .venv/bin/python experiments/cv_table.py --decide runs/cv/ccp-dev_e12.json runs/cv/ccp-dev_e24.json \\
+        --veto runs/cv/coco128-dev_e12.json runs/cv/coco128-dev_e24.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from wsss.cli_common import script_parser
+
+# The route's figures (keys of the JSON's ``summary``), as named in the table.
+FIGURES = {
+    "seeds.level": "the level the sweep picks on train",
+    "pseudo.par": "PAR labels, mIoU on the train masks",
+    "seg_val.miou": "one stage, val, plain",
+    "seg_rounds.0.val_crf": "one stage, val, `--crf`",
+    "seg_rounds.0.val_crf_tagged": "one stage, val, `--crf --tags-from`",
+    "seg_ensemble.val.crf_tagged": "three stages ensembled, val, `--crf --tags-from`",
+    "tags.precision": "the classifier's tags on val: precision",
+    "tags.recall": "the classifier's tags on val: recall",
+}
+
+# Each choice's gain (keys of ``summary`` for a route's own steps, of ``gain_over.summary`` for the choice of
+# the route itself over the route it was run against), as named in the table.
+STEPS = {
+    "steps.crf": "`--crf` (one stage, plain -> CRF)",
+    "steps.tags": "`--tags-from` (one stage, plain)",
+    "steps.tags_after_crf": "`--tags-from` after the CRF",
+    "steps.level": "the sweep's level on train over the preset's own (plain)",
+    "steps.level_crf_tagged": "the sweep's level on train over the preset's own (`--crf --tags-from`)",
+    "steps.ensemble_crf_tagged": "three stages ensembled over one (`--crf --tags-from`)",
+}
+OVER = {
+    "pseudo.par": "PAR labels on the train masks",
+    "seg_val.miou": "one stage, val, plain",
+    "seg_rounds.0.val_crf_tagged": "one stage, val, `--crf --tags-from`",
+    "seg_ensemble.val.crf_tagged": "three stages ensembled, `--crf --tags-from`",
+}
+
+
+def _folds(res: dict[str, Any]) -> tuple[int, int]:
+    """(folds run, folds of the protocol) of a ``--folds`` JSON."""
+    runs = res.get("folds", [])
+    return len(runs), (runs[0]["fold"]["folds"] if runs else 0)
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    """mean (sd; each fold's value); a gain signed."""
+    if row is None:
+        return "-"
+    fmt = "{:+.2f}" if row.get("gain") else "{:.2f}"
+    return f"{fmt.format(row['mean'])} (sd {row['sd']:.2f}; {' / '.join(fmt.format(v) for v in row['values'])})"
+
+
+def gains(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The choices a route's JSON measures, name -> its summary row (mean, sd, values) marked as a gain."""
+    out = {}
+    for key, name in STEPS.items():
+        if key in res.get("summary", {}):
+            out[name] = {**res["summary"][key], "gain": True}
+    over = res.get("gain_over")
+    if over:  # named alike in both sets (each set's route was run against its own JSON, named in the figures)
+        for key, name in OVER.items():
+            if key in over["summary"]:
+                out[f"this route over its `--gain-over` route: {name}"] = {**over["summary"][key], "gain": True}
+    return out
+
+
+def verdict(decide: dict[str, Any] | None, veto: dict[str, Any] | None, complete: bool) -> str:
+    """The protocol's rule for one choice (BENCHMARKS.md, "the route's choices cross-validated")."""
+    if decide is None or veto is None or not complete:
+        return "undecided"
+    if decide["mean"] > decide["sd"] and veto["mean"] >= 0:
+        return "**enters the advice**"
+    why = []
+    if decide["mean"] <= decide["sd"]:
+        why.append("gain within its spread")
+    if veto["mean"] < 0:
+        why.append("loses on the other set")
+    return "leaves the advice (" + ", ".join(why) + ")"
+
+
+def tables(decide: list[dict[str, Any]], veto: list[dict[str, Any]], names: tuple[str, str]) -> str:
+    """Markdown: the routes' figures per set, then each choice's gains and verdict (routes paired by position)."""
+    lines = []
+    for set_name, results in zip(names, (decide, veto)):
+        for i, res in enumerate(results):
+            done, of = _folds(res)
+            over = f", its gains over {Path(res['gain_over']['other']).name}" if res.get("gain_over") else ""
+            lines += [f"{set_name}, route {i + 1} ({done} of {of} folds run{over}): mean (sd; per fold)", "",
+                      "| figure | over the folds |", "|---|---|"]  # fmt: skip
+            lines += [f"| {name} | {_cell(res['summary'].get(key))} |" for key, name in FIGURES.items()
+                      if key in res.get("summary", {})]  # fmt: skip
+            lines.append("")
+    lines += [f"| route | choice | {names[0]}: gain | {names[1]}: gain | the rule |", "|---|---|---|---|---|"]
+    for i, (d, v) in enumerate(zip(decide, veto)):
+        complete = all(_folds(r)[0] == _folds(r)[1] > 0 for r in (d, v))
+        dg, vg = gains(d), gains(v)
+        for name in dict.fromkeys([*dg, *vg]):
+            lines.append(f"| {i + 1} | {name} | {_cell(dg.get(name))} | {_cell(vg.get(name))} | "
+                         f"{verdict(dg.get(name), vg.get(name), complete)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    ap = script_parser(__doc__)
+    ap.add_argument("--decide", nargs="+", required=True, type=Path, help="the deciding set's JSONs, one per route")
+    ap.add_argument("--veto", nargs="+", required=True, type=Path, help="the other set's JSONs, the same routes")
+    ap.add_argument("--names", nargs=2, default=("ccp-dev", "coco128-dev"), help="the two sets' names")
+    a = ap.parse_args(argv)
+    if len(a.decide) != len(a.veto):
+        raise SystemExit("--decide and --veto name the same routes: give as many JSONs to each")
+    load = [json.loads(p.read_text()) for p in a.decide], [json.loads(p.read_text()) for p in a.veto]
+    text = tables(*load, tuple(a.names))
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

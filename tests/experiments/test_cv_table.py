@@ -1,0 +1,50 @@
+"""experiments/cv_table.py (issue 62): the route's figures over the folds and the protocol's rule for each choice."""
+
+from __future__ import annotations
+
+import json
+
+from experiments import cv_table
+from experiments.real_route import summarise
+
+
+def _route(crf: list[float], ensemble: list[float], folds: int = 3, of: int = 3) -> dict:
+    """A ``--folds`` JSON of ``folds`` runs out of ``of``: the CRF's and the ensemble's gains per fold as given."""
+    runs = [{"fold": {"fold": f, "folds": of}, "pseudo": {"par": 20.0 + f}, "seg_val": {"miou": 18.0 + f},
+             "steps": {"crf": crf[f], "ensemble_crf_tagged": ensemble[f]}} for f in range(folds)]  # fmt: skip
+    return {"folds": runs, "summary": summarise(runs)}
+
+
+def test_a_choice_enters_the_advice_only_beyond_its_spread_and_not_losing_on_the_other_set(tmp_path, capsys):
+    ccp = _route(crf=[1.0, 1.2, 0.8], ensemble=[0.5, -0.4, 0.2])  # the CRF: 1.0 +- 0.2; the ensemble within its sd
+    coco = _route(crf=[0.1, 0.0, 0.2], ensemble=[0.3, 0.3, 0.3])
+    paths = []
+    for name, res in (("ccp.json", ccp), ("coco.json", coco)):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(res))
+    text = cv_table.main(["--decide", str(paths[0]), "--veto", str(paths[1])])
+    assert text == capsys.readouterr().out.rstrip("\n")
+    rows = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| 1 |")}
+    crf, ens = rows[cv_table.STEPS["steps.crf"]], rows[cv_table.STEPS["steps.ensemble_crf_tagged"]]
+    assert "+1.00 (sd 0.20; +1.00 / +1.20 / +0.80)" in crf and crf.endswith("**enters the advice** |")
+    assert ens.endswith("leaves the advice (gain within its spread) |")
+    assert "| one stage, val, plain | 19.00 (sd 1.00; 18.00 / 19.00 / 20.00) |" in text
+    # a loss on the other set keeps a clear gain out; a set with folds still to run decides nothing
+    coco_loses = _route(crf=[-0.5, -0.1, 0.0], ensemble=[0.3, 0.3, 0.3])
+    assert cv_table.tables([ccp], [coco_loses], ("a", "b")).count("leaves the advice (loses on the other set)") == 1
+    partial = _route(crf=[1.0, 1.2, 0.8], ensemble=[0.5, -0.4, 0.2], folds=2)
+    text = cv_table.tables([ccp], [partial], ("a", "b"))
+    assert "b, route 1 (2 of 3 folds run)" in text and "enters" not in text and text.count("| undecided |") == 2
+
+
+def test_a_route_run_against_another_reports_its_own_gain_fold_by_fold():
+    """The 24-epoch route's JSON holds its gains over the 12-epoch one (``--gain-over``): a choice of its own."""
+    longer = _route(crf=[1.0, 1.0, 1.0], ensemble=[0.0, 0.0, 0.0])
+    longer["gain_over"] = {"other": "runs/cv/ccp-dev_e12.json", "summary": summarise(
+        [{"seg_val": {"miou": g}} for g in (2.0, 2.5, 3.0)])}  # fmt: skip
+    other = {**longer, "gain_over": {"other": "runs/cv/coco_e12.json", "summary": summarise(
+        [{"seg_val": {"miou": g}} for g in (-0.1, 0.1, 0.3)])}}  # fmt: skip
+    text = cv_table.tables([longer], [other], ("a", "b"))
+    assert "a, route 1 (3 of 3 folds run, its gains over ccp-dev_e12.json)" in text
+    row = next(line for line in text.splitlines() if "over its `--gain-over` route: one stage, val, plain" in line)
+    assert "+2.50 (sd 0.50; +2.00 / +2.50 / +3.00)" in row and row.endswith("**enters the advice** |")
