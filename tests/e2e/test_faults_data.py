@@ -330,6 +330,22 @@ def test_a_stamp_without_outputs_asserts_nothing(tmp_path):
         check_stamp(folder, {"refine": "affinity", "affinity_run": None})
 
 
+def test_the_refusal_names_a_section_present_on_one_side_once():
+    """``predict --images`` with --crf over masks made without: "crf: None -> {...}", not each parameter of the CRF
+    as a setting of its own; sections on both sides (an ensemble's members) compared key by key."""
+    from wsss.runs.stamps import differences
+
+    crf = {"bi_rgb_std": 5.0, "bi_w": 4.0, "bi_xy_std": 121.0}
+    assert differences({"crf": None, "scales": [1.0]}, {"crf": crf, "scales": [1.0]}) == (
+        "crf: None -> {bi_rgb_std: 5.0, bi_w: 4.0, ...}"
+    )
+    old, new = {"ensemble": [{"dir": "a", "step": 1}]}, {"ensemble": [{"dir": "b", "step": 1}, {"dir": "c"}]}
+    assert differences(old, new) == "ensemble.0.dir: 'a' -> 'b'; ensemble.1: '(none)' -> {dir: 'c'}"
+    assert differences({"a": 1, "b": 2, "c": 3, "d": 4}, {"a": 0, "b": 0, "c": 0, "d": 0}, limit=2) == (
+        "a: 1 -> 0; b: 2 -> 0; and 2 more"
+    )
+
+
 # ---- 4: an id is done when all its outputs are there -------------------------------------------------------
 
 

@@ -219,8 +219,9 @@ def test_the_same_command_again_continues_and_other_settings_are_refused(reporte
     capsys.readouterr()
     assert main([*command, "--crf"]) == 1  # another option that changes the masks
     err = capsys.readouterr().err.strip()
-    # the CRF's parameters where there were none: "crf.<parameter>: '(none)' -> <value>"
-    assert err.startswith(f"error: {out}: already holds outputs of these photos made with other settings (crf.")
+    # the CRF's parameters where there were none, named once
+    assert err.startswith(f"error: {out}: already holds outputs of these photos made with other settings (crf: None "
+                          "-> {")  # fmt: skip
     assert "pass --overwrite to replace them" in err and "\n" not in err and rewritten() == set()
     (out / ".settings.json").unlink()  # masks of an older wsss, which stamped nothing: what made them is unknown
     assert main(command) == 1

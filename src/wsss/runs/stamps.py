@@ -49,24 +49,39 @@ def read_stamp(folder: str | Path) -> dict[str, Any] | None:
     return stamp if isinstance(stamp, dict) else dict(_UNREADABLE)
 
 
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested settings as dotted keys; a list of settings (an ensemble's members) by index: ``ensemble.0.dir``."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
-            v = {str(i): x for i, x in enumerate(v)}
-        if isinstance(v, Mapping) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+_ABSENT = "(none)"  # a setting one side does not have
+
+
+def _section(v: Any) -> Any:
+    """A list of settings (an ensemble's members) as a mapping by index, compared member by member:
+    ``ensemble.0.dir``."""
+    if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
+        return {str(i): x for i, x in enumerate(v)}
+    return v
+
+
+def _changed(old: Any, new: Any, key: str) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) of each setting that differs; a section on both sides compared key by key, a section
+    on one side only (e.g. ``crf: None`` against the CRF's parameters) named once."""
+    old, new = _section(old), _section(new)
+    if isinstance(old, Mapping) and isinstance(new, Mapping) and old and new:
+        return [c for k in sorted(set(old) | set(new))
+                for c in _changed(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{key}.{k}" if key else k)]  # fmt: skip
+    return [] if old == new else [(key, old, new)]
+
+
+def _shown(v: Any) -> str:
+    """A setting in a message: a section as ``{...}`` cut to its first keys."""
+    if isinstance(v, Mapping):
+        items = [f"{k}: {x!r}" for k, x in list(v.items())[:2]]
+        return "{" + ", ".join(items) + (", ..." if len(v) > 2 else "") + "}"
+    return repr(v)
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any], limit: int = 3) -> str:
     """'key: old -> new; ...' of the settings that differ (nested keys dotted), the first ``limit`` of them."""
-    a, b = _flat(old), _flat(new)
-    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    text = "; ".join(f"{k}: {a.get(k, '(none)')!r} -> {b.get(k, '(none)')!r}" for k in keys[:limit])
+    keys = _changed(old, new, "")
+    text = "; ".join(f"{k}: {_shown(a)} -> {_shown(b)}" for k, a, b in keys[:limit])
     return text + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
