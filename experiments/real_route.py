@@ -92,6 +92,7 @@ from wsss.core.errors import TrainingDiverged
 from wsss.data.voc import VOCDataset, read_split
 from wsss.runs.jobs import predictions_folder
 from wsss.utils.procs import die_with_parent
+from wsss.utils.runlock import run_dir_lock
 
 if __package__ in (None, ""):  # run as a script (`python experiments/real_route.py`): its package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -516,7 +517,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_json()
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    res = cross_validate(args) if args.folds else route(args)
+    # one experiment per --out: two would run the same stages into the same folders (their wsss commands refuse a
+    # run in training, not a folder another command is about to use)
+    with run_dir_lock(args.out, command="experiments/real_route.py", option="--out"):
+        res = cross_validate(args) if args.folds else route(args)
     print(json.dumps(res, indent=1))
     if args.json:
         _write_json(args.json, res)

@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import REPO, tiny_overrides
@@ -284,3 +285,18 @@ def test_a_wsss_command_ends_with_the_experiment(tmp_path):
         assert stopped.exists() and stopped.read_text() == "SIGTERM"
     finally:
         experiment.kill()
+
+
+def test_a_second_experiment_on_one_out_folder_is_refused(tmp_path, synth_root):
+    """Two experiments on one --out would run the same stages into the same folders: the second is refused before
+    it starts any, naming the first (its lock: here this process's own, held on another descriptor)."""
+    from wsss.core.errors import UsageError
+    from wsss.utils.runlock import run_dir_lock
+
+    out = tmp_path / "route"
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out)]
+    in_use = rf"{out}: the run is in use by experiments/real_route.py \(pid .*or use another --out$"
+    with run_dir_lock(out, command="experiments/real_route.py", option="--out"):
+        with pytest.raises(UsageError, match=in_use):  # noqa: SIM117 (the folder is looked at while still locked)
+            real_route.main(argv)
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing of the second: no cls/, no route.log

@@ -76,9 +76,12 @@ def check_run_dir(run_dir: str | os.PathLike, overwrite: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def run_dir_lock(run_dir: str | os.PathLike, command: str = "wsss train") -> Iterator[Path]:
+def run_dir_lock(
+    run_dir: str | os.PathLike, command: str = "wsss train", option: str = "run.dir"
+) -> Iterator[Path]:  # fmt: skip
     """Hold ``RUN/.lock`` for the block; UsageError naming the holder's pid if another live process
-    holds it. The run directory is created if needed (an unwritable one is an ``OutputError``)."""
+    holds it (and ``option``, the setting that names the folder, to change). The run directory is created if
+    needed (an unwritable one is an ``OutputError``)."""
     run_dir = Path(run_dir)
     path = run_dir / LOCK_FILE
     created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # folders this call creates
@@ -94,7 +97,7 @@ def run_dir_lock(run_dir: str | os.PathLike, command: str = "wsss train") -> Ite
             except BlockingIOError:
                 raise UsageError(
                     f"{run_dir}: the run is in use by {command} ({_holder(path)}; {path}); wait for it to "
-                    "finish or stop it, or use another run.dir"
+                    f"finish or stop it, or use another {option}"
                 ) from None
         else:  # pragma: no cover - Windows: the pid in the file decides
             fields = dict(ln.split("=", 1) for ln in path.read_text().splitlines() if "=" in ln)
