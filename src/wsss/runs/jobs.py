@@ -97,7 +97,11 @@ def _resolved(path: str | Path) -> str:
 
 def _data_settings(run: Run, ds: VOCDataset) -> dict[str, Any]:
     """What every job's outputs depend on: the model (its checkpoint and step) and the dataset."""
-    return {"model": run.model_settings(), **_dataset_source(ds)}
+    return _model_and_source(run, _dataset_source(ds))
+
+
+def _model_and_source(run: Run, source: dict[str, Any]) -> dict[str, Any]:
+    return {"model": run.model_settings(), **source}
 
 
 def _dataset_source(ds: VOCDataset) -> dict[str, Any]:
@@ -109,7 +113,7 @@ def _dataset_source(ds: VOCDataset) -> dict[str, Any]:
 def cam_settings(run: Run, source: dict[str, Any]) -> dict[str, Any]:
     """What a job's CAMs depend on: the model, the photos' ``source`` and the inference settings of the CAMs."""
     infer = run.cfg.to_dict()["infer"]
-    return {"model": run.model_settings(), **source, "infer": {k: infer[k] for k in _CAM_KEYS}}
+    return {**_model_and_source(run, source), "infer": {k: infer[k] for k in _CAM_KEYS}}
 
 
 # The infer.* keys that make a CAM (``Run.labelled_cam``); infer.cam_scales is the `wsss cam --scales` of the job
@@ -520,7 +524,7 @@ def prediction_settings(
         level = None if gate == "soft" else (TAG_THRESHOLD if threshold is None else threshold)
         tags = {"run": tagger.model_settings(own=False), "gate": gate, "threshold": level}
     return {
-        "model": run.model_settings(), **source, "scales": list(scales or inf.scales), "square_size": inf.square_size,
+        **_model_and_source(run, source), "scales": list(scales or inf.scales), "square_size": inf.square_size,
         "max_side": inf.max_side, "networks": 1 + len(run.ensemble), "ensemble": members,
         "labelled_only": labelled_only, "tags": tags,
     }  # fmt: skip
