@@ -60,7 +60,8 @@ def _cell(row: dict[str, Any] | None) -> str:
     if row is None:
         return "-"
     fmt = "{:+.2f}" if row.get("gain") else "{:.2f}"
-    return f"{fmt.format(row['mean'])} (sd {row['sd']:.2f}; {' / '.join(fmt.format(v) for v in row['values'])})"
+    values = " / ".join("-" if v is None else fmt.format(v) for v in row["values"])  # None: undefined in that fold
+    return f"{fmt.format(row['mean'])} (sd {row['sd']:.2f}; {values})"
 
 
 def gains(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -79,7 +80,7 @@ def gains(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def verdict(decide: dict[str, Any] | None, veto: dict[str, Any] | None, complete: bool) -> str:
     """The protocol's rule for one choice (BENCHMARKS.md, "the route's choices cross-validated")."""
-    if decide is None or veto is None or not complete:
+    if decide is None or veto is None or not complete or None in (*decide["values"], *veto["values"]):
         return "undecided"
     if decide["mean"] > decide["sd"] and veto["mean"] >= 0:
         return "**enters the advice**"

@@ -313,7 +313,9 @@ def _tag_scores(cls: Path, root: str, split: str) -> dict[str, float]:
     run, ds, summary = load_run(cls, device="cpu"), VOCDataset(root, split), TagSummary()
     for i in ds.ids:
         summary.add(tag_labels(run.class_probs(ds.load_image(i)), TAG_THRESHOLD, at_least_one=False), ds.labels(i))
-    return {"precision": 100 * summary.precision, "recall": 100 * summary.recall, "photos": summary.with_mask}
+    # a classifier that tags nothing (or photos without labels) has no precision (recall): None, not JSON's NaN
+    defined = {"precision": summary.precision, "recall": summary.recall}
+    return {**{k: 100 * v if v == v else None for k, v in defined.items()}, "photos": summary.with_mask}
 
 
 def _stage_iterations(seg_preset: str, root: str, seg_set: list[str]) -> int:
@@ -559,30 +561,40 @@ def cross_validate(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+_NOT_COMPARED = object()  # a key path where the two runs do not both hold a number (a name, a flag, a list's length)
+
+
 def _difference(a: Any, b: Any) -> Any:
-    """``a - b`` at every number both hold at one key path (the rest left out)."""
+    """``a - b`` at every number both hold at one key path (the rest left out); None where one of them is undefined
+    (None: e.g. the precision of a classifier that tagged nothing)."""
+    number = (int, float)
     if isinstance(a, bool) or isinstance(b, bool):
-        return None
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return _NOT_COMPARED
+    if isinstance(a, number) and isinstance(b, number):
         return a - b
+    if (a is None or isinstance(a, number)) and (b is None or isinstance(b, number)):
+        return None
     if isinstance(a, dict) and isinstance(b, dict):
         pairs = {k: _difference(a[k], b[k]) for k in a if k in b}
-        return {k: v for k, v in pairs.items() if v is not None}
+        return {k: v for k, v in pairs.items() if v is not _NOT_COMPARED}
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [_difference(x, y) for x, y in zip(a, b)]
-    return None
+        return [None if d is _NOT_COMPARED else d for d in map(_difference, a, b)]
+    return _NOT_COMPARED
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Every number that all ``runs`` have at one key path (``a.b.0.c``): its mean, min, max and standard
-    deviation over the runs (n - 1 in the denominator; 0 for one run), and the values."""
+    """Every number that all ``runs`` hold at one key path (``a.b.0.c``): its mean, min, max and standard deviation
+    over the runs (n - 1 in the denominator; 0 for one run), and the values. A run whose value there is undefined
+    (None, or NaN: e.g. the tags' precision of a classifier that tagged nothing) shows None among the values, and
+    the figures are over the ``n`` runs that have one; a path undefined in every run is left out."""
+    import math
     import statistics
 
-    def leaves(obj: Any, prefix: str = "") -> dict[str, float]:
+    def leaves(obj: Any, prefix: str = "") -> dict[str, float | None]:
         if isinstance(obj, bool):
             return {}
-        if isinstance(obj, (int, float)):
-            return {prefix: float(obj)}
+        if obj is None or isinstance(obj, (int, float)):
+            return {prefix: float(obj) if obj is not None and math.isfinite(obj) else None}
         items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
         return {k: v for key, val in items for k, v in leaves(val, f"{prefix}.{key}" if prefix else str(key)).items()}
 
@@ -591,8 +603,12 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out = {}
     for k in keys:
         values = [f[k] for f in flat]
-        out[k] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values),
-                  "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}  # fmt: skip
+        defined = [v for v in values if v is not None]
+        if not defined:
+            continue
+        out[k] = {"mean": statistics.fmean(defined), "min": min(defined), "max": max(defined),
+                  "sd": statistics.stdev(defined) if len(defined) > 1 else 0.0, "values": values,
+                  "n": len(defined)}  # fmt: skip
     return out
 
 

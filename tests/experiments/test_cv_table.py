@@ -32,6 +32,10 @@ def test_a_choice_enters_the_advice_only_beyond_its_spread_and_not_losing_on_the
     # a loss on the other set keeps a clear gain out; a set with folds still to run decides nothing
     coco_loses = _route(crf=[-0.5, -0.1, 0.0], ensemble=[0.3, 0.3, 0.3])
     assert cv_table.tables([ccp], [coco_loses], ("a", "b")).count("leaves the advice (loses on the other set)") == 1
+    undefined = _route(crf=[float("nan"), 1.2, 0.8], ensemble=[0.5, -0.4, 0.2])  # a fold without that figure
+    text = cv_table.tables([undefined], [coco], ("a", "b"))
+    row = next(line for line in text.splitlines() if line.startswith(f"| 1 | {cv_table.STEPS['steps.crf']}"))
+    assert "+1.00 (sd 0.28; - / +1.20 / +0.80)" in row and row.endswith("| undecided |")
     partial = _route(crf=[1.0, 1.2, 0.8], ensemble=[0.5, -0.4, 0.2], folds=2)
     text = cv_table.tables([ccp], [partial], ("a", "b"))
     assert "b, route 1 (2 of 3 folds run)" in text and "enters" not in text and text.count("| undecided |") == 2

@@ -228,8 +228,17 @@ def test_summarise_and_fold_split():
     from experiments.data_views import fold_split
 
     s = real_route.summarise([{"a": {"b": 1.0}, "n": [2, 4], "only": 1}, {"a": {"b": 3.0}, "n": [4, 4], "x": True}])
-    assert s["a.b"] == {"mean": 2.0, "min": 1.0, "max": 3.0, "sd": 2**0.5, "values": [1.0, 3.0]}
+    assert s["a.b"] == {"mean": 2.0, "min": 1.0, "max": 3.0, "sd": 2**0.5, "values": [1.0, 3.0], "n": 2}
     assert s["n.0"]["mean"] == 3.0 and "only" not in s and "x" not in s
+    # a figure undefined in one run (a classifier that tagged nothing: no precision) is over the others, shown as
+    # None; undefined in every run, it is left out (before, NaN stopped the whole summary: statistics.stdev)
+    tags = [{"p": float("nan"), "q": None}, {"p": 50.0, "q": None}, {"p": 70.0, "q": None}]
+    s = real_route.summarise(tags)
+    assert s["p"]["values"] == [None, 50.0, 70.0] and s["p"]["n"] == 2 and s["p"]["mean"] == 60.0 and "q" not in s
+    gains = [real_route._difference(a, b) for a, b in zip(tags, [{"p": 40.0, "q": 1.0}] * 3)]
+    assert [g["p"] for g in gains[1:]] == [10.0, 30.0] and gains[0]["p"] != gains[0]["p"]  # NaN - 40: NaN
+    one_undefined = real_route._difference({"p": None, "name": "a", "f": True}, {"p": 1.0, "name": "b", "f": True})
+    assert one_undefined == {"p": None}  # the gain is undefined; the name and the flag are not compared
     ids = [f"{i:03d}" for i in range(11)]
     vals = [fold_split(ids[::-1], f, 5)[1] for f in range(5)]
     assert sorted(sum(vals, [])) == ids and [len(v) for v in vals] == [3, 2, 2, 2, 2]
