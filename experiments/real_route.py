@@ -77,6 +77,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -303,7 +304,7 @@ def _scored_predictions(seg: Path, extra: list[str], *, root: str, split: str, l
     return 100 * _miou(scores)
 
 
-def _tag_scores(cls: Path, root: str, split: str) -> dict[str, float]:
+def _tag_scores(cls: Path, root: str, split: str) -> dict[str, float | None]:
     """The classifier's tags of the split's photos (those of ``wsss predict --tags-from``) against their image
     labels: precision and recall over (photo, class) pairs, in %."""
     from wsss.runs.jobs import TAG_THRESHOLD
@@ -315,7 +316,7 @@ def _tag_scores(cls: Path, root: str, split: str) -> dict[str, float]:
         summary.add(tag_labels(run.class_probs(ds.load_image(i)), TAG_THRESHOLD, at_least_one=False), ds.labels(i))
     # a classifier that tags nothing (or photos without labels) has no precision (recall): None, not JSON's NaN
     defined = {"precision": summary.precision, "recall": summary.recall}
-    return {**{k: 100 * v if v == v else None for k, v in defined.items()}, "photos": summary.with_mask}
+    return {**{k: None if math.isnan(v) else 100 * v for k, v in defined.items()}, "photos": summary.with_mask}
 
 
 def _stage_iterations(seg_preset: str, root: str, seg_set: list[str]) -> int:
@@ -587,7 +588,6 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     over the runs (n - 1 in the denominator; 0 for one run), and the values. A run whose value there is undefined
     (None, or NaN: e.g. the tags' precision of a classifier that tagged nothing) shows None among the values, and
     the figures are over the ``n`` runs that have one; a path undefined in every run is left out."""
-    import math
     import statistics
 
     def leaves(obj: Any, prefix: str = "") -> dict[str, float | None]:

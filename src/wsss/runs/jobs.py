@@ -95,12 +95,8 @@ def _resolved(path: str | Path) -> str:
     return str(Path(path).resolve())
 
 
-def _data_settings(run: Run, ds: VOCDataset) -> dict[str, Any]:
-    """What every job's outputs depend on: the model (its checkpoint and step) and the dataset."""
-    return _model_and_source(run, _dataset_source(ds))
-
-
 def _model_and_source(run: Run, source: dict[str, Any]) -> dict[str, Any]:
+    """What every job's outputs depend on: the model (its checkpoint and step) and where its photos come from."""
     return {"model": run.model_settings(), **source}
 
 
@@ -393,7 +389,7 @@ def run_pseudo(
     cfg = run.cfg.to_dict()
     affinity_run, saliency = given.get("affinity_run"), given.get("saliency")
     settings = {
-        **_data_settings(run, ds), "refine": refine, "cam": cfg["cam"], "crf": cfg["infer"]["crf"],
+        **_model_and_source(run, _dataset_source(ds)), "refine": refine, "cam": cfg["cam"], "crf": cfg["infer"]["crf"],
         "options": cfg["options"], "cams": read_stamp(cams),  # the CAMs' own settings: CAMs made again differ
         "affinity_run": _run_settings(affinity_run), "saliency": None if saliency is None else _resolved(saliency),
     }  # fmt: skip
