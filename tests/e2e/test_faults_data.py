@@ -5,6 +5,7 @@ another's, non-finite CAMs, duplicated split ids. One case per defect; tiny data
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config
 from wsss.core.errors import UsageError
 from wsss.utils.io import per_id_path, save_label_png, save_npz
+from wsss.utils.runlock import JOB_LOCK_FILE
 
 # ---- 7: a non-finite CAM ------------------------------------------------------------------------------
 
@@ -232,7 +234,8 @@ def test_a_training_from_step_0_in_a_run_folder_starts_metrics_jsonl_anew(data, 
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+    """The folder's files and their bytes, but for the lock a job takes, whose pid and time every job rewrites."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != JOB_LOCK_FILE}
 
 
 def _refused(capsys, folder: Path, setting: str, *argv: object) -> None:
@@ -328,6 +331,42 @@ def test_a_stamp_without_outputs_asserts_nothing(tmp_path):
     (folder / "a.png").write_bytes(b"label")
     with pytest.raises(UsageError, match="affinity_run: '/runs/aff' -> None"):
         check_stamp(folder, {"refine": "affinity", "affinity_run": None})
+
+
+def test_a_job_into_a_folder_another_job_writes_is_refused_naming_it(run_dir, capsys):
+    """Two jobs into one output folder: the second is refused while the first holds the folder (else one could
+    stamp it between the other's check and its writes, and masks of one setting would pass for another's)."""
+    from wsss.utils.runlock import job_folder_lock
+
+    preds = run_dir / "predictions" / "val"
+    with job_folder_lock(preds, "wsss predict"):  # the first job (flock is per open file: this process conflicts)
+        rc, out = _cli(capsys, "predict", run_dir, "--split", "val", "--quiet")
+        line = _one_error_line(out)
+        assert rc == 1 and line.startswith(f"error: {preds}: wsss predict is writing into this folder (pid "), out
+        assert f"pid {os.getpid()} on " in line and str(preds / JOB_LOCK_FILE) in line
+        assert sorted(p.name for p in preds.iterdir()) == [JOB_LOCK_FILE]  # nothing written, no stamp
+    assert not preds.exists()  # the lock that made the folder took it away again: it held no output
+    assert _cli(capsys, "predict", run_dir, "--split", "val", "--quiet")[0] == 0  # released: the job runs
+    assert (preds / JOB_LOCK_FILE).is_file() and any(n.endswith(".png") for n in _files(preds))
+
+
+def test_a_jobs_lock_is_not_an_output_and_overwrite_keeps_it(tmp_path):
+    """The lock file left in a job's folder neither counts as an output of other settings nor is cleared by
+    ``--overwrite``, which runs while this job holds it (removed, another job could lock a new file)."""
+    from wsss.runs.stamps import check_stamp, claim_folder
+    from wsss.utils.runlock import job_folder_lock
+
+    folder = tmp_path / "pseudo" / "train"
+    with job_folder_lock(folder, "wsss pseudo"):
+        claim_folder(folder, {"refine": "none"})
+    check_stamp(folder, {"refine": "par"})  # the stamp and the lock: nothing made with the first settings
+    (folder / "a.png").write_bytes(b"label")
+    with job_folder_lock(folder, "wsss pseudo"):
+        assert claim_folder(folder, {"refine": "par"}, overwrite=True)
+        assert sorted(p.name for p in folder.iterdir()) == sorted([".settings.json", JOB_LOCK_FILE])
+    held = job_folder_lock(folder, "wsss pseudo")
+    with pytest.raises(UsageError, match="wsss pseudo is writing into this folder"), held, job_folder_lock(folder, "x"):
+        pass
 
 
 def test_the_refusal_names_a_section_present_on_one_side_once():

@@ -20,6 +20,7 @@ from wsss.cli import main
 from wsss.core.config import load_config, save_config
 from wsss.data import VOCDataset
 from wsss.utils.io import read_label_png, save_labelled_cam
+from wsss.utils.runlock import JOB_LOCK_FILE
 
 
 def _cams_from_masks(run: Path, data: Path, split: str) -> list[str]:
@@ -114,8 +115,9 @@ def test_a_short_write_of_save_probs_names_the_file(run_dir, capsys, monkeypatch
     line = _one_error_line(out)
     probs = run_dir / "probs" / "val"
     assert rc == 1 and f"error: {probs / 'val_00000.npy'}: cannot write (" in line and "written: a short write" in line
-    # no half-written file, no temporary left (the folder's settings stamp is written before any output)
-    assert [p.name for p in probs.iterdir()] == [".settings.json"]
+    # no half-written file, no temporary left (the folder's settings stamp is written before any output, and the
+    # job's lock is taken before that)
+    assert sorted(p.name for p in probs.iterdir()) == sorted([".settings.json", JOB_LOCK_FILE])
 
 
 def test_a_short_write_outside_the_atomic_writer_is_one_line(tmp_path, capsys, monkeypatch):

@@ -15,6 +15,7 @@ import torch
 
 from conftest import REPO, tiny_overrides
 from wsss.cli import main
+from wsss.utils.runlock import JOB_LOCK_FILE
 
 CONFIG = str(REPO / "configs/cam/synthetic_cpu.yaml")
 # (command, output folders compared): every per-id command with the CRF refiner, the slowest one
@@ -26,7 +27,9 @@ JOBS = [
 
 
 def _files(run: Path, folders: list[str]) -> dict[str, bytes]:
-    return {f"{d}/{p.name}": p.read_bytes() for d in folders for p in sorted((run / d).iterdir())}
+    """The folders' files and bytes, but for each job's lock, which holds its job's pid and time."""
+    return {f"{d}/{p.name}": p.read_bytes() for d in folders for p in sorted((run / d).iterdir())
+            if p.name != JOB_LOCK_FILE}  # fmt: skip
 
 
 def _copy_run(trained: Path, to: Path) -> Path:

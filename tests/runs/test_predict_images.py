@@ -6,6 +6,7 @@ run whose CAMs need labels) and the split-not-found hint."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -17,6 +18,7 @@ from wsss.cli import main
 from wsss.data import VOCDataset, write_cls_labels
 from wsss.data.voc import CLS_LABELS_FILE, IMAGE_DIR, SPLIT_DIR
 from wsss.utils.io import read_image, read_label_png
+from wsss.utils.runlock import JOB_LOCK_FILE
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +125,10 @@ def test_two_local_workers_write_the_masks_of_one(reported, photos, tmp_path, mo
     assert main(["predict", str(run), "--images", str(folder), "--out", str(two), "--overlay", "--workers", "2",
                  "--quiet"]) == 0  # fmt: skip
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
-    # 4 masks, 4 overlays and the settings stamp, the same in both
-    assert len(files) == 9 and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
-    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+    # 4 masks, 4 overlays, the settings stamp and the job's lock, the same in both
+    assert len(files) == 10 and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    # the same bytes but in the lock, which holds its job's pid and time
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files if f.name != JOB_LOCK_FILE)
 
 
 def test_files_as_well_as_folders_and_the_refusals(reported, photos, tmp_path, capsys):
@@ -230,6 +233,29 @@ def test_the_same_command_again_continues_and_other_settings_are_refused(reporte
     assert rewritten() == {str(p.relative_to(out)) for p in files}
     assert (out / "notes.txt").read_text() == "the user's own file\n"
     assert main([*command, "--crf"]) == 0 and rewritten() == set()  # the stamp is --crf's now
+
+
+def test_a_second_job_into_an_out_in_use_is_refused_naming_the_first(reported, photos, tmp_path, capsys):
+    """Two jobs into one --out: the second is refused while the first holds it (the first job's check and its
+    writes are not separated by another job's stamp), and nothing is written among the photos, not even the lock,
+    when --out is refused for being their folder."""
+    from wsss.utils.runlock import job_folder_lock
+
+    run, _ = reported
+    folder, (a, b, c, d) = photos
+    out = tmp_path / "masks"
+    command = ["predict", str(run), "--images", str(folder), "--out", str(out), "--quiet"]
+    with job_folder_lock(out, "wsss cam --images"):  # the first job (flock is per open file: this process conflicts)
+        capsys.readouterr()
+        assert main([*command, "--crf"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {out}: wsss cam --images is writing into this folder (pid {os.getpid()} on ")
+        assert "wait for it to finish or stop it, or write elsewhere" in err and "\n" not in err
+        assert sorted(p.name for p in out.iterdir()) == [JOB_LOCK_FILE]
+    assert main(command) == 0 and len(list(out.glob("*.png"))) == 4  # released: the job runs
+    assert main(command) == 0  # its own lock file, left in the folder, is not an output of other settings
+    assert main(["predict", str(run), "--images", str(folder), "--out", str(folder), "--quiet"]) == 1
+    assert not (folder / JOB_LOCK_FILE).exists()
 
 
 def test_a_folder_of_photos_given_as_a_dataset_names_images(reported, photos, capsys):

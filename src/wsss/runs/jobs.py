@@ -18,6 +18,7 @@ ignore), ``predictions/<split>/<id>.png``. The refiners of ``wsss pseudo`` are `
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from wsss.cam import CRFPool, cam_to_label, crf_label, labelled_cam_to_label
+from wsss.core.distributed import rank
 from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, UsageError
 from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
@@ -54,6 +56,7 @@ from wsss.utils.io import (
     save_npy,
 )
 from wsss.utils.procs import leave_stops_to_parent, stops_held_for_children
+from wsss.utils.runlock import job_folder_lock
 
 
 def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool, *also: tuple[Path, str]) -> list[str]:
@@ -85,6 +88,17 @@ class _Outputs:
         for folder, settings, rewrite_all in self.folders:
             check_stamp(folder, settings, overwrite=self.overwrite or rewrite_all)
         return self
+
+    @contextlib.contextmanager
+    def held(self, command: str) -> Iterator[_Outputs]:
+        """The folders held for the job's whole block (rank 0, ``utils.runlock.job_folder_lock``: another job on one
+        of them is refused, naming it) and checked (:meth:`check`) under that lock, so that no other job stamps a
+        folder between this job's check and its writes."""
+        with contextlib.ExitStack() as held:
+            if rank() == 0:
+                for folder, _, _ in self.folders:
+                    held.enter_context(job_folder_lock(folder, command))
+            yield self.check()
 
     def claim(self) -> None:
         for folder, settings, rewrite_all in self.folders:
@@ -280,47 +294,48 @@ def run_cam(
     ours = normal({**settings, "bkg_thre": thre})
     other_level = stamp is not None and stamp.get("bkg_thre") != thre and {**stamp, "bkg_thre": thre} == ours
     reseed = bkg_thre is not None or other_level
-    outputs.add(seeds, {**settings, "bkg_thre": thre}, rewrite_all=reseed).check()
+    outputs.add(seeds, {**settings, "bkg_thre": thre}, rewrite_all=reseed)
+    with outputs.held("wsss cam"):
 
-    def list_todo() -> list[str]:
-        outputs.claim()  # also removes a killed job's temporary files from both folders
-        return list(ds.ids) if reseed else _todo(ds.ids, seeds, ".png", overwrite)
+        def list_todo() -> list[str]:
+            outputs.claim()  # also removes a killed job's temporary files from both folders
+            return list(ds.ids) if reseed else _todo(ds.ids, seeds, ".png", overwrite)
 
-    todo = shared_todo(list_todo)
+        todo = shared_todo(list_todo)
 
-    stopped: list[str] = []  # the id at which a method's JobStop ended the job (nothing after it is computed)
+        stopped: list[str] = []  # the id at which a method's JobStop ended the job (nothing after it is computed)
 
-    def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> Writes:
-        saved = find_cam_file(out, id) if reseed and not overwrite else None
-        reuse = saved is not None
-        if all_classes and not reuse:
-            full = run.cam(image, labels, all_classes=True)
-            _, seed = cam_to_label(torch.from_numpy(full)[None], torch.from_numpy(labels)[None], bkg_thre=thre)
-            return [
-                (save_cam, (out, id, full, labels)),
-                (save_label_png, (per_id_path(seeds, id, ".png"), seed[0].numpy())),
-            ]
-        writes: Writes = []
-        if reuse:
-            classes, cam = load_labelled_cam(saved)
-        elif stopped:
-            return []  # an earlier image ended this process's share (below)
-        else:
-            try:
-                classes, cam = run.labelled_cam(image, labels, prepared=x)
-            except JobStop as e:  # the method ends the job here (CLIP-ES quirk_unlabelled_stops_worker)
-                stopped.append(id)
-                warnings.warn(f"{id}: {e}; the ids after it in this process's share get no CAM", stacklevel=2)
-                return []
-            writes.append((save_labelled_cam, (out, id, classes, cam)))
-        writes.append((save_label_png, (per_id_path(seeds, id, ".png"), labelled_seed(classes, cam, thre))))
-        return writes
+        def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> Writes:
+            saved = find_cam_file(out, id) if reseed and not overwrite else None
+            reuse = saved is not None
+            if all_classes and not reuse:
+                full = run.cam(image, labels, all_classes=True)
+                _, seed = cam_to_label(torch.from_numpy(full)[None], torch.from_numpy(labels)[None], bkg_thre=thre)
+                return [
+                    (save_cam, (out, id, full, labels)),
+                    (save_label_png, (per_id_path(seeds, id, ".png"), seed[0].numpy())),
+                ]
+            writes: Writes = []
+            if reuse:
+                classes, cam = load_labelled_cam(saved)
+            elif stopped:
+                return []  # an earlier image ended this process's share (below)
+            else:
+                try:
+                    classes, cam = run.labelled_cam(image, labels, prepared=x)
+                except JobStop as e:  # the method ends the job here (CLIP-ES quirk_unlabelled_stops_worker)
+                    stopped.append(id)
+                    warnings.warn(f"{id}: {e}; the ids after it in this process's share get no CAM", stacklevel=2)
+                    return []
+                writes.append((save_labelled_cam, (out, id, classes, cam)))
+            writes.append((save_label_png, (per_id_path(seeds, id, ".png"), labelled_seed(classes, cam, thre))))
+            return writes
 
-    run_ids(
-        todo, lambda ids: _pipeline(run, ds, ids, compute, size=run.cfg.infer.cam_input_size),
-        desc=f"cam {split}", skipped=len(ds.ids) - len(todo), progress=progress,
-    )  # fmt: skip
-    return seeds
+        run_ids(
+            todo, lambda ids: _pipeline(run, ds, ids, compute, size=run.cfg.infer.cam_input_size),
+            desc=f"cam {split}", skipped=len(ds.ids) - len(todo), progress=progress,
+        )  # fmt: skip
+        return seeds
 
 
 def labelled_seed(classes: np.ndarray, cam: np.ndarray, bkg_thre: float) -> np.ndarray:
@@ -393,22 +408,23 @@ def run_pseudo(
         "options": cfg["options"], "cams": read_stamp(cams),  # the CAMs' own settings: CAMs made again differ
         "affinity_run": _run_settings(affinity_run), "saliency": None if saliency is None else _resolved(saliency),
     }  # fmt: skip
-    outputs = _Outputs(overwrite, [ds.root, cams, saliency]).add(out, settings).check()
+    outputs = _Outputs(overwrite, [ds.root, cams, saliency]).add(out, settings)
+    with outputs.held("wsss pseudo"):
 
-    def list_todo() -> list[str]:
-        outputs.claim()
-        return _todo(ds.ids, out, ".png", overwrite)
+        def list_todo() -> list[str]:
+            outputs.claim()
+            return _todo(ds.ids, out, ".png", overwrite)
 
-    todo = shared_todo(list_todo)
-    job = PseudoJob(run, ds, cams, levels)
-    label_of = REFINERS[refine].make(job, todo, **given)
-    with CRFPool(run.cfg.infer.crf_workers) as pool:
-        run_ids(
-            todo, lambda ids: _pipeline(run, ds, ids, lambda id, image, labels, _: label_of(id, image, labels),
-                                        pool=pool, finish=_label_writes(out)),
-            desc=f"pseudo {refine} {split}", skipped=len(ds.ids) - len(todo), progress=progress,
-        )  # fmt: skip
-    return out
+        todo = shared_todo(list_todo)
+        job = PseudoJob(run, ds, cams, levels)
+        label_of = REFINERS[refine].make(job, todo, **given)
+        with CRFPool(run.cfg.infer.crf_workers) as pool:
+            run_ids(
+                todo, lambda ids: _pipeline(run, ds, ids, lambda id, image, labels, _: label_of(id, image, labels),
+                                            pool=pool, finish=_label_writes(out)),
+                desc=f"pseudo {refine} {split}", skipped=len(ds.ids) - len(todo), progress=progress,
+            )  # fmt: skip
+        return out
 
 
 # How ``wsss predict --tags-from`` applies a classifier's tags, and the folder suffix of its predictions: "hard",
@@ -559,20 +575,20 @@ def run_predict(
     outputs.add(out, {**probs_settings, "crf": run.cfg.to_dict()["infer"]["crf"] if crf else None})
     if save_probs:
         outputs.add(probs_dir, probs_settings)
-    outputs.check()
+    with outputs.held("wsss predict"):
 
-    def list_todo() -> list[str]:
-        outputs.claim()
-        return _todo(ds.ids, out, ".png", overwrite, *([(probs_dir, ".npy")] if save_probs else []))
+        def list_todo() -> list[str]:
+            outputs.claim()
+            return _todo(ds.ids, out, ".png", overwrite, *([(probs_dir, ".npy")] if save_probs else []))
 
-    todo = shared_todo(list_todo)
+        todo = shared_todo(list_todo)
 
-    compute = predict_compute(run, crf=crf, scales=scales, probs_dir=probs_dir if save_probs else None,
-                              labelled_only=labelled_only, tags_from=tags_from, tag_threshold=tag_threshold,
-                              tag_gate=tag_gate)  # fmt: skip
-    with CRFPool(run.cfg.infer.crf_workers if crf else 0) as pool:
-        run_ids(
-            todo, lambda ids: _pipeline(run, ds, ids, compute, size=None, pool=pool, finish=_label_writes(out)),
-            desc=f"predict {split}", skipped=len(ds.ids) - len(todo), progress=progress,
-        )  # fmt: skip
-    return out
+        compute = predict_compute(run, crf=crf, scales=scales, probs_dir=probs_dir if save_probs else None,
+                                  labelled_only=labelled_only, tags_from=tags_from, tag_threshold=tag_threshold,
+                                  tag_gate=tag_gate)  # fmt: skip
+        with CRFPool(run.cfg.infer.crf_workers if crf else 0) as pool:
+            run_ids(
+                todo, lambda ids: _pipeline(run, ds, ids, compute, size=None, pool=pool, finish=_label_writes(out)),
+                desc=f"predict {split}", skipped=len(ds.ids) - len(todo), progress=progress,
+            )  # fmt: skip
+        return out

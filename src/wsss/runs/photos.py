@@ -28,6 +28,7 @@ a run whose CAMs need labels the photos do not have.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 from wsss.cam import CRFPool
+from wsss.core.distributed import rank
 from wsss.core.errors import OutputError, UsageError
 from wsss.core.files import remove_stale_temps
 from wsss.data.photos import PhotoFolder
@@ -54,6 +56,7 @@ from wsss.runs.shard import run_ids, shared_todo
 from wsss.runs.stamps import differences, normal, read_stamp, write_stamp
 from wsss.runs.tag import DEFAULT_THRESHOLD, tag_labels
 from wsss.utils.io import per_id_path, read_image, save_label_png, save_labelled_cam, save_overlay
+from wsss.utils.runlock import job_folder_lock
 
 OVERLAY_DIR, OVERLAY_SUFFIX = "overlay", ".jpg"
 
@@ -66,13 +69,9 @@ def _outputs(out: Path, extra: dict[str, str], overlay: bool) -> dict[Path, str]
     return folders
 
 
-def check_out(
-    photos: PhotoFolder, out: Path, folders: dict[Path, str], settings: dict[str, Any], overwrite: bool
-) -> None:  # fmt: skip
-    """Refuse ``out`` before anything is written: a file, a folder of the photos (their masks would sit among
-    them, and a photo ``a.png`` would be replaced by its mask), or a folder that already holds an output of these
-    photos made with other ``settings`` than this job's (or unstamped), unless ``overwrite``. Every process
-    checks before the job's first collective (``shared_todo``), so none sees another's new outputs."""
+def _check_place(photos: PhotoFolder, out: Path, folders: dict[Path, str]) -> None:
+    """Refuse ``out`` before anything is written into it, its lock included: a file, or a folder of the photos
+    (their masks would sit among them, and a photo ``a.png`` would be replaced by its mask)."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: is a file; --out names a folder for the masks")
     inputs = photos.folders()
@@ -82,6 +81,14 @@ def check_out(
                 f"{folder}: holds the photos given to --images; give --out another folder (the masks are named by "
                 "the photos' stems and are never written among them)"
             )
+
+
+def _check_outputs(
+    photos: PhotoFolder, out: Path, folders: dict[Path, str], settings: dict[str, Any], overwrite: bool
+) -> None:  # fmt: skip
+    """Refuse ``out`` when it already holds an output of these photos made with other ``settings`` than this job's
+    (or unstamped), unless ``overwrite``. Every process checks before the job's first collective
+    (``shared_todo``), so none sees another's new outputs."""
     old, new = read_stamp(out), normal(settings)
     if overwrite or old == new:  # the same job again continues: its finished photos are skipped
         return
@@ -116,20 +123,26 @@ def _save_photo_overlay(path: Path, photos: PhotoFolder, id: str, label: np.ndar
 
 def _run_photos(
     photos: PhotoFolder, out: Path, folders: dict[Path, str], settings: dict[str, Any], overwrite: bool,
-    process: Callable[[list[str]], Any], desc: str, progress: bool,
+    process: Callable[[list[str]], Any], command: str, desc: str, progress: bool,
 ) -> None:  # fmt: skip
-    check_out(photos, out, folders, settings, overwrite)
+    """``command``'s job over ``photos`` into ``out``, which rank 0 holds for the whole job
+    (``utils.runlock.job_folder_lock``: a second job into it is refused, naming the first); its outputs are checked
+    under that lock (:func:`_check_outputs`), so that no other job stamps it between this job's check and its
+    writes."""
+    _check_place(photos, out, folders)
+    with job_folder_lock(out, command) if rank() == 0 else contextlib.nullcontext():
+        _check_outputs(photos, out, folders, settings, overwrite)
 
-    def list_todo() -> list[str]:  # rank 0, before any process writes
-        for folder in folders:
-            remove_stale_temps(folder)  # a killed earlier job's temporary files
-        write_stamp(out, settings)
-        if overwrite:
-            return list(photos.ids)
-        return [i for i in photos.ids if not all(per_id_path(f, i, x).is_file() for f, x in folders.items())]
+        def list_todo() -> list[str]:  # rank 0, before any process writes
+            for folder in folders:
+                remove_stale_temps(folder)  # a killed earlier job's temporary files
+            write_stamp(out, settings)
+            if overwrite:
+                return list(photos.ids)
+            return [i for i in photos.ids if not all(per_id_path(f, i, x).is_file() for f, x in folders.items())]
 
-    todo = shared_todo(list_todo)
-    run_ids(todo, process, desc=desc, skipped=len(photos) - len(todo), progress=progress)
+        todo = shared_todo(list_todo)
+        run_ids(todo, process, desc=desc, skipped=len(photos) - len(todo), progress=progress)
 
 
 def predict_photos(
@@ -156,7 +169,7 @@ def predict_photos(
         _run_photos(
             photos, out, folders, settings, overwrite,
             lambda ids: _pipeline(run, photos, ids, compute, size=None, pool=pool, finish=finish),
-            f"predict {len(photos)} photos", progress,
+            "wsss predict --images", f"predict {len(photos)} photos", progress,
         )  # fmt: skip
     return out
 
@@ -198,6 +211,6 @@ def cam_photos(
     _run_photos(
         photos, out, folders, settings, overwrite,
         lambda ids: _pipeline(run, photos, ids, compute, size=run.cfg.infer.cam_input_size),
-        f"cam {len(photos)} photos", progress,
+        "wsss cam --images", f"cam {len(photos)} photos", progress,
     )  # fmt: skip
     return out

@@ -13,7 +13,10 @@ stamps it anew. A folder with outputs but no stamp (written before stamps existe
 the settings of the job that finds it, with a warning.
 
 :func:`check_stamp` only reads (every process of a sharded job calls it, so each refuses alike);
-:func:`claim_folder` clears and writes (one process: rank 0, before any rank writes).
+:func:`claim_folder` clears and writes (one process: rank 0, before any rank writes). Rank 0 holds each folder
+for the whole job (``utils.runlock.job_folder_lock``, its file :data:`~wsss.utils.runlock.JOB_LOCK_FILE`, which
+is not an output and which ``overwrite`` leaves in place), so no other job stamps it between the check and the
+writes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 from wsss.core.errors import ConfigWarning, UsageError
 from wsss.core.files import atomic_write, remove_stale_temps
+from wsss.utils.runlock import JOB_LOCK_FILE
 
 STAMP_FILE = ".settings.json"
 _UNREADABLE = {"stamp": "unreadable"}  # a stamp that is not JSON: settings unknown, so never those of a job
@@ -48,6 +52,8 @@ def read_stamp(folder: str | Path) -> dict[str, Any] | None:
         return dict(_UNREADABLE)
     return stamp if isinstance(stamp, dict) else dict(_UNREADABLE)
 
+
+_NOT_OUTPUTS = (STAMP_FILE, JOB_LOCK_FILE)  # the files of a folder that are not its job's outputs
 
 _ABSENT = "(none)"  # a setting one side does not have
 
@@ -93,10 +99,11 @@ def _refusal(folder: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> Us
 
 
 def _has_outputs(folder: Path) -> bool:
-    """Whether ``folder`` holds anything but its stamp and a killed write's temporary files: a stamp alone asserts
-    nothing (e.g. a job that stopped on a bad option after stamping its folder)."""
+    """Whether ``folder`` holds anything but its stamp, its job's lock and a killed write's temporary files: a stamp
+    alone asserts nothing (e.g. a job that stopped on a bad option after stamping its folder)."""
     return folder.is_dir() and any(
-        p.name != STAMP_FILE and not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in folder.iterdir()
+        p.name not in _NOT_OUTPUTS and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+        for p in folder.iterdir()
     )
 
 
@@ -150,6 +157,8 @@ def claim_folder(
         if inside is not None:
             raise UsageError(f"{inside}: an input of this command is inside {folder}, which --overwrite would clear")
         for p in folder.iterdir():
+            if p.name == JOB_LOCK_FILE:  # held by this job (runs/jobs.py): removing it would let another job lock
+                continue
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         cleared = True
     write_stamp(folder, new)

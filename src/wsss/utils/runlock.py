@@ -7,6 +7,11 @@ when its process ends, however it ends, so a lock left by a killed run is stale 
 next run takes it. The file itself is left in place (removing it would let a third process lock a new
 file while a second one still waits on the old one). Where ``fcntl`` is missing (Windows) the pid in
 the file is checked instead.
+
+The output folder of a per-id job (``wsss cam | pseudo | predict``, and ``--images ... --out``) is held the same
+way for the whole job, in its own :data:`JOB_LOCK_FILE` (not ``.lock``, which marks a run): the job reads the
+folder's settings stamp and then writes under it, and a second job between the two would stamp the folder with its
+settings over the first one's outputs, or the reverse.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from wsss.core.errors import UsageError
@@ -27,16 +32,19 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE = ".lock"
+JOB_LOCK_FILE = ".job.lock"  # a per-id job's output folder (module docstring)
 
 
-def _holder(path: Path) -> str:
-    """'pid 1234 on host, since ...' from a lock file (or 'another process' if unreadable)."""
+def _holder(path: Path) -> tuple[str, str]:
+    """(the holder's command, 'pid 1234 on host, since ...; PATH') from the lock file ``path``; ('another
+    process', PATH) if it cannot be read."""
     try:
         fields = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     except OSError:
-        return "another process"
+        return "another process", str(path)
     pid, host, since = fields.get("pid", "?"), fields.get("host", "?"), fields.get("since", "?")
-    return f"pid {pid} on {host}, since {since}"
+    # no command in a file an earlier wsss wrote
+    return fields.get("command", "another process"), f"pid {pid} on {host}, since {since}; {path}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -75,18 +83,38 @@ def check_run_dir(run_dir: str | os.PathLike, overwrite: bool = False) -> None:
         )
 
 
-@contextlib.contextmanager
 def run_dir_lock(
     run_dir: str | os.PathLike, command: str = "wsss train", option: str = "run.dir"
-) -> Iterator[Path]:  # fmt: skip
-    """Hold ``RUN/.lock`` for the block; UsageError naming the holder's pid if another live process
+) -> contextlib.AbstractContextManager[Path]:  # fmt: skip
+    """Hold ``RUN/.lock`` for the block; UsageError naming the holder's command and pid if another live process
     holds it (and ``option``, the setting that names the folder, to change). The run directory is created if
     needed (an unwritable one is an ``OutputError``)."""
-    run_dir = Path(run_dir)
-    path = run_dir / LOCK_FILE
-    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # folders this call creates
+    return _held(
+        Path(run_dir), LOCK_FILE, command,
+        lambda who, where: f"{run_dir}: the run is in use by {who} ({where}); wait for it to finish or stop it, or "
+                           f"use another {option}",
+    )  # fmt: skip
+
+
+def job_folder_lock(folder: str | os.PathLike, command: str) -> contextlib.AbstractContextManager[Path]:
+    """Hold ``FOLDER/.job.lock`` for the block (the output folder of a per-id job ``command``, module docstring);
+    UsageError naming the holder if another live process holds it. The folder is created if needed, and removed
+    again, with the folders made for it, when the block wrote nothing into it."""
+    return _held(
+        Path(folder), JOB_LOCK_FILE, command,
+        lambda who, where: f"{folder}: {who} is writing into this folder ({where}); wait for it to finish or stop "
+                           "it, or write elsewhere",
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _held(folder: Path, lock_file: str, command: str, refusal: Callable[[str, str], str]) -> Iterator[Path]:
+    """Hold ``folder/lock_file`` (``command``: this process's, for another's message); ``refusal(who, where)``: the
+    message when a live process holds it (:func:`_holder`)."""
+    path = folder / lock_file
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # folders this call creates
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
         raise output_error(path, e) from e
@@ -95,24 +123,22 @@ def run_dir_lock(
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise UsageError(
-                    f"{run_dir}: the run is in use by {command} ({_holder(path)}; {path}); wait for it to "
-                    f"finish or stop it, or use another {option}"
-                ) from None
+                raise UsageError(refusal(*_holder(path))) from None
         else:  # pragma: no cover - Windows: the pid in the file decides
             fields = dict(ln.split("=", 1) for ln in path.read_text().splitlines() if "=" in ln)
             pid = int(fields.get("pid", "0") or 0)
             if pid and pid != os.getpid() and _pid_alive(pid):
-                raise UsageError(f"{run_dir}: the run is in use by {command} ({_holder(path)}; {path})")
-        info = f"pid={os.getpid()}\nhost={socket.gethostname()}\nsince={time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
+                raise UsageError(refusal(*_holder(path)))
+        info = (f"pid={os.getpid()}\nhost={socket.gethostname()}\nsince={time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
+                f"command={command}\n")  # fmt: skip
         os.ftruncate(fd, 0)
         os.pwrite(fd, info.encode(), 0)
         yield path
     finally:
-        if created and [p.name for p in run_dir.iterdir()] == [LOCK_FILE]:
+        if created and [p.name for p in folder.iterdir()] == [lock_file]:
             # a job that stopped before writing anything (bad data, bad settings) leaves no folder behind
             with contextlib.suppress(OSError):
                 path.unlink()
-                for folder in created:
-                    folder.rmdir()
+                for made in created:
+                    made.rmdir()
         os.close(fd)  # closing the descriptor releases the flock
