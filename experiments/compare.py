@@ -51,7 +51,6 @@ import platform
 import re
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -62,6 +61,10 @@ import torch
 
 from wsss.cli_common import script_parser
 from wsss.core.config import read_preset
+
+if __package__ in (None, ""):  # run as a script (`python experiments/compare.py`): its package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.commands import run_wsss  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,22 +125,9 @@ PIPELINES["seco_quirks"] = Pipeline(
 )
 
 
-class CommandFailed(RuntimeError):
-    pass
-
-
 def wsss(*args: str) -> float:
-    """Run one ``wsss`` command in this process; returns its wall time in seconds."""
-    from wsss.cli import main
-
-    t = time.perf_counter()
-    try:
-        rc = main(list(args))
-    except SystemExit as e:  # argparse's usage errors
-        rc = e.code
-    if rc != 0:
-        raise CommandFailed(f"`wsss {' '.join(args)}` exited with {rc}")
-    return time.perf_counter() - t
+    """Run one ``wsss`` command in this process; returns its wall time in seconds (``CommandFailed`` if it fails)."""
+    return run_wsss(*args)
 
 
 def context_far(pred_dir: Path, root: Path, split: str) -> dict[str, float]:

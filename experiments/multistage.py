@@ -30,25 +30,22 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from wsss.cli_common import script_parser
 
+if __package__ in (None, ""):  # run as a script (`python experiments/multistage.py`): its package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.commands import run_wsss  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def wsss(*args: str) -> float:
-    """Run one ``wsss`` command in-process; returns its wall time in seconds."""
-    from wsss.cli import main
-
-    print("$ wsss " + " ".join(args), flush=True)
-    t0 = time.time()
-    rc = main([*args, "--quiet"] if args[0] not in ("eval", "synth") else list(args))
-    if rc != 0:
-        sys.exit(f"`wsss {' '.join(args)}` failed with exit code {rc}")
-    return time.time() - t0
+    """Run one ``wsss`` command in this process, quietly but for ``eval`` and ``synth``; its wall seconds
+    (``CommandFailed`` if it fails)."""
+    return run_wsss(*args, *(["--quiet"] if args[0] not in ("eval", "synth") else []))
 
 
 def score(pred_dir: Path, root: Path, split: str, pseudo: bool = False) -> dict[str, Any]:

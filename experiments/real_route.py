@@ -75,73 +75,32 @@ overrides to the two trainings (tests shrink them).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from wsss.cli_common import script_parser
 from wsss.core.errors import TrainingDiverged
 from wsss.data.voc import VOCDataset, read_split
 from wsss.runs.jobs import predictions_folder
-from wsss.utils.procs import die_with_parent
 from wsss.utils.runlock import run_dir_lock
 
 if __package__ in (None, ""):  # run as a script (`python experiments/real_route.py`): its package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.commands import CommandFailed, run_wsss  # noqa: E402
 from experiments.data_views import all_ids, first_masked, fold_split, make_view  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 IN_PROCESS = False  # run the commands by `wsss.cli.main` in this process (tests: no start-up per command)
 
 
 def _wsss(*args: str, log: Path) -> float:
-    """Run ``wsss ARGS`` (its output appended to ``log``); the wall seconds. Fails loudly."""
-    t = time.perf_counter()
-    with log.open("a") as f:
-        f.write(f"$ wsss {' '.join(args)}\n")
-        f.flush()
-        if IN_PROCESS:
-            from wsss.cli import main
-
-            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-                code = main(list(args))
-        else:
-            code = _run_child([sys.executable, "-m", "wsss", *args], f)
-    if code != 0:
-        errors = [line for line in log.read_text().splitlines() if line.startswith("error: ")]
-        message = f"wsss {' '.join(args)} failed (exit {code}): see {log}"
-        raise CommandFailed(message, code, errors[-1] if errors else "")
-    return time.perf_counter() - t
-
-
-def _run_child(cmd: list[str], out: IO[str]) -> int:
-    """Run ``cmd`` in the repository, its output to ``out``; its exit status. The child ends with this process:
-    the kernel sends it SIGTERM when this process ends, by SIGTERM or SIGKILL too
-    (``wsss.utils.procs.die_with_parent``), and a ``wsss`` command takes SIGTERM as Ctrl-C (a training saves its
-    step and resumes from it). Before, killing the experiment left its running ``wsss train`` going."""
-    starter = partial(die_with_parent, signal.SIGTERM, os.getpid())
-    return subprocess.run(cmd, cwd=REPO, stdout=out, stderr=out, preexec_fn=starter).returncode
-
-
-class CommandFailed(SystemExit):
-    """A ``wsss`` command that failed: ``exit_status``, its exit status; ``error``, the last ``error:`` line of the
-    log (its own, if it wrote one)."""
-
-    def __init__(self, message: str, exit_status: int, error: str) -> None:
-        super().__init__(message)
-        self.exit_status = exit_status
-        self.error = error
+    """Run ``wsss ARGS`` (its output appended to ``log``); the wall seconds. Fails loudly (``CommandFailed``)."""
+    return run_wsss(*args, log=log, in_process=IN_PROCESS)
 
 
 def _miou(path: Path) -> float:

@@ -4,10 +4,6 @@ the route runs through the CLI and its scores land in the JSON; a rerun redoes n
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -262,38 +258,6 @@ def test_real_route_steps(tmp_path, synth_root, monkeypatch):
     assert steps["crf"] == first["val_crf"] - first["val"] and steps["level"] == first["val"] - own["val"]
     assert steps["tags_after_crf"] == first["val_crf_tagged"] - first["val_crf"]
     assert 0 <= res["tags"]["precision"] <= 100 and 0 <= res["tags"]["recall"] <= 100 and res["tags"]["photos"] == 8
-
-
-def test_a_wsss_command_ends_with_the_experiment(tmp_path):
-    """SIGTERM to the experiment (kill, SLURM) reaches its running command as SIGTERM (a `wsss train` then saves
-    its step). The command here is a Python child that notes the signal; before, it slept on after its parent
-    had gone."""
-    started, stopped = tmp_path / "started", tmp_path / "stopped"
-    child = (
-        f"import pathlib, signal, sys, time\n"
-        f"def stop(*_): pathlib.Path({str(stopped)!r}).write_text('SIGTERM'); sys.exit(0)\n"
-        f"signal.signal(signal.SIGTERM, stop)\n"
-        f"pathlib.Path({str(started)!r}).touch()\n"
-        f"time.sleep(60)\n"
-    )
-    parent = (
-        "import sys\nfrom experiments.real_route import _run_child\n"
-        f"with open({str(tmp_path / 'log')!r}, 'a') as f: _run_child([sys.executable, '-c', {child!r}], f)\n"
-    )
-    experiment = subprocess.Popen([sys.executable, "-c", parent], cwd=REPO)
-    try:
-        deadline = time.monotonic() + 60
-        while not started.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert started.exists(), "the child never started"
-        experiment.send_signal(signal.SIGTERM)
-        experiment.wait(timeout=30)
-        deadline = time.monotonic() + 30
-        while not stopped.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert stopped.exists() and stopped.read_text() == "SIGTERM"
-    finally:
-        experiment.kill()
 
 
 def test_a_second_experiment_on_one_out_folder_is_refused(tmp_path, synth_root):
