@@ -114,6 +114,8 @@ def test_format_table(tmp_path):
     for name in NAMES:
         assert name in table
     assert "mIoU" in table and "pixel acc" in table and f"{100 * res.miou:.2f}" in table
+    floor = res.to_json()["miou_background_only"]
+    assert 0 < floor < res.miou and f"bkg only         {100 * floor:.2f}" in table  # the floor, in the JSON too
     assert "->" in table  # random predictions confuse co-occurring classes
 
 

@@ -142,6 +142,23 @@ def test_hand_computed_scores():
 def test_empty_hist_gives_nan_without_warnings():
     s = scores_from_hist(np.zeros((3, 3), np.int64))
     assert np.isnan(s["miou"]) and np.isnan(s["pAcc"]) and np.isnan(s["mAcc"])
+    assert np.isnan(s["miou_background_only"])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_background_only_floor_is_the_miou_of_masks_of_background(seed):
+    """The floor of any ground truth (random, with absent classes, without background) equals the mIoU that masks
+    of background alone score on it, and does not depend on the masks scored."""
+    rng = np.random.default_rng(seed)
+    C = 6
+    gt = rng.choice([0, 1, 3, 255] if seed != 4 else [2, 5], size=(2, 17, 13)).astype(np.uint8)
+    pred = rng.integers(0, C, size=gt.shape)
+    floor = scores_from_hist(confusion_matrix(gt, pred, C))["miou_background_only"]
+    background = scores_from_hist(confusion_matrix(gt, np.zeros_like(pred), C))
+    assert floor == pytest.approx(background["miou"], rel=1e-14)  # f64 divisions of counts in another order
+    assert background["miou_background_only"] == floor
+    if seed == 4:  # no background in the ground truth: no mask scores less
+        assert floor == 0.0
 
 
 def test_pseudo_conventions_by_hand():

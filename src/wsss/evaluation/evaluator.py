@@ -104,6 +104,7 @@ class EvalResult:
             "pseudo": self.pseudo,
             "miou": self.scores["miou"],
             "miou_all": self.scores["miou_all"],
+            "miou_background_only": self.scores["miou_background_only"],
             "pAcc": self.scores["pAcc"],
             "mAcc": self.scores["mAcc"],
             "mean_far": self.cooccurrence["mean_far"],
@@ -148,6 +149,7 @@ class EvalResult:
             summary("mIoU (all)", miou_all, "plain mean over all classes, as the official tables print")
         if self.pseudo:
             summary("mIoU cov", s["pseudo_miou"], "covered convention: pixels at 255 excluded")
+        summary("bkg only", s["miou_background_only"], "the mIoU of masks of background alone: the floor")
         summary("pixel acc", s["pAcc"])
         summary("mean acc", s["mAcc"])
         summary("mean FAR", self.cooccurrence["mean_far"], "GT-background predicted as an image's class")

@@ -12,6 +12,9 @@ counted. The formulas reproduce the official SeCo/ToCo ``utils/evaluate.py`` (``
   ``miou`` when every class occurs in the ground truth, and is nan when some class has no pixel in
   either the ground truth or the prediction.
 - ``pAcc`` = trace / total, ``mAcc`` = nanmean of the per-class recall
+- ``miou_background_only``: the ``miou`` that masks of background alone (class 0 everywhere) would score on the
+  same ground truth, ``(row_sum[0] / total) / (classes present)``: the floor a model's masks must clear to say
+  anything at all (ours, not the official code's)
 - ``precision = TP / col_sum`` (nan for a class never predicted), ``recall = TP / row_sum`` (nan for
   a class absent from the ground truth), ``confusion = FP / TP`` (inf when TP = 0 < FP).
 
@@ -185,7 +188,8 @@ def scores_from_hist(hist: Any) -> dict[str, Any]:
     """Every score of a ``(C, C)`` confusion matrix, with the official key names.
 
     Keys: ``pAcc``, ``mAcc``, ``miou`` (nanmean over classes present in the GT), ``miou_all``
-    (plain mean of all per-class IoUs), ``iou``, ``precision``, ``recall``, ``confusion`` (FP/TP),
+    (plain mean of all per-class IoUs), ``miou_background_only`` (the module docstring's floor), ``iou``,
+    ``precision``, ``recall``, ``confusion`` (FP/TP),
     each (C,) float64; ``mprecision`` / ``mrecall`` (nanmean over the classes present in the GT);
     ``valid`` (C,) bool (class present in the GT); ``hist`` (C, C) int64.
     """
@@ -208,6 +212,8 @@ def scores_from_hist(hist: Any) -> dict[str, Any]:
         "mAcc": _nanmean(recall),
         "miou": _nanmean(iou[valid]),
         "miou_all": float(np.mean(iou)) if iou.size else float("nan"),
+        # background everywhere: the background's IoU is its share of the pixels, every other class present 0
+        "miou_background_only": float(gt_sum[0] / gt_sum.sum() / valid.sum()) if valid.any() else float("nan"),
         "iou": iou,
         "precision": precision,
         "recall": recall,
