@@ -27,6 +27,7 @@ FIGURES = {
     "seg_rounds.0.val_crf": "one stage, val, `--crf`",
     "seg_rounds.0.val_crf_tagged": "one stage, val, `--crf --tags-from`",
     "seg_ensemble.val.crf_tagged": "three stages ensembled, val, `--crf --tags-from`",
+    "floor": "the floor: masks of background alone, val",
     "tags.precision": "the classifier's tags on val: precision",
     "tags.recall": "the classifier's tags on val: recall",
 }

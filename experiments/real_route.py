@@ -47,8 +47,8 @@ val and trains on the others (a view in ``OUT/data``); ``--folds N`` runs the ro
 ``run.seed`` = F unless set) and summarises each figure over the folds (mean, range, standard deviation);
 ``--gain-over JSON`` adds each figure's gain, fold by fold, over another ``--folds`` run of the same folds (issue 62).
 ``--steps`` adds each step's own gain (``steps``): the stage's val with ``--crf`` and ``--crf --tags-from``, the
-classifier's tag precision and recall on val, and the stage on the labels at the preset's own level against the
-sweep's.
+classifier's tag precision and recall on val, the floor of val (``floor``: the mIoU of masks of background alone),
+and the stage on the labels at the preset's own level against the sweep's.
 
 ``--cam-scales`` gives ``wsss cam`` its ``--scales`` (multi-scale CAMs from a classifier trained without them).
 
@@ -206,6 +206,7 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
             first["val_crf"] = scored(out / "seg", ["--crf"])
             first["val_crf_tagged"] = scored(out / "seg", ["--crf", "--tags-from", str(cls)])
             res["tags"] = _tag_scores(cls, root, args.val_split)
+            res["floor"] = _background_only_floor(root, args.val_split)
             # the same stage on the labels at the preset's own level instead of the sweep's
             own_labels = pseudo_labels(args.refine[0], f"{own:g}/{own:g}", f"pseudo_{args.refine[0]}_own_level")
             own_seg = out / "seg_own_level"
@@ -276,6 +277,18 @@ def _tag_scores(cls: Path, root: str, split: str) -> dict[str, float | None]:
     # a classifier that tags nothing (or photos without labels) has no precision (recall): None, not JSON's NaN
     defined = {"precision": summary.precision, "recall": summary.recall}
     return {**{k: None if math.isnan(v) else 100 * v for k, v in defined.items()}, "photos": summary.with_mask}
+
+
+def _background_only_floor(root: str, split: str) -> float:
+    """The mIoU that masks of background alone score on the split's masks, in % (``miou_background_only`` of
+    ``wsss eval``: a route's masks below it say less than none)."""
+    import numpy as np
+
+    from wsss.evaluation.metrics import confusion_matrix, scores_from_hist
+
+    ds = VOCDataset(root, split)
+    hist = sum(confusion_matrix(m, np.zeros_like(m), ds.num_classes) for m in map(ds.load_mask, ds.ids))
+    return 100 * scores_from_hist(hist)["miou_background_only"]
 
 
 def _stage_iterations(seg_preset: str, root: str, seg_set: list[str]) -> int:

@@ -11,6 +11,9 @@ from PIL import Image
 
 from conftest import REPO, tiny_overrides
 from experiments import real_route
+from wsss.data import VOCDataset
+from wsss.evaluation import evaluate
+from wsss.utils.io import save_label_png
 
 SEG_TINY = [
     "model.backbone_kwargs={channels: [8, 16, 16, 32], stem_width: 8}",
@@ -258,6 +261,13 @@ def test_real_route_steps(tmp_path, synth_root, monkeypatch):
     assert steps["crf"] == first["val_crf"] - first["val"] and steps["level"] == first["val"] - own["val"]
     assert steps["tags_after_crf"] == first["val_crf_tagged"] - first["val_crf"]
     assert 0 <= res["tags"]["precision"] <= 100 and 0 <= res["tags"]["recall"] <= 100 and res["tags"]["photos"] == 8
+    # the floor: what wsss eval scores masks of background alone on the val photos
+    background = tmp_path / "background"
+    background.mkdir()
+    ds = VOCDataset(synth_root, "val")
+    for i in ds.ids:
+        save_label_png(background / f"{i}.png", np.zeros_like(ds.load_mask(i)))
+    assert res["floor"] == pytest.approx(100 * evaluate(background, synth_root, "val").miou, rel=1e-12)
 
 
 def test_a_second_experiment_on_one_out_folder_is_refused(tmp_path, synth_root):
