@@ -60,8 +60,8 @@ def _main(args: tuple[str, ...]) -> int:
 
     try:
         return main(list(args))
-    except SystemExit as e:  # argparse's usage errors
-        return e.code if isinstance(e.code, int) else 2
+    except SystemExit as e:  # argparse's usage errors (2), --version (0): the status Python's exit would give
+        return 0 if e.code is None else e.code if isinstance(e.code, int) else 1
 
 
 def run_child(cmd: list[str], out: IO[str]) -> int:

@@ -94,10 +94,10 @@ class _Outputs:
         """The folders held for the job's whole block (rank 0, ``utils.runlock.job_folder_lock``: another job on one
         of them is refused, naming it) and checked (:meth:`check`) under that lock, so that no other job stamps a
         folder between this job's check and its writes."""
-        with contextlib.ExitStack() as held:
+        with contextlib.ExitStack() as locks:
             if rank() == 0:
                 for folder, _, _ in self.folders:
-                    held.enter_context(job_folder_lock(folder, command))
+                    locks.enter_context(job_folder_lock(folder, command))
             yield self.check()
 
     def claim(self) -> None:

@@ -1,4 +1,5 @@
-"""One writer per run directory: ``RUN/.lock``, held by the process that trains the run.
+"""One writer per run directory (``RUN/.lock``, held by the process that trains the run) and per output folder of
+a per-id job (``.job.lock``, below).
 
 Two ``wsss train`` on one ``run.dir`` would both append to ``metrics.jsonl``, both write TensorBoard
 files and overwrite each other's checkpoints (issue 33). The lock is an advisory ``flock`` on
