@@ -75,6 +75,8 @@ def test_numbers_match_wsss_eval_and_metrics_jsonl(reported, synth_root):
         for row in ev["per_class"]:
             assert cells[(folder, f"iou/{row['name']}")] == ("" if row["iou"] is None else f"{100 * row['iou']:.2f}")
     assert cells[("pseudo", "pseudo_miou")] == f"{100 * evals['pseudo']['pseudo_miou']:.2f}"
+    floors = {ev["miou_background_only"] for ev in evals.values()}  # one ground truth: one floor
+    assert len(floors) == 1 and cells[("miou_background_only",)] == f"{100 * floors.pop():.2f}"
 
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     vals = [r for r in records if "val" in r]

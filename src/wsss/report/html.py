@@ -286,6 +286,16 @@ def report_splits(run: Path, cfg: dict[str, Any], root: str | Path) -> tuple[lis
     return (shown or [cfg["data"]["val_split"]]), notes
 
 
+def _floor_note(results: dict[str, tuple[str, EvalResult]]) -> str:
+    """The split's floor, the mIoU of masks of background alone (the same ground truth for every output: the
+    first one's), in a sentence with its machine-readable name."""
+    floor = next(iter(results.values()))[1].scores["miou_background_only"]
+    if not _has_number(floor):
+        return ""
+    return (f'Masks of background alone would score <span data-metric="miou_background_only">{100 * floor:.2f}'
+            "</span> mIoU on this split: the floor.")  # fmt: skip
+
+
 def _result_sections(
     results: dict[str, tuple[str, EvalResult]], split: str, chart: Path | None
 ) -> tuple[str, str, str]:
@@ -293,7 +303,9 @@ def _result_sections(
     summary_html = (
         _summary_table(results, split) + "<p class=note>mIoU: mean over the classes present in the ground truth, 255 "
         "counted as background; '255 excluded': the official pseudo-label convention. FAR: ground-truth "
-        "background pixels predicted as the image's class. Same evaluator as <code>wsss eval</code>.</p>"
+        "background pixels predicted as the image's class. Same evaluator as <code>wsss eval</code>. "
+        + _floor_note(results)
+        + "</p>"
         if results
         else f"<p class=note>no complete output on split {_e(split)} yet: run `wsss cam`, `wsss pseudo`, "
         "`wsss predict` with this split</p>"
