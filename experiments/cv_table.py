@@ -79,9 +79,13 @@ def gains(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def verdict(decide: dict[str, Any] | None, veto: dict[str, Any] | None, complete: bool) -> str:
-    """The protocol's rule for one choice (BENCHMARKS.md, "the route's choices cross-validated")."""
-    if decide is None or veto is None or not complete or None in (*decide["values"], *veto["values"]):
+def verdict(decide: dict[str, Any] | None, veto: dict[str, Any] | None, folds: tuple[int, int] | None) -> str:
+    """The protocol's rule for one choice (BENCHMARKS.md, "the route's choices cross-validated"); ``folds``: each
+    set's folds when every one has run (None before): a gain over fewer (a ``--gain-over`` route stopped early) or
+    undefined in one decides nothing."""
+    if decide is None or veto is None or folds is None or None in (*decide["values"], *veto["values"]):
+        return "undecided"
+    if (len(decide["values"]), len(veto["values"])) != folds:
         return "undecided"
     if decide["mean"] > decide["sd"] and veto["mean"] >= 0:
         return "**enters the advice**"
@@ -108,10 +112,11 @@ def tables(decide: list[dict[str, Any]], veto: list[dict[str, Any]], names: tupl
     lines += [f"| route | choice | {names[0]}: gain | {names[1]}: gain | the rule |", "|---|---|---|---|---|"]
     for i, (d, v) in enumerate(zip(decide, veto)):
         complete = all(_folds(r)[0] == _folds(r)[1] > 0 for r in (d, v))
+        folds = (_folds(d)[1], _folds(v)[1]) if complete else None
         dg, vg = gains(d), gains(v)
         for name in dict.fromkeys([*dg, *vg]):
             lines.append(f"| {i + 1} | {name} | {_cell(dg.get(name))} | {_cell(vg.get(name))} | "
-                         f"{verdict(dg.get(name), vg.get(name), complete)} |")  # fmt: skip
+                         f"{verdict(dg.get(name), vg.get(name), folds)} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -507,6 +507,7 @@ def cross_validate(args: argparse.Namespace) -> dict[str, Any]:
     of the folds' results its mean, range and standard deviation over the folds (``summary``)."""
     if args.fold:
         raise SystemExit("--folds runs every fold; --fold F/N runs one: pass one of them")
+    other = _gain_over_folds(args) if args.gain_over else []  # checked before hours of training, not after
     runs = []
     for fold in range(args.folds):
         # one seed per fold, the fold's index (unless the command sets run.seed): the folds' spread holds both noises
@@ -526,12 +527,29 @@ def cross_validate(args: argparse.Namespace) -> dict[str, Any]:
             _write_json(args.json, {"folds": runs, "summary": summarise(runs)})
     res: dict[str, Any] = {"folds": runs, "summary": summarise(runs)}
     if args.gain_over:  # a choice's gain fold by fold: this route's figures minus the other's, on the same folds
-        other = json.loads(Path(args.gain_over).read_text())["folds"]
-        if [r["fold"]["val_ids"] for r in other] != [r["fold"]["val_ids"] for r in runs]:
-            raise SystemExit(f"{args.gain_over}: its folds are not this run's (another data set or --folds)")
+        other = _gain_over_folds(args)  # read again: the other run may have finished more folds meanwhile
         res["gain_over"] = {"other": str(args.gain_over), "summary": summarise(
             [_difference(a, b) for a, b in zip(runs, other)])}  # fmt: skip
+        if len(other) < len(runs):  # the gains cover the folds both have run; the rule needs them all
+            res["gain_over"]["folds"] = len(other)
+            print(f"warning: {args.gain_over} has {len(other)} of {len(runs)} folds: the gains are over those; rerun "
+                  "this command when it has all (its finished stages are reused)", file=sys.stderr)  # fmt: skip
     return res
+
+
+def _gain_over_folds(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The folds of ``--gain-over``'s JSON, checked to be this run's (the same photos in each fold's val) for those it
+    has run: SystemExit naming the file otherwise."""
+    path = Path(args.gain_over)
+    try:
+        other = json.loads(path.read_text())["folds"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{path}: not the JSON of a --folds run ({e})") from None
+    ids = all_ids(str(Path(args.data_root).resolve()))
+    mine = [fold_split(ids, f, args.folds)[1] for f in range(args.folds)]
+    if len(other) > args.folds or [r["fold"]["val_ids"] for r in other] != mine[: len(other)]:
+        raise SystemExit(f"{path}: its folds are not this run's (another data set or --folds)")
+    return other
 
 
 _NOT_COMPARED = object()  # a key path where the two runs do not both hold a number (a name, a flag, a list's length)

@@ -52,3 +52,9 @@ def test_a_route_run_against_another_reports_its_own_gain_fold_by_fold():
     assert "a, route 1 (3 of 3 folds run, its gains over ccp-dev_e12.json)" in text
     row = next(line for line in text.splitlines() if "over its `--gain-over` route: one stage, val, plain" in line)
     assert "+2.50 (sd 0.50; +2.00 / +2.50 / +3.00)" in row and row.endswith("**enters the advice** |")
+    # a --gain-over route stopped before its last fold: the gains over the folds both ran decide nothing
+    short = {**longer, "gain_over": {**longer["gain_over"], "summary": summarise(
+        [{"seg_val": {"miou": g}} for g in (2.0, 2.5)]), "folds": 2}}  # fmt: skip
+    row = next(line for line in cv_table.tables([short], [other], ("a", "b")).splitlines()
+               if "over its `--gain-over` route: one stage, val, plain" in line)  # fmt: skip
+    assert "+2.25 (sd 0.35; +2.00 / +2.50)" in row and row.endswith("| undecided |")

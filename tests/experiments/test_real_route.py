@@ -194,7 +194,7 @@ def test_real_route_masks(tmp_path, synth_root, monkeypatch):
     assert real_route.main(argv) == res  # a rerun reuses every stage
 
 
-def test_real_route_folds(tmp_path, synth_root, monkeypatch):
+def test_real_route_folds(tmp_path, synth_root, monkeypatch, capsys):
     """``--folds 2`` (issue 62): the route on each fold's view (every photo in exactly one fold's val, the others
     train) and each figure's mean and range over the folds."""
     monkeypatch.setattr(real_route, "IN_PROCESS", True)
@@ -221,6 +221,15 @@ def test_real_route_folds(tmp_path, synth_root, monkeypatch):
     first.write_text(json.dumps(res))
     again = real_route.main([*argv, "--gain-over", str(first)])
     assert again["gain_over"]["summary"]["pseudo.par"]["values"] == [0.0, 0.0]
+    # a --gain-over run with fewer folds: the gains over those, said; one of other folds: refused before any training
+    first.write_text(json.dumps({**res, "folds": res["folds"][:1]}))
+    again = real_route.main([*argv, "--gain-over", str(first)])
+    assert again["gain_over"]["summary"]["pseudo.par"]["values"] == [0.0] and again["gain_over"]["folds"] == 1
+    assert f"warning: {first} has 1 of 2 folds" in capsys.readouterr().err
+    first.write_text(json.dumps({**res, "folds": res["folds"][::-1]}))
+    with pytest.raises(SystemExit, match="its folds are not this run's"):
+        real_route.main([*argv, "--out", str(tmp_path / "elsewhere"), "--gain-over", str(first)])
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_summarise_and_fold_split():
