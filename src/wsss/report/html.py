@@ -292,8 +292,8 @@ def _floor_note(results: dict[str, tuple[str, EvalResult]]) -> str:
     floor = next(iter(results.values()))[1].scores["miou_background_only"]
     if not _has_number(floor):
         return ""
-    return (f'Masks of background alone would score <span data-metric="miou_background_only">{100 * floor:.2f}'
-            "</span> mIoU on this split: the floor.")  # fmt: skip
+    return (f'Masks of background alone would score <b data-metric="miou_background_only">{100 * floor:.2f}'
+            "</b> mIoU on this split: the floor.")  # fmt: skip
 
 
 def _result_sections(
