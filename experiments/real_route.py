@@ -46,6 +46,10 @@ weight 1, named by its own classifier.
 val and trains on the others (a view in ``OUT/data``); ``--folds N`` runs the route on every fold (``OUT/foldF``,
 ``run.seed`` = F unless set) and summarises each figure over the folds (mean, range, standard deviation);
 ``--gain-over JSON`` adds each figure's gain, fold by fold, over another ``--folds`` run of the same folds (issue 62).
+``--reuse JSON ...`` takes the finished folds these JSONs hold (of ``--folds`` runs, or of ``--fold F/N`` runs of the
+same command) instead of running them again, when their folders are gone: each fold checked to hold the same val
+photos and, where the JSON records them (``settings``), the same options; an entry from before ``settings`` were
+recorded is taken with a warning.
 ``--steps`` adds each step's own gain (``steps``): the stage's val with ``--crf`` and ``--crf --tags-from``, the
 classifier's tag precision and recall on val, the floor of val (``floor``: the mIoU of masks of background alone),
 and the stage on the labels at the preset's own level against the sweep's.
@@ -127,14 +131,10 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log, cls, root = out / "route.log", out / "cls", str(Path(args.data_root).resolve())
-    res: dict[str, Any] = {"preset": args.preset, "data_root": root}
+    res: dict[str, Any] = {"preset": args.preset, "data_root": root, "settings": _settings(args)}
     if args.fold:  # the data set's photos split anew: this fold's val held out, the other folds' photos train
-        fold, folds = (int(x) for x in args.fold.split("/"))
-        train_ids, val_ids = fold_split(all_ids(root), fold, folds)
-        source = VOCDataset(root, "train")  # has_mask reads the folder, whatever the split
-        masked = [i for i in [*train_ids, *val_ids] if source.has_mask(i)]
-        root = str(make_view(root, out / "data", {"train": train_ids, "val": val_ids}, masked))
-        res["fold"] = {"fold": fold, "folds": folds, "view": root, "val_ids": val_ids}
+        res["fold"] = _fold_view(root, args.fold, out)
+        root = res["fold"]["view"]
     res["train"] = _train(args.preset, root, cls, args.overrides, log)
     scales = ["--scales", args.cam_scales] if args.cam_scales else []
     _wsss("cam", str(cls), "--split", "train", *scales, "--quiet", log=log)
@@ -225,6 +225,25 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
             if "seg_ensemble" in res:
                 res["steps"]["ensemble_crf_tagged"] = res["seg_ensemble"]["val"]["crf_tagged"] - first["val_crf_tagged"]
     return res
+
+
+def _fold_view(root: str, fold_of: str, out: Path) -> dict[str, Any]:
+    """``--fold F/N``: the view ``OUT/data`` of the data set ``root`` whose val is fold F of N of its photos (sorted,
+    dealt round-robin) and whose train is the others; the fold's entry of the JSON (``view``: the view's root)."""
+    fold, folds = (int(x) for x in fold_of.split("/"))
+    train_ids, val_ids = fold_split(all_ids(root), fold, folds)
+    source = VOCDataset(root, "train")  # has_mask reads the folder, whatever the split
+    masked = [i for i in [*train_ids, *val_ids] if source.has_mask(i)]
+    view = make_view(root, out / "data", {"train": train_ids, "val": val_ids}, masked)
+    return {"fold": fold, "folds": folds, "view": str(view), "val_ids": val_ids}
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What decides a route's figures besides its photos: the options its JSON records, so that ``--reuse`` can tell
+    a finished fold of the same command from one of another."""
+    keys = ("preset", "overrides", "refine", "seg", "seg_set", "val_split", "seg_rounds", "seg_band",
+            "seg_from_classifier", "seg_ensemble", "steps", "cam_scales", "affinity", "aff_set")  # fmt: skip
+    return {k: getattr(args, k) for k in keys}
 
 
 def _pseudo_labels(cls: Path, root: str, refine: str, levels: str, name: str, *extra: str, log: Path) -> Path:
@@ -489,8 +508,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar="JSON",
         help="with --folds: each figure's gain over another --folds run's JSON, fold by fold",
     )
+    p.add_argument(
+        "--reuse", nargs="+", default=[], metavar="JSON",
+        help="with --folds: take the finished folds these JSONs hold (of --folds or --fold F/N runs of this command) "
+             "instead of running them again (when their folders are gone)",
+    )  # fmt: skip
     p.add_json()
     args = p.parse_args(argv)
+    if args.reuse and not args.folds:
+        p.error("--reuse takes the finished folds of a --folds run: pass --folds N")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # one experiment per --out: two would run the same stages into the same folders (their wsss commands refuse a
     # run in training, not a folder another command is about to use)
@@ -508,21 +534,11 @@ def cross_validate(args: argparse.Namespace) -> dict[str, Any]:
     if args.fold:
         raise SystemExit("--folds runs every fold; --fold F/N runs one: pass one of them")
     other = _gain_over_folds(args) if args.gain_over else []  # checked before hours of training, not after
+    kept = _reusable_folds(args)  # likewise
     runs = []
     for fold in range(args.folds):
-        # one seed per fold, the fold's index (unless the command sets run.seed): the folds' spread holds both noises
-        seed = [] if any(o.startswith("run.seed=") for o in args.overrides) else [f"run.seed={fold}"]
-        seg_seed = [] if any(o.startswith("run.seed=") for o in args.seg_set) else [f"run.seed={fold}"]
-        fold_args = {
-            "fold": f"{fold}/{args.folds}",
-            "folds": 0,
-            "out": str(Path(args.out) / f"fold{fold}"),
-            "json": None,
-            "overrides": [*args.overrides, *seed],
-            "seg_set": [*args.seg_set, *seg_seed],
-        }
-        one = argparse.Namespace(**{**vars(args), **fold_args})
-        runs.append(route(one))
+        one = argparse.Namespace(**{**vars(args), **_fold_overrides(args, fold)})
+        runs.append(_kept_fold(one, *kept[fold]) if fold in kept else route(one))
         if args.json:  # what the finished folds measured, kept if a later fold is stopped
             _write_json(args.json, {"folds": runs, "summary": summarise(runs)})
     res: dict[str, Any] = {"folds": runs, "summary": summarise(runs)}
@@ -535,6 +551,67 @@ def cross_validate(args: argparse.Namespace) -> dict[str, Any]:
             print(f"warning: {args.gain_over} has {len(other)} of {len(runs)} folds: the gains are over those; rerun "
                   "this command when it has all (its finished stages are reused)", file=sys.stderr)  # fmt: skip
     return res
+
+
+def _reusable_folds(args: argparse.Namespace) -> dict[int, tuple[dict[str, Any], Path]]:
+    """The finished folds of ``--reuse``'s JSONs (of ``--folds`` runs or of ``--fold F/N`` runs), by fold index, each
+    checked to be this command's: the same photos in the fold's val, the same settings (the fold's ``run.seed``
+    included), every figure this command measures. SystemExit naming the file otherwise."""
+    kept: dict[int, tuple[dict[str, Any], Path]] = {}
+    if not args.reuse:
+        return kept
+    ids = all_ids(str(Path(args.data_root).resolve()))
+    for path in map(Path, args.reuse):
+        try:
+            res = json.loads(path.read_text())
+            entries = res.get("folds", [res])
+            folds = [(int(e["fold"]["fold"]), int(e["fold"]["folds"]), e) for e in entries]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"{path}: not the JSON of a --folds or --fold F/N run ({e})") from None
+        for fold, of, entry in folds:
+            if of != args.folds or entry["fold"]["val_ids"] != fold_split(ids, fold, args.folds)[1]:
+                raise SystemExit(f"{path}: its fold {fold}/{of} is not this run's (another data set or --folds)")
+            if fold in kept:
+                raise SystemExit(f"{path}: fold {fold} is in {kept[fold][1]} too: pass one of them")
+            mine = _settings(argparse.Namespace(**{**vars(args), **_fold_overrides(args, fold)}))
+            theirs = entry.get("settings")
+            if theirs is None:  # a JSON from before the settings were recorded: its figures must all be there
+                missing = [k for k, on in (("steps", args.steps), ("seg_ensemble", args.seg_ensemble > 1)) if on]
+                if entry.get("preset") != args.preset or any(k not in entry for k in missing):
+                    raise SystemExit(f"{path}: fold {fold} is of another preset or lacks {missing}: not this run's")
+                print(f"warning: {path}: fold {fold} records no settings (a JSON from before they were): taken as "
+                      "this command's on your word (--reuse)", file=sys.stderr)  # fmt: skip
+            elif theirs != mine:
+                other = sorted(k for k in {*theirs, *mine} if theirs.get(k) != mine.get(k))
+                raise SystemExit(f"{path}: fold {fold} was run with other settings ({', '.join(other)})")
+            kept[fold] = entry, path
+    return kept
+
+
+def _fold_overrides(args: argparse.Namespace, fold: int) -> dict[str, Any]:
+    """The options of the ``--fold F/N`` route that ``--folds`` runs as fold ``fold`` (the fold's index is its seed,
+    unless the command sets ``run.seed``: the folds' spread holds both noises)."""
+    seed = [] if any(o.startswith("run.seed=") for o in args.overrides) else [f"run.seed={fold}"]
+    seg_seed = [] if any(o.startswith("run.seed=") for o in args.seg_set) else [f"run.seed={fold}"]
+    return {
+        "fold": f"{fold}/{args.folds}",
+        "folds": 0,
+        "out": str(Path(args.out) / f"fold{fold}"),
+        "json": None,
+        "overrides": [*args.overrides, *seed],
+        "seg_set": [*args.seg_set, *seg_seed],
+    }
+
+
+def _kept_fold(one: argparse.Namespace, entry: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A finished fold taken from ``--reuse``'s ``path`` instead of run again; ``floor`` added where the entry is
+    from before it was measured (``--steps``: the view of the fold's val photos is all it needs)."""
+    print(f"fold {one.fold}: taken from {path} (not run again)", file=sys.stderr)
+    entry = {**entry, "reused_from": str(path)}
+    if one.steps and "floor" not in entry:
+        view = _fold_view(str(Path(one.data_root).resolve()), one.fold, Path(one.out).resolve())["view"]
+        entry["floor"] = _background_only_floor(view, one.val_split)
+    return entry
 
 
 def _gain_over_folds(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -232,6 +232,57 @@ def test_real_route_folds(tmp_path, synth_root, monkeypatch, capsys):
     assert not (tmp_path / "elsewhere").exists()
 
 
+def test_real_route_folds_reuse(tmp_path, synth_root, monkeypatch, capsys):
+    """``--reuse`` (issue 62): the finished folds a JSON holds are taken, not run again, when their folders are gone
+    (another machine, a lost scratch disk); a fold of other settings or other photos is refused before any training."""
+    monkeypatch.setattr(real_route, "IN_PROCESS", True)
+    out = tmp_path / "route"
+    tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root),
+            "--folds", "2", "--refine", "par", "--seg", "", "--set", *tiny]  # fmt: skip
+    # fold 1 run alone, as the --folds run would run it (the fold's index its seed)
+    one = real_route.main([str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out",
+                           str(tmp_path / "one"), "--fold", "1/2", "--refine", "par", "--seg", "",
+                           "--set", *tiny, "run.seed=1", "--seg-set", "run.seed=1"])  # fmt: skip
+    whole = real_route.main([*argv, "--out", str(out)])
+    assert whole["folds"][1]["pseudo"] == one["pseudo"]  # the --fold 1/2 route is the --folds run's fold 1
+    (tmp_path / "whole.json").write_text(json.dumps({**whole, "folds": whole["folds"][:1]}))
+    (tmp_path / "one.json").write_text(json.dumps(one))
+    again = real_route.main([*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"),
+                             str(tmp_path / "one.json")])  # fmt: skip
+    assert [r["pseudo"] for r in again["folds"]] == [r["pseudo"] for r in whole["folds"]]
+    assert again["summary"]["pseudo.par"] == whole["summary"]["pseudo.par"]
+    assert not (tmp_path / "gone/fold0").exists() and not (tmp_path / "gone/fold1/cls").exists()  # nothing trained
+    assert "fold 1/2: taken from" in capsys.readouterr().err
+    # an entry from before the settings were recorded: taken, with a warning
+    (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in one.items() if k != "settings"}))
+    real_route.main([*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"),
+                     str(tmp_path / "old.json")])  # fmt: skip
+    assert "fold 1 records no settings" in capsys.readouterr().err
+    # refused before any training: other settings (the classifier's seed), other photos, one fold twice
+    with pytest.raises(SystemExit, match=r"fold 0 was run with other settings \(overrides\)"):
+        real_route.main([*argv, "run.seed=5", "--out", str(tmp_path / "x"), "--reuse", str(tmp_path / "whole.json")])
+    with pytest.raises(SystemExit, match="is not this run's"):
+        real_route.main(
+            [*argv[:4], "3", *argv[5:], "--out", str(tmp_path / "x"), "--reuse", str(tmp_path / "one.json")]
+        )
+    with pytest.raises(SystemExit, match="fold 0 is in"):
+        real_route.main([*argv, "--out", str(tmp_path / "x"), "--reuse", *[str(tmp_path / "whole.json")] * 2])
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_kept_fold_gets_the_floor_it_lacks(tmp_path, synth_root):
+    """A fold from before ``floor`` was measured gets it from its val photos' masks, as a fold run now would."""
+    import argparse
+
+    one = argparse.Namespace(fold="0/2", out=str(tmp_path / "fold0"), data_root=str(synth_root), val_split="val",
+                             steps=True)  # fmt: skip
+    entry = real_route._kept_fold(one, {"pseudo": {"par": 1.0}}, tmp_path / "old.json")
+    view = real_route._fold_view(str(synth_root), "0/2", tmp_path / "check")["view"]
+    assert entry["floor"] == real_route._background_only_floor(view, "val") and entry["pseudo"] == {"par": 1.0}
+    assert entry["reused_from"] == str(tmp_path / "old.json")
+
+
 def test_summarise_and_fold_split():
     from experiments.data_views import fold_split
 
