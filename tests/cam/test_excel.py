@@ -77,3 +77,28 @@ def test_the_labels_are_refined_on_the_device_of_the_image(classes):
     guide = torch.empty(3, 16, 16, device="meta")
     label = labels_from_maps(maps, torch.tensor(classes, dtype=torch.long), guide, PAR((1, 2), 3))
     assert label.device.type == "meta" and label.shape == (16, 16) and label.dtype == torch.int64
+
+
+@pytest.mark.parametrize("par_on_normalized", [True, False])
+def test_training_free_labels_are_refined_on_the_methods_device(tmp_path, monkeypatch, par_on_normalized):
+    """``wsss pseudo --refine excel`` (``Excel.pseudo_label``): PAR runs where the method runs, as the official
+    training-free labels do on the GPU (tools/infer_lam.py:168); on an H100 machine it ran on the CPU, 6.4 s of CPU
+    an image (BENCHMARKS.md, "On a GPU"). The "meta" device stands in for the GPU: the image PAR reads (the
+    normalised input, Q4, or the photo in [0, 1]) must reach it there; the earlier code gave it on the CPU."""
+    import numpy as np
+
+    import wsss.methods.excel as excel
+    from excel_golden import voc_method
+
+    method = voc_method(tmp_path, quirk_par_on_normalized=str(par_on_normalized).lower())
+    method.decoder.to("meta")
+    seen = []
+
+    def refine(maps, classes, guide, par):  # labels_from_maps, recording where PAR would run
+        seen.append(guide.device.type)
+        return torch.zeros(guide.shape[-2:], dtype=torch.long)
+
+    monkeypatch.setattr(excel, "labels_from_maps", refine)
+    image = np.zeros((20, 24, 3), dtype=np.uint8)
+    label = method.pseudo_label(image, np.array([2]), np.zeros((1, 20, 24), dtype=np.float32))
+    assert seen == ["meta"] and isinstance(label, np.ndarray)

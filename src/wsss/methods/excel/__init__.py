@@ -367,13 +367,15 @@ class Excel(Method):
         """``wsss pseudo --refine excel``: background ``1 - max``, PAR, argmax (docs/methods/excel.md#par), on the saved
         maps (k, H, W) of the 0-based foreground ``classes``. PAR reads the normalised square input (Q4) or the image
         in [0, 1]."""
-        h, w = image.shape[:2]
+        # PAR on the method's device, as the official training-free labels (PAR and the inputs on the GPU:
+        # tools/infer_lam.py:168, :94); on the CPU of a GPU machine it was 6.4 s of CPU an image (BENCHMARKS.md)
+        dev = next(self.decoder.parameters()).device
         if self.options.quirk_par_on_normalized:
-            guide = self._input_of(image)[0].cpu()
+            guide = self._input_of(image)[0]
         else:
-            guide = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+            guide = (torch.from_numpy(image).permute(2, 0, 1).float() / 255.0).to(dev)
         maps = torch.from_numpy(np.asarray(cams, dtype=np.float32))
-        return labels_from_maps(maps, torch.as_tensor(classes), guide, self.par).numpy()
+        return labels_from_maps(maps, torch.as_tensor(classes), guide, self.par).cpu().numpy()
 
     @property
     def has_seg_head(self) -> bool:
