@@ -565,11 +565,11 @@ def _reusable_folds(args: argparse.Namespace) -> dict[int, tuple[dict[str, Any],
         try:
             res = json.loads(path.read_text())
             entries = res.get("folds", [res])
-            folds = [(int(e["fold"]["fold"]), int(e["fold"]["folds"]), e) for e in entries]
+            folds = [(int(e["fold"]["fold"]), int(e["fold"]["folds"]), list(e["fold"]["val_ids"]), e) for e in entries]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"{path}: not the JSON of a --folds or --fold F/N run ({e})") from None
-        for fold, of, entry in folds:
-            if of != args.folds or entry["fold"]["val_ids"] != fold_split(ids, fold, args.folds)[1]:
+        for fold, of, val_ids, entry in folds:
+            if of != args.folds or val_ids != fold_split(ids, fold, args.folds)[1]:
                 raise SystemExit(f"{path}: its fold {fold}/{of} is not this run's (another data set or --folds)")
             if fold in kept:
                 raise SystemExit(f"{path}: fold {fold} is in {kept[fold][1]} too: pass one of them")
