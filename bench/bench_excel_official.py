@@ -283,9 +283,7 @@ def official_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]
         loss.backward()
         optim.step()
 
-    return {
-        name: timed_iters(body, n_iter, a.iters, a.device) for name, n_iter in (("before_lvc", 0), ("lvc", LVC_ITER))
-    }
+    return measured(body, {"before_lvc": 0, "lvc": LVC_ITER}, a)
 
 
 # -- wsss, in a worker process ----------------------------------------------------------------------------------
@@ -324,8 +322,32 @@ def wsss_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
         loss.backward()
         optim.step()
 
-    lvc = int(method.options.lvc_start)
-    return {name: timed_iters(body, step, a.iters, a.device) for name, step in (("before_lvc", 0), ("lvc", lvc))}
+    return measured(body, {"before_lvc": 0, "lvc": int(method.options.lvc_start)}, a)
+
+
+def measured(body, modes: dict[str, int], a: argparse.Namespace) -> dict:  # noqa: ANN001
+    """Each mode's timed iterations (:func:`timed_iters`), and with ``--profile N`` the operators of N more LVC
+    iterations (:func:`profiled`) under "profile"."""
+    res: dict = {name: timed_iters(body, n_iter, a.iters, a.device) for name, n_iter in modes.items()}
+    if a.profile:
+        res["profile"] = profiled(body, modes["lvc"], a.profile, a.device)
+    return res
+
+
+def profiled(body, n_iter: int, iters: int, device: str) -> str:  # noqa: ANN001
+    """``iters`` iterations under ``torch.profiler`` (after the timed ones: warm): the operators with the most self
+    time, on the host (CPU) and, on a GPU, on the device, where a goal missed says what the time goes to (issue 60)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if device == "cuda" else [])]
+    with profile(activities=activities) as prof:
+        for _ in range(iters):
+            body(n_iter)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    table = prof.key_averages()
+    sorts = ["self_cpu_time_total", *(["self_cuda_time_total"] if device == "cuda" else [])]
+    return "\n".join(f"{iters} iterations, by {key}:\n{table.table(sort_by=key, row_limit=15)}" for key in sorts)
 
 
 def timed_iters(body, n_iter: int, iters: int, device: str) -> list[tuple[float, float]]:  # noqa: ANN001
@@ -377,7 +399,7 @@ class Driver:
         self.me = [sys.executable, str(Path(__file__).resolve())]
         self.common = ["--official", str(a.official.resolve()), "--deps", str(a.deps), "--work", str(a.work),
                        "--weights", str(self.weights), "--data", str(self.data), "--batch", str(self.batch),
-                       "--iters", str(a.iters), "--device", a.device]  # fmt: skip
+                       "--iters", str(a.iters), "--device", a.device, "--profile", str(a.profile)]  # fmt: skip
         self.run = a.work / "run"
         self.wsss = [sys.executable, "-m", "wsss"]
 
@@ -434,7 +456,7 @@ def compare_labels(d: Driver) -> None:
 def report_train(times: dict[str, dict], iters: int, gpu: bool) -> None:
     what, pick = ("wall", 0) if gpu else ("CPU", 1)  # the figure compared
     for code, result in times.items():
-        modes = {k: v for k, v in result.items() if k != "peak_gib"}
+        modes = {k: v for k, v in result.items() if k not in ("peak_gib", "profile")}
         for mode, its in modes.items():
             wall, cpu = statistics.median(w for w, _ in its), statistics.median(c for _, c in its)
             spread = ", ".join(f"{t[pick]:.3f}" for t in its)
@@ -442,8 +464,10 @@ def report_train(times: dict[str, dict], iters: int, gpu: bool) -> None:
                   f"{cpu:.3f} s CPU; {what} of each: {spread}")  # fmt: skip
         if "peak_gib" in result:
             print(f"train iteration {code}: peak GPU memory (max_memory_allocated) {result['peak_gib']:.2f} GiB")
+        if "profile" in result:
+            print(f"train iteration {code}, profiled: {result['profile']}")
     if len(times) == 2:
-        for mode in (k for k in times["official"] if k != "peak_gib"):
+        for mode in (k for k in times["official"] if k not in ("peak_gib", "profile")):
             ratio = [statistics.median(t[pick] for t in times[k][mode]) for k in ("wsss", "official")]
             print(f"wsss / official {what} time per training iteration, {mode}: {ratio[0] / ratio[1]:.2f}")
 
@@ -455,8 +479,16 @@ def main() -> None:
                     help="pip --target folder(s) of the official code's deps (os.pathsep-separated)")  # fmt: skip
     ap.add_work(required=True, type=Path)
     ap.add_argument("--rounds", type=int, default=2,
-                    help="alternating training-free rounds; the least CPU (GPU: wall) time kept")  # fmt: skip
+                    help="alternating training-free rounds; the least CPU (GPU: wall) time kept (0: the training "
+                         "iteration alone)")  # fmt: skip
     ap.add_iters(3)  # training iterations per mode, after 1 warm-up
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N more LVC training iterations of each code under torch.profiler: the top operators",
+    )
     ap.add_argument("--only", choices=("official", "wsss", "both"), default="both")
     ap.add_argument(
         "--device",
@@ -473,10 +505,12 @@ def main() -> None:
         return
     d = Driver(a)
     codes = ["official", "wsss"] if a.only == "both" else [a.only]
-    if "official" in codes:
+    if "official" in codes and a.rounds:
         d.official_free("two")  # warm-up: the official attr_clustering writes the bank to ./attributes_text/
     train = {code: d.train(code) for code in codes}  # first: its figures print before the longer free rounds
     report_train(train, a.iters, d.gpu)
+    if not a.rounds:
+        return
     free: dict[str, dict[str, Timing]] = {c: {} for c in codes}
     for _ in range(a.rounds):  # alternating, so that a burst of the other developers' load hits both alike
         for split in ("two", "all"):

@@ -8,8 +8,12 @@
 #       the recordings used (tests/golden/README.md), unmodified; the files no step reads are left out, to stay
 #       under the call's 64 MiB:
 #       git -C MIRROR/linyq2117+CLIP-ES archive 3893f81 -- . ':!coco14' ':!CLIP-ES.png' | tar -x -C .official/CLIP-ES
-#       git -C MIRROR/zwyang6+ExCEL archive 2cd7f51 -- . ':!datasets/coco' ':!datasets/voc/cls_labels_onehot.npy' \
-#           ':!datasets/voc/train_aug.txt' ':!sources' ':!logs' | tar -x -C .official/ExCEL
+#       git -C MIRROR/zwyang6+ExCEL archive 2cd7f51 -- . ':!datasets/coco/cls_labels_onehot.npy' \
+#           ':!datasets/voc/cls_labels_onehot.npy' ':!datasets/voc/train_aug.txt' ':!sources' ':!logs' \
+#           | tar -x -C .official/ExCEL
+#       (the snapshot lacks the blob of datasets/coco/cls_labels_onehot.npy: name it, ':!datasets/coco' is not enough
+#       for git 2.39's archive); rm .official/ExCEL/attributes_text/*ms_coco* .official/CLIP-ES/voc12/train_aug.txt
+#       keeps the call under 64 MiB (read by no step)
 #   .whl: what the GPU image lacks (dev/device_check.sh) and, in .whl/official, the official codes' own
 #       dependencies (ttach, texttable); a `pkg_resources` of two lines stands in where the image's setuptools
 #       has none (the official `clip/clip.py` imports only `packaging` from it).
@@ -50,7 +54,7 @@ status=0
 stamp "ExCEL: the official training-free labels and training iteration, and wsss's"
 timeout "${EXCEL_S:-200}" $PY bench/bench_excel_official.py --official .official/ExCEL --deps "$DEPS" \
     --work /tmp/b_excel --device "$DEVICE" --copies "${COPIES:-16}" --rounds "${ROUNDS:-1}" --iters "${ITERS:-10}" \
-    2>&1 | tee "$OUT/excel_official.log"
+    --profile "${PROFILE:-0}" 2>&1 | tee "$OUT/excel_official.log"
 status=$((status || PIPESTATUS[0]))
 
 stamp "CLIP-ES: the official generate_cams_voc12.py and wsss cam"

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+_STACKED_BYTES = 1 << 29  # PAR.propagate off the CPU: the stacked neighbours at most 512 MiB at once
 # (dy, dx) directions of the 8-neighbourhood, in the official stacking order.
 _DIRECTIONS: tuple[tuple[int, int], ...] = (
     (-1, -1),
@@ -129,8 +130,11 @@ class PAR(nn.Module):
         pos = self.position_softmax(image.dtype, image.device)
         return aff + self.w2 * pos.view(1, -1, 1, 1)
 
-    def propagate(self, masks: torch.Tensor, aff: torch.Tensor, num_iter: int | None = None) -> torch.Tensor:
-        """Run ``num_iter`` propagation steps of ``masks`` (B,K,h,w) with ``aff`` (B,N,h,w)."""
+    def propagate(
+        self, masks: torch.Tensor, aff: torch.Tensor, num_iter: int | None = None, *, stacked: bool | None = None
+    ) -> torch.Tensor:
+        """Run ``num_iter`` propagation steps of ``masks`` (B,K,h,w) with ``aff`` (B,N,h,w). ``stacked``: the
+        neighbours gathered into one tensor per step (default: off the CPU) instead of added one by one."""
         n_iter = self.num_iter if num_iter is None else int(num_iter)
         _, _, h, w = masks.shape
         if aff.shape[-2:] != (h, w):
@@ -140,13 +144,27 @@ class PAR(nn.Module):
         dtype = torch.promote_types(masks.dtype, aff.dtype)
         masks = masks.to(dtype)
         aff = aff.to(dtype).unsqueeze(1)  # (B,1,N,h,w)
+        # On the CPU, neighbour by neighbour: no (B,K,N,h,w) buffer. Elsewhere (a GPU) that is 2 x 48 small kernels a
+        # step, launched one by one: 7,680 of them in an ExCEL iteration, most of its 0.08 s behind the official
+        # code's on an H100 (BENCHMARKS.md, "On a GPU"); the neighbours are stacked instead, as the official
+        # code does, in chunks of at most _STACKED_BYTES.
+        stacked = masks.device.type != "cpu" if stacked is None else stacked
+        per = len(offsets)
+        if stacked:
+            per = max(1, min(per, _STACKED_BYTES // max(1, masks.numel() * masks.element_size())))
         for _ in range(n_iter):
             mp = F.pad(masks, (p, p, p, p), mode="replicate")
-            # Accumulate neighbour by neighbour over views of the padded map: no (B,K,N,h,w) buffer.
-            out = torch.zeros_like(masks)
-            # A plain multiply-add: ``addcmul_`` with this broadcast is ~15x slower on the CPU.
-            for n, (dy, dx) in enumerate(offsets):
-                out += mp[:, :, p + dy : p + dy + h, p + dx : p + dx + w] * aff[:, :, n]
+            views = [mp[:, :, p + dy : p + dy + h, p + dx : p + dx + w] for dy, dx in offsets]
+            if stacked:
+                out = None
+                for i in range(0, len(views), per):
+                    part = (torch.stack(views[i : i + per], dim=2) * aff[:, :, i : i + per]).sum(dim=2)
+                    out = part if out is None else out.add_(part)
+            else:
+                out = torch.zeros_like(masks)
+                # A plain multiply-add: ``addcmul_`` with this broadcast is ~15x slower on the CPU.
+                for n, view in enumerate(views):
+                    out += view * aff[:, :, n]
             masks = out
         return masks
 
