@@ -5,7 +5,9 @@ For each set and route (a JSON; the 24-epoch one holds its gains over the 12-epo
 route's figures over the folds, then each choice's gain fold by fold, and the protocol's rule: a choice enters the
 manual's advice only if its mean gain over the deciding set's folds (ccp-dev) exceeds the standard deviation of its
 per-fold gains, and its mean gain over the other set's folds (coco128-dev) is not negative. A choice is decided
-only when every fold of both sets has run; until then the table says how many have.
+only when every fold of both sets has run; until then the table says how many have. Under the verdicts, for each
+route whose JSON holds the floor (the mIoU of masks of background alone), where its masks stand against it fold by
+fold: a set at its floor vetoes with masks that say about as much as none.
 
     .venv/bin/python experiments/cv_table.py --decide runs/cv/ccp-dev_e12.json runs/cv/ccp-dev_e24.json \\
         --veto runs/cv/coco128-dev_e12.json runs/cv/coco128-dev_e24.json
@@ -97,6 +99,24 @@ def verdict(decide: dict[str, Any] | None, veto: dict[str, Any] | None, folds: t
     return "leaves the advice (" + ", ".join(why) + ")"
 
 
+def floor_note(res: dict[str, Any], name: str) -> str | None:
+    """Where a route's masks stand against the floor of its val photos (masks of background alone score it), fold by
+    fold: a set whose masks are at or below it measures a choice by masks that say about as much as none (on
+    coco128-dev, found by issue 62). None where the JSON has no floor."""
+    s = res.get("summary", {})
+    if "floor" not in s or "seg_val.miou" not in s:
+        return None
+    floor = s["floor"]["values"]
+    pairs = [(v, f) for v, f in zip(s["seg_val.miou"]["values"], floor) if v is not None and f is not None]
+    below = sum(v < f for v, f in pairs)
+    note = f"{name}: the one stage (plain) is below the floor in {below} of {len(pairs)} folds"
+    tagged = s.get("seg_rounds.0.val_crf_tagged")
+    if tagged:
+        over = [v - f for v, f in zip(tagged["values"], floor) if v is not None and f is not None]
+        note += f"; with `--crf --tags-from` it is {min(over):+.2f} to {max(over):+.2f} from it"
+    return note + " (the floor: what masks of background alone score on the same photos)"
+
+
 def tables(decide: list[dict[str, Any]], veto: list[dict[str, Any]], names: tuple[str, str]) -> str:
     """Markdown: the routes' figures per set, then each choice's gains and verdict (routes paired by position)."""
     lines = []
@@ -117,6 +137,9 @@ def tables(decide: list[dict[str, Any]], veto: list[dict[str, Any]], names: tupl
         for name in dict.fromkeys([*dg, *vg]):
             lines.append(f"| {i + 1} | {name} | {_cell(dg.get(name))} | {_cell(vg.get(name))} | "
                          f"{verdict(dg.get(name), vg.get(name), folds)} |")  # fmt: skip
+    notes = [floor_note(r, f"{n}, route {i + 1}") for n, rs in zip(names, (decide, veto)) for i, r in enumerate(rs)]
+    if any(notes):  # beside the verdicts: a veto by a set at its floor says little (BENCHMARKS.md, issue 62)
+        lines += ["", *(f"- {n}" for n in notes if n)]
     return "\n".join(lines)
 
 

@@ -58,3 +58,18 @@ def test_a_route_run_against_another_reports_its_own_gain_fold_by_fold():
     row = next(line for line in cv_table.tables([short], [other], ("a", "b")).splitlines()
                if "over its `--gain-over` route: one stage, val, plain" in line)  # fmt: skip
     assert "+2.25 (sd 0.35; +2.00 / +2.50)" in row and row.endswith("| undecided |")
+
+
+def test_the_tables_say_where_a_sets_masks_stand_against_its_floor():
+    """Beside the verdicts: the one stage's masks against the floor (masks of background alone) fold by fold, so that
+    a veto by a set whose masks are at its floor is read as such (coco128-dev, issue 62)."""
+    ccp, coco = _route([1.0, 1.2, 0.8], [0.5, -0.4, 0.2]), _route([0.1, 0.0, 0.2], [0.3, 0.3, 0.3])
+    for f, run in enumerate(coco["folds"]):  # plain 18 / 19 / 20 against floors 18.5 / 18.5 / 21
+        run["floor"] = [18.5, 18.5, 21.0][f]
+        run["seg_rounds"] = [{"val_crf_tagged": [18.0, 19.5, 21.5][f]}]
+    coco["summary"] = summarise(coco["folds"])
+    text = cv_table.tables([ccp], [coco], ("a", "b"))
+    assert text.endswith("- b, route 1: the one stage (plain) is below the floor in 2 of 3 folds; with `--crf "
+                         "--tags-from` it is -0.50 to +1.00 from it (the floor: what masks of background alone score "
+                         "on the same photos)")  # fmt: skip
+    assert "- a, route" not in text  # no floor in its JSON: nothing said
