@@ -350,6 +350,37 @@ def test_a_job_into_a_folder_another_job_writes_is_refused_naming_it(run_dir, ca
     assert (preds / JOB_LOCK_FILE).is_file() and any(n.endswith(".png") for n in _files(preds))
 
 
+def test_cam_decides_whether_to_rewrite_every_seed_under_its_lock(run_dir, capsys, monkeypatch):
+    """``wsss cam`` reads the seeds folder's stamp (at another level, every seed is rewritten) while it holds the
+    folder: before, it read it first, and a job that restamped the folder in between left the decision stale."""
+    import fcntl
+
+    from wsss.runs import jobs
+
+    seeds, held = run_dir / "cam_labels" / "val", []
+    read_stamp = jobs.read_stamp
+
+    def watched(folder):  # is the seeds folder's lock held (by this process's job) when its stamp is read?
+        if Path(folder) == seeds:
+            try:
+                fd = os.open(seeds / JOB_LOCK_FILE, os.O_RDWR)  # another open file: a held flock conflicts
+            except FileNotFoundError:
+                held.append(False)
+            else:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held.append(False)
+                except BlockingIOError:
+                    held.append(True)
+                finally:
+                    os.close(fd)
+        return read_stamp(folder)
+
+    monkeypatch.setattr(jobs, "read_stamp", watched)
+    assert _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")[0] == 0
+    assert held == [True]
+
+
 def test_a_jobs_lock_is_not_an_output_and_overwrite_keeps_it(tmp_path):
     """The lock file left in a job's folder neither counts as an output of other settings nor is cleared by
     ``--overwrite``, which runs while this job holds it (removed, another job could lock a new file)."""

@@ -77,17 +77,30 @@ class _Outputs:
 
     def __init__(self, overwrite: bool, inputs: Sequence[str | Path | None] = ()) -> None:
         self.overwrite, self.inputs = overwrite, list(inputs)
-        self.folders: list[tuple[Path, dict[str, Any], bool]] = []
+        self.folders: list[tuple[Path, dict[str, Any], bool | Callable[[], bool]]] = []
 
-    def add(self, folder: Path, settings: dict[str, Any], *, rewrite_all: bool = False) -> _Outputs:
-        """``folder`` with ``settings``; ``rewrite_all``: the job writes each of its ids again (restamped)."""
+    def add(
+        self, folder: Path, settings: dict[str, Any], *, rewrite_all: bool | Callable[[], bool] = False
+    ) -> _Outputs:
+        """``folder`` with ``settings``; ``rewrite_all``: the job writes each of its ids again (restamped), or a
+        function that decides it from the folder (called by :meth:`check`: under the folders' lock in :meth:`held`,
+        so that no other job changes the folder between the decision and the writes)."""
         self.folders.append((folder, settings, rewrite_all))
         return self
 
+    def _decide(self) -> None:
+        """Each folder's ``rewrite_all`` decided, once."""
+        self.folders = [(f, s, r() if callable(r) else r) for f, s, r in self.folders]
+
     def check(self) -> _Outputs:
+        self._decide()
         for folder, settings, rewrite_all in self.folders:
-            check_stamp(folder, settings, overwrite=self.overwrite or rewrite_all)
+            check_stamp(folder, settings, overwrite=self.overwrite or bool(rewrite_all))
         return self
+
+    def rewrites_all(self, folder: Path) -> bool:
+        """Whether the job writes every id of ``folder`` again (after :meth:`check` has decided it)."""
+        return next(bool(r) for f, _, r in self.folders if f == folder)
 
     @contextlib.contextmanager
     def held(self, command: str) -> Iterator[_Outputs]:
@@ -101,8 +114,9 @@ class _Outputs:
             yield self.check()
 
     def claim(self) -> None:
+        self._decide()
         for folder, settings, rewrite_all in self.folders:
-            claim_folder(folder, settings, overwrite=self.overwrite, rewrite_all=rewrite_all, inputs=self.inputs)
+            claim_folder(folder, settings, overwrite=self.overwrite, rewrite_all=bool(rewrite_all), inputs=self.inputs)
 
 
 def _resolved(path: str | Path) -> str:
@@ -289,13 +303,17 @@ def run_cam(
     outputs = _Outputs(overwrite, [ds.root]).add(out, settings)
     # A seed is a cheap argmax of a saved CAM: a job at another level than the seeds' folder holds (--bkg-thre, or
     # the run's own level after an earlier --bkg-thre) rewrites every seed, and the folder takes the new level
-    # without --overwrite; the seeds then always name the level of the last `wsss cam` (issue 58)
-    stamp = read_stamp(seeds)
+    # without --overwrite; the seeds then always name the level of the last `wsss cam` (issue 58). Decided from the
+    # folder's stamp under the job's lock (``_Outputs.held``): another job may have restamped it until then.
     ours = normal({**settings, "bkg_thre": thre})
-    other_level = stamp is not None and stamp.get("bkg_thre") != thre and {**stamp, "bkg_thre": thre} == ours
-    reseed = bkg_thre is not None or other_level
-    outputs.add(seeds, {**settings, "bkg_thre": thre}, rewrite_all=reseed)
+
+    def other_level() -> bool:
+        stamp = read_stamp(seeds)
+        return stamp is not None and stamp.get("bkg_thre") != thre and {**stamp, "bkg_thre": thre} == ours
+
+    outputs.add(seeds, {**settings, "bkg_thre": thre}, rewrite_all=bkg_thre is not None or other_level)
     with outputs.held("wsss cam"):
+        reseed = outputs.rewrites_all(seeds)
 
         def list_todo() -> list[str]:
             outputs.claim()  # also removes a killed job's temporary files from both folders
