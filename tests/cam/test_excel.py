@@ -82,7 +82,7 @@ def test_the_labels_are_refined_on_the_device_of_the_image(classes):
 @pytest.mark.parametrize("par_on_normalized", [True, False])
 def test_training_free_labels_are_refined_on_the_methods_device(tmp_path, monkeypatch, par_on_normalized):
     """``wsss pseudo --refine excel`` (``Excel.pseudo_label``): PAR runs where the method runs, as the official
-    training-free labels do on the GPU (tools/infer_lam.py:168); on an H100 machine it ran on the CPU, 6.4 s of CPU
+    training-free labels do on the GPU (tools/infer_lam.py:168); on an H100 machine it ran on the CPU, 6.1 s of CPU
     an image (BENCHMARKS.md, "On a GPU"). The "meta" device stands in for the GPU: the image PAR reads (the
     normalised input, Q4, or the photo in [0, 1]) must reach it there; the earlier code gave it on the CPU."""
     import numpy as np
