@@ -146,8 +146,8 @@ class PAR(nn.Module):
         aff = aff.to(dtype).unsqueeze(1)  # (B,1,N,h,w)
         # On the CPU, neighbour by neighbour: no (B,K,N,h,w) buffer. Elsewhere (a GPU) that is 2 x 48 small kernels a
         # step, launched one by one: 7,680 of them in an ExCEL iteration, likely most of its 0.08 s behind the
-        # official code's on an H100 (counted on the CPU: BENCHMARKS.md, "On a GPU"); the neighbours are stacked instead, as the official
-        # code does, in chunks of at most _STACKED_BYTES.
+        # official code's on an H100 (counted on the CPU: BENCHMARKS.md, "On a GPU"); the neighbours are stacked
+        # instead, as the official code does, in chunks of at most _STACKED_BYTES.
         stacked = masks.device.type != "cpu" if stacked is None else stacked
         per = len(offsets)
         if stacked:
