@@ -49,7 +49,8 @@ val and trains on the others (a view in ``OUT/data``); ``--folds N`` runs the ro
 ``--reuse JSON ...`` takes the finished folds these JSONs hold (of ``--folds`` runs, or of ``--fold F/N`` runs of the
 same command) instead of running them again, when their folders are gone: each fold checked to hold the same val
 photos and, where the JSON records them (``settings``), the same options; an entry from before ``settings`` were
-recorded is taken with a warning.
+recorded is taken with a warning. ``--kept-only`` runs no fold: the JSON of the kept folds (from fold 0 up to the first
+none of them holds), to gather folds finished on several machines.
 ``--steps`` adds each step's own gain (``steps``): the stage's val with ``--crf`` and ``--crf --tags-from``, the
 classifier's tag precision and recall on val, the floor of val (``floor``: the mIoU of masks of background alone),
 and the stage on the labels at the preset's own level against the sweep's.
@@ -513,10 +514,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="with --folds: take the finished folds these JSONs hold (of --folds or --fold F/N runs of this command) "
              "instead of running them again (when their folders are gone)",
     )  # fmt: skip
+    p.add_argument(
+        "--kept-only", action="store_true",
+        help="with --reuse: run no fold; the JSON of the folds --reuse gives, from fold 0 to the first it lacks",
+    )  # fmt: skip
     p.add_json()
     args = p.parse_args(argv)
     if args.reuse and not args.folds:
         p.error("--reuse takes the finished folds of a --folds run: pass --folds N")
+    if args.kept_only and not args.reuse:
+        p.error("--kept-only gathers the folds of --reuse's JSONs: pass --reuse JSON ...")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # one experiment per --out: two would run the same stages into the same folders (their wsss commands refuse a
     # run in training, not a folder another command is about to use)
@@ -537,6 +544,10 @@ def cross_validate(args: argparse.Namespace) -> dict[str, Any]:
     kept = _reusable_folds(args)  # likewise
     runs = []
     for fold in range(args.folds):
+        if args.kept_only and fold not in kept:  # the finished folds gathered, the first missing one ends them
+            print(f"fold {fold}/{args.folds}: in none of --reuse's JSONs; --kept-only: not run, nor any after it",
+                  file=sys.stderr)  # fmt: skip
+            break
         one = argparse.Namespace(**{**vars(args), **_fold_overrides(args, fold)})
         runs.append(_kept_fold(one, *kept[fold]) if fold in kept else route(one))
         if args.json:  # what the finished folds measured, kept if a later fold is stopped

@@ -254,6 +254,11 @@ def test_real_route_folds_reuse(tmp_path, synth_root, monkeypatch, capsys):
     assert again["summary"]["pseudo.par"] == whole["summary"]["pseudo.par"]
     assert not (tmp_path / "gone/fold0").exists() and not (tmp_path / "gone/fold1/cls").exists()  # nothing trained
     assert "fold 1/2: taken from" in capsys.readouterr().err
+    # --kept-only gathers the finished folds and runs none: here fold 0 alone (fold 1 in no JSON given)
+    kept = real_route.main([*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"),
+                            "--kept-only"])  # fmt: skip
+    assert [r["pseudo"] for r in kept["folds"]] == [whole["folds"][0]["pseudo"]]
+    assert "fold 1/2: in none of --reuse's JSONs" in capsys.readouterr().err and not (tmp_path / "gone/fold1").exists()
     # an entry from before the settings were recorded: taken, with a warning
     (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in one.items() if k != "settings"}))
     real_route.main([*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"),
