@@ -30,7 +30,9 @@ Photos: ``tests/assets/voc-real-mini`` (the tests' 6 VOC photos), their labels r
 Every process runs on 1 thread (``OMP_NUM_THREADS=1``, ``torch.set_num_threads(1)``, ``run.threads=1``). CPU
 time (user + system, ``os.wait4``) is the figure compared; of ``--rounds`` alternating rounds the one with the
 least CPU time is kept: on the shared 2-core machine wall time swings with the other developers' jobs; wall
-time is printed too. ``--only official`` runs the official half alone.
+time is printed too. ``--only official`` runs the official half alone. ``--rounds 0`` times the training iteration
+alone; ``--profile N`` runs N more LVC iterations of each code under ``torch.profiler`` after the timed ones and
+prints its top operators by self time (host, and on a GPU the device's too).
 
 The training-free pseudo labels of both codes are compared (share of equal pixels; the official ones are
 recorded by a wrapper of ``refine_cams_with_bkg_weclip`` that returns them unchanged). Each code builds its
