@@ -571,7 +571,7 @@ def _reusable_folds(args: argparse.Namespace) -> dict[int, tuple[dict[str, Any],
     kept: dict[int, tuple[dict[str, Any], Path]] = {}
     if not args.reuse:
         return kept
-    ids = all_ids(str(Path(args.data_root).resolve()))
+    mine = _val_ids_of_folds(args)
     for path in map(Path, args.reuse):
         try:
             res = json.loads(path.read_text())
@@ -580,11 +580,11 @@ def _reusable_folds(args: argparse.Namespace) -> dict[int, tuple[dict[str, Any],
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"{path}: not the JSON of a --folds or --fold F/N run ({e})") from None
         for fold, of, val_ids, entry in folds:
-            if of != args.folds or val_ids != fold_split(ids, fold, args.folds)[1]:
+            if of != args.folds or not 0 <= fold < of or val_ids != mine[fold]:
                 raise SystemExit(f"{path}: its fold {fold}/{of} is not this run's (another data set or --folds)")
             if fold in kept:
                 raise SystemExit(f"{path}: fold {fold} is in {kept[fold][1]} too: pass one of them")
-            mine = _settings(argparse.Namespace(**{**vars(args), **_fold_overrides(args, fold)}))
+            ours = _settings(argparse.Namespace(**{**vars(args), **_fold_overrides(args, fold)}))
             theirs = entry.get("settings")
             if theirs is None:  # a JSON from before the settings were recorded: its figures must all be there
                 missing = [k for k, on in (("steps", args.steps), ("seg_ensemble", args.seg_ensemble > 1)) if on]
@@ -592,11 +592,18 @@ def _reusable_folds(args: argparse.Namespace) -> dict[int, tuple[dict[str, Any],
                     raise SystemExit(f"{path}: fold {fold} is of another preset or lacks {missing}: not this run's")
                 print(f"warning: {path}: fold {fold} records no settings (a JSON from before they were): taken as "
                       "this command's on your word (--reuse)", file=sys.stderr)  # fmt: skip
-            elif theirs != mine:
-                other = sorted(k for k in {*theirs, *mine} if theirs.get(k) != mine.get(k))
+            elif theirs != ours:
+                other = sorted(k for k in {*theirs, *ours} if theirs.get(k) != ours.get(k))
                 raise SystemExit(f"{path}: fold {fold} was run with other settings ({', '.join(other)})")
             kept[fold] = entry, path
     return kept
+
+
+def _val_ids_of_folds(args: argparse.Namespace) -> list[list[str]]:
+    """The val photos of each of ``--folds``'s folds of ``--data-root``: what another run's folds must hold to be
+    this run's (``--gain-over``, ``--reuse``)."""
+    ids = all_ids(str(Path(args.data_root).resolve()))
+    return [fold_split(ids, f, args.folds)[1] for f in range(args.folds)]
 
 
 def _fold_overrides(args: argparse.Namespace, fold: int) -> dict[str, Any]:
@@ -633,8 +640,7 @@ def _gain_over_folds(args: argparse.Namespace) -> list[dict[str, Any]]:
         other = json.loads(path.read_text())["folds"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SystemExit(f"{path}: not the JSON of a --folds run ({e})") from None
-    ids = all_ids(str(Path(args.data_root).resolve()))
-    mine = [fold_split(ids, f, args.folds)[1] for f in range(args.folds)]
+    mine = _val_ids_of_folds(args)
     if len(other) > args.folds or [r["fold"]["val_ids"] for r in other] != mine[: len(other)]:
         raise SystemExit(f"{path}: its folds are not this run's (another data set or --folds)")
     return other
