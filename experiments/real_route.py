@@ -573,12 +573,12 @@ def _reusable_folds(args: argparse.Namespace) -> dict[int, tuple[dict[str, Any],
         return kept
     mine = _val_ids_of_folds(args)
     for path in map(Path, args.reuse):
+        res = _read_json(path)
         try:
-            res = json.loads(path.read_text())
             entries = res.get("folds", [res])
             folds = [(int(e["fold"]["fold"]), int(e["fold"]["folds"]), list(e["fold"]["val_ids"]), e) for e in entries]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise SystemExit(f"{path}: not the JSON of a --folds or --fold F/N run ({e})") from None
+        except (AttributeError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"{path}: not the JSON of a --folds or --fold F/N run ({e!r})") from None
         for fold, of, val_ids, entry in folds:
             if of != args.folds or not 0 <= fold < of or val_ids != mine[fold]:
                 raise SystemExit(f"{path}: its fold {fold}/{of} is not this run's (another data set or --folds)")
@@ -597,6 +597,19 @@ def _reusable_folds(args: argparse.Namespace) -> dict[int, tuple[dict[str, Any],
                 raise SystemExit(f"{path}: fold {fold} was run with other settings ({', '.join(other)})")
             kept[fold] = entry, path
     return kept
+
+
+def _read_json(path: Path) -> Any:
+    """Another run's JSON (``--reuse``, ``--gain-over``); SystemExit naming the file when it cannot be read or is no
+    JSON, each said as what it is (a path mistyped is not a JSON of another kind)."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SystemExit(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise SystemExit(f"{path}: not JSON ({e})") from None
 
 
 def _val_ids_of_folds(args: argparse.Namespace) -> list[list[str]]:
@@ -637,9 +650,9 @@ def _gain_over_folds(args: argparse.Namespace) -> list[dict[str, Any]]:
     has run: SystemExit naming the file otherwise."""
     path = Path(args.gain_over)
     try:
-        other = json.loads(path.read_text())["folds"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SystemExit(f"{path}: not the JSON of a --folds run ({e})") from None
+        other = _read_json(path)["folds"]
+    except (KeyError, TypeError) as e:
+        raise SystemExit(f"{path}: not the JSON of a --folds run ({e!r})") from None
     mine = _val_ids_of_folds(args)
     if len(other) > args.folds or [r["fold"]["val_ids"] for r in other] != mine[: len(other)]:
         raise SystemExit(f"{path}: its folds are not this run's (another data set or --folds)")

@@ -276,6 +276,22 @@ def test_real_route_folds_reuse(tmp_path, synth_root, monkeypatch, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("option", ["--reuse", "--gain-over"])
+def test_another_runs_json_that_cannot_serve_is_refused_naming_the_file(tmp_path, synth_root, option):
+    """A mistyped path, a file that is not JSON and a JSON of another kind are each said as what they are, in one
+    line naming the file, before any training."""
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--folds", "2",
+            "--refine", "par", "--seg", "", "--out", str(tmp_path / "x"), option]  # fmt: skip
+    (tmp_path / "text.json").write_text("fold 0: 21.5\n")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for name, said in [("missing.json", "cannot be read (No such file or directory)"), ("text.json", "not JSON ("),
+                       ("list.json", "not the JSON of a --folds")]:  # fmt: skip
+        with pytest.raises(SystemExit) as refused:
+            real_route.main([*argv, str(tmp_path / name)])
+        assert str(refused.value).startswith(f"{tmp_path / name}: {said}") and "\n" not in str(refused.value)
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_kept_fold_gets_the_floor_it_lacks(tmp_path, synth_root):
     """A fold from before ``floor`` was measured gets it from its val photos' masks, as a fold run now would."""
     import argparse
