@@ -177,18 +177,39 @@ def test_a_stale_lock_of_a_killed_run_is_taken_over(tmp_path):
 # ---- 8, 12: ids and class lists -----------------------------------------------------------------------
 
 
-def test_prepare_refuses_an_id_with_a_space_and_split_lists_do_not_cut_ids(tmp_path, capsys):
-    images = tmp_path / "images"
-    images.mkdir()
-    for name in ("my photo.jpg", "b.jpg"):
+def test_a_photo_named_with_spaces_gets_an_id_without_and_split_lists_do_not_cut_ids(tmp_path, capsys):
+    """A photo named ``my photo.jpg`` is legal (phones and screenshots name them so): its id is ``my_photo``, said in
+    a warning, its label and mask found by its own name, and the dataset passes check-data. Two names of one id, or
+    whitespace where the photos keep their names (``--image-mode none``), are refused naming the files."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    for name in ("my photo.jpg", "b.jpg", "c \td.png"):
         Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(images / name)
-    (tmp_path / "labels.csv").write_text("image,labels\nmy photo.jpg,cat\nb.jpg,cat\n")
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 1
+    save_label_png(masks / "my photo.png", mask)
+    (tmp_path / "labels.csv").write_text("image,labels\nmy photo.jpg,cat\nb.jpg,cat\nc \td,cat\n")
     (tmp_path / "classes.txt").write_text("background\ncat\n")
-    rc, out = _cli(capsys, "prepare", "folder", "--images", images, "--labels", tmp_path / "labels.csv",
-                   "--classes", tmp_path / "classes.txt", "--out", tmp_path / "out", "--quiet")  # fmt: skip
+    args = ["prepare", "folder", "--images", images, "--labels", tmp_path / "labels.csv",
+            "--classes", tmp_path / "classes.txt", "--masks", masks, "--out", tmp_path / "out", "--quiet"]  # fmt: skip
+    rc, out = _cli(capsys, *args)
+    data = tmp_path / "out"
+    assert rc == 0 and "'my photo.jpg' -> my_photo" in out and "'c \\td.png' -> c_d" in out, out
+    assert sorted(p.name for p in (data / "JPEGImages").iterdir()) == ["b.jpg", "c_d.png", "my_photo.jpg"]
+    assert read_label_png(data / "SegmentationClass/my_photo.png").tolist() == mask.tolist()
+    assert read_split(data, "train") == ["b", "c_d", "my_photo"]  # one mask: no val split
+    assert check_dataset(data).ok
+    # one id of two names; whitespace where the photos keep their names: refused, nothing written
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(images / "my_photo.png")
+    rc, out = _cli(capsys, *args[:-3], "--out", tmp_path / "two", "--quiet")
+    line = _one_error_line(out)
+    assert rc == 1 and f"{images}:" in line and "'my_photo'" in line
+    assert "my photo.jpg" in line and "my_photo.png" in line
+    (images / "my_photo.png").unlink()
+    rc, out = _cli(capsys, *args[:-3], "--out", tmp_path / "none", "--image-mode", "none", "--quiet")
     line = _one_error_line(out)
     assert rc == 1 and f"{images}:" in line and "whitespace" in line and "my photo.jpg" in line
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "two").exists() and not (tmp_path / "none").exists()
     split = tmp_path / "ImageSets" / "Segmentation" / "train.txt"
     split.parent.mkdir(parents=True)
     split.write_text("a\nmy photo\n")

@@ -2,7 +2,9 @@
 
 Inputs:
 
-- ``--images DIR``: image files (``.jpg``, ``.png``, ...); the id of an image is its file stem.
+- ``--images DIR``: image files (``.jpg``, ``.png``, ...); the id of an image is its file stem, each run of
+  whitespace in it replaced by ``_`` (``IMG 0001.jpg`` is ``IMG_0001``: split lists hold one id a line), said in a
+  warning; the dataset holds the image under its id.
 - ``--classes FILE``: class names, one a line, background first (the ``classes.txt`` format).
 - ``--labels FILE``: the image-level labels, in one of three forms:
 
@@ -16,7 +18,7 @@ Inputs:
   Without ``--labels`` every image is taken with no foreground class yet (``cls_labels.npy`` all zero),
   for ``wsss tag`` to label from CLIP scores and the class names (runs/tag.py); masks are then not checked
   against labels, only for values and size.
-- ``--masks DIR`` (optional): ``<id>.png`` class-index masks (0 = background, 255 = ignore) for some
+- ``--masks DIR`` (optional): ``<image file stem>.png`` class-index masks (0 = background, 255 = ignore) for some
   or all images, for evaluation.
 
 Output ``ROOT``: ``JPEGImages/`` (hard links by default), ``SegmentationClass/`` (the masks,
@@ -38,6 +40,7 @@ from __future__ import annotations
 import csv
 import difflib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,7 +184,7 @@ def prepare_folder(
         val_fraction = DEFAULT_VAL_FRACTION if masks is not None else 0.0
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    class_names, files, entries = _read_inputs(images, classes, labels)
+    class_names, files, entries = _read_inputs(images, classes, labels, image_mode)
     ids = sorted(entries)
     if masks is not None:
         masks = Path(masks)
@@ -206,6 +209,10 @@ def prepare_folder(
     summary.counts.update({"images": len(ids), "train": len(ids) - len(val), "val": len(val), "images_placed": placed})
     if not val:
         summary.notes.append("no val split (no masks, or val_fraction 0): training runs without validation")
+    renamed = [f"{files[id].name!r} -> {id}" for id in ids if id != files[id].stem]
+    if renamed:
+        summary.warnings.append(f"{len(renamed)} image name(s) contain whitespace, which an id cannot (split lists "
+                                f"hold one id a line): each run of it is '_' in the id: {first(renamed)}")  # fmt: skip
     if labels is None:
         summary.notes.append("no labels file: every image has no class yet; `wsss tag` labels them from CLIP scores")
     else:
@@ -222,7 +229,7 @@ def _place_files(
     for id in sorted(with_mask):
         dst = per_id_path(out / "SegmentationClass", id, ".png")
         if not dst.is_file():
-            save_label_png(dst, read_label_png(masks / f"{id}.png"))
+            save_label_png(dst, read_label_png(_mask_file(masks, files[id])))
     placed = 0
     for id in ids:
         src = files[id]
@@ -231,7 +238,7 @@ def _place_files(
 
 
 def _read_inputs(
-    images: Path, classes: Path, labels: Path | None
+    images: Path, classes: Path, labels: Path | None, image_mode: str
 ) -> tuple[list[str], dict[str, Path], dict[str, list[int]]]:
     """The class names, the image files by id and each id's foreground classes (none yet without a labels
     file: ``wsss tag`` writes them); DataError naming what is missing."""
@@ -240,7 +247,7 @@ def _read_inputs(
     if not classes.is_file():
         raise DataError(f"{classes}: class list not found")
     class_names = parse_classes(read_text_file(classes, "class list"), classes)
-    files = _image_files(images)
+    files = _image_files(images, image_mode)
     if labels is None:  # every image, no foreground class yet (wsss tag writes the labels)
         entries: dict[str, list[int]] = {id: [] for id in files}
         if not entries:
@@ -295,38 +302,53 @@ def _remove(paths: list[Path]) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def _image_files(images: Path) -> dict[str, Path]:
-    """id (file stem) -> image file; two images with one stem are an error."""
+def image_id(stem: str) -> str:
+    """The id of an image of stem ``stem``: the stem, each run of whitespace replaced by ``_``. Split lists hold
+    one id a line and other tools cut a line at its first blank, so an id holds none; a photo named
+    ``IMG 0001 (1).jpg`` is legal all the same, and its id is ``IMG_0001_(1)``."""
+    return re.sub(r"\s+", "_", stem)
+
+
+def _image_files(images: Path, image_mode: str) -> dict[str, Path]:
+    """id (:func:`image_id` of the file stem) -> image file; two images with one id are an error, and so is a name
+    with whitespace where the photos stay as they are named (``image_mode`` none: the id must be the name)."""
     files: dict[str, Path] = {}
     for p in sorted(images.iterdir()):
         if p.is_file() and p.suffix in IMAGE_EXTS:
-            if p.stem in files:
-                raise DataError(f"{images}: two images with the id {p.stem!r}: {files[p.stem].name}, {p.name}")
-            files[p.stem] = p
-    spaced = [p.name for stem, p in files.items() if any(c.isspace() for c in stem)]
-    if spaced:  # split lists hold one id a line and other tools cut a line at its first blank
+            id = image_id(p.stem)
+            if id in files:
+                raise DataError(f"{images}: two images with the id {id!r}: {files[id].name}, {p.name}")
+            files[id] = p
+    spaced = [p.name for id, p in files.items() if id != p.stem]
+    if spaced and image_mode == "none":
         raise DataError(
-            f"{images}: {len(spaced)} image name(s) contain whitespace, which an id cannot (ids are written one "
-            f"a line into split lists that other tools cut at a blank): {first(spaced)}; rename them"
+            f"{images}: {len(spaced)} image name(s) contain whitespace, which an id cannot, and --image-mode none "
+            f"keeps the photos' names (another mode places them under their ids): {first(spaced)}"
         )
     return files
+
+
+def _mask_file(masks: Path, image: Path) -> Path:
+    """The mask of ``image`` in ``--masks``: ``<its file stem>.png`` (a name with whitespace as it is: the masks are
+    named as the photos, and placed under the photo's id)."""
+    return masks / f"{image.stem}.png"
 
 
 def _match_labels(
     table: dict[str, tuple[list[int], str]], files: dict[str, Path], labels: Path, images: Path
 ) -> dict[str, list[int]]:
     """id -> its class indices, each label row matched to an image by file name or stem."""
-    by_name = {p.name: stem for stem, p in files.items()}
+    by_name = {**{p.stem: id for id, p in files.items()}, **{p.name: id for id, p in files.items()}}
     entries: dict[str, list[int]] = {}
     missing = []
     for key, (cls, where) in table.items():
-        stem = by_name.get(key, key if key in files else None)
-        if stem is None:
+        id = by_name.get(key, key if key in files else None)  # the file's name or stem, or its id
+        if id is None:
             missing.append(f"{key} ({where})")
             continue
-        if stem in entries:
+        if id in entries:
             raise DataError(f"{where}: image {key!r} is labelled twice")
-        entries[stem] = cls
+        entries[id] = cls
     if missing:
         raise DataError(f"{labels}: {len(missing)} labelled images are not in {images}: {first(missing)}")
     return entries
@@ -353,7 +375,7 @@ def _check_inputs(
         size, err = check_image(files[id])
         if err:
             problems.append(err)
-        src = masks / f"{id}.png" if masks is not None else None
+        src = _mask_file(masks, files[id]) if masks is not None else None
         if src is None or not src.is_file():
             continue
         labelled = entries[id] if labels is not None else None  # unlabelled: masks checked for values and size
@@ -405,7 +427,8 @@ def _warn_about_labels(
     unlabelled = sorted(set(files) - set(entries))
     if unlabelled:
         summary.warnings.append(
-            f"{len(unlabelled)} images in {images} have no label and were left out: {first(unlabelled)}"
+            f"{len(unlabelled)} images in {images} have no label and were left out: "
+            f"{first(files[i].name for i in unlabelled)}"
         )
     empty = sorted(i for i, c in entries.items() if not c)
     if empty:
