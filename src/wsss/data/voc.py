@@ -34,7 +34,9 @@ IMAGE_DIR = "JPEGImages"
 MASK_DIRS = ("SegmentationClassAug", "SegmentationClass")  # in order of preference
 SPLIT_DIR = Path("ImageSets") / "Segmentation"
 CLS_LABELS_FILE = "cls_labels.npy"
-IMAGE_EXTS = (".jpg", ".png", ".jpeg", ".JPG", ".JPEG", ".PNG")
+# The names a dataset's image is looked for under, in this order (JPEGImages/<id><ext>); ``prepare folder`` places
+# a photo of another case of these (``.Jpg``) under the lower-case one.
+IMAGE_EXTS = (".jpg", ".png", ".jpeg", ".webp", ".JPG", ".JPEG", ".PNG", ".WEBP")
 
 
 class SplitNotFoundError(DataError):

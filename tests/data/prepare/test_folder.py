@@ -144,3 +144,32 @@ def test_without_labels_every_image_is_taken_unlabelled_and_masks_are_checked_fo
     save_label_png(masks / "a.png", np.array([[0, 7, 0, 0, 0, 0]] * 4, np.uint8))
     with pytest.raises(DataError, match="illegal mask values"):
         prepare_folder(folder / "images", None, folder / "classes.txt", folder / "out2", masks=masks)
+
+
+def test_photos_of_any_case_and_webp_are_read_and_what_is_not_a_photo_is_named(tmp_path):
+    """``prepare folder`` reads the photos ``wsss predict --images`` reads (JPEG, PNG or WebP, by suffix in any
+    case): a camera's ``.Jpg`` or a ``.webp`` is not skipped unsaid; a file that is not a photo and a subfolder are
+    named in a warning; hidden files (macOS's ``._a.jpg``) are neither read nor named. The dataset finds each image;
+    where the photos keep their names (``--image-mode none``) a suffix it would not find is refused."""
+    images = tmp_path / "images"
+    (images / "2023").mkdir(parents=True)
+    for i, name in enumerate(["a.Jpg", "b.webp", "c.PNG", "2023/d.jpg"]):
+        Image.fromarray(np.full((4, 6, 3), 40 * i, np.uint8)).save(images / name, lossless=True)
+    (images / "notes.txt").write_text("shot in May\n")
+    (images / "._a.jpg").write_bytes(b"\0\5\26\7")  # AppleDouble metadata, not a photo
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    (tmp_path / "labels.csv").write_text("image,labels\na.Jpg,cat\nb,dog\nc.PNG,cat\n")
+    out = tmp_path / "out"
+    summary = prepare_folder(images, tmp_path / "labels.csv", tmp_path / "classes.txt", out, progress=False)
+    assert sorted(p.name for p in (out / "JPEGImages").iterdir()) == ["a.jpg", "b.webp", "c.PNG"]
+    (left,) = [w for w in summary.warnings if "left out" in w]
+    assert "2 entries" in left and "2023/" in left and "notes.txt" in left and "._a.jpg" not in left
+    ds = VOCDataset(out, "train")
+    for i, id in enumerate(["a", "b", "c"]):  # each found and decoded (a flat image: JPEG keeps it within 2)
+        assert abs(float(ds.load_image(id).mean()) - 40 * i) <= 2
+    assert check_dataset(out).ok
+    with pytest.raises(DataError, match="a suffix the dataset does not look for") as refused:
+        prepare_folder(images, tmp_path / "labels.csv", tmp_path / "classes.txt", tmp_path / "none",
+                       image_mode="none", progress=False)  # fmt: skip
+    assert str(refused.value).startswith(f"{images}:") and "a.Jpg" in str(refused.value)
+    assert "b.webp" not in str(refused.value) and not (tmp_path / "none").exists()

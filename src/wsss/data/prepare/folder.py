@@ -2,9 +2,10 @@
 
 Inputs:
 
-- ``--images DIR``: image files (``.jpg``, ``.png``, ...); the id of an image is its file stem, each run of
-  whitespace in it replaced by ``_`` (``IMG 0001.jpg`` is ``IMG_0001``: split lists hold one id a line), said in a
-  warning; the dataset holds the image under its id.
+- ``--images DIR``: JPEG, PNG or WebP files (by suffix, in any case: ``IMG_0001.JPG``; not those of its
+  subfolders, nor hidden files; anything else in it is named in a warning). The id of an image is its file stem,
+  each run of whitespace in it replaced by ``_`` (``IMG 0001.jpg`` is ``IMG_0001``: split lists hold one id a
+  line), said in a warning; the dataset holds the image under its id.
 - ``--classes FILE``: class names, one a line, background first (the ``classes.txt`` format).
 - ``--labels FILE``: the image-level labels, in one of three forms:
 
@@ -51,6 +52,7 @@ from tqdm import tqdm
 from wsss.core.errors import DataError, UsageError
 from wsss.data.check import PROGRESS_MIN, check_image, check_mask
 from wsss.data.classes import parse_classes, write_classes
+from wsss.data.photos import PHOTO_SUFFIXES, is_photo
 from wsss.data.prepare import PrepareSummary, first, place_image, remove_stale_outputs, write_split
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
 from wsss.utils.io import per_id_path, read_label_png, read_text_file, save_label_png
@@ -210,6 +212,10 @@ def prepare_folder(
     if not val:
         summary.notes.append("no val split (no masks, or val_fraction 0): training runs without validation")
     renamed = [f"{files[id].name!r} -> {id}" for id in ids if id != files[id].stem]
+    left_out = _left_out(images)
+    if left_out:
+        summary.warnings.append(f"{len(left_out)} entries of {images} are not photos and were left out (JPEG, PNG or "
+                                f"WebP photos are read, not subfolders): {first(left_out)}")  # fmt: skip
     if renamed:
         summary.warnings.append(f"{len(renamed)} image name(s) contain whitespace, which an id cannot (split lists "
                                 f"hold one id a line): each run of it is '_' in the id: {first(renamed)}")  # fmt: skip
@@ -233,7 +239,7 @@ def _place_files(
     placed = 0
     for id in ids:
         src = files[id]
-        placed += place_image(src, per_id_path(out / "JPEGImages", id, src.suffix), image_mode)
+        placed += place_image(src, per_id_path(out / "JPEGImages", id, _placed_suffix(src)), image_mode)
     return placed
 
 
@@ -251,7 +257,7 @@ def _read_inputs(
     if labels is None:  # every image, no foreground class yet (wsss tag writes the labels)
         entries: dict[str, list[int]] = {id: [] for id in files}
         if not entries:
-            raise DataError(f"{images}: no images ({', '.join(sorted(IMAGE_EXTS))})")
+            raise DataError(f"{images}: no images ({', '.join(PHOTO_SUFFIXES)}, in any case)")
     else:
         entries = _match_labels(read_label_file(labels, class_names), files, labels, images)
     return class_names, files, entries
@@ -310,11 +316,13 @@ def image_id(stem: str) -> str:
 
 
 def _image_files(images: Path, image_mode: str) -> dict[str, Path]:
-    """id (:func:`image_id` of the file stem) -> image file; two images with one id are an error, and so is a name
-    with whitespace where the photos stay as they are named (``image_mode`` none: the id must be the name)."""
+    """id (:func:`image_id` of the file stem) -> image file, of the photos ``wsss predict --images`` reads too
+    (``data.photos.is_photo``); two images with one id are an error, and so is a name the dataset could not find
+    where the photos keep their names (``image_mode`` none: the id must be the stem, the suffix one of
+    ``IMAGE_EXTS``)."""
     files: dict[str, Path] = {}
     for p in sorted(images.iterdir()):
-        if p.is_file() and p.suffix in IMAGE_EXTS:
+        if p.is_file() and is_photo(p) and not p.name.startswith("."):
             id = image_id(p.stem)
             if id in files:
                 raise DataError(f"{images}: two images with the id {id!r}: {files[id].name}, {p.name}")
@@ -325,7 +333,25 @@ def _image_files(images: Path, image_mode: str) -> dict[str, Path]:
             f"{images}: {len(spaced)} image name(s) contain whitespace, which an id cannot, and --image-mode none "
             f"keeps the photos' names (another mode places them under their ids): {first(spaced)}"
         )
+    cased = [p.name for p in files.values() if p.suffix not in IMAGE_EXTS]
+    if cased and image_mode == "none":
+        raise DataError(
+            f"{images}: {len(cased)} image name(s) end in a suffix the dataset does not look for "
+            f"({', '.join(IMAGE_EXTS)}), and --image-mode none keeps the photos' names (another mode places them "
+            f"under a lower-case one): {first(cased)}"
+        )
     return files
+
+
+def _left_out(images: Path) -> list[str]:
+    """What ``--images`` holds that is not read as a photo: other files and subfolders (hidden ones aside)."""
+    return [f"{p.name}/" if p.is_dir() else p.name for p in sorted(images.iterdir())
+            if not p.name.startswith(".") and not (p.is_file() and is_photo(p))]  # fmt: skip
+
+
+def _placed_suffix(image: Path) -> str:
+    """The suffix the dataset holds ``image`` under: its own where the dataset looks for it, else lower-case."""
+    return image.suffix if image.suffix in IMAGE_EXTS else image.suffix.lower()
 
 
 def _mask_file(masks: Path, image: Path) -> Path:
