@@ -134,6 +134,21 @@ def _split_cells(text: str) -> dict[tuple[str, str, str], str]:
     return {(sp, out, metric): value for sp, out, metric, value in cells}
 
 
+def test_a_run_without_outputs_on_a_dataset_without_a_val_split_gets_a_report(reported, synth_root, tmp_path):
+    """Photos without masks get no val split (`wsss prepare folder`); the report of a run just trained on them shows
+    its training split and curves, where it stopped on the missing val.txt."""
+    run, root = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(reported[0], run)
+    for folder in ("cams", "cam_labels", "pseudo", "predictions", "predictions_crf", "report"):
+        shutil.rmtree(run / folder, ignore_errors=True)
+    shutil.copytree(synth_root, root)
+    (root / "ImageSets/Segmentation/val.txt").unlink()
+    assert main(["report", str(run), "--data-root", str(root), "--max-images", "2"]) == 0
+    text = (run / "report/index.html").read_text()
+    assert "split <b>train</b> (24 images)" in text and "no complete output on split train yet" in text
+    assert 'id="training"' in text and 'id="split-val"' not in text
+
+
 def test_a_report_shows_each_split_with_outputs(reported, synth_root, tmp_path, capsys):
     """Issue 59: the own-photos route made train CAMs and pseudo labels and a one-photo val split, and the report
     showed the val split alone. Now each split with outputs has its section (val first), its numbers those of

@@ -2,7 +2,8 @@
 (``report/*.png``, ``report/images/``), so the folder can be copied or served as it is.
 
 The page shows, for each split the run has outputs of (``cams/``, ``cam_labels/``, ``pseudo/``, ``predictions/``,
-``predictions_crf/``; the val split first, then the training split, then the others; with none, the val split;
+``predictions_crf/``; the val split first, then the training split, then the others; with none, the val split, or
+the training split of a dataset without a val split;
 ``split``: that one only):
 
 - a summary table: the mIoU of every output the run has on the split (CAM seeds, pseudo labels,
@@ -268,7 +269,8 @@ def _split_order(splits: set[str], cfg: dict[str, Any]) -> list[str]:
 def report_splits(run: Path, cfg: dict[str, Any], root: str | Path) -> tuple[list[str], list[str]]:
     """The splits a report shows, and a note for each split whose outputs it cannot show: the splits with a file
     in an output folder of the run (``cams/``, ``OUTPUTS``), that the dataset at ``root`` has (a split of another
-    dataset root, ``--data-root``, is named in a note); none: the val split, for its notes."""
+    dataset root, ``--data-root``, is named in a note); none: the val split, for its notes (the training split
+    where the dataset has no val split)."""
     found = {
         d.name
         for folder in ("cams", *(f for f, _ in OUTPUTS))
@@ -283,7 +285,12 @@ def report_splits(run: Path, cfg: dict[str, Any], root: str | Path) -> tuple[lis
         for s in _split_order(found - have, cfg)
     ]
     shown = _split_order(found & have, cfg)
-    return (shown or [cfg["data"]["val_split"]]), notes
+    # none yet (a run just trained): the val split for its notes, or the training split where the dataset has no
+    # val split (photos without masks: `wsss prepare folder` writes none), not an error about a missing val.txt
+    fallback = [
+        s for s in _split_order(have, cfg) if s in (cfg["data"].get("val_split"), cfg["data"].get("train_split"))
+    ]
+    return (shown or fallback[:1] or [cfg["data"]["val_split"]]), notes
 
 
 def _floor_note(results: dict[str, tuple[str, EvalResult]]) -> str:
