@@ -163,7 +163,7 @@ def test_photos_of_any_case_and_webp_are_read_and_what_is_not_a_photo_is_named(t
     summary = prepare_folder(images, tmp_path / "labels.csv", tmp_path / "classes.txt", out, progress=False)
     assert sorted(p.name for p in (out / "JPEGImages").iterdir()) == ["a.jpg", "b.webp", "c.PNG"]
     (left,) = [w for w in summary.warnings if "left out" in w]
-    assert "2 entries" in left and "2023/" in left and "notes.txt" in left and "._a.jpg" not in left
+    assert left.endswith(": 2023/, notes.txt") and "._a.jpg" not in left
     ds = VOCDataset(out, "train")
     for i, id in enumerate(["a", "b", "c"]):  # each found and decoded (a flat image: JPEG keeps it within 2)
         assert abs(float(ds.load_image(id).mean()) - 40 * i) <= 2

@@ -214,8 +214,8 @@ def prepare_folder(
     renamed = [f"{files[id].name!r} -> {id}" for id in ids if id != files[id].stem]
     left_out = _left_out(images)
     if left_out:
-        summary.warnings.append(f"{len(left_out)} entries of {images} are not photos and were left out (JPEG, PNG or "
-                                f"WebP photos are read, not subfolders): {first(left_out)}")  # fmt: skip
+        summary.warnings.append(f"left out of {images}, not being JPEG, PNG or WebP photos (subfolders are not read): "
+                                f"{first(left_out)}")  # fmt: skip
     if renamed:
         summary.warnings.append(f"{len(renamed)} image name(s) contain whitespace, which an id cannot (split lists "
                                 f"hold one id a line): each run of it is '_' in the id: {first(renamed)}")  # fmt: skip
