@@ -285,12 +285,10 @@ def report_splits(run: Path, cfg: dict[str, Any], root: str | Path) -> tuple[lis
         for s in _split_order(found - have, cfg)
     ]
     shown = _split_order(found & have, cfg)
-    # none yet (a run just trained): the val split for its notes, or the training split where the dataset has no
+    # none yet (a run just trained): the val split, for its notes, or the training split where the dataset has no
     # val split (photos without masks: `wsss prepare folder` writes none), not an error about a missing val.txt
-    fallback = [
-        s for s in _split_order(have, cfg) if s in (cfg["data"].get("val_split"), cfg["data"].get("train_split"))
-    ]
-    return (shown or fallback[:1] or [cfg["data"]["val_split"]]), notes
+    first = _split_order(have & {cfg["data"].get("val_split"), cfg["data"].get("train_split")}, cfg)
+    return (shown or first[:1] or [cfg["data"]["val_split"]]), notes
 
 
 def _floor_note(results: dict[str, tuple[str, EvalResult]]) -> str:

@@ -168,7 +168,7 @@ def test_photos_of_any_case_and_webp_are_read_and_what_is_not_a_photo_is_named(t
     for i, id in enumerate(["a", "b", "c"]):  # each found and decoded (a flat image: JPEG keeps it within 2)
         assert abs(float(ds.load_image(id).mean()) - 40 * i) <= 2
     assert check_dataset(out).ok
-    with pytest.raises(DataError, match="a suffix the dataset does not look for") as refused:
+    with pytest.raises(DataError, match="--image-mode none keeps the photos' names") as refused:
         prepare_folder(images, tmp_path / "labels.csv", tmp_path / "classes.txt", tmp_path / "none",
                        image_mode="none", progress=False)  # fmt: skip
     assert str(refused.value).startswith(f"{images}:") and "a.Jpg" in str(refused.value)

@@ -318,8 +318,7 @@ def image_id(stem: str) -> str:
 def _image_files(images: Path, image_mode: str) -> dict[str, Path]:
     """id (:func:`image_id` of the file stem) -> image file, of the photos ``wsss predict --images`` reads too
     (``data.photos.is_photo``); two images with one id are an error, and so is a name the dataset could not find
-    where the photos keep their names (``image_mode`` none: the id must be the stem, the suffix one of
-    ``IMAGE_EXTS``)."""
+    where the photos keep their names (``image_mode`` none: each must be named as ``_place_files`` would place it)."""
     files: dict[str, Path] = {}
     for p in sorted(images.iterdir()):
         if p.is_file() and is_photo(p) and not p.name.startswith("."):
@@ -327,19 +326,14 @@ def _image_files(images: Path, image_mode: str) -> dict[str, Path]:
             if id in files:
                 raise DataError(f"{images}: two images with the id {id!r}: {files[id].name}, {p.name}")
             files[id] = p
-    spaced = [p.name for id, p in files.items() if id != p.stem]
-    if spaced and image_mode == "none":
-        raise DataError(
-            f"{images}: {len(spaced)} image name(s) contain whitespace, which an id cannot, and --image-mode none "
-            f"keeps the photos' names (another mode places them under their ids): {first(spaced)}"
-        )
-    cased = [p.name for p in files.values() if p.suffix not in IMAGE_EXTS]
-    if cased and image_mode == "none":
-        raise DataError(
-            f"{images}: {len(cased)} image name(s) end in a suffix the dataset does not look for "
-            f"({', '.join(IMAGE_EXTS)}), and --image-mode none keeps the photos' names (another mode places them "
-            f"under a lower-case one): {first(cased)}"
-        )
+    if image_mode == "none":  # the photos stay as they are named: each must already be named as it would be placed
+        misnamed = [p.name for id, p in files.items() if f"{id}{_placed_suffix(p)}" != p.name]
+        if misnamed:
+            raise DataError(
+                f"{images}: --image-mode none keeps the photos' names, and {len(misnamed)} are not names the dataset "
+                f"looks a photo up by (an id holds no whitespace; the suffix is one of {', '.join(IMAGE_EXTS)}): "
+                f"{first(misnamed)}; another --image-mode places them under such names"
+            )
     return files
 
 
