@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import VOC_REAL_MINI as VOC_MINI
 from wsss.data import check_dataset, generate_synthetic
-from wsss.data.voc import write_cls_labels
+from wsss.data.voc import VOCDataset, write_cls_labels
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,17 @@ def test_truncated_jpeg(ds: Path):
 def test_missing_image(ds: Path):
     (ds / "JPEGImages/val_00001.jpg").unlink()
     only_problem_mentions(check_dataset(ds, "val"), "val_00001.jpg", "not found")
+
+
+def test_a_webp_photo_is_found_where_the_dataset_finds_it_and_a_missing_one_names_what_was_looked_for(ds: Path):
+    """check-data and the dataset look a photo up in one place (``find_image``): what one reads, the other checks."""
+    jpg = ds / "JPEGImages/val_00001.jpg"
+    Image.open(jpg).save(jpg.with_suffix(".webp"), lossless=True)
+    jpg.unlink()
+    assert check_dataset(ds, "val").ok
+    assert VOCDataset(ds, "val").image_path("val_00001") == jpg.with_suffix(".webp")
+    jpg.with_suffix(".webp").unlink()
+    only_problem_mentions(check_dataset(ds, "val"), "val_00001.jpg", "not found", ".png or .webp")
 
 
 def test_missing_mask(ds: Path):

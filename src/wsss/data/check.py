@@ -25,10 +25,11 @@ from wsss.data.classes import CLASSES_FILE, VOC_CLASSES, read_classes
 from wsss.data.voc import (
     CLS_LABELS_FILE,
     IMAGE_DIR,
-    IMAGE_EXTS,
     MASK_DIRS,
     SPLIT_DIR,
     available_splits,
+    find_image,
+    find_mask,
     parse_split,
     read_cls_labels_file,
     read_split,
@@ -109,22 +110,6 @@ class CheckReport:
 
     def __str__(self) -> str:
         return self.format()
-
-
-def _image_path(root: Path, id: str) -> Path | None:
-    for ext in IMAGE_EXTS:
-        p = root / IMAGE_DIR / f"{id}{ext}"
-        if p.is_file():
-            return p
-    return None
-
-
-def _mask_path(root: Path, id: str) -> Path | None:
-    for d in MASK_DIRS:
-        p = root / d / f"{id}.png"
-        if p.is_file():
-            return p
-    return None
 
 
 def check_mask(
@@ -311,7 +296,7 @@ def check_dataset(
     # ---- per image -------------------------------------------------------------------------------
     all_ids = list(dict.fromkeys(i for ids in split_ids.values() for i in ids))
     report.n_images = len(all_ids)
-    mask_of = {i: _mask_path(root, i) for i in all_ids}
+    mask_of = {i: find_mask(root, i) for i in all_ids}
     per_class: Counter = Counter()
     label_only: dict[str, str] = {}  # id -> classes in its label with no pixel in its mask
     has_mask_dir = any((root / d).is_dir() for d in MASK_DIRS)
@@ -349,7 +334,7 @@ def _check_one_image(
             _report_missing_mask(root, id, *have, report)
         return None
     return _check_mask_of(mpath, size, vec, class_names, root / CLS_LABELS_FILE, id, classes_desc, report,
-                          image_path=_image_path(root, id))  # fmt: skip
+                          image_path=find_image(root, id))  # fmt: skip
 
 
 def _check_classes(root: Path, report: CheckReport) -> tuple[list[str], str]:
@@ -448,10 +433,10 @@ def _mask_needs(
 
 
 def _check_image_of(root: Path, id: str, report: CheckReport) -> tuple[int, int] | None:
-    img_path = _image_path(root, id)
+    img_path = find_image(root, id)
     size = None
     if img_path is None:
-        report.add(f"{root / IMAGE_DIR / (id + '.jpg')}: image not found (id {id!r}; .jpg or .png)")
+        report.add(f"{root / IMAGE_DIR / (id + '.jpg')}: image not found (id {id!r}; .jpg, .jpeg, .png or .webp)")
     else:
         size, err = check_image(img_path)
         if err:
@@ -598,7 +583,7 @@ def check_pseudo_labels(
         if not path.is_file():
             report.add(f"{path}: {what} not found (id {id!r} of split {split!r})")
             continue
-        image = _image_path(root, id)
+        image = find_image(root, id)
         size = image_size(image) if image is not None else None
         problems, _ = check_mask(path, size, None, class_names, label_file=path, id=id, classes_desc=desc,
                                  image_path=image)  # fmt: skip

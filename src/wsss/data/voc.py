@@ -153,6 +153,17 @@ def labels_from_mask(mask: np.ndarray, num_classes: int) -> np.ndarray:
     return present[1:num_classes].astype(np.float32)
 
 
+def find_image(root: str | os.PathLike, id: str) -> Path | None:
+    """JPEGImages/<id> with the first suffix of ``IMAGE_EXTS`` that exists (.jpg first), else None."""
+    d = Path(root) / IMAGE_DIR
+    return next((p for ext in IMAGE_EXTS if (p := d / f"{id}{ext}").is_file()), None)
+
+
+def find_mask(root: str | os.PathLike, id: str) -> Path | None:
+    """SegmentationClassAug/<id>.png if it exists, else SegmentationClass/<id>.png, else None."""
+    return next((p for d in MASK_DIRS if (p := Path(root) / d / f"{id}.png").is_file()), None)
+
+
 class VOCDataset(Dataset):
     """A split of a dataset in the VOC layout.
 
@@ -187,21 +198,11 @@ class VOCDataset(Dataset):
 
     # ---- paths -----------------------------------------------------------------------------
     def image_path(self, id: str) -> Path:
-        """JPEGImages/<id>.jpg, else the first other existing extension (.png ...)."""
-        d = self.root / IMAGE_DIR
-        for ext in IMAGE_EXTS:
-            p = d / f"{id}{ext}"
-            if p.is_file():
-                return p
-        return d / f"{id}.jpg"
+        """The photo ``find_image`` finds, else JPEGImages/<id>.jpg (whose reading names the missing file)."""
+        return find_image(self.root, id) or self.root / IMAGE_DIR / f"{id}.jpg"
 
     def mask_path(self, id: str) -> Path | None:
-        """SegmentationClassAug/<id>.png if it exists, else SegmentationClass/<id>.png, else None."""
-        for d in MASK_DIRS:
-            p = self.root / d / f"{id}.png"
-            if p.is_file():
-                return p
-        return None
+        return find_mask(self.root, id)
 
     def has_mask(self, id: str) -> bool:
         return self.mask_path(id) is not None
