@@ -56,6 +56,20 @@ def test_long_csv(folder):
     assert check_dataset(out, "train", progress=False).ok
 
 
+def test_label_rows_naming_their_image_by_a_path_are_matched_by_its_file_name(folder):
+    """Labelling tools export paths (``photos/a.jpg``; on Windows with backslashes): legal, matched by the file name
+    and said in a warning; two paths of one photo are refused naming both rows."""
+    rows = ["image,labels", "photos/a.jpg,cat", r"C:\shoot\b.png,dog;potted plant", "./c,", "d.jpg, dog ;cat"]
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    s = prepare_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", folder / "out")
+    _check_labels(folder / "out")
+    (said,) = [w for w in s.warnings if "by a path" in w]
+    assert said.startswith("3 label row(s)") and "photos/a.jpg (" in said and "labels.csv:2" in said
+    (folder / "labels.txt").write_text("day1/a.jpg cat\nday2/a.jpg dog\n")
+    with pytest.raises(DataError, match=r"labels.txt:2: image 'day2/a.jpg' is labelled twice \(first at .*txt:1\)"):
+        prepare_folder(folder / "images", folder / "labels.txt", folder / "classes.txt", folder / "o")
+
+
 def test_wide_csv_and_txt(folder):
     (folder / "wide.csv").write_text("image,cat,dog,potted plant\na,1,0,0\nb,0,1,1\nc,0,0,0\nd,1,1,0\n")
     prepare_folder(folder / "images", folder / "wide.csv", folder / "classes.txt", folder / "w")

@@ -15,7 +15,8 @@ Inputs:
   * ``.txt``: ``<image> <class> <class> ...`` whitespace-separated (names without spaces, or
     class indices 1..C-1 as in the masks).
 
-  ``image`` is a file name (``a.jpg``) or a stem (``a``) in ``--images``.
+  ``image`` is a file name (``a.jpg``) or a stem (``a``) in ``--images``; a path (``photos/a.jpg``, as some
+  labelling tools export) is matched by its file name, said in a warning.
   Without ``--labels`` every image is taken with no foreground class yet (``cls_labels.npy`` all zero),
   for ``wsss tag`` to label from CLIP scores and the class names (runs/tag.py); masks are then not checked
   against labels, only for values and size.
@@ -186,7 +187,7 @@ def prepare_folder(
         val_fraction = DEFAULT_VAL_FRACTION if masks is not None else 0.0
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    class_names, files, entries = _read_inputs(images, classes, labels, image_mode)
+    class_names, files, entries, by_path = _read_inputs(images, classes, labels, image_mode)
     ids = sorted(entries)
     if masks is not None:
         masks = Path(masks)
@@ -216,6 +217,9 @@ def prepare_folder(
     if left_out:
         summary.warnings.append(f"left out of {images}, not being JPEG, PNG or WebP photos (subfolders are not read): "
                                 f"{first(left_out)}")  # fmt: skip
+    if by_path:
+        summary.warnings.append(f"{len(by_path)} label row(s) name their image by a path: each is matched to the "
+                                f"photo of its file name in {images}: {first(by_path)}")  # fmt: skip
     if renamed:
         summary.warnings.append(f"{len(renamed)} image name(s) contain whitespace, which an id cannot (split lists "
                                 f"hold one id a line): each run of it is '_' in the id: {first(renamed)}")  # fmt: skip
@@ -245,9 +249,10 @@ def _place_files(
 
 def _read_inputs(
     images: Path, classes: Path, labels: Path | None, image_mode: str
-) -> tuple[list[str], dict[str, Path], dict[str, list[int]]]:
-    """The class names, the image files by id and each id's foreground classes (none yet without a labels
-    file: ``wsss tag`` writes them); DataError naming what is missing."""
+) -> tuple[list[str], dict[str, Path], dict[str, list[int]], list[str]]:
+    """The class names, the image files by id, each id's foreground classes (none yet without a labels file:
+    ``wsss tag`` writes them) and the label rows that name their image by a path; DataError naming what is
+    missing."""
     if not images.is_dir():
         raise DataError(f"{images}: image folder not found")
     if not classes.is_file():
@@ -256,11 +261,12 @@ def _read_inputs(
     files = _image_files(images, image_mode)
     if labels is None:  # every image, no foreground class yet (wsss tag writes the labels)
         entries: dict[str, list[int]] = {id: [] for id in files}
+        by_path: list[str] = []
         if not entries:
             raise DataError(f"{images}: no images ({', '.join(PHOTO_SUFFIXES)}, in any case)")
     else:
-        entries = _match_labels(read_label_file(labels, class_names), files, labels, images)
-    return class_names, files, entries
+        entries, by_path = _match_labels(read_label_file(labels, class_names), files, labels, images)
+    return class_names, files, entries, by_path
 
 
 def _previous_outputs(
@@ -356,22 +362,27 @@ def _mask_file(masks: Path, image: Path) -> Path:
 
 def _match_labels(
     table: dict[str, tuple[list[int], str]], files: dict[str, Path], labels: Path, images: Path
-) -> dict[str, list[int]]:
-    """id -> its class indices, each label row matched to an image by file name or stem."""
+) -> tuple[dict[str, list[int]], list[str]]:
+    """id -> its class indices, each label row matched to an image by file name or stem; and the rows whose image
+    is a path (``photos/a.jpg``, as labelling tools export), matched by its last part, for a warning. Two rows of
+    one image are an error naming both."""
     by_name = {**{p.stem: id for id, p in files.items()}, **{p.name: id for id, p in files.items()}}
-    entries: dict[str, list[int]] = {}
-    missing = []
+    entries: dict[str, tuple[list[int], str]] = {}
+    missing, by_path = [], []
     for key, (cls, where) in table.items():
-        id = by_name.get(key, key if key in files else None)  # the file's name or stem, or its id
+        name = key.replace("\\", "/").rsplit("/", 1)[-1]  # a path's file name, on any system
+        id = by_name.get(name, name if name in files else None)  # the file's name or stem, or its id
         if id is None:
             missing.append(f"{key} ({where})")
             continue
         if id in entries:
-            raise DataError(f"{where}: image {key!r} is labelled twice")
-        entries[id] = cls
+            raise DataError(f"{where}: image {key!r} is labelled twice (first at {entries[id][1]})")
+        entries[id] = (cls, where)
+        if name != key:
+            by_path.append(f"{key} ({where})")
     if missing:
         raise DataError(f"{labels}: {len(missing)} labelled images are not in {images}: {first(missing)}")
-    return entries
+    return {id: cls for id, (cls, _) in entries.items()}, by_path
 
 
 def _check_inputs(
