@@ -123,7 +123,8 @@ def tables(decide: list[dict[str, Any]], veto: list[dict[str, Any]], names: tupl
     for set_name, results in zip(names, (decide, veto)):
         for i, res in enumerate(results):
             done, of = _folds(res)
-            over = f", its gains over {Path(res['gain_over']['other']).name}" if res.get("gain_over") else ""
+            over = (f"; its own figures here, its gains over {Path(res['gain_over']['other']).name} in the rule's "
+                    "table" if res.get("gain_over") else "")  # fmt: skip
             lines += [f"{set_name}, route {i + 1} ({done} of {of} folds run{over}): mean (sd; per fold)", "",
                       "| figure | over the folds |", "|---|---|"]  # fmt: skip
             lines += [f"| {name} | {_cell(res['summary'].get(key))} |" for key, name in FIGURES.items()

@@ -49,7 +49,7 @@ def test_a_route_run_against_another_reports_its_own_gain_fold_by_fold():
     other = {**longer, "gain_over": {"other": "runs/cv/coco_e12.json", "summary": summarise(
         [{"seg_val": {"miou": g}} for g in (-0.1, 0.1, 0.3)])}}  # fmt: skip
     text = cv_table.tables([longer], [other], ("a", "b"))
-    assert "a, route 1 (3 of 3 folds run, its gains over ccp-dev_e12.json)" in text
+    assert "a, route 1 (3 of 3 folds run; its own figures here, its gains over ccp-dev_e12.json in the rule's" in text
     row = next(line for line in text.splitlines() if "over its `--gain-over` route: one stage, val, plain" in line)
     assert "+2.50 (sd 0.50; +2.00 / +2.50 / +3.00)" in row and row.endswith("**enters the advice** |")
     # a --gain-over route stopped before its last fold: the gains over the folds both ran decide nothing
