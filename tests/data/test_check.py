@@ -82,7 +82,7 @@ def test_a_webp_photo_is_found_where_the_dataset_finds_it_and_a_missing_one_name
     assert check_dataset(ds, "val").ok
     assert VOCDataset(ds, "val").image_path("val_00001") == jpg.with_suffix(".webp")
     jpg.with_suffix(".webp").unlink()
-    only_problem_mentions(check_dataset(ds, "val"), "val_00001.jpg", "not found", ".png or .webp")
+    only_problem_mentions(check_dataset(ds, "val"), "val_00001.jpg", "not found", "looked for .jpg/", "/.webp/")
 
 
 def test_missing_mask(ds: Path):

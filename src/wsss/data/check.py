@@ -25,6 +25,7 @@ from wsss.data.classes import CLASSES_FILE, VOC_CLASSES, read_classes
 from wsss.data.voc import (
     CLS_LABELS_FILE,
     IMAGE_DIR,
+    IMAGE_EXTS,
     MASK_DIRS,
     SPLIT_DIR,
     available_splits,
@@ -436,7 +437,10 @@ def _check_image_of(root: Path, id: str, report: CheckReport) -> tuple[int, int]
     img_path = find_image(root, id)
     size = None
     if img_path is None:
-        report.add(f"{root / IMAGE_DIR / (id + '.jpg')}: image not found (id {id!r}; .jpg, .jpeg, .png or .webp)")
+        # the suffixes find_image looks for, from their one list (a copy here had drifted: ".jpg or .png")
+        report.add(
+            f"{root / IMAGE_DIR / (id + '.jpg')}: image not found (id {id!r}; looked for {'/'.join(IMAGE_EXTS)})"
+        )
     else:
         size, err = check_image(img_path)
         if err:
