@@ -345,7 +345,10 @@ def test_a_command(monkeypatch, tmp_path):
     else:
         def slow(args):
             ready.write_text("sleeping")
-            time.sleep(120)
+            # short sleeps: a SIGTERM the kernel hands to another thread (torch's) does not cut a long sleep of the
+            # main thread short, so Python's handler would run only when it ends (the test then timed out once)
+            for _ in range(1200):
+                time.sleep(0.1)
             return 0
         monkeypatch.setattr(wsss.cli, "cmd_check_data", slow)
         argv = ["check-data", str(tmp_path)]
