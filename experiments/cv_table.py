@@ -58,6 +58,18 @@ def _folds(res: dict[str, Any]) -> tuple[int, int]:
     return len(runs), (runs[0]["fold"]["folds"] if runs else 0)
 
 
+def _devices(res: dict[str, Any]) -> str:
+    """ "; fold F ran with run.device=D" for each fold whose training options name a device (the presets' is the CPU):
+    folds gathered from several machines (``real_route.py --reuse``) say where each ran."""
+    said = []
+    for run in res.get("folds", []):
+        options = [*run.get("settings", {}).get("overrides", []), *run.get("settings", {}).get("seg_set", [])]
+        devices = list(dict.fromkeys(o for o in options if o.startswith("run.device=")))
+        if devices:
+            said.append(f"fold {run['fold']['fold']} ran with {', '.join(devices)}")
+    return "".join(f"; {s}" for s in said)
+
+
 def _cell(row: dict[str, Any] | None) -> str:
     """mean (sd; each fold's value); a gain signed."""
     if row is None:
@@ -125,7 +137,8 @@ def tables(decide: list[dict[str, Any]], veto: list[dict[str, Any]], names: tupl
             done, of = _folds(res)
             over = (f"; its own figures here, its gains over {Path(res['gain_over']['other']).name} in the rule's "
                     "table" if res.get("gain_over") else "")  # fmt: skip
-            lines += [f"{set_name}, route {i + 1} ({done} of {of} folds run{over}): mean (sd; per fold)", "",
+            lines += [f"{set_name}, route {i + 1} ({done} of {of} folds run{over}{_devices(res)}): mean (sd; per fold)",
+                      "",
                       "| figure | over the folds |", "|---|---|"]  # fmt: skip
             lines += [f"| {name} | {_cell(res['summary'].get(key))} |" for key, name in FIGURES.items()
                       if key in res.get("summary", {})]  # fmt: skip

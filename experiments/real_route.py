@@ -48,7 +48,8 @@ val and trains on the others (a view in ``OUT/data``); ``--folds N`` runs the ro
 ``--gain-over JSON`` adds each figure's gain, fold by fold, over another ``--folds`` run of the same folds (issue 62).
 ``--reuse JSON ...`` takes the finished folds these JSONs hold (of ``--folds`` runs, or of ``--fold F/N`` runs of the
 same command) instead of running them again, when their folders are gone: each fold checked to hold the same val
-photos and, where the JSON records them (``settings``), the same options; an entry from before ``settings`` were
+photos and, where the JSON records them (``settings``), the same options but those of where and how fast it ran
+(``EXECUTION_OPTIONS``: a fold run on a GPU is the same command's); an entry from before ``settings`` were
 recorded is taken with a warning. ``--kept-only`` runs no fold: the JSON of the kept folds (from fold 0 up to the first
 none of them holds), to gather folds finished on several machines.
 ``--steps`` adds each step's own gain (``steps``): the stage's val with ``--crf`` and ``--crf --tags-from``, the
@@ -101,6 +102,12 @@ from experiments.commands import CommandFailed, run_wsss  # noqa: E402
 from experiments.data_views import all_ids, first_masked, fold_split, make_view  # noqa: E402
 
 IN_PROCESS = False  # run the commands by `wsss.cli.main` in this process (tests: no start-up per command)
+# The overrides of --set / --seg-set / --aff-set that say where and how fast a route runs, not what it computes:
+# --reuse takes a fold run with other ones (on a GPU, with loader workers) as this command's. The photos and their
+# augmentation are the same whatever the workers (photo i of epoch e is drawn from (seed, e, i):
+# VOCDataset.rng_for); the device and the threads change the rounding of the floats, which over a training moves
+# the figures as nondeterminism does. The fold's ``settings`` keep them as run.
+EXECUTION_OPTIONS = ("run.device=", "run.threads=", "data.num_workers=")
 
 
 def _wsss(*args: str, log: Path) -> float:
@@ -245,6 +252,12 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("preset", "overrides", "refine", "seg", "seg_set", "val_split", "seg_rounds", "seg_band",
             "seg_from_classifier", "seg_ensemble", "steps", "cam_scales", "affinity", "aff_set")  # fmt: skip
     return {k: getattr(args, k) for k in keys}
+
+
+def _what_is_computed(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without the overrides of where and how fast the route ran (``EXECUTION_OPTIONS``)."""
+    return {k: [o for o in v if not str(o).startswith(EXECUTION_OPTIONS)] if k in ("overrides", "seg_set", "aff_set")
+            else v for k, v in settings.items()}  # fmt: skip
 
 
 def _pseudo_labels(cls: Path, root: str, refine: str, levels: str, name: str, *extra: str, log: Path) -> Path:
@@ -592,7 +605,8 @@ def _reusable_folds(args: argparse.Namespace) -> dict[int, tuple[dict[str, Any],
                     raise SystemExit(f"{path}: fold {fold} is of another preset or lacks {missing}: not this run's")
                 print(f"warning: {path}: fold {fold} records no settings (a JSON from before they were): taken as "
                       "this command's on your word (--reuse)", file=sys.stderr)  # fmt: skip
-            elif theirs != ours:
+            elif _what_is_computed(theirs) != _what_is_computed(ours):
+                theirs, ours = _what_is_computed(theirs), _what_is_computed(ours)
                 other = sorted(k for k in {*theirs, *ours} if theirs.get(k) != ours.get(k))
                 raise SystemExit(f"{path}: fold {fold} was run with other settings ({', '.join(other)})")
             kept[fold] = entry, path

@@ -60,6 +60,17 @@ def test_a_route_run_against_another_reports_its_own_gain_fold_by_fold():
     assert "+2.25 (sd 0.35; +2.00 / +2.50)" in row and row.endswith("| undecided |")
 
 
+def test_a_route_says_which_folds_ran_on_another_device():
+    """Folds gathered from several machines (``real_route.py --reuse``): the heading names each fold whose options
+    chose a device, so that a table mixing the CPU's folds with a GPU's says so."""
+    ccp, coco = _route([1.0, 1.2, 0.8], [0.5, -0.4, 0.2]), _route([0.1, 0.0, 0.2], [0.3, 0.3, 0.3])
+    ccp["folds"][2]["settings"] = {"overrides": ["run.threads=1", "run.device=cuda"], "seg_set": ["run.device=cuda"]}
+    ccp["folds"][1]["settings"] = {"overrides": ["run.threads=1"], "seg_set": []}
+    text = cv_table.tables([ccp], [coco], ("a", "b"))
+    assert "a, route 1 (3 of 3 folds run; fold 2 ran with run.device=cuda): mean" in text
+    assert "b, route 1 (3 of 3 folds run): mean" in text
+
+
 def test_the_tables_say_where_a_sets_masks_stand_against_its_floor():
     """Beside the verdicts: the one stage's masks against the floor (masks of background alone) fold by fold, so that
     a veto by a set whose masks are at its floor is read as such (coco128-dev, issue 62)."""
