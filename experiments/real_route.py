@@ -105,9 +105,10 @@ IN_PROCESS = False  # run the commands by `wsss.cli.main` in this process (tests
 # The overrides of --set / --seg-set / --aff-set that say where and how fast a route runs, not what it computes:
 # --reuse takes a fold run with other ones (on a GPU, with loader workers) as this command's. The photos and their
 # augmentation are the same whatever the workers (photo i of epoch e is drawn from (seed, e, i):
-# VOCDataset.rng_for); the device and the threads change the rounding of the floats, which over a training moves
-# the figures as nondeterminism does. The fold's ``settings`` keep them as run.
-EXECUTION_OPTIONS = ("run.device=", "run.threads=", "data.num_workers=")
+# VOCDataset.rng_for), and each photo's CRF is its own whatever the processes; the device and the threads change
+# the rounding of the floats, which over a training moves the figures as nondeterminism does. The fold's
+# ``settings`` keep them as run.
+EXECUTION_OPTIONS = ("run.device=", "run.threads=", "data.num_workers=", "infer.crf_workers=")
 
 
 def _wsss(*args: str, log: Path) -> float:

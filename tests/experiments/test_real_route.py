@@ -267,8 +267,9 @@ def test_real_route_folds_reuse(tmp_path, synth_root, monkeypatch, capsys):
     # a fold run elsewhere (on a GPU, other threads, loader workers): the same command's, taken, its settings as run
     where = {"run.device=cuda", "run.threads=8", "data.num_workers=4"}
     settings = one["settings"]
+    seg_where = ["data.num_workers=4", "infer.crf_workers=8"]
     gpu = {**one, "settings": {**settings, "overrides": [*settings["overrides"], *where],
-                               "seg_set": [*settings["seg_set"], "data.num_workers=4"]}}  # fmt: skip
+                               "seg_set": [*settings["seg_set"], *seg_where]}}  # fmt: skip
     (tmp_path / "gpu.json").write_text(json.dumps(gpu))
     mixed = real_route.main([*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"),
                              str(tmp_path / "gpu.json")])  # fmt: skip
