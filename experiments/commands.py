@@ -36,7 +36,9 @@ class CommandFailed(SystemExit):
 
 def run_wsss(*args: str, log: Path | None = None, in_process: bool = True) -> float:
     """Run ``wsss ARGS``; its wall seconds. Its command line and output are appended to ``log`` (printed without
-    one); ``in_process``: by ``wsss.cli.main`` in this process, else as a child (:func:`run_child`)."""
+    one), then a line of when it ended, its wall seconds and its exit status (where a long protocol's time went:
+    read from the log of a run cut short); ``in_process``: by ``wsss.cli.main`` in this process, else as a child
+    (:func:`run_child`)."""
     t = time.perf_counter()
     with open(log, "a") if log is not None else contextlib.nullcontext(sys.stdout) as out:
         out.write(f"$ wsss {' '.join(args)}\n")
@@ -48,6 +50,8 @@ def run_wsss(*args: str, log: Path | None = None, in_process: bool = True) -> fl
         else:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 code = _main(args)
+        if log is not None:
+            out.write(f"# ended {time.strftime('%H:%M:%S')}, {time.perf_counter() - t:.1f} s, exit {code}\n")
     if code != 0:
         errors = [line for line in log.read_text().splitlines() if line.startswith("error: ")] if log else []
         where = f": see {log}" if log is not None else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,8 @@ def test_a_failed_command_names_its_exit_status_and_its_error_line(tmp_path, in_
     e = failed.value
     assert e.exit_status == 1 and e.error.startswith(f"error: {missing}") and str(log) in str(e)
     assert log.read_text().startswith(f"$ wsss cam {missing} --split val --quiet\n")
+    ended = [line for line in log.read_text().splitlines() if line.startswith("# ended ")]  # when, how long, status
+    assert len(ended) == 1 and re.fullmatch(r"# ended \d\d:\d\d:\d\d, \d+\.\d s, exit 1", ended[0])
     with pytest.raises(CommandFailed) as failed:  # argparse's usage error: its status, not its SystemExit
         run_wsss("no-such-command", log=log, in_process=in_process)
     assert failed.value.exit_status == 2
