@@ -33,7 +33,8 @@ for F in $FOLDS; do
         --seg-set run.threads=1 data.num_workers=0 run.seed="$F" $where infer.crf_workers=4 \
         --json "$OUT/fold$F.json" > "/tmp/cv/fold$F.out" 2>&1 &
 done
-timeout $((deadline - $(date +%s) - 15)) python3 -m pytest tests/cuda -p no:randomly -p no:cacheprovider -q -rs \
+# (pytest's addopts hold -q: another -q would hide the count line)
+timeout $((deadline - $(date +%s) - 15)) python3 -m pytest tests/cuda -p no:randomly -p no:cacheprovider -rs \
     > "$OUT/cuda_tests.log" 2>&1
 echo "CUDA tests rc $? ($(date +%T)): $(tail -1 "$OUT/cuda_tests.log")"
 wait
