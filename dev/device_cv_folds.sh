@@ -27,18 +27,19 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tm
 python3 -c 'import torch, pydensecrf.densecrf; print("torch", torch.__version__, torch.cuda.get_device_name())'
 decay=()  # the 24-epoch route's lr steps (BENCHMARKS.md); at 12 the preset's own fractions
 [ "$EPOCHS" = 24 ] && decay=("options.lr_decay_epochs=[16, 22]")
+left() { local s=$((deadline - $(date +%s) - 15)); echo $((s > 1 ? s : 1)); }  # timeout 0 would mean none
 where="run.device=cuda run.threads=2 data.num_workers=$WORKERS"
 for F in $FOLDS; do
     # the CPU's --set / --seg-set first (the settings --reuse compares), then where it runs
     # shellcheck disable=SC2086
-    timeout --signal=TERM $((deadline - $(date +%s) - 15)) python3 experiments/real_route.py configs/rca/real_cpu.yaml \
+    timeout --signal=TERM "$(left)" python3 experiments/real_route.py configs/rca/real_cpu.yaml \
         --data-root "$DATA" --fold "$F/5" --out "/tmp/cv/fold$F" --refine par --steps --seg-ensemble 3 \
         --set run.threads=1 data.num_workers=0 train.epochs="$EPOCHS" "${decay[@]}" run.seed="$F" $where \
         --seg-set run.threads=1 data.num_workers=0 run.seed="$F" $where infer.crf_workers=4 \
         --json "$OUT/fold$F.json" > "/tmp/cv/fold$F.out" 2>&1 &
 done
 # (pytest's addopts hold -q: another -q would hide the count line)
-timeout $((deadline - $(date +%s) - 15)) python3 -m pytest tests/cuda -p no:randomly -p no:cacheprovider -rs \
+timeout "$(left)" python3 -m pytest tests/cuda -p no:randomly -p no:cacheprovider -rs \
     > "$OUT/cuda_tests.log" 2>&1
 echo "CUDA tests rc $? ($(date +%T)): $(tail -1 "$OUT/cuda_tests.log")"
 wait
