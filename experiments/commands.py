@@ -50,13 +50,14 @@ def run_wsss(*args: str, log: Path | None = None, in_process: bool = True) -> fl
         else:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 code = _main(args)
+        wall = time.perf_counter() - t
         if log is not None:
-            out.write(f"# ended {time.strftime('%H:%M:%S')}, {time.perf_counter() - t:.1f} s, exit {code}\n")
+            out.write(f"# ended {time.strftime('%H:%M:%S')}, {wall:.1f} s, exit {code}\n")
     if code != 0:
         errors = [line for line in log.read_text().splitlines() if line.startswith("error: ")] if log else []
         where = f": see {log}" if log is not None else ""
         raise CommandFailed(f"wsss {' '.join(args)} failed (exit {code}){where}", code, errors[-1] if errors else "")
-    return time.perf_counter() - t
+    return wall
 
 
 def _main(args: tuple[str, ...]) -> int:

@@ -606,8 +606,7 @@ def _reusable_folds(args: argparse.Namespace) -> dict[int, tuple[dict[str, Any],
                     raise SystemExit(f"{path}: fold {fold} is of another preset or lacks {missing}: not this run's")
                 print(f"warning: {path}: fold {fold} records no settings (a JSON from before they were): taken as "
                       "this command's on your word (--reuse)", file=sys.stderr)  # fmt: skip
-            elif _what_is_computed(theirs) != _what_is_computed(ours):
-                theirs, ours = _what_is_computed(theirs), _what_is_computed(ours)
+            elif (theirs := _what_is_computed(theirs)) != (ours := _what_is_computed(ours)):
                 other = sorted(k for k in {*theirs, *ours} if theirs.get(k) != ours.get(k))
                 raise SystemExit(f"{path}: fold {fold} was run with other settings ({', '.join(other)})")
             kept[fold] = entry, path

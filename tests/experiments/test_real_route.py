@@ -265,7 +265,7 @@ def test_real_route_folds_reuse(tmp_path, synth_root, monkeypatch, capsys):
                      str(tmp_path / "old.json")])  # fmt: skip
     assert "fold 1 records no settings" in capsys.readouterr().err
     # a fold run elsewhere (on a GPU, other threads, loader workers): the same command's, taken, its settings as run
-    where = {"run.device=cuda", "run.threads=8", "data.num_workers=4"}
+    where = ["run.device=cuda", "run.threads=8", "data.num_workers=4"]
     settings = one["settings"]
     seg_where = ["data.num_workers=4", "infer.crf_workers=8"]
     gpu = {**one, "settings": {**settings, "overrides": [*settings["overrides"], *where],
@@ -273,7 +273,8 @@ def test_real_route_folds_reuse(tmp_path, synth_root, monkeypatch, capsys):
     (tmp_path / "gpu.json").write_text(json.dumps(gpu))
     mixed = real_route.main([*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"),
                              str(tmp_path / "gpu.json")])  # fmt: skip
-    assert where <= set(mixed["folds"][1]["settings"]["overrides"]) and mixed["folds"][1]["pseudo"] == one["pseudo"]
+    kept = mixed["folds"][1]
+    assert set(where) <= set(kept["settings"]["overrides"]) and kept["pseudo"] == one["pseudo"]
     (tmp_path / "gpu.json").write_text(json.dumps({**gpu, "settings": {**gpu["settings"], "overrides": [
         *gpu["settings"]["overrides"], "train.epochs=3"]}}))  # fmt: skip
     with pytest.raises(SystemExit, match=r"fold 1 was run with other settings \(overrides\)"):
