@@ -46,11 +46,12 @@ def refine_par(job: RefineJob, ids: Sequence[str]) -> Refiner:
     job.require_cams(ids)
     c = job.run.cfg.cam
     par = PAR(dilations=c.par.dilations, num_iter=c.par.num_iter)
+    device = job.run.device  # the run's (`--device`): on a GPU, PAR there rather than on one CPU core
 
     def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        image01 = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+        image01 = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255.0
         label = refine_cams_with_bkg(
-            par, image01, torch.from_numpy(job.cam(id))[None], torch.from_numpy(labels)[None],
+            par, image01, torch.from_numpy(job.cam(id)).to(device)[None], torch.from_numpy(labels)[None],
             high_thre=c.high_thre, low_thre=c.low_thre, down_scale=c.par_down_scale,
         )  # fmt: skip
         return label[0].cpu().numpy()
