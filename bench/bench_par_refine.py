@@ -1,7 +1,7 @@
 """Seconds per photo of ``wsss pseudo --refine par``'s refiner (runs/refiners.py: PAR with two background levels on
 the full photo) on each device asked, at a photo size and class count of ccp-dev's (550 x 820, 10 garment groups)
-and a preset's PAR settings. The CAM is random and smooth, the photo random; each photo is timed from its numpy arrays to its label
-back in numpy (copies to the device and back included), after ``--warmup`` untimed ones.
+and a preset's PAR settings. The CAM is random and smooth, the photo random; each photo is timed from its numpy
+arrays to its label back in numpy (copies to the device and back included), after ``--warmup`` untimed ones.
 
     .venv/bin/python bench/bench_par_refine.py --devices cpu cuda --iters 20
 """
