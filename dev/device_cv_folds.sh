@@ -10,7 +10,9 @@
 # The checkout travels whole and tests/golden (52 MB) puts it over the call's 64 MiB with ccp-dev: move it out of the
 # checkout for the call and back after it (the CUDA tests do not read it). On an H100, two folds of the 24-epoch
 # route sharing the machine got half way in 8 minutes (BENCHMARKS.md, "Folds of the cross-validated route on an
-# H100"); whether one fold alone ends inside one call of at most 10 minutes is not measured.
+# H100"); one fold alone did not either, its PAR labels then made on the CPU (275 s; "One fold of the
+# cross-validated route alone on an H100"): whether one fold ends inside one call now that PAR runs on the GPU is
+# not measured.
 set -u
 OUT=${1:-/tmp/device_cv}
 DATA=${DATA:-.cvdata/ccp-dev}
