@@ -239,8 +239,8 @@ def test_predictions_of_an_ensemble_average_the_networks_probabilities(reported,
 
 def test_par_pseudo_labels_are_refined_on_the_runs_device(monkeypatch):
     # `wsss pseudo --refine par` hands PAR the image and the CAM on the run's device (`--device`): before, an
-    # H100's cross-validated fold spent 275 s refining its 200 photos on the CPU (BENCHMARKS.md, "Folds of the
-    # cross-validated route on an H100"). PyTorch's "meta" device stands for a GPU here: neither is the CPU.
+    # H100's cross-validated fold spent 275 s refining its 200 photos on the CPU (BENCHMARKS.md, "One fold of the
+    # cross-validated route alone on an H100"). PyTorch's "meta" device stands for a GPU here: neither is the CPU.
     from types import SimpleNamespace
 
     import numpy as np
