@@ -30,6 +30,7 @@ FIGURES = {
     "seg_rounds.0.val_crf_tagged": "one stage, val, `--crf --tags-from`",
     "seg_ensemble.val.crf_tagged": "three stages ensembled, val, `--crf --tags-from`",
     "own_level.val": "one stage on labels at the preset's own level, val, plain",
+    "own_level.val_crf": "one stage on labels at the preset's own level, val, `--crf`",
     "own_level.val_crf_tagged": "one stage on labels at the preset's own level, val, `--crf --tags-from`",
     "floor": "the floor: masks of background alone, val",
     "tags.precision": "the classifier's tags on val: precision",
@@ -47,13 +48,15 @@ STEPS = {
     "steps.ensemble_crf_tagged": "three stages ensembled over one (`--crf --tags-from`)",
 }
 # With the 12-epoch verdicts the advice became the preset's level, one stage, `--crf` (BENCHMARKS.md): the stage
-# with `--crf` and the stage on labels at the preset's level are among the longer route's gains.
+# with `--crf` and the stage on labels at the preset's level are among the longer route's gains (that stage with
+# `--crf`, the advised route itself, only in JSONs from 2026-11-28 on).
 OVER = {
     "pseudo.par": "PAR labels on the train masks",
     "seg_val.miou": "one stage, val, plain",
     "seg_rounds.0.val_crf": "one stage, val, `--crf`",
     "seg_rounds.0.val_crf_tagged": "one stage, val, `--crf --tags-from`",
     "own_level.val": "one stage on labels at the preset's own level, val, plain",
+    "own_level.val_crf": "one stage on labels at the preset's own level, val, `--crf`",
     "own_level.val_crf_tagged": "one stage on labels at the preset's own level, val, `--crf --tags-from`",
     "seg_ensemble.val.crf_tagged": "three stages ensembled, `--crf --tags-from`",
 }

@@ -54,7 +54,8 @@ recorded is taken with a warning. ``--kept-only`` runs no fold: the JSON of the 
 none of them holds), to gather folds finished on several machines.
 ``--steps`` adds each step's own gain (``steps``): the stage's val with ``--crf`` and ``--crf --tags-from``, the
 classifier's tag precision and recall on val, the floor of val (``floor``: the mIoU of masks of background alone),
-and the stage on the labels at the preset's own level against the sweep's.
+and the stage on the labels at the preset's own level against the sweep's (plain, with ``--crf`` — the route the
+manual advises since the 12-epoch verdicts — and with ``--crf --tags-from``).
 
 ``--cam-scales`` gives ``wsss cam`` its ``--scales`` (multi-scale CAMs from a classifier trained without them).
 
@@ -222,7 +223,8 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
             res["own_level"] = {
                 "level": own, "pseudo": 100 * _miou(own_labels.parent / "eval.json"),
                 "train": _train(args.seg, root, own_seg, [f"data.pseudo_dir={own_labels}", *seg_set], log),
-                "val": scored(own_seg, []), "val_crf_tagged": scored(own_seg, ["--crf", "--tags-from", str(cls)]),
+                "val": scored(own_seg, []), "val_crf": scored(own_seg, ["--crf"]),
+                "val_crf_tagged": scored(own_seg, ["--crf", "--tags-from", str(cls)]),
             }  # fmt: skip
             res["steps"] = {
                 "crf": first["val_crf"] - first["val"],

@@ -53,11 +53,13 @@ def test_a_route_run_against_another_reports_its_own_gain_fold_by_fold():
     row = next(line for line in text.splitlines() if "over its `--gain-over` route: one stage, val, plain" in line)
     assert "+2.50 (sd 0.50; +2.00 / +2.50 / +3.00)" in row and row.endswith("**enters the advice** |")
     # the advised route's figures (the stage with `--crf`, the stage on labels at the preset's level) among them
-    advised = summarise([{"seg_rounds": [{"val_crf": g}], "own_level": {"val": -g}} for g in (1.0, 1.5, 2.0)])
+    advised = summarise([{"seg_rounds": [{"val_crf": g}], "own_level": {"val": -g, "val_crf": 2 * g}}
+                         for g in (1.0, 1.5, 2.0)])  # fmt: skip
     both = [{**r, "gain_over": {**r["gain_over"], "summary": advised}} for r in (longer, other)]
     text = cv_table.tables([both[0]], [both[1]], ("a", "b"))
     assert "| 1 | this route over its `--gain-over` route: one stage, val, `--crf` | +1.50 (sd 0.50; " in text
     assert "route: one stage on labels at the preset's own level, val, plain | -1.50 (sd 0.50; " in text
+    assert "route: one stage on labels at the preset's own level, val, `--crf` | +3.00 (sd 1.00; " in text
     # a --gain-over route stopped before its last fold: the gains over the folds both ran decide nothing
     short = {**longer, "gain_over": {**longer["gain_over"], "summary": summarise(
         [{"seg_val": {"miou": g}} for g in (2.0, 2.5)]), "folds": 2}}  # fmt: skip

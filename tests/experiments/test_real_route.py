@@ -356,6 +356,8 @@ def test_real_route_steps(tmp_path, synth_root, monkeypatch):
     assert "data.pseudo_dir=" + str(out / "cls/pseudo_par_own_level/train") in (out / "route.log").read_text()
     assert steps["crf"] == first["val_crf"] - first["val"] and steps["level"] == first["val"] - own["val"]
     assert steps["tags_after_crf"] == first["val_crf_tagged"] - first["val_crf"]
+    # the advised route's own figure: the stage on the labels at the preset's level, with the CRF
+    assert 0 <= own["val_crf"] <= 100 and (out / "seg_own_level/predictions_crf/val").is_dir()
     assert 0 <= res["tags"]["precision"] <= 100 and 0 <= res["tags"]["recall"] <= 100 and res["tags"]["photos"] == 8
     # the floor: what wsss eval scores masks of background alone on the val photos
     background = tmp_path / "background"
