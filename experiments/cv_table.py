@@ -47,19 +47,12 @@ STEPS = {
     "steps.level_crf_tagged": "the sweep's level on train over the preset's own (`--crf --tags-from`)",
     "steps.ensemble_crf_tagged": "three stages ensembled over one (`--crf --tags-from`)",
 }
-# With the 12-epoch verdicts the advice became the preset's level, one stage, `--crf` (BENCHMARKS.md): the stage
-# with `--crf` and the stage on labels at the preset's level are among the longer route's gains (that stage with
-# `--crf`, the advised route itself, only in JSONs from 2026-11-28 on).
-OVER = {
-    "pseudo.par": "PAR labels on the train masks",
-    "seg_val.miou": "one stage, val, plain",
-    "seg_rounds.0.val_crf": "one stage, val, `--crf`",
-    "seg_rounds.0.val_crf_tagged": "one stage, val, `--crf --tags-from`",
-    "own_level.val": "one stage on labels at the preset's own level, val, plain",
-    "own_level.val_crf": "one stage on labels at the preset's own level, val, `--crf`",
-    "own_level.val_crf_tagged": "one stage on labels at the preset's own level, val, `--crf --tags-from`",
-    "seg_ensemble.val.crf_tagged": "three stages ensembled, `--crf --tags-from`",
-}
+# The figures whose gain a route run against another (``--gain-over``) is judged on, named as in FIGURES. With the
+# 12-epoch verdicts the advice became the preset's level, one stage, `--crf` (BENCHMARKS.md): the stage with `--crf`
+# and the stage on labels at the preset's level are among them (that stage with `--crf`, the advised route itself,
+# only in JSONs from 2026-11-28 on).
+OVER = ("pseudo.par", "seg_val.miou", "seg_rounds.0.val_crf", "seg_rounds.0.val_crf_tagged", "own_level.val",
+        "own_level.val_crf", "own_level.val_crf_tagged", "seg_ensemble.val.crf_tagged")  # fmt: skip
 
 
 def _folds(res: dict[str, Any]) -> tuple[int, int]:
@@ -97,9 +90,9 @@ def gains(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
             out[name] = {**res["summary"][key], "gain": True}
     over = res.get("gain_over")
     if over:  # named alike in both sets (each set's route was run against its own JSON, named in the figures)
-        for key, name in OVER.items():
+        for key in OVER:
             if key in over["summary"]:
-                out[f"this route over its `--gain-over` route: {name}"] = {**over["summary"][key], "gain": True}
+                out[f"this route over its `--gain-over` route: {FIGURES[key]}"] = {**over["summary"][key], "gain": True}
     return out
 
 
