@@ -49,7 +49,8 @@ test-gpu-standin: $(STAMP)
 
 # The documentation site into site/, strict: a broken link, a missing page or picture fails (.ci/run runs it);
 # first dev/check_prose.py: a cut sentence or a stray table row, which the strict build lets through, fails.
-# dev/check_site.py then loads every page in headless Chromium.
+# (dev/check_site.py, which loads every page in headless Chromium, is not part of it: run it by hand after
+# `make docs` where Chromium is installed; its docstring says how.)
 DOCS_STAMP := $(VENV)/.docs-installed
 $(DOCS_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e ".[docs]"
