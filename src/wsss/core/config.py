@@ -699,12 +699,32 @@ def _mark_path(node: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
 
 
 def run_config_path(run_dir: str | Path, hint: str = "") -> Path:
-    """``RUN/config.yaml``, the settings a run directory was trained with; MissingFileError (with
-    ``hint``, e.g. what to do instead) when ``run_dir`` is not a run directory."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise MissingFileError(f"{path}: not a run directory (no config.yaml){hint}")
-    return path
+    """``RUN/config.yaml``, the settings a run directory was trained with: the one check of every command that
+    reads a run. MissingFileError when ``run_dir`` does not exist (naming the run directories beside it that
+    its name is close to), is a file, or is a folder without ``config.yaml`` (with ``hint``, e.g. what to do
+    instead)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if path.is_file():
+        return path
+    if run_dir.is_file():
+        raise MissingFileError(
+            f"{run_dir}: a file, not a run directory (a folder holding config.yaml and checkpoints/)"
+        )
+    if not run_dir.is_dir():
+        raise MissingFileError(f"{run_dir}: no such run directory (the folder does not exist){_runs_like(run_dir)}")
+    raise MissingFileError(f"{path}: not a run directory (no config.yaml){hint}")
+
+
+def _runs_like(run_dir: Path) -> str:
+    """``"; did you mean X?"`` for the run directories beside ``run_dir`` whose name is close to its name."""
+    parent = run_dir.parent
+    try:
+        runs = [p.name for p in parent.iterdir() if (p / "config.yaml").is_file()] if parent.is_dir() else []
+    except OSError:  # an unreadable parent: nothing to suggest
+        runs = []
+    close = difflib.get_close_matches(run_dir.name, runs, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(str(parent / c) for c in close)}?" if close else ""
 
 
 def load_run_config(run_dir: str | Path, hint: str = "") -> Config:
