@@ -251,6 +251,21 @@ def test_a_scoped_name_that_is_not_a_shipped_config_is_named(tmp_path):
         load_config(child)
 
 
+def test_a_scoped_name_without_the_shipped_configs_says_how_to_get_them(tmp_path, monkeypatch):
+    """A wheel carries no configs/ (they sit beside src/ in the checkout): a scoped name is then one line saying
+    that a source or editable install has them, and a relative base not found offers no scoped name."""
+    import wsss.core.config as config
+
+    monkeypatch.setattr(config, "shipped_configs", lambda: tmp_path / "site-packages" / "configs")
+    child = _write(tmp_path / "c.yaml", "_base_: wsss::cam/synthetic_cpu.yaml\n")
+    with pytest.raises(ConfigError, match=r"the shipped configs are not installed .*: wsss:: names resolve in a source "
+                       r"or editable install of wsss \(pip install -e \.\); name a file instead$"):  # fmt: skip
+        load_config(child)
+    _write(child, "_base_: ../_base_/datasets/synthetic.yaml\n")
+    with pytest.raises(ConfigError, match=r"_base_ '\.\./_base_/datasets/synthetic\.yaml' not found \([^)]*\)$"):
+        load_config(child)
+
+
 @pytest.mark.parametrize("name", preset_names(), ids=lambda n: n.removeprefix("configs/").removesuffix(".yaml"))
 def test_config_show_flat_is_the_preset_in_one_file(name, tmp_path, capsys):
     """``wsss config show PRESET --flat``: the preset with its bases merged in, no ``_base_`` and none of the
