@@ -244,8 +244,8 @@ class ClassLookup:
         """The warning naming the names taken for a class that differs from them only in case; None if none."""
         if not self.case_only:
             return None
-        pairs = [f"{name!r} as {cls!r} (line {line})" for name, (cls, line) in self.case_only.items()]
-        return f"{path}: class names that differ from the class list's only in case, taken as its: {', '.join(pairs)}"
+        pairs = ", ".join(f"{name!r} as {cls!r} (line {line})" for name, (cls, line) in self.case_only.items())
+        return f"{path}: class names that differ from a class only in case, each taken as that class: {pairs}"
 
 
 def _lines(lines: list[int]) -> str:

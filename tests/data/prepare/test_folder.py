@@ -116,8 +116,8 @@ def test_a_class_name_that_differs_only_in_case_is_taken_with_a_warning(folder, 
     _check_labels(folder / "out")
     (said,) = [w for w in s.warnings if "only in case" in w]
     assert said == (
-        f"{folder / 'labels.csv'}: class names that differ from the class list's only in case, taken as its: 'Cat' as "
-        "'cat' (line 2), 'DOG' as 'dog' (line 3), 'Potted Plant' as 'potted plant' (line 3), 'CAT' as 'cat' (line 5)"
+        f"{folder / 'labels.csv'}: class names that differ from a class only in case, each taken as that class: 'Cat' "
+        "as 'cat' (line 2), 'DOG' as 'dog' (line 3), 'Potted Plant' as 'potted plant' (line 3), 'CAT' as 'cat' (line 5)"
     )
     (folder / "wide.csv").write_text("image,CAT,Dog,potted plant\na,1,0,0\nb,0,1,1\nc,0,0,0\nd,1,1,0\n")
     s = prepare_folder(folder / "images", folder / "wide.csv", folder / "classes.txt", folder / "w")
@@ -138,8 +138,8 @@ def test_a_class_name_that_differs_only_in_case_is_taken_with_a_warning(folder, 
     (folder / "tags.csv").write_text("image,labels,background\na,Cat,0.1\nb,dog;Potted plant,0.2\nc,,0.3\n")
     tags, warnings = read_tags_csv(folder / "tags.csv", CLASSES)
     assert {k: v.tolist() for k, v in tags.items()} == {"a": [1, 0, 0], "b": [0, 1, 1], "c": [0, 0, 0]}
-    assert warnings == [f"{folder / 'tags.csv'}: class names that differ from the class list's only in case, taken "
-                        "as its: 'Cat' as 'cat' (line 2), 'Potted plant' as 'potted plant' (line 3)"]  # fmt: skip
+    assert warnings == [f"{folder / 'tags.csv'}: class names that differ from a class only in case, each taken as "
+                        "that class: 'Cat' as 'cat' (line 2), 'Potted plant' as 'potted plant' (line 3)"]  # fmt: skip
     (folder / "tags.csv").write_text("image,labels\na,cta\nb,zebra;dog\n")
     with pytest.raises(DataError, match=r"tags.csv: 2 unknown classes: 'cta' \(line 2; did you mean 'cat'\?\), 'zeb"):
         read_tags_csv(folder / "tags.csv", CLASSES)
