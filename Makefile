@@ -32,10 +32,13 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The suite runs in a random order (pytest-randomly; the seed is printed first and last), so that no test
-# leans on what ran before it. PYTEST_ARGS passes options: --randomly-seed=N replays an order.
+# leans on what ran before it, and on every core (pytest-xdist: one worker a core, each with its share of torch's
+# threads, tests/conftest.py). PYTEST_ARGS passes options: --randomly-seed=N replays an order;
+# PYTEST_WORKERS=0 runs it in one process.
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The golden (parity) tests again with PyTorch's portable kernels, what a CPU without AVX2 or an ARM laptop
 # runs: a tolerance below the float noise, or bit equality of a SIMD result, fails here (.ci/run runs it).
