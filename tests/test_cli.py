@@ -213,3 +213,32 @@ def test_an_unknown_backbone_is_one_error_line(synth_root, tmp_path, capsys):
     overrides = tiny_overrides(synth_root, tmp_path / "run", **{"model.backbone": "nope", "train.max_iters": 1})
     assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *overrides, "--quiet"]) == 2
     assert "model.backbone: no backbone 'nope'" in _error_line(capsys)
+
+
+def test_a_run_folder_names_no_code_to_run(one_step_run, tmp_path, capsys, monkeypatch):
+    """Issue 76 (security): a run from elsewhere whose config.yaml lists ``custom_imports: [plugin_x]``, with a
+    plugin_x.py beside it (on sys.path, as the current folder is for `python -m wsss`): reading the run imports
+    nothing and says how to name the plugin; named in WSSS_PLUGINS, it is imported."""
+    import shutil
+    import sys
+
+    run = tmp_path / "run"
+    shutil.copytree(one_step_run, run)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("custom_imports: []", "custom_imports: [plugin_x]"))
+    (tmp_path / "plugin_x.py").write_text("import pathlib\npathlib.Path(__file__).with_name('ran').touch()\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.delenv("WSSS_PLUGINS", raising=False)
+    for argv in (["predict", str(run), "--split", "val"], ["cam", str(run), "--split", "val"]):
+        assert main([*argv, "--quiet"]) == 1
+        line = _error_line(capsys)
+        assert (
+            line.startswith(f"error: {config}: custom_imports names plugin_x, not imported") and "WSSS_PLUGINS" in line
+        )
+    assert not (tmp_path / "ran").exists() and "plugin_x" not in sys.modules
+    monkeypatch.setenv("WSSS_PLUGINS", "plugin_x")
+    try:
+        assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
+        assert (tmp_path / "ran").is_file()
+    finally:
+        sys.modules.pop("plugin_x", None)

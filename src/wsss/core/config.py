@@ -20,10 +20,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -437,6 +438,35 @@ class Config:
         return _to_plain(dataclasses.asdict(self))
 
 
+# Plugins (``custom_imports``): the modules a config may import are the ones the user names, on the command line or
+# in this environment variable (comma-separated); a file names no code to run (docs/security.md, issue 76).
+PLUGINS_ENV = "WSSS_PLUGINS"
+_command_line_plugins: frozenset[str] = frozenset()
+
+
+def name_command_line_plugins(overrides: Sequence[str]) -> None:
+    """Record the modules the overrides of this command's line name (``custom_imports=[...]``; a word that is no
+    valid override is left to :func:`load_config` to refuse): :func:`named_plugins` holds them until the next
+    command's line is read (``cli_common.take_overrides`` calls this for every command and script)."""
+    global _command_line_plugins
+    named: set[str] = set()
+    for text in overrides:
+        try:
+            keys, value = parse_override(text)
+        except ConfigError:
+            continue
+        if keys == ["custom_imports"] and isinstance(value, list):
+            named.update(v for v in value if isinstance(v, str))
+    _command_line_plugins = frozenset(named)
+
+
+def named_plugins() -> frozenset[str]:
+    """The plugin modules the user named: on this command's line (:func:`name_command_line_plugins`) or in
+    ``WSSS_PLUGINS``. Imported by ``methods.contract.import_config_modules`` when a config lists them."""
+    env = (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))
+    return _command_line_plugins | {n for n in env if n}
+
+
 def iterations_per_epoch(n_images: int, batch_size: int) -> int:
     """Optimiser steps in one pass over ``n_images`` with global ``batch_size`` (drop_last; at least 1)."""
     return max(1, n_images // batch_size)
@@ -599,13 +629,26 @@ def set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+def yaml_error_text(e: yaml.YAMLError) -> str:
+    """What is wrong with a YAML text and where (line, column), in one line and without the text itself: PyYAML's
+    message quotes the line, which printed the first line of any file a config named (``_base_: /etc/shadow``,
+    issue 76)."""
+    problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
+    if not problem:
+        return (str(e).splitlines() or [type(e).__name__])[0]
+    return problem + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "")
+
+
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
         loaded = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from e
+        raise ConfigError(f"{path}: invalid YAML ({yaml_error_text(e)})") from e
+    except (OSError, UnicodeDecodeError) as e:  # unreadable, or not text: said without the bytes it holds
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{path}: cannot read the config ({why})") from e
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: a config must be a mapping at the top level")
     return _move_keys(loaded)
@@ -664,6 +707,10 @@ def _base_paths(path: Path, own: dict[str, Any]) -> list[Path]:
     found = []
     for base in bases:
         base_path = path.parent / Path(base).expanduser()
+        if base_path.suffix.lower() not in (".yaml", ".yml"):
+            # a base is a preset: a file named by a config from elsewhere is read only as one, so that no error
+            # quotes a file of another kind (``_base_: /etc/shadow``, issue 76)
+            raise ConfigError(f"{path}: {BASE_KEY} '{base}' is not a YAML preset (.yaml or .yml)")
         if not base_path.is_file():
             raise ConfigError(f"{path}: {BASE_KEY} '{base}' not found ({base_path})")
         found.append(base_path)
