@@ -228,6 +228,17 @@ def test_an_unpacked_release_is_kept_unless_overwrite(tmp_path, voc_tar, capsys)
     assert not [p for p in raw.iterdir() if p.name.startswith(".")]
 
 
+def test_a_dangling_link_where_the_release_goes_is_one_error(tmp_path, voc_tar, capsys):
+    """Issue 76: RAW/VOCdevkit as a symbolic link to nothing was a NotADirectoryError traceback (the rename into
+    place); now one line naming it, and the link is left as it was."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "VOCdevkit").symlink_to(tmp_path / "gone")
+    assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--no-verify") == 1
+    _one_error_line(capsys.readouterr().err, f"{raw / 'VOCdevkit'}: a symbolic link to {tmp_path / 'gone'}")
+    assert (raw / "VOCdevkit").is_symlink() and sorted(p.name for p in raw.iterdir()) == ["VOCdevkit"]
+
+
 def test_sbd_then_voc2012_prepares_both(tmp_path, voc_tar, capsys):
     raw, out = tmp_path / "raw", tmp_path / "VOC2012"
     assert _fetch("sbd", "--archive", str(_sbd_tgz(tmp_path)), "--raw", str(raw), "--out", str(out), "--no-verify") == 0

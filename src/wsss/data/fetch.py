@@ -141,6 +141,9 @@ def fetch(
     # the user's archives first: a bad one fails before hours of downloading the others
     for archive in sorted(release.archives, key=lambda a: a.file not in given):
         dest = raw / release.folder / archive.top
+        if dest.is_symlink() and not dest.exists():  # the rename into place failed on it: NotADirectoryError
+            raise DataError(f"{dest}: a symbolic link to {os.readlink(dest)}, which does not exist; remove the link, "
+                            "or make it point to the unpacked release")  # fmt: skip
         if dest.is_dir() and not overwrite:
             unused = f"; {given[archive.file][0]} not used" if archive.file in given else ""
             log(f"{dest}: unpacked earlier, kept (--overwrite unpacks it again){unused}")
