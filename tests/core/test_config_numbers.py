@@ -109,3 +109,27 @@ def test_every_field_with_a_range_takes_its_default_and_the_edges():
     bad = dataclasses.replace(Config(), train=dataclasses.replace(Config().train, grad_clip=-1.0))
     with pytest.raises(ConfigError, match="^train.grad_clip must be a positive number, got -1.0$"):
         check_settings(bad)  # a config built in code is checked the same way
+
+
+def test_the_manual_lists_every_setting_with_its_valid_values():
+    """docs/configs.md#valid-values names each key that declares a Valid, in the row of what it must be."""
+    import dataclasses
+    import typing
+    from pathlib import Path
+
+    from wsss.core.config import Config
+
+    rows = [
+        ln for ln in (Path(__file__).parents[2] / "docs/configs.md").read_text().splitlines() if ln.startswith("| ")
+    ]
+
+    def walk(cls: type, where: str = "") -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{where}{f.name}.")
+            elif "valid" in f.metadata:
+                row = [r for r in rows if f"`{where}{f.name}`" in r]
+                assert row and row[0].startswith(f"| {f.metadata['valid'].describe()} |"), (where + f.name, row)
+
+    walk(Config)
