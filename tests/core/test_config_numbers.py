@@ -1,6 +1,8 @@
 """Config numbers and override errors: YAML 1.2 floats (``1e-3``) everywhere configs are read, and a
 typo in a command-line override blamed on the override, with the full dotted key suggested."""
 
+import re
+
 import pytest
 import yaml
 
@@ -100,6 +102,10 @@ def test_every_field_with_a_range_takes_its_default_and_the_edges():
     from wsss.core.config import Config, check_settings, check_value
 
     check_settings(Config())
+    from wsss.methods import METHODS
+
+    for cls in METHODS.values():  # every method's options, at their defaults
+        check_settings(cls.Options(), "options.")
     for value in (0.0, 1.0):
         check_value("cam.bkg_thre", value)
     check_value("train.momentum", 0.0)
@@ -133,3 +139,29 @@ def test_the_manual_lists_every_setting_with_its_valid_values():
                 assert row and row[0].startswith(f"| {f.metadata['valid'].describe()} |"), (where + f.name, row)
 
     walk(Config)
+
+
+@pytest.mark.parametrize(
+    "method, option, words",
+    [
+        ("seco", "temp_lil=0", "options.temp_lil must be a positive number, got 0.0"),
+        ("rca", "num_centroids=0", "options.num_centroids must be a positive integer, got 0"),
+        (
+            "rca",
+            "view_crop_scale=[1, 0.5]",
+            "options.view_crop_scale must be two area fractions in (0, 1], the smaller",
+        ),
+        ("deeplab", "rates=[]", "options.rates must be a non-empty list of positive integers, got []"),
+        ("affinitynet", "rw_beta=-8", "options.rw_beta must be a positive number, got -8.0"),
+        ("cam", "psa_alphas=[4, -1]", "options.psa_alphas must be a number of 0 or more, got [4.0, -1.0]"),
+    ],
+)
+def test_a_method_option_outside_its_range_names_the_option(method, option, words):
+    """The options of a method declare their ranges the same way, checked by the same from_dict."""
+    from wsss.core.config import from_dict
+    from wsss.methods import get_method_class
+
+    cls = get_method_class(method)
+    key, value = option.split("=")
+    with pytest.raises(ConfigError, match="^" + re.escape(words)):
+        from_dict(cls.Options, {key: yaml.safe_load(value)}, "options")

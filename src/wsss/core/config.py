@@ -188,6 +188,11 @@ MAX_SIDE = 65535
 SIDE = {"lo": 1, "hi": MAX_SIDE, "hi_open": False, "text": f"a side of 1 to {MAX_SIDE} pixels (a JPEG's largest)"}
 SCALES = {"lo": 0, "lo_open": True, "nonempty": True, "text": "a non-empty list of positive scales"}
 FRACTION = {"lo": 0, "hi": 1, "hi_open": False, "text": "a number in [0, 1]"}
+SHARE = {"lo": 0, "lo_open": True, "hi": 1, "hi_open": False, "text": "a number in (0, 1]"}  # a part of a whole
+# a random crop's area range (the smallest and the largest share of the image)
+AREA_RANGE = {**SHARE, "ascending": True, "text": "two area fractions in (0, 1], the smaller first"}
+POSITIVE_INTS = {"lo": 1, "nonempty": True, "text": "a non-empty list of positive integers"}
+SEED = {"lo": 0, "hi": 2**32 - 1, "hi_open": False, "text": "an integer from 0 to 4294967295 (numpy's seeds)"}
 
 CAM_EMPTY_FALLBACKS = ("none", "minmax", "peak_odds")  # infer.cam_empty_fallback (cam.multiscale.fill_empty_maps)
 
@@ -198,7 +203,7 @@ class RunConfig:
 
     dir: str = "runs/default"  # run directory: config.yaml, checkpoints/, metrics.jsonl, outputs
     # seeds random, numpy and torch (plus the rank), the data order and augmentation, k-means
-    seed: int = setting(0, lo=0, hi=2**32 - 1, hi_open=False, text="an integer from 0 to 4294967295 (numpy's seeds)")
+    seed: int = setting(0, **SEED)
     # cuda: if available
     device: str = setting("auto", pattern=r"auto|cpu|cuda(:\d+)?", text="auto, cpu, cuda or cuda:N")
     # "none", "bf16" or "fp16"; autocast on CUDA only, the CPU stays fp32
@@ -276,9 +281,7 @@ class ModelConfig:
 class PARConfig:
     """``cam.par``: pixel-adaptive refinement of the online pseudo label (ToCo / SeCo)."""
 
-    dilations: tuple[int, ...] = setting(
-        (1, 2, 4, 8, 12, 24), lo=1, nonempty=True, text="a non-empty list of positive integers"
-    )  # docs/methods/seco.md#par
+    dilations: tuple[int, ...] = setting((1, 2, 4, 8, 12, 24), **POSITIVE_INTS)  # docs/methods/seco.md#par
     num_iter: int = setting(10, **NON_NEGATIVE)  # refinement iterations
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from wsss.cam import PAR, CamPasses, labelled_classes, online_pseudo_label
 from wsss.cam.affinity import PSASeedOptions
-from wsss.core.config import Config
+from wsss.core.config import Config, setting
 from wsss.core.errors import UsageError
 from wsss.losses import balanced_seg_loss
 from wsss.methods.base import backbone_from_config, split_backbone_params
@@ -32,7 +32,8 @@ from wsss.models.registry import BackboneOutput
 
 @dataclass
 class CAMOptions(PSASeedOptions):
-    pseudo_source: str = "cam"  # CAM that makes the online pseudo labels: "cam" or "aux"
+    # CAM that makes the online pseudo labels: "cam" or "aux"
+    pseudo_source: str = setting("cam", choices=("cam", "aux"))
 
 
 @register_method
