@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.cam import PAR, denormalize_image
-from wsss.core.config import FRACTION, NON_NEGATIVE, POSITIVE, SEED, SHARE, Config, setting
+from wsss.core.config import NON_NEGATIVE, POSITIVE, SEED, SHARE, Config, setting
 from wsss.core.errors import ConfigError, ConfigWarning, UsageError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.losses import balanced_seg_loss
@@ -103,7 +103,7 @@ class ExcelOptions:
     # the affinity refinement averages the attention of the last this many blocks (Q17)
     attn_layers: int = setting(6, **POSITIVE)
     # caa_thre: the boxes of the refinement at this fraction of the map's max
-    box_threshold: float = setting(0.79, **FRACTION)
+    box_threshold: float = setting(0.79, lo=0, lo_open=True, hi=1, text="a number in (0, 1)")
     # every image is resized to this square (Q9: the official forward is square only)
     input_size: int = setting(320, **POSITIVE)
     embedding_dim: int = setting(256, **POSITIVE)  # decoder width
@@ -245,8 +245,6 @@ class Excel(Method):
         if not o.descriptors and not o.bank:
             raise ConfigError("excel: options.descriptors must name a JSON file of class descriptions "
                               "(docs/methods/excel.md)")  # fmt: skip
-        if not 0 < o.keep_ratio <= 1 or not 0 < o.box_threshold < 1:
-            raise ConfigError("excel: options.keep_ratio must be in (0, 1] and options.box_threshold in (0, 1)")
         if o.input_size % 16 and o.input_size % int(o.arch.get("patch_size", 16)):
             raise ConfigError(f"excel: options.input_size {o.input_size} is not a multiple of the patch size")
 

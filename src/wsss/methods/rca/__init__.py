@@ -67,7 +67,7 @@ from wsss.core.config import (
     setting,
 )
 from wsss.core.distributed import all_gather_cat, all_gather_objects, rank
-from wsss.core.errors import ConfigError, DataError, UsageError
+from wsss.core.errors import ConfigError, DataError
 from wsss.methods.base import backbone_from_config
 from wsss.methods.contract import (
     CamDeclaration,
@@ -123,7 +123,7 @@ class RCAOptions:
     # in (0, 1) are fractions of the training instead, each at the nearest epoch (the real_cpu preset's: they follow
     # train.epochs / train.max_iters). Either form: a training whose last step falls before half of it is refused
     # unless allow_early_decay (the paper presets: the official steps at epochs 5 and 10 of 30)
-    lr_decay_epochs: tuple[int | float, ...] = setting((5, 10), **NON_NEGATIVE_NUMBER)
+    lr_decay_epochs: tuple[int | float, ...] = (5, 10)  # its forms are checked by lr_decay_fractions
     lr_decay: float = setting(0.1, **POSITIVE_NUMBER)
     allow_early_decay: bool = False
     # proxy labels (rca.md#proxy-labels, proxy_labels.py)
@@ -444,8 +444,6 @@ class RCA(Method):
         super().__init__(cfg, classes)
         num_classes = self.num_classes
         o = self.options
-        if o.proxy_source not in ("accumulated", "cam"):
-            raise UsageError(f"options.proxy_source must be 'accumulated' or 'cam', got {o.proxy_source!r}")
         self.backbone = backbone_from_config(cfg.model)
         dim = self.backbone.out_dim
         k = self.num_fg = num_classes - 1

@@ -182,10 +182,6 @@ def plan_round(cfg: Config, r: int, n_train: int) -> RoundPlan:
 
 
 def check_options(o: SCCAMOptions) -> None:
-    if o.num_subcategories < 1:
-        raise UsageError(f"options.num_subcategories must be >= 1, got {o.num_subcategories}")
-    if o.rounds < 0:
-        raise UsageError(f"options.rounds must be >= 0, got {o.rounds}")
     if o.round is not None and not 0 <= o.round <= o.rounds:
         raise UsageError(f"options.round must be in [0, {o.rounds}], got {o.round}")
     if o.snapshot_epochs and len(o.snapshot_epochs) != o.rounds:
