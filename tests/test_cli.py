@@ -190,7 +190,7 @@ def test_a_checkpoint_that_is_not_a_runs_is_one_error_naming_it(one_step_run, tm
     assert line.startswith(f"error: {bad}: ") and words in line
 
 
-def test_a_device_that_is_not_one_or_not_here_is_one_error(one_step_run, capsys, monkeypatch):
+def test_a_device_that_is_not_one_or_not_here_is_one_error(one_step_run, synth_root, capsys, monkeypatch):
     with pytest.raises(SystemExit) as stop:
         main(["predict", str(one_step_run), "--split", "val", "--device", "banana", "--quiet"])
     assert stop.value.code == 2
@@ -207,6 +207,11 @@ def test_a_device_that_is_not_one_or_not_here_is_one_error(one_step_run, capsys,
     finally:
         config.write_text(text)
     assert not (one_step_run / "predictions").exists() and not (one_step_run / "cams").exists()
+    run = one_step_run.parent / "on_cuda"  # a training on a GPU that is not here: the same line
+    overrides = tiny_overrides(synth_root, run, **{"run.device": "cuda"})
+    assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *overrides, "--quiet"]) == 1
+    assert "device 'cuda': no CUDA GPU is visible" in _error_line(capsys)
+    assert not (run / "checkpoints").exists()
 
 
 def test_an_unknown_backbone_is_one_error_line(synth_root, tmp_path, capsys):

@@ -10,8 +10,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from wsss.core.device import check_device
-
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -45,7 +43,6 @@ def init_from_env(device: str = "auto") -> torch.device:
     NCCL for CUDA tensors and gloo for CPU ones (``process_group_backend``). Without torchrun (no WORLD_SIZE,
     or 1) nothing is initialised.
     """
-    check_device(device)  # "banana", or cuda without a GPU: one line, not torch's traceback at the first tensor
     use_cuda = torch.cuda.is_available() and device != "cpu"
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if use_cuda:
