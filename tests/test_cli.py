@@ -150,3 +150,100 @@ def check_bkg_sweep(run, synth_root):
                      "--json", str(out)]) == 0  # fmt: skip
         assert json.loads(out.read_text())["miou"] == pytest.approx(miou, abs=1e-9)
     assert main(["sweep-bkg", str(run), "--split", "train", "--quiet"]) == 1  # no train CAMs yet: a clear error
+
+
+# -- issue 76: a run read with a bad --checkpoint or --device is one error line, not a traceback -----------------
+@pytest.fixture(scope="module")
+def one_step_run(synth_root, tmp_path_factory):
+    run = tmp_path_factory.mktemp("one_step") / "run"
+    overrides = tiny_overrides(synth_root, run, **{"train.max_iters": 1, "train.eval_iters": 100})
+    assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *overrides, "--quiet"]) == 0
+    return run
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda state: state["model"], "not a wsss run checkpoint (no 'model' or 'class_names' entry"),
+        (lambda state: {k: v for k, v in state.items() if k != "model"}, "(no 'model' entry; a weights-only file?)"),
+        (lambda state: {**state, "class_names": ",".join(state["class_names"])},
+         "class_names is not a list of class names (a str)"),
+    ],
+    ids=["weights_only", "no_model", "names_as_a_string"],
+)  # fmt: skip
+def test_a_checkpoint_that_is_not_a_runs_is_one_error_naming_it(one_step_run, tmp_path, capsys, change, words):
+    import torch
+
+    from wsss.core.checkpoint import load_checkpoint
+
+    state = load_checkpoint(one_step_run / "checkpoints/last.pt")
+    bad = tmp_path / "bad.pt"
+    torch.save(change(state), bad)
+    assert main(["predict", str(one_step_run), "--split", "val", "--checkpoint", str(bad), "--quiet"]) == 1
+    line = _error_line(capsys)
+    assert line.startswith(f"error: {bad}: ") and words in line
+
+
+def test_a_device_that_is_not_one_or_not_here_is_one_error(one_step_run, synth_root, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(one_step_run), "--split", "val", "--device", "banana", "--quiet"])
+    assert stop.value.code == 2
+    assert "argument --device: run.device must be auto, cpu, cuda or cuda:N, got 'banana'" in capsys.readouterr().err
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # this machine's GPU, if any, is not seen
+    assert main(["predict", str(one_step_run), "--split", "val", "--device", "cuda", "--quiet"]) == 1
+    assert "device 'cuda': no CUDA GPU is visible to this process" in _error_line(capsys)
+    config = one_step_run / "config.yaml"
+    text = config.read_text()
+    try:  # a run's config.yaml naming a GPU that is not here: the same line
+        config.write_text(text.replace("device: cpu", "device: cuda:0"))
+        assert main(["cam", str(one_step_run), "--split", "val", "--quiet"]) == 1
+        assert "device 'cuda:0': no CUDA GPU is visible" in _error_line(capsys)
+    finally:
+        config.write_text(text)
+    assert not (one_step_run / "predictions").exists() and not (one_step_run / "cams").exists()
+    run = one_step_run.parent / "on_cuda"  # a training on a GPU that is not here: the same line
+    overrides = tiny_overrides(synth_root, run, **{"run.device": "cuda"})
+    assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *overrides, "--quiet"]) == 1
+    assert "device 'cuda': no CUDA GPU is visible" in _error_line(capsys)
+    assert not (run / "checkpoints").exists()
+
+
+def test_an_unknown_backbone_is_one_error_line(synth_root, tmp_path, capsys):
+    overrides = tiny_overrides(synth_root, tmp_path / "run", **{"model.backbone": "nope", "train.max_iters": 1})
+    assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *overrides, "--quiet"]) == 2
+    assert "model.backbone: no backbone 'nope'" in _error_line(capsys)
+
+
+def test_a_run_folder_names_no_code_to_run(one_step_run, tmp_path, capsys, monkeypatch):
+    """Issue 76 (security): a run from elsewhere whose config.yaml lists ``custom_imports: [plugin_x]``, with a
+    plugin_x.py beside it (on sys.path, as the current folder is for `python -m wsss`): reading the run imports
+    nothing and says how to name the plugin; named in WSSS_PLUGINS, it is imported."""
+    import shutil
+    import sys
+
+    run = tmp_path / "run"
+    shutil.copytree(one_step_run, run)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("custom_imports: []", "custom_imports: [plugin_x]"))
+    (tmp_path / "plugin_x.py").write_text("import pathlib\npathlib.Path(__file__).with_name('ran').touch()\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.delenv("WSSS_PLUGINS", raising=False)
+    for argv in (["predict", str(run), "--split", "val"], ["cam", str(run), "--split", "val"]):
+        assert main([*argv, "--quiet"]) == 1
+        line = _error_line(capsys)
+        assert (
+            line.startswith(f"error: {config}: custom_imports names plugin_x, not imported") and "WSSS_PLUGINS" in line
+        )
+    assert not (tmp_path / "ran").exists() and "plugin_x" not in sys.modules
+    monkeypatch.setenv("WSSS_PLUGINS", "plugin_x")
+    try:
+        assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
+        assert (tmp_path / "ran").is_file()
+    finally:
+        sys.modules.pop("plugin_x", None)

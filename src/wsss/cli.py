@@ -622,7 +622,8 @@ def add_checkpoint(s: argparse.ArgumentParser, hidden: bool = False) -> None:
 
 def add_device(s: argparse.ArgumentParser) -> None:
     """``--device`` of a command that loads a run."""
-    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the run's run.device)")
+    s.add_argument("--device", type=_setting("run.device", str), default=None,
+                   help="cpu, cuda, cuda:1 ... (default: the run's run.device)")  # fmt: skip
 
 
 def add_processes(s: argparse.ArgumentParser) -> None:

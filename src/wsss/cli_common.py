@@ -45,11 +45,16 @@ def is_override(word: str) -> bool:
 def take_overrides(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
     """``args.overrides`` completed: the ``key=value`` words argparse left over (an override after a flag: argparse
     takes a positional list only in one piece), then the ``--set`` alias's words. Returns the words left over
-    that are no override, for the parser to refuse."""
+    that are no override, for the parser to refuse. The modules a ``custom_imports=[...]`` override names are
+    the plugins this command may import (``core.config.named_plugins``)."""
+    from wsss.core.config import name_command_line_plugins
+
     given = vars(args).pop(_SET_ALIAS, None) or []
     if not hasattr(args, "overrides"):
+        name_command_line_plugins([])  # a command without overrides names no plugin (an earlier one's are dropped)
         return list(extra)
     args.overrides = [*args.overrides, *(x for x in extra if is_override(x)), *given]
+    name_command_line_plugins(args.overrides)  # the plugins a config may import: docs/security.md
     return [x for x in extra if not is_override(x)]
 
 

@@ -28,7 +28,7 @@ def test_resolve_epochs_counts_drop_last_batches():
     assert resolve_epochs(load_config(None, ["train.batch_size=8", "train.epochs=0.5"]), 70).train.max_iters == 4
     plain = load_config(None, ["train.max_iters=5"])
     assert resolve_epochs(plain, 70) is plain and plain.train.max_iters == 5  # no epochs: max_iters as given
-    with pytest.raises(ConfigError, match="train.epochs must be positive"):
+    with pytest.raises(ConfigError, match="train.epochs must be a positive number"):
         resolve_epochs(load_config(None, ["train.epochs=0"]), 70)
 
 

@@ -301,3 +301,24 @@ def test_a_written_config_reads_back_a_string_that_looks_like_a_number(tmp_path)
     cfg = load_config(None, ["run.dir='1e5'", "options={tag: '6E-5', n: 1e5}"])
     assert yaml_load(dump_config(cfg))["run"]["dir"] == "1e5"
     assert yaml_load(dump_config(cfg))["options"] == {"tag": "6E-5", "n": 1e5}
+
+
+def test_an_error_quotes_no_text_of_the_file_a_base_names(tmp_path, capsys):
+    """Issue 76 (security): ``_base_: /etc/shadow`` printed the file's first line inside the error. A base must be
+    a YAML preset by its name, and no YAML error quotes the text it failed on (where it is, line and column)."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$supersecret:19000:0:99999:7:::\n")
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(f"_base_: {secret}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(preset)
+    assert str(e.value) == f"{preset}: _base_ '{secret}' is not a YAML preset (.yaml or .yml)"
+    named_yaml = tmp_path / "secret.yaml"
+    named_yaml.write_text("password: hunter2: x\n")
+    preset.write_text(f"_base_: {named_yaml}\n")
+    assert main(["config", "show", str(preset)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {named_yaml}: invalid YAML (mapping values are not allowed here at line 1, column 18)\n"
+    named_yaml.write_bytes(b"\xff\xfesecret\n")  # not text
+    with pytest.raises(ConfigError, match=r"secret.yaml: cannot read the config \(not UTF-8 text\)$"):
+        load_config(preset)

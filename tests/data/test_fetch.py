@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -168,6 +169,9 @@ def _evil_tar(path: Path, name: str, kind: bytes = tarfile.REGTYPE, link: str = 
         ("/tmp/wsss-test-evil.txt", tarfile.REGTYPE, ""),
         ("VOCdevkit/escape", tarfile.SYMTYPE, "../../evil-dir"),
         ("VOCdevkit/abs", tarfile.SYMTYPE, "/etc"),
+        # issue 76: inside the temporary folder, but VOCdevkit is renamed to RAW/VOCdevkit, where ".." is RAW
+        ("VOCdevkit/up", tarfile.SYMTYPE, ".."),
+        ("VOCdevkit/VOC2012/up2", tarfile.SYMTYPE, "../../other"),
         ("VOCdevkit/hard", tarfile.LNKTYPE, "../evil.txt"),
         ("VOCdevkit/fifo", tarfile.FIFOTYPE, ""),
     ],
@@ -222,6 +226,17 @@ def test_an_unpacked_release_is_kept_unless_overwrite(tmp_path, voc_tar, capsys)
                   "--overwrite") == 0  # fmt: skip
     assert len(list(photos.iterdir())) == 4
     assert not [p for p in raw.iterdir() if p.name.startswith(".")]
+
+
+def test_a_dangling_link_where_the_release_goes_is_one_error(tmp_path, voc_tar, capsys):
+    """Issue 76: RAW/VOCdevkit as a symbolic link to nothing was a NotADirectoryError traceback (the rename into
+    place); now one line naming it, and the link is left as it was."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "VOCdevkit").symlink_to(tmp_path / "gone")
+    assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--no-verify") == 1
+    _one_error_line(capsys.readouterr().err, f"{raw / 'VOCdevkit'}: a symbolic link to {tmp_path / 'gone'}")
+    assert (raw / "VOCdevkit").is_symlink() and sorted(p.name for p in raw.iterdir()) == ["VOCdevkit"]
 
 
 def test_sbd_then_voc2012_prepares_both(tmp_path, voc_tar, capsys):
@@ -290,6 +305,7 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
     body: bytes = b""
     ranges: bool = True
     seen: list[str | None] = []
+    stall: threading.Event | None = None
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         want = self.headers.get("Range")
@@ -305,6 +321,11 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(self.body) - 1}/{len(self.body)}")
         self.send_header("Content-Length", str(len(part)))
         self.end_headers()
+        if self.stall is not None:  # half the body, then the connection held open until the test sets it
+            self.wfile.write(part[: len(part) // 2])
+            self.wfile.flush()
+            self.stall.wait(120)
+            return
         self.wfile.write(part)
 
     def log_message(self, *args: object) -> None:  # quiet
@@ -362,6 +383,78 @@ def test_an_unreachable_host_is_one_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert _fetch("sbd", "--raw", str(tmp_path / "raw")) == 1
     _one_error_line(capsys.readouterr().err, "http://127.0.0.1:9/benchmark.tgz", "download failed", "--archive")
+
+
+def test_a_second_fetch_waits_for_the_download_under_way_then_checks_its_file(tmp_path, host):
+    """Issue 76: two fetches at once both wrote <file>.part and the second stopped with "[Errno 2] No such file or
+    directory". The second waits while the first holds RAW/downloads (here: the test holds it, as the first), then
+    finds the file the first left, checks it and downloads nothing."""
+    import fcntl
+
+    downloads = tmp_path / "raw" / "downloads"
+    downloads.mkdir(parents=True)
+    held = os.open(downloads, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # the first fetch, downloading
+    waiting, lines, done = threading.Event(), [], []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if "waiting for it to finish" in line:
+            waiting.set()
+
+    second = threading.Thread(target=lambda: done.append(fetch("voc2012", tmp_path / "raw", prepare=False,
+                                                               progress=False, log=log)))  # fmt: skip
+    try:
+        second.start()
+        assert waiting.wait(60), lines
+        assert host.seen == [] and not (downloads / "VOCtrainval_11-May-2012.tar.part").exists()  # it waits
+        (downloads / "VOCtrainval_11-May-2012.tar").write_bytes(host.body)  # what the first one leaves
+    finally:
+        os.close(held)  # the first one ends
+        second.join(60)
+    assert done and host.seen == []  # checked, not downloaded again
+    assert sorted(p.name for p in downloads.iterdir()) == ["VOCtrainval_11-May-2012.tar"]
+
+
+_KILLED_FETCH = """
+import dataclasses, sys
+from wsss.data import fetch as f
+release = f.RELEASES["voc2012"]
+archive = dataclasses.replace(release.archives[0], url=sys.argv[1], known_hash=sys.argv[2])
+f.RELEASES["voc2012"] = dataclasses.replace(release, archives=(archive,))
+f.fetch("voc2012", sys.argv[3], prepare=False, progress=False)
+"""
+
+
+def test_a_killed_download_leaves_only_its_part_which_the_next_run_resumes(tmp_path, host):
+    """Issue 76: each killed download left a 0-byte downloads/tmpXXXX (pooch's temporary file) beside the .part.
+    Killed (SIGKILL) mid-transfer, a download leaves its <file>.part alone; the next run resumes it."""
+    import signal
+    import time
+
+    import wsss
+
+    host.stall = threading.Event()  # the host sends half the file, then holds the connection open
+    raw = tmp_path / "raw"
+    part = raw / "downloads" / "VOCtrainval_11-May-2012.tar.part"
+    archive = RELEASES["voc2012"].archives[0]
+    env = {**os.environ, "PYTHONPATH": str(Path(wsss.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_FETCH, archive.url, archive.known_hash, str(raw)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not part.is_file() and time.monotonic() < deadline:  # the download under way (its bytes buffered)
+            time.sleep(0.05)
+        assert part.is_file()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+        host.stall.set()
+    assert [p.name for p in part.parent.iterdir()] == [part.name]
+    have, host.stall = part.stat().st_size, None
+    fetch("voc2012", raw, prepare=False, progress=False, log=lambda s: None)
+    assert host.seen[-1] == (f"bytes={have}-" if have else None)  # resumed from the part
+    assert [p.name for p in part.parent.iterdir()] == ["VOCtrainval_11-May-2012.tar"]
+    assert (part.parent / "VOCtrainval_11-May-2012.tar").read_bytes() == host.body
 
 
 # -- the parts -----------------------------------------------------------------------------------------

@@ -59,6 +59,15 @@ def test_read_classes(tmp_path: Path):
         read_classes(tmp_path)
 
 
+def test_a_dataset_moved_away_while_a_job_reads_it_is_not_taken_for_voc(tmp_path: Path):
+    """Issue 76 trial (a dataset edited while a job reads it): a data set folder renamed after the job read its
+    split was read as VOC's 21 classes ("the dataset has 21 classes but the run was trained with 7"); no folder is
+    now "dataset root not found"."""
+    gone = tmp_path / "moved_away"
+    with pytest.raises(DataError, match=rf"^{gone}: dataset root not found$"):
+        read_classes(gone)
+
+
 # ---- VOCDataset on real VOC photos --------------------------------------------------------------
 
 

@@ -147,8 +147,7 @@ def test_an_absurd_size_is_refused_before_anything_is_written(data, tmp_path, ca
     key, value = override.split("=")
     line = _one_error_line(out)
     assert (
-        rc == 2
-        and f"'{override}': {key} must be a side of at most 65535 pixels (a JPEG's largest), got {value}" in line
+        rc == 2 and f"'{override}': {key} must be a side of 1 to 65535 pixels (a JPEG's largest), got {value}" in line
     )
     assert not run.exists()
     assert load_config(CONFIG, ["data.crop_size=65535", "infer.max_side=65535"]).data.crop_size == 65535  # legal

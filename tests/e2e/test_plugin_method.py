@@ -16,8 +16,15 @@ from conftest import REPO, tiny_overrides
 PLUGINS = REPO / "tests" / "plugins"
 
 
-def _wsss(args: list[str], pythonpath: list[Path], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath)), "OMP_NUM_THREADS": "1"}
+def _wsss(args: list[str], pythonpath: list[Path], cwd: Path, plugins: str = "") -> subprocess.CompletedProcess:
+    import wsss
+
+    # the wsss under test first (an editable install elsewhere would be found otherwise), then the plugin's folders
+    paths = [Path(wsss.__file__).parents[1], *pythonpath]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, paths)), "OMP_NUM_THREADS": "1"}
+    env.pop("WSSS_PLUGINS", None)
+    if plugins:  # the user names the plugins a run's config.yaml may import (docs/security.md)
+        env["WSSS_PLUGINS"] = plugins
     return subprocess.run([sys.executable, "-m", "wsss", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)  # fmt: skip
 
@@ -42,10 +49,15 @@ def test_a_plugin_method_trains_and_infers_from_the_cli(route, synth_root, tmp_p
     out = _wsss(["train", config, *over, "--quiet"], path, tmp_path)
     assert out.returncode == 0, out.stderr
     assert (run / "checkpoints" / "last.pt").is_file()
-    out = _wsss(["cam", str(run), "--split", "train", "--quiet"], path, tmp_path)
+    named = ""
+    if route == "custom_imports":  # the run's config.yaml lists the module: read alone, it is not imported
+        out = _wsss(["cam", str(run), "--split", "train", "--quiet"], path, tmp_path)
+        assert out.returncode == 1 and "custom_imports names wsss_toy_method, not imported" in out.stderr
+        named = "wsss_toy_method"
+    out = _wsss(["cam", str(run), "--split", "train", "--quiet"], path, tmp_path, named)
     assert out.returncode == 0, out.stderr
     assert len(list((run / "cam_labels" / "train").glob("*.png"))) == 24
-    out = _wsss(["predict", str(run), "--split", "val", "--quiet"], path, tmp_path)
+    out = _wsss(["predict", str(run), "--split", "val", "--quiet"], path, tmp_path, named)
     assert out.returncode == 0, out.stderr
     assert list((run / "predictions" / "val").glob("*.png"))
 

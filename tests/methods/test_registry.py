@@ -46,6 +46,39 @@ def test_custom_imports_names_a_missing_module():
         import_custom_modules(["no_such_wsss_plugin"])
 
 
+_PLUGIN_X = "import pathlib\npathlib.Path(__file__).with_name('plugin_x_ran').touch()\n"
+
+
+def test_a_config_names_no_code_to_run_the_user_does(tmp_path, monkeypatch):
+    """Issue 76: ``custom_imports: [plugin_x]`` in a config (a run's config.yaml from elsewhere, with a plugin_x.py
+    beside it) imported it. A module is imported only when the user names it too: WSSS_PLUGINS, or the command
+    line (``cli_common.take_overrides``); one already imported runs nothing and passes."""
+    from wsss.core.config import load_config, name_command_line_plugins
+    from wsss.methods import method_class
+
+    (tmp_path / "plugin_x.py").write_text(_PLUGIN_X)
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.delenv("WSSS_PLUGINS", raising=False)
+    cfg = load_config(None, ["custom_imports=[plugin_x]"])  # a library call: the caller's code names nothing
+    with pytest.raises(UsageError, match=r"^custom_imports names plugin_x, not imported: .* WSSS_PLUGINS=plugin_x"):
+        method_class(cfg)
+    assert not (tmp_path / "plugin_x_ran").exists() and "plugin_x" not in sys.modules
+    try:
+        name_command_line_plugins(["run.dir=r", "custom_imports=[plugin_x]"])  # `wsss train ... custom_imports=[..]`
+        assert method_class(cfg).name == "cam" and (tmp_path / "plugin_x_ran").is_file()
+        (tmp_path / "plugin_x_ran").unlink()
+        del sys.modules["plugin_x"]
+        name_command_line_plugins([])  # the next command names none
+        with pytest.raises(UsageError):
+            method_class(cfg)
+        monkeypatch.setenv("WSSS_PLUGINS", "other, plugin_x")
+        assert method_class(cfg).name == "cam" and (tmp_path / "plugin_x_ran").is_file()
+        assert method_class(load_config(None, ["custom_imports=[sys]"])).name == "cam"  # imported: nothing runs
+    finally:
+        name_command_line_plugins([])
+        sys.modules.pop("plugin_x", None)
+
+
 def test_cli_choices_come_from_the_registries():
     from wsss.cli import build_parser
     from wsss.methods.imports import IMPORT_LAYOUTS

@@ -96,3 +96,13 @@ def test_decoders():
     assert torch.allclose(out, sum(c(x) for c in aspp.branches), atol=1e-6)
     assert all(torch.all(c.bias == 0) for c in aspp.branches)
     assert LargeFOV(16, 5, hidden=8)(x).shape == (1, 5, 7, 9)
+
+
+def test_an_unknown_backbone_is_a_config_error_naming_the_key():
+    """Issue 76: timm's RuntimeError ("Unknown model") was a traceback; now one line naming model.backbone."""
+    from wsss.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^model.backbone: no backbone 'nope': a timm model name .* resnet38d"):
+        create_backbone("nope")
+    with pytest.raises(ConfigError, match=r"did you mean vit_base_patch16_224"):
+        create_backbone("vit_base_patch16_22")

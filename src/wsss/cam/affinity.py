@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from wsss.core.config import NON_NEGATIVE_NUMBER, POSITIVE, setting
 from wsss.core.errors import UsageError
 
 IGNORE = 255
@@ -45,11 +46,11 @@ class PSASeedOptions:
 
     # background (1 - max cam)^alpha of the confident-foreground ("la") and confident-background ("ha") CRF maps
     # (PSA: 4 and 32); `--levels HIGH/LOW` replaces them for one job (``cam.affinity.alpha_for_level``)
-    psa_alphas: tuple[float, float] = (4.0, 32.0)
+    psa_alphas: tuple[float, float] = setting((4.0, 32.0), **NON_NEGATIVE_NUMBER)
     # PSA's seed resolution: its AffinityNet loader average-pools the la / ha CRF score maps by 8 and takes the
     # argmax there (golden psa_aff_labels.npz; ``cam.affinity.psa_seed_grid``); `--refine psa` then writes that
     # grid label, block-constant at the image size (padding -> 255). 1: the label of the full-resolution maps.
-    psa_seed_stride: int = 1
+    psa_seed_stride: int = setting(1, **POSITIVE)
 
 
 def search_offsets(radius: int) -> list[tuple[int, int]]:

@@ -64,3 +64,23 @@ def check_checkpoint_classes(state: dict[str, Any], path: str | Path, class_name
             f"{path}: checkpoint trained with {int(have)} classes, but {source} has {len(class_names)}; "
             "it is from another run (or another dataset)"
         )
+
+
+def check_run_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """WeightLoadError naming ``path`` when ``state`` is not a run's checkpoint as ``wsss train`` writes it: a
+    ``model`` state dict and ``class_names``, a list of names. A weights-only file (a bare state dict, an official
+    checkpoint) given to ``--checkpoint`` failed with ``KeyError: 'class_names'``, and names stored as one string
+    with "does not fit ... another architecture or size" (issue 76)."""
+    if not isinstance(state.get("model"), dict) or "class_names" not in state:
+        missing = [k for k in ("model", "class_names") if k not in state]
+        what = f"no {' or '.join(repr(k) for k in missing)} entry" if missing else "its 'model' is not a state dict"
+        raise WeightLoadError(
+            f"{path}: not a wsss run checkpoint ({what}; a weights-only file?): --checkpoint takes a run's "
+            "checkpoints/*.pt; official weights become a run with `wsss import`, a backbone's go in model.pretrained"
+        )
+    names = state["class_names"]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise WeightLoadError(
+            f"{path}: the checkpoint's class_names is not a list of class names (a {type(names).__name__}); "
+            "a damaged or foreign checkpoint"
+        )

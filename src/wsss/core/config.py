@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -111,15 +113,99 @@ def yaml_load(text: str) -> Any:
         raise yaml.YAMLError("nested too deeply (hundreds of levels); a config is a few levels deep") from None
 
 
+# --------------------------------------------------------------------------------------------
+# The valid values of a setting, declared beside it in the schema (a field's ``metadata["valid"]``)
+
+
+@dataclass(frozen=True)
+class Valid:
+    """What values a setting takes: a number in ``[lo, hi]`` (an end left out by ``lo_open`` / ``hi_open``; the
+    default ``hi`` is infinity, left out: a number is finite), one of ``choices``, or a string matching
+    ``pattern``. A list or tuple setting holds values of that kind each, at least one of them (``nonempty``), the
+    first no larger than the second (``ascending``: a pair that is a range); a mapping setting holds them as its
+    values. ``text`` is what the value must be, for the message (default: the range written out).
+
+    Declared with :func:`setting` beside the field; :func:`check_value` is the one check of it, run by
+    :func:`from_dict` on every config file, run ``config.yaml``, override and method ``options`` it builds, by
+    :func:`check_settings` on a Config built in code, and by the command-line flags that set a key."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = True
+    choices: tuple[Any, ...] = ()
+    pattern: str = ""
+    nonempty: bool = False
+    ascending: bool = False
+    text: str = ""
+
+    def describe(self) -> str:
+        """What a value must be, in words ("a number in (0, 1]", "one of sgd, adamw")."""
+        if self.text:
+            return self.text
+        if self.choices:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        lo = "-inf" if self.lo == -math.inf else f"{self.lo:g}"
+        hi = "inf" if self.hi == math.inf else f"{self.hi:g}"
+        return f"a number in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+
+    def admits(self, value: Any) -> bool:
+        """Whether one value (not a list's) is valid."""
+        if self.choices:
+            return value in self.choices
+        if self.pattern:
+            return isinstance(value, str) and re.fullmatch(self.pattern, value) is not None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        above = self.lo < value if self.lo_open else self.lo <= value  # NaN fails every comparison
+        below = value < self.hi if self.hi_open else value <= self.hi
+        return above and below
+
+
+def setting(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None, **valid: Any) -> Any:
+    """A schema field with its valid values (:class:`Valid`'s keywords) in ``metadata["valid"]``."""
+    meta = {"valid": Valid(**valid)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# the kinds of setting most fields are
+POSITIVE = {"lo": 1, "text": "a positive integer"}  # a count, a size, a period
+NON_NEGATIVE = {"lo": 0, "text": "0 or more"}
+POSITIVE_NUMBER = {"lo": 0, "lo_open": True, "text": "a positive number"}
+NON_NEGATIVE_NUMBER = {"lo": 0, "text": "a number of 0 or more"}
+# Levels of the normalised CAMs (maps in [0, 1]): a level of 2 or -1 turns every seed into background, or none
+# (issue 42)
+LEVEL = {"lo": 0, "hi": 1, "hi_open": False,
+         "text": "a level between 0 and 1 (the CAMs are normalised to [0, 1])"}  # fmt: skip
+# An image side in pixels: above the largest side a JPEG can have (65535) no image or crop is meant, and a typo
+# like data.crop_size=100000000000 failed after the training had started ("ValueError: array is too big", issue 58)
+MAX_SIDE = 65535
+SIDE = {"lo": 1, "hi": MAX_SIDE, "hi_open": False, "text": f"a side of 1 to {MAX_SIDE} pixels (a JPEG's largest)"}
+SCALES = {"lo": 0, "lo_open": True, "nonempty": True, "text": "a non-empty list of positive scales"}
+FRACTION = {"lo": 0, "hi": 1, "hi_open": False, "text": "a number in [0, 1]"}
+SHARE = {"lo": 0, "lo_open": True, "hi": 1, "hi_open": False, "text": "a number in (0, 1]"}  # a part of a whole
+# a random crop's area range (the smallest and the largest share of the image)
+AREA_RANGE = {**SHARE, "ascending": True, "text": "two area fractions in (0, 1], the smaller first"}
+POSITIVE_INTS = {"lo": 1, "nonempty": True, "text": "a non-empty list of positive integers"}
+SEED = {"lo": 0, "hi": 2**32 - 1, "hi_open": False, "text": "an integer from 0 to 4294967295 (numpy's seeds)"}
+
+CAM_EMPTY_FALLBACKS = ("none", "minmax", "peak_odds")  # infer.cam_empty_fallback (cam.multiscale.fill_empty_maps)
+
+
 @dataclass
 class RunConfig:
     """``run``: where and how a run executes (``configs/_base_/default_runtime.yaml`` states these)."""
 
     dir: str = "runs/default"  # run directory: config.yaml, checkpoints/, metrics.jsonl, outputs
-    seed: int = 0  # seeds random, numpy and torch (plus the rank), the data order and augmentation, k-means
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
-    amp: str = "none"  # "none", "bf16" or "fp16"; autocast on CUDA only, the CPU stays fp32
-    threads: int = 0  # torch intra-op threads on the CPU; 0 = torch's default
+    # seeds random, numpy and torch (plus the rank), the data order and augmentation, k-means
+    seed: int = setting(0, **SEED)
+    # cuda: if available
+    device: str = setting("auto", pattern=r"auto|cpu|cuda(:\d+)?", text="auto, cpu, cuda or cuda:N")
+    # "none", "bf16" or "fp16"; autocast on CUDA only, the CPU stays fp32
+    amp: str = setting("none", choices=("none", "bf16", "fp16"))
+    threads: int = setting(0, **NON_NEGATIVE)  # torch intra-op threads on the CPU; 0 = torch's default
     tensorboard: bool = True  # also log to RUN/tensorboard/ (rank 0) when the tensorboard package is installed
 
 
@@ -137,18 +223,21 @@ class DataConfig:
     train_split: str = "train"  # ROOT/ImageSets/Segmentation/<split>.txt: the images a run trains on
     val_split: str = "val"  # training-time validation split ("" = none; a split the data set lacks: none, a note)
     # Side of the square random crop (the reference recipe's 448, docs/methods/seco.md#data, step 3; no neutral value)
-    crop_size: int = 448
-    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescale before the crop (seco.md#data, step 1)
+    crop_size: int = setting(448, **SIDE)
+    # random rescale before the crop (seco.md#data, step 1): the smallest and the largest scale
+    scale_range: tuple[float, float] = setting(
+        (0.5, 2.0), lo=0, lo_open=True, ascending=True, text="two positive scales, the smaller first"
+    )
     hflip: bool = True  # random horizontal flip
     color_jitter: bool = False  # ToCo's ColorJitter 0.4/0.4/0.2/0.1 with p 0.8 (SeCo's main input has none)
-    num_workers: int = 2  # data loader processes (0 = in the main process)
+    num_workers: int = setting(2, **NON_NEGATIVE)  # data loader processes (0 = in the main process)
     # Training-time validation resizes val images to this square (the reference recipe, seco.md#train-val; None =
     # the image's own size)
-    val_resize: int | None = 448
-    val_max_images: int | None = None  # cap on validation images per evaluation (None = all)
+    val_resize: int | None = setting(448, **SIDE)
+    val_max_images: int | None = setting(None, **POSITIVE)  # cap on validation images per evaluation (None = all)
     # Longest side of a val image as the network sees it, after val_resize (None = no cap): one 6000x4000
     # photo at full size is minutes of attention and gigabytes; the score is taken at the mask's size.
-    val_max_side: int | None = 1024
+    val_max_side: int | None = setting(1024, **SIDE)
     # Segmentation targets: a directory of <id>.png label maps (255 = ignore), e.g. `wsss pseudo` output.
     # Methods that train on pseudo labels (deeplab, affinitynet) read it; it goes through the same
     # scale / flip / crop as the image (nearest, padding 255). None: image-level labels only. The dataset's own
@@ -163,7 +252,7 @@ class DataConfig:
     # Weight of a masked photo's pixels in the segmentation loss (1: a pixel like any other; the loss is the mean
     # over the batch's labelled pixels, each weighted by its photo's weight); on a classifier, each masked photo's
     # weight in the mean of the "mask" term
-    true_mask_weight: float = 1.0
+    true_mask_weight: float = setting(1.0, **NON_NEGATIVE_NUMBER)
 
 
 @dataclass
@@ -176,19 +265,21 @@ class ModelConfig:
     pretrained: str | None = None  # local weights (timm / torchvision state dict, a run's checkpoint); None = random
     freeze_pos_embed: bool = True  # ViT: positional embedding frozen (docs/methods/seco.md#backbone)
     aux_layer: int = -3  # ViT block whose raw output feeds the auxiliary classifier (seco.md#backbone)
-    output_stride: int = 16  # CNN backbones: dilate the last stages to reach this stride
-    pooling: str = "gmp"  # classifier pooling: "gmp" (ToCo/SeCo, seco.md#heads) or "gap"
+    output_stride: int = setting(16, choices=(8, 16, 32))  # CNN backbones: dilate the last stages to reach this stride
+    # classifier pooling: "gmp" (ToCo/SeCo, seco.md#heads) or "gap"
+    pooling: str = setting("gmp", choices=("gmp", "gap"))
     aux_classifier: bool = True  # a second classifier on the aux_layer block (ToCo's; its CAM feeds PTC)
-    decoder: str = "aspp"  # segmentation head: "aspp" (SeCo), "largefov" (ToCo), "none" (seco.md#heads)
-    decoder_dim: int = 512  # LargeFOV hidden width
+    # segmentation head: "aspp" (SeCo), "largefov" (ToCo), "none" (seco.md#heads)
+    decoder: str = setting("aspp", choices=("aspp", "largefov", "none"))
+    decoder_dim: int = setting(512, **POSITIVE)  # LargeFOV hidden width
 
 
 @dataclass
 class PARConfig:
     """``cam.par``: pixel-adaptive refinement of the online pseudo label (ToCo / SeCo)."""
 
-    dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)  # docs/methods/seco.md#par
-    num_iter: int = 10  # refinement iterations
+    dilations: tuple[int, ...] = setting((1, 2, 4, 8, 12, 24), **POSITIVE_INTS)  # docs/methods/seco.md#par
+    num_iter: int = setting(10, **NON_NEGATIVE)  # refinement iterations
 
 
 @dataclass
@@ -198,12 +289,16 @@ class CamConfig:
     ToCo's, for a pretrained ViT-B's CAMs. A method's own seed settings are its ``options`` (PSA's seeds:
     ``options.psa_alphas`` / ``options.psa_seed_stride`` of the methods that derive ``PSASeedOptions``)."""
 
-    scales: tuple[float, ...] = (1.0, 0.5, 0.75, 1.5)  # training-time CAM scales (reference recipe, seco.md#defaults)
-    high_thre: float = 0.7  # confident foreground at this level or above (docs/methods/seco.md#cam2label)
-    low_thre: float = 0.25  # confident background below this level; 255 (ignored) between the two
-    bkg_thre: float = 0.5  # the constant background score of a single-level label (validation, `wsss cam` seeds)
+    # training-time CAM scales (reference recipe, seco.md#defaults)
+    scales: tuple[float, ...] = setting((1.0, 0.5, 0.75, 1.5), **SCALES)
+    # confident foreground at this level or above (docs/methods/seco.md#cam2label)
+    high_thre: float = setting(0.7, **LEVEL)
+    low_thre: float = setting(0.25, **LEVEL)  # confident background below this level; 255 (ignored) between the two
+    # the constant background score of a single-level label (validation, `wsss cam` seeds)
+    bkg_thre: float = setting(0.5, **LEVEL)
     par: PARConfig = field(default_factory=PARConfig)
-    par_down_scale: int = 2  # the online pseudo label runs PAR at 1/2 resolution (seco.md#pseudo-label)
+    # the online pseudo label runs PAR at 1/2 resolution (seco.md#pseudo-label)
+    par_down_scale: int = setting(2, **POSITIVE)
 
 
 @dataclass
@@ -213,8 +308,8 @@ class LossConfig:
     # Weight of each loss term, and the iteration after which it is switched on (a term is active
     # when step > start_iters[term]; terms without an entry are active from the start). This is the
     # one place where the staged schedules of docs/methods/seco.md#staging live.
-    weights: dict[str, float] = field(default_factory=lambda: {"cls": 1.0, "aux": 1.0, "seg": 0.1})
-    start_iters: dict[str, int] = field(default_factory=dict)
+    weights: dict[str, float] = setting(factory=lambda: {"cls": 1.0, "aux": 1.0, "seg": 0.1}, **NON_NEGATIVE_NUMBER)
+    start_iters: dict[str, int] = setting(factory=dict, **NON_NEGATIVE)
 
 
 @dataclass
@@ -224,35 +319,41 @@ class TrainConfig:
     ``configs/_base_/schedules/*.yaml`` (ToCo / SeCo's warm-up AdamW, the official poly SGD, RCA's step SGD).
     The cadence keys (log / eval / ckpt) are ``configs/_base_/default_runtime.yaml``'s."""
 
-    batch_size: int = 4  # the global batch, whatever the number of processes
-    micro_batch: int | None = None  # images per process per forward (gradient accumulation); None = all
-    max_iters: int = 20000  # training length in optimiser steps (ignored when ``epochs`` is set)
+    batch_size: int = setting(4, **POSITIVE)  # the global batch, whatever the number of processes
+    # images per process per forward (gradient accumulation); None = all
+    micro_batch: int | None = setting(None, **POSITIVE)
+    max_iters: int = setting(20000, **POSITIVE)  # training length in optimiser steps (ignored when ``epochs`` is set)
     # Training length in epochs of the training split: max_iters = round(epochs * (N // batch_size)),
     # N the images of data.train_split (drop_last batches, as the trainer's stream), resolved by the
     # trainer when it sees the data (``resolve_epochs``) and written to the run's config.yaml. The other
     # ``*_iters`` keys (warmup, log, eval, ckpt, loss.start_iters) stay in iterations; evaluation and
     # the checkpoint also happen at the last iteration, so eval_iters / ckpt_iters larger than the
     # resolved length mean "at the end only". Fractions are allowed (0.5 = half an epoch). None = max_iters.
-    epochs: float | None = None
-    warmup_iters: int = 0  # linear warm-up from lr x warmup_ratio over this many iterations (0 = none)
+    epochs: float | None = setting(None, **POSITIVE_NUMBER)
+    # linear warm-up from lr x warmup_ratio over this many iterations (0 = none)
+    warmup_iters: int = setting(0, **NON_NEGATIVE)
     # "sgd" (PolyWarmupSGD: momentum SGD, the plain one) or "adamw" (PolyWarmupAdamW, ToCo / SeCo, seco.md#optim)
-    optimizer: str = "sgd"
-    lr: float = 0.01  # the base lr (the backbone's; head groups get head_lr_mult x it)
-    momentum: float = 0.9  # sgd only
+    optimizer: str = setting("sgd", choices=("sgd", "adamw"))
+    lr: float = setting(0.01, **POSITIVE_NUMBER)  # the base lr (the backbone's; head groups get head_lr_mult x it)
+    momentum: float = setting(0.9, lo=0, hi=1, text="a number in [0, 1)")  # sgd only
     nesterov: bool = False  # sgd only
-    warmup_ratio: float = 1e-6  # the warm-up starts at lr x this
-    power: float = 0.9  # poly decay (1 - step / max_iters) ** power; 0 = constant (step schedules, RCA)
-    weight_decay: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.999)  # adamw only (torch's defaults)
+    warmup_ratio: float = setting(1e-6, **FRACTION)  # the warm-up starts at lr x this
+    # poly decay (1 - step / max_iters) ** power; 0 = constant (step schedules, RCA)
+    power: float = setting(0.9, **NON_NEGATIVE_NUMBER)
+    weight_decay: float = setting(5e-4, **NON_NEGATIVE_NUMBER)
+    # adamw only (torch's defaults)
+    betas: tuple[float, float] = setting((0.9, 0.999), lo=0, hi=1, text="two numbers in [0, 1)")
     # lr multiplier of the method's head groups (classifier / projection / decoder); the 10x every paper here uses
-    head_lr_mult: float = 10.0
+    head_lr_mult: float = setting(10.0, **POSITIVE_NUMBER)
     # Past max_iters the lr stops being updated instead of going to 0: the official poly optimisers' behaviour
     # (PSA's PolyOptimizer, ToCo / SeCo's PolyWarmupAdamW, kazuto1011's PolynomialLR); matters past the end only
     hold_lr_after_max: bool = False
-    grad_clip: float | None = None  # clip the gradients' global norm to this (None = no clipping)
-    log_iters: int = 200  # log the losses every this many iterations
-    eval_iters: int = 2000  # validate every this many iterations (and at the last one)
-    ckpt_iters: int = 1000  # write checkpoints/last.pt every this many iterations (and at the last one)
+    # clip the gradients' global norm to this (None = no clipping)
+    grad_clip: float | None = setting(None, **POSITIVE_NUMBER)
+    log_iters: int = setting(200, **POSITIVE)  # log the losses every this many iterations
+    eval_iters: int = setting(2000, **POSITIVE)  # validate every this many iterations (and at the last one)
+    # write checkpoints/last.pt every this many iterations (and at the last one)
+    ckpt_iters: int = setting(1000, **POSITIVE)
 
 
 @dataclass(frozen=True)
@@ -268,12 +369,12 @@ class CRFParams:
     Order in the tuples above: iters; pos_xy_std, pos_w; bi_xy_std, bi_rgb_std, bi_w.
     """
 
-    iters: int = 10
-    pos_xy_std: float = 1.0
-    pos_w: float = 1.0
-    bi_xy_std: float = 121.0
-    bi_rgb_std: float = 5.0
-    bi_w: float = 4.0
+    iters: int = setting(10, **NON_NEGATIVE)
+    pos_xy_std: float = setting(1.0, **POSITIVE_NUMBER)
+    pos_w: float = setting(1.0, **NON_NEGATIVE_NUMBER)
+    bi_xy_std: float = setting(121.0, **POSITIVE_NUMBER)
+    bi_rgb_std: float = setting(5.0, **POSITIVE_NUMBER)
+    bi_w: float = setting(4.0, **NON_NEGATIVE_NUMBER)
 
     SEG: ClassVar[CRFParams]
     TOCO_LABEL: ClassVar[CRFParams]
@@ -294,27 +395,27 @@ class InferConfig:
     """``infer``: inference of the trained run (`wsss cam`, `predict`, `pseudo`): scales, fusion, CRF. The
     defaults are the reference recipe's (ToCo / SeCo's segmentation inference)."""
 
-    scales: tuple[float, ...] = (1.0, 1.25, 1.5)  # seg inference (docs/methods/seco.md#inference)
-    square_size: int | None = None  # SeCo's VOC script resizes each scale to int(448*s) squares
-    cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5)  # `wsss cam` (seco.md#cam-seeds)
-    cam_input_size: int | None = None  # resize the CAM input to a square first (ToCo/SeCo: 448)
+    scales: tuple[float, ...] = setting((1.0, 1.25, 1.5), **SCALES)  # seg inference (docs/methods/seco.md#inference)
+    square_size: int | None = setting(None, **SIDE)  # SeCo's VOC script resizes each scale to int(448*s) squares
+    cam_scales: tuple[float, ...] = setting((1.0, 0.5, 1.5), **SCALES)  # `wsss cam` (seco.md#cam-seeds)
+    cam_input_size: int | None = setting(None, **SIDE)  # resize the CAM input to a square first (ToCo/SeCo: 448)
     # `wsss cam` fusion (docs/methods/seco.md#ms-cam / docs/methods/sccam.md#cam-inference): flips "max"-fused and
     # min-max normalised (ToCo/SeCo), or PSA / SC-CAM's "sum" and "max" (divided by the max only; golden
     # psa_infer_cls.npz, sccam_infer_cls_*.npz)
-    cam_flip_fuse: str = "max"
-    cam_normalize: str = "minmax"
+    cam_flip_fuse: str = setting("max", choices=("max", "sum", "mean"))  # cam.multiscale's fusions
+    cam_normalize: str = setting("minmax", choices=("minmax", "max", "none"))
     # A labelled class the classifier does not see in a photo has a negative map at every pixel, and the ReLU of
     # every official code (docs/methods/seco.md#ms-cam) makes it zero: no seed names the class. "minmax" / "peak_odds":
     # such a map is made from its sum before the ReLUs (``cam.multiscale.fill_empty_maps``; `wsss cam`, `pseudo`,
     # training-time validation; labelled classes only). Not in any official code: "none" in the paper presets
     # (issue 31: 0.2-1 % of RCA's and SC-CAM's labelled maps on ccp-dev were empty; BENCHMARKS.md "ccp-dev").
-    cam_empty_fallback: str = "none"
+    cam_empty_fallback: str = setting("none", choices=CAM_EMPTY_FALLBACKS)
     crf: CRFParams = field(default_factory=CRFParams)
-    crf_workers: int = 0  # processes for DenseCRF; 0 = in the main process
+    crf_workers: int = setting(0, **NON_NEGATIVE)  # processes for DenseCRF; 0 = in the main process
     # `wsss cam` / `predict` / `viz`: longest side of the image the network sees at scale 1 (None = no cap;
     # VOC and COCO images are at most 640): a larger photo is shrunk first, its outputs keep its size
-    max_side: int | None = 1024
-    batch_size: int = 1
+    max_side: int | None = setting(1024, **SIDE)
+    batch_size: int = setting(1, **POSITIVE)
 
 
 @dataclass
@@ -335,6 +436,35 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
+
+
+# Plugins (``custom_imports``): the modules a config may import are the ones the user names, on the command line or
+# in this environment variable (comma-separated); a file names no code to run (docs/security.md, issue 76).
+PLUGINS_ENV = "WSSS_PLUGINS"
+_command_line_plugins: frozenset[str] = frozenset()
+
+
+def name_command_line_plugins(overrides: Sequence[str]) -> None:
+    """Record the modules the overrides of this command's line name (``custom_imports=[...]``; a word that is no
+    valid override is left to :func:`load_config` to refuse): :func:`named_plugins` holds them until the next
+    command's line is read (``cli_common.take_overrides`` calls this for every command and script)."""
+    global _command_line_plugins
+    named: set[str] = set()
+    for text in overrides:
+        try:
+            keys, value = parse_override(text)
+        except ConfigError:
+            continue
+        if keys == ["custom_imports"] and isinstance(value, list):
+            named.update(v for v in value if isinstance(v, str))
+    _command_line_plugins = frozenset(named)
+
+
+def named_plugins() -> frozenset[str]:
+    """The plugin modules the user named: on this command's line (:func:`name_command_line_plugins`) or in
+    ``WSSS_PLUGINS``. Imported by ``methods.contract.import_config_modules`` when a config lists them."""
+    env = (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))
+    return _command_line_plugins | {n for n in env if n}
 
 
 def iterations_per_epoch(n_images: int, batch_size: int) -> int:
@@ -434,7 +564,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and ill-typed values raise ConfigError."""
+    """Build dataclass ``cls`` from ``data``; unknown keys, ill-typed values and values outside a field's
+    :class:`Valid` raise ConfigError naming the dotted key."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -442,7 +573,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         path = f"{where}.{key}" if where else key
         if key not in names:
             raise ConfigError(f"unknown config key '{path}'{_suggest(key, names, where)}")
-        kwargs[key] = _coerce(value, hints[key], path)
+        kwargs[key] = _check(_field_valid(cls, key), path, _coerce(value, hints[key], path))
     return cls(**kwargs)
 
 
@@ -499,13 +630,26 @@ def set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+def yaml_error_text(e: yaml.YAMLError) -> str:
+    """What is wrong with a YAML text and where (line, column), in one line and without the text itself: PyYAML's
+    message quotes the line, which printed the first line of any file a config named (``_base_: /etc/shadow``,
+    issue 76)."""
+    problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
+    if not problem:
+        return (str(e).splitlines() or [type(e).__name__])[0]
+    return problem + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "")
+
+
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
         loaded = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from e
+        raise ConfigError(f"{path}: invalid YAML ({yaml_error_text(e)})") from e
+    except (OSError, UnicodeDecodeError) as e:  # unreadable, or not text: said without the bytes it holds
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{path}: cannot read the config ({why})") from e
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: a config must be a mapping at the top level")
     return _move_keys(loaded)
@@ -621,6 +765,10 @@ def _base_paths(path: Path, own: dict[str, Any]) -> list[Path]:
             found.append(shipped_config(base, f"{path}: {BASE_KEY} '{base}'"))
             continue
         base_path = path.parent / Path(base).expanduser()
+        if base_path.suffix.lower() not in (".yaml", ".yml"):
+            # a base is a preset: a file named by a config from elsewhere is read only as one, so that no error
+            # quotes a file of another kind (``_base_: /etc/shadow``, issue 76)
+            raise ConfigError(f"{path}: {BASE_KEY} '{base}' is not a YAML preset (.yaml or .yml)")
         if not base_path.is_file():
             like, hint = _shipped_like(base), ""
             if len(like) == 1:
@@ -765,73 +913,77 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return from_dict(Config, _merge(defaults, data))
 
 
-# Settings that count something (images, steps, pixels) and make no sense at 0 or below: a
-# max_iters of 0 would "train" nothing and leave no checkpoint, a batch of -4 fails deep inside the
-# loader, a period of 0 divides by zero. Checked when a config is loaded (``check_settings``).
-POSITIVE_SETTINGS = (
-    "train.batch_size", "train.max_iters", "train.log_iters", "train.eval_iters", "train.ckpt_iters",
-    "train.micro_batch", "data.crop_size", "data.val_resize", "data.val_max_images", "data.val_max_side",
-    "infer.batch_size", "infer.max_side", "infer.cam_input_size", "infer.square_size",
-)  # fmt: skip
-# Settings that are an image side in pixels: above the largest side a JPEG can have (65535) no image or crop
-# is meant, and a typo like data.crop_size=100000000000 failed after the training had started ("ValueError:
-# array is too big", issue 58). Checked with the positive settings.
-SIDE_SETTINGS = ("data.crop_size", "data.val_resize", "data.val_max_side", "infer.max_side", "infer.cam_input_size",
-                 "infer.square_size")  # fmt: skip
-MAX_SIDE = 65535
-NON_NEGATIVE_SETTINGS = ("train.warmup_iters", "data.num_workers", "run.threads", "infer.crf_workers")
-# Settings with a fixed set of values (the functions that read them refuse others, but only when they run).
-CAM_EMPTY_FALLBACKS = ("none", "minmax", "peak_odds")  # infer.cam_empty_fallback (cam.multiscale.fill_empty_maps)
-CHOICE_SETTINGS = {"infer.cam_empty_fallback": CAM_EMPTY_FALLBACKS}
-
-
-def _get_dotted(cfg: Config, key: str) -> Any:
-    node: Any = cfg
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
-
-
-# Levels of the normalised CAMs (maps in [0, 1]): a level of 2 or -1 turns every seed into background, or none
-# (issue 42); checked when a config is loaded and by the command-line flags that set them (``check_value``).
-LEVEL_SETTINGS = ("cam.high_thre", "cam.low_thre", "cam.bkg_thre")
-# Rates and sizes of the optimiser that must be a positive (finite) number: NaN or -1 fails in torch's optimiser.
-POSITIVE_NUMBER_SETTINGS = ("train.lr", "train.head_lr_mult")
-SCALE_SETTINGS = ("cam.scales", "infer.scales", "infer.cam_scales")
+def _field_valid(cls: type, name: str) -> Valid | None:
+    """The :class:`Valid` of field ``name`` of dataclass ``cls`` (None: any value of its type)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("valid")
+    return None
 
 
 def check_value(key: str, value: Any) -> Any:
-    """``value`` if it is valid for the setting ``key``, else ConfigError ``"<key> must be ..., got <value>"``.
+    """``value`` if it is valid for the setting ``key`` (a dotted key of :class:`Config`), else ConfigError
+    ``"<key> must be ..., got <value>"``; a single value of a list setting is checked as one of its values.
 
-    The one check of a setting, used by :func:`check_settings` (config files and overrides) and by the
-    command-line flags that set a setting directly (``wsss cam --bkg-thre``, ``wsss predict --scales``).
+    The one check of a setting against the :class:`Valid` its field declares (:func:`setting`), used by
+    :func:`from_dict` (config files, runs' config.yaml, overrides), :func:`check_settings` and the command-line
+    flags that set a setting directly (``wsss cam --bkg-thre``, ``wsss predict --scales``).
     """
-    if key in POSITIVE_SETTINGS and value is not None and value <= 0:
-        raise ConfigError(f"{key} must be a positive integer, got {value}")
-    if key in SIDE_SETTINGS and value is not None and value > MAX_SIDE:
-        raise ConfigError(f"{key} must be a side of at most {MAX_SIDE} pixels (a JPEG's largest), got {value}")
-    if key in NON_NEGATIVE_SETTINGS and value is not None and value < 0:
-        raise ConfigError(f"{key} must be 0 or more, got {value}")
-    if key in CHOICE_SETTINGS and value not in CHOICE_SETTINGS[key]:
-        raise ConfigError(f"{key} must be one of {', '.join(CHOICE_SETTINGS[key])}, got {value!r}")
-    if key in LEVEL_SETTINGS and not 0.0 <= value <= 1.0:  # NaN fails both comparisons
-        raise ConfigError(f"{key} must be a level between 0 and 1 (the CAMs are normalised to [0, 1]), got {value}")
-    if key in POSITIVE_NUMBER_SETTINGS and not 0.0 < value < float("inf"):
-        raise ConfigError(f"{key} must be a positive number, got {value}")
-    if key in SCALE_SETTINGS and (not value or any(not 0.0 < s < float("inf") for s in value)):
-        raise ConfigError(f"{key} must be a non-empty list of positive scales, got {list(value)}")
+    cls: Any = Config
+    *sections, name = key.split(".")
+    for section in sections:
+        cls = typing.get_type_hints(cls)[section]
+    valid = _field_valid(cls, name)
+    if valid is not None and not isinstance(value, (list, tuple, dict)) and _is_collection(cls, name):
+        if not valid.admits(value):  # one value of a list setting (``wsss sweep-bkg --thresholds``)
+            raise ConfigError(f"{key} must be {valid.describe()}, got {_shown(value)}")
+        return value
+    return _check(valid, key, value)
+
+
+def _is_collection(cls: type, name: str) -> bool:
+    return typing.get_origin(_strip_optional(typing.get_type_hints(cls)[name])) in (list, tuple, dict)
+
+
+def _strip_optional(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(list(value) if isinstance(value, tuple) else value)
+
+
+def _check(valid: Valid | None, key: str, value: Any) -> Any:
+    """``value`` checked against ``valid`` (None, or a value None: "not set", allowed); ConfigError naming ``key``.
+    A mapping's values are checked each, named ``key.<its key>`` (``loss.weights.cls``)."""
+    if valid is None or value is None:
+        return value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check(valid, f"{key}.{k}", v)
+        return value
+    if isinstance(value, (list, tuple)):
+        ok = all(valid.admits(v) for v in value) and (bool(value) or not valid.nonempty)
+        if ok and valid.ascending and len(value) == 2:
+            ok = value[0] <= value[1]
+    else:
+        ok = valid.admits(value)
+    if not ok:
+        raise ConfigError(f"{key} must be {valid.describe()}, got {_shown(value)}")
     return value
 
 
-def check_settings(cfg: Config) -> Config:
-    """ConfigError naming the first setting of ``POSITIVE_SETTINGS`` at 0 or below (None, where
-    allowed, means "not set"), of ``SIDE_SETTINGS`` above ``MAX_SIDE``, of ``NON_NEGATIVE_SETTINGS`` below 0,
-    of ``CHOICE_SETTINGS`` outside its values, a level outside [0, 1] (``LEVEL_SETTINGS``), a learning
-    rate that is not a positive number and a scale list with a scale that is not positive. Returns ``cfg``."""
-    keys = (*POSITIVE_SETTINGS, *NON_NEGATIVE_SETTINGS, *CHOICE_SETTINGS, *LEVEL_SETTINGS, *POSITIVE_NUMBER_SETTINGS,
-            *SCALE_SETTINGS)  # fmt: skip
-    for key in keys:
-        check_value(key, _get_dotted(cfg, key))
+def check_settings(cfg: Any, where: str = "") -> Any:
+    """ConfigError naming the first setting of the dataclass ``cfg`` (a :class:`Config`, a section, a method's
+    options) and of its sections that is not valid (:func:`check_value`); for a config built in code, which
+    :func:`from_dict` did not check. Returns ``cfg``."""
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), f"{where}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_settings(value, f"{key}.")
+        else:
+            _check(f.metadata.get("valid"), key, value)
     return cfg
 
 

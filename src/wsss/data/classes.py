@@ -156,13 +156,16 @@ def parse_classes(text: str, source: str | os.PathLike = CLASSES_FILE) -> list[s
 
 
 def read_classes(root: str | os.PathLike) -> list[str]:
-    """Class names of the dataset at ``root``: its ``classes.txt`` if present, else VOC's 21.
+    """Class names of the dataset at ``root``: its ``classes.txt`` if present, else VOC's 21 (DataError when
+    ``root`` is no folder: a data set moved away while a job read it was taken for VOC's 21 classes).
 
     ``classes.txt`` holds one name a line, background first; blank lines at its end are ignored. Raises
     DataError (naming the file) for a blank line between names, duplicate names or fewer than 2 names.
     """
     path = Path(root) / CLASSES_FILE
     if not path.is_file():
+        if not Path(root).is_dir():  # no folder is no VOC data set: a moved or mistyped root (issue 76 trial)
+            raise DataError(f"{root}: dataset root not found")
         return list(VOC_CLASSES)
     return parse_classes(read_text_file(path, "class list"), path)
 

@@ -9,8 +9,8 @@ torchvision and most WSSS codes check):
 - ``coco2014``: ``train2014.zip``, ``val2014.zip``, ``annotations_trainval2014.zip`` -> ``RAW/coco2014/{train2014,
   val2014,annotations}``.
 
-A download goes through pooch (the checksum is checked before the file takes its name) into ``RAW/downloads``,
-with a downloader that resumes an interrupted transfer from its ``.part`` file (HTTP Range). An archive the user
+A download goes into ``RAW/downloads`` (the checksum is checked before the file takes its name), resuming an
+interrupted transfer from its ``.part`` file (HTTP Range), one download at a time per folder. An archive the user
 already has (``archives``) is checked against the same checksum, or against a SHA-256 given with it.
 
 Unpacking refuses any member that would land outside the folder (an absolute name, ``..``, a link out of the
@@ -22,6 +22,7 @@ coco`` runs as it does on its own, into ``out``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -44,7 +45,7 @@ class Archive:
 
     file: str
     url: str
-    known_hash: str  # "md5:<hex>", the checksum the hosts publish (pooch's notation)
+    known_hash: str  # "<algorithm>:<hex>", the checksum the hosts publish (md5)
     top: str  # the archive's top folder, moved to RAW/<release folder>/<top>
     size: str  # for the messages
 
@@ -140,6 +141,9 @@ def fetch(
     # the user's archives first: a bad one fails before hours of downloading the others
     for archive in sorted(release.archives, key=lambda a: a.file not in given):
         dest = raw / release.folder / archive.top
+        if dest.is_symlink() and not dest.exists():  # the rename into place failed on it: NotADirectoryError
+            raise DataError(f"{dest}: a symbolic link to {os.readlink(dest)}, which does not exist; remove the link, "
+                            "or make it point to the unpacked release")  # fmt: skip
         if dest.is_dir() and not overwrite:
             unused = f"; {given[archive.file][0]} not used" if archive.file in given else ""
             log(f"{dest}: unpacked earlier, kept (--overwrite unpacks it again){unused}")
@@ -239,33 +243,30 @@ def _verify(path: Path, expected: str, title: str, progress: bool) -> None:
 
 # -- downloading -------------------------------------------------------------------------------------
 class ResumableDownloader:
-    """A pooch downloader that continues an interrupted transfer: the bytes so far stay in ``part``
-    (``RAW/downloads/<file>.part``) and an HTTP Range request asks for the rest. pooch's own downloader starts
-    over each time, which on a flaky line may never finish COCO's 13.5 GB. pooch checks the checksum of the
-    whole file afterwards, so a part that does not fit the rest fails there (and is deleted)."""
+    """A download that continues an interrupted transfer: the bytes so far stay in ``part``
+    (``RAW/downloads/<file>.part``) and an HTTP Range request asks for the rest (a plain download starts over each
+    time, which on a flaky line may never finish COCO's 13.5 GB). The whole file's checksum is checked afterwards
+    (:func:`_download`), so a part that does not fit the rest fails there (and is deleted)."""
 
     def __init__(self, part: Path, progress: bool = True):
         self.part, self.progress = part, progress
 
-    def __call__(self, url: str, output_file: str | Any, pooch: Any = None, check_only: bool = False) -> Any:
+    def fetch(self, url: str) -> None:
+        """The file at ``url`` complete in ``part``."""
         import requests
 
-        if check_only:  # pooch's is_available()
-            return requests.head(url, allow_redirects=True, timeout=60).ok
         for _ in range(2):  # a second request only when the host answered a range other than the one asked
             have = self.part.stat().st_size if self.part.is_file() else 0
             headers = {"Range": f"bytes={have}-"} if have else {}
             with requests.get(url, headers=headers, stream=True, timeout=60) as r:
                 if r.status_code == 416 and have:  # "range not satisfiable": the part holds the whole file
-                    break
+                    return
                 r.raise_for_status()
                 if r.status_code == 206 and _range_start(r.headers.get("Content-Range")) != have:
                     self.part.unlink()  # other bytes than asked for: start over, without a range
                     continue
                 self._write(r, have if r.status_code == 206 else 0)  # 200: the host sent the whole file
-                break
-        os.replace(self.part, output_file)  # the same folder: a rename; pooch checks it, then names it
-        return None
+                return
 
     def _write(self, response: Any, have: int) -> None:
         """The response's body appended to the part at ``have`` bytes (0: the part written afresh)."""
@@ -290,29 +291,64 @@ def _range_start(content_range: str | None) -> int:
     return int(m.group(1)) if m else -1
 
 
+@contextlib.contextmanager
+def _downloads_lock(folder: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold ``folder`` (``RAW/downloads``) for one download: an advisory ``flock`` on the folder itself (no lock
+    file is left among the downloads; the kernel drops it when its process ends, however it ends). A second
+    ``wsss data fetch`` into the same ``--raw`` waits, then finds the first one's file and checks it: two at once
+    both wrote ``<file>.part`` and the second stopped with "[Errno 2] No such file or directory" (issue 76).
+    Where ``fcntl`` is missing (Windows) nothing is held."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"{folder}: another wsss data fetch is downloading into this folder; waiting for it to finish")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def _download(archive: Archive, folder: Path, progress: bool, log: Callable[[str], None]) -> Path:
-    """``archive`` from its host into ``folder`` through pooch, checked against its published checksum; a file
-    there already is checked and kept when it matches."""
-    import pooch
+    """``archive`` from its host into ``folder``, checked against its published checksum before it takes its name;
+    a file there already is checked and kept when it matches (downloaded again when not). The only other file a
+    download makes is its ``<file>.part`` (left by an interrupted one, resumed by the next): a killed download
+    of pooch's, used before, left a 0-byte ``tmpXXXX`` beside it each time (issue 76)."""
     import requests
 
-    pooch.get_logger().setLevel("WARNING")  # the messages below say what pooch's would
-    target = folder / archive.file
-    log(f"{'checking' if target.is_file() else 'downloading'} {archive.url} ({archive.size}) -> {target}")
-    try:
-        path = pooch.retrieve(archive.url, known_hash=archive.known_hash, fname=archive.file, path=folder,
-                              downloader=ResumableDownloader(folder / f"{archive.file}.part", progress))  # fmt: skip
-    except requests.RequestException as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{archive.url}: download failed ({type(e).__name__}: {reason}); run the command again to "
-                        "resume it, or download the file yourself and pass --archive") from e  # fmt: skip
-    except ValueError as e:
-        if "hash" not in str(e):
-            raise
-        # pooch: the checksum differs (and the download is deleted)
-        raise DataError(f"{target}: the download's checksum is not the published {archive.known_hash}; it was "
-                        "deleted: run the command again to download it afresh") from e  # fmt: skip
-    return Path(path)
+    target, part = folder / archive.file, folder / f"{archive.file}.part"
+    folder.mkdir(parents=True, exist_ok=True)
+    with _downloads_lock(folder, log):
+        if target.is_file():
+            log(f"checking {target}")
+            if _matches(target, archive.known_hash, progress):
+                return target
+            log(f"{target}: not the published {archive.known_hash}; downloading it again")
+            target.unlink()
+        log(f"downloading {archive.url} ({archive.size}) -> {target}")
+        try:
+            ResumableDownloader(part, progress).fetch(archive.url)
+        except requests.RequestException as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DataError(f"{archive.url}: download failed ({type(e).__name__}: {reason}); run the command again "
+                            "to resume it, or download the file yourself and pass --archive") from e  # fmt: skip
+        if not _matches(part, archive.known_hash, progress):
+            part.unlink()
+            raise DataError(f"{target}: the download's checksum is not the published {archive.known_hash}; it was "
+                            "deleted: run the command again to download it afresh")  # fmt: skip
+        os.replace(part, target)  # the same folder: a rename
+    return target
+
+
+def _matches(path: Path, known_hash: str, progress: bool) -> bool:
+    alg, want = known_hash.split(":", 1)
+    return file_hash(path, alg, progress) == want.lower()
 
 
 # -- unpacking -----------------------------------------------------------------------------------------
@@ -383,27 +419,32 @@ def safe_member_name(archive: Path, name: str) -> PurePosixPath:
 
 def _safe_tar_members(archive: Path, tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
     """The members of ``tf`` as they are read, each checked first: a safe name, no device or FIFO, and a link
-    whose target stays inside the tree (a symbolic link's relative to its folder, a hard link's to the top)."""
+    whose target stays inside the tree (a hard link's, relative to the top) or inside its own top folder (a
+    symbolic link's, relative to its folder): the top folder is renamed into RAW, where a link to its parent
+    (``VOCdevkit/up -> ..``, issue 76) would read RAW's other files from inside the release."""
     for member in tf:
         name = safe_member_name(archive, member.name)
         if member.ischr() or member.isblk() or member.isfifo():
             raise DataError(f"{archive}: member {member.name!r} is a device or FIFO; refused")
         if member.issym() or member.islnk():
             target = member.linkname if member.islnk() else (name.parent / member.linkname).as_posix()
-            if member.linkname.startswith(("/", "\\")) or _escapes(target):
+            floor = 0 if member.islnk() else 1
+            if member.linkname.startswith(("/", "\\")) or _escapes(target, floor):
                 raise DataError(f"{archive}: member {member.name!r} links to {member.linkname!r}, outside the "
                                 "folder it unpacks into; refused")  # fmt: skip
         yield member
 
 
-def _escapes(relative: str) -> bool:
-    """Whether the relative path ``relative`` climbs above its start once its ``..`` parts are applied."""
-    depth = 0
+def _escapes(relative: str, floor: int = 0) -> bool:
+    """Whether the relative path ``relative`` climbs above its start once its ``..`` parts are applied (``floor``
+    1: above the folder its first part names, or ends at its start)."""
+    depth, seen = 0, False
     for part in re.split(r"[\\/]+", relative):
         depth += -1 if part == ".." else 0 if part in ("", ".") else 1
-        if depth < 0:
+        seen = seen or depth > 0
+        if depth < (floor if seen else 0):
             return True
-    return False
+    return depth < floor
 
 
 # -- preparing -----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from wsss.core.checkpoint import check_checkpoint_classes, load_checkpoint, load_model_state
+from wsss.core.checkpoint import check_checkpoint_classes, check_run_checkpoint, load_checkpoint, load_model_state
 from wsss.core.config import Config, load_run_config, run_config_path
 from wsss.core.device import resolve_device
 from wsss.data.classes import read_classes
@@ -66,6 +66,7 @@ def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device
     else:
         path = ckpts / f"{checkpoint}.pt" if not checkpoint.endswith(".pt") else Path(checkpoint)
     state = load_checkpoint(path)
+    check_run_checkpoint(state, path)
     if cfg.data.root and Path(cfg.data.root).is_dir():  # a checkpoint copied from another run would write its class ids
         check_checkpoint_classes(state, path, read_classes(cfg.data.root), f"the run's dataset {cfg.data.root}")
     dev = resolve_device(device or cfg.run.device)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from wsss.core.checkpoint import check_checkpoint_classes, load_checkpoint, load_model_state, save_checkpoint
 from wsss.core.config import Config, iterations_per_epoch, resolve_epochs, save_config
-from wsss.core.device import cuda_available
+from wsss.core.device import check_device, cuda_available
 from wsss.core.distributed import (
     all_gather_objects,
     all_reduce_sum,
@@ -284,6 +284,7 @@ class Trainer(TrainerBase):
         self._threads_before = torch.get_num_threads()  # restored when train() ends (a library leaves none changed)
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
+        check_device(cfg.run.device)  # "banana", or cuda without a GPU: one line, not torch's traceback later
         self.device = init_from_env(cfg.run.device)
         self.progress = progress and is_main_process()
         seed_everything(cfg.run.seed + rank())

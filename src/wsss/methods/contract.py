@@ -53,7 +53,8 @@ Hooks, each with a default that does the common path, so that no caller branches
 Registries are open: ``register_method`` / ``register_refiner`` refuse an empty or taken name; a refiner
 declares the named options it takes (``register_refiner("affinity", options=("affinity_run",))``) and gets
 those alone; a method outside the package registers by being imported, through the config key
-``custom_imports: [my_pkg.my_method]`` or the Python entry-point group ``wsss.methods``.
+``custom_imports: [my_pkg.my_method]`` (imported once the user names the module too: on the command line or in
+``WSSS_PLUGINS``, :func:`import_config_modules`) or the Python entry-point group ``wsss.methods``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ import torch
 from torch import nn
 
 from wsss.cam.multiscale import RELU_ORDERS, CamPasses
-from wsss.core.config import Config, from_dict
+from wsss.core.config import PLUGINS_ENV, Config, from_dict, named_plugins
 from wsss.core.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:  # annotations only: nothing of the data layer runs here
@@ -153,6 +154,22 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
+def import_config_modules(names: Sequence[str]) -> None:
+    """Import the modules a config's ``custom_imports`` lists, each one the user named (:func:`named_plugins`) or
+    already imported (importing it again runs nothing). A file names no code to run: a run folder or a config
+    from elsewhere with ``custom_imports: [plugin_x]`` and a ``plugin_x.py`` beside it ran that file (issue 76).
+    Any other module is a UsageError saying how to name it."""
+    refused = [n for n in names if n not in sys.modules and n not in named_plugins()]
+    if refused:
+        listed = ",".join(refused)
+        raise UsageError(
+            f"custom_imports names {listed}, not imported: a config does not choose code to run; if you trust "
+            f"it, name it: {PLUGINS_ENV}={listed} in the environment, or custom_imports=[{listed}] on the command "
+            "line of `wsss train | import | config show`"
+        )
+    import_custom_modules(names)
+
+
 def import_custom_modules(names: Sequence[str]) -> None:
     """Import the modules of the config key ``custom_imports`` (their methods, backbones and refiners
     register on import). A module that cannot be found is a user error naming it."""
@@ -197,8 +214,9 @@ def get_method_class(name: str) -> type[Method]:
 
 
 def method_class(cfg: Config) -> type[Method]:
-    """The class of ``cfg.method``, after importing ``cfg.custom_imports``."""
-    import_custom_modules(cfg.custom_imports)
+    """The class of ``cfg.method``, after importing ``cfg.custom_imports`` (those the user named:
+    :func:`import_config_modules`)."""
+    import_config_modules(cfg.custom_imports)
     return get_method_class(cfg.method)
 
 

@@ -16,14 +16,17 @@ themselves; any other name is a timm model (``create_timm_backbone``). Weights c
 
 from __future__ import annotations
 
+import difflib
+
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 # the non-timm backbones register their names on import (models/registry.py)
+from wsss.core.errors import ConfigError
 from wsss.models import resnet38, vgg  # noqa: F401
-from wsss.models.registry import BackboneOutput, backbone_factory, register_backbone
+from wsss.models.registry import BACKBONES, BackboneOutput, backbone_factory, register_backbone
 from wsss.models.weights import load_pretrained
 
 
@@ -121,7 +124,15 @@ def create_timm_backbone(
     output_stride: int = 16,
     **kwargs,
 ) -> ViTBackbone | CNNBackbone:
-    """Any timm model by name (the default of ``create_backbone``); ``pretrained`` is a local file or None."""
+    """Any timm model by name (the default of ``create_backbone``); ``pretrained`` is a local file or None. A name
+    that is neither registered here nor timm's is a ConfigError naming ``model.backbone`` (timm's own was a
+    RuntimeError traceback)."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, [*BACKBONES, *timm.list_models()], n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        own = ", ".join(sorted(k for k in BACKBONES if k != "timm"))
+        raise ConfigError(f"model.backbone: no backbone {name!r}{hint}: a timm model name (timm.list_models()) or "
+                          f"one of {own}")  # fmt: skip
     if is_vit(name):
         vit = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
         if pretrained:

@@ -36,7 +36,7 @@ from urllib.parse import quote
 import numpy as np
 import yaml
 
-from wsss.core.config import load_run_config, run_config_path, yaml_load
+from wsss.core.config import load_run_config, run_config_path, yaml_error_text, yaml_load
 from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_write, remove_stale_temps
 from wsss.data import VOCDataset
@@ -412,7 +412,7 @@ def write_report(
     try:
         cfg = yaml_load(cfg_path.read_text())  # as written: the page shows the whole file
     except yaml.YAMLError as e:
-        raise ConfigError(f"{cfg_path}: invalid YAML ({e})") from e
+        raise ConfigError(f"{cfg_path}: invalid YAML ({yaml_error_text(e)})") from e
     root = data_root or cfg["data"]["root"]
     splits, notes = ([split], []) if split else report_splits(run, cfg, root)
     datasets = [run_dataset(data_root, cfg["data"]["root"], s, run) for s in splits]  # all read before any write

@@ -16,7 +16,7 @@ from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config, require_data_root, save_config
 from wsss.core.errors import ConfigError
 from wsss.data.classes import read_classes
-from wsss.methods.contract import import_custom_modules
+from wsss.methods.contract import import_config_modules
 from wsss.methods.imports import ImportLayout, available_imports, get_import_layout
 
 
@@ -26,7 +26,7 @@ def import_run(
     """Write the run directory ``out`` made from ``file`` by the import layout ``name``; returns (out, layout)."""
     out, path = Path(out), Path(file)
     cfg = load_config(config, list(overrides))
-    import_custom_modules(cfg.custom_imports)  # a plugin's layout registers on import, as its method does
+    import_config_modules(cfg.custom_imports)  # a plugin's layout registers on import, as its method does
     layout = get_import_layout(name)
     if cfg.method != layout.method:
         raise ConfigError(f"{config}: method is {cfg.method!r}; `wsss import {name}` needs {layout.method!r}")

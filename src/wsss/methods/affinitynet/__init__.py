@@ -38,7 +38,7 @@ from wsss.cam.affinity import (
     pairwise_affinity,
     random_walk_scores,
 )
-from wsss.core.config import Config
+from wsss.core.config import NON_NEGATIVE, NON_NEGATIVE_NUMBER, POSITIVE, POSITIVE_NUMBER, Config, setting
 from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.data.transforms import normalize
 from wsss.methods.base import attach_pseudo_labels, backbone_from_config
@@ -56,21 +56,22 @@ from wsss.methods.psa import psa_group_options, psa_param_groups
 
 @dataclass
 class AffinityOptions:
-    radius: int = 5  # pairs within this radius on the feature grid (PSA: 5 at 1/8 resolution)
-    aux_dim: int = 128  # width of the projected auxiliary map (PSA: 64 + 128 from b4 / b5)
-    final_dim: int = 256  # width of the projected final map (PSA: 256 from conv6)
-    out_dim: int = 448  # affinity feature width (PSA f9: 448)
+    radius: int = setting(5, **POSITIVE)  # pairs within this radius on the feature grid (PSA: 5 at 1/8 resolution)
+    aux_dim: int = setting(128, **POSITIVE)  # width of the projected auxiliary map (PSA: 64 + 128 from b4 / b5)
+    final_dim: int = setting(256, **POSITIVE)  # width of the projected final map (PSA: 256 from conv6)
+    out_dim: int = setting(448, **POSITIVE)  # affinity feature width (PSA f9: 448)
     freeze_bn: bool = True  # backbone BatchNorm frozen (PSA's ResNet-38); false for a backbone from scratch
     # Official quirk (PSA): only the interior pixels [:-(r-1), r-1:-(r-1)] of the grid are pair sources,
     # so edge pixels have fewer pairs and some top-row corner pixels none. false: every pixel is a
     # source (the grid is padded; pairs leaving it are dropped), in training and in the random walk.
     quirk_interior_sources: bool = True
-    rw_alpha: float = 16.0  # random-walk background (1 - max cam)^alpha (PSA infer_aff: 16)
-    rw_beta: float = 8.0  # affinity power (PSA: 8)
-    rw_logt: int = 8  # log2 of the random-walk steps: T^(2^logt) by repeated squaring (PSA: 8)
+    # random-walk background (1 - max cam)^alpha (PSA infer_aff: 16)
+    rw_alpha: float = setting(16.0, **NON_NEGATIVE_NUMBER)
+    rw_beta: float = setting(8.0, **POSITIVE_NUMBER)  # affinity power (PSA: 8)
+    rw_logt: int = setting(8, **NON_NEGATIVE)  # log2 of the random-walk steps: T^(2^logt) by repeated squaring (PSA: 8)
     # image scale of the walk (PSA: 1, VOC images give a ~63x63 grid at stride 8); small images can
     # walk on a finer grid by upsampling the image and its CAM first (the label is at the image size)
-    rw_scale: float = 1.0
+    rw_scale: float = setting(1.0, **POSITIVE_NUMBER)
 
 
 class AffinityHead(nn.Module):

@@ -18,8 +18,7 @@ from torch import nn
 
 from wsss.cam import PAR, CamPasses, labelled_classes, online_pseudo_label
 from wsss.cam.affinity import PSASeedOptions
-from wsss.core.config import Config
-from wsss.core.errors import UsageError
+from wsss.core.config import Config, setting
 from wsss.losses import balanced_seg_loss
 from wsss.methods.base import backbone_from_config, split_backbone_params
 from wsss.methods.cam.official_keys import toco_state_from_official
@@ -32,7 +31,8 @@ from wsss.models.registry import BackboneOutput
 
 @dataclass
 class CAMOptions(PSASeedOptions):
-    pseudo_source: str = "cam"  # CAM that makes the online pseudo labels: "cam" or "aux"
+    # CAM that makes the online pseudo labels: "cam" or "aux"
+    pseudo_source: str = setting("cam", choices=("cam", "aux"))
 
 
 @register_method
@@ -51,8 +51,6 @@ class CAMBaseline(Method):
         super().__init__(cfg, classes)
         num_classes = self.num_classes
         m = cfg.model
-        if self.options.pseudo_source not in ("cam", "aux"):
-            raise UsageError(f"options.pseudo_source must be 'cam' or 'aux', got {self.options.pseudo_source!r}")
         self.backbone = backbone_from_config(m)
         num_fg = num_classes - 1
         self.classifier = CAMClassifier(self.backbone.out_dim, num_fg, m.pooling)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from wsss.cam.clip_es import ClipESQuirks, clip_es_cams, clip_es_crf_label, text_features, zero_shot_scores
-from wsss.core.config import Config
+from wsss.core.config import FRACTION, POSITIVE, Config, setting
 from wsss.core.errors import ConfigError, UsageError
 from wsss.methods.clip_runs import VOC_BACKGROUND, cams_of_labels, method_from_clip_file, prompts_for
 from wsss.methods.contract import CamDeclaration, JobStop, Method, RefineJob, Refiner, register_method
@@ -42,7 +42,8 @@ class UnlabelledImageStop(JobStop):
 @dataclass
 class ClipESOptions:
     arch: dict[str, int | float] = field(default_factory=dict)  # ClipArch of the weight file (written at import)
-    text_heads: int | None = None  # text heads if the file's text width is not 64 x heads (tiny test CLIPs)
+    # text heads if the file's text width is not 64 x heads (tiny test CLIPs)
+    text_heads: int | None = setting(None, **POSITIVE)
     # activation: true QuickGELU (OpenAI's weights), false GELU (most open_clip/LAION weights); null: what the
     # weight file says (models/clip_files.py), written at import; a file that says nothing needs it set
     quick_gelu: bool | None = None
@@ -51,9 +52,10 @@ class ClipESOptions:
     background: list[str] = field(default_factory=lambda: list(VOC_BACKGROUND))
     synonyms: dict[str, str] = field(default_factory=dict)  # class name -> its prompt, e.g. "bird avian"
     prompts: list[str] = field(default_factory=list)  # one per foreground class (written at import)
-    box_threshold: float = 0.4  # scoremap2bbox threshold (x max)
-    attn_blocks: int = 8  # CAA averages the attention of the last this many blocks
-    crf_confidence: float | None = 0.95  # CRF pseudo label: 255 where the top marginal is below; None: none
+    box_threshold: float = setting(0.4, **FRACTION)  # scoremap2bbox threshold (x max)
+    attn_blocks: int = setting(8, **POSITIVE)  # CAA averages the attention of the last this many blocks
+    # CRF pseudo label: 255 where the top marginal is below; None: none
+    crf_confidence: float | None = setting(0.95, **FRACTION)
     quirk_pos_emb_fp16: bool = False
     quirk_layers_by_77_tokens: bool = False
     quirk_box_clip_minus_one: bool = False

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.core.config import Config
-from wsss.core.errors import ConfigError, UsageError
+from wsss.core.config import NON_NEGATIVE_NUMBER, POSITIVE, POSITIVE_INTS, POSITIVE_NUMBER, Config, setting
+from wsss.core.errors import UsageError
 from wsss.methods.base import attach_pseudo_labels, backbone_from_config
 from wsss.methods.contract import CamDeclaration, Method, TrainContext, register_method
 from wsss.methods.deeplab.model import DeepLabV2, DeepLabV3Plus
@@ -75,18 +75,21 @@ def seg_cross_entropy(
 
 @dataclass
 class DeepLabOptions:
-    arch: str = "v2"  # "v2" (DeepLab-v2: dilated backbone + summed ASPP, the papers) or "v3plus"
-    rates: tuple[int, ...] = (6, 12, 18, 24)  # ASPP dilations: v2 (6, 12, 18, 24) at stride 8; v3+ (6, 12, 18) at 16
+    # "v2" (DeepLab-v2: dilated backbone + summed ASPP, the papers) or "v3plus"
+    arch: str = setting("v2", choices=("v2", "v3plus"))
+    # ASPP dilations: v2 (6, 12, 18, 24) at stride 8; v3+ (6, 12, 18) at 16
+    rates: tuple[int, ...] = setting((6, 12, 18, 24), **POSITIVE_INTS)
     freeze_bn: bool = True  # backbone BatchNorm frozen (kazuto1011 freeze_bn); false to train a backbone from scratch
-    msc_scales: tuple[float, ...] = ()  # kazuto1011 MSC training: (0.75, 0.5) adds those inputs and the max fusion
+    # kazuto1011 MSC training: (0.75, 0.5) adds those inputs and the max fusion
+    msc_scales: tuple[float, ...] = setting((), **POSITIVE_NUMBER)
     target_at_logit_res: bool = True  # labels resized to the logits (kazuto1011); false: logits upsampled to the labels
-    v3_dim: int = 256  # v3+ ASPP / decoder width
+    v3_dim: int = setting(256, **POSITIVE)  # v3+ ASPP / decoder width
     # PMM's pretended under-fitting (pus.pretended_underfitting): "" (off, the papers' DeepLab), "clamp",
     # "pow" or "ignore"; from a batch whose mean loss is below pus_beta, each pixel's loss is capped at pus_k.
     # PMM's official configs: clamp, 0.5 / 0.5 on VOC, 0.8 / 0.8 on COCO.
-    pus: str = ""
-    pus_beta: float = 0.5
-    pus_k: float = 0.5
+    pus: str = setting("", choices=("", *PUS_MODES), text=f"'' (off) or one of {', '.join(PUS_MODES)}")
+    pus_beta: float = setting(0.5, **NON_NEGATIVE_NUMBER)
+    pus_k: float = setting(0.5, **NON_NEGATIVE_NUMBER)
 
 
 @register_method
@@ -122,8 +125,6 @@ class DeepLab(Method):
             raise UsageError(f"options.arch must be 'v2' or 'v3plus', got {o.arch!r}")
         if o.freeze_bn:
             self.keep_batchnorm_frozen(self._backbone)
-        if o.pus and o.pus not in PUS_MODES:
-            raise ConfigError(f"options.pus must be '' (off) or one of {', '.join(PUS_MODES)}, got {o.pus!r}")
         self.pus = PretendedUnderfitting(o.pus, o.pus_beta, o.pus_k) if o.pus else None
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

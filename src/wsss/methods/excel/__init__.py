@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.cam import PAR, denormalize_image
-from wsss.core.config import Config
+from wsss.core.config import NON_NEGATIVE, POSITIVE, SEED, SHARE, Config, setting
 from wsss.core.errors import ConfigError, ConfigWarning, UsageError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.losses import balanced_seg_loss
@@ -83,7 +83,8 @@ class ExcelOptions:
 
     #: ClipArch of the weight file (written at import / train)
     arch: dict[str, int | float] = field(default_factory=dict)
-    text_heads: int | None = None  # text heads if the file's text width is not 64 x heads (tiny test CLIPs)
+    # text heads if the file's text width is not 64 x heads (tiny test CLIPs)
+    text_heads: int | None = setting(None, **POSITIVE)
     quick_gelu: bool | None = None  # null: what the weight file says (models/clip_files.py)
     weights: str = ""  # the CLIP weight file the run was made from (provenance only)
     templates: list[str] = field(default_factory=lambda: ["a clean origami {}."])
@@ -94,20 +95,24 @@ class ExcelOptions:
     # a ready bank instead of the k-means of the descriptors: the official ``attributes_text/*_embedding_bank.pth``
     # ([bank (E, K), flags], for OpenAI's ViT-B/16 only) or an .npy of (E, K); read when the run is made
     bank: str = ""
-    n_clusters: int = 112  # k-means attributes (VOC 112, COCO 224)
-    keep_ratio: float = 0.9  # TSE keeps the highest keep_ratio of the attribute logits (Q11: masks the rest)
-    kmeans_seed: int = 0
-    surgery_blocks: int = 5  # reload_self_attn(layers=6) converts the last 5 blocks (Q9)
-    attn_layers: int = 6  # the affinity refinement averages the attention of the last this many blocks (Q17)
-    box_threshold: float = 0.79  # caa_thre: the boxes of the refinement at this fraction of the map's max
-    input_size: int = 320  # every image is resized to this square (Q9: the official forward is square only)
-    embedding_dim: int = 256  # decoder width
-    decoder_layers: int = 3  # DecoderTransformer depth
-    decoder_heads: int = 8
-    radius: int = 8  # the affinity loss's pair radius, in tokens
-    lvc_start: int = 14000  # Learnable Visual Calibration (LVC) from this iteration on
+    n_clusters: int = setting(112, **POSITIVE)  # k-means attributes (VOC 112, COCO 224)
+    # TSE keeps the highest keep_ratio of the attribute logits (Q11: masks the rest)
+    keep_ratio: float = setting(0.9, **SHARE)
+    kmeans_seed: int = setting(0, **SEED)
+    surgery_blocks: int = setting(5, **NON_NEGATIVE)  # reload_self_attn(layers=6) converts the last 5 blocks (Q9)
+    # the affinity refinement averages the attention of the last this many blocks (Q17)
+    attn_layers: int = setting(6, **POSITIVE)
+    # caa_thre: the boxes of the refinement at this fraction of the map's max
+    box_threshold: float = setting(0.79, lo=0, lo_open=True, hi=1, text="a number in (0, 1)")
+    # every image is resized to this square (Q9: the official forward is square only)
+    input_size: int = setting(320, **POSITIVE)
+    embedding_dim: int = setting(256, **POSITIVE)  # decoder width
+    decoder_layers: int = setting(3, **POSITIVE)  # DecoderTransformer depth
+    decoder_heads: int = setting(8, **POSITIVE)
+    radius: int = setting(8, **POSITIVE)  # the affinity loss's pair radius, in tokens
+    lvc_start: int = setting(14000, **NON_NEGATIVE)  # Learnable Visual Calibration (LVC) from this iteration on
     # the affinity target from the decoder's prediction from this iteration on (VOC); null: never (COCO)
-    aff_from_seg_start: int | None = 24000
+    aff_from_seg_start: int | None = setting(24000, **NON_NEGATIVE)
     quirk_inplace_alias: bool = False  # Q8
     quirk_heads_summed: bool = False  # Q7
     quirk_token_axis_norm: bool = False  # Q5
@@ -240,8 +245,6 @@ class Excel(Method):
         if not o.descriptors and not o.bank:
             raise ConfigError("excel: options.descriptors must name a JSON file of class descriptions "
                               "(docs/methods/excel.md)")  # fmt: skip
-        if not 0 < o.keep_ratio <= 1 or not 0 < o.box_threshold < 1:
-            raise ConfigError("excel: options.keep_ratio must be in (0, 1] and options.box_threshold in (0, 1)")
         if o.input_size % 16 and o.input_size % int(o.arch.get("patch_size", 16)):
             raise ConfigError(f"excel: options.input_size {o.input_size} is not a multiple of the patch size")
 

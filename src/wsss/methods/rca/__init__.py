@@ -55,9 +55,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.core.config import Config, iterations_per_epoch
+from wsss.core.config import (
+    AREA_RANGE,
+    FRACTION,
+    NON_NEGATIVE,
+    NON_NEGATIVE_NUMBER,
+    POSITIVE,
+    POSITIVE_NUMBER,
+    Config,
+    iterations_per_epoch,
+    setting,
+)
 from wsss.core.distributed import all_gather_cat, all_gather_objects, rank
-from wsss.core.errors import ConfigError, DataError, UsageError
+from wsss.core.errors import ConfigError, DataError
 from wsss.methods.base import backbone_from_config
 from wsss.methods.contract import (
     CamDeclaration,
@@ -82,44 +92,51 @@ class RCAOptions:
     """RCA's own settings (docs/methods/rca.md#specification). The ``quirk_*`` switches keep an official behaviour
     (True, the paper presets) or use the intended one (False, ``voc_corrected`` and CPU presets)."""
 
-    head_dim: int = 512  # width of the coarse and class-specific heads (rca.md#modules)
-    queue_len: int = 500  # memory entries per class (rca.md#memory-bank)
-    num_centroids: int = 10  # k-means centres per class (rca.md#aggregation)
-    kmeans_n_init: int = 10  # sklearn KMeans restarts (the default of the sklearn of the time)
-    memory_momentum: float = 0.99  # slot blend, with quirk_memory_momentum_blend (rca.md#memory-bank)
-    memory_threshold: float = 0.7  # a class enters the memory when its probability > 0.7 (rca.md#memory-bank)
-    temperature: float = 0.07  # contrast temperature (rca.md#semantic-contrast)
+    head_dim: int = setting(512, **POSITIVE)  # width of the coarse and class-specific heads (rca.md#modules)
+    queue_len: int = setting(500, **POSITIVE)  # memory entries per class (rca.md#memory-bank)
+    num_centroids: int = setting(10, **POSITIVE)  # k-means centres per class (rca.md#aggregation)
+    kmeans_n_init: int = setting(10, **POSITIVE)  # sklearn KMeans restarts (the default of the sklearn of the time)
+    # slot blend, with quirk_memory_momentum_blend (rca.md#memory-bank)
+    memory_momentum: float = setting(0.99, **FRACTION)
+    # a class enters the memory when its probability > 0.7 (rca.md#memory-bank)
+    memory_threshold: float = setting(0.7, **FRACTION)
+    temperature: float = setting(0.07, **POSITIVE_NUMBER)  # contrast temperature (rca.md#semantic-contrast)
     mixup: bool = True  # embedding mix-up (rca.md#semantic-contrast step 2); False: plain regional contrast (ablation)
-    mixup_alpha: float = 8.0  # lam ~ Beta(8, 8) (rca.md#semantic-contrast)
-    official_replicas: int = 4  # GPUs of the official DataParallel run (README: 4 V100), for the loss scale
+    mixup_alpha: float = setting(8.0, **POSITIVE_NUMBER)  # lam ~ Beta(8, 8) (rca.md#semantic-contrast)
+    # GPUs of the official DataParallel run (README: 4 V100), for the loss scale
+    official_replicas: int = setting(4, **POSITIVE)
     # N(0, init_std) init of the new convolutions (rca.md#backbone: 0.01, for 512-wide heads on VGG-16); None: He's
     # N(0, 2 / fan_in) per convolution, which keeps narrow heads' maps image-dependent at the start
-    init_std: float | None = 0.01
+    init_std: float | None = setting(0.01, **POSITIVE_NUMBER)
     # the training view (rca.md#training): square resize of the whole image + ColorJitter(0.3, 0.3, 0.3, 0.1)
-    view_crop_scale: tuple[float, float] = (1.0, 1.0)  # area fraction of a random box (1, 1 = whole image)
+    # area fraction of a random box (1, 1 = whole image)
+    view_crop_scale: tuple[float, float] = setting((1.0, 1.0), **AREA_RANGE)
     view_hflip: bool = False  # the official view is not flipped
-    view_jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.1)  # brightness, contrast, saturation, hue
+    # brightness, contrast, saturation, hue
+    view_jitter: tuple[float, float, float, float] = setting((0.3, 0.3, 0.3, 0.1), **NON_NEGATIVE_NUMBER)
     # online attention accumulation (rca.md#attention)
-    attention_start_epoch: int = 1
-    attention_min_prob: float = 0.1
-    attention_grid: int | None = None  # side of the stored maps; None = crop_size // backbone stride
+    attention_start_epoch: int = setting(1, **NON_NEGATIVE)
+    attention_min_prob: float = setting(0.1, **FRACTION)
+    # side of the stored maps; None = crop_size // backbone stride
+    attention_grid: int | None = setting(None, **POSITIVE)
     # learning-rate steps (rca.md#training, decay_points '5,10'): base lr x lr_decay at each of these epochs; values
     # in (0, 1) are fractions of the training instead, each at the nearest epoch (the real_cpu preset's: they follow
     # train.epochs / train.max_iters). Either form: a training whose last step falls before half of it is refused
     # unless allow_early_decay (the paper presets: the official steps at epochs 5 and 10 of 30)
-    lr_decay_epochs: tuple[int | float, ...] = (5, 10)
-    lr_decay: float = 0.1
+    lr_decay_epochs: tuple[int | float, ...] = (5, 10)  # its forms are checked by lr_decay_fractions
+    lr_decay: float = setting(0.1, **POSITIVE_NUMBER)
     allow_early_decay: bool = False
     # proxy labels (rca.md#proxy-labels, proxy_labels.py)
-    proxy_source: str = "accumulated"  # "accumulated" attention of training, or "cam" (the saved `wsss cam` maps)
-    proxy_alpha: float = 4.0  # bg = (1 - max att)^alpha in the CRF unary
-    proxy_conflict: float = 0.9  # more than one channel above this -> 255
-    proxy_att_thre: float = 0.8  # CRF class score above this counts as salient
-    proxy_bg_thre: float = 32.0  # bg pixels with saliency >= this (0..255) -> 255
-    proxy_min_fg: float = 0.01  # images with less foreground are ignored entirely
+    # "accumulated" attention of training, or "cam" (the saved `wsss cam` maps)
+    proxy_source: str = setting("accumulated", choices=("accumulated", "cam"))
+    proxy_alpha: float = setting(4.0, **NON_NEGATIVE_NUMBER)  # bg = (1 - max att)^alpha in the CRF unary
+    proxy_conflict: float = setting(0.9, **FRACTION)  # more than one channel above this -> 255
+    proxy_att_thre: float = setting(0.8, **FRACTION)  # CRF class score above this counts as salient
+    proxy_bg_thre: float = setting(32.0, lo=0, hi=255, hi_open=False)  # bg pixels with saliency >= this (0..255) -> 255
+    proxy_min_fg: float = setting(0.01, **FRACTION)  # images with less foreground are ignored entirely
     # saliency-free: bg pixels whose max attention >= this -> 255, only where ProxyParams gets no levels (the
     # Python API): `wsss pseudo --refine rca` uses the run's cam.low_thre (and cam.high_thre) instead
-    proxy_cam_bg_thre: float = 0.25
+    proxy_cam_bg_thre: float = setting(0.25, **FRACTION)
     # official quirks (docs/methods/rca.md#quirk-switches)
     quirk_memory_momentum_blend: bool = True  # slot = 0.99 slot + 0.01 embedding (vs replace the slot)
     quirk_memory_masked_leak: bool = True  # a multi-label image's features stay masked by earlier classes
@@ -427,8 +444,6 @@ class RCA(Method):
         super().__init__(cfg, classes)
         num_classes = self.num_classes
         o = self.options
-        if o.proxy_source not in ("accumulated", "cam"):
-            raise UsageError(f"options.proxy_source must be 'accumulated' or 'cam', got {o.proxy_source!r}")
         self.backbone = backbone_from_config(cfg.model)
         dim = self.backbone.out_dim
         k = self.num_fg = num_classes - 1

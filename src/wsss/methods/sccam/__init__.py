@@ -49,7 +49,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.cam.affinity import PSASeedOptions
-from wsss.core.config import Config, from_dict, iterations_per_epoch, resolve_epochs, save_config, set_dotted
+from wsss.core.config import (
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_NUMBER,
+    Config,
+    from_dict,
+    iterations_per_epoch,
+    resolve_epochs,
+    save_config,
+    set_dotted,
+    setting,
+)
 from wsss.core.device import resolve_device
 from wsss.core.errors import ConfigError, DataError, UsageError
 from wsss.core.files import atomic_write
@@ -75,17 +87,19 @@ def labels_file(round_dir: str | Path) -> Path | None:
 
 @dataclass
 class SCCAMOptions(PSASeedOptions):
-    num_subcategories: int = 10  # K, sub-categories per parent class (sccam.md#subcategory-labels: k_cluster 10)
-    rounds: int = 3  # sub-category rounds after round 0 (sccam.md#rounds: R1..R3)
-    round: int | None = None  # the round this model belongs to; set per round by the driver; None = the last
-    dropout: float = 0.5  # Dropout2d on the final map before GAP (sccam.md#heads: dropout7)
+    # K, sub-categories per parent class (sccam.md#subcategory-labels: k_cluster 10)
+    num_subcategories: int = setting(10, **POSITIVE)
+    rounds: int = setting(3, **NON_NEGATIVE)  # sub-category rounds after round 0 (sccam.md#rounds: R1..R3)
+    # the round this model belongs to; set per round by the driver; None = the last
+    round: int | None = setting(None, **NON_NEGATIVE)
+    dropout: float = setting(0.5, **FRACTION)  # Dropout2d on the final map before GAP (sccam.md#heads: dropout7)
     # Poly schedule of a sub-category round in epochs of the training split (sccam.md#training: max_epoches 61);
     # None: ``train.max_iters`` iterations and no snapshots.
-    schedule_epochs: float | None = 61.0
+    schedule_epochs: float | None = setting(61.0, **POSITIVE_NUMBER)
     # Round r stops after snapshot_epochs[r-1] epochs: script.sh uses the ep30/40/50 checkpoints,
     # saved at the end of epoch index 30/40/50, i.e. after 31/41/51 epochs (sccam.md#rounds). [] = full
     # schedule.
-    snapshot_epochs: list[float] = field(default_factory=lambda: [31.0, 41.0, 51.0])
+    snapshot_epochs: list[float] = setting(factory=lambda: [31.0, 41.0, 51.0], **POSITIVE_NUMBER)
     # Quirk (docs/methods/sccam.md#quirk-switches): true (official) = the lr follows the 61-epoch poly schedule
     # and round r is cut at its snapshot, mid-schedule; false = each round's poly schedule ends at its snapshot.
     quirk_mid_schedule_snapshot: bool = True
@@ -93,20 +107,21 @@ class SCCAMOptions(PSASeedOptions):
     # decay (5e-4: ``super().__init__(params, lr, weight_decay)`` fills SGD's momentum slot), i.e.
     # effectively no momentum; false = ``train.momentum``.
     quirk_psa_momentum: bool = True
-    round0_epochs: float | None = 15.0  # round 0 = PSA's classifier (PSA README: 15 epochs); None = max_iters
+    # round 0 = PSA's classifier (PSA README: 15 epochs); None = max_iters
+    round0_epochs: float | None = setting(15.0, **POSITIVE_NUMBER)
     # Dotted config keys changed for round 0 only (PSA's recipe differs: lr 0.1, crop 448), e.g.
     # {"train.lr": 0.1, "data.crop_size": 448}.
     round0_overrides: dict[str, Any] = field(default_factory=dict)
     # A trained round-0 classifier used instead of training round 0 (script.sh: PSA's res38_cls.pth;
     # keys conv1a..bn7 + fc8.weight, or a checkpoint of this toolkit's round 0).
     round0_checkpoint: str | None = None
-    kmeans_n_init: int = 10  # k-means restarts (the sklearn default the official code ran with)
+    kmeans_n_init: int = setting(10, **POSITIVE)  # k-means restarts (the sklearn default the official code ran with)
     # Quirk (infer_cls.py, golden sccam_infer_cls_*.npz): the heatmap helper thresholds the normalised CAM in
     # place, so the CAM that the la/ha CRF (`wsss pseudo --refine psa`) reads is {0, 255} at cam.bkg_thre
     # (0.15); false = the normalised CAM.
     quirk_binarised_crf_cam: bool = True
     round_eval_split: str | None = None  # per-round CAM mIoU on this split in rounds.json (VOC: train)
-    round_eval_images: int | None = None  # cap on the images of that evaluation (None = all)
+    round_eval_images: int | None = setting(None, **POSITIVE)  # cap on the images of that evaluation (None = all)
 
 
 def binarise_cam(cam: np.ndarray, threshold: float) -> np.ndarray:
@@ -167,10 +182,6 @@ def plan_round(cfg: Config, r: int, n_train: int) -> RoundPlan:
 
 
 def check_options(o: SCCAMOptions) -> None:
-    if o.num_subcategories < 1:
-        raise UsageError(f"options.num_subcategories must be >= 1, got {o.num_subcategories}")
-    if o.rounds < 0:
-        raise UsageError(f"options.rounds must be >= 0, got {o.rounds}")
     if o.round is not None and not 0 <= o.round <= o.rounds:
         raise UsageError(f"options.round must be in [0, {o.rounds}], got {o.round}")
     if o.snapshot_epochs and len(o.snapshot_epochs) != o.rounds:

@@ -45,7 +45,16 @@ from wsss.cam import (
     online_pseudo_label,
 )
 from wsss.cam.labels import scale_img_box
-from wsss.core.config import Config
+from wsss.core.config import (
+    AREA_RANGE,
+    FRACTION,
+    NON_NEGATIVE,
+    NON_NEGATIVE_NUMBER,
+    POSITIVE,
+    POSITIVE_NUMBER,
+    Config,
+    setting,
+)
 from wsss.core.distributed import all_gather_cat
 from wsss.core.errors import ConfigWarning, UsageError
 from wsss.losses import balanced_seg_loss
@@ -70,29 +79,30 @@ class SeCoOptions:
     """SeCo's own settings (docs/methods/seco.md#defaults). The ``quirk_*`` switches keep an official behaviour
     (True, the paper presets) or use the intended one (False, ``*_corrected`` and CPU presets)."""
 
-    num_patches: int = 10  # local patches per image (ncrops 12 = 2 global + 10 local)
-    patch_size: int = 64  # local_crop_size
-    tag_threshold: float = 0.2
-    global_view_scale: tuple[float, float] = (0.4, 1.0)  # RandomResizedCrop of w_image
-    proj_hidden_dim: int = 2048
-    momentum: float = 0.999  # encoder_k and proj_head_t EMA
-    queue_size: int = 4608  # moco_queue
-    proto_momentum: float = 0.9  # proto_m (COCO 0.99)
-    update_prototype: int = 600  # iteration from which prototypes are updated
-    cam2mask: int = 10000  # decomposition mask: aux-CAM before this iteration, CAM after
-    seg_mask_source_iter: int = 0  # online pseudo label: aux-CAM before this iteration (COCO 12000)
+    num_patches: int = setting(10, **POSITIVE)  # local patches per image (ncrops 12 = 2 global + 10 local)
+    patch_size: int = setting(64, **POSITIVE)  # local_crop_size
+    tag_threshold: float = setting(0.2, **FRACTION)
+    global_view_scale: tuple[float, float] = setting((0.4, 1.0), **AREA_RANGE)  # RandomResizedCrop of w_image
+    proj_hidden_dim: int = setting(2048, **POSITIVE)
+    momentum: float = setting(0.999, **FRACTION)  # encoder_k and proj_head_t EMA
+    queue_size: int = setting(4608, **POSITIVE)  # moco_queue
+    proto_momentum: float = setting(0.9, **FRACTION)  # proto_m (COCO 0.99)
+    update_prototype: int = setting(600, **NON_NEGATIVE)  # iteration from which prototypes are updated
+    cam2mask: int = setting(10000, **NON_NEGATIVE)  # decomposition mask: aux-CAM before this iteration, CAM after
+    # online pseudo label: aux-CAM before this iteration (COCO 12000)
+    seg_mask_source_iter: int = setting(0, **NON_NEGATIVE)
     # lr multiplier of the projection head; None = train.head_lr_mult like the classifiers (official).
     # For from-scratch AdamW runs (1.0 measured on the synthetic preset: BENCHMARKS.md, SeCo pieces).
-    proj_lr_mult: float | None = None
-    temp_lil: float = 0.08
-    base_temp_lil: float = 0.08
-    temp_lig: float = 0.1
-    base_temp_lig: float = 0.1
+    proj_lr_mult: float | None = setting(None, **POSITIVE_NUMBER)
+    temp_lil: float = setting(0.08, **POSITIVE_NUMBER)
+    base_temp_lil: float = setting(0.08, **POSITIVE_NUMBER)
+    temp_lig: float = setting(0.1, **POSITIVE_NUMBER)
+    base_temp_lig: float = setting(0.1, **POSITIVE_NUMBER)
     # dense-energy regulariser (docs/methods/seco.md#reg-loss)
-    reg_sigma_rgb: float = 15.0
-    reg_sigma_xy: float = 100.0
-    reg_scale: float = 0.5
-    reg_weight: float = 1e-7
+    reg_sigma_rgb: float = setting(15.0, **POSITIVE_NUMBER)
+    reg_sigma_xy: float = setting(100.0, **POSITIVE_NUMBER)
+    reg_scale: float = setting(0.5, **POSITIVE_NUMBER)
+    reg_weight: float = setting(1e-7, **NON_NEGATIVE_NUMBER)
     # official quirks (docs/methods/seco.md#quirk-switches, #decisions)
     quirk_no_class_global_tag: bool = True  # a view with no confident class is tagged class 1
     quirk_area_weighted_by_class_id: bool = True  # the patch area test sums class ids
