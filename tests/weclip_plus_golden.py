@@ -109,3 +109,43 @@ def replay_forward(dtype: torch.dtype = torch.float32) -> dict[str, Any]:
         valid = torch.tensor([0] + [c + 1 for c in sorted(keys)])
         out[f"b{b}_cam_label"] = valid[scores.argmax(dim=0)][None]
     return out
+
+
+def voc_method(tmp_path: Any, preset: str = "configs/weclip_plus/voc.yaml", **options: object) -> Any:
+    """The ``weclip_plus`` method of ``preset`` (default voc.yaml, every official quirk on) on the recorded tiny CLIP
+    and DINOv2 and the recorded heads: decoder width 32, radius 4 (the recording's tiny settings, WECLIP.md)."""
+    from conftest import REPO
+    from wsss.core.config import load_config
+    from wsss.data.classes import VOC_CLASSES
+    from wsss.methods import build_method
+    from wsss.models.clip import arch_of_state_dict
+    from wsss.models.dinov2 import arch_of_state_dict as dino_arch
+
+    cs, ds = clip_state(), dino_state()
+    arch = str(arch_of_state_dict(cs).as_dict()).replace("'", "")
+    darch = str(dino_arch(ds, num_heads=2).as_dict()).replace("'", "").replace("False", "false").replace("True", "true")
+    over = {"options.arch": arch, "options.dino_arch": darch, "options.quick_gelu": "true", "options.embedding_dim": 32,
+            "options.radius": 4, "run.device": "cpu", "data.root": str(tmp_path)}  # fmt: skip
+    over.update({f"options.{k}": v for k, v in options.items()})
+    cfg = load_config(REPO / preset, [f"{k}={v}" for k, v in over.items()])
+    method = build_method(cfg, list(VOC_CLASSES))
+    method.clip.load_state_dict(cs, strict=False)
+    method.dino.load_state_dict(ds)
+    method.decoder.load_state_dict(head_state())
+    return method
+
+
+def step_state(prefix: str) -> dict[str, torch.Tensor]:
+    """The recorded heads of the training step (``init__`` or ``it1_before__``), official names."""
+    s = npz("weclip_plus_train_step.npz")
+    return {k[len(prefix) :]: torch.from_numpy(s[k]) for k in s if k.startswith(prefix)}
+
+
+def step_batch(k: int) -> dict[str, torch.Tensor]:
+    """The recorded batch of iteration ``k``: ``(u8 - mean) / std`` (bit-exact to the official normalisation)."""
+    from excel_golden import normalized_batch
+
+    s = npz("weclip_plus_train_step.npz")
+    return {"image": normalized_batch(s[f"it{k}_inputs_uint8_nhwc"]),
+            "labels": torch.from_numpy(s[f"it{k}_cls_labels"].astype(np.float32)),
+            "img_box": torch.from_numpy(s[f"it{k}_img_box"].astype(np.int64))}  # fmt: skip
