@@ -1,0 +1,77 @@
+"""WeCLIP+'s test-time inference against the recorded ``test_msc_flip_voc.validate`` (tests/golden/README.md#
+weclip_plus_infer): the long side resized to ``options.test_resize_long`` (112 in the recording), scales [1, 1.5] with
+flips through :func:`msc_flip_segs`, ``0.5 (seg_clip + seg_dino)``, the predictions at the label's size and the CAM
+labels of the unflipped image (at the XML size, as the official ``mode='val'``). Tolerances: the heads' outputs
+``FP16_REL`` (the float16 output projections: tests/methods/weclip_plus/test_weclip_plus_model_golden.py); the
+input resizing is one bilinear interpolation, 1e-6 of the maximum (float32 rounding of the same formula)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from golden import assert_close_to_max
+from weclip_plus_golden import npz, voc_method
+from wsss.methods.weclip_plus import msc_flip_segs, resize_long
+
+INFER = "weclip_plus_infer.npz"
+FP16_REL = 4e-3
+
+
+@cache
+def _method():
+    import tempfile
+    from pathlib import Path
+
+    m = voc_method(Path(tempfile.mkdtemp()), test_resize_long=112)
+    return m.eval()
+
+
+def _classes(j: int) -> torch.Tensor:
+    return torch.tensor(sorted({int(c) for c in npz(INFER)[f"val{j}_xml_cls_order"]}))
+
+
+@pytest.mark.parametrize("j", [0, 1])
+def test_golden_weclip_plus_msc_flip_inference(j):
+    s, method = npz(INFER), _method()
+    raw = torch.from_numpy(s[f"v{j}_input_raw"])
+    x = resize_long(raw, method.options.test_resize_long)
+    assert_close_to_max(x, s[f"v{j}_input_resized"], 1e-6, "input_resized")
+    seen = []
+
+    def seg_fn(batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            _, head = method.network(batch)
+        seen.append((batch, head))
+        return head.seg()
+
+    msc = msc_flip_segs(seg_fn, x, [float(v) for v in s["test_scales"]])
+    for si, (batch, head) in enumerate(seen):
+        assert_close_to_max(batch, s[f"v{j}_s{si}_input_cat"], 1e-6, "input_cat")
+        assert_close_to_max(head.seg_clip, s[f"v{j}_s{si}_seg_clip"], FP16_REL, f"s{si}_seg_clip")
+        assert_close_to_max(head.seg_dino, s[f"v{j}_s{si}_seg_dino"], FP16_REL, f"s{si}_seg_dino")
+    assert_close_to_max(msc, s[f"v{j}_msc_segs"], FP16_REL, "msc_segs")
+    size = s[f"v{j}_seg_pred"].shape[-2:]
+    for key, seg in (("seg_pred", seen[0][1].seg()[:1]), ("msc_seg_pred", msc)):
+        ours = F.interpolate(seg, size=size, mode="bilinear", align_corners=False).argmax(dim=1).numpy()
+        agree = (ours == s[f"v{j}_{key}"]).mean()
+        assert agree > 0.995, (key, agree)  # argmax near-ties of float16-rounded scores may flip
+
+
+@pytest.mark.parametrize("j", [0, 1])
+def test_golden_weclip_plus_cam_labels_at_the_image_size(j):
+    """The pseudo labels of the unflipped scale-1 image, scaled to the original (XML) size before PAR."""
+    s, method = npz(INFER), _method()
+    x = torch.from_numpy(s[f"v{j}_s0_input_cat"])
+    cf, head = method.network(x)
+    size = tuple(s[f"v{j}_cam_out"].shape[-2:])
+    with torch.enable_grad():
+        scores, valid = method.pseudo_scores(x, cf, head, 0, _classes(j), size=size)
+    ours = valid[scores.argmax(dim=0)].numpy()
+    ref = s[f"v{j}_cam_out"][0]
+    assert set(np.unique(ours)) == set(np.unique(ref))
+    assert (ours == ref).mean() > 0.995
