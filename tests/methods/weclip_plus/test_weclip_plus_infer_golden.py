@@ -2,8 +2,10 @@
 weclip_plus_infer): the long side resized to ``options.test_resize_long`` (112 in the recording), scales [1, 1.5] with
 flips through :func:`msc_flip_segs`, ``0.5 (seg_clip + seg_dino)``, the predictions at the label's size and the CAM
 labels of the unflipped image (at the XML size, as the official ``mode='val'``). Tolerances: the heads' outputs
-``FP16_REL`` (the float16 output projections: tests/methods/weclip_plus/test_weclip_plus_model_golden.py); the
-input resizing is one bilinear interpolation, 1e-6 of the maximum (float32 rounding of the same formula)."""
+``FP16_REL`` (the float16 output projections: tests/methods/weclip_plus/test_weclip_plus_model_golden.py; measured
+at most 4.9e-4); the predictions and CAM labels exactly but for near-ties (measured: 2 of 7,600 and 0 of 10,080
+pixels of the predictions, 0 of the CAM labels differ). The resized inputs are not stored (they are the heaviest
+keys and the scores pin them)."""
 
 from __future__ import annotations
 
@@ -40,7 +42,6 @@ def test_golden_weclip_plus_msc_flip_inference(j):
     s, method = npz(INFER), _method()
     raw = torch.from_numpy(s[f"v{j}_input_raw"])
     x = resize_long(raw, method.options.test_resize_long)
-    assert_close_to_max(x, s[f"v{j}_input_resized"], 1e-6, "input_resized")
     seen = []
 
     def seg_fn(batch: torch.Tensor) -> torch.Tensor:
@@ -51,7 +52,7 @@ def test_golden_weclip_plus_msc_flip_inference(j):
 
     msc = msc_flip_segs(seg_fn, x, [float(v) for v in s["test_scales"]])
     for si, (batch, head) in enumerate(seen):
-        assert_close_to_max(batch, s[f"v{j}_s{si}_input_cat"], 1e-6, "input_cat")
+        assert batch.shape[0] == 2 and torch.equal(batch[1], batch[0].flip(-1))
         assert_close_to_max(head.seg_clip, s[f"v{j}_s{si}_seg_clip"], FP16_REL, f"s{si}_seg_clip")
         assert_close_to_max(head.seg_dino, s[f"v{j}_s{si}_seg_dino"], FP16_REL, f"s{si}_seg_dino")
     assert_close_to_max(msc, s[f"v{j}_msc_segs"], FP16_REL, "msc_segs")
@@ -66,7 +67,7 @@ def test_golden_weclip_plus_msc_flip_inference(j):
 def test_golden_weclip_plus_cam_labels_at_the_image_size(j):
     """The pseudo labels of the unflipped scale-1 image, scaled to the original (XML) size before PAR."""
     s, method = npz(INFER), _method()
-    x = torch.from_numpy(s[f"v{j}_s0_input_cat"])
+    x = resize_long(torch.from_numpy(s[f"v{j}_input_raw"]), method.options.test_resize_long)
     cf, head = method.network(x)
     size = tuple(s[f"v{j}_cam_out"].shape[-2:])
     with torch.enable_grad():
