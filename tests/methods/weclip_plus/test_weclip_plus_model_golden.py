@@ -92,3 +92,16 @@ def test_golden_weclip_plus_spread_is_the_float16_rounding():
     assert 1e-5 < worst < FP16_REL / 2
     x, y = a["dino_x_norm_patchtokens"].double(), b["dino_x_norm_patchtokens"]
     assert float((x - y).abs().max() / y.abs().max()) < DINO_REL
+
+
+def test_golden_weclip_plus_method_text_from_the_voc_preset(tmp_path):
+    """The method's prompts (configs/weclip_plus/voc.yaml: the VOC synonyms of ``new_class_names``) give the recorded
+    foreground and background text; Q1 off (no float16 projections) moves it by more than the tolerance."""
+    from weclip_plus_golden import voc_method
+
+    f = npz("weclip_plus_forward.npz")
+    text = voc_method(tmp_path).text()
+    assert_close_to_max(text[:20], f["fg_text_features"], FP16_REL, "fg_text_features")
+    assert_close_to_max(text[20:], f["bg_text_features"], FP16_REL, "bg_text_features")
+    plain = voc_method(tmp_path, quirk_fp16=False).text()
+    assert float((plain[20:] - text[20:]).abs().max()) > 1e-4

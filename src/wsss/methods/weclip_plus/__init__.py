@@ -216,6 +216,9 @@ class WeclipPlus(Method):
         """The refined CAMs (k, H, W) in [0, 1] of image ``i`` for its 0-based foreground ``classes``, each min-max
         scaled and resized to ``size`` (default the input's; ``generate_cam_label``)."""
         o = self.options
+        size = tuple(images.shape[-2:]) if size is None else size
+        if len(classes) == 0:  # no foreground label: the background alone
+            return torch.zeros(0, *size, device=images.device)
         text = self.text()
         n_fg = self.num_classes - 1
         img_text = torch.cat([text[:n_fg][classes.to(text.device)], text[n_fg:]])
@@ -225,7 +228,6 @@ class WeclipPlus(Method):
             layers=o.attn_layers, box_threshold=o.box_threshold, box_masked=not o.quirk_box_mask_dropped,
             out_proj_fp16=o.quirk_fp16,
         )  # fmt: skip
-        size = tuple(images.shape[-2:]) if size is None else size
         return scaled_maps(ic.refined.float(), size).to(images.device)
 
     def pseudo_scores(
@@ -371,12 +373,12 @@ def build_from_checkpoint(path: Path, cfg: Config, class_names: list[str]) -> tu
     from wsss.methods.contract import build_method
     from wsss.models.weights import read_state_dict
 
-    if not cfg.model.pretrained or not cfg.options.get("dino_weights"):
-        raise ConfigError("weclip_plus import: give model.pretrained=CLIPFILE and options.dino_weights=DINOFILE")
     heads = official_head_state(read_state_dict(path))
     if not heads:
         raise WeightLoadError(f"{path}: no decoder_fts_fuse / dino_decoder_fts_fuse / decoder entries: not an "
                               "official WeCLIP+ checkpoint")  # fmt: skip
+    if not cfg.model.pretrained or not cfg.options.get("dino_weights"):
+        raise ConfigError("weclip_plus import: give model.pretrained=CLIPFILE and options.dino_weights=DINOFILE")
     model = build_method(cfg, class_names)
     own = model.decoder.state_dict()
     bad = [k for k in own if k not in heads or heads[k].shape != own[k].shape]
