@@ -1,7 +1,7 @@
 """The trainable decoder of the CLIP methods that train one (ExCEL, WeCLIP+): SegFormerHead-style token MLPs of
 CLIP blocks fused by a 1x1 convolution (``BlockFusion``) and a small transformer with a 1x1 classifier
 (``DecoderTransformer``), as the official ``segformer_head.py`` / ``Decoder/TransDecoder.py`` of both codes define
-them (docs/methods/excel.md#decoder, docs/methods/weclip_plus.md#decoder). Parameter names are the official ones."""
+them (docs/methods/excel.md#decoder, docs/methods/weclip_plus.md#model). Parameter names are the official ones."""
 
 from __future__ import annotations
 

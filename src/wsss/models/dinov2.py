@@ -1,5 +1,5 @@
 """DINOv2 ViT (Oquab et al., 2023) as WeCLIP+ runs it: a frozen feature extractor whose normalised patch tokens
-(``forward_features(x)['x_norm_patchtokens']``) feed a decoder (docs/methods/weclip_plus.md#dinov2).
+(``forward_features(x)['x_norm_patchtokens']``) feed a decoder (docs/methods/weclip_plus.md#weights).
 
 The network is written here from the architecture of the hub model ``dinov2_vits14`` (facebookresearch/dinov2,
 ``hub/backbones.py``: patch 14, 518 px position table, LayerScale 1.0, MLP ratio 4, no register tokens,
