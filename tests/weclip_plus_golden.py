@@ -149,3 +149,13 @@ def step_batch(k: int) -> dict[str, torch.Tensor]:
     return {"image": normalized_batch(s[f"it{k}_inputs_uint8_nhwc"]),
             "labels": torch.from_numpy(s[f"it{k}_cls_labels"].astype(np.float32)),
             "img_box": torch.from_numpy(s[f"it{k}_img_box"].astype(np.int64))}  # fmt: skip
+
+
+def write_weight_files(folder: Any) -> tuple[Any, Any]:
+    """The tiny CLIP (a plain state dict in OpenAI's layout, which does not say its activation: set
+    ``options.quick_gelu=true``) and the tiny DINOv2 (the hub's checkpoint layout, 2 heads: ``options.dino_heads=2``)
+    as files."""
+    clip, dino = folder / "tiny_clip.pt", folder / "dinov2_tiny_pretrain.pth"
+    torch.save(clip_state(), clip)
+    torch.save(dino_state(), dino)
+    return clip, dino

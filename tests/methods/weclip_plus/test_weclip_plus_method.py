@@ -103,41 +103,69 @@ def test_q3_padding_is_ignored_without_the_quirk(tmp_path):
     assert losses[True] != pytest.approx(losses[False])
 
 
-def test_training_reads_the_clip_and_dinov2_files_and_import_takes_an_official_checkpoint(tmp_path):
-    """``model.pretrained`` (a CLIP state dict in OpenAI's layout, as for CLIP-ES / ExCEL) and ``options.dino_weights``
-    (the hub checkpoint) fill the architectures; ``wsss import weclip_plus`` puts an official checkpoint's heads
-    (``decoder_fts_fuse.*``, ``dino_decoder_fts_fuse.*``, ``decoder.*``, next to ``encoder.*`` / ``dino_encoder.*``
-    which it leaves out) into the run."""
-    from wsss.methods.weclip_plus import build_from_checkpoint
-
+def test_training_reads_the_clip_and_dinov2_files(tmp_path):
+    """``model.pretrained`` (a CLIP state dict in OpenAI's layout, read as for CLIP-ES / ExCEL) and
+    ``options.dino_weights`` (the hub checkpoint) fill the architectures and the weights."""
     source = _tiny(tmp_path)
     clip_file, dino_file = tmp_path / "clip.pt", tmp_path / "dinov2_vits14_pretrain.pth"
     torch.save(source.clip.state_dict(), clip_file)
     torch.save(source.dino.state_dict(), dino_file)
-    official = {f"module.encoder.{k}": v for k, v in source.clip.state_dict().items()}
+    over = {
+        "options.arch": "{}",
+        "options.dino_arch": "{}",
+        "options.quick_gelu": "true",
+        "options.dino_heads": 2,
+        "options.embedding_dim": 16,
+        "options.decoder_heads": 2,
+        "options.text_heads": 1,
+        "model.pretrained": str(clip_file),
+        "options.dino_weights": str(dino_file),
+        "data.root": str(tmp_path),
+    }
+    cfg = load_config(REPO / "configs/weclip_plus/synthetic_cpu.yaml", [f"{k}={v}" for k, v in over.items()])
+    model = build_method(cfg, CLASSES)
+    assert model.options.arch["vision_layers"] == 3 and model.options.dino_arch["embed_dim"] == 32
+    for part, ref in ((model.clip, source.clip), (model.dino, source.dino)):
+        for k, v in ref.state_dict().items():
+            assert torch.equal(part.state_dict()[k], v), k
+
+
+def test_import_takes_an_official_checkpoint(tmp_path):
+    """``wsss import weclip_plus``: an official ``torch.save(model.state_dict())`` (``module.encoder.*`` the CLIP in
+    float16 as the official model holds it, ``module.dino_encoder.*``, the heads) becomes the run: architectures from
+    the tensors, every weight from the file; a file without them is refused in one line."""
+    from wsss.core.errors import WeightLoadError
+    from wsss.methods.weclip_plus import build_from_checkpoint
+
+    source = _tiny(tmp_path)
+    official = {f"module.encoder.{k}": v.half() for k, v in source.clip.state_dict().items() if k != "attn_mask"}
     official.update({f"module.dino_encoder.{k}": v for k, v in source.dino.state_dict().items()})
     torch.manual_seed(5)
     heads = {k: torch.randn_like(v) for k, v in source.decoder.state_dict().items()}
     official.update({f"module.{k}": v for k, v in heads.items()})
     ckpt = tmp_path / "wetr_iter_30000.pth"
     torch.save(official, ckpt)
-    over = {"options.arch": "{}", "options.dino_arch": "{}", "options.quick_gelu": "true", "options.dino_heads": 2,
-            "options.embedding_dim": 16, "options.decoder_heads": 2, "options.text_heads": 1,
-            "model.pretrained": str(clip_file), "options.dino_weights": str(dino_file), "data.root": str(tmp_path),
-            "run.device": "cpu"}  # fmt: skip
+    over = {
+        "options.arch": "{}",
+        "options.dino_arch": "{}",
+        "options.dino_heads": 2,
+        "options.embedding_dim": 16,
+        "options.decoder_heads": 2,
+        "options.text_heads": 1,
+        "data.root": str(tmp_path),
+    }
     cfg = load_config(REPO / "configs/weclip_plus/synthetic_cpu.yaml", [f"{k}={v}" for k, v in over.items()])
     model, _ = build_from_checkpoint(ckpt, cfg, CLASSES)
-    assert model.options.arch["vision_layers"] == 3 and model.options.dino_arch["embed_dim"] == 32
+    assert model.options.quick_gelu is True and model.options.arch["vision_width"] == 64
     for k, v in heads.items():
         assert torch.equal(model.decoder.state_dict()[k], v)
     for k, v in source.dino.state_dict().items():
         assert torch.equal(model.dino.state_dict()[k], v)
+    assert torch.equal(model.clip.state_dict()["visual.proj"], source.clip.state_dict()["visual.proj"].half().float())
     assert model.has_seg_head
     bad = tmp_path / "other.pth"
     torch.save({"encoder.visual.proj": torch.zeros(2, 2)}, bad)
-    from wsss.core.errors import WeightLoadError
-
-    with pytest.raises(WeightLoadError, match="not an official WeCLIP\\+ checkpoint"):
+    with pytest.raises(WeightLoadError, match="other.pth: not an official WeCLIP\\+ checkpoint"):
         build_from_checkpoint(bad, cfg, CLASSES)
 
 

@@ -8,7 +8,7 @@ text, weighted by the decoder's own class probabilities, refined by an affinity 
 decoder's ``attn_pred``, then PAR). ``wsss train configs/weclip_plus/voc.yaml model.pretrained=CLIPFILE
 options.dino_weights=DINOFILE`` trains it, ``wsss predict`` uses the decoder (``0.5 (seg_clip + seg_dino)``),
 ``wsss cam`` the pseudo-label maps of a run. ``wsss import weclip_plus CHECKPOINT`` makes a run of an official
-checkpoint (its heads) with the CLIP of ``model.pretrained`` and the DINOv2 of ``options.dino_weights``.
+checkpoint (its CLIP, DINOv2 and heads).
 
 Every official quirk is an ``options.quirk_*`` switch (docs/methods/weclip_plus.md#quirks): on in ``voc.yaml`` /
 ``coco.yaml``, off in ``voc_corrected.yaml`` and the CPU preset.
@@ -367,32 +367,47 @@ def msc_flip_segs(seg_fn: Any, x: torch.Tensor, scales: Sequence[float]) -> torc
 
 
 def build_from_checkpoint(path: Path, cfg: Config, class_names: list[str]) -> tuple[Method, dict[str, Any]]:
-    """``wsss import weclip_plus CHECKPOINT``: an official ``wetr_iter_*.pth`` (``torch.save(model.state_dict())``)
-    whose heads go into the run; the CLIP comes from ``model.pretrained``, the DINOv2 from ``options.dino_weights``
-    (the official checkpoint holds them too, in float16 for the CLIP; the run reads the files users have)."""
+    """``wsss import weclip_plus CHECKPOINT``: an official ``wetr_iter_*.pth`` (``torch.save(model.state_dict())``
+    of ``scripts/dist_clip_voc.py``; ``module.`` prefixes dropped). It holds every weight: the CLIP (``encoder.*``,
+    OpenAI's names, float16 as the official model keeps it; QuickGELU, OpenAI's activation, unless
+    ``options.quick_gelu`` says otherwise), the DINOv2 (``dino_encoder.*``, the hub's names) and the heads. The
+    architectures are read off the tensors, as from the weight files."""
     from wsss.methods.contract import build_method
+    from wsss.models.clip import arch_of_state_dict
+    from wsss.models.dinov2 import arch_of_state_dict as dino_arch_of
     from wsss.models.weights import read_state_dict
 
-    heads = official_head_state(read_state_dict(path))
-    if not heads:
-        raise WeightLoadError(f"{path}: no decoder_fts_fuse / dino_decoder_fts_fuse / decoder entries: not an "
-                              "official WeCLIP+ checkpoint")  # fmt: skip
-    if not cfg.model.pretrained or not cfg.options.get("dino_weights"):
-        raise ConfigError("weclip_plus import: give model.pretrained=CLIPFILE and options.dino_weights=DINOFILE")
-    model = build_method(cfg, class_names)
-    own = model.decoder.state_dict()
-    bad = [k for k in own if k not in heads or heads[k].shape != own[k].shape]
-    if bad:
-        raise WeightLoadError(f"{path}: its heads do not fit the config (first: {bad[0]})")
-    model.decoder.load_state_dict({k: heads[k].float() for k in own})
-    model.decoder_steps.fill_(1)
+    state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items() if torch.is_tensor(v)}
+    heads = official_head_state(state)
+    clip_sd = {k.removeprefix("encoder."): v.float() for k, v in state.items() if k.startswith("encoder.")}
+    dino_sd = {k.removeprefix("dino_encoder."): v.float() for k, v in state.items() if k.startswith("dino_encoder.")}
+    if not heads or not clip_sd or not dino_sd:
+        raise WeightLoadError(f"{path}: not an official WeCLIP+ checkpoint (it needs encoder.*, dino_encoder.* and the "
+                              "heads decoder_fts_fuse.*, dino_decoder_fts_fuse.*, decoder.*)")  # fmt: skip
+    o = cfg.options
+    try:
+        arch = arch_of_state_dict(clip_sd, o.get("text_heads"))
+        dino_arch = dino_arch_of(dino_sd, o.get("dino_heads"))
+    except KeyError as e:
+        raise WeightLoadError(f"{path}: {e.args[0]}") from None
+    quick_gelu = True if o.get("quick_gelu") is None else bool(o["quick_gelu"])
+    cfg.options.update(arch=arch.as_dict(), dino_arch=dino_arch.as_dict(), quick_gelu=quick_gelu, weights=str(path),
+                       dino_weights="")  # fmt: skip
     cfg.model.pretrained = None
+    model = build_method(cfg, class_names)
+    cfg.options["prompts"] = list(model.options.prompts)
+    for part, loaded in ((model.clip, clip_sd), (model.dino, dino_sd), (model.decoder, heads)):
+        own = part.state_dict()
+        bad = [k for k in own if k != "attn_mask" and (k not in loaded or loaded[k].shape != own[k].shape)]
+        if bad:
+            raise WeightLoadError(f"{path}: the checkpoint does not fit the config (first: {bad[0]})")
+        part.load_state_dict({k: loaded[k].to(own[k].dtype) for k in own if k in loaded}, strict=False)
+    model.decoder_steps.fill_(1)  # a trained head: wsss predict uses it
     return model, {"dropped_official_keys": []}
 
 
 register_import(ImportLayout(
     "weclip_plus", "weclip_plus", build_from_checkpoint,
-    summary="weclip_plus: an official WeCLIP+ checkpoint (wetr_iter_*.pth) with model.pretrained=CLIP "
-            "options.dino_weights=DINOv2",
+    summary="weclip_plus: an official WeCLIP+ checkpoint (wetr_iter_*.pth: CLIP, DINOv2 and the heads)",
     next_step="WeCLIP+ imported (next: wsss predict {out} --split SPLIT)",
 ))  # fmt: skip
