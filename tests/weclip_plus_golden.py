@@ -66,8 +66,8 @@ def networks(dtype: torch.dtype = torch.float32) -> tuple[Any, Any, Any]:
 def replay_forward(dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """The recorded ``WeCLIP_Plus.forward`` replayed with wsss's pieces on the recorded input, every quirk on."""
     from wsss.cam.clip_es import text_features
+    from wsss.cam.clip_refine import par_refine, scaled_maps, with_background
     from wsss.cam.par import PAR
-    from wsss.methods.excel.cam import par_refine, scaled_maps, with_background
     from wsss.methods.weclip_plus.cam import refined_cams
     from wsss.methods.weclip_plus.model import clip_features, dino_features
 

@@ -69,7 +69,7 @@ def test_golden_weclip_plus_pseudo_labels(b):
 
 def test_golden_weclip_plus_layer_mask_and_keys():
     """The kept attention layers (``attn_diff <= mean``) and the class keys of the recorded images."""
-    from wsss.methods.excel.cam import layer_selection
+    from wsss.cam.clip_refine import layer_selection
 
     f = npz("weclip_plus_forward.npz")
     for b in (0, 1):

@@ -28,13 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.cam import PAR, denormalize_image
-from wsss.core.config import Config
-from wsss.core.errors import ConfigError, ConfigWarning, UsageError, WeightLoadError
-from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from wsss.losses import balanced_seg_loss
-from wsss.methods.clip_runs import VOC_BACKGROUND, cams_of_labels, prompts_for
-from wsss.methods.contract import CamDeclaration, Method, register_method
-from wsss.methods.excel.cam import (
+from wsss.cam.clip_refine import (
     affinity_label,
     attention_affinity_loss,
     par_refine,
@@ -42,6 +36,12 @@ from wsss.methods.excel.cam import (
     scaled_maps,
     with_background,
 )
+from wsss.core.config import Config
+from wsss.core.errors import ConfigError, ConfigWarning, UsageError, WeightLoadError
+from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from wsss.losses import balanced_seg_loss
+from wsss.methods.clip_runs import VOC_BACKGROUND, cams_of_labels, prompts_for
+from wsss.methods.contract import CamDeclaration, Method, register_method
 from wsss.methods.imports import ImportLayout, register_import
 from wsss.methods.weclip_plus.cam import refined_cams
 from wsss.methods.weclip_plus.model import (

@@ -4,9 +4,9 @@
 Per image: Grad-CAM of the labelled classes' text on the last CLIP block (``cam.clip_es.gradcam_of_labels``, the
 CLIP-ES Grad-CAM), each map times the decoder's probability of its class, refined by the transition matrix of an
 affinity: the CLIP attention maps of the last ``layers`` blocks that are closer to the decoder's ``attn_pred``
-than the mean, averaged, times ``attn_pred`` (ExCEL's layer selection, ``methods.excel.cam``), normalised as
+than the mean, averaged, times ``attn_pred`` (ExCEL's layer selection, ``cam.clip_refine``), normalised as
 CLIP-ES's class-aware affinity (``cam.clip_es.caa_transition``). The maps are then scaled to the image, given a
-background ``1 - max``, refined by PAR and their argmax taken (ExCEL's ``labels_from_refined``).
+background ``1 - max``, refined by PAR and their argmax taken (``cam.clip_refine``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from wsss.cam.clip_es import box_mask, caa_refine, caa_transition, gradcam_of_labels, scoremap_boxes
-from wsss.methods.excel.cam import attention_affinity
+from wsss.cam.clip_refine import attention_affinity
 
 
 @dataclass
