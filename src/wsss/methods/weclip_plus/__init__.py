@@ -173,11 +173,10 @@ class WeclipPlus(Method):
         from wsss.models.dinov2 import load_dinov2_file
 
         o = self.options
-        model, arch, line = load_dinov2_file(weights, num_heads=o.dino_heads)
+        model, arch, _ = load_dinov2_file(weights, num_heads=o.dino_heads)
         if o.dino_arch and Dinov2Arch(**o.dino_arch) != arch:
             raise ConfigError(f"{weights}: its DINOv2 architecture {arch.as_dict()} is not options.dino_arch")
         o.dino_arch = arch.as_dict()
-        print(f"{weights}: {line}", flush=True)
         return model
 
     def text(self) -> torch.Tensor:
