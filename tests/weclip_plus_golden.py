@@ -22,6 +22,15 @@ def npz(name: str) -> dict[str, np.ndarray]:
     return load_golden(name)
 
 
+def normalized(u8: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) or (H, W, 3) uint8 -> (N, 3, H, W) float32 as the official ``normalize_img`` computes it (float64
+    ``(x - mean) / std`` per channel, stored as float32): bit-identical to the recorded ``input`` and ``v{j}_input_raw``
+    (checked when the recordings were shrunk, which is why those float keys are not kept)."""
+    u8 = u8[None] if u8.ndim == 3 else u8
+    x = (u8.astype(np.float64) - np.array([123.675, 116.28, 103.53])) / np.array([58.395, 57.12, 57.375])
+    return torch.from_numpy(np.ascontiguousarray(x.astype(np.float32).transpose(0, 3, 1, 2)))
+
+
 def clip_state() -> dict[str, torch.Tensor]:
     """The tiny CLIP: ExCEL's recorded weights (the same tensors) with WeCLIP+'s token rows."""
     w, own = npz("excel_weights.npz"), npz("weclip_plus_weights.npz")
@@ -73,7 +82,7 @@ def replay_forward(dtype: torch.dtype = torch.float32) -> dict[str, Any]:
 
     f = npz("weclip_plus_forward.npz")
     clip, dino, head = networks(dtype)
-    x = torch.from_numpy(f["input"]).to(dtype)
+    x = normalized(np.stack([f["fwd0_uint8"], f["fwd1_uint8"]])).to(dtype)
     out: dict[str, Any] = {}
     out["bg_text_features"] = text_features(clip, VOC_BACKGROUND, [TEMPLATE], out_proj_fp16=True)
     cf = clip_features(clip, x)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from golden import assert_close_to_max
-from weclip_plus_golden import npz, voc_method
+from weclip_plus_golden import normalized, npz, voc_method
 from wsss.methods.weclip_plus import msc_flip_segs, resize_long
 
 INFER = "weclip_plus_infer.npz"
@@ -40,7 +40,7 @@ def _classes(j: int) -> torch.Tensor:
 @pytest.mark.parametrize("j", [0, 1])
 def test_golden_weclip_plus_msc_flip_inference(j):
     s, method = npz(INFER), _method()
-    raw = torch.from_numpy(s[f"v{j}_input_raw"])
+    raw = normalized(s[f"val{j}_uint8"])
     x = resize_long(raw, method.options.test_resize_long)
     seen = []
 
@@ -67,7 +67,7 @@ def test_golden_weclip_plus_msc_flip_inference(j):
 def test_golden_weclip_plus_cam_labels_at_the_image_size(j):
     """The pseudo labels of the unflipped scale-1 image, scaled to the original (XML) size before PAR."""
     s, method = npz(INFER), _method()
-    x = resize_long(torch.from_numpy(s[f"v{j}_input_raw"]), method.options.test_resize_long)
+    x = resize_long(normalized(s[f"val{j}_uint8"]), method.options.test_resize_long)
     cf, head = method.network(x)
     size = tuple(s[f"v{j}_cam_out"].shape[-2:])
     with torch.enable_grad():
