@@ -71,13 +71,16 @@ class ClipESQuirks:
 
 
 @torch.no_grad()
-def text_features(model: nn.Module, class_prompts: list[str], templates: list[str]) -> torch.Tensor:
+def text_features(
+    model: nn.Module, class_prompts: list[str], templates: list[str], out_proj_fp16: bool = False
+) -> torch.Tensor:
     """``zeroshot_classifier`` (step 2): (n_cls, E) unit rows. Every template is filled with the class's
     prompt (its synonyms stay one comma-separated string, as the official names), encoded, L2-normalised,
-    averaged over templates and normalised again. All prompts go through the text tower in one batch."""
+    averaged over templates and normalised again. All prompts go through the text tower in one batch.
+    ``out_proj_fp16``: the attention output projections in float16 (WeCLIP+, ``models.clip.encode_text``)."""
     check_prompts_fit(class_prompts, templates)
     texts = [t.format(name) for name in class_prompts for t in templates]
-    emb = encode_text(model, tokenize(texts).to(model.token_embedding.weight.device))
+    emb = encode_text(model, tokenize(texts).to(model.token_embedding.weight.device), out_proj_fp16)
     emb = emb / emb.norm(dim=-1, keepdim=True)
     emb = emb.view(len(class_prompts), len(templates), -1).mean(dim=1)
     return emb / emb.norm(dim=-1, keepdim=True)
@@ -114,13 +117,16 @@ def scale_cam(cam: np.ndarray, size_wh: tuple[int, int] | None = None) -> np.nda
 
 
 def gradcam_of_labels(
-    model: nn.Module, tokens: torch.Tensor, text_feats: torch.Tensor, n_labels: int, grid_hw: tuple[int, int]
-) -> dict[str, Any]:
+    model: nn.Module, tokens: torch.Tensor, text_feats: torch.Tensor, n_labels: int, grid_hw: tuple[int, int],
+    out_proj_fp16: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """Grad-CAM of the softmax score of each of the first ``n_labels`` classes of ``text_feats`` on the
     last block's ``ln_1`` output (step 7): one forward of the last block (the same for every label: only the
     target differs), then one backward per label through the kept graph. The official code runs the forward
     again for every label (pytorch_grad_cam's ``__call__``); the numbers are those, the time is not
     (BENCHMARKS.md, CLIP-ES against the official script).
+
+    ``out_proj_fp16``: the block's attention output projection in float16 (WeCLIP+, ``models.clip``).
 
     Returns numpy arrays: ``probs`` (1, T), ``attn_last`` (1, L, L), ``activations`` (1, D, gh, gw),
     ``gradients`` / (n, D, gh, gw), ``weights`` (n, D), ``cam_raw`` (n, gh, gw) and ``cam`` (n, gh, gw)
@@ -129,7 +135,7 @@ def gradcam_of_labels(
     gh, gw = grid_hw
     with torch.enable_grad():
         # the tokens require grad so that ln_1's output does even with frozen weights
-        probs, attn, ln1 = last_block_scores(model, tokens.detach()[:1].requires_grad_(True), text_feats)
+        probs, attn, ln1 = last_block_scores(model, tokens.detach()[:1].requires_grad_(True), text_feats, out_proj_fp16)
         grads = torch.cat([
             torch.autograd.grad(probs[0, i], ln1, retain_graph=i < n_labels - 1)[0] for i in range(n_labels)
         ])  # fmt: skip

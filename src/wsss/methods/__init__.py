@@ -5,7 +5,7 @@ Importing this package registers the built-in methods and their refiners; ``buil
 """
 
 # imported for their @register_method / @register_refiner side effect
-from wsss.methods import affinitynet, cam, clip_es, deeplab, excel, rca, sccam, seco  # noqa: F401
+from wsss.methods import affinitynet, cam, clip_es, deeplab, excel, rca, sccam, seco, weclip_plus  # noqa: F401
 from wsss.methods.contract import (
     MASK_TERM,
     METHODS,

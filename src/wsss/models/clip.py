@@ -252,9 +252,19 @@ def tokenize(texts: list[str], context_length: int = 77) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_text(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """CLIP's text embedding (before normalisation) of (n, 77) tokens: open_clip's ``encode_text``."""
-    return model.encode_text(tokens)
+def encode_text(model: nn.Module, tokens: torch.Tensor, out_proj_fp16: bool = False) -> torch.Tensor:
+    """CLIP's text embedding (before normalisation) of (n, 77) tokens: open_clip's ``encode_text``; with
+    ``out_proj_fp16`` the same tower with each attention's output projection in float16
+    (:func:`attention_fp16_out`, WeCLIP+)."""
+    if not out_proj_fp16:
+        return model.encode_text(tokens)
+    x = model.token_embedding(tokens) + model.positional_embedding.to(model.token_embedding.weight.dtype)
+    for block in model.transformer.resblocks:
+        out, _ = attention_fp16_out(block.attn, block.ln_1(x), model.attn_mask)
+        x = x + block.ls_1(out.to(x.dtype))
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    x = model.ln_final(x)
+    return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ model.text_projection
 
 
 # ---- vision --------------------------------------------------------------------------------------
@@ -275,11 +285,35 @@ def interpolate_pos_embed(pos: torch.Tensor, grid_hw: tuple[int, int], fp16_roun
     return out.half().to(pos.dtype) if fp16_round else out
 
 
-def block_with_attention(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def attention_fp16_out(attn: nn.MultiheadAttention, h: torch.Tensor, mask: torch.Tensor | None = None):
+    """``nn.MultiheadAttention`` of batch-first tokens ``h`` (N, L, D) whose output projection runs in float16
+    (WeCLIP+'s ``myAtt``: ``F.linear(out.half(), W.half(), b.half())``, docs/methods/weclip_plus.md#q1), returning
+    (output in float16, the head-averaged attention (N, L, L) in ``h``'s dtype). ``mask``: an additive (L, L)."""
+    n, length, d = h.shape
+    heads = attn.num_heads
+    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(n, length, heads, d // heads).transpose(1, 2) for t in (q, k, v))
+    scores = (q / math.sqrt(d // heads)) @ k.transpose(-2, -1)
+    if mask is not None:
+        scores = scores + mask.to(scores)
+    weights = scores.softmax(dim=-1)
+    out = (weights @ v).transpose(1, 2).reshape(n, length, d)
+    proj = attn.out_proj
+    return F.linear(out.half(), proj.weight.half(), proj.bias.half()), weights.sum(dim=1) / heads
+
+
+def block_with_attention(
+    block: nn.Module, x: torch.Tensor, out_proj_fp16: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One open_clip ``ResidualAttentionBlock`` on batch-first tokens (N, L, D), returning (output,
-    the head-averaged attention (N, L, L), the ``ln_1`` output that Grad-CAM reads)."""
+    the head-averaged attention (N, L, L), the ``ln_1`` output that Grad-CAM reads). ``out_proj_fp16``: the
+    attention's output projection in float16 (:func:`attention_fp16_out`, WeCLIP+'s quirk)."""
     h = block.ln_1(x)
-    attn_out, attn = block.attn(h, h, h, need_weights=True, average_attn_weights=True)
+    if out_proj_fp16:
+        attn_out, attn = attention_fp16_out(block.attn, h)
+        attn_out = attn_out.to(x.dtype)
+    else:
+        attn_out, attn = block.attn(h, h, h, need_weights=True, average_attn_weights=True)
     x = x + block.ls_1(attn_out)
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return x, attn, h
@@ -297,34 +331,47 @@ def embed_image(visual: nn.Module, image: torch.Tensor, pos_fp16: bool = True) -
 
 
 @torch.no_grad()
-def vision_tokens(
-    visual: nn.Module, image: torch.Tensor, *, pos_fp16: bool = True, layers_by_77_tokens: bool = True
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Tokens after all blocks but the last (N, L, D) and each of those blocks' attention (N, L, L).
+def vision_blocks(
+    visual: nn.Module, image: torch.Tensor, *, pos_fp16: bool = True, layers_by_77_tokens: bool = True,
+    out_proj_fp16: bool = False,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
+    """Each block's output tokens (N, L, D) and head-averaged attention (N, L, L), for every block but the last.
 
-    ``layers_by_77_tokens`` (quirk): the official ``Transformer.forward`` tells text from images by
-    the token count, so an image of exactly 77 tokens (76 patches) runs every block here, and the
-    last block then runs a second time in :func:`last_block_scores`.
+    ``layers_by_77_tokens`` (quirk): the official ``Transformer.forward`` of CLIP-ES, ExCEL and WeCLIP+ tells
+    text from images by the token count, so an image of exactly 77 tokens (76 patches) runs every block here,
+    and the last block then runs a second time in :func:`last_block_scores`.
     """
     x = embed_image(visual, image, pos_fp16)
     blocks = visual.transformer.resblocks
     count = len(blocks) if layers_by_77_tokens and x.shape[1] == 77 else len(blocks) - 1
-    maps = []
+    outs, maps = [], []
     for block in list(blocks)[:count]:
-        x, attn, _ = block_with_attention(block, x)
+        x, attn, _ = block_with_attention(block, x, out_proj_fp16)
+        outs.append(x)
         maps.append(attn)
-    return x, maps
+    return outs, maps
+
+
+@torch.no_grad()
+def vision_tokens(
+    visual: nn.Module, image: torch.Tensor, *, pos_fp16: bool = True, layers_by_77_tokens: bool = True
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Tokens after all blocks but the last (N, L, D) and each of those blocks' attention (N, L, L)
+    (:func:`vision_blocks`, its last output)."""
+    outs, maps = vision_blocks(visual, image, pos_fp16=pos_fp16, layers_by_77_tokens=layers_by_77_tokens)
+    return (outs[-1] if outs else embed_image(visual, image, pos_fp16)), maps
 
 
 def last_block_scores(
-    model: nn.Module, tokens: torch.Tensor, text_features: torch.Tensor
+    model: nn.Module, tokens: torch.Tensor, text_features: torch.Tensor, out_proj_fp16: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """CLIP-ES ``forward_last_layer`` (docs/methods/clip_es.md#step-7): the last visual block on ``tokens``
     (N, L, D), ``ln_post``, mean of the patch tokens, ``proj``, cosine with ``text_features`` (T, E)
     scaled by ``logit_scale.exp()``, softmax over T. Returns (probs (N, T), attention (N, L, L),
-    ``ln_1`` output (N, L, D), which keeps its graph for Grad-CAM)."""
+    ``ln_1`` output (N, L, D), which keeps its graph for Grad-CAM). ``out_proj_fp16``: see
+    :func:`block_with_attention`."""
     visual = model.visual
-    x, attn, ln1 = block_with_attention(visual.transformer.resblocks[-1], tokens)
+    x, attn, ln1 = block_with_attention(visual.transformer.resblocks[-1], tokens, out_proj_fp16)
     x = visual.ln_post(x)
     x = x[:, 1:, :].mean(dim=1) @ visual.proj
     image_features = x / x.norm(dim=1, keepdim=True)

@@ -9,7 +9,6 @@ official code. ``Qn`` is a quirk number: the row ``#qn`` of docs/methods/excel.m
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.models.clip import block_with_attention, interpolate_pos_embed, tokenize
+from wsss.models.clip_decoder import BlockFusion, DecoderTransformer  # noqa: F401 - shared with WeCLIP+
 
 
 @dataclass(frozen=True)
@@ -179,72 +179,6 @@ def enrich_text(text: torch.Tensor, bank: torch.Tensor, n_fg: int, keep_ratio: f
 
 
 # ---- the decoder (docs/methods/excel.md#decoder; model/segformer_head.py, model/decoder/TransDecoder.py) ---------
-
-
-class _TokenMLP(nn.Module):
-    """SegFormerHead's ``MLP``: Linear, ReLU, Linear on the tokens of one block."""
-
-    def __init__(self, in_dim: int, dim: int):
-        super().__init__()
-        self.proj = nn.Linear(in_dim, dim)
-        self.proj_2 = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B, hw, dim)
-        return self.proj_2(F.relu(self.proj(x.flatten(2).transpose(1, 2))))
-
-
-class BlockFusion(nn.Module):
-    """SegFormerHead over every CLIP block: a token MLP per block, concatenated, a 1x1 fusion, Dropout2d(0.1)."""
-
-    def __init__(self, in_channels: int, dim: int, num_layers: int):
-        super().__init__()
-        self.linears_modulelist = nn.ModuleList(_TokenMLP(in_channels, dim) for _ in range(num_layers))
-        self.linear_fuse = nn.Conv2d(dim * num_layers, dim, kernel_size=1)
-        self.dropout = nn.Dropout2d(0.1)
-
-    def forward(self, layers: torch.Tensor) -> torch.Tensor:  # (L, B, C, h, w) -> (B, dim, h, w)
-        _, b, _, h, w = layers.shape
-        parts = [
-            mlp(x.float()).permute(0, 2, 1).reshape(b, -1, h, w) for mlp, x in zip(self.linears_modulelist, layers)
-        ]
-        return self.dropout(self.linear_fuse(torch.cat(parts, dim=1)))
-
-
-class _QuickGELU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
-class _DecoderBlock(nn.Module):
-    """A pre-norm transformer block (sequence first), QuickGELU MLP: TransDecoder's ``ResidualAttentionBlock``."""
-
-    def __init__(self, width: int, heads: int):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(width, heads)
-        self.ln_1 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, width * 4)), ("gelu", _QuickGELU()),
-                                              ("c_proj", nn.Linear(width * 4, width))]))  # fmt: skip
-        self.ln_2 = nn.LayerNorm(width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.ln_1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
-        return x + self.mlp(self.ln_2(x))
-
-
-class DecoderTransformer(nn.Module):
-    """TransDecoder's ``DecoderTransformer``: transformer blocks over the tokens, a 1x1 classifier."""
-
-    def __init__(self, width: int, layers: int, heads: int, num_classes: int):
-        super().__init__()
-        self.transformer = nn.Module()
-        self.transformer.resblocks = nn.Sequential(*(_DecoderBlock(width, heads) for _ in range(layers)))
-        self.linear_pred = nn.Conv2d(width, num_classes, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B, classes, h, w)
-        b, c, h, w = x.shape
-        tokens = self.transformer.resblocks(x.reshape(b, c, h * w).permute(2, 0, 1))
-        return self.linear_pred(tokens.permute(1, 2, 0).reshape(b, c, h, w))
 
 
 class ExcelDecoder(nn.Module):
