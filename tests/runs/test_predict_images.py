@@ -125,8 +125,9 @@ def test_two_local_workers_write_the_masks_of_one(reported, photos, tmp_path, mo
     assert main(["predict", str(run), "--images", str(folder), "--out", str(two), "--overlay", "--workers", "2",
                  "--quiet"]) == 0  # fmt: skip
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
-    # 4 masks, 4 overlays, the settings stamp and the job's lock, the same in both
-    assert len(files) == 10 and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    # 4 masks, 4 overlays, the settings stamp, the photos' records (of the masks' and the overlays' folders) and the
+    # job's lock, the same in both
+    assert len(files) == 12 and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
     # the same bytes but in the lock, which holds its job's pid and time
     assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files if f.name != JOB_LOCK_FILE)
 

@@ -37,14 +37,14 @@ from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, U
 from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
-from wsss.data.voc import run_dataset
 from wsss.methods import REFINERS, JobStop, PoolCall, refiner_options
 from wsss.runs import refiners  # noqa: F401 (registers the generic refiners)
 from wsss.runs.run import Run, allowed_classes, class_weights_of, load_run, present_classes, soft_tag_weights
 from wsss.runs.shard import run_ids, shared_todo
-from wsss.runs.stamps import check_stamp, claim_folder, normal, read_stamp
+from wsss.runs.stamps import check_stamp, claim_folder, normal, photo_record, read_stamp, refresh_sources
 from wsss.runs.tag import tag_labels
 from wsss.utils.io import (
+    CAM_SUFFIX,
     find_cam_file,
     load_cam_of,
     load_labelled_cam,
@@ -59,15 +59,26 @@ from wsss.utils.procs import leave_stops_to_parent, stops_held_for_children
 from wsss.utils.runlock import job_folder_lock
 
 
-def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool, *also: tuple[Path, str]) -> list[str]:
-    """The ids still to write into ``out_dir``; a killed earlier run's temporary files there are removed. ``also``:
-    (folder, suffix) of the id's further outputs: an id is done only when each of its outputs is there (issue 58:
-    ``predict --save-probs`` over masks of an earlier ``predict`` wrote no probabilities)."""
+def _todo(
+    ds: VOCDataset, out_dir: Path, suffix: str, overwrite: bool, *also: tuple[Path, str], rewrite_all: bool = False
+) -> list[str]:  # fmt: skip
+    """The ids of ``ds`` still to write into ``out_dir``; a killed earlier run's temporary files there are removed.
+    ``also``: (folder, suffix) of the id's further outputs: an id is done only when each of its outputs is there
+    (issue 58: ``predict --save-probs`` over masks of an earlier ``predict`` wrote no probabilities). The outputs of
+    an id whose photo is not the one they were made of are removed first (``stamps.refresh_sources``: a photo
+    replaced under its name); ``rewrite_all`` (or ``overwrite``): every id."""
     remove_stale_temps(out_dir)
-    if overwrite:
-        return list(ids)
     outputs = [(out_dir, suffix), *also]
-    return [i for i in ids if not all(per_id_path(d, i, x).is_file() for d, x in outputs)]
+    records = _photo_records(ds)
+    for folder, x in outputs:
+        refresh_sources(folder, [x], records)
+    if overwrite or rewrite_all:
+        return list(ds.ids)
+    return [i for i in ds.ids if not all(per_id_path(d, i, x).is_file() for d, x in outputs)]
+
+
+def _photo_records(ds: VOCDataset) -> dict[str, list[int] | None]:
+    return {i: photo_record(ds.image_path(i)) for i in ds.ids}
 
 
 class _Outputs:
@@ -129,9 +140,10 @@ def _model_and_source(run: Run, source: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dataset_source(ds: VOCDataset) -> dict[str, Any]:
-    """Where a job's photos come from, in its settings stamp: a dataset's root (photos that are not a dataset:
-    the sources given to ``--images``, ``runs/photos.py``)."""
-    return {"data_root": _resolved(ds.root)}
+    """Where a job's photos come from, in its settings stamp: a dataset's root and its classes (photos that are not a
+    dataset: the sources given to ``--images``, ``runs/photos.py``). Each photo's own file is recorded per id
+    (``stamps.refresh_sources``)."""
+    return {"data_root": _resolved(ds.root), "classes": list(ds.class_names)}
 
 
 def cam_settings(run: Run, source: dict[str, Any]) -> dict[str, Any]:
@@ -274,12 +286,7 @@ def _label_writes(out: Path) -> Callable[[str, np.ndarray], Writes]:
 
 
 def _dataset(run: Run, root: str | None, split: str) -> VOCDataset:
-    ds = run_dataset(root, run.cfg.data.root, split, run.dir)
-    if ds.num_classes != run.num_classes:
-        raise DataError(
-            f"{ds.root}: the dataset has {ds.num_classes} classes but the run was trained with {run.num_classes}"
-        )
-    return ds
+    return run.dataset(root, split)
 
 
 def run_cam(
@@ -317,7 +324,9 @@ def run_cam(
 
         def list_todo() -> list[str]:
             outputs.claim()  # also removes a killed job's temporary files from both folders
-            return list(ds.ids) if reseed else _todo(ds.ids, seeds, ".png", overwrite)
+            # the CAMs of a photo replaced under its name go too (a reseed would reuse them)
+            refresh_sources(out, [CAM_SUFFIX], _photo_records(ds))
+            return _todo(ds, seeds, ".png", overwrite, rewrite_all=reseed)
 
         todo = shared_todo(list_todo)
 
@@ -431,7 +440,7 @@ def run_pseudo(
 
         def list_todo() -> list[str]:
             outputs.claim()
-            return _todo(ds.ids, out, ".png", overwrite)
+            return _todo(ds, out, ".png", overwrite)
 
         todo = shared_todo(list_todo)
         job = PseudoJob(run, ds, cams, levels)
@@ -581,7 +590,7 @@ def run_predict(
     (and ``probs_ensN``).
     """
     check_predict(run, tags_from, tag_gate, tag_threshold, labelled_only)
-    ds = run_dataset(root, run.cfg.data.root, split, run.dir)
+    ds = _dataset(run, root, split)
     networks = 1 + len(run.ensemble)
     gate = tag_gate if tags_from is not None else None
     out = run.dir / predictions_folder(crf=crf, labelled_only=labelled_only, tag_gate=gate, networks=networks) / split
@@ -597,7 +606,7 @@ def run_predict(
 
         def list_todo() -> list[str]:
             outputs.claim()
-            return _todo(ds.ids, out, ".png", overwrite, *([(probs_dir, ".npy")] if save_probs else []))
+            return _todo(ds, out, ".png", overwrite, *([(probs_dir, ".npy")] if save_probs else []))
 
         todo = shared_todo(list_todo)
 

@@ -53,7 +53,7 @@ from wsss.runs.jobs import (
 )
 from wsss.runs.run import Run
 from wsss.runs.shard import run_ids, shared_todo
-from wsss.runs.stamps import differences, normal, read_stamp, write_stamp
+from wsss.runs.stamps import differences, normal, photo_record, read_stamp, refresh_sources, write_stamp
 from wsss.runs.tag import DEFAULT_THRESHOLD, tag_labels
 from wsss.utils.io import per_id_path, read_image, save_label_png, save_labelled_cam, save_overlay
 from wsss.utils.runlock import job_folder_lock
@@ -137,6 +137,9 @@ def _run_photos(
             for folder in folders:
                 remove_stale_temps(folder)  # a killed earlier job's temporary files
             write_stamp(out, settings)
+            records = {i: photo_record(photos.image_path(i)) for i in photos.ids}
+            for folder, suffix in folders.items():  # a photo replaced under its name: its outputs are made again
+                refresh_sources(folder, [suffix], records)
             if overwrite:
                 return list(photos.ids)
             return [i for i in photos.ids if not all(per_id_path(f, i, x).is_file() for f, x in folders.items())]

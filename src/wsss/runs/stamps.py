@@ -22,6 +22,7 @@ writes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from collections.abc import Iterable, Mapping
@@ -29,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from wsss.core.errors import ConfigWarning, UsageError
-from wsss.core.files import atomic_write, remove_stale_temps
+from wsss.core.files import atomic_write, is_temp_file, remove_stale_temps
+from wsss.utils.io import per_id_path
 from wsss.utils.runlock import JOB_LOCK_FILE
 
 STAMP_FILE = ".settings.json"
+SOURCES_FILE = ".sources.json"  # each id's photo as its outputs were made of it (:func:`refresh_sources`)
 _UNREADABLE = {"stamp": "unreadable"}  # a stamp that is not JSON: settings unknown, so never those of a job
 
 
@@ -53,7 +56,7 @@ def read_stamp(folder: str | Path) -> dict[str, Any] | None:
     return stamp if isinstance(stamp, dict) else dict(_UNREADABLE)
 
 
-_NOT_OUTPUTS = (STAMP_FILE, JOB_LOCK_FILE)  # the files of a folder that are not its job's outputs
+_NOT_OUTPUTS = (STAMP_FILE, SOURCES_FILE, JOB_LOCK_FILE)  # the files of a folder that are not its job's outputs
 
 _ABSENT = "(none)"  # a setting one side does not have
 
@@ -102,7 +105,7 @@ def _has_outputs(folder: Path) -> bool:
     """Whether ``folder`` holds anything but its stamp, its job's lock and a killed write's temporary files: a stamp
     alone asserts nothing (e.g. a job that stopped on a bad option after stamping its folder)."""
     return folder.is_dir() and any(
-        p.name not in _NOT_OUTPUTS and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+        p.name not in _NOT_OUTPUTS and not is_temp_file(p.name)
         for p in folder.iterdir()
     )
 
@@ -170,3 +173,52 @@ def write_stamp(folder: str | Path, settings: Mapping[str, Any]) -> None:
     with atomic_write(Path(folder) / STAMP_FILE, "w") as f:
         json.dump(normal(settings), f, indent=1, sort_keys=True)
         f.write("\n")
+
+
+def photo_record(path: str | Path) -> list[int] | None:
+    """What names a photo's file in :data:`SOURCES_FILE`: [its size, its modification time in ns]; None when it
+    cannot be read (its id is then always done again, and the job reports the photo)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def read_sources(folder: str | Path) -> dict[str, Any] | None:
+    """id -> the photo record (:func:`photo_record`) its outputs in ``folder`` were made of; None when the folder has
+    no records ({} when they cannot be read: every id is then made again)."""
+    path = Path(folder) / SOURCES_FILE
+    if not path.is_file():
+        return None
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return records if isinstance(records, dict) else {}
+
+
+def refresh_sources(
+    folder: str | Path, suffixes: Iterable[str], records: Mapping[str, list[int] | None]
+) -> set[str]:  # fmt: skip
+    """Before a job writes into ``folder`` (one process, the folder held): the outputs of each id whose photo is not
+    the one they were made of are removed, and the photos' records are written into :data:`SOURCES_FILE`.
+    ``suffixes``: those of an id's files in ``folder``; ``records``: id -> :func:`photo_record` of the job's ids.
+
+    A stamp names the settings of a folder; a photo replaced under its name keeps them, and a job that skips the ids
+    whose outputs exist kept its old mask (issue 76). The ids whose record differs (or is missing, or None) lose their
+    outputs, which are this job's own (the folder's stamp is this job's settings), so the job makes them again; a
+    killed job's next run finds them missing. A folder without records (made by an older wsss) takes this job's, as
+    a folder without a stamp takes its settings (:func:`claim_folder`). Returns the ids whose outputs went."""
+    folder = Path(folder)
+    old = read_sources(folder)
+    stale = set() if old is None else {i for i, r in records.items() if r is None or old.get(i) != r}
+    old = old or {}
+    for id in sorted(stale):
+        for suffix in suffixes:
+            path = per_id_path(folder, id, suffix)
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+    with atomic_write(folder / SOURCES_FILE, "w") as f:
+        json.dump({**old, **{i: r for i, r in records.items() if r is not None}}, f, sort_keys=True)
+    return stale

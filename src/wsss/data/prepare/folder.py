@@ -51,6 +51,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wsss.core.errors import DataError, UsageError
+from wsss.core.files import is_temp_file
 from wsss.data.check import PROGRESS_MIN, check_image, check_mask
 from wsss.data.classes import parse_classes, write_classes
 from wsss.data.photos import PHOTO_SUFFIXES, is_photo
@@ -305,8 +306,8 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def _has_files(folder: Path) -> bool:
-    """Whether ``folder`` holds a file other than a killed write's temporary (``.<name>.<x>.tmp``)."""
-    return folder.is_dir() and any(not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in folder.iterdir())
+    """Whether ``folder`` holds a file other than a killed write's temporary (``core.files.is_temp_file``)."""
+    return folder.is_dir() and any(not is_temp_file(p.name) for p in folder.iterdir())
 
 
 def _remove(paths: list[Path]) -> None:
