@@ -40,7 +40,7 @@ import torch
 from wsss.cam import CRFPool
 from wsss.core.distributed import rank
 from wsss.core.errors import OutputError, UsageError
-from wsss.core.files import remove_stale_temps
+from wsss.core.files import is_temp_file, remove_stale_temps
 from wsss.data.photos import PhotoFolder
 from wsss.runs.jobs import (
     Writes,
@@ -56,7 +56,7 @@ from wsss.runs.shard import run_ids, shared_todo
 from wsss.runs.stamps import differences, normal, photo_record, read_stamp, refresh_sources, write_stamp
 from wsss.runs.tag import DEFAULT_THRESHOLD, tag_labels
 from wsss.utils.io import per_id_path, read_image, save_label_png, save_labelled_cam, save_overlay
-from wsss.utils.runlock import job_folder_lock
+from wsss.utils.runlock import JOB_LOCK_FILE, job_folder_lock
 
 OVERLAY_DIR, OVERLAY_SUFFIX = "overlay", ".jpg"
 
@@ -87,11 +87,17 @@ def _check_outputs(
     photos: PhotoFolder, out: Path, folders: dict[Path, str], settings: dict[str, Any], overwrite: bool
 ) -> None:  # fmt: skip
     """Refuse ``out`` when it already holds an output of these photos made with other ``settings`` than this job's
-    (or unstamped), unless ``overwrite``. Every process checks before the job's first collective
-    (``shared_todo``), so none sees another's new outputs."""
+    (or unstamped), or, with no stamp, any file wsss did not make (:func:`_not_ours`), unless ``overwrite``. Every
+    process checks before the job's first collective (``shared_todo``), so none sees another's new outputs."""
     old, new = read_stamp(out), normal(settings)
     if overwrite or old == new:  # the same job again continues: its finished photos are skipped
         return
+    if old is None and (theirs := _not_ours(out, photos, folders)):
+        shown = ", ".join(theirs[:3]) + (f" (and {len(theirs) - 3} more)" if len(theirs) > 3 else "")
+        raise UsageError(
+            f"{out}: holds files that wsss did not make ({shown}); give --out a new or empty folder (the masks of "
+            "a folder of your own, e.g. ground truth, would mix with them), or pass --overwrite to write among them"
+        )
     for folder, suffix in folders.items():
         for id in photos.ids:
             path = per_id_path(folder, id, suffix)
@@ -102,6 +108,17 @@ def _check_outputs(
                 f"{out}: already holds outputs of these photos{made} (e.g. {path}); pass --overwrite to replace "
                 "them, or give another --out"
             )
+
+
+def _not_ours(out: Path, photos: PhotoFolder, folders: dict[Path, str]) -> list[str]:
+    """The entries of an unstamped ``out`` that are not a job's own: all but its lock and wsss's temporary files, and
+    the outputs of these photos (reported as such by :func:`_check_outputs`). A folder of the user's masks is not a
+    place for predictions (issue 79: the README's block predicted into the folder of the ground truth)."""
+    if not out.is_dir():
+        return []
+    mine = {per_id_path(f, i, x).relative_to(out).parts[0] for f, x in folders.items() for i in photos.ids}
+    mine |= {f.relative_to(out).parts[0] for f in folders if f != out}
+    return sorted(p.name for p in out.iterdir() if p.name not in (JOB_LOCK_FILE, *mine) and not is_temp_file(p.name))
 
 
 def _photo_writes(out: Path, photos: PhotoFolder, overlay: bool) -> Callable[[str, np.ndarray], Writes]:

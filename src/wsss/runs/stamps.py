@@ -104,10 +104,7 @@ def _refusal(folder: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> Us
 def _has_outputs(folder: Path) -> bool:
     """Whether ``folder`` holds anything but its stamp, its job's lock and a killed write's temporary files: a stamp
     alone asserts nothing (e.g. a job that stopped on a bad option after stamping its folder)."""
-    return folder.is_dir() and any(
-        p.name not in _NOT_OUTPUTS and not is_temp_file(p.name)
-        for p in folder.iterdir()
-    )
+    return folder.is_dir() and any(p.name not in _NOT_OUTPUTS and not is_temp_file(p.name) for p in folder.iterdir())
 
 
 def check_stamp(folder: str | Path, settings: Mapping[str, Any], *, overwrite: bool = False) -> None:

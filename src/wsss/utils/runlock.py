@@ -108,6 +108,16 @@ def job_folder_lock(folder: str | os.PathLike, command: str) -> contextlib.Abstr
     )  # fmt: skip
 
 
+def unpack_lock(dest: str | os.PathLike, command: str) -> contextlib.AbstractContextManager[Path]:
+    """Hold ``.<name>.lock`` beside ``dest`` (an archive's folder being unpacked, ``data/fetch.py``) for the block;
+    UsageError naming the holder if another live process is unpacking into it."""
+    dest = Path(dest)
+    return _held(
+        dest.parent, f".{dest.name}.lock", command,
+        lambda who, where: f"{dest}: {who} is unpacking into this folder ({where}); wait for it to finish or stop it",
+    )  # fmt: skip
+
+
 @contextlib.contextmanager
 def _held(folder: Path, lock_file: str, command: str, refusal: Callable[[str, str], str]) -> Iterator[Path]:
     """Hold ``folder/lock_file`` (``command``: this process's, for another's message); ``refusal(who, where)``: the

@@ -221,6 +221,10 @@ def prepare_folder(
     if by_path:
         summary.warnings.append(f"{len(by_path)} label row(s) name their image by a path: each is matched to the "
                                 f"photo of its file name in {images}: {first(by_path)}")  # fmt: skip
+    unmatched = _unmatched_masks(masks, files) if masks is not None else []
+    if unmatched:
+        summary.warnings.append(f"{len(unmatched)} mask(s) in {masks} match no photo in {images} and were skipped: "
+                                f"{first(unmatched)}")  # fmt: skip
     if renamed:
         summary.warnings.append(f"{len(renamed)} image name(s) contain whitespace, which an id cannot (split lists "
                                 f"hold one id a line): each run of it is '_' in the id: {first(renamed)}")  # fmt: skip
@@ -353,6 +357,13 @@ def _left_out(images: Path) -> list[str]:
 def _placed_suffix(image: Path) -> str:
     """The suffix the dataset holds ``image`` under: its own where the dataset looks for it, else lower-case."""
     return image.suffix if image.suffix in IMAGE_EXTS else image.suffix.lower()
+
+
+def _unmatched_masks(masks: Path, files: dict[str, Path]) -> list[str]:
+    """The masks in ``masks`` (``*.png``) of no photo's stem: skipped, and named (issue 79: predictions written into
+    the folder of the masks would pass for ground truth once photos of their names are added)."""
+    stems = {f.stem for f in files.values()}
+    return sorted(p.name for p in masks.glob("*.png") if p.stem not in stems and not p.name.startswith("."))
 
 
 def _mask_file(masks: Path, image: Path) -> Path:
