@@ -36,7 +36,7 @@ from typing import Any
 
 from wsss.core.errors import DataError, MissingFileError, UsageError
 from wsss.data.prepare import PrepareSummary
-from wsss.utils.runlock import unpack_lock
+from wsss.utils.runlock import UNPACK_LOCK_FILE, check_unpacking, unpack_lock
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,8 @@ def fetch(
     for archive in sorted(release.archives, key=lambda a: a.file not in given):
         dest = raw / release.folder / archive.top
         if (dest.exists() or dest.is_symlink()) and not dest.is_dir():  # never replaced: it is not a release of ours
-            raise UsageError(f"{dest}: is a file, not the folder of an unpacked release; move it away (it is never "
-                             "deleted) or give another --raw")  # fmt: skip
+            raise UsageError(f"{dest}: is not a folder (a file, or a link to none), so not an unpacked release; move "
+                             "it away (it is never deleted) or give another --raw")  # fmt: skip
         if dest.is_dir() and not overwrite:
             unused = f"; {given[archive.file][0]} not used" if archive.file in given else ""
             log(f"{dest}: unpacked earlier, kept (--overwrite unpacks it again){unused}")
@@ -363,24 +363,29 @@ def unpack(archive: Path, top: str, dest: Path, title: str = "the release", prog
     for it). A member that would land outside that folder, a damaged archive or one without ``top`` is a
     DataError naming the file, and leaves ``dest`` as it was."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    # One unpacking of ``dest`` at a time: a second one would remove the first's temporary folder as a killed one's,
-    # and the first would put in place the members it wrote after that, while reporting them all (issue 76).
-    with unpack_lock(dest, "wsss data fetch"):
-        for stale in dest.parent.glob(f".{dest.name}.*{UNPACKING}"):  # a killed earlier unpacking's
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=UNPACKING, dir=dest.parent))
-        try:
+    # One unpacking of ``dest`` at a time: a second one removed the first's temporary folder as a killed one's, and
+    # the first put in place the members it wrote after that, while reporting them all (issue 76). Each unpacking
+    # holds a lock in its folder; a folder whose lock is held is another's, and this one is refused.
+    stale = sorted(dest.parent.glob(f".{dest.name}.*{UNPACKING}"))
+    for folder in stale:
+        check_unpacking(folder, dest)
+    for folder in stale:  # a killed earlier unpacking's
+        shutil.rmtree(folder, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=UNPACKING, dir=dest.parent))
+    try:
+        with unpack_lock(tmp, f"wsss data fetch ({archive.name})"):
             count = _extract(archive, tmp, progress)
             if not (tmp / top).is_dir():
-                found = ", ".join(sorted(p.name for p in tmp.iterdir())[:5]) or "nothing"
+                held = sorted(p.name for p in tmp.iterdir() if p.name != UNPACK_LOCK_FILE)
+                found = ", ".join(held[:5]) or "nothing"
                 raise DataError(f"{archive}: not {title}: no {top}/ at its top (it holds {found})")
-            if dest.is_dir() and not dest.is_symlink():  # overwrite: the earlier release is set aside, removed with tmp
+            if dest.is_dir():  # overwrite: the earlier release is set aside, removed with tmp (a link: the link alone)
                 os.replace(dest, tmp / ".replaced")
             elif dest.exists() or dest.is_symlink():  # a user's file: never deleted (the caller refuses it first)
-                raise UsageError(f"{dest}: is a file, not the folder of an unpacked release; move it away")
+                raise UsageError(f"{dest}: is not a folder, so not an unpacked release; move it away")
             os.replace(tmp / top, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return count
 
 
