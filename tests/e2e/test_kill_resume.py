@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from conftest import REPO, tiny_overrides
-from wsss.runs.stamps import STAMP_FILE
+from wsss.runs.stamps import SOURCES_FILE, STAMP_FILE
 from wsss.utils.io import read_label_png
 from wsss.utils.runlock import JOB_LOCK_FILE
 
@@ -72,7 +72,7 @@ def test_sigkill_during_predict_then_resume_gives_every_mask(tmp_path):
     ids = (root / "ImageSets/Segmentation/val.txt").read_text().split()
     assert sorted(p.stem for p in out.glob("*.png")) == sorted(ids)
     hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
-    assert hidden == sorted([STAMP_FILE, JOB_LOCK_FILE])  # no temporary leftovers
+    assert hidden == sorted([STAMP_FILE, SOURCES_FILE, JOB_LOCK_FILE])  # no temporary leftovers
     resumed = {i: read_label_png(out / f"{i}.png") for i in ids}
     # every mask is complete and the same as a fresh, uninterrupted prediction
     subprocess.run(args + ["--overwrite"], check=True, cwd=REPO)

@@ -53,7 +53,7 @@ from wsss.runs.jobs import (
 )
 from wsss.runs.run import Run
 from wsss.runs.shard import run_ids, shared_todo
-from wsss.runs.stamps import differences, normal, photo_record, read_stamp, refresh_sources, write_stamp
+from wsss.runs.stamps import SOURCES_FILE, differences, normal, photo_record, read_stamp, refresh_sources, write_stamp
 from wsss.runs.tag import DEFAULT_THRESHOLD, tag_labels
 from wsss.utils.io import per_id_path, read_image, save_label_png, save_labelled_cam, save_overlay
 from wsss.utils.runlock import JOB_LOCK_FILE, job_folder_lock
@@ -92,12 +92,6 @@ def _check_outputs(
     old, new = read_stamp(out), normal(settings)
     if overwrite or old == new:  # the same job again continues: its finished photos are skipped
         return
-    if old is None and (theirs := _not_ours(out, photos, folders)):
-        shown = ", ".join(theirs[:3]) + (f" (and {len(theirs) - 3} more)" if len(theirs) > 3 else "")
-        raise UsageError(
-            f"{out}: holds files that wsss did not make ({shown}); give --out a new or empty folder (the masks of "
-            "a folder of your own, e.g. ground truth, would mix with them), or pass --overwrite to write among them"
-        )
     for folder, suffix in folders.items():
         for id in photos.ids:
             path = per_id_path(folder, id, suffix)
@@ -108,6 +102,22 @@ def _check_outputs(
                 f"{out}: already holds outputs of these photos{made} (e.g. {path}); pass --overwrite to replace "
                 "them, or give another --out"
             )
+    if old is None:
+        _check_foreign(photos, out, folders, overwrite)
+
+
+def _check_foreign(photos: PhotoFolder, out: Path, folders: dict[Path, str], overwrite: bool) -> None:
+    """Refuse an unstamped ``out`` that holds files wsss did not make (:func:`_not_ours`), unless ``overwrite``; also
+    called before the job's lock, so that a refused folder of the user's gets no lock file either."""
+    if overwrite or read_stamp(out) is not None:
+        return
+    theirs = _not_ours(out, photos, folders)
+    if theirs:
+        shown = ", ".join(theirs[:3]) + (f" (and {len(theirs) - 3} more)" if len(theirs) > 3 else "")
+        raise UsageError(
+            f"{out}: holds files that wsss did not make ({shown}); give --out a new or empty folder (the masks of "
+            "a folder of your own, e.g. ground truth, would mix with them), or pass --overwrite to write among them"
+        )
 
 
 def _not_ours(out: Path, photos: PhotoFolder, folders: dict[Path, str]) -> list[str]:
@@ -118,7 +128,8 @@ def _not_ours(out: Path, photos: PhotoFolder, folders: dict[Path, str]) -> list[
         return []
     mine = {per_id_path(f, i, x).relative_to(out).parts[0] for f, x in folders.items() for i in photos.ids}
     mine |= {f.relative_to(out).parts[0] for f in folders if f != out}
-    return sorted(p.name for p in out.iterdir() if p.name not in (JOB_LOCK_FILE, *mine) and not is_temp_file(p.name))
+    ours = (JOB_LOCK_FILE, SOURCES_FILE, *mine)
+    return sorted(p.name for p in out.iterdir() if p.name not in ours and not is_temp_file(p.name))
 
 
 def _photo_writes(out: Path, photos: PhotoFolder, overlay: bool) -> Callable[[str, np.ndarray], Writes]:
@@ -147,6 +158,7 @@ def _run_photos(
     under that lock (:func:`_check_outputs`), so that no other job stamps it between this job's check and its
     writes."""
     _check_place(photos, out, folders)
+    _check_foreign(photos, out, folders, overwrite)
     with job_folder_lock(out, command) if rank() == 0 else contextlib.nullcontext():
         _check_outputs(photos, out, folders, settings, overwrite)
 
