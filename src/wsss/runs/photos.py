@@ -107,8 +107,7 @@ def _check_outputs(
 
 
 def _check_foreign(photos: PhotoFolder, out: Path, folders: dict[Path, str], overwrite: bool) -> None:
-    """Refuse an unstamped ``out`` that holds files wsss did not make (:func:`_not_ours`), unless ``overwrite``; also
-    called before the job's lock, so that a refused folder of the user's gets no lock file either."""
+    """Refuse an unstamped ``out`` that holds files wsss did not make (:func:`_not_ours`), unless ``overwrite``."""
     if overwrite or read_stamp(out) is not None:
         return
     theirs = _not_ours(out, photos, folders)
@@ -158,7 +157,7 @@ def _run_photos(
     under that lock (:func:`_check_outputs`), so that no other job stamps it between this job's check and its
     writes."""
     _check_place(photos, out, folders)
-    _check_foreign(photos, out, folders, overwrite)
+    _check_outputs(photos, out, folders, settings, overwrite)  # before the lock too: a refused folder gets none
     with job_folder_lock(out, command) if rank() == 0 else contextlib.nullcontext():
         _check_outputs(photos, out, folders, settings, overwrite)
 
