@@ -16,7 +16,7 @@ import torch
 from wsss.cli import main
 from wsss.core.checkpoint import load_checkpoint, save_checkpoint
 from wsss.data import VOCDataset
-from wsss.data.voc import IMAGE_DIR
+from wsss.data.voc import IMAGE_DIR, load_cls_labels, write_cls_labels
 from wsss.utils.io import read_label_png
 
 
@@ -179,6 +179,9 @@ def test_predict_split_refuses_a_dataset_of_another_count_as_cam_does(reported, 
     names = VOCDataset(synth_root, "val").class_names
     run = _run_copy(reported, tmp_path)
     root = _renamed_classes(synth_root, tmp_path, [*names, "extra"])
+    labels = load_cls_labels(root, len(names))  # a whole dataset of 8 classes: its labels one class longer
+    write_cls_labels(root, {i: np.append(v, np.float32(0)) for i, v in labels.items()})
+    assert len(VOCDataset(root, "val").labels(VOCDataset(root, "val").ids[0])) == len(names)
     errs = {c: _err(capsys, [c, str(run), "--split", "val", "--data-root", str(root), "--quiet"])
             for c in ("cam", "predict", "pseudo")}  # fmt: skip
     line = (f"error: {root}: the dataset has {len(names) + 1} classes but the run {run} was trained with "
