@@ -141,6 +141,28 @@ def test_a_run_retrained_to_the_same_step_is_refused_over_its_old_masks(reported
     assert {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")} != old
 
 
+def test_a_stamp_of_an_older_wsss_is_taken_as_this_models(reported, tmp_path, capsys):
+    """A folder stamped before the stamps named the model's content and the dataset's classes: its outputs are taken
+    as made by this model, with a warning, and the folder is stamped anew (not refused for settings it could not
+    name), as a folder without a stamp is."""
+    import json
+
+    run = _run_copy(reported, tmp_path)
+    assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
+    stamp_file = run / "predictions/val/.settings.json"
+    stamp = json.loads(stamp_file.read_text())
+    assert len(stamp["model"].pop("sha1")) == 40 and stamp.pop("classes")[0] == "background"
+    stamp_file.write_text(json.dumps(stamp))
+    old = {p.name: p.stat().st_mtime_ns for p in (run / "predictions/val").glob("*.png")}
+    capsys.readouterr()
+    assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
+    assert f"warning: {run / 'predictions/val'}: its stamp (.settings.json, written by an older wsss)" in (
+        capsys.readouterr().err
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "predictions/val").glob("*.png")} == old  # all kept
+    assert "sha1" in json.loads(stamp_file.read_text())["model"]
+
+
 def _renamed_classes(synth_root: Path, tmp_path: Path, classes: list[str]) -> Path:
     root = tmp_path / "renamed"
     shutil.copytree(synth_root, root)

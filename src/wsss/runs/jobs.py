@@ -41,7 +41,7 @@ from wsss.methods import REFINERS, JobStop, PoolCall, refiner_options
 from wsss.runs import refiners  # noqa: F401 (registers the generic refiners)
 from wsss.runs.run import Run, allowed_classes, class_weights_of, load_run, present_classes, soft_tag_weights
 from wsss.runs.shard import run_ids, shared_todo
-from wsss.runs.stamps import check_stamp, claim_folder, normal, photo_record, read_stamp, refresh_sources
+from wsss.runs.stamps import check_stamp, claim_folder, normal, photo_record, read_stamp, refresh_sources, with_added
 from wsss.runs.tag import tag_labels
 from wsss.utils.io import (
     CAM_SUFFIX,
@@ -315,7 +315,7 @@ def run_cam(
     ours = normal({**settings, "bkg_thre": thre})
 
     def other_level() -> bool:
-        stamp = read_stamp(seeds)
+        stamp = with_added(read_stamp(seeds), ours)
         return stamp is not None and stamp.get("bkg_thre") != thre and {**stamp, "bkg_thre": thre} == ours
 
     outputs.add(seeds, {**settings, "bkg_thre": thre}, rewrite_all=bkg_thre is not None or other_level)

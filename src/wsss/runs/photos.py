@@ -53,7 +53,16 @@ from wsss.runs.jobs import (
 )
 from wsss.runs.run import Run
 from wsss.runs.shard import run_ids, shared_todo
-from wsss.runs.stamps import SOURCES_FILE, differences, normal, photo_record, read_stamp, refresh_sources, write_stamp
+from wsss.runs.stamps import (
+    SOURCES_FILE,
+    differences,
+    normal,
+    photo_record,
+    read_stamp,
+    refresh_sources,
+    with_added,
+    write_stamp,
+)
 from wsss.runs.tag import DEFAULT_THRESHOLD, tag_labels
 from wsss.utils.io import per_id_path, read_image, save_label_png, save_labelled_cam, save_overlay
 from wsss.utils.runlock import JOB_LOCK_FILE, job_folder_lock
@@ -89,7 +98,8 @@ def _check_outputs(
     """Refuse ``out`` when it already holds an output of these photos made with other ``settings`` than this job's
     (or unstamped), or, with no stamp, any file wsss did not make (:func:`_not_ours`), unless ``overwrite``. Every
     process checks before the job's first collective (``shared_todo``), so none sees another's new outputs."""
-    old, new = read_stamp(out), normal(settings)
+    new = normal(settings)
+    old = with_added(read_stamp(out), new)  # a stamp of an older wsss: without the model's content
     if overwrite or old == new:  # the same job again continues: its finished photos are skipped
         return
     for folder, suffix in folders.items():

@@ -56,6 +56,22 @@ def read_stamp(folder: str | Path) -> dict[str, Any] | None:
     return stamp if isinstance(stamp, dict) else dict(_UNREADABLE)
 
 
+# Settings that a stamp of an older wsss lacks (issue 76 added them: the checkpoint's content, the dataset's classes):
+# such a stamp is compared as if it named the job's own, as a folder without a stamp is taken as the job's.
+_ADDED = ("sha1", "classes")
+
+
+def with_added(old: Any, new: Any) -> Any:
+    """``old`` (a stamp read back) with each setting of :data:`_ADDED` that it lacks and ``new`` has taken from
+    ``new``, at any depth (the ensemble's members, the tagger)."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        filled = {k: with_added(v, new[k]) if k in new else v for k, v in old.items()}
+        return {**filled, **{k: new[k] for k in _ADDED if k in new and k not in old}}
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [with_added(a, b) for a, b in zip(old, new, strict=True)]
+    return old
+
+
 _NOT_OUTPUTS = (STAMP_FILE, SOURCES_FILE, JOB_LOCK_FILE)  # the files of a folder that are not its job's outputs
 
 _ABSENT = "(none)"  # a setting one side does not have
@@ -111,8 +127,8 @@ def check_stamp(folder: str | Path, settings: Mapping[str, Any], *, overwrite: b
     """UsageError naming ``folder`` and the differing settings when it holds outputs stamped with other
     ``settings`` (and not ``overwrite``). Only reads: every process of a job may call it."""
     folder = Path(folder)
-    old = read_stamp(folder)
     new = normal(settings)
+    old = with_added(read_stamp(folder), new)
     if old is not None and old != new and not overwrite and _has_outputs(folder):
         raise _refusal(folder, old, new)
 
@@ -139,8 +155,15 @@ def claim_folder(
     folder = Path(folder)
     remove_stale_temps(folder)  # a killed job's temporary files (this process owns the folder now)
     new = normal(settings)
-    old = read_stamp(folder)
+    read = read_stamp(folder)
+    old = with_added(read, new)
     if old == new:
+        if read != new:
+            warnings.warn(ConfigWarning(
+                f"{folder}: its stamp ({STAMP_FILE}, written by an older wsss) does not name the model's content or "
+                "the dataset's classes; its outputs are taken as made by this model (--overwrite redoes them)"
+            ), stacklevel=2)  # fmt: skip
+            write_stamp(folder, new)
         return False
     cleared = False
     has_outputs = _has_outputs(folder)
