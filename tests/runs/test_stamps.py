@@ -129,7 +129,7 @@ def test_a_dataset_photo_replaced_under_its_name_gets_new_cams_and_masks(reporte
 def test_a_run_retrained_to_the_same_step_is_refused_over_its_old_masks(reported, tmp_path, capsys):
     """Issue 76, silently wrong 3: a run retrained into the same folder to the same step: `predict --split val`
     skipped every photo and kept the old model's masks. It is refused now, naming the model's content; --overwrite
-    makes them again."""
+    makes them again, and removes nothing else of the folder."""
     run = _run_copy(reported, tmp_path)
     assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
     old = {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")}
@@ -137,8 +137,10 @@ def test_a_run_retrained_to_the_same_step_is_refused_over_its_old_masks(reported
     err = _err(capsys, ["predict", str(run), "--split", "val", "--quiet"])
     assert err.startswith(f"error: {run / 'predictions/val'}: holds outputs made with other settings (model.sha1:")
     assert {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")} == old
+    (run / "predictions/val/notes.txt").write_text("mine\n")  # --overwrite removes only what the command made
     assert main(["predict", str(run), "--split", "val", "--overwrite", "--quiet"]) == 0
     assert {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")} != old
+    assert (run / "predictions/val/notes.txt").read_text() == "mine\n"
 
 
 def test_a_stamp_of_an_older_wsss_is_taken_as_this_models(reported, tmp_path, capsys):

@@ -89,14 +89,17 @@ class _Outputs:
     def __init__(self, overwrite: bool, inputs: Sequence[str | Path | None] = ()) -> None:
         self.overwrite, self.inputs = overwrite, list(inputs)
         self.folders: list[tuple[Path, dict[str, Any], bool | Callable[[], bool]]] = []
+        self.suffixes: dict[Path, str] = {}
 
     def add(
-        self, folder: Path, settings: dict[str, Any], *, rewrite_all: bool | Callable[[], bool] = False
+        self, folder: Path, settings: dict[str, Any], suffix: str, *, rewrite_all: bool | Callable[[], bool] = False
     ) -> _Outputs:
-        """``folder`` with ``settings``; ``rewrite_all``: the job writes each of its ids again (restamped), or a
-        function that decides it from the folder (called by :meth:`check`: under the folders' lock in :meth:`held`,
-        so that no other job changes the folder between the decision and the writes)."""
+        """``folder`` with ``settings``, its outputs ``<id><suffix>`` (what ``--overwrite`` removes there);
+        ``rewrite_all``: the job writes each of its ids again (restamped), or a function that decides it from the
+        folder (called by :meth:`check`: under the folders' lock in :meth:`held`, so that no other job changes the
+        folder between the decision and the writes)."""
         self.folders.append((folder, settings, rewrite_all))
+        self.suffixes[folder] = suffix
         return self
 
     def _decide(self) -> None:
@@ -127,7 +130,8 @@ class _Outputs:
     def claim(self) -> None:
         self._decide()
         for folder, settings, rewrite_all in self.folders:
-            claim_folder(folder, settings, overwrite=self.overwrite, rewrite_all=bool(rewrite_all), inputs=self.inputs)
+            claim_folder(folder, settings, overwrite=self.overwrite, rewrite_all=bool(rewrite_all), inputs=self.inputs,
+                         suffix=self.suffixes[folder])  # fmt: skip
 
 
 def _resolved(path: str | Path) -> str:
@@ -307,7 +311,7 @@ def run_cam(
     out, seeds = run.dir / "cams" / split, run.dir / "cam_labels" / split
     thre = run.cfg.cam.bkg_thre if bkg_thre is None else float(bkg_thre)
     settings = cam_settings(run, _dataset_source(ds))
-    outputs = _Outputs(overwrite, [ds.root]).add(out, settings)
+    outputs = _Outputs(overwrite, [ds.root]).add(out, settings, CAM_SUFFIX)
     # A seed is a cheap argmax of a saved CAM: a job at another level than the seeds' folder holds (--bkg-thre, or
     # the run's own level after an earlier --bkg-thre) rewrites every seed, and the folder takes the new level
     # without --overwrite; the seeds then always name the level of the last `wsss cam` (issue 58). Decided from the
@@ -318,7 +322,7 @@ def run_cam(
         stamp = with_added(read_stamp(seeds), ours)
         return stamp is not None and stamp.get("bkg_thre") != thre and {**stamp, "bkg_thre": thre} == ours
 
-    outputs.add(seeds, {**settings, "bkg_thre": thre}, rewrite_all=bkg_thre is not None or other_level)
+    outputs.add(seeds, {**settings, "bkg_thre": thre}, ".png", rewrite_all=bkg_thre is not None or other_level)
     with outputs.held("wsss cam"):
         reseed = outputs.rewrites_all(seeds)
 
@@ -435,7 +439,7 @@ def run_pseudo(
         "options": cfg["options"], "cams": read_stamp(cams),  # the CAMs' own settings: CAMs made again differ
         "affinity_run": _run_settings(affinity_run), "saliency": None if saliency is None else _resolved(saliency),
     }  # fmt: skip
-    outputs = _Outputs(overwrite, [ds.root, cams, saliency]).add(out, settings)
+    outputs = _Outputs(overwrite, [ds.root, cams, saliency]).add(out, settings, ".png")
     with outputs.held("wsss pseudo"):
 
         def list_todo() -> list[str]:
@@ -599,9 +603,9 @@ def run_predict(
     probs_settings = prediction_settings(
         run, _dataset_source(ds), scales, labelled_only, tags_from, tag_gate, tag_threshold
     )
-    outputs.add(out, {**probs_settings, "crf": run.cfg.to_dict()["infer"]["crf"] if crf else None})
+    outputs.add(out, {**probs_settings, "crf": run.cfg.to_dict()["infer"]["crf"] if crf else None}, ".png")
     if save_probs:
-        outputs.add(probs_dir, probs_settings)
+        outputs.add(probs_dir, probs_settings, ".npy")
     with outputs.held("wsss predict"):
 
         def list_todo() -> list[str]:

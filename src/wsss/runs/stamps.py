@@ -140,7 +140,7 @@ def _within(path: Path, folder: Path) -> bool:
 
 def claim_folder(
     folder: str | Path, settings: Mapping[str, Any], *, overwrite: bool = False, rewrite_all: bool = False,
-    inputs: Iterable[str | Path | None] = (),
+    inputs: Iterable[str | Path | None] = (), suffix: str | None = None,
 ) -> bool:  # fmt: skip
     """Make ``folder`` the output folder of a job with ``settings``, before the job writes into it (one
     process); returns True when it was cleared.
@@ -150,7 +150,9 @@ def claim_folder(
     (:func:`check_stamp`), unless ``rewrite_all`` (the job writes every id of the folder again, e.g.
     ``wsss cam --bkg-thre``: stamped anew) or ``overwrite``: the folder's files are removed first, unless one of
     ``inputs`` (the job's inputs) lies in it, which is a UsageError naming it (an output is never cleared over an
-    input).
+    input). With ``suffix`` (the job's outputs are ``<id><suffix>``) only those, the stamp, the photos' records and
+    wsss's temporary files are removed: a file of the user's in the folder stays (issue 76: ``--overwrite`` removes
+    only what the command made).
     """
     folder = Path(folder)
     remove_stale_temps(folder)  # a killed job's temporary files (this process owns the folder now)
@@ -182,10 +184,20 @@ def claim_folder(
         for p in folder.iterdir():
             if p.name == JOB_LOCK_FILE:  # held by this job (runs/jobs.py): removing it would let another job lock
                 continue
+            if suffix is not None and not _made(p, suffix):
+                continue
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         cleared = True
     write_stamp(folder, new)
     return cleared
+
+
+def _made(path: Path, suffix: str) -> bool:
+    """Whether ``path`` is a file a job of outputs ``<id><suffix>`` makes in its folder."""
+    name = path.name
+    if name in (STAMP_FILE, SOURCES_FILE) or is_temp_file(name):
+        return True
+    return name.endswith(suffix) and not name.startswith(".") and (path.is_file() or path.is_symlink())
 
 
 def write_stamp(folder: str | Path, settings: Mapping[str, Any]) -> None:
