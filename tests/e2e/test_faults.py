@@ -307,7 +307,7 @@ def test_prepare_writes_its_split_lists_last(tmp_path, monkeypatch):
 
 def test_leftover_tmp_files_are_removed_by_prepare_and_report(tmp_path, run_dir, data, capsys):
     argv = _prepare_inputs(tmp_path)
-    stale = tmp_path / "out" / "SegmentationClass" / ".im0.png.abc123.tmp"
+    stale = tmp_path / "out" / "SegmentationClass" / ".im0.png.abc123.wsss.tmp"  # atomic_write's name
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half a png")
     assert main(argv) == 0
