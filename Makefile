@@ -32,10 +32,13 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The suite runs in a random order (pytest-randomly; the seed is printed first and last), so that no test
-# leans on what ran before it. PYTEST_ARGS passes options: --randomly-seed=N replays an order.
+# leans on what ran before it, and on every core (pytest-xdist: one worker a core, each with its share of torch's
+# threads, tests/conftest.py). PYTEST_ARGS passes options: --randomly-seed=N replays an order;
+# PYTEST_WORKERS=0 runs it in one process.
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The golden (parity) tests again with PyTorch's portable kernels, what a CPU without AVX2 or an ARM laptop
 # runs: a tolerance below the float noise, or bit equality of a SIMD result, fails here (.ci/run runs it).
@@ -49,7 +52,8 @@ test-gpu-standin: $(STAMP)
 
 # The documentation site into site/, strict: a broken link, a missing page or picture fails (.ci/run runs it);
 # first dev/check_prose.py: a cut sentence or a stray table row, which the strict build lets through, fails.
-# dev/check_site.py then loads every page in headless Chromium.
+# (dev/check_site.py, which loads every page in headless Chromium, is not part of it: run it by hand after
+# `make docs` where Chromium is installed; its docstring says how.)
 DOCS_STAMP := $(VENV)/.docs-installed
 $(DOCS_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e ".[docs]"

@@ -11,9 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-# At most two intra-op threads (the machines this suite is budgeted for have two cores); fewer when the
-# environment asks for fewer (OMP_NUM_THREADS=1): the suite passes with either.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+
+def _threads_per_worker() -> int:
+    """At most two intra-op threads (the machines this suite is budgeted for have two cores), and no more than
+    this worker's share of the cores when pytest-xdist runs the suite in several processes (``make test``), so
+    that the workers do not oversubscribe the cores; fewer when the environment asks for fewer
+    (OMP_NUM_THREADS=1): the suite passes with any."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(2, torch.get_num_threads(), cores // max(workers, 1)))
+
+
+torch.set_num_threads(_threads_per_worker())
 
 REPO = Path(__file__).resolve().parents[1]
 # The real photos the tests read live in the repository (tests/assets/<set>/SOURCE.md: origin, licence, how

@@ -524,9 +524,30 @@ def cmd_export_voc_test(args: argparse.Namespace) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    from wsss.core.config import dump_config
+    from wsss.core.config import config_file, dump_config, dump_yaml, flat_preset
+    from wsss.core.errors import UsageError
+    from wsss.core.files import atomic_write, check_output_file
 
-    sys.stdout.write(dump_config(_load_checked(args.config, args.overrides)))  # the method's options too
+    if args.out is not None:  # refused before anything is read: a user's own preset is never replaced unasked
+        out = check_output_file(args.out)
+        if out.exists() and out.resolve() == config_file(args.config).resolve():
+            raise UsageError(f"{out}: --out is the preset itself; write the result to another file")
+        if out.exists() and not args.overwrite:
+            raise UsageError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
+    cfg = _load_checked(args.config, args.overrides)  # the method's options too
+    if args.flat:
+        what = " ".join([args.config, *args.overrides])
+        text = f"# {what}: its _base_ merged in (wsss config show --flat)\n" + dump_yaml(
+            flat_preset(args.config, args.overrides)
+        )
+    else:
+        text = dump_config(cfg)
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    with atomic_write(args.out, "w") as f:
+        f.write(text)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -544,13 +565,20 @@ def _load_checked(config: str, overrides: Sequence[str]) -> Any:
 
 
 def add_config(sub: argparse._SubParsersAction) -> None:
-    """``wsss config show CONFIG [overrides]``: the full config a preset resolves to (docs/configs.md)."""
+    """``wsss config show CONFIG [--flat] [--out FILE] [overrides]``: the full config a preset resolves to, or
+    with ``--flat`` the preset in one file, its bases merged in (docs/configs.md)."""
     s = sub.add_parser("config", help="print the full config a preset resolves to (`wsss config show CONFIG`)")
     actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = actions.add_parser(
         "show", help="print CONFIG as YAML with its _base_ presets, the defaults and the overrides merged in",
     )  # fmt: skip
-    q.add_argument("config", help="configs/<method>/<preset>.yaml or a run's config.yaml")
+    q.add_argument("config", help="configs/<method>/<preset>.yaml, a shipped preset's scoped name "
+                   "(wsss::cam/synthetic_cpu.yaml) or a run's config.yaml")  # fmt: skip
+    q.add_argument("--flat", action="store_true",
+                   help="the preset's own settings with its _base_ presets merged in, without the schema's "
+                   "defaults: one file that needs none of the bases, to copy and edit")  # fmt: skip
+    q.add_argument("--out", default=None, metavar="FILE", help="write the YAML to FILE (atomically) instead of stdout")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing --out FILE")
     add_overrides(q, "train.max_iters=100")
     q.set_defaults(fn=cmd_config_show)
 

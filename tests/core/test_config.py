@@ -76,6 +76,30 @@ def test_a_folder_that_is_not_a_run_is_named_with_what_to_do(tmp_path, capsys):
     assert load_run_config(tmp_path).train.lr == 0.5
 
 
+def test_a_run_directory_that_does_not_exist_is_said_so_by_every_command_that_reads_a_run(tmp_path, capsys):
+    """Issue 79: ``wsss predict runs/nope`` said "runs/nope/config.yaml: not a run directory (no config.yaml)";
+    a folder that does not exist is said so (with the run directories beside it of a close name), and a file
+    given as a run too, by the one check each command that reads a run goes through (``run_config_path``)."""
+    from wsss.cli import main
+    from wsss.core.config import save_config
+
+    runs = tmp_path / "runs"
+    save_config(load_config(None), runs / "demo" / "config.yaml")
+    (runs / "notes.txt").write_text("x")
+    split = ["--split", "val"]
+    commands = (["predict", "{}", *split], ["cam", "{}", *split], ["pseudo", "{}", *split], ["tag", "{}", *split],
+                ["sweep-bkg", "{}", *split], ["report", "{}"], ["viz", "{}", "--ids", "a"],
+                ["export", "voc-test", "{}"])  # fmt: skip
+    for argv in commands:
+        for run, said in ((runs / "nope", "no such run directory (the folder does not exist)\n"),
+                          (runs / "dem", "no such run directory (the folder does not exist); did you mean "
+                           f"{runs / 'demo'}?\n"),
+                          (runs / "notes.txt", "a file, not a run directory (a folder holding config.yaml and "
+                           "checkpoints/)\n")):  # fmt: skip
+            assert main([str(run) if a == "{}" else a for a in argv]) == 1, argv
+            assert capsys.readouterr().err == f"error: {run}: {said}", argv
+
+
 def test_the_schema_defaults_are_neutral():
     """No paper's settings as defaults (issue 57): the plain poly SGD without warm-up whose lr goes to 0 past
     the end, and no data set; the presets state theirs through configs/_base_."""

@@ -14,7 +14,7 @@ import yaml
 from conftest import REPO, tiny_overrides
 from dev.preset_expansions import FIXTURE, expand_preset, preset_names
 from wsss.cli import main
-from wsss.core.config import BASE_KEY, _merge, load_config, read_preset, resolve_paths, yaml_load
+from wsss.core.config import BASE_KEY, _merge, dump_config, load_config, read_preset, resolve_paths, yaml_load
 from wsss.core.errors import ConfigError
 
 RECORDED = json.loads(FIXTURE.read_text())
@@ -213,3 +213,91 @@ def test_a_run_config_is_the_full_merged_config(tmp_path, synth_root, one_thread
     (presets / "base.yaml").unlink()
     (presets / "child.yaml").unlink()
     assert load_config(run / "config.yaml") == expected
+
+
+def _scoped(text: str) -> str:
+    """A preset's text with its ``../`` bases named by their scoped names (what a user copying it writes)."""
+    return text.replace("../_base_/", "wsss::_base_/").replace("../cam/", "wsss::cam/")
+
+
+def test_a_copied_preset_keeps_its_bases_by_their_scoped_names(tmp_path, monkeypatch):
+    """Issue 79: a preset copied out of configs/ lost its bases (``_base_ '../_base_/datasets/synthetic.yaml' not
+    found``). Named ``wsss::...`` they resolve from any folder, and the copy loads to the preset's config; the
+    relative name not found says which scoped name to use."""
+    original = REPO / "configs/cam/synthetic_cpu.yaml"
+    copied = _write(tmp_path / "mine/cam.yaml", original.read_text())
+    with pytest.raises(ConfigError, match=r"_base_ '\.\./_base_/datasets/synthetic\.yaml' not found .*the shipped "
+                       r"config of that name is wsss::_base_/datasets/synthetic\.yaml: name it so"):  # fmt: skip
+        load_config(copied)
+    _write(copied, _scoped(original.read_text()))
+    assert "../" not in copied.read_text() and "wsss::_base_/cpu_runtime.yaml" in copied.read_text()
+    monkeypatch.chdir(tmp_path)  # not the checkout: the scoped names resolve from anywhere
+    assert load_config(copied) == load_config(original)
+    derived = _write(tmp_path / "mine/seco.yaml", "_base_: wsss::seco/voc.yaml\ntrain: {lr: 1.0e-4}\n")
+    assert load_config(derived) == load_config(REPO / "configs/seco/voc.yaml", ["train.lr=1.0e-4"])
+    assert load_config("wsss::cam/synthetic_cpu.yaml") == load_config(original)  # a config argument may be one too
+
+
+def test_a_scoped_name_that_is_not_a_shipped_config_is_named(tmp_path):
+    child = _write(tmp_path / "c.yaml", "_base_: wsss::cam/synthetic_cpu.yml\n")
+    with pytest.raises(ConfigError, match=rf"^{child}: _base_ 'wsss::cam/synthetic_cpu.yml': not a shipped config "
+                       r"\(.*\) \(did you mean wsss::cam/synthetic_cpu.yaml\?\)$"):  # fmt: skip
+        load_config(child)
+    _write(child, "_base_: wsss::../pyproject.toml\n")
+    with pytest.raises(ConfigError, match=r"_base_ 'wsss::../pyproject.toml': a wsss:: name is a path inside"):
+        load_config(child)
+    _write(child, "_base_: voc.yaml\n")  # several shipped presets have that name: each is offered
+    with pytest.raises(ConfigError, match=r"shipped configs of that name: .*wsss::cam/voc.yaml, .*wsss::seco/voc"):
+        load_config(child)
+
+
+def test_a_scoped_name_without_the_shipped_configs_says_how_to_get_them(tmp_path, monkeypatch):
+    """A wheel carries no configs/ (they sit beside src/ in the checkout): a scoped name is then one line saying
+    that a source or editable install has them, and a relative base not found offers no scoped name."""
+    import wsss.core.config as config
+
+    monkeypatch.setattr(config, "shipped_configs", lambda: tmp_path / "site-packages" / "configs")
+    child = _write(tmp_path / "c.yaml", "_base_: wsss::cam/synthetic_cpu.yaml\n")
+    with pytest.raises(ConfigError, match=r"the shipped configs are not installed .*: wsss:: names resolve in a source "
+                       r"or editable install of wsss \(pip install -e \.\); name a file instead$"):  # fmt: skip
+        load_config(child)
+    _write(child, "_base_: ../_base_/datasets/synthetic.yaml\n")
+    with pytest.raises(ConfigError, match=r"_base_ '\.\./_base_/datasets/synthetic\.yaml' not found \([^)]*\)$"):
+        load_config(child)
+
+
+@pytest.mark.parametrize("name", preset_names(), ids=lambda n: n.removeprefix("configs/").removesuffix(".yaml"))
+def test_config_show_flat_is_the_preset_in_one_file(name, tmp_path, capsys):
+    """``wsss config show PRESET --flat``: the preset with its bases merged in, no ``_base_`` and none of the
+    schema's defaults it does not state; the file alone loads to the preset's config (every shipped preset:
+    each takes milliseconds)."""
+    assert main(["config", "show", str(REPO / name), "--flat"]) == 0
+    flat = _write(tmp_path / "elsewhere/flat.yaml", capsys.readouterr().out)
+    assert BASE_KEY not in yaml_load(flat.read_text())
+    assert yaml_load(flat.read_text()) == read_preset(REPO / name)
+    assert load_config(flat) == load_config(REPO / name)
+
+
+def test_config_show_writes_to_out_atomically_and_never_over_a_file_unasked(tmp_path, capsys):
+    preset = REPO / "configs/seco/coco.yaml"
+    out = tmp_path / "flat.yaml"
+    assert main(["config", "show", str(preset), "--flat", "--out", str(out), "train.max_iters=5"]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
+    assert load_config(out) == load_config(preset, ["train.max_iters=5"])
+    assert "train.max_iters=5" in out.read_text().splitlines()[0]  # the header comment names what it came from
+    assert [p.name for p in tmp_path.iterdir()] == ["flat.yaml"]  # no temporary file left
+    assert main(["config", "show", str(preset), "--out", str(out)]) == 1
+    assert capsys.readouterr().err == f"error: {out}: exists; pass --overwrite to replace it, or choose another --out\n"
+    assert load_config(out).train.max_iters == 5  # untouched
+    assert main(["config", "show", str(preset), "--out", str(out), "--overwrite"]) == 0
+    assert yaml_load(out.read_text()) == load_config(preset).to_dict()  # without --flat: every key
+    assert main(["config", "show", str(out), "--flat", "--out", str(out), "--overwrite"]) == 1
+    assert "--out is the preset itself" in capsys.readouterr().err
+
+
+def test_a_written_config_reads_back_a_string_that_looks_like_a_number(tmp_path):
+    """The loader reads ``1e5`` as a number (YAML 1.2); what wsss writes quotes such a string, so a run's
+    config.yaml (and ``config show``) loads back as it was."""
+    cfg = load_config(None, ["run.dir='1e5'", "options={tag: '6E-5', n: 1e5}"])
+    assert yaml_load(dump_config(cfg))["run"]["dir"] == "1e5"
+    assert yaml_load(dump_config(cfg))["options"] == {"tag": "6E-5", "n": 1e5}

@@ -145,8 +145,50 @@ def test_a_run_without_outputs_on_a_dataset_without_a_val_split_gets_a_report(re
     (root / "ImageSets/Segmentation/val.txt").unlink()
     assert main(["report", str(run), "--data-root", str(root), "--max-images", "2"]) == 0
     text = (run / "report/index.html").read_text()
-    assert "split <b>train</b> (24 images)" in text and "no complete output on split train yet" in text
+    assert "split <b>train</b> (24 images)" in text
+    # issue 79: the steps this run has not made, each with its split (its model has a segmentation head)
+    assert (f"no scored output on split train yet: run `wsss cam {run} --split train`, then `wsss pseudo {run} "
+            f"--split train`, then `wsss predict {run} --split train`") in text  # fmt: skip
     assert 'id="training"' in text and 'id="split-val"' not in text
+
+
+def test_a_partly_masked_split_is_scored_on_its_masked_photos(reported, synth_root, tmp_path):
+    """Issue 79: a classifier run on photos of which a few have masks (`wsss prepare folder --masks`) had its CAMs
+    and pseudo labels, and the report scored nothing and advised to run `wsss cam`, `wsss pseudo` and `wsss
+    predict` (refused: no segmentation head). Now the outputs are scored on the masked photos, saying so."""
+    run, root = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(reported[0], run)
+    shutil.copytree(synth_root, root)
+    ids = VOCDataset(root, "val").ids
+    for i in ids[3:]:
+        (root / "SegmentationClass" / f"{i}.png").unlink()
+    assert main(["report", str(run), "--data-root", str(root), "--split", "val", "--max-images", "2"]) == 0
+    text = (run / "report/index.html").read_text()
+    assert f"Scored on the 3 photos of the {len(ids)} with a ground-truth mask." in text
+    assert ("val", "pseudo", "miou") in _split_cells(text)
+    ev = tmp_path / "masked.txt"
+    ev.write_text("\n".join(ids[:3]) + "\n")
+    shutil.copy(ev, root / "ImageSets/Segmentation/masked.txt")
+    js = tmp_path / "eval.json"
+    assert main(["eval", str(run / "pseudo/val"), "--data-root", str(root), "--split", "masked", "--pseudo",
+                 "--json", str(js)]) == 0  # fmt: skip
+    assert _split_cells(text)[("val", "pseudo", "miou")] == f"{100 * json.loads(js.read_text())['miou']:.2f}"
+
+
+def test_the_advice_of_a_run_without_a_segmentation_head_names_no_prediction(reported, synth_root, tmp_path):
+    """Issue 79: the report's advice follows what the run can do: a run without a segmentation head is not sent to
+    `wsss predict`, which refuses it."""
+    run = tmp_path / "run"
+    shutil.copytree(reported[0], run)
+    for folder in ("cams", "cam_labels", "pseudo", "predictions", "predictions_crf", "report"):
+        shutil.rmtree(run / folder, ignore_errors=True)
+    cfg = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(re.sub(r"(?m)^  decoder: .*$", "  decoder: none", cfg))
+    assert "decoder: none" in (run / "config.yaml").read_text()
+    assert main(["report", str(run), "--split", "val", "--max-images", "1"]) == 0
+    text = (run / "report/index.html").read_text()
+    assert f"run `wsss cam {run} --split val`, then `wsss pseudo {run} --split val`; this run has no" in text
+    assert "wsss predict" not in text
 
 
 def test_a_report_shows_each_split_with_outputs(reported, synth_root, tmp_path, capsys):

@@ -27,3 +27,12 @@ def test_split_ids_are_file_names(tmp_path):
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_plural_of_a_noun_ending_in_s():
+    """Issue 79: the report said "73 classs"."""
+    from wsss.utils.io import plural
+
+    assert [plural(1, "class"), plural(73, "class"), plural(2, "image"), plural(3, "box")] == [
+        "1 class", "73 classes", "2 images", "3 boxes"
+    ]  # fmt: skip

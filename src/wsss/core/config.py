@@ -91,18 +91,15 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-YAMLLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
+YAML12_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
 )
+YAMLLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
 
 
 def yaml_load(text: str) -> Any:
@@ -449,7 +446,8 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
-BASE_KEY = "_base_"  # a preset's parent preset(s), paths relative to the preset's folder
+BASE_KEY = "_base_"  # a preset's parent preset(s): paths relative to the preset's folder, or scoped names
+SCOPE = "wsss::"  # a shipped preset or base by a name that resolves from any folder (mmengine's ``mmseg::``)
 DELETE_KEY = "_delete_"  # `section: {_delete_: true, ...}` replaces the inherited mapping instead of merging into it
 REPLACED_WHOLE = ("weights", "start_iters")  # loss.*: the set of loss terms is stated whole, never merged
 
@@ -557,17 +555,81 @@ def require_data_root(cfg: Config) -> str:
     return cfg.data.root
 
 
+def shipped_configs() -> Path:
+    """The folder of the shipped presets and bases, ``configs/`` of the checkout the package runs from.
+
+    ``configs/`` is not inside the package: a source or editable install (``pip install -e .``, what ``make
+    setup`` does) finds it beside ``src/``; a wheel carries none, and a ``wsss::`` name then fails with one
+    line saying so (:func:`shipped_config`)."""
+    return Path(__file__).resolve().parents[3] / "configs"  # src/wsss/core/config.py -> the checkout
+
+
+def shipped_config(name: str, where: str = "") -> Path:
+    """The file of the scoped name ``wsss::REL`` (:data:`SCOPE`): ``configs/REL`` of :func:`shipped_configs`.
+    ConfigError (``where``: what named it, e.g. ``"FILE: _base_ 'wsss::x.yaml'"``) for a name that is not a
+    shipped config, one that leaves ``configs/``, or an install without ``configs/``."""
+    where = where or f"'{name}'"
+    root = shipped_configs()
+    rel = name.removeprefix(SCOPE)
+    if not root.is_dir():
+        raise ConfigError(
+            f"{where}: the shipped configs are not installed ({root} not found): {SCOPE} names resolve in a source "
+            "or editable install of wsss (pip install -e .); name a file instead"
+        )
+    path = root / rel
+    if not rel or Path(rel).is_absolute() or root.resolve() not in path.resolve().parents:
+        raise ConfigError(f"{where}: a {SCOPE} name is a path inside {root}, e.g. {SCOPE}cam/synthetic_cpu.yaml")
+    if not path.is_file():
+        close = difflib.get_close_matches(rel, _shipped_names(root), n=1, cutoff=0.6)
+        hint = f" (did you mean {SCOPE}{close[0]}?)" if close else ""
+        raise ConfigError(f"{where}: not a shipped config ({path} not found){hint}")
+    return path
+
+
+def config_file(name: str | Path) -> Path:
+    """The file of a config argument: a path, or a scoped name (``wsss::cam/voc.yaml``, :func:`shipped_config`)."""
+    return shipped_config(name) if isinstance(name, str) and name.startswith(SCOPE) else Path(name)
+
+
+def _shipped_names(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.yaml"))
+
+
+def _shipped_like(base: str) -> list[str]:
+    """The scoped names of the shipped configs that a relative ``_base_`` not found may have meant: the path
+    without its leading ``./`` and ``../`` is the end of theirs (a preset copied out of ``configs/``
+    names ``../_base_/datasets/synthetic.yaml``, or ``voc.yaml`` for the preset beside it)."""
+    parts = [p for p in base.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    root = shipped_configs()
+    if not parts or not root.is_dir() or Path(base).is_absolute():
+        return []
+    rest = "/".join(parts)
+    return [f"{SCOPE}{n}" for n in _shipped_names(root) if n == rest or n.endswith(f"/{rest}")]
+
+
 def _base_paths(path: Path, own: dict[str, Any]) -> list[Path]:
-    """The presets ``path`` names under ``_base_`` (one path or a list), relative to its folder."""
+    """The presets ``path`` names under ``_base_`` (one name or a list): paths relative to its folder, or scoped
+    names of shipped configs (``wsss::_base_/datasets/voc.yaml``, :func:`shipped_config`). A relative one not
+    found whose name is a shipped config's is a ConfigError that gives the scoped name to use."""
     bases = own.pop(BASE_KEY, [])
     bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
         raise ConfigError(f"{path}: {BASE_KEY} must be a path or a list of paths, got {bases!r}")
     found = []
     for base in bases:
+        if base.startswith(SCOPE):
+            found.append(shipped_config(base, f"{path}: {BASE_KEY} '{base}'"))
+            continue
         base_path = path.parent / Path(base).expanduser()
         if not base_path.is_file():
-            raise ConfigError(f"{path}: {BASE_KEY} '{base}' not found ({base_path})")
+            like, hint = _shipped_like(base), ""
+            if len(like) == 1:
+                hint = f"; the shipped config of that name is {like[0]}: name it so, which resolves from any folder"
+            elif like:
+                hint = (
+                    f"; shipped configs of that name: {', '.join(like)}: name the one meant (resolves from any folder)"
+                )
+            raise ConfigError(f"{path}: {BASE_KEY} '{base}' not found ({base_path}){hint}")
         found.append(base_path)
     return found
 
@@ -576,14 +638,16 @@ def read_preset(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, An
     """The settings a YAML preset states, with its ``_base_`` presets merged under them.
 
     ``_base_: ../cam/voc.yaml`` (or a list, merged in order, later ones winning: mmseg's rule) names the
-    presets and the ``configs/_base_/`` parts this one is composed of; the file's own keys are merged over
+    presets and the ``configs/_base_/`` parts this one is composed of, by a path relative to the file or by a
+    scoped name of a shipped one that resolves from any folder (``wsss::cam/voc.yaml``, :func:`shipped_config`;
+    ``path`` may be one too); the file's own keys are merged over
     them with :func:`_merge`. A mapping holding ``_delete_: true`` replaces the one it is merged over: in the
     file, what its bases built; in a base, also what the bases listed before it in the same ``_base_`` built.
     A missing base or a cycle is a ConfigError naming the file; each file's own keys are validated against
     the schema, so a wrong key is blamed on the file that has it. The result holds no ``_base_``: it is what
     the preset would be written out in full, before the schema's defaults and the command-line overrides.
     """
-    return _merge({}, _resolve_preset(Path(path), _chain))  # the _delete_ marks consumed
+    return _merge({}, _resolve_preset(config_file(path), _chain))  # the _delete_ marks consumed
 
 
 def _resolve_preset(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
@@ -635,12 +699,32 @@ def _mark_path(node: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
 
 
 def run_config_path(run_dir: str | Path, hint: str = "") -> Path:
-    """``RUN/config.yaml``, the settings a run directory was trained with; MissingFileError (with
-    ``hint``, e.g. what to do instead) when ``run_dir`` is not a run directory."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise MissingFileError(f"{path}: not a run directory (no config.yaml){hint}")
-    return path
+    """``RUN/config.yaml``, the settings a run directory was trained with: the one check of every command that
+    reads a run. MissingFileError when ``run_dir`` does not exist (naming the run directories beside it that
+    its name is close to), is a file, or is a folder without ``config.yaml`` (with ``hint``, e.g. what to do
+    instead)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if path.is_file():
+        return path
+    if run_dir.is_file():
+        raise MissingFileError(
+            f"{run_dir}: a file, not a run directory (a folder holding config.yaml and checkpoints/)"
+        )
+    if not run_dir.is_dir():
+        raise MissingFileError(f"{run_dir}: no such run directory (the folder does not exist){_runs_like(run_dir)}")
+    raise MissingFileError(f"{path}: not a run directory (no config.yaml){hint}")
+
+
+def _runs_like(run_dir: Path) -> str:
+    """``"; did you mean X?"`` for the run directories beside ``run_dir`` whose name is close to its name."""
+    parent = run_dir.parent
+    try:
+        runs = [p.name for p in parent.iterdir() if (p / "config.yaml").is_file()] if parent.is_dir() else []
+    except OSError:  # an unreadable parent: nothing to suggest
+        runs = []
+    close = difflib.get_close_matches(run_dir.name, runs, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(str(parent / c) for c in close)}?" if close else ""
 
 
 def load_run_config(run_dir: str | Path, hint: str = "") -> Config:
@@ -649,7 +733,8 @@ def load_run_config(run_dir: str | Path, hint: str = "") -> Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (or the defaults) and apply dotted ``key=value`` overrides.
+    """Load a YAML config (or the defaults) and apply dotted ``key=value`` overrides. ``path``: a file, or the
+    scoped name of a shipped preset (``wsss::cam/synthetic_cpu.yaml``, :func:`config_file`).
 
     The file's ``_base_`` presets are merged under it first (:func:`read_preset`), the overrides last.
     An error in the file names the file; an error in an override names the override (the file is
@@ -658,7 +743,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     data: dict[str, Any] = {}
     defaults = Config().to_dict()
     if path is not None:
-        path = Path(path)
+        path = config_file(path)
         data = read_preset(path)
         try:
             from_dict(Config, _merge(defaults, data))
@@ -765,10 +850,36 @@ def resolve_paths(cfg: Config) -> Config:
     return cfg
 
 
+class YAMLDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper that quotes a string :class:`YAMLLoader` would read as a number (``'1e5'``: YAML 1.1
+    writes it plain, YAML 1.2's float rule reads it back as 100000.0), so what is written loads as it was."""
+
+
+YAMLDumper.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    """``data`` as YAML that :func:`yaml_load` reads back equal (the one way configs are written)."""
+    return yaml.dump(data, Dumper=YAMLDumper, sort_keys=False, default_flow_style=None)
+
+
 def dump_config(cfg: Config) -> str:
     """``cfg`` in full as YAML: every key, no ``_base_`` (what ``wsss config show`` prints and a run's
     ``config.yaml`` holds, so a run is reproduced without the presets it came from)."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+    return dump_yaml(cfg.to_dict())
+
+
+def flat_preset(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings preset ``path`` states, its ``_base_`` presets merged in (:func:`read_preset`) and the
+    overrides set: one mapping with no ``_base_`` that :func:`load_config` loads to the config ``load_config(path,
+    overrides)`` gives (``wsss config show --flat``: a preset to copy that needs none of its bases). The schema's
+    defaults stay out of it (what :func:`dump_config` writes holds every key). Validate with load_config first."""
+    data = read_preset(path)
+    for text in overrides:
+        keys, value = parse_override(text)
+        set_dotted(data, keys, value)
+    order = list(Config().to_dict())  # the schema's order of sections (method first), not the bases'
+    return {k: data[k] for k in sorted(data, key=lambda k: order.index(k) if k in order else len(order))}
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

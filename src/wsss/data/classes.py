@@ -6,6 +6,7 @@ foreground classes 1..C-1 (so vector slot ``k`` is class ``k + 1``).
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -173,3 +174,81 @@ def write_classes(root: str | os.PathLike, names: list[str]) -> Path:
     with atomic_write(path, "w") as f:
         f.write("".join(f"{n}\n" for n in names))
     return path
+
+
+MAX_LINES = 5  # the lines an unknown class name is listed at in an error (the rest counted)
+MAX_NAMES = 10  # the unknown class names listed in an error (all are counted)
+
+
+class ClassLookup:
+    """The foreground classes of ``class_names`` (background first) by the names a labels file gives them: the
+    one matching of a labels file's names (``wsss prepare folder --labels``, ``wsss tag --labels-from``).
+
+    A name is its class when it is one exactly. A name that differs from exactly one class only in case (``Cat``
+    for ``cat``) is that class too, kept in :attr:`case_only` for a warning (:meth:`case_warning`): the intent is
+    plain and refusing it would refuse valid labels. Any other name is unknown; :meth:`lookup` collects them
+    all, and :meth:`check` raises one DataError listing each with its lines (a close class name offered; a name
+    that differs only in case from several classes, ``CAT`` for ``Cat`` and ``cat``, named as such)."""
+
+    def __init__(self, class_names: list[str]) -> None:
+        self.fg = list(class_names[1:])
+        self.index = {n: i + 1 for i, n in enumerate(self.fg)}
+        self.folded: dict[str, list[str]] = {}
+        for n in self.fg:
+            self.folded.setdefault(n.casefold(), []).append(n)
+        self.case_only: dict[str, tuple[str, int]] = {}  # a name as given -> (its class, its first line)
+        self.unknown: dict[str, list[int]] = {}  # a name as given -> its lines
+
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a class, exactly or but for its case (nothing is collected)."""
+        return name in self.index or len(self.folded.get(name.casefold(), [])) == 1
+
+    def lookup(self, name: str, line: int) -> int | None:
+        """The class index (1..C-1) of ``name``, met at ``line``; None for an unknown name (collected)."""
+        if name in self.index:
+            return self.index[name]
+        same = self.folded.get(name.casefold(), [])
+        if len(same) == 1:
+            self.case_only.setdefault(name, (same[0], line))
+            return self.index[same[0]]
+        self.unknown.setdefault(name, []).append(line)
+        return None
+
+    def _hint(self, name: str) -> str:
+        same = self.folded.get(name.casefold(), [])
+        if len(same) > 1:
+            return f"differs only in case from {' and '.join(map(repr, same))}: name one as the class list does"
+        close = difflib.get_close_matches(name, self.fg, n=1)
+        return f"did you mean {close[0]!r}?" if close else ""
+
+    def check(self, path: str | os.PathLike) -> None:
+        """DataError listing every unknown name of the file ``path`` with its lines; nothing when there is none."""
+        if not self.unknown:
+            return
+        classes = f"classes: {', '.join(self.fg)}"
+        if len(self.unknown) == 1:  # one name: where it is, as a file:line message
+            ((name, lines),) = self.unknown.items()
+            hint = self._hint(name)
+            more = lines[1:]
+            where = f"{path}:{lines[0]}" + (f" (and line{'s' * (len(more) > 1)} {_lines(more)})" if more else "")
+            raise DataError(f"{where}: unknown class {name!r}{f' ({hint})' if hint else ''}; {classes}")
+        listed = []
+        for name, lines in list(self.unknown.items())[:MAX_NAMES]:
+            hint = self._hint(name)
+            listed.append(f"{name!r} (line{'s' * (len(lines) > 1)} {_lines(lines)}{f'; {hint}' if hint else ''})")
+        rest = len(self.unknown) - len(listed)
+        listed += [f"and {rest} more"] if rest else []
+        raise DataError(f"{path}: {len(self.unknown)} unknown classes: {', '.join(listed)}; {classes}")
+
+    def case_warning(self, path: str | os.PathLike) -> str | None:
+        """The warning naming the names taken for a class that differs from them only in case; None if none."""
+        if not self.case_only:
+            return None
+        pairs = ", ".join(f"{name!r} as {cls!r} (line {line})" for name, (cls, line) in self.case_only.items())
+        return f"{path}: class names that differ from a class only in case, each taken as that class: {pairs}"
+
+
+def _lines(lines: list[int]) -> str:
+    """Line numbers for a message, the first :data:`MAX_LINES` of them and a count of the rest."""
+    rest = len(lines) - MAX_LINES
+    return ", ".join(map(str, lines[:MAX_LINES])) + (f" and {rest} more" if rest > 0 else "")

@@ -6,7 +6,7 @@ without private calls.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ __all__ = [
     "build_trainer",
     "engine_api",
     "load_trained_method",
+    "run_has_seg_head",
 ]
 
 
@@ -75,6 +76,16 @@ def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device
     step = state.get("step")
     return TrainedMethod(cfg=cfg, method=method, class_names=list(state["class_names"]), device=dev, checkpoint=path,
                          step=int(step) if isinstance(step, (int, float)) else None)  # fmt: skip
+
+
+def run_has_seg_head(cfg: Config, class_names: Sequence[str]) -> bool | None:
+    """Whether a run of ``cfg`` can predict masks (``wsss predict``): its method built on the meta device, so
+    that no weight is allocated or read; None when the config cannot build without its files."""
+    try:
+        with torch.device("meta"):
+            return bool(build_method(replace(cfg, model=replace(cfg.model, pretrained=None)), class_names).has_seg_head)
+    except Exception:  # noqa: BLE001 - a run that cannot build here (a CLIP run without its arch) is "unknown"
+        return None
 
 
 def engine_api() -> EngineAPI:

@@ -25,6 +25,7 @@ its scores ``report/summary.json`` (``{split: {folder: wsss eval's JSON}}``). Nu
 
 from __future__ import annotations
 
+import copy
 import html
 import json
 from datetime import datetime
@@ -35,11 +36,12 @@ from urllib.parse import quote
 import numpy as np
 import yaml
 
-from wsss.core.config import run_config_path, yaml_load
+from wsss.core.config import load_run_config, run_config_path, yaml_load
 from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_write, remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.data.voc import available_splits, run_dataset
+from wsss.engine.defaults import run_has_seg_head
 from wsss.evaluation import EvalResult, confusion_matrix, evaluate, scores_from_hist
 from wsss.report.figures import (
     IGNORE,
@@ -214,29 +216,71 @@ def _image_miou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
     return float(scores_from_hist(confusion_matrix(gt, pred, num_classes))["miou"])
 
 
-def _score_outputs(run: Path, ds: VOCDataset, split: str, has_gt: bool) -> dict[str, tuple[str, EvalResult]]:
-    """Every complete output folder of the split, scored as `wsss eval` scores it: folder -> (title, result)."""
+def _masked_view(ds: VOCDataset) -> VOCDataset | None:
+    """The split's photos with a ground-truth mask, as a dataset (``ds`` itself when all have one; None when none
+    has): `wsss prepare folder --masks` leaves the photos you drew no mask for in the split."""
+    masked = [i for i in ds.ids if ds.has_mask(i)]
+    if len(masked) == len(ds.ids):
+        return ds if masked else None
+    if not masked:
+        return None
+    view = copy.copy(ds)
+    view.ids = masked
+    return view
+
+
+def _score_outputs(run: Path, scored: VOCDataset | None, split: str) -> dict[str, tuple[str, EvalResult]]:
+    """Every output folder of the split that holds the masked photos' files, scored on them as `wsss eval` scores
+    it: folder -> (title, result)."""
     results: dict[str, tuple[str, EvalResult]] = {}
     for folder, title in OUTPUTS:
         pred_dir = run / folder / split
-        if has_gt and pred_dir.is_dir() and all(per_id_path(pred_dir, i, ".png").is_file() for i in ds.ids):
-            results[folder] = (title, evaluate(pred_dir, ds.root, split, dataset=ds, pseudo=folder == "pseudo"))
+        if scored is not None and pred_dir.is_dir() and all(per_id_path(pred_dir, i, ".png").is_file()
+                                                            for i in scored.ids):  # fmt: skip
+            results[folder] = (title, evaluate(pred_dir, scored.root, split, dataset=scored, pseudo=folder == "pseudo"))
     return results
 
 
+def _next_steps(run: Path, split: str, can_predict: bool | None, has_masks: bool) -> str:
+    """What to run for a split with no scored output: the steps the run has not made yet, in the route's order,
+    and only those this run can make (`wsss predict` needs a segmentation head)."""
+    if not has_masks:
+        return f"no photo of split {split} has a ground-truth mask: its outputs are shown without scores"
+    made = {folder for folder in ("cams", *(f for f, _ in OUTPUTS)) if (run / folder / split).is_dir()
+            and any(p.is_file() for p in (run / folder / split).iterdir())}  # fmt: skip
+    steps = [] if "cams" in made else [f"`wsss cam {run} --split {split}`"]
+    steps += [] if "pseudo" in made else [f"`wsss pseudo {run} --split {split}`"]
+    if can_predict and "predictions" not in made:
+        steps.append(f"`wsss predict {run} --split {split}`")
+    if not steps:
+        return f"no output of split {split} covers its masked photos: run the step again with this split"
+    tail = (
+        ""
+        if can_predict is not False
+        else "; this run has no segmentation head: its masks are its pseudo labels, or a DeepLab stage's on them"
+    )
+    return f"no scored output on split {split} yet: run {', then '.join(steps)}{tail}"
+
+
 def _ranked_grids(
-    run: Path, ds: VOCDataset, split: str, out: Path, results: dict[str, tuple[str, EvalResult]], max_images: int
+    run: Path,
+    ds: VOCDataset,
+    scored: VOCDataset | None,
+    out: Path,
+    results: dict[str, tuple[str, EvalResult]],
+    max_images: int,
 ) -> tuple[list[tuple[str, str, str]], str | None]:
-    """The image grids shown (``images/<split>/``), worst first by the last output's per-image mIoU (else in split
-    order), as (relative path, id, caption), and that output's folder."""
-    ids = list(ds.ids)
+    """The image grids shown (``images/<split>/``), worst first by the last output's per-image mIoU on the ``scored``
+    photos (the others after them, else in split order), as (relative path, id, caption), and that output's
+    folder."""
+    ids, split = list(ds.ids), ds.split
     rank_folder = next(reversed(results), None)  # the last output of the pipeline ranks the images
     per_image: dict[str, float] = {}
-    if rank_folder is not None:
-        for i in ids:
+    if rank_folder is not None and scored is not None:
+        for i in scored.ids:
             pred = read_label_png(per_id_path(run / rank_folder / split, i, ".png"))
             per_image[i] = _image_miou(ds.load_mask(i), pred, ds.num_classes)
-        ids.sort(key=lambda i: (np.nan_to_num(per_image[i], nan=np.inf), i))
+        ids.sort(key=lambda i: (np.nan_to_num(per_image.get(i, np.nan), nan=np.inf), i))
     grids = []
     folder = per_id_path(out / "images", split, "")  # a split's name is a folder name here: checked as an id
     remove_stale_temps(folder)  # a killed earlier report's temporary files
@@ -302,18 +346,19 @@ def _floor_note(results: dict[str, tuple[str, EvalResult]]) -> str:
 
 
 def _result_sections(
-    results: dict[str, tuple[str, EvalResult]], split: str, chart: Path | None
+    results: dict[str, tuple[str, EvalResult]], split: str, chart: Path | None, coverage: str, missing: str
 ) -> tuple[str, str, str]:
-    """The summary, per-class and co-occurrence sections' HTML (a note where there is nothing to show)."""
+    """The summary, per-class and co-occurrence sections' HTML (``missing``, what to run, where there is nothing
+    to show; ``coverage``, a sentence on which photos were scored)."""
     summary_html = (
         _summary_table(results, split) + "<p class=note>mIoU: mean over the classes present in the ground truth, 255 "
         "counted as background; '255 excluded': the official pseudo-label convention. FAR: ground-truth "
         "background pixels predicted as the image's class. Same evaluator as <code>wsss eval</code>. "
+        + coverage
         + _floor_note(results)
         + "</p>"
         if results
-        else f"<p class=note>no complete output on split {_e(split)} yet: run `wsss cam`, `wsss pseudo`, "
-        "`wsss predict` with this split</p>"
+        else f"<p class=note>{_e(missing)}</p>"
     )
     per_class_html = _per_class_table(results, split) if results else "<p class=note>no outputs to score</p>"
     cooc_html = (
@@ -324,16 +369,21 @@ def _result_sections(
     return summary_html, per_class_html, cooc_html
 
 
-def _split_section(run: Path, ds: VOCDataset, out: Path, max_images: int) -> tuple[str, list[str], dict[str, Any]]:
+def _split_section(
+    run: Path, ds: VOCDataset, out: Path, max_images: int, can_predict: bool | None
+) -> tuple[str, list[str], dict[str, Any]]:
     """One split's part of the page (summary, images, per class, co-occurrence), the grids it shows and its
     scores for summary.json."""
     split = ds.split
-    has_gt = all(ds.has_mask(i) for i in ds.ids)
-    results = _score_outputs(run, ds, split, has_gt)
-    grids, rank_folder = _ranked_grids(run, ds, split, out, results, max_images)
+    scored = _masked_view(ds)
+    results = _score_outputs(run, scored, split)
+    grids, rank_folder = _ranked_grids(run, ds, scored, out, results, max_images)
     chart_path = per_id_path(out, f"cooccurrence_{split}", ".png")
     chart = cooccurrence_chart({t: r for t, r in results.values()}, chart_path) if results else None
-    summary_html, per_class_html, cooc_html = _result_sections(results, split, chart)
+    coverage = (f"Scored on the {plural(len(scored), 'photo')} of the {len(ds)} with a ground-truth mask. "
+                if scored is not None and scored is not ds else "")  # fmt: skip
+    missing = _next_steps(run, split, can_predict, scored is not None)
+    summary_html, per_class_html, cooc_html = _result_sections(results, split, chart, coverage, missing)
     figures = "".join(
         f'<figure><figcaption>{_e(c)}</figcaption><img src="{_e(quote(g))}" alt="{_e(i)}"></figure>'
         for g, i, c in grids
@@ -373,8 +423,9 @@ def write_report(
     metrics = run_metrics(run)
 
     sections, shown, summary = [], set(), {}
+    can_predict = run_has_seg_head(load_run_config(run), datasets[0].class_names)
     for ds in datasets:
-        section, pictures, summary[ds.split] = _split_section(run, ds, out, max_images)
+        section, pictures, summary[ds.split] = _split_section(run, ds, out, max_images, can_predict)
         sections.append(section)
         shown |= set(pictures)
     _remove_stale_pictures(out, shown)

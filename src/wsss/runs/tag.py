@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from wsss.core.errors import DataError, UsageError
 from wsss.core.files import atomic_write
+from wsss.data.classes import ClassLookup
 from wsss.data.voc import VOCDataset, labels_from_mask, load_cls_labels, write_cls_labels
 from wsss.runs.run import Run
 
@@ -47,6 +48,7 @@ class TagSummary:
     true_labels: int = 0
     mask_tags: int = 0
     files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def precision(self) -> float:
@@ -71,7 +73,7 @@ class TagSummary:
                 f"tags against the classes of {self.with_mask} photos' masks: precision {self.precision:.3f}, "
                 f"recall {self.recall:.3f} (over photo-class pairs)"
             )
-        return "\n".join(lines)
+        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
 
 
 def tag_labels(scores: np.ndarray, threshold: float, at_least_one: bool) -> np.ndarray:
@@ -109,9 +111,11 @@ def _write_tags_csv(path: Path, rows: dict[str, list[str]], header: list[str]) -
         f.write(buf.getvalue())
 
 
-def read_tags_csv(path: Path, class_names: list[str]) -> dict[str, np.ndarray]:
-    """{id: multi-hot (C-1,)} from the ``labels`` column of an (edited) ``tags.csv``."""
-    index = {n: i for i, n in enumerate(class_names[1:])}
+def read_tags_csv(path: Path, class_names: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """{id: multi-hot (C-1,)} from the ``labels`` column of an (edited) ``tags.csv``, and its warnings. Class
+    names are matched as ``wsss prepare folder`` matches a labels file's (``ClassLookup``: one that differs from
+    a class only in case is taken as it, with a warning; every unknown one is listed in one DataError)."""
+    lookup = ClassLookup(class_names)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
@@ -121,13 +125,14 @@ def read_tags_csv(path: Path, class_names: list[str]) -> dict[str, np.ndarray]:
     for n, row in enumerate(rows, start=2):
         if "image" not in row or "labels" not in row:
             raise DataError(f"{path}:1: the header needs the columns image and labels")
-        v = np.zeros(len(index), dtype=np.float32)
+        v = np.zeros(len(class_names) - 1, dtype=np.float32)
         for name in filter(None, (s.strip() for s in (row["labels"] or "").split(";"))):
-            if name not in index:
-                raise DataError(f"{path}:{n}: unknown class {name!r}; classes: {', '.join(index)}")
-            v[index[name]] = 1.0
+            c = lookup.lookup(name, n)
+            if c is not None:
+                v[c - 1] = 1.0  # class c is slot c - 1 of a cls_labels vector
         out[row["image"].strip()] = v
-    return out
+    lookup.check(path)
+    return out, [w for w in [lookup.case_warning(path)] if w]
 
 
 def _compare_with_mask(ds: VOCDataset, id: str, labels: np.ndarray, summary: TagSummary) -> None:
@@ -152,7 +157,7 @@ def tag_split(
     summary = TagSummary()
     new: dict[str, np.ndarray] = {}
     if labels_from is not None:
-        edited = read_tags_csv(Path(labels_from), ds.class_names)
+        edited, summary.warnings = read_tags_csv(Path(labels_from), ds.class_names)
         missing = [i for i in ds.ids if i not in edited]
         if missing:
             raise DataError(f"{labels_from}: no row for {len(missing)} photos of {split} (e.g. {missing[0]})")

@@ -21,8 +21,10 @@ from wsss.core.safe_load import read_npz
 
 
 def plural(n: int, noun: str) -> str:
-    """'1 image', '2 images' (for messages and reports)."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    """'1 image', '2 images', '2 classes' (for messages and reports)."""
+    if n == 1:
+        return f"{n} {noun}"
+    return f"{n} {noun}es" if noun.endswith(("s", "x", "ch", "sh")) else f"{n} {noun}s"
 
 
 def describe_path(path: str | os.PathLike) -> str:

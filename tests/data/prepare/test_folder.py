@@ -79,6 +79,72 @@ def test_wide_csv_and_txt(folder):
     _check_labels(folder / "t")
 
 
+def test_every_unknown_class_of_a_labels_file_is_listed_in_one_error(folder, capsys):
+    """Issue 79: a labels file with several unknown classes named only the first; each is listed, with its lines
+    and a close class name, in one error, for the long and wide CSV and the text form."""
+    args = [folder / "images", folder / "labels.csv", folder / "classes.txt", folder / "out"]
+    (folder / "labels.csv").write_text("image,labels\na.jpg,cta\nb.png,dgo;zebra\nc,\nd.jpg,dgo;cat\n")
+    with pytest.raises(DataError) as e:
+        prepare_folder(*args)
+    assert str(e.value) == (
+        f"{folder / 'labels.csv'}: 3 unknown classes: 'cta' (line 2; did you mean 'cat'?), 'dgo' (lines 3, 5; did "
+        "you mean 'dog'?), 'zebra' (line 3); classes: cat, dog, potted plant"
+    )
+    (folder / "wide.csv").write_text("image,cta,dog,zebra\na,1,0,0\n")
+    with pytest.raises(DataError, match=r"wide.csv: 2 unknown classes: 'cta' \(line 1; did you mean 'cat'\?\), 'zeb"):
+        prepare_folder(folder / "images", folder / "wide.csv", folder / "classes.txt", folder / "out")
+    (folder / "labels.txt").write_text("a cta\nb 9 dog\nc zebra\n")
+    with pytest.raises(DataError, match=r"labels.txt: 3 unknown classes: 'cta' \(line 1; .*'9' \(line 2\), 'zebra'"):
+        prepare_folder(folder / "images", folder / "labels.txt", folder / "classes.txt", folder / "out")
+    (folder / "labels.csv").write_text("image,labels\na.jpg,dgo\nb.png,dgo\n")  # one name: where it is
+    with pytest.raises(DataError, match=r"labels.csv:2 \(and line 3\): unknown class 'dgo' \(did you mean 'dog'"):
+        prepare_folder(*args)
+    argv = ["prepare", "folder", "--images", str(folder / "images"), "--labels", str(folder / "labels.txt")]
+    assert main([*argv, "--classes", str(folder / "classes.txt"), "--out", str(folder / "o"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3 unknown classes" in err  # one line
+    assert not (folder / "out").exists() and not (folder / "o").exists()
+
+
+def test_a_class_name_that_differs_only_in_case_is_taken_with_a_warning(folder, capsys):
+    """Issue 79: ``Cat`` for the class ``cat`` is that class (the intent is plain; refusing it would refuse valid
+    labels), said in a warning naming each such name; in every form of labels file, and in ``wsss tag``'s edited
+    tags.csv. A name that differs only in case from two classes is an error that says so."""
+    rows = "image,labels\na.jpg,Cat\nb.png,DOG;Potted Plant\nc,\nd.jpg,dog;CAT\n"
+    (folder / "labels.csv").write_text(rows)
+    s = prepare_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", folder / "out")
+    _check_labels(folder / "out")
+    (said,) = [w for w in s.warnings if "only in case" in w]
+    assert said == (
+        f"{folder / 'labels.csv'}: class names that differ from a class only in case, each taken as that class: 'Cat' "
+        "as 'cat' (line 2), 'DOG' as 'dog' (line 3), 'Potted Plant' as 'potted plant' (line 3), 'CAT' as 'cat' (line 5)"
+    )
+    (folder / "wide.csv").write_text("image,CAT,Dog,potted plant\na,1,0,0\nb,0,1,1\nc,0,0,0\nd,1,1,0\n")
+    s = prepare_folder(folder / "images", folder / "wide.csv", folder / "classes.txt", folder / "w")
+    _check_labels(folder / "w")
+    assert any("'CAT' as 'cat' (line 1), 'Dog' as 'dog' (line 1)" in w for w in s.warnings)
+    (folder / "labels.txt").write_text("a.jpg CAT\nb 2 3\nc\nd Dog cat\n")
+    argv = ["prepare", "folder", "--images", str(folder / "images"), "--labels", str(folder / "labels.txt"), "--quiet"]
+    assert main([*argv, "--classes", str(folder / "classes.txt"), "--out", str(folder / "t")]) == 0
+    _check_labels(folder / "t")
+    assert "warning: " in capsys.readouterr().out
+    (folder / "two.txt").write_text("background\nCat\ncat\n")
+    (folder / "labels.txt").write_text("a CAT\n")
+    with pytest.raises(DataError, match=r"unknown class 'CAT' \(differs only in case from 'Cat' and 'cat': name one"):
+        prepare_folder(folder / "images", folder / "labels.txt", folder / "two.txt", folder / "x")
+
+    from wsss.runs.tag import read_tags_csv
+
+    (folder / "tags.csv").write_text("image,labels,background\na,Cat,0.1\nb,dog;Potted plant,0.2\nc,,0.3\n")
+    tags, warnings = read_tags_csv(folder / "tags.csv", CLASSES)
+    assert {k: v.tolist() for k, v in tags.items()} == {"a": [1, 0, 0], "b": [0, 1, 1], "c": [0, 0, 0]}
+    assert warnings == [f"{folder / 'tags.csv'}: class names that differ from a class only in case, each taken as "
+                        "that class: 'Cat' as 'cat' (line 2), 'Potted plant' as 'potted plant' (line 3)"]  # fmt: skip
+    (folder / "tags.csv").write_text("image,labels\na,cta\nb,zebra;dog\n")
+    with pytest.raises(DataError, match=r"tags.csv: 2 unknown classes: 'cta' \(line 2; did you mean 'cat'\?\), 'zeb"):
+        read_tags_csv(folder / "tags.csv", CLASSES)
+
+
 def test_masks_and_val_split(folder):
     (folder / "labels.csv").write_text("image,labels\na.jpg,cat\nb.png,dog;potted plant\nc,\nd.jpg,dog;cat\n")
     masks = folder / "masks"

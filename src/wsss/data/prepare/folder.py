@@ -16,7 +16,9 @@ Inputs:
     class indices 1..C-1 as in the masks).
 
   ``image`` is a file name (``a.jpg``) or a stem (``a``) in ``--images``; a path (``photos/a.jpg``, as some
-  labelling tools export) is matched by its file name, said in a warning.
+  labelling tools export) is matched by its file name, said in a warning. A class name that differs from one
+  of ``--classes`` only in case (``Cat`` for ``cat``) is that class, said in a warning; every unknown one is
+  listed in one error (``wsss.data.classes.ClassLookup``).
   Without ``--labels`` every image is taken with no foreground class yet (``cls_labels.npy`` all zero),
   for ``wsss tag`` to label from CLIP scores and the class names (runs/tag.py); masks are then not checked
   against labels, only for values and size.
@@ -40,7 +42,6 @@ one error and nothing is written. A labelled class with no pixel in the mask is 
 from __future__ import annotations
 
 import csv
-import difflib
 import os
 import re
 import shutil
@@ -53,7 +54,7 @@ from tqdm import tqdm
 from wsss.core.errors import DataError, UsageError
 from wsss.core.files import is_temp_file
 from wsss.data.check import PROGRESS_MIN, check_image, check_mask
-from wsss.data.classes import parse_classes, write_classes
+from wsss.data.classes import ClassLookup, parse_classes, write_classes
 from wsss.data.photos import PHOTO_SUFFIXES, is_photo
 from wsss.data.prepare import PrepareSummary, first, place_image, remove_stale_outputs, write_split
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
@@ -62,18 +63,13 @@ from wsss.utils.io import per_id_path, read_label_png, read_text_file, save_labe
 MAX_LISTED = 50  # input problems listed in the error (all are counted)
 
 
-def _unknown(name: str, names: list[str], where: str) -> DataError:
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return DataError(f"{where}: unknown class {name!r}{hint}; classes: {', '.join(names)}")
-
-
-def read_label_file(path: Path, class_names: list[str]) -> dict[str, tuple[list[int], str]]:
-    """{image key: (class indices 1..C-1, "file:line" for messages)} from a .csv or .txt label file."""
+def read_label_file(path: Path, class_names: list[str]) -> tuple[dict[str, tuple[list[int], str]], list[str]]:
+    """{image key: (class indices 1..C-1, "file:line" for messages)} from a .csv or .txt label file, and its
+    warnings. Class names are matched by ``ClassLookup``: one that differs from a class only in case is taken
+    as it (a warning names each), and every unknown one is listed in one DataError."""
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
-    fg = class_names[1:]
-    index = {n: i + 1 for i, n in enumerate(fg)}
+    lookup = ClassLookup(class_names)
     out: dict[str, tuple[list[int], str]] = {}
 
     def add(key: str, classes: list[int], where: str) -> None:
@@ -83,34 +79,31 @@ def read_label_file(path: Path, class_names: list[str]) -> dict[str, tuple[list[
 
     text = read_text_file(path, "label file")
     rows = (
-        _csv_label_rows(path, text, fg, index)
+        _csv_label_rows(path, text, lookup)
         if path.suffix.lower() == ".csv"
-        else _txt_label_rows(text, path, class_names, index)
+        else _txt_label_rows(text, path, len(class_names), lookup)
     )
     for key, classes, where in rows:
         add(key, classes, where)
+    lookup.check(path)  # every unknown class name of the file, in one error
     if not out:
         raise DataError(f"{path}: no labelled images")
-    return out
+    return out, [w for w in [lookup.case_warning(path)] if w]
 
 
-def _csv_label_rows(
-    path: Path, text: str, fg: list[str], index: dict[str, int]
-) -> Iterator[tuple[str, list[int], str]]:
+def _csv_label_rows(path: Path, text: str, lookup: ClassLookup) -> Iterator[tuple[str, list[int], str]]:
     """(image key, class indices, "file:line") of a CSV label file: ``image,labels`` (classes joined by ``;``)
-    or the wide ``image,<class>,...`` with 0/1 columns."""
+    or the wide ``image,<class>,...`` with 0/1 columns. Unknown class names are left out (``lookup`` has them)."""
     rows = list(csv.reader(text.splitlines()))
     if not rows:
         raise DataError(f"{path}: empty label file")
     header = [h.strip() for h in rows[0]]
-    wide = len(header) > 2 or (len(header) == 2 and header[1] in index)
+    wide = len(header) > 2 or (len(header) == 2 and lookup.knows(header[1]))
     if not wide and header != ["image", "labels"]:
         raise DataError(
             f"{path}:1: header must be 'image,labels' or 'image,<class>,<class>,...', got {','.join(header)!r}"
         )
-    for h in header[1:] if wide else []:
-        if h not in index:
-            raise _unknown(h, fg, f"{path}:1")
+    columns = [lookup.lookup(h, 1) for h in header[1:]] if wide else []
     for n, row in enumerate(rows[1:], start=2):
         where = f"{path}:{n}"
         if not row or not any(c.strip() for c in row):
@@ -119,25 +112,22 @@ def _csv_label_rows(
             raise DataError(f"{where}: {len(row)} columns, the header has {len(header)}")
         if wide:
             classes = []
-            for h, v in zip(header[1:], row[1:]):
+            for h, c, v in zip(header[1:], columns, row[1:]):
                 if v.strip() not in ("0", "1", ""):
                     raise DataError(f"{where}: column {h!r} must be 0 or 1, got {v!r}")
-                if v.strip() == "1":
-                    classes.append(index[h])
+                if v.strip() == "1" and c is not None:
+                    classes.append(c)
         else:
-            names = [s.strip() for s in row[1].split(";") if s.strip()]
-            for s in names:
-                if s not in index:
-                    raise _unknown(s, fg, where)
-            classes = [index[s] for s in names]
+            found = [lookup.lookup(s.strip(), n) for s in row[1].split(";") if s.strip()]
+            classes = [c for c in found if c is not None]
         yield row[0].strip(), classes, where
 
 
 def _txt_label_rows(
-    text: str, path: Path, class_names: list[str], index: dict[str, int]
+    text: str, path: Path, num_classes: int, lookup: ClassLookup
 ) -> Iterator[tuple[str, list[int], str]]:
     """(image key, class indices, "file:line") of a text label file: ``<image> <class> <class> ...`` (names or
-    1-based indices), ``#`` comments."""
+    1-based indices), ``#`` comments. Unknown class names are left out (``lookup`` has them)."""
     for n, line in enumerate(text.splitlines(), start=1):
         where = f"{path}:{n}"
         parts = line.split()
@@ -145,12 +135,10 @@ def _txt_label_rows(
             continue
         classes = []
         for tok in parts[1:]:
-            if tok in index:
-                classes.append(index[tok])
-            elif tok.isdigit() and 1 <= int(tok) < len(class_names):
+            if tok not in lookup.index and tok.isdigit() and 1 <= int(tok) < num_classes:
                 classes.append(int(tok))
-            else:
-                raise _unknown(tok, class_names[1:], where)
+            elif (c := lookup.lookup(tok, n)) is not None:
+                classes.append(c)
         yield parts[0], classes, where
 
 
@@ -188,7 +176,7 @@ def prepare_folder(
         val_fraction = DEFAULT_VAL_FRACTION if masks is not None else 0.0
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    class_names, files, entries, by_path = _read_inputs(images, classes, labels, image_mode)
+    class_names, files, entries, by_path, label_warnings = _read_inputs(images, classes, labels, image_mode)
     ids = sorted(entries)
     if masks is not None:
         masks = Path(masks)
@@ -218,6 +206,7 @@ def prepare_folder(
     if left_out:
         summary.warnings.append(f"left out of {images}, not being JPEG, PNG or WebP photos (subfolders are not read): "
                                 f"{first(left_out)}")  # fmt: skip
+    summary.warnings += label_warnings  # class names taken for a class that differs only in case
     if by_path:
         summary.warnings.append(f"{len(by_path)} label row(s) name their image by a path: each is matched to the "
                                 f"photo of its file name in {images}: {first(by_path)}")  # fmt: skip
@@ -254,10 +243,10 @@ def _place_files(
 
 def _read_inputs(
     images: Path, classes: Path, labels: Path | None, image_mode: str
-) -> tuple[list[str], dict[str, Path], dict[str, list[int]], list[str]]:
+) -> tuple[list[str], dict[str, Path], dict[str, list[int]], list[str], list[str]]:
     """The class names, the image files by id, each id's foreground classes (none yet without a labels file:
-    ``wsss tag`` writes them) and the label rows that name their image by a path; DataError naming what is
-    missing."""
+    ``wsss tag`` writes them), the label rows that name their image by a path and the labels file's warnings;
+    DataError naming what is missing."""
     if not images.is_dir():
         raise DataError(f"{images}: image folder not found")
     if not classes.is_file():
@@ -267,11 +256,13 @@ def _read_inputs(
     if labels is None:  # every image, no foreground class yet (wsss tag writes the labels)
         entries: dict[str, list[int]] = {id: [] for id in files}
         by_path: list[str] = []
+        label_warnings: list[str] = []
         if not entries:
             raise DataError(f"{images}: no images ({', '.join(PHOTO_SUFFIXES)}, in any case)")
     else:
-        entries, by_path = _match_labels(read_label_file(labels, class_names), files, labels, images)
-    return class_names, files, entries, by_path
+        table, label_warnings = read_label_file(labels, class_names)
+        entries, by_path = _match_labels(table, files, labels, images)
+    return class_names, files, entries, by_path, label_warnings
 
 
 def _previous_outputs(
