@@ -394,7 +394,8 @@ def _tagger(args: argparse.Namespace, run: Any) -> Any:
 def cmd_import(args: argparse.Namespace) -> int:
     from wsss.runs.official_import import import_run
 
-    out, layout = import_run(args.method, args.checkpoint, args.config, args.out, args.overrides)
+    out, layout = import_run(args.method, args.checkpoint, args.config, args.out, args.overrides,
+                             overwrite=args.overwrite)  # fmt: skip
     print(f"run {out}: {args.method} from {args.checkpoint}: {layout.next_step.format(out=out)}")
     return 0
 
@@ -839,7 +840,12 @@ def add_import(sub: Any) -> None:
     )  # fmt: skip
     s.add_argument("checkpoint", help="the official .pth (state dict, with or without 'module.'); clip_es: CLIP")
     s.add_argument("--config", required=True, help="the preset it was trained with (configs/seco/voc.yaml)")
-    s.add_argument("--out", required=True, help="run directory to write")
+    s.add_argument("--out", required=True, help="run directory to write (a new or empty folder)")
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an --out that holds files (a run's checkpoints/ is kept, moved aside)",
+    )
     add_overrides(s, "data.root=/d (the dataset gives the class names)")
     s.set_defaults(fn=cmd_import)
 

@@ -235,7 +235,9 @@ def test_a_dangling_link_where_the_release_goes_is_one_error(tmp_path, voc_tar, 
     raw.mkdir()
     (raw / "VOCdevkit").symlink_to(tmp_path / "gone")
     assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--no-verify") == 1
-    _one_error_line(capsys.readouterr().err, f"{raw / 'VOCdevkit'}: a symbolic link to {tmp_path / 'gone'}")
+    _one_error_line(
+        capsys.readouterr().err, f"{raw / 'VOCdevkit'}: is not a folder (a symbolic link to {tmp_path / 'gone'}"
+    )
     assert (raw / "VOCdevkit").is_symlink() and sorted(p.name for p in raw.iterdir()) == ["VOCdevkit"]
 
 
@@ -476,3 +478,66 @@ def test_the_parser_knows_every_release_and_imports_no_data_code():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+# -- what a fetch never replaces (issue 76) ----------------------------------------------------------------------
+def test_a_dataset_that_the_release_did_not_prepare_is_refused_without_overwrite(tmp_path, voc_tar, capsys):
+    """`data fetch voc2012 --out mine` over a user's dataset replaced its classes.txt, cls_labels.npy and split lists
+    and paired its photos with the release's masks. Refused now, naming them, before anything is unpacked; a dataset
+    the release prepared (marked, or of an older wsss: VOC's classes and SegmentationClassAug) is prepared again."""
+    raw, mine = tmp_path / "raw", tmp_path / "mine"
+    (mine / "ImageSets/Segmentation").mkdir(parents=True)
+    (mine / "classes.txt").write_text("background\ncat\n")
+    (mine / "cls_labels.npy").write_bytes(b"mine")
+    (mine / "ImageSets/Segmentation/train.txt").write_text("x\n")
+    before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
+    assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--out", str(mine), "--no-verify") == 1
+    _one_error_line(capsys.readouterr().err, f"{mine}: holds files that `wsss data fetch voc2012` did not prepare",
+                    "classes.txt, cls_labels.npy, ImageSets/Segmentation/train.txt", "--overwrite")  # fmt: skip
+    assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
+    assert not (raw / "VOCdevkit").exists()  # refused before the unpacking
+    assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--out", str(mine), "--no-verify",
+                  "--overwrite") == 0  # fmt: skip
+    assert read_split(mine, "train_aug") == [A, B]
+    # the release's own dataset, marked or not (an older wsss's), is prepared again without --overwrite
+    assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--out", str(mine), "--no-verify") == 0
+    (mine / ".prepared").unlink()
+    assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--out", str(mine), "--no-verify") == 0
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling link"])
+def test_a_users_file_where_the_release_goes_is_never_deleted(tmp_path, voc_tar, capsys, kind):
+    """`RAW/VOCdevkit` as a user's file was deleted by the unpacking (set aside as an earlier release)."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    dest = raw / "VOCdevkit"
+    if kind == "file":
+        dest.write_text("my notes")
+    else:
+        dest.symlink_to(tmp_path / "nowhere")
+    for extra in ([], ["--overwrite"]):
+        args = ["--archive", str(voc_tar), "--raw", str(raw), "--out", str(tmp_path / "out"), "--no-verify", *extra]
+        assert _fetch("voc2012", *args) == 1
+        _one_error_line(capsys.readouterr().err, f"{dest}: is not a folder", "never deleted")
+        assert dest.is_symlink() if kind != "file" else dest.read_text() == "my notes"
+    assert sorted(p.name for p in raw.iterdir()) == ["VOCdevkit"]
+
+
+def test_a_second_unpacking_of_a_release_is_refused_while_the_first_runs(tmp_path, voc_tar, capsys):
+    """Two unpackings into one --raw: the second removed the first's temporary folder as a killed one's, and the first
+    reported all its members while a part of them were in place. An unpacking holds a lock in its folder; a second
+    one is refused while it is held, and removes the folder once its process is gone."""
+    from wsss.utils.runlock import unpack_lock
+
+    raw = tmp_path / "raw"
+    first = raw / ".VOCdevkit.abc123.unpacking"
+    (first / "VOCdevkit").mkdir(parents=True)
+    (first / "VOCdevkit" / "half.jpg").write_bytes(b"written so far")
+    with unpack_lock(first, "wsss data fetch (big.tar)"):  # the first job, still unpacking
+        assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--no-prepare", "--no-verify") == 1
+        _one_error_line(capsys.readouterr().err, f"{raw / 'VOCdevkit'}: wsss data fetch (big.tar) is unpacking "
+                        "into this folder", f"pid {os.getpid()}")  # fmt: skip
+        assert (first / "VOCdevkit" / "half.jpg").is_file() and not (raw / "VOCdevkit").exists()
+    # the first job gone (killed): its folder is a killed unpacking's, removed by the next
+    assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--no-prepare", "--no-verify") == 0
+    assert not first.exists() and (raw / "VOCdevkit/VOC2012/JPEGImages").is_dir()

@@ -307,7 +307,7 @@ def test_prepare_writes_its_split_lists_last(tmp_path, monkeypatch):
 
 def test_leftover_tmp_files_are_removed_by_prepare_and_report(tmp_path, run_dir, data, capsys):
     argv = _prepare_inputs(tmp_path)
-    stale = tmp_path / "out" / "SegmentationClass" / ".im0.png.abc123.tmp"
+    stale = tmp_path / "out" / "SegmentationClass" / ".im0.png.abc123.wsss.tmp"  # atomic_write's name
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half a png")
     assert main(argv) == 0
@@ -315,7 +315,7 @@ def test_leftover_tmp_files_are_removed_by_prepare_and_report(tmp_path, run_dir,
     for id in VOCDataset(data, "val").ids:  # a report needs predictions: the masks themselves will do
         save_label_png(run_dir / "predictions" / "val" / f"{id}.png",
                        read_label_png(data / "SegmentationClass" / f"{id}.png"))  # fmt: skip
-    stale = run_dir / "report" / "images" / ".grid_val_00000.png.abc123.tmp"
+    stale = run_dir / "report" / "images" / ".grid_val_00000.png.abc123.wsss.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half a png")
     rc, out = _cli(capsys, "report", run_dir, "--max-images", "1")

@@ -115,9 +115,9 @@ def test_a_short_write_of_save_probs_names_the_file(run_dir, capsys, monkeypatch
     line = _one_error_line(out)
     probs = run_dir / "probs" / "val"
     assert rc == 1 and f"error: {probs / 'val_00000.npy'}: cannot write (" in line and "written: a short write" in line
-    # no half-written file, no temporary left (the folder's settings stamp is written before any output, and the
-    # job's lock is taken before that)
-    assert sorted(p.name for p in probs.iterdir()) == sorted([".settings.json", JOB_LOCK_FILE])
+    # no half-written file, no temporary left (the folder's settings stamp and its photos' records are written before
+    # any output, and the job's lock is taken before that)
+    assert sorted(p.name for p in probs.iterdir()) == sorted([".settings.json", ".sources.json", JOB_LOCK_FILE])
 
 
 def test_a_short_write_outside_the_atomic_writer_is_one_line(tmp_path, capsys, monkeypatch):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from conftest import REPO, tiny_overrides
-from wsss.runs.stamps import STAMP_FILE
+from wsss.runs.stamps import SOURCES_FILE, STAMP_FILE
 from wsss.utils.io import read_label_png
 from wsss.utils.runlock import JOB_LOCK_FILE
 
@@ -72,7 +72,7 @@ def test_sigkill_during_predict_then_resume_gives_every_mask(tmp_path):
     ids = (root / "ImageSets/Segmentation/val.txt").read_text().split()
     assert sorted(p.stem for p in out.glob("*.png")) == sorted(ids)
     hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
-    assert hidden == sorted([STAMP_FILE, JOB_LOCK_FILE])  # no temporary leftovers
+    assert hidden == sorted([STAMP_FILE, SOURCES_FILE, JOB_LOCK_FILE])  # no temporary leftovers
     resumed = {i: read_label_png(out / f"{i}.png") for i in ids}
     # every mask is complete and the same as a fresh, uninterrupted prediction
     subprocess.run(args + ["--overwrite"], check=True, cwd=REPO)
@@ -101,15 +101,22 @@ def test_resumed_writers_remove_the_temporary_files_a_kill_left(tmp_path):
     """A SIGKILL between atomic_write's mkstemp and its rename leaves `.<name>.<rand>.tmp` (no except runs);
     the next cam / pseudo / predict into that folder deletes it before writing (the deterministic half of the
     SIGKILL test above, whose kill lands in that window only sometimes)."""
+    from types import SimpleNamespace
+
     from wsss.core.files import atomic_write, remove_stale_temps
     from wsss.runs.jobs import _todo
 
+    for id in "ab":
+        (tmp_path / f"{id}.jpg").write_bytes(b"photo")
+    ds = SimpleNamespace(ids=["a", "b"], image_path=lambda id: tmp_path / f"{id}.jpg")  # what _todo reads of a dataset
     out = tmp_path / "predictions/val"
     with atomic_write(out / "a.png") as f:
         f.write(b"done")
-    stale = out / ".b.png.x1y2z3.tmp"
+    stale = out / ".b.png.x1y2z3.wsss.tmp"
     stale.write_bytes(b"half")
     (out / ".keep").write_bytes(b"")  # a hidden file that is not ours stays
-    assert _todo(["a", "b"], out, ".png", overwrite=False) == ["b"]
+    (out / ".notes.tmp").write_bytes(b"mine")  # a temporary-looking file that is not ours stays too (issue 76)
+    assert _todo(ds, out, ".png", overwrite=False) == ["b"]
     assert not stale.exists() and (out / "a.png").read_bytes() == b"done" and (out / ".keep").exists()
+    assert (out / ".notes.tmp").read_bytes() == b"mine"
     assert remove_stale_temps(tmp_path / "missing") == 0

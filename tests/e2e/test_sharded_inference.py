@@ -87,8 +87,9 @@ def test_torchrun_two_processes_write_the_files_of_one(trained, tmp_path):
         assert len(done.stdout.splitlines()) == 1, done.stdout
         assert "12 written, 0 skipped, 0 failed" in done.stderr and "2 processes" in done.stderr, done.stderr[-2000:]
     assert _files(two, [f for _, fs in JOBS for f in fs]) == expected
-    # cams, seeds, pseudo labels, predictions of the 12 ids, and each folder's settings stamp (runs/stamps.py)
-    assert len(expected) == 12 * 4 + 4
+    # cams, seeds, pseudo labels, predictions of the 12 ids, and each folder's settings stamp and photos' records
+    # (runs/stamps.py)
+    assert len(expected) == 12 * 4 + 4 + 4
 
 
 def test_two_local_workers_write_the_files_of_one_and_skip_what_exists(trained, tmp_path, capsys, monkeypatch):
@@ -136,7 +137,7 @@ def test_a_killed_worker_loses_only_its_ids_and_a_rerun_finishes_the_same_files(
         assert main([cam[0], str(one), *cam[1:]]) == 0
     folders = ["cams/val", "cam_labels/val"]
     assert _files(killed, folders) == _files(one, folders)
-    assert len(_files(one, folders)) == 2 * 40 + 2  # and the two folders' settings stamps
+    assert len(_files(one, folders)) == 2 * 40 + 2 + 2  # and the two folders' settings stamps and photos' records
 
 
 def test_viz_ids_over_two_workers_draws_the_grids_of_one(trained, tmp_path, monkeypatch, capsys):

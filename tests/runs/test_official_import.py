@@ -87,3 +87,41 @@ def test_wsss_import_sccam_refuses_another_architecture(synth_root, tmp_path, ca
     argv = ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml")]
     assert main([*argv, "--out", str(tmp_path / "r"), "--set", *NARROW, f"data.root={synth_root}"]) == 1
     assert "encoder.blocks.0.attn.qkv.weight" in capsys.readouterr().err
+
+
+def test_wsss_import_refuses_a_folder_that_holds_files_without_overwrite(reported, synth_root, tmp_path, capsys):
+    """Issue 76: `wsss import toco FILE --out A9`, A9 a trained run, replaced its last.pt and config.yaml. An --out
+    that holds files is refused, naming them; --overwrite writes the import there and keeps the run's checkpoints,
+    moved aside, so that its best.pt is not loaded in place of the imported weights."""
+    import shutil
+
+    over = [*NARROW, "options.round=0", f"data.root={synth_root}"]
+    m = build_method(load_config(REPO / "configs/sccam/voc.yaml", over), placeholder_classes(7)).eval()
+    ckpt = tmp_path / "res38_cls.pth"
+    torch.save({("fc8.weight" if k == "classifier.conv.weight" else k.removeprefix("backbone.net.")): v
+                for k, v in m.state_dict().items()}, ckpt)  # fmt: skip
+    trained, _ = reported
+    run = tmp_path / "A9"
+    run.mkdir()
+    shutil.copy(trained / "config.yaml", run / "config.yaml")
+    shutil.copytree(trained / "checkpoints", run / "checkpoints")
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    argv = ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml"), "--out", str(run)]
+    capsys.readouterr()
+    assert main([*argv, "--set", *over]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {run}: holds a run (checkpoints, config.yaml); import into a new folder, or pass "
+                          "--overwrite") and "\n" not in err  # fmt: skip
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine\n")
+    assert main(["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml"), "--out", str(notes),
+                 "--set", *over]) == 1  # fmt: skip
+    assert f"{notes}: holds files (todo.txt)" in capsys.readouterr().err
+    assert main([*argv, "--overwrite", "--set", *over]) == 0
+    aside = {p.relative_to(run / "checkpoints.1"): p.read_bytes() for p in (run / "checkpoints.1").rglob("*")}
+    assert aside == {p.relative_to("checkpoints"): b for p, b in before.items() if p.parts[0] == "checkpoints"}
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt"]
+    imported = load_run(run, device="cpu").method
+    assert imported.round == 0 and torch.equal(imported.classifier.conv.weight, m.classifier.conv.weight)

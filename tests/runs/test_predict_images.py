@@ -125,8 +125,9 @@ def test_two_local_workers_write_the_masks_of_one(reported, photos, tmp_path, mo
     assert main(["predict", str(run), "--images", str(folder), "--out", str(two), "--overlay", "--workers", "2",
                  "--quiet"]) == 0  # fmt: skip
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
-    # 4 masks, 4 overlays, the settings stamp and the job's lock, the same in both
-    assert len(files) == 10 and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    # 4 masks, 4 overlays, the settings stamp, the photos' records (of the masks' and the overlays' folders) and the
+    # job's lock, the same in both
+    assert len(files) == 12 and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
     # the same bytes but in the lock, which holds its job's pid and time
     assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files if f.name != JOB_LOCK_FILE)
 
@@ -308,3 +309,34 @@ def test_cam_of_photos_with_clip_es_labels_them_from_the_class_names(photos, syn
         assert np.array_equal(keys, np.flatnonzero(labels)) and cam.shape[1:] == image.shape[:2]
         assert read_label_png(out / f"{i}.png").shape == image.shape[:2]
         assert (out / "overlay" / f"{i}.jpg").is_file()
+
+
+def test_an_out_of_files_wsss_did_not_make_is_refused_and_nothing_of_theirs_is_removed(reported, photos, tmp_path,
+                                                                                       capsys):  # fmt: skip
+    """Issue 79: the README's block predicted into the user's folder of ground-truth masks. An --out without a stamp
+    that holds files wsss did not make is refused, naming them; with --overwrite the masks are written among them and
+    nothing of theirs is removed. Issue 76: a user's `.notes.tmp` in --out was deleted as a killed write's."""
+    run, _ = reported
+    folder, ids = photos
+    truth = tmp_path / "masks"
+    truth.mkdir()
+    (truth / "mine_001.png").write_bytes(b"a ground-truth mask")
+    (truth / ".notes.tmp").write_text("the user's notes\n")
+    command = ["predict", str(run), "--images", str(folder), "--out", str(truth), "--quiet"]
+    capsys.readouterr()
+    assert main(command) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {truth}: holds files that wsss did not make (.notes.tmp, mine_001.png); give --out")
+    assert "\n" not in err and "--overwrite" in err
+    assert sorted(p.name for p in truth.iterdir()) == [".notes.tmp", "mine_001.png"]  # nothing written, not a lock
+    assert main([*command, "--overwrite"]) == 0
+    assert (truth / ".notes.tmp").read_text() == "the user's notes\n"
+    assert (truth / "mine_001.png").read_bytes() == b"a ground-truth mask"
+    assert all((truth / f"{i}.png").is_file() for i in ids)
+    # a folder of wsss's own (stamped): the same command again continues; the user's temporary-looking file stays
+    out = tmp_path / "out"
+    assert main(["predict", str(run), "--images", str(folder), "--out", str(out), "--quiet"]) == 0
+    (out / ".notes.tmp").write_text("the user's notes\n")
+    (out / f"{ids[0]}.png").unlink()
+    assert main(["predict", str(run), "--images", str(folder), "--out", str(out), "--quiet"]) == 0
+    assert (out / ".notes.tmp").read_text() == "the user's notes\n" and (out / f"{ids[0]}.png").is_file()

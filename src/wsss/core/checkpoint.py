@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +59,20 @@ def load_model_state(model: torch.nn.Module, state_dict: dict[str, Any], path: s
 def check_checkpoint_classes(state: dict[str, Any], path: str | Path, class_names: list[str], source: str) -> None:
     """WeightLoadError naming the checkpoint when it was trained on another class list than
     ``class_names`` (read from ``source``, e.g. the run's dataset): its outputs would be ids of
-    other classes."""
+    other classes. The names are compared too, in order: a list of as many other classes would pass a count
+    (issue 76: a checkpoint of other class names predicted without a word)."""
     have = state.get("num_classes")
     if have is not None and int(have) != len(class_names):
         raise WeightLoadError(
             f"{path}: checkpoint trained with {int(have)} classes, but {source} has {len(class_names)}; "
             "it is from another run (or another dataset)"
+        )
+    names = state.get("class_names")
+    if isinstance(names, (list, tuple)) and len(names) == len(class_names) and list(names) != list(class_names):
+        i = next(i for i, (a, b) in enumerate(zip(names, class_names, strict=True)) if a != b)
+        raise WeightLoadError(
+            f"{path}: checkpoint trained with other classes than {source} (class {i}: {names[i]!r} there, "
+            f"{class_names[i]!r} here); it is from another run (or another dataset)"
         )
 
 
@@ -84,3 +94,21 @@ def check_run_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             f"{path}: the checkpoint's class_names is not a list of class names (a {type(names).__name__}); "
             "a damaged or foreign checkpoint"
         )
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """The SHA-1 of a checkpoint file's bytes: which model it is, whatever its name and step (a run retrained into
+    the same folder, or another run's checkpoint of the same name and step, differs). Names the outputs a model made
+    in their settings stamps (``runs/stamps.py``); not a security check. Read once per file version (its size and
+    modification time)."""
+    st = Path(path).stat()
+    return _digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha1(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

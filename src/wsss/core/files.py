@@ -23,6 +23,15 @@ from wsss.core.errors import OutputError
 
 T = TypeVar("T")
 
+# The suffix of the temporary files wsss writes (``.<name>.<random>.wsss.tmp``), and the only ones that
+# :func:`remove_stale_temps` removes: a user's own ``.notes.tmp`` in an output folder is not ours (issue 76).
+TEMP_SUFFIX = ".wsss.tmp"
+
+
+def is_temp_file(name: str) -> bool:
+    """Whether the file name ``name`` is one of wsss's temporary files (:data:`TEMP_SUFFIX`)."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
 
 def _umask() -> int:
     """The process's umask, read without changing it where the OS allows (Linux), else by setting and
@@ -103,7 +112,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBas
     path = check_output_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     except OSError as e:
         if e.errno in _WRITE_ERRNOS:
             raise output_error(path, e) from e
@@ -154,11 +163,12 @@ def retry_transient(read: Callable[[], T]) -> T:
 def remove_stale_temps(directory: str | os.PathLike) -> int:
     """Delete the temporary files :func:`atomic_write` leaves in ``directory`` when its process is killed
     between creating and renaming one (SIGKILL runs no ``except``). Call it only where one process owns
-    the directory, before that process writes again; returns how many were removed."""
+    the directory, before that process writes again; returns how many were removed. Only wsss's own
+    (:data:`TEMP_SUFFIX`): another ``.*.tmp`` is someone else's file."""
     directory = Path(directory)
     if not directory.is_dir():
         return 0
-    stale = [p for p in directory.glob(".*.tmp") if p.is_file()]
+    stale = [p for p in directory.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
     for p in stale:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()

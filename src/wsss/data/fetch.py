@@ -37,6 +37,7 @@ from typing import Any
 
 from wsss.core.errors import DataError, MissingFileError, UsageError
 from wsss.data.prepare import PrepareSummary
+from wsss.utils.runlock import UNPACK_LOCK_FILE, check_unpacking, unpack_lock
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ RELEASES: dict[str, Release] = {
 
 UNPACKING = ".unpacking"  # the suffix of an unpacking's temporary folder (a killed one's is removed next time)
 VOC_DIR, SBD_DIR = "VOCdevkit", "benchmark_RELEASE"
+AUG_DIR = "SegmentationClassAug"  # the masks' folder of a prepared VOC (data/prepare/voc.py)
 
 
 @dataclass
@@ -137,13 +139,17 @@ def fetch(
     release, raw = RELEASES[name], Path(raw)
     out = Path(out if out is not None else release.default_out)
     given = _match_archives(release, [Path(p) for p in archives], sha256, verify)
+    if prepare and not overwrite:  # before hours of downloading
+        _check_out(name, out)
     result = FetchResult()
     # the user's archives first: a bad one fails before hours of downloading the others
     for archive in sorted(release.archives, key=lambda a: a.file not in given):
         dest = raw / release.folder / archive.top
-        if dest.is_symlink() and not dest.exists():  # the rename into place failed on it: NotADirectoryError
-            raise DataError(f"{dest}: a symbolic link to {os.readlink(dest)}, which does not exist; remove the link, "
-                            "or make it point to the unpacked release")  # fmt: skip
+        if (dest.exists() or dest.is_symlink()) and not dest.is_dir():  # never replaced: it is not a release of ours
+            what = (f"a symbolic link to {os.readlink(dest)}, which does not exist" if not dest.exists()
+                    else "a file, or a link to one")  # fmt: skip
+            raise UsageError(f"{dest}: is not a folder ({what}), so not an unpacked release; move it away (it is never "
+                             "deleted) or give another --raw")  # fmt: skip
         if dest.is_dir() and not overwrite:
             unused = f"; {given[archive.file][0]} not used" if archive.file in given else ""
             log(f"{dest}: unpacked earlier, kept (--overwrite unpacks it again){unused}")
@@ -164,6 +170,39 @@ def fetch(
         result.summary, note = _prepare(name, raw, out, image_mode, workers, progress)
         result.notes += [note] if note else []
     return result
+
+
+def _check_out(name: str, out: Path) -> None:
+    """UsageError naming the files of ``out`` that preparing release ``name`` would replace, when ``out`` holds
+    files and is not a dataset prepared from this release (``prepare.prepared_from``; one of an older wsss: its
+    release's ``classes.txt`` and mask folder): a user's dataset keeps its classes, labels and split lists, and its
+    photos are never paired with the release's masks (issue 76)."""
+    from wsss.data.classes import COCO_CLASSES, VOC_CLASSES, read_classes
+    from wsss.data.prepare import prepared_from
+    from wsss.data.voc import CLS_LABELS_FILE, IMAGE_DIR, SPLIT_DIR
+
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    kind, classes, masks = (
+        ("coco", COCO_CLASSES, "SegmentationClass") if name == "coco2014" else ("voc", VOC_CLASSES, AUG_DIR)
+    )
+    made = prepared_from(out)
+    if made == kind:
+        return
+    if made is None and (out / masks).is_dir():
+        try:
+            if read_classes(out) == classes:  # prepared by a wsss before the marker
+                return
+        except (DataError, OSError):
+            pass
+    lists = [str(p.relative_to(out)) for p in sorted((out / SPLIT_DIR).glob("*.txt"))]
+    would = ["classes.txt", CLS_LABELS_FILE, *lists, masks, IMAGE_DIR]
+    shown = [w for w in would if (out / w).exists()] or sorted(p.name for p in out.iterdir())
+    raise UsageError(
+        f"{out}: holds files that `wsss data fetch {name}` did not prepare; preparing the release there would replace "
+        f"or mix with {', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''}; give another --out, or pass "
+        "--overwrite (which also unpacks the release again)"
+    )
 
 
 def _match_archives(
@@ -359,17 +398,27 @@ def unpack(archive: Path, top: str, dest: Path, title: str = "the release", prog
     for it). A member that would land outside that folder, a damaged archive or one without ``top`` is a
     DataError naming the file, and leaves ``dest`` as it was."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest.parent.glob(f".{dest.name}.*{UNPACKING}"):  # a killed earlier unpacking's
-        shutil.rmtree(stale, ignore_errors=True)
+    # One unpacking of ``dest`` at a time: a second one removed the first's temporary folder as a killed one's, and
+    # the first put in place the members it wrote after that, while reporting them all (issue 76). Each unpacking
+    # holds a lock in its folder; a folder whose lock is held is another's, and this one is refused.
+    stale = sorted(dest.parent.glob(f".{dest.name}.*{UNPACKING}"))
+    for folder in stale:
+        check_unpacking(folder, dest)
+    for folder in stale:  # a killed earlier unpacking's
+        shutil.rmtree(folder, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=UNPACKING, dir=dest.parent))
     try:
-        count = _extract(archive, tmp, progress)
-        if not (tmp / top).is_dir():
-            found = ", ".join(sorted(p.name for p in tmp.iterdir())[:5]) or "nothing"
-            raise DataError(f"{archive}: not {title}: no {top}/ at its top (it holds {found})")
-        if dest.exists():  # overwrite: the earlier release is set aside in tmp, removed with it
-            os.replace(dest, tmp / ".replaced")
-        os.replace(tmp / top, dest)
+        with unpack_lock(tmp, f"wsss data fetch ({archive.name})"):
+            count = _extract(archive, tmp, progress)
+            if not (tmp / top).is_dir():
+                held = sorted(p.name for p in tmp.iterdir() if p.name != UNPACK_LOCK_FILE)
+                found = ", ".join(held[:5]) or "nothing"
+                raise DataError(f"{archive}: not {title}: no {top}/ at its top (it holds {found})")
+            if dest.is_dir():  # overwrite: the earlier release is set aside, removed with tmp (a link: the link alone)
+                os.replace(dest, tmp / ".replaced")
+            elif dest.exists() or dest.is_symlink():  # a user's file: never deleted (the caller refuses it first)
+                raise UsageError(f"{dest}: is not a folder, so not an unpacked release; move it away")
+            os.replace(tmp / top, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return count

@@ -77,7 +77,7 @@ import numpy as np
 from PIL import Image
 
 from wsss.core.errors import OutputError, UsageError
-from wsss.core.files import atomic_write, output_error, write_os_error
+from wsss.core.files import TEMP_SUFFIX, atomic_write, output_error, write_os_error
 from wsss.data.classes import write_classes
 from wsss.data.voc import SPLIT_DIR, write_cls_labels
 from wsss.utils.io import per_id_path, voc_palette
@@ -626,7 +626,7 @@ def _put(path: Path, data: bytes) -> None:
     ``atomic_write``: thousands of small files would otherwise cost 1-6 ms each on a busy disk. A full disk or
     an unwritable folder is an ``OutputError`` naming ``path`` (the OS's error of a write names no file: the
     command said "output: cannot write", issue 58)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)

@@ -37,14 +37,14 @@ from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, U
 from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
-from wsss.data.voc import run_dataset
 from wsss.methods import REFINERS, JobStop, PoolCall, refiner_options
 from wsss.runs import refiners  # noqa: F401 (registers the generic refiners)
 from wsss.runs.run import Run, allowed_classes, class_weights_of, load_run, present_classes, soft_tag_weights
 from wsss.runs.shard import run_ids, shared_todo
-from wsss.runs.stamps import check_stamp, claim_folder, normal, read_stamp
+from wsss.runs.stamps import check_stamp, claim_folder, normal, photo_record, read_stamp, refresh_sources, with_added
 from wsss.runs.tag import tag_labels
 from wsss.utils.io import (
+    CAM_SUFFIX,
     find_cam_file,
     load_cam_of,
     load_labelled_cam,
@@ -59,15 +59,26 @@ from wsss.utils.procs import leave_stops_to_parent, stops_held_for_children
 from wsss.utils.runlock import job_folder_lock
 
 
-def _todo(ids: list[str], out_dir: Path, suffix: str, overwrite: bool, *also: tuple[Path, str]) -> list[str]:
-    """The ids still to write into ``out_dir``; a killed earlier run's temporary files there are removed. ``also``:
-    (folder, suffix) of the id's further outputs: an id is done only when each of its outputs is there (issue 58:
-    ``predict --save-probs`` over masks of an earlier ``predict`` wrote no probabilities)."""
+def _todo(
+    ds: VOCDataset, out_dir: Path, suffix: str, overwrite: bool, *also: tuple[Path, str], rewrite_all: bool = False
+) -> list[str]:  # fmt: skip
+    """The ids of ``ds`` still to write into ``out_dir``; a killed earlier run's temporary files there are removed.
+    ``also``: (folder, suffix) of the id's further outputs: an id is done only when each of its outputs is there
+    (issue 58: ``predict --save-probs`` over masks of an earlier ``predict`` wrote no probabilities). The outputs of
+    an id whose photo is not the one they were made of are removed first (``stamps.refresh_sources``: a photo
+    replaced under its name); ``rewrite_all`` (or ``overwrite``): every id."""
     remove_stale_temps(out_dir)
-    if overwrite:
-        return list(ids)
     outputs = [(out_dir, suffix), *also]
-    return [i for i in ids if not all(per_id_path(d, i, x).is_file() for d, x in outputs)]
+    records = _photo_records(ds)
+    for folder, x in outputs:
+        refresh_sources(folder, [x], records)
+    if overwrite or rewrite_all:
+        return list(ds.ids)
+    return [i for i in ds.ids if not all(per_id_path(d, i, x).is_file() for d, x in outputs)]
+
+
+def _photo_records(ds: VOCDataset) -> dict[str, list[int] | None]:
+    return {i: photo_record(ds.image_path(i)) for i in ds.ids}
 
 
 class _Outputs:
@@ -78,14 +89,17 @@ class _Outputs:
     def __init__(self, overwrite: bool, inputs: Sequence[str | Path | None] = ()) -> None:
         self.overwrite, self.inputs = overwrite, list(inputs)
         self.folders: list[tuple[Path, dict[str, Any], bool | Callable[[], bool]]] = []
+        self.suffixes: dict[Path, str] = {}
 
     def add(
-        self, folder: Path, settings: dict[str, Any], *, rewrite_all: bool | Callable[[], bool] = False
+        self, folder: Path, settings: dict[str, Any], suffix: str, *, rewrite_all: bool | Callable[[], bool] = False
     ) -> _Outputs:
-        """``folder`` with ``settings``; ``rewrite_all``: the job writes each of its ids again (restamped), or a
-        function that decides it from the folder (called by :meth:`check`: under the folders' lock in :meth:`held`,
-        so that no other job changes the folder between the decision and the writes)."""
+        """``folder`` with ``settings``, its outputs ``<id><suffix>`` (what ``--overwrite`` removes there);
+        ``rewrite_all``: the job writes each of its ids again (restamped), or a function that decides it from the
+        folder (called by :meth:`check`: under the folders' lock in :meth:`held`, so that no other job changes the
+        folder between the decision and the writes)."""
         self.folders.append((folder, settings, rewrite_all))
+        self.suffixes[folder] = suffix
         return self
 
     def _decide(self) -> None:
@@ -116,7 +130,8 @@ class _Outputs:
     def claim(self) -> None:
         self._decide()
         for folder, settings, rewrite_all in self.folders:
-            claim_folder(folder, settings, overwrite=self.overwrite, rewrite_all=bool(rewrite_all), inputs=self.inputs)
+            claim_folder(folder, settings, overwrite=self.overwrite, rewrite_all=bool(rewrite_all), inputs=self.inputs,
+                         suffix=self.suffixes[folder])  # fmt: skip
 
 
 def _resolved(path: str | Path) -> str:
@@ -129,9 +144,10 @@ def _model_and_source(run: Run, source: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dataset_source(ds: VOCDataset) -> dict[str, Any]:
-    """Where a job's photos come from, in its settings stamp: a dataset's root (photos that are not a dataset:
-    the sources given to ``--images``, ``runs/photos.py``)."""
-    return {"data_root": _resolved(ds.root)}
+    """Where a job's photos come from, in its settings stamp: a dataset's root and its classes (photos that are not a
+    dataset: the sources given to ``--images``, ``runs/photos.py``). Each photo's own file is recorded per id
+    (``stamps.refresh_sources``)."""
+    return {"data_root": _resolved(ds.root), "classes": list(ds.class_names)}
 
 
 def cam_settings(run: Run, source: dict[str, Any]) -> dict[str, Any]:
@@ -274,12 +290,7 @@ def _label_writes(out: Path) -> Callable[[str, np.ndarray], Writes]:
 
 
 def _dataset(run: Run, root: str | None, split: str) -> VOCDataset:
-    ds = run_dataset(root, run.cfg.data.root, split, run.dir)
-    if ds.num_classes != run.num_classes:
-        raise DataError(
-            f"{ds.root}: the dataset has {ds.num_classes} classes but the run was trained with {run.num_classes}"
-        )
-    return ds
+    return run.dataset(root, split)
 
 
 def run_cam(
@@ -300,7 +311,7 @@ def run_cam(
     out, seeds = run.dir / "cams" / split, run.dir / "cam_labels" / split
     thre = run.cfg.cam.bkg_thre if bkg_thre is None else float(bkg_thre)
     settings = cam_settings(run, _dataset_source(ds))
-    outputs = _Outputs(overwrite, [ds.root]).add(out, settings)
+    outputs = _Outputs(overwrite, [ds.root]).add(out, settings, CAM_SUFFIX)
     # A seed is a cheap argmax of a saved CAM: a job at another level than the seeds' folder holds (--bkg-thre, or
     # the run's own level after an earlier --bkg-thre) rewrites every seed, and the folder takes the new level
     # without --overwrite; the seeds then always name the level of the last `wsss cam` (issue 58). Decided from the
@@ -308,16 +319,18 @@ def run_cam(
     ours = normal({**settings, "bkg_thre": thre})
 
     def other_level() -> bool:
-        stamp = read_stamp(seeds)
+        stamp = with_added(read_stamp(seeds), ours)
         return stamp is not None and stamp.get("bkg_thre") != thre and {**stamp, "bkg_thre": thre} == ours
 
-    outputs.add(seeds, {**settings, "bkg_thre": thre}, rewrite_all=bkg_thre is not None or other_level)
+    outputs.add(seeds, {**settings, "bkg_thre": thre}, ".png", rewrite_all=bkg_thre is not None or other_level)
     with outputs.held("wsss cam"):
         reseed = outputs.rewrites_all(seeds)
 
         def list_todo() -> list[str]:
             outputs.claim()  # also removes a killed job's temporary files from both folders
-            return list(ds.ids) if reseed else _todo(ds.ids, seeds, ".png", overwrite)
+            # the CAMs of a photo replaced under its name go too (a reseed would reuse them)
+            refresh_sources(out, [CAM_SUFFIX], _photo_records(ds))
+            return _todo(ds, seeds, ".png", overwrite, rewrite_all=reseed)
 
         todo = shared_todo(list_todo)
 
@@ -426,12 +439,12 @@ def run_pseudo(
         "options": cfg["options"], "cams": read_stamp(cams),  # the CAMs' own settings: CAMs made again differ
         "affinity_run": _run_settings(affinity_run), "saliency": None if saliency is None else _resolved(saliency),
     }  # fmt: skip
-    outputs = _Outputs(overwrite, [ds.root, cams, saliency]).add(out, settings)
+    outputs = _Outputs(overwrite, [ds.root, cams, saliency]).add(out, settings, ".png")
     with outputs.held("wsss pseudo"):
 
         def list_todo() -> list[str]:
             outputs.claim()
-            return _todo(ds.ids, out, ".png", overwrite)
+            return _todo(ds, out, ".png", overwrite)
 
         todo = shared_todo(list_todo)
         job = PseudoJob(run, ds, cams, levels)
@@ -581,7 +594,7 @@ def run_predict(
     (and ``probs_ensN``).
     """
     check_predict(run, tags_from, tag_gate, tag_threshold, labelled_only)
-    ds = run_dataset(root, run.cfg.data.root, split, run.dir)
+    ds = _dataset(run, root, split)
     networks = 1 + len(run.ensemble)
     gate = tag_gate if tags_from is not None else None
     out = run.dir / predictions_folder(crf=crf, labelled_only=labelled_only, tag_gate=gate, networks=networks) / split
@@ -590,14 +603,14 @@ def run_predict(
     probs_settings = prediction_settings(
         run, _dataset_source(ds), scales, labelled_only, tags_from, tag_gate, tag_threshold
     )
-    outputs.add(out, {**probs_settings, "crf": run.cfg.to_dict()["infer"]["crf"] if crf else None})
+    outputs.add(out, {**probs_settings, "crf": run.cfg.to_dict()["infer"]["crf"] if crf else None}, ".png")
     if save_probs:
-        outputs.add(probs_dir, probs_settings)
+        outputs.add(probs_dir, probs_settings, ".npy")
     with outputs.held("wsss predict"):
 
         def list_todo() -> list[str]:
             outputs.claim()
-            return _todo(ds.ids, out, ".png", overwrite, *([(probs_dir, ".npy")] if save_probs else []))
+            return _todo(ds, out, ".png", overwrite, *([(probs_dir, ".npy")] if save_probs else []))
 
         todo = shared_todo(list_todo)
 

@@ -5,6 +5,11 @@ this module names none. It loads the config, checks that it is of the layout's m
 from the dataset at ``data.root`` (its ``classes.txt``, else VOC's 21), lets the layout build the method from
 the file, and writes ``config.yaml`` + ``checkpoints/last.pt``, which ``wsss cam / predict / eval`` use like a
 trained run. ``model.pretrained`` is cleared: the file holds every weight.
+
+An ``out`` that holds files (a trained run, or anything else) is refused unless ``overwrite`` (issue 76: a trained
+run's ``last.pt`` and ``config.yaml`` were replaced); with it, the folder's earlier ``checkpoints/`` is kept, moved
+aside to ``checkpoints.1`` (``core.files.move_aside``), so that no checkpoint of another model is loaded in place of
+the imported one (``best.pt`` comes before ``last.pt``).
 """
 
 from __future__ import annotations
@@ -14,17 +19,30 @@ from pathlib import Path
 
 from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config, require_data_root, save_config
-from wsss.core.errors import ConfigError
+from wsss.core.errors import ConfigError, UsageError
+from wsss.core.files import move_aside
 from wsss.data.classes import read_classes
 from wsss.methods.contract import import_config_modules
 from wsss.methods.imports import ImportLayout, available_imports, get_import_layout
+from wsss.utils.runlock import is_run_dir
 
 
 def import_run(
-    name: str, file: str | Path, config: str | Path, out: str | Path, overrides: Sequence[str] = ()
-) -> tuple[Path, ImportLayout]:
-    """Write the run directory ``out`` made from ``file`` by the import layout ``name``; returns (out, layout)."""
+    name: str, file: str | Path, config: str | Path, out: str | Path, overrides: Sequence[str] = (),
+    *, overwrite: bool = False,
+) -> tuple[Path, ImportLayout]:  # fmt: skip
+    """Write the run directory ``out`` made from ``file`` by the import layout ``name``; returns (out, layout).
+    ``out`` holding files: a UsageError naming some, unless ``overwrite`` (module docstring)."""
     out, path = Path(out), Path(file)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: is a file; --out names the folder of the run to write")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not overwrite:
+        what = "a run" if is_run_dir(out) else "files"
+        raise UsageError(
+            f"{out}: holds {what} ({', '.join(held[:4])}{' ...' if len(held) > 4 else ''}); import into a new folder, "
+            "or pass --overwrite to write its config.yaml and checkpoint there (its checkpoints/ is kept, moved aside)"
+        )
     cfg = load_config(config, list(overrides))
     import_config_modules(cfg.custom_imports)  # a plugin's layout registers on import, as its method does
     layout = get_import_layout(name)
@@ -35,6 +53,7 @@ def import_run(
     class_names = read_classes(require_data_root(cfg))
     model, extra = layout.build(path, cfg, class_names)
     out.mkdir(parents=True, exist_ok=True)
+    move_aside(out / "checkpoints")  # --overwrite: another model's checkpoints kept, never loaded for this one
     save_config(cfg, out / "config.yaml")  # after build: a layout may complete the config (CLIP-ES's arch)
     state = {
         "step": 0,

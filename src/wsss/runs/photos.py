@@ -40,7 +40,7 @@ import torch
 from wsss.cam import CRFPool
 from wsss.core.distributed import rank
 from wsss.core.errors import OutputError, UsageError
-from wsss.core.files import remove_stale_temps
+from wsss.core.files import is_temp_file, remove_stale_temps
 from wsss.data.photos import PhotoFolder
 from wsss.runs.jobs import (
     Writes,
@@ -53,10 +53,19 @@ from wsss.runs.jobs import (
 )
 from wsss.runs.run import Run
 from wsss.runs.shard import run_ids, shared_todo
-from wsss.runs.stamps import differences, normal, read_stamp, write_stamp
+from wsss.runs.stamps import (
+    SOURCES_FILE,
+    differences,
+    normal,
+    photo_record,
+    read_stamp,
+    refresh_sources,
+    with_added,
+    write_stamp,
+)
 from wsss.runs.tag import DEFAULT_THRESHOLD, tag_labels
 from wsss.utils.io import per_id_path, read_image, save_label_png, save_labelled_cam, save_overlay
-from wsss.utils.runlock import job_folder_lock
+from wsss.utils.runlock import JOB_LOCK_FILE, job_folder_lock
 
 OVERLAY_DIR, OVERLAY_SUFFIX = "overlay", ".jpg"
 
@@ -87,9 +96,10 @@ def _check_outputs(
     photos: PhotoFolder, out: Path, folders: dict[Path, str], settings: dict[str, Any], overwrite: bool
 ) -> None:  # fmt: skip
     """Refuse ``out`` when it already holds an output of these photos made with other ``settings`` than this job's
-    (or unstamped), unless ``overwrite``. Every process checks before the job's first collective
-    (``shared_todo``), so none sees another's new outputs."""
-    old, new = read_stamp(out), normal(settings)
+    (or unstamped), or, with no stamp, any file wsss did not make (:func:`_not_ours`), unless ``overwrite``. Every
+    process checks before the job's first collective (``shared_todo``), so none sees another's new outputs."""
+    new = normal(settings)
+    old = with_added(read_stamp(out), new)  # a stamp of an older wsss: without the model's content
     if overwrite or old == new:  # the same job again continues: its finished photos are skipped
         return
     for folder, suffix in folders.items():
@@ -102,6 +112,33 @@ def _check_outputs(
                 f"{out}: already holds outputs of these photos{made} (e.g. {path}); pass --overwrite to replace "
                 "them, or give another --out"
             )
+    if old is None:
+        _check_foreign(photos, out, folders, overwrite)
+
+
+def _check_foreign(photos: PhotoFolder, out: Path, folders: dict[Path, str], overwrite: bool) -> None:
+    """Refuse an unstamped ``out`` that holds files wsss did not make (:func:`_not_ours`), unless ``overwrite``."""
+    if overwrite or read_stamp(out) is not None:
+        return
+    theirs = _not_ours(out, photos, folders)
+    if theirs:
+        shown = ", ".join(theirs[:3]) + (f" (and {len(theirs) - 3} more)" if len(theirs) > 3 else "")
+        raise UsageError(
+            f"{out}: holds files that wsss did not make ({shown}); give --out a new or empty folder (the masks of "
+            "a folder of your own, e.g. ground truth, would mix with them), or pass --overwrite to write among them"
+        )
+
+
+def _not_ours(out: Path, photos: PhotoFolder, folders: dict[Path, str]) -> list[str]:
+    """The entries of an unstamped ``out`` that are not a job's own: all but its lock and wsss's temporary files, and
+    the outputs of these photos (reported as such by :func:`_check_outputs`). A folder of the user's masks is not a
+    place for predictions (issue 79: the README's block predicted into the folder of the ground truth)."""
+    if not out.is_dir():
+        return []
+    mine = {per_id_path(f, i, x).relative_to(out).parts[0] for f, x in folders.items() for i in photos.ids}
+    mine |= {f.relative_to(out).parts[0] for f in folders if f != out}
+    ours = (JOB_LOCK_FILE, SOURCES_FILE, *mine)
+    return sorted(p.name for p in out.iterdir() if p.name not in ours and not is_temp_file(p.name))
 
 
 def _photo_writes(out: Path, photos: PhotoFolder, overlay: bool) -> Callable[[str, np.ndarray], Writes]:
@@ -130,6 +167,7 @@ def _run_photos(
     under that lock (:func:`_check_outputs`), so that no other job stamps it between this job's check and its
     writes."""
     _check_place(photos, out, folders)
+    _check_outputs(photos, out, folders, settings, overwrite)  # before the lock too: a refused folder gets none
     with job_folder_lock(out, command) if rank() == 0 else contextlib.nullcontext():
         _check_outputs(photos, out, folders, settings, overwrite)
 
@@ -137,6 +175,9 @@ def _run_photos(
             for folder in folders:
                 remove_stale_temps(folder)  # a killed earlier job's temporary files
             write_stamp(out, settings)
+            records = {i: photo_record(photos.image_path(i)) for i in photos.ids}
+            for folder, suffix in folders.items():  # a photo replaced under its name: its outputs are made again
+                refresh_sources(folder, [suffix], records)
             if overwrite:
                 return list(photos.ids)
             return [i for i in photos.ids if not all(per_id_path(f, i, x).is_file() for f, x in folders.items())]

@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from wsss.cam import labelled_classes, multi_scale_logits, resize_maps
+from wsss.core.checkpoint import checkpoint_digest
 from wsss.core.config import Config
-from wsss.core.errors import UsageError
+from wsss.core.errors import DataError, UsageError
 from wsss.data.transforms import prepare_image
+from wsss.data.voc import VOCDataset, run_dataset
 from wsss.engine.defaults import load_trained_method
 from wsss.methods import Method
 
@@ -42,15 +44,21 @@ class Run:
 
     def model_settings(self, *, own: bool = True) -> dict[str, Any]:
         """Which model this is, for the settings stamp of an output folder (``runs/stamps.py``): its checkpoint
-        (relative to the run, as ``checkpoints/best.pt``, so that a moved run keeps its outputs) and step;
-        ``own=False`` (another run's model: a tagger, an ensemble's member) adds the run's resolved folder."""
+        (relative to the run, as ``checkpoints/best.pt``, so that a moved run keeps its outputs), step and content
+        (``core.checkpoint.checkpoint_digest``: another run's checkpoint of the same name and step, or the run
+        retrained to the same step, is another model; issue 76); ``own=False`` (another run's model: a tagger, an
+        ensemble's member) adds the run's resolved folder."""
         ckpt = self.checkpoint
         if ckpt is not None:
             try:
                 ckpt = ckpt.resolve().relative_to(self.dir.resolve())
             except ValueError:  # a .pt path outside the run
                 ckpt = ckpt.resolve()
-        out: dict[str, Any] = {"checkpoint": None if ckpt is None else str(ckpt), "step": self.step}
+        out: dict[str, Any] = {
+            "checkpoint": None if ckpt is None else str(ckpt),
+            "step": self.step,
+            "sha1": None if self.checkpoint is None else checkpoint_digest(self.checkpoint),
+        }
         return out if own else {"dir": str(self.dir.resolve()), **out}
 
     @torch.no_grad()
@@ -130,6 +138,25 @@ class Run:
                 f"{other.dir}: its classes ({', '.join(other.class_names[1:4])}, ...) are not those of {self.dir} "
                 f"({', '.join(self.class_names[1:4])}, ...)"
             )
+
+    def dataset(self, root: str | None, split: str) -> VOCDataset:
+        """The dataset a job on this run reads (``--data-root``, else the run's ``data.root``), refused unless it has
+        the run's classes in the run's order: its outputs would be ids of other classes. Every job over a split reads
+        its dataset here (``wsss cam | pseudo | predict | tag``; issue 76: ``predict --split`` wrote and ``eval``
+        scored masks of a dataset of 8 classes with a run of 7, where ``cam`` refused)."""
+        ds = run_dataset(root, self.cfg.data.root, split, self.dir)
+        if ds.num_classes != self.num_classes:
+            raise DataError(
+                f"{ds.root}: the dataset has {ds.num_classes} classes but the run {self.dir} was trained with "
+                f"{self.num_classes}"
+            )
+        if ds.class_names != self.class_names:
+            i = next(i for i, (a, b) in enumerate(zip(ds.class_names, self.class_names, strict=True)) if a != b)
+            raise DataError(
+                f"{ds.root}: the dataset's classes are not the run's (class {i}: {ds.class_names[i]!r} here, "
+                f"{self.class_names[i]!r} in {self.dir})"
+            )
+        return ds
 
     def require_classifier(self) -> None:
         """A UsageError naming the run unless its method has an image classifier (``Method.has_classifier``)."""

@@ -22,6 +22,7 @@ writes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from collections.abc import Iterable, Mapping
@@ -29,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from wsss.core.errors import ConfigWarning, UsageError
-from wsss.core.files import atomic_write, remove_stale_temps
+from wsss.core.files import atomic_write, is_temp_file, remove_stale_temps
+from wsss.utils.io import per_id_path
 from wsss.utils.runlock import JOB_LOCK_FILE
 
 STAMP_FILE = ".settings.json"
+SOURCES_FILE = ".sources.json"  # each id's photo as its outputs were made of it (:func:`refresh_sources`)
 _UNREADABLE = {"stamp": "unreadable"}  # a stamp that is not JSON: settings unknown, so never those of a job
 
 
@@ -53,7 +56,23 @@ def read_stamp(folder: str | Path) -> dict[str, Any] | None:
     return stamp if isinstance(stamp, dict) else dict(_UNREADABLE)
 
 
-_NOT_OUTPUTS = (STAMP_FILE, JOB_LOCK_FILE)  # the files of a folder that are not its job's outputs
+# Settings that a stamp of an older wsss lacks (issue 76 added them: the checkpoint's content, the dataset's classes):
+# such a stamp is compared as if it named the job's own, as a folder without a stamp is taken as the job's.
+_ADDED = ("sha1", "classes")
+
+
+def with_added(old: Any, new: Any) -> Any:
+    """``old`` (a stamp read back) with each setting of :data:`_ADDED` that it lacks and ``new`` has taken from
+    ``new``, at any depth (the ensemble's members, the tagger)."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        filled = {k: with_added(v, new[k]) if k in new else v for k, v in old.items()}
+        return {**filled, **{k: new[k] for k in _ADDED if k in new and k not in old}}
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [with_added(a, b) for a, b in zip(old, new, strict=True)]
+    return old
+
+
+_NOT_OUTPUTS = (STAMP_FILE, SOURCES_FILE, JOB_LOCK_FILE)  # the files of a folder that are not its job's outputs
 
 _ABSENT = "(none)"  # a setting one side does not have
 
@@ -101,18 +120,15 @@ def _refusal(folder: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> Us
 def _has_outputs(folder: Path) -> bool:
     """Whether ``folder`` holds anything but its stamp, its job's lock and a killed write's temporary files: a stamp
     alone asserts nothing (e.g. a job that stopped on a bad option after stamping its folder)."""
-    return folder.is_dir() and any(
-        p.name not in _NOT_OUTPUTS and not (p.name.startswith(".") and p.name.endswith(".tmp"))
-        for p in folder.iterdir()
-    )
+    return folder.is_dir() and any(p.name not in _NOT_OUTPUTS and not is_temp_file(p.name) for p in folder.iterdir())
 
 
 def check_stamp(folder: str | Path, settings: Mapping[str, Any], *, overwrite: bool = False) -> None:
     """UsageError naming ``folder`` and the differing settings when it holds outputs stamped with other
     ``settings`` (and not ``overwrite``). Only reads: every process of a job may call it."""
     folder = Path(folder)
-    old = read_stamp(folder)
     new = normal(settings)
+    old = with_added(read_stamp(folder), new)
     if old is not None and old != new and not overwrite and _has_outputs(folder):
         raise _refusal(folder, old, new)
 
@@ -124,7 +140,7 @@ def _within(path: Path, folder: Path) -> bool:
 
 def claim_folder(
     folder: str | Path, settings: Mapping[str, Any], *, overwrite: bool = False, rewrite_all: bool = False,
-    inputs: Iterable[str | Path | None] = (),
+    inputs: Iterable[str | Path | None] = (), suffix: str | None = None,
 ) -> bool:  # fmt: skip
     """Make ``folder`` the output folder of a job with ``settings``, before the job writes into it (one
     process); returns True when it was cleared.
@@ -134,13 +150,22 @@ def claim_folder(
     (:func:`check_stamp`), unless ``rewrite_all`` (the job writes every id of the folder again, e.g.
     ``wsss cam --bkg-thre``: stamped anew) or ``overwrite``: the folder's files are removed first, unless one of
     ``inputs`` (the job's inputs) lies in it, which is a UsageError naming it (an output is never cleared over an
-    input).
+    input). With ``suffix`` (the job's outputs are ``<id><suffix>``) only those, the stamp, the photos' records and
+    wsss's temporary files are removed: a file of the user's in the folder stays (issue 76: ``--overwrite`` removes
+    only what the command made).
     """
     folder = Path(folder)
     remove_stale_temps(folder)  # a killed job's temporary files (this process owns the folder now)
     new = normal(settings)
-    old = read_stamp(folder)
+    read = read_stamp(folder)
+    old = with_added(read, new)
     if old == new:
+        if read != new:
+            warnings.warn(ConfigWarning(
+                f"{folder}: its stamp ({STAMP_FILE}, written by an older wsss) does not name the model's content or "
+                "the dataset's classes; its outputs are taken as made by this model (--overwrite redoes them)"
+            ), stacklevel=2)  # fmt: skip
+            write_stamp(folder, new)
         return False
     cleared = False
     has_outputs = _has_outputs(folder)
@@ -159,10 +184,20 @@ def claim_folder(
         for p in folder.iterdir():
             if p.name == JOB_LOCK_FILE:  # held by this job (runs/jobs.py): removing it would let another job lock
                 continue
+            if suffix is not None and not _made(p, suffix):
+                continue
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         cleared = True
     write_stamp(folder, new)
     return cleared
+
+
+def _made(path: Path, suffix: str) -> bool:
+    """Whether ``path`` is a file a job of outputs ``<id><suffix>`` makes in its folder."""
+    name = path.name
+    if name in (STAMP_FILE, SOURCES_FILE) or is_temp_file(name):
+        return True
+    return name.endswith(suffix) and not name.startswith(".") and (path.is_file() or path.is_symlink())
 
 
 def write_stamp(folder: str | Path, settings: Mapping[str, Any]) -> None:
@@ -170,3 +205,52 @@ def write_stamp(folder: str | Path, settings: Mapping[str, Any]) -> None:
     with atomic_write(Path(folder) / STAMP_FILE, "w") as f:
         json.dump(normal(settings), f, indent=1, sort_keys=True)
         f.write("\n")
+
+
+def photo_record(path: str | Path) -> list[int] | None:
+    """What names a photo's file in :data:`SOURCES_FILE`: [its size, its modification time in ns]; None when it
+    cannot be read (its id is then always done again, and the job reports the photo)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def read_sources(folder: str | Path) -> dict[str, Any] | None:
+    """id -> the photo record (:func:`photo_record`) its outputs in ``folder`` were made of; None when the folder has
+    no records ({} when they cannot be read: every id is then made again)."""
+    path = Path(folder) / SOURCES_FILE
+    if not path.is_file():
+        return None
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return records if isinstance(records, dict) else {}
+
+
+def refresh_sources(
+    folder: str | Path, suffixes: Iterable[str], records: Mapping[str, list[int] | None]
+) -> set[str]:  # fmt: skip
+    """Before a job writes into ``folder`` (one process, the folder held): the outputs of each id whose photo is not
+    the one they were made of are removed, and the photos' records are written into :data:`SOURCES_FILE`.
+    ``suffixes``: those of an id's files in ``folder``; ``records``: id -> :func:`photo_record` of the job's ids.
+
+    A stamp names the settings of a folder; a photo replaced under its name keeps them, and a job that skips the ids
+    whose outputs exist kept its old mask (issue 76). The ids whose record differs (or is missing, or None) lose their
+    outputs, which are this job's own (the folder's stamp is this job's settings), so the job makes them again; a
+    killed job's next run finds them missing. A folder without records (made by an older wsss) takes this job's, as
+    a folder without a stamp takes its settings (:func:`claim_folder`). Returns the ids whose outputs went."""
+    folder = Path(folder)
+    old = read_sources(folder)
+    stale = set() if old is None else {i for i, r in records.items() if r is None or old.get(i) != r}
+    old = old or {}
+    for id in sorted(stale):
+        for suffix in suffixes:
+            path = per_id_path(folder, id, suffix)
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+    with atomic_write(folder / SOURCES_FILE, "w") as f:
+        json.dump({**old, **{i: r for i, r in records.items() if r is not None}}, f, sort_keys=True)
+    return stale

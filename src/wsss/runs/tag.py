@@ -32,7 +32,7 @@ from tqdm import tqdm
 from wsss.core.errors import DataError, UsageError
 from wsss.core.files import atomic_write
 from wsss.data.classes import ClassLookup
-from wsss.data.voc import VOCDataset, labels_from_mask, load_cls_labels, run_dataset, write_cls_labels
+from wsss.data.voc import VOCDataset, labels_from_mask, load_cls_labels, write_cls_labels
 from wsss.runs.run import Run
 
 TAGS_FILE = "tags.csv"
@@ -151,9 +151,7 @@ def tag_split(
         raise UsageError(
             f"{run.dir}: wsss tag needs a CLIP-ES run (wsss import clip_es WEIGHTS ...), not {run.cfg.method}"
         )
-    ds = run_dataset(root, run.cfg.data.root, split, run.dir)
-    if ds.class_names != run.class_names:
-        raise DataError(f"{ds.root}: the dataset's classes are not the run's ({run.dir / 'config.yaml'})")
+    ds = run.dataset(root, split)
     existing = load_cls_labels(ds.root, ds.num_classes) or {}
     _check_overwrite(existing, ds.ids, ds.root, overwrite)
     summary = TagSummary()

@@ -108,6 +108,37 @@ def job_folder_lock(folder: str | os.PathLike, command: str) -> contextlib.Abstr
     )  # fmt: skip
 
 
+UNPACK_LOCK_FILE = ".unpacking.lock"  # in an archive's temporary folder while it is unpacked (data/fetch.py)
+
+
+def unpack_lock(tmp: str | os.PathLike, command: str) -> contextlib.AbstractContextManager[Path]:
+    """Hold :data:`UNPACK_LOCK_FILE` in ``tmp``, the temporary folder an archive is unpacked into, for the block: the
+    folder is in use, not a killed unpacking's (:func:`check_unpacking`). It goes with the folder."""
+    return _held(Path(tmp), UNPACK_LOCK_FILE, command, lambda who, where: f"{tmp}: in use by {who} ({where})")
+
+
+def check_unpacking(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """UsageError naming ``dest`` and the holder when a live process holds ``tmp``'s :func:`unpack_lock` (a second
+    unpacking into ``dest`` would remove its folder as a killed one's, issue 76); nothing otherwise (no lock file, a
+    killed holder's, or no ``fcntl``)."""
+    path = Path(tmp) / UNPACK_LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        who, where = _holder(path)
+        raise UsageError(
+            f"{dest}: {who} is unpacking into this folder ({where}); wait for it to finish or stop it"
+        ) from None
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def _held(folder: Path, lock_file: str, command: str, refusal: Callable[[str, str], str]) -> Iterator[Path]:
     """Hold ``folder/lock_file`` (``command``: this process's, for another's message); ``refusal(who, where)``: the

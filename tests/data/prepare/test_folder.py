@@ -167,6 +167,20 @@ def test_masks_and_val_split(folder):
     assert ds.class_names == CLASSES
 
 
+def test_masks_that_match_no_photo_are_named(folder):
+    """Issue 79: predictions written into the folder of the masks passed for ground truth once their photos were
+    added, and `prepare folder --masks` said nothing of masks that match no photo. It names them now (a warning: a
+    folder of masks for more photos than given is legal)."""
+    (folder / "labels.csv").write_text("image,labels\na.jpg,cat\nb.png,dog\n")
+    masks = folder / "masks"
+    save_label_png(masks / "a.png", np.array([[0, 1, 1, 0, 0, 0]] * 4, dtype=np.uint8))
+    for stray in ("x1", "x2"):
+        save_label_png(masks / f"{stray}.png", np.zeros((4, 6), dtype=np.uint8))
+    s = prepare_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", folder / "out", masks=masks)
+    assert s.counts["masks"] == 1
+    assert f"2 mask(s) in {masks} match no photo in {folder / 'images'} and were skipped: x1.png, x2.png" in s.warnings
+
+
 def test_errors(folder, capsys):
     args = [folder / "images", folder / "labels.csv", folder / "classes.txt", folder / "out"]
     (folder / "labels.csv").write_text("image,labels\na.jpg,cat\nb.png,dgo\n")

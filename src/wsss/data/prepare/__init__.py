@@ -88,6 +88,25 @@ def remove_stale_outputs(out: Path, *folders: str) -> None:
         remove_stale_temps(out / folder)
 
 
+# What made a dataset root: ``prepare_voc`` and ``prepare_coco`` write their release's name here, so that ``wsss data
+# fetch`` prepares again over its own dataset (SBD added to VOC 2012) and refuses another's (issue 76).
+PREPARED_FILE = ".prepared"
+
+
+def mark_prepared(root: Path, release: str) -> None:
+    """Record that ``root`` holds the dataset prepared from ``release`` ("voc", "coco")."""
+    with atomic_write(root / PREPARED_FILE, "w") as f:
+        f.write(f"{release}\n")
+
+
+def prepared_from(root: Path) -> str | None:
+    """The release ``root`` was prepared from (:func:`mark_prepared`); None when unmarked."""
+    try:
+        return (root / PREPARED_FILE).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def write_split(root: Path, name: str, ids: Iterable[str]) -> Path:
     """``root/ImageSets/Segmentation/<name>.txt``: one id a line, atomically."""
     path = root / "ImageSets" / "Segmentation" / f"{name}.txt"

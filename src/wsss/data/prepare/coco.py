@@ -41,6 +41,7 @@ from wsss.data.prepare import (
     PrepareSummary,
     default_workers,
     first,
+    mark_prepared,
     parallel_map,
     place_image,
     remove_stale_outputs,
@@ -235,6 +236,7 @@ def prepare_coco(
     assert names is not None
     write_cls_labels(out, table)
     write_classes(out, names)
+    mark_prepared(out, "coco")
     summary.counts["cls_labels"] = len(table)
     summary.counts["classes"] = len(names)
     return summary

@@ -52,6 +52,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wsss.core.errors import DataError, UsageError
+from wsss.core.files import is_temp_file
 from wsss.data.check import PROGRESS_MIN, check_image, check_mask
 from wsss.data.classes import ClassLookup, parse_classes, write_classes
 from wsss.data.photos import PHOTO_SUFFIXES, is_photo
@@ -209,6 +210,10 @@ def prepare_folder(
     if by_path:
         summary.warnings.append(f"{len(by_path)} label row(s) name their image by a path: each is matched to the "
                                 f"photo of its file name in {images}: {first(by_path)}")  # fmt: skip
+    unmatched = _unmatched_masks(masks, files) if masks is not None else []
+    if unmatched:
+        summary.warnings.append(f"{len(unmatched)} mask(s) in {masks} match no photo in {images} and were skipped: "
+                                f"{first(unmatched)}")  # fmt: skip
     if renamed:
         summary.warnings.append(f"{len(renamed)} image name(s) contain whitespace, which an id cannot (split lists "
                                 f"hold one id a line): each run of it is '_' in the id: {first(renamed)}")  # fmt: skip
@@ -296,8 +301,8 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def _has_files(folder: Path) -> bool:
-    """Whether ``folder`` holds a file other than a killed write's temporary (``.<name>.<x>.tmp``)."""
-    return folder.is_dir() and any(not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in folder.iterdir())
+    """Whether ``folder`` holds a file other than a killed write's temporary (``core.files.is_temp_file``)."""
+    return folder.is_dir() and any(not is_temp_file(p.name) for p in folder.iterdir())
 
 
 def _remove(paths: list[Path]) -> None:
@@ -343,6 +348,13 @@ def _left_out(images: Path) -> list[str]:
 def _placed_suffix(image: Path) -> str:
     """The suffix the dataset holds ``image`` under: its own where the dataset looks for it, else lower-case."""
     return image.suffix if image.suffix in IMAGE_EXTS else image.suffix.lower()
+
+
+def _unmatched_masks(masks: Path, files: dict[str, Path]) -> list[str]:
+    """The masks in ``masks`` (``*.png``) of no photo's stem: skipped, and named (issue 79: predictions written into
+    the folder of the masks would pass for ground truth once photos of their names are added)."""
+    stems = {f.stem for f in files.values()}
+    return sorted(p.name for p in masks.glob("*.png") if p.stem not in stems and not p.name.startswith("."))
 
 
 def _mask_file(masks: Path, image: Path) -> Path:

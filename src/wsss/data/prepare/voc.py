@@ -38,6 +38,7 @@ from wsss.data.prepare import (
     PrepareSummary,
     default_workers,
     first,
+    mark_prepared,
     parallel_map,
     place_image,
     remove_stale_outputs,
@@ -293,6 +294,7 @@ def prepare_voc(
             write_split(out, name, ids)
     write_cls_labels(out, table)
     write_classes(out, VOC_CLASSES)
+    mark_prepared(out, "voc")
 
     counts = {"voc_train": len(voc_train), "voc_val": len(voc_val), "voc_test": len(voc_test),
               "sbd_train": len(sbd_train), "sbd_val": len(sbd_val), "train_aug": len(train_aug), "masks": len(jobs),

@@ -64,7 +64,7 @@ from wsss.core.config import (
 )
 from wsss.core.device import resolve_device
 from wsss.core.errors import ConfigError, DataError, UsageError
-from wsss.core.files import atomic_write
+from wsss.core.files import TEMP_SUFFIX, atomic_write
 from wsss.data import VOCDataset
 from wsss.methods.base import backbone_from_config
 from wsss.methods.contract import CamDeclaration, EngineAPI, Method, TrainContext, build_method, register_method
@@ -341,7 +341,7 @@ class SCCAM(Method):
 def _link_or_copy(src: Path, dst: Path) -> None:
     """Publish ``src`` at ``dst`` atomically (hard link if possible, else a copy)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp = dst.with_name(f".{dst.name}{TEMP_SUFFIX}")
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)

@@ -1,0 +1,214 @@
+"""runs/stamps.py and its users: what names the outputs of a job (issue 76). The model is named by its checkpoint's
+content (another run of the same preset and step, or the run retrained to the same step, is another model), each
+photo by its file (one replaced under its name is predicted again), and a dataset by its classes (one of other
+classes, or of other class names, is refused: one check for every split job)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsss.cli import main
+from wsss.core.checkpoint import load_checkpoint, save_checkpoint
+from wsss.data import VOCDataset
+from wsss.data.voc import IMAGE_DIR, load_cls_labels, write_cls_labels
+from wsss.utils.io import read_label_png
+
+
+def _run_copy(reported, tmp_path: Path, name: str = "run") -> Path:
+    """The reported run's config and checkpoints in a folder of this test's own (its outputs land there)."""
+    run, _ = reported
+    copy = tmp_path / name
+    copy.mkdir()
+    shutil.copy(run / "config.yaml", copy / "config.yaml")
+    shutil.copytree(run / "checkpoints", copy / "checkpoints")
+    return copy
+
+
+def _retrain(run: Path, seed: int = 1) -> None:
+    """The run's checkpoints as another training to the same step leaves them: other weights, the same step, name
+    and config."""
+    g = torch.Generator().manual_seed(seed)
+    for path in (run / "checkpoints").glob("*.pt"):
+        state = load_checkpoint(path)
+        step = state.get("step")
+        state["model"] = {
+            k: v + 0.5 * torch.randn(v.shape, generator=g, dtype=v.dtype) if v.is_floating_point() else v
+            for k, v in state["model"].items()
+        }
+        save_checkpoint(state, path)
+        assert load_checkpoint(path).get("step") == step
+
+
+def _err(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    return err
+
+
+@pytest.fixture
+def photo_folder(synth_root, tmp_path) -> tuple[Path, list[str]]:
+    """Three val photos of the synthetic set in a folder that is not a dataset."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    ds = VOCDataset(synth_root, "val")
+    ids = ds.ids[:3]
+    for id in ids:
+        shutil.copy(ds.image_path(id), folder / f"{id}.jpg")
+    return folder, ids
+
+
+def test_masks_of_another_run_at_the_same_step_are_not_kept(reported, photo_folder, tmp_path, capsys):
+    """Issue 76, silently wrong 1: `predict B --images ph --out o` over run A's masks (same preset, same step, same
+    checkpoint name) printed "0 written" and kept A's masks. The stamp names the checkpoint's content now."""
+    folder, ids = photo_folder
+    a, b = _run_copy(reported, tmp_path, "a"), _run_copy(reported, tmp_path, "b")
+    _retrain(b)
+    out, fresh = tmp_path / "o", tmp_path / "fresh"
+    assert main(["predict", str(a), "--images", str(folder), "--out", str(out), "--quiet"]) == 0
+    assert main(["predict", str(b), "--images", str(folder), "--out", str(fresh), "--quiet"]) == 0
+    before = {i: (out / f"{i}.png").read_bytes() for i in ids}
+    assert any(before[i] != (fresh / f"{i}.png").read_bytes() for i in ids)  # B's masks differ: the check can fail
+    err = _err(capsys, ["predict", str(b), "--images", str(folder), "--out", str(out), "--quiet"])
+    assert err.startswith(f"error: {out}: already holds outputs of these photos made with other settings (model.sha1:")
+    assert {i: (out / f"{i}.png").read_bytes() for i in ids} == before  # refused before writing
+    assert main(["predict", str(b), "--images", str(folder), "--out", str(out), "--overwrite", "--quiet"]) == 0
+    assert all((out / f"{i}.png").read_bytes() == (fresh / f"{i}.png").read_bytes() for i in ids)
+
+
+def test_a_photo_replaced_under_its_name_is_predicted_again(reported, photo_folder, tmp_path, capsys):
+    """Issue 76, silently wrong 2: a photo replaced under the same name was "skipped" and kept its old mask. Each
+    photo's file (size, modification time) is recorded beside its outputs; the others are still skipped."""
+    folder, (a, b, c) = photo_folder
+    run, _ = reported
+    out = tmp_path / "o"
+    argv = ["predict", str(run), "--images", str(folder), "--out", str(out), "--overlay", "--quiet"]
+    assert main(argv) == 0
+    old_a, mask_b = read_label_png(out / f"{a}.png"), read_label_png(out / f"{b}.png")
+    assert not np.array_equal(old_a, mask_b)  # the photos' masks differ: the check can fail
+    untouched = (out / f"{c}.png").stat().st_mtime_ns
+    shutil.copy(folder / f"{b}.jpg", folder / f"{a}.jpg")  # a's name now holds b's photo
+    st = (folder / f"{a}.jpg").stat()
+    os.utime(folder / f"{a}.jpg", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a second later, whatever the clock
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert np.array_equal(read_label_png(out / f"{a}.png"), mask_b)  # b's mask, under a's name
+    assert (out / f"{c}.png").stat().st_mtime_ns == untouched  # an unchanged photo is not predicted again
+
+
+def test_a_dataset_photo_replaced_under_its_name_gets_new_cams_and_masks(reported, synth_root, tmp_path):
+    """The same for a dataset's split: `wsss cam` and `wsss predict --split` make the replaced photo's outputs again
+    (the CAM too, which a reseed would otherwise reuse)."""
+    run = _run_copy(reported, tmp_path)
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    ds = VOCDataset(root, "val")
+    a, b = ds.ids[:2]
+    common = ["--split", "val", "--data-root", str(root), "--quiet"]
+    assert main(["predict", str(run), *common]) == 0 and main(["cam", str(run), *common]) == 0
+    pred, cams = run / "predictions/val", run / "cams/val"
+    old_pred, old_cam = (pred / f"{a}.png").read_bytes(), (cams / f"{a}.npz").read_bytes()
+    assert old_pred != (pred / f"{b}.png").read_bytes()  # the check can fail
+    photo = ds.image_path(a)
+    assert photo.parent == root / IMAGE_DIR
+    shutil.copy(ds.image_path(b), photo)
+    st = photo.stat()
+    os.utime(photo, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert main(["predict", str(run), *common]) == 0 and main(["cam", str(run), *common]) == 0
+    assert (pred / f"{a}.png").read_bytes() == (pred / f"{b}.png").read_bytes()
+    assert (cams / f"{a}.npz").read_bytes() != old_cam
+
+
+def test_a_run_retrained_to_the_same_step_is_refused_over_its_old_masks(reported, tmp_path, capsys):
+    """Issue 76, silently wrong 3: a run retrained into the same folder to the same step: `predict --split val`
+    skipped every photo and kept the old model's masks. It is refused now, naming the model's content; --overwrite
+    makes them again, and removes nothing else of the folder."""
+    run = _run_copy(reported, tmp_path)
+    assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
+    old = {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")}
+    _retrain(run)
+    err = _err(capsys, ["predict", str(run), "--split", "val", "--quiet"])
+    assert err.startswith(f"error: {run / 'predictions/val'}: holds outputs made with other settings (model.sha1:")
+    assert {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")} == old
+    (run / "predictions/val/notes.txt").write_text("mine\n")  # --overwrite removes only what the command made
+    assert main(["predict", str(run), "--split", "val", "--overwrite", "--quiet"]) == 0
+    assert {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")} != old
+    assert (run / "predictions/val/notes.txt").read_text() == "mine\n"
+
+
+def test_a_stamp_of_an_older_wsss_is_taken_as_this_models(reported, tmp_path, capsys):
+    """A folder stamped before the stamps named the model's content and the dataset's classes: its outputs are taken
+    as made by this model, with a warning, and the folder is stamped anew (not refused for settings it could not
+    name), as a folder without a stamp is."""
+    import json
+
+    run = _run_copy(reported, tmp_path)
+    assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
+    stamp_file = run / "predictions/val/.settings.json"
+    stamp = json.loads(stamp_file.read_text())
+    assert len(stamp["model"].pop("sha1")) == 40 and stamp.pop("classes")[0] == "background"
+    stamp_file.write_text(json.dumps(stamp))
+    old = {p.name: p.stat().st_mtime_ns for p in (run / "predictions/val").glob("*.png")}
+    capsys.readouterr()
+    assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
+    assert f"warning: {run / 'predictions/val'}: its stamp (.settings.json, written by an older wsss)" in (
+        capsys.readouterr().err
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "predictions/val").glob("*.png")} == old  # all kept
+    assert "sha1" in json.loads(stamp_file.read_text())["model"]
+
+
+def _renamed_classes(synth_root: Path, tmp_path: Path, classes: list[str]) -> Path:
+    root = tmp_path / "renamed"
+    shutil.copytree(synth_root, root)
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    return root
+
+
+def test_a_checkpoint_or_a_dataset_of_other_class_names_is_refused(reported, synth_root, tmp_path, capsys):
+    """Issue 76, silently wrong 4: a checkpoint of other class names of the same count predicted without a word. Its
+    names are checked against the run's dataset when it is loaded, and a --data-root of other names is refused by
+    the same check as one of another count (Run.dataset)."""
+    names = VOCDataset(synth_root, "val").class_names
+    swapped = [names[0], names[2], names[1], *names[3:]]
+    run = _run_copy(reported, tmp_path)
+    # a dataset of the same count, other names (two classes swapped): its ids would name the other class
+    root = _renamed_classes(synth_root, tmp_path, swapped)
+    for command in ("predict", "cam"):
+        err = _err(capsys, [command, str(run), "--split", "val", "--data-root", str(root), "--quiet"])
+        assert err == (f"error: {root}: the dataset's classes are not the run's (class 1: {swapped[1]!r} here, "
+                       f"{names[1]!r} in {run})")  # fmt: skip
+    assert not (run / "predictions").exists() and not (run / "cams").exists()
+    # a checkpoint whose class names are not those of the run's dataset
+    for path in (run / "checkpoints").glob("*.pt"):
+        state = load_checkpoint(path)
+        state["class_names"] = swapped
+        save_checkpoint(state, path)
+    err = _err(capsys, ["predict", str(run), "--split", "val", "--quiet"])
+    assert err.startswith("error: ") and "checkpoint trained with other classes than the run's dataset" in err
+    assert f"class 1: {swapped[1]!r} there, {names[1]!r} here" in err
+    assert not (run / "predictions").exists()
+
+
+def test_predict_split_refuses_a_dataset_of_another_count_as_cam_does(reported, synth_root, tmp_path, capsys):
+    """Issue 76, silently wrong 5: `predict --split val --data-root D`, D of 8 classes and the run of 7, wrote masks
+    that `eval` scored; `wsss cam` refused. Both refuse now, with the same line."""
+    names = VOCDataset(synth_root, "val").class_names
+    run = _run_copy(reported, tmp_path)
+    root = _renamed_classes(synth_root, tmp_path, [*names, "extra"])
+    labels = load_cls_labels(root, len(names))  # a whole dataset of 8 classes: its labels one class longer
+    write_cls_labels(root, {i: np.append(v, np.float32(0)) for i, v in labels.items()})
+    assert len(VOCDataset(root, "val").labels(VOCDataset(root, "val").ids[0])) == len(names)
+    errs = {c: _err(capsys, [c, str(run), "--split", "val", "--data-root", str(root), "--quiet"])
+            for c in ("cam", "predict", "pseudo")}  # fmt: skip
+    line = (f"error: {root}: the dataset has {len(names) + 1} classes but the run {run} was trained with "
+            f"{len(names)}")  # fmt: skip
+    assert errs == {"cam": line, "predict": line, "pseudo": line}
+    assert not (run / "predictions").exists()
