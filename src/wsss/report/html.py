@@ -241,6 +241,15 @@ def _score_outputs(run: Path, scored: VOCDataset | None, split: str) -> dict[str
     return results
 
 
+def _can_predict(run: Path, class_names: list[str]) -> bool | None:
+    """Whether the run has a segmentation head (``wsss predict``); None when its config does not load as a config
+    of this wsss (the page still shows the file as written)."""
+    try:
+        return run_has_seg_head(load_run_config(run), class_names)
+    except ConfigError:
+        return None
+
+
 def _next_steps(run: Path, split: str, can_predict: bool | None, has_masks: bool) -> str:
     """What to run for a split with no scored output: the steps the run has not made yet, in the route's order,
     and only those this run can make (`wsss predict` needs a segmentation head)."""
@@ -423,7 +432,7 @@ def write_report(
     metrics = run_metrics(run)
 
     sections, shown, summary = [], set(), {}
-    can_predict = run_has_seg_head(load_run_config(run), datasets[0].class_names)
+    can_predict = _can_predict(run, datasets[0].class_names)
     for ds in datasets:
         section, pictures, summary[ds.split] = _split_section(run, ds, out, max_images, can_predict)
         sections.append(section)
