@@ -71,19 +71,19 @@ $(DEMO_DATA)/classes.txt: | $(STAMP)
 	@printf '\n[demo 0/8] %s\n' "write the synthetic dataset: 800 train + 200 val images of 128 px - seconds"
 	$(BIN)/wsss synth $(DEMO_DATA) --train 800 --val 200 --size 128 --seed 0
 
-# At most about 7.5 minutes on 2 idle cores once set up (BENCHMARKS.md); a loaded machine took 44 minutes (issue 59); every step says what it does, the long
-# ones show a progress bar with its ETA.
+# Its time: the one figure of README.md (measured: BENCHMARKS.md, "The two commands and the demo"); every step says
+# what it does, the long ones show a progress bar with its ETA.
 demo: export OMP_NUM_THREADS = $(DEMO_THREADS)
 demo: $(STAMP) $(DEMO_DATA)/classes.txt
 	$(STEP) "1/8" "check the dataset (images, masks, labels) - seconds"
 	$(BIN)/wsss check-data $(DEMO_DATA)
-	$(STEP) "2/8" "train SeCo's CPU preset for 300 iterations, validate at the end - 3-5 min on an idle 2-core machine, far longer on a busy one: the progress bar's ETA tells"
+	$(STEP) "2/8" "train SeCo's CPU preset for 300 iterations, validate at the end - the longest step: the progress bar's ETA tells"
 	$(BIN)/wsss train $(DEMO_CONFIG) run.dir=$(DEMO_RUN) data.root=$(DEMO_DATA) $(DEMO_OVERRIDES) --skip-check
-	$(STEP) "3/8" "multi-scale + flip CAMs and CAM seeds of the 200 val images - under a minute on an idle 2-core machine (ETA on the bar)"
+	$(STEP) "3/8" "multi-scale + flip CAMs and CAM seeds of the 200 val images (ETA on the bar)"
 	$(BIN)/wsss cam $(DEMO_RUN) --split val
 	$(STEP) "4/8" "pseudo labels from the CAMs, refined with PAR - seconds"
 	$(BIN)/wsss pseudo $(DEMO_RUN) --split val --refine par
-	$(STEP) "5/8" "segmentation masks from the trained seg head - under a minute on an idle 2-core machine (ETA on the bar)"
+	$(STEP) "5/8" "segmentation masks from the trained seg head (ETA on the bar)"
 	$(BIN)/wsss predict $(DEMO_RUN) --split val
 	$(STEP) "6/8" "score the CAM seeds and the pseudo labels against the ground truth - seconds"
 	$(BIN)/wsss eval $(DEMO_RUN)/cam_labels/val --data-root $(DEMO_DATA) --split val --json $(DEMO_RUN)/eval_cam.json
