@@ -325,6 +325,7 @@ class Route:
         pseudo_dir = cls_dir / "pseudo" / "train"
         seg_words = [f"data.root={root}", f"data.pseudo_dir={pseudo_dir}", "data.true_masks=auto", *self.words["seg"]]
         seg_cfg = self._config(self.opts.seg, seg_words, seg_dir)
+        self.configs = {"cls": cls_cfg, "seg": seg_cfg}
         self.seg_iters = resolve_epochs(seg_cfg, len(facts.train)).train.max_iters
         self.choices["stage"] = self._stage_choice(facts)
         split = "val" if facts.val else "train"
@@ -368,9 +369,11 @@ class Route:
         if folds == 0:
             return Choice("mixed", f"--folds 0: the weak labels with the {masked} masks in their place, the better on "
                                    "ccp-dev over three seeds at 10 and 20 masks")  # fmt: skip
-        if masked < folds + 1:
-            return Choice("mixed", f"{masked} masked train photos, too few for {folds} folds: the weak labels with the "
-                                   "masks in their place, the better on ccp-dev over three seeds")  # fmt: skip
+        batch = self.configs["seg"].train.batch_size
+        if masked - -(-masked // folds) < batch:  # a fold's masks alone fill no batch of the stage's training
+            return Choice("mixed", f"{masked} masked train photos, too few to train the stage on the masks alone in "
+                                   f"{folds} folds (batches of {batch}): the weak labels with the masks in their "
+                                   "place, the better on ccp-dev over three seeds")  # fmt: skip
         return Choice("folds", f"{masked} masked train photos: both stages (the weak labels with the masks in their "
                                f"place; the masks alone) scored by {folds} folds of them, the better kept (on unseen "
                                "photos the masks alone won at 20 masks, on ccp-dev the mixed stage)")  # fmt: skip
