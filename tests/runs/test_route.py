@@ -51,7 +51,8 @@ def test_the_route_end_to_end_on_the_synthetic_set(partly_masked, tmp_path, caps
     assert "route: levels: 0.4/0.4 (the classifier's own background level cam.bkg_thre 0.4" in said
     assert "route: stage: folds (12 masked train photos" in said
     assert "fold 2/2 (6 held photos): mixed " in said
-    assert "[4/7] choice done in " in said and "[7/7] report done in " in said
+    assert "[1/8] check: wsss check-data " in said
+    assert "[5/8] choice done in " in said and "[8/8] report done in " in said
     summary = json.loads((out / "summary.json").read_text())
     folds = summary["scores"]["folds"]
     assert len(folds["mixed"]["folds"]) == len(folds["masks"]["folds"]) == 2
@@ -101,6 +102,25 @@ def test_a_changed_setting_is_refused_on_the_command_line_and_a_foreign_folder_t
     err = capsys.readouterr().err
     assert "this route was run with other settings (" in err and "data: 'elsewhere' -> " in err
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_makes_the_routes_outputs_again_and_never_touches_an_input(partly_masked, tmp_path, monkeypatch):
+    out = tmp_path / "route"
+    for name in ("cls", "seg", "choice"):
+        (out / name).mkdir(parents=True)
+    (out / "summary.json").write_text("{}")
+    (out / "route.json").write_text(json.dumps({"settings": {"folds": 5}}))
+    inside = make_view(partly_masked, out / "data", {"train": read_split(partly_masked, "train")}, [])
+    with pytest.raises(UsageError, match=r"an input of this command inside .*data, which --overwrite would make"):
+        Route(RouteOptions(data=str(inside), out=str(out), overwrite=True)).run()
+    assert all((out / name).exists() for name in ("cls", "seg", "choice", "summary.json", "data/view.json"))
+    ran = []
+    monkeypatch.setattr(Route, "plan", lambda self: ran.append(sorted(p.name for p in out.iterdir())) or [])
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    Route(RouteOptions(data=str(partly_masked), out=str(out), folds=2, overwrite=True)).run()
+    assert ran == [[".lock", "route.json"]]  # the route's own outputs made again from nothing
+    assert json.loads((out / "route.json").read_text())["settings"]["folds"] == 2
+    assert (partly_masked / "view.json").is_file()  # the input dataset as it was
 
 
 def test_the_choices_follow_the_data(tmp_path):
@@ -249,6 +269,6 @@ def test_sigterm_mid_route_then_the_same_command_finishes_with_the_masks_of_an_u
     again = _start(argv(stopped))
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
-    assert "train " in err and "resumed from" in err and "[6/6] report done in" in out
+    assert "train " in err and "resumed from" in err and "[7/7] report done in" in out
     a, b = _masks(tmp_path / "straight/seg/predictions_crf/val"), _masks(stopped / "seg/predictions_crf/val")
     assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)

@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -251,6 +252,13 @@ class Route:
                                  "to continue it, pass --overwrite to make it again with these (the route's outputs "
                                  "in that folder are replaced), or use another --out")  # fmt: skip
             if changed:
+                owned = [self.out / name for name in OWN_OUTPUTS if (self.out / name).exists()]
+                given = [Path(p).resolve() for p in [self.opts.data, self.opts.labels, self.opts.classes,
+                                                     self.opts.masks, *(self.opts.images or [])] if p]  # fmt: skip
+                inside = [(g, o) for g in given for o in owned if g.is_relative_to(o.resolve())]
+                if inside:
+                    raise UsageError(f"{inside[0][0]}: an input of this command inside {inside[0][1]}, which "
+                                     "--overwrite would make again; copy it elsewhere first")  # fmt: skip
                 for name in OWN_OUTPUTS:
                     path = self.out / name
                     if path.is_dir():
@@ -334,6 +342,8 @@ class Route:
         for key in ("classifier", "levels", "stage", "predict", "device", "crf_workers"):
             choice = self.choices[key]
             self.say(f"route: {key}: {_shown(choice.value)} ({choice.reason})")
+        if not prepares:  # `wsss prepare folder` checked its inputs; a dataset given is checked as `wsss train` does
+            steps.append(Step("check", f"wsss check-data {root}", lambda: self._check_data(root)))
         over = " ".join(self.words["cls"])
         steps.append(Step("classifier", f"wsss train {preset} data.root={root} run.dir={cls_dir} {over}".rstrip(),
                           lambda: self._train(cls_cfg)))  # fmt: skip
@@ -343,8 +353,7 @@ class Route:
         if self.choices["stage"].value == "folds":
             steps.append(Step("choice", f"({self.opts.folds} folds of the masked train photos, both stages each)",
                               lambda: self._choose_stage(root, seg_words, out / "choice")))  # fmt: skip
-        seg_text = " ".join(w for w in seg_words if not w.startswith("data.root="))
-        steps.append(Step("seg", f"wsss train {self.opts.seg} data.root={root} {seg_text} run.dir={seg_dir}",
+        steps.append(Step("seg", f"wsss train {self.opts.seg} {' '.join(seg_words)} run.dir={seg_dir}",
                           lambda: self._train_stage(root, seg_words, seg_dir)))  # fmt: skip
         steps.append(Step("predict", f"wsss predict {seg_dir} --split {split} --crf",
                           lambda: self._predict(seg_dir, split)))  # fmt: skip
@@ -389,6 +398,20 @@ class Route:
                                          overwrite=root.exists())  # fmt: skip
         self.say(summary.format())
         done.touch()
+
+    def _check_data(self, root: Path) -> None:
+        """check-data on the splits the trainings read (val: every photo needs its mask, as a training's val);
+        the problems printed and a DataError when one fails, the warnings printed."""
+        from wsss.data import check_dataset
+
+        for split in ["train", *(["val"] if self.facts.val else [])]:
+            report = check_dataset(root, split, full_masks=split == "val", progress=self.opts.progress)
+            if not report.ok:
+                print(report.format(), file=sys.stderr)
+                raise DataError(f"{root}: failed check-data (split {split}); fix it, or run the steps by hand")
+            if report.warnings:
+                print("\n".join([f"check-data {root} (split {split}): {len(report.warnings)} warning(s)"]
+                                + [f"  - {w}" for w in report.warnings]), file=sys.stderr)  # fmt: skip
 
     def _train(self, cfg: Config) -> None:
         from wsss.engine.launch import train
@@ -462,9 +485,11 @@ class Route:
         view = None
         if stage == "masks":  # a view whose train_masked split lists the masked train photos
             facts = self.facts
-            view = make_view(root, self.out.resolve() / "seg_data",
-                             {"train": facts.train, "train_masked": facts.masked_train, "val": facts.val},
-                             [*facts.masked_train, *facts.masked_val])  # fmt: skip
+            splits = {"train": facts.train, "train_masked": facts.masked_train, **({"val": facts.val} if facts.val
+                                                                                    else {})}  # fmt: skip
+            view = make_view(root, self.out.resolve() / "seg_data", splits, [*facts.masked_train, *facts.masked_val])
+            self.say(f"  the stage on the {len(facts.masked_train)} masked train photos alone (split train_masked of "
+                     f"{view}), {self.seg_iters} iterations as the mixed stage's")  # fmt: skip
         self.stage_root = view or root
         self._train(self._stage_config(root, seg_words, seg_dir, stage, view))
 
