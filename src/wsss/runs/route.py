@@ -169,6 +169,32 @@ def _computed(words: Sequence[str]) -> list[str]:
     return [w for w in words if _key(w) not in ROUTE_EXECUTION_KEYS]
 
 
+MASKED_SPLIT = "train_masked"  # the split of a view that lists the masked train photos
+
+
+def mixed_stage_words(pseudo_dir: str | os.PathLike) -> list[str]:
+    """The DeepLab stage on the weak labels with the masks in their place: each train photo that has a mask trains
+    on it, every other photo on its pseudo label (docs/own-photos.md#how-many-masks)."""
+    return [f"data.pseudo_dir={pseudo_dir}", "data.true_masks=auto"]
+
+
+def masks_alone_words(iterations: int) -> list[str]:
+    """The DeepLab stage on the masked photos alone (the split :data:`MASKED_SPLIT` of a view,
+    ``wsss.data.views.make_view``) for ``iterations``, the mixed stage's on every train photo: the arm the masks
+    measurements compared at equal length (docs/benchmarks/real-photos.md#manual-how-many-masks)."""
+    return [f"data.train_split={MASKED_SPLIT}", "data.true_masks=auto", "train.epochs=null",
+            f"train.max_iters={iterations}"]  # fmt: skip
+
+
+def stage_iterations(preset: str, root: str | os.PathLike, words: Sequence[str] = ()) -> int:
+    """The iterations of the stage ``preset`` with ``words`` on every train photo of ``root`` (its ``train.epochs``
+    resolved)."""
+    from wsss.data.voc import read_split
+
+    cfg = load_config(preset, [f"data.root={root}", *words])
+    return resolve_epochs(cfg, len(read_split(root, cfg.data.train_split))).train.max_iters
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -331,7 +357,7 @@ class Route:
             (level, level), f"the classifier's own background level cam.bkg_thre {level:g}, as one level (no pixel "
             "left undecided; cross-validated on ccp-dev: the level sweep-bkg picks lost)")  # fmt: skip
         pseudo_dir = cls_dir / "pseudo" / "train"
-        seg_words = [f"data.root={root}", f"data.pseudo_dir={pseudo_dir}", "data.true_masks=auto", *self.words["seg"]]
+        seg_words = [f"data.root={root}", *mixed_stage_words(pseudo_dir), *self.words["seg"]]
         seg_cfg = self._config(self.opts.seg, seg_words, seg_dir)
         self.configs = {"cls": cls_cfg, "seg": seg_cfg}
         self.seg_iters = resolve_epochs(seg_cfg, len(facts.train)).train.max_iters
@@ -441,8 +467,8 @@ class Route:
         whole train split (as BENCHMARKS measured them)."""
         if stage == "mixed":
             return self._config(self.opts.seg, [*seg_words, f"data.root={view or root}"], run_dir)
-        alone = ["data.train_split=train_masked", "train.epochs=null", f"train.max_iters={self.seg_iters}"]
-        return self._config(self.opts.seg, [*seg_words, f"data.root={view}", *alone], run_dir)
+        return self._config(self.opts.seg, [*seg_words, f"data.root={view}", *masks_alone_words(self.seg_iters)],
+                            run_dir)  # fmt: skip
 
     def _choose_stage(self, root: Path, seg_words: list[str], where: Path) -> None:
         """Each of ``folds`` folds of the masked train photos held out in turn: both stages trained on the rest (the
@@ -455,7 +481,7 @@ class Route:
         for f in range(folds):
             rest, held = fold_split(facts.masked_train, f, folds)
             view = make_view(root, where / f"fold{f}" / "data",
-                             {"train": [i for i in facts.train if i not in set(held)], "train_masked": rest,
+                             {"train": [i for i in facts.train if i not in set(held)], MASKED_SPLIT: rest,
                               "val": held}, facts.masked_train)  # fmt: skip
             for stage in scores:
                 run_dir = where / f"fold{f}" / stage
@@ -485,10 +511,10 @@ class Route:
         view = None
         if stage == "masks":  # a view whose train_masked split lists the masked train photos
             facts = self.facts
-            splits = {"train": facts.train, "train_masked": facts.masked_train, **({"val": facts.val} if facts.val
+            splits = {"train": facts.train, MASKED_SPLIT: facts.masked_train, **({"val": facts.val} if facts.val
                                                                                     else {})}  # fmt: skip
             view = make_view(root, self.out.resolve() / "seg_data", splits, [*facts.masked_train, *facts.masked_val])
-            self.say(f"  the stage on the {len(facts.masked_train)} masked train photos alone (split train_masked of "
+            self.say(f"  the stage on the {len(facts.masked_train)} masked train photos alone (split {MASKED_SPLIT} of "
                      f"{view}), {self.seg_iters} iterations as the mixed stage's")  # fmt: skip
         self.stage_root = view or root
         self._train(self._stage_config(root, seg_words, seg_dir, stage, view))
