@@ -394,11 +394,12 @@ def _tagger(args: argparse.Namespace, run: Any) -> Any:
 def cmd_route(args: argparse.Namespace) -> int:
     from wsss.runs.route import RouteOptions, run_route
 
+    defaults = {k: v for k, v in (("seg", args.seg), ("folds", args.folds)) if v is not None}  # else RouteOptions'
     run_route(RouteOptions(
         data=args.data, out=args.out, labels=args.labels, classes=args.classes, masks=args.masks,
-        classifier=args.classifier, seg=args.seg, stage=args.stage, folds=args.folds, overrides=args.overrides,
-        device=args.device, crf_workers=args.crf_workers, images=args.images, overwrite=args.overwrite,
-        progress=not args.quiet, plan_only=args.plan,
+        classifier=args.classifier, stage=args.stage, overrides=args.overrides, device=args.device,
+        crf_workers=args.crf_workers, images=args.images, overwrite=args.overwrite, progress=not args.quiet,
+        plan_only=args.plan, **defaults,
     ))  # fmt: skip
     return 0
 
@@ -862,12 +863,12 @@ def add_route(sub: Any) -> None:
     s.add_argument("--masks", default=None, metavar="DIR", help="with a folder of photos: masks of some of them")
     s.add_argument("--classifier", default="auto", metavar="NAME",
                    help="auto (default: by classes and photos per class), rca, cam, or a preset")  # fmt: skip
-    s.add_argument("--seg", default="wsss::deeplab/real_cpu.yaml", metavar="PRESET",
-                   help="the DeepLab stage's preset (default %(default)s)")  # fmt: skip
+    s.add_argument("--seg", default=None, metavar="PRESET",
+                   help="the DeepLab stage's preset (default wsss::deeplab/real_cpu.yaml)")  # fmt: skip
     s.add_argument("--stage", default="auto", choices=("auto", "mixed", "masks"),
                    help="the DeepLab stage on the weak labels with the masks in their place (mixed) or on the "
                    "masks alone (masks); auto (default): the better over --folds folds of masked photos")  # fmt: skip
-    s.add_argument("--folds", type=int, default=3, metavar="N",
+    s.add_argument("--folds", type=int, default=None, metavar="N",
                    help="folds of the masked train photos that choose the stage (default 3; each costs two "
                    "trainings of the stage; 0: no choice, the mixed stage)")  # fmt: skip
     s.add_argument("--device", default=None, help="run.device of every step (default: cuda if there is one, else the "

@@ -270,5 +270,10 @@ def test_sigterm_mid_route_then_the_same_command_finishes_with_the_masks_of_an_u
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
     assert "train " in err and "resumed from" in err and "[7/7] report done in" in out
+    # the stopped run's time of the stage counts in the route's time of it
+    log = [json.loads(line) for line in (stopped / "steps.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["finished"]) for e in log if e["step"] == "seg"] == [("seg", False), ("seg", True)]
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["seconds_over_runs"]["seg"] == pytest.approx(sum(e["seconds"] for e in log if e["step"] == "seg"))
     a, b = _masks(tmp_path / "straight/seg/predictions_crf/val"), _masks(stopped / "seg/predictions_crf/val")
     assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)

@@ -58,10 +58,10 @@ MIN_PHOTOS_PER_CLASS = 10
 DEFAULT_FOLDS = 3
 STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by folds, or named
 PREFIXES = ("cls", "seg")  # overrides of one training: cls.KEY=VALUE, seg.KEY=VALUE
-ROUTE_FILE, SUMMARY_FILE = "route.json", "summary.json"
+ROUTE_FILE, SUMMARY_FILE, STEPS_LOG = "route.json", "summary.json", "steps.jsonl"
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
 # What the route makes in OUT, all of it its own: --overwrite with other settings makes it again
-OWN_OUTPUTS = ("data", "cls", "choice", "seg_data", "seg", "new_masks", SUMMARY_FILE)
+OWN_OUTPUTS = ("data", "cls", "choice", "seg_data", "seg", "new_masks", SUMMARY_FILE, STEPS_LOG)
 # where a step runs, not what it computes (the config's own EXECUTION_KEYS and the CRF's processes)
 ROUTE_EXECUTION_KEYS = frozenset({*EXECUTION_KEYS, "infer.crf_workers"})
 
@@ -562,20 +562,43 @@ class Route:
             steps = self.plan()
             for i, step in enumerate(steps, 1):
                 self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
-                start = time.monotonic()
-                step.work()
-                self.times[step.title] = time.monotonic() - start
+                start, finished = time.monotonic(), False
+                try:
+                    step.work()
+                    finished = True
+                finally:  # a stopped step's time too: the log sums a step's wall time over the runs it took
+                    self.times[step.title] = time.monotonic() - start
+                    self._log_step(step.title, self.times[step.title], finished)
                 self.say(f"[{i}/{len(steps)}] {step.title} done in {_duration(self.times[step.title])}")
                 if step.title == "prepare":  # the choices are made from the prepared dataset
                     steps[i:] = self.plan()[1:]
             summary = self._summary(time.monotonic() - t0)
         return summary
 
+    def _log_step(self, title: str, seconds: float, finished: bool) -> None:
+        """One line of ``OUT/steps.jsonl`` (appended): the step, its wall seconds in this run, whether it finished."""
+        line = {"step": title, "seconds": round(seconds, 3), "finished": finished, "at": time.strftime("%FT%T%z")}
+        with open(self.out / STEPS_LOG, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def _seconds_over_runs(self) -> dict[str, float]:
+        """Each step's wall seconds summed over every run of the route (``OUT/steps.jsonl``): a route stopped and
+        continued costs what its runs cost together."""
+        total: dict[str, float] = {}
+        for line in (self.out / STEPS_LOG).read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line a kill cut short: that run's time of the step is lost, not the route
+                continue
+            total[entry["step"]] = total.get(entry["step"], 0.0) + float(entry["seconds"])
+        return total
+
     def _summary(self, wall: float) -> dict[str, Any]:
         split = self.choices["predict"].value
         summary = {
             "choices": {k: {"value": c.value, "reason": c.reason} for k, c in self.choices.items()},
-            "seconds": self.times, "scores": self.scores, "masks": str(self.masks),
+            "seconds": self.times, "seconds_over_runs": self._seconds_over_runs(), "scores": self.scores,
+            "masks": str(self.masks),
             "reports": [str(p) for p in self.reports],
             "new_masks": str(self.new_masks) if self.opts.images else None,
         }  # fmt: skip
