@@ -408,10 +408,10 @@ class Route:
         if masked - -(-masked // folds) < batch:  # a fold's masks alone fill no batch of the stage's training
             return Choice("mixed", f"{masked} masked train photos, too few to train the stage on the masks alone in "
                                    f"{folds} folds (batches of {batch}): the weak labels with the masks in their "
-                                   "place, the better on ccp-dev over three seeds")  # fmt: skip
+                                   "place, the better on ccp-dev over three seeds at 10 and 20 masks")  # fmt: skip
         return Choice("folds", f"{masked} masked train photos: both stages (the weak labels with the masks in their "
-                               f"place; the masks alone) scored by {folds} folds of them, the better kept (on unseen "
-                               "photos the masks alone won at 20 masks, on ccp-dev the mixed stage)")  # fmt: skip
+                               f"place; the masks alone) scored by {folds} folds of them, the better kept (on ccp-dev "
+                               "the first won with 10 or 20 masks of 200, the second with 50)")  # fmt: skip
 
     # -- the steps ------------------------------------------------------------------------------------------------
     def _prepare(self, root: Path) -> None:
