@@ -397,9 +397,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     defaults = {k: v for k, v in (("seg", args.seg), ("folds", args.folds)) if v is not None}  # else RouteOptions'
     run_route(RouteOptions(
         data=args.data, out=args.out, labels=args.labels, classes=args.classes, masks=args.masks,
-        classifier=args.classifier, stage=args.stage, overrides=args.overrides, device=args.device,
-        crf_workers=args.crf_workers, images=args.images, overwrite=args.overwrite, progress=not args.quiet,
-        plan_only=args.plan, **defaults,
+        classifier=args.classifier, stage=args.stage, overrides=args.overrides, crf_workers=args.crf_workers,
+        images=args.images, overwrite=args.overwrite, progress=not args.quiet, plan_only=args.plan, **defaults,
     ))  # fmt: skip
     return 0
 
@@ -871,8 +870,6 @@ def add_route(sub: Any) -> None:
     s.add_argument("--folds", type=int, default=None, metavar="N",
                    help="folds of the masked train photos that choose the stage (default 3; each costs two "
                    "trainings of the stage; 0: no choice, the mixed stage)")  # fmt: skip
-    s.add_argument("--device", default=None, help="run.device of every step (default: cuda if there is one, else the "
-                   "presets' cpu)")  # fmt: skip
     s.add_argument("--crf-workers", type=_setting("infer.crf_workers", int), default=None, metavar="N",
                    help="processes of the dense CRF (infer.crf_workers; default: every core)")  # fmt: skip
     s.add_argument("--images", nargs="+", default=None, metavar="DIR_OR_FILE",
