@@ -277,3 +277,21 @@ def test_sigterm_mid_route_then_the_same_command_finishes_with_the_masks_of_an_u
     assert summary["seconds_over_runs"]["seg"] == pytest.approx(sum(e["seconds"] for e in log if e["step"] == "seg"))
     a, b = _masks(tmp_path / "straight/seg/predictions_crf/val"), _masks(stopped / "seg/predictions_crf/val")
     assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_the_route_gives_the_masks_of_its_plan_typed_by_hand(synth_root, tmp_path, capsys, one_thread):
+    """One implementation: the commands `wsss route --plan` prints, typed one by one, give the very masks the route
+    gives (the same configs through the same library calls; issue 78 item 5 on the synthetic set)."""
+    import shlex
+
+    hand, route = tmp_path / "hand", tmp_path / "route"
+    assert main(["route", str(synth_root), "--out", str(hand), "--plan", *FAST, *TINY]) == 0
+    plan = [line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [c.split()[1] for c in plan] == ["check-data", "train", "cam", "pseudo", "train", "predict", "report"]
+    for line in plan:
+        for command in line.split("&&"):
+            argv = shlex.split(command)[1:]
+            assert main(argv + (["--quiet"] if argv[0] in ("train", "cam", "pseudo", "predict") else [])) == 0
+    assert main(["route", str(synth_root), "--out", str(route), *FAST, *TINY]) == 0
+    a, b = _masks(hand / "seg/predictions_crf/val"), _masks(route / "seg/predictions_crf/val")
+    assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
