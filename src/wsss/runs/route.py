@@ -4,7 +4,8 @@ printed with its reason (docs/own-photos.md#what-it-does; the evidence: docs/ben
 
 The steps, each the library call of the ``wsss`` command named (in this process, as that command runs it):
 
-1. ``wsss prepare folder`` into ``OUT/data`` when the input is a folder of photos (``labels`` and ``classes``);
+1. ``wsss prepare folder`` into ``OUT/data`` when the input is a folder of photos (``labels`` and ``classes``), or
+   ``wsss check-data`` of a dataset given (``wsss train`` checks it so);
 2. the classifier, ``wsss train``: RCA's ``configs/rca/real_cpu.yaml``, or the CAM baseline's
    ``configs/cam/real_cpu.yaml`` for many classes of few photos (:func:`choose_classifier`), into ``OUT/cls``;
 3. ``wsss cam`` of the train split;
@@ -20,7 +21,7 @@ A rerun of the same command continues where it stopped: a training resumes from 
 steps skip the photos they finished, the folds keep their scores. ``OUT/route.json`` records the route's settings;
 another setting is refused, naming it, unless ``overwrite`` (the route's own outputs in OUT are then made again;
 nothing outside OUT, nor the photos, labels or masks given, is touched). ``OUT/summary.json``: the choices, each
-step's wall time and the scores.
+step's wall time and the scores; ``OUT/steps.jsonl``: each run's time of each step, a stopped one's too.
 
 Overrides: ``KEY=VALUE`` words of the config (docs/configs.md); ``cls.KEY=VALUE`` sets the classifier's only,
 ``seg.KEY=VALUE`` the DeepLab stage's (its folds' too), a word without a prefix both (``run.seed=1``). Where a
