@@ -97,6 +97,12 @@ def test_a_changed_setting_is_refused_on_the_command_line_and_a_foreign_folder_t
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--out is a folder that holds files (notes.txt) but no route" in err
     assert (out / "notes.txt").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    # a mistyped override is refused before anything is recorded: the corrected command is the same route
+    other = tmp_path / "other"
+    assert main(["route", str(partly_masked), "--out", str(other), "--plan", *TINY, "seg.train.nope=1"]) == 2
+    assert main(["route", str(partly_masked), "--out", str(other), *TINY, "seg.train.nope=1"]) == 2
+    assert not (other / "route.json").exists()
+    assert "train.nope" in capsys.readouterr().err
     (out / "route.json").write_text(json.dumps({"settings": {"data": "elsewhere"}}))
     assert main(["route", str(partly_masked), "--out", str(out), "--quiet", *TINY]) == 1
     err = capsys.readouterr().err

@@ -262,9 +262,11 @@ class Route:
             raise UsageError(f"{self.out}: --out is a folder that holds files ({shown}) but no route ({ROUTE_FILE}); "
                              "give a new or empty folder")  # fmt: skip
 
-    def _record_settings(self) -> None:
-        """This route's settings in ``OUT/route.json``; another route's there are refused, naming them, unless
-        ``overwrite`` (the route's own outputs are then removed first)."""
+    def _settle_settings(self) -> dict[str, Any]:
+        """This route's settings (:meth:`settings`), checked against those ``OUT/route.json`` records: others are
+        refused, naming them, unless ``overwrite`` (the route's own outputs are then removed first). Recorded by
+        :meth:`_record` once the plan has taken them (a mistyped override word is then refused unrecorded, and the
+        corrected command is no change of settings)."""
         record = self.out / ROUTE_FILE
         mine = self.settings()
         if record.is_file():
@@ -292,8 +294,11 @@ class Route:
                         shutil.rmtree(path)
                     elif path.exists():
                         path.unlink()
-        with atomic_write(record, "w") as f:
-            f.write(json.dumps({"settings": mine}, indent=1) + "\n")
+        return mine
+
+    def _record(self, settings: dict[str, Any]) -> None:
+        with atomic_write(self.out / ROUTE_FILE, "w") as f:
+            f.write(json.dumps({"settings": settings}, indent=1) + "\n")
 
     # -- the plan -----------------------------------------------------------------------------------------------
     def _device(self) -> Choice:
@@ -559,8 +564,9 @@ class Route:
         self._refuse_a_foreign_out()
         t0 = time.monotonic()
         with run_dir_lock(self.out, command="wsss route", option="--out"):
-            self._record_settings()
+            settings = self._settle_settings()
             steps = self.plan()
+            self._record(settings)
             for i, step in enumerate(steps, 1):
                 self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
                 start, finished = time.monotonic(), False
