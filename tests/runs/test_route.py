@@ -193,6 +193,7 @@ def test_overrides_reach_one_training_by_their_prefix_and_a_gpu_is_used(tmp_path
     route.run()
     cls, seg = route.configs["cls"], route.configs["seg"]
     assert cls.run.device == seg.run.device == "cuda"  # the presets pin cpu: the route moves both to the GPU
+    assert cls.data.num_workers == seg.data.num_workers == 4  # with loader processes to feed it
     assert cls.train.epochs == 24 and seg.train.lr == 0.001 and seg.train.epochs == 12
     assert route.choices["crf_workers"].value >= 1  # every core, given to the CRF steps explicitly
     given = Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True, device="cpu"),

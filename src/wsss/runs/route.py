@@ -57,6 +57,7 @@ SEG_PRESET = "wsss::deeplab/real_cpu.yaml"
 # between them, not a measured edge.
 MIN_PHOTOS_PER_CLASS = 10
 DEFAULT_FOLDS = 3
+GPU_LOADERS = 4  # data.num_workers of the trainings on a GPU (where it runs, not what it computes)
 STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by folds, or named
 PREFIXES = ("cls", "seg")  # overrides of one training: cls.KEY=VALUE, seg.KEY=VALUE
 ROUTE_FILE, SUMMARY_FILE, STEPS_LOG = "route.json", "summary.json", "steps.jsonl"
@@ -309,7 +310,8 @@ class Route:
         import torch
 
         if torch.cuda.is_available():
-            return Choice("cuda", "a CUDA device is here (the presets' run.device: cpu is for their CPU timings)")
+            return Choice("cuda", f"a CUDA device is here (the presets' run.device: cpu is for their CPU timings); "
+                                  f"{GPU_LOADERS} loader processes feed it")  # fmt: skip
         return Choice(None, "no CUDA device: the presets' run.device, cpu")
 
     def _crf_workers(self) -> Choice:
@@ -327,7 +329,10 @@ class Route:
 
         device = self.choices["device"].value
         extra = [f"run.device={device}"] if device else []
-        cfg = load_config(preset, [*words, *extra, f"run.dir={run_dir}"])
+        # on a GPU the photos are decoded by loader processes, as fast as it trains (the presets' 0 is the CPU's:
+        # there the cores train); a data.num_workers word given wins
+        loaders = [f"data.num_workers={GPU_LOADERS}"] if device and str(device).startswith("cuda") else []
+        cfg = load_config(preset, [*loaders, *words, *extra, f"run.dir={run_dir}"])
         check_method(cfg, f"{preset} with the route's overrides")
         return cfg
 
