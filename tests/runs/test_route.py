@@ -242,6 +242,11 @@ def test_the_route_on_the_test_photos_from_a_folder_to_the_masks_of_new_photos(t
     assert summary["new_masks"] == str(new) and len(_masks(new)) == 6 and len(list((new / "overlay").iterdir())) == 6
     assert f"masks of the new photos: {new}" in said
     assert (sorted(p.name for p in photos.iterdir()), sorted(p.name for p in masks.iterdir())) == before
+    # a rerun does not prepare the dataset again (its runs read it)
+    split = out / "data/ImageSets/Segmentation/train.txt"
+    stamp = split.stat().st_mtime_ns, split.stat().st_ino
+    Route(RouteOptions(data=str(photos), out=str(out)), say=pytest.fail)._prepare(out.resolve() / "data")
+    assert (split.stat().st_mtime_ns, split.stat().st_ino) == stamp
 
 
 def _start(argv: list[str]) -> subprocess.Popen:

@@ -429,6 +429,8 @@ class Route:
         from wsss.data import prepare
 
         done = root / PREPARED
+        if done.is_file():  # prepared by an earlier run of the route
+            return
         # a folder there is a stopped try of this step (OUT/data is the route's own): made again
         summary = prepare.prepare_folder(self.opts.data, self.opts.labels, self.opts.classes, root,
                                          masks=self.opts.masks, progress=self.opts.progress,
