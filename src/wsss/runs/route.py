@@ -584,7 +584,7 @@ class Route:
                     self.times[step.title] = time.monotonic() - start
                     self._log_step(step.title, self.times[step.title], finished)
                 self.say(f"[{i}/{len(steps)}] {step.title} done in {_duration(self.times[step.title])}")
-                if step.title == "prepare":  # the choices are made from the prepared dataset
+                if step.title == "prepare" and not hasattr(self, "facts"):  # the choices: from the prepared data
                     steps[i:] = self.plan()[1:]
             summary = self._summary(time.monotonic() - t0)
         return summary
