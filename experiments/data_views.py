@@ -1,36 +1,14 @@
-"""Views of a data set in the VOC layout for experiments (issues 61 and 62): the same photos, other splits, and
-masks for only some of them, without copying or touching the data set itself.
-
-A view is a folder that links the data set's photos, class names and image labels, writes its own split files
-and links the masks of the ids it is given only, as a user's folder with a few masks drawn looks
-(``wsss prepare folder --masks``): ``wsss sweep-bkg`` then scores the seeds on those masks, and
-``data.true_masks=auto`` trains on them.
-"""
+"""Views of a data set in the VOC layout for experiments (issues 61 and 62): the package's views
+(``wsss.data.views``: ``fold_split``, ``make_view``, which ``wsss route`` uses for its folds too), and the choices of
+photos that only the experiments make (every photo of train and val, the first K masked ones)."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-from collections.abc import Collection, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-from wsss.data.classes import CLASSES_FILE
-from wsss.data.voc import CLS_LABELS_FILE, IMAGE_DIR, MASK_DIRS, SPLIT_DIR, VOCDataset, read_split
-
-VIEW_MASKS = "SegmentationClass"
-
-
-def fold_split(ids: Sequence[str], fold: int, folds: int) -> tuple[list[str], list[str]]:
-    """(train, val) of fold ``fold`` of ``folds``: the sorted ids dealt round-robin, fold f's val the ids at
-    positions f, f + folds, f + 2 folds, ... (each id in exactly one fold's val; the folds' sizes differ by at
-    most one), train the others."""
-    if not 0 <= fold < folds or folds < 2:
-        raise ValueError(f"fold {fold} of {folds}: need 0 <= fold < folds and folds >= 2")
-    ordered = sorted(dict.fromkeys(ids))
-    val = ordered[fold::folds]
-    held = set(val)
-    return [i for i in ordered if i not in held], val
+from wsss.data.views import VIEW_MASKS, fold_split, make_view  # noqa: F401 (the package's views, re-exported)
+from wsss.data.voc import VOCDataset, read_split
 
 
 def all_ids(root: str | os.PathLike) -> list[str]:
@@ -45,36 +23,3 @@ def first_masked(root: str | os.PathLike, ids: Sequence[str], k: int) -> list[st
     if len(masked) < k:
         raise ValueError(f"{root}: only {len(masked)} of the {len(ids)} train photos have a mask, fewer than {k}")
     return masked[:k]
-
-
-def make_view(
-    src: str | os.PathLike, dest: str | os.PathLike, splits: Mapping[str, Sequence[str]], masked: Collection[str]
-) -> Path:
-    """The view ``dest`` of data set ``src``: its photos, ``classes.txt`` and ``cls_labels.npy`` linked, one split
-    file per entry of ``splits``, and ``SegmentationClass/`` holding links to the masks of ``masked`` only.
-    Rebuilt unless ``dest`` already holds this very view (its ``view.json``); ``dest`` is the experiment's own."""
-    src, dest = Path(src).resolve(), Path(dest)
-    spec = {"source": str(src), "splits": {k: list(v) for k, v in splits.items()}, "masked": sorted(masked)}
-    if (dest / "view.json").is_file() and json.loads((dest / "view.json").read_text()) == spec:
-        return dest
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp = dest.with_name(dest.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / SPLIT_DIR).mkdir(parents=True)
-    (tmp / VIEW_MASKS).mkdir()
-    (tmp / IMAGE_DIR).symlink_to(src / IMAGE_DIR, target_is_directory=True)
-    for name in (CLASSES_FILE, CLS_LABELS_FILE):
-        if (src / name).exists():
-            (tmp / name).symlink_to(src / name)
-    for name, ids in splits.items():
-        (tmp / SPLIT_DIR / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
-    for i in masked:
-        path = next((src / d / f"{i}.png" for d in MASK_DIRS if (src / d / f"{i}.png").is_file()), None)
-        if path is None:
-            raise ValueError(f"{src}: id {i} has no mask to link")
-        (tmp / VIEW_MASKS / f"{i}.png").symlink_to(path)
-    (tmp / "view.json").write_text(json.dumps(spec, indent=1) + "\n")
-    tmp.rename(dest)
-    return dest

@@ -1,7 +1,10 @@
 """One method's whole route on a real-photo dataset, scored at every step (issue 31): the figures of a row of
 BENCHMARKS.md's ccp-dev table.
 
-The route is the manual's (docs/own-photos.md), run through the ``wsss`` CLI as a user runs it:
+The route a user runs is ``wsss route`` (``src/wsss/runs/route.py``, docs/own-photos.md#what-it-does); this script keeps
+what research adds to it (folds of every photo, arms, seeds, extra scoring) and takes from the package what the two
+share: the DeepLab stage's words with masks (``mixed_stage_words``, ``masks_alone_words``, ``stage_iterations``) and
+the views of a dataset (``wsss.data.views``). Its steps, run through the ``wsss`` CLI as a user types them:
 
 1. ``wsss train PRESET data.root=ROOT run.dir=OUT/cls`` (seconds per iteration: the training's wall time
    over its iterations, start-up and checkpoints included, and the median of the trainer's log periods);
@@ -95,6 +98,7 @@ from wsss.cli_common import script_parser
 from wsss.core.errors import TrainingDiverged
 from wsss.data.voc import VOCDataset, read_split
 from wsss.runs.jobs import predictions_folder
+from wsss.runs.route import MASKED_SPLIT, masks_alone_words, mixed_stage_words, stage_iterations
 from wsss.utils.runlock import run_dir_lock
 
 if __package__ in (None, ""):  # run as a script (`python experiments/real_route.py`): its package importable
@@ -327,14 +331,6 @@ def _background_only_floor(root: str, split: str) -> float:
     return 100 * scores_from_hist(hist)["miou_background_only"]
 
 
-def _stage_iterations(seg_preset: str, root: str, seg_set: list[str]) -> int:
-    """The DeepLab stage's iterations on all train photos of ``root`` (its ``train.epochs`` resolved)."""
-    from wsss.core.config import load_config, resolve_epochs
-
-    cfg = load_config(seg_preset, [f"data.root={root}", *seg_set])
-    return resolve_epochs(cfg, len(read_split(root, cfg.data.train_split))).train.max_iters
-
-
 def _masks_experiment(
     args: argparse.Namespace, res: dict[str, Any], out: Path, cls: Path, root: str, log: Path
 ) -> dict[str, Any]:
@@ -348,7 +344,7 @@ def _masks_experiment(
     the route's classifier (``--crf --tags-from OUT/cls``, the manual's, ``val_crf_tagged``); the ceiling both.
     The JSON is rewritten after each stage (a stopped run keeps what it finished). A stage whose training diverges
     (the trainer's non-finite loss) is an outcome: its entry says so (``diverged``) and the next stage goes on."""
-    iters = _stage_iterations(args.seg, root, args.seg_set)
+    iters = stage_iterations(args.seg, root, args.seg_set)  # the package's route's (wsss route)
     train_ids = read_split(root, "train")
     val_ids = read_split(root, "val")
     val_set = VOCDataset(root, "val")
@@ -384,7 +380,7 @@ def _masks_experiment(
     for k in args.masks:
         ids = first_masked(root, train_ids, k)
         masked_val = [i for i in val_ids if val_set.has_mask(i)]
-        view = str(make_view(root, out / f"masks_{k}", {"train": train_ids, "val": val_ids, "train_masked": ids},
+        view = str(make_view(root, out / f"masks_{k}", {"train": train_ids, "val": val_ids, MASKED_SPLIT: ids},
                              [*ids, *masked_val]))  # fmt: skip
         level, pseudo = _labels_at_swept_level(cls, root, view, k, log)
         row: dict[str, Any] = {"ids": ids, "level": level, "pseudo_all_masks": 100 * _miou(pseudo.parent / "eval.json")}
@@ -392,19 +388,17 @@ def _masks_experiment(
         row["b"] = stage(f"seg_b_L{level:g}", root, [f"data.pseudo_dir={pseudo}"], crf=False, tagged=True)
         save()
         for w in args.mask_weights:
-            mixed = [f"data.pseudo_dir={pseudo}", "data.true_masks=auto", f"data.true_mask_weight={w:g}"]
+            mixed = [*mixed_stage_words(pseudo), f"data.true_mask_weight={w:g}"]  # wsss route's stage, weighted
             row[f"c_w{w:g}"] = stage(f"seg_c_m{k}_w{w:g}", view, mixed, crf=False, tagged=True)
             save()
-        alone = ["data.train_split=train_masked", "data.true_masks=auto", "train.epochs=null"]
-        alone.append(f"train.max_iters={iters}")
-        row["a"] = stage(f"seg_a_m{k}", view, alone, crf=True, tagged=False)
+        row["a"] = stage(f"seg_a_m{k}", view, masks_alone_words(iters), crf=True, tagged=False)
         save()
         if args.mask_classifier:  # (d): the classifier's CAMs learn the K masks' pixels too (Method.mask_term)
             cls_k = out / f"cls_m{k}"
             trained = _train(args.preset, view, cls_k, [*args.overrides, "data.true_masks=auto"], log)
             _wsss("cam", str(cls_k), "--split", "train", "--quiet", log=log)  # as the route's classifier's
             level_k, pseudo_k = _labels_at_swept_level(cls_k, root, view, k, log)
-            mixed = [f"data.pseudo_dir={pseudo_k}", "data.true_masks=auto", "data.true_mask_weight=1"]
+            mixed = [*mixed_stage_words(pseudo_k), "data.true_mask_weight=1"]
             row["d"] = {"classifier": trained, "level": level_k, "pseudo_all_masks":
                         100 * _miou(pseudo_k.parent / "eval.json"),
                         **stage(f"seg_d_m{k}", view, mixed, crf=False, tagged=True, tagger=cls_k)}  # fmt: skip

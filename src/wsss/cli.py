@@ -391,6 +391,18 @@ def _tagger(args: argparse.Namespace, run: Any) -> Any:
     return load_run(args.tags_from, device=str(run.device))
 
 
+def cmd_route(args: argparse.Namespace) -> int:
+    from wsss.runs.route import RouteOptions, run_route
+
+    defaults = {k: v for k, v in (("seg", args.seg), ("folds", args.folds)) if v is not None}  # else RouteOptions'
+    run_route(RouteOptions(
+        data=args.data, out=args.out, labels=args.labels, classes=args.classes, masks=args.masks,
+        classifier=args.classifier, stage=args.stage, overrides=args.overrides, crf_workers=args.crf_workers,
+        images=args.images, overwrite=args.overwrite, progress=not args.quiet, plan_only=args.plan, **defaults,
+    ))  # fmt: skip
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from wsss.runs.official_import import import_run
 
@@ -829,6 +841,49 @@ def add_predict(sub: Any) -> None:
     s.set_defaults(fn=cmd_predict)
 
 
+def add_route(sub: Any) -> None:
+    """`wsss route` (runs/route.py)."""
+    s = sub.add_parser(
+        "route", help="photos to masks in one command: the advised route, its choices made from the data",
+        description="Run (or continue) the advised route on a dataset, or on a folder of photos with --labels and "
+        "--classes: the classifier, its CAMs, PAR pseudo labels, the DeepLab stage, its masks with the dense CRF, "
+        "the reports; each choice printed with its reason (docs/own-photos.md).",
+    )  # fmt: skip
+    s.add_argument("data", help="a dataset made by `wsss prepare`, or a folder of photos (with --labels, --classes)")
+    add_overrides(s, "cls.train.epochs=24 seg.train.lr=0.001 run.seed=1",
+                  what="trainings (cls.KEY=VALUE: the classifier's, seg.KEY=VALUE: the DeepLab stage's, a bare "
+                  "KEY=VALUE: both)")  # fmt: skip
+    s.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="the route's folder (its runs, record and summary); the same command again continues it",
+    )
+    s.add_argument("--labels", default=None, metavar="FILE", help="with a folder of photos: its image labels")
+    s.add_argument("--classes", default=None, metavar="FILE", help="with a folder of photos: the class list")
+    s.add_argument("--masks", default=None, metavar="DIR", help="with a folder of photos: masks of some of them")
+    s.add_argument("--classifier", default="auto", metavar="NAME",
+                   help="auto (default: by classes and photos per class), rca, cam, or a preset")  # fmt: skip
+    s.add_argument("--seg", default=None, metavar="PRESET",
+                   help="the DeepLab stage's preset (default wsss::deeplab/real_cpu.yaml)")  # fmt: skip
+    s.add_argument("--stage", default="auto", choices=("auto", "mixed", "masks"),
+                   help="the DeepLab stage on the weak labels with the masks in their place (mixed) or on the "
+                   "masks alone (masks); auto (default): the better over --folds folds of masked photos")  # fmt: skip
+    s.add_argument("--folds", type=int, default=None, metavar="N",
+                   help="folds of the masked train photos that choose the stage (default 3; each costs two "
+                   "trainings of the stage; 0: no choice, the mixed stage)")  # fmt: skip
+    s.add_argument("--crf-workers", type=_setting("infer.crf_workers", int), default=None, metavar="N",
+                   help="processes of the dense CRF (infer.crf_workers; default: every core)")  # fmt: skip
+    s.add_argument("--images", nargs="+", default=None, metavar="DIR_OR_FILE",
+                   help="new photos (not a dataset): their masks into OUT/new_masks at the end")  # fmt: skip
+    s.add_argument("--plan", action="store_true", help="print the choices and the steps as commands; run nothing")
+    s.add_argument("--overwrite", action="store_true",
+                   help="make the route again with settings other than OUT/route.json's (its outputs in OUT are "
+                   "replaced; nothing you gave is touched)")  # fmt: skip
+    add_quiet(s)
+    s.set_defaults(fn=cmd_route)
+
+
 def add_import(sub: Any) -> None:
     """`wsss import`."""
     s = sub.add_parser("import", help="an official checkpoint as a run directory (for cam / predict / eval)")
@@ -1049,6 +1104,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_sweep_bkg,
         add_pseudo,
         add_predict,
+        add_route,
         add_import,
         add_tag,
         add_eval,

@@ -53,17 +53,21 @@ def test_readme_own_images_route_reaches_a_report(tmp_path, monkeypatch, capsys,
     assert len(list((clone / "runs/myphotos_seg/predictions_crf/val").glob("*.png"))) == 1
 
 
-#: What makes a block the advised route: the presets trained, the refiner and its levels, the prediction's CRF.
-ROUTE_CHOICES = re.compile(r"configs/\w+/real_cpu\.yaml|--refine \w+|--levels \S+|data\.true_masks=\w+|--crf")
+#: What makes a block the advised route: the presets trained (a path or a shipped name), the refiner and its
+#: levels, the masks in the stage, the prediction's CRF.
+ROUTE_CHOICES = re.compile(
+    r"(?:configs/|wsss::)\w+/real_cpu\.yaml|--refine \w+|--levels \S+|data\.true_masks=\w+|--crf"
+)
 
 
 def route_of(block: str) -> list[str]:
-    """The route's choices in a block's ``wsss`` commands, in order (not those of new photos, ``--images``)."""
+    """The route's choices in a block's ``wsss`` commands, in order (not those of new photos, ``--images``); a
+    preset by its shipped name as by its path."""
     words = []
     for line in block.replace("\\\n", " ").splitlines():
         for part in line.split("#", 1)[0].split("&&"):
             if part.strip().startswith("wsss ") and "--images" not in part:
-                words += ROUTE_CHOICES.findall(part)
+                words += [w.replace("wsss::", "configs/") for w in ROUTE_CHOICES.findall(part)]
     return words
 
 
@@ -71,18 +75,22 @@ def bash_blocks(text: str) -> list[str]:
     return re.findall(r"```bash\n(.*?)```", text, re.S)
 
 
-def test_every_block_that_shows_the_advised_route_shows_the_same_route():
-    """Issue 79: the README trained the CAM baseline with RCA's level, the tested block used a CRF band that the
-    next paragraph said lost; one route is advised, and every block that shows it is that route."""
-    page = (REPO / "docs/own-photos.md").read_text()
-    which = page.split("## Which route", 1)[1]
-    blocks = {
-        "README.md": bash_blocks((REPO / "README.md").read_text())[1],
-        "own-photos.md, Which route": bash_blocks(which)[0],
-        "own-photos.md, the cross-validated advice": bash_blocks(which.split("**So, on photos like", 1)[1])[0],
-        "own-photos.md, Step by step (tested)": route_block(),
-    }
-    routes = {name: route_of(b) for name, b in blocks.items()}
+def test_the_steps_by_hand_are_the_route_that_wsss_route_runs(tmp_path, capsys):
+    """Issue 79: one route is advised, and every block that shows it is that route. Issue 78: the README and the
+    guide show it as the one command, `wsss route`; the tested Step by step block is the route that command runs
+    (its plan, as commands) on photos like ccp-dev's, a handful of classes of tens of photos each."""
+    from wsss.data import generate_synthetic
+
+    front = {"README.md": bash_blocks((REPO / "README.md").read_text())[1],
+             "own-photos.md": bash_blocks((REPO / "docs/own-photos.md").read_text())[0]}  # fmt: skip
+    assert all(block.lstrip().startswith("wsss route ") for block in front.values()), front
+    assert len((REPO / "docs/own-photos.md").read_text().splitlines()) <= 150  # a guide; the figures: BENCHMARKS.md
+    data = tmp_path / "data"
+    generate_synthetic(data, n_train=60, n_val=4, size=32, seed=1, verbose=False)  # 6 classes, 10+ photos each
+    capsys.readouterr()
+    assert main(["route", str(data), "--out", str(tmp_path / "route"), "--plan"]) == 0
+    plan = "\n".join(line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("["))
     expected = ["configs/rca/real_cpu.yaml", "--refine par", "--levels 0.5/0.5", "configs/deeplab/real_cpu.yaml",
                 "data.true_masks=auto", "--crf"]  # fmt: skip
-    assert routes == {name: expected for name in blocks}
+    assert route_of(plan) == expected
+    assert route_of(route_block()) == expected

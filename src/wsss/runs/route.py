@@ -1,0 +1,660 @@
+"""``wsss route``: from a dataset (or a folder of photos with a labels file and a class list) to masks and a report,
+in one command: the route docs/own-photos.md advises, each choice made from the data as the measurements say and
+printed with its reason (docs/own-photos.md#what-it-does; the evidence: docs/benchmarks/real-photos.md).
+
+The steps, each the library call of the ``wsss`` command named (in this process, as that command runs it):
+
+1. ``wsss prepare folder`` into ``OUT/data`` when the input is a folder of photos (``labels`` and ``classes``), or
+   ``wsss check-data`` of a dataset given (``wsss train`` checks it so);
+2. the classifier, ``wsss train``: RCA's ``configs/rca/real_cpu.yaml``, or the CAM baseline's
+   ``configs/cam/real_cpu.yaml`` for many classes of few photos (:func:`choose_classifier`), into ``OUT/cls``;
+3. ``wsss cam`` of the train split;
+4. ``wsss pseudo --refine par --levels B/B``, B the classifier's ``cam.bkg_thre`` (one level: no pixel left at 255);
+5. with masked train photos: the DeepLab stage on the weak labels with the masks in their place, or on the masks
+   alone, each trained on all but one fold of the masked photos and scored on that fold (``folds``;
+   :meth:`Route._choose_stage`), the better one kept;
+6. the DeepLab stage ``configs/deeplab/real_cpu.yaml`` (``wsss train``, ``data.true_masks=auto``) into ``OUT/seg``;
+7. ``wsss predict --crf`` of the val split (of train when there is no val split), scored where it has masks;
+8. ``wsss report`` of both runs; with ``images``, ``wsss predict --images`` of new photos into ``OUT/new_masks``.
+
+A rerun of the same command continues where it stopped: a training resumes from its ``last.pt``, the per-photo
+steps skip the photos they finished, the folds keep their scores. ``OUT/route.json`` records the route's settings;
+another setting is refused, naming it, unless ``overwrite`` (the route's own outputs in OUT are then made again;
+nothing outside OUT, nor the photos, labels or masks given, is touched). ``OUT/summary.json``: the choices, each
+step's wall time and the scores; ``OUT/steps.jsonl``: each run's time of each step, a stopped one's too.
+
+Overrides: ``KEY=VALUE`` words of the config (docs/configs.md); ``cls.KEY=VALUE`` sets the classifier's only,
+``seg.KEY=VALUE`` the DeepLab stage's (its folds' too), a word without a prefix both (``run.seed=1``). Where a
+command runs (``run.device``, ``run.threads``, ``data.num_workers``, ``infer.crf_workers``) is no setting of the
+route: a route stopped on one machine continues on another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wsss.core.config import EXECUTION_KEYS, Config, load_config, resolve_epochs
+from wsss.core.errors import DataError, UsageError
+from wsss.core.files import atomic_write
+
+# The classifier presets the route chooses between (docs/own-photos.md#which-route), by shipped name: they resolve
+# from any folder (core.config.SCOPE).
+CLASSIFIERS = {"rca": "wsss::rca/real_cpu.yaml", "cam": "wsss::cam/real_cpu.yaml"}
+SEG_PRESET = "wsss::deeplab/real_cpu.yaml"
+# RCA from this median of train photos per class up, the CAM baseline below it. Measured at its two sides only:
+# ccp-dev (10 classes, 200 train photos, tens of photos per class) RCA's DeepLab val 19.14 against the CAM baseline's
+# 15.59; coco128-dev (80 classes, 70 photos, most classes in one or two) the CAM baseline's 15.30 against RCA's 4.62
+# (docs/benchmarks/real-photos.md#manual-which-route). No set between the two was measured: 10 is a round number
+# between them, not a measured edge.
+MIN_PHOTOS_PER_CLASS = 10
+DEFAULT_FOLDS = 3
+GPU_LOADERS = 4  # data.num_workers of the trainings on a GPU (where it runs, not what it computes)
+STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by folds, or named
+PREFIXES = ("cls", "seg")  # overrides of one training: cls.KEY=VALUE, seg.KEY=VALUE
+ROUTE_FILE, SUMMARY_FILE, STEPS_LOG = "route.json", "summary.json", "steps.jsonl"
+PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
+# What the route makes in OUT, all of it its own: --overwrite with other settings makes it again
+OWN_OUTPUTS = ("data", "cls", "choice", "seg_data", "seg", "new_masks", SUMMARY_FILE, STEPS_LOG)
+# where a step runs, not what it computes (the config's own EXECUTION_KEYS and the CRF's processes)
+ROUTE_EXECUTION_KEYS = frozenset({*EXECUTION_KEYS, "infer.crf_workers"})
+
+
+@dataclass
+class RouteOptions:
+    """What ``wsss route`` is given (its flags: docs/cli.md#wsss-route)."""
+
+    data: str  # a dataset root (wsss prepare), or a folder of photos with labels and classes
+    out: str
+    labels: str | None = None
+    classes: str | None = None
+    masks: str | None = None
+    classifier: str = "auto"  # auto, rca, cam, or a preset
+    seg: str = SEG_PRESET
+    stage: str = "auto"  # auto (folds), mixed, masks
+    folds: int = DEFAULT_FOLDS
+    overrides: Sequence[str] = ()
+    device: str | None = None  # run.device of every step (default: cuda where there is one, else the presets')
+    crf_workers: int | None = None  # infer.crf_workers of the CRF steps (default: every core)
+    images: Sequence[str] | None = None  # new photos: their masks at the end
+    overwrite: bool = False
+    progress: bool = True
+    plan_only: bool = False  # print the plan (choices and the equivalent commands), run nothing
+
+
+@dataclass
+class Choice:
+    value: Any
+    reason: str
+
+
+@dataclass
+class DataFacts:
+    """What the choices read from a dataset: its classes and the train photos' labels and masks."""
+
+    root: Path
+    class_names: list[str]
+    train: list[str]
+    val: list[str]
+    masked_train: list[str]
+    masked_val: list[str]
+    photos_per_class: float  # the median over the foreground classes of the train photos labelled with each
+
+    @property
+    def classes(self) -> int:
+        return len(self.class_names) - 1
+
+
+def data_facts(root: str | os.PathLike) -> DataFacts:
+    """The facts of the dataset ``root`` that the route's choices read (a DataError names what is missing)."""
+    import numpy as np
+
+    from wsss.data import VOCDataset
+    from wsss.data.voc import available_splits
+
+    train = VOCDataset(root, "train")
+    val = VOCDataset(root, "val") if "val" in available_splits(root) else None
+    counts = np.zeros(train.num_classes - 1)
+    for i in train.ids:
+        counts += train.labels(i) > 0
+    return DataFacts(
+        root=Path(root), class_names=list(train.class_names), train=list(train.ids),
+        val=list(val.ids) if val is not None else [], masked_train=[i for i in train.ids if train.has_mask(i)],
+        masked_val=[i for i in val.ids if val.has_mask(i)] if val is not None else [],
+        photos_per_class=float(statistics.median(counts.tolist())) if len(counts) else 0.0,
+    )  # fmt: skip
+
+
+def choose_classifier(facts: DataFacts) -> Choice:
+    """RCA's preset with a handful of classes of tens of photos each, the CAM baseline's with many classes of few
+    photos (:data:`MIN_PHOTOS_PER_CLASS`): the rule as measured, with its reason."""
+    seen = f"{facts.classes} classes, a median of {facts.photos_per_class:g} train photos per class"
+    if facts.photos_per_class >= MIN_PHOTOS_PER_CLASS:
+        return Choice("rca", f"{seen} (>= {MIN_PHOTOS_PER_CLASS}): RCA, the best on ccp-dev (10 classes, 200 photos: "
+                             "DeepLab val 19.14 against the CAM baseline's 15.59)")  # fmt: skip
+    return Choice("cam", f"{seen} (< {MIN_PHOTOS_PER_CLASS}): the CAM baseline, the best on coco128-dev (80 classes, "
+                         "70 photos: DeepLab val 15.30 against RCA's 4.62)")  # fmt: skip
+
+
+def split_overrides(words: Sequence[str]) -> dict[str, list[str]]:
+    """The ``KEY=VALUE`` words of each training: ``cls.KEY=VALUE`` the classifier's, ``seg.KEY=VALUE`` the DeepLab
+    stage's, the others both (in the order given)."""
+    out: dict[str, list[str]] = {p: [] for p in PREFIXES}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{word!r}: an override is KEY=VALUE (cls.KEY=VALUE: the classifier's only, "
+                             "seg.KEY=VALUE: the DeepLab stage's)")  # fmt: skip
+        prefix, dot, rest = key.partition(".")
+        if prefix in PREFIXES and dot:
+            out[prefix].append(f"{rest}={value}")
+        else:
+            for p in PREFIXES:
+                out[p].append(word)
+    return out
+
+
+def _key(word: str) -> str:
+    return word.partition("=")[0].strip()
+
+
+def _computed(words: Sequence[str]) -> list[str]:
+    """The overrides that change what a step computes (:data:`ROUTE_EXECUTION_KEYS` left out)."""
+    return [w for w in words if _key(w) not in ROUTE_EXECUTION_KEYS]
+
+
+MASKED_SPLIT = "train_masked"  # the split of a view that lists the masked train photos
+
+
+def mixed_stage_words(pseudo_dir: str | os.PathLike) -> list[str]:
+    """The DeepLab stage on the weak labels with the masks in their place: each train photo that has a mask trains
+    on it, every other photo on its pseudo label (docs/own-photos.md#how-many-masks)."""
+    return [f"data.pseudo_dir={pseudo_dir}", "data.true_masks=auto"]
+
+
+def masks_alone_words(iterations: int) -> list[str]:
+    """The DeepLab stage on the masked photos alone (the split :data:`MASKED_SPLIT` of a view,
+    ``wsss.data.views.make_view``) for ``iterations``, the mixed stage's on every train photo: the arm the masks
+    measurements compared at equal length (docs/benchmarks/real-photos.md#manual-how-many-masks)."""
+    return [f"data.train_split={MASKED_SPLIT}", "data.true_masks=auto", "train.epochs=null",
+            f"train.max_iters={iterations}"]  # fmt: skip
+
+
+def stage_iterations(preset: str, root: str | os.PathLike, words: Sequence[str] = ()) -> int:
+    """The iterations of the stage ``preset`` with ``words`` on every train photo of ``root`` (its ``train.epochs``
+    resolved)."""
+    from wsss.data.voc import read_split
+
+    cfg = load_config(preset, [f"data.root={root}", *words])
+    return resolve_epochs(cfg, len(read_split(root, cfg.data.train_split))).train.max_iters
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class Step:
+    """One step of the route: its title, the ``wsss`` command a user would type for it, and its work."""
+
+    title: str
+    command: str
+    work: Callable[[], Any] = field(repr=False)
+
+
+class Route:
+    """One route folder (module docstring): :meth:`plan` then :meth:`run`."""
+
+    def __init__(self, opts: RouteOptions, say: Callable[[str], None] | None = None) -> None:
+        self.opts = opts
+        self.out = Path(opts.out)
+        self.say = say or (lambda text: print(text, flush=True))
+        if opts.folds < 0 or opts.folds == 1:
+            raise UsageError(f"--folds {opts.folds}: 0 (no choice: the mixed stage) or 2 or more")
+        if opts.stage not in STAGES:
+            raise UsageError(f"--stage {opts.stage!r}: one of {', '.join(STAGES)}")
+        self.words = split_overrides(opts.overrides)
+        self.choices: dict[str, Choice] = {}
+        self.times: dict[str, float] = {}
+        self.scores: dict[str, Any] = {}
+
+    # -- settings -----------------------------------------------------------------------------------------------
+    def _prepares(self) -> bool:
+        """Whether the input is a folder of photos to prepare (labels and classes given) or a dataset."""
+        given = [f for f, v in (("--labels", self.opts.labels), ("--classes", self.opts.classes)) if v]
+        if self.opts.masks and len(given) < 2:
+            raise UsageError("--masks goes with --labels and --classes (a folder of photos to prepare); a dataset's "
+                             "masks are in its SegmentationClass folder already")  # fmt: skip
+        if len(given) == 1:
+            missing = "--classes" if given == ["--labels"] else "--labels"
+            raise UsageError(f"{given[0]} goes with {missing}: a folder of photos needs both (or give a dataset)")
+        return len(given) == 2
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the route's outputs (``route.json``): its inputs and options, where they run excepted."""
+
+        def resolved(path: str | None) -> str | None:
+            return None if path is None else str(Path(path).resolve())
+
+        return {
+            "data": resolved(self.opts.data), "labels": resolved(self.opts.labels),
+            "classes": resolved(self.opts.classes), "masks": resolved(self.opts.masks),
+            "classifier": self.opts.classifier, "seg": self.opts.seg, "stage": self.opts.stage,
+            "folds": self.opts.folds, "cls_overrides": _computed(self.words["cls"]),
+            "seg_overrides": _computed(self.words["seg"]),
+        }  # fmt: skip
+
+    def _refuse_a_foreign_out(self) -> None:
+        """OUT is a new folder, an empty one, or a route's: a folder of other files is refused (before the route's
+        lock file is put there)."""
+        if not (self.out / ROUTE_FILE).is_file() and self.out.is_dir() and any(self.out.iterdir()):
+            shown = ", ".join(sorted(p.name for p in self.out.iterdir())[:4])
+            raise UsageError(f"{self.out}: --out is a folder that holds files ({shown}) but no route ({ROUTE_FILE}); "
+                             "give a new or empty folder")  # fmt: skip
+
+    def _settle_settings(self) -> dict[str, Any]:
+        """This route's settings (:meth:`settings`), checked against those ``OUT/route.json`` records: others are
+        refused, naming them, unless ``overwrite`` (the route's own outputs are then removed first). Recorded by
+        :meth:`_record` once the plan has taken them (a mistyped override word is then refused unrecorded, and the
+        corrected command is no change of settings)."""
+        record = self.out / ROUTE_FILE
+        mine = self.settings()
+        if record.is_file():
+            try:
+                theirs = json.loads(record.read_text())["settings"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise DataError(f"{record}: not a route's record ({e!r}); use another --out") from None
+            changed = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+            if changed and not self.opts.overwrite:
+                listing = "; ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in changed)
+                raise UsageError(f"{record}: this route was run with other settings ({listing}); rerun it as it was "
+                                 "to continue it, pass --overwrite to make it again with these (the route's outputs "
+                                 "in that folder are replaced), or use another --out")  # fmt: skip
+            if changed:
+                owned = [self.out / name for name in OWN_OUTPUTS if (self.out / name).exists()]
+                given = [Path(p).resolve() for p in [self.opts.data, self.opts.labels, self.opts.classes,
+                                                     self.opts.masks, *(self.opts.images or [])] if p]  # fmt: skip
+                inside = [(g, o) for g in given for o in owned if g.is_relative_to(o.resolve())]
+                if inside:
+                    raise UsageError(f"{inside[0][0]}: an input of this command inside {inside[0][1]}, which "
+                                     "--overwrite would make again; copy it elsewhere first")  # fmt: skip
+                for name in OWN_OUTPUTS:
+                    path = self.out / name
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                    elif path.exists():
+                        path.unlink()
+        return mine
+
+    def _record(self, settings: dict[str, Any]) -> None:
+        with atomic_write(self.out / ROUTE_FILE, "w") as f:
+            f.write(json.dumps({"settings": settings}, indent=1) + "\n")
+
+    # -- the plan -----------------------------------------------------------------------------------------------
+    def _device(self) -> Choice:
+        given = self.opts.device or next((w.partition("=")[2] for w in self.words["cls"] if _key(w) == "run.device"),
+                                         None)  # fmt: skip
+        if given:
+            return Choice(given, "given")
+        import torch
+
+        if torch.cuda.is_available():
+            return Choice("cuda", f"a CUDA device is here (the presets' run.device: cpu is for their CPU timings); "
+                                  f"{GPU_LOADERS} loader processes feed it")  # fmt: skip
+        return Choice(None, "no CUDA device: the presets' run.device, cpu")
+
+    def _crf_workers(self) -> Choice:
+        given = self.opts.crf_workers
+        if given is None:
+            given = next((int(w.partition("=")[2]) for w in self.words["seg"] if _key(w) == "infer.crf_workers"), None)
+        if given is not None:
+            return Choice(given, "given")
+        n = usable_cores()
+        return Choice(n, f"every core of this machine ({n}) for the dense CRF")
+
+    def _config(self, preset: str, words: Sequence[str], run_dir: Path) -> Config:
+        """The config of a training, checked before any step runs (a wrong override word is refused at once)."""
+        from wsss.methods import check_method
+
+        device = self.choices["device"].value
+        extra = [f"run.device={device}"] if device else []
+        # on a GPU the photos are decoded by loader processes, as fast as it trains (the presets' 0 is the CPU's:
+        # there the cores train); a data.num_workers word given wins
+        loaders = [f"data.num_workers={GPU_LOADERS}"] if device and str(device).startswith("cuda") else []
+        cfg = load_config(preset, [*loaders, *words, *extra, f"run.dir={run_dir}"])
+        check_method(cfg, f"{preset} with the route's overrides")
+        return cfg
+
+    def plan(self) -> list[Step]:
+        """The choices (printed with their reasons) and the steps to run."""
+        out = self.out.resolve()
+        prepares = self._prepares()
+        root = out / "data" if prepares else Path(self.opts.data).resolve()
+        steps: list[Step] = []
+        if prepares:
+            masks = f" --masks {self.opts.masks}" if self.opts.masks else ""
+            steps.append(Step("prepare", f"wsss prepare folder --images {self.opts.data} --labels {self.opts.labels} "
+                                         f"--classes {self.opts.classes}{masks} --out {root}",
+                              lambda: self._prepare(root)))  # fmt: skip
+            if not (root / PREPARED).is_file():  # the choices are made from the prepared dataset, once it is
+                if self.opts.plan_only:
+                    self.say(f"(the dataset is prepared first, into {root}: the choices are made from it)")
+                return steps
+        facts = data_facts(root)
+        self.facts = facts
+        self.choices["device"] = self._device()
+        self.choices["crf_workers"] = self._crf_workers()
+        name = self.opts.classifier
+        if name == "auto":
+            self.choices["classifier"] = choose_classifier(facts)
+        else:
+            self.choices["classifier"] = Choice(name, "given")
+        preset = CLASSIFIERS.get(self.choices["classifier"].value, self.choices["classifier"].value)
+        cls_dir, seg_dir = out / "cls", out / "seg"
+        cls_cfg = self._config(preset, [f"data.root={root}", *self.words["cls"]], cls_dir)
+        level = float(cls_cfg.cam.bkg_thre)
+        self.choices["levels"] = Choice(
+            (level, level), f"the classifier's own background level cam.bkg_thre {level:g}, as one level (no pixel "
+            "left undecided; cross-validated on ccp-dev: the level sweep-bkg picks lost)")  # fmt: skip
+        pseudo_dir = cls_dir / "pseudo" / "train"
+        seg_words = [f"data.root={root}", *mixed_stage_words(pseudo_dir), *self.words["seg"]]
+        seg_cfg = self._config(self.opts.seg, seg_words, seg_dir)
+        self.configs = {"cls": cls_cfg, "seg": seg_cfg}
+        self.seg_iters = resolve_epochs(seg_cfg, len(facts.train)).train.max_iters
+        self.choices["stage"] = self._stage_choice(facts)
+        split = "val" if facts.val else "train"
+        self.choices["predict"] = Choice(split, ("the val split" if facts.val else "no val split: the train photos")
+                                         + ", with the dense CRF (+1.16 mIoU over 5 folds of ccp-dev)")  # fmt: skip
+        for key in ("classifier", "levels", "stage", "predict", "device", "crf_workers"):
+            choice = self.choices[key]
+            self.say(f"route: {key}: {_shown(choice.value)} ({choice.reason})")
+        if not prepares:  # `wsss prepare folder` checked its inputs; a dataset given is checked as `wsss train` does
+            steps.append(Step("check", f"wsss check-data {root}", lambda: self._check_data(root)))
+        over = " ".join(self.words["cls"])
+        steps.append(Step("classifier", f"wsss train {preset} data.root={root} run.dir={cls_dir} {over}".rstrip(),
+                          lambda: self._train(cls_cfg)))  # fmt: skip
+        steps.append(Step("cam", f"wsss cam {cls_dir} --split train", lambda: self._cam(cls_dir)))
+        steps.append(Step("pseudo", f"wsss pseudo {cls_dir} --split train --refine par --levels {level:g}/{level:g}",
+                          lambda: self._pseudo(cls_dir, level)))  # fmt: skip
+        if self.choices["stage"].value == "folds":
+            steps.append(Step("choice", f"({self.opts.folds} folds of the masked train photos, both stages each)",
+                              lambda: self._choose_stage(root, seg_words, out / "choice")))  # fmt: skip
+        steps.append(Step("seg", f"wsss train {self.opts.seg} {' '.join(seg_words)} run.dir={seg_dir}",
+                          lambda: self._train_stage(root, seg_words, seg_dir)))  # fmt: skip
+        steps.append(Step("predict", f"wsss predict {seg_dir} --split {split} --crf",
+                          lambda: self._predict(seg_dir, split)))  # fmt: skip
+        steps.append(Step("report", f"wsss report {cls_dir} && wsss report {seg_dir}",
+                          lambda: self._report(cls_dir, seg_dir)))  # fmt: skip
+        if self.opts.images:
+            images = " ".join(map(str, self.opts.images))
+            steps.append(Step("new photos", f"wsss predict {seg_dir} --images {images} --out {out / 'new_masks'} "
+                              "--crf --overlay", lambda: self._new_photos(seg_dir)))  # fmt: skip
+        return steps
+
+    def _stage_choice(self, facts: DataFacts) -> Choice:
+        """How the DeepLab stage trains: given, or chosen by folds over the masked train photos where there are
+        enough of them, else the weak labels with the masks in their place."""
+        masked, folds = len(facts.masked_train), self.opts.folds
+        if self.opts.stage != "auto":
+            return Choice(self.opts.stage, "given")
+        if not masked:
+            return Choice("mixed", "no train photo has a mask: the stage on the pseudo labels")
+        if masked == len(facts.train):
+            return Choice("mixed", "every train photo has a mask: the stage trains on the masks alone either way")
+        if folds == 0:
+            return Choice("mixed", f"--folds 0: the weak labels with the {masked} masks in their place, the better on "
+                                   "ccp-dev over three seeds at 10 and 20 masks")  # fmt: skip
+        batch = self.configs["seg"].train.batch_size
+        if masked - -(-masked // folds) < batch:  # a fold's masks alone fill no batch of the stage's training
+            return Choice("mixed", f"{masked} masked train photos, too few to train the stage on the masks alone in "
+                                   f"{folds} folds (batches of {batch}): the weak labels with the masks in their "
+                                   "place, the better on ccp-dev over three seeds at 10 and 20 masks")  # fmt: skip
+        return Choice("folds", f"{masked} masked train photos: both stages (the weak labels with the masks in their "
+                               f"place; the masks alone) scored by {folds} folds of them, the better kept (on ccp-dev "
+                               "the first won with 10 or 20 masks of 200, the second with 50)")  # fmt: skip
+
+    # -- the steps ------------------------------------------------------------------------------------------------
+    def _prepare(self, root: Path) -> None:
+        from wsss.data import prepare
+
+        done = root / PREPARED
+        if done.is_file():  # prepared by an earlier run of the route
+            return
+        # a folder there is a stopped try of this step (OUT/data is the route's own): made again
+        summary = prepare.prepare_folder(self.opts.data, self.opts.labels, self.opts.classes, root,
+                                         masks=self.opts.masks, progress=self.opts.progress,
+                                         overwrite=root.exists())  # fmt: skip
+        self.say(summary.format())
+        done.touch()
+
+    def _check_data(self, root: Path) -> None:
+        """check-data on the splits the trainings read (val: every photo needs its mask, as a training's val);
+        the problems printed and a DataError when one fails, the warnings printed."""
+        from wsss.data import check_dataset
+
+        for split in ["train", *(["val"] if self.facts.val else [])]:
+            report = check_dataset(root, split, full_masks=split == "val", progress=self.opts.progress)
+            if not report.ok:
+                print(report.format(), file=sys.stderr)
+                raise DataError(f"{root}: failed check-data (split {split}); fix it, or run the steps by hand")
+            if report.warnings:
+                print("\n".join([f"check-data {root} (split {split}): {len(report.warnings)} warning(s)"]
+                                + [f"  - {w}" for w in report.warnings]), file=sys.stderr)  # fmt: skip
+
+    def _train(self, cfg: Config) -> None:
+        from wsss.engine.launch import train
+
+        train(cfg, progress=self.opts.progress)
+
+    def _load(self, run_dir: Path) -> Any:
+        from wsss.runs.run import load_run
+
+        run = load_run(run_dir, device=self.choices["device"].value)
+        run.cfg.infer.crf_workers = int(self.choices["crf_workers"].value)  # where it runs, not what it computes
+        return run
+
+    def _cam(self, cls_dir: Path) -> None:
+        from wsss.runs.jobs import run_cam
+
+        run_cam(self._load(cls_dir), "train", progress=self.opts.progress)
+
+    def _pseudo(self, cls_dir: Path, level: float) -> None:
+        from wsss.runs.jobs import run_pseudo
+
+        run_pseudo(self._load(cls_dir), "train", refine="par", levels=(level, level), progress=self.opts.progress)
+
+    def _stage_config(self, root: Path, seg_words: list[str], run_dir: Path, stage: str, view: Path | None) -> Config:
+        """The DeepLab stage's config: ``mixed`` the weak labels with the masks in their place; ``masks`` the masked
+        photos alone (the split ``train_masked`` of ``view``), for as many iterations as the mixed stage has on the
+        whole train split (as BENCHMARKS measured them)."""
+        if stage == "mixed":
+            return self._config(self.opts.seg, [*seg_words, f"data.root={view or root}"], run_dir)
+        return self._config(self.opts.seg, [*seg_words, f"data.root={view}", *masks_alone_words(self.seg_iters)],
+                            run_dir)  # fmt: skip
+
+    def _choose_stage(self, root: Path, seg_words: list[str], where: Path) -> None:
+        """Each of ``folds`` folds of the masked train photos held out in turn: both stages trained on the rest (the
+        held photos out of train), their ``predict --crf`` scored on the held photos; the stage of the better mean
+        kept (a tie: the mixed one)."""
+        from wsss.data.views import fold_split, make_view
+
+        facts, folds = self.facts, self.opts.folds
+        scores: dict[str, list[float]] = {"mixed": [], "masks": []}
+        for f in range(folds):
+            rest, held = fold_split(facts.masked_train, f, folds)
+            view = make_view(root, where / f"fold{f}" / "data",
+                             {"train": [i for i in facts.train if i not in set(held)], MASKED_SPLIT: rest,
+                              "val": held}, facts.masked_train)  # fmt: skip
+            for stage in scores:
+                run_dir = where / f"fold{f}" / stage
+                record = run_dir / "fold_score.json"
+                if not record.is_file():
+                    self._train(self._stage_config(root, seg_words, run_dir, stage, view))
+                    pred = self._predict_split(run_dir, "val", view)
+                    miou = 100 * _miou(pred, view, "val")
+                    with atomic_write(record, "w") as fh:
+                        fh.write(json.dumps({"miou": miou, "held": held}) + "\n")
+                scores[stage].append(float(json.loads(record.read_text())["miou"]))
+            self.say(f"  fold {f + 1}/{folds} ({len(held)} held photos): mixed {scores['mixed'][-1]:.2f}, masks alone "
+                     f"{scores['masks'][-1]:.2f}")  # fmt: skip
+        means = {k: statistics.fmean(v) for k, v in scores.items()}
+        best = "masks" if means["masks"] > means["mixed"] else "mixed"
+        self.scores["folds"] = {k: {"mean": means[k], "folds": v} for k, v in scores.items()}
+        names = {"mixed": "the weak labels with the masks in their place", "masks": "the masks alone"}
+        self.choices["stage"] = Choice(best, f"{names[best]}: val mIoU with --crf over {folds} folds of the masked "
+                                             f"train photos, mixed {means['mixed']:.2f}, masks alone "
+                                             f"{means['masks']:.2f}")  # fmt: skip
+        self.say(f"route: stage: {best} ({self.choices['stage'].reason})")
+
+    def _train_stage(self, root: Path, seg_words: list[str], seg_dir: Path) -> None:
+        from wsss.data.views import make_view
+
+        stage = self.choices["stage"].value
+        view = None
+        if stage == "masks":  # a view whose train_masked split lists the masked train photos
+            facts = self.facts
+            splits = {"train": facts.train, MASKED_SPLIT: facts.masked_train, **({"val": facts.val} if facts.val
+                                                                                    else {})}  # fmt: skip
+            view = make_view(root, self.out.resolve() / "seg_data", splits, [*facts.masked_train, *facts.masked_val])
+            self.say(f"  the stage on the {len(facts.masked_train)} masked train photos alone (split {MASKED_SPLIT} of "
+                     f"{view}), {self.seg_iters} iterations as the mixed stage's")  # fmt: skip
+        self.stage_root = view or root
+        self._train(self._stage_config(root, seg_words, seg_dir, stage, view))
+
+    def _predict_split(self, run_dir: Path, split: str, root: Path | None = None) -> Path:
+        from wsss.runs.jobs import run_predict
+
+        return run_predict(self._load(run_dir), split, root=None if root is None else str(root), crf=True,
+                           progress=self.opts.progress)  # fmt: skip
+
+    def _predict(self, seg_dir: Path, split: str) -> None:
+        pred = self._predict_split(seg_dir, split)
+        self.masks = pred
+        root = getattr(self, "stage_root", self.facts.root)
+        masked = self.facts.masked_val if split == "val" else self.facts.masked_train
+        if masked:
+            self.scores[f"{split}_miou"] = 100 * _miou(pred, root, split)
+            self.scores[f"{split}_scored_photos"] = len(masked)
+
+    def _report(self, cls_dir: Path, seg_dir: Path) -> None:
+        from wsss.report import write_report
+
+        self.reports = [write_report(cls_dir), write_report(seg_dir)]
+
+    def _new_photos(self, seg_dir: Path) -> None:
+        from wsss.runs.photos import predict_photos
+
+        self.new_masks = predict_photos(self._load(seg_dir), list(self.opts.images), self.out / "new_masks", crf=True,
+                                        overlay=True, progress=self.opts.progress)  # fmt: skip
+
+    # -- the whole route --------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run (or continue) the route; its summary (also ``OUT/summary.json``)."""
+        from wsss.utils.runlock import run_dir_lock
+
+        if self.opts.plan_only:
+            for i, step in enumerate(self.plan(), 1):
+                self.say(f"[{i}] {step.title}: {step.command}")
+            return {}
+        self._prepares()  # its refusals before anything is written
+        self._refuse_a_foreign_out()
+        t0 = time.monotonic()
+        with run_dir_lock(self.out, command="wsss route", option="--out"):
+            settings = self._settle_settings()
+            steps = self.plan()
+            self._record(settings)
+            for i, step in enumerate(steps, 1):
+                self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
+                start, finished = time.monotonic(), False
+                try:
+                    step.work()
+                    finished = True
+                finally:  # a stopped step's time too: the log sums a step's wall time over the runs it took
+                    self.times[step.title] = time.monotonic() - start
+                    self._log_step(step.title, self.times[step.title], finished)
+                self.say(f"[{i}/{len(steps)}] {step.title} done in {_duration(self.times[step.title])}")
+                if step.title == "prepare" and not hasattr(self, "facts"):  # the choices: from the prepared data
+                    steps[i:] = self.plan()[1:]
+            summary = self._summary(time.monotonic() - t0)
+        return summary
+
+    def _log_step(self, title: str, seconds: float, finished: bool) -> None:
+        """One line of ``OUT/steps.jsonl`` (appended): the step, its wall seconds in this run, whether it finished."""
+        line = {"step": title, "seconds": round(seconds, 3), "finished": finished, "at": time.strftime("%FT%T%z")}
+        with open(self.out / STEPS_LOG, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def _seconds_over_runs(self) -> dict[str, float]:
+        """Each step's wall seconds summed over every run of the route (``OUT/steps.jsonl``): a route stopped and
+        continued costs what its runs cost together."""
+        total: dict[str, float] = {}
+        for line in (self.out / STEPS_LOG).read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line a kill cut short: that run's time of the step is lost, not the route
+                continue
+            total[entry["step"]] = total.get(entry["step"], 0.0) + float(entry["seconds"])
+        return total
+
+    def _summary(self, wall: float) -> dict[str, Any]:
+        split = self.choices["predict"].value
+        summary = {
+            "choices": {k: {"value": c.value, "reason": c.reason} for k, c in self.choices.items()},
+            "seconds": self.times, "seconds_over_runs": self._seconds_over_runs(), "scores": self.scores,
+            "masks": str(self.masks),
+            "reports": [str(p) for p in self.reports],
+            "new_masks": str(self.new_masks) if self.opts.images else None,
+        }  # fmt: skip
+        with atomic_write(self.out / SUMMARY_FILE, "w") as f:
+            f.write(json.dumps(summary, indent=1) + "\n")
+        lines = [f"route finished in {_duration(wall)} (this run's steps)", f"  masks of {split}: {self.masks}"]
+        if f"{split}_miou" in self.scores:
+            lines.append(f"  {split} mIoU {self.scores[f'{split}_miou']:.2f} (--crf, on the "
+                         f"{self.scores[f'{split}_scored_photos']} photos with a mask)")  # fmt: skip
+        if self.opts.images:
+            lines.append(f"  masks of the new photos: {self.new_masks} (overlays in {self.new_masks / 'overlay'})")
+        lines += [f"  report: {p}" for p in self.reports]
+        lines.append(f"  summary: {self.out / SUMMARY_FILE}")
+        self.say("\n".join(lines))
+        return summary
+
+
+def _miou(pred: Path, root: Path | str, split: str) -> float:
+    """The mIoU (a fraction) of the masks in ``pred`` on the split's photos that have a mask."""
+    from wsss.data import VOCDataset
+    from wsss.evaluation import evaluate
+
+    ds = VOCDataset(root, split)
+    ds.ids = [i for i in ds.ids if ds.has_mask(i)]
+    return evaluate(pred, root, split, dataset=ds).miou
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "the preset's"
+    if isinstance(value, tuple):
+        return "/".join(f"{v:g}" for v in value)
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
+
+
+def run_route(opts: RouteOptions, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``wsss route``: run or continue the route of ``opts`` (module docstring); its summary."""
+    return Route(opts, say).run()

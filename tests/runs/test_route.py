@@ -1,0 +1,309 @@
+"""``wsss route`` (runs/route.py): the advised route in one command, on the synthetic set and on the test photos,
+with tiny schedules: its choices follow the data, a rerun continues it, a changed setting is refused, a SIGTERM
+mid-route then the same command gives the masks of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ASSETS, REPO
+from wsss.cli import main
+from wsss.core.config import load_config
+from wsss.core.errors import UsageError
+from wsss.data.views import make_view
+from wsss.data.voc import read_split
+from wsss.runs.route import DataFacts, Route, RouteOptions, choose_classifier, split_overrides
+from wsss.utils.io import read_label_png
+
+# The real_cpu presets shrunk to seconds: two iterations of 64-pixel crops (the presets' MobileNetV2 as it is)
+TINY = ["train.epochs=null", "train.max_iters=2", "train.eval_iters=100", "train.ckpt_iters=2", "train.log_iters=1",
+        "data.crop_size=64", "data.num_workers=0", "train.batch_size=4"]  # fmt: skip
+FAST = ["--crf-workers", "0", "--quiet"]  # the CRF in this process: one core
+
+
+@pytest.fixture(scope="module")
+def partly_masked(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic set with masks for 12 of its 24 train photos (and every val photo), as a user's set is."""
+    train, val = read_split(synth_root, "train"), read_split(synth_root, "val")
+    dest = tmp_path_factory.mktemp("partly") / "data"
+    return make_view(synth_root, dest, {"train": train, "val": val}, [*train[:12], *val])
+
+
+def _masks(folder: Path) -> dict[str, np.ndarray]:
+    return {p.stem: read_label_png(p) for p in sorted(folder.glob("*.png"))}
+
+
+def test_the_route_end_to_end_on_the_synthetic_set(partly_masked, tmp_path, capsys, one_thread):
+    out = tmp_path / "route"
+    argv = ["route", str(partly_masked), "--out", str(out), "--folds", "2", *FAST, *TINY]
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    # each choice with its reason, each step with its time, the summary
+    assert "route: classifier: cam (6 classes, a median of" in said
+    assert "route: levels: 0.4/0.4 (the classifier's own background level cam.bkg_thre 0.4" in said
+    assert "route: stage: folds (12 masked train photos" in said
+    assert "fold 2/2 (6 held photos): mixed " in said
+    assert "[1/8] check: wsss check-data " in said
+    assert "[5/8] choice done in " in said and "[8/8] report done in " in said
+    summary = json.loads((out / "summary.json").read_text())
+    folds = summary["scores"]["folds"]
+    assert len(folds["mixed"]["folds"]) == len(folds["masks"]["folds"]) == 2
+    assert all(0 <= v <= 100 for k in folds for v in folds[k]["folds"])
+    kept = summary["choices"]["stage"]["value"]
+    assert kept == ("masks" if folds["masks"]["mean"] > folds["mixed"]["mean"] else "mixed")
+    assert f"mixed {folds['mixed']['mean']:.2f}, masks alone {folds['masks']['mean']:.2f}" in said
+    # every val photo's mask, scored; the reports of both runs
+    masks = out / "seg/predictions_crf/val"
+    assert summary["masks"] == str(masks) and set(_masks(masks)) == set(read_split(partly_masked, "val"))
+    assert 0 <= summary["scores"]["val_miou"] <= 100 and f"val mIoU {summary['scores']['val_miou']:.2f}" in said
+    assert (out / "cls/report/index.html").is_file() and (out / "seg/report/index.html").is_file()
+    # the classifier's PAR labels at its level, the stage trained on them with the masks in their place
+    assert len(list((out / "cls/pseudo/train").glob("*.png"))) == 24
+    seg_cfg = (out / "seg/config.yaml").read_text()
+    if kept == "mixed":
+        assert str(out.resolve() / "cls/pseudo/train") in seg_cfg and "true_masks: auto" in seg_cfg
+    else:  # the masked photos alone, for as many iterations as the mixed stage
+        assert "train_split: train_masked" in seg_cfg and "max_iters: 2" in seg_cfg
+    # the same command again: nothing to redo, the same masks
+    before = _masks(masks)
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert "fold 1/2" in again and "val mIoU" in again
+    after = _masks(masks)
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    # a changed setting is refused, naming it, before anything runs
+    with pytest.raises(UsageError, match=r"route.json: this route was run with other settings \(cls_overrides: "):
+        Route(RouteOptions(data=str(partly_masked), out=str(out), folds=2,
+                           overrides=[*TINY, "cls.train.max_iters=3"])).run()  # fmt: skip
+    with pytest.raises(UsageError, match=r"other settings \(folds: 2 -> 0\)"):
+        Route(RouteOptions(data=str(partly_masked), out=str(out), folds=0, overrides=TINY)).run()
+    # where it runs is no setting: another number of CRF processes continues the route
+    assert main([*argv[:6], "--crf-workers", "1", "--quiet", *TINY]) == 0
+
+
+def test_a_changed_setting_is_refused_on_the_command_line_and_a_foreign_folder_too(partly_masked, tmp_path, capsys):
+    out = tmp_path / "route"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["route", str(partly_masked), "--out", str(out), "--quiet", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out is a folder that holds files (notes.txt) but no route" in err
+    assert (out / "notes.txt").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    # a mistyped override is refused before anything is recorded: the corrected command is the same route
+    other = tmp_path / "other"
+    assert main(["route", str(partly_masked), "--out", str(other), "--plan", *TINY, "seg.train.nope=1"]) == 2
+    assert main(["route", str(partly_masked), "--out", str(other), *TINY, "seg.train.nope=1"]) == 2
+    assert not (other / "route.json").exists()
+    assert "train.nope" in capsys.readouterr().err
+    (out / "route.json").write_text(json.dumps({"settings": {"data": "elsewhere"}}))
+    assert main(["route", str(partly_masked), "--out", str(out), "--quiet", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "this route was run with other settings (" in err and "data: 'elsewhere' -> " in err
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_makes_the_routes_outputs_again_and_never_touches_an_input(partly_masked, tmp_path, monkeypatch):
+    out = tmp_path / "route"
+    for name in ("cls", "seg", "choice"):
+        (out / name).mkdir(parents=True)
+    (out / "summary.json").write_text("{}")
+    (out / "route.json").write_text(json.dumps({"settings": {"folds": 5}}))
+    inside = make_view(partly_masked, out / "data", {"train": read_split(partly_masked, "train")}, [])
+    with pytest.raises(UsageError, match=r"an input of this command inside .*data, which --overwrite would make"):
+        Route(RouteOptions(data=str(inside), out=str(out), overwrite=True)).run()
+    assert all((out / name).exists() for name in ("cls", "seg", "choice", "summary.json", "data/view.json"))
+    ran = []
+    monkeypatch.setattr(Route, "plan", lambda self: ran.append(sorted(p.name for p in out.iterdir())) or [])
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    Route(RouteOptions(data=str(partly_masked), out=str(out), folds=2, overwrite=True)).run()
+    assert ran == [[".lock", "route.json"]]  # the route's own outputs made again from nothing
+    assert json.loads((out / "route.json").read_text())["settings"]["folds"] == 2
+    assert (partly_masked / "view.json").is_file()  # the input dataset as it was
+
+
+def test_the_choices_follow_the_data(tmp_path):
+    def facts(classes: int, per_class: float, train: int = 200, masked: int = 0) -> DataFacts:
+        ids = [str(i) for i in range(train)]
+        return DataFacts(tmp_path, ["background", *map(str, range(classes))], ids, [], ids[:masked], [], per_class)
+
+    # coco128-dev: 80 classes in 70 photos -> the CAM baseline; ccp-dev: 10 classes in 200 photos -> RCA
+    assert choose_classifier(facts(80, 1)).value == "cam"
+    assert choose_classifier(facts(10, 60)).value == "rca"
+    assert "(>= 10): RCA" in choose_classifier(facts(10, 10)).reason
+    assert "(< 10): the CAM baseline" in choose_classifier(facts(20, 9.5)).reason
+    route = Route(RouteOptions(data=str(tmp_path), out=str(tmp_path / "r"), folds=3))
+    route.configs = {"seg": load_config("wsss::deeplab/real_cpu.yaml")}  # batches of 8
+    assert route._stage_choice(facts(10, 60)).value == "mixed"  # no masks
+    assert route._stage_choice(facts(10, 60, masked=11)).value == "mixed"  # 7 of 11 fill no batch of 8
+    assert route._stage_choice(facts(10, 60, masked=12)).value == "folds"
+    assert route._stage_choice(facts(10, 60, masked=20)).value == "folds"
+    assert route._stage_choice(facts(10, 60, train=20, masked=20)).value == "mixed"  # all masked: the same stage
+    no_folds = Route(RouteOptions(data=str(tmp_path), out=str(tmp_path / "r"), folds=0))
+    no_folds.configs = route.configs
+    assert no_folds._stage_choice(facts(10, 60, masked=20)).value == "mixed"
+    given = Route(RouteOptions(data=str(tmp_path), out=str(tmp_path / "r"), stage="masks"))
+    given.configs = route.configs
+    assert given._stage_choice(facts(10, 60, masked=20)).value == "masks"
+
+
+def test_a_set_of_many_classes_of_few_photos_gets_the_cam_baseline_and_one_of_tens_rca(tmp_path, capsys):
+    """The choice read from real datasets (``--plan``: nothing runs): the six test photos of 20 VOC classes, and a
+    synthetic set of 6 classes in 60 photos."""
+    from wsss.data import generate_synthetic
+
+    mini = tmp_path / "mini"
+    photos = str(ASSETS / "voc-real-mini/JPEGImages")
+    assert main(["prepare", "folder", "--images", photos, "--labels", str(_labels(tmp_path)), "--classes",
+                 str(_classes(tmp_path)), "--out", str(mini), "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["route", str(mini), "--out", str(tmp_path / "a"), "--plan"]) == 0
+    said = capsys.readouterr().out
+    assert "route: classifier: cam (20 classes, a median of 0 train photos per class (< 10)" in said
+    assert "wsss train wsss::cam/real_cpu.yaml" in said and "--refine par --levels 0.4/0.4" in said
+    assert "route: stage: mixed (no train photo has a mask" in said
+    assert "route: predict: train (no val split" in said and "--split train --crf" in said
+    many = tmp_path / "many"
+    generate_synthetic(many, n_train=60, n_val=4, size=32, seed=1, verbose=False)
+    assert main(["route", str(many), "--out", str(tmp_path / "b"), "--plan"]) == 0
+    said = capsys.readouterr().out
+    assert "route: classifier: rca (6 classes, a median of" in said and "(>= 10): RCA" in said
+    assert "wsss train wsss::rca/real_cpu.yaml" in said and "--refine par --levels 0.5/0.5" in said
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # a plan writes nothing
+
+
+def test_overrides_reach_one_training_by_their_prefix_and_a_gpu_is_used(tmp_path, monkeypatch, synth_root):
+    assert split_overrides(["cls.train.epochs=24", "seg.train.lr=0.001", "run.seed=1"]) == {
+        "cls": ["train.epochs=24", "run.seed=1"], "seg": ["train.lr=0.001", "run.seed=1"]}  # fmt: skip
+    with pytest.raises(UsageError, match="an override is KEY=VALUE"):
+        split_overrides(["cls.train.epochs"])
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    words = ["cls.train.epochs=24", "seg.train.lr=0.001"]
+    route = Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True, overrides=words),
+                  say=lambda _: None)  # fmt: skip
+    route.run()
+    cls, seg = route.configs["cls"], route.configs["seg"]
+    assert cls.run.device == seg.run.device == "cuda"  # the presets pin cpu: the route moves both to the GPU
+    assert cls.data.num_workers == seg.data.num_workers == 4  # with loader processes to feed it
+    assert cls.train.epochs == 24 and seg.train.lr == 0.001 and seg.train.epochs == 12
+    assert route.choices["crf_workers"].value >= 1  # every core, given to the CRF steps explicitly
+    given = Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True, device="cpu"),
+                  say=lambda _: None)  # fmt: skip
+    given.run()
+    assert given.configs["cls"].run.device == "cpu"
+    with pytest.raises(Exception, match="no_such_key"):  # a wrong word refused before anything runs
+        Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True,
+                           overrides=["seg.train.no_such_key=1"]), say=lambda _: None).run()  # fmt: skip
+
+
+def _classes(tmp_path: Path) -> Path:
+    names = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+             "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+             "tvmonitor"]  # fmt: skip
+    path = tmp_path / "classes.txt"
+    path.write_text("\n".join(names) + "\n")
+    return path
+
+
+def _labels(tmp_path: Path) -> Path:
+    path = tmp_path / "labels.csv"
+    path.write_text("image,labels\n2011_000003.jpg,bottle;person\n2011_000006.jpg,chair;person;sofa\n"
+                    "2011_000025.jpg,bus;car\nvoc2012val_sample_1.jpg,aeroplane\nvoc2012val_sample_114.jpg,bird\n"
+                    "voc2012val_sample_23.jpg,sheep\n")  # fmt: skip
+    return path
+
+
+def test_the_route_on_the_test_photos_from_a_folder_to_the_masks_of_new_photos(tmp_path, capsys, one_thread):
+    """A folder of photos with a labels file, a class list and masks: prepared into OUT/data, the route, and the
+    masks of new photos (``--images``) in a folder of their own; the photos and masks given are untouched."""
+    photos, masks = ASSETS / "voc-real-mini/JPEGImages", ASSETS / "voc-real-mini/SegmentationClass"
+    before = sorted(p.name for p in photos.iterdir()), sorted(p.name for p in masks.iterdir())
+    out = tmp_path / "route"
+    argv = ["route", str(photos), "--labels", str(_labels(tmp_path)), "--classes", str(_classes(tmp_path)),
+            "--masks", str(masks), "--out", str(out), "--images", str(photos), *FAST, *TINY,
+            "data.crop_size=128", "infer.cam_scales=[1.0]"]  # fmt: skip
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "[1/1] prepare: wsss prepare folder" in said and (out / "data/ImageSets/Segmentation/val.txt").is_file()
+    assert "route: classifier: cam (20 classes" in said and "route: predict: val (the val split" in said
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(_masks(out / "seg/predictions_crf/val")) == set(read_split(out / "data", "val"))
+    assert 0 <= summary["scores"]["val_miou"] <= 100
+    new = out / "new_masks"
+    assert summary["new_masks"] == str(new) and len(_masks(new)) == 6 and len(list((new / "overlay").iterdir())) == 6
+    assert f"masks of the new photos: {new}" in said
+    assert (sorted(p.name for p in photos.iterdir()), sorted(p.name for p in masks.iterdir())) == before
+    # a rerun does not prepare the dataset again (its runs read it)
+    split = out / "data/ImageSets/Segmentation/train.txt"
+    stamp = split.stat().st_mtime_ns, split.stat().st_ino
+    Route(RouteOptions(data=str(photos), out=str(out)), say=pytest.fail)._prepare(out.resolve() / "data")
+    assert (split.stat().st_mtime_ns, split.stat().st_ino) == stamp
+
+
+def _start(argv: list[str]) -> subprocess.Popen:
+    env = {"OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    import os
+
+    return subprocess.Popen([sys.executable, "-m", "wsss", *argv], cwd=REPO, env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_sigterm_mid_route_then_the_same_command_finishes_with_the_masks_of_an_uninterrupted_run(
+    partly_masked, tmp_path, one_thread
+):  # fmt: skip
+    # the DeepLab stage long enough to be stopped in (its last.pt every 2 of 8 steps)
+    longer = [*TINY, "seg.train.max_iters=8", "seg.train.log_iters=1"]
+
+    def argv(out: Path) -> list[str]:
+        return ["route", str(partly_masked), "--out", str(out), "--folds", "0", *FAST, *longer]
+
+    assert main(argv(tmp_path / "straight")) == 0  # in this process, on one thread as the others
+    stopped = tmp_path / "stopped"
+    proc = _start(argv(stopped))
+    metrics, t0 = stopped / "seg/metrics.jsonl", time.time()
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 3):  # in the DeepLab stage's training
+        assert proc.poll() is None and time.time() - t0 < 600, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    assert "terminated (SIGTERM); finished outputs are kept, rerun the same command to continue" in err
+    assert not (stopped / "seg/predictions_crf").exists() and (stopped / "seg/checkpoints/last.pt").is_file()
+    again = _start(argv(stopped))
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    assert "train " in err and "resumed from" in err and "[7/7] report done in" in out
+    # the stopped run's time of the stage counts in the route's time of it
+    log = [json.loads(line) for line in (stopped / "steps.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["finished"]) for e in log if e["step"] == "seg"] == [("seg", False), ("seg", True)]
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["seconds_over_runs"]["seg"] == pytest.approx(sum(e["seconds"] for e in log if e["step"] == "seg"))
+    a, b = _masks(tmp_path / "straight/seg/predictions_crf/val"), _masks(stopped / "seg/predictions_crf/val")
+    assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_the_route_gives_the_masks_of_its_plan_typed_by_hand(synth_root, tmp_path, capsys, one_thread):
+    """One implementation: the commands `wsss route --plan` prints, typed one by one, give the very masks the route
+    gives (the same configs through the same library calls; issue 78 item 5 on the synthetic set)."""
+    import shlex
+
+    hand, route = tmp_path / "hand", tmp_path / "route"
+    assert main(["route", str(synth_root), "--out", str(hand), "--plan", *FAST, *TINY]) == 0
+    plan = [line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [c.split()[1] for c in plan] == ["check-data", "train", "cam", "pseudo", "train", "predict", "report"]
+    for line in plan:
+        for command in line.split("&&"):
+            argv = shlex.split(command)[1:]
+            assert main(argv + (["--quiet"] if argv[0] in ("train", "cam", "pseudo", "predict") else [])) == 0
+    assert main(["route", str(synth_root), "--out", str(route), *FAST, *TINY]) == 0
+    a, b = _masks(hand / "seg/predictions_crf/val"), _masks(route / "seg/predictions_crf/val")
+    assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
