@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wsss.cli_common import script_parser
+
 REPO = Path(__file__).resolve().parents[1]
 VOC = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
        "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]  # fmt: skip
@@ -239,7 +241,7 @@ def timed(iteration, iters: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = script_parser(__doc__)
     ap.add_argument("--official", help="the WeCLIP+ folder of a git archive extraction")
     ap.add_argument("--dinov2", help="a dinov2 extraction (its dinov2/ package)")
     ap.add_argument("--size", choices=("tiny", "full"), default="tiny")
