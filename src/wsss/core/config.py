@@ -313,7 +313,9 @@ class InferConfig:
     # (issue 31: 0.2-1 % of RCA's and SC-CAM's labelled maps on ccp-dev were empty; BENCHMARKS.md "ccp-dev").
     cam_empty_fallback: str = "none"
     crf: CRFParams = field(default_factory=CRFParams)
-    crf_workers: int = 0  # processes for DenseCRF; 0 = in the main process
+    # processes for DenseCRF: -1 = one per core the command may use (shared among a job's local processes), 0 = in
+    # the main process; the network forwards the next photo while the pool runs the CRFs (cam.crf.crf_workers)
+    crf_workers: int = -1
     # `wsss cam` / `predict` / `viz`: longest side of the image the network sees at scale 1 (None = no cap;
     # VOC and COCO images are at most 640): a larger photo is shrunk first, its outputs keep its size
     max_side: int | None = 1024
@@ -694,7 +696,8 @@ POSITIVE_SETTINGS = (
 SIDE_SETTINGS = ("data.crop_size", "data.val_resize", "data.val_max_side", "infer.max_side", "infer.cam_input_size",
                  "infer.square_size")  # fmt: skip
 MAX_SIDE = 65535
-NON_NEGATIVE_SETTINGS = ("train.warmup_iters", "data.num_workers", "run.threads", "infer.crf_workers")
+NON_NEGATIVE_SETTINGS = ("train.warmup_iters", "data.num_workers", "run.threads")
+AUTO_SETTINGS = ("infer.crf_workers",)  # -1 = "as many as the machine gives", else 0 or more
 # Settings with a fixed set of values (the functions that read them refuse others, but only when they run).
 CAM_EMPTY_FALLBACKS = ("none", "minmax", "peak_odds")  # infer.cam_empty_fallback (cam.multiscale.fill_empty_maps)
 CHOICE_SETTINGS = {"infer.cam_empty_fallback": CAM_EMPTY_FALLBACKS}
@@ -727,6 +730,8 @@ def check_value(key: str, value: Any) -> Any:
         raise ConfigError(f"{key} must be a side of at most {MAX_SIDE} pixels (a JPEG's largest), got {value}")
     if key in NON_NEGATIVE_SETTINGS and value is not None and value < 0:
         raise ConfigError(f"{key} must be 0 or more, got {value}")
+    if key in AUTO_SETTINGS and value is not None and value < -1:
+        raise ConfigError(f"{key} must be -1 (every core) or 0 or more, got {value}")
     if key in CHOICE_SETTINGS and value not in CHOICE_SETTINGS[key]:
         raise ConfigError(f"{key} must be one of {', '.join(CHOICE_SETTINGS[key])}, got {value!r}")
     if key in LEVEL_SETTINGS and not 0.0 <= value <= 1.0:  # NaN fails both comparisons
@@ -741,10 +746,11 @@ def check_value(key: str, value: Any) -> Any:
 def check_settings(cfg: Config) -> Config:
     """ConfigError naming the first setting of ``POSITIVE_SETTINGS`` at 0 or below (None, where
     allowed, means "not set"), of ``SIDE_SETTINGS`` above ``MAX_SIDE``, of ``NON_NEGATIVE_SETTINGS`` below 0,
-    of ``CHOICE_SETTINGS`` outside its values, a level outside [0, 1] (``LEVEL_SETTINGS``), a learning
-    rate that is not a positive number and a scale list with a scale that is not positive. Returns ``cfg``."""
-    keys = (*POSITIVE_SETTINGS, *NON_NEGATIVE_SETTINGS, *CHOICE_SETTINGS, *LEVEL_SETTINGS, *POSITIVE_NUMBER_SETTINGS,
-            *SCALE_SETTINGS)  # fmt: skip
+    of ``AUTO_SETTINGS`` below -1, of ``CHOICE_SETTINGS`` outside its values, a level outside [0, 1]
+    (``LEVEL_SETTINGS``), a learning rate that is not a positive number and a scale list with a scale that is not
+    positive. Returns ``cfg``."""
+    keys = (*POSITIVE_SETTINGS, *NON_NEGATIVE_SETTINGS, *AUTO_SETTINGS, *CHOICE_SETTINGS, *LEVEL_SETTINGS,
+            *POSITIVE_NUMBER_SETTINGS, *SCALE_SETTINGS)  # fmt: skip
     for key in keys:
         check_value(key, _get_dotted(cfg, key))
     return cfg
