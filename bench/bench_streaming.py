@@ -7,8 +7,8 @@ as ``bench_crf_overlap.py``), each command runs on a split of ``--small`` photos
 ``cam_labels``; ``pseudo``; ``predictions_crf``), the bytes of every other file the command left in the run folder
 (locks, logs; a folder's settings stamp is in the folder) and its wall time. Each file is written whole to a
 temporary file beside it and renamed (``core/files.py``), so what a command writes to disk is its outputs. Per
-photo = (large - small) / (large - small photos): the start-up, the model's load and the pool's start drop out. A command streams when the other files do
-not grow with the photos.
+photo = (large - small) / (large - small photos): the start-up, the model's load and the pool's start drop out. A
+command streams when the other files do not grow with the photos.
 
     .venv/bin/python bench/bench_streaming.py --work /tmp/b_stream --small 4 --large 12 --size 320
 """
@@ -98,7 +98,8 @@ def main() -> None:
         per = {k: (lg[k] - s[k]) / n for k in ("wall_s", "output_bytes", "other_bytes")}
         res[cmd] = per
         print(f"wsss {cmd}: {per['wall_s']:.3f} s, outputs {per['output_bytes'] / 1024:.1f} KiB, other files "
-              f"{per['other_bytes']:+.0f} B per photo; other files left: {lg['other_bytes']} B ({', '.join(lg['other_files']) or 'none'})")  # fmt: skip
+              f"{per['other_bytes']:+.0f} B per photo; other files left: {lg['other_bytes']} B "
+              f"({', '.join(lg['other_files']) or 'none'})")  # fmt: skip
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))
 
