@@ -18,7 +18,7 @@ Units (the same inputs as ``bench_excel_official.py`` and ``bench_clip_es_offici
   official SeCo's iteration needs rloss's ``bilateralfilter`` extension built from fetched code, which this
   repository never builds (docs/speed.md): its count stays unmeasured here.
 
-On the CPU, wsss's PAR takes the branch a GPU takes (``PAR.propagate(stacked=True)``) so that the count is the
+On the CPU, wsss's PAR takes the branch a GPU takes (``wsss.cam.par.gathered``) so that the count is the
 GPU's; everything else has no device branch on these paths. ``--device cuda`` counts on the GPU itself, and with
 ``--time N`` also times N iterations of SeCo (wall, each ending on ``torch.cuda.synchronize``).
 
@@ -78,15 +78,11 @@ def counted(fn, device: str) -> dict[str, Any]:  # noqa: ANN001
 
 
 def gpu_branch() -> None:
-    """On the CPU, PAR's propagation as a GPU runs it (the neighbours stacked), so that the count is the GPU's."""
+    """On the CPU, PAR as a GPU runs it (the neighbours gathered: ``wsss.cam.par.gathered``), so that the count is
+    the GPU's."""
     from wsss.cam import par
 
-    propagate = par.PAR.propagate
-
-    def stacked(self, masks, aff, num_iter=None, *, stacked=None):  # noqa: ANN001, ANN202
-        return propagate(self, masks, aff, num_iter, stacked=True)
-
-    par.PAR.propagate = stacked
+    par.gathered = lambda device: True
 
 
 # -- workers, each in its own process ---------------------------------------------------------------------------

@@ -151,8 +151,13 @@ def test_propagation_is_gathered_off_the_cpu_only(dilations):
     assert _propagation_ops(par, "cpu", 3)["aten.index_select"] == 0
 
 
-def test_gathered_neighbors_are_the_padded_slices():
-    """The gather reads replicate padding: each neighbour is the image shifted by its offset, edges repeated."""
+@pytest.mark.parametrize("gather", [True, False])
+def test_gathered_neighbors_are_the_padded_slices(monkeypatch, gather):
+    """The gather (a GPU's form) reads replicate padding: each neighbour is the image shifted by its offset, edges
+    repeated, as the slices of the padded image that the CPU stacks."""
+    import wsss.cam.par as par_module
+
+    monkeypatch.setattr(par_module, "gathered", lambda device: gather)
     par = PAR(dilations=[1, 3], num_iter=1)
     x = torch.arange(2 * 5 * 7, dtype=torch.float64).view(1, 2, 5, 7)
     p = 3
