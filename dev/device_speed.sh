@@ -7,7 +7,7 @@
 #   2. operator counts on CUDA (bench/bench_op_count.py): SeCo's and ExCEL's iterations, and SeCo's iteration timed
 #      (wsss; configs/seco/voc.yaml, 448 px, batch 4, float32; median of SECO_ITERS);
 #   3. `wsss predict --crf` against the plain prediction and the CRF alone on the synthetic set
-#      (bench/bench_crf_overlap.py: CRF_IMAGES photos of CRF_SIZE px, infer.crf_workers as the config's default);
+#      (bench/bench_crf_overlap.py: CRF_IMAGES (150) photos of CRF_SIZE (448) px, infer.crf_workers at its default, every core);
 #   4. CLIP-ES's CAMs, both codes (bench/bench_clip_es_official.py --device cuda), if at least 60 s are left.
 # The official SeCo is not run: its iteration needs rloss's bilateralfilter extension built from fetched code, and
 # this repository has no harness of its training loop body (the recording harness of tests/golden/README.md is not
@@ -75,7 +75,7 @@ grep "^SeCo iteration, wsss: median" "$OUT/op_count.log" >> "$OUT/summary.log"
 
 stamp "3. wsss predict --crf against the plain prediction and the CRF alone"
 [ "$DEVICE" = cuda ] && { wait $build; tail -2 "$OUT/densecrf_build.log"; }
-timeout "$(limit "${CRF_S:-90}")" $PY bench/bench_crf_overlap.py --work "$WORK/crf" --images "${CRF_IMAGES:-96}" \
+timeout "$(limit "${CRF_S:-90}")" $PY bench/bench_crf_overlap.py --work "$WORK/crf" --images "${CRF_IMAGES:-150}" \
     --size "${CRF_SIZE:-448}" --device "$DEVICE" --json "$OUT/crf_overlap.json" 2>&1 | tee "$OUT/crf_overlap.log"
 status=$((status || PIPESTATUS[0]))
 grep "^predict --crf" "$OUT/crf_overlap.log" >> "$OUT/summary.log"
