@@ -21,7 +21,8 @@
 #       dev/device_official.sh's header says (about 7.3 MiB);
 #   .whl: open_clip_torch, ftfy, wcwidth wheels (cp312 manylinux) and the pydensecrf2 sdist, built here in the
 #       background for part 3 (the image has Cython and a compiler); .whl/official: ttach, texttable (about 3 MiB).
-# tests/golden is not needed.
+# tests/golden is not needed. $OUT receives at most 8 files (the call's limit): summary.log (every part's figures),
+# excel_official.log, op_count.log, op_count.json, crf_overlap.log, clip_es_official.log, densecrf_build.log.
 #
 #   there: bash dev/device_speed.sh "$OUT"
 #   here:  DEVICE=cpu PYTHON=/work/main/.venv/bin/python DEPS=/tmp/i81deps COPIES=1 ITERS=1 SECO_ITERS=1 \
@@ -79,7 +80,7 @@ grep "^SeCo iteration, wsss: median" "$OUT/op_count.log" >> "$OUT/summary.log"
 stamp "3. wsss predict --crf against the plain prediction and the CRF alone"
 [ "$DEVICE" = cuda ] && { wait $build; tail -2 "$OUT/densecrf_build.log"; }
 timeout "$(limit "${CRF_S:-90}")" $PY bench/bench_crf_overlap.py --work "$WORK/crf" --images "${CRF_IMAGES:-150}" \
-    --size "${CRF_SIZE:-448}" --device "$DEVICE" --json "$OUT/crf_overlap.json" 2>&1 | tee "$OUT/crf_overlap.log"
+    --size "${CRF_SIZE:-448}" --device "$DEVICE" 2>&1 | tee "$OUT/crf_overlap.log"  # its JSON is in the log
 status=$((status || PIPESTATUS[0]))
 grep "^predict --crf" "$OUT/crf_overlap.log" >> "$OUT/summary.log"
 
