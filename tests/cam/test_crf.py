@@ -174,3 +174,45 @@ def test_crf_label_psa_toy():
     assert (crf_label_psa(image, cam, np.zeros(3)) == 0).all()
     with pytest.raises(ValueError, match="does not match"):
         crf_label_psa(image, cam[:2], present)
+
+
+@pytest.mark.parametrize(
+    ("cores", "local", "expected"),
+    [(16, None, 16), (16, "4", 4), (2, None, 2), (1, None, 0), (3, "2", 0), (8, "junk", 8)],
+)
+def test_crf_workers_default_is_every_core(monkeypatch, cores, local, expected):
+    """infer.crf_workers = -1 (the default, issue 81): one CRF worker per core this process may use, shared out among
+    a job's local processes (torchrun's or --workers' LOCAL_WORLD_SIZE); a lone core keeps the CRF in-process."""
+    from wsss.cam.crf import crf_workers
+    from wsss.core.config import Config
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    if local is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    assert Config().infer.crf_workers == -1
+    assert crf_workers(-1) == expected
+    assert crf_workers(0) == 0 and crf_workers(5) == 5
+
+
+def test_crf_pool_of_every_core_matches_in_process(monkeypatch):
+    """The default pool's labels are those of the CRF in the main process, photo for photo (the same call on the same
+    arrays: equal, not close)."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    items = [(f"img{i}", *_toy(20 + i), [0, 1, 2] if i % 2 else None) for i in range(4)]
+    with CRFPool(0, params=CRFParams.SEG) as pool:
+        ref = list(pool.imap(iter(items)))
+    with CRFPool(-1, params=CRFParams.SEG) as pool:
+        assert pool.workers == 2
+        got = list(pool.imap(iter(items)))
+    assert [k for k, _ in got] == [k for k, _ in ref]
+    for (_, a), (_, b) in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_crf_workers_below_minus_one_is_a_config_error():
+    assert load_config(None, ["infer.crf_workers=-1"]).infer.crf_workers == -1
+    with pytest.raises(ConfigError, match=r"infer.crf_workers must be -1 \(every core\) or 0 or more, got -2"):
+        load_config(None, ["infer.crf_workers=-2"])

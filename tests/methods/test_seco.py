@@ -124,6 +124,29 @@ def test_ema_update_and_frozen_copy():
     assert torch.allclose(teacher.weight, 0.9 * before + 0.1 * student.weight)
 
 
+def test_ema_update_dispatches_two_operators_whatever_the_parameters():
+    """The teacher's update is two fused operators (multiply all, add all), not one or more per parameter: each
+    dispatched operator costs a GPU kernel launch or the host's time (issue 81; a detach per parameter was one more
+    each)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    student = torch.nn.Sequential(*[torch.nn.Linear(3, 3) for _ in range(10)])  # 20 parameters
+    teacher = frozen_copy(student)
+    expected = [0.9 * t + 0.1 * s for t, s in zip(teacher.parameters(), student.parameters(), strict=True)]
+    with Count():
+        ema_update(teacher, student, 0.9)
+    assert Count.n == 2
+    for t, e in zip(teacher.parameters(), expected, strict=True):
+        assert torch.allclose(t, e)
+
+
 def test_views_are_seeded_and_shaped():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)

@@ -216,6 +216,19 @@ def crf_label_psa(
     return np.where(high == 0, 0, label).astype(np.int64)
 
 
+def crf_workers(given: int) -> int:
+    """The worker processes of a :class:`CRFPool` for ``infer.crf_workers`` = ``given``: itself when 0 or more; -1
+    (the default) one per core this process may run on (``os.sched_getaffinity``), shared out among the processes
+    of one job on this machine (``LOCAL_WORLD_SIZE``: torchrun's, or ``--workers N``'s), and 0 (in the main
+    process) where that leaves one core or none: a lone core gains nothing from a pool (issue 81)."""
+    if given >= 0:
+        return given
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = os.environ.get("LOCAL_WORLD_SIZE", "")
+    share = cores // (int(local) if local.isdigit() and int(local) > 0 else 1)
+    return share if share > 1 else 0
+
+
 def _call(args: tuple[Hashable, Callable[..., Any], tuple]) -> tuple[Hashable, Any]:
     key, fn, fn_args = args
     return key, fn(*fn_args)
@@ -225,8 +238,9 @@ class CRFPool:
     """Run :func:`crf_label` (or any CPU-bound picklable call) over many images in worker processes
     (docs/methods/seco.md#inference): ``wsss predict --crf`` and the CPU refiners of ``wsss pseudo``.
 
-    ``CRFPool(workers, params)``; ``workers=0`` runs in-process (no pool). ``imap(items)`` takes an
-    iterable of ``(key, image, prob, present)`` and yields ``(key, label)`` **in input order**;
+    ``CRFPool(workers, params)``; ``workers=0`` runs in-process (no pool), ``-1`` one worker per core
+    (:func:`crf_workers`); the workers start at the first image that needs one, once per command.
+    ``imap(items)`` takes an iterable of ``(key, image, prob, present)`` and yields ``(key, label)`` **in input order**;
     ``imap_calls(items)`` takes ``(key, fn, args)`` (``fn`` a module-level function; ``None``: ``args``
     is already the result) and yields ``(key, fn(*args))`` in input order. At most ``max_pending``
     items (default ``4 * workers``) are in flight, so a long stream never sits in memory at once. The
@@ -236,9 +250,9 @@ class CRFPool:
     """
 
     def __init__(self, workers: int = 0, params: CRFParams | None = None, max_pending: int | None = None) -> None:
-        if workers < 0:
-            raise ValueError(f"CRFPool: workers must be >= 0, got {workers}")
-        self.workers = int(workers)
+        if workers < -1:
+            raise ValueError(f"CRFPool: workers must be -1 (every core) or more, got {workers}")
+        self.workers = crf_workers(int(workers))
         self.params = params or CRFParams.SEG
         self.max_pending = int(max_pending) if max_pending else max(1, 4 * self.workers)
         self._executor: ProcessPoolExecutor | None = None

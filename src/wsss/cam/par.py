@@ -44,6 +44,12 @@ _DIRECTIONS: tuple[tuple[int, int], ...] = (
 )
 
 
+def gathered(device: torch.device) -> bool:
+    """Whether PAR gathers the neighbours (few large operators: a GPU) rather than slicing them one by one (the
+    CPU's faster form). ``bench/bench_op_count.py`` replaces it to count a GPU's operators on the CPU."""
+    return device.type != "cpu"
+
+
 class PAR(nn.Module):
     """Pixel-adaptive refinement (docs/methods/seco.md#par).
 
@@ -103,9 +109,22 @@ class PAR(nn.Module):
         pos = -((dist / (std + 1e-8) / self.w1) ** 2)
         return torch.softmax(pos, dim=0)
 
+    def neighbor_index(self, h: int, w: int, device: torch.device | str) -> torch.Tensor:
+        """The flat index (``y * w + x``) of every neighbour of every pixel, (N, h*w), coordinates clamped to the
+        image: replicate padding, read with one ``index_select`` instead of N slices and a stack (issue 81)."""
+        offsets = torch.tensor(self.neighbor_offsets(), device=device)  # (N, 2)
+        ys = (torch.arange(h, device=device).view(1, h, 1) + offsets[:, :1, None]).clamp_(0, h - 1)
+        xs = (torch.arange(w, device=device).view(1, 1, w) + offsets[:, 1:, None]).clamp_(0, w - 1)
+        return (ys * w + xs).view(len(offsets), h * w)
+
     def neighbors(self, x: torch.Tensor) -> torch.Tensor:
-        """All neighbours of every pixel: (B,C,h,w) -> (B,C,N,h,w), replicate padding."""
-        _, _, h, w = x.shape
+        """All neighbours of every pixel: (B,C,h,w) -> (B,C,N,h,w), replicate padding (a copy of each value). Off the
+        CPU one gather (:meth:`neighbor_index`); on the CPU N slices of the padded image stacked, 10x faster there
+        (0.03 s against 0.3 s for a 320 x 320 image, one thread)."""
+        b, c, h, w = x.shape
+        if gathered(x.device):
+            idx = self.neighbor_index(h, w, x.device).view(-1)
+            return x.reshape(b, c, h * w).index_select(2, idx).view(b, c, self.num_neighbors, h, w)
         p = self.max_dilation
         # Replicate padding clamps coordinates, so one pad by the largest dilation serves all.
         xp = F.pad(x, (p, p, p, p), mode="replicate")
@@ -139,34 +158,46 @@ class PAR(nn.Module):
         _, _, h, w = masks.shape
         if aff.shape[-2:] != (h, w):
             raise ValueError(f"PAR: affinity is {tuple(aff.shape[-2:])} but the masks are {(h, w)}")
-        p = self.max_dilation
-        offsets = self.neighbor_offsets()
         dtype = torch.promote_types(masks.dtype, aff.dtype)
         masks = masks.to(dtype)
         aff = aff.to(dtype).unsqueeze(1)  # (B,1,N,h,w)
         # On the CPU, neighbour by neighbour: no (B,K,N,h,w) buffer. Elsewhere (a GPU) that is 2 x 48 small kernels a
         # step, launched one by one: 7,680 of them in an ExCEL iteration, likely most of its 0.08 s behind the
-        # official code's on an H100 (counted on the CPU: BENCHMARKS.md, "On a GPU"); the neighbours are stacked
-        # instead, as the official code does, in chunks of at most _STACKED_BYTES.
-        stacked = masks.device.type != "cpu" if stacked is None else stacked
-        per = len(offsets)
+        # official code's on an H100 (counted on the CPU: BENCHMARKS.md, "On a GPU"); the neighbours are gathered
+        # instead, one ``index_select`` a step (the official code slices and stacks them: 100 operators a step),
+        # in chunks of at most _STACKED_BYTES.
+        stacked = gathered(masks.device) if stacked is None else stacked
         if stacked:
-            per = max(1, min(per, _STACKED_BYTES // max(1, masks.numel() * masks.element_size())))
+            return self._propagate_gathered(masks, aff, n_iter)
+        p = self.max_dilation
+        offsets = self.neighbor_offsets()
         for _ in range(n_iter):
             mp = F.pad(masks, (p, p, p, p), mode="replicate")
-            views = [mp[:, :, p + dy : p + dy + h, p + dx : p + dx + w] for dy, dx in offsets]
-            if stacked:
-                out = None
-                for i in range(0, len(views), per):
-                    part = (torch.stack(views[i : i + per], dim=2) * aff[:, :, i : i + per]).sum(dim=2)
-                    out = part if out is None else out.add_(part)
-            else:
-                out = torch.zeros_like(masks)
-                # A plain multiply-add: ``addcmul_`` with this broadcast is ~15x slower on the CPU.
-                for n, view in enumerate(views):
-                    out += view * aff[:, :, n]
+            out = torch.zeros_like(masks)
+            # A plain multiply-add: ``addcmul_`` with this broadcast is ~15x slower on the CPU.
+            for n, (dy, dx) in enumerate(offsets):
+                out += mp[:, :, p + dy : p + dy + h, p + dx : p + dx + w] * aff[:, :, n]
             masks = out
         return masks
+
+    def _propagate_gathered(self, masks: torch.Tensor, aff: torch.Tensor, n_iter: int) -> torch.Tensor:
+        """:meth:`propagate` with the neighbours gathered: per step, one ``index_select``, one multiply and one sum
+        per chunk of neighbours (one chunk unless the (B,K,N,h,w) buffer exceeds _STACKED_BYTES)."""
+        b, k, h, w = masks.shape
+        n = self.num_neighbors
+        per = max(1, min(n, _STACKED_BYTES // max(1, masks.numel() * masks.element_size())))
+        idx = self.neighbor_index(h, w, masks.device)
+        chunks = [(i, min(i + per, n)) for i in range(0, n, per)]
+        flat_aff = aff.reshape(aff.shape[0], 1, n, h * w)  # a batch of 1 broadcasts over the masks
+        parts = [(j - i, idx[i:j].reshape(-1), flat_aff[:, :, i:j]) for i, j in chunks]
+        flat = masks.reshape(b, k, h * w)
+        for _ in range(n_iter):
+            out = None
+            for size, index, weights in parts:
+                part = (flat.index_select(2, index).view(b, k, size, h * w) * weights).sum(dim=2)
+                out = part if out is None else out.add_(part)
+            flat = out  # type: ignore[assignment]
+        return flat.view(b, k, h, w)
 
     def forward(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Refine ``masks`` (B,K,h',w') on ``image`` (B,3,h,w) in [0,1]; returns (B,K,h,w)."""

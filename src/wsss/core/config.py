@@ -411,7 +411,9 @@ class InferConfig:
     # (issue 31: 0.2-1 % of RCA's and SC-CAM's labelled maps on ccp-dev were empty; BENCHMARKS.md "ccp-dev").
     cam_empty_fallback: str = setting("none", choices=CAM_EMPTY_FALLBACKS)
     crf: CRFParams = field(default_factory=CRFParams)
-    crf_workers: int = setting(0, **NON_NEGATIVE)  # processes for DenseCRF; 0 = in the main process
+    # processes for DenseCRF: -1 = one per core the command may use (shared among a job's local processes), 0 = in
+    # the main process; the network forwards the next photo while the pool runs the CRFs (cam.crf.crf_workers)
+    crf_workers: int = setting(-1, lo=-1, text="-1 (every core) or 0 or more")
     # `wsss cam` / `predict` / `viz`: longest side of the image the network sees at scale 1 (None = no cap;
     # VOC and COCO images are at most 640): a larger photo is shrunk first, its outputs keep its size
     max_side: int | None = setting(1024, **SIDE)

@@ -24,4 +24,5 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     if len(t_params) != len(s_params):
         raise ValueError("teacher and student have different parameter lists")
     torch._foreach_mul_(t_params, momentum)
-    torch._foreach_add_(t_params, [p.detach() for p in s_params], alpha=1.0 - momentum)
+    # no_grad already: a detach per parameter would be one more dispatched operator each (issue 81)
+    torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)
