@@ -41,4 +41,5 @@ def test_cam_pseudo_and_predict_leave_only_their_outputs(reported, synth_root, t
             per_photo = [f for f in d.iterdir() if f.stem in ids]
             assert len(per_photo) == len(ids), (d, len(per_photo))
             others = [f.name for f in d.iterdir() if f.stem not in ids]
-            assert set(others) <= {".settings.json", ".job.lock"}, (d, others)  # its stamp and lock, one each
+            # its stamp, its photos' records and its lock, one each
+            assert set(others) <= {".settings.json", ".sources.json", ".job.lock"}, (d, others)
