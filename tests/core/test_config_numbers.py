@@ -154,6 +154,8 @@ def test_the_manual_lists_every_setting_with_its_valid_values():
         ("deeplab", "rates=[]", "options.rates must be a non-empty list of positive integers, got []"),
         ("affinitynet", "rw_beta=-8", "options.rw_beta must be a positive number, got -8.0"),
         ("cam", "psa_alphas=[4, -1]", "options.psa_alphas must be a number of 0 or more, got [4.0, -1.0]"),
+        ("weclip_plus", "label_update_threshold=2", "options.label_update_threshold must be a number in [0, 1], got 2"),
+        ("weclip_plus", "box_threshold=1", "options.box_threshold must be a number in (0, 1), got 1"),
     ],
 )
 def test_a_method_option_outside_its_range_names_the_option(method, option, words):

@@ -169,13 +169,10 @@ def test_import_takes_an_official_checkpoint(tmp_path):
         build_from_checkpoint(bad, cfg, CLASSES)
 
 
-def test_the_synthetic_preset_trains_on_the_cpu_quickly(tmp_path):
-    """The CPU preset's step on its crop size: seconds, finite terms of the four names the preset weighs."""
-    import time
-
+def test_the_synthetic_preset_takes_a_training_step_on_the_cpu(tmp_path):
+    """The CPU preset's step on its crop size: finite terms of the four names the preset weighs. (Its time is a
+    benchmark's, docs/methods/weclip_plus.md, never a unit test's.)"""
     method = _tiny(tmp_path)
     method.train()
-    t0 = time.perf_counter()
     terms = method.training_step(_batch(8, 96), 0, {"seg", "aff", "cross", "dice"})
-    assert time.perf_counter() - t0 < 30
     assert set(terms) == set(method.cfg.loss.weights) and all(np.isfinite(v.item()) for v in terms.values())

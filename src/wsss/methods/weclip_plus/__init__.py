@@ -36,7 +36,7 @@ from wsss.cam.clip_refine import (
     scaled_maps,
     with_background,
 )
-from wsss.core.config import Config
+from wsss.core.config import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, SIDE, Config, setting
 from wsss.core.errors import ConfigError, ConfigWarning, UsageError, WeightLoadError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.losses import balanced_seg_loss
@@ -72,16 +72,19 @@ class WeclipPlusOptions:
     background: list[str] = field(default_factory=lambda: list(VOC_BACKGROUND))
     synonyms: dict[str, str] = field(default_factory=dict)  # class name -> its prompt (clip_text.new_class_names)
     prompts: list[str] = field(default_factory=list)  # one per foreground class (written when the run is made)
-    embedding_dim: int = 256  # fusion and decoder width
-    decoder_layers: int = 3
-    decoder_heads: int = 8
-    attn_layers: int = 6  # the affinity uses the last this many CLIP attention maps (COCO: 8)
-    box_threshold: float = 0.4  # Grad-CAM box threshold (COCO 0.7); the boxes only count without Q5
-    bg_power: float = 1.0  # background = (1 - max) ** bg_power (cam_bg_thres)
-    radius: int = 8  # the affinity loss's pair radius, in tokens
-    label_update_after: int | None = 18000  # from the iteration after this, confident predictions replace labels
-    label_update_threshold: float = 0.75
-    test_resize_long: int = 512  # test: the long side resized to this before the scales (test_msc_flip_voc.py)
+    embedding_dim: int = setting(256, **POSITIVE)  # fusion and decoder width
+    decoder_layers: int = setting(3, **POSITIVE)
+    decoder_heads: int = setting(8, **POSITIVE)
+    attn_layers: int = setting(6, **POSITIVE)  # the affinity uses the last this many CLIP attention maps (COCO: 8)
+    # Grad-CAM box threshold (COCO 0.7); the boxes only count without Q5
+    box_threshold: float = setting(0.4, lo=0, lo_open=True, hi=1, text="a number in (0, 1)")
+    bg_power: float = setting(1.0, **POSITIVE_NUMBER)  # background = (1 - max) ** bg_power (cam_bg_thres)
+    radius: int = setting(8, **POSITIVE)  # the affinity loss's pair radius, in tokens
+    # from the iteration after this, confident predictions replace labels
+    label_update_after: int | None = setting(18000, **NON_NEGATIVE)
+    label_update_threshold: float = setting(0.75, **FRACTION)
+    # test: the long side resized to this before the scales (test_msc_flip_voc.py)
+    test_resize_long: int = setting(512, **SIDE)
     quirk_fp16: bool = False  # Q1
     quirk_dice_counts_ignored: bool = False  # Q2
     quirk_padding_supervised: bool = False  # Q3
