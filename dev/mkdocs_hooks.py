@@ -4,8 +4,8 @@ they cannot drift from their source.
 - ``cli.md``: every command's ``--help``, from ``wsss.cli.build_parser()`` (the parser the console
   script runs).
 - ``benchmarks/<topic>.md``: one page per topic of ``BENCHMARKS.md`` (where every figure is recorded with its
-  command): its ``## `` sections are the topics (their current figures, then their dated history), each named
-  to its page by :data:`TOPICS`; ``benchmarks/index.md`` is its preamble and the list of topics. A section that
+  command): its ``## `` sections are the topics (their current figures; their dated history is a page of the
+  docs, ``docs/benchmarks/history/<topic>.md``), each named to its page by :data:`TOPICS`; ``benchmarks/index.md`` is its preamble and the list of topics. A section that
   no topic names goes to ``benchmarks/other.md``, so it is never left out of the site (the nav of
   ``mkdocs.yml`` must then name that page, or the strict build fails).
 - ``<!-- presets: DIR -->`` in a page: a table of the presets of ``configs/DIR/``, each resolved through its
@@ -42,7 +42,7 @@ FENCE = re.compile(r"^(```|~~~)")
 
 def benchmark_sections(text: str) -> tuple[str, list[tuple[str, str]]]:
     """BENCHMARKS.md split at its ``## `` headings: the preamble, and (heading, body) per topic; the ``###``
-    and deeper headings (the current figures, the history and its dated entries) stay with their topic."""
+    and deeper headings (the current figures) stay with their topic."""
     parts = HEADING.split(text)
     sections = []
     for part in parts[1:]:
@@ -71,19 +71,15 @@ def promote_headings(body: str) -> str:
     return "\n".join(out)
 
 
-def history_entries(body: str) -> int:
-    """How many dated entries a topic's history holds (its ``####`` headings)."""
-    return len(re.findall(r"^#### ", re.sub(r"^```.*?^```", "", body, flags=re.M | re.S), re.M))
-
-
 def benchmark_pages(text: str) -> dict[str, str]:
     """Markdown of each topic page and of the index, by file name under ``benchmarks/``."""
     preamble, sections = benchmark_sections(text)
     pages: dict[str, str] = {}
-    index = [preamble.rstrip(), "", "One page per topic (its current figures, then their history):", ""]
+    index = [preamble.rstrip(), "", "One page per topic (its current figures), and one of its history:", ""]
     others = []
     for heading, body in sections:
         body = body.replace("](experiments/results/", "](")  # the images are copied beside the pages
+        body = body.replace("](docs/benchmarks/", "](")  # the history pages, docs/benchmarks/history/<topic>.md
         page = topic_of(heading)
         if page == OTHER[0]:
             others.append(f"## {heading}\n{body}")
@@ -91,8 +87,7 @@ def benchmark_pages(text: str) -> dict[str, str]:
         if f"{page}.md" in pages:
             raise ValueError(f"BENCHMARKS.md: two topics for benchmarks/{page}.md: {heading!r}")
         pages[f"{page}.md"] = f"# {heading}\n{promote_headings(body)}"
-        entries = history_entries(body)
-        index.append(f"- [{heading}]({page}.md): {entries} dated {'entry' if entries == 1 else 'entries'}")
+        index.append(f"- [{heading}]({page}.md), and its dated entries: [history](history/{page}.md)")
     if others:
         pages[f"{OTHER[0]}.md"] = f"# {OTHER[1]}\n\n" + "\n".join(others)
         index.append(f"- [{OTHER[1]}]({OTHER[0]}.md): {len(others)} sections under no topic")

@@ -108,12 +108,13 @@ def citations() -> list[tuple[str, int, str, str]]:
 
 
 def outside_citations(path: Path) -> list[str]:
-    """The lines of ``path`` that cite a document outside the repository. BENCHMARKS.md keeps the commands as they
-    were run (some read the dev sets from the folder beside the checkout, where they were); its citations of the
-    spec count all the same."""
+    """The lines of ``path`` that cite a document outside the repository. BENCHMARKS.md and its history pages
+    (docs/benchmarks/history/) keep the commands as they were run (some read the dev sets from the folder beside the
+    checkout, where they were); their citations of the spec count all the same."""
     hits = []
+    measured = path.name == "BENCHMARKS.md" or path.parent == REPO / "docs" / "benchmarks" / "history"
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if path.name == "BENCHMARKS.md":
+        if measured:
             line = line.replace("../" + "shared/data/", "")
         if OUTSIDE.search(line):
             hits.append(f"{path.relative_to(REPO)}:{number}: {line.strip()[:120]}")

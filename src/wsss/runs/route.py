@@ -53,7 +53,7 @@ SEG_PRESET = "wsss::deeplab/real_cpu.yaml"
 # RCA from this median of train photos per class up, the CAM baseline below it. Measured at its two sides only:
 # ccp-dev (10 classes, 200 train photos, tens of photos per class) RCA's DeepLab val 19.14 against the CAM baseline's
 # 15.59; coco128-dev (80 classes, 70 photos, most classes in one or two) the CAM baseline's 15.30 against RCA's 4.62
-# (docs/benchmarks/real-photos.md#manual-which-route). No set between the two was measured: 10 is a round number
+# (docs/benchmarks/history/real-photos.md#manual-which-route). No set between the two was measured: 10 is a round number
 # between them, not a measured edge.
 MIN_PHOTOS_PER_CLASS = 10
 DEFAULT_FOLDS = 3
@@ -183,7 +183,7 @@ def mixed_stage_words(pseudo_dir: str | os.PathLike) -> list[str]:
 def masks_alone_words(iterations: int) -> list[str]:
     """The DeepLab stage on the masked photos alone (the split :data:`MASKED_SPLIT` of a view,
     ``wsss.data.views.make_view``) for ``iterations``, the mixed stage's on every train photo: the arm the masks
-    measurements compared at equal length (docs/benchmarks/real-photos.md#manual-how-many-masks)."""
+    measurements compared at equal length (docs/benchmarks/history/real-photos.md#manual-how-many-masks)."""
     return [f"data.train_split={MASKED_SPLIT}", "data.true_masks=auto", "train.epochs=null",
             f"train.max_iters={iterations}"]  # fmt: skip
 
