@@ -1,6 +1,6 @@
 """`wsss import sccam`: an official SC-CAM (or PSA round-0) classifier as a run directory.
 
-The SeCo, ToCo and RCA imports are tested beside their golden fixtures (tests/methods/test_*_golden.py);
+The SeCo, ToCo and RCA imports are tested beside their golden fixtures (tests/methods/<name>/test_*_golden.py);
 SC-CAM's recorded heads are in test_sccam_golden.py, and this checks the whole file: the ResNet-38 trunk
 under PSA's names, ``module.`` keys, with or without the BatchNorm counters.
 """

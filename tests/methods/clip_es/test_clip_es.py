@@ -1,4 +1,4 @@
-"""CLIP-ES weights, switches and run creation (the golden parity is tests/cam/test_clip_es_golden.py)."""
+"""CLIP-ES weights, switches and run creation (the golden parity is tests/methods/clip_es/test_clip_es_golden.py)."""
 
 from __future__ import annotations
 
