@@ -63,7 +63,7 @@ import importlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -118,7 +118,8 @@ class TrainContext:
 
     ``train_data`` is what the loop draws its batches from (augmented samples of ``train_set``);
     ``save(name)`` writes a checkpoint ``checkpoints/<name>`` of the run at the current step (every
-    process must call it).
+    process must call it); ``true_masks``: ``data.true_masks`` as the engine resolved it (the training split's ids
+    that have a mask of the user's, and its file), which a method reads and never resolves again.
     """
 
     run_dir: Path
@@ -129,6 +130,7 @@ class TrainContext:
     val_set: VOCDataset | None
     optimizer: torch.optim.Optimizer
     save: Callable[[str], None]
+    true_masks: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass

@@ -444,7 +444,7 @@ def test_wsss_import_rca_round_trip(synth_root, tmp_path):
     ckpt = tmp_path / "rca_official.pth"
     torch.save(_to_official(m.state_dict(), 6), ckpt)
     run = tmp_path / "run"
-    argv = ["import", "rca", str(ckpt), "--config", str(REPO / "configs/rca/voc.yaml"), "--out", str(run), "--set"]
+    argv = ["import", "rca", str(ckpt), "--config", str(REPO / "configs/rca/voc.yaml"), "--out", str(run)]
     assert main([*argv, *over]) == 0
     imported = load_run(run, device="cpu").method
     x = torch.randn(2, 3, 64, 64)
