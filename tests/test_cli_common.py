@@ -55,6 +55,8 @@ READ_RUN = {
     ("sweep-bkg",): (["sweep-bkg", "RUN"], ["--split", "val"]),
     ("tag",): (["tag", "RUN"], ["--split", "train"]),
     ("viz",): (["viz", "RUN"], ["--ids", "a,b"]),
+    ("report",): (["report", "RUN"], ["--split", "val"]),
+    ("export", "voc-test"): (["export", "voc-test", "RUN"], ["--split", "test"]),
 }
 
 
@@ -76,7 +78,7 @@ def test_the_override_words_give_the_same_config_wherever_they_stand(command):
 
 @pytest.mark.parametrize("command", list(READ_RUN), ids=" ".join)
 def test_every_command_that_reads_a_run_takes_the_words(command):
-    """issue 77: cam, pseudo, predict, sweep-bkg, tag and viz took no general override before."""
+    """issue 77: cam, pseudo, predict, sweep-bkg, tag, viz, report and export took no general override before."""
     parsed = [parse_args(argv) for argv in _spellings(*READ_RUN[command])]
     assert all(override_words(a) == OVERRIDES for a in parsed), [override_words(a) for a in parsed]
 

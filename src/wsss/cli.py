@@ -416,7 +416,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from wsss.report import write_report
 
-    path = write_report(args.run, split=args.split, data_root=args.data_root, max_images=args.max_images)
+    path = write_report(args.run, split=args.split, data_root=args.data_root, max_images=args.max_images,
+                        overrides=override_words(args))  # fmt: skip
     print(f"report: {path}")
     return 0
 
@@ -500,7 +501,8 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 def cmd_export_voc_test(args: argparse.Namespace) -> int:
     from wsss.runs.export import export_voc_test
 
-    res = export_voc_test(args.run, split=args.split, out=args.out, data_root=args.data_root, source=args.source)
+    res = export_voc_test(args.run, split=args.split, out=args.out, data_root=args.data_root, source=args.source,
+                          overrides=override_words(args))  # fmt: skip
     if res.not_voc_test:
         print(f"warning: this is not VOC 2012's test set ({res.not_voc_test}), so the evaluation server would "
               "reject it", file=sys.stderr)  # fmt: skip
@@ -898,6 +900,7 @@ def add_report(sub: Any) -> None:
     add_data_root(s)
     s.add_argument("--max-images", type=int, default=12, help="images in the grid of each split, worst first "
                    "(default 12)")  # fmt: skip
+    add_run_overrides(s)
     s.set_defaults(fn=cmd_report)
 
 
@@ -1029,6 +1032,7 @@ def add_export(sub: Any) -> None:
     q.add_argument("--out", default=None, help="zip file (default: RUN/export/voc2012_<split>.zip)")
     add_data_root(q)
     q.add_argument("--source", default="predictions", help="folder of RUN with the PNGs (e.g. predictions_crf)")
+    add_run_overrides(q)
     q.set_defaults(fn=cmd_export_voc_test)
 
 
