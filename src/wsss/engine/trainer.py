@@ -342,8 +342,8 @@ class Trainer(TrainerBase):
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True, broadcast_buffers=False,
             )  # fmt: skip
-        self.targets = training_targets(cfg, self.method)  # data.true_masks, resolved once for the whole training
-        self.stream = self.build_train_loader(cfg, self.train_set, self.method, self.targets)
+        self.targets = training_targets(cfg, self.method)  # data.true_masks for the methods (TrainContext)
+        self.stream = self.build_train_loader(cfg, self.train_set, self.method)
         self.optimizer = self.build_optimizer(cfg, self.method)
         amp = cfg.run.amp if self.device.type == "cuda" else "none"  # the CPU stays fp32
         if amp not in ("none", "bf16", "fp16"):
@@ -367,18 +367,16 @@ class Trainer(TrainerBase):
         return build_method(cfg, class_names)
 
     @classmethod
-    def build_train_loader(
-        cls, cfg: Config, train_set: VOCDataset, method: Method, targets: TrainingTargets | None = None
-    ) -> BatchStream:
+    def build_train_loader(cls, cfg: Config, train_set: VOCDataset, method: Method) -> BatchStream:
         """The stream of training batches: ``train_set`` augmented (``data.crop_size``, scale range, flips,
         colour jitter) with the views the method adds, drawn in global batches of ``train.batch_size`` shared
-        by the processes, ``train.micro_batch`` images per forward; ``targets``: the trainer's resolved
-        :func:`training_targets` (None: resolved here)."""
+        by the processes, ``train.micro_batch`` images per forward; the masked photos' targets are
+        :func:`training_targets`'s."""
         d, t = cfg.data, cfg.train
         augment = TrainAugment(d.crop_size, scale_range=d.scale_range, hflip=d.hflip, color_jitter=d.color_jitter)
         dataset = ClsTrainDataset(train_set, augment, extra_views=method.train_transform_views(), seed=cfg.run.seed)
         if teaches_cams_masks(cfg, method):  # the masked photos carry their mask, the others an ignored one
-            masks = (targets or training_targets(cfg, method)).masks
+            masks = training_targets(cfg, method).masks
             dataset.set_target_dir(None, true_masks=masks, true_mask_weight=d.true_mask_weight, unmasked_ignored=True)
         local = t.batch_size // world_size()
         return BatchStream(dataset, t.batch_size, t.micro_batch or local, cfg.run.seed, d.num_workers)
