@@ -104,7 +104,7 @@ def main() -> None:
     if not (run / "config.yaml").is_file():
         device = ["run.device=cuda"] if gpu else ["run.device=cpu", "run.threads=1"]
         timed([*wsss, "import", "clip_es", str(weights), "--config", str(REPO / "configs/clip_es/voc.yaml"), "--out",
-               str(run), "--set", f"data.root={data}", "options.quick_gelu=true", *device], REPO, env)  # fmt: skip
+               str(run), f"data.root={data}", "options.quick_gelu=true", *device], REPO, env)  # fmt: skip
     times: dict[str, dict[str, Timing]] = {"official": {}, "wsss": {}}
     for _ in range(a.rounds):  # alternating, so that a burst of the other developers' load hits both alike
         for split in ("two", "all"):

@@ -414,7 +414,7 @@ class Driver:
         if not (self.run / "config.yaml").is_file():
             sets = wsss_overrides(self.data, self.a.official.resolve(), self.a.device)
             timed([*self.wsss, "import", "excel", str(self.weights), "--config", str(REPO / "configs/excel/voc.yaml"),
-                   "--out", str(self.run), "--set", *sets], REPO, self.env)  # fmt: skip
+                   "--out", str(self.run), *sets], REPO, self.env)  # fmt: skip
         cam = timed([*self.wsss, "cam", str(self.run), "--split", split, "--overwrite", "--quiet"], REPO, self.env,
                     self.gpu)  # fmt: skip
         pseudo = timed([*self.wsss, "pseudo", str(self.run), "--split", split, "--refine", "excel", "--overwrite",

@@ -32,11 +32,11 @@ decay=()  # the 24-epoch route's lr steps (BENCHMARKS.md); at 12 the preset's ow
 left() { local s=$((deadline - $(date +%s) - 15)); echo $((s > 1 ? s : 1)); }  # timeout 0 would mean none
 where="run.device=cuda run.threads=2 data.num_workers=$WORKERS"
 for F in $FOLDS; do
-    # the CPU's --set / --seg-set first (the settings --reuse compares), then where it runs
+    # the CPU's words / --seg-set first (the settings --reuse compares), then where it runs
     # shellcheck disable=SC2086
     timeout --signal=TERM "$(left)" python3 experiments/real_route.py configs/rca/real_cpu.yaml \
         --data-root "$DATA" --fold "$F/5" --out "/tmp/cv/fold$F" --refine par --steps --seg-ensemble 3 \
-        --set run.threads=1 data.num_workers=0 train.epochs="$EPOCHS" "${decay[@]}" run.seed="$F" $where \
+        run.threads=1 data.num_workers=0 train.epochs="$EPOCHS" "${decay[@]}" run.seed="$F" $where \
         --seg-set run.threads=1 data.num_workers=0 run.seed="$F" $where infer.crf_workers=4 \
         --json "$OUT/fold$F.json" > "/tmp/cv/fold$F.out" 2>&1 &
 done

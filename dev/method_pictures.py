@@ -89,7 +89,7 @@ def clip_es(work: Path) -> tuple[Path, Path]:
         with np.load(GOLDEN / "clip_es_state_dict.npz") as z:
             np.savez(weights, **{k: z[k] for k in z.files})
         wsss("import", "clip_es", str(weights), "--config", "configs/clip_es/voc.yaml", "--out", str(run),
-             "--set", f"data.root={data}", "options.text_heads=2", "run.device=cpu")  # fmt: skip
+             f"data.root={data}", "options.text_heads=2", "run.device=cpu")  # fmt: skip
     return run, data
 
 
@@ -106,7 +106,7 @@ def excel(work: Path) -> tuple[Path, Path]:
         with np.load(GOLDEN / "excel_text.npz") as z:
             np.save(work / "excel_bank.npy", z["attr_bank"])
         wsss("import", "excel", str(work / "excel_clip.npz"), "--config", "configs/excel/voc.yaml", "--out", str(run),
-             "--set", f"data.root={data}", "options.quick_gelu=true", f"options.bank={work / 'excel_bank.npy'}",
+             f"data.root={data}", "options.quick_gelu=true", f"options.bank={work / 'excel_bank.npy'}",
              "options.embedding_dim=32", "run.device=cpu")  # fmt: skip
         wsss("cam", str(run), "--split", "val", "--quiet")
         wsss("pseudo", str(run), "--split", "val", "--refine", "excel", "--quiet")  # its own labels, not viz's PAR

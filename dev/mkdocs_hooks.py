@@ -5,9 +5,10 @@ they cannot drift from their source.
   script runs).
 - ``benchmarks/<topic>.md``: one page per topic of ``BENCHMARKS.md`` (where every figure is recorded with its
   command): its ``## `` sections are the topics (their current figures; their dated history is a page of the
-  docs, ``docs/benchmarks/history/<topic>.md``), each named to its page by :data:`TOPICS`; ``benchmarks/index.md`` is its preamble and the list of topics. A section that
-  no topic names goes to ``benchmarks/other.md``, so it is never left out of the site (the nav of
-  ``mkdocs.yml`` must then name that page, or the strict build fails).
+  docs, ``docs/benchmarks/history/<topic>.md``), each named to its page by :data:`TOPICS`;
+  ``benchmarks/index.md`` is its preamble and the list of topics. A section that no topic names goes to
+  ``benchmarks/other.md``, so it is never left out of the site (the nav of ``mkdocs.yml`` must then name that
+  page, or the strict build fails).
 - ``<!-- presets: DIR -->`` in a page: a table of the presets of ``configs/DIR/``, each resolved through its
   ``_base_`` chain by the same loader as ``wsss train`` (``wsss.core.config.load_config``).
 - The images that those sections link to (``experiments/results/compare.png``) are copied beside them.

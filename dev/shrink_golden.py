@@ -33,13 +33,13 @@ from wsss.cli_common import script_parser
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "tests" / "golden"
-#: read as whole weight files by path (``load_clip`` in tests/methods/test_clip_es.py, bench/bench_clip_es.py,
+#: read as whole weight files by path (``load_clip`` in tests/methods/clip_es/test_clip_es.py, bench/bench_clip_es.py,
 #: dev/method_pictures.py): every key is a weight the model needs
 WHOLE = ("clip_es_state_dict.npz", "excel_weights.npz")
 #: read by a script, not by a test (dev/method_pictures.py: the ExCEL bank)
 EXTRA = {"excel_text.npz": ("attr_bank",)}
 #: the float32-vs-float64 spread reports: excel's is parsed by tests/excel_golden.py (its tolerances), CLIP-ES's
-#: is the source the tolerances of tests/cam/test_clip_es_golden.py cite
+#: is the source the tolerances of tests/methods/clip_es/test_clip_es_golden.py cite
 TEXT = ("excel_f32_vs_f64.txt", "clip_es_f32_vs_f64.txt")
 ENV_SOURCE, ENV_KEYS = "WSSS_GOLDEN_SOURCE", "WSSS_GOLDEN_KEYS"
 

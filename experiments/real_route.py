@@ -78,7 +78,7 @@ table was measured on ccp-dev, the project's development set of 250 photos of th
 repository: build it from CCP (its SOURCE.md and MAPPING.txt give the draw and the class mapping) or use your own
 photos (``wsss prepare folder --masks``).
 
-A step whose outputs exist is not redone (rerun after a stop to finish); ``--set`` / ``--seg-set`` add
+A step whose outputs exist is not redone (rerun after a stop to finish); ``KEY=VALUE`` words / ``--seg-set`` add
 overrides to the two trainings (tests shrink them).
 """
 
@@ -95,6 +95,7 @@ from pathlib import Path
 from typing import Any
 
 from wsss.cli_common import script_parser
+from wsss.core.config import EXECUTION_KEYS
 from wsss.core.errors import TrainingDiverged
 from wsss.data.voc import VOCDataset, read_split
 from wsss.runs.jobs import predictions_folder
@@ -107,13 +108,14 @@ from experiments.commands import CommandFailed, run_wsss  # noqa: E402
 from experiments.data_views import all_ids, first_masked, fold_split, make_view  # noqa: E402
 
 IN_PROCESS = False  # run the commands by `wsss.cli.main` in this process (tests: no start-up per command)
-# The overrides of --set / --seg-set / --aff-set that say where and how fast a route runs, not what it computes:
+# The overrides (KEY=VALUE words, --seg-set, --aff-set) that say where and how fast a route runs, not what it computes:
 # --reuse takes a fold run with other ones (on a GPU, with loader workers) as this command's. The photos and their
 # augmentation are the same whatever the workers (photo i of epoch e is drawn from (seed, e, i):
 # VOCDataset.rng_for), and each photo's CRF is its own whatever the processes; the device and the threads change
 # the rounding of the floats, which over a training moves the figures as nondeterminism does. The fold's
 # ``settings`` keep them as run.
-EXECUTION_OPTIONS = ("run.device=", "run.threads=", "data.num_workers=", "infer.crf_workers=")
+# The keys are the toolkit's one declaration of them, core.config.EXECUTION_KEYS.
+EXECUTION_OPTIONS = tuple(sorted(f"{key}=" for key in EXECUTION_KEYS))
 
 
 def _wsss(*args: str, log: Path) -> float:

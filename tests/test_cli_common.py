@@ -1,18 +1,18 @@
-"""One way to pass each option (issue 57): every command that takes config overrides takes them as ``key=value``
-words (``--set key=value ...`` kept as an alias) and gets the same config either way; a flag several commands
-share is one flag with one help text; a flag that sets a run's config key goes through the run's config; the
-scripts of experiments/, bench/ and dev/ build their parser with ``wsss.cli_common.script_parser``."""
+"""One way to pass each option (issues 57, 77): every command that trains or reads a run takes config overrides as
+``key=value`` words, wherever they stand among the flags, and no other spelling (the ``--set`` alias is gone); a
+flag several commands share is one flag with one help text; a typed flag that sets a config key is shorthand for
+that key's word; the scripts of experiments/, bench/ and dev/ build their parser with
+``wsss.cli_common.script_parser``."""
 
 from __future__ import annotations
 
 import argparse
 import re
-from types import SimpleNamespace
 
 import pytest
 
 from conftest import REPO
-from wsss.cli import _apply_settings, build_parser, main, parse_args
+from wsss.cli import build_parser, main, override_words, parse_args
 from wsss.cli_common import QUIET_HELP, script_parser
 from wsss.core.config import dump_config, load_config
 
@@ -45,38 +45,57 @@ TAKE_OVERRIDES = {
 
 def test_every_command_taking_overrides_is_tested():
     taking = {path for path, p in _commands(build_parser()) if any(a.dest == "overrides" for a in p._actions)}
-    assert taking == set(TAKE_OVERRIDES)
+    assert taking == set(TAKE_OVERRIDES) | set(READ_RUN)
 
 
-@pytest.mark.parametrize("command", list(TAKE_OVERRIDES), ids=" ".join)
-def test_both_override_spellings_give_the_same_config(command):
-    words, flags = TAKE_OVERRIDES[command]
-    spellings = [
+# the commands that read a run: (words, flags); each takes the same key=value words, merged over the run's config
+READ_RUN = {
+    ("cam",): (["cam", "RUN"], ["--split", "val", "--quiet"]),
+    ("pseudo",): (["pseudo", "RUN"], ["--split", "train", "--refine", "crf"]),
+    ("predict",): (["predict", "RUN"], ["--split", "val", "--crf"]),
+    ("sweep-bkg",): (["sweep-bkg", "RUN"], ["--split", "val"]),
+    ("tag",): (["tag", "RUN"], ["--split", "train"]),
+    ("viz",): (["viz", "RUN"], ["--ids", "a,b"]),
+    ("report",): (["report", "RUN"], ["--split", "val"]),
+    ("export", "voc-test"): (["export", "voc-test", "RUN"], ["--split", "test"]),
+}
+
+
+def _spellings(words: list[str], flags: list[str]) -> list[list[str]]:
+    return [
         [*words, *flags, *OVERRIDES],  # the one syntax: key=value words, after the flags
         [*words, *OVERRIDES, *flags],  # ... before them
         [*words, OVERRIDES[0], *flags, *OVERRIDES[1:]],  # ... around them
-        [*words, OVERRIDES[0], *flags, OVERRIDES[1], "--set", *OVERRIDES[2:]],  # ... and the alias
-        [*words, *flags, "--set", *OVERRIDES],  # the alias alone
     ]
-    parsed = [parse_args(argv) for argv in spellings]
+
+
+@pytest.mark.parametrize("command", list(TAKE_OVERRIDES), ids=" ".join)
+def test_the_override_words_give_the_same_config_wherever_they_stand(command):
+    parsed = [parse_args(argv) for argv in _spellings(*TAKE_OVERRIDES[command])]
     assert all(a.overrides == OVERRIDES for a in parsed), [a.overrides for a in parsed]
-    assert not any(hasattr(a, "set_overrides") for a in parsed)
     configs = {dump_config(load_config(getattr(a, "config", CONFIG), a.overrides)) for a in parsed}
     assert len(configs) == 1 and "max_iters: 7" in configs.pop()
 
 
-def test_config_show_prints_the_same_config_for_both_spellings(capsys):
-    shown = []
-    for argv in (["config", "show", CONFIG, *OVERRIDES], ["config", "show", CONFIG, "--set", *OVERRIDES]):
-        assert main(argv) == 0
-        shown.append(capsys.readouterr().out)
-    assert shown[0] == shown[1] and "max_iters: 7" in shown[0]
+@pytest.mark.parametrize("command", list(READ_RUN), ids=" ".join)
+def test_every_command_that_reads_a_run_takes_the_words(command):
+    """issue 77: cam, pseudo, predict, sweep-bkg, tag, viz, report and export took no general override before."""
+    parsed = [parse_args(argv) for argv in _spellings(*READ_RUN[command])]
+    assert all(override_words(a) == OVERRIDES for a in parsed), [override_words(a) for a in parsed]
+
+
+@pytest.mark.parametrize("command", [*TAKE_OVERRIDES, *READ_RUN], ids=" ".join)
+def test_the_set_alias_is_gone(command, capsys):
+    words, flags = {**TAKE_OVERRIDES, **READ_RUN}[command]
+    with pytest.raises(SystemExit):
+        parse_args([*words, *flags, "--set", *OVERRIDES])
+    assert "unrecognized arguments: --set" in capsys.readouterr().err
 
 
 def test_the_help_shows_one_override_syntax(capsys):
-    for command in TAKE_OVERRIDES:
+    for command, (words, _) in {**TAKE_OVERRIDES, **READ_RUN}.items():
         with pytest.raises(SystemExit):
-            main([*TAKE_OVERRIDES[command][0][: len(command)], "--help"])
+            main([*words[: len(command)], "--help"])
         out = capsys.readouterr().out
         assert "KEY=VALUE" in out and "--set" not in out, command
 
@@ -107,23 +126,27 @@ def test_shared_flags_are_one_flag_with_one_help_text():
 
 
 @pytest.mark.parametrize(
-    ("argv", "key", "value"),
+    ("argv", "words"),
     [
-        (["cam", "R", "--split", "val", "--scales", "1,0.5"], "infer.cam_scales", (1.0, 0.5)),
-        (["predict", "R", "--split", "val", "--scales", "1,1.5"], "infer.scales", (1.0, 1.5)),
-        (["predict", "R", "--split", "val", "--crf", "--crf-workers", "3"], "infer.crf_workers", 3),
-        (["pseudo", "R", "--split", "train", "--crf-workers", "1"], "infer.crf_workers", 1),
+        (["cam", "R", "--split", "val", "--scales", "1,0.5"], ["infer.cam_scales=[1.0, 0.5]"]),
+        (["cam", "R", "--split", "val", "--bkg-thre", "0.3"], ["cam.bkg_thre=0.3"]),
+        (["cam", "R", "--split", "val", "--device", "cuda"], ['run.device="cuda"']),
+        (["predict", "R", "--split", "val", "--scales", "1,1.5"], ["infer.scales=[1.0, 1.5]"]),
+        (["predict", "R", "--split", "val", "--crf", "--crf-workers", "3"], ["infer.crf_workers=3"]),
+        (["pseudo", "R", "--split", "train", "--crf-workers", "1"], ["infer.crf_workers=1"]),
+        (["pseudo", "R", "--split", "train", "--levels", "0.5/0.2"], ["cam.high_thre=0.5", "cam.low_thre=0.2"]),
     ],
 )
-def test_a_flag_that_sets_a_config_key_sets_it_in_the_runs_config(argv, key, value):
-    run = SimpleNamespace(cfg=load_config(CONFIG))
-    section, name = key.split(".")
-    before = getattr(getattr(run.cfg, section), name)
-    assert _apply_settings(parse_args(argv), run) is run
-    assert getattr(getattr(run.cfg, section), name) == value != before
-    untouched = SimpleNamespace(cfg=load_config(CONFIG))  # not given: the config's own value
-    _apply_settings(parse_args(argv[:4]), untouched)
-    assert getattr(getattr(untouched.cfg, section), name) == before
+def test_a_typed_flag_is_shorthand_for_its_word(argv, words):
+    """issue 77: a typed flag is the word of its key, after the positional words (a flag wins over a word of the
+    same key), and the word gives the config the value the flag means."""
+    assert override_words(parse_args(argv)) == words
+    assert override_words(parse_args([*argv, "run.seed=4"])) == ["run.seed=4", *words]
+    assert override_words(parse_args(argv[:4])) == []  # not given: no word, the run's own value
+    cfg, plain = load_config(CONFIG, words), load_config(CONFIG)
+    for word in words:
+        section, name = word.split("=", 1)[0].split(".")
+        assert getattr(getattr(cfg, section), name) != getattr(getattr(plain, section), name)
 
 
 def test_a_script_parser_takes_the_overrides_and_the_shared_flags():
@@ -137,11 +160,9 @@ def test_a_script_parser_takes_the_overrides_and_the_shared_flags():
     for argv in (
         ["C", "--data-root", "D", *OVERRIDES],
         ["C", OVERRIDES[0], "--data-root", "D", *OVERRIDES[1:]],
-        ["C", "--data-root", "D", "--set", *OVERRIDES],
     ):
         a = p.parse_args(argv)
         assert (a.config, a.data_root, a.threads, a.json, a.overrides) == ("C", "D", 2, None, OVERRIDES)
-        assert not hasattr(a, "set_overrides")
     other = script_parser(None)
     other.add_data_root()
     other.add_threads(1)

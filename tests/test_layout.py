@@ -286,3 +286,25 @@ def test_the_length_check_sees_a_long_function():
     )
     assert long_functions("wsss.m", tree, limit=3) == ["wsss.m:2 f (4 lines)"]
     assert long_functions("wsss.m", tree, limit=4) == []
+
+
+# The CAM baseline (methods/cam) is the shared pipeline with a classifier: its tests are the pipeline's (tests/e2e/,
+# the contract of tests/methods/test_contract.py), and "cam" also names the shared package tests/cam/ mirrors.
+METHOD_NAMES = sorted(p.name for p in (SRC / "methods").iterdir() if (p / "__init__.py").is_file() and p.name != "cam")
+
+
+def test_a_methods_tests_live_with_the_method():
+    """issue 77: each method's tests sit in tests/methods/<name>/; no test file elsewhere is named after one
+    method (the shared pieces' tests mirror src/wsss; tests/methods/ itself keeps the contract over all)."""
+    tests = REPO / "tests"
+    for name in METHOD_NAMES:
+        assert sorted((tests / "methods" / name).glob("test_*.py")), f"tests/methods/{name}/ holds no tests"
+    stray = [
+        p.relative_to(REPO).as_posix()
+        for p in sorted(tests.rglob("test_*.py"))
+        if p.parent.parent != tests / "methods"
+        and any(re.match(rf"test_{name}(_|\.py)", p.name) for name in METHOD_NAMES)
+        and not p.is_relative_to(tests / "experiments")  # the experiments/ scripts' tests mirror experiments/
+        and not p.is_relative_to(tests / "bench")  # and bench/'s
+    ]
+    assert not stray, f"a method's tests outside tests/methods/<name>/: {stray}"

@@ -54,12 +54,30 @@ def _setting(key: str, parse: Callable[[str], Any], each: bool = False) -> Calla
     return convert
 
 
-def add_setting(s: argparse.ArgumentParser, flag: str, key: str, parse: Callable[[str], Any], **kw: Any) -> None:
-    """A flag of a command that reads a run which sets the run's config key ``key``: checked as the config checks
-    it (:func:`_setting`), put into the run's config by ``_apply_settings`` (the flag's dest and key are kept in
-    ``args.settings``)."""
-    action = s.add_argument(flag, type=_setting(key, parse), default=None, **kw)
+def add_setting(
+    s: argparse.ArgumentParser, flag: str, key: str | tuple[str, ...], parse: Callable[[str], Any], **kw: Any
+) -> None:
+    """A typed flag that is shorthand for the ``KEY=VALUE`` word of the config key ``key`` (``--bkg-thre 0.3`` is
+    ``cam.bkg_thre=0.3``; a tuple of keys: one word per element of the value, ``--levels 0.35/0.1`` is
+    ``cam.high_thre=0.35 cam.low_thre=0.1``): checked as the config checks it (:func:`_setting`), and turned into
+    its words by :func:`override_words`, which go the one way every override goes (the flag's dest and key are
+    kept in ``args.settings``)."""
+    action = s.add_argument(flag, type=_setting(key, parse) if isinstance(key, str) else parse, default=None, **kw)
     s.set_defaults(settings={**(s.get_default("settings") or {}), action.dest: key})
+
+
+def override_words(args: argparse.Namespace) -> list[str]:
+    """The ``KEY=VALUE`` words of a command: its positional words, then those its typed flags stand for
+    (:func:`add_setting`), so a flag given wins over a word of the same key. A command that reads a run merges
+    them over the run's saved config (``load_run(..., overrides=...)``), one that reads a config over the config."""
+    words = list(getattr(args, "overrides", []))
+    for dest, key in getattr(args, "settings", {}).items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        for k, v in zip((key,) if isinstance(key, str) else key, (value,) if isinstance(key, str) else value):
+            words.append(f"{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}")  # JSON is YAML
+    return words
 
 
 def _number(text: str) -> float:
@@ -166,6 +184,7 @@ def _refuse_a_moved_run(config: str, overrides: Sequence[str], run_dir: str) -> 
 def _data_checks_pass(cfg: Any, progress: bool) -> bool:
     """check-data on the splits a training reads, and on its pseudo labels (``data.pseudo_dir``) as masks;
     the problems printed and False when one fails, the warnings printed."""
+    from wsss.core.config import TRUE_MASKS_AUTO
     from wsss.data import check_dataset, check_pseudo_labels
     from wsss.data.voc import available_splits
 
@@ -174,32 +193,17 @@ def _data_checks_pass(cfg: Any, progress: bool) -> bool:
     full = {s: s in val and s != cfg.data.train_split for s in [cfg.data.train_split, *val]}  # val: every mask
     checks = [(f"split {s}", partial(check_dataset, cfg.data.root, s, full_masks=full[s])) for s in full if s]
     d, train_split = cfg.data.pseudo_dir, cfg.data.train_split
-    masks = {}
-    if cfg.data.true_masks:  # the user's own masks win over the pseudo labels (docs/own-photos.md#how-many-masks)
-        from wsss.core.config import TRUE_MASKS_AUTO
-        from wsss.data.voc import read_split, true_mask_paths
+    from wsss.engine.trainer import training_targets  # data.true_masks is the engine's to resolve: here it is said
+    from wsss.methods import method_class
 
-        masks = true_mask_paths(cfg.data.root, train_split, cfg.data.true_masks)
-        n = len(read_split(cfg.data.root, train_split))
-        from wsss.engine.trainer import resolve_mask_term, teaches_cams_masks
-        from wsss.methods import MASK_TERM, method_class
-
-        method = method_class(cfg)
-        if teaches_cams_masks(cfg, method):  # a classifier: its CAMs learn the masks' pixels (mask_term)
-            resolve_mask_term(cfg, method)
-            weight = cfg.loss.weights[MASK_TERM]
-            print(f"targets: the CAMs learn the pixels of {len(masks)} of the {n} photos of split {train_split} "
-                  f"from their own masks (loss term {MASK_TERM!r}, weight {weight:g}; per photo "
-                  f"{cfg.data.true_mask_weight:g}); every photo trains the classifier on its image labels",
-                  file=sys.stderr)  # fmt: skip
-        else:
-            rest = f"the rest on the pseudo labels of {d}" if d else "no pseudo labels"
-            print(f"targets: {len(masks)} of the {n} photos of split {train_split} train on their own masks (weight "
-                  f"{cfg.data.true_mask_weight:g}), {rest}", file=sys.stderr)  # fmt: skip
-        if cfg.data.true_masks != TRUE_MASKS_AUTO:  # a folder of the user's: the mask rules over its files
-            checks.append((f"true masks {cfg.data.true_masks} of split {train_split}",
-                           partial(check_pseudo_labels, cfg.data.root, train_split, cfg.data.true_masks,
-                                   only=set(masks), what="true mask")))  # fmt: skip
+    targets = training_targets(cfg, method_class(cfg))
+    masks = targets.masks
+    if targets.text:
+        print(targets.text, file=sys.stderr)
+    if cfg.data.true_masks and cfg.data.true_masks != TRUE_MASKS_AUTO:  # a folder of the user's: its files checked
+        checks.append((f"true masks {cfg.data.true_masks} of split {train_split}",
+                       partial(check_pseudo_labels, cfg.data.root, train_split, cfg.data.true_masks,
+                               only=set(masks), what="true mask")))  # fmt: skip
     if d:
         checks.append((f"pseudo labels {d} of split {train_split}",
                        partial(check_pseudo_labels, cfg.data.root, train_split, d, skip=set(masks))))  # fmt: skip
@@ -216,9 +220,10 @@ def _data_checks_pass(cfg: Any, progress: bool) -> bool:
 
 
 def _load(args: argparse.Namespace):
+    """The run of a command that reads one: its saved config, the command's words over it (:func:`override_words`)."""
     from wsss.runs.run import load_run
 
-    return load_run(args.run, checkpoint=args.checkpoint, device=args.device)
+    return load_run(args.run, checkpoint=args.checkpoint, overrides=override_words(args))
 
 
 def _processes(args: argparse.Namespace):
@@ -228,39 +233,22 @@ def _processes(args: argparse.Namespace):
     return job_processes(args.workers, args.argv)
 
 
-def _apply_settings(args: argparse.Namespace, run: Any) -> Any:
-    """``run`` with the command's flags that set a config key (:func:`add_setting`: ``--scales``, ``--crf-workers``)
-    put into its config: the one path from such a flag to the run, so that a flag and the run's config reach
-    the library the same way."""
-    for dest, key in getattr(args, "settings", {}).items():
-        value = getattr(args, dest)
-        if value is not None:
-            *sections, name = key.split(".")
-            node = run.cfg
-            for section in sections:
-                node = getattr(node, section)
-            setattr(node, name, value)
-    return run
-
-
 def cmd_cam(args: argparse.Namespace) -> int:
     _check_source(args)
     with _processes(args) as procs, _photos_hint(args):
         from wsss.runs.jobs import run_cam
 
-        run = _apply_settings(args, _load(args))
+        run = _load(args)
         if args.images:
             from wsss.runs.photos import cam_photos
 
             out = cam_photos(run, args.images, args.out, overwrite=args.overwrite, progress=not args.quiet,
-                             overlay=args.overlay, bkg_thre=args.bkg_thre)  # fmt: skip
+                             overlay=args.overlay)  # fmt: skip
         else:
-            out = run_cam(run, args.split, root=args.data_root, overwrite=args.overwrite, progress=not args.quiet,
-                          bkg_thre=args.bkg_thre)  # fmt: skip
-    thre = run.cfg.cam.bkg_thre if args.bkg_thre is None else args.bkg_thre
+            out = run_cam(run, args.split, root=args.data_root, overwrite=args.overwrite, progress=not args.quiet)
     if procs.is_main:
         cams = out / "cams" if args.images else run.dir / "cams" / args.split
-        print(f"CAMs in {cams}, seeds (background {thre:g}) in {out}" + _overlays_note(args, out))
+        print(f"CAMs in {cams}, seeds (background {run.cfg.cam.bkg_thre:g}) in {out}" + _overlays_note(args, out))
     return 0
 
 
@@ -312,6 +300,7 @@ def cmd_sweep_bkg(args: argparse.Namespace) -> int:
     res, written = sweep_run_bkg(
         args.run, args.split, data_root=args.data_root, thresholds=args.thresholds, pairs=args.pairs,
         json_path=args.json, progress=None if args.quiet else lambda ids: tqdm(ids, desc=f"sweep {args.split}"),
+        overrides=override_words(args),
     )  # fmt: skip
     own = tuple(res["config_pair"])
     config_thre = res["config_bkg_thre"]
@@ -331,11 +320,9 @@ def cmd_pseudo(args: argparse.Namespace) -> int:
     with _processes(args) as procs:
         from wsss.runs.jobs import run_pseudo
 
-        run = _apply_settings(args, _load(args))
         out = run_pseudo(
-            run, args.split, refine=args.refine, root=args.data_root, overwrite=args.overwrite,
+            _load(args), args.split, refine=args.refine, root=args.data_root, overwrite=args.overwrite,
             progress=not args.quiet, affinity_run=args.affinity_run, saliency=args.saliency,
-            levels=args.levels,  # e.g. a pair of `wsss sweep-bkg`
         )  # fmt: skip
     if procs.is_main:
         print(f"pseudo labels in {out}")
@@ -347,7 +334,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with _processes(args) as procs, _photos_hint(args):
         from wsss.runs.jobs import run_predict
 
-        run = _apply_settings(args, _with_ensemble(args, _load(args)))
+        run = _with_ensemble(args, _load(args))
         if args.images:
             from wsss.runs.photos import predict_photos
 
@@ -441,7 +428,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from wsss.report import write_report
 
-    path = write_report(args.run, split=args.split, data_root=args.data_root, max_images=args.max_images)
+    path = write_report(args.run, split=args.split, data_root=args.data_root, max_images=args.max_images,
+                        overrides=override_words(args))  # fmt: skip
     print(f"report: {path}")
     return 0
 
@@ -454,14 +442,14 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
         if int(os.environ.get("RANK", "0")) == 0:
             for path, _ in write_viz(args.run, image=args.image, out=args.out, classes=classes,
-                                     checkpoint=args.checkpoint, device=args.device):  # fmt: skip
+                                     checkpoint=args.checkpoint, overrides=override_words(args)):  # fmt: skip
                 print(path)
         return 0
     with _processes(args):  # the workers start before this process imports the model code
         from wsss.report.viz import write_viz
 
         written = write_viz(args.run, ids=ids, split=args.split, out=args.out, classes=classes,
-                            data_root=args.data_root, checkpoint=args.checkpoint, device=args.device,
+                            data_root=args.data_root, checkpoint=args.checkpoint, overrides=override_words(args),
                             progress=not args.quiet)  # fmt: skip
     for path, _ in written:
         print(path)
@@ -525,7 +513,8 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 def cmd_export_voc_test(args: argparse.Namespace) -> int:
     from wsss.runs.export import export_voc_test
 
-    res = export_voc_test(args.run, split=args.split, out=args.out, data_root=args.data_root, source=args.source)
+    res = export_voc_test(args.run, split=args.split, out=args.out, data_root=args.data_root, source=args.source,
+                          overrides=override_words(args))  # fmt: skip
     if res.not_voc_test:
         print(f"warning: this is not VOC 2012's test set ({res.not_voc_test}), so the evaluation server would "
               "reject it", file=sys.stderr)  # fmt: skip
@@ -620,6 +609,7 @@ def add_run_args(s: argparse.ArgumentParser, photos: bool = False) -> None:
                    "without it: each output folder's .settings.json), the folder being cleared first")  # fmt: skip
     add_quiet(s)
     add_processes(s)
+    add_run_overrides(s)
 
 
 def add_data_root(s: argparse.ArgumentParser) -> None:
@@ -634,9 +624,17 @@ def add_checkpoint(s: argparse.ArgumentParser, hidden: bool = False) -> None:
 
 
 def add_device(s: argparse.ArgumentParser) -> None:
-    """``--device`` of a command that loads a run."""
-    s.add_argument("--device", type=_setting("run.device", str), default=None,
-                   help="cpu, cuda, cuda:1 ... (default: the run's run.device)")  # fmt: skip
+    """``--device`` of a command that loads a run: shorthand for ``run.device=DEVICE``."""
+    add_setting(s, "--device", "run.device", str, help="cpu, cuda, cuda:1 ...: run.device=DEVICE (default: the "
+                "run's run.device)")  # fmt: skip
+
+
+RUN_OVERRIDES = "cam.bkg_thre=0.3 infer.crf_workers=2"  # the example of the words of a command that reads a run
+
+
+def add_run_overrides(s: argparse.ArgumentParser) -> None:
+    """The ``KEY=VALUE`` words of a command that reads a run: merged over its saved config for this command."""
+    add_overrides(s, RUN_OVERRIDES, what="run's saved config, for this command (the run's config.yaml is kept)")
 
 
 def add_processes(s: argparse.ArgumentParser) -> None:
@@ -714,10 +712,12 @@ def add_cam(sub: Any) -> None:
     """`wsss cam`."""
     s = sub.add_parser("cam", help="multi-scale + flip CAMs and CAM seeds of a trained run")
     add_run_args(s, photos=True)
-    add_setting(s, "--scales", "infer.cam_scales", _floats, help="e.g. 1.0,0.5,1.5 (default: infer.cam_scales)")
-    s.add_argument(
-        "--bkg-thre", type=_setting("cam.bkg_thre", _number), default=None,
-        help="background level of the seeds (default: cam.bkg_thre); rewrites every seed, from the saved CAMs",
+    add_setting(s, "--scales", "infer.cam_scales", _floats,
+                help="e.g. 1.0,0.5,1.5: infer.cam_scales=[...] (default: the run's infer.cam_scales)")  # fmt: skip
+    add_setting(
+        s, "--bkg-thre", "cam.bkg_thre", _number,
+        help="background level of the seeds: cam.bkg_thre=T (default: the run's cam.bkg_thre); a level other than "
+        "the seeds' folder holds rewrites every seed, from the saved CAMs",
     )  # fmt: skip
     s.set_defaults(fn=cmd_cam)
 
@@ -736,6 +736,7 @@ def add_sweep_bkg(sub: Any) -> None:
     )  # fmt: skip
     s.add_argument("--json", default=None, help="output file (default: RUN/bkg_sweep/<split>.json)")
     add_quiet(s)
+    add_run_overrides(s)
     s.set_defaults(fn=cmd_sweep_bkg)
 
 
@@ -794,12 +795,12 @@ def add_pseudo(sub: Any) -> None:
     )  # fmt: skip
     s.add_argument("--affinity-run", default=None, help="with --refine affinity: a run trained with method affinitynet")
     s.add_argument("--saliency", default=None, help="with --refine rca: directory of <id>.png saliency maps")
-    add_setting(s, "--crf-workers", "infer.crf_workers", int,
-                help="processes for the CPU refiners crf, psa, rca (default: infer.crf_workers)")  # fmt: skip
-    s.add_argument(
-        "--levels", type=_pair, default=None, metavar="HIGH/LOW",
+    add_setting(s, "--crf-workers", "infer.crf_workers", int, help="processes for the CPU refiners crf, psa, rca: "
+                "infer.crf_workers=N (default: the run's infer.crf_workers)")  # fmt: skip
+    add_setting(
+        s, "--levels", ("cam.high_thre", "cam.low_thre"), _pair, metavar="HIGH/LOW",
         help="CAM levels of the pseudo labels, e.g. 0.35/0.1 (a pair scored by `wsss sweep-bkg`): class above HIGH, "
-        "background at or below LOW, 255 between (default: the run's cam.high_thre/cam.low_thre); "
+        "background at or below LOW, 255 between: cam.high_thre=HIGH cam.low_thre=LOW (default: the run's); "
         "--refine psa: the la / ha alphas whose background (1 - cam)^alpha crosses the CAM there, --refine "
         "affinity: the walk's alpha at HIGH; with --overwrite to redo existing labels",
     )  # fmt: skip
@@ -810,9 +811,11 @@ def add_predict(sub: Any) -> None:
     """`wsss predict`."""
     s = sub.add_parser("predict", help="segmentation masks (multi-scale + flip, optional DenseCRF)")
     add_run_args(s, photos=True)
-    add_setting(s, "--scales", "infer.scales", _floats, help="e.g. 1.0,1.25,1.5 (default: infer.scales)")
+    add_setting(s, "--scales", "infer.scales", _floats,
+                help="e.g. 1.0,1.25,1.5: infer.scales=[...] (default: the run's infer.scales)")  # fmt: skip
     s.add_argument("--crf", action="store_true", help="DenseCRF over the classes that can appear")
-    add_setting(s, "--crf-workers", "infer.crf_workers", int, help="CRF processes (default: infer.crf_workers)")
+    add_setting(s, "--crf-workers", "infer.crf_workers", int,
+                help="CRF processes: infer.crf_workers=N (default: the run's infer.crf_workers)")  # fmt: skip
     s.add_argument(
         "--ensemble", nargs="+", default=[], metavar="RUN",
         help="more runs of the same classes (e.g. the stage trained again with other seeds) whose softmax "
@@ -928,6 +931,7 @@ def add_tag(sub: Any) -> None:
     s.add_argument("--labels-from", default=None, help="write the labels column of an edited tags.csv instead")
     s.add_argument("--overwrite", action="store_true", help="replace labels the split's photos already have")
     add_quiet(s)
+    add_run_overrides(s)
     s.set_defaults(fn=cmd_tag)
 
 
@@ -951,6 +955,7 @@ def add_report(sub: Any) -> None:
     add_data_root(s)
     s.add_argument("--max-images", type=int, default=12, help="images in the grid of each split, worst first "
                    "(default 12)")  # fmt: skip
+    add_run_overrides(s)
     s.set_defaults(fn=cmd_report)
 
 
@@ -970,6 +975,7 @@ def add_viz(sub: Any) -> None:
     add_device(s)
     add_quiet(s)
     add_processes(s)
+    add_run_overrides(s)
     s.set_defaults(fn=cmd_viz)
 
 
@@ -1081,6 +1087,7 @@ def add_export(sub: Any) -> None:
     q.add_argument("--out", default=None, help="zip file (default: RUN/export/voc2012_<split>.zip)")
     add_data_root(q)
     q.add_argument("--source", default="predictions", help="folder of RUN with the PNGs (e.g. predictions_crf)")
+    add_run_overrides(q)
     q.set_defaults(fn=cmd_export_voc_test)
 
 
@@ -1120,8 +1127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse a command line; the ``key=value`` overrides of ``wsss train | import | config show`` may come
-    before, between or after its flags, and ``--set key=value ...`` is their alias (``cli_common.take_overrides``)."""
+    """Parse a command line; the ``key=value`` overrides of a command that takes them (``train``, ``import``,
+    ``config show`` and every command that reads a run) may come before, between or after its flags
+    (``cli_common.take_overrides``)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     extra = take_overrides(args, extra)

@@ -3,8 +3,9 @@ each declared once here with one help text (issue 57): ``--quiet``, the config o
 flags (:func:`script_parser`).
 
 Config overrides have one syntax everywhere: dotted ``key=value`` words after the positional arguments, in any
-order with the flags (``wsss train CONFIG data.root=/d --quiet train.max_iters=100``). ``--set key=value ...``,
-the spelling ``wsss import`` had, is kept as an alias (not in the help): its words are added after the others.
+order with the flags (``wsss train CONFIG data.root=/d --quiet train.max_iters=100``), on every command that
+trains or reads a run (issue 77: the hidden ``--set`` alias is gone; a typed flag is shorthand for one such word,
+``wsss.cli.add_setting``).
 
 This module imports nothing but argparse: building a parser imports no data or model code
 (tests/methods/test_registry.py::test_the_parser_imports_no_model_code).
@@ -18,7 +19,6 @@ from typing import Any
 
 QUIET_HELP = "no progress bars"
 OVERRIDES_METAVAR = "KEY=VALUE"
-_SET_ALIAS = "set_overrides"  # where `--set KEY=VALUE ...` lands before it joins `overrides` (take_overrides)
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
@@ -28,13 +28,11 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
 
 def add_overrides(p: argparse.ArgumentParser, example: str = "data.root=/d train.max_iters=100",
                   what: str = "config") -> None:  # fmt: skip
-    """The positional ``KEY=VALUE ...`` overrides of a config (``args.overrides``), and ``--set KEY=VALUE ...``,
-    their alias, hidden from the help: parse with :func:`take_overrides` (``wsss.cli.parse_args``, or a
-    :class:`ScriptParser`), which joins the two and takes override words that come after a flag."""
+    """The positional ``KEY=VALUE ...`` overrides of a config (``args.overrides``): parse with
+    :func:`take_overrides` (``wsss.cli.parse_args``, or a :class:`ScriptParser`), which takes override words that
+    come after a flag."""
     p.add_argument("overrides", nargs="*", default=[], metavar=OVERRIDES_METAVAR,
                    help=f"dotted overrides of the {what}, e.g. {example}")  # fmt: skip
-    p.add_argument("--set", dest=_SET_ALIAS, nargs="+", action="extend", default=[], metavar=OVERRIDES_METAVAR,
-                   help=argparse.SUPPRESS)  # fmt: skip
 
 
 def is_override(word: str) -> bool:
@@ -44,16 +42,15 @@ def is_override(word: str) -> bool:
 
 def take_overrides(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
     """``args.overrides`` completed: the ``key=value`` words argparse left over (an override after a flag: argparse
-    takes a positional list only in one piece), then the ``--set`` alias's words. Returns the words left over
-    that are no override, for the parser to refuse. The modules a ``custom_imports=[...]`` override names are
+    takes a positional list only in one piece). Returns the words left over that are no override, for the parser
+    to refuse. The modules a ``custom_imports=[...]`` override names are
     the plugins this command may import (``core.config.named_plugins``)."""
     from wsss.core.config import name_command_line_plugins
 
-    given = vars(args).pop(_SET_ALIAS, None) or []
     if not hasattr(args, "overrides"):
         name_command_line_plugins([])  # a command without overrides names no plugin (an earlier one's are dropped)
         return list(extra)
-    args.overrides = [*args.overrides, *(x for x in extra if is_override(x)), *given]
+    args.overrides = [*args.overrides, *(x for x in extra if is_override(x))]
     name_command_line_plugins(args.overrides)  # the plugins a config may import: docs/security.md
     return [x for x in extra if not is_override(x)]
 

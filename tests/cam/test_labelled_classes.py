@@ -154,7 +154,7 @@ def test_training_step_same_terms_and_gradients_as_all_classes(method, monkeypat
     same losses and gradients as the all-class CAM (their consumers all multiply by the labels)."""
     import wsss.methods.cam as cam_module
     import wsss.methods.seco as seco_module
-    from tests.methods.test_seco import ALL_TERMS, batch, tiny_seco
+    from tests.methods.seco.test_seco import ALL_TERMS, batch, tiny_seco
 
     if method == "seco":
         make, module, active = tiny_seco, seco_module, ALL_TERMS

@@ -140,3 +140,18 @@ def test_the_psa_seed_keys_of_an_older_config_move_to_the_options(tmp_path):
     assert (options.psa_seed_stride, options.psa_alphas) == (8, (4.0, 32.0))
     with pytest.raises(ConfigError, match="unknown config key 'cam.psa_alphas'"):  # not in a new config
         load_config(None, ["cam.psa_alphas=[2, 8]"])
+
+
+def test_the_keys_of_where_and_how_fast_are_declared_once():
+    """issue 77: ``EXECUTION_KEYS`` is the one list of the settings that change no result: a resume may change them,
+    the settings stamps leave them out (``results_config``), and the route script's list is made from it."""
+    from experiments.real_route import EXECUTION_OPTIONS
+    from wsss.core.config import EXECUTION_KEYS, config_changes, is_execution_word, results_config
+
+    assert set(EXECUTION_OPTIONS) == {f"{k}=" for k in EXECUTION_KEYS}
+    plain = load_config(None)
+    faster = load_config(None, ["infer.crf_workers=4", "run.device=cpu", "run.threads=2", "data.num_workers=0"])
+    assert results_config(faster) == results_config(plain) and config_changes(plain, faster) == {}
+    assert "crf_workers" not in results_config(plain)["infer"] and "crf" in results_config(plain)["infer"]
+    assert results_config(load_config(None, ["cam.bkg_thre=0.3"])) != results_config(plain)
+    assert is_execution_word("infer.crf_workers=2") and not is_execution_word("infer.crf.pos_w=2")

@@ -35,15 +35,17 @@ def test_every_preset_resolves_to_its_recorded_settings(name):
 
 
 def test_a_delta_that_drops_a_setting_no_longer_matches(tmp_path):
-    """The comparison is sharp: seco/voc_corrected without one of its quirk switches (the base's true leaks
-    through) resolves to other settings."""
+    """The comparison is sharp: seco/voc_corrected whose quirk base lost one of its switches (the official
+    base's true leaks through) resolves to other settings."""
     name = "configs/seco/voc_corrected.yaml"
-    text = (REPO / name).read_text()
-    assert "  quirk_patch_seed: false\n" in text
     shutil.copytree(REPO / "configs/_base_", tmp_path / "_base_")
+    quirks = tmp_path / "_base_/quirks/seco_corrected.yaml"
+    assert "  quirk_patch_seed: false\n" in quirks.read_text()
     _write(tmp_path / "seco/voc.yaml", (REPO / "configs/seco/voc.yaml").read_text())
-    assert expand_preset(_write(tmp_path / "seco/same.yaml", text)) == RECORDED[name]  # the copy, as it is, matches
-    dropped = expand_preset(_write(tmp_path / "seco/dropped.yaml", text.replace("  quirk_patch_seed: false\n", "")))
+    corrected = _write(tmp_path / "seco/voc_corrected.yaml", (REPO / name).read_text())
+    assert expand_preset(corrected) == RECORDED[name]  # the copy, as it is, matches
+    quirks.write_text(quirks.read_text().replace("  quirk_patch_seed: false\n", ""))
+    dropped = expand_preset(corrected)
     assert dropped["options"]["quirk_patch_seed"] is True
     assert dropped != RECORDED[name]
 

@@ -8,7 +8,6 @@ import re
 from conftest import REPO
 from dev.mkdocs_hooks import TOPICS, benchmark_pages, benchmark_sections, cli_reference, preset_table, topic_of
 
-
 HISTORY = REPO / "docs" / "benchmarks" / "history"
 MAX_LINES = 400  # issue 77: BENCHMARKS.md holds the current figures, its history is in dated pages
 

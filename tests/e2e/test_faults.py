@@ -530,7 +530,7 @@ def test_import_of_a_text_file_says_it_is_not_a_weight_file(data, tmp_path, caps
     notes = tmp_path / "notes.txt"
     notes.write_text("my training notes\nlr 6e-5\n")
     rc, out = _cli(capsys, "import", "seco", notes, "--config", REPO / "configs/seco/synthetic_cpu.yaml", "--out",
-                   tmp_path / "run", "--set", f"data.root={data}")  # fmt: skip
+                   tmp_path / "run", f"data.root={data}")  # fmt: skip
     line = _one_error_line(out)
     assert rc == 1 and f"{notes}: not a pretrained weight file saved by PyTorch" in line
     assert "a text file (it starts 'my training notes')" in line and "pop from empty list" not in line

@@ -291,6 +291,26 @@ def test_cam_with_other_scales_or_another_model_is_refused(run_dir, capsys):
     assert {p.name: p.read_bytes() for p in seeds.glob("*.png")} == at_config
 
 
+def test_a_key_value_word_on_a_run_is_the_flag_it_stands_for(run_dir, capsys):
+    """issue 77: a command that reads a run takes KEY=VALUE words, merged over a copy of its saved config:
+    ``cam.bkg_thre=0.3`` makes the seeds ``--bkg-thre 0.3`` makes, and the run's config.yaml stays as it was."""
+    saved = (run_dir / "config.yaml").read_text()
+    seeds = run_dir / "cam_labels" / "val"
+    assert _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")[0] == 0  # the CAMs, saved (float16)
+    assert _cli(capsys, "cam", run_dir, "--split", "val", "--bkg-thre", "0.3", "--quiet")[0] == 0  # from them
+    by_flag = {p.name: p.read_bytes() for p in seeds.glob("*.png")}
+    assert _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")[0] == 0  # back at the run's own level
+    assert {p.name: p.read_bytes() for p in seeds.glob("*.png")} != by_flag
+    rc, out = _cli(capsys, "cam", run_dir, "--split", "val", "cam.bkg_thre=0.3")
+    assert rc == 0 and "seeds (background 0.3)" in out
+    assert json.loads((seeds / ".settings.json").read_text())["bkg_thre"] == 0.3
+    assert {p.name: p.read_bytes() for p in seeds.glob("*.png")} == by_flag
+    assert (run_dir / "config.yaml").read_text() == saved
+    # a word that is no setting of the run is one line naming it
+    rc, out = _cli(capsys, "cam", run_dir, "--split", "val", "cam.bkg_thres=0.3", "--quiet")
+    assert rc != 0 and "cam.bkg_thres" in _one_error_line(out)
+
+
 def test_predict_with_other_scales_crf_or_tagger_is_refused(run_dir, capsys):
     other = run_dir.parent / "other"
     shutil.copytree(run_dir, other)

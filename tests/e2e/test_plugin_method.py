@@ -85,7 +85,7 @@ def test_a_plugin_ships_its_own_official_checkpoint_import(synth_root, tmp_path)
     torch.save(official, ckpt)
     run, path = tmp_path / "run", [PLUGINS, PLUGINS / "entry_point"]
     config = str(REPO / "configs/cam/synthetic_cpu.yaml")
-    args = ["import", "toy", str(ckpt), "--config", config, "--out", str(run), "--set", "method=toy",
+    args = ["import", "toy", str(ckpt), "--config", config, "--out", str(run), "method=toy",
             "options={width: 4}", f"data.root={synth_root}"]  # fmt: skip
     out = _wsss(args, path, tmp_path)
     assert out.returncode == 0, out.stderr

@@ -39,7 +39,7 @@ def test_photos_and_class_names_to_masks(tmp_path, capsys, one_thread):
     assert sorted(labels) == sorted(VOC_REAL_MINI_IDS) and not any(v.any() for v in labels.values())
 
     wsss("import", "clip_es", str(weights), "--config", str(REPO / "configs/clip_es/voc.yaml"), "--out", str(run),
-         "--set", f"data.root={ds}", "options.text_heads=2", "options.quick_gelu=true", "run.device=cpu")  # fmt: skip
+         f"data.root={ds}", "options.text_heads=2", "options.quick_gelu=true", "run.device=cpu")  # fmt: skip
     out = wsss("tag", str(run), "--split", "train", "--threshold", "0.03", "--quiet")
 
     with open(ds / "tags.csv", newline="") as f:

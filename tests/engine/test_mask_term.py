@@ -81,3 +81,43 @@ def test_train_a_classifier_on_image_labels_and_a_few_masks(synth_root, tmp_path
     assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *over, f"data.true_masks={masks}",
                  "data.true_mask_weight=2", "--quiet"]) == 0  # fmt: skip
     assert "other settings" not in capsys.readouterr().err
+
+
+def test_true_masks_are_resolved_once_in_the_engine(synth_root, tmp_path):
+    """issue 77: ``data.true_masks`` is resolved by the engine (``training_targets``) and nowhere else: the CLI
+    prints the engine's line, and a method's pseudo-label stage reads the masks the engine hands it
+    (``TrainContext.true_masks``) instead of resolving the config's folder again."""
+    import ast
+    from types import SimpleNamespace
+
+    from wsss.engine.trainer import training_targets
+    from wsss.methods import method_class
+    from wsss.methods.base import attach_pseudo_labels
+
+    base = VOCDataset(synth_root, "train")
+    masks = tmp_path / "masks"
+    for i in base.ids[:2]:
+        save_label_png(masks / f"{i}.png", base.load_mask(i))
+    cfg = load_config(
+        REPO / "configs/deeplab/synthetic_cpu.yaml", [f"data.root={synth_root}", f"data.true_masks={masks}"]
+    )
+    targets = training_targets(cfg, method_class(cfg))
+    assert targets.masks == {i: masks / f"{i}.png" for i in base.ids[:2]} and targets.n_photos == len(base.ids)
+    assert targets.text.startswith(f"targets: 2 of the {len(base.ids)} photos of split train train on their own")
+    assert training_targets(load_config(REPO / "configs/deeplab/synthetic_cpu.yaml"), method_class(cfg)).text == ""
+    # the method's stage takes the engine's masks: the config's folder gone, nothing is resolved again
+    got = {}
+    data = SimpleNamespace(set_target_dir=lambda d, **kw: got.update(kw))
+    gone = load_config(REPO / "configs/deeplab/synthetic_cpu.yaml",
+                       [f"data.root={synth_root}", f"data.true_masks={tmp_path / 'gone'}"])  # fmt: skip
+    attach_pseudo_labels(SimpleNamespace(train_data=data, true_masks=targets.masks), gone, "deeplab")
+    assert got["true_masks"] == targets.masks
+    # the one call of the data layer's resolution outside the data package is the engine's
+    callers = []
+    for path in sorted((REPO / "src/wsss").rglob("*.py")):
+        if path.parent.name == "data":
+            continue
+        tree = ast.parse(path.read_text())
+        if any(isinstance(n, ast.Name) and n.id == "true_mask_paths" for n in ast.walk(tree)):
+            callers.append(path.relative_to(REPO / "src/wsss").as_posix())
+    assert callers == ["engine/trainer.py"]

@@ -171,7 +171,7 @@ def test_seco_quirks_variant_switches_every_quirk_back_on():
     pipe = compare.PIPELINES["seco_quirks"]
     assert pipe.label == "seco_quirks" and pipe.method == "seco"
     preset = pipe.preset_path()
-    plain = yaml.safe_load(preset.read_text())["options"]
+    plain = load_config(preset).options  # the preset and its bases (_base_/quirks/seco_corrected.yaml)
     assert all(plain[f"quirk_{q}"] is False for q in every)
     opts = load_config(preset, list(pipe.overrides)).options
     assert all(opts[f"quirk_{q}"] is True for q in every)

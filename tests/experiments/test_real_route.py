@@ -47,7 +47,7 @@ def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
             "--refine", "par", "crf", "affinity", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
             "--affinity", str(REPO / "configs/affinitynet/synthetic_cpu.yaml"), "--aff-set", *AFF_TINY,
             "--seg-rounds", "2", "--cam-scales", "1.0,0.5",
-            "--set", *tiny, "--seg-set", *SEG_TINY, "--json", str(tmp_path / "r.json")]  # fmt: skip
+            *tiny, "--seg-set", *SEG_TINY, "--json", str(tmp_path / "r.json")]  # fmt: skip
     res = real_route.main(argv)
     assert res["train"]["iterations"] == 6 and res["seg_train"]["iterations"] == 4 and res["train"]["s_per_iter"] > 0
     assert res["seeds"]["miou"] == max(res["seeds"]["miou"], res["seeds"]["config_miou"] or 0)
@@ -91,7 +91,7 @@ def test_real_route_seg_band(tmp_path, synth_root, monkeypatch):
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
             "--refine", "par", "--seg-band", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
-            "--set", *tiny, "--seg-set", *SEG_TINY]  # fmt: skip
+            *tiny, "--seg-set", *SEG_TINY]  # fmt: skip
     res = real_route.main(argv)
     high, low = json.loads((out / "cls/bkg_sweep/train.json").read_text())["config_pair"]
     assert high > low and f"--refine par --levels {high:g}/{low:g}" in (out / "route.log").read_text()
@@ -112,7 +112,7 @@ def test_real_route_seg_from_classifier(tmp_path, synth_root, monkeypatch):
     cnn = ["model.backbone=resnet18", SEG_TINY[0], "model.output_stride=8"]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
             "--refine", "par", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"), "--seg-from-classifier",
-            "--set", *tiny, *cnn, "--seg-set", *SEG_TINY]  # fmt: skip
+            *tiny, *cnn, "--seg-set", *SEG_TINY]  # fmt: skip
     res = real_route.main(argv)
     assert 0 <= res["seg_val"]["miou"] <= 100
     assert f"model.pretrained={out / 'cls'}" in (out / "route.log").read_text()
@@ -128,7 +128,7 @@ def test_real_route_seg_ensemble(tmp_path, synth_root, monkeypatch):
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
             "--refine", "par", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"), "--seg-ensemble", "3",
-            "--set", *tiny, "--seg-set", *SEG_TINY, "run.seed=5"]  # fmt: skip
+            *tiny, "--seg-set", *SEG_TINY, "run.seed=5"]  # fmt: skip
     res = real_route.main(argv)
     ens = res["seg_ensemble"]
     assert ens["members"] == [str(out / "seg"), str(out / "seg_m1"), str(out / "seg_m2")]
@@ -152,7 +152,7 @@ def test_real_route_masks(tmp_path, synth_root, monkeypatch):
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
             "--masks", "9", "--mask-weights", "1", "3", "1e39",
-            "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"), "--mask-classifier", "--set", *tiny,
+            "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"), "--mask-classifier", *tiny,
             "--seg-set", *SEG_TINY,
             "--json", str(tmp_path / "m.json")]  # fmt: skip
     res = real_route.main(argv)
@@ -201,7 +201,7 @@ def test_real_route_folds(tmp_path, synth_root, monkeypatch, capsys):
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--folds", "2", "--refine", "par", "--seg", "", "--set", *tiny]  # fmt: skip
+            "--folds", "2", "--refine", "par", "--seg", "", *tiny]  # fmt: skip
     res = real_route.main(argv)
     vals = [r["fold"]["val_ids"] for r in res["folds"]]
     every = sorted({*(synth_root / "ImageSets/Segmentation/train.txt").read_text().split(),
@@ -239,11 +239,11 @@ def test_real_route_folds_reuse(tmp_path, synth_root, monkeypatch, capsys):
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root),
-            "--folds", "2", "--refine", "par", "--seg", "", "--set", *tiny]  # fmt: skip
+            "--folds", "2", "--refine", "par", "--seg", "", *tiny]  # fmt: skip
     # fold 1 run alone, as the --folds run would run it (the fold's index its seed)
     one = real_route.main([str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out",
                            str(tmp_path / "one"), "--fold", "1/2", "--refine", "par", "--seg", "",
-                           "--set", *tiny, "run.seed=1", "--seg-set", "run.seed=1"])  # fmt: skip
+                           *tiny, "run.seed=1", "--seg-set", "run.seed=1"])  # fmt: skip
     whole = real_route.main([*argv, "--out", str(out)])
     assert whole["folds"][1]["pseudo"] == one["pseudo"]  # the --fold 1/2 route is the --folds run's fold 1
     (tmp_path / "whole.json").write_text(json.dumps({**whole, "folds": whole["folds"][:1]}))
@@ -349,7 +349,7 @@ def test_real_route_steps(tmp_path, synth_root, monkeypatch):
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
             "--refine", "par", "--steps", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
-            "--set", *tiny, "cam.bkg_thre=0.65", "--seg-set", *SEG_TINY]  # fmt: skip
+            *tiny, "cam.bkg_thre=0.65", "--seg-set", *SEG_TINY]  # fmt: skip
     res = real_route.main(argv)
     first, own, steps = res["seg_rounds"][0], res["own_level"], res["steps"]
     assert own["level"] == 0.65 and (out / "cls/pseudo_par_own_level/train").is_dir()

@@ -62,12 +62,14 @@ def check_image_cams(method: Method, C: int) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(OURS))
-def test_a_method_makes_per_image_cams_by_overriding_the_hook(name):
-    """A method whose CAMs come per decoded image (``cams.source == "per_image"``) overrides ``image_cams``; a
-    batch method keeps the shared multi-scale step; a method without CAMs has nothing to override."""
+def test_a_method_makes_per_image_cams_through_the_one_default_hook(name):
+    """No method overrides ``image_cams`` (issue 77: the CLIP methods carried the same one): a method whose CAMs
+    come per decoded image (``cams.source == "per_image"``) implements ``labelled_cam_of_image``, which the
+    default ``image_cams`` calls; a batch method keeps the shared multi-scale step."""
     cls = get_method_class(name)
-    overrides = cls.image_cams is not Method.image_cams
-    assert overrides == (cls.cams.source == "per_image"), f"{name}: cams.source {cls.cams.source!r}"
+    assert cls.image_cams is Method.image_cams, f"{name} overrides image_cams"
+    per_image = cls.labelled_cam_of_image is not Method.labelled_cam_of_image
+    assert per_image == (cls.cams.source == "per_image"), f"{name}: cams.source {cls.cams.source!r}"
 
 
 def generic_refiners() -> set[str]:

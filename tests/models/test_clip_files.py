@@ -231,7 +231,7 @@ def test_hugging_face_folder_runs_the_clip_es_route_and_a_silent_file_is_refused
     lib = _hf_model("gelu")
     lib.save_pretrained(tmp_path / "hf")
     run, preset = tmp_path / "run", str(REPO / "configs/clip_es/voc.yaml")
-    assert main(["import", "clip_es", str(tmp_path / "hf"), "--config", preset, "--out", str(run), "--set",
+    assert main(["import", "clip_es", str(tmp_path / "hf"), "--config", preset, "--out", str(run),
                  f"data.root={VOC_REAL_MINI}", "run.device=cpu"]) == 0  # fmt: skip
     assert "quick_gelu: false" in (run / "config.yaml").read_text()
     assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
@@ -241,7 +241,7 @@ def test_hugging_face_folder_runs_the_clip_es_route_and_a_silent_file_is_refused
     gelu, _ = _open_clip_model(quick_gelu=False)
     torch.save(gelu.state_dict(), tmp_path / "laion.pt")
     code = main(["import", "clip_es", str(tmp_path / "laion.pt"), "--config", preset, "--out", str(tmp_path / "r2"),
-                 "--set", f"data.root={VOC_REAL_MINI}", "options.text_heads=2"])  # fmt: skip
+                 f"data.root={VOC_REAL_MINI}", "options.text_heads=2"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and not (tmp_path / "r2" / "config.yaml").exists()
     assert any("laion.pt" in line and "options.quick_gelu: true|false" in line for line in err), err

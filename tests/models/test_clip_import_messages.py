@@ -33,7 +33,7 @@ def _hf_clip(folder, intermediate: int = 256, hidden_act: str = "quick_gelu", co
 def _import_args(tmp_path) -> list[str]:
     preset = str(REPO / "configs/clip_es/voc.yaml")
     return ["import", "clip_es", str(tmp_path / "hf"), "--config", preset, "--out", str(tmp_path / "run"),
-            "--set", f"data.root={tmp_path / 'data'}", "run.device=cpu"]  # fmt: skip
+            f"data.root={tmp_path / 'data'}", "run.device=cpu"]  # fmt: skip
 
 
 def test_the_import_line_names_layout_architecture_and_where_the_activation_was_read(tmp_path):

@@ -275,3 +275,21 @@ def test_multi_run_metrics_are_chained_by_round(tmp_path):
     assert recs[2]["loss/cls"] == pytest.approx(1.05)
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 7}) + "\n")  # a run's own file wins
     assert run_metrics(tmp_path) == [{"step": 7}]
+
+
+def test_a_report_takes_the_words_of_a_run(reported, synth_root, tmp_path, capsys):
+    """issue 77: ``wsss report RUN data.root=DIR`` reads the dataset the word names, not the run's saved one, and
+    keeps the saved config.yaml; a word that is no setting is one error line naming it."""
+    run, root = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(reported[0], run)
+    shutil.rmtree(run / "report", ignore_errors=True)
+    shutil.copytree(synth_root, root)
+    (root / "ImageSets/Segmentation/val.txt").unlink()  # the word's dataset has no val split, the saved one has
+    saved = (run / "config.yaml").read_text()
+    assert main(["report", str(run), "--split", "val", "--max-images", "1"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(run), "--split", "val", f"data.root={root}", "--max-images", "1"]) == 1
+    assert f"{root}" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == saved
+    assert main(["report", str(run), "--split", "val", "data.rooot=x"]) == 2
+    assert "data.rooot" in capsys.readouterr().err

@@ -73,3 +73,16 @@ def test_export_errors_and_cli(run, tmp_path, capsys):
     assert zipfile.ZipFile(run / "export" / "voc2012_test.zip").testzip() is None
     assert main(["export", "voc-test", str(run), "--split", "val"]) == 1
     assert "val.txt: split file not found" in capsys.readouterr().err
+
+
+def test_export_takes_the_words_of_a_run(run, tmp_path, capsys):
+    """issue 77: ``wsss export voc-test RUN data.root=DIR``: the word merged over the run's saved config (the file
+    kept), as every command that reads a run takes them."""
+    moved = tmp_path / "moved"
+    (run.parent / "VOC2012").rename(moved)
+    saved = (run / "config.yaml").read_text()
+    assert main(["export", "voc-test", str(run)]) == 1  # the saved data.root is gone
+    capsys.readouterr()
+    assert main(["export", "voc-test", str(run), f"data.root={moved}"]) == 0
+    assert zipfile.ZipFile(run / "export" / "voc2012_test.zip").testzip() is None
+    assert (run / "config.yaml").read_text() == saved

@@ -1,6 +1,6 @@
 """`wsss import sccam`: an official SC-CAM (or PSA round-0) classifier as a run directory.
 
-The SeCo, ToCo and RCA imports are tested beside their golden fixtures (tests/methods/test_*_golden.py);
+The SeCo, ToCo and RCA imports are tested beside their golden fixtures (tests/methods/<name>/test_*_golden.py);
 SC-CAM's recorded heads are in test_sccam_golden.py, and this checks the whole file: the ResNet-38 trunk
 under PSA's names, ``module.`` keys, with or without the BatchNorm counters.
 """
@@ -44,7 +44,7 @@ def test_wsss_import_sccam_round_trip(synth_root, tmp_path, counters):
     torch.save(_official(m.state_dict(), counters), ckpt)
     run = tmp_path / "run"
     argv = ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml"), "--out", str(run)]
-    assert main([*argv, "--set", *over]) == 0
+    assert main([*argv, *over]) == 0
     imported = load_run(run, device="cpu").method
     assert imported.round == 1
     x = torch.rand(1, 3, 48, 40)
@@ -68,14 +68,14 @@ def test_wsss_import_psa_round0_and_a_round_mismatch(synth_root, tmp_path, capsy
     torch.save(state, ckpt)
     argv = ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml")]
     # a fresh interpreter, as a user runs it: nothing but the command imports the methods
-    done = subprocess.run([sys.executable, "-m", "wsss", *argv, "--out", str(tmp_path / "r0"), "--set", *over],
+    done = subprocess.run([sys.executable, "-m", "wsss", *argv, "--out", str(tmp_path / "r0"), *over],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     imported = load_run(tmp_path / "r0", device="cpu").method
     assert imported.round == 0 and torch.equal(imported.classifier.conv.weight, m.classifier.conv.weight)
     capsys.readouterr()
     one = [*NARROW, "options.round=1", f"data.root={synth_root}"]
-    assert main([*argv, "--out", str(tmp_path / "r1"), "--set", *one]) == 1
+    assert main([*argv, "--out", str(tmp_path / "r1"), *one]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {ckpt}") and "sub_classifier" in err and "\n" not in err
     assert not (tmp_path / "r1").exists()
@@ -85,7 +85,7 @@ def test_wsss_import_sccam_refuses_another_architecture(synth_root, tmp_path, ca
     ckpt = tmp_path / "not_sccam.pth"
     torch.save({"encoder.blocks.0.attn.qkv.weight": torch.zeros(3, 3), "fc8_20.weight": torch.zeros(6, 4, 1, 1)}, ckpt)
     argv = ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml")]
-    assert main([*argv, "--out", str(tmp_path / "r"), "--set", *NARROW, f"data.root={synth_root}"]) == 1
+    assert main([*argv, "--out", str(tmp_path / "r"), *NARROW, f"data.root={synth_root}"]) == 1
     assert "encoder.blocks.0.attn.qkv.weight" in capsys.readouterr().err
 
 
@@ -108,7 +108,7 @@ def test_wsss_import_refuses_a_folder_that_holds_files_without_overwrite(reporte
     before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
     argv = ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml"), "--out", str(run)]
     capsys.readouterr()
-    assert main([*argv, "--set", *over]) == 1
+    assert main([*argv, *over]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {run}: holds a run (checkpoints, config.yaml); import into a new folder, or pass "
                           "--overwrite") and "\n" not in err  # fmt: skip
@@ -117,9 +117,9 @@ def test_wsss_import_refuses_a_folder_that_holds_files_without_overwrite(reporte
     notes.mkdir()
     (notes / "todo.txt").write_text("mine\n")
     assert main(["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml"), "--out", str(notes),
-                 "--set", *over]) == 1  # fmt: skip
+                 *over]) == 1  # fmt: skip
     assert f"{notes}: holds files (todo.txt)" in capsys.readouterr().err
-    assert main([*argv, "--overwrite", "--set", *over]) == 0
+    assert main([*argv, "--overwrite", *over]) == 0
     aside = {p.relative_to(run / "checkpoints.1"): p.read_bytes() for p in (run / "checkpoints.1").rglob("*")}
     assert aside == {p.relative_to("checkpoints"): b for p, b in before.items() if p.parts[0] == "checkpoints"}
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt"]

@@ -296,7 +296,7 @@ def test_cam_of_photos_with_clip_es_labels_them_from_the_class_names(photos, syn
     np.savez(weights, **load_golden("clip_es_state_dict"))
     clip = tmp_path / "clip_es"
     assert main(["import", "clip_es", str(weights), "--config", str(REPO / "configs/clip_es/voc.yaml"), "--out",
-                 str(clip), "--set", f"data.root={synth_root}", "options.text_heads=2", "options.quick_gelu=true",
+                 str(clip), f"data.root={synth_root}", "options.text_heads=2", "options.quick_gelu=true",
                  "run.device=cpu"]) == 0  # fmt: skip
     out = tmp_path / "seeds"
     assert main(["cam", str(clip), "--images", str(folder), "--out", str(out), "--overlay", "--quiet"]) == 0

@@ -119,22 +119,25 @@ def cam_to_label(
     high_thre: float = 0.7,
     low_thre: float = 0.25,
     ignore_index: int = 255,
+    *,
+    uncertain: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CAM -> label map (docs/methods/seco.md#cam2label, golden ``cam_to_label.npz``).
 
     ``valid_cam = cam * cls_label``; label = argmax over classes + 1, and 0 where the max is
     ``<= bkg_thre``. With ``ignore_mid`` (training): max ``> high_thre`` -> class,
-    ``low_thre < max <= high_thre`` -> ``ignore_index``, ``<= low_thre`` -> 0 (``bkg_thre`` then has
-    no effect as long as it is at most ``high_thre``; above it, pixels between the two stay 0).
+    ``low_thre < max <= high_thre`` -> ``uncertain`` (None: ``ignore_index``), ``<= low_thre`` -> 0 (``bkg_thre``
+    then has no effect as long as it is at most ``high_thre``; above it, pixels between the two stay 0).
     Outside ``img_box`` (if given) -> ``ignore_index``. Note that the official code only applies
-    ``ignore_mid`` when a box is given; here it applies whenever it is set.
+    ``ignore_mid`` when a box is given; here it applies whenever it is set. SeCo's decomposition mask is this
+    with ``uncertain=-1`` (:func:`cam_to_roi_mask`): the two official functions differ in that one value.
 
     Returns ``(valid_cam (B,C-1,H,W), label (B,H,W) int64)``.
     """
     valid_cam, value, label = _valid_cam_max(cam, cls_label)
     label = label.masked_fill(value <= bkg_thre, 0)
     if ignore_mid:
-        label = label.masked_fill(value <= high_thre, ignore_index)
+        label = label.masked_fill(value <= high_thre, ignore_index if uncertain is None else uncertain)
         label = label.masked_fill(value <= low_thre, 0)
     return valid_cam, _apply_box(label, img_box, ignore_index)
 
@@ -165,19 +168,12 @@ def cam_to_roi_mask(
     low_thre: float = 0.25,
     ignore_index: int = 255,
 ) -> torch.Tensor:
-    """CAM -> region-of-interest mask for SeCo's decomposition (docs/methods/seco.md#decompose).
-
-    The same rule as :func:`cam_to_label` except that uncertain pixels get **-1**: max
-    ``> high_thre`` -> class id; ``low_thre < max <= high_thre`` -> -1; ``<= low_thre`` -> 0;
-    outside ``img_box`` -> ``ignore_index`` (golden ``csc_tags.npz``, ``roi_mask``). Without
-    ``ignore_mid`` it is the plain ``bkg_thre`` label. Returns (B,H,W) int64.
-    """
-    _, value, label = _valid_cam_max(cam, cls_label)
-    label = label.masked_fill(value <= bkg_thre, 0)
-    if ignore_mid:
-        label = label.masked_fill(value <= high_thre, -1)
-        label = label.masked_fill(value <= low_thre, 0)
-    return _apply_box(label, img_box, ignore_index)
+    """SeCo's decomposition mask (docs/methods/seco.md#decompose; its official name, golden ``csc_tags.npz``,
+    ``roi_mask``): :func:`cam_to_label`'s label with uncertain pixels **-1** (``ignore_mid`` on by default).
+    Returns (B,H,W) int64."""
+    args = (img_box, ignore_mid, bkg_thre, high_thre, low_thre, ignore_index)
+    _, mask = cam_to_label(cam, cls_label, *args, uncertain=-1)
+    return mask
 
 
 def label_to_aff_mask(label: torch.Tensor, ignore_index: int = 255, *, ignore_diagonal: bool = True) -> torch.Tensor:

@@ -877,9 +877,11 @@ def _runs_like(run_dir: Path) -> str:
     return f"; did you mean {' or '.join(str(parent / c) for c in close)}?" if close else ""
 
 
-def load_run_config(run_dir: str | Path, hint: str = "") -> Config:
-    """The :class:`Config` of a run directory (:func:`run_config_path`)."""
-    return load_config(run_config_path(run_dir, hint))
+def load_run_config(run_dir: str | Path, hint: str = "", overrides: Sequence[str] = ()) -> Config:
+    """The :class:`Config` of a run directory (:func:`run_config_path`): its saved config, read afresh (a copy: the
+    file is never written), then the ``KEY=VALUE`` words ``overrides`` merged over it by :func:`load_config`, the
+    one path of a setting given on the command line of a command that reads a run (issue 77)."""
+    return load_config(run_config_path(run_dir, hint), list(overrides))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -1045,8 +1047,29 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 # -- the config diff of a resume (``wsss train`` on a run directory with a checkpoint) ---------------------
 
-# Settings that change how a run is computed, not what it computes: a resume may change them freely.
-EXECUTION_KEYS = frozenset({"run.dir", "run.device", "run.threads", "run.tensorboard", "data.num_workers"})
+# The one declaration of the settings that say where and how fast a run or a job runs, not what it computes
+# (issue 77): a resume may change them freely (:func:`config_changes`), the settings stamps of the output folders
+# leave them out (:func:`results_config`), and a route that compares its steps' settings drops their words
+# (:func:`is_execution_word`, experiments/real_route.py). Every other key can change a result.
+EXECUTION_KEYS = frozenset(
+    {"run.dir", "run.device", "run.threads", "run.tensorboard", "data.num_workers", "infer.crf_workers"}
+)
+
+
+def is_execution_word(word: str) -> bool:
+    """Whether the ``KEY=VALUE`` word ``word`` sets a key of :data:`EXECUTION_KEYS` (where / how fast, not what)."""
+    return word.split("=", 1)[0] in EXECUTION_KEYS
+
+
+def results_config(cfg: Config) -> dict[str, Any]:
+    """``cfg`` as a plain dict without the keys of :data:`EXECUTION_KEYS`: the settings a result depends on."""
+    out = cfg.to_dict()
+    for key in EXECUTION_KEYS:
+        section, name = key.split(".")
+        out.get(section, {}).pop(name, None)
+    return out
+
+
 CONFIG_CHANGES_FILE = "config_changes.jsonl"
 
 

@@ -52,14 +52,23 @@ class TrainedMethod:
     step: int | None = None  # the training step it was saved at (None: a checkpoint without one)
 
 
-def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device: str | None = None) -> TrainedMethod:
+def load_trained_method(
+    run_dir: str | Path, *, checkpoint: str = "auto", device: str | None = None, overrides: Sequence[str] = ()
+) -> TrainedMethod:
     """The method of a run directory (``config.yaml`` + ``checkpoints/best.pt`` or ``last.pt``), in eval mode.
 
     ``checkpoint``: "auto" (best, else last), a name in ``checkpoints/`` ("last") or a ``.pt`` path.
+    ``overrides``: ``KEY=VALUE`` words merged over the run's saved config (``load_run_config``); ``device`` is
+    shorthand for the word ``run.device=DEVICE``, put after them.
     """
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir, "; train one with `wsss train`")
+    hint = "; train one with `wsss train`"
+    cfg = load_run_config(run_dir, hint)
     check_method(cfg, run_config_path(run_dir))  # a run of an older wsss: its renamed option named with its file
+    words = [*overrides, *([f"run.device={device}"] if device else [])]
+    if words:
+        cfg = load_run_config(run_dir, hint, words)
+        check_method(cfg, "command-line overrides")
     ckpts = run_dir / "checkpoints"
     if checkpoint == "auto":
         path = ckpts / "best.pt" if (ckpts / "best.pt").is_file() else ckpts / "last.pt"
@@ -69,7 +78,7 @@ def load_trained_method(run_dir: str | Path, *, checkpoint: str = "auto", device
     check_run_checkpoint(state, path)
     if cfg.data.root and Path(cfg.data.root).is_dir():  # a checkpoint copied from another run would write its class ids
         check_checkpoint_classes(state, path, read_classes(cfg.data.root), f"the run's dataset {cfg.data.root}")
-    dev = resolve_device(device or cfg.run.device)
+    dev = resolve_device(cfg.run.device)
     cfg = drop_missing_pretrained(cfg, path, run_dir)
     method = build_method(cfg, state["class_names"])
     load_model_state(method, state["model"], path)

@@ -16,6 +16,7 @@ import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from wsss.core.distributed import (
 from wsss.core.errors import ConfigWarning, DataError, TrainingDiverged, UsageError
 from wsss.data import ClsTrainDataset, VOCDataset
 from wsss.data.transforms import TrainAugment
-from wsss.data.voc import available_splits, true_mask_paths
+from wsss.data.voc import available_splits, read_split, true_mask_paths
 from wsss.engine.hooks import (
     BestCheckpointer,
     EpochLRRule,
@@ -208,6 +209,40 @@ def teaches_cams_masks(cfg: Config, method: Method | type[Method]) -> bool:
     return bool(cfg.data.true_masks) and method.cams.source == "batch"
 
 
+@dataclass(frozen=True)
+class TrainingTargets:
+    """What a training's photos are taught with, resolved once here from ``data.true_masks`` (issue 77: the CLI,
+    the trainer and the methods' pseudo-label stages each resolved it before): ``masks``, the training split's
+    photos that have a mask of the user's (id -> file), of ``n_photos``; ``text``, the one line that says so (the
+    CLI prints it, and nothing else)."""
+
+    masks: dict[str, Path]
+    n_photos: int
+    text: str
+
+
+def training_targets(cfg: Config, method: Method | type[Method]) -> TrainingTargets:
+    """The targets of a training of ``cfg`` with ``method`` (its class will do): ``data.true_masks`` resolved on the
+    training split (``data.voc.true_mask_paths``), and how they teach: a classifier's CAMs learn their pixels
+    (:func:`teaches_cams_masks`, the loss term ``mask``), a stage that trains on masks takes them in place of the
+    pseudo labels (docs/own-photos.md#how-many-masks). No masks named: none, and no text."""
+    d = cfg.data
+    if not d.true_masks:
+        return TrainingTargets({}, 0, "")
+    masks = true_mask_paths(d.root, d.train_split, d.true_masks)
+    n = len(read_split(d.root, d.train_split))
+    if teaches_cams_masks(cfg, method):
+        weight = cfg.loss.weights.get(MASK_TERM, 1.0)  # resolve_mask_term's default, the config left as it is
+        text = (f"targets: the CAMs learn the pixels of {len(masks)} of the {n} photos of split {d.train_split} "
+                f"from their own masks (loss term {MASK_TERM!r}, weight {weight:g}; per photo "
+                f"{d.true_mask_weight:g}); every photo trains the classifier on its image labels")  # fmt: skip
+    else:
+        rest = f"the rest on the pseudo labels of {d.pseudo_dir}" if d.pseudo_dir else "no pseudo labels"
+        text = (f"targets: {len(masks)} of the {n} photos of split {d.train_split} train on their own masks (weight "
+                f"{d.true_mask_weight:g}), {rest}")  # fmt: skip
+    return TrainingTargets(masks, n, text)
+
+
 def resolve_mask_term(cfg: Config, method: Method | type[Method]) -> None:
     """The CAMs' pixel term gets weight 1 unless the config gives one (``loss.weights.mask``), before the config is
     compared with a resumed run's or saved: the run's config.yaml says what it trained with."""
@@ -307,6 +342,7 @@ class Trainer(TrainerBase):
                 self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True, broadcast_buffers=False,
             )  # fmt: skip
+        self.targets = training_targets(cfg, self.method)  # data.true_masks for the methods (TrainContext)
         self.stream = self.build_train_loader(cfg, self.train_set, self.method)
         self.optimizer = self.build_optimizer(cfg, self.method)
         amp = cfg.run.amp if self.device.type == "cuda" else "none"  # the CPU stays fp32
@@ -334,12 +370,13 @@ class Trainer(TrainerBase):
     def build_train_loader(cls, cfg: Config, train_set: VOCDataset, method: Method) -> BatchStream:
         """The stream of training batches: ``train_set`` augmented (``data.crop_size``, scale range, flips,
         colour jitter) with the views the method adds, drawn in global batches of ``train.batch_size`` shared
-        by the processes, ``train.micro_batch`` images per forward."""
+        by the processes, ``train.micro_batch`` images per forward; the masked photos' targets are
+        :func:`training_targets`'s."""
         d, t = cfg.data, cfg.train
         augment = TrainAugment(d.crop_size, scale_range=d.scale_range, hflip=d.hflip, color_jitter=d.color_jitter)
         dataset = ClsTrainDataset(train_set, augment, extra_views=method.train_transform_views(), seed=cfg.run.seed)
         if teaches_cams_masks(cfg, method):  # the masked photos carry their mask, the others an ignored one
-            masks = true_mask_paths(d.root, d.train_split, d.true_masks)
+            masks = training_targets(cfg, method).masks
             dataset.set_target_dir(None, true_masks=masks, true_mask_weight=d.true_mask_weight, unmasked_ignored=True)
         local = t.batch_size // world_size()
         return BatchStream(dataset, t.batch_size, t.micro_batch or local, cfg.run.seed, d.num_workers)
@@ -416,6 +453,7 @@ class Trainer(TrainerBase):
         return TrainContext(
             run_dir=self.run_dir, step=self.step, device=self.device, train_set=self.train_set,
             train_data=self.stream.dataset, val_set=self.val_set, optimizer=self.optimizer, save=self.save_checkpoint,
+            true_masks=self.targets.masks,
         )  # fmt: skip
 
     def resume_if_possible(self) -> bool:

@@ -131,16 +131,18 @@ def sweep_run_bkg(
     pairs: Sequence[tuple[float, float]] | None = None,
     json_path: str | Path | None = None,
     progress: Callable[[Sequence[str]], Iterable[str]] | None = None,
+    overrides: Sequence[str] = (),
 ) -> tuple[dict[str, Any], Path]:
     """``wsss sweep-bkg``: sweep the saved CAMs ``RUN/cams/<split>`` of a run (``wsss cam`` first) over
     background levels and (high, low) pairs (the run's own pair added), write the result as JSON
-    (default ``RUN/bkg_sweep/<split>.json``); returns the result and the JSON path."""
+    (default ``RUN/bkg_sweep/<split>.json``); returns the result and the JSON path. ``overrides``: ``KEY=VALUE``
+    words over the run's saved config (its own pair, ``cam.high_thre`` / ``cam.low_thre``, and ``cam.bkg_thre``)."""
     from wsss.core.files import atomic_write
     from wsss.data.voc import run_dataset  # lazy: the data package imports image libraries
     from wsss.utils.io import load_cam_of, missing_cam_ids
 
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg = load_run_config(run_dir, overrides=overrides)
     ds = run_dataset(data_root, cfg.data.root, split, run_dir)
     cam_dir = run_dir / "cams" / split
     # the images with a ground-truth mask (`wsss prepare folder --masks` keeps some photos without one in train)

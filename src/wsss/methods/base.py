@@ -39,9 +39,8 @@ def backbone_from_config(m: ModelConfig) -> ViTBackbone | CNNBackbone:
 
 def attach_pseudo_labels(ctx: TrainContext, cfg: Config, method_name: str) -> None:
     """Make the training samples load their segmentation target: ``data.pseudo_dir``'s label map, or the user's
-    own mask where ``data.true_masks`` has one (docs/own-photos.md#how-many-masks)."""
-    from wsss.data.voc import true_mask_paths  # lazy: the data package imports image libraries
-
+    own mask where ``data.true_masks`` has one (docs/own-photos.md#how-many-masks): ``ctx.true_masks``, as the engine
+    resolved it."""
     d = cfg.data
     if not d.pseudo_dir and not d.true_masks:
         raise ConfigError(
@@ -49,5 +48,4 @@ def attach_pseudo_labels(ctx: TrainContext, cfg: Config, method_name: str) -> No
             "label maps, 255 = ignore, e.g. RUN/pseudo/train from `wsss pseudo`), data.true_masks=auto (the "
             "data set's own masks) or both"
         )
-    masks = true_mask_paths(d.root, d.train_split, d.true_masks)
-    ctx.train_data.set_target_dir(d.pseudo_dir, true_masks=masks, true_mask_weight=d.true_mask_weight)
+    ctx.train_data.set_target_dir(d.pseudo_dir, true_masks=ctx.true_masks, true_mask_weight=d.true_mask_weight)

@@ -1,13 +1,10 @@
-"""What the CLIP methods (CLIP-ES, ExCEL) share about their runs: the VOC background names, the class prompts,
-a run made from a CLIP weight file (``wsss import clip_es|excel``), and CAMs per decoded image (``image_cams``)."""
+"""What the CLIP methods (CLIP-ES, ExCEL, WeCLIP+) share about their runs: the VOC background names, the class
+prompts, a run made from a CLIP weight file (``wsss import clip_es|excel``). Their CAMs per decoded image are the
+contract's default ``Method.image_cams`` of ``cams.source == "per_image"`` (their ``labelled_cam_of_image``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
 
 from wsss.core.config import Config
 from wsss.methods.contract import Method, build_method
@@ -24,18 +21,6 @@ def prompts_for(class_names: list[str], synonyms: dict[str, str]) -> list[str]:
     """The foreground prompts of a dataset's class names (background first, skipped): the synonym
     string of a name if given, else the name."""
     return [synonyms.get(name, name) for name in class_names[1:]]
-
-
-def cams_of_labels(
-    method: Any, image: np.ndarray, x: torch.Tensor | None, classes: torch.Tensor | None
-) -> tuple[torch.Tensor, None]:
-    """``Method.image_cams`` of a CLIP method, whose maps come per decoded image from the labels' text (their
-    ``cams`` declare ``source="per_image"``): its ``labelled_cam_of_image(image, classes)`` (every class when
-    ``classes`` is None) as (1, k, H, W) at the image's size, on ``x``'s device when given; no aux CAM, no network
-    input."""
-    fg = np.arange(method.num_classes - 1) if classes is None else classes.cpu().numpy()
-    maps = torch.from_numpy(method.labelled_cam_of_image(image, fg))[None]
-    return (maps.to(x.device) if x is not None else maps), None
 
 
 def method_from_clip_file(path: Path, cfg: Config, class_names: list[str]) -> Method:

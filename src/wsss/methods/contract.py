@@ -40,8 +40,8 @@ Capabilities, each declared here with its default, so the pipeline never probes 
 Hooks, each with a default that does the common path, so that no caller branches on what a method is:
 
 - ``image_cams(image, x, classes=...)``: the CAMs of one image for ``wsss cam``, validation and ``viz``; the
-  default runs the shared multi-scale step on ``cam_maps``; a method whose CAMs come per decoded image from
-  its labels (``cams.source == "per_image"``: CLIP-ES, ExCEL) overrides it.
+  default runs the shared multi-scale step on ``cam_maps``, or, for a method whose CAMs come per decoded image
+  from its labels (``cams.source == "per_image"``: CLIP-ES, ExCEL, WeCLIP+), its ``labelled_cam_of_image``.
 - ``crf_refiner(job)``: what ``wsss pseudo --refine crf`` does with a run of the method; the default is
   ToCo's two-level CRF, CLIP-ES overrides it with its own. ``crf_cam(cam)`` is the CAM that PSA's CRF seeds
   (``--refine psa``) read.
@@ -63,7 +63,7 @@ import importlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -118,7 +118,8 @@ class TrainContext:
 
     ``train_data`` is what the loop draws its batches from (augmented samples of ``train_set``);
     ``save(name)`` writes a checkpoint ``checkpoints/<name>`` of the run at the current step (every
-    process must call it).
+    process must call it); ``true_masks``: ``data.true_masks`` as the engine resolved it (the training split's ids
+    that have a mask of the user's, and its file), which a method reads and never resolves again.
     """
 
     run_dir: Path
@@ -129,6 +130,7 @@ class TrainContext:
     val_set: VOCDataset | None
     optimizer: torch.optim.Optimizer
     save: Callable[[str], None]
+    true_masks: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -362,7 +364,7 @@ class NoOptions:
 CAM_SOURCES = ("batch", "per_image", "none")
 # The capability flags that CamDeclaration replaced: a subclass that still sets one is refused (it would be ignored).
 _MOVED_FLAGS = {"has_cams": "cams = CamDeclaration(source='none')",
-                "cams_per_image": "cams = CamDeclaration(source='per_image') and an image_cams override",
+                "cams_per_image": "cams = CamDeclaration(source='per_image') and labelled_cam_of_image",
                 "own_crf": "a crf_refiner override",
                 "cam_relu_per_pass": "cams = CamDeclaration(relu='per_pass')"}  # fmt: skip
 
@@ -374,8 +376,9 @@ class CamDeclaration:
 
     - ``source``: ``"batch"``, ``cam_maps`` on image batches through the shared multi-scale step
       (``Method.cam_passes``, which the default ``Method.image_cams`` runs); ``"per_image"``, the maps of a
-      decoded image from its labels, which the method's ``image_cams`` override makes (CLIP-ES, ExCEL: from the
-      labels' text), and no image classifier; ``"none"``, no CAMs (DeepLab, AffinityNet).
+      decoded image from its labels, which the method's ``labelled_cam_of_image`` makes (CLIP-ES, ExCEL,
+      WeCLIP+: from the labels' text) and the default ``image_cams`` returns, and no image classifier;
+      ``"none"``, no CAMs (DeepLab, AffinityNet).
     - ``relu``: where the shared step applies the ReLU: ``"after_fusion"`` (ToCo / SeCo ``multi_scale_cam2``)
       or ``"per_pass"``, before the upsampling and the flip fusion (PSA / SC-CAM ``forward_cam``).
     - ``pooling``: how the classifier pools the CAM into its logits when the method fixes it (``"gap"``: RCA,
@@ -482,7 +485,13 @@ class Method(nn.Module):
         filled (``infer.cam_empty_fallback``). An image without labels (``classes`` empty) gets no network pass.
 
         A method whose CAMs come per decoded image from its labels (``cams.source == "per_image"``: CLIP-ES,
-        ExCEL) overrides this; it may raise ``JobStop`` to end a per-id job at this image."""
+        ExCEL, WeCLIP+) gets instead its :meth:`labelled_cam_of_image` of ``classes`` (every class when None) as
+        (1, k, H, W) at the image's size, on ``x``'s device when given, no aux CAM (``scales``, ``aux`` and
+        ``labelled`` do not apply); it may raise ``JobStop`` to end a per-id job at this image."""
+        if self.cams.source == "per_image":
+            fg = np.arange(self.num_classes - 1) if classes is None else classes.cpu().numpy()
+            maps = torch.from_numpy(self.labelled_cam_of_image(image, fg))[None]
+            return (maps.to(x.device) if x is not None else maps), None
         if classes is not None and classes.numel() == 0:  # nothing labelled: every map is zero
             size = tuple(x.shape[-2:]) if x is not None else image.shape[:2]
             empty = torch.zeros((1, 0, *size), device=x.device if x is not None else self._device())
@@ -500,6 +509,12 @@ class Method(nn.Module):
         else:
             cam, cam_aux = passes(lambda v: self.cam_maps(v)[0], x, classes=classes, compact=True), None
         return cam, (cam_aux if aux else None)
+
+    def labelled_cam_of_image(self, image: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """The maps (k, H, W) float32 in [0, 1] of an (H, W, 3) uint8 ``image`` for the 0-based foreground
+        ``classes``: what :meth:`image_cams` returns for a method whose ``cams.source`` is ``"per_image"``, which
+        implements this (CLIP-ES, ExCEL, WeCLIP+: from the labels' text)."""
+        raise NotImplementedError(f"{self.name}: cams.source {self.cams.source!r} makes no maps per decoded image")
 
     def _device(self) -> torch.device:
         """Where the method's parameters are (the CPU for a method without any)."""

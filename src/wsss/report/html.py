@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import html
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,14 @@ from urllib.parse import quote
 import numpy as np
 import yaml
 
-from wsss.core.config import load_run_config, run_config_path, yaml_error_text, yaml_load
+from wsss.core.config import (
+    load_run_config,
+    parse_override,
+    run_config_path,
+    set_dotted,
+    yaml_error_text,
+    yaml_load,
+)
 from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_write, remove_stale_temps
 from wsss.data import VOCDataset
@@ -241,11 +249,11 @@ def _score_outputs(run: Path, scored: VOCDataset | None, split: str) -> dict[str
     return results
 
 
-def _can_predict(run: Path, class_names: list[str]) -> bool | None:
+def _can_predict(run: Path, class_names: list[str], overrides: Sequence[str] = ()) -> bool | None:
     """Whether the run has a segmentation head (``wsss predict``); None when its config does not load as a config
     of this wsss (the page still shows the file as written)."""
     try:
-        return run_has_seg_head(load_run_config(run), class_names)
+        return run_has_seg_head(load_run_config(run, overrides=overrides), class_names)
     except ConfigError:
         return None
 
@@ -412,16 +420,23 @@ palette; the light grey-yellow of "ignore / undecided" is a pixel a pseudo label
 
 
 def write_report(
-    run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12
-) -> Path:
+    run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12,
+    overrides: Sequence[str] = (),
+) -> Path:  # fmt: skip
     """Write ``<run>/report/index.html`` (and its PNGs) and return its path: every split with outputs, or
-    ``split`` alone."""
+    ``split`` alone. ``overrides``: ``KEY=VALUE`` words over the run's saved config for this report (checked as
+    every command's, ``load_run_config``), shown in the page's config as this command read it."""
     run = Path(run)
     cfg_path = run_config_path(run)
     try:
         cfg = yaml_load(cfg_path.read_text())  # as written: the page shows the whole file
     except yaml.YAMLError as e:
         raise ConfigError(f"{cfg_path}: invalid YAML ({yaml_error_text(e)})") from e
+    if overrides:
+        load_run_config(run, overrides=overrides)  # a wrong word refused in one line naming it
+        for word in overrides:
+            keys, value = parse_override(word)
+            set_dotted(cfg, keys, value)
     root = data_root or cfg["data"]["root"]
     splits, notes = ([split], []) if split else report_splits(run, cfg, root)
     datasets = [run_dataset(data_root, cfg["data"]["root"], s, run) for s in splits]  # all read before any write
@@ -432,7 +447,7 @@ def write_report(
     metrics = run_metrics(run)
 
     sections, shown, summary = [], set(), {}
-    can_predict = _can_predict(run, datasets[0].class_names)
+    can_predict = _can_predict(run, datasets[0].class_names, overrides)
     for ds in datasets:
         section, pictures, summary[ds.split] = _split_section(run, ds, out, max_images, can_predict)
         sections.append(section)

@@ -138,14 +138,16 @@ def write_viz(
     checkpoint: str = "auto",
     device: str | None = None,
     progress: bool = False,
+    overrides: Sequence[str] = (),
 ) -> list[tuple[Path, ImagePanels]]:
     """Write one grid PNG per id (``<out>/<id>.png``) or for ``image`` (``<out>/<stem>.png``); ``out``
     defaults to ``<run>/viz/``. Returns (path, panels) per image this process wrote: ``ids`` are shared
     among the processes of the command (torchrun's ranks or ``--workers``), each writing its share;
-    ``progress`` shows one bar and the summary line (rank 0)."""
+    ``progress`` shows one bar and the summary line (rank 0). ``overrides``: ``KEY=VALUE`` words over the run's
+    saved config (``load_run``; ``device``: shorthand for ``run.device=DEVICE``)."""
     if bool(ids) == (image is not None):
         raise UsageError("give either ids or an image")
-    run = load_run(run_dir, checkpoint=checkpoint, device=device)
+    run = load_run(run_dir, checkpoint=checkpoint, device=device, overrides=overrides)
     out = Path(out) if out is not None else run.dir / "viz"
     fg = run.class_names[1:]
     unknown = [c for c in classes if c not in fg]

@@ -13,6 +13,7 @@ import io
 import os
 import re
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +74,12 @@ def export_voc_test(
     data_root: str | os.PathLike | None = None,
     source: str = "predictions",
     comp: str = "comp6",
+    overrides: Sequence[str] = (),
 ) -> VOCTestExport:
     """Zip ``RUN/<source>/<split>/<id>.png`` for every id of ``split`` in the VOC server's layout.
 
-    The ids come from the split list of ``data_root`` (default: the run's ``data.root``). Raises
+    The ids come from the split list of ``data_root`` (default: the run's ``data.root``, with the ``KEY=VALUE``
+    words ``overrides`` merged over its saved config). Raises
     DataError naming the missing ids, a PNG whose values are not classes, or a PNG whose size is not
     its image's. The zip (default ``RUN/export/voc2012_<split>.zip``) is written atomically.
     """
@@ -84,7 +87,7 @@ def export_voc_test(
     if data_root is None:
         from wsss.core.config import load_run_config
 
-        data_root = load_run_config(run, "; pass --data-root").data.root
+        data_root = load_run_config(run, "; pass --data-root", overrides).data.root
     ds = VOCDataset(data_root, split)
     class_names = read_classes(data_root)
     num_classes = len(class_names)

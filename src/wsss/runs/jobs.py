@@ -23,7 +23,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from wsss.cam import CRFPool, cam_to_label, crf_label, labelled_cam_to_label
+from wsss.core.config import results_config
 from wsss.core.distributed import rank
 from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, UsageError
 from wsss.core.files import remove_stale_temps
@@ -152,7 +153,7 @@ def _dataset_source(ds: VOCDataset) -> dict[str, Any]:
 
 def cam_settings(run: Run, source: dict[str, Any]) -> dict[str, Any]:
     """What a job's CAMs depend on: the model, the photos' ``source`` and the inference settings of the CAMs."""
-    infer = run.cfg.to_dict()["infer"]
+    infer = results_config(run.cfg)["infer"]
     return {**_model_and_source(run, source), "infer": {k: infer[k] for k in _CAM_KEYS}}
 
 
@@ -295,25 +296,26 @@ def _dataset(run: Run, root: str | None, split: str) -> VOCDataset:
 
 def run_cam(
     run: Run, split: str, *, root: str | None = None, overwrite: bool = False, progress: bool = True,
-    bkg_thre: float | None = None, all_classes: bool = False,
+    all_classes: bool = False,
 ) -> Path:  # fmt: skip
     """Write ``cams/<split>/<id>.npz`` and the CAM seeds ``cam_labels/<split>/<id>.png``.
 
     Only the labelled classes' maps are computed (:meth:`Run.labelled_cam`); ``all_classes`` computes
     every class's map first (the same files, the cost of every class: for benchmarks).
 
-    ``bkg_thre``: the seeds' background level (default ``cam.bkg_thre``; ``wsss sweep-bkg`` finds the
-    best on a split). Given, or when the seeds' folder holds another level, every seed is rewritten at this
-    job's level, from the saved CAM where there is one (no network pass; the saved CAMs are float16) and from a
-    new CAM otherwise.
+    The seeds' background level is the run's ``cam.bkg_thre`` (``wsss cam RUN cam.bkg_thre=T``, or its shorthand
+    ``--bkg-thre T``, sets it for this job; ``wsss sweep-bkg`` finds the best on a split). When the seeds' folder
+    holds another level, every seed is rewritten at this job's level, from the saved CAM where there is one (no
+    network pass; the saved CAMs are float16) and from a new CAM otherwise; so is every seed when this job's command
+    line names the level (``Run.names("cam.bkg_thre")``), whichever level the folder holds.
     """
     ds = _dataset(run, root, split)
     out, seeds = run.dir / "cams" / split, run.dir / "cam_labels" / split
-    thre = run.cfg.cam.bkg_thre if bkg_thre is None else float(bkg_thre)
+    thre = run.cfg.cam.bkg_thre
     settings = cam_settings(run, _dataset_source(ds))
     outputs = _Outputs(overwrite, [ds.root]).add(out, settings, CAM_SUFFIX)
-    # A seed is a cheap argmax of a saved CAM: a job at another level than the seeds' folder holds (--bkg-thre, or
-    # the run's own level after an earlier --bkg-thre) rewrites every seed, and the folder takes the new level
+    # A seed is a cheap argmax of a saved CAM: a job at another level than the seeds' folder holds (cam.bkg_thre=T,
+    # or the run's own level after an earlier cam.bkg_thre=T) rewrites every seed, and the folder takes the new level
     # without --overwrite; the seeds then always name the level of the last `wsss cam` (issue 58). Decided from the
     # folder's stamp under the job's lock (``_Outputs.held``): another job may have restamped it until then.
     ours = normal({**settings, "bkg_thre": thre})
@@ -322,7 +324,8 @@ def run_cam(
         stamp = with_added(read_stamp(seeds), ours)
         return stamp is not None and stamp.get("bkg_thre") != thre and {**stamp, "bkg_thre": thre} == ours
 
-    outputs.add(seeds, {**settings, "bkg_thre": thre}, ".png", rewrite_all=bkg_thre is not None or other_level)
+    named = run.names("cam.bkg_thre")
+    outputs.add(seeds, {**settings, "bkg_thre": thre}, ".png", rewrite_all=named or other_level)
     with outputs.held("wsss cam"):
         reseed = outputs.rewrites_all(seeds)
 
@@ -383,8 +386,14 @@ class PseudoJob:
     run: Run
     ds: VOCDataset
     cams: Path  # RUN/cams/<split>
-    # `wsss pseudo --levels HIGH/LOW` when given (also in run.cfg.cam): the PSA refiners' alphas follow them
-    levels: tuple[float, float] | None = None
+
+    @property
+    def levels(self) -> tuple[float, float] | None:
+        """The run's (``cam.high_thre``, ``cam.low_thre``) when this job's command line set one of them (the words
+        ``cam.high_thre=H cam.low_thre=L``, or their shorthand ``--levels H/L``): the PSA refiners' alphas then
+        follow them instead of their configured ones; None otherwise."""
+        c = self.run.cfg.cam
+        return (c.high_thre, c.low_thre) if self.run.names("cam.high_thre", "cam.low_thre") else None
 
     def cam(self, id: str) -> np.ndarray:
         """The saved CAM of ``id``, (C-1, H, W) with zeros for the classes it is not labelled with."""
@@ -410,7 +419,7 @@ class PseudoJob:
 
 def run_pseudo(
     run: Run, split: str, *, refine: str = "par", root: str | None = None, overwrite: bool = False,
-    progress: bool = True, levels: tuple[float, float] | None = None, **options: Any,
+    progress: bool = True, **options: Any,
 ) -> Path:  # fmt: skip
     """Pseudo labels from the saved CAMs (``wsss cam`` first): ``pseudo/<split>/<id>.png``.
 
@@ -420,19 +429,17 @@ def run_pseudo(
     network of ``affinity_run``, docs/methods/affinitynet.md#random-walk; "rca": RCA's CRF proxy labels, with
     ``saliency``; "excel", of ExCEL runs only). ``options``: the refiner's named options (``affinity_run``,
     ``saliency``), None when not given; the refiner gets those it declares, and one it does not take is refused.
-    ``levels`` (high, low), e.g. a pair of `wsss sweep-bkg`: the run's ``cam.high_thre`` / ``cam.low_thre`` for
-    this job; PSA's seeds ("psa") and walk ("affinity") then take the alphas of those CAM values instead of their
-    configured ones.
+    The levels are the run's ``cam.high_thre`` / ``cam.low_thre``; set on the command line (``load_run(...,
+    overrides=["cam.high_thre=H", "cam.low_thre=L"])``, ``--levels H/L``; e.g. a pair of `wsss sweep-bkg`), PSA's
+    seeds ("psa") and walk ("affinity") take the alphas of those CAM values instead of their configured ones
+    (:attr:`PseudoJob.levels`).
     """
-    if levels is not None:  # this job's copy of the run: the caller's Run and its config stay as they were
-        cam = replace(run.cfg.cam, high_thre=levels[0], low_thre=levels[1])
-        run = replace(run, cfg=replace(run.cfg, cam=cam))
     if refine not in REFINERS:
         raise ConfigError(f"refine must be one of {', '.join(REFINERS)}, got {refine!r}")
     given = refiner_options(run.method, refine, options)
     ds = _dataset(run, root, split)
     out, cams = run.dir / "pseudo" / split, run.dir / "cams" / split
-    cfg = run.cfg.to_dict()
+    cfg = results_config(run.cfg)  # not where or how fast it ran (core.config.EXECUTION_KEYS)
     affinity_run, saliency = given.get("affinity_run"), given.get("saliency")
     settings = {
         **_model_and_source(run, _dataset_source(ds)), "refine": refine, "cam": cfg["cam"], "crf": cfg["infer"]["crf"],
@@ -447,7 +454,7 @@ def run_pseudo(
             return _todo(ds, out, ".png", overwrite)
 
         todo = shared_todo(list_todo)
-        job = PseudoJob(run, ds, cams, levels)
+        job = PseudoJob(run, ds, cams)
         label_of = REFINERS[refine].make(job, todo, **given)
         with CRFPool(run.cfg.infer.crf_workers) as pool:
             run_ids(
@@ -603,7 +610,7 @@ def run_predict(
     probs_settings = prediction_settings(
         run, _dataset_source(ds), scales, labelled_only, tags_from, tag_gate, tag_threshold
     )
-    outputs.add(out, {**probs_settings, "crf": run.cfg.to_dict()["infer"]["crf"] if crf else None}, ".png")
+    outputs.add(out, {**probs_settings, "crf": results_config(run.cfg)["infer"]["crf"] if crf else None}, ".png")
     if save_probs:
         outputs.add(probs_dir, probs_settings, ".npy")
     with outputs.held("wsss predict"):

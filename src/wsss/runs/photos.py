@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from wsss.cam import CRFPool
+from wsss.core.config import results_config
 from wsss.core.distributed import rank
 from wsss.core.errors import OutputError, UsageError
 from wsss.core.files import is_temp_file, remove_stale_temps
@@ -204,7 +205,7 @@ def predict_photos(
     settings = {
         "job": "predict --images",
         **prediction_settings(run, {"images": photos.sources}, scales, False, tags_from, tag_gate, tag_threshold),
-        "crf": run.cfg.to_dict()["infer"]["crf"] if crf else None,
+        "crf": results_config(run.cfg)["infer"]["crf"] if crf else None,
     }  # fmt: skip
     with CRFPool(run.cfg.infer.crf_workers if crf else 0) as pool:
         _run_photos(
@@ -230,14 +231,15 @@ def _zero_shot_labels(run: Run) -> Callable[[np.ndarray], np.ndarray]:
 
 def cam_photos(
     run: Run, images: Sequence[str | os.PathLike], out: str | os.PathLike, *, overwrite: bool = False,
-    progress: bool = True, overlay: bool = False, bkg_thre: float | None = None,
+    progress: bool = True, overlay: bool = False,
 ) -> Path:  # fmt: skip
     """The CAMs and CAM seeds of photos that are not a dataset (module docstring): ``out/cams/<stem>.npz`` and the
-    seed ``out/<stem>.png`` (background ``bkg_thre``, default ``cam.bkg_thre``), each photo's classes found by the
+    seed ``out/<stem>.png`` (background the run's ``cam.bkg_thre``: ``load_run(..., overrides=["cam.bkg_thre=T"])``,
+    ``wsss cam RUN --images ... cam.bkg_thre=T`` or ``--bkg-thre T``), each photo's classes found by the
     run itself (:func:`_zero_shot_labels`), its maps made as ``wsss cam`` makes them. Returns ``out``."""
     labels_of = _zero_shot_labels(run)
     photos, out = PhotoFolder(images), Path(out)
-    thre = run.cfg.cam.bkg_thre if bkg_thre is None else float(bkg_thre)
+    thre = run.cfg.cam.bkg_thre
     cams = out / "cams"
     folders = _outputs(out, {"cams": ".npz"}, overlay)
     seed_writes = _photo_writes(out, photos, overlay)

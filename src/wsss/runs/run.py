@@ -37,10 +37,17 @@ class Run:
     checkpoint: Path | None = None  # the checkpoint file ``method`` was loaded from
     step: int | None = None  # its training step
     members: tuple[Run, ...] = ()  # the runs of ``ensemble``, in order (what the outputs' settings stamp names)
+    # the KEY=VALUE words merged over the saved config (``load_run``): what this job was told on its command line
+    overrides: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def names(self, *keys: str) -> bool:
+        """Whether this job's command line set one of the config ``keys`` (a word of :attr:`overrides`, or a typed
+        flag's: ``--bkg-thre`` is ``cam.bkg_thre``), not only the run's saved config."""
+        return bool({word.split("=", 1)[0] for word in self.overrides} & set(keys))
 
     def model_settings(self, *, own: bool = True) -> dict[str, Any]:
         """Which model this is, for the settings stamp of an output folder (``runs/stamps.py``): its checkpoint
@@ -291,8 +298,13 @@ def present_classes(prob: np.ndarray, min_prob: float = 0.05) -> list[int]:
     return sorted({0, *top.tolist(), *strong.tolist()})
 
 
-def load_run(run_dir: str | Path, *, checkpoint: str = "auto", device: str | None = None) -> Run:
-    """Load a run directory (``config.yaml`` + ``checkpoints/best.pt`` or ``last.pt``)."""
-    t = load_trained_method(run_dir, checkpoint=checkpoint, device=device)
+def load_run(
+    run_dir: str | Path, *, checkpoint: str = "auto", device: str | None = None, overrides: Sequence[str] = ()
+) -> Run:
+    """Load a run directory (``config.yaml`` + ``checkpoints/best.pt`` or ``last.pt``): its saved config with the
+    ``KEY=VALUE`` words ``overrides`` merged over it (every command that reads a run takes them; its typed flags are
+    shorthand for such words), ``device`` shorthand for ``run.device=DEVICE``."""
+    words = (*overrides, *([f"run.device={device}"] if device else []))
+    t = load_trained_method(run_dir, checkpoint=checkpoint, overrides=words)
     return Run(dir=Path(run_dir), cfg=t.cfg, method=t.method, class_names=t.class_names, device=t.device,
-               checkpoint=t.checkpoint, step=t.step)  # fmt: skip
+               checkpoint=t.checkpoint, step=t.step, overrides=words)  # fmt: skip

@@ -29,7 +29,7 @@ from torch import nn
 from wsss.cam.clip_es import ClipESQuirks, clip_es_cams, clip_es_crf_label, text_features, zero_shot_scores
 from wsss.core.config import FRACTION, POSITIVE, Config, setting
 from wsss.core.errors import ConfigError, UsageError
-from wsss.methods.clip_runs import VOC_BACKGROUND, cams_of_labels, method_from_clip_file, prompts_for
+from wsss.methods.clip_runs import VOC_BACKGROUND, method_from_clip_file, prompts_for
 from wsss.methods.contract import CamDeclaration, JobStop, Method, RefineJob, Refiner, register_method
 from wsss.methods.imports import ImportLayout, register_import
 from wsss.models.clip import ClipArch, build_clip
@@ -109,13 +109,6 @@ class ClipES(Method):
         return self._text
 
     # -- inference ------------------------------------------------------------------------------
-    def image_cams(
-        self, image: np.ndarray, x: torch.Tensor | None = None, *, classes: torch.Tensor | None = None,
-        scales: Sequence[float] | None = None, aux: bool = False, labelled: bool = True,
-    ) -> tuple[torch.Tensor, None]:  # fmt: skip
-        """CLIP-ES's maps of the decoded image from its labels' text (:meth:`labelled_cam_of_image`), not the shared
-        multi-scale step: ``scales``, ``aux`` and ``labelled`` do not apply."""
-        return cams_of_labels(self, image, x, classes)
 
     def labelled_cam_of_image(self, image: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """CLIP-ES refined CAMs (k, H, W) float32 in [0, 1] of an (H, W, 3) uint8 image for the 0-based

@@ -45,7 +45,7 @@ from wsss.core.config import NON_NEGATIVE, POSITIVE, SEED, SHARE, Config, settin
 from wsss.core.errors import ConfigError, ConfigWarning, UsageError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.losses import balanced_seg_loss
-from wsss.methods.clip_runs import VOC_BACKGROUND, cams_of_labels, method_from_clip_file, prompts_for
+from wsss.methods.clip_runs import VOC_BACKGROUND, method_from_clip_file, prompts_for
 from wsss.methods.contract import (
     CamDeclaration,
     Method,
@@ -336,14 +336,6 @@ class Excel(Method):
     def trained_decoder(self) -> bool:
         """Whether the decoder has trained up to LVC (``options.lvc_start``): then ``wsss cam`` calibrates."""
         return int(self.decoder_steps) >= max(self.options.lvc_start, 1)
-
-    def image_cams(
-        self, image: np.ndarray, x: torch.Tensor | None = None, *, classes: torch.Tensor | None = None,
-        scales: Sequence[float] | None = None, aux: bool = False, labelled: bool = True,
-    ) -> tuple[torch.Tensor, None]:  # fmt: skip
-        """ExCEL's maps of the decoded image from its labels' text (:meth:`labelled_cam_of_image`), not the shared
-        multi-scale step: ``scales``, ``aux`` and ``labelled`` do not apply."""
-        return cams_of_labels(self, image, x, classes)
 
     def labelled_cam_of_image(self, image: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """The refined maps (k, H, W) float32 in [0, 1] of an (H, W, 3) uint8 image for the 0-based foreground

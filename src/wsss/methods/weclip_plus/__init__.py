@@ -40,7 +40,7 @@ from wsss.core.config import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, 
 from wsss.core.errors import ConfigError, ConfigWarning, UsageError, WeightLoadError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.losses import balanced_seg_loss
-from wsss.methods.clip_runs import VOC_BACKGROUND, cams_of_labels, prompts_for
+from wsss.methods.clip_runs import VOC_BACKGROUND, prompts_for
 from wsss.methods.contract import CamDeclaration, Method, register_method
 from wsss.methods.imports import ImportLayout, register_import
 from wsss.methods.weclip_plus.cam import refined_cams
@@ -259,13 +259,6 @@ class WeclipPlus(Method):
         return torch.stack(out).long()
 
     # -- inference ------------------------------------------------------------------------------
-    def image_cams(
-        self, image: np.ndarray, x: torch.Tensor | None = None, *, classes: torch.Tensor | None = None,
-        scales: Sequence[float] | None = None, aux: bool = False, labelled: bool = True,
-    ) -> tuple[torch.Tensor, None]:  # fmt: skip
-        """The refined maps of the decoded image's labels (:meth:`labelled_cam_of_image`); ``scales``, ``aux`` and
-        ``labelled`` do not apply."""
-        return cams_of_labels(self, image, x, classes)
 
     @torch.no_grad()
     def labelled_cam_of_image(self, image: np.ndarray, classes: np.ndarray) -> np.ndarray:

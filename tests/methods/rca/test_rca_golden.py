@@ -151,7 +151,7 @@ def test_golden_rca_proxy_missing_attention_is_skipped_deviation():
 
 
 def test_aggregation_scale_quirk_keeps_the_hard_coded_20_on_coco():
-    from methods.test_rca import tiny_method
+    from methods.rca.test_rca import tiny_method
 
     on = tiny_method(num_classes=81, **{"options.quirk_aggregation_no_softmax": "true",
                                         "options.quirk_aggregation_scale_20": "true"})  # fmt: skip
@@ -433,7 +433,7 @@ def _to_official(state: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tens
 def test_wsss_import_rca_round_trip(synth_root, tmp_path):
     """`wsss import rca`: an official-layout checkpoint (grouped heads split per class, per-class memory
     buffers, "module." keys) becomes a run whose CAMs are the model's."""
-    from methods.test_rca import tiny_rca_overrides
+    from methods.rca.test_rca import tiny_rca_overrides
     from wsss.cli import main
     from wsss.runs.run import load_run
 
@@ -444,7 +444,7 @@ def test_wsss_import_rca_round_trip(synth_root, tmp_path):
     ckpt = tmp_path / "rca_official.pth"
     torch.save(_to_official(m.state_dict(), 6), ckpt)
     run = tmp_path / "run"
-    argv = ["import", "rca", str(ckpt), "--config", str(REPO / "configs/rca/voc.yaml"), "--out", str(run), "--set"]
+    argv = ["import", "rca", str(ckpt), "--config", str(REPO / "configs/rca/voc.yaml"), "--out", str(run)]
     assert main([*argv, *over]) == 0
     imported = load_run(run, device="cpu").method
     x = torch.randn(2, 3, 64, 64)

@@ -122,7 +122,7 @@ def test_golden_psa_random_walk(i):
 def test_golden_psa_cam_inference_and_la_ha_crf(i):
     """PSA's classifier (SC-CAM's round 0, head fc8) on the recorded passes: our heads, the PSA fusion of the
     paper preset, the 0.2-background prediction, the la / ha CRF score maps, and the seeds they give."""
-    from methods.test_sccam_golden import PASS_SCALES, pass_cam_fn
+    from methods.sccam.test_sccam_golden import PASS_SCALES, pass_cam_fn
     from wsss.cam import cam_to_label
     from wsss.cam.crf import psa_crf_scores
     from wsss.cam.multiscale import CamPasses
@@ -213,7 +213,7 @@ def test_pseudo_refine_psa_writes_the_pooled_seed_with_psa_seed_stride(synth_roo
         assert set(np.unique(seed).tolist()) <= {0, 255} | {int(c) + 1 for c in np.flatnonzero(ds.labels(i))}
 
     # SC-CAM's quirk_binarised_crf_cam: `--refine psa` of an sccam run feeds the {0, 255} heatmap to the CRF
-    from methods.test_sccam import tiny_cfg
+    from methods.sccam.test_sccam import tiny_cfg
     from wsss.cam.crf import crf_label_psa
     from wsss.methods import build_method
     from wsss.methods.sccam import binarise_cam

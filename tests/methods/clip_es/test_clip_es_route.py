@@ -31,7 +31,7 @@ def test_clip_es_route_on_voc_real_mini(tmp_path, capsys, one_thread):
         return out.out
 
     wsss("import", "clip_es", str(weights), "--config", str(REPO / "configs/clip_es/voc.yaml"), "--out", str(run),
-         "--set", f"data.root={VOC_REAL_MINI}", "options.text_heads=2", "options.quick_gelu=true",
+         f"data.root={VOC_REAL_MINI}", "options.text_heads=2", "options.quick_gelu=true",
          "run.device=cpu")  # fmt: skip
     cfg = load_config(run / "config.yaml")
     assert cfg.options["prompts"][14] == "person with clothes,people,human"  # the preset's synonyms

@@ -125,8 +125,9 @@ def test_affinitynet_train_then_random_walk_pseudo(cam_run, synth_root, tmp_path
 
 def test_pseudo_refine_psa_levels_give_the_alphas_of_those_cam_values(cam_run, synth_root, tmp_path):
     """`wsss pseudo --refine psa --levels H/L`: the seeds of PSA's two CRFs with the alphas whose background
-    crosses the CAM at H and L (``alpha_for_level``), not the configured 4 / 32. The library call leaves the
-    caller's run config as it was."""
+    crosses the CAM at H and L (``alpha_for_level``), not the configured 4 / 32. ``--levels H/L`` is shorthand for
+    the words ``cam.high_thre=H cam.low_thre=L``, merged over a copy of the run's config (issue 77): the saved
+    config.yaml stays as it was."""
     from wsss.cam.affinity import alpha_for_level
     from wsss.runs.jobs import run_pseudo
     from wsss.runs.refiners import psa_label
@@ -135,10 +136,12 @@ def test_pseudo_refine_psa_levels_give_the_alphas_of_those_cam_values(cam_run, s
     base = VOCDataset(synth_root, "train")
     run_dir = tmp_path / "run"  # a copy: the module's cam_run keeps its PSA seeds for the other test
     shutil.copytree(cam_run, run_dir, ignore=shutil.ignore_patterns("pseudo"))
-    run = load_run(run_dir)
-    own = (run.cfg.cam.high_thre, run.cfg.cam.low_thre)
-    out = run_pseudo(run, "train", refine="psa", levels=(0.6, 0.3), progress=False)
-    assert (run.cfg.cam.high_thre, run.cfg.cam.low_thre) == own != (0.6, 0.3)
+    saved = (run_dir / "config.yaml").read_text()
+    own = load_run(run_dir).cfg.cam
+    run = load_run(run_dir, overrides=["cam.high_thre=0.6", "cam.low_thre=0.3"])
+    assert (run.cfg.cam.high_thre, run.cfg.cam.low_thre) == (0.6, 0.3) != (own.high_thre, own.low_thre)
+    out = run_pseudo(run, "train", refine="psa", progress=False)
+    assert (run_dir / "config.yaml").read_text() == saved
     moved = 0
     for i in base.ids:
         cam = load_cam_of(run_dir / "cams/train", i, base.num_classes - 1)

@@ -59,7 +59,7 @@ def test_golden_excel_training_free_route_gives_the_official_labels(tmp_path, ws
     bank = tmp_path / "bank.npy"
     np.save(bank, npz("excel_text.npz")["attr_bank"])
     out = wsss("import", "excel", str(clip), "--config", str(REPO / "configs/excel/voc.yaml"), "--out", str(run),
-               "--set", f"data.root={data}", "options.quick_gelu=true", f"options.bank={bank}",
+               f"data.root={data}", "options.quick_gelu=true", f"options.bank={bank}",
                "options.input_size=160", "options.embedding_dim=32", "run.device=cpu")  # fmt: skip
     assert "wsss cam" in out
     wsss("cam", str(run), "--split", "train", "--quiet")
@@ -80,7 +80,7 @@ def test_excel_both_routes_on_the_synthetic_set(synth_root, tmp_path, wsss, one_
     # training-free: the bank computed at import from the descriptions, kept in the run
     tf = tmp_path / "tf"
     wsss("import", "excel", str(clip), "--config", str(REPO / "configs/excel/synthetic_cpu.yaml"), "--out", str(tf),
-         "--set", *common)  # fmt: skip
+         *common)  # fmt: skip
     state = torch.load(next((tf / "checkpoints").glob("*.pt")), weights_only=False)["model"]
     assert state["attr_bank"].shape == (32, 8) and bool(state["bank_ready"])
     wsss("cam", str(tf), "--split", "val", "--quiet")

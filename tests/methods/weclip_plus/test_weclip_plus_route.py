@@ -54,7 +54,7 @@ def test_weclip_plus_trains_predicts_and_imports_on_the_synthetic_set(synth_root
     torch.save(official, ckpt)
     imported = tmp_path / "imported"
     wsss("import", "weclip_plus", str(ckpt), "--config", str(REPO / "configs/weclip_plus/synthetic_cpu.yaml"),
-         "--out", str(imported), "--set", *common, "run.device=cpu")  # fmt: skip
+         "--out", str(imported), *common, "run.device=cpu")  # fmt: skip
     wsss("predict", str(imported), "--split", "val", "--quiet")
     for png in sorted((run / "predictions" / "val").glob("*.png")):
         a = np.asarray(Image.open(png))

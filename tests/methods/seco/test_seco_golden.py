@@ -79,7 +79,7 @@ def imported_run(tmp_path_factory, forward_golden, tiny_dataset):
     torch.save({"module." + k: v for k, v in official_state(forward_golden, "sd/").items()}, ckpt)
     run = tmp / "run"
     argv = ["import", "seco", str(ckpt), "--config", str(REPO / "configs/seco/voc.yaml"), "--out", str(run)]
-    argv += ["--set", *TINY, f"data.root={tiny_dataset}", "infer.square_size=128", "infer.crf_workers=0"]
+    argv += [*TINY, f"data.root={tiny_dataset}", "infer.square_size=128", "infer.crf_workers=0"]
     assert main(argv) == 0
     return run
 
@@ -159,12 +159,12 @@ def test_golden_seco_import_refuses_a_foreign_checkpoint(tmp_path, forward_golde
     ckpt = tmp_path / "other.pth"
     torch.save({"features.0.weight": torch.zeros(3)}, ckpt)
     argv = ["import", "seco", str(ckpt), "--config", str(REPO / "configs/seco/voc.yaml"), "--out", str(tmp_path / "r")]
-    assert main([*argv, "--set", *TINY, f"data.root={tiny_dataset}"]) == 1
+    assert main([*argv, *TINY, f"data.root={tiny_dataset}"]) == 1
     assert "features.0.weight" in capsys.readouterr().err
     # a checkpoint of another depth does not fit the config: an error listing the keys, not a half-loaded run
     torch.save(official_state(forward_golden, "sd/"), ckpt)
     depth3 = "model.backbone_kwargs={embed_dim: 32, depth: 3, num_heads: 2}"
-    assert main([*argv, "--set", *TINY, depth3, f"data.root={tiny_dataset}"]) == 1
+    assert main([*argv, *TINY, depth3, f"data.root={tiny_dataset}"]) == 1
     assert "unexpected keys" in capsys.readouterr().err
     assert not (tmp_path / "r" / "checkpoints").exists()
 
@@ -282,7 +282,7 @@ def test_wsss_import_toco_round_trip(synth_root, tmp_path):
     torch.save(official, ckpt)
     run = tmp_path / "run"
     argv = ["import", "toco", str(ckpt), "--config", str(REPO / "configs/cam/synthetic_cpu.yaml"), "--out", str(run)]
-    assert main([*argv, "--set", *over]) == 0
+    assert main([*argv, *over]) == 0
     imported = load_run(run, device="cpu").method
     x = torch.randn(1, 3, 64, 64)
     # the import copies the weights (exact); the two forwards of the same weights agree to float32 rounding:
