@@ -457,12 +457,14 @@ class Route:
 
         train(cfg, progress=self.opts.progress)
 
-    def _load(self, run_dir: Path) -> Any:
+    def _load(self, run_dir: Path, words: Sequence[str] = ()) -> Any:
+        """The run, with the route's device and CRF workers (where it runs, not what it computes) and ``words``
+        merged over its saved config, as every command that reads a run takes them."""
         from wsss.runs.run import load_run
 
-        run = load_run(run_dir, device=self.choices["device"].value)
-        run.cfg.infer.crf_workers = int(self.choices["crf_workers"].value)  # where it runs, not what it computes
-        return run
+        workers = int(self.choices["crf_workers"].value)
+        return load_run(run_dir, device=self.choices["device"].value,
+                        overrides=[f"infer.crf_workers={workers}", *words])  # fmt: skip
 
     def _cam(self, cls_dir: Path) -> None:
         from wsss.runs.jobs import run_cam
@@ -472,7 +474,8 @@ class Route:
     def _pseudo(self, cls_dir: Path, level: float) -> None:
         from wsss.runs.jobs import run_pseudo
 
-        run_pseudo(self._load(cls_dir), "train", refine="par", levels=(level, level), progress=self.opts.progress)
+        levels = [f"cam.high_thre={level}", f"cam.low_thre={level}"]  # `--levels B/B`: one level
+        run_pseudo(self._load(cls_dir, levels), "train", refine="par", progress=self.opts.progress)
 
     def _stage_config(self, root: Path, seg_words: list[str], run_dir: Path, stage: str, view: Path | None) -> Config:
         """The DeepLab stage's config: ``mixed`` the weak labels with the masks in their place; ``masks`` the masked
