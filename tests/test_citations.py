@@ -22,7 +22,7 @@ SCANNED = ["src", "tests", "bench", "experiments", "dev", "docs", "configs", "Ma
 SUFFIXES = {".py", ".md", ".yaml", ".yml", ".sh", ".txt", ".json", ".toml", ""}
 #: Documents outside the repository that the code once cited (the spec it started from, the folder beside a
 #: checkout): a stranger's clone has none of them. (This file is left out of the scan.)
-OUTSIDE = re.compile(r"\.\./shared|parent / \"shared\"|\b(methods|interface|performance|CLIP_ES|EXCEL)\.md\b")
+OUTSIDE = re.compile(r"\.\./shared|parent / \"shared\"|\b(methods|interface|performance|CLIP_ES|EXCEL|WECLIP)\.md\b")
 #: A repository-relative citation: ``docs/methods/seco.md#par``, ``tests/golden/README.md#ptc``.
 CITATION = re.compile(r"(?<![\w./-])((?:docs|tests/golden)/[\w./-]+?\.md)(#[\w-]+)?")
 #: A relative Markdown link inside a docs page: ``[PAR](seco.md#par)``, ``(../datasets.md#coco)``.

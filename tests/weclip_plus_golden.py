@@ -65,7 +65,8 @@ def networks(dtype: torch.dtype = torch.float32) -> tuple[Any, Any, Any]:
     clip = build_clip(arch_of_state_dict(cs), quick_gelu=True)
     clip.load_state_dict(cs, strict=False)
     ds = dino_state()
-    dino = Dinov2(dino_arch(ds, num_heads=2))  # WECLIP.md: the tiny DINOv2 has 2 heads of width 32
+    # the tiny DINOv2 has 2 heads of width 32 (tests/golden/README.md#weclip_plus)
+    dino = Dinov2(dino_arch(ds, num_heads=2))
     dino.load_state_dict(ds)
     head = WeclipPlusHead(128, 64, 32, 21, decoder_layers=3, decoder_heads=8)
     head.load_state_dict(head_state())
@@ -122,7 +123,8 @@ def replay_forward(dtype: torch.dtype = torch.float32) -> dict[str, Any]:
 
 def voc_method(tmp_path: Any, preset: str = "configs/weclip_plus/voc.yaml", **options: object) -> Any:
     """The ``weclip_plus`` method of ``preset`` (default voc.yaml, every official quirk on) on the recorded tiny CLIP
-    and DINOv2 and the recorded heads: decoder width 32, radius 4 (the recording's tiny settings, WECLIP.md)."""
+    and DINOv2 and the recorded heads: decoder width 32, radius 4 (the recording's tiny
+    settings, tests/golden/README.md#weclip_plus)."""
     from conftest import REPO
     from wsss.core.config import load_config
     from wsss.data.classes import VOC_CLASSES
