@@ -293,3 +293,19 @@ def test_a_report_takes_the_words_of_a_run(reported, synth_root, tmp_path, capsy
     assert (run / "config.yaml").read_text() == saved
     assert main(["report", str(run), "--split", "val", "data.rooot=x"]) == 2
     assert "data.rooot" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [("configs/cam/synthetic_cpu.yaml", True), ("configs/rca/synthetic_cpu.yaml", False),
+     ("configs/clip_es/voc.yaml", None)],  # the last cannot build without its CLIP file: unknown
+)  # fmt: skip
+def test_whether_a_run_predicts_is_read_from_its_config_alone(preset, expected):
+    """The report's advice names `wsss predict` only for a run with a segmentation head, found without reading any
+    weight (the method built on the meta device)."""
+    from conftest import REPO
+    from wsss.core.config import load_config
+    from wsss.engine.defaults import run_has_seg_head
+
+    names = ["background", *(f"c{i}" for i in range(20))]
+    assert run_has_seg_head(load_config(REPO / preset), names) is expected

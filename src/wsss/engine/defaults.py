@@ -14,6 +14,7 @@ import torch
 from wsss.core.checkpoint import check_checkpoint_classes, check_run_checkpoint, load_checkpoint, load_model_state
 from wsss.core.config import Config, load_run_config, run_config_path
 from wsss.core.device import resolve_device
+from wsss.core.errors import WSSSError
 from wsss.data.classes import read_classes
 from wsss.engine.train_loop import HookBase
 from wsss.engine.trainer import Trainer, build_optimizer
@@ -94,7 +95,7 @@ def run_has_seg_head(cfg: Config, class_names: Sequence[str]) -> bool | None:
     try:
         with torch.device("meta"):
             return bool(build_method(replace(cfg, model=replace(cfg.model, pretrained=None)), class_names).has_seg_head)
-    except Exception:  # noqa: BLE001 - a run that cannot build here (a CLIP run without its arch) is "unknown"
+    except WSSSError:  # a config that cannot build without its files (a CLIP preset without its arch): unknown
         return None
 
 

@@ -45,7 +45,7 @@ from wsss.core.config import NON_NEGATIVE, POSITIVE, SEED, SHARE, Config, settin
 from wsss.core.errors import ConfigError, ConfigWarning, UsageError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.losses import balanced_seg_loss
-from wsss.methods.clip_runs import VOC_BACKGROUND, method_from_clip_file, prompts_for
+from wsss.methods.clip_runs import VOC_BACKGROUND, clip_input, method_from_clip_file, prompts_for, read_clip_weights
 from wsss.methods.contract import (
     CamDeclaration,
     Method,
@@ -72,7 +72,7 @@ from wsss.methods.excel.model import (
     surgery_forward,
 )
 from wsss.methods.imports import ImportLayout, register_import
-from wsss.models.clip import CLIP_MEAN, CLIP_STD, ClipArch, build_clip
+from wsss.models.clip import ClipArch, build_clip
 
 
 @dataclass
@@ -192,7 +192,7 @@ class Excel(Method):
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__(cfg, classes)
         o = self.options
-        clip_file = self._read_clip(cfg.model.pretrained) if cfg.model.pretrained else None
+        clip_file = read_clip_weights(self.options, cfg.model.pretrained) if cfg.model.pretrained else None
         if not o.arch:
             raise ConfigError("excel: options.arch is empty; give model.pretrained=CLIPFILE (train) or make the "
                               "run with `wsss import excel CLIPFILE ...`")  # fmt: skip
@@ -223,19 +223,6 @@ class Excel(Method):
         self.register_load_state_dict_pre_hook(self._forget_text)
 
     # -- set-up ---------------------------------------------------------------------------------
-    def _read_clip(self, weights: str) -> nn.Module:
-        """The CLIP of ``model.pretrained`` (read at every build of a trained run, as the other methods read
-        their backbone's weights; a checkpoint then replaces them); its architecture and activation fill
-        ``options.arch`` / ``options.quick_gelu``."""
-        from wsss.models.clip import load_clip_file
-
-        o = self.options
-        model, arch, gelu = load_clip_file(weights, text_heads=o.text_heads, quick_gelu=o.quick_gelu)
-        if o.arch and ClipArch(**o.arch) != arch:  # a run written before a field was added has its default
-            raise ConfigError(f"{weights}: its CLIP architecture {arch.as_dict()} is not options.arch {dict(o.arch)}")
-        o.arch, o.quick_gelu, o.weights = arch.as_dict(), gelu, str(weights)
-        return model
-
     def _check_options(self) -> None:
         o = self.options
         if len(o.prompts) != self.num_classes - 1:
@@ -288,12 +275,7 @@ class Excel(Method):
     def clip_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images normalised with ImageNet's statistics (the pipeline's) -> CLIP's input: ImageNet's statistics
         kept (Q3) or CLIP's own."""
-        if self.options.quirk_imagenet_stats:
-            return images
-        dev, dt = images.device, images.dtype
-        im_m, im_s = (torch.tensor(v, device=dev, dtype=dt).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-        cl_m, cl_s = (torch.tensor(v, device=dev, dtype=dt).view(1, 3, 1, 1) for v in (CLIP_MEAN, CLIP_STD))
-        return (images * im_s + im_m - cl_m) / cl_s
+        return clip_input(images, imagenet_stats=self.options.quirk_imagenet_stats)
 
     def encode(self, images: torch.Tensor, ex_feats: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The frozen CLIP on square ``images`` (pipeline-normalised): patch-text maps (B, N, C_fg), attention

@@ -40,7 +40,7 @@ from wsss.core.config import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, 
 from wsss.core.errors import ConfigError, ConfigWarning, UsageError, WeightLoadError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.losses import balanced_seg_loss
-from wsss.methods.clip_runs import VOC_BACKGROUND, prompts_for
+from wsss.methods.clip_runs import VOC_BACKGROUND, clip_input, prompts_for, read_clip_weights
 from wsss.methods.contract import CamDeclaration, Method, register_method
 from wsss.methods.imports import ImportLayout, register_import
 from wsss.methods.weclip_plus.cam import refined_cams
@@ -51,7 +51,7 @@ from wsss.methods.weclip_plus.model import (
     dino_features,
     official_head_state,
 )
-from wsss.models.clip import CLIP_MEAN, CLIP_STD, ClipArch, build_clip
+from wsss.models.clip import ClipArch, build_clip
 from wsss.models.dinov2 import Dinov2, Dinov2Arch
 
 
@@ -132,7 +132,7 @@ class WeclipPlus(Method):
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__(cfg, classes)
         o = self.options
-        clip_file = self._read_clip(cfg.model.pretrained) if cfg.model.pretrained else None
+        clip_file = read_clip_weights(self.options, cfg.model.pretrained) if cfg.model.pretrained else None
         dino_file = self._read_dino(o.dino_weights) if o.dino_weights else None
         if not o.arch or not o.dino_arch:
             raise ConfigError("weclip_plus: options.arch / options.dino_arch are empty; give model.pretrained=CLIPFILE "
@@ -162,16 +162,6 @@ class WeclipPlus(Method):
         self._text: torch.Tensor | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
-    def _read_clip(self, weights: str) -> nn.Module:
-        from wsss.models.clip import load_clip_file
-
-        o = self.options
-        model, arch, gelu = load_clip_file(weights, text_heads=o.text_heads, quick_gelu=o.quick_gelu)
-        if o.arch and ClipArch(**o.arch) != arch:
-            raise ConfigError(f"{weights}: its CLIP architecture {arch.as_dict()} is not options.arch {dict(o.arch)}")
-        o.arch, o.quick_gelu, o.weights = arch.as_dict(), gelu, str(weights)
-        return model
-
     def _read_dino(self, weights: str) -> nn.Module:
         from wsss.models.dinov2 import load_dinov2_file
 
@@ -195,12 +185,7 @@ class WeclipPlus(Method):
 
     def clip_images(self, images: torch.Tensor) -> torch.Tensor:
         """Pipeline-normalised images (ImageNet statistics) -> CLIP's input: as they are (Q8) or CLIP's statistics."""
-        if self.options.quirk_imagenet_stats:
-            return images
-        dev, dt = images.device, images.dtype
-        im_m, im_s = (torch.tensor(v, device=dev, dtype=dt).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-        cl_m, cl_s = (torch.tensor(v, device=dev, dtype=dt).view(1, 3, 1, 1) for v in (CLIP_MEAN, CLIP_STD))
-        return (images * im_s + im_m - cl_m) / cl_s
+        return clip_input(images, imagenet_stats=self.options.quirk_imagenet_stats)
 
     # -- the forward ------------------------------------------------------------------------------
     def network(self, images: torch.Tensor) -> tuple[Any, HeadOutput]:
