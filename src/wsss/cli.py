@@ -468,6 +468,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             labels=args.label_source,
             workers=args.workers,
             progress=not args.quiet,
+            overwrite=args.overwrite,
         )
     elif args.dataset == "coco":
         summary = prepare.prepare_coco(
@@ -479,6 +480,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             val_part=args.val_part,
             workers=args.workers,
             progress=not args.quiet,
+            overwrite=args.overwrite,
         )
     else:
         summary = prepare.prepare_folder(
@@ -992,6 +994,9 @@ def add_prepare(sub: Any) -> None:
     labels_help = "cls_labels.npy from the masks (default) or the Annotations XML (PSA's file; auto: XML if present)"
     q.add_argument("--label-source", dest="label_source", choices=("mask", "xml", "auto"), default="mask",
                    help=labels_help)  # fmt: skip
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace what --out holds of another dataset (else refused); a dataset this release prepared "
+                   "there is continued, its finished masks kept")  # fmt: skip
     add_pool_workers(q)
     add_quiet(q)
     q.set_defaults(fn=cmd_prepare)
@@ -1002,6 +1007,9 @@ def add_prepare(sub: Any) -> None:
     q.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to convert (default: train val)")
     q.add_argument("--val-part", type=int, default=5000, help="size of the val_part subset (0 = none)")
     add_image_mode(q)
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace what --out holds of another dataset (else refused); a dataset this release prepared "
+                   "there is continued, its finished masks kept")  # fmt: skip
     add_pool_workers(q)
     add_quiet(q)
     q.set_defaults(fn=cmd_prepare)

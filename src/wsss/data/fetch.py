@@ -167,42 +167,19 @@ def fetch(
         log(f"unpacked {path} -> {dest} ({count:,} members)")
         result.unpacked[archive.file] = dest
     if prepare:
-        result.summary, note = _prepare(name, raw, out, image_mode, workers, progress)
+        result.summary, note = _prepare(name, raw, out, image_mode, workers, progress, overwrite)
         result.notes += [note] if note else []
     return result
 
 
 def _check_out(name: str, out: Path) -> None:
     """UsageError naming the files of ``out`` that preparing release ``name`` would replace, when ``out`` holds
-    files and is not a dataset prepared from this release (``prepare.prepared_from``; one of an older wsss: its
-    release's ``classes.txt`` and mask folder): a user's dataset keeps its classes, labels and split lists, and its
-    photos are never paired with the release's masks (issue 76)."""
-    from wsss.data.classes import COCO_CLASSES, VOC_CLASSES, read_classes
-    from wsss.data.prepare import prepared_from
-    from wsss.data.voc import CLS_LABELS_FILE, IMAGE_DIR, SPLIT_DIR
+    files and is not a dataset prepared from this release (``prepare.release_outputs``): checked before hours of
+    downloading; ``--overwrite`` replaces them (issue 76)."""
+    from wsss.data.prepare import release_outputs
 
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    kind, classes, masks = (
-        ("coco", COCO_CLASSES, "SegmentationClass") if name == "coco2014" else ("voc", VOC_CLASSES, AUG_DIR)
-    )
-    made = prepared_from(out)
-    if made == kind:
-        return
-    if made is None and (out / masks).is_dir():
-        try:
-            if read_classes(out) == classes:  # prepared by a wsss before the marker
-                return
-        except (DataError, OSError):
-            pass
-    lists = [str(p.relative_to(out)) for p in sorted((out / SPLIT_DIR).glob("*.txt"))]
-    would = ["classes.txt", CLS_LABELS_FILE, *lists, masks, IMAGE_DIR]
-    shown = [w for w in would if (out / w).exists()] or sorted(p.name for p in out.iterdir())
-    raise UsageError(
-        f"{out}: holds files that `wsss data fetch {name}` did not prepare; preparing the release there would replace "
-        f"or mix with {', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''}; give another --out, or pass "
-        "--overwrite (which also unpacks the release again)"
-    )
+    release_outputs(out, "coco" if name == "coco2014" else "voc", f"wsss data fetch {name}", images="link",
+                    overwrite=False, inputs={})  # fmt: skip
 
 
 def _match_archives(
@@ -498,20 +475,20 @@ def _escapes(relative: str, floor: int = 0) -> bool:
 
 # -- preparing -----------------------------------------------------------------------------------------
 def _prepare(
-    name: str, raw: Path, out: Path, image_mode: str, workers: int | None, progress: bool
+    name: str, raw: Path, out: Path, image_mode: str, workers: int | None, progress: bool, overwrite: bool
 ) -> tuple[PrepareSummary | None, str | None]:
     """``wsss prepare voc`` or ``coco`` on the unpacked release(s): (its summary, a note)."""
     from wsss.data.prepare import prepare_coco, prepare_voc
 
     if name == "coco2014":
         summary = prepare_coco(raw / RELEASES[name].folder, out, year="2014", images=image_mode, workers=workers,
-                               progress=progress)  # fmt: skip
+                               progress=progress, overwrite=overwrite)  # fmt: skip
         return summary, None
     voc, sbd = raw / VOC_DIR, raw / SBD_DIR
     if not voc.is_dir():  # SBD alone: its masks are VOC photos', prepared with VOC 2012's lists
         return None, (f"not prepared: SBD is prepared with VOC 2012 (`wsss data fetch voc2012` with the same "
                       f"--raw {raw} prepares both into {out})")  # fmt: skip
     summary = prepare_voc(voc, sbd if sbd.is_dir() else None, out, images=image_mode, workers=workers,
-                          progress=progress)  # fmt: skip
+                          progress=progress, overwrite=overwrite)  # fmt: skip
     note = None if sbd.is_dir() else f"VOC 2012 alone: `wsss data fetch sbd --raw {raw}` adds SBD's masks to {out}"
     return summary, note

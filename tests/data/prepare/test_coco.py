@@ -166,3 +166,22 @@ def test_prepare_coco_refuses_file_names_that_leave_the_output(coco, tmp_path):
     with pytest.raises(DataError, match=r"instances_val2014\.json: image \d+ has file_name '\.\./\.\./escaped\.jpg'"):
         prepare_coco(coco, tmp_path / "o", splits=("val",), workers=0, progress=False)
     assert not list(tmp_path.rglob("escaped*"))
+
+
+def test_prepare_coco_refuses_another_dataset_without_overwrite(coco, tmp_path, capsys):
+    """`wsss prepare coco --out mine` wrote over a user's dataset; refused now unless --overwrite (then replaced);
+    COCO's own dataset is continued without it."""
+    mine = tmp_path / "mine"
+    (mine / "ImageSets/Segmentation").mkdir(parents=True)
+    (mine / "classes.txt").write_text("background\ncat\n")
+    (mine / "ImageSets/Segmentation/train.txt").write_text("x\n")
+    args = ["prepare", "coco", "--coco", str(coco), "--out", str(mine), "--workers", "0", "--quiet"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{mine}: holds files that `wsss prepare coco` did not prepare" in err
+    assert "classes.txt, ImageSets/Segmentation/train.txt" in err
+    assert (mine / "classes.txt").read_text() == "background\ncat\n"
+    assert main([*args, "--overwrite"]) == 0
+    assert (mine / "classes.txt").read_text().splitlines() == list(COCO_CLASSES)
+    assert "x" not in read_split(mine, "train")
+    assert main(args) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +237,44 @@ def test_prepare_voc_refuses_ids_that_leave_the_output(downloads, tmp_path):
     with pytest.raises(DataError, match=r"train\.txt:2: unsafe image id '\.\./\.\./escaped'"):
         prepare_voc(voc, sbd, tmp_path / "out" / "o", workers=0, progress=False)
     assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("escaped*"))
+
+
+def _users_dataset(root: Path) -> dict[Path, bytes]:
+    """A user's dataset of their own classes (what `wsss prepare folder` makes): its files and their bytes."""
+    (root / "ImageSets/Segmentation").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    (root / "classes.txt").write_text("background\ncat\n")
+    (root / "cls_labels.npy").write_bytes(b"mine")
+    (root / "ImageSets/Segmentation/train.txt").write_text("x\n")
+    (root / "JPEGImages/x.jpg").write_bytes(b"my photo")
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_prepare_voc_refuses_another_dataset_without_overwrite(downloads, tmp_path, capsys):
+    """`wsss prepare voc --out mine` wrote over a user's dataset: VOC's classes.txt, cls_labels.npy and split lists in
+    place of theirs, VOC's masks beside their photos. Refused now, naming the files, nothing written; --overwrite
+    replaces them with VOC's (a fresh run's dataset); an input inside them is refused even then; VOC's own dataset
+    is continued without --overwrite (issue 76's rule, that `wsss data fetch` already kept)."""
+    voc, sbd = downloads
+    mine = tmp_path / "mine"
+    before = _users_dataset(mine)
+    args = ["prepare", "voc", "--voc", str(voc), "--sbd", str(sbd), "--out", str(mine), "--workers", "0", "--quiet"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"{mine}: holds files that `wsss prepare voc` did not prepare" in err
+    assert "classes.txt, cls_labels.npy, ImageSets/Segmentation/train.txt, JPEGImages" in err and "--overwrite" in err
+    assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
+    # an input inside what --overwrite would replace is refused, and nothing is removed
+    inside = mine / "JPEGImages" / "devkit"
+    shutil.copytree(voc, inside)
+    assert main(["prepare", "voc", "--voc", str(inside), "--out", str(mine), "--workers", "0", "--overwrite"]) == 1
+    assert "an output of this command (--overwrite would delete it)" in capsys.readouterr().err
+    assert (mine / "JPEGImages/x.jpg").read_bytes() == b"my photo" and inside.is_dir()
+    shutil.rmtree(inside)
+    assert main([*args, "--overwrite"]) == 0
+    assert read_split(mine, "train_aug") == [A, B, E, F]
+    assert not (mine / "ImageSets/Segmentation/train.txt").read_text().startswith("x")
+    assert not (mine / "JPEGImages/x.jpg").exists() and (mine / "classes.txt").read_text().startswith("background\n")
+    assert voc.is_dir() and sbd.is_dir()  # the inputs are never touched
+    assert main(args) == 0  # VOC's own dataset: continued

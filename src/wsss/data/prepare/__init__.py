@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from wsss.core.choices import IMAGE_MODES
 from wsss.core.errors import DataError, UsageError
-from wsss.core.files import atomic_write, remove_stale_temps
+from wsss.core.files import atomic_write, is_temp_file, remove_stale_temps
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -105,6 +105,87 @@ def prepared_from(root: Path) -> str | None:
         return (root / PREPARED_FILE).read_text(encoding="utf-8").strip() or None
     except (OSError, UnicodeDecodeError):
         return None
+
+
+# What preparing a release writes in its dataset root (docs/datasets.md#voc-layout): the masks' folder, the photos'
+# (unless --image-mode none), the split lists, the image labels and the class list.
+RELEASE_MASKS = {"voc": "SegmentationClassAug", "coco": "SegmentationClass"}
+DATASET_FILES = ("classes.txt", "cls_labels.npy", "ImageSets/Segmentation")
+
+
+def has_files(folder: Path) -> bool:
+    """Whether ``folder`` holds a file other than a killed write's temporary (``core.files.is_temp_file``)."""
+    return folder.is_dir() and any(not is_temp_file(p.name) for p in folder.iterdir())
+
+
+def held_outputs(out: Path, names: Iterable[str], inputs: dict[str, Path | None]) -> list[Path]:
+    """The outputs ``names`` that ``out`` already holds. An input (``inputs``: flag -> path) that is one of them or
+    inside one is a UsageError naming it: replacing the output would delete the input (issue 58:
+    ``--masks OUT/SegmentationClass --overwrite`` deleted the masks, then failed)."""
+    found = [out / n for n in names if (out / n).is_file() or has_files(out / n)]
+    for flag, path in inputs.items():
+        held = next((p for p in found if path is not None and _within(path, p)), None)
+        if held is not None:
+            where = "is" if path.resolve() == held.resolve() else "is inside"
+            raise UsageError(
+                f"{path}: the input of {flag} {where} {held}, an output of this command (--overwrite would delete "
+                f"it); move it out of {out} or choose another --out"
+            )
+    return found
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or inside it (links resolved: the same files by any name)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def remove_outputs(paths: Iterable[Path]) -> None:
+    """Remove earlier outputs that ``overwrite`` replaces (a link: the link alone, never what it points to)."""
+    for path in paths:
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def prepared_here(out: Path, release: str) -> bool:
+    """Whether ``out`` holds the dataset prepared from ``release``: marked (:func:`mark_prepared`), or unmarked with
+    the release's masks folder and class list (a wsss before the marker)."""
+    from wsss.data.classes import COCO_CLASSES, VOC_CLASSES, read_classes
+
+    made = prepared_from(out)
+    if made is not None:
+        return made == release
+    if not (out / RELEASE_MASKS[release]).is_dir():
+        return False
+    try:
+        return read_classes(out) == (COCO_CLASSES if release == "coco" else VOC_CLASSES)
+    except (DataError, OSError):
+        return False
+
+
+def release_outputs(
+    out: Path, release: str, command: str, *, images: str, overwrite: bool, inputs: dict[str, Path | None]
+) -> list[Path]:
+    """What preparing ``release`` into ``out`` must replace first: nothing when ``out`` is empty or holds this
+    release's dataset (a rerun continues it, its finished masks kept); else, when ``out`` holds files, the outputs
+    found there with ``overwrite`` (the caller removes them, so that no user's photo is paired with the release's
+    masks and no split list or class list is mixed), and a UsageError naming them without it (issue 76). An input
+    inside them is refused either way (:func:`held_outputs`)."""
+    if not out.is_dir() or not any(out.iterdir()) or prepared_here(out, release):
+        return []
+    names = [RELEASE_MASKS[release], *DATASET_FILES, *([] if images == "none" else ["JPEGImages"])]
+    found = held_outputs(out, names, inputs)
+    if not overwrite:
+        shown = [
+            str(f.relative_to(out))
+            for p in found
+            for f in (sorted(p.glob("*.txt")) if p.name == "Segmentation" else [p])
+        ] or sorted(p.name for p in out.iterdir())
+        raise UsageError(
+            f"{out}: holds files that `{command}` did not prepare; preparing the release there would replace or mix "
+            f"with {', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''}; give another --out, or pass --overwrite "
+            "to replace them"
+        )
+    return found
 
 
 def write_split(root: Path, name: str, ids: Iterable[str]) -> Path:

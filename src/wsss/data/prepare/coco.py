@@ -44,6 +44,8 @@ from wsss.data.prepare import (
     mark_prepared,
     parallel_map,
     place_image,
+    release_outputs,
+    remove_outputs,
     remove_stale_outputs,
     write_split,
 )
@@ -193,9 +195,14 @@ def prepare_coco(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> PrepareSummary:
-    """Convert COCO ``splits`` of ``year`` at ``coco`` into the VOC layout at ``out`` (module docstring)."""
+    """Convert COCO ``splits`` of ``year`` at ``coco`` into the VOC layout at ``out`` (module docstring). An ``out``
+    holding files of another dataset is refused unless ``overwrite`` replaces them (``prepare.release_outputs``); a
+    COCO dataset prepared there before is continued."""
     coco, out = Path(coco), Path(out)
+    remove_outputs(release_outputs(out, "coco", "wsss prepare coco", images=images, overwrite=overwrite,
+                                   inputs={"--coco": coco}))  # fmt: skip
     remove_stale_outputs(out, "SegmentationClass", "JPEGImages")
     workers = default_workers() if workers is None else workers
     summary = PrepareSummary(out=out)

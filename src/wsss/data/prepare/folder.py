@@ -44,7 +44,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,11 +51,19 @@ import numpy as np
 from tqdm import tqdm
 
 from wsss.core.errors import DataError, UsageError
-from wsss.core.files import is_temp_file
 from wsss.data.check import PROGRESS_MIN, check_image, check_mask
 from wsss.data.classes import ClassLookup, parse_classes, write_classes
 from wsss.data.photos import PHOTO_SUFFIXES, is_photo
-from wsss.data.prepare import PrepareSummary, first, place_image, remove_stale_outputs, write_split
+from wsss.data.prepare import (
+    PrepareSummary,
+    first,
+    has_files,
+    held_outputs,
+    place_image,
+    remove_outputs,
+    remove_stale_outputs,
+    write_split,
+)
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
 from wsss.utils.io import per_id_path, read_label_png, read_text_file, save_label_png
 
@@ -185,7 +192,7 @@ def prepare_folder(
     inputs = {"--images": images, "--labels": labels, "--classes": classes, "--masks": masks}
     previous = _previous_outputs(out, images, image_mode, overwrite, inputs)
     with_mask, label_only = _check_inputs(ids, files, entries, masks, class_names, labels, classes, out, progress)
-    _remove(previous)
+    remove_outputs(previous)
 
     # ---- write ---------------------------------------------------------------------------------
     # The split lists are written last: a dataset without them is visibly unfinished, while lists
@@ -270,44 +277,19 @@ def _previous_outputs(
 ) -> list[Path]:
     """The outputs of an earlier run in ``out`` (the temporary files of a killed one aside), to remove with
     ``overwrite``; UsageError without it. ``JPEGImages`` is never among them when it is where the photos
-    are (``--image-mode none``, or ``--images`` pointing at it). An input (``inputs``: flag -> path) that is
-    one of them or inside one is a UsageError naming it, with or without ``overwrite``: the removal would
-    delete it (issue 58: ``--masks OUT/SegmentationClass --overwrite`` deleted the masks, then failed)."""
+    are (``--image-mode none``, or ``--images`` pointing at it). An input inside one of them is refused
+    (``prepare.held_outputs``)."""
     keep_images = image_mode == "none" or (out / "JPEGImages").resolve() == images.resolve()
     names = ["ImageSets/Segmentation", "SegmentationClass", "cls_labels.npy", "classes.txt"]
     names += [] if keep_images else ["JPEGImages"]
-    found = [out / n for n in names if (out / n).is_file() or _has_files(out / n)]
-    for flag, path in inputs.items():
-        held = next((p for p in found if path is not None and _within(path, p)), None)
-        if held is not None:
-            where = "is" if path.resolve() == held.resolve() else "is inside"
-            raise UsageError(
-                f"{path}: the input of {flag} {where} {held}, an output of this command (--overwrite would delete "
-                f"it); move it out of {out} or choose another --out"
-            )
+    found = held_outputs(out, names, inputs)
     if found and not overwrite:
-        what = "a dataset" if _has_files(out / "ImageSets/Segmentation") else "an unfinished dataset (no split lists)"
+        what = "a dataset" if has_files(out / "ImageSets/Segmentation") else "an unfinished dataset (no split lists)"
         raise UsageError(
             f"{out}: already holds {what} ({', '.join(str(p.relative_to(out)) for p in found)}); pass --overwrite "
             "to replace it (the re-run then writes what a fresh run would), or choose another --out"
         )
     return found
-
-
-def _within(path: Path, folder: Path) -> bool:
-    """Whether ``path`` is ``folder`` or inside it (links resolved: the same files by any name)."""
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
-def _has_files(folder: Path) -> bool:
-    """Whether ``folder`` holds a file other than a killed write's temporary (``core.files.is_temp_file``)."""
-    return folder.is_dir() and any(not is_temp_file(p.name) for p in folder.iterdir())
-
-
-def _remove(paths: list[Path]) -> None:
-    for path in paths:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def image_id(stem: str) -> str:

@@ -41,6 +41,8 @@ from wsss.data.prepare import (
     mark_prepared,
     parallel_map,
     place_image,
+    release_outputs,
+    remove_outputs,
     remove_stale_outputs,
     write_split,
 )
@@ -253,19 +255,25 @@ def prepare_voc(
     labels: str = "mask",
     workers: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> PrepareSummary:
     """Build the augmented VOC dataset at ``out`` (see the module docstring); returns the summary.
 
     ``sbd=None`` gives VOC alone (``train_aug`` = VOC train). Raises DataError naming the file for a
-    missing image, mask or annotation, and for counts that disagree with the official releases.
+    missing image, mask or annotation, and for counts that disagree with the official releases. An ``out``
+    holding files of another dataset is refused unless ``overwrite`` replaces them (``prepare.release_outputs``);
+    a VOC dataset prepared there before is continued.
     """
     if labels not in ("auto", "xml", "mask"):
         raise UsageError(f"labels must be auto, xml or mask, got {labels!r}")
     voc_root = find_voc_root(voc)
     sbd_root = find_sbd_root(sbd) if sbd is not None else None
     out = Path(out)
-    remove_stale_outputs(out, AUG_DIR, "JPEGImages")
+    replaced = release_outputs(out, "voc", "wsss prepare voc", images=images, overwrite=overwrite,
+                               inputs={"--voc": voc_root, "--sbd": sbd_root})  # fmt: skip
     voc_train, voc_val, voc_trainval, voc_test, sbd_train, sbd_val = _read_voc_lists(voc_root, sbd_root)
+    remove_outputs(replaced)
+    remove_stale_outputs(out, AUG_DIR, "JPEGImages")
 
     val_set = set(voc_val)
     train_aug = sorted((set(voc_train) | set(sbd_train) | set(sbd_val)) - val_set)
