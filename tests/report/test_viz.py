@@ -78,6 +78,11 @@ def test_image_file_and_classes_through_the_cli(run_dir, synth_root, tmp_path, c
     assert "'nope'" in capsys.readouterr().err
     assert main(["viz", str(run_dir), "--image", str(image), "--classes", "zebra"]) == 1
     assert "zebra" in capsys.readouterr().err
+    assert main(["viz", str(run_dir), "--image", str(image), "--classes", "birds"]) == 1
+    assert "--classes: unknown class 'birds' (did you mean 'bird'?)" in capsys.readouterr().err
+    # a name but for its case is the class (as a labels file's is): `--classes Bird` was refused
+    (_, panels), = write_viz(run_dir, image=image, out=out, classes=["Bird"])  # fmt: skip
+    assert [n for n, _ in panels.cams] == ["bird"]
     assert main(["viz", str(run_dir), "--image", str(tmp_path / "missing.jpg")]) == 1
     assert "missing.jpg" in capsys.readouterr().err
     with pytest.raises(SystemExit):

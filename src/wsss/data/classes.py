@@ -217,7 +217,8 @@ class ClassLookup:
         self.unknown.setdefault(name, []).append(line)
         return None
 
-    def _hint(self, name: str) -> str:
+    def hint(self, name: str) -> str:
+        """What ``name`` may have meant: a class of several it matches but for case, or the closest class."""
         same = self.folded.get(name.casefold(), [])
         if len(same) > 1:
             return f"differs only in case from {' and '.join(map(repr, same))}: name one as the class list does"
@@ -231,13 +232,13 @@ class ClassLookup:
         classes = f"classes: {', '.join(self.fg)}"
         if len(self.unknown) == 1:  # one name: where it is, as a file:line message
             ((name, lines),) = self.unknown.items()
-            hint = self._hint(name)
+            hint = self.hint(name)
             more = lines[1:]
             where = f"{path}:{lines[0]}" + (f" (and line{'s' * (len(more) > 1)} {_lines(more)})" if more else "")
             raise DataError(f"{where}: unknown class {name!r}{f' ({hint})' if hint else ''}; {classes}")
         listed = []
         for name, lines in list(self.unknown.items())[:MAX_NAMES]:
-            hint = self._hint(name)
+            hint = self.hint(name)
             listed.append(f"{name!r} (line{'s' * (len(lines) > 1)} {_lines(lines)}{f'; {hint}' if hint else ''})")
         rest = len(self.unknown) - len(listed)
         listed += [f"and {rest} more"] if rest else []

@@ -26,6 +26,7 @@ import torch
 from wsss.cam import PAR, cam_to_label, refine_cams_with_bkg
 from wsss.core.errors import USER_ERRORS, DataError, UsageError
 from wsss.data import VOCDataset
+from wsss.data.classes import ClassLookup
 from wsss.data.transforms import fit_side
 from wsss.data.voc import run_dataset
 from wsss.report.figures import OUTPUTS, ImagePanels, save_grid, saved_panels
@@ -126,6 +127,20 @@ def fit_panels(p: ImagePanels, max_side: int | None) -> ImagePanels:
     )  # fmt: skip
 
 
+def run_classes(class_names: Sequence[str], given: Sequence[str]) -> list[str]:
+    """The run's names of the classes ``given`` (``--classes``), matched as a labels file's are (``ClassLookup``:
+    exactly, or but for case when one class matches: ``Cat`` is ``cat``); an unknown name is a UsageError naming it,
+    with a close class."""
+    lookup = ClassLookup(list(class_names))
+    found = [lookup.lookup(name, 0) for name in given]
+    if lookup.unknown:
+        name = next(iter(lookup.unknown))
+        hint = lookup.hint(name)
+        raise UsageError(f"--classes: unknown class {name!r}{f' ({hint})' if hint else ''}; the run's classes: "
+                         f"{', '.join(class_names[1:])}")  # fmt: skip
+    return [class_names[k] for k in found if k is not None]
+
+
 def write_viz(
     run_dir: str | Path,
     *,
@@ -149,10 +164,7 @@ def write_viz(
         raise UsageError("give either ids or an image")
     run = load_run(run_dir, checkpoint=checkpoint, device=device, overrides=overrides)
     out = Path(out) if out is not None else run.dir / "viz"
-    fg = run.class_names[1:]
-    unknown = [c for c in classes if c not in fg]
-    if unknown:
-        raise UsageError(f"unknown class {unknown[0]!r}; the run's classes: {', '.join(fg)}")
+    classes = run_classes(run.class_names, classes)
     if image is not None:
         return [_image_grid(run, Path(image), classes, out)]
     written = []
