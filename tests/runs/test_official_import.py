@@ -125,3 +125,25 @@ def test_wsss_import_refuses_a_folder_that_holds_files_without_overwrite(reporte
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt"]
     imported = load_run(run, device="cpu").method
     assert imported.round == 0 and torch.equal(imported.classifier.conv.weight, m.classifier.conv.weight)
+
+
+def test_wsss_import_refuses_a_run_in_use(synth_root, tmp_path, capsys):
+    """`wsss import --overwrite` into a run that a `wsss train` was writing took no lock: the training's next
+    checkpoint and the import's landed in one folder. The import holds the run's lock as a training does; a run in
+    use is refused, naming its holder, and nothing is written."""
+    from wsss.utils.runlock import run_dir_lock
+
+    over = [*NARROW, "options.round=0", f"data.root={synth_root}"]
+    m = build_method(load_config(REPO / "configs/sccam/voc.yaml", over), placeholder_classes(7)).eval()
+    ckpt = tmp_path / "res38_cls.pth"
+    torch.save({("fc8.weight" if k == "classifier.conv.weight" else k.removeprefix("backbone.net.")): v
+                for k, v in m.state_dict().items()}, ckpt)  # fmt: skip
+    run = tmp_path / "busy"
+    argv = ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml"), "--out", str(run), *over]
+    with run_dir_lock(run, command="wsss train"):
+        assert main([*argv, "--overwrite"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {run}: the run is in use by wsss train") and "--out" in err and "\n" not in err
+        assert not (run / "checkpoints").exists() and not (run / "config.yaml").exists()
+    assert main(argv) == 0  # the lock's own file is no file of a run: the folder takes the import
+    assert load_run(run, device="cpu").method.round == 0

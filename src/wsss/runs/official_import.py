@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config, require_data_root, save_config
@@ -24,7 +25,7 @@ from wsss.core.files import move_aside
 from wsss.data.classes import read_classes
 from wsss.methods.contract import import_config_modules
 from wsss.methods.imports import ImportLayout, available_imports, get_import_layout
-from wsss.utils.runlock import is_run_dir
+from wsss.utils.runlock import LOCK_FILE, is_run_dir, run_dir_lock
 
 
 def import_run(
@@ -36,13 +37,7 @@ def import_run(
     out, path = Path(out), Path(file)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: is a file; --out names the folder of the run to write")
-    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if held and not overwrite:
-        what = "a run" if is_run_dir(out) else "files"
-        raise UsageError(
-            f"{out}: holds {what} ({', '.join(held[:4])}{' ...' if len(held) > 4 else ''}); import into a new folder, "
-            "or pass --overwrite to write its config.yaml and checkpoint there (its checkpoints/ is kept, moved aside)"
-        )
+    _refuse_a_held_out(out, overwrite)
     cfg = load_config(config, list(overrides))
     import_config_modules(cfg.custom_imports)  # a plugin's layout registers on import, as its method does
     layout = get_import_layout(name)
@@ -52,7 +47,26 @@ def import_run(
     cfg.run.dir = str(out)
     class_names = read_classes(require_data_root(cfg))
     model, extra = layout.build(path, cfg, class_names)
-    out.mkdir(parents=True, exist_ok=True)
+    # the run's lock, as `wsss train` holds it: a training or another import writing there is refused, and the
+    # folder is looked at again under the lock (another import may have filled it since the check above)
+    with run_dir_lock(out, command=f"wsss import {name}", option="--out"):
+        _refuse_a_held_out(out, overwrite)
+        _write_run(out, path, cfg, model, extra, class_names)
+    return out, layout
+
+
+def _refuse_a_held_out(out: Path, overwrite: bool) -> None:
+    """UsageError naming some of the files ``out`` holds (its lock aside), unless ``overwrite``."""
+    held = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) if out.is_dir() else []
+    if held and not overwrite:
+        what = "a run" if is_run_dir(out) else "files"
+        raise UsageError(
+            f"{out}: holds {what} ({', '.join(held[:4])}{' ...' if len(held) > 4 else ''}); import into a new folder, "
+            "or pass --overwrite to write its config.yaml and checkpoint there (its checkpoints/ is kept, moved aside)"
+        )
+
+
+def _write_run(out: Path, path: Path, cfg: Any, model: Any, extra: dict[str, Any], class_names: list[str]) -> None:
     move_aside(out / "checkpoints")  # --overwrite: another model's checkpoints kept, never loaded for this one
     save_config(cfg, out / "config.yaml")  # after build: a layout may complete the config (CLIP-ES's arch)
     state = {
@@ -65,7 +79,6 @@ def import_run(
         **extra,
     }
     save_checkpoint(state, out / "checkpoints" / "last.pt")
-    return out, layout
 
 
 __all__ = ["available_imports", "import_run"]
