@@ -254,14 +254,15 @@ def test_a_scoped_name_that_is_not_a_shipped_config_is_named(tmp_path):
 
 
 def test_a_scoped_name_without_the_shipped_configs_says_how_to_get_them(tmp_path, monkeypatch):
-    """A wheel carries no configs/ (they sit beside src/ in the checkout): a scoped name is then one line saying
-    that a source or editable install has them, and a relative base not found offers no scoped name."""
+    """An install without the shipped configs (neither a wheel's wsss/configs nor a checkout's configs/): a scoped
+    name is one line saying where they come from, and a relative base not found offers no scoped name."""
     import wsss.core.config as config
 
     monkeypatch.setattr(config, "shipped_configs", lambda: tmp_path / "site-packages" / "configs")
     child = _write(tmp_path / "c.yaml", "_base_: wsss::cam/synthetic_cpu.yaml\n")
-    with pytest.raises(ConfigError, match=r"the shipped configs are not installed .*: wsss:: names resolve in a source "
-                       r"or editable install of wsss \(pip install -e \.\); name a file instead$"):  # fmt: skip
+    with pytest.raises(ConfigError, match=r"the shipped configs are not installed .*: wsss:: names resolve in a wheel "
+                       r"of wsss \(its wsss/configs\) or a checkout \(configs/ beside src/\); reinstall wsss, or name a "
+                       r"file instead$"):  # fmt: skip
         load_config(child)
     _write(child, "_base_: ../_base_/datasets/synthetic.yaml\n")
     with pytest.raises(ConfigError, match=r"_base_ '\.\./_base_/datasets/synthetic\.yaml' not found \([^)]*\)$"):

@@ -702,12 +702,13 @@ def require_data_root(cfg: Config) -> str:
 
 
 def shipped_configs() -> Path:
-    """The folder of the shipped presets and bases, ``configs/`` of the checkout the package runs from.
-
-    ``configs/`` is not inside the package: a source or editable install (``pip install -e .``, what ``make
-    setup`` does) finds it beside ``src/``; a wheel carries none, and a ``wsss::`` name then fails with one
-    line saying so (:func:`shipped_config`)."""
-    return Path(__file__).resolve().parents[3] / "configs"  # src/wsss/core/config.py -> the checkout
+    """The folder of the shipped presets and bases: ``wsss/configs`` inside an installed wheel (``setup.py`` copies
+    ``configs/`` there), else ``configs/`` of the checkout the package runs from (a source or editable install,
+    ``pip install -e .``, what ``make setup`` does). Where neither is, a ``wsss::`` name fails with one line
+    saying so (:func:`shipped_config`)."""
+    package = Path(__file__).resolve().parents[1]  # wsss/core/config.py -> wsss
+    inside = package / "configs"
+    return inside if inside.is_dir() else package.parents[1] / "configs"  # src/wsss -> the checkout
 
 
 def shipped_config(name: str, where: str = "") -> Path:
@@ -719,8 +720,8 @@ def shipped_config(name: str, where: str = "") -> Path:
     rel = name.removeprefix(SCOPE)
     if not root.is_dir():
         raise ConfigError(
-            f"{where}: the shipped configs are not installed ({root} not found): {SCOPE} names resolve in a source "
-            "or editable install of wsss (pip install -e .); name a file instead"
+            f"{where}: the shipped configs are not installed ({root} not found): {SCOPE} names resolve in a wheel of "
+            "wsss (its wsss/configs) or a checkout (configs/ beside src/); reinstall wsss, or name a file instead"
         )
     path = root / rel
     if not rel or Path(rel).is_absolute() or root.resolve() not in path.resolve().parents:
