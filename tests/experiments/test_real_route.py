@@ -39,8 +39,7 @@ AFF_TINY = [
 ]
 
 
-def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)  # the same commands, without a start-up each
+def test_real_route_tiny(tmp_path, synth_root):
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
@@ -83,10 +82,9 @@ def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
     assert (out / "cls/checkpoints/last.pt").stat().st_mtime_ns == stamp
 
 
-def test_real_route_seg_band(tmp_path, synth_root, monkeypatch):
+def test_real_route_seg_band(tmp_path, synth_root):
     """``--seg-band``: the DeepLab stage learns from the first refiner's labels at the run's own pair, whose
     undecided pixels are 255, not from the one-level labels (which decide every pixel)."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
@@ -103,10 +101,9 @@ def test_real_route_seg_band(tmp_path, synth_root, monkeypatch):
     assert all((np.asarray(Image.open(p)) != 255).all() for p in level.glob("*.png"))
 
 
-def test_real_route_seg_from_classifier(tmp_path, synth_root, monkeypatch):
+def test_real_route_seg_from_classifier(tmp_path, synth_root):
     """``--seg-from-classifier``: the DeepLab stage's run names the route's classifier as its weights and starts
     from its backbone (a classifier on the seg preset's tiny CNN, so the two share one)."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir=", "model."))]
     cnn = ["model.backbone=resnet18", SEG_TINY[0], "model.output_stride=8"]
@@ -120,10 +117,9 @@ def test_real_route_seg_from_classifier(tmp_path, synth_root, monkeypatch):
     assert f"pretrained weights {out / 'cls'} = {out / 'cls/checkpoints/last.pt'}" in (out / "route.log").read_text()
 
 
-def test_real_route_seg_ensemble(tmp_path, synth_root, monkeypatch):
+def test_real_route_seg_ensemble(tmp_path, synth_root):
     """``--seg-ensemble 3``: two more DeepLab stages on round 1's labels, seeds S + 3 and S + 6, and round 1's
     stage ensembled with them, scored plain, tagged, and tagged with the CRF."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
@@ -143,11 +139,10 @@ def test_real_route_seg_ensemble(tmp_path, synth_root, monkeypatch):
     assert f"--ensemble {out / 'seg_m1'} {out / 'seg_m2'} --crf --tags-from {out / 'cls'}" in log
 
 
-def test_real_route_masks(tmp_path, synth_root, monkeypatch):
+def test_real_route_masks(tmp_path, synth_root):
     """``--masks K`` (issue 61): a view in which only the first K masked train photos keep their mask; the sweep
     scores the seeds on them; the DeepLab stage on them alone (as many iterations as the others), on the pseudo
     labels, and on both at each weight; the ceiling on every train mask."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
@@ -194,10 +189,9 @@ def test_real_route_masks(tmp_path, synth_root, monkeypatch):
     assert real_route.main(argv) == res  # a rerun reuses every stage
 
 
-def test_real_route_folds(tmp_path, synth_root, monkeypatch, capsys):
+def test_real_route_folds(tmp_path, synth_root, capsys):
     """``--folds 2`` (issue 62): the route on each fold's view (every photo in exactly one fold's val, the others
     train) and each figure's mean and range over the folds."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
@@ -232,10 +226,9 @@ def test_real_route_folds(tmp_path, synth_root, monkeypatch, capsys):
     assert not (tmp_path / "elsewhere").exists()
 
 
-def test_real_route_folds_reuse(tmp_path, synth_root, monkeypatch, capsys):
+def test_real_route_folds_reuse(tmp_path, synth_root, capsys):
     """``--reuse`` (issue 62): the finished folds a JSON holds are taken, not run again, when their folders are gone
     (another machine, a lost scratch disk); a fold of other settings or other photos is refused before any training."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root),
@@ -341,10 +334,9 @@ def test_summarise_and_fold_split():
     assert val == ["001", "006"] and sorted(train + val) == ids
 
 
-def test_real_route_steps(tmp_path, synth_root, monkeypatch):
+def test_real_route_steps(tmp_path, synth_root):
     """``--steps`` (issue 62): the stage with the CRF and the tags, the classifier's tags scored on val, the stage on
     the labels at the preset's own level; each step's gain in ``steps``."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
