@@ -104,7 +104,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wsss.cli_common import script_parser
-from wsss.core.config import EXECUTION_KEYS
+from wsss.core.config import EXECUTION_KEYS, SCOPE
 from wsss.core.errors import TrainingDiverged
 from wsss.data.voc import VOCDataset, read_split
 from wsss.runs import route as steps  # the route's steps: looked up at each call, the one implementation
@@ -117,6 +117,7 @@ if __package__ in (None, ""):  # run as a script (`python experiments/real_route
 from experiments.data_views import all_ids, first_masked, fold_split, make_view  # noqa: E402
 
 T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
 # The overrides (KEY=VALUE words, --seg-set, --aff-set) that say where and how fast a route runs, not what it computes:
 # --reuse takes a fold run with other ones (on a GPU, with loader workers) as this command's. The photos and their
 # augmentation are the same whatever the workers (photo i of epoch e is drawn from (seed, e, i):
@@ -152,6 +153,14 @@ def _step(log: Path, command: str, work: Callable[[], T]) -> tuple[T, float]:
             wall = time.perf_counter() - t
             out.write(f"# ended {time.strftime('%H:%M:%S')}, {wall:.1f} s, exit {code}\n")
     return result, wall
+
+
+def _preset(path: str) -> str:
+    """A preset argument: a file from the working folder, else from the repository (``configs/...``: the steps ran as
+    ``wsss`` commands in the repository, where the defaults of ``--seg`` and ``--affinity`` name their presets)."""
+    if Path(path).is_absolute() or path.startswith(SCOPE) or Path(path).exists():
+        return path
+    return str(REPO / path) if (REPO / path).exists() else path
 
 
 def _miou(path: Path) -> float:
@@ -205,7 +214,7 @@ def _train(preset: str, words: list[str], run: Path, log: Path) -> dict[str, Any
             from wsss.engine.trainer import training_targets
             from wsss.methods import method_class
 
-            cfg = steps.run_config(preset, words, run)
+            cfg = steps.run_config(_preset(preset), words, run)
             said = training_targets(cfg, method_class(cfg)).text  # what the masks teach, as `wsss train` says it
             if said:
                 print(said, file=sys.stderr)
@@ -447,7 +456,7 @@ def _masks_experiment(
     the route's classifier (``--crf --tags-from OUT/cls``, the manual's, ``val_crf_tagged``); the ceiling both.
     The JSON is rewritten after each stage (a stopped run keeps what it finished). A stage whose training diverges
     (the trainer's non-finite loss) is an outcome: its entry says so (``diverged``) and the next stage goes on."""
-    iters = stage_iterations(args.seg, root, args.seg_set)  # as the package's route counts them (wsss route)
+    iters = stage_iterations(_preset(args.seg), root, args.seg_set)  # as the package's route counts them (wsss route)
     train_ids = read_split(root, "train")
     val_ids = read_split(root, "val")
     val_set = VOCDataset(root, "val")
