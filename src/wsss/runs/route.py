@@ -2,7 +2,10 @@
 in one command: the route docs/own-photos.md advises, each choice made from the data as the measurements say and
 printed with its reason (docs/own-photos.md#what-it-does; the evidence: docs/benchmarks/real-photos.md).
 
-The steps, each the library call of the ``wsss`` command named (in this process, as that command runs it):
+The steps, each the library call of the ``wsss`` command named (in this process, as that command runs it), by the
+functions of this module that ``experiments/real_route.py`` runs too (:func:`run_config`, :func:`train_run`,
+:func:`stage_config`, :func:`cams`, :func:`pseudo_labels`, :func:`predict_split`, :func:`score`: one implementation
+of each step, docs/api.md#the-routes-steps):
 
 1. ``wsss prepare folder`` into ``OUT/data`` when the input is a folder of photos (``labels`` and ``classes``), or
    ``wsss check-data`` of a dataset given (``wsss train`` checks it so);
@@ -301,7 +304,7 @@ def pseudo_labels(
 
 
 def predict_split(
-    run_dir: str | os.PathLike, split: str, *, root: str | os.PathLike | None = None, crf: bool = True,
+    run_dir: str | os.PathLike, split: str, *, root: str | os.PathLike | None = None, crf: bool = False,
     tags_from: str | os.PathLike | None = None, tag_gate: str = "hard", labelled_only: bool = False,
     ensemble: Sequence[str | os.PathLike] = (), device: str | None = None, crf_workers: int | None = None,
     progress: bool = True,
