@@ -1,13 +1,17 @@
 """One method's whole route on a real-photo dataset, scored at every step (issue 31): the figures of a row of
 BENCHMARKS.md's ccp-dev table.
 
-The route a user runs is ``wsss route`` (``src/wsss/runs/route.py``, docs/own-photos.md#what-it-does); this script keeps
-what research adds to it (folds of every photo, arms, seeds, extra scoring) and takes from the package what the two
-share: the DeepLab stage's words with masks (``mixed_stage_words``, ``masks_alone_words``, ``stage_iterations``) and
-the views of a dataset (``wsss.data.views``). Its steps, run through the ``wsss`` CLI as a user types them:
+The route a user runs is ``wsss route`` (``src/wsss/runs/route.py``, docs/own-photos.md#what-it-does). This script
+adds only what research needs (folds of every photo, arms, seeds, extra scoring) and runs every step of its route by
+the package's own step functions, in this process, the functions ``wsss route`` runs (``wsss.runs.route``:
+``run_config`` and ``train_run`` for a training, ``stage_words`` for the DeepLab stage with masks, ``cams``,
+``pseudo_labels``, ``predict_split``, ``score``), with the views of a dataset of ``wsss.data.views``: a change to a
+step changes the product's route and this one alike. ``OUT/route.log`` holds, for each step, the ``wsss`` command a
+user would type for it, its output, and its wall seconds. The steps:
 
 1. ``wsss train PRESET data.root=ROOT run.dir=OUT/cls`` (seconds per iteration: the training's wall time
-   over its iterations, start-up and checkpoints included, and the median of the trainer's log periods);
+   over its iterations, the model's building and checkpoints included, and the median of the trainer's log
+   periods);
 2. ``wsss cam`` and ``wsss sweep-bkg`` on the train split: the seeds at the level the sweep picks (the
    calibration a user with a few masks does; on train, never on val), re-written at that level;
 3. pseudo labels of the train split at that level (``--levels L/L``: one level, no pixel left undecided, as
@@ -78,36 +82,42 @@ table was measured on ccp-dev, the project's development set of 250 photos of th
 repository: build it from CCP (its SOURCE.md and MAPPING.txt give the draw and the class mapping) or use your own
 photos (``wsss prepare folder --masks``).
 
-A step whose outputs exist is not redone (rerun after a stop to finish); ``KEY=VALUE`` words / ``--seg-set`` add
-overrides to the two trainings (tests shrink them).
+A step whose outputs exist is not redone (rerun after a stop to finish: SIGTERM stops it as Ctrl-C does, a
+training saving its ``last.pt``); ``KEY=VALUE`` words / ``--seg-set`` add overrides to the two trainings (tests
+shrink them).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import shutil
+import signal
 import sys
+import time
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from wsss.cli_common import script_parser
-from wsss.core.config import EXECUTION_KEYS
+from wsss.core.config import EXECUTION_KEYS, SCOPE
 from wsss.core.errors import TrainingDiverged
 from wsss.data.voc import VOCDataset, read_split
+from wsss.runs import route as steps  # the route's steps: looked up at each call, the one implementation
 from wsss.runs.jobs import predictions_folder
-from wsss.runs.route import MASKED_SPLIT, masks_alone_words, mixed_stage_words, stage_iterations
+from wsss.runs.route import MASKED_SPLIT, mixed_stage_words, stage_iterations
 from wsss.utils.runlock import run_dir_lock
 
 if __package__ in (None, ""):  # run as a script (`python experiments/real_route.py`): its package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments.commands import CommandFailed, run_wsss  # noqa: E402
 from experiments.data_views import all_ids, first_masked, fold_split, make_view  # noqa: E402
 
-IN_PROCESS = False  # run the commands by `wsss.cli.main` in this process (tests: no start-up per command)
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
 # The overrides (KEY=VALUE words, --seg-set, --aff-set) that say where and how fast a route runs, not what it computes:
 # --reuse takes a fold run with other ones (on a GPU, with loader workers) as this command's. The photos and their
 # augmentation are the same whatever the workers (photo i of epoch e is drawn from (seed, e, i):
@@ -118,19 +128,99 @@ IN_PROCESS = False  # run the commands by `wsss.cli.main` in this process (tests
 EXECUTION_OPTIONS = tuple(sorted(f"{key}=" for key in EXECUTION_KEYS))
 
 
-def _wsss(*args: str, log: Path) -> float:
-    """Run ``wsss ARGS`` (its output appended to ``log``); the wall seconds. Fails loudly (``CommandFailed``)."""
-    return run_wsss(*args, log=log, in_process=IN_PROCESS)
+def _step(log: Path, command: str, work: Callable[[], T]) -> tuple[T, float]:
+    """One step of the route: ``work``, a call of the package's (``wsss.runs.route``'s steps, as ``wsss route`` runs
+    them), in this process. Its output is appended to ``log`` after ``$ COMMAND`` (the ``wsss`` command a user would
+    type for it), then when it ended, its wall seconds and its exit status (0, or the ``wsss`` command's for its
+    error or its stop), as the log of a command reads; its result and its wall seconds."""
+    t = time.perf_counter()
+    code = 1
+    with open(log, "a") as out:
+        out.write(f"$ {command}\n")
+        out.flush()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                result = work()
+            code = 0
+        except KeyboardInterrupt as e:
+            code = 128 + (signal.SIGTERM if getattr(e, "signum", None) == signal.SIGTERM else signal.SIGINT)
+            raise
+        except Exception as e:
+            code = int(getattr(e, "exit_code", 1))
+            out.write(f"error: {e}\n")
+            raise
+        finally:
+            wall = time.perf_counter() - t
+            out.write(f"# ended {time.strftime('%H:%M:%S')}, {wall:.1f} s, exit {code}\n")
+    return result, wall
+
+
+def _preset(path: str) -> str:
+    """A preset argument: a file from the working folder, else from the repository (``configs/...``: the steps ran as
+    ``wsss`` commands in the repository, where the defaults of ``--seg`` and ``--affinity`` name their presets)."""
+    if Path(path).is_absolute() or path.startswith(SCOPE) or Path(path).exists():
+        return path
+    return str(REPO / path) if (REPO / path).exists() else path
 
 
 def _miou(path: Path) -> float:
     return float(json.loads(path.read_text())["miou"])
 
 
-def _train(preset: str, root: str, run: Path, overrides: list[str], log: Path) -> dict[str, Any]:
-    """Train (unless ``run`` has its final checkpoint); the seconds per iteration of the training."""
+def _score(pred: Path, root: str, split: str, scores: Path, log: Path, *, pseudo: bool = False) -> float:
+    """The masks in ``pred`` scored on the split's masks (the route's step ``score``), written into ``scores`` as
+    ``wsss eval --json`` writes them; the mIoU in %."""
+    from wsss.core.files import atomic_write
+
+    def scored() -> Any:
+        result = steps.score(pred, root, split, pseudo=pseudo)
+        print(result.format_table())
+        return result
+
+    flag = " --pseudo" if pseudo else ""
+    result, _ = _step(log, f"wsss eval {pred} --data-root {root} --split {split}{flag} --json {scores}", scored)
+    with atomic_write(scores, "w") as f:
+        json.dump(result.to_json(), f, indent=2)
+    return 100 * _miou(scores)
+
+
+def _predict(
+    seg: Path, split: str, log: Path, *, crf: bool = False, tags_from: Path | None = None, tag_gate: str = "hard",
+    labelled_only: bool = False, ensemble: list[Path] | None = None,
+) -> Path:  # fmt: skip
+    """The masks of the split by the run ``seg`` (the route's step ``predict_split``); their folder."""
+    flags = [*(["--ensemble", *map(str, ensemble)] if ensemble else []),
+             *(["--labelled-only"] if labelled_only else []), *(["--crf"] if crf else []),
+             *(["--tags-from", str(tags_from), "--tag-gate", tag_gate] if tags_from is not None else [])]  # fmt: skip
+    pred, _ = _step(log, " ".join(["wsss predict", str(seg), "--split", split, *flags, "--quiet"]),
+                    lambda: steps.predict_split(seg, split, crf=crf, tags_from=tags_from, tag_gate=tag_gate,
+                                                labelled_only=labelled_only, ensemble=ensemble or (),
+                                                progress=False))  # fmt: skip
+    return pred
+
+
+def _cams(cls: Path, words: list[str], shown: str, log: Path) -> None:
+    """The CAMs and seeds of the train split (the route's step ``cams``) with ``words`` (``shown``: as flags)."""
+    _step(log, f"wsss cam {cls} --split train{shown} --quiet",
+          lambda: steps.cams(cls, "train", words=words, progress=False))  # fmt: skip
+
+
+def _train(preset: str, words: list[str], run: Path, log: Path) -> dict[str, Any]:
+    """Train ``preset`` with ``words`` into ``run`` (the route's steps ``run_config``, ``train_run``) unless ``run``
+    has its final checkpoint; the seconds per iteration of the training."""
     if not (run / "checkpoints/last.pt").is_file() or not (run / "train_time.json").is_file():
-        wall = _wsss("train", preset, f"data.root={root}", f"run.dir={run}", *overrides, "--quiet", log=log)
+
+        def trained() -> None:
+            from wsss.engine.trainer import training_targets
+            from wsss.methods import method_class
+
+            cfg = steps.run_config(_preset(preset), words, run)
+            said = training_targets(cfg, method_class(cfg)).text  # what the masks teach, as `wsss train` says it
+            if said:
+                print(said, file=sys.stderr)
+            steps.train_run(cfg, progress=False)
+
+        _, wall = _step(log, f"wsss train {preset} {' '.join(words)} run.dir={run} --quiet", trained)
         (run / "train_time.json").write_text(json.dumps({"wall": wall}))
     wall = json.loads((run / "train_time.json").read_text())["wall"]
     # the trainer's log (metrics.jsonl; one per round of SC-CAM): the last step of each is its iterations, and
@@ -151,65 +241,58 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     if args.fold:  # the data set's photos split anew: this fold's val held out, the other folds' photos train
         res["fold"] = _fold_view(root, args.fold, out)
         root = res["fold"]["view"]
-    res["train"] = _train(args.preset, root, cls, args.overrides, log)
-    scales = ["--scales", args.cam_scales] if args.cam_scales else []
-    _wsss("cam", str(cls), "--split", "train", *scales, "--quiet", log=log)
+    res["train"] = _train(args.preset, [f"data.root={root}", *args.overrides], cls, log)
+    scales, shown = _cam_scales(args)
+    _cams(cls, scales, shown, log)
     if args.masks:
         return _masks_experiment(args, res, out, cls, root, log)
     sweep = cls / "bkg_sweep/train.json"
-    _wsss("sweep-bkg", str(cls), "--split", "train", "--json", str(sweep), "--quiet", log=log)
+    _sweep(cls, None, sweep, log)
     s = json.loads(sweep.read_text())
     level = float(s["best_thre"])
     by_level = dict(zip(s["thresholds"], s["miou"]))
     own = float(s["config_bkg_thre"])
     res["seeds"] = {"level": level, "miou": 100 * float(s["best_miou"]), "config_level": own,
                     "config_miou": 100 * by_level[own] if own in by_level else None}  # fmt: skip
-    _wsss("cam", str(cls), "--split", "train", *scales, "--bkg-thre", f"{level:g}", "--quiet", log=log)
+    _cams(cls, [*scales, f"cam.bkg_thre={level:g}"], f"{shown} --bkg-thre {level:g}", log)
     res["pseudo"] = {}
 
     pseudo_labels = partial(_pseudo_labels, cls, root, log=log)
 
     for refine in args.refine:
-        extra: list[str] = []
+        affinity_run = None
         if refine == "affinity":  # PSA: seeds at the run's own pair, the affinity network, then the walk
             high, low = s["config_pair"]
-            seeds = pseudo_labels("psa", f"{high:g}/{low:g}", "pseudo_psa_seeds")
+            seeds = pseudo_labels("psa", (high, low), "pseudo_psa_seeds")
             aff = out / "aff"
             res["affinity"] = {"seed_levels": [high, low], "seeds": 100 * _miou(seeds.parent / "eval.json"),
-                               "train": _train(args.affinity, root, aff, [f"data.pseudo_dir={seeds}", *args.aff_set],
-                                               log)}  # fmt: skip
-            extra = ["--affinity-run", str(aff)]
-        pseudo = pseudo_labels(refine, f"{level:g}/{level:g}", f"pseudo_{refine}", *extra)
+                               "train": _train(args.affinity, [f"data.root={root}", f"data.pseudo_dir={seeds}",
+                                                               *args.aff_set], aff, log)}  # fmt: skip
+            affinity_run = aff
+        pseudo = pseudo_labels(refine, (level, level), f"pseudo_{refine}", affinity_run=affinity_run)
         res["pseudo"][refine] = 100 * _miou(pseudo.parent / "eval.json")
     labels = cls / f"pseudo_{args.refine[0]}" / "train"  # the DeepLab stage's
     if args.seg_band:  # the uncertain pixels between the run's two levels left to the stage's ignore index
         high, low = s["config_pair"]
-        labels = pseudo_labels(args.refine[0], f"{high:g}/{low:g}", f"pseudo_{args.refine[0]}_band")
+        labels = pseudo_labels(args.refine[0], (high, low), f"pseudo_{args.refine[0]}_band")
         res["pseudo"][f"{args.refine[0]}_band"] = 100 * _miou(labels.parent / "eval.json")
     if args.seg:
         seg_set = [f"model.pretrained={cls}", *args.seg_set] if args.seg_from_classifier else args.seg_set
         res["seg_rounds"] = []
         for r in range(1, args.seg_rounds + 1):
             seg = out / ("seg" if r == 1 else f"seg_r{r}")
-            train = _train(args.seg, root, seg, [f"data.pseudo_dir={labels}", *seg_set], log)
-            _wsss("predict", str(seg), "--split", args.val_split, "--quiet", log=log)
-            _wsss("eval", str(seg / "predictions" / args.val_split), "--data-root", root, "--split", args.val_split,
-                  "--json", str(seg / "eval.json"), log=log)  # fmt: skip
-            row = {"round": r, "labels": str(labels), "train": train, "val": 100 * _miou(seg / "eval.json")}
+            train = _train(args.seg, [f"data.root={root}", f"data.pseudo_dir={labels}", *seg_set], seg, log)
+            pred = _predict(seg, args.val_split, log)
+            row = {"round": r, "labels": str(labels), "train": train,
+                   "val": _score(pred, root, args.val_split, seg / "eval.json", log)}  # fmt: skip
             for gate, suffix in (("hard", "tagged"), ("soft", "tagged_soft")):  # the classifier's tags, both gates
-                _wsss("predict", str(seg), "--split", args.val_split, "--tags-from", str(cls), "--tag-gate", gate,
-                      "--quiet", log=log)  # fmt: skip
-                _wsss("eval", str(seg / f"predictions_{suffix}" / args.val_split), "--data-root", root, "--split",
-                      args.val_split, "--json", str(seg / f"eval_{suffix}.json"), log=log)  # fmt: skip
-                row[f"val_{suffix}"] = 100 * _miou(seg / f"eval_{suffix}.json")
+                pred = _predict(seg, args.val_split, log, tags_from=cls, tag_gate=gate)
+                row[f"val_{suffix}"] = _score(pred, root, args.val_split, seg / f"eval_{suffix}.json", log)
             if r < args.seg_rounds:  # the next round's labels: this round's predictions of the train photos,
                 # naming only each photo's labelled classes, with the CRF (on ccp-dev's train, RCA seed 2: 23.15
                 # plain, 25.10 labelled only, 25.95 with the CRF, against 22.85 for the PAR labels; BENCHMARKS.md)
-                labels = seg / "predictions_crf_labelled" / "train"
-                _wsss("predict", str(seg), "--split", "train", "--labelled-only", "--crf", "--quiet", log=log)
-                _wsss("eval", str(labels), "--data-root", root, "--split", "train", "--pseudo",
-                      "--json", str(seg / "eval_train.json"), log=log)  # fmt: skip
-                row["train_predictions"] = 100 * _miou(seg / "eval_train.json")
+                labels = _predict(seg, "train", log, crf=True, labelled_only=True)
+                row["train_predictions"] = _score(labels, root, "train", seg / "eval_train.json", log, pseudo=True)
             res["seg_rounds"].append(row)
         res["seg_train"] = res["seg_rounds"][0]["train"]
         first = res["seg_rounds"][0]
@@ -219,18 +302,19 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
             res["seg_ensemble"] = _seg_ensemble(args, out, cls, root, Path(first["labels"]), seg_set, log)
         if args.steps:  # each step's own contribution (issue 62), the gains in "steps"
             scored = partial(_scored_predictions, root=root, split=args.val_split, log=log)
-            first["val_crf"] = scored(out / "seg", ["--crf"])
-            first["val_crf_tagged"] = scored(out / "seg", ["--crf", "--tags-from", str(cls)])
+            first["val_crf"] = scored(out / "seg", crf=True)
+            first["val_crf_tagged"] = scored(out / "seg", crf=True, tags_from=cls)
             res["tags"] = _tag_scores(cls, root, args.val_split)
             res["floor"] = _background_only_floor(root, args.val_split)
             # the same stage on the labels at the preset's own level instead of the sweep's
-            own_labels = pseudo_labels(args.refine[0], f"{own:g}/{own:g}", f"pseudo_{args.refine[0]}_own_level")
+            own_labels = pseudo_labels(args.refine[0], (own, own), f"pseudo_{args.refine[0]}_own_level")
             own_seg = out / "seg_own_level"
             res["own_level"] = {
                 "level": own, "pseudo": 100 * _miou(own_labels.parent / "eval.json"),
-                "train": _train(args.seg, root, own_seg, [f"data.pseudo_dir={own_labels}", *seg_set], log),
-                "val": scored(own_seg, []), "val_crf": scored(own_seg, ["--crf"]),
-                "val_crf_tagged": scored(own_seg, ["--crf", "--tags-from", str(cls)]),
+                "train": _train(args.seg, [f"data.root={root}", f"data.pseudo_dir={own_labels}", *seg_set], own_seg,
+                                log),
+                "val": scored(own_seg), "val_crf": scored(own_seg, crf=True),
+                "val_crf_tagged": scored(own_seg, crf=True, tags_from=cls),
             }  # fmt: skip
             res["steps"] = {
                 "crf": first["val_crf"] - first["val"],
@@ -269,8 +353,12 @@ def _what_is_computed(settings: dict[str, Any]) -> dict[str, Any]:
             else v for k, v in settings.items()}  # fmt: skip
 
 
-def _pseudo_labels(cls: Path, root: str, refine: str, levels: str, name: str, *extra: str, log: Path) -> Path:
-    """``wsss pseudo CLS --refine REFINE --levels LEVELS`` of the train split into ``CLS/NAME/train`` (kept apart:
+def _pseudo_labels(
+    cls: Path, root: str, refine: str, levels: tuple[float, float], name: str, *, affinity_run: Path | None = None,
+    log: Path,
+) -> Path:  # fmt: skip
+    """The pseudo labels of the train split at ``levels`` (high, low) with ``refine`` (the route's step
+    ``pseudo_labels``, ``wsss pseudo CLS --refine REFINE --levels HIGH/LOW``) into ``CLS/NAME/train`` (kept apart:
     the next call writes ``pseudo/train`` afresh), scored on the train masks into ``CLS/NAME/eval.json``."""
     pseudo = cls / name / "train"
     if not (pseudo / ".done").is_file():
@@ -281,8 +369,11 @@ def _pseudo_labels(cls: Path, root: str, refine: str, levels: str, name: str, *e
             shutil.rmtree(stamp)
         (cls / "pseudo").mkdir(exist_ok=True)
         (cls / "pseudo/.step").write_text(name)
-        _wsss("pseudo", str(cls), "--split", "train", "--refine", refine, "--levels", levels, *extra,
-              "--quiet", log=log)  # fmt: skip
+        high, low = levels
+        given = {"affinity_run": str(affinity_run)} if affinity_run is not None else {}
+        extra = f" --affinity-run {affinity_run}" if affinity_run is not None else ""
+        _step(log, f"wsss pseudo {cls} --split train --refine {refine} --levels {high:g}/{low:g}{extra} --quiet",
+              lambda: steps.pseudo_labels(cls, "train", levels, refine=refine, progress=False, **given))  # fmt: skip
         if pseudo.exists():  # a try stopped between the rename and the mark: replaced by this complete one
             shutil.rmtree(pseudo)
         pseudo.parent.mkdir(parents=True, exist_ok=True)
@@ -290,20 +381,39 @@ def _pseudo_labels(cls: Path, root: str, refine: str, levels: str, name: str, *e
         (pseudo / ".done").touch()
     scores = pseudo.parent / "eval.json"
     if not scores.is_file():
-        _wsss("eval", str(pseudo), "--data-root", root, "--split", "train", "--pseudo", "--json", str(scores),
-              log=log)  # fmt: skip
+        _score(pseudo, root, "train", scores, log, pseudo=True)
     return pseudo
 
 
-def _scored_predictions(seg: Path, extra: list[str], *, root: str, split: str, log: Path) -> float:
-    """``wsss predict SEG --split SPLIT EXTRA`` and its val mIoU (reused when scored before)."""
-    crf, tagged = "--crf" in extra, "--tags-from" in extra
-    folder = predictions_folder(crf=crf, tag_gate="hard" if tagged else None)
+def _scored_predictions(
+    seg: Path, *, crf: bool = False, tags_from: Path | None = None, root: str, split: str, log: Path
+) -> float:  # fmt: skip
+    """The split's masks by ``seg`` (with the CRF, named by the tags of ``tags_from``) and their mIoU in % (reused
+    when scored before)."""
+    folder = predictions_folder(crf=crf, tag_gate="hard" if tags_from is not None else None)
     scores = seg / f"eval_{folder}.json"
     if not scores.is_file():
-        _wsss("predict", str(seg), "--split", split, *extra, "--quiet", log=log)
-        _wsss("eval", str(seg / folder / split), "--data-root", root, "--split", split, "--json", str(scores), log=log)
+        pred = _predict(seg, split, log, crf=crf, tags_from=tags_from)
+        _score(pred, root, split, scores, log)
     return 100 * _miou(scores)
+
+
+def _cam_scales(args: argparse.Namespace) -> tuple[list[str], str]:
+    """``--cam-scales`` as the CAM step's word (``infer.cam_scales=[...]``) and as ``wsss cam``'s flag."""
+    if not args.cam_scales:
+        return [], ""
+    scales = [float(v) for v in args.cam_scales.replace(",", " ").split()]  # checked by main
+    return [f"infer.cam_scales={json.dumps(scales)}"], f" --scales {args.cam_scales}"
+
+
+def _sweep(cls: Path, view: str | None, sweep: Path, log: Path) -> None:
+    """``wsss sweep-bkg CLS --split train [--data-root VIEW] --json SWEEP``: the seeds scored at each background
+    level on the train masks (of ``view``: a few of them), the best level in ``SWEEP``."""
+    from wsss.evaluation.bkg_sweep import sweep_run_bkg
+
+    root = f" --data-root {view}" if view is not None else ""
+    _step(log, f"wsss sweep-bkg {cls} --split train{root} --json {sweep} --quiet",
+          lambda: sweep_run_bkg(cls, "train", data_root=view, json_path=sweep))  # fmt: skip
 
 
 def _tag_scores(cls: Path, root: str, split: str) -> dict[str, float | None]:
@@ -346,7 +456,7 @@ def _masks_experiment(
     the route's classifier (``--crf --tags-from OUT/cls``, the manual's, ``val_crf_tagged``); the ceiling both.
     The JSON is rewritten after each stage (a stopped run keeps what it finished). A stage whose training diverges
     (the trainer's non-finite loss) is an outcome: its entry says so (``diverged``) and the next stage goes on."""
-    iters = stage_iterations(args.seg, root, args.seg_set)  # the package's route's (wsss route)
+    iters = stage_iterations(_preset(args.seg), root, args.seg_set)  # as the package's route counts them (wsss route)
     train_ids = read_split(root, "train")
     val_ids = read_split(root, "val")
     val_set = VOCDataset(root, "val")
@@ -359,25 +469,22 @@ def _masks_experiment(
         if args.json:
             _write_json(args.json, res)
 
-    def stage(
-        name: str, data_root: str, overrides: list[str], crf: bool, tagged: bool, tagger: Path = cls
-    ) -> dict[str, Any]:
-        """Train the stage ``OUT/name``; its val mIoU plain, with ``crf`` the CRF's, with ``tagged`` the manual's
-        (``--crf --tags-from TAGGER``, the route's classifier unless another is named)."""
+    def stage(name: str, words: list[str], crf: bool, tagged: bool, tagger: Path = cls) -> dict[str, Any]:
+        """Train the stage ``OUT/name`` with ``words``; its val mIoU plain, with ``crf`` the CRF's, with ``tagged``
+        the manual's (``--crf --tags-from TAGGER``, the route's classifier unless another is named)."""
         seg = out / name
         try:
-            row: dict[str, Any] = {"train": _train(args.seg, data_root, seg, [*args.seg_set, *overrides], log)}
-        except CommandFailed as e:  # a stage that diverged is a result (the arm's table says so); a bug still stops
-            if e.exit_status != TrainingDiverged.exit_code:
-                raise
-            return {"diverged": e.error.removeprefix("error: "), "run_dir": str(seg)}
-        tags = ["--crf", "--tags-from", str(tagger)]
-        for key, extra in (("val", []), *([("val_crf", ["--crf"])] if crf else []),
-                           *([("val_crf_tagged", tags)] if tagged else [])):  # fmt: skip
-            row[key] = _scored_predictions(seg, extra, root=root, split="val", log=log)
+            row: dict[str, Any] = {"train": _train(args.seg, words, seg, log)}
+        except TrainingDiverged as e:  # a stage that diverged is a result (the arm's table says so); a bug still stops
+            return {"diverged": str(e), "run_dir": str(seg)}
+        for key, on, extra in (("val", True, {}), ("val_crf", crf, {"crf": True}),
+                               ("val_crf_tagged", tagged, {"crf": True, "tags_from": tagger})):  # fmt: skip
+            if on:
+                row[key] = _scored_predictions(seg, root=root, split="val", log=log, **extra)
         return row
 
-    arms["ceiling"] = stage("seg_ceiling", root, ["data.true_masks=auto"], crf=True, tagged=True)
+    seg_words = [f"data.root={root}", *args.seg_set]  # the stage's on the whole data set, before an arm's own
+    arms["ceiling"] = stage("seg_ceiling", [*seg_words, "data.true_masks=auto"], crf=True, tagged=True)
     save()
     for k in args.masks:
         ids = first_masked(root, train_ids, k)
@@ -387,23 +494,26 @@ def _masks_experiment(
         level, pseudo = _labels_at_swept_level(cls, root, view, k, log)
         row: dict[str, Any] = {"ids": ids, "level": level, "pseudo_all_masks": 100 * _miou(pseudo.parent / "eval.json")}
         arms[str(k)] = row
-        row["b"] = stage(f"seg_b_L{level:g}", root, [f"data.pseudo_dir={pseudo}"], crf=False, tagged=True)
+        row["b"] = stage(f"seg_b_L{level:g}", [*seg_words, f"data.pseudo_dir={pseudo}"], crf=False, tagged=True)
         save()
-        for w in args.mask_weights:
-            mixed = [*mixed_stage_words(pseudo), f"data.true_mask_weight={w:g}"]  # wsss route's stage, weighted
-            row[f"c_w{w:g}"] = stage(f"seg_c_m{k}_w{w:g}", view, mixed, crf=False, tagged=True)
+        for w in args.mask_weights:  # wsss route's mixed stage, weighted
+            mixed = steps.stage_words([*seg_words, *mixed_stage_words(pseudo), f"data.true_mask_weight={w:g}"],
+                                      "mixed", view=view)  # fmt: skip
+            row[f"c_w{w:g}"] = stage(f"seg_c_m{k}_w{w:g}", mixed, crf=False, tagged=True)
             save()
-        row["a"] = stage(f"seg_a_m{k}", view, masks_alone_words(iters), crf=True, tagged=False)
+        alone = steps.stage_words(seg_words, "masks", view=view, iterations=iters)  # wsss route's masks alone
+        row["a"] = stage(f"seg_a_m{k}", alone, crf=True, tagged=False)
         save()
         if args.mask_classifier:  # (d): the classifier's CAMs learn the K masks' pixels too (Method.mask_term)
             cls_k = out / f"cls_m{k}"
-            trained = _train(args.preset, view, cls_k, [*args.overrides, "data.true_masks=auto"], log)
-            _wsss("cam", str(cls_k), "--split", "train", "--quiet", log=log)  # as the route's classifier's
+            trained = _train(args.preset, [f"data.root={view}", *args.overrides, "data.true_masks=auto"], cls_k, log)
+            _cams(cls_k, [], "", log)  # as the route's classifier's
             level_k, pseudo_k = _labels_at_swept_level(cls_k, root, view, k, log)
-            mixed = [*mixed_stage_words(pseudo_k), "data.true_mask_weight=1"]
+            mixed = steps.stage_words([*seg_words, *mixed_stage_words(pseudo_k), "data.true_mask_weight=1"], "mixed",
+                                      view=view)  # fmt: skip
             row["d"] = {"classifier": trained, "level": level_k, "pseudo_all_masks":
                         100 * _miou(pseudo_k.parent / "eval.json"),
-                        **stage(f"seg_d_m{k}", view, mixed, crf=False, tagged=True, tagger=cls_k)}  # fmt: skip
+                        **stage(f"seg_d_m{k}", mixed, crf=False, tagged=True, tagger=cls_k)}  # fmt: skip
             save()
     return res
 
@@ -414,13 +524,12 @@ def _labels_at_swept_level(cls: Path, root: str, view: str, k: int, log: Path) -
     user could not run."""
     sweep = cls / "bkg_sweep" / f"train_masks_{k}.json"
     if not sweep.is_file():
-        _wsss("sweep-bkg", str(cls), "--split", "train", "--data-root", view, "--json", str(sweep), "--quiet",
-              log=log)  # fmt: skip
+        _sweep(cls, view, sweep, log)
     level = float(json.loads(sweep.read_text())["best_thre"])
     name = f"pseudo_par_L{level:g}"
     if not (cls / name / "train/.done").is_file():
-        _wsss("cam", str(cls), "--split", "train", "--bkg-thre", f"{level:g}", "--quiet", log=log)
-    return level, _pseudo_labels(cls, root, "par", f"{level:g}/{level:g}", name, log=log)
+        _cams(cls, [f"cam.bkg_thre={level:g}"], f" --bkg-thre {level:g}", log)
+    return level, _pseudo_labels(cls, root, "par", (level, level), name, log=log)
 
 
 def _write_json(path: str, res: dict[str, Any]) -> None:
@@ -441,19 +550,15 @@ def _seg_ensemble(
     seed = int(yaml.safe_load((out / "seg/config.yaml").read_text())["run"]["seed"])
     members = [out / f"seg_m{k}" for k in range(1, args.seg_ensemble)]
     trains = [
-        _train(args.seg, root, m, [f"data.pseudo_dir={labels}", *seg_set, f"run.seed={seed + 3 * k}"], log)
+        _train(
+            args.seg, [f"data.root={root}", f"data.pseudo_dir={labels}", *seg_set, f"run.seed={seed + 3 * k}"], m, log
+        )  # fmt: skip
         for k, m in enumerate(members, start=1)
     ]
     seg, n, val = out / "seg", args.seg_ensemble, {}
     for name, crf, tagged in (("miou", False, False), ("tagged", False, True), ("crf_tagged", True, True)):
-        extra = [*(["--crf"] if crf else []), *(["--tags-from", str(cls)] if tagged else [])]
-        _wsss("predict", str(seg), "--split", args.val_split, "--ensemble", *map(str, members), *extra, "--quiet",
-              log=log)  # fmt: skip
-        folder = predictions_folder(crf=crf, tag_gate="hard" if tagged else None, networks=n)
-        scores = seg / f"eval_ens{n}_{name}.json"
-        _wsss("eval", str(seg / folder / args.val_split), "--data-root", root, "--split", args.val_split,
-              "--json", str(scores), log=log)  # fmt: skip
-        val[name] = 100 * _miou(scores)
+        pred = _predict(seg, args.val_split, log, crf=crf, tags_from=cls if tagged else None, ensemble=members)
+        val[name] = _score(pred, root, args.val_split, seg / f"eval_ens{n}_{name}.json", log)
     return {"members": [str(seg), *map(str, members)], "train": trains, "val": val}
 
 
@@ -536,15 +641,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error("--reuse takes the finished folds of a --folds run: pass --folds N")
     if args.kept_only and not args.reuse:
         p.error("--kept-only gathers the folds of --reuse's JSONs: pass --reuse JSON ...")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    # one experiment per --out: two would run the same stages into the same folders (their wsss commands refuse a
-    # run in training, not a folder another command is about to use)
-    with run_dir_lock(args.out, command="experiments/real_route.py", option="--out"):
+    try:
+        _cam_scales(args)
+    except ValueError:
+        p.error(f"--cam-scales {args.cam_scales!r}: numbers like 1.0,1.5,2.0")
+    # one experiment per --out: two would run the same stages into the same folders (their steps refuse a run in
+    # training, not a folder another step is about to use)
+    with run_dir_lock(args.out, command="experiments/real_route.py", option="--out"), _threads():
         res = cross_validate(args) if args.folds else route(args)
     print(json.dumps(res, indent=1))
     if args.json:
         _write_json(args.json, res)
     return res
+
+
+@contextlib.contextmanager
+def _threads() -> Iterator[None]:
+    """The steps' intra-op threads: ``OMP_NUM_THREADS``, one unless set (a training's ``run.threads`` sets its own),
+    as this script's measurements ran them; the process's count given back after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS") or 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cross_validate(args: argparse.Namespace) -> dict[str, Any]:
@@ -721,5 +843,26 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _as_script() -> int:
+    """The script's exit status: a user error (bad data, a bad option word) is one ``error:`` line, as a ``wsss``
+    command says it; SIGTERM (``timeout``, a machine's end) stops the step as Ctrl-C does (a training saves its
+    ``last.pt``: the same command continues it)."""
+    from wsss.core.errors import USER_ERRORS, signal_interrupt
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise signal_interrupt(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        main()
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return int(getattr(e, "exit_code", 1))
+    except KeyboardInterrupt as e:
+        print("stopped; finished steps are kept, rerun the same command to continue", file=sys.stderr)
+        return 128 + (signal.SIGTERM if getattr(e, "signum", None) == signal.SIGTERM else signal.SIGINT)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(_as_script())

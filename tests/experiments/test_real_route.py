@@ -1,5 +1,6 @@
 """experiments/real_route.py on a tiny setting (synthetic images, the tiny ViT of the CAM preset): every step of
-the route runs through the CLI and its scores land in the JSON; a rerun redoes nothing it finished."""
+the route is a call of the package's route steps (``wsss.runs.route``, those ``wsss route`` runs) in this process,
+logged as the ``wsss`` command it stands for, and its scores land in the JSON; a rerun redoes nothing it finished."""
 
 from __future__ import annotations
 
@@ -39,8 +40,7 @@ AFF_TINY = [
 ]
 
 
-def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)  # the same commands, without a start-up each
+def test_real_route_tiny(tmp_path, synth_root):
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
@@ -83,10 +83,9 @@ def test_real_route_tiny(tmp_path, synth_root, monkeypatch):
     assert (out / "cls/checkpoints/last.pt").stat().st_mtime_ns == stamp
 
 
-def test_real_route_seg_band(tmp_path, synth_root, monkeypatch):
+def test_real_route_seg_band(tmp_path, synth_root):
     """``--seg-band``: the DeepLab stage learns from the first refiner's labels at the run's own pair, whose
     undecided pixels are 255, not from the one-level labels (which decide every pixel)."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
@@ -103,10 +102,9 @@ def test_real_route_seg_band(tmp_path, synth_root, monkeypatch):
     assert all((np.asarray(Image.open(p)) != 255).all() for p in level.glob("*.png"))
 
 
-def test_real_route_seg_from_classifier(tmp_path, synth_root, monkeypatch):
+def test_real_route_seg_from_classifier(tmp_path, synth_root):
     """``--seg-from-classifier``: the DeepLab stage's run names the route's classifier as its weights and starts
     from its backbone (a classifier on the seg preset's tiny CNN, so the two share one)."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir=", "model."))]
     cnn = ["model.backbone=resnet18", SEG_TINY[0], "model.output_stride=8"]
@@ -120,10 +118,9 @@ def test_real_route_seg_from_classifier(tmp_path, synth_root, monkeypatch):
     assert f"pretrained weights {out / 'cls'} = {out / 'cls/checkpoints/last.pt'}" in (out / "route.log").read_text()
 
 
-def test_real_route_seg_ensemble(tmp_path, synth_root, monkeypatch):
+def test_real_route_seg_ensemble(tmp_path, synth_root):
     """``--seg-ensemble 3``: two more DeepLab stages on round 1's labels, seeds S + 3 and S + 6, and round 1's
     stage ensembled with them, scored plain, tagged, and tagged with the CRF."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
@@ -143,11 +140,10 @@ def test_real_route_seg_ensemble(tmp_path, synth_root, monkeypatch):
     assert f"--ensemble {out / 'seg_m1'} {out / 'seg_m2'} --crf --tags-from {out / 'cls'}" in log
 
 
-def test_real_route_masks(tmp_path, synth_root, monkeypatch):
+def test_real_route_masks(tmp_path, synth_root):
     """``--masks K`` (issue 61): a view in which only the first K masked train photos keep their mask; the sweep
     scores the seeds on them; the DeepLab stage on them alone (as many iterations as the others), on the pseudo
     labels, and on both at each weight; the ceiling on every train mask."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
@@ -194,10 +190,9 @@ def test_real_route_masks(tmp_path, synth_root, monkeypatch):
     assert real_route.main(argv) == res  # a rerun reuses every stage
 
 
-def test_real_route_folds(tmp_path, synth_root, monkeypatch, capsys):
+def test_real_route_folds(tmp_path, synth_root, capsys):
     """``--folds 2`` (issue 62): the route on each fold's view (every photo in exactly one fold's val, the others
     train) and each figure's mean and range over the folds."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
@@ -232,10 +227,9 @@ def test_real_route_folds(tmp_path, synth_root, monkeypatch, capsys):
     assert not (tmp_path / "elsewhere").exists()
 
 
-def test_real_route_folds_reuse(tmp_path, synth_root, monkeypatch, capsys):
+def test_real_route_folds_reuse(tmp_path, synth_root, capsys):
     """``--reuse`` (issue 62): the finished folds a JSON holds are taken, not run again, when their folders are gone
     (another machine, a lost scratch disk); a fold of other settings or other photos is refused before any training."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root),
@@ -341,10 +335,9 @@ def test_summarise_and_fold_split():
     assert val == ["001", "006"] and sorted(train + val) == ids
 
 
-def test_real_route_steps(tmp_path, synth_root, monkeypatch):
+def test_real_route_steps(tmp_path, synth_root):
     """``--steps`` (issue 62): the stage with the CRF and the tags, the classifier's tags scored on val, the stage on
     the labels at the preset's own level; each step's gain in ``steps``."""
-    monkeypatch.setattr(real_route, "IN_PROCESS", True)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
@@ -381,3 +374,81 @@ def test_a_second_experiment_on_one_out_folder_is_refused(tmp_path, synth_root):
         with pytest.raises(UsageError, match=in_use):  # noqa: SIM117 (the folder is looked at while still locked)
             real_route.main(argv)
         assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing of the second: no cls/, no route.log
+
+
+STEPS = ("run_config", "train_run", "stage_words", "cams", "pseudo_labels", "predict_split", "score")
+
+
+def _recorded(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, tuple, dict]], run: bool) -> None:
+    """Each of the package's route steps (``wsss.runs.route``) records its calls in ``calls``, and runs (``run``)
+    or returns None."""
+    from wsss.runs import route as steps
+
+    for name in STEPS:
+        real = getattr(steps, name)
+
+        def step(*a, _name=name, _real=real, **k):
+            calls.append((_name, a, k))
+            return _real(*a, **k) if run else None
+
+        monkeypatch.setattr(steps, name, step)
+
+
+def test_the_experiments_route_runs_the_packages_steps(tmp_path, synth_root, monkeypatch):
+    """One implementation (issue 78): each step of the experiment's route is a call of the package's step functions,
+    those ``wsss route`` runs (``wsss.runs.route``), in this process: no step starts a ``wsss`` command. A step
+    changed in the package changes the experiment's route with it."""
+    import subprocess
+
+    calls: list[tuple[str, tuple, dict]] = []
+    _recorded(monkeypatch, calls, run=True)
+
+    def no_process(*a, **k):
+        raise AssertionError(f"a step started a process: {a}")
+
+    monkeypatch.setattr(subprocess, "run", no_process)
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    out = tmp_path / "route"
+    tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
+            "--refine", "par", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"), *tiny,
+            "--seg-set", *SEG_TINY]  # fmt: skip
+    res = real_route.main(argv)
+    cls, seg, level = out / "cls", out / "seg", res["seeds"]["level"]
+    assert [c[0] for c in calls] == [
+        "run_config", "train_run",  # the classifier
+        "cams", "cams", "pseudo_labels", "score",  # its CAMs, again at the swept level; the PAR labels, scored
+        "run_config", "train_run", "predict_split", "score",  # the DeepLab stage, its val masks scored
+        "predict_split", "score", "predict_split", "score",  # named by the classifier's tags, hard and soft gates
+    ]  # fmt: skip
+    by = {}
+    for name, a, k in calls:
+        by.setdefault(name, []).append((a, k))
+    assert by["run_config"][0][0][2] == cls and by["run_config"][1][0][2] == seg
+    assert by["cams"][1][1]["words"] == [f"cam.bkg_thre={level:g}"]
+    assert by["pseudo_labels"][0][0] == (cls, "train", (level, level)) and by["pseudo_labels"][0][1]["refine"] == "par"
+    assert [k.get("tags_from") for _, k in by["predict_split"]] == [None, cls, cls]
+    assert [k.get("tag_gate") for _, k in by["predict_split"]] == ["hard", "hard", "soft"]
+    assert 0 <= res["seg_val"]["miou"] <= 100
+
+
+def test_the_route_and_the_experiment_share_the_steps(tmp_path, monkeypatch):
+    """``wsss route``'s steps are the same functions (issue 78): each of Route's steps calls the package's step
+    function, with the route's device and CRF workers."""
+    from wsss.runs.route import Choice, Route, RouteOptions
+
+    calls: list[tuple[str, tuple, dict]] = []
+    _recorded(monkeypatch, calls, run=False)
+    route = Route(RouteOptions(data=str(tmp_path / "data"), out=str(tmp_path / "out"), progress=False))
+    route.choices.update(device=Choice("cpu", "given"), crf_workers=Choice(2, "given"))
+    route.seg_iters, where = 7, {"device": "cpu", "crf_workers": 2}
+    cls, seg, view = tmp_path / "cls", tmp_path / "seg", tmp_path / "view"
+    route._cam(cls)
+    route._pseudo(cls, 0.4)
+    route._stage_config(tmp_path / "data", ["data.root=x"], seg, "masks", view)
+    route._predict_split(seg, "val")
+    assert calls[0] == ("cams", (cls, "train"), {"progress": False, **where})
+    assert calls[1] == ("pseudo_labels", (cls, "train", (0.4, 0.4)), {"refine": "par", "progress": False, **where})
+    assert calls[2] == ("stage_words", (["data.root=x"], "masks"), {"view": view, "iterations": 7})
+    assert calls[3] == ("run_config", (route.opts.seg, None, seg), {"device": "cpu"})  # the words stage_words gave
+    assert calls[-1] == ("predict_split", (seg, "val"), {"root": None, "crf": True, "progress": False, **where})

@@ -2,7 +2,10 @@
 in one command: the route docs/own-photos.md advises, each choice made from the data as the measurements say and
 printed with its reason (docs/own-photos.md#what-it-does; the evidence: docs/benchmarks/real-photos.md).
 
-The steps, each the library call of the ``wsss`` command named (in this process, as that command runs it):
+The steps, each the library call of the ``wsss`` command named (in this process, as that command runs it), by the
+functions of this module that ``experiments/real_route.py`` runs too (:func:`run_config`, :func:`train_run`,
+:func:`stage_config`, :func:`cams`, :func:`pseudo_labels`, :func:`predict_split`, :func:`score`: one implementation
+of each step, docs/api.md#the-routes-steps):
 
 1. ``wsss prepare folder`` into ``OUT/data`` when the input is a folder of photos (``labels`` and ``classes``), or
    ``wsss check-data`` of a dataset given (``wsss train`` checks it so);
@@ -204,6 +207,133 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+# -- the route's steps, as library calls ----------------------------------------------------------------------------
+# Each is the library call of the ``wsss`` command named, in this process, as that command runs it. :class:`Route`
+# runs them, and experiments/real_route.py builds its research (folds of every photo, arms, seeds, extra scoring) on
+# the same calls: one implementation of each step, so the product's route and the experiments' cannot drift apart.
+
+
+def run_config(preset: str, words: Sequence[str], run_dir: str | os.PathLike, *, device: str | None = None) -> Config:
+    """The config of a training (``wsss train PRESET WORDS run.dir=RUN_DIR``), checked before any step runs (a wrong
+    override word is refused at once). ``device``: ``run.device`` of the training (None: the preset's); on a GPU the
+    photos are decoded by :data:`GPU_LOADERS` loader processes, as fast as it trains (the presets' 0 is the CPU's:
+    there the cores train), unless a ``data.num_workers`` word says otherwise."""
+    from wsss.methods import check_method
+
+    extra = [f"run.device={device}"] if device else []
+    loaders = [f"data.num_workers={GPU_LOADERS}"] if device and str(device).startswith("cuda") else []
+    cfg = load_config(preset, [*loaders, *words, *extra, f"run.dir={run_dir}"])
+    check_method(cfg, f"{preset} with the route's overrides")
+    return cfg
+
+
+def train_run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
+    """``wsss train``: train the run of ``cfg`` (:func:`run_config`), or resume it from its ``last.pt``; the
+    trainer's answer (its final step, its best val mIoU where it validates)."""
+    from wsss.engine.launch import train
+
+    return train(cfg, progress=progress)
+
+
+def stage_words(
+    words: Sequence[str], stage: str, *, view: str | os.PathLike | None = None, iterations: int | None = None
+) -> list[str]:  # fmt: skip
+    """The words of the DeepLab stage ``stage`` after ``words`` (the stage's own: its ``data.root``, its pseudo labels,
+    the overrides): ``mixed`` as they are, on the data root ``view`` where one is given (the weak labels with the masks
+    in their place: :func:`mixed_stage_words`); ``masks`` the masked photos alone (the split :data:`MASKED_SPLIT` of
+    ``view``) for ``iterations`` (:func:`masks_alone_words`)."""
+    if stage == "mixed":
+        return [*words, *([f"data.root={view}"] if view is not None else [])]
+    if stage != "masks" or view is None or iterations is None:
+        raise ValueError(f"stage {stage!r}: mixed, or masks with a view and its iterations")
+    return [*words, f"data.root={view}", *masks_alone_words(iterations)]
+
+
+def stage_config(
+    preset: str, words: Sequence[str], run_dir: str | os.PathLike, stage: str, *,
+    view: str | os.PathLike | None = None, iterations: int | None = None, device: str | None = None,
+) -> Config:  # fmt: skip
+    """The DeepLab stage's config (:func:`stage_words`, :func:`run_config`): ``mixed`` the weak labels with the masks
+    in their place; ``masks`` the masked photos alone, for ``iterations`` (as many as the mixed stage has on the whole
+    train split, as BENCHMARKS measured them)."""
+    return run_config(preset, stage_words(words, stage, view=view, iterations=iterations), run_dir, device=device)
+
+
+def load_step_run(
+    run_dir: str | os.PathLike, *, words: Sequence[str] = (), device: str | None = None, crf_workers: int | None = None
+) -> Any:  # fmt: skip
+    """The run ``run_dir`` as every command that reads a run loads it: ``words`` merged over its saved config, with
+    where it runs (``device``: ``run.device``; ``crf_workers``: ``infer.crf_workers``; None: the run's own)."""
+    from wsss.runs.run import load_run
+
+    workers = [f"infer.crf_workers={crf_workers}"] if crf_workers is not None else []
+    return load_run(run_dir, device=device, overrides=[*workers, *words])
+
+
+def cams(
+    run_dir: str | os.PathLike, split: str, *, words: Sequence[str] = (), device: str | None = None,
+    crf_workers: int | None = None, progress: bool = True,
+) -> Path:  # fmt: skip
+    """``wsss cam RUN --split SPLIT WORDS``: the CAMs and the seeds of the split (``words``: e.g.
+    ``infer.cam_scales=[...]``, ``--scales``; ``cam.bkg_thre=L``, ``--bkg-thre``); the seeds' folder."""
+    from wsss.runs.jobs import run_cam
+
+    run = load_step_run(run_dir, words=words, device=device, crf_workers=crf_workers)
+    return run_cam(run, split, progress=progress)
+
+
+def levels_words(levels: tuple[float, float]) -> list[str]:
+    """``--levels HIGH/LOW`` as its words: class above HIGH, background at or below LOW, 255 between (HIGH = LOW: one
+    level, no pixel left undecided)."""
+    high, low = levels
+    return [f"cam.high_thre={high}", f"cam.low_thre={low}"]
+
+
+def pseudo_labels(
+    run_dir: str | os.PathLike, split: str, levels: tuple[float, float], *, refine: str = "par",
+    words: Sequence[str] = (), device: str | None = None, crf_workers: int | None = None, progress: bool = True,
+    **options: Any,
+) -> Path:  # fmt: skip
+    """``wsss pseudo RUN --split SPLIT --refine REFINE --levels HIGH/LOW``: the pseudo labels of the split from its
+    saved CAMs, ``RUN/pseudo/SPLIT`` (returned). ``options``: the refiner's (``affinity_run=RUN`` of ``--refine
+    affinity``)."""
+    from wsss.runs.jobs import run_pseudo
+
+    run = load_step_run(run_dir, words=[*levels_words(levels), *words], device=device, crf_workers=crf_workers)
+    return run_pseudo(run, split, refine=refine, progress=progress, **options)
+
+
+def predict_split(
+    run_dir: str | os.PathLike, split: str, *, root: str | os.PathLike | None = None, crf: bool = False,
+    tags_from: str | os.PathLike | None = None, tag_gate: str = "hard", labelled_only: bool = False,
+    ensemble: Sequence[str | os.PathLike] = (), device: str | None = None, crf_workers: int | None = None,
+    progress: bool = True,
+) -> Path:  # fmt: skip
+    """``wsss predict RUN --split SPLIT [--data-root ROOT] [--crf] [--tags-from RUN --tag-gate GATE]
+    [--labelled-only] [--ensemble RUN ...]``: the masks of the split's photos; their folder (``run_predict``'s, named
+    by ``predictions_folder``). The runs of ``tags_from`` and ``ensemble`` are loaded on ``run_dir``'s device."""
+    from wsss.runs.jobs import run_predict
+    from wsss.runs.run import load_run
+
+    run = load_step_run(run_dir, device=device, crf_workers=crf_workers)
+    if ensemble:
+        run = run.with_ensemble([load_run(d, device=str(run.device)) for d in ensemble])
+    tagger = load_run(tags_from, device=str(run.device)) if tags_from is not None else None
+    return run_predict(run, split, root=None if root is None else str(root), crf=crf, labelled_only=labelled_only,
+                       tags_from=tagger, tag_gate=tag_gate, progress=progress)  # fmt: skip
+
+
+def score(pred: str | os.PathLike, root: str | os.PathLike, split: str, *, pseudo: bool = False) -> Any:
+    """``wsss eval PRED --data-root ROOT --split SPLIT [--pseudo]`` on the split's photos that have a mask: its
+    result (``.miou``: a fraction; ``.to_json()``: what ``--json`` writes)."""
+    from wsss.data import VOCDataset
+    from wsss.evaluation import evaluate
+
+    ds = VOCDataset(root, split)
+    ds.ids = [i for i in ds.ids if ds.has_mask(i)]
+    return evaluate(pred, root, split, dataset=ds, pseudo=pseudo)
+
+
 @dataclass
 class Step:
     """One step of the route: its title, the ``wsss`` command a user would type for it, and its work."""
@@ -324,17 +454,8 @@ class Route:
         return Choice(n, f"every core of this machine ({n}) for the dense CRF")
 
     def _config(self, preset: str, words: Sequence[str], run_dir: Path) -> Config:
-        """The config of a training, checked before any step runs (a wrong override word is refused at once)."""
-        from wsss.methods import check_method
-
-        device = self.choices["device"].value
-        extra = [f"run.device={device}"] if device else []
-        # on a GPU the photos are decoded by loader processes, as fast as it trains (the presets' 0 is the CPU's:
-        # there the cores train); a data.num_workers word given wins
-        loaders = [f"data.num_workers={GPU_LOADERS}"] if device and str(device).startswith("cuda") else []
-        cfg = load_config(preset, [*loaders, *words, *extra, f"run.dir={run_dir}"])
-        check_method(cfg, f"{preset} with the route's overrides")
-        return cfg
+        """The config of a training on the route's device (:func:`run_config`)."""
+        return run_config(preset, words, run_dir, device=self.choices["device"].value)
 
     def plan(self) -> list[Step]:
         """The choices (printed with their reasons) and the steps to run."""
@@ -453,38 +574,25 @@ class Route:
                                 + [f"  - {w}" for w in report.warnings]), file=sys.stderr)  # fmt: skip
 
     def _train(self, cfg: Config) -> None:
-        from wsss.engine.launch import train
+        train_run(cfg, progress=self.opts.progress)
 
-        train(cfg, progress=self.opts.progress)
-
-    def _load(self, run_dir: Path, words: Sequence[str] = ()) -> Any:
-        """The run, with the route's device and CRF workers (where it runs, not what it computes) and ``words``
-        merged over its saved config, as every command that reads a run takes them."""
-        from wsss.runs.run import load_run
-
-        workers = int(self.choices["crf_workers"].value)
-        return load_run(run_dir, device=self.choices["device"].value,
-                        overrides=[f"infer.crf_workers={workers}", *words])  # fmt: skip
+    def _where(self) -> dict[str, Any]:
+        """Where the per-photo steps run: the route's device and CRF workers (not what they compute)."""
+        return {"device": self.choices["device"].value, "crf_workers": int(self.choices["crf_workers"].value)}
 
     def _cam(self, cls_dir: Path) -> None:
-        from wsss.runs.jobs import run_cam
-
-        run_cam(self._load(cls_dir), "train", progress=self.opts.progress)
+        cams(cls_dir, "train", progress=self.opts.progress, **self._where())
 
     def _pseudo(self, cls_dir: Path, level: float) -> None:
-        from wsss.runs.jobs import run_pseudo
-
-        levels = [f"cam.high_thre={level}", f"cam.low_thre={level}"]  # `--levels B/B`: one level
-        run_pseudo(self._load(cls_dir, levels), "train", refine="par", progress=self.opts.progress)
+        # `--levels B/B`: one level
+        pseudo_labels(cls_dir, "train", (level, level), refine="par", progress=self.opts.progress, **self._where())
 
     def _stage_config(self, root: Path, seg_words: list[str], run_dir: Path, stage: str, view: Path | None) -> Config:
-        """The DeepLab stage's config: ``mixed`` the weak labels with the masks in their place; ``masks`` the masked
-        photos alone (the split ``train_masked`` of ``view``), for as many iterations as the mixed stage has on the
-        whole train split (as BENCHMARKS measured them)."""
-        if stage == "mixed":
-            return self._config(self.opts.seg, [*seg_words, f"data.root={view or root}"], run_dir)
-        return self._config(self.opts.seg, [*seg_words, f"data.root={view}", *masks_alone_words(self.seg_iters)],
-                            run_dir)  # fmt: skip
+        """The DeepLab stage's config (:func:`stage_config`): ``mixed`` the weak labels with the masks in their
+        place; ``masks`` the masked photos alone (the split ``train_masked`` of ``view``), for as many iterations as
+        the mixed stage has on the whole train split."""
+        return stage_config(self.opts.seg, seg_words, run_dir, stage, view=view or root, iterations=self.seg_iters,
+                            device=self.choices["device"].value)  # fmt: skip
 
     def _choose_stage(self, root: Path, seg_words: list[str], where: Path) -> None:
         """Each of ``folds`` folds of the masked train photos held out in turn: both stages trained on the rest (the
@@ -536,10 +644,7 @@ class Route:
         self._train(self._stage_config(root, seg_words, seg_dir, stage, view))
 
     def _predict_split(self, run_dir: Path, split: str, root: Path | None = None) -> Path:
-        from wsss.runs.jobs import run_predict
-
-        return run_predict(self._load(run_dir), split, root=None if root is None else str(root), crf=True,
-                           progress=self.opts.progress)  # fmt: skip
+        return predict_split(run_dir, split, root=root, crf=True, progress=self.opts.progress, **self._where())
 
     def _predict(self, seg_dir: Path, split: str) -> None:
         pred = self._predict_split(seg_dir, split)
@@ -558,8 +663,9 @@ class Route:
     def _new_photos(self, seg_dir: Path) -> None:
         from wsss.runs.photos import predict_photos
 
-        self.new_masks = predict_photos(self._load(seg_dir), list(self.opts.images), self.out / "new_masks", crf=True,
-                                        overlay=True, progress=self.opts.progress)  # fmt: skip
+        self.new_masks = predict_photos(load_step_run(seg_dir, **self._where()), list(self.opts.images),
+                                        self.out / "new_masks", crf=True, overlay=True,
+                                        progress=self.opts.progress)  # fmt: skip
 
     # -- the whole route --------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -634,13 +740,8 @@ class Route:
 
 
 def _miou(pred: Path, root: Path | str, split: str) -> float:
-    """The mIoU (a fraction) of the masks in ``pred`` on the split's photos that have a mask."""
-    from wsss.data import VOCDataset
-    from wsss.evaluation import evaluate
-
-    ds = VOCDataset(root, split)
-    ds.ids = [i for i in ds.ids if ds.has_mask(i)]
-    return evaluate(pred, root, split, dataset=ds).miou
+    """The mIoU (a fraction) of the masks in ``pred`` on the split's photos that have a mask (:func:`score`)."""
+    return score(pred, root, split).miou
 
 
 def _shown(value: Any) -> str:
