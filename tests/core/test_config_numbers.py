@@ -76,6 +76,12 @@ def test_yaml_typo_is_blamed_on_the_file_with_the_dotted_key(tmp_path):
         ("infer.crf.bi_rgb_std=0", "infer.crf.bi_rgb_std must be a positive number, got 0.0"),
         ("train.optimizer=adam", "train.optimizer must be one of sgd, adamw, got 'adam'"),
         ("run.seed=-1", "run.seed must be an integer from 0 to 4294967295 (numpy's seeds), got -1"),
+        # the segmentation inference's fusion (docs/configs.md#inference)
+        ("infer.flip_fuse=median", "infer.flip_fuse must be one of max, sum, mean, got 'median'"),
+        ("infer.scale_fuse=min", "infer.scale_fuse must be one of max, sum, mean, got 'min'"),
+        ("infer.scale_resize=area", "infer.scale_resize must be one of size, factor, got 'area'"),
+        ("infer.fuse_at=label", "infer.fuse_at must be one of image, grid, got 'label'"),
+        ("infer.resize_long=0", "infer.resize_long must be a side of 1 to 65535 pixels (a JPEG's largest), got 0"),
     ],
 )
 def test_a_value_outside_its_range_is_one_line_naming_the_key(tmp_path, override, words):

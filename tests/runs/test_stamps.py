@@ -212,3 +212,29 @@ def test_predict_split_refuses_a_dataset_of_another_count_as_cam_does(reported, 
             f"{len(names)}")  # fmt: skip
     assert errs == {"cam": line, "predict": line, "pseudo": line}
     assert not (run / "predictions").exists()
+
+
+def test_the_predictions_name_their_fusion_and_an_older_stamp_is_the_default_one(reported, tmp_path, capsys):
+    """The segmentation inference's fusion is a setting of `infer` (docs/configs.md#inference): masks of another
+    fusion are not reused. A stamp written before these settings existed was made with the defaults (ToCo's fusion, the
+    only one then): it is taken as theirs without a warning and stamped anew, and refused for another."""
+    import json
+
+    run = _run_copy(reported, tmp_path)
+    assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
+    stamp_file = run / "predictions/val/.settings.json"
+    stamp = json.loads(stamp_file.read_text())
+    fusion = {k: stamp.pop(k) for k in ("resize_long", "scale_resize", "flip_fuse", "scale_fuse", "fuse_at")}
+    assert fusion == {"resize_long": None, "scale_resize": "size", "flip_fuse": "sum", "scale_fuse": "max",
+                      "fuse_at": "image"}  # fmt: skip
+    stamp_file.write_text(json.dumps(stamp))
+    old = {p.name: p.stat().st_mtime_ns for p in (run / "predictions/val").glob("*.png")}
+    capsys.readouterr()
+    assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "predictions/val").glob("*.png")} == old  # all kept
+    assert json.loads(stamp_file.read_text())["fuse_at"] == "image"
+    err = _err(capsys, ["predict", str(run), "--split", "val", "infer.flip_fuse=mean", "--quiet"])
+    assert err.startswith(f"error: {run / 'predictions/val'}: holds outputs made with other settings (flip_fuse: 'sum'")
+    assert main(["predict", str(run), "--split", "val", "infer.flip_fuse=mean", "--overwrite", "--quiet"]) == 0
+    assert json.loads(stamp_file.read_text())["flip_fuse"] == "mean"

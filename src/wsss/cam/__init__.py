@@ -28,6 +28,7 @@ _EXPORTS = {
     "minmax_normalize": "multiscale",
     "CamPasses": "multiscale",
     "multi_scale_logits": "multiscale",
+    "resize_long": "multiscale",
     "resize_maps": "multiscale",
     "CRFParams": "crf",
     "CRFPool": "crf",
@@ -59,6 +60,7 @@ __all__ = [
     "multi_scale_logits",
     "online_pseudo_label",
     "refine_cams_with_bkg",
+    "resize_long",
     "resize_maps",
     "scale_img_box",
 ]
@@ -78,7 +80,14 @@ if TYPE_CHECKING:
         refine_cams_with_bkg,
         scale_img_box,
     )
-    from .multiscale import CamPasses, labelled_classes, minmax_normalize, multi_scale_logits, resize_maps
+    from .multiscale import (
+        CamPasses,
+        labelled_classes,
+        minmax_normalize,
+        multi_scale_logits,
+        resize_long,
+        resize_maps,
+    )
     from .par import PAR
 
 

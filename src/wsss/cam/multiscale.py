@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.core.config import CAM_EMPTY_FALLBACKS as EMPTY_FALLBACKS
+from wsss.core.config import FUSE_AT, FUSIONS, SCALE_RESIZES
 
 CamOutput = torch.Tensor | tuple[torch.Tensor, ...]
 
@@ -89,6 +90,14 @@ def _scaled_size(h: int, w: int, s: float, square_size: int | None) -> tuple[int
     return max(1, int(s * h)), max(1, int(s * w))  # a 1-pixel side at scale 0.5 stays 1 pixel
 
 
+def resize_long(x: torch.Tensor, long_side: int) -> torch.Tensor:
+    """``x`` (B, K, h, w) resized (bilinear, align_corners=False) to (int(h r), int(w r)), r = long_side / max(h, w):
+    up or down (``infer.resize_long``; WeCLIP+'s ``test_msc_flip_voc.py``, docs/methods/weclip_plus.md#test)."""
+    h, w = x.shape[-2:]
+    r = long_side / max(h, w)
+    return resize_maps(x, (max(1, int(h * r)), max(1, int(w * r))))
+
+
 def resize_maps(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear (align_corners=False) resize of (B, K, h, w) maps to ``size``; K may be 0 (the labelled
     classes of an image without labels), which ``F.interpolate`` refuses."""
@@ -99,11 +108,8 @@ def resize_maps(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-_FUSIONS = ("max", "sum", "mean")
-
-
 def _check_fusion(name: str, how: str) -> None:
-    if how not in _FUSIONS:
+    if how not in FUSIONS:
         raise ValueError(f"unknown {name} {how!r} (max, sum or mean)")
 
 
@@ -303,18 +309,26 @@ def multi_scale_logits(
     flip_fuse: str = "sum",
     scale_fuse: str = "max",
     square_size: int | None = None,
+    long_side: int | None = None,
+    scale_resize: str = "size",
+    fuse_at: str = "image",
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Multi-scale + flip segmentation logits for inference (docs/methods/seco.md#inference).
+    """Multi-scale + flip segmentation logits for inference (docs/methods/seco.md#inference; the keyword
+    arguments are the ``infer`` config's keys of the same names, docs/configs.md).
 
-    For each scale s: resize ``images`` (B,3,H,W) to (int(s*H), int(s*W)) (bilinear,
-    align_corners=False), or to the square (int(square_size*s),)*2 when ``square_size`` is given
+    With ``long_side``, ``images`` (B,3,H,W) are first resized to that long side (:func:`resize_long`). For each
+    scale s: resize them to (int(s*H), int(s*W)) (bilinear, align_corners=False; ``scale_resize="size"``), or by
+    ``F.interpolate(scale_factor=s)`` (``"factor"``: the size floor(s*H), the sampling step exactly 1/s, as
+    WeCLIP+'s test), or to the square (int(square_size*s),)*2 when ``square_size`` is given
     (``square_size=448`` reproduces SeCo's VOC script, which does not keep the aspect); run
     ``seg_fn`` on [x; flip(x)]; upsample the logits to ``out_size`` (bilinear, align_corners=False);
     fuse the flip (``"sum"`` as in ToCo/SeCo, or ``"max"``/``"mean"``). The scales are then fused by
-    ``scale_fuse``: elementwise ``"max"`` (ToCo/SeCo), ``"sum"`` or ``"mean"``. Returns raw fused
-    logits (B,C,*out_size), or ``reduce`` of them (e.g. the softmax, or the argmax with its channel kept);
-    runs under ``torch.no_grad()``.
+    ``scale_fuse``: elementwise ``"max"`` (ToCo/SeCo), ``"sum"`` or ``"mean"``. ``fuse_at="grid"``: the
+    flips and the scales are fused on the first scale's output grid instead (each scale's logits resized
+    to it), and the fused logits upsampled to ``out_size`` (WeCLIP+'s ``test_msc_flip_voc.py``,
+    docs/methods/weclip_plus.md#test). Returns raw fused logits (B,C,*out_size), or ``reduce`` of them (e.g. the
+    softmax, or the argmax with its channel kept); runs under ``torch.no_grad()``.
 
     The upsampling, the fusions and ``reduce`` run over bands of output rows (:func:`upsample_rows`,
     :data:`CHUNK_ELEMENTS`), so only the result is ever whole at ``out_size``.
@@ -323,21 +337,35 @@ def multi_scale_logits(
         raise ValueError("multi_scale_logits needs at least one scale")
     _check_fusion("flip_fuse", flip_fuse)
     _check_fusion("scale_fuse", scale_fuse)
+    if scale_resize not in SCALE_RESIZES or fuse_at not in FUSE_AT:
+        raise ValueError(f"unknown scale_resize {scale_resize!r} or fuse_at {fuse_at!r} ({SCALE_RESIZES}, {FUSE_AT})")
+    if long_side is not None:
+        images = resize_long(images, long_side)
     b, _, h, w = images.shape
     out_size = (int(out_size[0]), int(out_size[1]))
     low = []  # each scale's logits of [x; flip(x)] at the network's resolution
     for s in scales:
-        x = resize_maps(images, _scaled_size(h, w, float(s), square_size))
+        if scale_resize == "factor" and square_size is None and float(s) != 1.0:
+            x = F.interpolate(images, scale_factor=float(s), mode="bilinear", align_corners=False)
+        else:
+            x = resize_maps(images, _scaled_size(h, w, float(s), square_size))
         low.append(seg_fn(torch.cat([x, x.flip(-1)], dim=0)))
+    if fuse_at == "grid":  # one map, fused on the first scale's grid: what is upsampled below
+        grid = tuple(low[0].shape[-2:])
+        on_grid = [resize_maps(logits, grid) for logits in low]
+        low = [_fuse_scales([_fuse(m[:b], m[b:].flip(-1), flip_fuse) for m in on_grid], scale_fuse)]
     band = max(1, CHUNK_ELEMENTS // (2 * low[0].shape[1] * out_size[1]))
     out: torch.Tensor | None = None
     for r0 in range(0, out_size[0], band):
         rows = slice(r0, min(out_size[0], r0 + band))
-        per_scale = []
-        for logits in low:
-            up = upsample_rows(logits, out_size, rows)
-            per_scale.append(_fuse(up[:b], up[b:].flip(-1), flip_fuse))
-        fused = _fuse_scales(per_scale, scale_fuse)
+        if fuse_at == "grid":
+            fused = upsample_rows(low[0], out_size, rows)
+        else:
+            per_scale = []
+            for logits in low:
+                up = upsample_rows(logits, out_size, rows)
+                per_scale.append(_fuse(up[:b], up[b:].flip(-1), flip_fuse))
+            fused = _fuse_scales(per_scale, scale_fuse)
         fused = reduce(fused) if reduce is not None else fused
         if out is None:
             out = fused.new_empty((*fused.shape[:2], *out_size))

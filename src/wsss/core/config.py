@@ -192,6 +192,11 @@ POSITIVE_INTS = {"lo": 1, "nonempty": True, "text": "a non-empty list of positiv
 SEED = {"lo": 0, "hi": 2**32 - 1, "hi_open": False, "text": "an integer from 0 to 4294967295 (numpy's seeds)"}
 
 CAM_EMPTY_FALLBACKS = ("none", "minmax", "peak_odds")  # infer.cam_empty_fallback (cam.multiscale.fill_empty_maps)
+# How maps are fused (infer.cam_flip_fuse, infer.flip_fuse, infer.scale_fuse) and the segmentation inference's other
+# steps (infer.scale_resize, infer.fuse_at): cam.multiscale's
+FUSIONS = ("max", "sum", "mean")
+SCALE_RESIZES = ("size", "factor")
+FUSE_AT = ("image", "grid")
 
 
 @dataclass
@@ -397,12 +402,24 @@ class InferConfig:
 
     scales: tuple[float, ...] = setting((1.0, 1.25, 1.5), **SCALES)  # seg inference (docs/methods/seco.md#inference)
     square_size: int | None = setting(None, **SIDE)  # SeCo's VOC script resizes each scale to int(448*s) squares
+    # The segmentation inference's fusion (`wsss predict`; cam.multiscale.multi_scale_logits): the defaults are
+    # ToCo / SeCo's (docs/methods/seco.md#inference), WeCLIP+'s test differs in each (docs/methods/weclip_plus.md#test).
+    # resize_long: the image resized (bilinear, either way) to this long side before the scales (WeCLIP+: 512)
+    resize_long: int | None = setting(None, **SIDE)
+    # each scale's input: resized to (int(s h), int(s w)) ("size", ToCo / SeCo) or by the factor s ("factor", WeCLIP+:
+    # F.interpolate(scale_factor=s), whose sampling step is 1/s exactly, a third of a pixel off "size" on an odd side)
+    scale_resize: str = setting("size", choices=SCALE_RESIZES)
+    flip_fuse: str = setting("sum", choices=FUSIONS)  # an image and its flip (WeCLIP+: "mean")
+    scale_fuse: str = setting("max", choices=FUSIONS)  # the scales (WeCLIP+: "mean")
+    # where the flips and scales are fused: each upsampled to the image first ("image"), or on the first scale's
+    # output grid, the fused logits then upsampled to the image ("grid", WeCLIP+)
+    fuse_at: str = setting("image", choices=FUSE_AT)
     cam_scales: tuple[float, ...] = setting((1.0, 0.5, 1.5), **SCALES)  # `wsss cam` (seco.md#cam-seeds)
     cam_input_size: int | None = setting(None, **SIDE)  # resize the CAM input to a square first (ToCo/SeCo: 448)
     # `wsss cam` fusion (docs/methods/seco.md#ms-cam / docs/methods/sccam.md#cam-inference): flips "max"-fused and
     # min-max normalised (ToCo/SeCo), or PSA / SC-CAM's "sum" and "max" (divided by the max only; golden
     # psa_infer_cls.npz, sccam_infer_cls_*.npz)
-    cam_flip_fuse: str = setting("max", choices=("max", "sum", "mean"))  # cam.multiscale's fusions
+    cam_flip_fuse: str = setting("max", choices=FUSIONS)
     cam_normalize: str = setting("minmax", choices=("minmax", "max", "none"))
     # A labelled class the classifier does not see in a photo has a negative map at every pixel, and the ReLU of
     # every official code (docs/methods/seco.md#ms-cam) makes it zero: no seed names the class. "minmax" / "peak_odds":

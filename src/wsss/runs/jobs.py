@@ -560,6 +560,11 @@ def predict_compute(
     return compute
 
 
+# The infer.* keys of the segmentation inference's resizing and fusion (Run._fused_logits) besides the scales and
+# infer.square_size; a stamp of an older wsss lacks them, made with their defaults (stamps.IMPLIED)
+FUSION_KEYS = ("resize_long", "scale_resize", "flip_fuse", "scale_fuse", "fuse_at")
+
+
 def prediction_settings(
     run: Run, source: dict[str, Any], scales: Sequence[float] | None, labelled_only: bool, tagger: Run | None,
     gate: str, threshold: float | None,
@@ -575,6 +580,7 @@ def prediction_settings(
         tags = {"run": tagger.model_settings(own=False), "gate": gate, "threshold": level}
     return {
         **_model_and_source(run, source), "scales": list(scales or inf.scales), "square_size": inf.square_size,
+        **{k: getattr(inf, k) for k in FUSION_KEYS},
         "max_side": inf.max_side, "networks": 1 + len(run.ensemble), "ensemble": members,
         "labelled_only": labelled_only, "tags": tags,
     }  # fmt: skip

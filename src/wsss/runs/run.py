@@ -237,6 +237,8 @@ class Run:
         self, image: np.ndarray, scales: Sequence[float] | None, prepared: torch.Tensor | None,
         reduce: Callable[[torch.Tensor], torch.Tensor],
     ) -> torch.Tensor:  # fmt: skip
+        """``reduce`` of the multi-scale + flip logits at the image's size, resized and fused as the ``infer`` keys
+        say (``square_size``, ``resize_long``, ``scale_resize``, ``flip_fuse``, ``scale_fuse``, ``fuse_at``)."""
         inf = self.cfg.infer
         x = (
             _on_device(prepared, self.device)
@@ -244,8 +246,9 @@ class Run:
             else prepare_image(image, None, self.device, max_side=inf.max_side)
         )
         return multi_scale_logits(
-            self._seg_logits, x, tuple(scales or inf.scales), image.shape[:2],
-            flip_fuse="sum", scale_fuse="max", square_size=inf.square_size, reduce=reduce,
+            self._seg_logits, x, tuple(scales or inf.scales), image.shape[:2], square_size=inf.square_size,
+            long_side=inf.resize_long, scale_resize=inf.scale_resize, flip_fuse=inf.flip_fuse,
+            scale_fuse=inf.scale_fuse, fuse_at=inf.fuse_at, reduce=reduce,
         )  # fmt: skip
 
     def predict(

@@ -61,14 +61,32 @@ def read_stamp(folder: str | Path) -> dict[str, Any] | None:
 _ADDED = ("sha1", "classes")
 
 
+# Settings that a stamp of an older wsss lacks because they had one value then: the segmentation inference's
+# resizing and fusion (infer.resize_long, ...: runs/jobs.py FUSION_KEYS) were ToCo's, the schema's defaults. Such a
+# stamp is compared as if it named these values.
+IMPLIED = {"resize_long": None, "scale_resize": "size", "flip_fuse": "sum", "scale_fuse": "max", "fuse_at": "image"}
+
+
+def with_implied(old: Any, new: Any) -> Any:
+    """``old`` (a stamp read back) with each setting of :data:`IMPLIED` that it lacks and ``new`` has (at its top
+    level) given its implied value."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return {**old, **{k: v for k, v in IMPLIED.items() if k in new and k not in old}}
+    return old
+
+
 def with_added(old: Any, new: Any) -> Any:
     """``old`` (a stamp read back) with each setting of :data:`_ADDED` that it lacks and ``new`` has taken from
-    ``new``, at any depth (the ensemble's members, the tagger)."""
+    ``new``, at any depth (the ensemble's members, the tagger), and those of :data:`IMPLIED` (:func:`with_implied`)."""
+    return _with_added(with_implied(old, new), new)
+
+
+def _with_added(old: Any, new: Any) -> Any:
     if isinstance(old, Mapping) and isinstance(new, Mapping):
-        filled = {k: with_added(v, new[k]) if k in new else v for k, v in old.items()}
+        filled = {k: _with_added(v, new[k]) if k in new else v for k, v in old.items()}
         return {**filled, **{k: new[k] for k in _ADDED if k in new and k not in old}}
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [with_added(a, b) for a, b in zip(old, new, strict=True)]
+        return [_with_added(a, b) for a, b in zip(old, new, strict=True)]
     return old
 
 
@@ -161,10 +179,11 @@ def claim_folder(
     old = with_added(read, new)
     if old == new:
         if read != new:
-            warnings.warn(ConfigWarning(
-                f"{folder}: its stamp ({STAMP_FILE}, written by an older wsss) does not name the model's content or "
-                "the dataset's classes; its outputs are taken as made by this model (--overwrite redoes them)"
-            ), stacklevel=2)  # fmt: skip
+            if with_implied(read, new) != new:  # a setting of _ADDED was taken from this job's: said
+                warnings.warn(ConfigWarning(
+                    f"{folder}: its stamp ({STAMP_FILE}, written by an older wsss) does not name the model's content "
+                    "or the dataset's classes; its outputs are taken as made by this model (--overwrite redoes them)"
+                ), stacklevel=2)  # fmt: skip
             write_stamp(folder, new)
         return False
     cleared = False

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.cam import PAR, denormalize_image
+from wsss.cam import PAR, denormalize_image, resize_long
 from wsss.cam.clip_refine import (
     affinity_label,
     attention_affinity_loss,
@@ -324,17 +324,12 @@ class WeclipPlus(Method):
         return terms
 
 
-def resize_long(x: torch.Tensor, long_side: int) -> torch.Tensor:
-    """``x`` (B, 3, h, w) resized (bilinear) to (int(h r), int(w r)), r = long_side / max(h, w) (the official test)."""
-    h, w = x.shape[-2:]
-    r = long_side / max(h, w)
-    return F.interpolate(x, size=(int(h * r), int(w * r)), mode="bilinear", align_corners=False)
-
-
 def msc_flip_segs(seg_fn: Any, x: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
     """``test_msc_flip_voc.validate``'s fusion: for each scale s, ``seg_fn`` on [x_s, flip(x_s)] (x_s: ``x``
     (1, 3, h, w) scaled by ``F.interpolate(scale_factor=s)``, s = 1 unchanged), resized to the scale-1 grid, the flip
-    averaged; the mean over scales (1, C, h', w')."""
+    averaged; the mean over scales (1, C, h', w'). The recording pins this replay; ``wsss predict`` runs the shared
+    step (``cam.multi_scale_logits``) with the presets' ``infer`` settings, which a test holds equal to it
+    (docs/methods/weclip_plus.md#test)."""
     segs, grid = [], None
     for s in scales:
         xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
