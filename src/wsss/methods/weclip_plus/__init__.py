@@ -83,7 +83,7 @@ class WeclipPlusOptions:
     # from the iteration after this, confident predictions replace labels
     label_update_after: int | None = setting(18000, **NON_NEGATIVE)
     label_update_threshold: float = setting(0.75, **FRACTION)
-    # test: the long side resized to this before the scales (test_msc_flip_voc.py)
+    # `wsss cam`: the long side resized to this (test_msc_flip_voc.py's input; `wsss predict` reads infer.resize_long)
     test_resize_long: int = setting(512, **SIDE)
     quirk_fp16: bool = False  # Q1
     quirk_dice_counts_ignored: bool = False  # Q2
