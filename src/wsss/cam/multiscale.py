@@ -315,7 +315,7 @@ def multi_scale_logits(
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Multi-scale + flip segmentation logits for inference (docs/methods/seco.md#inference; the keyword
-    arguments are the ``infer`` config's keys of the same names, docs/configs.md).
+    arguments are the ``infer`` config's keys of the same names, ``long_side`` its ``resize_long``: docs/configs.md).
 
     With ``long_side``, ``images`` (B,3,H,W) are first resized to that long side (:func:`resize_long`). For each
     scale s: resize them to (int(s*H), int(s*W)) (bilinear, align_corners=False; ``scale_resize="size"``), or by
