@@ -16,6 +16,7 @@ calibration (a backbone from scratch, another dataset) wants its own (``cam.high
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -25,10 +26,13 @@ import numpy as np
 import torch
 
 from wsss.core.config import load_run_config
+from wsss.core.device import resolve_device
 from wsss.core.errors import DataError, MissingFileError, UsageError
 from wsss.evaluation.evaluator import SegDataset
-from wsss.evaluation.metrics import ConfusionMeter
+from wsss.evaluation.metrics import scores_from_hist
+from wsss.utils.io import read_in_order
 
+READ_AHEAD = 4  # photos whose mask and CAM files threads read while one is counted (docs/speed.md)
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 15))  # 0.05 .. 0.70
 # (high, low) pairs of the two-level scan: ToCo's (0.7, 0.25) and a grid below it
 DEFAULT_PAIRS: tuple[tuple[float, float], ...] = tuple(
@@ -68,6 +72,79 @@ def two_level_labels(
     return out
 
 
+class LevelHistogram:
+    """The counts behind every threshold's and every pair's confusion matrix, in one histogram per split.
+
+    A seed at level t is the CAM's class where its max is above t, background elsewhere; a two-level label decides
+    the class above high, background at or below low. Both only ask, per pixel, which of the sorted levels lie below
+    the max (a float32 comparison, as ``value <= t`` of ``cam_to_label``). So one count per photo of (how many
+    levels lie below the max, ground-truth code, argmax class) holds them all, and each level's matrix is a sum of
+    its slices (:meth:`threshold_hist`, :meth:`pair_hist`): one ``bincount`` of the photo's pixels instead of one
+    seed map and one histogram per level, on the run's device (``device``), the counts moved to the host once.
+    Ground-truth codes: ``0 .. C-1`` a class, ``C`` another value that is not ``ignore_index`` (left out of the
+    matrices, counted in the decided share as before), ``C+1`` the ignore value (left out of everything).
+    """
+
+    def __init__(self, levels: Iterable[float], num_classes: int, device: torch.device | str = "cpu",
+                 ignore_index: int = 255) -> None:  # fmt: skip
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.device = torch.device(device)
+        # float32 levels: a CAM is float32 and torch compares it with a Python float in float32
+        self.levels = torch.unique(torch.tensor([float(t) for t in levels], dtype=torch.float32))  # sorted
+        self._levels_dev = self.levels.to(self.device)
+        C, K = self.num_classes, self.num_classes - 1
+        self._shape = (len(self.levels) + 1, C + 2, K)
+        self._counts = torch.zeros(int(np.prod(self._shape)), dtype=torch.int64, device=self.device)
+        self._host: np.ndarray | None = None
+
+    def add(self, cam: np.ndarray, labels: np.ndarray, gt: np.ndarray) -> None:
+        """Count one photo: ``cam`` (C-1,H,W) float32, ``labels`` (C-1,) image labels, ``gt`` (H,W) class ids."""
+        dev, C, K = self.device, self.num_classes, self.num_classes - 1
+        cam_t = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32)).to(dev, non_blocking=True)
+        lab_t = torch.from_numpy(np.asarray(labels, dtype=np.float32)).to(dev)
+        value, index = (cam_t * lab_t.view(-1, 1, 1)).max(dim=0)  # as _valid_max: the first of equal maxima
+        below = torch.searchsorted(self._levels_dev, value.reshape(-1))  # levels strictly below the max
+        g = torch.from_numpy(np.ascontiguousarray(gt)).to(dev).reshape(-1).long()
+        code = torch.where(g == self.ignore_index, C + 1, torch.where((g >= 0) & (g < C), g, C))
+        flat = (below * (C + 2) + code) * K + index.reshape(-1)
+        self._counts += torch.bincount(flat, minlength=self._counts.numel())
+        self._host = None
+
+    def counts(self) -> np.ndarray:
+        """(levels + 1, C + 2, C - 1) int64 on the host: [levels below the max, gt code, argmax class - 1]."""
+        if self._host is None:
+            self._host = self._counts.cpu().numpy().reshape(self._shape)
+        return self._host
+
+    def _index(self, level: float) -> int:
+        return int(torch.searchsorted(self.levels, torch.tensor([float(level)], dtype=torch.float32))[0])
+
+    def _split(self, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """(pixels whose max is above ``level``, per gt code and class; pixels at or below it, per gt code)."""
+        h, i = self.counts(), self._index(level)
+        return h[i + 1 :].sum(axis=0), h[: i + 1].sum(axis=(0, 2))
+
+    def threshold_hist(self, level: float) -> np.ndarray:
+        """The (C, C) confusion matrix of the seeds at background level ``level``."""
+        above, at_or_below = self._split(level)
+        C = self.num_classes
+        return np.concatenate([at_or_below[:C, None], above[:C]], axis=1)
+
+    def pair_hist(self, high: float, low: float) -> tuple[np.ndarray, int]:
+        """The (C, C) confusion matrix of the two-level labels (high, low) over the pixels they decide, and the
+        number of decided pixels whose ground truth is not the ignore value."""
+        C = self.num_classes
+        above, _ = self._split(high)
+        _, at_or_below = self._split(low)
+        hist = np.concatenate([at_or_below[:C, None], above[:C]], axis=1)
+        return hist, int(above[: C + 1].sum() + at_or_below[: C + 1].sum())
+
+    def counted(self) -> int:
+        """The pixels whose ground truth is not the ignore value."""
+        return int(self.counts()[:, : self.num_classes + 1].sum())
+
+
 def sweep_bkg_threshold(
     load_cam: Any,
     dataset: SegDataset,
@@ -76,6 +153,8 @@ def sweep_bkg_threshold(
     *,
     pairs: Sequence[tuple[float, float]] = (),
     progress: Any = None,
+    device: torch.device | str = "cpu",
+    read_ahead: int = 0,
 ) -> dict[str, Any]:
     """mIoU of the CAM seeds of ``ids`` at each background level.
 
@@ -83,42 +162,44 @@ def sweep_bkg_threshold(
     ground-truth mask. Returns ``{"thresholds", "miou" (in [0,1], one per threshold), "best_thre",
     "best_miou"}``; the best is the first of the highest. With ``pairs`` of (high, low) levels, also
     ``"pairs"``: one ``{"high", "low", "miou_decided", "decided"}`` each (mIoU over the pixels the
-    two-level label decides, and their share of the pixels with a ground truth).
+    two-level label decides, and their share of the pixels with a ground truth). The counting runs on
+    ``device`` (:class:`LevelHistogram`); ``read_ahead`` > 0 reads that many photos' files ahead in threads.
     """
     if not thresholds:
         raise UsageError("sweep_bkg_threshold needs at least one threshold")
     thresholds = [float(t) for t in thresholds]
-    meters: list[ConfusionMeter] | None = None
+    for high, low in pairs:
+        if low > high:
+            raise UsageError(f"a two-level pair needs low <= high, got high {high}, low {low}")
+    levels = [*thresholds, *(t for pair in pairs for t in pair)]
+    hist: LevelHistogram | None = None
     ids = list(ids)
-    for id in progress(ids) if progress is not None else ids:
-        gt = dataset.load_mask(id)
-        cam = load_cam(id)
-        if cam.shape[-2:] != gt.shape:
-            raise ValueError(f"{id}: CAM is {tuple(cam.shape[-2:])} but the ground-truth mask is {gt.shape}")
-        labels = dataset.labels(id)
-        seeds = seeds_at_thresholds(cam, labels, thresholds)
-        if meters is None:
-            meters = [ConfusionMeter(cam.shape[0] + 1) for _ in thresholds]
-            pair_meters = [ConfusionMeter(cam.shape[0] + 1) for _ in pairs]
-            decided, counted = np.zeros(len(pairs), np.int64), 0
-        for meter, seed in zip(meters, seeds):
-            meter.update(gt, seed)
-        counted += int((gt != 255).sum())
-        for k, (meter, lab) in enumerate(zip(pair_meters, two_level_labels(cam, labels, pairs))):
-            where = (lab != 255) & (gt != 255)
-            meter.update(np.where(where, gt, 255), lab)  # undecided pixels are left out of the score
-            decided[k] += int(where.sum())
-    if meters is None:
+
+    def read(id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return dataset.load_mask(id), load_cam(id), dataset.labels(id)
+
+    with contextlib.closing(read_in_order(read, ids, read_ahead)) as photos:
+        for id in progress(ids) if progress is not None else ids:
+            gt, cam, labels = next(photos)
+            if cam.shape[-2:] != gt.shape:
+                raise ValueError(f"{id}: CAM is {tuple(cam.shape[-2:])} but the ground-truth mask is {gt.shape}")
+            if hist is None:
+                hist = LevelHistogram(levels, cam.shape[0] + 1, device)
+            elif cam.shape[0] != hist.num_classes - 1:
+                raise ValueError(f"{id}: CAM has {cam.shape[0]} classes, the first had {hist.num_classes - 1}")
+            hist.add(cam, labels, gt)
+    if hist is None:
         raise ValueError("sweep_bkg_threshold: no images")
-    miou = [float(m.scores()["miou"]) for m in meters]
+    miou = [float(scores_from_hist(hist.threshold_hist(t))["miou"]) for t in thresholds]
     best = int(np.argmax(miou))
     out = {"thresholds": thresholds, "miou": miou, "best_thre": thresholds[best], "best_miou": miou[best]}
     if pairs:
-        out["pairs"] = [
-            {"high": float(h), "low": float(lo), "miou_decided": float(m.scores()["miou"]),
-             "decided": float(d / max(counted, 1))}
-            for (h, lo), m, d in zip(pairs, pair_meters, decided)
-        ]  # fmt: skip
+        counted, rows = hist.counted(), []
+        for h, lo in pairs:
+            pair, decided = hist.pair_hist(h, lo)
+            rows.append({"high": float(h), "low": float(lo), "miou_decided": float(scores_from_hist(pair)["miou"]),
+                         "decided": float(decided / max(counted, 1))})  # fmt: skip
+        out["pairs"] = rows
     return out
 
 
@@ -132,6 +213,7 @@ def sweep_run_bkg(
     json_path: str | Path | None = None,
     progress: Callable[[Sequence[str]], Iterable[str]] | None = None,
     overrides: Sequence[str] = (),
+    read_ahead: int = READ_AHEAD,
 ) -> tuple[dict[str, Any], Path]:
     """``wsss sweep-bkg``: sweep the saved CAMs ``RUN/cams/<split>`` of a run (``wsss cam`` first) over
     background levels and (high, low) pairs (the run's own pair added), write the result as JSON
@@ -159,12 +241,13 @@ def sweep_run_bkg(
     own = (cfg.cam.high_thre, cfg.cam.low_thre)
     pairs = list(pairs or DEFAULT_PAIRS)
     pairs += [own] if own not in pairs else []
+    device = resolve_device(cfg.run.device)  # the run's, as every command that reads a run (`--device cpu`)
     res = sweep_bkg_threshold(
         lambda i: load_cam_of(cam_dir, i, num_fg), ds, ids, thresholds or DEFAULT_THRESHOLDS,
-        pairs=pairs, progress=progress,
+        pairs=pairs, progress=progress, device=device, read_ahead=read_ahead,
     )  # fmt: skip
     res.update(run=str(run_dir), split=split, config_bkg_thre=cfg.cam.bkg_thre, config_pair=list(own),
-               n_images=len(ids), n_without_mask=len(ds.ids) - len(ids))  # fmt: skip
+               n_images=len(ids), n_without_mask=len(ds.ids) - len(ids), device=str(device))  # fmt: skip
     out = Path(json_path) if json_path else run_dir / "bkg_sweep" / f"{split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out, "w") as f:

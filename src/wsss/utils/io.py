@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -18,6 +20,10 @@ from PIL import Image, ImageOps
 from wsss.core.errors import DataError
 from wsss.core.files import atomic_write, retry_transient
 from wsss.core.safe_load import read_npz
+
+T = TypeVar("T")
+R = TypeVar("R")
+_END = object()
 
 
 def plural(n: int, noun: str) -> str:
@@ -364,3 +370,28 @@ def load_cam_of(folder: str | os.PathLike, id: str, num_fg: int) -> np.ndarray:
     if path is None:
         raise DataError(f"{per_id_path(folder, id, CAM_SUFFIX)}: no CAM file for id {id!r}")
     return load_cam(path, num_fg)
+
+
+def read_in_order(read: Callable[[T], R], items: Sequence[T], ahead: int = 0) -> Iterator[R]:
+    """``read(item)`` for each item, in order; with ``ahead`` > 0, up to ``ahead`` of the next items are read in
+    that many threads while the caller works on the current one (a loader's prefetch: PNG, zlib and file reads
+    release the GIL). An error of ``read`` is raised when its item's turn comes, as without read-ahead. Close the
+    iterator (``contextlib.closing``) when leaving early: the reads in flight are then waited for."""
+    if ahead <= 0:
+        yield from map(read, items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="wsss-read") as pool:
+        pending = deque(pool.submit(read, item) for item in items[:ahead])
+        following = iter(items[ahead:])
+        try:
+            while pending:
+                result = pending.popleft().result()
+                nxt = next(following, _END)
+                if nxt is not _END:
+                    pending.append(pool.submit(read, nxt))
+                yield result
+        finally:
+            for f in pending:
+                f.cancel()
