@@ -32,7 +32,9 @@ from wsss.evaluation.evaluator import SegDataset
 from wsss.evaluation.metrics import scores_from_hist
 from wsss.utils.io import read_in_order
 
-READ_AHEAD = 4  # photos whose mask and CAM files threads read while one is counted (docs/speed.md)
+# photos whose mask and CAM files threads read while one is counted: none, as on 2 busy cores it cost more than it
+# saved (docs/speed.md#scoring); `bench/bench_scoring.py --ahead N` measures it on another machine
+READ_AHEAD = 0
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 15))  # 0.05 .. 0.70
 # (high, low) pairs of the two-level scan: ToCo's (0.7, 0.25) and a grid below it
 DEFAULT_PAIRS: tuple[tuple[float, float], ...] = tuple(
@@ -98,18 +100,41 @@ class LevelHistogram:
         self._counts = torch.zeros(int(np.prod(self._shape)), dtype=torch.int64, device=self.device)
         self._host: np.ndarray | None = None
 
-    def add(self, cam: np.ndarray, labels: np.ndarray, gt: np.ndarray) -> None:
-        """Count one photo: ``cam`` (C-1,H,W) float32, ``labels`` (C-1,) image labels, ``gt`` (H,W) class ids."""
+    def add(self, cam: np.ndarray, labels: np.ndarray, gt: np.ndarray, classes: np.ndarray | None = None) -> None:
+        """Count one photo: ``cam`` (C-1,H,W) float32, ``labels`` (C-1,) image labels, ``gt`` (H,W) class ids.
+        With ``classes`` (0-based, ascending, as ``load_labelled_cam``), ``cam`` holds only their maps, the other
+        classes' maps being zero: the same counts without a zero map per absent class."""
         dev, C, K = self.device, self.num_classes, self.num_classes - 1
-        cam_t = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32)).to(dev, non_blocking=True)
-        lab_t = torch.from_numpy(np.asarray(labels, dtype=np.float32)).to(dev)
-        value, index = (cam_t * lab_t.view(-1, 1, 1)).max(dim=0)  # as _valid_max: the first of equal maxima
+        value, index = self._max(cam, labels, classes)
         below = torch.searchsorted(self._levels_dev, value.reshape(-1))  # levels strictly below the max
         g = torch.from_numpy(np.ascontiguousarray(gt)).to(dev).reshape(-1).long()
         code = torch.where(g == self.ignore_index, C + 1, torch.where((g >= 0) & (g < C), g, C))
         flat = (below * (C + 2) + code) * K + index.reshape(-1)
         self._counts += torch.bincount(flat, minlength=self._counts.numel())
         self._host = None
+
+    def _max(self, cam: np.ndarray, labels: np.ndarray, classes: np.ndarray | None) -> tuple[torch.Tensor, ...]:
+        """The max over the classes of ``cam x labels`` and its 0-based class, the first of equal maxima (as
+        ``_valid_max``), on the device."""
+        dev = self.device
+        labels = np.asarray(labels, dtype=np.float32)
+        rows = labels if classes is None else labels[classes]
+        cam_t = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32)).to(dev, non_blocking=True)
+        valid = cam_t * torch.from_numpy(rows).to(dev).view(-1, 1, 1)
+        if classes is None:
+            return valid.max(dim=0)
+        absent = np.setdiff1d(np.arange(self.num_classes - 1), classes)
+        if not len(classes):  # every map zero: the max 0, at the first class
+            return torch.zeros(cam.shape[1:], device=dev), torch.zeros(cam.shape[1:], dtype=torch.long, device=dev)
+        value, at = valid.max(dim=0)
+        index = torch.from_numpy(np.asarray(classes, dtype=np.int64)).to(dev)[at]
+        if not absent.size:
+            return value, index
+        # the absent classes' maps are zero: above 0 the present class wins; below 0 the first absent class; at 0
+        # whichever class comes first
+        first = int(absent[0])
+        index = torch.where(value > 0, index, torch.where(value < 0, first, index.clamp(max=first)))
+        return value.clamp(min=0), index
 
     def counts(self) -> np.ndarray:
         """(levels + 1, C + 2, C - 1) int64 on the host: [levels below the max, gt code, argmax class - 1]."""
@@ -158,9 +183,10 @@ def sweep_bkg_threshold(
 ) -> dict[str, Any]:
     """mIoU of the CAM seeds of ``ids`` at each background level.
 
-    ``load_cam(id)`` returns the (C-1,H,W) CAM of an image; ``dataset`` gives its labels and its
-    ground-truth mask. Returns ``{"thresholds", "miou" (in [0,1], one per threshold), "best_thre",
-    "best_miou"}``; the best is the first of the highest. With ``pairs`` of (high, low) levels, also
+    ``load_cam(id)`` returns the (C-1,H,W) CAM of an image, or the maps of its classes only as a pair
+    ``(classes, cam)`` (as ``load_labelled_cam``: ascending 0-based classes, (K,H,W), the others zero); ``dataset``
+    gives its labels and its ground-truth mask. Returns ``{"thresholds", "miou" (in [0,1], one per threshold),
+    "best_thre", "best_miou"}``; the best is the first of the highest. With ``pairs`` of (high, low) levels, also
     ``"pairs"``: one ``{"high", "low", "miou_decided", "decided"}`` each (mIoU over the pixels the
     two-level label decides, and their share of the pixels with a ground truth). The counting runs on
     ``device`` (:class:`LevelHistogram`); ``read_ahead`` > 0 reads that many photos' files ahead in threads.
@@ -181,13 +207,15 @@ def sweep_bkg_threshold(
     with contextlib.closing(read_in_order(read, ids, read_ahead)) as photos:
         for id in progress(ids) if progress is not None else ids:
             gt, cam, labels = next(photos)
+            classes, cam = cam if isinstance(cam, tuple) else (None, cam)
             if cam.shape[-2:] != gt.shape:
                 raise ValueError(f"{id}: CAM is {tuple(cam.shape[-2:])} but the ground-truth mask is {gt.shape}")
+            num_fg = cam.shape[0] if classes is None else len(labels)
             if hist is None:
-                hist = LevelHistogram(levels, cam.shape[0] + 1, device)
-            elif cam.shape[0] != hist.num_classes - 1:
-                raise ValueError(f"{id}: CAM has {cam.shape[0]} classes, the first had {hist.num_classes - 1}")
-            hist.add(cam, labels, gt)
+                hist = LevelHistogram(levels, num_fg + 1, device)
+            elif num_fg != hist.num_classes - 1:
+                raise ValueError(f"{id}: CAM has {num_fg} classes, the first had {hist.num_classes - 1}")
+            hist.add(cam, labels, gt, classes)
     if hist is None:
         raise ValueError("sweep_bkg_threshold: no images")
     miou = [float(scores_from_hist(hist.threshold_hist(t))["miou"]) for t in thresholds]
@@ -221,7 +249,7 @@ def sweep_run_bkg(
     words over the run's saved config (its own pair, ``cam.high_thre`` / ``cam.low_thre``, and ``cam.bkg_thre``)."""
     from wsss.core.files import atomic_write
     from wsss.data.voc import run_dataset  # lazy: the data package imports image libraries
-    from wsss.utils.io import load_cam_of, missing_cam_ids
+    from wsss.utils.io import load_labelled_cam_of, missing_cam_ids
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir, overrides=overrides)
@@ -243,7 +271,7 @@ def sweep_run_bkg(
     pairs += [own] if own not in pairs else []
     device = resolve_device(cfg.run.device)  # the run's, as every command that reads a run (`--device cpu`)
     res = sweep_bkg_threshold(
-        lambda i: load_cam_of(cam_dir, i, num_fg), ds, ids, thresholds or DEFAULT_THRESHOLDS,
+        lambda i: load_labelled_cam_of(cam_dir, i, num_fg), ds, ids, thresholds or DEFAULT_THRESHOLDS,
         pairs=pairs, progress=progress, device=device, read_ahead=read_ahead,
     )  # fmt: skip
     res.update(run=str(run_dir), split=split, config_bkg_thre=cfg.cam.bkg_thre, config_pair=list(own),

@@ -30,7 +30,9 @@ from .metrics import _as_index_array, _as_numpy, _describe_values, _hist, _pseud
 
 __all__ = ["EvalResult", "SegDataset", "evaluate", "evaluate_arrays"]
 
-READ_AHEAD = 4  # photos whose prediction and mask PNGs threads decode while one is counted (docs/speed.md)
+# photos whose prediction and mask PNGs threads decode while one is counted: none, as on 2 busy cores it cost more
+# than it saved (docs/speed.md#scoring); `bench/bench_scoring.py --ahead N` measures it on another machine
+READ_AHEAD = 0
 
 
 class SegDataset(Protocol):

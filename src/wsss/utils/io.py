@@ -351,25 +351,42 @@ def load_labelled_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """A saved CAM file -> (0-based foreground ``classes`` (K,) ascending, (K, H, W) float32)."""
     class_ids, cam = read_cam(path)
     order = np.argsort(class_ids, kind="stable")
+    if (order == np.arange(order.size)).all():  # as save_cam writes them: no copy of the maps
+        return class_ids - 1, cam
     return class_ids[order] - 1, cam[order]
+
+
+def _checked_classes(path: Path, num_fg: int) -> tuple[np.ndarray, np.ndarray]:
+    classes, cam = load_labelled_cam(path)
+    if classes.size and (classes.min() < 0 or classes.max() >= num_fg):
+        raise DataError(f"{path}: class ids {(classes + 1).tolist()} outside 1..{num_fg}")
+    return classes, cam
 
 
 def load_cam(path: str | os.PathLike, num_fg: int) -> np.ndarray:
     """A saved CAM file -> (C-1, H, W) float32 with zeros for the absent classes."""
-    classes, cam = load_labelled_cam(path)
-    if classes.size and (classes.min() < 0 or classes.max() >= num_fg):
-        raise DataError(f"{path}: class ids {(classes + 1).tolist()} outside 1..{num_fg}")
+    classes, cam = _checked_classes(Path(path), num_fg)
     full = np.zeros((num_fg, *cam.shape[1:]), dtype=np.float32)
     full[classes] = cam
     return full
 
 
-def load_cam_of(folder: str | os.PathLike, id: str, num_fg: int) -> np.ndarray:
-    """The saved CAM of ``id`` in ``folder`` (see :func:`load_cam`); DataError if there is none."""
+def _cam_file_of(folder: str | os.PathLike, id: str) -> Path:
     path = find_cam_file(folder, id)
     if path is None:
         raise DataError(f"{per_id_path(folder, id, CAM_SUFFIX)}: no CAM file for id {id!r}")
-    return load_cam(path, num_fg)
+    return path
+
+
+def load_cam_of(folder: str | os.PathLike, id: str, num_fg: int) -> np.ndarray:
+    """The saved CAM of ``id`` in ``folder`` (see :func:`load_cam`); DataError if there is none."""
+    return load_cam(_cam_file_of(folder, id), num_fg)
+
+
+def load_labelled_cam_of(folder: str | os.PathLike, id: str, num_fg: int) -> tuple[np.ndarray, np.ndarray]:
+    """The saved CAM of ``id`` in ``folder`` as :func:`load_labelled_cam` gives it (the maps of the classes in the
+    file only), its classes checked against the ``num_fg`` foreground classes as :func:`load_cam` checks them."""
+    return _checked_classes(_cam_file_of(folder, id), num_fg)
 
 
 def read_in_order(read: Callable[[T], R], items: Sequence[T], ahead: int = 0) -> Iterator[R]:
