@@ -168,4 +168,3 @@ def test_sweep_scores_equal_the_per_level_scores(ahead):
     assert res["miou"] == [scores_from_hist(h)["miou"] for h in want_t]
     assert [r["miou_decided"] for r in res["pairs"]] == [scores_from_hist(h)["miou"] for h in want_p]
     assert [r["decided"] for r in res["pairs"]] == [float(d / counted) for d in want_decided]
-
