@@ -2,22 +2,22 @@
 read-ahead of the files change (issue 81, item 2: "sweep-bkg and eval score on the run's device, or say why the CPU
 is faster").
 
-On a dataset with masks (default ``/work/shared/data/ccp-dev``, ``--split``), with a run folder of the CAM preset
-(random weights: only its config is read) whose ``cams/<split>`` this script writes itself: per photo, the CAM of
-its labelled classes as smooth random maps at the mask's size (float16, as ``wsss cam`` saves them), and the seed at
-level 0.3 as the prediction PNG that ``eval`` scores. Then, per photo (mean over the photos, ``--rounds`` passes,
-the fastest pass; the parts in CPU seconds of the one thread that runs them, so that other work on the machine
-does not count):
+On a dataset with masks (default ``/work/shared/data/ccp-dev``, ``--split``; or ``--synthetic N`` photos of
+``--size`` px), with a run folder of the CAM preset (random weights: only its config is read) whose
+``cams/<split>`` this script writes itself: per photo, the CAM of its labelled classes as smooth random maps at the
+mask's size (float16, as ``wsss cam`` saves them), and the seed at level 0.3 as the prediction PNG that ``eval``
+scores. Then, per photo (mean over the photos, ``--rounds`` passes, the fastest pass; the parts in CPU seconds of
+the one thread that runs them, so that other work on the machine does not count; the device's part in wall time):
 
-- sweep-bkg: the mask's PNG decode, the CAM file's read, the per-level scoring of wsss before issue 81 (a seed map
-  and a confusion matrix per level and pair), and the level histogram (``LevelHistogram.add``) on the CPU and on
-  ``--device``;
+- sweep-bkg: the mask's PNG decode; before issue 81, the CAM file's read into a map per class and the per-level
+  scoring (a seed map and a confusion matrix per level and pair); now, the read of the file's classes' maps and the
+  level histogram (``LevelHistogram.add``) on the CPU and on ``--device``;
 - eval: the prediction's PNG decode, the mask's, and the confusion matrix with the co-occurrence counts;
 - each command's whole pass (``sweep_run_bkg``, ``evaluate``) in this process, without and with ``--ahead`` photos
   read ahead in threads, and the sweep on ``--device``: wall seconds, and CPU seconds of all the process's threads.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_scoring.py --work /tmp/b_scoring --split val
-    python bench/bench_scoring.py --work /tmp/b_scoring --device cuda     # a GPU machine
+    python bench/bench_scoring.py --work /tmp/b_scoring --synthetic 100 --size 448 --device cuda   # a GPU machine
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-PER_PHOTO = ("sweep: mask PNG", "sweep: CAM file", "sweep: per-level scoring (before)", "sweep: level histogram cpu")
+PER_PHOTO = (
+    "sweep: mask PNG",
+    "sweep: CAM file, every class (before)",
+    "sweep: per-level scoring (before)",
+    "sweep: CAM file, its classes",
+    "sweep: level histogram cpu",
+)
 
 
 def smooth_cam(rng: np.random.Generator, k: int, h: int, w: int) -> np.ndarray:
@@ -91,7 +97,7 @@ def split_per_photo(run: Path, preds: Path, data: Path, split: str, device: str)
     from wsss.evaluation.bkg_sweep import DEFAULT_PAIRS, DEFAULT_THRESHOLDS, LevelHistogram
     from wsss.evaluation.evaluator import _Accumulator
     from wsss.evaluation.metrics import ConfusionMeter
-    from wsss.utils.io import load_cam_of, read_label_png
+    from wsss.utils.io import load_cam_of, load_labelled_cam_of, read_label_png
 
     ds = VOCDataset(data, split)
     ids = [i for i in ds.ids if ds.has_mask(i)]
@@ -117,11 +123,13 @@ def split_per_photo(run: Path, preds: Path, data: Path, split: str, device: str)
         labels = ds.labels(i)
         per_level_scoring(cam, labels, gt, meters, pair_meters, DEFAULT_THRESHOLDS, pairs)
         t3 = time.thread_time()
-        hists["cpu"].add(cam, labels, gt)
+        classes, maps = load_labelled_cam_of(run / "cams" / split, i, C - 1)
+        t3b = time.thread_time()
+        hists["cpu"].add(maps, labels, gt, classes)
         t4 = time.thread_time()
         w = time.perf_counter()
         if device != "cpu":  # its wall time: the thread waits for the device
-            hists[device].add(cam, labels, gt)
+            hists[device].add(maps, labels, gt, classes)
             sync(device)
         t5 = t4 + time.perf_counter() - w
         t5b = time.thread_time()
@@ -131,12 +139,16 @@ def split_per_photo(run: Path, preds: Path, data: Path, split: str, device: str)
         t7 = time.thread_time()
         acc.add(gt, pred, ds.labels(i), i)
         t8 = time.thread_time()
-        times = [t1 - t0, t2 - t1, t3 - t2, t4 - t3, *([t5 - t4] if on_device else []), t6 - t5b, t7 - t6, t8 - t7]
+        times = [t1 - t0, t2 - t1, t3 - t2, t3b - t3, t4 - t3b, *([t5 - t4] if on_device else []), t6 - t5b,
+                 t7 - t6, t8 - t7]  # fmt: skip
         for key, dt in zip(t, times, strict=True):
             t[key] += dt
     for meter, thre in zip(meters, DEFAULT_THRESHOLDS):  # the histogram counts what the per-level matrices count
         for h in hists.values():
             assert np.array_equal(h.threshold_hist(thre), meter.hist), thre
+    for meter, (high, low) in zip(pair_meters, pairs):
+        for h in hists.values():
+            assert np.array_equal(h.pair_hist(high, low)[0], meter.hist), (high, low)
     return {k: v / len(ids) for k, v in t.items()}
 
 
@@ -180,6 +192,9 @@ def main() -> None:
     p.add_work(required=True, type=Path)
     p.add_argument("--data", type=Path, default=Path("/work/shared/data/ccp-dev"))
     p.add_argument("--split", default="val")
+    p.add_argument("--synthetic", type=int, default=0, help="instead of --data: this many synthetic val photos of "
+                   "--size px, made under --work (a machine without the shared data)")  # fmt: skip
+    p.add_argument("--size", type=int, default=448)
     p.add_argument("--device", default="cpu")
     p.add_argument("--ahead", type=int, default=4, help="photos read ahead in threads (default 4)")
     p.add_argument("--rounds", type=int, default=2, help="passes; the fastest is kept (default 2)")
@@ -187,6 +202,12 @@ def main() -> None:
     a = p.parse_args()
     import torch
 
+    if a.synthetic:
+        from wsss.data import generate_synthetic
+
+        a.data, a.split = a.work / "data", "val"
+        if not (a.data / "classes.txt").is_file():
+            generate_synthetic(a.data, n_train=2, n_val=a.synthetic, size=a.size, seed=0, verbose=False)
     run, preds = make_inputs(a.work, a.data, a.split)
     split = {k: min(v) for k, v in _rounds(lambda: split_per_photo(run, preds, a.data, a.split, a.device), a.rounds)}
     whole = {k: min(v) for k, v in _rounds(lambda: whole_passes(run, preds, a.data, a.split, a.device, a.ahead),

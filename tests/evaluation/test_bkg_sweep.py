@@ -133,8 +133,8 @@ def test_level_histogram_equals_the_per_level_matrices(seed, labelled):
     want_t, want_p, want_decided, want_counted = _sweep_per_level(cams, masks, labels, thresholds, pairs)
     hist = LevelHistogram([*thresholds, *(t for p in pairs for t in p)], cams[0].shape[0] + 1)
     for cam, gt, lab, classes in zip(cams, masks, labels, in_file):
-        if labelled:  # the maps of the file's classes only
-            hist.add(cam[classes], lab, gt, classes)
+        if labelled:  # the maps of the file's classes only; a ground truth of int64 (not a PNG's uint8) beside
+            hist.add(cam[classes], lab, gt.astype(np.int64), classes)
         else:
             hist.add(cam, lab, gt)
     for t, want in zip(thresholds, want_t):

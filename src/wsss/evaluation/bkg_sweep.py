@@ -99,6 +99,7 @@ class LevelHistogram:
         self._shape = (len(self.levels) + 1, C + 2, K)
         self._counts = torch.zeros(int(np.prod(self._shape)), dtype=torch.int64, device=self.device)
         self._host: np.ndarray | None = None
+        self._table: torch.Tensor | None = None
 
     def add(self, cam: np.ndarray, labels: np.ndarray, gt: np.ndarray, classes: np.ndarray | None = None) -> None:
         """Count one photo: ``cam`` (C-1,H,W) float32, ``labels`` (C-1,) image labels, ``gt`` (H,W) class ids.
@@ -107,34 +108,44 @@ class LevelHistogram:
         dev, C, K = self.device, self.num_classes, self.num_classes - 1
         value, index = self._max(cam, labels, classes)
         below = torch.searchsorted(self._levels_dev, value.reshape(-1))  # levels strictly below the max
-        g = torch.from_numpy(np.ascontiguousarray(gt)).to(dev).reshape(-1).long()
-        code = torch.where(g == self.ignore_index, C + 1, torch.where((g >= 0) & (g < C), g, C))
-        flat = (below * (C + 2) + code) * K + index.reshape(-1)
-        self._counts += torch.bincount(flat, minlength=self._counts.numel())
+        code = self._code_of(torch.from_numpy(np.ascontiguousarray(gt)).to(dev).reshape(-1))
+        self._counts += torch.bincount(below * ((C + 2) * K) + code + index.reshape(-1), minlength=self._counts.numel())
         self._host = None
+
+    def _code_of(self, gt: torch.Tensor) -> torch.Tensor:
+        """``code x (C-1)`` of each ground-truth value (the class-histogram stride of its row)."""
+        C, K = self.num_classes, self.num_classes - 1
+        if gt.dtype == torch.uint8:  # a mask PNG: one look-up in a table of the 256 values
+            if self._table is None:
+                v = torch.arange(256, device=self.device)
+                code = torch.where(v == self.ignore_index, C + 1, torch.where(v < C, v, C))
+                self._table = code * K
+            return self._table[gt.long()]
+        g = gt.long()
+        return torch.where(g == self.ignore_index, C + 1, torch.where((g >= 0) & (g < C), g, C)) * K
 
     def _max(self, cam: np.ndarray, labels: np.ndarray, classes: np.ndarray | None) -> tuple[torch.Tensor, ...]:
         """The max over the classes of ``cam x labels`` and its 0-based class, the first of equal maxima (as
-        ``_valid_max``), on the device."""
+        ``_valid_max``), on the device. With ``classes``, the absent classes' zero maps stand in one zero map at the
+        first absent class's place: the later ones never win a tie against it."""
         dev = self.device
-        labels = np.asarray(labels, dtype=np.float32)
-        rows = labels if classes is None else labels[classes]
+        labels = torch.from_numpy(np.asarray(labels, dtype=np.float32))
         cam_t = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32)).to(dev, non_blocking=True)
-        valid = cam_t * torch.from_numpy(rows).to(dev).view(-1, 1, 1)
         if classes is None:
-            return valid.max(dim=0)
+            return (cam_t * labels.to(dev).view(-1, 1, 1)).max(dim=0)
+        classes = np.asarray(classes, dtype=np.int64)
         absent = np.setdiff1d(np.arange(self.num_classes - 1), classes)
-        if not len(classes):  # every map zero: the max 0, at the first class
-            return torch.zeros(cam.shape[1:], device=dev), torch.zeros(cam.shape[1:], dtype=torch.long, device=dev)
-        value, at = valid.max(dim=0)
-        index = torch.from_numpy(np.asarray(classes, dtype=np.int64)).to(dev)[at]
         if not absent.size:
-            return value, index
-        # the absent classes' maps are zero: above 0 the present class wins; below 0 the first absent class; at 0
-        # whichever class comes first
-        first = int(absent[0])
-        index = torch.where(value > 0, index, torch.where(value < 0, first, index.clamp(max=first)))
-        return value.clamp(min=0), index
+            value, at = (cam_t * labels[classes].to(dev).view(-1, 1, 1)).max(dim=0)
+            return value, torch.from_numpy(classes).to(dev)[at]
+        cut = int(np.searchsorted(classes, absent[0]))  # the classes before the first absent one
+        rows = np.concatenate([classes[:cut], absent[:1], classes[cut:]])
+        valid = torch.empty((len(rows), *cam.shape[1:]), device=dev)
+        valid[cut].zero_()
+        torch.mul(cam_t[:cut], labels[classes[:cut]].to(dev).view(-1, 1, 1), out=valid[:cut])
+        torch.mul(cam_t[cut:], labels[classes[cut:]].to(dev).view(-1, 1, 1), out=valid[cut + 1 :])
+        value, at = valid.max(dim=0)
+        return value, torch.from_numpy(rows).to(dev)[at]
 
     def counts(self) -> np.ndarray:
         """(levels + 1, C + 2, C - 1) int64 on the host: [levels below the max, gt code, argmax class - 1]."""
