@@ -12,7 +12,9 @@ the one thread that runs them, so that other work on the machine does not count;
 - sweep-bkg: the mask's PNG decode; before issue 81, the CAM file's read into a map per class and the per-level
   scoring (a seed map and a confusion matrix per level and pair); now, the read of the file's classes' maps and the
   level histogram (``LevelHistogram.add``) on the CPU and on ``--device``;
-- eval: the prediction's PNG decode, the mask's, and the confusion matrix with the co-occurrence counts;
+- eval: the prediction's PNG decode, the mask's, and the confusion matrix with the co-occurrence counts (the
+  count of the (gt, pred) value pairs; the general path, the only one before issue 81), and that count on
+  ``--device`` (transfer and copy back included);
 - each command's whole pass (``sweep_run_bkg``, ``evaluate``) in this process, without and with ``--ahead`` photos
   read ahead in threads, and the sweep on ``--device``: wall seconds, and CPU seconds of all the process's threads.
 
@@ -83,6 +85,26 @@ def per_level_scoring(cam, labels, gt, meters, pair_meters, thresholds, pairs) -
         meter.update(np.where(where, gt, 255), lab)
 
 
+def general_add(acc, gt: np.ndarray, pred: np.ndarray, labels: np.ndarray) -> None:
+    """``_Accumulator.add`` by its general path, the only one before issue 81: range checks, then the histogram in a
+    dozen passes over the pixels."""
+    from wsss.evaluation.metrics import _hist
+
+    acc._check_range(gt, "ground-truth", "gt")
+    acc._check_range(pred, "prediction", "pred")
+    ext = _hist(gt, pred, acc.num_classes, acc.ignore_index, pred_ignore_column=True)
+    acc.cooc.update_from_hist(ext, labels)
+    acc.ext += ext
+
+
+def pair_count_on(device: str, gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """The uint8 path's count of (gt, pred) value pairs on ``device``, moved back to the host."""
+    import torch
+
+    g, p = (torch.from_numpy(a).to(device) for a in (gt, pred))
+    return torch.bincount((g.int() << 8 | p.int()).reshape(-1), minlength=65536).cpu().numpy()
+
+
 def sync(device: str) -> None:
     import torch
 
@@ -111,9 +133,12 @@ def split_per_photo(run: Path, preds: Path, data: Path, split: str, device: str)
     if device != "cpu":
         hists[device] = LevelHistogram(levels, C, device)
     acc = _Accumulator(ds.class_names)
+    general = _Accumulator(ds.class_names)
     on_device = [f"sweep: level histogram {device}"] if device != "cpu" else []
+    pairs_on_device = [f"eval: the value pairs' count on {device}"] if device != "cpu" else []
     t = dict.fromkeys([*PER_PHOTO, *on_device, "eval: prediction PNG", "eval: mask PNG",
-                       "eval: confusion + co-occurrence"], 0.0)  # fmt: skip
+                       "eval: confusion + co-occurrence", "eval: the same, general path (before)",
+                       *pairs_on_device], 0.0)  # fmt: skip
     for i in ids:
         t0 = time.thread_time()
         gt = ds.load_mask(i)
@@ -139,10 +164,17 @@ def split_per_photo(run: Path, preds: Path, data: Path, split: str, device: str)
         t7 = time.thread_time()
         acc.add(gt, pred, ds.labels(i), i)
         t8 = time.thread_time()
+        general_add(general, gt, pred, ds.labels(i))
+        t9 = time.thread_time()
+        w = time.perf_counter()
+        if device != "cpu":  # what the device could take of eval: the count of the (gt, pred) pairs, moved back
+            pair_count_on(device, gt, pred)
+        t10 = time.perf_counter() - w
         times = [t1 - t0, t2 - t1, t3 - t2, t3b - t3, t4 - t3b, *([t5 - t4] if on_device else []), t6 - t5b,
-                 t7 - t6, t8 - t7]  # fmt: skip
+                 t7 - t6, t8 - t7, t9 - t8, *([t10] if on_device else [])]  # fmt: skip
         for key, dt in zip(t, times, strict=True):
             t[key] += dt
+    np.testing.assert_array_equal(acc.ext, general.ext)
     for meter, thre in zip(meters, DEFAULT_THRESHOLDS):  # the histogram counts what the per-level matrices count
         for h in hists.values():
             assert np.array_equal(h.threshold_hist(thre), meter.hist), thre

@@ -264,6 +264,7 @@ def sweep_run_bkg(
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir, overrides=overrides)
+    device = resolve_device(cfg.run.device)  # the run's, as every command that reads a run (`--device cpu`)
     ds = run_dataset(data_root, cfg.data.root, split, run_dir)
     cam_dir = run_dir / "cams" / split
     # the images with a ground-truth mask (`wsss prepare folder --masks` keeps some photos without one in train)
@@ -280,7 +281,6 @@ def sweep_run_bkg(
     own = (cfg.cam.high_thre, cfg.cam.low_thre)
     pairs = list(pairs or DEFAULT_PAIRS)
     pairs += [own] if own not in pairs else []
-    device = resolve_device(cfg.run.device)  # the run's, as every command that reads a run (`--device cpu`)
     res = sweep_bkg_threshold(
         lambda i: load_labelled_cam_of(cam_dir, i, num_fg), ds, ids, thresholds or DEFAULT_THRESHOLDS,
         pairs=pairs, progress=progress, device=device, read_ahead=read_ahead,
