@@ -2,12 +2,13 @@
 read-ahead of the files change (issue 81, item 2: "sweep-bkg and eval score on the run's device, or say why the CPU
 is faster").
 
-On a dataset with masks (default ``/work/shared/data/ccp-dev``, ``--split``; or ``--synthetic N`` photos of
-``--size`` px), with a run folder of the CAM preset (random weights: only its config is read) whose
-``cams/<split>`` this script writes itself: per photo, the CAM of its labelled classes as smooth random maps at the
-mask's size (float16, as ``wsss cam`` saves them), and the seed at level 0.3 as the prediction PNG that ``eval``
-scores. Then, per photo (mean over the photos, ``--rounds`` passes, the fastest pass; the parts in CPU seconds of
-the one thread that runs them, so that other work on the machine does not count; the device's part in wall time):
+On a dataset with masks (``--data``, default ``data/ccp-dev``: the project's 250 Clothing Co-Parsing photos, not in
+the repository; ``--split``; or ``--synthetic N`` photos of ``--size`` px), with a run folder of the CAM preset
+(random weights: only its config is read) whose ``cams/<split>`` this script writes itself: per photo, the CAM of
+its labelled classes as smooth random maps at the mask's size (float16, as ``wsss cam`` saves them), and the seed
+at level 0.3 as the prediction PNG that ``eval`` scores. Then, per photo (mean over the photos, ``--rounds``
+passes, the fastest pass; the parts in CPU seconds of the one thread that runs them, so that other work on the
+machine does not count; the device's part in wall time):
 
 - sweep-bkg: the mask's PNG decode; before issue 81, the CAM file's read into a map per class and the per-level
   scoring (a seed map and a confusion matrix per level and pair); now, the read of the file's classes' maps and the
@@ -18,8 +19,9 @@ the one thread that runs them, so that other work on the machine does not count;
 - each command's whole pass (``sweep_run_bkg``, ``evaluate``) in this process, without and with ``--ahead`` photos
   read ahead in threads, and the sweep on ``--device``: wall seconds, and CPU seconds of all the process's threads.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_scoring.py --work /tmp/b_scoring --split val
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_scoring.py --work /tmp/b_scoring --data data/ccp-dev --split val
     python bench/bench_scoring.py --work /tmp/b_scoring --synthetic 100 --size 448 --device cuda   # a GPU machine
+    .venv/bin/python bench/bench_scoring.py --work /tmp/b_scoring --passes-only --src OLD_CHECKOUT/src  # before
 """
 
 from __future__ import annotations
@@ -216,13 +218,38 @@ def whole_passes(run: Path, preds: Path, data: Path, split: str, device: str, ah
     return out
 
 
+def plain_passes(run: Path, preds: Path, data: Path, split: str) -> dict[str, float]:
+    """Wall and CPU seconds per photo of each command's pass with its defaults on the CPU, through the functions
+    both the code before issue 81 and after have (``--src``); a digest of the scores shows they agree."""
+    import hashlib
+
+    from wsss.evaluation import evaluate
+    from wsss.evaluation.bkg_sweep import sweep_run_bkg
+
+    out: dict[str, float] = {}
+    n = len(list((run / "cams" / split).glob("*.npz")))
+    for name, fn in (
+        ("sweep-bkg", partial(sweep_run_bkg, run, split, data_root=str(data), json_path=run / "bkg_sweep.json",
+                              overrides=["run.device=cpu"])),
+        ("eval", partial(evaluate, preds, data, split)),
+    ):  # fmt: skip
+        w, c = time.perf_counter(), time.process_time()
+        got = fn()
+        out[f"{name}, defaults, wall"] = (time.perf_counter() - w) / n
+        out[f"{name}, defaults, cpu"] = (time.process_time() - c) / n
+        scores = (got[0]["miou"], got[0]["pairs"]) if name == "sweep-bkg" else got.to_json()["scores"]
+        print(f"{name} scores' digest: {hashlib.sha256(repr(scores).encode()).hexdigest()[:16]}")
+    return out
+
+
 def main() -> None:
-    sys.path.insert(0, str(REPO / "src"))
+    src = sys.argv[sys.argv.index("--src") + 1] if "--src" in sys.argv else str(REPO / "src")
+    sys.path.insert(0, src)
     from wsss.cli_common import script_parser
 
     p = script_parser(__doc__)
     p.add_work(required=True, type=Path)
-    p.add_argument("--data", type=Path, default=Path("/work/shared/data/ccp-dev"))
+    p.add_argument("--data", type=Path, default=REPO / "data/ccp-dev", help="dataset root (default data/ccp-dev)")
     p.add_argument("--split", default="val")
     p.add_argument("--synthetic", type=int, default=0, help="instead of --data: this many synthetic val photos of "
                    "--size px, made under --work (a machine without the shared data)")  # fmt: skip
@@ -231,6 +258,9 @@ def main() -> None:
     p.add_argument("--ahead", type=int, default=4, help="photos read ahead in threads (default 4)")
     p.add_argument("--rounds", type=int, default=2, help="passes; the fastest is kept (default 2)")
     p.add_argument("--json", type=Path)
+    p.add_argument("--src", default=str(REPO / "src"), help="the wsss sources to time (default this checkout's; "
+                   "with --passes-only, e.g. a checkout of the code before issue 81)")  # fmt: skip
+    p.add_argument("--passes-only", action="store_true", help="only each command's pass with its defaults")
     a = p.parse_args()
     import torch
 
@@ -241,11 +271,18 @@ def main() -> None:
         if not (a.data / "classes.txt").is_file():
             generate_synthetic(a.data, n_train=2, n_val=a.synthetic, size=a.size, seed=0, verbose=False)
     run, preds = make_inputs(a.work, a.data, a.split)
-    split = {k: min(v) for k, v in _rounds(lambda: split_per_photo(run, preds, a.data, a.split, a.device), a.rounds)}
-    whole = {k: min(v) for k, v in _rounds(lambda: whole_passes(run, preds, a.data, a.split, a.device, a.ahead),
-                                           a.rounds)}  # fmt: skip
+    if a.passes_only:
+        split, whole = {}, {k: min(v) for k, v in _rounds(lambda: plain_passes(run, preds, a.data, a.split), a.rounds)}
+    else:
+        split = {k: min(v) for k, v in _rounds(lambda: split_per_photo(run, preds, a.data, a.split, a.device),
+                                               a.rounds)}  # fmt: skip
+        whole = {k: min(v) for k, v in _rounds(lambda: whole_passes(run, preds, a.data, a.split, a.device, a.ahead),
+                                               a.rounds)}  # fmt: skip
     cores = len(os.sched_getaffinity(0))
-    print(f"\n{a.data.name} {a.split}, torch {torch.__version__}, {torch.get_num_threads()} torch threads, {cores} "
+    import wsss
+
+    print(f"\nwsss from {Path(wsss.__file__).parents[1]}")
+    print(f"{a.data.name} {a.split}, torch {torch.__version__}, {torch.get_num_threads()} torch threads, {cores} "
           f"cores; ms per photo, the fastest of {a.rounds} passes; "
           f"the load average {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
     for k, v in {**split, **whole}.items():
