@@ -5,7 +5,8 @@ depends on the background level t more than on most method choices (BENCHMARKS.m
 papers of the multi-stage lineage (PSA, IRN, SC-CAM) pick t on the train split with the ground
 truth before they make pseudo labels. This module scores the saved CAMs of a split at many levels in
 one pass (each CAM file is read once) so that the seeds, and the raw-CAM number they are compared
-with, can use the best level of the split rather than a fixed one.
+with, can use the best level of the split rather than a fixed one. Every level is counted at once, in one
+histogram per split on the run's device (:class:`LevelHistogram`, docs/speed.md#scoring).
 
 The same pass can score two-level labels, the rule of the online pseudo labels and of SeCo's
 decomposition (``cam_to_label(..., ignore_mid=True)``: a class above ``high``, background at or
@@ -54,7 +55,8 @@ def _valid_max(cam: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch
 def seeds_at_thresholds(cam: np.ndarray, labels: np.ndarray, thresholds: Sequence[float]) -> list[np.ndarray]:
     """The seed map of ``cam_to_label(cam, labels, bkg_thre=t)`` for every t, sharing one argmax.
 
-    ``cam``: (C-1,H,W) scores in [0,1], ``labels``: (C-1,) image labels. Returns (H,W) int64 maps.
+    ``cam``: (C-1,H,W) scores in [0,1], ``labels``: (C-1,) image labels. Returns (H,W) int64 maps. The definition
+    that :class:`LevelHistogram` counts without making the maps (the tests compare the two).
     """
     value, label = _valid_max(cam, labels)
     return [label.masked_fill(value <= t, 0).numpy() for t in thresholds]
@@ -257,7 +259,9 @@ def sweep_run_bkg(
     """``wsss sweep-bkg``: sweep the saved CAMs ``RUN/cams/<split>`` of a run (``wsss cam`` first) over
     background levels and (high, low) pairs (the run's own pair added), write the result as JSON
     (default ``RUN/bkg_sweep/<split>.json``); returns the result and the JSON path. ``overrides``: ``KEY=VALUE``
-    words over the run's saved config (its own pair, ``cam.high_thre`` / ``cam.low_thre``, and ``cam.bkg_thre``)."""
+    words over the run's saved config (its own pair, ``cam.high_thre`` / ``cam.low_thre``, and ``cam.bkg_thre``).
+    The counting runs on the run's ``run.device`` (an override ``run.device=cpu`` keeps it on the CPU), recorded as
+    the result's ``device``."""
     from wsss.core.files import atomic_write
     from wsss.data.voc import run_dataset  # lazy: the data package imports image libraries
     from wsss.utils.io import load_labelled_cam_of, missing_cam_ids
