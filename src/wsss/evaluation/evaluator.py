@@ -224,7 +224,7 @@ class _Accumulator:
     def _add_uint8(self, gt: np.ndarray, pred: np.ndarray, labels: Any, source: str) -> None:
         """:meth:`add` of two uint8 maps of one shape, ignore value 255, C <= 255 (what ``evaluate`` reads): one
         ``bincount`` of the (gt, pred) value pairs holds the prediction's range check, the image labels and the
-        ``(C, C+1)`` histogram that the general path makes in a dozen passes over the pixels (docs/speed.md)."""
+        ``(C, C+1)`` histogram that the general path makes in a dozen passes over the pixels (docs/speed.md#scoring)."""
         C = self.num_classes
         pairs = np.bincount((gt.astype(np.uint16) << 8 | pred).reshape(-1), minlength=65536).reshape(256, 256)
         predicted = pairs.sum(axis=0)  # the ground truth's values were checked by add
