@@ -356,7 +356,8 @@ def evaluate(
     (docs/datasets.md#evaluation). Raises DataError naming the file for a missing or unreadable prediction, a
     prediction whose shape differs from the GT, or a value outside the classes (other than 255).
     An id the split lists more than once is scored once, with a ``ConfigWarning`` naming the split file and the
-    ids (``meta["repeated_ids"]``).
+    ids (``meta["repeated_ids"]``). ``read_ahead`` > 0: that many photos' files are decoded ahead in threads
+    (default none, docs/speed.md#scoring); the scores and the first error are the same.
     """
     if dataset is None:
         if root is None or split is None:
