@@ -9,9 +9,12 @@
 #   3. `wsss predict --crf` against the plain prediction and the CRF alone on the synthetic set
 #      (bench/bench_crf_overlap.py: CRF_IMAGES (150) photos of CRF_SIZE (448) px; infer.crf_workers at its default,
 #      every core);
-#   4. CLIP-ES's CAMs, both codes (bench/bench_clip_es_official.py --device cuda), if at least 90 s are left (it was
+#   4. `wsss sweep-bkg` and `wsss eval` per photo, on the GPU beside the CPU, with and without a read-ahead of the
+#      files (bench/bench_scoring.py: SCORING_IMAGES (100) synthetic photos of SCORING_SIZE (448) px, one pass);
+#   5. CLIP-ES's CAMs, both codes (bench/bench_clip_es_official.py --device cuda), if at least 90 s are left (it was
 #      measured on an H100 before: 0.50x, BENCHMARKS.md "On a GPU").
-# Each part's limit: EXCEL_S (250), OPS_S (100), CRF_S (90), CLIP_ES_S (120) seconds, and never past the budget.
+# Each part's limit: EXCEL_S (250), OPS_S (100), CRF_S (90), SCORING_S (60), CLIP_ES_S (120) seconds, and never past
+# the budget.
 # The official SeCo is not run: its iteration needs rloss's bilateralfilter extension built from fetched code, and
 # this repository has no harness of its training loop body (the recording harness of tests/golden/README.md is not
 # in it), so the call takes no build command; SeCo's row stays wsss's time alone.
@@ -22,11 +25,13 @@
 #   .whl: open_clip_torch, ftfy, wcwidth wheels (cp312 manylinux) and the pydensecrf2 sdist, built here in the
 #       background for part 3 (the image has Cython and a compiler); .whl/official: ttach, texttable (about 3 MiB).
 # tests/golden is not needed. $OUT receives at most 8 files (the call's limit): summary.log (every part's figures),
-# excel_official.log, op_count.log, op_count.json, crf_overlap.log, clip_es_official.log, densecrf_build.log.
+# excel_official.log, op_count.log, op_count.json, crf_overlap.log, scoring.log, clip_es_official.log,
+# densecrf_build.log.
 #
 #   there: bash dev/device_speed.sh "$OUT"
 #   here:  DEVICE=cpu PYTHON=/work/main/.venv/bin/python DEPS=/tmp/i81deps COPIES=1 ITERS=1 SECO_ITERS=1 \
-#          SECO_CROP=224 CRF_IMAGES=6 CRF_SIZE=160 BUDGET=100000 bash dev/device_speed.sh /tmp/rehearse_speed
+#          SECO_CROP=224 CRF_IMAGES=6 CRF_SIZE=160 SCORING_IMAGES=6 SCORING_SIZE=160 BUDGET=100000 \
+#          bash dev/device_speed.sh /tmp/rehearse_speed
 set -u
 OUT=${1:-/tmp/device_speed}
 DEVICE=${DEVICE:-cuda}
@@ -84,15 +89,22 @@ timeout "$(limit "${CRF_S:-90}")" $PY bench/bench_crf_overlap.py --work "$WORK/c
 status=$((status || PIPESTATUS[0]))
 grep "^predict --crf" "$OUT/crf_overlap.log" >> "$OUT/summary.log"
 
+stamp "4. wsss sweep-bkg and wsss eval per photo: $DEVICE beside the CPU"
+timeout "$(limit "${SCORING_S:-60}")" $PY bench/bench_scoring.py --work "$WORK/scoring" \
+    --synthetic "${SCORING_IMAGES:-100}" --size "${SCORING_SIZE:-448}" --device "$DEVICE" --rounds 1 2>&1 |
+    tee "$OUT/scoring.log"
+status=$((status || PIPESTATUS[0]))
+grep -A30 " ms per photo" "$OUT/scoring.log" >> "$OUT/summary.log"
+
 if [ "$(limit 100000)" -ge 90 ]; then
-    stamp "4. CLIP-ES: the official generate_cams_voc12.py and wsss cam"
+    stamp "5. CLIP-ES: the official generate_cams_voc12.py and wsss cam"
     timeout "$(limit "${CLIP_ES_S:-120}")" $PY bench/bench_clip_es_official.py --official .official/CLIP-ES \
         --deps "$DEPS" --work "$WORK/clip_es" --device "$DEVICE" --copies "${COPIES:-4}" --rounds 1 2>&1 |
         tee "$OUT/clip_es_official.log"
     status=$((status || PIPESTATUS[0]))
     grep -E "^(official|wsss|CAMs)" "$OUT/clip_es_official.log" >> "$OUT/summary.log"
 else
-    stamp "4. CLIP-ES: skipped, less than 90 s of the budget left"
+    stamp "5. CLIP-ES: skipped, less than 90 s of the budget left"
 fi
 stamp "done, status $status"
 cat "$OUT/summary.log"

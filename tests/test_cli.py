@@ -138,6 +138,7 @@ def check_bkg_sweep(run, synth_root):
                  "--quiet"]) == 0  # fmt: skip
     res = json.loads(sweep.read_text())
     assert res["thresholds"] == [0.1, 0.3, 0.6] and res["best_miou"] == max(res["miou"])
+    assert res["device"] == "cpu"  # the run's run.device (issue 81: the sweep counts there)
     ds = VOCDataset(synth_root, "val")
     for t, miou in zip(res["thresholds"], res["miou"]):
         assert main(["cam", str(run), "--split", "val", "--bkg-thre", str(t), "--quiet"]) == 0
@@ -197,6 +198,8 @@ def test_a_device_that_is_not_one_or_not_here_is_one_error(one_step_run, synth_r
     assert "argument --device: run.device must be auto, cpu, cuda or cuda:N, got 'banana'" in capsys.readouterr().err
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # this machine's GPU, if any, is not seen
     assert main(["predict", str(one_step_run), "--split", "val", "--device", "cuda", "--quiet"]) == 1
+    assert "device 'cuda': no CUDA GPU is visible to this process" in _error_line(capsys)
+    assert main(["sweep-bkg", str(one_step_run), "--split", "val", "--device", "cuda", "--quiet"]) == 1  # issue 81
     assert "device 'cuda': no CUDA GPU is visible to this process" in _error_line(capsys)
     config = one_step_run / "config.yaml"
     text = config.read_text()

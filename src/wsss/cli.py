@@ -737,6 +737,7 @@ def add_sweep_bkg(sub: Any) -> None:
         help="two-level (high/low) pairs to score, e.g. 0.7/0.25 0.35/0.1 (default: a grid from 0.7/0.25 down)",
     )  # fmt: skip
     s.add_argument("--json", default=None, help="output file (default: RUN/bkg_sweep/<split>.json)")
+    add_device(s)
     add_quiet(s)
     add_run_overrides(s)
     s.set_defaults(fn=cmd_sweep_bkg)

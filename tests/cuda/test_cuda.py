@@ -1,7 +1,8 @@
 """The CUDA paths, run for real on a GPU: every method trains under autocast (bf16, fp16 with its gradient
 scaler) and resumes; its checkpoint loads on a CPU-only machine; a first step on the GPU computes what the CPU
 computes; a CUDA run reduces its CPU flags and sums in the same process group as NCCL's CUDA tensors; CAMs,
-pseudo labels and predictions (with the CRF) on the GPU match the CPU's.
+pseudo labels and predictions (with the CRF) on the GPU match the CPU's; `sweep-bkg` counts there what it counts on
+the CPU.
 
 CI has no GPU, so these are skipped there; `dev/device_check.sh` runs them on a lent GPU machine (BENCHMARKS.md,
 "The CUDA paths on an H200"). ``WSSS_TEST_GPU=cpu`` (``make test-gpu-standin``, which .ci/run runs) runs them with
@@ -166,3 +167,28 @@ def test_cams_pseudo_labels_and_predictions_on_the_gpu_match_the_cpu(synth_root,
             same, total = same + int((a == b).sum()), total + a.size
         print(f"{key} pixel agreement gpu-cpu: {same / total}")
         assert same / total >= LABEL_AGREEMENT, key
+
+
+def test_sweep_bkg_counts_on_the_gpu_what_the_cpu_counts():
+    """`wsss sweep-bkg` counts on the run's device (issue 81): the same integer counts, every level, both forms of
+    a CAM (every class's map, the file's classes only), ties, zeros, negative values and ignore pixels included."""
+    from wsss.evaluation.bkg_sweep import LevelHistogram
+
+    rng = np.random.default_rng(0)
+    levels = [-0.1, 0.0, 0.05, 0.3, 0.7]
+    sides = {dev: [LevelHistogram(levels, 8, dev), LevelHistogram(levels, 8, dev)] for dev in ("cpu", GPU)}
+    for _ in range(4):
+        cam = rng.random((7, 33, 41)).astype(np.float16).astype(np.float32)
+        cam[rng.random(cam.shape) < 0.2] = np.float32(0.3)
+        cam[rng.random(cam.shape) < 0.05] = np.float32(-0.25)
+        classes = np.flatnonzero(rng.random(7) < 0.5)
+        cam[np.setdiff1d(np.arange(7), classes)] = 0.0
+        labels = (rng.random(7) < 0.7).astype(np.float32)
+        gt = rng.integers(0, 8, size=(33, 41)).astype(np.uint8)
+        gt[rng.random(gt.shape) < 0.1] = 255
+        for full, labelled in sides.values():
+            full.add(cam, labels, gt)
+            labelled.add(cam[classes], labels, gt, classes)
+    for cpu, gpu in zip(sides["cpu"], sides[GPU]):
+        assert cpu.counts().sum() > 0
+        np.testing.assert_array_equal(gpu.counts(), cpu.counts())  # counts: equal, not close

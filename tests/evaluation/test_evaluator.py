@@ -175,3 +175,52 @@ def test_evaluate_arrays_derives_labels_and_names_errors():
     assert res.cooccurrence["far"][1] == 1 / 12
     with pytest.raises(DataError, match=r"prediction 0 \(id a\).*shape"):
         evaluate_arrays([gt], [pred[:3]], None, NAMES, ids=["a"])
+
+
+def _both_routes(gts, preds, labels=None, pseudo=True):
+    """(the uint8 maps' result, the same maps as int64: the general path of a dozen passes)."""
+    ids = list(gts)
+    lab = None if labels is None else [labels[i] for i in ids]
+    fast = evaluate_arrays([gts[i] for i in ids], [preds[i] for i in ids], lab, NAMES, pseudo=pseudo)
+    wide = evaluate_arrays([gts[i].astype(np.int64) for i in ids], [preds[i].astype(np.int64) for i in ids], lab,
+                           NAMES, pseudo=pseudo)  # fmt: skip
+    return fast, wide
+
+
+@pytest.mark.parametrize("derive_labels", [False, True])
+def test_uint8_maps_count_what_the_general_path_counts(derive_labels):
+    gts, preds = random_case(7, absent=(3,))
+    rng = np.random.default_rng(7)
+    for p in preds.values():
+        p[rng.random(p.shape) < 0.2] = 255  # undecided pixels: the (C, C+1) histogram's last column
+    labels = None if derive_labels else {i: FakeDataset(gts).labels(i) for i in gts}
+    fast, wide = _both_routes(gts, preds, labels)
+    for key in ("hist", "pseudo_hist"):
+        np.testing.assert_array_equal(fast.scores[key], wide.scores[key])  # counts: equal, not close
+    assert fast.to_json() == wide.to_json()  # every score, per-class row and co-occurrence figure
+
+
+def test_uint8_maps_name_the_same_bad_values():
+    gts, preds = random_case(8)
+    preds["img_002"][0, :3] = [17, 200, 17]
+    messages = []
+    for route in ("uint8", "int64"):
+        dtype = np.uint8 if route == "uint8" else np.int64
+        with pytest.raises(DataError) as err:
+            evaluate_arrays([g.astype(dtype) for g in gts.values()], [p.astype(dtype) for p in preds.values()],
+                            None, NAMES, ids=list(gts))  # fmt: skip
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and "[17, 200]" in messages[0] and "3 pixels" in messages[0]
+
+
+@pytest.mark.parametrize("ahead", [1, 3])
+def test_read_ahead_scores_the_same_and_raises_the_same_first_error(tmp_path, ahead):
+    gts, preds = random_case(9)
+    write_preds(tmp_path, preds)
+    plain = evaluate(tmp_path, None, "val", dataset=FakeDataset(gts), read_ahead=0)
+    assert evaluate(tmp_path, None, "val", dataset=FakeDataset(gts), read_ahead=ahead).to_json() == plain.to_json()
+    (tmp_path / "img_001.png").write_bytes(b"not a png")  # the first bad file in order, read ahead or not
+    preds["img_003"][0, 0] = 17
+    write_preds(tmp_path, {"img_003": preds["img_003"]})
+    with pytest.raises(DataError, match=r"img_001\.png"):
+        evaluate(tmp_path, None, "val", dataset=FakeDataset(gts), read_ahead=ahead)

@@ -36,3 +36,45 @@ def test_plural_of_a_noun_ending_in_s():
     assert [plural(1, "class"), plural(73, "class"), plural(2, "image"), plural(3, "box")] == [
         "1 class", "73 classes", "2 images", "3 boxes"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 3, 10])
+def test_read_in_order_yields_in_order_and_raises_at_the_item_s_turn(ahead):
+    import threading
+    import time
+
+    from wsss.utils.io import read_in_order
+
+    done = []
+
+    def read(i: int) -> int:
+        time.sleep(0.002 * (5 - i % 5))  # later items finish first when read ahead
+        if i == 6:
+            raise DataError(f"item {i}")
+        done.append(i)
+        return i * i
+
+    got = []
+    with pytest.raises(DataError, match="item 6"):
+        for value in read_in_order(read, range(9), ahead):
+            got.append(value)
+    assert got == [i * i for i in range(6)]  # every item before the bad one, in order
+    assert not [t for t in threading.enumerate() if t.name.startswith("wsss-read")]  # the pool's threads ended
+    assert list(read_in_order(lambda i: -i, [], ahead)) == []
+
+
+def test_labelled_cam_of_checks_its_classes(tmp_path):
+    import numpy as np
+
+    from wsss.utils.io import load_cam_of, load_labelled_cam_of, save_cam
+
+    cam = np.random.default_rng(0).random((4, 3, 5)).astype(np.float16).astype(np.float32)
+    save_cam(tmp_path, "a", cam, np.array([0, 1, 0, 1]))
+    classes, maps = load_labelled_cam_of(tmp_path, "a", 4)
+    assert classes.tolist() == [1, 3]
+    np.testing.assert_array_equal(maps, cam[[1, 3]])
+    np.testing.assert_array_equal(load_cam_of(tmp_path, "a", 4)[[1, 3]], maps)
+    with pytest.raises(DataError, match=r"a\.npz: class ids \[2, 4\] outside 1\.\.3"):
+        load_labelled_cam_of(tmp_path, "a", 3)
+    with pytest.raises(DataError, match="no CAM file for id 'b'"):
+        load_labelled_cam_of(tmp_path, "b", 4)

@@ -12,6 +12,7 @@ same strict way and their share is reported as ``ignored_share``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -23,11 +24,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..core.errors import DataError
-from ..utils.io import read_label_png
+from ..utils.io import read_in_order, read_label_png
 from .cooccurrence import CooccurrenceMeter
 from .metrics import _as_index_array, _as_numpy, _describe_values, _hist, _pseudo_scores_from_ext_hist
 
 __all__ = ["EvalResult", "SegDataset", "evaluate", "evaluate_arrays"]
+
+# photos whose prediction and mask PNGs threads decode while one is counted: none, as on 2 busy cores it cost more
+# than it saved (docs/speed.md#scoring); `bench/bench_scoring.py --ahead N` measures it on another machine
+READ_AHEAD = 0
 
 
 class SegDataset(Protocol):
@@ -200,6 +205,9 @@ class _Accumulator:
             pred = pred[0]
         if gt.shape != pred.shape:
             raise DataError(f"{source}: prediction shape {pred.shape} differs from the ground truth {gt.shape}")
+        if gt.dtype == pred.dtype == np.uint8 and self.ignore_index == 255 and C <= 255:
+            self._add_uint8(gt, pred, labels, source)  # label PNGs: one count of their value pairs
+            return
         self._check_range(pred, "prediction", source)
         if labels is None:  # derive the image labels from the GT
             g = gt.reshape(-1).astype(np.int64)
@@ -213,6 +221,26 @@ class _Accumulator:
         self.ext += ext
         self.n_images += 1
 
+    def _add_uint8(self, gt: np.ndarray, pred: np.ndarray, labels: Any, source: str) -> None:
+        """:meth:`add` of two uint8 maps of one shape, ignore value 255, C <= 255 (what ``evaluate`` reads): one
+        ``bincount`` of the (gt, pred) value pairs holds the prediction's range check, the image labels and the
+        ``(C, C+1)`` histogram that the general path makes in a dozen passes over the pixels (docs/speed.md#scoring)."""
+        C = self.num_classes
+        pairs = np.bincount((gt.astype(np.uint16) << 8 | pred).reshape(-1), minlength=65536).reshape(256, 256)
+        predicted = pairs.sum(axis=0)  # the ground truth's values were checked by add
+        bad = np.flatnonzero(predicted[C:255]) + C  # neither a class nor 255
+        if bad.size:
+            self._range_error(bad, int(predicted[bad].sum()), "prediction", source)
+        ext = np.concatenate([pairs[:C, :C], pairs[:C, 255:]], axis=1).astype(np.int64)
+        if labels is None:  # derive the image labels from the GT
+            labels = pairs[1:C].sum(axis=1) > 0
+        try:
+            self.cooc.update_from_hist(ext, labels)
+        except ValueError as e:
+            raise DataError(f"{source}: {e}") from e
+        self.ext += ext
+        self.n_images += 1
+
     def _check_range(self, values: np.ndarray, what: str, source: str) -> None:
         """DataError naming ``source`` when ``values`` (a prediction or a ground truth: both sides are
         checked alike, issue 42) hold a value that is neither a class index nor the ignore value."""
@@ -220,10 +248,13 @@ class _Accumulator:
         if values.size:
             bad = ((values < 0) | (values >= C)) & (values != self.ignore_index)
             if bad.any():
-                raise DataError(
-                    f"{source}: {what} values {_describe_values(values[bad])} outside the class range "
-                    f"0..{C - 1} (and not the ignore value {self.ignore_index}); {int(bad.sum())} pixels"
-                )
+                self._range_error(values[bad], int(bad.sum()), what, source)
+
+    def _range_error(self, bad: np.ndarray, pixels: int, what: str, source: str) -> None:
+        raise DataError(
+            f"{source}: {what} values {_describe_values(bad)} outside the class range 0..{self.num_classes - 1} "
+            f"(and not the ignore value {self.ignore_index}); {pixels} pixels"
+        )
 
     def result(self, meta: dict[str, Any] | None = None) -> EvalResult:
         scores = _pseudo_scores_from_ext_hist(self.ext)
@@ -315,6 +346,7 @@ def evaluate(
     dataset: SegDataset | None = None,
     pseudo: bool = False,
     ignore_index: int = 255,
+    read_ahead: int = READ_AHEAD,
 ) -> EvalResult:
     """Score ``<pred_dir>/<id>.png`` for every id of ``split`` against the dataset's masks.
 
@@ -324,7 +356,8 @@ def evaluate(
     (docs/datasets.md#evaluation). Raises DataError naming the file for a missing or unreadable prediction, a
     prediction whose shape differs from the GT, or a value outside the classes (other than 255).
     An id the split lists more than once is scored once, with a ``ConfigWarning`` naming the split file and the
-    ids (``meta["repeated_ids"]``).
+    ids (``meta["repeated_ids"]``). ``read_ahead`` > 0: that many photos' files are decoded ahead in threads
+    (default none, docs/speed.md#scoring); the scores and the first error are the same.
     """
     if dataset is None:
         if root is None or split is None:
@@ -362,11 +395,15 @@ def evaluate(
         raise DataError(f"{missing[0]}: prediction file not found{more}")
 
     acc = _Accumulator(names, ignore_index, pseudo)
-    for image_id, path in zip(ids, paths):
-        pred = read_label_png(path)
-        gt = dataset.load_mask(image_id)
-        gt_path = getattr(dataset, "mask_path", lambda _: None)(image_id)
-        acc.add(gt, pred, dataset.labels(image_id), str(path), gt_source=str(gt_path) if gt_path else None)
+    mask_path = getattr(dataset, "mask_path", lambda _: None)
+
+    def read(k: int) -> tuple[np.ndarray, np.ndarray, Any]:
+        return read_label_png(paths[k]), dataset.load_mask(ids[k]), dataset.labels(ids[k])
+
+    with contextlib.closing(read_in_order(read, range(len(ids)), read_ahead)) as photos:
+        for image_id, path, (pred, gt, labels) in zip(ids, paths, photos):
+            gt_path = mask_path(image_id)
+            acc.add(gt, pred, labels, str(path), gt_source=str(gt_path) if gt_path else None)
     meta = {"pred_dir": str(pred_dir), "root": None if root is None else str(root), "split": split}
     if repeated:
         meta["repeated_ids"] = repeated

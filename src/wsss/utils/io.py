@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -18,6 +20,10 @@ from PIL import Image, ImageOps
 from wsss.core.errors import DataError
 from wsss.core.files import atomic_write, retry_transient
 from wsss.core.safe_load import read_npz
+
+T = TypeVar("T")
+R = TypeVar("R")
+_END = object()
 
 
 def plural(n: int, noun: str) -> str:
@@ -345,22 +351,64 @@ def load_labelled_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """A saved CAM file -> (0-based foreground ``classes`` (K,) ascending, (K, H, W) float32)."""
     class_ids, cam = read_cam(path)
     order = np.argsort(class_ids, kind="stable")
+    if (order == np.arange(order.size)).all():  # as save_cam writes them: no copy of the maps
+        return class_ids - 1, cam
     return class_ids[order] - 1, cam[order]
+
+
+def _checked_classes(path: Path, num_fg: int) -> tuple[np.ndarray, np.ndarray]:
+    classes, cam = load_labelled_cam(path)
+    if classes.size and (classes.min() < 0 or classes.max() >= num_fg):
+        raise DataError(f"{path}: class ids {(classes + 1).tolist()} outside 1..{num_fg}")
+    return classes, cam
 
 
 def load_cam(path: str | os.PathLike, num_fg: int) -> np.ndarray:
     """A saved CAM file -> (C-1, H, W) float32 with zeros for the absent classes."""
-    classes, cam = load_labelled_cam(path)
-    if classes.size and (classes.min() < 0 or classes.max() >= num_fg):
-        raise DataError(f"{path}: class ids {(classes + 1).tolist()} outside 1..{num_fg}")
+    classes, cam = _checked_classes(Path(path), num_fg)
     full = np.zeros((num_fg, *cam.shape[1:]), dtype=np.float32)
     full[classes] = cam
     return full
 
 
-def load_cam_of(folder: str | os.PathLike, id: str, num_fg: int) -> np.ndarray:
-    """The saved CAM of ``id`` in ``folder`` (see :func:`load_cam`); DataError if there is none."""
+def _cam_file_of(folder: str | os.PathLike, id: str) -> Path:
     path = find_cam_file(folder, id)
     if path is None:
         raise DataError(f"{per_id_path(folder, id, CAM_SUFFIX)}: no CAM file for id {id!r}")
-    return load_cam(path, num_fg)
+    return path
+
+
+def load_cam_of(folder: str | os.PathLike, id: str, num_fg: int) -> np.ndarray:
+    """The saved CAM of ``id`` in ``folder`` (see :func:`load_cam`); DataError if there is none."""
+    return load_cam(_cam_file_of(folder, id), num_fg)
+
+
+def load_labelled_cam_of(folder: str | os.PathLike, id: str, num_fg: int) -> tuple[np.ndarray, np.ndarray]:
+    """The saved CAM of ``id`` in ``folder`` as :func:`load_labelled_cam` gives it (the maps of the classes in the
+    file only), its classes checked against the ``num_fg`` foreground classes as :func:`load_cam` checks them."""
+    return _checked_classes(_cam_file_of(folder, id), num_fg)
+
+
+def read_in_order(read: Callable[[T], R], items: Sequence[T], ahead: int = 0) -> Iterator[R]:
+    """``read(item)`` for each item, in order; with ``ahead`` > 0, up to ``ahead`` of the next items are read in
+    that many threads while the caller works on the current one (a loader's prefetch: PNG, zlib and file reads
+    release the GIL). An error of ``read`` is raised when its item's turn comes, as without read-ahead. Close the
+    iterator (``contextlib.closing``) when leaving early: the reads in flight are then waited for."""
+    if ahead <= 0:
+        yield from map(read, items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="wsss-read") as pool:
+        pending = deque(pool.submit(read, item) for item in items[:ahead])
+        following = iter(items[ahead:])
+        try:
+            while pending:
+                result = pending.popleft().result()
+                nxt = next(following, _END)
+                if nxt is not _END:
+                    pending.append(pool.submit(read, nxt))
+                yield result
+        finally:
+            for f in pending:
+                f.cancel()
