@@ -574,9 +574,11 @@ def main() -> None:
         show(rows[-2:] if unit == "excel_train" else rows[-1:])
     print(f"\nop counts on {results['device']}, torch {torch.__version__}")
     show(rows)
-    for name, ours, _ in rows:  # per photo: the most dispatched of the whole 6-photo command
+    for name, ours, theirs in rows:  # per photo: the most dispatched of the whole 6-photo command
         whole = " (the whole command on 6 photos)" if "per photo" in name else ""
-        print(f"{name}, wsss's most dispatched{whole}: " + ", ".join(f"{k} {v:g}" for k, v in ours["top"][:8]))
+        for code, r in (("wsss's", ours), ("the official code's", theirs)):
+            if isinstance(r, dict):
+                print(f"{name}, {code} most dispatched{whole}: " + ", ".join(f"{k} {v:g}" for k, v in r["top"][:8]))
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
 
