@@ -211,14 +211,8 @@ def _train(preset: str, words: list[str], run: Path, log: Path) -> dict[str, Any
     if not (run / "checkpoints/last.pt").is_file() or not (run / "train_time.json").is_file():
 
         def trained() -> None:
-            from wsss.engine.trainer import training_targets
-            from wsss.methods import method_class
-
-            cfg = steps.run_config(_preset(preset), words, run)
-            said = training_targets(cfg, method_class(cfg)).text  # what the masks teach, as `wsss train` says it
-            if said:
-                print(said, file=sys.stderr)
-            steps.train_run(cfg, progress=False)
+            # train_run says what the masks teach and checks the data first, as `wsss train` does
+            steps.train_run(steps.run_config(_preset(preset), words, run), progress=False)
 
         _, wall = _step(log, f"wsss train {preset} {' '.join(words)} run.dir={run} --quiet", trained)
         (run / "train_time.json").write_text(json.dumps({"wall": wall}))

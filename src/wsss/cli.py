@@ -17,7 +17,6 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
 from typing import Any, NoReturn
 
 from wsss.cli_common import add_overrides, add_quiet, take_overrides
@@ -143,6 +142,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from wsss.core.config import resolve_paths
     from wsss.engine.launch import train
+    from wsss.runs.train_checks import check_training_data
 
     cfg = _load_checked(args.config, args.overrides)  # a wrong option refused before the data checks, naming its file
     _refuse_a_moved_run(args.config, args.overrides, cfg.run.dir)
@@ -150,8 +150,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     resolve_paths(cfg)  # the run stores absolute input paths: `wsss cam RUN` works from anywhere
     if typed != cfg.data.root:
         print(f"data.root {typed} -> {cfg.data.root}", file=sys.stderr)
-    if not args.skip_check and not _data_checks_pass(cfg, progress=not args.quiet):
-        return 1
+    if not args.skip_check:  # a failed check: its report, then one error line naming data.root (exit 1)
+        check_training_data(cfg, progress=not args.quiet)
     if cfg.run.threads > 0:  # the whole command runs with run.threads (the trainer restores what it found)
         import torch
 
@@ -179,44 +179,6 @@ def _refuse_a_moved_run(config: str, overrides: Sequence[str], run_dir: str) -> 
         f"{config}: the config of the run {folder}, but its run.dir is {run_dir} (a run moved or copied?); pass "
         f"run.dir={folder} to resume this run, or another run.dir to start a new one from its settings"
     )
-
-
-def _data_checks_pass(cfg: Any, progress: bool) -> bool:
-    """check-data on the splits a training reads, and on its pseudo labels (``data.pseudo_dir``) as masks;
-    the problems printed and False when one fails, the warnings printed."""
-    from wsss.core.config import TRUE_MASKS_AUTO
-    from wsss.data import check_dataset, check_pseudo_labels
-    from wsss.data.voc import available_splits
-
-    have = available_splits(cfg.data.root)
-    val = [cfg.data.val_split] if cfg.data.val_split in have else []  # no val split: trained without (a note)
-    full = {s: s in val and s != cfg.data.train_split for s in [cfg.data.train_split, *val]}  # val: every mask
-    checks = [(f"split {s}", partial(check_dataset, cfg.data.root, s, full_masks=full[s])) for s in full if s]
-    d, train_split = cfg.data.pseudo_dir, cfg.data.train_split
-    from wsss.engine.trainer import training_targets  # data.true_masks is the engine's to resolve: here it is said
-    from wsss.methods import method_class
-
-    targets = training_targets(cfg, method_class(cfg))
-    masks = targets.masks
-    if targets.text:
-        print(targets.text, file=sys.stderr)
-    if cfg.data.true_masks and cfg.data.true_masks != TRUE_MASKS_AUTO:  # a folder of the user's: its files checked
-        checks.append((f"true masks {cfg.data.true_masks} of split {train_split}",
-                       partial(check_pseudo_labels, cfg.data.root, train_split, cfg.data.true_masks,
-                               only=set(masks), what="true mask")))  # fmt: skip
-    if d:
-        checks.append((f"pseudo labels {d} of split {train_split}",
-                       partial(check_pseudo_labels, cfg.data.root, train_split, d, skip=set(masks))))  # fmt: skip
-    for what, check in checks:
-        report = check(progress=progress)
-        if not report.ok:
-            print(report.format(), file=sys.stderr)
-            print(f"error: {cfg.data.root} failed check-data ({what}); fix it or pass --skip-check", file=sys.stderr)
-            return False
-        if report.warnings:
-            print("\n".join([f"check-data {cfg.data.root} ({what}): {len(report.warnings)} warning(s)"]
-                            + [f"  - {w}" for w in report.warnings]), file=sys.stderr)  # fmt: skip
-    return True
 
 
 def _load(args: argparse.Namespace):

@@ -5,6 +5,7 @@ mid-route then the same command gives the masks of an uninterrupted run."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -308,3 +309,41 @@ def test_the_route_gives_the_masks_of_its_plan_typed_by_hand(synth_root, tmp_pat
     assert main(["route", str(synth_root), "--out", str(route), *FAST, *TINY]) == 0
     a, b = _masks(hand / "seg/predictions_crf/val"), _masks(route / "seg/predictions_crf/val")
     assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("broken", ["pseudo labels", "true masks"])
+def test_a_training_of_the_route_checks_its_pseudo_labels_and_masks_before_it_trains(
+    broken, synth_root, tmp_path, monkeypatch, capsys
+):  # fmt: skip
+    """The route's step ``train_run`` (the DeepLab stage's training of ``wsss route`` and of experiments/real_route.py)
+    runs check-data on what it reads, as ``wsss train`` does: an RGB file among the pseudo labels or in a folder of
+    true masks stops it before the trainer starts, with the check's report and one DataError naming the data root;
+    ``check=False`` trains without it (``wsss train --skip-check``)."""
+    from wsss.core.errors import DataError
+    from wsss.engine import launch
+    from wsss.runs.route import run_config, train_run
+    from wsss.utils.io import save_label_png
+
+    started: list[str] = []
+    monkeypatch.setattr(launch, "train", lambda cfg, **k: started.append(cfg.run.dir) or {"step": 0})
+    ids = read_split(synth_root, "train")
+    pseudo, masks = tmp_path / "pseudo", tmp_path / "masks"
+    for i in ids:
+        save_label_png(pseudo / f"{i}.png", read_label_png(synth_root / "SegmentationClass" / f"{i}.png"))
+    words = [f"data.root={synth_root}", f"data.pseudo_dir={pseudo}"]
+    if broken == "true masks":
+        masks.mkdir()
+        for i in ids[:2]:
+            save_label_png(masks / f"{i}.png", read_label_png(synth_root / "SegmentationClass" / f"{i}.png"))
+        words.append(f"data.true_masks={masks}")
+    bad = (masks if broken == "true masks" else pseudo) / f"{ids[1]}.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(bad)  # e.g. a coloured picture of the labels saved in their place
+    cfg = run_config(str(REPO / "configs/deeplab/synthetic_cpu.yaml"), words, tmp_path / "seg")
+    said = rf"^{re.escape(str(synth_root))} failed check-data \({broken} .*run the steps by hand"
+    with pytest.raises(DataError, match=said):
+        train_run(cfg, progress=False)
+    err = capsys.readouterr().err
+    assert f"{bad}: " in err and "mode RGB" in err and started == []  # the report, and no training started
+    assert train_run(cfg, progress=False, check=False) == {"step": 0} and started == [str(tmp_path / "seg")]

@@ -8,7 +8,7 @@ functions of this module that ``experiments/real_route.py`` runs too (:func:`run
 of each step, docs/api.md#the-routes-steps):
 
 1. ``wsss prepare folder`` into ``OUT/data`` when the input is a folder of photos (``labels`` and ``classes``), or
-   ``wsss check-data`` of a dataset given (``wsss train`` checks it so);
+   ``wsss check-data`` of a dataset given (each training checks what it reads again, as ``wsss train`` does);
 2. the classifier, ``wsss train``: RCA's ``configs/rca/real_cpu.yaml``, or the CAM baseline's
    ``configs/cam/real_cpu.yaml`` for many classes of few photos (:func:`choose_classifier`), into ``OUT/cls``;
 3. ``wsss cam`` of the train split;
@@ -38,7 +38,6 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -227,11 +226,21 @@ def run_config(preset: str, words: Sequence[str], run_dir: str | os.PathLike, *,
     return cfg
 
 
-def train_run(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
-    """``wsss train``: train the run of ``cfg`` (:func:`run_config`), or resume it from its ``last.pt``; the
-    trainer's answer (its final step, its best val mIoU where it validates)."""
-    from wsss.engine.launch import train
+# A route's data that fails check-data: what its user can do (the route has no --skip-check of its own)
+ROUTE_CHECK_ADVICE = "fix it and run again, or run the steps by hand (`wsss train --skip-check` trains without it)"
 
+
+def train_run(cfg: Config, *, progress: bool = True, check: bool = True) -> dict[str, Any]:
+    """``wsss train``: train the run of ``cfg`` (:func:`run_config`), or resume it from its ``last.pt``; the
+    trainer's answer (its final step, its best val mIoU where it validates). First, as ``wsss train`` does, check-data
+    on what it reads (``check``; ``wsss.runs.train_checks.check_training_data``: its splits, pseudo labels and true
+    masks): a failed check says its report on stderr and is a DataError naming ``data.root`` and what failed, before
+    any step trains."""
+    from wsss.engine.launch import train
+    from wsss.runs.train_checks import check_training_data
+
+    if check:
+        check_training_data(cfg, progress=progress, advice=ROUTE_CHECK_ADVICE)
     return train(cfg, progress=progress)
 
 
@@ -560,18 +569,17 @@ class Route:
         done.touch()
 
     def _check_data(self, root: Path) -> None:
-        """check-data on the splits the trainings read (val: every photo needs its mask, as a training's val);
-        the problems printed and a DataError when one fails, the warnings printed."""
-        from wsss.data import check_dataset
+        """check-data on the splits the trainings read (val: every photo needs its mask, as a training's val), as
+        each training checks them again (:func:`train_run`): the problems printed and a DataError when one fails,
+        the warnings printed."""
+        from functools import partial
 
-        for split in ["train", *(["val"] if self.facts.val else [])]:
-            report = check_dataset(root, split, full_masks=split == "val", progress=self.opts.progress)
-            if not report.ok:
-                print(report.format(), file=sys.stderr)
-                raise DataError(f"{root}: failed check-data (split {split}); fix it, or run the steps by hand")
-            if report.warnings:
-                print("\n".join([f"check-data {root} (split {split}): {len(report.warnings)} warning(s)"]
-                                + [f"  - {w}" for w in report.warnings]), file=sys.stderr)  # fmt: skip
+        from wsss.data import check_dataset
+        from wsss.runs.train_checks import run_checks
+
+        checks = [(f"split {split}", partial(check_dataset, root, split, full_masks=split == "val"))
+                  for split in ["train", *(["val"] if self.facts.val else [])]]  # fmt: skip
+        run_checks(root, checks, progress=self.opts.progress, advice=ROUTE_CHECK_ADVICE)
 
     def _train(self, cfg: Config) -> None:
         train_run(cfg, progress=self.opts.progress)
