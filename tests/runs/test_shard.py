@@ -36,3 +36,52 @@ def test_failed_ids_are_summarised_after_the_others_are_done(capsys):
     assert "job: 2 written, 2 skipped, 1 failed in" in capsys.readouterr().err
     summary = run_ids(["a"], lambda ids: ((i, None) for i in ids), desc="job", progress=False)
     assert (summary.written, summary.failed, summary.processes) == (1, [], 1)
+
+
+def test_a_job_runs_with_the_runs_threads_and_puts_them_back():
+    """`wsss cam`, `pseudo` and `predict` ran on torch's default threads (every core) whatever the run's
+    `run.threads` said; only `wsss train` applied it. The job's loop runs with them, and the count it found is put
+    back after, on success and on failure alike."""
+    import torch
+
+    seen = []
+
+    def process(ids):
+        for i in ids:
+            seen.append(torch.get_num_threads())
+            yield i, None
+
+    found = torch.get_num_threads()
+    run_ids(["a", "b"], process, desc="job", progress=False, threads=1)
+    assert seen == [1, 1] and torch.get_num_threads() == found
+    run_ids(["a"], process, desc="job", progress=False)  # 0: as found
+    assert seen[-1] == found
+
+    def broken(ids):
+        yield from process(ids)
+        raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError):
+        run_ids(["a"], broken, desc="job", progress=False, threads=1)
+    assert torch.get_num_threads() == found
+
+
+def test_the_per_photo_commands_pass_the_runs_threads(reported, monkeypatch, tmp_path):
+    """cam and predict hand the run's run.threads to their job (a copy of the reported run: its outputs stay)."""
+    import shutil
+
+    import wsss.runs.jobs as jobs
+    from wsss.runs.run import load_run
+
+    given = []
+    real = jobs.run_ids
+    monkeypatch.setattr(jobs, "run_ids", lambda *a, **k: (given.append(k.get("threads")), real(*a, **k))[1])
+    run_dir, _ = reported
+    copy = tmp_path / "run"
+    copy.mkdir()
+    shutil.copy(run_dir / "config.yaml", copy / "config.yaml")
+    shutil.copytree(run_dir / "checkpoints", copy / "checkpoints")
+    run = load_run(copy, overrides=["run.threads=1"])
+    jobs.run_predict(run, "val", progress=False)
+    jobs.run_cam(run, "val", progress=False)
+    assert given == [1, 1]

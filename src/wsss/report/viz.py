@@ -188,7 +188,7 @@ def write_viz(
 
     # the ids are shared among the command's processes (torchrun or --workers, runs/shard.py); each
     # process returns the grids it wrote
-    run_ids(list(dict.fromkeys(ids)), grids, desc=f"viz {split}", progress=progress)
+    run_ids(list(dict.fromkeys(ids)), grids, desc=f"viz {split}", progress=progress, threads=run.cfg.run.threads)
     return written
 
 

@@ -367,7 +367,7 @@ def run_cam(
 
         run_ids(
             todo, lambda ids: _pipeline(run, ds, ids, compute, size=run.cfg.infer.cam_input_size),
-            desc=f"cam {split}", skipped=len(ds.ids) - len(todo), progress=progress,
+            desc=f"cam {split}", skipped=len(ds.ids) - len(todo), progress=progress, threads=run.cfg.run.threads,
         )  # fmt: skip
         return seeds
 
@@ -461,6 +461,7 @@ def run_pseudo(
                 todo, lambda ids: _pipeline(run, ds, ids, lambda id, image, labels, _: label_of(id, image, labels),
                                             pool=pool, finish=_label_writes(out)),
                 desc=f"pseudo {refine} {split}", skipped=len(ds.ids) - len(todo), progress=progress,
+                threads=run.cfg.run.threads,
             )  # fmt: skip
         return out
 
@@ -634,5 +635,6 @@ def run_predict(
             run_ids(
                 todo, lambda ids: _pipeline(run, ds, ids, compute, size=None, pool=pool, finish=_label_writes(out)),
                 desc=f"predict {split}", skipped=len(ds.ids) - len(todo), progress=progress,
+                threads=run.cfg.run.threads,
             )  # fmt: skip
         return out

@@ -161,7 +161,7 @@ def _save_photo_overlay(path: Path, photos: PhotoFolder, id: str, label: np.ndar
 
 def _run_photos(
     photos: PhotoFolder, out: Path, folders: dict[Path, str], settings: dict[str, Any], overwrite: bool,
-    process: Callable[[list[str]], Any], command: str, desc: str, progress: bool,
+    process: Callable[[list[str]], Any], command: str, desc: str, progress: bool, threads: int = 0,
 ) -> None:  # fmt: skip
     """``command``'s job over ``photos`` into ``out``, which rank 0 holds for the whole job
     (``utils.runlock.job_folder_lock``: a second job into it is refused, naming the first); its outputs are checked
@@ -184,7 +184,7 @@ def _run_photos(
             return [i for i in photos.ids if not all(per_id_path(f, i, x).is_file() for f, x in folders.items())]
 
         todo = shared_todo(list_todo)
-        run_ids(todo, process, desc=desc, skipped=len(photos) - len(todo), progress=progress)
+        run_ids(todo, process, desc=desc, skipped=len(photos) - len(todo), progress=progress, threads=threads)
 
 
 def predict_photos(
@@ -211,7 +211,7 @@ def predict_photos(
         _run_photos(
             photos, out, folders, settings, overwrite,
             lambda ids: _pipeline(run, photos, ids, compute, size=None, pool=pool, finish=finish),
-            "wsss predict --images", f"predict {len(photos)} photos", progress,
+            "wsss predict --images", f"predict {len(photos)} photos", progress, threads=run.cfg.run.threads,
         )  # fmt: skip
     return out
 
@@ -254,6 +254,6 @@ def cam_photos(
     _run_photos(
         photos, out, folders, settings, overwrite,
         lambda ids: _pipeline(run, photos, ids, compute, size=run.cfg.infer.cam_input_size),
-        "wsss cam --images", f"cam {len(photos)} photos", progress,
+        "wsss cam --images", f"cam {len(photos)} photos", progress, threads=run.cfg.run.threads,
     )  # fmt: skip
     return out

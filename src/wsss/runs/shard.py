@@ -294,8 +294,13 @@ def run_ids(
     desc: str,
     skipped: int = 0,
     progress: bool = True,
+    threads: int = 0,
 ) -> JobSummary:
     """Run this rank's share of ``todo`` through ``process`` and summarise the job.
+
+    ``threads``: torch's intra-op threads while ``process`` runs, the run's ``run.threads`` (0: as found), put back
+    after: the per-photo commands honour it as ``wsss train`` does (before, they ran on torch's default of every
+    core whatever the run said; several jobs on one machine then oversubscribed its cores).
 
     ``process(ids)`` yields ``(id, None)`` when an id's outputs are written, ``(id, message)`` when a
     user error (e.g. an unreadable image) stopped that id; the other ids go on. Rank 0 shows one
@@ -304,6 +309,7 @@ def run_ids(
     ``progress`` is off, and raises :class:`DataError` naming the failed ids, or a worker that stopped
     before finishing, after the summary. The other ranks return their own counts.
     """
+    import torch
     from tqdm import tqdm
 
     from wsss.core.distributed import rank, world_size
@@ -314,15 +320,21 @@ def run_ids(
     bar = tqdm(total=len(todo), desc=desc, disable=not progress or me != 0)
     failed: list[tuple[str, str]] = []
     t0 = time.perf_counter()
-    for id, error in process(mine):
-        if error is not None:
-            failed.append((id, error))
-        if store is None:
-            bar.update(1)
-        else:
-            done = store.add("done", 1)
-            if me == 0:
-                bar.update(done - bar.n)
+    found = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        for id, error in process(mine):
+            if error is not None:
+                failed.append((id, error))
+            if store is None:
+                bar.update(1)
+            else:
+                done = store.add("done", 1)
+                if me == 0:
+                    bar.update(done - bar.n)
+    finally:
+        torch.set_num_threads(found)
     summary = JobSummary(desc, len(mine) - len(failed), skipped, failed, 0.0, world)
     if store is not None:
         store.set(f"failed/{me}", json.dumps(failed))
