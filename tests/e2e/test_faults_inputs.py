@@ -377,7 +377,14 @@ def test_a_signal_to_pytest_stops_the_session_not_one_test(synth_root, tmp_path,
     env = {**os.environ, "PYTHONPATH": str(Path(wsss.__file__).parents[1]), "OMP_NUM_THREADS": "1", "COMMAND": command,
            "READY": str(tmp_path / "ready"), "AFTER": str(tmp_path / "after"), "CONFIG": str(CONFIG),
            "OVERRIDES": "|".join(over), "RUN": str(tmp_path / "run")}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:randomly", "-p", "no:cacheprovider",
+    # the inner pytest as a user's foreground one: SIGINT at Python's own handler. A suite started in the background
+    # of a shell without job control (`make test &`, nohup) inherits SIGINT ignored, which Python and wsss rightly
+    # leave ignored (cli._signals_as_interrupts): the SIGINT case then waited out its timeout
+    inner = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); sys.argv[0] = "
+        "'pytest'; runpy.run_module('pytest', run_name='__main__')"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", inner, "-q", "-s", "-p", "no:randomly", "-p", "no:cacheprovider",
                              "test_inner.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     t0 = time.time()
