@@ -124,6 +124,21 @@ def reported(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 
 @pytest.fixture
+def wsss_cli(capsys):
+    """``wsss_cli("cam", RUN, ...)``: the command line in this process; its stdout and stderr, which name the command
+    when its exit status is not ``code`` (0 unless given)."""
+    from wsss.cli import main
+
+    def run(*argv: str, code: int = 0) -> str:
+        got = main(list(argv))
+        out = capsys.readouterr()
+        assert got == code, f"wsss {' '.join(argv)}\n{out.err[-3000:]}"
+        return out.out + out.err
+
+    return run
+
+
+@pytest.fixture
 def one_thread():
     """One intra-op thread for the test, restored after: on a shared, oversubscribed CPU two spinning
     threads run small forwards 3-10x slower (BENCHMARKS.md, make demo budget)."""

@@ -260,9 +260,9 @@ def test_a_scoped_name_without_the_shipped_configs_says_how_to_get_them(tmp_path
 
     monkeypatch.setattr(config, "shipped_configs", lambda: tmp_path / "site-packages" / "configs")
     child = _write(tmp_path / "c.yaml", "_base_: wsss::cam/synthetic_cpu.yaml\n")
-    with pytest.raises(ConfigError, match=r"the shipped configs are not installed .*: wsss:: names resolve in a wheel "
-                       r"of wsss \(its wsss/configs\) or a checkout \(configs/ beside src/\); reinstall wsss, or name a "
-                       r"file instead$"):  # fmt: skip
+    with pytest.raises(ConfigError, match=r"the shipped configs are not installed .*: wsss:: names resolve in a "
+                       r"wheel of wsss \(its wsss/configs\) or a checkout \(configs/ beside src/\); reinstall wsss, or "
+                       r"name a file instead$"):  # fmt: skip
         load_config(child)
     _write(child, "_base_: ../_base_/datasets/synthetic.yaml\n")
     with pytest.raises(ConfigError, match=r"_base_ '\.\./_base_/datasets/synthetic\.yaml' not found \([^)]*\)$"):
