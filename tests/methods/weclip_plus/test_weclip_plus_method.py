@@ -87,6 +87,31 @@ def test_the_label_update_replaces_labels_where_the_prediction_is_sure(tmp_path)
     assert after.item() < 1e-3 < at.item()
 
 
+def test_the_label_update_fraction_follows_the_resolved_length(tmp_path):
+    """``options.label_update_fraction`` (configs/weclip_plus/route_gpu.yaml: a schedule in epochs) puts the update
+    at that share of ``train.max_iters`` as resolved from ``train.epochs`` for the photos, whatever
+    ``label_update_after`` says; the loss changes at that step, as with ``label_update_after``."""
+    from wsss.core.config import resolve_epochs
+
+    preset, over = get_method_class("weclip_plus").tiny_overrides()
+    over = {**over, "run.device": "cpu", "data.root": str(tmp_path), "train.epochs": 5, "train.batch_size": 2,
+            "options.label_update_after": 1, "options.label_update_fraction": 0.6}  # fmt: skip
+    cfg = resolve_epochs(load_config(REPO / preset, [f"{k}={v}" for k, v in over.items()]), 4)  # 2 iters an epoch
+    assert cfg.train.max_iters == 10
+    torch.manual_seed(0)
+    method = build_method(cfg, CLASSES)
+    assert method.label_update_after() == 6
+    with torch.no_grad():
+        method.decoder.decoder.linear_pred.bias.zero_()
+        method.decoder.decoder.linear_pred.bias[2] = 30.0
+    method.train()
+    method.decoder.decoder_fts_fuse.dropout.p = method.decoder.dino_decoder_fts_fuse.dropout.p = 0.0
+    batch = _batch()
+    at = method.training_step(batch, 6, {"seg", "aff", "cross", "dice"})["seg"]
+    after = method.training_step(batch, 7, {"seg", "aff", "cross", "dice"})["seg"]
+    assert after.item() < 1e-3 < at.item()
+
+
 def test_q3_padding_is_ignored_without_the_quirk(tmp_path):
     """Without Q3 the pseudo labels outside ``img_box`` are 255: a batch padded on its right half gets the seg loss of
     its left half only."""

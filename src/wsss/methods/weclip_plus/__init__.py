@@ -83,6 +83,8 @@ class WeclipPlusOptions:
     # from the iteration after this, confident predictions replace labels
     label_update_after: int | None = setting(18000, **NON_NEGATIVE)
     label_update_threshold: float = setting(0.75, **FRACTION)
+    # set: from this fraction of train.max_iters instead (a schedule in epochs: configs/weclip_plus/route_gpu.yaml)
+    label_update_fraction: float | None = setting(None, **FRACTION)
     # `wsss cam`: the long side resized to this (test_msc_flip_voc.py's input; `wsss predict` reads infer.resize_long)
     test_resize_long: int = setting(512, **SIDE)
     quirk_fp16: bool = False  # Q1
@@ -293,6 +295,14 @@ class WeclipPlus(Method):
         self.dino.eval()
         return self
 
+    def label_update_after(self) -> int | None:
+        """The step after which confident predictions replace the labels: ``options.label_update_fraction`` of
+        ``train.max_iters`` (the length resolved from ``train.epochs``), else ``options.label_update_after``."""
+        o = self.options
+        if o.label_update_fraction is not None:
+            return round(o.label_update_fraction * self.cfg.train.max_iters)
+        return o.label_update_after
+
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
         """One iteration (``scripts/dist_clip_voc.py``, docs/methods/weclip_plus.md#training-step)."""
         o = self.options
@@ -311,7 +321,8 @@ class WeclipPlus(Method):
         mask = radius_mask(grid[0], grid[1], o.radius).to(images.device)
         aff = affinity_label(pseudo, grid, mask)
         terms = {"aff": attention_affinity_loss(head.attn_pred, aff)}
-        if o.label_update_after is not None and step > o.label_update_after:
+        after = self.label_update_after()
+        if after is not None and step > after:
             pred_max, pred_label = F.softmax(segs, dim=1).max(dim=1)
             sure = (pred_max > o.label_update_threshold).detach()
             pseudo = torch.where(sure, pred_label.detach(), pseudo)
