@@ -13,11 +13,10 @@ import pytest
 import torch
 
 from conftest import REPO, VOC_REAL_MINI
+from tiny_weights import NoTokenizer, open_clip_model
 from wsss.cli import main
 from wsss.core.errors import WeightLoadError
 from wsss.models.clip import (
-    CLIP_MEAN,
-    CLIP_STD,
     block_with_attention,
     encode_text,
     load_clip,
@@ -33,27 +32,6 @@ PROMPTS = ["a clean origami aeroplane.", "a clean origami person with clothes,pe
 # measured max |difference| 1.1e-15 (open_clip) to 4.2e-15 (transformers) over features and scores: the
 # tolerance sits far above that and far below what a wrong activation (> 1e-4) or a swapped key gives
 F64_TOL = 1e-10
-
-
-class _NoTokenizer:
-    def save_pretrained(self, directory) -> None:  # save_for_hf saves the tokenizer too; none is needed here
-        pass
-
-
-def _open_clip_model(quick_gelu: bool):
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-
-    torch.manual_seed(0)
-    vision = dict(layers=2, width=64, patch_size=8, image_size=32)
-    text = dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2)
-    model = CLIP(32, vision_cfg=CLIPVisionCfg(**vision), text_cfg=CLIPTextCfg(**text), quick_gelu=quick_gelu)
-    with torch.no_grad():  # LayerNorms and biases away from their init, so that a swapped one shows
-        for name, p in model.named_parameters():
-            if "ln" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
-    model.visual.image_mean, model.visual.image_std = CLIP_MEAN, CLIP_STD  # as open_clip.create_model sets them
-    cfg = {"embed_dim": 32, "vision_cfg": vision, "text_cfg": text, **({"quick_gelu": True} if quick_gelu else {})}
-    return model.eval(), cfg
 
 
 def _wsss_features(model, images: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -84,8 +62,8 @@ def _assert_close(a: torch.Tensor, b: torch.Tensor) -> None:
 def test_open_clip_files_compute_the_librarys_features(tmp_path, quick_gelu, safe):
     from open_clip.push_to_hf_hub import save_for_hf
 
-    lib, cfg = _open_clip_model(quick_gelu)
-    save_for_hf(lib, _NoTokenizer(), cfg, tmp_path, safe_serialization=safe)
+    lib, cfg = open_clip_model(quick_gelu)
+    save_for_hf(lib, NoTokenizer(), cfg, tmp_path, safe_serialization=safe)
     model, arch, gelu = load_clip_file(tmp_path)  # the folder: open_clip_config.json says the activation
     assert gelu is quick_gelu and arch.text_heads == 2 and arch.vision_layers == 2
     model, lib = model.double(), lib.double()
@@ -104,7 +82,7 @@ def test_open_clip_files_compute_the_librarys_features(tmp_path, quick_gelu, saf
 
 
 def test_open_clip_gelu_file_without_config_is_refused_not_guessed(tmp_path):
-    lib, _ = _open_clip_model(quick_gelu=False)
+    lib, _ = open_clip_model(quick_gelu=False)
     path = tmp_path / "ViT-B-16-laion.pt"
     torch.save(lib.state_dict(), path)
     with pytest.raises(WeightLoadError, match=r"ViT-B-16-laion\.pt.*options\.quick_gelu: true\|false") as e:
@@ -238,7 +216,7 @@ def test_hugging_face_folder_runs_the_clip_es_route_and_a_silent_file_is_refused
     assert len(list((run / "cams" / "val").glob("*.npz"))) == 6
     capsys.readouterr()
 
-    gelu, _ = _open_clip_model(quick_gelu=False)
+    gelu, _ = open_clip_model(quick_gelu=False)
     torch.save(gelu.state_dict(), tmp_path / "laion.pt")
     code = main(["import", "clip_es", str(tmp_path / "laion.pt"), "--config", preset, "--out", str(tmp_path / "r2"),
                  f"data.root={VOC_REAL_MINI}", "options.text_heads=2"])  # fmt: skip

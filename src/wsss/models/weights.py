@@ -94,7 +94,10 @@ def resolve_weight_path(path: str | Path) -> Path:
 
 def _weights_exist(pretrained: str | Path) -> bool:
     """Whether ``model.pretrained`` still names a start that can be read: a file, an installed package's file, a
-    run folder with its checkpoint."""
+    run folder with its checkpoint, a folder of weights (a Hugging Face or open_clip CLIP: the CLIP methods read it
+    at every build)."""
+    if not str(pretrained).startswith("pkg:") and Path(pretrained).is_dir():
+        return True
     try:
         return resolve_weight_path(pretrained).is_file()
     except WeightLoadError:  # a package not installed, a folder that is no longer a run
