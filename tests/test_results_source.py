@@ -4,7 +4,9 @@
   BENCHMARKS.md's block is what ``compare.py --render-only`` writes from it; the docs pages show it through
   ``<!-- results: synthetic [METHOD ...] -->``, which the site build renders (dev/mkdocs_hooks.py);
 - the real-photo route's cross-validated choices: the folds' JSONs ``experiments/results/cv_*.json``;
-  BENCHMARKS.md's block is what ``experiments/cv_table.py`` prints from them.
+  BENCHMARKS.md's block is what ``experiments/cv_table.py`` prints from them;
+- the real-photo route with some masks: the seeds' JSONs ``experiments/results/masks_ccp_s*.json``; BENCHMARKS.md's
+  block is what ``experiments/masks_table.py`` prints from them.
 
 A hand copy of a row on a page (outside the dated history) fails here: it would drift when the data is measured
 again."""
@@ -20,7 +22,7 @@ import pytest
 
 from conftest import REPO
 from dev.mkdocs_hooks import on_page_markdown, synthetic_results
-from experiments import compare, cv_table
+from experiments import compare, cv_table, masks_table
 
 RESULTS = REPO / "experiments" / "results"
 HISTORY = REPO / "docs" / "benchmarks" / "history"
@@ -30,6 +32,7 @@ SYNTHETIC_PAGES = {"docs/results.md": (), "docs/methods/cam.md": ("cam",), "docs
 #: The JSONs the cross-validation table is printed from, as BENCHMARKS.md's command names them.
 CV_DECIDE = ("experiments/results/cv_ccp-dev_e12.json", "experiments/results/cv_ccp-dev_e24.json")
 CV_VETO = ("experiments/results/cv_coco128-dev_e12.json", "experiments/results/cv_coco128-dev_e24.json")
+MASKS = tuple(f"experiments/results/masks_ccp_s{seed}.json" for seed in range(3))
 
 
 def _block(text: str, begin: str, end: str) -> str:
@@ -46,16 +49,32 @@ def test_benchmarks_synthetic_block_is_compare_json() -> None:
     assert _block(bench, compare.BEGIN, compare.END) == block  # `compare.py --render-only` writes it again
 
 
+def _command(bench: str, script: str) -> str:
+    """The command line of ``script`` in BENCHMARKS.md's code block, its continuation lines joined."""
+    return " ".join(bench[bench.index(f".venv/bin/python {script}") :].split("```")[0].replace("\\\n", " ").split())
+
+
 def test_benchmarks_route_block_is_what_cv_table_prints() -> None:
     bench = (REPO / "BENCHMARKS.md").read_text()
-    args = ["--decide", *CV_DECIDE, "--veto", *CV_VETO]
-    with contextlib.redirect_stdout(io.StringIO()):
-        printed = cv_table.main([str(REPO / a) if a.endswith(".json") else a for a in args])
-    command = " ".join(bench[bench.index(".venv/bin/python experiments/cv_table.py") :].split("```")[0].split())
-    assert command.replace(" \\ ", " ") == "\n".join([".venv/bin/python experiments/cv_table.py", *args]).replace(
-        "\n", " "
+    assert _command(bench, "experiments/cv_table.py") == " ".join(
+        [".venv/bin/python experiments/cv_table.py", "--decide", *CV_DECIDE, "--veto", *CV_VETO]
     )  # the command beside the table names these JSONs
+    with contextlib.redirect_stdout(io.StringIO()):
+        printed = cv_table.main(["--decide", *(str(REPO / p) for p in CV_DECIDE), "--veto",
+                                 *(str(REPO / p) for p in CV_VETO)])  # fmt: skip
     assert _block(bench, "<!-- cv:begin -->", "<!-- cv:end -->") == f"<!-- cv:begin -->\n{printed}\n<!-- cv:end -->"
+
+
+def test_benchmarks_masks_block_is_what_masks_table_prints() -> None:
+    bench = (REPO / "BENCHMARKS.md").read_text()
+    assert _command(bench, "experiments/masks_table.py") == " ".join(
+        [".venv/bin/python experiments/masks_table.py", *MASKS]
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        printed = masks_table.main([str(REPO / p) for p in MASKS])
+    assert _block(bench, "<!-- masks:begin -->", "<!-- masks:end -->") == (
+        f"<!-- masks:begin -->\n{printed}\n<!-- masks:end -->"
+    )
 
 
 @pytest.mark.parametrize("page", sorted(SYNTHETIC_PAGES))
