@@ -161,11 +161,15 @@ class CocoJson(MaskSource):
         by_image = annotations_by_image(data, to_class, path)
         self.keys = {}
         for im in data["images"]:
+            if not by_image.get(int(im["id"])):  # not annotated (tools list every photo of a task): no mask, no label
+                continue
             name = _file_name(im["file_name"])
             if name in self.keys:
                 raise DataError(f"{path}: two images named {name!r} (ids {self.keys[name]['id']} and {im['id']})")
             self.keys[name] = {"id": im["id"], "h": int(im["height"]), "w": int(im["width"]),
-                               "anns": by_image.get(int(im["id"]), [])}  # fmt: skip
+                               "anns": by_image[int(im["id"])]}  # fmt: skip
+        if not self.keys:
+            raise DataError(f"{path}: no image has an annotation")
 
     def where(self, key: str) -> str:
         return f"{self.path} (image {self.keys[key]['id']}, {key})"
