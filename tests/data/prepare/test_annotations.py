@@ -231,15 +231,18 @@ def _cvat_export(folder, maps, names=CVAT_COLOURS):
 
 
 def test_cvat_colour_masks_become_class_indices(folder):
-    """Each colour of labelmap.txt is its class (matched by name to --classes), CVAT's black its background."""
+    """Each colour of labelmap.txt is its class (matched by name to --classes), CVAT's black its background; a mask
+    all background is taken, and named in a warning (CVAT can export one for a photo nobody annotated)."""
     ma = _box(2, 3, 6, 8, 1, base=_box(8, 0, 11, 5, 2))
     mb = _box(0, 0, 12, 4, 3)
-    root = _cvat_export(folder, {"a": ma, "b": mb})
+    root = _cvat_export(folder, {"a": ma, "b": mb, "c": np.zeros((H, W), np.uint8)})
     s = _prepare(folder, root)
     np.testing.assert_array_equal(_mask(folder, "a"), ma)
     np.testing.assert_array_equal(_mask(folder, "b"), mb)
+    np.testing.assert_array_equal(_mask(folder, "c"), np.zeros((H, W), np.uint8))  # all background: legal ...
+    assert any(w.startswith(f"1 mask(s) of {root} are all background") and w.endswith(": c.png") for w in s.warnings)
     assert f"masks: {root} read as CVAT segmentation mask export" in s.notes
-    assert s.counts["masks"] == 2
+    assert s.counts["masks"] == 3
 
 
 def test_cvat_bad_cases(folder):

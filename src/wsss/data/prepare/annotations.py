@@ -226,9 +226,15 @@ class CvatMasks(IndexPngs):
         if not folder.is_dir():
             raise DataError(f"{path}: a CVAT segmentation mask export holds SegmentationClass/ beside labelmap.txt")
         self.keys = {p.stem: p for p in sorted(folder.glob("*.png")) if not p.name.startswith(".")}
+        self.blank: dict[str, None] = {}  # masks all background: legal, but perhaps of a photo nobody annotated
 
     def converted(self, key: str) -> np.ndarray | None:
         return self.read(key)
+
+    def warnings(self) -> list[str]:
+        blank = [f"{len(self.blank)} mask(s) of {self.path} are all background (CVAT can export a blank mask for a "
+                 f"photo nobody annotated; leave such photos out of the export): {first(self.blank)}"]  # fmt: skip
+        return super().warnings() + (blank if self.blank else [])
 
     def read(self, key: str) -> np.ndarray:
         path = self.keys[key]
@@ -244,7 +250,10 @@ class CvatMasks(IndexPngs):
         if unknown:
             shown = first(f"{v >> 16},{(v >> 8) & 255},{v & 255}" for v in unknown)
             raise DataError(f"{path}: colours that {self.labelmap} does not name: {shown}")
-        return np.asarray([table[v] for v in values.tolist()], dtype=np.uint8)[inverse.reshape(codes.shape)]
+        mask = np.asarray([table[v] for v in values.tolist()], dtype=np.uint8)[inverse.reshape(codes.shape)]
+        if not mask.any():
+            self.blank[path.name] = None
+        return mask
 
 
 class LabelmeFolder(MaskSource):
@@ -272,8 +281,6 @@ class LabelmeFolder(MaskSource):
                 raise DataError(f"{p}: imagePath {name!r} is also that of {self.keys[name]['file']}")
             self.keys[name] = {"file": p, "h": h, "w": w, "shapes": shapes}
         self.notes += case
-        if not self.keys:
-            raise DataError(f"{path}: no LabelMe .json files (with 'shapes')")
 
     def where(self, key: str) -> str:
         return str(self.keys[key]["file"])
@@ -368,7 +375,9 @@ def open_masks(path: Path, class_names: list[str]) -> MaskSource:
     if (path / "labelmap.txt").is_file():
         return CvatMasks(path, class_names)
     if any(not p.name.startswith(".") for p in path.glob("*.json")):
-        return LabelmeFolder(path, class_names)
+        labelme = LabelmeFolder(path, class_names)
+        if labelme.keys:  # else the JSON files are something else's: the PNGs are the masks
+            return labelme
     return IndexPngs(path)
 
 
@@ -383,4 +392,7 @@ def read_annotation_labels(
     """{photo file name: (classes drawn in it, where)}, the warnings and the format of a COCO file or a folder of
     LabelMe files given as ``--labels``."""
     source = CocoJson(path, class_names) if path.is_file() else LabelmeFolder(path, class_names)
+    if not source.keys:
+        raise DataError(f"{path}: --labels takes a labels file (.csv, .txt), a COCO .json file or a folder of LabelMe "
+                        ".json files; this folder holds no LabelMe file")  # fmt: skip
     return source.labels(), source.notes, source.kind

@@ -22,8 +22,10 @@ Inputs:
   Without ``--labels`` every image is taken with no foreground class yet (``cls_labels.npy`` all zero),
   for ``wsss tag`` to label from CLIP scores and the class names (runs/tag.py); masks are then not checked
   against labels, only for values and size.
-- ``--masks DIR`` (optional): ``<image file stem>.png`` class-index masks (0 = background, 255 = ignore) for some
-  or all images, for evaluation.
+- ``--masks PATH`` (optional): masks for some or all images: a folder of ``<image file stem>.png`` class-index
+  masks (0 = background, 255 = ignore), a COCO .json file, a CVAT segmentation mask export or a folder of LabelMe
+  .json files (``prepare.annotations``, docs/datasets.md#masks-from-labelling-tools). ``--labels`` takes the COCO
+  file or the LabelMe folder too: each photo labelled with the classes drawn in it.
 
 Output ``ROOT``: ``JPEGImages/`` (hard links by default), ``SegmentationClass/`` (the masks,
 re-written as VOC-palette PNGs after checking values and sizes), ``cls_labels.npy``,
