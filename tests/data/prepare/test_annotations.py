@@ -246,13 +246,18 @@ def test_cvat_colour_masks_become_class_indices(folder):
 
 
 def test_cvat_bad_cases(folder):
-    """A label of labelmap.txt that is not a class (its line, a close class); a colour the label map does not name;
-    a mask of another size than its photo: each one error naming the file."""
+    """A label of labelmap.txt that is not a class (its line, a close class); a line that is no label map line; a
+    colour the label map does not name; a mask of another size than its photo: each one error naming the file."""
     names = {**CVAT_COLOURS, "dgo": (9, 9, 9)}
     root = _cvat_export(folder, {"a": _box(2, 3, 6, 8, 1)}, names=names)
     with pytest.raises(DataError, match=r"labelmap.txt:6: unknown class 'dgo' \(did you mean 'dog'\?\)"):
         _prepare(folder, root)
     root = _cvat_export(folder, {"a": _box(2, 3, 6, 8, 1)})
+    text = (root / "labelmap.txt").read_text()
+    (root / "labelmap.txt").write_text(text.replace("dog:51,221,255::", "dog:51,221::"))
+    with pytest.raises(DataError, match=r"labelmap.txt:4: not a label map line 'name:r,g,b:parts:actions'"):
+        _prepare(folder, root)
+    (root / "labelmap.txt").write_text(text)
     rgb = np.asarray(Image.open(root / "SegmentationClass/a.png").convert("RGB")).copy()
     rgb[0, 0] = (1, 2, 3)
     Image.fromarray(rgb).save(root / "SegmentationClass/a.png")

@@ -200,19 +200,26 @@ def read_labelmap(path: Path, class_names: list[str]) -> dict[tuple[int, int, in
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.rsplit(":", 3)
-        try:
-            rgb = tuple(int(v) for v in parts[1].split(","))
-            assert len(parts) == 4 and len(rgb) == 3 and all(0 <= v <= 255 for v in rgb)
-        except (IndexError, ValueError, AssertionError):
-            raise DataError(f"{path}:{n}: not a label map line 'name:r,g,b:parts:actions': {line!r}") from None
+        rgb = _rgb(parts[1]) if len(parts) == 4 else None
+        if rgb is None:
+            raise DataError(f"{path}:{n}: not a label map line 'name:r,g,b:parts:actions': {line!r}")
         cls = _class_of(parts[0].strip(), lookup, class_names[0], n)
         if rgb in colours and colours[rgb][0] != cls:
             raise DataError(f"{path}:{n}: colour {','.join(map(str, rgb))} is already that of line {colours[rgb][1]}")
-        colours[rgb] = (cls, n)  # type: ignore[assignment]
+        colours[rgb] = (cls, n)
     lookup.check(path)
     out = {rgb: cls for rgb, (cls, _) in colours.items() if cls is not None}
     out.setdefault((0, 0, 0), 0)  # CVAT paints what no shape covers black, its background
     return out
+
+
+def _rgb(text: str) -> tuple[int, int, int] | None:
+    """``r,g,b`` as three 0..255 ints; None when it is not that."""
+    try:
+        r, g, b = (int(v) for v in text.split(","))
+    except ValueError:
+        return None
+    return (r, g, b) if all(0 <= v <= 255 for v in (r, g, b)) else None
 
 
 class CvatMasks(IndexPngs):
