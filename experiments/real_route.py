@@ -1,9 +1,9 @@
 """One method's whole route on a real-photo dataset, scored at every step (issue 31): the figures of a row of
 BENCHMARKS.md's ccp-dev table.
 
-The route a user runs is ``wsss route`` (``src/wsss/runs/route.py``, docs/own-photos.md#what-it-does). This script
+The route a user runs is ``wsss route`` (``src/wsss/pipelines/route.py``, docs/own-photos.md#what-it-does). This script
 adds only what research needs (folds of every photo, arms, seeds, extra scoring) and runs every step of its route by
-the package's own step functions, in this process, the functions ``wsss route`` runs (``wsss.runs.route``:
+the package's own step functions, in this process, the functions ``wsss route`` runs (``wsss.pipelines.route``:
 ``run_config`` and ``train_run`` for a training, ``stage_words`` for the DeepLab stage with masks, ``cams``,
 ``pseudo_labels``, ``predict_split``, ``score``), with the views of a dataset of ``wsss.data.views``: a change to a
 step changes the product's route and this one alike. ``OUT/route.log`` holds, for each step, the ``wsss`` command a
@@ -107,9 +107,9 @@ from wsss.cli_common import script_parser
 from wsss.core.config import EXECUTION_KEYS, SCOPE
 from wsss.core.errors import TrainingDiverged
 from wsss.data.voc import VOCDataset, read_split
-from wsss.runs import route as steps  # the route's steps: looked up at each call, the one implementation
+from wsss.pipelines import route as steps  # the route's steps: looked up at each call, the one implementation
+from wsss.pipelines.route import MASKED_SPLIT, mixed_stage_words, stage_iterations
 from wsss.runs.jobs import predictions_folder
-from wsss.runs.route import MASKED_SPLIT, mixed_stage_words, stage_iterations
 from wsss.utils.runlock import run_dir_lock
 
 if __package__ in (None, ""):  # run as a script (`python experiments/real_route.py`): its package importable
@@ -129,7 +129,7 @@ EXECUTION_OPTIONS = tuple(sorted(f"{key}=" for key in EXECUTION_KEYS))
 
 
 def _step(log: Path, command: str, work: Callable[[], T]) -> tuple[T, float]:
-    """One step of the route: ``work``, a call of the package's (``wsss.runs.route``'s steps, as ``wsss route`` runs
+    """One step of the route: ``work``, a call of the package's (the route's steps, as ``wsss route`` runs
     them), in this process. Its output is appended to ``log`` after ``$ COMMAND`` (the ``wsss`` command a user would
     type for it), then when it ended, its wall seconds and its exit status (0, or the ``wsss`` command's for its
     error or its stop), as the log of a command reads; its result and its wall seconds."""

@@ -341,7 +341,7 @@ def _tagger(args: argparse.Namespace, run: Any) -> Any:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from wsss.runs.route import RouteOptions, run_route
+    from wsss.pipelines.route import RouteOptions, run_route
 
     defaults = {k: v for k, v in (("seg", args.seg), ("folds", args.folds)) if v is not None}  # else RouteOptions'
     run_route(RouteOptions(
@@ -810,7 +810,7 @@ def add_predict(sub: Any) -> None:
 
 
 def add_route(sub: Any) -> None:
-    """`wsss route` (runs/route.py)."""
+    """`wsss route` (pipelines/route.py)."""
     s = sub.add_parser(
         "route", help="photos to masks in one command: the advised route, its choices made from the data",
         description="Run (or continue) the advised route on a dataset, or on a folder of photos with --labels and "

@@ -1,4 +1,4 @@
-"""``wsss route`` (runs/route.py): the advised route in one command, on the synthetic set and on the test photos,
+"""``wsss route`` (pipelines/route.py): the advised route in one command, on the synthetic set and on the test photos,
 with tiny schedules: its choices follow the data, a rerun continues it, a changed setting is refused, a SIGTERM
 mid-route then the same command gives the masks of an uninterrupted run."""
 
@@ -21,7 +21,7 @@ from wsss.core.config import load_config
 from wsss.core.errors import UsageError
 from wsss.data.views import make_view
 from wsss.data.voc import read_split
-from wsss.runs.route import DataFacts, Route, RouteOptions, choose_classifier, split_overrides
+from wsss.pipelines.route import DataFacts, Route, RouteOptions, choose_classifier, split_overrides
 from wsss.utils.io import read_label_png
 
 # The real_cpu presets shrunk to seconds: two iterations of 64-pixel crops (the presets' MobileNetV2 as it is)
@@ -321,7 +321,7 @@ def test_a_training_of_the_route_checks_its_pseudo_labels_and_masks_before_it_tr
     ``check=False`` trains without it (``wsss train --skip-check``)."""
     from wsss.core.errors import DataError
     from wsss.engine import launch
-    from wsss.runs.route import run_config, train_run
+    from wsss.pipelines.route import run_config, train_run
     from wsss.utils.io import save_label_png
 
     started: list[str] = []
