@@ -841,7 +841,7 @@ def add_route(sub: Any) -> None:
                    help="folds of the masked train photos that choose the stage (default 3; each costs two "
                    "trainings of the stage; 0: no choice, the mixed stage)")  # fmt: skip
     s.add_argument("--crf-workers", type=_setting("infer.crf_workers", int), default=None, metavar="N",
-                   help="processes of the dense CRF (infer.crf_workers; default: every core)")  # fmt: skip
+                   help="processes of the dense CRF (infer.crf_workers; default: each run's own)")  # fmt: skip
     s.add_argument("--images", nargs="+", default=None, metavar="DIR_OR_FILE",
                    help="new photos (not a dataset): their masks into OUT/new_masks at the end")  # fmt: skip
     s.add_argument("--plan", action="store_true", help="print the choices and the steps as commands; run nothing")
