@@ -1,92 +1,17 @@
-"""One method's whole route on a real-photo dataset, scored at every step (issue 31): the figures of a row of
-BENCHMARKS.md's ccp-dev table.
+"""One method's whole route on a real-photo dataset, scored at every step: the figures of a row of BENCHMARKS.md's
+ccp-dev table.
 
-The route a user runs is ``wsss route`` (``src/wsss/pipelines/route.py``, docs/own-photos.md#what-it-does). This script
-adds only what research needs (folds of every photo, arms, seeds, extra scoring) and runs every step of its route by
-the package's own step functions, in this process, the functions ``wsss route`` runs (``wsss.pipelines.route``:
-``run_config`` and ``train_run`` for a training, ``stage_words`` for the DeepLab stage with masks, ``cams``,
-``pseudo_labels``, ``predict_split``, ``score``), with the views of a dataset of ``wsss.data.views``: a change to a
-step changes the product's route and this one alike. ``OUT/route.log`` holds, for each step, the ``wsss`` command a
-user would type for it, its output, and its wall seconds. The steps:
-
-1. ``wsss train PRESET data.root=ROOT run.dir=OUT/cls`` (seconds per iteration: the training's wall time
-   over its iterations, the model's building and checkpoints included, and the median of the trainer's log
-   periods);
-2. ``wsss cam`` and ``wsss sweep-bkg`` on the train split: the seeds at the level the sweep picks (the
-   calibration a user with a few masks does; on train, never on val), re-written at that level;
-3. pseudo labels of the train split at that level (``--levels L/L``: one level, no pixel left undecided, as
-   the CAM baseline's preset) with each refiner of ``--refine`` (PAR, the dense CRF, a method's own),
-   scored with ``wsss eval --pseudo``;
-4. the DeepLab stage ``configs/deeplab/real_cpu.yaml`` on the first refiner's pseudo labels, ``wsss predict``
-   on the val split and its mIoU against the val masks; again with ``--tags-from OUT/cls`` (each val photo's
-   prediction names only the classes the route's own classifier finds in it: ``val_tagged``), and with its
-   soft gate (``--tag-gate soft``: each class weighted by the classifier's probability, ``val_tagged_soft``);
-5. with ``--seg-rounds N``, N - 1 more rounds of the same stage, each trained afresh on the previous round's
-   ``wsss predict --split train --labelled-only --crf`` (a second round of the segmentation network on its own
-   predictions, each naming only the photo's image labels; scored on train too, so whether they beat the pseudo
-   labels is seen on train).
-
-``--seg-band`` trains the DeepLab stage on the first refiner's labels at the run's own pair of levels instead
-(the sweep's ``config_pair``: ``cam.high_thre`` / ``cam.low_thre``; class above the high one, background at or
-below the low one, 255 between, which the stage's loss ignores), in ``cls/pseudo_REFINE_band``, scored on train
-like the others.
-
-``--seg-from-classifier`` starts the DeepLab stage (every round) from the route's classifier (``model.pretrained=
-OUT/cls``: its backbone, fine-tuned on the train photos' image labels, instead of the preset's ImageNet one; the
-classifier and the stage must share a backbone, as the real-photo presets do).
-
-``--seg-ensemble N`` trains N - 1 more DeepLab stages on round 1's labels, seeds ``S + 3k`` for k = 1 .. N - 1 (S:
-round 1's ``run.seed``; the offset 3 keeps the members of the routes of seeds 0, 1, 2 apart), in ``OUT/seg_mK``, and
-scores round 1's stage ensembled with them (``wsss predict OUT/seg --ensemble OUT/seg_m1 ...``): plain, with
-``--tags-from OUT/cls``, and with ``--crf --tags-from OUT/cls`` (``seg_ensemble.val``).
-
-``--masks K ...`` (issue 61) is the masks experiment instead of steps 2-5: with K of the train photos' masks only
-(the first K masked ones of the train split's order, a view of the data set in ``OUT/masks_K``), the DeepLab stage
-(a) on the K masks alone, (b) on PAR labels at the level the sweep picks on the K masks, (c) on those labels with the
-K masks in their place (``data.true_masks=auto``) at each ``--mask-weights`` value; and the stage on every train mask,
-the ceiling (``_masks_experiment``; BENCHMARKS.md, "how many masks"). ``--mask-classifier`` adds (d): the classifier
-trained again with the K masks (``data.true_masks=auto``: its CAMs learn their pixels, ``Method.mask_term``) in
-``OUT/cls_mK``, the level its sweep picks on them, its PAR labels, and the stage on those with the K masks as (c) at
-weight 1, named by its own classifier.
-
-``--fold F/N`` holds fold F of N of the data set's photos (train and val together, sorted, dealt round-robin) out as
-val and trains on the others (a view in ``OUT/data``); ``--folds N`` runs the route on every fold (``OUT/foldF``,
-``run.seed`` = F unless set) and summarises each figure over the folds (mean, range, standard deviation);
-``--gain-over JSON`` adds each figure's gain, fold by fold, over another ``--folds`` run of the same folds (issue 62).
-``--reuse JSON ...`` takes the finished folds these JSONs hold (of ``--folds`` runs, or of ``--fold F/N`` runs of the
-same command) instead of running them again, when their folders are gone: each fold checked to hold the same val
-photos and, where the JSON records them (``settings``), the same options but those of where and how fast it ran
-(``core.config.EXECUTION_KEYS``: a fold run on a GPU is the same command's; the photos' augmentation is drawn from
-(seed, epoch, index) whatever the workers, each photo's CRF is its own, and the device's rounding moves the figures as
-nondeterminism does); an entry from before ``settings`` were
-recorded is taken with a warning. ``--kept-only`` runs no fold: the JSON of the kept folds (from fold 0 up to the first
-none of them holds), to gather folds finished on several machines.
-``--steps`` adds each step's own gain (``steps``): the stage's val with ``--crf`` and ``--crf --tags-from``, the
-classifier's tag precision and recall on val, the floor of val (``floor``: the mIoU of masks of background alone),
-and the stage on the labels at the preset's own level against the sweep's (plain, with ``--crf`` — the route the
-manual advises since the 12-epoch verdicts — and with ``--crf --tags-from``).
-
-``--cam-scales`` gives ``wsss cam`` its ``--scales`` (multi-scale CAMs from a classifier trained without them).
-
-The refiner ``affinity`` is PSA's walk (docs/methods/affinitynet.md#random-walk): PSA's la / ha seeds of the
-train split first (``wsss pseudo --refine psa --levels H/L``, H / L the run's own ``cam.high_thre`` /
-``cam.low_thre``, the ``config_pair`` of the sweep: class above H, background below L, 255 between; scored with
-``--pseudo``), the affinity network ``--affinity`` (``configs/affinitynet/real_cpu.yaml``) trained on them in
-``OUT/aff``, then the walk of the CAMs at the sweep's level (``--refine affinity --affinity-run OUT/aff
---levels L/L``).
+The route a user runs is ``wsss route`` (``wsss.pipelines.route``, docs/own-photos.md#what-it-does). This script adds
+only what research needs (folds of every photo, arms, seeds, extra scoring) and runs every step of its route by the
+package's own step functions and its step runner (``wsss.pipelines.steps``: ``OUT/route.log``, ``OUT/steps.jsonl``,
+the lock and the settings record), in this process: a change to a step changes the product's route and this one
+alike. Its steps and options: docs/benchmarks/history/real-photos.md#research-runner.
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/real_route.py configs/rca/real_cpu.yaml \\
         --data-root data/ccp-dev --out runs/ccp/rca --json runs/ccp/rca.json
 
-``--data-root`` (required): a dataset in the VOC layout with masks for its train and val photos. BENCHMARKS.md's
-table was measured on ccp-dev, the project's development set of 250 photos of the Clothing Co-Parsing data set
-(every photo whose id is a multiple of 4, 10 garment groups; Yang, Luo and Lin, CVPR 2014), which is not in the
-repository: build it from CCP (its SOURCE.md and MAPPING.txt give the draw and the class mapping) or use your own
-photos (``wsss prepare folder --masks``).
-
 A step whose outputs exist is not redone (rerun after a stop to finish: SIGTERM stops it as Ctrl-C does, a
-training saving its ``last.pt``); ``KEY=VALUE`` words / ``--seg-set`` add overrides to the two trainings (tests
-shrink them).
+training saving its ``last.pt``); ``KEY=VALUE`` words / ``--seg-set`` add overrides to the two trainings.
 """
 
 from __future__ import annotations

@@ -74,10 +74,10 @@ class StepRunner:
         (the folder's own outputs ``own`` are then removed, unless an input lies inside one)."""
         theirs = self.recorded()
         changed = changed_settings(mine, theirs) if theirs is not None else []
-        if not changed:
+        if theirs is None or not changed:
             return
         if not overwrite:
-            listing = "; ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in changed)  # type: ignore[union-attr]
+            listing = "; ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in changed)
             raise UsageError(f"{self.record_file}: this route was run with other settings ({listing}); rerun it as it "
                              "was to continue it, pass --overwrite to make it again with these (the route's outputs "
                              "in that folder are replaced), or use another --out")  # fmt: skip
