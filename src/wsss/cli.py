@@ -347,7 +347,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     run_route(RouteOptions(
         data=args.data, out=args.out, labels=args.labels, classes=args.classes, masks=args.masks,
         classifier=args.classifier, stage=args.stage, overrides=args.overrides, crf_workers=args.crf_workers,
-        images=args.images, overwrite=args.overwrite, progress=not args.quiet, plan_only=args.plan, **defaults,
+        images=args.images, overwrite=args.overwrite, progress=not args.quiet, plan_only=args.plan, clip=args.clip,
+        dinov2=args.dinov2, **defaults,
     ))  # fmt: skip
     return 0
 
@@ -815,12 +816,14 @@ def add_route(sub: Any) -> None:
         "route", help="photos to masks in one command: the advised route, its choices made from the data",
         description="Run (or continue) the advised route on a dataset, or on a folder of photos with --labels and "
         "--classes: the classifier, its CAMs, PAR pseudo labels, the DeepLab stage, its masks with the dense CRF, "
-        "the reports; each choice printed with its reason (docs/own-photos.md).",
+        "the reports; with --clip (and --dinov2) CLIP-ES or WeCLIP+ instead of the classifier; each choice printed "
+        "with its reason (docs/own-photos.md).",
     )  # fmt: skip
-    s.add_argument("data", help="a dataset made by `wsss prepare`, or a folder of photos (with --labels, --classes)")
+    s.add_argument("data", help="a dataset made by `wsss prepare`, or a folder of photos (with --classes, and "
+                   "--labels or --clip)")  # fmt: skip
     add_overrides(s, "cls.train.epochs=24 seg.train.lr=0.001 run.seed=1",
-                  what="trainings (cls.KEY=VALUE: the classifier's, seg.KEY=VALUE: the DeepLab stage's, a bare "
-                  "KEY=VALUE: both)")  # fmt: skip
+                  what="runs (cls.KEY=VALUE: the classifier's, seg.KEY=VALUE: the DeepLab stage's, clip.KEY=VALUE: "
+                  "the CLIP method's, a bare KEY=VALUE: all)")  # fmt: skip
     s.add_argument(
         "--out",
         required=True,
@@ -832,6 +835,12 @@ def add_route(sub: Any) -> None:
     s.add_argument("--masks", default=None, metavar="PATH",
                    help="with a folder of photos: masks of some of them, in a format `wsss prepare folder --masks` "
                    "reads (class-index PNGs, COCO .json, CVAT or LabelMe export)")  # fmt: skip
+    s.add_argument("--clip", default=None, metavar="FILE",
+                   help="a CLIP ViT-B/16 file or folder (clip.model.pretrained=FILE): CLIP-ES, or WeCLIP+ with "
+                   "--dinov2; tags photos given without --labels (docs/own-photos.md#with-clip-files)")  # fmt: skip
+    s.add_argument("--dinov2", default=None, metavar="FILE",
+                   help="a DINOv2 ViT-S/14 file or folder (clip.options.dino_weights=FILE): with --clip, WeCLIP+ "
+                   "trained on the photos")  # fmt: skip
     s.add_argument("--classifier", default="auto", metavar="NAME",
                    help="auto (default: by classes and photos per class), rca, cam, or a preset")  # fmt: skip
     s.add_argument("--seg", default=None, metavar="PRESET",

@@ -182,7 +182,8 @@ def test_a_set_of_many_classes_of_few_photos_gets_the_cam_baseline_and_one_of_te
 
 def test_overrides_reach_one_training_by_their_prefix_and_a_gpu_is_used(tmp_path, monkeypatch, synth_root):
     assert split_overrides(["cls.train.epochs=24", "seg.train.lr=0.001", "run.seed=1"]) == {
-        "cls": ["train.epochs=24", "run.seed=1"], "seg": ["train.lr=0.001", "run.seed=1"]}  # fmt: skip
+        "cls": ["train.epochs=24", "run.seed=1"], "seg": ["train.lr=0.001", "run.seed=1"],
+        "clip": ["run.seed=1"]}  # fmt: skip
     with pytest.raises(UsageError, match="an override is KEY=VALUE"):
         split_overrides(["cls.train.epochs"])
     import torch

@@ -92,8 +92,13 @@ def load_trained_method(
 def run_has_seg_head(cfg: Config, class_names: Sequence[str]) -> bool | None:
     """Whether a run of ``cfg`` can predict masks (``wsss predict``): its method built on the meta device, so
     that no weight is allocated or read; None when the config cannot build without its files."""
+    import warnings
+
     try:
-        with torch.device("meta"):
+        # a method that reads a second file at build (WeCLIP+'s options.dino_weights) copies it into meta tensors: a
+        # no-op that torch warns of once a tensor
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r".*non-meta parameter .* to a meta parameter", UserWarning)
             return bool(build_method(replace(cfg, model=replace(cfg.model, pretrained=None)), class_names).has_seg_head)
     except WSSSError:  # a config that cannot build without its files (a CLIP preset without its arch): unknown
         return None

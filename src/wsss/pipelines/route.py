@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ from wsss.core.config import Config, load_config, replace_setting, resolve_epoch
 from wsss.core.errors import UsageError
 from wsss.core.files import atomic_write
 from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, computed_words
+from wsss.runs import clip_route, gpus
 
 # The classifier presets the route chooses between (docs/own-photos.md#which-route), by shipped name: they resolve
 # from any folder (core.config.SCOPE).
@@ -63,11 +65,16 @@ MIN_PHOTOS_PER_CLASS = 10
 DEFAULT_FOLDS = 3
 GPU_LOADERS = 4  # data.num_workers of the trainings on a GPU (where it runs, not what it computes)
 STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by folds, or named
-PREFIXES = ("cls", "seg")  # overrides of one training: cls.KEY=VALUE, seg.KEY=VALUE
+PREFIXES = ("cls", "seg", "clip")  # overrides of one run: cls.KEY=VALUE, seg.KEY=VALUE, clip.KEY=VALUE
 ROUTE_FILE, SUMMARY_FILE, FACTS_FILE = "route.json", "summary.json", "data_facts.json"
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
 # What the route makes in OUT, all of it its own: --overwrite with other settings makes it again
-OWN_OUTPUTS = ("data", "cls", "choice", "seg_data", "seg", "new_masks", SUMMARY_FILE, FACTS_FILE, STEPS_LOG)
+TAGS_DIGEST = "tags_digest.txt"  # the labels the steps after the tags were made from (an edited tags.csv: again)
+OWN_OUTPUTS = ("data", "cls", "clip", "weclip", "choice", "seg_data", "seg", "new_masks", SUMMARY_FILE, FACTS_FILE,
+               STEPS_LOG, TAGS_DIGEST)  # fmt: skip
+# after the tags: what is made again when the labels changed (tags.csv edited), in OUT and in OUT/clip
+AFTER_TAGS = ("weclip", "choice", "seg_data", "seg", "new_masks")
+AFTER_TAGS_CLIP = ("cams", "cam_labels", "pseudo")
 
 
 @dataclass
@@ -90,6 +97,8 @@ class RouteOptions:
     overwrite: bool = False
     progress: bool = True
     plan_only: bool = False  # print the plan (choices and the equivalent commands), run nothing
+    clip: str | None = None  # a CLIP file: the word clip.model.pretrained (docs/own-photos.md#with-clip-files)
+    dinov2: str | None = None  # a DINOv2 file: the word clip.options.dino_weights
 
 
 @dataclass
@@ -181,7 +190,7 @@ def split_overrides(words: Sequence[str]) -> dict[str, list[str]]:
         key, sep, value = word.partition("=")
         if not sep or not key:
             raise UsageError(f"{word!r}: an override is KEY=VALUE (cls.KEY=VALUE: the classifier's only, "
-                             "seg.KEY=VALUE: the DeepLab stage's)")  # fmt: skip
+                             "seg.KEY=VALUE: the DeepLab stage's, clip.KEY=VALUE: the CLIP method's)")  # fmt: skip
         prefix, dot, rest = key.partition(".")
         if prefix in PREFIXES and dot:
             out[prefix].append(f"{rest}={value}")
@@ -319,16 +328,17 @@ def levels_words(levels: tuple[float, float]) -> list[str]:
 
 
 def pseudo_labels(
-    run_dir: str | os.PathLike, split: str, levels: tuple[float, float], *, refine: str = "par",
+    run_dir: str | os.PathLike, split: str, levels: tuple[float, float] | None, *, refine: str = "par",
     words: Sequence[str] = (), device: str | None = None, crf_workers: int | None = None, progress: bool = True,
     **options: Any,
 ) -> Path:  # fmt: skip
     """``wsss pseudo RUN --split SPLIT --refine REFINE --levels HIGH/LOW``: the pseudo labels of the split from its
     saved CAMs, ``RUN/pseudo/SPLIT`` (returned). ``options``: the refiner's (``affinity_run=RUN`` of ``--refine
-    affinity``)."""
+    affinity``); ``levels`` None: the run's own (CLIP-ES's CRF labels: ``--refine crf`` without ``--levels``)."""
     from wsss.runs.jobs import run_pseudo
 
-    run = load_step_run(run_dir, words=[*levels_words(levels), *words], device=device, crf_workers=crf_workers)
+    level = levels_words(levels) if levels is not None else []
+    run = load_step_run(run_dir, words=[*level, *words], device=device, crf_workers=crf_workers)
     return run_pseudo(run, split, refine=refine, progress=progress, **options)
 
 
@@ -374,7 +384,10 @@ class Route:
             raise UsageError(f"--folds {opts.folds}: 0 (no choice: the mixed stage) or 2 or more")
         if opts.stage not in STAGES:
             raise UsageError(f"--stage {opts.stage!r}: one of {', '.join(STAGES)}")
-        self.words = split_overrides(opts.overrides)
+        self.words = split_overrides([*opts.overrides, *self._file_words()])
+        self.files = clip_route.weight_words(self.words["clip"])
+        self.mode = clip_route.choose_mode(self.files.get(clip_route.CLIP_KEY), self.files.get(clip_route.DINOV2_KEY))
+        self.processes = 1  # a training's processes, a per-photo step's shares: the CUDA devices (set by the plan)
         self.runner = StepRunner(self.out, command="wsss route", record=ROUTE_FILE)
         self.choices: dict[str, Choice] = {}
         self.times = self.runner.times
@@ -389,16 +402,27 @@ class Route:
         self.new_masks: Path | None = None
 
     # -- settings -----------------------------------------------------------------------------------------------
+    def _file_words(self) -> list[str]:
+        """``--clip FILE`` and ``--dinov2 FILE`` as the words they stand for (docs/own-photos.md#with-clip-files)."""
+        flags = ((clip_route.CLIP_KEY, self.opts.clip), (clip_route.DINOV2_KEY, self.opts.dinov2))
+        return [f"clip.{key}={value}" for key, value in flags if value]
+
+    def _tags(self) -> bool:
+        """Whether CLIP tags the photos: a folder of photos with its classes and no labels file."""
+        return bool(self.opts.classes) and not self.opts.labels
+
     def _prepares(self) -> bool:
-        """Whether the input is a folder of photos to prepare (labels and classes given) or a dataset."""
+        """Whether the input is a folder of photos to prepare (classes, with labels or a CLIP file to tag them) or a
+        dataset."""
         given = [f for f, v in (("--labels", self.opts.labels), ("--classes", self.opts.classes)) if v]
-        if self.opts.masks and len(given) < 2:
-            raise UsageError("--masks goes with --labels and --classes (a folder of photos to prepare); a dataset's "
-                             "masks are in its SegmentationClass folder already")  # fmt: skip
-        if len(given) == 1:
-            missing = "--classes" if given == ["--labels"] else "--labels"
-            raise UsageError(f"{given[0]} goes with {missing}: a folder of photos needs both (or give a dataset)")
-        return len(given) == 2
+        if self.opts.masks and not self.opts.classes:
+            raise UsageError("--masks goes with --classes (a folder of photos to prepare); a dataset's masks are in "
+                             "its SegmentationClass folder already")  # fmt: skip
+        if given == ["--labels"]:
+            raise UsageError("--labels goes with --classes: a folder of photos needs its class list, or give a dataset")
+        if self._tags() and self.mode.value == clip_route.NO_CLIP:
+            raise UsageError(clip_route.WEIGHTS_NEEDED)
+        return bool(given)
 
     def settings(self) -> dict[str, Any]:
         """What decides the route's outputs (``route.json``): its inputs and options, where they run excepted."""
@@ -412,6 +436,8 @@ class Route:
             "classifier": self.opts.classifier, "seg": self.opts.seg, "stage": self.opts.stage,
             "folds": self.opts.folds, "cls_overrides": computed_words(self.words["cls"]),
             "seg_overrides": computed_words(self.words["seg"]),
+            # a CLIP mode's words (its files among them): none in the route without CLIP, whose record stays as it was
+            **({"clip_overrides": computed_words(self.words["clip"])} if self.mode.value != clip_route.NO_CLIP else {}),
         }  # fmt: skip
 
     def _refuse_a_foreign_out(self) -> None:
@@ -460,7 +486,7 @@ class Route:
             if other:
                 raise UsageError(f"--crf-workers {given} and {other[0]}: give one of them")
             return Choice(given, "given")
-        cfg = self.configs["seg"].infer.crf_workers
+        cfg = (self.configs.get("seg") or self.configs["weclip"]).infer.crf_workers
         shown = f"{cfg}, {crf_workers(cfg)} processes here" if cfg < 0 else str(cfg)
         source = "given" if words else "the presets'"
         return Choice(None, f"each run's infer.crf_workers ({source}; the DeepLab stage's: {shown})")
@@ -476,9 +502,9 @@ class Route:
         root = out / "data" if prepares else Path(self.opts.data).resolve()
         steps: list[Step] = []
         if prepares:
-            masks = f" --masks {self.opts.masks}" if self.opts.masks else ""
-            steps.append(Step("prepare", f"wsss prepare folder --images {self.opts.data} --labels {self.opts.labels} "
-                                         f"--classes {self.opts.classes}{masks} --out {root}",
+            given = [f"--images {self.opts.data}", *(f"--labels {self.opts.labels}" for _ in [1] if self.opts.labels),
+                     f"--classes {self.opts.classes}", *(f"--masks {self.opts.masks}" for _ in [1] if self.opts.masks)]
+            steps.append(Step("prepare", f"wsss prepare folder {' '.join(given)} --out {root}",
                               lambda: self._prepare(root)))  # fmt: skip
             if not (root / PREPARED).is_file():  # the choices are made from the prepared dataset, once it is
                 if self.opts.plan_only:
@@ -486,53 +512,138 @@ class Route:
                 return steps
         facts = data_facts(root)
         self.facts = facts
+        self.choices["mode"] = Choice(self.mode.value, self.mode.reason)
         self.choices["device"] = self._device()
-        name = self.opts.classifier
-        if name == "auto":
-            self.choices["classifier"] = choose_classifier(facts)
+        self.choices["presets"] = self._presets()
+        if not prepares:  # `wsss prepare folder` checked its inputs; a dataset given is checked as `wsss train` does
+            steps.append(Step("check", f"wsss check-data {root}", lambda: self._check_data(root)))
+        if self.mode.value == clip_route.NO_CLIP:
+            steps += self._classifier_steps(root, out, facts)
         else:
-            self.choices["classifier"] = Choice(name, "given")
-        preset = CLASSIFIERS.get(self.choices["classifier"].value, self.choices["classifier"].value)
-        cls_dir, seg_dir = out / "cls", out / "seg"
+            steps += self._clip_steps(root, out, facts)
+        shown = [k for k in ("mode", "classifier", "levels", "stage", "predict", "device", "presets", "crf_workers")
+                 if k in self.choices]  # fmt: skip
+        for key in shown:
+            self.say(f"route: {key}: {_shown(self.choices[key].value)} ({self.choices[key].reason})")
+        if self.opts.images:
+            final = out / ("weclip" if self.mode.value == clip_route.WECLIP else "seg")
+            crf = self.mode.value != clip_route.WECLIP  # WeCLIP+'s test has no CRF
+            images = " ".join(map(str, self.opts.images))
+            command = f"wsss predict {final} --images {images} --out {out / 'new_masks'}{' --crf' * crf} --overlay"
+            steps.append(Step("new photos", command, lambda: self._new_photos(final, crf)))
+        return steps
+
+    def _presets(self) -> Choice:
+        """The GPU presets on a CUDA device (``configs/*/route_gpu.yaml``), else the CPU ones; with several CUDA
+        devices a training runs as one process each (``torchrun``) and a per-photo step is shared among them."""
+        device = self.choices["device"].value
+        if device is None or not str(device).startswith("cuda"):
+            self.processes = 1
+            if self.mode.value != clip_route.NO_CLIP:
+                return Choice("cpu", "on the CPU: the CLIP method's GPU preset on the CPU (no CPU preset of it was "
+                                     "measured on real photos; slow at full size), the CPU presets for the rest")
+            return Choice("cpu", "the CPU presets (configs/*/real_cpu.yaml)")
+        n = self.processes = self._processes()
+        many = f"; {n} CUDA devices: a training as {n} torchrun processes, the per-photo steps shared" if n > 1 else ""
+        return Choice("gpu", "a CUDA device: the presets made for a GPU (configs/*/route_gpu.yaml: the method's crop, "
+                             f"batch and precision, epochs of your photos){many}")  # fmt: skip
+
+    def _processes(self) -> int:
+        """The processes of a training and of a per-photo step: one a CUDA device."""
+        return max(1, gpus.cuda_devices())
+
+    def _gpu(self) -> bool:
+        return self.choices["presets"].value == "gpu"
+
+    def _classifier_steps(self, root: Path, out: Path, facts: DataFacts) -> list[Step]:
+        """The classifier, its CAMs and PAR labels, then the DeepLab stage (the route without CLIP)."""
+        name = self.opts.classifier
+        self.choices["classifier"] = choose_classifier(facts) if name == "auto" else Choice(name, "given")
+        chosen = self.choices["classifier"].value
+        table = clip_route.GPU_PRESETS if self._gpu() else CLASSIFIERS
+        preset = table.get(chosen, CLASSIFIERS.get(chosen, chosen))
+        cls_dir = out / "cls"
         cls_cfg = self._config(preset, [f"data.root={root}", *self.words["cls"]], cls_dir)
         level = float(cls_cfg.cam.bkg_thre)
         self.choices["levels"] = Choice(
             (level, level), f"the classifier's own background level cam.bkg_thre {level:g}, as one level (no pixel "
             "left undecided; cross-validated on ccp-dev: the level sweep-bkg picks lost)")  # fmt: skip
-        pseudo_dir = cls_dir / "pseudo" / "train"
-        seg_words = [f"data.root={root}", *mixed_stage_words(pseudo_dir), *self.words["seg"]]
-        seg_cfg = self._config(self.opts.seg, seg_words, seg_dir)
-        self.configs = {"cls": cls_cfg, "seg": seg_cfg}
+        self.configs["cls"] = cls_cfg
+        over = " ".join(self.words["cls"])
+        steps = [Step("classifier", f"wsss train {preset} data.root={root} run.dir={cls_dir} {over}".rstrip(),
+                      lambda: self._train(cls_cfg))]  # fmt: skip
+        steps.append(Step("cam", f"wsss cam {cls_dir} --split train", lambda: self._cam(cls_dir)))
+        steps.append(Step("pseudo", f"wsss pseudo {cls_dir} --split train --refine par --levels {level:g}/{level:g}",
+                          lambda: self._pseudo(cls_dir, level)))  # fmt: skip
+        return steps + self._seg_steps(root, out, facts, cls_dir)
+
+    def _seg_steps(self, root: Path, out: Path, facts: DataFacts, labels_run: Path) -> list[Step]:
+        """The DeepLab stage on the pseudo labels of ``labels_run`` (chosen by folds where masks allow), its masks
+        with the dense CRF, the reports."""
+        seg_dir, seg = out / "seg", self._seg_preset()
+        seg_words = [f"data.root={root}", *mixed_stage_words(labels_run / "pseudo" / "train"), *self.words["seg"]]
+        seg_cfg = self._config(seg, seg_words, seg_dir)
+        self.configs["seg"] = seg_cfg
         self.choices["crf_workers"] = self._crf_workers()
         self.seg_iters = resolve_epochs(seg_cfg, len(facts.train)).train.max_iters
         self.choices["stage"] = self._stage_choice(facts)
         split = "val" if facts.val else "train"
         self.choices["predict"] = Choice(split, ("the val split" if facts.val else "no val split: the train photos")
                                          + ", with the dense CRF (+1.16 mIoU over 5 folds of ccp-dev)")  # fmt: skip
-        for key in ("classifier", "levels", "stage", "predict", "device", "crf_workers"):
-            choice = self.choices[key]
-            self.say(f"route: {key}: {_shown(choice.value)} ({choice.reason})")
-        if not prepares:  # `wsss prepare folder` checked its inputs; a dataset given is checked as `wsss train` does
-            steps.append(Step("check", f"wsss check-data {root}", lambda: self._check_data(root)))
-        over = " ".join(self.words["cls"])
-        steps.append(Step("classifier", f"wsss train {preset} data.root={root} run.dir={cls_dir} {over}".rstrip(),
-                          lambda: self._train(cls_cfg)))  # fmt: skip
-        steps.append(Step("cam", f"wsss cam {cls_dir} --split train", lambda: self._cam(cls_dir)))
-        steps.append(Step("pseudo", f"wsss pseudo {cls_dir} --split train --refine par --levels {level:g}/{level:g}",
-                          lambda: self._pseudo(cls_dir, level)))  # fmt: skip
+        steps = []
         if self.choices["stage"].value == "folds":
             steps.append(Step("choice", f"({self.opts.folds} folds of the masked train photos, both stages each)",
                               lambda: self._choose_stage(root, seg_words, out / "choice")))  # fmt: skip
-        steps.append(Step("seg", f"wsss train {self.opts.seg} {' '.join(seg_words)} run.dir={seg_dir}",
+        steps.append(Step("seg", f"wsss train {seg} {' '.join(seg_words)} run.dir={seg_dir}",
                           lambda: self._train_stage(root, seg_words, seg_dir)))  # fmt: skip
         steps.append(Step("predict", f"wsss predict {seg_dir} --split {split} --crf",
                           lambda: self._predict(seg_dir, split)))  # fmt: skip
-        steps.append(Step("report", f"wsss report {cls_dir} && wsss report {seg_dir}",
-                          lambda: self._report(cls_dir, seg_dir)))  # fmt: skip
-        if self.opts.images:
-            images = " ".join(map(str, self.opts.images))
-            steps.append(Step("new photos", f"wsss predict {seg_dir} --images {images} --out {out / 'new_masks'} "
-                              "--crf --overlay", lambda: self._new_photos(seg_dir)))  # fmt: skip
+        steps.append(Step("report", f"wsss report {labels_run} && wsss report {seg_dir}",
+                          lambda: self._report(labels_run, seg_dir)))  # fmt: skip
+        return steps
+
+    def _seg_preset(self) -> str:
+        """The DeepLab stage's preset: ``--seg``, else the GPU's or the CPU's."""
+        if self.opts.seg == SEG_PRESET and self._gpu():
+            return clip_route.GPU_PRESETS["seg"]
+        return self.opts.seg
+
+    def _clip_steps(self, root: Path, out: Path, facts: DataFacts) -> list[Step]:
+        """A CLIP mode (docs/own-photos.md#with-clip-files): the photos tagged by CLIP-ES where there are no labels;
+        WeCLIP+ trained on the photos, or CLIP-ES's CAMs and CRF labels then the DeepLab stage."""
+        clip_dir, words, steps = out / "clip", self.words["clip"], []
+        device = self.choices["device"].value or "cpu"  # the CLIP presets name cuda
+        clip_file = self.files[clip_route.CLIP_KEY]
+        # the CLIP-ES run: the words of the CLIP method less its file; beside WeCLIP+ (the tagger), its options only
+        es_words = [w for w in words if _key(w) != clip_route.CLIP_KEY]
+        if self.mode.value == clip_route.WECLIP:
+            es_words = clip_route.words_of(clip_route.CLIP_ES_PRESET, es_words)
+        es = clip_route.CLIP_ES_PRESET
+        if self._tags() or self.mode.value == clip_route.CLIP_ES:
+            command = f"wsss import clip_es {clip_file} --config {es} --out {clip_dir} data.root={root}"
+            steps.append(Step("clip", " ".join([command, *es_words]),
+                              lambda: clip_route.import_clip_run(clip_file, root, clip_dir, es_words, device=device)))
+        if self._tags():
+            edited = " --labels-from tags.csv --overwrite" if (root / "tags.csv").is_file() else ""
+            steps.append(Step("tag", f"wsss tag {clip_dir} --split train{edited}", lambda: self._tag(root, clip_dir)))
+        if self.mode.value == clip_route.CLIP_ES:
+            steps.append(Step("cam", f"wsss cam {clip_dir} --split train", lambda: self._cam(clip_dir)))
+            steps.append(Step("pseudo", f"wsss pseudo {clip_dir} --split train --refine crf",
+                              lambda: self._pseudo(clip_dir, None, refine="crf")))  # fmt: skip
+            return steps + self._seg_steps(root, out, facts, clip_dir)
+        weclip_dir, preset = out / "weclip", clip_route.WECLIP_PRESET
+        cfg = run_config(preset, [f"data.root={root}", *words], weclip_dir, device=device)
+        self.configs["weclip"] = cfg
+        self.choices["crf_workers"] = self._crf_workers()
+        split = "val" if facts.val else "train"
+        self.choices["predict"] = Choice(split, ("the val split" if facts.val else "no val split: the train photos")
+                                         + ", by WeCLIP+'s official test fusion (scales 1 and 1.5 with flips, the "
+                                         "long side at 512; no CRF, as the paper's test)")  # fmt: skip
+        steps.append(Step("weclip", f"wsss train {preset} data.root={root} {' '.join(words)} run.dir={weclip_dir}",
+                          lambda: self._train(cfg)))  # fmt: skip
+        steps.append(Step("predict", f"wsss predict {weclip_dir} --split {split}",
+                          lambda: self._predict(weclip_dir, split, crf=False)))  # fmt: skip
+        steps.append(Step("report", f"wsss report {weclip_dir}", lambda: self._report(weclip_dir)))
         return steps
 
     def _stage_choice(self, facts: DataFacts) -> Choice:
@@ -585,18 +696,64 @@ class Route:
         run_checks(root, checks, progress=self.opts.progress, advice=ROUTE_CHECK_ADVICE)
 
     def _train(self, cfg: Config) -> None:
-        train_run(cfg, progress=self.opts.progress)
+        """A training: in this process, or as one torchrun process per CUDA device (its config written beside its
+        run, checked here first as ``wsss train`` checks it)."""
+        if self.processes == 1:
+            train_run(cfg, progress=self.opts.progress)
+            return
+        from wsss.core.config import save_config
+        from wsss.runs.train_checks import check_training_data
+
+        check_training_data(cfg, progress=self.opts.progress, advice=ROUTE_CHECK_ADVICE)
+        path = Path(f"{cfg.run.dir}.yaml")
+        save_config(cfg, path)
+        gpus.train_processes(self.processes, [str(path), "--skip-check", *([] if self.opts.progress else ["--quiet"])])
+
+    def _shared(self, argv: list[str]) -> Any:
+        """A per-photo step shared among the route's processes (``wsss ARGV`` in the others), where it runs given."""
+        device = self.choices["device"].value
+        where = [*(["--device", str(device)] if device else []), *(["--quiet"] if not self.opts.progress else [])]
+        workers = self.choices["crf_workers"].value
+        where += ["--crf-workers", str(workers)] if workers is not None and argv[0] != "cam" else []
+        return gpus.sharded(self.processes, [*argv, *where])
 
     def _where(self) -> dict[str, Any]:
         """Where the per-photo steps run: the route's device and CRF workers (not what they compute)."""
         return {"device": self.choices["device"].value, "crf_workers": self.choices["crf_workers"].value}
 
     def _cam(self, cls_dir: Path) -> None:
-        cams(cls_dir, "train", progress=self.opts.progress, **self._where())
+        with self._shared(["cam", str(cls_dir), "--split", "train"]):
+            cams(cls_dir, "train", progress=self.opts.progress, **self._where())
 
-    def _pseudo(self, cls_dir: Path, level: float) -> None:
-        # `--levels B/B`: one level
-        pseudo_labels(cls_dir, "train", (level, level), refine="par", progress=self.opts.progress, **self._where())
+    def _pseudo(self, cls_dir: Path, level: float | None, refine: str = "par") -> None:
+        # `--levels B/B`: one level; None: the run's own (CLIP-ES's CRF)
+        levels = (level, level) if level is not None else None
+        given = ["--levels", f"{level:g}/{level:g}"] if level is not None else []
+        with self._shared(["pseudo", str(cls_dir), "--split", "train", "--refine", refine, *given]):
+            pseudo_labels(cls_dir, "train", levels, refine=refine, progress=self.opts.progress, **self._where())
+
+    def _tag(self, root: Path, clip_dir: Path) -> None:
+        """``wsss tag``: CLIP's labels of the photos (``tags.csv`` read back once there: the user's edits); when the
+        labels differ from those the later steps were made from, those steps are made again."""
+        summary, edited = clip_route.tag_photos(clip_dir, "train", device=self.choices["device"].value or "cpu",
+                                                progress=self.opts.progress)  # fmt: skip
+        self.say(("  the labels column of tags.csv (edit it and rerun to change them)\n" if edited else "")
+                 + summary.format())  # fmt: skip
+        if summary.with_mask:
+            self.scores["tags"] = {"precision": summary.precision, "recall": summary.recall,
+                                   "photos": summary.with_mask}  # fmt: skip
+        splits = ["train", *(["val"] if self._facts().val else [])]
+        masked = clip_route.labels_from_masks(root, splits)
+        if masked:
+            self.say(f"  the {masked} photos with a mask take its classes as their labels (tags.csv keeps CLIP's)")
+        digest, record = clip_route.labels_digest(root, self._facts().train), self.out / TAGS_DIGEST
+        if record.is_file() and record.read_text().strip() != digest:
+            self.say("route: the labels changed since the steps after the tags ran (tags.csv edited): they run again")
+            for path in [*(self.out / n for n in AFTER_TAGS), *(clip_dir / n for n in AFTER_TAGS_CLIP)]:
+                if path.exists():
+                    shutil.rmtree(path)
+        with atomic_write(record, "w") as f:
+            f.write(digest + "\n")
 
     def _stage_config(self, root: Path, seg_words: list[str], run_dir: Path, stage: str, view: Path | None) -> Config:
         """The DeepLab stage's config (:func:`stage_config`): ``mixed`` the weak labels with the masks in their
@@ -654,11 +811,14 @@ class Route:
         self.stage_root = view or root
         self._train(self._stage_config(root, seg_words, seg_dir, stage, view))
 
-    def _predict_split(self, run_dir: Path, split: str, root: Path | None = None) -> Path:
-        return predict_split(run_dir, split, root=root, crf=True, progress=self.opts.progress, **self._where())
+    def _predict_split(self, run_dir: Path, split: str, root: Path | None = None, crf: bool = True) -> Path:
+        argv = ["predict", str(run_dir), "--split", split, *(["--data-root", str(root)] if root else []),
+                *(["--crf"] if crf else [])]  # fmt: skip
+        with self._shared(argv):
+            return predict_split(run_dir, split, root=root, crf=crf, progress=self.opts.progress, **self._where())
 
-    def _predict(self, seg_dir: Path, split: str) -> None:
-        pred = self._predict_split(seg_dir, split)
+    def _predict(self, seg_dir: Path, split: str, crf: bool = True) -> None:
+        pred = self._predict_split(seg_dir, split, crf=crf)
         self.masks = pred
         facts = self._facts()
         root = self.stage_root or facts.root
@@ -667,16 +827,16 @@ class Route:
             self.scores[f"{split}_miou"] = 100 * _miou(pred, root, split)
             self.scores[f"{split}_scored_photos"] = len(masked)
 
-    def _report(self, cls_dir: Path, seg_dir: Path) -> None:
+    def _report(self, *run_dirs: Path) -> None:
         from wsss.report import write_report
 
-        self.reports = [write_report(cls_dir), write_report(seg_dir)]
+        self.reports = [write_report(d) for d in run_dirs]
 
-    def _new_photos(self, seg_dir: Path) -> None:
+    def _new_photos(self, run_dir: Path, crf: bool = True) -> None:
         from wsss.runs.photos import predict_photos
 
-        self.new_masks = predict_photos(load_step_run(seg_dir, **self._where()), list(self.opts.images),
-                                        self.out / "new_masks", crf=True, overlay=True,
+        self.new_masks = predict_photos(load_step_run(run_dir, **self._where()), list(self.opts.images),
+                                        self.out / "new_masks", crf=crf, overlay=True,
                                         progress=self.opts.progress)  # fmt: skip
 
     # -- the whole route --------------------------------------------------------------------------------------------

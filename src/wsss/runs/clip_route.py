@@ -72,6 +72,15 @@ def choose_mode(clip: str | None, dinov2: str | None) -> Mode:
     return Mode(NO_CLIP, "no CLIP file: a classifier on ImageNet weights, as measured on real photos here")
 
 
+def words_of(preset: str, words: Sequence[str]) -> list[str]:
+    """The ``words`` that ``preset``'s method takes: an ``options.KEY`` word of another method's left out (WeCLIP+'s
+    words beside the CLIP-ES run that tags the photos)."""
+    from wsss.core.config import load_config
+
+    own = load_config(preset).options
+    return [w for w in words if not (w.startswith("options.") and w.partition("=")[0][8:].split(".")[0] not in own)]
+
+
 def import_clip_run(
     clip: str | os.PathLike, root: str | os.PathLike, out: str | os.PathLike, words: Sequence[str] = (), *,
     preset: str = CLIP_ES_PRESET, device: str | None = None,
@@ -102,6 +111,23 @@ def tag_photos(
     if tags.is_file():
         return tag_split(run, split, labels_from=tags, overwrite=True, progress=progress), True
     return tag_split(run, split, overwrite=True, progress=progress), False
+
+
+def labels_from_masks(root: str | os.PathLike, splits: Sequence[str]) -> int:
+    """The photos of ``splits`` that have a mask take its classes as their labels in ``root/cls_labels.npy`` (a mask
+    is the truth the tags were scored against; check-data refuses labels that disagree with a mask); their count."""
+    from wsss.data.voc import VOCDataset, labels_from_mask, load_cls_labels, write_cls_labels
+
+    labels, changed = None, 0
+    for split in splits:
+        ds = VOCDataset(root, split)
+        labels = labels if labels is not None else dict(load_cls_labels(root, ds.num_classes) or {})
+        for i in ds.ids:
+            if ds.has_mask(i):
+                labels[i], changed = labels_from_mask(ds.load_mask(i), ds.num_classes), changed + 1
+    if changed:
+        write_cls_labels(root, labels or {})
+    return changed
 
 
 def labels_digest(root: str | os.PathLike, ids: Sequence[str]) -> str:

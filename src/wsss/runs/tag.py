@@ -15,8 +15,9 @@ photo's labels). Written into the dataset (``ROOT``):
 Where a photo has a mask, the tags are compared with the classes of its mask: precision and recall over
 (photo, class) pairs (``TagSummary``).
 
-The route from photos and class names alone: ``prepare folder`` without ``--labels`` -> ``import clip_es``
--> ``tag`` -> ``cam`` -> ``pseudo --refine crf`` (README, "Masks from photos and class names").
+The route from photos and class names alone: ``wsss route PHOTOS --classes C --clip FILE`` runs this step
+(docs/own-photos.md#with-clip-files); by hand, ``prepare folder`` without ``--labels`` -> ``import clip_es`` ->
+``tag`` -> ``cam`` -> ``pseudo --refine crf``.
 """
 
 from __future__ import annotations
