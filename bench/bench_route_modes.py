@@ -13,10 +13,9 @@ CLIP and a ViT-S/14 DINOv2 of the real sizes (what a step costs), ``tiny`` the r
 Prints one JSON line per mode (its wall seconds and each step's, from ``summary.json``), then all of them.
 
     python bench/bench_route_modes.py --out /tmp/route_modes --photos 200 --size 320
-    python bench/bench_route_modes.py --out /tmp/dry --photos 8 --size 64 --weights tiny run.device=cpu \
-        train.epochs=1 seg.data.crop_size=64 cls.data.crop_size=64 clip.data.crop_size=64 \
-        clip.options.quick_gelu=true clip.options.dino_heads=2 clip.options.test_resize_long=64 \
-        clip.infer.resize_long=64 --folds 0   # a dry run of the script on a CPU
+    python bench/bench_route_modes.py --out /tmp/dry --photos 8 --size 64 --weights tiny --folds 0 \
+        run.device=cpu train.epochs=1 data.crop_size=64 clip.options.test_resize_long=64 \
+        clip.infer.resize_long=64   # a dry run of the script on a CPU
 """
 
 from __future__ import annotations
@@ -73,6 +72,17 @@ def route_args(mode: str, folder: Path, labels: Path, classes: Path, clip: Path,
     return args
 
 
+def mode_words(mode: str, words: list[str]) -> list[str]:
+    """The words of one mode: ``clip.options.*`` words of WeCLIP+ kept from the CLIP-ES modes' run."""
+    from wsss.runs.clip_route import CLIP_ES_PRESET, words_of
+
+    if mode == "weclip":
+        return words
+    clip = [w[5:] for w in words if w.startswith("clip.")]
+    kept = {f"clip.{w}" for w in words_of(CLIP_ES_PRESET, clip)}
+    return [w for w in words if not w.startswith("clip.") or w in kept]
+
+
 def main() -> None:
     sys.path.insert(0, str(REPO / "src"))
     from wsss.cli import main as wsss
@@ -90,12 +100,14 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     folder, labels, classes = photos(a.out, a.photos, a.size)
     clip, dino = weights(a.out / "weights", a.weights)
+    # the files are state dicts that do not say CLIP's activation (QuickGELU, as OpenAI's); the tiny DINOv2 has 2 heads
+    files = ["clip.options.quick_gelu=true", *(["clip.options.dino_heads=2"] if a.weights == "tiny" else [])]
     results = {}
     for mode in a.modes.split(","):
         out = a.out / f"route_{mode}"
         t0 = time.perf_counter()
         code = wsss([*route_args(mode, folder, labels, classes, clip, dino, out), "--folds", a.folds, "--quiet",
-                     *a.overrides])  # fmt: skip
+                     *mode_words(mode, [*files, *a.overrides])])  # fmt: skip
         wall = time.perf_counter() - t0
         summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
         results[mode] = {"status": code, "wall_s": round(wall, 1), "steps_s": summary.get("seconds", {}),

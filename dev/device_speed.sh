@@ -42,8 +42,8 @@
 #          bash dev/device_speed.sh /tmp/rehearse_speed
 #   the route's part alone, a dry run here:
 #          PARTS=6 DEVICE=cpu PYTHON=/work/main/.venv/bin/python ROUTE_PHOTOS=8 ROUTE_SIZE=64 ROUTE_WEIGHTS=tiny \
-#          ROUTE_WORDS="run.device=cpu train.epochs=1 data.crop_size=64 clip.options.quick_gelu=true \
-#          clip.options.dino_heads=2 clip.options.test_resize_long=64 clip.infer.resize_long=64" \
+#          ROUTE_WORDS="run.device=cpu train.epochs=1 data.crop_size=64 clip.options.test_resize_long=64 \
+#          clip.infer.resize_long=64" \
 #          BUDGET=100000 bash dev/device_speed.sh /tmp/rehearse_route
 set -u
 OUT=${1:-/tmp/device_speed}

@@ -28,8 +28,15 @@ data the choices were made from; ``OUT/summary.json``: the choices, each step's 
 :class:`RouteResult` :func:`run_route` returns); ``OUT/steps.jsonl``: each run's time of each step, a stopped one's
 too (the step runner of :mod:`wsss.pipelines.steps`).
 
+With CLIP files (``clip`` / ``dinov2``: docs/own-photos.md#with-clip-files; ``wsss.runs.clip_route``) the
+classifier gives way: with both, WeCLIP+ trained on the photos into ``OUT/weclip`` and its masks by the official test
+fusion; with CLIP alone, CLIP-ES's CAMs and CRF labels (``OUT/clip``), then steps 5-8; photos with classes and no
+labels are tagged by the CLIP-ES run first (``tags.csv``, read back on a rerun). On a CUDA device the trainings use
+the GPU presets (``configs/*/route_gpu.yaml``); with several, one torchrun process each, the per-photo steps shared.
+
 Overrides: ``KEY=VALUE`` words of the config (docs/configs.md); ``cls.KEY=VALUE`` sets the classifier's only,
-``seg.KEY=VALUE`` the DeepLab stage's (its folds' too), a word without a prefix both (``run.seed=1``). Where a
+``seg.KEY=VALUE`` the DeepLab stage's (its folds' too), ``clip.KEY=VALUE`` the CLIP method's, a word without a
+prefix all (``run.seed=1``). Where a
 command runs (``core.config.EXECUTION_KEYS``: ``run.device``, ``run.threads``, ``data.num_workers``,
 ``infer.crf_workers``) is no setting of the route: a route stopped on one machine continues on another.
 """
