@@ -509,9 +509,10 @@ class Route:
         root = out / "data" if prepares else Path(self.opts.data).resolve()
         steps: list[Step] = []
         if prepares:
-            given = [f"--images {self.opts.data}", *(f"--labels {self.opts.labels}" for _ in [1] if self.opts.labels),
-                     f"--classes {self.opts.classes}", *(f"--masks {self.opts.masks}" for _ in [1] if self.opts.masks)]
-            steps.append(Step("prepare", f"wsss prepare folder {' '.join(given)} --out {root}",
+            labels = f" --labels {self.opts.labels}" if self.opts.labels else ""
+            masks = f" --masks {self.opts.masks}" if self.opts.masks else ""
+            steps.append(Step("prepare", f"wsss prepare folder --images {self.opts.data}{labels} --classes "
+                                         f"{self.opts.classes}{masks} --out {root}",
                               lambda: self._prepare(root)))  # fmt: skip
             if not (root / PREPARED).is_file():  # the choices are made from the prepared dataset, once it is
                 if self.opts.plan_only:
@@ -547,8 +548,9 @@ class Route:
         if device is None or not str(device).startswith("cuda"):
             self.processes = 1
             if self.mode.value != clip_route.NO_CLIP:
-                return Choice("cpu", "on the CPU: the CLIP method's GPU preset on the CPU (no CPU preset of it was "
-                                     "measured on real photos; slow at full size), the CPU presets for the rest")
+                slow = "no CPU preset of it was measured on real photos; slow at full size"
+                return Choice("cpu", f"on the CPU: the CLIP method's GPU preset on the CPU ({slow}), the CPU presets "
+                                     "for the rest")  # fmt: skip
             return Choice("cpu", "the CPU presets (configs/*/real_cpu.yaml)")
         n = self.processes = self._processes()
         many = f"; {n} CUDA devices: a training as {n} torchrun processes, the per-photo steps shared" if n > 1 else ""
@@ -628,8 +630,11 @@ class Route:
         es = clip_route.CLIP_ES_PRESET
         if self._tags() or self.mode.value == clip_route.CLIP_ES:
             command = f"wsss import clip_es {clip_file} --config {es} --out {clip_dir} data.root={root}"
-            steps.append(Step("clip", " ".join([command, *es_words]),
-                              lambda: clip_route.import_clip_run(clip_file, root, clip_dir, es_words, device=device)))
+
+            def made() -> Path:
+                return clip_route.import_clip_run(clip_file, root, clip_dir, es_words, device=device)
+
+            steps.append(Step("clip", " ".join([command, *es_words]), made))
         if self._tags():
             edited = " --labels-from tags.csv --overwrite" if (root / "tags.csv").is_file() else ""
             steps.append(Step("tag", f"wsss tag {clip_dir} --split train{edited}", lambda: self._tag(root, clip_dir)))
