@@ -37,6 +37,15 @@ def test_the_weight_files_are_config_words():
     assert clip_route.weight_words([*words, "options.dino_weights=d"])["options.dino_weights"] == "d"
 
 
+def test_the_words_of_clip_es_leave_out_weclip_plus_options_only():
+    """Beside WeCLIP+, the CLIP-ES run that tags the photos takes the CLIP words its method knows: its own options
+    (those its preset leaves at their defaults too) and every other section; WeCLIP+'s options are left out."""
+    words = ["options.quick_gelu=true", "options.dino_heads=2", "options.embedding_dim=32", "train.lr=1",
+             "options.synonyms={cat: kitty}"]  # fmt: skip
+    assert clip_route.words_of(clip_route.CLIP_ES_PRESET, words) == [
+        "options.quick_gelu=true", "train.lr=1", "options.synonyms={cat: kitty}"]  # fmt: skip
+
+
 def _photos(tmp_path):
     from wsss.data import generate_synthetic
 

@@ -75,9 +75,12 @@ def choose_mode(clip: str | None, dinov2: str | None) -> Mode:
 def words_of(preset: str, words: Sequence[str]) -> list[str]:
     """The ``words`` that ``preset``'s method takes: an ``options.KEY`` word of another method's left out (WeCLIP+'s
     words beside the CLIP-ES run that tags the photos)."""
-    from wsss.core.config import load_config
+    from dataclasses import fields
 
-    own = load_config(preset).options
+    from wsss.core.config import load_config
+    from wsss.methods import get_method_class
+
+    own = {f.name for f in fields(get_method_class(load_config(preset).method).Options)}
     return [w for w in words if not (w.startswith("options.") and w.partition("=")[0][8:].split(".")[0] not in own)]
 
 
