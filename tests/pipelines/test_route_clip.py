@@ -253,17 +253,23 @@ def test_sigterm_in_weclip_plus_then_the_same_command_gives_the_uninterrupted_ma
 
 
 @pytest.mark.slow
-def test_the_six_voc_photos_from_class_names_and_a_clip_file(photos, tmp_path, capsys, one_thread):
+@pytest.mark.parametrize("dinov2", [False, True], ids=["clip_es", "weclip_plus"])
+def test_the_six_voc_photos_from_class_names_and_clip_files(dinov2, photos, tmp_path, capsys, one_thread):
+    """The six VOC photos with their class names only: tagged by the CLIP-ES run, then CLIP-ES and the DeepLab stage,
+    or WeCLIP+ (the tagger then takes the CLIP words its method knows, WeCLIP+'s options left out)."""
     classes = tmp_path / "classes.txt"
     from wsss.data.classes import VOC_CLASSES
 
     classes.write_text("\n".join(VOC_CLASSES) + "\n")
     out = tmp_path / "route"
+    files = ["--clip", str(photos["clip"]), *(["--dinov2", str(photos["dinov2"]), *WECLIP_TINY] if dinov2 else [])]
     assert main(["route", str(VOC_REAL_MINI / "JPEGImages"), "--classes", str(classes), "--masks",
-                 str(VOC_REAL_MINI / "SegmentationClass"), "--clip", str(photos["clip"]), "--out", str(out), *FAST,
-                 *TINY, "data.crop_size=128"]) == 0  # fmt: skip
+                 str(VOC_REAL_MINI / "SegmentationClass"), *files, "--out", str(out), *FAST, *TINY,
+                 "data.crop_size=128"]) == 0  # fmt: skip
     said = capsys.readouterr().out
-    assert "route: mode: clip_es" in said and "tags against the classes of" in said
+    mode = "weclip_plus" if dinov2 else "clip_es"
+    assert f"route: mode: {mode}" in said and "tags against the classes of" in said
     with open(out / "data/tags.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len((out / "data/ImageSets/Segmentation/train.txt").read_text().split())
-    assert len(_masks(out / "seg/predictions_crf/val")) >= 1
+    final = out / ("weclip/predictions/val" if dinov2 else "seg/predictions_crf/val")
+    assert sorted(_masks(final)) == sorted((out / "data/ImageSets/Segmentation/val.txt").read_text().split())
