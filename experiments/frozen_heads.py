@@ -1,5 +1,5 @@
 """Which head makes the class maps: RCA's class-specific heads against the CAM baseline's 1x1 classifier on the
-same frozen features (issue 31: why RCA's real-photo CAMs are empty).
+same frozen features (why RCA's real-photo CAMs are empty).
 
 The backbone is taken out of the question: the ImageNet MobileNetV2 of the real-photo presets (output stride
 16, eval mode, no gradient) computes the final features of every training photo once, squashed to a
