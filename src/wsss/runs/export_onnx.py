@@ -3,7 +3,8 @@
 The file computes what ``wsss predict`` computes at one scale: the logits of a photo and of its mirror image, fused
 as the run's ``infer.flip_fuse`` says, at the input's height and width (both dynamic, as is the batch). It takes the
 normalised photo; its ``metadata_props`` state the normalisation and the class names. Exported with
-``torch.onnx.export(dynamo=True)`` (the ``onnx`` and ``onnxscript`` packages: ``pip install 'wsss[export]'``).
+``torch.onnx.export(dynamo=True)`` and checked in onnxruntime (``onnx``, ``onnxscript``, ``onnxruntime``: the
+``wsss[export]`` extra).
 """
 
 from __future__ import annotations
