@@ -48,7 +48,7 @@ test-portable: $(STAMP)
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -k golden -p no:randomly $(PYTEST_ARGS)
 
 # The golden (parity) tests on the newest torch and torchvision the package registry serves, in a second venv
-# (pyproject.toml states a range; make setup installs constraints.txt's versions; .ci/run runs both). Its first line
+# (pyproject.toml states a range; make setup installs constraints.txt's versions; .ci/newest-torch is the CI job that runs it). Its first line
 # names the versions it got: where the newest is the pinned one, it tests that version again.
 NEWEST_VENV := .venv-newest-torch
 test-newest-torch:
