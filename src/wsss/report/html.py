@@ -25,7 +25,6 @@ its scores ``report/summary.json`` (``{split: {folder: wsss eval's JSON}}``). Nu
 
 from __future__ import annotations
 
-import copy
 import html
 import json
 from collections.abc import Sequence
@@ -48,9 +47,9 @@ from wsss.core.config import (
 from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_write, remove_stale_temps
 from wsss.data import VOCDataset
-from wsss.data.voc import available_splits, run_dataset
+from wsss.data.voc import available_splits, masked_view, run_dataset
 from wsss.engine.defaults import run_has_seg_head
-from wsss.evaluation import EvalResult, confusion_matrix, evaluate, scores_from_hist
+from wsss.evaluation import EvalResult, confusion_matrix, coverage_note, evaluate, scores_from_hist
 from wsss.report.figures import (
     IGNORE,
     OUTPUTS,
@@ -224,19 +223,6 @@ def _image_miou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
     return float(scores_from_hist(confusion_matrix(gt, pred, num_classes))["miou"])
 
 
-def _masked_view(ds: VOCDataset) -> VOCDataset | None:
-    """The split's photos with a ground-truth mask, as a dataset (``ds`` itself when all have one; None when none
-    has): `wsss prepare folder --masks` leaves the photos you drew no mask for in the split."""
-    masked = [i for i in ds.ids if ds.has_mask(i)]
-    if len(masked) == len(ds.ids):
-        return ds if masked else None
-    if not masked:
-        return None
-    view = copy.copy(ds)
-    view.ids = masked
-    return view
-
-
 def _score_outputs(run: Path, scored: VOCDataset | None, split: str) -> dict[str, tuple[str, EvalResult]]:
     """Every output folder of the split that holds the masked photos' files, scored on them as `wsss eval` scores
     it: folder -> (title, result)."""
@@ -392,13 +378,13 @@ def _split_section(
     """One split's part of the page (summary, images, per class, co-occurrence), the grids it shows and its
     scores for summary.json."""
     split = ds.split
-    scored = _masked_view(ds)
+    scored = masked_view(ds)
     results = _score_outputs(run, scored, split)
     grids, rank_folder = _ranked_grids(run, ds, scored, out, results, max_images)
     chart_path = per_id_path(out, f"cooccurrence_{split}", ".png")
     chart = cooccurrence_chart({t: r for t, r in results.values()}, chart_path) if results else None
-    coverage = (f"Scored on the {plural(len(scored), 'photo')} of the {len(ds)} with a ground-truth mask. "
-                if scored is not None and scored is not ds else "")  # fmt: skip
+    note = coverage_note(len(scored), len(ds)) if scored is not None and scored is not ds else ""
+    coverage = f"{note[:1].upper()}{note[1:]}. " if note else ""
     missing = _next_steps(run, split, can_predict, scored is not None)
     summary_html, per_class_html, cooc_html = _result_sections(results, split, chart, coverage, missing)
     figures = "".join(
