@@ -10,7 +10,8 @@ Inputs:
 - ``--labels FILE``: the image-level labels, in one of three forms:
 
   * ``.csv`` with a header ``image,labels``: one row per image, the second column lists class
-    names separated by ``;`` (``cat;dog``), or is empty for an image with no foreground class;
+    names separated by ``;`` (``cat;dog``), or is empty for an image with no foreground class; a file whose
+    names are all classes only when split by spaces, ``|`` or ``,`` (quoted) instead is read so, with a warning;
   * ``.csv`` with a header ``image,<class>,<class>,...`` (every foreground class): 0/1 columns;
   * ``.txt``: ``<image> <class> <class> ...`` whitespace-separated (names without spaces, or
     class indices 1..C-1 as in the masks).
@@ -52,7 +53,14 @@ from tqdm import tqdm
 
 from wsss.core.errors import DataError, UsageError
 from wsss.data.check import PROGRESS_MIN, check_image, check_mask
-from wsss.data.classes import ClassLookup, parse_classes, write_classes
+from wsss.data.classes import (
+    NAME_SEPARATOR,
+    OTHER_SEPARATORS,
+    ClassLookup,
+    parse_classes,
+    split_names,
+    write_classes,
+)
 from wsss.data.photos import PHOTO_SUFFIXES, is_photo
 from wsss.data.prepare import (
     PrepareSummary,
@@ -85,8 +93,9 @@ def read_label_file(path: Path, class_names: list[str]) -> tuple[dict[str, tuple
         out[key] = (sorted(set(classes)), where)
 
     text = read_text_file(path, "label file")
+    warnings: list[str] = []
     rows = (
-        _csv_label_rows(path, text, lookup)
+        _csv_label_rows(path, text, lookup, warnings)
         if path.suffix.lower() == ".csv"
         else _txt_label_rows(text, path, len(class_names), lookup)
     )
@@ -95,12 +104,16 @@ def read_label_file(path: Path, class_names: list[str]) -> tuple[dict[str, tuple
     lookup.check(path)  # every unknown class name of the file, in one error
     if not out:
         raise DataError(f"{path}: no labelled images")
-    return out, [w for w in [lookup.case_warning(path)] if w]
+    return out, warnings + [w for w in [lookup.case_warning(path)] if w]
 
 
-def _csv_label_rows(path: Path, text: str, lookup: ClassLookup) -> Iterator[tuple[str, list[int], str]]:
-    """(image key, class indices, "file:line") of a CSV label file: ``image,labels`` (classes joined by ``;``)
-    or the wide ``image,<class>,...`` with 0/1 columns. Unknown class names are left out (``lookup`` has them)."""
+def _csv_label_rows(
+    path: Path, text: str, lookup: ClassLookup, warnings: list[str]
+) -> Iterator[tuple[str, list[int], str]]:
+    """(image key, class indices, "file:line") of a CSV label file: ``image,labels`` (classes joined by ``;``, or
+    by the one other common separator that makes every name a class: ``ClassLookup.separator``, said in
+    ``warnings``) or the wide ``image,<class>,...`` with 0/1 columns. Unknown class names are left out
+    (``lookup`` has them)."""
     rows = list(csv.reader(text.splitlines()))
     if not rows:
         raise DataError(f"{path}: empty label file")
@@ -111,6 +124,10 @@ def _csv_label_rows(path: Path, text: str, lookup: ClassLookup) -> Iterator[tupl
             f"{path}:1: header must be 'image,labels' or 'image,<class>,<class>,...', got {','.join(header)!r}"
         )
     columns = [lookup.lookup(h, 1) for h in header[1:]] if wide else []
+    sep = NAME_SEPARATOR if wide else lookup.separator([r[1] for r in rows[1:] if len(r) == len(header)])
+    if sep != NAME_SEPARATOR:
+        warnings.append(f"{path}: the classes of each row are separated by {OTHER_SEPARATORS[sep]}, not "
+                        f"{NAME_SEPARATOR!r}: read so, as every name of every row is then a class")  # fmt: skip
     for n, row in enumerate(rows[1:], start=2):
         where = f"{path}:{n}"
         if not row or not any(c.strip() for c in row):
@@ -125,7 +142,7 @@ def _csv_label_rows(path: Path, text: str, lookup: ClassLookup) -> Iterator[tupl
                 if v.strip() == "1" and c is not None:
                     classes.append(c)
         else:
-            found = [lookup.lookup(s.strip(), n) for s in row[1].split(";") if s.strip()]
+            found = [lookup.lookup(name, n) for name in split_names(row[1], sep)]
             classes = [c for c in found if c is not None]
         yield row[0].strip(), classes, where
 
