@@ -175,6 +175,20 @@ def test_a_partly_masked_split_is_scored_on_its_masked_photos(reported, synth_ro
     assert _split_cells(text)[("val", "pseudo", "miou")] == f"{100 * json.loads(js.read_text())['miou']:.2f}"
 
 
+def test_the_page_says_what_to_do_from_its_figures_and_the_route_folds_beside_it(reported, tmp_path):
+    """Under each split's summary, the advice of report/advice.py on its last output, with the folds of the route
+    summary beside the run when there is one."""
+    text = (reported[0] / "report/index.html").read_text()
+    assert '<h3 id="val-advice">What to do</h3><p class=note>From the segmentation' in text
+    assert "More masks" not in text  # no route beside it
+    run = tmp_path / "route" / "seg"
+    shutil.copytree(reported[0], run)
+    folds = {"mixed": {"mean": 20.0, "folds": [19.0, 21.0]}, "masks": {"mean": 22.0, "folds": [21.5, 22.5]}}
+    (run.parent / "summary.json").write_text(json.dumps({"scores": {"folds": folds}}))
+    assert main(["report", str(run), "--split", "val", "--max-images", "1"]) == 0
+    assert "<li>More masks should help: your masks alone scored 22.00" in (run / "report/index.html").read_text()
+
+
 def test_the_advice_of_a_run_without_a_segmentation_head_names_no_prediction(reported, synth_root, tmp_path):
     """Issue 79: the report's advice follows what the run can do: a run without a segmentation head is not sent to
     `wsss predict`, which refuses it."""

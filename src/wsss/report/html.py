@@ -9,6 +9,7 @@ the training split of a dataset without a val split;
 - a summary table: the mIoU of every output the run has on the split (CAM seeds, pseudo labels,
   segmentation, segmentation + CRF), each scored with the evaluator of ``wsss eval`` (so the numbers
   are the same), with the pixel accuracy, the mean false-activation rate and the share left at 255;
+- what to do, from the last output's figures and the route's folds (report/advice.py);
 - the per-class table (IoU and false-activation rate of each output);
 - the co-occurrence diagnostics as a chart (false activation per class, pair-confusion matrices) and
   the largest confusions as text;
@@ -50,6 +51,7 @@ from wsss.data import VOCDataset
 from wsss.data.voc import available_splits, masked_view, run_dataset
 from wsss.engine.defaults import run_has_seg_head
 from wsss.evaluation import EvalResult, confusion_matrix, coverage_note, evaluate, scores_from_hist
+from wsss.report.advice import advice, route_folds
 from wsss.report.figures import (
     IGNORE,
     OUTPUTS,
@@ -372,11 +374,21 @@ def _result_sections(
     return summary_html, per_class_html, cooc_html
 
 
+def _advice_html(results: dict[str, tuple[str, EvalResult]], folds: dict[str, Any] | None) -> str:
+    """What to do, from the last output's figures (report/advice.py) and the route's folds."""
+    if not results:
+        return ""
+    title, last = results[next(reversed(results))]
+    items = "".join(f"<li>{_e(line)}</li>" for line in advice(last, folds))
+    return f"<p class=note>From the {_e(title)}:</p><ul>{items}</ul>"
+
+
 def _split_section(
-    run: Path, ds: VOCDataset, out: Path, max_images: int, can_predict: bool | None
-) -> tuple[str, list[str], dict[str, Any]]:
-    """One split's part of the page (summary, images, per class, co-occurrence), the grids it shows and its
-    scores for summary.json."""
+    run: Path, ds: VOCDataset, out: Path, max_images: int, can_predict: bool | None,
+    folds: dict[str, Any] | None = None,
+) -> tuple[str, list[str], dict[str, Any]]:  # fmt: skip
+    """One split's part of the page (summary, what to do, images, per class, co-occurrence), the grids it shows and
+    its scores for summary.json."""
     split = ds.split
     scored = masked_view(ds)
     results = _score_outputs(run, scored, split)
@@ -392,9 +404,11 @@ def _split_section(
         for g, i, c in grids
     )
     order = f"worst first by per-image mIoU of the {_e(results[rank_folder][0])}" if rank_folder else "in split order"
+    advice_html = _advice_html(results, folds)
     s = _e(split)
     html_text = f"""<h2 id="split-{s}">Split {s} ({plural(len(ds), "image")})</h2>
 <h3 id="{s}-summary">Summary (%)</h3>{summary_html}
+{f'<h3 id="{s}-advice">What to do</h3>{advice_html}' if advice_html else ""}
 <h3 id="{s}-images">Images ({order}; {len(grids)} of {len(ds)})</h3>
 <p class=note>CAMs: the map of each labelled class over the image (jet: red = high). Label maps in the VOC
 palette; the light grey-yellow of "ignore / undecided" is a pixel a pseudo label leaves to the loss.</p>{figures}
@@ -407,11 +421,12 @@ palette; the light grey-yellow of "ignore / undecided" is a pixel a pseudo label
 
 def write_report(
     run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str] = (), folds: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """Write ``<run>/report/index.html`` (and its PNGs) and return its path: every split with outputs, or
     ``split`` alone. ``overrides``: ``KEY=VALUE`` words over the run's saved config for this report (checked as
-    every command's, ``load_run_config``), shown in the page's config as this command read it."""
+    every command's, ``load_run_config``), shown in the page's config as this command read it. ``folds``: the
+    route's fold figures for the advice (default: those of the route summary beside the run, if any)."""
     run = Path(run)
     cfg_path = run_config_path(run)
     try:
@@ -431,11 +446,12 @@ def write_report(
     for folder in (out, out / "images"):
         remove_stale_temps(folder)  # a killed earlier report's temporary files
     metrics = run_metrics(run)
+    folds = folds if folds is not None else route_folds(run)
 
     sections, shown, summary = [], set(), {}
     can_predict = _can_predict(run, datasets[0].class_names, overrides)
     for ds in datasets:
-        section, pictures, summary[ds.split] = _split_section(run, ds, out, max_images, can_predict)
+        section, pictures, summary[ds.split] = _split_section(run, ds, out, max_images, can_predict, folds)
         sections.append(section)
         shown |= set(pictures)
     _remove_stale_pictures(out, shown)
