@@ -7,7 +7,7 @@
 - the method builders are imported through ``wsss.methods`` (importing it registers the built-in
   methods; ``wsss.methods.contract`` alone has none registered), and ``runs/`` and ``engine/`` import
   no single method's module;
-- no function or method is longer than ``MAX_FUNCTION_LINES`` lines (issue #30: a long function is
+- no function or method is longer than ``MAX_FUNCTION_LINES`` lines (a long function is
   split at its sections into named helpers).
 """
 
@@ -294,7 +294,7 @@ METHOD_NAMES = sorted(p.name for p in (SRC / "methods").iterdir() if (p / "__ini
 
 
 def test_a_methods_tests_live_with_the_method():
-    """issue 77: each method's tests sit in tests/methods/<name>/; no test file elsewhere is named after one
+    """Each method's tests sit in tests/methods/<name>/; no test file elsewhere is named after one
     method (the shared pieces' tests mirror src/wsss; tests/methods/ itself keeps the contract over all)."""
     tests = REPO / "tests"
     for name in METHOD_NAMES:

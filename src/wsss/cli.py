@@ -1122,7 +1122,7 @@ def _show_config_warning(message, category, filename, lineno, file=None, line=No
 def _error_text(e: BaseException) -> str:
     """A user error's message. One raised in a DataLoader worker (a bad pseudo label met mid-training) comes
     back re-raised with the worker's whole traceback as its message (torch's ExceptionWrapper): the last
-    line of that is the error's own, e.g. ``wsss.core.errors.DataError: FILE: ...`` (issue 42)."""
+    line of that is the error's own, e.g. ``wsss.core.errors.DataError: FILE: ...``."""
     text = str(e)
     first = text.split("\n", 1)[0]
     if first.startswith("Caught ") and "in DataLoader worker process" in first:

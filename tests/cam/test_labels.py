@@ -137,7 +137,7 @@ def test_cam_to_label_train_thresholds_and_box():
     assert label.tolist() == [[[255, 2, 0, 255, 255, 255]]]
     roi = cam_to_roi_mask(cam, cls, img_box=[[0, 1, 1, 4]])
     assert roi.tolist() == [[[255, 2, 0, -1, 255, 255]]]
-    # one function: the decomposition mask is cam_to_label with the uncertain value -1 (issue 77)
+    # one function: the decomposition mask is cam_to_label with the uncertain value -1
     _, same = cam_to_label(cam, cls, img_box=[[0, 1, 1, 4]], ignore_mid=True, uncertain=-1)
     assert torch.equal(same, roi)
 

@@ -1,4 +1,4 @@
-"""Faults and odd inputs as a new user meets them (issue 33), one case per defect of the trial: each
+"""Faults and odd inputs as a new user meets them, one case per defect of the trial: each
 command either works or stops with one ``error:`` line naming the file, and loses nothing it finished.
 Tiny data (the session's synthetic set, copied), seconds per case."""
 
@@ -323,7 +323,7 @@ def test_leftover_tmp_files_are_removed_by_prepare_and_report(tmp_path, run_dir,
     assert not stale.exists()
 
 
-# ==== the second trial (issue 42) =====================================================================
+# ==== the second trial =====================================================================
 # Signals (2: SIGTERM in train; 7: children end with their parent) are in test_faults_signals.py.
 
 

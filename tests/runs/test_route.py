@@ -295,7 +295,7 @@ def test_sigterm_mid_route_then_the_same_command_finishes_with_the_masks_of_an_u
 
 def test_the_route_gives_the_masks_of_its_plan_typed_by_hand(synth_root, tmp_path, capsys, one_thread):
     """One implementation: the commands `wsss route --plan` prints, typed one by one, give the very masks the route
-    gives (the same configs through the same library calls; issue 78 item 5 on the synthetic set)."""
+    gives (the same configs through the same library calls; checked on the synthetic set)."""
     import shlex
 
     hand, route = tmp_path / "hand", tmp_path / "route"

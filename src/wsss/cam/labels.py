@@ -269,7 +269,7 @@ def refine_cams_with_bkg(
     read (the others may hold anything). Returns (B,H,W) int64.
     """
     b, _, h, w = cams.shape
-    size = (max(1, h // down_scale), max(1, w // down_scale))  # a 1-px side stays 1 px (issue 42 trial)
+    size = (max(1, h // down_scale), max(1, w // down_scale))  # a 1-px side stays 1 px
     dtype = cams.dtype
     image_small = F.interpolate(image_denorm, size=size, mode="bilinear", align_corners=False)
     bkg = torch.empty(b, 2, h, w, dtype=dtype, device=cams.device)

@@ -516,7 +516,7 @@ def _warn_absent_classes(
     split_ids: dict[str, list[str]], labels_of: dict[str, np.ndarray], class_names: list[str], report: CheckReport
 ) -> None:
     """A warning per split whose labelled images never show some class: legal, but a training on it cannot
-    learn the class (nothing said so: `wsss train` went on, check-data said "OK", issue 58) and a score on it
+    learn the class (nothing said so: `wsss train` went on, check-data said "OK") and a score on it
     cannot measure the class. Splits without any known labels (a test split) are left out."""
     for s, ids in split_ids.items():
         known = [labels_of[i] for i in ids if i in labels_of and labels_of[i].shape[0] == len(class_names) - 1]
@@ -567,7 +567,7 @@ def check_pseudo_labels(
 ) -> CheckReport:  # fmt: skip
     """check-data's mask rules over a folder of segmentation targets (``data.pseudo_dir``, e.g. `wsss pseudo`'s
     output) for the ids of ``split``: each ``<id>.png`` present, a readable single-channel or palette PNG of
-    its image's size, holding class indices or 255 (issue 42: an RGB PNG met mid-training stopped it with a
+    its image's size, holding class indices or 255 (an RGB PNG met mid-training stopped it with a
     DataLoader traceback). Pseudo labels are not held to the image labels (a refiner may add a class).
     ``skip``: ids whose target is elsewhere (a true mask, ``data.true_masks``); ``only``: just these ids (a
     ``data.true_masks`` folder, which holds the masked photos' files only); ``what``: the files' name in messages."""

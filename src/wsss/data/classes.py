@@ -164,7 +164,7 @@ def read_classes(root: str | os.PathLike) -> list[str]:
     """
     path = Path(root) / CLASSES_FILE
     if not path.is_file():
-        if not Path(root).is_dir():  # no folder is no VOC data set: a moved or mistyped root (issue 76 trial)
+        if not Path(root).is_dir():  # no folder is no VOC data set: a moved or mistyped root
             raise DataError(f"{root}: dataset root not found")
         return list(VOC_CLASSES)
     return parse_classes(read_text_file(path, "class list"), path)

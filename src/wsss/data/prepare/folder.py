@@ -186,7 +186,7 @@ def prepare_folder(
 
     An ``out`` that already holds a dataset is refused (UsageError) unless ``overwrite``: then, once the
     inputs passed their checks, its outputs are removed first, so a re-run writes what a fresh run would
-    (issue 42: a re-run without masks kept the old val.txt and masks).
+    (a re-run without masks kept the old val.txt and masks).
 
     Every input is checked before anything is written (check-data's rules: images decode fully,
     masks hold classes or 255 at the image's size, no mask class missing from the image's label); all
@@ -213,7 +213,7 @@ def prepare_folder(
 
     # ---- write ---------------------------------------------------------------------------------
     # The split lists are written last: a dataset without them is visibly unfinished, while lists
-    # without cls_labels.npy / classes.txt beside them would read as a VOC dataset (issue 33).
+    # without cls_labels.npy / classes.txt beside them would read as a VOC dataset.
     summary = PrepareSummary(out=out)
     placed = _place_files(out, ids, files, with_mask, masks, image_mode)
     summary.counts.update({"masks": len(with_mask)} if masks is not None else {})
@@ -350,7 +350,7 @@ def _placed_suffix(image: Path) -> str:
 
 
 def _unmatched_masks(masks: Path, files: dict[str, Path]) -> list[str]:
-    """The masks in ``masks`` (``*.png``) of no photo's stem: skipped, and named (issue 79: predictions written into
+    """The masks in ``masks`` (``*.png``) of no photo's stem: skipped, and named (predictions written into
     the folder of the masks would pass for ground truth once photos of their names are added)."""
     stems = {f.stem for f in files.values()}
     return sorted(p.name for p in masks.glob("*.png") if p.stem not in stems and not p.name.startswith("."))
