@@ -9,7 +9,7 @@ from PIL import Image
 from wsss.cli import main
 from wsss.core.errors import DataError
 from wsss.data import VOCDataset, check_dataset
-from wsss.data.prepare.folder import prepare_folder
+from wsss.data.prepare.folder import plan_folder, prepare_folder
 from wsss.data.voc import load_cls_labels, read_split
 from wsss.utils.io import read_label_png, save_label_png
 
@@ -200,6 +200,15 @@ def test_masks_and_val_split(folder):
     assert s.counts == {"masks": 2, "images": 4, "train": 3, "val": 1, "images_placed": 4}
     ds = VOCDataset(out, "val", require_masks=True)
     assert ds.class_names == CLASSES
+    # the plan of the same inputs is the dataset written, and writes nothing (`wsss route --plan` reads it)
+    plan = plan_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", masks=masks, val_fraction=0.5,
+                       seed=3, out=folder / "planned")  # fmt: skip
+    assert (plan.train, plan.val, plan.masked) == (read_split(out, "train"), val, {"a", "b"})
+    assert plan.class_names == CLASSES and plan.labels["b"] == [2, 3] and not (folder / "planned").exists()
+    save_label_png(masks / "a.png", np.full((4, 6), 9, np.uint8))
+    with pytest.raises(DataError, match=r"(?s)problem.*nothing was written to .*planned:.*a.png: illegal mask"):
+        plan_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", masks=masks,
+                    out=folder / "planned")  # fmt: skip
 
 
 def test_masks_that_match_no_photo_are_named(folder):

@@ -46,6 +46,7 @@ import csv
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,79 @@ def _txt_label_rows(
 DEFAULT_VAL_FRACTION = 0.2  # with masks and no --val-fraction: a val split to validate training on
 
 
+@dataclass
+class FolderPlan:
+    """What ``prepare_folder`` would write, from its inputs read and checked (nothing written): the class names,
+    each id's foreground classes (``labels``), its photo (``files``), the train and val ids and the ids whose mask
+    passed (``masked``)."""
+
+    class_names: list[str]
+    labels: dict[str, list[int]]
+    files: dict[str, Path]
+    train: list[str]
+    val: list[str]
+    masked: set[str]
+    label_only: list[str] = field(default_factory=list)  # masked ids labelled with a class their mask lacks
+    by_path: list[str] = field(default_factory=list)  # the label rows naming their photo by a path
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan_folder(
+    images: str | os.PathLike, labels: str | os.PathLike | None, classes: str | os.PathLike, *,
+    masks: str | os.PathLike | None = None, val_fraction: float | None = None, seed: int = 0,
+    image_mode: str = "link", progress: bool = True, out: str | os.PathLike | None = None,
+) -> FolderPlan:  # fmt: skip
+    """The dataset ``prepare_folder`` would make of these inputs, every input read and checked as it checks them
+    (one DataError listing the problems), nothing written: ``wsss route --plan`` makes its choices from it."""
+    read = _read_folder(images, labels, classes, masks, val_fraction, image_mode)
+    return _checked(read, Path(out) if out is not None else None, seed, progress)
+
+
+@dataclass
+class _Read:
+    images: Path
+    labels: Path | None
+    classes: Path
+    masks: Path | None
+    val_fraction: float
+    class_names: list[str]
+    files: dict[str, Path]
+    entries: dict[str, list[int]]
+    by_path: list[str]
+    warnings: list[str]
+
+
+def _read_folder(
+    images: str | os.PathLike, labels: str | os.PathLike | None, classes: str | os.PathLike,
+    masks: str | os.PathLike | None, val_fraction: float | None, image_mode: str,
+) -> _Read:  # fmt: skip
+    """The inputs read (the photos listed, the class list and the labels parsed), not yet checked photo by photo."""
+    images, classes = Path(images), Path(classes)
+    labels = Path(labels) if labels is not None else None
+    if val_fraction is None:
+        val_fraction = DEFAULT_VAL_FRACTION if masks is not None else 0.0
+    if not 0.0 <= val_fraction < 1.0:
+        raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    class_names, files, entries, by_path, label_warnings = _read_inputs(images, classes, labels, image_mode)
+    if masks is not None:
+        masks = Path(masks)
+        if not masks.is_dir():
+            raise DataError(f"{masks}: mask folder not found")
+    return _Read(images, labels, classes, masks, val_fraction, class_names, files, entries, by_path, label_warnings)
+
+
+def _checked(read: _Read, out: Path | None, seed: int, progress: bool) -> FolderPlan:
+    """Every photo and mask of ``read`` checked (:func:`_check_inputs`), and the val split drawn."""
+    ids = sorted(read.entries)
+    with_mask, label_only = _check_inputs(ids, read.files, read.entries, read.masks, read.class_names, read.labels,
+                                          read.classes, out, progress)  # fmt: skip
+    warnings = list(read.warnings)
+    val = _val_ids(ids, with_mask, read.val_fraction, seed, warnings)
+    return FolderPlan(class_names=read.class_names, labels=read.entries, files=read.files,
+                      train=[i for i in ids if i not in val], val=sorted(val), masked=with_mask,
+                      label_only=label_only, by_path=read.by_path, warnings=warnings)  # fmt: skip
+
+
 def prepare_folder(
     images: str | os.PathLike,
     labels: str | os.PathLike | None,
@@ -194,22 +268,15 @@ def prepare_folder(
     of the images with masks when there are masks (at most half of them), else no val split (training
     then skips validation).
     """
-    images, classes, out = Path(images), Path(classes), Path(out)
-    labels = Path(labels) if labels is not None else None
-    if val_fraction is None:
-        val_fraction = DEFAULT_VAL_FRACTION if masks is not None else 0.0
-    if not 0.0 <= val_fraction < 1.0:
-        raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    class_names, files, entries, by_path, label_warnings = _read_inputs(images, classes, labels, image_mode)
-    ids = sorted(entries)
-    if masks is not None:
-        masks = Path(masks)
-        if not masks.is_dir():
-            raise DataError(f"{masks}: mask folder not found")
+    out = Path(out)
+    read = _read_folder(images, labels, classes, masks, val_fraction, image_mode)
+    images, labels, classes, masks = read.images, read.labels, read.classes, read.masks
     inputs = {"--images": images, "--labels": labels, "--classes": classes, "--masks": masks}
     previous = _previous_outputs(out, images, image_mode, overwrite, inputs)
-    with_mask, label_only = _check_inputs(ids, files, entries, masks, class_names, labels, classes, out, progress)
+    plan = _checked(read, out, seed, progress)
     remove_outputs(previous)
+    class_names, files, entries, with_mask = plan.class_names, plan.files, plan.labels, plan.masked
+    ids, val = sorted(entries), set(plan.val)
 
     # ---- write ---------------------------------------------------------------------------------
     # The split lists are written last: a dataset without them is visibly unfinished, while lists
@@ -217,7 +284,7 @@ def prepare_folder(
     summary = PrepareSummary(out=out)
     placed = _place_files(out, ids, files, with_mask, masks, image_mode)
     summary.counts.update({"masks": len(with_mask)} if masks is not None else {})
-    val = _val_ids(ids, with_mask, val_fraction, seed, summary)
+    summary.warnings += plan.warnings[len(read.warnings) :]  # the val split's
     _write_image_labels(out, entries, class_names)
     if val:
         write_split(out, "val", sorted(val))
@@ -230,10 +297,10 @@ def prepare_folder(
     if left_out:
         summary.warnings.append(f"left out of {images}, not being JPEG, PNG or WebP photos (subfolders are not read): "
                                 f"{first(left_out)}")  # fmt: skip
-    summary.warnings += label_warnings  # class names taken for a class that differs only in case
-    if by_path:
-        summary.warnings.append(f"{len(by_path)} label row(s) name their image by a path: each is matched to the "
-                                f"photo of its file name in {images}: {first(by_path)}")  # fmt: skip
+    summary.warnings += read.warnings  # class names taken for a class that differs only in case
+    if read.by_path:
+        summary.warnings.append(f"{len(read.by_path)} label row(s) name their image by a path: each is matched to "
+                                f"the photo of its file name in {images}: {first(read.by_path)}")  # fmt: skip
     unmatched = _unmatched_masks(masks, files) if masks is not None else []
     if unmatched:
         summary.warnings.append(f"{len(unmatched)} mask(s) in {masks} match no photo in {images} and were skipped: "
@@ -244,7 +311,7 @@ def prepare_folder(
     if labels is None:
         summary.notes.append("no labels file: every image has no class yet; `wsss tag` labels them from CLIP scores")
     else:
-        _warn_about_labels(files, entries, label_only, images, summary)
+        _warn_about_labels(files, entries, plan.label_only, images, summary)
     return summary
 
 
@@ -395,7 +462,7 @@ def _check_inputs(
     class_names: list[str],
     labels: Path | None,
     classes: Path,
-    out: Path,
+    out: Path | None,
     progress: bool,
 ) -> tuple[set[str], list[str]]:
     """Check every input first: nothing is written unless all of it is usable (one DataError listing
@@ -424,21 +491,23 @@ def _check_inputs(
         shown = problems[:MAX_LISTED]
         more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
         raise DataError(
-            f"{len(problems)} problem(s) in the inputs; nothing was written to {out}:\n"
+            f"{len(problems)} problem(s) in the inputs; nothing was written"
+            + (f" to {out}" if out is not None else "")
+            + ":\n"
             + "\n".join(f"  - {p}" for p in shown)
             + more
         )
     return with_mask, label_only
 
 
-def _val_ids(ids: list[str], with_mask: set[str], val_fraction: float, seed: int, summary: PrepareSummary) -> set[str]:
+def _val_ids(ids: list[str], with_mask: set[str], val_fraction: float, seed: int, warnings: list[str]) -> set[str]:
     """The val split: ``val_fraction`` of the images with masks when there are any (at most half of them:
     the others stay in train, where ``wsss sweep-bkg`` measures the seeds), else of all the images."""
     pool = sorted(with_mask) if with_mask else ids
     n_val = int(round(val_fraction * len(pool)))
     if with_mask and n_val > len(pool) // 2:
-        summary.warnings.append(f"val_fraction {val_fraction} asks for {n_val} of the {len(pool)} masked images; "
-                                f"val takes {len(pool) // 2}, the other half stays in train")  # fmt: skip
+        warnings.append(f"val_fraction {val_fraction} asks for {n_val} of the {len(pool)} masked images; "
+                        f"val takes {len(pool) // 2}, the other half stays in train")  # fmt: skip
         n_val = len(pool) // 2
     n_val = min(n_val, len(ids) - 1)
     return set(np.random.default_rng(seed).permutation(pool)[:n_val].tolist()) if n_val > 0 else set()
