@@ -189,6 +189,26 @@ def test_the_page_says_what_to_do_from_its_figures_and_the_route_folds_beside_it
     assert "<li>More masks should help: your masks alone scored 22.00" in (run / "report/index.html").read_text()
 
 
+def test_a_report_is_current_until_an_output_of_its_run_is_newer(reported, tmp_path):
+    """A finished route need not make its reports again: one newer than every output of its run is current (the
+    jobs' hidden bookkeeping files aside); a newer output, or no report, is not."""
+    import os
+
+    from wsss.report.html import report_is_current
+
+    run = tmp_path / "run"
+    shutil.copytree(reported[0], run)  # times kept: the report was written after the outputs
+    assert report_is_current(run)
+    made = (run / "report/index.html").stat().st_mtime
+    stamp = next((run / "predictions/val").glob(".*"))
+    os.utime(stamp, (made + 5, made + 5))
+    assert report_is_current(run)
+    newer = next((run / "predictions/val").glob("*.png"))
+    os.utime(newer, (made + 5, made + 5))
+    assert not report_is_current(run)
+    assert not report_is_current(tmp_path / "nothing")
+
+
 def test_the_advice_of_a_run_without_a_segmentation_head_names_no_prediction(reported, synth_root, tmp_path):
     """The report's advice follows what the run can do: a run without a segmentation head is not sent to
     `wsss predict`, which refuses it."""

@@ -63,7 +63,7 @@ from wsss.report.figures import (
 )
 from wsss.utils.io import per_id_path, plural, read_label_png
 
-__all__ = ["colorize", "read_metrics", "write_report"]
+__all__ = ["colorize", "read_metrics", "report_is_current", "write_report"]
 
 _CSS = """body{font-family:sans-serif;margin:2em auto;max-width:1440px;padding:0 1em;color:#222}
 h1{font-size:1.5em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
@@ -417,6 +417,23 @@ palette; the light grey-yellow of "ignore / undecided" is a pixel a pseudo label
 """
     shown = [g for g, _, _ in grids] + ([chart.name] if chart is not None else [])
     return html_text, shown, {folder: r.to_json() for folder, (_, r) in results.items()}
+
+
+def report_is_current(run: str | Path) -> bool:
+    """Whether ``RUN/report/index.html`` is newer than every output of the run (its hidden bookkeeping files, which
+    each job rewrites, aside): a rerun of a finished route need not make it again."""
+    run = Path(run)
+    page = run / "report" / "index.html"
+    if not page.is_file():
+        return False
+    made = page.stat().st_mtime
+    for path in run.rglob("*"):
+        parts = path.relative_to(run).parts
+        if parts[0] == "report" or any(p.startswith(".") for p in parts) or not path.is_file():
+            continue
+        if path.stat().st_mtime > made:
+            return False
+    return True
 
 
 def write_report(
