@@ -829,7 +829,9 @@ def add_route(sub: Any) -> None:
     )
     s.add_argument("--labels", default=None, metavar="FILE", help="with a folder of photos: its image labels")
     s.add_argument("--classes", default=None, metavar="FILE", help="with a folder of photos: the class list")
-    s.add_argument("--masks", default=None, metavar="DIR", help="with a folder of photos: masks of some of them")
+    s.add_argument("--masks", default=None, metavar="PATH",
+                   help="with a folder of photos: masks of some of them, in a format `wsss prepare folder --masks` "
+                   "reads (class-index PNGs, COCO .json, CVAT or LabelMe export)")  # fmt: skip
     s.add_argument("--classifier", default="auto", metavar="NAME",
                    help="auto (default: by classes and photos per class), rca, cam, or a preset")  # fmt: skip
     s.add_argument("--seg", default=None, metavar="PRESET",
@@ -989,12 +991,17 @@ def add_prepare(sub: Any) -> None:
     q.add_argument(
         "--labels", default=None,
         help="labels file: .csv 'image,labels' with classes separated by ';' (a.jpg,cat;dog), .csv "
-        "'image,<class>,...' of 0/1, or .txt '<image> <class> ...'; without it every image is taken unlabelled, "
+        "'image,<class>,...' of 0/1, or .txt '<image> <class> ...'; or a COCO .json file or a folder of LabelMe "
+        ".json files, each photo labelled with the classes drawn in it; without it every image is taken unlabelled, "
         "for `wsss tag` to label from CLIP scores",
     )  # fmt: skip
     q.add_argument("--classes", required=True, help="class names, one a line, background first")
     q.add_argument("--out", required=True, help="output dataset root")
-    q.add_argument("--masks", default=None, help="optional folder of <id>.png class-index masks (some or all images)")
+    q.add_argument("--masks", default=None, metavar="PATH",
+                   help="optional masks of some or all images: a folder of <photo stem>.png class-index masks, a COCO "
+                   ".json file (polygons, RLE), a CVAT 'Segmentation mask 1.1' export folder (labelmap.txt, "
+                   "SegmentationClass/) or a folder of LabelMe .json files; the format is told from what is given "
+                   "(docs/datasets.md#masks-from-labelling-tools)")  # fmt: skip
     q.add_argument(
         "--val-fraction", type=float, default=None,
         help="share of the masked images in val.txt (default 0.2 with --masks; at most half of them: the rest stay "

@@ -114,7 +114,7 @@ class CheckReport:
 
 
 def check_mask(
-    mask_path: Path,
+    mask_path: Path | str,
     image_size: tuple[int, int] | None,
     labelled: Iterable[int] | None,
     class_names: Sequence[str],
@@ -123,16 +123,20 @@ def check_mask(
     id: str,
     classes_desc: str,
     image_path: Path | None = None,
+    mask: np.ndarray | None = None,
 ) -> tuple[list[str], np.ndarray | None]:
     """The per-mask rules of check-data, shared with ``wsss prepare folder``: a readable single-channel
     or palette PNG of the image's size (``image_size`` (H, W), None = unknown), holding only class
     indices 0..C-1 or 255, and no class that the image's label (``labelled``: its class ids, None = no
     label) lacks. Returns the problems and the mask's foreground class ids (None when unreadable).
     ``image_path``: the image, whose EXIF orientation is named when it explains a size mismatch (the
-    image is read upright, the mask as stored)."""
-    mask, err = _read_mask(mask_path)
-    if err:
-        return [err], None
+    image is read upright, the mask as stored). ``mask``: the mask itself, converted from an annotation file that
+    ``mask_path`` names in messages (``wsss prepare folder --masks coco.json``); None: read from ``mask_path``."""
+    if mask is None:
+        mask, err = _read_mask(Path(mask_path))
+        if err:
+            return [err], None
+    assert mask is not None
     problems = []
     if image_size is not None and mask.shape != image_size:
         problems.append(

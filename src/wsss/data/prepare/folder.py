@@ -23,8 +23,10 @@ Inputs:
   Without ``--labels`` every image is taken with no foreground class yet (``cls_labels.npy`` all zero),
   for ``wsss tag`` to label from CLIP scores and the class names (runs/tag.py); masks are then not checked
   against labels, only for values and size.
-- ``--masks DIR`` (optional): ``<image file stem>.png`` class-index masks (0 = background, 255 = ignore) for some
-  or all images, for evaluation.
+- ``--masks PATH`` (optional): masks for some or all images: a folder of ``<image file stem>.png`` class-index
+  masks (0 = background, 255 = ignore), a COCO .json file, a CVAT segmentation mask export or a folder of LabelMe
+  .json files (``prepare.annotations``, docs/datasets.md#masks-from-labelling-tools). ``--labels`` takes the COCO
+  file or the LabelMe folder too: each photo labelled with the classes drawn in it.
 
 Output ``ROOT``: ``JPEGImages/`` (hard links by default), ``SegmentationClass/`` (the masks,
 re-written as VOC-palette PNGs after checking values and sizes), ``cls_labels.npy``,
@@ -73,8 +75,9 @@ from wsss.data.prepare import (
     remove_stale_outputs,
     write_split,
 )
+from wsss.data.prepare.annotations import MaskSource, is_annotation_labels, open_masks, read_annotation_labels
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
-from wsss.utils.io import per_id_path, read_label_png, read_text_file, save_label_png
+from wsss.utils.io import per_id_path, read_text_file, save_label_png
 
 MAX_LISTED = 50  # input problems listed in the error (all are counted)
 
@@ -204,12 +207,14 @@ class _Read:
     labels: Path | None
     classes: Path
     masks: Path | None
+    source: MaskSource | None
     val_fraction: float
     class_names: list[str]
     files: dict[str, Path]
     entries: dict[str, list[int]]
     by_path: list[str]
     warnings: list[str]
+    notes: list[str]
 
 
 def _read_folder(
@@ -219,22 +224,24 @@ def _read_folder(
     """The inputs read (the photos listed, the class list and the labels parsed), not yet checked photo by photo."""
     images, classes = Path(images), Path(classes)
     labels = Path(labels) if labels is not None else None
+    masks = Path(masks) if masks is not None else None
     if val_fraction is None:
         val_fraction = DEFAULT_VAL_FRACTION if masks is not None else 0.0
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    class_names, files, entries, by_path, label_warnings = _read_inputs(images, classes, labels, image_mode)
-    if masks is not None:
-        masks = Path(masks)
-        if not masks.is_dir():
-            raise DataError(f"{masks}: mask folder not found")
-    return _Read(images, labels, classes, masks, val_fraction, class_names, files, entries, by_path, label_warnings)
+    said = PrepareSummary(out=images)  # the notes of the reading
+    class_names, files, entries, by_path, label_warnings = _read_inputs(images, classes, labels, image_mode, said)
+    source = open_masks(masks, class_names) if masks is not None else None
+    if source is not None:
+        said.notes.append(f"masks: {masks} read as {source.kind}")
+    return _Read(images, labels, classes, masks, source, val_fraction, class_names, files, entries, by_path,
+                 label_warnings, said.notes)  # fmt: skip
 
 
 def _checked(read: _Read, out: Path | None, seed: int, progress: bool) -> FolderPlan:
     """Every photo and mask of ``read`` checked (:func:`_check_inputs`), and the val split drawn."""
     ids = sorted(read.entries)
-    with_mask, label_only = _check_inputs(ids, read.files, read.entries, read.masks, read.class_names, read.labels,
+    with_mask, label_only = _check_inputs(ids, read.files, read.entries, read.source, read.class_names, read.labels,
                                           read.classes, out, progress)  # fmt: skip
     warnings = list(read.warnings)
     val = _val_ids(ids, with_mask, read.val_fraction, seed, warnings)
@@ -270,7 +277,9 @@ def prepare_folder(
     """
     out = Path(out)
     read = _read_folder(images, labels, classes, masks, val_fraction, image_mode)
-    images, labels, classes, masks = read.images, read.labels, read.classes, read.masks
+    images, labels, classes, masks, source = read.images, read.labels, read.classes, read.masks, read.source
+    summary = PrepareSummary(out=out)
+    summary.notes += read.notes
     inputs = {"--images": images, "--labels": labels, "--classes": classes, "--masks": masks}
     previous = _previous_outputs(out, images, image_mode, overwrite, inputs)
     plan = _checked(read, out, seed, progress)
@@ -281,8 +290,7 @@ def prepare_folder(
     # ---- write ---------------------------------------------------------------------------------
     # The split lists are written last: a dataset without them is visibly unfinished, while lists
     # without cls_labels.npy / classes.txt beside them would read as a VOC dataset.
-    summary = PrepareSummary(out=out)
-    placed = _place_files(out, ids, files, with_mask, masks, image_mode)
+    placed = _place_files(out, ids, files, with_mask, source, image_mode)
     summary.counts.update({"masks": len(with_mask)} if masks is not None else {})
     summary.warnings += plan.warnings[len(read.warnings) :]  # the val split's
     _write_image_labels(out, entries, class_names)
@@ -301,7 +309,8 @@ def prepare_folder(
     if read.by_path:
         summary.warnings.append(f"{len(read.by_path)} label row(s) name their image by a path: each is matched to "
                                 f"the photo of its file name in {images}: {first(read.by_path)}")  # fmt: skip
-    unmatched = _unmatched_masks(masks, files) if masks is not None else []
+    unmatched = source.unmatched(list(files.values())) if source is not None else []
+    summary.warnings += source.warnings() if source is not None else []
     if unmatched:
         summary.warnings.append(f"{len(unmatched)} mask(s) in {masks} match no photo in {images} and were skipped: "
                                 f"{first(unmatched)}")  # fmt: skip
@@ -316,15 +325,16 @@ def prepare_folder(
 
 
 def _place_files(
-    out: Path, ids: list[str], files: dict[str, Path], with_mask: set[str], masks: Path | None, image_mode: str
+    out: Path, ids: list[str], files: dict[str, Path], with_mask: set[str], source: MaskSource | None, image_mode: str
 ) -> int:
     """The masks (``SegmentationClass``, re-encoded) and the images (``JPEGImages``, by ``image_mode``) of the
     dataset at ``out``; returns how many images were placed."""
     remove_stale_outputs(out, "SegmentationClass", "JPEGImages")
-    for id in sorted(with_mask):
+    for id in sorted(with_mask):  # each has its mask in ``source`` (``_check_inputs``)
         dst = per_id_path(out / "SegmentationClass", id, ".png")
-        if not dst.is_file():
-            save_label_png(dst, read_label_png(_mask_file(masks, files[id])))
+        key = source.find(files[id]) if source is not None else None
+        if not dst.is_file() and source is not None and key is not None:
+            save_label_png(dst, source.read(key))
     placed = 0
     for id in ids:
         src = files[id]
@@ -333,11 +343,12 @@ def _place_files(
 
 
 def _read_inputs(
-    images: Path, classes: Path, labels: Path | None, image_mode: str
+    images: Path, classes: Path, labels: Path | None, image_mode: str, summary: PrepareSummary
 ) -> tuple[list[str], dict[str, Path], dict[str, list[int]], list[str], list[str]]:
     """The class names, the image files by id, each id's foreground classes (none yet without a labels file:
     ``wsss tag`` writes them), the label rows that name their image by a path and the labels file's warnings;
-    DataError naming what is missing."""
+    DataError naming what is missing. Labels from an annotation file (COCO, LabelMe) are the classes drawn in each
+    photo; its photos not in ``images`` are skipped with a warning, as its masks are."""
     if not images.is_dir():
         raise DataError(f"{images}: image folder not found")
     if not classes.is_file():
@@ -350,9 +361,16 @@ def _read_inputs(
         label_warnings: list[str] = []
         if not entries:
             raise DataError(f"{images}: no images ({', '.join(PHOTO_SUFFIXES)}, in any case)")
+    elif is_annotation_labels(labels):
+        table, label_warnings, kind = read_annotation_labels(labels, class_names)
+        summary.notes.append(f"labels: the classes drawn in each photo of {labels}, read as {kind}")
+        entries, by_path, missing = _match_labels(table, files, labels, images, skip_missing=True)
+        if missing:
+            label_warnings.append(f"{len(missing)} photo(s) of {labels} are not in {images} and were skipped: "
+                                  f"{first(missing)}")  # fmt: skip
     else:
         table, label_warnings = read_label_file(labels, class_names)
-        entries, by_path = _match_labels(table, files, labels, images)
+        entries, by_path, _ = _match_labels(table, files, labels, images)
     return class_names, files, entries, by_path, label_warnings
 
 
@@ -416,25 +434,16 @@ def _placed_suffix(image: Path) -> str:
     return image.suffix if image.suffix in IMAGE_EXTS else image.suffix.lower()
 
 
-def _unmatched_masks(masks: Path, files: dict[str, Path]) -> list[str]:
-    """The masks in ``masks`` (``*.png``) of no photo's stem: skipped, and named (predictions written into
-    the folder of the masks would pass for ground truth once photos of their names are added)."""
-    stems = {f.stem for f in files.values()}
-    return sorted(p.name for p in masks.glob("*.png") if p.stem not in stems and not p.name.startswith("."))
-
-
-def _mask_file(masks: Path, image: Path) -> Path:
-    """The mask of ``image`` in ``--masks``: ``<its file stem>.png`` (a name with whitespace as it is: the masks are
-    named as the photos, and placed under the photo's id)."""
-    return masks / f"{image.stem}.png"
-
-
 def _match_labels(
-    table: dict[str, tuple[list[int], str]], files: dict[str, Path], labels: Path, images: Path
-) -> tuple[dict[str, list[int]], list[str]]:
-    """id -> its class indices, each label row matched to an image by file name or stem; and the rows whose image
-    is a path (``photos/a.jpg``, as labelling tools export), matched by its last part, for a warning. Two rows of
-    one image are an error naming both."""
+    table: dict[str, tuple[list[int], str]],
+    files: dict[str, Path],
+    labels: Path,
+    images: Path,
+    skip_missing: bool = False,
+) -> tuple[dict[str, list[int]], list[str], list[str]]:
+    """id -> its class indices, each label row matched to an image by file name or stem; the rows whose image
+    is a path (``photos/a.jpg``, as labelling tools export), matched by its last part, for a warning; and the rows of
+    no image, an error unless ``skip_missing``. Two rows of one image are an error naming both."""
     by_name = {**{p.stem: id for id, p in files.items()}, **{p.name: id for id, p in files.items()}}
     entries: dict[str, tuple[list[int], str]] = {}
     missing, by_path = [], []
@@ -449,16 +458,16 @@ def _match_labels(
         entries[id] = (cls, where)
         if name != key:
             by_path.append(f"{key} ({where})")
-    if missing:
+    if missing and not skip_missing:
         raise DataError(f"{labels}: {len(missing)} labelled images are not in {images}: {first(missing)}")
-    return {id: cls for id, (cls, _) in entries.items()}, by_path
+    return {id: cls for id, (cls, _) in entries.items()}, by_path, missing
 
 
 def _check_inputs(
     ids: list[str],
     files: dict[str, Path],
     entries: dict[str, list[int]],
-    masks: Path | None,
+    source: MaskSource | None,
     class_names: list[str],
     labels: Path | None,
     classes: Path,
@@ -475,12 +484,18 @@ def _check_inputs(
         size, err = check_image(files[id])
         if err:
             problems.append(err)
-        src = _mask_file(masks, files[id]) if masks is not None else None
-        if src is None or not src.is_file():
+        key = source.find(files[id]) if source is not None else None
+        if source is None or key is None:
+            continue
+        try:
+            mask = source.converted(key)
+        except DataError as e:  # an annotation that converts to no mask: listed with the others
+            problems.append(str(e))
             continue
         labelled = entries[id] if labels is not None else None  # unlabelled: masks checked for values and size
-        errs, fg = check_mask(src, size, labelled, class_names, label_file=str(labels), id=id,
-                              classes_desc=f"{classes} ({num_classes} classes)", image_path=files[id])  # fmt: skip
+        errs, fg = check_mask(source.where(key), size, labelled, class_names, label_file=str(labels), id=id,
+                              classes_desc=f"{classes} ({num_classes} classes)", image_path=files[id],
+                              mask=mask)  # fmt: skip
         problems += errs
         if errs or fg is None:
             continue
