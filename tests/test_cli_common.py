@@ -39,7 +39,7 @@ TAKE_OVERRIDES = {
     ("train",): (["train", CONFIG], ["--skip-check"]),
     ("config", "show"): (["config", "show", CONFIG], []),
     ("import",): (["import", "seco", "CHECKPOINT.pth"], ["--config", CONFIG, "--out", "RUN"]),
-    ("route",): (["route", "DATA"], ["--out", "OUT", "--quiet"]),  # its words go to both trainings (runs/route.py)
+    ("route",): (["route", "DATA"], ["--out", "OUT", "--quiet"]),  # its words go to both trainings (pipelines/route.py)
 }
 
 

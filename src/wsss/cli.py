@@ -341,7 +341,7 @@ def _tagger(args: argparse.Namespace, run: Any) -> Any:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from wsss.runs.route import RouteOptions, run_route
+    from wsss.pipelines.route import RouteOptions, run_route
 
     defaults = {k: v for k, v in (("seg", args.seg), ("folds", args.folds)) if v is not None}  # else RouteOptions'
     run_route(RouteOptions(
@@ -810,7 +810,7 @@ def add_predict(sub: Any) -> None:
 
 
 def add_route(sub: Any) -> None:
-    """`wsss route` (runs/route.py)."""
+    """`wsss route` (pipelines/route.py)."""
     s = sub.add_parser(
         "route", help="photos to masks in one command: the advised route, its choices made from the data",
         description="Run (or continue) the advised route on a dataset, or on a folder of photos with --labels and "
@@ -843,7 +843,7 @@ def add_route(sub: Any) -> None:
                    help="folds of the masked train photos that choose the stage (default 3; each costs two "
                    "trainings of the stage; 0: no choice, the mixed stage)")  # fmt: skip
     s.add_argument("--crf-workers", type=_setting("infer.crf_workers", int), default=None, metavar="N",
-                   help="processes of the dense CRF (infer.crf_workers; default: every core)")  # fmt: skip
+                   help="processes of the dense CRF (infer.crf_workers; default: each run's own)")  # fmt: skip
     s.add_argument("--images", nargs="+", default=None, metavar="DIR_OR_FILE",
                    help="new photos (not a dataset): their masks into OUT/new_masks at the end")  # fmt: skip
     s.add_argument("--plan", action="store_true", help="print the choices and the steps as commands; run nothing")

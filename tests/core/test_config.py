@@ -144,11 +144,16 @@ def test_the_psa_seed_keys_of_an_older_config_move_to_the_options(tmp_path):
 
 def test_the_keys_of_where_and_how_fast_are_declared_once():
     """``EXECUTION_KEYS`` is the one list of the settings that change no result: a resume may change them,
-    the settings stamps leave them out (``results_config``), and the route script's list is made from it."""
-    from experiments.real_route import EXECUTION_OPTIONS
+    the settings stamps leave them out (``results_config``), and the route's and the route script's settings drop
+    their words (``wsss.pipelines.steps.computed_words``): no other name for them."""
+    import experiments.real_route as real_route
     from wsss.core.config import EXECUTION_KEYS, config_changes, is_execution_word, results_config
+    from wsss.pipelines import route
+    from wsss.pipelines.steps import computed_words
 
-    assert set(EXECUTION_OPTIONS) == {f"{k}=" for k in EXECUTION_KEYS}
+    assert not hasattr(real_route, "EXECUTION_OPTIONS") and not hasattr(route, "ROUTE_EXECUTION_KEYS")
+    assert "infer.crf_workers" in EXECUTION_KEYS
+    assert computed_words([*(f"{k}=1" for k in sorted(EXECUTION_KEYS)), "train.lr=0.1"]) == ["train.lr=0.1"]
     plain = load_config(None)
     faster = load_config(None, ["infer.crf_workers=4", "run.device=cpu", "run.threads=2", "data.num_workers=0"])
     assert results_config(faster) == results_config(plain) and config_changes(plain, faster) == {}

@@ -1,5 +1,5 @@
 """experiments/real_route.py on a tiny setting (synthetic images, the tiny ViT of the CAM preset): every step of
-the route is a call of the package's route steps (``wsss.runs.route``, those ``wsss route`` runs) in this process,
+the route is a call of the package's route steps (``wsss.pipelines.route``, those ``wsss route`` runs) in this process,
 logged as the ``wsss`` command it stands for, and its scores land in the JSON; a rerun redoes nothing it finished."""
 
 from __future__ import annotations
@@ -380,9 +380,9 @@ STEPS = ("run_config", "train_run", "stage_words", "cams", "pseudo_labels", "pre
 
 
 def _recorded(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, tuple, dict]], run: bool) -> None:
-    """Each of the package's route steps (``wsss.runs.route``) records its calls in ``calls``, and runs (``run``)
+    """Each of the package's route steps (``wsss.pipelines.route``) records its calls in ``calls``, and runs (``run``)
     or returns None."""
-    from wsss.runs import route as steps
+    from wsss.pipelines import route as steps
 
     for name in STEPS:
         real = getattr(steps, name)
@@ -396,7 +396,7 @@ def _recorded(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, tuple, dic
 
 def test_the_experiments_route_runs_the_packages_steps(tmp_path, synth_root, monkeypatch):
     """One implementation: each step of the experiment's route is a call of the package's step functions,
-    those ``wsss route`` runs (``wsss.runs.route``), in this process: no step starts a ``wsss`` command. A step
+    those ``wsss route`` runs (``wsss.pipelines.route``), in this process: no step starts a ``wsss`` command. A step
     changed in the package changes the experiment's route with it."""
     import subprocess
 
@@ -435,7 +435,7 @@ def test_the_experiments_route_runs_the_packages_steps(tmp_path, synth_root, mon
 def test_the_route_and_the_experiment_share_the_steps(tmp_path, monkeypatch):
     """``wsss route``'s steps are the same functions: each of Route's steps calls the package's step
     function, with the route's device and CRF workers."""
-    from wsss.runs.route import Choice, Route, RouteOptions
+    from wsss.pipelines.route import Choice, Route, RouteOptions
 
     calls: list[tuple[str, tuple, dict]] = []
     _recorded(monkeypatch, calls, run=False)

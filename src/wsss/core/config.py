@@ -961,6 +961,18 @@ def check_value(key: str, value: Any) -> Any:
     return _check(valid, key, value)
 
 
+def replace_setting(cfg: Config, key: str, value: Any) -> Config:
+    """``cfg`` with the setting ``key`` (dotted) set to the typed ``value``, checked as a config's is
+    (:func:`check_value`): a value reaches a config without becoming a word."""
+    check_value(key, value)
+
+    def replaced(section: Any, keys: list[str]) -> Any:
+        inner = value if len(keys) == 1 else replaced(getattr(section, keys[0]), keys[1:])
+        return dataclasses.replace(section, **{keys[0]: inner})
+
+    return replaced(cfg, key.split("."))
+
+
 def _is_collection(cls: type, name: str) -> bool:
     return typing.get_origin(_strip_optional(typing.get_type_hints(cls)[name])) in (list, tuple, dict)
 
