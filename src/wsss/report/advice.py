@@ -44,7 +44,7 @@ def advice(result: EvalResult, folds: Mapping[str, Any] | None = None) -> list[s
     if not lines:
         lines.append("No class is at 0 IoU and no two classes are confused on most of their pixels: the worst "
                      "photos below show what the masks miss.")  # fmt: skip
-    if folds is not None:
+    if folds:
         lines.append(_more_masks(folds))
     return lines
 

@@ -419,21 +419,35 @@ palette; the light grey-yellow of "ignore / undecided" is a pixel a pseudo label
     return html_text, shown, {folder: r.to_json() for folder, (_, r) in results.items()}
 
 
-def report_is_current(run: str | Path) -> bool:
-    """Whether ``RUN/report/index.html`` is newer than every output of the run (its hidden bookkeeping files, which
-    each job rewrites, aside): a rerun of a finished route need not make it again."""
-    run = Path(run)
-    page = run / "report" / "index.html"
-    if not page.is_file():
-        return False
-    made = page.stat().st_mtime
-    for path in run.rglob("*"):
+REPORT_INPUTS = ".inputs"  # in RUN/report: the fingerprint of the run's outputs the page was made of
+# read whole: a resumed run rewrites them with the same content
+READ_WHOLE = ("config.yaml", "metrics.jsonl")
+
+
+def _inputs_fingerprint(run: Path) -> str:
+    """The run's outputs as a report reads them (its hidden bookkeeping files, which each job rewrites, aside): each
+    file's path, size and time, or its content for :data:`READ_WHOLE`."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for path in sorted(run.rglob("*")):
         parts = path.relative_to(run).parts
         if parts[0] == "report" or any(p.startswith(".") for p in parts) or not path.is_file():
             continue
-        if path.stat().st_mtime > made:
-            return False
-    return True
+        stat = path.stat()
+        seen = path.read_bytes() if path.name in READ_WHOLE else f"{stat.st_size}:{stat.st_mtime_ns}".encode()
+        digest.update("/".join(parts).encode() + b"\0" + seen + b"\0")
+    return digest.hexdigest()
+
+
+def report_is_current(run: str | Path) -> bool:
+    """Whether ``RUN/report/index.html`` was made of the run's outputs as they are now (:func:`_inputs_fingerprint`,
+    recorded by :func:`write_report`): a rerun of a finished route need not make it again."""
+    run = Path(run)
+    record = run / "report" / REPORT_INPUTS
+    if not (run / "report" / "index.html").is_file() or not record.is_file():
+        return False
+    return record.read_text().strip() == _inputs_fingerprint(run)
 
 
 def write_report(
@@ -493,4 +507,6 @@ def write_report(
         f.write(page)
     with atomic_write(out / "summary.json", "w") as f:
         json.dump(summary, f, indent=1)
+    with atomic_write(out / REPORT_INPUTS, "w") as f:
+        f.write(_inputs_fingerprint(run) + "\n")
     return out / "index.html"

@@ -193,12 +193,14 @@ class FolderPlan:
 def plan_folder(
     images: str | os.PathLike, labels: str | os.PathLike | None, classes: str | os.PathLike, *,
     masks: str | os.PathLike | None = None, val_fraction: float | None = None, seed: int = 0,
-    image_mode: str = "link", progress: bool = True, out: str | os.PathLike | None = None,
+    image_mode: str = "link", progress: bool = True, out: str | os.PathLike | None = None, check: bool = True,
 ) -> FolderPlan:  # fmt: skip
     """The dataset ``prepare_folder`` would make of these inputs, every input read and checked as it checks them
-    (one DataError listing the problems), nothing written: ``wsss route --plan`` makes its choices from it."""
+    (one DataError listing the problems), nothing written: ``wsss route --plan`` makes its choices from it.
+    ``check`` False: the photos and masks are not decoded (each photo with a mask file counts as masked), for a
+    caller that runs ``prepare_folder`` next, which checks them."""
     read = _read_folder(images, labels, classes, masks, val_fraction, image_mode)
-    return _checked(read, Path(out) if out is not None else None, seed, progress)
+    return _checked(read, Path(out) if out is not None else None, seed, progress, check)
 
 
 @dataclass
@@ -238,11 +240,16 @@ def _read_folder(
                  label_warnings, said.notes)  # fmt: skip
 
 
-def _checked(read: _Read, out: Path | None, seed: int, progress: bool) -> FolderPlan:
-    """Every photo and mask of ``read`` checked (:func:`_check_inputs`), and the val split drawn."""
+def _checked(read: _Read, out: Path | None, seed: int, progress: bool, check: bool = True) -> FolderPlan:
+    """Every photo and mask of ``read`` checked (:func:`_check_inputs`; ``check`` False: the photos that have a
+    mask, unread), and the val split drawn."""
     ids = sorted(read.entries)
-    with_mask, label_only = _check_inputs(ids, read.files, read.entries, read.source, read.class_names, read.labels,
-                                          read.classes, out, progress)  # fmt: skip
+    if check:
+        with_mask, label_only = _check_inputs(ids, read.files, read.entries, read.source, read.class_names,
+                                              read.labels, read.classes, out, progress)  # fmt: skip
+    else:
+        source = read.source
+        with_mask, label_only = {i for i in ids if source is not None and source.find(read.files[i]) is not None}, []
     warnings = list(read.warnings)
     val = _val_ids(ids, with_mask, read.val_fraction, seed, warnings)
     return FolderPlan(class_names=read.class_names, labels=read.entries, files=read.files,
