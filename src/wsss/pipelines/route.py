@@ -17,8 +17,15 @@ of each step, docs/api.md#the-routes-steps):
    alone, each trained on all but one fold of the masked photos and scored on that fold (``folds``;
    :meth:`Route._choose_stage`), the better one kept;
 6. the DeepLab stage ``configs/deeplab/real_cpu.yaml`` (``wsss train``, ``data.true_masks=auto``) into ``OUT/seg``;
-7. ``wsss predict --crf`` of the val split (of train when there is no val split), scored where it has masks;
-8. ``wsss report`` of both runs; with ``images``, ``wsss predict --images`` of new photos into ``OUT/new_masks``.
+7. ``wsss predict --crf`` of the train and the val split, every photo's mask also in ``OUT/masks``
+   (:func:`gather_masks`), each split scored where it has masks and each masked photo alone (:func:`photo_scores`);
+8. ``wsss report`` of both runs (a report made of the run's outputs as they are is kept); with ``images``,
+   ``wsss predict --images`` of new photos into ``OUT/new_masks``.
+
+The plan is made before any step: for a folder of photos from what ``wsss prepare folder`` would write of them
+(``plan_folder``), every input read, the weight packages the trainings start from and the photos of ``images``
+checked (with ``plan_only`` the photos and masks decoded too, as the run's prepare does), so that ``--plan`` prints
+every step, with an estimate of its time (:mod:`wsss.pipelines.estimates`), and the run numbers them alike.
 
 A rerun of the same command continues where it stopped: a training resumes from its ``last.pt``, the per-photo
 steps skip the photos they finished, the folds keep their scores. ``OUT/route.json`` records the route's settings;
