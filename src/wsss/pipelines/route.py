@@ -763,7 +763,7 @@ class Route:
         ``OUT/masks``; each split scored on its photos with a mask, and each such photo on its own
         (``scores["photos"]``: its mIoU and pixel accuracy against your mask, in %)."""
         facts = self._facts()
-        folder = self.out / MASKS_DIR
+        folder = self.out.resolve() / MASKS_DIR
         preds = {split: self._predict_split(seg_dir, split) for split in self._splits()}
         self.masks_written = sum(gather_masks(pred, folder) for pred in preds.values())
         self.masks = folder
