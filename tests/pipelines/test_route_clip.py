@@ -73,7 +73,7 @@ def _ran(said: str) -> list[str]:
 
 
 def _planned(said: str) -> list[str]:
-    return [m.group(1) for m in re.finditer(r"^\[\d+\] (\w[\w ]*: .+)$", said, re.M) if "prepare" not in m.group(1)]
+    return _ran(said)  # `--plan` numbers its steps as the run does
 
 
 def _masks(folder: Path) -> dict[str, np.ndarray]:
@@ -83,6 +83,9 @@ def _masks(folder: Path) -> dict[str, np.ndarray]:
 @pytest.mark.slow
 def test_clip_and_dinov2_train_weclip_plus_on_the_photos_as_planned(photos, tmp_path, capsys, one_thread):
     out = tmp_path / "route"
+    assert main([*_route(photos, out, dinov2=True), "--plan"]) == 0  # before anything is written
+    planned = capsys.readouterr().out
+    assert "estimate: none measured of the CLIP modes" in planned and not out.exists()
     assert main(_route(photos, out, dinov2=True)) == 0
     said = capsys.readouterr().out
     assert "route: mode: weclip_plus (a CLIP and a DINOv2 file" in said and PAPER in said
@@ -92,31 +95,31 @@ def test_clip_and_dinov2_train_weclip_plus_on_the_photos_as_planned(photos, tmp_
     assert list(cfg.infer.scales) == [1.0, 1.5] and cfg.infer.fuse_at == "grid"  # the official test fusion, no CRF
     summary = json.loads((out / "summary.json").read_text())
     val = sorted((out / "data/ImageSets/Segmentation/val.txt").read_text().split())
-    assert (
-        summary["masks"] == str(out / "weclip/predictions/val")
-        and sorted(_masks(out / "weclip/predictions/val")) == val
-    )
+    train = sorted((out / "data/ImageSets/Segmentation/train.txt").read_text().split())
+    assert sorted(_masks(out / "weclip/predictions/val")) == val  # no CRF: WeCLIP+'s test
+    assert summary["masks"] == str(out.resolve() / "masks") and sorted(_masks(out / "masks")) == sorted(train + val)
     assert 0 <= summary["scores"]["val_miou"] <= 100 and summary["choices"]["mode"]["value"] == "weclip_plus"
-    # --plan on the prepared route prints the very steps that ran
-    assert main([*_route(photos, out, dinov2=True), "--plan"]) == 0
-    assert _planned(capsys.readouterr().out) == _ran(said) and len(_ran(said)) == 3
+    assert "masks of all 10 train and val photos, by WeCLIP+'s test fusion" in said
+    # --plan, before the route ran, printed the very steps that ran
+    assert _planned(planned) == _ran(said) and [s.split(":")[0] for s in _ran(said)] == ["weclip", "masks", "report"]
 
 
 @pytest.mark.slow
 def test_clip_only_runs_clip_es_then_the_deeplab_stage(photos, tmp_path, capsys, one_thread):
     out = tmp_path / "route"
+    assert main([*_route(photos, out), "--plan"]) == 0
+    planned = capsys.readouterr().out
     assert main(_route(photos, out)) == 0
     said = capsys.readouterr().out
     assert "route: mode: clip_es (a CLIP file, no DINOv2" in said and "ExCEL" in said and PAPER in said
-    assert [s.split(":")[0] for s in _ran(said)] == ["clip", "cam", "pseudo", "seg", "predict", "report"]
+    assert [s.split(":")[0] for s in _ran(said)] == ["clip", "cam", "pseudo", "seg", "masks", "report"]
     assert "wsss pseudo" in said and "--refine crf" in said
     train = (out / "data/ImageSets/Segmentation/train.txt").read_text().split()
     assert sorted(_masks(out / "clip/pseudo/train")) == sorted(train)
     seg = load_config(out / "seg/config.yaml")
     assert seg.data.pseudo_dir == str(out.resolve() / "clip/pseudo/train") and seg.run.device == "cpu"
     assert (out / "seg/predictions_crf/val").is_dir() and (out / "clip/report/index.html").is_file()
-    assert main([*_route(photos, out), "--plan"]) == 0
-    assert _planned(capsys.readouterr().out) == _ran(said)
+    assert len(_masks(out / "masks")) == 10 and _planned(planned) == _ran(said)
 
 
 @pytest.mark.slow
@@ -217,7 +220,7 @@ def test_two_processes_train_through_torchrun_and_share_the_per_photo_steps(phot
     capsys.readouterr()
     assert main(_route(photos, two)) == 0
     assert len(started) == 1 and started[0][0] == str(two.resolve() / "seg") + ".yaml"
-    assert shared == [(2, "cam"), (2, "pseudo"), (2, "predict")]
+    assert shared == [(2, "cam"), (2, "pseudo"), (2, "predict"), (2, "predict")]  # predict: train, val
     a, b = _masks(one / "seg/predictions_crf/val"), _masks(two / "seg/predictions_crf/val")
     assert a.keys() == b.keys() and len(a) >= 1 and all(np.array_equal(a[k], b[k]) for k in a)
     pa, pb = _masks(one / "clip/pseudo/train"), _masks(two / "clip/pseudo/train")
@@ -226,7 +229,7 @@ def test_two_processes_train_through_torchrun_and_share_the_per_photo_steps(phot
 
 @pytest.mark.slow
 def test_sigterm_in_weclip_plus_then_the_same_command_gives_the_uninterrupted_masks(photos, tmp_path, one_thread):
-    longer = [*TINY, "clip.train.max_iters=8", "clip.train.ckpt_iters=2"]
+    longer = [*TINY, "clip.train.max_iters=20", "clip.train.ckpt_iters=2"]  # long enough to be stopped in
 
     def argv(out: Path) -> list[str]:
         return [*_route(photos, out, dinov2=True)[: -len(TINY)], *longer]
