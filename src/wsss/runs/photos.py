@@ -56,12 +56,12 @@ from wsss.runs.run import Run
 from wsss.runs.shard import run_ids, shared_todo
 from wsss.runs.stamps import (
     SOURCES_FILE,
-    differences,
+    mismatch,
     normal,
     photo_record,
     read_stamp,
     refresh_sources,
-    with_added,
+    with_implied,
     write_stamp,
 )
 from wsss.runs.tag import DEFAULT_THRESHOLD, tag_labels
@@ -100,7 +100,7 @@ def _check_outputs(
     (or unstamped), or, with no stamp, any file wsss did not make (:func:`_not_ours`), unless ``overwrite``. Every
     process checks before the job's first collective (``shared_todo``), so none sees another's new outputs."""
     new = normal(settings)
-    old = with_added(read_stamp(out), new)  # a stamp of an older wsss: without the model's content
+    old = with_implied(read_stamp(out), new)
     if overwrite or old == new:  # the same job again continues: its finished photos are skipped
         return
     for folder, suffix in folders.items():
@@ -108,7 +108,7 @@ def _check_outputs(
             path = per_id_path(folder, id, suffix)
             if not path.exists():
                 continue
-            made = "" if old is None else f" made with other settings ({differences(old, new)})"
+            made = "" if old is None else f" {mismatch(old, new)}"
             raise UsageError(
                 f"{out}: already holds outputs of these photos{made} (e.g. {path}); pass --overwrite to replace "
                 "them, or give another --out"
