@@ -103,7 +103,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from wsss.cli_common import script_parser
+from wsss.cli_common import OVERRIDES_METAVAR, script_parser
 from wsss.core.config import EXECUTION_KEYS, SCOPE
 from wsss.core.errors import TrainingDiverged
 from wsss.data.voc import VOCDataset, read_split
@@ -587,8 +587,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )  # fmt: skip
     p.add_argument("--cam-scales", default="", help="wsss cam --scales, e.g. 1.0,1.5,2.0 (default: the preset's)")
     p.add_argument("--affinity", default="configs/affinitynet/real_cpu.yaml", help="the preset of --refine affinity")
-    p.add_argument("--seg-set", nargs="*", default=[], help="overrides of the DeepLab training")
-    p.add_argument("--aff-set", nargs="*", default=[], help="overrides of the affinity network's training")
+    p.add_argument(
+        "--seg-set", nargs="*", default=[], metavar=OVERRIDES_METAVAR, help="overrides of the DeepLab training"
+    )
+    p.add_argument("--aff-set", nargs="*", default=[], metavar=OVERRIDES_METAVAR,
+                   help="overrides of the affinity network's training")  # fmt: skip
     p.add_argument(
         "--masks", type=int, nargs="+", default=[], metavar="K",
         help="the masks experiment (issue 61): K masked train photos, the DeepLab stage on them alone, on the pseudo "
