@@ -193,6 +193,17 @@ def test_anchors_and_aliases_of_a_real_config_still_read(tmp_path, capsys):
     assert load_config(cfg).infer.cam_scales == (1.0, 0.5)
 
 
+def test_viz_out_an_existing_file_is_one_line_and_the_file_stays(run_dir, data, tmp_path, capsys):
+    """`wsss viz RUN --split val --ids X --out existing_file`: FileExistsError from the mkdir of the grids' folder."""
+    afile = tmp_path / "afile.txt"
+    afile.write_text("mine\n")
+    id = VOCDataset(data, "val").ids[0]
+    rc, out = _cli(capsys, "viz", run_dir, "--split", "val", "--ids", id, "--out", afile)
+    assert rc == 1 and _one_error_line(out) == (f"error: {afile}: is a file; --out names a folder for the grids (one "
+                                                "PNG per image)")  # fmt: skip
+    assert afile.read_text() == "mine\n"
+
+
 BIG = "9" * 5000  # more digits than Python converts to an int
 
 

@@ -40,8 +40,8 @@ import torch
 from wsss.cam import CRFPool
 from wsss.core.config import results_config
 from wsss.core.distributed import rank
-from wsss.core.errors import OutputError, UsageError
-from wsss.core.files import is_temp_file, remove_stale_temps
+from wsss.core.errors import UsageError
+from wsss.core.files import check_output_folder, is_temp_file, remove_stale_temps
 from wsss.data.photos import PhotoFolder
 from wsss.runs.jobs import (
     Writes,
@@ -82,8 +82,7 @@ def _outputs(out: Path, extra: dict[str, str], overlay: bool) -> dict[Path, str]
 def _check_place(photos: PhotoFolder, out: Path, folders: dict[Path, str]) -> None:
     """Refuse ``out`` before anything is written into it, its lock included: a file, or a folder of the photos
     (their masks would sit among them, and a photo ``a.png`` would be replaced by its mask)."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: is a file; --out names a folder for the masks")
+    check_output_folder(out, "a folder for the masks")
     inputs = photos.folders()
     for folder in folders:
         if folder.resolve() in inputs:
