@@ -30,7 +30,7 @@ re-written as VOC-palette PNGs after checking values and sizes), ``cls_labels.np
 ``classes.txt``, ``ImageSets/Segmentation/train.txt`` and ``val.txt``: a seeded random share
 (``val_fraction``) of the images with a mask when masks are given (by default 0.2 of them, and at most
 half: the rest stay in train), and none without masks by default (validation needs masks, and training
-without a val split skips it). An ``out`` holding a dataset is refused unless ``overwrite``; an input
+without a val split skips it), nor when no mask of ``--masks`` is a photo's (a warning says so). An ``out`` holding a dataset is refused unless ``overwrite``; an input
 inside an output that ``overwrite`` would replace (``--masks OUT/SegmentationClass``) is refused, never deleted.
 
 Every input is checked before anything is written, with check-data's rules: an image that does not
@@ -200,7 +200,10 @@ def prepare_folder(
     summary = PrepareSummary(out=out)
     placed = _place_files(out, ids, files, with_mask, masks, image_mode)
     summary.counts.update({"masks": len(with_mask)} if masks is not None else {})
-    val = _val_ids(ids, with_mask, val_fraction, seed, summary)
+    val = _val_ids(ids, with_mask, val_fraction, seed, summary) if masks is None or with_mask else set()
+    if masks is not None and not with_mask:  # a val split of photos without masks would score nothing
+        summary.warnings.append(f"no mask in {masks} is a photo's of {images} (a photo's mask is <its file stem>.png): "
+                                "no val split, and no photo has a mask")  # fmt: skip
     _write_image_labels(out, entries, class_names)
     if val:
         write_split(out, "val", sorted(val))
