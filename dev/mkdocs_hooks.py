@@ -11,6 +11,9 @@ they cannot drift from their source.
   page, or the strict build fails).
 - ``<!-- presets: DIR -->`` in a page: a table of the presets of ``configs/DIR/``, each resolved through its
   ``_base_`` chain by the same loader as ``wsss train`` (``wsss.core.config.load_config``).
+- ``<!-- results: synthetic [METHOD ...] -->`` in a page: the synthetic set's results of those methods (every
+  method when none is named), from ``experiments/results/compare.json``, the file the comparison wrote
+  (``experiments/compare.py``): the one source of those figures, which BENCHMARKS.md's block also shows.
 - The images that those sections link to (``experiments/results/compare.png``) are copied beside them.
 
 The page list is also what ``make docs`` checks in strict mode: a broken link to a page fails the build.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +158,24 @@ def preset_table(folder: str, training_free: bool = False) -> str:
     return "\n".join(rows)
 
 
+RESULTS_MARKER = re.compile(r"<!-- results: synthetic((?: \w+)*) -->")
+
+
+def synthetic_results(methods: list[str]) -> str:
+    """The synthetic set's results table of ``methods`` (all when empty), from ``experiments/results/compare.json``."""
+    if str(REPO) not in sys.path:  # `mkdocs` run as a console script: the repository's packages importable
+        sys.path.insert(0, str(REPO))
+    from experiments.compare import load_results, summary_table
+
+    _, results = load_results(REPO / "experiments/results")
+    unknown = [m for m in methods if m not in {r["method"] for r in results}]
+    if unknown:  # a page naming a method the comparison has no row of: the strict build fails here
+        raise ValueError(f"<!-- results: synthetic -->: no row of {unknown} in experiments/results/compare.json")
+    return summary_table(results, methods)
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ANN001 (mkdocs' hook signature)
+    markdown = RESULTS_MARKER.sub(lambda m: synthetic_results(m.group(1).split()), markdown)
     return PRESET_MARKER.sub(lambda m: preset_table(m.group(1), bool(m.group(2))), markdown)
 
 

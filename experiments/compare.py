@@ -374,6 +374,41 @@ def machine(overrides: Sequence[str] = ()) -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": threads}
 
 
+#: The methods' names in the short table of the docs pages (:func:`summary_table`).
+LABELS = {"cam": "CAM baseline", "seco": "SeCo", "rca": "RCA (+ DeepLab stage)",
+          "sccam": "SC-CAM (+ AffinityNet, DeepLab stage)"}  # fmt: skip
+
+
+def summary_table(results: list[dict[str, Any]], methods: Sequence[str] = ()) -> str:
+    """The short table that the docs pages show (``<!-- results: synthetic [METHOD ...] -->``, rendered by
+    dev/mkdocs_hooks.py): the rows of ``methods`` (every method when empty), in the results' order."""
+    lines = [
+        "| method | CAM mIoU (train) | mask mIoU (train) | seg mIoU (val) "
+        "| seg false activation (mean / rails -> train) | levels (seed bkg / high / low) |",
+        "|---" * 6 + "|",
+    ]
+    for r in results:
+        if r["status"] != "ok" or (methods and r["method"] not in methods):
+            continue
+        seg, lv = r.get("seg"), r.get("levels") or {}
+        levels = " / ".join(f"{lv[k]:g}" for k in ("bkg_thre", "high_thre", "low_thre") if k in lv) or "n/a"
+        lines.append(
+            f"| {LABELS.get(r['method'], r['method'])} | {_num(r['cam'], 'miou')} | {_num(r['mask'], 'miou')} "
+            f"| {_num(seg, 'miou')} | {_num(seg, 'mean_far')} % / {_num(seg, 'far_rails')} % | {levels} |"
+        )
+    return "\n".join(lines)
+
+
+def load_results(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The meta and the rows of ``out_dir/compare.json``: the one source of the synthetic set's results."""
+    data = json.loads((out_dir / "compare.json").read_text())
+    meta = data["meta"]
+    if isinstance(meta.get("machine"), str):  # written by an older compare.py
+        meta["machine"] = {"cpu": meta["machine"]}
+    meta.setdefault("command", ".venv/bin/python experiments/compare.py")
+    return meta, data["results"]
+
+
 def markdown_block(meta: dict[str, Any], results: list[dict[str, Any]], chart_rel: str) -> str:
     m = meta["machine"]
     where = ", ".join(
@@ -465,13 +500,9 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(a.results)
     benchmarks = Path(a.benchmarks) if a.benchmarks else None
     if a.render_only:
-        data = json.loads((out_dir / "compare.json").read_text())
-        meta = data["meta"]
-        if isinstance(meta.get("machine"), str):  # written by an older compare.py
-            meta["machine"] = {"cpu": meta["machine"]}
-        meta.setdefault("command", ".venv/bin/python experiments/compare.py")
-        publish(meta, data["results"], out_dir, benchmarks)
-        print(table(data["results"]))
+        meta, results = load_results(out_dir)
+        publish(meta, results, out_dir, benchmarks)
+        print(table(results))
         return
     root, runs = (REPO / a.data).resolve(), (REPO / a.runs).resolve()
     if not (root / "classes.txt").is_file():

@@ -1,90 +1,17 @@
-"""One method's whole route on a real-photo dataset, scored at every step (issue 31): the figures of a row of
-BENCHMARKS.md's ccp-dev table.
+"""One method's whole route on a real-photo dataset, scored at every step: the figures of a row of BENCHMARKS.md's
+ccp-dev table.
 
-The route a user runs is ``wsss route`` (``src/wsss/runs/route.py``, docs/own-photos.md#what-it-does). This script
-adds only what research needs (folds of every photo, arms, seeds, extra scoring) and runs every step of its route by
-the package's own step functions, in this process, the functions ``wsss route`` runs (``wsss.runs.route``:
-``run_config`` and ``train_run`` for a training, ``stage_words`` for the DeepLab stage with masks, ``cams``,
-``pseudo_labels``, ``predict_split``, ``score``), with the views of a dataset of ``wsss.data.views``: a change to a
-step changes the product's route and this one alike. ``OUT/route.log`` holds, for each step, the ``wsss`` command a
-user would type for it, its output, and its wall seconds. The steps:
-
-1. ``wsss train PRESET data.root=ROOT run.dir=OUT/cls`` (seconds per iteration: the training's wall time
-   over its iterations, the model's building and checkpoints included, and the median of the trainer's log
-   periods);
-2. ``wsss cam`` and ``wsss sweep-bkg`` on the train split: the seeds at the level the sweep picks (the
-   calibration a user with a few masks does; on train, never on val), re-written at that level;
-3. pseudo labels of the train split at that level (``--levels L/L``: one level, no pixel left undecided, as
-   the CAM baseline's preset) with each refiner of ``--refine`` (PAR, the dense CRF, a method's own),
-   scored with ``wsss eval --pseudo``;
-4. the DeepLab stage ``configs/deeplab/real_cpu.yaml`` on the first refiner's pseudo labels, ``wsss predict``
-   on the val split and its mIoU against the val masks; again with ``--tags-from OUT/cls`` (each val photo's
-   prediction names only the classes the route's own classifier finds in it: ``val_tagged``), and with its
-   soft gate (``--tag-gate soft``: each class weighted by the classifier's probability, ``val_tagged_soft``);
-5. with ``--seg-rounds N``, N - 1 more rounds of the same stage, each trained afresh on the previous round's
-   ``wsss predict --split train --labelled-only --crf`` (a second round of the segmentation network on its own
-   predictions, each naming only the photo's image labels; scored on train too, so whether they beat the pseudo
-   labels is seen on train).
-
-``--seg-band`` trains the DeepLab stage on the first refiner's labels at the run's own pair of levels instead
-(the sweep's ``config_pair``: ``cam.high_thre`` / ``cam.low_thre``; class above the high one, background at or
-below the low one, 255 between, which the stage's loss ignores), in ``cls/pseudo_REFINE_band``, scored on train
-like the others.
-
-``--seg-from-classifier`` starts the DeepLab stage (every round) from the route's classifier (``model.pretrained=
-OUT/cls``: its backbone, fine-tuned on the train photos' image labels, instead of the preset's ImageNet one; the
-classifier and the stage must share a backbone, as the real-photo presets do).
-
-``--seg-ensemble N`` trains N - 1 more DeepLab stages on round 1's labels, seeds ``S + 3k`` for k = 1 .. N - 1 (S:
-round 1's ``run.seed``; the offset 3 keeps the members of the routes of seeds 0, 1, 2 apart), in ``OUT/seg_mK``, and
-scores round 1's stage ensembled with them (``wsss predict OUT/seg --ensemble OUT/seg_m1 ...``): plain, with
-``--tags-from OUT/cls``, and with ``--crf --tags-from OUT/cls`` (``seg_ensemble.val``).
-
-``--masks K ...`` (issue 61) is the masks experiment instead of steps 2-5: with K of the train photos' masks only
-(the first K masked ones of the train split's order, a view of the data set in ``OUT/masks_K``), the DeepLab stage
-(a) on the K masks alone, (b) on PAR labels at the level the sweep picks on the K masks, (c) on those labels with the
-K masks in their place (``data.true_masks=auto``) at each ``--mask-weights`` value; and the stage on every train mask,
-the ceiling (``_masks_experiment``; BENCHMARKS.md, "how many masks"). ``--mask-classifier`` adds (d): the classifier
-trained again with the K masks (``data.true_masks=auto``: its CAMs learn their pixels, ``Method.mask_term``) in
-``OUT/cls_mK``, the level its sweep picks on them, its PAR labels, and the stage on those with the K masks as (c) at
-weight 1, named by its own classifier.
-
-``--fold F/N`` holds fold F of N of the data set's photos (train and val together, sorted, dealt round-robin) out as
-val and trains on the others (a view in ``OUT/data``); ``--folds N`` runs the route on every fold (``OUT/foldF``,
-``run.seed`` = F unless set) and summarises each figure over the folds (mean, range, standard deviation);
-``--gain-over JSON`` adds each figure's gain, fold by fold, over another ``--folds`` run of the same folds (issue 62).
-``--reuse JSON ...`` takes the finished folds these JSONs hold (of ``--folds`` runs, or of ``--fold F/N`` runs of the
-same command) instead of running them again, when their folders are gone: each fold checked to hold the same val
-photos and, where the JSON records them (``settings``), the same options but those of where and how fast it ran
-(``EXECUTION_OPTIONS``: a fold run on a GPU is the same command's); an entry from before ``settings`` were
-recorded is taken with a warning. ``--kept-only`` runs no fold: the JSON of the kept folds (from fold 0 up to the first
-none of them holds), to gather folds finished on several machines.
-``--steps`` adds each step's own gain (``steps``): the stage's val with ``--crf`` and ``--crf --tags-from``, the
-classifier's tag precision and recall on val, the floor of val (``floor``: the mIoU of masks of background alone),
-and the stage on the labels at the preset's own level against the sweep's (plain, with ``--crf`` — the route the
-manual advises since the 12-epoch verdicts — and with ``--crf --tags-from``).
-
-``--cam-scales`` gives ``wsss cam`` its ``--scales`` (multi-scale CAMs from a classifier trained without them).
-
-The refiner ``affinity`` is PSA's walk (docs/methods/affinitynet.md#random-walk): PSA's la / ha seeds of the
-train split first (``wsss pseudo --refine psa --levels H/L``, H / L the run's own ``cam.high_thre`` /
-``cam.low_thre``, the ``config_pair`` of the sweep: class above H, background below L, 255 between; scored with
-``--pseudo``), the affinity network ``--affinity`` (``configs/affinitynet/real_cpu.yaml``) trained on them in
-``OUT/aff``, then the walk of the CAMs at the sweep's level (``--refine affinity --affinity-run OUT/aff
---levels L/L``).
+The route a user runs is ``wsss route`` (``wsss.pipelines.route``, docs/own-photos.md#what-it-does). This script adds
+only what research needs (folds of every photo, arms, seeds, extra scoring) and runs every step of its route by the
+package's own step functions and its step runner (``wsss.pipelines.steps``: ``OUT/route.log``, ``OUT/steps.jsonl``,
+the lock and the settings record), in this process: a change to a step changes the product's route and this one
+alike. Its steps and options: docs/benchmarks/history/real-photos.md#research-runner.
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/real_route.py configs/rca/real_cpu.yaml \\
         --data-root data/ccp-dev --out runs/ccp/rca --json runs/ccp/rca.json
 
-``--data-root`` (required): a dataset in the VOC layout with masks for its train and val photos. BENCHMARKS.md's
-table was measured on ccp-dev, the project's development set of 250 photos of the Clothing Co-Parsing data set
-(every photo whose id is a multiple of 4, 10 garment groups; Yang, Luo and Lin, CVPR 2014), which is not in the
-repository: build it from CCP (its SOURCE.md and MAPPING.txt give the draw and the class mapping) or use your own
-photos (``wsss prepare folder --masks``).
-
 A step whose outputs exist is not redone (rerun after a stop to finish: SIGTERM stops it as Ctrl-C does, a
-training saving its ``last.pt``); ``KEY=VALUE`` words / ``--seg-set`` add overrides to the two trainings (tests
-shrink them).
+training saving its ``last.pt``); ``KEY=VALUE`` words / ``--seg-set`` add overrides to the two trainings.
 """
 
 from __future__ import annotations
@@ -97,20 +24,19 @@ import os
 import shutil
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from wsss.cli_common import OVERRIDES_METAVAR, script_parser
-from wsss.core.config import EXECUTION_KEYS, SCOPE
+from wsss.core.config import SCOPE
 from wsss.core.errors import TrainingDiverged
 from wsss.data.voc import VOCDataset, read_split
-from wsss.runs import route as steps  # the route's steps: looked up at each call, the one implementation
+from wsss.pipelines import route as steps  # the route's steps: looked up at each call, the one implementation
+from wsss.pipelines.route import MASKED_SPLIT, mixed_stage_words, stage_iterations
+from wsss.pipelines.steps import StepRunner, changed_settings, computed_words
 from wsss.runs.jobs import predictions_folder
-from wsss.runs.route import MASKED_SPLIT, mixed_stage_words, stage_iterations
-from wsss.utils.runlock import run_dir_lock
 
 if __package__ in (None, ""):  # run as a script (`python experiments/real_route.py`): its package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -118,41 +44,13 @@ from experiments.data_views import all_ids, first_masked, fold_split, make_view 
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
-# The overrides (KEY=VALUE words, --seg-set, --aff-set) that say where and how fast a route runs, not what it computes:
-# --reuse takes a fold run with other ones (on a GPU, with loader workers) as this command's. The photos and their
-# augmentation are the same whatever the workers (photo i of epoch e is drawn from (seed, e, i):
-# VOCDataset.rng_for), and each photo's CRF is its own whatever the processes; the device and the threads change
-# the rounding of the floats, which over a training moves the figures as nondeterminism does. The fold's
-# ``settings`` keep them as run.
-# The keys are the toolkit's one declaration of them, core.config.EXECUTION_KEYS.
-EXECUTION_OPTIONS = tuple(sorted(f"{key}=" for key in EXECUTION_KEYS))
 
 
-def _step(log: Path, command: str, work: Callable[[], T]) -> tuple[T, float]:
-    """One step of the route: ``work``, a call of the package's (``wsss.runs.route``'s steps, as ``wsss route`` runs
-    them), in this process. Its output is appended to ``log`` after ``$ COMMAND`` (the ``wsss`` command a user would
-    type for it), then when it ended, its wall seconds and its exit status (0, or the ``wsss`` command's for its
-    error or its stop), as the log of a command reads; its result and its wall seconds."""
-    t = time.perf_counter()
-    code = 1
-    with open(log, "a") as out:
-        out.write(f"$ {command}\n")
-        out.flush()
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-                result = work()
-            code = 0
-        except KeyboardInterrupt as e:
-            code = 128 + (signal.SIGTERM if getattr(e, "signum", None) == signal.SIGTERM else signal.SIGINT)
-            raise
-        except Exception as e:
-            code = int(getattr(e, "exit_code", 1))
-            out.write(f"error: {e}\n")
-            raise
-        finally:
-            wall = time.perf_counter() - t
-            out.write(f"# ended {time.strftime('%H:%M:%S')}, {wall:.1f} s, exit {code}\n")
-    return result, wall
+def _step(runner: StepRunner, command: str, work: Callable[[], T]) -> tuple[T, float]:
+    """One step of the route: ``work``, a call of the route's steps (as ``wsss route`` runs them), in this process,
+    run by the shared step runner (``wsss.pipelines.steps``): its output in ``OUT/route.log`` after ``$ COMMAND``
+    (the ``wsss`` command a user would type for it), its time in ``OUT/steps.jsonl``; its result and wall seconds."""
+    return runner.run(command.split()[1], command, work)
 
 
 def _preset(path: str) -> str:
@@ -167,7 +65,7 @@ def _miou(path: Path) -> float:
     return float(json.loads(path.read_text())["miou"])
 
 
-def _score(pred: Path, root: str, split: str, scores: Path, log: Path, *, pseudo: bool = False) -> float:
+def _score(pred: Path, root: str, split: str, scores: Path, runner: StepRunner, *, pseudo: bool = False) -> float:
     """The masks in ``pred`` scored on the split's masks (the route's step ``score``), written into ``scores`` as
     ``wsss eval --json`` writes them; the mIoU in %."""
     from wsss.core.files import atomic_write
@@ -178,34 +76,34 @@ def _score(pred: Path, root: str, split: str, scores: Path, log: Path, *, pseudo
         return result
 
     flag = " --pseudo" if pseudo else ""
-    result, _ = _step(log, f"wsss eval {pred} --data-root {root} --split {split}{flag} --json {scores}", scored)
+    result, _ = _step(runner, f"wsss eval {pred} --data-root {root} --split {split}{flag} --json {scores}", scored)
     with atomic_write(scores, "w") as f:
         json.dump(result.to_json(), f, indent=2)
     return 100 * _miou(scores)
 
 
 def _predict(
-    seg: Path, split: str, log: Path, *, crf: bool = False, tags_from: Path | None = None, tag_gate: str = "hard",
-    labelled_only: bool = False, ensemble: list[Path] | None = None,
+    seg: Path, split: str, runner: StepRunner, *, crf: bool = False, tags_from: Path | None = None,
+    tag_gate: str = "hard", labelled_only: bool = False, ensemble: list[Path] | None = None,
 ) -> Path:  # fmt: skip
     """The masks of the split by the run ``seg`` (the route's step ``predict_split``); their folder."""
     flags = [*(["--ensemble", *map(str, ensemble)] if ensemble else []),
              *(["--labelled-only"] if labelled_only else []), *(["--crf"] if crf else []),
              *(["--tags-from", str(tags_from), "--tag-gate", tag_gate] if tags_from is not None else [])]  # fmt: skip
-    pred, _ = _step(log, " ".join(["wsss predict", str(seg), "--split", split, *flags, "--quiet"]),
+    pred, _ = _step(runner, " ".join(["wsss predict", str(seg), "--split", split, *flags, "--quiet"]),
                     lambda: steps.predict_split(seg, split, crf=crf, tags_from=tags_from, tag_gate=tag_gate,
                                                 labelled_only=labelled_only, ensemble=ensemble or (),
                                                 progress=False))  # fmt: skip
     return pred
 
 
-def _cams(cls: Path, words: list[str], shown: str, log: Path) -> None:
+def _cams(cls: Path, words: list[str], shown: str, runner: StepRunner) -> None:
     """The CAMs and seeds of the train split (the route's step ``cams``) with ``words`` (``shown``: as flags)."""
-    _step(log, f"wsss cam {cls} --split train{shown} --quiet",
+    _step(runner, f"wsss cam {cls} --split train{shown} --quiet",
           lambda: steps.cams(cls, "train", words=words, progress=False))  # fmt: skip
 
 
-def _train(preset: str, words: list[str], run: Path, log: Path) -> dict[str, Any]:
+def _train(preset: str, words: list[str], run: Path, runner: StepRunner) -> dict[str, Any]:
     """Train ``preset`` with ``words`` into ``run`` (the route's steps ``run_config``, ``train_run``) unless ``run``
     has its final checkpoint; the seconds per iteration of the training."""
     if not (run / "checkpoints/last.pt").is_file() or not (run / "train_time.json").is_file():
@@ -214,7 +112,7 @@ def _train(preset: str, words: list[str], run: Path, log: Path) -> dict[str, Any
             # train_run says what the masks teach and checks the data first, as `wsss train` does
             steps.train_run(steps.run_config(_preset(preset), words, run), progress=False)
 
-        _, wall = _step(log, f"wsss train {preset} {' '.join(words)} run.dir={run} --quiet", trained)
+        _, wall = _step(runner, f"wsss train {preset} {' '.join(words)} run.dir={run} --quiet", trained)
         (run / "train_time.json").write_text(json.dumps({"wall": wall}))
     wall = json.loads((run / "train_time.json").read_text())["wall"]
     # the trainer's log (metrics.jsonl; one per round of SC-CAM): the last step of each is its iterations, and
@@ -230,28 +128,30 @@ def _train(preset: str, words: list[str], run: Path, log: Path) -> dict[str, Any
 def route(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    log, cls, root = out / "route.log", out / "cls", str(Path(args.data_root).resolve())
+    cls, root = out / "cls", str(Path(args.data_root).resolve())
+    runner = StepRunner(out, command="experiments/real_route.py", transcript=out / "route.log")
     res: dict[str, Any] = {"preset": args.preset, "data_root": root, "settings": _settings(args)}
+    runner.record(res["settings"])
     if args.fold:  # the data set's photos split anew: this fold's val held out, the other folds' photos train
         res["fold"] = _fold_view(root, args.fold, out)
         root = res["fold"]["view"]
-    res["train"] = _train(args.preset, [f"data.root={root}", *args.overrides], cls, log)
+    res["train"] = _train(args.preset, [f"data.root={root}", *args.overrides], cls, runner)
     scales, shown = _cam_scales(args)
-    _cams(cls, scales, shown, log)
+    _cams(cls, scales, shown, runner)
     if args.masks:
-        return _masks_experiment(args, res, out, cls, root, log)
+        return _masks_experiment(args, res, out, cls, root, runner)
     sweep = cls / "bkg_sweep/train.json"
-    _sweep(cls, None, sweep, log)
+    _sweep(cls, None, sweep, runner)
     s = json.loads(sweep.read_text())
     level = float(s["best_thre"])
     by_level = dict(zip(s["thresholds"], s["miou"]))
     own = float(s["config_bkg_thre"])
     res["seeds"] = {"level": level, "miou": 100 * float(s["best_miou"]), "config_level": own,
                     "config_miou": 100 * by_level[own] if own in by_level else None}  # fmt: skip
-    _cams(cls, [*scales, f"cam.bkg_thre={level:g}"], f"{shown} --bkg-thre {level:g}", log)
+    _cams(cls, [*scales, f"cam.bkg_thre={level:g}"], f"{shown} --bkg-thre {level:g}", runner)
     res["pseudo"] = {}
 
-    pseudo_labels = partial(_pseudo_labels, cls, root, log=log)
+    pseudo_labels = partial(_pseudo_labels, cls, root, runner=runner)
 
     for refine in args.refine:
         affinity_run = None
@@ -261,7 +161,7 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
             aff = out / "aff"
             res["affinity"] = {"seed_levels": [high, low], "seeds": 100 * _miou(seeds.parent / "eval.json"),
                                "train": _train(args.affinity, [f"data.root={root}", f"data.pseudo_dir={seeds}",
-                                                               *args.aff_set], aff, log)}  # fmt: skip
+                                                               *args.aff_set], aff, runner)}  # fmt: skip
             affinity_run = aff
         pseudo = pseudo_labels(refine, (level, level), f"pseudo_{refine}", affinity_run=affinity_run)
         res["pseudo"][refine] = 100 * _miou(pseudo.parent / "eval.json")
@@ -271,55 +171,73 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
         labels = pseudo_labels(args.refine[0], (high, low), f"pseudo_{args.refine[0]}_band")
         res["pseudo"][f"{args.refine[0]}_band"] = 100 * _miou(labels.parent / "eval.json")
     if args.seg:
-        seg_set = [f"model.pretrained={cls}", *args.seg_set] if args.seg_from_classifier else args.seg_set
-        res["seg_rounds"] = []
-        for r in range(1, args.seg_rounds + 1):
-            seg = out / ("seg" if r == 1 else f"seg_r{r}")
-            train = _train(args.seg, [f"data.root={root}", f"data.pseudo_dir={labels}", *seg_set], seg, log)
-            pred = _predict(seg, args.val_split, log)
-            row = {"round": r, "labels": str(labels), "train": train,
-                   "val": _score(pred, root, args.val_split, seg / "eval.json", log)}  # fmt: skip
-            for gate, suffix in (("hard", "tagged"), ("soft", "tagged_soft")):  # the classifier's tags, both gates
-                pred = _predict(seg, args.val_split, log, tags_from=cls, tag_gate=gate)
-                row[f"val_{suffix}"] = _score(pred, root, args.val_split, seg / f"eval_{suffix}.json", log)
-            if r < args.seg_rounds:  # the next round's labels: this round's predictions of the train photos,
-                # naming only each photo's labelled classes, with the CRF (on ccp-dev's train, RCA seed 2: 23.15
-                # plain, 25.10 labelled only, 25.95 with the CRF, against 22.85 for the PAR labels; BENCHMARKS.md)
-                labels = _predict(seg, "train", log, crf=True, labelled_only=True)
-                row["train_predictions"] = _score(labels, root, "train", seg / "eval_train.json", log, pseudo=True)
-            res["seg_rounds"].append(row)
-        res["seg_train"] = res["seg_rounds"][0]["train"]
-        first = res["seg_rounds"][0]
-        res["seg_val"] = {"refine": args.refine[0], "miou": first["val"], "tagged": first["val_tagged"],
-                          "tagged_soft": first["val_tagged_soft"]}  # fmt: skip
-        if args.seg_ensemble > 1:
-            res["seg_ensemble"] = _seg_ensemble(args, out, cls, root, Path(first["labels"]), seg_set, log)
+        first, seg_set = _seg_stage(args, res, out, cls, root, labels, runner)
         if args.steps:  # each step's own contribution (issue 62), the gains in "steps"
-            scored = partial(_scored_predictions, root=root, split=args.val_split, log=log)
-            first["val_crf"] = scored(out / "seg", crf=True)
-            first["val_crf_tagged"] = scored(out / "seg", crf=True, tags_from=cls)
-            res["tags"] = _tag_scores(cls, root, args.val_split)
-            res["floor"] = _background_only_floor(root, args.val_split)
-            # the same stage on the labels at the preset's own level instead of the sweep's
-            own_labels = pseudo_labels(args.refine[0], (own, own), f"pseudo_{args.refine[0]}_own_level")
-            own_seg = out / "seg_own_level"
-            res["own_level"] = {
-                "level": own, "pseudo": 100 * _miou(own_labels.parent / "eval.json"),
-                "train": _train(args.seg, [f"data.root={root}", f"data.pseudo_dir={own_labels}", *seg_set], own_seg,
-                                log),
-                "val": scored(own_seg), "val_crf": scored(own_seg, crf=True),
-                "val_crf_tagged": scored(own_seg, crf=True, tags_from=cls),
-            }  # fmt: skip
-            res["steps"] = {
-                "crf": first["val_crf"] - first["val"],
-                "tags": first["val_tagged"] - first["val"],
-                "tags_after_crf": first["val_crf_tagged"] - first["val_crf"],
-                "level": first["val"] - res["own_level"]["val"],
-                "level_crf_tagged": first["val_crf_tagged"] - res["own_level"]["val_crf_tagged"],
-            }
-            if "seg_ensemble" in res:
-                res["steps"]["ensemble_crf_tagged"] = res["seg_ensemble"]["val"]["crf_tagged"] - first["val_crf_tagged"]
+            _step_gains(args, res, first, out, cls, root, seg_set, pseudo_labels, runner)
     return res
+
+
+def _seg_stage(
+    args: argparse.Namespace, res: dict[str, Any], out: Path, cls: Path, root: str, labels: Path, runner: StepRunner
+) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    """Step 4-5: the DeepLab stage's rounds on ``labels``, each scored on val (plain, tagged, soft-tagged), and its
+    ensemble; round 1's row and the stage's overrides."""
+    seg_set = [f"model.pretrained={cls}", *args.seg_set] if args.seg_from_classifier else args.seg_set
+    res["seg_rounds"] = []
+    for r in range(1, args.seg_rounds + 1):
+        seg = out / ("seg" if r == 1 else f"seg_r{r}")
+        train = _train(args.seg, [f"data.root={root}", f"data.pseudo_dir={labels}", *seg_set], seg, runner)
+        pred = _predict(seg, args.val_split, runner)
+        row = {"round": r, "labels": str(labels), "train": train,
+               "val": _score(pred, root, args.val_split, seg / "eval.json", runner)}  # fmt: skip
+        for gate, suffix in (("hard", "tagged"), ("soft", "tagged_soft")):  # the classifier's tags, both gates
+            pred = _predict(seg, args.val_split, runner, tags_from=cls, tag_gate=gate)
+            row[f"val_{suffix}"] = _score(pred, root, args.val_split, seg / f"eval_{suffix}.json", runner)
+        if r < args.seg_rounds:  # the next round's labels: this round's predictions of the train photos,
+            # naming only each photo's labelled classes, with the CRF (on ccp-dev's train, RCA seed 2: 23.15
+            # plain, 25.10 labelled only, 25.95 with the CRF, against 22.85 for the PAR labels; BENCHMARKS.md)
+            labels = _predict(seg, "train", runner, crf=True, labelled_only=True)
+            row["train_predictions"] = _score(labels, root, "train", seg / "eval_train.json", runner, pseudo=True)
+        res["seg_rounds"].append(row)
+    res["seg_train"] = res["seg_rounds"][0]["train"]
+    first = res["seg_rounds"][0]
+    res["seg_val"] = {"refine": args.refine[0], "miou": first["val"], "tagged": first["val_tagged"],
+                      "tagged_soft": first["val_tagged_soft"]}  # fmt: skip
+    if args.seg_ensemble > 1:
+        res["seg_ensemble"] = _seg_ensemble(args, out, cls, root, Path(first["labels"]), seg_set, runner)
+    return first, seg_set
+
+
+def _step_gains(
+    args: argparse.Namespace, res: dict[str, Any], first: dict[str, Any], out: Path, cls: Path, root: str,
+    seg_set: list[str], pseudo_labels: Callable[..., Path], runner: StepRunner,
+) -> None:  # fmt: skip
+    """``--steps``: each step's own gain (the CRF, the tags, the swept level against the preset's own) in ``res``."""
+    scored = partial(_scored_predictions, root=root, split=args.val_split, runner=runner)
+    first["val_crf"] = scored(out / "seg", crf=True)
+    first["val_crf_tagged"] = scored(out / "seg", crf=True, tags_from=cls)
+    res["tags"] = _tag_scores(cls, root, args.val_split)
+    res["floor"] = _background_only_floor(root, args.val_split)
+    # the same stage on the labels at the preset's own level instead of the sweep's
+    own = res["seeds"]["config_level"]
+    own_labels = pseudo_labels(args.refine[0], (own, own), f"pseudo_{args.refine[0]}_own_level")
+    own_seg = out / "seg_own_level"
+    res["own_level"] = {
+        "level": own, "pseudo": 100 * _miou(own_labels.parent / "eval.json"),
+        "train": _train(args.seg, [f"data.root={root}", f"data.pseudo_dir={own_labels}", *seg_set], own_seg,
+                        runner),
+        "val": scored(own_seg), "val_crf": scored(own_seg, crf=True),
+        "val_crf_tagged": scored(own_seg, crf=True, tags_from=cls),
+    }  # fmt: skip
+    res["steps"] = {
+        "crf": first["val_crf"] - first["val"],
+        "tags": first["val_tagged"] - first["val"],
+        "tags_after_crf": first["val_crf_tagged"] - first["val_crf"],
+        "level": first["val"] - res["own_level"]["val"],
+        "level_crf_tagged": first["val_crf_tagged"] - res["own_level"]["val_crf_tagged"],
+    }
+    if "seg_ensemble" in res:
+        res["steps"]["ensemble_crf_tagged"] = res["seg_ensemble"]["val"]["crf_tagged"] - first["val_crf_tagged"]
 
 
 def _fold_view(root: str, fold_of: str, out: Path) -> dict[str, Any]:
@@ -342,14 +260,13 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _what_is_computed(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` without the overrides of where and how fast the route ran (``EXECUTION_OPTIONS``)."""
-    return {k: [o for o in v if not str(o).startswith(EXECUTION_OPTIONS)] if k in ("overrides", "seg_set", "aff_set")
-            else v for k, v in settings.items()}  # fmt: skip
+    """``settings`` without the overrides of where and how fast the route ran (``pipelines.steps.computed_words``)."""
+    return {k: computed_words(v) if k in ("overrides", "seg_set", "aff_set") else v for k, v in settings.items()}
 
 
 def _pseudo_labels(
     cls: Path, root: str, refine: str, levels: tuple[float, float], name: str, *, affinity_run: Path | None = None,
-    log: Path,
+    runner: StepRunner,
 ) -> Path:  # fmt: skip
     """The pseudo labels of the train split at ``levels`` (high, low) with ``refine`` (the route's step
     ``pseudo_labels``, ``wsss pseudo CLS --refine REFINE --levels HIGH/LOW``) into ``CLS/NAME/train`` (kept apart:
@@ -366,7 +283,7 @@ def _pseudo_labels(
         high, low = levels
         given = {"affinity_run": str(affinity_run)} if affinity_run is not None else {}
         extra = f" --affinity-run {affinity_run}" if affinity_run is not None else ""
-        _step(log, f"wsss pseudo {cls} --split train --refine {refine} --levels {high:g}/{low:g}{extra} --quiet",
+        _step(runner, f"wsss pseudo {cls} --split train --refine {refine} --levels {high:g}/{low:g}{extra} --quiet",
               lambda: steps.pseudo_labels(cls, "train", levels, refine=refine, progress=False, **given))  # fmt: skip
         if pseudo.exists():  # a try stopped between the rename and the mark: replaced by this complete one
             shutil.rmtree(pseudo)
@@ -375,20 +292,20 @@ def _pseudo_labels(
         (pseudo / ".done").touch()
     scores = pseudo.parent / "eval.json"
     if not scores.is_file():
-        _score(pseudo, root, "train", scores, log, pseudo=True)
+        _score(pseudo, root, "train", scores, runner, pseudo=True)
     return pseudo
 
 
 def _scored_predictions(
-    seg: Path, *, crf: bool = False, tags_from: Path | None = None, root: str, split: str, log: Path
+    seg: Path, *, crf: bool = False, tags_from: Path | None = None, root: str, split: str, runner: StepRunner
 ) -> float:  # fmt: skip
     """The split's masks by ``seg`` (with the CRF, named by the tags of ``tags_from``) and their mIoU in % (reused
     when scored before)."""
     folder = predictions_folder(crf=crf, tag_gate="hard" if tags_from is not None else None)
     scores = seg / f"eval_{folder}.json"
     if not scores.is_file():
-        pred = _predict(seg, split, log, crf=crf, tags_from=tags_from)
-        _score(pred, root, split, scores, log)
+        pred = _predict(seg, split, runner, crf=crf, tags_from=tags_from)
+        _score(pred, root, split, scores, runner)
     return 100 * _miou(scores)
 
 
@@ -400,13 +317,13 @@ def _cam_scales(args: argparse.Namespace) -> tuple[list[str], str]:
     return [f"infer.cam_scales={json.dumps(scales)}"], f" --scales {args.cam_scales}"
 
 
-def _sweep(cls: Path, view: str | None, sweep: Path, log: Path) -> None:
+def _sweep(cls: Path, view: str | None, sweep: Path, runner: StepRunner) -> None:
     """``wsss sweep-bkg CLS --split train [--data-root VIEW] --json SWEEP``: the seeds scored at each background
     level on the train masks (of ``view``: a few of them), the best level in ``SWEEP``."""
     from wsss.evaluation.bkg_sweep import sweep_run_bkg
 
     root = f" --data-root {view}" if view is not None else ""
-    _step(log, f"wsss sweep-bkg {cls} --split train{root} --json {sweep} --quiet",
+    _step(runner, f"wsss sweep-bkg {cls} --split train{root} --json {sweep} --quiet",
           lambda: sweep_run_bkg(cls, "train", data_root=view, json_path=sweep))  # fmt: skip
 
 
@@ -438,7 +355,7 @@ def _background_only_floor(root: str, split: str) -> float:
 
 
 def _masks_experiment(
-    args: argparse.Namespace, res: dict[str, Any], out: Path, cls: Path, root: str, log: Path
+    args: argparse.Namespace, res: dict[str, Any], out: Path, cls: Path, root: str, runner: StepRunner
 ) -> dict[str, Any]:
     """``--masks K ...`` (issue 61, docs/own-photos.md#how-many-masks): for each K, a view of the data set in which
     only the first K masked train photos keep their mask (``OUT/masks_K``), and the DeepLab stage (a) on those K
@@ -468,13 +385,13 @@ def _masks_experiment(
         the manual's (``--crf --tags-from TAGGER``, the route's classifier unless another is named)."""
         seg = out / name
         try:
-            row: dict[str, Any] = {"train": _train(args.seg, words, seg, log)}
+            row: dict[str, Any] = {"train": _train(args.seg, words, seg, runner)}
         except TrainingDiverged as e:  # a stage that diverged is a result (the arm's table says so); a bug still stops
             return {"diverged": str(e), "run_dir": str(seg)}
         for key, on, extra in (("val", True, {}), ("val_crf", crf, {"crf": True}),
                                ("val_crf_tagged", tagged, {"crf": True, "tags_from": tagger})):  # fmt: skip
             if on:
-                row[key] = _scored_predictions(seg, root=root, split="val", log=log, **extra)
+                row[key] = _scored_predictions(seg, root=root, split="val", runner=runner, **extra)
         return row
 
     seg_words = [f"data.root={root}", *args.seg_set]  # the stage's on the whole data set, before an arm's own
@@ -485,7 +402,7 @@ def _masks_experiment(
         masked_val = [i for i in val_ids if val_set.has_mask(i)]
         view = str(make_view(root, out / f"masks_{k}", {"train": train_ids, "val": val_ids, MASKED_SPLIT: ids},
                              [*ids, *masked_val]))  # fmt: skip
-        level, pseudo = _labels_at_swept_level(cls, root, view, k, log)
+        level, pseudo = _labels_at_swept_level(cls, root, view, k, runner)
         row: dict[str, Any] = {"ids": ids, "level": level, "pseudo_all_masks": 100 * _miou(pseudo.parent / "eval.json")}
         arms[str(k)] = row
         row["b"] = stage(f"seg_b_L{level:g}", [*seg_words, f"data.pseudo_dir={pseudo}"], crf=False, tagged=True)
@@ -500,9 +417,9 @@ def _masks_experiment(
         save()
         if args.mask_classifier:  # (d): the classifier's CAMs learn the K masks' pixels too (Method.mask_term)
             cls_k = out / f"cls_m{k}"
-            trained = _train(args.preset, [f"data.root={view}", *args.overrides, "data.true_masks=auto"], cls_k, log)
-            _cams(cls_k, [], "", log)  # as the route's classifier's
-            level_k, pseudo_k = _labels_at_swept_level(cls_k, root, view, k, log)
+            trained = _train(args.preset, [f"data.root={view}", *args.overrides, "data.true_masks=auto"], cls_k, runner)
+            _cams(cls_k, [], "", runner)  # as the route's classifier's
+            level_k, pseudo_k = _labels_at_swept_level(cls_k, root, view, k, runner)
             mixed = steps.stage_words([*seg_words, *mixed_stage_words(pseudo_k), "data.true_mask_weight=1"], "mixed",
                                       view=view)  # fmt: skip
             row["d"] = {"classifier": trained, "level": level_k, "pseudo_all_masks":
@@ -512,18 +429,18 @@ def _masks_experiment(
     return res
 
 
-def _labels_at_swept_level(cls: Path, root: str, view: str, k: int, log: Path) -> tuple[float, Path]:
+def _labels_at_swept_level(cls: Path, root: str, view: str, k: int, runner: StepRunner) -> tuple[float, Path]:
     """The level ``wsss sweep-bkg`` picks on the K masks of ``view`` and the PAR labels of the train split at it
     (the seeds at the level first, as the route does), scored on every train mask of ``root``: a diagnostic the
     user could not run."""
     sweep = cls / "bkg_sweep" / f"train_masks_{k}.json"
     if not sweep.is_file():
-        _sweep(cls, view, sweep, log)
+        _sweep(cls, view, sweep, runner)
     level = float(json.loads(sweep.read_text())["best_thre"])
     name = f"pseudo_par_L{level:g}"
     if not (cls / name / "train/.done").is_file():
-        _cams(cls, [f"cam.bkg_thre={level:g}"], f" --bkg-thre {level:g}", log)
-    return level, _pseudo_labels(cls, root, "par", (level, level), name, log=log)
+        _cams(cls, [f"cam.bkg_thre={level:g}"], f" --bkg-thre {level:g}", runner)
+    return level, _pseudo_labels(cls, root, "par", (level, level), name, runner=runner)
 
 
 def _write_json(path: str, res: dict[str, Any]) -> None:
@@ -535,7 +452,7 @@ def _write_json(path: str, res: dict[str, Any]) -> None:
 
 
 def _seg_ensemble(
-    args: argparse.Namespace, out: Path, cls: Path, root: str, labels: Path, seg_set: list[str], log: Path
+    args: argparse.Namespace, out: Path, cls: Path, root: str, labels: Path, seg_set: list[str], runner: StepRunner
 ) -> dict[str, Any]:
     """``--seg-ensemble N``: N - 1 more trainings of round 1's stage on its labels (seeds S + 3k), and round 1's
     stage ensembled with them, scored on val plain, tagged, and tagged with the CRF."""
@@ -545,18 +462,21 @@ def _seg_ensemble(
     members = [out / f"seg_m{k}" for k in range(1, args.seg_ensemble)]
     trains = [
         _train(
-            args.seg, [f"data.root={root}", f"data.pseudo_dir={labels}", *seg_set, f"run.seed={seed + 3 * k}"], m, log
+            args.seg,
+            [f"data.root={root}", f"data.pseudo_dir={labels}", *seg_set, f"run.seed={seed + 3 * k}"],
+            m,
+            runner,
         )  # fmt: skip
         for k, m in enumerate(members, start=1)
     ]
     seg, n, val = out / "seg", args.seg_ensemble, {}
     for name, crf, tagged in (("miou", False, False), ("tagged", False, True), ("crf_tagged", True, True)):
-        pred = _predict(seg, args.val_split, log, crf=crf, tags_from=cls if tagged else None, ensemble=members)
-        val[name] = _score(pred, root, args.val_split, seg / f"eval_ens{n}_{name}.json", log)
+        pred = _predict(seg, args.val_split, runner, crf=crf, tags_from=cls if tagged else None, ensemble=members)
+        val[name] = _score(pred, root, args.val_split, seg / f"eval_ens{n}_{name}.json", runner)
     return {"members": [str(seg), *map(str, members)], "train": trains, "val": val}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def _parser() -> Any:
     p = script_parser(__doc__)
     p.add_argument("preset", help="the classifier's preset, e.g. configs/cam/real_cpu.yaml")
     p.add_overrides("run.seed=1", what="classifier's training (before --seg-set, --aff-set)")
@@ -566,18 +486,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seg", default="configs/deeplab/real_cpu.yaml", help="the DeepLab preset ('' = no seg stage)")
     p.add_argument("--val-split", default="val")
     p.add_argument("--seg-rounds", type=int, default=1, help="DeepLab rounds (2: on round 1's predictions)")
+    # fmt: off
+    p.add_argument("--seg-band", action="store_true",
+                   help="the DeepLab stage on the first refiner's labels at the run's own pair (255 between)")
+    p.add_argument("--seg-from-classifier", action="store_true",
+                   help="the DeepLab stage starts from the route's classifier's backbone (model.pretrained=OUT/cls)")
+    # fmt: on
     p.add_argument(
-        "--seg-band",
-        action="store_true",
-        help="the DeepLab stage on the first refiner's labels at the run's own pair (255 between)",
-    )
-    p.add_argument(
-        "--seg-from-classifier",
-        action="store_true",
-        help="the DeepLab stage starts from the route's classifier's backbone (model.pretrained=OUT/cls)",
-    )
-    p.add_argument(
-        "--seg-ensemble", type=int, default=1, metavar="N",
+        "--seg-ensemble",
+        type=int,
+        default=1,
+        metavar="N",
         help="N DeepLab stages on round 1's labels (seeds S + 3k), scored ensembled (wsss predict --ensemble)",
     )  # fmt: skip
     p.add_argument(
@@ -604,35 +523,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="--masks's arm (d): a classifier whose CAMs learn the K masks' pixels too (data.true_masks=auto), its "
              "own level and labels, the DeepLab stage on them with the K masks (weight 1)",
     )  # fmt: skip
+    # fmt: off
+    p.add_argument("--fold", default="", metavar="F/N",
+                   help="hold out fold F of N of the data set's photos as val, train on the rest (a view in OUT/data)")
+    p.add_argument("--folds", type=int, default=0, metavar="N",
+                   help="the route on each of N folds (OUT/foldF), then each figure's mean and range over the folds")
+    p.add_argument("--gain-over", default="", metavar="JSON",
+                   help="with --folds: each figure's gain over another --folds run's JSON, fold by fold")
+    # fmt: on
     p.add_argument(
-        "--fold",
-        default="",
-        metavar="F/N",
-        help="hold out fold F of N of the data set's photos as val, train on the rest (a view in OUT/data)",
-    )
-    p.add_argument(
-        "--folds",
-        type=int,
-        default=0,
-        metavar="N",
-        help="the route on each of N folds (OUT/foldF), then each figure's mean and range over the folds",
-    )
-    p.add_argument(
-        "--gain-over",
-        default="",
+        "--reuse",
+        nargs="+",
+        default=[],
         metavar="JSON",
-        help="with --folds: each figure's gain over another --folds run's JSON, fold by fold",
-    )
-    p.add_argument(
-        "--reuse", nargs="+", default=[], metavar="JSON",
         help="with --folds: take the finished folds these JSONs hold (of --folds or --fold F/N runs of this command) "
-             "instead of running them again (when their folders are gone)",
+        "instead of running them again (when their folders are gone)",
     )  # fmt: skip
     p.add_argument(
         "--kept-only", action="store_true",
         help="with --reuse: run no fold; the JSON of the folds --reuse gives, from fold 0 to the first it lacks",
     )  # fmt: skip
     p.add_json()
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = _parser()
     args = p.parse_args(argv)
     if args.reuse and not args.folds:
         p.error("--reuse takes the finished folds of a --folds run: pass --folds N")
@@ -644,7 +560,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error(f"--cam-scales {args.cam_scales!r}: numbers like 1.0,1.5,2.0")
     # one experiment per --out: two would run the same stages into the same folders (their steps refuse a run in
     # training, not a folder another step is about to use)
-    with run_dir_lock(args.out, command="experiments/real_route.py", option="--out"), _threads():
+    with StepRunner(args.out, command="experiments/real_route.py").lock(), _threads():
         res = cross_validate(args) if args.folds else route(args)
     print(json.dumps(res, indent=1))
     if args.json:
@@ -723,8 +639,7 @@ def _reusable_folds(args: argparse.Namespace) -> dict[int, tuple[dict[str, Any],
                     raise SystemExit(f"{path}: fold {fold} is of another preset or lacks {missing}: not this run's")
                 print(f"warning: {path}: fold {fold} records no settings (a JSON from before they were): taken as "
                       "this command's on your word (--reuse)", file=sys.stderr)  # fmt: skip
-            elif (theirs := _what_is_computed(theirs)) != (ours := _what_is_computed(ours)):
-                other = sorted(k for k in {*theirs, *ours} if theirs.get(k) != ours.get(k))
+            elif other := changed_settings(_what_is_computed(theirs), _what_is_computed(ours)):
                 raise SystemExit(f"{path}: fold {fold} was run with other settings ({', '.join(other)})")
             kept[fold] = entry, path
     return kept

@@ -26,7 +26,7 @@ torch.set_num_threads(_threads_per_worker())
 
 REPO = Path(__file__).resolve().parents[1]
 # The real photos the tests read live in the repository (tests/assets/<set>/SOURCE.md: origin, licence, how
-# drawn), so that a bare clone passes its tests (issue 56).
+# drawn), so that a bare clone passes its tests.
 ASSETS = REPO / "tests" / "assets"
 VOC_REAL_MINI = ASSETS / "voc-real-mini"
 VOC_REAL_MINI_IDS = [  # its six photos (val.txt)

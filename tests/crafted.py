@@ -1,4 +1,4 @@
-"""Crafted files for the tests of issue 24 (untrusted files run no code): a pickle whose loading
+"""Crafted files for the tests that untrusted files run no code: a pickle whose loading
 creates a marker file, in a cls_labels.npy or a checkpoint, and the numpy 1.x .npy format of PSA."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The import paths a plugin may rely on (docs/api.md, "Import paths a plugin may rely on"): each listed name
 imports from its module, the plugin of tests/plugins imports nothing that is not listed, and each moved path
-still imports, warning, as the same objects (issue 79: ``wsss.methods.cam_baseline`` became ``wsss.methods.cam``
+still imports, warning, as the same objects (``wsss.methods.cam_baseline`` became ``wsss.methods.cam``
 and an out-of-tree method that imported the old name stopped). The lists are read from the page, so the page
 and this test cannot drift apart."""
 

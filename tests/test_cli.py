@@ -138,7 +138,7 @@ def check_bkg_sweep(run, synth_root):
                  "--quiet"]) == 0  # fmt: skip
     res = json.loads(sweep.read_text())
     assert res["thresholds"] == [0.1, 0.3, 0.6] and res["best_miou"] == max(res["miou"])
-    assert res["device"] == "cpu"  # the run's run.device (issue 81: the sweep counts there)
+    assert res["device"] == "cpu"  # the run's run.device (the sweep counts there)
     ds = VOCDataset(synth_root, "val")
     for t, miou in zip(res["thresholds"], res["miou"]):
         assert main(["cam", str(run), "--split", "val", "--bkg-thre", str(t), "--quiet"]) == 0
@@ -153,7 +153,7 @@ def check_bkg_sweep(run, synth_root):
     assert main(["sweep-bkg", str(run), "--split", "train", "--quiet"]) == 1  # no train CAMs yet: a clear error
 
 
-# -- issue 76: a run read with a bad --checkpoint or --device is one error line, not a traceback -----------------
+# -- a run read with a bad --checkpoint or --device is one error line, not a traceback -----------------
 @pytest.fixture(scope="module")
 def one_step_run(synth_root, tmp_path_factory):
     run = tmp_path_factory.mktemp("one_step") / "run"
@@ -199,7 +199,8 @@ def test_a_device_that_is_not_one_or_not_here_is_one_error(one_step_run, synth_r
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # this machine's GPU, if any, is not seen
     assert main(["predict", str(one_step_run), "--split", "val", "--device", "cuda", "--quiet"]) == 1
     assert "device 'cuda': no CUDA GPU is visible to this process" in _error_line(capsys)
-    assert main(["sweep-bkg", str(one_step_run), "--split", "val", "--device", "cuda", "--quiet"]) == 1  # issue 81
+    # the sweep counts on the run's device
+    assert main(["sweep-bkg", str(one_step_run), "--split", "val", "--device", "cuda", "--quiet"]) == 1
     assert "device 'cuda': no CUDA GPU is visible to this process" in _error_line(capsys)
     config = one_step_run / "config.yaml"
     text = config.read_text()
@@ -224,7 +225,7 @@ def test_an_unknown_backbone_is_one_error_line(synth_root, tmp_path, capsys):
 
 
 def test_a_run_folder_names_no_code_to_run(one_step_run, tmp_path, capsys, monkeypatch):
-    """Issue 76 (security): a run from elsewhere whose config.yaml lists ``custom_imports: [plugin_x]``, with a
+    """Security: a run from elsewhere whose config.yaml lists ``custom_imports: [plugin_x]``, with a
     plugin_x.py beside it (on sys.path, as the current folder is for `python -m wsss`): reading the run imports
     nothing and says how to name the plugin; named in WSSS_PLUGINS, it is imported."""
     import shutil

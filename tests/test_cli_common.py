@@ -1,4 +1,4 @@
-"""One way to pass each option (issues 57, 77): every command that trains or reads a run takes config overrides as
+"""One way to pass each option: every command that trains or reads a run takes config overrides as
 ``key=value`` words, wherever they stand among the flags, and no other spelling (the ``--set`` alias is gone); a
 flag several commands share is one flag with one help text; a typed flag that sets a config key is shorthand for
 that key's word; the scripts of experiments/, bench/ and dev/ build their parser with
@@ -39,7 +39,7 @@ TAKE_OVERRIDES = {
     ("train",): (["train", CONFIG], ["--skip-check"]),
     ("config", "show"): (["config", "show", CONFIG], []),
     ("import",): (["import", "seco", "CHECKPOINT.pth"], ["--config", CONFIG, "--out", "RUN"]),
-    ("route",): (["route", "DATA"], ["--out", "OUT", "--quiet"]),  # its words go to both trainings (runs/route.py)
+    ("route",): (["route", "DATA"], ["--out", "OUT", "--quiet"]),  # its words go to both trainings (pipelines/route.py)
 }
 
 
@@ -79,7 +79,7 @@ def test_the_override_words_give_the_same_config_wherever_they_stand(command):
 
 @pytest.mark.parametrize("command", list(READ_RUN), ids=" ".join)
 def test_every_command_that_reads_a_run_takes_the_words(command):
-    """issue 77: cam, pseudo, predict, sweep-bkg, tag, viz, report and export took no general override before."""
+    """cam, pseudo, predict, sweep-bkg, tag, viz, report and export took no general override before."""
     parsed = [parse_args(argv) for argv in _spellings(*READ_RUN[command])]
     assert all(override_words(a) == OVERRIDES for a in parsed), [override_words(a) for a in parsed]
 
@@ -178,7 +178,7 @@ def test_every_list_option_gives_the_words_back_and_keeps_one_value(capsys):
     ],
 )
 def test_a_typed_flag_is_shorthand_for_its_word(argv, words):
-    """issue 77: a typed flag is the word of its key, after the positional words (a flag wins over a word of the
+    """A typed flag is the word of its key, after the positional words (a flag wins over a word of the
     same key), and the word gives the config the value the flag means."""
     assert override_words(parse_args(argv)) == words
     assert override_words(parse_args([*argv, "run.seed=4"])) == ["run.seed=4", *words]

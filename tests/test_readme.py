@@ -13,7 +13,7 @@ from conftest import REPO
 from wsss.cli import parse_args
 
 README = (REPO / "README.md").read_text()
-MAX_LINES = 150  # issue 40: a front page of 150 lines at most
+MAX_LINES = 150  # a front page of 150 lines at most
 
 
 def bash_commands(text: str) -> list[str]:

@@ -9,6 +9,7 @@ The public API (stable names; everything else is internal)::
     mask = run.predict(image, crf=True)    # (H, W) class indices
     result = wsss.evaluate("runs/cam_synth/predictions/val", "data/synth", "val")
     print(result.format_table())
+    route = wsss.run_route(wsss.RouteOptions(data="data/synth", out="runs/route"))  # `wsss route`: a RouteResult
 
 Names are imported on first use, so that worker processes (DataLoader, DenseCRF) that import a
 submodule do not pay for the whole package.
@@ -29,6 +30,9 @@ _EXPORTS = {
     "train": "wsss.engine.launch",
     "EvalResult": "wsss.evaluation",
     "evaluate": "wsss.evaluation",
+    "run_route": "wsss.pipelines.route",
+    "RouteOptions": "wsss.pipelines.route",
+    "RouteResult": "wsss.pipelines.route",
 }
 
 __all__ = [*sorted(_EXPORTS), "data"]

@@ -341,7 +341,7 @@ def _tagger(args: argparse.Namespace, run: Any) -> Any:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from wsss.runs.route import RouteOptions, run_route
+    from wsss.pipelines.route import RouteOptions, run_route
 
     defaults = {k: v for k, v in (("seg", args.seg), ("folds", args.folds)) if v is not None}  # else RouteOptions'
     run_route(RouteOptions(
@@ -810,7 +810,7 @@ def add_predict(sub: Any) -> None:
 
 
 def add_route(sub: Any) -> None:
-    """`wsss route` (runs/route.py)."""
+    """`wsss route` (pipelines/route.py)."""
     s = sub.add_parser(
         "route", help="photos to masks in one command: the advised route, its choices made from the data",
         description="Run (or continue) the advised route on a dataset, or on a folder of photos with --labels and "
@@ -829,7 +829,9 @@ def add_route(sub: Any) -> None:
     )
     s.add_argument("--labels", default=None, metavar="FILE", help="with a folder of photos: its image labels")
     s.add_argument("--classes", default=None, metavar="FILE", help="with a folder of photos: the class list")
-    s.add_argument("--masks", default=None, metavar="DIR", help="with a folder of photos: masks of some of them")
+    s.add_argument("--masks", default=None, metavar="PATH",
+                   help="with a folder of photos: masks of some of them, in a format `wsss prepare folder --masks` "
+                   "reads (class-index PNGs, COCO .json, CVAT or LabelMe export)")  # fmt: skip
     s.add_argument("--classifier", default="auto", metavar="NAME",
                    help="auto (default: by classes and photos per class), rca, cam, or a preset")  # fmt: skip
     s.add_argument("--seg", default=None, metavar="PRESET",
@@ -841,7 +843,7 @@ def add_route(sub: Any) -> None:
                    help="folds of the masked train photos that choose the stage (default 3; each costs two "
                    "trainings of the stage; 0: no choice, the mixed stage)")  # fmt: skip
     s.add_argument("--crf-workers", type=_setting("infer.crf_workers", int), default=None, metavar="N",
-                   help="processes of the dense CRF (infer.crf_workers; default: every core)")  # fmt: skip
+                   help="processes of the dense CRF (infer.crf_workers; default: each run's own)")  # fmt: skip
     s.add_argument("--images", nargs="+", default=None, metavar="DIR_OR_FILE",
                    help="new photos (not a dataset): their masks into OUT/new_masks at the end")  # fmt: skip
     s.add_argument("--plan", action="store_true", help="print the choices and the steps as commands; run nothing")
@@ -989,12 +991,17 @@ def add_prepare(sub: Any) -> None:
     q.add_argument(
         "--labels", default=None,
         help="labels file: .csv 'image,labels' with classes separated by ';' (a.jpg,cat;dog), .csv "
-        "'image,<class>,...' of 0/1, or .txt '<image> <class> ...'; without it every image is taken unlabelled, "
+        "'image,<class>,...' of 0/1, or .txt '<image> <class> ...'; or a COCO .json file or a folder of LabelMe "
+        ".json files, each photo labelled with the classes drawn in it; without it every image is taken unlabelled, "
         "for `wsss tag` to label from CLIP scores",
     )  # fmt: skip
     q.add_argument("--classes", required=True, help="class names, one a line, background first")
     q.add_argument("--out", required=True, help="output dataset root")
-    q.add_argument("--masks", default=None, help="optional folder of <id>.png class-index masks (some or all images)")
+    q.add_argument("--masks", default=None, metavar="PATH",
+                   help="optional masks of some or all images: a folder of <photo stem>.png class-index masks, a COCO "
+                   ".json file (polygons, RLE), a CVAT 'Segmentation mask 1.1' export folder (labelmap.txt, "
+                   "SegmentationClass/) or a folder of LabelMe .json files; the format is told from what is given "
+                   "(docs/datasets.md#masks-from-labelling-tools)")  # fmt: skip
     q.add_argument(
         "--val-fraction", type=float, default=None,
         help="share of the masked images in val.txt (default 0.2 with --masks; at most half of them: the rest stay "
@@ -1122,7 +1129,7 @@ def _show_config_warning(message, category, filename, lineno, file=None, line=No
 def _error_text(e: BaseException) -> str:
     """A user error's message. One raised in a DataLoader worker (a bad pseudo label met mid-training) comes
     back re-raised with the worker's whole traceback as its message (torch's ExceptionWrapper): the last
-    line of that is the error's own, e.g. ``wsss.core.errors.DataError: FILE: ...`` (issue 42)."""
+    line of that is the error's own, e.g. ``wsss.core.errors.DataError: FILE: ...``."""
     text = str(e)
     first = text.split("\n", 1)[0]
     if first.startswith("Caught ") and "in DataLoader worker process" in first:

@@ -1,10 +1,10 @@
 """The options that the ``wsss`` commands and the scripts of ``experiments/``, ``bench/`` and ``dev/`` share,
-each declared once here with one help text (issue 57): ``--quiet``, the config overrides, and a script's common
+each declared once here with one help text: ``--quiet``, the config overrides, and a script's common
 flags (:func:`script_parser`).
 
 Config overrides have one syntax everywhere: dotted ``key=value`` words after the positional arguments, in any
 order with the flags (``wsss train CONFIG data.root=/d --quiet train.max_iters=100``), on every command that
-trains or reads a run (issue 77: the hidden ``--set`` alias is gone; a typed flag is shorthand for one such word,
+trains or reads a run (the hidden ``--set`` alias is gone; a typed flag is shorthand for one such word,
 ``wsss.cli.add_setting``).
 
 This module imports nothing but argparse: building a parser imports no data or model code

@@ -181,7 +181,7 @@ def test_crf_label_psa_toy():
     [(16, None, 16), (16, "4", 4), (2, None, 2), (1, None, 0), (3, "2", 0), (8, "junk", 8)],
 )
 def test_crf_workers_default_is_every_core(monkeypatch, cores, local, expected):
-    """infer.crf_workers = -1 (the default, issue 81): one CRF worker per core this process may use, shared out among
+    """infer.crf_workers = -1 (the default): one CRF worker per core this process may use, shared out among
     a job's local processes (torchrun's or --workers' LOCAL_WORLD_SIZE); a lone core keeps the CRF in-process."""
     from wsss.cam.crf import crf_workers
     from wsss.core.config import Config

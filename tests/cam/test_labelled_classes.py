@@ -1,4 +1,4 @@
-"""CAMs of the labelled classes only (issue 23): the same maps as the all-class path, the others zero."""
+"""CAMs of the labelled classes only: the same maps as the all-class path, the others zero."""
 
 from __future__ import annotations
 
@@ -58,7 +58,10 @@ def test_labelled_classes_match_the_all_class_path(num_fg, reuse_scale1, normali
         assert torch.all(p[:, others] == 0)
         # every consumer multiplies by the labels: their labels agree exactly
         box = [[0, 48, 0, 40], [2, 40, 4, 36]]
-        for kw in ({"bkg_thre": 0.4}, {"ignore_mid": True, "high_thre": 0.6, "low_thre": 0.2, "img_box": box}):
+        for kw in (
+            {"bkg_thre": 0.4},
+            {"bkg_thre": 0.5, "ignore_mid": True, "high_thre": 0.6, "low_thre": 0.2, "img_box": box},
+        ):
             torch.testing.assert_close(cam_to_label(p, labels, **kw)[1], cam_to_label(f, labels, **kw)[1])
     assert not others.any() or (full[0][:, others] > 0).any()  # the all-class path computed the others
 
@@ -122,7 +125,7 @@ def test_run_cam_labelled_equals_all_classes(num_classes, tmp_path):
 
 
 def test_a_labelled_class_the_classifier_does_not_see_gets_a_map_with_the_fallback(tmp_path, monkeypatch):
-    """``infer.cam_empty_fallback`` (issue 31) reaches `wsss cam`'s two paths: a labelled class whose map is
+    """``infer.cam_empty_fallback`` reaches `wsss cam`'s two paths: a labelled class whose map is
     negative at every pixel is empty without it, filled from below the ReLU with it; unlabelled classes, and
     every class of an image without labels, are never filled."""
     run = tiny_run(5, tmp_path)
@@ -204,7 +207,7 @@ def test_run_cam_files_equal_the_all_class_path(synth_root, tmp_path):
     ds = VOCDataset(synth_root, "val")
     dirs = {}
     for all_classes in (False, True):
-        # the dataset's class names: a split job refuses a run of other names (issue 76)
+        # the dataset's class names: a split job refuses a run of other names
         run = tiny_run(ds.num_classes, tmp_path / str(all_classes), ds.class_names)
         dirs[all_classes] = run_cam(run, "val", root=str(synth_root), progress=False, all_classes=all_classes)
     for id in ds.ids:

@@ -133,12 +133,12 @@ def test_cam_to_label_train_thresholds_and_box():
     cls = torch.tensor([[0.0, 1.0, 0.0]])
     _, label = cam_to_label(cam, cls, img_box=[[0, 1, 0, 6]], ignore_mid=True, bkg_thre=0.5)
     assert label.tolist() == [[[255, 2, 0, 255, 255, 0]]]
-    _, label = cam_to_label(cam, cls, img_box=[[0, 1, 1, 4]], ignore_mid=True)
+    _, label = cam_to_label(cam, cls, img_box=[[0, 1, 1, 4]], ignore_mid=True, bkg_thre=0.5)
     assert label.tolist() == [[[255, 2, 0, 255, 255, 255]]]
-    roi = cam_to_roi_mask(cam, cls, img_box=[[0, 1, 1, 4]])
+    roi = cam_to_roi_mask(cam, cls, img_box=[[0, 1, 1, 4]], bkg_thre=0.5)
     assert roi.tolist() == [[[255, 2, 0, -1, 255, 255]]]
-    # one function: the decomposition mask is cam_to_label with the uncertain value -1 (issue 77)
-    _, same = cam_to_label(cam, cls, img_box=[[0, 1, 1, 4]], ignore_mid=True, uncertain=-1)
+    # one function: the decomposition mask is cam_to_label with the uncertain value -1
+    _, same = cam_to_label(cam, cls, img_box=[[0, 1, 1, 4]], ignore_mid=True, bkg_thre=0.5, uncertain=-1)
     assert torch.equal(same, roi)
 
 
@@ -194,3 +194,16 @@ def test_refine_no_foreground_is_background():
         PAR(num_iter=2), torch.rand(2, 3, 16, 16), torch.zeros(2, 3, 16, 16), torch.zeros(2, 3), 0.7, 0.25
     )
     assert (label == 0).all()
+
+
+def test_the_background_level_has_its_default_in_the_schema_only():
+    """``cam.bkg_thre`` is given by each caller (from its config); no function of cam/labels.py has a default of
+    its own beside the schema's."""
+    import inspect
+
+    from wsss.cam.labels import labelled_cam_to_label
+    from wsss.core.config import load_config
+
+    for fn in (cam_to_label, cam_to_roi_mask, labelled_cam_to_label):
+        assert inspect.signature(fn).parameters["bkg_thre"].default is inspect.Parameter.empty, fn.__name__
+    assert isinstance(load_config(None).cam.bkg_thre, float)

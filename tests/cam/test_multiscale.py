@@ -196,7 +196,7 @@ def test_relu_per_pass_comes_before_the_upsampling_and_the_flip_sum():
     assert after[0, 0, 0, 3] == 0 and first[0, 0, 0, 3] > 0
 
 
-# -- the named stages of CamPasses (issue 40: each stage tested on its own) ---------------------------------
+# -- the named stages of CamPasses (each stage tested on its own) ---------------------------------
 
 
 def test_scale_batch_resizes_and_appends_the_flips():
@@ -244,7 +244,7 @@ def test_cam_passes_refuse_an_unknown_stage_setting(bad):
         CamPasses(**{"scales": (1.0,), **bad})
 
 
-# -- the banded upsampling of multi_scale_logits (issue 43: a 6000x4000 photo's logits of every scale) ------
+# -- the banded upsampling of multi_scale_logits (a 6000x4000 photo's logits of every scale) ------
 
 
 @pytest.mark.parametrize(("h", "w", "H", "W"), [(5, 7, 37, 41), (32, 48, 400, 600), (13, 17, 13, 17), (50, 40, 23, 19)])

@@ -77,7 +77,7 @@ def test_a_folder_that_is_not_a_run_is_named_with_what_to_do(tmp_path, capsys):
 
 
 def test_a_run_directory_that_does_not_exist_is_said_so_by_every_command_that_reads_a_run(tmp_path, capsys):
-    """Issue 79: ``wsss predict runs/nope`` said "runs/nope/config.yaml: not a run directory (no config.yaml)";
+    """``wsss predict runs/nope`` said "runs/nope/config.yaml: not a run directory (no config.yaml)";
     a folder that does not exist is said so (with the run directories beside it of a close name), and a file
     given as a run too, by the one check each command that reads a run goes through (``run_config_path``)."""
     from wsss.cli import main
@@ -101,7 +101,7 @@ def test_a_run_directory_that_does_not_exist_is_said_so_by_every_command_that_re
 
 
 def test_the_schema_defaults_are_neutral():
-    """No paper's settings as defaults (issue 57): the plain poly SGD without warm-up whose lr goes to 0 past
+    """No paper's settings as defaults: the plain poly SGD without warm-up whose lr goes to 0 past
     the end, and no data set; the presets state theirs through configs/_base_."""
     t, d = Config().train, Config().data
     assert (t.optimizer, t.lr, t.weight_decay, t.momentum, t.power) == ("sgd", 0.01, 5e-4, 0.9, 0.9)
@@ -143,12 +143,17 @@ def test_the_psa_seed_keys_of_an_older_config_move_to_the_options(tmp_path):
 
 
 def test_the_keys_of_where_and_how_fast_are_declared_once():
-    """issue 77: ``EXECUTION_KEYS`` is the one list of the settings that change no result: a resume may change them,
-    the settings stamps leave them out (``results_config``), and the route script's list is made from it."""
-    from experiments.real_route import EXECUTION_OPTIONS
+    """``EXECUTION_KEYS`` is the one list of the settings that change no result: a resume may change them,
+    the settings stamps leave them out (``results_config``), and the route's and the route script's settings drop
+    their words (``wsss.pipelines.steps.computed_words``): no other name for them."""
+    import experiments.real_route as real_route
     from wsss.core.config import EXECUTION_KEYS, config_changes, is_execution_word, results_config
+    from wsss.pipelines import route
+    from wsss.pipelines.steps import computed_words
 
-    assert set(EXECUTION_OPTIONS) == {f"{k}=" for k in EXECUTION_KEYS}
+    assert not hasattr(real_route, "EXECUTION_OPTIONS") and not hasattr(route, "ROUTE_EXECUTION_KEYS")
+    assert "infer.crf_workers" in EXECUTION_KEYS
+    assert computed_words([*(f"{k}=1" for k in sorted(EXECUTION_KEYS)), "train.lr=0.1"]) == ["train.lr=0.1"]
     plain = load_config(None)
     faster = load_config(None, ["infer.crf_workers=4", "run.device=cpu", "run.threads=2", "data.num_workers=0"])
     assert results_config(faster) == results_config(plain) and config_changes(plain, faster) == {}

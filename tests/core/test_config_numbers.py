@@ -54,7 +54,7 @@ def test_yaml_typo_is_blamed_on_the_file_with_the_dotted_key(tmp_path):
     assert "override" not in msg
 
 
-# Issue 76: each of these trained (a negative clip reversed the gradients' sign) or failed deep inside with a
+# Each of these trained (a negative clip reversed the gradients' sign) or failed deep inside with a
 # traceback; each is now one line naming the key and what it must be, from the schema's one check.
 @pytest.mark.parametrize(
     "override, words",

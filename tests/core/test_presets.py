@@ -223,7 +223,7 @@ def _scoped(text: str) -> str:
 
 
 def test_a_copied_preset_keeps_its_bases_by_their_scoped_names(tmp_path, monkeypatch):
-    """Issue 79: a preset copied out of configs/ lost its bases (``_base_ '../_base_/datasets/synthetic.yaml' not
+    """A preset copied out of configs/ lost its bases (``_base_ '../_base_/datasets/synthetic.yaml' not
     found``). Named ``wsss::...`` they resolve from any folder, and the copy loads to the preset's config; the
     relative name not found says which scoped name to use."""
     original = REPO / "configs/cam/synthetic_cpu.yaml"
@@ -307,7 +307,7 @@ def test_a_written_config_reads_back_a_string_that_looks_like_a_number(tmp_path)
 
 
 def test_an_error_quotes_no_text_of_the_file_a_base_names(tmp_path, capsys):
-    """Issue 76 (security): ``_base_: /etc/shadow`` printed the file's first line inside the error. A base must be
+    """Security: ``_base_: /etc/shadow`` printed the file's first line inside the error. A base must be
     a YAML preset by its name, and no YAML error quotes the text it failed on (where it is, line and column)."""
     secret = tmp_path / "shadow"
     secret.write_text("root:$6$supersecret:19000:0:99999:7:::\n")

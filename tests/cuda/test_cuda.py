@@ -170,7 +170,7 @@ def test_cams_pseudo_labels_and_predictions_on_the_gpu_match_the_cpu(synth_root,
 
 
 def test_sweep_bkg_counts_on_the_gpu_what_the_cpu_counts():
-    """`wsss sweep-bkg` counts on the run's device (issue 81): the same integer counts, every level, both forms of
+    """`wsss sweep-bkg` counts on the run's device: the same integer counts, every level, both forms of
     a CAM (every class's map, the file's classes only), ties, zeros, negative values and ignore pixels included."""
     from wsss.evaluation.bkg_sweep import LevelHistogram
 

@@ -90,7 +90,7 @@ def test_missing_mask(ds: Path):
     report = check_dataset(ds, full_masks=True)  # as `wsss train` checks its val split: every image is scored
     only_problem_mentions(report, "train_00002.png", "missing")
     assert report.n_masks == 11
-    # cls_labels.npy labels every image: a split of which some images have masks is legal (issue 42: `prepare
+    # cls_labels.npy labels every image: a split of which some images have masks is legal (`prepare
     # folder --masks` keeps masked photos in train beside unmasked ones, for sweep-bkg)
     report = check_dataset(ds, "train")
     assert report.ok and any("split 'train': 7 of its 8 images have a mask" in w for w in report.warnings)

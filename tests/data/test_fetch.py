@@ -169,7 +169,8 @@ def _evil_tar(path: Path, name: str, kind: bytes = tarfile.REGTYPE, link: str = 
         ("/tmp/wsss-test-evil.txt", tarfile.REGTYPE, ""),
         ("VOCdevkit/escape", tarfile.SYMTYPE, "../../evil-dir"),
         ("VOCdevkit/abs", tarfile.SYMTYPE, "/etc"),
-        # issue 76: inside the temporary folder, but VOCdevkit is renamed to RAW/VOCdevkit, where ".." is RAW
+        # a link to its parent: inside the temporary folder, but VOCdevkit is renamed to RAW/VOCdevkit, where ".."
+        # is RAW
         ("VOCdevkit/up", tarfile.SYMTYPE, ".."),
         ("VOCdevkit/VOC2012/up2", tarfile.SYMTYPE, "../../other"),
         ("VOCdevkit/hard", tarfile.LNKTYPE, "../evil.txt"),
@@ -229,7 +230,7 @@ def test_an_unpacked_release_is_kept_unless_overwrite(tmp_path, voc_tar, capsys)
 
 
 def test_a_dangling_link_where_the_release_goes_is_one_error(tmp_path, voc_tar, capsys):
-    """Issue 76: RAW/VOCdevkit as a symbolic link to nothing was a NotADirectoryError traceback (the rename into
+    """RAW/VOCdevkit as a symbolic link to nothing was a NotADirectoryError traceback (the rename into
     place); now one line naming it, and the link is left as it was."""
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -388,7 +389,7 @@ def test_an_unreachable_host_is_one_error(tmp_path, monkeypatch, capsys):
 
 
 def test_a_second_fetch_waits_for_the_download_under_way_then_checks_its_file(tmp_path, host):
-    """Issue 76: two fetches at once both wrote <file>.part and the second stopped with "[Errno 2] No such file or
+    """Two fetches at once both wrote <file>.part and the second stopped with "[Errno 2] No such file or
     directory". The second waits while the first holds RAW/downloads (here: the test holds it, as the first), then
     finds the file the first left, checks it and downloads nothing."""
     import fcntl
@@ -429,7 +430,7 @@ f.fetch("voc2012", sys.argv[3], prepare=False, progress=False)
 
 
 def test_a_killed_download_leaves_only_its_part_which_the_next_run_resumes(tmp_path, host):
-    """Issue 76: each killed download left a 0-byte downloads/tmpXXXX (pooch's temporary file) beside the .part.
+    """Each killed download left a 0-byte downloads/tmpXXXX (pooch's temporary file) beside the .part.
     Killed (SIGKILL) mid-transfer, a download leaves its <file>.part alone; the next run resumes it."""
     import signal
     import time
@@ -480,7 +481,7 @@ def test_the_parser_knows_every_release_and_imports_no_data_code():
     assert done.stdout.strip() == "[]", done.stdout
 
 
-# -- what a fetch never replaces (issue 76) ----------------------------------------------------------------------
+# -- what a fetch never replaces ----------------------------------------------------------------------
 def test_a_dataset_that_the_release_did_not_prepare_is_refused_without_overwrite(tmp_path, voc_tar, capsys):
     """`data fetch voc2012 --out mine` over a user's dataset replaced its classes.txt, cls_labels.npy and split lists
     and paired its photos with the release's masks. Refused now, naming them, before anything is unpacked; a dataset

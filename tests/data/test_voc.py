@@ -60,7 +60,7 @@ def test_read_classes(tmp_path: Path):
 
 
 def test_a_dataset_moved_away_while_a_job_reads_it_is_not_taken_for_voc(tmp_path: Path):
-    """Issue 76 trial (a dataset edited while a job reads it): a data set folder renamed after the job read its
+    """A dataset edited while a job reads it: a data set folder renamed after the job read its
     split was read as VOC's 21 classes ("the dataset has 21 classes but the run was trained with 7"); no folder is
     now "dataset root not found"."""
     gone = tmp_path / "moved_away"
@@ -253,7 +253,7 @@ def test_target_follows_the_augmentation(synth_root, tmp_path):
 
 
 def test_the_datasets_own_masks_as_targets_give_the_masks():
-    # the fully supervised ceiling of a route (issue 43): data.pseudo_dir = ROOT/SegmentationClass, the
+    # the fully supervised ceiling of a route: data.pseudo_dir = ROOT/SegmentationClass, the
     # palette PNGs as shipped (VOC's 255 object borders included), are read as the masks themselves
     base = VOCDataset(VOC_REAL_MINI, "val")
     aug = TrainAugment(96, scale_range=(0.75, 1.25), hflip=True)
@@ -267,7 +267,7 @@ def test_the_datasets_own_masks_as_targets_give_the_masks():
 
 
 def test_true_masks_win_over_pseudo_labels_and_carry_their_weight(synth_root, tmp_path):
-    # data.true_masks (issue 61): the user's mask of a photo is its target, its pseudo label is not read (nor needed)
+    # data.true_masks: the user's mask of a photo is its target, its pseudo label is not read (nor needed)
     base = VOCDataset(synth_root, "train")
     pseudo, masks = tmp_path / "pseudo", tmp_path / "masks"
     for i in base.ids:

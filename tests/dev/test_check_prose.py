@@ -1,4 +1,5 @@
-"""dev/check_prose.py: the damage issue 59 found in the manual is caught, and well-formed Markdown passes."""
+"""dev/check_prose.py: the damage a review found in the manual (sentences cut short, stray table rows) is caught,
+and well-formed Markdown passes."""
 
 from __future__ import annotations
 

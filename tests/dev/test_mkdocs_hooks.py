@@ -9,7 +9,7 @@ from conftest import REPO
 from dev.mkdocs_hooks import TOPICS, benchmark_pages, benchmark_sections, cli_reference, preset_table, topic_of
 
 HISTORY = REPO / "docs" / "benchmarks" / "history"
-MAX_LINES = 400  # issue 77: BENCHMARKS.md holds the current figures, its history is in dated pages
+MAX_LINES = 400  # BENCHMARKS.md holds the current figures, its history is in dated pages
 
 
 def test_every_benchmarks_topic_is_a_page_and_all_of_it_lands_on_it():

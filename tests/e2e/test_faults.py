@@ -1,4 +1,4 @@
-"""Faults and odd inputs as a new user meets them (issue 33), one case per defect of the trial: each
+"""Faults and odd inputs as a new user meets them, one case per defect of the trial: each
 command either works or stops with one ``error:`` line naming the file, and loses nothing it finished.
 Tiny data (the session's synthetic set, copied), seconds per case."""
 
@@ -323,7 +323,7 @@ def test_leftover_tmp_files_are_removed_by_prepare_and_report(tmp_path, run_dir,
     assert not stale.exists()
 
 
-# ==== the second trial (issue 42) =====================================================================
+# ==== the second trial =====================================================================
 # Signals (2: SIGTERM in train; 7: children end with their parent) are in test_faults_signals.py.
 
 
@@ -477,7 +477,7 @@ def test_prepare_folder_with_masks_that_match_no_photo_makes_no_val_split_and_sa
         save_label_png(masks / f"other{i}.png", np.ones((16, 16), np.uint8))
     rc, text = _cli(capsys, *argv, "--masks", masks, "--out", tmp_path / "out")
     assert rc == 0, text
-    assert f"warning: no mask in {masks} is a photo's of {tmp_path / 'images'} (a photo's mask is <its file " in text
+    assert f"warning: no mask of {masks} matches a photo of {tmp_path / 'images'} (by its file name): no val" in text
     assert not (tmp_path / "out/ImageSets/Segmentation/val.txt").exists()
     assert len(read_split(tmp_path / "out", "train")) == 8
     assert check_dataset(tmp_path / "out", progress=False).ok

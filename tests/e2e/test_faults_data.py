@@ -1,4 +1,4 @@
-"""Faults of a trial of the data paths (issue 58, items 1-8): inputs deleted by an output, a best model
+"""Faults of a trial of the data paths: inputs deleted by an output, a best model
 replaced by a worse one, a folder that is not a run written into, outputs of one setting passing for
 another's, non-finite CAMs, duplicated split ids. One case per defect; tiny data, seconds per case."""
 
@@ -292,7 +292,7 @@ def test_cam_with_other_scales_or_another_model_is_refused(run_dir, capsys):
 
 
 def test_a_key_value_word_on_a_run_is_the_flag_it_stands_for(run_dir, capsys):
-    """issue 77: a command that reads a run takes KEY=VALUE words, merged over a copy of its saved config:
+    """A command that reads a run takes KEY=VALUE words, merged over a copy of its saved config:
     ``cam.bkg_thre=0.3`` makes the seeds ``--bkg-thre 0.3`` makes, and the run's config.yaml stays as it was."""
     saved = (run_dir / "config.yaml").read_text()
     seeds = run_dir / "cam_labels" / "val"

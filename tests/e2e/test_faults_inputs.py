@@ -1,6 +1,6 @@
-"""Faults and odd inputs of the third trial (issue 58, items 9-17) and of its helper's own trial: each command
-either works or stops with one ``error:`` line naming the file, never a traceback, and loses nothing it finished.
-Tiny data (the session's synthetic set, copied), seconds per case."""
+"""Faults and odd inputs of the third fault trial (those not of the data paths) and of its helper's own trial:
+each command either works or stops with one ``error:`` line naming the file, never a traceback, and loses nothing
+it finished. Tiny data (the session's synthetic set, copied), seconds per case."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Signals of the second fault trial (issue 42): SIGTERM is what ``kill``, Docker, SLURM and Kubernetes send.
+"""Signals of the second fault trial: SIGTERM is what ``kill``, Docker, SLURM and Kubernetes send.
 ``wsss train`` takes it as Ctrl-C (finish the step, save ``last.pt``, exit non-zero), alone and under
 torchrun; the processes a command starts (CRF pools, ``--workers`` ranks) end with it. Real processes,
 tiny data, one thread each."""

@@ -115,7 +115,7 @@ def test_resumed_writers_remove_the_temporary_files_a_kill_left(tmp_path):
     stale = out / ".b.png.x1y2z3.wsss.tmp"
     stale.write_bytes(b"half")
     (out / ".keep").write_bytes(b"")  # a hidden file that is not ours stays
-    (out / ".notes.tmp").write_bytes(b"mine")  # a temporary-looking file that is not ours stays too (issue 76)
+    (out / ".notes.tmp").write_bytes(b"mine")  # a temporary-looking file that is not ours stays too
     assert _todo(ds, out, ".png", overwrite=False) == ["b"]
     assert not stale.exists() and (out / "a.png").read_bytes() == b"done" and (out / ".keep").exists()
     assert (out / ".notes.tmp").read_bytes() == b"mine"

@@ -76,7 +76,7 @@ def bash_blocks(text: str) -> list[str]:
 
 
 def test_the_steps_by_hand_are_the_route_that_wsss_route_runs(tmp_path, capsys):
-    """Issue 79: one route is advised, and every block that shows it is that route. Issue 78: the README and the
+    """One route is advised, and every block that shows it is that route. The README and the
     guide show it as the one command, `wsss route`; the tested Step by step block is the route that command runs
     (its plan, as commands) on photos like ccp-dev's, a handful of classes of tens of photos each."""
     from wsss.data import generate_synthetic

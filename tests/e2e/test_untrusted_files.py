@@ -1,4 +1,4 @@
-"""Files from strangers run no code and write nowhere else (issue 24), command by command: crafted
+"""Files from strangers run no code and write nowhere else, command by command: crafted
 cls_labels.npy, CAM files and checkpoints whose unpickling would create a marker file are refused by
 check-data, train, cam, predict and report; split lists with ``../`` ids are refused; report pages
 escape every string. The readers themselves: tests/utils/test_safe_load.py, tests/utils/test_io.py."""

@@ -84,7 +84,7 @@ def test_train_a_classifier_on_image_labels_and_a_few_masks(synth_root, tmp_path
 
 
 def test_true_masks_are_resolved_once_in_the_engine(synth_root, tmp_path):
-    """issue 77: ``data.true_masks`` is resolved by the engine (``training_targets``) and nowhere else: the CLI
+    """``data.true_masks`` is resolved by the engine (``training_targets``) and nowhere else: the CLI
     prints the engine's line, and a method's pseudo-label stage reads the masks the engine hands it
     (``TrainContext.true_masks``) instead of resolving the config's folder again."""
     import ast

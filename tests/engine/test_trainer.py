@@ -207,7 +207,7 @@ def test_the_start_line_names_the_device_and_a_gpu_the_config_leaves_idle(synth_
 
 
 def test_the_start_line_prints_the_lr_schedule(synth_root, tmp_path, capsys):
-    """The lr the training will follow, after its device (issue 59: a step schedule that did not follow a longer
+    """The lr the training will follow, after its device (a step schedule that did not follow a longer
     training was unsaid); a poly schedule says its warm-up and where it ends. RCA's steps: test_rca_schedule.py."""
     over = {"train.max_iters": 6, "train.warmup_iters": 2, "train.eval_iters": 100}
     Trainer(load_config(CONFIG, tiny_overrides(synth_root, tmp_path / "run", **over)), progress=False).train(until=0)

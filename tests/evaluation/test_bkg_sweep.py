@@ -80,7 +80,7 @@ def test_pair_scores_where_decided_and_decided_share():
 
 
 def _sweep_per_level(cams, masks, labels, thresholds, pairs):
-    """The sweep as it was before the level histogram (issue 81): a seed map and a confusion matrix per level and
+    """The sweep as it was before the level histogram: a seed map and a confusion matrix per level and
     per pair, for every photo; the reference the histogram must equal count for count."""
     C = cams[0].shape[0] + 1
     meters = [ConfusionMeter(C) for _ in thresholds]

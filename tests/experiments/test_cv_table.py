@@ -1,4 +1,4 @@
-"""experiments/cv_table.py (issue 62): the route's figures over the folds and the protocol's rule for each choice."""
+"""experiments/cv_table.py: the route's figures over the folds and the protocol's rule for each choice."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_a_route_says_which_folds_ran_on_another_device():
 
 def test_the_tables_say_where_a_sets_masks_stand_against_its_floor():
     """Beside the verdicts: the one stage's masks against the floor (masks of background alone) fold by fold, so that
-    a veto by a set whose masks are at its floor is read as such (coco128-dev, issue 62)."""
+    a veto by a set whose masks are at its floor is read as such (coco128-dev)."""
     ccp, coco = _route([1.0, 1.2, 0.8], [0.5, -0.4, 0.2]), _route([0.1, 0.0, 0.2], [0.3, 0.3, 0.3])
     for f, run in enumerate(coco["folds"]):  # plain 18 / 19 / 20 against floors 18.5 / 18.5 / 21
         run["floor"] = [18.5, 18.5, 21.0][f]

@@ -1,4 +1,4 @@
-"""experiments/masks_table.py: the masks experiment's table from its seeds' JSONs (issue 61)."""
+"""experiments/masks_table.py: the masks experiment's table from its seeds' JSONs."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """experiments/real_route.py on a tiny setting (synthetic images, the tiny ViT of the CAM preset): every step of
-the route is a call of the package's route steps (``wsss.runs.route``, those ``wsss route`` runs) in this process,
+the route is a call of the package's route steps (``wsss.pipelines.route``, those ``wsss route`` runs) in this process,
 logged as the ``wsss`` command it stands for, and its scores land in the JSON; a rerun redoes nothing it finished."""
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def test_real_route_seg_ensemble(tmp_path, synth_root):
 
 
 def test_real_route_masks(tmp_path, synth_root):
-    """``--masks K`` (issue 61): a view in which only the first K masked train photos keep their mask; the sweep
+    """``--masks K``: a view in which only the first K masked train photos keep their mask; the sweep
     scores the seeds on them; the DeepLab stage on them alone (as many iterations as the others), on the pseudo
     labels, and on both at each weight; the ceiling on every train mask."""
     out = tmp_path / "route"
@@ -191,7 +191,7 @@ def test_real_route_masks(tmp_path, synth_root):
 
 
 def test_real_route_folds(tmp_path, synth_root, capsys):
-    """``--folds 2`` (issue 62): the route on each fold's view (every photo in exactly one fold's val, the others
+    """``--folds 2``: the route on each fold's view (every photo in exactly one fold's val, the others
     train) and each figure's mean and range over the folds."""
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
@@ -228,7 +228,7 @@ def test_real_route_folds(tmp_path, synth_root, capsys):
 
 
 def test_real_route_folds_reuse(tmp_path, synth_root, capsys):
-    """``--reuse`` (issue 62): the finished folds a JSON holds are taken, not run again, when their folders are gone
+    """``--reuse``: the finished folds a JSON holds are taken, not run again, when their folders are gone
     (another machine, a lost scratch disk); a fold of other settings or other photos is refused before any training."""
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
@@ -336,7 +336,7 @@ def test_summarise_and_fold_split():
 
 
 def test_real_route_steps(tmp_path, synth_root):
-    """``--steps`` (issue 62): the stage with the CRF and the tags, the classifier's tags scored on val, the stage on
+    """``--steps``: the stage with the CRF and the tags, the classifier's tags scored on val, the stage on
     the labels at the preset's own level; each step's gain in ``steps``."""
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
@@ -380,9 +380,9 @@ STEPS = ("run_config", "train_run", "stage_words", "cams", "pseudo_labels", "pre
 
 
 def _recorded(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, tuple, dict]], run: bool) -> None:
-    """Each of the package's route steps (``wsss.runs.route``) records its calls in ``calls``, and runs (``run``)
+    """Each of the package's route steps (``wsss.pipelines.route``) records its calls in ``calls``, and runs (``run``)
     or returns None."""
-    from wsss.runs import route as steps
+    from wsss.pipelines import route as steps
 
     for name in STEPS:
         real = getattr(steps, name)
@@ -395,8 +395,8 @@ def _recorded(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, tuple, dic
 
 
 def test_the_experiments_route_runs_the_packages_steps(tmp_path, synth_root, monkeypatch):
-    """One implementation (issue 78): each step of the experiment's route is a call of the package's step functions,
-    those ``wsss route`` runs (``wsss.runs.route``), in this process: no step starts a ``wsss`` command. A step
+    """One implementation: each step of the experiment's route is a call of the package's step functions,
+    those ``wsss route`` runs (``wsss.pipelines.route``), in this process: no step starts a ``wsss`` command. A step
     changed in the package changes the experiment's route with it."""
     import subprocess
 
@@ -433,9 +433,9 @@ def test_the_experiments_route_runs_the_packages_steps(tmp_path, synth_root, mon
 
 
 def test_the_route_and_the_experiment_share_the_steps(tmp_path, monkeypatch):
-    """``wsss route``'s steps are the same functions (issue 78): each of Route's steps calls the package's step
+    """``wsss route``'s steps are the same functions: each of Route's steps calls the package's step
     function, with the route's device and CRF workers."""
-    from wsss.runs.route import Choice, Route, RouteOptions
+    from wsss.pipelines.route import Choice, Route, RouteOptions
 
     calls: list[tuple[str, tuple, dict]] = []
     _recorded(monkeypatch, calls, run=False)

@@ -108,6 +108,7 @@ def test_golden_ptc_target_scaled_box(ptc_golden):
         torch.from_numpy(g["cls_label"]),
         img_box=box,
         ignore_mid=True,
+        bkg_thre=0.5,  # below high_thre: no effect with ignore_mid
     )
     ref = g["pseudo_label_aux"].copy()
     assert (label[1, 5] == 255).all()

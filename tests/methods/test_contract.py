@@ -63,7 +63,7 @@ def check_image_cams(method: Method, C: int) -> None:
 
 @pytest.mark.parametrize("name", sorted(OURS))
 def test_a_method_makes_per_image_cams_through_the_one_default_hook(name):
-    """No method overrides ``image_cams`` (issue 77: the CLIP methods carried the same one): a method whose CAMs
+    """No method overrides ``image_cams`` (the CLIP methods carried the same one): a method whose CAMs
     come per decoded image (``cams.source == "per_image"``) implements ``labelled_cam_of_image``, which the
     default ``image_cams`` calls; a batch method keeps the shared multi-scale step."""
     cls = get_method_class(name)
@@ -177,7 +177,7 @@ def test_method_contract(name, synth_root, tmp_path):
 def test_classifier_pooling_is_the_one_the_logits_use(name, pooling, expected, synth_root, tmp_path):
     """``Method.classifier_pooling`` (what ``Method.class_logits`` pools the CAM by, by default): the CAM
     baseline's follows ``model.pooling``; RCA's and SC-CAM's classifiers pool by GAP whatever it says (an
-    SC-CAM round 0 trained with model.pooling=gap was the same run to the last bit, issue 31)."""
+    SC-CAM round 0 trained with model.pooling=gap was the same run to the last bit)."""
     from wsss.methods import build_method, placeholder_classes
 
     cfg = tiny_config(name, synth_root, tmp_path / "run")

@@ -86,7 +86,7 @@ _PLUGIN_X = "import pathlib\npathlib.Path(__file__).with_name('plugin_x_ran').to
 
 
 def test_a_config_names_no_code_to_run_the_user_does(tmp_path, monkeypatch):
-    """Issue 76: ``custom_imports: [plugin_x]`` in a config (a run's config.yaml from elsewhere, with a plugin_x.py
+    """``custom_imports: [plugin_x]`` in a config (a run's config.yaml from elsewhere, with a plugin_x.py
     beside it) imported it. A module is imported only when the user names it too: WSSS_PLUGINS, or the command
     line (``cli_common.take_overrides``); one already imported runs nothing and passes."""
     from wsss.core.config import load_config, name_command_line_plugins

@@ -99,7 +99,7 @@ def test_decoders():
 
 
 def test_an_unknown_backbone_is_a_config_error_naming_the_key():
-    """Issue 76: timm's RuntimeError ("Unknown model") was a traceback; now one line naming model.backbone."""
+    """Timm's RuntimeError ("Unknown model") was a traceback; now one line naming model.backbone."""
     from wsss.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"^model.backbone: no backbone 'nope': a timm model name .* resnet38d"):

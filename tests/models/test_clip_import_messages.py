@@ -1,4 +1,4 @@
-"""What `wsss import clip_es` says of a CLIP file, and the CLIP files it used to refuse or misread (issue 59):
+"""What `wsss import clip_es` says of a CLIP file, and the CLIP files it used to refuse or misread:
 the one line of what was found, a Hugging Face folder without config.json, a class name too long for CLIP's
 context, a CLIP whose MLP is not 4x its width."""
 

@@ -1,4 +1,4 @@
-"""Pretrained weights from local files in each key layout (models/backbones.py, issue 7 item 4).
+"""Pretrained weights from local files in each key layout (models/backbones.py).
 
 State dicts are saved in the torchvision ResNet / MobileNetV2 layouts and the timm ViT layout of the
 ``jx_vit_base_p16_224`` release, loaded into timm models, and checked against the source network's

@@ -146,14 +146,14 @@ def test_a_run_without_outputs_on_a_dataset_without_a_val_split_gets_a_report(re
     assert main(["report", str(run), "--data-root", str(root), "--max-images", "2"]) == 0
     text = (run / "report/index.html").read_text()
     assert "split <b>train</b> (24 images)" in text
-    # issue 79: the steps this run has not made, each with its split (its model has a segmentation head)
+    # the steps this run has not made, each with its split (its model has a segmentation head)
     assert (f"no scored output on split train yet: run `wsss cam {run} --split train`, then `wsss pseudo {run} "
             f"--split train`, then `wsss predict {run} --split train`") in text  # fmt: skip
     assert 'id="training"' in text and 'id="split-val"' not in text
 
 
 def test_a_partly_masked_split_is_scored_on_its_masked_photos(reported, synth_root, tmp_path):
-    """Issue 79: a classifier run on photos of which a few have masks (`wsss prepare folder --masks`) had its CAMs
+    """A classifier run on photos of which a few have masks (`wsss prepare folder --masks`) had its CAMs
     and pseudo labels, and the report scored nothing and advised to run `wsss cam`, `wsss pseudo` and `wsss
     predict` (refused: no segmentation head). Now the outputs are scored on the masked photos, saying so."""
     run, root = tmp_path / "run", tmp_path / "data"
@@ -176,7 +176,7 @@ def test_a_partly_masked_split_is_scored_on_its_masked_photos(reported, synth_ro
 
 
 def test_the_advice_of_a_run_without_a_segmentation_head_names_no_prediction(reported, synth_root, tmp_path):
-    """Issue 79: the report's advice follows what the run can do: a run without a segmentation head is not sent to
+    """The report's advice follows what the run can do: a run without a segmentation head is not sent to
     `wsss predict`, which refuses it."""
     run = tmp_path / "run"
     shutil.copytree(reported[0], run)
@@ -192,7 +192,7 @@ def test_the_advice_of_a_run_without_a_segmentation_head_names_no_prediction(rep
 
 
 def test_a_report_shows_each_split_with_outputs(reported, synth_root, tmp_path, capsys):
-    """Issue 59: the own-photos route made train CAMs and pseudo labels and a one-photo val split, and the report
+    """The own-photos route made train CAMs and pseudo labels and a one-photo val split, and the report
     showed the val split alone. Now each split with outputs has its section (val first), its numbers those of
     `wsss eval`; a split of another dataset root is named in a note; --split shows one."""
     run = tmp_path / "run"
@@ -278,7 +278,7 @@ def test_multi_run_metrics_are_chained_by_round(tmp_path):
 
 
 def test_a_report_takes_the_words_of_a_run(reported, synth_root, tmp_path, capsys):
-    """issue 77: ``wsss report RUN data.root=DIR`` reads the dataset the word names, not the run's saved one, and
+    """``wsss report RUN data.root=DIR`` reads the dataset the word names, not the run's saved one, and
     keeps the saved config.yaml; a word that is no setting is one error line naming it."""
     run, root = tmp_path / "run", tmp_path / "data"
     shutil.copytree(reported[0], run)

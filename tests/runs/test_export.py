@@ -76,7 +76,7 @@ def test_export_errors_and_cli(run, tmp_path, capsys):
 
 
 def test_export_takes_the_words_of_a_run(run, tmp_path, capsys):
-    """issue 77: ``wsss export voc-test RUN data.root=DIR``: the word merged over the run's saved config (the file
+    """``wsss export voc-test RUN data.root=DIR``: the word merged over the run's saved config (the file
     kept), as every command that reads a run takes them."""
     moved = tmp_path / "moved"
     (run.parent / "VOC2012").rename(moved)

@@ -16,7 +16,7 @@ def test_pseudo_labels_without_saved_cams_name_the_folder_and_the_command(report
 
 
 def test_predictions_named_by_the_photos_labels_only(reported, synth_root):
-    # `wsss predict --labelled-only` (the labels of a second round on the training photos, issue 43): each photo's
+    # `wsss predict --labelled-only` (the labels of a second round on the training photos): each photo's
     # prediction names only the background and its image labels; where the plain argmax names one of those, the
     # two agree (the others' logits are only set to -inf before the argmax)
     import numpy as np
@@ -48,7 +48,7 @@ def test_predictions_named_by_the_photos_labels_only(reported, synth_root):
 
 
 def test_predictions_named_by_a_classifiers_tags(reported, synth_root, capsys):
-    # `wsss predict --tags-from CLS_RUN` (issue 43 item 4): each photo's prediction names only the background and
+    # `wsss predict --tags-from CLS_RUN`: each photo's prediction names only the background and
     # the classes the classifier run scores at the threshold or more; where the plain argmax names one of those,
     # the two agree. The reported run is a CAM baseline with a seg head, so it tags its own predictions here.
     import dataclasses
@@ -100,7 +100,7 @@ def test_predictions_named_by_a_classifiers_tags(reported, synth_root, capsys):
 
 
 def test_predictions_weighted_by_a_classifiers_probabilities(reported, synth_root, capsys):
-    # `wsss predict --tags-from CLS_RUN --tag-gate soft` (issue 43 item 4): no threshold; each class's probability
+    # `wsss predict --tags-from CLS_RUN --tag-gate soft`: no threshold; each class's probability
     # is multiplied by the classifier's probability of the class and renormalised (the background's weight is 1)
     import numpy as np
 
@@ -170,7 +170,7 @@ def test_a_run_whose_start_weights_are_gone_still_loads(reported, tmp_path):
 
 
 def test_predictions_of_an_ensemble_average_the_networks_probabilities(reported, synth_root, tmp_path, capsys):
-    # `wsss predict RUN --ensemble RUN2 ...` (issue 43 item 4): the segmentation networks' softmax probabilities
+    # `wsss predict RUN --ensemble RUN2 ...`: the segmentation networks' softmax probabilities
     # averaged at each scale and flip; the run with itself is the run alone, and another seed's run moves pixels
     import dataclasses
     from types import SimpleNamespace

@@ -90,7 +90,7 @@ def test_wsss_import_sccam_refuses_another_architecture(synth_root, tmp_path, ca
 
 
 def test_wsss_import_refuses_a_folder_that_holds_files_without_overwrite(reported, synth_root, tmp_path, capsys):
-    """Issue 76: `wsss import toco FILE --out A9`, A9 a trained run, replaced its last.pt and config.yaml. An --out
+    """`wsss import toco FILE --out A9`, A9 a trained run, replaced its last.pt and config.yaml. An --out
     that holds files is refused, naming them; --overwrite writes the import there and keeps the run's checkpoints,
     moved aside, so that its best.pt is not loaded in place of the imported weights."""
     import shutil

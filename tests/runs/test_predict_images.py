@@ -328,9 +328,9 @@ def test_cam_of_photos_with_clip_es_labels_them_from_the_class_names(photos, syn
 
 def test_an_out_of_files_wsss_did_not_make_is_refused_and_nothing_of_theirs_is_removed(reported, photos, tmp_path,
                                                                                        capsys):  # fmt: skip
-    """Issue 79: the README's block predicted into the user's folder of ground-truth masks. An --out without a stamp
+    """The README's block predicted into the user's folder of ground-truth masks. An --out without a stamp
     that holds files wsss did not make is refused, naming them; with --overwrite the masks are written among them and
-    nothing of theirs is removed. Issue 76: a user's `.notes.tmp` in --out was deleted as a killed write's."""
+    nothing of theirs is removed. A user's `.notes.tmp` in --out was deleted as a killed write's."""
     run, _ = reported
     folder, ids = photos
     truth = tmp_path / "masks"

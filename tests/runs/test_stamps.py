@@ -1,4 +1,4 @@
-"""runs/stamps.py and its users: what names the outputs of a job (issue 76). The model is named by its checkpoint's
+"""runs/stamps.py and its users: what names the outputs of a job. The model is named by its checkpoint's
 content (another run of the same preset and step, or the run retrained to the same step, is another model), each
 photo by its file (one replaced under its name is predicted again), and a dataset by its classes (one of other
 classes, or of other class names, is refused: one check for every split job)."""
@@ -66,7 +66,7 @@ def photo_folder(synth_root, tmp_path) -> tuple[Path, list[str]]:
 
 
 def test_masks_of_another_run_at_the_same_step_are_not_kept(reported, photo_folder, tmp_path, capsys):
-    """Issue 76, silently wrong 1: `predict B --images ph --out o` over run A's masks (same preset, same step, same
+    """Silently wrong outputs, case 1: `predict B --images ph --out o` over run A's masks (same preset, same step, same
     checkpoint name) printed "0 written" and kept A's masks. The stamp names the checkpoint's content now."""
     folder, ids = photo_folder
     a, b = _run_copy(reported, tmp_path, "a"), _run_copy(reported, tmp_path, "b")
@@ -84,7 +84,7 @@ def test_masks_of_another_run_at_the_same_step_are_not_kept(reported, photo_fold
 
 
 def test_a_photo_replaced_under_its_name_is_predicted_again(reported, photo_folder, tmp_path, capsys):
-    """Issue 76, silently wrong 2: a photo replaced under the same name was "skipped" and kept its old mask. Each
+    """Silently wrong outputs, case 2: a photo replaced under the same name was "skipped" and kept its old mask. Each
     photo's file (size, modification time) is recorded beside its outputs; the others are still skipped."""
     folder, (a, b, c) = photo_folder
     run, _ = reported
@@ -127,7 +127,7 @@ def test_a_dataset_photo_replaced_under_its_name_gets_new_cams_and_masks(reporte
 
 
 def test_a_run_retrained_to_the_same_step_is_refused_over_its_old_masks(reported, tmp_path, capsys):
-    """Issue 76, silently wrong 3: a run retrained into the same folder to the same step: `predict --split val`
+    """Silently wrong outputs, case 3: a run retrained into the same folder to the same step: `predict --split val`
     skipped every photo and kept the old model's masks. It is refused now, naming the model's content; --overwrite
     makes them again, and removes nothing else of the folder."""
     run = _run_copy(reported, tmp_path)
@@ -254,7 +254,7 @@ def _renamed_classes(synth_root: Path, tmp_path: Path, classes: list[str]) -> Pa
 
 
 def test_a_checkpoint_or_a_dataset_of_other_class_names_is_refused(reported, synth_root, tmp_path, capsys):
-    """Issue 76, silently wrong 4: a checkpoint of other class names of the same count predicted without a word. Its
+    """Silently wrong outputs, case 4: a checkpoint of other class names of the same count predicted without a word. Its
     names are checked against the run's dataset when it is loaded, and a --data-root of other names is refused by
     the same check as one of another count (Run.dataset)."""
     names = VOCDataset(synth_root, "val").class_names
@@ -279,7 +279,7 @@ def test_a_checkpoint_or_a_dataset_of_other_class_names_is_refused(reported, syn
 
 
 def test_predict_split_refuses_a_dataset_of_another_count_as_cam_does(reported, synth_root, tmp_path, capsys):
-    """Issue 76, silently wrong 5: `predict --split val --data-root D`, D of 8 classes and the run of 7, wrote masks
+    """Silently wrong outputs, case 5: `predict --split val --data-root D`, D of 8 classes and the run of 7, wrote masks
     that `eval` scored; `wsss cam` refused. Both refuse now, with the same line."""
     names = VOCDataset(synth_root, "val").class_names
     run = _run_copy(reported, tmp_path)

@@ -1,4 +1,4 @@
-"""cam, pseudo and predict stream (issue 81, item 3): whatever the number of photos, each command leaves its outputs
+"""cam, pseudo and predict stream: whatever the number of photos, each command leaves its outputs
 (one file per photo and output folder, and the folder's settings stamp and lock) and nothing else in the run
 folder, so that COCO's 122,218 photos need no more disk than their outputs (BENCHMARKS.md, "Streaming at COCO's
 scale")."""

@@ -30,7 +30,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_plural_of_a_noun_ending_in_s():
-    """Issue 79: the report said "73 classs"."""
+    """A count's plural is spelled right (the report once said "73 classs")."""
     from wsss.utils.io import plural
 
     assert [plural(1, "class"), plural(73, "class"), plural(2, "image"), plural(3, "box")] == [

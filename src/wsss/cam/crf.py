@@ -220,7 +220,7 @@ def crf_workers(given: int) -> int:
     """The worker processes of a :class:`CRFPool` for ``infer.crf_workers`` = ``given``: itself when 0 or more; -1
     (the default) one per core this process may run on (``os.sched_getaffinity``), shared out among the processes
     of one job on this machine (``LOCAL_WORLD_SIZE``: torchrun's, or ``--workers N``'s), and 0 (in the main
-    process) where that leaves one core or none: a lone core gains nothing from a pool (issue 81)."""
+    process) where that leaves one core or none: a lone core gains nothing from a pool."""
     if given >= 0:
         return given
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -257,7 +257,7 @@ class CRFPool:
         self.max_pending = int(max_pending) if max_pending else max(1, 4 * self.workers)
         self._executor: ProcessPoolExecutor | None = None
         if self.workers > 0:
-            self._executor = ProcessPoolExecutor(  # the workers end with this process, even SIGKILLed (issue 42)
+            self._executor = ProcessPoolExecutor(  # the workers end with this process, even SIGKILLed
                 max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=die_with_parent, initargs=(signal.SIGKILL, os.getpid()),
             )  # fmt: skip

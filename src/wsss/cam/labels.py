@@ -115,11 +115,11 @@ def cam_to_label(
     cls_label: torch.Tensor,
     img_box: BoxLike | None = None,
     ignore_mid: bool = False,
-    bkg_thre: float = 0.5,
+    *,
+    bkg_thre: float,
     high_thre: float = 0.7,
     low_thre: float = 0.25,
     ignore_index: int = 255,
-    *,
     uncertain: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CAM -> label map (docs/methods/seco.md#cam2label, golden ``cam_to_label.npz``).
@@ -142,7 +142,7 @@ def cam_to_label(
     return valid_cam, _apply_box(label, img_box, ignore_index)
 
 
-def labelled_cam_to_label(cam: torch.Tensor, classes: torch.Tensor, bkg_thre: float = 0.5) -> torch.Tensor:
+def labelled_cam_to_label(cam: torch.Tensor, classes: torch.Tensor, *, bkg_thre: float) -> torch.Tensor:
     """:func:`cam_to_label` (no box, no ``ignore_mid``) of the maps of the labelled classes only.
 
     ``cam`` (B, k, H, W) holds the channels ``classes`` (0-based foreground indices, ascending,
@@ -163,7 +163,8 @@ def cam_to_roi_mask(
     cls_label: torch.Tensor,
     img_box: BoxLike | None = None,
     ignore_mid: bool = True,
-    bkg_thre: float = 0.5,
+    *,
+    bkg_thre: float,
     high_thre: float = 0.7,
     low_thre: float = 0.25,
     ignore_index: int = 255,
@@ -171,8 +172,8 @@ def cam_to_roi_mask(
     """SeCo's decomposition mask (docs/methods/seco.md#decompose; its official name, golden ``csc_tags.npz``,
     ``roi_mask``): :func:`cam_to_label`'s label with uncertain pixels **-1** (``ignore_mid`` on by default).
     Returns (B,H,W) int64."""
-    args = (img_box, ignore_mid, bkg_thre, high_thre, low_thre, ignore_index)
-    _, mask = cam_to_label(cam, cls_label, *args, uncertain=-1)
+    _, mask = cam_to_label(cam, cls_label, img_box, ignore_mid, bkg_thre=bkg_thre, high_thre=high_thre,
+                           low_thre=low_thre, ignore_index=ignore_index, uncertain=-1)  # fmt: skip
     return mask
 
 
@@ -269,7 +270,7 @@ def refine_cams_with_bkg(
     read (the others may hold anything). Returns (B,H,W) int64.
     """
     b, _, h, w = cams.shape
-    size = (max(1, h // down_scale), max(1, w // down_scale))  # a 1-px side stays 1 px (issue 42 trial)
+    size = (max(1, h // down_scale), max(1, w // down_scale))  # a 1-px side stays 1 px
     dtype = cams.dtype
     image_small = F.interpolate(image_denorm, size=size, mode="bilinear", align_corners=False)
     bkg = torch.empty(b, 2, h, w, dtype=dtype, device=cams.device)

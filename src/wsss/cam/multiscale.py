@@ -295,7 +295,7 @@ def upsample_rows(maps: torch.Tensor, out_size: Sequence[int], rows: slice) -> t
 
 
 # Output pixels times channels per chunk of the chunked upsampling (float32: 64 MB a map): a 6000x4000 photo's
-# full-size logits of every scale and flip were several GB (issue 43).
+# full-size logits of every scale and flip were several GB.
 CHUNK_ELEMENTS = 1 << 24
 
 

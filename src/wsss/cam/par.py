@@ -111,7 +111,7 @@ class PAR(nn.Module):
 
     def neighbor_index(self, h: int, w: int, device: torch.device | str) -> torch.Tensor:
         """The flat index (``y * w + x``) of every neighbour of every pixel, (N, h*w), coordinates clamped to the
-        image: replicate padding, read with one ``index_select`` instead of N slices and a stack (issue 81)."""
+        image: replicate padding, read with one ``index_select`` instead of N slices and a stack."""
         offsets = torch.tensor(self.neighbor_offsets(), device=device)  # (N, 2)
         ys = (torch.arange(h, device=device).view(1, h, 1) + offsets[:, :1, None]).clamp_(0, h - 1)
         xs = (torch.arange(w, device=device).view(1, 1, w) + offsets[:, 1:, None]).clamp_(0, w - 1)

@@ -77,7 +77,7 @@ def check_checkpoint_classes(state: dict[str, Any], path: str | Path, class_name
     """WeightLoadError naming the checkpoint when it was trained on another class list than
     ``class_names`` (read from ``source``, e.g. the run's dataset): its outputs would be ids of
     other classes. The names are compared too, in order: a list of as many other classes would pass a count
-    (issue 76: a checkpoint of other class names predicted without a word)."""
+    (a checkpoint of other class names predicted without a word)."""
     have = state.get("num_classes")
     if have is not None and int(have) != len(class_names):
         raise WeightLoadError(
@@ -97,7 +97,7 @@ def check_run_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """WeightLoadError naming ``path`` when ``state`` is not a run's checkpoint as ``wsss train`` writes it: a
     ``model`` state dict and ``class_names``, a list of names. A weights-only file (a bare state dict, an official
     checkpoint) given to ``--checkpoint`` failed with ``KeyError: 'class_names'``, and names stored as one string
-    with "does not fit ... another architecture or size" (issue 76)."""
+    with "does not fit ... another architecture or size"."""
     if not isinstance(state.get("model"), dict) or "class_names" not in state:
         missing = [k for k in ("model", "class_names") if k not in state]
         what = f"no {' or '.join(repr(k) for k in missing)} entry" if missing else "its 'model' is not a state dict"

@@ -37,7 +37,7 @@ from wsss.core.errors import ConfigError, MissingFileError
 # The most nodes a YAML document may stand for once its aliases are expanded. An alias is read as a second
 # reference to the same object, cheap until something copies the result: a "billion laughs" of nine anchors
 # of nine aliases each, inside a free-form mapping (model.backbone_kwargs), passed the schema and then
-# grew `wsss config show` to gigabytes in the deep copy of ``Config.to_dict`` (issue 58). The largest preset
+# grew `wsss config show` to gigabytes in the deep copy of ``Config.to_dict``. The largest preset
 # is a few hundred nodes.
 MAX_YAML_NODES = 100_000
 
@@ -192,11 +192,10 @@ NON_NEGATIVE = {"lo": 0, "text": "0 or more"}
 POSITIVE_NUMBER = {"lo": 0, "lo_open": True, "text": "a positive number"}
 NON_NEGATIVE_NUMBER = {"lo": 0, "text": "a number of 0 or more"}
 # Levels of the normalised CAMs (maps in [0, 1]): a level of 2 or -1 turns every seed into background, or none
-# (issue 42)
 LEVEL = {"lo": 0, "hi": 1, "hi_open": False,
          "text": "a level between 0 and 1 (the CAMs are normalised to [0, 1])"}  # fmt: skip
 # An image side in pixels: above the largest side a JPEG can have (65535) no image or crop is meant, and a typo
-# like data.crop_size=100000000000 failed after the training had started ("ValueError: array is too big", issue 58)
+# like data.crop_size=100000000000 failed after the training had started ("ValueError: array is too big")
 MAX_SIDE = 65535
 SIDE = {"lo": 1, "hi": MAX_SIDE, "hi_open": False, "text": f"a side of 1 to {MAX_SIDE} pixels (a JPEG's largest)"}
 SCALES = {"lo": 0, "lo_open": True, "nonempty": True, "text": "a non-empty list of positive scales"}
@@ -441,7 +440,7 @@ class InferConfig:
     # every official code (docs/methods/seco.md#ms-cam) makes it zero: no seed names the class. "minmax" / "peak_odds":
     # such a map is made from its sum before the ReLUs (``cam.multiscale.fill_empty_maps``; `wsss cam`, `pseudo`,
     # training-time validation; labelled classes only). Not in any official code: "none" in the paper presets
-    # (issue 31: 0.2-1 % of RCA's and SC-CAM's labelled maps on ccp-dev were empty; BENCHMARKS.md "ccp-dev").
+    # (how many maps were empty on real photos: docs/benchmarks/history/real-photos.md#empty-maps).
     cam_empty_fallback: str = setting("none", choices=CAM_EMPTY_FALLBACKS)
     crf: CRFParams = field(default_factory=CRFParams)
     # processes for DenseCRF: -1 = one per core the command may use (shared among a job's local processes), 0 = in
@@ -474,7 +473,7 @@ class Config:
 
 
 # Plugins (``custom_imports``): the modules a config may import are the ones the user names, on the command line or
-# in this environment variable (comma-separated); a file names no code to run (docs/security.md, issue 76).
+# in this environment variable (comma-separated); a file names no code to run (docs/security.md).
 PLUGINS_ENV = "WSSS_PLUGINS"
 _command_line_plugins: frozenset[str] = frozenset()
 
@@ -671,7 +670,7 @@ def set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
 def yaml_error_text(e: yaml.YAMLError, text: str | None = None) -> str:
     """What is wrong with a YAML text and where (line, column; with ``text``, the document, also the key whose
     value it is), in one line and without the text itself: PyYAML's message quotes the line, which printed the
-    first line of any file a config named (``_base_: /etc/shadow``, issue 76)."""
+    first line of any file a config named (``_base_: /etc/shadow``)."""
     problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
     if not problem:
         return (str(e).splitlines() or [type(e).__name__])[0]
@@ -827,7 +826,7 @@ def _base_paths(path: Path, own: dict[str, Any]) -> list[Path]:
         base_path = path.parent / Path(base).expanduser()
         if base_path.suffix.lower() not in (".yaml", ".yml"):
             # a base is a preset: a file named by a config from elsewhere is read only as one, so that no error
-            # quotes a file of another kind (``_base_: /etc/shadow``, issue 76)
+            # quotes a file of another kind (``_base_: /etc/shadow``)
             raise ConfigError(f"{path}: {BASE_KEY} '{base}' is not a YAML preset (.yaml or .yml)")
         if not base_path.is_file():
             like, hint = _shipped_like(base), ""
@@ -943,7 +942,7 @@ def _runs_like(run_dir: Path) -> str:
 def load_run_config(run_dir: str | Path, hint: str = "", overrides: Sequence[str] = ()) -> Config:
     """The :class:`Config` of a run directory (:func:`run_config_path`): its saved config, read afresh (a copy: the
     file is never written), then the ``KEY=VALUE`` words ``overrides`` merged over it by :func:`load_config`, the
-    one path of a setting given on the command line of a command that reads a run (issue 77)."""
+    one path of a setting given on the command line of a command that reads a run."""
     return load_config(run_config_path(run_dir, hint), list(overrides))
 
 
@@ -1006,6 +1005,18 @@ def check_value(key: str, value: Any) -> Any:
             raise ConfigError(f"{key} must be {valid.describe()}, got {_shown(value)}")
         return value
     return _check(valid, key, value)
+
+
+def replace_setting(cfg: Config, key: str, value: Any) -> Config:
+    """``cfg`` with the setting ``key`` (dotted) set to the typed ``value``, checked as a config's is
+    (:func:`check_value`): a value reaches a config without becoming a word."""
+    check_value(key, value)
+
+    def replaced(section: Any, keys: list[str]) -> Any:
+        inner = value if len(keys) == 1 else replaced(getattr(section, keys[0]), keys[1:])
+        return dataclasses.replace(section, **{keys[0]: inner})
+
+    return replaced(cfg, key.split("."))
 
 
 def _is_collection(cls: type, name: str) -> bool:
@@ -1110,8 +1121,8 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 # -- the config diff of a resume (``wsss train`` on a run directory with a checkpoint) ---------------------
 
-# The one declaration of the settings that say where and how fast a run or a job runs, not what it computes
-# (issue 77): a resume may change them freely (:func:`config_changes`), the settings stamps of the output folders
+# The one declaration of the settings that say where and how fast a run or a job runs, not what it computes:
+# a resume may change them freely (:func:`config_changes`), the settings stamps of the output folders
 # leave them out (:func:`results_config`), and a route that compares its steps' settings drops their words
 # (:func:`is_execution_word`, experiments/real_route.py). Every other key can change a result.
 EXECUTION_KEYS = frozenset(

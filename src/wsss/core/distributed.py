@@ -70,7 +70,7 @@ def shutdown(finished: bool = True) -> None:
         return
     # Free what a reference cycle still holds (a model wrapped by DDP, a collective's tensors) while the
     # interpreter is whole, not at its teardown: a suspected cause of the abort above, not a proven one (the
-    # same abort was seen once after a single-process SIGTERM run, no gloo; issue 43 notes). The default hooks
+    # same abort was seen once after a single-process SIGTERM run, no gloo). The default hooks
     # hold no cycle (engine.train_loop.weak_method); a hook a user registers with a trainer's method would.
     gc.collect()
     if finished:

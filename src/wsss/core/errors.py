@@ -61,13 +61,13 @@ class TrainingDiverged(WSSSError, RuntimeError):
 class Terminated(KeyboardInterrupt):  # noqa: N818 - a stop request, not an error
     """SIGTERM (``kill``, ``docker stop``, SLURM's preemption, Kubernetes) taken as Ctrl-C: ``wsss train``
     finishes its step and saves ``last.pt``, per-id jobs stop their workers, and ``wsss`` exits 143 (128 + 15)
-    instead of 130 (issue 42)."""
+    instead of 130."""
 
 
 def signal_interrupt(signum: int) -> KeyboardInterrupt:
     """The KeyboardInterrupt a stop signal raises in a command (:class:`Terminated` for SIGTERM, 15), marked with
     ``signum``: ``wsss.cli.main`` called as a library (a test) re-raises only such an interrupt, which someone
-    outside sent (``make test``'s Ctrl-C), and returns 130 for one its caller raised (issue 58)."""
+    outside sent (``make test``'s Ctrl-C), and returns 130 for one its caller raised."""
     e = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
     e.signum = signum  # type: ignore[attr-defined]
     return e

@@ -24,7 +24,7 @@ from wsss.core.errors import OutputError
 T = TypeVar("T")
 
 # The suffix of the temporary files wsss writes (``.<name>.<random>.wsss.tmp``), and the only ones that
-# :func:`remove_stale_temps` removes: a user's own ``.notes.tmp`` in an output folder is not ours (issue 76).
+# :func:`remove_stale_temps` removes: a user's own ``.notes.tmp`` in an output folder is not ours.
 TEMP_SUFFIX = ".wsss.tmp"
 
 
@@ -81,7 +81,7 @@ def write_os_error(error: BaseException) -> OSError | None:
 def _short_write(error: BaseException) -> bool:
     """Whether ``error`` is a write that stopped short without an errno: numpy's ``tofile`` (``np.save`` of
     an array to a real file, ``wsss predict --save-probs``) on a full disk raises "OSError: 28672 requested
-    and 1984 written", which neither names the file nor says why (issue 58)."""
+    and 1984 written", which neither names the file nor says why."""
     return (
         isinstance(error, OSError)
         and not isinstance(error, OutputError)
@@ -92,7 +92,7 @@ def _short_write(error: BaseException) -> bool:
 
 def check_output_file(path: str | os.PathLike) -> Path:
     """``path`` as a Path if a file can be written there as far as names go; ``OutputError`` when it is an
-    existing folder (``wsss eval --json DIR``, issue 42), checked before the work whose result it is."""
+    existing folder (``wsss eval --json DIR``), checked before the work whose result it is."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give the name of a file to write (e.g. {path / 'metrics.json'})")
@@ -144,7 +144,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBas
 
 
 # Read errors that the same read may not meet again: a network filesystem's hiccup (NFS, SMB, FUSE mounts of cloud
-# buckets), a disk that timed out. One of them stopped a training of hours at one image (issue 58 trial); a reader
+# buckets), a disk that timed out. One of them stopped a training of hours at one image; a reader
 # tries such a read READ_TRIES times, READ_PAUSE_S apart (then 4 times longer), before it fails.
 TRANSIENT_READ_ERRNOS = {errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE, errno.EINTR, errno.ECONNRESET}
 READ_TRIES = 3

@@ -135,7 +135,7 @@ def checkpoint_safe_globals() -> list[Any]:
 def _check_torch_format(path: Path, what: str) -> None:
     """WeightLoadError naming ``path`` when it is not a file ``torch.save`` writes (a zip archive; a pickle
     or a tar archive in PyTorch's legacy formats): ``torch.load`` of a text file says "pop from empty
-    list" (issue 42). An empty or unreadable file is left to the caller's own message."""
+    list". An empty or unreadable file is left to the caller's own message."""
     from wsss.core.errors import WeightLoadError
 
     try:

@@ -114,7 +114,7 @@ class CheckReport:
 
 
 def check_mask(
-    mask_path: Path,
+    mask_path: Path | str,
     image_size: tuple[int, int] | None,
     labelled: Iterable[int] | None,
     class_names: Sequence[str],
@@ -123,16 +123,20 @@ def check_mask(
     id: str,
     classes_desc: str,
     image_path: Path | None = None,
+    mask: np.ndarray | None = None,
 ) -> tuple[list[str], np.ndarray | None]:
     """The per-mask rules of check-data, shared with ``wsss prepare folder``: a readable single-channel
     or palette PNG of the image's size (``image_size`` (H, W), None = unknown), holding only class
     indices 0..C-1 or 255, and no class that the image's label (``labelled``: its class ids, None = no
     label) lacks. Returns the problems and the mask's foreground class ids (None when unreadable).
     ``image_path``: the image, whose EXIF orientation is named when it explains a size mismatch (the
-    image is read upright, the mask as stored)."""
-    mask, err = _read_mask(mask_path)
-    if err:
-        return [err], None
+    image is read upright, the mask as stored). ``mask``: the mask itself, converted from an annotation file that
+    ``mask_path`` names in messages (``wsss prepare folder --masks coco.json``); None: read from ``mask_path``."""
+    if mask is None:
+        mask, err = _read_mask(Path(mask_path))
+        if err:
+            return [err], None
+    assert mask is not None
     problems = []
     if image_size is not None and mask.shape != image_size:
         problems.append(
@@ -516,7 +520,7 @@ def _warn_absent_classes(
     split_ids: dict[str, list[str]], labels_of: dict[str, np.ndarray], class_names: list[str], report: CheckReport
 ) -> None:
     """A warning per split whose labelled images never show some class: legal, but a training on it cannot
-    learn the class (nothing said so: `wsss train` went on, check-data said "OK", issue 58) and a score on it
+    learn the class (nothing said so: `wsss train` went on, check-data said "OK") and a score on it
     cannot measure the class. Splits without any known labels (a test split) are left out."""
     for s, ids in split_ids.items():
         known = [labels_of[i] for i in ids if i in labels_of and labels_of[i].shape[0] == len(class_names) - 1]
@@ -567,7 +571,7 @@ def check_pseudo_labels(
 ) -> CheckReport:  # fmt: skip
     """check-data's mask rules over a folder of segmentation targets (``data.pseudo_dir``, e.g. `wsss pseudo`'s
     output) for the ids of ``split``: each ``<id>.png`` present, a readable single-channel or palette PNG of
-    its image's size, holding class indices or 255 (issue 42: an RGB PNG met mid-training stopped it with a
+    its image's size, holding class indices or 255 (an RGB PNG met mid-training stopped it with a
     DataLoader traceback). Pseudo labels are not held to the image labels (a refiner may add a class).
     ``skip``: ids whose target is elsewhere (a true mask, ``data.true_masks``); ``only``: just these ids (a
     ``data.true_masks`` folder, which holds the masked photos' files only); ``what``: the files' name in messages."""

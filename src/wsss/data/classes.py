@@ -164,7 +164,7 @@ def read_classes(root: str | os.PathLike) -> list[str]:
     """
     path = Path(root) / CLASSES_FILE
     if not path.is_file():
-        if not Path(root).is_dir():  # no folder is no VOC data set: a moved or mistyped root (issue 76 trial)
+        if not Path(root).is_dir():  # no folder is no VOC data set: a moved or mistyped root
             raise DataError(f"{root}: dataset root not found")
         return list(VOC_CLASSES)
     return parse_classes(read_text_file(path, "class list"), path)
@@ -191,9 +191,13 @@ class ClassLookup:
     for ``cat``) is that class too, kept in :attr:`case_only` for a warning (:meth:`case_warning`): the intent is
     plain and refusing it would refuse valid labels. Any other name is unknown; :meth:`lookup` collects them
     all, and :meth:`check` raises one DataError listing each with its lines (a close class name offered; a name
-    that differs only in case from several classes, ``CAT`` for ``Cat`` and ``cat``, named as such)."""
+    that differs only in case from several classes, ``CAT`` for ``Cat`` and ``cat``, named as such).
 
-    def __init__(self, class_names: list[str]) -> None:
+    ``unit``: what the numbers given to :meth:`lookup` count in the file (a labels file's lines; an annotation
+    file's categories or shapes), as messages name them."""
+
+    def __init__(self, class_names: list[str], unit: str = "line") -> None:
+        self.unit = unit
         self.fg = list(class_names[1:])
         self.index = {n: i + 1 for i, n in enumerate(self.fg)}
         self.folded: dict[str, list[str]] = {}
@@ -234,12 +238,18 @@ class ClassLookup:
             ((name, lines),) = self.unknown.items()
             hint = self.hint(name)
             more = lines[1:]
-            where = f"{path}:{lines[0]}" + (f" (and line{'s' * (len(more) > 1)} {_lines(more)})" if more else "")
+            more_text = f"{self.unit}{'s' * (len(more) > 1)} {_lines(more)}" if more else ""
+            if self.unit == "line":
+                where = f"{path}:{lines[0]}" + (f" (and {more_text})" if more else "")
+            else:
+                where = f"{path} ({self.unit} {lines[0]}" + (f", and {more_text}" if more else "") + ")"
             raise DataError(f"{where}: unknown class {name!r}{f' ({hint})' if hint else ''}; {classes}")
         listed = []
         for name, lines in list(self.unknown.items())[:MAX_NAMES]:
             hint = self.hint(name)
-            listed.append(f"{name!r} (line{'s' * (len(lines) > 1)} {_lines(lines)}{f'; {hint}' if hint else ''})")
+            listed.append(
+                f"{name!r} ({self.unit}{'s' * (len(lines) > 1)} {_lines(lines)}{f'; {hint}' if hint else ''})"
+            )
         rest = len(self.unknown) - len(listed)
         listed += [f"and {rest} more"] if rest else []
         raise DataError(f"{path}: {len(self.unknown)} unknown classes: {', '.join(listed)}; {classes}")
@@ -248,7 +258,7 @@ class ClassLookup:
         """The warning naming the names taken for a class that differs from them only in case; None if none."""
         if not self.case_only:
             return None
-        pairs = ", ".join(f"{name!r} as {cls!r} (line {line})" for name, (cls, line) in self.case_only.items())
+        pairs = ", ".join(f"{name!r} as {cls!r} ({self.unit} {line})" for name, (cls, line) in self.case_only.items())
         return f"{path}: class names that differ from a class only in case, each taken as that class: {pairs}"
 
 

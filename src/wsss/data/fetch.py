@@ -175,7 +175,7 @@ def fetch(
 def _check_out(name: str, out: Path) -> None:
     """UsageError naming the files of ``out`` that preparing release ``name`` would replace, when ``out`` holds
     files and is not a dataset prepared from this release (``prepare.release_outputs``): checked before hours of
-    downloading; ``--overwrite`` replaces them (issue 76)."""
+    downloading; ``--overwrite`` replaces them."""
     from wsss.data.prepare import release_outputs
 
     release_outputs(out, "coco" if name == "coco2014" else "voc", f"wsss data fetch {name}", images="link",
@@ -312,7 +312,7 @@ def _downloads_lock(folder: Path, log: Callable[[str], None]) -> Iterator[None]:
     """Hold ``folder`` (``RAW/downloads``) for one download: an advisory ``flock`` on the folder itself (no lock
     file is left among the downloads; the kernel drops it when its process ends, however it ends). A second
     ``wsss data fetch`` into the same ``--raw`` waits, then finds the first one's file and checks it: two at once
-    both wrote ``<file>.part`` and the second stopped with "[Errno 2] No such file or directory" (issue 76).
+    both wrote ``<file>.part`` and the second stopped with "[Errno 2] No such file or directory".
     Where ``fcntl`` is missing (Windows) nothing is held."""
     try:
         import fcntl
@@ -335,7 +335,7 @@ def _download(archive: Archive, folder: Path, progress: bool, log: Callable[[str
     """``archive`` from its host into ``folder``, checked against its published checksum before it takes its name;
     a file there already is checked and kept when it matches (downloaded again when not). The only other file a
     download makes is its ``<file>.part`` (left by an interrupted one, resumed by the next): a killed download
-    of pooch's, used before, left a 0-byte ``tmpXXXX`` beside it each time (issue 76)."""
+    of pooch's, used before, left a 0-byte ``tmpXXXX`` beside it each time."""
     import requests
 
     target, part = folder / archive.file, folder / f"{archive.file}.part"
@@ -376,7 +376,7 @@ def unpack(archive: Path, top: str, dest: Path, title: str = "the release", prog
     DataError naming the file, and leaves ``dest`` as it was."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     # One unpacking of ``dest`` at a time: a second one removed the first's temporary folder as a killed one's, and
-    # the first put in place the members it wrote after that, while reporting them all (issue 76). Each unpacking
+    # the first put in place the members it wrote after that, while reporting them all. Each unpacking
     # holds a lock in its folder; a folder whose lock is held is another's, and this one is refused.
     stale = sorted(dest.parent.glob(f".{dest.name}.*{UNPACKING}"))
     for folder in stale:
@@ -447,7 +447,7 @@ def _safe_tar_members(archive: Path, tf: tarfile.TarFile) -> Iterator[tarfile.Ta
     """The members of ``tf`` as they are read, each checked first: a safe name, no device or FIFO, and a link
     whose target stays inside the tree (a hard link's, relative to the top) or inside its own top folder (a
     symbolic link's, relative to its folder): the top folder is renamed into RAW, where a link to its parent
-    (``VOCdevkit/up -> ..``, issue 76) would read RAW's other files from inside the release."""
+    (``VOCdevkit/up -> ..``) would read RAW's other files from inside the release."""
     for member in tf:
         name = safe_member_name(archive, member.name)
         if member.ischr() or member.isblk() or member.isfifo():

@@ -625,7 +625,7 @@ def _put(path: Path, data: bytes) -> None:
     """Write via a temporary name + rename (never a truncated file), without the per-file fsync of
     ``atomic_write``: thousands of small files would otherwise cost 1-6 ms each on a busy disk. A full disk or
     an unwritable folder is an ``OutputError`` naming ``path`` (the OS's error of a write names no file: the
-    command said "output: cannot write", issue 58)."""
+    command said "output: cannot write")."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
     try:
         with open(tmp, "wb") as f:
@@ -680,7 +680,7 @@ def generate_synthetic(
 
     A folder that already holds a dataset (split lists, ``classes.txt``, ``cls_labels.npy`` or images) is
     refused (UsageError), unless ``overwrite``: then the folders and files this function writes are removed
-    first, so no image of the old dataset stays beside the new one (issue 42).
+    first, so no image of the old dataset stays beside the new one.
     """
     _check_synthetic_args(n_train, n_val, size, image_format, context_with, context_without)
     t0 = time.perf_counter()

@@ -86,7 +86,7 @@ def lr_schedule_text(method: Any, lr: float, epochs: float, *, warmup_iters: int
     """The learning rate over a training of ``epochs`` epochs, for its start line: ``lr`` through the method's
     per-epoch steps (``Method.lr_factor``, after ``set_training_length``), then the optimiser's own warm-up and
     poly decay, e.g. "lr 0.01 until epoch 16, 0.001 until 22, 0.0001 to 24". Printed because a step schedule
-    that does not follow a longer training left most of it at a tenth of its lr, unsaid (issue 59)."""
+    that does not follow a longer training left most of it at a tenth of its lr, unsaid."""
     changes: list[tuple[int, float]] = []  # (first epoch, factor) at each change of the factor
     for epoch in range(max(1, math.ceil(epochs))):
         factor = method.lr_factor(epoch)
@@ -146,7 +146,7 @@ class MetricsLogger(HookBase):
     def before_train(self) -> None:
         if self.trainer.step == 0 and is_main_process() and self.path.is_file() and self.path.stat().st_size:
             # a training from step 0 (no last.pt: removed, or never written) starts its log anew; the lines
-            # of the earlier one are kept beside it, not mixed with this one's nor deleted (issue 58)
+            # of the earlier one are kept beside it, not mixed with this one's nor deleted
             aside = move_aside(self.path)
             tqdm.write(f"note: {self.path} is of an earlier training of this folder; kept as {aside}", file=sys.stderr)
         self.n_timed, self.t0 = 0, time.time()
@@ -222,7 +222,7 @@ class BestCheckpointer(HookBase):
 
     With ``path`` (best.pt's), a resume takes the best score from ``best.pt`` itself, not from ``last.pt``:
     ``last.pt`` is written before the validation of its step (``PeriodicCheckpointer`` runs first), so its
-    score can miss that validation, and a later, worse model then replaced ``best.pt`` (issue 58). No
+    score can miss that validation, and a later, worse model then replaced ``best.pt``. No
     ``best.pt`` (never written, or its write failed on a full disk): no best yet, the next validation writes
     one. A fresh training (step 0) finds ``best.pt`` of an earlier one in the folder: moved aside to
     ``best.pt.1`` (``core.files.move_aside``), so that the model of another training never passes for this one's.

@@ -167,7 +167,7 @@ class BatchStream:
 
     def close(self) -> None:
         """End the loader's workers now. Left to garbage collection, a stopped training's workers (signalled
-        with the whole job, issue 42) could outlive the iterator into interpreter exit, where the loader's
+        with the whole job) could outlive the iterator into interpreter exit, where the loader's
         SIGCHLD handler then raised "DataLoader worker exited unexpectedly" after the step was saved (seen
         once in CI under load)."""
         it, self._it = self._it, None
@@ -211,7 +211,7 @@ def teaches_cams_masks(cfg: Config, method: Method | type[Method]) -> bool:
 
 @dataclass(frozen=True)
 class TrainingTargets:
-    """What a training's photos are taught with, resolved once here from ``data.true_masks`` (issue 77: the CLI,
+    """What a training's photos are taught with, resolved once here from ``data.true_masks`` (the CLI,
     the trainer and the methods' pseudo-label stages each resolved it before): ``masks``, the training split's
     photos that have a mask of the user's (id -> file), of ``n_photos``; ``text``, the one line that says so (the
     CLI prints it, and nothing else)."""
@@ -273,7 +273,7 @@ def _differences(a: dict[str, Any], b: dict[str, Any]) -> str:
 def check_same_data(root: str | Path, datasets: Sequence[VOCDataset | None]) -> None:
     """Under torchrun: a DataError on every process unless each reads the same splits, classes and labels as rank 0
     (``VOCDataset.fingerprint``). A node whose copy of the dataset differs trained on without a word, each process
-    drawing its share from a permutation of another length (issue 58 trial); another class list fails later in a
+    drawing its share from a permutation of another length; another class list fails later in a
     collective. Collective: every process calls it."""
     if world_size() == 1:
         return
@@ -290,7 +290,7 @@ def check_same_data(root: str | Path, datasets: Sequence[VOCDataset | None]) -> 
 
 
 def _warn_changed_split(saved: dict[str, Any] | None, train_set: VOCDataset, last: Path) -> None:
-    """A warning when the training split differs from the one ``last`` was saved with (checkpoints before issue 58
+    """A warning when the training split differs from the one ``last`` was saved with (older checkpoints
     hold no fingerprint: nothing to compare). Legal (a broken image dropped, labels corrected), but the resumed
     run no longer draws the images an uninterrupted one would: said, since its result is not that run's."""
     now = train_set.fingerprint()
@@ -464,7 +464,7 @@ class Trainer(TrainerBase):
         check_checkpoint_classes(state, last, self.train_set.class_names, f"the dataset {self.cfg.data.root}")
         load_model_state(self.method, state["model"], last)
         missing = [k for k in ("optimizer", "scaler", "data", "rng") if k not in state]
-        if missing:  # a KeyError traceback before (issue 58 trial): an imported run is no training to go on with
+        if missing:  # a KeyError traceback before: an imported run is no training to go on with
             raise UsageError(
                 f"{last}: weights only (no optimizer state: a run of `wsss import`, or a file saved by other code), "
                 f"not a training to resume; train from these weights in a new run: model.pretrained={last} "

@@ -243,7 +243,7 @@ class _Accumulator:
 
     def _check_range(self, values: np.ndarray, what: str, source: str) -> None:
         """DataError naming ``source`` when ``values`` (a prediction or a ground truth: both sides are
-        checked alike, issue 42) hold a value that is neither a class index nor the ignore value."""
+        checked alike) hold a value that is neither a class index nor the ignore value."""
         C = self.num_classes
         if values.size:
             bad = ((values < 0) | (values >= C)) & (values != self.ignore_index)
@@ -376,7 +376,7 @@ def evaluate(
         raise DataError(f"{pred_dir}: prediction directory not found")
     where = f"split {split!r}" + (f" of {root}" if root is not None else "")
     ids, repeated = _each_once(dataset.ids)
-    if repeated:  # an image listed twice would weigh twice in every score (issue 58: 11 images of 8)
+    if repeated:  # an image listed twice would weigh twice in every score (11 images of 8)
         from ..core.errors import ConfigWarning
         from ..data.voc import SPLIT_DIR
 

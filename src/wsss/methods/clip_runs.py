@@ -68,7 +68,7 @@ def method_from_clip_file(path: Path, cfg: Config, class_names: list[str]) -> Me
     clip, arch, quick_gelu, found = load_clip_described(
         path, text_heads=o.get("text_heads"), quick_gelu=o.get("quick_gelu")
     )
-    print(f"{path}: {found}", flush=True)  # what was found, before anything is built from it (issue 59)
+    print(f"{path}: {found}", flush=True)  # what was found, before anything is built from it
     cfg.options.update(arch=arch.as_dict(), weights=str(path), quick_gelu=quick_gelu)
     cfg.model.pretrained = None
     model = build_method(cfg, class_names)

@@ -160,7 +160,7 @@ def register_method(cls: type[Method]) -> type[Method]:
 def import_config_modules(names: Sequence[str]) -> None:
     """Import the modules a config's ``custom_imports`` lists, each one the user named (:func:`named_plugins`) or
     already imported (importing it again runs nothing). A file names no code to run: a run folder or a config
-    from elsewhere with ``custom_imports: [plugin_x]`` and a ``plugin_x.py`` beside it ran that file (issue 76).
+    from elsewhere with ``custom_imports: [plugin_x]`` and a ``plugin_x.py`` beside it ran that file.
     Any other module is a UsageError saying how to name it."""
     _check_module_names(names)
     refused = [n for n in names if n not in sys.modules and n not in named_plugins()]
@@ -252,7 +252,7 @@ def check_method(cfg: Config, source: str | Path) -> type[Method]:
     """The class of ``cfg.method`` once ``cfg.options`` fits its ``Options``; a ConfigError or UsageError naming
     ``source`` (the config file they came from) otherwise. The schema of ``core.config`` cannot see the method's
     options: a run saved by an older wsss with a renamed option (RCA's ``proxy_att_thr``) said "unknown config
-    key" without the file to edit, and `wsss config show` printed the unknown key as if valid (issue 58 trial)."""
+    key" without the file to edit, and `wsss config show` printed the unknown key as if valid."""
     try:
         cls = method_class(cfg)
         from_dict(cls.Options, cfg.options, "options")

@@ -68,7 +68,7 @@ class ViTBackbone(nn.Module):
         if H % p or W % p:
             # The patch grid needs sides that are multiples of the patch: an image of another size (a 100x75
             # photo, a scale of 0.5 of it) is resized to the nearest multiples (at least one patch), which keeps
-            # the maps aligned with the image, where padding would shift them (issue 33). Callers resize the
+            # the maps aligned with the image, where padding would shift them. Callers resize the
             # maps to the size they need, so a map of round(H/p) x round(W/p) cells is what they expect.
             H, W = max(p, round(H / p) * p), max(p, round(W / p) * p)
             x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)

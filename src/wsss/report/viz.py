@@ -84,8 +84,8 @@ def model_panels(run: Run, image: np.ndarray, labels: np.ndarray, *, title: str,
     segmentation head: a DeepLab run draws the image, its ground truth and its prediction).
 
     Everything is drawn and computed at most ``infer.max_side`` wide (:func:`fit_panels`): the grid shows each
-    panel 280 px wide, and a 13000-px photo's CAMs, PAR and prediction at its own size were 4-15 GB and minutes
-    (issue 58); the network sees no more than that in `wsss cam` and `wsss predict` either."""
+    panel 280 px wide, and a 13000-px photo's CAMs, PAR and prediction at its own size were 4-15 GB and minutes;
+    the network sees no more than that in `wsss cam` and `wsss predict` either."""
     p = fit_panels(base or ImagePanels(title=title, image=image, class_names=list(run.class_names), gt=gt),
                    run.cfg.infer.max_side)  # fmt: skip
     image = p.image

@@ -73,7 +73,7 @@ def _todo(
 ) -> list[str]:  # fmt: skip
     """The ids of ``ds`` still to write into ``out_dir``; a killed earlier run's temporary files there are removed.
     ``also``: (folder, suffix) of the id's further outputs: an id is done only when each of its outputs is there
-    (issue 58: ``predict --save-probs`` over masks of an earlier ``predict`` wrote no probabilities). The outputs of
+    (``predict --save-probs`` over masks of an earlier ``predict`` wrote no probabilities). The outputs of
     an id whose photo is not the one they were made of are removed first (``stamps.refresh_sources``: a photo
     replaced under its name); ``rewrite_all`` (or ``overwrite``): every id."""
     remove_stale_temps(out_dir)
@@ -273,7 +273,7 @@ def _pipeline(
                     raise DataError(error)
                 result = compute(id, image, labels, x)
             except OutputError:
-                raise  # a full disk or a read-only folder is no one id's fault: the job stops (issue 42 trial)
+                raise  # a full disk or a read-only folder is no one id's fault: the job stops
             except USER_ERRORS as e:
                 result = e
             if isinstance(result, PoolCall):
@@ -324,7 +324,7 @@ def run_cam(
     outputs = _Outputs(overwrite, [ds.root]).add(out, settings, CAM_SUFFIX)
     # A seed is a cheap argmax of a saved CAM: a job at another level than the seeds' folder holds (cam.bkg_thre=T,
     # or the run's own level after an earlier cam.bkg_thre=T) rewrites every seed, and the folder takes the new level
-    # without --overwrite; the seeds then always name the level of the last `wsss cam` (issue 58). Decided from the
+    # without --overwrite; the seeds then always name the level of the last `wsss cam`. Decided from the
     # folder's stamp under the job's lock (``_Outputs.held``): another job may have restamped it until then.
     ours = normal({**settings, "bkg_thre": thre})
 

@@ -6,7 +6,7 @@ from the dataset at ``data.root`` (its ``classes.txt``, else VOC's 21), lets the
 the file, and writes ``config.yaml`` + ``checkpoints/last.pt``, which ``wsss cam / predict / eval`` use like a
 trained run. ``model.pretrained`` is cleared: the file holds every weight.
 
-An ``out`` that holds files (a trained run, or anything else) is refused unless ``overwrite`` (issue 76: a trained
+An ``out`` that holds files (a trained run, or anything else) is refused unless ``overwrite`` (a trained
 run's ``last.pt`` and ``config.yaml`` were replaced); with it, the folder's earlier ``checkpoints/`` is kept, moved
 aside to ``checkpoints.1`` (``core.files.move_aside``), so that no checkpoint of another model is loaded in place of
 the imported one (``best.pt`` comes before ``last.pt``).

@@ -132,7 +132,7 @@ def _check_foreign(photos: PhotoFolder, out: Path, folders: dict[Path, str], ove
 def _not_ours(out: Path, photos: PhotoFolder, folders: dict[Path, str]) -> list[str]:
     """The entries of an unstamped ``out`` that are not a job's own: all but its lock and wsss's temporary files, and
     the outputs of these photos (reported as such by :func:`_check_outputs`). A folder of the user's masks is not a
-    place for predictions (issue 79: the README's block predicted into the folder of the ground truth)."""
+    place for predictions (the README's block predicted into the folder of the ground truth)."""
     if not out.is_dir():
         return []
     mine = {per_id_path(f, i, x).relative_to(out).parts[0] for f, x in folders.items() for i in photos.ids}

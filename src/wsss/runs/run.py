@@ -54,7 +54,7 @@ class Run:
         """Which model this is, for the settings stamp of an output folder (``runs/stamps.py``): its checkpoint
         (relative to the run, as ``checkpoints/best.pt``, so that a moved run keeps its outputs), step and content
         (the SHA-1 of the bytes loaded: another run's checkpoint of the same name and step, or the run retrained to
-        the same step, is another model; issue 76), and the settings that build its network
+        the same step, is another model), and the settings that build its network
         (:func:`network_settings`: an override of ``options.*`` is another model); ``own=False`` (another run's
         model: a tagger, an ensemble's member) adds the run's resolved folder."""
         ckpt = self.checkpoint
@@ -154,7 +154,7 @@ class Run:
     def dataset(self, root: str | None, split: str) -> VOCDataset:
         """The dataset a job on this run reads (``--data-root``, else the run's ``data.root``), refused unless it has
         the run's classes in the run's order: its outputs would be ids of other classes. Every job over a split reads
-        its dataset here (``wsss cam | pseudo | predict | tag``; issue 76: ``predict --split`` wrote and ``eval``
+        its dataset here (``wsss cam | pseudo | predict | tag``: ``predict --split`` wrote and ``eval``
         scored masks of a dataset of 8 classes with a run of 7, where ``cam`` refused)."""
         ds = run_dataset(root, self.cfg.data.root, split, self.dir)
         if ds.num_classes != self.num_classes:

@@ -3,7 +3,7 @@
 
 A per-id job skips the ids whose output exists (a killed job continues where it stopped), so a folder is
 reused by every later run of its command. Without a record of how its files were made, the outputs of one
-setting passed for another's (issue 58: ``pseudo --refine none`` then ``pseudo`` (PAR) kept every label;
+setting passed for another's (``pseudo --refine none`` then ``pseudo`` (PAR) kept every label;
 ``predict A --ensemble B`` then ``--ensemble A`` kept the first ensemble's masks). Each such folder holds
 ``.settings.json`` (:data:`STAMP_FILE`), written atomically before the job writes into it: the settings
 that determine its files (the model's checkpoint and step, the scales, the refiner, the ensemble's and the
@@ -187,7 +187,7 @@ def claim_folder(
     ``wsss cam --bkg-thre``: stamped anew) or ``overwrite``: the folder's files are removed first, unless one of
     ``inputs`` (the job's inputs) lies in it, which is a UsageError naming it (an output is never cleared over an
     input). With ``suffix`` (the job's outputs are ``<id><suffix>``) only those, the stamp, the photos' records and
-    wsss's temporary files are removed: a file of the user's in the folder stays (issue 76: ``--overwrite`` removes
+    wsss's temporary files are removed: a file of the user's in the folder stays (``--overwrite`` removes
     only what the command made).
     """
     folder = Path(folder)
@@ -270,7 +270,7 @@ def refresh_sources(
     ``suffixes``: those of an id's files in ``folder``; ``records``: id -> :func:`photo_record` of the job's ids.
 
     A stamp names the settings of a folder; a photo replaced under its name keeps them, and a job that skips the ids
-    whose outputs exist kept its old mask (issue 76). The ids whose record differs (or is missing, or None) lose their
+    whose outputs exist kept its old mask. The ids whose record differs (or is missing, or None) lose their
     outputs, which are this job's own (the folder's stamp is this job's settings), so the job makes them again; a
     killed job's next run finds them missing. A folder without records (deleted, unreadable, or of an older wsss)
     does not say which photo each output was made of: every id's outputs there are made again, with a warning

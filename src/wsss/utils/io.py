@@ -43,7 +43,7 @@ def describe_path(path: str | os.PathLike) -> str:
 def read_text_file(path: str | os.PathLike, what: str) -> str:
     """The text of a UTF-8 file the user gives (a split list, ``classes.txt``, a labels file), a byte-order
     mark at its start removed (Windows' Notepad and Excel write one: kept, it would join the first id or
-    class name, issue 42). DataError naming the file and ``what`` it is when it cannot be read."""
+    class name). DataError naming the file and ``what`` it is when it cannot be read."""
     try:
         return Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -75,7 +75,7 @@ _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 # What Pillow raises for a file it cannot read: OSError (unknown format, truncated data), SyntaxError and
 # ValueError (a malformed header), and DecompressionBombError (more pixels than ``Image.MAX_IMAGE_PIXELS``
 # allows twice over), which derives from none of them: it used to come out of `wsss cam`, `predict`, `viz`
-# and `eval` as a traceback (issue 58).
+# and `eval` as a traceback.
 IMAGE_ERRORS: tuple[type[Exception], ...] = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
@@ -111,7 +111,7 @@ def decode_rgb(im: Image.Image) -> np.ndarray:
     """A decoded PIL image -> (H, W, 3) uint8, scaled to the 8-bit range by what its mode means.
 
     Pillow's ``convert("RGB")`` clips a 16-bit or 32-bit grayscale image at 255 instead of scaling it,
-    which turns a 16-bit photo white (issue 33). Here: ``I;16*`` and ``I`` (PNG / TIFF 16-bit gray,
+    which turns a 16-bit photo white. Here: ``I;16*`` and ``I`` (PNG / TIFF 16-bit gray,
     read as 0..65535) are divided by 257 (65535 -> 255, values above 65535 clipped); ``F`` (float) in
     [0, 1] is multiplied by 255, otherwise clipped to 0..255; every other mode (1, L, P, LA, PA, RGBA,
     CMYK, YCbCr, LAB, HSV, RGB) goes through Pillow's conversion, which is exact for 8-bit data.
@@ -339,7 +339,7 @@ def read_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if cam.ndim != 3 or cam.shape[0] != class_ids.shape[0]:
         raise DataError(f"{path}: CAM of shape {cam.shape} does not fit its {class_ids.shape[0]} class ids")
     bad = int(cam.size - np.count_nonzero(np.isfinite(cam)))
-    if bad:  # a NaN compares false with every level: it became a class or background without a word (issue 58)
+    if bad:  # a NaN compares false with every level: it became a class or background without a word
         raise DataError(
             f"{path}: CAM holds {bad} non-finite value(s) (NaN or inf) of {cam.size}; "
             "make it again with `wsss cam RUN --split SPLIT --overwrite`"

@@ -1,4 +1,4 @@
-"""Child processes that end with their parent (issue 42): a CRF worker or a ``--workers`` rank left
+"""Child processes that end with their parent: a CRF worker or a ``--workers`` rank left
 running after its parent was killed keeps writing and holding memory, reparented to init.
 
 On Linux the kernel sends a child a chosen signal when the thread that started it ends
@@ -54,7 +54,7 @@ LOADER_STOP_GRACE_S = 30.0  # how long a loader worker signalled with its job ou
 def leave_stops_to_parent(worker_id: int = 0) -> None:
     """A DataLoader ``worker_init_fn``: SIGTERM or SIGINT does not end the worker at once. SLURM's preemption
     and a terminal's Ctrl-C signal every process of the job; a loader worker that died of it stopped the
-    training with "DataLoader worker exited unexpectedly" before its step was saved (issue 42 trial). The
+    training with "DataLoader worker exited unexpectedly" before its step was saved. The
     worker goes on serving for ``LOADER_STOP_GRACE_S`` (the main process finishes its step, saves, and ends
     its workers itself); a second signal (the main process's ``terminate()``) ends it at once."""
     stopping = []

@@ -2,7 +2,7 @@
 a per-id job (``.job.lock``, below).
 
 Two ``wsss train`` on one ``run.dir`` would both append to ``metrics.jsonl``, both write TensorBoard
-files and overwrite each other's checkpoints (issue 33). The lock is an advisory ``flock`` on
+files and overwrite each other's checkpoints. The lock is an advisory ``flock`` on
 ``RUN/.lock``, which also holds the holder's pid and host for the message: the kernel drops the lock
 when its process ends, however it ends, so a lock left by a killed run is stale by construction and the
 next run takes it. The file itself is left in place (removing it would let a third process lock a new
@@ -71,7 +71,7 @@ def is_run_dir(folder: str | os.PathLike) -> bool:
 def check_run_dir(run_dir: str | os.PathLike, overwrite: bool = False) -> None:
     """UsageError for a ``run.dir`` that is a non-empty folder but not a run (:func:`is_run_dir`), unless
     ``overwrite``: a training writes ``config.yaml`` and ``metrics.jsonl`` there, over files of the same names
-    that are someone else's (issue 58: a folder of notes lost its config.yaml)."""
+    that are someone else's (a folder of notes lost its config.yaml)."""
     run_dir = Path(run_dir)
     if overwrite or not run_dir.is_dir() or is_run_dir(run_dir):
         return
@@ -119,7 +119,7 @@ def unpack_lock(tmp: str | os.PathLike, command: str) -> contextlib.AbstractCont
 
 def check_unpacking(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
     """UsageError naming ``dest`` and the holder when a live process holds ``tmp``'s :func:`unpack_lock` (a second
-    unpacking into ``dest`` would remove its folder as a killed one's, issue 76); nothing otherwise (no lock file, a
+    unpacking into ``dest`` would remove its folder as a killed one's); nothing otherwise (no lock file, a
     killed holder's, or no ``fcntl``)."""
     path = Path(tmp) / UNPACK_LOCK_FILE
     if fcntl is None or not path.is_file():

@@ -80,7 +80,7 @@ def test_wide_csv_and_txt(folder):
 
 
 def test_every_unknown_class_of_a_labels_file_is_listed_in_one_error(folder, capsys):
-    """Issue 79: a labels file with several unknown classes named only the first; each is listed, with its lines
+    """A labels file with several unknown classes named only the first; each is listed, with its lines
     and a close class name, in one error, for the long and wide CSV and the text form."""
     args = [folder / "images", folder / "labels.csv", folder / "classes.txt", folder / "out"]
     (folder / "labels.csv").write_text("image,labels\na.jpg,cta\nb.png,dgo;zebra\nc,\nd.jpg,dgo;cat\n")
@@ -107,7 +107,7 @@ def test_every_unknown_class_of_a_labels_file_is_listed_in_one_error(folder, cap
 
 
 def test_a_class_name_that_differs_only_in_case_is_taken_with_a_warning(folder, capsys):
-    """Issue 79: ``Cat`` for the class ``cat`` is that class (the intent is plain; refusing it would refuse valid
+    """``Cat`` for the class ``cat`` is that class (the intent is plain; refusing it would refuse valid
     labels), said in a warning naming each such name; in every form of labels file, and in ``wsss tag``'s edited
     tags.csv. A name that differs only in case from two classes is an error that says so."""
     rows = "image,labels\na.jpg,Cat\nb.png,DOG;Potted Plant\nc,\nd.jpg,dog;CAT\n"
@@ -168,7 +168,7 @@ def test_masks_and_val_split(folder):
 
 
 def test_masks_that_match_no_photo_are_named(folder):
-    """Issue 79: predictions written into the folder of the masks passed for ground truth once their photos were
+    """Predictions written into the folder of the masks passed for ground truth once their photos were
     added, and `prepare folder --masks` said nothing of masks that match no photo. It names them now (a warning: a
     folder of masks for more photos than given is legal)."""
     (folder / "labels.csv").write_text("image,labels\na.jpg,cat\nb.png,dog\n")

@@ -254,7 +254,7 @@ def test_prepare_voc_refuses_another_dataset_without_overwrite(downloads, tmp_pa
     """`wsss prepare voc --out mine` wrote over a user's dataset: VOC's classes.txt, cls_labels.npy and split lists in
     place of theirs, VOC's masks beside their photos. Refused now, naming the files, nothing written; --overwrite
     replaces them with VOC's (a fresh run's dataset); an input inside them is refused even then; VOC's own dataset
-    is continued without --overwrite (issue 76's rule, that `wsss data fetch` already kept)."""
+    is continued without --overwrite (the rule that `wsss data fetch` already kept)."""
     voc, sbd = downloads
     mine = tmp_path / "mine"
     before = _users_dataset(mine)

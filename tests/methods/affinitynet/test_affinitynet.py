@@ -126,7 +126,7 @@ def test_affinitynet_train_then_random_walk_pseudo(cam_run, synth_root, tmp_path
 def test_pseudo_refine_psa_levels_give_the_alphas_of_those_cam_values(cam_run, synth_root, tmp_path):
     """`wsss pseudo --refine psa --levels H/L`: the seeds of PSA's two CRFs with the alphas whose background
     crosses the CAM at H and L (``alpha_for_level``), not the configured 4 / 32. ``--levels H/L`` is shorthand for
-    the words ``cam.high_thre=H cam.low_thre=L``, merged over a copy of the run's config (issue 77): the saved
+    the words ``cam.high_thre=H cam.low_thre=L``, merged over a copy of the run's config: the saved
     config.yaml stays as it was."""
     from wsss.cam.affinity import alpha_for_level
     from wsss.runs.jobs import run_pseudo

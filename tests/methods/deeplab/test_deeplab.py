@@ -210,7 +210,7 @@ def test_pretended_underfitting_caps_the_pixels_the_network_contradicts():
 
 
 def test_seg_loss_weights_each_samples_pixels():
-    # data.true_mask_weight (issue 61): the weighted mean over the labelled pixels, against a float64 reference
+    # data.true_mask_weight: the weighted mean over the labelled pixels, against a float64 reference
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 4, 6, 5, generator=g, dtype=torch.float64)
     target = torch.randint(0, 4, (3, 6, 5), generator=g)
@@ -230,7 +230,7 @@ def test_seg_loss_weights_each_samples_pixels():
 
 
 def test_train_on_true_masks_and_pseudo_labels(synth_root, tmp_path, capsys):
-    # data.true_masks (issue 61): the masked photos need no pseudo label; "auto" without pseudo labels trains fully
+    # data.true_masks: the masked photos need no pseudo label; "auto" without pseudo labels trains fully
     # supervised on the data set's own masks
     base = VOCDataset(synth_root, "train")
     pseudo, masks = tmp_path / "pseudo", tmp_path / "masks"

@@ -483,7 +483,7 @@ def test_two_processes_gather_memory_and_attention_like_one(synth_root, tmp_path
 
 
 # ------------------------------------------------------------------------------------------------
-# the real-photo preset's heads at initialisation (issue 31)
+# the real-photo preset's heads at initialisation
 
 
 def test_real_cpu_preset_class_maps_depend_on_the_image_at_init():

@@ -1,6 +1,6 @@
 """RCA's learning-rate steps (``options.lr_decay_epochs``, docs/methods/rca.md#training): in epochs or as fractions
 of the training (the real_cpu preset's, which follow ``train.epochs``), the refusal of a training whose last step falls
-before half of it, and the schedule in the training's start line (issue 59)."""
+before half of it, and the schedule in the training's start line."""
 
 from __future__ import annotations
 

@@ -343,7 +343,7 @@ def test_end_to_end_train_cam_eval(synth_root, tmp_path):
 
 def test_feature_extraction_caps_the_photo_side_as_every_inference_does():
     """SC-CAM's k-means features (docs/methods/sccam.md#subcategory-labels) read each photo at
-    ``infer.max_side`` at most (issue 43)."""
+    ``infer.max_side`` at most."""
     from wsss.methods.sccam.subcategory import extract_features
 
     class OnePhoto:

@@ -126,7 +126,7 @@ def test_ema_update_and_frozen_copy():
 
 def test_ema_update_dispatches_two_operators_whatever_the_parameters():
     """The teacher's update is two fused operators (multiply all, add all), not one or more per parameter: each
-    dispatched operator costs a GPU kernel launch or the host's time (issue 81; a detach per parameter was one more
+    dispatched operator costs a GPU kernel launch or the host's time (a detach per parameter was one more
     each)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 

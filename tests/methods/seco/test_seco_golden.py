@@ -293,5 +293,5 @@ def test_wsss_import_toco_round_trip(synth_root, tmp_path):
         assert_close_to_max(imported.seg_logits(x), m.seg_logits(x), 1e-6)
         for ours, ref in zip(imported.cam_maps(x), m.cam_maps(x)):
             assert_close_to_max(ours, ref, 1e-6)
-    run = tmp_path / "run2"  # a new folder: one that holds a run is refused first (issue 76)
+    run = tmp_path / "run2"  # a new folder: one that holds a run is refused first
     assert main(["import", "toco", str(ckpt), "--config", str(REPO / "configs/seco/voc.yaml"), "--out", str(run)]) == 2

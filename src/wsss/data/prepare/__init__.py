@@ -89,7 +89,7 @@ def remove_stale_outputs(out: Path, *folders: str) -> None:
 
 
 # What made a dataset root: ``prepare_voc`` and ``prepare_coco`` write their release's name here, so that ``wsss data
-# fetch`` prepares again over its own dataset (SBD added to VOC 2012) and refuses another's (issue 76).
+# fetch`` prepares again over its own dataset (SBD added to VOC 2012) and refuses another's.
 PREPARED_FILE = ".prepared"
 
 
@@ -120,7 +120,7 @@ def has_files(folder: Path) -> bool:
 
 def held_outputs(out: Path, names: Iterable[str], inputs: dict[str, Path | None]) -> list[Path]:
     """The outputs ``names`` that ``out`` already holds. An input (``inputs``: flag -> path) that is one of them or
-    inside one is a UsageError naming it: replacing the output would delete the input (issue 58:
+    inside one is a UsageError naming it: replacing the output would delete the input (
     ``--masks OUT/SegmentationClass --overwrite`` deleted the masks, then failed)."""
     found = [out / n for n in names if (out / n).is_file() or has_files(out / n)]
     for flag, path in inputs.items():
@@ -168,7 +168,7 @@ def release_outputs(
     """What preparing ``release`` into ``out`` must replace first: nothing when ``out`` is empty or holds this
     release's dataset (a rerun continues it, its finished masks kept); else, when ``out`` holds files, the outputs
     found there with ``overwrite`` (the caller removes them, so that no user's photo is paired with the release's
-    masks and no split list or class list is mixed), and a UsageError naming them without it (issue 76). An input
+    masks and no split list or class list is mixed), and a UsageError naming them without it. An input
     inside them is refused either way (:func:`held_outputs`)."""
     if not out.is_dir() or not any(out.iterdir()) or prepared_here(out, release):
         return []

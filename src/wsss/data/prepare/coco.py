@@ -119,7 +119,7 @@ def _convert(job: tuple[str, int, int, list[dict[str, Any]], str, int]) -> tuple
     return id, labels_from_mask(mask, num_classes)
 
 
-def _load_json(path: Path) -> dict[str, Any]:
+def load_coco_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
     try:
@@ -133,7 +133,7 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _annotations_by_image(
+def annotations_by_image(
     data: dict[str, Any], cat_index: dict[int, int], json_path: Path
 ) -> dict[int, list[dict[str, Any]]]:
     """image id -> its annotations (id, class index, iscrowd, segmentation)."""
@@ -210,12 +210,12 @@ def prepare_coco(
     names: list[str] | None = None
     for split in splits:
         json_path = coco / "annotations" / f"instances_{split}{year}.json"
-        data = _load_json(json_path)
+        data = load_coco_json(json_path)
         cat_index, split_names = category_index(data["categories"])
         if names is not None and split_names != names:
             raise DataError(f"{json_path}: categories differ from those of the previous split")
         names = split_names
-        by_image = _annotations_by_image(data, cat_index, json_path)
+        by_image = annotations_by_image(data, cat_index, json_path)
         image_dir = coco / f"{split}{year}"
         jobs, ids, srcs = _mask_jobs(data, by_image, image_dir, json_path, images, out, len(names))
         del data, by_image

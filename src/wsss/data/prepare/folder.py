@@ -22,16 +22,19 @@ Inputs:
   Without ``--labels`` every image is taken with no foreground class yet (``cls_labels.npy`` all zero),
   for ``wsss tag`` to label from CLIP scores and the class names (runs/tag.py); masks are then not checked
   against labels, only for values and size.
-- ``--masks DIR`` (optional): ``<image file stem>.png`` class-index masks (0 = background, 255 = ignore) for some
-  or all images, for evaluation.
+- ``--masks PATH`` (optional): masks for some or all images: a folder of ``<image file stem>.png`` class-index
+  masks (0 = background, 255 = ignore), a COCO .json file, a CVAT segmentation mask export or a folder of LabelMe
+  .json files (``prepare.annotations``, docs/datasets.md#masks-from-labelling-tools). ``--labels`` takes the COCO
+  file or the LabelMe folder too: each photo labelled with the classes drawn in it.
 
 Output ``ROOT``: ``JPEGImages/`` (hard links by default), ``SegmentationClass/`` (the masks,
 re-written as VOC-palette PNGs after checking values and sizes), ``cls_labels.npy``,
 ``classes.txt``, ``ImageSets/Segmentation/train.txt`` and ``val.txt``: a seeded random share
 (``val_fraction``) of the images with a mask when masks are given (by default 0.2 of them, and at most
 half: the rest stay in train), and none without masks by default (validation needs masks, and training
-without a val split skips it), nor when no mask of ``--masks`` is a photo's (a warning says so). An ``out`` holding a dataset is refused unless ``overwrite``; an input
-inside an output that ``overwrite`` would replace (``--masks OUT/SegmentationClass``) is refused, never deleted.
+without a val split skips it), nor when no mask of ``--masks`` matches a photo (a warning says so). An ``out``
+holding a dataset is refused unless ``overwrite``; an input inside an output that ``overwrite`` would replace
+(``--masks OUT/SegmentationClass``) is refused, never deleted.
 
 Every input is checked before anything is written, with check-data's rules: an image that does not
 decode fully (a truncated JPEG), a mask with values that are not classes, of another size than its
@@ -64,8 +67,9 @@ from wsss.data.prepare import (
     remove_stale_outputs,
     write_split,
 )
+from wsss.data.prepare.annotations import MaskSource, is_annotation_labels, open_masks, read_annotation_labels
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
-from wsss.utils.io import per_id_path, read_label_png, read_text_file, save_label_png
+from wsss.utils.io import per_id_path, read_text_file, save_label_png
 
 MAX_LISTED = 50  # input problems listed in the error (all are counted)
 
@@ -169,7 +173,7 @@ def prepare_folder(
 
     An ``out`` that already holds a dataset is refused (UsageError) unless ``overwrite``: then, once the
     inputs passed their checks, its outputs are removed first, so a re-run writes what a fresh run would
-    (issue 42: a re-run without masks kept the old val.txt and masks).
+    (a re-run without masks kept the old val.txt and masks).
 
     Every input is checked before anything is written (check-data's rules: images decode fully,
     masks hold classes or 255 at the image's size, no mask class missing from the image's label); all
@@ -179,31 +183,31 @@ def prepare_folder(
     """
     images, classes, out = Path(images), Path(classes), Path(out)
     labels = Path(labels) if labels is not None else None
+    masks = Path(masks) if masks is not None else None
     if val_fraction is None:
         val_fraction = DEFAULT_VAL_FRACTION if masks is not None else 0.0
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    class_names, files, entries, by_path, label_warnings = _read_inputs(images, classes, labels, image_mode)
+    summary = PrepareSummary(out=out)
+    class_names, files, entries, by_path, label_warnings = _read_inputs(images, classes, labels, image_mode, summary)
     ids = sorted(entries)
-    if masks is not None:
-        masks = Path(masks)
-        if not masks.is_dir():
-            raise DataError(f"{masks}: mask folder not found")
+    source = open_masks(masks, class_names) if masks is not None else None
+    if source is not None:
+        summary.notes.append(f"masks: {masks} read as {source.kind}")
     inputs = {"--images": images, "--labels": labels, "--classes": classes, "--masks": masks}
     previous = _previous_outputs(out, images, image_mode, overwrite, inputs)
-    with_mask, label_only = _check_inputs(ids, files, entries, masks, class_names, labels, classes, out, progress)
+    with_mask, label_only = _check_inputs(ids, files, entries, source, class_names, labels, classes, out, progress)
     remove_outputs(previous)
 
     # ---- write ---------------------------------------------------------------------------------
     # The split lists are written last: a dataset without them is visibly unfinished, while lists
-    # without cls_labels.npy / classes.txt beside them would read as a VOC dataset (issue 33).
-    summary = PrepareSummary(out=out)
-    placed = _place_files(out, ids, files, with_mask, masks, image_mode)
+    # without cls_labels.npy / classes.txt beside them would read as a VOC dataset.
+    placed = _place_files(out, ids, files, with_mask, source, image_mode)
     summary.counts.update({"masks": len(with_mask)} if masks is not None else {})
     val = _val_ids(ids, with_mask, val_fraction, seed, summary) if masks is None or with_mask else set()
     if masks is not None and not with_mask:  # a val split of photos without masks would score nothing
-        summary.warnings.append(f"no mask in {masks} is a photo's of {images} (a photo's mask is <its file stem>.png): "
-                                "no val split, and no photo has a mask")  # fmt: skip
+        summary.warnings.append(f"no mask of {masks} matches a photo of {images} (by its file name): no val split, "
+                                "and no photo has a mask")  # fmt: skip
     _write_image_labels(out, entries, class_names)
     if val:
         write_split(out, "val", sorted(val))
@@ -220,7 +224,8 @@ def prepare_folder(
     if by_path:
         summary.warnings.append(f"{len(by_path)} label row(s) name their image by a path: each is matched to the "
                                 f"photo of its file name in {images}: {first(by_path)}")  # fmt: skip
-    unmatched = _unmatched_masks(masks, files) if masks is not None else []
+    unmatched = source.unmatched(list(files.values())) if source is not None else []
+    summary.warnings += source.warnings() if source is not None else []
     if unmatched:
         summary.warnings.append(f"{len(unmatched)} mask(s) in {masks} match no photo in {images} and were skipped: "
                                 f"{first(unmatched)}")  # fmt: skip
@@ -235,15 +240,16 @@ def prepare_folder(
 
 
 def _place_files(
-    out: Path, ids: list[str], files: dict[str, Path], with_mask: set[str], masks: Path | None, image_mode: str
+    out: Path, ids: list[str], files: dict[str, Path], with_mask: set[str], source: MaskSource | None, image_mode: str
 ) -> int:
     """The masks (``SegmentationClass``, re-encoded) and the images (``JPEGImages``, by ``image_mode``) of the
     dataset at ``out``; returns how many images were placed."""
     remove_stale_outputs(out, "SegmentationClass", "JPEGImages")
-    for id in sorted(with_mask):
+    for id in sorted(with_mask):  # each has its mask in ``source`` (``_check_inputs``)
         dst = per_id_path(out / "SegmentationClass", id, ".png")
-        if not dst.is_file():
-            save_label_png(dst, read_label_png(_mask_file(masks, files[id])))
+        key = source.find(files[id]) if source is not None else None
+        if not dst.is_file() and source is not None and key is not None:
+            save_label_png(dst, source.read(key))
     placed = 0
     for id in ids:
         src = files[id]
@@ -252,11 +258,12 @@ def _place_files(
 
 
 def _read_inputs(
-    images: Path, classes: Path, labels: Path | None, image_mode: str
+    images: Path, classes: Path, labels: Path | None, image_mode: str, summary: PrepareSummary
 ) -> tuple[list[str], dict[str, Path], dict[str, list[int]], list[str], list[str]]:
     """The class names, the image files by id, each id's foreground classes (none yet without a labels file:
     ``wsss tag`` writes them), the label rows that name their image by a path and the labels file's warnings;
-    DataError naming what is missing."""
+    DataError naming what is missing. Labels from an annotation file (COCO, LabelMe) are the classes drawn in each
+    photo; its photos not in ``images`` are skipped with a warning, as its masks are."""
     if not images.is_dir():
         raise DataError(f"{images}: image folder not found")
     if not classes.is_file():
@@ -269,9 +276,16 @@ def _read_inputs(
         label_warnings: list[str] = []
         if not entries:
             raise DataError(f"{images}: no images ({', '.join(PHOTO_SUFFIXES)}, in any case)")
+    elif is_annotation_labels(labels):
+        table, label_warnings, kind = read_annotation_labels(labels, class_names)
+        summary.notes.append(f"labels: the classes drawn in each photo of {labels}, read as {kind}")
+        entries, by_path, missing = _match_labels(table, files, labels, images, skip_missing=True)
+        if missing:
+            label_warnings.append(f"{len(missing)} photo(s) of {labels} are not in {images} and were skipped: "
+                                  f"{first(missing)}")  # fmt: skip
     else:
         table, label_warnings = read_label_file(labels, class_names)
-        entries, by_path = _match_labels(table, files, labels, images)
+        entries, by_path, _ = _match_labels(table, files, labels, images)
     return class_names, files, entries, by_path, label_warnings
 
 
@@ -335,25 +349,16 @@ def _placed_suffix(image: Path) -> str:
     return image.suffix if image.suffix in IMAGE_EXTS else image.suffix.lower()
 
 
-def _unmatched_masks(masks: Path, files: dict[str, Path]) -> list[str]:
-    """The masks in ``masks`` (``*.png``) of no photo's stem: skipped, and named (issue 79: predictions written into
-    the folder of the masks would pass for ground truth once photos of their names are added)."""
-    stems = {f.stem for f in files.values()}
-    return sorted(p.name for p in masks.glob("*.png") if p.stem not in stems and not p.name.startswith("."))
-
-
-def _mask_file(masks: Path, image: Path) -> Path:
-    """The mask of ``image`` in ``--masks``: ``<its file stem>.png`` (a name with whitespace as it is: the masks are
-    named as the photos, and placed under the photo's id)."""
-    return masks / f"{image.stem}.png"
-
-
 def _match_labels(
-    table: dict[str, tuple[list[int], str]], files: dict[str, Path], labels: Path, images: Path
-) -> tuple[dict[str, list[int]], list[str]]:
-    """id -> its class indices, each label row matched to an image by file name or stem; and the rows whose image
-    is a path (``photos/a.jpg``, as labelling tools export), matched by its last part, for a warning. Two rows of
-    one image are an error naming both."""
+    table: dict[str, tuple[list[int], str]],
+    files: dict[str, Path],
+    labels: Path,
+    images: Path,
+    skip_missing: bool = False,
+) -> tuple[dict[str, list[int]], list[str], list[str]]:
+    """id -> its class indices, each label row matched to an image by file name or stem; the rows whose image
+    is a path (``photos/a.jpg``, as labelling tools export), matched by its last part, for a warning; and the rows of
+    no image, an error unless ``skip_missing``. Two rows of one image are an error naming both."""
     by_name = {**{p.stem: id for id, p in files.items()}, **{p.name: id for id, p in files.items()}}
     entries: dict[str, tuple[list[int], str]] = {}
     missing, by_path = [], []
@@ -368,16 +373,16 @@ def _match_labels(
         entries[id] = (cls, where)
         if name != key:
             by_path.append(f"{key} ({where})")
-    if missing:
+    if missing and not skip_missing:
         raise DataError(f"{labels}: {len(missing)} labelled images are not in {images}: {first(missing)}")
-    return {id: cls for id, (cls, _) in entries.items()}, by_path
+    return {id: cls for id, (cls, _) in entries.items()}, by_path, missing
 
 
 def _check_inputs(
     ids: list[str],
     files: dict[str, Path],
     entries: dict[str, list[int]],
-    masks: Path | None,
+    source: MaskSource | None,
     class_names: list[str],
     labels: Path | None,
     classes: Path,
@@ -394,12 +399,18 @@ def _check_inputs(
         size, err = check_image(files[id])
         if err:
             problems.append(err)
-        src = _mask_file(masks, files[id]) if masks is not None else None
-        if src is None or not src.is_file():
+        key = source.find(files[id]) if source is not None else None
+        if source is None or key is None:
+            continue
+        try:
+            mask = source.converted(key)
+        except DataError as e:  # an annotation that converts to no mask: listed with the others
+            problems.append(str(e))
             continue
         labelled = entries[id] if labels is not None else None  # unlabelled: masks checked for values and size
-        errs, fg = check_mask(src, size, labelled, class_names, label_file=str(labels), id=id,
-                              classes_desc=f"{classes} ({num_classes} classes)", image_path=files[id])  # fmt: skip
+        errs, fg = check_mask(source.where(key), size, labelled, class_names, label_file=str(labels), id=id,
+                              classes_desc=f"{classes} ({num_classes} classes)", image_path=files[id],
+                              mask=mask)  # fmt: skip
         problems += errs
         if errs or fg is None:
             continue

@@ -184,7 +184,7 @@ def check_lr_decay(steps: Sequence[float], step_epochs: Sequence[int], epochs: f
     """A ConfigError naming ``options.lr_decay_epochs`` when the last lr step of a training of ``epochs`` epochs
     falls before half of it: the fraction form's last fraction below 0.5, or the last step epoch reached below
     ``epochs / 2`` (steps past the end are never reached). The case it stops: ``train.epochs=24`` on a preset whose
-    steps were set for 12 epochs ran 13 of the 24 at a hundredth of the lr, unsaid (issue 59)."""
+    steps were set for 12 epochs ran 13 of the 24 at a hundredth of the lr, unsaid."""
     reached = sorted(e for e in step_epochs if e < epochs)
     if not reached or not steps:
         return

@@ -24,5 +24,5 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     if len(t_params) != len(s_params):
         raise ValueError("teacher and student have different parameter lists")
     torch._foreach_mul_(t_params, momentum)
-    # no_grad already: a detach per parameter would be one more dispatched operator each (issue 81)
+    # no_grad already: a detach per parameter would be one more dispatched operator each
     torch._foreach_add_(t_params, s_params, alpha=1.0 - momentum)

@@ -1,4 +1,4 @@
-"""``wsss route`` (runs/route.py): the advised route in one command, on the synthetic set and on the test photos,
+"""``wsss route`` (pipelines/route.py): the advised route in one command, on the synthetic set and on the test photos,
 with tiny schedules: its choices follow the data, a rerun continues it, a changed setting is refused, a SIGTERM
 mid-route then the same command gives the masks of an uninterrupted run."""
 
@@ -21,7 +21,7 @@ from wsss.core.config import load_config
 from wsss.core.errors import UsageError
 from wsss.data.views import make_view
 from wsss.data.voc import read_split
-from wsss.runs.route import DataFacts, Route, RouteOptions, choose_classifier, split_overrides
+from wsss.pipelines.route import DataFacts, Route, RouteOptions, choose_classifier, split_overrides
 from wsss.utils.io import read_label_png
 
 # The real_cpu presets shrunk to seconds: two iterations of 64-pixel crops (the presets' MobileNetV2 as it is)
@@ -196,7 +196,7 @@ def test_overrides_reach_one_training_by_their_prefix_and_a_gpu_is_used(tmp_path
     assert cls.run.device == seg.run.device == "cuda"  # the presets pin cpu: the route moves both to the GPU
     assert cls.data.num_workers == seg.data.num_workers == 4  # with loader processes to feed it
     assert cls.train.epochs == 24 and seg.train.lr == 0.001 and seg.train.epochs == 12
-    assert route.choices["crf_workers"].value >= 1  # every core, given to the CRF steps explicitly
+    assert route.choices["crf_workers"].value is None  # each run's own infer.crf_workers: crf.py's rule decides
     given = Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True, device="cpu"),
                   say=lambda _: None)  # fmt: skip
     given.run()
@@ -295,7 +295,7 @@ def test_sigterm_mid_route_then_the_same_command_finishes_with_the_masks_of_an_u
 
 def test_the_route_gives_the_masks_of_its_plan_typed_by_hand(synth_root, tmp_path, capsys, one_thread):
     """One implementation: the commands `wsss route --plan` prints, typed one by one, give the very masks the route
-    gives (the same configs through the same library calls; issue 78 item 5 on the synthetic set)."""
+    gives (the same configs through the same library calls; checked on the synthetic set)."""
     import shlex
 
     hand, route = tmp_path / "hand", tmp_path / "route"
@@ -321,7 +321,7 @@ def test_a_training_of_the_route_checks_its_pseudo_labels_and_masks_before_it_tr
     ``check=False`` trains without it (``wsss train --skip-check``)."""
     from wsss.core.errors import DataError
     from wsss.engine import launch
-    from wsss.runs.route import run_config, train_run
+    from wsss.pipelines.route import run_config, train_run
     from wsss.utils.io import save_label_png
 
     started: list[str] = []
@@ -347,3 +347,77 @@ def test_a_training_of_the_route_checks_its_pseudo_labels_and_masks_before_it_tr
     err = capsys.readouterr().err
     assert f"{bad}: " in err and "mode RGB" in err and started == []  # the report, and no training started
     assert train_run(cfg, progress=False, check=False) == {"step": 0} and started == [str(tmp_path / "seg")]
+
+
+def _api_example() -> str:
+    """The Python block of docs/api.md's "Running the route from Python"."""
+    text = (REPO / "docs/api.md").read_text().split("## Running the route from Python", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", text, re.S)[0]
+
+
+def test_the_documented_api_example_runs_and_returns_a_typed_result(
+    synth_root, tmp_path, monkeypatch, capsys, one_thread
+):  # fmt: skip
+    """docs/api.md's example as written (shorter trainings put in its options): ``wsss.run_route`` returns a
+    RouteResult (choices with reasons, facts, masks, reports, scores, seconds), OUT/summary.json is that result as
+    JSON, and the data facts are saved beside route.json."""
+    import wsss
+    from wsss.pipelines.route import RouteResult
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/synth").symlink_to(synth_root)
+    monkeypatch.chdir(tmp_path)
+    source = _api_example()
+    call = 'out="runs/route_synth")'
+    assert source.count(call) == 1 and len(source.strip().splitlines()) <= 6
+    shorter = source.replace(call, 'out="runs/route_synth", overrides=TINY, crf_workers=0, progress=False)')
+    namespace = {"TINY": TINY}
+    exec(compile(shorter, "docs/api.md", "exec"), namespace)  # noqa: S102 - the page's own example
+    result, out = namespace["result"], tmp_path / "runs/route_synth"
+    assert isinstance(result, RouteResult) and wsss.RouteResult is RouteResult
+    said = capsys.readouterr().out
+    assert f"classifier: {result.choices['classifier'].value} ({result.choices['classifier'].reason})" in said
+    assert result.masks == out.resolve() / "seg/predictions_crf/val" and len(_masks(result.masks)) == 8
+    assert len(result.reports) == 2 and all(p.is_file() for p in result.reports)
+    assert 0 <= result.scores["val_miou"] <= 100 and set(result.seconds) >= {"classifier", "cam", "pseudo", "seg"}
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(result.to_json()))
+    facts = json.loads((out / "data_facts.json").read_text())
+    assert facts == result.facts.to_json() and Path(facts["root"]).resolve() == synth_root.resolve()
+    assert facts["train"] == read_split(synth_root, "train") and facts["class_names"][0] == "background"
+    assert (out / "route.json").is_file() and "data_facts.json" not in json.loads((out / "route.json").read_text())
+
+
+def test_crf_workers_are_each_runs_own_resolved_by_the_crf_rule_and_a_word_is_honoured_or_refused(
+    synth_root, tmp_path, monkeypatch
+):  # fmt: skip
+    """The route adds no rule for infer.crf_workers: without --crf-workers each step reads its run's own (a
+    ``cls.`` / ``seg.`` word sets it; -1 is cam.crf.crf_workers's rule, which shares the cores among a job's
+    local processes); --crf-workers with a word that says otherwise is refused; a value reaches the run typed."""
+    from wsss.cam.crf import crf_workers
+
+    def plan(*words: str, **given) -> Route:
+        route = Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True,
+                                   overrides=list(words), **given), say=lambda _: None)  # fmt: skip
+        route.run()
+        return route
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    default = plan()
+    assert default.choices["crf_workers"].value is None and default.configs["seg"].infer.crf_workers == -1
+    assert f"-1, {crf_workers(-1)} processes here" in default.choices["crf_workers"].reason
+    seg = plan("seg.infer.crf_workers=3", "cls.infer.crf_workers=1")
+    assert seg.configs["seg"].infer.crf_workers == 3 and seg.configs["cls"].infer.crf_workers == 1
+    assert seg.choices["crf_workers"].value is None and seg._where()["crf_workers"] is None  # the runs' own
+    assert plan("seg.infer.crf_workers=2", crf_workers=2).choices["crf_workers"].value == 2
+    with pytest.raises(UsageError, match=r"--crf-workers 2 and seg.infer.crf_workers=3"):
+        plan("seg.infer.crf_workers=3", crf_workers=2)
+
+
+def test_a_step_run_gets_its_crf_workers_as_a_typed_value(tmp_path, synth_root, one_thread):
+    from wsss.pipelines.route import load_step_run, run_config, train_run
+
+    cfg = run_config("configs/cam/synthetic_cpu.yaml", [f"data.root={synth_root}", *TINY], tmp_path / "cls")
+    train_run(cfg, progress=False)
+    run = load_step_run(tmp_path / "cls", crf_workers=0)
+    assert run.cfg.infer.crf_workers == 0 and not any("crf_workers" in w for w in run.overrides)
+    assert load_step_run(tmp_path / "cls").cfg.infer.crf_workers == cfg.infer.crf_workers == 2  # the run's own

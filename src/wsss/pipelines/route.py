@@ -23,30 +23,32 @@ of each step, docs/api.md#the-routes-steps):
 A rerun of the same command continues where it stopped: a training resumes from its ``last.pt``, the per-photo
 steps skip the photos they finished, the folds keep their scores. ``OUT/route.json`` records the route's settings;
 another setting is refused, naming it, unless ``overwrite`` (the route's own outputs in OUT are then made again;
-nothing outside OUT, nor the photos, labels or masks given, is touched). ``OUT/summary.json``: the choices, each
-step's wall time and the scores; ``OUT/steps.jsonl``: each run's time of each step, a stopped one's too.
+nothing outside OUT, nor the photos, labels or masks given, is touched). ``OUT/data_facts.json``: the facts of the
+data the choices were made from; ``OUT/summary.json``: the choices, each step's wall time and the scores (the
+:class:`RouteResult` :func:`run_route` returns); ``OUT/steps.jsonl``: each run's time of each step, a stopped one's
+too (the step runner of :mod:`wsss.pipelines.steps`).
 
 Overrides: ``KEY=VALUE`` words of the config (docs/configs.md); ``cls.KEY=VALUE`` sets the classifier's only,
 ``seg.KEY=VALUE`` the DeepLab stage's (its folds' too), a word without a prefix both (``run.seed=1``). Where a
-command runs (``run.device``, ``run.threads``, ``data.num_workers``, ``infer.crf_workers``) is no setting of the
-route: a route stopped on one machine continues on another.
+command runs (``core.config.EXECUTION_KEYS``: ``run.device``, ``run.threads``, ``data.num_workers``,
+``infer.crf_workers``) is no setting of the route: a route stopped on one machine continues on another.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from wsss.core.config import EXECUTION_KEYS, Config, load_config, resolve_epochs
-from wsss.core.errors import DataError, UsageError
+from wsss.core.config import Config, load_config, replace_setting, resolve_epochs
+from wsss.core.errors import UsageError
 from wsss.core.files import atomic_write
+from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, computed_words
 
 # The classifier presets the route chooses between (docs/own-photos.md#which-route), by shipped name: they resolve
 # from any folder (core.config.SCOPE).
@@ -62,12 +64,10 @@ DEFAULT_FOLDS = 3
 GPU_LOADERS = 4  # data.num_workers of the trainings on a GPU (where it runs, not what it computes)
 STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by folds, or named
 PREFIXES = ("cls", "seg")  # overrides of one training: cls.KEY=VALUE, seg.KEY=VALUE
-ROUTE_FILE, SUMMARY_FILE, STEPS_LOG = "route.json", "summary.json", "steps.jsonl"
+ROUTE_FILE, SUMMARY_FILE, FACTS_FILE = "route.json", "summary.json", "data_facts.json"
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
 # What the route makes in OUT, all of it its own: --overwrite with other settings makes it again
-OWN_OUTPUTS = ("data", "cls", "choice", "seg_data", "seg", "new_masks", SUMMARY_FILE, STEPS_LOG)
-# where a step runs, not what it computes (the config's own EXECUTION_KEYS and the CRF's processes)
-ROUTE_EXECUTION_KEYS = frozenset({*EXECUTION_KEYS, "infer.crf_workers"})
+OWN_OUTPUTS = ("data", "cls", "choice", "seg_data", "seg", "new_masks", SUMMARY_FILE, FACTS_FILE, STEPS_LOG)
 
 
 @dataclass
@@ -85,7 +85,7 @@ class RouteOptions:
     folds: int = DEFAULT_FOLDS
     overrides: Sequence[str] = ()
     device: str | None = None  # run.device of every step (default: cuda where there is one, else the presets')
-    crf_workers: int | None = None  # infer.crf_workers of the CRF steps (default: every core)
+    crf_workers: int | None = None  # infer.crf_workers of the CRF steps (None: each run's own)
     images: Sequence[str] | None = None  # new photos: their masks at the end
     overwrite: bool = False
     progress: bool = True
@@ -113,6 +113,33 @@ class DataFacts:
     @property
     def classes(self) -> int:
         return len(self.class_names) - 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "root": str(self.root)}
+
+
+@dataclass
+class RouteResult:
+    """What a route made (:func:`run_route`): each choice with its reason, the data facts it chose from, the masks
+    and reports it wrote, its scores (mIoU in %), each step's wall seconds in this run and over every run."""
+
+    choices: dict[str, Choice]
+    facts: DataFacts | None
+    masks: Path | None
+    reports: list[Path]
+    new_masks: Path | None
+    scores: dict[str, Any]
+    seconds: dict[str, float]
+    seconds_over_runs: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        """``OUT/summary.json``."""
+        return {
+            "choices": {k: {"value": c.value, "reason": c.reason} for k, c in self.choices.items()},
+            "seconds": self.seconds, "seconds_over_runs": self.seconds_over_runs, "scores": self.scores,
+            "masks": str(self.masks), "reports": [str(p) for p in self.reports],
+            "new_masks": str(self.new_masks) if self.new_masks is not None else None,
+        }  # fmt: skip
 
 
 def data_facts(root: str | os.PathLike) -> DataFacts:
@@ -168,11 +195,6 @@ def _key(word: str) -> str:
     return word.partition("=")[0].strip()
 
 
-def _computed(words: Sequence[str]) -> list[str]:
-    """The overrides that change what a step computes (:data:`ROUTE_EXECUTION_KEYS` left out)."""
-    return [w for w in words if _key(w) not in ROUTE_EXECUTION_KEYS]
-
-
 MASKED_SPLIT = "train_masked"  # the split of a view that lists the masked train photos
 
 
@@ -197,13 +219,6 @@ def stage_iterations(preset: str, root: str | os.PathLike, words: Sequence[str] 
 
     cfg = load_config(preset, [f"data.root={root}", *words])
     return resolve_epochs(cfg, len(read_split(root, cfg.data.train_split))).train.max_iters
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 # -- the route's steps, as library calls ----------------------------------------------------------------------------
@@ -272,11 +287,16 @@ def load_step_run(
     run_dir: str | os.PathLike, *, words: Sequence[str] = (), device: str | None = None, crf_workers: int | None = None
 ) -> Any:  # fmt: skip
     """The run ``run_dir`` as every command that reads a run loads it: ``words`` merged over its saved config, with
-    where it runs (``device``: ``run.device``; ``crf_workers``: ``infer.crf_workers``; None: the run's own)."""
+    where it runs (``device``: ``run.device``; ``crf_workers``: ``infer.crf_workers``, -1 resolved by
+    ``cam.crf.crf_workers``; None: the run's own)."""
+    import dataclasses
+
     from wsss.runs.run import load_run
 
-    workers = [f"infer.crf_workers={crf_workers}"] if crf_workers is not None else []
-    return load_run(run_dir, device=device, overrides=[*workers, *words])
+    run = load_run(run_dir, device=device, overrides=words)
+    if crf_workers is None:
+        return run
+    return dataclasses.replace(run, cfg=replace_setting(run.cfg, "infer.crf_workers", crf_workers))
 
 
 def cams(
@@ -343,15 +363,6 @@ def score(pred: str | os.PathLike, root: str | os.PathLike, split: str, *, pseud
     return evaluate(pred, root, split, dataset=ds, pseudo=pseudo)
 
 
-@dataclass
-class Step:
-    """One step of the route: its title, the ``wsss`` command a user would type for it, and its work."""
-
-    title: str
-    command: str
-    work: Callable[[], Any] = field(repr=False)
-
-
 class Route:
     """One route folder (module docstring): :meth:`plan` then :meth:`run`."""
 
@@ -364,9 +375,18 @@ class Route:
         if opts.stage not in STAGES:
             raise UsageError(f"--stage {opts.stage!r}: one of {', '.join(STAGES)}")
         self.words = split_overrides(opts.overrides)
+        self.runner = StepRunner(self.out, command="wsss route", record=ROUTE_FILE)
         self.choices: dict[str, Choice] = {}
-        self.times: dict[str, float] = {}
+        self.times = self.runner.times
         self.scores: dict[str, Any] = {}
+        # made by the plan (from the data) and by the steps (what they wrote)
+        self.facts: DataFacts | None = None
+        self.configs: dict[str, Config] = {}
+        self.seg_iters: int | None = None
+        self.stage_root: Path | None = None  # the data root the DeepLab stage trained on (a view for the masks alone)
+        self.masks: Path | None = None
+        self.reports: list[Path] = []
+        self.new_masks: Path | None = None
 
     # -- settings -----------------------------------------------------------------------------------------------
     def _prepares(self) -> bool:
@@ -390,8 +410,8 @@ class Route:
             "data": resolved(self.opts.data), "labels": resolved(self.opts.labels),
             "classes": resolved(self.opts.classes), "masks": resolved(self.opts.masks),
             "classifier": self.opts.classifier, "seg": self.opts.seg, "stage": self.opts.stage,
-            "folds": self.opts.folds, "cls_overrides": _computed(self.words["cls"]),
-            "seg_overrides": _computed(self.words["seg"]),
+            "folds": self.opts.folds, "cls_overrides": computed_words(self.words["cls"]),
+            "seg_overrides": computed_words(self.words["seg"]),
         }  # fmt: skip
 
     def _refuse_a_foreign_out(self) -> None:
@@ -403,42 +423,14 @@ class Route:
                              "give a new or empty folder")  # fmt: skip
 
     def _settle_settings(self) -> dict[str, Any]:
-        """This route's settings (:meth:`settings`), checked against those ``OUT/route.json`` records: others are
-        refused, naming them, unless ``overwrite`` (the route's own outputs are then removed first). Recorded by
-        :meth:`_record` once the plan has taken them (a mistyped override word is then refused unrecorded, and the
-        corrected command is no change of settings)."""
-        record = self.out / ROUTE_FILE
+        """This route's settings (:meth:`settings`), checked against those ``OUT/route.json`` records
+        (:meth:`StepRunner.settle`: others refused, naming them, unless ``overwrite``). Recorded once the plan has
+        taken them (a mistyped override word is then refused unrecorded, and the corrected command is no change of
+        settings)."""
         mine = self.settings()
-        if record.is_file():
-            try:
-                theirs = json.loads(record.read_text())["settings"]
-            except (ValueError, KeyError, TypeError) as e:
-                raise DataError(f"{record}: not a route's record ({e!r}); use another --out") from None
-            changed = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
-            if changed and not self.opts.overwrite:
-                listing = "; ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in changed)
-                raise UsageError(f"{record}: this route was run with other settings ({listing}); rerun it as it was "
-                                 "to continue it, pass --overwrite to make it again with these (the route's outputs "
-                                 "in that folder are replaced), or use another --out")  # fmt: skip
-            if changed:
-                owned = [self.out / name for name in OWN_OUTPUTS if (self.out / name).exists()]
-                given = [Path(p).resolve() for p in [self.opts.data, self.opts.labels, self.opts.classes,
-                                                     self.opts.masks, *(self.opts.images or [])] if p]  # fmt: skip
-                inside = [(g, o) for g in given for o in owned if g.is_relative_to(o.resolve())]
-                if inside:
-                    raise UsageError(f"{inside[0][0]}: an input of this command inside {inside[0][1]}, which "
-                                     "--overwrite would make again; copy it elsewhere first")  # fmt: skip
-                for name in OWN_OUTPUTS:
-                    path = self.out / name
-                    if path.is_dir():
-                        shutil.rmtree(path)
-                    elif path.exists():
-                        path.unlink()
+        given = [self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks, *(self.opts.images or [])]
+        self.runner.settle(mine, overwrite=self.opts.overwrite, own=OWN_OUTPUTS, inputs=[Path(p) for p in given if p])
         return mine
-
-    def _record(self, settings: dict[str, Any]) -> None:
-        with atomic_write(self.out / ROUTE_FILE, "w") as f:
-            f.write(json.dumps({"settings": settings}, indent=1) + "\n")
 
     # -- the plan -----------------------------------------------------------------------------------------------
     def _device(self) -> Choice:
@@ -454,13 +446,24 @@ class Route:
         return Choice(None, "no CUDA device: the presets' run.device, cpu")
 
     def _crf_workers(self) -> Choice:
+        """``--crf-workers N`` for every CRF step, else each run's own ``infer.crf_workers`` (a ``cls.`` / ``seg.``
+        word sets one training's; -1 resolved by the one rule of ``cam.crf.crf_workers``). A word that says
+        otherwise than the flag is refused."""
+        from wsss.cam.crf import crf_workers
+        from wsss.core.config import check_value
+
         given = self.opts.crf_workers
-        if given is None:
-            given = next((int(w.partition("=")[2]) for w in self.words["seg"] if _key(w) == "infer.crf_workers"), None)
+        words = {f"{p}.{w}" for p in PREFIXES for w in self.words[p] if _key(w) == "infer.crf_workers"}
         if given is not None:
+            check_value("infer.crf_workers", given)
+            other = sorted(w for w in words if w.partition("=")[2].strip() != str(given))
+            if other:
+                raise UsageError(f"--crf-workers {given} and {other[0]}: give one of them")
             return Choice(given, "given")
-        n = usable_cores()
-        return Choice(n, f"every core of this machine ({n}) for the dense CRF")
+        cfg = self.configs["seg"].infer.crf_workers
+        shown = f"{cfg}, {crf_workers(cfg)} processes here" if cfg < 0 else str(cfg)
+        source = "given" if words else "the presets'"
+        return Choice(None, f"each run's infer.crf_workers ({source}; the DeepLab stage's: {shown})")
 
     def _config(self, preset: str, words: Sequence[str], run_dir: Path) -> Config:
         """The config of a training on the route's device (:func:`run_config`)."""
@@ -484,7 +487,6 @@ class Route:
         facts = data_facts(root)
         self.facts = facts
         self.choices["device"] = self._device()
-        self.choices["crf_workers"] = self._crf_workers()
         name = self.opts.classifier
         if name == "auto":
             self.choices["classifier"] = choose_classifier(facts)
@@ -501,6 +503,7 @@ class Route:
         seg_words = [f"data.root={root}", *mixed_stage_words(pseudo_dir), *self.words["seg"]]
         seg_cfg = self._config(self.opts.seg, seg_words, seg_dir)
         self.configs = {"cls": cls_cfg, "seg": seg_cfg}
+        self.choices["crf_workers"] = self._crf_workers()
         self.seg_iters = resolve_epochs(seg_cfg, len(facts.train)).train.max_iters
         self.choices["stage"] = self._stage_choice(facts)
         split = "val" if facts.val else "train"
@@ -578,7 +581,7 @@ class Route:
         from wsss.runs.train_checks import run_checks
 
         checks = [(f"split {split}", partial(check_dataset, root, split, full_masks=split == "val"))
-                  for split in ["train", *(["val"] if self.facts.val else [])]]  # fmt: skip
+                  for split in ["train", *(["val"] if self._facts().val else [])]]  # fmt: skip
         run_checks(root, checks, progress=self.opts.progress, advice=ROUTE_CHECK_ADVICE)
 
     def _train(self, cfg: Config) -> None:
@@ -586,7 +589,7 @@ class Route:
 
     def _where(self) -> dict[str, Any]:
         """Where the per-photo steps run: the route's device and CRF workers (not what they compute)."""
-        return {"device": self.choices["device"].value, "crf_workers": int(self.choices["crf_workers"].value)}
+        return {"device": self.choices["device"].value, "crf_workers": self.choices["crf_workers"].value}
 
     def _cam(self, cls_dir: Path) -> None:
         cams(cls_dir, "train", progress=self.opts.progress, **self._where())
@@ -608,7 +611,7 @@ class Route:
         kept (a tie: the mixed one)."""
         from wsss.data.views import fold_split, make_view
 
-        facts, folds = self.facts, self.opts.folds
+        facts, folds = self._facts(), self.opts.folds
         scores: dict[str, list[float]] = {"mixed": [], "masks": []}
         for f in range(folds):
             rest, held = fold_split(facts.masked_train, f, folds)
@@ -642,7 +645,7 @@ class Route:
         stage = self.choices["stage"].value
         view = None
         if stage == "masks":  # a view whose train_masked split lists the masked train photos
-            facts = self.facts
+            facts = self._facts()
             splits = {"train": facts.train, MASKED_SPLIT: facts.masked_train, **({"val": facts.val} if facts.val
                                                                                     else {})}  # fmt: skip
             view = make_view(root, self.out.resolve() / "seg_data", splits, [*facts.masked_train, *facts.masked_val])
@@ -657,8 +660,9 @@ class Route:
     def _predict(self, seg_dir: Path, split: str) -> None:
         pred = self._predict_split(seg_dir, split)
         self.masks = pred
-        root = getattr(self, "stage_root", self.facts.root)
-        masked = self.facts.masked_val if split == "val" else self.facts.masked_train
+        facts = self._facts()
+        root = self.stage_root or facts.root
+        masked = facts.masked_val if split == "val" else facts.masked_train
         if masked:
             self.scores[f"{split}_miou"] = 100 * _miou(pred, root, split)
             self.scores[f"{split}_scored_photos"] = len(masked)
@@ -676,75 +680,63 @@ class Route:
                                         progress=self.opts.progress)  # fmt: skip
 
     # -- the whole route --------------------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        """Run (or continue) the route; its summary (also ``OUT/summary.json``)."""
-        from wsss.utils.runlock import run_dir_lock
+    def _facts(self) -> DataFacts:
+        if self.facts is None:
+            raise RuntimeError("the route's steps run after its plan has read the data")
+        return self.facts
 
+    def run(self) -> RouteResult | None:
+        """Run (or continue) the route; what it made (also ``OUT/summary.json``). None with ``plan_only``."""
         if self.opts.plan_only:
             for i, step in enumerate(self.plan(), 1):
                 self.say(f"[{i}] {step.title}: {step.command}")
-            return {}
+            return None
         self._prepares()  # its refusals before anything is written
         self._refuse_a_foreign_out()
         t0 = time.monotonic()
-        with run_dir_lock(self.out, command="wsss route", option="--out"):
+        with self.runner.lock():
             settings = self._settle_settings()
             steps = self.plan()
-            self._record(settings)
+            self.runner.record(settings)
+            self._save_facts()
             for i, step in enumerate(steps, 1):
                 self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
-                start, finished = time.monotonic(), False
-                try:
-                    step.work()
-                    finished = True
-                finally:  # a stopped step's time too: the log sums a step's wall time over the runs it took
-                    self.times[step.title] = time.monotonic() - start
-                    self._log_step(step.title, self.times[step.title], finished)
+                self.runner.run(step.title, step.command, step.work)
                 self.say(f"[{i}/{len(steps)}] {step.title} done in {_duration(self.times[step.title])}")
-                if step.title == "prepare" and not hasattr(self, "facts"):  # the choices: from the prepared data
+                if step.title == "prepare" and self.facts is None:  # the choices: from the prepared data
                     steps[i:] = self.plan()[1:]
-            summary = self._summary(time.monotonic() - t0)
-        return summary
+                    self._save_facts()
+            return self._summary(time.monotonic() - t0)
 
-    def _log_step(self, title: str, seconds: float, finished: bool) -> None:
-        """One line of ``OUT/steps.jsonl`` (appended): the step, its wall seconds in this run, whether it finished."""
-        line = {"step": title, "seconds": round(seconds, 3), "finished": finished, "at": time.strftime("%FT%T%z")}
-        with open(self.out / STEPS_LOG, "a") as f:
-            f.write(json.dumps(line) + "\n")
+    def _save_facts(self) -> None:
+        """``OUT/data_facts.json``: the facts the choices were made from, once the plan has read them."""
+        if self.facts is not None:
+            with atomic_write(self.out / FACTS_FILE, "w") as f:
+                f.write(json.dumps(self.facts.to_json(), indent=1) + "\n")
 
-    def _seconds_over_runs(self) -> dict[str, float]:
-        """Each step's wall seconds summed over every run of the route (``OUT/steps.jsonl``): a route stopped and
-        continued costs what its runs cost together."""
-        total: dict[str, float] = {}
-        for line in (self.out / STEPS_LOG).read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:  # a line a kill cut short: that run's time of the step is lost, not the route
-                continue
-            total[entry["step"]] = total.get(entry["step"], 0.0) + float(entry["seconds"])
-        return total
+    def result(self) -> RouteResult:
+        """What the route made so far."""
+        return RouteResult(
+            choices=dict(self.choices), facts=self.facts, masks=self.masks, reports=list(self.reports),
+            new_masks=self.new_masks, scores=dict(self.scores), seconds=dict(self.times),
+            seconds_over_runs=self.runner.seconds_over_runs(),
+        )  # fmt: skip
 
-    def _summary(self, wall: float) -> dict[str, Any]:
+    def _summary(self, wall: float) -> RouteResult:
         split = self.choices["predict"].value
-        summary = {
-            "choices": {k: {"value": c.value, "reason": c.reason} for k, c in self.choices.items()},
-            "seconds": self.times, "seconds_over_runs": self._seconds_over_runs(), "scores": self.scores,
-            "masks": str(self.masks),
-            "reports": [str(p) for p in self.reports],
-            "new_masks": str(self.new_masks) if self.opts.images else None,
-        }  # fmt: skip
+        result = self.result()
         with atomic_write(self.out / SUMMARY_FILE, "w") as f:
-            f.write(json.dumps(summary, indent=1) + "\n")
+            f.write(json.dumps(result.to_json(), indent=1) + "\n")
         lines = [f"route finished in {_duration(wall)} (this run's steps)", f"  masks of {split}: {self.masks}"]
         if f"{split}_miou" in self.scores:
             lines.append(f"  {split} mIoU {self.scores[f'{split}_miou']:.2f} (--crf, on the "
                          f"{self.scores[f'{split}_scored_photos']} photos with a mask)")  # fmt: skip
-        if self.opts.images:
+        if self.new_masks is not None:
             lines.append(f"  masks of the new photos: {self.new_masks} (overlays in {self.new_masks / 'overlay'})")
         lines += [f"  report: {p}" for p in self.reports]
         lines.append(f"  summary: {self.out / SUMMARY_FILE}")
         self.say("\n".join(lines))
-        return summary
+        return result
 
 
 def _miou(pred: Path, root: Path | str, split: str) -> float:
@@ -767,6 +759,7 @@ def _duration(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
 
-def run_route(opts: RouteOptions, say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """``wsss route``: run or continue the route of ``opts`` (module docstring); its summary."""
+def run_route(opts: RouteOptions, say: Callable[[str], None] | None = None) -> RouteResult | None:
+    """``wsss route``: run or continue the route of ``opts`` (module docstring); what it made (None with
+    ``plan_only``: the plan is printed, nothing runs)."""
     return Route(opts, say).run()

@@ -1,0 +1,405 @@
+"""Masks and image labels from what labelling tools export, for ``wsss prepare folder --masks / --labels``
+(docs/datasets.md#masks-from-labelling-tools).
+
+One reader per format, each giving the class-index masks (0 = background, 255 = ignore) of the photos it names:
+
+- :class:`IndexPngs`: a folder of ``<photo stem>.png`` class-index masks;
+- :class:`CocoJson`: a COCO instances file (CVAT, Label Studio and LabelMe's converter write one): polygons and RLE
+  decoded by pycocotools, overlaps by ``wsss prepare coco``'s rule (crowds 255 first, then the smaller instance on
+  top);
+- :class:`CvatMasks`: CVAT's "Segmentation mask 1.1" export: colour PNGs in ``SegmentationClass/`` whose colours
+  ``labelmap.txt`` names;
+- :class:`LabelmeFolder`: a folder of LabelMe JSON files, one per photo, shapes drawn in their order (the later on
+  top) with PIL as LabelMe's own converter draws them.
+
+:func:`open_masks` tells the format from what it is given. Class names are matched to the class list by
+``wsss.data.classes.ClassLookup``, as a labels file's are; ``background`` / ``_background_`` are class 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from wsss.core.errors import DataError
+from wsss.data.classes import ClassLookup
+from wsss.data.prepare import first
+from wsss.data.prepare.coco import annotations_by_image, load_coco_json, semantic_mask
+from wsss.utils.io import read_label_png, read_text_file
+
+#: Names a tool gives the background (LabelMe's converter: ``_background_``; CVAT: ``background``): class 0.
+BACKGROUND_NAMES = ("background", "_background_")
+#: How far (pixels) a point may lie outside its photo before it is reported: tools store float edge coordinates.
+OUTSIDE_SLACK = 1.0
+#: LabelMe shapes that enclose an area; lines and points do not, and draw nothing (their labels still count).
+LABELME_AREAS = ("polygon", "rectangle", "circle", "mask")
+LABELME_NO_AREA = ("line", "linestrip", "point", "points")
+
+
+def _class_of(name: str, lookup: ClassLookup, background: str, number: int) -> int | None:
+    """0 for a background name (the class list's own, or a tool's), else the lookup's class (None: unknown)."""
+    if name == background or name.casefold() in BACKGROUND_NAMES:
+        return 0
+    return lookup.lookup(name, number)
+
+
+def _file_name(path: str) -> str:
+    """The file name of a path a tool wrote (``../images/a.jpg``, ``images\\a.jpg``)."""
+    return str(path).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+class _Shapes:
+    """Warnings about shapes that reach outside their photo, collected once however often a mask is made."""
+
+    def __init__(self) -> None:
+        self.clipped: dict[str, None] = {}
+        self.outside: dict[str, None] = {}
+        self.no_area: dict[str, None] = {}
+
+    def check(self, xs: np.ndarray, ys: np.ndarray, h: int, w: int, where: str) -> None:
+        if xs.size == 0:
+            return
+        lo, hi = -OUTSIDE_SLACK, OUTSIDE_SLACK
+        if xs.max() < 0 or ys.max() < 0 or xs.min() > w or ys.min() > h:
+            self.outside[where] = None
+        elif xs.min() < lo or ys.min() < lo or xs.max() > w + hi or ys.max() > h + hi:
+            self.clipped[where] = None
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.clipped:
+            out.append(f"{len(self.clipped)} shape(s) reach outside their photo and were cut at its edge: "
+                       f"{first(self.clipped)}")  # fmt: skip
+        if self.outside:
+            out.append(f"{len(self.outside)} shape(s) lie wholly outside their photo and draw nothing: "
+                       f"{first(self.outside)}")  # fmt: skip
+        if self.no_area:
+            out.append(f"{len(self.no_area)} LabelMe line or point shape(s) enclose no area and draw nothing in the "
+                       f"masks (their classes are still the photo's labels): {first(self.no_area)}")  # fmt: skip
+        return out
+
+
+class MaskSource:
+    """Masks by key (a photo's file name, or stem for PNG masks): :meth:`find` the key of a photo, :meth:`read` its
+    mask, :meth:`where` names it in messages."""
+
+    kind = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.shapes = _Shapes()
+        self.notes: list[str] = []  # warnings met while opening (class names taken but for case ...)
+        self.keys: dict[str, Any] = {}
+
+    def find(self, image: Path) -> str | None:
+        return image.name if image.name in self.keys else None
+
+    def where(self, key: str) -> str:
+        return f"{self.path} ({key})"
+
+    def read(self, key: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def converted(self, key: str) -> np.ndarray | None:
+        """The mask to check; None where the check reads the file itself (:class:`IndexPngs`)."""
+        return self.read(key)
+
+    def unmatched(self, images: list[Path]) -> list[str]:
+        """The keys of no photo in ``images``: skipped, and named in a warning."""
+        found = {self.find(p) for p in images}
+        return sorted(k for k in self.keys if k not in found)
+
+    def warnings(self) -> list[str]:
+        return self.notes + self.shapes.warnings()
+
+    def labels(self) -> dict[str, tuple[list[int], str]]:
+        """{photo file name: (its classes 1..C-1, where)}: the classes drawn in each photo."""
+        raise DataError(f"{self.path}: {self.kind} gives no image labels; --labels takes a COCO .json file, a "
+                        "folder of LabelMe .json files, or a .csv / .txt labels file")  # fmt: skip
+
+
+class IndexPngs(MaskSource):
+    kind = "class-index PNGs"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.keys = {p.stem: p for p in sorted(path.glob("*.png")) if not p.name.startswith(".")}
+
+    def find(self, image: Path) -> str | None:
+        return image.stem if image.stem in self.keys else None
+
+    def where(self, key: str) -> str:
+        return str(self.keys[key])
+
+    def read(self, key: str) -> np.ndarray:
+        return read_label_png(self.keys[key])
+
+    def converted(self, key: str) -> np.ndarray | None:
+        return None
+
+    def unmatched(self, images: list[Path]) -> list[str]:
+        return [self.keys[k].name for k in super().unmatched(images)]
+
+
+class CocoJson(MaskSource):
+    kind = "COCO JSON"
+
+    def __init__(self, path: Path, class_names: list[str]) -> None:
+        super().__init__(path)
+        data = load_coco_json(path)
+        lookup = ClassLookup(class_names, unit="category id")
+        to_class = {int(c["id"]): _class_of(str(c["name"]), lookup, class_names[0], int(c["id"]))
+                    for c in data["categories"]}  # fmt: skip
+        lookup.check(path)
+        self.notes += [w for w in [lookup.case_warning(path)] if w]
+        by_image = annotations_by_image(data, to_class, path)
+        self.keys = {}
+        for im in data["images"]:
+            if not by_image.get(int(im["id"])):  # not annotated (tools list every photo of a task): no mask, no label
+                continue
+            name = _file_name(im["file_name"])
+            if name in self.keys:
+                raise DataError(f"{path}: two images named {name!r} (ids {self.keys[name]['id']} and {im['id']})")
+            self.keys[name] = {"id": im["id"], "h": int(im["height"]), "w": int(im["width"]),
+                               "anns": by_image[int(im["id"])]}  # fmt: skip
+        if not self.keys:
+            raise DataError(f"{path}: no image has an annotation")
+
+    def where(self, key: str) -> str:
+        return f"{self.path} (image {self.keys[key]['id']}, {key})"
+
+    def read(self, key: str) -> np.ndarray:
+        im = self.keys[key]
+        for a in im["anns"]:
+            if isinstance(a["segmentation"], list):
+                for poly in a["segmentation"]:
+                    xy = np.asarray(poly, dtype=np.float64)
+                    self.shapes.check(xy[0::2], xy[1::2], im["h"], im["w"], f"{self.where(key)} annotation {a['id']}")
+        try:
+            return semantic_mask(im["anns"], im["h"], im["w"])
+        except DataError as e:
+            raise DataError(f"{self.where(key)}: {e}") from None
+
+    def labels(self) -> dict[str, tuple[list[int], str]]:
+        # as prepare coco: a class drawn only as a crowd (255, ignore, in the mask) is not a label
+        return {k: (sorted({a["cls"] for a in im["anns"] if not a["iscrowd"] and a["cls"]}), self.where(k))
+                for k, im in self.keys.items()}  # fmt: skip
+
+
+def read_labelmap(path: Path, class_names: list[str]) -> dict[tuple[int, int, int], int]:
+    """{(r, g, b): class index} of a CVAT ``labelmap.txt`` (lines ``name:r,g,b:parts:actions``, ``#`` comments)."""
+    lookup = ClassLookup(class_names)
+    colours: dict[tuple[int, int, int], tuple[int | None, int]] = {}
+    for n, line in enumerate(read_text_file(path, "label map").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.rsplit(":", 3)
+        rgb = _rgb(parts[1]) if len(parts) == 4 else None
+        if rgb is None:
+            raise DataError(f"{path}:{n}: not a label map line 'name:r,g,b:parts:actions': {line!r}")
+        cls = _class_of(parts[0].strip(), lookup, class_names[0], n)
+        if rgb in colours and colours[rgb][0] != cls:
+            raise DataError(f"{path}:{n}: colour {','.join(map(str, rgb))} is already that of line {colours[rgb][1]}")
+        colours[rgb] = (cls, n)
+    lookup.check(path)
+    out = {rgb: cls for rgb, (cls, _) in colours.items() if cls is not None}
+    out.setdefault((0, 0, 0), 0)  # CVAT paints what no shape covers black, its background
+    return out
+
+
+def _rgb(text: str) -> tuple[int, int, int] | None:
+    """``r,g,b`` as three 0..255 ints; None when it is not that."""
+    try:
+        r, g, b = (int(v) for v in text.split(","))
+    except ValueError:
+        return None
+    return (r, g, b) if all(0 <= v <= 255 for v in (r, g, b)) else None
+
+
+class CvatMasks(IndexPngs):
+    kind = "CVAT segmentation mask export"
+
+    def __init__(self, path: Path, class_names: list[str]) -> None:
+        MaskSource.__init__(self, path)
+        self.labelmap = path / "labelmap.txt"
+        self.colours = read_labelmap(self.labelmap, class_names)
+        folder = path / "SegmentationClass"
+        if not folder.is_dir():
+            raise DataError(f"{path}: a CVAT segmentation mask export holds SegmentationClass/ beside labelmap.txt")
+        self.keys = {p.stem: p for p in sorted(folder.glob("*.png")) if not p.name.startswith(".")}
+        self.blank: dict[str, None] = {}  # masks all background: legal, but perhaps of a photo nobody annotated
+
+    def converted(self, key: str) -> np.ndarray | None:
+        return self.read(key)
+
+    def warnings(self) -> list[str]:
+        blank = [f"{len(self.blank)} mask(s) of {self.path} are all background (CVAT can export a blank mask for a "
+                 f"photo nobody annotated; leave such photos out of the export): {first(self.blank)}"]  # fmt: skip
+        return super().warnings() + (blank if self.blank else [])
+
+    def read(self, key: str) -> np.ndarray:
+        path = self.keys[key]
+        try:
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert("RGB")).astype(np.int32)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: cannot read the mask ({e})") from None
+        codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        values, inverse = np.unique(codes, return_inverse=True)
+        table = {(r << 16) | (g << 8) | b: c for (r, g, b), c in self.colours.items()}
+        unknown = [v for v in values.tolist() if v not in table]
+        if unknown:
+            shown = first(f"{v >> 16},{(v >> 8) & 255},{v & 255}" for v in unknown)
+            raise DataError(f"{path}: colours that {self.labelmap} does not name: {shown}")
+        mask = np.asarray([table[v] for v in values.tolist()], dtype=np.uint8)[inverse.reshape(codes.shape)]
+        if not mask.any():
+            self.blank[path.name] = None
+        return mask
+
+
+class LabelmeFolder(MaskSource):
+    kind = "LabelMe JSON"
+
+    def __init__(self, path: Path, class_names: list[str]) -> None:
+        super().__init__(path)
+        self.keys = {}
+        case = []
+        for p in sorted(path.glob("*.json")):
+            data = _read_json(p)
+            if not isinstance(data, dict) or "shapes" not in data:
+                self.notes.append(f"{p}: not a LabelMe file (no 'shapes'): left out")
+                continue
+            lookup = ClassLookup(class_names, unit="shape")
+            try:
+                shapes = [(_class_of(str(s["label"]), lookup, class_names[0], i), s)
+                          for i, s in enumerate(data["shapes"], start=1)]  # fmt: skip
+                name, h, w = _file_name(data["imagePath"]), int(data["imageHeight"]), int(data["imageWidth"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise DataError(f"{p}: not a LabelMe file ({type(e).__name__}: {e})") from None
+            lookup.check(p)
+            case += [w for w in [lookup.case_warning(p)] if w]
+            if name in self.keys:
+                raise DataError(f"{p}: imagePath {name!r} is also that of {self.keys[name]['file']}")
+            self.keys[name] = {"file": p, "h": h, "w": w, "shapes": shapes}
+        self.notes += case
+
+    def where(self, key: str) -> str:
+        return str(self.keys[key]["file"])
+
+    def read(self, key: str) -> np.ndarray:
+        """Each shape drawn in its turn, the later on top, as LabelMe's own converter does (PIL, outline included)."""
+        entry = self.keys[key]
+        h, w = entry["h"], entry["w"]
+        out = np.zeros((h, w), dtype=np.uint8)
+        for i, (cls, shape) in enumerate(entry["shapes"], start=1):
+            where = f"{entry['file']} shape {i}"
+            kind = shape.get("shape_type") or "polygon"  # LabelMe 3 wrote no shape_type for polygons
+            if kind in LABELME_NO_AREA:
+                self.shapes.no_area[where] = None
+                continue
+            if kind not in LABELME_AREAS:
+                raise DataError(f"{where}: unknown shape_type {kind!r} (known: {', '.join(LABELME_AREAS)}, "
+                                f"{', '.join(LABELME_NO_AREA)})")  # fmt: skip
+            try:
+                xy = np.asarray(shape["points"], dtype=np.float64).reshape(-1, 2)
+            except (KeyError, TypeError, ValueError) as e:
+                raise DataError(f"{where}: unreadable points ({e})") from None
+            self.shapes.check(xy[:, 0], xy[:, 1], h, w, where)
+            out[_labelme_area(kind, xy, shape, h, w, where)] = cls
+        return out
+
+    def labels(self) -> dict[str, tuple[list[int], str]]:
+        return {k: (sorted({c for c, _ in e["shapes"] if c}), str(e["file"])) for k, e in self.keys.items()}
+
+
+def _labelme_area(kind: str, xy: np.ndarray, shape: dict[str, Any], h: int, w: int, where: str) -> np.ndarray:
+    """(h, w) bool mask of one LabelMe shape of an area (``LABELME_AREAS``), drawn as ``labelme.utils.shape_to_mask``
+    draws it: PIL with the outline, a circle of its centre and a point on it, a mask shape's PNG at its corner."""
+    need = {"polygon": 3, "rectangle": 2, "circle": 2, "mask": 1}[kind]
+    if len(xy) < need:
+        raise DataError(f"{where}: a {kind} needs {need} points, it has {len(xy)}")
+    layer = Image.new("1", (w, h), 0)
+    draw = ImageDraw.Draw(layer)
+    pts = [tuple(p) for p in xy.tolist()]
+    if kind == "polygon":
+        draw.polygon(pts, outline=1, fill=1)
+    elif kind == "rectangle":  # two opposite corners, in either order
+        draw.rectangle([*xy.min(axis=0).tolist(), *xy.max(axis=0).tolist()], outline=1, fill=1)
+    elif kind == "circle":
+        r = float(np.hypot(*(xy[1] - xy[0])))
+        cx, cy = xy[0].tolist()
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=1, fill=1)
+    else:
+        return _labelme_mask_shape(xy, shape, h, w, where)
+    return np.asarray(layer, dtype=bool)
+
+
+def _labelme_mask_shape(xy: np.ndarray, shape: dict[str, Any], h: int, w: int, where: str) -> np.ndarray:
+    """A ``mask`` shape: a base64 PNG of its box, placed with its top-left corner at the first point."""
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(shape["mask"]))) as im:
+            bits = np.asarray(im) > 0
+    except (KeyError, TypeError, ValueError, OSError) as e:
+        raise DataError(f"{where}: unreadable mask ({type(e).__name__}: {e})") from None
+    bits = bits if bits.ndim == 2 else bits.any(axis=-1)
+    out = np.zeros((h, w), dtype=bool)
+    x0, y0 = (int(v) for v in xy[0])
+    ys, xs = (
+        slice(max(y0, 0), max(min(y0 + bits.shape[0], h), 0)),
+        slice(max(x0, 0), max(min(x0 + bits.shape[1], w), 0)),
+    )
+    out[ys, xs] = bits[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read JSON ({e})") from None
+
+
+FORMATS = "a folder of class-index PNGs, a COCO .json file, a CVAT segmentation mask export folder or a folder of "
+FORMATS += "LabelMe .json files"
+
+
+def open_masks(path: Path, class_names: list[str]) -> MaskSource:
+    """The reader of ``--masks``, told from what it is: a ``.json`` file is COCO; a folder with ``labelmap.txt`` is
+    CVAT's export; a folder of ``.json`` files is LabelMe's; any other folder holds class-index PNGs."""
+    if path.is_file():
+        if path.suffix.lower() == ".json":
+            return CocoJson(path, class_names)
+        raise DataError(f"{path}: --masks takes {FORMATS}")
+    if not path.is_dir():
+        raise DataError(f"{path}: mask folder not found (--masks takes {FORMATS})")
+    if (path / "labelmap.txt").is_file():
+        return CvatMasks(path, class_names)
+    if any(not p.name.startswith(".") for p in path.glob("*.json")):
+        labelme = LabelmeFolder(path, class_names)
+        if labelme.keys:  # else the JSON files are something else's: the PNGs are the masks
+            return labelme
+    return IndexPngs(path)
+
+
+def is_annotation_labels(path: Path) -> bool:
+    """Whether ``--labels`` names an annotation file (COCO .json) or folder (LabelMe) rather than a labels file."""
+    return path.is_dir() or (path.is_file() and path.suffix.lower() == ".json")
+
+
+def read_annotation_labels(
+    path: Path, class_names: list[str]
+) -> tuple[dict[str, tuple[list[int], str]], list[str], str]:
+    """{photo file name: (classes drawn in it, where)}, the warnings and the format of a COCO file or a folder of
+    LabelMe files given as ``--labels``."""
+    source = CocoJson(path, class_names) if path.is_file() else LabelmeFolder(path, class_names)
+    if not source.keys:
+        raise DataError(f"{path}: --labels takes a labels file (.csv, .txt), a COCO .json file or a folder of LabelMe "
+                        ".json files; this folder holds no LabelMe file")  # fmt: skip
+    return source.labels(), source.notes, source.kind
