@@ -204,10 +204,7 @@ def prepare_folder(
     # without cls_labels.npy / classes.txt beside them would read as a VOC dataset.
     placed = _place_files(out, ids, files, with_mask, source, image_mode)
     summary.counts.update({"masks": len(with_mask)} if masks is not None else {})
-    val = _val_ids(ids, with_mask, val_fraction, seed, summary) if masks is None or with_mask else set()
-    if masks is not None and not with_mask:  # a val split of photos without masks would score nothing
-        summary.warnings.append(f"no mask of {masks} matches a photo of {images} (by its file name): no val split, "
-                                "and no photo has a mask")  # fmt: skip
+    val = _val_ids(ids, with_mask, val_fraction, seed, summary, masks, images)
     _write_image_labels(out, entries, class_names)
     if val:
         write_split(out, "val", sorted(val))
@@ -428,9 +425,17 @@ def _check_inputs(
     return with_mask, label_only
 
 
-def _val_ids(ids: list[str], with_mask: set[str], val_fraction: float, seed: int, summary: PrepareSummary) -> set[str]:
+def _val_ids(
+    ids: list[str], with_mask: set[str], val_fraction: float, seed: int, summary: PrepareSummary,
+    masks: Path | None = None, images: Path | None = None,
+) -> set[str]:  # fmt: skip
     """The val split: ``val_fraction`` of the images with masks when there are any (at most half of them:
-    the others stay in train, where ``wsss sweep-bkg`` measures the seeds), else of all the images."""
+    the others stay in train, where ``wsss sweep-bkg`` measures the seeds), else of all the images; none when
+    ``masks`` were given and none matched (a val split of photos without masks would score nothing)."""
+    if masks is not None and not with_mask:
+        summary.warnings.append(f"no mask of {masks} matches a photo of {images} (by its file name): no val split, "
+                                "and no photo has a mask")  # fmt: skip
+        return set()
     pool = sorted(with_mask) if with_mask else ids
     n_val = int(round(val_fraction * len(pool)))
     if with_mask and n_val > len(pool) // 2:
