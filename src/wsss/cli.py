@@ -848,8 +848,8 @@ def add_route(sub: Any) -> None:
                    help="new photos (not a dataset): their masks into OUT/new_masks at the end")  # fmt: skip
     s.add_argument("--plan", action="store_true", help="print the choices and the steps as commands; run nothing")
     s.add_argument("--overwrite", action="store_true",
-                   help="make the route again with settings other than OUT/route.json's (its outputs in OUT are "
-                   "replaced; nothing you gave is touched)")  # fmt: skip
+                   help="make the route again with settings other than OUT/route.json's (the files wsss made in OUT "
+                   "are replaced; nothing you gave, nor a file of yours there, is touched)")  # fmt: skip
     add_quiet(s)
     s.set_defaults(fn=cmd_route)
 

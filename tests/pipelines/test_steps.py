@@ -4,6 +4,7 @@ and logged (a stopped one too), its output transcribed with its exit status, the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +46,54 @@ def test_the_settings_record_is_checked_and_overwrite_clears_only_the_folders_ow
     (runner.out / "route.json").write_text("[]")
     with pytest.raises(DataError, match="not a route's record"):
         runner.recorded()
+
+
+@pytest.mark.parametrize("record", ['{"settings": []}', '{"settings": "abc"}', '{"settings": null}', "[]", "{",
+                                    '{"other": 1}'])  # fmt: skip
+def test_a_record_whose_settings_are_no_mapping_is_one_line(tmp_path, record):
+    runner = StepRunner(tmp_path, command="test")
+    (tmp_path / "route.json").write_text(record)
+    with pytest.raises(DataError) as e:
+        runner.settle({"folds": 2}, overwrite=False, own=[], inputs=[])
+    assert str(e.value) == (f"{tmp_path / 'route.json'}: not a route's record (no mapping of its settings: unreadable, "
+                            "or written by something else); use another --out")  # fmt: skip
+
+
+def _route_folder(out: Path) -> dict[str, list[str]]:
+    """A route's folder as its steps leave it (a run with a per-id job's outputs, a dataset, the new photos' masks),
+    with a file of the user's in each: (what wsss made, what the user put there)."""
+    made = ["cls/config.yaml", "cls/metrics.jsonl", "cls/.lock", "cls/checkpoints/last.pt", "cls/checkpoints/best.pt",
+            "cls/tensorboard/events.out.tfevents.1.host.1.0", "cls/cams/train/a.npz", "cls/cams/train/b.npz",
+            "cls/cams/train/.settings.json", "cls/cams/train/.sources.json", "cls/cams/train/.job.lock",
+            "cls/report/index.html", "cls/report/loss.png", "cls/report/images/train/grid_a.png",
+            "data/ImageSets/Segmentation/train.txt", "data/JPEGImages/a.jpg", "data/JPEGImages/b.jpg",
+            "data/SegmentationClass/a.png", "data/classes.txt", "data/cls_labels.npy", "data/.route_prepared",
+            "new_masks/n1.png", "new_masks/.settings.json", "new_masks/.sources.json", "new_masks/overlay/n1.jpg",
+            "new_masks/overlay/.sources.json", "new_masks/.n1.png.x1y2.wsss.tmp", "summary.json"]  # fmt: skip
+    mine = ["cls/notes.txt", "cls/cams/train/notes.txt", "new_masks/hand.png", "data/JPEGImages/mine.jpg",
+            "new_masks/overlay/.hidden.jpg"]  # fmt: skip
+    for name in [*made, *mine]:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("x")
+    (out / "cls/cams/train/.sources.json").write_text(json.dumps({"a": [1, 2], "b": [1, 2]}))
+    (out / "new_masks/.sources.json").write_text(json.dumps({"n1": [1, 2]}))
+    (out / "new_masks/overlay/.sources.json").write_text(json.dumps({"n1": [1, 2]}))
+    (out / "data/ImageSets/Segmentation/train.txt").write_text("a\nb\n")
+    return {"made": made, "mine": mine}
+
+
+def test_overwrite_removes_the_files_wsss_made_and_keeps_the_users(tmp_path):
+    """`route --overwrite` rmtree'd its folders whole: a notes.txt in R/cls/, a hand.png in R/new_masks/ went with
+    them. It removes what wsss made there by the rule of a per-id job's --overwrite (an output is a known file);
+    the user's stay, listed, and the folders left empty go."""
+    runner = StepRunner(tmp_path / "out", command="test")
+    files = _route_folder(runner.out)
+    runner.record({"folds": 3})
+    runner.settle({"folds": 2}, overwrite=True, own=["cls", "data", "new_masks", "seg", "summary.json"], inputs=[])
+    assert not [n for n in files["made"] if (runner.out / n).exists()]
+    assert all((runner.out / n).read_text() == "x" for n in files["mine"])
+    assert sorted(str(p.relative_to(runner.out)) for p in runner.kept) == sorted(files["mine"])
+    assert not (runner.out / "cls/checkpoints").exists() and not (runner.out / "data/ImageSets").exists()
 
 
 def test_settings_compare_what_is_computed_only():

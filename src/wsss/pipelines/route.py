@@ -47,7 +47,7 @@ from typing import Any
 
 from wsss.core.config import Config, load_config, replace_setting, resolve_epochs
 from wsss.core.errors import UsageError
-from wsss.core.files import atomic_write
+from wsss.core.files import atomic_write, check_output_folder
 from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, computed_words
 
 # The classifier presets the route chooses between (docs/own-photos.md#which-route), by shipped name: they resolve
@@ -66,7 +66,8 @@ STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by f
 PREFIXES = ("cls", "seg")  # overrides of one training: cls.KEY=VALUE, seg.KEY=VALUE
 ROUTE_FILE, SUMMARY_FILE, FACTS_FILE = "route.json", "summary.json", "data_facts.json"
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
-# What the route makes in OUT, all of it its own: --overwrite with other settings makes it again
+# What the route makes in OUT: --overwrite with other settings removes the files wsss made there (a file of the user's
+# stays: pipelines.steps.remove_made) and makes them again
 OWN_OUTPUTS = ("data", "cls", "choice", "seg_data", "seg", "new_masks", SUMMARY_FILE, FACTS_FILE, STEPS_LOG)
 
 
@@ -430,6 +431,10 @@ class Route:
         mine = self.settings()
         given = [self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks, *(self.opts.images or [])]
         self.runner.settle(mine, overwrite=self.opts.overwrite, own=OWN_OUTPUTS, inputs=[Path(p) for p in given if p])
+        kept = self.runner.kept
+        if kept:
+            shown = ", ".join(str(p) for p in kept[:3]) + (f" (and {len(kept) - 3} more)" if len(kept) > 3 else "")
+            self.say(f"route: --overwrite kept {len(kept)} files that wsss did not make: {shown}")
         return mine
 
     # -- the plan -----------------------------------------------------------------------------------------------
@@ -548,6 +553,11 @@ class Route:
         if folds == 0:
             return Choice("mixed", f"--folds 0: the weak labels with the {masked} masks in their place, the better on "
                                    "ccp-dev over three seeds at 10 and 20 masks")  # fmt: skip
+        if folds > masked:  # a fold would hold no photo: refused before any training
+            raise UsageError(
+                f"--folds {folds}: more folds than the {masked} masked train photos (each fold holds some "
+                f"of them out); give --folds {masked} or fewer, or --folds 0 (no choice: the mixed stage)"
+            )
         batch = self.configs["seg"].train.batch_size
         if masked - -(-masked // folds) < batch:  # a fold's masks alone fill no batch of the stage's training
             return Choice("mixed", f"{masked} masked train photos, too few to train the stage on the masks alone in "
@@ -692,6 +702,7 @@ class Route:
                 self.say(f"[{i}] {step.title}: {step.command}")
             return None
         self._prepares()  # its refusals before anything is written
+        check_output_folder(self.out, "the route's folder (its runs, record and summary)")
         self._refuse_a_foreign_out()
         t0 = time.monotonic()
         with self.runner.lock():

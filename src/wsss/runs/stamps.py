@@ -232,6 +232,19 @@ def _made(path: Path, suffix: str) -> bool:
     return name.endswith(suffix) and not name.startswith(".") and (path.is_file() or path.is_symlink())
 
 
+def job_files(folder: str | Path) -> list[Path]:
+    """The files of ``folder`` that a per-id job (``cam``, ``pseudo``, ``predict``, ``predict --images``) made there:
+    its stamp, its photos' records, its lock, wsss's temporary files, and the outputs ``<id>.<suffix>`` of the ids its
+    records name (:data:`SOURCES_FILE`). A file of the user's there (``notes.txt``, ``hand.png``) is none of them."""
+    folder = Path(folder)
+    ids = set(read_sources(folder) or {})
+
+    def made(name: str) -> bool:
+        return name in _NOT_OUTPUTS or is_temp_file(name) or (not name.startswith(".") and Path(name).stem in ids)
+
+    return sorted(p for p in folder.iterdir() if (p.is_file() or p.is_symlink()) and made(p.name))
+
+
 def write_stamp(folder: str | Path, settings: Mapping[str, Any]) -> None:
     """Stamp ``folder`` with ``settings`` (atomically; the folder is made if need be)."""
     with atomic_write(Path(folder) / STAMP_FILE, "w") as f:
