@@ -4,7 +4,9 @@ mid-route then the same command gives the masks of an uninterrupted run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 import shutil
 import signal
@@ -150,6 +152,46 @@ def test_overwrite_keeps_the_users_files_in_the_routes_folders(partly_masked, tm
     assert not (out / "new_masks/n1.png").exists() and not (out / "new_masks/.sources.json").exists()
     assert said == [f"route: --overwrite kept 2 files that wsss did not make: {out / 'cls/notes.txt'}, "
                     f"{out / 'new_masks/hand.png'}"]  # fmt: skip
+
+
+def _change(root: Path, what: str) -> None:
+    """The dataset ``root`` changed as a user changes it between two runs of a route."""
+    train = read_split(root, "train")
+    path = {"photo replaced": root / f"JPEGImages/{train[0]}.jpg", "labels edited": root / "cls_labels.npy",
+            "mask added": root / f"SegmentationClass/{train[0]}.png",
+            "photo removed": root / "ImageSets/Segmentation/train.txt"}[what]  # fmt: skip
+    if what == "photo replaced":
+        shutil.copy(root / f"JPEGImages/{train[1]}.jpg", path)
+    elif what == "labels edited":
+        labels = np.load(path, allow_pickle=True).item()
+        labels[train[0]] = 1 - labels[train[0]]
+        np.save(path, labels)
+    elif what == "mask added":
+        shutil.copy(root / f"SegmentationClass/{train[1]}.png", path)
+    else:
+        path.write_text("\n".join(train[1:]) + "\n")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a second later, whatever the clock
+
+
+@pytest.mark.parametrize("what", ["photo replaced", "labels edited", "mask added", "photo removed"])
+def test_a_route_whose_data_changed_is_refused_unless_overwrite(synth_root, tmp_path, monkeypatch, what):
+    """A rerun over changed data continued with the trainings of the old data: a photo replaced had its CAM and
+    pseudo label made again, but not the runs trained on it; edited labels kept every output. The route's settings
+    name its data's files (each one's name, size and modification time): a change is refused, naming it."""
+    data, out = tmp_path / "data", tmp_path / "route"
+    shutil.copytree(synth_root, data)
+    (data / f"SegmentationClass/{read_split(data, 'train')[0]}.png").unlink()  # the mask a user adds later
+    monkeypatch.setattr(Route, "plan", lambda self: [])
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    opts = RouteOptions(data=str(data), out=str(out), folds=2)
+    Route(opts, say=lambda _: None).run()
+    Route(opts, say=lambda _: None).run()  # the same data: it continues (the route writes nothing into it)
+    _change(data, what)
+    with pytest.raises(UsageError, match=r"route.json: this route was run with other settings \(data_files: "):
+        Route(opts, say=lambda _: None).run()
+    Route(dataclasses.replace(opts, overwrite=True), say=lambda _: None).run()
+    Route(opts, say=lambda _: None).run()
 
 
 def test_the_choices_follow_the_data(tmp_path):

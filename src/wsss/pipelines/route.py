@@ -21,9 +21,10 @@ of each step, docs/api.md#the-routes-steps):
 8. ``wsss report`` of both runs; with ``images``, ``wsss predict --images`` of new photos into ``OUT/new_masks``.
 
 A rerun of the same command continues where it stopped: a training resumes from its ``last.pt``, the per-photo
-steps skip the photos they finished, the folds keep their scores. ``OUT/route.json`` records the route's settings;
-another setting is refused, naming it, unless ``overwrite`` (the route's own outputs in OUT are then made again;
-nothing outside OUT, nor the photos, labels or masks given, is touched). ``OUT/data_facts.json``: the facts of the
+steps skip the photos they finished, the folds keep their scores. ``OUT/route.json`` records the route's settings
+(its data's files among them: :func:`data_files`); another setting is refused, naming it, unless ``overwrite`` (the
+files wsss made in OUT are then removed and made again; nothing outside OUT, nor the photos, labels or masks given,
+nor a file of the user's in OUT, is touched). ``OUT/data_facts.json``: the facts of the
 data the choices were made from; ``OUT/summary.json``: the choices, each step's wall time and the scores (the
 :class:`RouteResult` :func:`run_route` returns); ``OUT/steps.jsonl``: each run's time of each step, a stopped one's
 too (the step runner of :mod:`wsss.pipelines.steps`).
@@ -36,6 +37,7 @@ command runs (``core.config.EXECUTION_KEYS``: ``run.device``, ``run.threads``, `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
@@ -161,6 +163,35 @@ def data_facts(root: str | os.PathLike) -> DataFacts:
         masked_val=[i for i in val.ids if val.has_mask(i)] if val is not None else [],
         photos_per_class=float(statistics.median(counts.tolist())) if len(counts) else 0.0,
     )  # fmt: skip
+
+
+def data_files(paths: Sequence[Path], out: Path | None = None) -> dict[str, Any]:
+    """What names the content of the route's inputs (the dataset, or the photos, labels, classes and masks given): how
+    many files they hold and a digest of each one's name, size and modification time (``runs.stamps.photo_record``,
+    as a per-id job names a photo). A photo replaced, added or removed, labels edited, a mask added: another value,
+    and the route's trainings were made of the other data. Symbolic links to folders are followed (a view's
+    photos), each folder once; ``out``, the route's folder, is not walked (its outputs are no input)."""
+    from wsss.runs.stamps import photo_record
+
+    digest, count = hashlib.sha1(usedforsecurity=False), 0
+    seen = {os.path.realpath(out)} if out is not None else set()
+    for given in paths:
+        if not given.is_dir():
+            digest.update(f"{given.name}\0{photo_record(given)}\n".encode())
+            count += 1
+            continue
+        for folder, dirs, names in os.walk(given, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:  # a link back to a folder walked: no loop
+                dirs[:] = []
+                continue
+            seen.add(real)
+            dirs.sort()
+            for name in sorted(names):
+                path = Path(folder) / name
+                digest.update(f"{path.relative_to(given)}\0{photo_record(path)}\n".encode())
+                count += 1
+    return {"files": count, "sha1": digest.hexdigest()[:16]}
 
 
 def choose_classifier(facts: DataFacts) -> Choice:
@@ -407,9 +438,11 @@ class Route:
         def resolved(path: str | None) -> str | None:
             return None if path is None else str(Path(path).resolve())
 
+        given = (self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks)
         return {
             "data": resolved(self.opts.data), "labels": resolved(self.opts.labels),
             "classes": resolved(self.opts.classes), "masks": resolved(self.opts.masks),
+            "data_files": data_files([Path(p) for p in given if p], self.out),
             "classifier": self.opts.classifier, "seg": self.opts.seg, "stage": self.opts.stage,
             "folds": self.opts.folds, "cls_overrides": computed_words(self.words["cls"]),
             "seg_overrides": computed_words(self.words["seg"]),
