@@ -62,7 +62,7 @@ def test_a_record_whose_settings_are_no_mapping_is_one_line(tmp_path, record):
 def _route_folder(out: Path) -> dict[str, list[str]]:
     """A route's folder as its steps leave it (a run with a per-id job's outputs, a dataset, the new photos' masks),
     with a file of the user's in each: (what wsss made, what the user put there)."""
-    made = ["cls/config.yaml", "cls/metrics.jsonl", "cls/.lock", "cls/checkpoints/last.pt", "cls/checkpoints/best.pt",
+    made = ["cls/config.yaml", "cls/metrics.jsonl", "cls/checkpoints/last.pt", "cls/checkpoints/best.pt",
             "cls/tensorboard/events.out.tfevents.1.host.1.0", "cls/cams/train/a.npz", "cls/cams/train/b.npz",
             "cls/cams/train/.settings.json", "cls/cams/train/.sources.json", "cls/cams/train/.job.lock",
             "cls/report/index.html", "cls/report/loss.png", "cls/report/images/train/grid_a.png",
@@ -72,7 +72,7 @@ def _route_folder(out: Path) -> dict[str, list[str]]:
             "new_masks/overlay/.sources.json", "new_masks/.n1.png.x1y2.wsss.tmp", "summary.json"]  # fmt: skip
     mine = ["cls/notes.txt", "cls/cams/train/notes.txt", "new_masks/hand.png", "data/JPEGImages/mine.jpg",
             "new_masks/overlay/.hidden.jpg"]  # fmt: skip
-    for name in [*made, *mine]:
+    for name in [*made, *mine, "cls/.lock"]:
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("x")
     (out / "cls/cams/train/.sources.json").write_text(json.dumps({"a": [1, 2], "b": [1, 2]}))
@@ -94,6 +94,8 @@ def test_overwrite_removes_the_files_wsss_made_and_keeps_the_users(tmp_path):
     assert all((runner.out / n).read_text() == "x" for n in files["mine"])
     assert sorted(str(p.relative_to(runner.out)) for p in runner.kept) == sorted(files["mine"])
     assert not (runner.out / "cls/checkpoints").exists() and not (runner.out / "data/ImageSets").exists()
+    assert (runner.out / "cls/.lock").is_file()  # beside the user's file, cls/ stays a run the route trains into
+    assert not (runner.out / "seg").exists()
 
 
 def test_settings_compare_what_is_computed_only():

@@ -277,18 +277,19 @@ def run_config(preset: str, words: Sequence[str], run_dir: str | os.PathLike, *,
 ROUTE_CHECK_ADVICE = "fix it and run again, or run the steps by hand (`wsss train --skip-check` trains without it)"
 
 
-def train_run(cfg: Config, *, progress: bool = True, check: bool = True) -> dict[str, Any]:
+def train_run(cfg: Config, *, progress: bool = True, check: bool = True, own: bool = False) -> dict[str, Any]:
     """``wsss train``: train the run of ``cfg`` (:func:`run_config`), or resume it from its ``last.pt``; the
     trainer's answer (its final step, its best val mIoU where it validates). First, as ``wsss train`` does, check-data
     on what it reads (``check``; ``wsss.runs.train_checks.check_training_data``: its splits, pseudo labels and true
     masks): a failed check says its report on stderr and is a DataError naming ``data.root`` and what failed, before
-    any step trains."""
+    any step trains. ``own``: ``run.dir`` is the pipeline's own folder, trained into though a file of the user's is
+    there (what its ``--overwrite`` kept: ``wsss train --overwrite``)."""
     from wsss.engine.launch import train
     from wsss.runs.train_checks import check_training_data
 
     if check:
         check_training_data(cfg, progress=progress, advice=ROUTE_CHECK_ADVICE)
-    return train(cfg, progress=progress)
+    return train(cfg, progress=progress, overwrite=own)
 
 
 def stage_words(
@@ -628,7 +629,7 @@ class Route:
         run_checks(root, checks, progress=self.opts.progress, advice=ROUTE_CHECK_ADVICE)
 
     def _train(self, cfg: Config) -> None:
-        train_run(cfg, progress=self.opts.progress)
+        train_run(cfg, progress=self.opts.progress, own=True)
 
     def _where(self) -> dict[str, Any]:
         """Where the per-photo steps run: the route's device and CRF workers (not what they compute)."""
@@ -717,10 +718,14 @@ class Route:
 
     def _new_photos(self, seg_dir: Path) -> None:
         from wsss.runs.photos import predict_photos
+        from wsss.runs.stamps import STAMP_FILE
 
-        self.new_masks = predict_photos(load_step_run(seg_dir, **self._where()), list(self.opts.images),
-                                        self.out / "new_masks", crf=True, overlay=True,
-                                        progress=self.opts.progress)  # fmt: skip
+        out = self.out / "new_masks"
+        # the route's own folder without a stamp holds only files of the user's that --overwrite kept: written among
+        mine = out.is_dir() and not (out / STAMP_FILE).exists()
+        run = load_step_run(seg_dir, **self._where())
+        self.new_masks = predict_photos(run, list(self.opts.images), out, crf=True, overlay=True,
+                                        progress=self.opts.progress, overwrite=mine)  # fmt: skip
 
     # -- the whole route --------------------------------------------------------------------------------------------
     def _facts(self) -> DataFacts:

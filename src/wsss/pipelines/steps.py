@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from wsss.core.config import is_execution_word
 from wsss.core.errors import DataError, UsageError
 from wsss.core.files import atomic_write
+from wsss.utils.runlock import JOB_LOCK_FILE, LOCK_FILE
 
 T = TypeVar("T")
 STEPS_LOG = "steps.jsonl"
@@ -156,7 +157,8 @@ class StepRunner:
 
 # The files a run folder holds of its own (docs/run-directory.md), by the folder they are in: the run's top, its
 # checkpoints, its TensorBoard log, its report; a dataset's (`wsss prepare`, `wsss.data.views.make_view`) top.
-_RUN_FILES = {"config.yaml", "config_changes.jsonl", "metrics.jsonl", "fold_score.json", ".lock"}
+_RUN_FILES = {"config.yaml", "config_changes.jsonl", "metrics.jsonl", "fold_score.json"}
+_LOCKS = {LOCK_FILE, JOB_LOCK_FILE}  # a run's and a per-id job's: no outputs, removed with their folder
 _DATA_FILES = {"classes.txt", "cls_labels.npy", "view.json", ".route_prepared", "JPEGImages"}
 
 
@@ -174,12 +176,21 @@ def remove_made(path: Path) -> list[Path]:
     for p in made:
         p.unlink(missing_ok=True)
     for d in sorted((p for p in path.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):
-        if not any(d.iterdir()):
-            d.rmdir()
-    if not any(path.iterdir()):
-        path.rmdir()
+        _remove_if_empty(d)
+    if _remove_if_empty(path):
         return []
-    return sorted(p for p in path.rglob("*") if not p.is_dir() or p.is_symlink())
+    return sorted(p for p in path.rglob("*") if (not p.is_dir() or p.is_symlink()) and p.name not in _LOCKS)
+
+
+def _remove_if_empty(folder: Path) -> bool:
+    """Remove ``folder`` when nothing but a lock is left in it. A run's lock stays beside a file of the user's: the
+    folder is then still a run (``utils.runlock.is_run_dir``), which the route trains into again."""
+    if any(p.name not in _LOCKS for p in folder.iterdir()):
+        return False
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
+    return True
 
 
 def _made_in(folder: Path) -> list[Path]:
