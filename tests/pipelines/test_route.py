@@ -24,7 +24,7 @@ from wsss.core.config import load_config
 from wsss.core.errors import UsageError
 from wsss.data.views import make_view
 from wsss.data.voc import available_splits, read_split
-from wsss.pipelines.route import DataFacts, Route, RouteOptions, choose_classifier, split_overrides
+from wsss.pipelines.route import DataFacts, Route, RouteOptions, choose_classifier, data_files, split_overrides
 from wsss.utils.io import read_label_png
 
 # The real_cpu presets shrunk to seconds: two iterations of 64-pixel crops (the presets' MobileNetV2 as it is)
@@ -192,6 +192,20 @@ def test_a_route_whose_data_changed_is_refused_unless_overwrite(synth_root, tmp_
         Route(opts, say=lambda _: None).run()
     Route(dataclasses.replace(opts, overwrite=True), say=lambda _: None).run()
     Route(opts, say=lambda _: None).run()
+
+
+def test_the_data_files_are_the_parts_wsss_reads(synth_root, tmp_path):
+    """A folder of someone else's in a dataset (runs trained there, notes) or the route's own OUT inside it is not
+    its data: the route continues over it."""
+    data = tmp_path / "data"
+    shutil.copytree(synth_root, data)
+    before = data_files([data], data / "route")
+    for name in ("route/cls/config.yaml", "runs/other/metrics.jsonl", "notes.txt"):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_text("x")
+    assert data_files([data], data / "route") == before and before["files"] > 32
+    (data / "JPEGImages/extra.jpg").write_bytes(b"x")
+    assert data_files([data], data / "route")["files"] == before["files"] + 1
 
 
 def test_the_choices_follow_the_data(tmp_path):

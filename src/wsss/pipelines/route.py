@@ -169,29 +169,42 @@ def data_files(paths: Sequence[Path], out: Path | None = None) -> dict[str, Any]
     """What names the content of the route's inputs (the dataset, or the photos, labels, classes and masks given): how
     many files they hold and a digest of each one's name, size and modification time (``runs.stamps.photo_record``,
     as a per-id job names a photo). A photo replaced, added or removed, labels edited, a mask added: another value,
-    and the route's trainings were made of the other data. Symbolic links to folders are followed (a view's
-    photos), each folder once; ``out``, the route's folder, is not walked (its outputs are no input)."""
+    and the route's trainings were made of the other data. Of a dataset, the parts wsss reads (photos, masks, split
+    lists, labels, classes); of another folder, its files (not its subfolders', as the photos are read)."""
     from wsss.runs.stamps import photo_record
 
     digest, count = hashlib.sha1(usedforsecurity=False), 0
-    seen = {os.path.realpath(out)} if out is not None else set()
     for given in paths:
-        if not given.is_dir():
-            digest.update(f"{given.name}\0{photo_record(given)}\n".encode())
+        for path in _input_files(given, out):
+            digest.update(
+                f"{path.relative_to(given) if path != given else given.name}\0{photo_record(path)}\n".encode()
+            )
             count += 1
-            continue
-        for folder, dirs, names in os.walk(given, followlinks=True):
-            real = os.path.realpath(folder)
-            if real in seen:  # a link back to a folder walked: no loop
+    return {"files": count, "sha1": digest.hexdigest()[:16]}
+
+
+def _input_files(given: Path, out: Path | None) -> list[Path]:
+    """The files of the input ``given`` that :func:`data_files` names (``out``, the route's folder, left out; links to
+    folders followed, a view's photos, each folder once)."""
+    from wsss.data.classes import CLASSES_FILE
+    from wsss.data.voc import CLS_LABELS_FILE, IMAGE_DIR, MASK_DIRS
+
+    if not given.is_dir():
+        return [given]
+    if not (given / "ImageSets").is_dir():
+        return sorted(p for p in given.iterdir() if p.is_file())
+    files, seen = [], {os.path.realpath(out)} if out is not None else set()
+    for part in sorted({IMAGE_DIR, *MASK_DIRS, "ImageSets", CLS_LABELS_FILE, CLASSES_FILE}):
+        if (given / part).is_file():
+            files.append(given / part)
+        for folder, dirs, names in os.walk(given / part, followlinks=True):
+            if os.path.realpath(folder) in seen:  # a link back to a folder walked: no loop
                 dirs[:] = []
                 continue
-            seen.add(real)
+            seen.add(os.path.realpath(folder))
             dirs.sort()
-            for name in sorted(names):
-                path = Path(folder) / name
-                digest.update(f"{path.relative_to(given)}\0{photo_record(path)}\n".encode())
-                count += 1
-    return {"files": count, "sha1": digest.hexdigest()[:16]}
+            files += [Path(folder) / n for n in sorted(names)]
+    return files
 
 
 def choose_classifier(facts: DataFacts) -> Choice:
