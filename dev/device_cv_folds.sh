@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Folds of issue 62's cross-validated route (experiments/real_route.py --fold F/N, BENCHMARKS.md "ccp-dev and
+# Folds of the cross-validated route (experiments/real_route.py --fold F/N, BENCHMARKS.md "ccp-dev and
 # coco128-dev: the route's choices cross-validated") on a lent GPU machine (the tool library's `device`), the
 # CUDA tests (tests/cuda/) beside them. Each fold is the CPU's command with run.device=cuda and loader workers
 # added last (core.config.EXECUTION_KEYS: --reuse takes it as the same command's); its JSON and its logs come

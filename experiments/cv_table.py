@@ -1,4 +1,4 @@
-"""The tables of the cross-validated route (issue 62): ``experiments/real_route.py --folds 5 --steps`` JSONs of
+"""The tables of the cross-validated route: ``experiments/real_route.py --folds 5 --steps`` JSONs of
 ccp-dev and coco128-dev, as BENCHMARKS.md's "the route's choices cross-validated" reports them.
 
 For each set and route (a JSON; the 24-epoch one holds its gains over the 12-epoch one, ``--gain-over``): the
@@ -117,7 +117,7 @@ def verdict(decide: dict[str, Any] | None, veto: dict[str, Any] | None, folds: t
 def floor_note(res: dict[str, Any], name: str) -> str | None:
     """Where a route's masks stand against the floor of its val photos (masks of background alone score it), fold by
     fold: a set whose masks are at or below it measures a choice by masks that say about as much as none (on
-    coco128-dev, found by issue 62). None where the JSON has no floor."""
+    coco128-dev, found by the cross-validation). None where the JSON has no floor."""
     s = res.get("summary", {})
     if "floor" not in s or "seg_val.miou" not in s:
         return None
@@ -155,7 +155,7 @@ def tables(decide: list[dict[str, Any]], veto: list[dict[str, Any]], names: tupl
             lines.append(f"| {i + 1} | {name} | {_cell(dg.get(name))} | {_cell(vg.get(name))} | "
                          f"{verdict(dg.get(name), vg.get(name), folds)} |")  # fmt: skip
     notes = [floor_note(r, f"{n}, route {i + 1}") for n, rs in zip(names, (decide, veto)) for i, r in enumerate(rs)]
-    if any(notes):  # beside the verdicts: a veto by a set at its floor says little (BENCHMARKS.md, issue 62)
+    if any(notes):  # beside the verdicts: a veto by a set at its floor says little (BENCHMARKS.md)
         lines += ["", *(f"- {n}" for n in notes if n)]
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
-"""Views of a data set in the VOC layout for experiments (issues 61 and 62): the package's views
-(``wsss.data.views``: ``fold_split``, ``make_view``, which ``wsss route`` uses for its folds too), and the choices of
-photos that only the experiments make (every photo of train and val, the first K masked ones)."""
+"""Views of a data set in the VOC layout for experiments (the masks experiment, the folds of every photo): the
+package's views (``wsss.data.views``: ``fold_split``, ``make_view``, which ``wsss route`` uses for its folds too), and
+the choices of photos that only the experiments make (every photo of train and val, the first K masked ones)."""
 
 from __future__ import annotations
 

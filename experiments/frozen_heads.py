@@ -1,5 +1,5 @@
 """Which head makes the class maps: RCA's class-specific heads against the CAM baseline's 1x1 classifier on the
-same frozen features (issue 31: why RCA's real-photo CAMs are empty).
+same frozen features (why RCA's real-photo CAMs are empty).
 
 The backbone is taken out of the question: the ImageNet MobileNetV2 of the real-photo presets (output stride
 16, eval mode, no gradient) computes the final features of every training photo once, squashed to a
@@ -24,9 +24,9 @@ seeds (ReLU, min-max, upsampled to the image) at every level of ``wsss sweep-bkg
     OMP_NUM_THREADS=1 .venv/bin/python experiments/frozen_heads.py --data-root data/ccp-dev \\
         --json runs/logs/heads.json
 
-``--data-root`` (required): a dataset in the VOC layout with masks on ``--split``. Issue 31's figures were measured
-on ccp-dev, the project's development set of 250 Clothing Co-Parsing photos (every id a multiple of 4, 10 garment
-groups), which is not in the repository: put it at ``data/ccp-dev`` or pass your own photos' dataset.
+``--data-root`` (required): a dataset in the VOC layout with masks on ``--split``. The figures of this diagnosis were
+measured on ccp-dev, the project's development set of 250 Clothing Co-Parsing photos (every id a multiple of 4, 10
+garment groups), which is not in the repository: put it at ``data/ccp-dev`` or pass your own photos' dataset.
 """
 
 from __future__ import annotations

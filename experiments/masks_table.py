@@ -1,6 +1,6 @@
-"""The table of the masks experiment (issue 61): ``experiments/real_route.py --masks K ...`` JSONs of one data set,
-one per seed, as BENCHMARKS.md's "how many masks" table: for each K and arm, the val mIoU's mean and range over
-the seeds, and its share of the ceiling inferred alike.
+"""The table of the masks experiment (docs/own-photos.md#how-many-masks): ``experiments/real_route.py --masks K ...``
+JSONs of one data set, one per seed, as BENCHMARKS.md's "how many masks" table: for each K and arm, the val mIoU's
+mean and range over the seeds, and its share of the ceiling inferred alike.
 
 Two inferences: plain (``wsss predict``, the same for every arm) and the user's (arm (a), with no classifier,
 ``--crf``; (b), (c) and the ceiling ``--crf --tags-from`` the route's classifier, (d) its own classifier). The

@@ -1,4 +1,4 @@
-"""The multi-stage half of the pipeline on the synthetic co-occurrence set (issue 4).
+"""The multi-stage half of the pipeline on the synthetic co-occurrence set.
 
 From one trained CAM-baseline run, compares three ways to a segmentation of the val split, with the same
 DeepLab budget for both trained rows:

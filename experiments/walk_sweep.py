@@ -1,5 +1,5 @@
-"""Random-walk settings of a trained AffinityNet, swept on a few images (issue 4,
-docs/methods/affinitynet.md#random-walk).
+"""Random-walk settings of a trained AffinityNet, swept on a few images
+(docs/methods/affinitynet.md#random-walk).
 
 For each image: the affinity features once per walk scale, the transition matrix once, its powers by
 repeated squaring once; then every (alpha, logt) pair is only a product. Prints the mIoU of the labels

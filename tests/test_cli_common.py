@@ -58,6 +58,7 @@ READ_RUN = {
     ("viz",): (["viz", "RUN"], ["--ids", "a,b"]),
     ("report",): (["report", "RUN"], ["--split", "val"]),
     ("export", "voc-test"): (["export", "voc-test", "RUN"], ["--split", "test"]),
+    ("export", "onnx"): (["export", "onnx", "RUN"], ["--out", "model.onnx"]),
 }
 
 

@@ -1,7 +1,7 @@
-"""No number of this project's issues in src/, tests/, configs/ or docs/: a reader of the repository cannot open
-the tracker, so a comment, message or page says what the reference stood for instead. An official repository's
-issue named with its repository (``maeve07/RCA issue #11``, ``rulixiang/ToCo#12``) is a citation and stays, as do
-CSS colours (``#888``), anchors (``(#which-route)``) and numbered comments (``# 12``)."""
+"""No number of this project's issues in src/, tests/, configs/, docs/ or experiments/: a reader of the repository
+cannot open the tracker, so a comment, message or page says what the reference stood for instead. An official
+repository's issue named with its repository (``maeve07/RCA issue #11``, ``rulixiang/ToCo#12``) is a citation and
+stays, as do CSS colours (``#888``), anchors (``(#which-route)``) and numbered comments (``# 12``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCANNED = ("src", "tests", "configs", "docs", "BENCHMARKS.md", "README.md")  # the last two: pages of the site
+SCANNED = (
+    "src",
+    "tests",
+    "configs",
+    "docs",
+    "experiments",
+    "BENCHMARKS.md",
+    "README.md",
+)  # the last two: pages of the site
 SUFFIXES = {".py", ".md", ".yaml", ".yml", ".json", ".txt", ".toml", ".sh", ".css", ".html", ".cfg"}
 #: This file shows the forms it looks for in its own examples.
 SELF = Path(__file__).resolve()

@@ -9,6 +9,7 @@ wheel's install too (docs/configs.md#copying-a-preset-scoped-names-and-flat). Be
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -63,3 +64,35 @@ def test_the_wheel_carries_every_shipped_config_and_its_scoped_names_resolve(tmp
     assert done.returncode == 0, done.stderr[-2000:]
     package, preset = done.stdout.split()
     assert Path(package).is_relative_to(site) and Path(preset) == site / "wsss/configs/deeplab/real_cpu.yaml"
+
+
+def _requirements(pyproject: str, key: str) -> list[str]:
+    """The requirement strings of ``key = [...]`` (``dependencies`` or an extra) in pyproject.toml's text."""
+    block = re.search(rf"^{key} = \[(.*?)\]", pyproject, re.M | re.S).group(1)
+    return re.findall(r'"([^"]+)"', block)
+
+
+def test_torch_has_a_tested_range_and_make_setup_installs_the_exact_versions():
+    """pip install wsss keeps a user's PyTorch within the range (a lower bound, no upper pin); make setup installs
+    constraints.txt's exact versions, inside the range, so that the demo and the figures stay reproducible."""
+    pyproject = (REPO / "pyproject.toml").read_text()
+    deps = {re.split(r"[<>=!~ ]", r, maxsplit=1)[0]: r for r in _requirements(pyproject, "dependencies")}
+    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines() if "==" in line)
+    readme = (REPO / "README.md").read_text()
+    for name in ("torch", "torchvision"):
+        low = re.fullmatch(rf"{name}>=([\d.]+)", deps[name])
+        assert low, f"{deps[name]}: a lower bound only"
+        as_tuple = [tuple(int(p) for p in v.split(".")) for v in (low.group(1), pins[name])]
+        assert as_tuple[0] <= as_tuple[1], f"constraints.txt's {name} {pins[name]} is below the range"
+        assert f"{name} {low.group(1)}" in readme, f"README.md does not name {name}'s lower bound"
+    setup = re.search(r"^\$\(STAMP\):.*?\n\n", (REPO / "Makefile").read_text(), re.M | re.S).group(0)
+    assert '-c constraints.txt -e ".[dev]"' in setup
+
+
+def test_the_export_extra_is_in_dev_and_pinned_for_make_setup():
+    pyproject = (REPO / "pyproject.toml").read_text()
+    export, dev = _requirements(pyproject, "export"), _requirements(pyproject, "dev")
+    assert {r.split(">=")[0] for r in export} == {"onnx", "onnxscript", "onnxruntime"}
+    assert set(export) <= set(dev)
+    pinned = (REPO / "constraints.txt").read_text()
+    assert all(f"{r.split('>=')[0]}==" in pinned for r in export)

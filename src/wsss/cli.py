@@ -488,6 +488,16 @@ def cmd_export_voc_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from wsss.runs.export_onnx import export_onnx
+
+    res = export_onnx(args.run, args.out, overwrite=args.overwrite, checkpoint=args.checkpoint,
+                      overrides=override_words(args))  # fmt: skip
+    print(f"wrote {res.path}: the segmentation network of a {res.method} run ({len(res.class_names)} classes); "
+          "its metadata_props state the input's normalisation and the class names (docs/export.md)")  # fmt: skip
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     from wsss.core.config import config_file, dump_config, dump_yaml, flat_preset
     from wsss.core.errors import UsageError
@@ -1057,7 +1067,7 @@ def add_data(sub: Any) -> None:
 
 def add_export(sub: Any) -> None:
     """`wsss export`."""
-    s = sub.add_parser("export", help="export predictions for an evaluation server")
+    s = sub.add_parser("export", help="export predictions for an evaluation server, or the network as ONNX")
     exp = s.add_subparsers(dest="format", required=True, metavar="FORMAT")
     q = exp.add_parser("voc-test", help="zip for the PASCAL VOC server (results/VOC2012/Segmentation/comp6_test_cls)")
     q.add_argument("run", help="run directory holding predictions/<split>/")
@@ -1067,6 +1077,13 @@ def add_export(sub: Any) -> None:
     q.add_argument("--source", default="predictions", help="folder of RUN with the PNGs (e.g. predictions_crf)")
     add_run_overrides(q)
     q.set_defaults(fn=cmd_export_voc_test)
+    q = exp.add_parser("onnx", help="the run's segmentation network as an ONNX file (docs/export.md)")
+    q.add_argument("run", help="run directory of a method with a segmentation network (e.g. deeplab)")
+    q.add_argument("--out", required=True, help="the .onnx file to write")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_checkpoint(q)
+    add_run_overrides(q)
+    q.set_defaults(fn=cmd_export_onnx)
 
 
 def build_parser() -> argparse.ArgumentParser:

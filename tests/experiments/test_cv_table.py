@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from experiments import cv_table
-from experiments.real_route import summarise
+from experiments.route_folds import summarise
 
 
 def _route(crf: list[float], ensemble: list[float], folds: int = 3, of: int = 3) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, tiny_overrides
-from experiments import real_route
+from experiments import real_route, route_folds, route_steps
 from wsss.data import VOCDataset
 from wsss.evaluation import evaluate
 from wsss.utils.io import save_label_png
@@ -307,26 +307,26 @@ def test_a_kept_fold_gets_the_floor_it_lacks(tmp_path, synth_root):
 
     one = argparse.Namespace(fold="0/2", out=str(tmp_path / "fold0"), data_root=str(synth_root), val_split="val",
                              steps=True)  # fmt: skip
-    entry = real_route._kept_fold(one, {"pseudo": {"par": 1.0}}, tmp_path / "old.json")
-    view = real_route._fold_view(str(synth_root), "0/2", tmp_path / "check")["view"]
-    assert entry["floor"] == real_route._background_only_floor(view, "val") and entry["pseudo"] == {"par": 1.0}
+    entry = route_folds._kept_fold(one, {"pseudo": {"par": 1.0}}, tmp_path / "old.json")
+    view = route_folds.fold_view(str(synth_root), "0/2", tmp_path / "check")["view"]
+    assert entry["floor"] == route_steps.background_only_floor(view, "val") and entry["pseudo"] == {"par": 1.0}
     assert entry["reused_from"] == str(tmp_path / "old.json")
 
 
 def test_summarise_and_fold_split():
     from experiments.data_views import fold_split
 
-    s = real_route.summarise([{"a": {"b": 1.0}, "n": [2, 4], "only": 1}, {"a": {"b": 3.0}, "n": [4, 4], "x": True}])
+    s = route_folds.summarise([{"a": {"b": 1.0}, "n": [2, 4], "only": 1}, {"a": {"b": 3.0}, "n": [4, 4], "x": True}])
     assert s["a.b"] == {"mean": 2.0, "min": 1.0, "max": 3.0, "sd": 2**0.5, "values": [1.0, 3.0], "n": 2}
     assert s["n.0"]["mean"] == 3.0 and "only" not in s and "x" not in s
     # a figure undefined in one run (a classifier that tagged nothing: no precision) is over the others, shown as
     # None; undefined in every run, it is left out (before, NaN stopped the whole summary: statistics.stdev)
     tags = [{"p": float("nan"), "q": None}, {"p": 50.0, "q": None}, {"p": 70.0, "q": None}]
-    s = real_route.summarise(tags)
+    s = route_folds.summarise(tags)
     assert s["p"]["values"] == [None, 50.0, 70.0] and s["p"]["n"] == 2 and s["p"]["mean"] == 60.0 and "q" not in s
-    gains = [real_route._difference(a, b) for a, b in zip(tags, [{"p": 40.0, "q": 1.0}] * 3)]
+    gains = [route_folds._difference(a, b) for a, b in zip(tags, [{"p": 40.0, "q": 1.0}] * 3)]
     assert [g["p"] for g in gains[1:]] == [10.0, 30.0] and gains[0]["p"] != gains[0]["p"]  # NaN - 40: NaN
-    one_undefined = real_route._difference({"p": None, "name": "a", "f": True}, {"p": 1.0, "name": "b", "f": True})
+    one_undefined = route_folds._difference({"p": None, "name": "a", "f": True}, {"p": 1.0, "name": "b", "f": True})
     assert one_undefined == {"p": None}  # the gain is undefined; the name and the flag are not compared
     ids = [f"{i:03d}" for i in range(11)]
     vals = [fold_split(ids[::-1], f, 5)[1] for f in range(5)]

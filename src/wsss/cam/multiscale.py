@@ -124,7 +124,8 @@ def expand_classes(maps: torch.Tensor, classes: torch.Tensor, num_classes: int) 
     return full.index_copy_(1, classes.to(maps.device), maps)
 
 
-def _fuse(a: torch.Tensor, b: torch.Tensor, how: str) -> torch.Tensor:
+def fuse_pair(a: torch.Tensor, b: torch.Tensor, how: str) -> torch.Tensor:
+    """Two maps fused as ``how`` says: ``"max"``, ``"sum"`` or ``"mean"`` (an image's and its flip's)."""
     if how == "max":
         return torch.maximum(a, b)
     if how == "sum":
@@ -193,7 +194,7 @@ class CamPasses:
     def fuse_flip(self, maps: torch.Tensor) -> torch.Tensor:
         """Stage 5: (2B, K, H, W) -> (B, K, H, W), each image fused with its flipped-back twin."""
         b = maps.shape[0] // 2
-        return _fuse(maps[:b], maps[b:].flip(-1), self.flip_fuse)
+        return fuse_pair(maps[:b], maps[b:].flip(-1), self.flip_fuse)
 
     def activated_pass(
         self, maps: torch.Tensor, size: tuple[int, int], upsampled: torch.Tensor | None = None
@@ -353,7 +354,7 @@ def multi_scale_logits(
     if fuse_at == "grid":  # one map, fused on the first scale's grid: what is upsampled below
         grid = tuple(low[0].shape[-2:])
         on_grid = [resize_maps(logits, grid) for logits in low]
-        low = [_fuse_scales([_fuse(m[:b], m[b:].flip(-1), flip_fuse) for m in on_grid], scale_fuse)]
+        low = [_fuse_scales([fuse_pair(m[:b], m[b:].flip(-1), flip_fuse) for m in on_grid], scale_fuse)]
     band = max(1, CHUNK_ELEMENTS // (2 * low[0].shape[1] * out_size[1]))
     out: torch.Tensor | None = None
     for r0 in range(0, out_size[0], band):
@@ -364,7 +365,7 @@ def multi_scale_logits(
             per_scale = []
             for logits in low:
                 up = upsample_rows(logits, out_size, rows)
-                per_scale.append(_fuse(up[:b], up[b:].flip(-1), flip_fuse))
+                per_scale.append(fuse_pair(up[:b], up[b:].flip(-1), flip_fuse))
             fused = _fuse_scales(per_scale, scale_fuse)
         fused = reduce(fused) if reduce is not None else fused
         if out is None:

@@ -204,6 +204,12 @@ class Run:
         return prob[0].cpu().numpy()
 
     @torch.no_grad()
+    def seg_logits(self, image: np.ndarray, scales: Sequence[float] | None = None) -> np.ndarray:
+        """(C, H, W) float32: the fused multi-scale + flip logits whose softmax is :meth:`seg_prob` (at one scale,
+        what ``wsss export onnx``'s file computes)."""
+        return self._fused_logits(image, scales, None, lambda x: x.float())[0].cpu().numpy()
+
+    @torch.no_grad()
     def seg_label(
         self, image: np.ndarray, scales: Sequence[float] | None = None, *, prepared: torch.Tensor | None = None,
         classes: Sequence[int] | None = None, class_weights: np.ndarray | None = None,

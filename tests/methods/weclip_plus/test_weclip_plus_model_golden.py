@@ -4,12 +4,14 @@ pseudo labels of two images, every quirk on (docs/methods/weclip_plus.md#parity)
 
 Tolerances. The official CLIP runs each attention's output projection in float16 (Q1), and so does the decoder:
 float32 rounding noise before such a projection moves its float16 result by whole float16 steps (2^-11 of the
-value). The size of that noise is measured here on wsss's own code, float32 against float64 with the same
-float16 projections (the replay in both dtypes, ``test_golden_weclip_plus_spread_is_the_float16_rounding``): up
-to 1.3e-3 of a tensor's maximum for the attention maps and Grad-CAM, and wsss's float32 is at most 1.7e-3 from the
-official float32 (Grad-CAM of b0 c0). ``FP16_REL`` = 4e-3 is about 2.3x the largest of both. DINOv2 has no float16
-step: its float32 spread is 3.2e-6 and wsss is 1.4e-7 from the official, ``DINO_REL`` = 1e-5 (3x the spread). The
-same bounds held with ATEN_CPU_CAPABILITY=default (docs/methods/weclip_plus.md#parity)."""
+value), and Grad-CAM's normalisation by its maximum can enlarge one such step. The size of that noise is measured
+here on wsss's own code, float32 against float64 with the same float16 projections (the replay in both dtypes,
+``test_golden_weclip_plus_spread_is_the_float16_rounding``). It depends on the CPU's kernels: on an Intel CPU it
+was up to 1.3e-3 of a tensor's maximum (attention maps, Grad-CAM) with wsss's float32 at most 1.7e-3 from the
+official float32; on an AMD EPYC it is 4.2e-3 (Grad-CAM of b0 c0) with AVX2 kernels, and with the portable kernels
+(ATEN_CPU_CAPABILITY=default) 1.6e-3, wsss's float32 there 3.0e-3 from the official. ``FP16_REL`` = 1e-2 is about
+2.4x the largest of these. DINOv2 has no float16 step: its float32 spread is 3.2e-6 and wsss is 1.4e-7 from the
+official, ``DINO_REL`` = 1e-5 (3x the spread)"""
 
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ from golden import assert_close_to_max, separated
 from weclip_plus_golden import npz, replay_forward
 
 #: float32 stages after a float16 output projection (the module docstring says how it was measured)
-FP16_REL = 4e-3
+FP16_REL = 1e-2
+#: the PAR-refined scores the labels are the argmax of: their float32 spread and their distance from the official
+#: were at most 1.0e-3 of their maximum on both CPUs and both kernel sets above; about 4x that
+LABEL_REL = 4e-3
 #: DINOv2 and what only depends on it (no float16 step): 3x its measured float32 spread
 DINO_REL = 1e-5
 
@@ -56,12 +61,12 @@ def test_golden_weclip_plus_dinov2_features(key):
 @pytest.mark.parametrize("b", [0, 1])
 def test_golden_weclip_plus_pseudo_labels(b):
     """The PAR-refined labels equal the official ones wherever the top two refined scores are further apart than
-    twice the float16-driven tolerance (near-ties may flip: tests/golden/README.md#conventions)."""
+    twice LABEL_REL (near-ties may flip: tests/golden/README.md#conventions)."""
     f = npz("weclip_plus_forward.npz")
     ours = replay()[f"b{b}_cam_label"][0].numpy()
     ref = f[f"b{b}_cam_label"][0]
     scores = f[f"b{b}_par_out"][0]
-    sure = separated(scores, FP16_REL * float(np.abs(scores).max()))
+    sure = separated(scores, LABEL_REL * float(np.abs(scores).max()))
     assert sure.mean() > 0.9, "the comparison must cover most pixels"
     assert (ours[sure] == ref[sure]).all()
     assert set(np.unique(ours)) == set(np.unique(ref))
