@@ -224,7 +224,8 @@ def _parser() -> Any:
     arg("--cam-scales", default="", help="wsss cam --scales, e.g. 1.0,1.5,2.0 (default: the preset's)")
     arg("--affinity", default="configs/affinitynet/real_cpu.yaml", help="the preset of --refine affinity")
     arg("--seg-set", nargs="*", default=[], metavar=OVERRIDES_METAVAR, help="overrides of the DeepLab training")
-    arg("--aff-set", nargs="*", default=[], metavar=OVERRIDES_METAVAR, help="overrides of the affinity network's training")
+    arg("--aff-set", nargs="*", default=[], metavar=OVERRIDES_METAVAR,
+        help="overrides of the affinity network's training")
     arg("--masks", type=int, nargs="+", default=[], metavar="K",
         help="the masks experiment (docs/own-photos.md#how-many-masks): K masked train photos, the DeepLab stage on "
              "them alone, on the pseudo labels, and on both")
