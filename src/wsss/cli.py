@@ -824,7 +824,8 @@ def add_route(sub: Any) -> None:
     s = sub.add_parser(
         "route", help="photos to masks in one command: the advised route, its choices made from the data",
         description="Run (or continue) the advised route on a dataset, or on a folder of photos with --labels and "
-        "--classes: the classifier, its CAMs, PAR pseudo labels, the DeepLab stage, its masks with the dense CRF, "
+        "--classes: the classifier, its CAMs, PAR pseudo labels, the DeepLab stage, every photo's mask with the dense "
+        "CRF (OUT/masks), "
         "the reports; each choice printed with its reason (docs/own-photos.md).",
     )  # fmt: skip
     s.add_argument("data", help="a dataset made by `wsss prepare`, or a folder of photos (with --labels, --classes)")
@@ -856,7 +857,8 @@ def add_route(sub: Any) -> None:
                    help="processes of the dense CRF (infer.crf_workers; default: each run's own)")  # fmt: skip
     s.add_argument("--images", nargs="+", default=None, metavar="DIR_OR_FILE",
                    help="new photos (not a dataset): their masks into OUT/new_masks at the end")  # fmt: skip
-    s.add_argument("--plan", action="store_true", help="print the choices and the steps as commands; run nothing")
+    s.add_argument("--plan", action="store_true", help="check every input, print the choices and the steps as "
+                   "commands with an estimate of each one's time; run nothing")  # fmt: skip
     s.add_argument("--overwrite", action="store_true",
                    help="make the route again with settings other than OUT/route.json's (the files wsss made in OUT "
                    "are replaced; nothing you gave, nor a file of yours there, is touched)")  # fmt: skip

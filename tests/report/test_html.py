@@ -175,6 +175,42 @@ def test_a_partly_masked_split_is_scored_on_its_masked_photos(reported, synth_ro
     assert _split_cells(text)[("val", "pseudo", "miou")] == f"{100 * json.loads(js.read_text())['miou']:.2f}"
 
 
+def test_the_page_says_what_to_do_from_its_figures_and_the_route_folds_beside_it(reported, tmp_path):
+    """Under each split's summary, the advice of report/advice.py on its last output, with the folds of the route
+    summary beside the run when there is one."""
+    text = (reported[0] / "report/index.html").read_text()
+    assert '<h3 id="val-advice">What to do</h3><p class=note>From the segmentation' in text
+    assert "More masks" not in text  # no route beside it
+    run = tmp_path / "route" / "seg"
+    shutil.copytree(reported[0], run)
+    folds = {"mixed": {"mean": 20.0, "folds": [19.0, 21.0]}, "masks": {"mean": 22.0, "folds": [21.5, 22.5]}}
+    (run.parent / "summary.json").write_text(json.dumps({"scores": {"folds": folds}}))
+    assert main(["report", str(run), "--split", "val", "--max-images", "1"]) == 0
+    assert "<li>More masks should help: your masks alone scored 22.00" in (run / "report/index.html").read_text()
+
+
+def test_a_report_is_current_until_an_output_of_its_run_changes(reported, tmp_path):
+    """A finished route need not make its reports again: a report is current while the outputs it was made of are
+    as they were (the jobs' hidden bookkeeping files, and a config or log rewritten with the same content, aside)."""
+    import os
+
+    from wsss.report.html import report_is_current
+
+    run = tmp_path / "run"
+    shutil.copytree(reported[0], run)  # times kept
+    assert report_is_current(run)
+    later = (run / "report/index.html").stat().st_mtime + 5
+    stamp = next((run / "predictions/val").glob(".*"))
+    os.utime(stamp, (later, later))
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text())  # as a resumed run writes it
+    assert report_is_current(run)
+    newer = next((run / "predictions/val").glob("*.png"))
+    os.utime(newer, (later, later))
+    assert not report_is_current(run)
+    assert main(["report", str(run), "--max-images", "1"]) == 0 and report_is_current(run)
+    assert not report_is_current(tmp_path / "nothing")
+
+
 def test_the_advice_of_a_run_without_a_segmentation_head_names_no_prediction(reported, synth_root, tmp_path):
     """The report's advice follows what the run can do: a run without a segmentation head is not sent to
     `wsss predict`, which refuses it."""

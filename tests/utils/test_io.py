@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from wsss.core.errors import DataError
 from wsss.data.voc import parse_split
@@ -78,3 +80,33 @@ def test_labelled_cam_of_checks_its_classes(tmp_path):
         load_labelled_cam_of(tmp_path, "a", 3)
     with pytest.raises(DataError, match="no CAM file for id 'b'"):
         load_labelled_cam_of(tmp_path, "b", 4)
+
+
+def test_an_overlay_names_the_colour_of_each_class_it_shows(tmp_path):
+    """A legend in the top left corner: a swatch of each class in the mask, its name beside it, on a white box; the
+    picture keeps its size; a photo too small for it, or a mask without a class, gets none."""
+    from wsss.utils.io import save_overlay, voc_palette
+
+    image = np.full((240, 320, 3), 90, np.uint8)
+    label = np.zeros((240, 320), np.uint8)
+    label[150:, 200:] = 2
+    label[150:, :100] = 15
+    names = [f"class{c}" for c in range(21)]
+    save_overlay(tmp_path / "plain.png", image, label)
+    save_overlay(tmp_path / "named.png", image, label, class_names=names)
+    plain, named = (np.asarray(Image.open(tmp_path / f"{n}.png").convert("RGB")) for n in ("plain", "named"))
+    assert named.shape == plain.shape == (240, 320, 3)
+    assert (named[:2, :2] == 255).all() and (plain[:2, :2] == 90).all()  # the box, where the photo was
+    size, pad = 10, 3  # the legend's text size and padding on a picture of 240 rows (utils/io.py: draw_legend)
+    row = round(size * 1.4)
+    for k, c in enumerate((2, 15)):  # the classes shown, in class order, each swatch in its palette colour
+        assert tuple(named[pad + k * row + size // 2, pad + size // 2]) == tuple(voc_palette()[c])
+    box = named[: pad + 2 * row + 1, : pad + size + 1]
+    assert not any((box == voc_palette()[c]).all(axis=-1).any() for c in (1, 3))  # no swatch of a class not shown
+    np.testing.assert_array_equal(named[120:], plain[120:])  # the rest of the overlay as it was
+    small = np.full((12, 16, 3), 90, np.uint8)
+    save_overlay(tmp_path / "small.png", small, np.ones((12, 16), np.uint8), class_names=names)
+    save_overlay(tmp_path / "small_plain.png", small, np.ones((12, 16), np.uint8))
+    assert (tmp_path / "small.png").read_bytes() == (tmp_path / "small_plain.png").read_bytes()
+    save_overlay(tmp_path / "none.png", image, np.zeros_like(label), class_names=names)
+    assert (np.asarray(Image.open(tmp_path / "none.png")) == 90).all()

@@ -181,6 +181,15 @@ def write_classes(root: str | os.PathLike, names: list[str]) -> Path:
 
 MAX_LINES = 5  # the lines an unknown class name is listed at in an error (the rest counted)
 MAX_NAMES = 10  # the unknown class names listed in an error (all are counted)
+NAME_SEPARATOR = ";"  # between the class names of a labels cell (`cat;dog`)
+# the separators other tools write, read when they alone make every name of a file a class
+OTHER_SEPARATORS = {" ": "spaces", "|": "'|'", ",": "','"}
+
+
+def split_names(cell: str, sep: str = NAME_SEPARATOR) -> list[str]:
+    """The class names of a labels cell joined by ``sep`` (" ": any run of whitespace), stripped, none empty."""
+    parts = cell.split() if sep == " " else cell.split(sep)
+    return [p.strip() for p in parts if p.strip()]
 
 
 class ClassLookup:
@@ -221,6 +230,20 @@ class ClassLookup:
         self.unknown.setdefault(name, []).append(line)
         return None
 
+    def separator(self, cells: list[str]) -> str:
+        """The separator of a file's labels cells: :data:`NAME_SEPARATOR`, unless every name of every cell is a
+        class only when the cells are split by one other of :data:`OTHER_SEPARATORS` (then that one, the tool
+        that wrote the file being plain; two that would do, or none: :data:`NAME_SEPARATOR`, whose unknown names
+        :meth:`check` then lists with the separator it expects)."""
+
+        def fits(sep: str) -> bool:
+            return all(self.knows(n) for c in cells for n in split_names(c, sep))
+
+        if fits(NAME_SEPARATOR):
+            return NAME_SEPARATOR
+        others = [sep for sep in OTHER_SEPARATORS if any(sep in c for c in cells) and fits(sep)]
+        return others[0] if len(others) == 1 else NAME_SEPARATOR
+
     def hint(self, name: str) -> str:
         """What ``name`` may have meant: a class of several it matches but for case, or the closest class."""
         same = self.folded.get(name.casefold(), [])
@@ -234,6 +257,11 @@ class ClassLookup:
         if not self.unknown:
             return
         classes = f"classes: {', '.join(self.fg)}"
+        held = [what for sep, what in OTHER_SEPARATORS.items()
+                if any(any(self.knows(p) for p in split_names(n, sep)) for n in self.unknown if sep in n)]  # fmt: skip
+        if held:  # names run together by another tool's separator
+            classes += (f"; a cell's classes are separated by {NAME_SEPARATOR!r} ('cat{NAME_SEPARATOR}dog'), and "
+                        f"these names hold {' and '.join(held)}")  # fmt: skip
         if len(self.unknown) == 1:  # one name: where it is, as a file:line message
             ((name, lines),) = self.unknown.items()
             hint = self.hint(name)

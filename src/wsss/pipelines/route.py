@@ -17,8 +17,15 @@ of each step, docs/api.md#the-routes-steps):
    alone, each trained on all but one fold of the masked photos and scored on that fold (``folds``;
    :meth:`Route._choose_stage`), the better one kept;
 6. the DeepLab stage ``configs/deeplab/real_cpu.yaml`` (``wsss train``, ``data.true_masks=auto``) into ``OUT/seg``;
-7. ``wsss predict --crf`` of the val split (of train when there is no val split), scored where it has masks;
-8. ``wsss report`` of both runs; with ``images``, ``wsss predict --images`` of new photos into ``OUT/new_masks``.
+7. ``wsss predict --crf`` of the train and the val split, every photo's mask also in ``OUT/masks``
+   (:func:`gather_masks`), each split scored where it has masks and each masked photo alone (:func:`photo_scores`);
+8. ``wsss report`` of both runs (a report made of the run's outputs as they are is kept); with ``images``,
+   ``wsss predict --images`` of new photos into ``OUT/new_masks``.
+
+The plan is made before any step: for a folder of photos from what ``wsss prepare folder`` would write of them
+(``plan_folder``), every input read, the weight packages the trainings start from and the photos of ``images``
+checked (with ``plan_only`` the photos and masks decoded too, as the run's prepare does), so that ``--plan`` prints
+every step, with an estimate of its time (:mod:`wsss.pipelines.estimates`), and the run numbers them alike.
 
 A rerun of the same command continues where it stopped: a training resumes from its ``last.pt``, the per-photo
 steps skip the photos they finished, the folds keep their scores. ``OUT/route.json`` records the route's settings
@@ -70,7 +77,8 @@ ROUTE_FILE, SUMMARY_FILE, FACTS_FILE = "route.json", "summary.json", "data_facts
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
 # What the route makes in OUT: --overwrite with other settings removes the files wsss made there (a file of the user's
 # stays: pipelines.steps.remove_made) and makes them again
-OWN_OUTPUTS = ("data", "cls", "choice", "seg_data", "seg", "new_masks", SUMMARY_FILE, FACTS_FILE, STEPS_LOG)
+MASKS_DIR = "masks"  # every train and val photo's mask, in one folder
+OWN_OUTPUTS = ("data", "cls", "choice", "seg_data", "seg", MASKS_DIR, "new_masks", SUMMARY_FILE, FACTS_FILE, STEPS_LOG)
 
 
 @dataclass
@@ -134,13 +142,14 @@ class RouteResult:
     scores: dict[str, Any]
     seconds: dict[str, float]
     seconds_over_runs: dict[str, float]
+    masks_written: int = 0  # the masks in ``masks``: one per train and val photo
 
     def to_json(self) -> dict[str, Any]:
         """``OUT/summary.json``."""
         return {
             "choices": {k: {"value": c.value, "reason": c.reason} for k, c in self.choices.items()},
             "seconds": self.seconds, "seconds_over_runs": self.seconds_over_runs, "scores": self.scores,
-            "masks": str(self.masks), "reports": [str(p) for p in self.reports],
+            "masks": str(self.masks), "masks_written": self.masks_written, "reports": [str(p) for p in self.reports],
             "new_masks": str(self.new_masks) if self.new_masks is not None else None,
         }  # fmt: skip
 
@@ -205,6 +214,20 @@ def _input_files(given: Path, out: Path | None) -> list[Path]:
             dirs.sort()
             files += [Path(folder) / n for n in sorted(names)]
     return files
+
+
+def planned_facts(root: Path, plan: Any) -> DataFacts:
+    """The facts of the dataset ``wsss prepare folder`` would write at ``root`` (its ``FolderPlan``), as
+    :func:`data_facts` reads them once it is written."""
+    counts = [0] * (len(plan.class_names) - 1)
+    for i in plan.train:
+        for c in set(plan.labels[i]):
+            counts[c - 1] += 1
+    return DataFacts(
+        root=root, class_names=list(plan.class_names), train=list(plan.train), val=list(plan.val),
+        masked_train=[i for i in plan.train if i in plan.masked], masked_val=[i for i in plan.val if i in plan.masked],
+        photos_per_class=float(statistics.median(counts)) if counts else 0.0,
+    )  # fmt: skip
 
 
 def choose_classifier(facts: DataFacts) -> Choice:
@@ -401,12 +424,57 @@ def predict_split(
 def score(pred: str | os.PathLike, root: str | os.PathLike, split: str, *, pseudo: bool = False) -> Any:
     """``wsss eval PRED --data-root ROOT --split SPLIT [--pseudo]`` on the split's photos that have a mask: its
     result (``.miou``: a fraction; ``.to_json()``: what ``--json`` writes)."""
-    from wsss.data import VOCDataset
     from wsss.evaluation import evaluate
 
+    return evaluate(pred, root, split, pseudo=pseudo)
+
+
+def gather_masks(pred: Path, folder: Path) -> int:
+    """The masks of ``pred`` (a split's ``predictions_crf``) in ``folder`` too, each a hard link (a copy where the
+    file system has none) put in place atomically; how many there are. Their ids are recorded in the folder's
+    ``.sources.json`` (``runs.stamps.SOURCES_FILE``): what ``--overwrite`` removes there as the route's
+    (``pipelines.steps.remove_made``), a file of the user's left."""
+    import shutil
+
+    from wsss.core.files import TEMP_SUFFIX
+    from wsss.runs.stamps import SOURCES_FILE, photo_record, read_sources
+
+    folder.mkdir(parents=True, exist_ok=True)
+    masks = sorted(p for p in pred.glob("*.png") if not p.name.startswith("."))
+    records = {**(read_sources(folder) or {}), **{m.stem: photo_record(m) for m in masks}}
+    with atomic_write(folder / SOURCES_FILE, "w") as f:  # before the masks: a killed step's are named too
+        json.dump(records, f, sort_keys=True)
+    for mask in masks:
+        dst = folder / mask.name
+        if dst.exists() and os.path.samefile(mask, dst):
+            continue
+        tmp = dst.with_name(dst.name + TEMP_SUFFIX)
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(mask, tmp)
+        except OSError:
+            shutil.copyfile(mask, tmp)
+        os.replace(tmp, dst)
+    return len(masks)
+
+
+def photo_scores(pred: Path, root: Path, split: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each photo of ``ids`` scored on its own against its mask in the dataset ``root``: its split, mIoU (over the
+    classes of its mask) and pixel accuracy, in %, by the evaluator of ``wsss eval``."""
+    import math
+
+    from wsss.data import VOCDataset
+    from wsss.evaluation import evaluate_arrays
+    from wsss.utils.io import read_label_png
+
     ds = VOCDataset(root, split)
-    ds.ids = [i for i in ds.ids if ds.has_mask(i)]
-    return evaluate(pred, root, split, dataset=ds, pseudo=pseudo)
+    out: dict[str, dict[str, Any]] = {}
+    for i in ids:
+        r = evaluate_arrays([ds.load_mask(i)], [read_label_png(pred / f"{i}.png")], class_names=ds.class_names)
+        miou, acc = (100 * float(v) for v in (r.miou, r.scores["pAcc"]))
+        out[i] = {"split": split, "miou": round(miou, 2) if math.isfinite(miou) else None,
+                  "pixel_acc": round(acc, 2) if math.isfinite(acc) else None}  # fmt: skip
+    return out
 
 
 class Route:
@@ -431,6 +499,8 @@ class Route:
         self.seg_iters: int | None = None
         self.stage_root: Path | None = None  # the data root the DeepLab stage trained on (a view for the masks alone)
         self.masks: Path | None = None
+        self.masks_written = 0
+        self.new_photos = 0  # the photos of --images
         self.reports: list[Path] = []
         self.new_masks: Path | None = None
 
@@ -522,7 +592,9 @@ class Route:
         return run_config(preset, words, run_dir, device=self.choices["device"].value)
 
     def plan(self) -> list[Step]:
-        """The choices (printed with their reasons) and the steps to run."""
+        """The choices (printed with their reasons) and the steps to run, for a folder of photos as for a dataset:
+        the photos' choices are made from what `wsss prepare folder` would write (``plan_folder``), every input and
+        the weights the trainings start from checked first (:meth:`_check_inputs`)."""
         out = self.out.resolve()
         prepares = self._prepares()
         root = out / "data" if prepares else Path(self.opts.data).resolve()
@@ -532,12 +604,48 @@ class Route:
             steps.append(Step("prepare", f"wsss prepare folder --images {self.opts.data} --labels {self.opts.labels} "
                                          f"--classes {self.opts.classes}{masks} --out {root}",
                               lambda: self._prepare(root)))  # fmt: skip
-            if not (root / PREPARED).is_file():  # the choices are made from the prepared dataset, once it is
-                if self.opts.plan_only:
-                    self.say(f"(the dataset is prepared first, into {root}: the choices are made from it)")
-                return steps
-        facts = data_facts(root)
+        facts = self._read_facts(root, prepares)
         self.facts = facts
+        preset, cls_cfg, seg_words = self._choose(facts, root, out)
+        self.new_photos = self._check_inputs()
+        if not prepares:  # `wsss prepare folder` checked its inputs; a dataset given is checked as `wsss train` does
+            steps.append(Step("check", f"wsss check-data {root}", lambda: self._check_data(root)))
+        cls_dir, seg_dir, level = out / "cls", out / "seg", self.choices["levels"].value[0]
+        over = " ".join(self.words["cls"])
+        steps.append(Step("classifier", f"wsss train {preset} data.root={root} run.dir={cls_dir} {over}".rstrip(),
+                          lambda: self._train(cls_cfg)))  # fmt: skip
+        steps.append(Step("cam", f"wsss cam {cls_dir} --split train", lambda: self._cam(cls_dir)))
+        steps.append(Step("pseudo", f"wsss pseudo {cls_dir} --split train --refine par --levels {level:g}/{level:g}",
+                          lambda: self._pseudo(cls_dir, level)))  # fmt: skip
+        if self.choices["stage"].value == "folds":
+            steps.append(Step("choice", f"({self.opts.folds} folds of the masked train photos, both stages each)",
+                              lambda: self._choose_stage(root, seg_words, out / "choice")))  # fmt: skip
+        steps.append(Step("seg", f"wsss train {self.opts.seg} {' '.join(seg_words)} run.dir={seg_dir}",
+                          lambda: self._train_stage(root, seg_words, seg_dir)))  # fmt: skip
+        predict = " && ".join(f"wsss predict {seg_dir} --split {split} --crf" for split in self._splits())
+        steps.append(Step("masks", predict, lambda: self._masks(seg_dir)))
+        steps.append(Step("report", f"wsss report {cls_dir} && wsss report {seg_dir}",
+                          lambda: self._report(cls_dir, seg_dir)))  # fmt: skip
+        if self.opts.images:
+            images = " ".join(map(str, self.opts.images))
+            steps.append(Step("new photos", f"wsss predict {seg_dir} --images {images} --out {out / 'new_masks'} "
+                              "--crf --overlay", lambda: self._new_photos(seg_dir)))  # fmt: skip
+        return steps
+
+    def _read_facts(self, root: Path, prepares: bool) -> DataFacts:
+        """The facts of the dataset the route reads: a dataset's own, or those of the one `wsss prepare folder` will
+        write from the photos given (their inputs read and, for ``--plan``, checked as it checks them)."""
+        if not prepares or (root / PREPARED).is_file():
+            return data_facts(root)
+        from wsss.data.prepare.folder import plan_folder
+
+        plan = plan_folder(self.opts.data, self.opts.labels, self.opts.classes, masks=self.opts.masks, out=root,
+                           progress=self.opts.progress, check=self.opts.plan_only)  # fmt: skip
+        return planned_facts(root, plan)
+
+    def _choose(self, facts: DataFacts, root: Path, out: Path) -> tuple[str, Config, list[str]]:
+        """Each choice made from ``facts`` and printed with its reason; the classifier's preset and config and the
+        DeepLab stage's words."""
         self.choices["device"] = self._device()
         name = self.opts.classifier
         if name == "auto":
@@ -560,32 +668,31 @@ class Route:
         self.choices["stage"] = self._stage_choice(facts)
         split = "val" if facts.val else "train"
         self.choices["predict"] = Choice(split, ("the val split" if facts.val else "no val split: the train photos")
-                                         + ", with the dense CRF (+1.16 mIoU over 5 folds of ccp-dev)")  # fmt: skip
+                                         + " scores the masks; every train and val photo gets its mask, with the "
+                                         "dense CRF (+1.16 mIoU over 5 folds of ccp-dev)")  # fmt: skip
         for key in ("classifier", "levels", "stage", "predict", "device", "crf_workers"):
             choice = self.choices[key]
             self.say(f"route: {key}: {_shown(choice.value)} ({choice.reason})")
-        if not prepares:  # `wsss prepare folder` checked its inputs; a dataset given is checked as `wsss train` does
-            steps.append(Step("check", f"wsss check-data {root}", lambda: self._check_data(root)))
-        over = " ".join(self.words["cls"])
-        steps.append(Step("classifier", f"wsss train {preset} data.root={root} run.dir={cls_dir} {over}".rstrip(),
-                          lambda: self._train(cls_cfg)))  # fmt: skip
-        steps.append(Step("cam", f"wsss cam {cls_dir} --split train", lambda: self._cam(cls_dir)))
-        steps.append(Step("pseudo", f"wsss pseudo {cls_dir} --split train --refine par --levels {level:g}/{level:g}",
-                          lambda: self._pseudo(cls_dir, level)))  # fmt: skip
-        if self.choices["stage"].value == "folds":
-            steps.append(Step("choice", f"({self.opts.folds} folds of the masked train photos, both stages each)",
-                              lambda: self._choose_stage(root, seg_words, out / "choice")))  # fmt: skip
-        steps.append(Step("seg", f"wsss train {self.opts.seg} {' '.join(seg_words)} run.dir={seg_dir}",
-                          lambda: self._train_stage(root, seg_words, seg_dir)))  # fmt: skip
-        steps.append(Step("predict", f"wsss predict {seg_dir} --split {split} --crf",
-                          lambda: self._predict(seg_dir, split)))  # fmt: skip
-        steps.append(Step("report", f"wsss report {cls_dir} && wsss report {seg_dir}",
-                          lambda: self._report(cls_dir, seg_dir)))  # fmt: skip
-        if self.opts.images:
-            images = " ".join(map(str, self.opts.images))
-            steps.append(Step("new photos", f"wsss predict {seg_dir} --images {images} --out {out / 'new_masks'} "
-                              "--crf --overlay", lambda: self._new_photos(seg_dir)))  # fmt: skip
-        return steps
+        return preset, cls_cfg, seg_words
+
+    def _check_inputs(self) -> int:
+        """What the later steps read, checked before the first: the weights each training starts from (a weight
+        package not installed is one error with the line that installs it) and the photos of ``--images``; how
+        many of those there are."""
+        from wsss.models.weights import resolve_weight_path
+
+        for cfg in self.configs.values():
+            if cfg.model.pretrained and str(cfg.model.pretrained).startswith("pkg:"):
+                resolve_weight_path(cfg.model.pretrained)
+        if not self.opts.images:
+            return 0
+        from wsss.data.photos import PhotoFolder
+
+        return len(PhotoFolder(list(self.opts.images)).ids)
+
+    def _splits(self) -> list[str]:
+        """The splits whose photos get masks: train, and val where there is one."""
+        return ["train", *(["val"] if self._facts().val else [])]
 
     def _stage_choice(self, facts: DataFacts) -> Choice:
         """How the DeepLab stage trains: given, or chosen by folds over the masked train photos where there are
@@ -714,20 +821,36 @@ class Route:
     def _predict_split(self, run_dir: Path, split: str, root: Path | None = None) -> Path:
         return predict_split(run_dir, split, root=root, crf=True, progress=self.opts.progress, **self._where())
 
-    def _predict(self, seg_dir: Path, split: str) -> None:
-        pred = self._predict_split(seg_dir, split)
-        self.masks = pred
+    def _masks(self, seg_dir: Path) -> None:
+        """Every train and val photo's mask with the dense CRF (``wsss predict --crf`` of each split), all of them in
+        ``OUT/masks``; each split scored on its photos with a mask, and each such photo on its own
+        (``scores["photos"]``: its mIoU and pixel accuracy against your mask, in %)."""
         facts = self._facts()
-        root = self.stage_root or facts.root
-        masked = facts.masked_val if split == "val" else facts.masked_train
-        if masked:
-            self.scores[f"{split}_miou"] = 100 * _miou(pred, root, split)
-            self.scores[f"{split}_scored_photos"] = len(masked)
+        folder = self.out.resolve() / MASKS_DIR
+        preds = {split: self._predict_split(seg_dir, split) for split in self._splits()}
+        self.masks_written = sum(gather_masks(pred, folder) for pred in preds.values())
+        self.masks = folder
+        photos: dict[str, dict[str, Any]] = {}
+        for split, masked in (("val", facts.masked_val), ("train", facts.masked_train)):
+            if masked and split in preds:
+                self.scores[f"{split}_miou"] = 100 * _miou(preds[split], facts.root, split)
+                self.scores[f"{split}_scored_photos"] = len(masked)
+                photos |= photo_scores(preds[split], facts.root, split, masked)
+        self.scores["photos"] = photos
 
     def _report(self, cls_dir: Path, seg_dir: Path) -> None:
+        """Both runs' reports, the stage's with the folds' advice; a report newer than every output of its run (a
+        finished route run again) is kept as it is."""
         from wsss.report import write_report
+        from wsss.report.html import report_is_current
 
-        self.reports = [write_report(cls_dir), write_report(seg_dir)]
+        self.reports = []
+        for run_dir, folds in ((cls_dir, {}), (seg_dir, self.scores.get("folds") or {})):
+            if report_is_current(run_dir):
+                self.reports.append(run_dir / "report" / "index.html")
+                self.say(f"  {self.reports[-1]}: newer than every output of its run, kept")
+            else:
+                self.reports.append(write_report(run_dir, folds=folds))
 
     def _new_photos(self, seg_dir: Path) -> None:
         from wsss.runs.photos import predict_photos
@@ -749,8 +872,15 @@ class Route:
     def run(self) -> RouteResult | None:
         """Run (or continue) the route; what it made (also ``OUT/summary.json``). None with ``plan_only``."""
         if self.opts.plan_only:
-            for i, step in enumerate(self.plan(), 1):
-                self.say(f"[{i}] {step.title}: {step.command}")
+            steps = self.plan()
+            estimates = self._estimates()
+            for i, step in enumerate(steps, 1):
+                self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
+                seconds = estimates.get(step.title)
+                self.say(f"      estimate: {'about ' + _duration(seconds) if seconds is not None else 'none measured'}")
+            total = sum(estimates.get(step.title) or 0.0 for step in steps)
+            self.say(f"estimate: about {_duration(total)} in all on 2 CPU cores shared with other jobs, as the route "
+                     "was measured (docs/own-photos.md#what-to-expect); a GPU takes far less")  # fmt: skip
             return None
         self._prepares()  # its refusals before anything is written
         check_output_folder(self.out, "the route's folder (its runs, record and summary)")
@@ -765,10 +895,28 @@ class Route:
                 self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
                 self.runner.run(step.title, step.command, step.work)
                 self.say(f"[{i}/{len(steps)}] {step.title} done in {_duration(self.times[step.title])}")
-                if step.title == "prepare" and self.facts is None:  # the choices: from the prepared data
-                    steps[i:] = self.plan()[1:]
+                if step.title == "prepare" and data_facts(self._facts().root) != self.facts:
+                    steps[i:] = self.plan()[1:]  # the choices again, from the prepared data where it differs
                     self._save_facts()
             return self._summary(time.monotonic() - t0)
+
+    def _estimates(self) -> dict[str, float | None]:
+        """Each step's estimated seconds (``pipelines.estimates``) for this route's photos and trainings."""
+        from wsss.pipelines.estimates import MEASURED, step_estimates
+
+        facts, key = self._facts(), str(self.choices["classifier"].value)
+        measured = int(MEASURED.get(key, MEASURED["rca"])["train"])
+
+        def iterations(cfg: Config, preset: str, n: int) -> tuple[int, int]:
+            return resolve_epochs(cfg, n).train.max_iters, resolve_epochs(load_config(preset), measured).train.max_iters
+
+        folds = self.opts.folds if self.choices["stage"].value == "folds" else 0
+        counts = {"train": len(facts.train), "val": len(facts.val), "new": self.new_photos, "folds": folds,
+                  "masked_train": len(facts.masked_train)}  # fmt: skip
+        return step_estimates(key, counts, {
+            "classifier": iterations(self.configs["cls"], CLASSIFIERS.get(key, CLASSIFIERS["rca"]), len(facts.train)),
+            "seg": iterations(self.configs["seg"], SEG_PRESET, len(facts.train)),
+        })  # fmt: skip
 
     def _save_facts(self) -> None:
         """``OUT/data_facts.json``: the facts the choices were made from, once the plan has read them."""
@@ -781,18 +929,26 @@ class Route:
         return RouteResult(
             choices=dict(self.choices), facts=self.facts, masks=self.masks, reports=list(self.reports),
             new_masks=self.new_masks, scores=dict(self.scores), seconds=dict(self.times),
-            seconds_over_runs=self.runner.seconds_over_runs(),
+            seconds_over_runs=self.runner.seconds_over_runs(), masks_written=self.masks_written,
         )  # fmt: skip
 
     def _summary(self, wall: float) -> RouteResult:
-        split = self.choices["predict"].value
         result = self.result()
         with atomic_write(self.out / SUMMARY_FILE, "w") as f:
             f.write(json.dumps(result.to_json(), indent=1) + "\n")
-        lines = [f"route finished in {_duration(wall)} (this run's steps)", f"  masks of {split}: {self.masks}"]
-        if f"{split}_miou" in self.scores:
-            lines.append(f"  {split} mIoU {self.scores[f'{split}_miou']:.2f} (--crf, on the "
-                         f"{self.scores[f'{split}_scored_photos']} photos with a mask)")  # fmt: skip
+        lines = [
+            f"route finished in {_duration(wall)} (this run's steps)",
+            f"  masks of all {self.masks_written} train and val photos, with the dense CRF: {self.masks}",
+        ]
+        against = [
+            f"{s} mIoU {self.scores[f'{s}_miou']:.2f} on its {self.scores[f'{s}_scored_photos']} photos"
+            for s in ("val", "train")
+            if f"{s}_miou" in self.scores
+        ]
+        if against:
+            taught = "; the train photos' masks taught the stage" if "train_miou" in self.scores else ""
+            lines.append(f"  against your masks: {', '.join(against)}{taught} (each photo's: summary.json, "
+                         "scores.photos)")  # fmt: skip
         if self.new_masks is not None:
             lines.append(f"  masks of the new photos: {self.new_masks} (overlays in {self.new_masks / 'overlay'})")
         lines += [f"  report: {p}" for p in self.reports]

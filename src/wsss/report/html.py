@@ -9,6 +9,7 @@ the training split of a dataset without a val split;
 - a summary table: the mIoU of every output the run has on the split (CAM seeds, pseudo labels,
   segmentation, segmentation + CRF), each scored with the evaluator of ``wsss eval`` (so the numbers
   are the same), with the pixel accuracy, the mean false-activation rate and the share left at 255;
+- what to do, from the last output's figures and the route's folds (report/advice.py);
 - the per-class table (IoU and false-activation rate of each output);
 - the co-occurrence diagnostics as a chart (false activation per class, pair-confusion matrices) and
   the largest confusions as text;
@@ -25,7 +26,6 @@ its scores ``report/summary.json`` (``{split: {folder: wsss eval's JSON}}``). Nu
 
 from __future__ import annotations
 
-import copy
 import html
 import json
 from collections.abc import Sequence
@@ -48,9 +48,10 @@ from wsss.core.config import (
 from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_write, remove_stale_temps
 from wsss.data import VOCDataset
-from wsss.data.voc import available_splits, run_dataset
+from wsss.data.voc import available_splits, masked_view, run_dataset
 from wsss.engine.defaults import run_has_seg_head
-from wsss.evaluation import EvalResult, confusion_matrix, evaluate, scores_from_hist
+from wsss.evaluation import EvalResult, confusion_matrix, coverage_note, evaluate, scores_from_hist
+from wsss.report.advice import advice, route_folds
 from wsss.report.figures import (
     IGNORE,
     OUTPUTS,
@@ -62,7 +63,7 @@ from wsss.report.figures import (
 )
 from wsss.utils.io import per_id_path, plural, read_label_png
 
-__all__ = ["colorize", "read_metrics", "write_report"]
+__all__ = ["colorize", "read_metrics", "report_is_current", "write_report"]
 
 _CSS = """body{font-family:sans-serif;margin:2em auto;max-width:1440px;padding:0 1em;color:#222}
 h1{font-size:1.5em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
@@ -224,19 +225,6 @@ def _image_miou(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
     return float(scores_from_hist(confusion_matrix(gt, pred, num_classes))["miou"])
 
 
-def _masked_view(ds: VOCDataset) -> VOCDataset | None:
-    """The split's photos with a ground-truth mask, as a dataset (``ds`` itself when all have one; None when none
-    has): `wsss prepare folder --masks` leaves the photos you drew no mask for in the split."""
-    masked = [i for i in ds.ids if ds.has_mask(i)]
-    if len(masked) == len(ds.ids):
-        return ds if masked else None
-    if not masked:
-        return None
-    view = copy.copy(ds)
-    view.ids = masked
-    return view
-
-
 def _score_outputs(run: Path, scored: VOCDataset | None, split: str) -> dict[str, tuple[str, EvalResult]]:
     """Every output folder of the split that holds the masked photos' files, scored on them as `wsss eval` scores
     it: folder -> (title, result)."""
@@ -386,19 +374,29 @@ def _result_sections(
     return summary_html, per_class_html, cooc_html
 
 
+def _advice_html(results: dict[str, tuple[str, EvalResult]], folds: dict[str, Any] | None) -> str:
+    """What to do, from the last output's figures (report/advice.py) and the route's folds."""
+    if not results:
+        return ""
+    title, last = results[next(reversed(results))]
+    items = "".join(f"<li>{_e(line)}</li>" for line in advice(last, folds))
+    return f"<p class=note>From the {_e(title)}:</p><ul>{items}</ul>"
+
+
 def _split_section(
-    run: Path, ds: VOCDataset, out: Path, max_images: int, can_predict: bool | None
-) -> tuple[str, list[str], dict[str, Any]]:
-    """One split's part of the page (summary, images, per class, co-occurrence), the grids it shows and its
-    scores for summary.json."""
+    run: Path, ds: VOCDataset, out: Path, max_images: int, can_predict: bool | None,
+    folds: dict[str, Any] | None = None,
+) -> tuple[str, list[str], dict[str, Any]]:  # fmt: skip
+    """One split's part of the page (summary, what to do, images, per class, co-occurrence), the grids it shows and
+    its scores for summary.json."""
     split = ds.split
-    scored = _masked_view(ds)
+    scored = masked_view(ds)
     results = _score_outputs(run, scored, split)
     grids, rank_folder = _ranked_grids(run, ds, scored, out, results, max_images)
     chart_path = per_id_path(out, f"cooccurrence_{split}", ".png")
     chart = cooccurrence_chart({t: r for t, r in results.values()}, chart_path) if results else None
-    coverage = (f"Scored on the {plural(len(scored), 'photo')} of the {len(ds)} with a ground-truth mask. "
-                if scored is not None and scored is not ds else "")  # fmt: skip
+    note = coverage_note(len(scored), len(ds)) if scored is not None and scored is not ds else ""
+    coverage = f"{note[:1].upper()}{note[1:]}. " if note else ""
     missing = _next_steps(run, split, can_predict, scored is not None)
     summary_html, per_class_html, cooc_html = _result_sections(results, split, chart, coverage, missing)
     figures = "".join(
@@ -406,9 +404,11 @@ def _split_section(
         for g, i, c in grids
     )
     order = f"worst first by per-image mIoU of the {_e(results[rank_folder][0])}" if rank_folder else "in split order"
+    advice_html = _advice_html(results, folds)
     s = _e(split)
     html_text = f"""<h2 id="split-{s}">Split {s} ({plural(len(ds), "image")})</h2>
 <h3 id="{s}-summary">Summary (%)</h3>{summary_html}
+{f'<h3 id="{s}-advice">What to do</h3>{advice_html}' if advice_html else ""}
 <h3 id="{s}-images">Images ({order}; {len(grids)} of {len(ds)})</h3>
 <p class=note>CAMs: the map of each labelled class over the image (jet: red = high). Label maps in the VOC
 palette; the light grey-yellow of "ignore / undecided" is a pixel a pseudo label leaves to the loss.</p>{figures}
@@ -419,13 +419,45 @@ palette; the light grey-yellow of "ignore / undecided" is a pixel a pseudo label
     return html_text, shown, {folder: r.to_json() for folder, (_, r) in results.items()}
 
 
+REPORT_INPUTS = ".inputs"  # in RUN/report: the fingerprint of the run's outputs the page was made of
+# read whole: a resumed run rewrites them with the same content
+READ_WHOLE = ("config.yaml", "metrics.jsonl")
+
+
+def _inputs_fingerprint(run: Path) -> str:
+    """The run's outputs as a report reads them (its hidden bookkeeping files, which each job rewrites, aside): each
+    file's path, size and time, or its content for :data:`READ_WHOLE`."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for path in sorted(run.rglob("*")):
+        parts = path.relative_to(run).parts
+        if parts[0] == "report" or any(p.startswith(".") for p in parts) or not path.is_file():
+            continue
+        stat = path.stat()
+        seen = path.read_bytes() if path.name in READ_WHOLE else f"{stat.st_size}:{stat.st_mtime_ns}".encode()
+        digest.update("/".join(parts).encode() + b"\0" + seen + b"\0")
+    return digest.hexdigest()
+
+
+def report_is_current(run: str | Path) -> bool:
+    """Whether ``RUN/report/index.html`` was made of the run's outputs as they are now (:func:`_inputs_fingerprint`,
+    recorded by :func:`write_report`): a rerun of a finished route need not make it again."""
+    run = Path(run)
+    record = run / "report" / REPORT_INPUTS
+    if not (run / "report" / "index.html").is_file() or not record.is_file():
+        return False
+    return record.read_text().strip() == _inputs_fingerprint(run)
+
+
 def write_report(
     run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str] = (), folds: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """Write ``<run>/report/index.html`` (and its PNGs) and return its path: every split with outputs, or
     ``split`` alone. ``overrides``: ``KEY=VALUE`` words over the run's saved config for this report (checked as
-    every command's, ``load_run_config``), shown in the page's config as this command read it."""
+    every command's, ``load_run_config``), shown in the page's config as this command read it. ``folds``: the
+    route's fold figures for the advice (default: those of the route summary beside the run, if any)."""
     run = Path(run)
     cfg_path = run_config_path(run)
     try:
@@ -445,11 +477,12 @@ def write_report(
     for folder in (out, out / "images"):
         remove_stale_temps(folder)  # a killed earlier report's temporary files
     metrics = run_metrics(run)
+    folds = folds if folds is not None else route_folds(run)
 
     sections, shown, summary = [], set(), {}
     can_predict = _can_predict(run, datasets[0].class_names, overrides)
     for ds in datasets:
-        section, pictures, summary[ds.split] = _split_section(run, ds, out, max_images, can_predict)
+        section, pictures, summary[ds.split] = _split_section(run, ds, out, max_images, can_predict, folds)
         sections.append(section)
         shown |= set(pictures)
     _remove_stale_pictures(out, shown)
@@ -474,4 +507,6 @@ def write_report(
         f.write(page)
     with atomic_write(out / "summary.json", "w") as f:
         json.dump(summary, f, indent=1)
+    with atomic_write(out / REPORT_INPUTS, "w") as f:
+        f.write(_inputs_fingerprint(run) + "\n")
     return out / "index.html"

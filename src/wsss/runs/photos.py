@@ -9,7 +9,7 @@ file atomically:
 
 - ``<stem>.png``: the mask, class indices in the VOC palette, at the photo's (upright) size: the segmentation
   (``predict``) or the CAM seed (``cam``: argmax of the CAMs with ``cam.bkg_thre``);
-- ``overlay/<stem>.jpg`` (``overlay=True``): the photo with the mask's colours blended in;
+- ``overlay/<stem>.jpg`` (``overlay=True``): the photo with the mask's colours blended in and a legend of its classes;
 - ``cams/<stem>.npz`` (``cam``): the CAMs of the photo's classes, as ``wsss cam`` saves them;
 - ``probs/<stem>.npy`` (``predict`` with ``save_probs``): the softmax, float16.
 
@@ -141,21 +141,24 @@ def _not_ours(out: Path, photos: PhotoFolder, folders: dict[Path, str]) -> list[
     return sorted(p.name for p in out.iterdir() if p.name not in ours and not is_temp_file(p.name))
 
 
-def _photo_writes(out: Path, photos: PhotoFolder, overlay: bool) -> Callable[[str, np.ndarray], Writes]:
-    """A photo's mask, and with ``overlay`` the photo with the mask blended in (the photo read again in the writer
-    thread: the pipeline hands the writes the label only)."""
+def _photo_writes(
+    out: Path, photos: PhotoFolder, overlay: bool, class_names: list[str]
+) -> Callable[[str, np.ndarray], Writes]:
+    """A photo's mask, and with ``overlay`` the photo with the mask blended in and a legend of its classes (the photo
+    read again in the writer thread: the pipeline hands the writes the label only)."""
 
     def writes(id: str, label: np.ndarray) -> Writes:
         mask = [(save_label_png, (per_id_path(out, id, ".png"), label))]
         if not overlay:
             return mask
-        return [*mask, (_save_photo_overlay, (per_id_path(out / OVERLAY_DIR, id, OVERLAY_SUFFIX), photos, id, label))]
+        path = per_id_path(out / OVERLAY_DIR, id, OVERLAY_SUFFIX)
+        return [*mask, (_save_photo_overlay, (path, photos, id, label, class_names))]
 
     return writes
 
 
-def _save_photo_overlay(path: Path, photos: PhotoFolder, id: str, label: np.ndarray) -> None:
-    save_overlay(path, read_image(photos.image_path(id)), label)
+def _save_photo_overlay(path: Path, photos: PhotoFolder, id: str, label: np.ndarray, class_names: list[str]) -> None:
+    save_overlay(path, read_image(photos.image_path(id)), label, class_names=class_names)
 
 
 def _run_photos(
@@ -200,7 +203,7 @@ def predict_photos(
     folders = _outputs(out, {"probs": ".npy"} if save_probs else {}, overlay)
     compute = predict_compute(run, crf=crf, scales=scales, probs_dir=out / "probs" if save_probs else None,
                               tags_from=tags_from, tag_threshold=tag_threshold, tag_gate=tag_gate)  # fmt: skip
-    finish = _photo_writes(out, photos, overlay)
+    finish = _photo_writes(out, photos, overlay, run.class_names)
     settings = {
         "job": "predict --images",
         **prediction_settings(run, {"images": photos.sources}, scales, False, tags_from, tag_gate, tag_threshold),
@@ -241,7 +244,7 @@ def cam_photos(
     thre = run.cfg.cam.bkg_thre
     cams = out / "cams"
     folders = _outputs(out, {"cams": ".npz"}, overlay)
-    seed_writes = _photo_writes(out, photos, overlay)
+    seed_writes = _photo_writes(out, photos, overlay, run.class_names)
 
     def compute(id: str, image: np.ndarray, labels: Any, x: torch.Tensor) -> Writes:
         keys, cam = run.labelled_cam(image, labels_of(image), prepared=x)

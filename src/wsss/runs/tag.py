@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from wsss.core.errors import DataError, UsageError
 from wsss.core.files import atomic_write
-from wsss.data.classes import ClassLookup
+from wsss.data.classes import ClassLookup, split_names
 from wsss.data.voc import VOCDataset, labels_from_mask, load_cls_labels, write_cls_labels
 from wsss.runs.run import Run
 
@@ -126,7 +126,7 @@ def read_tags_csv(path: Path, class_names: list[str]) -> tuple[dict[str, np.ndar
         if "image" not in row or "labels" not in row:
             raise DataError(f"{path}:1: the header needs the columns image and labels")
         v = np.zeros(len(class_names) - 1, dtype=np.float32)
-        for name in filter(None, (s.strip() for s in (row["labels"] or "").split(";"))):
+        for name in split_names(row["labels"] or ""):
             c = lookup.lookup(name, n)
             if c is not None:
                 v[c - 1] = 1.0  # class c is slot c - 1 of a cls_labels vector

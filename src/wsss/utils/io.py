@@ -226,20 +226,54 @@ def save_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
         im.save(f, format="PNG")
 
 
-def save_overlay(path: str | os.PathLike, image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> None:
+def save_overlay(
+    path: str | os.PathLike, image: np.ndarray, label: np.ndarray, alpha: float = 0.5,
+    class_names: Sequence[str] | None = None,
+) -> None:  # fmt: skip
     """Write ``image`` ((H, W, 3) uint8) with the VOC palette colour of each class in ``label`` ((H, W)) blended
     in at ``alpha``, as a JPEG (``.jpg``/``.jpeg``) or PNG by the suffix of ``path``, atomically. Background (0)
-    and ignore (255) pixels keep the photo as it is: the mask's black background would hide it."""
+    and ignore (255) pixels keep the photo as it is: the mask's black background would hide it. With
+    ``class_names``, a legend in the top left corner names the colour of each class shown (:func:`draw_legend`)."""
     image, label = np.asarray(image), np.asarray(label)
     if image.shape[:2] != label.shape:
         raise ValueError(f"{path}: the label map {label.shape} is not the image's size {image.shape[:2]}")
     colour = voc_palette()[label.astype(np.int64)].astype(np.float32)
     blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colour
     keep = ((label == 0) | (label == 255))[..., None]
-    out = np.where(keep, image, np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+    picture = Image.fromarray(np.where(keep, image, np.clip(np.rint(blended), 0, 255).astype(np.uint8)))
+    if class_names is not None:
+        shown = [int(c) for c in np.unique(label) if 0 < c < len(class_names)]
+        draw_legend(picture, [(class_names[c], tuple(int(v) for v in voc_palette()[c])) for c in shown])
     jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
     with atomic_write(path) as f:
-        Image.fromarray(out).save(f, format="JPEG" if jpeg else "PNG", **({"quality": 90} if jpeg else {}))
+        picture.save(f, format="JPEG" if jpeg else "PNG", **({"quality": 90} if jpeg else {}))
+
+
+def draw_legend(picture: Image.Image, entries: Sequence[tuple[str, tuple[int, ...]]]) -> bool:
+    """Draw a box of ``entries`` (name, RGB colour: a swatch and the name a row) in the top left corner of
+    ``picture``, its text scaled to the picture's height; whether it was drawn: not on a picture too small to keep
+    half of its width and height clear of it, nor without entries."""
+    from PIL import ImageDraw, ImageFont
+
+    if not entries:
+        return False
+    size = max(10, round(picture.height / 40))
+    try:
+        font = ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # an older Pillow, or one without FreeType: its bitmap font
+        font = ImageFont.load_default()
+    draw = ImageDraw.Draw(picture)
+    row, pad = round(size * 1.4), max(2, size // 3)
+    text_w = max(draw.textbbox((0, 0), name, font=font)[2] for name, _ in entries)
+    box_w, box_h = 3 * pad + size + text_w, pad + row * len(entries)
+    if 2 * box_w > picture.width or 2 * box_h > picture.height:
+        return False
+    draw.rectangle((0, 0, box_w, box_h), fill=(255, 255, 255))
+    for k, (name, rgb) in enumerate(entries):
+        top = pad + k * row
+        draw.rectangle((pad, top, pad + size, top + size), fill=tuple(rgb), outline=(0, 0, 0))
+        draw.text((2 * pad + size, top), name, fill=(0, 0, 0), font=font)
+    return True
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray | dict, *, pickled_dict: bool = False) -> None:

@@ -9,7 +9,7 @@ from PIL import Image
 from wsss.cli import main
 from wsss.core.errors import DataError
 from wsss.data import VOCDataset, check_dataset
-from wsss.data.prepare.folder import prepare_folder
+from wsss.data.prepare.folder import plan_folder, prepare_folder
 from wsss.data.voc import load_cls_labels, read_split
 from wsss.utils.io import read_label_png, save_label_png
 
@@ -106,6 +106,41 @@ def test_every_unknown_class_of_a_labels_file_is_listed_in_one_error(folder, cap
     assert not (folder / "out").exists() and not (folder / "o").exists()
 
 
+@pytest.mark.parametrize("b, d, said", [("dog|potted plant", "dog|cat", "'|'"),
+                                         ('"dog, potted plant"', '"dog,cat"', "','")])  # fmt: skip
+def test_labels_joined_by_another_common_separator_are_read_when_it_alone_makes_every_name_a_class(folder, b, d, said):
+    """Another tool's separator (`|`, `,` in quotes, spaces) between a row's classes: read, with a warning,
+    when splitting by it (and not by `;`) makes every name of every row a class."""
+    (folder / "labels.csv").write_text(f"image,labels\na.jpg,cat\nb.png,{b}\nc,\nd.jpg,{d}\n")
+    s = prepare_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", folder / "out")
+    _check_labels(folder / "out")
+    (warned,) = [w for w in s.warnings if "separated by" in w]
+    assert f"separated by {said}, not ';'" in warned
+    (folder / "spaces.csv").write_text("image,labels\na.jpg,cat\nb.png,dog\nd.jpg, dog  cat\n")
+    s = prepare_folder(folder / "images", folder / "spaces.csv", folder / "classes.txt", folder / "s")
+    assert load_cls_labels(folder / "s", 4)["d"].tolist() == [1, 1, 0]
+    assert any("separated by spaces, not ';'" in w for w in s.warnings)
+
+
+def test_labels_whose_separator_is_not_plain_are_an_error_naming_the_separator_expected(folder):
+    """Spaces that would split a class name (`potted plant`), or two separators in one file: not guessed; the
+    error says that a row's classes are separated by `;` and which separators the names hold."""
+    rows = ["image,labels", "a.jpg,cat", "b.png,dog;potted plant", "c,", "d.jpg,dog cat"]
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError) as e:
+        prepare_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", folder / "out")
+    assert str(e.value).startswith(f"{folder / 'labels.csv'}:5: unknown class 'dog cat'")
+    assert str(e.value).endswith("a cell's classes are separated by ';' ('cat;dog'), and these names hold spaces")
+    rows = ["image,labels", "a.jpg,cat dog", "d.jpg,dog|cat"]
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"2 unknown classes: .*separated by ';' .*these names hold spaces and '\|'$"):
+        prepare_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", folder / "out")
+    (folder / "labels.csv").write_text("image,labels\na.jpg,zebra lion\n")  # no class either way: no word on it
+    with pytest.raises(DataError, match=r"unknown class 'zebra lion'; classes: cat, dog, potted plant$"):
+        prepare_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", folder / "out")
+    assert not (folder / "out").exists()
+
+
 def test_a_class_name_that_differs_only_in_case_is_taken_with_a_warning(folder, capsys):
     """``Cat`` for the class ``cat`` is that class (the intent is plain; refusing it would refuse valid
     labels), said in a warning naming each such name; in every form of labels file, and in ``wsss tag``'s edited
@@ -165,6 +200,15 @@ def test_masks_and_val_split(folder):
     assert s.counts == {"masks": 2, "images": 4, "train": 3, "val": 1, "images_placed": 4}
     ds = VOCDataset(out, "val", require_masks=True)
     assert ds.class_names == CLASSES
+    # the plan of the same inputs is the dataset written, and writes nothing (`wsss route --plan` reads it)
+    plan = plan_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", masks=masks, val_fraction=0.5,
+                       seed=3, out=folder / "planned")  # fmt: skip
+    assert (plan.train, plan.val, plan.masked) == (read_split(out, "train"), val, {"a", "b"})
+    assert plan.class_names == CLASSES and plan.labels["b"] == [2, 3] and not (folder / "planned").exists()
+    save_label_png(masks / "a.png", np.full((4, 6), 9, np.uint8))
+    with pytest.raises(DataError, match=r"(?s)problem.*nothing was written to .*planned:.*a.png: illegal mask"):
+        plan_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", masks=masks,
+                    out=folder / "planned")  # fmt: skip
 
 
 def test_masks_that_match_no_photo_are_named(folder):

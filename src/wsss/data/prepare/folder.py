@@ -10,7 +10,8 @@ Inputs:
 - ``--labels FILE``: the image-level labels, in one of three forms:
 
   * ``.csv`` with a header ``image,labels``: one row per image, the second column lists class
-    names separated by ``;`` (``cat;dog``), or is empty for an image with no foreground class;
+    names separated by ``;`` (``cat;dog``), or is empty for an image with no foreground class; a file whose
+    names are all classes only when split by spaces, ``|`` or ``,`` (quoted) instead is read so, with a warning;
   * ``.csv`` with a header ``image,<class>,<class>,...`` (every foreground class): 0/1 columns;
   * ``.txt``: ``<image> <class> <class> ...`` whitespace-separated (names without spaces, or
     class indices 1..C-1 as in the masks).
@@ -27,14 +28,13 @@ Inputs:
   .json files (``prepare.annotations``, docs/datasets.md#masks-from-labelling-tools). ``--labels`` takes the COCO
   file or the LabelMe folder too: each photo labelled with the classes drawn in it.
 
-Output ``ROOT``: ``JPEGImages/`` (hard links by default), ``SegmentationClass/`` (the masks,
-re-written as VOC-palette PNGs after checking values and sizes), ``cls_labels.npy``,
-``classes.txt``, ``ImageSets/Segmentation/train.txt`` and ``val.txt``: a seeded random share
-(``val_fraction``) of the images with a mask when masks are given (by default 0.2 of them, and at most
-half: the rest stay in train), and none without masks by default (validation needs masks, and training
-without a val split skips it), nor when no mask of ``--masks`` matches a photo (a warning says so). An ``out``
-holding a dataset is refused unless ``overwrite``; an input inside an output that ``overwrite`` would replace
-(``--masks OUT/SegmentationClass``) is refused, never deleted.
+Output ``ROOT``: ``JPEGImages/`` (hard links by default), ``SegmentationClass/`` (the masks, re-written as
+VOC-palette PNGs after checking values and sizes), ``cls_labels.npy``, ``classes.txt``,
+``ImageSets/Segmentation/train.txt`` and ``val.txt``: a seeded random share (``val_fraction``) of the images with a
+mask when masks are given (by default 0.2 of them, and at most half: the rest stay in train), and none without masks
+by default (validation needs masks, and training without a val split skips it), nor when no mask of ``--masks``
+matches a photo (a warning says so). An ``out`` holding a dataset is refused unless ``overwrite``; an input inside
+an output that ``overwrite`` would replace (``--masks OUT/SegmentationClass``) is refused, never deleted.
 
 Every input is checked before anything is written, with check-data's rules: an image that does not
 decode fully (a truncated JPEG), a mask with values that are not classes, of another size than its
@@ -48,6 +48,7 @@ import csv
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,14 @@ from tqdm import tqdm
 
 from wsss.core.errors import DataError, UsageError
 from wsss.data.check import PROGRESS_MIN, check_image, check_mask
-from wsss.data.classes import ClassLookup, parse_classes, write_classes
+from wsss.data.classes import (
+    NAME_SEPARATOR,
+    OTHER_SEPARATORS,
+    ClassLookup,
+    parse_classes,
+    split_names,
+    write_classes,
+)
 from wsss.data.photos import PHOTO_SUFFIXES, is_photo
 from wsss.data.prepare import (
     PrepareSummary,
@@ -89,8 +97,9 @@ def read_label_file(path: Path, class_names: list[str]) -> tuple[dict[str, tuple
         out[key] = (sorted(set(classes)), where)
 
     text = read_text_file(path, "label file")
+    warnings: list[str] = []
     rows = (
-        _csv_label_rows(path, text, lookup)
+        _csv_label_rows(path, text, lookup, warnings)
         if path.suffix.lower() == ".csv"
         else _txt_label_rows(text, path, len(class_names), lookup)
     )
@@ -99,12 +108,16 @@ def read_label_file(path: Path, class_names: list[str]) -> tuple[dict[str, tuple
     lookup.check(path)  # every unknown class name of the file, in one error
     if not out:
         raise DataError(f"{path}: no labelled images")
-    return out, [w for w in [lookup.case_warning(path)] if w]
+    return out, warnings + [w for w in [lookup.case_warning(path)] if w]
 
 
-def _csv_label_rows(path: Path, text: str, lookup: ClassLookup) -> Iterator[tuple[str, list[int], str]]:
-    """(image key, class indices, "file:line") of a CSV label file: ``image,labels`` (classes joined by ``;``)
-    or the wide ``image,<class>,...`` with 0/1 columns. Unknown class names are left out (``lookup`` has them)."""
+def _csv_label_rows(
+    path: Path, text: str, lookup: ClassLookup, warnings: list[str]
+) -> Iterator[tuple[str, list[int], str]]:
+    """(image key, class indices, "file:line") of a CSV label file: ``image,labels`` (classes joined by ``;``, or
+    by the one other common separator that makes every name a class: ``ClassLookup.separator``, said in
+    ``warnings``) or the wide ``image,<class>,...`` with 0/1 columns. Unknown class names are left out
+    (``lookup`` has them)."""
     rows = list(csv.reader(text.splitlines()))
     if not rows:
         raise DataError(f"{path}: empty label file")
@@ -115,6 +128,10 @@ def _csv_label_rows(path: Path, text: str, lookup: ClassLookup) -> Iterator[tupl
             f"{path}:1: header must be 'image,labels' or 'image,<class>,<class>,...', got {','.join(header)!r}"
         )
     columns = [lookup.lookup(h, 1) for h in header[1:]] if wide else []
+    sep = NAME_SEPARATOR if wide else lookup.separator([r[1] for r in rows[1:] if len(r) == len(header)])
+    if sep != NAME_SEPARATOR:
+        warnings.append(f"{path}: the classes of each row are separated by {OTHER_SEPARATORS[sep]}, not "
+                        f"{NAME_SEPARATOR!r}: read so, as every name of every row is then a class")  # fmt: skip
     for n, row in enumerate(rows[1:], start=2):
         where = f"{path}:{n}"
         if not row or not any(c.strip() for c in row):
@@ -129,7 +146,7 @@ def _csv_label_rows(path: Path, text: str, lookup: ClassLookup) -> Iterator[tupl
                 if v.strip() == "1" and c is not None:
                     classes.append(c)
         else:
-            found = [lookup.lookup(s.strip(), n) for s in row[1].split(";") if s.strip()]
+            found = [lookup.lookup(name, n) for name in split_names(row[1], sep)]
             classes = [c for c in found if c is not None]
         yield row[0].strip(), classes, where
 
@@ -154,6 +171,90 @@ def _txt_label_rows(
 
 
 DEFAULT_VAL_FRACTION = 0.2  # with masks and no --val-fraction: a val split to validate training on
+
+
+@dataclass
+class FolderPlan:
+    """What ``prepare_folder`` would write, from its inputs read and checked (nothing written): the class names,
+    each id's foreground classes (``labels``), its photo (``files``), the train and val ids and the ids whose mask
+    passed (``masked``)."""
+
+    class_names: list[str]
+    labels: dict[str, list[int]]
+    files: dict[str, Path]
+    train: list[str]
+    val: list[str]
+    masked: set[str]
+    label_only: list[str] = field(default_factory=list)  # masked ids labelled with a class their mask lacks
+    by_path: list[str] = field(default_factory=list)  # the label rows naming their photo by a path
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan_folder(
+    images: str | os.PathLike, labels: str | os.PathLike | None, classes: str | os.PathLike, *,
+    masks: str | os.PathLike | None = None, val_fraction: float | None = None, seed: int = 0,
+    image_mode: str = "link", progress: bool = True, out: str | os.PathLike | None = None, check: bool = True,
+) -> FolderPlan:  # fmt: skip
+    """The dataset ``prepare_folder`` would make of these inputs, every input read and checked as it checks them
+    (one DataError listing the problems), nothing written: ``wsss route --plan`` makes its choices from it.
+    ``check`` False: the photos and masks are not decoded (each photo with a mask file counts as masked), for a
+    caller that runs ``prepare_folder`` next, which checks them."""
+    read = _read_folder(images, labels, classes, masks, val_fraction, image_mode)
+    return _checked(read, Path(out) if out is not None else None, seed, progress, check)
+
+
+@dataclass
+class _Read:
+    images: Path
+    labels: Path | None
+    classes: Path
+    masks: Path | None
+    source: MaskSource | None
+    val_fraction: float
+    class_names: list[str]
+    files: dict[str, Path]
+    entries: dict[str, list[int]]
+    by_path: list[str]
+    warnings: list[str]
+    notes: list[str]
+
+
+def _read_folder(
+    images: str | os.PathLike, labels: str | os.PathLike | None, classes: str | os.PathLike,
+    masks: str | os.PathLike | None, val_fraction: float | None, image_mode: str,
+) -> _Read:  # fmt: skip
+    """The inputs read (the photos listed, the class list and the labels parsed), not yet checked photo by photo."""
+    images, classes = Path(images), Path(classes)
+    labels = Path(labels) if labels is not None else None
+    masks = Path(masks) if masks is not None else None
+    if val_fraction is None:
+        val_fraction = DEFAULT_VAL_FRACTION if masks is not None else 0.0
+    if not 0.0 <= val_fraction < 1.0:
+        raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    said = PrepareSummary(out=images)  # the notes of the reading
+    class_names, files, entries, by_path, label_warnings = _read_inputs(images, classes, labels, image_mode, said)
+    source = open_masks(masks, class_names) if masks is not None else None
+    if source is not None:
+        said.notes.append(f"masks: {masks} read as {source.kind}")
+    return _Read(images, labels, classes, masks, source, val_fraction, class_names, files, entries, by_path,
+                 label_warnings, said.notes)  # fmt: skip
+
+
+def _checked(read: _Read, out: Path | None, seed: int, progress: bool, check: bool = True) -> FolderPlan:
+    """Every photo and mask of ``read`` checked (:func:`_check_inputs`; ``check`` False: the photos that have a
+    mask, unread), and the val split drawn."""
+    ids = sorted(read.entries)
+    if check:
+        with_mask, label_only = _check_inputs(ids, read.files, read.entries, read.source, read.class_names,
+                                              read.labels, read.classes, out, progress)  # fmt: skip
+    else:
+        source = read.source
+        with_mask, label_only = {i for i in ids if source is not None and source.find(read.files[i]) is not None}, []
+    warnings = list(read.warnings)
+    val = _val_ids(ids, with_mask, read.val_fraction, seed, warnings, read.masks, read.images)
+    return FolderPlan(class_names=read.class_names, labels=read.entries, files=read.files,
+                      train=[i for i in ids if i not in val], val=sorted(val), masked=with_mask,
+                      label_only=label_only, by_path=read.by_path, warnings=warnings)  # fmt: skip
 
 
 def prepare_folder(
@@ -181,30 +282,24 @@ def prepare_folder(
     of the images with masks when there are masks (at most half of them), else no val split (training
     then skips validation).
     """
-    images, classes, out = Path(images), Path(classes), Path(out)
-    labels = Path(labels) if labels is not None else None
-    masks = Path(masks) if masks is not None else None
-    if val_fraction is None:
-        val_fraction = DEFAULT_VAL_FRACTION if masks is not None else 0.0
-    if not 0.0 <= val_fraction < 1.0:
-        raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    out = Path(out)
+    read = _read_folder(images, labels, classes, masks, val_fraction, image_mode)
+    images, labels, classes, masks, source = read.images, read.labels, read.classes, read.masks, read.source
     summary = PrepareSummary(out=out)
-    class_names, files, entries, by_path, label_warnings = _read_inputs(images, classes, labels, image_mode, summary)
-    ids = sorted(entries)
-    source = open_masks(masks, class_names) if masks is not None else None
-    if source is not None:
-        summary.notes.append(f"masks: {masks} read as {source.kind}")
+    summary.notes += read.notes
     inputs = {"--images": images, "--labels": labels, "--classes": classes, "--masks": masks}
     previous = _previous_outputs(out, images, image_mode, overwrite, inputs)
-    with_mask, label_only = _check_inputs(ids, files, entries, source, class_names, labels, classes, out, progress)
+    plan = _checked(read, out, seed, progress)
     remove_outputs(previous)
+    class_names, files, entries, with_mask = plan.class_names, plan.files, plan.labels, plan.masked
+    ids, val = sorted(entries), set(plan.val)
 
     # ---- write ---------------------------------------------------------------------------------
     # The split lists are written last: a dataset without them is visibly unfinished, while lists
     # without cls_labels.npy / classes.txt beside them would read as a VOC dataset.
     placed = _place_files(out, ids, files, with_mask, source, image_mode)
     summary.counts.update({"masks": len(with_mask)} if masks is not None else {})
-    val = _val_ids(ids, with_mask, val_fraction, seed, summary, masks, images)
+    summary.warnings += plan.warnings[len(read.warnings) :]  # the val split's
     _write_image_labels(out, entries, class_names)
     if val:
         write_split(out, "val", sorted(val))
@@ -217,10 +312,10 @@ def prepare_folder(
     if left_out:
         summary.warnings.append(f"left out of {images}, not being JPEG, PNG or WebP photos (subfolders are not read): "
                                 f"{first(left_out)}")  # fmt: skip
-    summary.warnings += label_warnings  # class names taken for a class that differs only in case
-    if by_path:
-        summary.warnings.append(f"{len(by_path)} label row(s) name their image by a path: each is matched to the "
-                                f"photo of its file name in {images}: {first(by_path)}")  # fmt: skip
+    summary.warnings += read.warnings  # class names taken for a class that differs only in case
+    if read.by_path:
+        summary.warnings.append(f"{len(read.by_path)} label row(s) name their image by a path: each is matched to "
+                                f"the photo of its file name in {images}: {first(read.by_path)}")  # fmt: skip
     unmatched = source.unmatched(list(files.values())) if source is not None else []
     summary.warnings += source.warnings() if source is not None else []
     if unmatched:
@@ -232,7 +327,7 @@ def prepare_folder(
     if labels is None:
         summary.notes.append("no labels file: every image has no class yet; `wsss tag` labels them from CLIP scores")
     else:
-        _warn_about_labels(files, entries, label_only, images, summary)
+        _warn_about_labels(files, entries, plan.label_only, images, summary)
     return summary
 
 
@@ -383,7 +478,7 @@ def _check_inputs(
     class_names: list[str],
     labels: Path | None,
     classes: Path,
-    out: Path,
+    out: Path | None,
     progress: bool,
 ) -> tuple[set[str], list[str]]:
     """Check every input first: nothing is written unless all of it is usable (one DataError listing
@@ -418,7 +513,9 @@ def _check_inputs(
         shown = problems[:MAX_LISTED]
         more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
         raise DataError(
-            f"{len(problems)} problem(s) in the inputs; nothing was written to {out}:\n"
+            f"{len(problems)} problem(s) in the inputs; nothing was written"
+            + (f" to {out}" if out is not None else "")
+            + ":\n"
             + "\n".join(f"  - {p}" for p in shown)
             + more
         )
@@ -426,21 +523,21 @@ def _check_inputs(
 
 
 def _val_ids(
-    ids: list[str], with_mask: set[str], val_fraction: float, seed: int, summary: PrepareSummary,
+    ids: list[str], with_mask: set[str], val_fraction: float, seed: int, warnings: list[str],
     masks: Path | None = None, images: Path | None = None,
 ) -> set[str]:  # fmt: skip
     """The val split: ``val_fraction`` of the images with masks when there are any (at most half of them:
     the others stay in train, where ``wsss sweep-bkg`` measures the seeds), else of all the images; none when
     ``masks`` were given and none matched (a val split of photos without masks would score nothing)."""
     if masks is not None and not with_mask:
-        summary.warnings.append(f"no mask of {masks} matches a photo of {images} (by its file name): no val split, "
-                                "and no photo has a mask")  # fmt: skip
+        warnings.append(f"no mask of {masks} matches a photo of {images} (by its file name): no val split, and no "
+                        "photo has a mask")  # fmt: skip
         return set()
     pool = sorted(with_mask) if with_mask else ids
     n_val = int(round(val_fraction * len(pool)))
     if with_mask and n_val > len(pool) // 2:
-        summary.warnings.append(f"val_fraction {val_fraction} asks for {n_val} of the {len(pool)} masked images; "
-                                f"val takes {len(pool) // 2}, the other half stays in train")  # fmt: skip
+        warnings.append(f"val_fraction {val_fraction} asks for {n_val} of the {len(pool)} masked images; "
+                        f"val takes {len(pool) // 2}, the other half stays in train")  # fmt: skip
         n_val = len(pool) // 2
     n_val = min(n_val, len(ids) - 1)
     return set(np.random.default_rng(seed).permutation(pool)[:n_val].tolist()) if n_val > 0 else set()

@@ -1,0 +1,51 @@
+"""How long each step of ``wsss route`` may take: the route's own measured times on the set its classifier was
+chosen on, scaled to the photos given (a training by its iterations). An estimate on 2 CPU cores shared with other
+jobs, as the times were measured (docs/own-photos.md#what-to-expect); a GPU is far faster."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# The route on each measured set, by its classifier: the set's train and val photos and each step's wall seconds on
+# 2 loaded CPU cores (docs/benchmarks/real-photos.md#current-figures: `wsss route` against the steps typed by hand).
+MEASURED: dict[str, dict[str, float]] = {
+    "rca": {"train": 200, "val": 50, "classifier": 1675, "cam": 968, "pseudo": 2446, "seg": 1318, "predict": 309,
+            "report": 37},  # ccp-dev
+    "cam": {"train": 70, "val": 70, "classifier": 592, "cam": 430, "pseudo": 876, "seg": 397, "predict": 785,
+            "report": 36},  # coco128-dev
+}  # fmt: skip
+MEASURED_ON = {"rca": "ccp-dev", "cam": "coco128-dev"}
+
+
+def step_estimates(
+    classifier: str, counts: Mapping[str, int], iterations: Mapping[str, tuple[int, int]]
+) -> dict[str, float | None]:
+    """Seconds per step title (None: no measured rate). ``classifier``: the route's choice (``rca``, ``cam``; a preset
+    of its own: the RCA route's rates, its training unestimated); ``counts``: ``train``, ``val``, ``new`` (photos of
+    ``--images``), ``folds`` and ``masked_train``; ``iterations``: per training (``classifier``, ``seg``) the route's
+    iterations and those of the measured run."""
+    m = MEASURED.get(classifier, MEASURED["rca"])
+    per_train = {k: m[k] / m["train"] for k in ("cam", "pseudo")}
+    per_predicted = m["predict"] / m["val"]
+
+    def trained(step: str) -> float | None:
+        if step == "classifier" and classifier not in MEASURED:
+            return None
+        mine, measured = iterations[step]
+        return m[step] * mine / measured
+
+    seg = trained("seg")
+    folds = counts.get("folds", 0)
+    return {
+        "prepare": None,
+        "check": None,
+        "classifier": trained("classifier"),
+        "cam": per_train["cam"] * counts["train"],
+        "pseudo": per_train["pseudo"] * counts["train"],
+        # each fold trains both stages; each masked photo is held once and predicted by both
+        "choice": None if seg is None else folds * 2 * seg + 2 * per_predicted * counts.get("masked_train", 0),
+        "seg": seg,
+        "masks": per_predicted * (counts["train"] + counts["val"]),
+        "report": m["report"],
+        "new photos": per_predicted * counts.get("new", 0),
+    }
