@@ -69,15 +69,17 @@ def _route_folder(out: Path) -> dict[str, list[str]]:
             "data/ImageSets/Segmentation/train.txt", "data/JPEGImages/a.jpg", "data/JPEGImages/b.jpg",
             "data/SegmentationClass/a.png", "data/classes.txt", "data/cls_labels.npy", "data/.route_prepared",
             "new_masks/n1.png", "new_masks/.settings.json", "new_masks/.sources.json", "new_masks/overlay/n1.jpg",
-            "new_masks/overlay/.sources.json", "new_masks/.n1.png.x1y2.wsss.tmp", "summary.json"]  # fmt: skip
+            "new_masks/overlay/.sources.json", "new_masks/.n1.png.x1y2.wsss.tmp", "masks/a.png", "masks/.sources.json",
+            "summary.json"]  # fmt: skip
     mine = ["cls/notes.txt", "cls/cams/train/notes.txt", "new_masks/hand.png", "data/JPEGImages/mine.jpg",
-            "new_masks/overlay/.hidden.jpg"]  # fmt: skip
+            "new_masks/overlay/.hidden.jpg", "masks/hand.png"]  # fmt: skip
     for name in [*made, *mine, "cls/.lock"]:
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("x")
     (out / "cls/cams/train/.sources.json").write_text(json.dumps({"a": [1, 2], "b": [1, 2]}))
     (out / "new_masks/.sources.json").write_text(json.dumps({"n1": [1, 2]}))
     (out / "new_masks/overlay/.sources.json").write_text(json.dumps({"n1": [1, 2]}))
+    (out / "masks/.sources.json").write_text(json.dumps({"a": [1, 2]}))  # the route's gathered masks
     (out / "data/ImageSets/Segmentation/train.txt").write_text("a\nb\n")
     return {"made": made, "mine": mine}
 
@@ -89,7 +91,8 @@ def test_overwrite_removes_the_files_wsss_made_and_keeps_the_users(tmp_path):
     runner = StepRunner(tmp_path / "out", command="test")
     files = _route_folder(runner.out)
     runner.record({"folds": 3})
-    runner.settle({"folds": 2}, overwrite=True, own=["cls", "data", "new_masks", "seg", "summary.json"], inputs=[])
+    own = ["cls", "data", "masks", "new_masks", "seg", "summary.json"]
+    runner.settle({"folds": 2}, overwrite=True, own=own, inputs=[])
     assert not [n for n in files["made"] if (runner.out / n).exists()]
     assert all((runner.out / n).read_text() == "x" for n in files["mine"])
     assert sorted(str(p.relative_to(runner.out)) for p in runner.kept) == sorted(files["mine"])
@@ -102,3 +105,18 @@ def test_settings_compare_what_is_computed_only():
     words = ["run.device=cuda", "infer.crf_workers=4", "data.num_workers=2", "run.threads=1", "train.lr=0.1"]
     assert computed_words(words) == ["train.lr=0.1"]
     assert changed_settings({"a": 1, "b": 2}, {"a": 1, "c": 3}) == ["b", "c"]
+
+
+def test_the_routes_gathered_masks_are_named_and_removed_as_its_own(tmp_path):
+    from wsss.pipelines.route import gather_masks
+    from wsss.pipelines.steps import remove_made
+
+    pred, folder = tmp_path / "predictions_crf/val", tmp_path / "masks"
+    pred.mkdir(parents=True)
+    for id in ("a", "b"):
+        (pred / f"{id}.png").write_bytes(id.encode())
+    assert gather_masks(pred, folder) == 2
+    assert set(json.loads((folder / ".sources.json").read_text())) == {"a", "b"}
+    (folder / "hand.png").write_text("mine")
+    assert remove_made(folder) == [folder / "hand.png"]
+    assert sorted(p.name for p in folder.iterdir()) == ["hand.png"]
