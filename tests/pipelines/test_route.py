@@ -364,14 +364,15 @@ def test_masks_that_match_no_photo_give_a_route_without_a_val_split_of_unmasked_
     out = tmp_path / "route"
     route = Route(RouteOptions(data=str(photos), labels=str(_labels(tmp_path)), classes=str(_classes(tmp_path)),
                                masks=str(masks), out=str(out), progress=False))  # fmt: skip
-    steps = route.plan()
-    assert [s.title for s in steps] == ["prepare"]
+    steps = route.plan()  # the choices from the dataset prepare would write
+    assert route.choices["stage"].value == "mixed" and not route._facts().val
+    assert steps[0].title == "prepare"
     steps[0].work()
     said = capsys.readouterr().out
     assert f"no mask of {masks} matches a photo of {photos} (by its file name): no val split" in said
     assert "val" not in available_splits(out / "data")
-    route.plan()
-    assert route.choices["predict"].value == "train" and route.choices["stage"].value == "mixed"
+    route.plan()  # and from the dataset written
+    assert route.choices["stage"].value == "mixed" and not route._facts().val
 
 
 def test_more_folds_than_masked_photos_are_refused_before_any_training(partly_masked, tmp_path, capsys):
