@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from wsss.cli_common import script_parser
+from wsss.cli_common import OVERRIDES_METAVAR, script_parser
 from wsss.data.voc import VOCDataset
 from wsss.pipelines.steps import StepRunner
 
@@ -223,8 +223,9 @@ def _parser() -> Any:
              "recall on val, the stage on the labels at the preset's own level; gains in 'steps'")
     arg("--cam-scales", default="", help="wsss cam --scales, e.g. 1.0,1.5,2.0 (default: the preset's)")
     arg("--affinity", default="configs/affinitynet/real_cpu.yaml", help="the preset of --refine affinity")
-    arg("--seg-set", nargs="*", default=[], help="overrides of the DeepLab training")
-    arg("--aff-set", nargs="*", default=[], help="overrides of the affinity network's training")
+    arg("--seg-set", nargs="*", default=[], metavar=OVERRIDES_METAVAR, help="overrides of the DeepLab training")
+    arg("--aff-set", nargs="*", default=[], metavar=OVERRIDES_METAVAR,
+        help="overrides of the affinity network's training")
     arg("--masks", type=int, nargs="+", default=[], metavar="K",
         help="the masks experiment (docs/own-photos.md#how-many-masks): K masked train photos, the DeepLab stage on "
              "them alone, on the pseudo labels, and on both")

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO
 from wsss.cli import build_parser, main, override_words, parse_args
-from wsss.cli_common import QUIET_HELP, script_parser
+from wsss.cli_common import QUIET_HELP, Names, script_parser
 from wsss.core.config import dump_config, load_config
 
 OVERRIDES = ["train.max_iters=7", "data.root=/elsewhere", "run.seed=3"]
@@ -124,6 +124,46 @@ def test_shared_flags_are_one_flag_with_one_help_text():
     # --workers: N processes sharing a per-id command's ids, or a dataset converter's pool (and synth's)
     helps = {a.help for _, p in commands for a in _options(p, "--workers")}
     assert len(helps) == 3, helps
+
+
+# a list option (nargs "+" or "*") of each command, a value of it, and the command's other words
+LISTS = {
+    "route --images": ["route", "DATA", "--out", "OUT", "--images", "new/"],
+    "predict --images": ["predict", "RUN", "--out", "OUT", "--images", "a.jpg", "photos/"],
+    "cam --images": ["cam", "RUN", "--out", "OUT", "--images", "photos/"],
+    "predict --ensemble": ["predict", "RUN", "--split", "val", "--ensemble", "R2", "R3"],
+    "sweep-bkg --pairs": ["sweep-bkg", "RUN", "--pairs", "0.4/0.2"],
+}
+
+
+@pytest.mark.parametrize("case", list(LISTS))
+def test_a_key_value_word_after_a_list_option_is_an_override_not_its_value(case):
+    """`wsss route photos --out R --images new/ run.seed=1` took run.seed=1 for a photo (a route of seed 0 that failed
+    at its last step): a list option gives every KEY=VALUE word back to the overrides, in the order they stand."""
+    argv = LISTS[case]
+    flag = argv.index(case.split()[1])
+    values = argv[flag + 1 :]
+    a = parse_args([*argv[:2], OVERRIDES[0], *argv[2:], *OVERRIDES[1:], "--quiet"])
+    assert override_words(a) == OVERRIDES
+    got = getattr(a, case.split()[1].lstrip("-"))
+    assert [str(v) for v in got] == values or got == [(0.4, 0.2)]
+    later = parse_args([*argv, "run.seed=5", *argv[flag:], "run.seed=6"])  # the same key twice: in order
+    assert override_words(later) == ["run.seed=5", "run.seed=6"]
+
+
+def test_every_list_option_gives_the_words_back_and_keeps_one_value(capsys):
+    lists = [(path, a) for path, p in _commands(build_parser()) for a in p._actions
+             if a.option_strings and a.nargs in ("+", "*") and not a.choices]  # fmt: skip
+    assert {" ".join(path) + " " + a.option_strings[0] for path, a in lists} >= set(LISTS)
+    assert all(isinstance(a, Names) for _, a in lists)
+    with pytest.raises(SystemExit):
+        parse_args(["predict", "RUN", "--out", "OUT", "--images", "run.seed=1"])
+    assert "argument --images: expected at least one DIR_OR_FILE before the KEY=VALUE words (run.seed=1)" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):  # a command without overrides: refused, not a split's name
+        parse_args(["prepare", "coco", "--coco", "C", "--out", "O", "--splits", "train", "run.seed=1"])
+    assert "unrecognized arguments: run.seed=1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

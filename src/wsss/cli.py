@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
-from wsss.cli_common import add_overrides, add_quiet, take_overrides
+from wsss.cli_common import Parser, add_overrides, add_quiet, take_overrides
 from wsss.core.choices import IMAGE_MODES  # imports nothing: building the parser imports no data code
 
 EPILOG = "Docs: README.md and the manual in docs/ (make docs builds it). Each command has --help."
@@ -868,8 +868,8 @@ def add_route(sub: Any) -> None:
     s.add_argument("--plan", action="store_true", help="check every input, print the choices and the steps as "
                    "commands with an estimate of each one's time; run nothing")  # fmt: skip
     s.add_argument("--overwrite", action="store_true",
-                   help="make the route again with settings other than OUT/route.json's (its outputs in OUT are "
-                   "replaced; nothing you gave is touched)")  # fmt: skip
+                   help="make the route again with settings other than OUT/route.json's (the files wsss made in OUT "
+                   "are replaced; nothing you gave, nor a file of yours there, is touched)")  # fmt: skip
     add_quiet(s)
     s.set_defaults(fn=cmd_route)
 
@@ -1101,7 +1101,7 @@ def build_parser() -> argparse.ArgumentParser:
     read when first needed (:class:`LazyChoices`)."""
     from wsss import __version__
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="wsss",
         description="Weakly supervised semantic segmentation from image-level labels.",
         epilog=EPILOG,
@@ -1137,7 +1137,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     (``cli_common.take_overrides``)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    extra = take_overrides(args, extra)
+    extra = take_overrides(args, extra, argv)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args

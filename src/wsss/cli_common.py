@@ -14,6 +14,8 @@ This module imports nothing but argparse: building a parser imports no data or m
 from __future__ import annotations
 
 import argparse
+import sys
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,22 +42,95 @@ def is_override(word: str) -> bool:
     return "=" in word and not word.startswith("-")
 
 
-def take_overrides(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
+_AFTER_LISTS = (
+    "_overrides_after_lists"  # the namespace's KEY=VALUE words taken back from a list option (:class:`Names`)
+)
+
+
+class Names(argparse.Action):
+    """A list option (``nargs="+"`` or ``"*"``: ``--images DIR_OR_FILE ...``) whose values are never ``KEY=VALUE``
+    words: argparse gives a list option every word up to the next flag, so ``--images new/ run.seed=1`` took the
+    override for a photo. Such words are kept aside for :func:`take_overrides` (or refused, on a command without
+    overrides); ``convert``: the option's ``type``, applied here to the other words (argparse would apply it to
+    every word first)."""
+
+    def __init__(self, *args: Any, convert: Any = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.convert = convert
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        words = [v for v in values if is_override(v)]
+        setattr(namespace, _AFTER_LISTS, [*getattr(namespace, _AFTER_LISTS, []), *words])
+        kept = [self._converted(v) for v in values if not is_override(v)]
+        if not kept and self.nargs == "+":
+            raise argparse.ArgumentError(self, f"expected at least one {self.metavar or 'value'} before the "
+                                         f"{OVERRIDES_METAVAR} words ({' '.join(words)})")  # fmt: skip
+        setattr(namespace, self.dest, kept)
+
+    def _converted(self, value: str) -> Any:
+        if self.convert is None:
+            return value
+        try:
+            return self.convert(value)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentError(self, str(e)) from e
+        except (TypeError, ValueError) as e:
+            name = getattr(self.convert, "__name__", repr(self.convert))
+            raise argparse.ArgumentError(self, f"invalid {name} value: {value!r}") from e
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose list options are :class:`Names` (a ``KEY=VALUE`` word is never one of their values,
+    wherever it stands), but those of ``metavar=OVERRIDES_METAVAR`` (a script's overrides of a second training);
+    the ``wsss`` commands' (subparsers are of their parent's class) and the scripts'."""
+
+    def add_argument(self, *args: Any, **kw: Any) -> argparse.Action:
+        words = kw.get("metavar") == OVERRIDES_METAVAR  # a list of a training's own overrides: it takes them
+        if (
+            args
+            and args[0].startswith("-")
+            and kw.get("nargs") in ("+", "*")
+            and not {"action", "choices"} & set(kw)
+            and not words
+        ):
+            convert = kw.pop("type", None)
+            kw = {**kw, "action": Names, "convert": convert}
+        return super().add_argument(*args, **kw)
+
+
+def take_overrides(args: argparse.Namespace, extra: Sequence[str], argv: Sequence[str] | None = None) -> list[str]:
     """``args.overrides`` completed: the ``key=value`` words argparse left over (an override after a flag: argparse
-    takes a positional list only in one piece). Returns the words left over that are no override, for the parser
+    takes a positional list only in one piece) and those a list option gave back (:class:`Names`), in the order of
+    the command line ``argv`` (a later word wins). Returns the words left over that are no override, for the parser
     to refuse. The modules a ``custom_imports=[...]`` override names are
     the plugins this command may import (``core.config.named_plugins``)."""
     from wsss.core.config import name_command_line_plugins
 
+    after_lists = list(getattr(args, _AFTER_LISTS, []))
+    if hasattr(args, _AFTER_LISTS):
+        delattr(args, _AFTER_LISTS)
     if not hasattr(args, "overrides"):
         name_command_line_plugins([])  # a command without overrides names no plugin (an earlier one's are dropped)
-        return list(extra)
-    args.overrides = [*args.overrides, *(x for x in extra if is_override(x))]
+        return [*after_lists, *extra]
+    words = [*args.overrides, *after_lists, *(x for x in extra if is_override(x))]
+    args.overrides = _in_order(words, sys.argv[1:] if argv is None else argv)
     name_command_line_plugins(args.overrides)  # the plugins a config may import: docs/security.md
     return [x for x in extra if not is_override(x)]
 
 
-class ScriptParser(argparse.ArgumentParser):
+def _in_order(words: list[str], argv: Sequence[str]) -> list[str]:
+    """``words`` in the order they stand in ``argv`` (each as often as it is in ``words``); those not in it after."""
+    left = Counter(words)
+    ordered = []
+    for w in argv:
+        if left[w] > 0:
+            ordered.append(w)
+            left[w] -= 1
+    return [*ordered, *left.elements()]
+
+
+class ScriptParser(Parser):
     """The parser of a script in ``experiments/``, ``bench/`` or ``dev/`` (:func:`script_parser`): argparse's, with
     the flags the scripts share added by name, each with one help text, and the config overrides of the
     ``wsss`` commands (:func:`add_overrides`)."""
@@ -104,7 +179,7 @@ class ScriptParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # noqa: ANN401
         parsed, extra = super().parse_known_args(args, namespace)
-        return parsed, take_overrides(parsed, extra)
+        return parsed, take_overrides(parsed, extra, args)
 
 
 def _with_default(help: str, default: Any) -> str:

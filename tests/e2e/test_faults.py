@@ -468,6 +468,21 @@ def test_prepare_folder_val_split_is_a_share_of_the_masked_photos_and_leaves_hal
     assert len(masked & set(read_split(tmp_path / "b", "train"))) == 5
 
 
+def test_prepare_folder_with_masks_that_match_no_photo_makes_no_val_split_and_says_so(tmp_path, capsys):
+    """`--masks` whose files match no photo made a val split of photos without masks; a route then failed with a
+    false "mask missing for id ... (the other images of its split have masks)"."""
+    argv = _photos(tmp_path, 8, 0)
+    masks = tmp_path / "masks"
+    for i in range(3):  # the masks of other names than the photos'
+        save_label_png(masks / f"other{i}.png", np.ones((16, 16), np.uint8))
+    rc, text = _cli(capsys, *argv, "--masks", masks, "--out", tmp_path / "out")
+    assert rc == 0, text
+    assert f"warning: no mask of {masks} matches a photo of {tmp_path / 'images'} (by its file name): no val" in text
+    assert not (tmp_path / "out/ImageSets/Segmentation/val.txt").exists()
+    assert len(read_split(tmp_path / "out", "train")) == 8
+    assert check_dataset(tmp_path / "out", progress=False).ok
+
+
 # ---- 9: pseudo labels of a segmentation training ---------------------------------------------------------
 
 

@@ -172,7 +172,11 @@ def test_an_alias_bomb_inside_a_free_form_mapping_is_refused_at_once(tmp_path, c
     assert rc == 2 and line.startswith(f"error: {bomb}: invalid YAML (its aliases expand to more than 100,000 values")
     inline = _alias_bomb().replace("\n", ", ")
     rc, out = _cli(capsys, "config", "show", CONFIG, f"model.backbone_kwargs={{{inline}}}")
-    assert rc == 2 and "cannot parse value (its aliases expand to more than 100,000" in _one_error_line(out)
+    assert (
+        rc == 2
+        and "cannot parse the value of model.backbone_kwargs (its aliases expand to more than 100,000"
+        in _one_error_line(out)
+    )
 
 
 @pytest.mark.parametrize("text", ["a: &a [1, *a]", "a: " + "[" * 2000 + "]" * 2000])
@@ -187,6 +191,56 @@ def test_anchors_and_aliases_of_a_real_config_still_read(tmp_path, capsys):
     cfg = tmp_path / "anchors.yaml"
     cfg.write_text(f"_base_: {CONFIG}\ncam:\n  scales: &s [1.0, 0.5]\ninfer:\n  cam_scales: *s\n")
     assert load_config(cfg).infer.cam_scales == (1.0, 0.5)
+
+
+def test_viz_out_an_existing_file_is_one_line_and_the_file_stays(run_dir, data, tmp_path, capsys):
+    """`wsss viz RUN --split val --ids X --out existing_file`: FileExistsError from the mkdir of the grids' folder."""
+    afile = tmp_path / "afile.txt"
+    afile.write_text("mine\n")
+    id = VOCDataset(data, "val").ids[0]
+    rc, out = _cli(capsys, "viz", run_dir, "--split", "val", "--ids", id, "--out", afile)
+    assert rc == 1 and _one_error_line(out) == (f"error: {afile}: is a file; --out names a folder for the grids (one "
+                                                "PNG per image)")  # fmt: skip
+    assert afile.read_text() == "mine\n"
+
+
+BIG = "9" * 5000  # more digits than Python converts to an int
+
+
+def test_an_integer_of_thousands_of_digits_is_one_line_naming_its_key(tmp_path, run_dir, capsys):
+    """A ValueError from Python's int conversion came out as a traceback (`config show`, `predict`)."""
+    rc, out = _cli(capsys, "config", "show", CONFIG, f"train.max_iters={BIG}")
+    line = _one_error_line(out)
+    assert rc == 2 and line == (f"error: override 'train.max_iters={BIG[:20]}... (5000 characters)': "
+                                "cannot parse the value of train.max_iters (an integer of 5000 digits, more than "
+                                "4300 at line 1, column 1)")  # fmt: skip
+    rc, out = _cli(capsys, "predict", run_dir, "--split", "val", f"infer.max_side={BIG}")
+    assert rc == 2 and "cannot parse the value of infer.max_side (an integer of 5000" in _one_error_line(out)
+    cfg = tmp_path / "big.yaml"
+    cfg.write_text(f"_base_: {CONFIG}\ntrain:\n  max_iters: {BIG}\n")
+    rc, out = _cli(capsys, "config", "show", cfg)
+    assert rc == 2 and _one_error_line(out) == (f"error: {cfg}: invalid YAML (an integer of 5000 digits, more than "
+                                                "4300 at line 3, column 14, the value of train.max_iters)")  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["[1,", "!!python/object:os.system x", "{a: 1"])
+def test_a_yaml_error_in_an_override_is_one_line_without_a_quoted_caret(capsys, value):
+    rc, out = _cli(capsys, "config", "show", CONFIG, f"train.lr={value}")
+    line = _one_error_line(out)
+    assert rc == 2 and out.count("\n") == 0 and "^" not in out and "<unicode string>" not in out
+    assert line.startswith(f"error: override 'train.lr={value}': cannot parse the value of train.lr (")
+
+
+def test_a_base_chain_too_deep_is_named_as_such(tmp_path, capsys):
+    """A chain of 1,100 `_base_` files was reported as a valid file's "invalid YAML (nested too deeply)"."""
+    for i in range(200):
+        (tmp_path / f"c{i}.yaml").write_text(f"_base_: c{i + 1}.yaml\n" if i < 199 else "train: {max_iters: 3}\n")
+    rc, out = _cli(capsys, "config", "show", tmp_path / "c0.yaml")
+    assert rc == 2 and _one_error_line(out) == (f"error: {tmp_path / 'c0.yaml'}: its _base_ chain is more than 64 "
+                                                f"files deep (at {tmp_path / 'c64.yaml'}); a preset is composed of "
+                                                "a few")  # fmt: skip
+    (tmp_path / "c10.yaml").write_text("train: {max_iters: 5}\n")  # a chain of 11: read
+    assert load_config(tmp_path / "c0.yaml").train.max_iters == 5
 
 
 # ---- 16: a class no training image has ---------------------------------------------------------------------

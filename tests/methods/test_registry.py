@@ -46,6 +46,42 @@ def test_custom_imports_names_a_missing_module():
         import_custom_modules(["no_such_wsss_plugin"])
 
 
+_FAILING = {
+    "plug_raises": ("raise RuntimeError('boom')\n",
+                    "plugin 'plug_raises' failed as it was imported (RuntimeError: boom)"),
+    "plug_needs": ("import no_such_wsss_dependency\n",
+                   "plugin 'plug_needs' imports 'no_such_wsss_dependency', which is not installed"),
+    "plug_exits": ("import sys\nsys.exit(3)\n", "plugin 'plug_exits' called sys.exit(3) as it was imported"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_FAILING))
+def test_a_plugin_that_fails_as_it_is_imported_is_one_line_naming_it(name, tmp_path, monkeypatch, capsys):
+    """A named plugin that raised or imported a missing module printed a traceback; one that called sys.exit(3)
+    ended wsss with status 3 and no word."""
+    from conftest import REPO
+    from wsss.cli import main
+
+    code, said = _FAILING[name]
+    (tmp_path / f"{name}.py").write_text(code)
+    monkeypatch.syspath_prepend(tmp_path)
+    assert main(["config", "show", str(REPO / "configs/cam/synthetic_cpu.yaml"), f"custom_imports=[{name}]"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: command-line overrides: custom_imports: {said}\n"
+    assert name not in sys.modules
+
+
+@pytest.mark.parametrize("name", ["../evil", ".x", "", "a..b"])
+def test_a_plugin_name_that_is_no_module_name_is_one_line(name, capsys):
+    from conftest import REPO
+    from wsss.cli import main
+
+    assert main(["config", "show", str(REPO / "configs/cam/synthetic_cpu.yaml"), f"custom_imports=['{name}']"]) == 1
+    assert capsys.readouterr().err == (f"error: command-line overrides: custom_imports: {name!r} is not a module name "
+                                       "(dotted Python names, e.g. my_package.my_method; a plugin is imported from "
+                                       "the Python path, never from a file path)\n")  # fmt: skip
+
+
 _PLUGIN_X = "import pathlib\npathlib.Path(__file__).with_name('plugin_x_ran').touch()\n"
 
 

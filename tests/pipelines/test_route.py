@@ -4,8 +4,11 @@ mid-route then the same command gives the masks of an uninterrupted run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +24,9 @@ from wsss.core.config import load_config
 from wsss.core.errors import UsageError
 from wsss.data import VOCDataset
 from wsss.data.views import make_view
-from wsss.data.voc import read_split
+from wsss.data.voc import available_splits, read_split
 from wsss.evaluation import evaluate_arrays
-from wsss.pipelines.route import DataFacts, Route, RouteOptions, choose_classifier, split_overrides
+from wsss.pipelines.route import DataFacts, Route, RouteOptions, choose_classifier, data_files, split_overrides
 from wsss.utils.io import read_label_png
 
 # The real_cpu presets shrunk to seconds: two iterations of 64-pixel crops (the presets' MobileNetV2 as it is)
@@ -141,6 +144,81 @@ def test_overwrite_makes_the_routes_outputs_again_and_never_touches_an_input(par
     assert ran == [[".lock", "route.json"]]  # the route's own outputs made again from nothing
     assert json.loads((out / "route.json").read_text())["settings"]["folds"] == 2
     assert (partly_masked / "view.json").is_file()  # the input dataset as it was
+
+
+def test_overwrite_keeps_the_users_files_in_the_routes_folders(partly_masked, tmp_path, monkeypatch):
+    """`echo mine > R/cls/notes.txt; cp x.png R/new_masks/hand.png`, then `route ... --overwrite` with other
+    settings: both were gone (the route rmtree'd its folders). What wsss made there goes; they stay, named."""
+    out = tmp_path / "route"
+    for name in ("cls/config.yaml", "cls/checkpoints/last.pt", "new_masks/n1.png", "new_masks/hand.png",
+                 "cls/notes.txt"):  # fmt: skip
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("mine\n")
+    (out / "new_masks/.sources.json").write_text(json.dumps({"n1": [1, 2]}))
+    (out / "route.json").write_text(json.dumps({"settings": {"folds": 5}}))
+    monkeypatch.setattr(Route, "plan", lambda self: [])
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    said: list[str] = []
+    Route(RouteOptions(data=str(partly_masked), out=str(out), folds=2, overwrite=True), say=said.append).run()
+    assert (out / "cls/notes.txt").read_text() == (out / "new_masks/hand.png").read_text() == "mine\n"
+    assert not (out / "cls/config.yaml").exists() and not (out / "cls/checkpoints").exists()
+    assert not (out / "new_masks/n1.png").exists() and not (out / "new_masks/.sources.json").exists()
+    assert said == [f"route: --overwrite kept 2 files that wsss did not make: {out / 'cls/notes.txt'}, "
+                    f"{out / 'new_masks/hand.png'}"]  # fmt: skip
+
+
+def _change(root: Path, what: str) -> None:
+    """The dataset ``root`` changed as a user changes it between two runs of a route."""
+    train = read_split(root, "train")
+    path = {"photo replaced": root / f"JPEGImages/{train[0]}.jpg", "labels edited": root / "cls_labels.npy",
+            "mask added": root / f"SegmentationClass/{train[0]}.png",
+            "photo removed": root / "ImageSets/Segmentation/train.txt"}[what]  # fmt: skip
+    if what == "photo replaced":
+        shutil.copy(root / f"JPEGImages/{train[1]}.jpg", path)
+    elif what == "labels edited":
+        labels = np.load(path, allow_pickle=True).item()
+        labels[train[0]] = 1 - labels[train[0]]
+        np.save(path, labels)
+    elif what == "mask added":
+        shutil.copy(root / f"SegmentationClass/{train[1]}.png", path)
+    else:
+        path.write_text("\n".join(train[1:]) + "\n")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a second later, whatever the clock
+
+
+@pytest.mark.parametrize("what", ["photo replaced", "labels edited", "mask added", "photo removed"])
+def test_a_route_whose_data_changed_is_refused_unless_overwrite(synth_root, tmp_path, monkeypatch, what):
+    """A rerun over changed data continued with the trainings of the old data: a photo replaced had its CAM and
+    pseudo label made again, but not the runs trained on it; edited labels kept every output. The route's settings
+    name its data's files (each one's name, size and modification time): a change is refused, naming it."""
+    data, out = tmp_path / "data", tmp_path / "route"
+    shutil.copytree(synth_root, data)
+    (data / f"SegmentationClass/{read_split(data, 'train')[0]}.png").unlink()  # the mask a user adds later
+    monkeypatch.setattr(Route, "plan", lambda self: [])
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    opts = RouteOptions(data=str(data), out=str(out), folds=2)
+    Route(opts, say=lambda _: None).run()
+    Route(opts, say=lambda _: None).run()  # the same data: it continues (the route writes nothing into it)
+    _change(data, what)
+    with pytest.raises(UsageError, match=r"route.json: this route was run with other settings \(data_files: "):
+        Route(opts, say=lambda _: None).run()
+    Route(dataclasses.replace(opts, overwrite=True), say=lambda _: None).run()
+    Route(opts, say=lambda _: None).run()
+
+
+def test_the_data_files_are_the_parts_wsss_reads(synth_root, tmp_path):
+    """A folder of someone else's in a dataset (runs trained there, notes) or the route's own OUT inside it is not
+    its data: the route continues over it."""
+    data = tmp_path / "data"
+    shutil.copytree(synth_root, data)
+    before = data_files([data], data / "route")
+    for name in ("route/cls/config.yaml", "runs/other/metrics.jsonl", "notes.txt"):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_text("x")
+    assert data_files([data], data / "route") == before and before["files"] > 32
+    (data / "JPEGImages/extra.jpg").write_bytes(b"x")
+    assert data_files([data], data / "route")["files"] == before["files"] + 1
 
 
 def test_the_choices_follow_the_data(tmp_path):
@@ -273,6 +351,50 @@ def test_the_route_on_the_test_photos_from_a_folder_to_the_masks_of_new_photos(t
     stamp = split.stat().st_mtime_ns, split.stat().st_ino
     Route(RouteOptions(data=str(photos), out=str(out)), say=pytest.fail)._prepare(out.resolve() / "data")
     assert (split.stat().st_mtime_ns, split.stat().st_ino) == stamp
+
+
+def test_masks_that_match_no_photo_give_a_route_without_a_val_split_of_unmasked_photos(tmp_path, capsys):
+    """`--masks` with no file of a photo's name: prepare made a val split of photos without masks, and the route then
+    failed at its last steps with a false "mask missing for id ...". The route prepares no val split, says why, and
+    predicts the train photos."""
+    photos = ASSETS / "voc-real-mini/JPEGImages"
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for p in sorted((ASSETS / "voc-real-mini/SegmentationClass").glob("*.png"))[:3]:
+        shutil.copy(p, masks / f"other_{p.name}")
+    out = tmp_path / "route"
+    route = Route(RouteOptions(data=str(photos), labels=str(_labels(tmp_path)), classes=str(_classes(tmp_path)),
+                               masks=str(masks), out=str(out), progress=False))  # fmt: skip
+    steps = route.plan()  # the choices from the dataset prepare would write
+    assert route.choices["stage"].value == "mixed" and not route._facts().val
+    assert steps[0].title == "prepare"
+    steps[0].work()
+    said = capsys.readouterr().out
+    assert f"no mask of {masks} matches a photo of {photos} (by its file name): no val split" in said
+    assert "val" not in available_splits(out / "data")
+    route.plan()  # and from the dataset written
+    assert route.choices["stage"].value == "mixed" and not route._facts().val
+
+
+def test_more_folds_than_masked_photos_are_refused_before_any_training(partly_masked, tmp_path, capsys):
+    """`--folds` above the masked train photos trained its folds, then failed on an empty one."""
+    out = tmp_path / "route"
+    assert main(["route", str(partly_masked), "--out", str(out), "--folds", "13", "--plan", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert err == ("error: --folds 13: more folds than the 12 masked train photos (each fold holds some of them out); "
+                   "give --folds 12 or fewer, or --folds 0 (no choice: the mixed stage)\n")  # fmt: skip
+    assert main(["route", str(partly_masked), "--out", str(out), "--folds", "13", *TINY]) == 1
+    assert "--folds 13: more folds than the 12 masked" in capsys.readouterr().err
+    assert not (out / "cls").exists() and not (out / "route.json").exists()
+
+
+def test_out_a_regular_file_is_one_line(partly_masked, tmp_path, capsys):
+    afile = tmp_path / "afile.txt"
+    afile.write_text("mine\n")
+    assert main(["route", str(partly_masked), "--out", str(afile), *TINY]) == 1
+    assert capsys.readouterr().err == (f"error: {afile}: is a file; --out names the route's folder (its runs, record "
+                                       "and summary)\n")  # fmt: skip
+    assert afile.read_text() == "mine\n"
 
 
 def test_the_plan_of_a_photo_folder_checks_every_input_first(tmp_path, capsys, monkeypatch):

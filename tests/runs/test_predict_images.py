@@ -195,6 +195,21 @@ def test_files_as_well_as_folders_and_the_refusals(reported, photos, tmp_path, c
     assert "--out goes with --images" in err_of("--split", "val", "--out", str(out))
 
 
+def test_a_photo_that_is_a_symbolic_link_loop_is_one_line(reported, photos, tmp_path, capsys):
+    """`predict --images l.jpg`, l.jpg a link to itself: pathlib's RuntimeError came out as a traceback. In a folder
+    it is no photo file and is passed over."""
+    run, _ = reported
+    folder, ids = photos
+    loop = tmp_path / "l.jpg"
+    loop.symlink_to(loop)
+    assert main(["predict", str(run), "--images", str(loop), "--out", str(tmp_path / "m"), "--quiet"]) == 1
+    assert capsys.readouterr().err == (f"error: {loop}: a symbolic link that leads back to itself (a loop), not a "
+                                       "photo or folder\n")  # fmt: skip
+    (folder / "l.jpg").symlink_to(folder / "l.jpg")
+    assert main(["predict", str(run), "--images", str(folder), "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    assert sorted(p.stem for p in (tmp_path / "m").glob("*.png")) == sorted(ids)
+
+
 def test_the_same_command_again_continues_and_other_settings_are_refused(reported, photos, tmp_path, capsys):
     """--out records what its masks were made with: the same command again writes only the photos whose outputs
     are missing (a killed job's), other options or an unstamped folder of masks are refused, and --overwrite

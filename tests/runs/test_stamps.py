@@ -143,26 +143,107 @@ def test_a_run_retrained_to_the_same_step_is_refused_over_its_old_masks(reported
     assert (run / "predictions/val/notes.txt").read_text() == "mine\n"
 
 
-def test_a_stamp_of_an_older_wsss_is_taken_as_this_models(reported, tmp_path, capsys):
-    """A folder stamped before the stamps named the model's content and the dataset's classes: its outputs are taken
-    as made by this model, with a warning, and the folder is stamped anew (not refused for settings it could not
-    name), as a folder without a stamp is."""
+@pytest.mark.parametrize("key", ["model.sha1", "classes", "model.network"])
+def test_a_stamp_that_does_not_name_the_model_is_refused_and_overwrite_redoes(reported, tmp_path, capsys, key):
+    """A folder stamped before the stamps named the model's content, the dataset's classes or the network's settings:
+    what made its outputs is unknown (the run may have been retrained since), so the job is refused with one line
+    saying which setting the stamp lacks (never restamped over the old model's masks); --overwrite makes them
+    again."""
     import json
 
     run = _run_copy(reported, tmp_path)
     assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
     stamp_file = run / "predictions/val/.settings.json"
     stamp = json.loads(stamp_file.read_text())
-    assert len(stamp["model"].pop("sha1")) == 40 and stamp.pop("classes")[0] == "background"
+    section, _, name = key.rpartition(".")
+    (stamp[section] if section else stamp).pop(name)
     stamp_file.write_text(json.dumps(stamp))
-    old = {p.name: p.stat().st_mtime_ns for p in (run / "predictions/val").glob("*.png")}
-    capsys.readouterr()
+    old = {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")}
+    _retrain(run)
+    err = _err(capsys, ["predict", str(run), "--split", "val", "--quiet"])
+    assert err == (f"error: {run / 'predictions/val'}: holds outputs made with unknown settings (its settings stamp "
+                   f"(.settings.json, written by an older wsss) does not name {key}); pass --overwrite to make them "
+                   "again (its outputs are removed first)")  # fmt: skip
+    assert stamp_file.read_text() == json.dumps(stamp)  # not restamped
+    assert main(["predict", str(run), "--split", "val", "--overwrite", "--quiet"]) == 0
+    assert {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")} != old  # the new model's
+    assert key.split(".")[-1] in json.loads(stamp_file.read_text()).get(section, json.loads(stamp_file.read_text()))
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", ""])
+def test_a_corrupt_stamp_is_refused_as_unreadable_not_with_invented_differences(reported, tmp_path, capsys, text):
+    run = _run_copy(reported, tmp_path)
     assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
-    assert f"warning: {run / 'predictions/val'}: its stamp (.settings.json, written by an older wsss)" in (
-        capsys.readouterr().err
-    )
-    assert {p.name: p.stat().st_mtime_ns for p in (run / "predictions/val").glob("*.png")} == old  # all kept
-    assert "sha1" in json.loads(stamp_file.read_text())["model"]
+    (run / "predictions/val/.settings.json").write_text(text)
+    err = _err(capsys, ["predict", str(run), "--split", "val", "--quiet"])
+    assert err == (f"error: {run / 'predictions/val'}: holds outputs made with unknown settings (its settings stamp "
+                   "(.settings.json) is unreadable (not a JSON object)); pass --overwrite to make them again (its "
+                   "outputs are removed first)")  # fmt: skip
+    assert main(["predict", str(run), "--split", "val", "--overwrite", "--quiet"]) == 0
+
+
+def test_a_checkpoint_replaced_after_it_was_loaded_names_the_loaded_model(reported, tmp_path, capsys):
+    """A training into a run while `predict` reads it: the masks come from the model loaded, and so does the stamp's
+    SHA-1 (the bytes loaded, not the file found when the folder is stamped), so a later job of the new model is
+    refused instead of skipping every id."""
+    from wsss.runs.jobs import run_predict
+    from wsss.runs.run import load_run
+
+    run = _run_copy(reported, tmp_path)
+    loaded = load_run(run)
+    _retrain(run)  # the checkpoint replaced after the job loaded it
+    run_predict(loaded, "val", progress=False)
+    err = _err(capsys, ["predict", str(run), "--split", "val", "--quiet"])
+    assert err.startswith(f"error: {run / 'predictions/val'}: holds outputs made with other settings (model.sha1: ")
+
+
+def _deeplab_run(data: Path, tmp_path: Path) -> Path:
+    """A run folder of the DeepLab preset with an untrained checkpoint."""
+    from conftest import REPO
+    from faults_helpers import classes_of, write_checkpoint
+    from wsss.core.config import load_config, save_config
+
+    run = tmp_path / "seg"
+    words = [f"data.root={data}", f"run.dir={run}", f"data.pseudo_dir={data}", "data.num_workers=0"]
+    cfg = load_config(REPO / "configs/deeplab/synthetic_cpu.yaml", words)
+    run.mkdir()
+    save_config(cfg, run / "config.yaml")
+    write_checkpoint(cfg, run / "checkpoints" / "last.pt", classes_of(data))
+    return run
+
+
+def test_an_override_of_the_networks_options_is_in_the_stamp(synth_root, tmp_path, capsys):
+    """`predict RUN 'options.rates=[1,1,1,1]'` (other dilations: another network on the same weights), then
+    `predict RUN`: the masks of the first are not kept; the stamp names the method's options and the model's
+    settings."""
+    run = _deeplab_run(synth_root, tmp_path)
+    changed = ["predict", str(run), "--split", "val", "options.rates=[1,1,1,1]", "--quiet"]
+    assert main(changed) == 0
+    masks = {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")}
+    err = _err(capsys, ["predict", str(run), "--split", "val", "--quiet"])
+    assert err.startswith(f"error: {run / 'predictions/val'}: holds outputs made with other settings "
+                          "(model.network.options.rates: [1, 1, 1, 1] -> [2, 4, 6, 8])")  # fmt: skip
+    assert main(["predict", str(run), "--split", "val", "--overwrite", "--quiet"]) == 0
+    assert {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")} != masks  # the check can fail
+
+
+def test_deleted_photo_records_make_every_output_again(reported, photo_folder, tmp_path, capsys):
+    """`.sources.json` deleted, then a photo replaced under its name: which photo each mask was made of is unknown,
+    so every mask is made again, with a warning (the old mask was kept)."""
+    folder, (a, b, _) = photo_folder
+    run, _ = reported
+    out = tmp_path / "o"
+    argv = ["predict", str(run), "--images", str(folder), "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    mask_b = read_label_png(out / f"{b}.png")
+    assert not np.array_equal(read_label_png(out / f"{a}.png"), mask_b)  # the check can fail
+    (out / ".sources.json").unlink()
+    shutil.copy(folder / f"{b}.jpg", folder / f"{a}.jpg")
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert f"warning: {out}: .sources.json is missing or unreadable" in capsys.readouterr().err
+    assert np.array_equal(read_label_png(out / f"{a}.png"), mask_b)
+    assert (out / ".sources.json").is_file()
 
 
 def _renamed_classes(synth_root: Path, tmp_path: Path, classes: list[str]) -> Path:

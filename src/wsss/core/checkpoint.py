@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """A run checkpoint, read with ``torch.load(weights_only=True)`` (core/safe_load.py): a run folder
     may come from elsewhere, so one whose pickle asks for more than tensors, plain values and the numpy
     RNG state is refused (UnsafeCheckpointError names the file and what it asked for)."""
-    path = Path(path)
+    return _load(Path(path), map_location, None)
+
+
+def load_checkpoint_digest(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], str]:
+    """A run checkpoint (:func:`load_checkpoint`) and the SHA-1 of the very bytes it was loaded from: the file read
+    once, so that a checkpoint replaced meanwhile (a training into the run) names the model that was loaded, not the
+    new one (:func:`checkpoint_digest`)."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    return _load(Path(path), map_location, digest), digest.hexdigest()
+
+
+def _load(path: Path, map_location: str | torch.device, digest: Any) -> dict[str, Any]:
     if not path.is_file():
         raise MissingFileError(f"{path}: checkpoint not found")
-    if path.stat().st_size == 0:
-        raise WeightLoadError(f"{path}: checkpoint file is empty (0 bytes; an interrupted copy?)")
     try:
-        state = load_torch_file(path, "checkpoint", map_location=map_location)
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise WeightLoadError(f"{path}: checkpoint file is empty (0 bytes; an interrupted copy?)")
+            if digest is not None:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+                f.seek(0)
+            state = load_torch_file(path, "checkpoint", map_location=map_location, opened=f)
     except WeightLoadError:  # refused, or not a PyTorch file: the message names the file already
         raise
     except Exception as e:  # noqa: BLE001

@@ -22,6 +22,7 @@ import difflib
 import math
 import os
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -102,6 +103,21 @@ YAML12_FLOAT = re.compile(
     re.X,
 )
 YAMLLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
+
+
+def _construct_int(loader: YAMLLoader, node: yaml.ScalarNode) -> int:
+    """An integer, or a YAML error at its place when it has more digits than Python converts (a ValueError with a
+    traceback before)."""
+    try:
+        return loader.construct_yaml_int(node)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer of {len(str(node.value))} digits, more than {sys.get_int_max_str_digits()}",
+            node.start_mark,
+        ) from None  # fmt: skip
+
+
+YAMLLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def yaml_load(text: str) -> Any:
@@ -597,6 +613,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
 
 BASE_KEY = "_base_"  # a preset's parent preset(s): paths relative to the preset's folder, or scoped names
 SCOPE = "wsss::"  # a shipped preset or base by a name that resolves from any folder (mmengine's ``mmseg::``)
+MAX_BASE_DEPTH = 64  # the longest _base_ chain read (a shipped preset's is a few files)
 DELETE_KEY = "_delete_"  # `section: {_delete_: true, ...}` replaces the inherited mapping instead of merging into it
 REPLACED_WHOLE = ("weights", "start_iters")  # loss.*: the set of loss terms is stated whole, never merged
 
@@ -625,7 +642,8 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` -> (["a","b","c"], parsed value); the value is parsed as YAML."""
+    """``a.b.c=value`` -> (["a","b","c"], parsed value); the value is parsed as YAML (an error: one line naming the
+    key, :func:`yaml_error_text`)."""
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form key=value")
     key, raw = text.split("=", 1)
@@ -634,7 +652,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml_load(raw) if raw != "" else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override '{text}': cannot parse value ({e})") from e
+        shown = text if len(text) <= 80 else f"{key}={raw[:20]}... ({len(raw)} characters)"
+        raise ConfigError(f"override '{shown}': cannot parse the value of {key} ({yaml_error_text(e)})") from e
     return key.split("."), value
 
 
@@ -648,22 +667,44 @@ def set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def yaml_error_text(e: yaml.YAMLError) -> str:
-    """What is wrong with a YAML text and where (line, column), in one line and without the text itself: PyYAML's
-    message quotes the line, which printed the first line of any file a config named (``_base_: /etc/shadow``)."""
+def yaml_error_text(e: yaml.YAMLError, text: str | None = None) -> str:
+    """What is wrong with a YAML text and where (line, column; with ``text``, the document, also the key whose
+    value it is), in one line and without the text itself: PyYAML's message quotes the line, which printed the
+    first line of any file a config named (``_base_: /etc/shadow``)."""
     problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
     if not problem:
         return (str(e).splitlines() or [type(e).__name__])[0]
-    return problem + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "")
+    if mark is None:
+        return problem
+    key = _key_at(text, mark) if text is not None else None
+    return problem + f" at line {mark.line + 1}, column {mark.column + 1}" + (f", the value of {key}" if key else "")
+
+
+def _key_at(text: str, mark: yaml.Mark) -> str | None:
+    """The dotted key of the value that starts at ``mark`` in the YAML ``text`` (None: not a mapping's value, or a
+    text that does not compose)."""
+    try:
+        root = yaml.compose(text, Loader=YAMLLoader)
+    except (yaml.YAMLError, RecursionError):
+        return None
+    stack: list[tuple[yaml.Node, str]] = [(root, "")] if root is not None else []
+    while stack:
+        node, path = stack.pop()
+        if node.start_mark.index == mark.index and path:
+            return path
+        if isinstance(node, yaml.MappingNode):
+            stack.extend((v, f"{path}.{k.value}" if path else str(k.value)) for k, v in node.value)
+    return None
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        loaded = yaml_load(path.read_text()) or {}
+        text = path.read_text()
+        loaded = yaml_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({yaml_error_text(e)})") from e
+        raise ConfigError(f"{path}: invalid YAML ({yaml_error_text(e, text)})") from e
     except (OSError, UnicodeDecodeError) as e:  # unreadable, or not text: said without the bytes it holds
         why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
         raise ConfigError(f"{path}: cannot read the config ({why})") from e
@@ -820,6 +861,11 @@ def _resolve_preset(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     """:func:`read_preset`'s merge with the ``_delete_: true`` marks of the file and of its bases kept, so
     that the file that names this one as a base applies them over its earlier bases."""
     chain = (*chain, path.resolve())
+    if len(chain) > MAX_BASE_DEPTH:
+        raise ConfigError(
+            f"{chain[0]}: its {BASE_KEY} chain is more than {MAX_BASE_DEPTH} files deep (at {path}); a preset is "
+            "composed of a few"
+        )
     own = _read_yaml_mapping(path)
     bases = _base_paths(path, own)
     try:

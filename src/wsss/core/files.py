@@ -99,6 +99,16 @@ def check_output_file(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_output_folder(path: str | os.PathLike, names: str) -> Path:
+    """``path`` as a Path if a folder can be made or written there as far as names go; ``OutputError`` when it is an
+    existing file (``--out afile.txt``), checked before the work whose outputs go there. ``names``: what the folder
+    is for, e.g. "a folder for the grids"."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise OutputError(f"{path}: is a file; --out names {names}")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
     """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds.

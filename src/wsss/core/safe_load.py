@@ -22,7 +22,7 @@ import re
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -153,17 +153,20 @@ def _check_torch_format(path: Path, what: str) -> None:
     raise WeightLoadError(f"{path}: not a {what} saved by PyTorch (a zip archive or a pickle): it is {kind}")
 
 
-def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+def load_torch_file(
+    path: str | os.PathLike, what: str = "checkpoint", map_location: Any = "cpu", *, opened: BinaryIO | None = None
+) -> Any:
     """``torch.load(path, weights_only=True)`` allowing only :func:`checkpoint_safe_globals`, for this
     call. UnsafeCheckpointError naming the file and the refused global if it needs more; other read
-    failures propagate (callers add the file name)."""
+    failures propagate (callers add the file name). ``opened``: ``path`` already open, read from its start (the
+    bytes the caller hashed, whatever replaces the file meanwhile)."""
     import torch
 
     path = Path(path)
     _check_torch_format(path, what)
     try:
         with torch.serialization.safe_globals(checkpoint_safe_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path if opened is None else opened, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
         m = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"`add_safe_globals`,? but got <class '([\w.]+)'>", text)

@@ -39,7 +39,7 @@ class PhotoFolder:
             raise DataError("no photos given: name a folder of photos or photo files")
         self.paths: dict[str, Path] = {}
         # the folders and files as given, resolved: what a job's outputs record of where the photos came from
-        self.sources: list[str] = [str(Path(source).resolve()) for source in sources]
+        self.sources: list[str] = [str(_resolved(Path(source))) for source in sources]
         for source in map(Path, sources):
             for path in self._photos_of(source):
                 self._add(path)
@@ -62,7 +62,7 @@ class PhotoFolder:
         id = path.stem
         other = self.paths.get(id)
         if other is not None:
-            if other.resolve() == path.resolve():
+            if _resolved(other) == _resolved(path):
                 return  # the same file named twice (a folder and one of its files)
             raise DataError(
                 f"{other} and {path}: two photos of the stem {id!r}, which names each photo's mask; rename one"
@@ -88,4 +88,13 @@ class PhotoFolder:
 
     def folders(self) -> set[Path]:
         """The folders the photos are in (resolved): outputs are never written there."""
-        return {p.resolve().parent for p in self.paths.values()}
+        return {_resolved(p).parent for p in self.paths.values()}
+
+
+def _resolved(path: Path) -> Path:
+    """``path.resolve()``; a DataError naming ``path`` when it is a symbolic link that leads back to itself (pathlib's
+    RuntimeError before)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as e:
+        raise DataError(f"{path}: a symbolic link that leads back to itself (a loop), not a photo or folder") from e

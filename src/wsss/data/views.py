@@ -45,7 +45,7 @@ def make_view(
     if (dest / "view.json").is_file() and json.loads((dest / "view.json").read_text()) == spec:
         return dest
     if dest.exists():
-        shutil.rmtree(dest)
+        _remove_view(dest)
     tmp = dest.with_name(dest.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -63,5 +63,40 @@ def make_view(
             raise ValueError(f"{src}: id {i} has no mask to link")
         (tmp / VIEW_MASKS / f"{i}.png").symlink_to(path)
     (tmp / "view.json").write_text(json.dumps(spec, indent=1) + "\n")
-    tmp.rename(dest)
+    if not dest.exists():
+        tmp.rename(dest)
+        return dest
+    _move_into(tmp, dest)  # beside a file of someone else's, which stays
     return dest
+
+
+def _move_into(src: Path, dest: Path) -> None:
+    """The entries of ``src`` moved into the folder ``dest`` (a folder of both: merged), then ``src`` removed."""
+    for entry in src.iterdir():
+        target = dest / entry.name
+        if entry.is_dir() and not entry.is_symlink() and target.is_dir() and not target.is_symlink():
+            _move_into(entry, target)
+        else:
+            entry.rename(target)
+    src.rmdir()
+
+
+def _remove_view(dest: Path) -> None:
+    """The entries a view holds (its links, split files and ``view.json``) removed from ``dest``, and ``dest`` with
+    them when nothing else is left: a file of someone else's there stays (a folder is never removed whole)."""
+    for name in (IMAGE_DIR, CLASSES_FILE, CLS_LABELS_FILE, "view.json"):
+        if (dest / name).is_symlink() or (dest / name).is_file():
+            (dest / name).unlink()
+    for sub, suffix in ((SPLIT_DIR, ".txt"), (VIEW_MASKS, ".png")):
+        folder = dest / sub
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.name.endswith(suffix) and (p.is_file() or p.is_symlink()):
+                    p.unlink()
+    for folder in sorted(
+        (p for p in dest.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)
+    ):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if not any(dest.iterdir()):
+        dest.rmdir()

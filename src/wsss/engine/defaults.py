@@ -11,7 +11,12 @@ from pathlib import Path
 
 import torch
 
-from wsss.core.checkpoint import check_checkpoint_classes, check_run_checkpoint, load_checkpoint, load_model_state
+from wsss.core.checkpoint import (
+    check_checkpoint_classes,
+    check_run_checkpoint,
+    load_checkpoint_digest,
+    load_model_state,
+)
 from wsss.core.config import Config, load_run_config, run_config_path
 from wsss.core.device import resolve_device
 from wsss.core.errors import WSSSError
@@ -51,6 +56,7 @@ class TrainedMethod:
     device: torch.device
     checkpoint: Path | None = None  # the file loaded
     step: int | None = None  # the training step it was saved at (None: a checkpoint without one)
+    sha1: str | None = None  # the SHA-1 of the bytes loaded (core.checkpoint.load_checkpoint_digest)
 
 
 def load_trained_method(
@@ -75,7 +81,7 @@ def load_trained_method(
         path = ckpts / "best.pt" if (ckpts / "best.pt").is_file() else ckpts / "last.pt"
     else:
         path = ckpts / f"{checkpoint}.pt" if not checkpoint.endswith(".pt") else Path(checkpoint)
-    state = load_checkpoint(path)
+    state, sha1 = load_checkpoint_digest(path)
     check_run_checkpoint(state, path)
     if cfg.data.root and Path(cfg.data.root).is_dir():  # a checkpoint copied from another run would write its class ids
         check_checkpoint_classes(state, path, read_classes(cfg.data.root), f"the run's dataset {cfg.data.root}")
@@ -86,7 +92,7 @@ def load_trained_method(
     method.to(dev).eval()
     step = state.get("step")
     return TrainedMethod(cfg=cfg, method=method, class_names=list(state["class_names"]), device=dev, checkpoint=path,
-                         step=int(step) if isinstance(step, (int, float)) else None)  # fmt: skip
+                         step=int(step) if isinstance(step, (int, float)) else None, sha1=sha1)  # fmt: skip
 
 
 def run_has_seg_head(cfg: Config, class_names: Sequence[str]) -> bool | None:

@@ -60,6 +60,7 @@ those alone; a method outside the package registers by being imported, through t
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -161,6 +162,7 @@ def import_config_modules(names: Sequence[str]) -> None:
     already imported (importing it again runs nothing). A file names no code to run: a run folder or a config
     from elsewhere with ``custom_imports: [plugin_x]`` and a ``plugin_x.py`` beside it ran that file.
     Any other module is a UsageError saying how to name it."""
+    _check_module_names(names)
     refused = [n for n in names if n not in sys.modules and n not in named_plugins()]
     if refused:
         listed = ",".join(refused)
@@ -172,18 +174,42 @@ def import_config_modules(names: Sequence[str]) -> None:
     import_custom_modules(names)
 
 
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _check_module_names(names: Sequence[str]) -> None:
+    """UsageError naming the first of ``names`` that is not an absolute module name (``../evil``, ``.x``, "")."""
+    bad = next((n for n in names if not isinstance(n, str) or not _MODULE_NAME.fullmatch(n)), None)
+    if bad is not None:
+        raise UsageError(
+            f"custom_imports: {bad!r} is not a module name (dotted Python names, e.g. my_package.my_method; a "
+            "plugin is imported from the Python path, never from a file path)"
+        )
+
+
 def import_custom_modules(names: Sequence[str]) -> None:
     """Import the modules of the config key ``custom_imports`` (their methods, backbones and refiners
-    register on import). A module that cannot be found is a user error naming it."""
+    register on import). A module that cannot be found, or fails as it is imported, is a user error naming it."""
+    _check_module_names(names)
     for name in names:
-        if name in sys.modules:
-            continue
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):  # the named module itself (not one it imports) is missing
-                raise UsageError(f"custom_imports: no module {name!r} (is its package on PYTHONPATH?)") from e
-            raise
+        if name not in sys.modules:
+            _import_plugin(f"custom_imports: plugin {name!r}", lambda name=name: importlib.import_module(name), name)
+
+
+def _import_plugin(what: str, load: Callable[[], Any], name: str = "") -> Any:
+    """``load()``, the import of a plugin's code, with every failure of that code as one UsageError naming
+    ``what``: a missing module (``name`` itself or one it imports), an exception, a ``sys.exit``."""
+    try:
+        return load()
+    except ModuleNotFoundError as e:
+        if name and e.name and name.startswith(e.name):  # the named module itself (not one it imports) is missing
+            raise UsageError(f"custom_imports: no module {name!r} (is its package on PYTHONPATH?)") from e
+        raise UsageError(f"{what} imports {e.name!r}, which is not installed") from e
+    except SystemExit as e:
+        raise UsageError(f"{what} called sys.exit({e.code!r}) as it was imported") from None
+    except Exception as e:  # noqa: BLE001 (the plugin's own code: any error of it is the plugin's)
+        why = (str(e).strip().splitlines() or [""])[0]
+        raise UsageError(f"{what} failed as it was imported ({type(e).__name__}{': ' + why if why else ''})") from e
 
 
 _entry_points_loaded = False
@@ -196,7 +222,7 @@ def load_entry_points() -> None:
         return
     _entry_points_loaded = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()
+        _import_plugin(f"plugin {ep.value!r} (entry point {ep.name!r} of {ENTRY_POINT_GROUP})", ep.load)
 
 
 def available_methods() -> list[str]:

@@ -28,9 +28,10 @@ checked (with ``plan_only`` the photos and masks decoded too, as the run's prepa
 every step, with an estimate of its time (:mod:`wsss.pipelines.estimates`), and the run numbers them alike.
 
 A rerun of the same command continues where it stopped: a training resumes from its ``last.pt``, the per-photo
-steps skip the photos they finished, the folds keep their scores. ``OUT/route.json`` records the route's settings;
-another setting is refused, naming it, unless ``overwrite`` (the route's own outputs in OUT are then made again;
-nothing outside OUT, nor the photos, labels or masks given, is touched). ``OUT/data_facts.json``: the facts of the
+steps skip the photos they finished, the folds keep their scores. ``OUT/route.json`` records the route's settings
+(its data's files among them: :func:`data_files`); another setting is refused, naming it, unless ``overwrite`` (the
+files wsss made in OUT are then removed and made again; nothing outside OUT, nor the photos, labels or masks given,
+nor a file of the user's in OUT, is touched). ``OUT/data_facts.json``: the facts of the
 data the choices were made from; ``OUT/summary.json``: the choices, each step's wall time and the scores (the
 :class:`RouteResult` :func:`run_route` returns); ``OUT/steps.jsonl``: each run's time of each step, a stopped one's
 too (the step runner of :mod:`wsss.pipelines.steps`).
@@ -50,6 +51,7 @@ command runs (``core.config.EXECUTION_KEYS``: ``run.device``, ``run.threads``, `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -62,8 +64,8 @@ from typing import Any
 
 from wsss.core.config import Config, load_config, replace_setting, resolve_epochs
 from wsss.core.errors import UsageError
-from wsss.core.files import atomic_write
-from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, computed_words
+from wsss.core.files import atomic_write, check_output_folder
+from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, computed_words, remove_made
 from wsss.runs import clip_route, gpus
 
 # The classifier presets the route chooses between (docs/own-photos.md#which-route), by shipped name: they resolve
@@ -82,7 +84,8 @@ STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by f
 PREFIXES = ("cls", "seg", "clip")  # overrides of one run: cls.KEY=VALUE, seg.KEY=VALUE, clip.KEY=VALUE
 ROUTE_FILE, SUMMARY_FILE, FACTS_FILE = "route.json", "summary.json", "data_facts.json"
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
-# What the route makes in OUT, all of it its own: --overwrite with other settings makes it again
+# What the route makes in OUT: --overwrite with other settings removes the files wsss made there (a file of the user's
+# stays: pipelines.steps.remove_made) and makes them again
 MASKS_DIR = "masks"  # every train and val photo's mask, in one folder
 TAGS_DIGEST = "tags_digest.txt"  # the labels the steps after the tags were made from (an edited tags.csv: again)
 OWN_OUTPUTS = ("data", "cls", "clip", "weclip", "choice", "seg_data", "seg", MASKS_DIR, "new_masks", SUMMARY_FILE,
@@ -187,6 +190,48 @@ def data_facts(root: str | os.PathLike) -> DataFacts:
     )  # fmt: skip
 
 
+def data_files(paths: Sequence[Path], out: Path | None = None) -> dict[str, Any]:
+    """What names the content of the route's inputs (the dataset, or the photos, labels, classes and masks given): how
+    many files they hold and a digest of each one's name, size and modification time (``runs.stamps.photo_record``,
+    as a per-id job names a photo). A photo replaced, added or removed, labels edited, a mask added: another value,
+    and the route's trainings were made of the other data. Of a dataset, the parts wsss reads (photos, masks, split
+    lists, labels, classes); of another folder, its files (not its subfolders', as the photos are read)."""
+    from wsss.runs.stamps import photo_record
+
+    digest, count = hashlib.sha1(usedforsecurity=False), 0
+    for given in paths:
+        for path in _input_files(given, out):
+            digest.update(
+                f"{path.relative_to(given) if path != given else given.name}\0{photo_record(path)}\n".encode()
+            )
+            count += 1
+    return {"files": count, "sha1": digest.hexdigest()[:16]}
+
+
+def _input_files(given: Path, out: Path | None) -> list[Path]:
+    """The files of the input ``given`` that :func:`data_files` names (``out``, the route's folder, left out; links to
+    folders followed, a view's photos, each folder once)."""
+    from wsss.data.classes import CLASSES_FILE
+    from wsss.data.voc import CLS_LABELS_FILE, IMAGE_DIR, MASK_DIRS
+
+    if not given.is_dir():
+        return [given]
+    if not (given / "ImageSets").is_dir():
+        return sorted(p for p in given.iterdir() if p.is_file())
+    files, seen = [], {os.path.realpath(out)} if out is not None else set()
+    for part in sorted({IMAGE_DIR, *MASK_DIRS, "ImageSets", CLS_LABELS_FILE, CLASSES_FILE}):
+        if (given / part).is_file():
+            files.append(given / part)
+        for folder, dirs, names in os.walk(given / part, followlinks=True):
+            if os.path.realpath(folder) in seen:  # a link back to a folder walked: no loop
+                dirs[:] = []
+                continue
+            seen.add(os.path.realpath(folder))
+            dirs.sort()
+            files += [Path(folder) / n for n in sorted(names)]
+    return files
+
+
 def planned_facts(root: Path, plan: Any) -> DataFacts:
     """The facts of the dataset ``wsss prepare folder`` would write at ``root`` (its ``FolderPlan``), as
     :func:`data_facts` reads them once it is written."""
@@ -284,18 +329,19 @@ def run_config(preset: str, words: Sequence[str], run_dir: str | os.PathLike, *,
 ROUTE_CHECK_ADVICE = "fix it and run again, or run the steps by hand (`wsss train --skip-check` trains without it)"
 
 
-def train_run(cfg: Config, *, progress: bool = True, check: bool = True) -> dict[str, Any]:
+def train_run(cfg: Config, *, progress: bool = True, check: bool = True, own: bool = False) -> dict[str, Any]:
     """``wsss train``: train the run of ``cfg`` (:func:`run_config`), or resume it from its ``last.pt``; the
     trainer's answer (its final step, its best val mIoU where it validates). First, as ``wsss train`` does, check-data
     on what it reads (``check``; ``wsss.runs.train_checks.check_training_data``: its splits, pseudo labels and true
     masks): a failed check says its report on stderr and is a DataError naming ``data.root`` and what failed, before
-    any step trains."""
+    any step trains. ``own``: ``run.dir`` is the pipeline's own folder, trained into though a file of the user's is
+    there (what its ``--overwrite`` kept: ``wsss train --overwrite``)."""
     from wsss.engine.launch import train
     from wsss.runs.train_checks import check_training_data
 
     if check:
         check_training_data(cfg, progress=progress, advice=ROUTE_CHECK_ADVICE)
-    return train(cfg, progress=progress)
+    return train(cfg, progress=progress, overwrite=own)
 
 
 def stage_words(
@@ -402,13 +448,18 @@ def score(pred: str | os.PathLike, root: str | os.PathLike, split: str, *, pseud
 
 def gather_masks(pred: Path, folder: Path) -> int:
     """The masks of ``pred`` (a split's ``predictions_crf``) in ``folder`` too, each a hard link (a copy where the
-    file system has none) put in place atomically; how many there are."""
-    import shutil
+    file system has none) put in place atomically; how many there are. Their ids are recorded in the folder's
+    ``.sources.json`` (``runs.stamps.SOURCES_FILE``): what ``--overwrite`` removes there as the route's
+    (``pipelines.steps.remove_made``), a file of the user's left."""
 
     from wsss.core.files import TEMP_SUFFIX
+    from wsss.runs.stamps import SOURCES_FILE, photo_record, read_sources
 
     folder.mkdir(parents=True, exist_ok=True)
     masks = sorted(p for p in pred.glob("*.png") if not p.name.startswith("."))
+    records = {**(read_sources(folder) or {}), **{m.stem: photo_record(m) for m in masks}}
+    with atomic_write(folder / SOURCES_FILE, "w") as f:  # before the masks: a killed step's are named too
+        json.dump(records, f, sort_keys=True)
     for mask in masks:
         dst = folder / mask.name
         if dst.exists() and os.path.samefile(mask, dst):
@@ -501,9 +552,11 @@ class Route:
         def resolved(path: str | None) -> str | None:
             return None if path is None else str(Path(path).resolve())
 
+        given = (self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks)
         return {
             "data": resolved(self.opts.data), "labels": resolved(self.opts.labels),
             "classes": resolved(self.opts.classes), "masks": resolved(self.opts.masks),
+            "data_files": data_files([Path(p) for p in given if p], self.out),
             "classifier": self.opts.classifier, "seg": self.opts.seg, "stage": self.opts.stage,
             "folds": self.opts.folds, "cls_overrides": computed_words(self.words["cls"]),
             "seg_overrides": computed_words(self.words["seg"]),
@@ -527,6 +580,10 @@ class Route:
         mine = self.settings()
         given = [self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks, *(self.opts.images or [])]
         self.runner.settle(mine, overwrite=self.opts.overwrite, own=OWN_OUTPUTS, inputs=[Path(p) for p in given if p])
+        kept = self.runner.kept
+        if kept:
+            shown = ", ".join(str(p) for p in kept[:3]) + (f" (and {len(kept) - 3} more)" if len(kept) > 3 else "")
+            self.say(f"route: --overwrite kept {len(kept)} files that wsss did not make: {shown}")
         return mine
 
     # -- the plan -----------------------------------------------------------------------------------------------
@@ -766,6 +823,11 @@ class Route:
         if folds == 0:
             return Choice("mixed", f"--folds 0: the weak labels with the {masked} masks in their place, the better on "
                                    "ccp-dev over three seeds at 10 and 20 masks")  # fmt: skip
+        if folds > masked:  # a fold would hold no photo: refused before any training
+            raise UsageError(
+                f"--folds {folds}: more folds than the {masked} masked train photos (each fold holds some "
+                f"of them out); give --folds {masked} or fewer, or --folds 0 (no choice: the mixed stage)"
+            )
         batch = self.configs["seg"].train.batch_size
         if masked - -(-masked // folds) < batch:  # a fold's masks alone fill no batch of the stage's training
             return Choice("mixed", f"{masked} masked train photos, too few to train the stage on the masks alone in "
@@ -806,7 +868,7 @@ class Route:
         """A training: in this process, or as one torchrun process per CUDA device (its config written beside its
         run, checked here first as ``wsss train`` checks it)."""
         if self.processes == 1:
-            train_run(cfg, progress=self.opts.progress)
+            train_run(cfg, progress=self.opts.progress, own=True)
             return
         from wsss.core.config import save_config
         from wsss.runs.train_checks import check_training_data
@@ -856,9 +918,10 @@ class Route:
         digest, record = clip_route.labels_digest(root, self._facts().train), self.out / TAGS_DIGEST
         if record.is_file() and record.read_text().strip() != digest:
             self.say("route: the labels changed since the steps after the tags ran (tags.csv edited): they run again")
-            for path in [*(self.out / n for n in AFTER_TAGS), *(clip_dir / n for n in AFTER_TAGS_CLIP)]:
-                if path.exists():
-                    shutil.rmtree(path)
+            kept = [k for n in AFTER_TAGS for k in remove_made(self.out / n)]
+            kept += [k for n in AFTER_TAGS_CLIP for k in remove_made(clip_dir / n)]
+            if kept:
+                self.say(f"  kept {len(kept)} files wsss did not make: {', '.join(map(str, kept[:3]))}")
         with atomic_write(record, "w") as f:
             f.write(digest + "\n")
 
@@ -958,10 +1021,14 @@ class Route:
 
     def _new_photos(self, run_dir: Path, crf: bool = True) -> None:
         from wsss.runs.photos import predict_photos
+        from wsss.runs.stamps import STAMP_FILE
 
-        self.new_masks = predict_photos(load_step_run(run_dir, **self._where()), list(self.opts.images),
-                                        self.out / "new_masks", crf=crf, overlay=True,
-                                        progress=self.opts.progress)  # fmt: skip
+        out = self.out / "new_masks"
+        # the route's own folder without a stamp holds only files of the user's that --overwrite kept: written among
+        mine = out.is_dir() and not (out / STAMP_FILE).exists()
+        run = load_step_run(run_dir, **self._where())
+        self.new_masks = predict_photos(run, list(self.opts.images), out, crf=crf, overlay=True,
+                                        progress=self.opts.progress, overwrite=mine)  # fmt: skip
 
     # -- the whole route --------------------------------------------------------------------------------------------
     def _facts(self) -> DataFacts:
@@ -987,6 +1054,7 @@ class Route:
                      "was measured (docs/own-photos.md#what-to-expect); a GPU takes far less")  # fmt: skip
             return None
         self._prepares()  # its refusals before anything is written
+        check_output_folder(self.out, "the route's folder (its runs, record and summary)")
         self._refuse_a_foreign_out()
         t0 = time.monotonic()
         with self.runner.lock():

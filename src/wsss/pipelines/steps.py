@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 from wsss.core.config import is_execution_word
 from wsss.core.errors import DataError, UsageError
 from wsss.core.files import atomic_write
+from wsss.utils.runlock import JOB_LOCK_FILE, LOCK_FILE
 
 T = TypeVar("T")
 STEPS_LOG = "steps.jsonl"
@@ -53,6 +53,7 @@ class StepRunner:
         self.record_file = self.out / record
         self.transcript = transcript
         self.times: dict[str, float] = {}
+        self.kept: list[Path] = []  # the files of the user's that :meth:`settle`'s --overwrite left in the own outputs
 
     def lock(self) -> contextlib.AbstractContextManager[Any]:
         """One run at a time in ``out`` (``wsss.utils.runlock``)."""
@@ -65,13 +66,18 @@ class StepRunner:
         if not self.record_file.is_file():
             return None
         try:
-            return dict(json.loads(self.record_file.read_text())["settings"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{self.record_file}: not a route's record ({e!r}); use another --out") from None
+            settings = json.loads(self.record_file.read_text())["settings"]
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            settings = None
+        if not isinstance(settings, dict):
+            raise DataError(f"{self.record_file}: not a route's record (no mapping of its settings: unreadable, or "
+                            "written by something else); use another --out")  # fmt: skip
+        return settings
 
     def settle(self, mine: dict[str, Any], *, overwrite: bool, own: Sequence[str], inputs: Sequence[Path]) -> None:
         """``mine`` checked against the recorded settings: others are refused, naming them, unless ``overwrite``
-        (the folder's own outputs ``own`` are then removed, unless an input lies inside one)."""
+        (the files wsss made in the folder's own outputs ``own`` are then removed, :func:`remove_made`, unless an input
+        lies inside one; a file of the user's there stays, listed in :attr:`kept`)."""
         theirs = self.recorded()
         changed = changed_settings(mine, theirs) if theirs is not None else []
         if theirs is None or not changed:
@@ -86,8 +92,9 @@ class StepRunner:
         if inside:
             raise UsageError(f"{inside[0][0]}: an input of this command inside {inside[0][1]}, which --overwrite "
                              "would make again; copy it elsewhere first")  # fmt: skip
-        for path in owned:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        kept = [k for path in owned for k in remove_made(path)]
+        if kept:
+            self.kept = kept
 
     def record(self, settings: dict[str, Any], **extra: Any) -> None:
         with atomic_write(self.record_file, "w") as f:
@@ -146,3 +153,73 @@ class StepRunner:
                 continue
             total[entry["step"]] = total.get(entry["step"], 0.0) + float(entry["seconds"])
         return total
+
+
+# The files a run folder holds of its own (docs/run-directory.md), by the folder they are in: the run's top, its
+# checkpoints, its TensorBoard log, its report; a dataset's (`wsss prepare`, `wsss.data.views.make_view`) top.
+_RUN_FILES = {"config.yaml", "config_changes.jsonl", "metrics.jsonl", "fold_score.json"}
+_LOCKS = {LOCK_FILE, JOB_LOCK_FILE}  # a run's and a per-id job's: no outputs, removed with their folder
+_DATA_FILES = {"classes.txt", "cls_labels.npy", "view.json", ".route_prepared", "JPEGImages"}
+
+
+def remove_made(path: Path) -> list[Path]:
+    """Remove the files wsss made under ``path`` (a pipeline's own output: a file, or a folder of runs, datasets and
+    per-id outputs) and the folders left empty; return the files it did not make, which stay (a user's notes.txt in
+    a run, a hand-drawn mask among the masks). The same rule as a per-id job's ``--overwrite``: its outputs are
+    known files (``runs.stamps.job_files``), never a folder whole."""
+    if not path.is_dir() or path.is_symlink():
+        path.unlink(missing_ok=True)
+        return []
+    made = [
+        p for d in [path, *sorted(p for p in path.rglob("*") if p.is_dir() and not p.is_symlink())] for p in _made_in(d)
+    ]  # fmt: skip  (decided before anything goes: a dataset's ids are in its lists)
+    for p in made:
+        p.unlink(missing_ok=True)
+    for d in sorted((p for p in path.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):
+        _remove_if_empty(d)
+    if _remove_if_empty(path):
+        return []
+    return sorted(p for p in path.rglob("*") if (not p.is_dir() or p.is_symlink()) and p.name not in _LOCKS)
+
+
+def _remove_if_empty(folder: Path) -> bool:
+    """Remove ``folder`` when nothing but a lock is left in it. A run's lock stays beside a file of the user's: the
+    folder is then still a run (``utils.runlock.is_run_dir``), which the route trains into again."""
+    if any(p.name not in _LOCKS for p in folder.iterdir()):
+        return False
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
+    return True
+
+
+def _made_in(folder: Path) -> list[Path]:
+    """The files wsss made directly in ``folder`` (:func:`remove_made`), by what the folder is."""
+    from wsss.core.files import is_temp_file
+    from wsss.runs.stamps import SOURCES_FILE, STAMP_FILE, job_files
+
+    if (folder / SOURCES_FILE).exists() or (folder / STAMP_FILE).exists():  # a per-id job's outputs
+        return job_files(folder)
+    files = [p for p in folder.iterdir() if p.is_file() or p.is_symlink()]
+    return [p for p in files if is_temp_file(p.name) or _made_name(folder, p.name)]
+
+
+def _made_name(folder: Path, name: str) -> bool:
+    """Whether a file ``name`` in ``folder`` is one a run or a dataset of wsss holds there."""
+    up = folder.parent
+    if (folder / "config.yaml").is_file() or (folder / "checkpoints").is_dir():  # a run's top
+        return name in _RUN_FILES
+    if (folder / "ImageSets").is_dir():  # a dataset's top
+        return name in _DATA_FILES
+    if folder.name.startswith("checkpoints"):
+        return name.endswith(".pt")
+    if folder.name == "tensorboard":
+        return name.startswith("events.out.tfevents.")
+    if "report" in (folder.name, up.name, up.parent.name):  # a run's report: its page, figures, summary
+        return Path(name).suffix in (".html", ".png", ".json")
+    if up.name == "ImageSets":  # a dataset's split lists
+        return name.endswith(".txt")
+    if folder.name in ("JPEGImages", "SegmentationClass") and (up / "ImageSets").is_dir():  # its photos and masks
+        ids = {i for lst in (up / "ImageSets" / "Segmentation").glob("*.txt") for i in lst.read_text().split()}
+        return Path(name).stem in ids
+    return False

@@ -25,6 +25,7 @@ import torch
 
 from wsss.cam import PAR, cam_to_label, refine_cams_with_bkg
 from wsss.core.errors import USER_ERRORS, DataError, UsageError
+from wsss.core.files import check_output_folder
 from wsss.data import VOCDataset
 from wsss.data.classes import ClassLookup
 from wsss.data.transforms import fit_side
@@ -162,6 +163,8 @@ def write_viz(
     saved config (``load_run``; ``device``: shorthand for ``run.device=DEVICE``)."""
     if bool(ids) == (image is not None):
         raise UsageError("give either ids or an image")
+    if out is not None:
+        check_output_folder(out, "a folder for the grids (one PNG per image)")
     run = load_run(run_dir, checkpoint=checkpoint, device=device, overrides=overrides)
     out = Path(out) if out is not None else run.dir / "viz"
     classes = run_classes(run.class_names, classes)

@@ -42,7 +42,15 @@ from wsss.methods import REFINERS, JobStop, PoolCall, refiner_options
 from wsss.runs import refiners  # noqa: F401 (registers the generic refiners)
 from wsss.runs.run import Run, allowed_classes, class_weights_of, load_run, present_classes, soft_tag_weights
 from wsss.runs.shard import run_ids, shared_todo
-from wsss.runs.stamps import check_stamp, claim_folder, normal, photo_record, read_stamp, refresh_sources, with_added
+from wsss.runs.stamps import (
+    check_stamp,
+    claim_folder,
+    normal,
+    photo_record,
+    read_stamp,
+    refresh_sources,
+    with_implied,
+)
 from wsss.runs.tag import tag_labels
 from wsss.utils.io import (
     CAM_SUFFIX,
@@ -321,7 +329,7 @@ def run_cam(
     ours = normal({**settings, "bkg_thre": thre})
 
     def other_level() -> bool:
-        stamp = with_added(read_stamp(seeds), ours)
+        stamp = with_implied(read_stamp(seeds), ours)
         return stamp is not None and stamp.get("bkg_thre") != thre and {**stamp, "bkg_thre": thre} == ours
 
     named = run.names("cam.bkg_thre")

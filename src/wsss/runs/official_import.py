@@ -21,7 +21,7 @@ from typing import Any
 from wsss.core.checkpoint import save_checkpoint
 from wsss.core.config import load_config, require_data_root, save_config
 from wsss.core.errors import ConfigError, UsageError
-from wsss.core.files import move_aside
+from wsss.core.files import check_output_folder, move_aside
 from wsss.data.classes import read_classes
 from wsss.methods.contract import import_config_modules
 from wsss.methods.imports import ImportLayout, available_imports, get_import_layout
@@ -35,8 +35,7 @@ def import_run(
     """Write the run directory ``out`` made from ``file`` by the import layout ``name``; returns (out, layout).
     ``out`` holding files: a UsageError naming some, unless ``overwrite`` (module docstring)."""
     out, path = Path(out), Path(file)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: is a file; --out names the folder of the run to write")
+    check_output_folder(out, "the folder of the run to write")
     _refuse_a_held_out(out, overwrite)
     cfg = load_config(config, list(overrides))
     import_config_modules(cfg.custom_imports)  # a plugin's layout registers on import, as its method does

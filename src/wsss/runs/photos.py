@@ -40,8 +40,8 @@ import torch
 from wsss.cam import CRFPool
 from wsss.core.config import results_config
 from wsss.core.distributed import rank
-from wsss.core.errors import OutputError, UsageError
-from wsss.core.files import is_temp_file, remove_stale_temps
+from wsss.core.errors import UsageError
+from wsss.core.files import check_output_folder, is_temp_file, remove_stale_temps
 from wsss.data.photos import PhotoFolder
 from wsss.runs.jobs import (
     Writes,
@@ -56,12 +56,12 @@ from wsss.runs.run import Run
 from wsss.runs.shard import run_ids, shared_todo
 from wsss.runs.stamps import (
     SOURCES_FILE,
-    differences,
+    mismatch,
     normal,
     photo_record,
     read_stamp,
     refresh_sources,
-    with_added,
+    with_implied,
     write_stamp,
 )
 from wsss.runs.tag import DEFAULT_THRESHOLD, tag_labels
@@ -82,8 +82,7 @@ def _outputs(out: Path, extra: dict[str, str], overlay: bool) -> dict[Path, str]
 def _check_place(photos: PhotoFolder, out: Path, folders: dict[Path, str]) -> None:
     """Refuse ``out`` before anything is written into it, its lock included: a file, or a folder of the photos
     (their masks would sit among them, and a photo ``a.png`` would be replaced by its mask)."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: is a file; --out names a folder for the masks")
+    check_output_folder(out, "a folder for the masks")
     inputs = photos.folders()
     for folder in folders:
         if folder.resolve() in inputs:
@@ -100,7 +99,7 @@ def _check_outputs(
     (or unstamped), or, with no stamp, any file wsss did not make (:func:`_not_ours`), unless ``overwrite``. Every
     process checks before the job's first collective (``shared_todo``), so none sees another's new outputs."""
     new = normal(settings)
-    old = with_added(read_stamp(out), new)  # a stamp of an older wsss: without the model's content
+    old = with_implied(read_stamp(out), new)
     if overwrite or old == new:  # the same job again continues: its finished photos are skipped
         return
     for folder, suffix in folders.items():
@@ -108,7 +107,7 @@ def _check_outputs(
             path = per_id_path(folder, id, suffix)
             if not path.exists():
                 continue
-            made = "" if old is None else f" made with other settings ({differences(old, new)})"
+            made = "" if old is None else f" {mismatch(old, new)}"
             raise UsageError(
                 f"{out}: already holds outputs of these photos{made} (e.g. {path}); pass --overwrite to replace "
                 "them, or give another --out"

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from wsss.cam import labelled_classes, multi_scale_logits, resize_maps
 from wsss.core.checkpoint import checkpoint_digest
-from wsss.core.config import Config
+from wsss.core.config import Config, results_config
 from wsss.core.errors import DataError, UsageError
 from wsss.data.transforms import prepare_image
 from wsss.data.voc import VOCDataset, run_dataset
@@ -39,6 +39,7 @@ class Run:
     members: tuple[Run, ...] = ()  # the runs of ``ensemble``, in order (what the outputs' settings stamp names)
     # the KEY=VALUE words merged over the saved config (``load_run``): what this job was told on its command line
     overrides: tuple[str, ...] = ()
+    sha1: str | None = None  # the SHA-1 of the checkpoint's bytes as loaded (None: read from the file when asked)
 
     @property
     def num_classes(self) -> int:
@@ -52,9 +53,10 @@ class Run:
     def model_settings(self, *, own: bool = True) -> dict[str, Any]:
         """Which model this is, for the settings stamp of an output folder (``runs/stamps.py``): its checkpoint
         (relative to the run, as ``checkpoints/best.pt``, so that a moved run keeps its outputs), step and content
-        (``core.checkpoint.checkpoint_digest``: another run's checkpoint of the same name and step, or the run
-        retrained to the same step, is another model); ``own=False`` (another run's model: a tagger, an
-        ensemble's member) adds the run's resolved folder."""
+        (the SHA-1 of the bytes loaded: another run's checkpoint of the same name and step, or the run retrained to
+        the same step, is another model), and the settings that build its network
+        (:func:`network_settings`: an override of ``options.*`` is another model); ``own=False`` (another run's
+        model: a tagger, an ensemble's member) adds the run's resolved folder."""
         ckpt = self.checkpoint
         if ckpt is not None:
             try:
@@ -64,7 +66,10 @@ class Run:
         out: dict[str, Any] = {
             "checkpoint": None if ckpt is None else str(ckpt),
             "step": self.step,
-            "sha1": None if self.checkpoint is None else checkpoint_digest(self.checkpoint),
+            "sha1": self.sha1
+            if self.sha1 is not None or self.checkpoint is None
+            else checkpoint_digest(self.checkpoint),
+            "network": network_settings(self.cfg),
         }
         return out if own else {"dir": str(self.dir.resolve()), **out}
 
@@ -271,6 +276,15 @@ class Run:
         return crf_label(image, prob, present=present_classes(prob), params=self.cfg.infer.crf)
 
 
+def network_settings(cfg: Config) -> dict[str, Any]:
+    """The settings that build a run's network and its forward, which a checkpoint's weights are loaded into: the
+    method, ``model`` (but ``model.pretrained``, the weights a training starts from), ``options`` and
+    ``run.amp``."""
+    c = results_config(cfg)
+    model = {k: v for k, v in c["model"].items() if k != "pretrained"}
+    return {"method": c["method"], "model": model, "options": c["options"], "amp": c["run"]["amp"]}
+
+
 def _on_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A loader's (pinned, on CUDA) CPU tensor on ``device``, copied without blocking the host."""
     return x.to(device, non_blocking=x.is_pinned())
@@ -316,4 +330,4 @@ def load_run(
     words = (*overrides, *([f"run.device={device}"] if device else []))
     t = load_trained_method(run_dir, checkpoint=checkpoint, overrides=words)
     return Run(dir=Path(run_dir), cfg=t.cfg, method=t.method, class_names=t.class_names, device=t.device,
-               checkpoint=t.checkpoint, step=t.step, overrides=words)  # fmt: skip
+               checkpoint=t.checkpoint, step=t.step, overrides=words, sha1=t.sha1)  # fmt: skip

@@ -56,11 +56,6 @@ def read_stamp(folder: str | Path) -> dict[str, Any] | None:
     return stamp if isinstance(stamp, dict) else dict(_UNREADABLE)
 
 
-# Settings that a stamp of an older wsss lacks (the checkpoint's content, the dataset's classes):
-# such a stamp is compared as if it named the job's own, as a folder without a stamp is taken as the job's.
-_ADDED = ("sha1", "classes")
-
-
 # Settings that a stamp of an older wsss lacks because they had one value then: the segmentation inference's
 # resizing and fusion (infer.resize_long, ...: runs/jobs.py FUSION_KEYS) were ToCo's, the schema's defaults. Such a
 # stamp is compared as if it named these values.
@@ -70,24 +65,35 @@ IMPLIED = {"resize_long": None, "scale_resize": "size", "flip_fuse": "sum", "sca
 def with_implied(old: Any, new: Any) -> Any:
     """``old`` (a stamp read back) with each setting of :data:`IMPLIED` that it lacks and ``new`` has (at its top
     level) given its implied value."""
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
+    if isinstance(old, Mapping) and isinstance(new, Mapping) and old != _UNREADABLE:
         return {**old, **{k: v for k, v in IMPLIED.items() if k in new and k not in old}}
     return old
 
 
-def with_added(old: Any, new: Any) -> Any:
-    """``old`` (a stamp read back) with each setting of :data:`_ADDED` that it lacks and ``new`` has taken from
-    ``new``, at any depth (the ensemble's members, the tagger), and those of :data:`IMPLIED` (:func:`with_implied`)."""
-    return _with_added(with_implied(old, new), new)
+def unknown(old: Any, new: Mapping[str, Any]) -> str | None:
+    """Why the stamp ``old`` (read back, :func:`with_implied`) cannot tell whether its folder's outputs are those of
+    the settings ``new``: it is unreadable, or lacks a setting that ``new`` names (a stamp of an older wsss, e.g.
+    without the checkpoint's content or the network's options: what made the outputs is unknown). None when it can
+    (no stamp: None too, a folder of an older wsss without a stamp is :func:`claim_folder`'s to warn of)."""
+    if old is None:
+        return None
+    if old == _UNREADABLE:
+        return f"its settings stamp ({STAMP_FILE}) is unreadable (not a JSON object)"
+    key = _lacking(old, new, "")
+    return None if key is None else f"its settings stamp ({STAMP_FILE}, written by an older wsss) does not name {key}"
 
 
-def _with_added(old: Any, new: Any) -> Any:
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        filled = {k: _with_added(v, new[k]) if k in new else v for k, v in old.items()}
-        return {**filled, **{k: new[k] for k in _ADDED if k in new and k not in old}}
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [_with_added(a, b) for a, b in zip(old, new, strict=True)]
-    return old
+def _lacking(old: Any, new: Any, key: str) -> str | None:
+    """The first dotted key that ``new`` has and ``old`` lacks, at any depth (an ensemble's members, the tagger)."""
+    old, new = _section(old), _section(new)
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+        return None
+    for k in sorted(new):
+        dotted = f"{key}.{k}" if key else str(k)
+        found = dotted if k not in old else _lacking(old[k], new[k], dotted)
+        if found is not None:
+            return found
+    return None
 
 
 _NOT_OUTPUTS = (STAMP_FILE, SOURCES_FILE, JOB_LOCK_FILE)  # the files of a folder that are not its job's outputs
@@ -128,10 +134,22 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any], limit: int = 3) 
     return text + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def mismatch(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """How outputs stamped ``old`` (read back, :func:`with_implied`) are not those of the settings ``new``, for a
+    refusal: 'made with other settings (key: old -> new)', or why their stamp cannot say (:func:`unknown`)."""
+    why = unknown(old, new)
+    if why is not None:
+        return f"made with unknown settings ({why})"
+    return f"made with other settings ({differences(old, new)})"
+
+
 def _refusal(folder: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> UsageError:
+    if unknown(old, new) is not None:
+        return UsageError(f"{folder}: holds outputs {mismatch(old, new)}; pass --overwrite to make them again (its "
+                          "outputs are removed first)")  # fmt: skip
     return UsageError(
-        f"{folder}: holds outputs made with other settings ({differences(old, new)}); pass --overwrite to "
-        "replace them (this folder is cleared first), or keep it and run with its settings"
+        f"{folder}: holds outputs {mismatch(old, new)}; pass --overwrite to replace them (this folder is cleared "
+        "first), or keep it and run with its settings"
     )
 
 
@@ -146,7 +164,7 @@ def check_stamp(folder: str | Path, settings: Mapping[str, Any], *, overwrite: b
     ``settings`` (and not ``overwrite``). Only reads: every process of a job may call it."""
     folder = Path(folder)
     new = normal(settings)
-    old = with_added(read_stamp(folder), new)
+    old = with_implied(read_stamp(folder), new)
     if old is not None and old != new and not overwrite and _has_outputs(folder):
         raise _refusal(folder, old, new)
 
@@ -176,14 +194,9 @@ def claim_folder(
     remove_stale_temps(folder)  # a killed job's temporary files (this process owns the folder now)
     new = normal(settings)
     read = read_stamp(folder)
-    old = with_added(read, new)
+    old = with_implied(read, new)
     if old == new:
-        if read != new:
-            if with_implied(read, new) != new:  # a setting of _ADDED was taken from this job's: said
-                warnings.warn(ConfigWarning(
-                    f"{folder}: its stamp ({STAMP_FILE}, written by an older wsss) does not name the model's content "
-                    "or the dataset's classes; its outputs are taken as made by this model (--overwrite redoes them)"
-                ), stacklevel=2)  # fmt: skip
+        if read != new:  # a setting of IMPLIED, stamped now
             write_stamp(folder, new)
         return False
     cleared = False
@@ -217,6 +230,19 @@ def _made(path: Path, suffix: str) -> bool:
     if name in (STAMP_FILE, SOURCES_FILE) or is_temp_file(name):
         return True
     return name.endswith(suffix) and not name.startswith(".") and (path.is_file() or path.is_symlink())
+
+
+def job_files(folder: str | Path) -> list[Path]:
+    """The files of ``folder`` that a per-id job (``cam``, ``pseudo``, ``predict``, ``predict --images``) made there:
+    its stamp, its photos' records, its lock, wsss's temporary files, and the outputs ``<id>.<suffix>`` of the ids its
+    records name (:data:`SOURCES_FILE`). A file of the user's there (``notes.txt``, ``hand.png``) is none of them."""
+    folder = Path(folder)
+    ids = set(read_sources(folder) or {})
+
+    def made(name: str) -> bool:
+        return name in _NOT_OUTPUTS or is_temp_file(name) or (not name.startswith(".") and Path(name).stem in ids)
+
+    return sorted(p for p in folder.iterdir() if (p.is_file() or p.is_symlink()) and made(p.name))
 
 
 def write_stamp(folder: str | Path, settings: Mapping[str, Any]) -> None:
@@ -259,17 +285,24 @@ def refresh_sources(
     A stamp names the settings of a folder; a photo replaced under its name keeps them, and a job that skips the ids
     whose outputs exist kept its old mask. The ids whose record differs (or is missing, or None) lose their
     outputs, which are this job's own (the folder's stamp is this job's settings), so the job makes them again; a
-    killed job's next run finds them missing. A folder without records (made by an older wsss) takes this job's, as
-    a folder without a stamp takes its settings (:func:`claim_folder`). Returns the ids whose outputs went."""
+    killed job's next run finds them missing. A folder without records (deleted, unreadable, or of an older wsss)
+    does not say which photo each output was made of: every id's outputs there are made again, with a warning
+    (kept, a photo replaced meanwhile kept its old mask). Returns the ids whose outputs went."""
     folder = Path(folder)
     old = read_sources(folder)
-    stale = set() if old is None else {i for i, r in records.items() if r is None or old.get(i) != r}
-    old = old or {}
+    stale = {i for i, r in records.items() if r is None or old is None or old.get(i) != r}
+    gone = set()
     for id in sorted(stale):
         for suffix in suffixes:
             path = per_id_path(folder, id, suffix)
             if path.is_file() or path.is_symlink():
                 path.unlink()
+                gone.add(id)
+    if not old and gone:
+        warnings.warn(ConfigWarning(
+            f"{folder}: {SOURCES_FILE} is missing or unreadable, so the photos its outputs were made of are unknown; "
+            f"the outputs of {len(gone)} ids are made again"
+        ), stacklevel=2)  # fmt: skip
     with atomic_write(folder / SOURCES_FILE, "w") as f:
-        json.dump({**old, **{i: r for i, r in records.items() if r is not None}}, f, sort_keys=True)
+        json.dump({**(old or {}), **{i: r for i, r in records.items() if r is not None}}, f, sort_keys=True)
     return stale

@@ -28,13 +28,13 @@ Inputs:
   .json files (``prepare.annotations``, docs/datasets.md#masks-from-labelling-tools). ``--labels`` takes the COCO
   file or the LabelMe folder too: each photo labelled with the classes drawn in it.
 
-Output ``ROOT``: ``JPEGImages/`` (hard links by default), ``SegmentationClass/`` (the masks,
-re-written as VOC-palette PNGs after checking values and sizes), ``cls_labels.npy``,
-``classes.txt``, ``ImageSets/Segmentation/train.txt`` and ``val.txt``: a seeded random share
-(``val_fraction``) of the images with a mask when masks are given (by default 0.2 of them, and at most
-half: the rest stay in train), and none without masks by default (validation needs masks, and training
-without a val split skips it). An ``out`` holding a dataset is refused unless ``overwrite``; an input
-inside an output that ``overwrite`` would replace (``--masks OUT/SegmentationClass``) is refused, never deleted.
+Output ``ROOT``: ``JPEGImages/`` (hard links by default), ``SegmentationClass/`` (the masks, re-written as
+VOC-palette PNGs after checking values and sizes), ``cls_labels.npy``, ``classes.txt``,
+``ImageSets/Segmentation/train.txt`` and ``val.txt``: a seeded random share (``val_fraction``) of the images with a
+mask when masks are given (by default 0.2 of them, and at most half: the rest stay in train), and none without masks
+by default (validation needs masks, and training without a val split skips it), nor when no mask of ``--masks``
+matches a photo (a warning says so). An ``out`` holding a dataset is refused unless ``overwrite``; an input inside
+an output that ``overwrite`` would replace (``--masks OUT/SegmentationClass``) is refused, never deleted.
 
 Every input is checked before anything is written, with check-data's rules: an image that does not
 decode fully (a truncated JPEG), a mask with values that are not classes, of another size than its
@@ -251,7 +251,7 @@ def _checked(read: _Read, out: Path | None, seed: int, progress: bool, check: bo
         source = read.source
         with_mask, label_only = {i for i in ids if source is not None and source.find(read.files[i]) is not None}, []
     warnings = list(read.warnings)
-    val = _val_ids(ids, with_mask, read.val_fraction, seed, warnings)
+    val = _val_ids(ids, with_mask, read.val_fraction, seed, warnings, read.masks, read.images)
     return FolderPlan(class_names=read.class_names, labels=read.entries, files=read.files,
                       train=[i for i in ids if i not in val], val=sorted(val), masked=with_mask,
                       label_only=label_only, by_path=read.by_path, warnings=warnings)  # fmt: skip
@@ -522,9 +522,17 @@ def _check_inputs(
     return with_mask, label_only
 
 
-def _val_ids(ids: list[str], with_mask: set[str], val_fraction: float, seed: int, warnings: list[str]) -> set[str]:
+def _val_ids(
+    ids: list[str], with_mask: set[str], val_fraction: float, seed: int, warnings: list[str],
+    masks: Path | None = None, images: Path | None = None,
+) -> set[str]:  # fmt: skip
     """The val split: ``val_fraction`` of the images with masks when there are any (at most half of them:
-    the others stay in train, where ``wsss sweep-bkg`` measures the seeds), else of all the images."""
+    the others stay in train, where ``wsss sweep-bkg`` measures the seeds), else of all the images; none when
+    ``masks`` were given and none matched (a val split of photos without masks would score nothing)."""
+    if masks is not None and not with_mask:
+        warnings.append(f"no mask of {masks} matches a photo of {images} (by its file name): no val split, and no "
+                        "photo has a mask")  # fmt: skip
+        return set()
     pool = sorted(with_mask) if with_mask else ids
     n_val = int(round(val_fraction * len(pool)))
     if with_mask and n_val > len(pool) // 2:
