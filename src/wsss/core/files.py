@@ -170,6 +170,22 @@ def retry_transient(read: Callable[[], T]) -> T:
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Publish ``src`` at ``dst`` atomically: a hard link where the file system allows one, else a copy (through a
+    temporary file of wsss's, :data:`TEMP_SUFFIX`)."""
+    import shutil
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}{TEMP_SUFFIX}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
 def remove_stale_temps(directory: str | os.PathLike) -> int:
     """Delete the temporary files :func:`atomic_write` leaves in ``directory`` when its process is killed
     between creating and renaming one (SIGKILL runs no ``except``). Call it only where one process owns

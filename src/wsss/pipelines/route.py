@@ -54,7 +54,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -451,8 +450,7 @@ def gather_masks(pred: Path, folder: Path) -> int:
     file system has none) put in place atomically; how many there are. Their ids are recorded in the folder's
     ``.sources.json`` (``runs.stamps.SOURCES_FILE``): what ``--overwrite`` removes there as the route's
     (``pipelines.steps.remove_made``), a file of the user's left."""
-
-    from wsss.core.files import TEMP_SUFFIX
+    from wsss.core.files import link_or_copy
     from wsss.runs.stamps import SOURCES_FILE, photo_record, read_sources
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -464,13 +462,7 @@ def gather_masks(pred: Path, folder: Path) -> int:
         dst = folder / mask.name
         if dst.exists() and os.path.samefile(mask, dst):
             continue
-        tmp = dst.with_name(dst.name + TEMP_SUFFIX)
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(mask, tmp)
-        except OSError:
-            shutil.copyfile(mask, tmp)
-        os.replace(tmp, dst)
+        link_or_copy(mask, dst)
     return len(masks)
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,7 +63,7 @@ from wsss.core.config import (
 )
 from wsss.core.device import resolve_device
 from wsss.core.errors import ConfigError, DataError, UsageError
-from wsss.core.files import TEMP_SUFFIX, atomic_write
+from wsss.core.files import atomic_write, link_or_copy
 from wsss.data import VOCDataset
 from wsss.methods.base import backbone_from_config
 from wsss.methods.contract import CamDeclaration, EngineAPI, Method, TrainContext, build_method, register_method
@@ -338,18 +337,6 @@ class SCCAM(Method):
 # -- the round driver (sccam.md#rounds): composes trainers through the engine's public builders ----
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Publish ``src`` at ``dst`` atomically (hard link if possible, else a copy)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}{TEMP_SUFFIX}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 def _last_val(run_dir: Path, step: int) -> dict[str, Any] | None:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -447,7 +434,7 @@ def train_rounds(cfg: Config, engine: EngineAPI, progress: bool = True) -> dict[
         out = {"step": record["step"], "best": record["best"]}
     last = root / f"round_{opts.rounds}" / "checkpoints" / "last.pt"
     if last.is_file():
-        _link_or_copy(last, root / "checkpoints" / "last.pt")
+        link_or_copy(last, root / "checkpoints" / "last.pt")
     return {**out, "rounds": records}
 
 
