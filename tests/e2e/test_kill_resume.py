@@ -1,5 +1,6 @@
 """Kill -9 a training run and a prediction job midway; the resumed jobs finish the same work."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -105,6 +106,7 @@ def test_resumed_writers_remove_the_temporary_files_a_kill_left(tmp_path):
 
     from wsss.core.files import atomic_write, remove_stale_temps
     from wsss.runs.jobs import _todo
+    from wsss.runs.stamps import photo_record
 
     for id in "ab":
         (tmp_path / f"{id}.jpg").write_bytes(b"photo")
@@ -112,6 +114,8 @@ def test_resumed_writers_remove_the_temporary_files_a_kill_left(tmp_path):
     out = tmp_path / "predictions/val"
     with atomic_write(out / "a.png") as f:
         f.write(b"done")
+    with atomic_write(out / SOURCES_FILE, "w") as f:  # a.png names the photo it was made of: done
+        json.dump({"a": photo_record(tmp_path / "a.jpg")}, f)
     stale = out / ".b.png.x1y2z3.wsss.tmp"
     stale.write_bytes(b"half")
     (out / ".keep").write_bytes(b"")  # a hidden file that is not ours stays

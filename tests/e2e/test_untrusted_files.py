@@ -154,7 +154,7 @@ def test_unsafe_split_ids_are_refused_and_nothing_is_written_outside_the_run(dat
 # ---- report HTML ------------------------------------------------------------------------------------
 
 TEMPLATE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "code", "b", "nav", "a",
-                 "table", "tr", "th", "td", "figure", "figcaption", "img", "pre"}  # fmt: skip
+                 "table", "tr", "th", "td", "figure", "figcaption", "img", "pre", "ul", "li"}  # fmt: skip
 SCRIPT = "<script>alert(1)</script>"
 
 

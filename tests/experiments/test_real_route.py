@@ -440,7 +440,8 @@ def test_the_route_and_the_experiment_share_the_steps(tmp_path, monkeypatch):
     calls: list[tuple[str, tuple, dict]] = []
     _recorded(monkeypatch, calls, run=False)
     route = Route(RouteOptions(data=str(tmp_path / "data"), out=str(tmp_path / "out"), progress=False))
-    route.choices.update(device=Choice("cpu", "given"), crf_workers=Choice(2, "given"))
+    route.choices.update(device=Choice("cpu", "given"), crf_workers=Choice(2, "given"),
+                         presets=Choice("cpu", "the CPU presets"))  # fmt: skip
     route.seg_iters, where = 7, {"device": "cpu", "crf_workers": 2}
     cls, seg, view = tmp_path / "cls", tmp_path / "seg", tmp_path / "view"
     route._cam(cls)
