@@ -71,20 +71,25 @@ def test_q5_the_box_mask_only_counts_without_the_quirk(tmp_path):
     assert torch.equal(official.trans, boxed.trans)  # the box only masks the transition matrix's columns
 
 
-def test_the_label_update_replaces_labels_where_the_prediction_is_sure(tmp_path):
-    """From the iteration after ``options.label_update_after`` the pixels where the fused prediction is over the
-    threshold take its argmax (dist_clip_voc.py: ``n_iter > 18000``): a head sure of class 2 everywhere makes the
-    seg loss small only then."""
-    method = _tiny(tmp_path, label_update_after=5)
+def _assert_labels_update_after(method, step: int) -> None:
+    """A head sure of class 2 everywhere: the seg loss is large at ``step`` and small from the step after it, when
+    the sure pixels take the prediction as their label."""
     with torch.no_grad():
         method.decoder.decoder.linear_pred.bias.zero_()
         method.decoder.decoder.linear_pred.bias[2] = 30.0
     method.train()
     method.decoder.decoder_fts_fuse.dropout.p = method.decoder.dino_decoder_fts_fuse.dropout.p = 0.0
     batch = _batch()
-    at = method.training_step(batch, 5, {"seg", "aff", "cross", "dice"})["seg"]
-    after = method.training_step(batch, 6, {"seg", "aff", "cross", "dice"})["seg"]
+    at = method.training_step(batch, step, {"seg", "aff", "cross", "dice"})["seg"]
+    after = method.training_step(batch, step + 1, {"seg", "aff", "cross", "dice"})["seg"]
     assert after.item() < 1e-3 < at.item()
+
+
+def test_the_label_update_replaces_labels_where_the_prediction_is_sure(tmp_path):
+    """From the iteration after ``options.label_update_after`` the pixels where the fused prediction is over the
+    threshold take its argmax (dist_clip_voc.py: ``n_iter > 18000``): a head sure of class 2 everywhere makes the
+    seg loss small only then."""
+    _assert_labels_update_after(_tiny(tmp_path, label_update_after=5), 5)
 
 
 def test_the_label_update_fraction_follows_the_resolved_length(tmp_path):
@@ -101,15 +106,7 @@ def test_the_label_update_fraction_follows_the_resolved_length(tmp_path):
     torch.manual_seed(0)
     method = build_method(cfg, CLASSES)
     assert method.label_update_after() == 6
-    with torch.no_grad():
-        method.decoder.decoder.linear_pred.bias.zero_()
-        method.decoder.decoder.linear_pred.bias[2] = 30.0
-    method.train()
-    method.decoder.decoder_fts_fuse.dropout.p = method.decoder.dino_decoder_fts_fuse.dropout.p = 0.0
-    batch = _batch()
-    at = method.training_step(batch, 6, {"seg", "aff", "cross", "dice"})["seg"]
-    after = method.training_step(batch, 7, {"seg", "aff", "cross", "dice"})["seg"]
-    assert after.item() < 1e-3 < at.item()
+    _assert_labels_update_after(method, 6)
 
 
 def test_q3_padding_is_ignored_without_the_quirk(tmp_path):
