@@ -4,17 +4,22 @@ jobs, as the times were measured (docs/own-photos.md#what-to-expect); a GPU is f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
 
 # The route on each measured set, by its classifier: the set's train and val photos and each step's wall seconds on
-# 2 loaded CPU cores (docs/benchmarks/real-photos.md#current-figures: `wsss route` against the steps typed by hand).
-MEASURED: dict[str, dict[str, float]] = {
-    "rca": {"train": 200, "val": 50, "classifier": 1675, "cam": 968, "pseudo": 2446, "seg": 1318, "predict": 309,
-            "report": 37},  # ccp-dev
-    "cam": {"train": 70, "val": 70, "classifier": 592, "cam": 430, "pseudo": 876, "seg": 397, "predict": 785,
-            "report": 36},  # coco128-dev
-}  # fmt: skip
-MEASURED_ON = {"rca": "ccp-dev", "cam": "coco128-dev"}
+# 2 loaded CPU cores, as data beside this module (route_times.json; the table of
+# docs/benchmarks/real-photos.md#current-figures is the same measurement).
+TIMES_FILE = Path(__file__).with_name("route_times.json")
+
+
+@cache
+def measured() -> dict[str, dict[str, float]]:
+    """classifier -> the measured route's photo counts and step seconds (:data:`TIMES_FILE`)."""
+    data = json.loads(TIMES_FILE.read_text())
+    return {k: {n: v for n, v in row.items() if n != "set"} for k, row in data.items() if isinstance(row, dict)}
 
 
 def step_estimates(
@@ -24,12 +29,13 @@ def step_estimates(
     of its own: the RCA route's rates, its training unestimated); ``counts``: ``train``, ``val``, ``new`` (photos of
     ``--images``), ``folds`` and ``masked_train``; ``iterations``: per training (``classifier``, ``seg``) the route's
     iterations and those of the measured run."""
-    m = MEASURED.get(classifier, MEASURED["rca"])
+    times = measured()
+    m = times.get(classifier, times["rca"])
     per_train = {k: m[k] / m["train"] for k in ("cam", "pseudo")}
     per_predicted = m["predict"] / m["val"]
 
     def trained(step: str) -> float | None:
-        if step == "classifier" and classifier not in MEASURED:
+        if step == "classifier" and classifier not in times:
             return None
         mine, measured = iterations[step]
         return m[step] * mine / measured

@@ -1065,12 +1065,14 @@ class Route:
 
     def _estimates(self) -> dict[str, float | None]:
         """Each step's estimated seconds (``pipelines.estimates``) for this route's photos and trainings."""
-        from wsss.pipelines.estimates import MEASURED, step_estimates
+        from wsss.pipelines.estimates import measured as measured_times
+        from wsss.pipelines.estimates import step_estimates
 
         if self.mode.value != clip_route.NO_CLIP:  # measured for the route without CLIP only
             return {}
         facts, key = self._facts(), str(self.choices["classifier"].value)
-        measured = int(MEASURED.get(key, MEASURED["rca"])["train"])
+        times = measured_times()
+        measured = int(times.get(key, times["rca"])["train"])
 
         def iterations(cfg: Config, preset: str, n: int) -> tuple[int, int]:
             return resolve_epochs(cfg, n).train.max_iters, resolve_epochs(load_config(preset), measured).train.max_iters
