@@ -71,11 +71,10 @@ from wsss.runs import clip_route, gpus
 # from any folder (core.config.SCOPE).
 CLASSIFIERS = {"rca": "wsss::rca/real_cpu.yaml", "cam": "wsss::cam/real_cpu.yaml"}
 SEG_PRESET = "wsss::deeplab/real_cpu.yaml"
-# RCA from this median of train photos per class up, the CAM baseline below it. Measured at its two sides only:
-# ccp-dev (10 classes, 200 train photos, tens of photos per class) RCA's DeepLab val 19.14 against the CAM baseline's
-# 15.59; coco128-dev (80 classes, 70 photos, most classes in one or two) the CAM baseline's 15.30 against RCA's 4.62
-# (docs/benchmarks/history/real-photos.md#manual-which-route). No set between the two was measured: 10 is a round number
-# between them, not a measured edge.
+# RCA from this median of train photos per class up, the CAM baseline below it. Measured at its two sides only
+# (docs/benchmarks/history/real-photos.md#manual-which-route): ccp-dev (10 classes, tens of photos per class), where
+# RCA won, and coco128-dev (80 classes, most in one or two photos), where the CAM baseline won. No set between the two
+# was measured: 10 is a round number between them, not a measured edge.
 MIN_PHOTOS_PER_CLASS = 10
 DEFAULT_FOLDS = 3
 GPU_LOADERS = 4  # data.num_workers of the trainings on a GPU (where it runs, not what it computes)
@@ -250,10 +249,10 @@ def choose_classifier(facts: DataFacts) -> Choice:
     photos (:data:`MIN_PHOTOS_PER_CLASS`): the rule as measured, with its reason."""
     seen = f"{facts.classes} classes, a median of {facts.photos_per_class:g} train photos per class"
     if facts.photos_per_class >= MIN_PHOTOS_PER_CLASS:
-        return Choice("rca", f"{seen} (>= {MIN_PHOTOS_PER_CLASS}): RCA, the best on ccp-dev (10 classes, 200 photos: "
-                             "DeepLab val 19.14 against the CAM baseline's 15.59)")  # fmt: skip
-    return Choice("cam", f"{seen} (< {MIN_PHOTOS_PER_CLASS}): the CAM baseline, the best on coco128-dev (80 classes, "
-                         "70 photos: DeepLab val 15.30 against RCA's 4.62)")  # fmt: skip
+        return Choice("rca", f"{seen} (>= {MIN_PHOTOS_PER_CLASS}): RCA, the better of the two on ccp-dev (10 "
+                             "classes, 200 photos; docs/own-photos.md#which-route)")  # fmt: skip
+    return Choice("cam", f"{seen} (< {MIN_PHOTOS_PER_CLASS}): the CAM baseline, the better of the two on "
+                         "coco128-dev (80 classes, 70 photos; docs/own-photos.md#which-route)")  # fmt: skip
 
 
 def split_overrides(words: Sequence[str]) -> dict[str, list[str]]:
@@ -722,7 +721,8 @@ class Route:
         split = "val" if facts.val else "train"
         self.choices["predict"] = Choice(split, ("the val split" if facts.val else "no val split: the train photos")
                                          + " scores the masks; every train and val photo gets its mask, with the "
-                                         "dense CRF (+1.16 mIoU over 5 folds of ccp-dev)")  # fmt: skip
+                                         "dense CRF (better over 5 folds of ccp-dev: "
+                                         "docs/own-photos.md#which-route)")  # fmt: skip
         steps = []
         if self.choices["stage"].value == "folds":
             steps.append(Step("choice", f"({self.opts.folds} folds of the masked train photos, both stages each)",
