@@ -3,6 +3,9 @@ then a per-photo step sharded over 2 processes, whose files equal one process's.
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import numpy as np
 import pytest
 
@@ -38,3 +41,17 @@ def test_a_training_runs_as_two_torchrun_processes_and_its_cams_shard_over_two(
             assert sorted(one) == sorted(arrays) and all(np.array_equal(one[k], arrays[k]) for k in arrays), name
     with pytest.raises(DataError, match="failed"):
         gpus.train_processes(2, [str(REPO / "configs/cam/synthetic_cpu.yaml"), "data.root=/nowhere", "--quiet"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_torchrun_launcher_ends_with_the_route(monkeypatch):
+    """The launcher is started with the kernel's parent-death signal set to SIGTERM (utils.procs): a route killed
+    outright does not leave a training running. The stand-in launcher reports its parent-death signal and fails, so
+    its output comes back in the error."""
+    probe = (
+        "import ctypes; v = ctypes.c_int(); ctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0); "
+        "print('pdeathsig', v.value); raise SystemExit(3)"
+    )  # prctl(PR_GET_PDEATHSIG)
+    monkeypatch.setattr(gpus, "torchrun_argv", lambda n, argv: [sys.executable, "-c", probe])
+    with pytest.raises(DataError, match=f"pdeathsig {int(signal.SIGTERM)}"):
+        gpus.train_processes(2, ["x.yaml"])

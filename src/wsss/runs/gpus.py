@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 
 from wsss.core.errors import DataError
+from wsss.utils.procs import die_with_parent
 
 
 def cuda_devices() -> int:
@@ -29,8 +31,10 @@ def torchrun_argv(processes: int, argv: Sequence[str]) -> list[str]:
 def train_processes(processes: int, argv: Sequence[str]) -> None:
     """``wsss train ARGV`` as ``processes`` torchrun processes (one a GPU; gloo on the CPU), resumed from its
     ``last.pt`` as one process resumes; a failed one is a DataError naming the command and its last output."""
-    cmd = torchrun_argv(processes, ["train", *argv])
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    cmd, parent = torchrun_argv(processes, ["train", *argv]), os.getpid()
+    # the launcher ends with this process (SIGTERM: it stops its ranks and they save), killed or not
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                          preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent))  # fmt: skip
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise DataError(f"`{' '.join(cmd[2:])}` failed (exit {done.returncode}): {' / '.join(tail)}")
