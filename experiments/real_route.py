@@ -73,6 +73,8 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     cams(cls, [*scales, f"cam.bkg_thre={level:g}"], f"{shown} --bkg-thre {level:g}", runner)
     res["pseudo"] = {}
     labels_of = partial(pseudo_labels, cls, root, runner=runner)
+    if args.level == "own":  # the route's: the labels at the preset's own level, as `wsss route` makes them
+        level, res["seeds"]["stage_level"] = own, "own"
     for refine in args.refine:
         affinity_run = None
         if refine == "affinity":  # PSA: seeds at the run's own pair, the affinity network, then the walk
@@ -82,9 +84,10 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
             res["affinity"] = {"seed_levels": [high, low], "seeds": 100 * miou(seeds.parent / "eval.json"),
                                "train": train(args.affinity, [f"data.root={root}", f"data.pseudo_dir={seeds}",
                                                               *args.aff_set], affinity_run, runner)}  # fmt: skip
-        pseudo = labels_of(refine, (level, level), f"pseudo_{refine}", affinity_run=affinity_run)
+        name = f"pseudo_{refine}" + ("_own_level" if args.level == "own" else "")
+        pseudo = labels_of(refine, (level, level), name, affinity_run=affinity_run)
         res["pseudo"][refine] = 100 * miou(pseudo.parent / "eval.json")
-    labels = cls / f"pseudo_{args.refine[0]}" / "train"  # the DeepLab stage's
+    labels = cls / (f"pseudo_{args.refine[0]}" + ("_own_level" if args.level == "own" else "")) / "train"
     if args.seg_band:  # the uncertain pixels between the run's two levels left to the stage's ignore index
         labels = labels_of(args.refine[0], tuple(s["config_pair"]), f"pseudo_{args.refine[0]}_band")
         res["pseudo"][f"{args.refine[0]}_band"] = 100 * miou(labels.parent / "eval.json")
@@ -93,7 +96,37 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
         _seg_stage(args, res, out, cls, root, labels, seg_set, runner)
         if args.steps:  # each step's own contribution, the gains in "steps"
             _step_gains(args, res, out, cls, root, seg_set, runner)
+        if args.abstain:  # the same stage on labels that abstain where the refiners disagree
+            _abstain_stage(args, res, out, cls, root, level, seg_set, runner)
     return res
+
+
+def _abstain_stage(
+    args: argparse.Namespace, res: dict[str, Any], out: Path, cls: Path, root: str, level: float, seg_set: list[str],
+    runner: StepRunner,
+) -> None:  # fmt: skip
+    """``--abstain``: the labels of ``wsss pseudo --refine agree`` at the stage's level (PAR's where the CAM's label
+    and the CRF's agree, 255 elsewhere), the DeepLab stage on them, scored on val plain and with the CRF; the gains
+    over round 1's stage in ``steps``."""
+    name = "pseudo_agree" + ("_own_level" if args.level == "own" else "")
+    labels = pseudo_labels(cls, root, "agree", (level, level), name, runner=runner)
+    seg = out / "seg_abstain"
+    scored = partial(scored_predictions, root=root, split=args.val_split, runner=runner)
+    res["abstain"] = {
+        "labels": str(labels), "pseudo": _label_scores(labels.parent / "eval.json"),
+        "train": train(args.seg, [f"data.root={root}", f"data.pseudo_dir={labels}", *seg_set], seg, runner),
+        "val": scored(seg), "val_crf": scored(seg, crf=True),
+    }  # fmt: skip
+    first = res["seg_rounds"][0]
+    res.setdefault("steps", {}).update({"abstain": res["abstain"]["val"] - first["val"],
+                                        "abstain_crf": res["abstain"]["val_crf"] - first["val_crf"]})  # fmt: skip
+
+
+def _label_scores(scores: Path) -> dict[str, Any]:
+    """A pseudo-label folder's ``wsss eval --pseudo`` JSON in %: its mIoU (255 as background), its mIoU on the pixels
+    it labels (``pseudo_miou``) and the share of the pixels it leaves at 255."""
+    data = json.loads(scores.read_text())
+    return {k: None if data.get(k) is None else 100 * float(data[k]) for k in ("miou", "pseudo_miou", "ignored_share")}
 
 
 def _seg_stage(
@@ -111,6 +144,7 @@ def _seg_stage(
             "train": trained,
             "val": score(predict(seg, args.val_split, runner), root, args.val_split, seg / "eval.json", runner),
         }
+        row["val_crf"] = scored_predictions(seg, crf=True, root=root, split=args.val_split, runner=runner)
         for gate, suffix in (("hard", "tagged"), ("soft", "tagged_soft")):  # the classifier's tags, both gates
             pred = predict(seg, args.val_split, runner, tags_from=cls, tag_gate=gate)
             row[f"val_{suffix}"] = score(pred, root, args.val_split, seg / f"eval_{suffix}.json", runner)
@@ -212,6 +246,12 @@ def _parser() -> Any:
     arg("--seg", default="configs/deeplab/real_cpu.yaml", help="the DeepLab preset ('' = no seg stage)")
     arg("--val-split", default="val")
     arg("--seg-rounds", type=int, default=1, help="DeepLab rounds (2: on round 1's predictions)")
+    arg("--level", choices=("sweep", "own"), default="sweep",
+        help="the DeepLab stage's labels at the level sweep-bkg picks on the train masks, or at the preset's own "
+             "(cam.bkg_thre: wsss route's)")
+    arg("--abstain", action="store_true",
+        help="a DeepLab stage on labels that abstain (wsss pseudo --refine agree at the stage's level), scored as "
+             "round 1's; gains in 'steps'")
     arg("--seg-band", action="store_true",
         help="the DeepLab stage on the first refiner's labels at the run's own pair (255 between)")
     arg("--seg-from-classifier", action="store_true",
@@ -255,6 +295,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     if args.reuse and not args.folds:
         p.error("--reuse takes the finished folds of a --folds run: pass --folds N")
+    if args.level == "own" and args.steps:
+        p.error("--steps scores the stage at the preset's own level beside the sweep's: drop --level own")
     if args.kept_only and not args.reuse:
         p.error("--kept-only gathers the folds of --reuse's JSONs: pass --reuse JSON ...")
     try:

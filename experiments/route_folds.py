@@ -21,7 +21,8 @@ from wsss.pipelines.steps import changed_settings, computed_words
 # the options that decide a route's figures besides its photos: recorded, so that --reuse tells a finished fold of
 # the same command from one of another
 SETTINGS = ("preset", "overrides", "refine", "seg", "seg_set", "val_split", "seg_rounds", "seg_band",
-            "seg_from_classifier", "seg_ensemble", "steps", "cam_scales", "affinity", "aff_set")  # fmt: skip
+            "seg_from_classifier", "seg_ensemble", "steps", "cam_scales", "affinity", "aff_set", "level",
+            "abstain")  # fmt: skip
 Route = Callable[[argparse.Namespace], dict[str, Any]]
 
 

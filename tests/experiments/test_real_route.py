@@ -102,6 +102,33 @@ def test_real_route_seg_band(tmp_path, synth_root):
     assert all((np.asarray(Image.open(p)) != 255).all() for p in level.glob("*.png"))
 
 
+def test_real_route_own_level_and_labels_that_abstain(tmp_path, synth_root):
+    """``--level own --abstain``: the stage learns from the labels at the preset's own level (``wsss route``'s), a
+    second stage from ``--refine agree``'s at that level (255 where the refiners disagree), each scored on val plain
+    and with the CRF, the difference in ``steps``."""
+    import yaml
+
+    out = tmp_path / "route"
+    tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
+            "--refine", "par", "--level", "own", "--abstain", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
+            *tiny, "--seg-set", *SEG_TINY]  # fmt: skip
+    res = real_route.main(argv)
+    own = float(yaml.safe_load((out / "cls/config.yaml").read_text())["cam"]["bkg_thre"])
+    log = (out / "route.log").read_text()
+    assert f"--refine par --levels {own:g}/{own:g}" in log and f"--refine agree --levels {own:g}/{own:g}" in log
+    labels, agreed = out / "cls/pseudo_par_own_level/train", out / "cls/pseudo_agree_own_level/train"
+    assert res["seg_rounds"][0]["labels"] == str(labels) and res["seeds"]["stage_level"] == "own"
+    assert str(agreed) in (out / "seg_abstain/config.yaml").read_text()
+    ab = res["abstain"]
+    assert 0 < ab["pseudo"]["ignored_share"] < 100 and 0 <= ab["pseudo"]["pseudo_miou"] <= 100
+    assert ab["train"]["iterations"] == 4 and 0 <= ab["val"] <= 100 and 0 <= ab["val_crf"] <= 100
+    first = res["seg_rounds"][0]
+    assert res["steps"] == {"abstain": ab["val"] - first["val"], "abstain_crf": ab["val_crf"] - first["val_crf"]}
+    with pytest.raises(SystemExit):  # --steps scores the sweep's level against the preset's: not with --level own
+        real_route.main([*argv, "--steps"])
+
+
 def test_real_route_seg_from_classifier(tmp_path, synth_root):
     """``--seg-from-classifier``: the DeepLab stage's run names the route's classifier as its weights and starts
     from its backbone (a classifier on the seg preset's tiny CNN, so the two share one)."""

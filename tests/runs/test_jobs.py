@@ -262,3 +262,29 @@ def test_par_pseudo_labels_are_refined_on_the_runs_device(monkeypatch):
     label = refiners.refine_par(job, ["a"])("a", np.zeros((8, 6, 3), np.uint8), np.array([1.0, 0.0], np.float32))
     assert seen == [(torch.device("meta"), torch.device("meta"))]
     assert label.shape == (8, 6)
+
+
+def test_labels_that_abstain_keep_par_where_the_cam_and_the_crf_agree(reported, synth_root, tmp_path):
+    # `wsss pseudo --refine agree`: PAR's label where the CAM's own label and the CRF's say the same, 255 elsewhere,
+    # from the same CAMs at the same levels (a copy of the shared run: its pseudo/val stays as it was)
+    import shutil
+
+    import numpy as np
+
+    from wsss.utils.io import read_label_png
+
+    run = tmp_path / "run"
+    shutil.copytree(reported[0], run, ignore=shutil.ignore_patterns("pseudo", "report", "predictions*"))
+    made = {}
+    for refine in ("par", "none", "crf", "agree"):
+        args = ["pseudo", str(run), "--split", "val", "--refine", refine, "--levels", "0.5/0.5", "--crf-workers", "0"]
+        assert main([*args, "--overwrite", "--quiet"]) == 0
+        made[refine] = {p.stem: read_label_png(p) for p in sorted((run / "pseudo/val").glob("*.png"))}
+    assert made["agree"] and made["agree"].keys() == made["par"].keys()
+    kept = abstained = 0
+    for id, agree in made["agree"].items():
+        par, cam, crf = made["par"][id], made["none"][id], made["crf"][id]
+        same = (par == cam) & (par == crf)
+        assert np.array_equal(agree[same], par[same]) and np.all(agree[~same] == 255)
+        kept, abstained = kept + int(same.sum()), abstained + int((~same).sum())
+    assert kept > 0 and abstained > 0  # both sides of the rule are exercised on the tiny run's photos

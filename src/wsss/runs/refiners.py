@@ -1,6 +1,7 @@
 """The generic refiners of ``wsss pseudo --refine``, which every run with CAMs accepts: "none" (high/low
 thresholds, 255 between), "par" (docs/methods/seco.md#pseudo-label on the full image), "crf" (the method's
-label CRF, ``Method.crf_refiner``: ToCo's unless the method has its own) and "psa" (PSA's AffinityNet seeds,
+label CRF, ``Method.crf_refiner``: ToCo's unless the method has its own), "agree" (PAR's label where the CAM's
+thresholds and the CRF say the same, 255 elsewhere) and "psa" (PSA's AffinityNet seeds,
 docs/methods/affinitynet.md#psa-seeds). A method's package registers its own (``affinity``, ``rca``,
 ``excel``); ``wsss.methods.refiners_of`` says which a run accepts.
 
@@ -11,7 +12,7 @@ job's worker pool runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +66,37 @@ def refine_crf(job: RefineJob, ids: Sequence[str]) -> Refiner:
     ``low_thre`` combined as in docs/methods/seco.md#pseudo-label, unless the method has a CRF of its own."""
     job.require_cams(ids)
     return job.run.method.crf_refiner(job)
+
+
+@register_refiner("agree")
+def refine_agree(job: RefineJob, ids: Sequence[str]) -> Refiner:
+    """Labels that abstain: PAR's label (``par``) at each pixel where the CAM's own label (``none``) and the CRF's
+    (``crf``) at the same levels agree with it, 255 where any of the three differs or is undecided; the stage then
+    learns from the pixels its refiners are sure of (docs/getting-started.md, The commands)."""
+    par, cam, crf = (factory(job, ids) for factory in (refine_par, refine_none, refine_crf))
+
+    def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray | PoolCall:
+        sure = (par(id, image, labels), cam(id, image, labels))
+        made = crf(id, image, labels)
+        if isinstance(made, PoolCall):  # the CRF in the job's worker pool, the agreement after it there too
+            return PoolCall(agreed_label, (made.fn, made.args, *sure))
+        return agreement(made, *sure)
+
+    return refine
+
+
+def agreed_label(fn: Callable[..., np.ndarray], args: tuple, *labels: np.ndarray) -> np.ndarray:
+    """``fn(*args)``'s label (a CRF's, in a worker) agreed with ``labels`` (:func:`agreement`); module-level, for
+    the worker pool."""
+    return agreement(fn(*args), *labels)
+
+
+def agreement(first: np.ndarray, *others: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """``first``'s label where every map of ``others`` holds the same class, ``ignore_index`` elsewhere."""
+    out = np.asarray(first).copy()
+    for other in others:
+        out[np.asarray(other) != out] = ignore_index
+    return out
 
 
 @register_refiner("psa")
