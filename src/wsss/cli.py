@@ -348,7 +348,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, labels=args.labels, classes=args.classes, masks=args.masks,
         classifier=args.classifier, stage=args.stage, overrides=args.overrides, crf_workers=args.crf_workers,
         images=args.images, overwrite=args.overwrite, progress=not args.quiet, plan_only=args.plan, clip=args.clip,
-        dinov2=args.dinov2, **defaults,
+        dinov2=args.dinov2, rounds=args.rounds, abstain=args.abstain, **defaults,
     ))  # fmt: skip
     return 0
 
@@ -863,6 +863,13 @@ def add_route(sub: Any) -> None:
                    "trainings of the stage; 0: no choice, the mixed stage)")  # fmt: skip
     s.add_argument("--crf-workers", type=_setting("infer.crf_workers", int), default=None, metavar="N",
                    help="processes of the dense CRF (infer.crf_workers; default: each run's own)")  # fmt: skip
+    s.add_argument("--rounds", type=int, default=0, metavar="N",
+                   help="self-training: N more DeepLab stages, each on its predecessor's masks of the train photos "
+                   "(with the CRF, only each photo's labelled classes); default 0 "
+                   "(docs/own-photos.md#which-route)")  # fmt: skip
+    s.add_argument("--abstain", action="store_true",
+                   help="labels that abstain: the stage learns only the pixels where PAR, the CAM's thresholds and "
+                   "the CRF agree (wsss pseudo --refine agree)")  # fmt: skip
     s.add_argument("--images", nargs="+", default=None, metavar="DIR_OR_FILE",
                    help="new photos (not a dataset): their masks into OUT/new_masks at the end")  # fmt: skip
     s.add_argument("--plan", action="store_true", help="check every input, print the choices and the steps as "

@@ -480,6 +480,52 @@ def test_the_route_gives_the_masks_of_its_plan_typed_by_hand(synth_root, tmp_pat
     assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_rounds_and_labels_that_abstain_give_the_masks_of_their_plan_typed_by_hand(
+    synth_root, tmp_path, capsys, one_thread
+):  # fmt: skip
+    """``--rounds 1 --abstain``: the labels of ``--refine agree``, a first stage in ``seg_r0`` and a second in ``seg``
+    on the first's masks of the train photos (CRF, labelled classes only); the plan prints each step with its
+    estimate, and its commands typed one by one give the route's very masks. Recorded: ``--rounds 0`` is another
+    route."""
+    import shlex
+
+    hand, route = tmp_path / "hand", tmp_path / "route"
+    given = ["--rounds", "1", "--abstain", *FAST, *TINY]
+    assert main(["route", str(synth_root), "--out", str(hand), "--plan", *given]) == 0
+    said = capsys.readouterr().out
+    plan = [line.split(": ", 1)[1] for line in said.splitlines() if line.startswith("[")]
+    assert [c.split()[1] for c in plan] == ["check-data", "train", "cam", "pseudo", "train", "predict", "train",
+                                            "predict", "report"]  # fmt: skip
+    assert "--refine agree" in plan[3] and f"run.dir={hand.resolve() / 'seg_r0'}" in plan[4]
+    assert plan[5] == f"wsss predict {hand.resolve() / 'seg_r0'} --split train --labelled-only --crf"
+    labels = hand.resolve() / "seg_r0/predictions_crf_labelled/train"
+    assert f"data.pseudo_dir={labels}" in plan[6] and f"run.dir={hand.resolve() / 'seg'}" in plan[6]
+    assert "route: labels: agree (given (--abstain)" in said and "route: rounds: 1 (given)" in said
+    assert re.search(r"\[6/9\] round 1 labels: .*\n      estimate: about ", said)
+    assert re.search(r"\[7/9\] round 1: .*\n      estimate: about ", said)
+    for line in plan:
+        for command in line.split("&&"):
+            argv = shlex.split(command)[1:]
+            assert main(argv + (["--quiet"] if argv[0] in ("train", "cam", "pseudo", "predict") else [])) == 0
+    assert main(["route", str(synth_root), "--out", str(route), *given]) == 0
+    a, b = _masks(hand / "seg/predictions_crf/val"), _masks(route / "seg/predictions_crf/val")
+    assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
+    agreed = _masks(route / "cls/pseudo/train")
+    assert agreed and any((m == 255).any() for m in agreed.values())  # the labels abstain somewhere
+    assert str(route.resolve() / "seg_r0/predictions_crf_labelled/train") in (route / "seg/config.yaml").read_text()
+    settings = json.loads((route / "route.json").read_text())["settings"]
+    assert settings["rounds"] == 1 and settings["abstain"] is True
+    with pytest.raises(UsageError, match=r"other settings \(rounds: 1 -> None"):
+        Route(RouteOptions(data=str(synth_root), out=str(route), overrides=TINY, abstain=True)).run()
+
+
+def test_rounds_and_abstain_are_refused_where_they_have_no_meaning(synth_root, tmp_path):
+    with pytest.raises(UsageError, match=r"--rounds -1: 0 \(one stage\) or more"):
+        Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), rounds=-1))
+    with pytest.raises(UsageError, match="--abstain: labels of the classifier's CAMs"):
+        Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), abstain=True, clip=str(tmp_path / "c.pt")))
+
+
 @pytest.mark.parametrize("broken", ["pseudo labels", "true masks"])
 def test_a_training_of_the_route_checks_its_pseudo_labels_and_masks_before_it_trains(
     broken, synth_root, tmp_path, monkeypatch, capsys

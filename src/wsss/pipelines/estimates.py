@@ -27,8 +27,8 @@ def step_estimates(
 ) -> dict[str, float | None]:
     """Seconds per step title (None: no measured rate). ``classifier``: the route's choice (``rca``, ``cam``; a preset
     of its own: the RCA route's rates, its training unestimated); ``counts``: ``train``, ``val``, ``new`` (photos of
-    ``--images``), ``folds`` and ``masked_train``; ``iterations``: per training (``classifier``, ``seg``) the route's
-    iterations and those of the measured run."""
+    ``--images``), ``folds``, ``masked_train`` and ``rounds`` (of ``--rounds``); ``iterations``: per training
+    (``classifier``, ``seg``) the route's iterations and those of the measured run."""
     times = measured()
     m = times.get(classifier, times["rca"])
     per_train = {k: m[k] / m["train"] for k in ("cam", "pseudo")}
@@ -54,4 +54,7 @@ def step_estimates(
         "masks": per_predicted * (counts["train"] + counts["val"]),
         "report": m["report"],
         "new photos": per_predicted * counts.get("new", 0),
-    }
+        # each round predicts the train photos as the masks step does, then trains the stage again
+        **{title: seconds for r in range(1, counts.get("rounds", 0) + 1)
+           for title, seconds in ((f"round {r} labels", per_predicted * counts["train"]), (f"round {r}", seg))},
+    }  # fmt: skip

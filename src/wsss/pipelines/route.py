@@ -58,6 +58,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,8 @@ class RouteOptions:
     plan_only: bool = False  # print the plan (choices and the equivalent commands), run nothing
     clip: str | None = None  # a CLIP file: the word clip.model.pretrained (docs/own-photos.md#with-clip-files)
     dinov2: str | None = None  # a DINOv2 file: the word clip.options.dino_weights
+    rounds: int = 0  # self-training: the DeepLab stage again on its own masks of the train photos, N more times
+    abstain: bool = False  # the stage's labels 255 where PAR, the CAM's thresholds and the CRF disagree
 
 
 @dataclass
@@ -493,11 +496,18 @@ class Route:
         self.say = say or (lambda text: print(text, flush=True))
         if opts.folds < 0 or opts.folds == 1:
             raise UsageError(f"--folds {opts.folds}: 0 (no choice: the mixed stage) or 2 or more")
+        if opts.rounds < 0:
+            raise UsageError(f"--rounds {opts.rounds}: 0 (one stage) or more (its masks of the train photos teach "
+                             "the next)")  # fmt: skip
         if opts.stage not in STAGES:
             raise UsageError(f"--stage {opts.stage!r}: one of {', '.join(STAGES)}")
         self.words = split_overrides([*opts.overrides, *self._file_words()])
         self.files = clip_route.weight_words(self.words["clip"])
         self.mode = clip_route.choose_mode(self.files.get(clip_route.CLIP_KEY), self.files.get(clip_route.DINOV2_KEY))
+        if opts.abstain and self.mode.value != clip_route.NO_CLIP:
+            raise UsageError("--abstain: labels of the classifier's CAMs; a CLIP mode makes its own (drop --clip)")
+        if opts.rounds and self.mode.value == clip_route.WECLIP:
+            raise UsageError("--rounds: rounds of the DeepLab stage; WeCLIP+ has none (drop --dinov2 for CLIP-ES)")
         self.processes = 1  # a training's processes, a per-photo step's shares: the CUDA devices (set by the plan)
         self.runner = StepRunner(self.out, command="wsss route", record=ROUTE_FILE)
         self.choices: dict[str, Choice] = {}
@@ -553,6 +563,9 @@ class Route:
             "seg_overrides": computed_words(self.words["seg"]),
             # a CLIP mode's words (its files among them): none in the route without CLIP, whose record stays as it was
             **({"clip_overrides": computed_words(self.words["clip"])} if self.mode.value != clip_route.NO_CLIP else {}),
+            # the candidates past the first labels, recorded where given: a record without them is the plain route's
+            **({"rounds": self.opts.rounds} if self.opts.rounds else {}),
+            **({"abstain": True} if self.opts.abstain else {}),
         }  # fmt: skip
 
     def _refuse_a_foreign_out(self) -> None:
@@ -570,7 +583,8 @@ class Route:
         settings)."""
         mine = self.settings()
         given = [self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks, *(self.opts.images or [])]
-        self.runner.settle(mine, overwrite=self.opts.overwrite, own=OWN_OUTPUTS, inputs=[Path(p) for p in given if p])
+        own = (*OWN_OUTPUTS, *self._round_dirs())
+        self.runner.settle(mine, overwrite=self.opts.overwrite, own=own, inputs=[Path(p) for p in given if p])
         kept = self.runner.kept
         if kept:
             shown = ", ".join(str(p) for p in kept[:3]) + (f" (and {len(kept) - 3} more)" if len(kept) > 3 else "")
@@ -640,8 +654,8 @@ class Route:
         if not prepares:  # `wsss prepare folder` checked its inputs; a dataset given is checked as `wsss train` does
             steps.append(Step("check", f"wsss check-data {root}", lambda: self._check_data(root)))
         steps += body
-        shown = [k for k in ("mode", "classifier", "levels", "stage", "predict", "device", "presets", "crf_workers")
-                 if k in self.choices]  # fmt: skip
+        shown = [k for k in ("mode", "classifier", "levels", "labels", "stage", "rounds", "predict", "device",
+                             "presets", "crf_workers") if k in self.choices]  # fmt: skip
         for key in shown:
             self.say(f"route: {key}: {_shown(self.choices[key].value)} ({self.choices[key].reason})")
         if self.opts.images:
@@ -704,8 +718,15 @@ class Route:
         steps = [Step("classifier", f"wsss train {preset} data.root={root} run.dir={cls_dir} {over}".rstrip(),
                       lambda: self._train(cls_cfg))]  # fmt: skip
         steps.append(Step("cam", f"wsss cam {cls_dir} --split train", lambda: self._cam(cls_dir)))
-        steps.append(Step("pseudo", f"wsss pseudo {cls_dir} --split train --refine par --levels {level:g}/{level:g}",
-                          lambda: self._pseudo(cls_dir, level)))  # fmt: skip
+        refine = "agree" if self.opts.abstain else "par"
+        self.choices["labels"] = (
+            Choice("agree", "given (--abstain): PAR's label where the CAM's thresholds and the CRF label agree with "
+                            "it, 255 (unlearned) elsewhere") if self.opts.abstain
+            else Choice("par", "PAR's refinement of the CAMs, every pixel labelled (--abstain: 255 where the refiners "
+                               "disagree)"))  # fmt: skip
+        levels = f"--levels {level:g}/{level:g}"
+        steps.append(Step("pseudo", f"wsss pseudo {cls_dir} --split train --refine {refine} {levels}",
+                          lambda: self._pseudo(cls_dir, level, refine)))  # fmt: skip
         return steps + self._seg_steps(root, out, facts, cls_dir)
 
     def _seg_steps(self, root: Path, out: Path, facts: DataFacts, labels_run: Path) -> list[Step]:
@@ -727,13 +748,42 @@ class Route:
         if self.choices["stage"].value == "folds":
             steps.append(Step("choice", f"({self.opts.folds} folds of the masked train photos, both stages each)",
                               lambda: self._choose_stage(root, seg_words, out / "choice")))  # fmt: skip
-        steps.append(Step("seg", f"wsss train {seg} {' '.join(seg_words)} run.dir={seg_dir}",
-                          lambda: self._train_stage(root, seg_words, seg_dir)))  # fmt: skip
+        stages = [*(out / name for name in self._round_dirs(self.opts.rounds)), seg_dir]  # the last is OUT/seg
+        steps.append(Step("seg", f"wsss train {seg} {' '.join(seg_words)} run.dir={stages[0]}",
+                          lambda: self._train_stage(root, seg_words, stages[0])))  # fmt: skip
+        steps += self._round_steps(root, seg, stages)
         predict = " && ".join(f"wsss predict {seg_dir} --split {split} --crf" for split in self._splits())
         steps.append(Step("masks", predict, lambda: self._masks(seg_dir)))
         steps.append(Step("report", f"wsss report {labels_run} && wsss report {seg_dir}",
                           lambda: self._report(labels_run, seg_dir)))  # fmt: skip
         return steps
+
+    def _round_dirs(self, rounds: int | None = None) -> list[str]:
+        """The folders of the stages before the last of ``--rounds`` (``seg_r0``, ...): ``rounds`` of them, or those
+        in OUT (None: what ``--overwrite`` and edited tags remove)."""
+        if rounds is not None:
+            return [f"seg_r{r}" for r in range(rounds)]
+        return sorted(p.name for p in self.out.glob("seg_r*") if p.name[len("seg_r") :].isdigit())
+
+    def _round_steps(self, root: Path, seg: str, stages: list[Path]) -> list[Step]:
+        """``--rounds N``: N more DeepLab stages, each trained afresh on the masks its predecessor predicts for the
+        train photos with the dense CRF, naming only each photo's labelled classes, the masks in their place."""
+        from wsss.runs.jobs import predictions_folder
+
+        self.choices["rounds"] = Choice(self.opts.rounds, "given" if self.opts.rounds else "one stage (--rounds N: "
+                                        "N more, each on its predecessor's masks of the train photos)")  # fmt: skip
+        steps = []
+        for r, (before, run_dir) in enumerate(zip(stages, stages[1:]), 1):
+            labels = before / predictions_folder(crf=True, labelled_only=True) / "train"
+            words = [f"data.root={root}", *mixed_stage_words(labels), *self.words["seg"]]
+            steps.append(Step(f"round {r} labels", f"wsss predict {before} --split train --labelled-only --crf",
+                              partial(self._predict_split, before, "train", labelled_only=True)))  # fmt: skip
+            steps.append(Step(f"round {r}", f"wsss train {seg} {' '.join(words)} run.dir={run_dir}",
+                              partial(self._train_round, seg, words, run_dir)))  # fmt: skip
+        return steps
+
+    def _train_round(self, seg: str, words: list[str], run_dir: Path) -> None:
+        self._train(self._config(seg, words, run_dir))
 
     def _seg_preset(self) -> str:
         """The DeepLab stage's preset: ``--seg``, else the GPU's or the CPU's."""
@@ -910,7 +960,7 @@ class Route:
         digest, record = clip_route.labels_digest(root, self._facts().train), self.out / TAGS_DIGEST
         if record.is_file() and record.read_text().strip() != digest:
             self.say("route: the labels changed since the steps after the tags ran (tags.csv edited): they run again")
-            kept = [k for n in AFTER_TAGS for k in remove_made(self.out / n)]
+            kept = [k for n in (*AFTER_TAGS, *self._round_dirs()) for k in remove_made(self.out / n)]
             kept += [k for n in AFTER_TAGS_CLIP for k in remove_made(clip_dir / n)]
             if kept:
                 self.say(f"  kept {len(kept)} files wsss did not make: {', '.join(map(str, kept[:3]))}")
@@ -973,11 +1023,14 @@ class Route:
         self.stage_root = view or root
         self._train(self._stage_config(root, seg_words, seg_dir, stage, view))
 
-    def _predict_split(self, run_dir: Path, split: str, root: Path | None = None, crf: bool = True) -> Path:
+    def _predict_split(
+        self, run_dir: Path, split: str, root: Path | None = None, crf: bool = True, labelled_only: bool = False
+    ) -> Path:  # fmt: skip
         argv = ["predict", str(run_dir), "--split", split, *(["--data-root", str(root)] if root else []),
-                *(["--crf"] if crf else [])]  # fmt: skip
+                *(["--labelled-only"] if labelled_only else []), *(["--crf"] if crf else [])]  # fmt: skip
         with self._shared(argv):
-            return predict_split(run_dir, split, root=root, crf=crf, progress=self.opts.progress, **self._where())
+            return predict_split(run_dir, split, root=root, crf=crf, labelled_only=labelled_only,
+                                 progress=self.opts.progress, **self._where())  # fmt: skip
 
     def _masks(self, seg_dir: Path, crf: bool = True) -> None:
         """Every train and val photo's mask with the dense CRF (``wsss predict --crf`` of each split; WeCLIP+'s by its
@@ -1079,7 +1132,7 @@ class Route:
 
         folds = self.opts.folds if self.choices["stage"].value == "folds" else 0
         counts = {"train": len(facts.train), "val": len(facts.val), "new": self.new_photos, "folds": folds,
-                  "masked_train": len(facts.masked_train)}  # fmt: skip
+                  "masked_train": len(facts.masked_train), "rounds": self.opts.rounds}  # fmt: skip
         return step_estimates(key, counts, {
             "classifier": iterations(self.configs["cls"], CLASSIFIERS.get(key, CLASSIFIERS["rca"]), len(facts.train)),
             "seg": iterations(self.configs["seg"], SEG_PRESET, len(facts.train)),

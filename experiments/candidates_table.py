@@ -1,0 +1,142 @@
+"""The candidates past the route's first labels, cross-validated: the table of
+docs/benchmarks/history/real-photos.md#past-the-first-labels from the JSONs of ``experiments/real_route.py --level own``
+folds (one ``--fold F/5`` JSON each, or a ``--folds 5`` JSON), per set.
+
+Each candidate's gain is its val mIoU with ``--crf`` less the same fold's route (the first DeepLab stage on PAR labels
+at the preset's level, with ``--crf``). The rule, fixed before the runs: the route adopts a candidate only if, on
+every set, all five folds have run and its mean gain exceeds twice the standard deviation of its per-fold gains.
+
+    .venv/bin/python experiments/candidates_table.py --set ccp-dev runs/i90/json/ccp-dev_fold*.json \\
+        --set coco128-dev runs/i90/json/coco128-dev_fold*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: its package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.route_folds import summarise  # noqa: E402
+from wsss.cli_common import script_parser  # noqa: E402
+
+FOLDS = 5
+ROUTE = "seg_rounds.0.val_crf"  # the route's own figure: one stage on PAR labels at the preset's level, --crf
+# candidate -> (its figure, the route's figure it is judged against); the plain rows decide nothing
+CANDIDATES = {
+    "self-training: one more round (`--rounds 1`)": ("seg_rounds.1.val_crf", ROUTE),
+    "labels that abstain (`--abstain`)": ("abstain.val_crf", ROUTE),
+    "the DeepLab stage's consistency (`--consistency`)": ("consistency.val_crf", ROUTE),
+}
+PLAIN = {
+    "self-training, plain": ("seg_rounds.1.val", "seg_rounds.0.val"),
+    "labels that abstain, plain": ("abstain.val", "seg_rounds.0.val"),
+}
+# figures shown beside the gains: the labels each stage learnt from, on the train masks
+FIGURES = {
+    ROUTE: "the route: one stage, val, `--crf`",
+    "seg_rounds.0.val": "the route: one stage, val, plain",
+    "pseudo.par": "its PAR labels, train masks",
+    "seg_rounds.0.train_predictions": "round 2's labels (round 1's masks, `--labelled-only --crf`), train masks",
+    "abstain.pseudo.miou": "the labels that abstain, train masks (255 as background)",
+    "abstain.pseudo.pseudo_miou": "the labels that abstain, on the pixels they label",
+    "abstain.pseudo.ignored_share": "the labels that abstain: share of pixels left at 255 (%)",
+}
+
+
+def value(res: dict[str, Any], key: str) -> float | None:
+    """The number at a dotted key path of a fold's JSON (``seg_rounds.0.val_crf``); None where it has none."""
+    node: Any = res
+    for part in key.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+def read_folds(paths: list[str]) -> list[dict[str, Any]]:
+    """The folds the JSONs hold (a ``--fold`` JSON is one, a ``--folds`` JSON its ``folds``), by fold index; a fold
+    given twice is refused (SystemExit naming both files)."""
+    folds: dict[int, tuple[dict[str, Any], str]] = {}
+    for path in paths:
+        try:
+            res = json.loads(Path(path).read_text())
+            entries = res.get("folds", [res])
+            indexed = [(int(e["fold"]["fold"]), e) for e in entries]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise SystemExit(f"{path}: not the JSON of a --fold or --folds run ({e!r})") from None
+        for fold, entry in indexed:
+            if fold in folds:
+                raise SystemExit(f"{path}: fold {fold} is in {folds[fold][1]} too: pass one of them")
+            folds[fold] = entry, path
+    return [folds[f][0] for f in sorted(folds)]
+
+
+def gains(folds: list[dict[str, Any]], figure: str, against: str) -> list[float]:
+    """``figure`` less ``against`` in each fold that has both."""
+    pairs = [(value(r, figure), value(r, against)) for r in folds]
+    return [a - b for a, b in pairs if a is not None and b is not None]
+
+
+def verdict(per_set: dict[str, list[float]]) -> str:
+    """The rule over every set's per-fold gains (see the module docstring)."""
+    short = [f"{name} {len(g)} of {FOLDS}" for name, g in per_set.items() if len(g) < FOLDS]
+    if short:
+        return f"undecided (folds run: {', '.join(short)})"
+    failed = []
+    for name, g in per_set.items():
+        s = summarise([{"g": x} for x in g])["g"]
+        if not s["mean"] > 2 * s["sd"]:
+            failed.append(f"{name}: {s['mean']:+.2f} <= 2 x {s['sd']:.2f}")
+    return "**adopted**" if not failed else f"not adopted ({'; '.join(failed)})"
+
+
+def _cell(g: list[float]) -> str:
+    if not g:
+        return "not run"
+    s = summarise([{"g": x} for x in g])["g"]
+    return f"{s['mean']:+.2f} (sd {s['sd']:.2f}; n {len(g)}: {' / '.join(f'{x:+.2f}' for x in g)})"
+
+
+def table(sets: dict[str, list[dict[str, Any]]]) -> str:
+    """The markdown tables: the figures per set, then each candidate's gain per set and the rule's verdict."""
+    names = list(sets)
+    lines = [f"| figure | {' | '.join(names)} |", f"|---|{'---|' * len(names)}"]
+    for key, label in FIGURES.items():
+        cells = []
+        for folds in sets.values():
+            vals = [v for v in (value(r, key) for r in folds) if v is not None]
+            s = summarise([{"v": v} for v in vals]).get("v")
+            cells.append(f"{s['mean']:.2f} (sd {s['sd']:.2f}; n {len(vals)})" if s else "not run")
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    lines += [
+        "",
+        f"| candidate, gain over the route | {' | '.join(names)} | the rule |",
+        f"|---|{'---|' * (len(names) + 1)}",
+    ]
+    for label, (figure, against) in {**CANDIDATES, **PLAIN}.items():
+        per_set = {name: gains(folds, figure, against) for name, folds in sets.items()}
+        rule = verdict(per_set) if label in CANDIDATES else "decides nothing"
+        lines.append(f"| {label} | {' | '.join(_cell(g) for g in per_set.values())} | {rule} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = script_parser(__doc__)
+    p.add_argument("--set", nargs="+", action="append", required=True, metavar=("NAME", "JSON"),
+                   help="a set's name and its folds' JSONs (repeat for each set)")  # fmt: skip
+    args = p.parse_args(argv)
+    if any(len(s) < 2 for s in args.set):
+        p.error("--set NAME JSON [JSON ...]: a name and at least one JSON")
+    text = table({s[0]: read_folds(s[1:]) for s in args.set})
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""experiments/candidates_table.py: each candidate's per-fold gain over the route, and the rule (adopted only when
+every set has all five folds and, on each, the mean gain exceeds twice the standard deviation of the gains)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from experiments import candidates_table as ct
+
+
+def _fold(f: int, route: float, rounds: float | None = None, abstain: float | None = None) -> dict:
+    res = {"fold": {"fold": f, "folds": 5}, "pseudo": {"par": 20.0},
+           "seg_rounds": [{"val": route - 1, "val_crf": route}]}  # fmt: skip
+    if rounds is not None:
+        res["seg_rounds"].append({"val": rounds - 1, "val_crf": rounds})
+    if abstain is not None:
+        res["abstain"] = {"val": abstain - 1, "val_crf": abstain, "pseudo": {"miou": 15.0, "ignored_share": 30.0}}
+    return res
+
+
+def test_a_candidate_is_adopted_only_past_twice_its_spread_on_every_set(tmp_path):
+    # round 2 gains 1.0 +- 0.1 on both sets: adopted; abstain gains on one set only within its spread: not
+    ccp = [_fold(f, 20.0, 21.0 + 0.1 * (f % 2), 20.0 + (1.5 if f % 2 else -1.0)) for f in range(5)]
+    coco = [_fold(f, 5.0, 6.0 - 0.1 * (f % 2), 6.0) for f in range(5)]
+    paths = []
+    for name, folds in (("ccp", ccp), ("coco", coco)):
+        for r in folds:
+            path = tmp_path / f"{name}_{r['fold']['fold']}.json"
+            path.write_text(json.dumps(r))
+            paths.append(str(path))
+    text = ct.main(["--set", "ccp", *paths[:5], "--set", "coco", *paths[5:]])
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()}
+    assert rows["self-training: one more round (`--rounds 1`)"].endswith("| **adopted** |")
+    ab = rows["labels that abstain (`--abstain`)"]
+    gains = [1.5 if f % 2 else -1.0 for f in range(5)]
+    assert f"{statistics.fmean(gains):+.2f} (sd {statistics.stdev(gains):.2f}; n 5" in ab
+    assert "not adopted (ccp: " in ab and "coco" not in ab.split("not adopted")[1]  # coco's gain is 1.0 (sd 0)
+    assert rows["the DeepLab stage's consistency (`--consistency`)"].count("not run") == 2
+    assert "undecided (folds run: ccp 0 of 5, coco 0 of 5)" in rows["the DeepLab stage's consistency (`--consistency`)"]
+    assert "| 20.00 (sd 0.00; n 5) | 5.00 (sd 0.00; n 5) |" in rows["the route: one stage, val, `--crf`"]
+
+
+def test_fewer_than_five_folds_leave_it_undecided_and_a_fold_given_twice_is_refused(tmp_path):
+    folds = [_fold(f, 20.0, 25.0) for f in range(3)]
+    assert ct.verdict({"ccp": ct.gains(folds, "seg_rounds.1.val_crf", ct.ROUTE)}) == "undecided (folds run: ccp 3 of 5)"
+    one = tmp_path / "a.json"
+    one.write_text(json.dumps(folds[0]))
+    both = tmp_path / "b.json"
+    both.write_text(json.dumps({"folds": folds[:2], "summary": {}}))
+    with pytest.raises(SystemExit, match="fold 0 is in .*a.json too"):
+        ct.read_folds([str(one), str(both)])
+    assert [r["fold"]["fold"] for r in ct.read_folds([str(both)])] == [0, 1]
+    assert ct.value(folds[0], "seg_rounds.1.val_crf") == 25.0 and ct.value(folds[0], "seg_rounds.2.val") is None
