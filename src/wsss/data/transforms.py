@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter, ImageOps
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -219,6 +219,28 @@ def color_jitter(
             x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
         x = np.clip(x, 0.0, 1.0)
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def photometric(
+    img: np.ndarray, rng: np.random.Generator, *, flip: bool, blur_p: float, solarize_p: float
+) -> np.ndarray:
+    """The photometric chain of SeCo's views (docs/methods/seco.md#data, 6a and 6b), also the DeepLab stage's strong
+    view (``flip=False``: the pixels stay where they were): flip (p .5) -> colour jitter (0.4, 0.4, 0.2, 0.1; p .8)
+    -> grayscale (p .2) -> Gaussian blur, radius ~ U(0.1, 2) (p ``blur_p``) -> solarisation at 128 (p
+    ``solarize_p``)."""
+    if flip and rng.random() < 0.5:
+        img = np.ascontiguousarray(img[:, ::-1])
+    if rng.random() < 0.8:
+        img = color_jitter(img, 0.4, 0.4, 0.2, 0.1, rng=rng)
+    if rng.random() < 0.2:
+        gray = np.asarray(Image.fromarray(img).convert("L"))
+        img = np.repeat(gray[..., None], 3, axis=2)
+    pil = Image.fromarray(img)
+    if rng.random() < blur_p:
+        pil = pil.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.1, 2.0))))
+    if rng.random() < solarize_p:
+        pil = ImageOps.solarize(pil, threshold=128)
+    return np.asarray(pil)
 
 
 def normalize(img: np.ndarray) -> torch.Tensor:

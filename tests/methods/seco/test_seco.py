@@ -7,7 +7,6 @@ import torch
 from conftest import REPO
 from wsss.core.config import load_config
 from wsss.methods import build_method, placeholder_classes
-from wsss.methods.seco.ema import ema_update, frozen_copy
 from wsss.methods.seco.views import SeCoViews, random_resized_crop
 
 ALL_TERMS = {"cls", "aux", "ptc", "lil", "lig", "seg", "reg"}
@@ -111,40 +110,6 @@ def test_prototype_update_is_sequential_ema_then_l2():
     expected = p0.clone()
     expected[1] = 0.5 * (0.5 * p0[1] + 0.5 * t[0]) + 0.5 * t[2]
     assert torch.allclose(m.prototypes, F_normalize(expected), atol=1e-6)
-
-
-def test_ema_update_and_frozen_copy():
-    student = torch.nn.Linear(3, 2)
-    teacher = frozen_copy(student)
-    assert all(not p.requires_grad for p in teacher.parameters())
-    with torch.no_grad():
-        student.weight.add_(1.0)
-    before = teacher.weight.clone()
-    ema_update(teacher, student, 0.9)
-    assert torch.allclose(teacher.weight, 0.9 * before + 0.1 * student.weight)
-
-
-def test_ema_update_dispatches_two_operators_whatever_the_parameters():
-    """The teacher's update is two fused operators (multiply all, add all), not one or more per parameter: each
-    dispatched operator costs a GPU kernel launch or the host's time (a detach per parameter was one more
-    each)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Count(TorchDispatchMode):
-        n = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-            Count.n += 1
-            return func(*args, **(kwargs or {}))
-
-    student = torch.nn.Sequential(*[torch.nn.Linear(3, 3) for _ in range(10)])  # 20 parameters
-    teacher = frozen_copy(student)
-    expected = [0.9 * t + 0.1 * s for t, s in zip(teacher.parameters(), student.parameters(), strict=True)]
-    with Count():
-        ema_update(teacher, student, 0.9)
-    assert Count.n == 2
-    for t, e in zip(teacher.parameters(), expected, strict=True):
-        assert torch.allclose(t, e)
 
 
 def test_views_are_seeded_and_shaped():

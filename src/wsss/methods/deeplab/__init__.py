@@ -18,10 +18,16 @@ the labels resized (nearest) to each logit size: ``options.msc_scales`` and
 ``options.target_at_logit_res``. Optimiser groups (kazuto1011 ``get_params``, the caffe lr_mult):
 backbone 1x lr, classifier weights ``train.head_lr_mult`` (10x), classifier biases 2x that (20x) without
 weight decay; the backbone BatchNorm is frozen (``options.freeze_bn``).
+
+Loss term ``consistency`` (off unless ``loss.weights.consistency`` > 0; docs/methods/deeplab.md#consistency): a mean
+teacher (``teacher``, an EMA of ``net`` updated after each optimiser step) labels photos the stage does not learn
+from (``options.consistency_splits``, ``views.DeepLabViews``; their masks are never read) where it is confident,
+and the student learns those labels on a photometrically changed view of the same crop.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,14 +36,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.core.config import NON_NEGATIVE_NUMBER, POSITIVE, POSITIVE_INTS, POSITIVE_NUMBER, Config, setting
-from wsss.core.errors import UsageError
+from wsss.cam.labels import box_mask, scale_img_box
+from wsss.core.config import FRACTION, NON_NEGATIVE_NUMBER, POSITIVE, POSITIVE_INTS, POSITIVE_NUMBER, Config, setting
+from wsss.core.errors import ConfigError, ConfigWarning, UsageError
+from wsss.data.transforms import TrainAugment
 from wsss.methods.base import attach_pseudo_labels, backbone_from_config
 from wsss.methods.contract import CamDeclaration, Method, TrainContext, register_method
 from wsss.methods.deeplab.model import DeepLabV2, DeepLabV3Plus
 from wsss.methods.deeplab.pus import PUS_MODES, PretendedUnderfitting
+from wsss.methods.deeplab.views import BOX, STRONG, WEAK, DeepLabViews
+from wsss.methods.ema import ema_update, frozen_copy, mean_teacher_decay
 
 IGNORE = 255
+CONSISTENCY = "consistency"  # the loss term of the mean teacher (loss.weights.consistency turns it on)
 
 
 def seg_cross_entropy(
@@ -90,6 +101,13 @@ class DeepLabOptions:
     pus: str = setting("", choices=("", *PUS_MODES), text=f"'' (off) or one of {', '.join(PUS_MODES)}")
     pus_beta: float = setting(0.5, **NON_NEGATIVE_NUMBER)
     pus_k: float = setting(0.5, **NON_NEGATIVE_NUMBER)
+    # The mean teacher's consistency term (docs/methods/deeplab.md#consistency), on when loss.weights.consistency
+    # is above 0: the splits whose photos it reads (never their masks), e.g. [val] or [train, val]
+    consistency_splits: tuple[str, ...] = setting((), pattern=r"[^\s/\\]+", text="a list of split names, e.g. [val]")
+    # a pixel counts where the teacher's top probability reaches it (FixMatch's 0.95)
+    consistency_threshold: float = setting(0.95, **FRACTION)
+    ema_decay: float = setting(0.99, **FRACTION)  # the teacher's decay, after the mean teacher's ramp
+    ema_predict: bool = False  # validation and `wsss predict` use the teacher instead of the student
 
 
 @register_method
@@ -126,6 +144,18 @@ class DeepLab(Method):
         if o.freeze_bn:
             self.keep_batchnorm_frozen(self._backbone)
         self.pus = PretendedUnderfitting(o.pus, o.pus_beta, o.pus_k) if o.pus else None
+        self.consistency = cfg.loss.weights.get(CONSISTENCY, 0) > 0
+        if self.consistency and not o.consistency_splits:
+            raise ConfigError(
+                "loss.weights.consistency is on and options.consistency_splits names no split: name the photos of the"
+                " term, e.g. options.consistency_splits=[val]"
+            )
+        if o.ema_predict and not self.consistency:
+            raise ConfigError(
+                "options.ema_predict needs the teacher of the consistency term: set loss.weights.consistency"
+            )
+        # the mean teacher: no gradient, always in eval mode; a submodule, so that last.pt saves and resumes it
+        self.teacher: nn.Module | None = frozen_copy(self.net).eval() if self.consistency else None
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         head = [p for mod in self._heads for p in mod.parameters()]
@@ -146,11 +176,51 @@ class DeepLab(Method):
     def on_train_start(self, ctx: TrainContext) -> None:
         attach_pseudo_labels(ctx, self.cfg, self.name)
 
+    def train(self, mode: bool = True) -> DeepLab:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # its averaged BatchNorm statistics, no dropout
+        return self
+
+    def train_transform_views(self) -> DeepLabViews | None:
+        """The photos of the consistency term, when it is on (``views.DeepLabViews``)."""
+        o, d = self.options, self.cfg.data
+        if not self.consistency:
+            if o.consistency_splits:
+                warnings.warn(ConfigWarning("options.consistency_splits is set but loss.weights.consistency is not:"
+                                            " no consistency term"), stacklevel=2)  # fmt: skip
+            return None
+        weak = TrainAugment(d.crop_size, scale_range=d.scale_range, hflip=d.hflip)  # the geometry of the crops only
+        return DeepLabViews(d.root, o.consistency_splits, weak)
+
+    def after_step(self, step: int) -> None:
+        if self.teacher is not None:
+            ema_update(self.teacher, self.net, mean_teacher_decay(self.options.ema_decay, step + 1), buffers=True)
+
+    def consistency_loss(self, strong_logits: torch.Tensor, weak: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+        """Cross entropy of the student's logits on the strong views against the teacher's argmax on the weak views
+        (the same crops), over the pixels of photo (not padding) where the teacher's top probability reaches
+        ``options.consistency_threshold``; 0 (not NaN) where there is none."""
+        assert self.teacher is not None
+        with torch.no_grad():
+            conf, label = self.teacher(weak).float().softmax(1).max(1)
+            inside = box_mask(scale_img_box(box, weak.shape[-2:], conf.shape[-2:]), conf.shape[-2:])
+            label = label.masked_fill((conf < self.options.consistency_threshold) | ~inside, IGNORE)
+        return seg_cross_entropy(strong_logits.float(), label)
+
     def training_step(self, batch: dict[str, Any], step: int, active: set[str]) -> dict[str, torch.Tensor]:
         images, target = batch["image"], batch.get("target")
         if target is None:
             raise RuntimeError("deeplab: the batch has no 'target' (set data.pseudo_dir)")
-        logits = self.net(images)
+        unlabelled = CONSISTENCY in active
+        if unlabelled and STRONG not in batch:
+            raise RuntimeError(f"deeplab: the batch has no {STRONG!r} (the views of options.consistency_splits)")
+        if unlabelled:  # one forward of both: BatchNorm layers that learn see one batch, as FixMatch's
+            logits, strong_logits = self.net(torch.cat([images, batch[STRONG]])).split(
+                [len(images), len(batch[STRONG])]
+            )
+        else:
+            logits = self.net(images)
         outs = [logits]
         if self.options.msc_scales:
             pyramid = [
@@ -160,10 +230,15 @@ class DeepLab(Method):
             up = [F.interpolate(p, size=logits.shape[-2:], mode="bilinear", align_corners=False) for p in pyramid]
             outs += pyramid + [torch.stack([logits, *up]).max(dim=0).values]
         at_logits, weight = self.options.target_at_logit_res, batch.get("target_weight")
-        return {"seg": sum(seg_cross_entropy(o, target, target_at_logit_res=at_logits, pus=self.pus, weight=weight)
-                           for o in outs)}  # fmt: skip
+        terms = {"seg": sum(seg_cross_entropy(o, target, target_at_logit_res=at_logits, pus=self.pus, weight=weight)
+                            for o in outs)}  # fmt: skip
+        if unlabelled:
+            terms[CONSISTENCY] = self.consistency_loss(strong_logits, batch[WEAK], batch[BOX])
+        return terms
 
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
+        if self.options.ema_predict and self.teacher is not None:
+            return self.teacher(images)
         return self.net(images)
 
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

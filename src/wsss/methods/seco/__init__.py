@@ -60,10 +60,10 @@ from wsss.core.errors import ConfigWarning, UsageError
 from wsss.losses import balanced_seg_loss
 from wsss.methods.base import backbone_from_config, split_backbone_params
 from wsss.methods.contract import Method, TrainContext, register_method
+from wsss.methods.ema import ema_update, frozen_copy
 from wsss.methods.imports import ImportLayout, key_mapped, register_import
 from wsss.methods.seco.contrast import lig_loss, lil_loss
 from wsss.methods.seco.decompose import assign_tags, crop_patches, sample_patch_positions
-from wsss.methods.seco.ema import ema_update, frozen_copy
 from wsss.methods.seco.energy import energy_loss_from_logits
 from wsss.methods.seco.heads import ProjectionHead
 from wsss.methods.seco.official_keys import seco_state_from_official

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image
 
-from wsss.data.transforms import color_jitter, normalize
+from wsss.data.transforms import normalize, photometric
 
 
 def random_resized_crop(
@@ -58,23 +58,6 @@ def random_resized_crop(
     return np.asarray(crop.resize((size, size), Image.BICUBIC))
 
 
-def _photometric(img: np.ndarray, rng: np.random.Generator, flip: bool, blur_p: float, solarize_p: float) -> np.ndarray:
-    """flip (p .5) -> colour jitter (0.4, 0.4, 0.2, 0.1; p .8) -> grayscale (p .2) -> blur -> solarise."""
-    if flip and rng.random() < 0.5:
-        img = np.ascontiguousarray(img[:, ::-1])
-    if rng.random() < 0.8:
-        img = color_jitter(img, 0.4, 0.4, 0.2, 0.1, rng=rng)
-    if rng.random() < 0.2:
-        gray = np.asarray(Image.fromarray(img).convert("L"))
-        img = np.repeat(gray[..., None], 3, axis=2)
-    pil = Image.fromarray(img)
-    if rng.random() < blur_p:
-        pil = pil.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.1, 2.0))))
-    if rng.random() < solarize_p:
-        pil = ImageOps.solarize(pil, threshold=128)
-    return np.asarray(pil)
-
-
 @dataclass
 class SeCoViews:
     """The ``extra_views`` hook of ``ClsTrainDataset`` for SeCo: adds ``w_image`` and ``s_image``."""
@@ -85,6 +68,6 @@ class SeCoViews:
 
     def __call__(self, image: np.ndarray, crop: np.ndarray, *, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         g = random_resized_crop(image, self.global_size, rng=rng, scale=self.global_scale)
-        w_image = _photometric(g, rng, flip=True, blur_p=0.1, solarize_p=0.2)
-        s_image = _photometric(crop, rng, flip=self.local_flip, blur_p=0.5, solarize_p=0.0)
+        w_image = photometric(g, rng, flip=True, blur_p=0.1, solarize_p=0.2)
+        s_image = photometric(crop, rng, flip=self.local_flip, blur_p=0.5, solarize_p=0.0)
         return {"w_image": normalize(w_image), "s_image": normalize(s_image)}
