@@ -569,3 +569,18 @@ def test_a_record_from_before_a_setting_was_recorded_reads_as_run_without_it():
                            (["--level", "own", "--ceiling"], ["ceiling", "level"])):  # fmt: skip
         mine = route_folds.route_settings(real_route._parser().parse_args([*plain, *extra]))
         assert changed_settings(compare(old), compare(mine)) == changed
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [(["--train-photos", "0"], "--train-photos 0: a number of photos, 1 or more"),
+     (["--subset-seed", "3"], "--subset-seed draws --train-photos's photos: pass --train-photos K"),
+     (["--ceiling", "--seg", ""], "--ceiling trains the route's DeepLab stage on the true masks"),
+     (["--ceiling", "--masks", "5"], "--ceiling trains the route's DeepLab stage on the true masks")],
+)  # fmt: skip
+def test_the_learning_curves_options_refuse_what_they_cannot_run(tmp_path, synth_root, capsys, extra, said):
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit):
+        real_route.main([*argv, *extra])
+    err = capsys.readouterr().err
+    assert f"error: {said}" in err and not (tmp_path / "o").exists()
