@@ -28,18 +28,20 @@ from pathlib import Path
 from typing import Any
 
 from wsss.cli_common import OVERRIDES_METAVAR, script_parser
-from wsss.data.voc import VOCDataset
+from wsss.core.config import load_config
+from wsss.data.voc import MASK_DIRS, VOCDataset
 from wsss.pipelines.steps import StepRunner
 
 if __package__ in (None, ""):  # run as a script (`python experiments/real_route.py`): its package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments.route_folds import cross_validate, fold_view, route_settings  # noqa: E402
+from experiments.route_folds import cross_validate, fold_view, route_settings, subset_view  # noqa: E402
 from experiments.route_masks import masks_experiment  # noqa: E402
 from experiments.route_steps import (  # noqa: E402
     background_only_floor,
     cams,
     miou,
     predict,
+    preset_path,
     pseudo_labels,
     score,
     scored_predictions,
@@ -56,9 +58,7 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     runner = StepRunner(out, command="experiments/real_route.py", transcript=out / "route.log")
     res: dict[str, Any] = {"preset": args.preset, "data_root": root, "settings": route_settings(args)}
     runner.record(res["settings"])
-    if args.fold:  # the data set's photos split anew: this fold's val held out, the other folds' photos train
-        res["fold"] = fold_view(root, args.fold, out)
-        root = res["fold"]["view"]
+    root = _views(args, res, root, out)
     res["train"] = train(args.preset, [f"data.root={root}", *args.overrides], cls, runner)
     scales, shown = _cam_scales(args)
     cams(cls, scales, shown, runner)
@@ -98,7 +98,40 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
             _step_gains(args, res, out, cls, root, seg_set, runner)
         if args.abstain:  # the same stage on labels that abstain where the refiners disagree
             _abstain_stage(args, res, out, cls, root, level, seg_set, runner)
+        if args.ceiling:  # the same stage on the train photos' true masks
+            _ceiling_stage(args, res, out, root, seg_set, runner)
     return res
+
+
+def _views(args: argparse.Namespace, res: dict[str, Any], root: str, out: Path) -> str:
+    """The data set the route runs on: with ``--fold F/N`` a view whose val is that fold of every photo (``fold``),
+    with ``--train-photos K`` a view of it whose train split is K of its train photos (``subset``); its root."""
+    if args.fold:  # the data set's photos split anew: this fold's val held out, the other folds' photos train
+        res["fold"] = fold_view(root, args.fold, out)
+        root = res["fold"]["view"]
+    if args.train_photos:  # drawn by --subset-seed, else by the classifier's run.seed
+        seed = args.subset_seed
+        if seed is None:
+            seed = load_config(preset_path(args.preset), [f"data.root={root}", *args.overrides]).run.seed
+        res["subset"] = subset_view(root, args.train_photos, seed, args.val_split, out)
+        root = res["subset"]["view"]
+    return root
+
+
+def _ceiling_stage(
+    args: argparse.Namespace, res: dict[str, Any], out: Path, root: str, seg_set: list[str], runner: StepRunner
+) -> None:  # fmt: skip
+    """``--ceiling``: the route's DeepLab stage (its preset, ``--seg-set`` and seed) on the true masks of the train
+    photos (``data.pseudo_dir`` their folder, as the ceilings by hand were run), scored on val plain and with the
+    CRF; the route's share of it is the tables' (experiments/learning_curve.py)."""
+    masks = next(p for p in (Path(root) / d for d in MASK_DIRS) if p.is_dir())  # a view's is SegmentationClass
+    seg = out / "seg_ceiling"
+    scored = partial(scored_predictions, root=root, split=args.val_split, runner=runner)
+    res["ceiling"] = {
+        "labels": str(masks),
+        "train": train(args.seg, [f"data.root={root}", f"data.pseudo_dir={masks}", *seg_set], seg, runner),
+        "val": scored(seg), "val_crf": scored(seg, crf=True),
+    }  # fmt: skip
 
 
 def _abstain_stage(
@@ -276,6 +309,15 @@ def _parser() -> Any:
              "own level and labels, the DeepLab stage on them with the K masks (weight 1)")
     arg("--fold", default="", metavar="F/N",
         help="hold out fold F of N of the data set's photos as val, train on the rest (a view in OUT/data)")
+    arg("--train-photos", type=int, default=None, metavar="K",
+        help="train on K of the train photos (of --fold's view, else of the data set's train split; a view in "
+             "OUT/data_trainK), val unchanged: the first K of the sorted train ids shuffled by --subset-seed, so "
+             "that one seed's K photos hold those of every smaller K")
+    arg("--subset-seed", type=int, default=None, metavar="S",
+        help="the seed of --train-photos's draw (default: the classifier's run.seed)")
+    arg("--ceiling", action="store_true",
+        help="the same DeepLab stage (preset, --seg-set, seed) on the train photos' true masks, scored on val plain "
+             "and with the CRF ('ceiling')")
     arg("--folds", type=int, default=0, metavar="N",
         help="the route on each of N folds (OUT/foldF), then each figure's mean and range over the folds")
     arg("--gain-over", default="", metavar="JSON",
@@ -297,6 +339,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error("--reuse takes the finished folds of a --folds run: pass --folds N")
     if args.level == "own" and args.steps:
         p.error("--steps scores the stage at the preset's own level beside the sweep's: drop --level own")
+    if args.train_photos is not None and args.train_photos < 1:
+        p.error(f"--train-photos {args.train_photos}: a number of photos, 1 or more")
+    if args.subset_seed is not None and args.train_photos is None:
+        p.error("--subset-seed draws --train-photos's photos: pass --train-photos K")
+    if args.ceiling and (not args.seg or args.masks):
+        p.error(
+            "--ceiling trains the route's DeepLab stage on the true masks: pass --seg PRESET, without --masks "
+            "(which trains its own ceiling)"
+        )
     if args.kept_only and not args.reuse:
         p.error("--kept-only gathers the folds of --reuse's JSONs: pass --reuse JSON ...")
     try:

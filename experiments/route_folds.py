@@ -13,16 +13,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments.data_views import all_ids, fold_split, make_view
+from experiments.data_views import all_ids, fold_split, make_view, nested_subset
 from experiments.route_steps import background_only_floor, write_json
-from wsss.data.voc import VOCDataset
+from wsss.core.errors import UsageError
+from wsss.data.voc import VOCDataset, read_split
 from wsss.pipelines.steps import changed_settings, computed_words
 
 # the options that decide a route's figures besides its photos: recorded, so that --reuse tells a finished fold of
 # the same command from one of another
 SETTINGS = ("preset", "overrides", "refine", "seg", "seg_set", "val_split", "seg_rounds", "seg_band",
             "seg_from_classifier", "seg_ensemble", "steps", "cam_scales", "affinity", "aff_set", "level",
-            "abstain")  # fmt: skip
+            "abstain", "train_photos", "subset_seed", "ceiling")  # fmt: skip
+# the settings recorded later than the others, as every run ran before they were: a record without them is read so
+UNRECORDED = {"level": "sweep", "abstain": False, "train_photos": None, "subset_seed": None, "ceiling": False}
 Route = Callable[[argparse.Namespace], dict[str, Any]]
 
 
@@ -31,8 +34,10 @@ def route_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _what_is_computed(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` without the words of where and how fast the route ran (``pipelines.steps.computed_words``)."""
-    return {k: computed_words(v) if k in ("overrides", "seg_set", "aff_set") else v for k, v in settings.items()}
+    """``settings`` without the words of where and how fast the route ran (``pipelines.steps.computed_words``), the
+    settings it does not record at their value before they were recorded (``UNRECORDED``)."""
+    return {k: computed_words(v) if k in ("overrides", "seg_set", "aff_set") else v
+            for k, v in {**UNRECORDED, **settings}.items()}  # fmt: skip
 
 
 def fold_view(root: str, fold_of: str, out: Path) -> dict[str, Any]:
@@ -44,6 +49,22 @@ def fold_view(root: str, fold_of: str, out: Path) -> dict[str, Any]:
     masked = [i for i in [*train_ids, *val_ids] if source.has_mask(i)]
     view = make_view(root, out / "data", {"train": train_ids, "val": val_ids}, masked)
     return {"fold": fold, "folds": folds, "view": str(view), "val_ids": val_ids}
+
+
+def subset_view(root: str, k: int, seed: int, val_split: str, out: Path) -> dict[str, Any]:
+    """``--train-photos K``: the view ``OUT/data_trainK`` whose train split is K of ``root``'s train photos
+    (``data_views.nested_subset`` by ``seed``: the K of a smaller K inside) and whose val is ``root``'s; the JSON's
+    ``subset`` entry. A UsageError when ``root`` has fewer train photos."""
+    train_ids, val_ids = list(dict.fromkeys(read_split(root, "train"))), read_split(root, val_split)
+    try:
+        ids = nested_subset(train_ids, k, seed)
+    except ValueError:
+        raise UsageError(f"--train-photos {k}: {root} has {len(train_ids)} train photos; pass at most "
+                         f"{len(train_ids)}") from None  # fmt: skip
+    source = VOCDataset(root, "train")  # has_mask reads the folder, whatever the split
+    masked = [i for i in [*ids, *val_ids] if source.has_mask(i)]
+    view = make_view(root, out / f"data_train{k}", {"train": ids, val_split: val_ids}, masked)
+    return {"train_photos": k, "seed": seed, "of": len(train_ids), "view": str(view), "train_ids": ids}
 
 
 def cross_validate(args: argparse.Namespace, route: Route) -> dict[str, Any]:
@@ -173,20 +194,22 @@ def _difference(a: Any, b: Any) -> Any:
     return _NOT_COMPARED
 
 
+def figures(obj: Any, prefix: str = "") -> dict[str, float | None]:
+    """Every number of a run's JSON by its key path (``a.b.0.c``), an undefined one (None, NaN) as None; flags left
+    out."""
+    if isinstance(obj, bool):
+        return {}
+    if obj is None or isinstance(obj, (int, float)):
+        return {prefix: float(obj) if obj is not None and math.isfinite(obj) else None}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    return {k: v for key, val in items for k, v in figures(val, f"{prefix}.{key}" if prefix else str(key)).items()}
+
+
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Every number all ``runs`` hold at one key path (``a.b.0.c``): its mean, min, max, standard deviation (n - 1)
     and values. An undefined value (None, NaN) shows as None and the figures are over the ``n`` runs that have one;
     a path undefined in every run is left out."""
-
-    def leaves(obj: Any, prefix: str = "") -> dict[str, float | None]:
-        if isinstance(obj, bool):
-            return {}
-        if obj is None or isinstance(obj, (int, float)):
-            return {prefix: float(obj) if obj is not None and math.isfinite(obj) else None}
-        items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
-        return {k: v for key, val in items for k, v in leaves(val, f"{prefix}.{key}" if prefix else str(key)).items()}
-
-    flat = [leaves(r) for r in runs]
+    flat = [figures(r) for r in runs]
     out = {}
     for k in [k for k in flat[0] if all(k in f for f in flat[1:])] if flat else []:
         values = [f[k] for f in flat]

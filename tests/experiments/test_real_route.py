@@ -446,6 +446,7 @@ def test_the_experiments_route_runs_the_packages_steps(tmp_path, synth_root, mon
         "run_config", "train_run",  # the classifier
         "cams", "cams", "pseudo_labels", "score",  # its CAMs, again at the swept level; the PAR labels, scored
         "run_config", "train_run", "predict_split", "score",  # the DeepLab stage, its val masks scored
+        "predict_split", "score",  # again with the CRF
         "predict_split", "score", "predict_split", "score",  # named by the classifier's tags, hard and soft gates
     ]  # fmt: skip
     by = {}
@@ -454,8 +455,9 @@ def test_the_experiments_route_runs_the_packages_steps(tmp_path, synth_root, mon
     assert by["run_config"][0][0][2] == cls and by["run_config"][1][0][2] == seg
     assert by["cams"][1][1]["words"] == [f"cam.bkg_thre={level:g}"]
     assert by["pseudo_labels"][0][0] == (cls, "train", (level, level)) and by["pseudo_labels"][0][1]["refine"] == "par"
-    assert [k.get("tags_from") for _, k in by["predict_split"]] == [None, cls, cls]
-    assert [k.get("tag_gate") for _, k in by["predict_split"]] == ["hard", "hard", "soft"]
+    assert [k.get("crf") for _, k in by["predict_split"]] == [False, True, False, False]
+    assert [k.get("tags_from") for _, k in by["predict_split"]] == [None, None, cls, cls]
+    assert [k.get("tag_gate") for _, k in by["predict_split"]] == ["hard", "hard", "hard", "soft"]
     assert 0 <= res["seg_val"]["miou"] <= 100
 
 
@@ -480,3 +482,105 @@ def test_the_route_and_the_experiment_share_the_steps(tmp_path, monkeypatch):
     assert calls[2] == ("stage_words", (["data.root=x"], "masks"), {"view": view, "iterations": 7})
     assert calls[3] == ("run_config", (route.opts.seg, None, seg), {"device": "cpu"})  # the words stage_words gave
     assert calls[-1] == ("predict_split", (seg, "val"), {"root": None, "crf": True, "progress": False, **where})
+
+
+def test_a_train_subset_is_nested_across_k_and_drawn_by_its_seed(tmp_path, synth_root):
+    """``--train-photos K``: for one seed the K photos hold those of every smaller K (a learning curve's points differ
+    by the photos added); another seed draws others; the view trains on them, its val the data set's; a K over the
+    train photos is one line naming the data set."""
+    from experiments.data_views import nested_subset
+    from wsss.core.errors import UsageError
+
+    ids = [f"p{i:02d}" for i in range(40)]
+    draws = {seed: [nested_subset(ids[::-1], k, seed) for k in (5, 10, 20, 40)] for seed in (0, 1)}
+    for small, large in zip(draws[0], draws[0][1:]):
+        assert set(small) < set(large) and small == sorted(small)
+    assert draws[0][-1] == ids and draws[0][0] != ids[:5]  # all of them at K = all; a draw, not the first K
+    assert draws[0][0] != draws[1][0] and draws[0][1] != draws[1][1]
+    assert nested_subset(ids, 10, 0) == draws[0][1]  # the ids' order does not move the draw
+    entry = route_folds.subset_view(str(synth_root), 7, 3, "val", tmp_path)
+    view = tmp_path / "data_train7"
+    assert (
+        entry["view"] == str(view)
+        and entry["of"] == 24
+        and entry["train_ids"] == nested_subset(VOCDataset(synth_root, "train").ids, 7, 3)
+    )
+    assert (view / "ImageSets/Segmentation/train.txt").read_text().split() == entry["train_ids"]
+    val = (synth_root / "ImageSets/Segmentation/val.txt").read_text().split()
+    assert (view / "ImageSets/Segmentation/val.txt").read_text().split() == val
+    assert sorted(p.stem for p in (view / "SegmentationClass").glob("*.png")) == sorted([*entry["train_ids"], *val])
+    with pytest.raises(UsageError) as refused:
+        route_folds.subset_view(str(synth_root), 25, 0, "val", tmp_path)
+    assert str(refused.value) == f"--train-photos 25: {synth_root} has 24 train photos; pass at most 24"
+
+
+def test_real_route_train_photos_and_the_ceiling(tmp_path, synth_root):
+    """``--fold 0/2 --train-photos 10 --ceiling``: the route trains on 10 of the fold's 16 train photos, drawn by the
+    classifier's seed, scored on the fold's val; the same DeepLab stage on those photos' true masks lands in
+    ``ceiling``. A K over the fold's train photos is refused before any training."""
+    from experiments.data_views import fold_split, nested_subset
+    from wsss.core.errors import UsageError
+
+    out = tmp_path / "route"
+    tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
+    seg = str(REPO / "configs/deeplab/synthetic_cpu.yaml")
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
+            "--fold", "0/2", "--refine", "par", "--level", "own", "--seg", seg, *tiny, "run.seed=2",
+            "--seg-set", *SEG_TINY, "run.seed=2"]  # fmt: skip
+    with pytest.raises(UsageError, match=f"^--train-photos 17: {out / 'data'} has 16 train photos; pass at most 16$"):
+        real_route.main([*argv, "--train-photos", "17", "--ceiling"])
+    assert not (out / "cls").exists()
+    res = real_route.main([*argv, "--train-photos", "10", "--ceiling", "--json", str(tmp_path / "r.json")])
+    train_ids, val_ids = fold_split(sorted(VOCDataset(synth_root, "train").ids + VOCDataset(synth_root, "val").ids),
+                                    0, 2)  # fmt: skip
+    sub, view = res["subset"], out / "data_train10"
+    assert sub["seed"] == 2 and sub["of"] == 16 and sub["view"] == str(view)
+    assert sub["train_ids"] == nested_subset(train_ids, 10, 2) and res["fold"]["val_ids"] == val_ids
+    assert res["settings"]["train_photos"] == 10 and res["settings"]["ceiling"] is True
+    assert (view / "ImageSets/Segmentation/train.txt").read_text().split() == sub["train_ids"]
+    assert f"root: {view}" in (out / "cls/config.yaml").read_text()
+    # the ceiling: the stage on the view's true masks, the route's seed; scored on the same val photos
+    cfg = (out / "seg_ceiling/config.yaml").read_text()
+    assert f"pseudo_dir: {view / 'SegmentationClass'}" in cfg and "seed: 2," in (out / "seg/config.yaml").read_text()
+    assert (
+        f"root: {view}" in cfg
+        and cfg.replace("seg_ceiling", "seg").replace(str(view / "SegmentationClass"), res["seg_rounds"][0]["labels"])
+        == (out / "seg/config.yaml").read_text()
+    )
+    ceiling = res["ceiling"]
+    assert ceiling["labels"] == str(view / "SegmentationClass") and ceiling["train"]["iterations"] == 4
+    assert 0 <= ceiling["val"] <= 100 and 0 <= ceiling["val_crf"] <= 100
+    assert len(list((out / "seg_ceiling/predictions_crf/val").glob("*.png"))) == len(val_ids)
+    assert json.loads((tmp_path / "r.json").read_text()) == res
+
+
+def test_a_record_from_before_a_setting_was_recorded_reads_as_run_without_it():
+    """``--reuse`` compares the settings of a fold with this command's: a record from before ``--level``,
+    ``--abstain``, ``--train-photos`` and ``--ceiling`` were recorded ran without them, and is this command's when it
+    leaves them at their defaults, not when it sets one."""
+    from wsss.pipelines.steps import changed_settings
+
+    plain = ["configs/cam/real_cpu.yaml", "--data-root", "d", "--out", "o", "--folds", "5"]
+    ours = route_folds.route_settings(real_route._parser().parse_args(plain))
+    old = {k: v for k, v in ours.items() if k not in route_folds.UNRECORDED}
+    compare = route_folds._what_is_computed
+    assert changed_settings(compare(old), compare(ours)) == []
+    for extra, changed in ((["--train-photos", "50"], ["train_photos"]), (["--abstain"], ["abstain"]),
+                           (["--level", "own", "--ceiling"], ["ceiling", "level"])):  # fmt: skip
+        mine = route_folds.route_settings(real_route._parser().parse_args([*plain, *extra]))
+        assert changed_settings(compare(old), compare(mine)) == changed
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [(["--train-photos", "0"], "--train-photos 0: a number of photos, 1 or more"),
+     (["--subset-seed", "3"], "--subset-seed draws --train-photos's photos: pass --train-photos K"),
+     (["--ceiling", "--seg", ""], "--ceiling trains the route's DeepLab stage on the true masks"),
+     (["--ceiling", "--masks", "5"], "--ceiling trains the route's DeepLab stage on the true masks")],
+)  # fmt: skip
+def test_the_learning_curves_options_refuse_what_they_cannot_run(tmp_path, synth_root, capsys, extra, said):
+    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit):
+        real_route.main([*argv, *extra])
+    err = capsys.readouterr().err
+    assert f"error: {said}" in err and not (tmp_path / "o").exists()
