@@ -48,3 +48,29 @@ def test_a_clamped_pixel_stops_pulling_the_network():
 def test_an_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="clamp"):
         pretended_underfitting(LOSS, LABELLED, "cap", beta=0.5, k=0.5)
+
+
+def test_generalized_cross_entropy_spans_the_cross_entropy_and_the_absolute_error():
+    # (1 - p^q) / q: at q -> 0 the cross entropy (-ln p, off by about q (ln p)^2 / 2), at q = 1 the absolute error
+    # 1 - p; its gradient is the cross entropy's times p^q (a pixel the network contradicts pulls less); 0 at 255
+    import torch.nn.functional as F
+
+    from wsss.losses.seg import generalized_ce_pixels
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 4, 3, generator=g, dtype=torch.float64) * 3
+    target = torch.randint(0, 5, (2, 4, 3), generator=g)
+    target[0, 0, 0] = 255
+    labelled = target != 255
+    ce = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    p = torch.exp(-ce)
+    q = 1e-7
+    bound = q * (ce**2).max() / 2 + 1e-8  # the expansion's next term, and float64 cancellation in 1 - p^q
+    assert torch.allclose(generalized_ce_pixels(logits, target, q), ce, atol=float(bound), rtol=0)
+    one = generalized_ce_pixels(logits, target, 1.0)
+    assert torch.allclose(one[labelled], (1 - p)[labelled]) and one[0, 0, 0] == 0
+    x = logits.clone().requires_grad_(True)
+    generalized_ce_pixels(x, target, 0.7).sum().backward()
+    y = logits.clone().requires_grad_(True)
+    (F.cross_entropy(y, target, ignore_index=255, reduction="none") * p.pow(0.7)).sum().backward()
+    assert torch.allclose(x.grad, y.grad) and x.grad[0, :, 0, 0].abs().max() == 0

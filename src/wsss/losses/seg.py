@@ -1,6 +1,7 @@
 """Segmentation losses: SeCo's balanced cross entropy on pseudo labels (docs/methods/seco.md#seg-loss; golden
 ``seg_energy.npz``), which the CAM baseline, SeCo and ExCEL train their segmentation heads with; and the CAMs'
-pixel loss on a user's own masks (``cam_mask_loss``, docs/own-photos.md#how-many-masks)."""
+pixel loss on a user's own masks (``cam_mask_loss``, docs/own-photos.md#how-many-masks); and the generalized cross
+entropy that tolerates noisy labels (``generalized_ce_pixels``, docs/methods/deeplab.md#noisy-labels)."""
 
 from __future__ import annotations
 
@@ -89,3 +90,21 @@ def cam_mask_loss(
     # no photo with a weight: 0 / 1e-12 = 0, still attached to ``cam``, without reading the sum on the host (a
     # CUDA sync per step)
     return (w * per_photo).sum() / w.sum().clamp(min=1e-12)
+
+
+def generalized_ce_pixels(
+    logits: torch.Tensor, target: torch.Tensor, q: float, ignore_index: int = 255
+) -> torch.Tensor:  # fmt: skip
+    """Per-pixel generalized cross entropy (Zhang & Sabuncu, NeurIPS 2018): ``(1 - p_y ** q) / q`` of the softmax
+    probability ``p_y`` of each pixel's label, 0 where it is ``ignore_index``. ``q`` -> 0 is the cross entropy,
+    ``q`` = 1 the mean absolute error, which a wrong label pulls on less: its gradient shrinks with ``p_y``.
+
+    Args:
+        logits: (B, C, H, W) raw scores at the label's size.
+        target: (B, H, W) class ids in [0, C) or ``ignore_index``.
+        q: in (0, 1].
+    """
+    labelled = target != ignore_index
+    index = target.masked_fill(~labelled, 0).long()[:, None]
+    p = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(1).gather(1, index)[:, 0]
+    return torch.where(labelled, (1 - p.clamp_min(1e-12) ** q) / q, torch.zeros_like(p))

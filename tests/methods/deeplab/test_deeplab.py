@@ -257,3 +257,27 @@ def test_train_on_true_masks_and_pseudo_labels(synth_root, tmp_path, capsys):
     assert main(["train", cfg, *over, f"run.dir={tmp_path / 'bad'}", f"data.pseudo_dir={pseudo}",
                  f"data.true_masks={masks}", "--quiet"]) == 1  # fmt: skip
     assert f"{masks / base.ids[0]}.png" in capsys.readouterr().err
+
+
+def test_the_seg_term_with_the_generalized_cross_entropy():
+    # options.seg_loss=gce: the seg term is the mean over the labelled pixels of the generalized cross entropy of
+    # options.gce_q (0 is no q: refused in one line)
+    from wsss.losses.seg import generalized_ce_pixels
+
+    cfg = tiny_cfg("options.seg_loss=gce", "options.gce_q=0.5")
+    m = build_method(cfg, placeholder_classes(7)).eval()
+    torch.manual_seed(0)
+    target = torch.randint(0, 7, (2, 32, 32))
+    target[:, :4] = 255
+    batch = {"image": torch.randn(2, 3, 32, 32), "target": target}
+    with torch.no_grad():
+        loss = m.training_step(batch, 0, {"seg"})["seg"]
+        logits = m.net(batch["image"])
+        small = F.interpolate(target[:, None].float(), size=logits.shape[-2:], mode="nearest-exact")[:, 0].long()
+        ref = generalized_ce_pixels(logits, small, 0.5).sum() / (small != 255).sum()
+        plain = build_method(tiny_cfg(), placeholder_classes(7)).eval()
+        plain.load_state_dict(m.state_dict())
+        ce = plain.training_step(batch, 0, {"seg"})["seg"]
+    assert torch.allclose(loss, ref) and not torch.allclose(loss, ce)
+    with pytest.raises(ConfigError, match="gce_q"):
+        build_method(tiny_cfg("options.gce_q=0"), placeholder_classes(7))

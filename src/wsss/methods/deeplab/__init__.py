@@ -37,9 +37,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.cam.labels import box_mask, scale_img_box
-from wsss.core.config import FRACTION, NON_NEGATIVE_NUMBER, POSITIVE, POSITIVE_INTS, POSITIVE_NUMBER, Config, setting
+from wsss.core.config import (
+    FRACTION,
+    NON_NEGATIVE_NUMBER,
+    POSITIVE,
+    POSITIVE_INTS,
+    POSITIVE_NUMBER,
+    SHARE,
+    Config,
+    setting,
+)
 from wsss.core.errors import ConfigError, ConfigWarning, UsageError
 from wsss.data.transforms import TrainAugment
+from wsss.losses.seg import generalized_ce_pixels
 from wsss.methods.base import attach_pseudo_labels, backbone_from_config
 from wsss.methods.contract import CamDeclaration, Method, TrainContext, register_method
 from wsss.methods.deeplab.model import DeepLabV2, DeepLabV3Plus
@@ -53,7 +63,7 @@ CONSISTENCY = "consistency"  # the loss term of the mean teacher (loss.weights.c
 
 def seg_cross_entropy(
     logits: torch.Tensor, target: torch.Tensor, *, target_at_logit_res: bool = True, ignore_index: int = IGNORE,
-    pus: PretendedUnderfitting | None = None, weight: torch.Tensor | None = None,
+    pus: PretendedUnderfitting | None = None, weight: torch.Tensor | None = None, gce_q: float | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Cross entropy of (B, C, h, w) logits against a (B, H, W) label map, ``ignore_index`` ignored.
 
@@ -62,7 +72,8 @@ def seg_cross_entropy(
     the labels. A batch without any labelled pixel gives a zero loss (not NaN). ``pus``: PMM's pretended
     under-fitting of the per-pixel losses before their mean over the labelled pixels. ``weight``: (B,) weights of
     the samples' pixels (``data.true_mask_weight`` on the photos trained on their own masks): the mean over the
-    labelled pixels becomes their weighted mean.
+    labelled pixels becomes their weighted mean. ``gce_q``: the generalized cross entropy of that ``q`` per pixel
+    instead of the cross entropy (``options.seg_loss: gce``).
     """
     if logits.shape[-2:] != target.shape[-2:]:
         if target_at_logit_res:
@@ -72,10 +83,13 @@ def seg_cross_entropy(
     target = target.long()
     if not bool((target != ignore_index).any()):
         return logits.sum() * 0.0
-    if pus is None and weight is None:
+    if pus is None and weight is None and gce_q is None:
         return F.cross_entropy(logits, target, ignore_index=ignore_index)
     labelled = target != ignore_index
-    pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")  # 0 where ignored
+    if gce_q is None:
+        pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")  # 0 where ignored
+    else:
+        pixel = generalized_ce_pixels(logits, target, gce_q, ignore_index).to(logits.dtype)
     if pus is not None:
         pixel = pus(pixel, labelled)
     if weight is None:
@@ -108,6 +122,10 @@ class DeepLabOptions:
     consistency_threshold: float = setting(0.95, **FRACTION)
     ema_decay: float = setting(0.99, **FRACTION)  # the teacher's decay, after the mean teacher's ramp
     ema_predict: bool = False  # validation and `wsss predict` use the teacher instead of the student
+    # the seg term's loss: "ce" (the papers') or "gce", the generalized cross entropy of gce_q, which tolerates noisy
+    # labels (docs/methods/deeplab.md#noisy-labels)
+    seg_loss: str = setting("ce", choices=("ce", "gce"))
+    gce_q: float = setting(0.7, **SHARE)
 
 
 @register_method
@@ -230,8 +248,9 @@ class DeepLab(Method):
             up = [F.interpolate(p, size=logits.shape[-2:], mode="bilinear", align_corners=False) for p in pyramid]
             outs += pyramid + [torch.stack([logits, *up]).max(dim=0).values]
         at_logits, weight = self.options.target_at_logit_res, batch.get("target_weight")
-        terms = {"seg": sum(seg_cross_entropy(o, target, target_at_logit_res=at_logits, pus=self.pus, weight=weight)
-                            for o in outs)}  # fmt: skip
+        gce_q = self.options.gce_q if self.options.seg_loss == "gce" else None
+        terms = {"seg": sum(seg_cross_entropy(o, target, target_at_logit_res=at_logits, pus=self.pus, weight=weight,
+                                              gce_q=gce_q) for o in outs)}  # fmt: skip
         if unlabelled:
             terms[CONSISTENCY] = self.consistency_loss(strong_logits, batch[WEAK], batch[BOX])
         return terms
