@@ -28,11 +28,15 @@ ROUTE = "seg_rounds.0.val_crf"  # the route's own figure: one stage on PAR label
 CANDIDATES = {
     "self-training: one more round (`--rounds 1`)": ("seg_rounds.1.val_crf", ROUTE),
     "labels that abstain (`--abstain`)": ("abstain.val_crf", ROUTE),
-    "the DeepLab stage's consistency (`--consistency`)": ("consistency.val_crf", ROUTE),
-}
+    "the stage's consistency on the val photos (`seg.loss.weights.consistency=1 ...`)": (
+        "variants.consistency.val_crf", ROUTE),
+    "a loss that tolerates noisy labels (`seg.options.seg_loss=gce`)": ("variants.gce.val_crf", ROUTE),
+}  # fmt: skip
 PLAIN = {
     "self-training, plain": ("seg_rounds.1.val", "seg_rounds.0.val"),
     "labels that abstain, plain": ("abstain.val", "seg_rounds.0.val"),
+    "consistency, plain": ("variants.consistency.val", "seg_rounds.0.val"),
+    "the noisy-label loss, plain": ("variants.gce.val", "seg_rounds.0.val"),
 }
 # figures shown beside the gains: the labels each stage learnt from, on the train masks
 FIGURES = {

@@ -98,6 +98,8 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
             _step_gains(args, res, out, cls, root, seg_set, runner)
         if args.abstain:  # the same stage on labels that abstain where the refiners disagree
             _abstain_stage(args, res, out, cls, root, level, seg_set, runner)
+        if args.variant:  # the same stage on the same labels with other settings
+            _variant_stages(args, res, out, labels, root, seg_set, runner)
         if args.ceiling:  # the same stage on the train photos' true masks
             _ceiling_stage(args, res, out, root, seg_set, runner)
     return res
@@ -125,13 +127,27 @@ def _ceiling_stage(
     photos (``data.pseudo_dir`` their folder, as the ceilings by hand were run), scored on val plain and with the
     CRF; the route's share of it is the tables' (experiments/learning_curve.py)."""
     masks = next(p for p in (Path(root) / d for d in MASK_DIRS) if p.is_dir())  # a view's is SegmentationClass
-    seg = out / "seg_ceiling"
+    res["ceiling"] = _scored_stage(args, out / "seg_ceiling", masks, root, seg_set, runner)
+
+
+def _scored_stage(
+    args: argparse.Namespace, seg: Path, labels: Path, root: str, words: list[str], runner: StepRunner
+) -> dict[str, Any]:  # fmt: skip
+    """The DeepLab stage ``seg`` on ``labels`` with ``words``, scored on val plain and with the CRF."""
     scored = partial(scored_predictions, root=root, split=args.val_split, runner=runner)
-    res["ceiling"] = {
-        "labels": str(masks),
-        "train": train(args.seg, [f"data.root={root}", f"data.pseudo_dir={masks}", *seg_set], seg, runner),
-        "val": scored(seg), "val_crf": scored(seg, crf=True),
-    }  # fmt: skip
+    return {"labels": str(labels),
+            "train": train(args.seg, [f"data.root={root}", f"data.pseudo_dir={labels}", *words], seg, runner),
+            "val": scored(seg), "val_crf": scored(seg, crf=True)}  # fmt: skip
+
+
+def _variant_stages(
+    args: argparse.Namespace, res: dict[str, Any], out: Path, labels: Path, root: str, seg_set: list[str],
+    runner: StepRunner,
+) -> None:  # fmt: skip
+    """``--variant NAME WORD ...``: the stage on round 1's labels with the variant's words after ``--seg-set``'s
+    (``OUT/seg_NAME``), in ``variants.NAME``."""
+    res["variants"] = {name: _scored_stage(args, out / f"seg_{name}", labels, root, [*seg_set, *words], runner)
+                       for name, *words in args.variant}  # fmt: skip
 
 
 def _abstain_stage(
@@ -143,13 +159,8 @@ def _abstain_stage(
     over round 1's stage in ``steps``."""
     name = "pseudo_agree" + ("_own_level" if args.level == "own" else "")
     labels = pseudo_labels(cls, root, "agree", (level, level), name, runner=runner)
-    seg = out / "seg_abstain"
-    scored = partial(scored_predictions, root=root, split=args.val_split, runner=runner)
-    res["abstain"] = {
-        "labels": str(labels), "pseudo": _label_scores(labels.parent / "eval.json"),
-        "train": train(args.seg, [f"data.root={root}", f"data.pseudo_dir={labels}", *seg_set], seg, runner),
-        "val": scored(seg), "val_crf": scored(seg, crf=True),
-    }  # fmt: skip
+    res["abstain"] = {**_scored_stage(args, out / "seg_abstain", labels, root, seg_set, runner),
+                      "pseudo": _label_scores(labels.parent / "eval.json")}  # fmt: skip
     first = res["seg_rounds"][0]
     res.setdefault("steps", {}).update({"abstain": res["abstain"]["val"] - first["val"],
                                         "abstain_crf": res["abstain"]["val_crf"] - first["val_crf"]})  # fmt: skip
@@ -315,6 +326,9 @@ def _parser() -> Any:
              "that one seed's K photos hold those of every smaller K")
     arg("--subset-seed", type=int, default=None, metavar="S",
         help="the seed of --train-photos's draw (default: the classifier's run.seed)")
+    arg("--variant", nargs="+", action="append", default=[], metavar=("NAME", "WORD"),
+        help="a DeepLab stage on round 1's labels with these words after --seg-set's (OUT/seg_NAME), scored as round "
+             "1's in variants.NAME, e.g. --variant gce options.seg_loss=gce; repeat for more")
     arg("--ceiling", action="store_true",
         help="the same DeepLab stage (preset, --seg-set, seed) on the train photos' true masks, scored on val plain "
              "and with the CRF ('ceiling')")

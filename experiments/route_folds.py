@@ -23,9 +23,10 @@ from wsss.pipelines.steps import changed_settings, computed_words
 # the same command from one of another
 SETTINGS = ("preset", "overrides", "refine", "seg", "seg_set", "val_split", "seg_rounds", "seg_band",
             "seg_from_classifier", "seg_ensemble", "steps", "cam_scales", "affinity", "aff_set", "level",
-            "abstain", "train_photos", "subset_seed", "ceiling")  # fmt: skip
+            "abstain", "train_photos", "subset_seed", "ceiling", "variant")  # fmt: skip
 # the settings recorded later than the others, as every run ran before they were: a record without them is read so
-UNRECORDED = {"level": "sweep", "abstain": False, "train_photos": None, "subset_seed": None, "ceiling": False}
+UNRECORDED = {"level": "sweep", "abstain": False, "train_photos": None, "subset_seed": None, "ceiling": False,
+              "variant": []}  # fmt: skip
 Route = Callable[[argparse.Namespace], dict[str, Any]]
 
 

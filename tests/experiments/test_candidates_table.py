@@ -38,8 +38,8 @@ def test_a_candidate_is_adopted_only_past_twice_its_spread_on_every_set(tmp_path
     gains = [1.5 if f % 2 else -1.0 for f in range(5)]
     assert f"{statistics.fmean(gains):+.2f} (sd {statistics.stdev(gains):.2f}; n 5" in ab
     assert "not adopted (ccp: " in ab and "coco" not in ab.split("not adopted")[1]  # coco's gain is 1.0 (sd 0)
-    assert rows["the DeepLab stage's consistency (`--consistency`)"].count("not run") == 2
-    assert "undecided (folds run: ccp 0 of 5, coco 0 of 5)" in rows["the DeepLab stage's consistency (`--consistency`)"]
+    gce = rows["a loss that tolerates noisy labels (`seg.options.seg_loss=gce`)"]
+    assert gce.count("not run") == 2 and "undecided (folds run: ccp 0 of 5, coco 0 of 5)" in gce
     assert "| 20.00 (sd 0.00; n 5) | 5.00 (sd 0.00; n 5) |" in rows["the route: one stage, val, `--crf`"]
 
 

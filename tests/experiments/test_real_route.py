@@ -112,7 +112,7 @@ def test_real_route_own_level_and_labels_that_abstain(tmp_path, synth_root):
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
             "--refine", "par", "--level", "own", "--abstain", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
-            *tiny, "--seg-set", *SEG_TINY]  # fmt: skip
+            "--variant", "gce", "options.seg_loss=gce", *tiny, "--seg-set", *SEG_TINY]  # fmt: skip
     res = real_route.main(argv)
     own = float(yaml.safe_load((out / "cls/config.yaml").read_text())["cam"]["bkg_thre"])
     log = (out / "route.log").read_text()
@@ -125,6 +125,11 @@ def test_real_route_own_level_and_labels_that_abstain(tmp_path, synth_root):
     assert ab["train"]["iterations"] == 4 and 0 <= ab["val"] <= 100 and 0 <= ab["val_crf"] <= 100
     first = res["seg_rounds"][0]
     assert res["steps"] == {"abstain": ab["val"] - first["val"], "abstain_crf": ab["val_crf"] - first["val_crf"]}
+    # --variant NAME WORDS: the stage on round 1's labels with the words after --seg-set's
+    gce = res["variants"]["gce"]
+    assert gce["labels"] == str(labels) and 0 <= gce["val"] <= 100 and 0 <= gce["val_crf"] <= 100
+    variant_cfg = yaml.safe_load((out / "seg_gce/config.yaml").read_text())
+    assert variant_cfg["options"]["seg_loss"] == "gce" and variant_cfg["data"]["pseudo_dir"] == str(labels)
     with pytest.raises(SystemExit):  # --steps scores the sweep's level against the preset's: not with --level own
         real_route.main([*argv, "--steps"])
 
