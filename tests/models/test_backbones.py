@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -49,6 +50,46 @@ def test_cnn_backbone_stride_and_pooled_cls():
     out = b(torch.randn(1, 3, 64, 64))
     assert out.final.shape == (1, 512, 4, 4) and out.aux.shape == (1, 256, 4, 4)
     assert torch.allclose(out.cls, out.final.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("stride", [16, 8])
+def test_efficientnet_lite0_at_the_mobilenetv2_strides(stride):
+    """TensorFlow's EfficientNet-Lite0 (configs/_base_/models/efficientnet_lite0_imagenet.yaml) as the MobileNetV2 of
+    the real_cpu presets: its last two stages at ``model.output_stride`` (the strided ones dilated), the final one
+    320 channels as the MobileNetV2's."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 320, 320)
+    with torch.no_grad():
+        out = create_backbone("tf_efficientnet_lite0", output_stride=stride).eval()(x)
+        mbv2 = create_backbone("mobilenetv2_100", output_stride=stride).eval()(x)
+    side = 320 // stride
+    assert out.final.shape == mbv2.final.shape == (1, 320, side, side)
+    assert out.aux.shape == (1, 112, side, side) and out.cls.shape == (1, 320)
+    assert create_backbone("tf_efficientnet_lite0", output_stride=stride).stride == stride
+
+
+def test_a_backbone_trained_on_another_normalisation_gets_it():
+    """The data pipeline normalises by ImageNet's mean / std; TensorFlow's EfficientNet-Lite was trained on
+    (pixel - 127) / 128, and its backbone (CNNBackbone, DeepLab-v3+'s trunk) converts what it is given to that,
+    exactly. Other backbones take the input as it is; the conversion adds nothing to a checkpoint."""
+    from wsss.data.transforms import normalize
+    from wsss.methods.deeplab.model import DeepLabV3Plus
+
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    x = normalize(pixels)[None]
+    tf_input = torch.from_numpy((pixels.astype(np.float32) - 127) / 128).permute(2, 0, 1)[None]
+    lite = create_backbone("tf_efficientnet_lite0").eval()
+    v3plus = DeepLabV3Plus("tf_efficientnet_lite0", 3).eval()
+    mbv2 = create_backbone("mobilenetv2_100").eval()
+    for model, trunk, expected in [(lite, lite.net, tf_input), (v3plus, v3plus.net, tf_input), (mbv2, mbv2.net, x)]:
+        seen = []
+        hook = trunk.register_forward_pre_hook(lambda mod, args, seen=seen: seen.append(args[0]))
+        with torch.no_grad():
+            model(x)
+        hook.remove()
+        # float32 rounding: at most 2e-7 apart over every 0-255 value (measured), far below a misplaced mean or std
+        torch.testing.assert_close(seen[0], expected, rtol=0, atol=1e-5)
+        assert not any("renorm" in k for k in model.state_dict())
 
 
 def test_load_pretrained_round_trip_and_key_errors(tmp_path):

@@ -9,8 +9,10 @@ globally average-pooled final map in place of the class token.
 
 Backbones are a registry of names (``models/registry.py``, as timm's ``_registry.py``): ResNet-38
 (``resnet38d``, models/resnet38.py) and the dilated VGG-16 (``vgg16_dilated``, models/vgg.py) register
-themselves; any other name is a timm model (``create_timm_backbone``). Weights come from a local file
-(``models/weights.py``); no hub download is ever attempted (timm 1.x calls the ToCo/SeCo ViT weights
+themselves; any other name is a timm model (``create_timm_backbone``). Every backbone takes images normalised by
+ImageNet's mean and std (data/transforms.py); one whose weights were trained on another normalisation
+(``INPUT_NORMS``: TensorFlow's EfficientNet-Lite) converts them first, inside the network. Weights come from a local
+file (``models/weights.py``); no hub download is ever attempted (timm 1.x calls the ToCo/SeCo ViT weights
 ``vit_base_patch16_224.orig_in21k_ft_in1k``).
 """
 
@@ -25,6 +27,7 @@ from torch import nn
 
 # the non-timm backbones register their names on import (models/registry.py)
 from wsss.core.errors import ConfigError
+from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.models import resnet38, vgg  # noqa: F401
 from wsss.models.registry import BACKBONES, BackboneOutput, backbone_factory, register_backbone
 from wsss.models.weights import load_pretrained
@@ -91,11 +94,42 @@ class ViTBackbone(nn.Module):
         return BackboneOutput(final=to_map(tokens), aux=to_map(aux), cls=tokens[:, 0])
 
 
-class CNNBackbone(nn.Module):
-    """A timm CNN in ``features_only`` mode: the last two stages at ``output_stride``."""
+# timm names (prefixes) whose weights expect another input normalisation than ImageNet's mean / std, as
+# (mean, std) of [0, 1] pixels: TensorFlow's EfficientNet-Lite files were trained on (x - 127) / 128 of 0-255 pixels
+# (its efficientnet_lite_builder.py: "inception-style" for quantisation; timm's pretrained_cfg: 0.5 / 0.5).
+INPUT_NORMS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "tf_efficientnet_lite": ((127 / 255,) * 3, (128 / 255,) * 3),
+}
 
-    def __init__(self, net: nn.Module):
+
+class Renormalize(nn.Module):
+    """Images normalised by ImageNet's mean / std (the data pipeline's) to another ``mean`` / ``std``: an exact
+    per-channel affine map, with no state in the checkpoint."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
+        m_in, s_in, m, s = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1)
+                            for v in (IMAGENET_MEAN, IMAGENET_STD, mean, std))  # fmt: skip
+        self.register_buffer("scale", s_in / s, persistent=False)
+        self.register_buffer("shift", (m_in - m) / s, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
+
+
+def input_renorm(name: str) -> nn.Module:
+    """The input conversion the timm model ``name`` needs (``INPUT_NORMS``), else an identity."""
+    norm = next((v for prefix, v in INPUT_NORMS.items() if name.startswith(prefix)), None)
+    return Renormalize(*norm) if norm else nn.Identity()
+
+
+class CNNBackbone(nn.Module):
+    """A timm CNN in ``features_only`` mode: the last two stages at ``output_stride``; ``renorm`` converts the
+    ImageNet-normalised input to the one its weights expect (``input_renorm``)."""
+
+    def __init__(self, net: nn.Module, renorm: nn.Module | None = None):
+        super().__init__()
+        self.renorm = renorm if renorm is not None else nn.Identity()
         self.net = net
         info = net.feature_info
         self.out_dim = info.channels()[-1]
@@ -104,7 +138,7 @@ class CNNBackbone(nn.Module):
         self.stride = info.reduction()[-1]
 
     def forward(self, x: torch.Tensor) -> BackboneOutput:
-        aux, final = self.net(x)[-2:]
+        aux, final = self.net(self.renorm(x))[-2:]
         if aux.shape[-2:] != final.shape[-2:]:
             aux = F.interpolate(aux, size=final.shape[-2:], mode="bilinear", align_corners=False)
         return BackboneOutput(final=final, aux=aux, cls=final.mean(dim=(2, 3)))
@@ -148,7 +182,7 @@ def create_timm_backbone(
     )
     if pretrained:
         load_pretrained(net, pretrained)
-    return CNNBackbone(net)
+    return CNNBackbone(net, input_renorm(name))
 
 
 def create_backbone(

