@@ -112,7 +112,7 @@ def test_real_route_own_level_and_labels_that_abstain(tmp_path, synth_root):
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
             "--refine", "par", "--level", "own", "--abstain", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
-            "--variant", "gce", "options.seg_loss=gce", *tiny, "--seg-set", *SEG_TINY]  # fmt: skip
+            *tiny, "--seg-set", *SEG_TINY, "--variant", "gce", "options.seg_loss=gce"]  # fmt: skip
     res = real_route.main(argv)
     own = float(yaml.safe_load((out / "cls/config.yaml").read_text())["cam"]["bkg_thre"])
     log = (out / "route.log").read_text()
@@ -486,7 +486,8 @@ def test_the_route_and_the_experiment_share_the_steps(tmp_path, monkeypatch):
     assert calls[1] == ("pseudo_labels", (cls, "train", (0.4, 0.4)), {"refine": "par", "progress": False, **where})
     assert calls[2] == ("stage_words", (["data.root=x"], "masks"), {"view": view, "iterations": 7})
     assert calls[3] == ("run_config", (route.opts.seg, None, seg), {"device": "cpu"})  # the words stage_words gave
-    assert calls[-1] == ("predict_split", (seg, "val"), {"root": None, "crf": True, "progress": False, **where})
+    assert calls[-1] == ("predict_split", (seg, "val"), {"root": None, "crf": True, "labelled_only": False,
+                                                         "progress": False, **where})  # fmt: skip
 
 
 def test_a_train_subset_is_nested_across_k_and_drawn_by_its_seed(tmp_path, synth_root):
