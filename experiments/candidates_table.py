@@ -19,7 +19,7 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script: its package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments.route_folds import summarise  # noqa: E402
+from experiments.route_folds import figures, summarise  # noqa: E402
 from wsss.cli_common import script_parser  # noqa: E402
 
 FOLDS = 5
@@ -52,15 +52,7 @@ FIGURES = {
 
 def value(res: dict[str, Any], key: str) -> float | None:
     """The number at a dotted key path of a fold's JSON (``seg_rounds.0.val_crf``); None where it has none."""
-    node: Any = res
-    for part in key.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return None
-    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+    return figures(res).get(key)
 
 
 def read_folds(paths: list[str]) -> list[dict[str, Any]]:

@@ -155,15 +155,12 @@ def _abstain_stage(
     runner: StepRunner,
 ) -> None:  # fmt: skip
     """``--abstain``: the labels of ``wsss pseudo --refine agree`` at the stage's level (PAR's where the CAM's label
-    and the CRF's agree, 255 elsewhere), the DeepLab stage on them, scored on val plain and with the CRF; the gains
-    over round 1's stage in ``steps``."""
+    and the CRF's agree, 255 elsewhere), the DeepLab stage on them, scored on val plain and with the CRF (its gains:
+    experiments/candidates_table.py)."""
     name = "pseudo_agree" + ("_own_level" if args.level == "own" else "")
     labels = pseudo_labels(cls, root, "agree", (level, level), name, runner=runner)
     res["abstain"] = {**_scored_stage(args, out / "seg_abstain", labels, root, seg_set, runner),
                       "pseudo": _label_scores(labels.parent / "eval.json")}  # fmt: skip
-    first = res["seg_rounds"][0]
-    res.setdefault("steps", {}).update({"abstain": res["abstain"]["val"] - first["val"],
-                                        "abstain_crf": res["abstain"]["val_crf"] - first["val_crf"]})  # fmt: skip
 
 
 def _label_scores(scores: Path) -> dict[str, Any]:
@@ -295,7 +292,7 @@ def _parser() -> Any:
              "(cam.bkg_thre: wsss route's)")
     arg("--abstain", action="store_true",
         help="a DeepLab stage on labels that abstain (wsss pseudo --refine agree at the stage's level), scored as "
-             "round 1's; gains in 'steps'")
+             "round 1's")
     arg("--seg-band", action="store_true",
         help="the DeepLab stage on the first refiner's labels at the run's own pair (255 between)")
     arg("--seg-from-classifier", action="store_true",
