@@ -40,3 +40,12 @@ def test_the_measured_set_gets_its_measured_times_back():
         assert step_estimates(key, counts, {"classifier": (2000, 1000), "seg": (500, 500)})["classifier"] == (
             2 * m["classifier"]
         )
+
+
+def test_labels_that_abstain_cost_the_measured_ratio_of_pars_time():
+    for key, m in measured().items():
+        counts = {"train": int(m["train"]), "val": int(m["val"])}
+        same = {"classifier": (1000, 1000), "seg": (500, 500)}
+        par, agree = (step_estimates(key, {**counts, "abstain": a}, same) for a in (0, 1))
+        assert m["agree_over_par"] > 1 and abs(agree["pseudo"] - m["agree_over_par"] * par["pseudo"]) < 1e-9
+        assert {k: v for k, v in agree.items() if k != "pseudo"} == {k: v for k, v in par.items() if k != "pseudo"}

@@ -636,3 +636,16 @@ def test_a_step_run_gets_its_crf_workers_as_a_typed_value(tmp_path, synth_root, 
     run = load_step_run(tmp_path / "cls", crf_workers=0)
     assert run.cfg.infer.crf_workers == 0 and not any("crf_workers" in w for w in run.overrides)
     assert load_step_run(tmp_path / "cls").cfg.infer.crf_workers == cfg.infer.crf_workers == 2  # the run's own
+
+
+def test_the_plan_of_labels_that_abstain_counts_their_crf(synth_root, tmp_path):
+    """``--abstain``'s pseudo step is estimated at the measured ratio of ``--refine agree``'s time to PAR's."""
+    from wsss.pipelines.estimates import measured
+
+    est = {a: Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), overrides=TINY, abstain=a))
+           for a in (False, True)}  # fmt: skip
+    for r in est.values():
+        r.plan()
+    par, agree = est[False]._estimates(), est[True]._estimates()
+    ratio = measured()[str(est[True].choices["classifier"].value)]["agree_over_par"]
+    assert abs(agree["pseudo"] - ratio * par["pseudo"]) < 1e-9 and agree["seg"] == par["seg"]

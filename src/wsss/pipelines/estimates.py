@@ -27,11 +27,14 @@ def step_estimates(
 ) -> dict[str, float | None]:
     """Seconds per step title (None: no measured rate). ``classifier``: the route's choice (``rca``, ``cam``; a preset
     of its own: the RCA route's rates, its training unestimated); ``counts``: ``train``, ``val``, ``new`` (photos of
-    ``--images``), ``folds``, ``masked_train`` and ``rounds`` (of ``--rounds``); ``iterations``: per training
+    ``--images``), ``folds``, ``masked_train``, ``rounds`` (of ``--rounds``) and ``abstain`` (1: the labels of
+    ``--refine agree``, at the measured ratio of their time to PAR's); ``iterations``: per training
     (``classifier``, ``seg``) the route's iterations and those of the measured run."""
     times = measured()
     m = times.get(classifier, times["rca"])
     per_train = {k: m[k] / m["train"] for k in ("cam", "pseudo")}
+    if counts.get("abstain"):  # a CRF per photo beside PAR
+        per_train["pseudo"] *= m["agree_over_par"]
     per_predicted = m["predict"] / m["val"]
 
     def trained(step: str) -> float | None:

@@ -1132,7 +1132,8 @@ class Route:
 
         folds = self.opts.folds if self.choices["stage"].value == "folds" else 0
         counts = {"train": len(facts.train), "val": len(facts.val), "new": self.new_photos, "folds": folds,
-                  "masked_train": len(facts.masked_train), "rounds": self.opts.rounds}  # fmt: skip
+                  "masked_train": len(facts.masked_train), "rounds": self.opts.rounds,
+                  "abstain": int(self.opts.abstain)}  # fmt: skip
         return step_estimates(key, counts, {
             "classifier": iterations(self.configs["cls"], CLASSIFIERS.get(key, CLASSIFIERS["rca"]), len(facts.train)),
             "seg": iterations(self.configs["seg"], SEG_PRESET, len(facts.train)),
