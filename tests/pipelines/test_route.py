@@ -639,7 +639,8 @@ def test_a_step_run_gets_its_crf_workers_as_a_typed_value(tmp_path, synth_root, 
 
 
 def test_the_plan_of_labels_that_abstain_counts_their_crf(synth_root, tmp_path):
-    """``--abstain``'s pseudo step is estimated at the measured ratio of ``--refine agree``'s time to PAR's."""
+    """``--abstain``'s pseudo step is estimated at the measured ratio of ``--refine agree``'s time to PAR's; without
+    it, and without ``--rounds``, the reasons say the folds did not adopt them and where their figures are."""
     from wsss.pipelines.estimates import measured
 
     est = {a: Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), overrides=TINY, abstain=a))
@@ -649,3 +650,7 @@ def test_the_plan_of_labels_that_abstain_counts_their_crf(synth_root, tmp_path):
     par, agree = est[False]._estimates(), est[True]._estimates()
     ratio = measured()[str(est[True].choices["classifier"].value)]["agree_over_par"]
     assert abs(agree["pseudo"] - ratio * par["pseudo"]) < 1e-9 and agree["seg"] == par["seg"]
+    for name in ("labels", "rounds"):
+        assert "not adopted, it lost on a fold: docs/benchmarks/history/real-photos.md#past-the-first-labels" in (
+            est[False].choices[name].reason
+        )

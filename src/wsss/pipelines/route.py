@@ -68,6 +68,8 @@ from wsss.core.files import atomic_write, check_output_folder
 from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, computed_words, remove_made
 from wsss.runs import clip_route, gpus
 
+# the route's options that its cross-validation did not adopt: why, in their printed reasons
+NOT_ADOPTED = "not adopted, it lost on a fold: docs/benchmarks/history/real-photos.md#past-the-first-labels"
 # The classifier presets the route chooses between (docs/own-photos.md#which-route), by shipped name: they resolve
 # from any folder (core.config.SCOPE).
 CLASSIFIERS = {"rca": "wsss::rca/real_cpu.yaml", "cam": "wsss::cam/real_cpu.yaml"}
@@ -723,7 +725,7 @@ class Route:
             Choice("agree", "given (--abstain): PAR's label where the CAM's thresholds and the CRF label agree with "
                             "it, 255 (unlearned) elsewhere") if self.opts.abstain
             else Choice("par", "PAR's refinement of the CAMs, every pixel labelled (--abstain: 255 where the refiners "
-                               "disagree)"))  # fmt: skip
+                               f"disagree; {NOT_ADOPTED})"))  # fmt: skip
         levels = f"--levels {level:g}/{level:g}"
         steps.append(Step("pseudo", f"wsss pseudo {cls_dir} --split train --refine {refine} {levels}",
                           lambda: self._pseudo(cls_dir, level, refine)))  # fmt: skip
@@ -771,7 +773,8 @@ class Route:
         from wsss.runs.jobs import predictions_folder
 
         self.choices["rounds"] = Choice(self.opts.rounds, "given" if self.opts.rounds else "one stage (--rounds N: "
-                                        "N more, each on its predecessor's masks of the train photos)")  # fmt: skip
+                                        "N more, each on its predecessor's masks of the train photos; "
+                                        f"{NOT_ADOPTED})")  # fmt: skip
         steps = []
         for r, (before, run_dir) in enumerate(zip(stages, stages[1:]), 1):
             labels = before / predictions_folder(crf=True, labelled_only=True) / "train"
