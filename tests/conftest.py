@@ -124,6 +124,17 @@ def reported(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 
 @pytest.fixture
+def reported_copy(reported: tuple[Path, dict], tmp_path: Path) -> Path:
+    """A copy of the ``reported`` run (without its report) in the test's own folder: a test that writes outputs into a
+    run writes them there, and the shared run stays as its other readers expect it."""
+    import shutil
+
+    copy = tmp_path / "reported_run"
+    shutil.copytree(reported[0], copy, ignore=shutil.ignore_patterns("report"))
+    return copy
+
+
+@pytest.fixture
 def wsss_cli(capsys):
     """``wsss_cli("cam", RUN, ...)``: the command line in this process; its stdout and stderr, which name the command
     when its exit status is not ``code`` (0 unless given)."""

@@ -15,7 +15,7 @@ def test_pseudo_labels_without_saved_cams_name_the_folder_and_the_command(report
     assert "\n" not in err
 
 
-def test_predictions_named_by_the_photos_labels_only(reported, synth_root):
+def test_predictions_named_by_the_photos_labels_only(reported_copy, synth_root):
     # `wsss predict --labelled-only` (the labels of a second round on the training photos): each photo's
     # prediction names only the background and its image labels; where the plain argmax names one of those, the
     # two agree (the others' logits are only set to -inf before the argmax)
@@ -25,7 +25,7 @@ def test_predictions_named_by_the_photos_labels_only(reported, synth_root):
     from wsss.runs.run import allowed_classes, load_run
     from wsss.utils.io import read_label_png
 
-    run, _ = reported
+    run = reported_copy  # it writes predictions into the run
     ds = VOCDataset(synth_root, "val")
     assert main(["predict", str(run), "--split", "val", "--labelled-only", "--quiet"]) == 0
     assert main(["predict", str(run), "--split", "val", "--labelled-only", "--crf", "--quiet"]) == 0
@@ -47,7 +47,7 @@ def test_predictions_named_by_the_photos_labels_only(reported, synth_root):
     assert np.all(prob[others] == 0) and np.allclose(prob.sum(0), 1.0, atol=1e-5)  # float32 softmax sums
 
 
-def test_predictions_named_by_a_classifiers_tags(reported, synth_root, capsys):
+def test_predictions_named_by_a_classifiers_tags(reported_copy, synth_root, capsys):
     # `wsss predict --tags-from CLS_RUN`: each photo's prediction names only the background and
     # the classes the classifier run scores at the threshold or more; where the plain argmax names one of those,
     # the two agree. The reported run is a CAM baseline with a seg head, so it tags its own predictions here.
@@ -61,7 +61,7 @@ def test_predictions_named_by_a_classifiers_tags(reported, synth_root, capsys):
     from wsss.runs.run import allowed_classes, load_run
     from wsss.utils.io import read_label_png
 
-    run, _ = reported
+    run = reported_copy  # it writes predictions into the run
     ds, tagger = VOCDataset(synth_root, "val"), load_run(run)
     assert main(["predict", str(run), "--split", "val", "--tags-from", str(run), "--tag-threshold", "0.9",
                  "--quiet"]) == 0  # fmt: skip
@@ -99,7 +99,7 @@ def test_predictions_named_by_a_classifiers_tags(reported, synth_root, capsys):
     assert stop.value.code == 2
 
 
-def test_predictions_weighted_by_a_classifiers_probabilities(reported, synth_root, capsys):
+def test_predictions_weighted_by_a_classifiers_probabilities(reported_copy, synth_root, capsys):
     # `wsss predict --tags-from CLS_RUN --tag-gate soft`: no threshold; each class's probability
     # is multiplied by the classifier's probability of the class and renormalised (the background's weight is 1)
     import numpy as np
@@ -108,7 +108,7 @@ def test_predictions_weighted_by_a_classifiers_probabilities(reported, synth_roo
     from wsss.runs.run import load_run, soft_tag_weights
     from wsss.utils.io import read_label_png
 
-    run, _ = reported
+    run = reported_copy  # it writes predictions into the run
     ds, r = VOCDataset(synth_root, "val"), load_run(run)
     assert main(["predict", str(run), "--split", "val", "--tags-from", str(run), "--tag-gate", "soft", "--quiet"]) == 0
     moved = 0
@@ -169,7 +169,7 @@ def test_a_run_whose_start_weights_are_gone_still_loads(reported, tmp_path):
             torch.testing.assert_close(v, theirs[k], rtol=0, atol=0)  # loaded, not computed
 
 
-def test_predictions_of_an_ensemble_average_the_networks_probabilities(reported, synth_root, tmp_path, capsys):
+def test_predictions_of_an_ensemble_average_the_networks_probabilities(reported_copy, synth_root, tmp_path, capsys):
     # `wsss predict RUN --ensemble RUN2 ...`: the segmentation networks' softmax probabilities
     # averaged at each scale and flip; the run with itself is the run alone, and another seed's run moves pixels
     import dataclasses
@@ -184,7 +184,7 @@ def test_predictions_of_an_ensemble_average_the_networks_probabilities(reported,
     from wsss.runs.run import load_run
     from wsss.utils.io import read_label_png
 
-    run, _ = reported
+    run = reported_copy  # it writes predictions into the run
     other = tmp_path / "seed1"
     assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, other),
                  "run.seed=1", "--quiet"]) == 0  # fmt: skip
