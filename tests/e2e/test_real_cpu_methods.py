@@ -99,14 +99,14 @@ def test_real_cpu_affinity_preset_trains_and_walks_a_photo(tmp_path, one_thread)
     assert (label > 0).any() and (label == 0).any()
 
 
-def test_the_effnet_stage_learns_at_its_preset_rate_where_the_base_rate_diverges(tmp_path, one_thread):
+def test_the_effnet_stage_learns_at_its_preset_rate_where_the_base_rate_diverges(tmp_path, one_thread, capsys):
     """configs/deeplab/real_cpu_effnet.yaml's learning rate: ten steps on the six real VOC photos' masks at the
     preset's crop keep the loss under twice its first value, and the MobileNetV2 preset's rate on this backbone does
     not (its loss grows by orders of magnitude here, as on coco128-dev:
     docs/benchmarks/history/real-photos.md#effnet-stage-lr)."""
     preset = REPO / "configs" / "deeplab" / "real_cpu_effnet.yaml"
     base_lr = load_config(REPO / "configs" / "deeplab" / "real_cpu.yaml").train.lr
-    losses = {}
+    losses, said = {}, {}
     for name, lr in (("preset", load_config(preset).train.lr), ("base", base_lr)):
         run = tmp_path / name
         overrides = [
@@ -115,8 +115,11 @@ def test_the_effnet_stage_learns_at_its_preset_rate_where_the_base_rate_diverges
             "train.log_iters=1", "train.ckpt_iters=100", f"train.lr={lr}", "data.num_workers=0",
         ]  # fmt: skip
         assert main(["train", str(preset), *overrides, "--quiet"]) == 0
+        said[name] = capsys.readouterr().err
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         losses[name] = [r["loss/seg"] for r in rows if "loss/seg" in r]
     assert len(losses["preset"]) == 10 and base_lr > load_config(preset).train.lr
     assert max(losses["preset"][5:]) < 2 * losses["preset"][0]
     assert max(losses["base"][5:]) > 2 * losses["base"][0]
+    assert "the training diverges" not in said["preset"]
+    assert ("the training diverges" in said["base"]) == (max(losses["base"]) > 100 * losses["base"][0])

@@ -151,3 +151,26 @@ def test_a_repeated_sigint_within_the_window_is_the_same_ctrl_c():
             hook._on_signal(signal.SIGINT, None)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_loss_that_grows_a_hundredfold_is_warned_of_once_and_a_resume_keeps_its_start(capsys):
+    # a diverging training can stay finite to its end: the non-finite error never comes, the warning does
+    from wsss.engine.hooks import DivergenceWarning
+    from wsss.engine.train_loop import TrainerBase
+
+    trainer = TrainerBase()
+    watch = DivergenceWarning()
+    trainer.register_hooks([watch])
+    for step, loss in ((8, 4.0), (16, 300.0), (24, float("nan")), (32, 399.0)):
+        trainer.log({"step": step, "loss/loss": loss})
+    assert capsys.readouterr().err == ""
+    trainer.log({"step": 40, "loss/loss": 401.0})
+    trainer.log({"step": 48, "loss/loss": 1e6})
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "iteration 40 (401) is over 100 times the first logged (4)" in err
+    resumed = DivergenceWarning()
+    resumed.load_state_dict({"first": 4.0})  # the checkpoint's state, before the warning
+    TrainerBase().register_hooks([resumed])
+    resumed.write({"step": 56, "loss/loss": 500.0})
+    assert "iteration 56" in capsys.readouterr().err and watch.state_dict() == {"first": 4.0, "warned": True}
+    assert DivergenceWarning().state_dict() == {}  # nothing logged: nothing in the checkpoint

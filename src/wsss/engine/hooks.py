@@ -9,6 +9,8 @@ after a step (the checkpoint before validation: a crash in validation loses no f
 - ``MetricsLogger``: the progress bar, the loss averages over ``train.log_iters`` steps, and
   ``metrics.jsonl`` (a resume drops the lines written after its checkpoint: they are written again; a training
   from step 0 moves an earlier training's file aside to ``metrics.jsonl.1``).
+- ``DivergenceWarning``: one warning when a logged loss grows past ``GROWTH`` times the first (a diverging training
+  can stay finite to its end, and the error for a non-finite loss never comes).
 - ``PeriodicCheckpointer``: ``checkpoints/last.pt`` every ``train.ckpt_iters`` and at the end, and on
   Ctrl-C after the current step.
 - ``PeriodicValidation``: validation every ``train.eval_iters`` and at the end.
@@ -186,6 +188,38 @@ class MetricsLogger(HookBase):
     def write(self, record: dict[str, Any]) -> None:
         if is_main_process():
             append_line(self.path, json.dumps(record))
+
+
+class DivergenceWarning(HookBase):
+    """One warning on stderr when a logged loss (``loss/loss`` of a ``metrics.jsonl`` record) exceeds ``growth`` times
+    the first logged one: the training is diverging. The first loss rides in the checkpoint, so a resumed run
+    compares against the same start."""
+
+    GROWTH = 100.0
+
+    def __init__(self, growth: float = GROWTH) -> None:
+        self.growth = growth
+        self.first: float | None = None
+        self.warned = False
+
+    def write(self, record: dict[str, Any]) -> None:
+        loss = record.get("loss/loss")
+        if loss is None or not math.isfinite(loss):
+            return
+        if self.first is None:
+            self.first = float(loss)
+        elif not self.warned and self.first > 0 and loss > self.growth * self.first:
+            self.warned = True
+            if is_main_process():
+                tqdm.write(f"warning: the loss at iteration {record.get('step')} ({loss:.4g}) is over "
+                           f"{self.growth:g} times the first logged ({self.first:.4g}): the training diverges; lower "
+                           "train.lr or set train.grad_clip", file=sys.stderr)  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"first": self.first, "warned": self.warned} if self.first is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.first, self.warned = state.get("first"), bool(state.get("warned", False))
 
 
 def append_line(path: Path, line: str) -> None:

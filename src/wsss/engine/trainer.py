@@ -45,6 +45,7 @@ from wsss.data.transforms import TrainAugment
 from wsss.data.voc import available_splits, read_split, true_mask_paths
 from wsss.engine.hooks import (
     BestCheckpointer,
+    DivergenceWarning,
     EpochLRRule,
     MetricsLogger,
     PeriodicCheckpointer,
@@ -396,6 +397,7 @@ class Trainer(TrainerBase):
             EpochLRRule(self.method, self.optimizer, t.lr),
             MetricsLogger(self.run_dir / "metrics.jsonl", period=t.log_iters, max_iter=t.max_iters,
                           optimizer=self.optimizer, progress=self.progress),
+            DivergenceWarning(),
             ckpt := PeriodicCheckpointer(save, period=t.ckpt_iters, max_iter=t.max_iters,
                                          path=self.ckpt_dir / "last.pt", progress=self.progress),
             # Ctrl-C stops a validation between images; the checkpointer then saves and stops at the next step
