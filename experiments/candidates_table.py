@@ -35,7 +35,6 @@ FOLDS = 5
 # a value's furthest distance from the mean of FOLDS values, in sample standard deviations (Samuelson): under 2, a
 # fold's gain of 0 or less already fails the rule
 EARLY = (FOLDS - 1) / math.sqrt(FOLDS) < 2
-EFFSEG = "the stage's EfficientNet-Lite0 (variant effseg: `--seg wsss::deeplab/real_cpu_effnet.yaml`)"
 ROUTE = "seg_rounds.0.val_crf"  # the route's own figure: one stage on PAR labels at the preset's level, --crf
 # candidate -> (its figure, the route's figure it is judged against); the plain rows decide nothing
 CANDIDATES = {
@@ -70,11 +69,6 @@ FIGURES = {
 }
 
 
-def value(res: dict[str, Any], key: str) -> float | None:
-    """The number at a dotted key path of a fold's JSON (``seg_rounds.0.val_crf``); None where it has none."""
-    return figures(res).get(key)
-
-
 def read_folds(paths: list[str]) -> list[dict[str, Any]]:
     """The folds the JSONs hold (a ``--fold`` JSON is one, a ``--folds`` JSON its ``folds``), by fold index; a fold
     given twice is refused (SystemExit naming both files)."""
@@ -95,7 +89,8 @@ def read_folds(paths: list[str]) -> list[dict[str, Any]]:
 
 def gains(folds: list[dict[str, Any]], figure: str, against: str) -> dict[int, float]:
     """``figure`` less ``against`` in each fold that has both, by fold index."""
-    pairs = {int(r["fold"]["fold"]): (value(r, figure), value(r, against)) for r in folds}
+    flat = {int(r["fold"]["fold"]): figures(r) for r in folds}  # each fold's numbers by dotted key path
+    pairs = {f: (numbers.get(figure), numbers.get(against)) for f, numbers in flat.items()}
     return {f: a - b for f, (a, b) in pairs.items() if a is not None and b is not None}
 
 
@@ -139,10 +134,11 @@ def table(sets: dict[str, list[dict[str, Any]]]) -> str:
     """The markdown tables: the figures per set, then each candidate's gain per set and the rule's verdict."""
     names = list(sets)
     lines = [f"| figure | {' | '.join(names)} |", f"|---|{'---|' * len(names)}"]
+    flat = {name: [figures(r) for r in folds] for name, folds in sets.items()}
     for key, label in FIGURES.items():
         cells = []
-        for folds in sets.values():
-            vals = [v for v in (value(r, key) for r in folds) if v is not None]
+        for numbers in flat.values():
+            vals = [v for v in (n.get(key) for n in numbers) if v is not None]
             s = summarise([{"v": v} for v in vals]).get("v")
             cells.append(f"{s['mean']:.2f} (sd {s['sd']:.2f}; n {len(vals)})" if s else "not run")
         lines.append(f"| {label} | {' | '.join(cells)} |")
