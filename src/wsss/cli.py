@@ -1150,11 +1150,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _show_config_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    """``ConfigWarning``: one ``warning:`` line on stderr; other warnings keep Python's format."""
-    from wsss.core.errors import ConfigWarning
+def _show_warning_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """``ConfigWarning``, ``ResultWarning``: one ``warning:`` line on stderr; other warnings keep Python's format."""
+    from wsss.core.errors import ConfigWarning, ResultWarning
 
-    if issubclass(category, ConfigWarning):
+    if issubclass(category, (ConfigWarning, ResultWarning)):
         print(f"warning: {message}", file=sys.stderr)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
@@ -1225,7 +1225,7 @@ def _run_command(argv: list[str], program: bool) -> int:
     finished = False
     try:
         with warnings.catch_warnings(), _signals_as_interrupts():
-            warnings.showwarning = _show_config_warning
+            warnings.showwarning = _show_warning_line
             code = args.fn(args)
             finished = True
             return code

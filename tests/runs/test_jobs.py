@@ -288,3 +288,59 @@ def test_labels_that_abstain_keep_par_where_the_cam_and_the_crf_agree(reported, 
         assert np.array_equal(agree[same], par[same]) and np.all(agree[~same] == 255)
         kept, abstained = kept + int(same.sum()), abstained + int((~same).sum())
     assert kept > 0 and abstained > 0  # both sides of the rule are exercised on the tiny run's photos
+
+
+def _collapse_to(run, cls: int) -> None:
+    """The run's segmentation decoder made to name class ``cls`` at every pixel: its weights zero, one bias set (in
+    ``best.pt``, the checkpoint a run loads)."""
+    import torch
+
+    path = run / "checkpoints/best.pt"
+    ckpt = torch.load(path, weights_only=False)
+    for key, value in ckpt["model"].items():
+        if key.startswith("decoder."):
+            value.zero_()
+    ckpt["model"]["decoder.branches.0.bias"][cls] = 10.0
+    torch.save(ckpt, path)
+
+
+def test_masks_that_name_one_class_everywhere_are_warned_of_once_per_job(reported_copy, synth_root, tmp_path, wsss_cli):
+    # a collapsed model's masks are legal files; its training loss need not show it, so predict says so
+    from wsss.data import VOCDataset
+    from wsss.runs.jobs import one_class_everywhere
+
+    run = reported_copy
+    names = VOCDataset(synth_root, "val").class_names
+    assert one_class_everywhere(run / "predictions/val", VOCDataset(synth_root, "val").ids) is None  # the tiny run's
+    _collapse_to(run, 3)
+    out = wsss_cli("predict", str(run), "--split", "train", "--quiet")
+    warned = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and f"every mask names {names[3]!r} alone" in warned[0], out
+    assert str(run / "predictions/train") in warned[0] and "docs/own-photos.md#when-masks-are-bad" in warned[0]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in VOCDataset(synth_root, "val").ids:
+        (photos / f"{i}.jpg").symlink_to(synth_root / "JPEGImages" / f"{i}.jpg")
+    out = wsss_cli("predict", str(run), "--images", str(photos), "--out", str(tmp_path / "masks"), "--quiet")
+    assert sum(line.startswith("warning:") and "every mask names" in line for line in out.splitlines()) == 1, out
+
+
+def test_one_class_everywhere_needs_every_pixel_of_every_read_mask_and_five_masks(tmp_path):
+    import numpy as np
+
+    from wsss.runs.jobs import ONE_CLASS_FEWEST, one_class_everywhere
+    from wsss.utils.io import save_label_png
+
+    ids = [f"p{i}" for i in range(ONE_CLASS_FEWEST)]
+    for i in ids:
+        save_label_png(tmp_path / f"{i}.png", np.full((4, 5), 2, np.uint8))
+    assert one_class_everywhere(tmp_path, ids) == 2
+    assert one_class_everywhere(tmp_path, ids[:-1]) is None  # four masks of one class: a few photos of one thing
+    assert one_class_everywhere(tmp_path, [*ids, "missing"]) == 2  # a photo not yet predicted is not read
+    odd = np.full((4, 5), 2, np.uint8)
+    odd[3, 4] = 0
+    save_label_png(tmp_path / "p0.png", odd)
+    assert one_class_everywhere(tmp_path, ids) is None  # one pixel of another class
+    save_label_png(tmp_path / "p0.png", np.full((4, 5), 1, np.uint8))
+    assert one_class_everywhere(tmp_path, ids) is None  # two masks of two classes
+    assert one_class_everywhere(tmp_path, ids[1:] + ["p0"], sample=4) == 2  # the read masks are evenly spread

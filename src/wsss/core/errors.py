@@ -78,5 +78,10 @@ class ConfigWarning(UserWarning):
     line and goes on)."""
 
 
+class ResultWarning(UserWarning):
+    """An output that is legal but likely useless (a model whose masks all name one class): one ``warning:`` line,
+    as a ``ConfigWarning``."""
+
+
 # What ``wsss`` reports as one line: the toolkit's own errors, and a missing file named by the OS.
 USER_ERRORS: tuple[type[BaseException], ...] = (WSSSError, FileNotFoundError)

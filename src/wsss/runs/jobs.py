@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from wsss.cam import CRFPool, cam_to_label, crf_label, labelled_cam_to_label
 from wsss.core.config import results_config
 from wsss.core.distributed import rank
-from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, UsageError
+from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, ResultWarning, UsageError
 from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image
@@ -59,6 +59,7 @@ from wsss.utils.io import (
     load_labelled_cam,
     missing_cam_ids,
     per_id_path,
+    read_label_png,
     save_cam,
     save_label_png,
     save_labelled_cam,
@@ -296,6 +297,44 @@ def _pipeline(
 
 def _label_writes(out: Path) -> Callable[[str, np.ndarray], Writes]:
     return lambda id, label: [(save_label_png, (per_id_path(out, id, ".png"), label))]
+
+
+ONE_CLASS_SAMPLE = 256  # masks read, evenly spread: a model that names one class everywhere does so on any of them
+ONE_CLASS_FEWEST = 5  # fewer masks of one class alone can be right (a few photos of one thing)
+
+
+def one_class_everywhere(folder: Path, ids: Sequence[str], sample: int = ONE_CLASS_SAMPLE) -> int | None:
+    """The class that each of ``ids``' masks in ``folder`` (``<id>.png``) names at every pixel, the same in all;
+    None when two masks or two pixels differ, or when fewer than ``ONE_CLASS_FEWEST`` masks are there. At most
+    ``sample`` masks are read, evenly spread over ``ids``."""
+    there = [i for i in ids if per_id_path(folder, i, ".png").is_file()]
+    if len(there) < ONE_CLASS_FEWEST:
+        return None
+    step = max(1, len(there) // sample)
+    seen: int | None = None
+    for i in there[::step][:sample]:
+        mask = read_label_png(per_id_path(folder, i, ".png"))
+        first = int(mask.flat[0])
+        if (seen is not None and first != seen) or not (mask == first).all():
+            return None
+        seen = first
+    return seen
+
+
+def warn_if_one_class(folder: Path, ids: Sequence[str], class_names: Sequence[str]) -> None:
+    """A ``ResultWarning`` (one ``warning:`` line) when every mask of ``ids`` in ``folder`` is one class at every
+    pixel (:func:`one_class_everywhere`): the model has collapsed, which its training loss need not show. Rank 0
+    only (every process's masks are written by then)."""
+    if rank() != 0:
+        return
+    cls = one_class_everywhere(folder, ids)
+    if cls is not None:
+        name = class_names[cls] if cls < len(class_names) else str(cls)
+        warnings.warn(ResultWarning(
+            f"{folder}: every mask names {name!r} alone, at every pixel of all {len(ids)} photos: the model has "
+            "collapsed to one class (its labels too few or too noisy to learn from); see "
+            "docs/own-photos.md#when-masks-are-bad"
+        ), stacklevel=2)  # fmt: skip
 
 
 def _dataset(run: Run, root: str | None, split: str) -> VOCDataset:
@@ -645,4 +684,5 @@ def run_predict(
                 desc=f"predict {split}", skipped=len(ds.ids) - len(todo), progress=progress,
                 threads=run.cfg.run.threads,
             )  # fmt: skip
+        warn_if_one_class(out, ds.ids, run.class_names)
         return out

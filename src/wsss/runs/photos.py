@@ -51,6 +51,7 @@ from wsss.runs.jobs import (
     labelled_seed,
     predict_compute,
     prediction_settings,
+    warn_if_one_class,
 )
 from wsss.runs.run import Run
 from wsss.runs.shard import run_ids, shared_todo
@@ -215,6 +216,7 @@ def predict_photos(
             lambda ids: _pipeline(run, photos, ids, compute, size=None, pool=pool, finish=finish),
             "wsss predict --images", f"predict {len(photos)} photos", progress, threads=run.cfg.run.threads,
         )  # fmt: skip
+    warn_if_one_class(out, photos.ids, run.class_names)
     return out
 
 
