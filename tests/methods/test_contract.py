@@ -9,6 +9,7 @@ refiners and the generic ones, and is refused any other up front; each refiner t
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from types import SimpleNamespace
 
@@ -163,6 +164,16 @@ def test_method_contract(name, synth_root, tmp_path):
             assert tuple(method.class_logits(images).shape) == (2, C - 1)
     registers = {r.name for r in REFINERS.values() if r.module == type(method).__module__}
     assert method.has_cams or method.has_seg_head or method.refiners or registers  # it produces something
+
+    # what a build reads off its start files is options, recorded whole: built again from them alone (the files
+    # gone), the method has the same networks
+    fields = {f.name for f in dataclasses.fields(method.Options)} if dataclasses.is_dataclass(method.Options) else set()
+    built = method.built_options()
+    assert set(method.start_files) <= fields and set(built) <= fields
+    if built:
+        again = dataclasses.replace(cfg, options={**cfg.options, **built})
+        shapes = {k: v.shape for k, v in build_method(again, method.class_names).state_dict().items()}
+        assert shapes == {k: v.shape for k, v in method.state_dict().items()}
 
     # two steps, stopped after one and resumed
     first = build_trainer(cfg, progress=False).train(until=1)

@@ -22,10 +22,9 @@ from wsss.core.device import resolve_device
 from wsss.core.errors import WSSSError
 from wsss.data.classes import read_classes
 from wsss.engine.train_loop import HookBase
-from wsss.engine.trainer import Trainer, build_optimizer
+from wsss.engine.trainer import Trainer, build_optimizer, config_without_gone_starts
 from wsss.engine.validate import validate
 from wsss.methods import EngineAPI, Method, build_method, check_method
-from wsss.models.weights import drop_missing_pretrained
 
 __all__ = [
     "HookBase",
@@ -86,7 +85,7 @@ def load_trained_method(
     if cfg.data.root and Path(cfg.data.root).is_dir():  # a checkpoint copied from another run would write its class ids
         check_checkpoint_classes(state, path, read_classes(cfg.data.root), f"the run's dataset {cfg.data.root}")
     dev = resolve_device(cfg.run.device)
-    cfg = drop_missing_pretrained(cfg, path, run_dir)
+    cfg = config_without_gone_starts(cfg, path, run_dir, lambda: state)
     method = build_method(cfg, state["class_names"])
     load_model_state(method, state["model"], path)
     method.to(dev).eval()

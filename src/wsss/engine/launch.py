@@ -12,7 +12,7 @@ from wsss.core.config import Config, check_config_change, check_settings, resolv
 from wsss.core.errors import UsageError
 from wsss.core.files import remove_stale_temps
 from wsss.engine.defaults import build_trainer, engine_api
-from wsss.engine.trainer import resolve_mask_term
+from wsss.engine.trainer import config_without_gone_starts, resolve_mask_term
 from wsss.methods import build_method, method_class
 from wsss.utils.runlock import check_run_dir, run_dir_lock
 
@@ -59,6 +59,7 @@ def _resumes_under(cfg: Config):
 
     def verify(state: dict[str, Any], path: Path) -> None:
         if "model" in state and "class_names" in state:
-            load_model_state(build_method(cfg, state["class_names"]), state["model"], path)
+            built = config_without_gone_starts(cfg, path, path.parent.parent, lambda: state, warn=False)
+            load_model_state(build_method(built, state["class_names"]), state["model"], path)
 
     return verify

@@ -15,8 +15,8 @@ import random
 import sys
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ from wsss.engine.hooks import (
 from wsss.engine.optim import PolyWarmupAdamW, PolyWarmupSGD
 from wsss.engine.train_loop import HookBase, TrainerBase, weak_method
 from wsss.engine.validate import validate
-from wsss.methods import MASK_TERM, Method, TrainContext, build_method
+from wsss.methods import MASK_TERM, Method, TrainContext, build_method, get_method_class
 from wsss.models.weights import drop_missing_pretrained
 from wsss.utils.procs import leave_stops_to_parent, stops_held_for_children
 
@@ -244,6 +244,21 @@ def training_targets(cfg: Config, method: Method | type[Method]) -> TrainingTarg
     return TrainingTargets(masks, n, text)
 
 
+def config_without_gone_starts(
+    cfg: Config, checkpoint: Path, run_dir: Path, state: Callable[[], Mapping[str, Any]], warn: bool = True
+) -> Config:  # fmt: skip
+    """``cfg`` to build a trained run's model where a start file is gone since (``drop_missing_pretrained``, the
+    method's ``start_files`` with it): the options the build read off those files come from the checkpoint
+    (``state()``'s ``built_options``), where the command line gives none. ``state`` is read only then."""
+    dropped = drop_missing_pretrained(cfg, checkpoint, run_dir, warn=warn,
+                                      option_files=get_method_class(cfg.method).start_files)  # fmt: skip
+    if dropped is cfg:
+        return cfg
+    built = state().get("built_options") or {}
+    unset = {key: value for key, value in built.items() if dropped.options.get(key) in (None, "", {})}
+    return replace(dropped, options={**dropped.options, **unset})
+
+
 def resolve_mask_term(cfg: Config, method: Method | type[Method]) -> None:
     """The CAMs' pixel term gets weight 1 unless the config gives one (``loss.weights.mask``), before the config is
     compared with a resumed run's or saved: the run's config.yaml says what it trained with."""
@@ -359,7 +374,9 @@ class Trainer(TrainerBase):
         """``cfg`` for building the model: a run that resumes from its own ``last.pt`` does not need a start that is
         gone since (``drop_missing_pretrained``); a fresh one does, and names it. The run's config keeps the name."""
         last = self.ckpt_dir / "last.pt"
-        return drop_missing_pretrained(cfg, last, self.run_dir, warn=is_main_process()) if last.is_file() else cfg
+        if not last.is_file():
+            return cfg
+        return config_without_gone_starts(cfg, last, self.run_dir, lambda: load_checkpoint(last), is_main_process())
 
     # -- builders (detectron2's DefaultTrainer: a subclass overrides one and keeps the rest) -------------
     @classmethod
@@ -438,6 +455,9 @@ class Trainer(TrainerBase):
             "num_classes": self.train_set.num_classes,
             "class_names": self.train_set.class_names,
         }
+        built = self.method.built_options()
+        if built:
+            state["built_options"] = built
         hooks = self.hook_states()  # collective
         if hooks:
             state["hooks"] = hooks

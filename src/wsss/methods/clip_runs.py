@@ -44,6 +44,12 @@ def read_clip_weights(options: Any, weights: str) -> nn.Module:
     return model
 
 
+def quick_gelu_of(options: Any) -> bool:
+    """The activation a CLIP method builds with: QuickGELU (OpenAI's CLIP) unless ``options.quick_gelu`` is false
+    (a weight file's activation lands there: ``read_clip_weights``)."""
+    return True if options.quick_gelu is None else bool(options.quick_gelu)
+
+
 def clip_input(images: torch.Tensor, *, imagenet_stats: bool) -> torch.Tensor:
     """Images normalised with ImageNet's statistics (the pipeline's) -> CLIP's input: kept as they are with
     ``imagenet_stats`` (the official ExCEL and WeCLIP+ feed them so: a quirk of each), else with CLIP's own."""

@@ -437,6 +437,9 @@ class Method(nn.Module):
     train_driver: ClassVar[TrainDriver | None] = None
     # False: a run is made from weights (``wsss import``), never trained (CLIP-ES); ``wsss train`` refuses it
     trainable: ClassVar[bool] = True
+    # keys of ``options`` naming weight files that only the build reads (as ``model.pretrained``): the checkpoint
+    # holds their tensors, so a run whose file was moved since loads without it (``drop_missing_pretrained``)
+    start_files: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -631,6 +634,12 @@ class Method(nn.Module):
             "head": {"lr_mult": head},
             "decoder": {"lr_mult": head},
         }
+
+    def built_options(self) -> dict[str, Any]:
+        """The ``options`` this build read off its start files (``model.pretrained``, ``start_files``): a CLIP's
+        architecture and activation. Each checkpoint records them, so that a run whose files were moved since
+        builds the same networks without them (its checkpoint then fills every weight)."""
+        return {}
 
     def on_train_start(self, ctx: TrainContext) -> None:
         """Called once before the first training step of this process (also after a resume)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -118,17 +118,28 @@ def _weights_exist(pretrained: str | Path) -> bool:
         return False
 
 
-def drop_missing_pretrained(cfg: Config, checkpoint: Path, run_dir: Path, *, warn: bool = True) -> Config:
-    """``cfg`` to build a run's model that ``checkpoint`` then fills: without ``model.pretrained`` where that start
-    is gone since (a DeepLab stage started from a classifier run that was moved), with a ``ConfigWarning``. The
-    checkpoint holds every weight and is loaded strictly, so the start is not needed (``load_trained_method``, a
-    resumed ``Trainer``); ``cfg`` itself is left as it is."""
-    if not cfg.model.pretrained or _weights_exist(cfg.model.pretrained):
+def drop_missing_pretrained(
+    cfg: Config, checkpoint: Path, run_dir: Path, *, warn: bool = True, option_files: Sequence[str] = ()
+) -> Config:  # fmt: skip
+    """``cfg`` to build a run's model that ``checkpoint`` then fills: without ``model.pretrained``, nor the
+    ``options`` of ``option_files`` (a method's ``start_files``: WeCLIP+'s DINOv2), where that start is gone since
+    (a DeepLab stage started from a classifier run that was moved, CLIP files moved), with one ``ConfigWarning``.
+    The checkpoint holds every weight and is loaded strictly, so the starts are not needed
+    (``load_trained_method``, a resumed ``Trainer``); ``cfg`` itself is left as it is."""
+    gone = {key: cfg.options[key] for key in option_files if cfg.options.get(key)
+            and not _weights_exist(cfg.options[key])}  # fmt: skip
+    if cfg.model.pretrained and not _weights_exist(cfg.model.pretrained):
+        gone = {"model.pretrained": cfg.model.pretrained, **gone}
+    if not gone:
         return cfg
     if warn:
-        warnings.warn(ConfigWarning(f"{run_dir}: its model.pretrained {cfg.model.pretrained} is gone; {checkpoint} "
+        named = ", ".join(f"{key if key.startswith('model.') else 'options.' + key} {value}"
+                          for key, value in gone.items())  # fmt: skip
+        warnings.warn(ConfigWarning(f"{run_dir}: its {named} {'is' if len(gone) == 1 else 'are'} gone; {checkpoint} "
                                     "holds every weight"), stacklevel=3)  # fmt: skip
-    return replace(cfg, model=replace(cfg.model, pretrained=None))
+    model = replace(cfg.model, pretrained=None) if "model.pretrained" in gone else cfg.model
+    options = {key: ("" if key in gone else value) for key, value in cfg.options.items()}
+    return replace(cfg, model=model, options=options)
 
 
 # torchvision MobileNetV2: features.0 = stem, features.1..17 = inverted residuals in 7 stages of

@@ -45,7 +45,14 @@ from wsss.core.config import NON_NEGATIVE, POSITIVE, SEED, SHARE, Config, settin
 from wsss.core.errors import ConfigError, ConfigWarning, UsageError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.losses import balanced_seg_loss
-from wsss.methods.clip_runs import VOC_BACKGROUND, clip_input, method_from_clip_file, prompts_for, read_clip_weights
+from wsss.methods.clip_runs import (
+    VOC_BACKGROUND,
+    clip_input,
+    method_from_clip_file,
+    prompts_for,
+    quick_gelu_of,
+    read_clip_weights,
+)
 from wsss.methods.contract import (
     CamDeclaration,
     Method,
@@ -200,7 +207,7 @@ class Excel(Method):
             o.prompts = prompts_for(self.class_names, o.synonyms or {})
         self._check_options()
         arch = ClipArch(**o.arch)
-        self.clip = build_clip(arch, quick_gelu=True if o.quick_gelu is None else bool(o.quick_gelu))
+        self.clip = build_clip(arch, quick_gelu=quick_gelu_of(o))
         if clip_file is not None:
             self.clip.load_state_dict(clip_file.state_dict())
         for p in self.clip.parameters():  # frozen (Q23: the official encoder gets no gradient either)
@@ -373,9 +380,13 @@ class Excel(Method):
         """Only the decoder learns (official group 3, lr x10): the CLIP is frozen."""
         return {"decoder": list(self.decoder.parameters())}
 
+    def built_options(self) -> dict[str, Any]:
+        o = self.options
+        return {"arch": dict(o.arch), "quick_gelu": quick_gelu_of(o)}
+
     def on_train_start(self, ctx: Any) -> None:
         """A fresh run computes its attribute bank here (a resumed one has it from its checkpoint)."""
-        if not self.options.weights:
+        if ctx.step == 0 and not self.options.weights:  # resumed: the CLIP of its checkpoint
             warnings.warn("excel: no CLIP weights (model.pretrained is null): training on a random CLIP",
                           ConfigWarning, stacklevel=2)  # fmt: skip
         if not bool(self.bank_ready):

@@ -40,7 +40,7 @@ from wsss.core.config import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, 
 from wsss.core.errors import ConfigError, ConfigWarning, UsageError, WeightLoadError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.losses import balanced_seg_loss
-from wsss.methods.clip_runs import VOC_BACKGROUND, clip_input, prompts_for, read_clip_weights
+from wsss.methods.clip_runs import VOC_BACKGROUND, clip_input, prompts_for, quick_gelu_of, read_clip_weights
 from wsss.methods.contract import CamDeclaration, Method, register_method
 from wsss.methods.imports import ImportLayout, register_import
 from wsss.methods.weclip_plus.cam import refined_cams
@@ -118,6 +118,7 @@ class WeclipPlus(Method):
     Options = WeclipPlusOptions
 
     cams = CamDeclaration(source="per_image")  # pseudo-label maps per image from the labels' text (wsss cam)
+    start_files = ("dino_weights",)
 
     @classmethod
     def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
@@ -147,7 +148,7 @@ class WeclipPlus(Method):
         if not o.templates or not o.background:
             raise ConfigError("weclip_plus: options.templates and options.background must not be empty")
         arch = ClipArch(**o.arch)
-        self.clip = build_clip(arch, quick_gelu=True if o.quick_gelu is None else bool(o.quick_gelu))
+        self.clip = build_clip(arch, quick_gelu=quick_gelu_of(o))
         if clip_file is not None:
             self.clip.load_state_dict(clip_file.state_dict())
         self.dino = Dinov2(Dinov2Arch(**o.dino_arch))
@@ -284,8 +285,13 @@ class WeclipPlus(Method):
         """Only the heads learn (the official group 3, lr x 10)."""
         return {"decoder": list(self.decoder.parameters())}
 
+    def built_options(self) -> dict[str, Any]:
+        o = self.options
+        return {"arch": dict(o.arch), "dino_arch": dict(o.dino_arch),
+                "quick_gelu": quick_gelu_of(o)}  # fmt: skip
+
     def on_train_start(self, ctx: Any) -> None:
-        if not self.options.weights or not self.options.dino_weights:
+        if ctx.step == 0 and (not self.options.weights or not self.options.dino_weights):  # resumed: its checkpoint's
             warnings.warn("weclip_plus: no CLIP or DINOv2 weights (model.pretrained / options.dino_weights): "
                           "training on a random network", ConfigWarning, stacklevel=2)  # fmt: skip
 
