@@ -343,4 +343,16 @@ def test_one_class_everywhere_needs_every_pixel_of_every_read_mask_and_five_mask
     assert one_class_everywhere(tmp_path, ids) is None  # one pixel of another class
     save_label_png(tmp_path / "p0.png", np.full((4, 5), 1, np.uint8))
     assert one_class_everywhere(tmp_path, ids) is None  # two masks of two classes
-    assert one_class_everywhere(tmp_path, ids[1:] + ["p0"], sample=4) == 2  # the read masks are evenly spread
+    assert one_class_everywhere(tmp_path, ["p1", "p2", "p0", "p3", "p4"], sample=4) == 2  # the four read skip p0
+    assert one_class_everywhere(tmp_path, ["p0", *ids[1:]], sample=4) is None  # the first is
+
+
+def test_spread_takes_the_first_the_last_and_evenly_between():
+    from wsss.runs.jobs import spread
+
+    items = [str(i) for i in range(300)]
+    got = spread(items, 4)
+    assert got == ["0", "100", "199", "299"]
+    assert spread(items, 256)[-1] == "299" and len(set(spread(items, 256))) == 256
+    assert spread(items[:3], 4) == items[:3]
+    assert spread(items, 1) == ["0"] and spread(items, 0) == []

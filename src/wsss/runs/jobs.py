@@ -303,16 +303,24 @@ ONE_CLASS_SAMPLE = 256  # masks read, evenly spread: a model that names one clas
 ONE_CLASS_FEWEST = 5  # fewer masks of one class alone can be right (a few photos of one thing)
 
 
+def spread(items: Sequence[str], most: int) -> list[str]:
+    """At most ``most`` of ``items``, evenly spread over them, the first and the last included."""
+    if most < 2:  # no "first and last" to take: the first alone, or none
+        return list(items[: max(most, 0)])
+    if len(items) <= most:
+        return list(items)
+    return [items[round(k * (len(items) - 1) / (most - 1))] for k in range(most)]
+
+
 def one_class_everywhere(folder: Path, ids: Sequence[str], sample: int = ONE_CLASS_SAMPLE) -> int | None:
     """The class that each of ``ids``' masks in ``folder`` (``<id>.png``) names at every pixel, the same in all;
     None when two masks or two pixels differ, or when fewer than ``ONE_CLASS_FEWEST`` masks are there. At most
-    ``sample`` masks are read, evenly spread over ``ids``."""
+    ``sample`` masks are read (:func:`spread` over the ids that have one)."""
     there = [i for i in ids if per_id_path(folder, i, ".png").is_file()]
     if len(there) < ONE_CLASS_FEWEST:
         return None
-    step = max(1, len(there) // sample)
     seen: int | None = None
-    for i in there[::step][:sample]:
+    for i in spread(there, sample):
         mask = read_label_png(per_id_path(folder, i, ".png"))
         first = int(mask.flat[0])
         if (seen is not None and first != seen) or not (mask == first).all():
@@ -322,16 +330,17 @@ def one_class_everywhere(folder: Path, ids: Sequence[str], sample: int = ONE_CLA
 
 
 def warn_if_one_class(folder: Path, ids: Sequence[str], class_names: Sequence[str]) -> None:
-    """A ``ResultWarning`` (one ``warning:`` line) when every mask of ``ids`` in ``folder`` is one class at every
-    pixel (:func:`one_class_everywhere`): the model has collapsed, which its training loss need not show. Rank 0
-    only (every process's masks are written by then)."""
+    """A ``ResultWarning`` (one ``warning:`` line) when every mask of ``ids`` in ``folder`` that is read is one class
+    at every pixel (:func:`one_class_everywhere`): the model has collapsed, which its training loss need not show.
+    Rank 0 only (every process's masks are written by then)."""
     if rank() != 0:
         return
     cls = one_class_everywhere(folder, ids)
     if cls is not None:
         name = class_names[cls] if cls < len(class_names) else str(cls)
+        read = f"all {len(ids)}" if len(ids) <= ONE_CLASS_SAMPLE else f"{ONE_CLASS_SAMPLE} spread over the {len(ids)}"
         warnings.warn(ResultWarning(
-            f"{folder}: every mask names {name!r} alone, at every pixel of all {len(ids)} photos: the model has "
+            f"{folder}: every mask names {name!r} alone, at every pixel (masks read: {read}): the model has "
             "collapsed to one class (its labels too few or too noisy to learn from); see "
             "docs/own-photos.md#when-masks-are-bad"
         ), stacklevel=2)  # fmt: skip
