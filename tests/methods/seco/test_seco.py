@@ -231,7 +231,7 @@ def test_lig_before_the_prototypes_warns_at_train_start(tmp_path, capsys):
     start (legal, so not an error), printed by the CLI as one ``warning:`` line."""
     import warnings
 
-    from wsss.cli import _show_config_warning
+    from wsss.cli import _show_warning_line
     from wsss.core.errors import ConfigWarning
 
     m = tiny_seco(update_prototype=5)
@@ -243,7 +243,7 @@ def test_lig_before_the_prototypes_warns_at_train_start(tmp_path, capsys):
         warnings.simplefilter("error", ConfigWarning)
         m.on_train_start(None)
     with warnings.catch_warnings():
-        warnings.showwarning = _show_config_warning
+        warnings.showwarning = _show_warning_line
         warnings.simplefilter("always")
         warnings.warn(ConfigWarning("a legal but unlikely setting"), stacklevel=1)
     assert capsys.readouterr().err == "warning: a legal but unlikely setting\n"
