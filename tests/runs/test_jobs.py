@@ -343,8 +343,12 @@ def test_one_class_everywhere_needs_every_pixel_of_every_read_mask_and_five_mask
     assert one_class_everywhere(tmp_path, ids) is None  # one pixel of another class
     save_label_png(tmp_path / "p0.png", np.full((4, 5), 1, np.uint8))
     assert one_class_everywhere(tmp_path, ids) is None  # two masks of two classes
-    assert one_class_everywhere(tmp_path, ["p1", "p2", "p0", "p3", "p4"], sample=4) == 2  # the four read skip p0
-    assert one_class_everywhere(tmp_path, ["p0", *ids[1:]], sample=4) is None  # the first is
+    more = [*ids, "p5", "p6"]
+    for i in more[ONE_CLASS_FEWEST:]:
+        save_label_png(tmp_path / f"{i}.png", np.full((4, 5), 2, np.uint8))
+    # five of seven read (spread: indices 0, 2, 3, 4, 6): the odd p0 at index 1 is not among them, at index 0 it is
+    assert one_class_everywhere(tmp_path, ["p1", "p0", *more[2:]], sample=5) == 2
+    assert one_class_everywhere(tmp_path, more, sample=5) is None
 
 
 def test_spread_takes_the_first_the_last_and_evenly_between():

@@ -314,13 +314,13 @@ def spread(items: Sequence[str], most: int) -> list[str]:
 
 def one_class_everywhere(folder: Path, ids: Sequence[str], sample: int = ONE_CLASS_SAMPLE) -> int | None:
     """The class that each of ``ids``' masks in ``folder`` (``<id>.png``) names at every pixel, the same in all;
-    None when two masks or two pixels differ, or when fewer than ``ONE_CLASS_FEWEST`` masks are there. At most
-    ``sample`` masks are read (:func:`spread` over the ids that have one)."""
-    there = [i for i in ids if per_id_path(folder, i, ".png").is_file()]
-    if len(there) < ONE_CLASS_FEWEST:
+    None when two masks or two pixels differ, or when fewer than ``ONE_CLASS_FEWEST`` masks are read. The masks
+    read are those of at most ``sample`` ids (:func:`spread`) that have one: a split of any size costs as much."""
+    read = [i for i in spread(ids, sample) if per_id_path(folder, i, ".png").is_file()]
+    if len(read) < ONE_CLASS_FEWEST:
         return None
     seen: int | None = None
-    for i in spread(there, sample):
+    for i in read:
         mask = read_label_png(per_id_path(folder, i, ".png"))
         first = int(mask.flat[0])
         if (seen is not None and first != seen) or not (mask == first).all():
