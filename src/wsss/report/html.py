@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import html
 import json
+import warnings
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -45,7 +46,7 @@ from wsss.core.config import (
     yaml_error_text,
     yaml_load,
 )
-from wsss.core.errors import ConfigError
+from wsss.core.errors import ConfigError, DataError, OutputError, ResultWarning, UsageError
 from wsss.core.files import atomic_write, remove_stale_temps
 from wsss.data import VOCDataset
 from wsss.data.voc import available_splits, masked_view, run_dataset
@@ -74,13 +75,26 @@ figure{margin:1em 0} figcaption{font-size:.9em;color:#555} pre{background:#f7f7f
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (empty if the file does not exist)."""
+    """The records of a ``metrics.jsonl`` (empty if the file does not exist). A last line cut short (a training
+    killed as it wrote, or one writing now) is left out with a warning; any other line that is not a JSON object
+    with an integer ``step`` is a ``DataError`` naming the file and the line."""
     if not path.is_file():
         return []
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not a JSON-lines file ({e})") from e
+    lines = [(n, line) for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if line.strip()]
+    records = []
+    for n, line in lines:
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:
+            if n == lines[-1][0] and isinstance(e, json.JSONDecodeError):
+                warnings.warn(f"{path}:{n}: the last line is cut short (a training killed as it wrote, or one "
+                              "writing now): left out", ResultWarning, stacklevel=2)  # fmt: skip
+                break
+            raise DataError(f"{path}:{n}: not a JSON line ({type(e).__name__})") from None
+        if not isinstance(record, dict) or type(record.get("step")) is not int:
+            raise DataError(f"{path}:{n}: not a metrics record (a JSON object with an integer 'step')")
+        records.append(record)
+    return records
 
 
 def run_metrics(run: Path) -> list[dict[str, Any]]:
@@ -459,6 +473,8 @@ def write_report(
     every command's, ``load_run_config``), shown in the page's config as this command read it. ``folds``: the
     route's fold figures for the advice (default: those of the route summary beside the run, if any)."""
     run = Path(run)
+    if max_images < 0:
+        raise UsageError(f"--max-images {max_images}: give 0 or more images for each split's grid")
     cfg_path = run_config_path(run)
     try:
         cfg = yaml_load(cfg_path.read_text())  # as written: the page shows the whole file
@@ -473,6 +489,9 @@ def write_report(
     splits, notes = ([split], []) if split else report_splits(run, cfg, root)
     datasets = [run_dataset(data_root, cfg["data"]["root"], s, run) for s in splits]  # all read before any write
     out = run / "report"
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise OutputError(f"{out}: is a {'link' if out.is_symlink() else 'file'}; the report is written in the run's "
+                          "own report/ folder: move it away and run again")  # fmt: skip
     (out / "images").mkdir(parents=True, exist_ok=True)
     for folder in (out, out / "images"):
         remove_stale_temps(folder)  # a killed earlier report's temporary files

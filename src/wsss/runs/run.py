@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from wsss.cam import labelled_classes, multi_scale_logits, resize_maps
 from wsss.core.checkpoint import checkpoint_digest
 from wsss.core.config import Config, results_config
-from wsss.core.errors import DataError, UsageError
+from wsss.core.errors import ConfigWarning, DataError, UsageError
 from wsss.data.transforms import prepare_image
 from wsss.data.voc import VOCDataset, run_dataset
 from wsss.engine.defaults import load_trained_method
@@ -117,7 +118,13 @@ class Run:
         probabilities at each scale and flip, averaged with equal weights (an ensemble of trainings of one stage
         on the same labels, differing in their seed: ``wsss predict --ensemble``). Everything else (the scales,
         the CRF, the tags) is this run's. The members must have a segmentation head and this run's classes."""
+        seen = {m.dir.resolve() for m in (self, *self.members)}
         for member in members:
+            if member.dir.resolve() in seen:  # legal (equal weights per member), but rarely what was meant
+                what = "the run itself" if member.dir.resolve() == self.dir.resolve() else "listed twice"
+                warnings.warn(f"{member.dir}: an ensemble member that is {what} counts twice in the average",
+                              ConfigWarning, stacklevel=2)  # fmt: skip
+            seen.add(member.dir.resolve())
             if not member.method.has_seg_head:
                 raise UsageError(f"{member.dir}: this run (method {member.cfg.method}) has no segmentation head")
             if member.device != self.device:
