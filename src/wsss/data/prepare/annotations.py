@@ -116,6 +116,9 @@ class MaskSource:
     mask, :meth:`where` names it in messages."""
 
     kind = ""
+    #: Whether, without a labels file, each photo is labelled with the classes of its mask (:meth:`labels`); else
+    #: it has none yet (``wsss tag`` labels it: the way of a folder of class-index PNGs).
+    labels_without_labels_file = False
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -181,14 +184,6 @@ class IndexPngs(MaskSource):
 
     def unmatched(self, images: list[Path]) -> list[str]:
         return [self.keys[k].name for k in super().unmatched(images)]
-
-    def labels(self) -> dict[str, tuple[list[int], str]]:
-        """The classes present in each mask (1..254: the check names a value that is no class)."""
-        return {k: (self.present(k), self.where(k)) for k in self.keys}
-
-    def present(self, key: str) -> list[int]:
-        values = np.unique(self.read(key)).tolist()
-        return [v for v in values if 0 < v < IGNORE]
 
 
 def _not_cvat_colours(folder: Path, png: Path) -> None:
@@ -280,6 +275,7 @@ def _rgb(text: str) -> tuple[int, int, int] | None:
 
 class CvatMasks(IndexPngs):
     kind = "CVAT segmentation mask export"
+    labels_without_labels_file = True
 
     def __init__(self, path: Path, class_names: list[str]) -> None:
         MaskSource.__init__(self, path)
@@ -310,8 +306,15 @@ class CvatMasks(IndexPngs):
             self.blank[path.name] = None
         return mask
 
-    def present(self, key: str) -> list[int]:
-        return sorted({c for c in self._classes(key)[1].values() if 0 < c < IGNORE})
+    def labels(self) -> dict[str, tuple[list[int], str]]:
+        """The classes present in each mask; a mask that cannot be read is left out here: the check names it."""
+        out = {}
+        for k in self.keys:
+            try:
+                out[k] = (sorted({c for c in self._classes(k)[1].values() if 0 < c < IGNORE}), self.where(k))
+            except DataError:
+                continue
+        return out
 
     def _classes(self, key: str) -> tuple[np.ndarray, dict[int, int]]:
         """The mask's colours as (H, W) ``r << 16 | g << 8 | b`` codes, and {code present: its class}; DataError
@@ -334,6 +337,7 @@ class CvatMasks(IndexPngs):
 
 class LabelmeFolder(MaskSource):
     kind = "LabelMe JSON"
+    labels_without_labels_file = True
 
     def __init__(self, path: Path, class_names: list[str]) -> None:
         super().__init__(path)
