@@ -273,6 +273,12 @@ def _rgb(text: str) -> tuple[int, int, int] | None:
     return (r, g, b) if all(0 <= v <= 255 for v in (r, g, b)) else None
 
 
+def _colour_code(rgb: tuple[int, int, int]) -> int:
+    """An opaque RGB colour as the uint32 its RGBA bytes read as (little-endian)."""
+    r, g, b = rgb
+    return r | (g << 8) | (b << 16) | (255 << 24)
+
+
 class CvatMasks(IndexPngs):
     kind = "CVAT segmentation mask export"
     labels_without_labels_file = True
@@ -317,20 +323,20 @@ class CvatMasks(IndexPngs):
         return out
 
     def _classes(self, key: str) -> tuple[np.ndarray, dict[int, int]]:
-        """The mask's colours as (H, W) ``r << 16 | g << 8 | b`` codes, and {code present: its class}; DataError
-        naming the colours ``labelmap.txt`` does not name."""
+        """The mask's colours as (H, W) codes (its RGBA bytes read as one little-endian uint32: no per-channel
+        arithmetic over the pixels), and {code present: its class}; DataError naming the colours ``labelmap.txt``
+        does not name."""
         path = self.keys[key]
         with open_image(path, "mask") as im:
-            rgb = np.asarray(im.convert("RGB"))
-        codes = rgb[..., 0].astype(np.uint32) << 16
-        codes |= rgb[..., 1].astype(np.uint32) << 8
-        codes |= rgb[..., 2]
-        del rgb
-        table = {(r << 16) | (g << 8) | b: c for (r, g, b), c in self.colours.items()}
-        values = np.unique(codes).tolist()
+            colour = im.convert("RGB")
+            found = colour.getcolors(maxcolors=len(self.colours))  # None: more colours than the label map names
+            codes = np.asarray(colour.convert("RGBA")).view("<u4")[..., 0]
+            del colour
+        table = {_colour_code(rgb): c for rgb, c in self.colours.items()}
+        values = [_colour_code(rgb) for _, rgb in found] if found else np.unique(codes).tolist()
         unknown = [v for v in values if v not in table]
         if unknown:
-            shown = first(f"{v >> 16},{(v >> 8) & 255},{v & 255}" for v in unknown)
+            shown = first(f"{v & 255},{(v >> 8) & 255},{(v >> 16) & 255}" for v in unknown)
             raise DataError(f"{path}: colours that {self.labelmap} does not name: {shown}")
         return codes, {v: table[v] for v in values}
 
