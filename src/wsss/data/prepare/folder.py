@@ -22,7 +22,8 @@ Inputs:
   listed in one error (``wsss.data.classes.ClassLookup``).
   Without ``--labels`` every image is taken with no foreground class yet (``cls_labels.npy`` all zero),
   for ``wsss tag`` to label from CLIP scores and the class names (runs/tag.py); masks are then not checked
-  against labels, only for values and size.
+  against labels, only for values and size. A CVAT export or a LabelMe folder given as ``--masks`` labels each
+  photo it has a mask of with the classes in that mask (``MaskSource.labels_without_labels_file``).
 - ``--masks PATH`` (optional): masks for some or all images: a folder of ``<image file stem>.png`` class-index
   masks (0 = background, 255 = ignore), a COCO .json file, a CVAT segmentation mask export or a folder of LabelMe
   .json files (``prepare.annotations``, docs/datasets.md#masks-from-labelling-tools). ``--labels`` takes the COCO
