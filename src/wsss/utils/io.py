@@ -12,7 +12,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -40,12 +40,19 @@ def describe_path(path: str | os.PathLike) -> str:
     return str(path) if path.is_absolute() else f"{path} (resolved from the current directory: {path.resolve()})"
 
 
-def read_text_file(path: str | os.PathLike, what: str) -> str:
+def read_text_file(path: str | os.PathLike, what: str, max_bytes: int | None = None) -> str:
     """The text of a UTF-8 file the user gives (a split list, ``classes.txt``, a labels file), a byte-order
     mark at its start removed (Windows' Notepad and Excel write one: kept, it would join the first id or
-    class name). DataError naming the file and ``what`` it is when it cannot be read."""
+    class name). DataError naming the file and ``what`` it is when it cannot be read, or when it holds more than
+    ``max_bytes`` (no more than that is read: a file that is small by nature, such as a label map)."""
     try:
-        return Path(path).read_text(encoding="utf-8-sig")
+        if max_bytes is None:
+            return Path(path).read_text(encoding="utf-8-sig")
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise DataError(f"{path}: more than {max_bytes} bytes, too long for {what}")
+        return data.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read {what} ({e})") from e
 
@@ -79,18 +86,41 @@ _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 IMAGE_ERRORS: tuple[type[Exception], ...] = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
+def max_image_pixels() -> int | None:
+    """The most pixels the toolkit reads in one image (a photo, a mask, a picture inside an annotation file), or
+    None for no limit: the size at which Pillow refuses a file as a decompression bomb, twice
+    ``PIL.Image.MAX_IMAGE_PIXELS`` (read at each call: a Python caller raises both by raising Pillow's)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else 2 * int(limit)
+
+
+def check_image_pixels(where: str, height: int, width: int, what: str = "image") -> None:
+    """DataError when ``what`` of ``where``, ``height`` x ``width`` by its header or its file's word, has more pixels
+    than :func:`max_image_pixels`: checked before anything of that size is decoded or allocated."""
+    limit = max_image_pixels()
+    if limit is not None and height * width > limit:
+        raise DataError(f"{where}: {what} of {width}x{height} ({height * width} pixels) is over the limit of {limit} "
+                        "pixels an image may have (Pillow's decompression bomb limit, twice "
+                        "PIL.Image.MAX_IMAGE_PIXELS, which a Python caller may raise)")  # fmt: skip
+
+
 @contextlib.contextmanager
-def open_image(path: str | os.PathLike, what: str = "image") -> Iterator[Image.Image]:
+def open_image(
+    path: str | os.PathLike | IO[bytes], what: str = "image", name: str | None = None
+) -> Iterator[Image.Image]:
     """``PIL.Image.open(path)`` as a context, every reading error in it (the block's decoding included) a
     DataError ``"<path>: cannot read <what> (...)"``: the one way the toolkit opens an image or a mask file.
-    A DataError the block raises passes unchanged."""
+    Its header size is checked against :func:`max_image_pixels` before the block decodes it. A DataError the block
+    raises passes unchanged. ``name``: what messages call ``path`` (for a file object: the file that holds it)."""
+    where = str(path) if name is None else name
     try:
         with Image.open(path) as im:
+            check_image_pixels(where, im.height, im.width, what)
             yield im
     except DataError:
         raise
     except IMAGE_ERRORS as e:
-        raise DataError(f"{path}: cannot read {what} ({e})") from e
+        raise DataError(f"{where}: cannot read {what} ({e})") from e
 
 
 def exif_orientation(path: str | os.PathLike) -> int:

@@ -29,16 +29,27 @@ from PIL import Image, ImageDraw
 
 from wsss.core.errors import DataError
 from wsss.data.classes import ClassLookup
+from wsss.data.photos import is_photo
 from wsss.data.prepare import first
 from wsss.data.prepare.coco import annotations_by_image, load_coco_json, semantic_mask
-from wsss.utils.io import read_label_png, read_text_file
+from wsss.utils.io import check_image_pixels, open_image, read_label_png, read_text_file
 
 #: Names a tool gives the background (LabelMe's converter: ``_background_``; CVAT: ``background``): class 0.
 BACKGROUND_NAMES = ("background", "_background_")
 #: How far (pixels) a point may lie outside its photo before it is reported: tools store float edge coordinates.
 OUTSIDE_SLACK = 1.0
+#: How far (in photo sides) a LabelMe point may lie outside its photo: farther is an error, not drawn (PIL draws a
+#: shape past its integer range as noise or nothing).
+FAR_OUTSIDE = 1.0
+#: LabelMe's label of pixels to ignore (its examples' ``labels.txt``; ``labelme2voc`` writes 255): not a class.
+LABELME_IGNORE = "__ignore__"
+#: Class index of ignored pixels in a mask.
+IGNORE = 255
+#: The most a CVAT ``labelmap.txt`` may hold (a line per label: a few KB) and the most of a line an error quotes.
+LABELMAP_MAX_BYTES = 1 << 20
+QUOTED_CHARS = 80
 #: LabelMe shapes that enclose an area; lines and points do not, and draw nothing (their labels still count).
-LABELME_AREAS = ("polygon", "rectangle", "circle", "mask")
+LABELME_AREAS = ("polygon", "rectangle", "circle", "mask", "oriented_rectangle")
 LABELME_NO_AREA = ("line", "linestrip", "point", "points")
 
 
@@ -71,6 +82,21 @@ class _Shapes:
         elif xs.min() < lo or ys.min() < lo or xs.max() > w + hi or ys.max() > h + hi:
             self.clipped[where] = None
 
+    @staticmethod
+    def drawable(xy: np.ndarray, h: int, w: int, where: str) -> None:
+        """DataError for a point that is not a finite number, or lies farther outside the photo than
+        ``FAR_OUTSIDE`` times its sides (PIL would draw noise or nothing there, not the shape cut at the edge)."""
+        finite = np.isfinite(xy).all(axis=1)
+        if not finite.all():
+            x, y = xy[np.argmin(finite)].tolist()
+            raise DataError(f"{where}: point ({x}, {y}) is not a finite number")
+        far = FAR_OUTSIDE * np.array([w, h]) + OUTSIDE_SLACK
+        beyond = ((xy < -far) | (xy > np.array([w, h]) + far)).any(axis=1)
+        if beyond.any():
+            x, y = xy[np.argmax(beyond)].tolist()
+            raise DataError(f"{where}: point ({x}, {y}) lies far outside the {w}x{h} photo (more than its own "
+                            "width or height past an edge): the file's coordinates are wrong")  # fmt: skip
+
     def warnings(self) -> list[str]:
         out = []
         if self.clipped:
@@ -90,6 +116,9 @@ class MaskSource:
     mask, :meth:`where` names it in messages."""
 
     kind = ""
+    #: Whether, without a labels file, each photo is labelled with the classes of its mask (:meth:`labels`); else
+    #: it has none yet (``wsss tag`` labels it: the way of a folder of class-index PNGs).
+    labels_without_labels_file = False
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -105,6 +134,10 @@ class MaskSource:
 
     def read(self, key: str) -> np.ndarray:
         raise NotImplementedError
+
+    def declared_size(self, key: str) -> tuple[int, int] | None:
+        """(H, W) of ``key``'s mask as its file declares it, read without making the mask; None if unknown."""
+        return None
 
     def converted(self, key: str) -> np.ndarray | None:
         """The mask to check; None where the check reads the file itself (:class:`IndexPngs`)."""
@@ -130,6 +163,8 @@ class IndexPngs(MaskSource):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.keys = {p.stem: p for p in sorted(path.glob("*.png")) if not p.name.startswith(".")}
+        if self.keys and path.name == "SegmentationClass" and (path.parent / "labelmap.txt").is_file():
+            _not_cvat_colours(path, next(iter(self.keys.values())))
 
     def find(self, image: Path) -> str | None:
         return image.stem if image.stem in self.keys else None
@@ -140,11 +175,25 @@ class IndexPngs(MaskSource):
     def read(self, key: str) -> np.ndarray:
         return read_label_png(self.keys[key])
 
+    def declared_size(self, key: str) -> tuple[int, int] | None:
+        with open_image(self.keys[key], "mask") as im:  # the header only: nothing decoded
+            return im.height, im.width
+
     def converted(self, key: str) -> np.ndarray | None:
         return None
 
     def unmatched(self, images: list[Path]) -> list[str]:
         return [self.keys[k].name for k in super().unmatched(images)]
+
+
+def _not_cvat_colours(folder: Path, png: Path) -> None:
+    """DataError when ``folder``, CVAT's ``SegmentationClass/`` (``labelmap.txt`` beside it), holds colour masks:
+    the export folder is the one to give, not this one."""
+    with open_image(png, "mask") as im:
+        mode = im.mode
+    if mode not in ("P", "L", "I", "I;16"):
+        raise DataError(f"{folder}: this looks like CVAT's SegmentationClass/ folder ({png.name} is a colour mask, "
+                        f"mode {mode}): give the export folder that holds labelmap.txt, {folder.parent}")  # fmt: skip
 
 
 class CocoJson(MaskSource):
@@ -196,13 +245,15 @@ def read_labelmap(path: Path, class_names: list[str]) -> dict[tuple[int, int, in
     """{(r, g, b): class index} of a CVAT ``labelmap.txt`` (lines ``name:r,g,b:parts:actions``, ``#`` comments)."""
     lookup = ClassLookup(class_names)
     colours: dict[tuple[int, int, int], tuple[int | None, int]] = {}
-    for n, line in enumerate(read_text_file(path, "label map").splitlines(), start=1):
+    text = read_text_file(path, "label map", max_bytes=LABELMAP_MAX_BYTES)
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.rsplit(":", 3)
         rgb = _rgb(parts[1]) if len(parts) == 4 else None
         if rgb is None:
-            raise DataError(f"{path}:{n}: not a label map line 'name:r,g,b:parts:actions': {line!r}")
+            quoted = line if len(line) <= QUOTED_CHARS else line[:QUOTED_CHARS] + "..."
+            raise DataError(f"{path}:{n}: not a label map line 'name:r,g,b:parts:actions': {quoted!r}")
         cls = _class_of(parts[0].strip(), lookup, class_names[0], n)
         if rgb in colours and colours[rgb][0] != cls:
             raise DataError(f"{path}:{n}: colour {','.join(map(str, rgb))} is already that of line {colours[rgb][1]}")
@@ -222,8 +273,15 @@ def _rgb(text: str) -> tuple[int, int, int] | None:
     return (r, g, b) if all(0 <= v <= 255 for v in (r, g, b)) else None
 
 
+def _colour_code(rgb: tuple[int, int, int]) -> int:
+    """An opaque RGB colour as the uint32 its RGBA bytes read as (little-endian)."""
+    r, g, b = rgb
+    return r | (g << 8) | (b << 16) | (255 << 24)
+
+
 class CvatMasks(IndexPngs):
     kind = "CVAT segmentation mask export"
+    labels_without_labels_file = True
 
     def __init__(self, path: Path, class_names: list[str]) -> None:
         MaskSource.__init__(self, path)
@@ -245,30 +303,52 @@ class CvatMasks(IndexPngs):
 
     def read(self, key: str) -> np.ndarray:
         path = self.keys[key]
-        try:
-            with Image.open(path) as im:
-                rgb = np.asarray(im.convert("RGB")).astype(np.int32)
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path}: cannot read the mask ({e})") from None
-        codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-        values, inverse = np.unique(codes, return_inverse=True)
-        table = {(r << 16) | (g << 8) | b: c for (r, g, b), c in self.colours.items()}
-        unknown = [v for v in values.tolist() if v not in table]
-        if unknown:
-            shown = first(f"{v >> 16},{(v >> 8) & 255},{v & 255}" for v in unknown)
-            raise DataError(f"{path}: colours that {self.labelmap} does not name: {shown}")
-        mask = np.asarray([table[v] for v in values.tolist()], dtype=np.uint8)[inverse.reshape(codes.shape)]
+        codes, classes = self._classes(key)
+        mask = np.zeros(codes.shape, dtype=np.uint8)
+        for code, cls in classes.items():
+            if cls:  # one pass per colour present: no (H, W) index array, a few bytes a pixel in all
+                mask[codes == code] = cls
         if not mask.any():
             self.blank[path.name] = None
         return mask
 
+    def labels(self) -> dict[str, tuple[list[int], str]]:
+        """The classes present in each mask; a mask that cannot be read is left out here: the check names it."""
+        out = {}
+        for k in self.keys:
+            try:
+                out[k] = (sorted({c for c in self._classes(k)[1].values() if 0 < c < IGNORE}), self.where(k))
+            except DataError:
+                continue
+        return out
+
+    def _classes(self, key: str) -> tuple[np.ndarray, dict[int, int]]:
+        """The mask's colours as (H, W) codes (its RGBA bytes read as one little-endian uint32: no per-channel
+        arithmetic over the pixels), and {code present: its class}; DataError naming the colours ``labelmap.txt``
+        does not name."""
+        path = self.keys[key]
+        with open_image(path, "mask") as im:
+            colour = im.convert("RGB")
+            found = colour.getcolors(maxcolors=len(self.colours))  # None: more colours than the label map names
+            codes = np.asarray(colour.convert("RGBA")).view("<u4")[..., 0]
+            del colour
+        table = {_colour_code(rgb): c for rgb, c in self.colours.items()}
+        values = [_colour_code(rgb) for _, rgb in found] if found else np.unique(codes).tolist()
+        unknown = [v for v in values if v not in table]
+        if unknown:
+            shown = first(f"{v & 255},{(v >> 8) & 255},{(v >> 16) & 255}" for v in unknown)
+            raise DataError(f"{path}: colours that {self.labelmap} does not name: {shown}")
+        return codes, {v: table[v] for v in values}
+
 
 class LabelmeFolder(MaskSource):
     kind = "LabelMe JSON"
+    labels_without_labels_file = True
 
     def __init__(self, path: Path, class_names: list[str]) -> None:
         super().__init__(path)
         self.keys = {}
+        self.by_stem: dict[str, str] = {}  # JSON file stem -> key: the photo of that stem, as LabelMe's converters
         case = []
         for p in sorted(path.glob("*.json")):
             data = _read_json(p)
@@ -277,20 +357,37 @@ class LabelmeFolder(MaskSource):
                 continue
             lookup = ClassLookup(class_names, unit="shape")
             try:
-                shapes = [(_class_of(str(s["label"]), lookup, class_names[0], i), s)
+                shapes = [(_labelme_class(str(s["label"]), lookup, class_names[0], i), s)
                           for i, s in enumerate(data["shapes"], start=1)]  # fmt: skip
                 name, h, w = _file_name(data["imagePath"]), int(data["imageHeight"]), int(data["imageWidth"])
-            except (KeyError, TypeError, ValueError) as e:
+            except (KeyError, TypeError, ValueError, OverflowError) as e:
                 raise DataError(f"{p}: not a LabelMe file ({type(e).__name__}: {e})") from None
+            if h <= 0 or w <= 0:
+                raise DataError(f"{p}: imageHeight {h} and imageWidth {w} must both be positive")
+            check_image_pixels(str(p), h, w, "imageWidth x imageHeight")
             lookup.check(p)
             case += [w for w in [lookup.case_warning(p)] if w]
             if name in self.keys:
                 raise DataError(f"{p}: imagePath {name!r} is also that of {self.keys[name]['file']}")
             self.keys[name] = {"file": p, "h": h, "w": w, "shapes": shapes}
+            self.by_stem[p.stem] = name
         self.notes += case
+
+    def find(self, image: Path) -> str | None:
+        """The file whose imagePath names ``image``; else, when imagePath names no photo beside ``image`` (LabelMe's
+        tutorial names the JSON itself; a moved photo), the file named as ``image`` is."""
+        if image.name in self.keys:
+            return image.name
+        key = self.by_stem.get(image.stem)
+        if key is None or (is_photo(Path(key)) and (image.parent / key).is_file()):
+            return None
+        return key
 
     def where(self, key: str) -> str:
         return str(self.keys[key]["file"])
+
+    def declared_size(self, key: str) -> tuple[int, int] | None:
+        return self.keys[key]["h"], self.keys[key]["w"]
 
     def read(self, key: str) -> np.ndarray:
         """Each shape drawn in its turn, the later on top, as LabelMe's own converter does (PIL, outline included)."""
@@ -308,26 +405,38 @@ class LabelmeFolder(MaskSource):
                                 f"{', '.join(LABELME_NO_AREA)})")  # fmt: skip
             try:
                 xy = np.asarray(shape["points"], dtype=np.float64).reshape(-1, 2)
-            except (KeyError, TypeError, ValueError) as e:
+            except (KeyError, TypeError, ValueError, OverflowError) as e:
                 raise DataError(f"{where}: unreadable points ({e})") from None
+            self.shapes.drawable(xy, h, w, where)
             self.shapes.check(xy[:, 0], xy[:, 1], h, w, where)
             out[_labelme_area(kind, xy, shape, h, w, where)] = cls
         return out
 
     def labels(self) -> dict[str, tuple[list[int], str]]:
-        return {k: (sorted({c for c, _ in e["shapes"] if c}), str(e["file"])) for k, e in self.keys.items()}
+        """Keyed by imagePath's file name, or by the JSON file's stem where that names no photo."""
+        out = {}
+        for k, e in self.keys.items():
+            drawn = sorted({c for c, _ in e["shapes"] if c is not None and 0 < c < IGNORE})
+            out[k if is_photo(Path(k)) else e["file"].stem] = (drawn, str(e["file"]))
+        return out
+
+
+def _labelme_class(name: str, lookup: ClassLookup, background: str, number: int) -> int | None:
+    """:func:`_class_of`, LabelMe's ``__ignore__`` the ignore index."""
+    return IGNORE if name == LABELME_IGNORE else _class_of(name, lookup, background, number)
 
 
 def _labelme_area(kind: str, xy: np.ndarray, shape: dict[str, Any], h: int, w: int, where: str) -> np.ndarray:
     """(h, w) bool mask of one LabelMe shape of an area (``LABELME_AREAS``), drawn as ``labelme.utils.shape_to_mask``
-    draws it: PIL with the outline, a circle of its centre and a point on it, a mask shape's PNG at its corner."""
-    need = {"polygon": 3, "rectangle": 2, "circle": 2, "mask": 1}[kind]
+    draws it: PIL with the outline, a circle of its centre and a point on it, an oriented rectangle as the polygon
+    of its 4 corners, a mask shape's PNG at its corner."""
+    need = {"polygon": 3, "rectangle": 2, "circle": 2, "mask": 1, "oriented_rectangle": 4}[kind]
     if len(xy) < need:
         raise DataError(f"{where}: a {kind} needs {need} points, it has {len(xy)}")
     layer = Image.new("1", (w, h), 0)
     draw = ImageDraw.Draw(layer)
     pts = [tuple(p) for p in xy.tolist()]
-    if kind == "polygon":
+    if kind in ("polygon", "oriented_rectangle"):
         draw.polygon(pts, outline=1, fill=1)
     elif kind == "rectangle":  # two opposite corners, in either order
         draw.rectangle([*xy.min(axis=0).tolist(), *xy.max(axis=0).tolist()], outline=1, fill=1)
@@ -341,15 +450,21 @@ def _labelme_area(kind: str, xy: np.ndarray, shape: dict[str, Any], h: int, w: i
 
 
 def _labelme_mask_shape(xy: np.ndarray, shape: dict[str, Any], h: int, w: int, where: str) -> np.ndarray:
-    """A ``mask`` shape: a base64 PNG of its box, placed with its top-left corner at the first point."""
+    """A ``mask`` shape: a base64 PNG of its box, placed as labelme places it: its top-left corner at the first point
+    rounded, cut to the box of whole-number corners (else the PNG's own size)."""
     try:
-        with Image.open(io.BytesIO(base64.b64decode(shape["mask"]))) as im:
-            bits = np.asarray(im) > 0
-    except (KeyError, TypeError, ValueError, OSError) as e:
+        data = base64.b64decode(shape["mask"])
+    except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"{where}: unreadable mask ({type(e).__name__}: {e})") from None
+    with open_image(io.BytesIO(data), "mask", name=where) as im:
+        bits = np.asarray(im) > 0
     bits = bits if bits.ndim == 2 else bits.any(axis=-1)
+    corners = np.round(xy[:2]).astype(np.int64)
+    x0, y0 = corners[0].tolist()
+    if len(xy) >= 2 and np.array_equal(xy[:2], np.trunc(xy[:2])):
+        x1, y1 = corners[1].tolist()
+        bits = bits[: max(y1 - y0 + 1, 0), : max(x1 - x0 + 1, 0)]
     out = np.zeros((h, w), dtype=bool)
-    x0, y0 = (int(v) for v in xy[0])
     ys, xs = (
         slice(max(y0, 0), max(min(y0 + bits.shape[0], h), 0)),
         slice(max(x0, 0), max(min(x0 + bits.shape[1], w), 0)),

@@ -22,7 +22,8 @@ Inputs:
   listed in one error (``wsss.data.classes.ClassLookup``).
   Without ``--labels`` every image is taken with no foreground class yet (``cls_labels.npy`` all zero),
   for ``wsss tag`` to label from CLIP scores and the class names (runs/tag.py); masks are then not checked
-  against labels, only for values and size.
+  against labels, only for values and size. A CVAT export or a LabelMe folder given as ``--masks`` labels each
+  photo it has a mask of with the classes in that mask (``MaskSource.labels_without_labels_file``).
 - ``--masks PATH`` (optional): masks for some or all images: a folder of ``<image file stem>.png`` class-index
   masks (0 = background, 255 = ignore), a COCO .json file, a CVAT segmentation mask export or a folder of LabelMe
   .json files (``prepare.annotations``, docs/datasets.md#masks-from-labelling-tools). ``--labels`` takes the COCO
@@ -217,6 +218,7 @@ class _Read:
     by_path: list[str]
     warnings: list[str]
     notes: list[str]
+    mask_labels: bool = False  # no labels file: the photos with a mask are labelled with its classes
 
 
 def _read_folder(
@@ -236,8 +238,13 @@ def _read_folder(
     source = open_masks(masks, class_names) if masks is not None else None
     if source is not None:
         said.notes.append(f"masks: {masks} read as {source.kind}")
+    mask_labels = source is not None and labels is None and source.labels_without_labels_file
+    if source is not None and masks is not None and mask_labels:
+        entries.update(_match_labels(source.labels(), files, masks, images, skip_missing=True)[0])
+        said.notes.append(f"labels: no labels file, so each photo with a mask of {masks} is labelled with the "
+                          "classes in its mask")  # fmt: skip
     return _Read(images, labels, classes, masks, source, val_fraction, class_names, files, entries, by_path,
-                 label_warnings, said.notes)  # fmt: skip
+                 label_warnings, said.notes, mask_labels)  # fmt: skip
 
 
 def _checked(read: _Read, out: Path | None, seed: int, progress: bool, check: bool = True) -> FolderPlan:
@@ -325,7 +332,8 @@ def prepare_folder(
         summary.warnings.append(f"{len(renamed)} image name(s) contain whitespace, which an id cannot (split lists "
                                 f"hold one id a line): each run of it is '_' in the id: {first(renamed)}")  # fmt: skip
     if labels is None:
-        summary.notes.append("no labels file: every image has no class yet; `wsss tag` labels them from CLIP scores")
+        who = "image without a mask" if read.mask_labels else "image"
+        summary.notes.append(f"no labels file: every {who} has no class yet; `wsss tag` labels them from CLIP scores")
     else:
         _warn_about_labels(files, entries, plan.label_only, images, summary)
     return summary
@@ -431,9 +439,12 @@ def _image_files(images: Path, image_mode: str) -> dict[str, Path]:
 
 
 def _left_out(images: Path) -> list[str]:
-    """What ``--images`` holds that is not read as a photo: other files and subfolders (hidden ones aside)."""
-    return [f"{p.name}/" if p.is_dir() else p.name for p in sorted(images.iterdir())
-            if not p.name.startswith(".") and not (p.is_file() and is_photo(p))]  # fmt: skip
+    """What ``--images`` holds that is not read as a photo: other files and subfolders (hidden ones aside), but for
+    the ``<photo stem>.json`` files LabelMe saves beside each photo."""
+    found = [p for p in sorted(images.iterdir()) if not p.name.startswith(".")]
+    stems = {p.stem for p in found if p.is_file() and is_photo(p)}
+    return [f"{p.name}/" if p.is_dir() else p.name for p in found
+            if not (p.is_file() and (is_photo(p) or (p.suffix.lower() == ".json" and p.stem in stems)))]  # fmt: skip
 
 
 def _placed_suffix(image: Path) -> str:
