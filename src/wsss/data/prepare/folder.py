@@ -55,7 +55,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wsss.core.errors import DataError, UsageError
-from wsss.data.check import PROGRESS_MIN, check_image, check_mask
+from wsss.data.check import PROGRESS_MIN, check_image, check_mask, size_problem
 from wsss.data.classes import (
     NAME_SEPARATOR,
     OTHER_SEPARATORS,
@@ -75,7 +75,13 @@ from wsss.data.prepare import (
     remove_stale_outputs,
     write_split,
 )
-from wsss.data.prepare.annotations import MaskSource, is_annotation_labels, open_masks, read_annotation_labels
+from wsss.data.prepare.annotations import (
+    MATCH_RULE,
+    MaskSource,
+    is_annotation_labels,
+    open_masks,
+    read_annotation_labels,
+)
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
 from wsss.utils.io import per_id_path, read_text_file, save_label_png
 
@@ -235,6 +241,7 @@ def _read_folder(
     class_names, files, entries, by_path, label_warnings = _read_inputs(images, classes, labels, image_mode, said)
     source = open_masks(masks, class_names) if masks is not None else None
     if source is not None:
+        source.check_matched(list(files.values()), images)
         said.notes.append(f"masks: {masks} read as {source.kind}")
     return _Read(images, labels, classes, masks, source, val_fraction, class_names, files, entries, by_path,
                  label_warnings, said.notes)  # fmt: skip
@@ -318,7 +325,8 @@ def prepare_folder(
                                 f"the photo of its file name in {images}: {first(read.by_path)}")  # fmt: skip
     unmatched = source.unmatched(list(files.values())) if source is not None else []
     summary.warnings += source.warnings() if source is not None else []
-    if unmatched:
+    if unmatched and not (labels is not None and masks is not None and labels.resolve() == masks.resolve()):
+        # the same file given as --labels has said so
         summary.warnings.append(f"{len(unmatched)} mask(s) in {masks} match no photo in {images} and were skipped: "
                                 f"{first(unmatched)}")  # fmt: skip
     if renamed:
@@ -369,9 +377,12 @@ def _read_inputs(
         if not entries:
             raise DataError(f"{images}: no images ({', '.join(PHOTO_SUFFIXES)}, in any case)")
     elif is_annotation_labels(labels):
-        table, label_warnings, kind = read_annotation_labels(labels, class_names)
+        table, label_warnings, kind = read_annotation_labels(labels, class_names, list(files.values()))
         summary.notes.append(f"labels: the classes drawn in each photo of {labels}, read as {kind}")
         entries, by_path, missing = _match_labels(table, files, labels, images, skip_missing=True)
+        if not entries:
+            raise DataError(f"{labels}: none of its {len(table)} labelled photos is in {images} ({MATCH_RULE}): "
+                            f"{first(table)}")  # fmt: skip
         if missing:
             label_warnings.append(f"{len(missing)} photo(s) of {labels} are not in {images} and were skipped: "
                                   f"{first(missing)}")  # fmt: skip
@@ -493,6 +504,11 @@ def _check_inputs(
             problems.append(err)
         key = source.find(files[id]) if source is not None else None
         if source is None or key is None:
+            continue
+        declared = source.declared_size(key)  # compared before the mask is drawn: a small file may declare gigabytes
+        problem = size_problem(source.where(key), declared, size, files[id]) if declared is not None else None
+        if problem is not None:
+            problems.append(problem)
             continue
         try:
             mask = source.converted(key)
