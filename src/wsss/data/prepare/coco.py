@@ -67,7 +67,7 @@ MAX_PIXELS = 2 * 89_478_485
 #: How far (pixels) beyond an edge a polygon point may lie: pycocotools' polygon filler works along the edges at 5
 #: times the scale in C ints, so a point far out of range (1e9) overflows and crashes the process.
 FAR_OUTSIDE = 10_000
-#: The largest JSON annotation file read (an official COCO val file is about half a gigabyte).
+#: The largest JSON annotation file read: well above the official COCO files, which must be read.
 MAX_JSON_BYTES = 4 << 30
 #: Characters of one compressed RLE count: 6 hold any difference of two counts up to ``MAX_PIXELS``.
 MAX_RLE_CHARS = 6

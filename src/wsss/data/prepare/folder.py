@@ -324,9 +324,9 @@ def prepare_folder(
         summary.warnings.append(f"{len(read.by_path)} label row(s) name their image by a path: each is matched to "
                                 f"the photo of its file name in {images}: {first(read.by_path)}")  # fmt: skip
     unmatched = source.unmatched(list(files.values())) if source is not None else []
-    summary.warnings += source.warnings() if source is not None else []
+    # a file given as both --masks and --labels: its warnings once (the labels' are in already)
+    summary.warnings += [w for w in source.warnings() if w not in summary.warnings] if source is not None else []
     if unmatched and not (labels is not None and masks is not None and labels.resolve() == masks.resolve()):
-        # the same file given as --labels has said so
         summary.warnings.append(f"{len(unmatched)} mask(s) in {masks} match no photo in {images} and were skipped: "
                                 f"{first(unmatched)}")  # fmt: skip
     if renamed:
