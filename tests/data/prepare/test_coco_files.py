@@ -84,14 +84,16 @@ def no_pycocotools_decoding(monkeypatch):
         ([0, 0, -20000, 0, 5, 5], r"polygon 2: point \(-20000, 0\) lies far outside"),
         ([0, 0, float("nan"), 0, 5, 5], r"polygon 2: coordinate nan is not a finite number"),
         ([0, 0, float("inf"), 0, 5, 5], r"polygon 2: coordinate inf is not a finite number"),
+        ([-9000, 0, 9000, 1] * 20, r"polygon 2: its edges run 720000 pixels, more than 100 times the image's height"),
         ([0, 0, 4, 0, 4, 4, 0], r"polygon 2: not a list of x, y coordinates"),
         ([[0, 0], [4, 0], [4, 4]], r"polygon 2: not a list of x, y coordinates"),
         ([0, 0, "a", 0, 4, 4], r"polygon 2: not a list of x, y coordinates"),
     ],
 )
 def test_polygon_values_are_checked_before_pycocotools(folder, no_pycocotools_decoding, polygon, match):
-    """A coordinate of 1e9 crashed the process inside pycocotools (its filler overflows C ints); NaN drew noise. Each
-    is one error naming the file, the image and the annotation, and pycocotools never sees it."""
+    """A coordinate of 1e9 crashed the process inside pycocotools (its filler overflows C ints); NaN drew noise; a
+    zigzag of a few thousand points took gigabytes (the filler allocates each point along the edges). Each is one
+    error naming the file, the image and the annotation, and pycocotools never sees it."""
     _refused(folder, _one([CAT_POLYGON[0], polygon]), r"instances_default.json \(image 1, a.jpg\): annotation 1 "
              + match)  # fmt: skip
 

@@ -67,6 +67,9 @@ MAX_PIXELS = 2 * 89_478_485
 #: How far (pixels) beyond an edge a polygon point may lie: pycocotools' polygon filler works along the edges at 5
 #: times the scale in C ints, so a point far out of range (1e9) overflows and crashes the process.
 FAR_OUTSIDE = 10_000
+#: How long a polygon's edges may run, in multiples of the image's height + width: pycocotools' filler allocates memory
+#: for every point along them, so a zigzag of a few thousand points inside the slack takes gigabytes.
+MAX_EDGE_RUN = 100
 #: The largest JSON annotation file read: well above the official COCO files, which must be read.
 MAX_JSON_BYTES = 4 << 30
 #: Characters of one compressed RLE count: 6 hold any difference of two counts up to ``MAX_PIXELS``.
@@ -107,7 +110,8 @@ def annotation_rle(segm: Any, h: int, w: int, where: str = "annotation") -> dict
 
 
 def _polygon(poly: Any, h: int, w: int, where: str) -> list[float]:
-    """A polygon's coordinates as floats: x, y pairs, finite, none more than ``FAR_OUTSIDE`` pixels beyond an edge."""
+    """A polygon's coordinates as floats: x, y pairs, finite, none more than ``FAR_OUTSIDE`` pixels beyond an edge,
+    edges no longer than ``MAX_EDGE_RUN`` times the image's height + width."""
     try:
         xy = np.asarray(poly, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
@@ -122,6 +126,10 @@ def _polygon(poly: Any, h: int, w: int, where: str) -> list[float]:
         x, y = xy[far][0].tolist()
         raise DataError(f"{where}: point ({x:g}, {y:g}) lies far outside the {w}x{h} image (more than {FAR_OUTSIDE} "
                         "pixels beyond an edge)")  # fmt: skip
+    run = float(np.abs(xy - np.roll(xy, 1, axis=0)).max(axis=1, initial=0.0).sum())  # as the filler walks it
+    if run > MAX_EDGE_RUN * (h + w):
+        raise DataError(f"{where}: its edges run {run:.0f} pixels, more than {MAX_EDGE_RUN} times the image's height "
+                        f"and width together: no outline of an object")  # fmt: skip
     return xy.ravel().tolist()
 
 
