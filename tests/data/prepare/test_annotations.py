@@ -186,7 +186,7 @@ def test_coco_bad_cases(folder):
     """A polygon reaching outside its photo is cut at the edge (a warning), one wholly outside draws nothing (a
     warning); an image whose size in the file differs from its photo is an error naming both sizes, and so is an
     RLE of another size than its image."""
-    anns = [(1, 1, 1, [[8, 6, 15, 6, 15, 13, 8, 13]], 0), (2, 1, 2, [[20, 20, 30, 20, 30, 30]], 0)]
+    anns = [(1, 1, 1, [[8, 6, 15, 6, 15, 13, 8, 13]], 0), (2, 1, 2, [[13, 11, 20, 11, 20, 18]], 0)]
     path = _write_coco(folder, _coco([(1, "a.jpg", H, W)], anns))
     s = _prepare(folder, path)
     np.testing.assert_array_equal(_mask(folder, "a"), _box(8, 6, 12, 10, 1))

@@ -81,10 +81,14 @@ def no_pycocotools_decoding(monkeypatch):
     "polygon, match",
     [
         ([0, 0, 1e9, 0, 5, 1e9], r"polygon 2: point \(1e\+09, 0\) lies far outside the 12x10 image"),
-        ([0, 0, -20000, 0, 5, 5], r"polygon 2: point \(-20000, 0\) lies far outside"),
+        ([0, 0, 5, -11.5, 5, 5], r"polygon 2: point \(5, -11.5\) lies far outside"),
         ([0, 0, float("nan"), 0, 5, 5], r"polygon 2: coordinate nan is not a finite number"),
         ([0, 0, float("inf"), 0, 5, 5], r"polygon 2: coordinate inf is not a finite number"),
-        ([-9000, 0, 9000, 1] * 20, r"polygon 2: its edges run 720000 pixels, more than 100 times the image's height"),
+        (
+            [0, 0, 24, 0, 24, 1, 0, 1] * 50,
+            r"polygon 2: its edges run 2500 pixels, more than 100 times the image's height",
+        ),
+        ([0, 0, 25.5, 0, 5, 5], r"polygon 2: point \(25.5, 0\) lies far outside the 12x10 image \(more than its own"),
         ([0, 0, 4, 0, 4, 4, 0], r"polygon 2: not a list of x, y coordinates"),
         ([[0, 0], [4, 0], [4, 4]], r"polygon 2: not a list of x, y coordinates"),
         ([0, 0, "a", 0, 4, 4], r"polygon 2: not a list of x, y coordinates"),

@@ -438,7 +438,7 @@ def open_masks(path: Path, class_names: list[str]) -> MaskSource:
     CVAT's export; a folder of ``.json`` files is LabelMe's; any other folder holds class-index PNGs."""
     if path.is_file():
         if path.suffix.lower() == ".json":
-            return CocoJson(path, class_names, for_masks=True)
+            return CocoJson(path, class_names)
         raise DataError(f"{path}: --masks takes {FORMATS}")
     if not path.is_dir():
         raise DataError(f"{path}: mask folder not found (--masks takes {FORMATS})")

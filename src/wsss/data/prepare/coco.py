@@ -64,9 +64,9 @@ IGNORE = 255
 #: The most pixels an image may declare: twice Pillow's decompression-bomb threshold, where Pillow refuses to open a
 #: photo, so no larger mask can fit one.
 MAX_PIXELS = 2 * 89_478_485
-#: How far (pixels) beyond an edge a polygon point may lie: pycocotools' polygon filler works along the edges at 5
-#: times the scale in C ints, so a point far out of range (1e9) overflows and crashes the process.
-FAR_OUTSIDE = 10_000
+#: How far beyond an edge a polygon point may lie, in the image's own width or height (and a pixel): farther, the
+#: file's coordinates are wrong. pycocotools' filler works in C ints at 5 times the scale: a point of 1e9 crashes it.
+FAR_OUTSIDE = 1.0
 #: How long a polygon's edges may run, in multiples of the image's height + width: pycocotools' filler allocates memory
 #: for every point along them, so a zigzag of a few thousand points inside the slack takes gigabytes.
 MAX_EDGE_RUN = 100
@@ -110,8 +110,8 @@ def annotation_rle(segm: Any, h: int, w: int, where: str = "annotation") -> dict
 
 
 def _polygon(poly: Any, h: int, w: int, where: str) -> list[float]:
-    """A polygon's coordinates as floats: x, y pairs, finite, none more than ``FAR_OUTSIDE`` pixels beyond an edge,
-    edges no longer than ``MAX_EDGE_RUN`` times the image's height + width."""
+    """A polygon's coordinates as floats: x, y pairs, finite, none farther beyond an edge than ``FAR_OUTSIDE`` times
+    the image's side and a pixel, edges no longer than ``MAX_EDGE_RUN`` times the image's height + width."""
     try:
         xy = np.asarray(poly, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
@@ -121,11 +121,12 @@ def _polygon(poly: Any, h: int, w: int, where: str) -> list[float]:
     xy = xy.reshape(-1, 2)
     if not np.isfinite(xy).all():
         raise DataError(f"{where}: coordinate {xy[~np.isfinite(xy)][0]} is not a finite number")
-    far = ((xy < -FAR_OUTSIDE) | (xy > np.array([w, h]) + FAR_OUTSIDE)).any(axis=1)
+    slack = FAR_OUTSIDE * np.array([w, h]) + 1.0
+    far = ((xy < -slack) | (xy > np.array([w, h]) + slack)).any(axis=1)
     if far.any():
         x, y = xy[far][0].tolist()
-        raise DataError(f"{where}: point ({x:g}, {y:g}) lies far outside the {w}x{h} image (more than {FAR_OUTSIDE} "
-                        "pixels beyond an edge)")  # fmt: skip
+        raise DataError(f"{where}: point ({x:g}, {y:g}) lies far outside the {w}x{h} image (more than its own width "
+                        "or height past an edge): the file's coordinates are wrong")  # fmt: skip
     run = float(np.abs(xy - np.roll(xy, 1, axis=0)).max(axis=1, initial=0.0).sum())  # as the filler walks it
     if run > MAX_EDGE_RUN * (h + w):
         raise DataError(f"{where}: its edges run {run:.0f} pixels, more than {MAX_EDGE_RUN} times the image's height "
