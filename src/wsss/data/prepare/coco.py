@@ -218,7 +218,10 @@ def _convert(job: tuple[str, int, int, list[dict[str, Any]], str, int]) -> tuple
     if Path(out).is_file():
         mask = read_label_png(out)
     else:
-        mask = semantic_mask(anns, h, w)
+        try:
+            mask = semantic_mask(anns, h, w)
+        except DataError as e:
+            raise DataError(f"image {id}: {e}") from None
         save_label_png(out, mask)
     return id, labels_from_mask(mask, num_classes)
 
