@@ -137,12 +137,7 @@ def check_mask(
         if err:
             return [err], None
     assert mask is not None
-    problems = []
-    if image_size is not None and mask.shape != image_size:
-        problems.append(
-            f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from the image "
-            f"({image_size[1]}x{image_size[0]}){_exif_note(image_path, mask.shape, image_size)}"
-        )
+    problems = [p for p in [size_problem(mask_path, mask.shape, image_size, image_path)] if p]
     num_classes = len(class_names)
     present = np.unique(mask)
     bad = present[(present >= num_classes) & (present != 255)]
@@ -163,6 +158,21 @@ def check_mask(
 
 # Image modes that ``utils.io.read_image`` turns into 8-bit RGB (``decode_rgb``; I;16* too).
 IMAGE_MODES = ("RGB", "L", "P", "RGBA", "CMYK", "LA", "PA", "I", "F", "YCbCr", "LAB", "HSV", "1")
+
+
+def size_problem(
+    mask_path: Path | str,
+    mask_size: tuple[int, ...],
+    image_size: tuple[int, int] | None,
+    image_path: Path | None = None,
+) -> str | None:
+    """The problem of a mask of ``mask_size`` (H, W) for an image of ``image_size`` (None = unknown), or None."""
+    if image_size is None or tuple(mask_size) == tuple(image_size):
+        return None
+    return (
+        f"{mask_path}: mask size {mask_size[1]}x{mask_size[0]} differs from the image "
+        f"({image_size[1]}x{image_size[0]}){_exif_note(image_path, mask_size, image_size)}"
+    )
 
 
 def check_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:

@@ -129,14 +129,15 @@ def _coco_example():
 
 def test_coco_polygons_and_rle_give_the_masks_drawn_directly(folder):
     """Polygons are filled as pycocotools fills them (corners are pixel edges: the rectangle (2,3)-(6,8) covers
-    columns 2..5 and rows 3..7), compressed and uncompressed RLE decode exactly, a crowd is 255 (ignore), and where
+    columns 2..5 and rows 3..7), compressed and uncompressed RLE decode exactly, a crowd is its class (a tool's
+    crowd, as CVAT writes a brush mask, is pixels of its class; only `wsss prepare coco` makes it 255), and where
     instances overlap the smaller is on top whatever their order. A photo the file does not annotate (c) has no
     mask; an annotated file name of no photo is skipped with a warning, as a PNG mask of no photo is."""
     path = _write_coco(folder, _coco_example())
     s = _prepare(folder, path)
     expected_a = _box(2, 3, 6, 8, 1)
     expected_a[DOG_BITS] = 2
-    expected_a[CROWD_BITS] = 255
+    expected_a[CROWD_BITS] = 3
     np.testing.assert_array_equal(_mask(folder, "a"), expected_a)
     np.testing.assert_array_equal(_mask(folder, "b"), _box(4, 4, 8, 8, 1, base=np.full((H, W), 2, np.uint8)))
     assert not (folder / "out/SegmentationClass/c.png").exists()
@@ -147,14 +148,14 @@ def test_coco_polygons_and_rle_give_the_masks_drawn_directly(folder):
 
 def test_coco_labels_from_the_same_file(folder, wsss_cli):
     """``--labels coco.json``: each annotated photo is labelled with the classes drawn in it (a class drawn only as a
-    crowd is not a label, as in `wsss prepare coco`); a photo the file does not annotate has no label (left out, as
-    a photo a labels file does not list). End to end through the command line."""
+    crowd too: it is drawn with its class); a photo the file does not annotate has no label (left out, as a photo a
+    labels file does not list). End to end through the command line."""
     path = _write_coco(folder, _coco_example())
     out = wsss_cli("prepare", "folder", "--images", str(folder / "images"), "--masks", str(path), "--labels",
                    str(path), "--classes", str(folder / "classes.txt"), "--out", str(folder / "out"))  # fmt: skip
     labels = load_cls_labels(folder / "out", 4)
     assert sorted(labels) == ["a", "b"]
-    np.testing.assert_array_equal(labels["a"], [1, 1, 0])
+    np.testing.assert_array_equal(labels["a"], [1, 1, 1])
     np.testing.assert_array_equal(labels["b"], [1, 1, 0])
     assert f"labels: the classes drawn in each photo of {path}, read as COCO JSON" in out
     assert "1 images in" in out and "c.jpg" in out  # c: not annotated, left out
@@ -185,7 +186,7 @@ def test_coco_bad_cases(folder):
     """A polygon reaching outside its photo is cut at the edge (a warning), one wholly outside draws nothing (a
     warning); an image whose size in the file differs from its photo is an error naming both sizes, and so is an
     RLE of another size than its image."""
-    anns = [(1, 1, 1, [[8, 6, 15, 6, 15, 13, 8, 13]], 0), (2, 1, 2, [[20, 20, 30, 20, 30, 30]], 0)]
+    anns = [(1, 1, 1, [[8, 6, 15, 6, 15, 13, 8, 13]], 0), (2, 1, 2, [[13, 11, 20, 11, 20, 18]], 0)]
     path = _write_coco(folder, _coco([(1, "a.jpg", H, W)], anns))
     s = _prepare(folder, path)
     np.testing.assert_array_equal(_mask(folder, "a"), _box(8, 6, 12, 10, 1))

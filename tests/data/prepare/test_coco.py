@@ -185,3 +185,39 @@ def test_prepare_coco_refuses_another_dataset_without_overwrite(coco, tmp_path, 
     assert (mine / "classes.txt").read_text().splitlines() == list(COCO_CLASSES)
     assert "x" not in read_split(mine, "train")
     assert main(args) == 0
+
+
+@pytest.mark.parametrize(
+    "segmentation, match",
+    [
+        ({"size": [3, 4], "counts": [2, 3]}, r": RLE counts sum to 5 pixels, the image has 3x4 = 12"),
+        ([[0, 0, 1e9, 0, 2, 1e9]], r" polygon 1: point \(1e\+09, 0\) lies far outside the 4x3 image"),
+    ],
+)
+def test_prepare_coco_checks_each_segmentation_before_decoding(coco, tmp_path, monkeypatch, segmentation, match):
+    """`wsss prepare coco` decodes by the same checked path: counts that cover part of the image read uninitialised
+    memory, a coordinate of 1e9 crashed pycocotools. Each is an error naming the image and the annotation, and
+    pycocotools (made to fail here) never sees it."""
+
+    def reached(*args, **kwargs):
+        raise AssertionError("pycocotools was given the segmentation")
+
+    for name in ("frPyObjects", "decode", "merge", "area"):
+        monkeypatch.setattr(mask_utils, name, reached)
+    path = coco / "annotations" / "instances_val2014.json"
+    data = json.loads(path.read_text())
+    data["annotations"][0]["segmentation"] = segmentation
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=rf"image {IM2}: annotation 30{match}"):
+        prepare_coco(coco, tmp_path / "o", splits=("val",), workers=0, progress=False)
+
+
+def test_prepare_coco_refuses_a_malformed_file(coco, tmp_path):
+    """Two images of one id, or a height that is no positive integer, were taken or a traceback."""
+    path = coco / "annotations" / "instances_train2014.json"
+    data = json.loads(path.read_text())
+    data["images"][1]["id"] = data["images"][0]["id"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"instances_train2014.json: images\[1\] \(id 1\): its id is also that of "
+                                        r"images\[0\]"):  # fmt: skip
+        prepare_coco(coco, tmp_path / "o", splits=("train",), workers=0, progress=False)

@@ -4,9 +4,10 @@
 One reader per format, each giving the class-index masks (0 = background, 255 = ignore) of the photos it names:
 
 - :class:`IndexPngs`: a folder of ``<photo stem>.png`` class-index masks;
-- :class:`CocoJson`: a COCO instances file (CVAT, Label Studio and LabelMe's converter write one): polygons and RLE
-  decoded by pycocotools, overlaps by ``wsss prepare coco``'s rule (crowds 255 first, then the smaller instance on
-  top);
+- :class:`CocoJson`: a COCO instances file (CVAT, Label Studio, Roboflow and LabelMe's converter write one): polygons
+  and RLE decoded by pycocotools, overlaps by ``wsss prepare coco``'s rule (crowds first, then the smaller instance on
+  top), but a crowd is painted with its class: a tool's crowd (CVAT writes every brush mask as one) is pixels of
+  its class;
 - :class:`CvatMasks`: CVAT's "Segmentation mask 1.1" export: colour PNGs in ``SegmentationClass/`` whose colours
   ``labelmap.txt`` names;
 - :class:`LabelmeFolder`: a folder of LabelMe JSON files, one per photo, shapes drawn in their order (the later on
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import base64
 import io
-import json
+import re
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -31,26 +33,34 @@ from wsss.core.errors import DataError
 from wsss.data.classes import ClassLookup
 from wsss.data.photos import is_photo
 from wsss.data.prepare import first
-from wsss.data.prepare.coco import annotations_by_image, load_coco_json, semantic_mask
+from wsss.data.prepare.coco import (
+    FAR_OUTSIDE,
+    IGNORE,
+    annotations_by_image,
+    has_area,
+    load_coco_json,
+    read_json,
+    semantic_mask,
+)
 from wsss.utils.io import check_image_pixels, open_image, read_label_png, read_text_file
 
 #: Names a tool gives the background (LabelMe's converter: ``_background_``; CVAT: ``background``): class 0.
 BACKGROUND_NAMES = ("background", "_background_")
 #: How far (pixels) a point may lie outside its photo before it is reported: tools store float edge coordinates.
 OUTSIDE_SLACK = 1.0
-#: How far (in photo sides) a LabelMe point may lie outside its photo: farther is an error, not drawn (PIL draws a
-#: shape past its integer range as noise or nothing).
-FAR_OUTSIDE = 1.0
 #: LabelMe's label of pixels to ignore (its examples' ``labels.txt``; ``labelme2voc`` writes 255): not a class.
 LABELME_IGNORE = "__ignore__"
-#: Class index of ignored pixels in a mask.
-IGNORE = 255
 #: The most a CVAT ``labelmap.txt`` may hold (a line per label: a few KB) and the most of a line an error quotes.
 LABELMAP_MAX_BYTES = 1 << 20
 QUOTED_CHARS = 80
 #: LabelMe shapes that enclose an area; lines and points do not, and draw nothing (their labels still count).
 LABELME_AREAS = ("polygon", "rectangle", "circle", "mask", "oriented_rectangle")
 LABELME_NO_AREA = ("line", "linestrip", "point", "points")
+#: Roboflow's export renames each photo ``<stem>_<ext>.rf.<hash>.<ext>`` (``a_jpg.rf.3f2a.jpg`` for ``a.jpg``).
+ROBOFLOW_NAME = re.compile(r"(?P<stem>.+)_(?P<ext>[A-Za-z0-9]+)\.rf\.[0-9A-Za-z]+\.[A-Za-z0-9]+")
+#: How an annotation file's images are matched to the photos, for the error when none is.
+MATCH_RULE = ("each image is the photo of its file name, a path's folders aside (Roboflow's NAME_jpg.rf.HASH.jpg is "
+              "also NAME.jpg)")  # fmt: skip
 
 
 def _class_of(name: str, lookup: ClassLookup, background: str, number: int) -> int | None:
@@ -135,13 +145,18 @@ class MaskSource:
     def read(self, key: str) -> np.ndarray:
         raise NotImplementedError
 
-    def declared_size(self, key: str) -> tuple[int, int] | None:
-        """(H, W) of ``key``'s mask as its file declares it, read without making the mask; None if unknown."""
-        return None
-
     def converted(self, key: str) -> np.ndarray | None:
         """The mask to check; None where the check reads the file itself (:class:`IndexPngs`)."""
         return self.read(key)
+
+    def declared_size(self, key: str) -> tuple[int, int] | None:
+        """The (h, w) the annotation gives its mask, compared with the photo's before :meth:`read` draws it at that
+        size; None where unknown until read."""
+        return None
+
+    def check_matched(self, images: list[Path], folder: Path) -> None:
+        """DataError where a photo of ``images`` (from ``folder``) must match a key and none does (an annotation
+        file); by default a source that matches no photo is legal, said in a warning."""
 
     def unmatched(self, images: list[Path]) -> list[str]:
         """The keys of no photo in ``images``: skipped, and named in a warning."""
@@ -197,48 +212,99 @@ def _not_cvat_colours(folder: Path, png: Path) -> None:
 
 
 class CocoJson(MaskSource):
+    """A COCO instances file. ``for_masks``: read as ``--masks``, where a file none of whose annotations has an area
+    (boxes only) is an error; as ``--labels`` its boxes label their photos."""
+
     kind = "COCO JSON"
 
-    def __init__(self, path: Path, class_names: list[str]) -> None:
+    def __init__(self, path: Path, class_names: list[str], for_masks: bool = True) -> None:
         super().__init__(path)
         data = load_coco_json(path)
         lookup = ClassLookup(class_names, unit="category id")
-        to_class = {int(c["id"]): _class_of(str(c["name"]), lookup, class_names[0], int(c["id"]))
-                    for c in data["categories"]}  # fmt: skip
+        used = {a["category_id"] for a in data["annotations"]}  # Roboflow lists a category "objects" nothing uses
+        to_class = {c["id"]: _class_of(c["name"], lookup, class_names[0], c["id"])
+                    for c in data["categories"] if c["id"] in used}  # fmt: skip
         lookup.check(path)
         self.notes += [w for w in [lookup.case_warning(path)] if w]
         by_image = annotations_by_image(data, to_class, path)
         self.keys = {}
+        self.no_area: dict[str, None] = {}  # boxes (an empty segmentation) and polygons of under 3 points
         for im in data["images"]:
-            if not by_image.get(int(im["id"])):  # not annotated (tools list every photo of a task): no mask, no label
+            if not by_image.get(im["id"]):  # not annotated (tools list every photo of a task): no mask, no label
                 continue
             name = _file_name(im["file_name"])
             if name in self.keys:
                 raise DataError(f"{path}: two images named {name!r} (ids {self.keys[name]['id']} and {im['id']})")
-            self.keys[name] = {"id": im["id"], "h": int(im["height"]), "w": int(im["width"]),
-                               "anns": by_image[int(im["id"])]}  # fmt: skip
+            self.keys[name] = {"id": im["id"], "h": im["height"], "w": im["width"], "anns": by_image[im["id"]]}
+            self.no_area.update({f"{self.where(name)} annotation {a['id']}": None
+                                 for a in by_image[im["id"]] if not has_area(a["segmentation"])})  # fmt: skip
         if not self.keys:
             raise DataError(f"{path}: no image has an annotation")
+        if for_masks and len(self.no_area) == sum(len(im["anns"]) for im in self.keys.values()):
+            raise DataError(f"{path}: no annotation has an area (each is a box with no segmentation, or a polygon of "
+                            "fewer than 3 points), so every mask would be all background; give the file as --labels "
+                            "only, or export the shapes as polygons or masks")  # fmt: skip
+        self.roboflow = _roboflow_names(self.keys)
+        self.ambiguous: dict[str, None] = {}  # photos with two Roboflow names in the file: matched to neither
+
+    def find(self, image: Path) -> str | None:
+        if image.name in self.keys:
+            return image.name
+        names = self.roboflow.get((image.stem, image.suffix[1:].lower()), [])
+        if len(names) > 1:
+            self.ambiguous[f"{image.name} ({', '.join(names)})"] = None
+        return names[0] if len(names) == 1 else None
+
+    def check_matched(self, images: list[Path], folder: Path) -> None:
+        if not any(self.find(p) is not None for p in images):
+            raise DataError(f"{self.path}: none of its {len(self.keys)} annotated images is a photo of {folder} "
+                            f"({MATCH_RULE}): {first(self.keys)}")  # fmt: skip
 
     def where(self, key: str) -> str:
         return f"{self.path} (image {self.keys[key]['id']}, {key})"
 
+    def declared_size(self, key: str) -> tuple[int, int] | None:
+        return self.keys[key]["h"], self.keys[key]["w"]
+
     def read(self, key: str) -> np.ndarray:
         im = self.keys[key]
-        for a in im["anns"]:
+        try:
+            mask = semantic_mask(im["anns"], im["h"], im["w"], crowds_as_class=True)
+        except DataError as e:
+            raise DataError(f"{self.where(key)}: {e}") from None
+        for a in im["anns"]:  # each segmentation passed semantic_mask's checks
             if isinstance(a["segmentation"], list):
                 for poly in a["segmentation"]:
                     xy = np.asarray(poly, dtype=np.float64)
                     self.shapes.check(xy[0::2], xy[1::2], im["h"], im["w"], f"{self.where(key)} annotation {a['id']}")
-        try:
-            return semantic_mask(im["anns"], im["h"], im["w"])
-        except DataError as e:
-            raise DataError(f"{self.where(key)}: {e}") from None
+        return mask
+
+    def warnings(self) -> list[str]:
+        out = super().warnings()
+        if self.no_area:
+            out.append(f"{len(self.no_area)} annotation(s) are boxes with no segmentation (or polygons of fewer than "
+                       f"3 points): they draw nothing in the masks: {first(self.no_area)}")  # fmt: skip
+        return out + self.ambiguity()
+
+    def ambiguity(self) -> list[str]:
+        if not self.ambiguous:
+            return []
+        return [f"{len(self.ambiguous)} photo(s) have two or more Roboflow names in {self.path} (NAME_jpg.rf.HASH.jpg) "
+                f"and match none of them: {first(self.ambiguous)}"]  # fmt: skip
 
     def labels(self) -> dict[str, tuple[list[int], str]]:
-        # as prepare coco: a class drawn only as a crowd (255, ignore, in the mask) is not a label
-        return {k: (sorted({a["cls"] for a in im["anns"] if not a["iscrowd"] and a["cls"]}), self.where(k))
-                for k, im in self.keys.items()}  # fmt: skip
+        # every class drawn, crowds included (a tool's crowd is pixels of its class), and those of boxes
+        return {k: (sorted({a["cls"] for a in im["anns"] if a["cls"]}), self.where(k)) for k, im in self.keys.items()}
+
+
+def _roboflow_names(keys: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+    """{(photo stem, suffix in lower case): the keys that Roboflow's renaming made of that photo's name}."""
+    out: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for key in keys:
+        m = ROBOFLOW_NAME.fullmatch(key)
+        if m is not None:
+            out[(m["stem"], m["ext"].lower())].append(key)
+    return dict(out)
 
 
 def read_labelmap(path: Path, class_names: list[str]) -> dict[tuple[int, int, int], int]:
@@ -474,11 +540,7 @@ def _labelme_mask_shape(xy: np.ndarray, shape: dict[str, Any], h: int, w: int, w
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read JSON ({e})") from None
+    return read_json(path)
 
 
 FORMATS = "a folder of class-index PNGs, a COCO .json file, a CVAT segmentation mask export folder or a folder of "
@@ -509,11 +571,21 @@ def is_annotation_labels(path: Path) -> bool:
 
 
 def read_annotation_labels(
-    path: Path, class_names: list[str]
+    path: Path, class_names: list[str], photos: list[Path] | None = None
 ) -> tuple[dict[str, tuple[list[int], str]], list[str], str]:
     """{photo file name: (classes drawn in it, where)}, the warnings and the format of a COCO file or a folder of
-    LabelMe files given as ``--labels``."""
-    source = CocoJson(path, class_names) if path.is_file() else LabelmeFolder(path, class_names)
+    LabelMe files given as ``--labels``. ``photos``: an entry that matches one of them under another name (Roboflow's)
+    is given under the photo's name."""
+    if path.is_file():
+        coco = CocoJson(path, class_names, for_masks=False)
+        table = coco.labels()
+        names = {p.name for p in photos or []}
+        for photo in photos or []:
+            key = coco.find(photo)
+            if key is not None and key not in names and key in table:
+                table[photo.name] = table.pop(key)
+        return table, coco.notes + coco.ambiguity(), coco.kind
+    source = LabelmeFolder(path, class_names)
     if not source.keys:
         raise DataError(f"{path}: --labels takes a labels file (.csv, .txt), a COCO .json file or a folder of LabelMe "
                         ".json files; this folder holds no LabelMe file")  # fmt: skip

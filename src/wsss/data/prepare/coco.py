@@ -20,6 +20,9 @@ area, so where instances overlap **the smaller instance is on top** (it is usual
 front: a cup on a table, a person on a couch); equal areas go by annotation id, the later on top.
 An instance pixel inside a crowd region keeps the instance's class.
 
+The file is hostile until checked: its structure when it is read (:func:`check_coco`), each segmentation before
+pycocotools decodes it (:func:`annotation_rle`), whose C code trusts its input.
+
 Conversion runs in a worker pool with a progress bar, one image at a time; existing masks are kept,
 so an interrupted run continues; every file is written atomically.
 """
@@ -27,9 +30,12 @@ so an interrupted run continues; every file is written atomically.
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +56,22 @@ from wsss.data.prepare import (
     write_split,
 )
 from wsss.data.voc import labels_from_mask, write_cls_labels
-from wsss.utils.io import id_problem, per_id_path, read_label_png, save_label_png
+from wsss.utils.io import id_problem, max_image_pixels, per_id_path, read_label_png, save_label_png
 
 #: Official COCO 2014 counts: all images, and images with at least one annotation (docs/datasets.md#coco).
 OFFICIAL_IMAGES = {"train": 82783, "val": 40504}
 OFFICIAL_LISTS = {"train": 82081, "val": 40137}
 IGNORE = 255
+#: How far beyond an edge a polygon point may lie, in the image's own width or height (and a pixel): farther, the
+#: file's coordinates are wrong. pycocotools' filler works in C ints at 5 times the scale: a point of 1e9 crashes it.
+FAR_OUTSIDE = 1.0
+#: How long a polygon's edges may run, in multiples of the image's height + width: pycocotools' filler allocates memory
+#: for every point along them, so a zigzag of a few thousand points inside the slack takes gigabytes.
+MAX_EDGE_RUN = 100
+#: The largest JSON annotation file read: well above the official COCO files, which must be read.
+MAX_JSON_BYTES = 4 << 30
+#: Characters of one compressed RLE count: 6 hold any difference of two counts up to ``MAX_PIXELS``.
+MAX_RLE_CHARS = 6
 
 
 def category_index(categories: list[dict[str, Any]]) -> tuple[dict[int, int], list[str]]:
@@ -66,45 +82,131 @@ def category_index(categories: list[dict[str, Any]]) -> tuple[dict[int, int], li
     return {int(c["id"]): i + 1 for i, c in enumerate(cats)}, ["background"] + [str(c["name"]) for c in cats]
 
 
-def annotation_mask(segm: Any, h: int, w: int, where: str = "annotation") -> np.ndarray:
-    """(h, w) bool mask of a COCO ``segmentation``: polygons, uncompressed RLE (``counts`` a list)
-    or compressed RLE (``counts`` a string)."""
+def annotation_rle(segm: Any, h: int, w: int, where: str = "annotation") -> dict[str, Any] | None:
+    """The RLE of a COCO ``segmentation`` (polygons, uncompressed RLE with ``counts`` a list, compressed RLE with
+    ``counts`` a string) on an (h, w) image; None for one that encloses no area (no polygon of 3 points: a box with an
+    empty segmentation). Every value is checked before pycocotools reads it, a DataError naming ``where``."""
     from pycocotools import mask as mask_utils
 
     if isinstance(segm, list):
-        polys = [p for p in segm if len(p) >= 6]  # fewer than 3 points enclose nothing
-        if not polys:
-            return np.zeros((h, w), dtype=bool)
-        rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
-    elif isinstance(segm, dict) and "counts" in segm and "size" in segm:
-        if [int(v) for v in segm["size"]] != [h, w]:
-            raise DataError(f"{where}: RLE size {segm['size']} differs from the image size [{h}, {w}]")
-        if isinstance(segm["counts"], list):
-            rle = mask_utils.frPyObjects(segm, h, w)
-        else:
-            counts = segm["counts"]
-            rle = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    else:
+        polys = [_polygon(p, h, w, f"{where} polygon {i}") for i, p in enumerate(segm, start=1)]
+        polys = [p for p in polys if len(p) >= 6]  # fewer than 3 points enclose nothing
+        return mask_utils.merge(mask_utils.frPyObjects(polys, h, w)) if polys else None
+    if not (isinstance(segm, dict) and "counts" in segm and "size" in segm):
         raise DataError(f"{where}: unknown segmentation format ({type(segm).__name__})")
+    if segm["size"] != [h, w]:
+        raise DataError(f"{where}: RLE size {segm['size']!r:.40} differs from the image size [{h}, {w}]")
+    counts = segm["counts"]
+    if isinstance(counts, list):
+        _check_run_lengths(counts, h, w, where)
+        return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    if isinstance(counts, str):
+        _check_run_lengths(rle_string_counts(counts, where), h, w, where)
+        return {"size": [h, w], "counts": counts.encode("ascii")}
+    raise DataError(f"{where}: RLE counts must be a list of run lengths or a compressed string, got "
+                    f"{type(counts).__name__}")  # fmt: skip
+
+
+def _polygon(poly: Any, h: int, w: int, where: str) -> list[float]:
+    """A polygon's coordinates as floats: x, y pairs, finite, none farther beyond an edge than ``FAR_OUTSIDE`` times
+    the image's side and a pixel, edges no longer than ``MAX_EDGE_RUN`` times the image's height + width."""
+    try:
+        xy = np.asarray(poly, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        xy = np.zeros((1, 1))  # not a flat list of numbers: refused below
+    if xy.ndim != 1 or xy.size % 2:
+        raise DataError(f"{where}: not a list of x, y coordinates ({poly!r:.60})")
+    xy = xy.reshape(-1, 2)
+    if not np.isfinite(xy).all():
+        raise DataError(f"{where}: coordinate {xy[~np.isfinite(xy)][0]} is not a finite number")
+    slack = FAR_OUTSIDE * np.array([w, h]) + 1.0
+    far = ((xy < -slack) | (xy > np.array([w, h]) + slack)).any(axis=1)
+    if far.any():
+        x, y = xy[far][0].tolist()
+        raise DataError(f"{where}: point ({x:g}, {y:g}) lies far outside the {w}x{h} image (more than its own width "
+                        "or height past an edge): the file's coordinates are wrong")  # fmt: skip
+    run = float(np.abs(xy - np.roll(xy, 1, axis=0)).max(axis=1, initial=0.0).sum())  # as the filler walks it
+    if run > MAX_EDGE_RUN * (h + w):
+        raise DataError(f"{where}: its edges run {run:.0f} pixels, more than {MAX_EDGE_RUN} times the image's height "
+                        f"and width together: no outline of an object")  # fmt: skip
+    return xy.ravel().tolist()
+
+
+def rle_string_counts(counts: str, where: str = "annotation") -> list[int]:
+    """The run lengths of a compressed RLE string, decoded as pycocotools' ``rleFrString`` decodes it: each count in
+    5-bit groups of characters from '0', the last group's bit 0x10 its sign, each count after the third stored as
+    its difference to the one two before. A string that C code would misread is a DataError."""
+    out: list[int] = []
+    value = chars = 0
+    for ch in counts:
+        c = ord(ch) - 48
+        if not 0 <= c < 64:
+            raise DataError(f"{where}: RLE counts hold {ch!r}, which is no character of a compressed RLE")
+        value |= (c & 0x1F) << (5 * chars)
+        chars += 1
+        if c & 0x20:  # more groups follow
+            if chars == MAX_RLE_CHARS:
+                raise DataError(f"{where}: RLE counts hold a count of more than {MAX_RLE_CHARS} characters")
+            continue
+        if c & 0x10:
+            value |= -1 << (5 * chars)
+        out.append(value + (out[-2] if len(out) > 2 else 0))
+        value = chars = 0
+    if chars:
+        raise DataError(f"{where}: RLE counts end inside a count")
+    return out
+
+
+def _check_run_lengths(counts: list[Any], h: int, w: int, where: str) -> None:
+    """Run lengths that decode to exactly h x w pixels: pycocotools writes them out unchecked, so a short sum leaves
+    pixels of uninitialised memory and a long one writes past the mask."""
+    n = h * w
+    bad = next((c for c in counts if not (isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= n)), None)
+    if bad is not None:
+        raise DataError(f"{where}: RLE count {bad!r:.40} is not a run length of 0..{n} pixels")
+    if sum(counts) != n:
+        raise DataError(f"{where}: RLE counts sum to {sum(counts)} pixels, the image has {h}x{w} = {n}")
+
+
+def has_area(segm: Any) -> bool:
+    """Whether a (checked) segmentation can enclose an area: an RLE, or a polygon of 3 points or more."""
+    return isinstance(segm, dict) or any(len(p) >= 6 for p in segm)
+
+
+def _decode(rle: dict[str, Any]) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
     with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword deprecation, harmless
         warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle).astype(bool)
+        return mask_utils.decode(rle).view(bool)
 
 
-def semantic_mask(anns: list[dict[str, Any]], h: int, w: int) -> np.ndarray:
+def annotation_mask(segm: Any, h: int, w: int, where: str = "annotation") -> np.ndarray:
+    """(h, w) bool mask of a COCO ``segmentation`` (:func:`annotation_rle`)."""
+    rle = annotation_rle(segm, h, w, where)
+    return np.zeros((h, w), dtype=bool) if rle is None else _decode(rle)
+
+
+def semantic_mask(anns: list[dict[str, Any]], h: int, w: int, crowds_as_class: bool = False) -> np.ndarray:
     """(h, w) uint8 class map from annotations carrying ``cls`` (1..K), ``iscrowd``, ``id`` and
     ``segmentation``, by the rule of the module docstring (crowd 255 first; then larger instances
-    first, the smaller on top; ties: later annotation id on top)."""
+    first, the smaller on top; ties: later annotation id on top). ``crowds_as_class``: crowds are painted with their
+    class instead of 255 (a labelling tool's crowd is pixels of its class, its instances unsplit). Areas are read
+    off the RLEs, so one mask is decoded at a time."""
+    from pycocotools import mask as mask_utils
+
     out = np.zeros((h, w), dtype=np.uint8)
     instances = []
     for a in anns:
-        m = annotation_mask(a["segmentation"], h, w, where=f"annotation {a['id']}")
+        rle = annotation_rle(a["segmentation"], h, w, where=f"annotation {a['id']}")
+        if rle is None:
+            continue
         if a.get("iscrowd", 0):
-            out[m] = IGNORE
+            out[_decode(rle)] = int(a["cls"]) if crowds_as_class else IGNORE
         else:
-            instances.append((-int(m.sum()), int(a["id"]), m, int(a["cls"])))
-    for _, _, m, cls in sorted(instances, key=lambda t: (t[0], t[1])):
-        out[m] = cls
+            instances.append((-int(mask_utils.area(rle)), int(a["id"]), rle, int(a["cls"])))
+    for _, _, rle, cls in sorted(instances, key=lambda t: (t[0], t[1])):
+        out[_decode(rle)] = cls
     return out
 
 
@@ -114,23 +216,107 @@ def _convert(job: tuple[str, int, int, list[dict[str, Any]], str, int]) -> tuple
     if Path(out).is_file():
         mask = read_label_png(out)
     else:
-        mask = semantic_mask(anns, h, w)
+        try:
+            mask = semantic_mask(anns, h, w)
+        except DataError as e:
+            raise DataError(f"image {id}: {e}") from None
         save_label_png(out, mask)
     return id, labels_from_mask(mask, num_classes)
 
 
-def load_coco_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(f"{path}: annotation file not found")
+def read_json(path: Path, what: str = "JSON") -> Any:
+    """The JSON of a regular file of at most ``MAX_JSON_BYTES`` (a FIFO is refused, not waited on); every problem of
+    reading it, nesting too deep for the parser included, a one-line DataError."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read COCO json ({e})") from e
-    for key in ("images", "annotations", "categories"):
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    with open(fd, encoding="utf-8-sig") as f:  # utf-8-sig: a byte order mark, as some Windows tools write, is read
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(f"{path}: not a regular file, so not read as {what}")
+        if info.st_size > MAX_JSON_BYTES:
+            raise DataError(f"{path}: {info.st_size} bytes, more than the {MAX_JSON_BYTES} a {what} file may have")
+        try:
+            return json.load(f)
+        except RecursionError:
+            raise DataError(f"{path}: cannot read {what} (nested too deeply)") from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise DataError(f"{path}: cannot read {what} ({e})") from None
+
+
+def load_coco_json(path: Path) -> dict[str, Any]:
+    """A COCO instances file, read and its structure checked (:func:`check_coco`)."""
+    if not path.exists():
+        raise DataError(f"{path}: annotation file not found")
+    data = read_json(path, "COCO json")
+    check_coco(data, path)
+    return data
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_segmentation(v: Any) -> bool:
+    return (isinstance(v, list) and all(isinstance(p, list) for p in v)) or (
+        isinstance(v, dict) and "counts" in v and "size" in v
+    )
+
+
+_Fields = dict[str, tuple[Callable[[Any], bool], str]]
+_ID: _Fields = {"id": (_is_int, "an integer")}
+_SIDE = (lambda v: _is_int(v) and v > 0, "a positive integer")
+COCO_FIELDS: dict[str, _Fields] = {
+    "categories": {**_ID, "name": (lambda v: isinstance(v, str), "a string")},
+    "images": {**_ID, "file_name": (lambda v: isinstance(v, str), "a string"), "height": _SIDE, "width": _SIDE},
+    "annotations": {
+        **_ID,
+        "image_id": (_is_int, "an integer"),
+        "category_id": (_is_int, "an integer"),
+        "segmentation": (_is_segmentation, "a list of polygons or an RLE object with 'counts' and 'size'"),
+    },
+}
+
+
+def check_coco(data: Any, path: Path) -> None:
+    """The structure of a COCO instances file, checked once when it is read, before any field is used: the three
+    lists, each entry's fields and their types (``COCO_FIELDS``; ``iscrowd`` 0 or 1 where given), image and category
+    ids unique, image sizes within ``max_image_pixels``. A DataError names the file and the entry."""
+    limit = max_image_pixels()
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: not a COCO instances file (a JSON {type(data).__name__}, not an object)")
+    for key, fields in COCO_FIELDS.items():
         if key not in data:
             raise DataError(f"{path}: not a COCO instances file (no {key!r})")
-    return data
+        if not isinstance(data[key], list):
+            raise DataError(f"{path}: {key!r} must be a list, got {type(data[key]).__name__}")
+        seen: dict[int, int] = {}
+        for i, entry in enumerate(data[key]):
+            problem = _entry_problem(entry, fields)
+            if problem is None and key == "annotations" and entry.get("iscrowd", 0) not in (0, 1):
+                problem = f"'iscrowd' must be 0 or 1, got {entry['iscrowd']!r:.40}"
+            if problem is None and key == "images" and entry["height"] * entry["width"] > (limit or math.inf):
+                problem = (f"{entry['width']}x{entry['height']} is more than the {limit} pixels an image may "
+                           "have (Pillow refuses a photo that large)")  # fmt: skip
+            if problem is None and key != "annotations":  # two annotations of one id mix up nothing
+                if entry["id"] in seen:
+                    problem = f"its id is also that of {key}[{seen[entry['id']]}]"
+                seen[entry["id"]] = i
+            if problem is not None:
+                name = f" (id {entry['id']!r:.40})" if isinstance(entry, dict) and "id" in entry else ""
+                raise DataError(f"{path}: {key}[{i}]{name}: {problem}")
+
+
+def _entry_problem(entry: Any, fields: _Fields) -> str | None:
+    if not isinstance(entry, dict):
+        return f"a JSON {type(entry).__name__}, not an object"
+    for name, (ok, what) in fields.items():
+        if name not in entry:
+            return f"no {name!r}"
+        if not ok(entry[name]):
+            return f"{name!r} must be {what}, got {entry[name]!r:.40}"
+    return None
 
 
 def annotations_by_image(

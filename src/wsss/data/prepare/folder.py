@@ -56,7 +56,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wsss.core.errors import DataError, UsageError
-from wsss.data.check import PROGRESS_MIN, check_image, check_mask
+from wsss.data.check import PROGRESS_MIN, check_image, check_mask, size_problem
 from wsss.data.classes import (
     NAME_SEPARATOR,
     OTHER_SEPARATORS,
@@ -76,7 +76,13 @@ from wsss.data.prepare import (
     remove_stale_outputs,
     write_split,
 )
-from wsss.data.prepare.annotations import MaskSource, is_annotation_labels, open_masks, read_annotation_labels
+from wsss.data.prepare.annotations import (
+    MATCH_RULE,
+    MaskSource,
+    is_annotation_labels,
+    open_masks,
+    read_annotation_labels,
+)
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
 from wsss.utils.io import per_id_path, read_text_file, save_label_png
 
@@ -237,6 +243,7 @@ def _read_folder(
     class_names, files, entries, by_path, label_warnings = _read_inputs(images, classes, labels, image_mode, said)
     source = open_masks(masks, class_names) if masks is not None else None
     if source is not None:
+        source.check_matched(list(files.values()), images)
         said.notes.append(f"masks: {masks} read as {source.kind}")
     mask_labels = source is not None and labels is None and source.labels_without_labels_file
     if source is not None and masks is not None and mask_labels:
@@ -324,8 +331,9 @@ def prepare_folder(
         summary.warnings.append(f"{len(read.by_path)} label row(s) name their image by a path: each is matched to "
                                 f"the photo of its file name in {images}: {first(read.by_path)}")  # fmt: skip
     unmatched = source.unmatched(list(files.values())) if source is not None else []
-    summary.warnings += source.warnings() if source is not None else []
-    if unmatched:
+    # a file given as both --masks and --labels: its warnings once (the labels' are in already)
+    summary.warnings += [w for w in source.warnings() if w not in summary.warnings] if source is not None else []
+    if unmatched and not (labels is not None and masks is not None and labels.resolve() == masks.resolve()):
         summary.warnings.append(f"{len(unmatched)} mask(s) in {masks} match no photo in {images} and were skipped: "
                                 f"{first(unmatched)}")  # fmt: skip
     if renamed:
@@ -377,9 +385,12 @@ def _read_inputs(
         if not entries:
             raise DataError(f"{images}: no images ({', '.join(PHOTO_SUFFIXES)}, in any case)")
     elif is_annotation_labels(labels):
-        table, label_warnings, kind = read_annotation_labels(labels, class_names)
+        table, label_warnings, kind = read_annotation_labels(labels, class_names, list(files.values()))
         summary.notes.append(f"labels: the classes drawn in each photo of {labels}, read as {kind}")
         entries, by_path, missing = _match_labels(table, files, labels, images, skip_missing=True)
+        if not entries:
+            raise DataError(f"{labels}: none of its {len(table)} labelled photos is in {images} ({MATCH_RULE}): "
+                            f"{first(table)}")  # fmt: skip
         if missing:
             label_warnings.append(f"{len(missing)} photo(s) of {labels} are not in {images} and were skipped: "
                                   f"{first(missing)}")  # fmt: skip
@@ -506,6 +517,11 @@ def _check_inputs(
         if source is None or key is None:
             continue
         try:
+            declared = source.declared_size(key)  # compared before the mask is drawn: a small file may declare GBs
+            problem = size_problem(source.where(key), declared, size, files[id]) if declared is not None else None
+            if problem is not None:
+                problems.append(problem)
+                continue
             mask = source.converted(key)
         except DataError as e:  # an annotation that converts to no mask: listed with the others
             problems.append(str(e))
