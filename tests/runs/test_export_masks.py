@@ -5,6 +5,7 @@ libraries read these files in tests/interop/ (make test-interop)."""
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -148,3 +149,17 @@ def test_bad_masks_are_named_and_ignore_is_said(tmp_path):
     Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "three" / "data" / "JPEGImages" / "a.jpg")
     with pytest.raises(DataError, match="a.png: mask is 30x24, its photo"):
         export_masks(route, "cvat", tmp_path / "three" / "x", progress=False)
+
+
+def test_the_documented_export_commands_are_taken_by_the_parser_and_name_a_tested_format():
+    """Each `wsss export masks` line of the docs is one the parser takes, with a format the tests above export."""
+    from conftest import REPO
+    from test_readme import bash_commands
+    from wsss.cli import parse_args
+
+    lines = [c for page in ("export.md", "own-photos.md") for c in bash_commands((REPO / "docs" / page).read_text())]
+    lines = [c for c in lines if c.startswith("wsss export masks")]
+    assert len(lines) >= 3
+    for line in lines:
+        args = parse_args(shlex.split(line)[1:])
+        assert args.fn.__name__ == "cmd_export_masks" and args.mask_format in ("coco", "cvat", "labelstudio")
