@@ -127,7 +127,9 @@ def round_trip(venv: Path, work: Path) -> dict[str, float]:
     env = {**os.environ, "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(work / "data" / "JPEGImages"),
            "LABEL_STUDIO_BASE_DATA_DIR": str(work / "ls-data"), "DJANGO_DB": "sqlite",
-           "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": ""}  # fmt: skip
+           "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+           "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",  # the token of --user-token, which the client sends
+           "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": ""}  # fmt: skip
     command = [str(venv / "bin" / "label-studio"), "start", "--no-browser", "--internal-host", HOST, "--host", url,
                "--port", str(port), "--data-dir", str(work / "ls-data"), "--username", "wsss@example.com",
                "--password", secrets.token_hex(12), "--user-token", token]  # fmt: skip

@@ -1122,7 +1122,7 @@ def add_export_masks(exp: Any) -> None:
     """`wsss export masks`."""
     q = exp.add_parser("masks", help="masks as a labelling tool's pre-annotations: COCO, CVAT, LabelMe, Label Studio "
                        "(docs/export.md)")  # fmt: skip
-    q.add_argument("src", help="a route's folder (OUT of wsss route) or a run's predictions folder "
+    q.add_argument("src", metavar="SRC", help="a route's folder (OUT of wsss route) or a run's predictions folder "
                    "(RUN/predictions/<split>)")  # fmt: skip
     q.add_argument("--format", required=True, choices=MASK_FORMATS, dest="mask_format",
                    help="the tool to import them in")  # fmt: skip
