@@ -7,9 +7,9 @@ One way: each tool's writer (labelme's ``LabelFile``, datumaro's CVAT-mask and C
 the tool's own reader or rasteriser does. The other way: ``wsss export masks`` writes each format, the tool's library
 reads it (datumaro the COCO and CVAT exports, labelme's reader the LabelMe files, label-studio-sdk's decoder the Label
 Studio tasks), its masks equal the route's, and ``open_masks`` reads them back equal again. The raster formats agree
-exactly; LabelMe's polygons too, on these masks, within ``POLYGON_EDGE_SHARE`` of the edge pixels on any mask (the
-regions of a class are traced one at a time, so two regions that touch only at a corner can each claim the corner's
-neighbour when filled)."""
+exactly; LabelMe's polygons on smooth masks too, and within ``POLYGON_EDGE_SHARE`` of the edge pixels on ragged ones
+(where a class's pixels meet only at a corner, OpenCV traces them as one region, and the fill of its polygon across
+the corner can take a pixel of the class beside it)."""
 
 from __future__ import annotations
 
