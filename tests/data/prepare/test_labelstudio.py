@@ -71,6 +71,7 @@ def test_the_rle_codec_writes_and_reads_label_studio_s_bytes():
     rgba = np.repeat(MASK_3X4.ravel(), 4)
     assert encode_rle(rgba) == SDK_RLE_3X4
     np.testing.assert_array_equal(decode_rle(SDK_RLE_3X4, rgba.size, "x"), rgba)
+    np.testing.assert_array_equal(decode_rle(SDK_RLE_3X4, rgba.size, "x", channel=3), MASK_3X4.ravel())
     long_run = np.zeros(3 * 65536 + 5, np.uint8)  # runs past 65,536 values are split, as Label Studio splits them
     long_run[70000:] = 255
     np.testing.assert_array_equal(decode_rle(encode_rle(long_run), long_run.size, "x"), long_run)
@@ -131,6 +132,7 @@ def test_a_coco_file_is_still_read_as_coco(folder):
     [
         ({"original_width": 10**9}, "out of bounds"),
         ({"original_width": 0}, "out of bounds"),
+        ({"original_width": 10_000, "original_height": 10_000}, "out of bounds"),  # sides in bounds, pixels not
         (
             {"value": {"format": "rle", "rle": encode_rle(np.zeros(8, np.uint8)), "brushlabels": ["cat"]}},
             "the RLE holds 8 values, the photo's RGBA pixels are 800",
@@ -152,8 +154,9 @@ def test_a_coco_file_is_still_read_as_coco(folder):
     ],
 )
 def test_a_hostile_or_broken_region_is_one_data_error_naming_the_file(folder, region, message):
-    """The declared size is bounded before any mask is allocated, the RLE's declared length must be the photo's
-    RGBA pixels before any value is decoded, a cut RLE or a non-finite point is an error naming the file."""
+    """The declared size (each side, and the pixels: PIL's bound on a photo) is bounded before any mask is allocated,
+    the RLE's declared length must be the photo's RGBA pixels before any value is decoded, a cut RLE or a non-finite
+    point is an error naming the file."""
     path = _write(folder, [_task("a.jpg", {**_brush("cat", np.ones((H, W), bool)), **region})])
     with pytest.raises(DataError, match=message) as e:
         source = open_masks(path, CLASSES)

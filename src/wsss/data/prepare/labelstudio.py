@@ -32,8 +32,9 @@ from wsss.core.errors import DataError
 
 #: The region types that draw an area; any other region (a choice, a rectangle of another tag) is skipped, named.
 AREA_TYPES = ("polygonlabels", "brushlabels")
-#: The most pixels a declared photo size may have (a side is at most a JPEG's largest, ``MAX_SIDE``).
-MAX_PIXELS = 1 << 28
+#: The most pixels a declared photo size may have: PIL's own bound on a photo it opens without a warning (a side is at
+#: most a JPEG's largest, ``MAX_SIDE``).
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 1 << 26
 #: Label Studio's RLE header: the number of values (32 bits), the word size - 1 (5 bits), four run-length widths - 1.
 RLE_SIZES = (3, 4, 8, 16)
 UPLOAD_PREFIX = re.compile(r"^[0-9a-fA-F]{8}-")
@@ -104,10 +105,11 @@ class _Bits:
         return out
 
 
-def decode_rle(rle: Any, size: int, where: str) -> np.ndarray:
+def decode_rle(rle: Any, size: int, where: str, channel: int | None = None) -> np.ndarray:
     """The ``size`` uint8 values of a Label Studio RLE, decoded as ``label_studio_sdk.converter.brush.decode_rle``
-    decodes them; DataError (naming ``where``) when its header does not declare ``size`` values, before any
-    allocation of them, or when it is cut."""
+    decodes them; with ``channel`` (of RGBA: 3 is alpha) only that channel's ``size // 4`` values, so that a brush's
+    mask costs a byte a pixel, not four. DataError (naming ``where``) when its header does not declare ``size``
+    values, before any allocation of them, or when it is cut."""
     if not isinstance(rle, list) or not rle or not all(isinstance(v, int) and 0 <= v <= 255 for v in rle):
         raise DataError(f"{where}: 'rle' is not a list of bytes (0..255)")
     bits = _Bits(np.asarray(rle, dtype=np.uint8), where)
@@ -117,19 +119,22 @@ def decode_rle(rle: Any, size: int, where: str) -> np.ndarray:
         raise DataError(f"{where}: the RLE holds {num:,} values, the photo's RGBA pixels are {size:,}")
     if word > 8:
         raise DataError(f"{where}: RLE words of {word} bits; Label Studio writes 8")
-    out = np.zeros(num, dtype=np.uint8)
+    step, first = (1, 0) if channel is None else (4, channel)
+    out = np.zeros(-(-(num - first) // step), dtype=np.uint8)
     i = 0
     while i < num:
         run = bits.read(1)
         j = i + 1 + bits.read(sizes[bits.read(2)])
-        if run:
-            out[i:j] = bits.read(word)  # a run past the end is cut there, as Label Studio's decoder cuts it
+        if run:  # a run past the end is cut there, as Label Studio's decoder cuts it
+            out[-(-(i - first) // step) : -(-(min(j, num) - first) // step)] = bits.read(word)
             i = j
             continue
         if j > num:
             raise DataError(f"{where}: the RLE's values run past the photo's {num:,}")
         for k in range(i, j):
-            out[k] = bits.read(word)
+            value = bits.read(word)
+            if k % step == first:
+                out[k // step] = value
         i = j
     return out
 
@@ -233,8 +238,8 @@ def region_mask(region: Region, xy: np.ndarray | None = None) -> np.ndarray:
     if region.kind == "brushlabels":
         if region.value.get("format", "rle") != "rle":
             raise DataError(f"{region.where}: brush format {region.value.get('format')!r}; Label Studio's is 'rle'")
-        rgba = decode_rle(region.value.get("rle"), h * w * 4, region.where)
-        return rgba.reshape(h, w, 4)[:, :, 3] > 0
+        alpha = decode_rle(region.value.get("rle"), h * w * 4, region.where, channel=3)
+        return alpha.reshape(h, w) > 0
     layer = Image.new("1", (w, h), 0)
     points = polygon_points(region) if xy is None else xy
     ImageDraw.Draw(layer).polygon([tuple(p) for p in points.tolist()], outline=1, fill=1)
