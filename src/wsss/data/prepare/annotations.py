@@ -10,7 +10,9 @@ One reader per format, each giving the class-index masks (0 = background, 255 = 
 - :class:`CvatMasks`: CVAT's "Segmentation mask 1.1" export: colour PNGs in ``SegmentationClass/`` whose colours
   ``labelmap.txt`` names;
 - :class:`LabelmeFolder`: a folder of LabelMe JSON files, one per photo, shapes drawn in their order (the later on
-  top) with PIL as LabelMe's own converter draws them.
+  top) with PIL as LabelMe's own converter draws them;
+- :class:`LabelStudioJson`: Label Studio's JSON export (a list of tasks), its polygon and brush regions decoded by
+  ``wsss.data.prepare.labelstudio``.
 
 :func:`open_masks` tells the format from what it is given. Class names are matched to the class list by
 ``wsss.data.classes.ClassLookup``, as a labels file's are; ``background`` / ``_background_`` are class 0.
