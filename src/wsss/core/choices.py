@@ -6,3 +6,6 @@ from __future__ import annotations
 # How a dataset holds its photos in JPEGImages (wsss.data.prepare.place_image; `wsss prepare`, `wsss data fetch`
 # --image-mode): hard link (a copy across devices), symbolic link, copy, or nothing
 IMAGE_MODES = ("link", "symlink", "copy", "none")
+
+# The labelling tools `wsss export masks --format` writes pre-annotations for (wsss.runs.export_masks)
+MASK_FORMATS = ("coco", "cvat", "labelme", "labelstudio")

@@ -11,7 +11,9 @@ One reader per format, each giving the class-index masks (0 = background, 255 = 
 - :class:`CvatMasks`: CVAT's "Segmentation mask 1.1" export: colour PNGs in ``SegmentationClass/`` whose colours
   ``labelmap.txt`` names;
 - :class:`LabelmeFolder`: a folder of LabelMe JSON files, one per photo, shapes drawn in their order (the later on
-  top) with PIL as LabelMe's own converter draws them.
+  top) with PIL as LabelMe's own converter draws them;
+- :class:`LabelStudioJson`: Label Studio's JSON export (a list of tasks), its polygon and brush regions decoded by
+  ``wsss.data.prepare.labelstudio``.
 
 :func:`open_masks` tells the format from what it is given. Class names are matched to the class list by
 ``wsss.data.classes.ClassLookup``, as a labels file's are; ``background`` / ``_background_`` are class 0.
@@ -41,6 +43,14 @@ from wsss.data.prepare.coco import (
     load_coco_json,
     read_json,
     semantic_mask,
+)
+from wsss.data.prepare.labelstudio import (
+    AREA_TYPES,
+    is_label_studio_json,
+    polygon_points,
+    read_tasks,
+    region_mask,
+    without_upload_prefix,
 )
 from wsss.utils.io import check_image_pixels, open_image, read_label_png, read_text_file
 
@@ -157,6 +167,10 @@ class MaskSource:
     def check_matched(self, images: list[Path], folder: Path) -> None:
         """DataError where a photo of ``images`` (from ``folder``) must match a key and none does (an annotation
         file); by default a source that matches no photo is legal, said in a warning."""
+
+    def ambiguity(self) -> list[str]:
+        """Warnings about photos that :meth:`find` matched to no key because several would do."""
+        return []
 
     def unmatched(self, images: list[Path]) -> list[str]:
         """The keys of no photo in ``images``: skipped, and named in a warning."""
@@ -544,7 +558,7 @@ def _read_json(path: Path) -> Any:
 
 
 FORMATS = "a folder of class-index PNGs, a COCO .json file, a CVAT segmentation mask export folder or a folder of "
-FORMATS += "LabelMe .json files"
+FORMATS += "LabelMe .json files, or a Label Studio JSON export"
 
 
 def open_masks(path: Path, class_names: list[str]) -> MaskSource:
@@ -552,7 +566,7 @@ def open_masks(path: Path, class_names: list[str]) -> MaskSource:
     CVAT's export; a folder of ``.json`` files is LabelMe's; any other folder holds class-index PNGs."""
     if path.is_file():
         if path.suffix.lower() == ".json":
-            return CocoJson(path, class_names)
+            return _json_file(path, class_names)
         raise DataError(f"{path}: --masks takes {FORMATS}")
     if not path.is_dir():
         raise DataError(f"{path}: mask folder not found (--masks takes {FORMATS})")
@@ -574,19 +588,91 @@ def read_annotation_labels(
     path: Path, class_names: list[str], photos: list[Path] | None = None
 ) -> tuple[dict[str, tuple[list[int], str]], list[str], str]:
     """{photo file name: (classes drawn in it, where)}, the warnings and the format of a COCO file or a folder of
-    LabelMe files given as ``--labels``. ``photos``: an entry that matches one of them under another name (Roboflow's)
-    is given under the photo's name."""
-    if path.is_file():
-        coco = CocoJson(path, class_names, for_masks=False)
-        table = coco.labels()
-        names = {p.name for p in photos or []}
-        for photo in photos or []:
-            key = coco.find(photo)
-            if key is not None and key not in names and key in table:
-                table[photo.name] = table.pop(key)
-        return table, coco.notes + coco.ambiguity(), coco.kind
-    source = LabelmeFolder(path, class_names)
+    LabelMe files or a Label Studio export given as ``--labels``. ``photos``: an entry that matches one of them under
+    another name (Roboflow's, Label Studio's upload prefix) is given under the photo's name."""
+    source = _json_file(path, class_names, for_masks=False) if path.is_file() else LabelmeFolder(path, class_names)
     if not source.keys:
         raise DataError(f"{path}: --labels takes a labels file (.csv, .txt), a COCO .json file or a folder of LabelMe "
                         ".json files; this folder holds no LabelMe file")  # fmt: skip
-    return source.labels(), source.notes, source.kind
+    table = source.labels()
+    names = {p.name for p in photos or []}
+    for photo in photos or []:
+        key = source.find(photo)
+        if key is not None and key not in names and key in table:
+            table[photo.name] = table.pop(key)
+    return table, source.notes + source.ambiguity(), source.kind
+
+
+def _json_file(path: Path, class_names: list[str], for_masks: bool = True) -> MaskSource:
+    """The reader of a ``.json`` file: Label Studio's export is a list of tasks, COCO's an object."""
+    if is_label_studio_json(path):
+        return LabelStudioJson(path, class_names)
+    return CocoJson(path, class_names, for_masks=for_masks)
+
+
+class LabelStudioJson(MaskSource):
+    """Label Studio's JSON export (``wsss.data.prepare.labelstudio``): a mask per task with an annotation, keyed by
+    its photo's file name; a photo is found by that name, else by the name after the upload prefix."""
+
+    kind = "Label Studio JSON export"
+
+    def __init__(self, path: Path, class_names: list[str]) -> None:
+        super().__init__(path)
+        lookup = ClassLookup(class_names, unit="task")
+        said: dict[str, dict[str, None]] = {"earlier": {}, "blank": {}, "skipped": {}}
+        for n, task in enumerate(read_tasks(path), start=1):
+            classes = [_class_of(r.label, lookup, class_names[0], n) for r in task.regions]
+            said["skipped"].update(dict.fromkeys(task.skipped))
+            if task.annotations > 1:
+                said["earlier"][task.where] = None
+            if task.photo in self.keys:
+                raise DataError(f"{task.where}: photo {task.photo!r} is also that of {self.keys[task.photo]['where']}")
+            if not task.regions:  # nothing drawn, and so no photo size: no mask can be made of it
+                said["blank"][task.where] = None
+                continue
+            self.keys[task.photo] = {"where": task.where, "regions": list(zip(classes, task.regions))}
+        lookup.check(path)
+        self.notes += [w for w in [lookup.case_warning(path)] if w] + _label_studio_notes(path, said)
+        if not self.keys:
+            raise DataError(f"{path}: no task has an annotation that draws a polygon or brush region")
+        self.stripped: dict[str, str] = {}
+        for key in self.keys:
+            self.stripped.setdefault(without_upload_prefix(key), key)
+
+    def find(self, image: Path) -> str | None:
+        return image.name if image.name in self.keys else self.stripped.get(image.name)
+
+    def where(self, key: str) -> str:
+        return f"{self.keys[key]['where']} ({key})"
+
+    def declared_size(self, key: str) -> tuple[int, int] | None:
+        return self.keys[key]["regions"][0][1].size
+
+    def read(self, key: str) -> np.ndarray:
+        """The regions drawn in their order, the later on top."""
+        regions = self.keys[key]["regions"]
+        h, w = regions[0][1].size
+        out = np.zeros((h, w), dtype=np.uint8)
+        for cls, region in regions:
+            xy = polygon_points(region) if region.kind == "polygonlabels" else None
+            if xy is not None:
+                self.shapes.check(xy[:, 0], xy[:, 1], h, w, region.where)
+            out[region_mask(region, xy)] = cls
+        return out
+
+    def labels(self) -> dict[str, tuple[list[int], str]]:
+        return {k: (sorted({c for c, _ in e["regions"] if c}), self.where(k)) for k, e in self.keys.items()}
+
+
+def _label_studio_notes(path: Path, said: dict[str, dict[str, None]]) -> list[str]:
+    out = []
+    if said["earlier"]:
+        out.append(f"{len(said['earlier'])} task(s) of {path} have more than one annotation; the last was read: "
+                   f"{first(said['earlier'])}")  # fmt: skip
+    if said["skipped"]:
+        out.append(f"{len(said['skipped'])} region(s) of {path} draw no area (not "
+                   f"{' / '.join(AREA_TYPES)}) and were skipped: {first(said['skipped'])}")  # fmt: skip
+    if said["blank"]:
+        out.append(f"{len(said['blank'])} annotated task(s) of {path} draw no polygon or brush region, so their "
+                   f"photo's size is unknown, and were left out: {first(said['blank'])}")  # fmt: skip
+    return out
