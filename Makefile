@@ -65,13 +65,18 @@ test-newest-torch:
 
 # The labelling tools' own code against wsss's readers and `wsss export masks` (tests/interop/, which make test does
 # not collect), in a venv of its own: the `interop` extra's labelme, datumaro, label-studio-sdk and pycocotools do not
-# fit the dev environment (datumaro pins pillow~=12; labelme brings PyQt5, drawn offscreen here).
+# fit the dev environment (datumaro pins pillow~=12; labelme brings PyQt5, drawn offscreen here). The venv sits on
+# the dev venv: a .pth file adds its site-packages (torch, wsss) after the venv's own, so only the tools and what
+# they pin differently (Pillow) are installed.
 INTEROP_VENV := .venv-interop
 INTEROP_STAMP := $(INTEROP_VENV)/.installed
-$(INTEROP_STAMP): pyproject.toml constraints.txt
+$(INTEROP_STAMP): $(STAMP) pyproject.toml
 	$(PYTHON) -m venv $(INTEROP_VENV)
-	$(INTEROP_VENV)/bin/pip install --quiet --upgrade pip
-	$(INTEROP_VENV)/bin/pip install --quiet -c constraints.txt -e ".[interop]"
+	$(INTEROP_VENV)/bin/python -c "import site, sys; base = sys.argv[1]; \
+		open(site.getsitepackages()[0] + '/_wsss_dev_venv.pth', 'w').write(f'import site; site.addsitedir({base!r})\n')" \
+		"$$($(BIN)/python -c 'import site; print(site.getsitepackages()[0])')"
+	$(INTEROP_VENV)/bin/pip install --quiet $$($(BIN)/python -c "import tomllib; \
+		print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['interop']))")
 	touch $(INTEROP_STAMP)
 
 test-interop: $(INTEROP_STAMP)

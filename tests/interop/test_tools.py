@@ -151,6 +151,21 @@ def test_datumaro_s_coco_export_of_polygons_is_read_as_pycocotools_fills_them(tm
             assert not (got == c)[~fill].any(), (img["file_name"], c)
 
 
+def test_datumaro_s_coco_export_of_masks_is_read_exactly(tmp_path, route):
+    """datumaro's COCO exporter in mask mode, as CVAT's "COCO 1.0" writes brush masks: RLE with ``iscrowd`` 1 on
+    every annotation. A crowd of a labelling tool is pixels of its class, so wsss reads the masks back exactly (it
+    used to read them as 255, ignore)."""
+    _, masks = route
+    _datumaro_dataset(masks, background=False).export(str(tmp_path / "coco"), "coco_instances",
+                                                      segmentation_mode="mask")  # fmt: skip
+    path = tmp_path / "coco" / "annotations" / "instances_default.json"
+    anns = json.loads(path.read_text())["annotations"]
+    assert anns and all(a["iscrowd"] == 1 and isinstance(a["segmentation"], dict) for a in anns)
+    source = open_masks(path, CLASSES)
+    for id, mask in masks.items():
+        np.testing.assert_array_equal(source.read(source.find(tmp_path / f"{id}.jpg")), mask, err_msg=id)
+
+
 def test_pycocotools_rle_and_label_studio_sdk_brush_are_read_exactly(tmp_path, route):
     """pycocotools' ``mask.encode`` (COCO RLE) and label-studio-sdk's ``mask2rle`` (Label Studio's brush RLE) encode
     the masks; wsss decodes both exactly, and its own RLE encoder writes label-studio-sdk's bytes."""
