@@ -178,3 +178,10 @@ def test_an_out_that_cannot_be_written_is_one_line_naming_it(exported, tmp_path,
     (tmp_path / "a.onnx").write_bytes(b"x")
     rc, text = cli(capsys, "export", "onnx", run_dir, "--out", tmp_path / "a.onnx" / "x.onnx")
     assert rc == 1 and f"{tmp_path / 'a.onnx'} is a file, not a folder" in one_error_line(text)
+
+
+def test_a_checkpoint_not_found_is_named_as_given(exported, tmp_path, capsys):
+    run_dir, _ = exported
+    rc, text = cli(capsys, "export", "onnx", run_dir, "--checkpoint", "m.onnx", "--out", tmp_path / "m.onnx")
+    line = one_error_line(text)
+    assert rc == 1 and line.startswith("error: m.onnx: checkpoint not found (") and "ending in .pt" in line
