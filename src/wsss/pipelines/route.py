@@ -129,7 +129,7 @@ class RouteOptions:
 
 
 # RouteOptions's fields by the kind of value (the rest are words: str)
-_ROUTE_PATHS = {"data", "out", "labels", "classes", "masks", "clip", "dinov2"}
+_ROUTE_PATHS = {"data", "out", "labels", "classes", "masks", "clip", "dinov2", "seg", "classifier"}  # presets: files
 _ROUTE_LISTS = {"overrides", "images"}  # of words or paths
 _ROUTE_INTS = {"folds", "rounds", "crf_workers"}
 _ROUTE_BOOLS = {"overwrite", "progress", "plan_only", "abstain"}
