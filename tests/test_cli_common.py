@@ -86,6 +86,30 @@ def test_every_command_that_reads_a_run_takes_the_words(command):
 
 
 @pytest.mark.parametrize("command", [*TAKE_OVERRIDES, *READ_RUN], ids=" ".join)
+def test_the_words_may_stand_before_the_positional_arguments(command):
+    """``wsss export onnx infer.flip_fuse=max RUN`` took the word for the run ("no such run directory")."""
+    words, flags = {**TAKE_OVERRIDES, **READ_RUN}[command]
+    n = len(command)
+    want = vars(parse_args([*words, *flags, *OVERRIDES]))
+    for argv in ([*words[:n], *OVERRIDES, *words[n:], *flags],
+                 [*words[:n], OVERRIDES[0], *words[n:], *flags, *OVERRIDES[1:]]):  # fmt: skip
+        assert vars(parse_args(argv)) == want, argv
+
+
+def test_a_word_with_an_equals_sign_stays_where_it_is_no_override(tmp_path, monkeypatch):
+    """A flag's value (``--out a=b.onnx``), a path (``runs/lr=0.1``) or an existing folder of that name, and the
+    words after ``--`` are no overrides."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lr=0.1").mkdir()
+    a = parse_args(["export", "onnx", "lr=0.1", "--out", "a=b.onnx", "infer.flip_fuse=max"])
+    assert (a.run, a.out, a.overrides) == ("lr=0.1", "a=b.onnx", ["infer.flip_fuse=max"])
+    a = parse_args(["export", "onnx", "runs/lr=0.2", "--out", "m.onnx"])
+    assert (a.run, a.overrides) == ("runs/lr=0.2", [])
+    a = parse_args(["export", "onnx", "--out", "m.onnx", "--", "k=v"])
+    assert (a.run, a.overrides) == ("k=v", [])
+
+
+@pytest.mark.parametrize("command", [*TAKE_OVERRIDES, *READ_RUN], ids=" ".join)
 def test_the_set_alias_is_gone(command, capsys):
     words, flags = {**TAKE_OVERRIDES, **READ_RUN}[command]
     with pytest.raises(SystemExit):

@@ -14,6 +14,8 @@ This module imports nothing but argparse: building a parser imports no data or m
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -40,6 +42,10 @@ def add_overrides(p: argparse.ArgumentParser, example: str = "data.root=/d train
 def is_override(word: str) -> bool:
     """A ``key=value`` word (not a flag)."""
     return "=" in word and not word.startswith("-")
+
+
+# A config override as a word of its own: a dotted key, then ``=`` (a path with ``=`` in a folder's name is none)
+_OVERRIDE_WORD = re.compile(r"[A-Za-z_][\w-]*(\.[\w-]+)*=")
 
 
 _AFTER_LISTS = (
@@ -83,7 +89,52 @@ class Names(argparse.Action):
 class Parser(argparse.ArgumentParser):
     """argparse's parser whose list options are :class:`Names` (a ``KEY=VALUE`` word is never one of their values,
     wherever it stands), but those of ``metavar=OVERRIDES_METAVAR`` (a script's overrides of a second training);
-    the ``wsss`` commands' (subparsers are of their parent's class) and the scripts'."""
+    the ``wsss`` commands' (subparsers are of their parent's class) and the scripts'. A ``KEY=VALUE`` word is never
+    a positional argument either (:meth:`parse_known_args`)."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # noqa: ANN401
+        """argparse's, with the ``KEY=VALUE`` words that stand where a positional argument may be taken out first
+        and given back as words left over, for :func:`take_overrides`: argparse fills the positionals in order,
+        so ``wsss export onnx infer.flip_fuse=max RUN`` took the word for the run."""
+        words: list[str] = []
+        if any(a.dest == "overrides" for a in self._actions):
+            args, words = self._positional_overrides(list(sys.argv[1:] if args is None else args))
+        parsed, extra = super().parse_known_args(args, namespace)
+        return parsed, [*extra, *words]
+
+    def _positional_overrides(self, args: list[str]) -> tuple[list[str], list[str]]:
+        """(``args`` without the override words in positional places, those words): a word that follows a flag
+        as its value stays, as do the words after ``--`` and one that names an existing file (a run folder
+        ``lr=0.1``)."""
+        kept: list[str] = []
+        words: list[str] = []
+        values = 0  # words still owed to the last flag as its values
+        for i, word in enumerate(args):
+            if word == "--":
+                return [*kept, *args[i:]], words
+            if word.startswith("-") and len(word) > 1:
+                values = self._values_of(word)
+            elif values:
+                values -= 1
+            elif _OVERRIDE_WORD.match(word) and not os.path.lexists(word):
+                words.append(word)
+                continue
+            kept.append(word)
+        return kept, words
+
+    def _values_of(self, flag: str) -> int:
+        """How many words after ``flag`` are its values (a list option's: all up to the next flag)."""
+        if "=" in flag:
+            return 0
+        action = self._option_string_actions.get(flag)
+        if action is None and flag.startswith("--") and self.allow_abbrev:
+            found = [a for name, a in self._option_string_actions.items() if name.startswith(flag)]
+            action = found[0] if len({id(a) for a in found}) == 1 else None
+        if action is None:
+            return 0
+        if action.nargs in ("*", "+", argparse.REMAINDER):
+            return 1 << 30
+        return 1 if action.nargs in (None, "?") else int(action.nargs)
 
     def add_argument(self, *args: Any, **kw: Any) -> argparse.Action:
         words = kw.get("metavar") == OVERRIDES_METAVAR  # a list of a training's own overrides: it takes them

@@ -65,7 +65,7 @@ def _route_folder(out: Path) -> dict[str, list[str]]:
     made = ["cls/config.yaml", "cls/metrics.jsonl", "cls/checkpoints/last.pt", "cls/checkpoints/best.pt",
             "cls/tensorboard/events.out.tfevents.1.host.1.0", "cls/cams/train/a.npz", "cls/cams/train/b.npz",
             "cls/cams/train/.settings.json", "cls/cams/train/.sources.json", "cls/cams/train/.job.lock",
-            "cls/report/index.html", "cls/report/loss.png", "cls/report/images/train/grid_a.png",
+            "cls/report/index.html", "cls/report/loss.png", "cls/report/images/train/grid_a.png", "cls/report/.inputs",
             "data/ImageSets/Segmentation/train.txt", "data/JPEGImages/a.jpg", "data/JPEGImages/b.jpg",
             "data/SegmentationClass/a.png", "data/classes.txt", "data/cls_labels.npy", "data/.route_prepared",
             "new_masks/n1.png", "new_masks/.settings.json", "new_masks/.sources.json", "new_masks/overlay/n1.jpg",

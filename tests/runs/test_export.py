@@ -86,3 +86,15 @@ def test_export_takes_the_words_of_a_run(run, tmp_path, capsys):
     assert main(["export", "voc-test", str(run), f"data.root={moved}"]) == 0
     assert zipfile.ZipFile(run / "export" / "voc2012_test.zip").testzip() is None
     assert (run / "config.yaml").read_text() == saved
+
+
+def test_the_zip_never_lands_on_an_input_or_the_runs_own_files(run, capsys):
+    """--out in the predictions it zips, on the run's config, among the photos: refused in one line, nothing
+    written."""
+    before = {p: p.read_bytes() for p in run.parent.rglob("*") if p.is_file()}
+    for out in (run / "predictions" / "test" / f"{IDS[0]}.png", run / "config.yaml",
+                run.parent / "VOC2012" / "JPEGImages" / "test.zip"):  # fmt: skip
+        assert main(["export", "voc-test", str(run), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("error: ") == 1 and f"{out}: --out " in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in run.parent.rglob("*") if p.is_file()} == before

@@ -52,8 +52,21 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
 
     tmp = tmp_path_factory.mktemp("onnx")
     run = make_run(tmp / "seg", "configs/deeplab/synthetic_cpu.yaml", f"model.backbone_kwargs={TINY_CNN}")
+    for name in (f".model.onnx.{gone_pid()}.q8x1z.wsss.tmp", USERS_TMP):  # a killed earlier export's, a user's
+        (tmp / name).write_bytes(b"partial")
     assert main(["export", "onnx", str(run), "--out", str(tmp / "model.onnx")]) == 0
     return run, tmp / "model.onnx"
+
+
+def gone_pid() -> int:
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+USERS_TMP = ".model.onnx.notes.tmp"  # not wsss's: kept
 
 
 def normalised(photo: Path, meta: dict[str, str]) -> np.ndarray:
@@ -135,3 +148,39 @@ def test_a_network_traced_for_one_size_only_is_refused(tmp_path, capsys):
     line = one_error_line(out)
     assert rc == 1 and "does not export to ONNX for every height and width" in line and "DeepLab runs do" in line
     assert not (tmp_path / "vit.onnx").exists()
+
+
+def test_a_killed_exports_temporary_goes_with_the_next_export(exported):
+    folder = exported[1].parent
+    assert [p.name for p in folder.glob(".model.onnx.*") if p.name.endswith(".wsss.tmp")] == []
+    assert (folder / USERS_TMP).read_bytes() == b"partial"
+
+
+def test_no_output_lands_on_the_runs_own_files(exported, tmp_path, capsys):
+    """--out on the checkpoint it exports (with --overwrite), in the run's checkpoints/ (a best.pt that `wsss
+    predict` would then read), on its config: refused in one line before the run is read; the run is untouched."""
+    run_dir, _ = exported
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    for out in ("checkpoints/last.pt", "checkpoints/best.pt", "config.yaml", "metrics.jsonl"):
+        rc, text = cli(capsys, "export", "onnx", run_dir, "--out", run_dir / out, "--overwrite")
+        assert rc == 1 and f"{run_dir / out}: --out " in one_error_line(text)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    shutil.copy(PHOTOS[0], tmp_path / "photo.jpg")
+    rc, text = cli(capsys, "predict", run_dir, "--images", tmp_path / "photo.jpg", "--out", run_dir / "checkpoints",
+                   "--overwrite", "--quiet")  # fmt: skip
+    assert rc == 1 and "--out names" in one_error_line(text)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.pt"]
+
+
+def test_an_out_that_cannot_be_written_is_one_line_naming_it(exported, tmp_path, capsys):
+    run_dir, _ = exported
+    (tmp_path / "a.onnx").write_bytes(b"x")
+    rc, text = cli(capsys, "export", "onnx", run_dir, "--out", tmp_path / "a.onnx" / "x.onnx")
+    assert rc == 1 and f"{tmp_path / 'a.onnx'} is a file, not a folder" in one_error_line(text)
+
+
+def test_a_checkpoint_not_found_is_named_as_given(exported, tmp_path, capsys):
+    run_dir, _ = exported
+    rc, text = cli(capsys, "export", "onnx", run_dir, "--checkpoint", "m.onnx", "--out", tmp_path / "m.onnx")
+    line = one_error_line(text)
+    assert rc == 1 and line.startswith("error: m.onnx: checkpoint not found (") and "ending in .pt" in line

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import io
 import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -96,7 +97,37 @@ def check_output_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give the name of a file to write (e.g. {path / 'metrics.json'})")
+    if not path.parent.is_dir():
+        _check_folders_above(path)
     return path
+
+
+def _check_folders_above(path: Path) -> None:
+    """OutputError when a folder that ``path`` needs is an existing file (``--out a.onnx/x.onnx``)."""
+    for above in path.parents:
+        if above.is_dir():
+            return
+        if above.exists() or above.is_symlink():
+            raise OutputError(f"{path}: cannot write: {above} is a file, not a folder")
+
+
+def check_output_apart(out: str | os.PathLike, inputs: Iterable[str | os.PathLike], flag: str = "--out") -> Path:
+    """``out`` as a Path when it is none of ``inputs`` and lies inside none of them; ``OutputError`` naming both
+    otherwise. ``inputs``: the files and folders a command reads or must keep (a run's checkpoints and config,
+    ``utils.runlock.run_own_files``; the photos, the masks), so that no output replaces one. Compared resolved (a
+    symlink, ``..``; a hard link is safe, as the atomic write replaces the link, not the file). Call it before the
+    work whose output it is."""
+    out = Path(out)
+    where = out.resolve()
+    for item in inputs:
+        item = Path(item)  # one not there yet counts too: a run's metrics.jsonl that its training will write
+        if where == item.resolve():
+            raise OutputError(f"{out}: {flag} names {item}, an input of this command or a file of the run; "
+                              "choose another path")  # fmt: skip
+        if item.is_dir() and where.is_relative_to(item.resolve()):
+            raise OutputError(f"{out}: {flag} lies in {item}, a folder of this command's inputs or of the run's own "
+                              "files; choose another path")  # fmt: skip
+    return out
 
 
 def check_output_folder(path: str | os.PathLike, names: str) -> Path:
@@ -122,11 +153,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBas
     path = check_output_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    except OSError as e:
-        if e.errno in _WRITE_ERRNOS:
-            raise output_error(path, e) from e
-        raise
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as e:  # the folder cannot be made or written: the user's path named, never the temporary's
+        raise output_error(path, e) from e
     try:
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
@@ -184,6 +213,40 @@ def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     except OSError:
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
+
+
+def _temp_prefix(path: Path) -> str:
+    """``.<name>.<pid>.``: the start of :func:`atomic_write`'s temporary file for ``path``; the pid tells a
+    dead writer's leftover (:func:`remove_dead_temps`) from a live one's."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def remove_dead_temps(path: str | os.PathLike) -> int:
+    """Delete the temporary files that an :func:`atomic_write` of ``path`` left beside it when its process was
+    killed (SIGKILL runs no cleanup): those of ``path``'s name whose writer's pid is gone. A writer of a single
+    file calls it before writing that file again; a live writer's temporary stays. Returns how many went."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return 0
+    gone = 0
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{TEMP_SUFFIX}"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if tmp.is_file() and pid.isdigit() and not pid_alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                gone += 1
+    return gone
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of id ``pid`` exists on this machine (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -165,10 +166,17 @@ def load_torch_file(
     path = Path(path)
     _check_torch_format(path, what)
     try:
-        with torch.serialization.safe_globals(checkpoint_safe_globals()):
+        with torch.serialization.safe_globals(checkpoint_safe_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Detected pickle protocol")  # a plain pickle: refused below in one line
             return torch.load(path if opened is None else opened, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
+        if re.search(r"Unsupported operand \d+", text):  # an opcode that torch.save never writes
+            raise UnsafeCheckpointError(
+                f"{path}: refused to load this {what}: it is a plain pickle, not a file of torch.save, and may hold "
+                "Python objects other than tensors, which could run code when read; give a .pt / .pth written by "
+                "torch.save or a .safetensors file"
+            ) from None
         m = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"`add_safe_globals`,? but got <class '([\w.]+)'>", text)
         if m is None:  # not a refusal: a corrupt file
             raise

@@ -19,7 +19,7 @@ from wsss.core.checkpoint import (
 )
 from wsss.core.config import Config, load_run_config, run_config_path
 from wsss.core.device import resolve_device
-from wsss.core.errors import WSSSError
+from wsss.core.errors import MissingFileError, WSSSError
 from wsss.data.classes import read_classes
 from wsss.engine.train_loop import HookBase
 from wsss.engine.trainer import Trainer, build_optimizer, config_without_gone_starts
@@ -80,6 +80,10 @@ def load_trained_method(
         path = ckpts / "best.pt" if (ckpts / "best.pt").is_file() else ckpts / "last.pt"
     else:
         path = ckpts / f"{checkpoint}.pt" if not checkpoint.endswith(".pt") else Path(checkpoint)
+        if not path.is_file():  # name what was given, not the .pt name made of it
+            names = "" if path == Path(checkpoint) else f"no {path}; "
+            raise MissingFileError(f"{checkpoint}: checkpoint not found ({names}--checkpoint takes best, last, another "
+                                   f"name in {ckpts}, or the path of a file ending in .pt)")  # fmt: skip
     state, sha1 = load_checkpoint_digest(path)
     check_run_checkpoint(state, path)
     if cfg.data.root and Path(cfg.data.root).is_dir():  # a checkpoint copied from another run would write its class ids

@@ -24,6 +24,7 @@ is refused in one line naming the file and what was found.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
 import warnings
@@ -179,12 +180,18 @@ def _is_torchscript(path: Path) -> bool:
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file: the ``safetensors`` package when installed, else this reader
     of the format (8-byte little-endian header length, a JSON header of dtype/shape/data_offsets, the raw
-    little-endian buffer)."""
+    little-endian buffer). WeightLoadError naming the file when it cannot be read (a truncated download)."""
     try:
         from safetensors.torch import load_file
     except ImportError:
-        return _read_safetensors_own(Path(path))
-    return load_file(str(path))
+        load_file = None
+    try:
+        return _read_safetensors_own(Path(path)) if load_file is None else load_file(str(path))
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 (safetensors' SafetensorError, and the own reader's errors)
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightLoadError(f"{path}: cannot read this .safetensors file ({why}; a truncated download?)") from None
 
 
 def _read_safetensors_own(path: Path) -> dict[str, torch.Tensor]:
@@ -193,6 +200,8 @@ def _read_safetensors_own(path: Path) -> dict[str, torch.Tensor]:
         if len(head) != 8:
             raise ValueError("shorter than a safetensors header")
         (length,) = struct.unpack("<Q", head)
+        if length > os.fstat(f.fileno()).st_size - 8:  # before reading it: a damaged length would allocate its size
+            raise ValueError(f"its header length {length:,} is beyond the end of the file")
         header = json.loads(f.read(length))
         buffer = f.read()
     out = {}

@@ -121,6 +121,44 @@ class RouteOptions:
     rounds: int = 0  # self-training: the DeepLab stage again on its own masks of the train photos, N more times
     abstain: bool = False  # the stage's labels 255 where PAR, the CAM's thresholds and the CRF disagree
 
+    def __post_init__(self) -> None:
+        """Each option of the type it is read as (the library API: the CLI's are so already): a path may be an
+        ``os.PathLike``, one path or word a list of one; else a UsageError naming the option."""
+        for name, value in vars(self).items():
+            setattr(self, name, _route_option(name, value))
+
+
+# RouteOptions's fields by the kind of value (the rest are words: str)
+_ROUTE_PATHS = {"data", "out", "labels", "classes", "masks", "clip", "dinov2", "seg", "classifier"}  # presets: files
+_ROUTE_LISTS = {"overrides", "images"}  # of words or paths
+_ROUTE_INTS = {"folds", "rounds", "crf_workers"}
+_ROUTE_BOOLS = {"overwrite", "progress", "plan_only", "abstain"}
+_ROUTE_REQUIRED = {"data", "out", "classifier", "seg", "stage", "folds", "rounds"} | _ROUTE_BOOLS
+
+
+def _route_option(name: str, value: Any) -> Any:
+    """``value`` of the RouteOptions field ``name`` as the route reads it (:meth:`RouteOptions.__post_init__`)."""
+    if value is None and name not in _ROUTE_REQUIRED:
+        return () if name == "overrides" else None
+    if name in _ROUTE_LISTS:
+        items = [value] if isinstance(value, (str, os.PathLike)) else value
+        if isinstance(items, (list, tuple)) and all(isinstance(v, (str, os.PathLike)) for v in items):
+            return [os.fspath(v) for v in items]
+        want = "a list of words" if name == "overrides" else "a list of paths"
+    elif name in _ROUTE_INTS:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        want = "an integer"
+    elif name in _ROUTE_BOOLS:
+        if isinstance(value, bool):
+            return value
+        want = "True or False"
+    elif isinstance(value, str) or (name in _ROUTE_PATHS and isinstance(value, os.PathLike)):
+        return os.fspath(value)
+    else:
+        want = "a path" if name in _ROUTE_PATHS else "a string"
+    raise UsageError(f"RouteOptions.{name}: expected {want}, got {value!r} ({type(value).__name__})")
+
 
 @dataclass
 class Choice:

@@ -215,8 +215,10 @@ def _made_name(folder: Path, name: str) -> bool:
         return name.endswith(".pt")
     if folder.name == "tensorboard":
         return name.startswith("events.out.tfevents.")
-    if "report" in (folder.name, up.name, up.parent.name):  # a run's report: its page, figures, summary
-        return Path(name).suffix in (".html", ".png", ".json")
+    if "report" in (folder.name, up.name, up.parent.name):  # a run's report: its page, figures, summary, fingerprint
+        from wsss.report.html import REPORT_INPUTS
+
+        return Path(name).suffix in (".html", ".png", ".json") or name == REPORT_INPUTS
     if up.name == "ImageSets":  # a dataset's split lists
         return name.endswith(".txt")
     if folder.name in ("JPEGImages", "SegmentationClass") and (up / "ImageSets").is_dir():  # its photos and masks

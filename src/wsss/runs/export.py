@@ -21,11 +21,12 @@ import numpy as np
 from PIL import Image
 
 from wsss.core.errors import DataError
-from wsss.core.files import atomic_write
+from wsss.core.files import atomic_write, check_output_apart, check_output_file, remove_dead_temps
 from wsss.data.classes import read_classes
 from wsss.data.prepare import first
-from wsss.data.voc import VOCDataset
+from wsss.data.voc import IMAGE_DIR, MASK_DIRS, SPLIT_DIR, VOCDataset
 from wsss.utils.io import open_image, read_label_png, voc_palette
+from wsss.utils.runlock import run_own_files
 
 VOC_RESULTS_DIR = "results/VOC2012/Segmentation/{comp}_{split}_cls"
 VOC_TEST_SIZE = 1456  # VOC 2012 segmentation test list (ImageSets/Segmentation/test.txt of the test tar)
@@ -99,7 +100,11 @@ def export_voc_test(
             f"run `wsss predict {run} --split {split}` first"
         )
     out = Path(out) if out is not None else run / "export" / f"voc2012_{split}.zip"
+    root = Path(data_root)
+    check_output_apart(check_output_file(out), [*run_own_files(run), pred_dir, root / IMAGE_DIR, root / SPLIT_DIR,
+                                                *(root / d for d in MASK_DIRS)])  # fmt: skip
     folder = VOC_RESULTS_DIR.format(comp=comp, split=split)
+    remove_dead_temps(out)  # an earlier export of this zip that was killed while writing
     with atomic_write(out) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for id in ds.ids:
             path = pred_dir / f"{id}.png"

@@ -25,9 +25,10 @@ import torch.nn.functional as F
 
 from wsss.cam.multiscale import fuse_pair
 from wsss.core.errors import UsageError
-from wsss.core.files import atomic_write, check_output_file
+from wsss.core.files import atomic_write, check_output_apart, check_output_file, remove_dead_temps
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.runs.run import Run, load_run
+from wsss.utils.runlock import run_own_files
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
@@ -114,10 +115,11 @@ def export_onnx(
     unless ``overwrite``). Raises UsageError for a run without a segmentation head, an ``infer.resize_long`` run, or
     a network that ``torch.export`` cannot trace for every height and width."""
     require_export_packages()  # before the run is loaded: the error names what to install
-    out = check_output_file(out)
+    out = check_output_apart(check_output_file(out), run_own_files(run_dir))
     if out.exists() and not overwrite:
         raise UsageError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
     run = load_run(run_dir, checkpoint=checkpoint, device="cpu", overrides=overrides)
+    check_output_apart(out, [run.checkpoint])  # a --checkpoint outside the run
     if not run.method.has_seg_head:
         raise UsageError(f"{run.dir}: this run (method {run.cfg.method}) has no segmentation network to export")
     if run.cfg.infer.resize_long is not None:
@@ -131,6 +133,7 @@ def export_onnx(
     for key, value in onnx_metadata(run).items():
         model.metadata_props.add(key=key, value=value)
     data = model.SerializeToString()
+    remove_dead_temps(out)  # an earlier export of this file that was killed while writing
     with atomic_write(out) as f:
         f.write(data)
     return OnnxExport(out, str(run.cfg.method), run.class_names)

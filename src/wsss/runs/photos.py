@@ -41,7 +41,7 @@ from wsss.cam import CRFPool
 from wsss.core.config import results_config
 from wsss.core.distributed import rank
 from wsss.core.errors import UsageError
-from wsss.core.files import check_output_folder, is_temp_file, remove_stale_temps
+from wsss.core.files import check_output_apart, check_output_folder, is_temp_file, remove_stale_temps
 from wsss.data.photos import PhotoFolder
 from wsss.runs.jobs import (
     Writes,
@@ -67,7 +67,7 @@ from wsss.runs.stamps import (
 )
 from wsss.runs.tag import DEFAULT_THRESHOLD, tag_labels
 from wsss.utils.io import per_id_path, read_image, save_label_png, save_labelled_cam, save_overlay
-from wsss.utils.runlock import JOB_LOCK_FILE, job_folder_lock
+from wsss.utils.runlock import JOB_LOCK_FILE, job_folder_lock, run_own_files
 
 OVERLAY_DIR, OVERLAY_SUFFIX = "overlay", ".jpg"
 
@@ -200,7 +200,7 @@ def predict_photos(
     :func:`~wsss.runs.jobs.run_predict` (an ensemble: :meth:`Run.with_ensemble` first), which computes each mask
     the same way. Returns ``out``."""
     check_predict(run, tags_from, tag_gate, tag_threshold, labelled_only=False)
-    photos, out = PhotoFolder(images), Path(out)
+    photos, out = PhotoFolder(images), check_output_apart(out, run_own_files(run.dir))
     folders = _outputs(out, {"probs": ".npy"} if save_probs else {}, overlay)
     compute = predict_compute(run, crf=crf, scales=scales, probs_dir=out / "probs" if save_probs else None,
                               tags_from=tags_from, tag_threshold=tag_threshold, tag_gate=tag_gate)  # fmt: skip
@@ -242,7 +242,7 @@ def cam_photos(
     ``wsss cam RUN --images ... cam.bkg_thre=T`` or ``--bkg-thre T``), each photo's classes found by the
     run itself (:func:`_zero_shot_labels`), its maps made as ``wsss cam`` makes them. Returns ``out``."""
     labels_of = _zero_shot_labels(run)
-    photos, out = PhotoFolder(images), Path(out)
+    photos, out = PhotoFolder(images), check_output_apart(out, run_own_files(run.dir))
     thre = run.cfg.cam.bkg_thre
     cams = out / "cams"
     folders = _outputs(out, {"cams": ".npz"}, overlay)

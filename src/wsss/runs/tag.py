@@ -33,6 +33,7 @@ from tqdm import tqdm
 from wsss.core.errors import DataError, UsageError
 from wsss.core.files import atomic_write
 from wsss.data.classes import ClassLookup, split_names
+from wsss.data.prepare.folder import listed_once
 from wsss.data.voc import VOCDataset, labels_from_mask, load_cls_labels, write_cls_labels
 from wsss.runs.run import Run
 
@@ -123,15 +124,18 @@ def read_tags_csv(path: Path, class_names: list[str]) -> tuple[dict[str, np.ndar
     except OSError as e:
         raise DataError(f"{path}: cannot read the tags ({e})") from e
     out = {}
+    firsts: dict[str, str] = {}
     for n, row in enumerate(rows, start=2):
         if "image" not in row or "labels" not in row:
             raise DataError(f"{path}:1: the header needs the columns image and labels")
+        image = (row["image"] or "").strip()
+        listed_once(firsts, image, f"{path}:{n}")
         v = np.zeros(len(class_names) - 1, dtype=np.float32)
         for name in split_names(row["labels"] or ""):
             c = lookup.lookup(name, n)
             if c is not None:
                 v[c - 1] = 1.0  # class c is slot c - 1 of a cls_labels vector
-        out[row["image"].strip()] = v
+        out[image] = v
     lookup.check(path)
     return out, [w for w in [lookup.case_warning(path)] if w]
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from wsss.core.errors import UsageError
-from wsss.core.files import output_error
+from wsss.core.files import output_error, pid_alive
 
 try:
     import fcntl
@@ -48,16 +48,6 @@ def _holder(path: Path) -> tuple[str, str]:
     return fields.get("command", "another process"), f"pid {pid} on {host}, since {since}; {path}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def is_run_dir(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` is a run: it holds the lock file of a training (``wsss train`` leaves it in place), or
     a checkpoint (``checkpoints/*.pt``, a round's ``round_*/checkpoints/*.pt``, or one of ``wsss import``)."""
@@ -66,6 +56,19 @@ def is_run_dir(folder: str | os.PathLike) -> bool:
         return True
     patterns = ("checkpoints/*.pt", "round_*/checkpoints/*.pt")
     return any(p.is_file() for pattern in patterns for p in folder.glob(pattern))
+
+
+# A run's own files and folders (docs/run-directory.md) that no command's output may replace or land in
+RUN_OWN_NAMES = ("config.yaml", "config_changes.jsonl", "metrics.jsonl", "fold_score.json", LOCK_FILE)
+
+
+def run_own_files(run_dir: str | os.PathLike) -> list[Path]:
+    """The files of the run ``run_dir`` that only training writes (:data:`RUN_OWN_NAMES`) and its checkpoint folders
+    (``checkpoints``, a round's ``round_*/checkpoints``): the inputs an output must stay apart from
+    (``core.files.check_output_apart``)."""
+    run_dir = Path(run_dir)
+    return [*(run_dir / name for name in RUN_OWN_NAMES), *sorted(run_dir.glob("checkpoints*")),
+            *sorted(run_dir.glob("round_*/checkpoints*"))]  # fmt: skip
 
 
 def check_run_dir(run_dir: str | os.PathLike, overwrite: bool = False) -> None:
@@ -159,7 +162,7 @@ def _held(folder: Path, lock_file: str, command: str, refusal: Callable[[str, st
         else:  # pragma: no cover - Windows: the pid in the file decides
             fields = dict(ln.split("=", 1) for ln in path.read_text().splitlines() if "=" in ln)
             pid = int(fields.get("pid", "0") or 0)
-            if pid and pid != os.getpid() and _pid_alive(pid):
+            if pid and pid != os.getpid() and pid_alive(pid):
                 raise UsageError(refusal(*_holder(path)))
         info = (f"pid={os.getpid()}\nhost={socket.gethostname()}\nsince={time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
                 f"command={command}\n")  # fmt: skip

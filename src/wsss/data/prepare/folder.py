@@ -89,6 +89,14 @@ from wsss.utils.io import per_id_path, read_text_file, save_label_png
 MAX_LISTED = 50  # input problems listed in the error (all are counted)
 
 
+def listed_once(firsts: dict[str, str], key: str, where: str) -> None:
+    """Record that the image ``key`` has a row at ``where`` ("file:line"); DataError naming both rows when it had one
+    (``firsts``: key -> its first row): a labels file or a ``tags.csv`` lists each photo once."""
+    if key in firsts:
+        raise DataError(f"{where}: image {key!r} is listed twice (first at {firsts[key]})")
+    firsts[key] = where
+
+
 def read_label_file(path: Path, class_names: list[str]) -> tuple[dict[str, tuple[list[int], str]], list[str]]:
     """{image key: (class indices 1..C-1, "file:line" for messages)} from a .csv or .txt label file, and its
     warnings. Class names are matched by ``ClassLookup``: one that differs from a class only in case is taken
@@ -97,10 +105,10 @@ def read_label_file(path: Path, class_names: list[str]) -> tuple[dict[str, tuple
         raise DataError(f"{path}: label file not found")
     lookup = ClassLookup(class_names)
     out: dict[str, tuple[list[int], str]] = {}
+    firsts: dict[str, str] = {}
 
     def add(key: str, classes: list[int], where: str) -> None:
-        if key in out:
-            raise DataError(f"{where}: image {key!r} is listed twice (first at {out[key][1]})")
+        listed_once(firsts, key, where)
         out[key] = (sorted(set(classes)), where)
 
     text = read_text_file(path, "label file")
