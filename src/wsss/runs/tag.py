@@ -36,6 +36,7 @@ from wsss.data.classes import ClassLookup, split_names
 from wsss.data.prepare.folder import listed_once
 from wsss.data.voc import VOCDataset, labels_from_mask, load_cls_labels, write_cls_labels
 from wsss.runs.run import Run
+from wsss.utils.io import csv_rows, read_text_file
 
 TAGS_FILE = "tags.csv"
 DEFAULT_THRESHOLD = 0.1  # a class is a tag at this zero-shot score (`wsss tag --threshold`, `wsss cam --images`)
@@ -118,26 +119,25 @@ def read_tags_csv(path: Path, class_names: list[str]) -> tuple[dict[str, np.ndar
     names are matched as ``wsss prepare folder`` matches a labels file's (``ClassLookup``: one that differs from
     a class only in case is taken as it, with a warning; every unknown one is listed in one DataError)."""
     lookup = ClassLookup(class_names)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the tags ({e})") from e
+    table, column_sep = csv_rows(read_text_file(path, "the tags"))
+    header = [h.strip() for h in table[0]] if table else []
+    rows = [(n, dict(zip(header, r))) for n, r in enumerate(table[1:], start=2) if any(c.strip() for c in r)]
+    if "image" not in header or "labels" not in header:
+        raise DataError(f"{path}:1: the header needs the columns image and labels")
+    notes = [f"{path}: columns separated by {column_sep!r}, not ','"] if column_sep != "," else []
     out = {}
     firsts: dict[str, str] = {}
-    for n, row in enumerate(rows, start=2):
-        if "image" not in row or "labels" not in row:
-            raise DataError(f"{path}:1: the header needs the columns image and labels")
-        image = (row["image"] or "").strip()
+    for n, row in rows:
+        image = (row.get("image") or "").strip()
         listed_once(firsts, image, f"{path}:{n}")
         v = np.zeros(len(class_names) - 1, dtype=np.float32)
-        for name in split_names(row["labels"] or ""):
+        for name in split_names(row.get("labels") or ""):
             c = lookup.lookup(name, n)
             if c is not None:
                 v[c - 1] = 1.0  # class c is slot c - 1 of a cls_labels vector
         out[image] = v
     lookup.check(path)
-    return out, [w for w in [lookup.case_warning(path)] if w]
+    return out, notes + [w for w in [lookup.case_warning(path)] if w]
 
 
 def _compare_with_mask(ds: VOCDataset, id: str, labels: np.ndarray, summary: TagSummary) -> None:

@@ -8,6 +8,7 @@ then ``os.replace``), so a run killed mid-write never leaves a truncated file be
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,6 +56,18 @@ def read_text_file(path: str | os.PathLike, what: str, max_bytes: int | None = N
         return data.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read {what} ({e})") from e
+
+
+#: Column separators of a CSV file: ``,``, or the ``;`` (and tab) a spreadsheet writes where ``,`` is the decimal mark.
+CSV_SEPARATORS = (",", ";", "\t")
+
+
+def csv_rows(text: str) -> tuple[list[list[str]], str]:
+    """The rows of a CSV file's text and their column separator: ``,``, or, when the header line holds no comma, the
+    ``;`` or tab of a spreadsheet saved where ``,`` is the decimal mark (Excel in much of Europe)."""
+    header = text.split("\n", 1)[0]
+    sep = next((s for s in CSV_SEPARATORS if s in header), ",")
+    return list(csv.reader(text.splitlines(), delimiter=sep)), sep
 
 
 def voc_palette(num_colors: int = 256) -> np.ndarray:

@@ -45,7 +45,6 @@ one error and nothing is written. A labelled class with no pixel in the mask is 
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections.abc import Iterator
@@ -84,7 +83,7 @@ from wsss.data.prepare.annotations import (
     read_annotation_labels,
 )
 from wsss.data.voc import IMAGE_EXTS, write_cls_labels
-from wsss.utils.io import per_id_path, read_text_file, save_label_png
+from wsss.utils.io import csv_rows, per_id_path, read_text_file, save_label_png
 
 MAX_LISTED = 50  # input problems listed in the error (all are counted)
 
@@ -133,9 +132,12 @@ def _csv_label_rows(
     by the one other common separator that makes every name a class: ``ClassLookup.separator``, said in
     ``warnings``) or the wide ``image,<class>,...`` with 0/1 columns. Unknown class names are left out
     (``lookup`` has them)."""
-    rows = list(csv.reader(text.splitlines()))
+    rows, column_sep = csv_rows(text)
     if not rows:
         raise DataError(f"{path}: empty label file")
+    if column_sep != ",":
+        warnings.append(f"{path}: columns separated by {column_sep!r}, not ',' (a spreadsheet's CSV where ',' is the "
+                        "decimal mark): read so")  # fmt: skip
     header = [h.strip() for h in rows[0]]
     wide = len(header) > 2 or (len(header) == 2 and lookup.knows(header[1]))
     if not wide and header != ["image", "labels"]:
