@@ -14,7 +14,6 @@ group; killed after a bounded wait), whatever happened.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -164,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         url, token, tasks, config, out = argv[1:6]
         client(url, token, Path(tasks), Path(config), Path(out))
         return 0
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from wsss.cli_common import script_parser
+
+    p = script_parser(__doc__)
     p.add_argument("--venv", required=True, help="a venv with label-studio installed (make test-label-studio's)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="wsss-label-studio-") as work:

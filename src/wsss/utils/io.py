@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
+import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -56,6 +58,31 @@ def read_text_file(path: str | os.PathLike, what: str, max_bytes: int | None = N
         return data.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read {what} ({e})") from e
+
+
+#: The largest JSON file read (an annotation file): well above the official COCO files, which must be read.
+MAX_JSON_BYTES = 4 << 30
+
+
+def read_json(path: Path, what: str = "JSON") -> Any:
+    """The JSON of a regular file of at most ``MAX_JSON_BYTES`` (a FIFO is refused, not waited on); every problem of
+    reading it, nesting too deep for the parser included, a one-line DataError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    with open(fd, encoding="utf-8-sig") as f:  # utf-8-sig: a byte order mark, as some Windows tools write, is read
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(f"{path}: not a regular file, so not read as {what}")
+        if info.st_size > MAX_JSON_BYTES:
+            raise DataError(f"{path}: {info.st_size} bytes, more than the {MAX_JSON_BYTES} a {what} file may have")
+        try:
+            return json.load(f)
+        except RecursionError:
+            raise DataError(f"{path}: cannot read {what} (nested too deeply)") from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise DataError(f"{path}: cannot read {what} ({e})") from None
 
 
 #: Column separators of a CSV file: ``,``, or the ``;`` (and tab) a spreadsheet writes where ``,`` is the decimal mark.

@@ -29,10 +29,8 @@ so an interrupted run continues; every file is written atomically.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import stat
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
@@ -56,7 +54,7 @@ from wsss.data.prepare import (
     write_split,
 )
 from wsss.data.voc import labels_from_mask, write_cls_labels
-from wsss.utils.io import id_problem, max_image_pixels, per_id_path, read_label_png, save_label_png
+from wsss.utils.io import id_problem, max_image_pixels, per_id_path, read_json, read_label_png, save_label_png
 
 #: Official COCO 2014 counts: all images, and images with at least one annotation (docs/datasets.md#coco).
 OFFICIAL_IMAGES = {"train": 82783, "val": 40504}
@@ -68,8 +66,6 @@ FAR_OUTSIDE = 1.0
 #: How long a polygon's edges may run, in multiples of the image's height + width: pycocotools' filler allocates memory
 #: for every point along them, so a zigzag of a few thousand points inside the slack takes gigabytes.
 MAX_EDGE_RUN = 100
-#: The largest JSON annotation file read: well above the official COCO files, which must be read.
-MAX_JSON_BYTES = 4 << 30
 #: Characters of one compressed RLE count: 6 hold any difference of two counts up to ``MAX_PIXELS``.
 MAX_RLE_CHARS = 6
 
@@ -222,27 +218,6 @@ def _convert(job: tuple[str, int, int, list[dict[str, Any]], str, int]) -> tuple
             raise DataError(f"image {id}: {e}") from None
         save_label_png(out, mask)
     return id, labels_from_mask(mask, num_classes)
-
-
-def read_json(path: Path, what: str = "JSON") -> Any:
-    """The JSON of a regular file of at most ``MAX_JSON_BYTES`` (a FIFO is refused, not waited on); every problem of
-    reading it, nesting too deep for the parser included, a one-line DataError."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as e:
-        raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
-    with open(fd, encoding="utf-8-sig") as f:  # utf-8-sig: a byte order mark, as some Windows tools write, is read
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise DataError(f"{path}: not a regular file, so not read as {what}")
-        if info.st_size > MAX_JSON_BYTES:
-            raise DataError(f"{path}: {info.st_size} bytes, more than the {MAX_JSON_BYTES} a {what} file may have")
-        try:
-            return json.load(f)
-        except RecursionError:
-            raise DataError(f"{path}: cannot read {what} (nested too deeply)") from None
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise DataError(f"{path}: cannot read {what} ({e})") from None
 
 
 def load_coco_json(path: Path) -> dict[str, Any]:

@@ -17,7 +17,6 @@ bounded, an RLE must hold exactly width * height * 4 values, points must be fini
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from PIL import Image, ImageDraw
 
 from wsss.core.config import MAX_SIDE
 from wsss.core.errors import DataError
+from wsss.utils.io import read_json
 
 #: The region types that draw an area; any other region (a choice, a rectangle of another tag) is skipped, named.
 AREA_TYPES = ("polygonlabels", "brushlabels")
@@ -163,11 +163,7 @@ class Task:
 
 def read_tasks(path: Path) -> list[Task]:
     """The tasks of an export that have an annotation (not cancelled); DataError for a file that is not an export."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read JSON ({e})") from None
+    data = read_json(path, "Label Studio JSON")
     if not isinstance(data, list) or not all(isinstance(t, dict) and "data" in t for t in data):
         raise DataError(f"{path}: not a Label Studio JSON export (a list of tasks, each with 'data' and 'annotations')")
     out = []
