@@ -298,6 +298,23 @@ def test_overrides_reach_one_training_by_their_prefix_and_a_gpu_is_used(tmp_path
                            overrides=["seg.train.no_such_key=1"]), say=lambda _: None).run()  # fmt: skip
 
 
+def test_a_start_file_word_goes_to_the_run_its_prefix_names_and_a_conflicting_pair_is_refused(tmp_path, synth_root):
+    """`model.pretrained=mbv2.pth` was read as the CLIP file (the route switched to CLIP-ES); `--clip A
+    clip.model.pretrained=B` used A silently."""
+    words = split_overrides(["model.pretrained=mbv2.pth", "options.dino_weights=d", "clip.options.x=1"])
+    assert words == {"cls": ["model.pretrained=mbv2.pth", "options.dino_weights=d"],
+                     "seg": ["model.pretrained=mbv2.pth", "options.dino_weights=d"], "clip": ["options.x=1"]}  # fmt: skip
+    opts = RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True)
+    route = Route(dataclasses.replace(opts, overrides=["model.pretrained=mbv2.pth"]), say=lambda _: None)
+    assert route.mode.value == "none" and route.words["cls"] == route.words["seg"] == ["model.pretrained=mbv2.pth"]
+    clip = Route(dataclasses.replace(opts, clip="a.pt", overrides=["clip.model.pretrained=a.pt"]), say=lambda _: None)
+    assert clip.mode.value == "clip_es" and clip.files["model.pretrained"] == "a.pt"
+    for flags, word in (({"clip": "a.pt"}, "clip.model.pretrained=b.pt"),
+                        ({"clip": "a.pt", "dinov2": "d1"}, "clip.options.dino_weights=d2")):  # fmt: skip
+        with pytest.raises(UsageError, match=rf"--\w+ \S+ and {word}: two files for the CLIP method's"):
+            Route(dataclasses.replace(opts, overrides=[word], **flags), say=lambda _: None)
+
+
 def _classes(tmp_path: Path) -> Path:
     names = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
              "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",

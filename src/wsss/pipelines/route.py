@@ -83,6 +83,8 @@ DEFAULT_FOLDS = 3
 GPU_LOADERS = 4  # data.num_workers of the trainings on a GPU (where it runs, not what it computes)
 STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by folds, or named
 PREFIXES = ("cls", "seg", "clip")  # overrides of one run: cls.KEY=VALUE, seg.KEY=VALUE, clip.KEY=VALUE
+# the words that name a network's start file: without a prefix, never the CLIP method's (split_overrides)
+START_FILE_KEYS = (clip_route.CLIP_KEY, clip_route.DINOV2_KEY)
 ROUTE_FILE, SUMMARY_FILE, FACTS_FILE = "route.json", "summary.json", "data_facts.json"
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
 # What the route makes in OUT: --overwrite with other settings removes the files wsss made there (a file of the user's
@@ -262,7 +264,9 @@ def choose_classifier(facts: DataFacts) -> Choice:
 
 def split_overrides(words: Sequence[str]) -> dict[str, list[str]]:
     """The ``KEY=VALUE`` words of each training: ``cls.KEY=VALUE`` the classifier's, ``seg.KEY=VALUE`` the DeepLab
-    stage's, the others both (in the order given)."""
+    stage's, ``clip.KEY=VALUE`` the CLIP method's, the others all three (in the order given), but for a start file
+    (:data:`START_FILE_KEYS`): without a prefix, the classifier's and the DeepLab stage's. The CLIP method's files are
+    named by their prefix or ``--clip`` / ``--dinov2``, so that a MobileNetV2 file is never read as a CLIP."""
     out: dict[str, list[str]] = {p: [] for p in PREFIXES}
     for word in words:
         key, sep, value = word.partition("=")
@@ -274,8 +278,21 @@ def split_overrides(words: Sequence[str]) -> dict[str, list[str]]:
             out[prefix].append(f"{rest}={value}")
         else:
             for p in PREFIXES:
-                out[p].append(word)
+                if p != "clip" or key.strip() not in START_FILE_KEYS:
+                    out[p].append(word)
     return out
+
+
+def file_words(clip: str | None, dinov2: str | None, words: Sequence[str]) -> list[str]:
+    """``--clip FILE`` and ``--dinov2 FILE`` as the words they stand for (``clip.model.pretrained=FILE``,
+    ``clip.options.dino_weights=FILE``); a word of ``words`` that names another file for the same key is refused,
+    naming both (one input, one meaning)."""
+    flags = (("--clip", clip_route.CLIP_KEY, clip), ("--dinov2", clip_route.DINOV2_KEY, dinov2))
+    for flag, key, value in flags:
+        other = next((w for w in words if _key(w) == f"clip.{key}" and w.partition("=")[2].strip() != value), None)
+        if value and other is not None:
+            raise UsageError(f"{flag} {value} and {other}: two files for the CLIP method's {key}; give one of them")
+    return [f"clip.{key}={value}" for _, key, value in flags if value]
 
 
 def _key(word: str) -> str:
@@ -503,7 +520,7 @@ class Route:
                              "the next)")  # fmt: skip
         if opts.stage not in STAGES:
             raise UsageError(f"--stage {opts.stage!r}: one of {', '.join(STAGES)}")
-        self.words = split_overrides([*opts.overrides, *self._file_words()])
+        self.words = split_overrides([*opts.overrides, *file_words(opts.clip, opts.dinov2, opts.overrides)])
         self.files = clip_route.weight_words(self.words["clip"])
         self.mode = clip_route.choose_mode(self.files.get(clip_route.CLIP_KEY), self.files.get(clip_route.DINOV2_KEY))
         if opts.abstain and self.mode.value != clip_route.NO_CLIP:
@@ -527,11 +544,6 @@ class Route:
         self.new_masks: Path | None = None
 
     # -- settings -----------------------------------------------------------------------------------------------
-    def _file_words(self) -> list[str]:
-        """``--clip FILE`` and ``--dinov2 FILE`` as the words they stand for (docs/own-photos.md#with-clip-files)."""
-        flags = ((clip_route.CLIP_KEY, self.opts.clip), (clip_route.DINOV2_KEY, self.opts.dinov2))
-        return [f"clip.{key}={value}" for key, value in flags if value]
-
     def _tags(self) -> bool:
         """Whether CLIP tags the photos: a folder of photos with its classes and no labels file."""
         return bool(self.opts.classes) and not self.opts.labels
