@@ -302,8 +302,8 @@ def test_a_start_file_word_goes_to_the_run_its_prefix_names_and_a_conflicting_pa
     """`model.pretrained=mbv2.pth` was read as the CLIP file (the route switched to CLIP-ES); `--clip A
     clip.model.pretrained=B` used A silently."""
     words = split_overrides(["model.pretrained=mbv2.pth", "options.dino_weights=d", "clip.options.x=1"])
-    assert words == {"cls": ["model.pretrained=mbv2.pth", "options.dino_weights=d"],
-                     "seg": ["model.pretrained=mbv2.pth", "options.dino_weights=d"], "clip": ["options.x=1"]}  # fmt: skip
+    starts = ["model.pretrained=mbv2.pth", "options.dino_weights=d"]
+    assert words == {"cls": starts, "seg": starts, "clip": ["options.x=1"]}
     opts = RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True)
     route = Route(dataclasses.replace(opts, overrides=["model.pretrained=mbv2.pth"]), say=lambda _: None)
     assert route.mode.value == "none" and route.words["cls"] == route.words["seg"] == ["model.pretrained=mbv2.pth"]
