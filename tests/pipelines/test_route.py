@@ -21,12 +21,13 @@ import pytest
 from conftest import ASSETS, REPO
 from wsss.cli import main
 from wsss.core.config import load_config
-from wsss.core.errors import UsageError
+from wsss.core.errors import ConfigWarning, UsageError
 from wsss.data import VOCDataset
 from wsss.data.views import make_view
 from wsss.data.voc import available_splits, read_split
 from wsss.evaluation import evaluate_arrays
 from wsss.pipelines.route import DataFacts, Route, RouteOptions, choose_classifier, data_files, split_overrides
+from wsss.pipelines.steps import StepRunner
 from wsss.utils.io import read_label_png
 
 # The real_cpu presets shrunk to seconds: two iterations of 64-pixel crops (the presets' MobileNetV2 as it is)
@@ -165,6 +166,24 @@ def test_overwrite_keeps_the_users_files_in_the_routes_folders(partly_masked, tm
     assert not (out / "new_masks/n1.png").exists() and not (out / "new_masks/.sources.json").exists()
     assert said == [f"route: --overwrite kept 2 files that wsss did not make: {out / 'cls/notes.txt'}, "
                     f"{out / 'new_masks/hand.png'}"]  # fmt: skip
+
+
+def test_a_route_killed_before_its_record_continues_and_a_running_one_is_in_use(partly_masked, tmp_path, monkeypatch):
+    """A SIGKILL in a route's first seconds left OUT/.lock alone: every rerun, --overwrite too, was refused as a
+    folder of someone else's files, and so was a second route while the first ran."""
+    out = tmp_path / "route"
+    out.mkdir()
+    (out / ".lock").write_text("pid=999999999\nhost=gone\nsince=yesterday\ncommand=wsss route\n")  # SIGKILLed
+    monkeypatch.setattr(Route, "plan", lambda self: [])
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    opts = RouteOptions(data=str(partly_masked), out=str(out), folds=2)
+    with pytest.warns(ConfigWarning, match=r"route: taken over the lock of wsss route \(pid 999999999 on gone"):
+        Route(opts, say=lambda _: None).run()
+    assert (out / "route.json").is_file()
+    other = tmp_path / "other"
+    in_use = r"other: the run is in use by wsss route \(pid \d+ on .*another --out"
+    with StepRunner(other, command="wsss route").lock(), pytest.raises(UsageError, match=in_use):  # running there
+        Route(dataclasses.replace(opts, out=str(other)), say=lambda _: None).run()
 
 
 def _change(root: Path, what: str) -> None:

@@ -584,9 +584,13 @@ class Route:
 
     def _refuse_a_foreign_out(self) -> None:
         """OUT is a new folder, an empty one, or a route's: a folder of other files is refused (before the route's
-        lock file is put there)."""
-        if not (self.out / ROUTE_FILE).is_file() and self.out.is_dir() and any(self.out.iterdir()):
-            shown = ", ".join(sorted(p.name for p in self.out.iterdir())[:4])
+        lock file is put there). Its lock alone is a route's that stopped before its record (killed; or running:
+        the lock then says so)."""
+        from wsss.utils.runlock import LOCK_FILE
+
+        others = sorted(p.name for p in self.out.iterdir() if p.name != LOCK_FILE) if self.out.is_dir() else []
+        if not (self.out / ROUTE_FILE).is_file() and others:
+            shown = ", ".join(others[:4])
             raise UsageError(f"{self.out}: --out is a folder that holds files ({shown}) but no route ({ROUTE_FILE}); "
                              "give a new or empty folder")  # fmt: skip
 
