@@ -235,9 +235,61 @@ def test_the_data_files_are_the_parts_wsss_reads(synth_root, tmp_path):
     for name in ("route/cls/config.yaml", "runs/other/metrics.jsonl", "notes.txt"):
         (data / name).parent.mkdir(parents=True, exist_ok=True)
         (data / name).write_text("x")
-    assert data_files([data], data / "route") == before and before["files"] > 32
+    assert data_files([data], data / "route") == before and len(before) > 32
     (data / "JPEGImages/extra.jpg").write_bytes(b"x")
-    assert data_files([data], data / "route")["files"] == before["files"] + 1
+    assert set(data_files([data], data / "route")) - set(before) == {str((data / "JPEGImages/extra.jpg").resolve())}
+
+
+def _rewrite_keeping_size_and_time(path: Path) -> None:
+    """``path``'s bytes changed, its size and times kept (`touch -r`): what a stamp by size and time misses."""
+    st, data = path.stat(), bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def test_the_data_files_name_each_files_content_nested_masks_too(synth_root, tmp_path):
+    """A CVAT export's mask edited in SegmentationClass/ was not noticed (a folder's top files only), nor a photo
+    rewritten with its size and time kept; a folder of photos is read at its top, as the photos are."""
+    photos, cvat = tmp_path / "photos", tmp_path / "cvat"
+    shutil.copytree(synth_root / "JPEGImages", photos)
+    (cvat / "SegmentationClass").mkdir(parents=True)
+    (cvat / "labelmap.txt").write_text("background:0,0,0::\n")
+    first = sorted((synth_root / "SegmentationClass").glob("*.png"))[0]
+    shutil.copy(first, cvat / "SegmentationClass" / first.name)
+    before = data_files([photos, cvat], flat=[photos])
+    assert str((cvat / "SegmentationClass" / first.name).resolve()) in before
+    for name in ("sub/x.jpg", ".DS_Store"):  # not read: a subfolder of the photos, a system's hidden file
+        (photos / name).parent.mkdir(exist_ok=True)
+        (photos / name).write_bytes(b"x")
+    (cvat / ".DS_Store").write_bytes(b"x")
+    assert data_files([photos, cvat], flat=[photos]) == before
+    for changed in (cvat / "SegmentationClass" / first.name, sorted(photos.glob("*.jpg"))[0]):
+        _rewrite_keeping_size_and_time(changed)
+        after = data_files([photos, cvat], flat=[photos])
+        assert [k for k in after if after[k] != before[k]] == [str(changed.resolve())]
+        before = after
+
+
+def test_a_refusal_of_changed_data_names_the_files_added_removed_and_changed(synth_root, tmp_path, monkeypatch):
+    data, out = tmp_path / "data", tmp_path / "route"
+    shutil.copytree(synth_root, data)
+    monkeypatch.setattr(Route, "plan", lambda self: [])
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    opts = RouteOptions(data=str(data), out=str(out), folds=2)
+    Route(opts, say=lambda _: None).run()
+    photos = sorted((data / "JPEGImages").glob("*.jpg"))
+    _rewrite_keeping_size_and_time(photos[0])
+    for extra in ("a", "b", "c", "d"):
+        shutil.copy(photos[1], data / f"JPEGImages/{extra}.jpg")
+    photos[2].unlink()
+    named = [str((data / f"JPEGImages/{x}.jpg").resolve()) for x in "abc"]
+    with pytest.raises(UsageError) as refused:
+        Route(opts, say=lambda _: None).run()
+    said = str(refused.value)
+    assert f"(data_files: 4 added: {', '.join(named)} and 1 more; 1 removed: {photos[2].resolve()}; 1 changed: " \
+           f"{photos[0].resolve()}); rerun it as it was" in said and said.count("\n") == 0  # fmt: skip
 
 
 def test_the_choices_follow_the_data(tmp_path):

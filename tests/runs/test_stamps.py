@@ -319,3 +319,28 @@ def test_the_predictions_name_their_fusion_and_an_older_stamp_is_the_default_one
     assert err.startswith(f"error: {run / 'predictions/val'}: holds outputs made with other settings (flip_fuse: 'sum'")
     assert main(["predict", str(run), "--split", "val", "infer.flip_fuse=mean", "--overwrite", "--quiet"]) == 0
     assert json.loads(stamp_file.read_text())["flip_fuse"] == "mean"
+
+
+def test_a_photo_rewritten_with_its_size_and_time_kept_loses_its_outputs_and_a_moved_one_keeps_them(tmp_path):
+    """A photo's record was its size and time: bytes rewritten with both kept (`touch -r`) kept the old mask. It is
+    its content now, which a photo copied or moved elsewhere keeps."""
+    from wsss.runs.stamps import SOURCES_FILE, photo_record, read_sources, refresh_sources
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir(), out.mkdir()
+    for id in "ab":
+        (photos / f"{id}.jpg").write_bytes(f"photo {id}".encode() * 100)
+    refresh_sources(out, [".png"], {i: photo_record(photos / f"{i}.jpg") for i in "ab"})  # the job's, then its masks
+    for id in "ab":
+        (out / f"{id}.png").write_bytes(b"mask")
+    moved = tmp_path / "moved"
+    shutil.copytree(photos, moved)  # a copy: new times, the same bytes
+    assert refresh_sources(out, [".png"], {i: photo_record(moved / f"{i}.jpg") for i in "ab"}) == set()
+    a = moved / "a.jpg"
+    st = a.stat()
+    a.write_bytes(b"PHOTO a" + a.read_bytes()[7:])
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert a.stat().st_size == st.st_size and a.stat().st_mtime_ns == st.st_mtime_ns
+    assert refresh_sources(out, [".png"], {i: photo_record(moved / f"{i}.jpg") for i in "ab"}) == {"a"}
+    assert not (out / "a.png").exists() and (out / "b.png").read_bytes() == b"mask"
+    assert read_sources(out)["a"] == photo_record(a) and (out / SOURCES_FILE).is_file()

@@ -51,7 +51,6 @@ command runs (``core.config.EXECUTION_KEYS``: ``run.device``, ``run.threads``, `
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import statistics
@@ -195,36 +194,59 @@ def data_facts(root: str | os.PathLike) -> DataFacts:
     )  # fmt: skip
 
 
-def data_files(paths: Sequence[Path], out: Path | None = None) -> dict[str, Any]:
-    """What names the content of the route's inputs (the dataset, or the photos, labels, classes and masks given): how
-    many files they hold and a digest of each one's name, size and modification time (``runs.stamps.photo_record``,
-    as a per-id job names a photo). A photo replaced, added or removed, labels edited, a mask added: another value,
-    and the route's trainings were made of the other data. Of a dataset, the parts wsss reads (photos, masks, split
-    lists, labels, classes); of another folder, its files (not its subfolders', as the photos are read)."""
-    from wsss.runs.stamps import photo_record
+def data_files(paths: Sequence[Path], out: Path | None = None, flat: Sequence[Path] = ()) -> dict[str, str]:
+    """What names the content of the route's inputs (the dataset, or the photos, labels, classes and masks given):
+    each file's path (resolved) and the digest of its bytes (``runs.stamps.content_digest``: a file rewritten with
+    its size and time kept is another). A photo replaced, added or removed, labels edited, a mask added or redrawn
+    (in a CVAT export's ``SegmentationClass/`` too): another value, and the route's trainings were made of the other
+    data (:func:`data_files_change` names the files). Of a dataset, the parts wsss reads (photos, masks, split lists,
+    labels, classes); of a folder of ``flat``, its files (the photos, read so); of another folder, every file in it
+    and its subfolders (a mask export's layout). The files are read by a few threads (most of the time is the disk's
+    and the digest's, both outside Python's lock)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    digest, count = hashlib.sha1(usedforsecurity=False), 0
-    for given in paths:
-        for path in _input_files(given, out):
-            digest.update(
-                f"{path.relative_to(given) if path != given else given.name}\0{photo_record(path)}\n".encode()
-            )
-            count += 1
-    return {"files": count, "sha1": digest.hexdigest()[:16]}
+    from wsss.runs.stamps import content_digest
+
+    files = [f for given in paths for f in _input_files(given, out, flat=given in flat)]
+    names = [str(f.resolve()) for f in files]
+    with ThreadPoolExecutor(DIGEST_THREADS) as pool:
+        return dict(sorted(zip(names, pool.map(content_digest, files), strict=True)))
 
 
-def _input_files(given: Path, out: Path | None) -> list[Path]:
+DIGEST_THREADS = 4  # data_files' readers: the disk and the digest run outside Python's lock
+
+
+def data_files_change(old: Any, new: Any, shown: int = 3) -> str:
+    """How the data files ``old`` (a :func:`data_files` recorded) became ``new``, naming the first ``shown`` files
+    added, removed and changed."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return f"{old!r} -> {new!r}"
+    if set(old) == {"files", "sha1"}:  # a record of an older wsss: a digest of the names, sizes and times
+        return f"recorded by size and time ({old['files']} files), now by content ({len(new)} files)"
+    parts = []
+    for what, names in (("added", [n for n in new if n not in old]), ("removed", [n for n in old if n not in new]),
+                        ("changed", [n for n in new if n in old and old[n] != new[n]])):  # fmt: skip
+        if names:
+            more = f" and {len(names) - shown} more" if len(names) > shown else ""
+            parts.append(f"{len(names)} {what}: {', '.join(names[:shown])}{more}")
+    return "; ".join(parts)
+
+
+def _input_files(given: Path, out: Path | None, flat: bool = False) -> list[Path]:
     """The files of the input ``given`` that :func:`data_files` names (``out``, the route's folder, left out; links to
-    folders followed, a view's photos, each folder once)."""
+    folders followed, each folder once; hidden files and folders, a system's, left out of a folder that is no
+    dataset): a dataset's parts, the top of a ``flat`` folder, or every file under another folder."""
     from wsss.data.classes import CLASSES_FILE
     from wsss.data.voc import CLS_LABELS_FILE, IMAGE_DIR, MASK_DIRS
 
     if not given.is_dir():
         return [given]
-    if not (given / "ImageSets").is_dir():
-        return sorted(p for p in given.iterdir() if p.is_file())
+    if flat:
+        return sorted(p for p in given.iterdir() if p.is_file() and not p.name.startswith("."))
+    dataset = (given / "ImageSets").is_dir()
+    parts = sorted({IMAGE_DIR, *MASK_DIRS, "ImageSets", CLS_LABELS_FILE, CLASSES_FILE}) if dataset else ["."]
     files, seen = [], {os.path.realpath(out)} if out is not None else set()
-    for part in sorted({IMAGE_DIR, *MASK_DIRS, "ImageSets", CLS_LABELS_FILE, CLASSES_FILE}):
+    for part in parts:
         if (given / part).is_file():
             files.append(given / part)
         for folder, dirs, names in os.walk(given / part, followlinks=True):
@@ -232,8 +254,8 @@ def _input_files(given: Path, out: Path | None) -> list[Path]:
                 dirs[:] = []
                 continue
             seen.add(os.path.realpath(folder))
-            dirs.sort()
-            files += [Path(folder) / n for n in sorted(names)]
+            dirs[:] = sorted(d for d in dirs if dataset or not d.startswith("."))
+            files += [Path(folder) / n for n in sorted(names) if dataset or not n.startswith(".")]
     return files
 
 
@@ -568,10 +590,11 @@ class Route:
             return None if path is None else str(Path(path).resolve())
 
         given = (self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks)
+        photos = [Path(self.opts.data)] if self._prepares() else []  # a folder of photos: its top, as they are read
         return {
             "data": resolved(self.opts.data), "labels": resolved(self.opts.labels),
             "classes": resolved(self.opts.classes), "masks": resolved(self.opts.masks),
-            "data_files": data_files([Path(p) for p in given if p], self.out),
+            "data_files": data_files([Path(p) for p in given if p], self.out, flat=photos),
             "classifier": self.opts.classifier, "seg": self.opts.seg, "stage": self.opts.stage,
             "folds": self.opts.folds, "cls_overrides": computed_words(self.words["cls"]),
             "seg_overrides": computed_words(self.words["seg"]),
@@ -602,7 +625,8 @@ class Route:
         mine = self.settings()
         given = [self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks, *(self.opts.images or [])]
         own = (*OWN_OUTPUTS, *self._round_dirs())
-        self.runner.settle(mine, overwrite=self.opts.overwrite, own=own, inputs=[Path(p) for p in given if p])
+        self.runner.settle(mine, overwrite=self.opts.overwrite, own=own, inputs=[Path(p) for p in given if p],
+                           shown={"data_files": data_files_change})  # fmt: skip
         kept = self.runner.kept
         if kept:
             shown = ", ".join(str(p) for p in kept[:3]) + (f" (and {len(kept) - 3} more)" if len(kept) > 3 else "")

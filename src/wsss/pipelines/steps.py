@@ -8,7 +8,7 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,16 +74,22 @@ class StepRunner:
                             "written by something else); use another --out")  # fmt: skip
         return settings
 
-    def settle(self, mine: dict[str, Any], *, overwrite: bool, own: Sequence[str], inputs: Sequence[Path]) -> None:
-        """``mine`` checked against the recorded settings: others are refused, naming them, unless ``overwrite``
-        (the files wsss made in the folder's own outputs ``own`` are then removed, :func:`remove_made`, unless an input
-        lies inside one; a file of the user's there stays, listed in :attr:`kept`)."""
+    def settle(
+        self, mine: dict[str, Any], *, overwrite: bool, own: Sequence[str], inputs: Sequence[Path],
+        shown: Mapping[str, Callable[[Any, Any], str]] | None = None,
+    ) -> None:  # fmt: skip
+        """``mine`` checked against the recorded settings: others are refused, naming them (``shown[key](old, new)``
+        says how a setting changed, where given), unless ``overwrite`` (the files wsss made in the folder's own
+        outputs ``own`` are then removed, :func:`remove_made`, unless an input lies inside one; a file of the user's
+        there stays, listed in :attr:`kept`)."""
         theirs = self.recorded()
         changed = changed_settings(mine, theirs) if theirs is not None else []
         if theirs is None or not changed:
             return
         if not overwrite:
-            listing = "; ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in changed)
+            say = shown or {}
+            listing = "; ".join(f"{k}: {say[k](theirs.get(k), mine.get(k))}" if k in say
+                                else f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in changed)  # fmt: skip
             raise UsageError(f"{self.record_file}: this route was run with other settings ({listing}); rerun it as it "
                              "was to continue it, pass --overwrite to make it again with these (the route's outputs "
                              "in that folder are replaced), or use another --out")  # fmt: skip

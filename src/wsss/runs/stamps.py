@@ -21,6 +21,7 @@ writes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -252,14 +253,21 @@ def write_stamp(folder: str | Path, settings: Mapping[str, Any]) -> None:
         f.write("\n")
 
 
-def photo_record(path: str | Path) -> list[int] | None:
-    """What names a photo's file in :data:`SOURCES_FILE`: [its size, its modification time in ns]; None when it
-    cannot be read (its id is then always done again, and the job reports the photo)."""
+def content_digest(path: str | Path) -> str:
+    """The SHA-1 of a file's bytes (its first 16 hex digits): what names a file's content in a stamp, whatever its
+    name, place and times (a file rewritten with its size and time kept is another; a copy or a move is the same).
+    Not a security check. SHA-1: the fastest of hashlib's digests here (BENCHMARKS.md#what-a-content-stamp-costs)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()[:16]
+
+
+def photo_record(path: str | Path) -> list[Any] | None:
+    """What names a photo's file in :data:`SOURCES_FILE`: [its size, its content digest (:func:`content_digest`)];
+    None when it cannot be read (its id is then always done again, and the job reports the photo)."""
     try:
-        st = os.stat(path)
+        return [os.stat(path).st_size, content_digest(path)]
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns]
 
 
 def read_sources(folder: str | Path) -> dict[str, Any] | None:
@@ -276,7 +284,7 @@ def read_sources(folder: str | Path) -> dict[str, Any] | None:
 
 
 def refresh_sources(
-    folder: str | Path, suffixes: Iterable[str], records: Mapping[str, list[int] | None]
+    folder: str | Path, suffixes: Iterable[str], records: Mapping[str, list[Any] | None]
 ) -> set[str]:  # fmt: skip
     """Before a job writes into ``folder`` (one process, the folder held): the outputs of each id whose photo is not
     the one they were made of are removed, and the photos' records are written into :data:`SOURCES_FILE`.
