@@ -21,13 +21,13 @@ import pytest
 from conftest import ASSETS, REPO
 from wsss.cli import main
 from wsss.core.config import load_config
-from wsss.core.errors import ConfigWarning, UsageError
+from wsss.core.errors import ConfigWarning, DataError, UsageError
 from wsss.data import VOCDataset
 from wsss.data.views import make_view
 from wsss.data.voc import available_splits, read_split
 from wsss.evaluation import evaluate_arrays
 from wsss.pipelines.route import DataFacts, Route, RouteOptions, choose_classifier, data_files, split_overrides
-from wsss.pipelines.steps import StepRunner
+from wsss.pipelines.steps import Step, StepRunner
 from wsss.utils.io import read_label_png
 
 # The real_cpu presets shrunk to seconds: two iterations of 64-pixel crops (the presets' MobileNetV2 as it is)
@@ -186,6 +186,11 @@ def test_a_route_killed_before_its_record_continues_and_a_running_one_is_in_use(
         Route(dataclasses.replace(opts, out=str(other)), say=lambda _: None).run()
 
 
+def _one_step(route: Route) -> list[Step]:
+    """A plan of one step that reads nothing (its inputs accepted once it finished)."""
+    return [Step("check", "wsss check-data", lambda: None)]
+
+
 def _change(root: Path, what: str) -> None:
     """The dataset ``root`` changed as a user changes it between two runs of a route."""
     train = read_split(root, "train")
@@ -214,7 +219,7 @@ def test_a_route_whose_data_changed_is_refused_unless_overwrite(synth_root, tmp_
     data, out = tmp_path / "data", tmp_path / "route"
     shutil.copytree(synth_root, data)
     (data / f"SegmentationClass/{read_split(data, 'train')[0]}.png").unlink()  # the mask a user adds later
-    monkeypatch.setattr(Route, "plan", lambda self: [])
+    monkeypatch.setattr(Route, "plan", _one_step)
     monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     opts = RouteOptions(data=str(data), out=str(out), folds=2)
     Route(opts, say=lambda _: None).run()
@@ -275,7 +280,7 @@ def test_the_data_files_name_each_files_content_nested_masks_too(synth_root, tmp
 def test_a_refusal_of_changed_data_names_the_files_added_removed_and_changed(synth_root, tmp_path, monkeypatch):
     data, out = tmp_path / "data", tmp_path / "route"
     shutil.copytree(synth_root, data)
-    monkeypatch.setattr(Route, "plan", lambda self: [])
+    monkeypatch.setattr(Route, "plan", _one_step)
     monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     opts = RouteOptions(data=str(data), out=str(out), folds=2)
     Route(opts, say=lambda _: None).run()
@@ -290,6 +295,44 @@ def test_a_refusal_of_changed_data_names_the_files_added_removed_and_changed(syn
     said = str(refused.value)
     assert f"(data_files: 4 added: {', '.join(named)} and 1 more; 1 removed: {photos[2].resolve()}; 1 changed: " \
            f"{photos[0].resolve()}); rerun it as it was" in said and said.count("\n") == 0  # fmt: skip
+
+
+def test_a_route_whose_first_step_failed_on_bad_input_continues_once_it_is_fixed(synth_root, tmp_path, monkeypatch):
+    """Step 1 failed on bad data after route.json was written: the fixed input was then refused as a change of
+    data_files until --overwrite. Its inputs are accepted once step 1 has finished; a change after that is refused."""
+    data, out = tmp_path / "data", tmp_path / "route"
+    shutil.copytree(synth_root, data)
+    bad = data / "JPEGImages/broken.jpg"
+    bad.write_bytes(b"not a photo")
+
+    def check() -> None:
+        if bad.exists():
+            raise DataError(f"{bad}: not a photo")
+
+    ran: list[str] = []
+    monkeypatch.setattr(
+        Route,
+        "plan",
+        lambda self: [
+            Step("check", "wsss check-data", check),
+            Step("train", "wsss train", lambda: ran.append("train")),
+        ],
+    )
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    opts = RouteOptions(data=str(data), out=str(out), folds=2)
+    with pytest.raises(DataError, match="broken.jpg: not a photo"):
+        Route(opts, say=lambda _: None).run()
+    assert json.loads((out / "route.json").read_text())["first_step_done"] is False and ran == []
+    bad.unlink()  # fixed
+    said: list[str] = []
+    Route(opts, say=said.append).run()
+    assert ran == ["train"] and "route: its first step never finished with the settings recorded in" in said[0]
+    assert json.loads((out / "route.json").read_text())["first_step_done"] is True
+    Route(opts, say=lambda _: None).run()  # the same data: it continues
+    assert json.loads((out / "route.json").read_text())["first_step_done"] is True and ran == ["train"] * 2
+    bad.write_bytes(b"not a photo")
+    with pytest.raises(UsageError, match=r"other settings \(data_files: 1 added: .*broken.jpg\)"):
+        Route(opts, say=lambda _: None).run()
 
 
 def test_the_choices_follow_the_data(tmp_path):

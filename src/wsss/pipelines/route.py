@@ -64,7 +64,7 @@ from typing import Any
 from wsss.core.config import Config, load_config, replace_setting, resolve_epochs
 from wsss.core.errors import UsageError
 from wsss.core.files import atomic_write, check_output_folder
-from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, computed_words, remove_made
+from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, changed_settings, computed_words, remove_made
 from wsss.runs import clip_route, gpus
 
 # the route's options that its cross-validation did not adopt: why, in their printed reasons
@@ -86,6 +86,8 @@ PREFIXES = ("cls", "seg", "clip")  # overrides of one run: cls.KEY=VALUE, seg.KE
 START_FILE_KEYS = (clip_route.CLIP_KEY, clip_route.DINOV2_KEY)
 ROUTE_FILE, SUMMARY_FILE, FACTS_FILE = "route.json", "summary.json", "data_facts.json"
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
+# route.json's mark of a first step (prepare or check-data) finished: before it, its settings made nothing
+FIRST_STEP_DONE = "first_step_done"
 # What the route makes in OUT: --overwrite with other settings removes the files wsss made there (a file of the user's
 # stays: pipelines.steps.remove_made) and makes them again
 MASKS_DIR = "masks"  # every train and val photo's mask, in one folder
@@ -550,6 +552,7 @@ class Route:
         if opts.rounds and self.mode.value == clip_route.WECLIP:
             raise UsageError("--rounds: rounds of the DeepLab stage; WeCLIP+ has none (drop --dinov2 for CLIP-ES)")
         self.processes = 1  # a training's processes, a per-photo step's shares: the CUDA devices (set by the plan)
+        self.first_step_done = False  # whether route.json's settings have passed the step that reads the inputs
         self.runner = StepRunner(self.out, command="wsss route", record=ROUTE_FILE)
         self.choices: dict[str, Choice] = {}
         self.times = self.runner.times
@@ -621,8 +624,16 @@ class Route:
         """This route's settings (:meth:`settings`), checked against those ``OUT/route.json`` records
         (:meth:`StepRunner.settle`: others refused, naming them, unless ``overwrite``). Recorded once the plan has
         taken them (a mistyped override word is then refused unrecorded, and the corrected command is no change of
-        settings)."""
+        settings). Settings whose first step (prepare, or check-data: the one that reads the inputs) never finished
+        made nothing: these replace them (a route stopped by bad input continues once the input is fixed)."""
         mine = self.settings()
+        theirs = self.runner.recorded()
+        if theirs is not None and self.runner.recorded_field(FIRST_STEP_DONE) is False:
+            if changed_settings(mine, theirs):
+                self.say(f"route: its first step never finished with the settings recorded in {self.runner.record_file}"
+                         " (nothing was made of them): these replace them")  # fmt: skip
+            self.first_step_done = False
+            return mine
         given = [self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks, *(self.opts.images or [])]
         own = (*OWN_OUTPUTS, *self._round_dirs())
         self.runner.settle(mine, overwrite=self.opts.overwrite, own=own, inputs=[Path(p) for p in given if p],
@@ -631,6 +642,7 @@ class Route:
         if kept:
             shown = ", ".join(str(p) for p in kept[:3]) + (f" (and {len(kept) - 3} more)" if len(kept) > 3 else "")
             self.say(f"route: --overwrite kept {len(kept)} files that wsss did not make: {shown}")
+        self.first_step_done = theirs is not None and not changed_settings(mine, theirs)
         return mine
 
     # -- the plan -----------------------------------------------------------------------------------------------
@@ -1148,12 +1160,15 @@ class Route:
         with self.runner.lock():
             settings = self._settle_settings()
             steps = self.plan()
-            self.runner.record(settings)
+            self.runner.record(settings, **{FIRST_STEP_DONE: self.first_step_done})
             self._save_facts()
             for i, step in enumerate(steps, 1):
                 self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
                 self.runner.run(step.title, step.command, step.work)
                 self.say(f"[{i}/{len(steps)}] {step.title} done in {_duration(self.times[step.title])}")
+                if not self.first_step_done:  # its inputs read and accepted: a change of them is now refused
+                    self.first_step_done = True
+                    self.runner.record(settings, **{FIRST_STEP_DONE: True})
                 if step.title == "prepare" and data_facts(self._facts().root) != self.facts:
                     steps[i:] = self.plan()[1:]  # the choices again, from the prepared data where it differs
                     self._save_facts()

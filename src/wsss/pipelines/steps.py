@@ -74,6 +74,13 @@ class StepRunner:
                             "written by something else); use another --out")  # fmt: skip
         return settings
 
+    def recorded_field(self, key: str) -> Any:
+        """A field of ``out``'s record beside its settings (:meth:`record`'s ``extra``); None without it."""
+        try:
+            return json.loads(self.record_file.read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            return None
+
     def settle(
         self, mine: dict[str, Any], *, overwrite: bool, own: Sequence[str], inputs: Sequence[Path],
         shown: Mapping[str, Callable[[Any, Any], str]] | None = None,
