@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import REPO
 from wsss.cli import main
 from wsss.core.checkpoint import load_checkpoint, save_checkpoint
+from wsss.core.errors import UsageError
 from wsss.data import VOCDataset
 from wsss.data.voc import IMAGE_DIR, load_cls_labels, write_cls_labels
 from wsss.utils.io import read_label_png
@@ -344,3 +347,36 @@ def test_a_photo_rewritten_with_its_size_and_time_kept_loses_its_outputs_and_a_m
     assert refresh_sources(out, [".png"], {i: photo_record(moved / f"{i}.jpg") for i in "ab"}) == {"a"}
     assert not (out / "a.png").exists() and (out / "b.png").read_bytes() == b"mask"
     assert read_sources(out)["a"] == photo_record(a) and (out / SOURCES_FILE).is_file()
+
+
+def test_a_stamp_of_this_wsss_with_an_empty_section_is_not_called_an_older_wsss(tmp_path):
+    """A WeCLIP+ run's masks, predicted again after its CLIP files moved, were refused as stamped 'by an older wsss'
+    (its options.arch was {} in the stamp, read off the checkpoint now): a value that differs, named as one."""
+    from wsss.runs.stamps import check_stamp, write_stamp
+
+    old = {"model": {"network": {"options": {"arch": {}, "dino_weights": "/a/dino.pth"}}}}
+    new = {"model": {"network": {"options": {"arch": {"width": 8}, "dino_weights": "/b/dino.pth"}}}}
+    write_stamp(tmp_path, old)
+    (tmp_path / "a.png").write_bytes(b"mask")
+    with pytest.raises(UsageError) as refused:
+        check_stamp(tmp_path, new)
+    assert "older wsss" not in str(refused.value)
+    assert "made with other settings (model.network.options.arch: {} -> {width: 8}; " in str(refused.value)
+
+
+def test_the_network_of_a_stamp_is_what_was_built_not_where_its_start_files_lie(tmp_path):
+    """The stamp of a CLIP method's outputs named its weight files by their paths (options.dino_weights,
+    options.weights): moved, the same run was another model. The checkpoint's digest names the weights; the
+    stamp names what the build read off the files."""
+    from wsss.core.config import load_config
+    from wsss.runs.run import network_settings
+
+    cfg = load_config(str(REPO / "configs/weclip_plus/synthetic_cpu.yaml"))
+    built = {"arch": {"width": 8}, "quick_gelu": True}
+    here = replace(cfg, options={**cfg.options, "dino_weights": "/a/dino.pth", "weights": "/a/clip.pt", "arch": {}})
+    moved = replace(cfg, options={**cfg.options, "dino_weights": "", "weights": "/a/clip.pt", "arch": {"width": 8}})
+    assert network_settings(here, built) == network_settings(moved, built)
+    assert "dino_weights" not in network_settings(here, built)["options"]
+    assert network_settings(here, built)["options"]["arch"] == {"width": 8}
+    other = replace(cfg, options={**cfg.options, "decoder_heads": 99})
+    assert network_settings(other, built) != network_settings(here, built)  # an option that builds: another model

@@ -85,9 +85,11 @@ def unknown(old: Any, new: Mapping[str, Any]) -> str | None:
 
 
 def _lacking(old: Any, new: Any, key: str) -> str | None:
-    """The first dotted key that ``new`` has and ``old`` lacks, at any depth (an ensemble's members, the tagger)."""
+    """The first dotted key that ``new`` has and ``old`` lacks, at any depth (an ensemble's members, the tagger). An
+    empty mapping lacks nothing: it is a value (``options.arch: {}``, a CLIP's architecture before its file was read),
+    which :func:`differences` names, not a stamp of an older wsss."""
     old, new = _section(old), _section(new)
-    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)) or not old:
         return None
     for k in sorted(new):
         dotted = f"{key}.{k}" if key else str(k)
