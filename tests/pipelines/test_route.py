@@ -21,7 +21,7 @@ import pytest
 from conftest import ASSETS, REPO
 from wsss.cli import main
 from wsss.core.config import load_config
-from wsss.core.errors import ConfigWarning, DataError, UsageError
+from wsss.core.errors import ConfigError, ConfigWarning, DataError, UsageError
 from wsss.data import VOCDataset
 from wsss.data.views import make_view
 from wsss.data.voc import available_splits, read_split
@@ -105,6 +105,16 @@ def test_the_route_end_to_end_on_the_synthetic_set(partly_masked, tmp_path, caps
         Route(RouteOptions(data=str(partly_masked), out=str(out), folds=0, overrides=TINY)).run()
     # where it runs is no setting: another number of CRF processes continues the route
     assert main([*argv[:6], "--crf-workers", "1", "--quiet", *TINY]) == 0
+    # moved elsewhere, it continues there (it was refused, advising an option the route does not take): what its
+    # runs recorded of OUT is re-based, nothing is made again
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)
+    capsys.readouterr()
+    assert main([*argv[:3], str(moved), *argv[4:]]) == 0
+    said = capsys.readouterr().out
+    assert f"route: {out.resolve()} is now {moved.resolve()}: re-based in " in said
+    assert said.count("newer than every output of its run, kept") == 2
+    assert all(np.array_equal(before[k], v) for k, v in _masks(moved / "masks").items()) and _masks(moved / "masks")
 
 
 def test_a_changed_setting_is_refused_on_the_command_line_and_a_foreign_folder_too(partly_masked, tmp_path, capsys):
@@ -184,6 +194,25 @@ def test_a_route_killed_before_its_record_continues_and_a_running_one_is_in_use(
     in_use = r"other: the run is in use by wsss route \(pid \d+ on .*another --out"
     with StepRunner(other, command="wsss route").lock(), pytest.raises(UsageError, match=in_use):  # running there
         Route(dataclasses.replace(opts, out=str(other)), say=lambda _: None).run()
+
+
+def test_a_run_of_the_route_with_another_saved_config_advises_only_the_routes_options(synth_root, tmp_path):
+    """A run of the route whose config.yaml says otherwise than the route's record advised --allow-config-change,
+    which the route does not take."""
+    from wsss.core.config import save_config
+    from wsss.pipelines.route import run_config, train_run
+
+    run_dir = tmp_path / "route/cls"
+    cfg = run_config("wsss::cam/real_cpu.yaml", [f"data.root={synth_root}", *TINY], run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    save_config(run_config("wsss::cam/real_cpu.yaml", [f"data.root={synth_root}", *TINY, "train.lr=0.5"], run_dir),
+                run_dir / "config.yaml")  # fmt: skip
+    (run_dir / "checkpoints/last.pt").write_bytes(b"")
+    with pytest.raises(ConfigError) as refused:
+        train_run(cfg, progress=False, check=False, own=True)
+    assert str(refused.value).endswith("resuming would mix them. Rerun the route as it was recorded, or use another "
+                                       "--out")  # fmt: skip
+    assert "train.lr: 0.5 -> " in str(refused.value)
 
 
 def _one_step(route: Route) -> list[Step]:
@@ -332,6 +361,28 @@ def test_a_route_whose_first_step_failed_on_bad_input_continues_once_it_is_fixed
     assert json.loads((out / "route.json").read_text())["first_step_done"] is True and ran == ["train"] * 2
     bad.write_bytes(b"not a photo")
     with pytest.raises(UsageError, match=r"other settings \(data_files: 1 added: .*broken.jpg\)"):
+        Route(opts, say=lambda _: None).run()
+
+
+def test_a_record_of_an_older_wsss_continues_while_its_data_is_as_it_recorded(synth_root, tmp_path, monkeypatch):
+    """route.json of an older wsss names its data by the files' names, sizes and times: the route continues over the
+    same data (then records it by content), and refuses a change, saying how it was recorded."""
+    from wsss.pipelines.route import legacy_data_files
+
+    data, out = tmp_path / "data", tmp_path / "route"
+    shutil.copytree(synth_root, data)
+    monkeypatch.setattr(Route, "plan", _one_step)
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    opts = RouteOptions(data=str(data), out=str(out), folds=2)
+    Route(opts, say=lambda _: None).run()
+    record = json.loads((out / "route.json").read_text())
+    older = {"settings": {**record["settings"], "data_files": legacy_data_files([data], out)}}
+    (out / "route.json").write_text(json.dumps(older))
+    Route(opts, say=lambda _: None).run()
+    assert json.loads((out / "route.json").read_text())["settings"] == record["settings"]  # by content now
+    (out / "route.json").write_text(json.dumps(older))
+    _change(data, "labels edited")
+    with pytest.raises(UsageError, match=r"\(data_files: recorded by size and time \(\d+ files\), now by content"):
         Route(opts, say=lambda _: None).run()
 
 

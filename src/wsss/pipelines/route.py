@@ -218,6 +218,26 @@ def data_files(paths: Sequence[Path], out: Path | None = None, flat: Sequence[Pa
 DIGEST_THREADS = 4  # data_files' readers: the disk and the digest run outside Python's lock
 
 
+def legacy_data_files(paths: Sequence[Path], out: Path | None = None) -> dict[str, Any]:
+    """:func:`data_files` as an older wsss recorded it: how many files and a digest of each one's name, size and
+    modification time (a folder that is no dataset: its top files). A route.json of it continues while its data is
+    as it recorded; the rerun then records the files by content."""
+    import hashlib
+
+    digest, count = hashlib.sha1(usedforsecurity=False), 0
+    for given in paths:
+        dataset = given.is_dir() and (given / "ImageSets").is_dir()
+        files = sorted(p for p in given.iterdir() if p.is_file()) if given.is_dir() and not dataset else None
+        for path in files if files is not None else _input_files(given, out):
+            try:
+                record: list[int] | None = [path.stat().st_size, path.stat().st_mtime_ns]
+            except OSError:
+                record = None
+            digest.update(f"{path.relative_to(given) if path != given else given.name}\0{record}\n".encode())
+            count += 1
+    return {"files": count, "sha1": digest.hexdigest()[:16]}
+
+
 def data_files_change(old: Any, new: Any, shown: int = 3) -> str:
     """How the data files ``old`` (a :func:`data_files` recorded) became ``new``, naming the first ``shown`` files
     added, removed and changed."""
@@ -371,6 +391,9 @@ def run_config(preset: str, words: Sequence[str], run_dir: str | os.PathLike, *,
 
 # A route's data that fails check-data: what its user can do (the route has no --skip-check of its own)
 ROUTE_CHECK_ADVICE = "fix it and run again, or run the steps by hand (`wsss train --skip-check` trains without it)"
+# A run of the route whose saved config is not what the route's record makes of it (edited, or of another wsss's
+# presets): the options the route has
+ROUTE_CHANGE_ADVICE = "Rerun the route as it was recorded, or use another --out"
 
 
 def train_run(cfg: Config, *, progress: bool = True, check: bool = True, own: bool = False) -> dict[str, Any]:
@@ -385,7 +408,7 @@ def train_run(cfg: Config, *, progress: bool = True, check: bool = True, own: bo
 
     if check:
         check_training_data(cfg, progress=progress, advice=ROUTE_CHECK_ADVICE)
-    return train(cfg, progress=progress, overwrite=own)
+    return train(cfg, progress=progress, overwrite=own, change_advice=ROUTE_CHANGE_ADVICE if own else None)
 
 
 def stage_words(
@@ -553,6 +576,8 @@ class Route:
             raise UsageError("--rounds: rounds of the DeepLab stage; WeCLIP+ has none (drop --dinov2 for CLIP-ES)")
         self.processes = 1  # a training's processes, a per-photo step's shares: the CUDA devices (set by the plan)
         self.first_step_done = False  # whether route.json's settings have passed the step that reads the inputs
+        self.start_files: dict[str, str] = {}  # each start file of the overrides (resolved) -> its content digest
+        self.as_given: dict[str, str] = {}  # a start file's word by content -> the word as given
         self.runner = StepRunner(self.out, command="wsss route", record=ROUTE_FILE)
         self.choices: dict[str, Choice] = {}
         self.times = self.runner.times
@@ -599,14 +624,68 @@ class Route:
             "classes": resolved(self.opts.classes), "masks": resolved(self.opts.masks),
             "data_files": data_files([Path(p) for p in given if p], self.out, flat=photos),
             "classifier": self.opts.classifier, "seg": self.opts.seg, "stage": self.opts.stage,
-            "folds": self.opts.folds, "cls_overrides": computed_words(self.words["cls"]),
-            "seg_overrides": computed_words(self.words["seg"]),
+            "folds": self.opts.folds, "cls_overrides": self._by_content(computed_words(self.words["cls"])),
+            "seg_overrides": self._by_content(computed_words(self.words["seg"])),
             # a CLIP mode's words (its files among them): none in the route without CLIP, whose record stays as it was
-            **({"clip_overrides": computed_words(self.words["clip"])} if self.mode.value != clip_route.NO_CLIP else {}),
+            **({"clip_overrides": self._by_content(computed_words(self.words["clip"]))}
+               if self.mode.value != clip_route.NO_CLIP else {}),
             # the candidates past the first labels, recorded where given: a record without them is the plain route's
             **({"rounds": self.opts.rounds} if self.opts.rounds else {}),
             **({"abstain": True} if self.opts.abstain else {}),
         }  # fmt: skip
+
+    def _by_content(self, words: list[str]) -> list[str]:
+        """``words`` with each start file that is there (:data:`START_FILE_KEYS`) named by its content
+        (``model.pretrained=content:1a2b...``; :attr:`start_files`): a file moved with its content kept is the same
+        setting, its new place re-based into the route's runs (:meth:`_rebase`)."""
+        from wsss.runs.stamps import content_digest
+
+        named = []
+        for word in words:
+            key, _, value = word.partition("=")
+            path = Path(value.strip()).expanduser()
+            if key.strip() in START_FILE_KEYS and value.strip() and path.exists():
+                where = str(path.resolve())
+                self.start_files.setdefault(where, content_digest(path))
+                self.as_given[f"{key}=content:{self.start_files[where]}"] = word
+                word = f"{key}=content:{self.start_files[where]}"
+            named.append(word)
+        return named
+
+    def _as_recorded(self, mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+        """``mine`` as a record of an older wsss names what this one names by content, where that record names the
+        same: the data files by their names, sizes and times (:func:`legacy_data_files`), the start files by path."""
+        same = dict(mine)
+        old = theirs.get("data_files")
+        given = [Path(p) for p in (self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks) if p]
+        if isinstance(old, dict) and set(old) == {"files", "sha1"} and old == legacy_data_files(given, self.out):
+            same["data_files"] = old
+        for key in ("cls_overrides", "seg_overrides", "clip_overrides"):
+            by_path = [self.as_given.get(w, w) for w in mine.get(key) or []]
+            if key in mine and theirs.get(key) == by_path:
+                same[key] = by_path
+        return same
+
+    def _record(self, settings: dict[str, Any]) -> None:
+        """``OUT/route.json``: the settings, whether their first step finished, where OUT and the start files were
+        (what a rerun from elsewhere re-bases: :meth:`_rebase`)."""
+        self.runner.record(settings, **{FIRST_STEP_DONE: self.first_step_done}, out=str(self.out.resolve()),
+                           start_files=self.start_files)  # fmt: skip
+
+    def _rebase(self) -> None:
+        """OUT moved or copied since the record, or a start file moved with its content kept: the paths its runs'
+        configs and its stamps record re-based (``pipelines.steps.rebase_paths``), so that the route continues."""
+        from wsss.pipelines.steps import rebase_paths
+
+        moves, was = {}, self.runner.recorded_field("out")
+        if isinstance(was, str) and was != str(self.out.resolve()):
+            moves[was] = str(self.out.resolve())
+        recorded = self.runner.recorded_field("start_files")
+        before = {d: p for p, d in recorded.items()} if isinstance(recorded, dict) else {}
+        moves |= {before[d]: p for p, d in self.start_files.items() if before.get(d, p) != p}
+        rewritten = rebase_paths(self.out, moves)
+        for old, new in moves.items():
+            self.say(f"route: {old} is now {new}: re-based in {len(rewritten)} files of its runs")
 
     def _refuse_a_foreign_out(self) -> None:
         """OUT is a new folder, an empty one, or a route's: a folder of other files is refused (before the route's
@@ -628,6 +707,7 @@ class Route:
         made nothing: these replace them (a route stopped by bad input continues once the input is fixed)."""
         mine = self.settings()
         theirs = self.runner.recorded()
+        compared = mine if theirs is None else self._as_recorded(mine, theirs)
         if theirs is not None and self.runner.recorded_field(FIRST_STEP_DONE) is False:
             if changed_settings(mine, theirs):
                 self.say(f"route: its first step never finished with the settings recorded in {self.runner.record_file}"
@@ -636,13 +716,13 @@ class Route:
             return mine
         given = [self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks, *(self.opts.images or [])]
         own = (*OWN_OUTPUTS, *self._round_dirs())
-        self.runner.settle(mine, overwrite=self.opts.overwrite, own=own, inputs=[Path(p) for p in given if p],
+        self.runner.settle(compared, overwrite=self.opts.overwrite, own=own, inputs=[Path(p) for p in given if p],
                            shown={"data_files": data_files_change})  # fmt: skip
         kept = self.runner.kept
         if kept:
             shown = ", ".join(str(p) for p in kept[:3]) + (f" (and {len(kept) - 3} more)" if len(kept) > 3 else "")
             self.say(f"route: --overwrite kept {len(kept)} files that wsss did not make: {shown}")
-        self.first_step_done = theirs is not None and not changed_settings(mine, theirs)
+        self.first_step_done = theirs is not None and not changed_settings(compared, theirs)
         return mine
 
     # -- the plan -----------------------------------------------------------------------------------------------
@@ -1159,8 +1239,9 @@ class Route:
         t0 = time.monotonic()
         with self.runner.lock():
             settings = self._settle_settings()
+            self._rebase()
             steps = self.plan()
-            self.runner.record(settings, **{FIRST_STEP_DONE: self.first_step_done})
+            self._record(settings)
             self._save_facts()
             for i, step in enumerate(steps, 1):
                 self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
@@ -1168,7 +1249,7 @@ class Route:
                 self.say(f"[{i}/{len(steps)}] {step.title} done in {_duration(self.times[step.title])}")
                 if not self.first_step_done:  # its inputs read and accepted: a change of them is now refused
                     self.first_step_done = True
-                    self.runner.record(settings, **{FIRST_STEP_DONE: True})
+                    self._record(settings)
                 if step.title == "prepare" and data_facts(self._facts().root) != self.facts:
                     steps[i:] = self.plan()[1:]  # the choices again, from the prepared data where it differs
                     self._save_facts()

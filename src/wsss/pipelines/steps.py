@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -166,6 +167,28 @@ class StepRunner:
                 continue
             total[entry["step"]] = total.get(entry["step"], 0.0) + float(entry["seconds"])
         return total
+
+
+REBASED = ("config.yaml", ".settings.json")  # what records paths a rerun compares: a run's config, a job's stamp
+
+
+def rebase_paths(out: Path, moves: Mapping[str, str]) -> list[Path]:
+    """Each path of ``moves`` (old -> new: the pipeline's folder moved or copied, an input moved with its content
+    kept) replaced where ``out`` records it for a rerun to compare (:data:`REBASED`: a run's saved config, a per-id
+    job's settings stamp), a path under it too (``OLD/cls`` -> ``NEW/cls``); the files rewritten (atomically)."""
+    if not moves:
+        return []
+    olds = "|".join(re.escape(old) for old in sorted(moves, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w.~/-])(?:{olds})(?=[/\\\"'\s,\]}}]|$)", re.M)  # a whole path, or one under it
+    rewritten = []
+    for path in sorted(p for name in REBASED for p in out.rglob(name) if p.is_file() and not p.is_symlink()):
+        text = path.read_text(encoding="utf-8")
+        new = pattern.sub(lambda m: moves[m.group(0)], text)
+        if new != text:
+            with atomic_write(path, "w") as f:
+                f.write(new)
+            rewritten.append(path)
+    return rewritten
 
 
 # The files a run folder holds of its own (docs/run-directory.md), by the folder they are in: the run's top, its

@@ -258,7 +258,13 @@ def write_stamp(folder: str | Path, settings: Mapping[str, Any]) -> None:
 def content_digest(path: str | Path) -> str:
     """The SHA-1 of a file's bytes (its first 16 hex digits): what names a file's content in a stamp, whatever its
     name, place and times (a file rewritten with its size and time kept is another; a copy or a move is the same).
-    Not a security check. SHA-1: the fastest of hashlib's digests here (BENCHMARKS.md#what-a-content-stamp-costs)."""
+    Of a folder (a Hugging Face weight folder), the digest of its files' names and digests. Not a security check.
+    SHA-1: the fastest of hashlib's digests here (BENCHMARKS.md#what-a-content-stamp-costs)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        listing = "".join(f"{p.relative_to(path).as_posix()}\0{content_digest(p)}\n" for p in files)
+        return hashlib.sha1(listing.encode(), usedforsecurity=False).hexdigest()[:16]
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha1").hexdigest()[:16]
 
