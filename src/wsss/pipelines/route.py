@@ -336,7 +336,14 @@ def file_words(clip: str | None, dinov2: str | None, words: Sequence[str]) -> li
         other = next((w for w in words if _key(w) == f"clip.{key}" and w.partition("=")[2].strip() != value), None)
         if value and other is not None:
             raise UsageError(f"{flag} {value} and {other}: two files for the CLIP method's {key}; give one of them")
-    return [f"clip.{key}={value}" for _, key, value in flags if value]
+    return [f"clip.{key}={_resolved_file(value)}" for _, key, value in flags if value]
+
+
+def _resolved_file(value: str) -> str:
+    """A file given to a flag, resolved where it is there (as ``model.pretrained`` is in a run's config): its runs
+    record where it was, which a move re-bases (:meth:`Route._rebase`)."""
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
 
 
 def _key(word: str) -> str:
@@ -647,7 +654,8 @@ class Route:
             if key.strip() in START_FILE_KEYS and value.strip() and path.exists():
                 where = str(path.resolve())
                 self.start_files.setdefault(where, content_digest(path))
-                self.as_given[f"{key}=content:{self.start_files[where]}"] = word
+                typed = {_resolved_file(v): v for v in (self.opts.clip, self.opts.dinov2) if v}.get(value, value)
+                self.as_given[f"{key}=content:{self.start_files[where]}"] = f"{key}={typed}"  # as an older wsss had it
                 word = f"{key}=content:{self.start_files[where]}"
             named.append(word)
         return named
