@@ -259,7 +259,7 @@ def content_digest(path: str | Path) -> str:
     """The SHA-1 of a file's bytes (its first 16 hex digits): what names a file's content in a stamp, whatever its
     name, place and times (a file rewritten with its size and time kept is another; a copy or a move is the same).
     Of a folder (a Hugging Face weight folder), the digest of its files' names and digests. Not a security check.
-    SHA-1: the fastest of hashlib's digests here (BENCHMARKS.md#what-a-content-stamp-costs)."""
+    SHA-1: the fastest of hashlib's digests here (BENCHMARKS.md, Inference speed and memory)."""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file())
