@@ -44,7 +44,9 @@ the GPU presets (``configs/*/route_gpu.yaml``); with several, one torchrun proce
 
 Overrides: ``KEY=VALUE`` words of the config (docs/configs.md); ``cls.KEY=VALUE`` sets the classifier's only,
 ``seg.KEY=VALUE`` the DeepLab stage's (its folds' too), ``clip.KEY=VALUE`` the CLIP method's, a word without a
-prefix all (``run.seed=1``). Where a
+prefix all (``run.seed=1``) but the CLIP method for a start file (``model.pretrained=``: :func:`split_overrides`). A
+start file is a setting by its content; OUT moved or copied, or a start file moved, is re-based into the route's runs
+(:meth:`Route._rebase`). Where a
 command runs (``core.config.EXECUTION_KEYS``: ``run.device``, ``run.threads``, ``data.num_workers``,
 ``infer.crf_workers``) is no setting of the route: a route stopped on one machine continues on another.
 """
