@@ -350,18 +350,32 @@ def test_a_photo_rewritten_with_its_size_and_time_kept_loses_its_outputs_and_a_m
 
 
 def test_a_stamp_of_this_wsss_with_an_empty_section_is_not_called_an_older_wsss(tmp_path):
-    """A WeCLIP+ run's masks, predicted again after its CLIP files moved, were refused as stamped 'by an older wsss'
-    (its options.arch was {} in the stamp, read off the checkpoint now): a value that differs, named as one."""
+    """A section stamped empty ({}) and named now lacks no setting: it is a value that changed, named as one (a
+    WeCLIP+ run's masks after its CLIP files moved were refused as stamped 'by an older wsss')."""
     from wsss.runs.stamps import check_stamp, write_stamp
 
-    old = {"model": {"network": {"options": {"arch": {}, "dino_weights": "/a/dino.pth"}}}}
-    new = {"model": {"network": {"options": {"arch": {"width": 8}, "dino_weights": "/b/dino.pth"}}}}
-    write_stamp(tmp_path, old)
+    write_stamp(tmp_path, {"model": {"sha1": "a"}, "infer": {"crf": {}}})
     (tmp_path / "a.png").write_bytes(b"mask")
     with pytest.raises(UsageError) as refused:
-        check_stamp(tmp_path, new)
+        check_stamp(tmp_path, {"model": {"sha1": "a"}, "infer": {"crf": {"w": 3}}})
     assert "older wsss" not in str(refused.value)
-    assert "made with other settings (model.network.options.arch: {} -> {width: 8}; " in str(refused.value)
+    assert "made with other settings (infer.crf: {} -> {w: 3}); pass --overwrite" in str(refused.value)
+
+
+def test_a_clip_methods_stamp_of_an_older_wsss_is_read_as_this_one_names_the_network(tmp_path):
+    """An older wsss stamped a CLIP method's network with its files' paths and its architecture empty: the same
+    model (its checkpoint's digest) keeps its outputs; another checkpoint does not."""
+    from wsss.runs.stamps import check_stamp, write_stamp
+
+    options = {"arch": {}, "dino_arch": {}, "weights": "/a/clip.pt", "dino_weights": "/a/dino.pth", "heads": 2}
+    write_stamp(tmp_path, {"model": {"sha1": "a", "network": {"options": options}}})
+    (tmp_path / "a.png").write_bytes(b"mask")
+    built = {"arch": {"width": 8}, "dino_arch": {"depth": 2}, "heads": 2}
+    check_stamp(tmp_path, {"model": {"sha1": "a", "network": {"options": built}}})
+    with pytest.raises(UsageError, match=r"other settings \(model.network.options.heads: 2 -> 3"):
+        check_stamp(tmp_path, {"model": {"sha1": "a", "network": {"options": {**built, "heads": 3}}}})
+    with pytest.raises(UsageError, match=r"other settings \(model.sha1: 'a' -> 'b'\)"):
+        check_stamp(tmp_path, {"model": {"sha1": "b", "network": {"options": built}}})
 
 
 def test_the_network_of_a_stamp_is_what_was_built_not_where_its_start_files_lie(tmp_path):

@@ -65,10 +65,36 @@ IMPLIED = {"resize_long": None, "scale_resize": "size", "flip_fuse": "sum", "sca
 
 def with_implied(old: Any, new: Any) -> Any:
     """``old`` (a stamp read back) with each setting of :data:`IMPLIED` that it lacks and ``new`` has (at its top
-    level) given its implied value."""
+    level) given its implied value, and each network in it as this wsss names one (:func:`as_built`)."""
     if isinstance(old, Mapping) and isinstance(new, Mapping) and old != _UNREADABLE:
-        return {**old, **{k: v for k, v in IMPLIED.items() if k in new and k not in old}}
+        return as_built({**old, **{k: v for k, v in IMPLIED.items() if k in new and k not in old}}, new)
     return old
+
+
+# The options an older wsss named in a stamp's network that this one leaves out (``runs.run.network_settings``):
+# where a CLIP method's files were, which the checkpoint's digest in the same stamp makes needless; and those it
+# stamped empty that this one names as built (``Method.built_options``: the architectures read off those files)
+FILE_OPTIONS = ("weights", "dino_weights")
+BUILT_OPTIONS = ("arch", "dino_arch")
+
+
+def as_built(old: Any, new: Any) -> Any:
+    """``old`` with each ``network`` in it (a model's, at any depth) as ``new`` names it where an older wsss named it
+    otherwise (its options name a file, :data:`FILE_OPTIONS`): without those files' options that ``new`` lacks, and
+    an architecture it stamped empty (:data:`BUILT_OPTIONS`) as ``new`` has it. The model's weights are named by the
+    checkpoint's digest beside it, which the comparison still checks."""
+    if isinstance(old, list) and isinstance(new, list):
+        return [as_built(o, n) for o, n in zip(old, new, strict=False)] + old[len(new) :]
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+        return old
+    out = {k: as_built(v, new[k]) if k in new else v for k, v in old.items()}
+    mine, theirs = (d.get("network", {}).get("options") if isinstance(d.get("network"), Mapping) else None
+                    for d in (new, old))  # fmt: skip
+    if isinstance(mine, Mapping) and isinstance(theirs, Mapping) and any(k in theirs for k in FILE_OPTIONS):
+        options = {k: v for k, v in theirs.items() if k in mine or k not in FILE_OPTIONS}
+        options |= {k: mine[k] for k in BUILT_OPTIONS if theirs.get(k) == {} and k in mine}
+        out["network"] = {**out["network"], "options": options}
+    return out
 
 
 def unknown(old: Any, new: Mapping[str, Any]) -> str | None:
