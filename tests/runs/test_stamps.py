@@ -5,6 +5,7 @@ classes, or of other class names, is refused: one check for every split job)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import replace
@@ -347,6 +348,10 @@ def test_a_photo_rewritten_with_its_size_and_time_kept_loses_its_outputs_and_a_m
     assert refresh_sources(out, [".png"], {i: photo_record(moved / f"{i}.jpg") for i in "ab"}) == {"a"}
     assert not (out / "a.png").exists() and (out / "b.png").read_bytes() == b"mask"
     assert read_sources(out)["a"] == photo_record(a) and (out / SOURCES_FILE).is_file()
+    # the records of an older wsss (size, time) still name their photos: nothing made again for the upgrade
+    b = moved / "b.jpg"
+    (out / SOURCES_FILE).write_text(json.dumps({"b": [b.stat().st_size, b.stat().st_mtime_ns]}))
+    assert refresh_sources(out, [".png"], {"b": photo_record(b)}) == set() and (out / "b.png").is_file()
 
 
 def test_a_stamp_of_this_wsss_with_an_empty_section_is_not_called_an_older_wsss(tmp_path):

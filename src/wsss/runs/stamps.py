@@ -296,12 +296,23 @@ def content_digest(path: str | Path) -> str:
 
 
 def photo_record(path: str | Path) -> list[Any] | None:
-    """What names a photo's file in :data:`SOURCES_FILE`: [its size, its content digest (:func:`content_digest`)];
-    None when it cannot be read (its id is then always done again, and the job reports the photo)."""
+    """What names a photo's file in :data:`SOURCES_FILE`: [its size, its content digest (:func:`content_digest`), its
+    modification time in ns]; None when it cannot be read (its id is then always done again, and the job reports
+    the photo). The size and the digest name the photo (:func:`same_photo`); the time, a record of an older wsss."""
     try:
-        return [os.stat(path).st_size, content_digest(path)]
+        st = os.stat(path)
+        return [st.st_size, content_digest(path), st.st_mtime_ns]
     except OSError:
         return None
+
+
+def same_photo(old: Any, new: list[Any]) -> bool:
+    """Whether the record ``old`` (read back) names the photo of ``new`` (:func:`photo_record`): the same size and
+    content (a copy or a move keeps them, a rewrite with its size and time kept does not). A record of an older wsss,
+    [size, time], is compared as it was made."""
+    if isinstance(old, list) and len(old) == 2 and all(isinstance(v, int) for v in old):
+        return old == [new[0], new[2]]
+    return isinstance(old, list) and old[:2] == new[:2]
 
 
 def read_sources(folder: str | Path) -> dict[str, Any] | None:
@@ -332,7 +343,7 @@ def refresh_sources(
     (kept, a photo replaced meanwhile kept its old mask). Returns the ids whose outputs went."""
     folder = Path(folder)
     old = read_sources(folder)
-    stale = {i for i, r in records.items() if r is None or old is None or old.get(i) != r}
+    stale = {i for i, r in records.items() if r is None or old is None or not same_photo(old.get(i), r)}
     gone = set()
     for id in sorted(stale):
         for suffix in suffixes:
