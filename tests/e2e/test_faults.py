@@ -22,7 +22,7 @@ from faults_helpers import one_error_line as _one_error_line
 from faults_helpers import write_checkpoint as _checkpoint
 from wsss.cli import main
 from wsss.core.config import load_config
-from wsss.core.errors import ConfigError, DataError, UsageError
+from wsss.core.errors import ConfigError, ConfigWarning, DataError, UsageError
 from wsss.data import VOCDataset, check_dataset
 from wsss.data.voc import read_split
 from wsss.engine.validate import validate
@@ -168,7 +168,8 @@ def test_a_stale_lock_of_a_killed_run_is_taken_over(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / ".lock").write_text("pid=999999999\nhost=gone\nsince=yesterday\n")  # left by a SIGKILLed run
-    with run_dir_lock(run) as path:
+    taken = r"taken over the lock of another process \(pid 999999999 on gone"
+    with pytest.warns(ConfigWarning, match=taken), run_dir_lock(run) as path:
         assert f"pid={os.getpid()}" in path.read_text()
     with run_dir_lock(run):  # released on exit
         pass

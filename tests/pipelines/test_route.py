@@ -21,12 +21,13 @@ import pytest
 from conftest import ASSETS, REPO
 from wsss.cli import main
 from wsss.core.config import load_config
-from wsss.core.errors import UsageError
+from wsss.core.errors import ConfigError, ConfigWarning, DataError, UsageError
 from wsss.data import VOCDataset
 from wsss.data.views import make_view
 from wsss.data.voc import available_splits, read_split
 from wsss.evaluation import evaluate_arrays
 from wsss.pipelines.route import DataFacts, Route, RouteOptions, choose_classifier, data_files, split_overrides
+from wsss.pipelines.steps import Step, StepRunner
 from wsss.utils.io import read_label_png
 
 # The real_cpu presets shrunk to seconds: two iterations of 64-pixel crops (the presets' MobileNetV2 as it is)
@@ -104,6 +105,15 @@ def test_the_route_end_to_end_on_the_synthetic_set(partly_masked, tmp_path, caps
         Route(RouteOptions(data=str(partly_masked), out=str(out), folds=0, overrides=TINY)).run()
     # where it runs is no setting: another number of CRF processes continues the route
     assert main([*argv[:6], "--crf-workers", "1", "--quiet", *TINY]) == 0
+    # moved elsewhere, it continues there (it was refused, advising an option the route does not take): what its
+    # runs recorded of OUT is re-based, nothing is made again
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)
+    capsys.readouterr()
+    assert main([*argv[:3], str(moved), *argv[4:]]) == 0
+    said = capsys.readouterr().out
+    assert f"route: {out.resolve()} is now {moved.resolve()}: re-based in " in said
+    assert all(np.array_equal(before[k], v) for k, v in _masks(moved / "masks").items()) and _masks(moved / "masks")
 
 
 def test_a_changed_setting_is_refused_on_the_command_line_and_a_foreign_folder_too(partly_masked, tmp_path, capsys):
@@ -167,6 +177,48 @@ def test_overwrite_keeps_the_users_files_in_the_routes_folders(partly_masked, tm
                     f"{out / 'new_masks/hand.png'}"]  # fmt: skip
 
 
+def test_a_route_killed_before_its_record_continues_and_a_running_one_is_in_use(partly_masked, tmp_path, monkeypatch):
+    """A SIGKILL in a route's first seconds left OUT/.lock alone: every rerun, --overwrite too, was refused as a
+    folder of someone else's files, and so was a second route while the first ran."""
+    out = tmp_path / "route"
+    out.mkdir()
+    (out / ".lock").write_text("pid=999999999\nhost=gone\nsince=yesterday\ncommand=wsss route\n")  # SIGKILLed
+    monkeypatch.setattr(Route, "plan", lambda self: [])
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    opts = RouteOptions(data=str(partly_masked), out=str(out), folds=2)
+    with pytest.warns(ConfigWarning, match=r"route: taken over the lock of wsss route \(pid 999999999 on gone"):
+        Route(opts, say=lambda _: None).run()
+    assert (out / "route.json").is_file()
+    other = tmp_path / "other"
+    in_use = r"other: the run is in use by wsss route \(pid \d+ on .*another --out"
+    with StepRunner(other, command="wsss route").lock(), pytest.raises(UsageError, match=in_use):  # running there
+        Route(dataclasses.replace(opts, out=str(other)), say=lambda _: None).run()
+
+
+def test_a_run_of_the_route_with_another_saved_config_advises_only_the_routes_options(synth_root, tmp_path):
+    """A run of the route whose config.yaml says otherwise than the route's record advised --allow-config-change,
+    which the route does not take."""
+    from wsss.core.config import save_config
+    from wsss.pipelines.route import run_config, train_run
+
+    run_dir = tmp_path / "route/cls"
+    cfg = run_config("wsss::cam/real_cpu.yaml", [f"data.root={synth_root}", *TINY], run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    save_config(run_config("wsss::cam/real_cpu.yaml", [f"data.root={synth_root}", *TINY, "train.lr=0.5"], run_dir),
+                run_dir / "config.yaml")  # fmt: skip
+    (run_dir / "checkpoints/last.pt").write_bytes(b"")
+    with pytest.raises(ConfigError) as refused:
+        train_run(cfg, progress=False, check=False, own=True)
+    assert str(refused.value).endswith("resuming would mix them. Rerun the route as it was recorded, or use another "
+                                       "--out")  # fmt: skip
+    assert "train.lr: 0.5 -> " in str(refused.value)
+
+
+def _one_step(route: Route) -> list[Step]:
+    """A plan of one step that reads nothing (its inputs accepted once it finished)."""
+    return [Step("check", "wsss check-data", lambda: None)]
+
+
 def _change(root: Path, what: str) -> None:
     """The dataset ``root`` changed as a user changes it between two runs of a route."""
     train = read_split(root, "train")
@@ -195,7 +247,7 @@ def test_a_route_whose_data_changed_is_refused_unless_overwrite(synth_root, tmp_
     data, out = tmp_path / "data", tmp_path / "route"
     shutil.copytree(synth_root, data)
     (data / f"SegmentationClass/{read_split(data, 'train')[0]}.png").unlink()  # the mask a user adds later
-    monkeypatch.setattr(Route, "plan", lambda self: [])
+    monkeypatch.setattr(Route, "plan", _one_step)
     monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     opts = RouteOptions(data=str(data), out=str(out), folds=2)
     Route(opts, say=lambda _: None).run()
@@ -216,9 +268,145 @@ def test_the_data_files_are_the_parts_wsss_reads(synth_root, tmp_path):
     for name in ("route/cls/config.yaml", "runs/other/metrics.jsonl", "notes.txt"):
         (data / name).parent.mkdir(parents=True, exist_ok=True)
         (data / name).write_text("x")
-    assert data_files([data], data / "route") == before and before["files"] > 32
+    assert data_files([data], data / "route") == before and len(before) > 32
     (data / "JPEGImages/extra.jpg").write_bytes(b"x")
-    assert data_files([data], data / "route")["files"] == before["files"] + 1
+    assert set(data_files([data], data / "route")) - set(before) == {str((data / "JPEGImages/extra.jpg").resolve())}
+
+
+def _rewrite_keeping_size_and_time(path: Path) -> None:
+    """``path``'s bytes changed, its size and times kept (`touch -r`): what a stamp by size and time misses."""
+    st, data = path.stat(), bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def test_the_data_files_name_each_files_content_nested_masks_too(synth_root, tmp_path):
+    """A CVAT export's mask edited in SegmentationClass/ was not noticed (a folder's top files only), nor a photo
+    rewritten with its size and time kept; a folder of photos is read at its top, as the photos are."""
+    photos, cvat = tmp_path / "photos", tmp_path / "cvat"
+    shutil.copytree(synth_root / "JPEGImages", photos)
+    (cvat / "SegmentationClass").mkdir(parents=True)
+    (cvat / "labelmap.txt").write_text("background:0,0,0::\n")
+    first = sorted((synth_root / "SegmentationClass").glob("*.png"))[0]
+    shutil.copy(first, cvat / "SegmentationClass" / first.name)
+    before = data_files([photos, cvat], flat=[photos])
+    assert str((cvat / "SegmentationClass" / first.name).resolve()) in before
+    for name in ("sub/x.jpg", ".DS_Store"):  # not read: a subfolder of the photos, a system's hidden file
+        (photos / name).parent.mkdir(exist_ok=True)
+        (photos / name).write_bytes(b"x")
+    (cvat / ".DS_Store").write_bytes(b"x")
+    assert data_files([photos, cvat], flat=[photos]) == before
+    for changed in (cvat / "SegmentationClass" / first.name, sorted(photos.glob("*.jpg"))[0]):
+        _rewrite_keeping_size_and_time(changed)
+        after = data_files([photos, cvat], flat=[photos])
+        assert [k for k in after if after[k] != before[k]] == [str(changed.resolve())]
+        before = after
+
+
+def test_a_refusal_of_changed_data_names_the_files_added_removed_and_changed(synth_root, tmp_path, monkeypatch):
+    data, out = tmp_path / "data", tmp_path / "route"
+    shutil.copytree(synth_root, data)
+    monkeypatch.setattr(Route, "plan", _one_step)
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    opts = RouteOptions(data=str(data), out=str(out), folds=2)
+    Route(opts, say=lambda _: None).run()
+    photos = sorted((data / "JPEGImages").glob("*.jpg"))
+    _rewrite_keeping_size_and_time(photos[0])
+    for extra in ("a", "b", "c", "d"):
+        shutil.copy(photos[1], data / f"JPEGImages/{extra}.jpg")
+    photos[2].unlink()
+    named = [str((data / f"JPEGImages/{x}.jpg").resolve()) for x in "abc"]
+    with pytest.raises(UsageError) as refused:
+        Route(opts, say=lambda _: None).run()
+    said = str(refused.value)
+    assert f"(data_files: 4 added: {', '.join(named)} and 1 more; 1 removed: {photos[2].resolve()}; 1 changed: " \
+           f"{photos[0].resolve()}); rerun it as it was" in said and said.count("\n") == 0  # fmt: skip
+
+
+def test_a_route_whose_first_step_failed_on_bad_input_continues_once_it_is_fixed(synth_root, tmp_path, monkeypatch):
+    """Step 1 failed on bad data after route.json was written: the fixed input was then refused as a change of
+    data_files until --overwrite. Its inputs are accepted once step 1 has finished; a change after that is refused."""
+    data, out = tmp_path / "data", tmp_path / "route"
+    shutil.copytree(synth_root, data)
+    bad = data / "JPEGImages/broken.jpg"
+    bad.write_bytes(b"not a photo")
+
+    def check() -> None:
+        if bad.exists():
+            raise DataError(f"{bad}: not a photo")
+
+    ran: list[str] = []
+    monkeypatch.setattr(
+        Route,
+        "plan",
+        lambda self: [
+            Step("check", "wsss check-data", check),
+            Step("train", "wsss train", lambda: ran.append("train")),
+        ],
+    )
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    opts = RouteOptions(data=str(data), out=str(out), folds=2)
+    with pytest.raises(DataError, match="broken.jpg: not a photo"):
+        Route(opts, say=lambda _: None).run()
+    assert json.loads((out / "route.json").read_text())["first_step_done"] is False and ran == []
+    bad.unlink()  # fixed
+    said: list[str] = []
+    Route(opts, say=said.append).run()
+    assert ran == ["train"] and "route: its first step never finished with the settings recorded in" in said[0]
+    assert json.loads((out / "route.json").read_text())["first_step_done"] is True
+    Route(opts, say=lambda _: None).run()  # the same data: it continues
+    assert json.loads((out / "route.json").read_text())["first_step_done"] is True and ran == ["train"] * 2
+    bad.write_bytes(b"not a photo")
+    with pytest.raises(UsageError, match=r"other settings \(data_files: 1 added: .*broken.jpg\)"):
+        Route(opts, say=lambda _: None).run()
+
+
+def test_a_record_of_an_older_wsss_continues_while_its_data_is_as_it_recorded(synth_root, tmp_path, monkeypatch):
+    """route.json of an older wsss names its data by the files' names, sizes and times: the route continues over the
+    same data (then records it by content), and refuses a change, saying how it was recorded."""
+    from wsss.pipelines.route import legacy_data_files
+
+    data, out = tmp_path / "data", tmp_path / "route"
+    shutil.copytree(synth_root, data)
+    monkeypatch.setattr(Route, "plan", _one_step)
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    opts = RouteOptions(data=str(data), out=str(out), folds=2)
+    Route(opts, say=lambda _: None).run()
+    record = json.loads((out / "route.json").read_text())
+    older = {"settings": {**record["settings"], "data_files": legacy_data_files([data], out)}}
+    (out / "route.json").write_text(json.dumps(older))
+    Route(opts, say=lambda _: None).run()
+    assert json.loads((out / "route.json").read_text())["settings"] == record["settings"]  # by content now
+    (out / "route.json").write_text(json.dumps(older))
+    _change(data, "labels edited")
+    with pytest.raises(UsageError, match=r"\(data_files: recorded by size and time \(\d+ files\), now by content"):
+        Route(opts, say=lambda _: None).run()
+
+
+def test_a_weight_file_moved_with_its_content_kept_continues_the_route(synth_root, tmp_path, monkeypatch):
+    """A CLIP file moved since: the rerun with its new place was refused as other settings (its path). A start file is
+    a setting by its content; where the route's runs recorded it is re-based."""
+    clip, out = tmp_path / "weights/clip.pt", tmp_path / "route"
+    clip.parent.mkdir()
+    clip.write_bytes(b"weights" * 100)
+    monkeypatch.setattr(Route, "plan", _one_step)
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+    opts = RouteOptions(data=str(synth_root), out=str(out), clip=str(clip))
+    Route(opts, say=lambda _: None).run()
+    (out / "clip").mkdir()
+    (out / "clip/config.yaml").write_text(f"model:\n  pretrained: {clip.resolve()}\n")  # as the run saved it
+    moved = tmp_path / "elsewhere/clip.pt"
+    moved.parent.mkdir()
+    shutil.move(clip, moved)
+    said: list[str] = []
+    Route(dataclasses.replace(opts, clip=str(moved)), say=said.append).run()
+    assert said[0] == f"route: {clip.resolve()} is now {moved.resolve()}: re-based in 1 files of its runs"
+    assert (out / "clip/config.yaml").read_text() == f"model:\n  pretrained: {moved.resolve()}\n"
+    moved.write_bytes(b"other weights")  # another file under that name: another setting
+    with pytest.raises(UsageError, match=r"other settings \(clip_overrides: \['model.pretrained=content:"):
+        Route(dataclasses.replace(opts, clip=str(moved)), say=lambda _: None).run()
 
 
 def test_the_choices_follow_the_data(tmp_path):
@@ -296,6 +484,23 @@ def test_overrides_reach_one_training_by_their_prefix_and_a_gpu_is_used(tmp_path
     with pytest.raises(Exception, match="no_such_key"):  # a wrong word refused before anything runs
         Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True,
                            overrides=["seg.train.no_such_key=1"]), say=lambda _: None).run()  # fmt: skip
+
+
+def test_a_start_file_word_goes_to_the_run_its_prefix_names_and_a_conflicting_pair_is_refused(tmp_path, synth_root):
+    """`model.pretrained=mbv2.pth` was read as the CLIP file (the route switched to CLIP-ES); `--clip A
+    clip.model.pretrained=B` used A silently."""
+    words = split_overrides(["model.pretrained=mbv2.pth", "options.dino_weights=d", "clip.options.x=1"])
+    starts = ["model.pretrained=mbv2.pth", "options.dino_weights=d"]
+    assert words == {"cls": starts, "seg": starts, "clip": ["options.x=1"]}
+    opts = RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True)
+    route = Route(dataclasses.replace(opts, overrides=["model.pretrained=mbv2.pth"]), say=lambda _: None)
+    assert route.mode.value == "none" and route.words["cls"] == route.words["seg"] == ["model.pretrained=mbv2.pth"]
+    clip = Route(dataclasses.replace(opts, clip="a.pt", overrides=["clip.model.pretrained=a.pt"]), say=lambda _: None)
+    assert clip.mode.value == "clip_es" and clip.files["model.pretrained"] == "a.pt"
+    for flags, word in (({"clip": "a.pt"}, "clip.model.pretrained=b.pt"),
+                        ({"clip": "a.pt", "dinov2": "d1"}, "clip.options.dino_weights=d2")):  # fmt: skip
+        with pytest.raises(UsageError, match=rf"--\w+ \S+ and {word}: two files for the CLIP method's"):
+            Route(dataclasses.replace(opts, overrides=[word], **flags), say=lambda _: None)
 
 
 def _classes(tmp_path: Path) -> Path:

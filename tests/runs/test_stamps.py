@@ -5,16 +5,20 @@ classes, or of other class names, is refused: one check for every split job)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import REPO
 from wsss.cli import main
 from wsss.core.checkpoint import load_checkpoint, save_checkpoint
+from wsss.core.errors import UsageError
 from wsss.data import VOCDataset
 from wsss.data.voc import IMAGE_DIR, load_cls_labels, write_cls_labels
 from wsss.utils.io import read_label_png
@@ -319,3 +323,79 @@ def test_the_predictions_name_their_fusion_and_an_older_stamp_is_the_default_one
     assert err.startswith(f"error: {run / 'predictions/val'}: holds outputs made with other settings (flip_fuse: 'sum'")
     assert main(["predict", str(run), "--split", "val", "infer.flip_fuse=mean", "--overwrite", "--quiet"]) == 0
     assert json.loads(stamp_file.read_text())["flip_fuse"] == "mean"
+
+
+def test_a_photo_rewritten_with_its_size_and_time_kept_loses_its_outputs_and_a_moved_one_keeps_them(tmp_path):
+    """A photo's record was its size and time: bytes rewritten with both kept (`touch -r`) kept the old mask. It is
+    its content now, which a photo copied or moved elsewhere keeps."""
+    from wsss.runs.stamps import SOURCES_FILE, photo_record, read_sources, refresh_sources
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir(), out.mkdir()
+    for id in "ab":
+        (photos / f"{id}.jpg").write_bytes(f"photo {id}".encode() * 100)
+    refresh_sources(out, [".png"], {i: photo_record(photos / f"{i}.jpg") for i in "ab"})  # the job's, then its masks
+    for id in "ab":
+        (out / f"{id}.png").write_bytes(b"mask")
+    moved = tmp_path / "moved"
+    shutil.copytree(photos, moved)  # a copy: new times, the same bytes
+    assert refresh_sources(out, [".png"], {i: photo_record(moved / f"{i}.jpg") for i in "ab"}) == set()
+    a = moved / "a.jpg"
+    st = a.stat()
+    a.write_bytes(b"PHOTO a" + a.read_bytes()[7:])
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert a.stat().st_size == st.st_size and a.stat().st_mtime_ns == st.st_mtime_ns
+    assert refresh_sources(out, [".png"], {i: photo_record(moved / f"{i}.jpg") for i in "ab"}) == {"a"}
+    assert not (out / "a.png").exists() and (out / "b.png").read_bytes() == b"mask"
+    assert read_sources(out)["a"] == photo_record(a) and (out / SOURCES_FILE).is_file()
+    # the records of an older wsss (size, time) still name their photos: nothing made again for the upgrade
+    b = moved / "b.jpg"
+    (out / SOURCES_FILE).write_text(json.dumps({"b": [b.stat().st_size, b.stat().st_mtime_ns]}))
+    assert refresh_sources(out, [".png"], {"b": photo_record(b)}) == set() and (out / "b.png").is_file()
+
+
+def test_a_stamp_of_this_wsss_with_an_empty_section_is_not_called_an_older_wsss(tmp_path):
+    """A section stamped empty ({}) and named now lacks no setting: it is a value that changed, named as one (a
+    WeCLIP+ run's masks after its CLIP files moved were refused as stamped 'by an older wsss')."""
+    from wsss.runs.stamps import check_stamp, write_stamp
+
+    write_stamp(tmp_path, {"model": {"sha1": "a"}, "infer": {"crf": {}}})
+    (tmp_path / "a.png").write_bytes(b"mask")
+    with pytest.raises(UsageError) as refused:
+        check_stamp(tmp_path, {"model": {"sha1": "a"}, "infer": {"crf": {"w": 3}}})
+    assert "older wsss" not in str(refused.value)
+    assert "made with other settings (infer.crf: {} -> {w: 3}); pass --overwrite" in str(refused.value)
+
+
+def test_a_clip_methods_stamp_of_an_older_wsss_is_read_as_this_one_names_the_network(tmp_path):
+    """An older wsss stamped a CLIP method's network with its files' paths and its architecture empty: the same
+    model (its checkpoint's digest) keeps its outputs; another checkpoint does not."""
+    from wsss.runs.stamps import check_stamp, write_stamp
+
+    options = {"arch": {}, "dino_arch": {}, "weights": "/a/clip.pt", "dino_weights": "/a/dino.pth", "heads": 2}
+    write_stamp(tmp_path, {"model": {"sha1": "a", "network": {"options": options}}})
+    (tmp_path / "a.png").write_bytes(b"mask")
+    built = {"arch": {"width": 8}, "dino_arch": {"depth": 2}, "heads": 2}
+    check_stamp(tmp_path, {"model": {"sha1": "a", "network": {"options": built}}})
+    with pytest.raises(UsageError, match=r"other settings \(model.network.options.heads: 2 -> 3"):
+        check_stamp(tmp_path, {"model": {"sha1": "a", "network": {"options": {**built, "heads": 3}}}})
+    with pytest.raises(UsageError, match=r"other settings \(model.sha1: 'a' -> 'b'\)"):
+        check_stamp(tmp_path, {"model": {"sha1": "b", "network": {"options": built}}})
+
+
+def test_the_network_of_a_stamp_is_what_was_built_not_where_its_start_files_lie(tmp_path):
+    """The stamp of a CLIP method's outputs named its weight files by their paths (options.dino_weights,
+    options.weights): moved, the same run was another model. The checkpoint's digest names the weights; the
+    stamp names what the build read off the files."""
+    from wsss.core.config import load_config
+    from wsss.runs.run import network_settings
+
+    cfg = load_config(str(REPO / "configs/weclip_plus/synthetic_cpu.yaml"))
+    built = {"arch": {"width": 8}, "quick_gelu": True}
+    here = replace(cfg, options={**cfg.options, "dino_weights": "/a/dino.pth", "weights": "/a/clip.pt", "arch": {}})
+    moved = replace(cfg, options={**cfg.options, "dino_weights": "", "weights": "/a/clip.pt", "arch": {"width": 8}})
+    assert network_settings(here, built) == network_settings(moved, built)
+    assert "dino_weights" not in network_settings(here, built)["options"]
+    assert network_settings(here, built)["options"]["arch"] == {"width": 8}
+    other = replace(cfg, options={**cfg.options, "decoder_heads": 99})
+    assert network_settings(other, built) != network_settings(here, built)  # an option that builds: another model

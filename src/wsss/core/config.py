@@ -1167,8 +1167,9 @@ def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
 
 
 def check_config_change(
-    cfg: Config, *, allow: bool = False, verify: Callable[[dict[str, Any], Path], None] | None = None
-) -> dict[str, tuple[Any, Any]]:
+    cfg: Config, *, allow: bool = False, verify: Callable[[dict[str, Any], Path], None] | None = None,
+    advice: str | None = None,
+) -> dict[str, tuple[Any, Any]]:  # fmt: skip
     """Before resuming: compare ``cfg`` with the run's saved ``config.yaml``.
 
     A run with a checkpoint was trained with its saved settings, so other settings are refused (a
@@ -1176,6 +1177,7 @@ def check_config_change(
     ``RUN/config_changes.jsonl`` (time, checkpoint step, old and new values). Returns the changes.
     ``verify(state, path)`` is called with ``last.pt`` before the change is recorded: the engine checks
     there that the checkpoint resumes under the new settings, so a change that fails is never recorded.
+    ``advice``: what the refusal advises, where the command is not ``wsss train`` (a pipeline's options).
     """
     # imported here: these helpers sit at the end of the schema module, whose top the YAML loading owns
     import json
@@ -1201,11 +1203,10 @@ def check_config_change(
         return {}
     listing = "; ".join(f"{k}: {old_v!r} -> {new_v!r}" for k, (old_v, new_v) in changes.items())
     if not allow:
-        raise ConfigError(
-            f"{saved}: this run was trained with other settings ({listing}); resuming would mix them. Use "
-            "another run.dir, or pass --allow-config-change to resume with the new settings (recorded in "
-            f"{run_dir / CONFIG_CHANGES_FILE})"
-        )
+        advice = advice or ("Use another run.dir, or pass --allow-config-change to resume with the new settings "
+                            f"(recorded in {run_dir / CONFIG_CHANGES_FILE})")  # fmt: skip
+        raise ConfigError(f"{saved}: this run was trained with other settings ({listing}); resuming would mix them. "
+                          f"{advice}")  # fmt: skip
     last = run_dir / "checkpoints" / "last.pt"
     step = None
     if last.is_file():

@@ -18,12 +18,14 @@ from wsss.utils.runlock import check_run_dir, run_dir_lock
 
 
 def train(
-    cfg: Config, *, progress: bool = True, allow_config_change: bool = False, overwrite: bool = False
-) -> dict[str, Any]:
+    cfg: Config, *, progress: bool = True, allow_config_change: bool = False, overwrite: bool = False,
+    change_advice: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Train (or resume) the run described by ``cfg``; returns the final step and validation.
 
     Input paths are stored resolved (``resolve_paths``). Resuming a run with other settings than
-    its saved ones raises ConfigError unless ``allow_config_change`` (``check_config_change``).
+    its saved ones raises ConfigError unless ``allow_config_change`` (``check_config_change``; ``change_advice``: what
+    it advises, where the command is not ``wsss train``).
     A method with a ``train_driver`` (several runs, e.g. SC-CAM's rounds) is trained by it instead.
     The run directory is locked for the whole job (``utils.runlock``): a second ``wsss train`` on it
     gets a one-line error naming this process. A ``run.dir`` that holds files but no run is refused
@@ -46,7 +48,7 @@ def train(
         if int(os.environ.get("RANK", "0")) == 0:
             for folder in (run_dir, run_dir / "checkpoints"):
                 remove_stale_temps(folder)  # a killed earlier run's temporary files
-        check_config_change(cfg, allow=allow_config_change, verify=_resumes_under(cfg))
+        check_config_change(cfg, allow=allow_config_change, verify=_resumes_under(cfg), advice=change_advice)
         driver = cls.train_driver
         if driver is not None:
             return driver(cfg, engine_api(), progress)

@@ -44,14 +44,15 @@ the GPU presets (``configs/*/route_gpu.yaml``); with several, one torchrun proce
 
 Overrides: ``KEY=VALUE`` words of the config (docs/configs.md); ``cls.KEY=VALUE`` sets the classifier's only,
 ``seg.KEY=VALUE`` the DeepLab stage's (its folds' too), ``clip.KEY=VALUE`` the CLIP method's, a word without a
-prefix all (``run.seed=1``). Where a
+prefix all (``run.seed=1``) but the CLIP method for a start file (``model.pretrained=``: :func:`split_overrides`). A
+start file is a setting by its content; OUT moved or copied, or a start file moved, is re-based into the route's runs
+(:meth:`Route._rebase`). Where a
 command runs (``core.config.EXECUTION_KEYS``: ``run.device``, ``run.threads``, ``data.num_workers``,
 ``infer.crf_workers``) is no setting of the route: a route stopped on one machine continues on another.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import statistics
@@ -65,7 +66,7 @@ from typing import Any
 from wsss.core.config import Config, load_config, replace_setting, resolve_epochs
 from wsss.core.errors import UsageError
 from wsss.core.files import atomic_write, check_output_folder
-from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, computed_words, remove_made
+from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, changed_settings, computed_words, remove_made
 from wsss.runs import clip_route, gpus
 
 # the route's options that its cross-validation did not adopt: why, in their printed reasons
@@ -83,8 +84,12 @@ DEFAULT_FOLDS = 3
 GPU_LOADERS = 4  # data.num_workers of the trainings on a GPU (where it runs, not what it computes)
 STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by folds, or named
 PREFIXES = ("cls", "seg", "clip")  # overrides of one run: cls.KEY=VALUE, seg.KEY=VALUE, clip.KEY=VALUE
+# the words that name a network's start file: without a prefix, never the CLIP method's (split_overrides)
+START_FILE_KEYS = (clip_route.CLIP_KEY, clip_route.DINOV2_KEY)
 ROUTE_FILE, SUMMARY_FILE, FACTS_FILE = "route.json", "summary.json", "data_facts.json"
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
+# route.json's mark of a first step (prepare or check-data) finished: before it, its settings made nothing
+FIRST_STEP_DONE = "first_step_done"
 # What the route makes in OUT: --overwrite with other settings removes the files wsss made there (a file of the user's
 # stays: pipelines.steps.remove_made) and makes them again
 MASKS_DIR = "masks"  # every train and val photo's mask, in one folder
@@ -231,36 +236,79 @@ def data_facts(root: str | os.PathLike) -> DataFacts:
     )  # fmt: skip
 
 
-def data_files(paths: Sequence[Path], out: Path | None = None) -> dict[str, Any]:
-    """What names the content of the route's inputs (the dataset, or the photos, labels, classes and masks given): how
-    many files they hold and a digest of each one's name, size and modification time (``runs.stamps.photo_record``,
-    as a per-id job names a photo). A photo replaced, added or removed, labels edited, a mask added: another value,
-    and the route's trainings were made of the other data. Of a dataset, the parts wsss reads (photos, masks, split
-    lists, labels, classes); of another folder, its files (not its subfolders', as the photos are read)."""
-    from wsss.runs.stamps import photo_record
+def data_files(paths: Sequence[Path], out: Path | None = None, flat: Sequence[Path] = ()) -> dict[str, str]:
+    """What names the content of the route's inputs (the dataset, or the photos, labels, classes and masks given):
+    each file's path (resolved) and the digest of its bytes (``runs.stamps.content_digest``: a file rewritten with
+    its size and time kept is another). A photo replaced, added or removed, labels edited, a mask added or redrawn
+    (in a CVAT export's ``SegmentationClass/`` too): another value, and the route's trainings were made of the other
+    data (:func:`data_files_change` names the files). Of a dataset, the parts wsss reads (photos, masks, split lists,
+    labels, classes); of a folder of ``flat``, its files (the photos, read so); of another folder, every file in it
+    and its subfolders (a mask export's layout). The files are read by a few threads (most of the time is the disk's
+    and the digest's, both outside Python's lock)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wsss.runs.stamps import content_digest
+
+    files = [f for given in paths for f in _input_files(given, out, flat=given in flat)]
+    names = [str(f.resolve()) for f in files]
+    with ThreadPoolExecutor(DIGEST_THREADS) as pool:
+        return dict(sorted(zip(names, pool.map(content_digest, files), strict=True)))
+
+
+DIGEST_THREADS = 4  # data_files' readers: the disk and the digest run outside Python's lock
+
+
+def legacy_data_files(paths: Sequence[Path], out: Path | None = None) -> dict[str, Any]:
+    """:func:`data_files` as an older wsss recorded it: how many files and a digest of each one's name, size and
+    modification time (a folder that is no dataset: its top files). A route.json of it continues while its data is
+    as it recorded; the rerun then records the files by content."""
+    import hashlib
 
     digest, count = hashlib.sha1(usedforsecurity=False), 0
     for given in paths:
-        for path in _input_files(given, out):
-            digest.update(
-                f"{path.relative_to(given) if path != given else given.name}\0{photo_record(path)}\n".encode()
-            )
+        dataset = given.is_dir() and (given / "ImageSets").is_dir()
+        files = sorted(p for p in given.iterdir() if p.is_file()) if given.is_dir() and not dataset else None
+        for path in files if files is not None else _input_files(given, out):
+            try:
+                record: list[int] | None = [path.stat().st_size, path.stat().st_mtime_ns]
+            except OSError:
+                record = None
+            digest.update(f"{path.relative_to(given) if path != given else given.name}\0{record}\n".encode())
             count += 1
     return {"files": count, "sha1": digest.hexdigest()[:16]}
 
 
-def _input_files(given: Path, out: Path | None) -> list[Path]:
+def data_files_change(old: Any, new: Any, shown: int = 3) -> str:
+    """How the data files ``old`` (a :func:`data_files` recorded) became ``new``, naming the first ``shown`` files
+    added, removed and changed."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return f"{old!r} -> {new!r}"
+    if set(old) == {"files", "sha1"}:  # a record of an older wsss: a digest of the names, sizes and times
+        return f"recorded by size and time ({old['files']} files), now by content ({len(new)} files)"
+    parts = []
+    for what, names in (("added", [n for n in new if n not in old]), ("removed", [n for n in old if n not in new]),
+                        ("changed", [n for n in new if n in old and old[n] != new[n]])):  # fmt: skip
+        if names:
+            more = f" and {len(names) - shown} more" if len(names) > shown else ""
+            parts.append(f"{len(names)} {what}: {', '.join(names[:shown])}{more}")
+    return "; ".join(parts)
+
+
+def _input_files(given: Path, out: Path | None, flat: bool = False) -> list[Path]:
     """The files of the input ``given`` that :func:`data_files` names (``out``, the route's folder, left out; links to
-    folders followed, a view's photos, each folder once)."""
+    folders followed, each folder once; hidden files and folders, a system's, left out of a folder that is no
+    dataset): a dataset's parts, the top of a ``flat`` folder, or every file under another folder."""
     from wsss.data.classes import CLASSES_FILE
     from wsss.data.voc import CLS_LABELS_FILE, IMAGE_DIR, MASK_DIRS
 
     if not given.is_dir():
         return [given]
-    if not (given / "ImageSets").is_dir():
-        return sorted(p for p in given.iterdir() if p.is_file())
+    if flat:
+        return sorted(p for p in given.iterdir() if p.is_file() and not p.name.startswith("."))
+    dataset = (given / "ImageSets").is_dir()
+    parts = sorted({IMAGE_DIR, *MASK_DIRS, "ImageSets", CLS_LABELS_FILE, CLASSES_FILE}) if dataset else ["."]
     files, seen = [], {os.path.realpath(out)} if out is not None else set()
-    for part in sorted({IMAGE_DIR, *MASK_DIRS, "ImageSets", CLS_LABELS_FILE, CLASSES_FILE}):
+    for part in parts:
         if (given / part).is_file():
             files.append(given / part)
         for folder, dirs, names in os.walk(given / part, followlinks=True):
@@ -268,8 +316,8 @@ def _input_files(given: Path, out: Path | None) -> list[Path]:
                 dirs[:] = []
                 continue
             seen.add(os.path.realpath(folder))
-            dirs.sort()
-            files += [Path(folder) / n for n in sorted(names)]
+            dirs[:] = sorted(d for d in dirs if dataset or not d.startswith("."))
+            files += [Path(folder) / n for n in sorted(names) if dataset or not n.startswith(".")]
     return files
 
 
@@ -300,7 +348,9 @@ def choose_classifier(facts: DataFacts) -> Choice:
 
 def split_overrides(words: Sequence[str]) -> dict[str, list[str]]:
     """The ``KEY=VALUE`` words of each training: ``cls.KEY=VALUE`` the classifier's, ``seg.KEY=VALUE`` the DeepLab
-    stage's, the others both (in the order given)."""
+    stage's, ``clip.KEY=VALUE`` the CLIP method's, the others all three (in the order given), but for a start file
+    (:data:`START_FILE_KEYS`): without a prefix, the classifier's and the DeepLab stage's. The CLIP method's files are
+    named by their prefix or ``--clip`` / ``--dinov2``, so that a MobileNetV2 file is never read as a CLIP."""
     out: dict[str, list[str]] = {p: [] for p in PREFIXES}
     for word in words:
         key, sep, value = word.partition("=")
@@ -312,8 +362,28 @@ def split_overrides(words: Sequence[str]) -> dict[str, list[str]]:
             out[prefix].append(f"{rest}={value}")
         else:
             for p in PREFIXES:
-                out[p].append(word)
+                if p != "clip" or key.strip() not in START_FILE_KEYS:
+                    out[p].append(word)
     return out
+
+
+def file_words(clip: str | None, dinov2: str | None, words: Sequence[str]) -> list[str]:
+    """``--clip FILE`` and ``--dinov2 FILE`` as the words they stand for (``clip.model.pretrained=FILE``,
+    ``clip.options.dino_weights=FILE``); a word of ``words`` that names another file for the same key is refused,
+    naming both (one input, one meaning)."""
+    flags = (("--clip", clip_route.CLIP_KEY, clip), ("--dinov2", clip_route.DINOV2_KEY, dinov2))
+    for flag, key, value in flags:
+        other = next((w for w in words if _key(w) == f"clip.{key}" and w.partition("=")[2].strip() != value), None)
+        if value and other is not None:
+            raise UsageError(f"{flag} {value} and {other}: two files for the CLIP method's {key}; give one of them")
+    return [f"clip.{key}={_resolved_file(value)}" for _, key, value in flags if value]
+
+
+def _resolved_file(value: str) -> str:
+    """A file given to a flag, resolved where it is there (as ``model.pretrained`` is in a run's config): its runs
+    record where it was, which a move re-bases (:meth:`Route._rebase`)."""
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
 
 
 def _key(word: str) -> str:
@@ -368,6 +438,9 @@ def run_config(preset: str, words: Sequence[str], run_dir: str | os.PathLike, *,
 
 # A route's data that fails check-data: what its user can do (the route has no --skip-check of its own)
 ROUTE_CHECK_ADVICE = "fix it and run again, or run the steps by hand (`wsss train --skip-check` trains without it)"
+# A run of the route whose saved config is not what the route's record makes of it (edited, or of another wsss's
+# presets): the options the route has
+ROUTE_CHANGE_ADVICE = "Rerun the route as it was recorded, or use another --out"
 
 
 def train_run(cfg: Config, *, progress: bool = True, check: bool = True, own: bool = False) -> dict[str, Any]:
@@ -382,7 +455,7 @@ def train_run(cfg: Config, *, progress: bool = True, check: bool = True, own: bo
 
     if check:
         check_training_data(cfg, progress=progress, advice=ROUTE_CHECK_ADVICE)
-    return train(cfg, progress=progress, overwrite=own)
+    return train(cfg, progress=progress, overwrite=own, change_advice=ROUTE_CHANGE_ADVICE if own else None)
 
 
 def stage_words(
@@ -541,7 +614,7 @@ class Route:
                              "the next)")  # fmt: skip
         if opts.stage not in STAGES:
             raise UsageError(f"--stage {opts.stage!r}: one of {', '.join(STAGES)}")
-        self.words = split_overrides([*opts.overrides, *self._file_words()])
+        self.words = split_overrides([*opts.overrides, *file_words(opts.clip, opts.dinov2, opts.overrides)])
         self.files = clip_route.weight_words(self.words["clip"])
         self.mode = clip_route.choose_mode(self.files.get(clip_route.CLIP_KEY), self.files.get(clip_route.DINOV2_KEY))
         if opts.abstain and self.mode.value != clip_route.NO_CLIP:
@@ -549,6 +622,9 @@ class Route:
         if opts.rounds and self.mode.value == clip_route.WECLIP:
             raise UsageError("--rounds: rounds of the DeepLab stage; WeCLIP+ has none (drop --dinov2 for CLIP-ES)")
         self.processes = 1  # a training's processes, a per-photo step's shares: the CUDA devices (set by the plan)
+        self.first_step_done = False  # whether route.json's settings have passed the step that reads the inputs
+        self.start_files: dict[str, str] = {}  # each start file of the overrides (resolved) -> its content digest
+        self.as_given: dict[str, str] = {}  # a start file's word by content -> the word as given
         self.runner = StepRunner(self.out, command="wsss route", record=ROUTE_FILE)
         self.choices: dict[str, Choice] = {}
         self.times = self.runner.times
@@ -565,11 +641,6 @@ class Route:
         self.new_masks: Path | None = None
 
     # -- settings -----------------------------------------------------------------------------------------------
-    def _file_words(self) -> list[str]:
-        """``--clip FILE`` and ``--dinov2 FILE`` as the words they stand for (docs/own-photos.md#with-clip-files)."""
-        flags = ((clip_route.CLIP_KEY, self.opts.clip), (clip_route.DINOV2_KEY, self.opts.dinov2))
-        return [f"clip.{key}={value}" for key, value in flags if value]
-
     def _tags(self) -> bool:
         """Whether CLIP tags the photos: a folder of photos with its classes and no labels file."""
         return bool(self.opts.classes) and not self.opts.labels
@@ -594,25 +665,85 @@ class Route:
             return None if path is None else str(Path(path).resolve())
 
         given = (self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks)
+        photos = [Path(self.opts.data)] if self._prepares() else []  # a folder of photos: its top, as they are read
         return {
             "data": resolved(self.opts.data), "labels": resolved(self.opts.labels),
             "classes": resolved(self.opts.classes), "masks": resolved(self.opts.masks),
-            "data_files": data_files([Path(p) for p in given if p], self.out),
+            "data_files": data_files([Path(p) for p in given if p], self.out, flat=photos),
             "classifier": self.opts.classifier, "seg": self.opts.seg, "stage": self.opts.stage,
-            "folds": self.opts.folds, "cls_overrides": computed_words(self.words["cls"]),
-            "seg_overrides": computed_words(self.words["seg"]),
+            "folds": self.opts.folds, "cls_overrides": self._by_content(computed_words(self.words["cls"])),
+            "seg_overrides": self._by_content(computed_words(self.words["seg"])),
             # a CLIP mode's words (its files among them): none in the route without CLIP, whose record stays as it was
-            **({"clip_overrides": computed_words(self.words["clip"])} if self.mode.value != clip_route.NO_CLIP else {}),
+            **({"clip_overrides": self._by_content(computed_words(self.words["clip"]))}
+               if self.mode.value != clip_route.NO_CLIP else {}),
             # the candidates past the first labels, recorded where given: a record without them is the plain route's
             **({"rounds": self.opts.rounds} if self.opts.rounds else {}),
             **({"abstain": True} if self.opts.abstain else {}),
         }  # fmt: skip
 
+    def _by_content(self, words: list[str]) -> list[str]:
+        """``words`` with each start file that is there (:data:`START_FILE_KEYS`) named by its content
+        (``model.pretrained=content:1a2b...``; :attr:`start_files`): a file moved with its content kept is the same
+        setting, its new place re-based into the route's runs (:meth:`_rebase`)."""
+        from wsss.runs.stamps import content_digest
+
+        named = []
+        for word in words:
+            key, _, value = word.partition("=")
+            path = Path(value.strip()).expanduser()
+            if key.strip() in START_FILE_KEYS and value.strip() and path.exists():
+                where = str(path.resolve())
+                self.start_files.setdefault(where, content_digest(path))
+                typed = {_resolved_file(v): v for v in (self.opts.clip, self.opts.dinov2) if v}.get(value, value)
+                self.as_given[f"{key}=content:{self.start_files[where]}"] = f"{key}={typed}"  # as an older wsss had it
+                word = f"{key}=content:{self.start_files[where]}"
+            named.append(word)
+        return named
+
+    def _as_recorded(self, mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+        """``mine`` as a record of an older wsss names what this one names by content, where that record names the
+        same: the data files by their names, sizes and times (:func:`legacy_data_files`), the start files by path."""
+        same = dict(mine)
+        old = theirs.get("data_files")
+        given = [Path(p) for p in (self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks) if p]
+        if isinstance(old, dict) and set(old) == {"files", "sha1"} and old == legacy_data_files(given, self.out):
+            same["data_files"] = old
+        for key in ("cls_overrides", "seg_overrides", "clip_overrides"):
+            by_path = [self.as_given.get(w, w) for w in mine.get(key) or []]
+            if key in mine and theirs.get(key) == by_path:
+                same[key] = by_path
+        return same
+
+    def _record(self, settings: dict[str, Any]) -> None:
+        """``OUT/route.json``: the settings, whether their first step finished, where OUT and the start files were
+        (what a rerun from elsewhere re-bases: :meth:`_rebase`)."""
+        self.runner.record(settings, **{FIRST_STEP_DONE: self.first_step_done}, out=str(self.out.resolve()),
+                           start_files=self.start_files)  # fmt: skip
+
+    def _rebase(self) -> None:
+        """OUT moved or copied since the record, or a start file moved with its content kept: the paths its runs'
+        configs and its stamps record re-based (``pipelines.steps.rebase_paths``), so that the route continues."""
+        from wsss.pipelines.steps import rebase_paths
+
+        moves, was = {}, self.runner.recorded_field("out")
+        if isinstance(was, str) and was != str(self.out.resolve()):
+            moves[was] = str(self.out.resolve())
+        recorded = self.runner.recorded_field("start_files")
+        before = {d: p for p, d in recorded.items()} if isinstance(recorded, dict) else {}
+        moves |= {before[d]: p for p, d in self.start_files.items() if before.get(d, p) != p}
+        rewritten = rebase_paths(self.out, moves)
+        for old, new in moves.items():
+            self.say(f"route: {old} is now {new}: re-based in {len(rewritten)} files of its runs")
+
     def _refuse_a_foreign_out(self) -> None:
         """OUT is a new folder, an empty one, or a route's: a folder of other files is refused (before the route's
-        lock file is put there)."""
-        if not (self.out / ROUTE_FILE).is_file() and self.out.is_dir() and any(self.out.iterdir()):
-            shown = ", ".join(sorted(p.name for p in self.out.iterdir())[:4])
+        lock file is put there). Its lock alone is a route's that stopped before its record (killed; or running:
+        the lock then says so)."""
+        from wsss.utils.runlock import LOCK_FILE
+
+        others = sorted(p.name for p in self.out.iterdir() if p.name != LOCK_FILE) if self.out.is_dir() else []
+        if not (self.out / ROUTE_FILE).is_file() and others:
+            shown = ", ".join(others[:4])
             raise UsageError(f"{self.out}: --out is a folder that holds files ({shown}) but no route ({ROUTE_FILE}); "
                              "give a new or empty folder")  # fmt: skip
 
@@ -620,15 +751,26 @@ class Route:
         """This route's settings (:meth:`settings`), checked against those ``OUT/route.json`` records
         (:meth:`StepRunner.settle`: others refused, naming them, unless ``overwrite``). Recorded once the plan has
         taken them (a mistyped override word is then refused unrecorded, and the corrected command is no change of
-        settings)."""
+        settings). Settings whose first step (prepare, or check-data: the one that reads the inputs) never finished
+        made nothing: these replace them (a route stopped by bad input continues once the input is fixed)."""
         mine = self.settings()
+        theirs = self.runner.recorded()
+        compared = mine if theirs is None else self._as_recorded(mine, theirs)
+        if theirs is not None and self.runner.recorded_field(FIRST_STEP_DONE) is False:
+            if changed_settings(mine, theirs):
+                self.say(f"route: its first step never finished with the settings recorded in {self.runner.record_file}"
+                         " (nothing was made of them): these replace them")  # fmt: skip
+            self.first_step_done = False
+            return mine
         given = [self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks, *(self.opts.images or [])]
         own = (*OWN_OUTPUTS, *self._round_dirs())
-        self.runner.settle(mine, overwrite=self.opts.overwrite, own=own, inputs=[Path(p) for p in given if p])
+        self.runner.settle(compared, overwrite=self.opts.overwrite, own=own, inputs=[Path(p) for p in given if p],
+                           shown={"data_files": data_files_change})  # fmt: skip
         kept = self.runner.kept
         if kept:
             shown = ", ".join(str(p) for p in kept[:3]) + (f" (and {len(kept) - 3} more)" if len(kept) > 3 else "")
             self.say(f"route: --overwrite kept {len(kept)} files that wsss did not make: {shown}")
+        self.first_step_done = theirs is not None and not changed_settings(compared, theirs)
         return mine
 
     # -- the plan -----------------------------------------------------------------------------------------------
@@ -1145,13 +1287,17 @@ class Route:
         t0 = time.monotonic()
         with self.runner.lock():
             settings = self._settle_settings()
+            self._rebase()
             steps = self.plan()
-            self.runner.record(settings)
+            self._record(settings)
             self._save_facts()
             for i, step in enumerate(steps, 1):
                 self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
                 self.runner.run(step.title, step.command, step.work)
                 self.say(f"[{i}/{len(steps)}] {step.title} done in {_duration(self.times[step.title])}")
+                if not self.first_step_done:  # its inputs read and accepted: a change of them is now refused
+                    self.first_step_done = True
+                    self._record(settings)
                 if step.title == "prepare" and data_facts(self._facts().root) != self.facts:
                     steps[i:] = self.plan()[1:]  # the choices again, from the prepared data where it differs
                     self._save_facts()

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,16 +75,29 @@ class StepRunner:
                             "written by something else); use another --out")  # fmt: skip
         return settings
 
-    def settle(self, mine: dict[str, Any], *, overwrite: bool, own: Sequence[str], inputs: Sequence[Path]) -> None:
-        """``mine`` checked against the recorded settings: others are refused, naming them, unless ``overwrite``
-        (the files wsss made in the folder's own outputs ``own`` are then removed, :func:`remove_made`, unless an input
-        lies inside one; a file of the user's there stays, listed in :attr:`kept`)."""
+    def recorded_field(self, key: str) -> Any:
+        """A field of ``out``'s record beside its settings (:meth:`record`'s ``extra``); None without it."""
+        try:
+            return json.loads(self.record_file.read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def settle(
+        self, mine: dict[str, Any], *, overwrite: bool, own: Sequence[str], inputs: Sequence[Path],
+        shown: Mapping[str, Callable[[Any, Any], str]] | None = None,
+    ) -> None:  # fmt: skip
+        """``mine`` checked against the recorded settings: others are refused, naming them (``shown[key](old, new)``
+        says how a setting changed, where given), unless ``overwrite`` (the files wsss made in the folder's own
+        outputs ``own`` are then removed, :func:`remove_made`, unless an input lies inside one; a file of the user's
+        there stays, listed in :attr:`kept`)."""
         theirs = self.recorded()
         changed = changed_settings(mine, theirs) if theirs is not None else []
         if theirs is None or not changed:
             return
         if not overwrite:
-            listing = "; ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in changed)
+            say = shown or {}
+            listing = "; ".join(f"{k}: {say[k](theirs.get(k), mine.get(k))}" if k in say
+                                else f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in changed)  # fmt: skip
             raise UsageError(f"{self.record_file}: this route was run with other settings ({listing}); rerun it as it "
                              "was to continue it, pass --overwrite to make it again with these (the route's outputs "
                              "in that folder are replaced), or use another --out")  # fmt: skip
@@ -153,6 +167,28 @@ class StepRunner:
                 continue
             total[entry["step"]] = total.get(entry["step"], 0.0) + float(entry["seconds"])
         return total
+
+
+REBASED = ("config.yaml", ".settings.json")  # what records paths a rerun compares: a run's config, a job's stamp
+
+
+def rebase_paths(out: Path, moves: Mapping[str, str]) -> list[Path]:
+    """Each path of ``moves`` (old -> new: the pipeline's folder moved or copied, an input moved with its content
+    kept) replaced where ``out`` records it for a rerun to compare (:data:`REBASED`: a run's saved config, a per-id
+    job's settings stamp), a path under it too (``OLD/cls`` -> ``NEW/cls``); the files rewritten (atomically)."""
+    if not moves:
+        return []
+    olds = "|".join(re.escape(old) for old in sorted(moves, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w.~/-])(?:{olds})(?=[/\\\"'\s,\]}}]|$)", re.M)  # a whole path, or one under it
+    rewritten = []
+    for path in sorted(p for name in REBASED for p in out.rglob(name) if p.is_file() and not p.is_symlink()):
+        text = path.read_text(encoding="utf-8")
+        new = pattern.sub(lambda m: moves[m.group(0)], text)
+        if new != text:
+            with atomic_write(path, "w") as f:
+                f.write(new)
+            rewritten.append(path)
+    return rewritten
 
 
 # The files a run folder holds of its own (docs/run-directory.md), by the folder they are in: the run's top, its

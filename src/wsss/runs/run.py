@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from wsss.core.errors import ConfigWarning, DataError, UsageError
 from wsss.data.transforms import prepare_image
 from wsss.data.voc import VOCDataset, run_dataset
 from wsss.engine.defaults import load_trained_method
-from wsss.methods import Method
+from wsss.methods import Method, method_class
 
 
 @dataclass
@@ -70,7 +70,7 @@ class Run:
             "sha1": self.sha1
             if self.sha1 is not None or self.checkpoint is None
             else checkpoint_digest(self.checkpoint),
-            "network": network_settings(self.cfg),
+            "network": network_settings(self.cfg, self.method.built_options()),
         }
         return out if own else {"dir": str(self.dir.resolve()), **out}
 
@@ -283,13 +283,23 @@ class Run:
         return crf_label(image, prob, present=present_classes(prob), params=self.cfg.infer.crf)
 
 
-def network_settings(cfg: Config) -> dict[str, Any]:
+# options that name the file a CLIP method's run was made from, as its build records it: provenance only (the
+# checkpoint's digest names its weights)
+PROVENANCE_OPTIONS = ("weights",)
+
+
+def network_settings(cfg: Config, built: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The settings that build a run's network and its forward, which a checkpoint's weights are loaded into: the
-    method, ``model`` (but ``model.pretrained``, the weights a training starts from), ``options`` and
-    ``run.amp``."""
+    method, ``model`` (but ``model.pretrained``, the weights a training starts from), ``options`` (but the start
+    files the method reads as ``model.pretrained``, ``Method.start_files``, and the file it was made from:
+    :data:`PROVENANCE_OPTIONS`) with ``built``, what the build read off those files (``Method.built_options``: a
+    CLIP's architecture, whether read off its file or, the file moved since, off the checkpoint), and ``run.amp``.
+    A run whose weight files moved is the same network; the checkpoint's digest names its weights."""
     c = results_config(cfg)
     model = {k: v for k, v in c["model"].items() if k != "pretrained"}
-    return {"method": c["method"], "model": model, "options": c["options"], "amp": c["run"]["amp"]}
+    files = {*method_class(cfg).start_files, *PROVENANCE_OPTIONS}
+    options = {**{k: v for k, v in c["options"].items() if k not in files}, **(built or {})}
+    return {"method": c["method"], "model": model, "options": options, "amp": c["run"]["amp"]}
 
 
 def _on_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -21,6 +21,7 @@ writes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -64,10 +65,36 @@ IMPLIED = {"resize_long": None, "scale_resize": "size", "flip_fuse": "sum", "sca
 
 def with_implied(old: Any, new: Any) -> Any:
     """``old`` (a stamp read back) with each setting of :data:`IMPLIED` that it lacks and ``new`` has (at its top
-    level) given its implied value."""
+    level) given its implied value, and each network in it as this wsss names one (:func:`as_built`)."""
     if isinstance(old, Mapping) and isinstance(new, Mapping) and old != _UNREADABLE:
-        return {**old, **{k: v for k, v in IMPLIED.items() if k in new and k not in old}}
+        return as_built({**old, **{k: v for k, v in IMPLIED.items() if k in new and k not in old}}, new)
     return old
+
+
+# The options an older wsss named in a stamp's network that this one leaves out (``runs.run.network_settings``):
+# where a CLIP method's files were, which the checkpoint's digest in the same stamp makes needless; and those it
+# stamped empty that this one names as built (``Method.built_options``: the architectures read off those files)
+FILE_OPTIONS = ("weights", "dino_weights")
+BUILT_OPTIONS = ("arch", "dino_arch")
+
+
+def as_built(old: Any, new: Any) -> Any:
+    """``old`` with each ``network`` in it (a model's, at any depth) as ``new`` names it where an older wsss named it
+    otherwise (its options name a file, :data:`FILE_OPTIONS`): without those files' options that ``new`` lacks, and
+    an architecture it stamped empty (:data:`BUILT_OPTIONS`) as ``new`` has it. The model's weights are named by the
+    checkpoint's digest beside it, which the comparison still checks."""
+    if isinstance(old, list) and isinstance(new, list):
+        return [as_built(o, n) for o, n in zip(old, new, strict=False)] + old[len(new) :]
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+        return old
+    out = {k: as_built(v, new[k]) if k in new else v for k, v in old.items()}
+    mine, theirs = (d.get("network", {}).get("options") if isinstance(d.get("network"), Mapping) else None
+                    for d in (new, old))  # fmt: skip
+    if isinstance(mine, Mapping) and isinstance(theirs, Mapping) and any(k in theirs for k in FILE_OPTIONS):
+        options = {k: v for k, v in theirs.items() if k in mine or k not in FILE_OPTIONS}
+        options |= {k: mine[k] for k in BUILT_OPTIONS if theirs.get(k) == {} and k in mine}
+        out["network"] = {**out["network"], "options": options}
+    return out
 
 
 def unknown(old: Any, new: Mapping[str, Any]) -> str | None:
@@ -84,9 +111,11 @@ def unknown(old: Any, new: Mapping[str, Any]) -> str | None:
 
 
 def _lacking(old: Any, new: Any, key: str) -> str | None:
-    """The first dotted key that ``new`` has and ``old`` lacks, at any depth (an ensemble's members, the tagger)."""
+    """The first dotted key that ``new`` has and ``old`` lacks, at any depth (an ensemble's members, the tagger). An
+    empty mapping lacks nothing: it is a value (``options.arch: {}``, a CLIP's architecture before its file was read),
+    which :func:`differences` names, not a stamp of an older wsss."""
     old, new = _section(old), _section(new)
-    if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
+    if not (isinstance(old, Mapping) and isinstance(new, Mapping)) or not old:
         return None
     for k in sorted(new):
         dotted = f"{key}.{k}" if key else str(k)
@@ -252,14 +281,38 @@ def write_stamp(folder: str | Path, settings: Mapping[str, Any]) -> None:
         f.write("\n")
 
 
-def photo_record(path: str | Path) -> list[int] | None:
-    """What names a photo's file in :data:`SOURCES_FILE`: [its size, its modification time in ns]; None when it
-    cannot be read (its id is then always done again, and the job reports the photo)."""
+def content_digest(path: str | Path) -> str:
+    """The SHA-1 of a file's bytes (its first 16 hex digits): what names a file's content in a stamp, whatever its
+    name, place and times (a file rewritten with its size and time kept is another; a copy or a move is the same).
+    Of a folder (a Hugging Face weight folder), the digest of its files' names and digests. Not a security check.
+    SHA-1: the fastest of hashlib's digests here (BENCHMARKS.md, Inference speed and memory)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        listing = "".join(f"{p.relative_to(path).as_posix()}\0{content_digest(p)}\n" for p in files)
+        return hashlib.sha1(listing.encode(), usedforsecurity=False).hexdigest()[:16]
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()[:16]
+
+
+def photo_record(path: str | Path) -> list[Any] | None:
+    """What names a photo's file in :data:`SOURCES_FILE`: [its size, its content digest (:func:`content_digest`), its
+    modification time in ns]; None when it cannot be read (its id is then always done again, and the job reports
+    the photo). The size and the digest name the photo (:func:`same_photo`); the time, a record of an older wsss."""
     try:
         st = os.stat(path)
+        return [st.st_size, content_digest(path), st.st_mtime_ns]
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+
+
+def same_photo(old: Any, new: list[Any]) -> bool:
+    """Whether the record ``old`` (read back) names the photo of ``new`` (:func:`photo_record`): the same size and
+    content (a copy or a move keeps them, a rewrite with its size and time kept does not). A record of an older wsss,
+    [size, time], is compared as it was made."""
+    if isinstance(old, list) and len(old) == 2 and all(isinstance(v, int) for v in old):
+        return old == [new[0], new[2]]
+    return isinstance(old, list) and old[:2] == new[:2]
 
 
 def read_sources(folder: str | Path) -> dict[str, Any] | None:
@@ -276,7 +329,7 @@ def read_sources(folder: str | Path) -> dict[str, Any] | None:
 
 
 def refresh_sources(
-    folder: str | Path, suffixes: Iterable[str], records: Mapping[str, list[int] | None]
+    folder: str | Path, suffixes: Iterable[str], records: Mapping[str, list[Any] | None]
 ) -> set[str]:  # fmt: skip
     """Before a job writes into ``folder`` (one process, the folder held): the outputs of each id whose photo is not
     the one they were made of are removed, and the photos' records are written into :data:`SOURCES_FILE`.
@@ -290,7 +343,7 @@ def refresh_sources(
     (kept, a photo replaced meanwhile kept its old mask). Returns the ids whose outputs went."""
     folder = Path(folder)
     old = read_sources(folder)
-    stale = {i for i, r in records.items() if r is None or old is None or old.get(i) != r}
+    stale = {i for i, r in records.items() if r is None or old is None or not same_photo(old.get(i), r)}
     gone = set()
     for id in sorted(stale):
         for suffix in suffixes:

@@ -6,8 +6,9 @@ files and overwrite each other's checkpoints. The lock is an advisory ``flock`` 
 ``RUN/.lock``, which also holds the holder's pid and host for the message: the kernel drops the lock
 when its process ends, however it ends, so a lock left by a killed run is stale by construction and the
 next run takes it. The file itself is left in place (removing it would let a third process lock a new
-file while a second one still waits on the old one). Where ``fcntl`` is missing (Windows) the pid in
-the file is checked instead.
+file while a second one still waits on the old one), emptied when its holder lets go: a file that still names
+a holder once the lock is taken is a killed process's, and its taker says so in one line. Where ``fcntl`` is
+missing (Windows) the pid in the file is checked instead.
 
 The output folder of a per-id job (``wsss cam | pseudo | predict``, and ``--images ... --out``) is held the same
 way for the whole job, in its own :data:`JOB_LOCK_FILE` (not ``.lock``, which marks a run): the job reads the
@@ -21,10 +22,11 @@ import contextlib
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from wsss.core.errors import UsageError
+from wsss.core.errors import ConfigWarning, UsageError
 from wsss.core.files import output_error, pid_alive
 
 try:
@@ -153,6 +155,7 @@ def _held(folder: Path, lock_file: str, command: str, refusal: Callable[[str, st
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
         raise output_error(path, e) from e
+    held = False
     try:
         if fcntl is not None:
             try:
@@ -164,12 +167,17 @@ def _held(folder: Path, lock_file: str, command: str, refusal: Callable[[str, st
             pid = int(fields.get("pid", "0") or 0)
             if pid and pid != os.getpid() and pid_alive(pid):
                 raise UsageError(refusal(*_holder(path)))
+        _say_taken_over(path)
         info = (f"pid={os.getpid()}\nhost={socket.gethostname()}\nsince={time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
                 f"command={command}\n")  # fmt: skip
         os.ftruncate(fd, 0)
         os.pwrite(fd, info.encode(), 0)
+        held = True
         yield path
     finally:
+        if held:  # let go, however the block ended: an empty file names no holder (a killed one's stays named)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
         if created and [p.name for p in folder.iterdir()] == [lock_file]:
             # a job that stopped before writing anything (bad data, bad settings) leaves no folder behind
             with contextlib.suppress(OSError):
@@ -177,3 +185,16 @@ def _held(folder: Path, lock_file: str, command: str, refusal: Callable[[str, st
                 for made in created:
                     made.rmdir()
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _say_taken_over(path: Path) -> None:
+    """One line when the lock ``path``, just taken, still names a holder: a process that ended without letting go
+    (killed), whose lock this process now holds."""
+    try:
+        named = "pid=" in path.read_text()
+    except OSError:
+        return
+    if named:
+        who, where = _holder(path)
+        warnings.warn(ConfigWarning(f"{path.parent}: taken over the lock of {who} ({where}), which ended without "
+                                    "letting it go (killed)"), stacklevel=4)  # fmt: skip

@@ -30,6 +30,10 @@ def test_a_run_whose_weight_files_moved_predicts_the_same_masks(synth_root, tmp_
     before = {p.name: read_label_png(p) for p in (run / "predictions/val").glob("*.png")}
 
     shutil.move(files, tmp_path / "moved")
+    # its masks are the same model's: kept (they were refused as stamped "by an older wsss")
+    stamp = (run / "predictions/val/.settings.json").read_text()
+    wsss_cli("predict", str(run), "--split", "val", "--quiet")
+    assert (run / "predictions/val/.settings.json").read_text() == stamp
     out = wsss_cli("predict", str(run), "--split", "val", "--overwrite", "--quiet")
     warned = [line for line in out.splitlines() if line.startswith("warning:")]
     assert len(warned) == 1 and f"model.pretrained {clip}, options.dino_weights {dino} are gone" in warned[0], out
