@@ -81,6 +81,11 @@ def test_the_route_end_to_end_on_the_synthetic_set(partly_masked, tmp_path, caps
     assert photos[first] == {"split": "val", "miou": round(100 * alone.miou, 2),
                              "pixel_acc": round(100 * alone.scores["pAcc"], 2)}  # fmt: skip
     assert (out / "cls/report/index.html").is_file() and (out / "seg/report/index.html").is_file()
+    # every photo's mask over the photo, on one page that the stage's report links
+    assert sorted(p.stem for p in (masks / "overlay").glob("*.jpg")) == sorted(set(ids))
+    sheet = (out / "seg/report/masks.html").read_text()
+    assert all(f"overlay/{i}.jpg" in sheet for i in ids)
+    assert 'href="masks.html"' in (out / "seg/report/index.html").read_text()
     # the classifier's PAR labels at its level, the stage trained on them with the masks in their place
     assert len(list((out / "cls/pseudo/train").glob("*.png"))) == 24
     seg_cfg = (out / "seg/config.yaml").read_text()

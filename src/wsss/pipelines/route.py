@@ -88,6 +88,7 @@ PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made 
 # What the route makes in OUT: --overwrite with other settings removes the files wsss made there (a file of the user's
 # stays: pipelines.steps.remove_made) and makes them again
 MASKS_DIR = "masks"  # every train and val photo's mask, in one folder
+MASKS_PAGE = "masks.html"  # their overlays on one page, in the report of the run that made them
 TAGS_DIGEST = "tags_digest.txt"  # the labels the steps after the tags were made from (an edited tags.csv: again)
 OWN_OUTPUTS = ("data", "cls", "clip", "weclip", "choice", "seg_data", "seg", MASKS_DIR, "new_masks", SUMMARY_FILE,
                FACTS_FILE, STEPS_LOG, TAGS_DIGEST)  # fmt: skip
@@ -1059,13 +1060,28 @@ class Route:
         from wsss.report.html import report_is_current
 
         self.reports = []
+        links = self._mask_sheet(run_dirs[-1])
         for run_dir in run_dirs:
             folds = (self.scores.get("folds") or {}) if run_dir.name == "seg" else {}
             if report_is_current(run_dir):
                 self.reports.append(run_dir / "report" / "index.html")
                 self.say(f"  {self.reports[-1]}: newer than every output of its run, kept")
             else:
-                self.reports.append(write_report(run_dir, folds=folds))
+                self.reports.append(write_report(run_dir, folds=folds, links=links if run_dir == run_dirs[-1] else ()))
+
+    def _mask_sheet(self, run_dir: Path) -> list[tuple[str, str]]:
+        """The overlays of ``OUT/masks`` and their page in the report of ``run_dir`` (the run that made the masks):
+        the link that report shows."""
+        from wsss.data import VOCDataset
+        from wsss.report.overlays import write_mask_overlays
+
+        masks = self.out.resolve() / MASKS_DIR
+        if not masks.is_dir():
+            return []
+        facts = self._facts()
+        images = {i: ds.image_path(i) for ds in (VOCDataset(facts.root, s) for s in self._splits()) for i in ds.ids}
+        write_mask_overlays(masks, images, facts.class_names, run_dir / "report" / MASKS_PAGE, say=self.say)
+        return [(MASKS_PAGE, f"every photo's mask over the photo, with the colours' legend ({MASKS_PAGE})")]
 
     def _new_photos(self, run_dir: Path, crf: bool = True) -> None:
         from wsss.runs.photos import predict_photos
