@@ -402,6 +402,19 @@ def test_out_a_regular_file_is_one_line(partly_masked, tmp_path, capsys):
     assert afile.read_text() == "mine\n"
 
 
+def test_the_plan_prints_what_prepare_will_warn_of(tmp_path, capsys):
+    photos = ASSETS / "voc-real-mini/JPEGImages"
+    labels = tmp_path / "some.csv"
+    labels.write_text("".join(_labels(tmp_path).read_text().splitlines(keepends=True)[:5]))  # 4 of the 6 photos
+    argv = ["route", str(photos), "--labels", str(labels), "--classes", str(_classes(tmp_path)),
+            "--out", str(tmp_path / "out"), "--plan"]  # fmt: skip
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert f"prepare: warning: 2 images in {photos} have no label and were left out: " in said
+    assert said.index("prepare: warning:") < said.index("route: classifier:")
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_plan_of_a_photo_folder_checks_every_input_first(tmp_path, capsys, monkeypatch):
     """`--plan` on a folder of photos reads and checks what the run would (a labels file whose separator is not
     plain, a folder of new photos that is not there, a weight package not installed), each one error before any

@@ -678,6 +678,10 @@ class Route:
 
         plan = plan_folder(self.opts.data, self.opts.labels, self.opts.classes, masks=self.opts.masks, out=root,
                            progress=self.opts.progress, check=self.opts.plan_only)  # fmt: skip
+        if self.opts.plan_only:  # what the prepare step will print, before the choices made from it
+            for kind, lines in (("note", plan.notes), ("warning", plan.warnings)):
+                for line in lines:
+                    self.say(f"prepare: {kind}: {line}")
         return planned_facts(root, plan)
 
     def _presets(self) -> Choice:
