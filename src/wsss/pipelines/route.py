@@ -1107,19 +1107,7 @@ class Route:
     def run(self) -> RouteResult | None:
         """Run (or continue) the route; what it made (also ``OUT/summary.json``). None with ``plan_only``."""
         if self.opts.plan_only:
-            steps = self.plan()
-            estimates = self._estimates()
-            for i, step in enumerate(steps, 1):
-                self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
-                seconds = estimates.get(step.title)
-                self.say(f"      estimate: {'about ' + _duration(seconds) if seconds is not None else 'none measured'}")
-            total = sum(estimates.get(step.title) or 0.0 for step in steps)
-            if self.mode.value != clip_route.NO_CLIP:
-                self.say("estimate: none measured of the CLIP modes; on a GPU, estimates from single steps in "
-                         "docs/own-photos.md#with-clip-files")  # fmt: skip
-                return None
-            self.say(f"estimate: about {_duration(total)} in all on 2 CPU cores shared with other jobs, as the route "
-                     "was measured (docs/own-photos.md#what-to-expect); a GPU takes far less")  # fmt: skip
+            self._print_estimates(self.plan())
             return None
         self._prepares()  # its refusals before anything is written
         check_output_folder(self.out, "the route's folder (its runs, record and summary)")
@@ -1130,37 +1118,75 @@ class Route:
             steps = self.plan()
             self.runner.record(settings)
             self._save_facts()
+            done, earlier = self._measured_before()
             for i, step in enumerate(steps, 1):
                 self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
                 self.runner.run(step.title, step.command, step.work)
                 self.say(f"[{i}/{len(steps)}] {step.title} done in {_duration(self.times[step.title])}")
+                if step.title not in done:  # its work done in this run (and the stopped runs before it)
+                    self._learn(step.title, earlier.get(step.title, 0.0) + self.times[step.title])
                 if step.title == "prepare" and data_facts(self._facts().root) != self.facts:
                     steps[i:] = self.plan()[1:]  # the choices again, from the prepared data where it differs
                     self._save_facts()
             return self._summary(time.monotonic() - t0)
 
-    def _estimates(self) -> dict[str, float | None]:
-        """Each step's estimated seconds (``pipelines.estimates``) for this route's photos and trainings."""
-        from wsss.pipelines.estimates import measured as measured_times
-        from wsss.pipelines.estimates import step_estimates
+    def _step_work(self) -> dict[str, Any]:
+        """Each step's work (``pipelines.estimates.step_work``) for this route's photos and trainings; none for a CLIP
+        mode (not measured)."""
+        from wsss.pipelines.estimates import step_work
 
-        if self.mode.value != clip_route.NO_CLIP:  # measured for the route without CLIP only
+        if self.mode.value != clip_route.NO_CLIP:
             return {}
         facts, key = self._facts(), str(self.choices["classifier"].value)
-        times = measured_times()
-        measured = int(times.get(key, times["rca"])["train"])
-
-        def iterations(cfg: Config, preset: str, n: int) -> tuple[int, int]:
-            return resolve_epochs(cfg, n).train.max_iters, resolve_epochs(load_config(preset), measured).train.max_iters
-
+        if key not in CLASSIFIERS:  # a preset of the user's: its rate is its own name's
+            key = Path(key).stem
+        n = len(facts.train)
         folds = self.opts.folds if self.choices["stage"].value == "folds" else 0
-        counts = {"train": len(facts.train), "val": len(facts.val), "new": self.new_photos, "folds": folds,
+        counts = {"train": n, "val": len(facts.val), "new": self.new_photos, "folds": folds,
                   "masked_train": len(facts.masked_train), "rounds": self.opts.rounds,
                   "abstain": int(self.opts.abstain)}  # fmt: skip
-        return step_estimates(key, counts, {
-            "classifier": iterations(self.configs["cls"], CLASSIFIERS.get(key, CLASSIFIERS["rca"]), len(facts.train)),
-            "seg": iterations(self.configs["seg"], SEG_PRESET, len(facts.train)),
-        })  # fmt: skip
+        iterations = {k: resolve_epochs(self.configs[k], n).train.max_iters for k in ("cls", "seg")}
+        return step_work(key, counts, {"classifier": iterations["cls"], "seg": iterations["seg"]},
+                         device=str(self.choices["presets"].value))  # fmt: skip
+
+    def _print_estimates(self, steps: list[Step]) -> None:
+        """Under the plan: each step's estimate (0 for a step of this folder that a rerun skips), the total and the
+        rates they came from."""
+        from wsss.pipelines.estimates import rates, step_estimates
+
+        work, known = self._step_work(), rates()
+        estimates = step_estimates(work, known)
+        done, _ = self._measured_before()
+        for i, step in enumerate(steps, 1):
+            self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
+            seconds = estimates.get(step.title)
+            if step.title in done:
+                estimates[step.title] = 0.0
+                self.say("      estimate: 0 s (done: a rerun of this folder skips it)")
+            else:
+                self.say(f"      estimate: {'about ' + _duration(seconds) if seconds is not None else 'none measured'}")
+        if self.mode.value != clip_route.NO_CLIP:
+            self.say("estimate: none measured of the CLIP modes; on a GPU, estimates from single steps in "
+                     "docs/own-photos.md#with-clip-files")  # fmt: skip
+            return
+        total = sum(estimates.get(step.title) or 0.0 for step in steps)
+        keys = {k for step in steps if step.title not in done for k, _ in work.get(step.title, [])}
+        self.say(f"estimate: about {_duration(total)} in all (rates: {known.source(keys)})")
+
+    def _measured_before(self) -> tuple[set[str], dict[str, float]]:
+        """The steps of this folder that finished before (none with ``--overwrite``: each runs again) and the seconds
+        of the stopped runs of the others (``OUT/steps.jsonl``)."""
+        from wsss.pipelines.estimates import read_step_log
+
+        return (set(), {}) if self.opts.overwrite else read_step_log(self.out / STEPS_LOG)
+
+    def _learn(self, title: str, seconds: float) -> None:
+        """A step's measured seconds into this machine's rates (``pipelines.estimates.record``)."""
+        from wsss.pipelines.estimates import record
+
+        work = self._step_work().get(title)
+        if work:
+            record(work, seconds, self.out)
 
     def _save_facts(self) -> None:
         """``OUT/data_facts.json``: the facts the choices were made from, once the plan has read them."""
