@@ -1156,13 +1156,16 @@ class Route:
 
         work, known = self._step_work(), rates()
         estimates = step_estimates(work, known)
-        done, _ = self._measured_before()
+        done, spent = self._measured_before()
         for i, step in enumerate(steps, 1):
             self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
             seconds = estimates.get(step.title)
             if step.title in done:
                 estimates[step.title] = 0.0
                 self.say("      estimate: 0 s (done: a rerun of this folder skips it)")
+            elif seconds is not None and step.title in spent:  # a stopped step goes on where it stopped
+                estimates[step.title] = left = max(0.0, seconds - spent[step.title])
+                self.say(f"      estimate: about {_duration(left)} ({_duration(spent[step.title])} of it spent)")
             else:
                 self.say(f"      estimate: {'about ' + _duration(seconds) if seconds is not None else 'none measured'}")
         if self.mode.value != clip_route.NO_CLIP:
@@ -1170,7 +1173,7 @@ class Route:
                      "docs/own-photos.md#with-clip-files")  # fmt: skip
             return
         total = sum(estimates.get(step.title) or 0.0 for step in steps)
-        keys = {k for step in steps if step.title not in done for k, _ in work.get(step.title, [])}
+        keys = {k for step in steps for k, _ in work.get(step.title, [])}
         self.say(f"estimate: about {_duration(total)} in all (rates: {known.source(keys)})")
 
     def _measured_before(self) -> tuple[set[str], dict[str, float]]:

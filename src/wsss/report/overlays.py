@@ -82,7 +82,7 @@ def _sheet(shown: Mapping[str, set[int]], folder: Path, page: Path, class_names:
 <style>body{{font-family:sans-serif;margin:1em}} figure{{display:inline-block;margin:4px;width:260px;
 vertical-align:top}} img{{max-width:260px;max-height:260px}} figcaption{{font-size:12px}}
 .key{{display:inline-block;margin-right:1em}} .key i{{display:inline-block;width:1em;height:1em;margin-right:4px;
-border:1px solid #000;vertical-align:middle}}</style></head><body>
+border:1px solid black;vertical-align:middle}}</style></head><body>
 <h1>The masks of {len(shown)} photos</h1><p>{legend}</p>
 {cells}
 </body></html>
