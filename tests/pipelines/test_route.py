@@ -667,15 +667,15 @@ def test_a_step_run_gets_its_crf_workers_as_a_typed_value(tmp_path, synth_root, 
 def test_the_plan_of_labels_that_abstain_counts_their_crf(synth_root, tmp_path):
     """``--abstain``'s pseudo step is estimated at the measured ratio of ``--refine agree``'s time to PAR's; without
     it, and without ``--rounds``, the reasons say the folds did not adopt them and where their figures are."""
-    from wsss.pipelines.estimates import measured
+    from wsss.pipelines.estimates import rates, shipped, step_estimates
 
     est = {a: Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), overrides=TINY, abstain=a))
            for a in (False, True)}  # fmt: skip
     for r in est.values():
         r.plan()
-    par, agree = est[False]._estimates(), est[True]._estimates()
-    ratio = measured()[str(est[True].choices["classifier"].value)]["agree_over_par"]
-    assert abs(agree["pseudo"] - ratio * par["pseudo"]) < 1e-9 and agree["seg"] == par["seg"]
+    par, agree = (step_estimates(est[a]._step_work(), rates()) for a in (False, True))
+    ratio = shipped()["pseudo/agree"] / shipped()["pseudo/par"]
+    assert ratio > 1 and abs(agree["pseudo"] - ratio * par["pseudo"]) < 1e-9 and agree["seg"] == par["seg"]
     for name in ("labels", "rounds"):
         assert "not adopted, it lost on a fold: docs/benchmarks/history/real-photos.md#past-the-first-labels" in (
             est[False].choices[name].reason
