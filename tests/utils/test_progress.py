@@ -32,3 +32,14 @@ def test_a_terminal_keeps_its_live_bar():
     for _ in progress_bar(range(3), file=out, desc="t", mininterval=0):
         pass
     assert "\r" in out.getvalue()
+
+
+def test_a_training_logged_to_a_file_writes_a_few_bar_lines_not_one_a_log_step(synth_root, tmp_path, capsys):
+    from conftest import REPO, tiny_overrides
+    from wsss.cli import main
+
+    over = tiny_overrides(synth_root, tmp_path / "run", **{"train.log_iters": 1, "train.eval_iters": 100})
+    assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *over, "--skip-check"]) == 0
+    err = capsys.readouterr().err
+    bars = [line for line in err.splitlines() if line.startswith("train:") and "%|" in line]
+    assert "\r" not in err and 1 <= len(bars) <= 3 and "6/6" in bars[-1]

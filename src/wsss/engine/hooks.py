@@ -176,7 +176,7 @@ class MetricsLogger(HookBase):
                 **{f"loss/{k}": float(v) / self.n_logged for k, v in zip(keys, avg)},
             }
             t.log(record)
-            self.bar.set_postfix(loss=f"{record['loss/loss']:.3f}")
+            self.bar.set_postfix(loss=f"{record['loss/loss']:.3f}", refresh=False)  # shown at the next redraw
             self.sums.clear()
             self.n_logged, self.n_timed, self.t0 = 0, 0, time.time()
 

@@ -4,6 +4,7 @@ with ``\\r`` many times a second, which fills a log with one endless line."""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
@@ -15,6 +16,9 @@ __all__ = ["LOG_INTERVAL", "progress_bar"]
 LOG_INTERVAL = 30.0  # seconds between two lines of a bar written to a file
 
 
+_MOVES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the cursor moves of a bar drawn below another
+
+
 class _Lines:
     """A stream that turns tqdm's redraws (``\\r`` + the bar + padding) into one line each."""
 
@@ -22,7 +26,7 @@ class _Lines:
         self.stream = stream
 
     def write(self, text: str) -> int:
-        for part in text.replace("\r", "\n").split("\n"):
+        for part in _MOVES.sub("", text).replace("\r", "\n").split("\n"):
             if part.strip():
                 self.stream.write(part.rstrip() + "\n")
         return len(text)
