@@ -83,7 +83,7 @@ class Rates:
         keys = set(keys)
         mine = keys & self.measured
         if not mine:
-            return "the shipped rates (docs/own-photos.md#what-to-expect)"
+            return "the shipped rates: one thread on an idle core, docs/own-photos.md#what-to-expect"
         said = f"measured on this machine, {self.runs} run{'s' if self.runs != 1 else ''}"
         rest = keys - mine
         return said + ("" if not rest else f"; the shipped rates for {', '.join(sorted(rest))}")
