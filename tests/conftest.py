@@ -165,6 +165,15 @@ def one_thread():
 
 
 @pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own cache folder (``XDG_CACHE_HOME``): a route a test runs records its step rates there
+    (``wsss.pipelines.estimates``), never in the user's ``~/.cache``, nor for the next test's plan."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
+
+@pytest.fixture(autouse=True)
 def _restore_global_state():
     """Every test starts from the state the one before it found: torch's intra-op thread count, the
     default dtype, the torch / NumPy / Python RNG states, the working directory and the environment are

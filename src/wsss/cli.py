@@ -374,12 +374,23 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from wsss.core.errors import UsageError
     from wsss.core.files import atomic_write, check_output_file
     from wsss.evaluation import evaluate
 
     if args.json:
         check_output_file(args.json)  # before the evaluation: a folder given as --json is refused at once
-    result = evaluate(args.pred_dir, args.data_root, args.split, pseudo=args.pseudo)
+    if args.masks is not None:
+        from wsss.evaluation.by_name import evaluate_by_name, scored_line
+
+        if args.classes is None or args.data_root is not None or args.split is not None:
+            raise UsageError("wsss eval: --masks takes --classes FILE (the class list), not --data-root / --split")
+        result = evaluate_by_name(args.pred_dir, args.masks, args.classes, pseudo=args.pseudo)
+        print(scored_line(result.meta, result.n_images))
+    elif args.data_root is None or args.split is None or args.classes is not None:
+        raise UsageError("wsss eval: give --data-root DIR --split NAME (a dataset), or --masks M --classes FILE")
+    else:
+        result = evaluate(args.pred_dir, args.data_root, args.split, pseudo=args.pseudo)
     print(result.format_table())
     if args.json:
         with atomic_write(args.json, "w") as f:
@@ -946,8 +957,11 @@ def add_eval(sub: Any) -> None:
     """`wsss eval`."""
     s = sub.add_parser("eval", help="mIoU table and co-occurrence diagnostics of a folder of label PNGs")
     s.add_argument("pred_dir", help="folder of <id>.png label maps (e.g. RUN/predictions/val)")
-    s.add_argument("--data-root", required=True, help="dataset root with the ground-truth masks")
-    s.add_argument("--split", required=True, help="split whose ids are scored (an id listed twice: once, a warning)")
+    s.add_argument("--data-root", default=None, help="dataset root with the ground-truth masks")
+    s.add_argument("--split", default=None, help="split whose ids are scored (an id listed twice: once, a warning)")
+    s.add_argument("--masks", default=None, help="instead of a dataset: masks as `wsss prepare folder --masks` "
+                   "takes them (PNG folder, COCO .json, CVAT, LabelMe), matched to predictions by name")  # fmt: skip
+    s.add_argument("--classes", default=None, help="with --masks: the class list, one name a line, background first")
     s.add_argument("--pseudo", action="store_true", help="score pseudo labels (255 = left undecided)")
     s.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     s.set_defaults(fn=cmd_eval)

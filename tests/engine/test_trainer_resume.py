@@ -190,3 +190,13 @@ def test_a_run_whose_start_weights_are_gone_resumes_from_its_checkpoint(synth_ro
     fresh = load_config(CONFIG, tiny_overrides(synth_root, tmp_path / "fresh", **over, **{"model.pretrained": moved}))
     with pytest.raises(WeightLoadError, match="moved_start: pretrained weight file not found"):
         Trainer(fresh, progress=False)
+
+
+def test_a_resume_with_nothing_to_do_leaves_the_config_and_the_log_as_they_were(synth_root, tmp_path):
+    run = tmp_path / "run"
+    assert _cli_train(synth_root, run, **{"train.log_iters": 1}) == 0
+    files = [run / "config.yaml", run / "metrics.jsonl"]
+    for f in files:
+        os.utime(f, ns=(1, 1))  # long ago: a rewrite would show
+    assert _cli_train(synth_root, run, **{"train.log_iters": 1}) == 0
+    assert [f.stat().st_mtime_ns for f in files] == [1, 1]

@@ -82,6 +82,11 @@ def test_the_route_end_to_end_on_the_synthetic_set(partly_masked, tmp_path, caps
     assert photos[first] == {"split": "val", "miou": round(100 * alone.miou, 2),
                              "pixel_acc": round(100 * alone.scores["pAcc"], 2)}  # fmt: skip
     assert (out / "cls/report/index.html").is_file() and (out / "seg/report/index.html").is_file()
+    # every photo's mask over the photo, on one page that the stage's report links
+    assert sorted(p.stem for p in (masks / "overlay").glob("*.jpg")) == sorted(set(ids))
+    sheet = (out / "seg/report/masks.html").read_text()
+    assert all(f"overlay/{i}.jpg" in sheet for i in ids)
+    assert 'href="masks.html"' in (out / "seg/report/index.html").read_text()
     # the classifier's PAR labels at its level, the stage trained on them with the masks in their place
     assert len(list((out / "cls/pseudo/train").glob("*.png"))) == 24
     seg_cfg = (out / "seg/config.yaml").read_text()
@@ -89,6 +94,14 @@ def test_the_route_end_to_end_on_the_synthetic_set(partly_masked, tmp_path, caps
         assert str(out.resolve() / "cls/pseudo/train") in seg_cfg and "true_masks: auto" in seg_cfg
     else:  # the masked photos alone, for as many iterations as the mixed stage
         assert "train_split: train_masked" in seg_cfg and "max_iters: 2" in seg_cfg
+    # the plans after it: this folder's steps are done; another folder's route costs this machine's measured rates
+    assert main([*argv, "--plan"]) == 0
+    plan = capsys.readouterr().out
+    assert plan.count("estimate: 0 s (done: a rerun of this folder skips it)") == 8
+    assert "estimate: about 0.0 s in all (rates: measured on this machine, 1 run)" in plan
+    assert main([*argv[:3], str(tmp_path / "other"), *argv[4:], "--plan"]) == 0
+    plan = capsys.readouterr().out
+    assert "(done" not in plan and "in all (rates: measured on this machine, 1 run)" in plan
     # the same command again: nothing to redo, the same masks, the reports kept
     before = _masks(masks)
     assert main(argv) == 0
@@ -537,7 +550,7 @@ def test_the_route_on_the_test_photos_from_a_folder_to_the_masks_of_new_photos(t
     assert [t for _, _, t in plan] == ["prepare", "classifier", "cam", "pseudo", "seg", "masks", "report",
                                        "new photos"]  # fmt: skip
     assert planned.count("      estimate: about ") == 7 and planned.count("      estimate: none measured") == 1
-    assert "in all on 2 CPU cores shared with other jobs" in planned
+    assert "in all (rates: the shipped rates: one thread on an idle core, docs/own-photos.md#what-to-expect)" in planned
     assert main(argv) == 0
     said = capsys.readouterr().out
     assert re.findall(r"^\[(\d+)/(\d+)\] ([\w ]+): ", said, re.M) == plan  # the same steps, numbered alike
@@ -600,6 +613,19 @@ def test_out_a_regular_file_is_one_line(partly_masked, tmp_path, capsys):
     assert capsys.readouterr().err == (f"error: {afile}: is a file; --out names the route's folder (its runs, record "
                                        "and summary)\n")  # fmt: skip
     assert afile.read_text() == "mine\n"
+
+
+def test_the_plan_prints_what_prepare_will_warn_of(tmp_path, capsys):
+    photos = ASSETS / "voc-real-mini/JPEGImages"
+    labels = tmp_path / "some.csv"
+    labels.write_text("".join(_labels(tmp_path).read_text().splitlines(keepends=True)[:5]))  # 4 of the 6 photos
+    argv = ["route", str(photos), "--labels", str(labels), "--classes", str(_classes(tmp_path)),
+            "--out", str(tmp_path / "out"), "--plan"]  # fmt: skip
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert f"prepare: warning: 2 images in {photos} have no label and were left out: " in said
+    assert said.index("prepare: warning:") < said.index("route: classifier:")
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_plan_of_a_photo_folder_checks_every_input_first(tmp_path, capsys, monkeypatch):
@@ -846,15 +872,15 @@ def test_a_step_run_gets_its_crf_workers_as_a_typed_value(tmp_path, synth_root, 
 def test_the_plan_of_labels_that_abstain_counts_their_crf(synth_root, tmp_path):
     """``--abstain``'s pseudo step is estimated at the measured ratio of ``--refine agree``'s time to PAR's; without
     it, and without ``--rounds``, the reasons say the folds did not adopt them and where their figures are."""
-    from wsss.pipelines.estimates import measured
+    from wsss.pipelines.estimates import rates, shipped, step_estimates
 
     est = {a: Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), overrides=TINY, abstain=a))
            for a in (False, True)}  # fmt: skip
     for r in est.values():
         r.plan()
-    par, agree = est[False]._estimates(), est[True]._estimates()
-    ratio = measured()[str(est[True].choices["classifier"].value)]["agree_over_par"]
-    assert abs(agree["pseudo"] - ratio * par["pseudo"]) < 1e-9 and agree["seg"] == par["seg"]
+    par, agree = (step_estimates(est[a]._step_work(), rates()) for a in (False, True))
+    ratio = shipped()["pseudo/agree"] / shipped()["pseudo/par"]
+    assert ratio > 1 and abs(agree["pseudo"] - ratio * par["pseudo"]) < 1e-9 and agree["seg"] == par["seg"]
     for name in ("labels", "rounds"):
         assert "not adopted, it lost on a fold: docs/benchmarks/history/real-photos.md#past-the-first-labels" in (
             est[False].choices[name].reason

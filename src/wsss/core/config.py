@@ -1113,10 +1113,9 @@ def flat_preset(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    from wsss.core.files import atomic_write
+    from wsss.core.files import write_text_if_changed
 
-    with atomic_write(path, "w") as f:
-        f.write(dump_config(cfg))
+    write_text_if_changed(path, dump_config(cfg))
 
 
 # -- the config diff of a resume (``wsss train`` on a run directory with a checkpoint) ---------------------

@@ -172,6 +172,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBas
         raise
 
 
+def write_text_if_changed(path: str | os.PathLike, text: str) -> bool:
+    """Write ``text`` at ``path`` atomically unless the file holds it already (its time kept: a resume that
+    changes nothing leaves a run's files as they were); whether it wrote."""
+    path = Path(path)
+    try:
+        if path.is_file() and path.stat().st_size == len(text.encode()) and path.read_text() == text:
+            return False
+    except (OSError, UnicodeDecodeError):  # unreadable: written anew
+        pass
+    with atomic_write(path, "w") as f:
+        f.write(text)
+    return True
+
+
 # Read errors that the same read may not meet again: a network filesystem's hiccup (NFS, SMB, FUSE mounts of cloud
 # buckets), a disk that timed out. One of them stopped a training of hours at one image; a reader
 # tries such a read READ_TRIES times, READ_PAUSE_S apart (then 4 times longer), before it fails.

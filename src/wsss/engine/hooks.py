@@ -39,8 +39,9 @@ from tqdm import tqdm
 from wsss.core.checkpoint import load_checkpoint
 from wsss.core.distributed import all_gather_objects, all_reduce_sum, barrier, is_main_process, world_size
 from wsss.core.errors import WSSSError
-from wsss.core.files import atomic_write, move_aside, output_error, write_os_error
+from wsss.core.files import move_aside, output_error, write_os_error, write_text_if_changed
 from wsss.engine.train_loop import HookBase
+from wsss.utils.progress import progress_bar
 
 __all__ = [
     "BestCheckpointer",
@@ -142,8 +143,7 @@ class MetricsLogger(HookBase):
             return
         step = self.trainer.step
         keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
-        with atomic_write(self.path, "w") as f:
-            f.write("".join(line + "\n" for line in keep))
+        write_text_if_changed(self.path, "".join(line + "\n" for line in keep))
 
     def before_train(self) -> None:
         if self.trainer.step == 0 and is_main_process() and self.path.is_file() and self.path.stat().st_size:
@@ -152,7 +152,7 @@ class MetricsLogger(HookBase):
             aside = move_aside(self.path)
             tqdm.write(f"note: {self.path} is of an earlier training of this folder; kept as {aside}", file=sys.stderr)
         self.n_timed, self.t0 = 0, time.time()
-        self.bar = tqdm(
+        self.bar = progress_bar(
             total=self.max_iter, initial=self.trainer.step, desc="train", disable=not self.progress, dynamic_ncols=True
         )
 
@@ -176,7 +176,7 @@ class MetricsLogger(HookBase):
                 **{f"loss/{k}": float(v) / self.n_logged for k, v in zip(keys, avg)},
             }
             t.log(record)
-            self.bar.set_postfix(loss=f"{record['loss/loss']:.3f}")
+            self.bar.set_postfix(loss=f"{record['loss/loss']:.3f}", refresh=False)  # shown at the next redraw
             self.sums.clear()
             self.n_logged, self.n_timed, self.t0 = 0, 0, time.time()
 

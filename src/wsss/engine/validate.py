@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from wsss.cam import labelled_cam_to_label, labelled_classes, resize_maps
 from wsss.core.config import Config
@@ -26,6 +25,7 @@ from wsss.data import VOCDataset
 from wsss.data.transforms import prepare_image, resize_to
 from wsss.evaluation.metrics import ConfusionMeter
 from wsss.methods import Method
+from wsss.utils.progress import progress_bar
 
 
 def _long_side(shape: tuple[int, ...], side: int) -> tuple[int, int]:
@@ -56,7 +56,7 @@ def validate(
         meters["seg"] = ConfusionMeter(C)
     ids = dataset.ids[: cfg.data.val_max_images] if cfg.data.val_max_images else dataset.ids
     stopped = False
-    for id in tqdm(ids[rank() :: world_size()], desc="val", leave=False, disable=not progress):
+    for id in progress_bar(ids[rank() :: world_size()], desc="val", leave=False, disable=not progress):
         if should_stop is not None and should_stop():
             stopped = True
             break

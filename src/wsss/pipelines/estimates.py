@@ -1,63 +1,153 @@
-"""How long each step of ``wsss route`` may take: the route's own measured times on the set its classifier was
-chosen on, scaled to the photos given (a training by its iterations). An estimate on 2 CPU cores shared with other
-jobs, as the times were measured (docs/own-photos.md#what-to-expect); a GPU is far faster."""
+"""How long each step of ``wsss route`` may take: a rate per unit of work for each step (seconds per training
+iteration, per photo, per report), times the route's own work.
+
+The rates are this machine's where a route has run here: each finished step of a route records its seconds and its
+work in a small file of the user's (:func:`user_rates_file`: ``$XDG_CACHE_HOME/wsss/route_rates.json``, else
+``~/.cache/wsss/``), each rate the sum of its last :data:`KEEP` measurements' seconds over their work. Elsewhere the
+shipped rates (``route_times.json`` beside this module; docs/own-photos.md#what-to-expect says on which machine and
+under which load they were measured). A step of the plan's own folder that a rerun skips (finished, and no
+``--overwrite``) costs nothing.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
-# The route on each measured set, by its classifier: the set's train and val photos and each step's wall seconds on
-# 2 loaded CPU cores, as data beside this module (route_times.json; the table of
-# docs/benchmarks/real-photos.md#current-figures is the same measurement).
+from wsss.core.files import atomic_write
+
 TIMES_FILE = Path(__file__).with_name("route_times.json")
+RATES_NAME = "route_rates.json"
+KEEP = 5  # measurements per rate: a machine's recent load, not its first day's
+ROUTES_KEPT = 50  # route folders named in the user's file, for "N runs"
+
+Work = list[tuple[str, float]]  # (rate key, units of work) of one step; a step may take several rates
 
 
 @cache
-def measured() -> dict[str, dict[str, float]]:
-    """classifier -> the measured route's photo counts and step seconds (:data:`TIMES_FILE`)."""
+def shipped() -> dict[str, float]:
+    """Rate key -> seconds per unit of work, as measured for the package (:data:`TIMES_FILE`)."""
     data = json.loads(TIMES_FILE.read_text())
-    return {k: {n: v for n, v in row.items() if n != "set"} for k, row in data.items() if isinstance(row, dict)}
+    return {k: float(r["seconds"]) / float(r["units"]) for k, r in data["rates"].items()}
 
 
-def step_estimates(
-    classifier: str, counts: Mapping[str, int], iterations: Mapping[str, tuple[int, int]]
-) -> dict[str, float | None]:
-    """Seconds per step title (None: no measured rate). ``classifier``: the route's choice (``rca``, ``cam``; a preset
-    of its own: the RCA route's rates, its training unestimated); ``counts``: ``train``, ``val``, ``new`` (photos of
-    ``--images``), ``folds``, ``masked_train``, ``rounds`` (of ``--rounds``) and ``abstain`` (1: the labels of
-    ``--refine agree``, at the measured ratio of their time to PAR's); ``iterations``: per training
-    (``classifier``, ``seg``) the route's iterations and those of the measured run."""
-    times = measured()
-    m = times.get(classifier, times["rca"])
-    per_train = {k: m[k] / m["train"] for k in ("cam", "pseudo")}
-    if counts.get("abstain"):  # a CRF per photo beside PAR
-        per_train["pseudo"] *= m["agree_over_par"]
-    per_predicted = m["predict"] / m["val"]
+def user_rates_file() -> Path:
+    """The user's measured rates: ``$XDG_CACHE_HOME/wsss/route_rates.json``, else ``~/.cache/wsss/``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "wsss" / RATES_NAME
 
-    def trained(step: str) -> float | None:
-        if step == "classifier" and classifier not in times:
-            return None
-        mine, measured = iterations[step]
-        return m[step] * mine / measured
 
-    seg = trained("seg")
+def _read_user(path: Path) -> dict[str, Any]:
+    """The user's file as written by :func:`record`; an empty one where it is missing or unreadable (a cache: it is
+    made again, never a reason to stop a route)."""
+    try:
+        data = json.loads(path.read_text())
+        rates = {str(k): [(float(s), float(u)) for s, u in v] for k, v in dict(data["rates"]).items()}
+        return {"rates": rates, "routes": [str(r) for r in data.get("routes", [])]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"rates": {}, "routes": []}
+
+
+def record(work: Work, seconds: float, route: str | os.PathLike, path: Path | None = None) -> None:
+    """One finished step's ``seconds`` for its ``work`` (a single rate: a step of several is not split) into the
+    user's file, atomically. A file that cannot be written is left as it is: estimates are no output."""
+    if len(work) != 1 or work[0][1] <= 0 or seconds <= 0:
+        return
+    path = path or user_rates_file()
+    data = _read_user(path)
+    key, units = work[0]
+    data["rates"][key] = [*data["rates"].get(key, []), (round(seconds, 3), units)][-KEEP:]
+    route = str(Path(route).resolve())
+    data["routes"] = [*[r for r in data["routes"] if r != route], route][-ROUTES_KEPT:]
+    try:
+        with atomic_write(path, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+    except OSError:  # a read-only home, a full disk: the next route has the shipped rates, no worse
+        pass
+
+
+@dataclass
+class Rates:
+    """Seconds per unit of work by rate key, and where they came from (printed under the plan)."""
+
+    seconds: dict[str, float]
+    measured: set[str]  # the keys measured on this machine
+    runs: int  # routes that measured them
+
+    def source(self, keys: Iterable[str]) -> str:
+        keys = set(keys)
+        mine = keys & self.measured
+        if not mine:
+            return "the shipped rates: one thread on an idle core, docs/own-photos.md#what-to-expect"
+        said = f"measured on this machine, {self.runs} run{'s' if self.runs != 1 else ''}"
+        rest = keys - mine
+        return said + ("" if not rest else f"; the shipped rates for {', '.join(sorted(rest))}")
+
+
+def rates(path: Path | None = None) -> Rates:
+    """This machine's measured rates over the shipped ones."""
+    data = _read_user(path or user_rates_file())
+    mine = {k: sum(s for s, _ in v) / sum(u for _, u in v) for k, v in data["rates"].items() if v}
+    return Rates({**shipped(), **mine}, set(mine), len(data["routes"]))
+
+
+def step_work(classifier: str, counts: Mapping[str, int], iterations: Mapping[str, int], device: str = "cpu"
+              ) -> dict[str, Work]:  # fmt: skip
+    """Each step's work by its title. ``classifier``: the route's choice (``rca``, ``cam``, a preset's name);
+    ``counts``: ``train``, ``val``, ``new`` (photos of ``--images``), ``folds``, ``masked_train``, ``rounds`` (of
+    ``--rounds``) and ``abstain`` (1: the labels of ``--refine agree``); ``iterations``: per training
+    (``classifier``, ``seg``) its iterations; ``device``: the presets' kind (``cpu``, ``gpu``), part of each
+    key but the CPU's."""
+    at = "" if device == "cpu" else f"@{device}"
+    photos, train = counts["train"] + counts["val"], counts["train"]
+    seg, predict = (f"seg{at}", iterations["seg"]), f"masks{at}"
     folds = counts.get("folds", 0)
     return {
-        "prepare": None,
-        "check": None,
-        "classifier": trained("classifier"),
-        "cam": per_train["cam"] * counts["train"],
-        "pseudo": per_train["pseudo"] * counts["train"],
+        "prepare": [(f"prepare{at}", photos)],
+        "check": [(f"check{at}", photos)],
+        "classifier": [(f"classifier/{classifier}{at}", iterations["classifier"])],
+        "cam": [(f"cam/{classifier}{at}", train)],
+        "pseudo": [(f"pseudo/{'agree' if counts.get('abstain') else 'par'}{at}", train)],
         # each fold trains both stages; each masked photo is held once and predicted by both
-        "choice": None if seg is None else folds * 2 * seg + 2 * per_predicted * counts.get("masked_train", 0),
-        "seg": seg,
-        "masks": per_predicted * (counts["train"] + counts["val"]),
-        "report": m["report"],
-        "new photos": per_predicted * counts.get("new", 0),
+        "choice": [(seg[0], folds * 2 * seg[1]), (predict, 2 * counts.get("masked_train", 0))] if folds else [],
+        "seg": [seg],
+        "masks": [(predict, photos)],
+        "report": [(f"report{at}", 1)],
+        "new photos": [(predict, counts.get("new", 0))],
         # each round predicts the train photos as the masks step does, then trains the stage again
-        **{title: seconds for r in range(1, counts.get("rounds", 0) + 1)
-           for title, seconds in ((f"round {r} labels", per_predicted * counts["train"]), (f"round {r}", seg))},
+        **{title: work for r in range(1, counts.get("rounds", 0) + 1)
+           for title, work in ((f"round {r} labels", [(predict, train)]), (f"round {r}", [seg]))},
     }  # fmt: skip
+
+
+def step_estimates(work: Mapping[str, Work], known: Rates) -> dict[str, float | None]:
+    """Seconds per step title (None: a rate of it was never measured, here nor for the package)."""
+    out: dict[str, float | None] = {}
+    for title, parts in work.items():
+        missing = [k for k, _ in parts if k not in known.seconds]
+        out[title] = None if missing else sum(known.seconds[k] * units for k, units in parts)
+    return out
+
+
+def read_step_log(log: Path) -> tuple[set[str], dict[str, float]]:
+    """From a route's ``steps.jsonl``: the titles that finished (a rerun of that route skips their work), and each
+    title's seconds logged after its last finished line (the stopped runs of a step not yet finished)."""
+    done: set[str] = set()
+    pending: dict[str, float] = {}
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        try:
+            entry = json.loads(line)
+            title, seconds, finished = str(entry["step"]), float(entry["seconds"]), bool(entry.get("finished"))
+        except (ValueError, KeyError, TypeError):  # a line a kill cut short
+            continue
+        if finished:
+            done.add(title)
+            pending.pop(title, None)
+        else:
+            pending[title] = pending.get(title, 0.0) + seconds
+    return done, pending

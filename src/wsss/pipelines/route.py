@@ -93,6 +93,7 @@ FIRST_STEP_DONE = "first_step_done"
 # What the route makes in OUT: --overwrite with other settings removes the files wsss made there (a file of the user's
 # stays: pipelines.steps.remove_made) and makes them again
 MASKS_DIR = "masks"  # every train and val photo's mask, in one folder
+MASKS_PAGE = "masks.html"  # their overlays on one page, in the report of the run that made them
 TAGS_DIGEST = "tags_digest.txt"  # the labels the steps after the tags were made from (an edited tags.csv: again)
 OWN_OUTPUTS = ("data", "cls", "clip", "weclip", "choice", "seg_data", "seg", MASKS_DIR, "new_masks", SUMMARY_FILE,
                FACTS_FILE, STEPS_LOG, TAGS_DIGEST)  # fmt: skip
@@ -857,6 +858,10 @@ class Route:
 
         plan = plan_folder(self.opts.data, self.opts.labels, self.opts.classes, masks=self.opts.masks, out=root,
                            progress=self.opts.progress, check=self.opts.plan_only)  # fmt: skip
+        if self.opts.plan_only:  # what the prepare step will print, before the choices made from it
+            for kind, lines in (("note", plan.notes), ("warning", plan.warnings)):
+                for line in lines:
+                    self.say(f"prepare: {kind}: {line}")
         return planned_facts(root, plan)
 
     def _presets(self) -> Choice:
@@ -1239,13 +1244,28 @@ class Route:
         from wsss.report.html import report_is_current
 
         self.reports = []
+        links = self._mask_sheet(run_dirs[-1])
         for run_dir in run_dirs:
             folds = (self.scores.get("folds") or {}) if run_dir.name == "seg" else {}
             if report_is_current(run_dir):
                 self.reports.append(run_dir / "report" / "index.html")
                 self.say(f"  {self.reports[-1]}: newer than every output of its run, kept")
             else:
-                self.reports.append(write_report(run_dir, folds=folds))
+                self.reports.append(write_report(run_dir, folds=folds, links=links if run_dir == run_dirs[-1] else ()))
+
+    def _mask_sheet(self, run_dir: Path) -> list[tuple[str, str]]:
+        """The overlays of ``OUT/masks`` and their page in the report of ``run_dir`` (the run that made the masks):
+        the link that report shows."""
+        from wsss.data import VOCDataset
+        from wsss.report.overlays import write_mask_overlays
+
+        masks = self.out.resolve() / MASKS_DIR
+        if not masks.is_dir():
+            return []
+        facts = self._facts()
+        images = {i: ds.image_path(i) for ds in (VOCDataset(facts.root, s) for s in self._splits()) for i in ds.ids}
+        write_mask_overlays(masks, images, facts.class_names, run_dir / "report" / MASKS_PAGE, say=self.say)
+        return [(MASKS_PAGE, f"every photo's mask over the photo, with the colours' legend ({MASKS_PAGE})")]
 
     def _new_photos(self, run_dir: Path, crf: bool = True) -> None:
         from wsss.runs.photos import predict_photos
@@ -1267,19 +1287,7 @@ class Route:
     def run(self) -> RouteResult | None:
         """Run (or continue) the route; what it made (also ``OUT/summary.json``). None with ``plan_only``."""
         if self.opts.plan_only:
-            steps = self.plan()
-            estimates = self._estimates()
-            for i, step in enumerate(steps, 1):
-                self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
-                seconds = estimates.get(step.title)
-                self.say(f"      estimate: {'about ' + _duration(seconds) if seconds is not None else 'none measured'}")
-            total = sum(estimates.get(step.title) or 0.0 for step in steps)
-            if self.mode.value != clip_route.NO_CLIP:
-                self.say("estimate: none measured of the CLIP modes; on a GPU, estimates from single steps in "
-                         "docs/own-photos.md#with-clip-files")  # fmt: skip
-                return None
-            self.say(f"estimate: about {_duration(total)} in all on 2 CPU cores shared with other jobs, as the route "
-                     "was measured (docs/own-photos.md#what-to-expect); a GPU takes far less")  # fmt: skip
+            self._print_estimates(self.plan())
             return None
         self._prepares()  # its refusals before anything is written
         check_output_folder(self.out, "the route's folder (its runs, record and summary)")
@@ -1291,6 +1299,7 @@ class Route:
             steps = self.plan()
             self._record(settings)
             self._save_facts()
+            done, earlier = self._measured_before()
             for i, step in enumerate(steps, 1):
                 self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
                 self.runner.run(step.title, step.command, step.work)
@@ -1298,33 +1307,73 @@ class Route:
                 if not self.first_step_done:  # its inputs read and accepted: a change of them is now refused
                     self.first_step_done = True
                     self._record(settings)
+                if step.title not in done:  # its work done in this run (and the stopped runs before it)
+                    self._learn(step.title, earlier.get(step.title, 0.0) + self.times[step.title])
                 if step.title == "prepare" and data_facts(self._facts().root) != self.facts:
                     steps[i:] = self.plan()[1:]  # the choices again, from the prepared data where it differs
                     self._save_facts()
             return self._summary(time.monotonic() - t0)
 
-    def _estimates(self) -> dict[str, float | None]:
-        """Each step's estimated seconds (``pipelines.estimates``) for this route's photos and trainings."""
-        from wsss.pipelines.estimates import measured as measured_times
-        from wsss.pipelines.estimates import step_estimates
+    def _step_work(self) -> dict[str, Any]:
+        """Each step's work (``pipelines.estimates.step_work``) for this route's photos and trainings; none for a CLIP
+        mode (not measured)."""
+        from wsss.pipelines.estimates import step_work
 
-        if self.mode.value != clip_route.NO_CLIP:  # measured for the route without CLIP only
+        if self.mode.value != clip_route.NO_CLIP:
             return {}
         facts, key = self._facts(), str(self.choices["classifier"].value)
-        times = measured_times()
-        measured = int(times.get(key, times["rca"])["train"])
-
-        def iterations(cfg: Config, preset: str, n: int) -> tuple[int, int]:
-            return resolve_epochs(cfg, n).train.max_iters, resolve_epochs(load_config(preset), measured).train.max_iters
-
+        if key not in CLASSIFIERS:  # a preset of the user's: its rate is its own name's
+            key = Path(key).stem
+        n = len(facts.train)
         folds = self.opts.folds if self.choices["stage"].value == "folds" else 0
-        counts = {"train": len(facts.train), "val": len(facts.val), "new": self.new_photos, "folds": folds,
+        counts = {"train": n, "val": len(facts.val), "new": self.new_photos, "folds": folds,
                   "masked_train": len(facts.masked_train), "rounds": self.opts.rounds,
                   "abstain": int(self.opts.abstain)}  # fmt: skip
-        return step_estimates(key, counts, {
-            "classifier": iterations(self.configs["cls"], CLASSIFIERS.get(key, CLASSIFIERS["rca"]), len(facts.train)),
-            "seg": iterations(self.configs["seg"], SEG_PRESET, len(facts.train)),
-        })  # fmt: skip
+        iterations = {k: resolve_epochs(self.configs[k], n).train.max_iters for k in ("cls", "seg")}
+        return step_work(key, counts, {"classifier": iterations["cls"], "seg": iterations["seg"]},
+                         device=str(self.choices["presets"].value))  # fmt: skip
+
+    def _print_estimates(self, steps: list[Step]) -> None:
+        """Under the plan: each step's estimate (0 for a step of this folder that a rerun skips), the total and the
+        rates they came from."""
+        from wsss.pipelines.estimates import rates, step_estimates
+
+        work, known = self._step_work(), rates()
+        estimates = step_estimates(work, known)
+        done, spent = self._measured_before()
+        for i, step in enumerate(steps, 1):
+            self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
+            seconds = estimates.get(step.title)
+            if step.title in done:
+                estimates[step.title] = 0.0
+                self.say("      estimate: 0 s (done: a rerun of this folder skips it)")
+            elif seconds is not None and step.title in spent:  # a stopped step goes on where it stopped
+                estimates[step.title] = left = max(0.0, seconds - spent[step.title])
+                self.say(f"      estimate: about {_duration(left)} ({_duration(spent[step.title])} of it spent)")
+            else:
+                self.say(f"      estimate: {'about ' + _duration(seconds) if seconds is not None else 'none measured'}")
+        if self.mode.value != clip_route.NO_CLIP:
+            self.say("estimate: none measured of the CLIP modes; on a GPU, estimates from single steps in "
+                     "docs/own-photos.md#with-clip-files")  # fmt: skip
+            return
+        total = sum(estimates.get(step.title) or 0.0 for step in steps)
+        keys = {k for step in steps for k, _ in work.get(step.title, [])}
+        self.say(f"estimate: about {_duration(total)} in all (rates: {known.source(keys)})")
+
+    def _measured_before(self) -> tuple[set[str], dict[str, float]]:
+        """The steps of this folder that finished before (none with ``--overwrite``: each runs again) and the seconds
+        of the stopped runs of the others (``OUT/steps.jsonl``)."""
+        from wsss.pipelines.estimates import read_step_log
+
+        return (set(), {}) if self.opts.overwrite else read_step_log(self.out / STEPS_LOG)
+
+    def _learn(self, title: str, seconds: float) -> None:
+        """A step's measured seconds into this machine's rates (``pipelines.estimates.record``)."""
+        from wsss.pipelines.estimates import record
+
+        work = self._step_work().get(title)
+        if work:
+            record(work, seconds, self.out)
 
     def _save_facts(self) -> None:
         """``OUT/data_facts.json``: the facts the choices were made from, once the plan has read them."""

@@ -466,12 +466,13 @@ def report_is_current(run: str | Path) -> bool:
 
 def write_report(
     run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12,
-    overrides: Sequence[str] = (), folds: dict[str, Any] | None = None,
+    overrides: Sequence[str] = (), folds: dict[str, Any] | None = None, links: Sequence[tuple[str, str]] = (),
 ) -> Path:  # fmt: skip
     """Write ``<run>/report/index.html`` (and its PNGs) and return its path: every split with outputs, or
     ``split`` alone. ``overrides``: ``KEY=VALUE`` words over the run's saved config for this report (checked as
     every command's, ``load_run_config``), shown in the page's config as this command read it. ``folds``: the
-    route's fold figures for the advice (default: those of the route summary beside the run, if any)."""
+    route's fold figures for the advice (default: those of the route summary beside the run, if any). ``links``:
+    (address relative to the page, text) of pages beside it (the route's overlays of its masks), listed at the top."""
     run = Path(run)
     if max_images < 0:
         raise UsageError(f"--max-images {max_images}: give 0 or more images for each split's grid")
@@ -511,6 +512,7 @@ def write_report(
     listing = ", ".join(f"<b>{_e(ds.split)}</b> ({plural(len(ds), 'image')})" for ds in datasets)
     nav = "".join(f'<a href="#split-{_e(ds.split)}">{_e(ds.split)}</a>' for ds in datasets)
     notes_html = "".join(f"<p class=note>{_e(n)}</p>" for n in notes)
+    notes_html += "".join(f'<p><a href="{_e(href)}">{_e(text)}</a></p>' for href, text in links)
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{_e(title)}</h1>

@@ -310,14 +310,14 @@ def run_ids(
     before finishing, after the summary. The other ranks return their own counts.
     """
     import torch
-    from tqdm import tqdm
 
     from wsss.core.distributed import rank, world_size
+    from wsss.utils.progress import progress_bar
 
     me, world = rank(), world_size()
     store = _job_store()
     mine = share(list(todo), me, world)
-    bar = tqdm(total=len(todo), desc=desc, disable=not progress or me != 0)
+    bar = progress_bar(total=len(todo), desc=desc, disable=not progress or me != 0)
     failed: list[tuple[str, str]] = []
     t0 = time.perf_counter()
     found = torch.get_num_threads()

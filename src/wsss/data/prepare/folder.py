@@ -204,7 +204,8 @@ class FolderPlan:
     masked: set[str]
     label_only: list[str] = field(default_factory=list)  # masked ids labelled with a class their mask lacks
     by_path: list[str] = field(default_factory=list)  # the label rows naming their photo by a path
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # as prepare folder would print them (plan_folder)
+    notes: list[str] = field(default_factory=list)
 
 
 def plan_folder(
@@ -217,7 +218,12 @@ def plan_folder(
     ``check`` False: the photos and masks are not decoded (each photo with a mask file counts as masked), for a
     caller that runs ``prepare_folder`` next, which checks them."""
     read = _read_folder(images, labels, classes, masks, val_fraction, image_mode)
-    return _checked(read, Path(out) if out is not None else None, seed, progress, check)
+    plan = _checked(read, Path(out) if out is not None else None, seed, progress, check)
+    said = PrepareSummary(out=Path(out) if out is not None else Path(images), notes=list(read.notes))
+    said.warnings += plan.warnings[len(read.warnings) :]  # the val split's
+    _say_what_was_read(read, plan, said)
+    plan.warnings, plan.notes = said.warnings, said.notes
+    return plan
 
 
 @dataclass
@@ -331,6 +337,16 @@ def prepare_folder(
     summary.counts.update({"images": len(ids), "train": len(ids) - len(val), "val": len(val), "images_placed": placed})
     if not val:
         summary.notes.append("no val split (no masks, or val_fraction 0): training runs without validation")
+    _say_what_was_read(read, plan, summary)
+    return summary
+
+
+def _say_what_was_read(read: _Read, plan: FolderPlan, summary: PrepareSummary) -> None:
+    """The warnings and notes of the inputs read and checked, in ``summary``: what ``prepare folder`` prints after
+    writing, and ``wsss route --plan`` before anything is written."""
+    images, labels, masks, source = read.images, read.labels, read.masks, read.source
+    files, entries = plan.files, plan.labels
+    ids = sorted(entries)
     renamed = [f"{files[id].name!r} -> {id}" for id in ids if id != files[id].stem]
     left_out = _left_out(images)
     if left_out:
@@ -354,7 +370,6 @@ def prepare_folder(
         summary.notes.append(f"no labels file: every {who} has no class yet; `wsss tag` labels them from CLIP scores")
     else:
         _warn_about_labels(files, entries, plan.label_only, images, summary)
-    return summary
 
 
 def _place_files(
