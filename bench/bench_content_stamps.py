@@ -13,7 +13,6 @@ MB/s and files/s, not a measurement.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ def fastest(rounds: int, work) -> float:  # noqa: ANN001 - any callable
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--photos", type=int, default=400)
     parser.add_argument("--kb", type=int, default=160, help="KiB a photo (COCO's mean: about 160)")

@@ -85,7 +85,8 @@ def test_the_steps_by_hand_are_the_route_that_wsss_route_runs(tmp_path, capsys):
     front = {"README.md": bash_blocks((REPO / "README.md").read_text())[1],
              "own-photos.md": bash_blocks((REPO / "docs/own-photos.md").read_text())[0]}  # fmt: skip
     assert all(block.lstrip().startswith("wsss route ") for block in front.values()), front
-    assert len((REPO / "docs/own-photos.md").read_text().splitlines()) <= 150  # a guide; the figures: BENCHMARKS.md
+    # a guide, whose figures live in BENCHMARKS.md: 150 lines, then 160 with the masks' way out to labelling tools
+    assert len((REPO / "docs/own-photos.md").read_text().splitlines()) <= 160
     data = tmp_path / "data"
     generate_synthetic(data, n_train=60, n_val=4, size=32, seed=1, verbose=False)  # 6 classes, 10+ photos each
     capsys.readouterr()
