@@ -17,6 +17,8 @@ import os
 import time
 from pathlib import Path
 
+from wsss.cli_common import script_parser
+
 COCO_PHOTOS, COCO_BYTES = 118_287, 19.3e9  # COCO 2017 train: its photos and their bytes (train2017.zip's content)
 
 

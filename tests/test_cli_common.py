@@ -142,8 +142,8 @@ def test_shared_flags_are_one_flag_with_one_help_text():
     for flag in ("--device", "--image-mode", "--checkpoint"):
         helps = {a.help for _, p in commands for a in _options(p, flag) if a.help != argparse.SUPPRESS}
         assert len(helps) == 1, (flag, helps)
-    # --data-root of a command that reads a run: the run's dataset by default (eval's is required, its own)
-    helps = {a.help for _, p in commands for a in _options(p, "--data-root") if not a.required}
+    # --data-root of a command that reads a run: the run's dataset by default (eval's, which reads no run, its own)
+    helps = {a.help for path, p in commands for a in _options(p, "--data-root") if path != ("eval",)}
     assert len(helps) == 1, helps
     # --workers: N processes sharing a per-id command's ids, or a dataset converter's pool (and synth's)
     helps = {a.help for _, p in commands for a in _options(p, "--workers")}

@@ -66,7 +66,8 @@ def test_a_wsss_command_ends_with_the_experiment(tmp_path):
         experiment.send_signal(signal.SIGTERM)
         experiment.wait(timeout=30)
         deadline = time.monotonic() + 30
-        while not stopped.exists() and time.monotonic() < deadline:
+        # the file exists a moment before its text is written: wait for the text
+        while not (stopped.exists() and stopped.read_text() == "SIGTERM") and time.monotonic() < deadline:
             time.sleep(0.05)
         assert stopped.exists() and stopped.read_text() == "SIGTERM"
     finally:

@@ -1316,10 +1316,10 @@ class Route:
 
     def _step_work(self) -> dict[str, Any]:
         """Each step's work (``pipelines.estimates.step_work``) for this route's photos and trainings; none for a CLIP
-        mode (not measured)."""
+        mode (not measured), nor before the plan has read the data."""
         from wsss.pipelines.estimates import step_work
 
-        if self.mode.value != clip_route.NO_CLIP:
+        if self.mode.value != clip_route.NO_CLIP or self.facts is None:
             return {}
         facts, key = self._facts(), str(self.choices["classifier"].value)
         if key not in CLASSIFIERS:  # a preset of the user's: its rate is its own name's
