@@ -28,7 +28,6 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from wsss.core.choices import MASK_FORMATS
 from wsss.core.errors import DataError, UsageError
@@ -38,6 +37,7 @@ from wsss.data.prepare import first
 from wsss.data.prepare.labelstudio import encode_rle
 from wsss.data.voc import find_image
 from wsss.utils.io import image_size, read_label_png, voc_palette
+from wsss.utils.progress import progress_bar
 
 #: What a route writes in its folder (wsss.pipelines.route: MASKS_DIR, FACTS_FILE), read here from below it.
 ROUTE_MASKS, ROUTE_FACTS = "masks", "data_facts.json"
@@ -99,7 +99,7 @@ def mask_set(src: str | os.PathLike) -> MaskSet:
 def _masks(masks: MaskSet, progress: bool, said: dict[str, dict[str, None]]) -> Masks:
     """(id, photo file name, mask, photo path or None) of each mask, checked: its values are classes, its size its
     photo's."""
-    for id, path, photo in tqdm(masks.items, desc="export masks", disable=not progress):
+    for id, path, photo in progress_bar(masks.items, desc="export masks", disable=not progress):
         mask = read_label_png(path)
         bad = np.unique(mask[(mask >= len(masks.class_names)) & (mask != IGNORE)])
         if bad.size:
