@@ -155,6 +155,14 @@ def parse_classes(text: str, source: str | os.PathLike = CLASSES_FILE) -> list[s
     return names
 
 
+def read_class_list(path: str | os.PathLike) -> list[str]:
+    """Class names of a class list the user gives (``--classes``): one name a line, background first; DataError
+    naming the file when it is missing or invalid (:func:`parse_classes`)."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: class list not found")
+    return parse_classes(read_text_file(path, "class list"), path)
+
+
 def read_classes(root: str | os.PathLike) -> list[str]:
     """Class names of the dataset at ``root``: its ``classes.txt`` if present, else VOC's 21 (DataError when
     ``root`` is no folder: a data set moved away while a job read it was taken for VOC's 21 classes).

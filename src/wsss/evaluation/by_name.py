@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ConfigWarning, DataError
-from ..data.classes import parse_classes
+from ..data.classes import read_class_list
 from ..data.prepare import first
 from ..data.prepare.annotations import IndexPngs, MaskSource, open_masks
-from ..utils.io import plural, read_text_file
+from ..utils.io import plural
 from .evaluator import EvalResult, evaluate
 
 __all__ = ["MaskSourceDataset", "evaluate_by_name"]
@@ -69,9 +69,7 @@ def evaluate_by_name(
     pred_dir, masks, classes = Path(pred_dir), Path(masks), Path(classes)
     if not pred_dir.is_dir():
         raise DataError(f"{pred_dir}: prediction directory not found")
-    if not classes.is_file():
-        raise DataError(f"{classes}: class list not found")
-    class_names = parse_classes(read_text_file(classes, "class list"), classes)
+    class_names = read_class_list(classes)
     source = open_masks(masks, class_names)
     by_stem = masks_by_stem(source)
     preds = sorted(p.stem for p in pred_dir.glob("*.png") if not p.name.startswith("."))

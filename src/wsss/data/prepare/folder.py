@@ -60,7 +60,7 @@ from wsss.data.classes import (
     NAME_SEPARATOR,
     OTHER_SEPARATORS,
     ClassLookup,
-    parse_classes,
+    read_class_list,
     split_names,
     write_classes,
 )
@@ -399,9 +399,7 @@ def _read_inputs(
     photo; its photos not in ``images`` are skipped with a warning, as its masks are."""
     if not images.is_dir():
         raise DataError(f"{images}: image folder not found")
-    if not classes.is_file():
-        raise DataError(f"{classes}: class list not found")
-    class_names = parse_classes(read_text_file(classes, "class list"), classes)
+    class_names = read_class_list(classes)
     files = _image_files(images, image_mode)
     if labels is None:  # every image, no foreground class yet (wsss tag writes the labels)
         entries: dict[str, list[int]] = {id: [] for id in files}
