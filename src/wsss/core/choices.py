@@ -9,3 +9,7 @@ IMAGE_MODES = ("link", "symlink", "copy", "none")
 
 # The labelling tools `wsss export masks --format` writes pre-annotations for (wsss.runs.export_masks)
 MASK_FORMATS = ("coco", "cvat", "labelme", "labelstudio")
+
+# What `wsss route` writes in its folder that `wsss export masks ROUTE` reads (wsss.pipelines.route, below which
+# wsss.runs.export_masks lies): every train and val photo's mask, and the facts (class names, photos) it chose from
+ROUTE_MASKS_DIR, ROUTE_FACTS_FILE = "masks", "data_facts.json"

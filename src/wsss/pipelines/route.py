@@ -63,6 +63,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from wsss.core.choices import ROUTE_FACTS_FILE, ROUTE_MASKS_DIR
 from wsss.core.config import Config, load_config, replace_setting, resolve_epochs
 from wsss.core.errors import UsageError
 from wsss.core.files import atomic_write, check_output_folder
@@ -86,13 +87,13 @@ STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by f
 PREFIXES = ("cls", "seg", "clip")  # overrides of one run: cls.KEY=VALUE, seg.KEY=VALUE, clip.KEY=VALUE
 # the words that name a network's start file: without a prefix, never the CLIP method's (split_overrides)
 START_FILE_KEYS = (clip_route.CLIP_KEY, clip_route.DINOV2_KEY)
-ROUTE_FILE, SUMMARY_FILE, FACTS_FILE = "route.json", "summary.json", "data_facts.json"
+ROUTE_FILE, SUMMARY_FILE = "route.json", "summary.json"
+FACTS_FILE, MASKS_DIR = ROUTE_FACTS_FILE, ROUTE_MASKS_DIR  # every photo's mask in one folder
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
 # route.json's mark of a first step (prepare or check-data) finished: before it, its settings made nothing
 FIRST_STEP_DONE = "first_step_done"
 # What the route makes in OUT: --overwrite with other settings removes the files wsss made there (a file of the user's
 # stays: pipelines.steps.remove_made) and makes them again
-MASKS_DIR = "masks"  # every train and val photo's mask, in one folder
 MASKS_PAGE = "masks.html"  # their overlays on one page, in the report of the run that made them
 TAGS_DIGEST = "tags_digest.txt"  # the labels the steps after the tags were made from (an edited tags.csv: again)
 OWN_OUTPUTS = ("data", "cls", "clip", "weclip", "choice", "seg_data", "seg", MASKS_DIR, "new_masks", SUMMARY_FILE,

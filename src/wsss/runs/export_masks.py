@@ -29,19 +29,17 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 from PIL import Image
 
-from wsss.core.choices import MASK_FORMATS
+from wsss.core.choices import MASK_FORMATS, ROUTE_FACTS_FILE, ROUTE_MASKS_DIR
 from wsss.core.errors import DataError, UsageError
 from wsss.core.files import atomic_write, check_output_folder
 from wsss.data.classes import read_classes
 from wsss.data.prepare import first
+from wsss.data.prepare.coco import IGNORE
 from wsss.data.prepare.labelstudio import encode_rle
 from wsss.data.voc import find_image
 from wsss.utils.io import image_size, read_label_png, voc_palette
 from wsss.utils.progress import progress_bar
 
-#: What a route writes in its folder (wsss.pipelines.route: MASKS_DIR, FACTS_FILE), read here from below it.
-ROUTE_MASKS, ROUTE_FACTS = "masks", "data_facts.json"
-IGNORE = 255
 #: Label Studio's names in the tasks and the labelling config.
 LS_IMAGE, LS_BRUSH, LS_POLYGON = "image", "label", "polygon"
 #: ``data.image`` of a task: Label Studio's local-files URL, the photo's file name after it (docs/export.md).
@@ -75,20 +73,20 @@ class MasksExport:
 def mask_set(src: str | os.PathLike) -> MaskSet:
     """The masks of a route's folder or of a run's predictions folder, with their class names and photos."""
     src = Path(src)
-    if (src / ROUTE_FACTS).is_file() and (src / ROUTE_MASKS).is_dir():
+    if (src / ROUTE_FACTS_FILE).is_file() and (src / ROUTE_MASKS_DIR).is_dir():
         try:
-            facts = json.loads((src / ROUTE_FACTS).read_text(encoding="utf-8"))
+            facts = json.loads((src / ROUTE_FACTS_FILE).read_text(encoding="utf-8"))
             root, names = Path(facts["root"]), [str(n) for n in facts["class_names"]]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{src / ROUTE_FACTS}: cannot read the route's class names ({e})") from None
-        folder = src / ROUTE_MASKS
+            raise DataError(f"{src / ROUTE_FACTS_FILE}: cannot read the route's class names ({e})") from None
+        folder = src / ROUTE_MASKS_DIR
     elif src.is_dir() and (src.parent.parent / "config.yaml").is_file():
         from wsss.core.config import load_run_config
 
         root = Path(load_run_config(src.parent.parent).data.root)
         names, folder = read_classes(root), src
     else:
-        raise UsageError(f"{src}: not a route's folder (masks/ and {ROUTE_FACTS}) nor a run's predictions folder "
+        raise UsageError(f"{src}: not a route's folder (masks/ and {ROUTE_FACTS_FILE}) nor a run's predictions folder "
                          "(RUN/predictions/<split>)")  # fmt: skip
     masks = sorted(p for p in folder.glob("*.png") if not p.name.startswith("."))
     if not masks:

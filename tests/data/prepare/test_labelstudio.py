@@ -132,7 +132,7 @@ def test_a_coco_file_is_still_read_as_coco(folder):
     [
         ({"original_width": 10**9}, "out of bounds"),
         ({"original_width": 0}, "out of bounds"),
-        ({"original_width": 10_000, "original_height": 10_000}, "out of bounds"),  # sides in bounds, pixels not
+        ({"original_width": 14_000, "original_height": 14_000}, "over the limit"),  # sides in bounds, pixels not
         (
             {"value": {"format": "rle", "rle": encode_rle(np.zeros(8, np.uint8)), "brushlabels": ["cat"]}},
             "the RLE holds 8 values, the photo's RGBA pixels are 800",

@@ -431,7 +431,7 @@ class LabelmeFolder(MaskSource):
         self.by_stem: dict[str, str] = {}  # JSON file stem -> key: the photo of that stem, as LabelMe's converters
         case = []
         for p in sorted(path.glob("*.json")):
-            data = _read_json(p)
+            data = read_json(p)
             if not isinstance(data, dict) or "shapes" not in data:
                 self.notes.append(f"{p}: not a LabelMe file (no 'shapes'): left out")
                 continue
@@ -551,10 +551,6 @@ def _labelme_mask_shape(xy: np.ndarray, shape: dict[str, Any], h: int, w: int, w
     )
     out[ys, xs] = bits[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
     return out
-
-
-def _read_json(path: Path) -> Any:
-    return read_json(path)
 
 
 FORMATS = "a folder of class-index PNGs, a COCO .json file, a CVAT segmentation mask export folder or a folder of "

@@ -28,13 +28,10 @@ from PIL import Image, ImageDraw
 
 from wsss.core.config import MAX_SIDE
 from wsss.core.errors import DataError
-from wsss.utils.io import read_json
+from wsss.utils.io import check_image_pixels, read_json
 
 #: The region types that draw an area; any other region (a choice, a rectangle of another tag) is skipped, named.
 AREA_TYPES = ("polygonlabels", "brushlabels")
-#: The most pixels a declared photo size may have: PIL's own bound on a photo it opens without a warning (a side is at
-#: most a JPEG's largest, ``MAX_SIDE``).
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 1 << 26
 #: Label Studio's RLE header: the number of values (32 bits), the word size - 1 (5 bits), four run-length widths - 1.
 RLE_SIZES = (3, 4, 8, 16)
 UPLOAD_PREFIX = re.compile(r"^[0-9a-fA-F]{8}-")
@@ -207,9 +204,9 @@ def _size(region: dict[str, Any], where: str) -> tuple[int, int]:
         w, h = int(region["original_width"]), int(region["original_height"])
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"{where}: no photo size (original_width / original_height: {e})") from None
-    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE) or w * h > MAX_PIXELS:
-        raise DataError(f"{where}: photo size {w}x{h} is out of bounds (sides 1..{MAX_SIDE}, at most "
-                        f"{MAX_PIXELS:,} pixels)")  # fmt: skip
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
+        raise DataError(f"{where}: photo size {w}x{h} is out of bounds (sides 1..{MAX_SIDE})")
+    check_image_pixels(where, h, w, "the photo size")  # the limit of every image wsss reads
     return h, w
 
 
