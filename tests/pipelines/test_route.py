@@ -232,6 +232,13 @@ def _one_step(route: Route) -> list[Step]:
     return [Step("check", "wsss check-data", lambda: None)]
 
 
+@pytest.fixture
+def one_step_route(monkeypatch):
+    """Routes of this test plan one step that reads nothing (:func:`_one_step`) and write no summary."""
+    monkeypatch.setattr(Route, "plan", _one_step)
+    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
+
+
 def _change(root: Path, what: str) -> None:
     """The dataset ``root`` changed as a user changes it between two runs of a route."""
     train = read_split(root, "train")
@@ -253,15 +260,13 @@ def _change(root: Path, what: str) -> None:
 
 
 @pytest.mark.parametrize("what", ["photo replaced", "labels edited", "mask added", "photo removed"])
-def test_a_route_whose_data_changed_is_refused_unless_overwrite(synth_root, tmp_path, monkeypatch, what):
+def test_a_route_whose_data_changed_is_refused_unless_overwrite(synth_root, tmp_path, what, one_step_route):
     """A rerun over changed data continued with the trainings of the old data: a photo replaced had its CAM and
     pseudo label made again, but not the runs trained on it; edited labels kept every output. The route's settings
     name its data's files (each one's name, size and modification time): a change is refused, naming it."""
     data, out = tmp_path / "data", tmp_path / "route"
     shutil.copytree(synth_root, data)
     (data / f"SegmentationClass/{read_split(data, 'train')[0]}.png").unlink()  # the mask a user adds later
-    monkeypatch.setattr(Route, "plan", _one_step)
-    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     opts = RouteOptions(data=str(data), out=str(out), folds=2)
     Route(opts, say=lambda _: None).run()
     Route(opts, say=lambda _: None).run()  # the same data: it continues (the route writes nothing into it)
@@ -318,11 +323,9 @@ def test_the_data_files_name_each_files_content_nested_masks_too(synth_root, tmp
         before = after
 
 
-def test_a_refusal_of_changed_data_names_the_files_added_removed_and_changed(synth_root, tmp_path, monkeypatch):
+def test_a_refusal_of_changed_data_names_the_files_added_removed_and_changed(synth_root, tmp_path, one_step_route):
     data, out = tmp_path / "data", tmp_path / "route"
     shutil.copytree(synth_root, data)
-    monkeypatch.setattr(Route, "plan", _one_step)
-    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     opts = RouteOptions(data=str(data), out=str(out), folds=2)
     Route(opts, say=lambda _: None).run()
     photos = sorted((data / "JPEGImages").glob("*.jpg"))
@@ -376,15 +379,13 @@ def test_a_route_whose_first_step_failed_on_bad_input_continues_once_it_is_fixed
         Route(opts, say=lambda _: None).run()
 
 
-def test_a_record_of_an_older_wsss_continues_while_its_data_is_as_it_recorded(synth_root, tmp_path, monkeypatch):
+def test_a_record_of_an_older_wsss_continues_while_its_data_is_as_it_recorded(synth_root, tmp_path, one_step_route):
     """route.json of an older wsss names its data by the files' names, sizes and times: the route continues over the
     same data (then records it by content), and refuses a change, saying how it was recorded."""
     from wsss.pipelines.route import legacy_data_files
 
     data, out = tmp_path / "data", tmp_path / "route"
     shutil.copytree(synth_root, data)
-    monkeypatch.setattr(Route, "plan", _one_step)
-    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     opts = RouteOptions(data=str(data), out=str(out), folds=2)
     Route(opts, say=lambda _: None).run()
     record = json.loads((out / "route.json").read_text())
@@ -398,14 +399,12 @@ def test_a_record_of_an_older_wsss_continues_while_its_data_is_as_it_recorded(sy
         Route(opts, say=lambda _: None).run()
 
 
-def test_a_weight_file_moved_with_its_content_kept_continues_the_route(synth_root, tmp_path, monkeypatch):
+def test_a_weight_file_moved_with_its_content_kept_continues_the_route(synth_root, tmp_path, one_step_route):
     """A CLIP file moved since: the rerun with its new place was refused as other settings (its path). A start file is
     a setting by its content; where the route's runs recorded it is re-based."""
     clip, out = tmp_path / "weights/clip.pt", tmp_path / "route"
     clip.parent.mkdir()
     clip.write_bytes(b"weights" * 100)
-    monkeypatch.setattr(Route, "plan", _one_step)
-    monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     opts = RouteOptions(data=str(synth_root), out=str(out), clip=str(clip))
     Route(opts, say=lambda _: None).run()
     (out / "clip").mkdir()
