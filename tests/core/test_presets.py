@@ -256,7 +256,7 @@ def test_a_scoped_name_that_is_not_a_shipped_config_is_named(tmp_path):
 def test_a_scoped_name_without_the_shipped_configs_says_how_to_get_them(tmp_path, monkeypatch):
     """An install without the shipped configs (neither a wheel's wsss/configs nor a checkout's configs/): a scoped
     name is one line saying where they come from, and a relative base not found offers no scoped name."""
-    import wsss.core.config as config
+    import wsss.core.config.presets as config
 
     monkeypatch.setattr(config, "shipped_configs", lambda: tmp_path / "site-packages" / "configs")
     child = _write(tmp_path / "c.yaml", "_base_: wsss::cam/synthetic_cpu.yaml\n")
