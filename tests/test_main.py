@@ -10,6 +10,7 @@ import pytest
 
 import wsss
 import wsss.cli
+import wsss.cli.data
 from conftest import REPO
 from wsss.core.errors import ConfigError, DataError, MissingFileError
 
@@ -27,7 +28,7 @@ def test_user_errors_are_one_line(monkeypatch, capsys, tmp_path, error, code):
     def fail(a):
         raise error
 
-    monkeypatch.setattr(wsss.cli, "cmd_check_data", fail)
+    monkeypatch.setattr(wsss.cli.data, "cmd_check_data", fail)
     assert wsss.cli.main(["check-data", str(tmp_path)]) == code
     err = capsys.readouterr().err
     assert err == f"error: {error}\n"
@@ -38,7 +39,7 @@ def test_unexpected_exceptions_keep_their_traceback(monkeypatch, tmp_path, error
     def fail(a):
         raise error
 
-    monkeypatch.setattr(wsss.cli, "cmd_check_data", fail)
+    monkeypatch.setattr(wsss.cli.data, "cmd_check_data", fail)
     with pytest.raises(type(error)):
         wsss.cli.main(["check-data", str(tmp_path)])
 

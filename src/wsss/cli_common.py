@@ -92,7 +92,9 @@ class Parser(argparse.ArgumentParser):
     the ``wsss`` commands' (subparsers are of their parent's class) and the scripts'. A ``KEY=VALUE`` word is never
     a positional argument either (:meth:`parse_known_args`)."""
 
-    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # noqa: ANN401
+    def parse_known_args(  # type: ignore[override]  # argparse's overloads, as one signature
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> Any:  # noqa: ANN401
         """argparse's, with the ``KEY=VALUE`` words that stand where a positional argument may be taken out first
         and given back as words left over, for :func:`take_overrides`: argparse fills the positionals in order,
         so ``wsss export onnx infer.flip_fuse=max RUN`` took the word for the run."""
@@ -228,7 +230,9 @@ class ScriptParser(Parser):
     def add_overrides(self, example: str = "data.root=/d train.max_iters=100", what: str = "config") -> None:
         add_overrides(self, example, what)
 
-    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # noqa: ANN401
+    def parse_known_args(  # type: ignore[override]  # argparse's overloads, as one signature
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> Any:  # noqa: ANN401
         parsed, extra = super().parse_known_args(args, namespace)
         return parsed, take_overrides(parsed, extra, args)
 

@@ -124,7 +124,7 @@ def test_a_short_write_outside_the_atomic_writer_is_one_line(tmp_path, capsys, m
     def short(a):
         raise OSError("4096 requested and 0 written")
 
-    monkeypatch.setattr("wsss.cli.cmd_check_data", short)
+    monkeypatch.setattr("wsss.cli.data.cmd_check_data", short)
     rc, out = _cli(capsys, "check-data", tmp_path)
     assert rc == 1 and "cannot write (4096 requested and 0 written: a short write" in _one_error_line(out)
 
@@ -384,7 +384,7 @@ def test_an_image_read_at_a_capped_side_keeps_its_exif_turn_and_its_mode(tmp_pat
 _INNER_TESTS = """
 import os, pathlib, time
 
-import wsss.cli
+import wsss.cli.data
 from wsss.cli import main
 
 
@@ -403,7 +403,7 @@ def test_a_command(monkeypatch, tmp_path):
             for _ in range(1200):
                 time.sleep(0.1)
             return 0
-        monkeypatch.setattr(wsss.cli, "cmd_check_data", slow)
+        monkeypatch.setattr(wsss.cli.data, "cmd_check_data", slow)
         argv = ["check-data", str(tmp_path)]
     assert main(argv) == 0
 
@@ -460,7 +460,7 @@ def test_an_interrupt_the_caller_raises_still_returns_130(tmp_path, monkeypatch,
     def interrupted(a):
         raise KeyboardInterrupt  # raised by code (a test's stand-in for a kill), not by a signal
 
-    monkeypatch.setattr("wsss.cli.cmd_check_data", interrupted)
+    monkeypatch.setattr("wsss.cli.data.cmd_check_data", interrupted)
     assert main(["check-data", str(tmp_path)]) == 130
 
 

@@ -115,7 +115,7 @@ def load_run_config(run_dir: str | Path, hint: str = "", overrides: Sequence[str
     return load_config(run_config_path(run_dir, hint), list(overrides))
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Load a YAML config (or the defaults) and apply dotted ``key=value`` overrides. ``path``: a file, or the
     scoped name of a shipped preset (``wsss::cam/synthetic_cpu.yaml``, :func:`config_file`).
 

@@ -4,6 +4,7 @@ marks, keys that moved, and a preset written flat."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +246,7 @@ def _mark_path(node: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
     return {**node, path[0]: child}
 
 
-def flat_preset(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def flat_preset(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The settings preset ``path`` states, its ``_base_`` presets merged in (:func:`read_preset`) and the
     overrides set: one mapping with no ``_base_`` that :func:`load_config` loads to the config ``load_config(path,
     overrides)`` gives (``wsss config show --flat``: a preset to copy that needs none of its bases). The schema's

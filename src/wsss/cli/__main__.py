@@ -1,0 +1,7 @@
+"""``python -m wsss.cli ...``, as ``python -m wsss ...``."""
+
+import sys
+
+from wsss.cli import main
+
+sys.exit(main())
