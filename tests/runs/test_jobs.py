@@ -361,3 +361,23 @@ def test_spread_takes_the_first_the_last_and_evenly_between():
     assert spread(items, 256)[-1] == "299" and len(set(spread(items, 256))) == 256
     assert spread(items[:3], 4) == items[:3]
     assert spread(items, 1) == ["0"] and spread(items, 0) == []
+
+
+def test_the_seeds_level_means_the_same_from_the_run_or_typed(reported_copy):
+    """`wsss cam` at the level its seeds' folder holds rewrites no seed, whether that level is the run's own or
+    typed (``--bkg-thre T``, the word ``cam.bkg_thre=T``); at another level every seed is written again."""
+    from wsss.core.config import load_config
+
+    run = reported_copy  # its seeds of val are at the run's own level
+    seeds = run / "cam_labels" / "val"
+    level = load_config(run / "config.yaml").cam.bkg_thre
+
+    def files() -> dict[str, int]:  # each seed's inode: an atomic write gives the file a new one
+        return {p.name: p.stat().st_ino for p in seeds.glob("*.png")}
+
+    first = files()
+    assert first
+    assert main(["cam", str(run), "--split", "val", "--bkg-thre", str(level), "--quiet"]) == 0
+    assert files() == first
+    assert main(["cam", str(run), "--split", "val", "--bkg-thre", str(level / 2), "--quiet"]) == 0
+    assert not set(files().items()) & set(first.items())

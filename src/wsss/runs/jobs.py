@@ -362,8 +362,8 @@ def run_cam(
     The seeds' background level is the run's ``cam.bkg_thre`` (``wsss cam RUN cam.bkg_thre=T``, or its shorthand
     ``--bkg-thre T``, sets it for this job; ``wsss sweep-bkg`` finds the best on a split). When the seeds' folder
     holds another level, every seed is rewritten at this job's level, from the saved CAM where there is one (no
-    network pass; the saved CAMs are float16) and from a new CAM otherwise; so is every seed when this job's command
-    line names the level (``Run.names("cam.bkg_thre")``), whichever level the folder holds.
+    network pass; the saved CAMs are float16) and from a new CAM otherwise. The level means the same wherever it
+    comes from (the run's config.yaml, a word, the flag): at the level the folder holds, no seed is rewritten.
     """
     ds = _dataset(run, root, split)
     out, seeds = run.dir / "cams" / split, run.dir / "cam_labels" / split
@@ -380,8 +380,7 @@ def run_cam(
         stamp = with_implied(read_stamp(seeds), ours)
         return stamp is not None and stamp.get("bkg_thre") != thre and {**stamp, "bkg_thre": thre} == ours
 
-    named = run.names("cam.bkg_thre")
-    outputs.add(seeds, {**settings, "bkg_thre": thre}, ".png", rewrite_all=named or other_level)
+    outputs.add(seeds, {**settings, "bkg_thre": thre}, ".png", rewrite_all=other_level)
     with outputs.held("wsss cam"):
         reseed = outputs.rewrites_all(seeds)
 
