@@ -381,3 +381,23 @@ def test_the_seeds_level_means_the_same_from_the_run_or_typed(reported_copy):
     assert files() == first
     assert main(["cam", str(run), "--split", "val", "--bkg-thre", str(level / 2), "--quiet"]) == 0
     assert not set(files().items()) & set(first.items())
+
+
+def test_a_jobs_crf_processes_are_decided_once_and_the_pool_gets_the_number(reported_copy, monkeypatch):
+    """``infer.crf_workers=-1`` is decided in one place (``crf_processes``: the cores' rule of
+    ``cam.crf.crf_workers``, none without a CRF); a job's pool gets that number, never the -1 to decide again."""
+    from wsss.cam import CRFPool
+    from wsss.cam.crf import crf_workers
+    from wsss.runs import jobs
+
+    given = []
+
+    def spy(workers: int, *args, **kw):  # noqa: ANN002, ANN003 (CRFPool's)
+        given.append(workers)
+        return CRFPool(0, *args, **kw)  # in this process: the test starts no pool
+
+    monkeypatch.setattr(jobs, "CRFPool", spy)
+    run = str(reported_copy)
+    assert main(["predict", run, "--split", "val", "--crf", "--crf-workers", "-1", "--quiet"]) == 0
+    assert main(["predict", run, "--split", "val", "--crf-workers", "3", "--quiet"]) == 0  # no CRF: no process
+    assert given == [crf_workers(-1), 0]

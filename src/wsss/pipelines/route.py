@@ -792,8 +792,8 @@ class Route:
         """``--crf-workers N`` for every CRF step, else each run's own ``infer.crf_workers`` (a ``cls.`` / ``seg.``
         word sets one training's; -1 resolved by the one rule of ``cam.crf.crf_workers``). A word that says
         otherwise than the flag is refused."""
-        from wsss.cam.crf import crf_workers
         from wsss.core.config import check_value
+        from wsss.runs.jobs import crf_processes
 
         given = self.opts.crf_workers
         words = {f"{p}.{w}" for p in PREFIXES for w in self.words[p] if _key(w) == "infer.crf_workers"}
@@ -803,8 +803,9 @@ class Route:
             if other:
                 raise UsageError(f"--crf-workers {given} and {other[0]}: give one of them")
             return Choice(given, "given")
-        cfg = (self.configs.get("seg") or self.configs["weclip"]).infer.crf_workers
-        shown = f"{cfg}, {crf_workers(cfg)} processes here" if cfg < 0 else str(cfg)
+        config = self.configs.get("seg") or self.configs["weclip"]
+        cfg = config.infer.crf_workers
+        shown = f"{cfg}, {crf_processes(config)} processes here" if cfg < 0 else str(cfg)
         source = "given" if words else "the presets'"
         return Choice(None, f"each run's infer.crf_workers ({source}; the DeepLab stage's: {shown})")
 

@@ -32,7 +32,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from wsss.cam import CRFPool, cam_to_label, crf_label, labelled_cam_to_label
-from wsss.core.config import results_config
+from wsss.cam.crf import crf_workers
+from wsss.core.config import Config, results_config
 from wsss.core.distributed import rank
 from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, ResultWarning, UsageError
 from wsss.core.files import remove_stale_temps
@@ -346,6 +347,13 @@ def warn_if_one_class(folder: Path, ids: Sequence[str], class_names: Sequence[st
         ), stacklevel=2)  # fmt: skip
 
 
+def crf_processes(cfg: Config, crf: bool = True) -> int:
+    """The CRF worker processes of a job of ``cfg``, decided here alone: none without a CRF (``crf`` False), else
+    ``infer.crf_workers``, its -1 by the rule of ``cam.crf.crf_workers`` (this process's share of the cores). Every
+    job's ``CRFPool`` and the route's account of it read this; ``-1`` goes no further."""
+    return crf_workers(cfg.infer.crf_workers) if crf else 0
+
+
 def _dataset(run: Run, root: str | None, split: str) -> VOCDataset:
     return run.dataset(root, split)
 
@@ -511,7 +519,7 @@ def run_pseudo(
         todo = shared_todo(list_todo)
         job = PseudoJob(run, ds, cams)
         label_of = REFINERS[refine].make(job, todo, **given)
-        with CRFPool(run.cfg.infer.crf_workers) as pool:
+        with CRFPool(crf_processes(run.cfg)) as pool:
             run_ids(
                 todo, lambda ids: _pipeline(run, ds, ids, lambda id, image, labels, _: label_of(id, image, labels),
                                             pool=pool, finish=_label_writes(out)),
@@ -686,7 +694,7 @@ def run_predict(
         compute = predict_compute(run, crf=crf, scales=scales, probs_dir=probs_dir if save_probs else None,
                                   labelled_only=labelled_only, tags_from=tags_from, tag_threshold=tag_threshold,
                                   tag_gate=tag_gate)  # fmt: skip
-        with CRFPool(run.cfg.infer.crf_workers if crf else 0) as pool:
+        with CRFPool(crf_processes(run.cfg, crf)) as pool:
             run_ids(
                 todo, lambda ids: _pipeline(run, ds, ids, compute, size=None, pool=pool, finish=_label_writes(out)),
                 desc=f"predict {split}", skipped=len(ds.ids) - len(todo), progress=progress,

@@ -48,6 +48,7 @@ from wsss.runs.jobs import (
     _pipeline,
     cam_settings,
     check_predict,
+    crf_processes,
     labelled_seed,
     predict_compute,
     prediction_settings,
@@ -210,7 +211,7 @@ def predict_photos(
         **prediction_settings(run, {"images": photos.sources}, scales, False, tags_from, tag_gate, tag_threshold),
         "crf": results_config(run.cfg)["infer"]["crf"] if crf else None,
     }  # fmt: skip
-    with CRFPool(run.cfg.infer.crf_workers if crf else 0) as pool:
+    with CRFPool(crf_processes(run.cfg, crf)) as pool:
         _run_photos(
             photos, out, folders, settings, overwrite,
             lambda ids: _pipeline(run, photos, ids, compute, size=None, pool=pool, finish=finish),
