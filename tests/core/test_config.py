@@ -160,3 +160,30 @@ def test_the_keys_of_where_and_how_fast_are_declared_once():
     assert "crf_workers" not in results_config(plain)["infer"] and "crf" in results_config(plain)["infer"]
     assert results_config(load_config(None, ["cam.bkg_thre=0.3"])) != results_config(plain)
     assert is_execution_word("infer.crf_workers=2") and not is_execution_word("infer.crf.pos_w=2")
+
+
+def test_true_masks_are_read_once_into_a_typed_value(synth_root, tmp_path, monkeypatch):
+    """``data.true_masks`` is read by one function (``true_masks_of``) into a typed value: the data set's own masks,
+    a folder (``~`` expanded), or none; the engine's targets, the CLI's checks and the stored path take that."""
+    from wsss.core.config import TrueMasks, resolve_paths, true_masks_of
+    from wsss.data import VOCDataset
+    from wsss.engine.trainer import training_targets
+    from wsss.utils.io import save_label_png
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = tmp_path / "masks"
+    base = VOCDataset(synth_root, "train")
+    for i in base.ids[:2]:
+        save_label_png(folder / f"{i}.png", base.load_mask(i))
+    preset = REPO / "configs/deeplab/synthetic_cpu.yaml"
+
+    def read(*words: str) -> Config:
+        return load_config(preset, [f"data.root={synth_root}", *words])
+
+    assert true_masks_of(read("data.true_masks=auto").data) == TrueMasks(own=True)
+    assert not true_masks_of(read().data) and not true_masks_of(read("data.true_masks=").data)
+    cfg = read("data.true_masks=~/masks")
+    assert true_masks_of(cfg.data) == TrueMasks(folder=folder)
+    targets = training_targets(cfg, get_method_class(cfg.method))  # the same folder wherever it is read
+    assert targets.source.folder == folder and set(targets.masks) == set(base.ids[:2])
+    assert resolve_paths(cfg).data.true_masks == str(folder.resolve())

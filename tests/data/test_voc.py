@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from conftest import VOC_REAL_MINI, VOC_REAL_MINI_IDS
+from wsss.core.config import TrueMasks
 from wsss.core.errors import DataError
 from wsss.data import ClsTrainDataset, VOCDataset, read_classes
 from wsss.data.classes import COCO_CLASSES, VOC_CLASSES
@@ -276,9 +277,9 @@ def test_true_masks_win_over_pseudo_labels_and_carry_their_weight(synth_root, tm
     for i in masked:
         save_label_png(masks / f"{i}.png", base.load_mask(i))
         (pseudo / f"{i}.png").unlink()
-    found = true_mask_paths(synth_root, "train", masks)
+    found = true_mask_paths(synth_root, "train", TrueMasks(folder=masks))
     assert found == {i: masks / f"{i}.png" for i in masked}
-    assert set(true_mask_paths(synth_root, "train", "auto")) == set(base.ids)  # the synthetic set's own masks
+    assert set(true_mask_paths(synth_root, "train", TrueMasks(own=True))) == set(base.ids)  # the set's own masks
     aug = TrainAugment(48, scale_range=(0.9, 1.1), hflip=False)
     ds = ClsTrainDataset(base, aug, seed=1)
     ds.set_target_dir(pseudo, true_masks=found, true_mask_weight=3.0)
@@ -304,7 +305,7 @@ def test_true_masks_win_over_pseudo_labels_and_carry_their_weight(synth_root, tm
     with pytest.raises(DataError, match=r"train\.txt: no segmentation targets"):
         ds.set_target_dir(None, true_masks={})
     with pytest.raises(DataError, match="mask folder not found"):
-        true_mask_paths(synth_root, "train", tmp_path / "nowhere")
+        true_mask_paths(synth_root, "train", TrueMasks(folder=tmp_path / "nowhere"))
 
 
 def test_a_classifiers_targets_ignore_the_photos_without_a_mask(synth_root, tmp_path):
@@ -317,8 +318,8 @@ def test_a_classifiers_targets_ignore_the_photos_without_a_mask(synth_root, tmp_
         save_label_png(masks / f"{i}.png", base.load_mask(i))
     aug = TrainAugment(48, scale_range=(0.9, 1.1), hflip=False)
     ds = ClsTrainDataset(base, aug, seed=1)
-    ds.set_target_dir(None, true_masks=true_mask_paths(synth_root, "train", masks), true_mask_weight=2.0,
-                      unmasked_ignored=True)  # fmt: skip
+    found = true_mask_paths(synth_root, "train", TrueMasks(folder=masks))
+    ds.set_target_dir(None, true_masks=found, true_mask_weight=2.0, unmasked_ignored=True)
     for k, id in enumerate(base.ids[:4]):
         s = ds[k]
         if id in masked:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wsss.core.config import DATA_ROOT_UNSET, TRUE_MASKS_AUTO
+from wsss.core.config import DATA_ROOT_UNSET, TrueMasks
 from wsss.core.errors import ConfigError, DataError
 from wsss.core.safe_load import read_npy
 from wsss.data.classes import CLASSES_FILE, read_classes
@@ -319,17 +319,18 @@ def run_dataset(root: str | os.PathLike | None, run_root: str, split: str, run_d
 ExtraViews = Callable[..., Mapping[str, Any]] | Mapping[str, Callable[..., Any]]
 
 
-def true_mask_paths(root: str | os.PathLike, split: str, true_masks: str | os.PathLike | None) -> dict[str, Path]:
-    """``data.true_masks``: the ids of ``split`` that have a mask of the user's, and its file. ``"auto"``: the
-    data set's own masks (``ROOT/SegmentationClassAug`` or ``ROOT/SegmentationClass``, as ``VOCDataset``);
-    a folder: its ``<id>.png``; None: none. A photo without one is simply left out (its pseudo label serves)."""
+def true_mask_paths(root: str | os.PathLike, split: str, true_masks: TrueMasks) -> dict[str, Path]:
+    """``data.true_masks`` as ``core.config.true_masks_of`` read it: the ids of ``split`` that have a mask of the
+    user's, and its file. The data set's own masks (``ROOT/SegmentationClassAug`` or ``ROOT/SegmentationClass``, as
+    ``VOCDataset``), a folder's ``<id>.png``, or none. A photo without one is simply left out (its pseudo label
+    serves)."""
     if not true_masks:
         return {}
     ids = read_split(root, split)
-    if str(true_masks) == TRUE_MASKS_AUTO:
+    d = true_masks.folder
+    if d is None:  # the data set's own
         ds = VOCDataset(root, split)
         return {i: p for i in ids if (p := ds.mask_path(i)) is not None}
-    d = Path(true_masks)
     if not d.is_dir():
         raise DataError(f"{d}: mask folder not found (data.true_masks: 'auto' or a folder of <id>.png masks)")
     return {i: d / f"{i}.png" for i in ids if (d / f"{i}.png").is_file()}

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from wsss.core.checkpoint import check_checkpoint_classes, load_checkpoint, load_model_state, save_checkpoint
-from wsss.core.config import Config, iterations_per_epoch, resolve_epochs, save_config
+from wsss.core.config import Config, TrueMasks, iterations_per_epoch, resolve_epochs, save_config, true_masks_of
 from wsss.core.device import check_device, cuda_available
 from wsss.core.distributed import (
     all_gather_objects,
@@ -207,7 +207,7 @@ def build_optimizer(method: Method, cfg: Config) -> PolyWarmupAdamW | PolyWarmup
 def teaches_cams_masks(cfg: Config, method: Method | type[Method]) -> bool:
     """Whether this training teaches a classifier's CAMs the user's own masks (``data.true_masks`` on a method whose
     CAMs come from its batches, ``Method.mask_term``; a stage that trains on masks, DeepLab's, reads them itself)."""
-    return bool(cfg.data.true_masks) and method.cams.source == "batch"
+    return bool(true_masks_of(cfg.data)) and method.cams.source == "batch"
 
 
 @dataclass(frozen=True)
@@ -215,11 +215,12 @@ class TrainingTargets:
     """What a training's photos are taught with, resolved once here from ``data.true_masks`` (the CLI,
     the trainer and the methods' pseudo-label stages each resolved it before): ``masks``, the training split's
     photos that have a mask of the user's (id -> file), of ``n_photos``; ``text``, the one line that says so (the
-    CLI prints it, and nothing else)."""
+    CLI prints it, and nothing else); ``source``, what the setting names (``core.config.true_masks_of``)."""
 
     masks: dict[str, Path]
     n_photos: int
     text: str
+    source: TrueMasks = TrueMasks()
 
 
 def training_targets(cfg: Config, method: Method | type[Method]) -> TrainingTargets:
@@ -228,9 +229,10 @@ def training_targets(cfg: Config, method: Method | type[Method]) -> TrainingTarg
     (:func:`teaches_cams_masks`, the loss term ``mask``), a stage that trains on masks takes them in place of the
     pseudo labels (docs/own-photos.md#how-many-masks). No masks named: none, and no text."""
     d = cfg.data
-    if not d.true_masks:
+    source = true_masks_of(d)
+    if not source:
         return TrainingTargets({}, 0, "")
-    masks = true_mask_paths(d.root, d.train_split, d.true_masks)
+    masks = true_mask_paths(d.root, d.train_split, source)
     n = len(read_split(d.root, d.train_split))
     if teaches_cams_masks(cfg, method):
         weight = cfg.loss.weights.get(MASK_TERM, 1.0)  # resolve_mask_term's default, the config left as it is
@@ -241,7 +243,7 @@ def training_targets(cfg: Config, method: Method | type[Method]) -> TrainingTarg
         rest = f"the rest on the pseudo labels of {d.pseudo_dir}" if d.pseudo_dir else "no pseudo labels"
         text = (f"targets: {len(masks)} of the {n} photos of split {d.train_split} train on their own masks (weight "
                 f"{d.true_mask_weight:g}), {rest}")  # fmt: skip
-    return TrainingTargets(masks, n, text)
+    return TrainingTargets(masks, n, text, source)
 
 
 def config_without_gone_starts(

@@ -25,10 +25,9 @@ def _to_stderr(text: str) -> None:
 
 def training_checks(cfg: Any) -> tuple[str, list[Check]]:
     """What a training of ``cfg`` reads, as checks: the train split and the val split (where the dataset has one;
-    every val photo needs its mask), the user's folder of true masks (``data.true_masks`` other than ``auto``) on the
+    every val photo needs its mask), the user's folder of true masks (a folder ``data.true_masks`` names) on the
     photos it covers, the pseudo labels (``data.pseudo_dir``) of the other train photos; and the engine's sentence on
     what the masks teach (``training_targets``; empty where no mask trains)."""
-    from wsss.core.config import TRUE_MASKS_AUTO
     from wsss.data import check_dataset, check_pseudo_labels
     from wsss.data.voc import available_splits
     from wsss.engine.trainer import training_targets  # data.true_masks is the engine's to resolve: here it is said
@@ -41,10 +40,10 @@ def training_checks(cfg: Any) -> tuple[str, list[Check]]:
                            for s in full if s]  # fmt: skip
     d, train_split = cfg.data.pseudo_dir, cfg.data.train_split
     targets = training_targets(cfg, method_class(cfg))
-    masks = targets.masks
-    if cfg.data.true_masks and cfg.data.true_masks != TRUE_MASKS_AUTO:  # a folder of the user's: its files checked
-        checks.append((f"true masks {cfg.data.true_masks} of split {train_split}",
-                       partial(check_pseudo_labels, cfg.data.root, train_split, cfg.data.true_masks,
+    masks, folder = targets.masks, targets.source.folder
+    if folder is not None:  # a folder of the user's: its files checked
+        checks.append((f"true masks {folder} of split {train_split}",
+                       partial(check_pseudo_labels, cfg.data.root, train_split, folder,
                                only=set(masks), what="true mask")))  # fmt: skip
     if d:
         checks.append((f"pseudo labels {d} of split {train_split}",

@@ -24,6 +24,7 @@ from wsss.core.config.checks import check_settings, check_value, from_dict, repl
 from wsss.core.config.load import (
     DATA_ROOT_UNSET,
     PLUGINS_ENV,
+    TrueMasks,
     dump_config,
     iterations_per_epoch,
     load_config,
@@ -35,6 +36,7 @@ from wsss.core.config.load import (
     resolve_paths,
     run_config_path,
     save_config,
+    true_masks_of,
 )
 from wsss.core.config.overrides import parse_override, set_dotted
 from wsss.core.config.presets import (
@@ -136,6 +138,7 @@ __all__ = [
     "SIDE",
     "TRUE_MASKS_AUTO",
     "TrainConfig",
+    "TrueMasks",
     "Valid",
     "YAML12_FLOAT",
     "YAMLDumper",
@@ -170,6 +173,7 @@ __all__ = [
     "setting",
     "shipped_config",
     "shipped_configs",
+    "true_masks_of",
     "yaml_error_text",
     "yaml_load",
 ]

@@ -7,13 +7,14 @@ import dataclasses
 import difflib
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from wsss.core.config.checks import check_settings, from_dict
 from wsss.core.config.overrides import parse_override, set_dotted
 from wsss.core.config.presets import _merge, config_file, read_preset
-from wsss.core.config.schema import TRUE_MASKS_AUTO, Config
+from wsss.core.config.schema import TRUE_MASKS_AUTO, Config, DataConfig
 from wsss.core.config.yaml_text import dump_yaml
 from wsss.core.errors import ConfigError, MissingFileError
 
@@ -148,6 +149,28 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     return from_dict(Config, _merge(defaults, data))
 
 
+@dataclass(frozen=True)
+class TrueMasks:
+    """``data.true_masks`` read (:func:`true_masks_of`): the data set's own masks (``own``, the value
+    :data:`TRUE_MASKS_AUTO`), a folder of the user's ``<id>.png`` (``folder``), or none (false)."""
+
+    own: bool = False
+    folder: Path | None = None
+
+    def __bool__(self) -> bool:
+        return self.own or self.folder is not None
+
+
+def true_masks_of(data: DataConfig) -> TrueMasks:
+    """What ``data.true_masks`` names, decided here alone; every other reader takes this typed result."""
+    value = data.true_masks
+    if not value:
+        return TrueMasks()
+    if value == TRUE_MASKS_AUTO:
+        return TrueMasks(own=True)
+    return TrueMasks(folder=Path(value).expanduser())
+
+
 def resolve_paths(cfg: Config) -> Config:
     """Make the run's input paths absolute (``data.root``, ``data.pseudo_dir``, a ``data.true_masks`` folder,
     ``model.pretrained`` when it is a file), so a run's ``config.yaml`` works from any directory. In place;
@@ -156,8 +179,9 @@ def resolve_paths(cfg: Config) -> Config:
     cfg.data.root = str(Path(require_data_root(cfg)).expanduser().resolve())
     if cfg.data.pseudo_dir:
         cfg.data.pseudo_dir = str(Path(cfg.data.pseudo_dir).expanduser().resolve())
-    if cfg.data.true_masks and cfg.data.true_masks != TRUE_MASKS_AUTO:
-        cfg.data.true_masks = str(Path(cfg.data.true_masks).expanduser().resolve())
+    masks = true_masks_of(cfg.data).folder
+    if masks is not None:
+        cfg.data.true_masks = str(masks.resolve())
     if cfg.model.pretrained and Path(cfg.model.pretrained).expanduser().exists():
         cfg.model.pretrained = str(Path(cfg.model.pretrained).expanduser().resolve())
     return cfg
