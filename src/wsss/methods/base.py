@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from wsss.core.config import Config, ModelConfig
+from wsss.core.config import Config, ModelConfig, true_masks_of
 from wsss.core.errors import ConfigError
 from wsss.methods.contract import TrainContext
 from wsss.models.backbones import CNNBackbone, ViTBackbone, create_backbone
@@ -42,7 +42,7 @@ def attach_pseudo_labels(ctx: TrainContext, cfg: Config, method_name: str) -> No
     own mask where ``data.true_masks`` has one (docs/own-photos.md#how-many-masks): ``ctx.true_masks``, as the engine
     resolved it."""
     d = cfg.data
-    if not d.pseudo_dir and not d.true_masks:
+    if not d.pseudo_dir and not true_masks_of(d):
         raise ConfigError(
             f"method {method_name} trains on pseudo labels: set data.pseudo_dir=DIR (a directory of <id>.png "
             "label maps, 255 = ignore, e.g. RUN/pseudo/train from `wsss pseudo`), data.true_masks=auto (the "
