@@ -73,6 +73,28 @@ def test_a_method_makes_per_image_cams_through_the_one_default_hook(name):
     assert per_image == (cls.cams.source == "per_image"), f"{name}: cams.source {cls.cams.source!r}"
 
 
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_only_a_method_with_batch_cams_overrides_cam_maps(name):
+    """A method declares where its CAMs come from (``cams.source``) and overrides ``cam_maps`` exactly when they
+    come from batches; any other keeps the default, the one refusal of every such method."""
+    cls = get_method_class(name)
+    assert (cls.cam_maps is not Method.cam_maps) == (cls.cams.source == "batch"), f"{name}: {cls.cams.source!r}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cam_maps_does_what_the_declaration_says(name, tmp_path):
+    """Built, a method with batch CAMs gives (B, C-1, h, w) maps; any other refuses with one UsageError naming it."""
+    torch.manual_seed(0)
+    method = build_method(tiny_config(name, tmp_path, tmp_path / "run"), placeholder_classes(4)).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        if method.cams.source == "batch":
+            assert tuple(method.cam_maps(images)[0].shape[:2]) == (2, 3)
+        else:
+            with pytest.raises(UsageError, match=rf"^method {name} (has no CAM stage|makes its CAMs per image)"):
+                method.cam_maps(images)
+
+
 def generic_refiners() -> set[str]:
     return set(REFINERS) - {r for n in available_methods() for r in get_method_class(n).refiners}
 

@@ -19,7 +19,8 @@ Contract (``Method``):
   fractions of the training resolves it there, and a rule that does not fit the training is refused).
 - ``cam_maps(images)`` returns (cam, cam_aux) before any ReLU or normalisation, for the shared multi-scale
   step (``cam_passes()``: a ``wsss.cam.CamPasses`` that applies the ReLU where ``cams.relu`` says, and can
-  fill an empty map from what lies below it: ``infer.cam_empty_fallback``).
+  fill an empty map from what lies below it: ``infer.cam_empty_fallback``). A method whose ``cams.source`` is
+  not "batch" keeps the default, which refuses with one UsageError naming the method.
 - ``seg_logits(images)`` returns (B, C, h, w) segmentation logits at the network's resolution.
 - ``class_logits(images)`` returns the image classifier's (B, C-1) logits (``has_classifier``): by default
   the CAM pooled as the classifier pools it; ``wsss predict --tags-from`` and ``wsss viz`` read them.
@@ -388,6 +389,11 @@ class NoOptions:
 
 
 CAM_SOURCES = ("batch", "per_image", "none")
+# Why ``Method.cam_maps`` has nothing to give, per ``CamDeclaration.source`` other than "batch"
+NO_BATCH_CAMS = {
+    "per_image": "makes its CAMs per image from its labels (`wsss cam` on its run), not from a batch of tensors",
+    "none": "has no CAM stage: run `wsss cam` on the run whose CAMs it was trained from",
+}
 # The capability flags that CamDeclaration replaced: a subclass that still sets one is refused (it would be ignored).
 _MOVED_FLAGS = {"has_cams": "cams = CamDeclaration(source='none')",
                 "cams_per_image": "cams = CamDeclaration(source='per_image') and labelled_cam_of_image",
@@ -665,7 +671,11 @@ class Method(nn.Module):
 
     # -- inference ------------------------------------------------------------------------
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """(cam, aux cam) of an image batch, before any ReLU: a method whose ``cams.source`` is "batch" implements
+        this. Every other method keeps this one, which refuses with one UsageError naming the method."""
+        if self.cams.source == "batch":
+            raise NotImplementedError(f"{self.name}: cams.source is 'batch' but the method does not implement cam_maps")
+        raise UsageError(f"method {self.name} {NO_BATCH_CAMS[self.cams.source]}")
 
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import REPO
 from wsss.cli import main
 from wsss.core.config import load_config
-from wsss.core.errors import ConfigError
+from wsss.core.errors import ConfigError, UsageError
 from wsss.data import VOCDataset
 from wsss.engine.trainer import build_optimizer
 from wsss.methods import build_method, placeholder_classes
@@ -79,7 +79,7 @@ def test_deeplab_v2_and_v3plus_shapes():
         ).eval()
         assert v3.seg_logits(x).shape == (2, 7, 16, 16)  # stride-4 decoder
     assert not v2.has_cams and v2.has_seg_head
-    with pytest.raises(RuntimeError, match="no CAMs"):
+    with pytest.raises(UsageError, match="^method deeplab has no CAM stage"):
         v2.cam_maps(x)
 
 

@@ -191,11 +191,6 @@ class AffinityNet(Method):
             scores = F.interpolate(scores[None], size=(h, w), mode="bilinear", align_corners=False)[0]
         return scores.argmax(0).cpu().numpy().astype(np.int64)
 
-    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise RuntimeError(
-            "affinitynet has no CAMs: use it with `wsss pseudo RUN --refine affinity --affinity-run AFFRUN`"
-        )
-
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("affinitynet has no segmentation head: use `wsss pseudo RUN --refine affinity`")
 

@@ -146,9 +146,6 @@ class ClipES(Method):
         )  # fmt: skip
         return label
 
-    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise UsageError("clip_es makes CAMs per image from its labels (wsss cam), not from a batch of tensors")
-
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         raise UsageError("clip_es has no segmentation head: train configs/deeplab/ on its pseudo labels")
 

@@ -259,9 +259,3 @@ class DeepLab(Method):
         if self.options.ema_predict and self.teacher is not None:
             return self.teacher(images)
         return self.net(images)
-
-    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise RuntimeError(
-            "deeplab is a segmentation network trained on pseudo labels: it has no CAMs "
-            "(use `wsss predict`, or `wsss cam` on the run that made the pseudo labels)"
-        )

@@ -372,9 +372,6 @@ class Excel(Method):
         seg, _, _ = self.decoder(self.encode(x)["all_feats"], self.grid(x))
         return seg
 
-    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise UsageError("excel makes its maps per image from the labels (wsss cam), not from a batch of tensors")
-
     # -- training ---------------------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Only the decoder learns (official group 3, lr x10): the CLIP is frozen."""

@@ -37,7 +37,7 @@ from wsss.cam.clip_refine import (
     with_background,
 )
 from wsss.core.config import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, SIDE, Config, setting
-from wsss.core.errors import ConfigError, ConfigWarning, UsageError, WeightLoadError
+from wsss.core.errors import ConfigError, ConfigWarning, WeightLoadError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.losses import balanced_seg_loss
 from wsss.methods.clip_runs import VOC_BACKGROUND, clip_input, prompts_for, quick_gelu_of, read_clip_weights
@@ -276,9 +276,6 @@ class WeclipPlus(Method):
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         """``0.5 (seg_clip + seg_dino)`` (B, C, h, w) at the CLIP grid; the caller upsamples."""
         return self.network(images)[1].seg()
-
-    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise UsageError("weclip_plus makes its maps per image from the labels (wsss cam), not from a batch")
 
     # -- training ---------------------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
