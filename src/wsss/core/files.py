@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
-import io
 import os
 import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, Any, TypeVar
 
 from wsss.core.errors import OutputError
 
@@ -141,7 +140,7 @@ def check_output_folder(path: str | os.PathLike, names: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds.
 
     The file gets the mode a plain ``open(path, "w")`` would give (0666 minus the umask), not the

@@ -304,16 +304,25 @@ def masked_view(ds: Any) -> Any | None:
     return view
 
 
-def run_dataset(root: str | os.PathLike | None, run_root: str, split: str, run_dir: str | os.PathLike) -> VOCDataset:
+def run_dataset(
+    root: str | os.PathLike | None, run_root: str | None, split: str, run_dir: str | os.PathLike
+) -> VOCDataset:
     """The dataset a command on a trained run reads: ``root`` (its ``--data-root``), else the run's ``data.root``
     (``run_root``). A run's own root that is not on this machine (a run copied from another, whose config holds
-    its absolute paths) is a DataError that names the run and ``--data-root``, not only "root not found"."""
-    if root is None and not Path(run_root).is_dir():
+    its absolute paths) is a DataError that names the run and ``--data-root``, not only "root not found"; a run
+    without one is a ConfigError that says the same."""
+    if root is not None:
+        return VOCDataset(root, split)
+    if run_root is None:
+        raise ConfigError(
+            f"{run_dir}: the run's config has no data.root; give the dataset's folder with --data-root DIR"
+        )
+    if not Path(run_root).is_dir():
         raise DataError(
             f"{describe_path(run_root)}: dataset root not found: the data.root of the run {run_dir} (a run moved or "
             "copied from another machine?); give the dataset's folder here with --data-root DIR"
         )
-    return VOCDataset(root if root is not None else run_root, split)
+    return VOCDataset(run_root, split)
 
 
 ExtraViews = Callable[..., Mapping[str, Any]] | Mapping[str, Callable[..., Any]]

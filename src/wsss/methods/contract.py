@@ -68,7 +68,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -322,13 +322,14 @@ class RegisteredRefiner:
 REFINERS: dict[str, RegisteredRefiner] = {}
 
 
-def register_refiner(
-    name: str, *, options: Sequence[str] = ()
-) -> Callable[[Callable[..., Refiner]], Callable[..., Refiner]]:
+RefinerFactory = TypeVar("RefinerFactory", bound=Callable[..., Refiner])
+
+
+def register_refiner(name: str, *, options: Sequence[str] = ()) -> Callable[[RefinerFactory], RefinerFactory]:
     """Decorator: make a refiner factory available as ``wsss pseudo --refine <name>``. ``options``: the keyword
     options the factory takes (each None unless given: ``wsss pseudo --affinity-run`` is ``affinity_run``)."""
 
-    def deco(factory: Callable[..., Refiner]) -> Callable[..., Refiner]:
+    def deco(factory: RefinerFactory) -> RefinerFactory:
         require_free_name("refiner", REFINERS, name, factory)
         REFINERS[name] = RegisteredRefiner(name, factory, tuple(options), factory.__module__)
         return factory

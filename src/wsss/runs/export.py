@@ -86,9 +86,9 @@ def export_voc_test(
     """
     run = Path(run)
     if data_root is None:
-        from wsss.core.config import load_run_config
+        from wsss.core.config import load_run_config, require_data_root
 
-        data_root = load_run_config(run, "; pass --data-root", overrides).data.root
+        data_root = require_data_root(load_run_config(run, "; pass --data-root", overrides))
     ds = VOCDataset(data_root, split)
     class_names = read_classes(data_root)
     num_classes = len(class_names)

@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -81,9 +82,9 @@ def mask_set(src: str | os.PathLike) -> MaskSet:
             raise DataError(f"{src / ROUTE_FACTS_FILE}: cannot read the route's class names ({e})") from None
         folder = src / ROUTE_MASKS_DIR
     elif src.is_dir() and (src.parent.parent / "config.yaml").is_file():
-        from wsss.core.config import load_run_config
+        from wsss.core.config import load_run_config, require_data_root
 
-        root = Path(load_run_config(src.parent.parent).data.root)
+        root = Path(require_data_root(load_run_config(src.parent.parent)))
         names, folder = read_classes(root), src
     else:
         raise UsageError(f"{src}: not a route's folder (masks/ and {ROUTE_FACTS_FILE}) nor a run's predictions folder "
@@ -175,7 +176,8 @@ def write_coco(out: Path, names: list[str], masks: Masks, image_url: str = "") -
     """COCO instances: one annotation a class a photo, its mask as compressed RLE, iscrowd 0."""
     from pycocotools import mask as mask_utils
 
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for n, (_, photo, mask, _) in enumerate(masks, start=1):
         images.append({"id": n, "file_name": photo, "height": int(mask.shape[0]), "width": int(mask.shape[1])})
         for c in np.unique(mask).tolist():
@@ -228,8 +230,9 @@ def write_labelme(out: Path, names: list[str], masks: Masks, image_url: str = ""
                    "description": "", "shape_type": "polygon", "flags": {}, "mask": None}
                   for c, xy in mask_polygons(mask)]  # fmt: skip
         image_path = photo if path is None else os.path.relpath(path, out)
-        data = {"version": "5.5.0", "flags": {}, "shapes": shapes, "imagePath": image_path, "imageData": None,
-                "imageHeight": int(mask.shape[0]), "imageWidth": int(mask.shape[1])}  # fmt: skip
+        data: dict[str, Any] = {"version": "5.5.0", "flags": {}, "shapes": shapes, "imagePath": image_path,
+                                "imageData": None, "imageHeight": int(mask.shape[0]),
+                                "imageWidth": int(mask.shape[1])}  # fmt: skip
         path = out / f"{id}.json"
         with atomic_write(path, "w") as f:
             json.dump(data, f, indent=1)

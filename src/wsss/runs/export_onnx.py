@@ -118,8 +118,9 @@ def export_onnx(
     out = check_output_apart(check_output_file(out), run_own_files(run_dir))
     if out.exists() and not overwrite:
         raise UsageError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
-    run = load_run(run_dir, checkpoint=checkpoint, device="cpu", overrides=overrides)
-    check_output_apart(out, [run.checkpoint])  # a --checkpoint outside the run
+    run = load_run(Path(run_dir), checkpoint=checkpoint, device="cpu", overrides=overrides)
+    if run.checkpoint is not None:
+        check_output_apart(out, [run.checkpoint])  # a --checkpoint outside the run
     if not run.method.has_seg_head:
         raise UsageError(f"{run.dir}: this run (method {run.cfg.method}) has no segmentation network to export")
     if run.cfg.infer.resize_long is not None:
@@ -154,8 +155,9 @@ def _trace(module: SingleScaleSegmenter, run: Run) -> Any:
     except Exception as e:  # noqa: BLE001 (torch.export's many error types: each one means "does not trace")
         why = next((ln.strip() for ln in str(e).splitlines() if "Error" in ln and ":" in ln), type(e).__name__)
         raise _not_exportable(run, why) from e
+    assert program is not None  # dynamo=True: export returns the program or raises
     buf = io.BytesIO()
-    program.save(buf)
+    program.save(buf)  # type: ignore[arg-type]  # torch's stubs say a path; onnx.save, which it calls, takes a file
     import onnx
 
     return onnx.load_model_from_string(buf.getvalue())

@@ -223,7 +223,7 @@ def shared_todo(list_todo: Callable[[], list[str]]) -> list[str]:
 
     if world_size() == 1:
         return list_todo()
-    box = [list_todo() if rank() == 0 else None]
+    box: list[Any] = [list_todo() if rank() == 0 else None]  # every rank's slot holds rank 0's list after this
     dist.broadcast_object_list(box, src=0)
     return list(box[0])
 
@@ -238,7 +238,7 @@ def _job_store() -> dist.TCPStore | None:
         return None
     host = os.environ.get("MASTER_ADDR", "127.0.0.1")
     server = dist.TCPStore(host, 0, world_size(), True, wait_for_workers=False) if rank() == 0 else None
-    box = [server.port if server is not None else None]
+    box: list[Any] = [server.port if server is not None else None]  # rank 0's port on every rank after this
     dist.broadcast_object_list(box, src=0)
     return server if server is not None else dist.TCPStore(host, int(box[0]), world_size(), False)
 

@@ -152,7 +152,8 @@ def tag_split(
 ) -> TagSummary:  # fmt: skip
     """Label the photos of ``split`` (module docstring); returns what was written and the comparison with
     the masks."""
-    if not hasattr(run.method, "image_scores"):
+    image_scores = getattr(run.method, "image_scores", None)  # CLIP-ES's zero-shot scores (runs/photos.py too)
+    if image_scores is None:
         raise UsageError(
             f"{run.dir}: wsss tag needs a CLIP-ES run (wsss import clip_es WEIGHTS ...), not {run.cfg.method}"
         )
@@ -170,7 +171,7 @@ def tag_split(
     else:
         rows = {}
         for id in tqdm(ds.ids, desc=f"tag {split}", unit="img", disable=not progress):
-            fg, bg = run.method.image_scores(ds.load_image(id))
+            fg, bg = image_scores(ds.load_image(id))
             new[id] = tag_labels(fg, threshold, at_least_one)
             names = ";".join(ds.class_names[1 + c] for c in np.flatnonzero(new[id]))
             rows[id] = [id, names, f"{float(bg.sum()):.4f}", *(f"{float(s):.4f}" for s in fg)]
