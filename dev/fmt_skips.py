@@ -132,8 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             changed.append(path)
     if changed:
         subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", *map(str, changed)], check=True)
-    print(f"# fmt: skip markers: {total.markers}, kept (tables) {total.kept}, removed {total.removed}; "
-          f"{len(changed)} files changed")
+    print(
+        f"# fmt: skip markers: {total.markers}, kept (tables) {total.kept}, removed {total.removed}; "
+        f"{len(changed)} files changed"
+    )
     return 0
 
 

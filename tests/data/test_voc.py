@@ -317,8 +317,9 @@ def test_a_classifiers_targets_ignore_the_photos_without_a_mask(synth_root, tmp_
         save_label_png(masks / f"{i}.png", base.load_mask(i))
     aug = TrainAugment(48, scale_range=(0.9, 1.1), hflip=False)
     ds = ClsTrainDataset(base, aug, seed=1)
-    ds.set_target_dir(None, true_masks=true_mask_paths(synth_root, "train", masks), true_mask_weight=2.0,
-                      unmasked_ignored=True)  # fmt: skip
+    ds.set_target_dir(
+        None, true_masks=true_mask_paths(synth_root, "train", masks), true_mask_weight=2.0, unmasked_ignored=True
+    )
     for k, id in enumerate(base.ids[:4]):
         s = ds[k]
         if id in masked:

@@ -205,8 +205,10 @@ def test_method_contract(name, synth_root, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
 
 
-@pytest.mark.parametrize(("name", "pooling", "expected"), [("cam", "gmp", "gmp"), ("cam", "gap", "gap"),
-                                                           ("rca", "gmp", "gap"), ("sccam", "gmp", "gap")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "pooling", "expected"),
+    [("cam", "gmp", "gmp"), ("cam", "gap", "gap"), ("rca", "gmp", "gap"), ("sccam", "gmp", "gap")],
+)
 def test_classifier_pooling_is_the_one_the_logits_use(name, pooling, expected, synth_root, tmp_path):
     """``Method.classifier_pooling`` (what ``Method.class_logits`` pools the CAM by, by default): the CAM
     baseline's follows ``model.pooling``; RCA's and SC-CAM's classifiers pool by GAP whatever it says (an
@@ -223,8 +225,9 @@ def test_classifier_pooling_is_the_one_the_logits_use(name, pooling, expected, s
 CLASSIFIER_INPUT = {"cam": "image", "seco": "image", "sccam": "image", "rca": "rca_image"}
 
 
-@pytest.mark.parametrize(("name", "pooling"), [("cam", "gmp"), ("cam", "gap"), ("seco", "gmp"), ("sccam", "gap"),
-                                               ("rca", "gap")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "pooling"), [("cam", "gmp"), ("cam", "gap"), ("seco", "gmp"), ("sccam", "gap"), ("rca", "gap")]
+)
 def test_class_logits_are_the_logits_the_classification_loss_reads(name, pooling, synth_root, tmp_path):
     """``Method.class_logits`` (the tags of `wsss predict --tags-from`): the loss of a batch's labels on them is
     the method's own ``cls`` term (eval mode: no dropout, batch statistics frozen). The default (the CAM pooled by
@@ -288,8 +291,12 @@ def test_cam_passes_follow_the_run_settings_and_the_method_order(synth_root, tmp
     cfg.infer.cam_empty_fallback, cfg.infer.cam_flip_fuse = "peak_odds", "sum"
     method = build_method(cfg, placeholder_classes(8))
     passes = method.cam_passes([1.0, 0.5])
-    assert (passes.scales, passes.relu, passes.flip_fuse, passes.empty_fallback) == ((1.0, 0.5), "per_pass", "sum",
-                                                                                      "peak_odds")  # fmt: skip
+    assert (passes.scales, passes.relu, passes.flip_fuse, passes.empty_fallback) == (
+        (1.0, 0.5),
+        "per_pass",
+        "sum",
+        "peak_odds",
+    )
     assert method.cam_passes(labelled=False).empty_fallback == "none"  # no label: nothing to fill
     assert method.cam_passes().scales == tuple(cfg.infer.cam_scales)
 
@@ -301,8 +308,12 @@ def test_every_classifier_learns_masks_pixels_through_its_cams(name, tmp_path):
     torch.manual_seed(0)
     method = build_method(tiny_config(name, tmp_path, tmp_path / "run"), placeholder_classes(4)).train()
     labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
-    batch = {"image": torch.randn(2, 3, 64, 64), "target": torch.randint(0, 4, (2, 64, 64)), "labels": labels,
-             "target_weight": torch.tensor([1.0, 0.0])}  # fmt: skip
+    batch = {
+        "image": torch.randn(2, 3, 64, 64),
+        "target": torch.randint(0, 4, (2, 64, 64)),
+        "labels": labels,
+        "target_weight": torch.tensor([1.0, 0.0]),
+    }
     term = method.mask_term(batch)
     assert torch.isfinite(term) and term.item() > 0
     term.backward()

@@ -121,11 +121,14 @@ def check_output_apart(out: str | os.PathLike, inputs: Iterable[str | os.PathLik
     for item in inputs:
         item = Path(item)  # one not there yet counts too: a run's metrics.jsonl that its training will write
         if where == item.resolve():
-            raise OutputError(f"{out}: {flag} names {item}, an input of this command or a file of the run; "
-                              "choose another path")  # fmt: skip
+            raise OutputError(
+                f"{out}: {flag} names {item}, an input of this command or a file of the run; choose another path"
+            )
         if item.is_dir() and where.is_relative_to(item.resolve()):
-            raise OutputError(f"{out}: {flag} lies in {item}, a folder of this command's inputs or of the run's own "
-                              "files; choose another path")  # fmt: skip
+            raise OutputError(
+                f"{out}: {flag} lies in {item}, a folder of this command's inputs or of the run's own "
+                "files; choose another path"
+            )
     return out
 
 

@@ -426,9 +426,13 @@ class ClsTrainDataset(Dataset):
         self.epoch = int(epoch)
 
     def set_target_dir(
-        self, target_dir: str | os.PathLike | None, *, true_masks: Mapping[str, Path] | None = None,
-        true_mask_weight: float = 1.0, unmasked_ignored: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        target_dir: str | os.PathLike | None,
+        *,
+        true_masks: Mapping[str, Path] | None = None,
+        true_mask_weight: float = 1.0,
+        unmasked_ignored: bool = False,
+    ) -> None:
         """Load ``<target_dir>/<id>.png`` as each sample's ``target``; DataError if any id has none.
 
         ``true_masks`` (``data.true_masks``, :func:`true_mask_paths`): a user's own masks of some of the ids, which

@@ -396,10 +396,12 @@ NO_BATCH_CAMS = {
     "none": "has no CAM stage: run `wsss cam` on the run whose CAMs it was trained from",
 }
 # The capability flags that CamDeclaration replaced: a subclass that still sets one is refused (it would be ignored).
-_MOVED_FLAGS = {"has_cams": "cams = CamDeclaration(source='none')",
-                "cams_per_image": "cams = CamDeclaration(source='per_image') and labelled_cam_of_image",
-                "own_crf": "a crf_refiner override",
-                "cam_relu_per_pass": "cams = CamDeclaration(relu='per_pass')"}  # fmt: skip
+_MOVED_FLAGS = {
+    "has_cams": "cams = CamDeclaration(source='none')",
+    "cams_per_image": "cams = CamDeclaration(source='per_image') and labelled_cam_of_image",
+    "own_crf": "a crf_refiner override",
+    "cam_relu_per_pass": "cams = CamDeclaration(relu='per_pass')",
+}
 
 
 @dataclass(frozen=True)
@@ -424,8 +426,11 @@ class CamDeclaration:
     pooling: str | None = None
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("source", self.source, CAM_SOURCES), ("relu", self.relu, RELU_ORDERS),
-                                     ("pooling", self.pooling, (None, "gap", "gmp"))):  # fmt: skip
+        for name, value, allowed in (
+            ("source", self.source, CAM_SOURCES),
+            ("relu", self.relu, RELU_ORDERS),
+            ("pooling", self.pooling, (None, "gap", "gmp")),
+        ):
             if value not in allowed:
                 raise ValueError(f"CamDeclaration.{name} must be one of {allowed}, got {value!r}")
 
@@ -452,8 +457,10 @@ class Method(nn.Module):
         super().__init_subclass__(**kwargs)
         moved = [f"{flag} (now {new})" for flag, new in _MOVED_FLAGS.items() if flag in vars(cls)]
         if moved:
-            raise TypeError(f"{cls.__qualname__} sets {', '.join(moved)}: what a method declares about its CAMs "
-                            "is one CamDeclaration, what it does differently a hook it overrides")  # fmt: skip
+            raise TypeError(
+                f"{cls.__qualname__} sets {', '.join(moved)}: what a method declares about its CAMs "
+                "is one CamDeclaration, what it does differently a hook it overrides"
+            )
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__()
@@ -503,13 +510,24 @@ class Method(nn.Module):
         and the empty-map fallback ``infer.cam_empty_fallback`` where the maps are of ``labelled`` classes."""
         inf = self.cfg.infer
         fallback = inf.cam_empty_fallback if labelled else "none"
-        return CamPasses(tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse, relu=self.cams.relu,
-                         normalize=inf.cam_normalize, empty_fallback=fallback)  # fmt: skip
+        return CamPasses(
+            tuple(scales or inf.cam_scales),
+            flip_fuse=inf.cam_flip_fuse,
+            relu=self.cams.relu,
+            normalize=inf.cam_normalize,
+            empty_fallback=fallback,
+        )
 
     def image_cams(
-        self, image: np.ndarray, x: torch.Tensor | None = None, *, classes: torch.Tensor | None = None,
-        scales: Sequence[float] | None = None, aux: bool = False, labelled: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        self,
+        image: np.ndarray,
+        x: torch.Tensor | None = None,
+        *,
+        classes: torch.Tensor | None = None,
+        scales: Sequence[float] | None = None,
+        aux: bool = False,
+        labelled: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The CAMs of one (H, W, 3) uint8 ``image``: (cam, aux cam or None), each (1, k, h, w) in [0, 1], of
         the 0-based foreground ``classes`` (ascending; None: every class, k = C-1), at the size of ``x`` (or of
         the image: ``resize_maps`` them to the image). ``wsss cam``, validation and ``viz`` call this.

@@ -36,9 +36,14 @@ def refine_none(job: RefineJob, ids: Sequence[str]) -> InProcessRefiner:
         cam = job.cam(id)
         h, w = cam.shape[1:]
         _, label = cam_to_label(
-            torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], img_box=[[0, h, 0, w]], ignore_mid=True,
-            bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre,
-        )  # fmt: skip
+            torch.from_numpy(cam)[None],
+            torch.from_numpy(labels)[None],
+            img_box=[[0, h, 0, w]],
+            ignore_mid=True,
+            bkg_thre=c.bkg_thre,
+            high_thre=c.high_thre,
+            low_thre=c.low_thre,
+        )
         return label[0].cpu().numpy()
 
     return refine
@@ -55,9 +60,14 @@ def refine_par(job: RefineJob, ids: Sequence[str]) -> InProcessRefiner:
     def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
         image01 = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255.0
         label = refine_cams_with_bkg(
-            par, image01, torch.from_numpy(job.cam(id)).to(device)[None], torch.from_numpy(labels)[None],
-            high_thre=c.high_thre, low_thre=c.low_thre, down_scale=c.par_down_scale,
-        )  # fmt: skip
+            par,
+            image01,
+            torch.from_numpy(job.cam(id)).to(device)[None],
+            torch.from_numpy(labels)[None],
+            high_thre=c.high_thre,
+            low_thre=c.low_thre,
+            down_scale=c.par_down_scale,
+        )
         return label[0].cpu().numpy()
 
     return refine
@@ -128,8 +138,9 @@ def refine_psa(job: RefineJob, ids: Sequence[str]) -> Refiner:
     return refine
 
 
-def psa_label(image: np.ndarray, cam: np.ndarray, labels: np.ndarray, alphas: tuple[float, float],
-              seed_stride: int) -> np.ndarray:  # fmt: skip
+def psa_label(
+    image: np.ndarray, cam: np.ndarray, labels: np.ndarray, alphas: tuple[float, float], seed_stride: int
+) -> np.ndarray:
     """``--refine psa``'s label of one image (``refine_psa``); module-level, for the worker pool."""
     if seed_stride > 1 and np.any(labels > 0.5):
         ids_, (la, ha) = psa_crf_scores(image, cam, labels, alphas)

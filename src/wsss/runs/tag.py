@@ -147,9 +147,16 @@ def _compare_with_mask(ds: VOCDataset, id: str, labels: np.ndarray, summary: Tag
 
 
 def tag_split(
-    run: Run, split: str, *, root: str | None = None, threshold: float = DEFAULT_THRESHOLD, at_least_one: bool = True,
-    labels_from: str | Path | None = None, overwrite: bool = False, progress: bool = True,
-) -> TagSummary:  # fmt: skip
+    run: Run,
+    split: str,
+    *,
+    root: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    at_least_one: bool = True,
+    labels_from: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TagSummary:
     """Label the photos of ``split`` (module docstring); returns what was written and the comparison with
     the masks."""
     image_scores = getattr(run.method, "image_scores", None)  # CLIP-ES's zero-shot scores (runs/photos.py too)
