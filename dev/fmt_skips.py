@@ -46,10 +46,10 @@ def python_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def statement_lines(tree: ast.AST) -> dict[int, ast.AST]:
+def statement_lines(tree: ast.AST) -> dict[int, ast.stmt | ast.expr]:
     """Last line -> the simple statement or decorator that ends there (a marker applies to it); compound
     statements' headers are left out: they are never tables."""
-    ends: dict[int, ast.AST] = {}
+    ends: dict[int, ast.stmt | ast.expr] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.stmt) and not hasattr(node, "body"):
             ends.setdefault(node.end_lineno or node.lineno, node)
@@ -79,7 +79,7 @@ def has_aligning_spaces(tokens: Sequence[tokenize.TokenInfo], first: int, last: 
     return False
 
 
-def is_table(node: ast.AST, tokens: Sequence[tokenize.TokenInfo]) -> bool:
+def is_table(node: ast.stmt | ast.expr, tokens: Sequence[tokenize.TokenInfo]) -> bool:
     first, last = node.lineno, node.end_lineno or node.lineno
     return any(is_row_literal(n) for n in ast.walk(node)) and has_aligning_spaces(tokens, first, last)
 
