@@ -246,6 +246,16 @@ def _checked_summary(out: Path, counts: dict[str, int], use_xml: bool, table: di
     return summary
 
 
+def _write_split_lists(
+    out: Path, train_aug: list[str], train: list[str], val: list[str], trainval: list[str], test: list[str]
+) -> None:
+    """The split lists of the prepared dataset, each sorted."""
+    lists = {"train_aug": train_aug, "train": train, "val": val, "trainval": trainval, "test": test}
+    for name, ids in lists.items():
+        if ids or name != "test":  # a devkit without the test images has no test list
+            write_split(out, name, sorted(ids))
+
+
 def prepare_voc(
     voc: str | os.PathLike,
     sbd: str | os.PathLike | None,
@@ -301,16 +311,7 @@ def prepare_voc(
     # Image-level labels for train_aug + val (the PSA / ToCo cls_labels.npy keys).
     table, use_xml = _image_labels(sorted(set(train_aug) | val_set), labels, voc_root, mask_labels)
 
-    lists = {
-        "train_aug": train_aug,
-        "train": sorted(voc_train),
-        "val": sorted(voc_val),
-        "trainval": sorted(voc_trainval),
-        "test": sorted(voc_test),
-    }
-    for name, ids in lists.items():
-        if ids or name != "test":  # a devkit without the test images has no test list
-            write_split(out, name, ids)
+    _write_split_lists(out, train_aug, voc_train, voc_val, voc_trainval, voc_test)
     write_cls_labels(out, table)
     write_classes(out, VOC_CLASSES)
     mark_prepared(out, "voc")
