@@ -462,7 +462,7 @@ class ClsTrainDataset(Dataset):
                 f"ids have no true mask (first: {missing[0]}) and there is no data.pseudo_dir for them: set it, or "
                 "train on a split of the masked photos only"
             )
-        if missing:
+        if missing and d is not None:
             raise DataError(
                 f"{d / (missing[0] + '.png')}: pseudo label not found ({len(missing)} of {len(self.base.ids)} ids of "
                 f"split {self.base.split!r} have no <id>.png in {d}" + (" and no true mask)" if masks else ")")

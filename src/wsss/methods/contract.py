@@ -66,6 +66,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -194,7 +195,7 @@ def import_custom_modules(names: Sequence[str]) -> None:
     _check_module_names(names)
     for name in names:
         if name not in sys.modules:
-            _import_plugin(f"custom_imports: plugin {name!r}", lambda name=name: importlib.import_module(name), name)
+            _import_plugin(f"custom_imports: plugin {name!r}", partial(importlib.import_module, name), name)
 
 
 def _import_plugin(what: str, load: Callable[[], Any], name: str = "") -> Any:

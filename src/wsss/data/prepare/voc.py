@@ -125,7 +125,7 @@ def xml_labels(path: Path) -> np.ndarray:
     return vec
 
 
-def _write_mask(job: tuple[str, str, str, bool]) -> tuple[str, np.ndarray]:
+def _write_mask(job: tuple[str, str, str, str]) -> tuple[str, np.ndarray]:
     """Worker: (id, "voc" | "sbd", source path, output path) -> (id, multi-hot of the mask written).
 
     An existing output is kept (read back for its labels), so a rerun continues an interrupted one.
