@@ -174,6 +174,9 @@ def test_train_on_pseudo_labels_predict_eval(synth_root, tmp_path, capsys):
     image = image if image.is_file() else synth_root / "JPEGImages" / f"{ids[1]}.jpg"
     assert main(["viz", str(run), "--image", str(image), "--out", str(tmp_path / "v"), "--quiet"]) == 0
     assert main(["report", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["cam", str(run), "--split", "val", "--quiet"]) == 1  # no CAMs: one line, no traceback
+    assert "method deeplab has no CAM stage: run `wsss cam` on the run" in capsys.readouterr().err
 
     # a missing pseudo label: a clear error naming the file; no pseudo_dir: a config error
     (pseudo / f"{base.ids[5]}.png").unlink()
