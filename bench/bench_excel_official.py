@@ -176,8 +176,11 @@ def patch_official(official: Path, weights: Path, device: str) -> None:
     numpy.lib.utils = sys.modules["numpy.lib.utils"]  # type: ignore[attr-defined]
     # ConvModule: imported by segformer_head.py, unused; mmcv.bgr2hsv: only the colour jitter of aug=True
     _module("mmcv", cnn=_module("mmcv.cnn", ConvModule=type("ConvModule", (), {})))
-    _module("pydensecrf", densecrf=_module("pydensecrf.densecrf"),
-            utils=_module("pydensecrf.utils", unary_from_softmax=None, unary_from_labels=None))  # fmt: skip
+    _module(
+        "pydensecrf",
+        densecrf=_module("pydensecrf.densecrf"),
+        utils=_module("pydensecrf.utils", unary_from_softmax=None, unary_from_labels=None),
+    )
     _module("torch.utils.tensorboard", SummaryWriter=None)
     _module("pkg_resources", packaging=packaging)
     if device == "cpu":
@@ -202,16 +205,39 @@ def official_free(a: argparse.Namespace) -> None:
     from torch.utils.data import DataLoader
     from utils.PAR import PAR
 
-    dataset = voc.VOC12SegDataset(root_dir=str(a.data), name_list_dir=str(a.data / "lists"), split=a.split,
-                                  stage="train", aug=False, ignore_index=255, num_classes=21)  # fmt: skip
-    model = ExCEL_model(clip_model="ExCEL_ViT-B/16", embedding_dim=256, in_channels=768, dataset_name="pascal_voc",
-                        num_classes=21, num_atrr_clusters=112, json_file=str(a.official / DESCRIPTORS), img_size=CROP,
-                        mode="train", device="cuda")  # fmt: skip
+    dataset = voc.VOC12SegDataset(
+        root_dir=str(a.data),
+        name_list_dir=str(a.data / "lists"),
+        split=a.split,
+        stage="train",
+        aug=False,
+        ignore_index=255,
+        num_classes=21,
+    )
+    model = ExCEL_model(
+        clip_model="ExCEL_ViT-B/16",
+        embedding_dim=256,
+        in_channels=768,
+        dataset_name="pascal_voc",
+        num_classes=21,
+        num_atrr_clusters=112,
+        json_file=str(a.official / DESCRIPTORS),
+        img_size=CROP,
+        mode="train",
+        device="cuda",
+    )
     model.to("cuda").eval()  # infer_lam.py:161 (no DistributedDataParallel)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0, pin_memory=False)
     par = PAR(num_iter=20, dilations=[1, 2, 4, 8, 12, 24]).cuda()
-    args = argparse.Namespace(resize_size=CROP, training_free=True, save_cam=False, save_cls_specific_cam=True,
-                              crf_post=False, num_classes=21, dataset_name="pascal_voc")  # fmt: skip
+    args = argparse.Namespace(
+        resize_size=CROP,
+        training_free=True,
+        save_cam=False,
+        save_cls_specific_cam=True,
+        crf_post=False,
+        num_classes=21,
+        dataset_name="pascal_voc",
+    )
     labels, refine = [], infer_lam.refine_cams_with_bkg_weclip
 
     def recorded(*args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,12 +263,31 @@ def official_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]
     from engine import build_network, build_optimizer
     from utils import imutils
 
-    args = argparse.Namespace(model="ExCEL_ViT-B/16", dataset_name="pascal_voc", num_classes=21, num_attri=112,
-                              attr_json=str(a.official / DESCRIPTORS), embedding_dim=256, in_channels=768,
-                              crop_size=CROP, train_set="train_aug", optimizer="PolyWarmupAdamW", lr=1e-4,
-                              wt_decay=1e-2, betas=(0.9, 0.999), warmup_iters=50, max_iters=30000, warmup_lr=1e-6,
-                              power=1, radius=8, w_diver=0.1, ignore_index=255, bkg_thre=0.5, high_thre=0.7,
-                              low_thre=0.25)  # fmt: skip
+    args = argparse.Namespace(
+        model="ExCEL_ViT-B/16",
+        dataset_name="pascal_voc",
+        num_classes=21,
+        num_attri=112,
+        attr_json=str(a.official / DESCRIPTORS),
+        embedding_dim=256,
+        in_channels=768,
+        crop_size=CROP,
+        train_set="train_aug",
+        optimizer="PolyWarmupAdamW",
+        lr=1e-4,
+        wt_decay=1e-2,
+        betas=(0.9, 0.999),
+        warmup_iters=50,
+        max_iters=30000,
+        warmup_lr=1e-6,
+        power=1,
+        radius=8,
+        w_diver=0.1,
+        ignore_index=255,
+        bkg_thre=0.5,
+        high_thre=0.7,
+        low_thre=0.25,
+    )
     setup_seed(0)
     model, param_groups = build_network(args)
     model.to("cuda")
@@ -275,9 +320,16 @@ def official_train(a: argparse.Namespace) -> dict[str, list[tuple[float, float]]
         attn_mask = get_mask_by_radius(h=CROP // 16, w=CROP // 16, radius=args.radius)
         src = seg_pred if n_iter >= 24000 else aff_pseudos
         aff_mask = cams_to_affinity_label(src, mask=attn_mask)
-        lam_to_label(attr_maps_raw.permute(0, 2, 1).reshape(4, 20, 20, 20), cls_labels.cuda(), img_box=None,
-                     ignore_mid=False, bkg_thre=args.bkg_thre, high_thre=args.high_thre, low_thre=args.low_thre,
-                     ignore_index=args.ignore_index)  # fmt: skip
+        lam_to_label(
+            attr_maps_raw.permute(0, 2, 1).reshape(4, 20, 20, 20),
+            cls_labels.cuda(),
+            img_box=None,
+            ignore_mid=False,
+            bkg_thre=args.bkg_thre,
+            high_thre=args.high_thre,
+            low_thre=args.low_thre,
+            ignore_index=args.ignore_index,
+        )
         diver_loss, _, _ = get_aff_loss(attn_pred, aff_mask)
         loss = 1.0 * seg_loss + args.w_diver * diver_loss
         seg_loss.item(), diver_loss.item()  # the avg_meter
@@ -399,9 +451,26 @@ class Driver:
         self.env = dict(os.environ) if self.gpu else {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self.off_env = {**self.env, "PYTHONPATH": os.pathsep.join(filter(None, [a.deps, os.environ.get("PYTHONPATH")]))}
         self.me = [sys.executable, str(Path(__file__).resolve())]
-        self.common = ["--official", str(a.official.resolve()), "--deps", str(a.deps), "--work", str(a.work),
-                       "--weights", str(self.weights), "--data", str(self.data), "--batch", str(self.batch),
-                       "--iters", str(a.iters), "--device", a.device, "--profile", str(a.profile)]  # fmt: skip
+        self.common = [
+            "--official",
+            str(a.official.resolve()),
+            "--deps",
+            str(a.deps),
+            "--work",
+            str(a.work),
+            "--weights",
+            str(self.weights),
+            "--data",
+            str(self.data),
+            "--batch",
+            str(self.batch),
+            "--iters",
+            str(a.iters),
+            "--device",
+            a.device,
+            "--profile",
+            str(a.profile),
+        ]
         self.run = a.work / "run"
         self.wsss = [sys.executable, "-m", "wsss"]
 
@@ -413,12 +482,30 @@ class Driver:
     def wsss_free(self, split: str) -> Timing:
         if not (self.run / "config.yaml").is_file():
             sets = wsss_overrides(self.data, self.a.official.resolve(), self.a.device)
-            timed([*self.wsss, "import", "excel", str(self.weights), "--config", str(REPO / "configs/excel/voc.yaml"),
-                   "--out", str(self.run), *sets], REPO, self.env)  # fmt: skip
-        cam = timed([*self.wsss, "cam", str(self.run), "--split", split, "--overwrite", "--quiet"], REPO, self.env,
-                    self.gpu)  # fmt: skip
-        pseudo = timed([*self.wsss, "pseudo", str(self.run), "--split", split, "--refine", "excel", "--overwrite",
-                        "--quiet"], REPO, self.env, self.gpu)  # fmt: skip
+            timed(
+                [
+                    *self.wsss,
+                    "import",
+                    "excel",
+                    str(self.weights),
+                    "--config",
+                    str(REPO / "configs/excel/voc.yaml"),
+                    "--out",
+                    str(self.run),
+                    *sets,
+                ],
+                REPO,
+                self.env,
+            )
+        cam = timed(
+            [*self.wsss, "cam", str(self.run), "--split", split, "--overwrite", "--quiet"], REPO, self.env, self.gpu
+        )
+        pseudo = timed(
+            [*self.wsss, "pseudo", str(self.run), "--split", split, "--refine", "excel", "--overwrite", "--quiet"],
+            REPO,
+            self.env,
+            self.gpu,
+        )
         peak = max(cam.gpu_gib, pseudo.gpu_gib) if self.gpu else None  # type: ignore[type-var]
         return Timing(cam.wall + pseudo.wall, cam.cpu + pseudo.cpu, peak)
 
@@ -439,8 +526,10 @@ def report_free(times: dict[str, dict[str, Timing]], n_images: int, gpu: bool) -
         wall, cpu = (six.wall - two.wall) / n, (six.cpu - two.cpu) / n
         compared[code] = wall if gpu else cpu
         memory = f", peak GPU memory {six.gpu_gib:.2f} GiB" if gpu else ""
-        print(f"training-free {code}: 2 photos {two.wall:.1f} s wall / {two.cpu:.1f} s CPU, {n_images} photos "
-              f"{six.wall:.1f} / {six.cpu:.1f} s -> per image {wall:.3f} s wall, {cpu:.3f} s CPU{memory}")  # fmt: skip
+        print(
+            f"training-free {code}: 2 photos {two.wall:.1f} s wall / {two.cpu:.1f} s CPU, {n_images} photos "
+            f"{six.wall:.1f} / {six.cpu:.1f} s -> per image {wall:.3f} s wall, {cpu:.3f} s CPU{memory}"
+        )
     return compared
 
 
@@ -462,8 +551,10 @@ def report_train(times: dict[str, dict], iters: int, gpu: bool) -> None:
         for mode, its in modes.items():
             wall, cpu = statistics.median(w for w, _ in its), statistics.median(c for _, c in its)
             spread = ", ".join(f"{t[pick]:.3f}" for t in its)
-            print(f"train iteration {code} {mode}: median of {iters} after 1 warm-up: {wall:.3f} s wall, "
-                  f"{cpu:.3f} s CPU; {what} of each: {spread}")  # fmt: skip
+            print(
+                f"train iteration {code} {mode}: median of {iters} after 1 warm-up: {wall:.3f} s wall, "
+                f"{cpu:.3f} s CPU; {what} of each: {spread}"
+            )
         if "peak_gib" in result:
             print(f"train iteration {code}: peak GPU memory (max_memory_allocated) {result['peak_gib']:.2f} GiB")
         if "profile" in result:
@@ -477,12 +568,19 @@ def report_train(times: dict[str, dict], iters: int, gpu: bool) -> None:
 def main() -> None:
     ap = script_parser(__doc__)
     ap.add_argument("--official", type=Path, required=True, help="git archive of github.com/zwyang6/ExCEL")
-    ap.add_argument("--deps", type=str, required=True,
-                    help="pip --target folder(s) of the official code's deps (os.pathsep-separated)")  # fmt: skip
+    ap.add_argument(
+        "--deps",
+        type=str,
+        required=True,
+        help="pip --target folder(s) of the official code's deps (os.pathsep-separated)",
+    )
     ap.add_work(required=True, type=Path)
-    ap.add_argument("--rounds", type=int, default=2,
-                    help="alternating training-free rounds; the least CPU (GPU: wall) time kept (0: the training "
-                         "iteration alone)")  # fmt: skip
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternating training-free rounds; the least CPU (GPU: wall) time kept (0: the training iteration alone)",
+    )
     ap.add_iters(3)  # training iterations per mode, after 1 warm-up
     ap.add_argument(
         "--profile",
@@ -520,8 +618,10 @@ def main() -> None:
                 t = d.official_free(split) if code == "official" else d.wsss_free(split)
                 free[code][split] = fastest(t, free[code].get(split), d.gpu)
     where, what = (torch.cuda.get_device_name(), "wall") if d.gpu else ("1 thread", "CPU")
-    print(f"torch {torch.__version__}, {where}, {len(d.ids)} photos, least {what} time of {a.rounds} rounds, "
-          f"load average {os.getloadavg()[0]:.2f} at the end")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {where}, {len(d.ids)} photos, least {what} time of {a.rounds} rounds, "
+        f"load average {os.getloadavg()[0]:.2f} at the end"
+    )
     per_image = report_free(free, len(d.ids), d.gpu)
     if len(per_image) == 2:
         print(f"wsss / official {what} time per training-free image: {per_image['wsss'] / per_image['official']:.2f}")

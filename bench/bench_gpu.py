@@ -35,14 +35,24 @@ def train_seco(root: Path, run: Path, amp: str, iters: int, warmup: int, device:
     from wsss.engine.defaults import build_trainer
 
     over = {
-        "data.root": root, "data.train_split": "train", "data.val_split": "''", "run.dir": run, "run.amp": amp,
-        "run.device": device, "model.pretrained": "null", "data.num_workers": 8, "train.max_iters": iters,
-        "train.log_iters": 1, "train.eval_iters": 10**6, "train.ckpt_iters": 10**6,
+        "data.root": root,
+        "data.train_split": "train",
+        "data.val_split": "''",
+        "run.dir": run,
+        "run.amp": amp,
+        "run.device": device,
+        "model.pretrained": "null",
+        "data.num_workers": 8,
+        "train.max_iters": iters,
+        "train.log_iters": 1,
+        "train.eval_iters": 10**6,
+        "train.ckpt_iters": 10**6,
         # every loss from the first steps (the preset stages them over 2000 iterations); LIG once the
         # prototypes exist (SeCo refuses it before their first update)
-        "options.update_prototype": 1, "options.cam2mask": 1,
+        "options.update_prototype": 1,
+        "options.cam2mask": 1,
         "loss.start_iters": "{lil: 0, lig: 1, seg: 0, reg: 0}",
-    }  # fmt: skip
+    }
     cfg = load_config(REPO / "configs/seco/voc.yaml", [*(f"{k}={v}" for k, v in over.items()), *extra])
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -51,8 +61,12 @@ def train_seco(root: Path, run: Path, amp: str, iters: int, warmup: int, device:
     times = [r["sec_per_iter"] for r in records if "sec_per_iter" in r and r["step"] > warmup]
     terms = sorted(k for k in records[-1] if k.startswith("loss/"))
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    return {"sec_per_iter_median": statistics.median(times), "steps_timed": len(times), "terms": terms,
-            "peak_gpu_gib": peak}  # fmt: skip
+    return {
+        "sec_per_iter_median": statistics.median(times),
+        "steps_timed": len(times),
+        "terms": terms,
+        "peak_gpu_gib": peak,
+    }
 
 
 def timed(args: list[str]) -> float:

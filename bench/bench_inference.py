@@ -227,10 +227,17 @@ def crf_compare(sets: list[tuple[str, list[tuple[np.ndarray, np.ndarray]], int]]
             total += a.size
             kept += len(present)
         n = len(items)
-        rows.append({
-            "set": name, "images": n, "classes": num_classes, "kept_mean": kept / n,
-            "present_s": t_present / n, "all_s": t_all / n, "agree": agree / total,
-        })  # fmt: skip
+        rows.append(
+            {
+                "set": name,
+                "images": n,
+                "classes": num_classes,
+                "kept_mean": kept / n,
+                "present_s": t_present / n,
+                "all_s": t_all / n,
+                "agree": agree / total,
+            }
+        )
     return rows
 
 
@@ -280,14 +287,24 @@ def parallel_run_dir(work: Path, root: Path) -> Path:
     if (run / "checkpoints/last.pt").is_file():
         return run
     names = VOCDataset(root, "val").class_names
-    cfg = load_config(REPO / "configs/cam/real_cpu.yaml",
-                      ["model.pretrained=null", "model.decoder=aspp", f"data.root={root}", f"run.dir={run}",
-                       "infer.crf_workers=0", "data.num_workers=0"])  # fmt: skip
+    cfg = load_config(
+        REPO / "configs/cam/real_cpu.yaml",
+        [
+            "model.pretrained=null",
+            "model.decoder=aspp",
+            f"data.root={root}",
+            f"run.dir={run}",
+            "infer.crf_workers=0",
+            "data.num_workers=0",
+        ],
+    )
     torch.manual_seed(0)
     method = build_method(cfg, names).eval()
     save_config(cfg, run / "config.yaml")
-    save_checkpoint({"model": method.state_dict(), "num_classes": len(names), "class_names": names, "step": 0},
-                    run / "checkpoints/last.pt")  # fmt: skip
+    save_checkpoint(
+        {"model": method.state_dict(), "num_classes": len(names), "class_names": names, "step": 0},
+        run / "checkpoints/last.pt",
+    )
     return run
 
 
@@ -325,8 +342,14 @@ def trained_run_copy(work: Path, trained: Path) -> Path:
     return run
 
 
-def parallel(work: Path, n: int, skip: Sequence[str] = (), trained: Path | None = None, split_name: str = "val",
-             coco_root: Path | None = None) -> None:  # fmt: skip
+def parallel(
+    work: Path,
+    n: int,
+    skip: Sequence[str] = (),
+    trained: Path | None = None,
+    split_name: str = "val",
+    coco_root: Path | None = None,
+) -> None:
     if trained is None:
         assert coco_root is not None  # main() asks for --data-root
         run = parallel_run_dir(work, parallel_data(work, n, coco_root))
@@ -351,8 +374,11 @@ def parallel(work: Path, n: int, skip: Sequence[str] = (), trained: Path | None 
         for mode, (launcher, extra) in modes.items():
             r = timed_command([*launcher, job[0], str(run), *split, *job[1:], *extra], {})
             base = base or r["wall"]
-            print(f"  {name} | {mode} | {r['wall']:.1f} | {r['rate']:.2f} | {r['wall'] / base:.2f}x | "
-                  f"{100 * r['cpu']:.0f} %", flush=True)  # fmt: skip
+            print(
+                f"  {name} | {mode} | {r['wall']:.1f} | {r['rate']:.2f} | {r['wall'] / base:.2f}x | "
+                f"{100 * r['cpu']:.0f} %",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -385,12 +411,18 @@ def main() -> None:
     print(f"{a.threads} thread(s); load average at start {Path('/proc/loadavg').read_text().split()[:3]}")
 
     def job(command: str, data: str, path: str) -> dict:
-        return {"command": command, "root": str(sets[data]), "path": path, "threads": a.threads,
-                "out": str(work / "out" / f"{command}_{data}_{path}")}  # fmt: skip
+        return {
+            "command": command,
+            "root": str(sets[data]),
+            "path": path,
+            "threads": a.threads,
+            "out": str(work / "out" / f"{command}_{data}_{path}"),
+        }
 
     def peak(j: dict) -> float:
-        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(j)], check=True,
-                             capture_output=True, text=True).stdout  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(j)], check=True, capture_output=True, text=True
+        ).stdout
         return json.loads(out.strip().splitlines()[-1])["peak_rss_gib"]
 
     n_voc = len((sets["voc"] / "ImageSets/Segmentation/val.txt").read_text().split())
@@ -421,8 +453,11 @@ def main() -> None:
         print("DenseCRF (10 iterations, the seg preset) on ground-truth-made probabilities, seconds per image:")
         print("  set | classes kept (mean) | present | all | all / present | pixels agreeing")
         for r in crf_compare(crf_sets(work, a.images, coco_root), CRFParams.SEG):
-            print(f"  {r['set']} | {r['kept_mean']:.1f} of {r['classes']} | {r['present_s']:.3f} s | {r['all_s']:.3f} s"
-                  f" | {r['all_s'] / r['present_s']:.2f}x | {100 * r['agree']:.3f} %", flush=True)  # fmt: skip
+            print(
+                f"  {r['set']} | {r['kept_mean']:.1f} of {r['classes']} | {r['present_s']:.3f} s | {r['all_s']:.3f} s"
+                f" | {r['all_s'] / r['present_s']:.2f}x | {100 * r['agree']:.3f} %",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

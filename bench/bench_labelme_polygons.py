@@ -41,8 +41,10 @@ def edge_share(got: np.ndarray, want: np.ndarray) -> float:
 
 def redrawn(mask: np.ndarray, folder: Path) -> np.ndarray:
     """The mask as LabelMe draws the polygons of it (through a LabelMe file and --masks' reader)."""
-    shapes = [{"label": CLASSES[c] if c else "_background_", "points": xy.tolist(), "shape_type": "polygon"}
-              for c, xy in mask_polygons(mask)]  # fmt: skip
+    shapes = [
+        {"label": CLASSES[c] if c else "_background_", "points": xy.tolist(), "shape_type": "polygon"}
+        for c, xy in mask_polygons(mask)
+    ]
     data = {"shapes": shapes, "imagePath": "x.jpg", "imageHeight": mask.shape[0], "imageWidth": mask.shape[1]}
     (folder / "x.json").write_text(json.dumps(data))
     return open_masks(folder, CLASSES).read("x.jpg")
@@ -64,8 +66,10 @@ def main() -> None:
                 mask = scores.argmax(axis=0).astype(np.uint8)
                 shares.append(edge_share(redrawn(mask, Path(tmp)), mask))
             exact = sum(s == 0 for s in shares)
-            print(f"sigma {sigma}: edge pixels that differ: worst {100 * max(shares):.2f} %, "
-                  f"mean {100 * float(np.mean(shares)):.3f} %, masks exact {exact}/{len(shares)}")  # fmt: skip
+            print(
+                f"sigma {sigma}: edge pixels that differ: worst {100 * max(shares):.2f} %, "
+                f"mean {100 * float(np.mean(shares)):.3f} %, masks exact {exact}/{len(shares)}"
+            )
 
 
 if __name__ == "__main__":

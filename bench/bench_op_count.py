@@ -101,9 +101,18 @@ def gpu_branch() -> None:
 
 def _excel_ns(a: argparse.Namespace) -> argparse.Namespace:
     w = a.work / "excel"
-    return argparse.Namespace(official=a.excel.resolve(), weights=w / "vitb16_random_jit.pt", data=w / "VOC",
-                              batch=w / "batch.npz", iters=1, device=a.device, profile=0, split=a.split,
-                              result=a.result.with_suffix(".npz"), work=w)  # fmt: skip
+    return argparse.Namespace(
+        official=a.excel.resolve(),
+        weights=w / "vitb16_random_jit.pt",
+        data=w / "VOC",
+        batch=w / "batch.npz",
+        iters=1,
+        device=a.device,
+        profile=0,
+        split=a.split,
+        result=a.result.with_suffix(".npz"),
+        work=w,
+    )
 
 
 def worker_excel_train(a: argparse.Namespace, code: str) -> dict:
@@ -155,10 +164,17 @@ def worker_clip_es(a: argparse.Namespace, code: str) -> dict:
         _pkg_resources()
         os.chdir(a.clip_es)
         sys.path[:0] = [str(a.clip_es), *a.deps.split(os.pathsep)]
-        sys.argv = [script.name, "--img_root", str(data / "JPEGImages"), "--split_file",
-                    str(data / "ImageSets/Segmentation" / f"{a.split}.txt"), "--cam_out_dir",
-                    str(a.work / "clip_es" / f"official_{a.split}"), "--model",
-                    str(a.work / "clip_es" / "vitb16_random.pt")]  # fmt: skip
+        sys.argv = [
+            script.name,
+            "--img_root",
+            str(data / "JPEGImages"),
+            "--split_file",
+            str(data / "ImageSets/Segmentation" / f"{a.split}.txt"),
+            "--cam_out_dir",
+            str(a.work / "clip_es" / f"official_{a.split}"),
+            "--model",
+            str(a.work / "clip_es" / "vitb16_random.pt"),
+        ]
         return {"cams": counted(lambda: runpy.run_path(str(script), run_name="__main__"), a.device)}
     from wsss.cli import main
 
@@ -179,8 +195,15 @@ def _seco_inputs(a: argparse.Namespace) -> tuple[Any, dict[str, torch.Tensor], A
 
     torch.manual_seed(0)
     crop, batch = a.seco_crop, 4
-    cfg = load_config(REPO / "configs/seco/voc.yaml", ["model.pretrained=null", f"data.crop_size={crop}",
-                      f"train.batch_size={batch}", f"options.queue_size={batch * 12 * 96}"])  # fmt: skip
+    cfg = load_config(
+        REPO / "configs/seco/voc.yaml",
+        [
+            "model.pretrained=null",
+            f"data.crop_size={crop}",
+            f"train.batch_size={batch}",
+            f"options.queue_size={batch * 12 * 96}",
+        ],
+    )
     data = {k: v.to(a.device) for k, v in _batch(batch, crop, 20).items()}
     method = build_method(cfg, placeholder_classes(21)).to(a.device)
     method.train()
@@ -248,8 +271,11 @@ def bilateralfilter_stand_in() -> types.ModuleType:
     import numpy as np
 
     def bilateralfilter_batch(images, ins, outs, n, k, h, w, sigma_rgb, sigma_xy) -> None:  # noqa: ANN001
-        for name, arr, size in (("images", images, n * 3 * h * w), ("ins", ins, n * k * h * w),
-                                ("outs", outs, n * k * h * w)):  # fmt: skip
+        for name, arr, size in (
+            ("images", images, n * 3 * h * w),
+            ("ins", ins, n * k * h * w),
+            ("outs", outs, n * k * h * w),
+        ):
             if not (isinstance(arr, np.ndarray) and arr.ndim == 1 and arr.size == size):
                 raise ValueError(f"bilateralfilter_batch: {name} must be a 1-D array of {size} values")
         if outs.dtype != np.float32:  # INPLACE_ARRAY1 of float: SWIG refuses another dtype
@@ -344,14 +370,43 @@ def worker_seco_official(a: argparse.Namespace) -> dict:
     from utils import evaluate, imutils
 
     # scripts/train_voc.py's argparse defaults (docs/methods/seco.md#defaults), no ImageNet download
-    args = argparse.Namespace(backbone="vit_base_patch16_224", num_classes=21, pretrained=False, momentum=0.999,
-                              aux_layer=-3, ctc_dim=768, moco_queue=4608, ncrops=12, proto_m=0.9,
-                              update_prototype=600, optimizer="PolyWarmupAdamW", lr=6e-5, wt_decay=1e-2,
-                              betas=(0.9, 0.999), warmup_iters=1500, max_iters=20000, warmup_lr=1e-6, power=0.9,
-                              cam_scales=(1.0, 0.5, 0.75, 1.5), cam2mask=10000, bkg_thre=0.5, high_thre=0.7,
-                              low_thre=0.25, ignore_index=255, local_crop_size=64, tag_threshold=0.2, temp_lil=0.08,
-                              base_temp_lil=0.08, temp_lig=0.1, base_temp_lig=0.1, w_ptc=0.3, w_lil=0.5, w_lig=0.5,
-                              w_seg=0.12, w_reg=0.05)  # fmt: skip
+    args = argparse.Namespace(
+        backbone="vit_base_patch16_224",
+        num_classes=21,
+        pretrained=False,
+        momentum=0.999,
+        aux_layer=-3,
+        ctc_dim=768,
+        moco_queue=4608,
+        ncrops=12,
+        proto_m=0.9,
+        update_prototype=600,
+        optimizer="PolyWarmupAdamW",
+        lr=6e-5,
+        wt_decay=1e-2,
+        betas=(0.9, 0.999),
+        warmup_iters=1500,
+        max_iters=20000,
+        warmup_lr=1e-6,
+        power=0.9,
+        cam_scales=(1.0, 0.5, 0.75, 1.5),
+        cam2mask=10000,
+        bkg_thre=0.5,
+        high_thre=0.7,
+        low_thre=0.25,
+        ignore_index=255,
+        local_crop_size=64,
+        tag_threshold=0.2,
+        temp_lil=0.08,
+        base_temp_lil=0.08,
+        temp_lig=0.1,
+        base_temp_lig=0.1,
+        w_ptc=0.3,
+        w_lil=0.5,
+        w_lig=0.5,
+        w_seg=0.12,
+        w_reg=0.05,
+    )
     model, param_groups = build_network(args)
     kept = official_seco_weights(model.state_dict(), ours.state_dict())
     del ours
@@ -372,41 +427,83 @@ def worker_seco_official(a: argparse.Namespace) -> dict:
         crops = [raw_image, w_image, s_image]
         inputs_denorm = imutils.denormalize_img2(inputs.clone())
         cams, cams_aux = multi_scale_cam2(model, inputs=inputs, scales=args.cam_scales)
-        valid_cam, _ = cam_to_label(cams.detach(), cls_label=cls_label, img_box=img_box, ignore_mid=True, **th,
-                                    ignore_index=args.ignore_index)  # fmt: skip
-        refined_pseudo_label = refine_cams_with_bkg_v2(par, inputs_denorm, cams=valid_cam, cls_labels=cls_label,
-                                                       high_thre=args.high_thre, low_thre=args.low_thre,
-                                                       ignore_index=args.ignore_index, img_box=img_box)  # fmt: skip
+        valid_cam, _ = cam_to_label(
+            cams.detach(), cls_label=cls_label, img_box=img_box, ignore_mid=True, **th, ignore_index=args.ignore_index
+        )
+        refined_pseudo_label = refine_cams_with_bkg_v2(
+            par,
+            inputs_denorm,
+            cams=valid_cam,
+            cls_labels=cls_label,
+            high_thre=args.high_thre,
+            low_thre=args.low_thre,
+            ignore_index=args.ignore_index,
+            img_box=img_box,
+        )
         roi_mask_source = cams if n_iter >= args.cam2mask else cams_aux
-        roi_mask = cam_to_roi_mask(roi_mask_source.detach(), cls_label=cls_label, img_box=img_box, ignore_mid=True,
-                                   **th, ignore_index=args.ignore_index)  # fmt: skip
-        local_crops_k, _ = assign_csc_tags(images=crops[2], roi_mask=roi_mask, crop_num=args.ncrops - 2,
-                                           crop_size=args.local_crop_size, threshold=args.tag_threshold)  # fmt: skip
-        local_crops_q, cls_flags_local = assign_csc_tags(images=crops[0], roi_mask=roi_mask, crop_num=args.ncrops - 2,
-                                                         crop_size=args.local_crop_size,
-                                                         threshold=args.tag_threshold)  # fmt: skip
+        roi_mask = cam_to_roi_mask(
+            roi_mask_source.detach(),
+            cls_label=cls_label,
+            img_box=img_box,
+            ignore_mid=True,
+            **th,
+            ignore_index=args.ignore_index,
+        )
+        local_crops_k, _ = assign_csc_tags(
+            images=crops[2],
+            roi_mask=roi_mask,
+            crop_num=args.ncrops - 2,
+            crop_size=args.local_crop_size,
+            threshold=args.tag_threshold,
+        )
+        local_crops_q, cls_flags_local = assign_csc_tags(
+            images=crops[0],
+            roi_mask=roi_mask,
+            crop_num=args.ncrops - 2,
+            crop_size=args.local_crop_size,
+            threshold=args.tag_threshold,
+        )
         roi_crops = crops[:2] + local_crops_q + local_crops_k
         cls_flags_local = cls_flags_local.reshape(-1, 1).cuda()
         roi_crops = [c.to(inputs.device) for c in roi_crops]  # DDP's move of the forward's inputs (none on a CPU)
         cls, segs, fmap, cls_aux, out_q, queue_feats_all, queue_flags_all, prototype = model(
-            inputs, label_idx=label_idx.to(inputs.device), crops=roi_crops, cls_flags_local=cls_flags_local,
-            n_iter=n_iter)  # fmt: skip
+            inputs,
+            label_idx=label_idx.to(inputs.device),
+            crops=roi_crops,
+            cls_flags_local=cls_flags_local,
+            n_iter=n_iter,
+        )
         cls_loss = F.multilabel_soft_margin_loss(cls, cls_label)
         cls_loss_aux = F.multilabel_soft_margin_loss(cls_aux, cls_label)
-        lil_loss, cls_flags_local_revised = get_lil_loss(out_q, queue_feats_all, cls_flags_local, queue_flags_all,
-                                                         n_iter)  # fmt: skip
+        lil_loss, cls_flags_local_revised = get_lil_loss(
+            out_q, queue_feats_all, cls_flags_local, queue_flags_all, n_iter
+        )
         lig_loss = get_lig_loss(out_q, prototype, cls_flags_local_revised)
         segs = F.interpolate(segs, size=refined_pseudo_label.shape[1:], mode="bilinear", align_corners=False)
         seg_loss = get_seg_loss(segs, refined_pseudo_label.type(torch.long), ignore_index=args.ignore_index)
-        reg_loss = get_energy_loss(img=inputs, logit=segs, label=refined_pseudo_label, img_box=img_box,
-                                   loss_layer=loss_layer)  # fmt: skip
+        reg_loss = get_energy_loss(
+            img=inputs, logit=segs, label=refined_pseudo_label, img_box=img_box, loss_layer=loss_layer
+        )
         resized_cams_aux = F.interpolate(cams_aux, size=fmap.shape[2:], mode="bilinear", align_corners=False)
-        _, pseudo_label_aux = cam_to_label(resized_cams_aux.detach(), cls_label=cls_label, img_box=img_box,
-                                           ignore_mid=True, **th, ignore_index=args.ignore_index)  # fmt: skip
+        _, pseudo_label_aux = cam_to_label(
+            resized_cams_aux.detach(),
+            cls_label=cls_label,
+            img_box=img_box,
+            ignore_mid=True,
+            **th,
+            ignore_index=args.ignore_index,
+        )
         aff_mask = label_to_aff_mask(pseudo_label_aux)
         ptc_loss = get_masked_ptc_loss(fmap, aff_mask)
-        loss = (1.0 * cls_loss + 1.0 * cls_loss_aux + args.w_ptc * ptc_loss + args.w_lig * lig_loss
-                + args.w_lil * lil_loss + args.w_seg * seg_loss + args.w_reg * reg_loss)  # fmt: skip  # n_iter > 2000
+        loss = (
+            1.0 * cls_loss
+            + 1.0 * cls_loss_aux
+            + args.w_ptc * ptc_loss
+            + args.w_lig * lig_loss
+            + args.w_lil * lil_loss
+            + args.w_seg * seg_loss
+            + args.w_reg * reg_loss
+        )  # n_iter > 2000
         cls_pred = (cls > 0).type(torch.int16)
         cls_score = evaluate.multilabel_score(cls_label.cpu().numpy()[0], cls_pred.cpu().numpy()[0])
         for v in (cls_loss, ptc_loss, cls_loss_aux, seg_loss, lig_loss, lil_loss):
@@ -443,8 +540,18 @@ class Driver:
     def __init__(self, a: argparse.Namespace) -> None:
         self.a = a
         self.env = dict(os.environ) if a.device == "cuda" else {**os.environ, "OMP_NUM_THREADS": "1"}
-        self.common = ["--work", str(a.work), "--device", a.device, "--deps", a.deps, "--seco-crop", str(a.seco_crop),
-                       "--time", str(a.time)]  # fmt: skip
+        self.common = [
+            "--work",
+            str(a.work),
+            "--device",
+            a.device,
+            "--deps",
+            a.deps,
+            "--seco-crop",
+            str(a.seco_crop),
+            "--time",
+            str(a.time),
+        ]
         if a.excel:
             self.common += ["--excel", str(a.excel.resolve())]
         if a.clip_es:
@@ -458,8 +565,17 @@ class Driver:
         if code == "official":
             env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [self.a.deps, env.get("PYTHONPATH")]))}
         cwd = self.a.work / "excel" / "official_cwd" if unit.startswith("excel") else REPO
-        cmd = [sys.executable, str(Path(__file__).resolve()), *self.common, "--worker", f"{unit}:{code}",
-               "--split", split, "--result", str(result)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *self.common,
+            "--worker",
+            f"{unit}:{code}",
+            "--split",
+            split,
+            "--result",
+            str(result),
+        ]
         subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL if self.a.quiet else None)
         return json.loads(result.read_text())
 
@@ -469,15 +585,30 @@ def prepare_excel(a: argparse.Namespace) -> None:
     training-free labels on 2 photos) and the ``excel`` run of wsss."""
     import bench_excel_official as bx
 
-    ns = argparse.Namespace(official=a.excel, deps=a.deps, work=a.work / "excel", copies=1, iters=1,
-                            device=a.device, profile=0)  # fmt: skip
+    ns = argparse.Namespace(
+        official=a.excel, deps=a.deps, work=a.work / "excel", copies=1, iters=1, device=a.device, profile=0
+    )
     d = bx.Driver(ns)
     if not any((d.cwd / "attributes_text").iterdir()):
         d.official_free("two")
     if not (d.run / "config.yaml").is_file():
         sets = [*bx.wsss_overrides(d.data, a.excel.resolve(), a.device), "data.num_workers=0"]
-        bx.timed([*d.wsss, "import", "excel", str(d.weights), "--config", str(REPO / "configs/excel/voc.yaml"),
-                  "--out", str(d.run), "--set", *sets], REPO, d.env)  # fmt: skip
+        bx.timed(
+            [
+                *d.wsss,
+                "import",
+                "excel",
+                str(d.weights),
+                "--config",
+                str(REPO / "configs/excel/voc.yaml"),
+                "--out",
+                str(d.run),
+                "--set",
+                *sets,
+            ],
+            REPO,
+            d.env,
+        )
 
 
 def prepare_clip_es(a: argparse.Namespace) -> None:
@@ -494,9 +625,27 @@ def prepare_clip_es(a: argparse.Namespace) -> None:
         script.write_text((a.clip_es / "generate_cams_voc12.py").read_text().replace(*bc.CPU_LINE))
     if not (run / "config.yaml").is_file():
         device = ["run.device=cuda"] if a.device == "cuda" else ["run.device=cpu", "run.threads=1"]
-        subprocess.run([sys.executable, "-m", "wsss", "import", "clip_es", str(weights), "--config",
-                        str(REPO / "configs/clip_es/voc.yaml"), "--out", str(run), "--set", f"data.root={data}",
-                        "options.quick_gelu=true", "data.num_workers=0", *device], cwd=REPO, check=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "wsss",
+                "import",
+                "clip_es",
+                str(weights),
+                "--config",
+                str(REPO / "configs/clip_es/voc.yaml"),
+                "--out",
+                str(run),
+                "--set",
+                f"data.root={data}",
+                "options.quick_gelu=true",
+                "data.num_workers=0",
+                *device,
+            ],
+            cwd=REPO,
+            check=True,
+        )
 
 
 def per_photo(two: dict, six: dict, n: int = 4) -> dict[str, Any]:
@@ -549,12 +698,18 @@ def main() -> None:
             theirs = r["official"]["iteration"] if "official" in r else SECO_NOTE
             rows.append((f"SeCo iteration ({a.seco_crop} px, batch 4)", r["wsss"]["iteration"], theirs))
             if "official" in r:
-                print(f"official SeCo: rloss's bilateralfilter {r['official']['filter']}; left at the official "
-                      f"initialisation: {', '.join(r['official']['own_init'])}", flush=True)  # fmt: skip
+                print(
+                    f"official SeCo: rloss's bilateralfilter {r['official']['filter']}; left at the official "
+                    f"initialisation: {', '.join(r['official']['own_init'])}",
+                    flush=True,
+                )
             for c, rc in r.items():
                 if "seconds" in rc:
-                    print(f"SeCo iteration, {c}: median {rc['seconds']:.3f} s of {a.time} on {results['device']}"
-                          + (f", peak {rc['peak_gib']:.2f} GiB" if "peak_gib" in rc else ""), flush=True)  # fmt: skip
+                    print(
+                        f"SeCo iteration, {c}: median {rc['seconds']:.3f} s of {a.time} on {results['device']}"
+                        + (f", peak {rc['peak_gib']:.2f} GiB" if "peak_gib" in rc else ""),
+                        flush=True,
+                    )
         elif unit == "excel_train" and a.excel:
             prepare_excel(a)
             r = {c: d.run("excel_train", c) for c in codes}

@@ -17,8 +17,9 @@ from types import SimpleNamespace
 REPO = Path(__file__).resolve().parents[1]
 
 
-def seconds_per_photo(device: str, preset: Path, size: tuple[int, int], classes: int, present: int, iters: int,
-                      warmup: int) -> float:  # fmt: skip
+def seconds_per_photo(
+    device: str, preset: Path, size: tuple[int, int], classes: int, present: int, iters: int, warmup: int
+) -> float:
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -34,8 +35,9 @@ def seconds_per_photo(device: str, preset: Path, size: tuple[int, int], classes:
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     labels = np.zeros(classes, np.float32)
     labels[:present] = 1
-    job = SimpleNamespace(run=SimpleNamespace(cfg=cfg, device=torch.device(device)), require_cams=lambda ids: None,
-                          cam=lambda id: cam)  # fmt: skip
+    job = SimpleNamespace(
+        run=SimpleNamespace(cfg=cfg, device=torch.device(device)), require_cams=lambda ids: None, cam=lambda id: cam
+    )
     refine = refine_par(job, ["photo"])
     times = []
     for i in range(warmup + iters):

@@ -94,8 +94,14 @@ def make_steps(config: str, data_root: str, overrides: list[str]) -> tuple[Calla
                 p.grad = None
             bare(images).final.mean().backward()
 
-    facts = {"config": config, "data": str(cfg.data.root), "batch": t.batch_size, "crop": d.crop_size,
-             "backbone": cfg.model.backbone, "terms": sorted(active)}  # fmt: skip
+    facts = {
+        "config": config,
+        "data": str(cfg.data.root),
+        "batch": t.batch_size,
+        "crop": d.crop_size,
+        "backbone": cfg.model.backbone,
+        "terms": sorted(active),
+    }
     return iteration, floor, facts
 
 
@@ -127,9 +133,11 @@ def main() -> None:
         torch.set_num_threads(old_threads)
     med = {k: statistics.median(v) for k, v in clock.parts.items()}
     floor_s = med["floor: backbone forward + backward"]
-    print(f"{facts['config']} on {facts['data']}: batch {facts['batch']}, crop {facts['crop']}, "
-          f"{facts['backbone']}, {args.threads} thread(s), median of {args.iters} after {args.warmup} warm-up; "
-          f"terms {facts['terms']}")  # fmt: skip
+    print(
+        f"{facts['config']} on {facts['data']}: batch {facts['batch']}, crop {facts['crop']}, "
+        f"{facts['backbone']}, {args.threads} thread(s), median of {args.iters} after {args.warmup} warm-up; "
+        f"terms {facts['terms']}"
+    )
     for k, v in med.items():
         print(f"  {k:38s} {v:7.3f} s  ({v / floor_s:.2f}x the floor)")
     print(f"iteration / floor: {med['iteration'] / floor_s:.2f}x")

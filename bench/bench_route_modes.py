@@ -106,12 +106,23 @@ def main() -> None:
     for mode in a.modes.split(","):
         out = a.out / f"route_{mode}"
         t0 = time.perf_counter()
-        code = wsss([*route_args(mode, folder, labels, classes, clip, dino, out), "--folds", a.folds, "--quiet",
-                     *mode_words(mode, [*files, *a.overrides])])  # fmt: skip
+        code = wsss(
+            [
+                *route_args(mode, folder, labels, classes, clip, dino, out),
+                "--folds",
+                a.folds,
+                "--quiet",
+                *mode_words(mode, [*files, *a.overrides]),
+            ]
+        )
         wall = time.perf_counter() - t0
         summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
-        results[mode] = {"status": code, "wall_s": round(wall, 1), "steps_s": summary.get("seconds", {}),
-                         "choices": {k: v["value"] for k, v in summary.get("choices", {}).items()}}  # fmt: skip
+        results[mode] = {
+            "status": code,
+            "wall_s": round(wall, 1),
+            "steps_s": summary.get("seconds", {}),
+            "choices": {k: v["value"] for k, v in summary.get("choices", {}).items()},
+        }
         print(json.dumps({mode: results[mode]}), flush=True)
     import torch
 

@@ -138,9 +138,18 @@ def split_per_photo(run: Path, preds: Path, data: Path, split: str, device: str)
     general = _Accumulator(ds.class_names)
     on_device = [f"sweep: level histogram {device}"] if device != "cpu" else []
     pairs_on_device = [f"eval: the value pairs' count on {device}"] if device != "cpu" else []
-    t = dict.fromkeys([*PER_PHOTO, *on_device, "eval: prediction PNG", "eval: mask PNG",
-                       "eval: confusion + co-occurrence", "eval: the same, general path (before)",
-                       *pairs_on_device], 0.0)  # fmt: skip
+    t = dict.fromkeys(
+        [
+            *PER_PHOTO,
+            *on_device,
+            "eval: prediction PNG",
+            "eval: mask PNG",
+            "eval: confusion + co-occurrence",
+            "eval: the same, general path (before)",
+            *pairs_on_device,
+        ],
+        0.0,
+    )
     for i in ids:
         t0 = time.thread_time()
         gt = ds.load_mask(i)
@@ -172,8 +181,19 @@ def split_per_photo(run: Path, preds: Path, data: Path, split: str, device: str)
         if device != "cpu":  # what the device could take of eval: the count of the (gt, pred) pairs, moved back
             pair_count_on(device, gt, pred)
         t10 = time.perf_counter() - w
-        times = [t1 - t0, t2 - t1, t3 - t2, t3b - t3, t4 - t3b, *([t5 - t4] if on_device else []), t6 - t5b,
-                 t7 - t6, t8 - t7, t9 - t8, *([t10] if on_device else [])]  # fmt: skip
+        times = [
+            t1 - t0,
+            t2 - t1,
+            t3 - t2,
+            t3b - t3,
+            t4 - t3b,
+            *([t5 - t4] if on_device else []),
+            t6 - t5b,
+            t7 - t6,
+            t8 - t7,
+            t9 - t8,
+            *([t10] if on_device else []),
+        ]
         for key, dt in zip(t, times, strict=True):
             t[key] += dt
     np.testing.assert_array_equal(acc.ext, general.ext)
@@ -208,8 +228,15 @@ def whole_passes(run: Path, preds: Path, data: Path, split: str, device: str, ah
 
     for dev in dict.fromkeys(["cpu", device]):
         for a in (0, ahead):
-            sweep = partial(sweep_run_bkg, run, split, data_root=str(data), json_path=run / "bkg_sweep.json",
-                            overrides=[f"run.device={dev}"], read_ahead=a)  # fmt: skip
+            sweep = partial(
+                sweep_run_bkg,
+                run,
+                split,
+                data_root=str(data),
+                json_path=run / "bkg_sweep.json",
+                overrides=[f"run.device={dev}"],
+                read_ahead=a,
+            )
             res, _ = timed(f"sweep-bkg {dev}, read-ahead {a},", sweep, dev)
             results.append((res["miou"], res["pairs"]))
     for a in (0, ahead):
@@ -229,10 +256,19 @@ def plain_passes(run: Path, preds: Path, data: Path, split: str) -> dict[str, fl
     out: dict[str, float] = {}
     n = len(list((run / "cams" / split).glob("*.npz")))
     for name, fn in (
-        ("sweep-bkg", partial(sweep_run_bkg, run, split, data_root=str(data), json_path=run / "bkg_sweep.json",
-                              overrides=["run.device=cpu"])),
+        (
+            "sweep-bkg",
+            partial(
+                sweep_run_bkg,
+                run,
+                split,
+                data_root=str(data),
+                json_path=run / "bkg_sweep.json",
+                overrides=["run.device=cpu"],
+            ),
+        ),
         ("eval", partial(evaluate, preds, data, split)),
-    ):  # fmt: skip
+    ):
         w, c = time.perf_counter(), time.process_time()
         got = fn()
         out[f"{name}, defaults, wall"] = (time.perf_counter() - w) / n
@@ -251,15 +287,24 @@ def main() -> None:
     p.add_work(required=True, type=Path)
     p.add_argument("--data", type=Path, default=REPO / "data/ccp-dev", help="dataset root (default data/ccp-dev)")
     p.add_argument("--split", default="val")
-    p.add_argument("--synthetic", type=int, default=0, help="instead of --data: this many synthetic val photos of "
-                   "--size px, made under --work (a machine without the shared data)")  # fmt: skip
+    p.add_argument(
+        "--synthetic",
+        type=int,
+        default=0,
+        help="instead of --data: this many synthetic val photos of "
+        "--size px, made under --work (a machine without the shared data)",
+    )
     p.add_argument("--size", type=int, default=448)
     p.add_argument("--device", default="cpu")
     p.add_argument("--ahead", type=int, default=4, help="photos read ahead in threads (default 4)")
     p.add_argument("--rounds", type=int, default=2, help="passes; the fastest is kept (default 2)")
     p.add_argument("--json", type=Path)
-    p.add_argument("--src", default=str(REPO / "src"), help="the wsss sources to time (default this checkout's; "
-                   "with --passes-only, e.g. a checkout of the code before issue 81)")  # fmt: skip
+    p.add_argument(
+        "--src",
+        default=str(REPO / "src"),
+        help="the wsss sources to time (default this checkout's; "
+        "with --passes-only, e.g. a checkout of the code before issue 81)",
+    )
     p.add_argument("--passes-only", action="store_true", help="only each command's pass with its defaults")
     a = p.parse_args()
     import torch
@@ -274,17 +319,22 @@ def main() -> None:
     if a.passes_only:
         split, whole = {}, {k: min(v) for k, v in _rounds(lambda: plain_passes(run, preds, a.data, a.split), a.rounds)}
     else:
-        split = {k: min(v) for k, v in _rounds(lambda: split_per_photo(run, preds, a.data, a.split, a.device),
-                                               a.rounds)}  # fmt: skip
-        whole = {k: min(v) for k, v in _rounds(lambda: whole_passes(run, preds, a.data, a.split, a.device, a.ahead),
-                                               a.rounds)}  # fmt: skip
+        split = {
+            k: min(v) for k, v in _rounds(lambda: split_per_photo(run, preds, a.data, a.split, a.device), a.rounds)
+        }
+        whole = {
+            k: min(v)
+            for k, v in _rounds(lambda: whole_passes(run, preds, a.data, a.split, a.device, a.ahead), a.rounds)
+        }
     cores = len(os.sched_getaffinity(0))
     import wsss
 
     print(f"\nwsss from {Path(wsss.__file__).parents[1]}")
-    print(f"{a.data.name} {a.split}, torch {torch.__version__}, {torch.get_num_threads()} torch threads, {cores} "
-          f"cores; ms per photo, the fastest of {a.rounds} passes; "
-          f"the load average {os.getloadavg()[0]:.1f} at the end")  # fmt: skip
+    print(
+        f"{a.data.name} {a.split}, torch {torch.__version__}, {torch.get_num_threads()} torch threads, {cores} "
+        f"cores; ms per photo, the fastest of {a.rounds} passes; "
+        f"the load average {os.getloadavg()[0]:.1f} at the end"
+    )
     for k, v in {**split, **whole}.items():
         print(f"  {k:<44} {1000 * v:8.2f}")
     if a.json:

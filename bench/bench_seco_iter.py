@@ -88,8 +88,12 @@ def make_step(kind: str, crop: int, batch: int, clock: _PhaseClock):
     from wsss.engine.trainer import build_optimizer
     from wsss.methods import build_method, placeholder_classes
 
-    over = ["model.pretrained=null", f"data.crop_size={crop}", f"train.batch_size={batch}",
-            f"options.queue_size={batch * 12 * 96}"]  # fmt: skip
+    over = [
+        "model.pretrained=null",
+        f"data.crop_size={crop}",
+        f"train.batch_size={batch}",
+        f"options.queue_size={batch * 12 * 96}",
+    ]
     cfg = load_config(REPO / "configs/seco/voc.yaml", over)
     data = _batch(batch, crop, 20)
     if kind == "floor":
@@ -159,8 +163,18 @@ def run_interleaved(crop: int, batch: int, iters: int, warmup: int, threads: int
 
 
 #: the glue of the SeCo step, timed by name with ``--pieces``: functions of wsss.methods.seco and SeCo methods
-GLUE_FUNCTIONS = ("online_pseudo_label", "energy_loss_from_logits", "balanced_seg_loss", "lil_loss", "lig_loss",
-                  "ema_update", "cam_to_roi_mask", "sample_patch_positions", "assign_tags", "crop_patches")  # fmt: skip
+GLUE_FUNCTIONS = (
+    "online_pseudo_label",
+    "energy_loss_from_logits",
+    "balanced_seg_loss",
+    "lil_loss",
+    "lig_loss",
+    "ema_update",
+    "cam_to_roi_mask",
+    "sample_patch_positions",
+    "assign_tags",
+    "crop_patches",
+)
 GLUE_METHODS = ("_ptc", "_teacher_keys", "_enqueue", "_update_prototypes")
 
 
@@ -222,14 +236,18 @@ def _floor_step(cfg, data: dict, clock: _PhaseClock):
     o = from_dict(SeCoOptions, cfg.options, "options")
     p, size = o.num_patches, o.patch_size
     b, _, crop, _ = data["image"].shape
-    vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=20, img_size=crop,
-                            dynamic_img_size=True)  # fmt: skip
-    teacher = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=20, img_size=crop,
-                                dynamic_img_size=True).requires_grad_(False)  # fmt: skip
+    vit = timm.create_model(
+        "vit_base_patch16_224", pretrained=False, num_classes=20, img_size=crop, dynamic_img_size=True
+    )
+    teacher = timm.create_model(
+        "vit_base_patch16_224", pretrained=False, num_classes=20, img_size=crop, dynamic_img_size=True
+    ).requires_grad_(False)
     opt = torch.optim.AdamW(vit.parameters(), lr=6e-5, weight_decay=0.01)
     g = torch.Generator().manual_seed(1)
-    cam_inputs = [torch.randn(b if float(s) == 1.0 else 2 * b, 3, int(s * crop), int(s * crop), generator=g)
-                  for s in cfg.cam.scales]  # fmt: skip
+    cam_inputs = [
+        torch.randn(b if float(s) == 1.0 else 2 * b, 3, int(s * crop), int(s * crop), generator=g)
+        for s in cfg.cam.scales
+    ]
     main = torch.cat([data["image"], data["w_image"]])
     patches = torch.randn(p * b, 3, size, size, generator=g)
 
@@ -255,16 +273,19 @@ def main() -> None:
     p.add_iters(5, warmup=2)
     p.add_threads(2)
     p.add_argument(
-        "--pieces", action="store_true",
+        "--pieces",
+        action="store_true",
         help="instead: the SeCo iteration alone, the time of each named piece of its glue (wrapped by name)",
-    )  # fmt: skip
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.pieces:
         pieces = time_pieces(a.crop, a.batch, a.iters, a.warmup, a.threads)
         total = pieces.pop("iteration")
-        print(f"crop {a.crop}, batch {a.batch}, {a.threads} threads, mean of {a.iters} after {a.warmup} warm-ups;"
-              f" SeCo iteration {total:.2f} s; its glue, s per iteration (share):")  # fmt: skip
+        print(
+            f"crop {a.crop}, batch {a.batch}, {a.threads} threads, mean of {a.iters} after {a.warmup} warm-ups;"
+            f" SeCo iteration {total:.2f} s; its glue, s per iteration (share):"
+        )
         for name, sec in sorted(pieces.items(), key=lambda kv: -kv[1]):
             print(f"  {name:24s} {sec:7.3f} s  {100 * sec / total:5.1f} %")
         print("  (_teacher_keys includes the teacher's network pass over the key patches)")
@@ -275,20 +296,37 @@ def main() -> None:
     load = Path("/proc/loadavg").read_text().split()[:3]
     results = run_interleaved(a.crop, a.batch, a.iters, a.warmup, a.threads)
     for kind in KINDS:  # memory: each kind alone in its own process
-        cmd = [sys.executable, __file__, "--child", kind, "--crop", str(a.crop), "--batch", str(a.batch),
-               "--threads", str(a.threads)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            kind,
+            "--crop",
+            str(a.crop),
+            "--batch",
+            str(a.batch),
+            "--threads",
+            str(a.threads),
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results[kind].update(json.loads(out.strip().splitlines()[-1]))
     seco, bare, floor = results["seco"], results["bare"], results["floor"]
-    print(f"crop {a.crop}, batch {a.batch}, {a.threads} threads, median of {a.iters} after {a.warmup} warm-ups;"
-          f" load average {load} at the start")  # fmt: skip
-    rows = (("SeCo iteration (VOC preset, every loss)", seco), ("floor: its network passes only", floor),
-            ("bare ViT-B/16 fwd+bwd+AdamW", bare))  # fmt: skip
+    print(
+        f"crop {a.crop}, batch {a.batch}, {a.threads} threads, median of {a.iters} after {a.warmup} warm-ups;"
+        f" load average {load} at the start"
+    )
+    rows = (
+        ("SeCo iteration (VOC preset, every loss)", seco),
+        ("floor: its network passes only", floor),
+        ("bare ViT-B/16 fwd+bwd+AdamW", bare),
+    )
     for name, r in rows:
         print(f"  {name:40s} {r['median_s']:6.2f} s, peak RSS {r['peak_rss_gib']:.1f} GiB")
     ratio, floor_ratio = seco["median_s"] / bare["median_s"], floor["median_s"] / bare["median_s"]
-    print(f"  ratio {ratio:.2f}x | floor {floor_ratio:.2f}x | SeCo / floor {seco['median_s'] / floor['median_s']:.2f}x"
-          " (official 8.4x at 448/1; target <= 4.4x)")  # fmt: skip
+    print(
+        f"  ratio {ratio:.2f}x | floor {floor_ratio:.2f}x | SeCo / floor {seco['median_s'] / floor['median_s']:.2f}x"
+        " (official 8.4x at 448/1; target <= 4.4x)"
+    )
     print("  phases (median s; SeCo / floor / bare):")
     for name in ("cam (no grad)", "forward + losses", "backward", "optimiser"):
         cells = [r["phases_s"].get(name) for r in (seco, floor, bare)]

@@ -45,16 +45,19 @@ def run_command(cmd: str, run: Path, split: str, workers: str | None) -> dict:
     extra = ["--crf-workers", workers] if workers is not None else []
     other_before = {f for f in run.rglob("*") if f.is_file()}
     t = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "wsss", args[0], str(run), *args[1:], "--split", split, "--quiet",
-                           *extra], cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "wsss", args[0], str(run), *args[1:], "--split", split, "--quiet", *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t
     if done.returncode != 0:
         raise SystemExit(f"wsss {cmd} failed:\n{done.stderr[-3000:]}")
     out_dirs = [run / o / split for o in outs]
     new_other = [
-        f for f in run.rglob("*")
-        if f.is_file() and f not in other_before and not any(d in f.parents for d in out_dirs)
-    ]  # fmt: skip
+        f for f in run.rglob("*") if f.is_file() and f not in other_before and not any(d in f.parents for d in out_dirs)
+    ]
     return {
         "wall_s": wall,
         "output_bytes": sum(folder_bytes(d) for d in out_dirs),
@@ -91,15 +94,19 @@ def main() -> None:
         res[name] = {cmd: run_command(cmd, run, name, a.crf_workers) for cmd in COMMANDS}
         print(json.dumps({name: res[name]}, indent=1), flush=True)
     n = a.large - a.small
-    print(f"\n{a.size}-px synthetic photos, {a.device}, {len(os.sched_getaffinity(0))} cores; per photo = "
-          f"({a.large} photos - {a.small}) / {n}")  # fmt: skip
+    print(
+        f"\n{a.size}-px synthetic photos, {a.device}, {len(os.sched_getaffinity(0))} cores; per photo = "
+        f"({a.large} photos - {a.small}) / {n}"
+    )
     for cmd in COMMANDS:
         s, lg = res["small"][cmd], res["large"][cmd]
         per = {k: (lg[k] - s[k]) / n for k in ("wall_s", "output_bytes", "other_bytes")}
         res[cmd] = per
-        print(f"wsss {cmd}: {per['wall_s']:.3f} s, outputs {per['output_bytes'] / 1024:.1f} KiB, other files "
-              f"{per['other_bytes']:+.0f} B per photo; other files left: {lg['other_bytes']} B "
-              f"({', '.join(lg['other_files']) or 'none'})")  # fmt: skip
+        print(
+            f"wsss {cmd}: {per['wall_s']:.3f} s, outputs {per['output_bytes'] / 1024:.1f} KiB, other files "
+            f"{per['other_bytes']:+.0f} B per photo; other files left: {lg['other_bytes']} B "
+            f"({', '.join(lg['other_files']) or 'none'})"
+        )
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))
 

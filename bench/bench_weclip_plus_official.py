@@ -43,8 +43,28 @@ import torch
 from wsss.cli_common import script_parser
 
 REPO = Path(__file__).resolve().parents[1]
-VOC = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-       "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]  # fmt: skip
+VOC = [
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
 BATCH_CLASSES = [[0, 14], [7], [11, 14], [6]]  # the recorded training batch's classes
 
 
@@ -127,10 +147,19 @@ def official_worker(a: argparse.Namespace) -> dict:
         from dinov2.layers import MemEffAttention
         from dinov2.models.vision_transformer import Block, DinoVisionTransformer
 
-        model = DinoVisionTransformer(img_size=518, patch_size=14, mlp_ratio=4, init_values=1.0, ffn_layer="mlp",
-                                      block_chunks=0, num_register_tokens=0, interpolate_antialias=False,
-                                      interpolate_offset=0.1, block_fn=partial(Block, attn_class=MemEffAttention),
-                                      **s["dino"])  # fmt: skip
+        model = DinoVisionTransformer(
+            img_size=518,
+            patch_size=14,
+            mlp_ratio=4,
+            init_values=1.0,
+            ffn_layer="mlp",
+            block_chunks=0,
+            num_register_tokens=0,
+            interpolate_antialias=False,
+            interpolate_offset=0.1,
+            block_fn=partial(Block, attn_class=MemEffAttention),
+            **s["dino"],
+        )
         model.load_state_dict(torch.load(dino_file, map_location="cpu"))
         return model
 
@@ -154,17 +183,34 @@ def official_worker(a: argparse.Namespace) -> dict:
         (root / "Annotations" / f"{name}.xml").write_text(xml)
     torch.manual_seed(0)
     clip_width = torch.load(clip_file)["visual.conv1.weight"].shape[0]
-    model = model_mod.WeCLIP_Plus(num_classes=21, clip_model=str(clip_file), dino_model="dinov2_vits14",
-                                  dino_fts_dim=s["dino"]["embed_dim"], decoder_layers=3,
-                                  embedding_dim=s["embedding_dim"], in_channels=[clip_width] * 4,
-                                  dataset_root_path=str(root), clip_flag=16, device="cpu")  # fmt: skip
+    model = model_mod.WeCLIP_Plus(
+        num_classes=21,
+        clip_model=str(clip_file),
+        dino_model="dinov2_vits14",
+        dino_fts_dim=s["dino"]["embed_dim"],
+        decoder_layers=3,
+        embedding_dim=s["embedding_dim"],
+        in_channels=[clip_width] * 4,
+        dataset_root_path=str(root),
+        clip_flag=16,
+        device="cpu",
+    )
     groups = model.get_param_groups()
-    opt = PolyWarmupAdamW(params=[{"params": groups[0], "lr": 2e-5, "weight_decay": 0.01},
-                                  {"params": groups[1], "lr": 0.0, "weight_decay": 0.0},
-                                  {"params": groups[2], "lr": 2e-4, "weight_decay": 0.01},
-                                  {"params": groups[3], "lr": 2e-4, "weight_decay": 0.01}],
-                          lr=2e-5, weight_decay=0.01, betas=[0.9, 0.999], warmup_iter=50, max_iter=30000,
-                          warmup_ratio=1e-6, power=1.0)  # fmt: skip
+    opt = PolyWarmupAdamW(
+        params=[
+            {"params": groups[0], "lr": 2e-5, "weight_decay": 0.01},
+            {"params": groups[1], "lr": 0.0, "weight_decay": 0.0},
+            {"params": groups[2], "lr": 2e-4, "weight_decay": 0.01},
+            {"params": groups[3], "lr": 2e-4, "weight_decay": 0.01},
+        ],
+        lr=2e-5,
+        weight_decay=0.01,
+        betas=[0.9, 0.999],
+        warmup_iter=50,
+        max_iter=30000,
+        warmup_ratio=1e-6,
+        power=1.0,
+    )
     mask = script.get_mask_by_radius(h=s["crop"] // 16, w=s["crop"] // 16, radius=s["radius"])
     dice = DiceLoss()
     x, _ = batch(s["crop"])
@@ -173,8 +219,9 @@ def official_worker(a: argparse.Namespace) -> dict:
     def iteration() -> None:
         segs_clip, segs_dino, cam, attn_pred = model(x, names)
         pseudo = cam
-        segs = F.interpolate(0.5 * segs_clip + 0.5 * segs_dino, size=pseudo.shape[1:], mode="bilinear",
-                             align_corners=False)  # fmt: skip
+        segs = F.interpolate(
+            0.5 * segs_clip + 0.5 * segs_dino, size=pseudo.shape[1:], mode="bilinear", align_corners=False
+        )
         segs_clip = F.interpolate(segs_clip, size=pseudo.shape[1:], mode="bilinear", align_corners=False)
         segs_dino = F.interpolate(segs_dino, size=pseudo.shape[1:], mode="bilinear", align_corners=False)
         _, label_clip = torch.max(F.softmax(segs_clip, dim=1), dim=1)
@@ -204,9 +251,16 @@ def wsss_worker(a: argparse.Namespace) -> dict:
 
     s = sizes(a.size)
     heads = 2 if a.size == "tiny" else 6
-    over = [f"model.pretrained={Path(a.work) / a.clip}", f"options.dino_weights={Path(a.work) / a.dino}",
-            "options.quick_gelu=true", f"options.dino_heads={heads}", f"options.embedding_dim={s['embedding_dim']}",
-            f"options.radius={s['radius']}", "run.device=cpu", f"data.root={a.work}"]  # fmt: skip
+    over = [
+        f"model.pretrained={Path(a.work) / a.clip}",
+        f"options.dino_weights={Path(a.work) / a.dino}",
+        "options.quick_gelu=true",
+        f"options.dino_heads={heads}",
+        f"options.embedding_dim={s['embedding_dim']}",
+        f"options.radius={s['radius']}",
+        "run.device=cpu",
+        f"data.root={a.work}",
+    ]
     if a.size == "tiny":
         over.append("options.text_heads=2")
     cfg = load_config(REPO / "configs/weclip_plus/voc.yaml", over)
@@ -263,9 +317,26 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     results = {}
     for worker in ("official", "wsss"):
-        cmd = [sys.executable, __file__, "--worker", worker, "--official", a.official, "--dinov2", a.dinov2,
-               "--size", a.size, "--iters", str(a.iters), "--work", str(work), "--clip", clip.name,
-               "--dino", dino.name]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            worker,
+            "--official",
+            a.official,
+            "--dinov2",
+            a.dinov2,
+            "--size",
+            a.size,
+            "--iters",
+            str(a.iters),
+            "--work",
+            str(work),
+            "--clip",
+            clip.name,
+            "--dino",
+            dino.name,
+        ]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=work)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not line:

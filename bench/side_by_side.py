@@ -40,8 +40,12 @@ class GpuMemoryPeak:
 
     @staticmethod
     def _sample() -> float:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, check=False).stdout  # fmt: skip
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
         return float(out.split()[0]) if out.split() and out.split()[0].replace(".", "", 1).isdigit() else 0.0
 
     def _poll(self) -> None:
@@ -79,8 +83,12 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str], gpu: bool = False) -> 
     t = Timing(elapsed, usage.ru_utime + usage.ru_stime, poll.gib if poll else None)
     # each command's figures as it ends, so that a run stopped part-way (a device call's limit) still tells them
     memory = f", {t.gpu_gib:.2f} GiB of GPU" if t.gpu_gib is not None else ""
-    print(f"  {t.wall:.1f} s wall, {t.cpu:.1f} s CPU{memory}: {' '.join(Path(c).name for c in cmd[:4])} ... "
-          f"{' '.join(cmd[4:])[-90:]}", file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"  {t.wall:.1f} s wall, {t.cpu:.1f} s CPU{memory}: {' '.join(Path(c).name for c in cmd[:4])} ... "
+        f"{' '.join(cmd[4:])[-90:]}",
+        file=sys.stderr,
+        flush=True,
+    )
     return t
 
 

@@ -36,9 +36,20 @@ from screenshot_report import chromium_env, find_chromium  # noqa: E402 (dev/ is
 
 REPO = Path(__file__).resolve().parents[1]
 # Flags of a headless run on a machine without a network (dev/screenshot_report.py, the env notes).
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=5000",
+    "--dump-dom",
+]
 CONSOLE_ERROR = re.compile(r"CONSOLE.*(Uncaught|Error|error|Failed)|:ERROR:CONSOLE")
 IMG_SRC = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]+)\"")
 
@@ -62,16 +73,22 @@ def serve(site: Path) -> tuple[ThreadingHTTPServer, list[tuple[str, int]]]:
 
 def pages(site: Path) -> list[str]:
     """Every page's URL path: the folders holding an index.html (mkdocs' directory URLs), 404 left out."""
-    return sorted("/" if p.parent == site else f"/{p.parent.relative_to(site).as_posix()}/"
-                  for p in site.rglob("index.html"))  # fmt: skip
+    return sorted(
+        "/" if p.parent == site else f"/{p.parent.relative_to(site).as_posix()}/" for p in site.rglob("index.html")
+    )
 
 
 def check_page(exe: Path, base: str, path: str, site: Path, log: list[tuple[str, int]]) -> list[str]:
     """The problems of one page (empty when it passes)."""
     start = len(log)
     with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run([str(exe), *FLAGS, f"--user-data-dir={profile}", base + path], capture_output=True,
-                              text=True, timeout=120, env=chromium_env(exe))  # fmt: skip
+        proc = subprocess.run(
+            [str(exe), *FLAGS, f"--user-data-dir={profile}", base + path],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=chromium_env(exe),
+        )
     problems = [f"console: {line.strip()[:200]}" for line in proc.stderr.splitlines() if CONSOLE_ERROR.search(line)]
     if proc.returncode != 0 or "<body" not in proc.stdout:
         problems.append(f"chromium exit {proc.returncode}, no page body")
@@ -116,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'FAIL' if problems else 'ok  '} {path}" + "".join(f"\n     {p}" for p in problems), flush=True)
     finally:
         server.shutdown()
-    print(f"{len(pages(args.site)) - failed} of {len(pages(args.site))} pages rendered with no console error, "
-          f"every image served and decodable")  # fmt: skip
+    print(
+        f"{len(pages(args.site)) - failed} of {len(pages(args.site))} pages rendered with no console error, "
+        f"every image served and decodable"
+    )
     return 1 if failed else 0
 
 

@@ -68,8 +68,9 @@ def _wait_until_up(url: str, server: subprocess.Popen, log: Path) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(2)
-    raise SystemExit(f"Label Studio did not answer {url}/health within {START_WAIT_S} s; its log:\n"
-                     f"{log.read_text()[-3000:]}")  # fmt: skip
+    raise SystemExit(
+        f"Label Studio did not answer {url}/health within {START_WAIT_S} s; its log:\n{log.read_text()[-3000:]}"
+    )
 
 
 def _stop(server: subprocess.Popen) -> None:
@@ -123,15 +124,36 @@ def round_trip(venv: Path, work: Path) -> dict[str, float]:
     export_masks(route, "labelstudio", work / "ls", progress=False)
     port, token = _free_port(), secrets.token_hex(20)
     url, log = f"http://{HOST}:{port}", work / "label-studio.log"
-    env = {**os.environ, "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-           "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(work / "data" / "JPEGImages"),
-           "LABEL_STUDIO_BASE_DATA_DIR": str(work / "ls-data"), "DJANGO_DB": "sqlite",
-           "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-           "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",  # the token of --user-token, which the client sends
-           "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": ""}  # fmt: skip
-    command = [str(venv / "bin" / "label-studio"), "start", "--no-browser", "--internal-host", HOST, "--host", url,
-               "--port", str(port), "--data-dir", str(work / "ls-data"), "--username", "wsss@example.com",
-               "--password", secrets.token_hex(12), "--user-token", token]  # fmt: skip
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(work / "data" / "JPEGImages"),
+        "LABEL_STUDIO_BASE_DATA_DIR": str(work / "ls-data"),
+        "DJANGO_DB": "sqlite",
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",  # the token of --user-token, which the client sends
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
+    }
+    command = [
+        str(venv / "bin" / "label-studio"),
+        "start",
+        "--no-browser",
+        "--internal-host",
+        HOST,
+        "--host",
+        url,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(work / "ls-data"),
+        "--username",
+        "wsss@example.com",
+        "--password",
+        secrets.token_hex(12),
+        "--user-token",
+        token,
+    ]
     with open(log, "wb") as out:
         server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -139,9 +161,20 @@ def round_trip(venv: Path, work: Path) -> dict[str, float]:
         times["start the server"] = time.monotonic() - t0
         t1 = time.monotonic()
         exported = work / "export.json"
-        subprocess.run([str(venv / "bin" / "python"), __file__, "client", url, token, str(work / "ls" / "tasks.json"),
-                        str(work / "ls" / "label_config.xml"), str(exported)], check=True,
-                       timeout=CLIENT_WAIT_S)  # fmt: skip
+        subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                __file__,
+                "client",
+                url,
+                token,
+                str(work / "ls" / "tasks.json"),
+                str(work / "ls" / "label_config.xml"),
+                str(exported),
+            ],
+            check=True,
+            timeout=CLIENT_WAIT_S,
+        )
         times["project, import, annotate, export"] = time.monotonic() - t1
     finally:
         _stop(server)

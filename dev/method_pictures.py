@@ -29,9 +29,15 @@ VOC_REAL_MINI = REPO / "tests" / "assets" / "voc-real-mini"
 GOLDEN = REPO / "tests" / "golden"  # the recordings of the official codes (tests/golden/README.md)
 ONE_THREAD = ["run.threads=1", "data.num_workers=0"]
 # make demo's schedule for SeCo (Makefile DEMO_OVERRIDES): 300 iterations with the preset's staging proportions
-SECO_DEMO = ["train.max_iters=300", "train.eval_iters=300", "train.ckpt_iters=300", "train.log_iters=50",
-             "options.cam2mask=150", "options.update_prototype=10",
-             "loss.start_iters={ptc: 30, lil: 45, lig: 45, seg: 60, reg: 60}"]  # fmt: skip
+SECO_DEMO = [
+    "train.max_iters=300",
+    "train.eval_iters=300",
+    "train.ckpt_iters=300",
+    "train.log_iters=50",
+    "options.cam2mask=150",
+    "options.update_prototype=10",
+    "loss.start_iters={ptc: 30, lil: 45, lig: 45, seg: 60, reg: 60}",
+]
 SHORT = ["train.max_iters=300", "train.eval_iters=300", "train.ckpt_iters=300", "train.log_iters=50"]
 # (page, preset, overrides): the classifier runs drawn from their CAMs and PAR pseudo labels
 TRAINED = [
@@ -66,8 +72,19 @@ def first_val_ids(data: Path, split: str, n: int = 2) -> list[str]:
 def draw(run: Path, data: Path, split: str, out: Path, ids: list[str]) -> None:
     """``wsss viz`` of ``ids``, then the first grid copied to ``out``."""
     viz = run / "viz_docs"
-    wsss("viz", str(run), "--ids", ",".join(ids), "--split", split, "--out", str(viz), "--quiet",
-         "--data-root", str(data))  # fmt: skip
+    wsss(
+        "viz",
+        str(run),
+        "--ids",
+        ",".join(ids),
+        "--split",
+        split,
+        "--out",
+        str(viz),
+        "--quiet",
+        "--data-root",
+        str(data),
+    )
     grid = viz / f"{ids[0]}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(grid, out)
@@ -88,8 +105,18 @@ def clip_es(work: Path) -> tuple[Path, Path]:
         weights = work / "tiny_clip.npz"
         with np.load(GOLDEN / "clip_es_state_dict.npz") as z:
             np.savez(weights, **{k: z[k] for k in z.files})
-        wsss("import", "clip_es", str(weights), "--config", "configs/clip_es/voc.yaml", "--out", str(run),
-             f"data.root={data}", "options.text_heads=2", "run.device=cpu")  # fmt: skip
+        wsss(
+            "import",
+            "clip_es",
+            str(weights),
+            "--config",
+            "configs/clip_es/voc.yaml",
+            "--out",
+            str(run),
+            f"data.root={data}",
+            "options.text_heads=2",
+            "run.device=cpu",
+        )
     return run, data
 
 
@@ -105,9 +132,20 @@ def excel(work: Path) -> tuple[Path, Path]:
         np.savez(work / "excel_clip.npz", **state, **{"token_embedding.weight": table})
         with np.load(GOLDEN / "excel_text.npz") as z:
             np.save(work / "excel_bank.npy", z["attr_bank"])
-        wsss("import", "excel", str(work / "excel_clip.npz"), "--config", "configs/excel/voc.yaml", "--out", str(run),
-             f"data.root={data}", "options.quick_gelu=true", f"options.bank={work / 'excel_bank.npy'}",
-             "options.embedding_dim=32", "run.device=cpu")  # fmt: skip
+        wsss(
+            "import",
+            "excel",
+            str(work / "excel_clip.npz"),
+            "--config",
+            "configs/excel/voc.yaml",
+            "--out",
+            str(run),
+            f"data.root={data}",
+            "options.quick_gelu=true",
+            f"options.bank={work / 'excel_bank.npy'}",
+            "options.embedding_dim=32",
+            "run.device=cpu",
+        )
         wsss("cam", str(run), "--split", "val", "--quiet")
         wsss("pseudo", str(run), "--split", "val", "--refine", "excel", "--quiet")  # its own labels, not viz's PAR
     return run, data
@@ -143,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         wsss("cam", str(cam_run), "--split", "train", "--quiet")
         wsss("pseudo", str(cam_run), "--split", "train", "--refine", "par", "--quiet")
         pseudo = cam_run / "pseudo" / "train"
-        seg = trained("deeplab", "configs/deeplab/synthetic_cpu.yaml", [f"data.pseudo_dir={pseudo}", *SHORT], data,
-                      args.work)  # fmt: skip
+        seg = trained(
+            "deeplab", "configs/deeplab/synthetic_cpu.yaml", [f"data.pseudo_dir={pseudo}", *SHORT], data, args.work
+        )
         draw(seg, data, "val", args.out / "deeplab.png", ids)
     return 0
 

@@ -105,9 +105,13 @@ def cli_reference() -> str:
     os.environ.setdefault("COLUMNS", "100")  # argparse wraps at the terminal's width: one width for the site
     from wsss.cli import build_parser
 
-    out = ["# Command-line reference", "",
-           "Generated from the parser of the `wsss` console script when the site is built (`wsss COMMAND --help`"
-           " prints the same text).", ""]  # fmt: skip
+    out = [
+        "# Command-line reference",
+        "",
+        "Generated from the parser of the `wsss` console script when the site is built (`wsss COMMAND --help`"
+        " prints the same text).",
+        "",
+    ]
 
     def walk(parser: argparse.ArgumentParser, name: str, depth: int) -> None:
         out.extend([f"{'#' * depth} `{name}`", "", "```text", parser.format_help().rstrip(), "```", ""])
@@ -150,8 +154,10 @@ def preset_table(folder: str, training_free: bool = False) -> str:
         settings = f"`{cfg.model.backbone}`"
         if not training_free:
             length = f"{cfg.train.epochs:g} epochs" if cfg.train.epochs else f"{cfg.train.max_iters} iterations"
-            settings += (f", crop {cfg.data.crop_size}, batch {cfg.train.batch_size}, {length}, "
-                         f"{cfg.train.optimizer} lr {cfg.train.lr:g}")  # fmt: skip
+            settings += (
+                f", crop {cfg.data.crop_size}, batch {cfg.train.batch_size}, {length}, "
+                f"{cfg.train.optimizer} lr {cfg.train.lr:g}"
+            )
         base = ", ".join(f"`{b.removeprefix('../_base_/').removesuffix('.yaml')}`" for b in bases)  # datasets/voc
         cells = [f"`{path.name}`", base, settings, _preset_summary(path)]
         rows.append("| " + " | ".join(cells) + " |")

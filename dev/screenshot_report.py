@@ -38,8 +38,13 @@ NAMES = ("chromium", "chromium-browser", "google-chrome", "headless_shell")
 
 
 def _lib_dirs(root: Path) -> list[Path]:
-    return [root / "usr/lib/chromium", root / "usr/lib/x86_64-linux-gnu", root / "usr/lib/x86_64-linux-gnu/pulseaudio",
-            root / "usr/lib/aarch64-linux-gnu", root / "usr/lib/aarch64-linux-gnu/pulseaudio"]  # fmt: skip
+    return [
+        root / "usr/lib/chromium",
+        root / "usr/lib/x86_64-linux-gnu",
+        root / "usr/lib/x86_64-linux-gnu/pulseaudio",
+        root / "usr/lib/aarch64-linux-gnu",
+        root / "usr/lib/aarch64-linux-gnu/pulseaudio",
+    ]
 
 
 def cached_binary(cache: Path = CACHE) -> Path | None:
@@ -151,8 +156,15 @@ def install(cache: Path = CACHE) -> Path:
 # Screenshot and check
 
 
-def screenshot(report: Path, out: Path, *, width: int = 1280, height: int = 2400, chromium: Path | None = None,
-               timeout: float = 120.0) -> Path:  # fmt: skip
+def screenshot(
+    report: Path,
+    out: Path,
+    *,
+    width: int = 1280,
+    height: int = 2400,
+    chromium: Path | None = None,
+    timeout: float = 120.0,
+) -> Path:
     """Render ``report`` in a ``width`` x ``height`` window and write the PNG to ``out``."""
     exe = chromium or find_chromium()
     if exe is None:
@@ -161,9 +173,19 @@ def screenshot(report: Path, out: Path, *, width: int = 1280, height: int = 2400
         raise FileNotFoundError(f"{report}: report not found (run `wsss report RUN` first)")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
-        cmd = [str(exe), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-               f"--user-data-dir={profile}", f"--window-size={width},{height}", "--virtual-time-budget=10000",
-               f"--screenshot={out.resolve()}", report.resolve().as_uri()]  # fmt: skip
+        cmd = [
+            str(exe),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            "--virtual-time-budget=10000",
+            f"--screenshot={out.resolve()}",
+            report.resolve().as_uri(),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=chromium_env(exe))
     if proc.returncode != 0 or not out.is_file():
         raise RuntimeError(f"chromium failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
@@ -187,8 +209,13 @@ def check_screenshot(path: Path, width: int, height: int, min_colors: int = 500)
         problems.append(f"only {colors} colours: the charts and image grids were not drawn")
     if background > 0.995:
         problems.append(f"{100 * background:.1f} % of the pixels are the background colour")
-    return {"ok": not problems, "size": size, "colors": colors, "background_share": float(background),
-            "problems": problems}  # fmt: skip
+    return {
+        "ok": not problems,
+        "size": size,
+        "colors": colors,
+        "background_share": float(background),
+        "problems": problems,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     exe = install() if a.install else (Path(a.chromium) if a.chromium else find_chromium())
     out = screenshot(Path(a.report), Path(a.out), width=a.width, height=a.height, chromium=exe)
     res = check_screenshot(out, a.width, a.height, a.min_colors)
-    print(f"{out}: {res['size'][0]}x{res['size'][1]}, {res['colors']} colours, "
-          f"{100 * res['background_share']:.1f} % background")  # fmt: skip
+    print(
+        f"{out}: {res['size'][0]}x{res['size'][1]}, {res['colors']} colours, "
+        f"{100 * res['background_share']:.1f} % background"
+    )
     for problem in res["problems"]:
         print(f"FAIL: {problem}", file=sys.stderr)
     return 0 if res["ok"] else 1

@@ -139,8 +139,10 @@ def shrink(source: Path, out: Path, read: dict[str, list[str]]) -> dict[str, dic
                 assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), f"{name}:{k}"
         size0, size1 = src.stat().st_size, dst.stat().st_size
         before, after = before + size0, after + size1
-        print(f"{name:32s} {len(kept):>4d}/{len(report[name]['kept']) + len(report[name]['dropped']):<5d} "
-              f"{size0 / 1e6:>9.2f}M {size1 / 1e6:>9.2f}M")  # fmt: skip
+        print(
+            f"{name:32s} {len(kept):>4d}/{len(report[name]['kept']) + len(report[name]['dropped']):<5d} "
+            f"{size0 / 1e6:>9.2f}M {size1 / 1e6:>9.2f}M"
+        )
     for name in TEXT:
         shutil.copyfile(source / name, out / name)
         size = (out / name).stat().st_size

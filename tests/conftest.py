@@ -113,8 +113,9 @@ def reported(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     from wsss.cli import main
 
     run = tmp_path_factory.mktemp("report") / "run"
-    assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, run),
-                 "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, run), "--quiet"]) == 0
+    )
     assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
     assert main(["pseudo", str(run), "--split", "val", "--quiet"]) == 0
     assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0

@@ -62,8 +62,14 @@ def voc_method(tmp_path: Path, **options: object):
     arch = arch_of_state_dict(state).as_dict()
     bank = tmp_path / "bank.npy"
     np.save(bank, npz("excel_text.npz")["attr_bank"])
-    over = {"options.arch": str(arch).replace("'", ""), "options.quick_gelu": "true", "options.bank": str(bank),
-            "options.embedding_dim": 32, "run.device": "cpu", "data.root": str(tmp_path)}  # fmt: skip
+    over = {
+        "options.arch": str(arch).replace("'", ""),
+        "options.quick_gelu": "true",
+        "options.bank": str(bank),
+        "options.embedding_dim": 32,
+        "run.device": "cpu",
+        "data.root": str(tmp_path),
+    }
     over.update({f"options.{k}": v for k, v in options.items()})
     cfg = load_config(REPO / "configs/excel/voc.yaml", [f"{k}={v}" for k, v in over.items()])
     method = build_method(cfg, list(VOC_CLASSES))

@@ -32,8 +32,13 @@ def classes_of(root: Path) -> list[str]:
 def write_checkpoint(cfg, path: Path, names: list[str]) -> None:  # noqa: ANN001 (a Config)
     """An honest, untrained checkpoint of ``cfg``'s model with the classes ``names``."""
     method = build_method(cfg, names)
-    state = {"step": 1, "model": method.state_dict(), "num_classes": len(names), "class_names": names,
-             "rng": [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}]}  # fmt: skip
+    state = {
+        "step": 1,
+        "model": method.state_dict(),
+        "num_classes": len(names),
+        "class_names": names,
+        "rng": [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}],
+    }
     save_checkpoint(state, path)
 
 

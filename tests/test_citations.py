@@ -17,8 +17,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCANNED = ["src", "tests", "bench", "experiments", "dev", "docs", "configs", "Makefile", "README.md",
-           "BENCHMARKS.md", "mkdocs.yml", ".ci", "pyproject.toml"]  # fmt: skip
+SCANNED = [
+    "src",
+    "tests",
+    "bench",
+    "experiments",
+    "dev",
+    "docs",
+    "configs",
+    "Makefile",
+    "README.md",
+    "BENCHMARKS.md",
+    "mkdocs.yml",
+    ".ci",
+    "pyproject.toml",
+]
 SUFFIXES = {".py", ".md", ".yaml", ".yml", ".sh", ".txt", ".json", ".toml", ""}
 #: Documents outside the repository that the code once cited (the spec it started from, the folder beside a
 #: checkout): a stranger's clone has none of them. (This file is left out of the scan.)

@@ -49,8 +49,21 @@ def test_pipeline_end_to_end(synth_root, tmp_path, capsys):
 
     capsys.readouterr()
     out_json = tmp_path / "seg.json"
-    assert main(["eval", str(run / "predictions/val"), "--data-root", str(synth_root), "--split", "val",
-                 "--json", str(out_json)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                str(run / "predictions/val"),
+                "--data-root",
+                str(synth_root),
+                "--split",
+                "val",
+                "--json",
+                str(out_json),
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "mIoU" in table and "boat" in table
     metrics = json.loads(out_json.read_text())
@@ -118,8 +131,12 @@ def test_check_data_and_eval_on_real_voc_photos(tmp_path, capsys):
     for f in (VOC_REAL_MINI / "SegmentationClass").glob("*.png"):
         (pred / f.name).write_bytes(f.read_bytes())
     capsys.readouterr()
-    assert main(["eval", str(pred), "--data-root", str(VOC_REAL_MINI), "--split", "val", "--json",
-                 str(tmp_path / "m.json")]) == 0  # fmt: skip
+    assert (
+        main(
+            ["eval", str(pred), "--data-root", str(VOC_REAL_MINI), "--split", "val", "--json", str(tmp_path / "m.json")]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "m.json").read_text())["miou"] == pytest.approx(1.0)
     assert "sheep" in capsys.readouterr().out
 
@@ -145,9 +162,28 @@ def test_eval_scores_the_masked_photos_of_a_partly_masked_split(tmp_path, capsys
     (tmp_path / "classes.txt").write_text("background\ncat\n")
     (tmp_path / "labels.csv").write_text("image,labels\n" + "".join(f"p{k}.jpg,cat\n" for k in range(5)))
     data = tmp_path / "data"
-    assert main(["prepare", "folder", "--images", str(photos), "--labels", str(tmp_path / "labels.csv"),
-                 "--classes", str(tmp_path / "classes.txt"), "--masks", str(masks), "--val-fraction", "0",
-                 "--out", str(data), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "prepare",
+                "folder",
+                "--images",
+                str(photos),
+                "--labels",
+                str(tmp_path / "labels.csv"),
+                "--classes",
+                str(tmp_path / "classes.txt"),
+                "--masks",
+                str(masks),
+                "--val-fraction",
+                "0",
+                "--out",
+                str(data),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     argv = ["eval", str(pseudo), "--data-root", str(data), "--split", "train", "--pseudo"]
     assert main([*argv, "--json", str(tmp_path / "m.json")]) == 0
@@ -171,8 +207,10 @@ def check_bkg_sweep(run, synth_root):
     from wsss.utils.io import load_cam
 
     sweep = run / "sweep.json"
-    assert main(["sweep-bkg", str(run), "--split", "val", "--thresholds", "0.1,0.3,0.6", "--json", str(sweep),
-                 "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(["sweep-bkg", str(run), "--split", "val", "--thresholds", "0.1,0.3,0.6", "--json", str(sweep), "--quiet"])
+        == 0
+    )
     res = json.loads(sweep.read_text())
     assert res["thresholds"] == [0.1, 0.3, 0.6] and res["best_miou"] == max(res["miou"])
     assert res["device"] == "cpu"  # the run's run.device (the sweep counts there)
@@ -184,8 +222,21 @@ def check_bkg_sweep(run, synth_root):
         _, want = cam_to_label(torch.from_numpy(cam)[None], torch.from_numpy(ds.labels(i))[None], bkg_thre=t)
         np.testing.assert_array_equal(read_label_png(run / "cam_labels/val" / f"{i}.png"), want[0].numpy())
         out = run / f"eval_{t}.json"
-        assert main(["eval", str(run / "cam_labels/val"), "--data-root", str(synth_root), "--split", "val",
-                     "--json", str(out)]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "eval",
+                    str(run / "cam_labels/val"),
+                    "--data-root",
+                    str(synth_root),
+                    "--split",
+                    "val",
+                    "--json",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         assert json.loads(out.read_text())["miou"] == pytest.approx(miou, abs=1e-9)
     assert main(["sweep-bkg", str(run), "--split", "train", "--quiet"]) == 1  # no train CAMs yet: a clear error
 
@@ -210,11 +261,13 @@ def _error_line(capsys) -> str:
     [
         (lambda state: state["model"], "not a wsss run checkpoint (no 'model' or 'class_names' entry"),
         (lambda state: {k: v for k, v in state.items() if k != "model"}, "(no 'model' entry; a weights-only file?)"),
-        (lambda state: {**state, "class_names": ",".join(state["class_names"])},
-         "class_names is not a list of class names (a str)"),
+        (
+            lambda state: {**state, "class_names": ",".join(state["class_names"])},
+            "class_names is not a list of class names (a str)",
+        ),
     ],
     ids=["weights_only", "no_model", "names_as_a_string"],
-)  # fmt: skip
+)
 def test_a_checkpoint_that_is_not_a_runs_is_one_error_naming_it(one_step_run, tmp_path, capsys, change, words):
     import torch
 

@@ -91,8 +91,10 @@ def test_the_words_may_stand_before_the_positional_arguments(command):
     words, flags = {**TAKE_OVERRIDES, **READ_RUN}[command]
     n = len(command)
     want = vars(parse_args([*words, *flags, *OVERRIDES]))
-    for argv in ([*words[:n], *OVERRIDES, *words[n:], *flags],
-                 [*words[:n], OVERRIDES[0], *words[n:], *flags, *OVERRIDES[1:]]):  # fmt: skip
+    for argv in (
+        [*words[:n], *OVERRIDES, *words[n:], *flags],
+        [*words[:n], OVERRIDES[0], *words[n:], *flags, *OVERRIDES[1:]],
+    ):
         assert vars(parse_args(argv)) == want, argv
 
 
@@ -176,8 +178,12 @@ def test_a_key_value_word_after_a_list_option_is_an_override_not_its_value(case)
 
 
 def test_every_list_option_gives_the_words_back_and_keeps_one_value(capsys):
-    lists = [(path, a) for path, p in _commands(build_parser()) for a in p._actions
-             if a.option_strings and a.nargs in ("+", "*") and not a.choices]  # fmt: skip
+    lists = [
+        (path, a)
+        for path, p in _commands(build_parser())
+        for a in p._actions
+        if a.option_strings and a.nargs in ("+", "*") and not a.choices
+    ]
     assert {" ".join(path) + " " + a.option_strings[0] for path, a in lists} >= set(LISTS)
     assert all(isinstance(a, Names) for _, a in lists)
     with pytest.raises(SystemExit):

@@ -51,6 +51,20 @@ def test_prepare_option_names_are_shared():
             p.parse_args(["prepare", "voc", "--voc", "V", "--out", "O", *old])
     a = p.parse_args(["prepare", "coco", "--coco", "C", "--out", "O", "--image-mode", "symlink"])
     assert a.image_mode == "symlink"
-    a = p.parse_args(["prepare", "folder", "--images", "I", "--labels", "L.csv", "--classes", "c", "--out", "O",
-                      "--image-mode", "copy"])  # fmt: skip
+    a = p.parse_args(
+        [
+            "prepare",
+            "folder",
+            "--images",
+            "I",
+            "--labels",
+            "L.csv",
+            "--classes",
+            "c",
+            "--out",
+            "O",
+            "--image-mode",
+            "copy",
+        ]
+    )
     assert a.image_mode == "copy" and a.images == "I" and a.labels == "L.csv"

@@ -109,10 +109,20 @@ def test_the_pipelines_sit_above_runs_and_report_and_nothing_below_imports_them(
     mods = modules()
     known = set(mods)
     graph = {name: imports_of(name, tree, known, type_checking=True) for name, tree in mods.items()}
-    up = [f"{n} -> {d}" for n, deps in graph.items() if n.startswith("wsss.pipelines")
-          for d in deps if layer_of(d, order) > layer_of(n, order)]  # fmt: skip
-    back = [f"{n} -> {d}" for n, deps in graph.items() if n.startswith("wsss.runs")
-            for d in deps if d.startswith(("wsss.report", "wsss.pipelines"))]  # fmt: skip
+    up = [
+        f"{n} -> {d}"
+        for n, deps in graph.items()
+        if n.startswith("wsss.pipelines")
+        for d in deps
+        if layer_of(d, order) > layer_of(n, order)
+    ]
+    back = [
+        f"{n} -> {d}"
+        for n, deps in graph.items()
+        if n.startswith("wsss.runs")
+        for d in deps
+        if d.startswith(("wsss.report", "wsss.pipelines"))
+    ]
     assert not up and not back, [*up, *back]
     assert any(d.startswith("wsss.runs") for d in graph["wsss.report.viz"])  # report reads runs: legal, downward
 
@@ -171,8 +181,11 @@ def single_method_imports(mods: dict[str, ast.Module]) -> list[str]:
 def test_runs_and_engine_import_no_single_method():
     bad = single_method_imports(modules())
     assert not bad, "\n".join(bad)
-    probe = {"wsss.runs.x": ast.parse("from wsss.methods.sccam import binarise_cam\n"),
-             "wsss.methods.sccam": ast.parse(""), "wsss.methods": ast.parse("")}  # fmt: skip
+    probe = {
+        "wsss.runs.x": ast.parse("from wsss.methods.sccam import binarise_cam\n"),
+        "wsss.methods.sccam": ast.parse(""),
+        "wsss.methods": ast.parse(""),
+    }
     assert single_method_imports(probe) == ["wsss.runs.x imports wsss.methods.sccam"]
 
 
@@ -208,8 +221,11 @@ def private_reads(mods: dict[str, ast.Module]) -> list[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wsss"):
                 if _package(node.module) != _package(name):
-                    bad += [f"{name}: from {node.module} import {a.name}" for a in node.names
-                            if a.name.startswith("_") and not a.name.startswith("__")]  # fmt: skip
+                    bad += [
+                        f"{name}: from {node.module} import {a.name}"
+                        for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")
+                    ]
             elif (
                 isinstance(node, ast.Attribute)
                 and node.attr in foreign
@@ -225,12 +241,14 @@ def test_no_module_reads_a_private_name_of_another_package():
 
 
 #: names that only work once the package that fills their registry is imported: where to import them from
-REGISTRY_ENTRY_POINTS = {("wsss.methods.contract", "build_method"): "wsss.methods",
-                         ("wsss.methods.contract", "get_method_class"): "wsss.methods",
-                         ("wsss.methods.contract", "method_class"): "wsss.methods",
-                         ("wsss.methods.contract", "REFINERS"): "wsss.methods",
-                         ("wsss.methods.contract", "refiners_of"): "wsss.methods",
-                         ("wsss.methods.contract", "refiner_options"): "wsss.methods"}  # fmt: skip
+REGISTRY_ENTRY_POINTS = {
+    ("wsss.methods.contract", "build_method"): "wsss.methods",
+    ("wsss.methods.contract", "get_method_class"): "wsss.methods",
+    ("wsss.methods.contract", "method_class"): "wsss.methods",
+    ("wsss.methods.contract", "REFINERS"): "wsss.methods",
+    ("wsss.methods.contract", "refiners_of"): "wsss.methods",
+    ("wsss.methods.contract", "refiner_options"): "wsss.methods",
+}
 
 
 def registry_bypasses(name: str, tree: ast.Module) -> list[str]:

@@ -17,13 +17,20 @@ from wsss.core.errors import ConfigError, DataError, MissingFileError
 
 def test_python_dash_m_wsss_runs_the_cli():
     env_path = str(REPO / "src")
-    out = subprocess.run([sys.executable, "-m", "wsss", "--help"], capture_output=True, text=True,
-                         env={"PYTHONPATH": env_path, "PATH": ""}, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "wsss", "--help"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": env_path, "PATH": ""},
+        timeout=300,
+    )
     assert out.returncode == 0 and "check-data" in out.stdout
 
 
-@pytest.mark.parametrize(("error", "code"), [(DataError("a.png: bad"), 1), (MissingFileError("x: missing"), 1),
-                                             (ConfigError("train.lr: bad"), 2)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(DataError("a.png: bad"), 1), (MissingFileError("x: missing"), 1), (ConfigError("train.lr: bad"), 2)],
+)
 def test_user_errors_are_one_line(monkeypatch, capsys, tmp_path, error, code):
     def fail(a):
         raise error

@@ -33,8 +33,24 @@ def _wheel(tmp_path: Path) -> Path:
         )
         copy(REPO / name, src / name, **kwargs)
     dist = tmp_path / "dist"
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                           "-q", "-w", str(dist), str(src)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(dist),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     (wheel,) = dist.glob("wsss-*.whl")
     return wheel
@@ -42,14 +58,21 @@ def _wheel(tmp_path: Path) -> Path:
 
 def test_the_wheel_carries_every_shipped_config_and_its_scoped_names_resolve(tmp_path):
     wheel = _wheel(tmp_path)
-    shipped = sorted(str(p.relative_to(REPO / "configs")) for p in (REPO / "configs").rglob("*")
-                     if p.is_file() and "__pycache__" not in p.parts)  # fmt: skip
+    shipped = sorted(
+        str(p.relative_to(REPO / "configs"))
+        for p in (REPO / "configs").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
     with zipfile.ZipFile(wheel) as z:
         carried = sorted(n.removeprefix("wsss/configs/") for n in z.namelist() if n.startswith("wsss/configs/"))
     assert carried == shipped
     site = tmp_path / "site"
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target",
-                           str(site), str(wheel)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     # the installed wheel, from a folder that is no checkout: the route's presets and their scoped bases load
     code = (
@@ -59,8 +82,9 @@ def test_the_wheel_carries_every_shipped_config_and_its_scoped_names_resolve(tmp
         "[load_config(p) for p in (*CLASSIFIERS.values(), SEG_PRESET, 'wsss::seco/voc.yaml')]"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}  # ahead of the checkout's editable install
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     package, preset = done.stdout.split()
     assert Path(package).is_relative_to(site) and Path(preset) == site / "wsss/configs/deeplab/real_cpu.yaml"

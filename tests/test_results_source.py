@@ -27,8 +27,13 @@ from experiments import compare, cv_table, masks_table
 RESULTS = REPO / "experiments" / "results"
 HISTORY = REPO / "docs" / "benchmarks" / "history"
 #: The pages that show the synthetic results, and the methods each shows.
-SYNTHETIC_PAGES = {"docs/results.md": (), "docs/methods/cam.md": ("cam",), "docs/methods/seco.md": ("cam", "seco"),
-                   "docs/methods/rca.md": ("cam", "rca"), "docs/methods/sccam.md": ("cam", "sccam")}  # fmt: skip
+SYNTHETIC_PAGES = {
+    "docs/results.md": (),
+    "docs/methods/cam.md": ("cam",),
+    "docs/methods/seco.md": ("cam", "seco"),
+    "docs/methods/rca.md": ("cam", "rca"),
+    "docs/methods/sccam.md": ("cam", "sccam"),
+}
 #: The JSONs the cross-validation table is printed from, as BENCHMARKS.md's command names them.
 CV_DECIDE = ("experiments/results/cv_ccp-dev_e12.json", "experiments/results/cv_ccp-dev_e24.json")
 CV_VETO = ("experiments/results/cv_coco128-dev_e12.json", "experiments/results/cv_coco128-dev_e24.json")
@@ -60,8 +65,9 @@ def test_benchmarks_route_block_is_what_cv_table_prints() -> None:
         [".venv/bin/python experiments/cv_table.py", "--decide", *CV_DECIDE, "--veto", *CV_VETO]
     )  # the command beside the table names these JSONs
     with contextlib.redirect_stdout(io.StringIO()):
-        printed = cv_table.main(["--decide", *(str(REPO / p) for p in CV_DECIDE), "--veto",
-                                 *(str(REPO / p) for p in CV_VETO)])  # fmt: skip
+        printed = cv_table.main(
+            ["--decide", *(str(REPO / p) for p in CV_DECIDE), "--veto", *(str(REPO / p) for p in CV_VETO)]
+        )
     assert _block(bench, "<!-- cv:begin -->", "<!-- cv:end -->") == f"<!-- cv:begin -->\n{printed}\n<!-- cv:end -->"
 
 
@@ -88,8 +94,12 @@ def test_a_synthetic_results_page_shows_compare_json(page: str) -> None:
     rows = [r for r in results if not methods or r["method"] in methods]
     assert len(rows) == len(methods or results)
     for r in rows:  # each row as the data holds it, rounded as the table rounds
-        assert re.search(rf"^\| {re.escape(compare.LABELS[r['method']])} \| {r['cam']['miou']:.1f} \| "
-                         rf"{r['mask']['miou']:.1f} \| {r['seg']['miou']:.1f} \|", shown, re.M)  # fmt: skip
+        assert re.search(
+            rf"^\| {re.escape(compare.LABELS[r['method']])} \| {r['cam']['miou']:.1f} \| "
+            rf"{r['mask']['miou']:.1f} \| {r['seg']['miou']:.1f} \|",
+            shown,
+            re.M,
+        )
     assert marker not in shown
 
 
@@ -108,9 +118,14 @@ def test_a_page_naming_a_method_without_a_row_fails_the_build() -> None:
 
 
 def test_the_summary_table_takes_its_rows_from_the_results(tmp_path: Path) -> None:
-    row = {"method": "cam", "status": "ok", "cam": {"miou": 1.04}, "mask": {"miou": 2.06},
-           "seg": {"miou": 3.0, "mean_far": 4.0, "far_rails": 5.0},
-           "levels": {"bkg_thre": 0.3, "high_thre": 0.6, "low_thre": 0.1}}  # fmt: skip
+    row = {
+        "method": "cam",
+        "status": "ok",
+        "cam": {"miou": 1.04},
+        "mask": {"miou": 2.06},
+        "seg": {"miou": 3.0, "mean_far": 4.0, "far_rails": 5.0},
+        "levels": {"bkg_thre": 0.3, "high_thre": 0.6, "low_thre": 0.1},
+    }
     other = dict(row, method="seco")
     table = compare.summary_table([row, other], ("cam",))
     assert table.splitlines()[2:] == ["| CAM baseline | 1.0 | 2.1 | 3.0 | 4.0 % / 5.0 % | 0.3 / 0.6 / 0.1 |"]

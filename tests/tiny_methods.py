@@ -25,11 +25,23 @@ def tiny_config(name: str, root, run_dir, **extra: object) -> Config:
     dotted overrides (``run.device``...), applied last."""
     preset, method_extra = get_method_class(name).tiny_overrides()
     over = {
-        "method": name, "data.root": root, "run.dir": run_dir, "data.crop_size": 64, "data.num_workers": 0,
-        "data.val_split": "''", "data.val_max_images": 2, "train.batch_size": 4, "train.max_iters": 2,
-        "train.warmup_iters": 0, "train.log_iters": 1, "train.eval_iters": 100, "train.ckpt_iters": 1,
-        "cam.scales": "[1.0]", "infer.scales": "[1.0]", "infer.cam_scales": "[1.0]",
-    }  # fmt: skip
+        "method": name,
+        "data.root": root,
+        "run.dir": run_dir,
+        "data.crop_size": 64,
+        "data.num_workers": 0,
+        "data.val_split": "''",
+        "data.val_max_images": 2,
+        "train.batch_size": 4,
+        "train.max_iters": 2,
+        "train.warmup_iters": 0,
+        "train.log_iters": 1,
+        "train.eval_iters": 100,
+        "train.ckpt_iters": 1,
+        "cam.scales": "[1.0]",
+        "infer.scales": "[1.0]",
+        "infer.cam_scales": "[1.0]",
+    }
     over.update({k: str(v).replace("{root}", str(root)) for k, v in method_extra.items()})
     over.update({k: str(v) for k, v in extra.items()})
     return load_config(REPO / preset, [f"{k}={v}" for k, v in over.items()])

@@ -47,8 +47,9 @@ def write_open_clip_folder(folder: Path) -> Path:
 def write_dinov2_folder(folder: Path) -> Path:
     """A tiny random DINOv2 with 14-pixel patches (2 heads of width 16) as ``transformers`` saves it: the folder."""
     transformers = pytest.importorskip("transformers")  # the dev extra installs it
-    config = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=128, patch_size=14, image_size=56)  # fmt: skip
+    config = transformers.Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, patch_size=14, image_size=56
+    )
     torch.manual_seed(3)
     model = transformers.Dinov2Model(config).eval()
     model.save_pretrained(folder, safe_serialization=True)

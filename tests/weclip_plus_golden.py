@@ -93,17 +93,32 @@ def replay_forward(dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     out["dino_x_norm_patchtokens"] = dm.flatten(2).transpose(1, 2)
     with torch.no_grad():
         ho = head(cf.decoder_input(), dm, need_weights=True)
-    out.update(clip_fts_fused=ho.clip_fts, dino_fts_fused_resized=ho.dino_fts, out_seg_clip=ho.seg_clip,
-               out_seg_dino=ho.seg_dino, out_attn_pred=ho.attn_pred, seg_dino_prob=ho.seg_prob(),
-               decoder_attn_weights_clip=torch.stack(ho.decoder_attn))  # fmt: skip
+    out.update(
+        clip_fts_fused=ho.clip_fts,
+        dino_fts_fused_resized=ho.dino_fts,
+        out_seg_clip=ho.seg_clip,
+        out_seg_dino=ho.seg_dino,
+        out_attn_pred=ho.attn_pred,
+        seg_dino_prob=ho.seg_prob(),
+        decoder_attn_weights_clip=torch.stack(ho.decoder_attn),
+    )
     fg = torch.from_numpy(f["fg_text_features"]).to(dtype)
     bg = out["bg_text_features"]
     par = PAR(dilations=[1, 2, 4, 8, 12, 24], num_iter=20)
     for b in range(x.shape[0]):
         keys = [int(k) for k in f[f"b{b}_keys"]]
         classes = torch.tensor(sorted(keys))
-        ic = refined_cams(clip, cf.cam_tokens()[b : b + 1], torch.cat([fg[classes], bg]), len(classes), cf.grid,
-                          torch.stack(cf.attn)[:, b], ho.attn_pred[b], ho.seg_prob()[b], classes)  # fmt: skip
+        ic = refined_cams(
+            clip,
+            cf.cam_tokens()[b : b + 1],
+            torch.cat([fg[classes], bg]),
+            len(classes),
+            cf.grid,
+            torch.stack(cf.attn)[:, b],
+            ho.attn_pred[b],
+            ho.seg_prob()[b],
+            classes,
+        )
         out[f"b{b}_attn_weight_cat"] = ic.extra["attn"]
         out[f"b{b}_attn_weight_times_seg_attn"] = ic.extra["affinity"]
         out[f"b{b}_trans_mat"] = ic.trans
@@ -135,8 +150,15 @@ def voc_method(tmp_path: Any, preset: str = "configs/weclip_plus/voc.yaml", **op
     cs, ds = clip_state(), dino_state()
     arch = str(arch_of_state_dict(cs).as_dict()).replace("'", "")
     darch = str(dino_arch(ds, num_heads=2).as_dict()).replace("'", "").replace("False", "false").replace("True", "true")
-    over = {"options.arch": arch, "options.dino_arch": darch, "options.quick_gelu": "true", "options.embedding_dim": 32,
-            "options.radius": 4, "run.device": "cpu", "data.root": str(tmp_path)}  # fmt: skip
+    over = {
+        "options.arch": arch,
+        "options.dino_arch": darch,
+        "options.quick_gelu": "true",
+        "options.embedding_dim": 32,
+        "options.radius": 4,
+        "run.device": "cpu",
+        "data.root": str(tmp_path),
+    }
     over.update({f"options.{k}": v for k, v in options.items()})
     cfg = load_config(REPO / preset, [f"{k}={v}" for k, v in over.items()])
     method = build_method(cfg, list(VOC_CLASSES))
@@ -157,9 +179,11 @@ def step_batch(k: int) -> dict[str, torch.Tensor]:
     from excel_golden import normalized_batch
 
     s = npz("weclip_plus_train_step.npz")
-    return {"image": normalized_batch(s[f"it{k}_inputs_uint8_nhwc"]),
-            "labels": torch.from_numpy(s[f"it{k}_cls_labels"].astype(np.float32)),
-            "img_box": torch.from_numpy(s[f"it{k}_img_box"].astype(np.int64))}  # fmt: skip
+    return {
+        "image": normalized_batch(s[f"it{k}_inputs_uint8_nhwc"]),
+        "labels": torch.from_numpy(s[f"it{k}_cls_labels"].astype(np.float32)),
+        "img_box": torch.from_numpy(s[f"it{k}_img_box"].astype(np.int64)),
+    }
 
 
 def write_weight_files(folder: Any) -> tuple[Any, Any]:

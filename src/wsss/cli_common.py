@@ -30,13 +30,19 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
 
-def add_overrides(p: argparse.ArgumentParser, example: str = "data.root=/d train.max_iters=100",
-                  what: str = "config") -> None:  # fmt: skip
+def add_overrides(
+    p: argparse.ArgumentParser, example: str = "data.root=/d train.max_iters=100", what: str = "config"
+) -> None:
     """The positional ``KEY=VALUE ...`` overrides of a config (``args.overrides``): parse with
     :func:`take_overrides` (``wsss.cli.parse_args``, or a :class:`ScriptParser`), which takes override words that
     come after a flag."""
-    p.add_argument("overrides", nargs="*", default=[], metavar=OVERRIDES_METAVAR,
-                   help=f"dotted overrides of the {what}, e.g. {example}")  # fmt: skip
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar=OVERRIDES_METAVAR,
+        help=f"dotted overrides of the {what}, e.g. {example}",
+    )
 
 
 def is_override(word: str) -> bool:
@@ -64,14 +70,22 @@ class Names(argparse.Action):
         super().__init__(*args, **kw)
         self.convert = convert
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:  # fmt: skip
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         words = [v for v in values if is_override(v)]
         setattr(namespace, _AFTER_LISTS, [*getattr(namespace, _AFTER_LISTS, []), *words])
         kept = [self._converted(v) for v in values if not is_override(v)]
         if not kept and self.nargs == "+":
-            raise argparse.ArgumentError(self, f"expected at least one {self.metavar or 'value'} before the "
-                                         f"{OVERRIDES_METAVAR} words ({' '.join(words)})")  # fmt: skip
+            raise argparse.ArgumentError(
+                self,
+                f"expected at least one {self.metavar or 'value'} before the "
+                f"{OVERRIDES_METAVAR} words ({' '.join(words)})",
+            )
         setattr(namespace, self.dest, kept)
 
     def _converted(self, value: str) -> Any:
@@ -196,8 +210,13 @@ class ScriptParser(Parser):
         self.add_argument("--split", default=default, help="split of the dataset (default %(default)s)")
 
     def add_out(self, required: bool = False, default: Any = None, **kw: Any) -> None:
-        self.add_argument("--out", required=required, default=default,
-                          help=_with_default("where the script writes its outputs", default), **kw)  # fmt: skip
+        self.add_argument(
+            "--out",
+            required=required,
+            default=default,
+            help=_with_default("where the script writes its outputs", default),
+            **kw,
+        )
 
     def add_work(self, required: bool = False, default: Any = None, **kw: Any) -> None:
         help = "work folder of the script (its datasets, runs and downloads), kept for the next time"
@@ -214,12 +233,17 @@ class ScriptParser(Parser):
         """``--iters`` timed iterations, and with ``warmup`` ``--warmup`` untimed ones before them."""
         self.add_argument("--iters", type=int, default=default, help="timed iterations (default %(default)s)")
         if warmup is not None:
-            self.add_argument("--warmup", type=int, default=warmup,
-                              help="untimed warm-up iterations before them (default %(default)s)")  # fmt: skip
+            self.add_argument(
+                "--warmup",
+                type=int,
+                default=warmup,
+                help="untimed warm-up iterations before them (default %(default)s)",
+            )
 
     def add_json(self, default: Any = None, **kw: Any) -> None:
-        self.add_argument("--json", default=default,
-                          help=_with_default("also write the results to this JSON file", default), **kw)  # fmt: skip
+        self.add_argument(
+            "--json", default=default, help=_with_default("also write the results to this JSON file", default), **kw
+        )
 
     def add_chromium(self) -> None:
         self.add_argument("--chromium", default=None, help="path of the chromium executable (default: found)")

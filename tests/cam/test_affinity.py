@@ -99,8 +99,11 @@ def test_pairwise_affinity_and_loss_against_loops():
     bg, fg, neg = affinity_labels(label, 3)
     terms = affinity_loss(aff, bg, fg, neg)
     a = aff.double().numpy()
-    for name, mask, val in (("aff_bg", bg, np.log(a + 1e-5)), ("aff_fg", fg, np.log(a + 1e-5)),
-                            ("aff_neg", neg, np.log(1 + 1e-5 - a))):  # fmt: skip
+    for name, mask, val in (
+        ("aff_bg", bg, np.log(a + 1e-5)),
+        ("aff_fg", fg, np.log(a + 1e-5)),
+        ("aff_neg", neg, np.log(1 + 1e-5 - a)),
+    ):
         m = mask.numpy()
         assert m.sum() > 0
         assert abs(float(terms[name]) - (-(val * m).sum() / (m.sum() + 1e-5))) < 1e-5

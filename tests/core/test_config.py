@@ -87,15 +87,22 @@ def test_a_run_directory_that_does_not_exist_is_said_so_by_every_command_that_re
     save_config(load_config(None), runs / "demo" / "config.yaml")
     (runs / "notes.txt").write_text("x")
     split = ["--split", "val"]
-    commands = (["predict", "{}", *split], ["cam", "{}", *split], ["pseudo", "{}", *split], ["tag", "{}", *split],
-                ["sweep-bkg", "{}", *split], ["report", "{}"], ["viz", "{}", "--ids", "a"],
-                ["export", "voc-test", "{}"])  # fmt: skip
+    commands = (
+        ["predict", "{}", *split],
+        ["cam", "{}", *split],
+        ["pseudo", "{}", *split],
+        ["tag", "{}", *split],
+        ["sweep-bkg", "{}", *split],
+        ["report", "{}"],
+        ["viz", "{}", "--ids", "a"],
+        ["export", "voc-test", "{}"],
+    )
     for argv in commands:
-        for run, said in ((runs / "nope", "no such run directory (the folder does not exist)\n"),
-                          (runs / "dem", "no such run directory (the folder does not exist); did you mean "
-                           f"{runs / 'demo'}?\n"),
-                          (runs / "notes.txt", "a file, not a run directory (a folder holding config.yaml and "
-                           "checkpoints/)\n")):  # fmt: skip
+        for run, said in (
+            (runs / "nope", "no such run directory (the folder does not exist)\n"),
+            (runs / "dem", f"no such run directory (the folder does not exist); did you mean {runs / 'demo'}?\n"),
+            (runs / "notes.txt", "a file, not a run directory (a folder holding config.yaml and checkpoints/)\n"),
+        ):
             assert main([str(run) if a == "{}" else a for a in argv]) == 1, argv
             assert capsys.readouterr().err == f"error: {run}: {said}", argv
 

@@ -30,9 +30,16 @@ def test_an_output_on_an_input_or_in_a_runs_own_files_is_refused(tmp_path):
     photos.mkdir()
     (photos / "a.png").write_bytes(b"png")
     inputs = [*run_own_files(run), photos]
-    for out in (run / "checkpoints" / "last.pt", run / "checkpoints" / "best.pt", run / "config.yaml",
-                run / "metrics.jsonl", photos / "a.png", photos / "new.png", photos,
-                tmp_path / "x" / ".." / "run" / "config.yaml"):  # fmt: skip
+    for out in (
+        run / "checkpoints" / "last.pt",
+        run / "checkpoints" / "best.pt",
+        run / "config.yaml",
+        run / "metrics.jsonl",
+        photos / "a.png",
+        photos / "new.png",
+        photos,
+        tmp_path / "x" / ".." / "run" / "config.yaml",
+    ):
         with pytest.raises(OutputError, match=rf"^{out}: --out (names|lies in) "):
             check_output_apart(out, inputs)
     os.symlink(run / "checkpoints", tmp_path / "link")  # through a symlink

@@ -57,8 +57,10 @@ def test_each_method_has_an_official_and_a_corrected_quirk_base(method):
 def test_no_preset_writes_out_a_quirk_switch_a_base_states():
     """The quirk switches come from the quirk bases: a preset states one only to undo its base (the two
     deliberate exceptions below, each with its comment)."""
-    exceptions = {("configs/rca/synthetic_cpu.yaml", "quirk_query_memory_spaces"),
-                  ("configs/weclip_plus/coco.yaml", "quirk_cam_skips_block")}  # fmt: skip
+    exceptions = {
+        ("configs/rca/synthetic_cpu.yaml", "quirk_query_memory_spaces"),
+        ("configs/weclip_plus/coco.yaml", "quirk_cam_skips_block"),
+    }
     stated = set()
     for path in sorted((REPO / "configs").rglob("*.yaml")):
         if "_base_" in path.parts:

@@ -106,11 +106,17 @@ def _write(path, text):
 
 
 def test_bases_merge_key_by_key_in_order_before_the_overrides(tmp_path):
-    _write(tmp_path / "base/a.yaml", "run: {dir: a, seed: 3}\ndata: {crop_size: 64, num_workers: 1}\n"
-           "model: {backbone_kwargs: {depth: 2, img_size: 64}}\nloss: {weights: {cls: 1.0, seg: 0.5}}\n")  # fmt: skip
+    _write(
+        tmp_path / "base/a.yaml",
+        "run: {dir: a, seed: 3}\ndata: {crop_size: 64, num_workers: 1}\n"
+        "model: {backbone_kwargs: {depth: 2, img_size: 64}}\nloss: {weights: {cls: 1.0, seg: 0.5}}\n",
+    )
     _write(tmp_path / "base/b.yaml", "data: {crop_size: 96}\noptions: {x: 1}\n")
-    child = _write(tmp_path / "child/c.yaml", "_base_: [../base/a.yaml, ../base/b.yaml]\nrun: {dir: c}\n"
-                   "model: {backbone_kwargs: {depth: 4}}\nloss: {weights: {cls: 2.0}}\n")  # fmt: skip
+    child = _write(
+        tmp_path / "child/c.yaml",
+        "_base_: [../base/a.yaml, ../base/b.yaml]\nrun: {dir: c}\n"
+        "model: {backbone_kwargs: {depth: 4}}\nloss: {weights: {cls: 2.0}}\n",
+    )
     merged = read_preset(child)
     assert BASE_KEY not in merged
     assert merged["run"] == {"dir": "c", "seed": 3}  # nested mappings merge key by key
@@ -137,8 +143,10 @@ def test_a_later_base_with_delete_replaces_what_the_earlier_bases_built(tmp_path
 
 def test_delete_replaces_an_inherited_mapping(tmp_path):
     _write(tmp_path / "a.yaml", "model: {backbone_kwargs: {depth: 2, img_size: 64}}\noptions: {x: 1, y: 2}\n")
-    child = _write(tmp_path / "c.yaml", "_base_: a.yaml\nmodel: {backbone_kwargs: {_delete_: true, width: 8}}\n"
-                   "options: {_delete_: true}\n")  # fmt: skip
+    child = _write(
+        tmp_path / "c.yaml",
+        "_base_: a.yaml\nmodel: {backbone_kwargs: {_delete_: true, width: 8}}\noptions: {_delete_: true}\n",
+    )
     merged = read_preset(child)
     assert merged["model"]["backbone_kwargs"] == {"width": 8}
     assert merged["options"] == {}
@@ -228,8 +236,11 @@ def test_a_copied_preset_keeps_its_bases_by_their_scoped_names(tmp_path, monkeyp
     relative name not found says which scoped name to use."""
     original = REPO / "configs/cam/synthetic_cpu.yaml"
     copied = _write(tmp_path / "mine/cam.yaml", original.read_text())
-    with pytest.raises(ConfigError, match=r"_base_ '\.\./_base_/datasets/synthetic\.yaml' not found .*the shipped "
-                       r"config of that name is wsss::_base_/datasets/synthetic\.yaml: name it so"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"_base_ '\.\./_base_/datasets/synthetic\.yaml' not found .*the shipped "
+        r"config of that name is wsss::_base_/datasets/synthetic\.yaml: name it so",
+    ):
         load_config(copied)
     _write(copied, _scoped(original.read_text()))
     assert "../" not in copied.read_text() and "wsss::_base_/cpu_runtime.yaml" in copied.read_text()
@@ -242,8 +253,11 @@ def test_a_copied_preset_keeps_its_bases_by_their_scoped_names(tmp_path, monkeyp
 
 def test_a_scoped_name_that_is_not_a_shipped_config_is_named(tmp_path):
     child = _write(tmp_path / "c.yaml", "_base_: wsss::cam/synthetic_cpu.yml\n")
-    with pytest.raises(ConfigError, match=rf"^{child}: _base_ 'wsss::cam/synthetic_cpu.yml': not a shipped config "
-                       r"\(.*\) \(did you mean wsss::cam/synthetic_cpu.yaml\?\)$"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{child}: _base_ 'wsss::cam/synthetic_cpu.yml': not a shipped config "
+        r"\(.*\) \(did you mean wsss::cam/synthetic_cpu.yaml\?\)$",
+    ):
         load_config(child)
     _write(child, "_base_: wsss::../pyproject.toml\n")
     with pytest.raises(ConfigError, match=r"_base_ 'wsss::../pyproject.toml': a wsss:: name is a path inside"):
@@ -260,9 +274,12 @@ def test_a_scoped_name_without_the_shipped_configs_says_how_to_get_them(tmp_path
 
     monkeypatch.setattr(config, "shipped_configs", lambda: tmp_path / "site-packages" / "configs")
     child = _write(tmp_path / "c.yaml", "_base_: wsss::cam/synthetic_cpu.yaml\n")
-    with pytest.raises(ConfigError, match=r"the shipped configs are not installed .*: wsss:: names resolve in a "
-                       r"wheel of wsss \(its wsss/configs\) or a checkout \(configs/ beside src/\); reinstall wsss, or "
-                       r"name a file instead$"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"the shipped configs are not installed .*: wsss:: names resolve in a "
+        r"wheel of wsss \(its wsss/configs\) or a checkout \(configs/ beside src/\); reinstall wsss, or "
+        r"name a file instead$",
+    ):
         load_config(child)
     _write(child, "_base_: ../_base_/datasets/synthetic.yaml\n")
     with pytest.raises(ConfigError, match=r"_base_ '\.\./_base_/datasets/synthetic\.yaml' not found \([^)]*\)$"):

@@ -113,8 +113,13 @@ def test_a_gpu_run_reduces_cpu_and_gpu_tensors_in_one_process_group(synth_root, 
     """Under torchrun a CUDA run joins one group for both kinds of tensor (``process_group_backend``): its
     CPU flags, loss sums and confusion matrices, and SeCo's CUDA all-gathers. One process (one GPU here):
     NCCL refuses two ranks on one device, but a group of one runs every collective through its backend."""
-    for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0", "WORLD_SIZE": "1",
-                 "LOCAL_RANK": "0"}.items():  # fmt: skip
+    for k, v in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+    }.items():
         monkeypatch.setenv(k, v)
     dist.init_process_group(process_group_backend(GPU != "cpu"), rank=0, world_size=1)
     try:
@@ -141,8 +146,12 @@ def test_cams_pseudo_labels_and_predictions_on_the_gpu_match_the_cpu(synth_root,
     run = tmp_path / "run"
     train = ["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, run), "--quiet"]
     assert main([*train, "run.device=cpu"]) == 0
-    folders = {"cams": "cams/val", "cam_labels": "cam_labels/val", "pseudo": "pseudo/val",
-               "predictions": "predictions_crf/val"}  # fmt: skip
+    folders = {
+        "cams": "cams/val",
+        "cam_labels": "cam_labels/val",
+        "pseudo": "pseudo/val",
+        "predictions": "predictions_crf/val",
+    }
     for side, dev in (("cpu", "cpu"), ("gpu", GPU)):
         common = [str(run), "--split", "val", "--device", dev, "--overwrite", "--quiet"]
         assert main(["cam", *common]) == 0

@@ -117,12 +117,23 @@ def test_the_published_checksum_is_checked_and_a_given_sha256_instead(tmp_path, 
     _one_error_line(capsys.readouterr().err, str(voc_tar), "md5", "6cd6e144f989b92b3379bac3b3de84fd", "--no-verify")
     assert not (raw / "VOCdevkit").exists() and not out.exists()  # nothing unpacked, nothing prepared
 
-    assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--out", str(out),
-                  "--sha256", "0" * 64) == 1  # fmt: skip
+    assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--out", str(out), "--sha256", "0" * 64) == 1
     _one_error_line(capsys.readouterr().err, str(voc_tar), "the given --sha256")
 
-    assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--out", str(out),
-                  "--sha256", _sha256(voc_tar).upper()) == 0  # fmt: skip
+    assert (
+        _fetch(
+            "voc2012",
+            "--archive",
+            str(voc_tar),
+            "--raw",
+            str(raw),
+            "--out",
+            str(out),
+            "--sha256",
+            _sha256(voc_tar).upper(),
+        )
+        == 0
+    )
     assert f"{voc_tar}: sha256 checked, as given" in capsys.readouterr().out
     assert read_split(out, "train_aug") == [A, B]
 
@@ -223,8 +234,10 @@ def test_an_unpacked_release_is_kept_unless_overwrite(tmp_path, voc_tar, capsys)
     printed = capsys.readouterr().out
     assert f"{raw / 'VOCdevkit'}: unpacked earlier, kept" in printed and f"{bigger} not used" in printed
     assert len(list(photos.iterdir())) == 3
-    assert _fetch("voc2012", "--archive", str(bigger), "--raw", str(raw), "--out", str(out), "--no-verify",
-                  "--overwrite") == 0  # fmt: skip
+    assert (
+        _fetch("voc2012", "--archive", str(bigger), "--raw", str(raw), "--out", str(out), "--no-verify", "--overwrite")
+        == 0
+    )
     assert len(list(photos.iterdir())) == 4
     assert not [p for p in raw.iterdir() if p.name.startswith(".")]
 
@@ -267,9 +280,21 @@ def _coco_zips(tmp_path: Path) -> list[Path]:
     zips = []
     for split, cat in (("train", 1), ("val", 18)):
         name = f"COCO_{split}2014_000000000001"
-        ann = {"images": [{"id": 1, "file_name": f"{name}.jpg", "height": 4, "width": 4}], "categories": cats,
-               "annotations": [{"id": 1, "image_id": 1, "category_id": cat, "iscrowd": 0, "area": 9.0,
-                                "bbox": [0, 0, 3, 3], "segmentation": [[0, 0, 3, 0, 3, 3, 0, 3]]}]}  # fmt: skip
+        ann = {
+            "images": [{"id": 1, "file_name": f"{name}.jpg", "height": 4, "width": 4}],
+            "categories": cats,
+            "annotations": [
+                {
+                    "id": 1,
+                    "image_id": 1,
+                    "category_id": cat,
+                    "iscrowd": 0,
+                    "area": 9.0,
+                    "bbox": [0, 0, 3, 3],
+                    "segmentation": [[0, 0, 3, 0, 3, 3, 0, 3]],
+                }
+            ],
+        }
         (tmp_path / f"instances_{split}2014.json").write_text(json.dumps(ann))
         buf = io.BytesIO()
         Image.fromarray(np.full((4, 4, 3), 90, np.uint8)).save(buf, format="JPEG")
@@ -343,8 +368,11 @@ def host(voc_tar, monkeypatch) -> Iterator[type[_RangeHandler]]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     release = RELEASES["voc2012"]
-    archive = dataclasses.replace(release.archives[0], url=f"http://127.0.0.1:{server.server_port}/voc.tar",
-                                  known_hash=f"md5:{hashlib.md5(handler.body).hexdigest()}")  # fmt: skip
+    archive = dataclasses.replace(
+        release.archives[0],
+        url=f"http://127.0.0.1:{server.server_port}/voc.tar",
+        known_hash=f"md5:{hashlib.md5(handler.body).hexdigest()}",
+    )
     monkeypatch.setitem(RELEASES, "voc2012", dataclasses.replace(release, archives=(archive,)))
     yield handler
     server.shutdown()
@@ -405,8 +433,9 @@ def test_a_second_fetch_waits_for_the_download_under_way_then_checks_its_file(tm
         if "waiting for it to finish" in line:
             waiting.set()
 
-    second = threading.Thread(target=lambda: done.append(fetch("voc2012", tmp_path / "raw", prepare=False,
-                                                               progress=False, log=log)))  # fmt: skip
+    second = threading.Thread(
+        target=lambda: done.append(fetch("voc2012", tmp_path / "raw", prepare=False, progress=False, log=log))
+    )
     try:
         second.start()
         assert waiting.wait(60), lines
@@ -493,12 +522,20 @@ def test_a_dataset_that_the_release_did_not_prepare_is_refused_without_overwrite
     (mine / "ImageSets/Segmentation/train.txt").write_text("x\n")
     before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
     assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--out", str(mine), "--no-verify") == 1
-    _one_error_line(capsys.readouterr().err, f"{mine}: holds files that `wsss data fetch voc2012` did not prepare",
-                    "classes.txt, cls_labels.npy, ImageSets/Segmentation/train.txt", "--overwrite")  # fmt: skip
+    _one_error_line(
+        capsys.readouterr().err,
+        f"{mine}: holds files that `wsss data fetch voc2012` did not prepare",
+        "classes.txt, cls_labels.npy, ImageSets/Segmentation/train.txt",
+        "--overwrite",
+    )
     assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
     assert not (raw / "VOCdevkit").exists()  # refused before the unpacking
-    assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--out", str(mine), "--no-verify",
-                  "--overwrite") == 0  # fmt: skip
+    assert (
+        _fetch(
+            "voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--out", str(mine), "--no-verify", "--overwrite"
+        )
+        == 0
+    )
     assert read_split(mine, "train_aug") == [A, B]
     # the release's own dataset, marked or not (an older wsss's), is prepared again without --overwrite
     assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--out", str(mine), "--no-verify") == 0
@@ -536,8 +573,11 @@ def test_a_second_unpacking_of_a_release_is_refused_while_the_first_runs(tmp_pat
     (first / "VOCdevkit" / "half.jpg").write_bytes(b"written so far")
     with unpack_lock(first, "wsss data fetch (big.tar)"):  # the first job, still unpacking
         assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--no-prepare", "--no-verify") == 1
-        _one_error_line(capsys.readouterr().err, f"{raw / 'VOCdevkit'}: wsss data fetch (big.tar) is unpacking "
-                        "into this folder", f"pid {os.getpid()}")  # fmt: skip
+        _one_error_line(
+            capsys.readouterr().err,
+            f"{raw / 'VOCdevkit'}: wsss data fetch (big.tar) is unpacking into this folder",
+            f"pid {os.getpid()}",
+        )
         assert (first / "VOCdevkit" / "half.jpg").is_file() and not (raw / "VOCdevkit").exists()
     # the first job gone (killed): its folder is a killed unpacking's, removed by the next
     assert _fetch("voc2012", "--archive", str(voc_tar), "--raw", str(raw), "--no-prepare", "--no-verify") == 0

@@ -129,8 +129,9 @@ def test_context_strength_is_a_parameter(tmp_path: Path):
 
     import json
 
-    generate_synthetic(tmp_path / "d", n_train=4, n_val=0, size=64, seed=1, context_with=0.95, context_without=0.03,
-                       verbose=False)  # fmt: skip
+    generate_synthetic(
+        tmp_path / "d", n_train=4, n_val=0, size=64, seed=1, context_with=0.95, context_without=0.03, verbose=False
+    )
     meta = json.loads((tmp_path / "d/synth_meta.json").read_text())
     assert (meta["p_context_with_class"], meta["p_context_without_class"]) == (0.95, 0.03)
     with pytest.raises(ValueError, match="context_without is a probability"):
@@ -138,8 +139,10 @@ def test_context_strength_is_a_parameter(tmp_path: Path):
 
     from wsss.cli import main
 
-    assert main(["synth", str(tmp_path / "f"), "--train", "2", "--val", "0", "--size", "48",
-                 "--context-without", "0.5"]) == 0  # fmt: skip
+    assert (
+        main(["synth", str(tmp_path / "f"), "--train", "2", "--val", "0", "--size", "48", "--context-without", "0.5"])
+        == 0
+    )
     meta = json.loads((tmp_path / "f/synth_meta.json").read_text())
     assert (meta["p_context_with_class"], meta["p_context_without_class"]) == (0.85, 0.5)  # unset: the design's
     assert main(["synth", str(tmp_path / "g"), "--train", "1", "--val", "0", "--context-with", "1.5"]) == 1

@@ -14,11 +14,11 @@ from torch.utils.data import DataLoader
 
 from conftest import VOC_REAL_MINI, VOC_REAL_MINI_IDS
 from wsss.core.config import TrueMasks
-from wsss.core.errors import DataError
+from wsss.core.errors import ConfigError, DataError
 from wsss.data import ClsTrainDataset, VOCDataset, read_classes
 from wsss.data.classes import COCO_CLASSES, VOC_CLASSES
 from wsss.data.transforms import TrainAugment
-from wsss.data.voc import true_mask_paths, write_cls_labels
+from wsss.data.voc import run_dataset, true_mask_paths, write_cls_labels
 from wsss.utils.io import save_label_png
 
 
@@ -330,3 +330,9 @@ def test_a_classifiers_targets_ignore_the_photos_without_a_mask(synth_root, tmp_
             assert bool((s["target"] == 255).all()) and float(s["target_weight"]) == 0.0
     with pytest.raises(ValueError, match="without pseudo labels"):
         ds.set_target_dir(masks, unmasked_ignored=True)
+
+
+def test_a_run_without_data_root_asks_for_data_root(tmp_path):
+    """A command on a run whose config names no data set, without --data-root: one ConfigError naming the run."""
+    with pytest.raises(ConfigError, match=r"run: the run's config has no data.root; .* --data-root DIR$"):
+        run_dataset(None, None, "train", tmp_path / "run")

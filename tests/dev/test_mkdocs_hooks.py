@@ -23,8 +23,10 @@ def test_every_benchmarks_topic_is_a_page_and_all_of_it_lands_on_it():
         page = pages[name]
         assert page.startswith(f"# {heading}\n") and f"]({name})" in pages["index.md"]
         assert f"](history/{name})" in pages["index.md"] and f"](history/{name})" in page  # its history, linked
-        lines = [line.replace("](experiments/results/", "](").replace("](docs/benchmarks/", "](")
-                 for line in body.splitlines()]  # fmt: skip
+        lines = [
+            line.replace("](experiments/results/", "](").replace("](docs/benchmarks/", "](")
+            for line in body.splitlines()
+        ]
         assert all(line in page for line in lines if not re.match(r"#{3,6} ", line)), heading  # nothing left out
     unknown = benchmark_pages("# Benchmarks\n\n## A section no topic names\nfigures\n")
     assert "other.md" in unknown and "A section no topic names" in unknown["other.md"]  # never dropped
@@ -56,8 +58,10 @@ def test_the_site_nav_names_the_benchmark_pages_in_the_files_order():
 
 
 def test_a_topics_headings_move_up_one_level_on_its_page_but_not_inside_code():
-    pages = benchmark_pages("# B\n\n## SeCo on the CPU\n\n### Current figures\n\n```bash\n### a comment\n```\n\n"
-                            "#### A part\n\n[its history](docs/benchmarks/history/seco.md)\n")  # fmt: skip
+    pages = benchmark_pages(
+        "# B\n\n## SeCo on the CPU\n\n### Current figures\n\n```bash\n### a comment\n```\n\n"
+        "#### A part\n\n[its history](docs/benchmarks/history/seco.md)\n"
+    )
     assert pages["seco.md"].split("\n")[0] == "# SeCo on the CPU"
     assert "\n## Current figures\n" in pages["seco.md"] and "\n### a comment\n" in pages["seco.md"]
     assert "\n### A part\n" in pages["seco.md"] and "[its history](history/seco.md)" in pages["seco.md"]

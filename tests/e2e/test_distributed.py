@@ -13,8 +13,16 @@ from conftest import REPO, tiny_overrides
 
 
 def torchrun(*args: str, nproc: int = 2) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "wsss.cli", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "wsss.cli",
+        *args,
+    ]
     # faulthandler: a worker that aborts (SIGABRT, "terminate called without an active exception", seen
     # rarely in CI at the end of a finished run) prints every thread's Python stack, so the log says where
     env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
@@ -31,8 +39,14 @@ def train_with_one_and_two_processes(synth_root, tmp_path, over: dict[str, objec
     """The tiny CAM baseline trained by 1 and by 2 processes with the same global batch: their run folders."""
     one, two = tmp_path / "one", tmp_path / "two"
     for run, nproc in ((one, 1), (two, 2)):
-        torchrun("train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, run, **over),
-                 "--quiet", "--skip-check", nproc=nproc)  # fmt: skip
+        torchrun(
+            "train",
+            str(REPO / "configs/cam/synthetic_cpu.yaml"),
+            *tiny_overrides(synth_root, run, **over),
+            "--quiet",
+            "--skip-check",
+            nproc=nproc,
+        )
     return one, two
 
 
@@ -50,11 +64,20 @@ def test_two_processes_match_one_with_the_same_global_batch(synth_root, tmp_path
 
 def test_seco_gathers_keys_from_every_process(synth_root, tmp_path):
     run = tmp_path / "seco"
-    over = tiny_overrides(synth_root, run, **{
-        "options.num_patches": 2, "options.patch_size": 16, "options.queue_size": 64,
-        "options.proj_hidden_dim": 16, "options.update_prototype": 1,
-        "loss.start_iters": "{lil: 1, lig: 1, seg: 2, reg: 2}", "train.max_iters": 3, "train.eval_iters": 3,
-    })  # fmt: skip
+    over = tiny_overrides(
+        synth_root,
+        run,
+        **{
+            "options.num_patches": 2,
+            "options.patch_size": 16,
+            "options.queue_size": 64,
+            "options.proj_hidden_dim": 16,
+            "options.update_prototype": 1,
+            "loss.start_iters": "{lil: 1, lig: 1, seg: 2, reg: 2}",
+            "train.max_iters": 3,
+            "train.eval_iters": 3,
+        },
+    )
     torchrun("train", str(REPO / "configs/seco/synthetic_cpu.yaml"), *over, "--quiet", "--skip-check")
     state = torch.load(run / "checkpoints/last.pt", weights_only=False)
     # 3 steps x global batch 4 x (2 + 2) keys, gathered from both processes into one ring buffer
@@ -71,12 +94,28 @@ def test_ctrl_c_under_torchrun_saves_the_step_and_resumes(synth_root, tmp_path):
     import time
 
     run = tmp_path / "run"
-    over = tiny_overrides(synth_root, run, **{"train.max_iters": 100000, "train.eval_iters": 100000,
-                                               "train.ckpt_iters": 100000, "train.log_iters": 1})  # fmt: skip
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "wsss.cli",
-           "train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *over, "--quiet", "--skip-check"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    over = tiny_overrides(
+        synth_root,
+        run,
+        **{"train.max_iters": 100000, "train.eval_iters": 100000, "train.ckpt_iters": 100000, "train.log_iters": 1},
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "wsss.cli",
+        "train",
+        str(REPO / "configs/cam/synthetic_cpu.yaml"),
+        *over,
+        "--quiet",
+        "--skip-check",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     metrics, t0 = run / "metrics.jsonl", time.time()
     while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
         assert proc.poll() is None and time.time() - t0 < 300, proc.communicate()[1][-3000:]

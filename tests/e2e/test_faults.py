@@ -98,8 +98,11 @@ def test_train_resume_from_a_checkpoint_of_another_size_is_one_line(run_dir, dat
 
 
 def test_allow_config_change_records_nothing_when_the_checkpoint_cannot_resume(run_dir, data, capsys):
-    other = tiny_overrides(data, run_dir, **{"model.backbone_kwargs": "{patch_size: 8, depth: 2, embed_dim: 16, "
-                                             "num_heads: 2, img_size: 64}"})  # fmt: skip
+    other = tiny_overrides(
+        data,
+        run_dir,
+        **{"model.backbone_kwargs": "{patch_size: 8, depth: 2, embed_dim: 16, num_heads: 2, img_size: 64}"},
+    )
     rc, out = _cli(capsys, "train", CONFIG, *other, "--quiet", "--allow-config-change")
     assert rc == 1 and "checkpoint does not fit the model" in _one_error_line(out)
     assert not (run_dir / "config_changes.jsonl").exists()
@@ -133,8 +136,7 @@ def test_validation_is_bounded_in_size_and_stops_on_request(data, one_thread):
     big = np.random.default_rng(0).integers(0, 255, (1200, 1800, 3), dtype=np.uint8)
     Image.fromarray(big).save(data / "JPEGImages" / "val_00000.jpg")
     save_label_png(data / "SegmentationClass" / "val_00000.png", np.zeros((1200, 1800), np.uint8))
-    cfg = load_config(CONFIG, tiny_overrides(data, data / "run", **{"data.val_max_images": 1,
-                                                                    "data.val_max_side": 96}))  # fmt: skip
+    cfg = load_config(CONFIG, tiny_overrides(data, data / "run", **{"data.val_max_images": 1, "data.val_max_side": 96}))
     ds = VOCDataset(data, "val")
     method = build_method(cfg, ds.class_names)
     seen = []
@@ -191,8 +193,21 @@ def test_a_photo_named_with_spaces_gets_an_id_without_and_split_lists_do_not_cut
     save_label_png(masks / "my photo.png", mask)
     (tmp_path / "labels.csv").write_text("image,labels\nmy photo.jpg,cat\nb.jpg,cat\nc \td,cat\n")
     (tmp_path / "classes.txt").write_text("background\ncat\n")
-    args = ["prepare", "folder", "--images", images, "--labels", tmp_path / "labels.csv",
-            "--classes", tmp_path / "classes.txt", "--masks", masks, "--out", tmp_path / "out", "--quiet"]  # fmt: skip
+    args = [
+        "prepare",
+        "folder",
+        "--images",
+        images,
+        "--labels",
+        tmp_path / "labels.csv",
+        "--classes",
+        tmp_path / "classes.txt",
+        "--masks",
+        masks,
+        "--out",
+        tmp_path / "out",
+        "--quiet",
+    ]
     rc, out = _cli(capsys, *args)
     data = tmp_path / "out"
     assert rc == 0 and "'my photo.jpg' -> my_photo" in out and "'c \\td.png' -> c_d" in out, out
@@ -228,8 +243,9 @@ def test_a_blank_line_inside_classes_txt_is_refused_with_its_line(data, capsys):
 # ---- 9, 10: settings and unwritable outputs -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("override", ["train.max_iters=0", "train.max_iters=-5", "train.batch_size=0",
-                                      "train.batch_size=-4"])  # fmt: skip
+@pytest.mark.parametrize(
+    "override", ["train.max_iters=0", "train.max_iters=-5", "train.batch_size=0", "train.batch_size=-4"]
+)
 def test_non_positive_lengths_and_batches_are_refused_before_anything_is_written(data, tmp_path, capsys, override):
     run = tmp_path / "run"
     rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run), override, "--quiet")
@@ -289,8 +305,18 @@ def _prepare_inputs(tmp_path: Path) -> list[str]:
     (tmp_path / "labels.csv").write_text("image,labels\n" + "".join(f"im{i}.png,cat\n" for i in range(4)))
     (tmp_path / "classes.txt").write_text("background\ncat\n")
     files = ["--labels", str(tmp_path / "labels.csv"), "--classes", str(tmp_path / "classes.txt")]
-    return ["prepare", "folder", "--images", str(images), *files, "--masks", str(masks), "--out", str(tmp_path / "out"),
-            "--quiet"]  # fmt: skip
+    return [
+        "prepare",
+        "folder",
+        "--images",
+        str(images),
+        *files,
+        "--masks",
+        str(masks),
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+    ]
 
 
 def test_prepare_writes_its_split_lists_last(tmp_path, monkeypatch):
@@ -314,8 +340,9 @@ def test_leftover_tmp_files_are_removed_by_prepare_and_report(tmp_path, run_dir,
     assert main(argv) == 0
     assert not stale.exists()
     for id in VOCDataset(data, "val").ids:  # a report needs predictions: the masks themselves will do
-        save_label_png(run_dir / "predictions" / "val" / f"{id}.png",
-                       read_label_png(data / "SegmentationClass" / f"{id}.png"))  # fmt: skip
+        save_label_png(
+            run_dir / "predictions" / "val" / f"{id}.png", read_label_png(data / "SegmentationClass" / f"{id}.png")
+        )
     stale = run_dir / "report" / "images" / ".grid_val_00000.png.abc123.wsss.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half a png")
@@ -357,10 +384,21 @@ def test_cam_bkg_thre_flag_outside_0_1_is_refused(run_dir, capsys, value):
     assert not (run_dir / "cam_labels").exists()
 
 
-@pytest.mark.parametrize("override", ["cam.bkg_thre=2", "cam.high_thre=1.5", "cam.low_thre=-0.1", "cam.bkg_thre=.nan",
-                                      "train.lr=.nan", "train.lr=-1", "train.lr=0"])  # fmt: skip
-def test_levels_and_learning_rates_out_of_range_are_one_line_before_anything_is_written(data, tmp_path, capsys,
-                                                                                         override):  # fmt: skip
+@pytest.mark.parametrize(
+    "override",
+    [
+        "cam.bkg_thre=2",
+        "cam.high_thre=1.5",
+        "cam.low_thre=-0.1",
+        "cam.bkg_thre=.nan",
+        "train.lr=.nan",
+        "train.lr=-1",
+        "train.lr=0",
+    ],
+)
+def test_levels_and_learning_rates_out_of_range_are_one_line_before_anything_is_written(
+    data, tmp_path, capsys, override
+):
     run = tmp_path / "run"
     rc, out = _cli(capsys, "train", CONFIG, *tiny_overrides(data, run), override, "--quiet")
     key = override.split("=")[0]
@@ -429,8 +467,17 @@ def _photos(tmp_path: Path, n: int, n_masks: int) -> list[str]:
         save_label_png(masks / f"im{i:02d}.png", np.ones((16, 16), np.uint8))
     (tmp_path / "labels.csv").write_text("image,labels\n" + "".join(f"im{i:02d}.png,cat\n" for i in range(n)))
     (tmp_path / "classes.txt").write_text("background\ncat\n")
-    return ["prepare", "folder", "--images", str(images), "--labels", str(tmp_path / "labels.csv"), "--classes",
-            str(tmp_path / "classes.txt"), "--quiet"]  # fmt: skip
+    return [
+        "prepare",
+        "folder",
+        "--images",
+        str(images),
+        "--labels",
+        str(tmp_path / "labels.csv"),
+        "--classes",
+        str(tmp_path / "classes.txt"),
+        "--quiet",
+    ]
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -488,10 +535,20 @@ def test_prepare_folder_with_masks_that_match_no_photo_makes_no_val_split_and_sa
 
 
 def _seg_overrides(data: Path, run: Path, pseudo: Path) -> list[str]:
-    return [f"data.root={data}", f"run.dir={run}", f"data.pseudo_dir={pseudo}", "data.crop_size=64",
-            "model.backbone_kwargs={channels: [8, 16, 16, 32], stem_width: 8}", "train.batch_size=4",
-            "train.max_iters=4", "train.eval_iters=100", "train.ckpt_iters=100", "train.log_iters=2",
-            "infer.scales=[1.0]", "run.threads=1"]  # fmt: skip
+    return [
+        f"data.root={data}",
+        f"run.dir={run}",
+        f"data.pseudo_dir={pseudo}",
+        "data.crop_size=64",
+        "model.backbone_kwargs={channels: [8, 16, 16, 32], stem_width: 8}",
+        "train.batch_size=4",
+        "train.max_iters=4",
+        "train.eval_iters=100",
+        "train.ckpt_iters=100",
+        "train.log_iters=2",
+        "infer.scales=[1.0]",
+        "run.threads=1",
+    ]
 
 
 def _pseudo_from_masks(data: Path, folder: Path) -> list[str]:
@@ -545,8 +602,17 @@ def test_a_bom_in_a_split_list_and_in_classes_txt_is_stripped(data, capsys):
 def test_import_of_a_text_file_says_it_is_not_a_weight_file(data, tmp_path, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("my training notes\nlr 6e-5\n")
-    rc, out = _cli(capsys, "import", "seco", notes, "--config", REPO / "configs/seco/synthetic_cpu.yaml", "--out",
-                   tmp_path / "run", f"data.root={data}")  # fmt: skip
+    rc, out = _cli(
+        capsys,
+        "import",
+        "seco",
+        notes,
+        "--config",
+        REPO / "configs/seco/synthetic_cpu.yaml",
+        "--out",
+        tmp_path / "run",
+        f"data.root={data}",
+    )
     line = _one_error_line(out)
     assert rc == 1 and f"{notes}: not a pretrained weight file saved by PyTorch" in line
     assert "a text file (it starts 'my training notes')" in line and "pop from empty list" not in line

@@ -84,9 +84,23 @@ def test_prepare_folder_refuses_masks_inside_out_and_deletes_nothing(tmp_path, c
     (tmp_path / "l.csv").write_text("image,labels\n" + "".join(f"im{i}.jpg,cat\n" for i in range(4)))
     (tmp_path / "classes.txt").write_text("background\ncat\n")
     before = _tree(tmp_path)
-    rc, out_text = _cli(capsys, "prepare", "folder", "--images", images, "--labels", tmp_path / "l.csv", "--classes",
-                        tmp_path / "classes.txt", "--masks", masks, "--out", out, "--quiet",
-                        *(["--overwrite"] if overwrite else []))  # fmt: skip
+    rc, out_text = _cli(
+        capsys,
+        "prepare",
+        "folder",
+        "--images",
+        images,
+        "--labels",
+        tmp_path / "l.csv",
+        "--classes",
+        tmp_path / "classes.txt",
+        "--masks",
+        masks,
+        "--out",
+        out,
+        "--quiet",
+        *(["--overwrite"] if overwrite else []),
+    )
     line = _one_error_line(out_text)
     assert rc == 1 and f"{masks}: the input of --masks is {masks}, an output" in line, out_text
     assert _tree(tmp_path) == before  # every input is where it was
@@ -122,8 +136,9 @@ def scripted_validation(monkeypatch):
 
 def _train(capsys, data, run, *over: str, allow: bool = False) -> tuple[int, str]:
     args = tiny_overrides(data, run, **{"train.ckpt_iters": 2, "train.eval_iters": 2, "train.log_iters": 1})
-    return _cli(capsys, "train", CONFIG, *args, *over, "--quiet", "--skip-check",
-                *(["--allow-config-change"] if allow else []))  # fmt: skip
+    return _cli(
+        capsys, "train", CONFIG, *args, *over, "--quiet", "--skip-check", *(["--allow-config-change"] if allow else [])
+    )
 
 
 def _step_of(path: Path) -> int:
@@ -192,8 +207,9 @@ def test_a_fresh_training_keeps_an_earlier_best_pt_aside(data, tmp_path, capsys,
 # ---- 3: a folder that is not a run, and a run started again from step 0 -----------------------------------
 
 
-def test_train_refuses_a_folder_that_holds_files_but_no_run_unless_overwrite(data, tmp_path, capsys,
-                                                                            scripted_validation):  # fmt: skip
+def test_train_refuses_a_folder_that_holds_files_but_no_run_unless_overwrite(
+    data, tmp_path, capsys, scripted_validation
+):
     folder = tmp_path / "U"
     folder.mkdir()
     (folder / "config.yaml").write_text("notes\n")
@@ -215,8 +231,7 @@ def test_train_refuses_a_folder_that_holds_files_but_no_run_unless_overwrite(dat
         assert _train(capsys, data, empty_or_new, "train.max_iters=2")[0] == 0
 
 
-def test_a_training_from_step_0_in_a_run_folder_starts_metrics_jsonl_anew(data, tmp_path, capsys,
-                                                                          scripted_validation):  # fmt: skip
+def test_a_training_from_step_0_in_a_run_folder_starts_metrics_jsonl_anew(data, tmp_path, capsys, scripted_validation):
     run = tmp_path / "run"
     scripted_validation.extend([0.5, 0.9])
     assert _train(capsys, data, run, "train.max_iters=4")[0] == 0
@@ -252,8 +267,19 @@ def test_pseudo_with_another_refiner_is_refused_and_overwrite_redoes_only_its_fo
     pseudo, cams = run_dir / "pseudo" / "val", run_dir / "cams" / "val"
     assert _cli(capsys, "pseudo", run_dir, "--split", "val", "--refine", "none", "--quiet")[0] == 0
     _refused(capsys, pseudo, "refine: 'none' -> 'par'", "pseudo", run_dir, "--split", "val")
-    _refused(capsys, pseudo, "cam.high_thre: 0.35 -> 0.5", "pseudo", run_dir, "--split", "val", "--refine", "none",
-             "--levels", "0.5/0.25")  # fmt: skip
+    _refused(
+        capsys,
+        pseudo,
+        "cam.high_thre: 0.35 -> 0.5",
+        "pseudo",
+        run_dir,
+        "--split",
+        "val",
+        "--refine",
+        "none",
+        "--levels",
+        "0.5/0.25",
+    )
     assert _cli(capsys, "pseudo", run_dir, "--split", "val", "--refine", "none", "--quiet")[0] == 0  # the same: goes on
     cams_before = _files(cams)
     rc, out = _cli(capsys, "pseudo", run_dir, "--split", "val", "--overwrite", "--quiet")
@@ -270,8 +296,9 @@ def test_pseudo_with_another_refiner_is_refused_and_overwrite_redoes_only_its_fo
 def test_cam_with_other_scales_or_another_model_is_refused(run_dir, capsys):
     cams = run_dir / "cams" / "val"
     assert _cli(capsys, "cam", run_dir, "--split", "val", "--quiet")[0] == 0
-    _refused(capsys, cams, "infer.cam_scales: [1.0] -> [1.0, 0.5]", "cam", run_dir, "--split", "val", "--scales",
-             "1.0,0.5")  # fmt: skip
+    _refused(
+        capsys, cams, "infer.cam_scales: [1.0] -> [1.0, 0.5]", "cam", run_dir, "--split", "val", "--scales", "1.0,0.5"
+    )
     last = run_dir / "checkpoints" / "last.pt"
     state = torch.load(last, weights_only=False)
     save_checkpoint({**state, "step": 2}, last)  # trained further
@@ -316,14 +343,35 @@ def test_predict_with_other_scales_crf_or_tagger_is_refused(run_dir, capsys):
     shutil.copytree(run_dir, other)
     crf = run_dir / "predictions_crf" / "val"
     assert _cli(capsys, "predict", run_dir, "--split", "val", "--crf", "--quiet")[0] == 0
-    _refused(capsys, crf, "scales: [1.0] -> [1.0, 0.5]", "predict", run_dir, "--split", "val", "--crf", "--scales",
-             "1.0,0.5")  # fmt: skip
+    _refused(
+        capsys, crf, "scales: [1.0] -> [1.0, 0.5]", "predict", run_dir, "--split", "val", "--crf", "--scales", "1.0,0.5"
+    )
     tagged = run_dir / "predictions_tagged" / "val"
     assert _cli(capsys, "predict", run_dir, "--split", "val", "--tags-from", run_dir, "--quiet")[0] == 0
-    _refused(capsys, tagged, f"tags.run.dir: {str(run_dir)!r} -> {str(other)!r}", "predict", run_dir, "--split",
-             "val", "--tags-from", other)  # fmt: skip
-    _refused(capsys, tagged, "tags.threshold: 0.5 -> 0.3", "predict", run_dir, "--split", "val", "--tags-from",
-             run_dir, "--tag-threshold", "0.3")  # fmt: skip
+    _refused(
+        capsys,
+        tagged,
+        f"tags.run.dir: {str(run_dir)!r} -> {str(other)!r}",
+        "predict",
+        run_dir,
+        "--split",
+        "val",
+        "--tags-from",
+        other,
+    )
+    _refused(
+        capsys,
+        tagged,
+        "tags.threshold: 0.5 -> 0.3",
+        "predict",
+        run_dir,
+        "--split",
+        "val",
+        "--tags-from",
+        run_dir,
+        "--tag-threshold",
+        "0.3",
+    )
 
 
 def test_predict_ensemble_of_other_members_is_refused(run_dir, capsys):
@@ -332,8 +380,17 @@ def test_predict_ensemble_of_other_members_is_refused(run_dir, capsys):
     shutil.copytree(run_dir, other)
     ens = run_dir / "predictions_ens2" / "val"
     assert _cli(capsys, "predict", run_dir, "--split", "val", "--ensemble", other, "--quiet")[0] == 0
-    _refused(capsys, ens, f"ensemble.0.dir: {str(other)!r} -> {str(run_dir)!r}", "predict", run_dir, "--split", "val",
-             "--ensemble", run_dir)  # fmt: skip
+    _refused(
+        capsys,
+        ens,
+        f"ensemble.0.dir: {str(other)!r} -> {str(run_dir)!r}",
+        "predict",
+        run_dir,
+        "--split",
+        "val",
+        "--ensemble",
+        run_dir,
+    )
     rc, out = _cli(capsys, "predict", run_dir, "--split", "val", "--ensemble", run_dir, "--overwrite", "--quiet")
     assert rc == 0, out
 

@@ -199,8 +199,9 @@ def test_viz_out_an_existing_file_is_one_line_and_the_file_stays(run_dir, data, 
     afile.write_text("mine\n")
     id = VOCDataset(data, "val").ids[0]
     rc, out = _cli(capsys, "viz", run_dir, "--split", "val", "--ids", id, "--out", afile)
-    assert rc == 1 and _one_error_line(out) == (f"error: {afile}: is a file; --out names a folder for the grids (one "
-                                                "PNG per image)")  # fmt: skip
+    assert rc == 1 and _one_error_line(out) == (
+        f"error: {afile}: is a file; --out names a folder for the grids (one PNG per image)"
+    )
     assert afile.read_text() == "mine\n"
 
 
@@ -211,16 +212,20 @@ def test_an_integer_of_thousands_of_digits_is_one_line_naming_its_key(tmp_path, 
     """A ValueError from Python's int conversion came out as a traceback (`config show`, `predict`)."""
     rc, out = _cli(capsys, "config", "show", CONFIG, f"train.max_iters={BIG}")
     line = _one_error_line(out)
-    assert rc == 2 and line == (f"error: override 'train.max_iters={BIG[:20]}... (5000 characters)': "
-                                "cannot parse the value of train.max_iters (an integer of 5000 digits, more than "
-                                "4300 at line 1, column 1)")  # fmt: skip
+    assert rc == 2 and line == (
+        f"error: override 'train.max_iters={BIG[:20]}... (5000 characters)': "
+        "cannot parse the value of train.max_iters (an integer of 5000 digits, more than "
+        "4300 at line 1, column 1)"
+    )
     rc, out = _cli(capsys, "predict", run_dir, "--split", "val", f"infer.max_side={BIG}")
     assert rc == 2 and "cannot parse the value of infer.max_side (an integer of 5000" in _one_error_line(out)
     cfg = tmp_path / "big.yaml"
     cfg.write_text(f"_base_: {CONFIG}\ntrain:\n  max_iters: {BIG}\n")
     rc, out = _cli(capsys, "config", "show", cfg)
-    assert rc == 2 and _one_error_line(out) == (f"error: {cfg}: invalid YAML (an integer of 5000 digits, more than "
-                                                "4300 at line 3, column 14, the value of train.max_iters)")  # fmt: skip
+    assert rc == 2 and _one_error_line(out) == (
+        f"error: {cfg}: invalid YAML (an integer of 5000 digits, more than "
+        "4300 at line 3, column 14, the value of train.max_iters)"
+    )
 
 
 @pytest.mark.parametrize("value", ["[1,", "!!python/object:os.system x", "{a: 1"])
@@ -236,9 +241,11 @@ def test_a_base_chain_too_deep_is_named_as_such(tmp_path, capsys):
     for i in range(200):
         (tmp_path / f"c{i}.yaml").write_text(f"_base_: c{i + 1}.yaml\n" if i < 199 else "train: {max_iters: 3}\n")
     rc, out = _cli(capsys, "config", "show", tmp_path / "c0.yaml")
-    assert rc == 2 and _one_error_line(out) == (f"error: {tmp_path / 'c0.yaml'}: its _base_ chain is more than 64 "
-                                                f"files deep (at {tmp_path / 'c64.yaml'}); a preset is composed of "
-                                                "a few")  # fmt: skip
+    assert rc == 2 and _one_error_line(out) == (
+        f"error: {tmp_path / 'c0.yaml'}: its _base_ chain is more than 64 "
+        f"files deep (at {tmp_path / 'c64.yaml'}); a preset is composed of "
+        "a few"
+    )
     (tmp_path / "c10.yaml").write_text("train: {max_iters: 5}\n")  # a chain of 11: read
     assert load_config(tmp_path / "c0.yaml").train.max_iters == 5
 
@@ -424,13 +431,22 @@ def test_a_signal_to_pytest_stops_the_session_not_one_test(synth_root, tmp_path,
     import time
 
     (tmp_path / "test_inner.py").write_text(_INNER_TESTS)
-    over = tiny_overrides(synth_root, tmp_path / "run", **{"train.max_iters": 100000, "train.eval_iters": 100000,
-                                                           "run.threads": 1})  # fmt: skip
+    over = tiny_overrides(
+        synth_root, tmp_path / "run", **{"train.max_iters": 100000, "train.eval_iters": 100000, "run.threads": 1}
+    )
     import wsss
 
-    env = {**os.environ, "PYTHONPATH": str(Path(wsss.__file__).parents[1]), "OMP_NUM_THREADS": "1", "COMMAND": command,
-           "READY": str(tmp_path / "ready"), "AFTER": str(tmp_path / "after"), "CONFIG": str(CONFIG),
-           "OVERRIDES": "|".join(over), "RUN": str(tmp_path / "run")}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(wsss.__file__).parents[1]),
+        "OMP_NUM_THREADS": "1",
+        "COMMAND": command,
+        "READY": str(tmp_path / "ready"),
+        "AFTER": str(tmp_path / "after"),
+        "CONFIG": str(CONFIG),
+        "OVERRIDES": "|".join(over),
+        "RUN": str(tmp_path / "run"),
+    }
     # the inner pytest as a user's foreground one: SIGINT at Python's own handler. A suite started in the background
     # of a shell without job control (`make test &`, nohup) inherits SIGINT ignored, which Python and wsss rightly
     # leave ignored (cli._signals_as_interrupts): the SIGINT case then waited out its timeout
@@ -438,9 +454,14 @@ def test_a_signal_to_pytest_stops_the_session_not_one_test(synth_root, tmp_path,
         "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); sys.argv[0] = "
         "'pytest'; runpy.run_module('pytest', run_name='__main__')"
     )
-    proc = subprocess.Popen([sys.executable, "-c", inner, "-q", "-s", "-p", "no:randomly", "-p", "no:cacheprovider",
-                             "test_inner.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", inner, "-q", "-s", "-p", "no:randomly", "-p", "no:cacheprovider", "test_inner.py"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     t0 = time.time()
     while not (tmp_path / "ready").exists():
         assert proc.poll() is None and time.time() - t0 < 300, proc.communicate()[0][-3000:]
@@ -511,17 +532,33 @@ def test_torchrun_processes_reading_different_data_stop_with_one_line(synth_root
 
     (tmp_path / "rank_skew.py").write_text(_RANK_SKEW)
     run = tmp_path / "run"
-    over = tiny_overrides(synth_root, run, **{"train.max_iters": 2, "custom_imports": "[rank_skew]",
-                                              "run.threads": 1})  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": f"{Path(wsss.__file__).parents[1]}{os.pathsep}{tmp_path}",
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "wsss.cli",
-           "train", str(CONFIG), *over, "--quiet", "--skip-check"]  # fmt: skip
+    over = tiny_overrides(synth_root, run, **{"train.max_iters": 2, "custom_imports": "[rank_skew]", "run.threads": 1})
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{Path(wsss.__file__).parents[1]}{os.pathsep}{tmp_path}",
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "wsss.cli",
+        "train",
+        str(CONFIG),
+        *over,
+        "--quiet",
+        "--skip-check",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     err = done.stderr
     assert done.returncode != 0, err[-3000:]
-    line = (f"error: {synth_root.resolve()}: process 1 of this job reads other data than process 0 (split 'train' "
-            "lists 23 ids, not 24); every process must read the same dataset")  # fmt: skip
+    line = (
+        f"error: {synth_root.resolve()}: process 1 of this job reads other data than process 0 (split 'train' "
+        "lists 23 ids, not 24); every process must read the same dataset"
+    )
     # both processes, one line each; the only traceback is torchrun's agent's report of the failed workers
     assert err.count(line) == 2 and f'File "{Path(wsss.__file__).parent}' not in err, err[-3000:]
     assert not (run / "checkpoints").exists()
@@ -534,8 +571,9 @@ def test_an_option_renamed_since_is_named_with_its_file(run_dir, tmp_path, capsy
     old = tmp_path / "rca_old.yaml"  # RCA's proxy thresholds were *_thr before one name per concept (f1416c9)
     old.write_text(f"_base_: {REPO / 'configs/rca/synthetic_cpu.yaml'}\noptions:\n  proxy_att_thr: 0.5\n")
     rc, out = _cli(capsys, "config", "show", old)
-    assert rc == 2 and _one_error_line(out) == (f"error: {old}: unknown config key 'options.proxy_att_thr' (did you "
-                                                "mean 'options.proxy_att_thre'?)")  # fmt: skip
+    assert rc == 2 and _one_error_line(out) == (
+        f"error: {old}: unknown config key 'options.proxy_att_thr' (did you mean 'options.proxy_att_thre'?)"
+    )
     rc, out = _cli(capsys, "train", old, "run.dir=" + str(tmp_path / "never"), "--quiet")  # refused before anything
     assert rc == 2 and f"error: {old}: unknown config key 'options.proxy_att_thr'" in out
     assert not (tmp_path / "never").exists()
@@ -621,8 +659,10 @@ def test_training_a_moved_runs_config_is_refused_unless_run_dir_says_which(data,
     shutil.rmtree(run)  # on the new machine the run's absolute run.dir holds nothing
     rc, out = _cli(capsys, "train", copy / "config.yaml", "--quiet")
     line = _one_error_line(out)
-    assert rc == 1 and line.startswith(f"error: {copy / 'config.yaml'}: the config of the run {copy}, but its "
-                                       f"run.dir is {run} (a run moved or copied?); pass run.dir={copy}")  # fmt: skip
+    assert rc == 1 and line.startswith(
+        f"error: {copy / 'config.yaml'}: the config of the run {copy}, but its "
+        f"run.dir is {run} (a run moved or copied?); pass run.dir={copy}"
+    )
     assert not run.exists()  # no new run started at the stale path
     rc, out = _cli(capsys, "train", copy / "config.yaml", f"run.dir={copy}", "--quiet")
     assert rc == 0 and f"run {copy}: step 2" in out, out  # the copy's own last.pt: nothing left to train

@@ -25,8 +25,9 @@ LONG = {"train.max_iters": 100000, "train.eval_iters": 100000, "train.ckpt_iters
 
 
 def _start(cmd: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=REPO, env=ENV, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=ENV, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _wait_for(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
@@ -43,8 +44,19 @@ def _logged_steps(run: Path, n: int):
 
 def test_sigterm_during_train_saves_the_step_and_exits_143(synth_root, tmp_path):
     run = tmp_path / "run"
-    proc = _start([sys.executable, "-m", "wsss.cli", "train", CONFIG, *tiny_overrides(synth_root, run, **LONG),
-                   "--quiet", "--skip-check", "run.threads=1"])  # fmt: skip
+    proc = _start(
+        [
+            sys.executable,
+            "-m",
+            "wsss.cli",
+            "train",
+            CONFIG,
+            *tiny_overrides(synth_root, run, **LONG),
+            "--quiet",
+            "--skip-check",
+            "run.threads=1",
+        ]
+    )
     _wait_for(proc, _logged_steps(run, 2))
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -73,9 +85,22 @@ def test_sigterm_to_the_whole_job_with_loader_workers_saves_the_step(synth_root,
 def test_sigterm_to_every_rank_under_torchrun_saves_the_step(synth_root, tmp_path):
     """SLURM's preemption: SIGTERM to the agent and to every worker of the job (the process group)."""
     run = tmp_path / "run"
-    proc = _start([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-                   "wsss.cli", "train", CONFIG, *tiny_overrides(synth_root, run, **LONG), "--quiet",
-                   "--skip-check"])  # fmt: skip
+    proc = _start(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "wsss.cli",
+            "train",
+            CONFIG,
+            *tiny_overrides(synth_root, run, **LONG),
+            "--quiet",
+            "--skip-check",
+        ]
+    )
     _wait_for(proc, _logged_steps(run, 2))
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -151,15 +176,25 @@ def trained(synth_root, tmp_path):
     run.mkdir()
     save_config(cfg, run / "config.yaml")
     names = (synth_root / "classes.txt").read_text().split("\n")[:-1]
-    state = {"step": 1, "model": build_method(cfg, names).state_dict(), "num_classes": len(names),
-             "class_names": names}  # fmt: skip
+    state = {"step": 1, "model": build_method(cfg, names).state_dict(), "num_classes": len(names), "class_names": names}
     save_checkpoint(state, run / "checkpoints" / "last.pt")
     return run
 
 
 def test_sigterm_to_predict_ends_its_crf_workers(trained, tmp_path):
-    cmd = [sys.executable, "-m", "wsss.cli", "predict", str(trained), "--split", "train", "--crf", "--crf-workers", "2",
-           "--quiet"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "wsss.cli",
+        "predict",
+        str(trained),
+        "--split",
+        "train",
+        "--crf",
+        "--crf-workers",
+        "2",
+        "--quiet",
+    ]
     _sigterm_leaves_no_child(cmd, 2, tmp_path / "log")
 
 
@@ -192,14 +227,26 @@ def test_the_program_ends_with_its_commands_code_whatever_the_teardown_would_do(
     came from the interpreter's teardown after the command had finished. The program ends without that teardown
     (``wsss.cli._leave_process``); the stand-in here is a finaliser that aborts at teardown. What the interpreter
     does first still happens: a non-daemon thread finishes, the atexit handlers run, buffered output is flushed."""
-    proc = subprocess.run([sys.executable, "-c", TEARDOWN_ABORTS, "check-data", str(synth_root)], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", TEARDOWN_ABORTS, "check-data", str(synth_root)],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("buffered before the command"), proc.stdout[-3000:]
     assert "thread finished" in proc.stderr and "atexit handler ran" in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.index("thread finished") < proc.stderr.index("atexit handler ran")  # the interpreter's order
     # a user error still ends with its own code, by the same exit
-    proc = subprocess.run([sys.executable, "-c", TEARDOWN_ABORTS, "check-data", str(REPO / "no-such-root")],
-                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", TEARDOWN_ABORTS, "check-data", str(REPO / "no-such-root")],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1 and "dataset root not found" in proc.stdout, proc.stdout[-3000:]
     assert "atexit handler ran" in proc.stderr, proc.stderr[-3000:]

@@ -36,8 +36,11 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
 def test_sigkill_during_training_then_resume_matches_uninterrupted(synth_root, tmp_path):
     over = {"train.max_iters": 24, "train.ckpt_iters": 4, "train.eval_iters": 100, "train.log_iters": 4}
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(_cmd("train", CONFIG, *tiny_overrides(synth_root, straight, **over), "--quiet", "--skip-check"),
-                   check=True, cwd=REPO)  # fmt: skip
+    subprocess.run(
+        _cmd("train", CONFIG, *tiny_overrides(synth_root, straight, **over), "--quiet", "--skip-check"),
+        check=True,
+        cwd=REPO,
+    )
     args = _cmd("train", CONFIG, *tiny_overrides(synth_root, killed, **over), "--quiet", "--skip-check")
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = killed / "checkpoints/last.pt"
@@ -61,8 +64,9 @@ def test_sigkill_during_predict_then_resume_gives_every_mask(tmp_path):
     generate_synthetic(root, n_train=8, n_val=120, size=64, seed=5, verbose=False)
     run = tmp_path / "run"
     over = {"train.max_iters": 2, "train.eval_iters": 100, "train.batch_size": 4}
-    subprocess.run(_cmd("train", CONFIG, *tiny_overrides(root, run, **over), "--quiet", "--skip-check"),
-                   check=True, cwd=REPO)  # fmt: skip
+    subprocess.run(
+        _cmd("train", CONFIG, *tiny_overrides(root, run, **over), "--quiet", "--skip-check"), check=True, cwd=REPO
+    )
     out = run / "predictions/val"
     args = _cmd("predict", str(run), "--split", "val", "--quiet", "--scales", "1.0,1.5,2.0")
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -10,8 +10,15 @@ import subprocess
 from conftest import ASSETS, REPO
 from wsss.cli import main
 
-TINY = ["train.epochs=null", "train.max_iters=2", "train.eval_iters=2", "train.ckpt_iters=2", "train.log_iters=1",
-        "data.crop_size=128", "infer.cam_scales=[1.0]"]  # fmt: skip
+TINY = [
+    "train.epochs=null",
+    "train.max_iters=2",
+    "train.eval_iters=2",
+    "train.ckpt_iters=2",
+    "train.log_iters=1",
+    "data.crop_size=128",
+    "infer.cam_scales=[1.0]",
+]
 
 
 def route_block() -> str:
@@ -82,8 +89,10 @@ def test_the_steps_by_hand_are_the_route_that_wsss_route_runs(tmp_path, capsys):
     (its plan, as commands) on photos like ccp-dev's, a handful of classes of tens of photos each."""
     from wsss.data import generate_synthetic
 
-    front = {"README.md": bash_blocks((REPO / "README.md").read_text())[1],
-             "own-photos.md": bash_blocks((REPO / "docs/own-photos.md").read_text())[0]}  # fmt: skip
+    front = {
+        "README.md": bash_blocks((REPO / "README.md").read_text())[1],
+        "own-photos.md": bash_blocks((REPO / "docs/own-photos.md").read_text())[0],
+    }
     assert all(block.lstrip().startswith("wsss route ") for block in front.values()), front
     # a guide, whose figures live in BENCHMARKS.md: 150 lines, then 160 with the masks' way out to labelling tools
     assert len((REPO / "docs/own-photos.md").read_text().splitlines()) <= 160
@@ -93,7 +102,14 @@ def test_the_steps_by_hand_are_the_route_that_wsss_route_runs(tmp_path, capsys):
     assert main(["route", str(data), "--out", str(tmp_path / "route"), "--plan"]) == 0
     plan = "\n".join(line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("["))
     # the CRF'd masks of the train and the val photos: every photo gets its mask
-    expected = ["configs/rca/real_cpu.yaml", "--refine par", "--levels 0.5/0.5", "configs/deeplab/real_cpu.yaml",
-                "data.true_masks=auto", "--crf", "--crf"]  # fmt: skip
+    expected = [
+        "configs/rca/real_cpu.yaml",
+        "--refine par",
+        "--levels 0.5/0.5",
+        "configs/deeplab/real_cpu.yaml",
+        "data.true_masks=auto",
+        "--crf",
+        "--crf",
+    ]
     assert route_of(plan) == expected
     assert route_of(route_block()) == expected

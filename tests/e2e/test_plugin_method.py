@@ -25,8 +25,9 @@ def _wsss(args: list[str], pythonpath: list[Path], cwd: Path, plugins: str = "")
     env.pop("WSSS_PLUGINS", None)
     if plugins:  # the user names the plugins a run's config.yaml may import (docs/security.md)
         env["WSSS_PLUGINS"] = plugins
-    return subprocess.run([sys.executable, "-m", "wsss", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "wsss", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_no_file_under_src_names_the_toy_method():
@@ -37,8 +38,17 @@ def test_no_file_under_src_names_the_toy_method():
 @pytest.mark.parametrize("route", ["custom_imports", "entry_point"])
 def test_a_plugin_method_trains_and_infers_from_the_cli(route, synth_root, tmp_path):
     run = tmp_path / "run"
-    over = tiny_overrides(synth_root, run, **{"method": "toy", "options": "{width: 4}", "train.max_iters": 2,
-                                              "data.val_split": "''", "train.ckpt_iters": 2})  # fmt: skip
+    over = tiny_overrides(
+        synth_root,
+        run,
+        **{
+            "method": "toy",
+            "options": "{width: 4}",
+            "train.max_iters": 2,
+            "data.val_split": "''",
+            "train.ckpt_iters": 2,
+        },
+    )
     path = [PLUGINS]
     if route == "custom_imports":
         over.append("custom_imports=[wsss_toy_method]")
@@ -85,8 +95,18 @@ def test_a_plugin_ships_its_own_official_checkpoint_import(synth_root, tmp_path)
     torch.save(official, ckpt)
     run, path = tmp_path / "run", [PLUGINS, PLUGINS / "entry_point"]
     config = str(REPO / "configs/cam/synthetic_cpu.yaml")
-    args = ["import", "toy", str(ckpt), "--config", config, "--out", str(run), "method=toy",
-            "options={width: 4}", f"data.root={synth_root}"]  # fmt: skip
+    args = [
+        "import",
+        "toy",
+        str(ckpt),
+        "--config",
+        config,
+        "--out",
+        str(run),
+        "method=toy",
+        "options={width: 4}",
+        f"data.root={synth_root}",
+    ]
     out = _wsss(args, path, tmp_path)
     assert out.returncode == 0, out.stderr
     assert "toy from" in out.stdout

@@ -30,24 +30,35 @@ TINY = {
 }
 
 
-@pytest.mark.parametrize("preset", ["rca/real_cpu", "sccam/real_cpu", "cam/real_cpu_effnet", "rca/real_cpu_effnet",
-                                    "deeplab/real_cpu_effnet"])  # fmt: skip
+@pytest.mark.parametrize(
+    "preset",
+    ["rca/real_cpu", "sccam/real_cpu", "cam/real_cpu_effnet", "rca/real_cpu_effnet", "deeplab/real_cpu_effnet"],
+)
 def test_real_cpu_preset_of_method(preset, tmp_path, one_thread):
     method, name = preset.split("/")
     cfg = load_config(REPO / "configs" / f"{preset}.yaml")
     base = load_config(REPO / "configs" / "cam" / f"{name}.yaml")  # the CAM baseline on the same backbone
     assert cfg.method == method
     assert (cfg.model.backbone, cfg.model.output_stride, cfg.model.pretrained) == (
-        base.model.backbone, base.model.output_stride, base.model.pretrained,
-    )  # fmt: skip
+        base.model.backbone,
+        base.model.output_stride,
+        base.model.pretrained,
+    )
     assert cfg.data.root == base.data.root and cfg.train.epochs is not None
     assert resolve_weight_path(cfg.model.pretrained).is_file()
 
     run = tmp_path / "run"
     overrides = [
-        f"data.root={VOC_REAL_MINI}", "data.train_split=val", f"run.dir={run}", "train.epochs=1",
-        "train.batch_size=3", "train.log_iters=1", "train.ckpt_iters=2", "infer.cam_scales=[1.0]", *TINY[method],
-    ]  # fmt: skip
+        f"data.root={VOC_REAL_MINI}",
+        "data.train_split=val",
+        f"run.dir={run}",
+        "train.epochs=1",
+        "train.batch_size=3",
+        "train.log_iters=1",
+        "train.ckpt_iters=2",
+        "infer.cam_scales=[1.0]",
+        *TINY[method],
+    ]
     assert main(["train", str(REPO / "configs" / f"{preset}.yaml"), *overrides, "--quiet"]) == 0
     logs = run / "round_1" / "metrics.jsonl" if method == "sccam" else run / "metrics.jsonl"
     steps = [json.loads(line)["step"] for line in logs.read_text().splitlines() if "loss/loss" in line]
@@ -71,15 +82,23 @@ def test_real_cpu_affinity_preset_trains_and_walks_a_photo(tmp_path, one_thread)
     preset = REPO / "configs" / "affinitynet" / "real_cpu.yaml"
     cfg, base = load_config(preset), load_config(CAM_PRESET)
     assert (cfg.model.backbone, cfg.model.output_stride, cfg.model.pretrained) == (
-        base.model.backbone, base.model.output_stride, base.model.pretrained,
-    )  # fmt: skip
+        base.model.backbone,
+        base.model.output_stride,
+        base.model.pretrained,
+    )
     assert cfg.train.epochs is not None and not cfg.options["quirk_interior_sources"]
     run = tmp_path / "aff"
     overrides = [
-        f"data.root={VOC_REAL_MINI}", "data.train_split=val", f"run.dir={run}", "train.epochs=1",
-        "train.batch_size=3", "train.log_iters=1", "train.ckpt_iters=2", "data.crop_size=96",
+        f"data.root={VOC_REAL_MINI}",
+        "data.train_split=val",
+        f"run.dir={run}",
+        "train.epochs=1",
+        "train.batch_size=3",
+        "train.log_iters=1",
+        "train.ckpt_iters=2",
+        "data.crop_size=96",
         f"data.pseudo_dir={VOC_REAL_MINI / 'SegmentationClass'}",
-    ]  # fmt: skip
+    ]
     assert main(["train", str(preset), *overrides, "--quiet"]) == 0
     steps = [
         json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if "loss/loss" in line
@@ -110,10 +129,17 @@ def test_the_effnet_stage_learns_at_its_preset_rate_where_the_base_rate_diverges
     for name, lr in (("preset", load_config(preset).train.lr), ("base", base_lr)):
         run = tmp_path / name
         overrides = [
-            f"data.root={VOC_REAL_MINI}", "data.train_split=val", f"run.dir={run}",
-            f"data.pseudo_dir={VOC_REAL_MINI / 'SegmentationClass'}", "train.epochs=5", "train.batch_size=3",
-            "train.log_iters=1", "train.ckpt_iters=100", f"train.lr={lr}", "data.num_workers=0",
-        ]  # fmt: skip
+            f"data.root={VOC_REAL_MINI}",
+            "data.train_split=val",
+            f"run.dir={run}",
+            f"data.pseudo_dir={VOC_REAL_MINI / 'SegmentationClass'}",
+            "train.epochs=5",
+            "train.batch_size=3",
+            "train.log_iters=1",
+            "train.ckpt_iters=100",
+            f"train.lr={lr}",
+            "data.num_workers=0",
+        ]
         assert main(["train", str(preset), *overrides, "--quiet"]) == 0
         said[name] = capsys.readouterr().err
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

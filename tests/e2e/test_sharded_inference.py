@@ -28,8 +28,9 @@ JOBS = [
 
 def _files(run: Path, folders: list[str]) -> dict[str, bytes]:
     """The folders' files and bytes, but for each job's lock, which holds its job's pid and time."""
-    return {f"{d}/{p.name}": p.read_bytes() for d in folders for p in sorted((run / d).iterdir())
-            if p.name != JOB_LOCK_FILE}  # fmt: skip
+    return {
+        f"{d}/{p.name}": p.read_bytes() for d in folders for p in sorted((run / d).iterdir()) if p.name != JOB_LOCK_FILE
+    }
 
 
 def _copy_run(trained: Path, to: Path) -> Path:
@@ -62,8 +63,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[
     root = base / "data"
     generate_synthetic(root, n_train=8, n_val=12, size=48, seed=7, verbose=False)
     run = base / "run"
-    assert main(["train", CONFIG, *tiny_overrides(root, run, **{"train.max_iters": 2, "train.eval_iters": 100}),
-                 "--quiet", "--skip-check"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                CONFIG,
+                *tiny_overrides(root, run, **{"train.max_iters": 2, "train.eval_iters": 100}),
+                "--quiet",
+                "--skip-check",
+            ]
+        )
+        == 0
+    )
     one = _copy_run(run, base / "one")
     with _threads(1):
         for args, _ in JOBS:

@@ -32,14 +32,37 @@ def test_photos_and_class_names_to_masks(tmp_path, capsys, one_thread):
         assert got == code, f"wsss {' '.join(argv)}\n{out.err[-3000:]}"
         return out.out + out.err
 
-    wsss("prepare", "folder", "--images", str(VOC_REAL_MINI / "JPEGImages"), "--classes",
-         str(tmp_path / "classes.txt"), "--masks", str(VOC_REAL_MINI / "SegmentationClass"), "--val-fraction", "0",
-         "--out", str(ds), "--quiet")  # fmt: skip
+    wsss(
+        "prepare",
+        "folder",
+        "--images",
+        str(VOC_REAL_MINI / "JPEGImages"),
+        "--classes",
+        str(tmp_path / "classes.txt"),
+        "--masks",
+        str(VOC_REAL_MINI / "SegmentationClass"),
+        "--val-fraction",
+        "0",
+        "--out",
+        str(ds),
+        "--quiet",
+    )
     labels = load_cls_labels(ds, len(VOC_CLASSES))
     assert sorted(labels) == sorted(VOC_REAL_MINI_IDS) and not any(v.any() for v in labels.values())
 
-    wsss("import", "clip_es", str(weights), "--config", str(REPO / "configs/clip_es/voc.yaml"), "--out", str(run),
-         f"data.root={ds}", "options.text_heads=2", "options.quick_gelu=true", "run.device=cpu")  # fmt: skip
+    wsss(
+        "import",
+        "clip_es",
+        str(weights),
+        "--config",
+        str(REPO / "configs/clip_es/voc.yaml"),
+        "--out",
+        str(run),
+        f"data.root={ds}",
+        "options.text_heads=2",
+        "options.quick_gelu=true",
+        "run.device=cpu",
+    )
     out = wsss("tag", str(run), "--split", "train", "--threshold", "0.03", "--quiet")
 
     with open(ds / "tags.csv", newline="") as f:

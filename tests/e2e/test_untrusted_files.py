@@ -45,8 +45,13 @@ def run_dir(data, tmp_path):
     save_config(cfg, run / "config.yaml")
     names = (data / "classes.txt").read_text().split()
     method = build_method(cfg, names)  # the dataset's classes: a checkpoint of another count is refused
-    state = {"step": 0, "model": method.state_dict(), "num_classes": len(names), "class_names": names,
-             "rng": [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}]}  # fmt: skip
+    state = {
+        "step": 0,
+        "model": method.state_dict(),
+        "num_classes": len(names),
+        "class_names": names,
+        "rng": [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}],
+    }
     save_checkpoint(state, run / "checkpoints" / "last.pt")
     return run
 
@@ -153,8 +158,32 @@ def test_unsafe_split_ids_are_refused_and_nothing_is_written_outside_the_run(dat
 
 # ---- report HTML ------------------------------------------------------------------------------------
 
-TEMPLATE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "code", "b", "nav", "a",
-                 "table", "tr", "th", "td", "figure", "figcaption", "img", "pre", "ul", "li"}  # fmt: skip
+TEMPLATE_TAGS = {
+    "html",
+    "head",
+    "meta",
+    "title",
+    "style",
+    "body",
+    "h1",
+    "h2",
+    "h3",
+    "p",
+    "code",
+    "b",
+    "nav",
+    "a",
+    "table",
+    "tr",
+    "th",
+    "td",
+    "figure",
+    "figcaption",
+    "img",
+    "pre",
+    "ul",
+    "li",
+}
 SCRIPT = "<script>alert(1)</script>"
 
 

@@ -59,12 +59,22 @@ def test_custom_hook_sees_every_event_in_order_after_the_defaults(synth_root, tm
     # log every 2 steps, validation and checkpoint every 3 and at the end (4); 24 images / 8 = 3 steps an epoch
     assert rec.events == [
         ("before_train", 0),
-        ("before_step", 0), ("before_epoch", 0), ("after_step", 1),
-        ("before_step", 1), ("write", 2, False), ("after_step", 2),
-        ("before_step", 2), ("write", 3, True), ("after_step", 3),
-        ("before_step", 3), ("before_epoch", 1), ("write", 4, False), ("write", 4, True), ("after_step", 4),
+        ("before_step", 0),
+        ("before_epoch", 0),
+        ("after_step", 1),
+        ("before_step", 1),
+        ("write", 2, False),
+        ("after_step", 2),
+        ("before_step", 2),
+        ("write", 3, True),
+        ("after_step", 3),
+        ("before_step", 3),
+        ("before_epoch", 1),
+        ("write", 4, False),
+        ("write", 4, True),
+        ("after_step", 4),
         ("after_train", 4),
-    ]  # fmt: skip
+    ]
 
 
 def test_hook_state_rides_in_the_checkpoint_and_comes_back_on_resume(synth_root, tmp_path):

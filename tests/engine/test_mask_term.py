@@ -17,8 +17,13 @@ from wsss.methods import MASK_TERM, build_method, placeholder_classes
 from wsss.methods.contract import batchnorm_statistics_frozen
 from wsss.utils.io import save_label_png
 
-CNN = ["model.backbone=resnet18", "model.backbone_kwargs={channels: [8, 16, 16, 32], stem_width: 8}",
-       "model.pretrained=null", "model.decoder=none", "model.aux_classifier=false"]  # fmt: skip
+CNN = [
+    "model.backbone=resnet18",
+    "model.backbone_kwargs={channels: [8, 16, 16, 32], stem_width: 8}",
+    "model.pretrained=null",
+    "model.decoder=none",
+    "model.aux_classifier=false",
+]
 
 
 def _classifier():
@@ -65,11 +70,32 @@ def test_train_a_classifier_on_image_labels_and_a_few_masks(synth_root, tmp_path
     for i in base.ids[:3]:
         save_label_png(masks / f"{i}.png", base.load_mask(i))
     run = tmp_path / "run"
-    over = [f"data.root={synth_root}", f"run.dir={run}", "data.crop_size=48", "data.num_workers=0", "data.val_split=",
-            "train.batch_size=4", "train.max_iters=3", "train.log_iters=1", "train.ckpt_iters=3", *CNN]  # fmt: skip
+    over = [
+        f"data.root={synth_root}",
+        f"run.dir={run}",
+        "data.crop_size=48",
+        "data.num_workers=0",
+        "data.val_split=",
+        "train.batch_size=4",
+        "train.max_iters=3",
+        "train.log_iters=1",
+        "train.ckpt_iters=3",
+        *CNN,
+    ]
     capsys.readouterr()
-    assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *over, f"data.true_masks={masks}",
-                 "data.true_mask_weight=2", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                str(REPO / "configs/cam/synthetic_cpu.yaml"),
+                *over,
+                f"data.true_masks={masks}",
+                "data.true_mask_weight=2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert f"the CAMs learn the pixels of 3 of the {len(base.ids)} photos of split train" in err
     assert "loss term 'mask', weight 1; per photo 2" in err
@@ -78,8 +104,19 @@ def test_train_a_classifier_on_image_labels_and_a_few_masks(synth_root, tmp_path
     logged = [r[f"loss/{MASK_TERM}"] for r in rows if f"loss/{MASK_TERM}" in r]
     assert len(logged) == 3 and all(v >= 0 for v in logged) and max(logged) > 0
     # the same command again resumes the finished run: its saved weight of the term is no change of settings
-    assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *over, f"data.true_masks={masks}",
-                 "data.true_mask_weight=2", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                str(REPO / "configs/cam/synthetic_cpu.yaml"),
+                *over,
+                f"data.true_masks={masks}",
+                "data.true_mask_weight=2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "other settings" not in capsys.readouterr().err
 
 
@@ -108,8 +145,9 @@ def test_true_masks_are_resolved_once_in_the_engine(synth_root, tmp_path):
     # the method's stage takes the engine's masks: the config's folder gone, nothing is resolved again
     got = {}
     data = SimpleNamespace(set_target_dir=lambda d, **kw: got.update(kw))
-    gone = load_config(REPO / "configs/deeplab/synthetic_cpu.yaml",
-                       [f"data.root={synth_root}", f"data.true_masks={tmp_path / 'gone'}"])  # fmt: skip
+    gone = load_config(
+        REPO / "configs/deeplab/synthetic_cpu.yaml", [f"data.root={synth_root}", f"data.true_masks={tmp_path / 'gone'}"]
+    )
     attach_pseudo_labels(SimpleNamespace(train_data=data, true_masks=targets.masks), gone, "deeplab")
     assert got["true_masks"] == targets.masks
     # the one call of the data layer's resolution outside the data package is the engine's

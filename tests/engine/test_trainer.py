@@ -194,16 +194,18 @@ def test_a_finished_trainer_is_freed_without_the_cycle_collector(synth_root, tmp
 
 
 @pytest.mark.parametrize(("gpu_here", "hint"), [(False, False), (True, True)])
-def test_the_start_line_names_the_device_and_a_gpu_the_config_leaves_idle(synth_root, tmp_path, capsys, monkeypatch,
-                                                                          gpu_here, hint):  # fmt: skip
+def test_the_start_line_names_the_device_and_a_gpu_the_config_leaves_idle(
+    synth_root, tmp_path, capsys, monkeypatch, gpu_here, hint
+):
     """The real_cpu presets pin run.device=cpu (their figures are the CPU's): on a machine with a GPU the start line
     says it trains on the CPU and how to use the GPU (seen on an H200: a preset trained on its CPU, unsaid)."""
     monkeypatch.setattr("wsss.engine.trainer.cuda_available", lambda: gpu_here)
     over = {"run.device": "cpu", "train.max_iters": 1, "train.eval_iters": 100}
     Trainer(load_config(CONFIG, tiny_overrides(synth_root, tmp_path / "run", **over)), progress=False).train()
     line = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("train "))
-    assert ("of 1; on cpu" + (" (run.device=cpu; a GPU is here: run.device=cuda trains on it)" if hint
-                              else "") + "; lr ") in line  # fmt: skip
+    assert (
+        "of 1; on cpu" + (" (run.device=cpu; a GPU is here: run.device=cuda trains on it)" if hint else "") + "; lr "
+    ) in line
 
 
 def test_the_start_line_prints_the_lr_schedule(synth_root, tmp_path, capsys):

@@ -77,8 +77,15 @@ def test_resume_with_changed_settings_is_refused_then_recorded(synth_root, tmp_p
 def test_run_stores_the_resolved_data_root(synth_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(synth_root.parent)
     run = tmp_path / "run"
-    main(["train", str(CONFIG), *tiny_overrides(Path(synth_root.name), run, **{"train.max_iters": 1}),
-          "--quiet", "--skip-check"])  # fmt: skip
+    main(
+        [
+            "train",
+            str(CONFIG),
+            *tiny_overrides(Path(synth_root.name), run, **{"train.max_iters": 1}),
+            "--quiet",
+            "--skip-check",
+        ]
+    )
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["data"]["root"] == str(synth_root.resolve())
     monkeypatch.chdir(tmp_path)  # another directory: the run still finds its data
@@ -113,8 +120,16 @@ def test_flags_may_follow_or_surround_overrides():
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(synth_root, tmp_path):
     run = tmp_path / "run"
     over = {"train.max_iters": 400, "train.ckpt_iters": 1000, "train.eval_iters": 1000, "train.log_iters": 1}
-    args = [sys.executable, "-m", "wsss.cli", "train", str(CONFIG), *tiny_overrides(synth_root, run, **over),
-            "--quiet", "--skip-check"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "wsss.cli",
+        "train",
+        str(CONFIG),
+        *tiny_overrides(synth_root, run, **over),
+        "--quiet",
+        "--skip-check",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(wsss.__file__).parents[1])}  # this checkout's package
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = run / "metrics.jsonl"

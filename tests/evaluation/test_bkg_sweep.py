@@ -58,9 +58,13 @@ def test_two_level_labels_equal_cam_to_label_with_ignore_mid():
     for (h, lo), lab in zip(pairs, two_level_labels(cam, labels, pairs)):
         # bkg_thre <= high_thre: the background level has no effect on a two-level label
         _, want = cam_to_label(
-            torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], ignore_mid=True, bkg_thre=h, high_thre=h,
+            torch.from_numpy(cam)[None],
+            torch.from_numpy(labels)[None],
+            ignore_mid=True,
+            bkg_thre=h,
+            high_thre=h,
             low_thre=lo,
-        )  # fmt: skip
+        )
         np.testing.assert_array_equal(lab, want[0].numpy())
     with pytest.raises(ValueError, match="low <= high"):
         two_level_labels(cam, labels, [(0.2, 0.3)])
@@ -163,8 +167,14 @@ def test_sweep_scores_equal_the_per_level_scores(ahead):
     thresholds, pairs = [0.05, 0.3, 0.6], [(0.7, 0.25), (0.3, 0.05)]
     want_t, want_p, want_decided, counted = _sweep_per_level(cams, masks, labels, thresholds, pairs)
     ids = [str(i) for i in range(len(cams))]
-    res = sweep_bkg_threshold(lambda i: (in_file[int(i)], cams[int(i)][in_file[int(i)]]), _Photos(masks, labels),
-                              ids, thresholds, pairs=pairs, read_ahead=ahead)  # fmt: skip
+    res = sweep_bkg_threshold(
+        lambda i: (in_file[int(i)], cams[int(i)][in_file[int(i)]]),
+        _Photos(masks, labels),
+        ids,
+        thresholds,
+        pairs=pairs,
+        read_ahead=ahead,
+    )
     assert res["miou"] == [scores_from_hist(h)["miou"] for h in want_t]
     assert [r["miou_decided"] for r in res["pairs"]] == [scores_from_hist(h)["miou"] for h in want_p]
     assert [r["decided"] for r in res["pairs"]] == [float(d / counted) for d in want_decided]

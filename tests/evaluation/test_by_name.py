@@ -59,9 +59,18 @@ def test_coco_masks_and_no_match_is_one_error(tmp_path):
     coco = {
         "images": [{"id": 1, "file_name": "x.jpg", "height": 8, "width": 8}],
         "categories": [{"id": 5, "name": "cat"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "iscrowd": 0,
-                         "segmentation": [[0, 0, 8, 0, 8, 8, 0, 8]], "area": 64, "bbox": [0, 0, 8, 8]}],
-    }  # fmt: skip
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 5,
+                "iscrowd": 0,
+                "segmentation": [[0, 0, 8, 0, 8, 8, 0, 8]],
+                "area": 64,
+                "bbox": [0, 0, 8, 8],
+            }
+        ],
+    }
     (tmp_path / "ann.json").write_text(json.dumps(coco))
     pred = tmp_path / "pred"
     pred.mkdir()

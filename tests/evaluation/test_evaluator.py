@@ -182,8 +182,9 @@ def _both_routes(gts, preds, labels=None, pseudo=True):
     ids = list(gts)
     lab = None if labels is None else [labels[i] for i in ids]
     fast = evaluate_arrays([gts[i] for i in ids], [preds[i] for i in ids], lab, NAMES, pseudo=pseudo)
-    wide = evaluate_arrays([gts[i].astype(np.int64) for i in ids], [preds[i].astype(np.int64) for i in ids], lab,
-                           NAMES, pseudo=pseudo)  # fmt: skip
+    wide = evaluate_arrays(
+        [gts[i].astype(np.int64) for i in ids], [preds[i].astype(np.int64) for i in ids], lab, NAMES, pseudo=pseudo
+    )
     return fast, wide
 
 
@@ -207,8 +208,13 @@ def test_uint8_maps_name_the_same_bad_values():
     for route in ("uint8", "int64"):
         dtype = np.uint8 if route == "uint8" else np.int64
         with pytest.raises(DataError) as err:
-            evaluate_arrays([g.astype(dtype) for g in gts.values()], [p.astype(dtype) for p in preds.values()],
-                            None, NAMES, ids=list(gts))  # fmt: skip
+            evaluate_arrays(
+                [g.astype(dtype) for g in gts.values()],
+                [p.astype(dtype) for p in preds.values()],
+                None,
+                NAMES,
+                ids=list(gts),
+            )
         messages.append(str(err.value))
     assert messages[0] == messages[1] and "[17, 200]" in messages[0] and "3 pixels" in messages[0]
 

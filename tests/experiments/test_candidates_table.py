@@ -14,8 +14,11 @@ from experiments import candidates_table as ct
 
 
 def _fold(f: int, route: float, rounds: float | None = None, abstain: float | None = None) -> dict:
-    res = {"fold": {"fold": f, "folds": 5}, "pseudo": {"par": 20.0},
-           "seg_rounds": [{"val": route - 1, "val_crf": route}]}  # fmt: skip
+    res = {
+        "fold": {"fold": f, "folds": 5},
+        "pseudo": {"par": 20.0},
+        "seg_rounds": [{"val": route - 1, "val_crf": route}],
+    }
     if rounds is not None:
         res["seg_rounds"].append({"val": rounds - 1, "val_crf": rounds})
     if abstain is not None:

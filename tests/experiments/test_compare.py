@@ -24,13 +24,32 @@ META = {
 def fake_results():
     part = {"miou": 41.234, "mean_far": 0.71, "far_water": 0.0, "far_rails": 3.64}
     return [
-        {"method": "cam", "status": "ok", "iters": 1500, "batch": 8, "train_s": 630.0, "cam_s": 81.2,
-         "predict_s": 37.4, "seg_source": "seg head", "cam": dict(part, miou=48.95), "mask": dict(part, miou=32.56),
-         "seg": part},
-        {"method": "rca", "status": "ok", "iters": 1500, "batch": 8, "train_s": 900.0, "cam_s": 80.0,
-         "seg_source": "n/a", "cam": dict(part, miou=45.0), "mask": dict(part, miou=38.0)},
+        {
+            "method": "cam",
+            "status": "ok",
+            "iters": 1500,
+            "batch": 8,
+            "train_s": 630.0,
+            "cam_s": 81.2,
+            "predict_s": 37.4,
+            "seg_source": "seg head",
+            "cam": dict(part, miou=48.95),
+            "mask": dict(part, miou=32.56),
+            "seg": part,
+        },
+        {
+            "method": "rca",
+            "status": "ok",
+            "iters": 1500,
+            "batch": 8,
+            "train_s": 900.0,
+            "cam_s": 80.0,
+            "seg_source": "n/a",
+            "cam": dict(part, miou=45.0),
+            "mask": dict(part, miou=38.0),
+        },
         {"method": "sccam", "status": "missing (no synthetic_cpu preset yet)"},
-    ]  # fmt: skip
+    ]
 
 
 def rows(markdown: str) -> dict[str, list[str]]:
@@ -112,8 +131,12 @@ def test_pipelines_on_a_tiny_budget(tmp_path):
     tiny += ["train.max_iters=2", "train.eval_iters=100", "data.val_max_images=1"]
     runs = tmp_path / "runs"
     # a classifier-only method: its segmentation is a second run trained on its train pseudo labels
-    stage = compare.Pipeline("cam", overrides=("model.decoder=none",), seg_preset="configs/cam/synthetic_cpu.yaml",
-                             seg_overrides=("data.pseudo_dir={pseudo}", "run.seed=1"))  # fmt: skip
+    stage = compare.Pipeline(
+        "cam",
+        overrides=("model.decoder=none",),
+        seg_preset="configs/cam/synthetic_cpu.yaml",
+        seg_overrides=("data.pseudo_dir={pseudo}", "run.seed=1"),
+    )
     res = compare.run_method(stage, synth_root, runs, tiny)
     assert res["status"] == "ok", res
     assert res["seg_source"] == "stage configs/cam/synthetic_cpu.yaml"
@@ -128,18 +151,30 @@ def test_pipelines_on_a_tiny_budget(tmp_path):
     assert 0 <= res["mask"]["miou_covered"] <= 100
 
     # a method with a seg head (here the finished stage run, so `wsss train` only resumes): predicted directly
-    head = compare.Pipeline("cam_seg", preset="configs/cam/synthetic_cpu.yaml", overrides=(
-        f"data.pseudo_dir={runs / 'cam/pseudo/train'}", "run.seed=1"))  # fmt: skip
+    head = compare.Pipeline(
+        "cam_seg",
+        preset="configs/cam/synthetic_cpu.yaml",
+        overrides=(f"data.pseudo_dir={runs / 'cam/pseudo/train'}", "run.seed=1"),
+    )
     res = compare.run_method(head, synth_root, runs, tiny)
     assert res["status"] == "ok" and res["seg_source"] == "seg head" and "seg_train_s" not in res, res
     assert res["seg"]["miou"] == pytest.approx(100 * evaluate(runs / "cam_seg/predictions/val", synth_root, "val").miou)
 
     # refine "affinity" (SC-CAM's pipeline): AffinityNet trained on the PSA seeds, then the random walk
     walk = compare.Pipeline(
-        "cam", name="cam_walk", overrides=("model.decoder=none",), refine="affinity", seg="none",
-        aff_overrides=("model.backbone_kwargs={channels: [8, 16, 16, 32], stem_width: 8}", "loss.start_iters={}",
-                       "options.aux_dim=8", "options.final_dim=8", "options.out_dim=16"),
-    )  # fmt: skip
+        "cam",
+        name="cam_walk",
+        overrides=("model.decoder=none",),
+        refine="affinity",
+        seg="none",
+        aff_overrides=(
+            "model.backbone_kwargs={channels: [8, 16, 16, 32], stem_width: 8}",
+            "loss.start_iters={}",
+            "options.aux_dim=8",
+            "options.final_dim=8",
+            "options.out_dim=16",
+        ),
+    )
     res = compare.run_method(walk, synth_root, runs, tiny)
     assert res["status"] == "ok" and res["seg_source"] == "n/a", res
     aff_cfg = yaml.safe_load((runs / "cam_walk_aff/config.yaml").read_text())
@@ -180,8 +215,9 @@ def test_seco_quirks_variant_switches_every_quirk_back_on():
 def test_describe_data_names_the_context_strength(tmp_path):
     from wsss.data import generate_synthetic
 
-    generate_synthetic(tmp_path / "strong", n_train=3, n_val=2, size=48, seed=4, context_with=0.95,
-                       context_without=0.03, verbose=False)  # fmt: skip
+    generate_synthetic(
+        tmp_path / "strong", n_train=3, n_val=2, size=48, seed=4, context_with=0.95, context_without=0.03, verbose=False
+    )
     text = compare.describe_data(tmp_path / "strong")
     assert text == "synth 3+2 @ 48px seed 4, context given its class 0.95 / without 0.03 (strong)"
     (tmp_path / "custom").mkdir()
@@ -190,13 +226,14 @@ def test_describe_data_names_the_context_strength(tmp_path):
 
 def test_choose_levels_rule():
     sweep = {
-        "best_thre": 0.15, "best_miou": 0.62,
+        "best_thre": 0.15,
+        "best_miou": 0.62,
         "pairs": [
             {"high": 0.7, "low": 0.25, "miou_decided": 0.57, "decided": 0.88},
             {"high": 0.4, "low": 0.1, "miou_decided": 0.655, "decided": 0.891},
             {"high": 0.3, "low": 0.05, "miou_decided": 0.70, "decided": 0.80},  # best score, decides too little
         ],
-    }  # fmt: skip
+    }
     lv = compare.choose_levels(sweep)
     assert (lv["bkg_thre"], lv["high_thre"], lv["low_thre"]) == (0.15, 0.4, 0.1)
     assert lv["seed_miou"] == pytest.approx(62.0) and lv["pair_decided"] == pytest.approx(89.1)

@@ -10,8 +10,15 @@ from experiments.route_folds import summarise
 
 def _route(crf: list[float], ensemble: list[float], folds: int = 3, of: int = 3) -> dict:
     """A ``--folds`` JSON of ``folds`` runs out of ``of``: the CRF's and the ensemble's gains per fold as given."""
-    runs = [{"fold": {"fold": f, "folds": of}, "pseudo": {"par": 20.0 + f}, "seg_val": {"miou": 18.0 + f},
-             "steps": {"crf": crf[f], "ensemble_crf_tagged": ensemble[f]}} for f in range(folds)]  # fmt: skip
+    runs = [
+        {
+            "fold": {"fold": f, "folds": of},
+            "pseudo": {"par": 20.0 + f},
+            "seg_val": {"miou": 18.0 + f},
+            "steps": {"crf": crf[f], "ensemble_crf_tagged": ensemble[f]},
+        }
+        for f in range(folds)
+    ]
     return {"folds": runs, "summary": summarise(runs)}
 
 
@@ -44,27 +51,44 @@ def test_a_choice_enters_the_advice_only_beyond_its_spread_and_not_losing_on_the
 def test_a_route_run_against_another_reports_its_own_gain_fold_by_fold():
     """The 24-epoch route's JSON holds its gains over the 12-epoch one (``--gain-over``): a choice of its own."""
     longer = _route(crf=[1.0, 1.0, 1.0], ensemble=[0.0, 0.0, 0.0])
-    longer["gain_over"] = {"other": "runs/cv/ccp-dev_e12.json", "summary": summarise(
-        [{"seg_val": {"miou": g}} for g in (2.0, 2.5, 3.0)])}  # fmt: skip
-    other = {**longer, "gain_over": {"other": "runs/cv/coco_e12.json", "summary": summarise(
-        [{"seg_val": {"miou": g}} for g in (-0.1, 0.1, 0.3)])}}  # fmt: skip
+    longer["gain_over"] = {
+        "other": "runs/cv/ccp-dev_e12.json",
+        "summary": summarise([{"seg_val": {"miou": g}} for g in (2.0, 2.5, 3.0)]),
+    }
+    other = {
+        **longer,
+        "gain_over": {
+            "other": "runs/cv/coco_e12.json",
+            "summary": summarise([{"seg_val": {"miou": g}} for g in (-0.1, 0.1, 0.3)]),
+        },
+    }
     text = cv_table.tables([longer], [other], ("a", "b"))
     assert "a, route 1 (3 of 3 folds run; its own figures here, its gains over ccp-dev_e12.json in the rule's" in text
     row = next(line for line in text.splitlines() if "over its `--gain-over` route: one stage, val, plain" in line)
     assert "+2.50 (sd 0.50; +2.00 / +2.50 / +3.00)" in row and row.endswith("**enters the advice** |")
     # the advised route's figures (the stage with `--crf`, the stage on labels at the preset's level) among them
-    advised = summarise([{"seg_rounds": [{"val_crf": g}], "own_level": {"val": -g, "val_crf": 2 * g}}
-                         for g in (1.0, 1.5, 2.0)])  # fmt: skip
+    advised = summarise(
+        [{"seg_rounds": [{"val_crf": g}], "own_level": {"val": -g, "val_crf": 2 * g}} for g in (1.0, 1.5, 2.0)]
+    )
     both = [{**r, "gain_over": {**r["gain_over"], "summary": advised}} for r in (longer, other)]
     text = cv_table.tables([both[0]], [both[1]], ("a", "b"))
     assert "| 1 | this route over its `--gain-over` route: one stage, val, `--crf` | +1.50 (sd 0.50; " in text
     assert "route: one stage on labels at the preset's own level, val, plain | -1.50 (sd 0.50; " in text
     assert "route: one stage on labels at the preset's own level, val, `--crf` | +3.00 (sd 1.00; " in text
     # a --gain-over route stopped before its last fold: the gains over the folds both ran decide nothing
-    short = {**longer, "gain_over": {**longer["gain_over"], "summary": summarise(
-        [{"seg_val": {"miou": g}} for g in (2.0, 2.5)]), "folds": 2}}  # fmt: skip
-    row = next(line for line in cv_table.tables([short], [other], ("a", "b")).splitlines()
-               if "over its `--gain-over` route: one stage, val, plain" in line)  # fmt: skip
+    short = {
+        **longer,
+        "gain_over": {
+            **longer["gain_over"],
+            "summary": summarise([{"seg_val": {"miou": g}} for g in (2.0, 2.5)]),
+            "folds": 2,
+        },
+    }
+    row = next(
+        line
+        for line in cv_table.tables([short], [other], ("a", "b")).splitlines()
+        if "over its `--gain-over` route: one stage, val, plain" in line
+    )
     assert "+2.25 (sd 0.35; +2.00 / +2.50)" in row and row.endswith("| undecided |")
 
 
@@ -88,7 +112,9 @@ def test_the_tables_say_where_a_sets_masks_stand_against_its_floor():
         run["seg_rounds"] = [{"val_crf_tagged": [18.0, 19.5, 21.5][f]}]
     coco["summary"] = summarise(coco["folds"])
     text = cv_table.tables([ccp], [coco], ("a", "b"))
-    assert text.endswith("- b, route 1: the one stage (plain) is below the floor in 2 of 3 folds; with `--crf "
-                         "--tags-from` it is -0.50 to +1.00 from it (the floor: what masks of background alone score "
-                         "on the same photos)")  # fmt: skip
+    assert text.endswith(
+        "- b, route 1: the one stage (plain) is below the floor in 2 of 3 folds; with `--crf "
+        "--tags-from` it is -0.50 to +1.00 from it (the floor: what masks of background alone score "
+        "on the same photos)"
+    )
     assert "- a, route" not in text  # no floor in its JSON: nothing said

@@ -16,8 +16,26 @@ from wsss.evaluation.bkg_sweep import DEFAULT_THRESHOLDS
 
 def test_frozen_heads_tiny(tmp_path, one_thread):
     out = tmp_path / "heads.json"
-    argv = ["--data-root", str(VOC_REAL_MINI), "--split", "val", "--size", "64", "--epochs", "2", "--batch", "3",
-            "--weights", "none", "--heads", "cam:10", "rca:1", "sccam:2", "--json", str(out)]  # fmt: skip
+    argv = [
+        "--data-root",
+        str(VOC_REAL_MINI),
+        "--split",
+        "val",
+        "--size",
+        "64",
+        "--epochs",
+        "2",
+        "--batch",
+        "3",
+        "--weights",
+        "none",
+        "--heads",
+        "cam:10",
+        "rca:1",
+        "sccam:2",
+        "--json",
+        str(out),
+    ]
     res = frozen_heads.main(argv)
     assert list(res["heads"]) == ["cam:10", "rca:1", "sccam:2"]
     for head in res["heads"].values():

@@ -13,9 +13,13 @@ from experiments import learning_curve
 def _run(k: int, seed: int, route: float, ceiling: float | None, **extra: object) -> dict:
     """A ``--fold 0/5 --train-photos K --ceiling`` run's JSON, as real_route.py writes it (the figures the table
     reads)."""
-    res = {"data_root": "/data/ccp-dev", "fold": {"fold": 0, "folds": 5, "val_ids": ["a", "f"]},
-           "subset": {"train_photos": k, "seed": seed, "of": 200, "train_ids": [], "view": "v"},
-           "seg_rounds": [{"round": 1, "val": route - 1, "val_crf": route}], **extra}  # fmt: skip
+    res = {
+        "data_root": "/data/ccp-dev",
+        "fold": {"fold": 0, "folds": 5, "val_ids": ["a", "f"]},
+        "subset": {"train_photos": k, "seed": seed, "of": 200, "train_ids": [], "view": "v"},
+        "seg_rounds": [{"round": 1, "val": route - 1, "val_crf": route}],
+        **extra,
+    }
     if ceiling is not None:
         res["ceiling"] = {"val": ceiling - 1, "val_crf": ceiling}
     return res
@@ -60,9 +64,11 @@ def test_runs_that_do_not_make_one_curve_are_refused_naming_the_file(tmp_path):
     good = _run(50, 0, 15.0, 20.0)
     other_val = {**_run(100, 0, 15.0, 20.0), "fold": {"fold": 1, "folds": 5, "val_ids": ["b", "g"]}}
     no_subset = {k: v for k, v in _run(50, 1, 15.0, 20.0).items() if k != "subset"}
-    for name, res, said in [("val.json", other_val, "scored on other val photos than"),
-                            ("again.json", good, "50 train photos of seed 0 are in"),
-                            ("whole.json", no_subset, "not the JSON of one experiments/real_route.py")]:  # fmt: skip
+    for name, res, said in [
+        ("val.json", other_val, "scored on other val photos than"),
+        ("again.json", good, "50 train photos of seed 0 are in"),
+        ("whole.json", no_subset, "not the JSON of one experiments/real_route.py"),
+    ]:
         paths = _write(tmp_path, {"good.json": good, name: res})
         with pytest.raises(SystemExit) as refused:
             learning_curve.main(paths)

@@ -9,11 +9,20 @@ from experiments import masks_table
 
 def _seed(ceiling: float, b: float, a: float, level: float) -> dict:
     row = {"val": b, "val_crf_tagged": b + 1}
-    return {"masks": {"weights": [1.0, 5.0], "arms": {
-        "ceiling": {"val": ceiling, "val_crf": ceiling + 0.5, "val_crf_tagged": ceiling + 1},
-        "20": {"level": level, "b": row, "c_w1": {"val": b + 2, "val_crf_tagged": b + 3},
-               "a": {"val": a, "val_crf": a + 0.5}},
-    }}}  # fmt: skip
+    return {
+        "masks": {
+            "weights": [1.0, 5.0],
+            "arms": {
+                "ceiling": {"val": ceiling, "val_crf": ceiling + 0.5, "val_crf_tagged": ceiling + 1},
+                "20": {
+                    "level": level,
+                    "b": row,
+                    "c_w1": {"val": b + 2, "val_crf_tagged": b + 3},
+                    "a": {"val": a, "val_crf": a + 0.5},
+                },
+            },
+        }
+    }
 
 
 def test_means_ranges_and_shares_of_the_ceiling_inferred_alike(tmp_path):

@@ -43,11 +43,32 @@ AFF_TINY = [
 def test_real_route_tiny(tmp_path, synth_root):
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
-    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--refine", "par", "crf", "affinity", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
-            "--affinity", str(REPO / "configs/affinitynet/synthetic_cpu.yaml"), "--aff-set", *AFF_TINY,
-            "--seg-rounds", "2", "--cam-scales", "1.0,0.5",
-            *tiny, "--seg-set", *SEG_TINY, "--json", str(tmp_path / "r.json")]  # fmt: skip
+    argv = [
+        str(REPO / "configs/cam/synthetic_cpu.yaml"),
+        "--data-root",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--refine",
+        "par",
+        "crf",
+        "affinity",
+        "--seg",
+        str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
+        "--affinity",
+        str(REPO / "configs/affinitynet/synthetic_cpu.yaml"),
+        "--aff-set",
+        *AFF_TINY,
+        "--seg-rounds",
+        "2",
+        "--cam-scales",
+        "1.0,0.5",
+        *tiny,
+        "--seg-set",
+        *SEG_TINY,
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
     res = real_route.main(argv)
     assert res["train"]["iterations"] == 6 and res["seg_train"]["iterations"] == 4 and res["train"]["s_per_iter"] > 0
     assert res["seeds"]["miou"] == max(res["seeds"]["miou"], res["seeds"]["config_miou"] or 0)
@@ -88,9 +109,21 @@ def test_real_route_seg_band(tmp_path, synth_root):
     undecided pixels are 255, not from the one-level labels (which decide every pixel)."""
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
-    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--refine", "par", "--seg-band", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
-            *tiny, "--seg-set", *SEG_TINY]  # fmt: skip
+    argv = [
+        str(REPO / "configs/cam/synthetic_cpu.yaml"),
+        "--data-root",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--refine",
+        "par",
+        "--seg-band",
+        "--seg",
+        str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
+        *tiny,
+        "--seg-set",
+        *SEG_TINY,
+    ]
     res = real_route.main(argv)
     high, low = json.loads((out / "cls/bkg_sweep/train.json").read_text())["config_pair"]
     assert high > low and f"--refine par --levels {high:g}/{low:g}" in (out / "route.log").read_text()
@@ -110,9 +143,26 @@ def test_real_route_own_level_and_labels_that_abstain(tmp_path, synth_root):
 
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
-    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--refine", "par", "--level", "own", "--abstain", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
-            *tiny, "--seg-set", *SEG_TINY, "--variant", "gce", "options.seg_loss=gce"]  # fmt: skip
+    argv = [
+        str(REPO / "configs/cam/synthetic_cpu.yaml"),
+        "--data-root",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--refine",
+        "par",
+        "--level",
+        "own",
+        "--abstain",
+        "--seg",
+        str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
+        *tiny,
+        "--seg-set",
+        *SEG_TINY,
+        "--variant",
+        "gce",
+        "options.seg_loss=gce",
+    ]
     res = real_route.main(argv)
     own = float(yaml.safe_load((out / "cls/config.yaml").read_text())["cam"]["bkg_thre"])
     log = (out / "route.log").read_text()
@@ -139,9 +189,22 @@ def test_real_route_seg_from_classifier(tmp_path, synth_root):
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir=", "model."))]
     cnn = ["model.backbone=resnet18", SEG_TINY[0], "model.output_stride=8"]
-    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--refine", "par", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"), "--seg-from-classifier",
-            *tiny, *cnn, "--seg-set", *SEG_TINY]  # fmt: skip
+    argv = [
+        str(REPO / "configs/cam/synthetic_cpu.yaml"),
+        "--data-root",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--refine",
+        "par",
+        "--seg",
+        str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
+        "--seg-from-classifier",
+        *tiny,
+        *cnn,
+        "--seg-set",
+        *SEG_TINY,
+    ]
     res = real_route.main(argv)
     assert 0 <= res["seg_val"]["miou"] <= 100
     assert f"model.pretrained={out / 'cls'}" in (out / "route.log").read_text()
@@ -154,9 +217,23 @@ def test_real_route_seg_ensemble(tmp_path, synth_root):
     stage ensembled with them, scored plain, tagged, and tagged with the CRF."""
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
-    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--refine", "par", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"), "--seg-ensemble", "3",
-            *tiny, "--seg-set", *SEG_TINY, "run.seed=5"]  # fmt: skip
+    argv = [
+        str(REPO / "configs/cam/synthetic_cpu.yaml"),
+        "--data-root",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--refine",
+        "par",
+        "--seg",
+        str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
+        "--seg-ensemble",
+        "3",
+        *tiny,
+        "--seg-set",
+        *SEG_TINY,
+        "run.seed=5",
+    ]
     res = real_route.main(argv)
     ens = res["seg_ensemble"]
     assert ens["members"] == [str(out / "seg"), str(out / "seg_m1"), str(out / "seg_m2")]
@@ -177,11 +254,27 @@ def test_real_route_masks(tmp_path, synth_root):
     labels, and on both at each weight; the ceiling on every train mask."""
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
-    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--masks", "9", "--mask-weights", "1", "3", "1e39",
-            "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"), "--mask-classifier", *tiny,
-            "--seg-set", *SEG_TINY,
-            "--json", str(tmp_path / "m.json")]  # fmt: skip
+    argv = [
+        str(REPO / "configs/cam/synthetic_cpu.yaml"),
+        "--data-root",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--masks",
+        "9",
+        "--mask-weights",
+        "1",
+        "3",
+        "1e39",
+        "--seg",
+        str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
+        "--mask-classifier",
+        *tiny,
+        "--seg-set",
+        *SEG_TINY,
+        "--json",
+        str(tmp_path / "m.json"),
+    ]
     res = real_route.main(argv)
     train_ids = (synth_root / "ImageSets/Segmentation/train.txt").read_text().split()
     exp, row = res["masks"], res["masks"]["arms"]["9"]
@@ -226,12 +319,28 @@ def test_real_route_folds(tmp_path, synth_root, capsys):
     train) and each figure's mean and range over the folds."""
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
-    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--folds", "2", "--refine", "par", "--seg", "", *tiny]  # fmt: skip
+    argv = [
+        str(REPO / "configs/cam/synthetic_cpu.yaml"),
+        "--data-root",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--folds",
+        "2",
+        "--refine",
+        "par",
+        "--seg",
+        "",
+        *tiny,
+    ]
     res = real_route.main(argv)
     vals = [r["fold"]["val_ids"] for r in res["folds"]]
-    every = sorted({*(synth_root / "ImageSets/Segmentation/train.txt").read_text().split(),
-                    *(synth_root / "ImageSets/Segmentation/val.txt").read_text().split()})  # fmt: skip
+    every = sorted(
+        {
+            *(synth_root / "ImageSets/Segmentation/train.txt").read_text().split(),
+            *(synth_root / "ImageSets/Segmentation/val.txt").read_text().split(),
+        }
+    )
     assert sorted(vals[0] + vals[1]) == every and not set(vals[0]) & set(vals[1])
     for f in (0, 1):
         view = out / f"fold{f}/data"
@@ -263,45 +372,84 @@ def test_real_route_folds_reuse(tmp_path, synth_root, capsys):
     (another machine, a lost scratch disk); a fold of other settings or other photos is refused before any training."""
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
-    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root),
-            "--folds", "2", "--refine", "par", "--seg", "", *tiny]  # fmt: skip
+    argv = [
+        str(REPO / "configs/cam/synthetic_cpu.yaml"),
+        "--data-root",
+        str(synth_root),
+        "--folds",
+        "2",
+        "--refine",
+        "par",
+        "--seg",
+        "",
+        *tiny,
+    ]
     # fold 1 run alone, as the --folds run would run it (the fold's index its seed)
-    one = real_route.main([str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out",
-                           str(tmp_path / "one"), "--fold", "1/2", "--refine", "par", "--seg", "",
-                           *tiny, "run.seed=1", "--seg-set", "run.seed=1"])  # fmt: skip
+    one = real_route.main(
+        [
+            str(REPO / "configs/cam/synthetic_cpu.yaml"),
+            "--data-root",
+            str(synth_root),
+            "--out",
+            str(tmp_path / "one"),
+            "--fold",
+            "1/2",
+            "--refine",
+            "par",
+            "--seg",
+            "",
+            *tiny,
+            "run.seed=1",
+            "--seg-set",
+            "run.seed=1",
+        ]
+    )
     whole = real_route.main([*argv, "--out", str(out)])
     assert whole["folds"][1]["pseudo"] == one["pseudo"]  # the --fold 1/2 route is the --folds run's fold 1
     (tmp_path / "whole.json").write_text(json.dumps({**whole, "folds": whole["folds"][:1]}))
     (tmp_path / "one.json").write_text(json.dumps(one))
-    again = real_route.main([*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"),
-                             str(tmp_path / "one.json")])  # fmt: skip
+    again = real_route.main(
+        [*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"), str(tmp_path / "one.json")]
+    )
     assert [r["pseudo"] for r in again["folds"]] == [r["pseudo"] for r in whole["folds"]]
     assert again["summary"]["pseudo.par"] == whole["summary"]["pseudo.par"]
     assert not (tmp_path / "gone/fold0").exists() and not (tmp_path / "gone/fold1/cls").exists()  # nothing trained
     assert "fold 1/2: taken from" in capsys.readouterr().err
     # --kept-only gathers the finished folds and runs none: here fold 0 alone (fold 1 in no JSON given)
-    kept = real_route.main([*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"),
-                            "--kept-only"])  # fmt: skip
+    kept = real_route.main(
+        [*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"), "--kept-only"]
+    )
     assert [r["pseudo"] for r in kept["folds"]] == [whole["folds"][0]["pseudo"]]
     assert "fold 1/2: in none of --reuse's JSONs" in capsys.readouterr().err and not (tmp_path / "gone/fold1").exists()
     # an entry from before the settings were recorded: taken, with a warning
     (tmp_path / "old.json").write_text(json.dumps({k: v for k, v in one.items() if k != "settings"}))
-    real_route.main([*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"),
-                     str(tmp_path / "old.json")])  # fmt: skip
+    real_route.main(
+        [*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"), str(tmp_path / "old.json")]
+    )
     assert "fold 1 records no settings" in capsys.readouterr().err
     # a fold run elsewhere (on a GPU, other threads, loader workers): the same command's, taken, its settings as run
     where = ["run.device=cuda", "run.threads=8", "data.num_workers=4"]
     settings = one["settings"]
     seg_where = ["data.num_workers=4", "infer.crf_workers=8"]
-    gpu = {**one, "settings": {**settings, "overrides": [*settings["overrides"], *where],
-                               "seg_set": [*settings["seg_set"], *seg_where]}}  # fmt: skip
+    gpu = {
+        **one,
+        "settings": {
+            **settings,
+            "overrides": [*settings["overrides"], *where],
+            "seg_set": [*settings["seg_set"], *seg_where],
+        },
+    }
     (tmp_path / "gpu.json").write_text(json.dumps(gpu))
-    mixed = real_route.main([*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"),
-                             str(tmp_path / "gpu.json")])  # fmt: skip
+    mixed = real_route.main(
+        [*argv, "--out", str(tmp_path / "gone"), "--reuse", str(tmp_path / "whole.json"), str(tmp_path / "gpu.json")]
+    )
     kept = mixed["folds"][1]
     assert set(where) <= set(kept["settings"]["overrides"]) and kept["pseudo"] == one["pseudo"]
-    (tmp_path / "gpu.json").write_text(json.dumps({**gpu, "settings": {**gpu["settings"], "overrides": [
-        *gpu["settings"]["overrides"], "train.epochs=3"]}}))  # fmt: skip
+    (tmp_path / "gpu.json").write_text(
+        json.dumps(
+            {**gpu, "settings": {**gpu["settings"], "overrides": [*gpu["settings"]["overrides"], "train.epochs=3"]}}
+        )
+    )
     with pytest.raises(SystemExit, match=r"fold 1 was run with other settings \(overrides\)"):
         real_route.main([*argv, "--out", str(tmp_path / "x"), "--reuse", str(tmp_path / "gpu.json")])
     # refused before any training: other settings (the classifier's seed), other photos, one fold twice
@@ -320,12 +468,27 @@ def test_real_route_folds_reuse(tmp_path, synth_root, capsys):
 def test_another_runs_json_that_cannot_serve_is_refused_naming_the_file(tmp_path, synth_root, option):
     """A mistyped path, a file that is not JSON and a JSON of another kind are each said as what they are, in one
     line naming the file, before any training."""
-    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--folds", "2",
-            "--refine", "par", "--seg", "", "--out", str(tmp_path / "x"), option]  # fmt: skip
+    argv = [
+        str(REPO / "configs/cam/synthetic_cpu.yaml"),
+        "--data-root",
+        str(synth_root),
+        "--folds",
+        "2",
+        "--refine",
+        "par",
+        "--seg",
+        "",
+        "--out",
+        str(tmp_path / "x"),
+        option,
+    ]
     (tmp_path / "text.json").write_text("fold 0: 21.5\n")
     (tmp_path / "list.json").write_text("[1, 2]")
-    for name, said in [("missing.json", "cannot be read (No such file or directory)"), ("text.json", "not JSON ("),
-                       ("list.json", "not the JSON of a --folds")]:  # fmt: skip
+    for name, said in [
+        ("missing.json", "cannot be read (No such file or directory)"),
+        ("text.json", "not JSON ("),
+        ("list.json", "not the JSON of a --folds"),
+    ]:
         with pytest.raises(SystemExit) as refused:
             real_route.main([*argv, str(tmp_path / name)])
         assert str(refused.value).startswith(f"{tmp_path / name}: {said}") and "\n" not in str(refused.value)
@@ -336,8 +499,9 @@ def test_a_kept_fold_gets_the_floor_it_lacks(tmp_path, synth_root):
     """A fold from before ``floor`` was measured gets it from its val photos' masks, as a fold run now would."""
     import argparse
 
-    one = argparse.Namespace(fold="0/2", out=str(tmp_path / "fold0"), data_root=str(synth_root), val_split="val",
-                             steps=True)  # fmt: skip
+    one = argparse.Namespace(
+        fold="0/2", out=str(tmp_path / "fold0"), data_root=str(synth_root), val_split="val", steps=True
+    )
     entry = route_folds._kept_fold(one, {"pseudo": {"par": 1.0}}, tmp_path / "old.json")
     view = route_folds.fold_view(str(synth_root), "0/2", tmp_path / "check")["view"]
     assert entry["floor"] == route_steps.background_only_floor(view, "val") and entry["pseudo"] == {"par": 1.0}
@@ -371,9 +535,22 @@ def test_real_route_steps(tmp_path, synth_root):
     the labels at the preset's own level; each step's gain in ``steps``."""
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
-    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--refine", "par", "--steps", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
-            *tiny, "cam.bkg_thre=0.65", "--seg-set", *SEG_TINY]  # fmt: skip
+    argv = [
+        str(REPO / "configs/cam/synthetic_cpu.yaml"),
+        "--data-root",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--refine",
+        "par",
+        "--steps",
+        "--seg",
+        str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
+        *tiny,
+        "cam.bkg_thre=0.65",
+        "--seg-set",
+        *SEG_TINY,
+    ]
     res = real_route.main(argv)
     first, own, steps = res["seg_rounds"][0], res["own_level"], res["steps"]
     assert own["level"] == 0.65 and (out / "cls/pseudo_par_own_level/train").is_dir()
@@ -441,18 +618,40 @@ def test_the_experiments_route_runs_the_packages_steps(tmp_path, synth_root, mon
     monkeypatch.setattr(subprocess, "Popen", no_process)
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
-    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--refine", "par", "--seg", str(REPO / "configs/deeplab/synthetic_cpu.yaml"), *tiny,
-            "--seg-set", *SEG_TINY]  # fmt: skip
+    argv = [
+        str(REPO / "configs/cam/synthetic_cpu.yaml"),
+        "--data-root",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--refine",
+        "par",
+        "--seg",
+        str(REPO / "configs/deeplab/synthetic_cpu.yaml"),
+        *tiny,
+        "--seg-set",
+        *SEG_TINY,
+    ]
     res = real_route.main(argv)
     cls, seg, level = out / "cls", out / "seg", res["seeds"]["level"]
     assert [c[0] for c in calls] == [
-        "run_config", "train_run",  # the classifier
-        "cams", "cams", "pseudo_labels", "score",  # its CAMs, again at the swept level; the PAR labels, scored
-        "run_config", "train_run", "predict_split", "score",  # the DeepLab stage, its val masks scored
-        "predict_split", "score",  # again with the CRF
-        "predict_split", "score", "predict_split", "score",  # named by the classifier's tags, hard and soft gates
-    ]  # fmt: skip
+        "run_config",
+        "train_run",  # the classifier
+        "cams",
+        "cams",
+        "pseudo_labels",
+        "score",  # its CAMs, again at the swept level; the PAR labels, scored
+        "run_config",
+        "train_run",
+        "predict_split",
+        "score",  # the DeepLab stage, its val masks scored
+        "predict_split",
+        "score",  # again with the CRF
+        "predict_split",
+        "score",
+        "predict_split",
+        "score",  # named by the classifier's tags, hard and soft gates
+    ]
     by = {}
     for name, a, k in calls:
         by.setdefault(name, []).append((a, k))
@@ -473,8 +672,9 @@ def test_the_route_and_the_experiment_share_the_steps(tmp_path, monkeypatch):
     calls: list[tuple[str, tuple, dict]] = []
     _recorded(monkeypatch, calls, run=False)
     route = Route(RouteOptions(data=str(tmp_path / "data"), out=str(tmp_path / "out"), progress=False))
-    route.choices.update(device=Choice("cpu", "given"), crf_workers=Choice(2, "given"),
-                         presets=Choice("cpu", "the CPU presets"))  # fmt: skip
+    route.choices.update(
+        device=Choice("cpu", "given"), crf_workers=Choice(2, "given"), presets=Choice("cpu", "the CPU presets")
+    )
     route.seg_iters, where = 7, {"device": "cpu", "crf_workers": 2}
     cls, seg, view = tmp_path / "cls", tmp_path / "seg", tmp_path / "view"
     route._cam(cls)
@@ -485,8 +685,11 @@ def test_the_route_and_the_experiment_share_the_steps(tmp_path, monkeypatch):
     assert calls[1] == ("pseudo_labels", (cls, "train", (0.4, 0.4)), {"refine": "par", "progress": False, **where})
     assert calls[2] == ("stage_words", (["data.root=x"], "masks"), {"view": view, "iterations": 7})
     assert calls[3] == ("run_config", (route.opts.seg, None, seg), {"device": "cpu"})  # the words stage_words gave
-    assert calls[-1] == ("predict_split", (seg, "val"), {"root": None, "crf": True, "labelled_only": False,
-                                                         "progress": False, **where})  # fmt: skip
+    assert calls[-1] == (
+        "predict_split",
+        (seg, "val"),
+        {"root": None, "crf": True, "labelled_only": False, "progress": False, **where},
+    )
 
 
 def test_a_train_subset_is_nested_across_k_and_drawn_by_its_seed(tmp_path, synth_root):
@@ -529,15 +732,33 @@ def test_real_route_train_photos_and_the_ceiling(tmp_path, synth_root):
     out = tmp_path / "route"
     tiny = [o for o in tiny_overrides(synth_root, out) if not o.startswith(("data.root=", "run.dir="))]
     seg = str(REPO / "configs/deeplab/synthetic_cpu.yaml")
-    argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(out),
-            "--fold", "0/2", "--refine", "par", "--level", "own", "--seg", seg, *tiny, "run.seed=2",
-            "--seg-set", *SEG_TINY, "run.seed=2"]  # fmt: skip
+    argv = [
+        str(REPO / "configs/cam/synthetic_cpu.yaml"),
+        "--data-root",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--fold",
+        "0/2",
+        "--refine",
+        "par",
+        "--level",
+        "own",
+        "--seg",
+        seg,
+        *tiny,
+        "run.seed=2",
+        "--seg-set",
+        *SEG_TINY,
+        "run.seed=2",
+    ]
     with pytest.raises(UsageError, match=f"^--train-photos 17: {out / 'data'} has 16 train photos; pass at most 16$"):
         real_route.main([*argv, "--train-photos", "17", "--ceiling"])
     assert not (out / "cls").exists()
     res = real_route.main([*argv, "--train-photos", "10", "--ceiling", "--json", str(tmp_path / "r.json")])
-    train_ids, val_ids = fold_split(sorted(VOCDataset(synth_root, "train").ids + VOCDataset(synth_root, "val").ids),
-                                    0, 2)  # fmt: skip
+    train_ids, val_ids = fold_split(
+        sorted(VOCDataset(synth_root, "train").ids + VOCDataset(synth_root, "val").ids), 0, 2
+    )
     sub, view = res["subset"], out / "data_train10"
     assert sub["seed"] == 2 and sub["of"] == 16 and sub["view"] == str(view)
     assert sub["train_ids"] == nested_subset(train_ids, 10, 2) and res["fold"]["val_ids"] == val_ids
@@ -570,19 +791,24 @@ def test_a_record_from_before_a_setting_was_recorded_reads_as_run_without_it():
     old = {k: v for k, v in ours.items() if k not in route_folds.UNRECORDED}
     compare = route_folds._what_is_computed
     assert changed_settings(compare(old), compare(ours)) == []
-    for extra, changed in ((["--train-photos", "50"], ["train_photos"]), (["--abstain"], ["abstain"]),
-                           (["--level", "own", "--ceiling"], ["ceiling", "level"])):  # fmt: skip
+    for extra, changed in (
+        (["--train-photos", "50"], ["train_photos"]),
+        (["--abstain"], ["abstain"]),
+        (["--level", "own", "--ceiling"], ["ceiling", "level"]),
+    ):
         mine = route_folds.route_settings(real_route._parser().parse_args([*plain, *extra]))
         assert changed_settings(compare(old), compare(mine)) == changed
 
 
 @pytest.mark.parametrize(
     ("extra", "said"),
-    [(["--train-photos", "0"], "--train-photos 0: a number of photos, 1 or more"),
-     (["--subset-seed", "3"], "--subset-seed draws --train-photos's photos: pass --train-photos K"),
-     (["--ceiling", "--seg", ""], "--ceiling trains the route's DeepLab stage on the true masks"),
-     (["--ceiling", "--masks", "5"], "--ceiling trains the route's DeepLab stage on the true masks")],
-)  # fmt: skip
+    [
+        (["--train-photos", "0"], "--train-photos 0: a number of photos, 1 or more"),
+        (["--subset-seed", "3"], "--subset-seed draws --train-photos's photos: pass --train-photos K"),
+        (["--ceiling", "--seg", ""], "--ceiling trains the route's DeepLab stage on the true masks"),
+        (["--ceiling", "--masks", "5"], "--ceiling trains the route's DeepLab stage on the true masks"),
+    ],
+)
 def test_the_learning_curves_options_refuse_what_they_cannot_run(tmp_path, synth_root, capsys, extra, said):
     argv = [str(REPO / "configs/cam/synthetic_cpu.yaml"), "--data-root", str(synth_root), "--out", str(tmp_path / "o")]
     with pytest.raises(SystemExit):

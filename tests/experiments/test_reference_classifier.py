@@ -16,8 +16,22 @@ from wsss.evaluation.bkg_sweep import DEFAULT_THRESHOLDS
 
 def test_reference_classifier_tiny(tmp_path, one_thread):  # the script sets its own threads: restored after
     out = tmp_path / "ref.json"
-    argv = ["--data-root", str(VOC_REAL_MINI), "--split", "val", "--epochs", "1", "--batch", "3", "--crop", "96",
-            "--scales", "1.0", "--json", str(out)]  # fmt: skip
+    argv = [
+        "--data-root",
+        str(VOC_REAL_MINI),
+        "--split",
+        "val",
+        "--epochs",
+        "1",
+        "--batch",
+        "3",
+        "--crop",
+        "96",
+        "--scales",
+        "1.0",
+        "--json",
+        str(out),
+    ]
     result = reference_classifier.main(argv)
     assert result["steps"] == 2  # one epoch of 6 images in batches of 3
     assert result["levels"] == list(DEFAULT_THRESHOLDS) and len(result["miou"]) == len(DEFAULT_THRESHOLDS)

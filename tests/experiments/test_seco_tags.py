@@ -37,8 +37,9 @@ def fake_run(tmp_path, synth_root, with_context: bool):
 
 @pytest.mark.parametrize("with_context", [False, True])
 def test_context_patches_follow_the_cam(tmp_path, synth_root, with_context):
-    stats = seco_tags.tag_stats(fake_run(tmp_path, synth_root, with_context), synth_root, patches=8, size=16,
-                                min_share=0.1, seed=0)  # fmt: skip
+    stats = seco_tags.tag_stats(
+        fake_run(tmp_path, synth_root, with_context), synth_root, patches=8, size=16, min_share=0.1, seed=0
+    )
     assert stats["patches"] == 8 * 24
     assert stats["bg %"] + stats["class %"] + stats["ignored %"] == pytest.approx(100)
     assert stats["context patches"] > 0

@@ -21,12 +21,24 @@ from wsss.runs.run import load_run
 def tiny_rca_run(synth_root, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("diag") / "rca"
     over = {
-        "data.root": synth_root, "run.dir": run_dir, "data.crop_size": 64, "data.num_workers": 0,
-        "model.backbone": "vgg16_dilated", "model.backbone_kwargs": "{width: 0.0625}", "train.batch_size": 4,
-        "train.max_iters": 2, "train.warmup_iters": 0, "train.log_iters": 1, "train.eval_iters": 100,
-        "train.ckpt_iters": 2, "infer.cam_scales": "[1.0]", "options.head_dim": 8, "options.queue_len": 8,
-        "options.num_centroids": 2, "options.kmeans_n_init": 1,
-    }  # fmt: skip
+        "data.root": synth_root,
+        "run.dir": run_dir,
+        "data.crop_size": 64,
+        "data.num_workers": 0,
+        "model.backbone": "vgg16_dilated",
+        "model.backbone_kwargs": "{width: 0.0625}",
+        "train.batch_size": 4,
+        "train.max_iters": 2,
+        "train.warmup_iters": 0,
+        "train.log_iters": 1,
+        "train.eval_iters": 100,
+        "train.ckpt_iters": 2,
+        "infer.cam_scales": "[1.0]",
+        "options.head_dim": 8,
+        "options.queue_len": 8,
+        "options.num_centroids": 2,
+        "options.kmeans_n_init": 1,
+    }
     cfg = load_config(REPO / "configs/rca/synthetic_cpu.yaml", [f"{k}={v}" for k, v in over.items()])
     Trainer(cfg, progress=False).train()
     return run_dir

@@ -82,8 +82,9 @@ def test_labelme_s_label_file_is_read_as_labelme_draws_it(tmp_path):
     ]
     shapes = [{**s, "group_id": None, "description": "", "flags": {}, "mask": None} for s in shapes]
     LabelFile().save(str(tmp_path / "a.json"), shapes, "a.jpg", h, w)
-    want, _ = shapes_to_label((h, w), LabelFile(str(tmp_path / "a.json")).shapes,
-                              {"_background_": 0, **{n: i for i, n in enumerate(CLASSES)}})  # fmt: skip
+    want, _ = shapes_to_label(
+        (h, w), LabelFile(str(tmp_path / "a.json")).shapes, {"_background_": 0, **{n: i for i, n in enumerate(CLASSES)}}
+    )
     assert set(np.unique(want).tolist()) == {0, 1, 2, 3}
     source = open_masks(tmp_path, CLASSES)
     np.testing.assert_array_equal(source.read(source.find(tmp_path / "a.jpg")), want)
@@ -110,7 +111,7 @@ def _datumaro_dataset(masks: dict[str, np.ndarray], background: bool):
             id=id,
             media=DmImage.from_numpy(np.zeros((*m.shape, 3), np.uint8)),
             annotations=[Mask(image=m == c, label=c - first) for c in np.unique(m).tolist() if c >= first],
-        )  # fmt: skip
+        )
         for id, m in masks.items()
     ]
     return Dataset.from_iterable(items, categories=categories)
@@ -133,8 +134,9 @@ def test_datumaro_s_coco_export_of_polygons_is_read_as_pycocotools_fills_them(tm
     from pycocotools.coco import COCO
 
     _, masks = route
-    _datumaro_dataset(masks, background=False).export(str(tmp_path / "coco"), "coco_instances",
-                                                      segmentation_mode="polygons")  # fmt: skip
+    _datumaro_dataset(masks, background=False).export(
+        str(tmp_path / "coco"), "coco_instances", segmentation_mode="polygons"
+    )
     path = tmp_path / "coco" / "annotations" / "instances_default.json"
     coco, source = COCO(str(path)), open_masks(path, CLASSES)
     names = {c["id"]: c["name"] for c in coco.dataset["categories"]}
@@ -156,8 +158,9 @@ def test_datumaro_s_coco_export_of_masks_is_read_exactly(tmp_path, route):
     every annotation. A crowd of a labelling tool is pixels of its class, so wsss reads the masks back exactly (it
     used to read them as 255, ignore)."""
     _, masks = route
-    _datumaro_dataset(masks, background=False).export(str(tmp_path / "coco"), "coco_instances",
-                                                      segmentation_mode="mask")  # fmt: skip
+    _datumaro_dataset(masks, background=False).export(
+        str(tmp_path / "coco"), "coco_instances", segmentation_mode="mask"
+    )
     path = tmp_path / "coco" / "annotations" / "instances_default.json"
     anns = json.loads(path.read_text())["annotations"]
     assert anns and all(a["iscrowd"] == 1 and isinstance(a["segmentation"], dict) for a in anns)
@@ -182,18 +185,36 @@ def test_pycocotools_rle_and_label_studio_sdk_brush_are_read_exactly(tmp_path, r
         results = []
         for c in np.unique(m).tolist():
             rle = mask_utils.encode(np.asfortranarray(m == c, dtype=np.uint8))
-            annotations.append({"id": len(annotations) + 1, "image_id": n, "category_id": c, "iscrowd": 0,
-                                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": n,
+                    "category_id": c,
+                    "iscrowd": 0,
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                }
+            )
             painted = (m == c).astype(np.uint8) * 255
             assert encode_rle(np.repeat(painted.ravel(), 4)) == brush.mask2rle(painted)
-            results.append({"type": "brushlabels", "original_width": w, "original_height": h,
-                            "value": {"format": "rle", "rle": brush.mask2rle(painted),
-                                      "brushlabels": [CLASSES[c]]}})  # fmt: skip
-        tasks.append({"id": n, "data": {"image": f"/data/upload/3/{n:08x}-{id}.jpg"},
-                      "annotations": [{"id": n, "result": results}]})  # fmt: skip
+            results.append(
+                {
+                    "type": "brushlabels",
+                    "original_width": w,
+                    "original_height": h,
+                    "value": {"format": "rle", "rle": brush.mask2rle(painted), "brushlabels": [CLASSES[c]]},
+                }
+            )
+        tasks.append(
+            {
+                "id": n,
+                "data": {"image": f"/data/upload/3/{n:08x}-{id}.jpg"},
+                "annotations": [{"id": n, "result": results}],
+            }
+        )
     categories = [{"id": c, "name": name} for c, name in enumerate(CLASSES)]
-    (tmp_path / "coco.json").write_text(json.dumps({"images": images, "annotations": annotations,
-                                                    "categories": categories}))  # fmt: skip
+    (tmp_path / "coco.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
     (tmp_path / "ls.json").write_text(json.dumps(tasks))
     for path in (tmp_path / "coco.json", tmp_path / "ls.json"):
         got = _read_back(path, masks, tmp_path)
@@ -214,8 +235,9 @@ def _datumaro_class_maps(dataset, masks) -> dict[str, np.ndarray]:
         got = np.zeros(masks[item.id].shape, np.uint8)
         for ann in item.annotations:
             if isinstance(ann, Mask):
-                got[ann.image.astype(bool)] = CLASSES.index("background" if names[ann.label] == "background"
-                                                            else names[ann.label])  # fmt: skip
+                got[ann.image.astype(bool)] = CLASSES.index(
+                    "background" if names[ann.label] == "background" else names[ann.label]
+                )
         out[item.id] = got
     return out
 

@@ -48,8 +48,9 @@ def test_cam_mask_loss_matches_the_pixel_by_pixel_reference():
     assert got.item() == pytest.approx(_reference(cam.float().double(), target, labels, weight), abs=1e-5)
     # the weight counts: photo 1 alone, whatever its weight
     alone = cam_mask_loss(cam, target, labels, torch.tensor([0.0, 7.0, 0.0]))
-    assert alone.item() == pytest.approx(_reference(cam[1:2].float().double(), target[1:2], labels[1:2],
-                                                    torch.ones(1)), abs=1e-5)  # fmt: skip
+    assert alone.item() == pytest.approx(
+        _reference(cam[1:2].float().double(), target[1:2], labels[1:2], torch.ones(1)), abs=1e-5
+    )
 
 
 def test_cam_mask_loss_teaches_the_class_map_its_pixels_and_nothing_without_a_mask():

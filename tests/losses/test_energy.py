@@ -260,9 +260,16 @@ def test_gate_roi_and_unlabeled_semantics():
     assert probs.grad[0, :, 0, :3].abs().min() > 0
     # labels are cast to uint8 like the official code: 255.0 -> 255 (unlabeled), 0..20 stay classes
     loss2 = dense_energy_loss(
-        image, probs.detach(), roi, label.to(torch.uint8), weight=weight, sigma_rgb=srgb, sigma_xy=sxy,
-        scale_factor=1.0, method="dense",
-    )  # fmt: skip
+        image,
+        probs.detach(),
+        roi,
+        label.to(torch.uint8),
+        weight=weight,
+        sigma_rgb=srgb,
+        sigma_xy=sxy,
+        scale_factor=1.0,
+        method="dense",
+    )
     assert loss2.item() == pytest.approx(loss.item(), rel=1e-12)
 
 

@@ -73,6 +73,28 @@ def test_a_method_makes_per_image_cams_through_the_one_default_hook(name):
     assert per_image == (cls.cams.source == "per_image"), f"{name}: cams.source {cls.cams.source!r}"
 
 
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_only_a_method_with_batch_cams_overrides_cam_maps(name):
+    """A method declares where its CAMs come from (``cams.source``) and overrides ``cam_maps`` exactly when they
+    come from batches; any other keeps the default, the one refusal of every such method."""
+    cls = get_method_class(name)
+    assert (cls.cam_maps is not Method.cam_maps) == (cls.cams.source == "batch"), f"{name}: {cls.cams.source!r}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cam_maps_does_what_the_declaration_says(name, tmp_path):
+    """Built, a method with batch CAMs gives (B, C-1, h, w) maps; any other refuses with one UsageError naming it."""
+    torch.manual_seed(0)
+    method = build_method(tiny_config(name, tmp_path, tmp_path / "run"), placeholder_classes(4)).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        if method.cams.source == "batch":
+            assert tuple(method.cam_maps(images)[0].shape[:2]) == (2, 3)
+        else:
+            with pytest.raises(UsageError, match=rf"^method {name} (has no CAM stage|makes its CAMs per image)"):
+                method.cam_maps(images)
+
+
 def generic_refiners() -> set[str]:
     return set(REFINERS) - {r for n in available_methods() for r in get_method_class(n).refiners}
 
@@ -183,8 +205,10 @@ def test_method_contract(name, synth_root, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
 
 
-@pytest.mark.parametrize(("name", "pooling", "expected"), [("cam", "gmp", "gmp"), ("cam", "gap", "gap"),
-                                                           ("rca", "gmp", "gap"), ("sccam", "gmp", "gap")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "pooling", "expected"),
+    [("cam", "gmp", "gmp"), ("cam", "gap", "gap"), ("rca", "gmp", "gap"), ("sccam", "gmp", "gap")],
+)
 def test_classifier_pooling_is_the_one_the_logits_use(name, pooling, expected, synth_root, tmp_path):
     """``Method.classifier_pooling`` (what ``Method.class_logits`` pools the CAM by, by default): the CAM
     baseline's follows ``model.pooling``; RCA's and SC-CAM's classifiers pool by GAP whatever it says (an
@@ -201,8 +225,9 @@ def test_classifier_pooling_is_the_one_the_logits_use(name, pooling, expected, s
 CLASSIFIER_INPUT = {"cam": "image", "seco": "image", "sccam": "image", "rca": "rca_image"}
 
 
-@pytest.mark.parametrize(("name", "pooling"), [("cam", "gmp"), ("cam", "gap"), ("seco", "gmp"), ("sccam", "gap"),
-                                               ("rca", "gap")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "pooling"), [("cam", "gmp"), ("cam", "gap"), ("seco", "gmp"), ("sccam", "gap"), ("rca", "gap")]
+)
 def test_class_logits_are_the_logits_the_classification_loss_reads(name, pooling, synth_root, tmp_path):
     """``Method.class_logits`` (the tags of `wsss predict --tags-from`): the loss of a batch's labels on them is
     the method's own ``cls`` term (eval mode: no dropout, batch statistics frozen). The default (the CAM pooled by
@@ -266,8 +291,12 @@ def test_cam_passes_follow_the_run_settings_and_the_method_order(synth_root, tmp
     cfg.infer.cam_empty_fallback, cfg.infer.cam_flip_fuse = "peak_odds", "sum"
     method = build_method(cfg, placeholder_classes(8))
     passes = method.cam_passes([1.0, 0.5])
-    assert (passes.scales, passes.relu, passes.flip_fuse, passes.empty_fallback) == ((1.0, 0.5), "per_pass", "sum",
-                                                                                      "peak_odds")  # fmt: skip
+    assert (passes.scales, passes.relu, passes.flip_fuse, passes.empty_fallback) == (
+        (1.0, 0.5),
+        "per_pass",
+        "sum",
+        "peak_odds",
+    )
     assert method.cam_passes(labelled=False).empty_fallback == "none"  # no label: nothing to fill
     assert method.cam_passes().scales == tuple(cfg.infer.cam_scales)
 
@@ -279,8 +308,12 @@ def test_every_classifier_learns_masks_pixels_through_its_cams(name, tmp_path):
     torch.manual_seed(0)
     method = build_method(tiny_config(name, tmp_path, tmp_path / "run"), placeholder_classes(4)).train()
     labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
-    batch = {"image": torch.randn(2, 3, 64, 64), "target": torch.randint(0, 4, (2, 64, 64)), "labels": labels,
-             "target_weight": torch.tensor([1.0, 0.0])}  # fmt: skip
+    batch = {
+        "image": torch.randn(2, 3, 64, 64),
+        "target": torch.randint(0, 4, (2, 64, 64)),
+        "labels": labels,
+        "target_weight": torch.tensor([1.0, 0.0]),
+    }
     term = method.mask_term(batch)
     assert torch.isfinite(term) and term.item() > 0
     term.backward()

@@ -47,12 +47,16 @@ def test_custom_imports_names_a_missing_module():
 
 
 _FAILING = {
-    "plug_raises": ("raise RuntimeError('boom')\n",
-                    "plugin 'plug_raises' failed as it was imported (RuntimeError: boom)"),
-    "plug_needs": ("import no_such_wsss_dependency\n",
-                   "plugin 'plug_needs' imports 'no_such_wsss_dependency', which is not installed"),
+    "plug_raises": (
+        "raise RuntimeError('boom')\n",
+        "plugin 'plug_raises' failed as it was imported (RuntimeError: boom)",
+    ),
+    "plug_needs": (
+        "import no_such_wsss_dependency\n",
+        "plugin 'plug_needs' imports 'no_such_wsss_dependency', which is not installed",
+    ),
     "plug_exits": ("import sys\nsys.exit(3)\n", "plugin 'plug_exits' called sys.exit(3) as it was imported"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", list(_FAILING))
@@ -77,9 +81,11 @@ def test_a_plugin_name_that_is_no_module_name_is_one_line(name, capsys):
     from wsss.cli import main
 
     assert main(["config", "show", str(REPO / "configs/cam/synthetic_cpu.yaml"), f"custom_imports=['{name}']"]) == 1
-    assert capsys.readouterr().err == (f"error: command-line overrides: custom_imports: {name!r} is not a module name "
-                                       "(dotted Python names, e.g. my_package.my_method; a plugin is imported from "
-                                       "the Python path, never from a file path)\n")  # fmt: skip
+    assert capsys.readouterr().err == (
+        f"error: command-line overrides: custom_imports: {name!r} is not a module name "
+        "(dotted Python names, e.g. my_package.my_method; a plugin is imported from "
+        "the Python path, never from a file path)\n"
+    )
 
 
 _PLUGIN_X = "import pathlib\npathlib.Path(__file__).with_name('plugin_x_ran').touch()\n"

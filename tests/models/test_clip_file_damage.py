@@ -30,8 +30,17 @@ def truncated(tmp_path):
 def import_args(tmp_path, clip) -> list[str]:
     (tmp_path / "data").mkdir(exist_ok=True)
     (tmp_path / "data" / "classes.txt").write_text("background\ncat\n")
-    return ["import", "clip_es", str(clip), "--config", str(REPO / "configs/clip_es/voc.yaml"),
-            "--out", str(tmp_path / "run"), f"data.root={tmp_path / 'data'}", "run.device=cpu"]  # fmt: skip
+    return [
+        "import",
+        "clip_es",
+        str(clip),
+        "--config",
+        str(REPO / "configs/clip_es/voc.yaml"),
+        "--out",
+        str(tmp_path / "run"),
+        f"data.root={tmp_path / 'data'}",
+        "run.device=cpu",
+    ]
 
 
 def test_a_truncated_safetensors_file_is_one_line_naming_it(truncated, tmp_path, capsys, monkeypatch):

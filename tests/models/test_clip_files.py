@@ -100,10 +100,24 @@ def test_open_clip_gelu_file_without_config_is_refused_not_guessed(tmp_path):
 def _hf_model(hidden_act: str):
     transformers = pytest.importorskip("transformers")  # the dev extra (make setup) installs it
     torch.manual_seed(0)
-    text = dict(hidden_size=64, intermediate_size=256, num_attention_heads=2, num_hidden_layers=2,
-                vocab_size=49408, max_position_embeddings=77, hidden_act=hidden_act)  # fmt: skip
-    vision = dict(hidden_size=64, intermediate_size=256, num_attention_heads=1, num_hidden_layers=2, image_size=32,
-                  patch_size=8, hidden_act=hidden_act)  # fmt: skip
+    text = dict(
+        hidden_size=64,
+        intermediate_size=256,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        vocab_size=49408,
+        max_position_embeddings=77,
+        hidden_act=hidden_act,
+    )
+    vision = dict(
+        hidden_size=64,
+        intermediate_size=256,
+        num_attention_heads=1,
+        num_hidden_layers=2,
+        image_size=32,
+        patch_size=8,
+        hidden_act=hidden_act,
+    )
     config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
     model = transformers.CLIPModel(config).eval()
     with torch.no_grad():
@@ -189,7 +203,7 @@ def test_own_safetensors_reader_equals_the_package(tmp_path):
         ({"visual.trunk.cls_token": (1, 1, 8), "logit_bias": (1,)}, "SigLIP"),
         ({"vision_model.head.probe": (1, 1, 8), "logit_bias": (1,)}, "SigLIP"),
     ],
-)  # fmt: skip
+)
 def test_other_files_are_refused_in_one_line(tmp_path, keys, found):
     path = tmp_path / "weights.pth"
     torch.save({k: torch.zeros(s) for k, s in keys.items()}, path)
@@ -209,8 +223,22 @@ def test_hugging_face_folder_runs_the_clip_es_route_and_a_silent_file_is_refused
     lib = _hf_model("gelu")
     lib.save_pretrained(tmp_path / "hf")
     run, preset = tmp_path / "run", str(REPO / "configs/clip_es/voc.yaml")
-    assert main(["import", "clip_es", str(tmp_path / "hf"), "--config", preset, "--out", str(run),
-                 f"data.root={VOC_REAL_MINI}", "run.device=cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "import",
+                "clip_es",
+                str(tmp_path / "hf"),
+                "--config",
+                preset,
+                "--out",
+                str(run),
+                f"data.root={VOC_REAL_MINI}",
+                "run.device=cpu",
+            ]
+        )
+        == 0
+    )
     assert "quick_gelu: false" in (run / "config.yaml").read_text()
     assert main(["cam", str(run), "--split", "val", "--quiet"]) == 0
     assert len(list((run / "cams" / "val").glob("*.npz"))) == 6
@@ -218,8 +246,19 @@ def test_hugging_face_folder_runs_the_clip_es_route_and_a_silent_file_is_refused
 
     gelu, _ = open_clip_model(quick_gelu=False)
     torch.save(gelu.state_dict(), tmp_path / "laion.pt")
-    code = main(["import", "clip_es", str(tmp_path / "laion.pt"), "--config", preset, "--out", str(tmp_path / "r2"),
-                 f"data.root={VOC_REAL_MINI}", "options.text_heads=2"])  # fmt: skip
+    code = main(
+        [
+            "import",
+            "clip_es",
+            str(tmp_path / "laion.pt"),
+            "--config",
+            preset,
+            "--out",
+            str(tmp_path / "r2"),
+            f"data.root={VOC_REAL_MINI}",
+            "options.text_heads=2",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and not (tmp_path / "r2" / "config.yaml").exists()
     assert any("laion.pt" in line and "options.quick_gelu: true|false" in line for line in err), err

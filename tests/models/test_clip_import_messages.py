@@ -19,10 +19,24 @@ transformers = pytest.importorskip("transformers")  # the dev extra (make setup)
 def _hf_clip(folder, intermediate: int = 256, hidden_act: str = "quick_gelu", config: bool = True):
     """A tiny random Hugging Face CLIPModel saved by ``save_pretrained`` (MLP ``intermediate`` wide at width 64)."""
     torch.manual_seed(0)
-    text = dict(hidden_size=64, intermediate_size=intermediate, num_attention_heads=2, num_hidden_layers=2,
-                vocab_size=49408, max_position_embeddings=77, hidden_act=hidden_act)  # fmt: skip
-    vision = dict(hidden_size=64, intermediate_size=intermediate, num_attention_heads=1, num_hidden_layers=2,
-                  image_size=32, patch_size=8, hidden_act=hidden_act)  # fmt: skip
+    text = dict(
+        hidden_size=64,
+        intermediate_size=intermediate,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        vocab_size=49408,
+        max_position_embeddings=77,
+        hidden_act=hidden_act,
+    )
+    vision = dict(
+        hidden_size=64,
+        intermediate_size=intermediate,
+        num_attention_heads=1,
+        num_hidden_layers=2,
+        image_size=32,
+        patch_size=8,
+        hidden_act=hidden_act,
+    )
     model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=32))
     model.eval().save_pretrained(folder)
     if not config:
@@ -32,8 +46,17 @@ def _hf_clip(folder, intermediate: int = 256, hidden_act: str = "quick_gelu", co
 
 def _import_args(tmp_path) -> list[str]:
     preset = str(REPO / "configs/clip_es/voc.yaml")
-    return ["import", "clip_es", str(tmp_path / "hf"), "--config", preset, "--out", str(tmp_path / "run"),
-            f"data.root={tmp_path / 'data'}", "run.device=cpu"]  # fmt: skip
+    return [
+        "import",
+        "clip_es",
+        str(tmp_path / "hf"),
+        "--config",
+        preset,
+        "--out",
+        str(tmp_path / "run"),
+        f"data.root={tmp_path / 'data'}",
+        "run.device=cpu",
+    ]
 
 
 def test_the_import_line_names_layout_architecture_and_where_the_activation_was_read(tmp_path):

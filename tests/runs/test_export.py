@@ -92,8 +92,11 @@ def test_the_zip_never_lands_on_an_input_or_the_runs_own_files(run, capsys):
     """--out in the predictions it zips, on the run's config, among the photos: refused in one line, nothing
     written."""
     before = {p: p.read_bytes() for p in run.parent.rglob("*") if p.is_file()}
-    for out in (run / "predictions" / "test" / f"{IDS[0]}.png", run / "config.yaml",
-                run.parent / "VOC2012" / "JPEGImages" / "test.zip"):  # fmt: skip
+    for out in (
+        run / "predictions" / "test" / f"{IDS[0]}.png",
+        run / "config.yaml",
+        run.parent / "VOC2012" / "JPEGImages" / "test.zip",
+    ):
         assert main(["export", "voc-test", str(run), "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert err.count("error: ") == 1 and f"{out}: --out " in err and "Traceback" not in err

@@ -105,11 +105,23 @@ def test_a_run_s_predictions_folder_is_a_source(tmp_path, wsss_cli):
     save_config(load_config(None, [f"data.root={root}"]), run / "config.yaml")
     for p in (route / "masks").glob("*.png"):
         (run / "predictions" / "val" / p.name).write_bytes(p.read_bytes())
-    out = wsss_cli("export", "masks", str(run / "predictions" / "val"), "--format", "cvat", "--out",
-                   str(tmp_path / "cvat"), "--quiet")  # fmt: skip
+    out = wsss_cli(
+        "export",
+        "masks",
+        str(run / "predictions" / "val"),
+        "--format",
+        "cvat",
+        "--out",
+        str(tmp_path / "cvat"),
+        "--quiet",
+    )
     assert "wrote the masks of 2 photo(s) for cvat" in out
     assert (tmp_path / "cvat" / "labelmap.txt").read_text().splitlines()[1:] == [
-        "background:0,0,0::", "cat:128,0,0::", "dog:0,128,0::", "potted plant:128,128,0::"]  # fmt: skip
+        "background:0,0,0::",
+        "cat:128,0,0::",
+        "dog:0,128,0::",
+        "potted plant:128,128,0::",
+    ]
     got = _read_back(tmp_path / "cvat", nested_masks())
     np.testing.assert_array_equal(got["a"], nested_masks()["a"])
 

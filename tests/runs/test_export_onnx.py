@@ -35,8 +35,10 @@ LOGIT_ATOL = 1e-4
 
 def make_run(path: Path, config: str, *overrides: str) -> Path:
     """A run folder with an untrained checkpoint over the VOC classes (no training: the export reads the network)."""
-    cfg = load_config(REPO / config, [f"data.root={REPO / 'tests/assets/voc-real-mini'}", f"run.dir={path}",
-                                      "data.num_workers=0", *overrides])  # fmt: skip
+    cfg = load_config(
+        REPO / config,
+        [f"data.root={REPO / 'tests/assets/voc-real-mini'}", f"run.dir={path}", "data.num_workers=0", *overrides],
+    )
     path.mkdir(parents=True)
     save_config(cfg, path / "config.yaml")
     with torch.random.fork_rng():  # the same weights in every session; the caller's RNG untouched
@@ -126,8 +128,9 @@ def test_what_cannot_export_is_refused_in_one_line(exported, tmp_path, capsys, m
     assert rc == 1 and "exists; pass --overwrite" in one_error_line(out)
     assert model.read_bytes() == before
     # a run without a segmentation network
-    cams = make_run(tmp_path / "cams", "configs/cam/synthetic_cpu.yaml", f"model.backbone_kwargs={TINY_VIT}",
-                    "model.decoder=none")  # fmt: skip
+    cams = make_run(
+        tmp_path / "cams", "configs/cam/synthetic_cpu.yaml", f"model.backbone_kwargs={TINY_VIT}", "model.decoder=none"
+    )
     rc, out = cli(capsys, "export", "onnx", cams, "--out", tmp_path / "cams.onnx")
     assert rc == 1 and "(method cam) has no segmentation network" in one_error_line(out)
     assert not (tmp_path / "cams.onnx").exists()
@@ -166,8 +169,17 @@ def test_no_output_lands_on_the_runs_own_files(exported, tmp_path, capsys):
         assert rc == 1 and f"{run_dir / out}: --out " in one_error_line(text)
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
     shutil.copy(PHOTOS[0], tmp_path / "photo.jpg")
-    rc, text = cli(capsys, "predict", run_dir, "--images", tmp_path / "photo.jpg", "--out", run_dir / "checkpoints",
-                   "--overwrite", "--quiet")  # fmt: skip
+    rc, text = cli(
+        capsys,
+        "predict",
+        run_dir,
+        "--images",
+        tmp_path / "photo.jpg",
+        "--out",
+        run_dir / "checkpoints",
+        "--overwrite",
+        "--quiet",
+    )
     assert rc == 1 and "--out names" in one_error_line(text)
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.pt"]
 

@@ -63,8 +63,9 @@ def test_predictions_named_by_a_classifiers_tags(reported_copy, synth_root, caps
 
     run = reported_copy  # it writes predictions into the run
     ds, tagger = VOCDataset(synth_root, "val"), load_run(run)
-    assert main(["predict", str(run), "--split", "val", "--tags-from", str(run), "--tag-threshold", "0.9",
-                 "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(["predict", str(run), "--split", "val", "--tags-from", str(run), "--tag-threshold", "0.9", "--quiet"]) == 0
+    )
     moved = 0
     for id in ds.ids:
         probs = tagger.class_probs(ds.load_image(id))
@@ -90,8 +91,9 @@ def test_predictions_named_by_a_classifiers_tags(reported_copy, synth_root, caps
     other = dataclasses.replace(tagger, dir=run.parent / "other", class_names=[*tagger.class_names[:-1], "zebra"])
     with pytest.raises(UsageError, match=r"other: its classes .* are not those of"):
         run_predict(seg, "val", root=str(synth_root), tags_from=other, progress=False)
-    no_classifier = dataclasses.replace(tagger, method=SimpleNamespace(has_classifier=False),
-                                        cfg=SimpleNamespace(method="deeplab"))  # fmt: skip
+    no_classifier = dataclasses.replace(
+        tagger, method=SimpleNamespace(has_classifier=False), cfg=SimpleNamespace(method="deeplab")
+    )
     with pytest.raises(UsageError, match="method deeplab.* has no image classifier"):
         run_predict(seg, "val", root=str(synth_root), tags_from=no_classifier, progress=False)
     with pytest.raises(SystemExit) as stop:  # argparse: a threshold of 1 would tag nothing
@@ -136,8 +138,23 @@ def test_predictions_weighted_by_a_classifiers_probabilities(reported_copy, synt
         r.seg_prob(image, class_weights=np.zeros(ds.num_classes))
 
     capsys.readouterr()
-    assert main(["predict", str(run), "--split", "val", "--tags-from", str(run), "--tag-gate", "soft",
-                 "--tag-threshold", "0.5"]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                "--split",
+                "val",
+                "--tags-from",
+                str(run),
+                "--tag-gate",
+                "soft",
+                "--tag-threshold",
+                "0.5",
+            ]
+        )
+        == 1
+    )
     assert "--tag-gate soft has no threshold" in capsys.readouterr().err
     assert main(["predict", str(run), "--split", "val", "--tag-gate", "soft"]) == 1
     assert "apply to the tags of --tags-from RUN" in capsys.readouterr().err
@@ -186,8 +203,18 @@ def test_predictions_of_an_ensemble_average_the_networks_probabilities(reported_
 
     run = reported_copy  # it writes predictions into the run
     other = tmp_path / "seed1"
-    assert main(["train", str(REPO / "configs/cam/synthetic_cpu.yaml"), *tiny_overrides(synth_root, other),
-                 "run.seed=1", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                str(REPO / "configs/cam/synthetic_cpu.yaml"),
+                *tiny_overrides(synth_root, other),
+                "run.seed=1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ds, a, b = VOCDataset(synth_root, "val"), load_run(run), load_run(other)
     both = a.with_ensemble([b])
     image = ds.load_image(ds.ids[0])
@@ -199,8 +226,9 @@ def test_predictions_of_an_ensemble_average_the_networks_probabilities(reported_
         coarse = SimpleNamespace(seg_logits=lambda v: torch.nn.functional.avg_pool2d(b.method.seg_logits(v), 2))
         mixed = dataclasses.replace(a, ensemble=(coarse,))
         low = a.method.seg_logits(x)
-        up = torch.nn.functional.interpolate(coarse.seg_logits(x), size=low.shape[-2:], mode="bilinear",
-                                             align_corners=False)  # fmt: skip
+        up = torch.nn.functional.interpolate(
+            coarse.seg_logits(x), size=low.shape[-2:], mode="bilinear", align_corners=False
+        )
         expected = (torch.softmax(low, 1) + torch.softmax(up, 1)) / 2
         torch.testing.assert_close(torch.softmax(mixed._seg_logits(x), 1), expected, rtol=1e-5, atol=1e-7)
     # the run with itself is the run alone, at one scale and at several (the max over scales reads the ensemble's
@@ -256,10 +284,14 @@ def test_par_pseudo_labels_are_refined_on_the_runs_device(monkeypatch):
         return torch.zeros((1, *cams.shape[2:]), dtype=torch.int64)
 
     monkeypatch.setattr(refiners, "refine_cams_with_bkg", record)
-    cam = SimpleNamespace(par=SimpleNamespace(dilations=[1, 2], num_iter=2), high_thre=0.7, low_thre=0.25,
-                          par_down_scale=2)  # fmt: skip
-    job = SimpleNamespace(run=SimpleNamespace(cfg=SimpleNamespace(cam=cam), device=torch.device("meta")),
-                          require_cams=lambda ids: None, cam=lambda id: np.zeros((2, 8, 6), np.float32))  # fmt: skip
+    cam = SimpleNamespace(
+        par=SimpleNamespace(dilations=[1, 2], num_iter=2), high_thre=0.7, low_thre=0.25, par_down_scale=2
+    )
+    job = SimpleNamespace(
+        run=SimpleNamespace(cfg=SimpleNamespace(cam=cam), device=torch.device("meta")),
+        require_cams=lambda ids: None,
+        cam=lambda id: np.zeros((2, 8, 6), np.float32),
+    )
     label = refiners.refine_par(job, ["a"])("a", np.zeros((8, 6, 3), np.uint8), np.array([1.0, 0.0], np.float32))
     assert seen == [(torch.device("meta"), torch.device("meta"))]
     assert label.shape == (8, 6)

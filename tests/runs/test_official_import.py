@@ -62,14 +62,20 @@ def test_wsss_import_psa_round0_and_a_round_mismatch(synth_root, tmp_path, capsy
     error line naming the file and the missing sub-category head."""
     over = [*NARROW, "options.round=0", f"data.root={synth_root}"]
     m = build_method(load_config(REPO / "configs/sccam/voc.yaml", over), placeholder_classes(7)).eval()
-    state = {("fc8.weight" if k == "classifier.conv.weight" else k.removeprefix("backbone.net.")): v
-             for k, v in m.state_dict().items()}  # fmt: skip
+    state = {
+        ("fc8.weight" if k == "classifier.conv.weight" else k.removeprefix("backbone.net.")): v
+        for k, v in m.state_dict().items()
+    }
     ckpt = tmp_path / "res38_cls.pth"
     torch.save(state, ckpt)
     argv = ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml")]
     # a fresh interpreter, as a user runs it: nothing but the command imports the methods
-    done = subprocess.run([sys.executable, "-m", "wsss", *argv, "--out", str(tmp_path / "r0"), *over],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "wsss", *argv, "--out", str(tmp_path / "r0"), *over],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     imported = load_run(tmp_path / "r0", device="cpu").method
     assert imported.round == 0 and torch.equal(imported.classifier.conv.weight, m.classifier.conv.weight)
@@ -98,8 +104,13 @@ def test_wsss_import_refuses_a_folder_that_holds_files_without_overwrite(reporte
     over = [*NARROW, "options.round=0", f"data.root={synth_root}"]
     m = build_method(load_config(REPO / "configs/sccam/voc.yaml", over), placeholder_classes(7)).eval()
     ckpt = tmp_path / "res38_cls.pth"
-    torch.save({("fc8.weight" if k == "classifier.conv.weight" else k.removeprefix("backbone.net.")): v
-                for k, v in m.state_dict().items()}, ckpt)  # fmt: skip
+    torch.save(
+        {
+            ("fc8.weight" if k == "classifier.conv.weight" else k.removeprefix("backbone.net.")): v
+            for k, v in m.state_dict().items()
+        },
+        ckpt,
+    )
     trained, _ = reported
     run = tmp_path / "A9"
     run.mkdir()
@@ -110,14 +121,22 @@ def test_wsss_import_refuses_a_folder_that_holds_files_without_overwrite(reporte
     capsys.readouterr()
     assert main([*argv, *over]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: {run}: holds a run (checkpoints, config.yaml); import into a new folder, or pass "
-                          "--overwrite") and "\n" not in err  # fmt: skip
+    assert (
+        err.startswith(
+            f"error: {run}: holds a run (checkpoints, config.yaml); import into a new folder, or pass --overwrite"
+        )
+        and "\n" not in err
+    )
     assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "todo.txt").write_text("mine\n")
-    assert main(["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml"), "--out", str(notes),
-                 *over]) == 1  # fmt: skip
+    assert (
+        main(
+            ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml"), "--out", str(notes), *over]
+        )
+        == 1
+    )
     assert f"{notes}: holds files (todo.txt)" in capsys.readouterr().err
     assert main([*argv, "--overwrite", *over]) == 0
     aside = {p.relative_to(run / "checkpoints.1"): p.read_bytes() for p in (run / "checkpoints.1").rglob("*")}
@@ -136,8 +155,13 @@ def test_wsss_import_refuses_a_run_in_use(synth_root, tmp_path, capsys):
     over = [*NARROW, "options.round=0", f"data.root={synth_root}"]
     m = build_method(load_config(REPO / "configs/sccam/voc.yaml", over), placeholder_classes(7)).eval()
     ckpt = tmp_path / "res38_cls.pth"
-    torch.save({("fc8.weight" if k == "classifier.conv.weight" else k.removeprefix("backbone.net.")): v
-                for k, v in m.state_dict().items()}, ckpt)  # fmt: skip
+    torch.save(
+        {
+            ("fc8.weight" if k == "classifier.conv.weight" else k.removeprefix("backbone.net.")): v
+            for k, v in m.state_dict().items()
+        },
+        ckpt,
+    )
     run = tmp_path / "busy"
     argv = ["import", "sccam", str(ckpt), "--config", str(REPO / "configs/sccam/voc.yaml"), "--out", str(run), *over]
     with run_dir_lock(run, command="wsss train"):

@@ -73,8 +73,9 @@ def test_masks_of_photos_that_are_not_a_dataset(reported, photos, tmp_path, caps
     )  # nothing written among the photos
 
 
-def test_the_exif_photo_as_a_dataset_gets_the_same_mask_and_the_options_work_the_same(reported, photos, synth_root,
-                                                                                     tmp_path):  # fmt: skip
+def test_the_exif_photo_as_a_dataset_gets_the_same_mask_and_the_options_work_the_same(
+    reported, photos, synth_root, tmp_path
+):
     """The EXIF-turned JPEG (and the others) as a dataset's split, predicted with --crf and --tags-from: the masks
     of --images with the same options are the same files' masks."""
     folder, ids = photos
@@ -99,8 +100,9 @@ def test_the_exif_photo_as_a_dataset_gets_the_same_mask_and_the_options_work_the
     out = tmp_path / "masks"
     assert main(["predict", str(run), "--images", str(folder), "--out", str(out), *options]) == 0
     for i in ids:
-        assert np.array_equal(read_label_png(out / f"{i}.png"),
-                              read_label_png(run / "predictions_crf_tagged/mine" / f"{i}.png")), i  # fmt: skip
+        assert np.array_equal(
+            read_label_png(out / f"{i}.png"), read_label_png(run / "predictions_crf_tagged/mine" / f"{i}.png")
+        ), i
 
 
 def test_an_ensemble_and_scales_as_a_split_takes_them(reported, photos, tmp_path):
@@ -109,8 +111,24 @@ def test_an_ensemble_and_scales_as_a_split_takes_them(reported, photos, tmp_path
     run, _ = reported
     folder, (a, b, c, _) = photos
     out = tmp_path / "ens"
-    assert main(["predict", str(run), "--images", str(folder), "--out", str(out), "--ensemble", str(run),
-                 "--scales", "1.0", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                "--images",
+                str(folder),
+                "--out",
+                str(out),
+                "--ensemble",
+                str(run),
+                "--scales",
+                "1.0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     for i in (a, b, c):
         assert np.array_equal(read_label_png(out / f"{i}.png"), read_label_png(run / "predictions/val" / f"{i}.png"))
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == []
@@ -122,8 +140,12 @@ def test_two_local_workers_write_the_masks_of_one(reported, photos, tmp_path, mo
     folder, _ = photos
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["predict", str(run), "--images", str(folder), "--out", str(one), "--overlay", "--quiet"]) == 0
-    assert main(["predict", str(run), "--images", str(folder), "--out", str(two), "--overlay", "--workers", "2",
-                 "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            ["predict", str(run), "--images", str(folder), "--out", str(two), "--overlay", "--workers", "2", "--quiet"]
+        )
+        == 0
+    )
     files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
     # 4 masks, 4 overlays, the settings stamp, the photos' records (of the masks' and the overlays' folders) and the
     # job's lock, the same in both
@@ -144,17 +166,32 @@ def test_files_as_well_as_folders_and_the_refusals(reported, photos, tmp_path, c
         assert "\n" not in err, err
         return err
 
-    assert main(["predict", str(run), "--images", str(folder / f"{a}.jpg"), str(folder / f"{c}.webp"),
-                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                "--images",
+                str(folder / f"{a}.jpg"),
+                str(folder / f"{c}.webp"),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.glob("*.png")) == sorted([f"{a}.png", f"{c}.png"])
     assert not (out / "overlay").exists()
     # a second run into the same folder: refused, then replaced with --overwrite
     before = (out / f"{a}.png").stat().st_mtime_ns
     err = err_of("--images", str(folder), "--out", str(out))
     given = [str(folder / f"{a}.jpg"), str(folder / f"{c}.webp")]
-    assert err == (f"error: {out}: already holds outputs of these photos made with other settings (images: {given!r} "
-                   f"-> {[str(folder)]!r}) (e.g. {out / f'{a}.png'}); pass --overwrite to replace them, or give "
-                   "another --out")  # fmt: skip
+    assert err == (
+        f"error: {out}: already holds outputs of these photos made with other settings (images: {given!r} "
+        f"-> {[str(folder)]!r}) (e.g. {out / f'{a}.png'}); pass --overwrite to replace them, or give "
+        "another --out"
+    )
     assert (out / f"{a}.png").stat().st_mtime_ns == before and not (out / f"{b}.png").exists()
     assert main(["predict", str(run), "--images", str(folder), "--out", str(out), "--overwrite", "--quiet"]) == 0
     assert len(list(out.glob("*.png"))) == 4
@@ -173,8 +210,10 @@ def test_files_as_well_as_folders_and_the_refusals(reported, photos, tmp_path, c
     other.mkdir()
     Image.open(folder / f"{b}.png").save(other / f"{a}.png")
     err = err_of("--images", str(folder), str(other), "--out", str(tmp_path / "m2"))
-    assert err == (f"error: {folder / f'{a}.jpg'} and {other / f'{a}.png'}: two photos of the stem '{a}', which "
-                   "names each photo's mask; rename one")  # fmt: skip
+    assert err == (
+        f"error: {folder / f'{a}.jpg'} and {other / f'{a}.png'}: two photos of the stem '{a}', which "
+        "names each photo's mask; rename one"
+    )
     assert err_of("--images", str(tmp_path / "nope"), "--out", str(tmp_path / "m2")) == (
         f"error: {tmp_path / 'nope'}: no such photo or folder"
     )
@@ -203,8 +242,9 @@ def test_a_photo_that_is_a_symbolic_link_loop_is_one_line(reported, photos, tmp_
     loop = tmp_path / "l.jpg"
     loop.symlink_to(loop)
     assert main(["predict", str(run), "--images", str(loop), "--out", str(tmp_path / "m"), "--quiet"]) == 1
-    assert capsys.readouterr().err == (f"error: {loop}: a symbolic link that leads back to itself (a loop), not a "
-                                       "photo or folder\n")  # fmt: skip
+    assert capsys.readouterr().err == (
+        f"error: {loop}: a symbolic link that leads back to itself (a loop), not a photo or folder\n"
+    )
     mine = tmp_path / "photos"  # the module's photos folder is shared: the loop goes into a copy of it
     shutil.copytree(folder, mine)
     (mine / "l.jpg").symlink_to(mine / "l.jpg")
@@ -241,8 +281,9 @@ def test_the_same_command_again_continues_and_other_settings_are_refused(reporte
     assert main([*command, "--crf"]) == 1  # another option that changes the masks
     err = capsys.readouterr().err.strip()
     # the CRF's parameters where there were none, named once
-    assert err.startswith(f"error: {out}: already holds outputs of these photos made with other settings (crf: None "
-                          "-> {")  # fmt: skip
+    assert err.startswith(
+        f"error: {out}: already holds outputs of these photos made with other settings (crf: None -> {{"
+    )
     assert "pass --overwrite to replace them" in err and "\n" not in err and rewritten() == set()
     (out / ".settings.json").unlink()  # masks of an older wsss, which stamped nothing: what made them is unknown
     assert main(command) == 1
@@ -283,8 +324,9 @@ def test_a_folder_of_photos_given_as_a_dataset_names_images(reported, photos, ca
     assert main(["predict", str(run), "--split", "val", "--data-root", str(folder), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert "split file not found; available splits: none" in err and "\n" not in err
-    assert err.endswith(f"; to read a folder of photos that is not a dataset, use `wsss predict {run} --images DIR "
-                        "--out DIR`")  # fmt: skip
+    assert err.endswith(
+        f"; to read a folder of photos that is not a dataset, use `wsss predict {run} --images DIR --out DIR`"
+    )
 
 
 def test_cam_of_photos_needs_a_run_that_finds_their_labels(reported, photos, tmp_path, capsys):
@@ -294,8 +336,9 @@ def test_cam_of_photos_needs_a_run_that_finds_their_labels(reported, photos, tmp
     capsys.readouterr()
     assert main(["cam", str(run), "--images", str(folder), "--out", str(tmp_path / "cams"), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: {run}: a cam run makes the CAMs of each photo's image labels, and photos given "
-                          "to --images have none")  # fmt: skip
+    assert err.startswith(
+        f"error: {run}: a cam run makes the CAMs of each photo's image labels, and photos given to --images have none"
+    )
     assert "\n" not in err and not (tmp_path / "cams").exists()
 
 
@@ -312,9 +355,24 @@ def test_cam_of_photos_with_clip_es_labels_them_from_the_class_names(photos, syn
     weights = tmp_path / "tiny_clip.npz"
     np.savez(weights, **load_golden("clip_es_state_dict"))
     clip = tmp_path / "clip_es"
-    assert main(["import", "clip_es", str(weights), "--config", str(REPO / "configs/clip_es/voc.yaml"), "--out",
-                 str(clip), f"data.root={synth_root}", "options.text_heads=2", "options.quick_gelu=true",
-                 "run.device=cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "import",
+                "clip_es",
+                str(weights),
+                "--config",
+                str(REPO / "configs/clip_es/voc.yaml"),
+                "--out",
+                str(clip),
+                f"data.root={synth_root}",
+                "options.text_heads=2",
+                "options.quick_gelu=true",
+                "run.device=cpu",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "seeds"
     assert main(["cam", str(clip), "--images", str(folder), "--out", str(out), "--overlay", "--quiet"]) == 0
     loaded = load_run(clip)
@@ -328,8 +386,9 @@ def test_cam_of_photos_with_clip_es_labels_them_from_the_class_names(photos, syn
         assert (out / "overlay" / f"{i}.jpg").is_file()
 
 
-def test_an_out_of_files_wsss_did_not_make_is_refused_and_nothing_of_theirs_is_removed(reported, photos, tmp_path,
-                                                                                       capsys):  # fmt: skip
+def test_an_out_of_files_wsss_did_not_make_is_refused_and_nothing_of_theirs_is_removed(
+    reported, photos, tmp_path, capsys
+):
     """The README's block predicted into the user's folder of ground-truth masks. An --out without a stamp
     that holds files wsss did not make is refused, naming them; with --overwrite the masks are written among them and
     nothing of theirs is removed. A user's `.notes.tmp` in --out was deleted as a killed write's."""

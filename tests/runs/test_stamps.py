@@ -165,9 +165,11 @@ def test_a_stamp_that_does_not_name_the_model_is_refused_and_overwrite_redoes(re
     old = {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")}
     _retrain(run)
     err = _err(capsys, ["predict", str(run), "--split", "val", "--quiet"])
-    assert err == (f"error: {run / 'predictions/val'}: holds outputs made with unknown settings (its settings stamp "
-                   f"(.settings.json, written by an older wsss) does not name {key}); pass --overwrite to make them "
-                   "again (its outputs are removed first)")  # fmt: skip
+    assert err == (
+        f"error: {run / 'predictions/val'}: holds outputs made with unknown settings (its settings stamp "
+        f"(.settings.json, written by an older wsss) does not name {key}); pass --overwrite to make them "
+        "again (its outputs are removed first)"
+    )
     assert stamp_file.read_text() == json.dumps(stamp)  # not restamped
     assert main(["predict", str(run), "--split", "val", "--overwrite", "--quiet"]) == 0
     assert {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")} != old  # the new model's
@@ -180,9 +182,11 @@ def test_a_corrupt_stamp_is_refused_as_unreadable_not_with_invented_differences(
     assert main(["predict", str(run), "--split", "val", "--quiet"]) == 0
     (run / "predictions/val/.settings.json").write_text(text)
     err = _err(capsys, ["predict", str(run), "--split", "val", "--quiet"])
-    assert err == (f"error: {run / 'predictions/val'}: holds outputs made with unknown settings (its settings stamp "
-                   "(.settings.json) is unreadable (not a JSON object)); pass --overwrite to make them again (its "
-                   "outputs are removed first)")  # fmt: skip
+    assert err == (
+        f"error: {run / 'predictions/val'}: holds outputs made with unknown settings (its settings stamp "
+        "(.settings.json) is unreadable (not a JSON object)); pass --overwrite to make them again (its "
+        "outputs are removed first)"
+    )
     assert main(["predict", str(run), "--split", "val", "--overwrite", "--quiet"]) == 0
 
 
@@ -225,8 +229,10 @@ def test_an_override_of_the_networks_options_is_in_the_stamp(synth_root, tmp_pat
     assert main(changed) == 0
     masks = {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")}
     err = _err(capsys, ["predict", str(run), "--split", "val", "--quiet"])
-    assert err.startswith(f"error: {run / 'predictions/val'}: holds outputs made with other settings "
-                          "(model.network.options.rates: [1, 1, 1, 1] -> [2, 4, 6, 8])")  # fmt: skip
+    assert err.startswith(
+        f"error: {run / 'predictions/val'}: holds outputs made with other settings "
+        "(model.network.options.rates: [1, 1, 1, 1] -> [2, 4, 6, 8])"
+    )
     assert main(["predict", str(run), "--split", "val", "--overwrite", "--quiet"]) == 0
     assert {p.name: p.read_bytes() for p in (run / "predictions/val").glob("*.png")} != masks  # the check can fail
 
@@ -268,8 +274,10 @@ def test_a_checkpoint_or_a_dataset_of_other_class_names_is_refused(reported, syn
     root = _renamed_classes(synth_root, tmp_path, swapped)
     for command in ("predict", "cam"):
         err = _err(capsys, [command, str(run), "--split", "val", "--data-root", str(root), "--quiet"])
-        assert err == (f"error: {root}: the dataset's classes are not the run's (class 1: {swapped[1]!r} here, "
-                       f"{names[1]!r} in {run})")  # fmt: skip
+        assert err == (
+            f"error: {root}: the dataset's classes are not the run's (class 1: {swapped[1]!r} here, "
+            f"{names[1]!r} in {run})"
+        )
     assert not (run / "predictions").exists() and not (run / "cams").exists()
     # a checkpoint whose class names are not those of the run's dataset
     for path in (run / "checkpoints").glob("*.pt"):
@@ -291,10 +299,11 @@ def test_predict_split_refuses_a_dataset_of_another_count_as_cam_does(reported, 
     labels = load_cls_labels(root, len(names))  # a whole dataset of 8 classes: its labels one class longer
     write_cls_labels(root, {i: np.append(v, np.float32(0)) for i, v in labels.items()})
     assert len(VOCDataset(root, "val").labels(VOCDataset(root, "val").ids[0])) == len(names)
-    errs = {c: _err(capsys, [c, str(run), "--split", "val", "--data-root", str(root), "--quiet"])
-            for c in ("cam", "predict", "pseudo")}  # fmt: skip
-    line = (f"error: {root}: the dataset has {len(names) + 1} classes but the run {run} was trained with "
-            f"{len(names)}")  # fmt: skip
+    errs = {
+        c: _err(capsys, [c, str(run), "--split", "val", "--data-root", str(root), "--quiet"])
+        for c in ("cam", "predict", "pseudo")
+    }
+    line = f"error: {root}: the dataset has {len(names) + 1} classes but the run {run} was trained with {len(names)}"
     assert errs == {"cam": line, "predict": line, "pseudo": line}
     assert not (run / "predictions").exists()
 
@@ -310,8 +319,13 @@ def test_the_predictions_name_their_fusion_and_an_older_stamp_is_the_default_one
     stamp_file = run / "predictions/val/.settings.json"
     stamp = json.loads(stamp_file.read_text())
     fusion = {k: stamp.pop(k) for k in ("resize_long", "scale_resize", "flip_fuse", "scale_fuse", "fuse_at")}
-    assert fusion == {"resize_long": None, "scale_resize": "size", "flip_fuse": "sum", "scale_fuse": "max",
-                      "fuse_at": "image"}  # fmt: skip
+    assert fusion == {
+        "resize_long": None,
+        "scale_resize": "size",
+        "flip_fuse": "sum",
+        "scale_fuse": "max",
+        "fuse_at": "image",
+    }
     stamp_file.write_text(json.dumps(stamp))
     old = {p.name: p.stat().st_mtime_ns for p in (run / "predictions/val").glob("*.png")}
     capsys.readouterr()

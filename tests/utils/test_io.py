@@ -36,8 +36,11 @@ def test_plural_of_a_noun_ending_in_s():
     from wsss.utils.io import plural
 
     assert [plural(1, "class"), plural(73, "class"), plural(2, "image"), plural(3, "box")] == [
-        "1 class", "73 classes", "2 images", "3 boxes"
-    ]  # fmt: skip
+        "1 class",
+        "73 classes",
+        "2 images",
+        "3 boxes",
+    ]
 
 
 @pytest.mark.parametrize("ahead", [0, 1, 3, 10])

@@ -15,8 +15,10 @@ from conftest import REPO
 from wsss.core.errors import ConfigWarning, UsageError
 from wsss.utils.runlock import LOCK_FILE, run_dir_lock
 
-HOLD = "import sys, time; from wsss.utils.runlock import run_dir_lock\nwith run_dir_lock(sys.argv[1]):\n" \
-       "    print('held', flush=True); time.sleep(60)\n"  # fmt: skip
+HOLD = (
+    "import sys, time; from wsss.utils.runlock import run_dir_lock\nwith run_dir_lock(sys.argv[1]):\n"
+    "    print('held', flush=True); time.sleep(60)\n"
+)
 
 
 def _taken(folder) -> list[str]:

@@ -117,9 +117,13 @@ def scale_cam(cam: np.ndarray, size_wh: tuple[int, int] | None = None) -> np.nda
 
 
 def gradcam_of_labels(
-    model: nn.Module, tokens: torch.Tensor, text_feats: torch.Tensor, n_labels: int, grid_hw: tuple[int, int],
+    model: nn.Module,
+    tokens: torch.Tensor,
+    text_feats: torch.Tensor,
+    n_labels: int,
+    grid_hw: tuple[int, int],
     out_proj_fp16: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Grad-CAM of the softmax score of each of the first ``n_labels`` classes of ``text_feats`` on the
     last block's ``ln_1`` output (step 7): one forward of the last block (the same for every label: only the
     target differs), then one backward per label through the kept graph. The official code runs the forward
@@ -136,9 +140,9 @@ def gradcam_of_labels(
     with torch.enable_grad():
         # the tokens require grad so that ln_1's output does even with frozen weights
         probs, attn, ln1 = last_block_scores(model, tokens.detach()[:1].requires_grad_(True), text_feats, out_proj_fp16)
-        grads = torch.cat([
-            torch.autograd.grad(probs[0, i], ln1, retain_graph=i < n_labels - 1)[0] for i in range(n_labels)
-        ])  # fmt: skip
+        grads = torch.cat(
+            [torch.autograd.grad(probs[0, i], ln1, retain_graph=i < n_labels - 1)[0] for i in range(n_labels)]
+        )
 
     def grid(t: torch.Tensor) -> torch.Tensor:  # reshape_transform: drop CLS, (N, D, gh, gw)
         return t[:, 1:, :].reshape(t.shape[0], gh, gw, t.shape[2]).permute(0, 3, 1, 2)
@@ -277,12 +281,18 @@ def clip_es_cams(
         refined.append(scale_cam(cam_refined, (width, height)))
         if record:
             rec["labels"][i] = {
-                "grayscale_cam": cam, "grayscale_cam_highres": highres, "bbox_boxes": boxes, "bbox_cnt": len(boxes),
-                "aff_mask": mask.reshape(1, -1), "trans_mat_steps": torch.stack([*steps, masked]).numpy(),
-                "cam_refined": cam_refined, "cam_refined_highres": refined[-1],
-                "gradients": g["gradients"][i : i + 1], "weights": g["weights"][i : i + 1],
+                "grayscale_cam": cam,
+                "grayscale_cam_highres": highres,
+                "bbox_boxes": boxes,
+                "bbox_cnt": len(boxes),
+                "aff_mask": mask.reshape(1, -1),
+                "trans_mat_steps": torch.stack([*steps, masked]).numpy(),
+                "cam_refined": cam_refined,
+                "cam_refined_highres": refined[-1],
+                "gradients": g["gradients"][i : i + 1],
+                "weights": g["weights"][i : i + 1],
                 "cam_raw": g["cam_raw"][i : i + 1],
-            }  # fmt: skip
+            }
     return np.stack(refined).astype(np.float32), rec
 
 

@@ -69,9 +69,13 @@ def radius_mask(h: int, w: int, radius: int) -> torch.Tensor:
 
 
 def affinity_label(
-    label: torch.Tensor, grid: tuple[int, int], mask: torch.Tensor, *, ignore_diag: bool = False,
+    label: torch.Tensor,
+    grid: tuple[int, int],
+    mask: torch.Tensor,
+    *,
+    ignore_diag: bool = False,
     ignore_index: int = 255,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """``cams_to_affinity_label`` (the second, effective definition): labels (B, H, W) nearest-downsampled to
     ``grid``, 1 for a pair of tokens with the same label, 0 otherwise; ``ignore_index`` outside ``mask`` (hw, hw)
     and for pairs with an ignored token. ``ignore_diag``: the diagonal ignored too (the first definition; the

@@ -258,9 +258,11 @@ class CRFPool:
         self._executor: ProcessPoolExecutor | None = None
         if self.workers > 0:
             self._executor = ProcessPoolExecutor(  # the workers end with this process, even SIGKILLed
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=die_with_parent, initargs=(signal.SIGKILL, os.getpid()),
-            )  # fmt: skip
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=die_with_parent,
+                initargs=(signal.SIGKILL, os.getpid()),
+            )
 
     def imap(
         self, items: Iterable[tuple[Hashable, np.ndarray, np.ndarray, Sequence[int] | np.ndarray | None]]

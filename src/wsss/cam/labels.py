@@ -172,8 +172,17 @@ def cam_to_roi_mask(
     """SeCo's decomposition mask (docs/methods/seco.md#decompose; its official name, golden ``csc_tags.npz``,
     ``roi_mask``): :func:`cam_to_label`'s label with uncertain pixels **-1** (``ignore_mid`` on by default).
     Returns (B,H,W) int64."""
-    _, mask = cam_to_label(cam, cls_label, img_box, ignore_mid, bkg_thre=bkg_thre, high_thre=high_thre,
-                           low_thre=low_thre, ignore_index=ignore_index, uncertain=-1)  # fmt: skip
+    _, mask = cam_to_label(
+        cam,
+        cls_label,
+        img_box,
+        ignore_mid,
+        bkg_thre=bkg_thre,
+        high_thre=high_thre,
+        low_thre=low_thre,
+        ignore_index=ignore_index,
+        uncertain=-1,
+    )
     return mask
 
 
@@ -321,6 +330,12 @@ def online_pseudo_label(
         cam, labels, img_box=img_box, ignore_mid=True, bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre
     )
     return refine_cams_with_bkg(
-        par, denormalize_image(images), valid_cam, labels, high_thre=c.high_thre, low_thre=c.low_thre,
-        img_box=img_box, down_scale=c.par_down_scale,
-    )  # fmt: skip
+        par,
+        denormalize_image(images),
+        valid_cam,
+        labels,
+        high_thre=c.high_thre,
+        low_thre=c.low_thre,
+        img_box=img_box,
+        down_scale=c.par_down_scale,
+    )

@@ -178,8 +178,11 @@ class CamPasses:
         if not self.scales:
             raise ValueError("CamPasses needs at least one scale")
         _check_fusion("flip_fuse", self.flip_fuse)
-        for name, value, allowed in (("relu", self.relu, RELU_ORDERS), ("normalize", self.normalize, _NORMS),
-                                     ("empty_fallback", self.empty_fallback, EMPTY_FALLBACKS)):  # fmt: skip
+        for name, value, allowed in (
+            ("relu", self.relu, RELU_ORDERS),
+            ("normalize", self.normalize, _NORMS),
+            ("empty_fallback", self.empty_fallback, EMPTY_FALLBACKS),
+        ):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r} ({', '.join(allowed)})")
 

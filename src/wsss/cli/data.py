@@ -14,8 +14,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     given = {"context_with": args.context_with, "context_without": args.context_without}
     context = {k: v for k, v in given.items() if v is not None}  # unset: the design's defaults
-    counts = generate_synthetic(args.out, n_train=args.train, n_val=args.val, size=args.size, seed=args.seed,
-                                n_workers=args.workers, overwrite=args.overwrite, **context)  # fmt: skip
+    counts = generate_synthetic(
+        args.out,
+        n_train=args.train,
+        n_val=args.val,
+        size=args.size,
+        seed=args.seed,
+        n_workers=args.workers,
+        overwrite=args.overwrite,
+        **context,
+    )
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
@@ -74,9 +82,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from wsss.data.fetch import fetch
 
-    res = fetch(args.dataset, args.raw, args.out, archives=args.archive or (), sha256=args.sha256,
-                verify=not args.no_verify, overwrite=args.overwrite, prepare=not args.no_prepare,
-                image_mode=args.image_mode, workers=args.workers, progress=not args.quiet)  # fmt: skip
+    res = fetch(
+        args.dataset,
+        args.raw,
+        args.out,
+        archives=args.archive or (),
+        sha256=args.sha256,
+        verify=not args.no_verify,
+        overwrite=args.overwrite,
+        prepare=not args.no_prepare,
+        image_mode=args.image_mode,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
     if res.summary is not None:
         print(res.summary.format())
     for note in res.notes:
@@ -95,13 +113,17 @@ def add_synth(sub: Any) -> None:
     s.add_argument("--workers", type=int, default=0, help="worker processes (0 = in-process)")
     add_overwrite(s, "replace the dataset OUT holds (its images, masks, split lists and labels)")
     s.add_argument(
-        "--context-with", type=float, default=None,
+        "--context-with",
+        type=float,
+        default=None,
         help="probability of the water (rails) band in an image with a boat (train) (default: the design's, 0.85)",
-    )  # fmt: skip
+    )
     s.add_argument(
-        "--context-without", type=float, default=None,
+        "--context-without",
+        type=float,
+        default=None,
         help="probability of the water (rails) band in an image without a boat (train) (default: the design's, 0.10)",
-    )  # fmt: skip
+    )
     s.set_defaults(fn=cmd_synth)
 
 
@@ -115,8 +137,11 @@ def add_check_data(sub: Any) -> None:
 
 def _add_converter_options(q: argparse.ArgumentParser) -> None:
     """The last options of ``wsss prepare voc`` and ``prepare coco``: a dataset this release prepared is continued."""
-    add_overwrite(q, "replace what --out holds of another dataset (else refused); a dataset this release prepared "
-                  "there is continued, its finished masks kept")  # fmt: skip
+    add_overwrite(
+        q,
+        "replace what --out holds of another dataset (else refused); a dataset this release prepared "
+        "there is continued, its finished masks kept",
+    )
     add_pool_workers(q)
     add_quiet(q)
     q.set_defaults(fn=cmd_prepare)
@@ -133,8 +158,9 @@ def add_prepare(sub: Any) -> None:
     # --image-mode / --label-source: the names shared with `prepare folder`
     add_image_mode(q)
     labels_help = "cls_labels.npy from the masks (default) or the Annotations XML (PSA's file; auto: XML if present)"
-    q.add_argument("--label-source", dest="label_source", choices=("mask", "xml", "auto"), default="mask",
-                   help=labels_help)  # fmt: skip
+    q.add_argument(
+        "--label-source", dest="label_source", choices=("mask", "xml", "auto"), default="mask", help=labels_help
+    )
     _add_converter_options(q)
     q = prep.add_parser("coco", help="COCO instances json -> VOC-style masks (81 classes), splits, cls_labels.npy")
     q.add_argument("--coco", required=True, help="folder with annotations/ and train2014/, val2014/")
@@ -145,36 +171,47 @@ def add_prepare(sub: Any) -> None:
     add_image_mode(q)
     _add_converter_options(q)
     q = prep.add_parser(
-        "folder", help="a folder of images + a CSV/txt of image labels (+ optional masks)",
+        "folder",
+        help="a folder of images + a CSV/txt of image labels (+ optional masks)",
         description="A VOC-layout dataset from your own photos. Labels file: a CSV with the header "
         "'image,labels' and one row per photo: its file name (or stem), then its classes separated by ';' "
         "(e.g. 'a.jpg,cat;dog'; empty: no foreground class); or a CSV 'image,<class>,<class>,...' of 0/1 "
         "columns; or a .txt of lines '<image> <class> <class> ...' (names or indices 1..C-1). Classes file: "
         "one name a line, background first; a mask pixel k is the class on line k (0 = background, "
         "255 = ignore). Every input is checked before anything is written.",
-    )  # fmt: skip
+    )
     q.add_argument("--images", required=True, help="folder of images (id = file stem)")
     q.add_argument(
-        "--labels", default=None,
+        "--labels",
+        default=None,
         help="labels file: .csv 'image,labels' with classes separated by ';' (a.jpg,cat;dog), .csv "
         "'image,<class>,...' of 0/1, or .txt '<image> <class> ...'; or a COCO .json file or a folder of LabelMe "
         ".json files, each photo labelled with the classes drawn in it; without it every image is taken unlabelled, "
         "for `wsss tag` to label from CLIP scores",
-    )  # fmt: skip
+    )
     q.add_argument("--classes", required=True, help="class names, one a line, background first")
     q.add_argument("--out", required=True, help="output dataset root")
-    q.add_argument("--masks", default=None, metavar="PATH",
-                   help="optional masks of some or all images: a folder of <photo stem>.png class-index masks, a COCO "
-                   ".json file (polygons, RLE), a CVAT 'Segmentation mask 1.1' export folder (labelmap.txt, "
-                   "SegmentationClass/) or a folder of LabelMe .json files; the format is told from what is given "
-                   "(docs/datasets.md#masks-from-labelling-tools)")  # fmt: skip
     q.add_argument(
-        "--val-fraction", type=float, default=None,
+        "--masks",
+        default=None,
+        metavar="PATH",
+        help="optional masks of some or all images: a folder of <photo stem>.png class-index masks, a COCO "
+        ".json file (polygons, RLE), a CVAT 'Segmentation mask 1.1' export folder (labelmap.txt, "
+        "SegmentationClass/) or a folder of LabelMe .json files; the format is told from what is given "
+        "(docs/datasets.md#masks-from-labelling-tools)",
+    )
+    q.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
         help="share of the masked images in val.txt (default 0.2 with --masks; at most half of them: the rest stay "
         "in train); without --masks a share of all the images (default 0: training then runs without validation)",
-    )  # fmt: skip
-    add_overwrite(q, "replace the dataset --out holds (else refused): the result is a fresh run's; an input inside "
-                  "what it replaces (e.g. --masks OUT/SegmentationClass) is refused, never deleted")  # fmt: skip
+    )
+    add_overwrite(
+        q,
+        "replace the dataset --out holds (else refused): the result is a fresh run's; an input inside "
+        "what it replaces (e.g. --masks OUT/SegmentationClass) is refused, never deleted",
+    )
     q.add_argument("--seed", type=int, default=0, help="seed of the val split's draw (default 0)")
     add_image_mode(q)
     add_quiet(q)
@@ -191,26 +228,43 @@ def add_data(sub: Any) -> None:
     s = sub.add_parser("data", help="download an official dataset, check, unpack and prepare it (`wsss data fetch`)")
     actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = actions.add_parser(
-        "fetch", help="download VOC 2012, SBD or COCO 2014 (or take --archive), check its checksum, unpack, prepare",
+        "fetch",
+        help="download VOC 2012, SBD or COCO 2014 (or take --archive), check its checksum, unpack, prepare",
         description="Download an official release from its host (resuming an interrupted download), check it against "
         "its published checksum, unpack it into --raw (atomically; an archive member that would land outside is "
         "refused) and run `wsss prepare voc` or `wsss prepare coco` into --out. VOC 2012 is prepared with SBD "
         "whenever both are unpacked in the same --raw, whichever was fetched last (then train_aug has its 10,582 "
         "ids). A release unpacked earlier is kept; --overwrite unpacks it again.",
-    )  # fmt: skip
-    q.add_argument("dataset", choices=FETCH_DATASETS,
-                   help="voc2012 (VOCtrainval_11-May-2012.tar), sbd (benchmark.tgz) or coco2014 (train2014.zip, "
-                   "val2014.zip, annotations_trainval2014.zip)")  # fmt: skip
-    q.add_argument("--raw", default="data/raw",
-                   help="folder of the downloads (RAW/downloads) and unpacked releases (default data/raw)")  # fmt: skip
-    q.add_argument("--out", default=None,
-                   help="the prepared dataset (default: the presets' data.root: data/VOC2012, data/COCO)")  # fmt: skip
-    q.add_argument("--archive", action="append", default=None, metavar="PATH",
-                   help="an archive you already have, instead of the download (coco2014: one per file, matched by "
-                   "name: train2014.zip, val2014.zip, annotations_trainval2014.zip); checked against the published "
-                   "checksum")  # fmt: skip
-    q.add_argument("--sha256", default=None, metavar="HEX",
-                   help="check the one --archive against this SHA-256 instead of the published checksum")  # fmt: skip
+    )
+    q.add_argument(
+        "dataset",
+        choices=FETCH_DATASETS,
+        help="voc2012 (VOCtrainval_11-May-2012.tar), sbd (benchmark.tgz) or coco2014 (train2014.zip, "
+        "val2014.zip, annotations_trainval2014.zip)",
+    )
+    q.add_argument(
+        "--raw",
+        default="data/raw",
+        help="folder of the downloads (RAW/downloads) and unpacked releases (default data/raw)",
+    )
+    q.add_argument(
+        "--out", default=None, help="the prepared dataset (default: the presets' data.root: data/VOC2012, data/COCO)"
+    )
+    q.add_argument(
+        "--archive",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="an archive you already have, instead of the download (coco2014: one per file, matched by "
+        "name: train2014.zip, val2014.zip, annotations_trainval2014.zip); checked against the published "
+        "checksum",
+    )
+    q.add_argument(
+        "--sha256",
+        default=None,
+        metavar="HEX",
+        help="check the one --archive against this SHA-256 instead of the published checksum",
+    )
     q.add_argument("--no-verify", action="store_true", help="use --archive files unchecked")
     add_overwrite(q, "unpack again over a release unpacked earlier in --raw")
     q.add_argument("--no-prepare", action="store_true", help="download and unpack only")

@@ -40,8 +40,9 @@ def cmd_cam(args: argparse.Namespace) -> int:
         if args.images:
             from wsss.runs.photos import cam_photos
 
-            out = cam_photos(run, args.images, args.out, overwrite=args.overwrite, progress=not args.quiet,
-                             overlay=args.overlay)  # fmt: skip
+            out = cam_photos(
+                run, args.images, args.out, overwrite=args.overwrite, progress=not args.quiet, overlay=args.overlay
+            )
         else:
             out = run_cam(run, args.split, root=args.data_root, overwrite=args.overwrite, progress=not args.quiet)
     if procs.is_main:
@@ -60,11 +61,20 @@ def _check_source(args: argparse.Namespace) -> None:
             raise UsageError("give --split SPLIT (a dataset's split) or --images DIR_OR_FILES --out DIR (photos)")
         given = [flag for flag, value in (("--out", args.out), ("--overlay", args.overlay)) if value]
         if given:
-            raise UsageError(f"{given[0]} goes with --images (photos that are not a dataset); a split's outputs "
-                             "are written into the run directory")  # fmt: skip
+            raise UsageError(
+                f"{given[0]} goes with --images (photos that are not a dataset); a split's outputs "
+                "are written into the run directory"
+            )
         return
-    given = [flag for flag, value in (("--split", args.split), ("--data-root", args.data_root),
-                                      ("--labelled-only", getattr(args, "labelled_only", False))) if value]  # fmt: skip
+    given = [
+        flag
+        for flag, value in (
+            ("--split", args.split),
+            ("--data-root", args.data_root),
+            ("--labelled-only", getattr(args, "labelled_only", False)),
+        )
+        if value
+    ]
     if given:
         why = "the photos have no image labels" if given[0] == "--labelled-only" else "they are a dataset's"
         raise UsageError(f"--images reads photos that are not a dataset: drop {given[0]} ({why})")
@@ -82,8 +92,10 @@ def _photos_hint(args: argparse.Namespace) -> Iterator[None]:
     try:
         yield
     except SplitNotFoundError as e:
-        raise DataError(f"{e}; to read a folder of photos that is not a dataset, use `wsss {args.command} {args.run} "
-                        "--images DIR --out DIR`") from e  # fmt: skip
+        raise DataError(
+            f"{e}; to read a folder of photos that is not a dataset, use `wsss {args.command} {args.run} "
+            "--images DIR --out DIR`"
+        ) from e
 
 
 def _overlays_note(args: argparse.Namespace, out: Any) -> str:
@@ -96,10 +108,15 @@ def cmd_sweep_bkg(args: argparse.Namespace) -> int:
     from wsss.evaluation.bkg_sweep import sweep_run_bkg
 
     res, written = sweep_run_bkg(
-        args.run, args.split, data_root=args.data_root, thresholds=args.thresholds, pairs=args.pairs,
-        json_path=args.json, progress=None if args.quiet else lambda ids: tqdm(ids, desc=f"sweep {args.split}"),
+        args.run,
+        args.split,
+        data_root=args.data_root,
+        thresholds=args.thresholds,
+        pairs=args.pairs,
+        json_path=args.json,
+        progress=None if args.quiet else lambda ids: tqdm(ids, desc=f"sweep {args.split}"),
         overrides=override_words(args),
-    )  # fmt: skip
+    )
     own = tuple(res["config_pair"])
     config_thre = res["config_bkg_thre"]
     for t, m in zip(res["thresholds"], res["miou"]):
@@ -108,8 +125,10 @@ def cmd_sweep_bkg(args: argparse.Namespace) -> int:
     print("two-level labels (cam.high_thre / cam.low_thre: class above high, background at or below low):")
     for r in res["pairs"]:
         mark = "  (config)" if (r["high"], r["low"]) == own else ""
-        print(f"  high {r['high']:4.2f} low {r['low']:4.2f}  mIoU where decided {100 * r['miou_decided']:5.1f}"
-              f"  decided {100 * r['decided']:5.1f} %{mark}")  # fmt: skip
+        print(
+            f"  high {r['high']:4.2f} low {r['low']:4.2f}  mIoU where decided {100 * r['miou_decided']:5.1f}"
+            f"  decided {100 * r['decided']:5.1f} %{mark}"
+        )
     print(f"best background {res['best_thre']:g} (mIoU {100 * res['best_miou']:.1f}); written {written}")
     return 0
 
@@ -119,9 +138,15 @@ def cmd_pseudo(args: argparse.Namespace) -> int:
         from wsss.runs.jobs import run_pseudo
 
         out = run_pseudo(
-            load_run_of(args), args.split, refine=args.refine, root=args.data_root, overwrite=args.overwrite,
-            progress=not args.quiet, affinity_run=args.affinity_run, saliency=args.saliency,
-        )  # fmt: skip
+            load_run_of(args),
+            args.split,
+            refine=args.refine,
+            root=args.data_root,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            affinity_run=args.affinity_run,
+            saliency=args.saliency,
+        )
     if procs.is_main:
         print(f"pseudo labels in {out}")
     return 0
@@ -137,16 +162,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
             from wsss.runs.photos import predict_photos
 
             out = predict_photos(
-                run, args.images, args.out, crf=args.crf, overwrite=args.overwrite, progress=not args.quiet,
-                overlay=args.overlay, save_probs=args.save_probs, tags_from=_tagger(args, run),
-                tag_threshold=args.tag_threshold, tag_gate=args.tag_gate,
-            )  # fmt: skip
+                run,
+                args.images,
+                args.out,
+                crf=args.crf,
+                overwrite=args.overwrite,
+                progress=not args.quiet,
+                overlay=args.overlay,
+                save_probs=args.save_probs,
+                tags_from=_tagger(args, run),
+                tag_threshold=args.tag_threshold,
+                tag_gate=args.tag_gate,
+            )
         else:
             out = run_predict(
-                run, args.split, root=args.data_root, crf=args.crf, overwrite=args.overwrite,
-                progress=not args.quiet, save_probs=args.save_probs, labelled_only=args.labelled_only,
-                tags_from=_tagger(args, run), tag_threshold=args.tag_threshold, tag_gate=args.tag_gate,
-            )  # fmt: skip
+                run,
+                args.split,
+                root=args.data_root,
+                crf=args.crf,
+                overwrite=args.overwrite,
+                progress=not args.quiet,
+                save_probs=args.save_probs,
+                labelled_only=args.labelled_only,
+                tags_from=_tagger(args, run),
+                tag_threshold=args.tag_threshold,
+                tag_gate=args.tag_gate,
+            )
     if procs.is_main:
         print(f"predictions in {out}" + _overlays_note(args, out))
     return 0
@@ -180,9 +221,15 @@ def cmd_tag(args: argparse.Namespace) -> int:
     from wsss.runs.tag import tag_split
 
     summary = tag_split(
-        load_run_of(args), args.split, root=args.data_root, threshold=args.threshold, at_least_one=not args.allow_empty,
-        labels_from=args.labels_from, overwrite=args.overwrite, progress=not args.quiet,
-    )  # fmt: skip
+        load_run_of(args),
+        args.split,
+        root=args.data_root,
+        threshold=args.threshold,
+        at_least_one=not args.allow_empty,
+        labels_from=args.labels_from,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     print(summary.format())
     return 0
 
@@ -207,10 +254,13 @@ def add_cam(sub: Any) -> None:
     add_run_args(s, photos=True)
     add_scales(s, "infer.cam_scales", "1.0,0.5,1.5")
     add_setting(
-        s, "--bkg-thre", "cam.bkg_thre", number_arg,
+        s,
+        "--bkg-thre",
+        "cam.bkg_thre",
+        number_arg,
         help="background level of the seeds: cam.bkg_thre=T (default: the run's cam.bkg_thre); a level other than "
         "the seeds' folder holds rewrites every seed, from the saved CAMs",
-    )  # fmt: skip
+    )
     s.set_defaults(fn=cmd_cam)
 
 
@@ -220,12 +270,19 @@ def add_sweep_bkg(sub: Any) -> None:
     s.add_argument("run", help="run directory with cams/<split>/ (`wsss cam` first)")
     s.add_argument("--split", default="train", help="split whose CAMs are scored (default train)")
     add_data_root(s)
-    s.add_argument("--thresholds", type=setting_type("cam.bkg_thre", floats_arg, each=True), default=None,
-                   help="e.g. 0.1,0.2,0.3 (default: 0.05 to 0.70)")  # fmt: skip
     s.add_argument(
-        "--pairs", type=pair_arg, nargs="+", default=None,
+        "--thresholds",
+        type=setting_type("cam.bkg_thre", floats_arg, each=True),
+        default=None,
+        help="e.g. 0.1,0.2,0.3 (default: 0.05 to 0.70)",
+    )
+    s.add_argument(
+        "--pairs",
+        type=pair_arg,
+        nargs="+",
+        default=None,
         help="two-level (high/low) pairs to score, e.g. 0.7/0.25 0.35/0.1 (default: a grid from 0.7/0.25 down)",
-    )  # fmt: skip
+    )
     s.add_argument("--json", default=None, help="output file (default: RUN/bkg_sweep/<split>.json)")
     add_device(s)
     add_quiet(s)
@@ -238,19 +295,26 @@ def add_pseudo(sub: Any) -> None:
     s = sub.add_parser("pseudo", help="pseudo labels from the saved CAMs")
     add_run_args(s)
     s.add_argument(
-        "--refine", choices=LazyChoices(_refiners), default="par", metavar="REFINER",
+        "--refine",
+        choices=LazyChoices(_refiners),
+        default="par",
+        metavar="REFINER",
         help="how the CAMs become labels: %(choices)s (default par; see docs/getting-started.md, The commands)",
-    )  # fmt: skip
+    )
     s.add_argument("--affinity-run", default=None, help="with --refine affinity: a run trained with method affinitynet")
     s.add_argument("--saliency", default=None, help="with --refine rca: directory of <id>.png saliency maps")
     add_crf_workers(s, "processes for the CPU refiners crf, psa, rca")
     add_setting(
-        s, "--levels", ("cam.high_thre", "cam.low_thre"), pair_arg, metavar="HIGH/LOW",
+        s,
+        "--levels",
+        ("cam.high_thre", "cam.low_thre"),
+        pair_arg,
+        metavar="HIGH/LOW",
         help="CAM levels of the pseudo labels, e.g. 0.35/0.1 (a pair scored by `wsss sweep-bkg`): class above HIGH, "
         "background at or below LOW, 255 between: cam.high_thre=HIGH cam.low_thre=LOW (default: the run's); "
         "--refine psa: the la / ha alphas whose background (1 - cam)^alpha crosses the CAM there, --refine "
         "affinity: the walk's alpha at HIGH; with --overwrite to redo existing labels",
-    )  # fmt: skip
+    )
     s.set_defaults(fn=cmd_pseudo)
 
 
@@ -262,53 +326,78 @@ def add_predict(sub: Any) -> None:
     s.add_argument("--crf", action="store_true", help="DenseCRF over the classes that can appear")
     add_crf_workers(s, "CRF processes")
     s.add_argument(
-        "--ensemble", nargs="+", default=[], metavar="RUN",
+        "--ensemble",
+        nargs="+",
+        default=[],
+        metavar="RUN",
         help="more runs of the same classes (e.g. the stage trained again with other seeds) whose softmax "
         "probabilities are averaged with RUN's at each scale and flip (predictions_ensN/, N networks in all; its "
         ".settings.json names the members: another ensemble of N there is refused without --overwrite)",
-    )  # fmt: skip
-    s.add_argument("--save-probs", action="store_true",
-                   help="also write probs/<split>/<id>.npy (float16 softmax); an id is done when its mask and its "
-                   "probabilities are both there")  # fmt: skip
-    s.add_argument("--labelled-only", action="store_true",
-                   help="name only the background and each photo's image labels (training photos: the labels of a "
-                   "second round; predictions_labelled/)")  # fmt: skip
+    )
     s.add_argument(
-        "--tags-from", default=None, metavar="RUN",
+        "--save-probs",
+        action="store_true",
+        help="also write probs/<split>/<id>.npy (float16 softmax); an id is done when its mask and its "
+        "probabilities are both there",
+    )
+    s.add_argument(
+        "--labelled-only",
+        action="store_true",
+        help="name only the background and each photo's image labels (training photos: the labels of a "
+        "second round; predictions_labelled/)",
+    )
+    s.add_argument(
+        "--tags-from",
+        default=None,
+        metavar="RUN",
         help="a classifier run (cam, seco, rca, sccam: e.g. the route's cls/) that tags each photo: its prediction "
         "names only the background and the classes the classifier finds (predictions_tagged/); for photos whose "
         "labels are not known (val, test, your own)",
-    )  # fmt: skip
-    s.add_argument("--tag-threshold", type=probability_arg, default=None, metavar="P",
-                   help="a class is a tag where the classifier's sigmoid reaches P (default 0.5)")  # fmt: skip
+    )
     s.add_argument(
-        "--tag-gate", choices=LazyChoices(_tag_gates), default="hard", metavar="GATE",  # a metavar: no import here
+        "--tag-threshold",
+        type=probability_arg,
+        default=None,
+        metavar="P",
+        help="a class is a tag where the classifier's sigmoid reaches P (default 0.5)",
+    )
+    s.add_argument(
+        "--tag-gate",
+        choices=LazyChoices(_tag_gates),
+        default="hard",
+        metavar="GATE",  # a metavar: no import here
         help="hard (default): the prediction names only the tags at --tag-threshold; soft: no threshold, each "
         "class's probability is multiplied by the classifier's probability of it (predictions_tagged_soft/)",
-    )  # fmt: skip
+    )
     s.set_defaults(fn=cmd_predict)
 
 
 def add_tag(sub: Any) -> None:
     """`wsss tag`."""
     s = sub.add_parser(
-        "tag", help="image labels of a split from CLIP zero-shot scores and the class names (a CLIP-ES run)",
+        "tag",
+        help="image labels of a split from CLIP zero-shot scores and the class names (a CLIP-ES run)",
         description="Writes the dataset's cls_labels.npy for the split's photos, and tags.csv (each photo's "
         "labels and scores, to read and edit) beside it; prints precision/recall against the masks where "
         "photos have them. Route: prepare folder (no --labels) -> import clip_es -> tag -> cam -> pseudo.",
-    )  # fmt: skip
+    )
     s.add_argument("run", help="CLIP-ES run directory (wsss import clip_es WEIGHTS ...)")
     s.add_argument("--split", required=True, help="split of the dataset to tag (e.g. train)")
     add_data_root(s)
     add_checkpoint(s, hidden=True)
     add_device(s)
     s.add_argument(
-        "--threshold", type=score_arg, default=0.1,
+        "--threshold",
+        type=score_arg,
+        default=0.1,
         help="a class is a label when its score (softmax over the class and background prompts) is at least "
         "this (default 0.1)",
-    )  # fmt: skip
-    s.add_argument("--allow-empty", action="store_true", help="no label where no class reaches the threshold "
-                   "(default: the best class is always a label)")  # fmt: skip
+    )
+    s.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="no label where no class reaches the threshold (default: the best class is always a label)",
+    )
     s.add_argument("--labels-from", default=None, help="write the labels column of an edited tags.csv instead")
     add_overwrite(s, "replace labels the split's photos already have")
     add_quiet(s)

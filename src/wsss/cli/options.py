@@ -152,16 +152,25 @@ def add_run_args(s: argparse.ArgumentParser, photos: bool = False) -> None:
     s.add_argument("--split", required=not photos, help="split of the dataset to run on (e.g. train, val, test)")
     if photos:
         s.add_argument(
-            "--images", nargs="+", default=None, metavar="DIR_OR_FILE",
+            "--images",
+            nargs="+",
+            default=None,
+            metavar="DIR_OR_FILE",
             help="instead of --split: photos that are not a dataset, a folder of them and/or files (JPEG, PNG, "
             "WebP; EXIF orientation applied); each mask is --out/<file stem>.png, at the photo's size",
-        )  # fmt: skip
-        s.add_argument("--out", default=None, metavar="DIR",
-                       help="with --images: the folder for the masks (not one of the photos' own folders); "
-                       "refused if it holds masks of these photos, unless --overwrite")  # fmt: skip
-        s.add_argument("--overlay", action="store_true",
-                       help="with --images: also each photo with its mask's colours blended in, "
-                       "--out/overlay/<stem>.jpg")  # fmt: skip
+        )
+        s.add_argument(
+            "--out",
+            default=None,
+            metavar="DIR",
+            help="with --images: the folder for the masks (not one of the photos' own folders); "
+            "refused if it holds masks of these photos, unless --overwrite",
+        )
+        s.add_argument(
+            "--overlay",
+            action="store_true",
+            help="with --images: also each photo with its mask's colours blended in, --out/overlay/<stem>.jpg",
+        )
     overwrite = (
         "redo ids whose output exists; also to replace outputs made with other settings (refused without it: each "
         "output folder's .settings.json), the folder being cleared first"
@@ -196,8 +205,13 @@ def add_scales(s: argparse.ArgumentParser, key: str, example: str) -> None:
 def add_crf_workers(s: argparse.ArgumentParser, what: str) -> None:
     """``--crf-workers N`` of a command that reads a run: shorthand for ``infer.crf_workers=N``; ``what`` the
     processes are for."""
-    add_setting(s, "--crf-workers", "infer.crf_workers", int,
-                help=f"{what}: infer.crf_workers=N (default: the run's infer.crf_workers)")  # fmt: skip
+    add_setting(
+        s,
+        "--crf-workers",
+        "infer.crf_workers",
+        int,
+        help=f"{what}: infer.crf_workers=N (default: the run's infer.crf_workers)",
+    )
 
 
 def add_data_root(s: argparse.ArgumentParser) -> None:
@@ -207,14 +221,22 @@ def add_data_root(s: argparse.ArgumentParser) -> None:
 
 def add_checkpoint(s: argparse.ArgumentParser, hidden: bool = False) -> None:
     """``--checkpoint`` of a command that loads a run's network (``hidden``: a run without one, CLIP-ES's)."""
-    s.add_argument("--checkpoint", default="auto",
-                   help=argparse.SUPPRESS if hidden else "best, last or a .pt path (default: best if any)")  # fmt: skip
+    s.add_argument(
+        "--checkpoint",
+        default="auto",
+        help=argparse.SUPPRESS if hidden else "best, last or a .pt path (default: best if any)",
+    )
 
 
 def add_device(s: argparse.ArgumentParser) -> None:
     """``--device`` of a command that loads a run: shorthand for ``run.device=DEVICE``."""
-    add_setting(s, "--device", "run.device", str, help="cpu, cuda, cuda:1 ...: run.device=DEVICE (default: the "
-                "run's run.device)")  # fmt: skip
+    add_setting(
+        s,
+        "--device",
+        "run.device",
+        str,
+        help="cpu, cuda, cuda:1 ...: run.device=DEVICE (default: the run's run.device)",
+    )
 
 
 RUN_OVERRIDES = "cam.bkg_thre=0.3 infer.crf_workers=2"  # the example of the words of a command that reads a run
@@ -228,10 +250,13 @@ def add_run_overrides(s: argparse.ArgumentParser) -> None:
 def add_processes(s: argparse.ArgumentParser) -> None:
     """``--workers N`` of a per-id command: N processes sharing the ids (``processes_of``, runs/shard.py)."""
     s.add_argument(
-        "--workers", type=int, default=0, metavar="N",
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
         help="N local processes sharing the ids (CPUs; default: this one). On GPUs or nodes use "
         "`torchrun --nproc_per_node N -m wsss ...`: each rank takes its share",
-    )  # fmt: skip
+    )
 
 
 def add_pool_workers(s: argparse.ArgumentParser) -> None:
@@ -241,6 +266,11 @@ def add_pool_workers(s: argparse.ArgumentParser) -> None:
 
 def add_image_mode(s: argparse.ArgumentParser) -> None:
     """``--image-mode`` of ``wsss prepare`` and ``wsss data fetch``: how the dataset holds the photos."""
-    s.add_argument("--image-mode", dest="image_mode", choices=IMAGE_MODES, default="link",
-                   help="how to place the images in JPEGImages: link (hard link, a copy across devices; default), "
-                   "symlink, copy, none")  # fmt: skip
+    s.add_argument(
+        "--image-mode",
+        dest="image_mode",
+        choices=IMAGE_MODES,
+        default="link",
+        help="how to place the images in JPEGImages: link (hard link, a copy across devices; default), "
+        "symlink, copy, none",
+    )

@@ -168,8 +168,10 @@ def _run_command(argv: list[str], program: bool) -> int:
         cause = write_os_error(e)  # a full disk or an unwritable folder outside core.files.atomic_write
         if cause is None:
             raise
-        print(f"error: {cause.filename or 'output'}: cannot write ({write_error_text(cause)}); finished outputs "
-              "are kept", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {cause.filename or 'output'}: cannot write ({write_error_text(cause)}); finished outputs are kept",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if "torch" in sys.modules:  # a command that never imported torch has no process group to leave

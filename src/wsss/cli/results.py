@@ -45,8 +45,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from wsss.report import write_report
 
-    path = write_report(args.run, split=args.split, data_root=args.data_root, max_images=args.max_images,
-                        overrides=override_words(args))  # fmt: skip
+    path = write_report(
+        args.run, split=args.split, data_root=args.data_root, max_images=args.max_images, overrides=override_words(args)
+    )
     print(f"report: {path}")
     return 0
 
@@ -58,16 +59,30 @@ def cmd_viz(args: argparse.Namespace) -> int:
         from wsss.report.viz import write_viz
 
         if int(os.environ.get("RANK", "0")) == 0:
-            for path, _ in write_viz(args.run, image=args.image, out=args.out, classes=classes,
-                                     checkpoint=args.checkpoint, overrides=override_words(args)):  # fmt: skip
+            for path, _ in write_viz(
+                args.run,
+                image=args.image,
+                out=args.out,
+                classes=classes,
+                checkpoint=args.checkpoint,
+                overrides=override_words(args),
+            ):
                 print(path)
         return 0
     with processes_of(args):  # the workers start before this process imports the model code
         from wsss.report.viz import write_viz
 
-        written = write_viz(args.run, ids=ids, split=args.split, out=args.out, classes=classes,
-                            data_root=args.data_root, checkpoint=args.checkpoint, overrides=override_words(args),
-                            progress=not args.quiet)  # fmt: skip
+        written = write_viz(
+            args.run,
+            ids=ids,
+            split=args.split,
+            out=args.out,
+            classes=classes,
+            data_root=args.data_root,
+            checkpoint=args.checkpoint,
+            overrides=override_words(args),
+            progress=not args.quiet,
+        )
     for path, _ in written:
         print(path)
     return 0
@@ -79,8 +94,12 @@ def add_eval(sub: Any) -> None:
     s.add_argument("pred_dir", help="folder of <id>.png label maps (e.g. RUN/predictions/val)")
     s.add_argument("--data-root", default=None, help="dataset root with the ground-truth masks")
     s.add_argument("--split", default=None, help="split whose ids are scored (an id listed twice: once, a warning)")
-    s.add_argument("--masks", default=None, help="instead of a dataset: masks as `wsss prepare folder --masks` "
-                   "takes them (PNG folder, COCO .json, CVAT, LabelMe), matched to predictions by name")  # fmt: skip
+    s.add_argument(
+        "--masks",
+        default=None,
+        help="instead of a dataset: masks as `wsss prepare folder --masks` "
+        "takes them (PNG folder, COCO .json, CVAT, LabelMe), matched to predictions by name",
+    )
     s.add_argument("--classes", default=None, help="with --masks: the class list, one name a line, background first")
     s.add_argument("--pseudo", action="store_true", help="score pseudo labels (255 = left undecided)")
     s.add_argument("--json", default=None, help="also write the metrics to this JSON file")
@@ -91,11 +110,16 @@ def add_report(sub: Any) -> None:
     """`wsss report`."""
     s = sub.add_parser("report", help="HTML report of a run: metrics, curves, image grids")
     s.add_argument("run", help="run directory")
-    s.add_argument("--split", default=None, help="the one split to show (default: each split the run has CAMs, "
-                   "seeds, pseudo labels or predictions of, the val split first; none: the val split)")  # fmt: skip
+    s.add_argument(
+        "--split",
+        default=None,
+        help="the one split to show (default: each split the run has CAMs, "
+        "seeds, pseudo labels or predictions of, the val split first; none: the val split)",
+    )
     add_data_root(s)
-    s.add_argument("--max-images", type=int, default=12, help="images in the grid of each split, worst first "
-                   "(default 12)")  # fmt: skip
+    s.add_argument(
+        "--max-images", type=int, default=12, help="images in the grid of each split, worst first (default 12)"
+    )
     add_run_overrides(s)
     s.set_defaults(fn=cmd_report)
 
@@ -109,7 +133,11 @@ def add_viz(sub: Any) -> None:
     what.add_argument("--image", help="any image file: the model is run on it")
     s.add_argument("--split", default=None, help="split of --ids (default: the run's val split)")
     s.add_argument("--out", default=None, help="output folder (default: RUN/viz)")
-    s.add_argument("--classes", default=None, help="draw the CAMs of these classes (default: the image's "
-                   "labels; for --image the classes the classifier finds)")  # fmt: skip
+    s.add_argument(
+        "--classes",
+        default=None,
+        help="draw the CAMs of these classes (default: the image's "
+        "labels; for --image the classes the classifier finds)",
+    )
     add_run_options(s)
     s.set_defaults(fn=cmd_viz)

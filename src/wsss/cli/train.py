@@ -56,8 +56,9 @@ def _refuse_a_moved_run(config: str, overrides: Sequence[str], run_dir: str) -> 
 def cmd_import(args: argparse.Namespace) -> int:
     from wsss.runs.official_import import import_run
 
-    out, layout = import_run(args.method, args.checkpoint, args.config, args.out, args.overrides,
-                             overwrite=args.overwrite)  # fmt: skip
+    out, layout = import_run(
+        args.method, args.checkpoint, args.config, args.out, args.overrides, overwrite=args.overwrite
+    )
     print(f"run {out}: {args.method} from {args.checkpoint}: {layout.next_step.format(out=out)}")
     return 0
 
@@ -117,10 +118,11 @@ def add_train(sub: Any) -> None:
     add_overrides(s)
     s.add_argument("--skip-check", action="store_true", help="do not run check-data before training")
     s.add_argument(
-        "--allow-config-change", action="store_true",
+        "--allow-config-change",
+        action="store_true",
         help="resume a run whose saved config.yaml differs from this command's settings (the change is "
         "recorded in RUN/config_changes.jsonl); without it such a resume is refused, naming the keys",
-    )  # fmt: skip
+    )
     add_overwrite(
         s,
         "train into run.dir even when it is a folder holding files but no run (else refused): its config.yaml "
@@ -134,11 +136,13 @@ def add_import(sub: Any) -> None:
     """`wsss import`."""
     s = sub.add_parser("import", help="an official checkpoint as a run directory (for cam / predict / eval)")
     s.add_argument(
-        "method", choices=LazyChoices(_import_choices), metavar="METHOD",
+        "method",
+        choices=LazyChoices(_import_choices),
+        metavar="METHOD",
         help="%(choices)s: the import layouts the methods register (wsss.methods.imports): seco, toco (our cam "
         "method, model.decoder=largefov), rca or sccam (a round's classifier; PSA's res38_cls.pth as round 0) "
         "official checkpoints; clip_es: a CLIP weight file (ViT-B-16.pt), no training; a plugin's own",
-    )  # fmt: skip
+    )
     s.add_argument("checkpoint", help="the official .pth (state dict, with or without 'module.'); clip_es: CLIP")
     s.add_argument("--config", required=True, help="the preset it was trained with (configs/seco/voc.yaml)")
     s.add_argument("--out", required=True, help="run directory to write (a new or empty folder)")
@@ -153,13 +157,20 @@ def add_config(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("config", help="print the full config a preset resolves to (`wsss config show CONFIG`)")
     actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = actions.add_parser(
-        "show", help="print CONFIG as YAML with its _base_ presets, the defaults and the overrides merged in",
-    )  # fmt: skip
-    q.add_argument("config", help="configs/<method>/<preset>.yaml, a shipped preset's scoped name "
-                   "(wsss::cam/synthetic_cpu.yaml) or a run's config.yaml")  # fmt: skip
-    q.add_argument("--flat", action="store_true",
-                   help="the preset's own settings with its _base_ presets merged in, without the schema's "
-                   "defaults: one file that needs none of the bases, to copy and edit")  # fmt: skip
+        "show",
+        help="print CONFIG as YAML with its _base_ presets, the defaults and the overrides merged in",
+    )
+    q.add_argument(
+        "config",
+        help="configs/<method>/<preset>.yaml, a shipped preset's scoped name "
+        "(wsss::cam/synthetic_cpu.yaml) or a run's config.yaml",
+    )
+    q.add_argument(
+        "--flat",
+        action="store_true",
+        help="the preset's own settings with its _base_ presets merged in, without the schema's "
+        "defaults: one file that needs none of the bases, to copy and edit",
+    )
     q.add_argument("--out", default=None, metavar="FILE", help="write the YAML to FILE (atomically) instead of stdout")
     add_overwrite(q, "replace an existing --out FILE")
     add_overrides(q, "train.max_iters=100")

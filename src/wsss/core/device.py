@@ -24,8 +24,10 @@ def check_device(name: str) -> torch.device | None:
     if device.type == "cuda":
         count = torch.cuda.device_count() if cuda_available() else 0
         if count == 0:
-            raise UsageError(f"device {name!r}: no CUDA GPU is visible to this process; use cpu (--device cpu or "
-                             "run.device=cpu), or auto (a GPU when there is one)")  # fmt: skip
+            raise UsageError(
+                f"device {name!r}: no CUDA GPU is visible to this process; use cpu (--device cpu or "
+                "run.device=cpu), or auto (a GPU when there is one)"
+            )
         if device.index is not None and device.index >= count:
             raise UsageError(f"device {name!r}: this process sees {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
     return device

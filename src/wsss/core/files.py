@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
-import io
 import os
 import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, Any, TypeVar
 
 from wsss.core.errors import OutputError
 
@@ -122,11 +121,14 @@ def check_output_apart(out: str | os.PathLike, inputs: Iterable[str | os.PathLik
     for item in inputs:
         item = Path(item)  # one not there yet counts too: a run's metrics.jsonl that its training will write
         if where == item.resolve():
-            raise OutputError(f"{out}: {flag} names {item}, an input of this command or a file of the run; "
-                              "choose another path")  # fmt: skip
+            raise OutputError(
+                f"{out}: {flag} names {item}, an input of this command or a file of the run; choose another path"
+            )
         if item.is_dir() and where.is_relative_to(item.resolve()):
-            raise OutputError(f"{out}: {flag} lies in {item}, a folder of this command's inputs or of the run's own "
-                              "files; choose another path")  # fmt: skip
+            raise OutputError(
+                f"{out}: {flag} lies in {item}, a folder of this command's inputs or of the run's own "
+                "files; choose another path"
+            )
     return out
 
 
@@ -141,7 +143,7 @@ def check_output_folder(path: str | os.PathLike, names: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds.
 
     The file gets the mode a plain ``open(path, "w")`` would give (0666 minus the umask), not the

@@ -315,13 +315,15 @@ def check_dataset(
     per_class: Counter = Counter()
     label_only: dict[str, str] = {}  # id -> classes in its label with no pixel in its mask
     has_mask_dir = any((root / d).is_dir() for d in MASK_DIRS)
-    split_with_masks, needs_mask = _mask_needs(split_ids, mask_of, has_table, has_mask_dir, table_keys, report,
-                                               full_masks)  # fmt: skip
+    split_with_masks, needs_mask = _mask_needs(
+        split_ids, mask_of, has_table, has_mask_dir, table_keys, report, full_masks
+    )
     labels_of: dict[str, np.ndarray] = {}  # id -> its (C-1,) labels, where known
     for id in _progress(all_ids, progress):
         vec = table.get(id) if table is not None else None
-        mask_labels = _check_one_image(root, id, mask_of[id], id in needs_mask, vec, class_names, classes_desc,
-                                       (has_mask_dir, has_table), report)  # fmt: skip
+        mask_labels = _check_one_image(
+            root, id, mask_of[id], id in needs_mask, vec, class_names, classes_desc, (has_mask_dir, has_table), report
+        )
         labels = _count_labels(id, vec, mask_labels, class_names, per_class, label_only)
         if labels is not None:
             labels_of[id] = labels
@@ -337,9 +339,16 @@ def check_dataset(
 
 
 def _check_one_image(
-    root: Path, id: str, mpath: Path | None, needs_mask: bool, vec: np.ndarray | None, class_names: list[str],
-    classes_desc: str, have: tuple[bool, bool], report: CheckReport,
-) -> np.ndarray | None:  # fmt: skip
+    root: Path,
+    id: str,
+    mpath: Path | None,
+    needs_mask: bool,
+    vec: np.ndarray | None,
+    class_names: list[str],
+    classes_desc: str,
+    have: tuple[bool, bool],
+    report: CheckReport,
+) -> np.ndarray | None:
     """One image of :func:`check_dataset`: the image, its mask (a missing one reported where the split needs
     it; ``have``: whether the dataset has a mask folder and a label table) and its labels against the mask.
     Returns the mask's labels, or None without a mask."""
@@ -348,8 +357,9 @@ def _check_one_image(
         if needs_mask:
             _report_missing_mask(root, id, *have, report)
         return None
-    return _check_mask_of(mpath, size, vec, class_names, root / CLS_LABELS_FILE, id, classes_desc, report,
-                          image_path=find_image(root, id))  # fmt: skip
+    return _check_mask_of(
+        mpath, size, vec, class_names, root / CLS_LABELS_FILE, id, classes_desc, report, image_path=find_image(root, id)
+    )
 
 
 def _check_classes(root: Path, report: CheckReport) -> tuple[list[str], str]:
@@ -439,8 +449,10 @@ def _mask_needs(
         if not has_table or full_masks:
             needs_mask.update(ids)
         elif 0 < n_masks < len(ids):
-            report.warn(f"split {s!r}: {n_masks} of its {len(ids)} images have a mask; `wsss sweep-bkg` scores "
-                        "those (the others are trained on their image labels)")  # fmt: skip
+            report.warn(
+                f"split {s!r}: {n_masks} of its {len(ids)} images have a mask; `wsss sweep-bkg` scores "
+                "those (the others are trained on their image labels)"
+            )
         elif n_masks == 0 and has_mask_dir and (table_keys is None or any(i in table_keys for i in ids)):
             # (a split with neither masks nor labels gets its own "prediction only" warning below)
             report.warn(f"split {s!r}: none of its {len(ids)} images has a mask (it cannot be evaluated)")
@@ -491,8 +503,9 @@ def _check_mask_of(
     its image, whose EXIF orientation is named when it explains a size mismatch (``check_mask``)."""
     report.n_masks += 1
     labelled = None if vec is None else np.flatnonzero(vec > 0.5) + 1
-    problems, fg = check_mask(mpath, size, labelled, class_names, label_file=npy, id=id,
-                              classes_desc=classes_desc, image_path=image_path)  # fmt: skip
+    problems, fg = check_mask(
+        mpath, size, labelled, class_names, label_file=npy, id=id, classes_desc=classes_desc, image_path=image_path
+    )
     for msg in problems:
         report.add(msg)
     if fg is None:
@@ -576,9 +589,16 @@ def _warn_label_only(label_only: dict[str, str], npy: Path, report: CheckReport)
 
 
 def check_pseudo_labels(
-    root: str | os.PathLike, split: str, pseudo_dir: str | os.PathLike, *, max_problems: int = 50,
-    progress: bool = True, skip: Collection[str] = (), only: Collection[str] | None = None, what: str = "pseudo label",
-) -> CheckReport:  # fmt: skip
+    root: str | os.PathLike,
+    split: str,
+    pseudo_dir: str | os.PathLike,
+    *,
+    max_problems: int = 50,
+    progress: bool = True,
+    skip: Collection[str] = (),
+    only: Collection[str] | None = None,
+    what: str = "pseudo label",
+) -> CheckReport:
     """check-data's mask rules over a folder of segmentation targets (``data.pseudo_dir``, e.g. `wsss pseudo`'s
     output) for the ids of ``split``: each ``<id>.png`` present, a readable single-channel or palette PNG of
     its image's size, holding class indices or 255 (an RGB PNG met mid-training stopped it with a
@@ -603,8 +623,9 @@ def check_pseudo_labels(
             continue
         image = find_image(root, id)
         size = image_size(image) if image is not None else None
-        problems, _ = check_mask(path, size, None, class_names, label_file=path, id=id, classes_desc=desc,
-                                 image_path=image)  # fmt: skip
+        problems, _ = check_mask(
+            path, size, None, class_names, label_file=path, id=id, classes_desc=desc, image_path=image
+        )
         for p in problems:
             report.add(p)
     return report

@@ -265,11 +265,16 @@ class ClassLookup:
         if not self.unknown:
             return
         classes = f"classes: {', '.join(self.fg)}"
-        held = [what for sep, what in OTHER_SEPARATORS.items()
-                if any(any(self.knows(p) for p in split_names(n, sep)) for n in self.unknown if sep in n)]  # fmt: skip
+        held = [
+            what
+            for sep, what in OTHER_SEPARATORS.items()
+            if any(any(self.knows(p) for p in split_names(n, sep)) for n in self.unknown if sep in n)
+        ]
         if held:  # names run together by another tool's separator
-            classes += (f"; a cell's classes are separated by {NAME_SEPARATOR!r} ('cat{NAME_SEPARATOR}dog'), and "
-                        f"these names hold {' and '.join(held)}")  # fmt: skip
+            classes += (
+                f"; a cell's classes are separated by {NAME_SEPARATOR!r} ('cat{NAME_SEPARATOR}dog'), and "
+                f"these names hold {' and '.join(held)}"
+            )
         if len(self.unknown) == 1:  # one name: where it is, as a file:line message
             ((name, lines),) = self.unknown.items()
             hint = self.hint(name)

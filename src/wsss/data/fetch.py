@@ -68,8 +68,13 @@ RELEASES: dict[str, Release] = {
     "voc2012": Release(
         title="PASCAL VOC 2012 trainval",
         archives=(
-            Archive(file="VOCtrainval_11-May-2012.tar", url=VOC_HOST + "VOCtrainval_11-May-2012.tar",
-                    known_hash="md5:6cd6e144f989b92b3379bac3b3de84fd", top="VOCdevkit", size="2.0 GB"),
+            Archive(
+                file="VOCtrainval_11-May-2012.tar",
+                url=VOC_HOST + "VOCtrainval_11-May-2012.tar",
+                known_hash="md5:6cd6e144f989b92b3379bac3b3de84fd",
+                top="VOCdevkit",
+                size="2.0 GB",
+            ),
         ),
         folder="",
         default_out="data/VOC2012",
@@ -77,8 +82,13 @@ RELEASES: dict[str, Release] = {
     "sbd": Release(
         title="SBD (the Semantic Boundaries Dataset)",
         archives=(
-            Archive(file="benchmark.tgz", url=SBD_HOST + "benchmark.tgz",
-                    known_hash="md5:82b4d87ceb2ed10f6038a1cba92111cb", top="benchmark_RELEASE", size="1.4 GB"),
+            Archive(
+                file="benchmark.tgz",
+                url=SBD_HOST + "benchmark.tgz",
+                known_hash="md5:82b4d87ceb2ed10f6038a1cba92111cb",
+                top="benchmark_RELEASE",
+                size="1.4 GB",
+            ),
         ),
         folder="",
         default_out="data/VOC2012",
@@ -86,17 +96,32 @@ RELEASES: dict[str, Release] = {
     "coco2014": Release(
         title="MS COCO 2014",
         archives=(
-            Archive(file="train2014.zip", url=COCO_HOST + "zips/train2014.zip",
-                    known_hash="md5:0da8c0bd3d6becc4dcb32757491aca88", top="train2014", size="13.5 GB"),
-            Archive(file="val2014.zip", url=COCO_HOST + "zips/val2014.zip",
-                    known_hash="md5:a3d79f5ed8d289b7a7554ce06a5782b3", top="val2014", size="6.6 GB"),
-            Archive(file="annotations_trainval2014.zip", url=COCO_HOST + "annotations/annotations_trainval2014.zip",
-                    known_hash="md5:0a379cfc70b0e71301e0f377548639bd", top="annotations", size="253 MB"),
+            Archive(
+                file="train2014.zip",
+                url=COCO_HOST + "zips/train2014.zip",
+                known_hash="md5:0da8c0bd3d6becc4dcb32757491aca88",
+                top="train2014",
+                size="13.5 GB",
+            ),
+            Archive(
+                file="val2014.zip",
+                url=COCO_HOST + "zips/val2014.zip",
+                known_hash="md5:a3d79f5ed8d289b7a7554ce06a5782b3",
+                top="val2014",
+                size="6.6 GB",
+            ),
+            Archive(
+                file="annotations_trainval2014.zip",
+                url=COCO_HOST + "annotations/annotations_trainval2014.zip",
+                known_hash="md5:0a379cfc70b0e71301e0f377548639bd",
+                top="annotations",
+                size="253 MB",
+            ),
         ),
         folder="coco2014",
         default_out="data/COCO",
     ),
-}  # fmt: skip
+}
 
 UNPACKING = ".unpacking"  # the suffix of an unpacking's temporary folder (a killed one's is removed next time)
 VOC_DIR, SBD_DIR = "VOCdevkit", "benchmark_RELEASE"
@@ -146,10 +171,15 @@ def fetch(
     for archive in sorted(release.archives, key=lambda a: a.file not in given):
         dest = raw / release.folder / archive.top
         if (dest.exists() or dest.is_symlink()) and not dest.is_dir():  # never replaced: it is not a release of ours
-            what = (f"a symbolic link to {os.readlink(dest)}, which does not exist" if not dest.exists()
-                    else "a file, or a link to one")  # fmt: skip
-            raise UsageError(f"{dest}: is not a folder ({what}), so not an unpacked release; move it away (it is never "
-                             "deleted) or give another --raw")  # fmt: skip
+            what = (
+                f"a symbolic link to {os.readlink(dest)}, which does not exist"
+                if not dest.exists()
+                else "a file, or a link to one"
+            )
+            raise UsageError(
+                f"{dest}: is not a folder ({what}), so not an unpacked release; move it away (it is never "
+                "deleted) or give another --raw"
+            )
         if dest.is_dir() and not overwrite:
             unused = f"; {given[archive.file][0]} not used" if archive.file in given else ""
             log(f"{dest}: unpacked earlier, kept (--overwrite unpacks it again){unused}")
@@ -178,8 +208,14 @@ def _check_out(name: str, out: Path) -> None:
     downloading; ``--overwrite`` replaces them."""
     from wsss.data.prepare import release_outputs
 
-    release_outputs(out, "coco" if name == "coco2014" else "voc", f"wsss data fetch {name}", images="link",
-                    overwrite=False, inputs={})  # fmt: skip
+    release_outputs(
+        out,
+        "coco" if name == "coco2014" else "voc",
+        f"wsss data fetch {name}",
+        images="link",
+        overwrite=False,
+        inputs={},
+    )
 
 
 def _match_archives(
@@ -240,8 +276,17 @@ def file_hash(path: Path, alg: str, progress: bool = False) -> str:
     from tqdm import tqdm
 
     h = hashlib.new(alg)
-    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"{alg} {path.name}",
-                                     disable=not progress, dynamic_ncols=True) as bar:  # fmt: skip
+    with (
+        open(path, "rb") as f,
+        tqdm(
+            total=path.stat().st_size,
+            unit="B",
+            unit_scale=True,
+            desc=f"{alg} {path.name}",
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar,
+    ):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
             bar.update(len(block))
@@ -253,8 +298,10 @@ def _verify(path: Path, expected: str, title: str, progress: bool) -> None:
     got = file_hash(path, alg, progress)
     if got != want.lower():
         whose = "the given --sha256" if alg == "sha256" else f"{title}'s published {alg}"
-        raise DataError(f"{path}: {alg} {got} is not {whose} {want}: a damaged or different file "
-                        "(download it again, or pass --no-verify to use it as it is)")  # fmt: skip
+        raise DataError(
+            f"{path}: {alg} {got} is not {whose} {want}: a damaged or different file "
+            "(download it again, or pass --no-verify to use it as it is)"
+        )
 
 
 # -- downloading -------------------------------------------------------------------------------------
@@ -290,10 +337,18 @@ class ResumableDownloader:
 
         size = int(response.headers.get("Content-Length", 0))
         self.part.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.part, "r+b" if have else "wb") as f, tqdm(
-            total=size + have or None, initial=have, unit="B", unit_scale=True, desc=self.part.name[: -len(".part")],
-            disable=not self.progress, dynamic_ncols=True,
-        ) as bar:  # fmt: skip
+        with (
+            open(self.part, "r+b" if have else "wb") as f,
+            tqdm(
+                total=size + have or None,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=self.part.name[: -len(".part")],
+                disable=not self.progress,
+                dynamic_ncols=True,
+            ) as bar,
+        ):
             f.seek(have)
             f.truncate()
             for chunk in response.iter_content(chunk_size=1 << 20):
@@ -352,12 +407,16 @@ def _download(archive: Archive, folder: Path, progress: bool, log: Callable[[str
             ResumableDownloader(part, progress).fetch(archive.url)
         except requests.RequestException as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise DataError(f"{archive.url}: download failed ({type(e).__name__}: {reason}); run the command again "
-                            "to resume it, or download the file yourself and pass --archive") from e  # fmt: skip
+            raise DataError(
+                f"{archive.url}: download failed ({type(e).__name__}: {reason}); run the command again "
+                "to resume it, or download the file yourself and pass --archive"
+            ) from e
         if not _matches(part, archive.known_hash, progress):
             part.unlink()
-            raise DataError(f"{target}: the download's checksum is not the published {archive.known_hash}; it was "
-                            "deleted: run the command again to download it afresh")  # fmt: skip
+            raise DataError(
+                f"{target}: the download's checksum is not the published {archive.known_hash}; it was "
+                "deleted: run the command again to download it afresh"
+            )
         os.replace(part, target)  # the same folder: a rename
     return target
 
@@ -456,8 +515,10 @@ def _safe_tar_members(archive: Path, tf: tarfile.TarFile) -> Iterator[tarfile.Ta
             target = member.linkname if member.islnk() else (name.parent / member.linkname).as_posix()
             floor = 0 if member.islnk() else 1
             if member.linkname.startswith(("/", "\\")) or _escapes(target, floor):
-                raise DataError(f"{archive}: member {member.name!r} links to {member.linkname!r}, outside the "
-                                "folder it unpacks into; refused")  # fmt: skip
+                raise DataError(
+                    f"{archive}: member {member.name!r} links to {member.linkname!r}, outside the "
+                    "folder it unpacks into; refused"
+                )
         yield member
 
 
@@ -481,14 +542,30 @@ def _prepare(
     from wsss.data.prepare import prepare_coco, prepare_voc
 
     if name == "coco2014":
-        summary = prepare_coco(raw / RELEASES[name].folder, out, year="2014", images=image_mode, workers=workers,
-                               progress=progress, overwrite=overwrite)  # fmt: skip
+        summary = prepare_coco(
+            raw / RELEASES[name].folder,
+            out,
+            year="2014",
+            images=image_mode,
+            workers=workers,
+            progress=progress,
+            overwrite=overwrite,
+        )
         return summary, None
     voc, sbd = raw / VOC_DIR, raw / SBD_DIR
     if not voc.is_dir():  # SBD alone: its masks are VOC photos', prepared with VOC 2012's lists
-        return None, (f"not prepared: SBD is prepared with VOC 2012 (`wsss data fetch voc2012` with the same "
-                      f"--raw {raw} prepares both into {out})")  # fmt: skip
-    summary = prepare_voc(voc, sbd if sbd.is_dir() else None, out, images=image_mode, workers=workers,
-                          progress=progress, overwrite=overwrite)  # fmt: skip
+        return None, (
+            f"not prepared: SBD is prepared with VOC 2012 (`wsss data fetch voc2012` with the same "
+            f"--raw {raw} prepares both into {out})"
+        )
+    summary = prepare_voc(
+        voc,
+        sbd if sbd.is_dir() else None,
+        out,
+        images=image_mode,
+        workers=workers,
+        progress=progress,
+        overwrite=overwrite,
+    )
     note = None if sbd.is_dir() else f"VOC 2012 alone: `wsss data fetch sbd --raw {raw}` adds SBD's masks to {out}"
     return summary, note

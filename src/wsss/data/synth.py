@@ -728,8 +728,15 @@ def _describe(out: Path, size: int, counts: dict) -> str:
     )
 
 
-SYNTH_OUTPUTS = ("JPEGImages", "SegmentationClass", "SegmentationContext", str(SPLIT_DIR), "classes.txt",
-                 "cls_labels.npy", "synth_meta.json")  # fmt: skip
+SYNTH_OUTPUTS = (
+    "JPEGImages",
+    "SegmentationClass",
+    "SegmentationContext",
+    str(SPLIT_DIR),
+    "classes.txt",
+    "cls_labels.npy",
+    "synth_meta.json",
+)
 # Present while ``generate_synthetic`` writes: a folder holding it is a synth stopped part-way (a full disk, a
 # kill), which a rerun replaces without --overwrite; it used to be refused as "already holds a dataset".
 PARTIAL_MARKER = ".wsss_synth_incomplete"
@@ -747,8 +754,10 @@ def _clear_old_dataset(out: Path, overwrite: bool, verbose: bool = True) -> None
     if not found and not partial:
         return
     if not overwrite and not partial:
-        raise UsageError(f"{out}: already holds a dataset ({', '.join(found)}); pass --overwrite to replace it, "
-                         "or choose another folder")  # fmt: skip
+        raise UsageError(
+            f"{out}: already holds a dataset ({', '.join(found)}); pass --overwrite to replace it, "
+            "or choose another folder"
+        )
     if partial and verbose:
         print(f"{out}: replacing the partial dataset of a wsss synth that stopped part-way")
     try:

@@ -304,16 +304,25 @@ def masked_view(ds: Any) -> Any | None:
     return view
 
 
-def run_dataset(root: str | os.PathLike | None, run_root: str, split: str, run_dir: str | os.PathLike) -> VOCDataset:
+def run_dataset(
+    root: str | os.PathLike | None, run_root: str | None, split: str, run_dir: str | os.PathLike
+) -> VOCDataset:
     """The dataset a command on a trained run reads: ``root`` (its ``--data-root``), else the run's ``data.root``
     (``run_root``). A run's own root that is not on this machine (a run copied from another, whose config holds
-    its absolute paths) is a DataError that names the run and ``--data-root``, not only "root not found"."""
-    if root is None and not Path(run_root).is_dir():
+    its absolute paths) is a DataError that names the run and ``--data-root``, not only "root not found"; a run
+    without one is a ConfigError that says the same."""
+    if root is not None:
+        return VOCDataset(root, split)
+    if run_root is None:
+        raise ConfigError(
+            f"{run_dir}: the run's config has no data.root; give the dataset's folder with --data-root DIR"
+        )
+    if not Path(run_root).is_dir():
         raise DataError(
             f"{describe_path(run_root)}: dataset root not found: the data.root of the run {run_dir} (a run moved or "
             "copied from another machine?); give the dataset's folder here with --data-root DIR"
         )
-    return VOCDataset(root if root is not None else run_root, split)
+    return VOCDataset(run_root, split)
 
 
 ExtraViews = Callable[..., Mapping[str, Any]] | Mapping[str, Callable[..., Any]]
@@ -418,9 +427,13 @@ class ClsTrainDataset(Dataset):
         self.epoch = int(epoch)
 
     def set_target_dir(
-        self, target_dir: str | os.PathLike | None, *, true_masks: Mapping[str, Path] | None = None,
-        true_mask_weight: float = 1.0, unmasked_ignored: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        target_dir: str | os.PathLike | None,
+        *,
+        true_masks: Mapping[str, Path] | None = None,
+        true_mask_weight: float = 1.0,
+        unmasked_ignored: bool = False,
+    ) -> None:
         """Load ``<target_dir>/<id>.png`` as each sample's ``target``; DataError if any id has none.
 
         ``true_masks`` (``data.true_masks``, :func:`true_mask_paths`): a user's own masks of some of the ids, which
@@ -450,7 +463,7 @@ class ClsTrainDataset(Dataset):
                 f"ids have no true mask (first: {missing[0]}) and there is no data.pseudo_dir for them: set it, or "
                 "train on a split of the masked photos only"
             )
-        if missing:
+        if missing and d is not None:
             raise DataError(
                 f"{d / (missing[0] + '.png')}: pseudo label not found ({len(missing)} of {len(self.base.ids)} ids of "
                 f"split {self.base.split!r} have no <id>.png in {d}" + (" and no true mask)" if masks else ")")

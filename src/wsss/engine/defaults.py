@@ -82,8 +82,10 @@ def load_trained_method(
         path = ckpts / f"{checkpoint}.pt" if not checkpoint.endswith(".pt") else Path(checkpoint)
         if not path.is_file():  # name what was given, not the .pt name made of it
             names = "" if path == Path(checkpoint) else f"no {path}; "
-            raise MissingFileError(f"{checkpoint}: checkpoint not found ({names}--checkpoint takes best, last, another "
-                                   f"name in {ckpts}, or the path of a file ending in .pt)")  # fmt: skip
+            raise MissingFileError(
+                f"{checkpoint}: checkpoint not found ({names}--checkpoint takes best, last, another "
+                f"name in {ckpts}, or the path of a file ending in .pt)"
+            )
     state, sha1 = load_checkpoint_digest(path)
     check_run_checkpoint(state, path)
     if cfg.data.root and Path(cfg.data.root).is_dir():  # a checkpoint copied from another run would write its class ids
@@ -94,8 +96,15 @@ def load_trained_method(
     load_model_state(method, state["model"], path)
     method.to(dev).eval()
     step = state.get("step")
-    return TrainedMethod(cfg=cfg, method=method, class_names=list(state["class_names"]), device=dev, checkpoint=path,
-                         step=int(step) if isinstance(step, (int, float)) else None, sha1=sha1)  # fmt: skip
+    return TrainedMethod(
+        cfg=cfg,
+        method=method,
+        class_names=list(state["class_names"]),
+        device=dev,
+        checkpoint=path,
+        step=int(step) if isinstance(step, (int, float)) else None,
+        sha1=sha1,
+    )
 
 
 def run_has_seg_head(cfg: Config, class_names: Sequence[str]) -> bool | None:

@@ -84,8 +84,9 @@ def _epochs_text(epochs: float) -> str:
     return str(int(epochs)) if float(epochs).is_integer() else f"{epochs:.2f}".rstrip("0").rstrip(".")
 
 
-def lr_schedule_text(method: Any, lr: float, epochs: float, *, warmup_iters: int = 0, power: float = 0.0,
-                     max_iters: int | None = None) -> str:  # fmt: skip
+def lr_schedule_text(
+    method: Any, lr: float, epochs: float, *, warmup_iters: int = 0, power: float = 0.0, max_iters: int | None = None
+) -> str:
     """The learning rate over a training of ``epochs`` epochs, for its start line: ``lr`` through the method's
     per-epoch steps (``Method.lr_factor``, after ``set_training_length``), then the optimiser's own warm-up and
     poly decay, e.g. "lr 0.01 until epoch 16, 0.001 until 22, 0.0001 to 24". Printed because a step schedule
@@ -136,8 +137,9 @@ class MetricsLogger(HookBase):
             # the logged average is sum over processes / world size / n: each process takes the mean
             # window over the saved processes, which keeps that figure whatever the process count
             keys = {k for w in windows for k in w["sums"]}
-            self.sums = defaultdict(float, {k: sum(w["sums"].get(k, 0.0) for w in windows) / len(windows)
-                                            for k in keys})  # fmt: skip
+            self.sums = defaultdict(
+                float, {k: sum(w["sums"].get(k, 0.0) for w in windows) / len(windows) for k in keys}
+            )
             self.n_logged = windows[0]["n"]
         if not is_main_process() or not self.path.is_file():
             return
@@ -211,9 +213,12 @@ class DivergenceWarning(HookBase):
         elif not self.warned and self.first > 0 and loss > self.growth * self.first:
             self.warned = True
             if is_main_process():
-                tqdm.write(f"warning: the loss at iteration {record.get('step')} ({loss:.4g}) is over "
-                           f"{self.growth:g} times the first logged ({self.first:.4g}): the training diverges; lower "
-                           "train.lr or set train.grad_clip", file=sys.stderr)  # fmt: skip
+                tqdm.write(
+                    f"warning: the loss at iteration {record.get('step')} ({loss:.4g}) is over "
+                    f"{self.growth:g} times the first logged ({self.first:.4g}): the training diverges; lower "
+                    "train.lr or set train.grad_clip",
+                    file=sys.stderr,
+                )
 
     def state_dict(self) -> dict[str, Any]:
         return {"first": self.first, "warned": self.warned} if self.first is not None else {}
@@ -301,8 +306,10 @@ class BestCheckpointer(HookBase):
             return
         if is_main_process() and self.path.is_file():  # rank 0 moves it; the others wait (the same step on each)
             aside = move_aside(self.path)
-            tqdm.write(f"note: {self.path} is of an earlier training of this folder (no last.pt to resume); "
-                       f"kept as {aside}", file=sys.stderr)  # fmt: skip
+            tqdm.write(
+                f"note: {self.path} is of an earlier training of this folder (no last.pt to resume); kept as {aside}",
+                file=sys.stderr,
+            )
         barrier()
 
 
@@ -320,8 +327,9 @@ class PeriodicCheckpointer(HookBase):
     REPEAT_WINDOW_S = 2.0
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, save: Callable[[str], None], *, period: int, max_iter: int, path: Path,
-                 progress: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self, save: Callable[[str], None], *, period: int, max_iter: int, path: Path, progress: bool = True
+    ) -> None:
         self.save, self.period, self.max_iter, self.path, self.progress = save, period, max_iter, path, progress
         self.interrupted = False
         self._previous: dict[int, Any] = {}
@@ -427,8 +435,11 @@ class TensorBoardWriter(HookBase):
             if step:
                 wait_past_event_files(self.log_dir)
             elif any(self.log_dir.glob("events.out.tfevents.*")):  # an earlier training's curves: kept apart
-                tqdm.write(f"note: {self.log_dir} is of an earlier training of this folder; kept as "
-                           f"{move_aside(self.log_dir)}", file=sys.stderr)  # fmt: skip
+                tqdm.write(
+                    f"note: {self.log_dir} is of an earlier training of this folder; kept as "
+                    f"{move_aside(self.log_dir)}",
+                    file=sys.stderr,
+                )
             self.writer = SummaryWriter(str(self.log_dir), purge_step=step + 1 if step else None)
         except Exception:  # noqa: BLE001  (not installed, or broken: metrics.jsonl still has everything)
             self.writer = None

@@ -18,9 +18,13 @@ from wsss.utils.runlock import check_run_dir, run_dir_lock
 
 
 def train(
-    cfg: Config, *, progress: bool = True, allow_config_change: bool = False, overwrite: bool = False,
+    cfg: Config,
+    *,
+    progress: bool = True,
+    allow_config_change: bool = False,
+    overwrite: bool = False,
     change_advice: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Train (or resume) the run described by ``cfg``; returns the final step and validation.
 
     Input paths are stored resolved (``resolve_paths``). Resuming a run with other settings than

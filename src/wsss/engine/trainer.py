@@ -67,8 +67,11 @@ def validation_split(cfg: Config) -> str | None:
     split = cfg.data.val_split
     if split and split not in available_splits(cfg.data.root):
         if is_main_process():
-            print(f"note: {cfg.data.root} has no split {split!r} (data.val_split): training without validation; "
-                  "the run's last checkpoint is used", file=sys.stderr)  # fmt: skip
+            print(
+                f"note: {cfg.data.root} has no split {split!r} (data.val_split): training without validation; "
+                "the run's last checkpoint is used",
+                file=sys.stderr,
+            )
         return None
     return split or None
 
@@ -101,8 +104,9 @@ class EpochSampler(Sampler[int]):
     sees exactly the batches it would have seen, even on another number of processes.
     """
 
-    def __init__(self, n: int, seed: int, epoch: int, offset: int = 0, *, global_batch: int = 1, rank: int = 0,
-                 world: int = 1):  # fmt: skip
+    def __init__(
+        self, n: int, seed: int, epoch: int, offset: int = 0, *, global_batch: int = 1, rank: int = 0, world: int = 1
+    ):
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(n, generator=g)[offset:]
         order = order[: len(order) // global_batch * global_batch].view(-1, world, global_batch // world)
@@ -139,13 +143,23 @@ class BatchStream:
     def _start_epoch(self) -> None:
         self.dataset.set_epoch(self.epoch)
         sampler = EpochSampler(
-            len(self.dataset), self.seed, self.epoch, self.offset, global_batch=self.global_batch, rank=rank(),
+            len(self.dataset),
+            self.seed,
+            self.epoch,
+            self.offset,
+            global_batch=self.global_batch,
+            rank=rank(),
             world=world_size(),
-        )  # fmt: skip
+        )
         loader = DataLoader(
-            self.dataset, batch_size=self.micro, sampler=sampler, drop_last=True,
-            num_workers=self.num_workers, persistent_workers=False, worker_init_fn=leave_stops_to_parent,
-        )  # fmt: skip
+            self.dataset,
+            batch_size=self.micro,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            worker_init_fn=leave_stops_to_parent,
+        )
         with stops_held_for_children():  # the workers start here, each epoch
             self._it = iter(loader)
 
@@ -192,9 +206,12 @@ def build_optimizer(method: Method, cfg: Config) -> PolyWarmupAdamW | PolyWarmup
                 group["weight_decay"] = options[name]["weight_decay"]
             groups.append(group)
     schedule = dict(
-        warmup_iter=t.warmup_iters, max_iter=t.max_iters, warmup_ratio=t.warmup_ratio, power=t.power,
+        warmup_iter=t.warmup_iters,
+        max_iter=t.max_iters,
+        warmup_ratio=t.warmup_ratio,
+        power=t.power,
         hold_lr_after_max=t.hold_lr_after_max,
-    )  # fmt: skip
+    )
     if t.optimizer == "adamw":
         return PolyWarmupAdamW(groups, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, **schedule)
     if t.optimizer == "sgd":
@@ -236,24 +253,29 @@ def training_targets(cfg: Config, method: Method | type[Method]) -> TrainingTarg
     n = len(read_split(d.root, d.train_split))
     if teaches_cams_masks(cfg, method):
         weight = cfg.loss.weights.get(MASK_TERM, 1.0)  # resolve_mask_term's default, the config left as it is
-        text = (f"targets: the CAMs learn the pixels of {len(masks)} of the {n} photos of split {d.train_split} "
-                f"from their own masks (loss term {MASK_TERM!r}, weight {weight:g}; per photo "
-                f"{d.true_mask_weight:g}); every photo trains the classifier on its image labels")  # fmt: skip
+        text = (
+            f"targets: the CAMs learn the pixels of {len(masks)} of the {n} photos of split {d.train_split} "
+            f"from their own masks (loss term {MASK_TERM!r}, weight {weight:g}; per photo "
+            f"{d.true_mask_weight:g}); every photo trains the classifier on its image labels"
+        )
     else:
         rest = f"the rest on the pseudo labels of {d.pseudo_dir}" if d.pseudo_dir else "no pseudo labels"
-        text = (f"targets: {len(masks)} of the {n} photos of split {d.train_split} train on their own masks (weight "
-                f"{d.true_mask_weight:g}), {rest}")  # fmt: skip
+        text = (
+            f"targets: {len(masks)} of the {n} photos of split {d.train_split} train on their own masks (weight "
+            f"{d.true_mask_weight:g}), {rest}"
+        )
     return TrainingTargets(masks, n, text, source)
 
 
 def config_without_gone_starts(
     cfg: Config, checkpoint: Path, run_dir: Path, state: Callable[[], Mapping[str, Any]], warn: bool = True
-) -> Config:  # fmt: skip
+) -> Config:
     """``cfg`` to build a trained run's model where a start file is gone since (``drop_missing_pretrained``, the
     method's ``start_files`` with it): the options the build read off those files come from the checkpoint
     (``state()``'s ``built_options``), where the command line gives none. ``state`` is read only then."""
-    dropped = drop_missing_pretrained(cfg, checkpoint, run_dir, warn=warn,
-                                      option_files=get_method_class(cfg.method).start_files)  # fmt: skip
+    dropped = drop_missing_pretrained(
+        cfg, checkpoint, run_dir, warn=warn, option_files=get_method_class(cfg.method).start_files
+    )
     if dropped is cfg:
         return cfg
     built = state().get("built_options") or {}
@@ -278,8 +300,10 @@ def _differences(a: dict[str, Any], b: dict[str, Any]) -> str:
     """What differs between two ``VOCDataset.fingerprint``s, in words (``a`` the other one, ``b`` the reference)."""
     said = []
     if a["classes"] != b["classes"]:
-        said.append(f"its classes ({len(a['classes'])}: {', '.join(a['classes'][1:4])}, ...) are not "
-                    f"({len(b['classes'])}: {', '.join(b['classes'][1:4])}, ...)")  # fmt: skip
+        said.append(
+            f"its classes ({len(a['classes'])}: {', '.join(a['classes'][1:4])}, ...) are not "
+            f"({len(b['classes'])}: {', '.join(b['classes'][1:4])}, ...)"
+        )
     if a["n_ids"] != b["n_ids"] or a["ids"] != b["ids"]:
         same = " (as many, others or in another order)" if a["n_ids"] == b["n_ids"] else ""
         said.append(f"split {a['split']!r} lists {a['n_ids']} ids, not {b['n_ids']}{same}")
@@ -318,7 +342,7 @@ def _warn_changed_split(saved: dict[str, Any] | None, train_set: VOCDataset, las
         ConfigWarning(
             f"{last}: the training data changed since this checkpoint ({_differences(now, saved)}); the run "
             "resumes on the data as it is now, in another order than an uninterrupted run's"
-        ),  # fmt: skip
+        ),
         stacklevel=2,
     )
 
@@ -357,9 +381,11 @@ class Trainer(TrainerBase):
             # find_unused_parameters: staged losses leave heads unused early on (as the official code);
             # no buffer broadcast: the queue and prototypes are updated identically from gathered data.
             self.model = DistributedDataParallel(
-                self.method, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True, broadcast_buffers=False,
-            )  # fmt: skip
+                self.method,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+                broadcast_buffers=False,
+            )
         self.targets = training_targets(cfg, self.method)  # data.true_masks for the methods (TrainContext)
         self.stream = self.build_train_loader(cfg, self.train_set, self.method)
         self.optimizer = self.build_optimizer(cfg, self.method)
@@ -414,17 +440,26 @@ class Trainer(TrainerBase):
         save = weak_method(self.save_checkpoint)  # the hooks hold no strong reference back (train_loop.weak_method)
         hooks = [
             EpochLRRule(self.method, self.optimizer, t.lr),
-            MetricsLogger(self.run_dir / "metrics.jsonl", period=t.log_iters, max_iter=t.max_iters,
-                          optimizer=self.optimizer, progress=self.progress),
+            MetricsLogger(
+                self.run_dir / "metrics.jsonl",
+                period=t.log_iters,
+                max_iter=t.max_iters,
+                optimizer=self.optimizer,
+                progress=self.progress,
+            ),
             DivergenceWarning(),
-            ckpt := PeriodicCheckpointer(save, period=t.ckpt_iters, max_iter=t.max_iters,
-                                         path=self.ckpt_dir / "last.pt", progress=self.progress),
+            ckpt := PeriodicCheckpointer(
+                save, period=t.ckpt_iters, max_iter=t.max_iters, path=self.ckpt_dir / "last.pt", progress=self.progress
+            ),
             # Ctrl-C stops a validation between images; the checkpointer then saves and stops at the next step
-            PeriodicValidation(t.eval_iters, partial(weak_method(self.validate), should_stop=lambda: ckpt.interrupted),
-                               t.max_iters) if self.val_set is not None else None,
+            PeriodicValidation(
+                t.eval_iters, partial(weak_method(self.validate), should_stop=lambda: ckpt.interrupted), t.max_iters
+            )
+            if self.val_set is not None
+            else None,
             BestCheckpointer(save, path=self.ckpt_dir / "best.pt"),
             TensorBoardWriter(self.run_dir / "tensorboard", self.optimizer, enabled=self.cfg.run.tensorboard),
-        ]  # fmt: skip
+        ]
         return [h for h in hooks if h is not None]
 
     @property
@@ -475,10 +510,16 @@ class Trainer(TrainerBase):
     def context(self) -> TrainContext:
         """The narrow view of this run that a method gets (``Method.on_train_start``)."""
         return TrainContext(
-            run_dir=self.run_dir, step=self.step, device=self.device, train_set=self.train_set,
-            train_data=self.stream.dataset, val_set=self.val_set, optimizer=self.optimizer, save=self.save_checkpoint,
+            run_dir=self.run_dir,
+            step=self.step,
+            device=self.device,
+            train_set=self.train_set,
+            train_data=self.stream.dataset,
+            val_set=self.val_set,
+            optimizer=self.optimizer,
+            save=self.save_checkpoint,
             true_masks=self.targets.masks,
-        )  # fmt: skip
+        )
 
     def resume_if_possible(self) -> bool:
         last = self.ckpt_dir / "last.pt"
@@ -611,11 +652,15 @@ class Trainer(TrainerBase):
             save_config(cfg, self.run_dir / "config.yaml")
             weights = _describe_weights(cfg.model.pretrained)
             start = f"resumed from {self.ckpt_dir / 'last.pt'} at step {self.step}" if resumed else "from step 0"
-            schedule = lr_schedule_text(self.method, t.lr, self.epochs, warmup_iters=t.warmup_iters, power=t.power,
-                                        max_iters=t.max_iters)  # fmt: skip
-            print(f"train {self.run_dir}: {cfg.method}, {cfg.model.backbone}, pretrained weights {weights}; {start}"
-                  f" of {t.max_iters}; on {self._describe_device()}; {schedule}",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            schedule = lr_schedule_text(
+                self.method, t.lr, self.epochs, warmup_iters=t.warmup_iters, power=t.power, max_iters=t.max_iters
+            )
+            print(
+                f"train {self.run_dir}: {cfg.method}, {cfg.model.backbone}, pretrained weights {weights}; {start}"
+                f" of {t.max_iters}; on {self._describe_device()}; {schedule}",
+                file=sys.stderr,
+                flush=True,
+            )
         if self.step >= stop:
             return {"step": self.step, "resumed": resumed, "best": self.best}
         self.method.train()

@@ -94,7 +94,7 @@ def cam_mask_loss(
 
 def generalized_ce_pixels(
     logits: torch.Tensor, target: torch.Tensor, q: float, ignore_index: int = 255
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Per-pixel generalized cross entropy (Zhang & Sabuncu, NeurIPS 2018): ``(1 - p_y ** q) / q`` of the softmax
     probability ``p_y`` of each pixel's label, 0 where it is ``ignore_index``. ``q`` -> 0 is the cross entropy,
     ``q`` = 1 the mean absolute error, which a wrong label pulls on less: its gradient shrinks with ``p_y``.

@@ -17,8 +17,11 @@ from wsss.methods.cam import CAMBaseline, CAMOptions
 __all__ = ["CAMBaseline", "CAMOptions"]
 
 # stacklevel 2: the line that imports this module (the import machinery's own frames are skipped by warnings)
-warnings.warn("wsss.methods.cam_baseline is deprecated: import wsss.methods.cam instead (the same names)",
-              DeprecationWarning, stacklevel=2)  # fmt: skip
+warnings.warn(
+    "wsss.methods.cam_baseline is deprecated: import wsss.methods.cam instead (the same names)",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
 
 def __getattr__(name: str) -> Any:  # noqa: ANN401 - whatever the new module holds

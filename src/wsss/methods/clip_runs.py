@@ -18,10 +18,32 @@ from wsss.models.clip import CLIP_MEAN, CLIP_STD, ClipArch
 
 #: ``clip_text.BACKGROUND_CATEGORY`` of CLIP-ES and ExCEL (VOC, 25 names)
 VOC_BACKGROUND = [
-    "ground", "land", "grass", "tree", "building", "wall", "sky", "lake", "water", "river", "sea", "railway",
-    "railroad", "keyboard", "helmet", "cloud", "house", "mountain", "ocean", "road", "rock", "street", "valley",
-    "bridge", "sign",
-]  # fmt: skip
+    "ground",
+    "land",
+    "grass",
+    "tree",
+    "building",
+    "wall",
+    "sky",
+    "lake",
+    "water",
+    "river",
+    "sea",
+    "railway",
+    "railroad",
+    "keyboard",
+    "helmet",
+    "cloud",
+    "house",
+    "mountain",
+    "ocean",
+    "road",
+    "rock",
+    "street",
+    "valley",
+    "bridge",
+    "sign",
+]
 
 
 def prompts_for(class_names: list[str], synonyms: dict[str, str]) -> list[str]:

@@ -19,7 +19,8 @@ Contract (``Method``):
   fractions of the training resolves it there, and a rule that does not fit the training is refused).
 - ``cam_maps(images)`` returns (cam, cam_aux) before any ReLU or normalisation, for the shared multi-scale
   step (``cam_passes()``: a ``wsss.cam.CamPasses`` that applies the ReLU where ``cams.relu`` says, and can
-  fill an empty map from what lies below it: ``infer.cam_empty_fallback``).
+  fill an empty map from what lies below it: ``infer.cam_empty_fallback``). A method whose ``cams.source`` is
+  not "batch" keeps the default, which refuses with one UsageError naming the method.
 - ``seg_logits(images)`` returns (B, C, h, w) segmentation logits at the network's resolution.
 - ``class_logits(images)`` returns the image classifier's (B, C-1) logits (``has_classifier``): by default
   the CAM pooled as the classifier pools it; ``wsss predict --tags-from`` and ``wsss viz`` read them.
@@ -65,9 +66,10 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -193,7 +195,7 @@ def import_custom_modules(names: Sequence[str]) -> None:
     _check_module_names(names)
     for name in names:
         if name not in sys.modules:
-            _import_plugin(f"custom_imports: plugin {name!r}", lambda name=name: importlib.import_module(name), name)
+            _import_plugin(f"custom_imports: plugin {name!r}", partial(importlib.import_module, name), name)
 
 
 def _import_plugin(what: str, load: Callable[[], Any], name: str = "") -> Any:
@@ -321,13 +323,14 @@ class RegisteredRefiner:
 REFINERS: dict[str, RegisteredRefiner] = {}
 
 
-def register_refiner(
-    name: str, *, options: Sequence[str] = ()
-) -> Callable[[Callable[..., Refiner]], Callable[..., Refiner]]:
+RefinerFactory = TypeVar("RefinerFactory", bound=Callable[..., Refiner])
+
+
+def register_refiner(name: str, *, options: Sequence[str] = ()) -> Callable[[RefinerFactory], RefinerFactory]:
     """Decorator: make a refiner factory available as ``wsss pseudo --refine <name>``. ``options``: the keyword
     options the factory takes (each None unless given: ``wsss pseudo --affinity-run`` is ``affinity_run``)."""
 
-    def deco(factory: Callable[..., Refiner]) -> Callable[..., Refiner]:
+    def deco(factory: RefinerFactory) -> RefinerFactory:
         require_free_name("refiner", REFINERS, name, factory)
         REFINERS[name] = RegisteredRefiner(name, factory, tuple(options), factory.__module__)
         return factory
@@ -388,11 +391,18 @@ class NoOptions:
 
 
 CAM_SOURCES = ("batch", "per_image", "none")
+# Why ``Method.cam_maps`` has nothing to give, per ``CamDeclaration.source`` other than "batch"
+NO_BATCH_CAMS = {
+    "per_image": "makes its CAMs per image from its labels (`wsss cam` on its run), not from a batch of tensors",
+    "none": "has no CAM stage: run `wsss cam` on the run whose CAMs it was trained from",
+}
 # The capability flags that CamDeclaration replaced: a subclass that still sets one is refused (it would be ignored).
-_MOVED_FLAGS = {"has_cams": "cams = CamDeclaration(source='none')",
-                "cams_per_image": "cams = CamDeclaration(source='per_image') and labelled_cam_of_image",
-                "own_crf": "a crf_refiner override",
-                "cam_relu_per_pass": "cams = CamDeclaration(relu='per_pass')"}  # fmt: skip
+_MOVED_FLAGS = {
+    "has_cams": "cams = CamDeclaration(source='none')",
+    "cams_per_image": "cams = CamDeclaration(source='per_image') and labelled_cam_of_image",
+    "own_crf": "a crf_refiner override",
+    "cam_relu_per_pass": "cams = CamDeclaration(relu='per_pass')",
+}
 
 
 @dataclass(frozen=True)
@@ -417,8 +427,11 @@ class CamDeclaration:
     pooling: str | None = None
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("source", self.source, CAM_SOURCES), ("relu", self.relu, RELU_ORDERS),
-                                     ("pooling", self.pooling, (None, "gap", "gmp"))):  # fmt: skip
+        for name, value, allowed in (
+            ("source", self.source, CAM_SOURCES),
+            ("relu", self.relu, RELU_ORDERS),
+            ("pooling", self.pooling, (None, "gap", "gmp")),
+        ):
             if value not in allowed:
                 raise ValueError(f"CamDeclaration.{name} must be one of {allowed}, got {value!r}")
 
@@ -445,8 +458,10 @@ class Method(nn.Module):
         super().__init_subclass__(**kwargs)
         moved = [f"{flag} (now {new})" for flag, new in _MOVED_FLAGS.items() if flag in vars(cls)]
         if moved:
-            raise TypeError(f"{cls.__qualname__} sets {', '.join(moved)}: what a method declares about its CAMs "
-                            "is one CamDeclaration, what it does differently a hook it overrides")  # fmt: skip
+            raise TypeError(
+                f"{cls.__qualname__} sets {', '.join(moved)}: what a method declares about its CAMs "
+                "is one CamDeclaration, what it does differently a hook it overrides"
+            )
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__()
@@ -496,13 +511,24 @@ class Method(nn.Module):
         and the empty-map fallback ``infer.cam_empty_fallback`` where the maps are of ``labelled`` classes."""
         inf = self.cfg.infer
         fallback = inf.cam_empty_fallback if labelled else "none"
-        return CamPasses(tuple(scales or inf.cam_scales), flip_fuse=inf.cam_flip_fuse, relu=self.cams.relu,
-                         normalize=inf.cam_normalize, empty_fallback=fallback)  # fmt: skip
+        return CamPasses(
+            tuple(scales or inf.cam_scales),
+            flip_fuse=inf.cam_flip_fuse,
+            relu=self.cams.relu,
+            normalize=inf.cam_normalize,
+            empty_fallback=fallback,
+        )
 
     def image_cams(
-        self, image: np.ndarray, x: torch.Tensor | None = None, *, classes: torch.Tensor | None = None,
-        scales: Sequence[float] | None = None, aux: bool = False, labelled: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        self,
+        image: np.ndarray,
+        x: torch.Tensor | None = None,
+        *,
+        classes: torch.Tensor | None = None,
+        scales: Sequence[float] | None = None,
+        aux: bool = False,
+        labelled: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The CAMs of one (H, W, 3) uint8 ``image``: (cam, aux cam or None), each (1, k, h, w) in [0, 1], of
         the 0-based foreground ``classes`` (ascending; None: every class, k = C-1), at the size of ``x`` (or of
         the image: ``resize_maps`` them to the image). ``wsss cam``, validation and ``viz`` call this.
@@ -665,7 +691,11 @@ class Method(nn.Module):
 
     # -- inference ------------------------------------------------------------------------
     def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """(cam, aux cam) of an image batch, before any ReLU: a method whose ``cams.source`` is "batch" implements
+        this. Every other method keeps this one, which refuses with one UsageError naming the method."""
+        if self.cams.source == "batch":
+            raise NotImplementedError(f"{self.name}: cams.source is 'batch' but the method does not implement cam_maps")
+        raise UsageError(f"method {self.name} {NO_BATCH_CAMS[self.cams.source]}")
 
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -108,8 +108,9 @@ class Renormalize(nn.Module):
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
-        m_in, s_in, m, s = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1)
-                            for v in (IMAGENET_MEAN, IMAGENET_STD, mean, std))  # fmt: skip
+        m_in, s_in, m, s = (
+            torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD, mean, std)
+        )
         self.register_buffer("scale", s_in / s, persistent=False)
         self.register_buffer("shift", (m_in - m) / s, persistent=False)
 
@@ -165,8 +166,9 @@ def create_timm_backbone(
         close = difflib.get_close_matches(name, [*BACKBONES, *timm.list_models()], n=3, cutoff=0.6)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         own = ", ".join(sorted(k for k in BACKBONES if k != "timm"))
-        raise ConfigError(f"model.backbone: no backbone {name!r}{hint}: a timm model name (timm.list_models()) or "
-                          f"one of {own}")  # fmt: skip
+        raise ConfigError(
+            f"model.backbone: no backbone {name!r}{hint}: a timm model name (timm.list_models()) or one of {own}"
+        )
     if is_vit(name):
         vit = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
         if pretrained:
@@ -197,6 +199,10 @@ def create_backbone(
     """Build the backbone registered as ``name`` (``models/registry.py``), else timm's model ``name``;
     ``pretrained`` is a local state-dict file or None."""
     return backbone_factory(name)(
-        name, pretrained=pretrained, aux_layer=aux_layer, freeze_pos_embed=freeze_pos_embed,
-        output_stride=output_stride, **kwargs,
-    )  # fmt: skip
+        name,
+        pretrained=pretrained,
+        aux_layer=aux_layer,
+        freeze_pos_embed=freeze_pos_embed,
+        output_stride=output_stride,
+        **kwargs,
+    )

@@ -170,8 +170,11 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     prefixes removed), an ``.npz`` of arrays, or a Hugging Face CLIP folder / file (keys mapped;
     ``clip_files.py``). WeightLoadError naming the file otherwise."""
     state = read_clip_file(path).state
-    return {k: v for k, v in state.items() if torch.is_tensor(v) and k not in ("input_resolution", "context_length",
-                                                                                "vocab_size")}  # fmt: skip
+    return {
+        k: v
+        for k, v in state.items()
+        if torch.is_tensor(v) and k not in ("input_resolution", "context_length", "vocab_size")
+    }
 
 
 def load_clip_file(
@@ -202,8 +205,11 @@ def load_clip_described(
     bad = [k for k in own if k in state and own[k].shape != state[k].shape]
     missing = [k for k in own if k not in state and k != "attn_mask"]
     if bad or missing:
-        detail = (f"{bad[0]} is {tuple(state[bad[0]].shape)} where this architecture has {tuple(own[bad[0]].shape)}"
-                  if bad else f"no {missing[0]}")  # fmt: skip
+        detail = (
+            f"{bad[0]} is {tuple(state[bad[0]].shape)} where this architecture has {tuple(own[bad[0]].shape)}"
+            if bad
+            else f"no {missing[0]}"
+        )
         raise WeightLoadError(f"{path}: not a CLIP ViT in OpenAI's layout ({detail})")
     model.load_state_dict(state, strict=False)
     source = (
@@ -332,9 +338,13 @@ def embed_image(visual: nn.Module, image: torch.Tensor, pos_fp16: bool = True) -
 
 @torch.no_grad()
 def vision_blocks(
-    visual: nn.Module, image: torch.Tensor, *, pos_fp16: bool = True, layers_by_77_tokens: bool = True,
+    visual: nn.Module,
+    image: torch.Tensor,
+    *,
+    pos_fp16: bool = True,
+    layers_by_77_tokens: bool = True,
     out_proj_fp16: bool = False,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:  # fmt: skip
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Each block's output tokens (N, L, D) and head-averaged attention (N, L, L), for every block but the last.
 
     ``layers_by_77_tokens`` (quirk): the official ``Transformer.forward`` of CLIP-ES, ExCEL and WeCLIP+ tells

@@ -55,8 +55,11 @@ class _DecoderBlock(nn.Module):
         self.out_proj_fp16 = out_proj_fp16
         self.attn = nn.MultiheadAttention(width, heads)
         self.ln_1 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, width * 4)), ("gelu", _QuickGELU()),
-                                              ("c_proj", nn.Linear(width * 4, width))]))  # fmt: skip
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                [("c_fc", nn.Linear(width, width * 4)), ("gelu", _QuickGELU()), ("c_proj", nn.Linear(width * 4, width))]
+            )
+        )
         self.ln_2 = nn.LayerNorm(width)
 
     def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -49,10 +49,17 @@ HF_CONFIG = "config.json"
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 _SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
     "BOOL": torch.bool,
-}  # fmt: skip
+}
 
 
 @dataclass
@@ -310,11 +317,18 @@ def _hf_block(state: Mapping[str, torch.Tensor], src: str, dst: str) -> dict[str
     return {
         f"{dst}.attn.in_proj_weight": _cat(state, src, "weight"),
         f"{dst}.attn.in_proj_bias": _cat(state, src, "bias"),
-        **{f"{dst}.{b}.{p}": state[f"{src}.{a}.{p}"] for a, b in (
-            ("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"),
-            ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"),
-        ) for p in ("weight", "bias")},
-    }  # fmt: skip
+        **{
+            f"{dst}.{b}.{p}": state[f"{src}.{a}.{p}"]
+            for a, b in (
+                ("self_attn.out_proj", "attn.out_proj"),
+                ("layer_norm1", "ln_1"),
+                ("layer_norm2", "ln_2"),
+                ("mlp.fc1", "mlp.c_fc"),
+                ("mlp.fc2", "mlp.c_proj"),
+            )
+            for p in ("weight", "bias")
+        },
+    }
 
 
 def hf_to_openai_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -379,8 +393,10 @@ def _hf_layout(path: Path, state: dict[str, Any]) -> ClipFile:
     if refusal:
         raise WeightLoadError(f"{path}: {refusal}")
     if "visual_projection.weight" not in state or "text_model.embeddings.token_embedding.weight" not in state:
-        raise WeightLoadError(f"{path}: a Hugging Face CLIP file without both towers and projections "
-                              "(CLIPModel's vision_model, text_model, visual_projection, text_projection)")  # fmt: skip
+        raise WeightLoadError(
+            f"{path}: a Hugging Face CLIP file without both towers and projections "
+            "(CLIPModel's vision_model, text_model, visual_projection, text_projection)"
+        )
     try:
         mapped = hf_to_openai_state_dict(state)
     except KeyError as e:
@@ -425,10 +441,13 @@ def resolve_quick_gelu(clip_file: ClipFile, option: bool | None) -> bool:
     said = clip_file.quick_gelu
     if option is not None:
         if said is not None and bool(option) != said:
-            warnings.warn(ConfigWarning(
-                f"{clip_file.path}: options.quick_gelu={bool(option)} overrides {clip_file.activation_source} "
-                f"(quick_gelu={said}); features differ from the network that wrote the file"
-            ), stacklevel=2)  # fmt: skip
+            warnings.warn(
+                ConfigWarning(
+                    f"{clip_file.path}: options.quick_gelu={bool(option)} overrides {clip_file.activation_source} "
+                    f"(quick_gelu={said}); features differ from the network that wrote the file"
+                ),
+                stacklevel=2,
+            )
         return bool(option)
     if said is None:
         why = f" ({clip_file.activation_source})" if clip_file.activation_source else ""

@@ -190,9 +190,15 @@ def arch_of_state_dict(state: Mapping[str, torch.Tensor], num_heads: int | None 
     hidden = int(state["blocks.0.mlp.fc1.weight"].shape[0])
     regs = int(state["register_tokens"].shape[1]) if "register_tokens" in state else 0
     return Dinov2Arch(
-        embed_dim=dim, depth=depth, num_heads=heads, patch_size=int(state["patch_embed.proj.weight"].shape[-1]),
-        pos_grid=grid, mlp_ratio=hidden / dim, num_register_tokens=regs, layer_scale="blocks.0.ls1.gamma" in state,
-    )  # fmt: skip
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        patch_size=int(state["patch_embed.proj.weight"].shape[-1]),
+        pos_grid=grid,
+        mlp_ratio=hidden / dim,
+        num_register_tokens=regs,
+        layer_scale="blocks.0.ls1.gamma" in state,
+    )
 
 
 def hf_to_hub_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -214,10 +220,16 @@ def hf_to_hub_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     for i in layers:
         src, dst = f"encoder.layer.{i}", f"blocks.{i}"
         for p in ("weight", "bias"):
-            out[f"{dst}.attn.qkv.{p}"] = torch.cat([s[f"{src}.attention.attention.{n}.{p}"]
-                                                   for n in ("query", "key", "value")])  # fmt: skip
-            for a, b in (("attention.output.dense", "attn.proj"), ("norm1", "norm1"), ("norm2", "norm2"),
-                         ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):  # fmt: skip
+            out[f"{dst}.attn.qkv.{p}"] = torch.cat(
+                [s[f"{src}.attention.attention.{n}.{p}"] for n in ("query", "key", "value")]
+            )
+            for a, b in (
+                ("attention.output.dense", "attn.proj"),
+                ("norm1", "norm1"),
+                ("norm2", "norm2"),
+                ("mlp.fc1", "mlp.fc1"),
+                ("mlp.fc2", "mlp.fc2"),
+            ):
                 out[f"{dst}.{b}.{p}"] = s[f"{src}.{a}.{p}"]
         if f"{src}.layer_scale1.lambda1" in s:
             out[f"{dst}.ls1.gamma"] = s[f"{src}.layer_scale1.lambda1"]
@@ -294,10 +306,15 @@ def load_dinov2_file(path: str | Path, num_heads: int | None = None) -> tuple[Di
     bad = [k for k in own if k in state and own[k].shape != state[k].shape]
     missing = [k for k in own if k not in state]
     if bad or missing:
-        detail = (f"{bad[0]} is {tuple(state[bad[0]].shape)}, this architecture has {tuple(own[bad[0]].shape)}"
-                  if bad else f"no {missing[0]}")  # fmt: skip
+        detail = (
+            f"{bad[0]} is {tuple(state[bad[0]].shape)}, this architecture has {tuple(own[bad[0]].shape)}"
+            if bad
+            else f"no {missing[0]}"
+        )
         raise WeightLoadError(f"{path}: not a DINOv2 ViT in the hub's layout ({detail})")
     model.load_state_dict({k: state[k].float() for k in own})
-    line = f"{layout}; DINOv2 ViT of width {arch.embed_dim}, {arch.depth} blocks, {arch.num_heads} heads, patch " \
-           f"{arch.patch_size}"  # fmt: skip
+    line = (
+        f"{layout}; DINOv2 ViT of width {arch.embed_dim}, {arch.depth} blocks, {arch.num_heads} heads, patch "
+        f"{arch.patch_size}"
+    )
     return model, arch, line

@@ -54,14 +54,22 @@ __all__ = ["ResNet38d", "ResNet38Backbone", "checkpoint_filter_fn", "resnet38d",
 class ResBlock(nn.Module):
     """Pre-activation basic block: BN-ReLU-conv3x3-BN-ReLU-conv3x3 (+ 1x1 projection shortcut)."""
 
-    def __init__(self, in_ch: int, mid_ch: int, out_ch: int, stride: int = 1, first_dilation: int | None = None,
-                 dilation: int = 1):  # fmt: skip
+    def __init__(
+        self,
+        in_ch: int,
+        mid_ch: int,
+        out_ch: int,
+        stride: int = 1,
+        first_dilation: int | None = None,
+        dilation: int = 1,
+    ):
         super().__init__()
         first_dilation = dilation if first_dilation is None else first_dilation
         self.same_shape = in_ch == out_ch and stride == 1
         self.bn_branch2a = nn.BatchNorm2d(in_ch)
-        self.conv_branch2a = nn.Conv2d(in_ch, mid_ch, 3, stride, padding=first_dilation, dilation=first_dilation,
-                                       bias=False)  # fmt: skip
+        self.conv_branch2a = nn.Conv2d(
+            in_ch, mid_ch, 3, stride, padding=first_dilation, dilation=first_dilation, bias=False
+        )
         self.bn_branch2b1 = nn.BatchNorm2d(mid_ch)
         self.conv_branch2b1 = nn.Conv2d(mid_ch, out_ch, 3, padding=dilation, dilation=dilation, bias=False)
         self.conv_branch1 = None if self.same_shape else nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
@@ -107,8 +115,15 @@ class ResNet38d(nn.Module):
 
     frozen_prefixes = ("conv1a", "b2.", "b2_1.", "b2_2.")  # docs/methods/sccam.md#resnet38 (`not_training`)
 
-    def __init__(self, *, freeze_bn: bool = True, freeze_stem: bool = True, width: float = 1.0,
-                 drop_b6: float = 0.3, drop_b7: float = 0.5):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        freeze_bn: bool = True,
+        freeze_stem: bool = True,
+        width: float = 1.0,
+        drop_b6: float = 0.3,
+        drop_b7: float = 0.5,
+    ):
         """``width`` < 1 scales every channel count (a small variant for tests only)."""
         super().__init__()
 
@@ -245,8 +260,10 @@ def create_resnet38d_backbone(pretrained: str | None = None, output_stride: int 
     """``model.backbone: resnet38d`` (``models.backbones.create_backbone``); kwargs: freeze_bn,
     freeze_stem, width, drop_b6, drop_b7. The stride is fixed at 8 (dilated b5-b7, docs/methods/sccam.md#resnet38)."""
     if output_stride != 8:
-        raise UsageError(f"resnet38d has output stride 8 (docs/methods/sccam.md#resnet38); set model.output_stride: 8, "
-                         f"got {output_stride}")  # fmt: skip
+        raise UsageError(
+            f"resnet38d has output stride 8 (docs/methods/sccam.md#resnet38); set model.output_stride: 8, "
+            f"got {output_stride}"
+        )
     net = ResNet38d(**kwargs)
     if pretrained:
         load_resnet38d_weights(net, pretrained)
@@ -254,6 +271,7 @@ def create_resnet38d_backbone(pretrained: str | None = None, output_stride: int 
 
 
 @register_backbone("resnet38d")  # SC-CAM's wider ResNet-38 (docs/methods/sccam.md#resnet38)
-def _build_resnet38d(name: str, *, pretrained: str | None, output_stride: int, aux_layer: int, freeze_pos_embed: bool,
-                     **kwargs) -> ResNet38Backbone:  # fmt: skip
+def _build_resnet38d(
+    name: str, *, pretrained: str | None, output_stride: int, aux_layer: int, freeze_pos_embed: bool, **kwargs
+) -> ResNet38Backbone:
     return create_resnet38d_backbone(pretrained, output_stride, **kwargs)

@@ -119,6 +119,7 @@ def vgg16_dilated(
 
 
 @register_backbone("vgg16_dilated")  # RCA's VGG-16 'D1', stride 8 by construction (docs/methods/rca.md#backbone)
-def _build_vgg16_dilated(name: str, *, pretrained: str | None, output_stride: int, aux_layer: int,
-                         freeze_pos_embed: bool, **kwargs) -> VGG16Dilated:  # fmt: skip
+def _build_vgg16_dilated(
+    name: str, *, pretrained: str | None, output_stride: int, aux_layer: int, freeze_pos_embed: bool, **kwargs
+) -> VGG16Dilated:
     return vgg16_dilated(pretrained=pretrained, **kwargs)

@@ -29,8 +29,16 @@ from wsss.core.safe_load import load_torch_file
 if TYPE_CHECKING:
     from wsss.core.config import Config
 
-__all__ = ["WeightLoadError", "check_state_dict", "convert_weight_layout", "efficientnet_pytorch_to_timm",
-           "install_command", "load_pretrained", "read_state_dict", "resolve_weight_path"]  # fmt: skip
+__all__ = [
+    "WeightLoadError",
+    "check_state_dict",
+    "convert_weight_layout",
+    "efficientnet_pytorch_to_timm",
+    "install_command",
+    "load_pretrained",
+    "read_state_dict",
+    "resolve_weight_path",
+]
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -120,23 +128,29 @@ def _weights_exist(pretrained: str | Path) -> bool:
 
 def drop_missing_pretrained(
     cfg: Config, checkpoint: Path, run_dir: Path, *, warn: bool = True, option_files: Sequence[str] = ()
-) -> Config:  # fmt: skip
+) -> Config:
     """``cfg`` to build a run's model that ``checkpoint`` then fills: without ``model.pretrained``, nor the
     ``options`` of ``option_files`` (a method's ``start_files``: WeCLIP+'s DINOv2), where that start is gone since
     (a DeepLab stage started from a classifier run that was moved, CLIP files moved), with one ``ConfigWarning``.
     The checkpoint holds every weight and is loaded strictly, so the starts are not needed
     (``load_trained_method``, a resumed ``Trainer``); ``cfg`` itself is left as it is."""
-    gone = {key: cfg.options[key] for key in option_files if cfg.options.get(key)
-            and not _weights_exist(cfg.options[key])}  # fmt: skip
+    gone = {
+        key: cfg.options[key] for key in option_files if cfg.options.get(key) and not _weights_exist(cfg.options[key])
+    }
     if cfg.model.pretrained and not _weights_exist(cfg.model.pretrained):
         gone = {"model.pretrained": cfg.model.pretrained, **gone}
     if not gone:
         return cfg
     if warn:
-        named = ", ".join(f"{key if key.startswith('model.') else 'options.' + key} {value}"
-                          for key, value in gone.items())  # fmt: skip
-        warnings.warn(ConfigWarning(f"{run_dir}: its {named} {'is' if len(gone) == 1 else 'are'} gone; {checkpoint} "
-                                    "holds every weight"), stacklevel=3)  # fmt: skip
+        named = ", ".join(
+            f"{key if key.startswith('model.') else 'options.' + key} {value}" for key, value in gone.items()
+        )
+        warnings.warn(
+            ConfigWarning(
+                f"{run_dir}: its {named} {'is' if len(gone) == 1 else 'are'} gone; {checkpoint} holds every weight"
+            ),
+            stacklevel=3,
+        )
     model = replace(cfg.model, pretrained=None) if "model.pretrained" in gone else cfg.model
     options = {key: ("" if key in gone else value) for key, value in cfg.options.items()}
     return replace(cfg, model=model, options=options)

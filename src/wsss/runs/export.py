@@ -86,9 +86,9 @@ def export_voc_test(
     """
     run = Path(run)
     if data_root is None:
-        from wsss.core.config import load_run_config
+        from wsss.core.config import load_run_config, require_data_root
 
-        data_root = load_run_config(run, "; pass --data-root", overrides).data.root
+        data_root = require_data_root(load_run_config(run, "; pass --data-root", overrides))
     ds = VOCDataset(data_root, split)
     class_names = read_classes(data_root)
     num_classes = len(class_names)
@@ -101,8 +101,10 @@ def export_voc_test(
         )
     out = Path(out) if out is not None else run / "export" / f"voc2012_{split}.zip"
     root = Path(data_root)
-    check_output_apart(check_output_file(out), [*run_own_files(run), pred_dir, root / IMAGE_DIR, root / SPLIT_DIR,
-                                                *(root / d for d in MASK_DIRS)])  # fmt: skip
+    check_output_apart(
+        check_output_file(out),
+        [*run_own_files(run), pred_dir, root / IMAGE_DIR, root / SPLIT_DIR, *(root / d for d in MASK_DIRS)],
+    )
     folder = VOC_RESULTS_DIR.format(comp=comp, split=split)
     remove_dead_temps(out)  # an earlier export of this zip that was killed while writing
     with atomic_write(out) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:

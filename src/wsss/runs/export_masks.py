@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -81,13 +82,15 @@ def mask_set(src: str | os.PathLike) -> MaskSet:
             raise DataError(f"{src / ROUTE_FACTS_FILE}: cannot read the route's class names ({e})") from None
         folder = src / ROUTE_MASKS_DIR
     elif src.is_dir() and (src.parent.parent / "config.yaml").is_file():
-        from wsss.core.config import load_run_config
+        from wsss.core.config import load_run_config, require_data_root
 
-        root = Path(load_run_config(src.parent.parent).data.root)
+        root = Path(require_data_root(load_run_config(src.parent.parent)))
         names, folder = read_classes(root), src
     else:
-        raise UsageError(f"{src}: not a route's folder (masks/ and {ROUTE_FACTS_FILE}) nor a run's predictions folder "
-                         "(RUN/predictions/<split>)")  # fmt: skip
+        raise UsageError(
+            f"{src}: not a route's folder (masks/ and {ROUTE_FACTS_FILE}) nor a run's predictions folder "
+            "(RUN/predictions/<split>)"
+        )
     masks = sorted(p for p in folder.glob("*.png") if not p.name.startswith("."))
     if not masks:
         raise DataError(f"{folder}: no masks (.png) to export")
@@ -111,8 +114,9 @@ def _masks(masks: MaskSet, progress: bool, said: dict[str, dict[str, None]]) -> 
             continue
         size = image_size(photo)
         if mask.shape != size:
-            raise DataError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, its photo {photo} is "
-                            f"{size[1]}x{size[0]}")  # fmt: skip
+            raise DataError(
+                f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, its photo {photo} is {size[1]}x{size[0]}"
+            )
         yield id, photo.name, mask, photo
 
 
@@ -139,8 +143,10 @@ def export_masks(
     planned = _planned(fmt, out, [id for id, _, _ in masks.items])
     there = [p for p in planned if p.exists()]
     if there and not overwrite:
-        raise UsageError(f"{out}: {len(there)} file(s) of an export are there already ({first(p.name for p in there)})"
-                         "; pass --overwrite to replace them")  # fmt: skip
+        raise UsageError(
+            f"{out}: {len(there)} file(s) of an export are there already ({first(p.name for p in there)})"
+            "; pass --overwrite to replace them"
+        )
     said: dict[str, dict[str, None]] = {"ignore": {}, "no_photo": {}}
     writer = WRITERS[fmt]
     files = writer(out, masks.class_names, _masks(masks, progress, said), image_url or LS_LOCAL_FILES)
@@ -163,11 +169,15 @@ def _planned(fmt: str, out: Path, ids: list[str]) -> list[Path]:
 def _warnings(masks: MaskSet, said: dict[str, dict[str, None]]) -> list[str]:
     out = []
     if said["ignore"]:
-        out.append(f"{len(said['ignore'])} mask(s) hold ignore pixels (255), which a labelling tool has no name for: "
-                   f"written as background ({first(said['ignore'])})")  # fmt: skip
+        out.append(
+            f"{len(said['ignore'])} mask(s) hold ignore pixels (255), which a labelling tool has no name for: "
+            f"written as background ({first(said['ignore'])})"
+        )
     if said["no_photo"]:
-        out.append(f"{len(said['no_photo'])} mask(s) have no photo in the dataset, so their photos are named "
-                   f"<id>.jpg and their size is the mask's ({first(said['no_photo'])})")  # fmt: skip
+        out.append(
+            f"{len(said['no_photo'])} mask(s) have no photo in the dataset, so their photos are named "
+            f"<id>.jpg and their size is the mask's ({first(said['no_photo'])})"
+        )
     return out
 
 
@@ -175,23 +185,32 @@ def write_coco(out: Path, names: list[str], masks: Masks, image_url: str = "") -
     """COCO instances: one annotation a class a photo, its mask as compressed RLE, iscrowd 0."""
     from pycocotools import mask as mask_utils
 
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for n, (_, photo, mask, _) in enumerate(masks, start=1):
         images.append({"id": n, "file_name": photo, "height": int(mask.shape[0]), "width": int(mask.shape[1])})
         for c in np.unique(mask).tolist():
             if c == 0:
                 continue
             rle = mask_utils.encode(np.asfortranarray(mask == c, dtype=np.uint8))
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": n, "category_id": c, "iscrowd": 0,
-                "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
-                "area": float(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-            })  # fmt: skip
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": n,
+                    "category_id": c,
+                    "iscrowd": 0,
+                    "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
+                    "area": float(mask_utils.area(rle)),
+                    "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                }
+            )
     data = {
-        "info": {"description": "masks exported by wsss export masks"}, "licenses": [],
+        "info": {"description": "masks exported by wsss export masks"},
+        "licenses": [],
         "categories": [{"id": c, "name": name, "supercategory": ""} for c, name in enumerate(names) if c],
-        "images": images, "annotations": annotations,
-    }  # fmt: skip
+        "images": images,
+        "annotations": annotations,
+    }
     path = out / "annotations" / "instances_default.json"
     with atomic_write(path, "w") as f:
         json.dump(data, f)
@@ -209,8 +228,10 @@ def write_cvat(out: Path, names: list[str], masks: Masks, image_url: str = "") -
         files.append(path)
         ids.append(id)
     lines = ["# label:color_rgb:parts:actions"]
-    lines += [f"{'background' if c == 0 else name}:{','.join(map(str, palette[c].tolist()))}::"
-              for c, name in enumerate(names)]  # fmt: skip
+    lines += [
+        f"{'background' if c == 0 else name}:{','.join(map(str, palette[c].tolist()))}::"
+        for c, name in enumerate(names)
+    ]
     for path, text in ((out / "labelmap.txt", lines), (out / "ImageSets" / "Segmentation" / "default.txt", ids)):
         with atomic_write(path, "w") as f:
             f.write("".join(f"{line}\n" for line in text))
@@ -224,12 +245,28 @@ def write_labelme(out: Path, names: list[str], masks: Masks, image_url: str = ""
 
     files = []
     for id, photo, mask, path in masks:
-        shapes = [{"label": names[c] if c else BACKGROUND_NAMES[1], "points": xy.tolist(), "group_id": None,
-                   "description": "", "shape_type": "polygon", "flags": {}, "mask": None}
-                  for c, xy in mask_polygons(mask)]  # fmt: skip
+        shapes = [
+            {
+                "label": names[c] if c else BACKGROUND_NAMES[1],
+                "points": xy.tolist(),
+                "group_id": None,
+                "description": "",
+                "shape_type": "polygon",
+                "flags": {},
+                "mask": None,
+            }
+            for c, xy in mask_polygons(mask)
+        ]
         image_path = photo if path is None else os.path.relpath(path, out)
-        data = {"version": "5.5.0", "flags": {}, "shapes": shapes, "imagePath": image_path, "imageData": None,
-                "imageHeight": int(mask.shape[0]), "imageWidth": int(mask.shape[1])}  # fmt: skip
+        data: dict[str, Any] = {
+            "version": "5.5.0",
+            "flags": {},
+            "shapes": shapes,
+            "imagePath": image_path,
+            "imageData": None,
+            "imageHeight": int(mask.shape[0]),
+            "imageWidth": int(mask.shape[1]),
+        }
         path = out / f"{id}.json"
         with atomic_write(path, "w") as f:
             json.dump(data, f, indent=1)
@@ -264,12 +301,17 @@ def mask_polygons(mask: np.ndarray) -> list[tuple[int, np.ndarray]]:
 def label_config(names: list[str]) -> str:
     """Label Studio's labelling config: the photo, brush labels (the predictions' regions) and polygon labels."""
     palette = voc_palette(256)
-    labels = "".join(f"\n    <Label value={quoteattr(name)} background=\"#{bytes(palette[c].tolist()).hex()}\"/>"
-                     for c, name in enumerate(names) if c)  # fmt: skip
-    return (f'<View>\n  <Image name="{LS_IMAGE}" value="$image" zoom="true"/>\n'
-            f'  <BrushLabels name="{LS_BRUSH}" toName="{LS_IMAGE}">{labels}\n  </BrushLabels>\n'
-            f'  <PolygonLabels name="{LS_POLYGON}" toName="{LS_IMAGE}">{labels}\n  </PolygonLabels>\n'
-            "</View>\n")  # fmt: skip
+    labels = "".join(
+        f'\n    <Label value={quoteattr(name)} background="#{bytes(palette[c].tolist()).hex()}"/>'
+        for c, name in enumerate(names)
+        if c
+    )
+    return (
+        f'<View>\n  <Image name="{LS_IMAGE}" value="$image" zoom="true"/>\n'
+        f'  <BrushLabels name="{LS_BRUSH}" toName="{LS_IMAGE}">{labels}\n  </BrushLabels>\n'
+        f'  <PolygonLabels name="{LS_POLYGON}" toName="{LS_IMAGE}">{labels}\n  </PolygonLabels>\n'
+        "</View>\n"
+    )
 
 
 def write_labelstudio(out: Path, names: list[str], masks: Masks, image_url: str = LS_LOCAL_FILES) -> list[Path]:
@@ -277,13 +319,30 @@ def write_labelstudio(out: Path, names: list[str], masks: Masks, image_url: str 
     tasks = []
     for id, photo, mask, _ in masks:
         h, w = mask.shape
-        result = [{"id": f"{id}-{c}", "type": "brushlabels", "from_name": LS_BRUSH, "to_name": LS_IMAGE,
-                   "original_width": int(w), "original_height": int(h), "image_rotation": 0,
-                   "value": {"format": "rle", "rle": encode_rle(np.repeat((mask == c).ravel() * np.uint8(255), 4)),
-                             "brushlabels": [names[c]]}}
-                  for c in np.unique(mask).tolist() if c]  # fmt: skip
-        tasks.append({"data": {"image": f"{image_url}{photo}"},
-                      "predictions": [{"model_version": MODEL_VERSION, "result": result}]})  # fmt: skip
+        result = [
+            {
+                "id": f"{id}-{c}",
+                "type": "brushlabels",
+                "from_name": LS_BRUSH,
+                "to_name": LS_IMAGE,
+                "original_width": int(w),
+                "original_height": int(h),
+                "image_rotation": 0,
+                "value": {
+                    "format": "rle",
+                    "rle": encode_rle(np.repeat((mask == c).ravel() * np.uint8(255), 4)),
+                    "brushlabels": [names[c]],
+                },
+            }
+            for c in np.unique(mask).tolist()
+            if c
+        ]
+        tasks.append(
+            {
+                "data": {"image": f"{image_url}{photo}"},
+                "predictions": [{"model_version": MODEL_VERSION, "result": result}],
+            }
+        )
     files = [out / "tasks.json", out / "label_config.xml"]
     with atomic_write(files[0], "w") as f:
         json.dump(tasks, f)
@@ -293,5 +352,8 @@ def write_labelstudio(out: Path, names: list[str], masks: Masks, image_url: str 
 
 
 WRITERS: dict[str, Callable[[Path, list[str], Masks, str], list[Path]]] = {
-    "coco": write_coco, "cvat": write_cvat, "labelme": write_labelme, "labelstudio": write_labelstudio,
-}  # fmt: skip
+    "coco": write_coco,
+    "cvat": write_cvat,
+    "labelme": write_labelme,
+    "labelstudio": write_labelstudio,
+}

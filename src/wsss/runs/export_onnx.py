@@ -108,9 +108,13 @@ class OnnxExport:
 
 
 def export_onnx(
-    run_dir: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False, checkpoint: str = "auto",
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    checkpoint: str = "auto",
     overrides: tuple[str, ...] = (),
-) -> OnnxExport:  # fmt: skip
+) -> OnnxExport:
     """Write the segmentation network of the run ``run_dir`` to ``out`` (atomically; an existing ``out`` is refused
     unless ``overwrite``). Raises UsageError for a run without a segmentation head, an ``infer.resize_long`` run, or
     a network that ``torch.export`` cannot trace for every height and width."""
@@ -118,8 +122,9 @@ def export_onnx(
     out = check_output_apart(check_output_file(out), run_own_files(run_dir))
     if out.exists() and not overwrite:
         raise UsageError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
-    run = load_run(run_dir, checkpoint=checkpoint, device="cpu", overrides=overrides)
-    check_output_apart(out, [run.checkpoint])  # a --checkpoint outside the run
+    run = load_run(Path(run_dir), checkpoint=checkpoint, device="cpu", overrides=overrides)
+    if run.checkpoint is not None:
+        check_output_apart(out, [run.checkpoint])  # a --checkpoint outside the run
     if not run.method.has_seg_head:
         raise UsageError(f"{run.dir}: this run (method {run.cfg.method}) has no segmentation network to export")
     if run.cfg.infer.resize_long is not None:
@@ -148,14 +153,20 @@ def _trace(module: SingleScaleSegmenter, run: Run) -> Any:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                module, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes={"image": {0: dyn, 2: dyn, 3: dyn}}, verbose=False,
-            )  # fmt: skip
+                module,
+                (example,),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"image": {0: dyn, 2: dyn, 3: dyn}},
+                verbose=False,
+            )
     except Exception as e:  # noqa: BLE001 (torch.export's many error types: each one means "does not trace")
         why = next((ln.strip() for ln in str(e).splitlines() if "Error" in ln and ":" in ln), type(e).__name__)
         raise _not_exportable(run, why) from e
+    assert program is not None  # dynamo=True: export returns the program or raises
     buf = io.BytesIO()
-    program.save(buf)
+    program.save(buf)  # type: ignore[arg-type]  # torch's stubs say a path; onnx.save, which it calls, takes a file
     import onnx
 
     return onnx.load_model_from_string(buf.getvalue())
@@ -182,5 +193,7 @@ def _check_other_size(module: SingleScaleSegmenter, model: Any, run: Run) -> Non
     except Exception as e:  # noqa: BLE001 (onnxruntime's errors: a shape the graph cannot take)
         raise _not_exportable(run, f"the file fails on a {CHECK_SIZE[2]}x{CHECK_SIZE[3]} input: {e}") from e
     if got.shape != want.shape or abs(got - want).max() > CHECK_RTOL * max(1.0, float(abs(want).max())):
-        raise _not_exportable(run, f"the traced graph fixed a size: on a {CHECK_SIZE[2]}x{CHECK_SIZE[3]} input it "
-                                   "differs from the network")  # fmt: skip
+        raise _not_exportable(
+            run,
+            f"the traced graph fixed a size: on a {CHECK_SIZE[2]}x{CHECK_SIZE[3]} input it differs from the network",
+        )

@@ -72,7 +72,7 @@ from wsss.utils.runlock import job_folder_lock
 
 def _todo(
     ds: VOCDataset, out_dir: Path, suffix: str, overwrite: bool, *also: tuple[Path, str], rewrite_all: bool = False
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """The ids of ``ds`` still to write into ``out_dir``; a killed earlier run's temporary files there are removed.
     ``also``: (folder, suffix) of the id's further outputs: an id is done only when each of its outputs is there
     (``predict --save-probs`` over masks of an earlier ``predict`` wrote no probabilities). The outputs of
@@ -141,8 +141,14 @@ class _Outputs:
     def claim(self) -> None:
         self._decide()
         for folder, settings, rewrite_all in self.folders:
-            claim_folder(folder, settings, overwrite=self.overwrite, rewrite_all=bool(rewrite_all), inputs=self.inputs,
-                         suffix=self.suffixes[folder])  # fmt: skip
+            claim_folder(
+                folder,
+                settings,
+                overwrite=self.overwrite,
+                rewrite_all=bool(rewrite_all),
+                inputs=self.inputs,
+                suffix=self.suffixes[folder],
+            )
 
 
 def _resolved(path: str | Path) -> str:
@@ -207,9 +213,15 @@ def _loaded(run: Run, ds: VOCDataset, ids: Sequence[str], size: int | None | boo
     workers = min(int(run.cfg.data.num_workers), len(ids))
     if workers == 0:
         return (inputs[i] for i in range(len(inputs)))
-    loader = DataLoader(inputs, batch_size=None, num_workers=workers, collate_fn=_as_is,
-                        pin_memory=run.device.type == "cuda", prefetch_factor=2,
-                        worker_init_fn=leave_stops_to_parent)  # fmt: skip
+    loader = DataLoader(
+        inputs,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_as_is,
+        pin_memory=run.device.type == "cuda",
+        prefetch_factor=2,
+        worker_init_fn=leave_stops_to_parent,
+    )
     with stops_held_for_children():  # the workers start here
         return iter(loader)
 
@@ -253,10 +265,15 @@ class _Writer:
 
 
 def _pipeline(
-    run: Run, ds: VOCDataset, ids: Sequence[str], compute: Callable[[str, np.ndarray, np.ndarray, Any], Any], *,
-    size: int | None | bool = False, pool: CRFPool | None = None,
+    run: Run,
+    ds: VOCDataset,
+    ids: Sequence[str],
+    compute: Callable[[str, np.ndarray, np.ndarray, Any], Any],
+    *,
+    size: int | None | bool = False,
+    pool: CRFPool | None = None,
     finish: Callable[[str, Any], Writes] | None = None,
-) -> Iterator[tuple[str, str | None]]:  # fmt: skip
+) -> Iterator[tuple[str, str | None]]:
     """One job's per-id work over ``ids``, each id computed the same way whatever the other ids are.
 
     load (loader workers: image, labels, and the network input of ``size``) -> ``compute(id, image,
@@ -340,11 +357,14 @@ def warn_if_one_class(folder: Path, ids: Sequence[str], class_names: Sequence[st
     if cls is not None:
         name = class_names[cls] if cls < len(class_names) else str(cls)
         read = f"all {len(ids)}" if len(ids) <= ONE_CLASS_SAMPLE else f"{ONE_CLASS_SAMPLE} spread over the {len(ids)}"
-        warnings.warn(ResultWarning(
-            f"{folder}: every mask names {name!r} alone, at every pixel (masks read: {read}): the model has "
-            "collapsed to one class (its labels too few or too noisy to learn from); see "
-            "docs/own-photos.md#when-masks-are-bad"
-        ), stacklevel=2)  # fmt: skip
+        warnings.warn(
+            ResultWarning(
+                f"{folder}: every mask names {name!r} alone, at every pixel (masks read: {read}): the model has "
+                "collapsed to one class (its labels too few or too noisy to learn from); see "
+                "docs/own-photos.md#when-masks-are-bad"
+            ),
+            stacklevel=2,
+        )
 
 
 def crf_processes(cfg: Config, crf: bool = True) -> int:
@@ -359,9 +379,14 @@ def _dataset(run: Run, root: str | None, split: str) -> VOCDataset:
 
 
 def run_cam(
-    run: Run, split: str, *, root: str | None = None, overwrite: bool = False, progress: bool = True,
+    run: Run,
+    split: str,
+    *,
+    root: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
     all_classes: bool = False,
-) -> Path:  # fmt: skip
+) -> Path:
     """Write ``cams/<split>/<id>.npz`` and the CAM seeds ``cam_labels/<split>/<id>.png``.
 
     Only the labelled classes' maps are computed (:meth:`Run.labelled_cam`); ``all_classes`` computes
@@ -429,9 +454,13 @@ def run_cam(
             return writes
 
         run_ids(
-            todo, lambda ids: _pipeline(run, ds, ids, compute, size=run.cfg.infer.cam_input_size),
-            desc=f"cam {split}", skipped=len(ds.ids) - len(todo), progress=progress, threads=run.cfg.run.threads,
-        )  # fmt: skip
+            todo,
+            lambda ids: _pipeline(run, ds, ids, compute, size=run.cfg.infer.cam_input_size),
+            desc=f"cam {split}",
+            skipped=len(ds.ids) - len(todo),
+            progress=progress,
+            threads=run.cfg.run.threads,
+        )
         return seeds
 
 
@@ -481,9 +510,15 @@ class PseudoJob:
 
 
 def run_pseudo(
-    run: Run, split: str, *, refine: str = "par", root: str | None = None, overwrite: bool = False,
-    progress: bool = True, **options: Any,
-) -> Path:  # fmt: skip
+    run: Run,
+    split: str,
+    *,
+    refine: str = "par",
+    root: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **options: Any,
+) -> Path:
     """Pseudo labels from the saved CAMs (``wsss cam`` first): ``pseudo/<split>/<id>.png``.
 
     ``refine`` names a refiner of ``wsss.methods.REFINERS`` that runs of the run's method accept
@@ -505,10 +540,15 @@ def run_pseudo(
     cfg = results_config(run.cfg)  # not where or how fast it ran (core.config.EXECUTION_KEYS)
     affinity_run, saliency = given.get("affinity_run"), given.get("saliency")
     settings = {
-        **_model_and_source(run, _dataset_source(ds)), "refine": refine, "cam": cfg["cam"], "crf": cfg["infer"]["crf"],
-        "options": cfg["options"], "cams": read_stamp(cams),  # the CAMs' own settings: CAMs made again differ
-        "affinity_run": _run_settings(affinity_run), "saliency": None if saliency is None else _resolved(saliency),
-    }  # fmt: skip
+        **_model_and_source(run, _dataset_source(ds)),
+        "refine": refine,
+        "cam": cfg["cam"],
+        "crf": cfg["infer"]["crf"],
+        "options": cfg["options"],
+        "cams": read_stamp(cams),  # the CAMs' own settings: CAMs made again differ
+        "affinity_run": _run_settings(affinity_run),
+        "saliency": None if saliency is None else _resolved(saliency),
+    }
     outputs = _Outputs(overwrite, [ds.root, cams, saliency]).add(out, settings, ".png")
     with outputs.held("wsss pseudo"):
 
@@ -521,11 +561,20 @@ def run_pseudo(
         label_of = REFINERS[refine].make(job, todo, **given)
         with CRFPool(crf_processes(run.cfg)) as pool:
             run_ids(
-                todo, lambda ids: _pipeline(run, ds, ids, lambda id, image, labels, _: label_of(id, image, labels),
-                                            pool=pool, finish=_label_writes(out)),
-                desc=f"pseudo {refine} {split}", skipped=len(ds.ids) - len(todo), progress=progress,
+                todo,
+                lambda ids: _pipeline(
+                    run,
+                    ds,
+                    ids,
+                    lambda id, image, labels, _: label_of(id, image, labels),
+                    pool=pool,
+                    finish=_label_writes(out),
+                ),
+                desc=f"pseudo {refine} {split}",
+                skipped=len(ds.ids) - len(todo),
+                progress=progress,
                 threads=run.cfg.run.threads,
-            )  # fmt: skip
+            )
         return out
 
 
@@ -575,20 +624,22 @@ def _check_tagger(run: Run, tagger: Run, labelled_only: bool) -> None:
 
 def predictions_folder(
     *, crf: bool = False, labelled_only: bool = False, tag_gate: str | None = None, networks: int = 1
-) -> str:  # fmt: skip
+) -> str:
     """The folder of a run's masks from ``run_predict`` (its ``<split>/`` inside): ``predictions``, then ``_crf``,
     then ``_labelled`` or the tag gate's suffix (``tag_gate``: None without ``tags_from``), then ``_ensN`` for an
     ensemble of N networks in all."""
     tags = TAG_GATES[tag_gate] if tag_gate is not None else ""
     return (
-        "predictions" + ("_crf" if crf else "") + ("_labelled" if labelled_only else tags)
+        "predictions"
+        + ("_crf" if crf else "")
+        + ("_labelled" if labelled_only else tags)
         + (f"_ens{networks}" if networks > 1 else "")
-    )  # fmt: skip
+    )
 
 
 def check_predict(
     run: Run, tags_from: Run | None, tag_gate: str, tag_threshold: float | None, labelled_only: bool
-) -> None:  # fmt: skip
+) -> None:
     """The refusals of a prediction job before any photo: a run without a segmentation head, tag options without
     ``tags_from``, a tagger without a classifier or of other classes."""
     _check_tag_options(tags_from, tag_gate, tag_threshold)
@@ -602,10 +653,16 @@ def check_predict(
 
 
 def predict_compute(
-    run: Run, *, crf: bool = False, scales: Sequence[float] | None = None, probs_dir: Path | None = None,
-    labelled_only: bool = False, tags_from: Run | None = None, tag_threshold: float | None = None,
+    run: Run,
+    *,
+    crf: bool = False,
+    scales: Sequence[float] | None = None,
+    probs_dir: Path | None = None,
+    labelled_only: bool = False,
+    tags_from: Run | None = None,
+    tag_threshold: float | None = None,
     tag_gate: str = "hard",
-) -> Callable[[str, np.ndarray, Any, Any], np.ndarray | PoolCall]:  # fmt: skip
+) -> Callable[[str, np.ndarray, Any, Any], np.ndarray | PoolCall]:
     """One photo's prediction in a job's pipeline (:func:`_pipeline`'s ``compute``), the same for a dataset's split
     and for photos that are not a dataset (``runs/photos.py``): the label map, or with ``crf`` a :class:`PoolCall`
     CRF of the probabilities; with ``probs_dir`` the probabilities are also written there (float16)."""
@@ -630,9 +687,14 @@ FUSION_KEYS = ("resize_long", "scale_resize", "flip_fuse", "scale_fuse", "fuse_a
 
 
 def prediction_settings(
-    run: Run, source: dict[str, Any], scales: Sequence[float] | None, labelled_only: bool, tagger: Run | None,
-    gate: str, threshold: float | None,
-) -> dict[str, Any]:  # fmt: skip
+    run: Run,
+    source: dict[str, Any],
+    scales: Sequence[float] | None,
+    labelled_only: bool,
+    tagger: Run | None,
+    gate: str,
+    threshold: float | None,
+) -> dict[str, Any]:
     """What the probabilities of ``run_predict`` depend on (its masks: these and the CRF's parameters): the model
     and the ensemble's members (each by its run, checkpoint and step), the photos' ``source``, the scales, the
     classes allowed."""
@@ -643,18 +705,33 @@ def prediction_settings(
         level = None if gate == "soft" else (TAG_THRESHOLD if threshold is None else threshold)
         tags = {"run": tagger.model_settings(own=False), "gate": gate, "threshold": level}
     return {
-        **_model_and_source(run, source), "scales": list(scales or inf.scales), "square_size": inf.square_size,
+        **_model_and_source(run, source),
+        "scales": list(scales or inf.scales),
+        "square_size": inf.square_size,
         **{k: getattr(inf, k) for k in FUSION_KEYS},
-        "max_side": inf.max_side, "networks": 1 + len(run.ensemble), "ensemble": members,
-        "labelled_only": labelled_only, "tags": tags,
-    }  # fmt: skip
+        "max_side": inf.max_side,
+        "networks": 1 + len(run.ensemble),
+        "ensemble": members,
+        "labelled_only": labelled_only,
+        "tags": tags,
+    }
 
 
 def run_predict(
-    run: Run, split: str, *, root: str | None = None, crf: bool = False, scales: Sequence[float] | None = None,
-    overwrite: bool = False, progress: bool = True, save_probs: bool = False, labelled_only: bool = False,
-    tags_from: Run | None = None, tag_threshold: float | None = None, tag_gate: str = "hard",
-) -> Path:  # fmt: skip
+    run: Run,
+    split: str,
+    *,
+    root: str | None = None,
+    crf: bool = False,
+    scales: Sequence[float] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    save_probs: bool = False,
+    labelled_only: bool = False,
+    tags_from: Run | None = None,
+    tag_threshold: float | None = None,
+    tag_gate: str = "hard",
+) -> Path:
     """Segmentation masks ``predictions/<split>/<id>.png`` (``predictions_crf`` with ``crf``).
 
     Nothing but the PNGs is written unless ``save_probs``: then also ``probs/<split>/<id>.npy``, the
@@ -691,14 +768,24 @@ def run_predict(
 
         todo = shared_todo(list_todo)
 
-        compute = predict_compute(run, crf=crf, scales=scales, probs_dir=probs_dir if save_probs else None,
-                                  labelled_only=labelled_only, tags_from=tags_from, tag_threshold=tag_threshold,
-                                  tag_gate=tag_gate)  # fmt: skip
+        compute = predict_compute(
+            run,
+            crf=crf,
+            scales=scales,
+            probs_dir=probs_dir if save_probs else None,
+            labelled_only=labelled_only,
+            tags_from=tags_from,
+            tag_threshold=tag_threshold,
+            tag_gate=tag_gate,
+        )
         with CRFPool(crf_processes(run.cfg, crf)) as pool:
             run_ids(
-                todo, lambda ids: _pipeline(run, ds, ids, compute, size=None, pool=pool, finish=_label_writes(out)),
-                desc=f"predict {split}", skipped=len(ds.ids) - len(todo), progress=progress,
+                todo,
+                lambda ids: _pipeline(run, ds, ids, compute, size=None, pool=pool, finish=_label_writes(out)),
+                desc=f"predict {split}",
+                skipped=len(ds.ids) - len(todo),
+                progress=progress,
                 threads=run.cfg.run.threads,
-            )  # fmt: skip
+            )
         warn_if_one_class(out, ds.ids, run.class_names)
         return out

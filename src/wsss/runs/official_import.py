@@ -29,9 +29,14 @@ from wsss.utils.runlock import LOCK_FILE, is_run_dir, run_dir_lock
 
 
 def import_run(
-    name: str, file: str | Path, config: str | Path, out: str | Path, overrides: Sequence[str] = (),
-    *, overwrite: bool = False,
-) -> tuple[Path, ImportLayout]:  # fmt: skip
+    name: str,
+    file: str | Path,
+    config: str | Path,
+    out: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    overwrite: bool = False,
+) -> tuple[Path, ImportLayout]:
     """Write the run directory ``out`` made from ``file`` by the import layout ``name``; returns (out, layout).
     ``out`` holding files: a UsageError naming some, unless ``overwrite`` (module docstring)."""
     out, path = Path(out), Path(file)

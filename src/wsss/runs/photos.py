@@ -96,7 +96,7 @@ def _check_place(photos: PhotoFolder, out: Path, folders: dict[Path, str]) -> No
 
 def _check_outputs(
     photos: PhotoFolder, out: Path, folders: dict[Path, str], settings: dict[str, Any], overwrite: bool
-) -> None:  # fmt: skip
+) -> None:
     """Refuse ``out`` when it already holds an output of these photos made with other ``settings`` than this job's
     (or unstamped), or, with no stamp, any file wsss did not make (:func:`_not_ours`), unless ``overwrite``. Every
     process checks before the job's first collective (``shared_todo``), so none sees another's new outputs."""
@@ -164,9 +164,17 @@ def _save_photo_overlay(path: Path, photos: PhotoFolder, id: str, label: np.ndar
 
 
 def _run_photos(
-    photos: PhotoFolder, out: Path, folders: dict[Path, str], settings: dict[str, Any], overwrite: bool,
-    process: Callable[[list[str]], Any], command: str, desc: str, progress: bool, threads: int = 0,
-) -> None:  # fmt: skip
+    photos: PhotoFolder,
+    out: Path,
+    folders: dict[Path, str],
+    settings: dict[str, Any],
+    overwrite: bool,
+    process: Callable[[list[str]], Any],
+    command: str,
+    desc: str,
+    progress: bool,
+    threads: int = 0,
+) -> None:
     """``command``'s job over ``photos`` into ``out``, which rank 0 holds for the whole job
     (``utils.runlock.job_folder_lock``: a second job into it is refused, naming the first); its outputs are checked
     under that lock (:func:`_check_outputs`), so that no other job stamps it between this job's check and its
@@ -192,31 +200,54 @@ def _run_photos(
 
 
 def predict_photos(
-    run: Run, images: Sequence[str | os.PathLike], out: str | os.PathLike, *, crf: bool = False,
-    scales: Sequence[float] | None = None, overwrite: bool = False, progress: bool = True, overlay: bool = False,
-    save_probs: bool = False, tags_from: Run | None = None, tag_threshold: float | None = None,
+    run: Run,
+    images: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    crf: bool = False,
+    scales: Sequence[float] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    overlay: bool = False,
+    save_probs: bool = False,
+    tags_from: Run | None = None,
+    tag_threshold: float | None = None,
     tag_gate: str = "hard",
-) -> Path:  # fmt: skip
+) -> Path:
     """The masks of photos that are not a dataset (module docstring): ``out/<stem>.png``; the options are those of
     :func:`~wsss.runs.jobs.run_predict` (an ensemble: :meth:`Run.with_ensemble` first), which computes each mask
     the same way. Returns ``out``."""
     check_predict(run, tags_from, tag_gate, tag_threshold, labelled_only=False)
     photos, out = PhotoFolder(images), check_output_apart(out, run_own_files(run.dir))
     folders = _outputs(out, {"probs": ".npy"} if save_probs else {}, overlay)
-    compute = predict_compute(run, crf=crf, scales=scales, probs_dir=out / "probs" if save_probs else None,
-                              tags_from=tags_from, tag_threshold=tag_threshold, tag_gate=tag_gate)  # fmt: skip
+    compute = predict_compute(
+        run,
+        crf=crf,
+        scales=scales,
+        probs_dir=out / "probs" if save_probs else None,
+        tags_from=tags_from,
+        tag_threshold=tag_threshold,
+        tag_gate=tag_gate,
+    )
     finish = _photo_writes(out, photos, overlay, run.class_names)
     settings = {
         "job": "predict --images",
         **prediction_settings(run, {"images": photos.sources}, scales, False, tags_from, tag_gate, tag_threshold),
         "crf": results_config(run.cfg)["infer"]["crf"] if crf else None,
-    }  # fmt: skip
+    }
     with CRFPool(crf_processes(run.cfg, crf)) as pool:
         _run_photos(
-            photos, out, folders, settings, overwrite,
+            photos,
+            out,
+            folders,
+            settings,
+            overwrite,
             lambda ids: _pipeline(run, photos, ids, compute, size=None, pool=pool, finish=finish),
-            "wsss predict --images", f"predict {len(photos)} photos", progress, threads=run.cfg.run.threads,
-        )  # fmt: skip
+            "wsss predict --images",
+            f"predict {len(photos)} photos",
+            progress,
+            threads=run.cfg.run.threads,
+        )
     warn_if_one_class(out, photos.ids, run.class_names)
     return out
 
@@ -235,9 +266,14 @@ def _zero_shot_labels(run: Run) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def cam_photos(
-    run: Run, images: Sequence[str | os.PathLike], out: str | os.PathLike, *, overwrite: bool = False,
-    progress: bool = True, overlay: bool = False,
-) -> Path:  # fmt: skip
+    run: Run,
+    images: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    overlay: bool = False,
+) -> Path:
     """The CAMs and CAM seeds of photos that are not a dataset (module docstring): ``out/cams/<stem>.npz`` and the
     seed ``out/<stem>.png`` (background the run's ``cam.bkg_thre``: ``load_run(..., overrides=["cam.bkg_thre=T"])``,
     ``wsss cam RUN --images ... cam.bkg_thre=T`` or ``--bkg-thre T``), each photo's classes found by the
@@ -254,11 +290,22 @@ def cam_photos(
         return [(save_labelled_cam, (cams, id, keys, cam)), *seed_writes(id, labelled_seed(keys, cam, thre))]
 
     # the labels are the run's own zero-shot tags at wsss tag's threshold: the model and the level decide them
-    settings = {"job": "cam --images", **cam_settings(run, {"images": photos.sources}), "bkg_thre": thre,
-                "tag_threshold": DEFAULT_THRESHOLD}  # fmt: skip
+    settings = {
+        "job": "cam --images",
+        **cam_settings(run, {"images": photos.sources}),
+        "bkg_thre": thre,
+        "tag_threshold": DEFAULT_THRESHOLD,
+    }
     _run_photos(
-        photos, out, folders, settings, overwrite,
+        photos,
+        out,
+        folders,
+        settings,
+        overwrite,
         lambda ids: _pipeline(run, photos, ids, compute, size=run.cfg.infer.cam_input_size),
-        "wsss cam --images", f"cam {len(photos)} photos", progress, threads=run.cfg.run.threads,
-    )  # fmt: skip
+        "wsss cam --images",
+        f"cam {len(photos)} photos",
+        progress,
+        threads=run.cfg.run.threads,
+    )
     return out

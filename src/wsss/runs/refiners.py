@@ -22,9 +22,12 @@ from wsss.cam.affinity import PSASeedOptions, alpha_for_level, psa_seed_label
 from wsss.cam.crf import psa_crf_scores
 from wsss.methods import PoolCall, RefineJob, Refiner, register_refiner
 
+# A refiner that makes its label in this process, never a PoolCall ("agree" combines such labels itself)
+InProcessRefiner = Callable[[str, np.ndarray, np.ndarray], np.ndarray]
+
 
 @register_refiner("none")
-def refine_none(job: RefineJob, ids: Sequence[str]) -> Refiner:
+def refine_none(job: RefineJob, ids: Sequence[str]) -> InProcessRefiner:
     """High/low thresholds of the CAM, 255 between (docs/methods/seco.md#cam2label)."""
     job.require_cams(ids)
     c = job.run.cfg.cam
@@ -33,16 +36,21 @@ def refine_none(job: RefineJob, ids: Sequence[str]) -> Refiner:
         cam = job.cam(id)
         h, w = cam.shape[1:]
         _, label = cam_to_label(
-            torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], img_box=[[0, h, 0, w]], ignore_mid=True,
-            bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre,
-        )  # fmt: skip
+            torch.from_numpy(cam)[None],
+            torch.from_numpy(labels)[None],
+            img_box=[[0, h, 0, w]],
+            ignore_mid=True,
+            bkg_thre=c.bkg_thre,
+            high_thre=c.high_thre,
+            low_thre=c.low_thre,
+        )
         return label[0].cpu().numpy()
 
     return refine
 
 
 @register_refiner("par")
-def refine_par(job: RefineJob, ids: Sequence[str]) -> Refiner:
+def refine_par(job: RefineJob, ids: Sequence[str]) -> InProcessRefiner:
     """PAR with two background levels on the full image (docs/methods/seco.md#pseudo-label)."""
     job.require_cams(ids)
     c = job.run.cfg.cam
@@ -52,9 +60,14 @@ def refine_par(job: RefineJob, ids: Sequence[str]) -> Refiner:
     def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray:
         image01 = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255.0
         label = refine_cams_with_bkg(
-            par, image01, torch.from_numpy(job.cam(id)).to(device)[None], torch.from_numpy(labels)[None],
-            high_thre=c.high_thre, low_thre=c.low_thre, down_scale=c.par_down_scale,
-        )  # fmt: skip
+            par,
+            image01,
+            torch.from_numpy(job.cam(id)).to(device)[None],
+            torch.from_numpy(labels)[None],
+            high_thre=c.high_thre,
+            low_thre=c.low_thre,
+            down_scale=c.par_down_scale,
+        )
         return label[0].cpu().numpy()
 
     return refine
@@ -73,7 +86,7 @@ def refine_agree(job: RefineJob, ids: Sequence[str]) -> Refiner:
     """Labels that abstain: PAR's label (``par``) at each pixel where the CAM's own label (``none``) and the CRF's
     (``crf``) at the same levels agree with it, 255 where any of the three differs or is undecided; the stage then
     learns from the pixels its refiners are sure of (docs/getting-started.md, The commands)."""
-    par, cam, crf = (factory(job, ids) for factory in (refine_par, refine_none, refine_crf))
+    par, cam, crf = refine_par(job, ids), refine_none(job, ids), refine_crf(job, ids)
 
     def refine(id: str, image: np.ndarray, labels: np.ndarray) -> np.ndarray | PoolCall:
         sure = (par(id, image, labels), cam(id, image, labels))
@@ -112,7 +125,10 @@ def refine_psa(job: RefineJob, ids: Sequence[str]) -> Refiner:
     """
     job.require_cams(ids)
     c = job.run.method.options if isinstance(job.run.method.options, PSASeedOptions) else PSASeedOptions()
-    alphas = tuple(map(alpha_for_level, job.levels)) if job.levels else tuple(c.psa_alphas)
+    if job.levels:
+        alphas = (alpha_for_level(job.levels[0]), alpha_for_level(job.levels[1]))
+    else:
+        alphas = (c.psa_alphas[0], c.psa_alphas[1])
     crf_cam = job.run.method.crf_cam
 
     def refine(id: str, image: np.ndarray, labels: np.ndarray) -> PoolCall:
@@ -122,8 +138,9 @@ def refine_psa(job: RefineJob, ids: Sequence[str]) -> Refiner:
     return refine
 
 
-def psa_label(image: np.ndarray, cam: np.ndarray, labels: np.ndarray, alphas: tuple[float, ...],
-              seed_stride: int) -> np.ndarray:  # fmt: skip
+def psa_label(
+    image: np.ndarray, cam: np.ndarray, labels: np.ndarray, alphas: tuple[float, float], seed_stride: int
+) -> np.ndarray:
     """``--refine psa``'s label of one image (``refine_psa``); module-level, for the worker pool."""
     if seed_stride > 1 and np.any(labels > 0.5):
         ids_, (la, ha) = psa_crf_scores(image, cam, labels, alphas)

@@ -76,9 +76,13 @@ class Run:
 
     @torch.no_grad()
     def cam(
-        self, image: np.ndarray, labels: np.ndarray | None = None, scales: Sequence[float] | None = None,
-        *, all_classes: bool = False,
-    ) -> np.ndarray:  # fmt: skip
+        self,
+        image: np.ndarray,
+        labels: np.ndarray | None = None,
+        scales: Sequence[float] | None = None,
+        *,
+        all_classes: bool = False,
+    ) -> np.ndarray:
         """Multi-scale + flip CAM of an (H, W, 3) uint8 image -> (C-1, H, W) float32 in [0, 1].
 
         With ``labels`` (multi-hot over the foreground classes), only the labelled classes' maps are
@@ -98,9 +102,13 @@ class Run:
 
     @torch.no_grad()
     def labelled_cam(
-        self, image: np.ndarray, labels: np.ndarray, scales: Sequence[float] | None = None,
-        *, prepared: torch.Tensor | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        self,
+        image: np.ndarray,
+        labels: np.ndarray,
+        scales: Sequence[float] | None = None,
+        *,
+        prepared: torch.Tensor | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The CAMs of the labelled classes only: (0-based foreground classes (k,), (k, H, W) float32).
 
         Only these maps are upsampled, fused, normalised and resized (``Method.image_cams(classes=...)``),
@@ -122,8 +130,11 @@ class Run:
         for member in members:
             if member.dir.resolve() in seen:  # legal (equal weights per member), but rarely what was meant
                 what = "the run itself" if member.dir.resolve() == self.dir.resolve() else "listed twice"
-                warnings.warn(f"{member.dir}: an ensemble member that is {what} counts twice in the average",
-                              ConfigWarning, stacklevel=2)  # fmt: skip
+                warnings.warn(
+                    f"{member.dir}: an ensemble member that is {what} counts twice in the average",
+                    ConfigWarning,
+                    stacklevel=2,
+                )
             seen.add(member.dir.resolve())
             if not member.method.has_seg_head:
                 raise UsageError(f"{member.dir}: this run (method {member.cfg.method}) has no segmentation head")
@@ -198,9 +209,14 @@ class Run:
 
     @torch.no_grad()
     def seg_prob(
-        self, image: np.ndarray, scales: Sequence[float] | None = None, *, prepared: torch.Tensor | None = None,
-        classes: Sequence[int] | None = None, class_weights: np.ndarray | None = None,
-    ) -> np.ndarray:  # fmt: skip
+        self,
+        image: np.ndarray,
+        scales: Sequence[float] | None = None,
+        *,
+        prepared: torch.Tensor | None = None,
+        classes: Sequence[int] | None = None,
+        class_weights: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Multi-scale + flip segmentation probabilities (C, H, W) float32 (docs/methods/seco.md#inference).
         ``prepared``: ``prepare_image(image, None)`` already made (by a loader worker). ``classes``: the
         only classes (0 = background) the softmax runs over; the others get 0 (:func:`allowed_classes`).
@@ -218,9 +234,14 @@ class Run:
 
     @torch.no_grad()
     def seg_label(
-        self, image: np.ndarray, scales: Sequence[float] | None = None, *, prepared: torch.Tensor | None = None,
-        classes: Sequence[int] | None = None, class_weights: np.ndarray | None = None,
-    ) -> np.ndarray:  # fmt: skip
+        self,
+        image: np.ndarray,
+        scales: Sequence[float] | None = None,
+        *,
+        prepared: torch.Tensor | None = None,
+        classes: Sequence[int] | None = None,
+        class_weights: np.ndarray | None = None,
+    ) -> np.ndarray:
         """(H, W) int64: the argmax of :meth:`seg_prob` (over ``classes`` only, if given; of the weighted
         probabilities with ``class_weights``), taken band by band (a large photo's probabilities of every class
         are never whole in memory)."""
@@ -252,9 +273,12 @@ class Run:
         return weigh
 
     def _fused_logits(
-        self, image: np.ndarray, scales: Sequence[float] | None, prepared: torch.Tensor | None,
+        self,
+        image: np.ndarray,
+        scales: Sequence[float] | None,
+        prepared: torch.Tensor | None,
         reduce: Callable[[torch.Tensor], torch.Tensor],
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         """``reduce`` of the multi-scale + flip logits at the image's size, resized and fused as the ``infer`` keys
         say (``square_size``, ``resize_long``, ``scale_resize``, ``flip_fuse``, ``scale_fuse``, ``fuse_at``)."""
         inf = self.cfg.infer
@@ -264,15 +288,28 @@ class Run:
             else prepare_image(image, None, self.device, max_side=inf.max_side)
         )
         return multi_scale_logits(
-            self._seg_logits, x, tuple(scales or inf.scales), image.shape[:2], square_size=inf.square_size,
-            long_side=inf.resize_long, scale_resize=inf.scale_resize, flip_fuse=inf.flip_fuse,
-            scale_fuse=inf.scale_fuse, fuse_at=inf.fuse_at, reduce=reduce,
-        )  # fmt: skip
+            self._seg_logits,
+            x,
+            tuple(scales or inf.scales),
+            image.shape[:2],
+            square_size=inf.square_size,
+            long_side=inf.resize_long,
+            scale_resize=inf.scale_resize,
+            flip_fuse=inf.flip_fuse,
+            scale_fuse=inf.scale_fuse,
+            fuse_at=inf.fuse_at,
+            reduce=reduce,
+        )
 
     def predict(
-        self, image: np.ndarray, *, crf: bool = False, scales: Sequence[float] | None = None,
-        classes: Sequence[int] | None = None, class_weights: np.ndarray | None = None,
-    ) -> np.ndarray:  # fmt: skip
+        self,
+        image: np.ndarray,
+        *,
+        crf: bool = False,
+        scales: Sequence[float] | None = None,
+        classes: Sequence[int] | None = None,
+        class_weights: np.ndarray | None = None,
+    ) -> np.ndarray:
         """(H, W) int64 label map; with ``crf`` a DenseCRF over the classes that can appear; ``classes``:
         the only classes it may name (:func:`allowed_classes`); ``class_weights``: see :meth:`seg_prob`."""
         if not crf:
@@ -346,5 +383,14 @@ def load_run(
     shorthand for such words), ``device`` shorthand for ``run.device=DEVICE``."""
     words = (*overrides, *([f"run.device={device}"] if device else []))
     t = load_trained_method(run_dir, checkpoint=checkpoint, overrides=words)
-    return Run(dir=Path(run_dir), cfg=t.cfg, method=t.method, class_names=t.class_names, device=t.device,
-               checkpoint=t.checkpoint, step=t.step, overrides=words, sha1=t.sha1)  # fmt: skip
+    return Run(
+        dir=Path(run_dir),
+        cfg=t.cfg,
+        method=t.method,
+        class_names=t.class_names,
+        device=t.device,
+        checkpoint=t.checkpoint,
+        step=t.step,
+        overrides=words,
+        sha1=t.sha1,
+    )

@@ -133,9 +133,17 @@ def _start_ranks(workers: int, argv: Sequence[str], port: int, threads: int) -> 
     (they end with it: ``utils.procs.die_with_starter``)."""
     children = []
     for r in range(1, workers):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(r),
-               "LOCAL_RANK": str(r), "WORLD_SIZE": str(workers), "LOCAL_WORLD_SIZE": str(workers),
-               "OMP_NUM_THREADS": str(threads), PARENT_ENV: str(os.getpid())}  # fmt: skip
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(r),
+            "LOCAL_RANK": str(r),
+            "WORLD_SIZE": str(workers),
+            "LOCAL_WORLD_SIZE": str(workers),
+            "OMP_NUM_THREADS": str(threads),
+            PARENT_ENV: str(os.getpid()),
+        }
         children.append(subprocess.Popen([sys.executable, "-m", "wsss.cli", *_without_workers(argv)], env=env))
     _CHILDREN[:] = children
     return children
@@ -185,8 +193,10 @@ def job_processes(workers: int = 0, argv: Sequence[str] = ()) -> Iterator[Proces
     try:
         if env_world > 1:
             if workers > 1:
-                warnings.warn(ConfigWarning(f"--workers {workers} is ignored under torchrun (WORLD_SIZE {env_world})"),
-                              stacklevel=3)  # fmt: skip
+                warnings.warn(
+                    ConfigWarning(f"--workers {workers} is ignored under torchrun (WORLD_SIZE {env_world})"),
+                    stacklevel=3,
+                )
             procs = Processes(int(os.environ["RANK"]), env_world, int(os.environ.get("LOCAL_RANK", "0")))
             if not is_distributed():
                 dist.init_process_group("gloo", timeout=JOIN_TIMEOUT)
@@ -223,7 +233,7 @@ def shared_todo(list_todo: Callable[[], list[str]]) -> list[str]:
 
     if world_size() == 1:
         return list_todo()
-    box = [list_todo() if rank() == 0 else None]
+    box: list[Any] = [list_todo() if rank() == 0 else None]  # every rank's slot holds rank 0's list after this
     dist.broadcast_object_list(box, src=0)
     return list(box[0])
 
@@ -238,7 +248,7 @@ def _job_store() -> dist.TCPStore | None:
         return None
     host = os.environ.get("MASTER_ADDR", "127.0.0.1")
     server = dist.TCPStore(host, 0, world_size(), True, wait_for_workers=False) if rank() == 0 else None
-    box = [server.port if server is not None else None]
+    box: list[Any] = [server.port if server is not None else None]  # rank 0's port on every rank after this
     dist.broadcast_object_list(box, src=0)
     return server if server is not None else dist.TCPStore(host, int(box[0]), world_size(), False)
 

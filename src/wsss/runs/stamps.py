@@ -88,8 +88,9 @@ def as_built(old: Any, new: Any) -> Any:
     if not (isinstance(old, Mapping) and isinstance(new, Mapping)):
         return old
     out = {k: as_built(v, new[k]) if k in new else v for k, v in old.items()}
-    mine, theirs = (d.get("network", {}).get("options") if isinstance(d.get("network"), Mapping) else None
-                    for d in (new, old))  # fmt: skip
+    mine, theirs = (
+        d.get("network", {}).get("options") if isinstance(d.get("network"), Mapping) else None for d in (new, old)
+    )
     if isinstance(mine, Mapping) and isinstance(theirs, Mapping) and any(k in theirs for k in FILE_OPTIONS):
         options = {k: v for k, v in theirs.items() if k in mine or k not in FILE_OPTIONS}
         options |= {k: mine[k] for k in BUILT_OPTIONS if theirs.get(k) == {} and k in mine}
@@ -143,8 +144,11 @@ def _changed(old: Any, new: Any, key: str) -> list[tuple[str, Any, Any]]:
     on one side only (e.g. ``crf: None`` against the CRF's parameters) named once."""
     old, new = _section(old), _section(new)
     if isinstance(old, Mapping) and isinstance(new, Mapping) and old and new:
-        return [c for k in sorted(set(old) | set(new))
-                for c in _changed(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{key}.{k}" if key else k)]  # fmt: skip
+        return [
+            c
+            for k in sorted(set(old) | set(new))
+            for c in _changed(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{key}.{k}" if key else k)
+        ]
     return [] if old == new else [(key, old, new)]
 
 
@@ -174,8 +178,10 @@ def mismatch(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
 
 def _refusal(folder: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> UsageError:
     if unknown(old, new) is not None:
-        return UsageError(f"{folder}: holds outputs {mismatch(old, new)}; pass --overwrite to make them again (its "
-                          "outputs are removed first)")  # fmt: skip
+        return UsageError(
+            f"{folder}: holds outputs {mismatch(old, new)}; pass --overwrite to make them again (its "
+            "outputs are removed first)"
+        )
     return UsageError(
         f"{folder}: holds outputs {mismatch(old, new)}; pass --overwrite to replace them (this folder is cleared "
         "first), or keep it and run with its settings"
@@ -204,9 +210,14 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def claim_folder(
-    folder: str | Path, settings: Mapping[str, Any], *, overwrite: bool = False, rewrite_all: bool = False,
-    inputs: Iterable[str | Path | None] = (), suffix: str | None = None,
-) -> bool:  # fmt: skip
+    folder: str | Path,
+    settings: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+    rewrite_all: bool = False,
+    inputs: Iterable[str | Path | None] = (),
+    suffix: str | None = None,
+) -> bool:
     """Make ``folder`` the output folder of a job with ``settings``, before the job writes into it (one
     process); returns True when it was cleared.
 
@@ -232,10 +243,13 @@ def claim_folder(
     has_outputs = _has_outputs(folder)
     if old is None:
         if has_outputs and not overwrite:
-            warnings.warn(ConfigWarning(
-                f"{folder}: its outputs have no settings stamp ({STAMP_FILE}: written by an older wsss); they are "
-                "taken as made with this command's settings (--overwrite redoes them)"
-            ), stacklevel=2)  # fmt: skip
+            warnings.warn(
+                ConfigWarning(
+                    f"{folder}: its outputs have no settings stamp ({STAMP_FILE}: written by an older wsss); they are "
+                    "taken as made with this command's settings (--overwrite redoes them)"
+                ),
+                stacklevel=2,
+            )
     elif has_outputs and not rewrite_all:
         if not overwrite:
             raise _refusal(folder, old, new)
@@ -328,9 +342,7 @@ def read_sources(folder: str | Path) -> dict[str, Any] | None:
     return records if isinstance(records, dict) else {}
 
 
-def refresh_sources(
-    folder: str | Path, suffixes: Iterable[str], records: Mapping[str, list[Any] | None]
-) -> set[str]:  # fmt: skip
+def refresh_sources(folder: str | Path, suffixes: Iterable[str], records: Mapping[str, list[Any] | None]) -> set[str]:
     """Before a job writes into ``folder`` (one process, the folder held): the outputs of each id whose photo is not
     the one they were made of are removed, and the photos' records are written into :data:`SOURCES_FILE`.
     ``suffixes``: those of an id's files in ``folder``; ``records``: id -> :func:`photo_record` of the job's ids.
@@ -352,10 +364,13 @@ def refresh_sources(
                 path.unlink()
                 gone.add(id)
     if not old and gone:
-        warnings.warn(ConfigWarning(
-            f"{folder}: {SOURCES_FILE} is missing or unreadable, so the photos its outputs were made of are unknown; "
-            f"the outputs of {len(gone)} ids are made again"
-        ), stacklevel=2)  # fmt: skip
+        warnings.warn(
+            ConfigWarning(
+                f"{folder}: {SOURCES_FILE} is missing or unreadable, so the photos its outputs were made of are "
+                f"unknown; the outputs of {len(gone)} ids are made again"
+            ),
+            stacklevel=2,
+        )
     with atomic_write(folder / SOURCES_FILE, "w") as f:
         json.dump({**(old or {}), **{i: r for i, r in records.items() if r is not None}}, f, sort_keys=True)
     return stale

@@ -147,12 +147,20 @@ def _compare_with_mask(ds: VOCDataset, id: str, labels: np.ndarray, summary: Tag
 
 
 def tag_split(
-    run: Run, split: str, *, root: str | None = None, threshold: float = DEFAULT_THRESHOLD, at_least_one: bool = True,
-    labels_from: str | Path | None = None, overwrite: bool = False, progress: bool = True,
-) -> TagSummary:  # fmt: skip
+    run: Run,
+    split: str,
+    *,
+    root: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    at_least_one: bool = True,
+    labels_from: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TagSummary:
     """Label the photos of ``split`` (module docstring); returns what was written and the comparison with
     the masks."""
-    if not hasattr(run.method, "image_scores"):
+    image_scores = getattr(run.method, "image_scores", None)  # CLIP-ES's zero-shot scores (runs/photos.py too)
+    if image_scores is None:
         raise UsageError(
             f"{run.dir}: wsss tag needs a CLIP-ES run (wsss import clip_es WEIGHTS ...), not {run.cfg.method}"
         )
@@ -170,7 +178,7 @@ def tag_split(
     else:
         rows = {}
         for id in tqdm(ds.ids, desc=f"tag {split}", unit="img", disable=not progress):
-            fg, bg = run.method.image_scores(ds.load_image(id))
+            fg, bg = image_scores(ds.load_image(id))
             new[id] = tag_labels(fg, threshold, at_least_one)
             names = ";".join(ds.class_names[1 + c] for c in np.flatnonzero(new[id]))
             rows[id] = [id, names, f"{float(bg.sum()):.4f}", *(f"{float(s):.4f}" for s in fg)]

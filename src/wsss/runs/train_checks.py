@@ -36,25 +36,37 @@ def training_checks(cfg: Any) -> tuple[str, list[Check]]:
     have = available_splits(cfg.data.root)
     val = [cfg.data.val_split] if cfg.data.val_split in have else []  # no val split: trained without (a note)
     full = {s: s in val and s != cfg.data.train_split for s in [cfg.data.train_split, *val]}  # val: every mask
-    checks: list[Check] = [(f"split {s}", partial(check_dataset, cfg.data.root, s, full_masks=full[s]))
-                           for s in full if s]  # fmt: skip
+    checks: list[Check] = [
+        (f"split {s}", partial(check_dataset, cfg.data.root, s, full_masks=full[s])) for s in full if s
+    ]
     d, train_split = cfg.data.pseudo_dir, cfg.data.train_split
     targets = training_targets(cfg, method_class(cfg))
     masks, folder = targets.masks, targets.source.folder
     if folder is not None:  # a folder of the user's: its files checked
-        checks.append((f"true masks {folder} of split {train_split}",
-                       partial(check_pseudo_labels, cfg.data.root, train_split, folder,
-                               only=set(masks), what="true mask")))  # fmt: skip
+        checks.append(
+            (
+                f"true masks {folder} of split {train_split}",
+                partial(check_pseudo_labels, cfg.data.root, train_split, folder, only=set(masks), what="true mask"),
+            )
+        )
     if d:
-        checks.append((f"pseudo labels {d} of split {train_split}",
-                       partial(check_pseudo_labels, cfg.data.root, train_split, d, skip=set(masks))))  # fmt: skip
+        checks.append(
+            (
+                f"pseudo labels {d} of split {train_split}",
+                partial(check_pseudo_labels, cfg.data.root, train_split, d, skip=set(masks)),
+            )
+        )
     return targets.text, checks
 
 
 def run_checks(
-    root: str | Path, checks: Sequence[Check], *, progress: bool = True, say: Callable[[str], None] | None = None,
+    root: str | Path,
+    checks: Sequence[Check],
+    *,
+    progress: bool = True,
+    say: Callable[[str], None] | None = None,
     advice: str = SKIP_ADVICE,
-) -> None:  # fmt: skip
+) -> None:
     """Each check in turn: a failed one's report said (``say``, default stderr) and a one-line DataError
     ``ROOT failed check-data (WHAT); ADVICE``; a passed one's warnings said."""
     say = say or _to_stderr
@@ -64,13 +76,17 @@ def run_checks(
             say(report.format())
             raise DataError(f"{root} failed check-data ({what}); {advice}")
         if report.warnings:
-            say("\n".join([f"check-data {root} ({what}): {len(report.warnings)} warning(s)"]
-                          + [f"  - {w}" for w in report.warnings]))  # fmt: skip
+            say(
+                "\n".join(
+                    [f"check-data {root} ({what}): {len(report.warnings)} warning(s)"]
+                    + [f"  - {w}" for w in report.warnings]
+                )
+            )
 
 
 def check_training_data(
     cfg: Any, *, progress: bool = True, say: Callable[[str], None] | None = None, advice: str = SKIP_ADVICE
-) -> None:  # fmt: skip
+) -> None:
     """check-data on what the training of ``cfg`` reads (:func:`training_checks`), before it starts: the engine's
     sentence on its targets said, then :func:`run_checks` (a DataError naming ``data.root`` and what failed)."""
     text, checks = training_checks(cfg)

@@ -139,9 +139,11 @@ def check_image_pixels(where: str, height: int, width: int, what: str = "image")
     than :func:`max_image_pixels`: checked before anything of that size is decoded or allocated."""
     limit = max_image_pixels()
     if limit is not None and height * width > limit:
-        raise DataError(f"{where}: {what} of {width}x{height} ({height * width} pixels) is over the limit of {limit} "
-                        "pixels an image may have (Pillow's decompression bomb limit, twice "
-                        "PIL.Image.MAX_IMAGE_PIXELS, which a Python caller may raise)")  # fmt: skip
+        raise DataError(
+            f"{where}: {what} of {width}x{height} ({height * width} pixels) is over the limit of {limit} "
+            "pixels an image may have (Pillow's decompression bomb limit, twice "
+            "PIL.Image.MAX_IMAGE_PIXELS, which a Python caller may raise)"
+        )
 
 
 @contextlib.contextmanager
@@ -297,9 +299,12 @@ def save_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
 
 
 def save_overlay(
-    path: str | os.PathLike, image: np.ndarray, label: np.ndarray, alpha: float = 0.5,
+    path: str | os.PathLike,
+    image: np.ndarray,
+    label: np.ndarray,
+    alpha: float = 0.5,
     class_names: Sequence[str] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Write ``image`` ((H, W, 3) uint8) with the VOC palette colour of each class in ``label`` ((H, W)) blended
     in at ``alpha``, as a JPEG (``.jpg``/``.jpeg``) or PNG by the suffix of ``path``, atomically. Background (0)
     and ignore (255) pixels keep the photo as it is: the mask's black background would hide it. With

@@ -69,8 +69,11 @@ def run_own_files(run_dir: str | os.PathLike) -> list[Path]:
     (``checkpoints``, a round's ``round_*/checkpoints``): the inputs an output must stay apart from
     (``core.files.check_output_apart``)."""
     run_dir = Path(run_dir)
-    return [*(run_dir / name for name in RUN_OWN_NAMES), *sorted(run_dir.glob("checkpoints*")),
-            *sorted(run_dir.glob("round_*/checkpoints*"))]  # fmt: skip
+    return [
+        *(run_dir / name for name in RUN_OWN_NAMES),
+        *sorted(run_dir.glob("checkpoints*")),
+        *sorted(run_dir.glob("round_*/checkpoints*")),
+    ]
 
 
 def check_run_dir(run_dir: str | os.PathLike, overwrite: bool = False) -> None:
@@ -91,15 +94,19 @@ def check_run_dir(run_dir: str | os.PathLike, overwrite: bool = False) -> None:
 
 def run_dir_lock(
     run_dir: str | os.PathLike, command: str = "wsss train", option: str = "run.dir"
-) -> contextlib.AbstractContextManager[Path]:  # fmt: skip
+) -> contextlib.AbstractContextManager[Path]:
     """Hold ``RUN/.lock`` for the block; UsageError naming the holder's command and pid if another live process
     holds it (and ``option``, the setting that names the folder, to change). The run directory is created if
     needed (an unwritable one is an ``OutputError``)."""
     return _held(
-        Path(run_dir), LOCK_FILE, command,
-        lambda who, where: f"{run_dir}: the run is in use by {who} ({where}); wait for it to finish or stop it, or "
-                           f"use another {option}",
-    )  # fmt: skip
+        Path(run_dir),
+        LOCK_FILE,
+        command,
+        lambda who, where: (
+            f"{run_dir}: the run is in use by {who} ({where}); wait for it to finish or stop it, or "
+            f"use another {option}"
+        ),
+    )
 
 
 def job_folder_lock(folder: str | os.PathLike, command: str) -> contextlib.AbstractContextManager[Path]:
@@ -107,10 +114,14 @@ def job_folder_lock(folder: str | os.PathLike, command: str) -> contextlib.Abstr
     UsageError naming the holder if another live process holds it. The folder is created if needed, and removed
     again, with the folders made for it, when the block wrote nothing into it."""
     return _held(
-        Path(folder), JOB_LOCK_FILE, command,
-        lambda who, where: f"{folder}: {who} is writing into this folder ({where}); wait for it to finish or stop "
-                           "it, or write elsewhere",
-    )  # fmt: skip
+        Path(folder),
+        JOB_LOCK_FILE,
+        command,
+        lambda who, where: (
+            f"{folder}: {who} is writing into this folder ({where}); wait for it to finish or stop "
+            "it, or write elsewhere"
+        ),
+    )
 
 
 UNPACK_LOCK_FILE = ".unpacking.lock"  # in an archive's temporary folder while it is unpacked (data/fetch.py)
@@ -168,8 +179,10 @@ def _held(folder: Path, lock_file: str, command: str, refusal: Callable[[str, st
             if pid and pid != os.getpid() and pid_alive(pid):
                 raise UsageError(refusal(*_holder(path)))
         _say_taken_over(path)
-        info = (f"pid={os.getpid()}\nhost={socket.gethostname()}\nsince={time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
-                f"command={command}\n")  # fmt: skip
+        info = (
+            f"pid={os.getpid()}\nhost={socket.gethostname()}\nsince={time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
+            f"command={command}\n"
+        )
         os.ftruncate(fd, 0)
         os.pwrite(fd, info.encode(), 0)
         held = True
@@ -196,5 +209,9 @@ def _say_taken_over(path: Path) -> None:
         return
     if named:
         who, where = _holder(path)
-        warnings.warn(ConfigWarning(f"{path.parent}: taken over the lock of {who} ({where}), which ended without "
-                                    "letting it go (killed)"), stacklevel=4)  # fmt: skip
+        warnings.warn(
+            ConfigWarning(
+                f"{path.parent}: taken over the lock of {who} ({where}), which ended without letting it go (killed)"
+            ),
+            stacklevel=4,
+        )

@@ -35,8 +35,9 @@ def folder(tmp_path):
 
 
 def _prepare(folder, masks, labels=None, out="out"):
-    return prepare_folder(folder / "images", labels, folder / "classes.txt", folder / out, masks=masks,
-                          val_fraction=0.0, progress=False)  # fmt: skip
+    return prepare_folder(
+        folder / "images", labels, folder / "classes.txt", folder / out, masks=masks, val_fraction=0.0, progress=False
+    )
 
 
 def _mask(folder, id, out="out"):
@@ -85,7 +86,7 @@ def _coco(images, annotations, categories=(("cat", 1), ("dog", 2), ("potted plan
                 "date_captured": 0,
             }
             for i, f, h, w in images
-        ],  # fmt: skip
+        ],
         "annotations": [
             {
                 "id": aid,
@@ -98,7 +99,7 @@ def _coco(images, annotations, categories=(("cat", 1), ("dog", 2), ("potted plan
                 "attributes": {"occluded": False},
             }
             for aid, im, cat, seg, crowd in annotations
-        ],  # fmt: skip
+        ],
     }
 
 
@@ -151,8 +152,20 @@ def test_coco_labels_from_the_same_file(folder, wsss_cli):
     crowd too: it is drawn with its class); a photo the file does not annotate has no label (left out, as a photo a
     labels file does not list). End to end through the command line."""
     path = _write_coco(folder, _coco_example())
-    out = wsss_cli("prepare", "folder", "--images", str(folder / "images"), "--masks", str(path), "--labels",
-                   str(path), "--classes", str(folder / "classes.txt"), "--out", str(folder / "out"))  # fmt: skip
+    out = wsss_cli(
+        "prepare",
+        "folder",
+        "--images",
+        str(folder / "images"),
+        "--masks",
+        str(path),
+        "--labels",
+        str(path),
+        "--classes",
+        str(folder / "classes.txt"),
+        "--out",
+        str(folder / "out"),
+    )
     labels = load_cls_labels(folder / "out", 4)
     assert sorted(labels) == ["a", "b"]
     np.testing.assert_array_equal(labels["a"], [1, 1, 1])
@@ -170,8 +183,11 @@ def test_coco_category_names_are_matched_as_a_labels_file_s(folder):
     anns = [(1, 1, 1, [[2, 3, 6, 3, 6, 8, 2, 8]], 0), (2, 1, 2, [[0, 0, 2, 0, 2, 2, 0, 2]], 0)]
     data = _coco([(1, "a.jpg", H, W)], anns, categories=(("cat", 1), ("dgo", 2)))
     path = _write_coco(folder, data)
-    with pytest.raises(DataError, match=r"instances_default.json \(category id 2\): unknown class 'dgo' \(did you "
-                                        r"mean 'dog'\?\)"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"instances_default.json \(category id 2\): unknown class 'dgo' \(did you "
+        r"mean 'dog'\?\)",
+    ):
         _prepare(folder, path)
     anns.append((3, 1, 3, [[3, 4, 5, 4, 5, 6, 3, 6]], 0))  # a background patch over the cat (later and smaller)
     data = _coco([(1, "a.jpg", H, W)], anns, categories=(("Cat", 1), ("dog", 2), ("background", 3)))
@@ -190,13 +206,18 @@ def test_coco_bad_cases(folder):
     path = _write_coco(folder, _coco([(1, "a.jpg", H, W)], anns))
     s = _prepare(folder, path)
     np.testing.assert_array_equal(_mask(folder, "a"), _box(8, 6, 12, 10, 1))
-    assert any("1 shape(s) reach outside their photo and were cut at its edge" in w and "annotation 1" in w
-               for w in s.warnings)  # fmt: skip
-    assert any("1 shape(s) lie wholly outside their photo and draw nothing" in w and "annotation 2" in w
-               for w in s.warnings)  # fmt: skip
+    assert any(
+        "1 shape(s) reach outside their photo and were cut at its edge" in w and "annotation 1" in w for w in s.warnings
+    )
+    assert any(
+        "1 shape(s) lie wholly outside their photo and draw nothing" in w and "annotation 2" in w for w in s.warnings
+    )
     path = _write_coco(folder, _coco([(1, "a.jpg", H - 1, W)], anns[:1]))
-    with pytest.raises(DataError, match=r"instances_default.json \(image 1, a.jpg\): mask size 12x9 differs from "
-                                        r"the image \(12x10\)"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"instances_default.json \(image 1, a.jpg\): mask size 12x9 differs from "
+        r"the image \(12x10\)",
+    ):
         _prepare(folder, path, out="o2")
     bad_rle = {"size": [H + 1, W], "counts": _compressed_rle(DOG_BITS)["counts"]}
     path = _write_coco(folder, _coco([(1, "a.jpg", H, W)], [(1, 1, 2, bad_rle, 0)]))
@@ -274,16 +295,31 @@ def test_cvat_bad_cases(folder):
 
 
 def _shape(label, points, shape_type="polygon", **extra):
-    return {"label": label, "points": points, "group_id": None, "description": "", "shape_type": shape_type,
-            "flags": {}, "mask": None, **extra}  # fmt: skip
+    return {
+        "label": label,
+        "points": points,
+        "group_id": None,
+        "description": "",
+        "shape_type": shape_type,
+        "flags": {},
+        "mask": None,
+        **extra,
+    }
 
 
 def _labelme(folder, photo, shapes, h=H, w=W, sub="labelme"):
     """One LabelMe file as LabelMe 5 saves it (imagePath relative to the JSON, imageData left out)."""
     root = folder / sub
     root.mkdir(exist_ok=True)
-    data = {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": f"../images/{photo}", "imageData": None,
-            "imageHeight": h, "imageWidth": w}  # fmt: skip
+    data = {
+        "version": "5.4.1",
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": f"../images/{photo}",
+        "imageData": None,
+        "imageHeight": h,
+        "imageWidth": w,
+    }
     (root / f"{photo.rsplit('.', 1)[0]}.json").write_text(json.dumps(data, indent=2))
     return root
 
@@ -299,12 +335,16 @@ def test_labelme_shapes_are_drawn_in_order_as_labelme_draws_them(folder):
     later shape is on top of an earlier one; a ``mask`` shape's PNG lies at its first point; a circle holds its centre
     and the pixels around it; lines and points draw nothing (a warning) but are labels."""
     bits = np.array([[1, 1, 0], [1, 1, 1]], bool)
-    root = _labelme(folder, "a.jpg", [
-        _shape("dog", [[0, 0], [11, 9]], "rectangle"),  # the whole photo ...
-        _shape("cat", [[2, 3], [6, 8]], "rectangle"),  # ... under a cat
-        _shape("potted plant", [[9, 0], [11, 1]], "mask", mask=_png_b64(bits)),
-        _shape("potted plant", [[1, 9], [5, 9]], "line"),
-    ])  # fmt: skip
+    root = _labelme(
+        folder,
+        "a.jpg",
+        [
+            _shape("dog", [[0, 0], [11, 9]], "rectangle"),  # the whole photo ...
+            _shape("cat", [[2, 3], [6, 8]], "rectangle"),  # ... under a cat
+            _shape("potted plant", [[9, 0], [11, 1]], "mask", mask=_png_b64(bits)),
+            _shape("potted plant", [[1, 9], [5, 9]], "line"),
+        ],
+    )
     _labelme(folder, "b.png", [_shape("cat", [[6, 5], [6, 7]], "circle"), _shape("dog", [[1, 1]], "point")])
     s = _prepare(folder, root, labels=root)
     expected = _box(2, 3, 7, 9, 1, base=np.full((H, W), 2, np.uint8))

@@ -40,8 +40,15 @@ def _image(id_num: int, name: str, h: int, w: int) -> dict:
 
 
 def _ann(id: int, image_id: int, cat: int, segm, crowd: int = 0) -> dict:
-    return {"id": id, "image_id": image_id, "category_id": cat, "segmentation": segm, "iscrowd": crowd,
-            "area": 0.0, "bbox": [0, 0, 1, 1]}  # fmt: skip
+    return {
+        "id": id,
+        "image_id": image_id,
+        "category_id": cat,
+        "segmentation": segm,
+        "iscrowd": crowd,
+        "area": 0.0,
+        "bbox": [0, 0, 1, 1],
+    }
 
 
 @pytest.fixture
@@ -218,6 +225,9 @@ def test_prepare_coco_refuses_a_malformed_file(coco, tmp_path):
     data = json.loads(path.read_text())
     data["images"][1]["id"] = data["images"][0]["id"]
     path.write_text(json.dumps(data))
-    with pytest.raises(DataError, match=r"instances_train2014.json: images\[1\] \(id 1\): its id is also that of "
-                                        r"images\[0\]"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"instances_train2014.json: images\[1\] \(id 1\): its id is also that of "
+        r"images\[0\]",
+    ):
         prepare_coco(coco, tmp_path / "o", splits=("train",), workers=0, progress=False)

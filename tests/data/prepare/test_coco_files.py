@@ -100,8 +100,9 @@ def test_polygon_values_are_checked_before_pycocotools(folder, no_pycocotools_de
     """A coordinate of 1e9 crashed the process inside pycocotools (its filler overflows C ints); NaN drew noise; a
     zigzag of a few thousand points took gigabytes (the filler allocates each point along the edges). Each is one
     error naming the file, the image and the annotation, and pycocotools never sees it."""
-    _refused(folder, _one([CAT_POLYGON[0], polygon]), r"instances_default.json \(image 1, a.jpg\): annotation 1 "
-             + match)  # fmt: skip
+    _refused(
+        folder, _one([CAT_POLYGON[0], polygon]), r"instances_default.json \(image 1, a.jpg\): annotation 1 " + match
+    )
 
 
 @pytest.mark.parametrize(
@@ -149,8 +150,9 @@ def test_semantic_mask_holds_one_instance_mask_at_a_time():
     """A small file of many annotations on a large photo held every instance's full-size mask at once (the areas are
     now read off the RLEs); the class map is the same."""
     h, w, n = 300, 400, 40
-    anns = [{"id": i, "cls": 1 + i % 3, "iscrowd": 0, "segmentation": [[0, 0, w - i, 0, w - i, h, 0, h]]}
-            for i in range(n)]  # fmt: skip
+    anns = [
+        {"id": i, "cls": 1 + i % 3, "iscrowd": 0, "segmentation": [[0, 0, w - i, 0, w - i, h, 0, h]]} for i in range(n)
+    ]
     semantic_mask(anns[:1], h, w)  # pycocotools' first-call setup outside the measure
     tracemalloc.start()
     try:
@@ -172,8 +174,12 @@ def test_a_declared_size_beyond_the_pixel_limit_is_refused_when_the_file_is_open
     """A small file declaring 30000x30000 made wsss allocate gigabytes before the size error (100000x100000: a
     MemoryError). The size is bounded when the file is read."""
     for h, w in ((30000, 30000), (100000, 100000)):
-        _refused(folder, _one(CAT_POLYGON, size=(h, w)), rf"images\[0\] \(id 1\): {w}x{h} is more than the "
-                 rf"{max_image_pixels()} pixels an image may have")  # fmt: skip
+        _refused(
+            folder,
+            _one(CAT_POLYGON, size=(h, w)),
+            rf"images\[0\] \(id 1\): {w}x{h} is more than the "
+            rf"{max_image_pixels()} pixels an image may have",
+        )
 
 
 def test_a_declared_size_is_compared_with_the_photo_before_the_mask_is_drawn(folder, monkeypatch):
@@ -187,8 +193,12 @@ def test_a_declared_size_is_compared_with_the_photo_before_the_mask_is_drawn(fol
     path = _write_coco(folder, data)
     assert CocoJson(path, CLASSES).declared_size("a.jpg") == (4000, 6000)
     monkeypatch.setattr(annotations, "semantic_mask", drawn)
-    _refused(folder, data, r"instances_default.json \(image 1, a.jpg\): mask size 6000x4000 differs from the image "
-             r"\(12x10\)")  # fmt: skip
+    _refused(
+        folder,
+        data,
+        r"instances_default.json \(image 1, a.jpg\): mask size 6000x4000 differs from the image "
+        r"\(12x10\)",
+    )
 
 
 # ---- the file's structure ---------------------------------------------------------------------------------------
@@ -229,11 +239,19 @@ def test_a_malformed_file_is_one_error_naming_the_entry(folder, change, match):
 
 def test_a_file_that_is_no_coco_object_is_one_error(folder):
     _refused(folder, "5", r"instances_default.json: not a COCO instances file \(a JSON int, not an object\)")
-    _refused(folder, '{"a": ' * 100_000 + "0" + "}" * 100_000, r"instances_default.json: cannot read COCO json "
-             r"\(nested too deeply\)")  # fmt: skip
+    _refused(
+        folder,
+        '{"a": ' * 100_000 + "0" + "}" * 100_000,
+        r"instances_default.json: cannot read COCO json "
+        r"\(nested too deeply\)",
+    )
     # a list at the top is read as Label Studio's export, through the same reader
-    _refused(folder, "[" * 100_000 + "]" * 100_000, r"instances_default.json: cannot read Label Studio JSON "
-             r"\(nested too deeply\)")  # fmt: skip
+    _refused(
+        folder,
+        "[" * 100_000 + "]" * 100_000,
+        r"instances_default.json: cannot read Label Studio JSON "
+        r"\(nested too deeply\)",
+    )
 
 
 @pytest.mark.parametrize("what", ["images", "categories"])
@@ -337,8 +355,10 @@ def test_roboflow_names_match_only_unambiguously(folder):
     s = _prepare(folder, path)
     assert not (folder / "out/SegmentationClass/a.png").exists()
     np.testing.assert_array_equal(_mask(folder, "b"), _box(2, 3, 6, 8, 1))
-    assert any("1 photo(s) have two or more Roboflow names" in w and "a.jpg (a_jpg.rf.1111.jpg, a_jpg.rf.2222.jpg)"
-               in w for w in s.warnings)  # fmt: skip
+    assert any(
+        "1 photo(s) have two or more Roboflow names" in w and "a.jpg (a_jpg.rf.1111.jpg, a_jpg.rf.2222.jpg)" in w
+        for w in s.warnings
+    )
 
 
 def test_no_photo_matched_is_an_error_saying_how_names_are_matched(folder):
@@ -358,11 +378,18 @@ def test_boxes_draw_nothing_and_say_so(folder):
     anns = [(1, 1, 1, CAT_POLYGON, 0), (2, 1, 2, [], 0)]
     s = _prepare(folder, _write_coco(folder, _coco([(1, "a.jpg", H, W)], anns)))
     np.testing.assert_array_equal(_mask(folder, "a"), _box(2, 3, 6, 8, 1))
-    assert any(w.startswith("1 annotation(s) are boxes with no segmentation") and "(image 1, a.jpg) annotation 2" in w
-               for w in s.warnings)  # fmt: skip
+    assert any(
+        w.startswith("1 annotation(s) are boxes with no segmentation") and "(image 1, a.jpg) annotation 2" in w
+        for w in s.warnings
+    )
     boxes = _coco([(1, "a.jpg", H, W), (2, "b.png", H, W)], [(1, 1, 1, [], 0), (2, 2, 2, [], 0)])
-    _refused(folder, boxes, r"instances_default.json: no annotation has an area .* every mask would be all "
-             r"background; give the file as --labels only", out="o2")  # fmt: skip
+    _refused(
+        folder,
+        boxes,
+        r"instances_default.json: no annotation has an area .* every mask would be all "
+        r"background; give the file as --labels only",
+        out="o2",
+    )
     table, _, _ = read_annotation_labels(_write_coco(folder, boxes), CLASSES)
     assert {k: v[0] for k, v in table.items()} == {"a.jpg": [1], "b.png": [2]}
 
@@ -371,8 +398,10 @@ def test_cvat_brush_masks_marked_crowd_are_their_classes(folder):
     """CVAT's COCO 1.0 export writes each brush mask as an uncompressed RLE with iscrowd 1: every one was 255 (void).
     A tool's crowd is pixels of its class, and a label; `wsss prepare coco` keeps 255 (tests/data/prepare/
     test_coco.py)."""
-    anns = [(1, 1, 1, _uncompressed_rle(_box(2, 3, 6, 8, 1).astype(bool)), 1), (2, 1, 2, _uncompressed_rle(DOG_BITS),
-                                                                               1)]  # fmt: skip
+    anns = [
+        (1, 1, 1, _uncompressed_rle(_box(2, 3, 6, 8, 1).astype(bool)), 1),
+        (2, 1, 2, _uncompressed_rle(DOG_BITS), 1),
+    ]
     path = _write_coco(folder, _coco([(1, "a.jpg", H, W)], anns))
     _prepare(folder, path, labels=path)
     np.testing.assert_array_equal(_mask(folder, "a"), _box(8, 0, 11, 5, 2, base=_box(2, 3, 6, 8, 1)))

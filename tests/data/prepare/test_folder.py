@@ -106,8 +106,9 @@ def test_every_unknown_class_of_a_labels_file_is_listed_in_one_error(folder, cap
     assert not (folder / "out").exists() and not (folder / "o").exists()
 
 
-@pytest.mark.parametrize("b, d, said", [("dog|potted plant", "dog|cat", "'|'"),
-                                         ('"dog, potted plant"', '"dog,cat"', "','")])  # fmt: skip
+@pytest.mark.parametrize(
+    "b, d, said", [("dog|potted plant", "dog|cat", "'|'"), ('"dog, potted plant"', '"dog,cat"', "','")]
+)
 def test_labels_joined_by_another_common_separator_are_read_when_it_alone_makes_every_name_a_class(folder, b, d, said):
     """Another tool's separator (`|`, `,` in quotes, spaces) between a row's classes: read, with a warning,
     when splitting by it (and not by `;`) makes every name of every row a class."""
@@ -173,8 +174,10 @@ def test_a_class_name_that_differs_only_in_case_is_taken_with_a_warning(folder, 
     (folder / "tags.csv").write_text("image,labels,background\na,Cat,0.1\nb,dog;Potted plant,0.2\nc,,0.3\n")
     tags, warnings = read_tags_csv(folder / "tags.csv", CLASSES)
     assert {k: v.tolist() for k, v in tags.items()} == {"a": [1, 0, 0], "b": [0, 1, 1], "c": [0, 0, 0]}
-    assert warnings == [f"{folder / 'tags.csv'}: class names that differ from a class only in case, each taken as "
-                        "that class: 'Cat' as 'cat' (line 2), 'Potted plant' as 'potted plant' (line 3)"]  # fmt: skip
+    assert warnings == [
+        f"{folder / 'tags.csv'}: class names that differ from a class only in case, each taken as "
+        "that class: 'Cat' as 'cat' (line 2), 'Potted plant' as 'potted plant' (line 3)"
+    ]
     (folder / "tags.csv").write_text("image,labels\na,cta\nb,zebra;dog\n")
     with pytest.raises(DataError, match=r"tags.csv: 2 unknown classes: 'cta' \(line 2; did you mean 'cat'\?\), 'zeb"):
         read_tags_csv(folder / "tags.csv", CLASSES)
@@ -201,14 +204,22 @@ def test_masks_and_val_split(folder):
     ds = VOCDataset(out, "val", require_masks=True)
     assert ds.class_names == CLASSES
     # the plan of the same inputs is the dataset written, and writes nothing (`wsss route --plan` reads it)
-    plan = plan_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", masks=masks, val_fraction=0.5,
-                       seed=3, out=folder / "planned")  # fmt: skip
+    plan = plan_folder(
+        folder / "images",
+        folder / "labels.csv",
+        folder / "classes.txt",
+        masks=masks,
+        val_fraction=0.5,
+        seed=3,
+        out=folder / "planned",
+    )
     assert (plan.train, plan.val, plan.masked) == (read_split(out, "train"), val, {"a", "b"})
     assert plan.class_names == CLASSES and plan.labels["b"] == [2, 3] and not (folder / "planned").exists()
     save_label_png(masks / "a.png", np.full((4, 6), 9, np.uint8))
     with pytest.raises(DataError, match=r"(?s)problem.*nothing was written to .*planned:.*a.png: illegal mask"):
-        plan_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", masks=masks,
-                    out=folder / "planned")  # fmt: skip
+        plan_folder(
+            folder / "images", folder / "labels.csv", folder / "classes.txt", masks=masks, out=folder / "planned"
+        )
 
 
 def test_masks_that_match_no_photo_are_named(folder):
@@ -272,8 +283,21 @@ def test_without_labels_every_image_is_taken_unlabelled_and_masks_are_checked_fo
     masks = folder / "masks"
     masks.mkdir()
     save_label_png(masks / "a.png", np.array([[0, 1, 2, 3, 255, 0]] * 4, np.uint8))
-    argv = ["prepare", "folder", "--images", str(folder / "images"), "--classes", str(folder / "classes.txt"),
-            "--masks", str(masks), "--val-fraction", "0", "--out", str(folder / "out"), "--quiet"]  # fmt: skip
+    argv = [
+        "prepare",
+        "folder",
+        "--images",
+        str(folder / "images"),
+        "--classes",
+        str(folder / "classes.txt"),
+        "--masks",
+        str(masks),
+        "--val-fraction",
+        "0",
+        "--out",
+        str(folder / "out"),
+        "--quiet",
+    ]
     assert main(argv) == 0
     labels = load_cls_labels(folder / "out", 4)
     assert sorted(labels) == ["a", "b", "c", "d", "e"] and not any(v.any() for v in labels.values())
@@ -307,7 +331,13 @@ def test_photos_of_any_case_and_webp_are_read_and_what_is_not_a_photo_is_named(t
         assert abs(float(ds.load_image(id).mean()) - 40 * i) <= 2
     assert check_dataset(out).ok
     with pytest.raises(DataError, match="--image-mode none keeps the photos' names") as refused:
-        prepare_folder(images, tmp_path / "labels.csv", tmp_path / "classes.txt", tmp_path / "none",
-                       image_mode="none", progress=False)  # fmt: skip
+        prepare_folder(
+            images,
+            tmp_path / "labels.csv",
+            tmp_path / "classes.txt",
+            tmp_path / "none",
+            image_mode="none",
+            progress=False,
+        )
     assert str(refused.value).startswith(f"{images}:") and "a.Jpg" in str(refused.value)
     assert "b.webp" not in str(refused.value) and not (tmp_path / "none").exists()

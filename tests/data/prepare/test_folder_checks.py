@@ -35,8 +35,15 @@ def folder(tmp_path):
 
 
 def _prepare(folder, **kw):
-    return prepare_folder(folder / "images", folder / "labels.csv", folder / "classes.txt", folder / "out",
-                          masks=folder / "masks", progress=False, **kw)  # fmt: skip
+    return prepare_folder(
+        folder / "images",
+        folder / "labels.csv",
+        folder / "classes.txt",
+        folder / "out",
+        masks=folder / "masks",
+        progress=False,
+        **kw,
+    )
 
 
 def test_every_bad_input_is_listed_and_nothing_is_written(folder):
@@ -51,8 +58,12 @@ def test_every_bad_input_is_listed_and_nothing_is_written(folder):
         _prepare(folder)
     msg = str(e.value)
     assert msg.startswith("4 problem(s)") and "nothing was written" in msg
-    needles = ("im1.png: illegal mask values [7]", "im3.png: mask size 20x8",
-               "im5.png (in the mask but not in the label: 1 (cat))", "im6.jpg")  # fmt: skip
+    needles = (
+        "im1.png: illegal mask values [7]",
+        "im3.png: mask size 20x8",
+        "im5.png (in the mask but not in the label: 1 (cat))",
+        "im6.jpg",
+    )
     for needle in needles:
         assert needle in msg, needle
     assert not (folder / "out").exists()
@@ -66,9 +77,20 @@ def test_label_without_mask_pixels_is_a_warning(folder):
 
 
 def test_val_split_by_default_with_masks(folder, capsys):
-    argv = ["prepare", "folder", "--images", str(folder / "images"), "--labels", str(folder / "labels.csv"),
-            "--classes", str(folder / "classes.txt"), "--out", str(folder / "out"),
-            "--masks", str(folder / "masks")]  # fmt: skip
+    argv = [
+        "prepare",
+        "folder",
+        "--images",
+        str(folder / "images"),
+        "--labels",
+        str(folder / "labels.csv"),
+        "--classes",
+        str(folder / "classes.txt"),
+        "--out",
+        str(folder / "out"),
+        "--masks",
+        str(folder / "masks"),
+    ]
     assert main([*argv, "--quiet"]) == 0
     val, train = read_split(folder / "out", "val"), read_split(folder / "out", "train")
     assert len(val) == 2 and len(train) == 8 and not set(val) & set(train)

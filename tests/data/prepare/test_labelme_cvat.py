@@ -36,20 +36,35 @@ def folder(tmp_path):
 
 
 def _prepare(folder, masks, labels=None, out="out"):
-    return prepare_folder(folder / "images", labels, folder / "classes.txt", folder / out, masks=masks,
-                          val_fraction=0.0, progress=False)  # fmt: skip
+    return prepare_folder(
+        folder / "images", labels, folder / "classes.txt", folder / out, masks=masks, val_fraction=0.0, progress=False
+    )
 
 
 def _shape(label, points, shape_type="polygon", mask=None):
-    return {"label": label, "points": points, "group_id": None, "description": "", "shape_type": shape_type,
-            "flags": {}, "mask": mask}  # fmt: skip
+    return {
+        "label": label,
+        "points": points,
+        "group_id": None,
+        "description": "",
+        "shape_type": shape_type,
+        "flags": {},
+        "mask": mask,
+    }
 
 
 def _labelme(root, stem, shapes, image_path=None, h=H, w=W):
     """``root/<stem>.json`` as labelme 5 saves it, ``imagePath`` by default the photo ``../images/<stem>.jpg``."""
     root.mkdir(exist_ok=True)
-    data = {"version": "5.5.0", "flags": {}, "shapes": shapes, "imagePath": image_path or f"../images/{stem}.jpg",
-            "imageData": None, "imageHeight": h, "imageWidth": w}  # fmt: skip
+    data = {
+        "version": "5.5.0",
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image_path or f"../images/{stem}.jpg",
+        "imageData": None,
+        "imageHeight": h,
+        "imageWidth": w,
+    }
     (root / f"{stem}.json").write_text(json.dumps(data))
     return root
 
@@ -80,8 +95,11 @@ def test_labelme_declared_size_is_checked_when_opened_and_given_without_a_mask(f
     """imageHeight x imageWidth past the pixel limit, or not positive, is one error at open time (the mask was
     allocated at that size before its photo's size was compared); a sane file declares its size, no mask made."""
     root = _labelme(folder / "lm", "a", [_shape("cat", [[1, 1], [5, 1], [5, 5]])], h=100000, w=100000)
-    with pytest.raises(DataError, match=r"a.json: imageWidth x imageHeight of 100000x100000 \(10000000000 pixels\) "
-                                        r"is over the limit of \d+ pixels"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"a.json: imageWidth x imageHeight of 100000x100000 \(10000000000 pixels\) "
+        r"is over the limit of \d+ pixels",
+    ):
         LabelmeFolder(root, CLASSES)
     for h in (0, -5):
         _labelme(root, "a", [_shape("cat", [[1, 1], [5, 1], [5, 5]])], h=h)
@@ -108,8 +126,11 @@ def test_an_image_past_the_pixel_limit_is_one_error_naming_the_file(folder, monk
     lm = _labelme(folder / "lm", "a", [_shape("cat", [[0, 0], [9, 9]], "mask", mask=big)])
     with pytest.raises(DataError, match=r"a.json shape 1: cannot read mask \(Image size \(10000 pixels\)"):
         LabelmeFolder(lm, CLASSES).read("a.jpg")
-    with pytest.raises(DataError, match=r"a.json: imageWidth x imageHeight of 60x70 \(4200 pixels\) is over the "
-                                        r"limit of 3200 pixels"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"a.json: imageWidth x imageHeight of 60x70 \(4200 pixels\) is over the "
+        r"limit of 3200 pixels",
+    ):
         LabelmeFolder(_labelme(folder / "lm", "a", [], h=70, w=60), CLASSES)
 
 
@@ -127,7 +148,7 @@ def test_the_pixel_limit_leaves_large_photos_alone():
             _shape("cat", [[1, 1], [2**31 + 5, 2**31 + 5]], "rectangle"),
             r"shape 2: point .* lies far outside the "
             r"12x10 photo",
-        ),  # fmt: skip
+        ),
         (_shape("cat", [[5, 5], [-(2**31), 5]], "circle"), r"shape 2: point .* lies far outside"),
         (
             _shape("cat", [[float("inf"), 0], [2, 2]], "mask", mask=_png_b64(np.ones((3, 3)))),
@@ -161,8 +182,11 @@ def test_a_long_label_map_line_is_quoted_short_and_a_large_label_map_refused(fol
 
 def test_labelme_ignore_label_is_255_and_no_label(folder):
     """labelme's examples label pixels ``__ignore__`` (labelme2voc writes 255 there): 255 in the mask, no class."""
-    root = _labelme(folder / "lm", "a", [_shape("cat", [[0, 0], [6, 6]], "rectangle"),
-                                         _shape("__ignore__", [[4, 4], [8, 8]], "rectangle")])  # fmt: skip
+    root = _labelme(
+        folder / "lm",
+        "a",
+        [_shape("cat", [[0, 0], [6, 6]], "rectangle"), _shape("__ignore__", [[4, 4], [8, 8]], "rectangle")],
+    )
     _prepare(folder, root, labels=root)
     expected = np.zeros((H, W), np.uint8)
     expected[0:7, 0:7] = 1
@@ -226,6 +250,9 @@ def test_labelme_json_beside_its_photos_is_not_called_left_out(folder):
 
 def test_cvat_segmentation_class_folder_given_itself_names_the_export_folder(folder):
     root = _cvat(folder, {"a": np.zeros((H, W), np.uint8)})
-    with pytest.raises(DataError, match=r"this looks like CVAT's SegmentationClass/ folder .*give the export folder "
-                                        r"that holds labelmap.txt"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"this looks like CVAT's SegmentationClass/ folder .*give the export folder "
+        r"that holds labelmap.txt",
+    ):
         open_masks(root / "SegmentationClass", CLASSES)

@@ -39,15 +39,30 @@ def folder(tmp_path):
 
 def _brush(label, bits, h=H, w=W, **extra):
     rgba = np.repeat(bits.astype(np.uint8).ravel() * np.uint8(255), 4)
-    return {"id": f"b{label}", "type": "brushlabels", "from_name": "tag", "to_name": "image", "original_width": w,
-            "original_height": h, "image_rotation": 0,
-            "value": {"format": "rle", "rle": encode_rle(rgba), "brushlabels": [label]}, **extra}  # fmt: skip
+    return {
+        "id": f"b{label}",
+        "type": "brushlabels",
+        "from_name": "tag",
+        "to_name": "image",
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": {"format": "rle", "rle": encode_rle(rgba), "brushlabels": [label]},
+        **extra,
+    }
 
 
 def _polygon(label, points_px, h=H, w=W):
     points = [[100.0 * x / w, 100.0 * y / h] for x, y in points_px]
-    return {"id": f"p{label}", "type": "polygonlabels", "from_name": "poly", "to_name": "image", "original_width": w,
-            "original_height": h, "value": {"points": points, "closed": True, "polygonlabels": [label]}}  # fmt: skip
+    return {
+        "id": f"p{label}",
+        "type": "polygonlabels",
+        "from_name": "poly",
+        "to_name": "image",
+        "original_width": w,
+        "original_height": h,
+        "value": {"points": points, "closed": True, "polygonlabels": [label]},
+    }
 
 
 def _task(image, *regions, id=1, annotations=None):
@@ -62,8 +77,9 @@ def _write(folder, tasks, name="project-1-at-2026.json"):
 
 
 def _prepare(folder, masks, labels=None):
-    return prepare_folder(folder / "images", labels, folder / "classes.txt", folder / "out", masks=masks,
-                          val_fraction=0.0, progress=False)  # fmt: skip
+    return prepare_folder(
+        folder / "images", labels, folder / "classes.txt", folder / "out", masks=masks, val_fraction=0.0, progress=False
+    )
 
 
 def test_the_rle_codec_writes_and_reads_label_studio_s_bytes():
@@ -119,10 +135,13 @@ def test_labels_from_the_export_and_the_last_annotation_of_a_task(folder):
 
 def test_a_coco_file_is_still_read_as_coco(folder):
     """A .json file whose top level is an object is COCO's, as before."""
-    coco = {"images": [{"id": 1, "file_name": "a.jpg", "height": H, "width": W}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
-                             "segmentation": [[2, 3, 6, 3, 6, 8, 2, 8]]}],
-            "categories": [{"id": 1, "name": "cat"}]}  # fmt: skip
+    coco = {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": H, "width": W}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": [[2, 3, 6, 3, 6, 8, 2, 8]]}
+        ],
+        "categories": [{"id": 1, "name": "cat"}],
+    }
     path = _write(folder, coco, name="instances.json")
     assert open_masks(path, CLASSES).kind == "COCO JSON"
 
@@ -166,9 +185,11 @@ def test_a_hostile_or_broken_region_is_one_data_error_naming_the_file(folder, re
 
 def test_files_that_are_not_an_export_are_named(folder):
     """A list of something else, an unknown class, or no annotated task is one DataError naming the file."""
-    for tasks, message in [([1, 2], "not a Label Studio JSON export"),
-                           ([_task("a.jpg", _brush("horse", np.ones((H, W), bool)))], "horse"),
-                           ([_task("a.jpg", annotations=[])], "no task has an annotation")]:  # fmt: skip
+    for tasks, message in [
+        ([1, 2], "not a Label Studio JSON export"),
+        ([_task("a.jpg", _brush("horse", np.ones((H, W), bool)))], "horse"),
+        ([_task("a.jpg", annotations=[])], "no task has an annotation"),
+    ]:
         path = _write(folder, tasks)
         with pytest.raises(DataError, match=message) as e:
             open_masks(path, CLASSES)

@@ -92,10 +92,19 @@ def test_affinitynet_train_then_random_walk_pseudo(cam_run, synth_root, tmp_path
         assert set(np.unique(read_label_png(seeds / f"{i}.png")).tolist()) <= allowed
     aff = tmp_path / "aff"
     over = [
-        f"data.root={synth_root}", f"run.dir={aff}", f"data.pseudo_dir={seeds}", "data.crop_size=64",
-        "data.num_workers=0", f"model.backbone_kwargs={TINY_CNN}", "train.batch_size=4", "train.max_iters=3",
-        "train.ckpt_iters=3", "options.aux_dim=8", "options.final_dim=8", "options.out_dim=16",
-    ]  # fmt: skip
+        f"data.root={synth_root}",
+        f"run.dir={aff}",
+        f"data.pseudo_dir={seeds}",
+        "data.crop_size=64",
+        "data.num_workers=0",
+        f"model.backbone_kwargs={TINY_CNN}",
+        "train.batch_size=4",
+        "train.max_iters=3",
+        "train.ckpt_iters=3",
+        "options.aux_dim=8",
+        "options.final_dim=8",
+        "options.out_dim=16",
+    ]
     assert main(["train", str(REPO / "configs/affinitynet/synthetic_cpu.yaml"), *over, "--quiet", "--skip-check"]) == 0
     lines = (aff / "metrics.jsonl").read_text().splitlines()
     assert any("loss/aff_neg" in line for line in lines)

@@ -66,8 +66,12 @@ def test_golden_psa_affinity_loss(dt):
     parts = affinity_loss(aff, bg, fg, neg)
     weights = load_config(REPO / "configs/affinitynet/voc.yaml").loss.weights  # 1/4, 1/4, 1/2
     loss = sum(weights[k] * v for k, v in parts.items())
-    for key, ours in (("bg_loss", parts["aff_bg"]), ("fg_loss", parts["aff_fg"]), ("neg_loss", parts["aff_neg"]),
-                      ("loss", loss)):  # fmt: skip
+    for key, ours in (
+        ("bg_loss", parts["aff_bg"]),
+        ("fg_loss", parts["aff_fg"]),
+        ("neg_loss", parts["aff_neg"]),
+        ("loss", loss),
+    ):
         assert_close_to_max(ours, g[key + "_f64"], rel, key)
     loss.backward()
     assert_close_to_max(aff.grad, g["grad_aff_f64"], rel, "grad_aff")
@@ -131,8 +135,10 @@ def test_golden_psa_cam_inference_and_la_ha_crf(i):
     from wsss.models.heads import CAMClassifier
 
     g = load_golden("psa_infer_cls")
-    cfg = load_config(REPO / "configs/sccam/voc.yaml", ["model.pretrained=null", "options.round=0",
-                                                        "model.backbone_kwargs={width: 0.0625}"])  # fmt: skip
+    cfg = load_config(
+        REPO / "configs/sccam/voc.yaml",
+        ["model.pretrained=null", "options.round=0", "model.backbone_kwargs={width: 0.0625}"],
+    )
     m = build_method(cfg, placeholder_classes(21)).eval()
     m.classifier = CAMClassifier(4096, 20, "gap")  # the heads of a 4096-channel trunk (ResNet-38)
     m.load_state_dict(
@@ -224,8 +230,13 @@ def test_pseudo_refine_psa_writes_the_pooled_seed_with_psa_seed_stride(synth_roo
     labels_of = {}
     for quirk in (True, False):
         scfg = tiny_cfg(synth_root, run, f"options.quirk_binarised_crf_cam={str(quirk).lower()}", "options.round=0")
-        sccam = Run(dir=run, cfg=scfg, method=build_method(scfg, ds.class_names), class_names=ds.class_names,
-                    device=torch.device("cpu"))  # fmt: skip
+        sccam = Run(
+            dir=run,
+            cfg=scfg,
+            method=build_method(scfg, ds.class_names),
+            class_names=ds.class_names,
+            device=torch.device("cpu"),
+        )
         out = run_pseudo(sccam, "val", refine="psa", overwrite=True, progress=False)
         i = ds.ids[0]
         cam = load_cam_of(run / "cams/val", i, ds.num_classes - 1)

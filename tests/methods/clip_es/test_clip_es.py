@@ -49,8 +49,18 @@ def test_openai_torchscript_archive_reads_without_running_code(tiny_state, tmp_p
 def test_import_refuses_another_architecture_in_one_line(tiny_state, tmp_path, capsys):
     other = tmp_path / "resnet.pt"
     torch.save({"conv1.weight": torch.zeros(4, 3, 3, 3), "fc.weight": torch.zeros(2, 4)}, other)
-    code = main(["import", "clip_es", str(other), "--config", str(REPO / "configs/clip_es/voc.yaml"),
-                 "--out", str(tmp_path / "run"), f"data.root={VOC_REAL_MINI}"])  # fmt: skip
+    code = main(
+        [
+            "import",
+            "clip_es",
+            str(other),
+            "--config",
+            str(REPO / "configs/clip_es/voc.yaml"),
+            "--out",
+            str(tmp_path / "run"),
+            f"data.root={VOC_REAL_MINI}",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1
     assert err.startswith("error:") and str(other) in err and "CLIP" in err
@@ -61,9 +71,20 @@ def test_import_from_the_openai_archive_makes_a_run(tiny_state, tmp_path, capsys
     path = tmp_path / "ViT-tiny.pt"
     _openai_archive(tiny_state, path)
     run = tmp_path / "run"
-    code = main(["import", "clip_es", str(path), "--config", str(REPO / "configs/clip_es/voc_corrected.yaml"),
-                 "--out", str(run), f"data.root={VOC_REAL_MINI}", "options.text_heads=2",
-                 "options.quick_gelu=true"])  # fmt: skip
+    code = main(
+        [
+            "import",
+            "clip_es",
+            str(path),
+            "--config",
+            str(REPO / "configs/clip_es/voc_corrected.yaml"),
+            "--out",
+            str(run),
+            f"data.root={VOC_REAL_MINI}",
+            "options.text_heads=2",
+            "options.quick_gelu=true",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     from wsss.runs.run import load_run
 

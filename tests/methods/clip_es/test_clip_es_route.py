@@ -13,8 +13,14 @@ from golden import load_golden
 from wsss.cli import main
 from wsss.core.config import load_config
 
-SEG_TINY = ["train.epochs=null", "train.max_iters=2", "train.ckpt_iters=2", "train.log_iters=1", "data.crop_size=96",
-            "train.batch_size=2"]  # fmt: skip
+SEG_TINY = [
+    "train.epochs=null",
+    "train.max_iters=2",
+    "train.ckpt_iters=2",
+    "train.log_iters=1",
+    "data.crop_size=96",
+    "train.batch_size=2",
+]
 
 
 @pytest.mark.slow
@@ -30,9 +36,19 @@ def test_clip_es_route_on_voc_real_mini(tmp_path, capsys, one_thread):
         assert code == 0, f"wsss {' '.join(argv)}\n{out.err[-3000:]}"
         return out.out
 
-    wsss("import", "clip_es", str(weights), "--config", str(REPO / "configs/clip_es/voc.yaml"), "--out", str(run),
-         f"data.root={VOC_REAL_MINI}", "options.text_heads=2", "options.quick_gelu=true",
-         "run.device=cpu")  # fmt: skip
+    wsss(
+        "import",
+        "clip_es",
+        str(weights),
+        "--config",
+        str(REPO / "configs/clip_es/voc.yaml"),
+        "--out",
+        str(run),
+        f"data.root={VOC_REAL_MINI}",
+        "options.text_heads=2",
+        "options.quick_gelu=true",
+        "run.device=cpu",
+    )
     cfg = load_config(run / "config.yaml")
     assert cfg.options["prompts"][14] == "person with clothes,people,human"  # the preset's synonyms
     assert cfg.options["arch"]["vision_layers"] == 3 and not (run / "checkpoints" / "best.pt").exists()
@@ -54,8 +70,16 @@ def test_clip_es_route_on_voc_real_mini(tmp_path, capsys, one_thread):
             assert label.shape == z["cam"].shape[1:]
         assert set(np.unique(label).tolist()) <= allowed
 
-    wsss("train", str(REPO / "configs/deeplab/real_cpu.yaml"), f"data.root={VOC_REAL_MINI}", "data.train_split=val",
-         f"data.pseudo_dir={run / 'pseudo' / 'val'}", f"run.dir={seg}", *SEG_TINY, "--quiet")  # fmt: skip
+    wsss(
+        "train",
+        str(REPO / "configs/deeplab/real_cpu.yaml"),
+        f"data.root={VOC_REAL_MINI}",
+        "data.train_split=val",
+        f"data.pseudo_dir={run / 'pseudo' / 'val'}",
+        f"run.dir={seg}",
+        *SEG_TINY,
+        "--quiet",
+    )
     wsss("predict", str(seg), "--split", "val", "--quiet", *data)
     assert sorted(p.stem for p in (seg / "predictions" / "val").glob("*.png")) == sorted(VOC_REAL_MINI_IDS)
     wsss("report", str(run))

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import REPO
 from wsss.cli import main
 from wsss.core.config import load_config
-from wsss.core.errors import ConfigError
+from wsss.core.errors import ConfigError, UsageError
 from wsss.data import VOCDataset
 from wsss.engine.trainer import build_optimizer
 from wsss.methods import build_method, placeholder_classes
@@ -79,7 +79,7 @@ def test_deeplab_v2_and_v3plus_shapes():
         ).eval()
         assert v3.seg_logits(x).shape == (2, 7, 16, 16)  # stride-4 decoder
     assert not v2.has_cams and v2.has_seg_head
-    with pytest.raises(RuntimeError, match="no CAMs"):
+    with pytest.raises(UsageError, match="^method deeplab has no CAM stage"):
         v2.cam_maps(x)
 
 
@@ -126,10 +126,20 @@ def test_train_on_pseudo_labels_predict_eval(synth_root, tmp_path, capsys):
         save_label_png(pseudo / f"{i}.png", mask)
     run = tmp_path / "seg"
     over = [
-        f"data.root={synth_root}", f"run.dir={run}", f"data.pseudo_dir={pseudo}", "data.crop_size=64",
-        "data.num_workers=0", f"model.backbone_kwargs={TINY_CNN}", "train.batch_size=4", "train.max_iters=4",
-        "train.eval_iters=2", "train.ckpt_iters=2", "train.log_iters=2", "infer.scales=[1.0]", "infer.crf_workers=0",
-    ]  # fmt: skip
+        f"data.root={synth_root}",
+        f"run.dir={run}",
+        f"data.pseudo_dir={pseudo}",
+        "data.crop_size=64",
+        "data.num_workers=0",
+        f"model.backbone_kwargs={TINY_CNN}",
+        "train.batch_size=4",
+        "train.max_iters=4",
+        "train.eval_iters=2",
+        "train.ckpt_iters=2",
+        "train.log_iters=2",
+        "infer.scales=[1.0]",
+        "infer.crf_workers=0",
+    ]
     cfg = str(REPO / "configs/deeplab/synthetic_cpu.yaml")
     assert main(["train", cfg, *over, "--quiet"]) == 0
     vals = [json.loads(line)["val"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
@@ -141,8 +151,21 @@ def test_train_on_pseudo_labels_predict_eval(synth_root, tmp_path, capsys):
     for i in ids:
         assert read_label_png(run / "predictions_crf/val" / f"{i}.png").shape == (64, 64)
     out = tmp_path / "m.json"
-    assert main(["eval", str(run / "predictions_crf/val"), "--data-root", str(synth_root), "--split", "val",
-                 "--json", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                str(run / "predictions_crf/val"),
+                "--data-root",
+                str(synth_root),
+                "--split",
+                "val",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert 0.0 <= json.loads(out.read_text())["miou"] <= 1.0
     # a run without CAMs draws its image, ground truth and prediction (it used to stop in cam_maps)
     assert main(["viz", str(run), "--ids", ids[0], "--split", "val", "--quiet"]) == 0
@@ -151,6 +174,9 @@ def test_train_on_pseudo_labels_predict_eval(synth_root, tmp_path, capsys):
     image = image if image.is_file() else synth_root / "JPEGImages" / f"{ids[1]}.jpg"
     assert main(["viz", str(run), "--image", str(image), "--out", str(tmp_path / "v"), "--quiet"]) == 0
     assert main(["report", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["cam", str(run), "--split", "val", "--quiet"]) == 1  # no CAMs: one line, no traceback
+    assert "method deeplab has no CAM stage: run `wsss cam` on the run" in capsys.readouterr().err
 
     # a missing pseudo label: a clear error naming the file; no pseudo_dir: a config error
     (pseudo / f"{base.ids[5]}.png").unlink()
@@ -199,8 +225,9 @@ def test_pretended_underfitting_caps_the_pixels_the_network_contradicts():
         small = F.interpolate(batch["target"][:, None].float(), size=logits.shape[-2:], mode="nearest-exact")[:, 0]
         pixel = F.cross_entropy(logits, small.long(), reduction="none")
         k = float(pixel.median())  # the cap acts on about half of the pixels
-        capped = build_method(tiny_cfg("options.pus=clamp", "options.pus_beta=100", f"options.pus_k={k}"),
-                              placeholder_classes(7)).eval()  # fmt: skip
+        capped = build_method(
+            tiny_cfg("options.pus=clamp", "options.pus_beta=100", f"options.pus_k={k}"), placeholder_classes(7)
+        ).eval()
         capped.load_state_dict(plain.state_dict())
         assert torch.allclose(plain.training_step(batch, 0, {"seg"})["seg"], pixel.mean())
         capped_loss = capped.training_step(batch, 0, {"seg"})["seg"]
@@ -224,8 +251,9 @@ def test_seg_loss_weights_each_samples_pixels():
     plain = seg_cross_entropy(logits, target)
     assert torch.allclose(seg_cross_entropy(logits, target, weight=torch.ones(3)), plain, rtol=1e-12, atol=0)
     twice = seg_cross_entropy(torch.cat([logits, logits[:1]]), torch.cat([target, target[:1]]))
-    assert torch.allclose(seg_cross_entropy(logits, target, weight=torch.tensor([2.0, 1.0, 1.0])), twice,
-                          rtol=1e-12, atol=0)  # fmt: skip
+    assert torch.allclose(
+        seg_cross_entropy(logits, target, weight=torch.tensor([2.0, 1.0, 1.0])), twice, rtol=1e-12, atol=0
+    )
     assert not torch.allclose(seg_cross_entropy(logits, target, weight=weight), plain)
 
 
@@ -240,22 +268,54 @@ def test_train_on_true_masks_and_pseudo_labels(synth_root, tmp_path, capsys):
         save_label_png(masks / f"{i}.png", base.load_mask(i))
         (pseudo / f"{i}.png").unlink()
     over = [
-        f"data.root={synth_root}", "data.crop_size=48", "data.num_workers=0", f"model.backbone_kwargs={TINY_CNN}",
-        "train.batch_size=4", "train.max_iters=2", "train.eval_iters=100", "train.ckpt_iters=2", "data.val_split=",
-    ]  # fmt: skip
+        f"data.root={synth_root}",
+        "data.crop_size=48",
+        "data.num_workers=0",
+        f"model.backbone_kwargs={TINY_CNN}",
+        "train.batch_size=4",
+        "train.max_iters=2",
+        "train.eval_iters=100",
+        "train.ckpt_iters=2",
+        "data.val_split=",
+    ]
     cfg = str(REPO / "configs/deeplab/synthetic_cpu.yaml")
     run = tmp_path / "mixed"
     capsys.readouterr()
-    assert main(["train", cfg, *over, f"run.dir={run}", f"data.pseudo_dir={pseudo}", f"data.true_masks={masks}",
-                 "data.true_mask_weight=2", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                cfg,
+                *over,
+                f"run.dir={run}",
+                f"data.pseudo_dir={pseudo}",
+                f"data.true_masks={masks}",
+                "data.true_mask_weight=2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert f"targets: 3 of the {len(base.ids)} photos of split train train on their own masks (weight 2)" in err
     assert load_config(run / "config.yaml").data.true_masks == str(masks)
     assert main(["train", cfg, *over, f"run.dir={tmp_path / 'auto'}", "data.true_masks=auto", "--quiet"]) == 0
     # a folder of masks holding an RGB file: check-data names it before training
     Image.new("RGB", (8, 8)).save(masks / f"{base.ids[0]}.png")
-    assert main(["train", cfg, *over, f"run.dir={tmp_path / 'bad'}", f"data.pseudo_dir={pseudo}",
-                 f"data.true_masks={masks}", "--quiet"]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                cfg,
+                *over,
+                f"run.dir={tmp_path / 'bad'}",
+                f"data.pseudo_dir={pseudo}",
+                f"data.true_masks={masks}",
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     assert f"{masks / base.ids[0]}.png" in capsys.readouterr().err
 
 

@@ -161,9 +161,20 @@ def unlabelled_data(tmp_path):
 
 
 def overrides(root, run, *extra: str) -> list[str]:
-    return [f"data.root={root}", f"run.dir={run}", f"data.pseudo_dir={root}/SegmentationClass", "data.crop_size=32",
-            "data.num_workers=0", f"model.backbone_kwargs={TINY_CNN}", "train.batch_size=4", "train.log_iters=1",
-            "data.val_split=", *ON, "options.consistency_threshold=0.2", *extra]  # fmt: skip
+    return [
+        f"data.root={root}",
+        f"run.dir={run}",
+        f"data.pseudo_dir={root}/SegmentationClass",
+        "data.crop_size=32",
+        "data.num_workers=0",
+        f"model.backbone_kwargs={TINY_CNN}",
+        "train.batch_size=4",
+        "train.log_iters=1",
+        "data.val_split=",
+        *ON,
+        "options.consistency_threshold=0.2",
+        *extra,
+    ]
 
 
 def test_two_steps_on_the_cpu_never_read_the_unlabelled_masks(tmp_path, monkeypatch):

@@ -97,8 +97,15 @@ def test_golden_excel_scores_are_wsss_evaluation():
     for i in (0, 1):
         meter.update(f[f"img{i}_gt"].astype(np.int64), f[f"img{i}_label_final"][0])
     s = meter.scores()
-    for ours, theirs in (("pAcc", "pAcc"), ("mAcc", "mAcc"), ("miou", "miou"), ("iou", "iou"),
-                         ("precision", "precision"), ("recall", "recall"), ("confusion", "confusion")):  # fmt: skip
+    for ours, theirs in (
+        ("pAcc", "pAcc"),
+        ("mAcc", "mAcc"),
+        ("miou", "miou"),
+        ("iou", "iou"),
+        ("precision", "precision"),
+        ("recall", "recall"),
+        ("confusion", "confusion"),
+    ):
         np.testing.assert_allclose(s[ours], f[f"scores_{theirs}__f64run"], rtol=1e-14, atol=0, equal_nan=True)
 
 
@@ -112,15 +119,15 @@ def test_golden_excel_training_targets(k):
     pseudo = torch.from_numpy(s[f"it{k}_aff_pseudos_uint8"].astype(np.int64))
     aff = affinity_label(pseudo, (20, 20), mask, ignore_diag=False)
     assert (aff.numpy() == s[f"it{k}_aff_mask_uint8"]).all()
-    segs = F.interpolate(torch.from_numpy(s[f"it{k}_segs_raw"]), size=(320, 320), mode="bilinear",
-                         align_corners=False)  # fmt: skip
+    segs = F.interpolate(torch.from_numpy(s[f"it{k}_segs_raw"]), size=(320, 320), mode="bilinear", align_corners=False)
     np.testing.assert_allclose(balanced_seg_loss(segs, pseudo).item(), s[f"it{k}_seg_loss"], rtol=1e-6)
     assert (segs.argmax(1).numpy() == s[f"it{k}_seg_pred_uint8"]).mean() > 0.9999  # an argmax tie may flip
     from excel_golden import normalized_batch
 
     x = normalized_batch(s[f"it{k}_inputs_uint8_nhwc"])
     lost = (denormalize_image(x, truncate_uint8=True) * 255).round() < torch.from_numpy(
-        s[f"it{k}_inputs_uint8_nhwc"].transpose(0, 3, 1, 2).astype(np.float32))  # fmt: skip
+        s[f"it{k}_inputs_uint8_nhwc"].transpose(0, 3, 1, 2).astype(np.float32)
+    )
     assert int(lost.sum()) == int(s[f"it{k}_denorm_trunc_lost_level_count"])
 
 

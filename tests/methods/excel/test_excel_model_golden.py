@@ -96,10 +96,12 @@ def test_golden_excel_surgery_forward_and_maps(i, dtype):
 def test_golden_excel_true_block_outputs_without_the_aliasing():
     """``inplace_alias=False``: blocks 6..10 are their outputs at the moment they were made (recorded)."""
     f = npz(TF)
-    _, _, layers = surgery_forward(tiny_clip(), torch.from_numpy(f["img0_model_input"]),
-                                   ExcelModelQuirks(inplace_alias=False))  # fmt: skip
-    np.testing.assert_allclose(layers[6:11].numpy(), f["img0_block_out_at_append_L6to10"], rtol=0,
-                               atol=f32_tol(TF, "img0_all_feats"))  # fmt: skip
+    _, _, layers = surgery_forward(
+        tiny_clip(), torch.from_numpy(f["img0_model_input"]), ExcelModelQuirks(inplace_alias=False)
+    )
+    np.testing.assert_allclose(
+        layers[6:11].numpy(), f["img0_block_out_at_append_L6to10"], rtol=0, atol=f32_tol(TF, "img0_all_feats")
+    )
     assert not np.allclose(layers[6:11].numpy(), f["img0_all_feats"][6:11], atol=1e-3)  # the aliasing is real
 
 
@@ -132,7 +134,8 @@ def test_golden_excel_training_forward_and_lvc(k):
     enc = method.encode(x)
     _check(enc["maps"], STEP, f"it{k}_attr_maps_raw_model", torch.float32)
     seg, fts, attn_pred = _decoder("init__" if k == 0 else "it1_before__", s[f"it{k}_dropout2d_keep"]).train()(
-        enc["all_feats"], (20, 20))  # fmt: skip
+        enc["all_feats"], (20, 20)
+    )
     _check(seg, STEP, f"it{k}_segs_raw", torch.float32)
     _check(fts, STEP, f"it{k}_fts_diver", torch.float32)
     _check(attn_pred[:, ::20], STEP, f"it{k}_attn_pred_rows_every20", torch.float32)

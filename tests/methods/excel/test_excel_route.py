@@ -46,9 +46,21 @@ def test_golden_excel_training_free_route_gives_the_official_labels(tmp_path, ws
     clip = write_clip_file(tmp_path / "tiny_clip.pt")
     bank = tmp_path / "bank.npy"
     np.save(bank, npz("excel_text.npz")["attr_bank"])
-    out = wsss_cli("import", "excel", str(clip), "--config", str(REPO / "configs/excel/voc.yaml"), "--out", str(run),
-               f"data.root={data}", "options.quick_gelu=true", f"options.bank={bank}",
-               "options.input_size=160", "options.embedding_dim=32", "run.device=cpu")  # fmt: skip
+    out = wsss_cli(
+        "import",
+        "excel",
+        str(clip),
+        "--config",
+        str(REPO / "configs/excel/voc.yaml"),
+        "--out",
+        str(run),
+        f"data.root={data}",
+        "options.quick_gelu=true",
+        f"options.bank={bank}",
+        "options.input_size=160",
+        "options.embedding_dim=32",
+        "run.device=cpu",
+    )
     assert "wsss cam" in out
     wsss_cli("cam", str(run), "--split", "train", "--quiet")
     wsss_cli("pseudo", str(run), "--split", "train", "--refine", "excel", "--quiet")
@@ -63,25 +75,53 @@ def test_golden_excel_training_free_route_gives_the_official_labels(tmp_path, ws
 @pytest.mark.slow
 def test_excel_both_routes_on_the_synthetic_set(synth_root, tmp_path, wsss_cli, one_thread):
     clip = write_clip_file(tmp_path / "tiny_clip.pt")
-    common = [f"data.root={synth_root}", "options.quick_gelu=true", f"options.descriptors={DESCRIPTORS}",
-              "data.crop_size=64", "options.input_size=64", "data.val_resize=64", "data.num_workers=0"]  # fmt: skip
+    common = [
+        f"data.root={synth_root}",
+        "options.quick_gelu=true",
+        f"options.descriptors={DESCRIPTORS}",
+        "data.crop_size=64",
+        "options.input_size=64",
+        "data.val_resize=64",
+        "data.num_workers=0",
+    ]
     # training-free: the bank computed at import from the descriptions, kept in the run
     tf = tmp_path / "tf"
-    wsss_cli("import", "excel", str(clip), "--config", str(REPO / "configs/excel/synthetic_cpu.yaml"), "--out", str(tf),
-         *common)  # fmt: skip
+    wsss_cli(
+        "import",
+        "excel",
+        str(clip),
+        "--config",
+        str(REPO / "configs/excel/synthetic_cpu.yaml"),
+        "--out",
+        str(tf),
+        *common,
+    )
     state = torch.load(next((tf / "checkpoints").glob("*.pt")), weights_only=False)["model"]
     assert state["attr_bank"].shape == (32, 8) and bool(state["bank_ready"])
     wsss_cli("cam", str(tf), "--split", "val", "--quiet")
     wsss_cli("pseudo", str(tf), "--split", "val", "--refine", "excel", "--quiet")
-    assert "mIoU" in wsss_cli("eval", str(tf / "pseudo" / "val"), "--data-root", str(synth_root), "--split", "val",
-                          "--pseudo")  # fmt: skip
+    assert "mIoU" in wsss_cli(
+        "eval", str(tf / "pseudo" / "val"), "--data-root", str(synth_root), "--split", "val", "--pseudo"
+    )
 
     # trained: the decoder learns through LVC (from step 2) and the affinity target from its own labels (step 3)
     tr = tmp_path / "trained"
-    wsss_cli("train", str(REPO / "configs/excel/synthetic_cpu.yaml"), f"model.pretrained={clip}", f"run.dir={tr}",
-         *common, "train.max_iters=4", "train.batch_size=2", "options.lvc_start=2", "options.aff_from_seg_start=3",
-         "train.eval_iters=4", "train.ckpt_iters=4", "train.log_iters=1", "data.val_max_images=2",
-         "--quiet")  # fmt: skip
+    wsss_cli(
+        "train",
+        str(REPO / "configs/excel/synthetic_cpu.yaml"),
+        f"model.pretrained={clip}",
+        f"run.dir={tr}",
+        *common,
+        "train.max_iters=4",
+        "train.batch_size=2",
+        "options.lvc_start=2",
+        "options.aff_from_seg_start=3",
+        "train.eval_iters=4",
+        "train.ckpt_iters=4",
+        "train.log_iters=1",
+        "data.val_max_images=2",
+        "--quiet",
+    )
     assert load_config(tr / "config.yaml").model.pretrained == str(clip)
     state = torch.load(tr / "checkpoints" / "last.pt", weights_only=False)["model"]
     assert int(state["decoder_steps"]) == 4 and bool(state["bank_ready"])

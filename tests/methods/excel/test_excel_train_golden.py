@@ -16,10 +16,14 @@ from wsss.methods.excel.model import official_decoder_state
 
 STEP = "excel_train_step.npz"
 GRAD_NAMES = [
-    "decoder.linear_pred.weight", "decoder.linear_pred.bias", "decoder.transformer.resblocks.2.attn.in_proj_weight",
-    "decoder.transformer.resblocks.0.mlp.c_fc.bias", "decoder_fts_fuse.linear_fuse.weight",
-    "decoder_fts_fuse.linears_modulelist.11.proj.weight", "decoder_fts_fuse.linears_modulelist.6.proj_2.bias",
-]  # fmt: skip
+    "decoder.linear_pred.weight",
+    "decoder.linear_pred.bias",
+    "decoder.transformer.resblocks.2.attn.in_proj_weight",
+    "decoder.transformer.resblocks.0.mlp.c_fc.bias",
+    "decoder_fts_fuse.linear_fuse.weight",
+    "decoder_fts_fuse.linears_modulelist.11.proj.weight",
+    "decoder_fts_fuse.linears_modulelist.6.proj_2.bias",
+]
 
 
 def _ours(name: str) -> str:
@@ -28,9 +32,11 @@ def _ours(name: str) -> str:
 
 def _batch(k: int) -> dict[str, torch.Tensor]:
     s = npz(STEP)
-    return {"image": normalized_batch(s[f"it{k}_inputs_uint8_nhwc"]),
-            "labels": torch.from_numpy(s[f"it{k}_cls_labels"].astype(np.float32)),
-            "img_box": torch.from_numpy(s[f"it{k}_img_box"].astype(np.int64))}  # fmt: skip
+    return {
+        "image": normalized_batch(s[f"it{k}_inputs_uint8_nhwc"]),
+        "labels": torch.from_numpy(s[f"it{k}_cls_labels"].astype(np.float32)),
+        "img_box": torch.from_numpy(s[f"it{k}_img_box"].astype(np.int64)),
+    }
 
 
 def _grad_tol(key: str) -> float:
@@ -67,8 +73,9 @@ def test_golden_excel_two_training_iterations(replay):
     for k, n_iter in ((0, 0), (1, 14000)):
         if k == 1:  # the step of iteration 0 gave the recorded decoder, all 88 tensors
             for name, value in decoder_state("it1_before__").items():
-                np.testing.assert_allclose(method.decoder.get_parameter(name).detach().numpy(), value.numpy(),
-                                           rtol=0, atol=1e-6)  # fmt: skip
+                np.testing.assert_allclose(
+                    method.decoder.get_parameter(name).detach().numpy(), value.numpy(), rtol=0, atol=1e-6
+                )
         out = _iteration(method, opt, k, n_iter)
         np.testing.assert_allclose(out["seg"].item(), s[f"it{k}_seg_loss"], rtol=1e-5)
         np.testing.assert_allclose(out["aff"].item(), s[f"it{k}_diver_loss"], rtol=1e-5)
@@ -80,8 +87,9 @@ def test_golden_excel_two_training_iterations(replay):
         np.testing.assert_allclose(group["lr"], s[f"it{k}_lr_groups"][3], rtol=1e-12)
         for name in GRAD_NAMES:
             key = f"it{k}_after_step__{name}"
-            np.testing.assert_allclose(method.decoder.get_parameter(_ours(name)).detach().numpy(), s[key], rtol=0,
-                                       atol=1e-6)  # fmt: skip
+            np.testing.assert_allclose(
+                method.decoder.get_parameter(_ours(name)).detach().numpy(), s[key], rtol=0, atol=1e-6
+            )
 
 
 @pytest.mark.parametrize("k", [0, 1])
@@ -99,7 +107,8 @@ def test_golden_excel_online_pseudo_labels(k, tmp_path):
     enc = method.encode(batch["image"])
     _, fts, attn_pred = method.decoder(enc["all_feats"], (20, 20))
     maps = method.encode(batch["image"], ex_feats=fts)["maps"] if k == 1 else enc["maps"]
-    pseudo = method._online_labels(batch["image"], batch["labels"], maps, enc["attn"],
-                                   attn_pred.detach() if k == 1 else None, (20, 20))  # fmt: skip
+    pseudo = method._online_labels(
+        batch["image"], batch["labels"], maps, enc["attn"], attn_pred.detach() if k == 1 else None, (20, 20)
+    )
     agree = (pseudo.numpy() == s[f"it{k}_aff_pseudos_uint8"]).mean()
     assert agree > 0.999, agree

@@ -201,8 +201,11 @@ def test_param_groups_and_aggregation_lr_quirk():
         id(official.aggregation.V.weight) in ids["backbone"] and id(official.aggregation.V.bias) in ids["backbone_bias"]
     )
     assert {k: v["lr_mult"] for k, v in m.param_group_options().items()} == {
-        "backbone": 1.0, "backbone_bias": 2.0, "head": 10.0, "head_bias": 20.0,
-    }  # fmt: skip
+        "backbone": 1.0,
+        "backbone_bias": 2.0,
+        "head": 10.0,
+        "head_bias": 20.0,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -457,16 +460,33 @@ def test_two_processes_gather_memory_and_attention_like_one(synth_root, tmp_path
     import sys
 
     extra = {
-        "options.memory_threshold": 0.0, "options.queue_len": 64, "options.quirk_query_memory_spaces": "true",
-        "loss.start_iters": "{contrast: 100}", "train.max_iters": 7, "train.ckpt_iters": 7, "data.val_split": "''",
-        "train.optimizer": "sgd", "train.lr": 0.001,
-    }  # fmt: skip  # no BN in the memory features, no contrast, SGD (Adam's first steps amplify float noise)
+        "options.memory_threshold": 0.0,
+        "options.queue_len": 64,
+        "options.quirk_query_memory_spaces": "true",
+        "loss.start_iters": "{contrast: 100}",
+        "train.max_iters": 7,
+        "train.ckpt_iters": 7,
+        "data.val_split": "''",
+        "train.optimizer": "sgd",
+        "train.lr": 0.001,
+    }  # no BN in the memory features, no contrast, SGD (Adam's first steps amplify float noise)
     states = []
     for nproc in (1, 2):
         run = tmp_path / f"p{nproc}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
-               "wsss.cli", "train", str(PRESET), *tiny_rca_overrides(synth_root, run, **extra), "--quiet",
-               "--skip-check"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "wsss.cli",
+            "train",
+            str(PRESET),
+            *tiny_rca_overrides(synth_root, run, **extra),
+            "--quiet",
+            "--skip-check",
+        ]
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         states.append(_state(run)["model"])
@@ -507,8 +527,12 @@ def test_he_init_per_convolution():
     cfg = load_config(PRESET, ["options.init_std=null", "options.head_dim=16"])
     torch.manual_seed(0)
     method = build_method(cfg, placeholder_classes(11))
-    convs = [m for mod in (method.class_heads, method.coarse_head, method.embed) for m in mod.modules()
-             if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+    convs = [
+        m
+        for mod in (method.class_heads, method.coarse_head, method.embed)
+        for m in mod.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
     for m in convs:
         fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
         # the smallest layer (the class heads' last 1x1: 10 x 16 weights) estimates its std within ~6 %: 25 % is 4 sigma

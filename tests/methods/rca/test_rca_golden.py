@@ -93,9 +93,13 @@ def test_golden_rca_attention_accumulation():
         for j in range(3):
             for c in np.flatnonzero(g["label"][j] > 0.5).tolist():
                 store.update(
-                    f"{int(g['index']) + j}", c, values[j, c], np.ones((5, 5), bool), float(g["probs"][t, j, c]),
+                    f"{int(g['index']) + j}",
+                    c,
+                    values[j, c],
+                    np.ones((5, 5), bool),
+                    float(g["probs"][t, j, c]),
                     last_epoch=epoch >= last,
-                )  # fmt: skip
+                )
         for j in range(3):
             entry = store.get(f"{int(g['index']) + j}") or {}
             for c in range(20):
@@ -153,10 +157,13 @@ def test_golden_rca_proxy_missing_attention_is_skipped_deviation():
 def test_aggregation_scale_quirk_keeps_the_hard_coded_20_on_coco():
     from methods.rca.test_rca import tiny_method
 
-    on = tiny_method(num_classes=81, **{"options.quirk_aggregation_no_softmax": "true",
-                                        "options.quirk_aggregation_scale_20": "true"})  # fmt: skip
-    off = tiny_method(num_classes=81, **{"options.quirk_aggregation_no_softmax": "true",
-                                         "options.quirk_aggregation_scale_20": "false"})  # fmt: skip
+    on = tiny_method(
+        num_classes=81, **{"options.quirk_aggregation_no_softmax": "true", "options.quirk_aggregation_scale_20": "true"}
+    )
+    off = tiny_method(
+        num_classes=81,
+        **{"options.quirk_aggregation_no_softmax": "true", "options.quirk_aggregation_scale_20": "false"},
+    )
     n = on.options.num_centroids
     assert on.aggregation.scale == 20 / n and off.aggregation.scale == 80 / n
 
@@ -187,9 +194,16 @@ def _gen_shapes(g) -> list[tuple[int, ...]]:
         else:
             convs[f"features.{idx}.weight"] = (v, c_in, 3, 3)
             c_in, idx = v, idx + 2
-    shapes = {"extra_F.0.weight": (512, 512, 3, 3), "extra_F.3.weight": (512, 512, 3, 3), "Q.weight": (512, 512, 1, 1),
-              "K.weight": (512, 512), "V.weight": (512, 512), "aggre.weight": (512, 512, 1, 1),
-              "concat_project.weight": (512, 1024, 1, 1), **convs}  # fmt: skip
+    shapes = {
+        "extra_F.0.weight": (512, 512, 3, 3),
+        "extra_F.3.weight": (512, 512, 3, 3),
+        "Q.weight": (512, 512, 1, 1),
+        "K.weight": (512, 512),
+        "V.weight": (512, 512),
+        "aggre.weight": (512, 512, 1, 1),
+        "concat_project.weight": (512, 1024, 1, 1),
+        **convs,
+    }
     for key in g["sdgen_keys"]:
         key = str(key)
         if key.startswith("extra_convs"):
@@ -214,33 +228,53 @@ def rca_model_golden():
 
 def _official_rca(g):
     cfg_layers = "[" + ", ".join(str(v) for v in g["cfg_features"]) + "]"
-    cfg = load_config(REPO / "configs/rca/voc.yaml", [
-        "model.pretrained=null", f"model.backbone_kwargs={{layers: {cfg_layers}}}", "options.queue_len=20",
-        "options.official_replicas=1", "train.batch_size=3", "data.crop_size=40",
-    ])  # fmt: skip
+    cfg = load_config(
+        REPO / "configs/rca/voc.yaml",
+        [
+            "model.pretrained=null",
+            f"model.backbone_kwargs={{layers: {cfg_layers}}}",
+            "options.queue_len=20",
+            "options.official_replicas=1",
+            "train.batch_size=3",
+            "data.crop_size=40",
+        ],
+    )
     with torch.device("meta"):  # every tensor comes from the recording: skip the 141M-parameter init
         m = build_method(cfg, placeholder_classes(21))
     state, dropped = rca_state_from_official(_official_weights(g))
     assert not dropped
     own = m.state_dict()
     assert set(state) <= set(own) and all(state[k].shape == own[k].shape for k in state)
-    assert set(own) - set(state) == {"queue", "queue_ptr", "centroids", "centroid_epoch", "embed.1.running_mean",
-                                     "embed.1.running_var", "embed.1.num_batches_tracked", "_extra_state"}  # fmt: skip
+    assert set(own) - set(state) == {
+        "queue",
+        "queue_ptr",
+        "centroids",
+        "centroid_epoch",
+        "embed.1.running_mean",
+        "embed.1.running_var",
+        "embed.1.num_batches_tracked",
+        "_extra_state",
+    }
     km = load_golden("rca_kmeans")
     rest = {  # copies where the step writes in place (the queue pointer): the fixture dict is module-scoped
-        "queue": torch.from_numpy(km["memory"]), "centroids": torch.from_numpy(km["centroids"]),
-        "queue_ptr": torch.from_numpy(g["ptr_before"].copy()), "centroid_epoch": torch.zeros((), dtype=torch.long),
-        "embed.1.running_mean": torch.zeros(512), "embed.1.running_var": torch.ones(512),  # BN: mean 0, var 1
+        "queue": torch.from_numpy(km["memory"]),
+        "centroids": torch.from_numpy(km["centroids"]),
+        "queue_ptr": torch.from_numpy(g["ptr_before"].copy()),
+        "centroid_epoch": torch.zeros((), dtype=torch.long),
+        "embed.1.running_mean": torch.zeros(512),
+        "embed.1.running_var": torch.ones(512),  # BN: mean 0, var 1
         "embed.1.num_batches_tracked": torch.zeros((), dtype=torch.long),
         "_extra_state": {"attention": {"grid": 5, "maps": {}}},
-    }  # fmt: skip
+    }
     m.load_state_dict({**state, **rest}, strict=True, assign=True)
     return m.train(), cfg
 
 
 def _pairs(g):
-    return MixupPairs(*(torch.from_numpy(g[k]).long() for k in ("pair_image", "pair_cls", "partner", "partner_cls")),
-                      lam=torch.from_numpy(g["lam"]))  # fmt: skip
+    return MixupPairs(
+        *(torch.from_numpy(g[k]).long() for k in ("pair_image", "pair_cls", "partner", "partner_cls")),
+        lam=torch.from_numpy(g["lam"]),
+    )
 
 
 def _official_step(g, dtype: torch.dtype):
@@ -251,8 +285,10 @@ def _official_step(g, dtype: torch.dtype):
     x = torch.from_numpy(g["input"]).to(dtype).requires_grad_(True)
     labels = torch.from_numpy(g["label"]).to(dtype)
     acts = {}
-    hooks = [mod.register_forward_hook(lambda _m, _i, out, k=k: acts.__setitem__(k, out))
-             for k, mod in (("x_backbone", m.backbone), ("mid", m.embed), ("x_aggregated", m.aggregation))]  # fmt: skip
+    hooks = [
+        mod.register_forward_hook(lambda _m, _i, out, k=k: acts.__setitem__(k, out))
+        for k, mod in (("x_backbone", m.backbone), ("mid", m.embed), ("x_aggregated", m.aggregation))
+    ]
     batch = {"rca_image": x, "labels": labels, "mixup_pairs": _pairs(g)}
     active = {"cls", "coarse", "contrast"}  # epoch 2: the contrast term is on
     terms = m.training_step(batch, 0, active)
@@ -380,9 +416,14 @@ def test_golden_rca_contrast_alone_f64(rca_model_golden):
 
 
 def test_rca_official_memory_keys_are_stacked_per_class():
-    official = {"module.queue0": torch.zeros(4, 3), "module.queue1": torch.ones(4, 3),
-                "module.queue_ptr0": torch.tensor([2]), "module.queue_ptr1": torch.tensor([0]),
-                "module.cluter0": torch.zeros(2, 3), "module.cluter1": torch.ones(2, 3)}  # fmt: skip
+    official = {
+        "module.queue0": torch.zeros(4, 3),
+        "module.queue1": torch.ones(4, 3),
+        "module.queue_ptr0": torch.tensor([2]),
+        "module.queue_ptr1": torch.tensor([0]),
+        "module.cluter0": torch.zeros(2, 3),
+        "module.cluter1": torch.ones(2, 3),
+    }
     ours, dropped = rca_state_from_official(official)
     assert not dropped and ours["queue"].shape == (2, 4, 3) and ours["centroids"].shape == (2, 2, 3)
     assert ours["queue_ptr"].tolist() == [2, 0] and float(ours["queue"][1].sum()) == 12
@@ -399,8 +440,9 @@ def test_golden_rca_memory_empty_own_mask_is_a_deviation():
     x = torch.from_numpy(g["x"][0])[None]
     masks = region_masks(torch.from_numpy(g["map"][0])[None])
     masks[0, 3] = False  # class 3 (labelled, prob 0.9) with an empty own mask
-    emb, write = memory_embeddings(x, masks, torch.from_numpy(g["label"][0])[None],
-                                   torch.from_numpy(g["probs"][0])[None], threshold=0.7, leak=True)  # fmt: skip
+    emb, write = memory_embeddings(
+        x, masks, torch.from_numpy(g["label"][0])[None], torch.from_numpy(g["probs"][0])[None], threshold=0.7, leak=True
+    )
     assert not bool(write[0, 3]) and bool(write[0, 11])
     memory_write(queue, ptr, emb, write, momentum=0.99, blend=True)
     assert torch.equal(queue[3], torch.from_numpy(g["queue_before"][3])) and int(ptr[3]) == int(g["ptr_before"][3])
@@ -422,8 +464,12 @@ def _to_official(state: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tens
             for c in range(k):
                 out[f"{name}{c}"] = v[c].reshape(1) if key == "queue_ptr" else v[c]
         else:
-            for ours, off in (("backbone.features.", "features."), ("coarse_head.", "extra_convs."),
-                              ("embed.", "extra_F."), ("aggregation.", "")):  # fmt: skip
+            for ours, off in (
+                ("backbone.features.", "features."),
+                ("coarse_head.", "extra_convs."),
+                ("embed.", "extra_F."),
+                ("aggregation.", ""),
+            ):
                 if key.startswith(ours):
                     out[off + key[len(ours) :]] = v
                     break

@@ -17,8 +17,14 @@ from wsss.methods.rca import RCAOptions, check_lr_decay, lr_decay_fractions
 SYNTHETIC = REPO / "configs" / "rca" / "synthetic_cpu.yaml"
 REAL_CPU = REPO / "configs" / "rca" / "real_cpu.yaml"
 # a network small enough to build in a moment (the schedule does not depend on it)
-TINY_NET = {"model.backbone": "vgg16_dilated", "model.backbone_kwargs": "{width: 0.0625}", "model.pretrained": "null",
-            "options.head_dim": 8, "options.queue_len": 8, "options.num_centroids": 2}  # fmt: skip
+TINY_NET = {
+    "model.backbone": "vgg16_dilated",
+    "model.backbone_kwargs": "{width: 0.0625}",
+    "model.pretrained": "null",
+    "options.head_dim": 8,
+    "options.queue_len": 8,
+    "options.num_centroids": 2,
+}
 
 
 def _method(preset, **over: object):
@@ -65,15 +71,20 @@ def test_a_training_whose_last_step_falls_before_half_is_refused_in_one_line():
         method.set_training_length(24)
     text = str(e.value)
     assert "\n" not in text
-    assert text.startswith("options.lr_decay_epochs [8, 11]: the last lr step (epoch 11) falls before half of this "
-                           "training's 24 epochs, so 13 of them run at lr 0.0001")  # fmt: skip
+    assert text.startswith(
+        "options.lr_decay_epochs [8, 11]: the last lr step (epoch 11) falls before half of this "
+        "training's 24 epochs, so 13 of them run at lr 0.0001"
+    )
     assert "options.lr_decay_epochs=[16, 22]" in text and "[0.67, 0.92]" in text
     assert text.endswith("or set options.allow_early_decay=true")
     allowed = _method(REAL_CPU, **{"options.lr_decay_epochs": "[8, 11]", "options.allow_early_decay": "true"})
     allowed.set_training_length(24)  # asked for: trained as given
     assert allowed.lr_factor(23) == pytest.approx(0.01)
-    with pytest.raises(ConfigError, match=r"^options.lr_decay_epochs \[0.2, 0.4\]: the last lr step \(at 0.4 of the "
-                       r"training, epoch 10\) falls before half"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"^options.lr_decay_epochs \[0.2, 0.4\]: the last lr step \(at 0.4 of the "
+        r"training, epoch 10\) falls before half",
+    ):
         _method(REAL_CPU, **{"options.lr_decay_epochs": "[0.2, 0.4]"}).set_training_length(24)
 
 
@@ -100,8 +111,15 @@ def test_a_step_list_in_no_one_form_is_refused(steps, message):
 
 
 def _train_overrides(root, run_dir, **extra: object) -> list[str]:
-    over = {**TINY_NET, "data.root": str(root), "run.dir": str(run_dir), "data.crop_size": 64,
-            "data.num_workers": 0, "train.batch_size": 4, **extra}  # fmt: skip
+    over = {
+        **TINY_NET,
+        "data.root": str(root),
+        "run.dir": str(run_dir),
+        "data.crop_size": 64,
+        "data.num_workers": 0,
+        "train.batch_size": 4,
+        **extra,
+    }
     return [f"{k}={v}" for k, v in over.items()]
 
 

@@ -147,8 +147,9 @@ def test_joint_loss_matches_a_direct_computation(synth_root, tmp_path):
     torch.testing.assert_close(ours, official, rtol=0, atol=1e-5)
     # round 0 is the plain classifier
     m0 = build_method(tiny_cfg(synth_root, tmp_path / "run", "options.round=0"), placeholder_classes(8))
-    assert m0.sub_classifier is None and set(m0.training_step(
-        {"image": images, "labels": labels, "id": ["i0", "i1", "i2"]}, 0, {"cls", "sub"})) == {"cls"}  # fmt: skip
+    assert m0.sub_classifier is None and set(
+        m0.training_step({"image": images, "labels": labels, "id": ["i0", "i1", "i2"]}, 0, {"cls", "sub"})
+    ) == {"cls"}
     groups = m.param_groups()
     assert {n: len(p) for n, p in groups.items() if p}.keys() == {"backbone", "backbone_bias", "head"}
     opts = m.param_group_options()
@@ -188,21 +189,32 @@ def test_resnet38_backbone_and_a_psa_round0_checkpoint(synth_root, tmp_path):
     state = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save({"module." + k: v for k, v in state.items()} | {"module.fc8.weight": fc8}, tmp_path / "res38_cls.pth")
     cfg = tiny_cfg(
-        synth_root, tmp_path / "run", "model.backbone=resnet38d", "model.output_stride=8",
-        "model.backbone_kwargs={width: 0.0625}", f"options.round0_checkpoint={tmp_path / 'res38_cls.pth'}",
-    )  # fmt: skip
+        synth_root,
+        tmp_path / "run",
+        "model.backbone=resnet38d",
+        "model.output_stride=8",
+        "model.backbone_kwargs={width: 0.0625}",
+        f"options.round0_checkpoint={tmp_path / 'res38_cls.pth'}",
+    )
     m = load_round_model(cfg, engine_api(), 0, device="cpu")
     assert m.round == 0 and not m.training
     torch.testing.assert_close(m.classifier.conv.weight, fc8)
     torch.testing.assert_close(m.backbone.net.b7.conv_branch1.weight, net.b7.conv_branch1.weight)
     # the frozen BN / stem parameters are in no optimiser group (sccam.md#resnet38, #training)
-    cfg1 = tiny_cfg(synth_root, tmp_path / "r", "model.backbone=resnet38d", "model.output_stride=8",
-                    "model.backbone_kwargs={width: 0.0625}", "options.round=1")  # fmt: skip
+    cfg1 = tiny_cfg(
+        synth_root,
+        tmp_path / "r",
+        "model.backbone=resnet38d",
+        "model.output_stride=8",
+        "model.backbone_kwargs={width: 0.0625}",
+        "options.round=1",
+    )
     m1 = build_method(cfg1, placeholder_classes(8))
     grouped = {id(p) for ps in m1.param_groups().values() for p in ps}
     for n, p in m1.backbone.named_parameters():
-        assert (id(p) in grouped) == (not n.startswith(("net.conv1a", "net.b2.", "net.b2_1.", "net.b2_2.")) and
-                                      "bn" not in n), n  # fmt: skip
+        assert (id(p) in grouped) == (
+            not n.startswith(("net.conv1a", "net.b2.", "net.b2_1.", "net.b2_2.")) and "bn" not in n
+        ), n
     assert m1.image_features(torch.randn(1, 3, 40, 48)).shape == (1, net.num_features)
     # this toolkit's round-0 checkpoint (with the RNG states a checkpoint holds) loads the same way
     import numpy as np
@@ -317,23 +329,49 @@ def test_end_to_end_train_cam_eval(synth_root, tmp_path):
 
     run = tmp_path / "run"
     over = [
-        f"data.root={synth_root}", f"run.dir={run}", "data.crop_size=64", "data.num_workers=0",
+        f"data.root={synth_root}",
+        f"run.dir={run}",
+        "data.crop_size=64",
+        "data.num_workers=0",
         "data.val_max_images=4",
         "model.backbone_kwargs={patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2, img_size: 64}",
-        "train.batch_size=8", "train.log_iters=1", "train.eval_iters=100", "train.ckpt_iters=100",
-        "cam.scales=[1.0]", "infer.cam_scales=[1.0]", "options.round_eval_split=null",
-        "options.num_subcategories=2", "options.rounds=2",
-        "options.schedule_epochs=2", "options.snapshot_epochs=[1, 2]", "options.quirk_mid_schedule_snapshot=true",
-        "options.round0_epochs=1", "options.kmeans_n_init=1", "options.round_eval_images=4",
-    ]  # fmt: skip
+        "train.batch_size=8",
+        "train.log_iters=1",
+        "train.eval_iters=100",
+        "train.ckpt_iters=100",
+        "cam.scales=[1.0]",
+        "infer.cam_scales=[1.0]",
+        "options.round_eval_split=null",
+        "options.num_subcategories=2",
+        "options.rounds=2",
+        "options.schedule_epochs=2",
+        "options.snapshot_epochs=[1, 2]",
+        "options.quirk_mid_schedule_snapshot=true",
+        "options.round0_epochs=1",
+        "options.kmeans_n_init=1",
+        "options.round_eval_images=4",
+    ]
     assert main(["train", str(CONFIG), *over, "data.val_split=", "--quiet", "--skip-check"]) == 0
     rounds = json.loads((run / "rounds.json").read_text())
     assert [rounds[str(r)]["step"] for r in range(3)] == [3, 3, 6]  # round 1 cut at its snapshot
     assert rounds["1"]["schedule_iters"] == 6
     assert main(["cam", str(run), "--split", "train", "--quiet"]) == 0
     assert len(list((run / "cam_labels" / "train").glob("*.png"))) == 24
-    assert main(["eval", str(run / "cam_labels" / "train"), "--data-root", str(synth_root), "--split", "train",
-                 "--json", str(tmp_path / "m.json")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                str(run / "cam_labels" / "train"),
+                "--data-root",
+                str(synth_root),
+                "--split",
+                "train",
+                "--json",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
     assert 0 <= json.loads((tmp_path / "m.json").read_text())["miou"] <= 100
     from wsss.runs.run import load_run
 

@@ -28,8 +28,10 @@ def heads_golden():
 def sccam_round1(heads_golden):
     """Our SC-CAM at round 1 with the official heads loaded by name. The heads read 4096 channels (the
     full ResNet-38); a narrow trunk keeps the test fast, the heads are built at 4096 like ours at width 1."""
-    cfg = load_config(REPO / "configs/sccam/voc.yaml", ["model.pretrained=null", "options.round=1",
-                                                        "model.backbone_kwargs={width: 0.0625}"])  # fmt: skip
+    cfg = load_config(
+        REPO / "configs/sccam/voc.yaml",
+        ["model.pretrained=null", "options.round=1", "model.backbone_kwargs={width: 0.0625}"],
+    )
     m = build_method(cfg, placeholder_classes(21)).eval()
     m.classifier, m.sub_classifier = CAMClassifier(4096, 20, "gap"), CAMClassifier(4096, 200, "gap")
     official = {k: torch.from_numpy(heads_golden[k]) for k in ("fc8_20.weight", "fc8_200.weight")}
@@ -48,8 +50,13 @@ def test_golden_sccam_heads_and_joint_loss(heads_golden, sccam_round1, dt):
     m.to(dt)
     feats = torch.from_numpy(g["features"]).to(dt).requires_grad_(True)
     x20, x200 = m.head_logits(feats)
-    for key, ours in (("x_20", x20), ("x_200", x200), ("y_20", torch.sigmoid(x20)), ("y_200", torch.sigmoid(x200)),
-                      ("feature", feats.mean(dim=(2, 3)))):  # fmt: skip
+    for key, ours in (
+        ("x_20", x20),
+        ("x_200", x200),
+        ("y_20", torch.sigmoid(x20)),
+        ("y_200", torch.sigmoid(x200)),
+        ("feature", feats.mean(dim=(2, 3))),
+    ):
         assert_close_to_max(ours, g[key + "_f64"], rel, key)
     x20.retain_grad()
     x200.retain_grad()
@@ -88,8 +95,10 @@ def test_golden_sccam_train_mode_dropout_and_round0(heads_golden, sccam_round1):
     assert_close_to_max(x200, g["train_x_200_f64"], 1e-12, "train_x_200 f64")
     m.float()
     # round 0 (PSA's classifier, head fc8): our round-0 model with fc8 loaded by name
-    cfg0 = load_config(REPO / "configs/sccam/voc.yaml", ["model.pretrained=null", "options.round=0",
-                                                         "model.backbone_kwargs={width: 0.0625}"])  # fmt: skip
+    cfg0 = load_config(
+        REPO / "configs/sccam/voc.yaml",
+        ["model.pretrained=null", "options.round=0", "model.backbone_kwargs={width: 0.0625}"],
+    )
     m0 = build_method(cfg0, placeholder_classes(21)).eval()
     assert m0.sub_classifier is None
     m0.classifier = CAMClassifier(4096, 20, "gap")  # a 4096-channel trunk, as the official
@@ -110,9 +119,15 @@ def test_golden_sccam_poly_optimizer_schedule(heads_golden, sccam_round1):
     p = [torch.nn.Parameter(torch.zeros(1)) for _ in range(4)]
     base = [0.01, 0.02, 0.1, 0.2]  # PSA's 1x / 2x / 10x / 20x groups
     opt = PolyWarmupSGD(
-        [{"params": [q], "lr": b} for q, b in zip(p, base)], lr=0.01, weight_decay=5e-4, momentum=5e-4,
-        warmup_iter=0, max_iter=100, power=float(g["optimizer_poly_power"]), hold_lr_after_max=True,
-    )  # fmt: skip
+        [{"params": [q], "lr": b} for q, b in zip(p, base)],
+        lr=0.01,
+        weight_decay=5e-4,
+        momentum=5e-4,
+        warmup_iter=0,
+        max_iter=100,
+        power=float(g["optimizer_poly_power"]),
+        hold_lr_after_max=True,
+    )
     assert [grp["momentum"] for grp in opt.param_groups] == g["optimizer_sgd_momentum"].tolist()
     lrs = []
     for _ in range(len(g["optimizer_lr_after_step"])):

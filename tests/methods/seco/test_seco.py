@@ -45,9 +45,16 @@ def batch(b=2, s=64):
 @pytest.mark.parametrize("corrected", [False, True])
 def test_training_step_every_loss_and_backward(corrected):
     quirks = dict.fromkeys(
-        ["quirk_no_class_global_tag", "quirk_area_weighted_by_class_id", "quirk_lil_normaliser",
-         "quirk_patch_seed", "quirk_ptc_box_pixel_scale", "quirk_queue_init_dim0"], "false" if corrected else "true"
-    )  # fmt: skip
+        [
+            "quirk_no_class_global_tag",
+            "quirk_area_weighted_by_class_id",
+            "quirk_lil_normaliser",
+            "quirk_patch_seed",
+            "quirk_ptc_box_pixel_scale",
+            "quirk_queue_init_dim0",
+        ],
+        "false" if corrected else "true",
+    )
     m = tiny_seco(**quirks)
     m.train()
     teacher_before = [p.clone() for p in m.encoder_k.parameters()]
@@ -167,11 +174,19 @@ def test_seco_trains_through_the_engine(synth_root, tmp_path):
     from conftest import tiny_overrides
     from wsss.engine.trainer import Trainer
 
-    over = tiny_overrides(synth_root, tmp_path / "seco", **{
-        "options.num_patches": 2, "options.patch_size": 16, "options.queue_size": 64,
-        "options.proj_hidden_dim": 16, "options.update_prototype": 1, "options.cam2mask": 3,
-        "loss.start_iters": "{lil: 1, lig: 1, seg: 2, reg: 2}",
-    })  # fmt: skip
+    over = tiny_overrides(
+        synth_root,
+        tmp_path / "seco",
+        **{
+            "options.num_patches": 2,
+            "options.patch_size": 16,
+            "options.queue_size": 64,
+            "options.proj_hidden_dim": 16,
+            "options.update_prototype": 1,
+            "options.cam2mask": 3,
+            "loss.start_iters": "{lil: 1, lig: 1, seg: 2, reg: 2}",
+        },
+    )
     cfg = load_config(REPO / "configs/seco/synthetic_cpu.yaml", over)
     trainer = Trainer(cfg, progress=False)
     out = trainer.train()
@@ -196,8 +211,9 @@ def test_projection_head_group_lr(proj_lr_mult, expected):
     assert lr["proj_head"] == pytest.approx(expected) and lr["head"] == pytest.approx(m.cfg.train.head_lr_mult)
     grouped = [id(p) for g in opt.param_groups for p in g["params"]]
     assert len(grouped) == len(set(grouped)) == sum(p.requires_grad for p in m.parameters())
-    assert {id(p) for p in m.proj_head.parameters()} <= {id(p) for g in opt.param_groups if g["name"] == "proj_head"
-                                                         for p in g["params"]}  # fmt: skip
+    assert {id(p) for p in m.proj_head.parameters()} <= {
+        id(p) for g in opt.param_groups if g["name"] == "proj_head" for p in g["params"]
+    }
 
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "configs/seco").glob("*.yaml")))

@@ -93,10 +93,15 @@ def test_golden_seco_official_keys_map_every_entry(forward_golden):
     assert all(ours[k].shape == own[k].shape for k in ours)
     # only the never-used heads are left out: the ViTs' 1000-class head, the DINO head's last_layer
     assert sorted(dropped) == sorted(
-        f"{m}.{p}" for m, ps in (("encoder", ["head.weight", "head.bias"]), ("encoder_k", ["head.weight", "head.bias"]),
-                                 ("proj_head", ["last_layer.weight_g", "last_layer.weight_v"]),
-                                 ("proj_head_t", ["last_layer.weight_g", "last_layer.weight_v"])) for p in ps
-    )  # fmt: skip
+        f"{m}.{p}"
+        for m, ps in (
+            ("encoder", ["head.weight", "head.bias"]),
+            ("encoder_k", ["head.weight", "head.bias"]),
+            ("proj_head", ["last_layer.weight_g", "last_layer.weight_v"]),
+            ("proj_head_t", ["last_layer.weight_g", "last_layer.weight_v"]),
+        )
+        for p in ps
+    )
     assert int(ours["queue_ptr"]) == 24 and ours["queue_flags"].shape == (48,)
     with pytest.raises(OfficialKeyError, match="extra_convs.0.weight"):
         seco_state_from_official({**official, "extra_convs.0.weight": torch.zeros(1)})
@@ -132,9 +137,13 @@ def test_golden_seco_forward_through_import(forward_golden, imported_run, dtype)
         }
         r = m.backbone(x_rect)
         checks.update(
-            rect_fmap=r.final, rect_cls_logits=m.classifier(r.final), rect_cls_aux_logits=m.aux_classifier(r.aux),
-            rect_seg_logits=m.seg_logits(x_rect), rect_cam=m.cam_maps(x_rect)[0], rect_cam_aux=m.cam_maps(x_rect)[1],
-        )  # fmt: skip
+            rect_fmap=r.final,
+            rect_cls_logits=m.classifier(r.final),
+            rect_cls_aux_logits=m.aux_classifier(r.aux),
+            rect_seg_logits=m.seg_logits(x_rect),
+            rect_cam=m.cam_maps(x_rect)[0],
+            rect_cam_aux=m.cam_maps(x_rect)[1],
+        )
         assert out.cls.shape == (b, 32)
         for key, ours in checks.items():
             assert_close_to_max(ours, g[key + "_f64"], tol, key)
@@ -170,8 +179,15 @@ def test_golden_seco_import_refuses_a_foreign_checkpoint(tmp_path, forward_golde
 
 
 # -- one official training iteration -----------------------------------------------------------------
-LOSS_KEYS = {"cls": "loss_cls", "aux": "loss_cls_aux", "ptc": "loss_ptc", "lil": "loss_lil", "lig": "loss_lig",
-             "seg": "loss_seg", "reg": "loss_reg"}  # fmt: skip
+LOSS_KEYS = {
+    "cls": "loss_cls",
+    "aux": "loss_cls_aux",
+    "ptc": "loss_ptc",
+    "lil": "loss_lil",
+    "lig": "loss_lig",
+    "seg": "loss_seg",
+    "reg": "loss_reg",
+}
 
 
 def our_key(official: str) -> str | None:
@@ -188,10 +204,14 @@ def test_golden_seco_whole_iteration():
     method.load_state_dict(seco_state_from_official(official_state(g, "sd_before/"))[0])
     method.train()
     batch = {
-        "image": t(g["inputs"]), "w_image": t(g["w_image"]), "s_image": t(g["s_image"]),
-        "labels": t(g["cls_label"]), "label_idx": t(g["label_idx"]), "img_box": t(g["img_box"]).long(),
+        "image": t(g["inputs"]),
+        "w_image": t(g["w_image"]),
+        "s_image": t(g["s_image"]),
+        "labels": t(g["cls_label"]),
+        "label_idx": t(g["label_idx"]),
+        "img_box": t(g["img_box"]).long(),
         "patch_top_left": t(g["crop_top_left"]),  # the recorded positions (tests/golden/README.md#seco_iteration)
-    }  # fmt: skip
+    }
     active = active_terms(cfg, step)
     assert active == set(LOSS_KEYS)
 
@@ -223,8 +243,9 @@ def test_golden_seco_whole_iteration():
     names = [(str(n), our_key(str(n)), bool(h)) for n, h in zip(g["param_names"], g["param_has_grad"])]
     moments = {
         params[ours]: (t(g[f"adam_exp_avg_before/{off}"]), t(g[f"adam_exp_avg_sq_before/{off}"]))
-        for off, ours, has_grad in names if has_grad
-    }  # fmt: skip
+        for off, ours, has_grad in names
+        if has_grad
+    }
     assert len(moments) == 69
     install_adam_moments(optimizer, moments, float(g["adam_step_before"]))
     optimizer.zero_grad(set_to_none=True)
@@ -259,8 +280,13 @@ def test_wsss_import_toco_round_trip(synth_root, tmp_path):
     decoder.conv6/7/8, CTC heads dropped) becomes a run of our CAM baseline with the LargeFOV head."""
     from conftest import tiny_overrides
 
-    over = [*tiny_overrides(synth_root, tmp_path / "unused"), "model.decoder=largefov", "model.decoder_dim=16",
-            "model.aux_classifier=true", "model.pretrained=null"]  # fmt: skip
+    over = [
+        *tiny_overrides(synth_root, tmp_path / "unused"),
+        "model.decoder=largefov",
+        "model.decoder_dim=16",
+        "model.aux_classifier=true",
+        "model.pretrained=null",
+    ]
     cfg = load_config(REPO / "configs/cam/synthetic_cpu.yaml", over)
     torch.manual_seed(0)
     m = build_method(cfg, placeholder_classes(7)).eval()

@@ -78,10 +78,17 @@ def test_golden_weclip_plus_predict_settings_reproduce_the_recorded_test(j):
     assert list(inf.scales) == [float(v) for v in s["test_scales"]]
     ref = s[f"v{j}_msc_seg_pred"]
     labels = multi_scale_logits(
-        lambda batch: method.network(batch)[1].seg(), normalized(s[f"val{j}_uint8"]), inf.scales, ref.shape[-2:],
-        long_side=method.options.test_resize_long, scale_resize=inf.scale_resize, flip_fuse=inf.flip_fuse,
-        scale_fuse=inf.scale_fuse, fuse_at=inf.fuse_at, reduce=lambda x: x.argmax(dim=1, keepdim=True),
-    )  # fmt: skip
+        lambda batch: method.network(batch)[1].seg(),
+        normalized(s[f"val{j}_uint8"]),
+        inf.scales,
+        ref.shape[-2:],
+        long_side=method.options.test_resize_long,
+        scale_resize=inf.scale_resize,
+        flip_fuse=inf.flip_fuse,
+        scale_fuse=inf.scale_fuse,
+        fuse_at=inf.fuse_at,
+        reduce=lambda x: x.argmax(dim=1, keepdim=True),
+    )
     agree = (labels[:, 0].numpy() == ref).mean()
     assert agree > 0.995, agree  # argmax near-ties of float16-rounded scores may flip (as the replay's)
 

@@ -30,8 +30,11 @@ def _batch(b: int = 2, size: int = 64) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     labels = torch.zeros(b, len(CLASSES) - 1)
     labels[0, 0] = labels[-1, 2] = 1
-    return {"image": torch.randn(b, 3, size, size, generator=g), "labels": labels,
-            "img_box": torch.tensor([[0, size, 0, size]] * b)}  # fmt: skip
+    return {
+        "image": torch.randn(b, 3, size, size, generator=g),
+        "labels": labels,
+        "img_box": torch.tensor([[0, size, 0, size]] * b),
+    }
 
 
 def test_dice_q2_counts_the_ignored_pixels_in_the_union_and_leaves_the_label_alone():
@@ -63,8 +66,17 @@ def test_q5_the_box_mask_only_counts_without_the_quirk(tmp_path):
     x = _batch()["image"][:1]
     cf, head = method.network(x)
     text = method.text()
-    args = (method.clip, cf.cam_tokens(False)[:1], torch.cat([text[:1], text[3:]]), 1, cf.grid,
-            torch.stack(cf.attn)[:, 0], head.attn_pred[0], head.seg_prob()[0], torch.tensor([0]))  # fmt: skip
+    args = (
+        method.clip,
+        cf.cam_tokens(False)[:1],
+        torch.cat([text[:1], text[3:]]),
+        1,
+        cf.grid,
+        torch.stack(cf.attn)[:, 0],
+        head.attn_pred[0],
+        head.seg_prob()[0],
+        torch.tensor([0]),
+    )
     official = refined_cams(*args, box_masked=False, box_threshold=0.9, out_proj_fp16=False)
     boxed = refined_cams(*args, box_masked=True, box_threshold=0.9, out_proj_fp16=False)
     assert not torch.allclose(official.refined, boxed.refined)
@@ -99,8 +111,15 @@ def test_the_label_update_fraction_follows_the_resolved_length(tmp_path):
     from wsss.core.config import resolve_epochs
 
     preset, over = get_method_class("weclip_plus").tiny_overrides()
-    over = {**over, "run.device": "cpu", "data.root": str(tmp_path), "train.epochs": 5, "train.batch_size": 2,
-            "options.label_update_after": 1, "options.label_update_fraction": 0.6}  # fmt: skip
+    over = {
+        **over,
+        "run.device": "cpu",
+        "data.root": str(tmp_path),
+        "train.epochs": 5,
+        "train.batch_size": 2,
+        "options.label_update_after": 1,
+        "options.label_update_fraction": 0.6,
+    }
     cfg = resolve_epochs(load_config(REPO / preset, [f"{k}={v}" for k, v in over.items()]), 4)  # 2 iters an epoch
     assert cfg.train.max_iters == 10
     torch.manual_seed(0)

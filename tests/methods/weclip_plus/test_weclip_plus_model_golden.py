@@ -33,12 +33,17 @@ LABEL_REL = 4e-3
 DINO_REL = 1e-5
 
 FLOAT_KEYS = [
-    "bg_text_features", "clip_fts_fused", "out_seg_clip",
-    "out_seg_dino", "out_attn_pred", "seg_dino_prob", "decoder_attn_weights_clip",
+    "bg_text_features",
+    "clip_fts_fused",
+    "out_seg_clip",
+    "out_seg_dino",
+    "out_attn_pred",
+    "seg_dino_prob",
+    "decoder_attn_weights_clip",
     *[f"b{b}_{k}" for b in (0, 1) for k in ("attn_weight_cat", "attn_weight_times_seg_attn", "trans_mat", "par_out")],
     *[f"b0_c{c}_{k}" for c in (0, 1) for k in ("grayscale_cam", "logits_per_image", "cam_refined")],
     *[f"b1_c0_{k}" for k in ("grayscale_cam", "logits_per_image", "cam_refined")],
-]  # fmt: skip
+]
 
 
 @cache

@@ -18,11 +18,26 @@ def test_a_run_whose_weight_files_moved_predicts_the_same_masks(synth_root, tmp_
     files.mkdir()
     clip, dino = write_weight_files(files)
     run = tmp_path / "trained"
-    train = ["train", str(REPO / "configs/weclip_plus/synthetic_cpu.yaml"), f"model.pretrained={clip}",
-             f"options.dino_weights={dino}", f"run.dir={run}", f"data.root={synth_root}", "options.quick_gelu=true",
-             "options.dino_heads=2", "data.crop_size=64", "data.num_workers=0", "options.test_resize_long=64",
-             "train.batch_size=2", "options.label_update_after=1", "train.eval_iters=2", "train.ckpt_iters=2",
-             "train.log_iters=1", "data.val_max_images=2", "--quiet"]  # fmt: skip
+    train = [
+        "train",
+        str(REPO / "configs/weclip_plus/synthetic_cpu.yaml"),
+        f"model.pretrained={clip}",
+        f"options.dino_weights={dino}",
+        f"run.dir={run}",
+        f"data.root={synth_root}",
+        "options.quick_gelu=true",
+        "options.dino_heads=2",
+        "data.crop_size=64",
+        "data.num_workers=0",
+        "options.test_resize_long=64",
+        "train.batch_size=2",
+        "options.label_update_after=1",
+        "train.eval_iters=2",
+        "train.ckpt_iters=2",
+        "train.log_iters=1",
+        "data.val_max_images=2",
+        "--quiet",
+    ]
     wsss_cli(*train, "train.max_iters=2")
     built = torch.load(run / "checkpoints/last.pt", weights_only=False)["built_options"]
     assert set(built) == {"arch", "dino_arch", "quick_gelu"} and built["quick_gelu"] is True

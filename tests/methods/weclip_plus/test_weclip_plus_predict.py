@@ -64,8 +64,11 @@ def _agree(labels: np.ndarray, prob: np.ndarray, tol: float) -> None:
 def test_predict_with_the_paper_preset_is_the_official_test(tmp_path, one_thread, size):
     run = _run(tmp_path)
     assert (run.cfg.infer.scale_resize, run.cfg.infer.flip_fuse, run.cfg.infer.scale_fuse, run.cfg.infer.fuse_at) == (
-        "factor", "mean", "mean", "grid"
-    )  # fmt: skip
+        "factor",
+        "mean",
+        "mean",
+        "grid",
+    )
     image = np.random.default_rng(sum(size)).integers(0, 256, (*size, 3), dtype=np.uint8)
     official = _official(run, image)
     prob = run.seg_prob(image)
@@ -83,8 +86,14 @@ def test_each_official_setting_counts(tmp_path, one_thread):
     run = _run(tmp_path)
     image = np.random.default_rng(3).integers(0, 256, (50, 64, 3), dtype=np.uint8)
     official = _official(run, image)
-    for key, value in (("resize_long", None), ("scale_resize", "size"), ("flip_fuse", "sum"), ("scale_fuse", "max"),
-                       ("fuse_at", "image")):  # fmt: skip
-        other = dataclasses.replace(run, cfg=dataclasses.replace(run.cfg, infer=dataclasses.replace(
-            run.cfg.infer, **{key: value})))  # fmt: skip
+    for key, value in (
+        ("resize_long", None),
+        ("scale_resize", "size"),
+        ("flip_fuse", "sum"),
+        ("scale_fuse", "max"),
+        ("fuse_at", "image"),
+    ):
+        other = dataclasses.replace(
+            run, cfg=dataclasses.replace(run.cfg, infer=dataclasses.replace(run.cfg.infer, **{key: value}))
+        )
         assert np.abs(other.seg_prob(image) - official).max() > 100 * PROB_TOL, key

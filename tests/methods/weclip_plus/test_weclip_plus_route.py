@@ -18,13 +18,31 @@ from wsss.core.config import load_config
 @pytest.mark.slow
 def test_weclip_plus_trains_predicts_and_imports_on_the_synthetic_set(synth_root, tmp_path, wsss_cli, one_thread):
     clip, dino = write_weight_files(tmp_path)
-    common = [f"data.root={synth_root}", "options.quick_gelu=true", "options.dino_heads=2", "data.crop_size=64",
-              "data.num_workers=0", "options.test_resize_long=64"]  # fmt: skip
+    common = [
+        f"data.root={synth_root}",
+        "options.quick_gelu=true",
+        "options.dino_heads=2",
+        "data.crop_size=64",
+        "data.num_workers=0",
+        "options.test_resize_long=64",
+    ]
     run = tmp_path / "trained"
-    wsss_cli("train", str(REPO / "configs/weclip_plus/synthetic_cpu.yaml"), f"model.pretrained={clip}",
-             f"run.dir={run}", *common, f"options.dino_weights={dino}", "train.max_iters=3", "train.batch_size=2",
-             "options.label_update_after=1", "train.eval_iters=3", "train.ckpt_iters=3", "train.log_iters=1",
-             "data.val_max_images=2", "--quiet")  # fmt: skip
+    wsss_cli(
+        "train",
+        str(REPO / "configs/weclip_plus/synthetic_cpu.yaml"),
+        f"model.pretrained={clip}",
+        f"run.dir={run}",
+        *common,
+        f"options.dino_weights={dino}",
+        "train.max_iters=3",
+        "train.batch_size=2",
+        "options.label_update_after=1",
+        "train.eval_iters=3",
+        "train.ckpt_iters=3",
+        "train.log_iters=1",
+        "data.val_max_images=2",
+        "--quiet",
+    )
     cfg = load_config(run / "config.yaml")
     assert cfg.model.pretrained == str(clip) and cfg.options["dino_weights"] == str(dino)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"]
@@ -43,8 +61,17 @@ def test_weclip_plus_trains_predicts_and_imports_on_the_synthetic_set(synth_root
     ckpt = tmp_path / "wetr_iter_3.pth"
     torch.save(official, ckpt)
     imported = tmp_path / "imported"
-    wsss_cli("import", "weclip_plus", str(ckpt), "--config", str(REPO / "configs/weclip_plus/synthetic_cpu.yaml"),
-         "--out", str(imported), *common, "run.device=cpu")  # fmt: skip
+    wsss_cli(
+        "import",
+        "weclip_plus",
+        str(ckpt),
+        "--config",
+        str(REPO / "configs/weclip_plus/synthetic_cpu.yaml"),
+        "--out",
+        str(imported),
+        *common,
+        "run.device=cpu",
+    )
     wsss_cli("predict", str(imported), "--split", "val", "--quiet")
     for png in sorted((run / "predictions" / "val").glob("*.png")):
         a = np.asarray(Image.open(png))

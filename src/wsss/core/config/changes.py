@@ -57,9 +57,12 @@ def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
 
 
 def check_config_change(
-    cfg: Config, *, allow: bool = False, verify: Callable[[dict[str, Any], Path], None] | None = None,
+    cfg: Config,
+    *,
+    allow: bool = False,
+    verify: Callable[[dict[str, Any], Path], None] | None = None,
     advice: str | None = None,
-) -> dict[str, tuple[Any, Any]]:  # fmt: skip
+) -> dict[str, tuple[Any, Any]]:
     """Before resuming: compare ``cfg`` with the run's saved ``config.yaml``.
 
     A run with a checkpoint was trained with its saved settings, so other settings are refused (a
@@ -93,10 +96,13 @@ def check_config_change(
         return {}
     listing = "; ".join(f"{k}: {old_v!r} -> {new_v!r}" for k, (old_v, new_v) in changes.items())
     if not allow:
-        advice = advice or ("Use another run.dir, or pass --allow-config-change to resume with the new settings "
-                            f"(recorded in {run_dir / CONFIG_CHANGES_FILE})")  # fmt: skip
-        raise ConfigError(f"{saved}: this run was trained with other settings ({listing}); resuming would mix them. "
-                          f"{advice}")  # fmt: skip
+        advice = advice or (
+            "Use another run.dir, or pass --allow-config-change to resume with the new settings "
+            f"(recorded in {run_dir / CONFIG_CHANGES_FILE})"
+        )
+        raise ConfigError(
+            f"{saved}: this run was trained with other settings ({listing}); resuming would mix them. {advice}"
+        )
     last = run_dir / "checkpoints" / "last.pt"
     step = None
     if last.is_file():
@@ -104,8 +110,11 @@ def check_config_change(
         step = state.get("step")
         if verify is not None:
             verify(state, last)
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step,
-              "changes": {k: {"old": o, "new": n} for k, (o, n) in changes.items()}}  # fmt: skip
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "step": step,
+        "changes": {k: {"old": o, "new": n} for k, (o, n) in changes.items()},
+    }
     if is_main_process():
         with open(run_dir / CONFIG_CHANGES_FILE, "a") as f:
             f.write(json.dumps(record) + "\n")

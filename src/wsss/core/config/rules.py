@@ -70,8 +70,12 @@ NON_NEGATIVE: dict[str, Any] = {"lo": 0, "text": "0 or more"}
 POSITIVE_NUMBER: dict[str, Any] = {"lo": 0, "lo_open": True, "text": "a positive number"}
 NON_NEGATIVE_NUMBER: dict[str, Any] = {"lo": 0, "text": "a number of 0 or more"}
 # Levels of the normalised CAMs (maps in [0, 1]): a level of 2 or -1 turns every seed into background, or none
-LEVEL: dict[str, Any] = {"lo": 0, "hi": 1, "hi_open": False,
-         "text": "a level between 0 and 1 (the CAMs are normalised to [0, 1])"}  # fmt: skip
+LEVEL: dict[str, Any] = {
+    "lo": 0,
+    "hi": 1,
+    "hi_open": False,
+    "text": "a level between 0 and 1 (the CAMs are normalised to [0, 1])",
+}
 # An image side in pixels: above the largest side a JPEG can have (65535) no image or crop is meant, and a typo
 # like data.crop_size=100000000000 failed after the training had started ("ValueError: array is too big")
 MAX_SIDE = 65535

@@ -87,9 +87,11 @@ def _construct_int(loader: YAMLLoader, node: yaml.ScalarNode) -> int:
         return loader.construct_yaml_int(node)
     except ValueError:
         raise yaml.constructor.ConstructorError(
-            None, None, f"an integer of {len(str(node.value))} digits, more than {sys.get_int_max_str_digits()}",
+            None,
+            None,
+            f"an integer of {len(str(node.value))} digits, more than {sys.get_int_max_str_digits()}",
             node.start_mark,
-        ) from None  # fmt: skip
+        ) from None
 
 
 YAMLLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)

@@ -69,8 +69,10 @@ LABELME_NO_AREA = ("line", "linestrip", "point", "points")
 #: Roboflow's export renames each photo ``<stem>_<ext>.rf.<hash>.<ext>`` (``a_jpg.rf.3f2a.jpg`` for ``a.jpg``).
 ROBOFLOW_NAME = re.compile(r"(?P<stem>.+)_(?P<ext>[A-Za-z0-9]+)\.rf\.[0-9A-Za-z]+\.[A-Za-z0-9]+")
 #: How an annotation file's images are matched to the photos, for the error when none is.
-MATCH_RULE = ("each image is the photo of its file name, a path's folders aside (Roboflow's NAME_jpg.rf.HASH.jpg is "
-              "also NAME.jpg)")  # fmt: skip
+MATCH_RULE = (
+    "each image is the photo of its file name, a path's folders aside (Roboflow's NAME_jpg.rf.HASH.jpg is "
+    "also NAME.jpg)"
+)
 
 
 def _class_of(name: str, lookup: ClassLookup, background: str, number: int) -> int | None:
@@ -114,20 +116,27 @@ class _Shapes:
         beyond = ((xy < -far) | (xy > np.array([w, h]) + far)).any(axis=1)
         if beyond.any():
             x, y = xy[np.argmax(beyond)].tolist()
-            raise DataError(f"{where}: point ({x}, {y}) lies far outside the {w}x{h} photo (more than its own "
-                            "width or height past an edge): the file's coordinates are wrong")  # fmt: skip
+            raise DataError(
+                f"{where}: point ({x}, {y}) lies far outside the {w}x{h} photo (more than its own "
+                "width or height past an edge): the file's coordinates are wrong"
+            )
 
     def warnings(self) -> list[str]:
         out = []
         if self.clipped:
-            out.append(f"{len(self.clipped)} shape(s) reach outside their photo and were cut at its edge: "
-                       f"{first(self.clipped)}")  # fmt: skip
+            out.append(
+                f"{len(self.clipped)} shape(s) reach outside their photo and were cut at its edge: "
+                f"{first(self.clipped)}"
+            )
         if self.outside:
-            out.append(f"{len(self.outside)} shape(s) lie wholly outside their photo and draw nothing: "
-                       f"{first(self.outside)}")  # fmt: skip
+            out.append(
+                f"{len(self.outside)} shape(s) lie wholly outside their photo and draw nothing: {first(self.outside)}"
+            )
         if self.no_area:
-            out.append(f"{len(self.no_area)} LabelMe line or point shape(s) enclose no area and draw nothing in the "
-                       f"masks (their classes are still the photo's labels): {first(self.no_area)}")  # fmt: skip
+            out.append(
+                f"{len(self.no_area)} LabelMe line or point shape(s) enclose no area and draw nothing in the "
+                f"masks (their classes are still the photo's labels): {first(self.no_area)}"
+            )
         return out
 
 
@@ -182,8 +191,10 @@ class MaskSource:
 
     def labels(self) -> dict[str, tuple[list[int], str]]:
         """{photo file name: (its classes 1..C-1, where)}: the classes drawn in each photo."""
-        raise DataError(f"{self.path}: {self.kind} gives no image labels; --labels takes a COCO .json file, a "
-                        "folder of LabelMe .json files, or a .csv / .txt labels file")  # fmt: skip
+        raise DataError(
+            f"{self.path}: {self.kind} gives no image labels; --labels takes a COCO .json file, a "
+            "folder of LabelMe .json files, or a .csv / .txt labels file"
+        )
 
 
 class IndexPngs(MaskSource):
@@ -221,8 +232,10 @@ def _not_cvat_colours(folder: Path, png: Path) -> None:
     with open_image(png, "mask") as im:
         mode = im.mode
     if mode not in ("P", "L", "I", "I;16"):
-        raise DataError(f"{folder}: this looks like CVAT's SegmentationClass/ folder ({png.name} is a colour mask, "
-                        f"mode {mode}): give the export folder that holds labelmap.txt, {folder.parent}")  # fmt: skip
+        raise DataError(
+            f"{folder}: this looks like CVAT's SegmentationClass/ folder ({png.name} is a colour mask, "
+            f"mode {mode}): give the export folder that holds labelmap.txt, {folder.parent}"
+        )
 
 
 class CocoJson(MaskSource):
@@ -236,8 +249,11 @@ class CocoJson(MaskSource):
         data = load_coco_json(path)
         lookup = ClassLookup(class_names, unit="category id")
         used = {a["category_id"] for a in data["annotations"]}  # Roboflow lists a category "objects" nothing uses
-        to_class = {c["id"]: _class_of(c["name"], lookup, class_names[0], c["id"])
-                    for c in data["categories"] if c["id"] in used}  # fmt: skip
+        to_class = {
+            c["id"]: _class_of(c["name"], lookup, class_names[0], c["id"])
+            for c in data["categories"]
+            if c["id"] in used
+        }
         lookup.check(path)
         self.notes += [w for w in [lookup.case_warning(path)] if w]
         by_image = annotations_by_image(data, to_class, path)
@@ -250,14 +266,21 @@ class CocoJson(MaskSource):
             if name in self.keys:
                 raise DataError(f"{path}: two images named {name!r} (ids {self.keys[name]['id']} and {im['id']})")
             self.keys[name] = {"id": im["id"], "h": im["height"], "w": im["width"], "anns": by_image[im["id"]]}
-            self.no_area.update({f"{self.where(name)} annotation {a['id']}": None
-                                 for a in by_image[im["id"]] if not has_area(a["segmentation"])})  # fmt: skip
+            self.no_area.update(
+                {
+                    f"{self.where(name)} annotation {a['id']}": None
+                    for a in by_image[im["id"]]
+                    if not has_area(a["segmentation"])
+                }
+            )
         if not self.keys:
             raise DataError(f"{path}: no image has an annotation")
         if for_masks and len(self.no_area) == sum(len(im["anns"]) for im in self.keys.values()):
-            raise DataError(f"{path}: no annotation has an area (each is a box with no segmentation, or a polygon of "
-                            "fewer than 3 points), so every mask would be all background; give the file as --labels "
-                            "only, or export the shapes as polygons or masks")  # fmt: skip
+            raise DataError(
+                f"{path}: no annotation has an area (each is a box with no segmentation, or a polygon of "
+                "fewer than 3 points), so every mask would be all background; give the file as --labels "
+                "only, or export the shapes as polygons or masks"
+            )
         self.roboflow = _roboflow_names(self.keys)
         self.ambiguous: dict[str, None] = {}  # photos with two Roboflow names in the file: matched to neither
 
@@ -271,8 +294,10 @@ class CocoJson(MaskSource):
 
     def check_matched(self, images: list[Path], folder: Path) -> None:
         if not any(self.find(p) is not None for p in images):
-            raise DataError(f"{self.path}: none of its {len(self.keys)} annotated images is a photo of {folder} "
-                            f"({MATCH_RULE}): {first(self.keys)}")  # fmt: skip
+            raise DataError(
+                f"{self.path}: none of its {len(self.keys)} annotated images is a photo of {folder} "
+                f"({MATCH_RULE}): {first(self.keys)}"
+            )
 
     def where(self, key: str) -> str:
         return f"{self.path} (image {self.keys[key]['id']}, {key})"
@@ -296,15 +321,19 @@ class CocoJson(MaskSource):
     def warnings(self) -> list[str]:
         out = super().warnings()
         if self.no_area:
-            out.append(f"{len(self.no_area)} annotation(s) are boxes with no segmentation (or polygons of fewer than "
-                       f"3 points): they draw nothing in the masks: {first(self.no_area)}")  # fmt: skip
+            out.append(
+                f"{len(self.no_area)} annotation(s) are boxes with no segmentation (or polygons of fewer than "
+                f"3 points): they draw nothing in the masks: {first(self.no_area)}"
+            )
         return out + self.ambiguity()
 
     def ambiguity(self) -> list[str]:
         if not self.ambiguous:
             return []
-        return [f"{len(self.ambiguous)} photo(s) have two or more Roboflow names in {self.path} (NAME_jpg.rf.HASH.jpg) "
-                f"and match none of them: {first(self.ambiguous)}"]  # fmt: skip
+        return [
+            f"{len(self.ambiguous)} photo(s) have two or more Roboflow names in {self.path} (NAME_jpg.rf.HASH.jpg) "
+            f"and match none of them: {first(self.ambiguous)}"
+        ]
 
     def labels(self) -> dict[str, tuple[list[int], str]]:
         # every class drawn, crowds included (a tool's crowd is pixels of its class), and those of boxes
@@ -377,8 +406,10 @@ class CvatMasks(IndexPngs):
         return self.read(key)
 
     def warnings(self) -> list[str]:
-        blank = [f"{len(self.blank)} mask(s) of {self.path} are all background (CVAT can export a blank mask for a "
-                 f"photo nobody annotated; leave such photos out of the export): {first(self.blank)}"]  # fmt: skip
+        blank = [
+            f"{len(self.blank)} mask(s) of {self.path} are all background (CVAT can export a blank mask for a "
+            f"photo nobody annotated; leave such photos out of the export): {first(self.blank)}"
+        ]
         return super().warnings() + (blank if self.blank else [])
 
     def read(self, key: str) -> np.ndarray:
@@ -437,8 +468,10 @@ class LabelmeFolder(MaskSource):
                 continue
             lookup = ClassLookup(class_names, unit="shape")
             try:
-                shapes = [(_labelme_class(str(s["label"]), lookup, class_names[0], i), s)
-                          for i, s in enumerate(data["shapes"], start=1)]  # fmt: skip
+                shapes = [
+                    (_labelme_class(str(s["label"]), lookup, class_names[0], i), s)
+                    for i, s in enumerate(data["shapes"], start=1)
+                ]
                 name, h, w = _file_name(data["imagePath"]), int(data["imageHeight"]), int(data["imageWidth"])
             except (KeyError, TypeError, ValueError, OverflowError) as e:
                 raise DataError(f"{p}: not a LabelMe file ({type(e).__name__}: {e})") from None
@@ -481,8 +514,10 @@ class LabelmeFolder(MaskSource):
                 self.shapes.no_area[where] = None
                 continue
             if kind not in LABELME_AREAS:
-                raise DataError(f"{where}: unknown shape_type {kind!r} (known: {', '.join(LABELME_AREAS)}, "
-                                f"{', '.join(LABELME_NO_AREA)})")  # fmt: skip
+                raise DataError(
+                    f"{where}: unknown shape_type {kind!r} (known: {', '.join(LABELME_AREAS)}, "
+                    f"{', '.join(LABELME_NO_AREA)})"
+                )
             try:
                 xy = np.asarray(shape["points"], dtype=np.float64).reshape(-1, 2)
             except (KeyError, TypeError, ValueError, OverflowError) as e:
@@ -588,8 +623,10 @@ def read_annotation_labels(
     another name (Roboflow's, Label Studio's upload prefix) is given under the photo's name."""
     source = _json_file(path, class_names, for_masks=False) if path.is_file() else LabelmeFolder(path, class_names)
     if not source.keys:
-        raise DataError(f"{path}: --labels takes a labels file (.csv, .txt), a COCO .json file or a folder of LabelMe "
-                        ".json files; this folder holds no LabelMe file")  # fmt: skip
+        raise DataError(
+            f"{path}: --labels takes a labels file (.csv, .txt), a COCO .json file or a folder of LabelMe "
+            ".json files; this folder holds no LabelMe file"
+        )
     table = source.labels()
     names = {p.name for p in photos or []}
     for photo in photos or []:
@@ -663,12 +700,18 @@ class LabelStudioJson(MaskSource):
 def _label_studio_notes(path: Path, said: dict[str, dict[str, None]]) -> list[str]:
     out = []
     if said["earlier"]:
-        out.append(f"{len(said['earlier'])} task(s) of {path} have more than one annotation; the last was read: "
-                   f"{first(said['earlier'])}")  # fmt: skip
+        out.append(
+            f"{len(said['earlier'])} task(s) of {path} have more than one annotation; the last was read: "
+            f"{first(said['earlier'])}"
+        )
     if said["skipped"]:
-        out.append(f"{len(said['skipped'])} region(s) of {path} draw no area (not "
-                   f"{' / '.join(AREA_TYPES)}) and were skipped: {first(said['skipped'])}")  # fmt: skip
+        out.append(
+            f"{len(said['skipped'])} region(s) of {path} draw no area (not "
+            f"{' / '.join(AREA_TYPES)}) and were skipped: {first(said['skipped'])}"
+        )
     if said["blank"]:
-        out.append(f"{len(said['blank'])} annotated task(s) of {path} draw no polygon or brush region, so their "
-                   f"photo's size is unknown, and were left out: {first(said['blank'])}")  # fmt: skip
+        out.append(
+            f"{len(said['blank'])} annotated task(s) of {path} draw no polygon or brush region, so their "
+            f"photo's size is unknown, and were left out: {first(said['blank'])}"
+        )
     return out

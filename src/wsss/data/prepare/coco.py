@@ -99,8 +99,9 @@ def annotation_rle(segm: Any, h: int, w: int, where: str = "annotation") -> dict
     if isinstance(counts, str):
         _check_run_lengths(rle_string_counts(counts, where), h, w, where)
         return {"size": [h, w], "counts": counts.encode("ascii")}
-    raise DataError(f"{where}: RLE counts must be a list of run lengths or a compressed string, got "
-                    f"{type(counts).__name__}")  # fmt: skip
+    raise DataError(
+        f"{where}: RLE counts must be a list of run lengths or a compressed string, got {type(counts).__name__}"
+    )
 
 
 def _polygon(poly: Any, h: int, w: int, where: str) -> list[float]:
@@ -119,12 +120,16 @@ def _polygon(poly: Any, h: int, w: int, where: str) -> list[float]:
     far = ((xy < -slack) | (xy > np.array([w, h]) + slack)).any(axis=1)
     if far.any():
         x, y = xy[far][0].tolist()
-        raise DataError(f"{where}: point ({x:g}, {y:g}) lies far outside the {w}x{h} image (more than its own width "
-                        "or height past an edge): the file's coordinates are wrong")  # fmt: skip
+        raise DataError(
+            f"{where}: point ({x:g}, {y:g}) lies far outside the {w}x{h} image (more than its own width "
+            "or height past an edge): the file's coordinates are wrong"
+        )
     run = float(np.abs(xy - np.roll(xy, 1, axis=0)).max(axis=1, initial=0.0).sum())  # as the filler walks it
     if run > MAX_EDGE_RUN * (h + w):
-        raise DataError(f"{where}: its edges run {run:.0f} pixels, more than {MAX_EDGE_RUN} times the image's height "
-                        f"and width together: no outline of an object")  # fmt: skip
+        raise DataError(
+            f"{where}: its edges run {run:.0f} pixels, more than {MAX_EDGE_RUN} times the image's height "
+            f"and width together: no outline of an object"
+        )
     return xy.ravel().tolist()
 
 
@@ -272,8 +277,10 @@ def check_coco(data: Any, path: Path) -> None:
             if problem is None and key == "annotations" and entry.get("iscrowd", 0) not in (0, 1):
                 problem = f"'iscrowd' must be 0 or 1, got {entry['iscrowd']!r:.40}"
             if problem is None and key == "images" and entry["height"] * entry["width"] > (limit or math.inf):
-                problem = (f"{entry['width']}x{entry['height']} is more than the {limit} pixels an image may "
-                           "have (Pillow refuses a photo that large)")  # fmt: skip
+                problem = (
+                    f"{entry['width']}x{entry['height']} is more than the {limit} pixels an image may "
+                    "have (Pillow refuses a photo that large)"
+                )
             if problem is None and key != "annotations":  # two annotations of one id mix up nothing
                 if entry["id"] in seen:
                     problem = f"its id is also that of {key}[{seen[entry['id']]}]"
@@ -362,8 +369,9 @@ def prepare_coco(
     holding files of another dataset is refused unless ``overwrite`` replaces them (``prepare.release_outputs``); a
     COCO dataset prepared there before is continued."""
     coco, out = Path(coco), Path(out)
-    remove_outputs(release_outputs(out, "coco", "wsss prepare coco", images=images, overwrite=overwrite,
-                                   inputs={"--coco": coco}))  # fmt: skip
+    remove_outputs(
+        release_outputs(out, "coco", "wsss prepare coco", images=images, overwrite=overwrite, inputs={"--coco": coco})
+    )
     remove_stale_outputs(out, "SegmentationClass", "JPEGImages")
     workers = default_workers() if workers is None else workers
     summary = PrepareSummary(out=out)

@@ -136,8 +136,10 @@ def _csv_label_rows(
     if not rows:
         raise DataError(f"{path}: empty label file")
     if column_sep != ",":
-        warnings.append(f"{path}: columns separated by {column_sep!r}, not ',' (a spreadsheet's CSV where ',' is the "
-                        "decimal mark): read so")  # fmt: skip
+        warnings.append(
+            f"{path}: columns separated by {column_sep!r}, not ',' (a spreadsheet's CSV where ',' is the "
+            "decimal mark): read so"
+        )
     header = [h.strip() for h in rows[0]]
     wide = len(header) > 2 or (len(header) == 2 and lookup.knows(header[1]))
     if not wide and header != ["image", "labels"]:
@@ -147,8 +149,10 @@ def _csv_label_rows(
     columns = [lookup.lookup(h, 1) for h in header[1:]] if wide else []
     sep = NAME_SEPARATOR if wide else lookup.separator([r[1] for r in rows[1:] if len(r) == len(header)])
     if sep != NAME_SEPARATOR:
-        warnings.append(f"{path}: the classes of each row are separated by {OTHER_SEPARATORS[sep]}, not "
-                        f"{NAME_SEPARATOR!r}: read so, as every name of every row is then a class")  # fmt: skip
+        warnings.append(
+            f"{path}: the classes of each row are separated by {OTHER_SEPARATORS[sep]}, not "
+            f"{NAME_SEPARATOR!r}: read so, as every name of every row is then a class"
+        )
     for n, row in enumerate(rows[1:], start=2):
         where = f"{path}:{n}"
         if not row or not any(c.strip() for c in row):
@@ -209,10 +213,18 @@ class FolderPlan:
 
 
 def plan_folder(
-    images: str | os.PathLike, labels: str | os.PathLike | None, classes: str | os.PathLike, *,
-    masks: str | os.PathLike | None = None, val_fraction: float | None = None, seed: int = 0,
-    image_mode: str = "link", progress: bool = True, out: str | os.PathLike | None = None, check: bool = True,
-) -> FolderPlan:  # fmt: skip
+    images: str | os.PathLike,
+    labels: str | os.PathLike | None,
+    classes: str | os.PathLike,
+    *,
+    masks: str | os.PathLike | None = None,
+    val_fraction: float | None = None,
+    seed: int = 0,
+    image_mode: str = "link",
+    progress: bool = True,
+    out: str | os.PathLike | None = None,
+    check: bool = True,
+) -> FolderPlan:
     """The dataset ``prepare_folder`` would make of these inputs, every input read and checked as it checks them
     (one DataError listing the problems), nothing written: ``wsss route --plan`` makes its choices from it.
     ``check`` False: the photos and masks are not decoded (each photo with a mask file counts as masked), for a
@@ -244,9 +256,13 @@ class _Read:
 
 
 def _read_folder(
-    images: str | os.PathLike, labels: str | os.PathLike | None, classes: str | os.PathLike,
-    masks: str | os.PathLike | None, val_fraction: float | None, image_mode: str,
-) -> _Read:  # fmt: skip
+    images: str | os.PathLike,
+    labels: str | os.PathLike | None,
+    classes: str | os.PathLike,
+    masks: str | os.PathLike | None,
+    val_fraction: float | None,
+    image_mode: str,
+) -> _Read:
     """The inputs read (the photos listed, the class list and the labels parsed), not yet checked photo by photo."""
     images, classes = Path(images), Path(classes)
     labels = Path(labels) if labels is not None else None
@@ -264,10 +280,24 @@ def _read_folder(
     mask_labels = source is not None and labels is None and source.labels_without_labels_file
     if source is not None and masks is not None and mask_labels:
         entries.update(_match_labels(source.labels(), files, masks, images, skip_missing=True)[0])
-        said.notes.append(f"labels: no labels file, so each photo with a mask of {masks} is labelled with the "
-                          "classes in its mask")  # fmt: skip
-    return _Read(images, labels, classes, masks, source, val_fraction, class_names, files, entries, by_path,
-                 label_warnings, said.notes, mask_labels)  # fmt: skip
+        said.notes.append(
+            f"labels: no labels file, so each photo with a mask of {masks} is labelled with the classes in its mask"
+        )
+    return _Read(
+        images,
+        labels,
+        classes,
+        masks,
+        source,
+        val_fraction,
+        class_names,
+        files,
+        entries,
+        by_path,
+        label_warnings,
+        said.notes,
+        mask_labels,
+    )
 
 
 def _checked(read: _Read, out: Path | None, seed: int, progress: bool, check: bool = True) -> FolderPlan:
@@ -275,16 +305,25 @@ def _checked(read: _Read, out: Path | None, seed: int, progress: bool, check: bo
     mask, unread), and the val split drawn."""
     ids = sorted(read.entries)
     if check:
-        with_mask, label_only = _check_inputs(ids, read.files, read.entries, read.source, read.class_names,
-                                              read.labels, read.classes, out, progress)  # fmt: skip
+        with_mask, label_only = _check_inputs(
+            ids, read.files, read.entries, read.source, read.class_names, read.labels, read.classes, out, progress
+        )
     else:
         source = read.source
         with_mask, label_only = {i for i in ids if source is not None and source.find(read.files[i]) is not None}, []
     warnings = list(read.warnings)
     val = _val_ids(ids, with_mask, read.val_fraction, seed, warnings, read.masks, read.images)
-    return FolderPlan(class_names=read.class_names, labels=read.entries, files=read.files,
-                      train=[i for i in ids if i not in val], val=sorted(val), masked=with_mask,
-                      label_only=label_only, by_path=read.by_path, warnings=warnings)  # fmt: skip
+    return FolderPlan(
+        class_names=read.class_names,
+        labels=read.entries,
+        files=read.files,
+        train=[i for i in ids if i not in val],
+        val=sorted(val),
+        masked=with_mask,
+        label_only=label_only,
+        by_path=read.by_path,
+        warnings=warnings,
+    )
 
 
 def prepare_folder(
@@ -350,21 +389,27 @@ def _say_what_was_read(read: _Read, plan: FolderPlan, summary: PrepareSummary) -
     renamed = [f"{files[id].name!r} -> {id}" for id in ids if id != files[id].stem]
     left_out = _left_out(images)
     if left_out:
-        summary.warnings.append(f"left out of {images}, not being JPEG, PNG or WebP photos (subfolders are not read): "
-                                f"{first(left_out)}")  # fmt: skip
+        summary.warnings.append(
+            f"left out of {images}, not being JPEG, PNG or WebP photos (subfolders are not read): {first(left_out)}"
+        )
     summary.warnings += read.warnings  # class names taken for a class that differs only in case
     if read.by_path:
-        summary.warnings.append(f"{len(read.by_path)} label row(s) name their image by a path: each is matched to "
-                                f"the photo of its file name in {images}: {first(read.by_path)}")  # fmt: skip
+        summary.warnings.append(
+            f"{len(read.by_path)} label row(s) name their image by a path: each is matched to "
+            f"the photo of its file name in {images}: {first(read.by_path)}"
+        )
     unmatched = source.unmatched(list(files.values())) if source is not None else []
     # a file given as both --masks and --labels: its warnings once (the labels' are in already)
     summary.warnings += [w for w in source.warnings() if w not in summary.warnings] if source is not None else []
     if unmatched and not (labels is not None and masks is not None and labels.resolve() == masks.resolve()):
-        summary.warnings.append(f"{len(unmatched)} mask(s) in {masks} match no photo in {images} and were skipped: "
-                                f"{first(unmatched)}")  # fmt: skip
+        summary.warnings.append(
+            f"{len(unmatched)} mask(s) in {masks} match no photo in {images} and were skipped: {first(unmatched)}"
+        )
     if renamed:
-        summary.warnings.append(f"{len(renamed)} image name(s) contain whitespace, which an id cannot (split lists "
-                                f"hold one id a line): each run of it is '_' in the id: {first(renamed)}")  # fmt: skip
+        summary.warnings.append(
+            f"{len(renamed)} image name(s) contain whitespace, which an id cannot (split lists "
+            f"hold one id a line): each run of it is '_' in the id: {first(renamed)}"
+        )
     if labels is None:
         who = "image without a mask" if read.mask_labels else "image"
         summary.notes.append(f"no labels file: every {who} has no class yet; `wsss tag` labels them from CLIP scores")
@@ -412,11 +457,13 @@ def _read_inputs(
         summary.notes.append(f"labels: the classes drawn in each photo of {labels}, read as {kind}")
         entries, by_path, missing = _match_labels(table, files, labels, images, skip_missing=True)
         if not entries:
-            raise DataError(f"{labels}: none of its {len(table)} labelled photos is in {images} ({MATCH_RULE}): "
-                            f"{first(table)}")  # fmt: skip
+            raise DataError(
+                f"{labels}: none of its {len(table)} labelled photos is in {images} ({MATCH_RULE}): {first(table)}"
+            )
         if missing:
-            label_warnings.append(f"{len(missing)} photo(s) of {labels} are not in {images} and were skipped: "
-                                  f"{first(missing)}")  # fmt: skip
+            label_warnings.append(
+                f"{len(missing)} photo(s) of {labels} are not in {images} and were skipped: {first(missing)}"
+            )
     else:
         table, label_warnings = read_label_file(labels, class_names)
         entries, by_path, _ = _match_labels(table, files, labels, images)
@@ -477,8 +524,11 @@ def _left_out(images: Path) -> list[str]:
     the ``<photo stem>.json`` files LabelMe saves beside each photo."""
     found = [p for p in sorted(images.iterdir()) if not p.name.startswith(".")]
     stems = {p.stem for p in found if p.is_file() and is_photo(p)}
-    return [f"{p.name}/" if p.is_dir() else p.name for p in found
-            if not (p.is_file() and (is_photo(p) or (p.suffix.lower() == ".json" and p.stem in stems)))]  # fmt: skip
+    return [
+        f"{p.name}/" if p.is_dir() else p.name
+        for p in found
+        if not (p.is_file() and (is_photo(p) or (p.suffix.lower() == ".json" and p.stem in stems)))
+    ]
 
 
 def _placed_suffix(image: Path) -> str:
@@ -550,9 +600,17 @@ def _check_inputs(
             problems.append(str(e))
             continue
         labelled = entries[id] if labels is not None else None  # unlabelled: masks checked for values and size
-        errs, fg = check_mask(source.where(key), size, labelled, class_names, label_file=str(labels), id=id,
-                              classes_desc=f"{classes} ({num_classes} classes)", image_path=files[id],
-                              mask=mask)  # fmt: skip
+        errs, fg = check_mask(
+            source.where(key),
+            size,
+            labelled,
+            class_names,
+            label_file=str(labels),
+            id=id,
+            classes_desc=f"{classes} ({num_classes} classes)",
+            image_path=files[id],
+            mask=mask,
+        )
         problems += errs
         if errs or fg is None:
             continue
@@ -573,21 +631,29 @@ def _check_inputs(
 
 
 def _val_ids(
-    ids: list[str], with_mask: set[str], val_fraction: float, seed: int, warnings: list[str],
-    masks: Path | None = None, images: Path | None = None,
-) -> set[str]:  # fmt: skip
+    ids: list[str],
+    with_mask: set[str],
+    val_fraction: float,
+    seed: int,
+    warnings: list[str],
+    masks: Path | None = None,
+    images: Path | None = None,
+) -> set[str]:
     """The val split: ``val_fraction`` of the images with masks when there are any (at most half of them:
     the others stay in train, where ``wsss sweep-bkg`` measures the seeds), else of all the images; none when
     ``masks`` were given and none matched (a val split of photos without masks would score nothing)."""
     if masks is not None and not with_mask:
-        warnings.append(f"no mask of {masks} matches a photo of {images} (by its file name): no val split, and no "
-                        "photo has a mask")  # fmt: skip
+        warnings.append(
+            f"no mask of {masks} matches a photo of {images} (by its file name): no val split, and no photo has a mask"
+        )
         return set()
     pool = sorted(with_mask) if with_mask else ids
     n_val = int(round(val_fraction * len(pool)))
     if with_mask and n_val > len(pool) // 2:
-        warnings.append(f"val_fraction {val_fraction} asks for {n_val} of the {len(pool)} masked images; "
-                        f"val takes {len(pool) // 2}, the other half stays in train")  # fmt: skip
+        warnings.append(
+            f"val_fraction {val_fraction} asks for {n_val} of the {len(pool)} masked images; "
+            f"val takes {len(pool) // 2}, the other half stays in train"
+        )
         n_val = len(pool) // 2
     n_val = min(n_val, len(ids) - 1)
     return set(np.random.default_rng(seed).permutation(pool)[:n_val].tolist()) if n_val > 0 else set()

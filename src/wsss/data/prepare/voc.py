@@ -125,7 +125,7 @@ def xml_labels(path: Path) -> np.ndarray:
     return vec
 
 
-def _write_mask(job: tuple[str, str, str, bool]) -> tuple[str, np.ndarray]:
+def _write_mask(job: tuple[str, str, str, str]) -> tuple[str, np.ndarray]:
     """Worker: (id, "voc" | "sbd", source path, output path) -> (id, multi-hot of the mask written).
 
     An existing output is kept (read back for its labels), so a rerun continues an interrupted one.
@@ -246,6 +246,16 @@ def _checked_summary(out: Path, counts: dict[str, int], use_xml: bool, table: di
     return summary
 
 
+def _write_split_lists(
+    out: Path, train_aug: list[str], train: list[str], val: list[str], trainval: list[str], test: list[str]
+) -> None:
+    """The split lists of the prepared dataset, each sorted."""
+    lists = {"train_aug": train_aug, "train": train, "val": val, "trainval": trainval, "test": test}
+    for name, ids in lists.items():
+        if ids or name != "test":  # a devkit without the test images has no test list
+            write_split(out, name, sorted(ids))
+
+
 def prepare_voc(
     voc: str | os.PathLike,
     sbd: str | os.PathLike | None,
@@ -269,8 +279,14 @@ def prepare_voc(
     voc_root = find_voc_root(voc)
     sbd_root = find_sbd_root(sbd) if sbd is not None else None
     out = Path(out)
-    replaced = release_outputs(out, "voc", "wsss prepare voc", images=images, overwrite=overwrite,
-                               inputs={"--voc": voc_root, "--sbd": sbd_root})  # fmt: skip
+    replaced = release_outputs(
+        out,
+        "voc",
+        "wsss prepare voc",
+        images=images,
+        overwrite=overwrite,
+        inputs={"--voc": voc_root, "--sbd": sbd_root},
+    )
     voc_train, voc_val, voc_trainval, voc_test, sbd_train, sbd_val = _read_voc_lists(voc_root, sbd_root)
     remove_outputs(replaced)
     remove_stale_outputs(out, AUG_DIR, "JPEGImages")
@@ -295,18 +311,23 @@ def prepare_voc(
     # Image-level labels for train_aug + val (the PSA / ToCo cls_labels.npy keys).
     table, use_xml = _image_labels(sorted(set(train_aug) | val_set), labels, voc_root, mask_labels)
 
-    lists = {"train_aug": train_aug, "train": sorted(voc_train), "val": sorted(voc_val),
-             "trainval": sorted(voc_trainval), "test": sorted(voc_test)}  # fmt: skip
-    for name, ids in lists.items():
-        if ids or name != "test":  # a devkit without the test images has no test list
-            write_split(out, name, ids)
+    _write_split_lists(out, train_aug, voc_train, voc_val, voc_trainval, voc_test)
     write_cls_labels(out, table)
     write_classes(out, VOC_CLASSES)
     mark_prepared(out, "voc")
 
-    counts = {"voc_train": len(voc_train), "voc_val": len(voc_val), "voc_test": len(voc_test),
-              "sbd_train": len(sbd_train), "sbd_val": len(sbd_val), "train_aug": len(train_aug), "masks": len(jobs),
-              "masks_from_voc": sum(j[1] == "voc" for j in jobs), "masks_from_sbd": sum(j[1] == "sbd" for j in jobs),
-              "cls_labels": len(table), "images_placed": placed}  # fmt: skip
+    counts = {
+        "voc_train": len(voc_train),
+        "voc_val": len(voc_val),
+        "voc_test": len(voc_test),
+        "sbd_train": len(sbd_train),
+        "sbd_val": len(sbd_val),
+        "train_aug": len(train_aug),
+        "masks": len(jobs),
+        "masks_from_voc": sum(j[1] == "voc" for j in jobs),
+        "masks_from_sbd": sum(j[1] == "sbd" for j in jobs),
+        "cls_labels": len(table),
+        "images_placed": placed,
+    }
     summary = _checked_summary(out, counts, use_xml, table)
     return summary

@@ -108,7 +108,7 @@ class AffinityNet(Method):
             "options.final_dim": 8,
             "options.out_dim": 16,
             "data.pseudo_dir": "{root}/SegmentationClass",
-        }  # fmt: skip
+        }
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__(cfg, classes)
@@ -184,17 +184,16 @@ class AffinityNet(Method):
         ph, pw = -sh % s, -sw % s
         feat = self.features(F.pad(x, (0, pw, 0, ph)))[0]
         scores = random_walk_scores(
-            F.pad(full, (0, pw, 0, ph)), feat, beta=o.rw_beta, logt=o.rw_logt, radius=o.radius,
+            F.pad(full, (0, pw, 0, ph)),
+            feat,
+            beta=o.rw_beta,
+            logt=o.rw_logt,
+            radius=o.radius,
             interior_sources=o.quirk_interior_sources,
-        )[:, :sh, :sw]  # fmt: skip
+        )[:, :sh, :sw]
         if (sh, sw) != (h, w):
             scores = F.interpolate(scores[None], size=(h, w), mode="bilinear", align_corners=False)[0]
         return scores.argmax(0).cpu().numpy().astype(np.int64)
-
-    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise RuntimeError(
-            "affinitynet has no CAMs: use it with `wsss pseudo RUN --refine affinity --affinity-run AFFRUN`"
-        )
 
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("affinitynet has no segmentation head: use `wsss pseudo RUN --refine affinity`")

@@ -45,7 +45,7 @@ class CAMBaseline(Method):
         """Two steps in seconds on the CPU (the contract test; ``{root}``: the synthetic dataset)."""
         return "configs/cam/synthetic_cpu.yaml", {
             "model.backbone_kwargs": "{patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2, img_size: 64}",
-        }  # fmt: skip
+        }
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__(cfg, classes)
@@ -128,7 +128,11 @@ class CAMBaseline(Method):
 
 
 # `wsss import toco`: ToCo is our CAM baseline with model.decoder: largefov (its CTC heads only train)
-register_import(ImportLayout(
-    "toco", "cam", key_mapped(toco_state_from_official, "classifier.conv.weight", official="ToCo"),
-    summary="toco: ToCo's official checkpoint (our cam method, model.decoder=largefov)",
-))  # fmt: skip
+register_import(
+    ImportLayout(
+        "toco",
+        "cam",
+        key_mapped(toco_state_from_official, "classifier.conv.weight", official="ToCo"),
+        summary="toco: ToCo's official checkpoint (our cam method, model.decoder=largefov)",
+    )
+)

@@ -120,9 +120,15 @@ class ClipES(Method):
             return np.zeros((0, *image.shape[:2]), dtype=np.float32)
         fg, bg = self.text_features()
         cams, _ = clip_es_cams(
-            self.clip, image, classes, fg, bg, self.quirks, box_threshold=self.options.box_threshold,
+            self.clip,
+            image,
+            classes,
+            fg,
+            bg,
+            self.quirks,
+            box_threshold=self.options.box_threshold,
             attn_blocks=self.options.attn_blocks,
-        )  # fmt: skip
+        )
         return cams
 
     def image_scores(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,13 +147,13 @@ class ClipES(Method):
         """The official CRF labels of the saved CAMs (float16, as saved) of the 0-based foreground ``classes``;
         255 below ``options.crf_confidence``."""
         label, _ = clip_es_crf_label(
-            image, classes, np.asarray(cams).astype(np.float16), wrap_image=self.quirks.crf_image_wrap,
+            image,
+            classes,
+            np.asarray(cams).astype(np.float16),
+            wrap_image=self.quirks.crf_image_wrap,
             confidence=self.options.crf_confidence,
-        )  # fmt: skip
+        )
         return label
-
-    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise UsageError("clip_es makes CAMs per image from its labels (wsss cam), not from a batch of tensors")
 
     def seg_logits(self, images: torch.Tensor) -> torch.Tensor:
         raise UsageError("clip_es has no segmentation head: train configs/deeplab/ on its pseudo labels")
@@ -171,8 +177,12 @@ def build_from_clip_file(path: Path, cfg: Config, class_names: list[str]) -> tup
     return model, {}
 
 
-register_import(ImportLayout(
-    "clip_es", "clip_es", build_from_clip_file,
-    summary="clip_es: a CLIP ViT weight file or folder (OpenAI, open_clip, Hugging Face), no training",
-    next_step="CLIP-ES (no training; next: wsss cam {out} --split SPLIT)",
-))  # fmt: skip
+register_import(
+    ImportLayout(
+        "clip_es",
+        "clip_es",
+        build_from_clip_file,
+        summary="clip_es: a CLIP ViT weight file or folder (OpenAI, open_clip, Hugging Face), no training",
+        next_step="CLIP-ES (no training; next: wsss cam {out} --split SPLIT)",
+    )
+)

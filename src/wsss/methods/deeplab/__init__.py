@@ -62,9 +62,15 @@ CONSISTENCY = "consistency"  # the loss term of the mean teacher (loss.weights.c
 
 
 def seg_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, *, target_at_logit_res: bool = True, ignore_index: int = IGNORE,
-    pus: PretendedUnderfitting | None = None, weight: torch.Tensor | None = None, gce_q: float | None = None,
-) -> torch.Tensor:  # fmt: skip
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    target_at_logit_res: bool = True,
+    ignore_index: int = IGNORE,
+    pus: PretendedUnderfitting | None = None,
+    weight: torch.Tensor | None = None,
+    gce_q: float | None = None,
+) -> torch.Tensor:
     """Cross entropy of (B, C, h, w) logits against a (B, H, W) label map, ``ignore_index`` ignored.
 
     ``target_at_logit_res``: the labels are resized to the logits with nearest (pixel-centre)
@@ -140,7 +146,7 @@ class DeepLab(Method):
         return "configs/deeplab/synthetic_cpu.yaml", {
             "model.backbone_kwargs": "{channels: [8, 16, 16, 32], stem_width: 8}",
             "data.pseudo_dir": "{root}/SegmentationClass",
-        }  # fmt: skip
+        }
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__(cfg, classes)
@@ -152,9 +158,14 @@ class DeepLab(Method):
             self._heads: list[nn.Module] = [self.net.classifier]
         elif o.arch == "v3plus":
             self.net = DeepLabV3Plus(
-                m.backbone, num_classes, pretrained=m.pretrained, output_stride=m.output_stride, rates=o.rates,
-                dim=o.v3_dim, **m.backbone_kwargs,
-            )  # fmt: skip
+                m.backbone,
+                num_classes,
+                pretrained=m.pretrained,
+                output_stride=m.output_stride,
+                rates=o.rates,
+                dim=o.v3_dim,
+                **m.backbone_kwargs,
+            )
             self._backbone = self.net.net
             self._heads = [*self.net.head_modules(), self.net.classifier]
         else:
@@ -205,8 +216,12 @@ class DeepLab(Method):
         o, d = self.options, self.cfg.data
         if not self.consistency:
             if o.consistency_splits:
-                warnings.warn(ConfigWarning("options.consistency_splits is set but loss.weights.consistency is not:"
-                                            " no consistency term"), stacklevel=2)  # fmt: skip
+                warnings.warn(
+                    ConfigWarning(
+                        "options.consistency_splits is set but loss.weights.consistency is not: no consistency term"
+                    ),
+                    stacklevel=2,
+                )
             return None
         weak = TrainAugment(d.crop_size, scale_range=d.scale_range, hflip=d.hflip)  # the geometry of the crops only
         return DeepLabViews(d.root, o.consistency_splits, weak)
@@ -249,8 +264,12 @@ class DeepLab(Method):
             outs += pyramid + [torch.stack([logits, *up]).max(dim=0).values]
         at_logits, weight = self.options.target_at_logit_res, batch.get("target_weight")
         gce_q = self.options.gce_q if self.options.seg_loss == "gce" else None
-        terms = {"seg": sum(seg_cross_entropy(o, target, target_at_logit_res=at_logits, pus=self.pus, weight=weight,
-                                              gce_q=gce_q) for o in outs)}  # fmt: skip
+        terms = {
+            "seg": sum(
+                seg_cross_entropy(o, target, target_at_logit_res=at_logits, pus=self.pus, weight=weight, gce_q=gce_q)
+                for o in outs
+            )
+        }
         if unlabelled:
             terms[CONSISTENCY] = self.consistency_loss(strong_logits, batch[WEAK], batch[BOX])
         return terms
@@ -259,9 +278,3 @@ class DeepLab(Method):
         if self.options.ema_predict and self.teacher is not None:
             return self.teacher(images)
         return self.net(images)
-
-    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise RuntimeError(
-            "deeplab is a segmentation network trained on pseudo labels: it has no CAMs "
-            "(use `wsss predict`, or `wsss cam` on the run that made the pseudo labels)"
-        )

@@ -10,8 +10,9 @@ import torch
 PUS_MODES = ("clamp", "pow", "ignore")
 
 
-def pretended_underfitting(pixel_loss: torch.Tensor, labelled: torch.Tensor, mode: str, beta: float,
-                           k: float) -> torch.Tensor:  # fmt: skip
+def pretended_underfitting(
+    pixel_loss: torch.Tensor, labelled: torch.Tensor, mode: str, beta: float, k: float
+) -> torch.Tensor:
     """PMM's pretended under-fitting strategy (Li et al., "Pseudo-mask Matters in Weakly-supervised Semantic
     Segmentation", ICCV 2021; its official mmseg ``cross_entropy``): once the network fits its labels on average, the
     pixels it still contradicts most, a label's likely errors, stop pulling it.

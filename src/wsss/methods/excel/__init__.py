@@ -151,8 +151,11 @@ def read_descriptors(path: str | Path, class_names: Sequence[str]) -> dict[str, 
         raise ConfigError(f"{p}: no descriptions for {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
     extra = [c for c in data if c not in class_names]
     if extra:
-        warnings.warn(f"{p}: descriptions of classes not in the dataset ({', '.join(extra[:5])}) join the bank",
-                      ConfigWarning, stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"{p}: descriptions of classes not in the dataset ({', '.join(extra[:5])}) join the bank",
+            ConfigWarning,
+            stacklevel=2,
+        )
     return {k: list(v) for k, v in data.items()}
 
 
@@ -187,22 +190,33 @@ class Excel(Method):
     @classmethod
     def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
         """A random 3-block CLIP of width 64 (no weight file: ``model.pretrained`` null) on a 2x2 token grid."""
-        arch = ("{embed_dim: 16, image_size: 32, patch_size: 16, vision_width: 64, vision_layers: 3, "
-                "context_length: 77, vocab_size: 49408, text_width: 64, text_heads: 1, text_layers: 1}")  # fmt: skip
+        arch = (
+            "{embed_dim: 16, image_size: 32, patch_size: 16, vision_width: 64, vision_layers: 3, "
+            "context_length: 77, vocab_size: 49408, text_width: 64, text_heads: 1, text_layers: 1}"
+        )
         descriptors = Path(__file__).resolve().parents[4] / "configs/excel/descriptors_synthetic.json"
         return "configs/excel/synthetic_cpu.yaml", {
-            "options.arch": arch, "options.descriptors": str(descriptors), "options.input_size": 32,
-            "options.embedding_dim": 16, "options.decoder_heads": 2, "options.n_clusters": 4,
-            "options.surgery_blocks": 2, "options.attn_layers": 2, "options.radius": 1, "options.lvc_start": 1,
-        }  # fmt: skip
+            "options.arch": arch,
+            "options.descriptors": str(descriptors),
+            "options.input_size": 32,
+            "options.embedding_dim": 16,
+            "options.decoder_heads": 2,
+            "options.n_clusters": 4,
+            "options.surgery_blocks": 2,
+            "options.attn_layers": 2,
+            "options.radius": 1,
+            "options.lvc_start": 1,
+        }
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__(cfg, classes)
         o = self.options
         clip_file = read_clip_weights(self.options, cfg.model.pretrained) if cfg.model.pretrained else None
         if not o.arch:
-            raise ConfigError("excel: options.arch is empty; give model.pretrained=CLIPFILE (train) or make the "
-                              "run with `wsss import excel CLIPFILE ...`")  # fmt: skip
+            raise ConfigError(
+                "excel: options.arch is empty; give model.pretrained=CLIPFILE (train) or make the "
+                "run with `wsss import excel CLIPFILE ...`"
+            )
         if not o.prompts:  # the class names (synonyms applied) are the prompts
             o.prompts = prompts_for(self.class_names, o.synonyms or {})
         self._check_options()
@@ -213,13 +227,19 @@ class Excel(Method):
         for p in self.clip.parameters():  # frozen (Q23: the official encoder gets no gradient either)
             p.requires_grad_(False)
         self.quirks = ExcelModelQuirks(
-            inplace_alias=o.quirk_inplace_alias, heads_summed=o.quirk_heads_summed,
-            token_axis_norm=o.quirk_token_axis_norm, cls_in_minmax=o.quirk_cls_in_minmax,
-        )  # fmt: skip
+            inplace_alias=o.quirk_inplace_alias,
+            heads_summed=o.quirk_heads_summed,
+            token_axis_norm=o.quirk_token_axis_norm,
+            cls_in_minmax=o.quirk_cls_in_minmax,
+        )
         self.decoder = ExcelDecoder(
-            in_channels=arch.vision_width, embedding_dim=o.embedding_dim, num_layers=arch.vision_layers,
-            num_classes=self.num_classes, decoder_layers=o.decoder_layers, decoder_heads=o.decoder_heads,
-        )  # fmt: skip
+            in_channels=arch.vision_width,
+            embedding_dim=o.embedding_dim,
+            num_layers=arch.vision_layers,
+            num_classes=self.num_classes,
+            decoder_layers=o.decoder_layers,
+            decoder_heads=o.decoder_heads,
+        )
         # the TSE bank (E, K), computed once per run (build_bank) and kept in its weights (Q12)
         self.register_buffer("attr_bank", torch.zeros(arch.embed_dim, o.n_clusters))
         self.register_buffer("bank_ready", torch.zeros((), dtype=torch.bool))
@@ -237,8 +257,9 @@ class Excel(Method):
         if not o.templates or not o.background:
             raise ConfigError("excel: options.templates and options.background must not be empty")
         if not o.descriptors and not o.bank:
-            raise ConfigError("excel: options.descriptors must name a JSON file of class descriptions "
-                              "(docs/methods/excel.md)")  # fmt: skip
+            raise ConfigError(
+                "excel: options.descriptors must name a JSON file of class descriptions (docs/methods/excel.md)"
+            )
         if o.input_size % 16 and o.input_size % int(o.arch.get("patch_size", 16)):
             raise ConfigError(f"excel: options.input_size {o.input_size} is not a multiple of the patch size")
 
@@ -255,8 +276,10 @@ class Excel(Method):
                 raise ConfigError(f"{o.descriptors}: {len(emb)} descriptions for options.n_clusters={o.n_clusters}")
             bank = kmeans_bank(emb, o.n_clusters, seed=o.kmeans_seed)
         if tuple(bank.shape) != tuple(self.attr_bank.shape):
-            raise ConfigError(f"{o.bank or o.descriptors}: an attribute bank of shape {tuple(bank.shape)}, this CLIP "
-                              f"and options.n_clusters need {tuple(self.attr_bank.shape)}")  # fmt: skip
+            raise ConfigError(
+                f"{o.bank or o.descriptors}: an attribute bank of shape {tuple(bank.shape)}, this CLIP "
+                f"and options.n_clusters need {tuple(self.attr_bank.shape)}"
+            )
         self.attr_bank.copy_(bank.to(self.attr_bank))
         self.bank_ready.fill_(True)
         self._text = None
@@ -273,8 +296,12 @@ class Excel(Method):
 
             o = self.options
             with torch.no_grad():
-                text = torch.cat([text_features(self.clip, o.prompts, o.templates),
-                                  text_features(self.clip, o.background, o.templates)])  # fmt: skip
+                text = torch.cat(
+                    [
+                        text_features(self.clip, o.prompts, o.templates),
+                        text_features(self.clip, o.background, o.templates),
+                    ]
+                )
                 self._text = enrich_text(text, self.attr_bank, self.num_classes - 1, keep_ratio=o.keep_ratio)
         return self._text
 
@@ -316,10 +343,14 @@ class Excel(Method):
             enc = self.encode(x, ex_feats=fts)
             seg_attn = attn_pred[0]
         return refine_with_attention(
-            enc["maps"][0][:, torch.as_tensor(classes)], enc["attn"][:, 0], self.grid(x),
-            box_threshold=self.options.box_threshold, layers=self.options.attn_layers, seg_attn=seg_attn,
+            enc["maps"][0][:, torch.as_tensor(classes)],
+            enc["attn"][:, 0],
+            self.grid(x),
+            box_threshold=self.options.box_threshold,
+            layers=self.options.attn_layers,
+            seg_attn=seg_attn,
             box_edge_loss=self.options.quirk_box_edge_loss,
-        )  # fmt: skip
+        )
 
     @property
     def trained_decoder(self) -> bool:
@@ -372,9 +403,6 @@ class Excel(Method):
         seg, _, _ = self.decoder(self.encode(x)["all_feats"], self.grid(x))
         return seg
 
-    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise UsageError("excel makes its maps per image from the labels (wsss cam), not from a batch of tensors")
-
     # -- training ---------------------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Only the decoder learns (official group 3, lr x10): the CLIP is frozen."""
@@ -387,8 +415,11 @@ class Excel(Method):
     def on_train_start(self, ctx: Any) -> None:
         """A fresh run computes its attribute bank here (a resumed one has it from its checkpoint)."""
         if ctx.step == 0 and not self.options.weights:  # resumed: the CLIP of its checkpoint
-            warnings.warn("excel: no CLIP weights (model.pretrained is null): training on a random CLIP",
-                          ConfigWarning, stacklevel=2)  # fmt: skip
+            warnings.warn(
+                "excel: no CLIP weights (model.pretrained is null): training on a random CLIP",
+                ConfigWarning,
+                stacklevel=2,
+            )
         if not bool(self.bank_ready):
             self.build_bank()
 
@@ -421,17 +452,29 @@ class Excel(Method):
         return terms
 
     @torch.no_grad()
-    def _online_labels(self, images: torch.Tensor, labels: torch.Tensor, maps: torch.Tensor, attn: torch.Tensor,
-                       seg_attn: torch.Tensor | None, grid: tuple[int, int]) -> torch.Tensor:  # fmt: skip
+    def _online_labels(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        maps: torch.Tensor,
+        attn: torch.Tensor,
+        seg_attn: torch.Tensor | None,
+        grid: tuple[int, int],
+    ) -> torch.Tensor:
         o = self.options
         guide = denormalize_image(images, truncate_uint8=o.quirk_truncating_denorm)
         out = []
         for i in range(images.shape[0]):
             classes = torch.nonzero(labels[i] > 0.5).flatten()
             refined = refine_with_attention(
-                maps[i][:, classes], attn[:, i], grid, box_threshold=o.box_threshold, layers=o.attn_layers,
-                seg_attn=None if seg_attn is None else seg_attn[i], box_edge_loss=o.quirk_box_edge_loss,
-            )  # fmt: skip
+                maps[i][:, classes],
+                attn[:, i],
+                grid,
+                box_threshold=o.box_threshold,
+                layers=o.attn_layers,
+                seg_attn=None if seg_attn is None else seg_attn[i],
+                box_edge_loss=o.quirk_box_edge_loss,
+            )
             out.append(labels_from_refined(refined, classes, guide[i], tuple(images.shape[-2:]), self.par))
         return torch.stack(out).to(images.device).long()
 
@@ -459,8 +502,12 @@ def build_from_clip_file(path: Path, cfg: Config, class_names: list[str]) -> tup
     return model, {}
 
 
-register_import(ImportLayout(
-    "excel", "excel", build_from_clip_file,
-    summary="excel: a CLIP ViT weight file or folder (OpenAI, open_clip, Hugging Face); training-free route",
-    next_step="ExCEL training-free (next: wsss cam {out} --split SPLIT, then wsss pseudo {out} --refine excel)",
-))  # fmt: skip
+register_import(
+    ImportLayout(
+        "excel",
+        "excel",
+        build_from_clip_file,
+        summary="excel: a CLIP ViT weight file or folder (OpenAI, open_clip, Hugging Face); training-free route",
+        next_step="ExCEL training-free (next: wsss cam {out} --split SPLIT, then wsss pseudo {out} --refine excel)",
+    )
+)

@@ -27,9 +27,15 @@ from wsss.cam.par import PAR
 
 
 def refine_with_attention(
-    attr_maps: torch.Tensor, attn: torch.Tensor, grid: tuple[int, int], *, box_threshold: float = 0.79,
-    layers: int = 6, seg_attn: torch.Tensor | None = None, box_edge_loss: bool = True,
-) -> torch.Tensor:  # fmt: skip
+    attr_maps: torch.Tensor,
+    attn: torch.Tensor,
+    grid: tuple[int, int],
+    *,
+    box_threshold: float = 0.79,
+    layers: int = 6,
+    seg_attn: torch.Tensor | None = None,
+    box_edge_loss: bool = True,
+) -> torch.Tensor:
     """``refine_cams_with_aff`` (docs/methods/excel.md#refinement): the maps (N, k) of the labelled classes of one
     image, refined by its attention (L, 1+N, 1+N) -> (k, h, w) float32: per class, the boxes of its map at
     ``box_threshold`` of its maximum (every contour; ``box_edge_loss``: a box at the right / bottom edge loses its

@@ -57,23 +57,30 @@ def _surgery_attention(
     q, k, v = qkv.reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
     scale = (c // heads) ** -0.5
     attn_ori = (q @ k.transpose(-2, -1) * scale).softmax(dim=-1)
-    attn = ((q @ q.transpose(-2, -1) * scale).softmax(dim=-1) + (k @ k.transpose(-2, -1) * scale).softmax(dim=-1)
-            + (v @ v.transpose(-2, -1) * scale).softmax(dim=-1)) / 3  # fmt: skip
+    attn = (
+        (q @ q.transpose(-2, -1) * scale).softmax(dim=-1)
+        + (k @ k.transpose(-2, -1) * scale).softmax(dim=-1)
+        + (v @ v.transpose(-2, -1) * scale).softmax(dim=-1)
+    ) / 3
     if ex_attn is not None:  # LVC: added to every head's patch-to-patch attention
         attn[:, :, 1:, 1:] += ex_attn.unsqueeze(1).to(attn.dtype)
     reduce = torch.sum if quirks.heads_summed else torch.mean
     attn = reduce(attn, dim=1, keepdim=True)  # one map applied to every head's values (Q7)
     out = F.linear((attn @ v).transpose(1, 2).reshape(b, n, c), attn_mod.out_proj.weight, attn_mod.out_proj.bias)
-    out_ori = F.linear((attn_ori @ v).transpose(1, 2).reshape(b, n, c), attn_mod.out_proj.weight,
-                       attn_mod.out_proj.bias)  # fmt: skip
+    out_ori = F.linear(
+        (attn_ori @ v).transpose(1, 2).reshape(b, n, c), attn_mod.out_proj.weight, attn_mod.out_proj.bias
+    )
     return out, out_ori, reduce(attn_ori, dim=1)
 
 
 @torch.no_grad()
 def surgery_forward(
-    clip: nn.Module, images: torch.Tensor, quirks: ExcelModelQuirks, surgery_blocks: int = 5,
+    clip: nn.Module,
+    images: torch.Tensor,
+    quirks: ExcelModelQuirks,
+    surgery_blocks: int = 5,
     ex_feats: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ExCEL's ``generate_clip_fts`` (docs/methods/excel.md#svc): (image features (B, 1+N, E), attention
     (L, B, 1+N, 1+N), every block's tokens (L, B, 1+N, D)) of square ``images`` (B, 3, S, S), normalised for CLIP.
 
@@ -184,8 +191,15 @@ def enrich_text(text: torch.Tensor, bank: torch.Tensor, n_fg: int, keep_ratio: f
 class ExcelDecoder(nn.Module):
     """ExCEL's trainable part: ``fuse`` (SegFormerHead over all blocks) and ``head`` (DecoderTransformer)."""
 
-    def __init__(self, in_channels: int, embedding_dim: int, num_layers: int, num_classes: int,
-                 decoder_layers: int = 3, decoder_heads: int = 8):  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int,
+        embedding_dim: int,
+        num_layers: int,
+        num_classes: int,
+        decoder_layers: int = 3,
+        decoder_heads: int = 8,
+    ):
         super().__init__()
         self.fuse = BlockFusion(in_channels, embedding_dim, num_layers)
         self.head = DecoderTransformer(embedding_dim, decoder_layers, decoder_heads, num_classes)

@@ -179,8 +179,7 @@ def _short_number(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:.2f}".rstrip("0").rstrip(".")
 
 
-def check_lr_decay(steps: Sequence[float], step_epochs: Sequence[int], epochs: float, decay: float,
-                   lr: float) -> None:  # fmt: skip
+def check_lr_decay(steps: Sequence[float], step_epochs: Sequence[int], epochs: float, decay: float, lr: float) -> None:
     """A ConfigError naming ``options.lr_decay_epochs`` when the last lr step of a training of ``epochs`` epochs
     falls before half of it: the fraction form's last fraction below 0.5, or the last step epoch reached below
     ``epochs / 2`` (steps past the end are never reached). The case it stops: ``train.epochs=24`` on a preset whose
@@ -306,9 +305,16 @@ class AttentionStore:
         return self.maps.get(id)
 
     def update(
-        self, id: str, cls: int, value: np.ndarray, covered: np.ndarray, prob: float, *, last_epoch: bool,
+        self,
+        id: str,
+        cls: int,
+        value: np.ndarray,
+        covered: np.ndarray,
+        prob: float,
+        *,
+        last_epoch: bool,
         min_prob: float = 0.1,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """The official write rule (rca.md#attention) for one map already quantised to 0..255 on the grid."""
         entry = self.maps.setdefault(id, {})
         value = np.asarray(value, dtype=np.uint8)
@@ -345,9 +351,14 @@ def quantise_attention(maps: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def memory_embeddings(
-    feats: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, *, threshold: float,
+    feats: torch.Tensor,
+    masks: torch.Tensor,
+    labels: torch.Tensor,
+    probs: torch.Tensor,
+    *,
+    threshold: float,
     leak: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Region embeddings to write (rca.md#memory-bank): (emb (B, K, D), write (B, K) bool).
 
     ``write``: ground-truth classes with probability > ``threshold``. With ``leak`` (official quirk),
@@ -438,7 +449,7 @@ class RCA(Method):
             "options.num_centroids": 2,
             "options.kmeans_n_init": 1,
             "options.lr_decay_epochs": "[1]",
-        }  # fmt: skip
+        }
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__(cfg, classes)
@@ -593,9 +604,12 @@ class RCA(Method):
             pairs = batch.get("mixup_pairs")  # injected draws (a replay), else drawn here
             if pairs is None:
                 pairs = draw_mixup_pairs(
-                    labels, o.mixup_alpha, self_partner=o.quirk_mixup_self_partner, mixup=o.mixup,
+                    labels,
+                    o.mixup_alpha,
+                    self_partner=o.quirk_mixup_self_partner,
+                    mixup=o.mixup,
                     rng=self._step_rng(step),
-                )  # fmt: skip
+                )
             loss = region_contrast_loss(
                 region_embeddings(emb, masks), self.queue, pairs, temperature=o.temperature, reduce="mean"
             )
@@ -687,8 +701,11 @@ def refine_rca(job: RefineJob, ids: Sequence[str], *, saliency: str | Path | Non
 
 
 # `wsss import rca`: the centroid refresh epoch and the accumulated attention (by image id) are ours
-register_import(ImportLayout(
-    "rca", "rca",
-    key_mapped(rca_state_from_official, "coarse_head.6.weight", ("centroid_epoch", "_extra_state"), official="RCA"),
-    summary="rca: RCA's official checkpoint (per-class heads and memory stacked)",
-))  # fmt: skip
+register_import(
+    ImportLayout(
+        "rca",
+        "rca",
+        key_mapped(rca_state_from_official, "coarse_head.6.weight", ("centroid_epoch", "_extra_state"), official="RCA"),
+        summary="rca: RCA's official checkpoint (per-class heads and memory stacked)",
+    )
+)

@@ -50,7 +50,11 @@ def rca_state_from_official(state: Mapping[str, torch.Tensor]) -> tuple[dict[str
         out[f"class_heads.net.{layer}.{leaf}"] = torch.cat([by_class[i] for i in range(len(by_class))], dim=0)
     for name, by_class in per_class.items():
         if by_class:
-            stacked = torch.stack([by_class[c].reshape(by_class[c].shape[-2:] if name != "queue_ptr" else ())
-                                   for c in range(len(by_class))])  # fmt: skip
+            stacked = torch.stack(
+                [
+                    by_class[c].reshape(by_class[c].shape[-2:] if name != "queue_ptr" else ())
+                    for c in range(len(by_class))
+                ]
+            )
             out[name] = stacked.long() if name == "queue_ptr" else stacked
     return out, dropped

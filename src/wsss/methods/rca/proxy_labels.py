@@ -68,9 +68,14 @@ class ProxyParams:
             return cls()
         o = options
         return cls(
-            o.proxy_alpha, o.proxy_conflict, o.proxy_att_thre, o.proxy_bg_thre, o.proxy_min_fg, o.proxy_cam_bg_thre,
+            o.proxy_alpha,
+            o.proxy_conflict,
+            o.proxy_att_thre,
+            o.proxy_bg_thre,
+            o.proxy_min_fg,
+            o.proxy_cam_bg_thre,
             crf_bgr=bool(getattr(o, "quirk_proxy_crf_bgr", False)),
-        )  # fmt: skip
+        )
 
 
 def minmax01(att: np.ndarray) -> np.ndarray:

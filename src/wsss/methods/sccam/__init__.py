@@ -208,7 +208,7 @@ class SCCAM(Method):
             "model.backbone_kwargs": "{patch_size: 8, depth: 2, embed_dim: 32, num_heads: 2, img_size: 64}",
             "options.rounds": 0,
             "options.snapshot_epochs": "[]",
-        }  # fmt: skip
+        }
 
     @staticmethod
     def train_driver(cfg: Config, engine: EngineAPI, progress: bool = True) -> dict[str, Any]:
@@ -240,8 +240,10 @@ class SCCAM(Method):
             raise DataError(f"{path}: round {self.round} needs its sub-category labels (written by the round driver)")
         labels = SubcategoryLabels.load(path)
         if labels.k != self.k or labels.assign.shape[1] != self.num_classes - 1:
-            raise DataError(f"{path}: labels for K={labels.k}, {labels.assign.shape[1]} classes; the model has "
-                            f"K={self.k}, {self.num_classes - 1}")  # fmt: skip
+            raise DataError(
+                f"{path}: labels for K={labels.k}, {labels.assign.shape[1]} classes; the model has "
+                f"K={self.k}, {self.num_classes - 1}"
+            )
         missing = set(ctx.train_set.ids) - set(labels.ids)
         if missing:
             raise DataError(f"{path}: no sub-category label for {len(missing)} training ids (e.g. {min(missing)})")
@@ -369,11 +371,13 @@ def _write_subcategory_labels(
     ``r - 1``'s image features."""
     opts: SCCAMOptions = from_dict(SCCAMOptions, cfg.options, "options")
     prev = load_round_model(cfg, engine, r - 1)
-    ids, feats, parents = extract_features(prev.image_features, train_set, next(prev.parameters()).device,
-                                           progress=progress, max_side=cfg.infer.max_side)  # fmt: skip
+    ids, feats, parents = extract_features(
+        prev.image_features, train_set, next(prev.parameters()).device, progress=progress, max_side=cfg.infer.max_side
+    )
     del prev
-    labels = build_subcategory_labels(ids, feats, parents, opts.num_subcategories, cfg.run.seed,
-                                      n_init=opts.kmeans_n_init, progress=progress)  # fmt: skip
+    labels = build_subcategory_labels(
+        ids, feats, parents, opts.num_subcategories, cfg.run.seed, n_init=opts.kmeans_n_init, progress=progress
+    )
     labels.save(rdir / LABELS_FILE)
 
 
@@ -440,8 +444,13 @@ def train_rounds(cfg: Config, engine: EngineAPI, progress: bool = True) -> dict[
 
 # `wsss import sccam`: a round's classifier, or PSA's round-0 res38_cls.pth; BatchNorm counters are absent from
 # converted / older files
-register_import(ImportLayout(
-    "sccam", "sccam",
-    key_mapped(sccam_state_from_official, "classifier.conv.weight", (r".*\.num_batches_tracked",), official="SC-CAM"),
-    summary="sccam: SC-CAM's official classifier (a round's, or PSA's res38_cls.pth with options.round=0)",
-))  # fmt: skip
+register_import(
+    ImportLayout(
+        "sccam",
+        "sccam",
+        key_mapped(
+            sccam_state_from_official, "classifier.conv.weight", (r".*\.num_batches_tracked",), official="SC-CAM"
+        ),
+        summary="sccam: SC-CAM's official classifier (a round's, or PSA's res38_cls.pth with options.round=0)",
+    )
+)

@@ -44,8 +44,9 @@ class SubcategoryLabels:
 
     def save(self, path: str | Path) -> None:
         """Atomically, as an .npz of plain arrays (ids, parents, assign, k): no pickle."""
-        save_npz(path, ids=np.asarray(self.ids, dtype=str), parents=self.parents, assign=self.assign,
-                 k=np.asarray(self.k))  # fmt: skip
+        save_npz(
+            path, ids=np.asarray(self.ids, dtype=str), parents=self.parents, assign=self.assign, k=np.asarray(self.k)
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> SubcategoryLabels:
@@ -53,8 +54,12 @@ class SubcategoryLabels:
         path = Path(path)
         d = read_npz(path, ("ids", "parents", "assign", "k"), "sub-category label file")
         try:
-            return cls([str(i) for i in d["ids"]], np.asarray(d["parents"], np.float32),
-                       np.asarray(d["assign"], np.int64), int(d["k"]))  # fmt: skip
+            return cls(
+                [str(i) for i in d["ids"]],
+                np.asarray(d["parents"], np.float32),
+                np.asarray(d["assign"], np.int64),
+                int(d["k"]),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{path}: cannot read sub-category labels ({type(e).__name__}: {e})") from e
 

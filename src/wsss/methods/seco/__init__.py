@@ -140,7 +140,7 @@ class SeCo(Method):
             "options.queue_size": 32,
             "options.proj_hidden_dim": 16,
             "options.cam2mask": 1,
-        }  # fmt: skip
+        }
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__(cfg, classes)
@@ -189,12 +189,15 @@ class SeCo(Method):
     def on_train_start(self, ctx: TrainContext) -> None:
         lig_from = prototype_free_lig_steps(self.cfg.loss.weights, self.cfg.loss.start_iters, self.options)
         if lig_from is not None:
-            warnings.warn(ConfigWarning(
-                f"loss.start_iters.lig lets LIG run from step {lig_from[0]}, before options.update_prototype "
-                f"({lig_from[1]}): until then it contrasts against the random, unnormalised initial prototypes, "
-                "and its exp (no max subtraction, docs/methods/seco.md#lig) can overflow to inf as the queries align "
-                "with them; set loss.start_iters.lig >= options.update_prototype - 1"
-            ), stacklevel=2)  # fmt: skip
+            warnings.warn(
+                ConfigWarning(
+                    f"loss.start_iters.lig lets LIG run from step {lig_from[0]}, before options.update_prototype "
+                    f"({lig_from[1]}): until then it contrasts against the random, unnormalised initial prototypes, "
+                    "and its exp (no max subtraction, docs/methods/seco.md#lig) can overflow to inf as the queries "
+                    "align with them; set loss.start_iters.lig >= options.update_prototype - 1"
+                ),
+                stacklevel=2,
+            )
 
     def train_transform_views(self) -> SeCoViews:
         return SeCoViews(
@@ -251,9 +254,15 @@ class SeCo(Method):
             terms["seg"] = balanced_seg_loss(logits, pseudo)
             if "reg" in active:
                 terms["reg"] = energy_loss_from_logits(
-                    images, logits, pseudo, img_box, weight=o.reg_weight, sigma_rgb=o.reg_sigma_rgb,
-                    sigma_xy=o.reg_sigma_xy, scale_factor=o.reg_scale,
-                )  # fmt: skip
+                    images,
+                    logits,
+                    pseudo,
+                    img_box,
+                    weight=o.reg_weight,
+                    sigma_rgb=o.reg_sigma_rgb,
+                    sigma_xy=o.reg_sigma_xy,
+                    scale_factor=o.reg_scale,
+                )
         return terms
 
     # -- pieces ------------------------------------------------------------------------------------
@@ -277,16 +286,23 @@ class SeCo(Method):
         if top_left is None:
             top_left, _, _ = sample_patch_positions(roi, o.num_patches, o.patch_size, official_seed=o.quirk_patch_seed)
         flags = assign_tags(
-            roi, top_left, o.patch_size, threshold=o.tag_threshold,
+            roi,
+            top_left,
+            o.patch_size,
+            threshold=o.tag_threshold,
             no_class_global_tag=1.0 if o.quirk_no_class_global_tag else -1.0,
             area_weighted_by_class_id=o.quirk_area_weighted_by_class_id,
-        ).reshape(-1)  # fmt: skip
+        ).reshape(-1)
         return cam, cam_aux, top_left, flags
 
     def _contrast(
-        self, images: torch.Tensor, global_cls: torch.Tensor, top_left: torch.Tensor, keys: torch.Tensor,
+        self,
+        images: torch.Tensor,
+        global_cls: torch.Tensor,
+        top_left: torch.Tensor,
+        keys: torch.Tensor,
         flags: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:  # fmt: skip
+    ) -> dict[str, torch.Tensor]:
         """LIL and LIG (docs/methods/seco.md#lil, #lig): the student's queries of the global and local views against the
         reservoir, which already holds the current keys (enqueued before, as in the official code)."""
         o, b = self.options, images.shape[0]
@@ -294,10 +310,14 @@ class SeCo(Method):
         local_cls = self.backbone(q_patches).cls.view(o.num_patches, b, -1).transpose(0, 1)
         q = self.proj_head(torch.cat([global_cls, local_cls], dim=1).reshape(-1, global_cls.shape[-1]))
         lil, revised = lil_loss(
-            q, torch.cat([keys, self.queue]), flags, torch.cat([flags, self.queue_flags]),
-            temperature=o.temp_lil, base_temperature=o.base_temp_lil,
+            q,
+            torch.cat([keys, self.queue]),
+            flags,
+            torch.cat([flags, self.queue_flags]),
+            temperature=o.temp_lil,
+            base_temperature=o.base_temp_lil,
             normalise="official" if o.quirk_lil_normaliser else "supcon",
-        )  # fmt: skip
+        )
         lig = lig_loss(q, self.prototypes, revised, temperature=o.temp_lig, base_temperature=o.base_temp_lig)
         return {"lil": lil, "lig": lig}
 
@@ -306,9 +326,14 @@ class SeCo(Method):
         ``cam`` > high, -1 where low < ``cam`` <= high, 0 below, 255 outside the image box."""
         c = self.cfg.cam
         return cam_to_roi_mask(
-            cam, batch["labels"], img_box=batch["img_box"], ignore_mid=True,
-            bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre,
-        )  # fmt: skip
+            cam,
+            batch["labels"],
+            img_box=batch["img_box"],
+            ignore_mid=True,
+            bkg_thre=c.bkg_thre,
+            high_thre=c.high_thre,
+            low_thre=c.low_thre,
+        )
 
     def _ptc(self, final: torch.Tensor, cam_aux: torch.Tensor, labels: torch.Tensor, img_box: torch.Tensor):
         """PTC target from the aux-CAM at token resolution (docs/methods/seco.md#ptc)."""
@@ -363,7 +388,11 @@ class SeCo(Method):
 
 
 # `wsss import seco`: the released checkpoint (encoder and EMA copy, classifiers, ASPP, heads, queue, prototypes)
-register_import(ImportLayout(
-    "seco", "seco", key_mapped(seco_state_from_official, "classifier.conv.weight", official="SeCo"),
-    summary="seco: SeCo's official checkpoint",
-))  # fmt: skip
+register_import(
+    ImportLayout(
+        "seco",
+        "seco",
+        key_mapped(seco_state_from_official, "classifier.conv.weight", official="SeCo"),
+        summary="seco: SeCo's official checkpoint",
+    )
+)

@@ -360,8 +360,16 @@ def bilateral_filter(
     if method == "dense":
         return _dense_filter(image, values.detach(), sigma_rgb, sigma_xy).to(out_dtype)
     if method == "fast":
-        out = _lattice_filter(image, values, sigma_rgb, sigma_xy, scale=_FAST_SCALE, passes=_FAST_PASSES,
-                              rings=_FAST_RINGS, official=False)  # fmt: skip
+        out = _lattice_filter(
+            image,
+            values,
+            sigma_rgb,
+            sigma_xy,
+            scale=_FAST_SCALE,
+            passes=_FAST_PASSES,
+            rings=_FAST_RINGS,
+            official=False,
+        )
         return (out / _FAST_GAIN).to(out_dtype)
     if method == "permutohedral":
         out = _lattice_filter(image, values, sigma_rgb, sigma_xy, scale=1.0, passes=1, rings=0, official=True)

@@ -37,7 +37,7 @@ from wsss.cam.clip_refine import (
     with_background,
 )
 from wsss.core.config import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_NUMBER, SIDE, Config, setting
-from wsss.core.errors import ConfigError, ConfigWarning, UsageError, WeightLoadError
+from wsss.core.errors import ConfigError, ConfigWarning, WeightLoadError
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.losses import balanced_seg_loss
 from wsss.methods.clip_runs import VOC_BACKGROUND, clip_input, prompts_for, quick_gelu_of, read_clip_weights
@@ -124,13 +124,19 @@ class WeclipPlus(Method):
     def tiny_overrides(cls) -> tuple[str, dict[str, object]]:
         """A random 3-block CLIP of width 64 and a random 2-block DINOv2 of width 32 (no weight files) on 64-px
         crops (the contract test's 64 px: 4x4 grids)."""
-        arch = ("{embed_dim: 16, image_size: 32, patch_size: 16, vision_width: 64, vision_layers: 3, "
-                "context_length: 77, vocab_size: 49408, text_width: 64, text_heads: 1, text_layers: 1}")  # fmt: skip
+        arch = (
+            "{embed_dim: 16, image_size: 32, patch_size: 16, vision_width: 64, vision_layers: 3, "
+            "context_length: 77, vocab_size: 49408, text_width: 64, text_heads: 1, text_layers: 1}"
+        )
         dino = "{embed_dim: 32, depth: 2, num_heads: 2, patch_size: 14, pos_grid: 4}"
         return "configs/weclip_plus/synthetic_cpu.yaml", {
-            "options.arch": arch, "options.dino_arch": dino, "options.embedding_dim": 16,
-            "options.decoder_heads": 2, "options.attn_layers": 2, "options.radius": 1,
-        }  # fmt: skip
+            "options.arch": arch,
+            "options.dino_arch": dino,
+            "options.embedding_dim": 16,
+            "options.decoder_heads": 2,
+            "options.attn_layers": 2,
+            "options.radius": 1,
+        }
 
     def __init__(self, cfg: Config, classes: Sequence[str]):
         super().__init__(cfg, classes)
@@ -138,13 +144,16 @@ class WeclipPlus(Method):
         clip_file = read_clip_weights(self.options, cfg.model.pretrained) if cfg.model.pretrained else None
         dino_file = self._read_dino(o.dino_weights) if o.dino_weights else None
         if not o.arch or not o.dino_arch:
-            raise ConfigError("weclip_plus: options.arch / options.dino_arch are empty; give model.pretrained=CLIPFILE "
-                              "and options.dino_weights=DINOFILE")  # fmt: skip
+            raise ConfigError(
+                "weclip_plus: options.arch / options.dino_arch are empty; give model.pretrained=CLIPFILE "
+                "and options.dino_weights=DINOFILE"
+            )
         if not o.prompts:
             o.prompts = prompts_for(self.class_names, o.synonyms or {})
         if len(o.prompts) != self.num_classes - 1:
-            raise ConfigError(f"weclip_plus: options.prompts has {len(o.prompts)} entries for "
-                              f"{self.num_classes - 1} classes")  # fmt: skip
+            raise ConfigError(
+                f"weclip_plus: options.prompts has {len(o.prompts)} entries for {self.num_classes - 1} classes"
+            )
         if not o.templates or not o.background:
             raise ConfigError("weclip_plus: options.templates and options.background must not be empty")
         arch = ClipArch(**o.arch)
@@ -157,9 +166,14 @@ class WeclipPlus(Method):
         for p in [*self.clip.parameters(), *self.dino.parameters()]:  # frozen (the official freezes all it trains)
             p.requires_grad_(False)
         self.decoder = WeclipPlusHead(
-            arch.vision_width, self.dino.arch.embed_dim, o.embedding_dim, self.num_classes,
-            decoder_layers=o.decoder_layers, decoder_heads=o.decoder_heads, out_proj_fp16=o.quirk_fp16,
-        )  # fmt: skip
+            arch.vision_width,
+            self.dino.arch.embed_dim,
+            o.embedding_dim,
+            self.num_classes,
+            decoder_layers=o.decoder_layers,
+            decoder_heads=o.decoder_heads,
+            out_proj_fp16=o.quirk_fp16,
+        )
         self.register_buffer("decoder_steps", torch.zeros((), dtype=torch.long))
         self.par = PAR(dilations=cfg.cam.par.dilations, num_iter=cfg.cam.par.num_iter)
         self._text: torch.Tensor | None = None
@@ -182,8 +196,12 @@ class WeclipPlus(Method):
 
             o, fp16 = self.options, self.options.quirk_fp16
             with torch.no_grad():
-                self._text = torch.cat([text_features(self.clip, o.prompts, o.templates, fp16),
-                                        text_features(self.clip, o.background, o.templates, fp16)])  # fmt: skip
+                self._text = torch.cat(
+                    [
+                        text_features(self.clip, o.prompts, o.templates, fp16),
+                        text_features(self.clip, o.background, o.templates, fp16),
+                    ]
+                )
         return self._text
 
     def clip_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -200,9 +218,14 @@ class WeclipPlus(Method):
         return cf, self.decoder(cf.decoder_input(), dm)
 
     def scaled_cams(
-        self, images: torch.Tensor, cf: Any, head: HeadOutput, i: int, classes: torch.Tensor,
+        self,
+        images: torch.Tensor,
+        cf: Any,
+        head: HeadOutput,
+        i: int,
+        classes: torch.Tensor,
         size: tuple[int, int] | None = None,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         """The refined CAMs (k, H, W) in [0, 1] of image ``i`` for its 0-based foreground ``classes``, each min-max
         scaled and resized to ``size`` (default the input's; ``generate_cam_label``)."""
         o = self.options
@@ -213,17 +236,31 @@ class WeclipPlus(Method):
         n_fg = self.num_classes - 1
         img_text = torch.cat([text[:n_fg][classes.to(text.device)], text[n_fg:]])
         ic = refined_cams(
-            self.clip, cf.cam_tokens(o.quirk_cam_skips_block)[i : i + 1], img_text, len(classes), cf.grid,
-            torch.stack(cf.attn)[:, i], head.attn_pred[i].detach(), head.seg_prob()[i], classes,
-            layers=o.attn_layers, box_threshold=o.box_threshold, box_masked=not o.quirk_box_mask_dropped,
+            self.clip,
+            cf.cam_tokens(o.quirk_cam_skips_block)[i : i + 1],
+            img_text,
+            len(classes),
+            cf.grid,
+            torch.stack(cf.attn)[:, i],
+            head.attn_pred[i].detach(),
+            head.seg_prob()[i],
+            classes,
+            layers=o.attn_layers,
+            box_threshold=o.box_threshold,
+            box_masked=not o.quirk_box_mask_dropped,
             out_proj_fp16=o.quirk_fp16,
-        )  # fmt: skip
+        )
         return scaled_maps(ic.refined.float(), size).to(images.device)
 
     def pseudo_scores(
-        self, images: torch.Tensor, cf: Any, head: HeadOutput, i: int, classes: torch.Tensor,
+        self,
+        images: torch.Tensor,
+        cf: Any,
+        head: HeadOutput,
+        i: int,
+        classes: torch.Tensor,
         size: tuple[int, int] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(PAR-refined scores (1 + k, H, W), their dataset ids (1 + k,)) of image ``i``: :meth:`scaled_cams`,
         background ``(1 - max)^bg_power``, PAR on the normalised input (Q9) or the image in [0, 1]."""
         o = self.options
@@ -277,9 +314,6 @@ class WeclipPlus(Method):
         """``0.5 (seg_clip + seg_dino)`` (B, C, h, w) at the CLIP grid; the caller upsamples."""
         return self.network(images)[1].seg()
 
-    def cam_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise UsageError("weclip_plus makes its maps per image from the labels (wsss cam), not from a batch")
-
     # -- training ---------------------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Only the heads learn (the official group 3, lr x 10)."""
@@ -287,13 +321,16 @@ class WeclipPlus(Method):
 
     def built_options(self) -> dict[str, Any]:
         o = self.options
-        return {"arch": dict(o.arch), "dino_arch": dict(o.dino_arch),
-                "quick_gelu": quick_gelu_of(o)}  # fmt: skip
+        return {"arch": dict(o.arch), "dino_arch": dict(o.dino_arch), "quick_gelu": quick_gelu_of(o)}
 
     def on_train_start(self, ctx: Any) -> None:
         if ctx.step == 0 and (not self.options.weights or not self.options.dino_weights):  # resumed: its checkpoint's
-            warnings.warn("weclip_plus: no CLIP or DINOv2 weights (model.pretrained / options.dino_weights): "
-                          "training on a random network", ConfigWarning, stacklevel=2)  # fmt: skip
+            warnings.warn(
+                "weclip_plus: no CLIP or DINOv2 weights (model.pretrained / options.dino_weights): "
+                "training on a random network",
+                ConfigWarning,
+                stacklevel=2,
+            )
 
     def train(self, mode: bool = True) -> WeclipPlus:
         super().train(mode)
@@ -374,8 +411,10 @@ def build_from_checkpoint(path: Path, cfg: Config, class_names: list[str]) -> tu
     clip_sd = {k.removeprefix("encoder."): v.float() for k, v in state.items() if k.startswith("encoder.")}
     dino_sd = {k.removeprefix("dino_encoder."): v.float() for k, v in state.items() if k.startswith("dino_encoder.")}
     if not heads or not clip_sd or not dino_sd:
-        raise WeightLoadError(f"{path}: not an official WeCLIP+ checkpoint (it needs encoder.*, dino_encoder.* and the "
-                              "heads decoder_fts_fuse.*, dino_decoder_fts_fuse.*, decoder.*)")  # fmt: skip
+        raise WeightLoadError(
+            f"{path}: not an official WeCLIP+ checkpoint (it needs encoder.*, dino_encoder.* and the "
+            "heads decoder_fts_fuse.*, dino_decoder_fts_fuse.*, decoder.*)"
+        )
     o = cfg.options
     try:
         arch = arch_of_state_dict(clip_sd, o.get("text_heads"))
@@ -383,8 +422,9 @@ def build_from_checkpoint(path: Path, cfg: Config, class_names: list[str]) -> tu
     except KeyError as e:
         raise WeightLoadError(f"{path}: {e.args[0]}") from None
     quick_gelu = True if o.get("quick_gelu") is None else bool(o["quick_gelu"])
-    cfg.options.update(arch=arch.as_dict(), dino_arch=dino_arch.as_dict(), quick_gelu=quick_gelu, weights=str(path),
-                       dino_weights="")  # fmt: skip
+    cfg.options.update(
+        arch=arch.as_dict(), dino_arch=dino_arch.as_dict(), quick_gelu=quick_gelu, weights=str(path), dino_weights=""
+    )
     cfg.model.pretrained = None
     model = build_method(cfg, class_names)
     cfg.options["prompts"] = list(model.options.prompts)
@@ -398,8 +438,12 @@ def build_from_checkpoint(path: Path, cfg: Config, class_names: list[str]) -> tu
     return model, {"dropped_official_keys": []}
 
 
-register_import(ImportLayout(
-    "weclip_plus", "weclip_plus", build_from_checkpoint,
-    summary="weclip_plus: an official WeCLIP+ checkpoint (wetr_iter_*.pth: CLIP, DINOv2 and the heads)",
-    next_step="WeCLIP+ imported (next: wsss predict {out} --split SPLIT)",
-))  # fmt: skip
+register_import(
+    ImportLayout(
+        "weclip_plus",
+        "weclip_plus",
+        build_from_checkpoint,
+        summary="weclip_plus: an official WeCLIP+ checkpoint (wetr_iter_*.pth: CLIP, DINOv2 and the heads)",
+        next_step="WeCLIP+ imported (next: wsss predict {out} --split SPLIT)",
+    )
+)

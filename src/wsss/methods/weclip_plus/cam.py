@@ -34,10 +34,21 @@ class ImageCams:
 
 
 def refined_cams(
-    clip: nn.Module, cam_tokens: torch.Tensor, text: torch.Tensor, n_labels: int, grid: tuple[int, int],
-    encoder_attn: torch.Tensor, seg_attn: torch.Tensor, seg_prob: torch.Tensor, classes: torch.Tensor, *,
-    layers: int = 6, box_threshold: float = 0.4, box_masked: bool = False, out_proj_fp16: bool = True,
-) -> ImageCams:  # fmt: skip
+    clip: nn.Module,
+    cam_tokens: torch.Tensor,
+    text: torch.Tensor,
+    n_labels: int,
+    grid: tuple[int, int],
+    encoder_attn: torch.Tensor,
+    seg_attn: torch.Tensor,
+    seg_prob: torch.Tensor,
+    classes: torch.Tensor,
+    *,
+    layers: int = 6,
+    box_threshold: float = 0.4,
+    box_masked: bool = False,
+    out_proj_fp16: bool = True,
+) -> ImageCams:
     """The refined CAMs of one image's ``n_labels`` classes (0-based foreground ``classes``).
 
     ``cam_tokens`` (1, 1 + hw, D): the tokens the last block reads; ``text`` (n_labels + n_bg, E): the labelled

@@ -88,8 +88,16 @@ class WeclipPlusHead(nn.Module):
     shared by the two branches. ``out_proj_fp16`` (Q1): the decoder's attention output projections in float16, as
     the official decoder's attention module (the CLIP one) computes them."""
 
-    def __init__(self, clip_width: int, dino_width: int, embedding_dim: int, num_classes: int,
-                 decoder_layers: int = 3, decoder_heads: int = 8, out_proj_fp16: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        clip_width: int,
+        dino_width: int,
+        embedding_dim: int,
+        num_classes: int,
+        decoder_layers: int = 3,
+        decoder_heads: int = 8,
+        out_proj_fp16: bool = True,
+    ):
         super().__init__()
         self.decoder_fts_fuse = BlockFusion(clip_width, embedding_dim, 1)
         self.dino_decoder_fts_fuse = BlockFusion(dino_width, embedding_dim, 1)
