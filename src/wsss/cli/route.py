@@ -86,6 +86,32 @@ def add_route(sub: Any) -> None:
         help="a DINOv2 ViT-S/14 file or folder (clip.options.dino_weights=FILE): with --clip, WeCLIP+ "
         "trained on the photos",
     )
+    add_route_choices(s)
+    s.add_argument(
+        "--images",
+        nargs="+",
+        default=None,
+        metavar="DIR_OR_FILE",
+        help="new photos (not a dataset): their masks into OUT/new_masks at the end",
+    )
+    s.add_argument(
+        "--plan",
+        action="store_true",
+        help="check every input, print the choices and the steps as "
+        "commands with an estimate of each one's time; run nothing",
+    )
+    add_overwrite(
+        s,
+        "make the route again with settings other than OUT/route.json's (the files wsss made in OUT "
+        "are replaced; nothing you gave, nor a file of yours there, is touched)",
+    )
+    add_quiet(s)
+    s.set_defaults(fn=cmd_route)
+
+
+def add_route_choices(s: Any) -> None:
+    """The route's choices a user may make instead of the route: the classifier, the stage, its folds, the CRF's
+    processes, self-training and abstaining labels."""
     s.add_argument(
         "--classifier",
         default="auto",
@@ -132,23 +158,3 @@ def add_route(sub: Any) -> None:
         help="labels that abstain: the stage learns only the pixels where PAR, the CAM's thresholds and "
         "the CRF agree (wsss pseudo --refine agree)",
     )
-    s.add_argument(
-        "--images",
-        nargs="+",
-        default=None,
-        metavar="DIR_OR_FILE",
-        help="new photos (not a dataset): their masks into OUT/new_masks at the end",
-    )
-    s.add_argument(
-        "--plan",
-        action="store_true",
-        help="check every input, print the choices and the steps as "
-        "commands with an estimate of each one's time; run nothing",
-    )
-    add_overwrite(
-        s,
-        "make the route again with settings other than OUT/route.json's (the files wsss made in OUT "
-        "are replaced; nothing you gave, nor a file of yours there, is touched)",
-    )
-    add_quiet(s)
-    s.set_defaults(fn=cmd_route)

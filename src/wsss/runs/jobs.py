@@ -431,12 +431,7 @@ def run_cam(
             saved = find_cam_file(out, id) if reseed and not overwrite else None
             reuse = saved is not None
             if all_classes and not reuse:
-                full = run.cam(image, labels, all_classes=True)
-                _, seed = cam_to_label(torch.from_numpy(full)[None], torch.from_numpy(labels)[None], bkg_thre=thre)
-                return [
-                    (save_cam, (out, id, full, labels)),
-                    (save_label_png, (per_id_path(seeds, id, ".png"), seed[0].numpy())),
-                ]
+                return _every_class_writes(run, out, seeds, id, image, labels, thre)
             writes: Writes = []
             if reuse:
                 classes, cam = load_labelled_cam(saved)
@@ -462,6 +457,15 @@ def run_cam(
             threads=run.cfg.run.threads,
         )
         return seeds
+
+
+def _every_class_writes(
+    run: Run, out: Path, seeds: Path, id: str, image: np.ndarray, labels: np.ndarray, thre: float
+) -> Writes:
+    """``wsss cam --all-classes``' writes of one photo: every class's map and its seed."""
+    full = run.cam(image, labels, all_classes=True)
+    _, seed = cam_to_label(torch.from_numpy(full)[None], torch.from_numpy(labels)[None], bkg_thre=thre)
+    return [(save_cam, (out, id, full, labels)), (save_label_png, (per_id_path(seeds, id, ".png"), seed[0].numpy()))]
 
 
 def labelled_seed(classes: np.ndarray, cam: np.ndarray, bkg_thre: float) -> np.ndarray:
