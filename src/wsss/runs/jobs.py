@@ -38,6 +38,7 @@ from wsss.core.distributed import rank
 from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, ResultWarning, UsageError
 from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
+from wsss.data.photos import PhotoFolder
 from wsss.data.transforms import prepare_image
 from wsss.methods import REFINERS, JobStop, PoolCall, refiner_options
 from wsss.runs import refiners  # noqa: F401 (registers the generic refiners)
@@ -186,7 +187,9 @@ class _Inputs(Dataset):
     ``prepare_image(image, size)`` on the CPU; a user error (an unreadable image) is returned, not
     raised, so that the id is reported as failed and the others go on."""
 
-    def __init__(self, ds: VOCDataset, ids: Sequence[str], size: int | None | bool, max_side: int | None) -> None:
+    def __init__(
+        self, ds: VOCDataset | PhotoFolder, ids: Sequence[str], size: int | None | bool, max_side: int | None
+    ) -> None:
         self.ds, self.ids, self.size, self.max_side = ds, list(ids), size, max_side  # max_side: infer.max_side
 
     def __len__(self) -> int:
@@ -206,7 +209,7 @@ class _Inputs(Dataset):
             return id, None, None, None, str(e)
 
 
-def _loaded(run: Run, ds: VOCDataset, ids: Sequence[str], size: int | None | bool) -> Iterable[tuple]:
+def _loaded(run: Run, ds: VOCDataset | PhotoFolder, ids: Sequence[str], size: int | None | bool) -> Iterable[tuple]:
     """The inputs of ``ids`` in order, decoded by ``data.num_workers`` loader processes ahead of use;
     pinned on CUDA, so that the copy to the device does not block (``Run._on_device``)."""
     inputs = _Inputs(ds, ids, size, run.cfg.infer.max_side)
@@ -266,7 +269,7 @@ class _Writer:
 
 def _pipeline(
     run: Run,
-    ds: VOCDataset,
+    ds: VOCDataset | PhotoFolder,
     ids: Sequence[str],
     compute: Callable[[str, np.ndarray, np.ndarray, Any], Any],
     *,
@@ -301,7 +304,8 @@ def _pipeline(
                 yield id, None, result
 
     try:
-        for id, result in pool.imap_calls(staged(), errors=USER_ERRORS):
+        for key, result in pool.imap_calls(staged(), errors=USER_ERRORS):
+            id = str(key)  # the ids staged() gave
             if isinstance(result, BaseException):
                 yield id, str(result)
                 continue
@@ -429,11 +433,10 @@ def run_cam(
 
         def compute(id: str, image: np.ndarray, labels: np.ndarray, x: torch.Tensor) -> Writes:
             saved = find_cam_file(out, id) if reseed and not overwrite else None
-            reuse = saved is not None
-            if all_classes and not reuse:
+            if all_classes and saved is None:
                 return _every_class_writes(run, out, seeds, id, image, labels, thre)
             writes: Writes = []
-            if reuse:
+            if saved is not None:
                 classes, cam = load_labelled_cam(saved)
             elif stopped:
                 return []  # an earlier image ended this process's share (below)
@@ -497,7 +500,10 @@ class PseudoJob:
 
     def labelled_cam(self, id: str) -> tuple[np.ndarray, np.ndarray]:
         """The saved CAM of ``id`` as it is: (0-based foreground classes (k,) ascending, (k, H, W) float32)."""
-        return load_labelled_cam(find_cam_file(self.cams, id))
+        path = find_cam_file(self.cams, id)
+        if path is None:
+            raise DataError(f"{self.cams}: no CAM of {id}; run `wsss cam` on its split first")
+        return load_labelled_cam(path)
 
     def load_run(self, run_dir: str | Path) -> Run:
         """Another run (an affinity network's), on this run's device."""
