@@ -36,7 +36,7 @@ data the choices were made from; ``OUT/summary.json``: the choices, each step's 
 :class:`RouteResult` :func:`run_route` returns); ``OUT/steps.jsonl``: each run's time of each step, a stopped one's
 too (the step runner of :mod:`wsss.pipelines.steps`).
 
-With CLIP files (``clip`` / ``dinov2``: docs/own-photos.md#with-clip-files; ``wsss.runs.clip_route``) the
+With CLIP files (``clip`` / ``dinov2``: docs/own-photos.md#with-clip-files; ``wsss.pipelines.clip_steps``) the
 classifier gives way: with both, WeCLIP+ trained on the photos into ``OUT/weclip`` and its masks by the official test
 fusion; with CLIP alone, CLIP-ES's CAMs and CRF labels (``OUT/clip``), then steps 5-8; photos with classes and no
 labels are tagged by the CLIP-ES run first (``tags.csv``, read back on a rerun). On a CUDA device the trainings use
@@ -67,26 +67,32 @@ from wsss.core.choices import ROUTE_FACTS_FILE, ROUTE_MASKS_DIR
 from wsss.core.config import Config, load_config, replace_setting, resolve_epochs
 from wsss.core.errors import UsageError
 from wsss.core.files import atomic_write, check_output_folder
+from wsss.pipelines import clip_steps, gpus
 from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, changed_settings, computed_words, remove_made
-from wsss.runs import clip_route, gpus
 
 # the route's options that its cross-validation did not adopt: why, in their printed reasons
+# the mixed stage with few masks: why (the figures: docs/own-photos.md#how-many-masks)
+FEW_MASKS = "the better on ccp-dev with few masks (docs/own-photos.md#how-many-masks)"
 NOT_ADOPTED = "not adopted, it lost on a fold: docs/benchmarks/history/real-photos.md#past-the-first-labels"
 # The classifier presets the route chooses between (docs/own-photos.md#which-route), by shipped name: they resolve
 # from any folder (core.config.SCOPE).
 CLASSIFIERS = {"rca": "wsss::rca/real_cpu.yaml", "cam": "wsss::cam/real_cpu.yaml"}
 SEG_PRESET = "wsss::deeplab/real_cpu.yaml"
-# RCA from this median of train photos per class up, the CAM baseline below it. Measured at its two sides only
-# (docs/benchmarks/history/real-photos.md#manual-which-route): ccp-dev (10 classes, tens of photos per class), where
-# RCA won, and coco128-dev (80 classes, most in one or two photos), where the CAM baseline won. No set between the two
-# was measured: 10 is a round number between them, not a measured edge.
+# The same trainings on a CUDA device (configs/*/route_gpu.yaml)
+GPU_PRESETS = {
+    "rca": "wsss::rca/route_gpu.yaml",
+    "cam": "wsss::cam/route_gpu.yaml",
+    "seg": "wsss::deeplab/route_gpu.yaml",
+}
+# RCA from this median of train photos per class up, the CAM baseline below it: a round number between the two sets
+# measured (docs/own-photos.md#which-route), not a measured edge.
 MIN_PHOTOS_PER_CLASS = 10
 DEFAULT_FOLDS = 3
 GPU_LOADERS = 4  # data.num_workers of the trainings on a GPU (where it runs, not what it computes)
 STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by folds, or named
 PREFIXES = ("cls", "seg", "clip")  # overrides of one run: cls.KEY=VALUE, seg.KEY=VALUE, clip.KEY=VALUE
 # the words that name a network's start file: without a prefix, never the CLIP method's (split_overrides)
-START_FILE_KEYS = (clip_route.CLIP_KEY, clip_route.DINOV2_KEY)
+START_FILE_KEYS = (clip_steps.CLIP_KEY, clip_steps.DINOV2_KEY)
 ROUTE_FILE, SUMMARY_FILE = "route.json", "summary.json"
 FACTS_FILE, MASKS_DIR = ROUTE_FACTS_FILE, ROUTE_MASKS_DIR  # every photo's mask in one folder
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
@@ -342,10 +348,10 @@ def choose_classifier(facts: DataFacts) -> Choice:
     photos (:data:`MIN_PHOTOS_PER_CLASS`): the rule as measured, with its reason."""
     seen = f"{facts.classes} classes, a median of {facts.photos_per_class:g} train photos per class"
     if facts.photos_per_class >= MIN_PHOTOS_PER_CLASS:
-        return Choice("rca", f"{seen} (>= {MIN_PHOTOS_PER_CLASS}): RCA, the better of the two on ccp-dev (10 "
-                             "classes, 200 photos; docs/own-photos.md#which-route)")  # fmt: skip
+        return Choice("rca", f"{seen} (>= {MIN_PHOTOS_PER_CLASS}): RCA, the better of the two on ccp-dev, a handful "
+                             "of classes of many photos (docs/own-photos.md#which-route)")  # fmt: skip
     return Choice("cam", f"{seen} (< {MIN_PHOTOS_PER_CLASS}): the CAM baseline, the better of the two on "
-                         "coco128-dev (80 classes, 70 photos; docs/own-photos.md#which-route)")  # fmt: skip
+                         "coco128-dev, many classes of few photos (docs/own-photos.md#which-route)")  # fmt: skip
 
 
 def split_overrides(words: Sequence[str]) -> dict[str, list[str]]:
@@ -373,7 +379,7 @@ def file_words(clip: str | None, dinov2: str | None, words: Sequence[str]) -> li
     """``--clip FILE`` and ``--dinov2 FILE`` as the words they stand for (``clip.model.pretrained=FILE``,
     ``clip.options.dino_weights=FILE``); a word of ``words`` that names another file for the same key is refused,
     naming both (one input, one meaning)."""
-    flags = (("--clip", clip_route.CLIP_KEY, clip), ("--dinov2", clip_route.DINOV2_KEY, dinov2))
+    flags = (("--clip", clip_steps.CLIP_KEY, clip), ("--dinov2", clip_steps.DINOV2_KEY, dinov2))
     for flag, key, value in flags:
         other = next((w for w in words if _key(w) == f"clip.{key}" and w.partition("=")[2].strip() != value), None)
         if value and other is not None:
@@ -617,11 +623,11 @@ class Route:
         if opts.stage not in STAGES:
             raise UsageError(f"--stage {opts.stage!r}: one of {', '.join(STAGES)}")
         self.words = split_overrides([*opts.overrides, *file_words(opts.clip, opts.dinov2, opts.overrides)])
-        self.files = clip_route.weight_words(self.words["clip"])
-        self.mode = clip_route.choose_mode(self.files.get(clip_route.CLIP_KEY), self.files.get(clip_route.DINOV2_KEY))
-        if opts.abstain and self.mode.value != clip_route.NO_CLIP:
+        self.files = clip_steps.weight_words(self.words["clip"])
+        self.mode = clip_steps.choose_mode(self.files.get(clip_steps.CLIP_KEY), self.files.get(clip_steps.DINOV2_KEY))
+        if opts.abstain and self.mode.value != clip_steps.NO_CLIP:
             raise UsageError("--abstain: labels of the classifier's CAMs; a CLIP mode makes its own (drop --clip)")
-        if opts.rounds and self.mode.value == clip_route.WECLIP:
+        if opts.rounds and self.mode.value == clip_steps.WECLIP:
             raise UsageError("--rounds: rounds of the DeepLab stage; WeCLIP+ has none (drop --dinov2 for CLIP-ES)")
         self.processes = 1  # a training's processes, a per-photo step's shares: the CUDA devices (set by the plan)
         self.first_step_done = False  # whether route.json's settings have passed the step that reads the inputs
@@ -656,8 +662,8 @@ class Route:
                              "its SegmentationClass folder already")  # fmt: skip
         if given == ["--labels"]:
             raise UsageError("--labels goes with --classes: a folder of photos needs its class list, or give a dataset")
-        if self._tags() and self.mode.value == clip_route.NO_CLIP:
-            raise UsageError(clip_route.WEIGHTS_NEEDED)
+        if self._tags() and self.mode.value == clip_steps.NO_CLIP:
+            raise UsageError(clip_steps.WEIGHTS_NEEDED)
         return bool(given)
 
     def settings(self) -> dict[str, Any]:
@@ -677,7 +683,7 @@ class Route:
             "seg_overrides": self._by_content(computed_words(self.words["seg"])),
             # a CLIP mode's words (its files among them): none in the route without CLIP, whose record stays as it was
             **({"clip_overrides": self._by_content(computed_words(self.words["clip"]))}
-               if self.mode.value != clip_route.NO_CLIP else {}),
+               if self.mode.value != clip_steps.NO_CLIP else {}),
             # the candidates past the first labels, recorded where given: a record without them is the plain route's
             **({"rounds": self.opts.rounds} if self.opts.rounds else {}),
             **({"abstain": True} if self.opts.abstain else {}),
@@ -816,7 +822,7 @@ class Route:
         """The choices (printed with their reasons) and the steps to run, for a folder of photos as for a dataset:
         the photos' choices are made from what `wsss prepare folder` would write (``plan_folder``), every input and
         the weights the trainings start from checked first (:meth:`_check_inputs`). The mode (the classifier, or a
-        CLIP method) follows the files given (``wsss.runs.clip_route``)."""
+        CLIP method) follows the files given (``wsss.pipelines.clip_steps``)."""
         out = self.out.resolve()
         prepares = self._prepares()
         root = out / "data" if prepares else Path(self.opts.data).resolve()
@@ -832,7 +838,7 @@ class Route:
         self.choices["mode"] = Choice(self.mode.value, self.mode.reason)
         self.choices["device"] = self._device()
         self.choices["presets"] = self._presets()
-        clip = self.mode.value != clip_route.NO_CLIP
+        clip = self.mode.value != clip_steps.NO_CLIP
         body = self._clip_steps(root, out, facts) if clip else self._classifier_steps(root, out, facts)
         self.new_photos = self._check_inputs()
         if not prepares:  # `wsss prepare folder` checked its inputs; a dataset given is checked as `wsss train` does
@@ -843,8 +849,8 @@ class Route:
         for key in shown:
             self.say(f"route: {key}: {_shown(self.choices[key].value)} ({self.choices[key].reason})")
         if self.opts.images:
-            final = out / ("weclip" if self.mode.value == clip_route.WECLIP else "seg")
-            crf = self.mode.value != clip_route.WECLIP  # WeCLIP+'s test has no CRF
+            final = out / ("weclip" if self.mode.value == clip_steps.WECLIP else "seg")
+            crf = self.mode.value != clip_steps.WECLIP  # WeCLIP+'s test has no CRF
             images = " ".join(map(str, self.opts.images))
             command = f"wsss predict {final} --images {images} --out {out / 'new_masks'}{' --crf' * crf} --overlay"
             steps.append(Step("new photos", command, lambda: self._new_photos(final, crf)))
@@ -871,7 +877,7 @@ class Route:
         device = self.choices["device"].value
         if device is None or not str(device).startswith("cuda"):
             self.processes = 1
-            if self.mode.value != clip_route.NO_CLIP:
+            if self.mode.value != clip_steps.NO_CLIP:
                 slow = "no CPU preset of it was measured on real photos; slow at full size"
                 return Choice("cpu", f"on the CPU: the CLIP method's GPU preset on the CPU ({slow}), the CPU presets "
                                      "for the rest")  # fmt: skip
@@ -893,7 +899,7 @@ class Route:
         name = self.opts.classifier
         self.choices["classifier"] = choose_classifier(facts) if name == "auto" else Choice(name, "given")
         chosen = self.choices["classifier"].value
-        table = clip_route.GPU_PRESETS if self._gpu() else CLASSIFIERS
+        table = GPU_PRESETS if self._gpu() else CLASSIFIERS
         preset = table.get(chosen, CLASSIFIERS.get(chosen, chosen))
         cls_dir = out / "cls"
         cls_cfg = self._config(preset, [f"data.root={root}", *self.words["cls"]], cls_dir)
@@ -930,7 +936,7 @@ class Route:
         split = "val" if facts.val else "train"
         self.choices["predict"] = Choice(split, ("the val split" if facts.val else "no val split: the train photos")
                                          + " scores the masks; every train and val photo gets its mask, with the "
-                                         "dense CRF (better over 5 folds of ccp-dev: "
+                                         "dense CRF (better on ccp-dev's folds: "
                                          "docs/own-photos.md#which-route)")  # fmt: skip
         steps = []
         if self.choices["stage"].value == "folds":
@@ -977,7 +983,7 @@ class Route:
     def _seg_preset(self) -> str:
         """The DeepLab stage's preset: ``--seg``, else the GPU's or the CPU's."""
         if self.opts.seg == SEG_PRESET and self._gpu():
-            return clip_route.GPU_PRESETS["seg"]
+            return GPU_PRESETS["seg"]
         return self.opts.seg
 
     def _clip_steps(self, root: Path, out: Path, facts: DataFacts) -> list[Step]:
@@ -985,36 +991,36 @@ class Route:
         WeCLIP+ trained on the photos, or CLIP-ES's CAMs and CRF labels then the DeepLab stage."""
         clip_dir, words, steps = out / "clip", self.words["clip"], []
         device = self.choices["device"].value or "cpu"  # the CLIP presets name cuda
-        clip_file = self.files[clip_route.CLIP_KEY]
+        clip_file = self.files[clip_steps.CLIP_KEY]
         # the CLIP-ES run: the words of the CLIP method less its file; beside WeCLIP+ (the tagger), its options only
-        es_words = [w for w in words if _key(w) != clip_route.CLIP_KEY]
-        if self.mode.value == clip_route.WECLIP:
-            es_words = clip_route.words_of(clip_route.CLIP_ES_PRESET, es_words)
-        es = clip_route.CLIP_ES_PRESET
-        if self._tags() or self.mode.value == clip_route.CLIP_ES:
+        es_words = [w for w in words if _key(w) != clip_steps.CLIP_KEY]
+        if self.mode.value == clip_steps.WECLIP:
+            es_words = clip_steps.words_of(clip_steps.CLIP_ES_PRESET, es_words)
+        es = clip_steps.CLIP_ES_PRESET
+        if self._tags() or self.mode.value == clip_steps.CLIP_ES:
             command = f"wsss import clip_es {clip_file} --config {es} --out {clip_dir} data.root={root}"
 
             def made() -> Path:
-                return clip_route.import_clip_run(clip_file, root, clip_dir, es_words, device=device)
+                return clip_steps.import_clip_run(clip_file, root, clip_dir, es_words, device=device)
 
             steps.append(Step("clip", " ".join([command, *es_words]), made))
         if self._tags():
             edited = " --labels-from tags.csv --overwrite" if (root / "tags.csv").is_file() else ""
             steps.append(Step("tag", f"wsss tag {clip_dir} --split train{edited}", lambda: self._tag(root, clip_dir)))
-        if self.mode.value == clip_route.CLIP_ES:
+        if self.mode.value == clip_steps.CLIP_ES:
             steps.append(Step("cam", f"wsss cam {clip_dir} --split train", lambda: self._cam(clip_dir)))
             steps.append(Step("pseudo", f"wsss pseudo {clip_dir} --split train --refine crf",
                               lambda: self._pseudo(clip_dir, None, refine="crf")))  # fmt: skip
             return steps + self._seg_steps(root, out, facts, clip_dir)
-        weclip_dir, preset = out / "weclip", clip_route.WECLIP_PRESET
+        weclip_dir, preset = out / "weclip", clip_steps.WECLIP_PRESET
         cfg = run_config(preset, [f"data.root={root}", *words], weclip_dir, device=device)
         self.configs["weclip"] = cfg
         self.choices["crf_workers"] = self._crf_workers()
         split = "val" if facts.val else "train"
         self.choices["predict"] = Choice(split, ("the val split" if facts.val else "no val split: the train photos")
                                          + " scores the masks; every train and val photo gets its mask by WeCLIP+'s "
-                                         "official test fusion (scales 1 and 1.5 with flips, the long side at 512; no "
-                                         "CRF, as the paper's test)")  # fmt: skip
+                                         "official test fusion (the preset's infer scales with flips; no CRF, as the "
+                                         "paper's test)")  # fmt: skip
         steps.append(Step("weclip", f"wsss train {preset} data.root={root} {' '.join(words)} run.dir={weclip_dir}",
                           lambda: self._train(cfg)))  # fmt: skip
         predict = " && ".join(f"wsss predict {weclip_dir} --split {split}" for split in self._splits())
@@ -1052,8 +1058,7 @@ class Route:
         if masked == len(facts.train):
             return Choice("mixed", "every train photo has a mask: the stage trains on the masks alone either way")
         if folds == 0:
-            return Choice("mixed", f"--folds 0: the weak labels with the {masked} masks in their place, the better on "
-                                   "ccp-dev over three seeds at 10 and 20 masks")  # fmt: skip
+            return Choice("mixed", f"--folds 0: the weak labels with the {masked} masks in their place, {FEW_MASKS}")
         if folds > masked:  # a fold would hold no photo: refused before any training
             raise UsageError(
                 f"--folds {folds}: more folds than the {masked} masked train photos (each fold holds some "
@@ -1063,10 +1068,11 @@ class Route:
         if masked - -(-masked // folds) < batch:  # a fold's masks alone fill no batch of the stage's training
             return Choice("mixed", f"{masked} masked train photos, too few to train the stage on the masks alone in "
                                    f"{folds} folds (batches of {batch}): the weak labels with the masks in their "
-                                   "place, the better on ccp-dev over three seeds at 10 and 20 masks")  # fmt: skip
+                                   f"place, {FEW_MASKS}")  # fmt: skip
         return Choice("folds", f"{masked} masked train photos: both stages (the weak labels with the masks in their "
                                f"place; the masks alone) scored by {folds} folds of them, the better kept (on ccp-dev "
-                               "the first won with 10 or 20 masks of 200, the second with 50)")  # fmt: skip
+                               "the first won with few masks, the second with many: "
+                               "docs/own-photos.md#how-many-masks)")  # fmt: skip
 
     # -- the steps ------------------------------------------------------------------------------------------------
     def _prepare(self, root: Path) -> None:
@@ -1135,7 +1141,7 @@ class Route:
     def _tag(self, root: Path, clip_dir: Path) -> None:
         """``wsss tag``: CLIP's labels of the photos (``tags.csv`` read back once there: the user's edits); when the
         labels differ from those the later steps were made from, those steps are made again."""
-        summary, edited = clip_route.tag_photos(clip_dir, "train", device=self.choices["device"].value or "cpu",
+        summary, edited = clip_steps.tag_photos(clip_dir, "train", device=self.choices["device"].value or "cpu",
                                                 progress=self.opts.progress)  # fmt: skip
         self.say(("  the labels column of tags.csv (edit it and rerun to change them)\n" if edited else "")
                  + summary.format())  # fmt: skip
@@ -1143,10 +1149,10 @@ class Route:
             self.scores["tags"] = {"precision": summary.precision, "recall": summary.recall,
                                    "photos": summary.with_mask}  # fmt: skip
         splits = ["train", *(["val"] if self._facts().val else [])]
-        masked = clip_route.labels_from_masks(root, splits)
+        masked = clip_steps.labels_from_masks(root, splits)
         if masked:
             self.say(f"  the {masked} photos with a mask take its classes as their labels (tags.csv keeps CLIP's)")
-        digest, record = clip_route.labels_digest(root, self._facts().train), self.out / TAGS_DIGEST
+        digest, record = clip_steps.labels_digest(root, self._facts().train), self.out / TAGS_DIGEST
         if record.is_file() and record.read_text().strip() != digest:
             self.say("route: the labels changed since the steps after the tags ran (tags.csv edited): they run again")
             kept = [k for n in (*AFTER_TAGS, *self._round_dirs()) for k in remove_made(self.out / n)]
@@ -1320,7 +1326,7 @@ class Route:
         mode (not measured), nor before the plan has read the data."""
         from wsss.pipelines.estimates import step_work
 
-        if self.mode.value != clip_route.NO_CLIP or self.facts is None:
+        if self.mode.value != clip_steps.NO_CLIP or self.facts is None:
             return {}
         facts, key = self._facts(), str(self.choices["classifier"].value)
         if key not in CLASSIFIERS:  # a preset of the user's: its rate is its own name's
@@ -1353,7 +1359,7 @@ class Route:
                 self.say(f"      estimate: about {_duration(left)} ({_duration(spent[step.title])} of it spent)")
             else:
                 self.say(f"      estimate: {'about ' + _duration(seconds) if seconds is not None else 'none measured'}")
-        if self.mode.value != clip_route.NO_CLIP:
+        if self.mode.value != clip_steps.NO_CLIP:
             self.say("estimate: none measured of the CLIP modes; on a GPU, estimates from single steps in "
                      "docs/own-photos.md#with-clip-files")  # fmt: skip
             return
@@ -1391,7 +1397,7 @@ class Route:
         )  # fmt: skip
 
     def _how(self) -> str:
-        return "by WeCLIP+'s test fusion" if self.mode.value == clip_route.WECLIP else "with the dense CRF"
+        return "by WeCLIP+'s test fusion" if self.mode.value == clip_steps.WECLIP else "with the dense CRF"
 
     def _summary(self, wall: float) -> RouteResult:
         result = self.result()
@@ -1407,7 +1413,7 @@ class Route:
             if f"{s}_miou" in self.scores
         ]
         if against:
-            taught = "train_miou" in self.scores and self.mode.value != clip_route.WECLIP  # WeCLIP+ trains on none
+            taught = "train_miou" in self.scores and self.mode.value != clip_steps.WECLIP  # WeCLIP+ trains on none
             taught = "; the train photos' masks taught the stage" if taught else ""
             lines.append(f"  against your masks: {', '.join(against)}{taught} (each photo's: summary.json, "
                          "scores.photos)")  # fmt: skip

@@ -26,12 +26,6 @@ CLIP_KEY, DINOV2_KEY = "model.pretrained", "options.dino_weights"  # the words -
 # recipe (no CPU preset of these methods is measured on real photos: docs/own-photos.md#with-clip-files)
 WECLIP_PRESET = "wsss::weclip_plus/route_gpu.yaml"
 CLIP_ES_PRESET = "wsss::clip_es/route_gpu.yaml"
-# The route's other trainings on a CUDA device (the CPU's are its real_cpu.yaml presets)
-GPU_PRESETS = {
-    "rca": "wsss::rca/route_gpu.yaml",
-    "cam": "wsss::cam/route_gpu.yaml",
-    "seg": "wsss::deeplab/route_gpu.yaml",
-}
 WEIGHTS_NEEDED = (
     "photos with class names and no labels file are tagged by CLIP: give a CLIP ViT-B/16 file (--clip ViT-B-16.pt; "
     "docs/clip-weights.md), or a labels file (--labels)"
@@ -61,14 +55,17 @@ def choose_mode(clip: str | None, dinov2: str | None) -> Mode:
     """The mode of the files a user has (docs/own-photos.md#with-clip-files); a DINOv2 file alone is a UsageError."""
     if dinov2 and not clip:
         raise UsageError(f"--dinov2 {dinov2}: WeCLIP+ needs a CLIP file too (--clip ViT-B-16.pt; docs/clip-weights.md)")
-    paper = "a paper's figure and our parity with its code (docs/parity.md), not a measurement on real photos here"
+    paper = (
+        "a paper's figure and our parity with its code (docs/own-photos.md#with-clip-files, docs/parity.md), "
+        "not a measurement on real photos here"
+    )
     if clip and dinov2:
         return Mode(WECLIP, "a CLIP and a DINOv2 file: WeCLIP+ trained on your photos, its masks by the official test "
-                            f"fusion; it leads the CLIP methods (VOC test 83.9, COCO val 56.3): {paper}")  # fmt: skip
+                            f"fusion; it leads the CLIP methods: {paper}")  # fmt: skip
     if clip:
         return Mode(CLIP_ES, "a CLIP file, no DINOv2: CLIP-ES's CAMs of your class names with CRF labels, then the "
-                             "DeepLab stage (VOC 73.8); ExCEL scores higher (78.4) but needs written descriptions "
-                             f"of every class, which your classes lack: {paper}")  # fmt: skip
+                             "DeepLab stage; ExCEL scores higher but needs written descriptions of every class, which "
+                             f"your classes lack: {paper}")  # fmt: skip
     return Mode(NO_CLIP, "no CLIP file: a classifier on ImageNet weights, as measured on real photos here")
 
 
