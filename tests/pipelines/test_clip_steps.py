@@ -14,27 +14,9 @@ import torch
 from conftest import REPO
 from tiny_weights import write_dinov2_folder, write_open_clip_folder
 from wsss.core.config import load_config
-from wsss.core.errors import UsageError
 from wsss.data.classes import read_classes
 from wsss.data.voc import load_cls_labels
 from wsss.pipelines import clip_steps
-
-
-def test_the_files_choose_the_mode_and_say_why():
-    both, clip, none = (clip_steps.choose_mode("c.pt", "d.pth"), clip_steps.choose_mode("c.pt", None),
-                        clip_steps.choose_mode(None, None))  # fmt: skip
-    assert (both.value, clip.value, none.value) == ("weclip_plus", "clip_es", "none")
-    for mode in (both, clip):  # a paper's figure, not a measurement here: the line says so
-        assert "not a measurement on real photos here" in mode.reason
-    assert "ExCEL" in clip.reason and "descriptions" in clip.reason
-    with pytest.raises(UsageError, match="--dinov2 d.pth: WeCLIP\\+ needs a CLIP file"):
-        clip_steps.choose_mode(None, "d.pth")
-
-
-def test_the_weight_files_are_config_words():
-    words = ["train.lr=1", "model.pretrained=a.pt", "options.dino_weights=null", "model.pretrained=b.pt"]
-    assert clip_steps.weight_words(words) == {"model.pretrained": "b.pt"}
-    assert clip_steps.weight_words([*words, "options.dino_weights=d"])["options.dino_weights"] == "d"
 
 
 def test_the_words_of_clip_es_leave_out_weclip_plus_options_only():

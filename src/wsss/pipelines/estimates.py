@@ -105,7 +105,8 @@ def step_work(classifier: str, counts: Mapping[str, int], iterations: Mapping[st
     key but the CPU's."""
     at = "" if device == "cpu" else f"@{device}"
     photos, train = counts["train"] + counts["val"], counts["train"]
-    seg, predict = (f"seg{at}", iterations["seg"]), f"masks{at}"
+    seg: tuple[str, float] = (f"seg{at}", iterations["seg"])
+    predict = f"masks{at}"
     folds = counts.get("folds", 0)
     return {
         "prepare": [(f"prepare{at}", photos)],
@@ -121,7 +122,7 @@ def step_work(classifier: str, counts: Mapping[str, int], iterations: Mapping[st
         "new photos": [(predict, counts.get("new", 0))],
         # each round predicts the train photos as the masks step does, then trains the stage again
         **{title: work for r in range(1, counts.get("rounds", 0) + 1)
-           for title, work in ((f"round {r} labels", [(predict, train)]), (f"round {r}", [seg]))},
+           for title, work in ((f"round {r} labels", [(predict, float(train))]), (f"round {r}", [seg]))},
     }  # fmt: skip
 
 

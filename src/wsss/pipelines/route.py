@@ -68,6 +68,7 @@ from wsss.core.config import Config, load_config, replace_setting, resolve_epoch
 from wsss.core.errors import UsageError
 from wsss.core.files import atomic_write, check_output_folder
 from wsss.pipelines import clip_steps, gpus
+from wsss.pipelines.modes import CLIP_KEY, DINOV2_KEY, RouteMode, choose_mode, register_mode, weight_words
 from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, changed_settings, computed_words, remove_made
 
 # the route's options that its cross-validation did not adopt: why, in their printed reasons
@@ -92,7 +93,7 @@ GPU_LOADERS = 4  # data.num_workers of the trainings on a GPU (where it runs, no
 STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by folds, or named
 PREFIXES = ("cls", "seg", "clip")  # overrides of one run: cls.KEY=VALUE, seg.KEY=VALUE, clip.KEY=VALUE
 # the words that name a network's start file: without a prefix, never the CLIP method's (split_overrides)
-START_FILE_KEYS = (clip_steps.CLIP_KEY, clip_steps.DINOV2_KEY)
+START_FILE_KEYS = (CLIP_KEY, DINOV2_KEY)
 ROUTE_FILE, SUMMARY_FILE = "route.json", "summary.json"
 FACTS_FILE, MASKS_DIR = ROUTE_FACTS_FILE, ROUTE_MASKS_DIR  # every photo's mask in one folder
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
@@ -379,7 +380,7 @@ def file_words(clip: str | None, dinov2: str | None, words: Sequence[str]) -> li
     """``--clip FILE`` and ``--dinov2 FILE`` as the words they stand for (``clip.model.pretrained=FILE``,
     ``clip.options.dino_weights=FILE``); a word of ``words`` that names another file for the same key is refused,
     naming both (one input, one meaning)."""
-    flags = (("--clip", clip_steps.CLIP_KEY, clip), ("--dinov2", clip_steps.DINOV2_KEY, dinov2))
+    flags = (("--clip", CLIP_KEY, clip), ("--dinov2", DINOV2_KEY, dinov2))
     for flag, key, value in flags:
         other = next((w for w in words if _key(w) == f"clip.{key}" and w.partition("=")[2].strip() != value), None)
         if value and other is not None:
@@ -500,7 +501,7 @@ def load_step_run(
 
     from wsss.runs.run import load_run
 
-    run = load_run(run_dir, device=device, overrides=words)
+    run = load_run(Path(run_dir), device=device, overrides=words)
     if crf_workers is None:
         return run
     return dataclasses.replace(run, cfg=replace_setting(run.cfg, "infer.crf_workers", crf_workers))
@@ -554,8 +555,8 @@ def predict_split(
 
     run = load_step_run(run_dir, device=device, crf_workers=crf_workers)
     if ensemble:
-        run = run.with_ensemble([load_run(d, device=str(run.device)) for d in ensemble])
-    tagger = load_run(tags_from, device=str(run.device)) if tags_from is not None else None
+        run = run.with_ensemble([load_run(Path(d), device=str(run.device)) for d in ensemble])
+    tagger = load_run(Path(tags_from), device=str(run.device)) if tags_from is not None else None
     return run_predict(run, split, root=None if root is None else str(root), crf=crf, labelled_only=labelled_only,
                        tags_from=tagger, tag_gate=tag_gate, progress=progress)  # fmt: skip
 
@@ -623,12 +624,11 @@ class Route:
         if opts.stage not in STAGES:
             raise UsageError(f"--stage {opts.stage!r}: one of {', '.join(STAGES)}")
         self.words = split_overrides([*opts.overrides, *file_words(opts.clip, opts.dinov2, opts.overrides)])
-        self.files = clip_steps.weight_words(self.words["clip"])
-        self.mode = clip_steps.choose_mode(self.files.get(clip_steps.CLIP_KEY), self.files.get(clip_steps.DINOV2_KEY))
-        if opts.abstain and self.mode.value != clip_steps.NO_CLIP:
-            raise UsageError("--abstain: labels of the classifier's CAMs; a CLIP mode makes its own (drop --clip)")
-        if opts.rounds and self.mode.value == clip_steps.WECLIP:
-            raise UsageError("--rounds: rounds of the DeepLab stage; WeCLIP+ has none (drop --dinov2 for CLIP-ES)")
+        self.files = weight_words(self.words["clip"])
+        self.mode = choose_mode(self.files)  # the registered mode of the files given (wsss.pipelines.modes)
+        refused = self.mode.mode.refuse(opts.abstain, opts.rounds)
+        if refused:
+            raise UsageError(refused)
         self.processes = 1  # a training's processes, a per-photo step's shares: the CUDA devices (set by the plan)
         self.first_step_done = False  # whether route.json's settings have passed the step that reads the inputs
         self.start_files: dict[str, str] = {}  # each start file of the overrides (resolved) -> its content digest
@@ -662,9 +662,15 @@ class Route:
                              "its SegmentationClass folder already")  # fmt: skip
         if given == ["--labels"]:
             raise UsageError("--labels goes with --classes: a folder of photos needs its class list, or give a dataset")
-        if self._tags() and self.mode.value == clip_steps.NO_CLIP:
+        if self._tags() and not self.mode.mode.tags:
             raise UsageError(clip_steps.WEIGHTS_NEEDED)
         return bool(given)
+
+    def _classes(self) -> str:
+        """The class list of a folder of photos to prepare (:meth:`_prepares` refuses one without)."""
+        if not self.opts.classes:
+            raise RuntimeError("a folder of photos is prepared with its class list")
+        return self.opts.classes
 
     def settings(self) -> dict[str, Any]:
         """What decides the route's outputs (``route.json``): its inputs and options, where they run excepted."""
@@ -683,7 +689,7 @@ class Route:
             "seg_overrides": self._by_content(computed_words(self.words["seg"])),
             # a CLIP mode's words (its files among them): none in the route without CLIP, whose record stays as it was
             **({"clip_overrides": self._by_content(computed_words(self.words["clip"]))}
-               if self.mode.value != clip_steps.NO_CLIP else {}),
+               if self.mode.mode.method_words else {}),
             # the candidates past the first labels, recorded where given: a record without them is the plain route's
             **({"rounds": self.opts.rounds} if self.opts.rounds else {}),
             **({"abstain": True} if self.opts.abstain else {}),
@@ -838,8 +844,7 @@ class Route:
         self.choices["mode"] = Choice(self.mode.value, self.mode.reason)
         self.choices["device"] = self._device()
         self.choices["presets"] = self._presets()
-        clip = self.mode.value != clip_steps.NO_CLIP
-        body = self._clip_steps(root, out, facts) if clip else self._classifier_steps(root, out, facts)
+        body = self.mode.mode.steps(self, root, out, facts)
         self.new_photos = self._check_inputs()
         if not prepares:  # `wsss prepare folder` checked its inputs; a dataset given is checked as `wsss train` does
             steps.append(Step("check", f"wsss check-data {root}", lambda: self._check_data(root)))
@@ -849,8 +854,7 @@ class Route:
         for key in shown:
             self.say(f"route: {key}: {_shown(self.choices[key].value)} ({self.choices[key].reason})")
         if self.opts.images:
-            final = out / ("weclip" if self.mode.value == clip_steps.WECLIP else "seg")
-            crf = self.mode.value != clip_steps.WECLIP  # WeCLIP+'s test has no CRF
+            final, crf = out / self.mode.mode.final_run, self.mode.mode.crf
             images = " ".join(map(str, self.opts.images))
             command = f"wsss predict {final} --images {images} --out {out / 'new_masks'}{' --crf' * crf} --overlay"
             steps.append(Step("new photos", command, lambda: self._new_photos(final, crf)))
@@ -863,7 +867,7 @@ class Route:
             return data_facts(root)
         from wsss.data.prepare.folder import plan_folder
 
-        plan = plan_folder(self.opts.data, self.opts.labels, self.opts.classes, masks=self.opts.masks, out=root,
+        plan = plan_folder(self.opts.data, self.opts.labels, self._classes(), masks=self.opts.masks, out=root,
                            progress=self.opts.progress, check=self.opts.plan_only)  # fmt: skip
         if self.opts.plan_only:  # what the prepare step will print, before the choices made from it
             for kind, lines in (("note", plan.notes), ("warning", plan.warnings)):
@@ -877,11 +881,7 @@ class Route:
         device = self.choices["device"].value
         if device is None or not str(device).startswith("cuda"):
             self.processes = 1
-            if self.mode.value != clip_steps.NO_CLIP:
-                slow = "no CPU preset of it was measured on real photos; slow at full size"
-                return Choice("cpu", f"on the CPU: the CLIP method's GPU preset on the CPU ({slow}), the CPU presets "
-                                     "for the rest")  # fmt: skip
-            return Choice("cpu", "the CPU presets (configs/*/real_cpu.yaml)")
+            return Choice("cpu", self.mode.mode.cpu_note)
         n = self.processes = self._processes()
         many = f"; {n} CUDA devices: a training as {n} torchrun processes, the per-photo steps shared" if n > 1 else ""
         return Choice("gpu", "a CUDA device: the presets made for a GPU (configs/*/route_gpu.yaml: the method's crop, "
@@ -899,8 +899,7 @@ class Route:
         name = self.opts.classifier
         self.choices["classifier"] = choose_classifier(facts) if name == "auto" else Choice(name, "given")
         chosen = self.choices["classifier"].value
-        table = GPU_PRESETS if self._gpu() else CLASSIFIERS
-        preset = table.get(chosen, CLASSIFIERS.get(chosen, chosen))
+        preset = self.mode.mode.presets(self._gpu()).get(chosen, chosen)
         cls_dir = out / "cls"
         cls_cfg = self._config(preset, [f"data.root={root}", *self.words["cls"]], cls_dir)
         level = float(cls_cfg.cam.bkg_thre)
@@ -982,37 +981,47 @@ class Route:
 
     def _seg_preset(self) -> str:
         """The DeepLab stage's preset: ``--seg``, else the GPU's or the CPU's."""
-        if self.opts.seg == SEG_PRESET and self._gpu():
-            return GPU_PRESETS["seg"]
+        if self.opts.seg == SEG_PRESET:
+            return self.mode.mode.presets(self._gpu()).get("seg", SEG_PRESET)
         return self.opts.seg
 
-    def _clip_steps(self, root: Path, out: Path, facts: DataFacts) -> list[Step]:
-        """A CLIP mode (docs/own-photos.md#with-clip-files): the photos tagged by CLIP-ES where there are no labels;
-        WeCLIP+ trained on the photos, or CLIP-ES's CAMs and CRF labels then the DeepLab stage."""
-        clip_dir, words, steps = out / "clip", self.words["clip"], []
+    def _clip_run_steps(self, root: Path, out: Path, words: list[str], *, always: bool) -> list[Step]:
+        """The CLIP-ES run of the CLIP file (``always``, or where it tags the photos) and the photos' tags where
+        there are no labels (docs/own-photos.md#with-clip-files)."""
+        clip_dir, steps = out / "clip", []
         device = self.choices["device"].value or "cpu"  # the CLIP presets name cuda
-        clip_file = self.files[clip_steps.CLIP_KEY]
-        # the CLIP-ES run: the words of the CLIP method less its file; beside WeCLIP+ (the tagger), its options only
-        es_words = [w for w in words if _key(w) != clip_steps.CLIP_KEY]
-        if self.mode.value == clip_steps.WECLIP:
-            es_words = clip_steps.words_of(clip_steps.CLIP_ES_PRESET, es_words)
-        es = clip_steps.CLIP_ES_PRESET
-        if self._tags() or self.mode.value == clip_steps.CLIP_ES:
+        clip_file, es = self.files[CLIP_KEY], self.mode.mode.presets(self._gpu())["clip_es"]
+        if self._tags() or always:
             command = f"wsss import clip_es {clip_file} --config {es} --out {clip_dir} data.root={root}"
 
             def made() -> Path:
-                return clip_steps.import_clip_run(clip_file, root, clip_dir, es_words, device=device)
+                return clip_steps.import_clip_run(clip_file, root, clip_dir, words, preset=es, device=device)
 
-            steps.append(Step("clip", " ".join([command, *es_words]), made))
+            steps.append(Step("clip", " ".join([command, *words]), made))
         if self._tags():
             edited = " --labels-from tags.csv --overwrite" if (root / "tags.csv").is_file() else ""
             steps.append(Step("tag", f"wsss tag {clip_dir} --split train{edited}", lambda: self._tag(root, clip_dir)))
-        if self.mode.value == clip_steps.CLIP_ES:
-            steps.append(Step("cam", f"wsss cam {clip_dir} --split train", lambda: self._cam(clip_dir)))
-            steps.append(Step("pseudo", f"wsss pseudo {clip_dir} --split train --refine crf",
-                              lambda: self._pseudo(clip_dir, None, refine="crf")))  # fmt: skip
-            return steps + self._seg_steps(root, out, facts, clip_dir)
-        weclip_dir, preset = out / "weclip", clip_steps.WECLIP_PRESET
+        return steps
+
+    def _clip_es_steps(self, root: Path, out: Path, facts: DataFacts) -> list[Step]:
+        """CLIP-ES: its CAMs of the class names and CRF labels, then the DeepLab stage."""
+        clip_dir = out / "clip"
+        es_words = [w for w in self.words["clip"] if _key(w) != CLIP_KEY]  # the CLIP method's words less its file
+        steps = self._clip_run_steps(root, out, es_words, always=True)
+        steps.append(Step("cam", f"wsss cam {clip_dir} --split train", lambda: self._cam(clip_dir)))
+        steps.append(Step("pseudo", f"wsss pseudo {clip_dir} --split train --refine crf",
+                          lambda: self._pseudo(clip_dir, None, refine="crf")))  # fmt: skip
+        return steps + self._seg_steps(root, out, facts, clip_dir)
+
+    def _weclip_steps(self, root: Path, out: Path, facts: DataFacts) -> list[Step]:
+        """WeCLIP+ trained on the photos (tagged first by a CLIP-ES run where there are no labels), its masks by its
+        official test fusion."""
+        words, presets = self.words["clip"], self.mode.mode.presets(self._gpu())
+        # beside WeCLIP+, the CLIP-ES run (the tagger) takes the CLIP method's options its method has
+        es_words = clip_steps.words_of(presets["clip_es"], [w for w in words if _key(w) != CLIP_KEY])
+        steps = self._clip_run_steps(root, out, es_words, always=False)
+        device = self.choices["device"].value or "cpu"  # the CLIP presets name cuda
+        weclip_dir, preset = out / "weclip", presets["weclip"]
         cfg = run_config(preset, [f"data.root={root}", *words], weclip_dir, device=device)
         self.configs["weclip"] = cfg
         self.choices["crf_workers"] = self._crf_workers()
@@ -1082,7 +1091,7 @@ class Route:
         if done.is_file():  # prepared by an earlier run of the route
             return
         # a folder there is a stopped try of this step (OUT/data is the route's own): made again
-        summary = prepare.prepare_folder(self.opts.data, self.opts.labels, self.opts.classes, root,
+        summary = prepare.prepare_folder(self.opts.data, self.opts.labels, self._classes(), root,
                                          masks=self.opts.masks, progress=self.opts.progress,
                                          overwrite=root.exists())  # fmt: skip
         self.say(summary.format())
@@ -1282,7 +1291,7 @@ class Route:
         # the route's own folder without a stamp holds only files of the user's that --overwrite kept: written among
         mine = out.is_dir() and not (out / STAMP_FILE).exists()
         run = load_step_run(run_dir, **self._where())
-        self.new_masks = predict_photos(run, list(self.opts.images), out, crf=crf, overlay=True,
+        self.new_masks = predict_photos(run, list(self.opts.images or []), out, crf=crf, overlay=True,
                                         progress=self.opts.progress, overwrite=mine)  # fmt: skip
 
     # -- the whole route --------------------------------------------------------------------------------------------
@@ -1326,7 +1335,7 @@ class Route:
         mode (not measured), nor before the plan has read the data."""
         from wsss.pipelines.estimates import step_work
 
-        if self.mode.value != clip_steps.NO_CLIP or self.facts is None:
+        if not self.mode.mode.measured or self.facts is None:
             return {}
         facts, key = self._facts(), str(self.choices["classifier"].value)
         if key not in CLASSIFIERS:  # a preset of the user's: its rate is its own name's
@@ -1359,7 +1368,7 @@ class Route:
                 self.say(f"      estimate: about {_duration(left)} ({_duration(spent[step.title])} of it spent)")
             else:
                 self.say(f"      estimate: {'about ' + _duration(seconds) if seconds is not None else 'none measured'}")
-        if self.mode.value != clip_steps.NO_CLIP:
+        if not self.mode.mode.measured:
             self.say("estimate: none measured of the CLIP modes; on a GPU, estimates from single steps in "
                      "docs/own-photos.md#with-clip-files")  # fmt: skip
             return
@@ -1397,7 +1406,7 @@ class Route:
         )  # fmt: skip
 
     def _how(self) -> str:
-        return "by WeCLIP+'s test fusion" if self.mode.value == clip_steps.WECLIP else "with the dense CRF"
+        return self.mode.mode.how
 
     def _summary(self, wall: float) -> RouteResult:
         result = self.result()
@@ -1413,8 +1422,8 @@ class Route:
             if f"{s}_miou" in self.scores
         ]
         if against:
-            taught = "train_miou" in self.scores and self.mode.value != clip_steps.WECLIP  # WeCLIP+ trains on none
-            taught = "; the train photos' masks taught the stage" if taught else ""
+            teaches = "train_miou" in self.scores and self.mode.mode.masks_teach
+            taught = "; the train photos' masks taught the stage" if teaches else ""
             lines.append(f"  against your masks: {', '.join(against)}{taught} (each photo's: summary.json, "
                          "scores.photos)")  # fmt: skip
         if self.new_masks is not None:
@@ -1449,3 +1458,81 @@ def run_route(opts: RouteOptions, say: Callable[[str], None] | None = None) -> R
     """``wsss route``: run or continue the route of ``opts`` (module docstring); what it made (None with
     ``plan_only``: the plan is printed, nothing runs)."""
     return Route(opts, say).run()
+
+
+# -- the route's modes (wsss.pipelines.modes: each asked whether it applies to the files given) ---------------------
+CLIP_PAPER = (
+    "a paper's figure and our parity with its code (docs/own-photos.md#with-clip-files, docs/parity.md), "
+    "not a measurement on real photos here"
+)
+CLIP_CPU_NOTE = (
+    "on the CPU: the CLIP method's GPU preset on the CPU (no CPU preset of it was measured on real "
+    "photos; slow at full size), the CPU presets for the rest"
+)
+
+
+@register_mode
+class ClassifierMode(RouteMode):
+    """No weight file: a classifier (RCA or the CAM baseline) on ImageNet weights, its CAMs and PAR labels, then the
+    DeepLab stage (the route as measured on real photos)."""
+
+    name, title = "none", "the classifier"
+    reason = "no CLIP file: a classifier on ImageNet weights, as measured on real photos here"
+    cpu_presets = {**CLASSIFIERS, "seg": SEG_PRESET}
+    gpu_presets = GPU_PRESETS
+    measured = True
+
+    def steps(self, route: Route, root: Path, out: Path, facts: DataFacts) -> list[Step]:
+        return route._classifier_steps(root, out, facts)
+
+
+class ClipMode(RouteMode):
+    """What the CLIP modes share: they tag photos without labels, make their own labels (no ``--abstain``) and record
+    the CLIP method's words."""
+
+    tags = method_words = True
+    cpu_note = CLIP_CPU_NOTE
+
+    @classmethod
+    def refuse(cls, abstain: bool, rounds: int) -> str | None:
+        if abstain:
+            return "--abstain: labels of the classifier's CAMs; a CLIP mode makes its own (drop --clip)"
+        return None
+
+
+@register_mode
+class ClipESMode(ClipMode):
+    name, title = "clip_es", "CLIP-ES"
+    files = frozenset({CLIP_KEY})
+    reason = (
+        "a CLIP file, no DINOv2: CLIP-ES's CAMs of your class names with CRF labels, then the DeepLab stage; "
+        "ExCEL scores higher but needs written descriptions of every class, which your classes lack: "
+        f"{CLIP_PAPER}"
+    )
+    cpu_presets = {"clip_es": clip_steps.CLIP_ES_PRESET, "seg": SEG_PRESET}
+    gpu_presets = {"clip_es": clip_steps.CLIP_ES_PRESET, "seg": GPU_PRESETS["seg"]}
+
+    def steps(self, route: Route, root: Path, out: Path, facts: DataFacts) -> list[Step]:
+        return route._clip_es_steps(root, out, facts)
+
+
+@register_mode
+class WeCLIPMode(ClipMode):
+    name, title = "weclip_plus", "WeCLIP+"
+    files = frozenset({CLIP_KEY, DINOV2_KEY})
+    reason = (
+        "a CLIP and a DINOv2 file: WeCLIP+ trained on your photos, its masks by the official test fusion; it "
+        f"leads the CLIP methods: {CLIP_PAPER}"
+    )
+    cpu_presets = gpu_presets = {"weclip": clip_steps.WECLIP_PRESET, "clip_es": clip_steps.CLIP_ES_PRESET}
+    final_run, crf, how = "weclip", False, "by WeCLIP+'s test fusion"  # its test has no CRF
+    masks_teach = False  # it trains on no mask
+
+    @classmethod
+    def refuse(cls, abstain: bool, rounds: int) -> str | None:
+        if not abstain and rounds:
+            return "--rounds: rounds of the DeepLab stage; WeCLIP+ has none (drop --dinov2 for CLIP-ES)"
+        return super().refuse(abstain, rounds)
+
+    def steps(self, route: Route, root: Path, out: Path, facts: DataFacts) -> list[Step]:
+        return route._weclip_steps(root, out, facts)
