@@ -42,7 +42,7 @@ def _plan(root: Path, out: Path, mode: type[RouteMode], gpu: bool = False) -> tu
     if gpu:
         words.append("run.device=cuda")
     route = Route(RouteOptions(data=str(root), out=str(out), plan_only=True, overrides=words), say=lambda _: None)
-    return route, route.plan()
+    return route, list(route.plan().steps)
 
 
 def check_mode_contract(mode: type[RouteMode], root: Path, out: Path) -> None:

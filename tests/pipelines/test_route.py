@@ -582,7 +582,7 @@ def test_masks_that_match_no_photo_give_a_route_without_a_val_split_of_unmasked_
     out = tmp_path / "route"
     route = Route(RouteOptions(data=str(photos), labels=str(_labels(tmp_path)), classes=str(_classes(tmp_path)),
                                masks=str(masks), out=str(out), progress=False))  # fmt: skip
-    steps = route.plan()  # the choices from the dataset prepare would write
+    steps = route.plan().steps  # the choices from the dataset prepare would write
     assert route.choices["stage"].value == "mixed" and not route._facts().val
     assert steps[0].title == "prepare"
     steps[0].work()

@@ -205,8 +205,8 @@ def test_two_processes_train_through_torchrun_and_share_the_per_photo_steps(phot
     assert main(_route(photos, one)) == 0
     presets = module.Route._presets
 
-    def two_processes(self):  # the count of CUDA devices a GPU machine would give
-        choice = presets(self)
+    def two_processes(self, cuda_devices):  # the count of CUDA devices a GPU machine would give
+        choice = presets(self, cuda_devices)
         self.processes = 2
         return choice
 

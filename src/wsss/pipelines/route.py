@@ -57,8 +57,8 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,8 @@ STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by f
 PREFIXES = ("cls", "seg", "clip")  # overrides of one run: cls.KEY=VALUE, seg.KEY=VALUE, clip.KEY=VALUE
 # the words that name a network's start file: without a prefix, never the CLIP method's (split_overrides)
 START_FILE_KEYS = (CLIP_KEY, DINOV2_KEY)
-ROUTE_FILE, SUMMARY_FILE = "route.json", "summary.json"
+ROUTE_FILE, SUMMARY_FILE, PLAN_FILE = "route.json", "summary.json", "plan.json"
+STAGE_FILE = "stage.json"  # in OUT/choice: the stage the folds chose, which the stage's training reads
 FACTS_FILE, MASKS_DIR = ROUTE_FACTS_FILE, ROUTE_MASKS_DIR  # every photo's mask in one folder
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
 # route.json's mark of a first step (prepare or check-data) finished: before it, its settings made nothing
@@ -104,7 +105,7 @@ FIRST_STEP_DONE = "first_step_done"
 MASKS_PAGE = "masks.html"  # their overlays on one page, in the report of the run that made them
 TAGS_DIGEST = "tags_digest.txt"  # the labels the steps after the tags were made from (an edited tags.csv: again)
 OWN_OUTPUTS = ("data", "cls", "clip", "weclip", "choice", "seg_data", "seg", MASKS_DIR, "new_masks", SUMMARY_FILE,
-               FACTS_FILE, STEPS_LOG, TAGS_DIGEST)  # fmt: skip
+               FACTS_FILE, STEPS_LOG, TAGS_DIGEST, PLAN_FILE)  # fmt: skip
 # after the tags: what is made again when the labels changed (tags.csv edited), in OUT and in OUT/clip
 AFTER_TAGS = ("weclip", "choice", "seg_data", "seg", MASKS_DIR, "new_masks")
 AFTER_TAGS_CLIP = ("cams", "cam_labels", "pseudo")
@@ -174,7 +175,7 @@ def _route_option(name: str, value: Any) -> Any:
     raise UsageError(f"RouteOptions.{name}: expected {want}, got {value!r} ({type(value).__name__})")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Choice:
     value: Any
     reason: str
@@ -223,6 +224,50 @@ class RouteResult:
             "masks": str(self.masks), "masks_written": self.masks_written, "reports": [str(p) for p in self.reports],
             "new_masks": str(self.new_masks) if self.new_masks is not None else None,
         }  # fmt: skip
+
+
+# the choices --plan and a run print, in this order
+SHOWN_CHOICES = ("mode", "classifier", "levels", "labels", "stage", "rounds", "predict", "device", "presets",
+                 "crf_workers")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a route will do, decided before any step runs (:func:`plan_route`; ``OUT/plan.json``): each choice with its
+    reason and the steps. A choice that needs a measurement is a step whose output the plan names (``stage`` chosen
+    by ``folds``: the step ``choice`` writes ``OUT/choice/stage.json``, which the step ``seg`` reads)."""
+
+    choices: Mapping[str, Choice]
+    steps: tuple[Step, ...]
+    facts: DataFacts
+    processes: int  # a training's processes, a per-photo step's shares: one a CUDA device
+    configs: Mapping[str, Config] = field(repr=False)  # the trainings' configs by role, checked
+    seg_iters: int | None = None  # the DeepLab stage's iterations on every train photo
+
+    def shown(self) -> list[str]:
+        """The choices printed, in order."""
+        return [k for k in SHOWN_CHOICES if k in self.choices]
+
+    def to_json(self) -> dict[str, Any]:
+        """``OUT/plan.json``."""
+        return {
+            "mode": self.choices["mode"].value,
+            "choices": {k: {"value": _jsonable(c.value), "reason": c.reason} for k, c in self.choices.items()},
+            "steps": [{"name": step.title, "command": step.command} for step in self.steps],
+            "processes": self.processes,
+            "data": str(self.facts.root),
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def plan_route(opts: RouteOptions, facts: DataFacts, cuda_devices: int = 0, *, edited_tags: bool = False) -> Plan:
+    """The plan of ``wsss route`` with ``opts`` for the data ``facts`` (a dataset's, or what `wsss prepare folder`
+    will write of a folder of photos) on ``cuda_devices``: every choice and step, made from these alone (the presets
+    read, no other file, nothing run). ``edited_tags``: a tags.csv of the user's is in the data."""
+    return Route(opts, say=lambda _: None)._make_plan(facts, cuda_devices, edited_tags)
 
 
 def data_facts(root: str | os.PathLike) -> DataFacts:
@@ -645,6 +690,8 @@ class Route:
         self.masks: Path | None = None
         self.masks_written = 0
         self.new_photos = 0  # the photos of --images
+        self.edited_tags = False  # a tags.csv in the data (the plan's input)
+        self.measured: dict[str, Choice] = {}  # the choices a step made by measuring (the plan's "folds")
         self.reports: list[Path] = []
         self.new_masks: Path | None = None
 
@@ -788,14 +835,12 @@ class Route:
         return mine
 
     # -- the plan -----------------------------------------------------------------------------------------------
-    def _device(self) -> Choice:
+    def _device(self, cuda_devices: int) -> Choice:
         given = self.opts.device or next((w.partition("=")[2] for w in self.words["cls"] if _key(w) == "run.device"),
                                          None)  # fmt: skip
         if given:
             return Choice(given, "given")
-        import torch
-
-        if torch.cuda.is_available():
+        if cuda_devices:
             return Choice("cuda", f"a CUDA device is here (the presets' run.device: cpu is for their CPU timings); "
                                   f"{GPU_LOADERS} loader processes feed it")  # fmt: skip
         return Choice(None, "no CUDA device: the presets' run.device, cpu")
@@ -824,14 +869,24 @@ class Route:
         """The config of a training on the route's device (:func:`run_config`)."""
         return run_config(preset, words, run_dir, device=self.choices["device"].value)
 
-    def plan(self) -> list[Step]:
-        """The choices (printed with their reasons) and the steps to run, for a folder of photos as for a dataset:
-        the photos' choices are made from what `wsss prepare folder` would write (``plan_folder``), every input and
-        the weights the trainings start from checked first (:meth:`_check_inputs`). The mode (the classifier, or a
-        CLIP method) follows the files given (``wsss.pipelines.clip_steps``)."""
-        out = self.out.resolve()
+    def plan(self) -> Plan:
+        """The plan (:func:`plan_route`), its choices printed with their reasons, for a folder of photos as for a
+        dataset: the photos' choices are made from what `wsss prepare folder` would write (``plan_folder``), every
+        input and the weights the trainings start from checked after (:meth:`_check_inputs`)."""
         prepares = self._prepares()
-        root = out / "data" if prepares else Path(self.opts.data).resolve()
+        root = self.out.resolve() / "data" if prepares else Path(self.opts.data).resolve()
+        facts = self._read_facts(root, prepares)
+        plan = self._make_plan(facts, gpus.cuda_devices(), edited_tags=(root / "tags.csv").is_file())
+        self.new_photos = self._check_inputs()
+        for key in plan.shown():
+            self.say(f"route: {key}: {_shown(plan.choices[key].value)} ({plan.choices[key].reason})")
+        return plan
+
+    def _make_plan(self, facts: DataFacts, cuda_devices: int, edited_tags: bool = False) -> Plan:
+        """The plan of the route for the data ``facts`` on ``cuda_devices``: each choice with its reason, then the
+        steps of the mode (nothing read but the presets, nothing run). ``edited_tags``: a tags.csv is in the data."""
+        out, root, prepares = self.out.resolve(), facts.root, self._prepares()
+        self.facts, self.choices, self.configs, self.edited_tags = facts, {}, {}, edited_tags
         steps: list[Step] = []
         if prepares:
             labels = f" --labels {self.opts.labels}" if self.opts.labels else ""
@@ -839,26 +894,19 @@ class Route:
             steps.append(Step("prepare", f"wsss prepare folder --images {self.opts.data}{labels} --classes "
                                          f"{self.opts.classes}{masks} --out {root}",
                               lambda: self._prepare(root)))  # fmt: skip
-        facts = self._read_facts(root, prepares)
-        self.facts = facts
-        self.choices["mode"] = Choice(self.mode.value, self.mode.reason)
-        self.choices["device"] = self._device()
-        self.choices["presets"] = self._presets()
-        body = self.mode.mode.steps(self, root, out, facts)
-        self.new_photos = self._check_inputs()
-        if not prepares:  # `wsss prepare folder` checked its inputs; a dataset given is checked as `wsss train` does
+        else:  # `wsss prepare folder` checks its inputs; a dataset given is checked as `wsss train` does
             steps.append(Step("check", f"wsss check-data {root}", lambda: self._check_data(root)))
-        steps += body
-        shown = [k for k in ("mode", "classifier", "levels", "labels", "stage", "rounds", "predict", "device",
-                             "presets", "crf_workers") if k in self.choices]  # fmt: skip
-        for key in shown:
-            self.say(f"route: {key}: {_shown(self.choices[key].value)} ({self.choices[key].reason})")
+        self.choices["mode"] = Choice(self.mode.value, self.mode.reason)
+        self.choices["device"] = self._device(cuda_devices)
+        self.choices["presets"] = self._presets(cuda_devices)
+        steps += self.mode.mode.steps(self, root, out, facts)
         if self.opts.images:
             final, crf = out / self.mode.mode.final_run, self.mode.mode.crf
             images = " ".join(map(str, self.opts.images))
             command = f"wsss predict {final} --images {images} --out {out / 'new_masks'}{' --crf' * crf} --overlay"
             steps.append(Step("new photos", command, lambda: self._new_photos(final, crf)))
-        return steps
+        return Plan(choices=dict(self.choices), steps=tuple(steps), facts=facts, processes=self.processes,
+                    configs=dict(self.configs), seg_iters=self.seg_iters)  # fmt: skip
 
     def _read_facts(self, root: Path, prepares: bool) -> DataFacts:
         """The facts of the dataset the route reads: a dataset's own, or those of the one `wsss prepare folder` will
@@ -875,21 +923,17 @@ class Route:
                     self.say(f"prepare: {kind}: {line}")
         return planned_facts(root, plan)
 
-    def _presets(self) -> Choice:
+    def _presets(self, cuda_devices: int) -> Choice:
         """The GPU presets on a CUDA device (``configs/*/route_gpu.yaml``), else the CPU ones; with several CUDA
         devices a training runs as one process each (``torchrun``) and a per-photo step is shared among them."""
         device = self.choices["device"].value
         if device is None or not str(device).startswith("cuda"):
             self.processes = 1
             return Choice("cpu", self.mode.mode.cpu_note)
-        n = self.processes = self._processes()
+        n = self.processes = max(1, cuda_devices)  # one a CUDA device
         many = f"; {n} CUDA devices: a training as {n} torchrun processes, the per-photo steps shared" if n > 1 else ""
         return Choice("gpu", "a CUDA device: the presets made for a GPU (configs/*/route_gpu.yaml: the method's crop, "
                              f"batch and precision, epochs of your photos){many}")  # fmt: skip
-
-    def _processes(self) -> int:
-        """The processes of a training and of a per-photo step: one a CUDA device."""
-        return max(1, gpus.cuda_devices())
 
     def _gpu(self) -> bool:
         return self.choices["presets"].value == "gpu"
@@ -999,7 +1043,7 @@ class Route:
 
             steps.append(Step("clip", " ".join([command, *words]), made))
         if self._tags():
-            edited = " --labels-from tags.csv --overwrite" if (root / "tags.csv").is_file() else ""
+            edited = " --labels-from tags.csv --overwrite" if self.edited_tags else ""
             steps.append(Step("tag", f"wsss tag {clip_dir} --split train{edited}", lambda: self._tag(root, clip_dir)))
         return steps
 
@@ -1207,15 +1251,17 @@ class Route:
         best = "masks" if means["masks"] > means["mixed"] else "mixed"
         self.scores["folds"] = {k: {"mean": means[k], "folds": v} for k, v in scores.items()}
         names = {"mixed": "the weak labels with the masks in their place", "masks": "the masks alone"}
-        self.choices["stage"] = Choice(best, f"{names[best]}: val mIoU with --crf over {folds} folds of the masked "
-                                             f"train photos, mixed {means['mixed']:.2f}, masks alone "
-                                             f"{means['masks']:.2f}")  # fmt: skip
-        self.say(f"route: stage: {best} ({self.choices['stage'].reason})")
+        chosen = Choice(best, f"{names[best]}: val mIoU with --crf over {folds} folds of the masked train photos, "
+                              f"mixed {means['mixed']:.2f}, masks alone {means['masks']:.2f}")  # fmt: skip
+        with atomic_write(where / STAGE_FILE, "w") as fh:  # the step's output, which the stage's training reads
+            fh.write(json.dumps({"stage": chosen.value, "reason": chosen.reason}) + "\n")
+        self.measured["stage"] = chosen
+        self.say(f"route: stage: {best} ({chosen.reason})")
 
     def _train_stage(self, root: Path, seg_words: list[str], seg_dir: Path) -> None:
         from wsss.data.views import make_view
 
-        stage = self.choices["stage"].value
+        stage = self._stage()
         view = None
         if stage == "masks":  # a view whose train_masked split lists the masked train photos
             facts = self._facts()
@@ -1226,6 +1272,14 @@ class Route:
                      f"{view}), {self.seg_iters} iterations as the mixed stage's")  # fmt: skip
         self.stage_root = view or root
         self._train(self._stage_config(root, seg_words, seg_dir, stage, view))
+
+    def _stage(self) -> str:
+        """The DeepLab stage's training: the plan's choice, or where it is ``folds`` the one the step ``choice``
+        wrote (``OUT/choice/stage.json``)."""
+        planned = str(self.choices["stage"].value)
+        if planned != "folds":
+            return planned
+        return str(json.loads((self.out / "choice" / STAGE_FILE).read_text())["stage"])
 
     def _predict_split(
         self, run_dir: Path, split: str, root: Path | None = None, crf: bool = True, labelled_only: bool = False
@@ -1303,7 +1357,7 @@ class Route:
     def run(self) -> RouteResult | None:
         """Run (or continue) the route; what it made (also ``OUT/summary.json``). None with ``plan_only``."""
         if self.opts.plan_only:
-            self._print_estimates(self.plan())
+            self._print_estimates(list(self.plan().steps))
             return None
         self._prepares()  # its refusals before anything is written
         check_output_folder(self.out, "the route's folder (its runs, record and summary)")
@@ -1312,7 +1366,9 @@ class Route:
         with self.runner.lock():
             settings = self._settle_settings()
             self._rebase()
-            steps = self.plan()
+            plan = self.plan()
+            self._save_plan(plan)  # before the first step
+            steps = list(plan.steps)
             self._record(settings)
             self._save_facts()
             done, earlier = self._measured_before()
@@ -1325,10 +1381,24 @@ class Route:
                     self._record(settings)
                 if step.title not in done:  # its work done in this run (and the stopped runs before it)
                     self._learn(step.title, earlier.get(step.title, 0.0) + self.times[step.title])
-                if step.title == "prepare" and data_facts(self._facts().root) != self.facts:
-                    steps[i:] = self.plan()[1:]  # the choices again, from the prepared data where it differs
+                if step.title == "prepare" and data_facts(plan.facts.root) != plan.facts:
+                    # planned once more, from the data prepare wrote where it differs from what the plan read
+                    again = self.plan()
+                    self._save_plan(again, before=plan)
+                    steps[i:] = again.steps[1:]
                     self._save_facts()
             return self._summary(time.monotonic() - t0)
+
+    def _save_plan(self, plan: Plan, before: Plan | None = None) -> None:
+        """``OUT/plan.json``: the plan the steps run; planned again after prepare, the first plan too."""
+        record = plan.to_json()
+        if before is not None:
+            record["planned_before_prepare"] = {
+                "reason": "the data prepare wrote differs from what the first plan read of the photos",
+                **before.to_json(),
+            }
+        with atomic_write(self.out / PLAN_FILE, "w") as f:
+            f.write(json.dumps(record, indent=1) + "\n")
 
     def _step_work(self) -> dict[str, Any]:
         """Each step's work (``pipelines.estimates.step_work``) for this route's photos and trainings; none for a CLIP
@@ -1400,7 +1470,7 @@ class Route:
     def result(self) -> RouteResult:
         """What the route made so far."""
         return RouteResult(
-            choices=dict(self.choices), facts=self.facts, masks=self.masks, reports=list(self.reports),
+            choices={**self.choices, **self.measured}, facts=self.facts, masks=self.masks, reports=list(self.reports),
             new_masks=self.new_masks, scores=dict(self.scores), seconds=dict(self.times),
             seconds_over_runs=self.runner.seconds_over_runs(), masks_written=self.masks_written,
         )  # fmt: skip
