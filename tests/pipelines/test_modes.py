@@ -15,7 +15,7 @@ from wsss.core.errors import UsageError
 from wsss.pipelines import route as route_module  # noqa: F401 - the built-in modes register on import
 from wsss.pipelines.modes import CLIP_KEY, DINOV2_KEY, MODES, RouteMode, choose_mode, register_mode, weight_words
 from wsss.pipelines.route import DataFacts, Route, RouteOptions
-from wsss.pipelines.steps import Step
+from wsss.pipelines.steps import Command, Step
 
 FAKE_FILES = {CLIP_KEY: "c.pt", DINOV2_KEY: "d.pth"}  # a mode's planning names its files, reads none
 
@@ -81,7 +81,8 @@ class ToyMode(RouteMode):
 
     def steps(self, route: Route, root: Path, out: Path, facts: DataFacts) -> list[Step]:
         route.choices["crf_workers"] = route_module.Choice(None, "the toy has no CRF")
-        return [Step("toy", f"wsss predict {out / self.final_run} --split train", lambda: None)]
+        predict = Command(("predict",), (out / self.final_run,), (("--split", "train"),))
+        return [Step("toy", (predict,), lambda: None, outputs=(out / self.final_run,))]
 
 
 @pytest.fixture

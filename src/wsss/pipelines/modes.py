@@ -10,13 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar
 
 from wsss.core.errors import UsageError
-
-if TYPE_CHECKING:
-    from wsss.pipelines.route import DataFacts, Route
-    from wsss.pipelines.steps import Step
+from wsss.pipelines.steps import Step
 
 # The weight files a mode may need, as the CLIP method's config words, with the flag that gives each and where to get it
 CLIP_KEY, DINOV2_KEY = "model.pretrained", "options.dino_weights"  # the words --clip and --dinov2 stand for
@@ -61,9 +58,10 @@ class RouteMode:
     def presets(cls, gpu: bool) -> Mapping[str, str]:
         return cls.gpu_presets if gpu else cls.cpu_presets
 
-    def steps(self, route: Route, root: Path, out: Path, facts: DataFacts) -> list[Step]:
-        """Its steps after the route's first (prepare or check-data), for the data ``root`` and the folder ``out``;
-        the choices they make are put in ``route.choices``."""
+    def steps(self, route: Any, root: Path, out: Path, facts: Any) -> list[Step]:
+        """Its steps after the route's first (prepare or check-data), for the data ``root`` (its ``facts``: a
+        ``route.DataFacts``) and the folder ``out``; the choices they make are put in ``route.choices`` (``route``: the
+        ``wsss.pipelines.route.Route`` that plans it)."""
         raise NotImplementedError
 
 

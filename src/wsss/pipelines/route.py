@@ -69,7 +69,16 @@ from wsss.core.errors import UsageError
 from wsss.core.files import atomic_write, check_output_folder
 from wsss.pipelines import clip_steps, gpus
 from wsss.pipelines.modes import CLIP_KEY, DINOV2_KEY, RouteMode, choose_mode, register_mode, weight_words
-from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, changed_settings, computed_words, remove_made
+from wsss.pipelines.steps import (
+    STEPS_LOG,
+    Command,
+    Setting,
+    Step,
+    StepRunner,
+    changed_settings,
+    computed_words,
+    remove_made,
+)
 
 # the route's options that its cross-validation did not adopt: why, in their printed reasons
 # the mixed stage with few masks: why (the figures: docs/own-photos.md#how-many-masks)
@@ -447,10 +456,15 @@ def _key(word: str) -> str:
 MASKED_SPLIT = "train_masked"  # the split of a view that lists the masked train photos
 
 
-def mixed_stage_words(pseudo_dir: str | os.PathLike) -> list[str]:
+def mixed_stage_settings(pseudo_dir: str | os.PathLike) -> list[Setting]:
     """The DeepLab stage on the weak labels with the masks in their place: each train photo that has a mask trains
     on it, every other photo on its pseudo label (docs/own-photos.md#how-many-masks)."""
-    return [f"data.pseudo_dir={pseudo_dir}", "data.true_masks=auto"]
+    return [Setting("data.pseudo_dir", pseudo_dir), Setting("data.true_masks", "auto")]
+
+
+def mixed_stage_words(pseudo_dir: str | os.PathLike) -> list[str]:
+    """:func:`mixed_stage_settings` as ``KEY=VALUE`` words."""
+    return [s.word for s in mixed_stage_settings(pseudo_dir)]
 
 
 def masks_alone_words(iterations: int) -> list[str]:
@@ -459,6 +473,62 @@ def masks_alone_words(iterations: int) -> list[str]:
     measurements compared at equal length (docs/benchmarks/history/real-photos.md#manual-how-many-masks)."""
     return [f"data.train_split={MASKED_SPLIT}", "data.true_masks=auto", "train.epochs=null",
             f"train.max_iters={iterations}"]  # fmt: skip
+
+
+def _stage_command(preset: str, root: Path, pseudo_dir: Path, words: Sequence[str], run_dir: Path) -> Command:
+    """``wsss train PRESET``: the DeepLab stage on the pseudo labels of ``pseudo_dir`` with the masks in their place."""
+    settings: tuple[Setting | str, ...] = (
+        Setting("data.root", root),
+        *mixed_stage_settings(pseudo_dir),
+        *words,
+        Setting("run.dir", run_dir),
+    )
+    return Command(("train",), (preset,), words=settings)
+
+
+def _cam_command(run_dir: Path, split: str = "train") -> Command:
+    return Command(("cam",), (run_dir,), (("--split", split),))
+
+
+def _pseudo_command(run_dir: Path, refine: str, levels: tuple[float, float] | None, split: str = "train") -> Command:
+    """``wsss pseudo``; ``levels`` None: the run's own (CLIP-ES's CRF labels)."""
+    return Command(("pseudo",), (run_dir,), (("--split", split), ("--refine", refine), ("--levels", levels)))
+
+
+def _predict_command(
+    run_dir: Path, split: str, root: Path | None = None, crf: bool = True, labelled_only: bool = False
+) -> Command:
+    options = (("--split", split), ("--data-root", root), ("--labelled-only", labelled_only), ("--crf", crf))
+    return Command(("predict",), (run_dir,), options)
+
+
+# The library call of each per-photo command (Route._job), its arguments those of the command
+def _call_cam(command: Command, **where: Any) -> Path:
+    return cams(command.args[0], command.option("--split"), **where)
+
+
+def _call_pseudo(command: Command, **where: Any) -> Path:
+    return pseudo_labels(
+        command.args[0],
+        command.option("--split"),
+        command.option("--levels"),
+        refine=command.option("--refine"),
+        **where,
+    )
+
+
+def _call_predict(command: Command, **where: Any) -> Path:
+    return predict_split(
+        command.args[0],
+        command.option("--split"),
+        root=command.option("--data-root"),
+        crf=bool(command.option("--crf")),
+        labelled_only=bool(command.option("--labelled-only")),
+        **where,
+    )
+
+
+JOB_CALLS: dict[str, Callable[..., Path]] = {"cam": _call_cam, "pseudo": _call_pseudo, "predict": _call_predict}
 
 
 def stage_iterations(preset: str, root: str | os.PathLike, words: Sequence[str] = ()) -> int:
@@ -889,24 +959,34 @@ class Route:
         self.facts, self.choices, self.configs, self.edited_tags = facts, {}, {}, edited_tags
         steps: list[Step] = []
         if prepares:
-            labels = f" --labels {self.opts.labels}" if self.opts.labels else ""
-            masks = f" --masks {self.opts.masks}" if self.opts.masks else ""
-            steps.append(Step("prepare", f"wsss prepare folder --images {self.opts.data}{labels} --classes "
-                                         f"{self.opts.classes}{masks} --out {root}",
-                              lambda: self._prepare(root)))  # fmt: skip
+            prepare = self._prepare_command(root)
+            steps.append(Step("prepare", (prepare,), partial(self._prepare, root), outputs=(root,)))
         else:  # `wsss prepare folder` checks its inputs; a dataset given is checked as `wsss train` does
-            steps.append(Step("check", f"wsss check-data {root}", lambda: self._check_data(root)))
+            steps.append(Step("check", (Command(("check-data",), (root,)),), lambda: self._check_data(root)))
         self.choices["mode"] = Choice(self.mode.value, self.mode.reason)
         self.choices["device"] = self._device(cuda_devices)
         self.choices["presets"] = self._presets(cuda_devices)
         steps += self.mode.mode.steps(self, root, out, facts)
         if self.opts.images:
             final, crf = out / self.mode.mode.final_run, self.mode.mode.crf
-            images = " ".join(map(str, self.opts.images))
-            command = f"wsss predict {final} --images {images} --out {out / 'new_masks'}{' --crf' * crf} --overlay"
-            steps.append(Step("new photos", command, lambda: self._new_photos(final, crf)))
-        return Plan(choices=dict(self.choices), steps=tuple(steps), facts=facts, processes=self.processes,
-                    configs=dict(self.configs), seg_iters=self.seg_iters)  # fmt: skip
+            given = (
+                ("--images", list(self.opts.images)),
+                ("--out", out / "new_masks"),
+                ("--crf", crf),
+                ("--overlay", True),
+            )
+            predict = Command(("predict",), (final,), given)
+            steps.append(
+                Step("new photos", (predict,), partial(self._new_photos, predict), outputs=(out / "new_masks",))
+            )
+        return Plan(
+            choices=dict(self.choices),
+            steps=tuple(steps),
+            facts=facts,
+            processes=self.processes,
+            configs=dict(self.configs),
+            seg_iters=self.seg_iters,
+        )
 
     def _read_facts(self, root: Path, prepares: bool) -> DataFacts:
         """The facts of the dataset the route reads: a dataset's own, or those of the one `wsss prepare folder` will
@@ -945,55 +1025,86 @@ class Route:
         chosen = self.choices["classifier"].value
         preset = self.mode.mode.presets(self._gpu()).get(chosen, chosen)
         cls_dir = out / "cls"
-        cls_cfg = self._config(preset, [f"data.root={root}", *self.words["cls"]], cls_dir)
-        level = float(cls_cfg.cam.bkg_thre)
+        train = Command(
+            ("train",), (preset,), words=(Setting("data.root", root), Setting("run.dir", cls_dir), *self.words["cls"])
+        )
+        cls_cfg = self._command_config(train)
+        level = float(cls_cfg.cam.bkg_thre)  # the one place the route reads the classifier's background level
         self.choices["levels"] = Choice(
-            (level, level), f"the classifier's own background level cam.bkg_thre {level:g}, as one level (no pixel "
-            "left undecided; cross-validated on ccp-dev: the level sweep-bkg picks lost)")  # fmt: skip
+            (level, level),
+            f"the classifier's own background level cam.bkg_thre {level:g}, as one level (no pixel "
+            "left undecided; cross-validated on ccp-dev: the level sweep-bkg picks lost)",
+        )
         self.configs["cls"] = cls_cfg
-        over = " ".join(self.words["cls"])
-        steps = [Step("classifier", f"wsss train {preset} data.root={root} run.dir={cls_dir} {over}".rstrip(),
-                      lambda: self._train(cls_cfg))]  # fmt: skip
-        steps.append(Step("cam", f"wsss cam {cls_dir} --split train", lambda: self._cam(cls_dir)))
         refine = "agree" if self.opts.abstain else "par"
         self.choices["labels"] = (
-            Choice("agree", "given (--abstain): PAR's label where the CAM's thresholds and the CRF label agree with "
-                            "it, 255 (unlearned) elsewhere") if self.opts.abstain
-            else Choice("par", "PAR's refinement of the CAMs, every pixel labelled (--abstain: 255 where the refiners "
-                               f"disagree; {NOT_ADOPTED})"))  # fmt: skip
-        levels = f"--levels {level:g}/{level:g}"
-        steps.append(Step("pseudo", f"wsss pseudo {cls_dir} --split train --refine {refine} {levels}",
-                          lambda: self._pseudo(cls_dir, level, refine)))  # fmt: skip
+            Choice(
+                "agree",
+                "given (--abstain): PAR's label where the CAM's thresholds and the CRF label agree with "
+                "it, 255 (unlearned) elsewhere",
+            )
+            if self.opts.abstain
+            else Choice(
+                "par",
+                "PAR's refinement of the CAMs, every pixel labelled (--abstain: 255 where the refiners "
+                f"disagree; {NOT_ADOPTED})",
+            )
+        )
+        pseudo = _pseudo_command(cls_dir, refine, (level, level))
+        steps = [
+            Step("classifier", (train,), lambda: self._train(cls_cfg), outputs=(cls_dir,)),
+            self._job_step("cam", _cam_command(cls_dir)),
+            self._job_step("pseudo", pseudo),
+        ]
         return steps + self._seg_steps(root, out, facts, cls_dir)
+
+    def _job_step(self, title: str, command: Command) -> Step:
+        """A per-photo step of one command (``wsss cam | pseudo | predict``), its work rendered from it."""
+        return Step(title, (command,), partial(self._job, command), outputs=(Path(command.args[0]),))
 
     def _seg_steps(self, root: Path, out: Path, facts: DataFacts, labels_run: Path) -> list[Step]:
         """The DeepLab stage on the pseudo labels of ``labels_run`` (chosen by folds where masks allow), its masks
         with the dense CRF, the reports."""
         seg_dir, seg = out / "seg", self._seg_preset()
-        seg_words = [f"data.root={root}", *mixed_stage_words(labels_run / "pseudo" / "train"), *self.words["seg"]]
-        seg_cfg = self._config(seg, seg_words, seg_dir)
+        stages = [*(out / name for name in self._round_dirs(self.opts.rounds)), seg_dir]  # the last is OUT/seg
+        train = _stage_command(seg, root, labels_run / "pseudo" / "train", self.words["seg"], stages[0])
+        seg_cfg = self._command_config(train, run_dir=seg_dir)
         self.configs["seg"] = seg_cfg
         self.choices["crf_workers"] = self._crf_workers()
         self.seg_iters = resolve_epochs(seg_cfg, len(facts.train)).train.max_iters
         self.choices["stage"] = self._stage_choice(facts)
         split = "val" if facts.val else "train"
-        self.choices["predict"] = Choice(split, ("the val split" if facts.val else "no val split: the train photos")
-                                         + " scores the masks; every train and val photo gets its mask, with the "
-                                         "dense CRF (better on ccp-dev's folds: "
-                                         "docs/own-photos.md#which-route)")  # fmt: skip
+        self.choices["predict"] = Choice(
+            split,
+            ("the val split" if facts.val else "no val split: the train photos")
+            + " scores the masks; every train and val photo gets its mask, with the "
+            "dense CRF (better on ccp-dev's folds: "
+            "docs/own-photos.md#which-route)",
+        )
         steps = []
+        seg_words = train.word_list(leave_out=("run.dir",))
         if self.choices["stage"].value == "folds":
-            steps.append(Step("choice", f"({self.opts.folds} folds of the masked train photos, both stages each)",
-                              lambda: self._choose_stage(root, seg_words, out / "choice")))  # fmt: skip
-        stages = [*(out / name for name in self._round_dirs(self.opts.rounds)), seg_dir]  # the last is OUT/seg
-        steps.append(Step("seg", f"wsss train {seg} {' '.join(seg_words)} run.dir={stages[0]}",
-                          lambda: self._train_stage(root, seg_words, stages[0])))  # fmt: skip
+            steps.append(
+                Step(
+                    "choice",
+                    (),
+                    lambda: self._choose_stage(root, seg_words, out / "choice"),
+                    outputs=(out / "choice" / STAGE_FILE,),
+                    note=f"{self.opts.folds} folds of the masked train photos, both stages each",
+                )
+            )
+        steps.append(Step("seg", (train,), lambda: self._train_stage(root, seg_words, stages[0]), outputs=(stages[0],)))
         steps += self._round_steps(root, seg, stages)
-        predict = " && ".join(f"wsss predict {seg_dir} --split {split} --crf" for split in self._splits())
-        steps.append(Step("masks", predict, lambda: self._masks(seg_dir)))
-        steps.append(Step("report", f"wsss report {labels_run} && wsss report {seg_dir}",
-                          lambda: self._report(labels_run, seg_dir)))  # fmt: skip
-        return steps
+        return [*steps, self._masks_step(seg_dir, crf=True), self._report_step(labels_run, seg_dir)]
+
+    def _masks_step(self, run_dir: Path, crf: bool) -> Step:
+        """Every train and val photo's mask (``wsss predict`` of each split) in ``OUT/masks``."""
+        predict = tuple(_predict_command(run_dir, split, crf=crf) for split in self._splits())
+        return Step("masks", predict, lambda: self._masks(run_dir, crf=crf), outputs=(self.out.resolve() / MASKS_DIR,))
+
+    def _report_step(self, *run_dirs: Path) -> Step:
+        reports = tuple(Command(("report",), (d,)) for d in run_dirs)
+        return Step("report", reports, lambda: self._report(*run_dirs), outputs=tuple(d / "report" for d in run_dirs))
 
     def _round_dirs(self, rounds: int | None = None) -> list[str]:
         """The folders of the stages before the last of ``--rounds`` (``seg_r0``, ...): ``rounds`` of them, or those
@@ -1007,21 +1118,29 @@ class Route:
         train photos with the dense CRF, naming only each photo's labelled classes, the masks in their place."""
         from wsss.runs.jobs import predictions_folder
 
-        self.choices["rounds"] = Choice(self.opts.rounds, "given" if self.opts.rounds else "one stage (--rounds N: "
-                                        "N more, each on its predecessor's masks of the train photos; "
-                                        f"{NOT_ADOPTED})")  # fmt: skip
+        self.choices["rounds"] = Choice(
+            self.opts.rounds,
+            "given"
+            if self.opts.rounds
+            else f"one stage (--rounds N: N more, each on its predecessor's masks of the train photos; {NOT_ADOPTED})",
+        )
         steps = []
         for r, (before, run_dir) in enumerate(zip(stages, stages[1:]), 1):
             labels = before / predictions_folder(crf=True, labelled_only=True) / "train"
-            words = [f"data.root={root}", *mixed_stage_words(labels), *self.words["seg"]]
-            steps.append(Step(f"round {r} labels", f"wsss predict {before} --split train --labelled-only --crf",
-                              partial(self._predict_split, before, "train", labelled_only=True)))  # fmt: skip
-            steps.append(Step(f"round {r}", f"wsss train {seg} {' '.join(words)} run.dir={run_dir}",
-                              partial(self._train_round, seg, words, run_dir)))  # fmt: skip
+            train = _stage_command(seg, root, labels, self.words["seg"], run_dir)
+            steps.append(self._job_step(f"round {r} labels", _predict_command(before, "train", labelled_only=True)))
+            steps.append(Step(f"round {r}", (train,), partial(self._train_command, train), outputs=(run_dir,)))
         return steps
 
-    def _train_round(self, seg: str, words: list[str], run_dir: Path) -> None:
-        self._train(self._config(seg, words, run_dir))
+    def _command_config(self, command: Command, device: str | None = None, run_dir: Path | None = None) -> Config:
+        """The config of the training ``wsss train PRESET WORDS`` (:func:`run_config`) on ``device`` (None: the
+        route's); ``run_dir`` in place of its ``run.dir``."""
+        words = command.word_list(leave_out=("run.dir",))
+        where = run_dir or command.setting("run.dir")
+        return run_config(str(command.args[0]), words, where, device=device or self.choices["device"].value)
+
+    def _train_command(self, command: Command, device: str | None = None) -> None:
+        self._train(self._command_config(command, device))
 
     def _seg_preset(self) -> str:
         """The DeepLab stage's preset: ``--seg``, else the GPU's or the CPU's."""
@@ -1036,15 +1155,22 @@ class Route:
         device = self.choices["device"].value or "cpu"  # the CLIP presets name cuda
         clip_file, es = self.files[CLIP_KEY], self.mode.mode.presets(self._gpu())["clip_es"]
         if self._tags() or always:
-            command = f"wsss import clip_es {clip_file} --config {es} --out {clip_dir} data.root={root}"
+            command = Command(
+                ("import", "clip_es"),
+                (clip_file,),
+                (("--config", es), ("--out", clip_dir)),
+                (Setting("data.root", root), *words),
+            )
 
             def made() -> Path:
-                return clip_steps.import_clip_run(clip_file, root, clip_dir, words, preset=es, device=device)
+                return clip_steps.import_clip_run(command.args[0], root, clip_dir, command.word_list(("data.root",)),
+                                                  preset=es, device=device)  # fmt: skip
 
-            steps.append(Step("clip", " ".join([command, *words]), made))
+            steps.append(Step("clip", (command,), made, outputs=(clip_dir,)))
         if self._tags():
-            edited = " --labels-from tags.csv --overwrite" if self.edited_tags else ""
-            steps.append(Step("tag", f"wsss tag {clip_dir} --split train{edited}", lambda: self._tag(root, clip_dir)))
+            tag = Command(("tag",), (clip_dir,), (("--split", "train"), ("--labels-from", "tags.csv" if
+                          self.edited_tags else None), ("--overwrite", self.edited_tags)))  # fmt: skip
+            steps.append(Step("tag", (tag,), lambda: self._tag(root, clip_dir), outputs=(root / "tags.csv",)))
         return steps
 
     def _clip_es_steps(self, root: Path, out: Path, facts: DataFacts) -> list[Step]:
@@ -1052,9 +1178,10 @@ class Route:
         clip_dir = out / "clip"
         es_words = [w for w in self.words["clip"] if _key(w) != CLIP_KEY]  # the CLIP method's words less its file
         steps = self._clip_run_steps(root, out, es_words, always=True)
-        steps.append(Step("cam", f"wsss cam {clip_dir} --split train", lambda: self._cam(clip_dir)))
-        steps.append(Step("pseudo", f"wsss pseudo {clip_dir} --split train --refine crf",
-                          lambda: self._pseudo(clip_dir, None, refine="crf")))  # fmt: skip
+        steps += [
+            self._job_step("cam", _cam_command(clip_dir)),
+            self._job_step("pseudo", _pseudo_command(clip_dir, "crf", None)),
+        ]
         return steps + self._seg_steps(root, out, facts, clip_dir)
 
     def _weclip_steps(self, root: Path, out: Path, facts: DataFacts) -> list[Step]:
@@ -1066,20 +1193,22 @@ class Route:
         steps = self._clip_run_steps(root, out, es_words, always=False)
         device = self.choices["device"].value or "cpu"  # the CLIP presets name cuda
         weclip_dir, preset = out / "weclip", presets["weclip"]
-        cfg = run_config(preset, [f"data.root={root}", *words], weclip_dir, device=device)
+        train = Command(
+            ("train",), (preset,), words=(Setting("data.root", root), *words, Setting("run.dir", weclip_dir))
+        )
+        cfg = self._command_config(train, device)
         self.configs["weclip"] = cfg
         self.choices["crf_workers"] = self._crf_workers()
         split = "val" if facts.val else "train"
-        self.choices["predict"] = Choice(split, ("the val split" if facts.val else "no val split: the train photos")
-                                         + " scores the masks; every train and val photo gets its mask by WeCLIP+'s "
-                                         "official test fusion (the preset's infer scales with flips; no CRF, as the "
-                                         "paper's test)")  # fmt: skip
-        steps.append(Step("weclip", f"wsss train {preset} data.root={root} {' '.join(words)} run.dir={weclip_dir}",
-                          lambda: self._train(cfg)))  # fmt: skip
-        predict = " && ".join(f"wsss predict {weclip_dir} --split {split}" for split in self._splits())
-        steps.append(Step("masks", predict, lambda: self._masks(weclip_dir, crf=False)))
-        steps.append(Step("report", f"wsss report {weclip_dir}", lambda: self._report(weclip_dir)))
-        return steps
+        self.choices["predict"] = Choice(
+            split,
+            ("the val split" if facts.val else "no val split: the train photos")
+            + " scores the masks; every train and val photo gets its mask by WeCLIP+'s "
+            "official test fusion (the preset's infer scales with flips; no CRF, as the "
+            "paper's test)",
+        )
+        steps.append(Step("weclip", (train,), lambda: self._train(cfg), outputs=(weclip_dir,)))
+        return [*steps, self._masks_step(weclip_dir, crf=False), self._report_step(weclip_dir)]
 
     def _check_inputs(self) -> int:
         """What the later steps read, checked before the first: the weights each training starts from (a weight
@@ -1128,16 +1257,34 @@ class Route:
                                "docs/own-photos.md#how-many-masks)")  # fmt: skip
 
     # -- the steps ------------------------------------------------------------------------------------------------
+    def _prepare_command(self, root: Path) -> Command:
+        """``wsss prepare folder`` of the photos given into ``root``."""
+        given = (
+            ("--images", self.opts.data),
+            ("--labels", self.opts.labels),
+            ("--classes", self._classes()),
+            ("--masks", self.opts.masks),
+            ("--out", root),
+        )
+        return Command(("prepare", "folder"), options=given)
+
     def _prepare(self, root: Path) -> None:
         from wsss.data import prepare
 
         done = root / PREPARED
         if done.is_file():  # prepared by an earlier run of the route
             return
+        command = self._prepare_command(root)
         # a folder there is a stopped try of this step (OUT/data is the route's own): made again
-        summary = prepare.prepare_folder(self.opts.data, self.opts.labels, self._classes(), root,
-                                         masks=self.opts.masks, progress=self.opts.progress,
-                                         overwrite=root.exists())  # fmt: skip
+        summary = prepare.prepare_folder(
+            command.option("--images"),
+            command.option("--labels"),
+            command.option("--classes"),
+            command.option("--out"),
+            masks=command.option("--masks"),
+            progress=self.opts.progress,
+            overwrite=root.exists(),
+        )
         self.say(summary.format())
         done.touch()
 
@@ -1180,16 +1327,11 @@ class Route:
         """Where the per-photo steps run: the route's device and CRF workers (not what they compute)."""
         return {"device": self.choices["device"].value, "crf_workers": self.choices["crf_workers"].value}
 
-    def _cam(self, cls_dir: Path) -> None:
-        with self._shared(["cam", str(cls_dir), "--split", "train"]):
-            cams(cls_dir, "train", progress=self.opts.progress, **self._where())
-
-    def _pseudo(self, cls_dir: Path, level: float | None, refine: str = "par") -> None:
-        # `--levels B/B`: one level; None: the run's own (CLIP-ES's CRF)
-        levels = (level, level) if level is not None else None
-        given = ["--levels", f"{level:g}/{level:g}"] if level is not None else []
-        with self._shared(["pseudo", str(cls_dir), "--split", "train", "--refine", refine, *given]):
-            pseudo_labels(cls_dir, "train", levels, refine=refine, progress=self.opts.progress, **self._where())
+    def _job(self, command: Command) -> Path:
+        """A per-photo step: the command's library call in this process (:data:`JOB_CALLS`), shared with the route's
+        other processes, which run the command (``wsss ARGV``)."""
+        with self._shared(command.argv()):
+            return JOB_CALLS[command.name[0]](command, progress=self.opts.progress, **self._where())
 
     def _tag(self, root: Path, clip_dir: Path) -> None:
         """``wsss tag``: CLIP's labels of the photos (``tags.csv`` read back once there: the user's edits); when the
@@ -1284,11 +1426,7 @@ class Route:
     def _predict_split(
         self, run_dir: Path, split: str, root: Path | None = None, crf: bool = True, labelled_only: bool = False
     ) -> Path:  # fmt: skip
-        argv = ["predict", str(run_dir), "--split", split, *(["--data-root", str(root)] if root else []),
-                *(["--labelled-only"] if labelled_only else []), *(["--crf"] if crf else [])]  # fmt: skip
-        with self._shared(argv):
-            return predict_split(run_dir, split, root=root, crf=crf, labelled_only=labelled_only,
-                                 progress=self.opts.progress, **self._where())  # fmt: skip
+        return self._job(_predict_command(run_dir, split, root=root, crf=crf, labelled_only=labelled_only))
 
     def _masks(self, seg_dir: Path, crf: bool = True) -> None:
         """Every train and val photo's mask with the dense CRF (``wsss predict --crf`` of each split; WeCLIP+'s by its
@@ -1337,16 +1475,24 @@ class Route:
         write_mask_overlays(masks, images, facts.class_names, run_dir / "report" / MASKS_PAGE, say=self.say)
         return [(MASKS_PAGE, f"every photo's mask over the photo, with the colours' legend ({MASKS_PAGE})")]
 
-    def _new_photos(self, run_dir: Path, crf: bool = True) -> None:
+    def _new_photos(self, command: Command) -> None:
+        """``wsss predict RUN --images ... --out OUT [--crf] --overlay`` in this process."""
         from wsss.runs.photos import predict_photos
         from wsss.runs.stamps import STAMP_FILE
 
-        out = self.out / "new_masks"
+        run_dir, out, crf = Path(command.args[0]), Path(command.option("--out")), bool(command.option("--crf"))
         # the route's own folder without a stamp holds only files of the user's that --overwrite kept: written among
         mine = out.is_dir() and not (out / STAMP_FILE).exists()
         run = load_step_run(run_dir, **self._where())
-        self.new_masks = predict_photos(run, list(self.opts.images or []), out, crf=crf, overlay=True,
-                                        progress=self.opts.progress, overwrite=mine)  # fmt: skip
+        self.new_masks = predict_photos(
+            run,
+            list(command.option("--images")),
+            out,
+            crf=crf,
+            overlay=True,
+            progress=self.opts.progress,
+            overwrite=mine,
+        )
 
     # -- the whole route --------------------------------------------------------------------------------------------
     def _facts(self) -> DataFacts:

@@ -23,13 +23,80 @@ T = TypeVar("T")
 STEPS_LOG = "steps.jsonl"
 
 
-@dataclass
+@dataclass(frozen=True)
+class Setting:
+    """One ``KEY=VALUE`` setting of a config, its value typed (a path, a number, a word; None is ``null``)."""
+
+    key: str
+    value: Any
+
+    @property
+    def word(self) -> str:
+        return f"{self.key}={'null' if self.value is None else self.value}"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A ``wsss`` command as typed values: ``wsss NAME ARGS OPTIONS WORDS``. An option's value: True is a flag,
+    False or None leaves it out, a pair of numbers is ``HIGH/LOW``, a list is its items; a word is a
+    :class:`Setting` or a user's ``KEY=VALUE`` word as given. What a user reads, the argv of another process and the
+    in-process call are rendered from it."""
+
+    name: tuple[str, ...]  # ("predict",), ("prepare", "folder")
+    args: tuple[str | Path, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+    words: tuple[Setting | str, ...] = ()
+
+    def option(self, flag: str) -> Any:
+        """The value of ``flag`` (None where not given)."""
+        return dict(self.options).get(flag)
+
+    def setting(self, key: str) -> Any:
+        """The value of the setting ``key`` (None where not given)."""
+        return next((w.value for w in self.words if isinstance(w, Setting) and w.key == key), None)
+
+    def word_list(self, leave_out: Sequence[str] = ()) -> list[str]:
+        """The ``KEY=VALUE`` words, those of the keys ``leave_out`` left out."""
+        words = [w.word if isinstance(w, Setting) else w for w in self.words]
+        return [w for w in words if w.partition("=")[0].strip() not in leave_out]
+
+    def argv(self) -> list[str]:
+        """The command's arguments after ``wsss``."""
+        out = [*self.name, *map(str, self.args)]
+        for flag, value in self.options:
+            if value is True:
+                out.append(flag)
+            elif value is None or value is False:
+                continue
+            elif isinstance(value, tuple):  # a pair of levels
+                out += [flag, "/".join(f"{v:g}" for v in value)]
+            elif isinstance(value, list):
+                out += [flag, *map(str, value)]
+            else:
+                out += [flag, str(value)]
+        return [*out, *self.word_list()]
+
+    def text(self) -> str:
+        """The command as a user types it."""
+        return " ".join(["wsss", *self.argv()])
+
+
+@dataclass(frozen=True)
 class Step:
-    """One step: its title, the ``wsss`` command a user would type for it, and its work."""
+    """One step: its title, the ``wsss`` commands it stands for (typed), the folders and files it writes, and its
+    work, the in-process call of those commands. ``note``: what it does where it stands for no command of its own
+    (the route's folds)."""
 
     title: str
-    command: str
-    work: Callable[[], Any] = field(repr=False)
+    commands: tuple[Command, ...]
+    work: Callable[[], Any] = field(repr=False, compare=False)
+    outputs: tuple[Path, ...] = ()
+    note: str = ""
+
+    @property
+    def command(self) -> str:
+        """What a user would type for it."""
+        return " && ".join(c.text() for c in self.commands) if self.commands else f"({self.note})"
 
 
 def computed_words(words: Sequence[str]) -> list[str]:
