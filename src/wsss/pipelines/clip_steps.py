@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from wsss.pipelines.steps import Setting
+
 # The presets of each mode's CLIP method by device kind: a GPU's (configs/*/route_gpu.yaml); on the CPU the same
 # recipe (no CPU preset of these methods is measured on real photos: docs/own-photos.md#with-clip-files)
 WECLIP_PRESET = "wsss::weclip_plus/route_gpu.yaml"
@@ -52,10 +54,9 @@ def import_clip_run(
     out = Path(out)
     if (out / "checkpoints" / "last.pt").is_file() and (out / "config.yaml").is_file():
         return out
-    extra = [f"run.device={device}"] if device else []
-    return import_run(
-        "clip_es", Path(clip), preset, out, [f"data.root={root}", *words, *extra], overwrite=out.exists()
-    )[0]
+    extra = [Setting("run.device", device).word] if device else []
+    words = [Setting("data.root", root).word, *words, *extra]
+    return import_run("clip_es", Path(clip), preset, out, words, overwrite=out.exists())[0]
 
 
 def tag_photos(

@@ -471,8 +471,9 @@ def masks_alone_words(iterations: int) -> list[str]:
     """The DeepLab stage on the masked photos alone (the split :data:`MASKED_SPLIT` of a view,
     ``wsss.data.views.make_view``) for ``iterations``, the mixed stage's on every train photo: the arm the masks
     measurements compared at equal length (docs/benchmarks/history/real-photos.md#manual-how-many-masks)."""
-    return [f"data.train_split={MASKED_SPLIT}", "data.true_masks=auto", "train.epochs=null",
-            f"train.max_iters={iterations}"]  # fmt: skip
+    settings = (("data.train_split", MASKED_SPLIT), ("data.true_masks", "auto"), ("train.epochs", None),
+                ("train.max_iters", iterations))  # fmt: skip
+    return [Setting(key, value).word for key, value in settings]
 
 
 def _stage_command(preset: str, root: Path, pseudo_dir: Path, words: Sequence[str], run_dir: Path) -> Command:
@@ -536,7 +537,7 @@ def stage_iterations(preset: str, root: str | os.PathLike, words: Sequence[str] 
     resolved)."""
     from wsss.data.voc import read_split
 
-    cfg = load_config(preset, [f"data.root={root}", *words])
+    cfg = load_config(preset, [Setting("data.root", root).word, *words])
     return resolve_epochs(cfg, len(read_split(root, cfg.data.train_split))).train.max_iters
 
 
@@ -553,9 +554,9 @@ def run_config(preset: str, words: Sequence[str], run_dir: str | os.PathLike, *,
     there the cores train), unless a ``data.num_workers`` word says otherwise."""
     from wsss.methods import check_method
 
-    extra = [f"run.device={device}"] if device else []
-    loaders = [f"data.num_workers={GPU_LOADERS}"] if device and str(device).startswith("cuda") else []
-    cfg = load_config(preset, [*loaders, *words, *extra, f"run.dir={run_dir}"])
+    extra = [Setting("run.device", device).word] if device else []
+    loaders = [Setting("data.num_workers", GPU_LOADERS).word] if device and str(device).startswith("cuda") else []
+    cfg = load_config(preset, [*loaders, *words, *extra, Setting("run.dir", run_dir).word])
     check_method(cfg, f"{preset} with the route's overrides")
     return cfg
 
@@ -590,10 +591,10 @@ def stage_words(
     in their place: :func:`mixed_stage_words`); ``masks`` the masked photos alone (the split :data:`MASKED_SPLIT` of
     ``view``) for ``iterations`` (:func:`masks_alone_words`)."""
     if stage == "mixed":
-        return [*words, *([f"data.root={view}"] if view is not None else [])]
+        return [*words, *([Setting("data.root", view).word] if view is not None else [])]
     if stage != "masks" or view is None or iterations is None:
         raise ValueError(f"stage {stage!r}: mixed, or masks with a view and its iterations")
-    return [*words, f"data.root={view}", *masks_alone_words(iterations)]
+    return [*words, Setting("data.root", view).word, *masks_alone_words(iterations)]
 
 
 def stage_config(
@@ -638,7 +639,7 @@ def levels_words(levels: tuple[float, float]) -> list[str]:
     """``--levels HIGH/LOW`` as its words: class above HIGH, background at or below LOW, 255 between (HIGH = LOW: one
     level, no pixel left undecided)."""
     high, low = levels
-    return [f"cam.high_thre={high}", f"cam.low_thre={low}"]
+    return [Setting("cam.high_thre", high).word, Setting("cam.low_thre", low).word]
 
 
 def pseudo_labels(
@@ -1018,46 +1019,6 @@ class Route:
     def _gpu(self) -> bool:
         return self.choices["presets"].value == "gpu"
 
-    def _classifier_steps(self, root: Path, out: Path, facts: DataFacts) -> list[Step]:
-        """The classifier, its CAMs and PAR labels, then the DeepLab stage (the route without CLIP)."""
-        name = self.opts.classifier
-        self.choices["classifier"] = choose_classifier(facts) if name == "auto" else Choice(name, "given")
-        chosen = self.choices["classifier"].value
-        preset = self.mode.mode.presets(self._gpu()).get(chosen, chosen)
-        cls_dir = out / "cls"
-        train = Command(
-            ("train",), (preset,), words=(Setting("data.root", root), Setting("run.dir", cls_dir), *self.words["cls"])
-        )
-        cls_cfg = self._command_config(train)
-        level = float(cls_cfg.cam.bkg_thre)  # the one place the route reads the classifier's background level
-        self.choices["levels"] = Choice(
-            (level, level),
-            f"the classifier's own background level cam.bkg_thre {level:g}, as one level (no pixel "
-            "left undecided; cross-validated on ccp-dev: the level sweep-bkg picks lost)",
-        )
-        self.configs["cls"] = cls_cfg
-        refine = "agree" if self.opts.abstain else "par"
-        self.choices["labels"] = (
-            Choice(
-                "agree",
-                "given (--abstain): PAR's label where the CAM's thresholds and the CRF label agree with "
-                "it, 255 (unlearned) elsewhere",
-            )
-            if self.opts.abstain
-            else Choice(
-                "par",
-                "PAR's refinement of the CAMs, every pixel labelled (--abstain: 255 where the refiners "
-                f"disagree; {NOT_ADOPTED})",
-            )
-        )
-        pseudo = _pseudo_command(cls_dir, refine, (level, level))
-        steps = [
-            Step("classifier", (train,), lambda: self._train(cls_cfg), outputs=(cls_dir,)),
-            self._job_step("cam", _cam_command(cls_dir)),
-            self._job_step("pseudo", pseudo),
-        ]
-        return steps + self._seg_steps(root, out, facts, cls_dir)
-
     def _job_step(self, title: str, command: Command) -> Step:
         """A per-photo step of one command (``wsss cam | pseudo | predict``), its work rendered from it."""
         return Step(title, (command,), partial(self._job, command), outputs=(Path(command.args[0]),))
@@ -1147,68 +1108,6 @@ class Route:
         if self.opts.seg == SEG_PRESET:
             return self.mode.mode.presets(self._gpu()).get("seg", SEG_PRESET)
         return self.opts.seg
-
-    def _clip_run_steps(self, root: Path, out: Path, words: list[str], *, always: bool) -> list[Step]:
-        """The CLIP-ES run of the CLIP file (``always``, or where it tags the photos) and the photos' tags where
-        there are no labels (docs/own-photos.md#with-clip-files)."""
-        clip_dir, steps = out / "clip", []
-        device = self.choices["device"].value or "cpu"  # the CLIP presets name cuda
-        clip_file, es = self.files[CLIP_KEY], self.mode.mode.presets(self._gpu())["clip_es"]
-        if self._tags() or always:
-            command = Command(
-                ("import", "clip_es"),
-                (clip_file,),
-                (("--config", es), ("--out", clip_dir)),
-                (Setting("data.root", root), *words),
-            )
-
-            def made() -> Path:
-                return clip_steps.import_clip_run(command.args[0], root, clip_dir, command.word_list(("data.root",)),
-                                                  preset=es, device=device)  # fmt: skip
-
-            steps.append(Step("clip", (command,), made, outputs=(clip_dir,)))
-        if self._tags():
-            tag = Command(("tag",), (clip_dir,), (("--split", "train"), ("--labels-from", "tags.csv" if
-                          self.edited_tags else None), ("--overwrite", self.edited_tags)))  # fmt: skip
-            steps.append(Step("tag", (tag,), lambda: self._tag(root, clip_dir), outputs=(root / "tags.csv",)))
-        return steps
-
-    def _clip_es_steps(self, root: Path, out: Path, facts: DataFacts) -> list[Step]:
-        """CLIP-ES: its CAMs of the class names and CRF labels, then the DeepLab stage."""
-        clip_dir = out / "clip"
-        es_words = [w for w in self.words["clip"] if _key(w) != CLIP_KEY]  # the CLIP method's words less its file
-        steps = self._clip_run_steps(root, out, es_words, always=True)
-        steps += [
-            self._job_step("cam", _cam_command(clip_dir)),
-            self._job_step("pseudo", _pseudo_command(clip_dir, "crf", None)),
-        ]
-        return steps + self._seg_steps(root, out, facts, clip_dir)
-
-    def _weclip_steps(self, root: Path, out: Path, facts: DataFacts) -> list[Step]:
-        """WeCLIP+ trained on the photos (tagged first by a CLIP-ES run where there are no labels), its masks by its
-        official test fusion."""
-        words, presets = self.words["clip"], self.mode.mode.presets(self._gpu())
-        # beside WeCLIP+, the CLIP-ES run (the tagger) takes the CLIP method's options its method has
-        es_words = clip_steps.words_of(presets["clip_es"], [w for w in words if _key(w) != CLIP_KEY])
-        steps = self._clip_run_steps(root, out, es_words, always=False)
-        device = self.choices["device"].value or "cpu"  # the CLIP presets name cuda
-        weclip_dir, preset = out / "weclip", presets["weclip"]
-        train = Command(
-            ("train",), (preset,), words=(Setting("data.root", root), *words, Setting("run.dir", weclip_dir))
-        )
-        cfg = self._command_config(train, device)
-        self.configs["weclip"] = cfg
-        self.choices["crf_workers"] = self._crf_workers()
-        split = "val" if facts.val else "train"
-        self.choices["predict"] = Choice(
-            split,
-            ("the val split" if facts.val else "no val split: the train photos")
-            + " scores the masks; every train and val photo gets its mask by WeCLIP+'s "
-            "official test fusion (the preset's infer scales with flips; no CRF, as the "
-            "paper's test)",
-        )
-        steps.append(Step("weclip", (train,), lambda: self._train(cfg), outputs=(weclip_dir,)))
-        return [*steps, self._masks_step(weclip_dir, crf=False), self._report_step(weclip_dir)]
 
     def _check_inputs(self) -> int:
         """What the later steps read, checked before the first: the weights each training starts from (a weight
@@ -1699,7 +1598,44 @@ class ClassifierMode(RouteMode):
     measured = True
 
     def steps(self, route: Route, root: Path, out: Path, facts: DataFacts) -> list[Step]:
-        return route._classifier_steps(root, out, facts)
+        """The classifier, its CAMs and PAR labels, then the DeepLab stage (the route without CLIP)."""
+        name = route.opts.classifier
+        route.choices["classifier"] = choose_classifier(facts) if name == "auto" else Choice(name, "given")
+        chosen = route.choices["classifier"].value
+        preset = self.presets(route._gpu()).get(chosen, chosen)
+        cls_dir = out / "cls"
+        train = Command(
+            ("train",), (preset,), words=(Setting("data.root", root), Setting("run.dir", cls_dir), *route.words["cls"])
+        )
+        cls_cfg = route._command_config(train)
+        level = float(cls_cfg.cam.bkg_thre)  # the one place the route reads the classifier's background level
+        route.choices["levels"] = Choice(
+            (level, level),
+            f"the classifier's own background level cam.bkg_thre {level:g}, as one level (no pixel "
+            "left undecided; cross-validated on ccp-dev: the level sweep-bkg picks lost)",
+        )
+        route.configs["cls"] = cls_cfg
+        refine = "agree" if route.opts.abstain else "par"
+        route.choices["labels"] = (
+            Choice(
+                "agree",
+                "given (--abstain): PAR's label where the CAM's thresholds and the CRF label agree with "
+                "it, 255 (unlearned) elsewhere",
+            )
+            if route.opts.abstain
+            else Choice(
+                "par",
+                "PAR's refinement of the CAMs, every pixel labelled (--abstain: 255 where the refiners "
+                f"disagree; {NOT_ADOPTED})",
+            )
+        )
+        pseudo = _pseudo_command(cls_dir, refine, (level, level))
+        steps = [
+            Step("classifier", (train,), lambda: route._train(cls_cfg), outputs=(cls_dir,)),
+            route._job_step("cam", _cam_command(cls_dir)),
+            route._job_step("pseudo", pseudo),
+        ]
+        return steps + route._seg_steps(root, out, facts, cls_dir)
 
 
 class ClipMode(RouteMode):
@@ -1715,6 +1651,33 @@ class ClipMode(RouteMode):
             return "--abstain: labels of the classifier's CAMs; a CLIP mode makes its own (drop --clip)"
         return None
 
+    def tagger_steps(self, route: Route, root: Path, out: Path, words: list[str], *, always: bool) -> list[Step]:
+        """The CLIP-ES run of the CLIP file (``always``, or where it tags the photos) and the photos' tags where
+        there are no labels (docs/own-photos.md#with-clip-files)."""
+        clip_dir, steps = out / "clip", []
+        device = route.choices["device"].value or "cpu"  # the CLIP presets name cuda
+        clip_file, es = route.files[CLIP_KEY], self.presets(route._gpu())["clip_es"]
+        if route._tags() or always:
+            command = Command(
+                ("import", "clip_es"),
+                (clip_file,),
+                (("--config", es), ("--out", clip_dir)),
+                (Setting("data.root", root), *words),
+            )
+
+            def made() -> Path:
+                return clip_steps.import_clip_run(
+                    command.args[0], root, clip_dir, command.word_list(("data.root",)), preset=es, device=device
+                )
+
+            steps.append(Step("clip", (command,), made, outputs=(clip_dir,)))
+        if route._tags():
+            edited = route.edited_tags  # tags.csv there: its labels column, as the user left it
+            options = (("--split", "train"), ("--labels-from", "tags.csv" if edited else None), ("--overwrite", edited))
+            tag = Command(("tag",), (clip_dir,), options)
+            steps.append(Step("tag", (tag,), lambda: route._tag(root, clip_dir), outputs=(root / "tags.csv",)))
+        return steps
+
 
 @register_mode
 class ClipESMode(ClipMode):
@@ -1729,7 +1692,15 @@ class ClipESMode(ClipMode):
     gpu_presets = {"clip_es": clip_steps.CLIP_ES_PRESET, "seg": GPU_PRESETS["seg"]}
 
     def steps(self, route: Route, root: Path, out: Path, facts: DataFacts) -> list[Step]:
-        return route._clip_es_steps(root, out, facts)
+        """CLIP-ES: its CAMs of the class names and CRF labels, then the DeepLab stage."""
+        clip_dir = out / "clip"
+        es_words = [w for w in route.words["clip"] if _key(w) != CLIP_KEY]  # the CLIP method's words less its file
+        steps = self.tagger_steps(route, root, out, es_words, always=True)
+        steps += [
+            route._job_step("cam", _cam_command(clip_dir)),
+            route._job_step("pseudo", _pseudo_command(clip_dir, "crf", None)),
+        ]
+        return steps + route._seg_steps(root, out, facts, clip_dir)
 
 
 @register_mode
@@ -1751,4 +1722,27 @@ class WeCLIPMode(ClipMode):
         return super().refuse(abstain, rounds)
 
     def steps(self, route: Route, root: Path, out: Path, facts: DataFacts) -> list[Step]:
-        return route._weclip_steps(root, out, facts)
+        """WeCLIP+ trained on the photos (tagged first by a CLIP-ES run where there are no labels), its masks by its
+        official test fusion."""
+        words, presets = route.words["clip"], self.presets(route._gpu())
+        # beside WeCLIP+, the CLIP-ES run (the tagger) takes the CLIP method's options its method has
+        es_words = clip_steps.words_of(presets["clip_es"], [w for w in words if _key(w) != CLIP_KEY])
+        steps = self.tagger_steps(route, root, out, es_words, always=False)
+        device = route.choices["device"].value or "cpu"  # the CLIP presets name cuda
+        weclip_dir, preset = out / "weclip", presets["weclip"]
+        train = Command(
+            ("train",), (preset,), words=(Setting("data.root", root), *words, Setting("run.dir", weclip_dir))
+        )
+        cfg = route._command_config(train, device)
+        route.configs["weclip"] = cfg
+        route.choices["crf_workers"] = route._crf_workers()
+        split = "val" if facts.val else "train"
+        route.choices["predict"] = Choice(
+            split,
+            ("the val split" if facts.val else "no val split: the train photos")
+            + " scores the masks; every train and val photo gets its mask by WeCLIP+'s "
+            "official test fusion (the preset's infer scales with flips; no CRF, as the "
+            "paper's test)",
+        )
+        steps.append(Step("weclip", (train,), lambda: route._train(cfg), outputs=(weclip_dir,)))
+        return [*steps, route._masks_step(weclip_dir, crf=False), route._report_step(weclip_dir)]
