@@ -46,7 +46,7 @@ Overrides: ``KEY=VALUE`` words of the config (docs/configs.md); ``cls.KEY=VALUE`
 ``seg.KEY=VALUE`` the DeepLab stage's (its folds' too), ``clip.KEY=VALUE`` the CLIP method's, a word without a
 prefix all (``run.seed=1``) but the CLIP method for a start file (``model.pretrained=``: :func:`split_overrides`). A
 start file is a setting by its content; OUT moved or copied, or a start file moved, is re-based into the route's runs
-(:meth:`Route._rebase`). Where a
+(:meth:`RouteRecord.rebase`). Where a
 command runs (``core.config.EXECUTION_KEYS``: ``run.device``, ``run.threads``, ``data.num_workers``,
 ``infer.crf_workers``) is no setting of the route: a route stopped on one machine continues on another.
 """
@@ -444,7 +444,7 @@ def file_words(clip: str | None, dinov2: str | None, words: Sequence[str]) -> li
 
 def _resolved_file(value: str) -> str:
     """A file given to a flag, resolved where it is there (as ``model.pretrained`` is in a run's config): its runs
-    record where it was, which a move re-bases (:meth:`Route._rebase`)."""
+    record where it was, which a move re-bases (:meth:`RouteRecord.rebase`)."""
     path = Path(value).expanduser()
     return str(path.resolve()) if path.exists() else value
 
@@ -725,6 +725,135 @@ def photo_scores(pred: Path, root: Path, split: str, ids: Sequence[str]) -> dict
     return out
 
 
+class RouteRecord:
+    """``OUT/route.json`` of a :class:`Route`: its settings (its inputs and options, where they run excepted), checked
+    against those recorded (others refused, naming them, unless ``overwrite``), whether their first step finished,
+    and where OUT and the start files were (what a rerun from elsewhere re-bases)."""
+
+    def __init__(self, route: Route) -> None:
+        self.route, self.opts, self.out, self.runner, self.say = route, route.opts, route.out, route.runner, route.say
+        self.first_step_done = False  # whether route.json's settings have passed the step that reads the inputs
+        self.start_files: dict[str, str] = {}  # each start file of the overrides (resolved) -> its content digest
+        self.as_given: dict[str, str] = {}  # a start file's word by content -> the word as given
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the route's outputs (``route.json``): its inputs and options, where they run excepted."""
+
+        def resolved(path: str | None) -> str | None:
+            return None if path is None else str(Path(path).resolve())
+
+        given = (self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks)
+        photos = (
+            [Path(self.opts.data)] if self.route._prepares() else []
+        )  # a folder of photos: its top, as they are read
+        return {
+            "data": resolved(self.opts.data), "labels": resolved(self.opts.labels),
+            "classes": resolved(self.opts.classes), "masks": resolved(self.opts.masks),
+            "data_files": data_files([Path(p) for p in given if p], self.out, flat=photos),
+            "classifier": self.opts.classifier, "seg": self.opts.seg, "stage": self.opts.stage,
+            "folds": self.opts.folds, "cls_overrides": self._by_content(computed_words(self.route.words["cls"])),
+            "seg_overrides": self._by_content(computed_words(self.route.words["seg"])),
+            # a CLIP mode's words (its files among them): none in the route without CLIP, whose record stays as it was
+            **({"clip_overrides": self._by_content(computed_words(self.route.words["clip"]))}
+               if self.route.mode.mode.method_words else {}),
+            # the candidates past the first labels, recorded where given: a record without them is the plain route's
+            **({"rounds": self.opts.rounds} if self.opts.rounds else {}),
+            **({"abstain": True} if self.opts.abstain else {}),
+        }  # fmt: skip
+
+    def _by_content(self, words: list[str]) -> list[str]:
+        """``words`` with each start file that is there (:data:`START_FILE_KEYS`) named by its content
+        (``model.pretrained=content:1a2b...``; :attr:`start_files`): a file moved with its content kept is the same
+        setting, its new place re-based into the route's runs (:meth:`rebase`)."""
+        from wsss.runs.stamps import content_digest
+
+        named = []
+        for word in words:
+            key, _, value = word.partition("=")
+            path = Path(value.strip()).expanduser()
+            if key.strip() in START_FILE_KEYS and value.strip() and path.exists():
+                where = str(path.resolve())
+                self.start_files.setdefault(where, content_digest(path))
+                typed = {_resolved_file(v): v for v in (self.opts.clip, self.opts.dinov2) if v}.get(value, value)
+                self.as_given[f"{key}=content:{self.start_files[where]}"] = f"{key}={typed}"  # as an older wsss had it
+                word = f"{key}=content:{self.start_files[where]}"
+            named.append(word)
+        return named
+
+    def _as_recorded(self, mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+        """``mine`` as a record of an older wsss names what this one names by content, where that record names the
+        same: the data files by their names, sizes and times (:func:`legacy_data_files`), the start files by path."""
+        same = dict(mine)
+        old = theirs.get("data_files")
+        given = [Path(p) for p in (self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks) if p]
+        if isinstance(old, dict) and set(old) == {"files", "sha1"} and old == legacy_data_files(given, self.out):
+            same["data_files"] = old
+        for key in ("cls_overrides", "seg_overrides", "clip_overrides"):
+            by_path = [self.as_given.get(w, w) for w in mine.get(key) or []]
+            if key in mine and theirs.get(key) == by_path:
+                same[key] = by_path
+        return same
+
+    def write(self, settings: dict[str, Any]) -> None:
+        """``OUT/route.json``: the settings, whether their first step finished, where OUT and the start files were
+        (what a rerun from elsewhere re-bases: :meth:`rebase`)."""
+        self.runner.record(settings, **{FIRST_STEP_DONE: self.first_step_done}, out=str(self.out.resolve()),
+                           start_files=self.start_files)  # fmt: skip
+
+    def rebase(self) -> None:
+        """OUT moved or copied since the record, or a start file moved with its content kept: the paths its runs'
+        configs and its stamps record re-based (``pipelines.steps.rebase_paths``), so that the route continues."""
+        from wsss.pipelines.steps import rebase_paths
+
+        moves, was = {}, self.runner.recorded_field("out")
+        if isinstance(was, str) and was != str(self.out.resolve()):
+            moves[was] = str(self.out.resolve())
+        recorded = self.runner.recorded_field("start_files")
+        before = {d: p for p, d in recorded.items()} if isinstance(recorded, dict) else {}
+        moves |= {before[d]: p for p, d in self.start_files.items() if before.get(d, p) != p}
+        rewritten = rebase_paths(self.out, moves)
+        for old, new in moves.items():
+            self.say(f"route: {old} is now {new}: re-based in {len(rewritten)} files of its runs")
+
+    def refuse_a_foreign_out(self) -> None:
+        """OUT is a new folder, an empty one, or a route's: a folder of other files is refused (before the route's
+        lock file is put there). Its lock alone is a route's that stopped before its record (killed; or running:
+        the lock then says so)."""
+        from wsss.utils.runlock import LOCK_FILE
+
+        others = sorted(p.name for p in self.out.iterdir() if p.name != LOCK_FILE) if self.out.is_dir() else []
+        if not (self.out / ROUTE_FILE).is_file() and others:
+            shown = ", ".join(others[:4])
+            raise UsageError(f"{self.out}: --out is a folder that holds files ({shown}) but no route ({ROUTE_FILE}); "
+                             "give a new or empty folder")  # fmt: skip
+
+    def settle(self) -> dict[str, Any]:
+        """This route's settings (:meth:`settings`), checked against those ``OUT/route.json`` records
+        (:meth:`StepRunner.settle`: others refused, naming them, unless ``overwrite``). Recorded once the plan has
+        taken them (a mistyped override word is then refused unrecorded, and the corrected command is no change of
+        settings). Settings whose first step (prepare, or check-data: the one that reads the inputs) never finished
+        made nothing: these replace them (a route stopped by bad input continues once the input is fixed)."""
+        mine = self.settings()
+        theirs = self.runner.recorded()
+        compared = mine if theirs is None else self._as_recorded(mine, theirs)
+        if theirs is not None and self.runner.recorded_field(FIRST_STEP_DONE) is False:
+            if changed_settings(mine, theirs):
+                self.say(f"route: its first step never finished with the settings recorded in {self.runner.record_file}"
+                         " (nothing was made of them): these replace them")  # fmt: skip
+            self.first_step_done = False
+            return mine
+        given = [self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks, *(self.opts.images or [])]
+        own = (*OWN_OUTPUTS, *self.route._round_dirs())
+        self.runner.settle(compared, overwrite=self.opts.overwrite, own=own, inputs=[Path(p) for p in given if p],
+                           shown={"data_files": data_files_change})  # fmt: skip
+        kept = self.runner.kept
+        if kept:
+            shown = ", ".join(str(p) for p in kept[:3]) + (f" (and {len(kept) - 3} more)" if len(kept) > 3 else "")
+            self.say(f"route: --overwrite kept {len(kept)} files that wsss did not make: {shown}")
+        self.first_step_done = theirs is not None and not changed_settings(compared, theirs)
+        return mine
+
+
 class Route:
     """One route folder (module docstring): :meth:`plan` then :meth:`run`."""
 
@@ -746,10 +875,8 @@ class Route:
         if refused:
             raise UsageError(refused)
         self.processes = 1  # a training's processes, a per-photo step's shares: the CUDA devices (set by the plan)
-        self.first_step_done = False  # whether route.json's settings have passed the step that reads the inputs
-        self.start_files: dict[str, str] = {}  # each start file of the overrides (resolved) -> its content digest
-        self.as_given: dict[str, str] = {}  # a start file's word by content -> the word as given
         self.runner = StepRunner(self.out, command="wsss route", record=ROUTE_FILE)
+        self.record = RouteRecord(self)
         self.choices: dict[str, Choice] = {}
         self.times = self.runner.times
         self.scores: dict[str, Any] = {}
@@ -789,121 +916,6 @@ class Route:
         if not self.opts.classes:
             raise RuntimeError("a folder of photos is prepared with its class list")
         return self.opts.classes
-
-    def settings(self) -> dict[str, Any]:
-        """What decides the route's outputs (``route.json``): its inputs and options, where they run excepted."""
-
-        def resolved(path: str | None) -> str | None:
-            return None if path is None else str(Path(path).resolve())
-
-        given = (self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks)
-        photos = [Path(self.opts.data)] if self._prepares() else []  # a folder of photos: its top, as they are read
-        return {
-            "data": resolved(self.opts.data), "labels": resolved(self.opts.labels),
-            "classes": resolved(self.opts.classes), "masks": resolved(self.opts.masks),
-            "data_files": data_files([Path(p) for p in given if p], self.out, flat=photos),
-            "classifier": self.opts.classifier, "seg": self.opts.seg, "stage": self.opts.stage,
-            "folds": self.opts.folds, "cls_overrides": self._by_content(computed_words(self.words["cls"])),
-            "seg_overrides": self._by_content(computed_words(self.words["seg"])),
-            # a CLIP mode's words (its files among them): none in the route without CLIP, whose record stays as it was
-            **({"clip_overrides": self._by_content(computed_words(self.words["clip"]))}
-               if self.mode.mode.method_words else {}),
-            # the candidates past the first labels, recorded where given: a record without them is the plain route's
-            **({"rounds": self.opts.rounds} if self.opts.rounds else {}),
-            **({"abstain": True} if self.opts.abstain else {}),
-        }  # fmt: skip
-
-    def _by_content(self, words: list[str]) -> list[str]:
-        """``words`` with each start file that is there (:data:`START_FILE_KEYS`) named by its content
-        (``model.pretrained=content:1a2b...``; :attr:`start_files`): a file moved with its content kept is the same
-        setting, its new place re-based into the route's runs (:meth:`_rebase`)."""
-        from wsss.runs.stamps import content_digest
-
-        named = []
-        for word in words:
-            key, _, value = word.partition("=")
-            path = Path(value.strip()).expanduser()
-            if key.strip() in START_FILE_KEYS and value.strip() and path.exists():
-                where = str(path.resolve())
-                self.start_files.setdefault(where, content_digest(path))
-                typed = {_resolved_file(v): v for v in (self.opts.clip, self.opts.dinov2) if v}.get(value, value)
-                self.as_given[f"{key}=content:{self.start_files[where]}"] = f"{key}={typed}"  # as an older wsss had it
-                word = f"{key}=content:{self.start_files[where]}"
-            named.append(word)
-        return named
-
-    def _as_recorded(self, mine: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
-        """``mine`` as a record of an older wsss names what this one names by content, where that record names the
-        same: the data files by their names, sizes and times (:func:`legacy_data_files`), the start files by path."""
-        same = dict(mine)
-        old = theirs.get("data_files")
-        given = [Path(p) for p in (self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks) if p]
-        if isinstance(old, dict) and set(old) == {"files", "sha1"} and old == legacy_data_files(given, self.out):
-            same["data_files"] = old
-        for key in ("cls_overrides", "seg_overrides", "clip_overrides"):
-            by_path = [self.as_given.get(w, w) for w in mine.get(key) or []]
-            if key in mine and theirs.get(key) == by_path:
-                same[key] = by_path
-        return same
-
-    def _record(self, settings: dict[str, Any]) -> None:
-        """``OUT/route.json``: the settings, whether their first step finished, where OUT and the start files were
-        (what a rerun from elsewhere re-bases: :meth:`_rebase`)."""
-        self.runner.record(settings, **{FIRST_STEP_DONE: self.first_step_done}, out=str(self.out.resolve()),
-                           start_files=self.start_files)  # fmt: skip
-
-    def _rebase(self) -> None:
-        """OUT moved or copied since the record, or a start file moved with its content kept: the paths its runs'
-        configs and its stamps record re-based (``pipelines.steps.rebase_paths``), so that the route continues."""
-        from wsss.pipelines.steps import rebase_paths
-
-        moves, was = {}, self.runner.recorded_field("out")
-        if isinstance(was, str) and was != str(self.out.resolve()):
-            moves[was] = str(self.out.resolve())
-        recorded = self.runner.recorded_field("start_files")
-        before = {d: p for p, d in recorded.items()} if isinstance(recorded, dict) else {}
-        moves |= {before[d]: p for p, d in self.start_files.items() if before.get(d, p) != p}
-        rewritten = rebase_paths(self.out, moves)
-        for old, new in moves.items():
-            self.say(f"route: {old} is now {new}: re-based in {len(rewritten)} files of its runs")
-
-    def _refuse_a_foreign_out(self) -> None:
-        """OUT is a new folder, an empty one, or a route's: a folder of other files is refused (before the route's
-        lock file is put there). Its lock alone is a route's that stopped before its record (killed; or running:
-        the lock then says so)."""
-        from wsss.utils.runlock import LOCK_FILE
-
-        others = sorted(p.name for p in self.out.iterdir() if p.name != LOCK_FILE) if self.out.is_dir() else []
-        if not (self.out / ROUTE_FILE).is_file() and others:
-            shown = ", ".join(others[:4])
-            raise UsageError(f"{self.out}: --out is a folder that holds files ({shown}) but no route ({ROUTE_FILE}); "
-                             "give a new or empty folder")  # fmt: skip
-
-    def _settle_settings(self) -> dict[str, Any]:
-        """This route's settings (:meth:`settings`), checked against those ``OUT/route.json`` records
-        (:meth:`StepRunner.settle`: others refused, naming them, unless ``overwrite``). Recorded once the plan has
-        taken them (a mistyped override word is then refused unrecorded, and the corrected command is no change of
-        settings). Settings whose first step (prepare, or check-data: the one that reads the inputs) never finished
-        made nothing: these replace them (a route stopped by bad input continues once the input is fixed)."""
-        mine = self.settings()
-        theirs = self.runner.recorded()
-        compared = mine if theirs is None else self._as_recorded(mine, theirs)
-        if theirs is not None and self.runner.recorded_field(FIRST_STEP_DONE) is False:
-            if changed_settings(mine, theirs):
-                self.say(f"route: its first step never finished with the settings recorded in {self.runner.record_file}"
-                         " (nothing was made of them): these replace them")  # fmt: skip
-            self.first_step_done = False
-            return mine
-        given = [self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks, *(self.opts.images or [])]
-        own = (*OWN_OUTPUTS, *self._round_dirs())
-        self.runner.settle(compared, overwrite=self.opts.overwrite, own=own, inputs=[Path(p) for p in given if p],
-                           shown={"data_files": data_files_change})  # fmt: skip
-        kept = self.runner.kept
-        if kept:
-            shown = ", ".join(str(p) for p in kept[:3]) + (f" (and {len(kept) - 3} more)" if len(kept) > 3 else "")
-            self.say(f"route: --overwrite kept {len(kept)} files that wsss did not make: {shown}")
-        self.first_step_done = theirs is not None and not changed_settings(compared, theirs)
-        return mine
 
     # -- the plan -----------------------------------------------------------------------------------------------
     def _device(self, cuda_devices: int) -> Choice:
@@ -1406,24 +1418,24 @@ class Route:
             return None
         self._prepares()  # its refusals before anything is written
         check_output_folder(self.out, "the route's folder (its runs, record and summary)")
-        self._refuse_a_foreign_out()
+        self.record.refuse_a_foreign_out()
         t0 = time.monotonic()
         with self.runner.lock():
-            settings = self._settle_settings()
-            self._rebase()
+            settings = self.record.settle()
+            self.record.rebase()
             plan = self.plan()
             self._save_plan(plan)  # before the first step
             steps = list(plan.steps)
-            self._record(settings)
+            self.record.write(settings)
             self._save_facts()
             done, earlier = self._measured_before()
             for i, step in enumerate(steps, 1):
                 self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
                 self.runner.run(step.title, step.command, step.work)
                 self.say(f"[{i}/{len(steps)}] {step.title} done in {_duration(self.times[step.title])}")
-                if not self.first_step_done:  # its inputs read and accepted: a change of them is now refused
-                    self.first_step_done = True
-                    self._record(settings)
+                if not self.record.first_step_done:  # its inputs read and accepted: a change of them is now refused
+                    self.record.first_step_done = True
+                    self.record.write(settings)
                 if step.title not in done:  # its work done in this run (and the stopped runs before it)
                     self._learn(step.title, earlier.get(step.title, 0.0) + self.times[step.title])
                 if step.title == "prepare" and data_facts(plan.facts.root) != plan.facts:
