@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,17 @@ from wsss.data import VOCDataset
 from wsss.data.views import make_view
 from wsss.data.voc import available_splits, read_split
 from wsss.evaluation import evaluate_arrays
-from wsss.pipelines.route import DataFacts, Route, RouteOptions, choose_classifier, data_files, split_overrides
-from wsss.pipelines.steps import Step, StepRunner
+from wsss.pipelines.route import (
+    Choice,
+    DataFacts,
+    Plan,
+    Route,
+    RouteOptions,
+    choose_classifier,
+    data_files,
+    split_overrides,
+)
+from wsss.pipelines.steps import Command, Step, StepRunner
 from wsss.utils.io import read_label_png
 
 # The real_cpu presets shrunk to seconds: two iterations of 64-pixel crops (the presets' MobileNetV2 as it is)
@@ -161,7 +171,9 @@ def test_overwrite_makes_the_routes_outputs_again_and_never_touches_an_input(par
         Route(RouteOptions(data=str(inside), out=str(out), overwrite=True)).run()
     assert all((out / name).exists() for name in ("cls", "seg", "choice", "summary.json", "data/view.json"))
     ran = []
-    monkeypatch.setattr(Route, "plan", lambda self: ran.append(sorted(p.name for p in out.iterdir())) or [])
+    monkeypatch.setattr(
+        Route, "plan", lambda self: ran.append(sorted(p.name for p in out.iterdir())) or _plan(self, [])
+    )
     monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     Route(RouteOptions(data=str(partly_masked), out=str(out), folds=2, overwrite=True)).run()
     assert ran == [[".lock", "route.json"]]  # the route's own outputs made again from nothing
@@ -179,7 +191,7 @@ def test_overwrite_keeps_the_users_files_in_the_routes_folders(partly_masked, tm
         (out / name).write_text("mine\n")
     (out / "new_masks/.sources.json").write_text(json.dumps({"n1": [1, 2]}))
     (out / "route.json").write_text(json.dumps({"settings": {"folds": 5}}))
-    monkeypatch.setattr(Route, "plan", lambda self: [])
+    monkeypatch.setattr(Route, "plan", lambda self: _plan(self, []))
     monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     said: list[str] = []
     Route(RouteOptions(data=str(partly_masked), out=str(out), folds=2, overwrite=True), say=said.append).run()
@@ -196,7 +208,7 @@ def test_a_route_killed_before_its_record_continues_and_a_running_one_is_in_use(
     out = tmp_path / "route"
     out.mkdir()
     (out / ".lock").write_text("pid=999999999\nhost=gone\nsince=yesterday\ncommand=wsss route\n")  # SIGKILLed
-    monkeypatch.setattr(Route, "plan", lambda self: [])
+    monkeypatch.setattr(Route, "plan", lambda self: _plan(self, []))
     monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     opts = RouteOptions(data=str(partly_masked), out=str(out), folds=2)
     with pytest.warns(ConfigWarning, match=r"route: taken over the lock of wsss route \(pid 999999999 on gone"):
@@ -227,9 +239,19 @@ def test_a_run_of_the_route_with_another_saved_config_advises_only_the_routes_op
     assert "train.lr: 0.5 -> " in str(refused.value)
 
 
-def _one_step(route: Route) -> list[Step]:
+def _plan(route: Route, steps: list[Step]) -> Plan:
+    """A plan of ``steps`` alone, standing in for the route's."""
+    facts = DataFacts(Path(route.opts.data), [], [], [], [], [], 0.0)
+    return Plan(choices={"mode": Choice("none", "a test's")}, steps=tuple(steps), facts=facts, processes=1, configs={})
+
+
+def _step(title: str, command: str, work: Callable[[], object]) -> Step:
+    return Step(title, (Command(tuple(command.split()[1:])),), work)
+
+
+def _one_step(route: Route) -> Plan:
     """A plan of one step that reads nothing (its inputs accepted once it finished)."""
-    return [Step("check", "wsss check-data", lambda: None)]
+    return _plan(route, [_step("check", "wsss check-data", lambda: None)])
 
 
 @pytest.fixture
@@ -357,10 +379,9 @@ def test_a_route_whose_first_step_failed_on_bad_input_continues_once_it_is_fixed
     monkeypatch.setattr(
         Route,
         "plan",
-        lambda self: [
-            Step("check", "wsss check-data", check),
-            Step("train", "wsss train", lambda: ran.append("train")),
-        ],
+        lambda self: _plan(
+            self, [_step("check", "wsss check-data", check), _step("train", "wsss train", lambda: ran.append("train"))]
+        ),
     )
     monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     opts = RouteOptions(data=str(data), out=str(out), folds=2)
