@@ -16,10 +16,10 @@ from wsss.utils.procs import die_with_parent
 
 
 def cuda_devices() -> int:
-    """The CUDA devices this process sees (0 without CUDA)."""
+    """The CUDA devices this process sees (0 without CUDA; at least 1 where CUDA is available)."""
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
 def torchrun_argv(processes: int, argv: Sequence[str]) -> list[str]:
