@@ -22,10 +22,15 @@ of each step, docs/api.md#the-routes-steps):
 8. ``wsss report`` of both runs (a report made of the run's outputs as they are is kept); with ``images``,
    ``wsss predict --images`` of new photos into ``OUT/new_masks``.
 
-The plan is made before any step: for a folder of photos from what ``wsss prepare folder`` would write of them
-(``plan_folder``), every input read, the weight packages the trainings start from and the photos of ``images``
-checked (with ``plan_only`` the photos and masks decoded too, as the run's prepare does), so that ``--plan`` prints
-every step, with an estimate of its time (:mod:`wsss.pipelines.estimates`), and the run numbers them alike.
+The plan is made before any step (:func:`plan_route`: a frozen :class:`Plan` of the choices with their reasons and
+the typed steps, ``wsss.pipelines.steps.Step``, made from the data facts, the options and the CUDA devices alone;
+saved as ``OUT/plan.json`` before the first step): for a folder of photos from what ``wsss prepare folder`` would
+write of them (``plan_folder``), every input read, the weight packages the trainings start from and the photos of
+``images`` checked (with ``plan_only`` the photos and masks decoded too, as the run's prepare does), so that
+``--plan`` prints every step, with an estimate of its time (:mod:`wsss.pipelines.estimates`), and the run numbers
+them alike. Where the data prepare wrote differs from what the plan read of the photos, the route plans once more
+and ``plan.json`` records both. A choice that needs a measurement is a step: ``stage`` by folds is the step
+``choice``, whose ``OUT/choice/stage.json`` the stage's training reads.
 
 A rerun of the same command continues where it stopped: a training resumes from its ``last.pt``, the per-photo
 steps skip the photos they finished, the folds keep their scores. ``OUT/route.json`` records the route's settings
@@ -36,11 +41,13 @@ data the choices were made from; ``OUT/summary.json``: the choices, each step's 
 :class:`RouteResult` :func:`run_route` returns); ``OUT/steps.jsonl``: each run's time of each step, a stopped one's
 too (the step runner of :mod:`wsss.pipelines.steps`).
 
-With CLIP files (``clip`` / ``dinov2``: docs/own-photos.md#with-clip-files; ``wsss.pipelines.clip_steps``) the
-classifier gives way: with both, WeCLIP+ trained on the photos into ``OUT/weclip`` and its masks by the official test
-fusion; with CLIP alone, CLIP-ES's CAMs and CRF labels (``OUT/clip``), then steps 5-8; photos with classes and no
-labels are tagged by the CLIP-ES run first (``tags.csv``, read back on a rerun). On a CUDA device the trainings use
-the GPU presets (``configs/*/route_gpu.yaml``); with several, one torchrun process each, the per-photo steps shared.
+The modes are registered classes (``wsss.pipelines.modes``; this module's :class:`ClassifierMode`,
+:class:`ClipESMode`, :class:`WeCLIPMode`): the weight files given choose one. With CLIP files (``clip`` / ``dinov2``:
+docs/own-photos.md#with-clip-files; ``wsss.pipelines.clip_steps``) the classifier gives way: with both, WeCLIP+
+trained on the photos into ``OUT/weclip`` and its masks by the official test fusion; with CLIP alone, CLIP-ES's CAMs
+and CRF labels (``OUT/clip``), then steps 5-8; photos with classes and no labels are tagged by the CLIP-ES run first
+(``tags.csv``, read back on a rerun). On a CUDA device the trainings use the GPU presets
+(``configs/*/route_gpu.yaml``); with several, one torchrun process each, the per-photo steps shared.
 
 Overrides: ``KEY=VALUE`` words of the config (docs/configs.md); ``cls.KEY=VALUE`` sets the classifier's only,
 ``seg.KEY=VALUE`` the DeepLab stage's (its folds' too), ``clip.KEY=VALUE`` the CLIP method's, a word without a
