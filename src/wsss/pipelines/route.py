@@ -461,12 +461,14 @@ def _key(word: str) -> str:
 
 
 MASKED_SPLIT = "train_masked"  # the split of a view that lists the masked train photos
+# the DeepLab stage's masks: each train photo that has one trains on it (the route's one use of data.true_masks)
+TRUE_MASKS = Setting("data.true_masks", "auto")
 
 
 def mixed_stage_settings(pseudo_dir: str | os.PathLike) -> list[Setting]:
     """The DeepLab stage on the weak labels with the masks in their place: each train photo that has a mask trains
     on it, every other photo on its pseudo label (docs/own-photos.md#how-many-masks)."""
-    return [Setting("data.pseudo_dir", pseudo_dir), Setting("data.true_masks", "auto")]
+    return [Setting("data.pseudo_dir", pseudo_dir), TRUE_MASKS]
 
 
 def mixed_stage_words(pseudo_dir: str | os.PathLike) -> list[str]:
@@ -478,9 +480,9 @@ def masks_alone_words(iterations: int) -> list[str]:
     """The DeepLab stage on the masked photos alone (the split :data:`MASKED_SPLIT` of a view,
     ``wsss.data.views.make_view``) for ``iterations``, the mixed stage's on every train photo: the arm the masks
     measurements compared at equal length (docs/benchmarks/history/real-photos.md#manual-how-many-masks)."""
-    settings = (("data.train_split", MASKED_SPLIT), ("data.true_masks", "auto"), ("train.epochs", None),
-                ("train.max_iters", iterations))  # fmt: skip
-    return [Setting(key, value).word for key, value in settings]
+    settings = (Setting("data.train_split", MASKED_SPLIT), TRUE_MASKS, Setting("train.epochs", None),
+                Setting("train.max_iters", iterations))  # fmt: skip
+    return [s.word for s in settings]
 
 
 def _stage_command(preset: str, root: Path, pseudo_dir: Path, words: Sequence[str], run_dir: Path) -> Command:
