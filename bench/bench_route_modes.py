@@ -74,7 +74,7 @@ def route_args(mode: str, folder: Path, labels: Path, classes: Path, clip: Path,
 
 def mode_words(mode: str, words: list[str]) -> list[str]:
     """The words of one mode: ``clip.options.*`` words of WeCLIP+ kept from the CLIP-ES modes' run."""
-    from wsss.runs.clip_route import CLIP_ES_PRESET, words_of
+    from wsss.pipelines.clip_steps import CLIP_ES_PRESET, words_of
 
     if mode == "weclip":
         return words

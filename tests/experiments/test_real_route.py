@@ -667,7 +667,7 @@ def test_the_experiments_route_runs_the_packages_steps(tmp_path, synth_root, mon
 def test_the_route_and_the_experiment_share_the_steps(tmp_path, monkeypatch):
     """``wsss route``'s steps are the same functions: each of Route's steps calls the package's step
     function, with the route's device and CRF workers."""
-    from wsss.pipelines.route import Choice, Route, RouteOptions
+    from wsss.pipelines.route import Choice, Route, RouteOptions, _cam_command, _pseudo_command
 
     calls: list[tuple[str, tuple, dict]] = []
     _recorded(monkeypatch, calls, run=False)
@@ -677,8 +677,8 @@ def test_the_route_and_the_experiment_share_the_steps(tmp_path, monkeypatch):
     )
     route.seg_iters, where = 7, {"device": "cpu", "crf_workers": 2}
     cls, seg, view = tmp_path / "cls", tmp_path / "seg", tmp_path / "view"
-    route._cam(cls)
-    route._pseudo(cls, 0.4)
+    route._job(_cam_command(cls))  # a per-photo step's call, from its typed command
+    route._job(_pseudo_command(cls, "par", (0.4, 0.4)))
     route._stage_config(tmp_path / "data", ["data.root=x"], seg, "masks", view)
     route._predict_split(seg, "val")
     assert calls[0] == ("cams", (cls, "train"), {"progress": False, **where})

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +27,30 @@ from wsss.data import VOCDataset
 from wsss.data.views import make_view
 from wsss.data.voc import available_splits, read_split
 from wsss.evaluation import evaluate_arrays
-from wsss.pipelines.route import DataFacts, Route, RouteOptions, choose_classifier, data_files, split_overrides
-from wsss.pipelines.steps import Step, StepRunner
+from wsss.pipelines.route import (
+    Choice,
+    DataFacts,
+    Plan,
+    Route,
+    RouteOptions,
+    choose_classifier,
+    data_files,
+    split_overrides,
+)
+from wsss.pipelines.steps import Command, Step, StepRunner
 from wsss.utils.io import read_label_png
 
 # The real_cpu presets shrunk to seconds: two iterations of 64-pixel crops (the presets' MobileNetV2 as it is)
-TINY = ["train.epochs=null", "train.max_iters=2", "train.eval_iters=100", "train.ckpt_iters=2", "train.log_iters=1",
-        "data.crop_size=64", "data.num_workers=0", "train.batch_size=4"]  # fmt: skip
+TINY = [
+    "train.epochs=null",
+    "train.max_iters=2",
+    "train.eval_iters=100",
+    "train.ckpt_iters=2",
+    "train.log_iters=1",
+    "data.crop_size=64",
+    "data.num_workers=0",
+    "train.batch_size=4",
+]
 FAST = ["--crf-workers", "0", "--quiet"]  # the CRF in this process: one core
 
 
@@ -79,8 +97,11 @@ def test_the_route_end_to_end_on_the_synthetic_set(partly_masked, tmp_path, caps
     first = read_split(partly_masked, "val")[0]
     gt, names = read_label_png(partly_masked / "SegmentationClass" / f"{first}.png"), VOCDataset(partly_masked, "val")
     alone = evaluate_arrays([gt], [read_label_png(masks / f"{first}.png")], class_names=names.class_names)
-    assert photos[first] == {"split": "val", "miou": round(100 * alone.miou, 2),
-                             "pixel_acc": round(100 * alone.scores["pAcc"], 2)}  # fmt: skip
+    assert photos[first] == {
+        "split": "val",
+        "miou": round(100 * alone.miou, 2),
+        "pixel_acc": round(100 * alone.scores["pAcc"], 2),
+    }
     assert (out / "cls/report/index.html").is_file() and (out / "seg/report/index.html").is_file()
     # every photo's mask over the photo, on one page that the stage's report links
     assert sorted(p.stem for p in (masks / "overlay").glob("*.jpg")) == sorted(set(ids))
@@ -112,8 +133,9 @@ def test_the_route_end_to_end_on_the_synthetic_set(partly_masked, tmp_path, caps
     assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
     # a changed setting is refused, naming it, before anything runs
     with pytest.raises(UsageError, match=r"route.json: this route was run with other settings \(cls_overrides: "):
-        Route(RouteOptions(data=str(partly_masked), out=str(out), folds=2,
-                           overrides=[*TINY, "cls.train.max_iters=3"])).run()  # fmt: skip
+        Route(
+            RouteOptions(data=str(partly_masked), out=str(out), folds=2, overrides=[*TINY, "cls.train.max_iters=3"])
+        ).run()
     with pytest.raises(UsageError, match=r"other settings \(folds: 2 -> 0\)"):
         Route(RouteOptions(data=str(partly_masked), out=str(out), folds=0, overrides=TINY)).run()
     # where it runs is no setting: another number of CRF processes continues the route
@@ -161,7 +183,9 @@ def test_overwrite_makes_the_routes_outputs_again_and_never_touches_an_input(par
         Route(RouteOptions(data=str(inside), out=str(out), overwrite=True)).run()
     assert all((out / name).exists() for name in ("cls", "seg", "choice", "summary.json", "data/view.json"))
     ran = []
-    monkeypatch.setattr(Route, "plan", lambda self: ran.append(sorted(p.name for p in out.iterdir())) or [])
+    monkeypatch.setattr(
+        Route, "plan", lambda self: ran.append(sorted(p.name for p in out.iterdir())) or _plan(self, [])
+    )
     monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     Route(RouteOptions(data=str(partly_masked), out=str(out), folds=2, overwrite=True)).run()
     assert ran == [[".lock", "route.json"]]  # the route's own outputs made again from nothing
@@ -173,21 +197,27 @@ def test_overwrite_keeps_the_users_files_in_the_routes_folders(partly_masked, tm
     """`echo mine > R/cls/notes.txt; cp x.png R/new_masks/hand.png`, then `route ... --overwrite` with other
     settings: both were gone (the route rmtree'd its folders). What wsss made there goes; they stay, named."""
     out = tmp_path / "route"
-    for name in ("cls/config.yaml", "cls/checkpoints/last.pt", "new_masks/n1.png", "new_masks/hand.png",
-                 "cls/notes.txt"):  # fmt: skip
+    for name in (
+        "cls/config.yaml",
+        "cls/checkpoints/last.pt",
+        "new_masks/n1.png",
+        "new_masks/hand.png",
+        "cls/notes.txt",
+    ):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("mine\n")
     (out / "new_masks/.sources.json").write_text(json.dumps({"n1": [1, 2]}))
     (out / "route.json").write_text(json.dumps({"settings": {"folds": 5}}))
-    monkeypatch.setattr(Route, "plan", lambda self: [])
+    monkeypatch.setattr(Route, "plan", lambda self: _plan(self, []))
     monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     said: list[str] = []
     Route(RouteOptions(data=str(partly_masked), out=str(out), folds=2, overwrite=True), say=said.append).run()
     assert (out / "cls/notes.txt").read_text() == (out / "new_masks/hand.png").read_text() == "mine\n"
     assert not (out / "cls/config.yaml").exists() and not (out / "cls/checkpoints").exists()
     assert not (out / "new_masks/n1.png").exists() and not (out / "new_masks/.sources.json").exists()
-    assert said == [f"route: --overwrite kept 2 files that wsss did not make: {out / 'cls/notes.txt'}, "
-                    f"{out / 'new_masks/hand.png'}"]  # fmt: skip
+    assert said == [
+        f"route: --overwrite kept 2 files that wsss did not make: {out / 'cls/notes.txt'}, {out / 'new_masks/hand.png'}"
+    ]
 
 
 def test_a_route_killed_before_its_record_continues_and_a_running_one_is_in_use(partly_masked, tmp_path, monkeypatch):
@@ -196,7 +226,7 @@ def test_a_route_killed_before_its_record_continues_and_a_running_one_is_in_use(
     out = tmp_path / "route"
     out.mkdir()
     (out / ".lock").write_text("pid=999999999\nhost=gone\nsince=yesterday\ncommand=wsss route\n")  # SIGKILLed
-    monkeypatch.setattr(Route, "plan", lambda self: [])
+    monkeypatch.setattr(Route, "plan", lambda self: _plan(self, []))
     monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     opts = RouteOptions(data=str(partly_masked), out=str(out), folds=2)
     with pytest.warns(ConfigWarning, match=r"route: taken over the lock of wsss route \(pid 999999999 on gone"):
@@ -217,19 +247,32 @@ def test_a_run_of_the_route_with_another_saved_config_advises_only_the_routes_op
     run_dir = tmp_path / "route/cls"
     cfg = run_config("wsss::cam/real_cpu.yaml", [f"data.root={synth_root}", *TINY], run_dir)
     (run_dir / "checkpoints").mkdir(parents=True)
-    save_config(run_config("wsss::cam/real_cpu.yaml", [f"data.root={synth_root}", *TINY, "train.lr=0.5"], run_dir),
-                run_dir / "config.yaml")  # fmt: skip
+    save_config(
+        run_config("wsss::cam/real_cpu.yaml", [f"data.root={synth_root}", *TINY, "train.lr=0.5"], run_dir),
+        run_dir / "config.yaml",
+    )
     (run_dir / "checkpoints/last.pt").write_bytes(b"")
     with pytest.raises(ConfigError) as refused:
         train_run(cfg, progress=False, check=False, own=True)
-    assert str(refused.value).endswith("resuming would mix them. Rerun the route as it was recorded, or use another "
-                                       "--out")  # fmt: skip
+    assert str(refused.value).endswith(
+        "resuming would mix them. Rerun the route as it was recorded, or use another --out"
+    )
     assert "train.lr: 0.5 -> " in str(refused.value)
 
 
-def _one_step(route: Route) -> list[Step]:
+def _plan(route: Route, steps: list[Step]) -> Plan:
+    """A plan of ``steps`` alone, standing in for the route's."""
+    facts = DataFacts(Path(route.opts.data), [], [], [], [], [], 0.0)
+    return Plan(choices={"mode": Choice("none", "a test's")}, steps=tuple(steps), facts=facts, processes=1, configs={})
+
+
+def _step(title: str, command: str, work: Callable[[], object]) -> Step:
+    return Step(title, (Command(tuple(command.split()[1:])),), work)
+
+
+def _one_step(route: Route) -> Plan:
     """A plan of one step that reads nothing (its inputs accepted once it finished)."""
-    return [Step("check", "wsss check-data", lambda: None)]
+    return _plan(route, [_step("check", "wsss check-data", lambda: None)])
 
 
 @pytest.fixture
@@ -242,9 +285,12 @@ def one_step_route(monkeypatch):
 def _change(root: Path, what: str) -> None:
     """The dataset ``root`` changed as a user changes it between two runs of a route."""
     train = read_split(root, "train")
-    path = {"photo replaced": root / f"JPEGImages/{train[0]}.jpg", "labels edited": root / "cls_labels.npy",
-            "mask added": root / f"SegmentationClass/{train[0]}.png",
-            "photo removed": root / "ImageSets/Segmentation/train.txt"}[what]  # fmt: skip
+    path = {
+        "photo replaced": root / f"JPEGImages/{train[0]}.jpg",
+        "labels edited": root / "cls_labels.npy",
+        "mask added": root / f"SegmentationClass/{train[0]}.png",
+        "photo removed": root / "ImageSets/Segmentation/train.txt",
+    }[what]
     if what == "photo replaced":
         shutil.copy(root / f"JPEGImages/{train[1]}.jpg", path)
     elif what == "labels edited":
@@ -337,8 +383,12 @@ def test_a_refusal_of_changed_data_names_the_files_added_removed_and_changed(syn
     with pytest.raises(UsageError) as refused:
         Route(opts, say=lambda _: None).run()
     said = str(refused.value)
-    assert f"(data_files: 4 added: {', '.join(named)} and 1 more; 1 removed: {photos[2].resolve()}; 1 changed: " \
-           f"{photos[0].resolve()}); rerun it as it was" in said and said.count("\n") == 0  # fmt: skip
+    assert (
+        f"(data_files: 4 added: {', '.join(named)} and 1 more; 1 removed: {photos[2].resolve()}; 1 changed: "
+        f"{photos[0].resolve()}); rerun it as it was"
+        in said
+        and said.count("\n") == 0
+    )
 
 
 def test_a_route_whose_first_step_failed_on_bad_input_continues_once_it_is_fixed(synth_root, tmp_path, monkeypatch):
@@ -357,10 +407,9 @@ def test_a_route_whose_first_step_failed_on_bad_input_continues_once_it_is_fixed
     monkeypatch.setattr(
         Route,
         "plan",
-        lambda self: [
-            Step("check", "wsss check-data", check),
-            Step("train", "wsss train", lambda: ran.append("train")),
-        ],
+        lambda self: _plan(
+            self, [_step("check", "wsss check-data", check), _step("train", "wsss train", lambda: ran.append("train"))]
+        ),
     )
     monkeypatch.setattr(Route, "_summary", lambda self, wall: {})
     opts = RouteOptions(data=str(data), out=str(out), folds=2)
@@ -453,8 +502,24 @@ def test_a_set_of_many_classes_of_few_photos_gets_the_cam_baseline_and_one_of_te
 
     mini = tmp_path / "mini"
     photos = str(ASSETS / "voc-real-mini/JPEGImages")
-    assert main(["prepare", "folder", "--images", photos, "--labels", str(_labels(tmp_path)), "--classes",
-                 str(_classes(tmp_path)), "--out", str(mini), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "prepare",
+                "folder",
+                "--images",
+                photos,
+                "--labels",
+                str(_labels(tmp_path)),
+                "--classes",
+                str(_classes(tmp_path)),
+                "--out",
+                str(mini),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["route", str(mini), "--out", str(tmp_path / "a"), "--plan"]) == 0
     said = capsys.readouterr().out
@@ -473,29 +538,37 @@ def test_a_set_of_many_classes_of_few_photos_gets_the_cam_baseline_and_one_of_te
 
 def test_overrides_reach_one_training_by_their_prefix_and_a_gpu_is_used(tmp_path, monkeypatch, synth_root):
     assert split_overrides(["cls.train.epochs=24", "seg.train.lr=0.001", "run.seed=1"]) == {
-        "cls": ["train.epochs=24", "run.seed=1"], "seg": ["train.lr=0.001", "run.seed=1"],
-        "clip": ["run.seed=1"]}  # fmt: skip
+        "cls": ["train.epochs=24", "run.seed=1"],
+        "seg": ["train.lr=0.001", "run.seed=1"],
+        "clip": ["run.seed=1"],
+    }
     with pytest.raises(UsageError, match="an override is KEY=VALUE"):
         split_overrides(["cls.train.epochs"])
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     words = ["cls.train.epochs=24", "seg.train.lr=0.001"]
-    route = Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True, overrides=words),
-                  say=lambda _: None)  # fmt: skip
+    route = Route(
+        RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True, overrides=words), say=lambda _: None
+    )
     route.run()
     cls, seg = route.configs["cls"], route.configs["seg"]
     assert cls.run.device == seg.run.device == "cuda"  # the presets pin cpu: the route moves both to the GPU
     assert cls.data.num_workers == seg.data.num_workers == 4  # with loader processes to feed it
     assert cls.train.epochs == 24 and seg.train.lr == 0.001 and seg.train.epochs == 12
     assert route.choices["crf_workers"].value is None  # each run's own infer.crf_workers: crf.py's rule decides
-    given = Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True, device="cpu"),
-                  say=lambda _: None)  # fmt: skip
+    given = Route(
+        RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True, device="cpu"), say=lambda _: None
+    )
     given.run()
     assert given.configs["cls"].run.device == "cpu"
     with pytest.raises(Exception, match="no_such_key"):  # a wrong word refused before anything runs
-        Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True,
-                           overrides=["seg.train.no_such_key=1"]), say=lambda _: None).run()  # fmt: skip
+        Route(
+            RouteOptions(
+                data=str(synth_root), out=str(tmp_path / "r"), plan_only=True, overrides=["seg.train.no_such_key=1"]
+            ),
+            say=lambda _: None,
+        ).run()
 
 
 def test_a_start_file_word_goes_to_the_run_its_prefix_names_and_a_conflicting_pair_is_refused(tmp_path, synth_root):
@@ -509,16 +582,38 @@ def test_a_start_file_word_goes_to_the_run_its_prefix_names_and_a_conflicting_pa
     assert route.mode.value == "none" and route.words["cls"] == route.words["seg"] == ["model.pretrained=mbv2.pth"]
     clip = Route(dataclasses.replace(opts, clip="a.pt", overrides=["clip.model.pretrained=a.pt"]), say=lambda _: None)
     assert clip.mode.value == "clip_es" and clip.files["model.pretrained"] == "a.pt"
-    for flags, word in (({"clip": "a.pt"}, "clip.model.pretrained=b.pt"),
-                        ({"clip": "a.pt", "dinov2": "d1"}, "clip.options.dino_weights=d2")):  # fmt: skip
+    for flags, word in (
+        ({"clip": "a.pt"}, "clip.model.pretrained=b.pt"),
+        ({"clip": "a.pt", "dinov2": "d1"}, "clip.options.dino_weights=d2"),
+    ):
         with pytest.raises(UsageError, match=rf"--\w+ \S+ and {word}: two files for the CLIP method's"):
             Route(dataclasses.replace(opts, overrides=[word], **flags), say=lambda _: None)
 
 
 def _classes(tmp_path: Path) -> Path:
-    names = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-             "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-             "tvmonitor"]  # fmt: skip
+    names = [
+        "background",
+        "aeroplane",
+        "bicycle",
+        "bird",
+        "boat",
+        "bottle",
+        "bus",
+        "car",
+        "cat",
+        "chair",
+        "cow",
+        "diningtable",
+        "dog",
+        "horse",
+        "motorbike",
+        "person",
+        "pottedplant",
+        "sheep",
+        "sofa",
+        "train",
+        "tvmonitor",
+    ]
     path = tmp_path / "classes.txt"
     path.write_text("\n".join(names) + "\n")
     return path
@@ -526,9 +621,11 @@ def _classes(tmp_path: Path) -> Path:
 
 def _labels(tmp_path: Path) -> Path:
     path = tmp_path / "labels.csv"
-    path.write_text("image,labels\n2011_000003.jpg,bottle;person\n2011_000006.jpg,chair;person;sofa\n"
-                    "2011_000025.jpg,bus;car\nvoc2012val_sample_1.jpg,aeroplane\nvoc2012val_sample_114.jpg,bird\n"
-                    "voc2012val_sample_23.jpg,sheep\n")  # fmt: skip
+    path.write_text(
+        "image,labels\n2011_000003.jpg,bottle;person\n2011_000006.jpg,chair;person;sofa\n"
+        "2011_000025.jpg,bus;car\nvoc2012val_sample_1.jpg,aeroplane\nvoc2012val_sample_114.jpg,bird\n"
+        "voc2012val_sample_23.jpg,sheep\n"
+    )
     return path
 
 
@@ -538,16 +635,30 @@ def test_the_route_on_the_test_photos_from_a_folder_to_the_masks_of_new_photos(t
     photos, masks = ASSETS / "voc-real-mini/JPEGImages", ASSETS / "voc-real-mini/SegmentationClass"
     before = sorted(p.name for p in photos.iterdir()), sorted(p.name for p in masks.iterdir())
     out = tmp_path / "route"
-    argv = ["route", str(photos), "--labels", str(_labels(tmp_path)), "--classes", str(_classes(tmp_path)),
-            "--masks", str(masks), "--out", str(out), "--images", str(photos), *FAST, *TINY,
-            "data.crop_size=128", "infer.cam_scales=[1.0]"]  # fmt: skip
+    argv = [
+        "route",
+        str(photos),
+        "--labels",
+        str(_labels(tmp_path)),
+        "--classes",
+        str(_classes(tmp_path)),
+        "--masks",
+        str(masks),
+        "--out",
+        str(out),
+        "--images",
+        str(photos),
+        *FAST,
+        *TINY,
+        "data.crop_size=128",
+        "infer.cam_scales=[1.0]",
+    ]
     # the plan: every step as the run then runs them, each with an estimate of its time; nothing written
     assert main([*argv, "--plan"]) == 0
     planned = capsys.readouterr().out
     assert not out.exists()
     plan = re.findall(r"^\[(\d+)/(\d+)\] ([\w ]+): ", planned, re.M)
-    assert [t for _, _, t in plan] == ["prepare", "classifier", "cam", "pseudo", "seg", "masks", "report",
-                                       "new photos"]  # fmt: skip
+    assert [t for _, _, t in plan] == ["prepare", "classifier", "cam", "pseudo", "seg", "masks", "report", "new photos"]
     assert planned.count("      estimate: about ") == 7 and planned.count("      estimate: none measured") == 1
     assert "in all (rates: the shipped rates: one thread on an idle core, docs/own-photos.md#what-to-expect)" in planned
     assert main(argv) == 0
@@ -580,9 +691,17 @@ def test_masks_that_match_no_photo_give_a_route_without_a_val_split_of_unmasked_
     for p in sorted((ASSETS / "voc-real-mini/SegmentationClass").glob("*.png"))[:3]:
         shutil.copy(p, masks / f"other_{p.name}")
     out = tmp_path / "route"
-    route = Route(RouteOptions(data=str(photos), labels=str(_labels(tmp_path)), classes=str(_classes(tmp_path)),
-                               masks=str(masks), out=str(out), progress=False))  # fmt: skip
-    steps = route.plan()  # the choices from the dataset prepare would write
+    route = Route(
+        RouteOptions(
+            data=str(photos),
+            labels=str(_labels(tmp_path)),
+            classes=str(_classes(tmp_path)),
+            masks=str(masks),
+            out=str(out),
+            progress=False,
+        )
+    )
+    steps = route.plan().steps  # the choices from the dataset prepare would write
     assert route.choices["stage"].value == "mixed" and not route._facts().val
     assert steps[0].title == "prepare"
     steps[0].work()
@@ -598,8 +717,10 @@ def test_more_folds_than_masked_photos_are_refused_before_any_training(partly_ma
     out = tmp_path / "route"
     assert main(["route", str(partly_masked), "--out", str(out), "--folds", "13", "--plan", *TINY]) == 1
     err = capsys.readouterr().err
-    assert err == ("error: --folds 13: more folds than the 12 masked train photos (each fold holds some of them out); "
-                   "give --folds 12 or fewer, or --folds 0 (no choice: the mixed stage)\n")  # fmt: skip
+    assert err == (
+        "error: --folds 13: more folds than the 12 masked train photos (each fold holds some of them out); "
+        "give --folds 12 or fewer, or --folds 0 (no choice: the mixed stage)\n"
+    )
     assert main(["route", str(partly_masked), "--out", str(out), "--folds", "13", *TINY]) == 1
     assert "--folds 13: more folds than the 12 masked" in capsys.readouterr().err
     assert not (out / "cls").exists() and not (out / "route.json").exists()
@@ -609,8 +730,9 @@ def test_out_a_regular_file_is_one_line(partly_masked, tmp_path, capsys):
     afile = tmp_path / "afile.txt"
     afile.write_text("mine\n")
     assert main(["route", str(partly_masked), "--out", str(afile), *TINY]) == 1
-    assert capsys.readouterr().err == (f"error: {afile}: is a file; --out names the route's folder (its runs, record "
-                                       "and summary)\n")  # fmt: skip
+    assert capsys.readouterr().err == (
+        f"error: {afile}: is a file; --out names the route's folder (its runs, record and summary)\n"
+    )
     assert afile.read_text() == "mine\n"
 
 
@@ -618,8 +740,17 @@ def test_the_plan_prints_what_prepare_will_warn_of(tmp_path, capsys):
     photos = ASSETS / "voc-real-mini/JPEGImages"
     labels = tmp_path / "some.csv"
     labels.write_text("".join(_labels(tmp_path).read_text().splitlines(keepends=True)[:5]))  # 4 of the 6 photos
-    argv = ["route", str(photos), "--labels", str(labels), "--classes", str(_classes(tmp_path)),
-            "--out", str(tmp_path / "out"), "--plan"]  # fmt: skip
+    argv = [
+        "route",
+        str(photos),
+        "--labels",
+        str(labels),
+        "--classes",
+        str(_classes(tmp_path)),
+        "--out",
+        str(tmp_path / "out"),
+        "--plan",
+    ]
     assert main(argv) == 0
     said = capsys.readouterr().out
     assert f"prepare: warning: 2 images in {photos} have no label and were left out: " in said
@@ -654,13 +785,19 @@ def _start(argv: list[str]) -> subprocess.Popen:
     env = {"OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     import os
 
-    return subprocess.Popen([sys.executable, "-m", "wsss", *argv], cwd=REPO, env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "wsss", *argv],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_sigterm_mid_route_then_the_same_command_finishes_with_the_masks_of_an_uninterrupted_run(
     partly_masked, tmp_path, one_thread
-):  # fmt: skip
+):
     # the DeepLab stage long enough to be stopped in (its last.pt every 2 of 8 steps)
     longer = [*TINY, "seg.train.max_iters=8", "seg.train.log_iters=1"]
 
@@ -712,7 +849,7 @@ def test_the_route_gives_the_masks_of_its_plan_typed_by_hand(synth_root, tmp_pat
 
 def test_rounds_and_labels_that_abstain_give_the_masks_of_their_plan_typed_by_hand(
     synth_root, tmp_path, capsys, one_thread
-):  # fmt: skip
+):
     """``--rounds 1 --abstain``: the labels of ``--refine agree``, a first stage in ``seg_r0`` and a second in ``seg``
     on the first's masks of the train photos (CRF, labelled classes only); the plan prints each step with its
     estimate, and its commands typed one by one give the route's very masks. Recorded: ``--rounds 0`` is another
@@ -724,8 +861,17 @@ def test_rounds_and_labels_that_abstain_give_the_masks_of_their_plan_typed_by_ha
     assert main(["route", str(synth_root), "--out", str(hand), "--plan", *given]) == 0
     said = capsys.readouterr().out
     plan = [line.split(": ", 1)[1] for line in said.splitlines() if line.startswith("[")]
-    assert [c.split()[1] for c in plan] == ["check-data", "train", "cam", "pseudo", "train", "predict", "train",
-                                            "predict", "report"]  # fmt: skip
+    assert [c.split()[1] for c in plan] == [
+        "check-data",
+        "train",
+        "cam",
+        "pseudo",
+        "train",
+        "predict",
+        "train",
+        "predict",
+        "report",
+    ]
     assert "--refine agree" in plan[3] and f"run.dir={hand.resolve() / 'seg_r0'}" in plan[4]
     assert plan[5] == f"wsss predict {hand.resolve() / 'seg_r0'} --split train --labelled-only --crf"
     labels = hand.resolve() / "seg_r0/predictions_crf_labelled/train"
@@ -759,7 +905,7 @@ def test_rounds_and_abstain_are_refused_where_they_have_no_meaning(synth_root, t
 @pytest.mark.parametrize("broken", ["pseudo labels", "true masks"])
 def test_a_training_of_the_route_checks_its_pseudo_labels_and_masks_before_it_trains(
     broken, synth_root, tmp_path, monkeypatch, capsys
-):  # fmt: skip
+):
     """The route's step ``train_run`` (the DeepLab stage's training of ``wsss route`` and of experiments/real_route.py)
     runs check-data on what it reads, as ``wsss train`` does: an RGB file among the pseudo labels or in a folder of
     true masks stops it before the trainer starts, with the check's report and one DataError naming the data root;
@@ -802,7 +948,7 @@ def _api_example() -> str:
 
 def test_the_documented_api_example_runs_and_returns_a_typed_result(
     synth_root, tmp_path, monkeypatch, capsys, one_thread
-):  # fmt: skip
+):
     """docs/api.md's example as written (shorter trainings put in its options): ``wsss.run_route`` returns a
     RouteResult (choices with reasons, facts, masks, reports, scores, seconds), OUT/summary.json is that result as
     JSON, and the data facts are saved beside route.json."""
@@ -834,15 +980,17 @@ def test_the_documented_api_example_runs_and_returns_a_typed_result(
 
 def test_crf_workers_are_each_runs_own_resolved_by_the_crf_rule_and_a_word_is_honoured_or_refused(
     synth_root, tmp_path, monkeypatch
-):  # fmt: skip
+):
     """The route adds no rule for infer.crf_workers: without --crf-workers each step reads its run's own (a
     ``cls.`` / ``seg.`` word sets it; -1 is cam.crf.crf_workers's rule, which shares the cores among a job's
     local processes); --crf-workers with a word that says otherwise is refused; a value reaches the run typed."""
     from wsss.cam.crf import crf_workers
 
     def plan(*words: str, **given) -> Route:
-        route = Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True,
-                                   overrides=list(words), **given), say=lambda _: None)  # fmt: skip
+        route = Route(
+            RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True, overrides=list(words), **given),
+            say=lambda _: None,
+        )
         route.run()
         return route
 
@@ -873,8 +1021,10 @@ def test_the_plan_of_labels_that_abstain_counts_their_crf(synth_root, tmp_path):
     it, and without ``--rounds``, the reasons say the folds did not adopt them and where their figures are."""
     from wsss.pipelines.estimates import rates, shipped, step_estimates
 
-    est = {a: Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), overrides=TINY, abstain=a))
-           for a in (False, True)}  # fmt: skip
+    est = {
+        a: Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), overrides=TINY, abstain=a))
+        for a in (False, True)
+    }
     for r in est.values():
         r.plan()
     par, agree = (step_estimates(est[a]._step_work(), rates()) for a in (False, True))

@@ -28,10 +28,22 @@ from wsss.data.voc import load_cls_labels
 from wsss.utils.io import read_label_png
 
 # every run shrunk to seconds on the CPU; the WeCLIP+ decoder narrowed, its test resized to the photos' side
-TINY = ["run.device=cpu", "train.epochs=null", "train.max_iters=2", "train.ckpt_iters=2", "train.log_iters=1",
-        "data.crop_size=64", "data.num_workers=0", "train.batch_size=4"]  # fmt: skip
-WECLIP_TINY = ["clip.options.test_resize_long=64", "clip.infer.resize_long=64", "clip.options.embedding_dim=32",
-               "clip.options.decoder_heads=2"]  # fmt: skip
+TINY = [
+    "run.device=cpu",
+    "train.epochs=null",
+    "train.max_iters=2",
+    "train.ckpt_iters=2",
+    "train.log_iters=1",
+    "data.crop_size=64",
+    "data.num_workers=0",
+    "train.batch_size=4",
+]
+WECLIP_TINY = [
+    "clip.options.test_resize_long=64",
+    "clip.infer.resize_long=64",
+    "clip.options.embedding_dim=32",
+    "clip.options.decoder_heads=2",
+]
 FAST = ["--folds", "0", "--crf-workers", "0", "--quiet"]
 PAPER = "not a measurement on real photos here"
 
@@ -46,17 +58,24 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = work / "synth"
     generate_synthetic(root, n_train=8, n_val=2, size=64, seed=5, verbose=False)
     names = read_classes(root)
-    rows = [f"{i}.jpg,{';'.join(names[1 + c] for c in np.flatnonzero(v))}"
-            for i, v in sorted((load_cls_labels(root, len(names)) or {}).items())]  # fmt: skip
+    rows = [
+        f"{i}.jpg,{';'.join(names[1 + c] for c in np.flatnonzero(v))}"
+        for i, v in sorted((load_cls_labels(root, len(names)) or {}).items())
+    ]
     (work / "labels.csv").write_text("\n".join(["image,labels", *rows]) + "\n")
     (work / "classes.txt").write_text("\n".join(names) + "\n")
     masks = work / "masks"
     masks.mkdir()
     for png in sorted((root / "SegmentationClass").glob("*.png"))[:4]:
         (masks / png.name).write_bytes(png.read_bytes())
-    return {"images": root / "JPEGImages", "labels": work / "labels.csv", "classes": work / "classes.txt",
-            "masks": masks, "clip": write_open_clip_folder(work / "clip"),
-            "dinov2": write_dinov2_folder(work / "dinov2")}  # fmt: skip
+    return {
+        "images": root / "JPEGImages",
+        "labels": work / "labels.csv",
+        "classes": work / "classes.txt",
+        "masks": masks,
+        "clip": write_open_clip_folder(work / "clip"),
+        "dinov2": write_dinov2_folder(work / "dinov2"),
+    }
 
 
 def _route(p: dict[str, Path], out: Path, *, labels: bool = True, dinov2: bool = False, clip: bool = True) -> list[str]:
@@ -123,8 +142,7 @@ def test_clip_only_runs_clip_es_then_the_deeplab_stage(photos, tmp_path, capsys,
 
 
 @pytest.mark.slow
-def test_class_names_alone_are_tagged_and_a_rerun_continues_from_the_edited_tags(photos, tmp_path, capsys,
-                                                                                  one_thread):  # fmt: skip
+def test_class_names_alone_are_tagged_and_a_rerun_continues_from_the_edited_tags(photos, tmp_path, capsys, one_thread):
     out = tmp_path / "route"
     assert main(_route(photos, out, labels=False)) == 0
     said = capsys.readouterr().out
@@ -158,13 +176,29 @@ def test_class_names_without_a_clip_file_say_what_is_needed(photos, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tagged by CLIP: give a CLIP ViT-B/16 file (--clip" in err[0] and "--labels" in err[0]
     assert not (tmp_path / "route").exists()
-    assert main(["route", str(photos["images"]), "--dinov2", str(photos["dinov2"]), "--labels", str(photos["labels"]),
-                 "--classes", str(photos["classes"]), "--out", str(tmp_path / "r")]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "route",
+                str(photos["images"]),
+                "--dinov2",
+                str(photos["dinov2"]),
+                "--labels",
+                str(photos["labels"]),
+                "--classes",
+                str(photos["classes"]),
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 1
+    )
     assert "WeCLIP+ needs a CLIP file too" in capsys.readouterr().err
 
 
-def test_a_cuda_device_gets_the_gpu_presets_and_run_device_cpu_keeps_the_cpu_ones(photos, tmp_path, monkeypatch,
-                                                                                    synth_root):  # fmt: skip
+def test_a_cuda_device_gets_the_gpu_presets_and_run_device_cpu_keeps_the_cpu_ones(
+    photos, tmp_path, monkeypatch, synth_root
+):
     import torch
 
     from wsss.pipelines.route import Route, RouteOptions
@@ -173,8 +207,10 @@ def test_a_cuda_device_gets_the_gpu_presets_and_run_device_cpu_keeps_the_cpu_one
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
 
     def plan(*words: str, **opts: object) -> Route:
-        route = Route(RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True, overrides=words,
-                                   **opts), say=lambda _: None)  # fmt: skip
+        route = Route(
+            RouteOptions(data=str(synth_root), out=str(tmp_path / "r"), plan_only=True, overrides=words, **opts),
+            say=lambda _: None,
+        )
         route.run()
         return route
 
@@ -193,8 +229,9 @@ def test_a_cuda_device_gets_the_gpu_presets_and_run_device_cpu_keeps_the_cpu_one
 
 
 @pytest.mark.slow
-def test_two_processes_train_through_torchrun_and_share_the_per_photo_steps(photos, tmp_path, capsys, monkeypatch,
-                                                                             one_thread):  # fmt: skip
+def test_two_processes_train_through_torchrun_and_share_the_per_photo_steps(
+    photos, tmp_path, capsys, monkeypatch, one_thread
+):
     """Several CUDA devices as 2 processes on the CPU (gloo): the route's trainings run as torchrun processes, its
     CAMs, pseudo labels and predictions shared among 2 processes; the same masks as one process."""
     from wsss.pipelines import route as module
@@ -205,8 +242,8 @@ def test_two_processes_train_through_torchrun_and_share_the_per_photo_steps(phot
     assert main(_route(photos, one)) == 0
     presets = module.Route._presets
 
-    def two_processes(self):  # the count of CUDA devices a GPU machine would give
-        choice = presets(self)
+    def two_processes(self, cuda_devices):  # the count of CUDA devices a GPU machine would give
+        choice = presets(self, cuda_devices)
         self.processes = 2
         return choice
 
@@ -238,8 +275,14 @@ def test_sigterm_in_weclip_plus_then_the_same_command_gives_the_uninterrupted_ma
     assert main(argv(tmp_path / "straight")) == 0
     stopped = tmp_path / "stopped"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "wsss", *argv(stopped)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsss", *argv(stopped)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics, t0 = stopped / "weclip/metrics.jsonl", time.time()
     while not (metrics.is_file() and metrics.read_text().count("\n") >= 3):  # inside WeCLIP+'s training
         assert proc.poll() is None and time.time() - t0 < 600, proc.communicate()[1][-3000:]
@@ -248,8 +291,9 @@ def test_sigterm_in_weclip_plus_then_the_same_command_gives_the_uninterrupted_ma
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-3000:]
     assert not (stopped / "weclip/predictions").exists() and (stopped / "weclip/checkpoints/last.pt").is_file()
-    again = subprocess.run([sys.executable, "-m", "wsss", *argv(stopped)], cwd=REPO, env=env, capture_output=True,
-                           text=True, timeout=600)  # fmt: skip
+    again = subprocess.run(
+        [sys.executable, "-m", "wsss", *argv(stopped)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in again.stderr
     a, b = _masks(tmp_path / "straight/weclip/predictions/val"), _masks(stopped / "weclip/predictions/val")
@@ -267,9 +311,25 @@ def test_the_six_voc_photos_from_class_names_and_clip_files(dinov2, photos, tmp_
     classes.write_text("\n".join(VOC_CLASSES) + "\n")
     out = tmp_path / "route"
     files = ["--clip", str(photos["clip"]), *(["--dinov2", str(photos["dinov2"]), *WECLIP_TINY] if dinov2 else [])]
-    assert main(["route", str(VOC_REAL_MINI / "JPEGImages"), "--classes", str(classes), "--masks",
-                 str(VOC_REAL_MINI / "SegmentationClass"), *files, "--out", str(out), *FAST, *TINY,
-                 "data.crop_size=128"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "route",
+                str(VOC_REAL_MINI / "JPEGImages"),
+                "--classes",
+                str(classes),
+                "--masks",
+                str(VOC_REAL_MINI / "SegmentationClass"),
+                *files,
+                "--out",
+                str(out),
+                *FAST,
+                *TINY,
+                "data.crop_size=128",
+            ]
+        )
+        == 0
+    )
     said = capsys.readouterr().out
     mode = "weclip_plus" if dinov2 else "clip_es"
     assert f"route: mode: {mode}" in said and "tags against the classes of" in said

@@ -48,31 +48,63 @@ def test_the_settings_record_is_checked_and_overwrite_clears_only_the_folders_ow
         runner.recorded()
 
 
-@pytest.mark.parametrize("record", ['{"settings": []}', '{"settings": "abc"}', '{"settings": null}', "[]", "{",
-                                    '{"other": 1}'])  # fmt: skip
+@pytest.mark.parametrize(
+    "record", ['{"settings": []}', '{"settings": "abc"}', '{"settings": null}', "[]", "{", '{"other": 1}']
+)
 def test_a_record_whose_settings_are_no_mapping_is_one_line(tmp_path, record):
     runner = StepRunner(tmp_path, command="test")
     (tmp_path / "route.json").write_text(record)
     with pytest.raises(DataError) as e:
         runner.settle({"folds": 2}, overwrite=False, own=[], inputs=[])
-    assert str(e.value) == (f"{tmp_path / 'route.json'}: not a route's record (no mapping of its settings: unreadable, "
-                            "or written by something else); use another --out")  # fmt: skip
+    assert str(e.value) == (
+        f"{tmp_path / 'route.json'}: not a route's record (no mapping of its settings: unreadable, "
+        "or written by something else); use another --out"
+    )
 
 
 def _route_folder(out: Path) -> dict[str, list[str]]:
     """A route's folder as its steps leave it (a run with a per-id job's outputs, a dataset, the new photos' masks),
     with a file of the user's in each: (what wsss made, what the user put there)."""
-    made = ["cls/config.yaml", "cls/metrics.jsonl", "cls/checkpoints/last.pt", "cls/checkpoints/best.pt",
-            "cls/tensorboard/events.out.tfevents.1.host.1.0", "cls/cams/train/a.npz", "cls/cams/train/b.npz",
-            "cls/cams/train/.settings.json", "cls/cams/train/.sources.json", "cls/cams/train/.job.lock",
-            "cls/report/index.html", "cls/report/loss.png", "cls/report/images/train/grid_a.png", "cls/report/.inputs",
-            "data/ImageSets/Segmentation/train.txt", "data/JPEGImages/a.jpg", "data/JPEGImages/b.jpg",
-            "data/SegmentationClass/a.png", "data/classes.txt", "data/cls_labels.npy", "data/.route_prepared",
-            "new_masks/n1.png", "new_masks/.settings.json", "new_masks/.sources.json", "new_masks/overlay/n1.jpg",
-            "new_masks/overlay/.sources.json", "new_masks/.n1.png.x1y2.wsss.tmp", "masks/a.png", "masks/.sources.json",
-            "summary.json"]  # fmt: skip
-    mine = ["cls/notes.txt", "cls/cams/train/notes.txt", "new_masks/hand.png", "data/JPEGImages/mine.jpg",
-            "new_masks/overlay/.hidden.jpg", "masks/hand.png"]  # fmt: skip
+    made = [
+        "cls/config.yaml",
+        "cls/metrics.jsonl",
+        "cls/checkpoints/last.pt",
+        "cls/checkpoints/best.pt",
+        "cls/tensorboard/events.out.tfevents.1.host.1.0",
+        "cls/cams/train/a.npz",
+        "cls/cams/train/b.npz",
+        "cls/cams/train/.settings.json",
+        "cls/cams/train/.sources.json",
+        "cls/cams/train/.job.lock",
+        "cls/report/index.html",
+        "cls/report/loss.png",
+        "cls/report/images/train/grid_a.png",
+        "cls/report/.inputs",
+        "data/ImageSets/Segmentation/train.txt",
+        "data/JPEGImages/a.jpg",
+        "data/JPEGImages/b.jpg",
+        "data/SegmentationClass/a.png",
+        "data/classes.txt",
+        "data/cls_labels.npy",
+        "data/.route_prepared",
+        "new_masks/n1.png",
+        "new_masks/.settings.json",
+        "new_masks/.sources.json",
+        "new_masks/overlay/n1.jpg",
+        "new_masks/overlay/.sources.json",
+        "new_masks/.n1.png.x1y2.wsss.tmp",
+        "masks/a.png",
+        "masks/.sources.json",
+        "summary.json",
+    ]
+    mine = [
+        "cls/notes.txt",
+        "cls/cams/train/notes.txt",
+        "new_masks/hand.png",
+        "data/JPEGImages/mine.jpg",
+        "new_masks/overlay/.hidden.jpg",
+        "masks/hand.png",
+    ]
     for name in [*made, *mine, "cls/.lock"]:
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("x")

@@ -96,8 +96,9 @@ def rates(path: Path | None = None) -> Rates:
     return Rates({**shipped(), **mine}, set(mine), len(data["routes"]))
 
 
-def step_work(classifier: str, counts: Mapping[str, int], iterations: Mapping[str, int], device: str = "cpu"
-              ) -> dict[str, Work]:  # fmt: skip
+def step_work(
+    classifier: str, counts: Mapping[str, int], iterations: Mapping[str, int], device: str = "cpu"
+) -> dict[str, Work]:
     """Each step's work by its title. ``classifier``: the route's choice (``rca``, ``cam``, a preset's name);
     ``counts``: ``train``, ``val``, ``new`` (photos of ``--images``), ``folds``, ``masked_train``, ``rounds`` (of
     ``--rounds``) and ``abstain`` (1: the labels of ``--refine agree``); ``iterations``: per training
@@ -105,7 +106,8 @@ def step_work(classifier: str, counts: Mapping[str, int], iterations: Mapping[st
     key but the CPU's."""
     at = "" if device == "cpu" else f"@{device}"
     photos, train = counts["train"] + counts["val"], counts["train"]
-    seg, predict = (f"seg{at}", iterations["seg"]), f"masks{at}"
+    seg: tuple[str, float] = (f"seg{at}", iterations["seg"])
+    predict = f"masks{at}"
     folds = counts.get("folds", 0)
     return {
         "prepare": [(f"prepare{at}", photos)],
@@ -120,9 +122,12 @@ def step_work(classifier: str, counts: Mapping[str, int], iterations: Mapping[st
         "report": [(f"report{at}", 1)],
         "new photos": [(predict, counts.get("new", 0))],
         # each round predicts the train photos as the masks step does, then trains the stage again
-        **{title: work for r in range(1, counts.get("rounds", 0) + 1)
-           for title, work in ((f"round {r} labels", [(predict, train)]), (f"round {r}", [seg]))},
-    }  # fmt: skip
+        **{
+            title: work
+            for r in range(1, counts.get("rounds", 0) + 1)
+            for title, work in ((f"round {r} labels", [(predict, float(train))]), (f"round {r}", [seg]))
+        },
+    }
 
 
 def step_estimates(work: Mapping[str, Work], known: Rates) -> dict[str, float | None]:

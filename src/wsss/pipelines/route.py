@@ -22,10 +22,15 @@ of each step, docs/api.md#the-routes-steps):
 8. ``wsss report`` of both runs (a report made of the run's outputs as they are is kept); with ``images``,
    ``wsss predict --images`` of new photos into ``OUT/new_masks``.
 
-The plan is made before any step: for a folder of photos from what ``wsss prepare folder`` would write of them
-(``plan_folder``), every input read, the weight packages the trainings start from and the photos of ``images``
-checked (with ``plan_only`` the photos and masks decoded too, as the run's prepare does), so that ``--plan`` prints
-every step, with an estimate of its time (:mod:`wsss.pipelines.estimates`), and the run numbers them alike.
+The plan is made before any step (:func:`plan_route`: a frozen :class:`Plan` of the choices with their reasons and
+the typed steps, ``wsss.pipelines.steps.Step``, made from the data facts, the options and the CUDA devices alone;
+saved as ``OUT/plan.json`` before the first step): for a folder of photos from what ``wsss prepare folder`` would
+write of them (``plan_folder``), every input read, the weight packages the trainings start from and the photos of
+``images`` checked (with ``plan_only`` the photos and masks decoded too, as the run's prepare does), so that
+``--plan`` prints every step, with an estimate of its time (:mod:`wsss.pipelines.estimates`), and the run numbers
+them alike. Where the data prepare wrote differs from what the plan read of the photos, the route plans once more
+and ``plan.json`` records both. A choice that needs a measurement is a step: ``stage`` by folds is the step
+``choice``, whose ``OUT/choice/stage.json`` the stage's training reads.
 
 A rerun of the same command continues where it stopped: a training resumes from its ``last.pt``, the per-photo
 steps skip the photos they finished, the folds keep their scores. ``OUT/route.json`` records the route's settings
@@ -36,17 +41,19 @@ data the choices were made from; ``OUT/summary.json``: the choices, each step's 
 :class:`RouteResult` :func:`run_route` returns); ``OUT/steps.jsonl``: each run's time of each step, a stopped one's
 too (the step runner of :mod:`wsss.pipelines.steps`).
 
-With CLIP files (``clip`` / ``dinov2``: docs/own-photos.md#with-clip-files; ``wsss.runs.clip_route``) the
-classifier gives way: with both, WeCLIP+ trained on the photos into ``OUT/weclip`` and its masks by the official test
-fusion; with CLIP alone, CLIP-ES's CAMs and CRF labels (``OUT/clip``), then steps 5-8; photos with classes and no
-labels are tagged by the CLIP-ES run first (``tags.csv``, read back on a rerun). On a CUDA device the trainings use
-the GPU presets (``configs/*/route_gpu.yaml``); with several, one torchrun process each, the per-photo steps shared.
+The modes are registered classes (``wsss.pipelines.modes``; this module's :class:`ClassifierMode`,
+:class:`ClipESMode`, :class:`WeCLIPMode`): the weight files given choose one. With CLIP files (``clip`` / ``dinov2``:
+docs/own-photos.md#with-clip-files; ``wsss.pipelines.clip_steps``) the classifier gives way: with both, WeCLIP+
+trained on the photos into ``OUT/weclip`` and its masks by the official test fusion; with CLIP alone, CLIP-ES's CAMs
+and CRF labels (``OUT/clip``), then steps 5-8; photos with classes and no labels are tagged by the CLIP-ES run first
+(``tags.csv``, read back on a rerun). On a CUDA device the trainings use the GPU presets
+(``configs/*/route_gpu.yaml``); with several, one torchrun process each, the per-photo steps shared.
 
 Overrides: ``KEY=VALUE`` words of the config (docs/configs.md); ``cls.KEY=VALUE`` sets the classifier's only,
 ``seg.KEY=VALUE`` the DeepLab stage's (its folds' too), ``clip.KEY=VALUE`` the CLIP method's, a word without a
 prefix all (``run.seed=1``) but the CLIP method for a start file (``model.pretrained=``: :func:`split_overrides`). A
 start file is a setting by its content; OUT moved or copied, or a start file moved, is re-based into the route's runs
-(:meth:`Route._rebase`). Where a
+(:meth:`RouteRecord.rebase`). Where a
 command runs (``core.config.EXECUTION_KEYS``: ``run.device``, ``run.threads``, ``data.num_workers``,
 ``infer.crf_workers``) is no setting of the route: a route stopped on one machine continues on another.
 """
@@ -57,8 +64,8 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -67,27 +74,44 @@ from wsss.core.choices import ROUTE_FACTS_FILE, ROUTE_MASKS_DIR
 from wsss.core.config import Config, load_config, replace_setting, resolve_epochs
 from wsss.core.errors import UsageError
 from wsss.core.files import atomic_write, check_output_folder
-from wsss.pipelines.steps import STEPS_LOG, Step, StepRunner, changed_settings, computed_words, remove_made
-from wsss.runs import clip_route, gpus
+from wsss.pipelines import clip_steps, gpus
+from wsss.pipelines.modes import CLIP_KEY, DINOV2_KEY, RouteMode, choose_mode, register_mode, weight_words
+from wsss.pipelines.steps import (
+    STEPS_LOG,
+    Command,
+    Setting,
+    Step,
+    StepRunner,
+    changed_settings,
+    computed_words,
+    remove_made,
+)
 
 # the route's options that its cross-validation did not adopt: why, in their printed reasons
+# the mixed stage with few masks: why (the figures: docs/own-photos.md#how-many-masks)
+FEW_MASKS = "the better on ccp-dev with few masks (docs/own-photos.md#how-many-masks)"
 NOT_ADOPTED = "not adopted, it lost on a fold: docs/benchmarks/history/real-photos.md#past-the-first-labels"
 # The classifier presets the route chooses between (docs/own-photos.md#which-route), by shipped name: they resolve
 # from any folder (core.config.SCOPE).
 CLASSIFIERS = {"rca": "wsss::rca/real_cpu.yaml", "cam": "wsss::cam/real_cpu.yaml"}
 SEG_PRESET = "wsss::deeplab/real_cpu.yaml"
-# RCA from this median of train photos per class up, the CAM baseline below it. Measured at its two sides only
-# (docs/benchmarks/history/real-photos.md#manual-which-route): ccp-dev (10 classes, tens of photos per class), where
-# RCA won, and coco128-dev (80 classes, most in one or two photos), where the CAM baseline won. No set between the two
-# was measured: 10 is a round number between them, not a measured edge.
+# The same trainings on a CUDA device (configs/*/route_gpu.yaml)
+GPU_PRESETS = {
+    "rca": "wsss::rca/route_gpu.yaml",
+    "cam": "wsss::cam/route_gpu.yaml",
+    "seg": "wsss::deeplab/route_gpu.yaml",
+}
+# RCA from this median of train photos per class up, the CAM baseline below it: a round number between the two sets
+# measured (docs/own-photos.md#which-route), not a measured edge.
 MIN_PHOTOS_PER_CLASS = 10
 DEFAULT_FOLDS = 3
 GPU_LOADERS = 4  # data.num_workers of the trainings on a GPU (where it runs, not what it computes)
 STAGES = ("auto", "mixed", "masks")  # the DeepLab stage's training: chosen by folds, or named
 PREFIXES = ("cls", "seg", "clip")  # overrides of one run: cls.KEY=VALUE, seg.KEY=VALUE, clip.KEY=VALUE
 # the words that name a network's start file: without a prefix, never the CLIP method's (split_overrides)
-START_FILE_KEYS = (clip_route.CLIP_KEY, clip_route.DINOV2_KEY)
-ROUTE_FILE, SUMMARY_FILE = "route.json", "summary.json"
+START_FILE_KEYS = (CLIP_KEY, DINOV2_KEY)
+ROUTE_FILE, SUMMARY_FILE, PLAN_FILE = "route.json", "summary.json", "plan.json"
+STAGE_FILE = "stage.json"  # in OUT/choice: the stage the folds chose, which the stage's training reads
 FACTS_FILE, MASKS_DIR = ROUTE_FACTS_FILE, ROUTE_MASKS_DIR  # every photo's mask in one folder
 PREPARED = ".route_prepared"  # in OUT/data once `wsss prepare folder` has made it
 # route.json's mark of a first step (prepare or check-data) finished: before it, its settings made nothing
@@ -96,8 +120,22 @@ FIRST_STEP_DONE = "first_step_done"
 # stays: pipelines.steps.remove_made) and makes them again
 MASKS_PAGE = "masks.html"  # their overlays on one page, in the report of the run that made them
 TAGS_DIGEST = "tags_digest.txt"  # the labels the steps after the tags were made from (an edited tags.csv: again)
-OWN_OUTPUTS = ("data", "cls", "clip", "weclip", "choice", "seg_data", "seg", MASKS_DIR, "new_masks", SUMMARY_FILE,
-               FACTS_FILE, STEPS_LOG, TAGS_DIGEST)  # fmt: skip
+OWN_OUTPUTS = (
+    "data",
+    "cls",
+    "clip",
+    "weclip",
+    "choice",
+    "seg_data",
+    "seg",
+    MASKS_DIR,
+    "new_masks",
+    SUMMARY_FILE,
+    FACTS_FILE,
+    STEPS_LOG,
+    TAGS_DIGEST,
+    PLAN_FILE,
+)
 # after the tags: what is made again when the labels changed (tags.csv edited), in OUT and in OUT/clip
 AFTER_TAGS = ("weclip", "choice", "seg_data", "seg", MASKS_DIR, "new_masks")
 AFTER_TAGS_CLIP = ("cams", "cam_labels", "pseudo")
@@ -167,7 +205,7 @@ def _route_option(name: str, value: Any) -> Any:
     raise UsageError(f"RouteOptions.{name}: expected {want}, got {value!r} ({type(value).__name__})")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Choice:
     value: Any
     reason: str
@@ -212,10 +250,68 @@ class RouteResult:
         """``OUT/summary.json``."""
         return {
             "choices": {k: {"value": c.value, "reason": c.reason} for k, c in self.choices.items()},
-            "seconds": self.seconds, "seconds_over_runs": self.seconds_over_runs, "scores": self.scores,
-            "masks": str(self.masks), "masks_written": self.masks_written, "reports": [str(p) for p in self.reports],
+            "seconds": self.seconds,
+            "seconds_over_runs": self.seconds_over_runs,
+            "scores": self.scores,
+            "masks": str(self.masks),
+            "masks_written": self.masks_written,
+            "reports": [str(p) for p in self.reports],
             "new_masks": str(self.new_masks) if self.new_masks is not None else None,
-        }  # fmt: skip
+        }
+
+
+# the choices --plan and a run print, in this order
+SHOWN_CHOICES = (
+    "mode",
+    "classifier",
+    "levels",
+    "labels",
+    "stage",
+    "rounds",
+    "predict",
+    "device",
+    "presets",
+    "crf_workers",
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a route will do, decided before any step runs (:func:`plan_route`; ``OUT/plan.json``): each choice with its
+    reason and the steps. A choice that needs a measurement is a step whose output the plan names (``stage`` chosen
+    by ``folds``: the step ``choice`` writes ``OUT/choice/stage.json``, which the step ``seg`` reads)."""
+
+    choices: Mapping[str, Choice]
+    steps: tuple[Step, ...]
+    facts: DataFacts
+    processes: int  # a training's processes, a per-photo step's shares: one a CUDA device
+    configs: Mapping[str, Config] = field(repr=False)  # the trainings' configs by role, checked
+    seg_iters: int | None = None  # the DeepLab stage's iterations on every train photo
+
+    def shown(self) -> list[str]:
+        """The choices printed, in order."""
+        return [k for k in SHOWN_CHOICES if k in self.choices]
+
+    def to_json(self) -> dict[str, Any]:
+        """``OUT/plan.json``."""
+        return {
+            "mode": self.choices["mode"].value,
+            "choices": {k: {"value": _jsonable(c.value), "reason": c.reason} for k, c in self.choices.items()},
+            "steps": [{"name": step.title, "command": step.command} for step in self.steps],
+            "processes": self.processes,
+            "data": str(self.facts.root),
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def plan_route(opts: RouteOptions, facts: DataFacts, cuda_devices: int = 0, *, edited_tags: bool = False) -> Plan:
+    """The plan of ``wsss route`` with ``opts`` for the data ``facts`` (a dataset's, or what `wsss prepare folder`
+    will write of a folder of photos) on ``cuda_devices``: every choice and step, made from these alone (the presets
+    read, no other file, nothing run). ``edited_tags``: a tags.csv of the user's is in the data."""
+    return Route(opts, say=lambda _: None)._make_plan(facts, cuda_devices, edited_tags)
 
 
 def data_facts(root: str | os.PathLike) -> DataFacts:
@@ -231,11 +327,14 @@ def data_facts(root: str | os.PathLike) -> DataFacts:
     for i in train.ids:
         counts += train.labels(i) > 0
     return DataFacts(
-        root=Path(root), class_names=list(train.class_names), train=list(train.ids),
-        val=list(val.ids) if val is not None else [], masked_train=[i for i in train.ids if train.has_mask(i)],
+        root=Path(root),
+        class_names=list(train.class_names),
+        train=list(train.ids),
+        val=list(val.ids) if val is not None else [],
+        masked_train=[i for i in train.ids if train.has_mask(i)],
         masked_val=[i for i in val.ids if val.has_mask(i)] if val is not None else [],
         photos_per_class=float(statistics.median(counts.tolist())) if len(counts) else 0.0,
-    )  # fmt: skip
+    )
 
 
 def data_files(paths: Sequence[Path], out: Path | None = None, flat: Sequence[Path] = ()) -> dict[str, str]:
@@ -288,8 +387,11 @@ def data_files_change(old: Any, new: Any, shown: int = 3) -> str:
     if set(old) == {"files", "sha1"}:  # a record of an older wsss: a digest of the names, sizes and times
         return f"recorded by size and time ({old['files']} files), now by content ({len(new)} files)"
     parts = []
-    for what, names in (("added", [n for n in new if n not in old]), ("removed", [n for n in old if n not in new]),
-                        ("changed", [n for n in new if n in old and old[n] != new[n]])):  # fmt: skip
+    for what, names in (
+        ("added", [n for n in new if n not in old]),
+        ("removed", [n for n in old if n not in new]),
+        ("changed", [n for n in new if n in old and old[n] != new[n]]),
+    ):
         if names:
             more = f" and {len(names) - shown} more" if len(names) > shown else ""
             parts.append(f"{len(names)} {what}: {', '.join(names[:shown])}{more}")
@@ -331,10 +433,14 @@ def planned_facts(root: Path, plan: Any) -> DataFacts:
         for c in set(plan.labels[i]):
             counts[c - 1] += 1
     return DataFacts(
-        root=root, class_names=list(plan.class_names), train=list(plan.train), val=list(plan.val),
-        masked_train=[i for i in plan.train if i in plan.masked], masked_val=[i for i in plan.val if i in plan.masked],
+        root=root,
+        class_names=list(plan.class_names),
+        train=list(plan.train),
+        val=list(plan.val),
+        masked_train=[i for i in plan.train if i in plan.masked],
+        masked_val=[i for i in plan.val if i in plan.masked],
         photos_per_class=float(statistics.median(counts)) if counts else 0.0,
-    )  # fmt: skip
+    )
 
 
 def choose_classifier(facts: DataFacts) -> Choice:
@@ -342,10 +448,16 @@ def choose_classifier(facts: DataFacts) -> Choice:
     photos (:data:`MIN_PHOTOS_PER_CLASS`): the rule as measured, with its reason."""
     seen = f"{facts.classes} classes, a median of {facts.photos_per_class:g} train photos per class"
     if facts.photos_per_class >= MIN_PHOTOS_PER_CLASS:
-        return Choice("rca", f"{seen} (>= {MIN_PHOTOS_PER_CLASS}): RCA, the better of the two on ccp-dev (10 "
-                             "classes, 200 photos; docs/own-photos.md#which-route)")  # fmt: skip
-    return Choice("cam", f"{seen} (< {MIN_PHOTOS_PER_CLASS}): the CAM baseline, the better of the two on "
-                         "coco128-dev (80 classes, 70 photos; docs/own-photos.md#which-route)")  # fmt: skip
+        return Choice(
+            "rca",
+            f"{seen} (>= {MIN_PHOTOS_PER_CLASS}): RCA, the better of the two on ccp-dev, a handful "
+            "of classes of many photos (docs/own-photos.md#which-route)",
+        )
+    return Choice(
+        "cam",
+        f"{seen} (< {MIN_PHOTOS_PER_CLASS}): the CAM baseline, the better of the two on "
+        "coco128-dev, many classes of few photos (docs/own-photos.md#which-route)",
+    )
 
 
 def split_overrides(words: Sequence[str]) -> dict[str, list[str]]:
@@ -357,8 +469,10 @@ def split_overrides(words: Sequence[str]) -> dict[str, list[str]]:
     for word in words:
         key, sep, value = word.partition("=")
         if not sep or not key:
-            raise UsageError(f"{word!r}: an override is KEY=VALUE (cls.KEY=VALUE: the classifier's only, "
-                             "seg.KEY=VALUE: the DeepLab stage's, clip.KEY=VALUE: the CLIP method's)")  # fmt: skip
+            raise UsageError(
+                f"{word!r}: an override is KEY=VALUE (cls.KEY=VALUE: the classifier's only, "
+                "seg.KEY=VALUE: the DeepLab stage's, clip.KEY=VALUE: the CLIP method's)"
+            )
         prefix, dot, rest = key.partition(".")
         if prefix in PREFIXES and dot:
             out[prefix].append(f"{rest}={value}")
@@ -373,7 +487,7 @@ def file_words(clip: str | None, dinov2: str | None, words: Sequence[str]) -> li
     """``--clip FILE`` and ``--dinov2 FILE`` as the words they stand for (``clip.model.pretrained=FILE``,
     ``clip.options.dino_weights=FILE``); a word of ``words`` that names another file for the same key is refused,
     naming both (one input, one meaning)."""
-    flags = (("--clip", clip_route.CLIP_KEY, clip), ("--dinov2", clip_route.DINOV2_KEY, dinov2))
+    flags = (("--clip", CLIP_KEY, clip), ("--dinov2", DINOV2_KEY, dinov2))
     for flag, key, value in flags:
         other = next((w for w in words if _key(w) == f"clip.{key}" and w.partition("=")[2].strip() != value), None)
         if value and other is not None:
@@ -383,7 +497,7 @@ def file_words(clip: str | None, dinov2: str | None, words: Sequence[str]) -> li
 
 def _resolved_file(value: str) -> str:
     """A file given to a flag, resolved where it is there (as ``model.pretrained`` is in a run's config): its runs
-    record where it was, which a move re-bases (:meth:`Route._rebase`)."""
+    record where it was, which a move re-bases (:meth:`RouteRecord.rebase`)."""
     path = Path(value).expanduser()
     return str(path.resolve()) if path.exists() else value
 
@@ -393,20 +507,88 @@ def _key(word: str) -> str:
 
 
 MASKED_SPLIT = "train_masked"  # the split of a view that lists the masked train photos
+# the DeepLab stage's masks: each train photo that has one trains on it (the route's one use of data.true_masks)
+TRUE_MASKS = Setting("data.true_masks", "auto")
+
+
+def mixed_stage_settings(pseudo_dir: str | os.PathLike) -> list[Setting]:
+    """The DeepLab stage on the weak labels with the masks in their place: each train photo that has a mask trains
+    on it, every other photo on its pseudo label (docs/own-photos.md#how-many-masks)."""
+    return [Setting("data.pseudo_dir", pseudo_dir), TRUE_MASKS]
 
 
 def mixed_stage_words(pseudo_dir: str | os.PathLike) -> list[str]:
-    """The DeepLab stage on the weak labels with the masks in their place: each train photo that has a mask trains
-    on it, every other photo on its pseudo label (docs/own-photos.md#how-many-masks)."""
-    return [f"data.pseudo_dir={pseudo_dir}", "data.true_masks=auto"]
+    """:func:`mixed_stage_settings` as ``KEY=VALUE`` words."""
+    return [s.word for s in mixed_stage_settings(pseudo_dir)]
 
 
 def masks_alone_words(iterations: int) -> list[str]:
     """The DeepLab stage on the masked photos alone (the split :data:`MASKED_SPLIT` of a view,
     ``wsss.data.views.make_view``) for ``iterations``, the mixed stage's on every train photo: the arm the masks
     measurements compared at equal length (docs/benchmarks/history/real-photos.md#manual-how-many-masks)."""
-    return [f"data.train_split={MASKED_SPLIT}", "data.true_masks=auto", "train.epochs=null",
-            f"train.max_iters={iterations}"]  # fmt: skip
+    settings = (
+        Setting("data.train_split", MASKED_SPLIT),
+        TRUE_MASKS,
+        Setting("train.epochs", None),
+        Setting("train.max_iters", iterations),
+    )
+    return [s.word for s in settings]
+
+
+def _stage_command(preset: str, root: Path, pseudo_dir: Path, words: Sequence[str], run_dir: Path) -> Command:
+    """``wsss train PRESET``: the DeepLab stage on the pseudo labels of ``pseudo_dir`` with the masks in their place."""
+    settings: tuple[Setting | str, ...] = (
+        Setting("data.root", root),
+        *mixed_stage_settings(pseudo_dir),
+        *words,
+        Setting("run.dir", run_dir),
+    )
+    return Command(("train",), (preset,), words=settings)
+
+
+def _cam_command(run_dir: Path, split: str = "train") -> Command:
+    return Command(("cam",), (run_dir,), (("--split", split),))
+
+
+def _pseudo_command(run_dir: Path, refine: str, levels: tuple[float, float] | None, split: str = "train") -> Command:
+    """``wsss pseudo``; ``levels`` None: the run's own (CLIP-ES's CRF labels)."""
+    return Command(("pseudo",), (run_dir,), (("--split", split), ("--refine", refine), ("--levels", levels)))
+
+
+def _predict_command(
+    run_dir: Path, split: str, root: Path | None = None, crf: bool = True, labelled_only: bool = False
+) -> Command:
+    options = (("--split", split), ("--data-root", root), ("--labelled-only", labelled_only), ("--crf", crf))
+    return Command(("predict",), (run_dir,), options)
+
+
+# The library call of each per-photo command (Route._job), its arguments those of the command
+def _call_cam(command: Command, **where: Any) -> Path:
+    return cams(command.args[0], command.option("--split"), **where)
+
+
+def _call_pseudo(command: Command, **where: Any) -> Path:
+    return pseudo_labels(
+        command.args[0],
+        command.option("--split"),
+        command.option("--levels"),
+        refine=command.option("--refine"),
+        **where,
+    )
+
+
+def _call_predict(command: Command, **where: Any) -> Path:
+    return predict_split(
+        command.args[0],
+        command.option("--split"),
+        root=command.option("--data-root"),
+        crf=bool(command.option("--crf")),
+        labelled_only=bool(command.option("--labelled-only")),
+        **where,
+    )
+
+
+JOB_CALLS: dict[str, Callable[..., Path]] = {"cam": _call_cam, "pseudo": _call_pseudo, "predict": _call_predict}
 
 
 def stage_iterations(preset: str, root: str | os.PathLike, words: Sequence[str] = ()) -> int:
@@ -414,7 +596,7 @@ def stage_iterations(preset: str, root: str | os.PathLike, words: Sequence[str] 
     resolved)."""
     from wsss.data.voc import read_split
 
-    cfg = load_config(preset, [f"data.root={root}", *words])
+    cfg = load_config(preset, [Setting("data.root", root).word, *words])
     return resolve_epochs(cfg, len(read_split(root, cfg.data.train_split))).train.max_iters
 
 
@@ -431,9 +613,9 @@ def run_config(preset: str, words: Sequence[str], run_dir: str | os.PathLike, *,
     there the cores train), unless a ``data.num_workers`` word says otherwise."""
     from wsss.methods import check_method
 
-    extra = [f"run.device={device}"] if device else []
-    loaders = [f"data.num_workers={GPU_LOADERS}"] if device and str(device).startswith("cuda") else []
-    cfg = load_config(preset, [*loaders, *words, *extra, f"run.dir={run_dir}"])
+    extra = [Setting("run.device", device).word] if device else []
+    loaders = [Setting("data.num_workers", GPU_LOADERS).word] if device and str(device).startswith("cuda") else []
+    cfg = load_config(preset, [*loaders, *words, *extra, Setting("run.dir", run_dir).word])
     check_method(cfg, f"{preset} with the route's overrides")
     return cfg
 
@@ -462,22 +644,28 @@ def train_run(cfg: Config, *, progress: bool = True, check: bool = True, own: bo
 
 def stage_words(
     words: Sequence[str], stage: str, *, view: str | os.PathLike | None = None, iterations: int | None = None
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """The words of the DeepLab stage ``stage`` after ``words`` (the stage's own: its ``data.root``, its pseudo labels,
     the overrides): ``mixed`` as they are, on the data root ``view`` where one is given (the weak labels with the masks
     in their place: :func:`mixed_stage_words`); ``masks`` the masked photos alone (the split :data:`MASKED_SPLIT` of
     ``view``) for ``iterations`` (:func:`masks_alone_words`)."""
     if stage == "mixed":
-        return [*words, *([f"data.root={view}"] if view is not None else [])]
+        return [*words, *([Setting("data.root", view).word] if view is not None else [])]
     if stage != "masks" or view is None or iterations is None:
         raise ValueError(f"stage {stage!r}: mixed, or masks with a view and its iterations")
-    return [*words, f"data.root={view}", *masks_alone_words(iterations)]
+    return [*words, Setting("data.root", view).word, *masks_alone_words(iterations)]
 
 
 def stage_config(
-    preset: str, words: Sequence[str], run_dir: str | os.PathLike, stage: str, *,
-    view: str | os.PathLike | None = None, iterations: int | None = None, device: str | None = None,
-) -> Config:  # fmt: skip
+    preset: str,
+    words: Sequence[str],
+    run_dir: str | os.PathLike,
+    stage: str,
+    *,
+    view: str | os.PathLike | None = None,
+    iterations: int | None = None,
+    device: str | None = None,
+) -> Config:
     """The DeepLab stage's config (:func:`stage_words`, :func:`run_config`): ``mixed`` the weak labels with the masks
     in their place; ``masks`` the masked photos alone, for ``iterations`` (as many as the mixed stage has on the whole
     train split, as BENCHMARKS measured them)."""
@@ -486,7 +674,7 @@ def stage_config(
 
 def load_step_run(
     run_dir: str | os.PathLike, *, words: Sequence[str] = (), device: str | None = None, crf_workers: int | None = None
-) -> Any:  # fmt: skip
+) -> Any:
     """The run ``run_dir`` as every command that reads a run loads it: ``words`` merged over its saved config, with
     where it runs (``device``: ``run.device``; ``crf_workers``: ``infer.crf_workers``, -1 resolved by
     ``cam.crf.crf_workers``; None: the run's own)."""
@@ -494,16 +682,21 @@ def load_step_run(
 
     from wsss.runs.run import load_run
 
-    run = load_run(run_dir, device=device, overrides=words)
+    run = load_run(Path(run_dir), device=device, overrides=words)
     if crf_workers is None:
         return run
     return dataclasses.replace(run, cfg=replace_setting(run.cfg, "infer.crf_workers", crf_workers))
 
 
 def cams(
-    run_dir: str | os.PathLike, split: str, *, words: Sequence[str] = (), device: str | None = None,
-    crf_workers: int | None = None, progress: bool = True,
-) -> Path:  # fmt: skip
+    run_dir: str | os.PathLike,
+    split: str,
+    *,
+    words: Sequence[str] = (),
+    device: str | None = None,
+    crf_workers: int | None = None,
+    progress: bool = True,
+) -> Path:
     """``wsss cam RUN --split SPLIT WORDS``: the CAMs and the seeds of the split (``words``: e.g.
     ``infer.cam_scales=[...]``, ``--scales``; ``cam.bkg_thre=L``, ``--bkg-thre``); the seeds' folder."""
     from wsss.runs.jobs import run_cam
@@ -516,14 +709,21 @@ def levels_words(levels: tuple[float, float]) -> list[str]:
     """``--levels HIGH/LOW`` as its words: class above HIGH, background at or below LOW, 255 between (HIGH = LOW: one
     level, no pixel left undecided)."""
     high, low = levels
-    return [f"cam.high_thre={high}", f"cam.low_thre={low}"]
+    return [Setting("cam.high_thre", high).word, Setting("cam.low_thre", low).word]
 
 
 def pseudo_labels(
-    run_dir: str | os.PathLike, split: str, levels: tuple[float, float] | None, *, refine: str = "par",
-    words: Sequence[str] = (), device: str | None = None, crf_workers: int | None = None, progress: bool = True,
+    run_dir: str | os.PathLike,
+    split: str,
+    levels: tuple[float, float] | None,
+    *,
+    refine: str = "par",
+    words: Sequence[str] = (),
+    device: str | None = None,
+    crf_workers: int | None = None,
+    progress: bool = True,
     **options: Any,
-) -> Path:  # fmt: skip
+) -> Path:
     """``wsss pseudo RUN --split SPLIT --refine REFINE --levels HIGH/LOW``: the pseudo labels of the split from its
     saved CAMs, ``RUN/pseudo/SPLIT`` (returned). ``options``: the refiner's (``affinity_run=RUN`` of ``--refine
     affinity``); ``levels`` None: the run's own (CLIP-ES's CRF labels: ``--refine crf`` without ``--levels``)."""
@@ -535,11 +735,19 @@ def pseudo_labels(
 
 
 def predict_split(
-    run_dir: str | os.PathLike, split: str, *, root: str | os.PathLike | None = None, crf: bool = False,
-    tags_from: str | os.PathLike | None = None, tag_gate: str = "hard", labelled_only: bool = False,
-    ensemble: Sequence[str | os.PathLike] = (), device: str | None = None, crf_workers: int | None = None,
+    run_dir: str | os.PathLike,
+    split: str,
+    *,
+    root: str | os.PathLike | None = None,
+    crf: bool = False,
+    tags_from: str | os.PathLike | None = None,
+    tag_gate: str = "hard",
+    labelled_only: bool = False,
+    ensemble: Sequence[str | os.PathLike] = (),
+    device: str | None = None,
+    crf_workers: int | None = None,
     progress: bool = True,
-) -> Path:  # fmt: skip
+) -> Path:
     """``wsss predict RUN --split SPLIT [--data-root ROOT] [--crf] [--tags-from RUN --tag-gate GATE]
     [--labelled-only] [--ensemble RUN ...]``: the masks of the split's photos; their folder (``run_predict``'s, named
     by ``predictions_folder``). The runs of ``tags_from`` and ``ensemble`` are loaded on ``run_dir``'s device."""
@@ -548,10 +756,18 @@ def predict_split(
 
     run = load_step_run(run_dir, device=device, crf_workers=crf_workers)
     if ensemble:
-        run = run.with_ensemble([load_run(d, device=str(run.device)) for d in ensemble])
-    tagger = load_run(tags_from, device=str(run.device)) if tags_from is not None else None
-    return run_predict(run, split, root=None if root is None else str(root), crf=crf, labelled_only=labelled_only,
-                       tags_from=tagger, tag_gate=tag_gate, progress=progress)  # fmt: skip
+        run = run.with_ensemble([load_run(Path(d), device=str(run.device)) for d in ensemble])
+    tagger = load_run(Path(tags_from), device=str(run.device)) if tags_from is not None else None
+    return run_predict(
+        run,
+        split,
+        root=None if root is None else str(root),
+        crf=crf,
+        labelled_only=labelled_only,
+        tags_from=tagger,
+        tag_gate=tag_gate,
+        progress=progress,
+    )
 
 
 def score(pred: str | os.PathLike, root: str | os.PathLike, split: str, *, pseudo: bool = False) -> Any:
@@ -597,68 +813,24 @@ def photo_scores(pred: Path, root: Path, split: str, ids: Sequence[str]) -> dict
     for i in ids:
         r = evaluate_arrays([ds.load_mask(i)], [read_label_png(pred / f"{i}.png")], class_names=ds.class_names)
         miou, acc = (100 * float(v) for v in (r.miou, r.scores["pAcc"]))
-        out[i] = {"split": split, "miou": round(miou, 2) if math.isfinite(miou) else None,
-                  "pixel_acc": round(acc, 2) if math.isfinite(acc) else None}  # fmt: skip
+        out[i] = {
+            "split": split,
+            "miou": round(miou, 2) if math.isfinite(miou) else None,
+            "pixel_acc": round(acc, 2) if math.isfinite(acc) else None,
+        }
     return out
 
 
-class Route:
-    """One route folder (module docstring): :meth:`plan` then :meth:`run`."""
+class RouteRecord:
+    """``OUT/route.json`` of a :class:`Route`: its settings (its inputs and options, where they run excepted), checked
+    against those recorded (others refused, naming them, unless ``overwrite``), whether their first step finished,
+    and where OUT and the start files were (what a rerun from elsewhere re-bases)."""
 
-    def __init__(self, opts: RouteOptions, say: Callable[[str], None] | None = None) -> None:
-        self.opts = opts
-        self.out = Path(opts.out)
-        self.say = say or (lambda text: print(text, flush=True))
-        if opts.folds < 0 or opts.folds == 1:
-            raise UsageError(f"--folds {opts.folds}: 0 (no choice: the mixed stage) or 2 or more")
-        if opts.rounds < 0:
-            raise UsageError(f"--rounds {opts.rounds}: 0 (one stage) or more (its masks of the train photos teach "
-                             "the next)")  # fmt: skip
-        if opts.stage not in STAGES:
-            raise UsageError(f"--stage {opts.stage!r}: one of {', '.join(STAGES)}")
-        self.words = split_overrides([*opts.overrides, *file_words(opts.clip, opts.dinov2, opts.overrides)])
-        self.files = clip_route.weight_words(self.words["clip"])
-        self.mode = clip_route.choose_mode(self.files.get(clip_route.CLIP_KEY), self.files.get(clip_route.DINOV2_KEY))
-        if opts.abstain and self.mode.value != clip_route.NO_CLIP:
-            raise UsageError("--abstain: labels of the classifier's CAMs; a CLIP mode makes its own (drop --clip)")
-        if opts.rounds and self.mode.value == clip_route.WECLIP:
-            raise UsageError("--rounds: rounds of the DeepLab stage; WeCLIP+ has none (drop --dinov2 for CLIP-ES)")
-        self.processes = 1  # a training's processes, a per-photo step's shares: the CUDA devices (set by the plan)
+    def __init__(self, route: Route) -> None:
+        self.route, self.opts, self.out, self.runner, self.say = route, route.opts, route.out, route.runner, route.say
         self.first_step_done = False  # whether route.json's settings have passed the step that reads the inputs
         self.start_files: dict[str, str] = {}  # each start file of the overrides (resolved) -> its content digest
         self.as_given: dict[str, str] = {}  # a start file's word by content -> the word as given
-        self.runner = StepRunner(self.out, command="wsss route", record=ROUTE_FILE)
-        self.choices: dict[str, Choice] = {}
-        self.times = self.runner.times
-        self.scores: dict[str, Any] = {}
-        # made by the plan (from the data) and by the steps (what they wrote)
-        self.facts: DataFacts | None = None
-        self.configs: dict[str, Config] = {}
-        self.seg_iters: int | None = None
-        self.stage_root: Path | None = None  # the data root the DeepLab stage trained on (a view for the masks alone)
-        self.masks: Path | None = None
-        self.masks_written = 0
-        self.new_photos = 0  # the photos of --images
-        self.reports: list[Path] = []
-        self.new_masks: Path | None = None
-
-    # -- settings -----------------------------------------------------------------------------------------------
-    def _tags(self) -> bool:
-        """Whether CLIP tags the photos: a folder of photos with its classes and no labels file."""
-        return bool(self.opts.classes) and not self.opts.labels
-
-    def _prepares(self) -> bool:
-        """Whether the input is a folder of photos to prepare (classes, with labels or a CLIP file to tag them) or a
-        dataset."""
-        given = [f for f, v in (("--labels", self.opts.labels), ("--classes", self.opts.classes)) if v]
-        if self.opts.masks and not self.opts.classes:
-            raise UsageError("--masks goes with --classes (a folder of photos to prepare); a dataset's masks are in "
-                             "its SegmentationClass folder already")  # fmt: skip
-        if given == ["--labels"]:
-            raise UsageError("--labels goes with --classes: a folder of photos needs its class list, or give a dataset")
-        if self._tags() and self.mode.value == clip_route.NO_CLIP:
-            raise UsageError(clip_route.WEIGHTS_NEEDED)
-        return bool(given)
 
     def settings(self) -> dict[str, Any]:
         """What decides the route's outputs (``route.json``): its inputs and options, where they run excepted."""
@@ -667,26 +839,36 @@ class Route:
             return None if path is None else str(Path(path).resolve())
 
         given = (self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks)
-        photos = [Path(self.opts.data)] if self._prepares() else []  # a folder of photos: its top, as they are read
+        photos = (
+            [Path(self.opts.data)] if self.route._prepares() else []
+        )  # a folder of photos: its top, as they are read
         return {
-            "data": resolved(self.opts.data), "labels": resolved(self.opts.labels),
-            "classes": resolved(self.opts.classes), "masks": resolved(self.opts.masks),
+            "data": resolved(self.opts.data),
+            "labels": resolved(self.opts.labels),
+            "classes": resolved(self.opts.classes),
+            "masks": resolved(self.opts.masks),
             "data_files": data_files([Path(p) for p in given if p], self.out, flat=photos),
-            "classifier": self.opts.classifier, "seg": self.opts.seg, "stage": self.opts.stage,
-            "folds": self.opts.folds, "cls_overrides": self._by_content(computed_words(self.words["cls"])),
-            "seg_overrides": self._by_content(computed_words(self.words["seg"])),
+            "classifier": self.opts.classifier,
+            "seg": self.opts.seg,
+            "stage": self.opts.stage,
+            "folds": self.opts.folds,
+            "cls_overrides": self._by_content(computed_words(self.route.words["cls"])),
+            "seg_overrides": self._by_content(computed_words(self.route.words["seg"])),
             # a CLIP mode's words (its files among them): none in the route without CLIP, whose record stays as it was
-            **({"clip_overrides": self._by_content(computed_words(self.words["clip"]))}
-               if self.mode.value != clip_route.NO_CLIP else {}),
+            **(
+                {"clip_overrides": self._by_content(computed_words(self.route.words["clip"]))}
+                if self.route.mode.mode.method_words
+                else {}
+            ),
             # the candidates past the first labels, recorded where given: a record without them is the plain route's
             **({"rounds": self.opts.rounds} if self.opts.rounds else {}),
             **({"abstain": True} if self.opts.abstain else {}),
-        }  # fmt: skip
+        }
 
     def _by_content(self, words: list[str]) -> list[str]:
         """``words`` with each start file that is there (:data:`START_FILE_KEYS`) named by its content
         (``model.pretrained=content:1a2b...``; :attr:`start_files`): a file moved with its content kept is the same
-        setting, its new place re-based into the route's runs (:meth:`_rebase`)."""
+        setting, its new place re-based into the route's runs (:meth:`rebase`)."""
         from wsss.runs.stamps import content_digest
 
         named = []
@@ -716,13 +898,17 @@ class Route:
                 same[key] = by_path
         return same
 
-    def _record(self, settings: dict[str, Any]) -> None:
+    def write(self, settings: dict[str, Any]) -> None:
         """``OUT/route.json``: the settings, whether their first step finished, where OUT and the start files were
-        (what a rerun from elsewhere re-bases: :meth:`_rebase`)."""
-        self.runner.record(settings, **{FIRST_STEP_DONE: self.first_step_done}, out=str(self.out.resolve()),
-                           start_files=self.start_files)  # fmt: skip
+        (what a rerun from elsewhere re-bases: :meth:`rebase`)."""
+        self.runner.record(
+            settings,
+            **{FIRST_STEP_DONE: self.first_step_done},
+            out=str(self.out.resolve()),
+            start_files=self.start_files,
+        )
 
-    def _rebase(self) -> None:
+    def rebase(self) -> None:
         """OUT moved or copied since the record, or a start file moved with its content kept: the paths its runs'
         configs and its stamps record re-based (``pipelines.steps.rebase_paths``), so that the route continues."""
         from wsss.pipelines.steps import rebase_paths
@@ -737,7 +923,7 @@ class Route:
         for old, new in moves.items():
             self.say(f"route: {old} is now {new}: re-based in {len(rewritten)} files of its runs")
 
-    def _refuse_a_foreign_out(self) -> None:
+    def refuse_a_foreign_out(self) -> None:
         """OUT is a new folder, an empty one, or a route's: a folder of other files is refused (before the route's
         lock file is put there). Its lock alone is a route's that stopped before its record (killed; or running:
         the lock then says so)."""
@@ -746,10 +932,12 @@ class Route:
         others = sorted(p.name for p in self.out.iterdir() if p.name != LOCK_FILE) if self.out.is_dir() else []
         if not (self.out / ROUTE_FILE).is_file() and others:
             shown = ", ".join(others[:4])
-            raise UsageError(f"{self.out}: --out is a folder that holds files ({shown}) but no route ({ROUTE_FILE}); "
-                             "give a new or empty folder")  # fmt: skip
+            raise UsageError(
+                f"{self.out}: --out is a folder that holds files ({shown}) but no route ({ROUTE_FILE}); "
+                "give a new or empty folder"
+            )
 
-    def _settle_settings(self) -> dict[str, Any]:
+    def settle(self) -> dict[str, Any]:
         """This route's settings (:meth:`settings`), checked against those ``OUT/route.json`` records
         (:meth:`StepRunner.settle`: others refused, naming them, unless ``overwrite``). Recorded once the plan has
         taken them (a mistyped override word is then refused unrecorded, and the corrected command is no change of
@@ -760,14 +948,21 @@ class Route:
         compared = mine if theirs is None else self._as_recorded(mine, theirs)
         if theirs is not None and self.runner.recorded_field(FIRST_STEP_DONE) is False:
             if changed_settings(mine, theirs):
-                self.say(f"route: its first step never finished with the settings recorded in {self.runner.record_file}"
-                         " (nothing was made of them): these replace them")  # fmt: skip
+                self.say(
+                    f"route: its first step never finished with the settings recorded in {self.runner.record_file}"
+                    " (nothing was made of them): these replace them"
+                )
             self.first_step_done = False
             return mine
         given = [self.opts.data, self.opts.labels, self.opts.classes, self.opts.masks, *(self.opts.images or [])]
-        own = (*OWN_OUTPUTS, *self._round_dirs())
-        self.runner.settle(compared, overwrite=self.opts.overwrite, own=own, inputs=[Path(p) for p in given if p],
-                           shown={"data_files": data_files_change})  # fmt: skip
+        own = (*OWN_OUTPUTS, *self.route._round_dirs())
+        self.runner.settle(
+            compared,
+            overwrite=self.opts.overwrite,
+            own=own,
+            inputs=[Path(p) for p in given if p],
+            shown={"data_files": data_files_change},
+        )
         kept = self.runner.kept
         if kept:
             shown = ", ".join(str(p) for p in kept[:3]) + (f" (and {len(kept) - 3} more)" if len(kept) > 3 else "")
@@ -775,17 +970,86 @@ class Route:
         self.first_step_done = theirs is not None and not changed_settings(compared, theirs)
         return mine
 
+
+class Route:
+    """One route folder (module docstring): :meth:`plan` then :meth:`run`."""
+
+    def __init__(self, opts: RouteOptions, say: Callable[[str], None] | None = None) -> None:
+        self.opts = opts
+        self.out = Path(opts.out)
+        self.say = say or (lambda text: print(text, flush=True))
+        if opts.folds < 0 or opts.folds == 1:
+            raise UsageError(f"--folds {opts.folds}: 0 (no choice: the mixed stage) or 2 or more")
+        if opts.rounds < 0:
+            raise UsageError(
+                f"--rounds {opts.rounds}: 0 (one stage) or more (its masks of the train photos teach the next)"
+            )
+        if opts.stage not in STAGES:
+            raise UsageError(f"--stage {opts.stage!r}: one of {', '.join(STAGES)}")
+        self.words = split_overrides([*opts.overrides, *file_words(opts.clip, opts.dinov2, opts.overrides)])
+        self.files = weight_words(self.words["clip"])
+        self.mode = choose_mode(self.files)  # the registered mode of the files given (wsss.pipelines.modes)
+        refused = self.mode.mode.refuse(opts.abstain, opts.rounds)
+        if refused:
+            raise UsageError(refused)
+        self.processes = 1  # a training's processes, a per-photo step's shares: the CUDA devices (set by the plan)
+        self.runner = StepRunner(self.out, command="wsss route", record=ROUTE_FILE)
+        self.record = RouteRecord(self)
+        self.choices: dict[str, Choice] = {}
+        self.times = self.runner.times
+        self.scores: dict[str, Any] = {}
+        # made by the plan (from the data) and by the steps (what they wrote)
+        self.facts: DataFacts | None = None
+        self.configs: dict[str, Config] = {}
+        self.seg_iters: int | None = None
+        self.stage_root: Path | None = None  # the data root the DeepLab stage trained on (a view for the masks alone)
+        self.masks: Path | None = None
+        self.masks_written = 0
+        self.new_photos = 0  # the photos of --images
+        self.edited_tags = False  # a tags.csv in the data (the plan's input)
+        self.measured: dict[str, Choice] = {}  # the choices a step made by measuring (the plan's "folds")
+        self.reports: list[Path] = []
+        self.new_masks: Path | None = None
+
+    # -- settings -----------------------------------------------------------------------------------------------
+    def _tags(self) -> bool:
+        """Whether CLIP tags the photos: a folder of photos with its classes and no labels file."""
+        return bool(self.opts.classes) and not self.opts.labels
+
+    def _prepares(self) -> bool:
+        """Whether the input is a folder of photos to prepare (classes, with labels or a CLIP file to tag them) or a
+        dataset."""
+        given = [f for f, v in (("--labels", self.opts.labels), ("--classes", self.opts.classes)) if v]
+        if self.opts.masks and not self.opts.classes:
+            raise UsageError(
+                "--masks goes with --classes (a folder of photos to prepare); a dataset's masks are in "
+                "its SegmentationClass folder already"
+            )
+        if given == ["--labels"]:
+            raise UsageError("--labels goes with --classes: a folder of photos needs its class list, or give a dataset")
+        if self._tags() and not self.mode.mode.tags:
+            raise UsageError(clip_steps.WEIGHTS_NEEDED)
+        return bool(given)
+
+    def _classes(self) -> str:
+        """The class list of a folder of photos to prepare (:meth:`_prepares` refuses one without)."""
+        if not self.opts.classes:
+            raise RuntimeError("a folder of photos is prepared with its class list")
+        return self.opts.classes
+
     # -- the plan -----------------------------------------------------------------------------------------------
-    def _device(self) -> Choice:
-        given = self.opts.device or next((w.partition("=")[2] for w in self.words["cls"] if _key(w) == "run.device"),
-                                         None)  # fmt: skip
+    def _device(self, cuda_devices: int) -> Choice:
+        given = self.opts.device or next(
+            (w.partition("=")[2] for w in self.words["cls"] if _key(w) == "run.device"), None
+        )
         if given:
             return Choice(given, "given")
-        import torch
-
-        if torch.cuda.is_available():
-            return Choice("cuda", f"a CUDA device is here (the presets' run.device: cpu is for their CPU timings); "
-                                  f"{GPU_LOADERS} loader processes feed it")  # fmt: skip
+        if cuda_devices:
+            return Choice(
+                "cuda",
+                f"a CUDA device is here (the presets' run.device: cpu is for their CPU timings); "
+                f"{GPU_LOADERS} loader processes feed it",
+            )
         return Choice(None, "no CUDA device: the presets' run.device, cpu")
 
     def _crf_workers(self) -> Choice:
@@ -813,43 +1077,54 @@ class Route:
         """The config of a training on the route's device (:func:`run_config`)."""
         return run_config(preset, words, run_dir, device=self.choices["device"].value)
 
-    def plan(self) -> list[Step]:
-        """The choices (printed with their reasons) and the steps to run, for a folder of photos as for a dataset:
-        the photos' choices are made from what `wsss prepare folder` would write (``plan_folder``), every input and
-        the weights the trainings start from checked first (:meth:`_check_inputs`). The mode (the classifier, or a
-        CLIP method) follows the files given (``wsss.runs.clip_route``)."""
-        out = self.out.resolve()
+    def plan(self) -> Plan:
+        """The plan (:func:`plan_route`), its choices printed with their reasons, for a folder of photos as for a
+        dataset: the photos' choices are made from what `wsss prepare folder` would write (``plan_folder``), every
+        input and the weights the trainings start from checked after (:meth:`_check_inputs`)."""
         prepares = self._prepares()
-        root = out / "data" if prepares else Path(self.opts.data).resolve()
+        root = self.out.resolve() / "data" if prepares else Path(self.opts.data).resolve()
+        facts = self._read_facts(root, prepares)
+        plan = self._make_plan(facts, gpus.cuda_devices(), edited_tags=(root / "tags.csv").is_file())
+        self.new_photos = self._check_inputs()
+        for key in plan.shown():
+            self.say(f"route: {key}: {_shown(plan.choices[key].value)} ({plan.choices[key].reason})")
+        return plan
+
+    def _make_plan(self, facts: DataFacts, cuda_devices: int, edited_tags: bool = False) -> Plan:
+        """The plan of the route for the data ``facts`` on ``cuda_devices``: each choice with its reason, then the
+        steps of the mode (nothing read but the presets, nothing run). ``edited_tags``: a tags.csv is in the data."""
+        out, root, prepares = self.out.resolve(), facts.root, self._prepares()
+        self.facts, self.choices, self.configs, self.edited_tags = facts, {}, {}, edited_tags
         steps: list[Step] = []
         if prepares:
-            labels = f" --labels {self.opts.labels}" if self.opts.labels else ""
-            masks = f" --masks {self.opts.masks}" if self.opts.masks else ""
-            steps.append(Step("prepare", f"wsss prepare folder --images {self.opts.data}{labels} --classes "
-                                         f"{self.opts.classes}{masks} --out {root}",
-                              lambda: self._prepare(root)))  # fmt: skip
-        facts = self._read_facts(root, prepares)
-        self.facts = facts
+            prepare = self._prepare_command(root)
+            steps.append(Step("prepare", (prepare,), partial(self._prepare, root), outputs=(root,)))
+        else:  # `wsss prepare folder` checks its inputs; a dataset given is checked as `wsss train` does
+            steps.append(Step("check", (Command(("check-data",), (root,)),), lambda: self._check_data(root)))
         self.choices["mode"] = Choice(self.mode.value, self.mode.reason)
-        self.choices["device"] = self._device()
-        self.choices["presets"] = self._presets()
-        clip = self.mode.value != clip_route.NO_CLIP
-        body = self._clip_steps(root, out, facts) if clip else self._classifier_steps(root, out, facts)
-        self.new_photos = self._check_inputs()
-        if not prepares:  # `wsss prepare folder` checked its inputs; a dataset given is checked as `wsss train` does
-            steps.append(Step("check", f"wsss check-data {root}", lambda: self._check_data(root)))
-        steps += body
-        shown = [k for k in ("mode", "classifier", "levels", "labels", "stage", "rounds", "predict", "device",
-                             "presets", "crf_workers") if k in self.choices]  # fmt: skip
-        for key in shown:
-            self.say(f"route: {key}: {_shown(self.choices[key].value)} ({self.choices[key].reason})")
+        self.choices["device"] = self._device(cuda_devices)
+        self.choices["presets"] = self._presets(cuda_devices)
+        steps += self.mode.mode.steps(self, root, out, facts)
         if self.opts.images:
-            final = out / ("weclip" if self.mode.value == clip_route.WECLIP else "seg")
-            crf = self.mode.value != clip_route.WECLIP  # WeCLIP+'s test has no CRF
-            images = " ".join(map(str, self.opts.images))
-            command = f"wsss predict {final} --images {images} --out {out / 'new_masks'}{' --crf' * crf} --overlay"
-            steps.append(Step("new photos", command, lambda: self._new_photos(final, crf)))
-        return steps
+            final, crf = out / self.mode.mode.final_run, self.mode.mode.crf
+            given = (
+                ("--images", list(self.opts.images)),
+                ("--out", out / "new_masks"),
+                ("--crf", crf),
+                ("--overlay", True),
+            )
+            predict = Command(("predict",), (final,), given)
+            steps.append(
+                Step("new photos", (predict,), partial(self._new_photos, predict), outputs=(out / "new_masks",))
+            )
+        return Plan(
+            choices=dict(self.choices),
+            steps=tuple(steps),
+            facts=facts,
+            processes=self.processes,
+            configs=dict(self.configs),
+            seg_iters=self.seg_iters,
+        )
 
     def _read_facts(self, root: Path, prepares: bool) -> DataFacts:
         """The facts of the dataset the route reads: a dataset's own, or those of the one `wsss prepare folder` will
@@ -858,94 +1133,86 @@ class Route:
             return data_facts(root)
         from wsss.data.prepare.folder import plan_folder
 
-        plan = plan_folder(self.opts.data, self.opts.labels, self.opts.classes, masks=self.opts.masks, out=root,
-                           progress=self.opts.progress, check=self.opts.plan_only)  # fmt: skip
+        plan = plan_folder(
+            self.opts.data,
+            self.opts.labels,
+            self._classes(),
+            masks=self.opts.masks,
+            out=root,
+            progress=self.opts.progress,
+            check=self.opts.plan_only,
+        )
         if self.opts.plan_only:  # what the prepare step will print, before the choices made from it
             for kind, lines in (("note", plan.notes), ("warning", plan.warnings)):
                 for line in lines:
                     self.say(f"prepare: {kind}: {line}")
         return planned_facts(root, plan)
 
-    def _presets(self) -> Choice:
+    def _presets(self, cuda_devices: int) -> Choice:
         """The GPU presets on a CUDA device (``configs/*/route_gpu.yaml``), else the CPU ones; with several CUDA
         devices a training runs as one process each (``torchrun``) and a per-photo step is shared among them."""
         device = self.choices["device"].value
         if device is None or not str(device).startswith("cuda"):
             self.processes = 1
-            if self.mode.value != clip_route.NO_CLIP:
-                slow = "no CPU preset of it was measured on real photos; slow at full size"
-                return Choice("cpu", f"on the CPU: the CLIP method's GPU preset on the CPU ({slow}), the CPU presets "
-                                     "for the rest")  # fmt: skip
-            return Choice("cpu", "the CPU presets (configs/*/real_cpu.yaml)")
-        n = self.processes = self._processes()
+            return Choice("cpu", self.mode.mode.cpu_note)
+        n = self.processes = max(1, cuda_devices)  # one a CUDA device
         many = f"; {n} CUDA devices: a training as {n} torchrun processes, the per-photo steps shared" if n > 1 else ""
-        return Choice("gpu", "a CUDA device: the presets made for a GPU (configs/*/route_gpu.yaml: the method's crop, "
-                             f"batch and precision, epochs of your photos){many}")  # fmt: skip
-
-    def _processes(self) -> int:
-        """The processes of a training and of a per-photo step: one a CUDA device."""
-        return max(1, gpus.cuda_devices())
+        return Choice(
+            "gpu",
+            "a CUDA device: the presets made for a GPU (configs/*/route_gpu.yaml: the method's crop, "
+            f"batch and precision, epochs of your photos){many}",
+        )
 
     def _gpu(self) -> bool:
         return self.choices["presets"].value == "gpu"
 
-    def _classifier_steps(self, root: Path, out: Path, facts: DataFacts) -> list[Step]:
-        """The classifier, its CAMs and PAR labels, then the DeepLab stage (the route without CLIP)."""
-        name = self.opts.classifier
-        self.choices["classifier"] = choose_classifier(facts) if name == "auto" else Choice(name, "given")
-        chosen = self.choices["classifier"].value
-        table = clip_route.GPU_PRESETS if self._gpu() else CLASSIFIERS
-        preset = table.get(chosen, CLASSIFIERS.get(chosen, chosen))
-        cls_dir = out / "cls"
-        cls_cfg = self._config(preset, [f"data.root={root}", *self.words["cls"]], cls_dir)
-        level = float(cls_cfg.cam.bkg_thre)
-        self.choices["levels"] = Choice(
-            (level, level), f"the classifier's own background level cam.bkg_thre {level:g}, as one level (no pixel "
-            "left undecided; cross-validated on ccp-dev: the level sweep-bkg picks lost)")  # fmt: skip
-        self.configs["cls"] = cls_cfg
-        over = " ".join(self.words["cls"])
-        steps = [Step("classifier", f"wsss train {preset} data.root={root} run.dir={cls_dir} {over}".rstrip(),
-                      lambda: self._train(cls_cfg))]  # fmt: skip
-        steps.append(Step("cam", f"wsss cam {cls_dir} --split train", lambda: self._cam(cls_dir)))
-        refine = "agree" if self.opts.abstain else "par"
-        self.choices["labels"] = (
-            Choice("agree", "given (--abstain): PAR's label where the CAM's thresholds and the CRF label agree with "
-                            "it, 255 (unlearned) elsewhere") if self.opts.abstain
-            else Choice("par", "PAR's refinement of the CAMs, every pixel labelled (--abstain: 255 where the refiners "
-                               f"disagree; {NOT_ADOPTED})"))  # fmt: skip
-        levels = f"--levels {level:g}/{level:g}"
-        steps.append(Step("pseudo", f"wsss pseudo {cls_dir} --split train --refine {refine} {levels}",
-                          lambda: self._pseudo(cls_dir, level, refine)))  # fmt: skip
-        return steps + self._seg_steps(root, out, facts, cls_dir)
+    def _job_step(self, title: str, command: Command) -> Step:
+        """A per-photo step of one command (``wsss cam | pseudo | predict``), its work rendered from it."""
+        return Step(title, (command,), partial(self._job, command), outputs=(Path(command.args[0]),))
 
     def _seg_steps(self, root: Path, out: Path, facts: DataFacts, labels_run: Path) -> list[Step]:
         """The DeepLab stage on the pseudo labels of ``labels_run`` (chosen by folds where masks allow), its masks
         with the dense CRF, the reports."""
         seg_dir, seg = out / "seg", self._seg_preset()
-        seg_words = [f"data.root={root}", *mixed_stage_words(labels_run / "pseudo" / "train"), *self.words["seg"]]
-        seg_cfg = self._config(seg, seg_words, seg_dir)
+        stages = [*(out / name for name in self._round_dirs(self.opts.rounds)), seg_dir]  # the last is OUT/seg
+        train = _stage_command(seg, root, labels_run / "pseudo" / "train", self.words["seg"], stages[0])
+        seg_cfg = self._command_config(train, run_dir=seg_dir)
         self.configs["seg"] = seg_cfg
         self.choices["crf_workers"] = self._crf_workers()
         self.seg_iters = resolve_epochs(seg_cfg, len(facts.train)).train.max_iters
         self.choices["stage"] = self._stage_choice(facts)
         split = "val" if facts.val else "train"
-        self.choices["predict"] = Choice(split, ("the val split" if facts.val else "no val split: the train photos")
-                                         + " scores the masks; every train and val photo gets its mask, with the "
-                                         "dense CRF (better over 5 folds of ccp-dev: "
-                                         "docs/own-photos.md#which-route)")  # fmt: skip
+        self.choices["predict"] = Choice(
+            split,
+            ("the val split" if facts.val else "no val split: the train photos")
+            + " scores the masks; every train and val photo gets its mask, with the "
+            "dense CRF (better on ccp-dev's folds: "
+            "docs/own-photos.md#which-route)",
+        )
         steps = []
+        seg_words = train.word_list(leave_out=("run.dir",))
         if self.choices["stage"].value == "folds":
-            steps.append(Step("choice", f"({self.opts.folds} folds of the masked train photos, both stages each)",
-                              lambda: self._choose_stage(root, seg_words, out / "choice")))  # fmt: skip
-        stages = [*(out / name for name in self._round_dirs(self.opts.rounds)), seg_dir]  # the last is OUT/seg
-        steps.append(Step("seg", f"wsss train {seg} {' '.join(seg_words)} run.dir={stages[0]}",
-                          lambda: self._train_stage(root, seg_words, stages[0])))  # fmt: skip
+            steps.append(
+                Step(
+                    "choice",
+                    (),
+                    lambda: self._choose_stage(root, seg_words, out / "choice"),
+                    outputs=(out / "choice" / STAGE_FILE,),
+                    note=f"{self.opts.folds} folds of the masked train photos, both stages each",
+                )
+            )
+        steps.append(Step("seg", (train,), lambda: self._train_stage(root, seg_words, stages[0]), outputs=(stages[0],)))
         steps += self._round_steps(root, seg, stages)
-        predict = " && ".join(f"wsss predict {seg_dir} --split {split} --crf" for split in self._splits())
-        steps.append(Step("masks", predict, lambda: self._masks(seg_dir)))
-        steps.append(Step("report", f"wsss report {labels_run} && wsss report {seg_dir}",
-                          lambda: self._report(labels_run, seg_dir)))  # fmt: skip
-        return steps
+        return [*steps, self._masks_step(seg_dir, crf=True), self._report_step(labels_run, seg_dir)]
+
+    def _masks_step(self, run_dir: Path, crf: bool) -> Step:
+        """Every train and val photo's mask (``wsss predict`` of each split) in ``OUT/masks``."""
+        predict = tuple(_predict_command(run_dir, split, crf=crf) for split in self._splits())
+        return Step("masks", predict, lambda: self._masks(run_dir, crf=crf), outputs=(self.out.resolve() / MASKS_DIR,))
+
+    def _report_step(self, *run_dirs: Path) -> Step:
+        reports = tuple(Command(("report",), (d,)) for d in run_dirs)
+        return Step("report", reports, lambda: self._report(*run_dirs), outputs=tuple(d / "report" for d in run_dirs))
 
     def _round_dirs(self, rounds: int | None = None) -> list[str]:
         """The folders of the stages before the last of ``--rounds`` (``seg_r0``, ...): ``rounds`` of them, or those
@@ -959,69 +1226,35 @@ class Route:
         train photos with the dense CRF, naming only each photo's labelled classes, the masks in their place."""
         from wsss.runs.jobs import predictions_folder
 
-        self.choices["rounds"] = Choice(self.opts.rounds, "given" if self.opts.rounds else "one stage (--rounds N: "
-                                        "N more, each on its predecessor's masks of the train photos; "
-                                        f"{NOT_ADOPTED})")  # fmt: skip
+        self.choices["rounds"] = Choice(
+            self.opts.rounds,
+            "given"
+            if self.opts.rounds
+            else f"one stage (--rounds N: N more, each on its predecessor's masks of the train photos; {NOT_ADOPTED})",
+        )
         steps = []
         for r, (before, run_dir) in enumerate(zip(stages, stages[1:]), 1):
             labels = before / predictions_folder(crf=True, labelled_only=True) / "train"
-            words = [f"data.root={root}", *mixed_stage_words(labels), *self.words["seg"]]
-            steps.append(Step(f"round {r} labels", f"wsss predict {before} --split train --labelled-only --crf",
-                              partial(self._predict_split, before, "train", labelled_only=True)))  # fmt: skip
-            steps.append(Step(f"round {r}", f"wsss train {seg} {' '.join(words)} run.dir={run_dir}",
-                              partial(self._train_round, seg, words, run_dir)))  # fmt: skip
+            train = _stage_command(seg, root, labels, self.words["seg"], run_dir)
+            steps.append(self._job_step(f"round {r} labels", _predict_command(before, "train", labelled_only=True)))
+            steps.append(Step(f"round {r}", (train,), partial(self._train_command, train), outputs=(run_dir,)))
         return steps
 
-    def _train_round(self, seg: str, words: list[str], run_dir: Path) -> None:
-        self._train(self._config(seg, words, run_dir))
+    def _command_config(self, command: Command, device: str | None = None, run_dir: Path | None = None) -> Config:
+        """The config of the training ``wsss train PRESET WORDS`` (:func:`run_config`) on ``device`` (None: the
+        route's); ``run_dir`` in place of its ``run.dir``."""
+        words = command.word_list(leave_out=("run.dir",))
+        where = run_dir or command.setting("run.dir")
+        return run_config(str(command.args[0]), words, where, device=device or self.choices["device"].value)
+
+    def _train_command(self, command: Command, device: str | None = None) -> None:
+        self._train(self._command_config(command, device))
 
     def _seg_preset(self) -> str:
         """The DeepLab stage's preset: ``--seg``, else the GPU's or the CPU's."""
-        if self.opts.seg == SEG_PRESET and self._gpu():
-            return clip_route.GPU_PRESETS["seg"]
+        if self.opts.seg == SEG_PRESET:
+            return self.mode.mode.presets(self._gpu()).get("seg", SEG_PRESET)
         return self.opts.seg
-
-    def _clip_steps(self, root: Path, out: Path, facts: DataFacts) -> list[Step]:
-        """A CLIP mode (docs/own-photos.md#with-clip-files): the photos tagged by CLIP-ES where there are no labels;
-        WeCLIP+ trained on the photos, or CLIP-ES's CAMs and CRF labels then the DeepLab stage."""
-        clip_dir, words, steps = out / "clip", self.words["clip"], []
-        device = self.choices["device"].value or "cpu"  # the CLIP presets name cuda
-        clip_file = self.files[clip_route.CLIP_KEY]
-        # the CLIP-ES run: the words of the CLIP method less its file; beside WeCLIP+ (the tagger), its options only
-        es_words = [w for w in words if _key(w) != clip_route.CLIP_KEY]
-        if self.mode.value == clip_route.WECLIP:
-            es_words = clip_route.words_of(clip_route.CLIP_ES_PRESET, es_words)
-        es = clip_route.CLIP_ES_PRESET
-        if self._tags() or self.mode.value == clip_route.CLIP_ES:
-            command = f"wsss import clip_es {clip_file} --config {es} --out {clip_dir} data.root={root}"
-
-            def made() -> Path:
-                return clip_route.import_clip_run(clip_file, root, clip_dir, es_words, device=device)
-
-            steps.append(Step("clip", " ".join([command, *es_words]), made))
-        if self._tags():
-            edited = " --labels-from tags.csv --overwrite" if (root / "tags.csv").is_file() else ""
-            steps.append(Step("tag", f"wsss tag {clip_dir} --split train{edited}", lambda: self._tag(root, clip_dir)))
-        if self.mode.value == clip_route.CLIP_ES:
-            steps.append(Step("cam", f"wsss cam {clip_dir} --split train", lambda: self._cam(clip_dir)))
-            steps.append(Step("pseudo", f"wsss pseudo {clip_dir} --split train --refine crf",
-                              lambda: self._pseudo(clip_dir, None, refine="crf")))  # fmt: skip
-            return steps + self._seg_steps(root, out, facts, clip_dir)
-        weclip_dir, preset = out / "weclip", clip_route.WECLIP_PRESET
-        cfg = run_config(preset, [f"data.root={root}", *words], weclip_dir, device=device)
-        self.configs["weclip"] = cfg
-        self.choices["crf_workers"] = self._crf_workers()
-        split = "val" if facts.val else "train"
-        self.choices["predict"] = Choice(split, ("the val split" if facts.val else "no val split: the train photos")
-                                         + " scores the masks; every train and val photo gets its mask by WeCLIP+'s "
-                                         "official test fusion (scales 1 and 1.5 with flips, the long side at 512; no "
-                                         "CRF, as the paper's test)")  # fmt: skip
-        steps.append(Step("weclip", f"wsss train {preset} data.root={root} {' '.join(words)} run.dir={weclip_dir}",
-                          lambda: self._train(cfg)))  # fmt: skip
-        predict = " && ".join(f"wsss predict {weclip_dir} --split {split}" for split in self._splits())
-        steps.append(Step("masks", predict, lambda: self._masks(weclip_dir, crf=False)))
-        steps.append(Step("report", f"wsss report {weclip_dir}", lambda: self._report(weclip_dir)))
-        return steps
 
     def _check_inputs(self) -> int:
         """What the later steps read, checked before the first: the weights each training starts from (a weight
@@ -1053,8 +1286,7 @@ class Route:
         if masked == len(facts.train):
             return Choice("mixed", "every train photo has a mask: the stage trains on the masks alone either way")
         if folds == 0:
-            return Choice("mixed", f"--folds 0: the weak labels with the {masked} masks in their place, the better on "
-                                   "ccp-dev over three seeds at 10 and 20 masks")  # fmt: skip
+            return Choice("mixed", f"--folds 0: the weak labels with the {masked} masks in their place, {FEW_MASKS}")
         if folds > masked:  # a fold would hold no photo: refused before any training
             raise UsageError(
                 f"--folds {folds}: more folds than the {masked} masked train photos (each fold holds some "
@@ -1062,24 +1294,49 @@ class Route:
             )
         batch = self.configs["seg"].train.batch_size
         if masked - -(-masked // folds) < batch:  # a fold's masks alone fill no batch of the stage's training
-            return Choice("mixed", f"{masked} masked train photos, too few to train the stage on the masks alone in "
-                                   f"{folds} folds (batches of {batch}): the weak labels with the masks in their "
-                                   "place, the better on ccp-dev over three seeds at 10 and 20 masks")  # fmt: skip
-        return Choice("folds", f"{masked} masked train photos: both stages (the weak labels with the masks in their "
-                               f"place; the masks alone) scored by {folds} folds of them, the better kept (on ccp-dev "
-                               "the first won with 10 or 20 masks of 200, the second with 50)")  # fmt: skip
+            return Choice(
+                "mixed",
+                f"{masked} masked train photos, too few to train the stage on the masks alone in "
+                f"{folds} folds (batches of {batch}): the weak labels with the masks in their "
+                f"place, {FEW_MASKS}",
+            )
+        return Choice(
+            "folds",
+            f"{masked} masked train photos: both stages (the weak labels with the masks in their "
+            f"place; the masks alone) scored by {folds} folds of them, the better kept (on ccp-dev "
+            "the first won with few masks, the second with many: "
+            "docs/own-photos.md#how-many-masks)",
+        )
 
     # -- the steps ------------------------------------------------------------------------------------------------
+    def _prepare_command(self, root: Path) -> Command:
+        """``wsss prepare folder`` of the photos given into ``root``."""
+        given = (
+            ("--images", self.opts.data),
+            ("--labels", self.opts.labels),
+            ("--classes", self._classes()),
+            ("--masks", self.opts.masks),
+            ("--out", root),
+        )
+        return Command(("prepare", "folder"), options=given)
+
     def _prepare(self, root: Path) -> None:
         from wsss.data import prepare
 
         done = root / PREPARED
         if done.is_file():  # prepared by an earlier run of the route
             return
+        command = self._prepare_command(root)
         # a folder there is a stopped try of this step (OUT/data is the route's own): made again
-        summary = prepare.prepare_folder(self.opts.data, self.opts.labels, self.opts.classes, root,
-                                         masks=self.opts.masks, progress=self.opts.progress,
-                                         overwrite=root.exists())  # fmt: skip
+        summary = prepare.prepare_folder(
+            command.option("--images"),
+            command.option("--labels"),
+            command.option("--classes"),
+            command.option("--out"),
+            masks=command.option("--masks"),
+            progress=self.opts.progress,
+            overwrite=root.exists(),
+        )
         self.say(summary.format())
         done.touch()
 
@@ -1092,8 +1349,10 @@ class Route:
         from wsss.data import check_dataset
         from wsss.runs.train_checks import run_checks
 
-        checks = [(f"split {split}", partial(check_dataset, root, split, full_masks=split == "val"))
-                  for split in ["train", *(["val"] if self._facts().val else [])]]  # fmt: skip
+        checks = [
+            (f"split {split}", partial(check_dataset, root, split, full_masks=split == "val"))
+            for split in ["train", *(["val"] if self._facts().val else [])]
+        ]
         run_checks(root, checks, progress=self.opts.progress, advice=ROUTE_CHECK_ADVICE)
 
     def _train(self, cfg: Config) -> None:
@@ -1122,32 +1381,33 @@ class Route:
         """Where the per-photo steps run: the route's device and CRF workers (not what they compute)."""
         return {"device": self.choices["device"].value, "crf_workers": self.choices["crf_workers"].value}
 
-    def _cam(self, cls_dir: Path) -> None:
-        with self._shared(["cam", str(cls_dir), "--split", "train"]):
-            cams(cls_dir, "train", progress=self.opts.progress, **self._where())
-
-    def _pseudo(self, cls_dir: Path, level: float | None, refine: str = "par") -> None:
-        # `--levels B/B`: one level; None: the run's own (CLIP-ES's CRF)
-        levels = (level, level) if level is not None else None
-        given = ["--levels", f"{level:g}/{level:g}"] if level is not None else []
-        with self._shared(["pseudo", str(cls_dir), "--split", "train", "--refine", refine, *given]):
-            pseudo_labels(cls_dir, "train", levels, refine=refine, progress=self.opts.progress, **self._where())
+    def _job(self, command: Command) -> Path:
+        """A per-photo step: the command's library call in this process (:data:`JOB_CALLS`), shared with the route's
+        other processes, which run the command (``wsss ARGV``)."""
+        with self._shared(command.argv()):
+            return JOB_CALLS[command.name[0]](command, progress=self.opts.progress, **self._where())
 
     def _tag(self, root: Path, clip_dir: Path) -> None:
         """``wsss tag``: CLIP's labels of the photos (``tags.csv`` read back once there: the user's edits); when the
         labels differ from those the later steps were made from, those steps are made again."""
-        summary, edited = clip_route.tag_photos(clip_dir, "train", device=self.choices["device"].value or "cpu",
-                                                progress=self.opts.progress)  # fmt: skip
-        self.say(("  the labels column of tags.csv (edit it and rerun to change them)\n" if edited else "")
-                 + summary.format())  # fmt: skip
+        summary, edited = clip_steps.tag_photos(
+            clip_dir, "train", device=self.choices["device"].value or "cpu", progress=self.opts.progress
+        )
+        self.say(
+            ("  the labels column of tags.csv (edit it and rerun to change them)\n" if edited else "")
+            + summary.format()
+        )
         if summary.with_mask:
-            self.scores["tags"] = {"precision": summary.precision, "recall": summary.recall,
-                                   "photos": summary.with_mask}  # fmt: skip
+            self.scores["tags"] = {
+                "precision": summary.precision,
+                "recall": summary.recall,
+                "photos": summary.with_mask,
+            }
         splits = ["train", *(["val"] if self._facts().val else [])]
-        masked = clip_route.labels_from_masks(root, splits)
+        masked = clip_steps.labels_from_masks(root, splits)
         if masked:
             self.say(f"  the {masked} photos with a mask take its classes as their labels (tags.csv keeps CLIP's)")
-        digest, record = clip_route.labels_digest(root, self._facts().train), self.out / TAGS_DIGEST
+        digest, record = clip_steps.labels_digest(root, self._facts().train), self.out / TAGS_DIGEST
         if record.is_file() and record.read_text().strip() != digest:
             self.say("route: the labels changed since the steps after the tags ran (tags.csv edited): they run again")
             kept = [k for n in (*AFTER_TAGS, *self._round_dirs()) for k in remove_made(self.out / n)]
@@ -1161,8 +1421,15 @@ class Route:
         """The DeepLab stage's config (:func:`stage_config`): ``mixed`` the weak labels with the masks in their
         place; ``masks`` the masked photos alone (the split ``train_masked`` of ``view``), for as many iterations as
         the mixed stage has on the whole train split."""
-        return stage_config(self._seg_preset(), seg_words, run_dir, stage, view=view or root, iterations=self.seg_iters,
-                            device=self.choices["device"].value)  # fmt: skip
+        return stage_config(
+            self._seg_preset(),
+            seg_words,
+            run_dir,
+            stage,
+            view=view or root,
+            iterations=self.seg_iters,
+            device=self.choices["device"].value,
+        )
 
     def _choose_stage(self, root: Path, seg_words: list[str], where: Path) -> None:
         """Each of ``folds`` folds of the masked train photos held out in turn: both stages trained on the rest (the
@@ -1174,9 +1441,12 @@ class Route:
         scores: dict[str, list[float]] = {"mixed": [], "masks": []}
         for f in range(folds):
             rest, held = fold_split(facts.masked_train, f, folds)
-            view = make_view(root, where / f"fold{f}" / "data",
-                             {"train": [i for i in facts.train if i not in set(held)], MASKED_SPLIT: rest,
-                              "val": held}, facts.masked_train)  # fmt: skip
+            view = make_view(
+                root,
+                where / f"fold{f}" / "data",
+                {"train": [i for i in facts.train if i not in set(held)], MASKED_SPLIT: rest, "val": held},
+                facts.masked_train,
+            )
             for stage in scores:
                 run_dir = where / f"fold{f}" / stage
                 record = run_dir / "fold_score.json"
@@ -1187,40 +1457,56 @@ class Route:
                     with atomic_write(record, "w") as fh:
                         fh.write(json.dumps({"miou": miou, "held": held}) + "\n")
                 scores[stage].append(float(json.loads(record.read_text())["miou"]))
-            self.say(f"  fold {f + 1}/{folds} ({len(held)} held photos): mixed {scores['mixed'][-1]:.2f}, masks alone "
-                     f"{scores['masks'][-1]:.2f}")  # fmt: skip
+            self.say(
+                f"  fold {f + 1}/{folds} ({len(held)} held photos): mixed {scores['mixed'][-1]:.2f}, masks alone "
+                f"{scores['masks'][-1]:.2f}"
+            )
         means = {k: statistics.fmean(v) for k, v in scores.items()}
         best = "masks" if means["masks"] > means["mixed"] else "mixed"
         self.scores["folds"] = {k: {"mean": means[k], "folds": v} for k, v in scores.items()}
         names = {"mixed": "the weak labels with the masks in their place", "masks": "the masks alone"}
-        self.choices["stage"] = Choice(best, f"{names[best]}: val mIoU with --crf over {folds} folds of the masked "
-                                             f"train photos, mixed {means['mixed']:.2f}, masks alone "
-                                             f"{means['masks']:.2f}")  # fmt: skip
-        self.say(f"route: stage: {best} ({self.choices['stage'].reason})")
+        chosen = Choice(
+            best,
+            f"{names[best]}: val mIoU with --crf over {folds} folds of the masked train photos, "
+            f"mixed {means['mixed']:.2f}, masks alone {means['masks']:.2f}",
+        )
+        with atomic_write(where / STAGE_FILE, "w") as fh:  # the step's output, which the stage's training reads
+            fh.write(json.dumps({"stage": chosen.value, "reason": chosen.reason}) + "\n")
+        self.measured["stage"] = chosen
+        self.say(f"route: stage: {best} ({chosen.reason})")
 
     def _train_stage(self, root: Path, seg_words: list[str], seg_dir: Path) -> None:
         from wsss.data.views import make_view
 
-        stage = self.choices["stage"].value
+        stage = self._stage()
         view = None
         if stage == "masks":  # a view whose train_masked split lists the masked train photos
             facts = self._facts()
-            splits = {"train": facts.train, MASKED_SPLIT: facts.masked_train, **({"val": facts.val} if facts.val
-                                                                                    else {})}  # fmt: skip
+            splits = {
+                "train": facts.train,
+                MASKED_SPLIT: facts.masked_train,
+                **({"val": facts.val} if facts.val else {}),
+            }
             view = make_view(root, self.out.resolve() / "seg_data", splits, [*facts.masked_train, *facts.masked_val])
-            self.say(f"  the stage on the {len(facts.masked_train)} masked train photos alone (split {MASKED_SPLIT} of "
-                     f"{view}), {self.seg_iters} iterations as the mixed stage's")  # fmt: skip
+            self.say(
+                f"  the stage on the {len(facts.masked_train)} masked train photos alone (split {MASKED_SPLIT} of "
+                f"{view}), {self.seg_iters} iterations as the mixed stage's"
+            )
         self.stage_root = view or root
         self._train(self._stage_config(root, seg_words, seg_dir, stage, view))
 
+    def _stage(self) -> str:
+        """The DeepLab stage's training: the plan's choice, or where it is ``folds`` the one the step ``choice``
+        wrote (``OUT/choice/stage.json``)."""
+        planned = str(self.choices["stage"].value)
+        if planned != "folds":
+            return planned
+        return str(json.loads((self.out / "choice" / STAGE_FILE).read_text())["stage"])
+
     def _predict_split(
         self, run_dir: Path, split: str, root: Path | None = None, crf: bool = True, labelled_only: bool = False
-    ) -> Path:  # fmt: skip
-        argv = ["predict", str(run_dir), "--split", split, *(["--data-root", str(root)] if root else []),
-                *(["--labelled-only"] if labelled_only else []), *(["--crf"] if crf else [])]  # fmt: skip
-        with self._shared(argv):
-            return predict_split(run_dir, split, root=root, crf=crf, labelled_only=labelled_only,
-                                 progress=self.opts.progress, **self._where())  # fmt: skip
+    ) -> Path:
+        return self._job(_predict_command(run_dir, split, root=root, crf=crf, labelled_only=labelled_only))
 
     def _masks(self, seg_dir: Path, crf: bool = True) -> None:
         """Every train and val photo's mask with the dense CRF (``wsss predict --crf`` of each split; WeCLIP+'s by its
@@ -1269,16 +1555,24 @@ class Route:
         write_mask_overlays(masks, images, facts.class_names, run_dir / "report" / MASKS_PAGE, say=self.say)
         return [(MASKS_PAGE, f"every photo's mask over the photo, with the colours' legend ({MASKS_PAGE})")]
 
-    def _new_photos(self, run_dir: Path, crf: bool = True) -> None:
+    def _new_photos(self, command: Command) -> None:
+        """``wsss predict RUN --images ... --out OUT [--crf] --overlay`` in this process."""
         from wsss.runs.photos import predict_photos
         from wsss.runs.stamps import STAMP_FILE
 
-        out = self.out / "new_masks"
+        run_dir, out, crf = Path(command.args[0]), Path(command.option("--out")), bool(command.option("--crf"))
         # the route's own folder without a stamp holds only files of the user's that --overwrite kept: written among
         mine = out.is_dir() and not (out / STAMP_FILE).exists()
         run = load_step_run(run_dir, **self._where())
-        self.new_masks = predict_photos(run, list(self.opts.images), out, crf=crf, overlay=True,
-                                        progress=self.opts.progress, overwrite=mine)  # fmt: skip
+        self.new_masks = predict_photos(
+            run,
+            list(command.option("--images")),
+            out,
+            crf=crf,
+            overlay=True,
+            progress=self.opts.progress,
+            overwrite=mine,
+        )
 
     # -- the whole route --------------------------------------------------------------------------------------------
     def _facts(self) -> DataFacts:
@@ -1289,51 +1583,77 @@ class Route:
     def run(self) -> RouteResult | None:
         """Run (or continue) the route; what it made (also ``OUT/summary.json``). None with ``plan_only``."""
         if self.opts.plan_only:
-            self._print_estimates(self.plan())
+            self._print_estimates(list(self.plan().steps))
             return None
         self._prepares()  # its refusals before anything is written
         check_output_folder(self.out, "the route's folder (its runs, record and summary)")
-        self._refuse_a_foreign_out()
+        self.record.refuse_a_foreign_out()
         t0 = time.monotonic()
         with self.runner.lock():
-            settings = self._settle_settings()
-            self._rebase()
-            steps = self.plan()
-            self._record(settings)
+            settings = self.record.settle()
+            self.record.rebase()
+            plan = self.plan()
+            self._save_plan(plan)  # before the first step
+            steps = list(plan.steps)
+            self.record.write(settings)
             self._save_facts()
             done, earlier = self._measured_before()
             for i, step in enumerate(steps, 1):
                 self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
                 self.runner.run(step.title, step.command, step.work)
                 self.say(f"[{i}/{len(steps)}] {step.title} done in {_duration(self.times[step.title])}")
-                if not self.first_step_done:  # its inputs read and accepted: a change of them is now refused
-                    self.first_step_done = True
-                    self._record(settings)
+                if not self.record.first_step_done:  # its inputs read and accepted: a change of them is now refused
+                    self.record.first_step_done = True
+                    self.record.write(settings)
                 if step.title not in done:  # its work done in this run (and the stopped runs before it)
                     self._learn(step.title, earlier.get(step.title, 0.0) + self.times[step.title])
-                if step.title == "prepare" and data_facts(self._facts().root) != self.facts:
-                    steps[i:] = self.plan()[1:]  # the choices again, from the prepared data where it differs
+                if step.title == "prepare" and data_facts(plan.facts.root) != plan.facts:
+                    # planned once more, from the data prepare wrote where it differs from what the plan read
+                    again = self.plan()
+                    self._save_plan(again, before=plan)
+                    steps[i:] = again.steps[1:]
                     self._save_facts()
             return self._summary(time.monotonic() - t0)
+
+    def _save_plan(self, plan: Plan, before: Plan | None = None) -> None:
+        """``OUT/plan.json``: the plan the steps run; planned again after prepare, the first plan too."""
+        record = plan.to_json()
+        if before is not None:
+            record["planned_before_prepare"] = {
+                "reason": "the data prepare wrote differs from what the first plan read of the photos",
+                **before.to_json(),
+            }
+        with atomic_write(self.out / PLAN_FILE, "w") as f:
+            f.write(json.dumps(record, indent=1) + "\n")
 
     def _step_work(self) -> dict[str, Any]:
         """Each step's work (``pipelines.estimates.step_work``) for this route's photos and trainings; none for a CLIP
         mode (not measured), nor before the plan has read the data."""
         from wsss.pipelines.estimates import step_work
 
-        if self.mode.value != clip_route.NO_CLIP or self.facts is None:
+        if not self.mode.mode.measured or self.facts is None:
             return {}
         facts, key = self._facts(), str(self.choices["classifier"].value)
         if key not in CLASSIFIERS:  # a preset of the user's: its rate is its own name's
             key = Path(key).stem
         n = len(facts.train)
         folds = self.opts.folds if self.choices["stage"].value == "folds" else 0
-        counts = {"train": n, "val": len(facts.val), "new": self.new_photos, "folds": folds,
-                  "masked_train": len(facts.masked_train), "rounds": self.opts.rounds,
-                  "abstain": int(self.opts.abstain)}  # fmt: skip
+        counts = {
+            "train": n,
+            "val": len(facts.val),
+            "new": self.new_photos,
+            "folds": folds,
+            "masked_train": len(facts.masked_train),
+            "rounds": self.opts.rounds,
+            "abstain": int(self.opts.abstain),
+        }
         iterations = {k: resolve_epochs(self.configs[k], n).train.max_iters for k in ("cls", "seg")}
-        return step_work(key, counts, {"classifier": iterations["cls"], "seg": iterations["seg"]},
-                         device=str(self.choices["presets"].value))  # fmt: skip
+        return step_work(
+            key,
+            counts,
+            {"classifier": iterations["cls"], "seg": iterations["seg"]},
+            device=str(self.choices["presets"].value),
+        )
 
     def _print_estimates(self, steps: list[Step]) -> None:
         """Under the plan: each step's estimate (0 for a step of this folder that a rerun skips), the total and the
@@ -1354,9 +1674,11 @@ class Route:
                 self.say(f"      estimate: about {_duration(left)} ({_duration(spent[step.title])} of it spent)")
             else:
                 self.say(f"      estimate: {'about ' + _duration(seconds) if seconds is not None else 'none measured'}")
-        if self.mode.value != clip_route.NO_CLIP:
-            self.say("estimate: none measured of the CLIP modes; on a GPU, estimates from single steps in "
-                     "docs/own-photos.md#with-clip-files")  # fmt: skip
+        if not self.mode.mode.measured:
+            self.say(
+                "estimate: none measured of the CLIP modes; on a GPU, estimates from single steps in "
+                "docs/own-photos.md#with-clip-files"
+            )
             return
         total = sum(estimates.get(step.title) or 0.0 for step in steps)
         keys = {k for step in steps for k, _ in work.get(step.title, [])}
@@ -1386,13 +1708,19 @@ class Route:
     def result(self) -> RouteResult:
         """What the route made so far."""
         return RouteResult(
-            choices=dict(self.choices), facts=self.facts, masks=self.masks, reports=list(self.reports),
-            new_masks=self.new_masks, scores=dict(self.scores), seconds=dict(self.times),
-            seconds_over_runs=self.runner.seconds_over_runs(), masks_written=self.masks_written,
-        )  # fmt: skip
+            choices={**self.choices, **self.measured},
+            facts=self.facts,
+            masks=self.masks,
+            reports=list(self.reports),
+            new_masks=self.new_masks,
+            scores=dict(self.scores),
+            seconds=dict(self.times),
+            seconds_over_runs=self.runner.seconds_over_runs(),
+            masks_written=self.masks_written,
+        )
 
     def _how(self) -> str:
-        return "by WeCLIP+'s test fusion" if self.mode.value == clip_route.WECLIP else "with the dense CRF"
+        return self.mode.mode.how
 
     def _summary(self, wall: float) -> RouteResult:
         result = self.result()
@@ -1408,10 +1736,11 @@ class Route:
             if f"{s}_miou" in self.scores
         ]
         if against:
-            taught = "train_miou" in self.scores and self.mode.value != clip_route.WECLIP  # WeCLIP+ trains on none
-            taught = "; the train photos' masks taught the stage" if taught else ""
-            lines.append(f"  against your masks: {', '.join(against)}{taught} (each photo's: summary.json, "
-                         "scores.photos)")  # fmt: skip
+            teaches = "train_miou" in self.scores and self.mode.mode.masks_teach
+            taught = "; the train photos' masks taught the stage" if teaches else ""
+            lines.append(
+                f"  against your masks: {', '.join(against)}{taught} (each photo's: summary.json, scores.photos)"
+            )
         if self.new_masks is not None:
             lines.append(f"  masks of the new photos: {self.new_masks} (overlays in {self.new_masks / 'overlay'})")
         lines += [f"  report: {p}" for p in self.reports]
@@ -1444,3 +1773,176 @@ def run_route(opts: RouteOptions, say: Callable[[str], None] | None = None) -> R
     """``wsss route``: run or continue the route of ``opts`` (module docstring); what it made (None with
     ``plan_only``: the plan is printed, nothing runs)."""
     return Route(opts, say).run()
+
+
+# -- the route's modes (wsss.pipelines.modes: each asked whether it applies to the files given) ---------------------
+CLIP_PAPER = (
+    "a paper's figure and our parity with its code (docs/own-photos.md#with-clip-files, docs/parity.md), "
+    "not a measurement on real photos here"
+)
+CLIP_CPU_NOTE = (
+    "on the CPU: the CLIP method's GPU preset on the CPU (no CPU preset of it was measured on real "
+    "photos; slow at full size), the CPU presets for the rest"
+)
+
+
+@register_mode
+class ClassifierMode(RouteMode):
+    """No weight file: a classifier (RCA or the CAM baseline) on ImageNet weights, its CAMs and PAR labels, then the
+    DeepLab stage (the route as measured on real photos)."""
+
+    name, title = "none", "the classifier"
+    reason = "no CLIP file: a classifier on ImageNet weights, as measured on real photos here"
+    cpu_presets = {**CLASSIFIERS, "seg": SEG_PRESET}
+    gpu_presets = GPU_PRESETS
+    measured = True
+
+    def steps(self, route: Route, root: Path, out: Path, facts: DataFacts) -> list[Step]:
+        """The classifier, its CAMs and PAR labels, then the DeepLab stage (the route without CLIP)."""
+        name = route.opts.classifier
+        route.choices["classifier"] = choose_classifier(facts) if name == "auto" else Choice(name, "given")
+        chosen = route.choices["classifier"].value
+        preset = self.presets(route._gpu()).get(chosen, chosen)
+        cls_dir = out / "cls"
+        train = Command(
+            ("train",), (preset,), words=(Setting("data.root", root), Setting("run.dir", cls_dir), *route.words["cls"])
+        )
+        cls_cfg = route._command_config(train)
+        level = float(cls_cfg.cam.bkg_thre)  # the one place the route reads the classifier's background level
+        route.choices["levels"] = Choice(
+            (level, level),
+            f"the classifier's own background level cam.bkg_thre {level:g}, as one level (no pixel "
+            "left undecided; cross-validated on ccp-dev: the level sweep-bkg picks lost)",
+        )
+        route.configs["cls"] = cls_cfg
+        refine = "agree" if route.opts.abstain else "par"
+        route.choices["labels"] = (
+            Choice(
+                "agree",
+                "given (--abstain): PAR's label where the CAM's thresholds and the CRF label agree with "
+                "it, 255 (unlearned) elsewhere",
+            )
+            if route.opts.abstain
+            else Choice(
+                "par",
+                "PAR's refinement of the CAMs, every pixel labelled (--abstain: 255 where the refiners "
+                f"disagree; {NOT_ADOPTED})",
+            )
+        )
+        pseudo = _pseudo_command(cls_dir, refine, (level, level))
+        steps = [
+            Step("classifier", (train,), lambda: route._train(cls_cfg), outputs=(cls_dir,)),
+            route._job_step("cam", _cam_command(cls_dir)),
+            route._job_step("pseudo", pseudo),
+        ]
+        return steps + route._seg_steps(root, out, facts, cls_dir)
+
+
+class ClipMode(RouteMode):
+    """What the CLIP modes share: they tag photos without labels, make their own labels (no ``--abstain``) and record
+    the CLIP method's words."""
+
+    tags = method_words = True
+    cpu_note = CLIP_CPU_NOTE
+
+    @classmethod
+    def refuse(cls, abstain: bool, rounds: int) -> str | None:
+        if abstain:
+            return "--abstain: labels of the classifier's CAMs; a CLIP mode makes its own (drop --clip)"
+        return None
+
+    def tagger_steps(self, route: Route, root: Path, out: Path, words: list[str], *, always: bool) -> list[Step]:
+        """The CLIP-ES run of the CLIP file (``always``, or where it tags the photos) and the photos' tags where
+        there are no labels (docs/own-photos.md#with-clip-files)."""
+        clip_dir, steps = out / "clip", []
+        device = route.choices["device"].value or "cpu"  # the CLIP presets name cuda
+        clip_file, es = route.files[CLIP_KEY], self.presets(route._gpu())["clip_es"]
+        if route._tags() or always:
+            command = Command(
+                ("import", "clip_es"),
+                (clip_file,),
+                (("--config", es), ("--out", clip_dir)),
+                (Setting("data.root", root), *words),
+            )
+
+            def made() -> Path:
+                return clip_steps.import_clip_run(
+                    command.args[0], root, clip_dir, command.word_list(("data.root",)), preset=es, device=device
+                )
+
+            steps.append(Step("clip", (command,), made, outputs=(clip_dir,)))
+        if route._tags():
+            edited = route.edited_tags  # tags.csv there: its labels column, as the user left it
+            options = (("--split", "train"), ("--labels-from", "tags.csv" if edited else None), ("--overwrite", edited))
+            tag = Command(("tag",), (clip_dir,), options)
+            steps.append(Step("tag", (tag,), lambda: route._tag(root, clip_dir), outputs=(root / "tags.csv",)))
+        return steps
+
+
+@register_mode
+class ClipESMode(ClipMode):
+    name, title = "clip_es", "CLIP-ES"
+    files = frozenset({CLIP_KEY})
+    reason = (
+        "a CLIP file, no DINOv2: CLIP-ES's CAMs of your class names with CRF labels, then the DeepLab stage; "
+        "ExCEL scores higher but needs written descriptions of every class, which your classes lack: "
+        f"{CLIP_PAPER}"
+    )
+    cpu_presets = {"clip_es": clip_steps.CLIP_ES_PRESET, "seg": SEG_PRESET}
+    gpu_presets = {"clip_es": clip_steps.CLIP_ES_PRESET, "seg": GPU_PRESETS["seg"]}
+
+    def steps(self, route: Route, root: Path, out: Path, facts: DataFacts) -> list[Step]:
+        """CLIP-ES: its CAMs of the class names and CRF labels, then the DeepLab stage."""
+        clip_dir = out / "clip"
+        es_words = [w for w in route.words["clip"] if _key(w) != CLIP_KEY]  # the CLIP method's words less its file
+        steps = self.tagger_steps(route, root, out, es_words, always=True)
+        steps += [
+            route._job_step("cam", _cam_command(clip_dir)),
+            route._job_step("pseudo", _pseudo_command(clip_dir, "crf", None)),
+        ]
+        return steps + route._seg_steps(root, out, facts, clip_dir)
+
+
+@register_mode
+class WeCLIPMode(ClipMode):
+    name, title = "weclip_plus", "WeCLIP+"
+    files = frozenset({CLIP_KEY, DINOV2_KEY})
+    reason = (
+        "a CLIP and a DINOv2 file: WeCLIP+ trained on your photos, its masks by the official test fusion; it "
+        f"leads the CLIP methods: {CLIP_PAPER}"
+    )
+    cpu_presets = gpu_presets = {"weclip": clip_steps.WECLIP_PRESET, "clip_es": clip_steps.CLIP_ES_PRESET}
+    final_run, crf, how = "weclip", False, "by WeCLIP+'s test fusion"  # its test has no CRF
+    masks_teach = False  # it trains on no mask
+
+    @classmethod
+    def refuse(cls, abstain: bool, rounds: int) -> str | None:
+        if not abstain and rounds:
+            return "--rounds: rounds of the DeepLab stage; WeCLIP+ has none (drop --dinov2 for CLIP-ES)"
+        return super().refuse(abstain, rounds)
+
+    def steps(self, route: Route, root: Path, out: Path, facts: DataFacts) -> list[Step]:
+        """WeCLIP+ trained on the photos (tagged first by a CLIP-ES run where there are no labels), its masks by its
+        official test fusion."""
+        words, presets = route.words["clip"], self.presets(route._gpu())
+        # beside WeCLIP+, the CLIP-ES run (the tagger) takes the CLIP method's options its method has
+        es_words = clip_steps.words_of(presets["clip_es"], [w for w in words if _key(w) != CLIP_KEY])
+        steps = self.tagger_steps(route, root, out, es_words, always=False)
+        device = route.choices["device"].value or "cpu"  # the CLIP presets name cuda
+        weclip_dir, preset = out / "weclip", presets["weclip"]
+        train = Command(
+            ("train",), (preset,), words=(Setting("data.root", root), *words, Setting("run.dir", weclip_dir))
+        )
+        cfg = route._command_config(train, device)
+        route.configs["weclip"] = cfg
+        route.choices["crf_workers"] = route._crf_workers()
+        split = "val" if facts.val else "train"
+        route.choices["predict"] = Choice(
+            split,
+            ("the val split" if facts.val else "no val split: the train photos")
+            + " scores the masks; every train and val photo gets its mask by WeCLIP+'s "
+            "official test fusion (the preset's infer scales with flips; no CRF, as the "
+            "paper's test)",
+        )
+        steps.append(Step("weclip", (train,), lambda: route._train(cfg), outputs=(weclip_dir,)))
+        return [*steps, route._masks_step(weclip_dir, crf=False), route._report_step(weclip_dir)]

@@ -23,13 +23,80 @@ T = TypeVar("T")
 STEPS_LOG = "steps.jsonl"
 
 
-@dataclass
+@dataclass(frozen=True)
+class Setting:
+    """One ``KEY=VALUE`` setting of a config, its value typed (a path, a number, a word; None is ``null``)."""
+
+    key: str
+    value: Any
+
+    @property
+    def word(self) -> str:
+        return f"{self.key}={'null' if self.value is None else self.value}"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A ``wsss`` command as typed values: ``wsss NAME ARGS OPTIONS WORDS``. An option's value: True is a flag,
+    False or None leaves it out, a pair of numbers is ``HIGH/LOW``, a list is its items; a word is a
+    :class:`Setting` or a user's ``KEY=VALUE`` word as given. What a user reads, the argv of another process and the
+    in-process call are rendered from it."""
+
+    name: tuple[str, ...]  # ("predict",), ("prepare", "folder")
+    args: tuple[str | Path, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+    words: tuple[Setting | str, ...] = ()
+
+    def option(self, flag: str) -> Any:
+        """The value of ``flag`` (None where not given)."""
+        return dict(self.options).get(flag)
+
+    def setting(self, key: str) -> Any:
+        """The value of the setting ``key`` (None where not given)."""
+        return next((w.value for w in self.words if isinstance(w, Setting) and w.key == key), None)
+
+    def word_list(self, leave_out: Sequence[str] = ()) -> list[str]:
+        """The ``KEY=VALUE`` words, those of the keys ``leave_out`` left out."""
+        words = [w.word if isinstance(w, Setting) else w for w in self.words]
+        return [w for w in words if w.partition("=")[0].strip() not in leave_out]
+
+    def argv(self) -> list[str]:
+        """The command's arguments after ``wsss``."""
+        out = [*self.name, *map(str, self.args)]
+        for flag, value in self.options:
+            if value is True:
+                out.append(flag)
+            elif value is None or value is False:
+                continue
+            elif isinstance(value, tuple):  # a pair of levels
+                out += [flag, "/".join(f"{v:g}" for v in value)]
+            elif isinstance(value, list):
+                out += [flag, *map(str, value)]
+            else:
+                out += [flag, str(value)]
+        return [*out, *self.word_list()]
+
+    def text(self) -> str:
+        """The command as a user types it."""
+        return " ".join(["wsss", *self.argv()])
+
+
+@dataclass(frozen=True)
 class Step:
-    """One step: its title, the ``wsss`` command a user would type for it, and its work."""
+    """One step: its title, the ``wsss`` commands it stands for (typed), the folders and files it writes, and its
+    work, the in-process call of those commands. ``note``: what it does where it stands for no command of its own
+    (the route's folds)."""
 
     title: str
-    command: str
-    work: Callable[[], Any] = field(repr=False)
+    commands: tuple[Command, ...]
+    work: Callable[[], Any] = field(repr=False, compare=False)
+    outputs: tuple[Path, ...] = ()
+    note: str = ""
+
+    @property
+    def command(self) -> str:
+        """What a user would type for it."""
+        return " && ".join(c.text() for c in self.commands) if self.commands else f"({self.note})"
 
 
 def computed_words(words: Sequence[str]) -> list[str]:
@@ -71,8 +138,10 @@ class StepRunner:
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             settings = None
         if not isinstance(settings, dict):
-            raise DataError(f"{self.record_file}: not a route's record (no mapping of its settings: unreadable, or "
-                            "written by something else); use another --out")  # fmt: skip
+            raise DataError(
+                f"{self.record_file}: not a route's record (no mapping of its settings: unreadable, or "
+                "written by something else); use another --out"
+            )
         return settings
 
     def recorded_field(self, key: str) -> Any:
@@ -83,9 +152,14 @@ class StepRunner:
             return None
 
     def settle(
-        self, mine: dict[str, Any], *, overwrite: bool, own: Sequence[str], inputs: Sequence[Path],
+        self,
+        mine: dict[str, Any],
+        *,
+        overwrite: bool,
+        own: Sequence[str],
+        inputs: Sequence[Path],
         shown: Mapping[str, Callable[[Any, Any], str]] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """``mine`` checked against the recorded settings: others are refused, naming them (``shown[key](old, new)``
         says how a setting changed, where given), unless ``overwrite`` (the files wsss made in the folder's own
         outputs ``own`` are then removed, :func:`remove_made`, unless an input lies inside one; a file of the user's
@@ -96,16 +170,24 @@ class StepRunner:
             return
         if not overwrite:
             say = shown or {}
-            listing = "; ".join(f"{k}: {say[k](theirs.get(k), mine.get(k))}" if k in say
-                                else f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in changed)  # fmt: skip
-            raise UsageError(f"{self.record_file}: this route was run with other settings ({listing}); rerun it as it "
-                             "was to continue it, pass --overwrite to make it again with these (the route's outputs "
-                             "in that folder are replaced), or use another --out")  # fmt: skip
+            listing = "; ".join(
+                f"{k}: {say[k](theirs.get(k), mine.get(k))}"
+                if k in say
+                else f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}"
+                for k in changed
+            )
+            raise UsageError(
+                f"{self.record_file}: this route was run with other settings ({listing}); rerun it as it "
+                "was to continue it, pass --overwrite to make it again with these (the route's outputs "
+                "in that folder are replaced), or use another --out"
+            )
         owned = [self.out / name for name in own if (self.out / name).exists()]
         inside = [(g, o) for g in (p.resolve() for p in inputs) for o in owned if g.is_relative_to(o.resolve())]
         if inside:
-            raise UsageError(f"{inside[0][0]}: an input of this command inside {inside[0][1]}, which --overwrite "
-                             "would make again; copy it elsewhere first")  # fmt: skip
+            raise UsageError(
+                f"{inside[0][0]}: an input of this command inside {inside[0][1]}, which --overwrite "
+                "would make again; copy it elsewhere first"
+            )
         kept = [k for path in owned for k in remove_made(path)]
         if kept:
             self.kept = kept
@@ -208,7 +290,7 @@ def remove_made(path: Path) -> list[Path]:
         return []
     made = [
         p for d in [path, *sorted(p for p in path.rglob("*") if p.is_dir() and not p.is_symlink())] for p in _made_in(d)
-    ]  # fmt: skip  (decided before anything goes: a dataset's ids are in its lists)
+    ]
     for p in made:
         p.unlink(missing_ok=True)
     for d in sorted((p for p in path.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):

@@ -16,16 +16,24 @@ from wsss.utils.procs import die_with_parent
 
 
 def cuda_devices() -> int:
-    """The CUDA devices this process sees (0 without CUDA)."""
+    """The CUDA devices this process sees (0 without CUDA; at least 1 where CUDA is available)."""
     import torch
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
 def torchrun_argv(processes: int, argv: Sequence[str]) -> list[str]:
     """``torchrun --standalone --nproc_per_node N -m wsss.cli ARGV`` as this Python runs it."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            "-m", "wsss.cli", *argv]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "wsss.cli",
+        *argv,
+    ]
 
 
 def train_processes(processes: int, argv: Sequence[str]) -> None:
@@ -33,8 +41,13 @@ def train_processes(processes: int, argv: Sequence[str]) -> None:
     ``last.pt`` as one process resumes; a failed one is a DataError naming the command and its last output."""
     cmd, parent = torchrun_argv(processes, ["train", *argv]), os.getpid()
     # the launcher ends with this process (SIGTERM: it stops its ranks and they save), killed or not
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"},
-                          preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent))  # fmt: skip
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+        preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent),
+    )
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise DataError(f"`{' '.join(cmd[2:])}` failed (exit {done.returncode}): {' / '.join(tail)}")

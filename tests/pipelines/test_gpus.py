@@ -1,5 +1,5 @@
-"""A pipeline's steps as several processes (runs/gpus.py), with gloo on the CPU: a training as 2 torchrun processes,
-then a per-photo step sharded over 2 processes, whose files equal one process's."""
+"""A pipeline's steps as several processes (pipelines/gpus.py), with gloo on the CPU: a training as 2 torchrun
+processes, then a per-photo step sharded over 2 processes, whose files equal one process's."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, tiny_overrides
 from wsss.core.errors import DataError
-from wsss.runs import gpus
+from wsss.pipelines import gpus
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The CLIP modes' pieces of ``wsss route`` (runs/clip_route.py) with tiny random CLIP and DINOv2 files written by
+"""The CLIP modes' pieces of ``wsss route`` (pipelines/clip_steps.py) with tiny random CLIP and DINOv2 files written by
 open_clip and transformers (tests/tiny_weights.py): the mode each set of files chooses, the CLIP-ES run made from a
 file, the photos tagged and an edited tags.csv read back, and WeCLIP+'s GPU preset training on the CPU from the
 two folders."""
@@ -14,30 +14,9 @@ import torch
 from conftest import REPO
 from tiny_weights import write_dinov2_folder, write_open_clip_folder
 from wsss.core.config import load_config
-from wsss.core.errors import UsageError
 from wsss.data.classes import read_classes
 from wsss.data.voc import load_cls_labels
-from wsss.runs import clip_route
-
-
-def test_the_files_choose_the_mode_and_say_why():
-    both, clip, none = (
-        clip_route.choose_mode("c.pt", "d.pth"),
-        clip_route.choose_mode("c.pt", None),
-        clip_route.choose_mode(None, None),
-    )
-    assert (both.value, clip.value, none.value) == ("weclip_plus", "clip_es", "none")
-    for mode in (both, clip):  # a paper's figure, not a measurement here: the line says so
-        assert "not a measurement on real photos here" in mode.reason
-    assert "ExCEL" in clip.reason and "descriptions" in clip.reason
-    with pytest.raises(UsageError, match="--dinov2 d.pth: WeCLIP\\+ needs a CLIP file"):
-        clip_route.choose_mode(None, "d.pth")
-
-
-def test_the_weight_files_are_config_words():
-    words = ["train.lr=1", "model.pretrained=a.pt", "options.dino_weights=null", "model.pretrained=b.pt"]
-    assert clip_route.weight_words(words) == {"model.pretrained": "b.pt"}
-    assert clip_route.weight_words([*words, "options.dino_weights=d"])["options.dino_weights"] == "d"
+from wsss.pipelines import clip_steps
 
 
 def test_the_words_of_clip_es_leave_out_weclip_plus_options_only():
@@ -50,7 +29,7 @@ def test_the_words_of_clip_es_leave_out_weclip_plus_options_only():
         "train.lr=1",
         "options.synonyms={cat: kitty}",
     ]
-    assert clip_route.words_of(clip_route.CLIP_ES_PRESET, words) == [
+    assert clip_steps.words_of(clip_steps.CLIP_ES_PRESET, words) == [
         "options.quick_gelu=true",
         "train.lr=1",
         "options.synonyms={cat: kitty}",
@@ -67,14 +46,14 @@ def _photos(tmp_path):
 
 def test_clip_es_run_from_an_open_clip_folder_tags_the_photos_and_reads_an_edited_tags_csv(tmp_path, one_thread):
     root, clip = _photos(tmp_path), write_open_clip_folder(tmp_path / "clip")
-    run = clip_route.import_clip_run(clip, root, tmp_path / "clip_es", ["data.crop_size=64"], device="cpu")
+    run = clip_steps.import_clip_run(clip, root, tmp_path / "clip_es", ["data.crop_size=64"], device="cpu")
     assert load_config(run / "config.yaml").options["weights"] == str(clip)
-    assert clip_route.import_clip_run(clip, root, run) == run  # kept: a route continued
-    summary, from_csv = clip_route.tag_photos(run, "train", device="cpu", progress=False)
+    assert clip_steps.import_clip_run(clip, root, run) == run  # kept: a route continued
+    summary, from_csv = clip_steps.tag_photos(run, "train", device="cpu", progress=False)
     assert not from_csv and summary.tagged == 6 and summary.with_mask == 6  # the synthetic photos have masks
     assert 0 <= summary.precision <= 1 and 0 <= summary.recall <= 1
     ids = sorted(load_cls_labels(root, len(read_classes(root))))
-    tagged = clip_route.labels_digest(root, ids)
+    tagged = clip_steps.labels_digest(root, ids)
     with open(root / "tags.csv", newline="") as f:
         rows = list(csv.reader(f))
     classes = rows[0][3:]
@@ -82,10 +61,10 @@ def test_clip_es_run_from_an_open_clip_folder_tags_the_photos_and_reads_an_edite
     rows[1][1] = f"{classes[0]};{classes[1]}"  # a person's correction of the first photo
     with open(root / "tags.csv", "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(rows)
-    summary, from_csv = clip_route.tag_photos(run, "train", device="cpu", progress=False)
+    summary, from_csv = clip_steps.tag_photos(run, "train", device="cpu", progress=False)
     labels = load_cls_labels(root, len(classes) + 1)
     assert from_csv and np.flatnonzero(labels[first]).tolist() == [0, 1]
-    assert clip_route.labels_digest(root, ids) != tagged
+    assert clip_steps.labels_digest(root, ids) != tagged
 
 
 @pytest.mark.slow

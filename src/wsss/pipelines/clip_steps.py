@@ -1,9 +1,10 @@
-"""The CLIP modes of ``wsss route`` (docs/own-photos.md#with-clip-files): which method a user's weight files
-choose, and the steps those methods add to the route, each the library call of the ``wsss`` command named.
+"""The steps the CLIP modes of ``wsss route`` add (docs/own-photos.md#with-clip-files; the modes themselves:
+``wsss.pipelines.route``, registered as ``wsss.pipelines.modes`` says), each the library call of the ``wsss`` command
+named.
 
 The files are config words of the CLIP method's run: ``model.pretrained=CLIP`` (``--clip``) and
 ``options.dino_weights=DINOV2`` (``--dinov2``). A CLIP file and a DINOv2 file: WeCLIP+ trained on the photos
-(:data:`WECLIP_PRESETS`), its masks by the official test fusion (the preset's ``infer`` keys, no CRF). A CLIP file
+(:data:`WECLIP_PRESET`), its masks by the official test fusion (the preset's ``infer`` keys, no CRF). A CLIP file
 only: CLIP-ES's CAMs of the class names and their CRF pseudo labels (:func:`import_clip_run`), then the route's
 DeepLab stage. Class names without labels: the CLIP-ES run tags the photos first (:func:`tag_photos`).
 """
@@ -13,63 +14,21 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from wsss.core.errors import UsageError
+from wsss.pipelines.steps import Setting
 
-WECLIP, CLIP_ES, NO_CLIP = "weclip_plus", "clip_es", "none"
-CLIP_KEY, DINOV2_KEY = "model.pretrained", "options.dino_weights"  # the words --clip and --dinov2 stand for
 # The presets of each mode's CLIP method by device kind: a GPU's (configs/*/route_gpu.yaml); on the CPU the same
 # recipe (no CPU preset of these methods is measured on real photos: docs/own-photos.md#with-clip-files)
 WECLIP_PRESET = "wsss::weclip_plus/route_gpu.yaml"
 CLIP_ES_PRESET = "wsss::clip_es/route_gpu.yaml"
-# The route's other trainings on a CUDA device (the CPU's are its real_cpu.yaml presets)
-GPU_PRESETS = {
-    "rca": "wsss::rca/route_gpu.yaml",
-    "cam": "wsss::cam/route_gpu.yaml",
-    "seg": "wsss::deeplab/route_gpu.yaml",
-}
 WEIGHTS_NEEDED = (
     "photos with class names and no labels file are tagged by CLIP: give a CLIP ViT-B/16 file (--clip ViT-B-16.pt; "
     "docs/clip-weights.md), or a labels file (--labels)"
 )
-
-
-@dataclass(frozen=True)
-class Mode:
-    """A route's mode (:data:`WECLIP`, :data:`CLIP_ES` or :data:`NO_CLIP`) and why."""
-
-    value: str
-    reason: str
-
-
-def weight_words(words: Sequence[str]) -> dict[str, str]:
-    """The weight files among the CLIP method's ``KEY=VALUE`` words: {``model.pretrained`` / ``options.dino_weights``:
-    the file} (the last word of a key wins, as in a config)."""
-    found = {}
-    for word in words:
-        key, _, value = word.partition("=")
-        if key.strip() in (CLIP_KEY, DINOV2_KEY) and value.strip() not in ("", "null", "None"):
-            found[key.strip()] = value.strip()
-    return found
-
-
-def choose_mode(clip: str | None, dinov2: str | None) -> Mode:
-    """The mode of the files a user has (docs/own-photos.md#with-clip-files); a DINOv2 file alone is a UsageError."""
-    if dinov2 and not clip:
-        raise UsageError(f"--dinov2 {dinov2}: WeCLIP+ needs a CLIP file too (--clip ViT-B-16.pt; docs/clip-weights.md)")
-    paper = "a paper's figure and our parity with its code (docs/parity.md), not a measurement on real photos here"
-    if clip and dinov2:
-        return Mode(WECLIP, "a CLIP and a DINOv2 file: WeCLIP+ trained on your photos, its masks by the official test "
-                            f"fusion; it leads the CLIP methods (VOC test 83.9, COCO val 56.3): {paper}")  # fmt: skip
-    if clip:
-        return Mode(CLIP_ES, "a CLIP file, no DINOv2: CLIP-ES's CAMs of your class names with CRF labels, then the "
-                             "DeepLab stage (VOC 73.8); ExCEL scores higher (78.4) but needs written descriptions "
-                             f"of every class, which your classes lack: {paper}")  # fmt: skip
-    return Mode(NO_CLIP, "no CLIP file: a classifier on ImageNet weights, as measured on real photos here")
 
 
 def words_of(preset: str, words: Sequence[str]) -> list[str]:
@@ -85,9 +44,14 @@ def words_of(preset: str, words: Sequence[str]) -> list[str]:
 
 
 def import_clip_run(
-    clip: str | os.PathLike, root: str | os.PathLike, out: str | os.PathLike, words: Sequence[str] = (), *,
-    preset: str = CLIP_ES_PRESET, device: str | None = None,
-) -> Path:  # fmt: skip
+    clip: str | os.PathLike,
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    words: Sequence[str] = (),
+    *,
+    preset: str = CLIP_ES_PRESET,
+    device: str | None = None,
+) -> Path:
     """``wsss import clip_es CLIP --config PRESET --out OUT data.root=ROOT WORDS``: the CLIP-ES run of the file
     (no training); a run already imported there is kept (a route continued)."""
     from wsss.runs.official_import import import_run
@@ -95,13 +59,14 @@ def import_clip_run(
     out = Path(out)
     if (out / "checkpoints" / "last.pt").is_file() and (out / "config.yaml").is_file():
         return out
-    extra = [f"run.device={device}"] if device else []
-    return import_run("clip_es", clip, preset, out, [f"data.root={root}", *words, *extra], overwrite=out.exists())[0]
+    extra = [Setting("run.device", device).word] if device else []
+    words = [Setting("data.root", root).word, *words, *extra]
+    return import_run("clip_es", Path(clip), preset, out, words, overwrite=out.exists())[0]
 
 
 def tag_photos(
     run_dir: str | os.PathLike, split: str = "train", *, device: str | None = None, progress: bool = True
-) -> tuple[object, bool]:  # fmt: skip
+) -> tuple[Any, bool]:
     """``wsss tag RUN --split SPLIT``: CLIP's labels of the photos into the dataset's ``cls_labels.npy`` and
     ``tags.csv``; once ``tags.csv`` is there, its ``labels`` column (edited or not) is what the photos get
     (``--labels-from tags.csv --overwrite``). (The summary: precision and recall where photos have masks; whether
@@ -109,8 +74,8 @@ def tag_photos(
     from wsss.runs.run import load_run
     from wsss.runs.tag import TAGS_FILE, tag_split
 
-    run = load_run(run_dir, device=device)
-    tags = Path(run.cfg.data.root) / TAGS_FILE
+    run = load_run(Path(run_dir), device=device)
+    tags = Path(str(run.cfg.data.root)) / TAGS_FILE
     if tags.is_file():
         return tag_split(run, split, labels_from=tags, overwrite=True, progress=progress), True
     return tag_split(run, split, overwrite=True, progress=progress), False
