@@ -706,7 +706,7 @@ def test_the_route_gives_the_masks_of_its_plan_typed_by_hand(synth_root, tmp_pat
             argv = shlex.split(command)[1:]
             assert main(argv + (["--quiet"] if argv[0] in ("train", "cam", "pseudo", "predict") else [])) == 0
     assert main(["route", str(synth_root), "--out", str(route), *FAST, *TINY]) == 0
-    a, b = _masks(hand / "seg/predictions_crf/val"), _masks(route / "seg/predictions_crf/val")
+    a, b = _masks(hand / "seg/predictions_crf_labelled/val"), _masks(route / "seg/predictions_crf_labelled/val")
     assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
 
 
@@ -738,7 +738,7 @@ def test_rounds_and_labels_that_abstain_give_the_masks_of_their_plan_typed_by_ha
             argv = shlex.split(command)[1:]
             assert main(argv + (["--quiet"] if argv[0] in ("train", "cam", "pseudo", "predict") else [])) == 0
     assert main(["route", str(synth_root), "--out", str(route), *given]) == 0
-    a, b = _masks(hand / "seg/predictions_crf/val"), _masks(route / "seg/predictions_crf/val")
+    a, b = _masks(hand / "seg/predictions_crf_labelled/val"), _masks(route / "seg/predictions_crf_labelled/val")
     assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
     agreed = _masks(route / "cls/pseudo/train")
     assert agreed and any((m == 255).any() for m in agreed.values())  # the labels abstain somewhere

@@ -940,7 +940,7 @@ class Route:
         steps.append(Step("seg", f"wsss train {seg} {' '.join(seg_words)} run.dir={stages[0]}",
                           lambda: self._train_stage(root, seg_words, stages[0])))  # fmt: skip
         steps += self._round_steps(root, seg, stages)
-        predict = " && ".join(f"wsss predict {seg_dir} --split {split} --crf" for split in self._splits())
+        predict = " && ".join(f"wsss predict {seg_dir} --split {s} --labelled-only --crf" for s in self._splits())
         steps.append(Step("masks", predict, lambda: self._masks(seg_dir)))
         steps.append(Step("report", f"wsss report {labels_run} && wsss report {seg_dir}",
                           lambda: self._report(labels_run, seg_dir)))  # fmt: skip
@@ -1017,7 +1017,7 @@ class Route:
                                          "CRF, as the paper's test)")  # fmt: skip
         steps.append(Step("weclip", f"wsss train {preset} data.root={root} {' '.join(words)} run.dir={weclip_dir}",
                           lambda: self._train(cfg)))  # fmt: skip
-        predict = " && ".join(f"wsss predict {weclip_dir} --split {split}" for split in self._splits())
+        predict = " && ".join(f"wsss predict {weclip_dir} --split {split} --labelled-only" for split in self._splits())
         steps.append(Step("masks", predict, lambda: self._masks(weclip_dir, crf=False)))
         steps.append(Step("report", f"wsss report {weclip_dir}", lambda: self._report(weclip_dir)))
         return steps
@@ -1222,13 +1222,21 @@ class Route:
                                  progress=self.opts.progress, **self._where())  # fmt: skip
 
     def _masks(self, seg_dir: Path, crf: bool = True) -> None:
-        """Every train and val photo's mask with the dense CRF (``wsss predict --crf`` of each split; WeCLIP+'s by its
-        test, ``crf`` False), all of them in ``OUT/masks``; each split scored on its photos with a mask, and each such
-        photo on its own (``scores["photos"]``: its mIoU and pixel accuracy against your mask, in %)."""
+        """Every train and val photo's mask with the dense CRF (``wsss predict --labelled-only --crf`` of each split;
+        WeCLIP+'s by its test, ``crf`` False), all of them in ``OUT/masks``, a drawn mask in its prediction's place
+        (``pipelines.route_labels``); each split scored on its photos with a mask, and each such photo on its own
+        (``scores["photos"]``: its mIoU and pixel accuracy against your mask, in %), the masks against the labels."""
+        from wsss.core.config import load_run_config
+        from wsss.pipelines import route_labels
+
         facts = self._facts()
         folder = self.out.resolve() / MASKS_DIR
-        preds = {split: self._predict_split(seg_dir, split, crf=crf) for split in self._splits()}
+        # every route photo has labels: its mask names only the background and them (wsss predict --labelled-only)
+        preds = {split: self._predict_split(seg_dir, split, crf=crf, labelled_only=True) for split in self._splits()}
+        for pred in preds.values():  # the route's own masks, beside the drawn ones that take their place
+            gather_masks(pred, folder / route_labels.PREDICTED_DIR)
         self.masks_written = sum(gather_masks(pred, folder) for pred in preds.values())
+        route_labels.return_drawn_masks(folder, facts.root, {"train": facts.masked_train, "val": facts.masked_val})
         self.masks = folder
         photos: dict[str, dict[str, Any]] = {}
         for split, masked in (("val", facts.masked_val), ("train", facts.masked_train)):
@@ -1237,6 +1245,9 @@ class Route:
                 self.scores[f"{split}_scored_photos"] = len(masked)
                 photos |= photo_scores(preds[split], facts.root, split, masked)
         self.scores["photos"] = photos
+        route_labels.set_apart_taught(self.scores, bool(load_run_config(seg_dir).data.true_masks))
+        masked = {*facts.masked_train, *facts.masked_val}
+        self.scores["labels"] = route_labels.check_labels(preds, facts.root, masked, facts.class_names, self.out)
 
     def _report(self, *run_dirs: Path) -> None:
         """The runs' reports, the DeepLab stage's with the folds' advice; a report newer than every output of its run (a
@@ -1394,6 +1405,8 @@ class Route:
         return "by WeCLIP+'s test fusion" if self.mode.value == clip_route.WECLIP else "with the dense CRF"
 
     def _summary(self, wall: float) -> RouteResult:
+        from wsss.pipelines import route_labels
+
         result = self.result()
         with atomic_write(self.out / SUMMARY_FILE, "w") as f:
             f.write(json.dumps(result.to_json(), indent=1) + "\n")
@@ -1407,10 +1420,11 @@ class Route:
             if f"{s}_miou" in self.scores
         ]
         if against:
-            taught = "train_miou" in self.scores and self.mode.value != clip_route.WECLIP  # WeCLIP+ trains on none
-            taught = "; the train photos' masks taught the stage" if taught else ""
-            lines.append(f"  against your masks: {', '.join(against)}{taught} (each photo's: summary.json, "
-                         "scores.photos)")  # fmt: skip
+            lines.append(f"  against your masks: {', '.join(against)} (each photo's: summary.json, scores.photos)")
+        taught = self.scores.get("taught")  # only where the train photos' masks taught the stage
+        if taught:
+            lines.append(f"  the {taught['photos']} masked train photos, mIoU {taught['miou']:.2f}: {taught['note']}")
+        lines += route_labels.label_lines(self.scores)
         if self.new_masks is not None:
             lines.append(f"  masks of the new photos: {self.new_masks} (overlays in {self.new_masks / 'overlay'})")
         lines += [f"  report: {p}" for p in self.reports]
