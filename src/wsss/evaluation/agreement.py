@@ -17,6 +17,9 @@ import numpy as np
 IGNORE = 255
 LOST_BELOW = 0.5  # a class is lost when found in fewer than this share of its labelled photos' masks
 LOST_CLASS_HELP = "docs/own-photos.md#a-lost-class"
+DRAW_NEXT_FILE = "draw_next.csv"  # beside the route's runs
+FEW_VAL = 10  # a val split of fewer masked photos is too few to compare runs by
+TAUGHT_NOTE = "the stage trained on these photos' own masks: what it learned, not a score of its masks"
 
 
 def classes_in_mask(path: str | Path) -> set[int]:
@@ -144,3 +147,11 @@ def _reason(cov: ClassCoverage, labelled: set[int], found: set[int], c: int, cla
     if missing:
         return f"{why}; this photo's mask lacks {', '.join(class_names[k] for k in missing)}"
     return why
+
+
+def val_note(scored: int | None) -> str | None:
+    """A val split scored on fewer than :data:`FEW_VAL` photos: too few to compare runs by."""
+    if scored is None or scored >= FEW_VAL:
+        return None
+    return (f"{scored} val photos are too few to compare runs by (fewer than {FEW_VAL}): draw masks of more val "
+            "photos")  # fmt: skip

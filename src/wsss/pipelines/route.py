@@ -1263,7 +1263,9 @@ class Route:
                 self.reports.append(run_dir / "report" / "index.html")
                 self.say(f"  {self.reports[-1]}: newer than every output of its run, kept")
             else:
-                self.reports.append(write_report(run_dir, folds=folds, links=links if run_dir == run_dirs[-1] else ()))
+                last = run_dir == run_dirs[-1]  # the run of the masks: their overlays, their check against the labels
+                self.reports.append(write_report(run_dir, folds=folds, links=links if last else (),
+                                                 labels=self.scores.get("labels", {}) if last else {}))  # fmt: skip
 
     def _mask_sheet(self, run_dir: Path) -> list[tuple[str, str]]:
         """The overlays of ``OUT/masks`` and their page in the report of ``run_dir`` (the run that made the masks):

@@ -13,12 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from wsss.core.files import atomic_write, link_or_copy
-from wsss.evaluation.agreement import DRAW_NEXT_COLUMNS, agreement, classes_found, draw_next, lost_class_warnings
+from wsss.evaluation.agreement import (
+    DRAW_NEXT_COLUMNS,
+    DRAW_NEXT_FILE,
+    TAUGHT_NOTE,
+    agreement,
+    classes_found,
+    draw_next,
+    lost_class_warnings,
+    val_note,
+)
 
 PREDICTED_DIR = "predicted"  # in OUT/masks: the route's own prediction of every photo, a drawn one's too
-DRAW_NEXT_FILE = "draw_next.csv"
-FEW_VAL = 10  # a val split of fewer masked photos is too few to compare runs by
-TAUGHT_NOTE = "the stage trained on these photos' own masks: what it learned, not a score of the route"
 
 
 def photo_labels(root: str | Path, splits: Sequence[str]) -> dict[str, set[int]]:
@@ -79,14 +85,6 @@ def set_apart_taught(scores: dict[str, Any], taught: bool) -> None:
                                                                      if p["split"] == "train"]}}  # fmt: skip
 
 
-def val_note(scores: Mapping[str, Any]) -> str | None:
-    """A val split scored on fewer than :data:`FEW_VAL` photos: too few to compare runs by."""
-    n = scores.get("val_scored_photos")
-    if n is None or n >= FEW_VAL:
-        return None
-    return f"{n} val photos are too few to compare runs by (fewer than {FEW_VAL}): draw masks of more val photos"
-
-
 def label_lines(scores: Mapping[str, Any]) -> list[str]:
     """The closing lines of the labels' check: each class labelled in N photos and found in M of their masks, the
     agreement, a warning for each lost class, where to draw next, the val split's size."""
@@ -101,7 +99,7 @@ def label_lines(scores: Mapping[str, Any]) -> list[str]:
         lines += [f"  {w}" for w in lost_class_warnings(check["classes"])]
         if check["draw_next"]:
             lines.append(f"  unmasked photos to draw next, by class coverage: {DRAW_NEXT_FILE}")
-    note = val_note(scores)
+    note = val_note(scores.get("val_scored_photos"))
     if note:
         lines.append(f"  {note}")
     return lines

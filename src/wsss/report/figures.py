@@ -26,7 +26,8 @@ from wsss.utils.io import find_cam_file, per_id_path, read_cam, read_label_png, 
 
 # Run-directory folders holding label maps, in pipeline order, with their display names.
 OUTPUTS = (("cam_labels", "CAM seeds"), ("pseudo", "pseudo label"), ("predictions", "segmentation"),
-           ("predictions_crf", "segmentation + CRF"))  # fmt: skip
+           ("predictions_crf", "segmentation + CRF"), ("predictions_labelled", "segmentation, labelled classes"),
+           ("predictions_crf_labelled", "segmentation + CRF, labelled classes"))  # fmt: skip
 IGNORE = 255
 _PALETTE = voc_palette()
 

@@ -62,6 +62,7 @@ from wsss.report.figures import (
     saved_panels,
     training_curves,
 )
+from wsss.report.labels import few_val_note, labels_section, route_labels, taught_ids, taught_note, without_taught
 from wsss.utils.io import per_id_path, plural, read_label_png
 
 __all__ = ["colorize", "read_metrics", "report_is_current", "write_report"]
@@ -399,19 +400,21 @@ def _advice_html(results: dict[str, tuple[str, EvalResult]], folds: dict[str, An
 
 def _split_section(
     run: Path, ds: VOCDataset, out: Path, max_images: int, can_predict: bool | None,
-    folds: dict[str, Any] | None = None,
+    folds: dict[str, Any] | None = None, taught: set[str] = frozenset(), val_split: str | None = None,
 ) -> tuple[str, list[str], dict[str, Any]]:  # fmt: skip
     """One split's part of the page (summary, what to do, images, per class, co-occurrence), the grids it shows and
-    its scores for summary.json."""
+    its scores for summary.json; the ``taught`` photos (their own masks trained the run) left out of its scores."""
     split = ds.split
-    scored = masked_view(ds)
+    scored, left_out = without_taught(masked_view(ds), taught)
     results = _score_outputs(run, scored, split)
     grids, rank_folder = _ranked_grids(run, ds, scored, out, results, max_images)
     chart_path = per_id_path(out, f"cooccurrence_{split}", ".png")
     chart = cooccurrence_chart({t: r for t, r in results.values()}, chart_path) if results else None
     note = coverage_note(len(scored), len(ds)) if scored is not None and scored is not ds else ""
     coverage = f"{note[:1].upper()}{note[1:]}. " if note else ""
-    missing = _next_steps(run, split, can_predict, scored is not None)
+    coverage += (taught_note(left_out) + " " if left_out else "") + few_val_note(split, val_split, len(scored or ()))
+    missing = taught_note(left_out) if left_out and scored is None else _next_steps(run, split, can_predict,
+                                                                                     scored is not None)  # fmt: skip
     summary_html, per_class_html, cooc_html = _result_sections(results, split, chart, coverage, missing)
     figures = "".join(
         f'<figure><figcaption>{_e(c)}</figcaption><img src="{_e(quote(g))}" alt="{_e(i)}"></figure>'
@@ -467,12 +470,15 @@ def report_is_current(run: str | Path) -> bool:
 def write_report(
     run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12,
     overrides: Sequence[str] = (), folds: dict[str, Any] | None = None, links: Sequence[tuple[str, str]] = (),
+    labels: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """Write ``<run>/report/index.html`` (and its PNGs) and return its path: every split with outputs, or
     ``split`` alone. ``overrides``: ``KEY=VALUE`` words over the run's saved config for this report (checked as
     every command's, ``load_run_config``), shown in the page's config as this command read it. ``folds``: the
     route's fold figures for the advice (default: those of the route summary beside the run, if any). ``links``:
-    (address relative to the page, text) of pages beside it (the route's overlays of its masks), listed at the top."""
+    (address relative to the page, text) of pages beside it (the route's overlays of its masks), listed at the top.
+    ``labels``: the route's check of its masks against the labels (default: the route summary's beside the run).
+    The photos whose own masks trained the run (``data.true_masks``) are left out of its scores, named so."""
     run = Path(run)
     if max_images < 0:
         raise UsageError(f"--max-images {max_images}: give 0 or more images for each split's grid")
@@ -501,8 +507,10 @@ def write_report(
 
     sections, shown, summary = [], set(), {}
     can_predict = _can_predict(run, datasets[0].class_names, overrides)
+    taught = taught_ids(cfg)
     for ds in datasets:
-        section, pictures, summary[ds.split] = _split_section(run, ds, out, max_images, can_predict, folds)
+        section, pictures, summary[ds.split] = _split_section(run, ds, out, max_images, can_predict, folds, taught,
+                                                              cfg["data"].get("val_split"))  # fmt: skip
         sections.append(section)
         shown |= set(pictures)
     _remove_stale_pictures(out, shown)
@@ -520,6 +528,7 @@ def write_report(
 {_e(str(cfg["model"]["backbone"]))}; {"split" if len(datasets) == 1 else "splits"} {listing} of
 <code>{_e(str(datasets[0].root))}</code>; written {datetime.now():%Y-%m-%d %H:%M}</p>{notes_html}
 <nav>{nav}<a href="#training">training</a><a href="#config">config</a></nav>
+{labels_section(run, labels if labels is not None else route_labels(run))}
 {"".join(sections)}
 <h2 id="training">Training</h2>{_training_section(metrics, curves, run)}
 <h2 id="config">Config (config.yaml)</h2><pre>{_e(config_text)}</pre>
