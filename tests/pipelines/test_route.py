@@ -72,13 +72,26 @@ def test_the_route_end_to_end_on_the_synthetic_set(partly_masked, tmp_path, caps
     masks, ids = out / "masks", [*read_split(partly_masked, "train"), *read_split(partly_masked, "val")]
     assert summary["masks"] == str(masks) and set(_masks(masks)) == set(ids) and summary["masks_written"] == 32
     assert 0 <= summary["scores"]["val_miou"] <= 100 and f"val mIoU {summary['scores']['val_miou']:.2f}" in said
-    assert f"train mIoU {summary['scores']['train_miou']:.2f} on its 12 photos" in said
+    # the masked train photos taught the stage: their score set apart, named so, never as the route's train score
+    taught = summary["scores"]["taught"]
+    assert "train_miou" not in summary["scores"] and taught["photos"] == 12
+    assert (
+        f"the 12 masked train photos, apart (mIoU {taught['miou']:.2f}): the stage trained on these photos' own" in said
+    )
+    assert "train mIoU" not in said and "taught the stage" not in said
+    assert "8 val photos are too few to compare runs by (fewer than 10)" in said
     assert f"masks of all 32 train and val photos, with the dense CRF: {masks}" in said
     photos = summary["scores"]["photos"]
-    assert sorted(photos) == sorted([*read_split(partly_masked, "train")[:12], *read_split(partly_masked, "val")])
+    assert sorted(photos) == sorted(read_split(partly_masked, "val"))
+    assert sorted(taught["photo_scores"]) == sorted(read_split(partly_masked, "train")[:12])
+    # a drawn photo's mask is the user's as drawn, the route's own prediction beside it, which its score is of
+    drawn = [*read_split(partly_masked, "train")[:12], *read_split(partly_masked, "val")]
+    assert all((masks / f"{i}.png").read_bytes() == (partly_masked / f"SegmentationClass/{i}.png").read_bytes()
+               for i in drawn)  # fmt: skip
+    assert set(_masks(masks / "predicted")) == set(ids)
     first = read_split(partly_masked, "val")[0]
     gt, names = read_label_png(partly_masked / "SegmentationClass" / f"{first}.png"), VOCDataset(partly_masked, "val")
-    alone = evaluate_arrays([gt], [read_label_png(masks / f"{first}.png")], class_names=names.class_names)
+    alone = evaluate_arrays([gt], [read_label_png(masks / "predicted" / f"{first}.png")], class_names=names.class_names)
     assert photos[first] == {"split": "val", "miou": round(100 * alone.miou, 2),
                              "pixel_acc": round(100 * alone.scores["pAcc"], 2)}  # fmt: skip
     assert (out / "cls/report/index.html").is_file() and (out / "seg/report/index.html").is_file()

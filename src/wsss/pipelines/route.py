@@ -1425,7 +1425,9 @@ class Route:
             lines.append(f"  against your masks: {', '.join(against)} (each photo's: summary.json, scores.photos)")
         taught = self.scores.get("taught")  # only where the train photos' masks taught the stage
         if taught:
-            lines.append(f"  the {taught['photos']} masked train photos, mIoU {taught['miou']:.2f}: {taught['note']}")
+            lines.append(
+                f"  the {taught['photos']} masked train photos, apart (mIoU {taught['miou']:.2f}): {taught['note']}"
+            )
         lines += route_labels.label_lines(self.scores)
         if self.new_masks is not None:
             lines.append(f"  masks of the new photos: {self.new_masks} (overlays in {self.new_masks / 'overlay'})")

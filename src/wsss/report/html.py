@@ -510,7 +510,7 @@ def write_report(
     taught = taught_ids(cfg)
     for ds in datasets:
         section, pictures, summary[ds.split] = _split_section(run, ds, out, max_images, can_predict, folds, taught,
-                                                              cfg["data"].get("val_split"))  # fmt: skip
+                                                              cfg["data"].get("val_split") or "val")  # fmt: skip
         sections.append(section)
         shown |= set(pictures)
     _remove_stale_pictures(out, shown)
