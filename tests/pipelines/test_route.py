@@ -691,7 +691,7 @@ def test_sigterm_mid_route_then_the_same_command_finishes_with_the_masks_of_an_u
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-3000:]
     assert "terminated (SIGTERM); finished outputs are kept, rerun the same command to continue" in err
-    assert not (stopped / "seg/predictions_crf").exists() and (stopped / "seg/checkpoints/last.pt").is_file()
+    assert not (stopped / "seg/predictions_crf_labelled").exists() and (stopped / "seg/checkpoints/last.pt").is_file()
     again = _start(argv(stopped))
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
@@ -701,7 +701,10 @@ def test_sigterm_mid_route_then_the_same_command_finishes_with_the_masks_of_an_u
     assert [(e["step"], e["finished"]) for e in log if e["step"] == "seg"] == [("seg", False), ("seg", True)]
     summary = json.loads((stopped / "summary.json").read_text())
     assert summary["seconds_over_runs"]["seg"] == pytest.approx(sum(e["seconds"] for e in log if e["step"] == "seg"))
-    a, b = _masks(tmp_path / "straight/seg/predictions_crf/val"), _masks(stopped / "seg/predictions_crf/val")
+    a, b = (
+        _masks(tmp_path / "straight/seg/predictions_crf_labelled/val"),
+        _masks(stopped / "seg/predictions_crf_labelled/val"),
+    )
     assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
 
 
