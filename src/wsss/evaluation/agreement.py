@@ -1,6 +1,6 @@
 """Masks against the photos' labels: which labelled classes each photo's mask names and which it names unlabelled,
 how many of each class's labelled photos show the class (a lost class: fewer than half), and which unmasked photos
-to draw next, by class coverage (docs/own-photos.md#what-the-route-does-with-your-labels).
+to draw next, by class coverage (docs/labels-and-masks.md).
 
 Nothing here chooses a run: the figures describe masks; whether they rank runs is not measured.
 """

@@ -1,4 +1,4 @@
-"""What the route does with what the user told it (docs/own-photos.md#what-the-route-does-with-your-labels): the
+"""What the route does with what the user told it (docs/labels-and-masks.md): the
 photos' labels against the masks (``evaluation.agreement``), each drawn mask returned as drawn in ``OUT/masks`` (the
 route's prediction of every photo in ``OUT/masks/predicted``), ``OUT/draw_next.csv``, and scores named for what
 they are: the train photos whose own masks taught the stage set apart, a val split too small to compare runs said so.
