@@ -1246,8 +1246,8 @@ class Route:
                 photos |= photo_scores(preds[split], facts.root, split, masked)
         self.scores["photos"] = photos
         route_labels.set_apart_taught(self.scores, bool(load_run_config(seg_dir).data.true_masks))
-        masked = {*facts.masked_train, *facts.masked_val}
-        self.scores["labels"] = route_labels.check_labels(preds, facts.root, masked, facts.class_names, self.out)
+        drawn = {*facts.masked_train, *facts.masked_val}
+        self.scores["labels"] = route_labels.check_labels(preds, facts.root, drawn, facts.class_names, self.out)
 
     def _report(self, *run_dirs: Path) -> None:
         """The runs' reports, the DeepLab stage's with the folds' advice; a report newer than every output of its run (a

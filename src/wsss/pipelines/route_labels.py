@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsss.core.files import atomic_write, link_or_copy
+from wsss.core.files import atomic_write
 from wsss.evaluation.agreement import (
     DRAW_NEXT_COLUMNS,
     DRAW_NEXT_FILE,
@@ -40,7 +40,8 @@ def photo_labels(root: str | Path, splits: Sequence[str]) -> dict[str, set[int]]
 
 def return_drawn_masks(folder: Path, root: str | Path, drawn: Mapping[str, Sequence[str]]) -> int:
     """Each drawn photo's mask (``drawn``: split -> ids), as prepared in the dataset ``root``, at ``folder/<id>.png``
-    in place of the route's prediction (kept in ``folder/predicted``); how many."""
+    in place of the route's prediction (kept in ``folder/predicted``); how many. A copy, never a link: an edit of the
+    route's masks leaves your dataset as it is."""
     from wsss.data import VOCDataset
 
     n = 0
@@ -49,7 +50,8 @@ def return_drawn_masks(folder: Path, root: str | Path, drawn: Mapping[str, Seque
         for i in ids:
             path = ds.mask_path(i)
             if path is not None:
-                link_or_copy(path, folder / f"{i}.png")
+                with atomic_write(folder / f"{i}.png") as f:
+                    f.write(path.read_bytes())
                 n += 1
     return n
 

@@ -400,7 +400,7 @@ def _advice_html(results: dict[str, tuple[str, EvalResult]], folds: dict[str, An
 
 def _split_section(
     run: Path, ds: VOCDataset, out: Path, max_images: int, can_predict: bool | None,
-    folds: dict[str, Any] | None = None, taught: set[str] = frozenset(), val_split: str | None = None,
+    folds: dict[str, Any] | None = None, taught: frozenset[str] | set[str] = frozenset(), val_split: str | None = None,
 ) -> tuple[str, list[str], dict[str, Any]]:  # fmt: skip
     """One split's part of the page (summary, what to do, images, per class, co-occurrence), the grids it shows and
     its scores for summary.json; the ``taught`` photos (their own masks trained the run) left out of its scores."""

@@ -40,7 +40,7 @@ def taught_ids(cfg: Mapping[str, Any]) -> set[str]:
     return {i for i in ds.ids if (Path(given) / f"{i}.png").is_file()}
 
 
-def without_taught(scored: Any, taught: set[str]) -> tuple[Any, int]:
+def without_taught(scored: Any, taught: frozenset[str] | set[str]) -> tuple[Any, int]:
     """``scored`` (a dataset view of masked photos, or None) less the ``taught`` photos, and how many were left
     out; None where none is left."""
     if scored is None or not taught:
