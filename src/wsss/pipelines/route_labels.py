@@ -72,7 +72,7 @@ def check_labels(
     writer.writerows(rows)
     with atomic_write(out / DRAW_NEXT_FILE, "w") as f:
         f.write(text.getvalue())
-    return {**agreement(labels, found, class_names), "draw_next": len(rows)}
+    return {**agreement(labels, found, class_names), "drawn": len(masked), "draw_next": len(rows)}
 
 
 def set_apart_taught(scores: dict[str, Any], taught: bool) -> None:
@@ -92,6 +92,9 @@ def label_lines(scores: Mapping[str, Any]) -> list[str]:
     agreement, a warning for each lost class, where to draw next, the val split's size."""
     check = scores.get("labels")
     lines = []
+    if check and check.get("drawn"):
+        lines.append(f"  your {check['drawn']} drawn masks as you drew them; the route's own of every photo in "
+                     f"{PREDICTED_DIR}/ beside them")  # fmt: skip
     if check:
         per_class = ", ".join(f"{c['name']} {c['labelled']}/{c['found']}" for c in check["classes"] if c["labelled"])
         lines.append(f"  per class, labelled in N photos / found in M of their masks: {per_class}")
