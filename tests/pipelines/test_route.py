@@ -474,7 +474,7 @@ def test_a_set_of_many_classes_of_few_photos_gets_the_cam_baseline_and_one_of_te
     assert "route: classifier: cam (20 classes, a median of 0 train photos per class (< 10)" in said
     assert "wsss train wsss::cam/real_cpu.yaml" in said and "--refine par --levels 0.4/0.4" in said
     assert "route: stage: mixed (no train photo has a mask" in said
-    assert "route: predict: train (no val split" in said and "--split train --crf" in said
+    assert "route: predict: train (no val split" in said and "--split train --labelled-only --crf" in said
     many = tmp_path / "many"
     generate_synthetic(many, n_train=60, n_val=4, size=32, seed=1, verbose=False)
     assert main(["route", str(many), "--out", str(tmp_path / "b"), "--plan"]) == 0
