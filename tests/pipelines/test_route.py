@@ -90,13 +90,27 @@ def test_the_route_end_to_end_on_the_synthetic_set(partly_masked, tmp_path, caps
     masks, ids = out / "masks", [*read_split(partly_masked, "train"), *read_split(partly_masked, "val")]
     assert summary["masks"] == str(masks) and set(_masks(masks)) == set(ids) and summary["masks_written"] == 32
     assert 0 <= summary["scores"]["val_miou"] <= 100 and f"val mIoU {summary['scores']['val_miou']:.2f}" in said
-    assert f"train mIoU {summary['scores']['train_miou']:.2f} on its 12 photos" in said
+    # the masked train photos taught the stage: their score set apart, named so, never as the route's train score
+    taught = summary["scores"]["taught"]
+    assert "train_miou" not in summary["scores"] and taught["photos"] == 12
+    assert (
+        f"the 12 masked train photos, apart (mIoU {taught['miou']:.2f}): the stage trained on these photos' own" in said
+    )
+    assert "train mIoU" not in said and "taught the stage" not in said
+    assert "8 val photos are too few to compare runs by (fewer than 10)" in said
     assert f"masks of all 32 train and val photos, with the dense CRF: {masks}" in said
     photos = summary["scores"]["photos"]
-    assert sorted(photos) == sorted([*read_split(partly_masked, "train")[:12], *read_split(partly_masked, "val")])
+    assert sorted(photos) == sorted(read_split(partly_masked, "val"))
+    assert sorted(taught["photo_scores"]) == sorted(read_split(partly_masked, "train")[:12])
+    # a drawn photo's mask is the user's as drawn, the route's own prediction beside it, which its score is of
+    drawn = [*read_split(partly_masked, "train")[:12], *read_split(partly_masked, "val")]
+    assert all(
+        (masks / f"{i}.png").read_bytes() == (partly_masked / f"SegmentationClass/{i}.png").read_bytes() for i in drawn
+    )
+    assert set(_masks(masks / "predicted")) == set(ids)
     first = read_split(partly_masked, "val")[0]
     gt, names = read_label_png(partly_masked / "SegmentationClass" / f"{first}.png"), VOCDataset(partly_masked, "val")
-    alone = evaluate_arrays([gt], [read_label_png(masks / f"{first}.png")], class_names=names.class_names)
+    alone = evaluate_arrays([gt], [read_label_png(masks / "predicted" / f"{first}.png")], class_names=names.class_names)
     assert photos[first] == {
         "split": "val",
         "miou": round(100 * alone.miou, 2),
@@ -526,7 +540,7 @@ def test_a_set_of_many_classes_of_few_photos_gets_the_cam_baseline_and_one_of_te
     assert "route: classifier: cam (20 classes, a median of 0 train photos per class (< 10)" in said
     assert "wsss train wsss::cam/real_cpu.yaml" in said and "--refine par --levels 0.4/0.4" in said
     assert "route: stage: mixed (no train photo has a mask" in said
-    assert "route: predict: train (no val split" in said and "--split train --crf" in said
+    assert "route: predict: train (no val split" in said and "--split train --labelled-only --crf" in said
     many = tmp_path / "many"
     generate_synthetic(many, n_train=60, n_val=4, size=32, seed=1, verbose=False)
     assert main(["route", str(many), "--out", str(tmp_path / "b"), "--plan"]) == 0
@@ -815,7 +829,7 @@ def test_sigterm_mid_route_then_the_same_command_finishes_with_the_masks_of_an_u
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-3000:]
     assert "terminated (SIGTERM); finished outputs are kept, rerun the same command to continue" in err
-    assert not (stopped / "seg/predictions_crf").exists() and (stopped / "seg/checkpoints/last.pt").is_file()
+    assert not (stopped / "seg/predictions_crf_labelled").exists() and (stopped / "seg/checkpoints/last.pt").is_file()
     again = _start(argv(stopped))
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
@@ -825,7 +839,10 @@ def test_sigterm_mid_route_then_the_same_command_finishes_with_the_masks_of_an_u
     assert [(e["step"], e["finished"]) for e in log if e["step"] == "seg"] == [("seg", False), ("seg", True)]
     summary = json.loads((stopped / "summary.json").read_text())
     assert summary["seconds_over_runs"]["seg"] == pytest.approx(sum(e["seconds"] for e in log if e["step"] == "seg"))
-    a, b = _masks(tmp_path / "straight/seg/predictions_crf/val"), _masks(stopped / "seg/predictions_crf/val")
+    a, b = (
+        _masks(tmp_path / "straight/seg/predictions_crf_labelled/val"),
+        _masks(stopped / "seg/predictions_crf_labelled/val"),
+    )
     assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
 
 
@@ -843,7 +860,7 @@ def test_the_route_gives_the_masks_of_its_plan_typed_by_hand(synth_root, tmp_pat
             argv = shlex.split(command)[1:]
             assert main(argv + (["--quiet"] if argv[0] in ("train", "cam", "pseudo", "predict") else [])) == 0
     assert main(["route", str(synth_root), "--out", str(route), *FAST, *TINY]) == 0
-    a, b = _masks(hand / "seg/predictions_crf/val"), _masks(route / "seg/predictions_crf/val")
+    a, b = _masks(hand / "seg/predictions_crf_labelled/val"), _masks(route / "seg/predictions_crf_labelled/val")
     assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
 
 
@@ -884,7 +901,7 @@ def test_rounds_and_labels_that_abstain_give_the_masks_of_their_plan_typed_by_ha
             argv = shlex.split(command)[1:]
             assert main(argv + (["--quiet"] if argv[0] in ("train", "cam", "pseudo", "predict") else [])) == 0
     assert main(["route", str(synth_root), "--out", str(route), *given]) == 0
-    a, b = _masks(hand / "seg/predictions_crf/val"), _masks(route / "seg/predictions_crf/val")
+    a, b = _masks(hand / "seg/predictions_crf_labelled/val"), _masks(route / "seg/predictions_crf_labelled/val")
     assert a.keys() == b.keys() and len(a) == 8 and all(np.array_equal(a[k], b[k]) for k in a)
     agreed = _masks(route / "cls/pseudo/train")
     assert agreed and any((m == 255).any() for m in agreed.values())  # the labels abstain somewhere

@@ -115,7 +115,7 @@ def test_clip_and_dinov2_train_weclip_plus_on_the_photos_as_planned(photos, tmp_
     summary = json.loads((out / "summary.json").read_text())
     val = sorted((out / "data/ImageSets/Segmentation/val.txt").read_text().split())
     train = sorted((out / "data/ImageSets/Segmentation/train.txt").read_text().split())
-    assert sorted(_masks(out / "weclip/predictions/val")) == val  # no CRF: WeCLIP+'s test
+    assert sorted(_masks(out / "weclip/predictions_labelled/val")) == val  # no CRF: WeCLIP+'s test
     assert summary["masks"] == str(out.resolve() / "masks") and sorted(_masks(out / "masks")) == sorted(train + val)
     assert 0 <= summary["scores"]["val_miou"] <= 100 and summary["choices"]["mode"]["value"] == "weclip_plus"
     assert "masks of all 10 train and val photos, by WeCLIP+'s test fusion" in said
@@ -137,7 +137,7 @@ def test_clip_only_runs_clip_es_then_the_deeplab_stage(photos, tmp_path, capsys,
     assert sorted(_masks(out / "clip/pseudo/train")) == sorted(train)
     seg = load_config(out / "seg/config.yaml")
     assert seg.data.pseudo_dir == str(out.resolve() / "clip/pseudo/train") and seg.run.device == "cpu"
-    assert (out / "seg/predictions_crf/val").is_dir() and (out / "clip/report/index.html").is_file()
+    assert (out / "seg/predictions_crf_labelled/val").is_dir() and (out / "clip/report/index.html").is_file()
     assert len(_masks(out / "masks")) == 10 and _planned(planned) == _ran(said)
 
 
@@ -258,7 +258,7 @@ def test_two_processes_train_through_torchrun_and_share_the_per_photo_steps(
     assert main(_route(photos, two)) == 0
     assert len(started) == 1 and started[0][0] == str(two.resolve() / "seg") + ".yaml"
     assert shared == [(2, "cam"), (2, "pseudo"), (2, "predict"), (2, "predict")]  # predict: train, val
-    a, b = _masks(one / "seg/predictions_crf/val"), _masks(two / "seg/predictions_crf/val")
+    a, b = _masks(one / "seg/predictions_crf_labelled/val"), _masks(two / "seg/predictions_crf_labelled/val")
     assert a.keys() == b.keys() and len(a) >= 1 and all(np.array_equal(a[k], b[k]) for k in a)
     pa, pb = _masks(one / "clip/pseudo/train"), _masks(two / "clip/pseudo/train")
     assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
@@ -290,13 +290,16 @@ def test_sigterm_in_weclip_plus_then_the_same_command_gives_the_uninterrupted_ma
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-3000:]
-    assert not (stopped / "weclip/predictions").exists() and (stopped / "weclip/checkpoints/last.pt").is_file()
+    assert not (stopped / "weclip/predictions_labelled").exists() and (stopped / "weclip/checkpoints/last.pt").is_file()
     again = subprocess.run(
         [sys.executable, "-m", "wsss", *argv(stopped)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in again.stderr
-    a, b = _masks(tmp_path / "straight/weclip/predictions/val"), _masks(stopped / "weclip/predictions/val")
+    a, b = (
+        _masks(tmp_path / "straight/weclip/predictions_labelled/val"),
+        _masks(stopped / "weclip/predictions_labelled/val"),
+    )
     assert a.keys() == b.keys() and len(a) >= 1 and all(np.array_equal(a[k], b[k]) for k in a)
 
 
@@ -335,5 +338,5 @@ def test_the_six_voc_photos_from_class_names_and_clip_files(dinov2, photos, tmp_
     assert f"route: mode: {mode}" in said and "tags against the classes of" in said
     with open(out / "data/tags.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len((out / "data/ImageSets/Segmentation/train.txt").read_text().split())
-    final = out / ("weclip/predictions/val" if dinov2 else "seg/predictions_crf/val")
+    final = out / ("weclip/predictions_labelled/val" if dinov2 else "seg/predictions_crf_labelled/val")
     assert sorted(_masks(final)) == sorted((out / "data/ImageSets/Segmentation/val.txt").read_text().split())

@@ -13,3 +13,5 @@ MASK_FORMATS = ("coco", "cvat", "labelme", "labelstudio")
 # What `wsss route` writes in its folder that `wsss export masks ROUTE` reads (wsss.pipelines.route, below which
 # wsss.runs.export_masks lies): every train and val photo's mask, and the facts (class names, photos) it chose from
 ROUTE_MASKS_DIR, ROUTE_FACTS_FILE = "masks", "data_facts.json"
+# the unmasked photos the route advises drawing next (wsss.evaluation.agreement.draw_next)
+ROUTE_DRAW_NEXT_FILE = "draw_next.csv"

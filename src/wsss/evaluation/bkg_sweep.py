@@ -89,8 +89,9 @@ class LevelHistogram:
     matrices, counted in the decided share as before), ``C+1`` the ignore value (left out of everything).
     """
 
-    def __init__(self, levels: Iterable[float], num_classes: int, device: torch.device | str = "cpu",
-                 ignore_index: int = 255) -> None:  # fmt: skip
+    def __init__(
+        self, levels: Iterable[float], num_classes: int, device: torch.device | str = "cpu", ignore_index: int = 255
+    ) -> None:
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self.device = torch.device(device)
@@ -238,8 +239,14 @@ def sweep_bkg_threshold(
         counted, rows = hist.counted(), []
         for h, lo in pairs:
             pair, decided = hist.pair_hist(h, lo)
-            rows.append({"high": float(h), "low": float(lo), "miou_decided": float(scores_from_hist(pair)["miou"]),
-                         "decided": float(decided / max(counted, 1))})  # fmt: skip
+            rows.append(
+                {
+                    "high": float(h),
+                    "low": float(lo),
+                    "miou_decided": float(scores_from_hist(pair)["miou"]),
+                    "decided": float(decided / max(counted, 1)),
+                }
+            )
         out["pairs"] = rows
     return out
 
@@ -286,11 +293,24 @@ def sweep_run_bkg(
     pairs = list(pairs or DEFAULT_PAIRS)
     pairs += [own] if own not in pairs else []
     res = sweep_bkg_threshold(
-        lambda i: load_labelled_cam_of(cam_dir, i, num_fg), ds, ids, thresholds or DEFAULT_THRESHOLDS,
-        pairs=pairs, progress=progress, device=device, read_ahead=read_ahead,
-    )  # fmt: skip
-    res.update(run=str(run_dir), split=split, config_bkg_thre=cfg.cam.bkg_thre, config_pair=list(own),
-               n_images=len(ids), n_without_mask=len(ds.ids) - len(ids), device=str(device))  # fmt: skip
+        lambda i: load_labelled_cam_of(cam_dir, i, num_fg),
+        ds,
+        ids,
+        thresholds or DEFAULT_THRESHOLDS,
+        pairs=pairs,
+        progress=progress,
+        device=device,
+        read_ahead=read_ahead,
+    )
+    res.update(
+        run=str(run_dir),
+        split=split,
+        config_bkg_thre=cfg.cam.bkg_thre,
+        config_pair=list(own),
+        n_images=len(ids),
+        n_without_mask=len(ds.ids) - len(ids),
+        device=str(device),
+    )
     out = Path(json_path) if json_path else run_dir / "bkg_sweep" / f"{split}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out, "w") as f:

@@ -53,8 +53,10 @@ def masks_by_stem(source: MaskSource) -> dict[str, str]:
     for key in source.keys:
         stem = key if isinstance(source, IndexPngs) else Path(key).stem
         if stem in out:
-            raise DataError(f"{source.path}: two photos of one name {stem!r} ({out[stem]} and {key}): cannot tell "
-                            "which mask a prediction is of")  # fmt: skip
+            raise DataError(
+                f"{source.path}: two photos of one name {stem!r} ({out[stem]} and {key}): cannot tell "
+                "which mask a prediction is of"
+            )
         out[stem] = key
     return out
 
@@ -77,14 +79,21 @@ def evaluate_by_name(
         raise DataError(f"{pred_dir}: no .png prediction in this folder")
     keys = {s: by_stem[s] for s in preds if s in by_stem}
     if not keys:
-        raise DataError(f"{pred_dir}: none of its {plural(len(preds), 'prediction')} has a mask of its name in "
-                        f"{masks} ({source.kind}; e.g. {preds[0]}.png, masks such as {first(by_stem)})")  # fmt: skip
+        raise DataError(
+            f"{pred_dir}: none of its {plural(len(preds), 'prediction')} has a mask of its name in "
+            f"{masks} ({source.kind}; e.g. {preds[0]}.png, masks such as {first(by_stem)})"
+        )
     result = evaluate(pred_dir, None, None, dataset=MaskSourceDataset(source, class_names, keys), pseudo=pseudo)
     for note in source.warnings():
         warnings.warn(ConfigWarning(note), stacklevel=2)
-    result.meta.update(masks=str(masks), classes=str(classes), predictions=len(preds), mask_count=len(by_stem),
-                       unmasked=[f"{s}.png" for s in preds if s not in keys],
-                       unpredicted=[by_stem[s] for s in by_stem if s not in keys])  # fmt: skip
+    result.meta.update(
+        masks=str(masks),
+        classes=str(classes),
+        predictions=len(preds),
+        mask_count=len(by_stem),
+        unmasked=[f"{s}.png" for s in preds if s not in keys],
+        unpredicted=[by_stem[s] for s in by_stem if s not in keys],
+    )
     return result
 
 

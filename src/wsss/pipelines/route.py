@@ -70,7 +70,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from wsss.core.choices import ROUTE_FACTS_FILE, ROUTE_MASKS_DIR
+from wsss.core.choices import ROUTE_DRAW_NEXT_FILE, ROUTE_FACTS_FILE, ROUTE_MASKS_DIR
 from wsss.core.config import Config, load_config, replace_setting, resolve_epochs
 from wsss.core.errors import UsageError
 from wsss.core.files import atomic_write, check_output_folder
@@ -135,9 +135,10 @@ OWN_OUTPUTS = (
     STEPS_LOG,
     TAGS_DIGEST,
     PLAN_FILE,
+    ROUTE_DRAW_NEXT_FILE,
 )
 # after the tags: what is made again when the labels changed (tags.csv edited), in OUT and in OUT/clip
-AFTER_TAGS = ("weclip", "choice", "seg_data", "seg", MASKS_DIR, "new_masks")
+AFTER_TAGS = ("weclip", "choice", "seg_data", "seg", MASKS_DIR, "new_masks", ROUTE_DRAW_NEXT_FILE)
 AFTER_TAGS_CLIP = ("cams", "cam_labels", "pseudo")
 
 
@@ -1206,8 +1207,9 @@ class Route:
         return [*steps, self._masks_step(seg_dir, crf=True), self._report_step(labels_run, seg_dir)]
 
     def _masks_step(self, run_dir: Path, crf: bool) -> Step:
-        """Every train and val photo's mask (``wsss predict`` of each split) in ``OUT/masks``."""
-        predict = tuple(_predict_command(run_dir, split, crf=crf) for split in self._splits())
+        """Every train and val photo's mask (``wsss predict --labelled-only`` of each split: each photo's labels) in
+        ``OUT/masks``."""
+        predict = tuple(_predict_command(run_dir, split, crf=crf, labelled_only=True) for split in self._splits())
         return Step("masks", predict, lambda: self._masks(run_dir, crf=crf), outputs=(self.out.resolve() / MASKS_DIR,))
 
     def _report_step(self, *run_dirs: Path) -> Step:
@@ -1509,13 +1511,21 @@ class Route:
         return self._job(_predict_command(run_dir, split, root=root, crf=crf, labelled_only=labelled_only))
 
     def _masks(self, seg_dir: Path, crf: bool = True) -> None:
-        """Every train and val photo's mask with the dense CRF (``wsss predict --crf`` of each split; WeCLIP+'s by its
-        test, ``crf`` False), all of them in ``OUT/masks``; each split scored on its photos with a mask, and each such
-        photo on its own (``scores["photos"]``: its mIoU and pixel accuracy against your mask, in %)."""
+        """Every train and val photo's mask with the dense CRF (``wsss predict --labelled-only --crf`` of each split;
+        WeCLIP+'s by its test, ``crf`` False), all of them in ``OUT/masks``, a drawn mask in its prediction's place
+        (``pipelines.route_labels``); each split scored on its photos with a mask, and each such photo on its own
+        (``scores["photos"]``: its mIoU and pixel accuracy against your mask, in %), the masks against the labels."""
+        from wsss.core.config import load_run_config, true_masks_of
+        from wsss.pipelines import route_labels
+
         facts = self._facts()
         folder = self.out.resolve() / MASKS_DIR
-        preds = {split: self._predict_split(seg_dir, split, crf=crf) for split in self._splits()}
+        # every route photo has labels: its mask names only the background and them (wsss predict --labelled-only)
+        preds = {split: self._predict_split(seg_dir, split, crf=crf, labelled_only=True) for split in self._splits()}
+        for pred in preds.values():  # the route's own masks, beside the drawn ones that take their place
+            gather_masks(pred, folder / route_labels.PREDICTED_DIR)
         self.masks_written = sum(gather_masks(pred, folder) for pred in preds.values())
+        route_labels.return_drawn_masks(folder, facts.root, {"train": facts.masked_train, "val": facts.masked_val})
         self.masks = folder
         photos: dict[str, dict[str, Any]] = {}
         for split, masked in (("val", facts.masked_val), ("train", facts.masked_train)):
@@ -1524,6 +1534,10 @@ class Route:
                 self.scores[f"{split}_scored_photos"] = len(masked)
                 photos |= photo_scores(preds[split], facts.root, split, masked)
         self.scores["photos"] = photos
+        taught = self.mode.mode.masks_teach and bool(true_masks_of(load_run_config(seg_dir).data))
+        route_labels.set_apart_taught(self.scores, taught)
+        drawn = {*facts.masked_train, *facts.masked_val}
+        self.scores["labels"] = route_labels.check_labels(preds, facts.root, drawn, facts.class_names, self.out)
 
     def _report(self, *run_dirs: Path) -> None:
         """The runs' reports, the DeepLab stage's with the folds' advice; a report newer than every output of its run (a
@@ -1539,7 +1553,15 @@ class Route:
                 self.reports.append(run_dir / "report" / "index.html")
                 self.say(f"  {self.reports[-1]}: newer than every output of its run, kept")
             else:
-                self.reports.append(write_report(run_dir, folds=folds, links=links if run_dir == run_dirs[-1] else ()))
+                last = run_dir == run_dirs[-1]  # the run of the masks: their overlays, their check against the labels
+                self.reports.append(
+                    write_report(
+                        run_dir,
+                        folds=folds,
+                        links=links if last else (),
+                        labels=self.scores.get("labels", {}) if last else {},
+                    )
+                )
 
     def _mask_sheet(self, run_dir: Path) -> list[tuple[str, str]]:
         """The overlays of ``OUT/masks`` and their page in the report of ``run_dir`` (the run that made the masks):
@@ -1723,6 +1745,8 @@ class Route:
         return self.mode.mode.how
 
     def _summary(self, wall: float) -> RouteResult:
+        from wsss.pipelines import route_labels
+
         result = self.result()
         with atomic_write(self.out / SUMMARY_FILE, "w") as f:
             f.write(json.dumps(result.to_json(), indent=1) + "\n")
@@ -1736,11 +1760,13 @@ class Route:
             if f"{s}_miou" in self.scores
         ]
         if against:
-            teaches = "train_miou" in self.scores and self.mode.mode.masks_teach
-            taught = "; the train photos' masks taught the stage" if teaches else ""
+            lines.append(f"  against your masks: {', '.join(against)} (each photo's: summary.json, scores.photos)")
+        taught = self.scores.get("taught")  # only where the train photos' masks taught the stage
+        if taught:
             lines.append(
-                f"  against your masks: {', '.join(against)}{taught} (each photo's: summary.json, scores.photos)"
+                f"  the {taught['photos']} masked train photos, apart (mIoU {taught['miou']:.2f}): {taught['note']}"
             )
+        lines += route_labels.label_lines(self.scores)
         if self.new_masks is not None:
             lines.append(f"  masks of the new photos: {self.new_masks} (overlays in {self.new_masks / 'overlay'})")
         lines += [f"  report: {p}" for p in self.reports]

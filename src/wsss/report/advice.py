@@ -32,8 +32,10 @@ def route_folds(run: Path) -> dict[str, Any] | None:
     path = Path(run).parent / ROUTE_SUMMARY
     try:
         folds = json.loads(path.read_text())["scores"]["folds"]
-        return {k: {"mean": float(folds[k]["mean"]), "folds": [float(v) for v in folds[k]["folds"]]}
-                for k in ("mixed", "masks")}  # fmt: skip
+        return {
+            k: {"mean": float(folds[k]["mean"]), "folds": [float(v) for v in folds[k]["folds"]]}
+            for k in ("mixed", "masks")
+        }
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -42,8 +44,10 @@ def advice(result: EvalResult, folds: Mapping[str, Any] | None = None) -> list[s
     """Short sentences, each a finding of ``result`` (and ``folds``: :func:`route_folds`) with what to do."""
     lines = _confused_pairs(result) + _classes_at_zero(result)
     if not lines:
-        lines.append("No class is at 0 IoU and no two classes are confused on most of their pixels: the worst "
-                     "photos below show what the masks miss.")  # fmt: skip
+        lines.append(
+            "No class is at 0 IoU and no two classes are confused on most of their pixels: the worst "
+            "photos below show what the masks miss."
+        )
     if folds:
         lines.append(_more_masks(folds))
     return lines
@@ -84,15 +88,23 @@ def _more_masks(folds: Mapping[str, Any]) -> str:
     mixed, masks = folds["mixed"], folds["masks"]
     n = len(masks["folds"])
     spread = max(max(s["folds"]) - min(s["folds"]) for s in (mixed, masks))
-    said = (f"your masks alone scored {masks['mean']:.2f} and the weak labels with your masks in their place "
-            f"{mixed['mean']:.2f} (mIoU over {n} folds of the masked photos)")  # fmt: skip
+    said = (
+        f"your masks alone scored {masks['mean']:.2f} and the weak labels with your masks in their place "
+        f"{mixed['mean']:.2f} (mIoU over {n} folds of the masked photos)"
+    )
     if masks["mean"] >= mixed["mean"]:
-        line = (f"More masks should help: {said}, so the stage learns from your masks more than from the weak "
-                "labels, and each mask you add teaches it directly.")  # fmt: skip
+        line = (
+            f"More masks should help: {said}, so the stage learns from your masks more than from the weak "
+            "labels, and each mask you add teaches it directly."
+        )
     else:
-        line = (f"More masks should help: {said}; your masks are still too few to train the stage alone, and "
-                "the weak labels carry it.")  # fmt: skip
+        line = (
+            f"More masks should help: {said}; your masks are still too few to train the stage alone, and "
+            "the weak labels carry it."
+        )
     if spread > abs(masks["mean"] - mixed["mean"]):
-        line += (f" The folds differ by up to {spread:.2f} points, more than the two stages differ: more masks "
-                 "would also make these scores firmer.")  # fmt: skip
+        line += (
+            f" The folds differ by up to {spread:.2f} points, more than the two stages differ: more masks "
+            "would also make these scores firmer."
+        )
     return line

@@ -25,8 +25,14 @@ from wsss.core.files import atomic_write
 from wsss.utils.io import find_cam_file, per_id_path, read_cam, read_label_png, voc_palette  # noqa: E402
 
 # Run-directory folders holding label maps, in pipeline order, with their display names.
-OUTPUTS = (("cam_labels", "CAM seeds"), ("pseudo", "pseudo label"), ("predictions", "segmentation"),
-           ("predictions_crf", "segmentation + CRF"))  # fmt: skip
+OUTPUTS = (
+    ("cam_labels", "CAM seeds"),
+    ("pseudo", "pseudo label"),
+    ("predictions", "segmentation"),
+    ("predictions_crf", "segmentation + CRF"),
+    ("predictions_labelled", "segmentation, labelled classes"),
+    ("predictions_crf_labelled", "segmentation + CRF, labelled classes"),
+)
 IGNORE = 255
 _PALETTE = voc_palette()
 
@@ -92,8 +98,14 @@ def draw_grid(p: ImagePanels, panel_inches: float = 2.8) -> plt.Figure:
     if IGNORE in shown:
         handles.append(Patch(facecolor=_PALETTE[IGNORE] / 255.0, edgecolor="#888", label="ignore / undecided"))
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=10, frameon=False,
-                   bbox_to_anchor=(0.5, -0.02))  # fmt: skip
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=min(len(handles), 8),
+            fontsize=10,
+            frameon=False,
+            bbox_to_anchor=(0.5, -0.02),
+        )
     if p.title:
         fig.suptitle(p.title, fontsize=12, x=0.01, ha="left")
     fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 0.95 if p.title else 1))
@@ -108,8 +120,9 @@ def saved_panels(ds: Any, id: str, run_dir: Path, split: str, title: str | None 
     """The grid of a dataset image from what a run saved: ``cams/``, ``cam_labels/``, ``pseudo/``,
     ``predictions/`` of ``split`` (those present). ``title`` defaults to the id; "" draws none."""
     gt = ds.load_mask(id) if ds.has_mask(id) else None
-    p = ImagePanels(title=id if title is None else title, image=ds.load_image(id), class_names=list(ds.class_names),
-                    gt=gt)  # fmt: skip
+    p = ImagePanels(
+        title=id if title is None else title, image=ds.load_image(id), class_names=list(ds.class_names), gt=gt
+    )
     cam_file = find_cam_file(run_dir / "cams" / split, id)
     if cam_file is not None:
         class_ids, cams = read_cam(cam_file)
@@ -190,8 +203,9 @@ def cooccurrence_chart(results: dict[str, Any], path: Path) -> Path | None:
     width = 0.8 / n
     x = np.arange(len(names))
     for j, (title, r) in enumerate(results.items()):
-        far = np.array([np.nan if r.cooccurrence["far"][c] is None else r.cooccurrence["far"][c] for c in keep],
-                       dtype=np.float64)  # fmt: skip
+        far = np.array(
+            [np.nan if r.cooccurrence["far"][c] is None else r.cooccurrence["far"][c] for c in keep], dtype=np.float64
+        )
         ax.bar(x + (j - (n - 1) / 2) * width, 100 * np.nan_to_num(far), width, label=title)
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=10)
     ax.set_ylabel("false activation (%)", fontsize=10), ax.legend(fontsize=9), ax.grid(axis="y", alpha=0.3)
@@ -232,8 +246,14 @@ def comparison_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = ""
         vals = [r.get(k) for r in rows]
         bars = ax.bar(x + (j - 1) * width, [np.nan if v is None else v for v in vals], width, label=label)
         for b, v in zip(bars, vals):
-            ax.text(b.get_x() + b.get_width() / 2, (v or 0) + 0.5, "n/a" if v is None else f"{v:.1f}",
-                    ha="center", va="bottom", fontsize=7)  # fmt: skip
+            ax.text(
+                b.get_x() + b.get_width() / 2,
+                (v or 0) + 0.5,
+                "n/a" if v is None else f"{v:.1f}",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
     top = max([r.get(k) or 0 for r in rows for k, _ in keys] + [1.0])
     ax.set_ylim(0, top * 1.3)
     ax.set_xticks(x, methods), ax.set_ylabel("mIoU (%)"), ax.grid(axis="y", alpha=0.3)
@@ -242,8 +262,14 @@ def comparison_chart(rows: Sequence[dict[str, Any]], path: Path, title: str = ""
     far = [r.get("far") for r in rows]
     bars = ax2.bar(x, [np.nan if v is None else v for v in far], 0.6, color="#c44")
     for b, v in zip(bars, far):
-        ax2.text(b.get_x() + b.get_width() / 2, (v or 0), "n/a" if v is None else f"{v:.1f}", ha="center",
-                 va="bottom", fontsize=7)  # fmt: skip
+        ax2.text(
+            b.get_x() + b.get_width() / 2,
+            (v or 0),
+            "n/a" if v is None else f"{v:.1f}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     ax2.set_xticks(x, methods), ax2.set_ylabel("false activation (%)"), ax2.grid(axis="y", alpha=0.3)
     if len(methods) > 3:  # the narrow panel: slanted names do not run into each other
         ax2.tick_params(axis="x", labelrotation=35)

@@ -62,6 +62,7 @@ from wsss.report.figures import (
     saved_panels,
     training_curves,
 )
+from wsss.report.labels import few_val_note, labels_section, route_labels, taught_ids, taught_note, without_taught
 from wsss.utils.io import per_id_path, plural, read_label_png
 
 __all__ = ["colorize", "read_metrics", "report_is_current", "write_report"]
@@ -87,8 +88,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
             record = json.loads(line)
         except (json.JSONDecodeError, RecursionError) as e:
             if n == lines[-1][0] and isinstance(e, json.JSONDecodeError):
-                warnings.warn(f"{path}:{n}: the last line is cut short (a training killed as it wrote, or one "
-                              "writing now): left out", ResultWarning, stacklevel=2)  # fmt: skip
+                warnings.warn(
+                    f"{path}:{n}: the last line is cut short (a training killed as it wrote, or one "
+                    "writing now): left out",
+                    ResultWarning,
+                    stacklevel=2,
+                )
                 break
             raise DataError(f"{path}:{n}: not a JSON line ({type(e).__name__})") from None
         if not isinstance(record, dict) or type(record.get("step")) is not int:
@@ -141,8 +146,10 @@ def _has_number(value: float | None) -> bool:
 
 
 def _summary_table(results: dict[str, tuple[str, EvalResult]], split: str) -> str:
-    head = ("<tr><th>output</th><th>folder</th><th>mIoU</th><th>mIoU (255 excluded)</th><th>pixel acc.</th>"
-            "<th>mean FAR</th><th>at 255</th></tr>")  # fmt: skip
+    head = (
+        "<tr><th>output</th><th>folder</th><th>mIoU</th><th>mIoU (255 excluded)</th><th>pixel acc.</th>"
+        "<th>mean FAR</th><th>at 255</th></tr>"
+    )
     rows = []
     for folder, (title, r) in results.items():
         s = r.scores
@@ -245,8 +252,11 @@ def _score_outputs(run: Path, scored: VOCDataset | None, split: str) -> dict[str
     results: dict[str, tuple[str, EvalResult]] = {}
     for folder, title in OUTPUTS:
         pred_dir = run / folder / split
-        if scored is not None and pred_dir.is_dir() and all(per_id_path(pred_dir, i, ".png").is_file()
-                                                            for i in scored.ids):  # fmt: skip
+        if (
+            scored is not None
+            and pred_dir.is_dir()
+            and all(per_id_path(pred_dir, i, ".png").is_file() for i in scored.ids)
+        ):
             results[folder] = (title, evaluate(pred_dir, scored.root, split, dataset=scored, pseudo=folder == "pseudo"))
     return results
 
@@ -265,8 +275,11 @@ def _next_steps(run: Path, split: str, can_predict: bool | None, has_masks: bool
     and only those this run can make (`wsss predict` needs a segmentation head)."""
     if not has_masks:
         return f"no photo of split {split} has a ground-truth mask: its outputs are shown without scores"
-    made = {folder for folder in ("cams", *(f for f, _ in OUTPUTS)) if (run / folder / split).is_dir()
-            and any(p.is_file() for p in (run / folder / split).iterdir())}  # fmt: skip
+    made = {
+        folder
+        for folder in ("cams", *(f for f, _ in OUTPUTS))
+        if (run / folder / split).is_dir() and any(p.is_file() for p in (run / folder / split).iterdir())
+    }
     steps = [] if "cams" in made else [f"`wsss cam {run} --split {split}`"]
     steps += [] if "pseudo" in made else [f"`wsss pseudo {run} --split {split}`"]
     if can_predict and "predictions" not in made:
@@ -313,8 +326,11 @@ def _ranked_grids(
 def _remove_stale_pictures(out: Path, shown: set[str]) -> None:
     """The grids and co-occurrence charts of an earlier report that this one does not show (of its splits, and of
     splits it no longer shows; ``images/grid_*.png`` and ``cooccurrence.png``: the layout of one split before)."""
-    pictures = [*(out / "images").glob("grid_*.png"), *(out / "images").glob("*/grid_*.png"),
-                *out.glob("cooccurrence*.png")]  # fmt: skip
+    pictures = [
+        *(out / "images").glob("grid_*.png"),
+        *(out / "images").glob("*/grid_*.png"),
+        *out.glob("cooccurrence*.png"),
+    ]
     for stale in pictures:
         if stale.relative_to(out).as_posix() not in shown:
             stale.unlink()
@@ -360,8 +376,10 @@ def _floor_note(results: dict[str, tuple[str, EvalResult]]) -> str:
     floor = next(iter(results.values()))[1].scores["miou_background_only"]
     if not _has_number(floor):
         return ""
-    return (f'Masks of background alone would score <b data-metric="miou_background_only">{100 * floor:.2f}'
-            "</b> mIoU on this split: the floor.")  # fmt: skip
+    return (
+        f'Masks of background alone would score <b data-metric="miou_background_only">{100 * floor:.2f}'
+        "</b> mIoU on this split: the floor."
+    )
 
 
 def _result_sections(
@@ -398,20 +416,31 @@ def _advice_html(results: dict[str, tuple[str, EvalResult]], folds: dict[str, An
 
 
 def _split_section(
-    run: Path, ds: VOCDataset, out: Path, max_images: int, can_predict: bool | None,
+    run: Path,
+    ds: VOCDataset,
+    out: Path,
+    max_images: int,
+    can_predict: bool | None,
     folds: dict[str, Any] | None = None,
-) -> tuple[str, list[str], dict[str, Any]]:  # fmt: skip
+    taught: frozenset[str] | set[str] = frozenset(),
+    val_split: str | None = None,
+) -> tuple[str, list[str], dict[str, Any]]:
     """One split's part of the page (summary, what to do, images, per class, co-occurrence), the grids it shows and
-    its scores for summary.json."""
+    its scores for summary.json; the ``taught`` photos (their own masks trained the run) left out of its scores."""
     split = ds.split
-    scored = masked_view(ds)
+    scored, left_out = without_taught(masked_view(ds), taught)
     results = _score_outputs(run, scored, split)
     grids, rank_folder = _ranked_grids(run, ds, scored, out, results, max_images)
     chart_path = per_id_path(out, f"cooccurrence_{split}", ".png")
     chart = cooccurrence_chart({t: r for t, r in results.values()}, chart_path) if results else None
     note = coverage_note(len(scored), len(ds)) if scored is not None and scored is not ds else ""
     coverage = f"{note[:1].upper()}{note[1:]}. " if note else ""
-    missing = _next_steps(run, split, can_predict, scored is not None)
+    coverage += (taught_note(left_out) + " " if left_out else "") + few_val_note(split, val_split, len(scored or ()))
+    missing = (
+        taught_note(left_out)
+        if left_out and scored is None
+        else _next_steps(run, split, can_predict, scored is not None)
+    )
     summary_html, per_class_html, cooc_html = _result_sections(results, split, chart, coverage, missing)
     figures = "".join(
         f'<figure><figcaption>{_e(c)}</figcaption><img src="{_e(quote(g))}" alt="{_e(i)}"></figure>'
@@ -465,14 +494,23 @@ def report_is_current(run: str | Path) -> bool:
 
 
 def write_report(
-    run: str | Path, *, split: str | None = None, data_root: str | None = None, max_images: int = 12,
-    overrides: Sequence[str] = (), folds: dict[str, Any] | None = None, links: Sequence[tuple[str, str]] = (),
-) -> Path:  # fmt: skip
+    run: str | Path,
+    *,
+    split: str | None = None,
+    data_root: str | None = None,
+    max_images: int = 12,
+    overrides: Sequence[str] = (),
+    folds: dict[str, Any] | None = None,
+    links: Sequence[tuple[str, str]] = (),
+    labels: dict[str, Any] | None = None,
+) -> Path:
     """Write ``<run>/report/index.html`` (and its PNGs) and return its path: every split with outputs, or
     ``split`` alone. ``overrides``: ``KEY=VALUE`` words over the run's saved config for this report (checked as
     every command's, ``load_run_config``), shown in the page's config as this command read it. ``folds``: the
     route's fold figures for the advice (default: those of the route summary beside the run, if any). ``links``:
-    (address relative to the page, text) of pages beside it (the route's overlays of its masks), listed at the top."""
+    (address relative to the page, text) of pages beside it (the route's overlays of its masks), listed at the top.
+    ``labels``: the route's check of its masks against the labels (default: the route summary's beside the run).
+    The photos whose own masks trained the run (``data.true_masks``) are left out of its scores, named so."""
     run = Path(run)
     if max_images < 0:
         raise UsageError(f"--max-images {max_images}: give 0 or more images for each split's grid")
@@ -491,8 +529,10 @@ def write_report(
     datasets = [run_dataset(data_root, cfg["data"]["root"], s, run) for s in splits]  # all read before any write
     out = run / "report"
     if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise OutputError(f"{out}: is a {'link' if out.is_symlink() else 'file'}; the report is written in the run's "
-                          "own report/ folder: move it away and run again")  # fmt: skip
+        raise OutputError(
+            f"{out}: is a {'link' if out.is_symlink() else 'file'}; the report is written in the run's "
+            "own report/ folder: move it away and run again"
+        )
     (out / "images").mkdir(parents=True, exist_ok=True)
     for folder in (out, out / "images"):
         remove_stale_temps(folder)  # a killed earlier report's temporary files
@@ -501,8 +541,11 @@ def write_report(
 
     sections, shown, summary = [], set(), {}
     can_predict = _can_predict(run, datasets[0].class_names, overrides)
+    taught = taught_ids(cfg)
     for ds in datasets:
-        section, pictures, summary[ds.split] = _split_section(run, ds, out, max_images, can_predict, folds)
+        section, pictures, summary[ds.split] = _split_section(
+            run, ds, out, max_images, can_predict, folds, taught, cfg["data"].get("val_split") or "val"
+        )
         sections.append(section)
         shown |= set(pictures)
     _remove_stale_pictures(out, shown)
@@ -520,6 +563,7 @@ def write_report(
 {_e(str(cfg["model"]["backbone"]))}; {"split" if len(datasets) == 1 else "splits"} {listing} of
 <code>{_e(str(datasets[0].root))}</code>; written {datetime.now():%Y-%m-%d %H:%M}</p>{notes_html}
 <nav>{nav}<a href="#training">training</a><a href="#config">config</a></nav>
+{labels_section(run, labels if labels is not None else route_labels(run))}
 {"".join(sections)}
 <h2 id="training">Training</h2>{_training_section(metrics, curves, run)}
 <h2 id="config">Config (config.yaml)</h2><pre>{_e(config_text)}</pre>

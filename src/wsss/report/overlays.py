@@ -40,9 +40,12 @@ def _overlay(path: Path, image: Path, mask: Path, class_names: Sequence[str]) ->
 
 
 def write_mask_overlays(
-    masks: str | os.PathLike, images: Mapping[str, Path], class_names: Sequence[str], page: str | os.PathLike,
+    masks: str | os.PathLike,
+    images: Mapping[str, Path],
+    class_names: Sequence[str],
+    page: str | os.PathLike,
     say: Callable[[str], None] | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """The overlay of each ``<masks>/<id>.png`` whose photo ``images`` names (module docstring), and the contact sheet
     at ``page`` (its links relative to it); returns ``page``."""
     masks, page = Path(masks), Path(page)

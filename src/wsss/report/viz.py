@@ -71,14 +71,26 @@ def _par_pseudo(run: Run, image: np.ndarray, cam: np.ndarray, labels: np.ndarray
     par = PAR(dilations=c.par.dilations, num_iter=c.par.num_iter)
     image01 = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
     label = refine_cams_with_bkg(
-        par, image01, torch.from_numpy(cam)[None], torch.from_numpy(labels)[None], high_thre=c.high_thre,
-        low_thre=c.low_thre, down_scale=c.par_down_scale,
-    )  # fmt: skip
+        par,
+        image01,
+        torch.from_numpy(cam)[None],
+        torch.from_numpy(labels)[None],
+        high_thre=c.high_thre,
+        low_thre=c.low_thre,
+        down_scale=c.par_down_scale,
+    )
     return label[0].cpu().numpy().astype(np.uint8)
 
 
-def model_panels(run: Run, image: np.ndarray, labels: np.ndarray, *, title: str, gt: np.ndarray | None = None,
-                 base: ImagePanels | None = None) -> ImagePanels:  # fmt: skip
+def model_panels(
+    run: Run,
+    image: np.ndarray,
+    labels: np.ndarray,
+    *,
+    title: str,
+    gt: np.ndarray | None = None,
+    base: ImagePanels | None = None,
+) -> ImagePanels:
     """Complete ``base`` (saved outputs, or nothing) with what the model computes: CAMs of the classes in
     ``labels`` ((C-1,) multi-hot), CAM seeds, PAR pseudo label (for a method with CAMs), prediction (with a
     segmentation head: a DeepLab run draws the image, its ground truth and its prediction).
@@ -86,8 +98,9 @@ def model_panels(run: Run, image: np.ndarray, labels: np.ndarray, *, title: str,
     Everything is drawn and computed at most ``infer.max_side`` wide (:func:`fit_panels`): the grid shows each
     panel 280 px wide, and a 13000-px photo's CAMs, PAR and prediction at its own size were 4-15 GB and minutes;
     the network sees no more than that in `wsss cam` and `wsss predict` either."""
-    p = fit_panels(base or ImagePanels(title=title, image=image, class_names=list(run.class_names), gt=gt),
-                   run.cfg.infer.max_side)  # fmt: skip
+    p = fit_panels(
+        base or ImagePanels(title=title, image=image, class_names=list(run.class_names), gt=gt), run.cfg.infer.max_side
+    )
     image = p.image
     have = {t for t, _ in p.labels}
     need_cam = run.method.has_cams and (
@@ -120,12 +133,14 @@ def fit_panels(p: ImagePanels, max_side: int | None) -> ImagePanels:
     if max_side is None or max(p.image.shape[:2]) <= max_side:
         return p
     return replace(
-        p, image=fit_side(p.image, max_side),
+        p,
+        image=fit_side(p.image, max_side),
         gt=None if p.gt is None else fit_side(p.gt, max_side, interpolation="nearest"),
         cams=[(name, fit_side(np.asarray(cam, dtype=np.float32), max_side)) for name, cam in p.cams],
-        labels=[(t, fit_side(np.asarray(lab, dtype=np.uint8), max_side, interpolation="nearest"))
-                for t, lab in p.labels],
-    )  # fmt: skip
+        labels=[
+            (t, fit_side(np.asarray(lab, dtype=np.uint8), max_side, interpolation="nearest")) for t, lab in p.labels
+        ],
+    )
 
 
 def run_classes(class_names: Sequence[str], given: Sequence[str]) -> list[str]:
@@ -137,8 +152,10 @@ def run_classes(class_names: Sequence[str], given: Sequence[str]) -> list[str]:
     if lookup.unknown:
         name = next(iter(lookup.unknown))
         hint = lookup.hint(name)
-        raise UsageError(f"--classes: unknown class {name!r}{f' ({hint})' if hint else ''}; the run's classes: "
-                         f"{', '.join(class_names[1:])}")  # fmt: skip
+        raise UsageError(
+            f"--classes: unknown class {name!r}{f' ({hint})' if hint else ''}; the run's classes: "
+            f"{', '.join(class_names[1:])}"
+        )
     return [class_names[k] for k in found if k is not None]
 
 
@@ -211,8 +228,9 @@ def _image_grid(run: Run, image: Path, classes: Sequence[str], out: Path) -> tup
     return save_grid(p, per_id_path(out, image.stem, ".png")), p
 
 
-def _id_grid(run: Run, ds: VOCDataset, i: str, split: str, classes: Sequence[str], out: Path
-             ) -> tuple[Path, ImagePanels]:  # fmt: skip
+def _id_grid(
+    run: Run, ds: VOCDataset, i: str, split: str, classes: Sequence[str], out: Path
+) -> tuple[Path, ImagePanels]:
     """The grid of id ``i``: what the run saved for it, the rest computed with the model."""
     fg = run.class_names[1:]
     labels = ds.labels(i)
