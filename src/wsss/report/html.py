@@ -493,6 +493,21 @@ def report_is_current(run: str | Path) -> bool:
     return record.read_text().strip() == _inputs_fingerprint(run)
 
 
+def _shown_config(run: Path, overrides: Sequence[str]) -> dict[str, Any]:
+    """The run's config.yaml as written (the page shows the whole file), with ``overrides`` set over it."""
+    cfg_path = run_config_path(run)
+    try:
+        cfg = yaml_load(cfg_path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{cfg_path}: invalid YAML ({yaml_error_text(e)})") from e
+    if overrides:
+        load_run_config(run, overrides=overrides)  # a wrong word refused in one line naming it
+        for word in overrides:
+            keys, value = parse_override(word)
+            set_dotted(cfg, keys, value)
+    return cfg
+
+
 def write_report(
     run: str | Path,
     *,
@@ -514,16 +529,7 @@ def write_report(
     run = Path(run)
     if max_images < 0:
         raise UsageError(f"--max-images {max_images}: give 0 or more images for each split's grid")
-    cfg_path = run_config_path(run)
-    try:
-        cfg = yaml_load(cfg_path.read_text())  # as written: the page shows the whole file
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{cfg_path}: invalid YAML ({yaml_error_text(e)})") from e
-    if overrides:
-        load_run_config(run, overrides=overrides)  # a wrong word refused in one line naming it
-        for word in overrides:
-            keys, value = parse_override(word)
-            set_dotted(cfg, keys, value)
+    cfg = _shown_config(run, overrides)
     root = data_root or cfg["data"]["root"]
     splits, notes = ([split], []) if split else report_splits(run, cfg, root)
     datasets = [run_dataset(data_root, cfg["data"]["root"], s, run) for s in splits]  # all read before any write
