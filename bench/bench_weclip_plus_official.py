@@ -41,30 +41,10 @@ import numpy as np
 import torch
 
 from wsss.cli_common import script_parser
+from wsss.data.classes import VOC_CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
-VOC = [
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-]
+VOC = VOC_CLASSES[1:]
 BATCH_CLASSES = [[0, 14], [7], [11, 14], [6]]  # the recorded training batch's classes
 
 

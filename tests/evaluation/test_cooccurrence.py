@@ -3,31 +3,10 @@
 import numpy as np
 import pytest
 
+from wsss.data.classes import VOC_CLASSES
 from wsss.evaluation.cooccurrence import CooccurrenceMeter
 
-VOC = [
-    "_background_",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-]
+VOC = ["_background_", *VOC_CLASSES[1:]]
 C = len(VOC)
 BOAT, HORSE, PERSON, DOG = 4, 13, 15, 12
 
