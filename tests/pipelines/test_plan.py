@@ -14,7 +14,8 @@ import pytest
 
 from wsss.core.errors import DataError
 from wsss.pipelines import route as route_module
-from wsss.pipelines.route import DataFacts, Plan, Route, RouteOptions, plan_route
+from wsss.pipelines.route import Route, plan_route
+from wsss.pipelines.route_values import DataFacts, Plan, RouteOptions
 
 
 def _facts(root: Path, masked: int = 0, val: int = 4, train: int = 24) -> DataFacts:
