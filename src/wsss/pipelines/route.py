@@ -15,7 +15,7 @@ of each step, docs/api.md#the-routes-steps):
 4. ``wsss pseudo --refine par --levels B/B``, B the classifier's ``cam.bkg_thre`` (one level: no pixel left at 255);
 5. with masked train photos: the DeepLab stage on the weak labels with the masks in their place, or on the masks
    alone, each trained on all but one fold of the masked photos and scored on that fold (``folds``;
-   :meth:`Route._choose_stage`), the better one kept;
+   :func:`wsss.pipelines.route_stage.choose_stage`), the better one kept;
 6. the DeepLab stage ``configs/deeplab/real_cpu.yaml`` (``wsss train``, ``data.true_masks=auto``) into ``OUT/seg``;
 7. ``wsss predict --crf`` of the train and the val split, every photo's mask also in ``OUT/masks``
    (:func:`gather_masks`), each split scored where it has masks and each masked photo alone (:func:`photo_scores`);
@@ -61,7 +61,6 @@ command runs (``core.config.EXECUTION_KEYS``: ``run.device``, ``run.threads``, `
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -76,11 +75,12 @@ from wsss.pipelines import (
     gpus,
     route_calls,
     route_modes,  # noqa: F401 - the built-in modes register on import
+    route_stage,
+    route_summary,
 )
 from wsss.pipelines.modes import choose_mode, weight_words
 from wsss.pipelines.route_calls import (
     JOB_CALLS,
-    MASKED_SPLIT,
     ROUTE_CHECK_ADVICE,
     predict_command,
     stage_command,
@@ -90,21 +90,16 @@ from wsss.pipelines.route_record import RouteRecord
 from wsss.pipelines.route_values import (
     AFTER_TAGS,
     AFTER_TAGS_CLIP,
-    CLASSIFIERS,
-    FACTS_FILE,
-    FEW_MASKS,
     GPU_LOADERS,
     MASKS_DIR,
     MASKS_PAGE,
     NOT_ADOPTED,
-    PLAN_FILE,
     PREFIXES,
     PREPARED,
     ROUTE_FILE,
     SEG_PRESET,
     STAGE_FILE,
     STAGES,
-    SUMMARY_FILE,
     TAGS_DIGEST,
     Choice,
     DataFacts,
@@ -115,7 +110,7 @@ from wsss.pipelines.route_values import (
     split_overrides,
     word_key,
 )
-from wsss.pipelines.steps import STEPS_LOG, Command, Step, StepRunner, remove_made
+from wsss.pipelines.steps import Command, Step, StepRunner, remove_made
 
 
 def plan_route(opts: RouteOptions, facts: DataFacts, cuda_devices: int = 0, *, edited_tags: bool = False) -> Plan:
@@ -350,12 +345,16 @@ class Route:
                 Step(
                     "choice",
                     (),
-                    lambda: self._choose_stage(root, seg_words, out / "choice"),
+                    lambda: route_stage.choose_stage(self, root, seg_words, out / "choice"),
                     outputs=(out / "choice" / STAGE_FILE,),
                     note=f"{self.opts.folds} folds of the masked train photos, both stages each",
                 )
             )
-        steps.append(Step("seg", (train,), lambda: self._train_stage(root, seg_words, stages[0]), outputs=(stages[0],)))
+        steps.append(
+            Step(
+                "seg", (train,), lambda: route_stage.train_stage(self, root, seg_words, stages[0]), outputs=(stages[0],)
+            )
+        )
         steps += self._round_steps(root, seg, stages)
         return [*steps, self._masks_step(seg_dir, crf=True), self._report_step(labels_run, seg_dir)]
 
@@ -431,37 +430,8 @@ class Route:
         return ["train", *(["val"] if self._facts().val else [])]
 
     def _stage_choice(self, facts: DataFacts) -> Choice:
-        """How the DeepLab stage trains: given, or chosen by folds over the masked train photos where there are
-        enough of them, else the weak labels with the masks in their place."""
-        masked, folds = len(facts.masked_train), self.opts.folds
-        if self.opts.stage != "auto":
-            return Choice(self.opts.stage, "given")
-        if not masked:
-            return Choice("mixed", "no train photo has a mask: the stage on the pseudo labels")
-        if masked == len(facts.train):
-            return Choice("mixed", "every train photo has a mask: the stage trains on the masks alone either way")
-        if folds == 0:
-            return Choice("mixed", f"--folds 0: the weak labels with the {masked} masks in their place, {FEW_MASKS}")
-        if folds > masked:  # a fold would hold no photo: refused before any training
-            raise UsageError(
-                f"--folds {folds}: more folds than the {masked} masked train photos (each fold holds some "
-                f"of them out); give --folds {masked} or fewer, or --folds 0 (no choice: the mixed stage)"
-            )
-        batch = self.configs["seg"].train.batch_size
-        if masked - -(-masked // folds) < batch:  # a fold's masks alone fill no batch of the stage's training
-            return Choice(
-                "mixed",
-                f"{masked} masked train photos, too few to train the stage on the masks alone in "
-                f"{folds} folds (batches of {batch}): the weak labels with the masks in their "
-                f"place, {FEW_MASKS}",
-            )
-        return Choice(
-            "folds",
-            f"{masked} masked train photos: both stages (the weak labels with the masks in their "
-            f"place; the masks alone) scored by {folds} folds of them, the better kept (on ccp-dev "
-            "the first won with few masks, the second with many: "
-            "docs/own-photos.md#how-many-masks)",
-        )
+        """How the DeepLab stage trains (``route_stage.stage_choice``)."""
+        return route_stage.stage_choice(self.opts, facts, self.configs)
 
     # -- the steps ------------------------------------------------------------------------------------------------
     def _prepare_command(self, root: Path) -> Command:
@@ -586,70 +556,6 @@ class Route:
             device=self.choices["device"].value,
         )
 
-    def _choose_stage(self, root: Path, seg_words: list[str], where: Path) -> None:
-        """Each of ``folds`` folds of the masked train photos held out in turn: both stages trained on the rest (the
-        held photos out of train), their ``predict --crf`` scored on the held photos; the stage of the better mean
-        kept (a tie: the mixed one)."""
-        from wsss.data.views import fold_split, make_view
-
-        facts, folds = self._facts(), self.opts.folds
-        scores: dict[str, list[float]] = {"mixed": [], "masks": []}
-        for f in range(folds):
-            rest, held = fold_split(facts.masked_train, f, folds)
-            view = make_view(
-                root,
-                where / f"fold{f}" / "data",
-                {"train": [i for i in facts.train if i not in set(held)], MASKED_SPLIT: rest, "val": held},
-                facts.masked_train,
-            )
-            for stage in scores:
-                run_dir = where / f"fold{f}" / stage
-                record = run_dir / "fold_score.json"
-                if not record.is_file():
-                    self._train(self._stage_config(root, seg_words, run_dir, stage, view))
-                    pred = self._predict_split(run_dir, "val", view)
-                    miou = 100 * route_calls.miou(pred, view, "val")
-                    with atomic_write(record, "w") as fh:
-                        fh.write(json.dumps({"miou": miou, "held": held}) + "\n")
-                scores[stage].append(float(json.loads(record.read_text())["miou"]))
-            self.say(
-                f"  fold {f + 1}/{folds} ({len(held)} held photos): mixed {scores['mixed'][-1]:.2f}, masks alone "
-                f"{scores['masks'][-1]:.2f}"
-            )
-        means = {k: statistics.fmean(v) for k, v in scores.items()}
-        best = "masks" if means["masks"] > means["mixed"] else "mixed"
-        self.scores["folds"] = {k: {"mean": means[k], "folds": v} for k, v in scores.items()}
-        names = {"mixed": "the weak labels with the masks in their place", "masks": "the masks alone"}
-        chosen = Choice(
-            best,
-            f"{names[best]}: val mIoU with --crf over {folds} folds of the masked train photos, "
-            f"mixed {means['mixed']:.2f}, masks alone {means['masks']:.2f}",
-        )
-        with atomic_write(where / STAGE_FILE, "w") as fh:  # the step's output, which the stage's training reads
-            fh.write(json.dumps({"stage": chosen.value, "reason": chosen.reason}) + "\n")
-        self.measured["stage"] = chosen
-        self.say(f"route: stage: {best} ({chosen.reason})")
-
-    def _train_stage(self, root: Path, seg_words: list[str], seg_dir: Path) -> None:
-        from wsss.data.views import make_view
-
-        stage = self._stage()
-        view = None
-        if stage == "masks":  # a view whose train_masked split lists the masked train photos
-            facts = self._facts()
-            splits = {
-                "train": facts.train,
-                MASKED_SPLIT: facts.masked_train,
-                **({"val": facts.val} if facts.val else {}),
-            }
-            view = make_view(root, self.out.resolve() / "seg_data", splits, [*facts.masked_train, *facts.masked_val])
-            self.say(
-                f"  the stage on the {len(facts.masked_train)} masked train photos alone (split {MASKED_SPLIT} of "
-                f"{view}), {self.seg_iters} iterations as the mixed stage's"
-            )
-        self.stage_root = view or root
-        self._train(self._stage_config(root, seg_words, seg_dir, stage, view))
-
     def _stage(self) -> str:
         """The DeepLab stage's training: the plan's choice, or where it is ``folds`` the one the step ``choice``
         wrote (``OUT/choice/stage.json``)."""
@@ -758,7 +664,7 @@ class Route:
     def run(self) -> RouteResult | None:
         """Run (or continue) the route; what it made (also ``OUT/summary.json``). None with ``plan_only``."""
         if self.opts.plan_only:
-            self._print_estimates(list(self.plan().steps))
+            route_summary.print_estimates(self, list(self.plan().steps))
             return None
         self._prepares()  # its refusals before anything is written
         check_output_folder(self.out, "the route's folder (its runs, record and summary)")
@@ -768,117 +674,31 @@ class Route:
             settings = self.record.settle()
             self.record.rebase()
             plan = self.plan()
-            self._save_plan(plan)  # before the first step
+            route_summary.save_plan(self.out, plan)  # before the first step
             steps = list(plan.steps)
             self.record.write(settings)
-            self._save_facts()
-            done, earlier = self._measured_before()
+            route_summary.save_facts(self.out, self.facts)
+            done, earlier = route_summary.measured_before(self.out, self.opts.overwrite)
             for i, step in enumerate(steps, 1):
                 self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
                 self.runner.run(step.title, step.command, step.work)
-                self.say(f"[{i}/{len(steps)}] {step.title} done in {_duration(self.times[step.title])}")
+                self.say(f"[{i}/{len(steps)}] {step.title} done in {route_summary.duration(self.times[step.title])}")
                 if not self.record.first_step_done:  # its inputs read and accepted: a change of them is now refused
                     self.record.first_step_done = True
                     self.record.write(settings)
                 if step.title not in done:  # its work done in this run (and the stopped runs before it)
-                    self._learn(step.title, earlier.get(step.title, 0.0) + self.times[step.title])
+                    route_summary.learn(self, step.title, earlier.get(step.title, 0.0) + self.times[step.title])
                 if step.title == "prepare" and data_facts(plan.facts.root) != plan.facts:
                     # planned once more, from the data prepare wrote where it differs from what the plan read
                     again = self.plan()
-                    self._save_plan(again, before=plan)
+                    route_summary.save_plan(self.out, again, before=plan)
                     steps[i:] = again.steps[1:]
-                    self._save_facts()
+                    route_summary.save_facts(self.out, self.facts)
             return self._summary(time.monotonic() - t0)
 
-    def _save_plan(self, plan: Plan, before: Plan | None = None) -> None:
-        """``OUT/plan.json``: the plan the steps run; planned again after prepare, the first plan too."""
-        record = plan.to_json()
-        if before is not None:
-            record["planned_before_prepare"] = {
-                "reason": "the data prepare wrote differs from what the first plan read of the photos",
-                **before.to_json(),
-            }
-        with atomic_write(self.out / PLAN_FILE, "w") as f:
-            f.write(json.dumps(record, indent=1) + "\n")
-
     def _step_work(self) -> dict[str, Any]:
-        """Each step's work (``pipelines.estimates.step_work``) for this route's photos and trainings; none for a CLIP
-        mode (not measured), nor before the plan has read the data."""
-        from wsss.pipelines.estimates import step_work
-
-        if not self.mode.mode.measured or self.facts is None:
-            return {}
-        facts, key = self._facts(), str(self.choices["classifier"].value)
-        if key not in CLASSIFIERS:  # a preset of the user's: its rate is its own name's
-            key = Path(key).stem
-        n = len(facts.train)
-        folds = self.opts.folds if self.choices["stage"].value == "folds" else 0
-        counts = {
-            "train": n,
-            "val": len(facts.val),
-            "new": self.new_photos,
-            "folds": folds,
-            "masked_train": len(facts.masked_train),
-            "rounds": self.opts.rounds,
-            "abstain": int(self.opts.abstain),
-        }
-        iterations = {k: resolve_epochs(self.configs[k], n).train.max_iters for k in ("cls", "seg")}
-        return step_work(
-            key,
-            counts,
-            {"classifier": iterations["cls"], "seg": iterations["seg"]},
-            device=str(self.choices["presets"].value),
-        )
-
-    def _print_estimates(self, steps: list[Step]) -> None:
-        """Under the plan: each step's estimate (0 for a step of this folder that a rerun skips), the total and the
-        rates they came from."""
-        from wsss.pipelines.estimates import rates, step_estimates
-
-        work, known = self._step_work(), rates()
-        estimates = step_estimates(work, known)
-        done, spent = self._measured_before()
-        for i, step in enumerate(steps, 1):
-            self.say(f"[{i}/{len(steps)}] {step.title}: {step.command}")
-            seconds = estimates.get(step.title)
-            if step.title in done:
-                estimates[step.title] = 0.0
-                self.say("      estimate: 0 s (done: a rerun of this folder skips it)")
-            elif seconds is not None and step.title in spent:  # a stopped step goes on where it stopped
-                estimates[step.title] = left = max(0.0, seconds - spent[step.title])
-                self.say(f"      estimate: about {_duration(left)} ({_duration(spent[step.title])} of it spent)")
-            else:
-                self.say(f"      estimate: {'about ' + _duration(seconds) if seconds is not None else 'none measured'}")
-        if not self.mode.mode.measured:
-            self.say(
-                "estimate: none measured of the CLIP modes; on a GPU, estimates from single steps in "
-                "docs/own-photos.md#with-clip-files"
-            )
-            return
-        total = sum(estimates.get(step.title) or 0.0 for step in steps)
-        keys = {k for step in steps for k, _ in work.get(step.title, [])}
-        self.say(f"estimate: about {_duration(total)} in all (rates: {known.source(keys)})")
-
-    def _measured_before(self) -> tuple[set[str], dict[str, float]]:
-        """The steps of this folder that finished before (none with ``--overwrite``: each runs again) and the seconds
-        of the stopped runs of the others (``OUT/steps.jsonl``)."""
-        from wsss.pipelines.estimates import read_step_log
-
-        return (set(), {}) if self.opts.overwrite else read_step_log(self.out / STEPS_LOG)
-
-    def _learn(self, title: str, seconds: float) -> None:
-        """A step's measured seconds into this machine's rates (``pipelines.estimates.record``)."""
-        from wsss.pipelines.estimates import record
-
-        work = self._step_work().get(title)
-        if work:
-            record(work, seconds, self.out)
-
-    def _save_facts(self) -> None:
-        """``OUT/data_facts.json``: the facts the choices were made from, once the plan has read them."""
-        if self.facts is not None:
-            with atomic_write(self.out / FACTS_FILE, "w") as f:
-                f.write(json.dumps(self.facts.to_json(), indent=1) + "\n")
+        """Each step's work for this route (``route_summary.step_work``)."""
+        return route_summary.step_work(self)
 
     def result(self) -> RouteResult:
         """What the route made so far."""
@@ -898,34 +718,8 @@ class Route:
         return self.mode.mode.how
 
     def _summary(self, wall: float) -> RouteResult:
-        from wsss.pipelines import route_labels
-
-        result = self.result()
-        with atomic_write(self.out / SUMMARY_FILE, "w") as f:
-            f.write(json.dumps(result.to_json(), indent=1) + "\n")
-        lines = [
-            f"route finished in {_duration(wall)} (this run's steps)",
-            f"  masks of all {self.masks_written} train and val photos, {self._how()}: {self.masks}",
-        ]
-        against = [
-            f"{s} mIoU {self.scores[f'{s}_miou']:.2f} on its {self.scores[f'{s}_scored_photos']} photos"
-            for s in ("val", "train")
-            if f"{s}_miou" in self.scores
-        ]
-        if against:
-            lines.append(f"  against your masks: {', '.join(against)} (each photo's: summary.json, scores.photos)")
-        taught = self.scores.get("taught")  # only where the train photos' masks taught the stage
-        if taught:
-            lines.append(
-                f"  the {taught['photos']} masked train photos, apart (mIoU {taught['miou']:.2f}): {taught['note']}"
-            )
-        lines += route_labels.label_lines(self.scores)
-        if self.new_masks is not None:
-            lines.append(f"  masks of the new photos: {self.new_masks} (overlays in {self.new_masks / 'overlay'})")
-        lines += [f"  report: {p}" for p in self.reports]
-        lines.append(f"  summary: {self.out / SUMMARY_FILE}")
-        self.say("\n".join(lines))
-        return result
+        """``OUT/summary.json`` and the closing lines (``route_summary.summary``)."""
+        return route_summary.summary(self, wall)
 
 
 def _shown(value: Any) -> str:
@@ -934,13 +728,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, tuple):
         return "/".join(f"{v:g}" for v in value)
     return str(value)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
 
 def run_route(opts: RouteOptions, say: Callable[[str], None] | None = None) -> RouteResult | None:
