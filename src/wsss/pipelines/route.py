@@ -69,12 +69,13 @@ from typing import Any
 
 from wsss.core.config import Config, resolve_epochs
 from wsss.core.errors import UsageError
-from wsss.core.files import atomic_write, check_output_folder
+from wsss.core.files import check_output_folder
 from wsss.pipelines import (
     clip_steps,
     gpus,
     route_calls,
     route_modes,  # noqa: F401 - the built-in modes register on import
+    route_outputs,
     route_stage,
     route_summary,
 )
@@ -88,11 +89,8 @@ from wsss.pipelines.route_calls import (
 from wsss.pipelines.route_data import data_facts, planned_facts
 from wsss.pipelines.route_record import RouteRecord
 from wsss.pipelines.route_values import (
-    AFTER_TAGS,
-    AFTER_TAGS_CLIP,
     GPU_LOADERS,
     MASKS_DIR,
-    MASKS_PAGE,
     NOT_ADOPTED,
     PREFIXES,
     PREPARED,
@@ -100,7 +98,6 @@ from wsss.pipelines.route_values import (
     SEG_PRESET,
     STAGE_FILE,
     STAGES,
-    TAGS_DIGEST,
     Choice,
     DataFacts,
     Plan,
@@ -110,7 +107,7 @@ from wsss.pipelines.route_values import (
     split_overrides,
     word_key,
 )
-from wsss.pipelines.steps import Command, Step, StepRunner, remove_made
+from wsss.pipelines.steps import Command, Step, StepRunner
 
 
 def plan_route(opts: RouteOptions, facts: DataFacts, cuda_devices: int = 0, *, edited_tags: bool = False) -> Plan:
@@ -264,7 +261,12 @@ class Route:
             )
             predict = Command(("predict",), (final,), given)
             steps.append(
-                Step("new photos", (predict,), partial(self._new_photos, predict), outputs=(out / "new_masks",))
+                Step(
+                    "new photos",
+                    (predict,),
+                    partial(route_outputs.predict_new_photos, self, predict),
+                    outputs=(out / "new_masks",),
+                )
             )
         return Plan(
             choices=dict(self.choices),
@@ -366,7 +368,12 @@ class Route:
 
     def _report_step(self, *run_dirs: Path) -> Step:
         reports = tuple(Command(("report",), (d,)) for d in run_dirs)
-        return Step("report", reports, lambda: self._report(*run_dirs), outputs=tuple(d / "report" for d in run_dirs))
+        return Step(
+            "report",
+            reports,
+            lambda: route_outputs.write_reports(self, *run_dirs),
+            outputs=tuple(d / "report" for d in run_dirs),
+        )
 
     def _round_dirs(self, rounds: int | None = None) -> list[str]:
         """The folders of the stages before the last of ``--rounds`` (``seg_r0``, ...): ``rounds`` of them, or those
@@ -512,36 +519,6 @@ class Route:
         with self._shared(command.argv()):
             return JOB_CALLS[command.name[0]](command, progress=self.opts.progress, **self._where())
 
-    def _tag(self, root: Path, clip_dir: Path) -> None:
-        """``wsss tag``: CLIP's labels of the photos (``tags.csv`` read back once there: the user's edits); when the
-        labels differ from those the later steps were made from, those steps are made again."""
-        summary, edited = clip_steps.tag_photos(
-            clip_dir, "train", device=self.choices["device"].value or "cpu", progress=self.opts.progress
-        )
-        self.say(
-            ("  the labels column of tags.csv (edit it and rerun to change them)\n" if edited else "")
-            + summary.format()
-        )
-        if summary.with_mask:
-            self.scores["tags"] = {
-                "precision": summary.precision,
-                "recall": summary.recall,
-                "photos": summary.with_mask,
-            }
-        splits = ["train", *(["val"] if self._facts().val else [])]
-        masked = clip_steps.labels_from_masks(root, splits)
-        if masked:
-            self.say(f"  the {masked} photos with a mask take its classes as their labels (tags.csv keeps CLIP's)")
-        digest, record = clip_steps.labels_digest(root, self._facts().train), self.out / TAGS_DIGEST
-        if record.is_file() and record.read_text().strip() != digest:
-            self.say("route: the labels changed since the steps after the tags ran (tags.csv edited): they run again")
-            kept = [k for n in (*AFTER_TAGS, *self._round_dirs()) for k in remove_made(self.out / n)]
-            kept += [k for n in AFTER_TAGS_CLIP for k in remove_made(clip_dir / n)]
-            if kept:
-                self.say(f"  kept {len(kept)} files wsss did not make: {', '.join(map(str, kept[:3]))}")
-        with atomic_write(record, "w") as f:
-            f.write(digest + "\n")
-
     def _stage_config(self, root: Path, seg_words: list[str], run_dir: Path, stage: str, view: Path | None) -> Config:
         """The DeepLab stage's config (:func:`stage_config`): ``mixed`` the weak labels with the masks in their
         place; ``masks`` the masked photos alone (the split ``train_masked`` of ``view``), for as many iterations as
@@ -570,90 +547,8 @@ class Route:
         return self._job(predict_command(run_dir, split, root=root, crf=crf, labelled_only=labelled_only))
 
     def _masks(self, seg_dir: Path, crf: bool = True) -> None:
-        """Every train and val photo's mask with the dense CRF (``wsss predict --labelled-only --crf`` of each split;
-        WeCLIP+'s by its test, ``crf`` False), all of them in ``OUT/masks``, a drawn mask in its prediction's place
-        (``pipelines.route_labels``); each split scored on its photos with a mask, and each such photo on its own
-        (``scores["photos"]``: its mIoU and pixel accuracy against your mask, in %), the masks against the labels."""
-        from wsss.core.config import load_run_config, true_masks_of
-        from wsss.pipelines import route_labels
-
-        facts = self._facts()
-        folder = self.out.resolve() / MASKS_DIR
-        # every route photo has labels: its mask names only the background and them (wsss predict --labelled-only)
-        preds = {split: self._predict_split(seg_dir, split, crf=crf, labelled_only=True) for split in self._splits()}
-        for pred in preds.values():  # the route's own masks, beside the drawn ones that take their place
-            route_calls.gather_masks(pred, folder / route_labels.PREDICTED_DIR)
-        self.masks_written = sum(route_calls.gather_masks(pred, folder) for pred in preds.values())
-        route_labels.return_drawn_masks(folder, facts.root, {"train": facts.masked_train, "val": facts.masked_val})
-        self.masks = folder
-        photos: dict[str, dict[str, Any]] = {}
-        for split, masked in (("val", facts.masked_val), ("train", facts.masked_train)):
-            if masked and split in preds:
-                self.scores[f"{split}_miou"] = 100 * route_calls.miou(preds[split], facts.root, split)
-                self.scores[f"{split}_scored_photos"] = len(masked)
-                photos |= route_calls.photo_scores(preds[split], facts.root, split, masked)
-        self.scores["photos"] = photos
-        taught = self.mode.mode.masks_teach and bool(true_masks_of(load_run_config(seg_dir).data))
-        route_labels.set_apart_taught(self.scores, taught)
-        drawn = {*facts.masked_train, *facts.masked_val}
-        self.scores["labels"] = route_labels.check_labels(preds, facts.root, drawn, facts.class_names, self.out)
-
-    def _report(self, *run_dirs: Path) -> None:
-        """The runs' reports, the DeepLab stage's with the folds' advice; a report newer than every output of its run (a
-        finished route run again) is kept as it is."""
-        from wsss.report import write_report
-        from wsss.report.html import report_is_current
-
-        self.reports = []
-        links = self._mask_sheet(run_dirs[-1])
-        for run_dir in run_dirs:
-            folds = (self.scores.get("folds") or {}) if run_dir.name == "seg" else {}
-            if report_is_current(run_dir):
-                self.reports.append(run_dir / "report" / "index.html")
-                self.say(f"  {self.reports[-1]}: newer than every output of its run, kept")
-            else:
-                last = run_dir == run_dirs[-1]  # the run of the masks: their overlays, their check against the labels
-                self.reports.append(
-                    write_report(
-                        run_dir,
-                        folds=folds,
-                        links=links if last else (),
-                        labels=self.scores.get("labels", {}) if last else {},
-                    )
-                )
-
-    def _mask_sheet(self, run_dir: Path) -> list[tuple[str, str]]:
-        """The overlays of ``OUT/masks`` and their page in the report of ``run_dir`` (the run that made the masks):
-        the link that report shows."""
-        from wsss.data import VOCDataset
-        from wsss.report.overlays import write_mask_overlays
-
-        masks = self.out.resolve() / MASKS_DIR
-        if not masks.is_dir():
-            return []
-        facts = self._facts()
-        images = {i: ds.image_path(i) for ds in (VOCDataset(facts.root, s) for s in self._splits()) for i in ds.ids}
-        write_mask_overlays(masks, images, facts.class_names, run_dir / "report" / MASKS_PAGE, say=self.say)
-        return [(MASKS_PAGE, f"every photo's mask over the photo, with the colours' legend ({MASKS_PAGE})")]
-
-    def _new_photos(self, command: Command) -> None:
-        """``wsss predict RUN --images ... --out OUT [--crf] --overlay`` in this process."""
-        from wsss.runs.photos import predict_photos
-        from wsss.runs.stamps import STAMP_FILE
-
-        run_dir, out, crf = Path(command.args[0]), Path(command.option("--out")), bool(command.option("--crf"))
-        # the route's own folder without a stamp holds only files of the user's that --overwrite kept: written among
-        mine = out.is_dir() and not (out / STAMP_FILE).exists()
-        run = route_calls.load_step_run(run_dir, **self._where())
-        self.new_masks = predict_photos(
-            run,
-            list(command.option("--images")),
-            out,
-            crf=crf,
-            overlay=True,
-            progress=self.opts.progress,
-            overwrite=mine,
-        )
+        """Every photo's mask in ``OUT/masks``, scored (``route_outputs.make_masks``)."""
+        route_outputs.make_masks(self, seg_dir, crf)
 
     # -- the whole route --------------------------------------------------------------------------------------------
     def _facts(self) -> DataFacts:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from wsss.pipelines import clip_steps
+from wsss.pipelines import clip_steps, route_outputs
 from wsss.pipelines.modes import CLIP_KEY, DINOV2_KEY, RouteMode, register_mode
 from wsss.pipelines.route_calls import cam_command, pseudo_command
 from wsss.pipelines.route_values import CLASSIFIERS, GPU_PRESETS, NOT_ADOPTED, SEG_PRESET, Choice, DataFacts, word_key
@@ -135,7 +135,14 @@ class ClipMode(RouteMode):
             edited = route.edited_tags  # tags.csv there: its labels column, as the user left it
             options = (("--split", "train"), ("--labels-from", "tags.csv" if edited else None), ("--overwrite", edited))
             tag = Command(("tag",), (clip_dir,), options)
-            steps.append(Step("tag", (tag,), lambda: route._tag(root, clip_dir), outputs=(root / "tags.csv",)))
+            steps.append(
+                Step(
+                    "tag",
+                    (tag,),
+                    lambda: route_outputs.tag_the_photos(route, root, clip_dir),
+                    outputs=(root / "tags.csv",),
+                )
+            )
         return steps
 
 
