@@ -3,14 +3,14 @@ in one command: the route docs/own-photos.md advises, each choice made from the 
 printed with its reason (docs/own-photos.md#what-it-does; the evidence: docs/benchmarks/real-photos.md).
 
 The steps, each the library call of the ``wsss`` command named (in this process, as that command runs it), by the
-functions of this module that ``experiments/real_route.py`` runs too (:func:`run_config`, :func:`train_run`,
-:func:`stage_config`, :func:`cams`, :func:`pseudo_labels`, :func:`predict_split`, :func:`score`: one implementation
-of each step, docs/api.md#the-routes-steps):
+functions of :mod:`wsss.pipelines.route_calls` that ``experiments/real_route.py`` runs too (``run_config``,
+``train_run``, ``stage_config``, ``cams``, ``pseudo_labels``, ``predict_split``, ``score``: one implementation of each
+step, docs/api.md#the-routes-steps):
 
 1. ``wsss prepare folder`` into ``OUT/data`` when the input is a folder of photos (``labels`` and ``classes``), or
    ``wsss check-data`` of a dataset given (each training checks what it reads again, as ``wsss train`` does);
 2. the classifier, ``wsss train``: RCA's ``configs/rca/real_cpu.yaml``, or the CAM baseline's
-   ``configs/cam/real_cpu.yaml`` for many classes of few photos (:func:`choose_classifier`), into ``OUT/cls``;
+   ``configs/cam/real_cpu.yaml`` for many classes of few photos (``route_modes.choose_classifier``), into ``OUT/cls``;
 3. ``wsss cam`` of the train split;
 4. ``wsss pseudo --refine par --levels B/B``, B the classifier's ``cam.bkg_thre`` (one level: no pixel left at 255);
 5. with masked train photos: the DeepLab stage on the weak labels with the masks in their place, or on the masks
@@ -18,7 +18,8 @@ of each step, docs/api.md#the-routes-steps):
    :func:`wsss.pipelines.route_stage.choose_stage`), the better one kept;
 6. the DeepLab stage ``configs/deeplab/real_cpu.yaml`` (``wsss train``, ``data.true_masks=auto``) into ``OUT/seg``;
 7. ``wsss predict --crf`` of the train and the val split, every photo's mask also in ``OUT/masks``
-   (:func:`gather_masks`), each split scored where it has masks and each masked photo alone (:func:`photo_scores`);
+   (``route_calls.gather_masks``), each split scored where it has masks and each masked photo alone
+   (``route_calls.photo_scores``);
 8. ``wsss report`` of both runs (a report made of the run's outputs as they are is kept); with ``images``,
    ``wsss predict --images`` of new photos into ``OUT/new_masks``.
 
@@ -34,14 +35,14 @@ and ``plan.json`` records both. A choice that needs a measurement is a step: ``s
 
 A rerun of the same command continues where it stopped: a training resumes from its ``last.pt``, the per-photo
 steps skip the photos they finished, the folds keep their scores. ``OUT/route.json`` records the route's settings
-(its data's files among them: :func:`data_files`); another setting is refused, naming it, unless ``overwrite`` (the
-files wsss made in OUT are then removed and made again; nothing outside OUT, nor the photos, labels or masks given,
-nor a file of the user's in OUT, is touched). ``OUT/data_facts.json``: the facts of the
+(its data's files among them: ``route_data.data_files``); another setting is refused, naming it, unless
+``overwrite`` (the files wsss made in OUT are then removed and made again; nothing outside OUT, nor the photos, labels
+or masks given, nor a file of the user's in OUT, is touched). ``OUT/data_facts.json``: the facts of the
 data the choices were made from; ``OUT/summary.json``: the choices, each step's wall time and the scores (the
 :class:`RouteResult` :func:`run_route` returns); ``OUT/steps.jsonl``: each run's time of each step, a stopped one's
 too (the step runner of :mod:`wsss.pipelines.steps`).
 
-The modes are registered classes (``wsss.pipelines.modes``; this module's :class:`ClassifierMode`,
+The modes are registered classes (``wsss.pipelines.modes``; ``wsss.pipelines.route_modes``'s ClassifierMode,
 :class:`ClipESMode`, :class:`WeCLIPMode`): the weight files given choose one. With CLIP files (``clip`` / ``dinov2``:
 docs/own-photos.md#with-clip-files; ``wsss.pipelines.clip_steps``) the classifier gives way: with both, WeCLIP+
 trained on the photos into ``OUT/weclip`` and its masks by the official test fusion; with CLIP alone, CLIP-ES's CAMs
@@ -51,11 +52,11 @@ and CRF labels (``OUT/clip``), then steps 5-8; photos with classes and no labels
 
 Overrides: ``KEY=VALUE`` words of the config (docs/configs.md); ``cls.KEY=VALUE`` sets the classifier's only,
 ``seg.KEY=VALUE`` the DeepLab stage's (its folds' too), ``clip.KEY=VALUE`` the CLIP method's, a word without a
-prefix all (``run.seed=1``) but the CLIP method for a start file (``model.pretrained=``: :func:`split_overrides`). A
-start file is a setting by its content; OUT moved or copied, or a start file moved, is re-based into the route's runs
-(:meth:`RouteRecord.rebase`). Where a
-command runs (``core.config.EXECUTION_KEYS``: ``run.device``, ``run.threads``, ``data.num_workers``,
-``infer.crf_workers``) is no setting of the route: a route stopped on one machine continues on another.
+prefix all (``run.seed=1``) but the CLIP method for a start file (``model.pretrained=``:
+``route_values.split_overrides``). A start file is a setting by its content; OUT moved or copied, or a start file
+moved, is re-based into the route's runs (``route_record.RouteRecord.rebase``). Where a command runs
+(``core.config.EXECUTION_KEYS``: ``run.device``, ``run.threads``, ``data.num_workers``, ``infer.crf_workers``) is no
+setting of the route: a route stopped on one machine continues on another.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ from wsss.pipelines.route_values import (
     word_key,
 )
 from wsss.pipelines.steps import Command, Step, StepRunner
+
+# the names docs/api.md lists for this module (the typed values among them are route_values's)
+__all__ = ["Choice", "DataFacts", "Plan", "Route", "RouteOptions", "RouteResult", "plan_route", "run_route"]
 
 
 def plan_route(opts: RouteOptions, facts: DataFacts, cuda_devices: int = 0, *, edited_tags: bool = False) -> Plan:
