@@ -1,4 +1,4 @@
-"""What naming a route's inputs by content costs (``wsss.pipelines.route.data_files``: each file's SHA-1, read by a
+"""What naming a route's inputs by content costs (``wsss.pipelines.route_data.data_files``: each file's SHA-1, read by a
 few threads; ``wsss.runs.stamps.photo_record`` a photo's size and digest): files/s and MB/s on this machine, against
 the names, sizes and times an older wsss read (``legacy_data_files``), and that rate carried to COCO's train set.
 
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from wsss.pipelines import route
+    from wsss.pipelines import route_data as route
     from wsss.runs.stamps import content_digest
 
     folder = args.work / "photos"

@@ -12,8 +12,8 @@ from experiments.data_views import first_masked, make_view
 from experiments.route_steps import cams, miou, preset_path, pseudo_labels, scored_predictions, sweep, train, write_json
 from wsss.core.errors import TrainingDiverged
 from wsss.data.voc import VOCDataset, read_split
-from wsss.pipelines import route as steps
-from wsss.pipelines.route import MASKED_SPLIT, mixed_stage_words, stage_iterations
+from wsss.pipelines import route_calls as steps
+from wsss.pipelines.route_calls import MASKED_SPLIT, mixed_stage_words, stage_iterations
 from wsss.pipelines.steps import StepRunner
 
 

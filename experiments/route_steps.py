@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from wsss.core.config import SCOPE
 from wsss.core.files import atomic_write
 from wsss.data.voc import VOCDataset
-from wsss.pipelines import route as steps  # the route's steps: looked up at each call, the one implementation
+from wsss.pipelines import route_calls as steps  # the route's steps: looked up at each call, the one implementation
 from wsss.pipelines.steps import StepRunner
 from wsss.runs.jobs import predictions_folder
 

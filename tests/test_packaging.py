@@ -77,7 +77,7 @@ def test_the_wheel_carries_every_shipped_config_and_its_scoped_names_resolve(tmp
     # the installed wheel, from a folder that is no checkout: the route's presets and their scoped bases load
     code = (
         "import wsss, sys; from wsss.core.config import load_config, shipped_config; "
-        "from wsss.pipelines.route import CLASSIFIERS, SEG_PRESET; "
+        "from wsss.pipelines.route_values import CLASSIFIERS, SEG_PRESET; "
         "print(wsss.__file__); print(shipped_config(SEG_PRESET)); "
         "[load_config(p) for p in (*CLASSIFIERS.values(), SEG_PRESET, 'wsss::seco/voc.yaml')]"
     )

@@ -31,8 +31,8 @@ _EXPORTS = {
     "EvalResult": "wsss.evaluation",
     "evaluate": "wsss.evaluation",
     "run_route": "wsss.pipelines.route",
-    "RouteOptions": "wsss.pipelines.route",
-    "RouteResult": "wsss.pipelines.route",
+    "RouteOptions": "wsss.pipelines.route_values",
+    "RouteResult": "wsss.pipelines.route_values",
 }
 
 __all__ = [*sorted(_EXPORTS), "data"]

@@ -590,7 +590,7 @@ STEPS = ("run_config", "train_run", "stage_words", "cams", "pseudo_labels", "pre
 def _recorded(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, tuple, dict]], run: bool) -> None:
     """Each of the package's route steps (``wsss.pipelines.route``) records its calls in ``calls``, and runs (``run``)
     or returns None."""
-    from wsss.pipelines import route as steps
+    from wsss.pipelines import route_calls as steps
 
     for name in STEPS:
         real = getattr(steps, name)
@@ -667,7 +667,9 @@ def test_the_experiments_route_runs_the_packages_steps(tmp_path, synth_root, mon
 def test_the_route_and_the_experiment_share_the_steps(tmp_path, monkeypatch):
     """``wsss route``'s steps are the same functions: each of Route's steps calls the package's step
     function, with the route's device and CRF workers."""
-    from wsss.pipelines.route import Choice, Route, RouteOptions, _cam_command, _pseudo_command
+    from wsss.pipelines.route import Route
+    from wsss.pipelines.route_calls import cam_command, pseudo_command
+    from wsss.pipelines.route_values import Choice, RouteOptions
 
     calls: list[tuple[str, tuple, dict]] = []
     _recorded(monkeypatch, calls, run=False)
@@ -677,8 +679,8 @@ def test_the_route_and_the_experiment_share_the_steps(tmp_path, monkeypatch):
     )
     route.seg_iters, where = 7, {"device": "cpu", "crf_workers": 2}
     cls, seg, view = tmp_path / "cls", tmp_path / "seg", tmp_path / "view"
-    route._job(_cam_command(cls))  # a per-photo step's call, from its typed command
-    route._job(_pseudo_command(cls, "par", (0.4, 0.4)))
+    route._job(cam_command(cls))  # a per-photo step's call, from its typed command
+    route._job(pseudo_command(cls, "par", (0.4, 0.4)))
     route._stage_config(tmp_path / "data", ["data.root=x"], seg, "masks", view)
     route._predict_split(seg, "val")
     assert calls[0] == ("cams", (cls, "train"), {"progress": False, **where})

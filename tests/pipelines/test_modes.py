@@ -14,7 +14,8 @@ from wsss.core.config import load_config
 from wsss.core.errors import UsageError
 from wsss.pipelines import route as route_module  # noqa: F401 - the built-in modes register on import
 from wsss.pipelines.modes import CLIP_KEY, DINOV2_KEY, MODES, RouteMode, choose_mode, register_mode, weight_words
-from wsss.pipelines.route import DataFacts, Route, RouteOptions
+from wsss.pipelines.route import Route
+from wsss.pipelines.route_values import DataFacts, RouteOptions
 from wsss.pipelines.steps import Command, Step
 
 FAKE_FILES = {CLIP_KEY: "c.pt", DINOV2_KEY: "d.pth"}  # a mode's planning names its files, reads none

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from wsss.core.errors import DataError
-from wsss.pipelines import route as route_module
-from wsss.pipelines.route import DataFacts, Plan, Route, RouteOptions, plan_route
+from wsss.pipelines import route_data, route_values
+from wsss.pipelines.route import Route, plan_route
+from wsss.pipelines.route_values import DataFacts, Plan, RouteOptions
 
 
 def _facts(root: Path, masked: int = 0, val: int = 4, train: int = 24) -> DataFacts:
@@ -93,7 +94,7 @@ def test_the_stage_chosen_by_folds_is_the_choice_steps_output_not_a_rewrite_of_t
     assert plan.choices["stage"].value == "folds"
     assert [s.title for s in plan.steps].index("choice") + 1 == [s.title for s in plan.steps].index("seg")
     (out / "choice").mkdir(parents=True)
-    (out / "choice" / route_module.STAGE_FILE).write_text(json.dumps({"stage": "masks", "reason": "the folds"}))
+    (out / "choice" / route_values.STAGE_FILE).write_text(json.dumps({"stage": "masks", "reason": "the folds"}))
     assert route._stage() == "masks" and route.choices["stage"].value == "folds" == plan.choices["stage"].value
 
 
@@ -101,14 +102,14 @@ def test_the_plan_is_saved_before_the_first_step_and_is_what_runs(synth_root, tm
     out, said = tmp_path / "r", []
 
     def first_step(self: Route, root: Path) -> None:
-        assert (out / route_module.PLAN_FILE).is_file()  # saved before it
+        assert (out / route_values.PLAN_FILE).is_file()  # saved before it
         raise DataError("stopped at the first step")
 
     monkeypatch.setattr(Route, "_check_data", first_step)
     opts = RouteOptions(data=str(synth_root), out=str(out), progress=False)
     with pytest.raises(DataError, match="stopped at the first step"):
         Route(opts, say=said.append).run()
-    saved = json.loads((out / route_module.PLAN_FILE).read_text())
-    planned: Plan = plan_route(opts, route_module.data_facts(synth_root.resolve()), 0)
+    saved = json.loads((out / route_values.PLAN_FILE).read_text())
+    planned: Plan = plan_route(opts, route_data.data_facts(synth_root.resolve()), 0)
     assert saved == json.loads(json.dumps(planned.to_json()))
     assert said[-1] == f"[1/{len(saved['steps'])}] check: {saved['steps'][0]['command']}"

@@ -27,16 +27,10 @@ from wsss.data import VOCDataset
 from wsss.data.views import make_view
 from wsss.data.voc import available_splits, read_split
 from wsss.evaluation import evaluate_arrays
-from wsss.pipelines.route import (
-    Choice,
-    DataFacts,
-    Plan,
-    Route,
-    RouteOptions,
-    choose_classifier,
-    data_files,
-    split_overrides,
-)
+from wsss.pipelines.route import Route
+from wsss.pipelines.route_data import data_files
+from wsss.pipelines.route_modes import choose_classifier
+from wsss.pipelines.route_values import Choice, DataFacts, Plan, RouteOptions, split_overrides
 from wsss.pipelines.steps import Command, Step, StepRunner
 from wsss.utils.io import read_label_png
 
@@ -256,7 +250,7 @@ def test_a_run_of_the_route_with_another_saved_config_advises_only_the_routes_op
     """A run of the route whose config.yaml says otherwise than the route's record advised --allow-config-change,
     which the route does not take."""
     from wsss.core.config import save_config
-    from wsss.pipelines.route import run_config, train_run
+    from wsss.pipelines.route_calls import run_config, train_run
 
     run_dir = tmp_path / "route/cls"
     cfg = run_config("wsss::cam/real_cpu.yaml", [f"data.root={synth_root}", *TINY], run_dir)
@@ -445,7 +439,7 @@ def test_a_route_whose_first_step_failed_on_bad_input_continues_once_it_is_fixed
 def test_a_record_of_an_older_wsss_continues_while_its_data_is_as_it_recorded(synth_root, tmp_path, one_step_route):
     """route.json of an older wsss names its data by the files' names, sizes and times: the route continues over the
     same data (then records it by content), and refuses a change, saying how it was recorded."""
-    from wsss.pipelines.route import legacy_data_files
+    from wsss.pipelines.route_data import legacy_data_files
 
     data, out = tmp_path / "data", tmp_path / "route"
     shutil.copytree(synth_root, data)
@@ -929,7 +923,7 @@ def test_a_training_of_the_route_checks_its_pseudo_labels_and_masks_before_it_tr
     ``check=False`` trains without it (``wsss train --skip-check``)."""
     from wsss.core.errors import DataError
     from wsss.engine import launch
-    from wsss.pipelines.route import run_config, train_run
+    from wsss.pipelines.route_calls import run_config, train_run
     from wsss.utils.io import save_label_png
 
     started: list[str] = []
@@ -970,7 +964,7 @@ def test_the_documented_api_example_runs_and_returns_a_typed_result(
     RouteResult (choices with reasons, facts, masks, reports, scores, seconds), OUT/summary.json is that result as
     JSON, and the data facts are saved beside route.json."""
     import wsss
-    from wsss.pipelines.route import RouteResult
+    from wsss.pipelines.route_values import RouteResult
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data/synth").symlink_to(synth_root)
@@ -1024,7 +1018,7 @@ def test_crf_workers_are_each_runs_own_resolved_by_the_crf_rule_and_a_word_is_ho
 
 
 def test_a_step_run_gets_its_crf_workers_as_a_typed_value(tmp_path, synth_root, one_thread):
-    from wsss.pipelines.route import load_step_run, run_config, train_run
+    from wsss.pipelines.route_calls import load_step_run, run_config, train_run
 
     cfg = run_config("configs/cam/synthetic_cpu.yaml", [f"data.root={synth_root}", *TINY], tmp_path / "cls")
     train_run(cfg, progress=False)

@@ -201,7 +201,8 @@ def test_a_cuda_device_gets_the_gpu_presets_and_run_device_cpu_keeps_the_cpu_one
 ):
     import torch
 
-    from wsss.pipelines.route import Route, RouteOptions
+    from wsss.pipelines.route import Route
+    from wsss.pipelines.route_values import RouteOptions
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

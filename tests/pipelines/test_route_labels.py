@@ -16,7 +16,8 @@ from wsss.cli import main
 from wsss.core.checkpoint import load_checkpoint, save_checkpoint
 from wsss.data import VOCDataset
 from wsss.data.views import make_view
-from wsss.pipelines.route import Route, RouteOptions
+from wsss.pipelines.route import Route
+from wsss.pipelines.route_values import RouteOptions
 from wsss.utils.io import read_label_png
 
 TINY = ["train.epochs=null", "train.max_iters=1", "data.crop_size=64", "data.num_workers=0", "train.batch_size=2"]

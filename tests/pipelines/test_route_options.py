@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wsss.core.errors import UsageError
-from wsss.pipelines.route import RouteOptions
+from wsss.pipelines.route_values import RouteOptions
 
 
 def test_paths_and_single_values_are_read_as_the_route_reads_them(tmp_path):

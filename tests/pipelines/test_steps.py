@@ -140,7 +140,7 @@ def test_settings_compare_what_is_computed_only():
 
 
 def test_the_routes_gathered_masks_are_named_and_removed_as_its_own(tmp_path):
-    from wsss.pipelines.route import gather_masks
+    from wsss.pipelines.route_calls import gather_masks
     from wsss.pipelines.steps import remove_made
 
     pred, folder = tmp_path / "predictions_crf/val", tmp_path / "masks"

@@ -10,7 +10,8 @@ from wsss.cli_common import add_overrides, add_quiet
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from wsss.pipelines.route import RouteOptions, run_route
+    from wsss.pipelines.route import run_route
+    from wsss.pipelines.route_values import RouteOptions
 
     defaults = {k: v for k, v in (("seg", args.seg), ("folds", args.folds)) if v is not None}  # else RouteOptions'
     run_route(

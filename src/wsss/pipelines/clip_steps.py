@@ -1,6 +1,6 @@
 """The steps the CLIP modes of ``wsss route`` add (docs/own-photos.md#with-clip-files; the modes themselves:
-``wsss.pipelines.route``, registered as ``wsss.pipelines.modes`` says), each the library call of the ``wsss`` command
-named.
+``wsss.pipelines.route_modes``, registered as ``wsss.pipelines.modes`` says), each the library call of the ``wsss``
+command named.
 
 The files are config words of the CLIP method's run: ``model.pretrained=CLIP`` (``--clip``) and
 ``options.dino_weights=DINOV2`` (``--dinov2``). A CLIP file and a DINOv2 file: WeCLIP+ trained on the photos

@@ -2,7 +2,8 @@
 class registered by name, as methods are (``wsss.methods.register_method``). A mode says which weight files it needs,
 whether it applies to the files and options given (with its reason), its CPU and GPU presets and its steps; the route
 asks each registered mode (:func:`choose_mode`) and runs the steps of the one that applies. The built-in modes (the
-classifier on ImageNet weights, CLIP-ES, WeCLIP+) register in ``wsss.pipelines.route``.
+classifier on ImageNet weights, CLIP-ES, WeCLIP+) are ``wsss.pipelines.route_modes``'s, registered when
+``wsss.pipelines.route`` is imported.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from wsss.core.choices import ROUTE_MASKS_DIR
 from wsss.core.files import atomic_write
 from wsss.evaluation.agreement import (
     DRAW_NEXT_COLUMNS,
@@ -36,6 +37,21 @@ def photo_labels(root: str | Path, splits: Sequence[str]) -> dict[str, set[int]]
         ds = VOCDataset(root, split)
         out |= {i: {int(c) + 1 for c in (ds.labels(i) > 0).nonzero()[0]} for i in ds.ids}
     return out
+
+
+def masks_against_labels(
+    scores: dict[str, Any], preds: Mapping[str, Path], facts: Any, out: Path, run_dir: Path, masks_teach: bool
+) -> None:
+    """After the route's masks (``preds``: split -> its labelled predictions, gathered in ``out/masks``): each drawn
+    photo's mask returned in its prediction's place, the scores of the train photos whose own masks taught the run
+    (``run_dir``; a mode whose final run learns no mask: none) set apart, and the masks checked against the labels
+    (``scores["labels"]``, ``out/draw_next.csv``)."""
+    from wsss.core.config import load_run_config, true_masks_of
+
+    return_drawn_masks(out / ROUTE_MASKS_DIR, facts.root, {"train": facts.masked_train, "val": facts.masked_val})
+    set_apart_taught(scores, masks_teach and bool(true_masks_of(load_run_config(run_dir).data)))
+    drawn = {*facts.masked_train, *facts.masked_val}
+    scores["labels"] = check_labels(preds, facts.root, drawn, facts.class_names, out)
 
 
 def return_drawn_masks(folder: Path, root: str | Path, drawn: Mapping[str, Sequence[str]]) -> int:
