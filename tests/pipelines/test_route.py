@@ -24,6 +24,7 @@ from wsss.cli import main
 from wsss.core.config import load_config
 from wsss.core.errors import ConfigError, ConfigWarning, DataError, UsageError
 from wsss.data import VOCDataset
+from wsss.data.classes import VOC_CLASSES
 from wsss.data.views import make_view
 from wsss.data.voc import available_splits, read_split
 from wsss.evaluation import evaluate_arrays
@@ -599,29 +600,7 @@ def test_a_start_file_word_goes_to_the_run_its_prefix_names_and_a_conflicting_pa
 
 
 def _classes(tmp_path: Path) -> Path:
-    names = [
-        "background",
-        "aeroplane",
-        "bicycle",
-        "bird",
-        "boat",
-        "bottle",
-        "bus",
-        "car",
-        "cat",
-        "chair",
-        "cow",
-        "diningtable",
-        "dog",
-        "horse",
-        "motorbike",
-        "person",
-        "pottedplant",
-        "sheep",
-        "sofa",
-        "train",
-        "tvmonitor",
-    ]
+    names = VOC_CLASSES
     path = tmp_path / "classes.txt"
     path.write_text("\n".join(names) + "\n")
     return path

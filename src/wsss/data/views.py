@@ -1,5 +1,5 @@
 """Views of a dataset in the VOC layout: the same photos, other splits, and masks for only some of them, without
-copying or touching the dataset itself (``wsss route``'s folds over the masked photos, ``pipelines/route.py``; the
+copying or touching the dataset itself (``wsss route``'s folds over the masked photos, ``pipelines/route_stage.py``; the
 experiments' folds and mask counts, ``experiments/data_views.py``).
 
 A view is a folder that links the dataset's photos, class names and image labels, writes its own split files

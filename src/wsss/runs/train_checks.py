@@ -1,5 +1,5 @@
 """check-data of what a training reads, before it starts: ``wsss train`` (unless ``--skip-check``) and each training
-of ``wsss route`` (``wsss.pipelines.route.train_run``) run :func:`check_training_data`, so a broken pseudo label or a
+of ``wsss route`` (``wsss.pipelines.route_calls.train_run``) run :func:`check_training_data`, so a broken pseudo label or a
 bad true mask is named up front with the check-data report, not met by the trainer mid-way
 (docs/datasets.md#checking-a-dataset)."""
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from wsss.core.errors import DataError
 
-# What `wsss train` advises: its flag. The route's trainings word their own (wsss.pipelines.route.train_run).
+# What `wsss train` advises: its flag. The route's trainings word their own (wsss.pipelines.route_calls.train_run).
 SKIP_ADVICE = "fix it or pass --skip-check"
 
 Check = tuple[str, Callable[..., Any]]  # what is checked (said in the error), the check (``progress=``: a report)
