@@ -41,12 +41,14 @@ CANDIDATES = {
     "self-training: one more round (`--rounds 1`)": ("seg_rounds.1.val_crf", ROUTE),
     "labels that abstain (`--abstain`)": ("abstain.val_crf", ROUTE),
     "the stage's consistency on the val photos (`seg.loss.weights.consistency=1 ...`)": (
-        "variants.consistency.val_crf", ROUTE),
+        "variants.consistency.val_crf",
+        ROUTE,
+    ),
     "a loss that tolerates noisy labels (`seg.options.seg_loss=gce`)": ("variants.gce.val_crf", ROUTE),
     "EfficientNet-Lite0 as the stage's backbone": ("variants.effseg.val_crf", ROUTE),
     "EfficientNet-Lite0 as the classifier (arm effnet)": ("arms.effnet.seg_rounds.0.val_crf", ROUTE),
     "EfficientNet-Lite0 as both (arm effnet, its effseg variant)": ("arms.effnet.variants.effseg.val_crf", ROUTE),
-}  # fmt: skip
+}
 PLAIN = {
     "self-training, plain": ("seg_rounds.1.val", "seg_rounds.0.val"),
     "labels that abstain, plain": ("abstain.val", "seg_rounds.0.val"),
@@ -156,10 +158,22 @@ def table(sets: dict[str, list[dict[str, Any]]]) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     p = script_parser(__doc__)
-    p.add_argument("--set", nargs="+", action="append", required=True, metavar=("NAME", "JSON"),
-                   help="a set's name and its folds' JSONs (repeat for each set)")  # fmt: skip
-    p.add_argument("--arm", nargs="+", action="append", default=[], metavar=("SET", "NAME"),
-                   help="another route's folds on SET (JSONs after NAME) as arms.NAME of its folds")  # fmt: skip
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar=("NAME", "JSON"),
+        help="a set's name and its folds' JSONs (repeat for each set)",
+    )
+    p.add_argument(
+        "--arm",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("SET", "NAME"),
+        help="another route's folds on SET (JSONs after NAME) as arms.NAME of its folds",
+    )
     args = p.parse_args(argv)
     if any(len(s) < 2 for s in args.set):
         p.error("--set NAME JSON [JSON ...]: a name and at least one JSON")

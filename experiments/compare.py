@@ -118,8 +118,15 @@ PIPELINES["rca"] = Pipeline("rca", refine="rca")
 PIPELINES["sccam"] = Pipeline("sccam", refine="affinity")
 # SeCo's preset with every official quirk switched back on (docs/methods/seco.md#quirk-switches): the quirks'
 # cost.
-SECO_QUIRKS = ("no_class_global_tag", "area_weighted_by_class_id", "lil_normaliser", "local_view_flip", "patch_seed",
-               "ptc_box_pixel_scale", "queue_init_dim0")  # fmt: skip
+SECO_QUIRKS = (
+    "no_class_global_tag",
+    "area_weighted_by_class_id",
+    "lil_normaliser",
+    "local_view_flip",
+    "patch_seed",
+    "ptc_box_pixel_scale",
+    "queue_init_dim0",
+)
 PIPELINES["seco_quirks"] = Pipeline(
     "seco", name="seco_quirks", overrides=tuple(f"options.quirk_{q}=true" for q in SECO_QUIRKS)
 )
@@ -193,8 +200,19 @@ def calibrate(run: Path, root: Path, split: str = "train") -> dict[str, float]:
     if "high_thre" in levels:
         cfg.cam.high_thre, cfg.cam.low_thre = levels["high_thre"], levels["low_thre"]
     save_config(cfg, cfg_path)
-    wsss("cam", str(run), "--split", split, "--data-root", str(root), "--bkg-thre", str(levels["bkg_thre"]),
-         "--quiet", "--checkpoint", "last")  # fmt: skip
+    wsss(
+        "cam",
+        str(run),
+        "--split",
+        split,
+        "--data-root",
+        str(root),
+        "--bkg-thre",
+        str(levels["bkg_thre"]),
+        "--quiet",
+        "--checkpoint",
+        "last",
+    )
     return levels
 
 
@@ -238,8 +256,7 @@ def run_method(
         if calibrated:
             res["levels"] = calibrate(run, root)
         else:
-            res["levels"] = {"bkg_thre": cfg.cam.bkg_thre, "high_thre": cfg.cam.high_thre,
-                             "low_thre": cfg.cam.low_thre}  # fmt: skip
+            res["levels"] = {"bkg_thre": cfg.cam.bkg_thre, "high_thre": cfg.cam.high_thre, "low_thre": cfg.cam.low_thre}
         res["calibrated"] = calibrated
         if p.refine == "affinity":  # PSA (affinitynet.md#random-walk): AffinityNet on the la/ha seeds, then the walk
             seeds = runs / f"{p.label}_aff_seeds"
@@ -249,14 +266,28 @@ def run_method(
             aff = runs / f"{p.label}_aff"
             shutil.rmtree(aff, ignore_errors=True)  # trained on these seeds (an existing run would resume)
             res["aff_train_s"] = wsss(
-                "train", str(repo / p.aff_preset), f"run.dir={aff}", f"data.root={root}", *overrides,
-                f"data.pseudo_dir={seeds}", *p.aff_overrides, "--quiet",
-            )  # fmt: skip
+                "train",
+                str(repo / p.aff_preset),
+                f"run.dir={aff}",
+                f"data.root={root}",
+                *overrides,
+                f"data.pseudo_dir={seeds}",
+                *p.aff_overrides,
+                "--quiet",
+            )
             res["train_s"] += res["aff_train_s"]
             res["pseudo_s"] += wsss(
-                "pseudo", str(run), "--split", "train", "--refine", "affinity", "--affinity-run", str(aff),
-                "--overwrite", *q,
-            )  # fmt: skip
+                "pseudo",
+                str(run),
+                "--split",
+                "train",
+                "--refine",
+                "affinity",
+                "--affinity-run",
+                str(aff),
+                "--overwrite",
+                *q,
+            )
         else:
             res["pseudo_s"] = wsss("pseudo", str(run), "--split", "train", "--refine", p.refine, *q)
         res["cam"] = evaluate(run / "cam_labels/train", root, "train")
@@ -267,9 +298,14 @@ def run_method(
             seg_run = runs / f"{p.label}_seg"
             stage = [o.format(pseudo=run / "pseudo" / "train") for o in p.seg_overrides]
             res["seg_train_s"] = wsss(
-                "train", str(repo / p.seg_preset), f"run.dir={seg_run}", f"data.root={root}", *overrides, *stage,
+                "train",
+                str(repo / p.seg_preset),
+                f"run.dir={seg_run}",
+                f"data.root={root}",
+                *overrides,
+                *stage,
                 "--quiet",
-            )  # fmt: skip
+            )
             res["train_s"] += res["seg_train_s"]
         res["seg_source"] = {"head": "seg head", "stage": f"stage {p.seg_preset}", "none": "n/a"}[plan]
         if plan != "none":
@@ -336,11 +372,16 @@ def chart(results: list[dict[str, Any]], path: Path, title: str = "") -> Path:
         return None if v is None or v != v else float(v)
 
     rows = [
-        {"method": r["method"], "cam": get(r, "cam", "miou"), "mask": get(r, "mask", "miou"),
-         "seg": get(r, "seg", "miou"), "far": get(r, "seg", "mean_far")}
+        {
+            "method": r["method"],
+            "cam": get(r, "cam", "miou"),
+            "mask": get(r, "mask", "miou"),
+            "seg": get(r, "seg", "miou"),
+            "far": get(r, "seg", "mean_far"),
+        }
         for r in results
         if r["status"] == "ok"
-    ]  # fmt: skip
+    ]
     return comparison_chart(rows, path, title=title)
 
 
@@ -375,8 +416,12 @@ def machine(overrides: Sequence[str] = ()) -> dict[str, Any]:
 
 
 #: The methods' names in the short table of the docs pages (:func:`summary_table`).
-LABELS = {"cam": "CAM baseline", "seco": "SeCo", "rca": "RCA (+ DeepLab stage)",
-          "sccam": "SC-CAM (+ AffinityNet, DeepLab stage)"}  # fmt: skip
+LABELS = {
+    "cam": "CAM baseline",
+    "seco": "SeCo",
+    "rca": "RCA (+ DeepLab stage)",
+    "sccam": "SC-CAM (+ AffinityNet, DeepLab stage)",
+}
 
 
 def summary_table(results: list[dict[str, Any]], methods: Sequence[str] = ()) -> str:
@@ -412,9 +457,14 @@ def load_results(out_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def markdown_block(meta: dict[str, Any], results: list[dict[str, Any]], chart_rel: str) -> str:
     m = meta["machine"]
     where = ", ".join(
-        t for t in (str(m.get("cpu", "")), f"{m['cores']} cores" if m.get("cores") else "",
-                    f"torch {m['torch']} ({m['threads']} threads)" if m.get("torch") else "") if t
-    )  # fmt: skip
+        t
+        for t in (
+            str(m.get("cpu", "")),
+            f"{m['cores']} cores" if m.get("cores") else "",
+            f"torch {m['torch']} ({m['threads']} threads)" if m.get("torch") else "",
+        )
+        if t
+    )
     missing = [r["method"] for r in results if r["status"].startswith("missing")]
     calibrated = any(r.get("calibrated") for r in results)
     lines = [
@@ -489,9 +539,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--benchmarks", default=str(REPO / "BENCHMARKS.md"), help="markdown file to update ('' = none)")
     p.add_argument("--render-only", action="store_true", help="rewrite table and chart from compare.json")
     p.add_argument(
-        "--keep", action="store_true",
+        "--keep",
+        action="store_true",
         help="keep the other methods' results from the existing compare.json (rerun only --methods)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--no-calibrate", action="store_true", help="keep each preset's CAM levels (no calibration protocol)"
     )
@@ -507,17 +558,31 @@ def main(argv: list[str] | None = None) -> None:
     root, runs = (REPO / a.data).resolve(), (REPO / a.runs).resolve()
     if not (root / "classes.txt").is_file():
         context = [f"--context-{k}={v}" for k, v in (("with", a.context_with), ("without", a.context_without)) if v]
-        wsss("synth", str(root), "--train", str(a.train), "--val", str(a.val), "--size", str(a.size),
-             "--seed", str(a.seed), *context)  # fmt: skip
+        wsss(
+            "synth",
+            str(root),
+            "--train",
+            str(a.train),
+            "--val",
+            str(a.val),
+            "--size",
+            str(a.size),
+            "--seed",
+            str(a.seed),
+            *context,
+        )
     meta = {
         "date": str(date.today()),
         "machine": machine(a.overrides),
         "data": describe_data(root),
         "command": " ".join([".venv/bin/python experiments/compare.py", *(argv if argv is not None else sys.argv[1:])]),
-        "presets": {m: read_preset(PIPELINES.get(m, Pipeline(m)).preset_path())  # its _base_ merged in
-                    for m in a.methods if PIPELINES.get(m, Pipeline(m)).preset_path().is_file()},
+        "presets": {
+            m: read_preset(PIPELINES.get(m, Pipeline(m)).preset_path())  # its _base_ merged in
+            for m in a.methods
+            if PIPELINES.get(m, Pipeline(m)).preset_path().is_file()
+        },
         "overrides": {m: list(PIPELINES[m].overrides) for m in a.methods if m in PIPELINES and PIPELINES[m].overrides},
-    }  # fmt: skip
+    }
     kept: list[dict[str, Any]] = []
     if a.keep and (out_dir / "compare.json").is_file():
         old = json.loads((out_dir / "compare.json").read_text())

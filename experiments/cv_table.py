@@ -51,8 +51,16 @@ STEPS = {
 # 12-epoch verdicts the advice became the preset's level, one stage, `--crf` (BENCHMARKS.md): the stage with `--crf`
 # and the stage on labels at the preset's level are among them (that stage with `--crf`, the advised route itself,
 # only in JSONs from 2026-11-28 on).
-OVER = ("pseudo.par", "seg_val.miou", "seg_rounds.0.val_crf", "seg_rounds.0.val_crf_tagged", "own_level.val",
-        "own_level.val_crf", "own_level.val_crf_tagged", "seg_ensemble.val.crf_tagged")  # fmt: skip
+OVER = (
+    "pseudo.par",
+    "seg_val.miou",
+    "seg_rounds.0.val_crf",
+    "seg_rounds.0.val_crf_tagged",
+    "own_level.val",
+    "own_level.val_crf",
+    "own_level.val_crf_tagged",
+    "seg_ensemble.val.crf_tagged",
+)
 
 
 def _folds(res: dict[str, Any]) -> tuple[int, int]:
@@ -138,13 +146,22 @@ def tables(decide: list[dict[str, Any]], veto: list[dict[str, Any]], names: tupl
     for set_name, results in zip(names, (decide, veto)):
         for i, res in enumerate(results):
             done, of = _folds(res)
-            over = (f"; its own figures here, its gains over {Path(res['gain_over']['other']).name} in the rule's "
-                    "table" if res.get("gain_over") else "")  # fmt: skip
-            lines += [f"{set_name}, route {i + 1} ({done} of {of} folds run{over}{_devices(res)}): mean (sd; per fold)",
-                      "",
-                      "| figure | over the folds |", "|---|---|"]  # fmt: skip
-            lines += [f"| {name} | {_cell(res['summary'].get(key))} |" for key, name in FIGURES.items()
-                      if key in res.get("summary", {})]  # fmt: skip
+            over = (
+                f"; its own figures here, its gains over {Path(res['gain_over']['other']).name} in the rule's table"
+                if res.get("gain_over")
+                else ""
+            )
+            lines += [
+                f"{set_name}, route {i + 1} ({done} of {of} folds run{over}{_devices(res)}): mean (sd; per fold)",
+                "",
+                "| figure | over the folds |",
+                "|---|---|",
+            ]
+            lines += [
+                f"| {name} | {_cell(res['summary'].get(key))} |"
+                for key, name in FIGURES.items()
+                if key in res.get("summary", {})
+            ]
             lines.append("")
     lines += [f"| route | choice | {names[0]}: gain | {names[1]}: gain | the rule |", "|---|---|---|---|---|"]
     for i, (d, v) in enumerate(zip(decide, veto)):
@@ -152,8 +169,10 @@ def tables(decide: list[dict[str, Any]], veto: list[dict[str, Any]], names: tupl
         folds = (_folds(d)[1], _folds(v)[1]) if complete else None
         dg, vg = gains(d), gains(v)
         for name in dict.fromkeys([*dg, *vg]):
-            lines.append(f"| {i + 1} | {name} | {_cell(dg.get(name))} | {_cell(vg.get(name))} | "
-                         f"{verdict(dg.get(name), vg.get(name), folds)} |")  # fmt: skip
+            lines.append(
+                f"| {i + 1} | {name} | {_cell(dg.get(name))} | {_cell(vg.get(name))} | "
+                f"{verdict(dg.get(name), vg.get(name), folds)} |"
+            )
     notes = [floor_note(r, f"{n}, route {i + 1}") for n, rs in zip(names, (decide, veto)) for i, r in enumerate(rs)]
     if any(notes):  # beside the verdicts: a veto by a set at its floor says little (BENCHMARKS.md)
         lines += ["", *(f"- {n}" for n in notes if n)]

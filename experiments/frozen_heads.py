@@ -103,8 +103,14 @@ def class_maps(head: nn.Module, feats: torch.Tensor) -> torch.Tensor:
     return head.cam(feats) if isinstance(head, (CAMClassifier, SubcategoryHeads)) else head(feats)
 
 
-def train_head(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace,
-               mult: float, sub_labels: torch.Tensor | None = None) -> list[float]:  # fmt: skip
+def train_head(
+    head: nn.Module,
+    feats: torch.Tensor,
+    labels: torch.Tensor,
+    args: argparse.Namespace,
+    mult: float,
+    sub_labels: torch.Tensor | None = None,
+) -> list[float]:
     weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
     biases = [p for n, p in head.named_parameters() if n.endswith("bias")]
     groups = [{"params": weights, "lr": args.lr * mult}]
@@ -187,8 +193,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         feats = frozen_features(data, args.size, None if args.weights == "none" else args.weights)
         labels = torch.from_numpy(np.stack([data.labels(i) for i in data.ids]).astype(np.float32))
         prior = labels.mean(0).clamp(1e-3, 1 - 1e-3)
-        out: dict[str, Any] = {"data": f"{args.data_root} {args.split} ({len(data)} images)", "args": vars(args),
-                               "features_s": round(time.time() - t0, 1), "heads": {}}  # fmt: skip
+        out: dict[str, Any] = {
+            "data": f"{args.data_root} {args.split} ({len(data)} images)",
+            "args": vars(args),
+            "features_s": round(time.time() - t0, 1),
+            "heads": {},
+        }
         for spec in args.heads:
             kind, value = spec.split(":")
             torch.manual_seed(args.seed)
@@ -199,14 +209,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 gap = feats.mean(dim=(2, 3)).numpy()
                 subs = build_subcategory_labels(data.ids, gap, labels.numpy(), num_sub, args.seed)
                 sub = torch.from_numpy(subs.labels)
-                sizes = [np.bincount(subs.assign[subs.assign[:, c] >= 0, c], minlength=num_sub).tolist()
-                         for c in range(labels.shape[1])]  # fmt: skip
+                sizes = [
+                    np.bincount(subs.assign[subs.assign[:, c] >= 0, c], minlength=num_sub).tolist()
+                    for c in range(labels.shape[1])
+                ]
             head = make_head(kind, feats.shape[1], labels.shape[1], args.head_dim, args.init_std, num_sub)
             t1 = time.time()
             losses = train_head(head, feats, labels, args, mult, sub)
-            res = {"loss_first_last": [round(losses[0], 4), round(float(np.mean(losses[-8:])), 4)],
-                   "steps": len(losses), "train_s": round(time.time() - t1, 1),
-                   **score(head, feats, labels, data)}  # fmt: skip
+            res = {
+                "loss_first_last": [round(losses[0], 4), round(float(np.mean(losses[-8:])), 4)],
+                "steps": len(losses),
+                "train_s": round(time.time() - t1, 1),
+                **score(head, feats, labels, data),
+            }
             if sizes is not None:
                 res["subcategory_sizes"] = sizes
             if kind == "rca":  # how much of each class's logit is its constant: the label prior's logit
@@ -215,9 +230,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 res["logit_of_zero_features"] = [round(float(v), 2) for v in const]
                 res["prior_logit"] = [round(float(v), 2) for v in torch.logit(prior)]
             out["heads"][spec] = res
-            print(f"{spec:8s} loss {res['loss_first_last']}  empty {res['empty_share']:.3f}  prob lab/unlab "
-                  f"{res['mean_prob_labelled']:.3f}/{res['mean_prob_unlabelled']:.3f}  seeds {res['seed_best']}",
-                  flush=True)  # fmt: skip
+            print(
+                f"{spec:8s} loss {res['loss_first_last']}  empty {res['empty_share']:.3f}  prob lab/unlab "
+                f"{res['mean_prob_labelled']:.3f}/{res['mean_prob_unlabelled']:.3f}  seeds {res['seed_best']}",
+                flush=True,
+            )
     finally:
         torch.set_num_threads(old)
     if args.json:

@@ -131,17 +131,34 @@ def step_seconds(log: Path) -> dict[str, float]:
 def load_summary(log: Path) -> dict[str, Any]:
     """The one-minute load averages sampled while the route ran: their count, mean, min and max."""
     loads = [json.loads(line)["load"][0] for line in log.read_text().splitlines() if line.strip()]
-    return {"samples": len(loads), "every_s": LOAD_EVERY_S, "mean": statistics.fmean(loads), "min": min(loads),
-            "max": max(loads)} if loads else {"samples": 0}  # fmt: skip
+    return (
+        {
+            "samples": len(loads),
+            "every_s": LOAD_EVERY_S,
+            "mean": statistics.fmean(loads),
+            "min": min(loads),
+            "max": max(loads),
+        }
+        if loads
+        else {"samples": 0}
+    )
 
 
 def plan_against_run(out: Path) -> dict[str, Any]:
     """The plan kept before the route (``out/plan.txt``) step by step against its ``steps.jsonl``, and the load."""
     plan, actual = plan_seconds((out / "plan.txt").read_text()), step_seconds(out / "route" / "steps.jsonl")
-    return {"rates": next((line.split("rates: ", 1)[1].rstrip(")") for line in (out / "plan.txt").read_text()
-                           .splitlines() if "in all (rates: " in line), None),
-            "steps": {k: {"plan_s": plan.get(k), "actual_s": actual.get(k)} for k in dict.fromkeys([*plan, *actual])},
-            "load": load_summary(out / "load.jsonl")}  # fmt: skip
+    return {
+        "rates": next(
+            (
+                line.split("rates: ", 1)[1].rstrip(")")
+                for line in (out / "plan.txt").read_text().splitlines()
+                if "in all (rates: " in line
+            ),
+            None,
+        ),
+        "steps": {k: {"plan_s": plan.get(k), "actual_s": actual.get(k)} for k in dict.fromkeys([*plan, *actual])},
+        "load": load_summary(out / "load.jsonl"),
+    }
 
 
 def truth_view(root: str, fold: dict[str, Any], out: Path) -> Path:
@@ -169,11 +186,16 @@ def label_agreement(masks: Path, ds: VOCDataset, ids: list[str]) -> dict[str, An
         labelled_total, found_total = labelled_total + len(labelled), found_total + len(labelled & named)
         if missing or unlabelled:
             photos[i] = {"missing": missing, "unlabelled": unlabelled}
-    return {"photos_scored": len(ids), "photos_missing_a_label": sum(bool(p["missing"]) for p in photos.values()),
-            "masks_naming_an_unlabelled_class": sum(bool(p["unlabelled"]) for p in photos.values()),
-            "classes_named": named_total, "unlabelled_share_of_named": unlabelled_total / max(named_total, 1),
-            "labelled_classes": labelled_total, "labelled_found_share": found_total / max(labelled_total, 1),
-            "photos": photos}  # fmt: skip
+    return {
+        "photos_scored": len(ids),
+        "photos_missing_a_label": sum(bool(p["missing"]) for p in photos.values()),
+        "masks_naming_an_unlabelled_class": sum(bool(p["unlabelled"]) for p in photos.values()),
+        "classes_named": named_total,
+        "unlabelled_share_of_named": unlabelled_total / max(named_total, 1),
+        "labelled_classes": labelled_total,
+        "labelled_found_share": found_total / max(labelled_total, 1),
+        "photos": photos,
+    }
 
 
 def scored(masks: Path, truth: Path) -> dict[str, Any]:
@@ -199,8 +221,18 @@ def labelled_only_masks(route_out: Path, out: Path) -> Path:
     ``--save-probs``; the probabilities for a recovery), linked into one folder ``out/after``."""
     seg = route_out / "seg"
     for split in ("train", "val"):
-        run_wsss("predict", str(seg), "--split", split, "--labelled-only", "--crf", "--save-probs", "--quiet",
-                 log=out / "predict.log", in_process=False)  # fmt: skip
+        run_wsss(
+            "predict",
+            str(seg),
+            "--split",
+            split,
+            "--labelled-only",
+            "--crf",
+            "--save-probs",
+            "--quiet",
+            log=out / "predict.log",
+            in_process=False,
+        )
     folder = seg / "predictions_crf_labelled"
     return linked_masks([folder / "train", folder / "val"], out / "after")
 
@@ -287,8 +319,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     root = str(Path(args.data_root).resolve())
     out = Path(args.out).resolve() / f"fold{fold}"
     out.mkdir(parents=True, exist_ok=True)
-    res: dict[str, Any] = {"data_root": root, "seed": args.seed, "fold": label_view(root, fold, folds, out),
-                           "rates_cache": os.environ.get("XDG_CACHE_HOME")}  # fmt: skip
+    res: dict[str, Any] = {
+        "data_root": root,
+        "seed": args.seed,
+        "fold": label_view(root, fold, folds, out),
+        "rates_cache": os.environ.get("XDG_CACHE_HOME"),
+    }
     if Path(args.json).exists():  # a resumed fold keeps the figures it has
         res = {**json.loads(Path(args.json).read_text()), **res}
     res.update(plan_and_route(res["fold"]["view"], out, args.seed))

@@ -55,8 +55,9 @@ def load_runs(patterns: list[str]) -> list[tuple[Path, dict[str, Any]]]:
         photos = photos or (val, path)
         point = (res["subset"]["train_photos"], res["subset"]["seed"])
         if point in seen:
-            raise SystemExit(f"{path}: {point[0]} train photos of seed {point[1]} are in {seen[point]} too: "
-                             "pass one of them")  # fmt: skip
+            raise SystemExit(
+                f"{path}: {point[0]} train photos of seed {point[1]} are in {seen[point]} too: pass one of them"
+            )
         seen[point] = path
         runs.append((path, res))
     return runs
@@ -78,8 +79,14 @@ def rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 share = 100 * route / ceiling if route is not None and ceiling else None
                 points.append({"route": route, "ceiling": ceiling, "share": share})
             s = summarise(points)
-            out.append({"k": k, "name": _name(key), "seeds": sorted(r["subset"]["seed"] for r in group),
-                        **{name: s.get(name) for name in ("route", "ceiling", "share")}})  # fmt: skip
+            out.append(
+                {
+                    "k": k,
+                    "name": _name(key),
+                    "seeds": sorted(r["subset"]["seed"] for r in group),
+                    **{name: s.get(name) for name in ("route", "ceiling", "share")},
+                }
+            )
     return out
 
 
@@ -92,12 +99,16 @@ def _cell(figure: dict[str, Any] | None, unit: str = "") -> str:
 
 def table(runs: list[dict[str, Any]]) -> str:
     """Markdown: a line per K and route."""
-    lines = ["| train photos | route | seeds | val mIoU, `--crf` | the ceiling, `--crf` | share of the ceiling |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| train photos | route | seeds | val mIoU, `--crf` | the ceiling, `--crf` | share of the ceiling |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows(runs):
         seeds = ", ".join(map(str, row["seeds"]))
-        lines.append(f"| {row['k']} | {row['name']} | {seeds} | {_cell(row['route'])} | "
-                     f"{_cell(row['ceiling'])} | {_cell(row['share'], ' %')} |")  # fmt: skip
+        lines.append(
+            f"| {row['k']} | {row['name']} | {seeds} | {_cell(row['route'])} | "
+            f"{_cell(row['ceiling'])} | {_cell(row['share'], ' %')} |"
+        )
     return "\n".join(lines)
 
 

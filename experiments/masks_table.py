@@ -53,9 +53,12 @@ def table(results: list[dict[str, Any]]) -> str:
     """The markdown table of one data set's seeds."""
     weights = results[0]["masks"]["weights"]
     arms = ["a", "b", *(f"c_w{w:g}" for w in weights), "d"]
-    names = {"a": "(a) the K masks alone", "b": "(b) the route, K masks for the level",
-             **{f"c_w{w:g}": f"(c) the route with the K masks, weight {w:g}" for w in weights},
-             "d": "(d) as (c) at weight 1, its classifier's CAMs taught the K masks"}  # fmt: skip
+    names = {
+        "a": "(a) the K masks alone",
+        "b": "(b) the route, K masks for the level",
+        **{f"c_w{w:g}": f"(c) the route with the K masks, weight {w:g}" for w in weights},
+        "d": "(d) as (c) at weight 1, its classifier's CAMs taught the K masks",
+    }
     lines = [
         "| K | arm | seeds | val, plain | share of the ceiling, plain | val, the user's inference "
         "| share, inferred alike |",
@@ -65,8 +68,10 @@ def table(results: list[dict[str, Any]]) -> str:
     plain = [c["val"] for c in ceilings]
     user = [c["val_crf_tagged"] for c in ceilings if "val_crf_tagged" in c]
     crf = [c["val_crf"] for c in ceilings if "val_crf" in c]
-    lines.append(f"| all | the ceiling (every train mask) | {len(plain)} | {_fmt(plain)} | 100 % | "
-                 f"{_fmt(user)} with `--crf --tags-from`; {_fmt(crf)} with `--crf` | 100 % |")  # fmt: skip
+    lines.append(
+        f"| all | the ceiling (every train mask) | {len(plain)} | {_fmt(plain)} | 100 % | "
+        f"{_fmt(user)} with `--crf --tags-from`; {_fmt(crf)} with `--crf` | 100 % |"
+    )
     ks = sorted({k for r in results for k in r["masks"]["arms"] if k != "ceiling"}, key=int)
     for k in ks:
         levels = [r["masks"]["arms"][k]["level"] for r in results if k in r["masks"]["arms"]]
@@ -81,8 +86,9 @@ def table(results: list[dict[str, Any]]) -> str:
                 levels = [r["masks"]["arms"][k]["d"]["level"] for r in results if "d" in r["masks"]["arms"].get(k, {})]
             label = names[arm] + (f" (levels {', '.join(f'{x:g}' for x in levels)})" if arm in "bd" else "")
             label += f"; diverged in {diverged} seed{'s' * (diverged > 1)}" if diverged else ""
-            lines.append(f"| {k} | {label} | {len(v)} | {_fmt(v)} | {_fmt(s, True)} | {_fmt(u)} {how} | "
-                         f"{_fmt(us, True)} |")  # fmt: skip
+            lines.append(
+                f"| {k} | {label} | {len(v)} | {_fmt(v)} | {_fmt(s, True)} | {_fmt(u)} {how} | {_fmt(us, True)} |"
+            )
     return "\n".join(lines)
 
 

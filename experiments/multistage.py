@@ -122,9 +122,16 @@ def main() -> None:
                 shutil.copytree(src / sub, cam / sub)
     else:
         start = min(600, a.cam_iters // 2)
-        run("cam_train", "train", "configs/cam/synthetic_cpu.yaml", *common, f"run.dir={cam}",
-            f"train.max_iters={a.cam_iters}", f"loss.start_iters={{seg: {start}}}",
-            f"train.eval_iters={a.cam_iters}")  # fmt: skip
+        run(
+            "cam_train",
+            "train",
+            "configs/cam/synthetic_cpu.yaml",
+            *common,
+            f"run.dir={cam}",
+            f"train.max_iters={a.cam_iters}",
+            f"loss.start_iters={{seg: {start}}}",
+            f"train.eval_iters={a.cam_iters}",
+        )
     run("cam_infer", "cam", str(cam), "--split", "train", "--data-root", str(root))
     run("cam_infer", "cam", str(cam), "--split", "val", "--data-root", str(root))  # raw CAM on val (GT labels)
     seeds = cam / "cam_labels/train"
@@ -143,8 +150,18 @@ def main() -> None:
     crf_seeds = work / "seeds_psa/train"
     n_train = len((root / "ImageSets/Segmentation/train.txt").read_text().split())
     if not crf_seeds.is_dir() or len(list(crf_seeds.glob("*.png"))) != n_train:  # else kept from a previous run
-        run("crf_seeds", "pseudo", str(cam), "--split", "train", "--refine", "psa", "--data-root", str(root),
-            "--overwrite")  # fmt: skip
+        run(
+            "crf_seeds",
+            "pseudo",
+            str(cam),
+            "--split",
+            "train",
+            "--refine",
+            "psa",
+            "--data-root",
+            str(root),
+            "--overwrite",
+        )
         move(cam / "pseudo/train", crf_seeds)
     walked = work / "pseudo_rw/train"
     if a.skip_affinity:
@@ -153,10 +170,29 @@ def main() -> None:
     else:
         aff = work / "affinity"
         shutil.rmtree(aff, ignore_errors=True)  # a fresh run on these seeds (an existing run dir would resume)
-        run("aff_train", "train", "configs/affinitynet/synthetic_cpu.yaml", *common, f"run.dir={aff}",
-            f"data.pseudo_dir={crf_seeds}", f"train.max_iters={a.aff_iters}")  # fmt: skip
-        run("random_walk", "pseudo", str(cam), "--split", "train", "--refine", "affinity", "--affinity-run",
-            str(aff), "--data-root", str(root), "--overwrite")  # fmt: skip
+        run(
+            "aff_train",
+            "train",
+            "configs/affinitynet/synthetic_cpu.yaml",
+            *common,
+            f"run.dir={aff}",
+            f"data.pseudo_dir={crf_seeds}",
+            f"train.max_iters={a.aff_iters}",
+        )
+        run(
+            "random_walk",
+            "pseudo",
+            str(cam),
+            "--split",
+            "train",
+            "--refine",
+            "affinity",
+            "--affinity-run",
+            str(aff),
+            "--data-root",
+            str(root),
+            "--overwrite",
+        )
         move(cam / "pseudo/train", walked)
 
     rows: dict[str, dict[str, Any]] = {
@@ -171,9 +207,16 @@ def main() -> None:
     ):
         seg = work / key
         shutil.rmtree(seg, ignore_errors=True)
-        run(f"{key}_train", "train", a.seg_preset, *common, f"run.dir={seg}",
-            f"data.pseudo_dir={labels}", f"train.max_iters={a.seg_iters}",
-            f"train.eval_iters={a.seg_iters}")  # fmt: skip
+        run(
+            f"{key}_train",
+            "train",
+            a.seg_preset,
+            *common,
+            f"run.dir={seg}",
+            f"data.pseudo_dir={labels}",
+            f"train.max_iters={a.seg_iters}",
+            f"train.eval_iters={a.seg_iters}",
+        )
         run(f"{key}_predict", "predict", str(seg), "--split", "val", "--data-root", str(root))
         run(f"{key}_predict", "predict", str(seg), "--split", "val", "--crf", "--data-root", str(root))
         rows[name] = {

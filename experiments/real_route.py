@@ -68,8 +68,12 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
     s = json.loads((cls / "bkg_sweep/train.json").read_text())
     level, own = float(s["best_thre"]), float(s["config_bkg_thre"])
     by_level = dict(zip(s["thresholds"], s["miou"]))
-    res["seeds"] = {"level": level, "miou": 100 * float(s["best_miou"]), "config_level": own,
-                    "config_miou": 100 * by_level[own] if own in by_level else None}  # fmt: skip
+    res["seeds"] = {
+        "level": level,
+        "miou": 100 * float(s["best_miou"]),
+        "config_level": own,
+        "config_miou": 100 * by_level[own] if own in by_level else None,
+    }
     cams(cls, [*scales, f"cam.bkg_thre={level:g}"], f"{shown} --bkg-thre {level:g}", runner)
     res["pseudo"] = {}
     labels_of = partial(pseudo_labels, cls, root, runner=runner)
@@ -81,9 +85,16 @@ def route(args: argparse.Namespace) -> dict[str, Any]:
             high, low = s["config_pair"]
             seeds = labels_of("psa", (high, low), "pseudo_psa_seeds")
             affinity_run = out / "aff"
-            res["affinity"] = {"seed_levels": [high, low], "seeds": 100 * miou(seeds.parent / "eval.json"),
-                               "train": train(args.affinity, [f"data.root={root}", f"data.pseudo_dir={seeds}",
-                                                              *args.aff_set], affinity_run, runner)}  # fmt: skip
+            res["affinity"] = {
+                "seed_levels": [high, low],
+                "seeds": 100 * miou(seeds.parent / "eval.json"),
+                "train": train(
+                    args.affinity,
+                    [f"data.root={root}", f"data.pseudo_dir={seeds}", *args.aff_set],
+                    affinity_run,
+                    runner,
+                ),
+            }
         name = f"pseudo_{refine}" + ("_own_level" if args.level == "own" else "")
         pseudo = labels_of(refine, (level, level), name, affinity_run=affinity_run)
         res["pseudo"][refine] = 100 * miou(pseudo.parent / "eval.json")
@@ -122,7 +133,7 @@ def _views(args: argparse.Namespace, res: dict[str, Any], root: str, out: Path) 
 
 def _ceiling_stage(
     args: argparse.Namespace, res: dict[str, Any], out: Path, root: str, seg_set: list[str], runner: StepRunner
-) -> None:  # fmt: skip
+) -> None:
     """``--ceiling``: the route's DeepLab stage (its preset, ``--seg-set`` and seed) on the true masks of the train
     photos (``data.pseudo_dir`` their folder, as the ceilings by hand were run), scored on val plain and with the
     CRF; the route's share of it is the tables' (experiments/learning_curve.py)."""
@@ -132,35 +143,53 @@ def _ceiling_stage(
 
 def _scored_stage(
     args: argparse.Namespace, seg: Path, labels: Path, root: str, words: list[str], runner: StepRunner
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The DeepLab stage ``seg`` on ``labels`` with ``words``, scored on val plain and with the CRF."""
     scored = partial(scored_predictions, root=root, split=args.val_split, runner=runner)
-    return {"labels": str(labels),
-            "train": train(args.seg, [f"data.root={root}", f"data.pseudo_dir={labels}", *words], seg, runner),
-            "val": scored(seg), "val_crf": scored(seg, crf=True)}  # fmt: skip
+    return {
+        "labels": str(labels),
+        "train": train(args.seg, [f"data.root={root}", f"data.pseudo_dir={labels}", *words], seg, runner),
+        "val": scored(seg),
+        "val_crf": scored(seg, crf=True),
+    }
 
 
 def _variant_stages(
-    args: argparse.Namespace, res: dict[str, Any], out: Path, labels: Path, root: str, seg_set: list[str],
+    args: argparse.Namespace,
+    res: dict[str, Any],
+    out: Path,
+    labels: Path,
+    root: str,
+    seg_set: list[str],
     runner: StepRunner,
-) -> None:  # fmt: skip
+) -> None:
     """``--variant NAME WORD ...``: the stage on round 1's labels with the variant's words after ``--seg-set``'s
     (``OUT/seg_NAME``), in ``variants.NAME``."""
-    res["variants"] = {name: _scored_stage(args, out / f"seg_{name}", labels, root, [*seg_set, *words], runner)
-                       for name, *words in args.variant}  # fmt: skip
+    res["variants"] = {
+        name: _scored_stage(args, out / f"seg_{name}", labels, root, [*seg_set, *words], runner)
+        for name, *words in args.variant
+    }
 
 
 def _abstain_stage(
-    args: argparse.Namespace, res: dict[str, Any], out: Path, cls: Path, root: str, level: float, seg_set: list[str],
+    args: argparse.Namespace,
+    res: dict[str, Any],
+    out: Path,
+    cls: Path,
+    root: str,
+    level: float,
+    seg_set: list[str],
     runner: StepRunner,
-) -> None:  # fmt: skip
+) -> None:
     """``--abstain``: the labels of ``wsss pseudo --refine agree`` at the stage's level (PAR's where the CAM's label
     and the CRF's agree, 255 elsewhere), the DeepLab stage on them, scored on val plain and with the CRF (its gains:
     experiments/candidates_table.py)."""
     name = "pseudo_agree" + ("_own_level" if args.level == "own" else "")
     labels = pseudo_labels(cls, root, "agree", (level, level), name, runner=runner)
-    res["abstain"] = {**_scored_stage(args, out / "seg_abstain", labels, root, seg_set, runner),
-                      "pseudo": _label_scores(labels.parent / "eval.json")}  # fmt: skip
+    res["abstain"] = {
+        **_scored_stage(args, out / "seg_abstain", labels, root, seg_set, runner),
+        "pseudo": _label_scores(labels.parent / "eval.json"),
+    }
 
 
 def _label_scores(scores: Path) -> dict[str, Any]:
@@ -171,9 +200,15 @@ def _label_scores(scores: Path) -> dict[str, Any]:
 
 
 def _seg_stage(
-    args: argparse.Namespace, res: dict[str, Any], out: Path, cls: Path, root: str, labels: Path, seg_set: list[str],
+    args: argparse.Namespace,
+    res: dict[str, Any],
+    out: Path,
+    cls: Path,
+    root: str,
+    labels: Path,
+    seg_set: list[str],
     runner: StepRunner,
-) -> None:  # fmt: skip
+) -> None:
     """The DeepLab stage's rounds on ``labels``, each scored on val (plain, tagged, soft-tagged), and its ensemble."""
     res["seg_rounds"] = []
     for r in range(1, args.seg_rounds + 1):
@@ -196,15 +231,19 @@ def _seg_stage(
         res["seg_rounds"].append(row)
     first = res["seg_rounds"][0]
     res["seg_train"] = first["train"]
-    res["seg_val"] = {"refine": args.refine[0], "miou": first["val"], "tagged": first["val_tagged"],
-                      "tagged_soft": first["val_tagged_soft"]}  # fmt: skip
+    res["seg_val"] = {
+        "refine": args.refine[0],
+        "miou": first["val"],
+        "tagged": first["val_tagged"],
+        "tagged_soft": first["val_tagged_soft"],
+    }
     if args.seg_ensemble > 1:
         res["seg_ensemble"] = _seg_ensemble(args, out, cls, root, Path(first["labels"]), seg_set, runner)
 
 
 def _seg_ensemble(
     args: argparse.Namespace, out: Path, cls: Path, root: str, labels: Path, seg_set: list[str], runner: StepRunner
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """``--seg-ensemble N``: N - 1 more stages on round 1's labels (seeds S + 3k), round 1's stage ensembled with
     them, scored on val plain, tagged, and tagged with the CRF."""
     import yaml
@@ -221,9 +260,14 @@ def _seg_ensemble(
 
 
 def _step_gains(
-    args: argparse.Namespace, res: dict[str, Any], out: Path, cls: Path, root: str, seg_set: list[str],
+    args: argparse.Namespace,
+    res: dict[str, Any],
+    out: Path,
+    cls: Path,
+    root: str,
+    seg_set: list[str],
     runner: StepRunner,
-) -> None:  # fmt: skip
+) -> None:
     """``--steps``: each step's own gain (the CRF, the tags, the swept level against the preset's own) in ``res``."""
     first = res["seg_rounds"][0]
     scored = partial(scored_predictions, root=root, split=args.val_split, runner=runner)
@@ -233,15 +277,18 @@ def _step_gains(
     res["floor"] = background_only_floor(root, args.val_split)
     # the same stage on the labels at the preset's own level instead of the sweep's
     own = res["seeds"]["config_level"]
-    own_labels = pseudo_labels(cls, root, args.refine[0], (own, own), f"pseudo_{args.refine[0]}_own_level",
-                               runner=runner)  # fmt: skip
+    own_labels = pseudo_labels(
+        cls, root, args.refine[0], (own, own), f"pseudo_{args.refine[0]}_own_level", runner=runner
+    )
     own_seg = out / "seg_own_level"
     res["own_level"] = {
-        "level": own, "pseudo": 100 * miou(own_labels.parent / "eval.json"),
+        "level": own,
+        "pseudo": 100 * miou(own_labels.parent / "eval.json"),
         "train": train(args.seg, [f"data.root={root}", f"data.pseudo_dir={own_labels}", *seg_set], own_seg, runner),
-        "val": scored(own_seg), "val_crf": scored(own_seg, crf=True),
+        "val": scored(own_seg),
+        "val_crf": scored(own_seg, crf=True),
         "val_crf_tagged": scored(own_seg, crf=True, tags_from=cls),
-    }  # fmt: skip
+    }
     res["steps"] = {
         "crf": first["val_crf"] - first["val"],
         "tags": first["val_tagged"] - first["val"],

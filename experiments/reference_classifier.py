@@ -70,8 +70,10 @@ def train(model: PlainClassifier, data: VOCDataset, args: argparse.Namespace) ->
     head = list(model.fc.parameters())
     opt = torch.optim.SGD(
         [{"params": list(model.backbone.parameters()), "lr": args.lr}, {"params": head, "lr": 10 * args.lr}],
-        lr=args.lr, momentum=0.9, weight_decay=1e-4,
-    )  # fmt: skip
+        lr=args.lr,
+        momentum=0.9,
+        weight_decay=1e-4,
+    )
     base = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(args.seed)
     model.train()
@@ -144,8 +146,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for level, m in zip(result["levels"], result["miou"]):
         print(f"level {level:.2f}  CAM seed mIoU {m:5.2f}")
-    print(f"reference CAM seeds: {result['best_miou']:.2f} mIoU at level {result['best_level']:.2f} "
-          f"({steps} steps, train {result['train_s']:.0f} s, CAMs {result['cam_s']:.0f} s)")  # fmt: skip
+    print(
+        f"reference CAM seeds: {result['best_miou']:.2f} mIoU at level {result['best_level']:.2f} "
+        f"({steps} steps, train {result['train_s']:.0f} s, CAMs {result['cam_s']:.0f} s)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     assert math.isfinite(result["best_miou"])

@@ -21,12 +21,37 @@ from wsss.pipelines.steps import changed_settings, computed_words
 
 # the options that decide a route's figures besides its photos: recorded, so that --reuse tells a finished fold of
 # the same command from one of another
-SETTINGS = ("preset", "overrides", "refine", "seg", "seg_set", "val_split", "seg_rounds", "seg_band",
-            "seg_from_classifier", "seg_ensemble", "steps", "cam_scales", "affinity", "aff_set", "level",
-            "abstain", "train_photos", "subset_seed", "ceiling", "variant")  # fmt: skip
+SETTINGS = (
+    "preset",
+    "overrides",
+    "refine",
+    "seg",
+    "seg_set",
+    "val_split",
+    "seg_rounds",
+    "seg_band",
+    "seg_from_classifier",
+    "seg_ensemble",
+    "steps",
+    "cam_scales",
+    "affinity",
+    "aff_set",
+    "level",
+    "abstain",
+    "train_photos",
+    "subset_seed",
+    "ceiling",
+    "variant",
+)
 # the settings recorded later than the others, as every run ran before they were: a record without them is read so
-UNRECORDED = {"level": "sweep", "abstain": False, "train_photos": None, "subset_seed": None, "ceiling": False,
-              "variant": []}  # fmt: skip
+UNRECORDED = {
+    "level": "sweep",
+    "abstain": False,
+    "train_photos": None,
+    "subset_seed": None,
+    "ceiling": False,
+    "variant": [],
+}
 Route = Callable[[argparse.Namespace], dict[str, Any]]
 
 
@@ -37,8 +62,10 @@ def route_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _what_is_computed(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` without the words of where and how fast the route ran (``pipelines.steps.computed_words``), the
     settings it does not record at their value before they were recorded (``UNRECORDED``)."""
-    return {k: computed_words(v) if k in ("overrides", "seg_set", "aff_set") else v
-            for k, v in {**UNRECORDED, **settings}.items()}  # fmt: skip
+    return {
+        k: computed_words(v) if k in ("overrides", "seg_set", "aff_set") else v
+        for k, v in {**UNRECORDED, **settings}.items()
+    }
 
 
 def fold_view(root: str, fold_of: str, out: Path) -> dict[str, Any]:
@@ -60,8 +87,9 @@ def subset_view(root: str, k: int, seed: int, val_split: str, out: Path) -> dict
     try:
         ids = nested_subset(train_ids, k, seed)
     except ValueError:
-        raise UsageError(f"--train-photos {k}: {root} has {len(train_ids)} train photos; pass at most "
-                         f"{len(train_ids)}") from None  # fmt: skip
+        raise UsageError(
+            f"--train-photos {k}: {root} has {len(train_ids)} train photos; pass at most {len(train_ids)}"
+        ) from None
     source = VOCDataset(root, "train")  # has_mask reads the folder, whatever the split
     masked = [i for i in [*ids, *val_ids] if source.has_mask(i)]
     view = make_view(root, out / f"data_train{k}", {"train": ids, val_split: val_ids}, masked)
@@ -77,8 +105,10 @@ def cross_validate(args: argparse.Namespace, route: Route) -> dict[str, Any]:
     runs = []
     for fold in range(args.folds):
         if args.kept_only and fold not in kept:  # the finished folds gathered, the first missing one ends them
-            print(f"fold {fold}/{args.folds}: in none of --reuse's JSONs; --kept-only: not run, nor any after it",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"fold {fold}/{args.folds}: in none of --reuse's JSONs; --kept-only: not run, nor any after it",
+                file=sys.stderr,
+            )
             break
         one = argparse.Namespace(**{**vars(args), **_fold_overrides(args, fold)})
         runs.append(_kept_fold(one, *kept[fold]) if fold in kept else route(one))
@@ -87,12 +117,17 @@ def cross_validate(args: argparse.Namespace, route: Route) -> dict[str, Any]:
     res: dict[str, Any] = {"folds": runs, "summary": summarise(runs)}
     if args.gain_over:  # this route's figures minus the other's, on the same folds
         other = _gain_over_folds(args)  # read again: the other run may have finished more folds meanwhile
-        res["gain_over"] = {"other": str(args.gain_over), "summary": summarise(
-            [_difference(a, b) for a, b in zip(runs, other)])}  # fmt: skip
+        res["gain_over"] = {
+            "other": str(args.gain_over),
+            "summary": summarise([_difference(a, b) for a, b in zip(runs, other)]),
+        }
         if len(other) < len(runs):  # the gains cover the folds both have run; the rule needs them all
             res["gain_over"]["folds"] = len(other)
-            print(f"warning: {args.gain_over} has {len(other)} of {len(runs)} folds: the gains are over those; rerun "
-                  "this command when it has all (its finished stages are reused)", file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: {args.gain_over} has {len(other)} of {len(runs)} folds: the gains are over those; rerun "
+                "this command when it has all (its finished stages are reused)",
+                file=sys.stderr,
+            )
     return res
 
 
@@ -119,8 +154,11 @@ def _reusable_folds(args: argparse.Namespace) -> dict[int, tuple[dict[str, Any],
                 missing = [k for k, on in (("steps", args.steps), ("seg_ensemble", args.seg_ensemble > 1)) if on]
                 if entry.get("preset") != args.preset or any(k not in entry for k in missing):
                     raise SystemExit(f"{path}: fold {fold} is of another preset or lacks {missing}: not this run's")
-                print(f"warning: {path}: fold {fold} records no settings (a JSON from before they were): taken as "
-                      "this command's on your word (--reuse)", file=sys.stderr)  # fmt: skip
+                print(
+                    f"warning: {path}: fold {fold} records no settings (a JSON from before they were): taken as "
+                    "this command's on your word (--reuse)",
+                    file=sys.stderr,
+                )
             elif other := changed_settings(_what_is_computed(theirs), _what_is_computed(ours)):
                 raise SystemExit(f"{path}: fold {fold} was run with other settings ({', '.join(other)})")
             kept[fold] = entry, path
@@ -149,8 +187,14 @@ def _fold_overrides(args: argparse.Namespace, fold: int) -> dict[str, Any]:
     spread holds both noises)."""
     seed = [] if any(o.startswith("run.seed=") for o in args.overrides) else [f"run.seed={fold}"]
     seg_seed = [] if any(o.startswith("run.seed=") for o in args.seg_set) else [f"run.seed={fold}"]
-    return {"fold": f"{fold}/{args.folds}", "folds": 0, "out": str(Path(args.out) / f"fold{fold}"), "json": None,
-            "overrides": [*args.overrides, *seed], "seg_set": [*args.seg_set, *seg_seed]}  # fmt: skip
+    return {
+        "fold": f"{fold}/{args.folds}",
+        "folds": 0,
+        "out": str(Path(args.out) / f"fold{fold}"),
+        "json": None,
+        "overrides": [*args.overrides, *seed],
+        "seg_set": [*args.seg_set, *seg_seed],
+    }
 
 
 def _kept_fold(one: argparse.Namespace, entry: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -216,7 +260,12 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         values = [f[k] for f in flat]
         defined = [v for v in values if v is not None]
         if defined:
-            out[k] = {"mean": statistics.fmean(defined), "min": min(defined), "max": max(defined),
-                      "sd": statistics.stdev(defined) if len(defined) > 1 else 0.0, "values": values,
-                      "n": len(defined)}  # fmt: skip
+            out[k] = {
+                "mean": statistics.fmean(defined),
+                "min": min(defined),
+                "max": max(defined),
+                "sd": statistics.stdev(defined) if len(defined) > 1 else 0.0,
+                "values": values,
+                "n": len(defined),
+            }
     return out

@@ -19,7 +19,7 @@ from wsss.pipelines.steps import StepRunner
 
 def masks_experiment(
     args: argparse.Namespace, res: dict[str, Any], out: Path, cls: Path, root: str, runner: StepRunner
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """For each K, a view in which only the first K masked train photos keep their mask, and the DeepLab stage (a) on
     them alone, (b) on the pseudo labels at the level swept on them, (c) on both at each ``--mask-weights``, (d) with
     ``--mask-classifier`` on a classifier that learnt them too; once the ceiling (every train mask). The JSON is
@@ -27,9 +27,15 @@ def masks_experiment(
     iters = stage_iterations(preset_path(args.seg), root, args.seg_set)  # as wsss route counts them
     train_ids, val_ids = read_split(root, "train"), read_split(root, "val")
     masked_val = [i for i in val_ids if VOCDataset(root, "val").has_mask(i)]
-    exp: dict[str, Any] = res.setdefault("masks", {"order": "the train split's order, masked photos only",
-                                                    "stage_iterations": iters, "weights": args.mask_weights,
-                                                    "arms": {}})  # fmt: skip
+    exp: dict[str, Any] = res.setdefault(
+        "masks",
+        {
+            "order": "the train split's order, masked photos only",
+            "stage_iterations": iters,
+            "weights": args.mask_weights,
+            "arms": {},
+        },
+    )
     arms = exp["arms"]
 
     def stage(name: str, words: list[str], crf: bool, tagged: bool, tagger: Path = cls) -> dict[str, Any]:
@@ -41,8 +47,11 @@ def masks_experiment(
         except TrainingDiverged as e:  # a stage that diverged is a result (the arm's table says so); a bug still stops
             row = {"diverged": str(e), "run_dir": str(seg)}
         else:
-            for key, on, extra in (("val", True, {}), ("val_crf", crf, {"crf": True}),
-                                   ("val_crf_tagged", tagged, {"crf": True, "tags_from": tagger})):  # fmt: skip
+            for key, on, extra in (
+                ("val", True, {}),
+                ("val_crf", crf, {"crf": True}),
+                ("val_crf_tagged", tagged, {"crf": True, "tags_from": tagger}),
+            ):
                 if on:
                     row[key] = scored_predictions(seg, root=root, split="val", runner=runner, **extra)
         return row
@@ -56,16 +65,20 @@ def masks_experiment(
     save()
     for k in args.masks:
         ids = first_masked(root, train_ids, k)
-        view = str(make_view(root, out / f"masks_{k}", {"train": train_ids, "val": val_ids, MASKED_SPLIT: ids},
-                             [*ids, *masked_val]))  # fmt: skip
+        view = str(
+            make_view(
+                root, out / f"masks_{k}", {"train": train_ids, "val": val_ids, MASKED_SPLIT: ids}, [*ids, *masked_val]
+            )
+        )
         level, pseudo = _labels_at_swept_level(cls, root, view, k, runner)
         row: dict[str, Any] = {"ids": ids, "level": level, "pseudo_all_masks": 100 * miou(pseudo.parent / "eval.json")}
         arms[str(k)] = row
         row["b"] = stage(f"seg_b_L{level:g}", [*seg_words, f"data.pseudo_dir={pseudo}"], crf=False, tagged=True)
         save()
         for w in args.mask_weights:  # wsss route's mixed stage, weighted
-            mixed = steps.stage_words([*seg_words, *mixed_stage_words(pseudo), f"data.true_mask_weight={w:g}"],
-                                      "mixed", view=view)  # fmt: skip
+            mixed = steps.stage_words(
+                [*seg_words, *mixed_stage_words(pseudo), f"data.true_mask_weight={w:g}"], "mixed", view=view
+            )
             row[f"c_w{w:g}"] = stage(f"seg_c_m{k}_w{w:g}", mixed, crf=False, tagged=True)
             save()
         alone = steps.stage_words(seg_words, "masks", view=view, iterations=iters)  # wsss route's masks alone
@@ -76,11 +89,15 @@ def masks_experiment(
             trained = train(args.preset, [f"data.root={view}", *args.overrides, "data.true_masks=auto"], cls_k, runner)
             cams(cls_k, [], "", runner)  # as the route's classifier's
             level_k, pseudo_k = _labels_at_swept_level(cls_k, root, view, k, runner)
-            mixed = steps.stage_words([*seg_words, *mixed_stage_words(pseudo_k), "data.true_mask_weight=1"], "mixed",
-                                      view=view)  # fmt: skip
-            row["d"] = {"classifier": trained, "level": level_k, "pseudo_all_masks":
-                        100 * miou(pseudo_k.parent / "eval.json"),
-                        **stage(f"seg_d_m{k}", mixed, crf=False, tagged=True, tagger=cls_k)}  # fmt: skip
+            mixed = steps.stage_words(
+                [*seg_words, *mixed_stage_words(pseudo_k), "data.true_mask_weight=1"], "mixed", view=view
+            )
+            row["d"] = {
+                "classifier": trained,
+                "level": level_k,
+                "pseudo_all_masks": 100 * miou(pseudo_k.parent / "eval.json"),
+                **stage(f"seg_d_m{k}", mixed, crf=False, tagged=True, tagger=cls_k),
+            }
             save()
     return res
 

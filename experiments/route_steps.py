@@ -59,24 +59,47 @@ def score(pred: Path, root: str, split: str, scores: Path, runner: StepRunner, *
 
 
 def predict(
-    seg: Path, split: str, runner: StepRunner, *, crf: bool = False, tags_from: Path | None = None,
-    tag_gate: str = "hard", labelled_only: bool = False, ensemble: list[Path] | None = None,
-) -> Path:  # fmt: skip
+    seg: Path,
+    split: str,
+    runner: StepRunner,
+    *,
+    crf: bool = False,
+    tags_from: Path | None = None,
+    tag_gate: str = "hard",
+    labelled_only: bool = False,
+    ensemble: list[Path] | None = None,
+) -> Path:
     """The masks of the split by the run ``seg``; their folder."""
-    flags = [*(["--ensemble", *map(str, ensemble)] if ensemble else []),
-             *(["--labelled-only"] if labelled_only else []), *(["--crf"] if crf else []),
-             *(["--tags-from", str(tags_from), "--tag-gate", tag_gate] if tags_from is not None else [])]  # fmt: skip
-    pred, _ = step(runner, " ".join(["wsss predict", str(seg), "--split", split, *flags, "--quiet"]),
-                   lambda: steps.predict_split(seg, split, crf=crf, tags_from=tags_from, tag_gate=tag_gate,
-                                               labelled_only=labelled_only, ensemble=ensemble or (),
-                                               progress=False))  # fmt: skip
+    flags = [
+        *(["--ensemble", *map(str, ensemble)] if ensemble else []),
+        *(["--labelled-only"] if labelled_only else []),
+        *(["--crf"] if crf else []),
+        *(["--tags-from", str(tags_from), "--tag-gate", tag_gate] if tags_from is not None else []),
+    ]
+    pred, _ = step(
+        runner,
+        " ".join(["wsss predict", str(seg), "--split", split, *flags, "--quiet"]),
+        lambda: steps.predict_split(
+            seg,
+            split,
+            crf=crf,
+            tags_from=tags_from,
+            tag_gate=tag_gate,
+            labelled_only=labelled_only,
+            ensemble=ensemble or (),
+            progress=False,
+        ),
+    )
     return pred
 
 
 def cams(cls: Path, words: list[str], shown: str, runner: StepRunner) -> None:
     """The CAMs and seeds of the train split with ``words`` (``shown``: as ``wsss cam``'s flags)."""
-    step(runner, f"wsss cam {cls} --split train{shown} --quiet",
-         lambda: steps.cams(cls, "train", words=words, progress=False))  # fmt: skip
+    step(
+        runner,
+        f"wsss cam {cls} --split train{shown} --quiet",
+        lambda: steps.cams(cls, "train", words=words, progress=False),
+    )
 
 
 def train(preset: str, words: list[str], run: Path, runner: StepRunner) -> dict[str, Any]:
@@ -91,18 +114,30 @@ def train(preset: str, words: list[str], run: Path, runner: StepRunner) -> dict[
     wall = json.loads((run / "train_time.json").read_text())["wall"]
     # the trainer's logs (one per round of SC-CAM): the last step of each is its iterations; the median period is
     # not moved by one in which the job was paused or the machine busy
-    logs = [[json.loads(line) for line in m.read_text().splitlines() if line.strip()]
-            for m in sorted(run.glob("**/metrics.jsonl"))]  # fmt: skip
+    logs = [
+        [json.loads(line) for line in m.read_text().splitlines() if line.strip()]
+        for m in sorted(run.glob("**/metrics.jsonl"))
+    ]
     iterations = sum(max((r.get("step", 0) for r in rows), default=0) for rows in logs)
     timed = sorted(r["sec_per_iter"] for rows in logs for r in rows if r.get("sec_per_iter") is not None)
-    return {"wall": wall, "iterations": iterations, "s_per_iter": wall / max(1, iterations),
-            "s_per_iter_median": timed[len(timed) // 2] if timed else None}  # fmt: skip
+    return {
+        "wall": wall,
+        "iterations": iterations,
+        "s_per_iter": wall / max(1, iterations),
+        "s_per_iter_median": timed[len(timed) // 2] if timed else None,
+    }
 
 
 def pseudo_labels(
-    cls: Path, root: str, refine: str, levels: tuple[float, float], name: str, *, affinity_run: Path | None = None,
+    cls: Path,
+    root: str,
+    refine: str,
+    levels: tuple[float, float],
+    name: str,
+    *,
+    affinity_run: Path | None = None,
     runner: StepRunner,
-) -> Path:  # fmt: skip
+) -> Path:
     """The pseudo labels of the train split at ``levels`` (high, low) by ``refine`` into ``CLS/NAME/train`` (kept
     apart: the next call writes ``pseudo/train`` afresh), scored on the train masks into ``CLS/NAME/eval.json``."""
     pseudo = cls / name / "train"
@@ -117,8 +152,11 @@ def pseudo_labels(
         high, low = levels
         given = {"affinity_run": str(affinity_run)} if affinity_run is not None else {}
         extra = f" --affinity-run {affinity_run}" if affinity_run is not None else ""
-        step(runner, f"wsss pseudo {cls} --split train --refine {refine} --levels {high:g}/{low:g}{extra} --quiet",
-             lambda: steps.pseudo_labels(cls, "train", levels, refine=refine, progress=False, **given))  # fmt: skip
+        step(
+            runner,
+            f"wsss pseudo {cls} --split train --refine {refine} --levels {high:g}/{low:g}{extra} --quiet",
+            lambda: steps.pseudo_labels(cls, "train", levels, refine=refine, progress=False, **given),
+        )
         if pseudo.exists():  # a try stopped between the rename and the mark: replaced by this complete one
             shutil.rmtree(pseudo)
         pseudo.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +169,7 @@ def pseudo_labels(
 
 def scored_predictions(
     seg: Path, *, crf: bool = False, tags_from: Path | None = None, root: str, split: str, runner: StepRunner
-) -> float:  # fmt: skip
+) -> float:
     """The mIoU in % of the split's masks by ``seg`` (with the CRF, named by the tags of ``tags_from``), reused."""
     scores = seg / f"eval_{predictions_folder(crf=crf, tag_gate='hard' if tags_from is not None else None)}.json"
     if not scores.is_file():
@@ -144,8 +182,11 @@ def sweep(cls: Path, view: str | None, out: Path, runner: StepRunner) -> None:
     from wsss.evaluation.bkg_sweep import sweep_run_bkg
 
     root = f" --data-root {view}" if view is not None else ""
-    step(runner, f"wsss sweep-bkg {cls} --split train{root} --json {out} --quiet",
-         lambda: sweep_run_bkg(cls, "train", data_root=view, json_path=out))  # fmt: skip
+    step(
+        runner,
+        f"wsss sweep-bkg {cls} --split train{root} --json {out} --quiet",
+        lambda: sweep_run_bkg(cls, "train", data_root=view, json_path=out),
+    )
 
 
 def background_only_floor(root: str, split: str) -> float:

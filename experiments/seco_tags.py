@@ -49,8 +49,9 @@ def tag_stats(run: Path, data: Path, patches: int, size: int, min_share: float, 
         cam = torch.from_numpy(load_cam_of(run / "cams" / "train", id, labels.shape[1]))[None]
         gt = ds.load_mask(id)
         ctx = read_label_png(data / "SegmentationContext" / f"{id}.png")
-        roi = cam_to_roi_mask(cam, labels, ignore_mid=True, bkg_thre=c.bkg_thre, high_thre=c.high_thre,
-                              low_thre=c.low_thre)  # fmt: skip
+        roi = cam_to_roi_mask(
+            cam, labels, ignore_mid=True, bkg_thre=c.bkg_thre, high_thre=c.high_thre, low_thre=c.low_thre
+        )
         top_left, _, _ = sample_patch_positions(roi, patches, size, generator=g, official_seed=False)
         flags = assign_tags(roi, top_left, size, no_class_global_tag=-1.0, area_weighted_by_class_id=False)[0, 2:]
         for (h0, w0), tag in zip(top_left[0].tolist(), flags.long().tolist()):

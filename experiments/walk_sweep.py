@@ -84,8 +84,12 @@ def main(argv: list[str] | None = None) -> None:
                 small = F.adaptive_avg_pool2d(full, (gh, gw))[0].reshape(c, -1)
                 for kind, _, _, logt in [k for k in keys if k[1] == s and k[2] == al]:
                     grid = small if kind == "pool" else small @ powers[logt]
-                    up = F.interpolate(grid.view(1, c, gh, gw), size=(gh * net.stride, gw * net.stride),
-                                       mode="bilinear", align_corners=False)[..., :sh, :sw]  # fmt: skip
+                    up = F.interpolate(
+                        grid.view(1, c, gh, gw),
+                        size=(gh * net.stride, gw * net.stride),
+                        mode="bilinear",
+                        align_corners=False,
+                    )[..., :sh, :sw]
                     scores[(kind, s, al, logt)] = F.interpolate(up, size=(h, w), mode="bilinear")[0]
         valid = gt != 255
         for k, sc in scores.items():

@@ -123,11 +123,15 @@ def test_the_plan_is_set_against_the_steps_log_and_the_load(tmp_path):
     assert plan_seconds(PLAN) == {"check": 0.5, "classifier": 129.0, "masks": None, "whole": 3720.0}
     (tmp_path / "plan.txt").write_text(PLAN)
     (tmp_path / "route").mkdir()
-    steps = [{"step": "check", "seconds": 0.2, "finished": True}, {"step": "classifier", "seconds": 100.0},
-             {"step": "classifier", "seconds": 50.0, "finished": True}]  # fmt: skip
+    steps = [
+        {"step": "check", "seconds": 0.2, "finished": True},
+        {"step": "classifier", "seconds": 100.0},
+        {"step": "classifier", "seconds": 50.0, "finished": True},
+    ]
     (tmp_path / "route" / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
-    (tmp_path / "load.jsonl").write_text("".join(json.dumps({"t": t, "load": [x, 0, 0]}) + "\n"
-                                                 for t, x in ((0, 2.0), (30, 4.0))))  # fmt: skip
+    (tmp_path / "load.jsonl").write_text(
+        "".join(json.dumps({"t": t, "load": [x, 0, 0]}) + "\n" for t, x in ((0, 2.0), (30, 4.0)))
+    )
     res = plan_against_run(tmp_path)
     assert res["rates"] == "measured on this machine, 1 run"
     assert res["steps"]["classifier"] == {"plan_s": 129.0, "actual_s": 150.0}

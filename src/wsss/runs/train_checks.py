@@ -1,6 +1,6 @@
 """check-data of what a training reads, before it starts: ``wsss train`` (unless ``--skip-check``) and each training
-of ``wsss route`` (``wsss.pipelines.route_calls.train_run``) run :func:`check_training_data`, so a broken pseudo label or a
-bad true mask is named up front with the check-data report, not met by the trainer mid-way
+of ``wsss route`` (``wsss.pipelines.route_calls.train_run``) run :func:`check_training_data`, so a broken pseudo
+label or a bad true mask is named up front with the check-data report, not met by the trainer mid-way
 (docs/datasets.md#checking-a-dataset)."""
 
 from __future__ import annotations
