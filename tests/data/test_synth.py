@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from wsss.data import VOCDataset, check_dataset, generate_synthetic, read_classes
-from wsss.data.synth import CLASS_NAMES, encode_label_png, render_sample
+from wsss.data.synth import CLASS_NAMES, render_sample
+from wsss.data.synth_files import encode_label_png
 from wsss.utils.io import read_label_png, save_label_png
 
 BOAT, TRAIN, HORSE, RIDER = 1, 2, 3, 4

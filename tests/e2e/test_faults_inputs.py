@@ -304,7 +304,7 @@ def test_a_full_disk_during_synth_names_the_file_and_the_rerun_finishes_the_data
                 raise OSError(28, "No space left on device")  # what a write's OSError carries: no file name
         return f
 
-    monkeypatch.setattr("wsss.data.synth.open", full_after_five, raising=False)
+    monkeypatch.setattr("wsss.data.synth_files.open", full_after_five, raising=False)
     rc, text = _cli(capsys, *argv[:1], out, *argv[1:])
     line = _one_error_line(text)
     assert rc == 1 and line.startswith(f"error: {out}/") and "/train_0000" in line

@@ -2,7 +2,7 @@
 
 from wsss.data.check import CheckReport, check_dataset, check_pseudo_labels
 from wsss.data.classes import COCO_CLASSES, VOC_CLASSES, read_classes
-from wsss.data.synth import generate_synthetic
+from wsss.data.synth_files import generate_synthetic
 from wsss.data.voc import ClsTrainDataset, VOCDataset, write_cls_labels
 
 __all__ = [

@@ -20,28 +20,24 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from wsss.cam import CRFPool, cam_to_label, crf_label, labelled_cam_to_label
 from wsss.cam.crf import crf_workers
 from wsss.core.config import Config, results_config
 from wsss.core.distributed import rank
-from wsss.core.errors import USER_ERRORS, ConfigError, DataError, OutputError, ResultWarning, UsageError
+from wsss.core.errors import ConfigError, DataError, ResultWarning, UsageError
 from wsss.core.files import remove_stale_temps
 from wsss.data import VOCDataset
-from wsss.data.photos import PhotoFolder
-from wsss.data.transforms import prepare_image
 from wsss.methods import REFINERS, JobStop, PoolCall, refiner_options
 from wsss.runs import refiners  # noqa: F401 (registers the generic refiners)
+from wsss.runs.per_id import Writes, per_id_pipeline
 from wsss.runs.run import Run, allowed_classes, class_weights_of, load_run, present_classes, soft_tag_weights
 from wsss.runs.shard import run_ids, shared_todo
 from wsss.runs.stamps import (
@@ -67,7 +63,6 @@ from wsss.utils.io import (
     save_labelled_cam,
     save_npy,
 )
-from wsss.utils.procs import leave_stops_to_parent, stops_held_for_children
 from wsss.utils.runlock import job_folder_lock
 
 
@@ -176,145 +171,6 @@ def cam_settings(run: Run, source: dict[str, Any]) -> dict[str, Any]:
 
 # The infer.* keys that make a CAM (``Run.labelled_cam``); infer.cam_scales is the `wsss cam --scales` of the job
 _CAM_KEYS = ("cam_scales", "cam_input_size", "cam_flip_fuse", "cam_normalize", "cam_empty_fallback", "max_side")
-
-
-def _as_is(sample: Any) -> Any:
-    return sample  # the loader's collate: keep the numpy arrays as they are
-
-
-class _Inputs(Dataset):
-    """An id's image (uint8 HWC), labels and, with ``size`` (False: none), the network's input
-    ``prepare_image(image, size)`` on the CPU; a user error (an unreadable image) is returned, not
-    raised, so that the id is reported as failed and the others go on."""
-
-    def __init__(
-        self, ds: VOCDataset | PhotoFolder, ids: Sequence[str], size: int | None | bool, max_side: int | None
-    ) -> None:
-        self.ds, self.ids, self.size, self.max_side = ds, list(ids), size, max_side  # max_side: infer.max_side
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> tuple[str, Any, Any, Any, str | None]:
-        id = self.ids[i]
-        try:
-            image = self.ds.load_image(id)
-            x = (
-                None
-                if self.size is False
-                else prepare_image(image, self.size, torch.device("cpu"), max_side=self.max_side)
-            )
-            return id, image, self.ds.labels(id), x, None
-        except USER_ERRORS as e:
-            return id, None, None, None, str(e)
-
-
-def _loaded(run: Run, ds: VOCDataset | PhotoFolder, ids: Sequence[str], size: int | None | bool) -> Iterable[tuple]:
-    """The inputs of ``ids`` in order, decoded by ``data.num_workers`` loader processes ahead of use;
-    pinned on CUDA, so that the copy to the device does not block (``Run._on_device``)."""
-    inputs = _Inputs(ds, ids, size, run.cfg.infer.max_side)
-    workers = min(int(run.cfg.data.num_workers), len(ids))
-    if workers == 0:
-        return (inputs[i] for i in range(len(inputs)))
-    loader = DataLoader(
-        inputs,
-        batch_size=None,
-        num_workers=workers,
-        collate_fn=_as_is,
-        pin_memory=run.device.type == "cuda",
-        prefetch_factor=2,
-        worker_init_fn=leave_stops_to_parent,
-    )
-    with stops_held_for_children():  # the workers start here
-        return iter(loader)
-
-
-Writes = list[tuple[Callable[..., Any], tuple]]
-
-
-class _Writer:
-    """Encodes and writes outputs in a thread, off the network's path (PNG and zlib encoders release
-    the GIL). :meth:`submit` and :meth:`drain` yield ``(id, None)`` as an id's writes finish; at most
-    ``depth`` ids are in flight. An error in a write is raised (a full disk is not one id's fault)."""
-
-    def __init__(self, depth: int = 8) -> None:
-        self.depth = depth
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wsss-writer")
-        self.pending: deque[tuple[str, Future]] = deque()
-
-    @staticmethod
-    def _write(writes: Writes) -> None:
-        for fn, args in writes:
-            fn(*args)
-
-    def submit(self, id: str, writes: Writes) -> Iterator[tuple[str, None]]:
-        self.pending.append((id, self.pool.submit(self._write, writes)))
-        while self.pending and (len(self.pending) > self.depth or self.pending[0][1].done()):
-            yield self._finish()
-
-    def drain(self) -> Iterator[tuple[str, None]]:
-        while self.pending:
-            yield self._finish()
-
-    def _finish(self) -> tuple[str, None]:
-        id, fut = self.pending.popleft()
-        fut.result()
-        return id, None
-
-    def close(self) -> None:
-        for _, fut in self.pending:
-            fut.cancel()
-        self.pool.shutdown(wait=True)
-
-
-def _pipeline(
-    run: Run,
-    ds: VOCDataset | PhotoFolder,
-    ids: Sequence[str],
-    compute: Callable[[str, np.ndarray, np.ndarray, Any], Any],
-    *,
-    size: int | None | bool = False,
-    pool: CRFPool | None = None,
-    finish: Callable[[str, Any], Writes] | None = None,
-) -> Iterator[tuple[str, str | None]]:
-    """One job's per-id work over ``ids``, each id computed the same way whatever the other ids are.
-
-    load (loader workers: image, labels, and the network input of ``size``) -> ``compute(id, image,
-    labels, input)`` in this process: the writes, or with ``finish`` a result (an array, or a
-    :class:`PoolCall` that ``pool`` runs) -> ``finish(id, result)``: the writes -> the writer thread.
-    Yields ``(id, None)`` when an id is written, ``(id, message)`` when a user error stopped it.
-    """
-    writer = _Writer()
-    own_pool = pool is None
-    pool = pool if pool is not None else CRFPool(0)
-
-    def staged() -> Iterator[tuple[str, Callable[..., Any] | None, Any]]:
-        for id, image, labels, x, error in _loaded(run, ds, ids, size):
-            try:
-                if error is not None:
-                    raise DataError(error)
-                result = compute(id, image, labels, x)
-            except OutputError:
-                raise  # a full disk or a read-only folder is no one id's fault: the job stops
-            except USER_ERRORS as e:
-                result = e
-            if isinstance(result, PoolCall):
-                yield id, result.fn, result.args
-            else:
-                yield id, None, result
-
-    try:
-        for key, result in pool.imap_calls(staged(), errors=USER_ERRORS):
-            id = str(key)  # the ids staged() gave
-            if isinstance(result, BaseException):
-                yield id, str(result)
-                continue
-            yield from writer.submit(id, finish(id, result) if finish is not None else result)
-        yield from writer.drain()
-    finally:
-        writer.close()
-        if own_pool:
-            pool.close()
 
 
 def _label_writes(out: Path) -> Callable[[str, np.ndarray], Writes]:
@@ -453,7 +309,7 @@ def run_cam(
 
         run_ids(
             todo,
-            lambda ids: _pipeline(run, ds, ids, compute, size=run.cfg.infer.cam_input_size),
+            lambda ids: per_id_pipeline(run, ds, ids, compute, size=run.cfg.infer.cam_input_size),
             desc=f"cam {split}",
             skipped=len(ds.ids) - len(todo),
             progress=progress,
@@ -572,7 +428,7 @@ def run_pseudo(
         with CRFPool(crf_processes(run.cfg)) as pool:
             run_ids(
                 todo,
-                lambda ids: _pipeline(
+                lambda ids: per_id_pipeline(
                     run,
                     ds,
                     ids,
@@ -791,7 +647,7 @@ def run_predict(
         with CRFPool(crf_processes(run.cfg, crf)) as pool:
             run_ids(
                 todo,
-                lambda ids: _pipeline(run, ds, ids, compute, size=None, pool=pool, finish=_label_writes(out)),
+                lambda ids: per_id_pipeline(run, ds, ids, compute, size=None, pool=pool, finish=_label_writes(out)),
                 desc=f"predict {split}",
                 skipped=len(ds.ids) - len(todo),
                 progress=progress,

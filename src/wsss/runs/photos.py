@@ -44,8 +44,6 @@ from wsss.core.errors import UsageError
 from wsss.core.files import check_output_apart, check_output_folder, is_temp_file, remove_stale_temps
 from wsss.data.photos import PhotoFolder
 from wsss.runs.jobs import (
-    Writes,
-    _pipeline,
     cam_settings,
     check_predict,
     crf_processes,
@@ -54,6 +52,7 @@ from wsss.runs.jobs import (
     prediction_settings,
     warn_if_one_class,
 )
+from wsss.runs.per_id import Writes, per_id_pipeline
 from wsss.runs.run import Run
 from wsss.runs.shard import run_ids, shared_todo
 from wsss.runs.stamps import (
@@ -242,7 +241,7 @@ def predict_photos(
             folders,
             settings,
             overwrite,
-            lambda ids: _pipeline(run, photos, ids, compute, size=None, pool=pool, finish=finish),
+            lambda ids: per_id_pipeline(run, photos, ids, compute, size=None, pool=pool, finish=finish),
             "wsss predict --images",
             f"predict {len(photos)} photos",
             progress,
@@ -302,7 +301,7 @@ def cam_photos(
         folders,
         settings,
         overwrite,
-        lambda ids: _pipeline(run, photos, ids, compute, size=run.cfg.infer.cam_input_size),
+        lambda ids: per_id_pipeline(run, photos, ids, compute, size=run.cfg.infer.cam_input_size),
         "wsss cam --images",
         f"cam {len(photos)} photos",
         progress,
