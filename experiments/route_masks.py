@@ -65,11 +65,8 @@ def masks_experiment(
     save()
     for k in args.masks:
         ids = first_masked(root, train_ids, k)
-        view = str(
-            make_view(
-                root, out / f"masks_{k}", {"train": train_ids, "val": val_ids, MASKED_SPLIT: ids}, [*ids, *masked_val]
-            )
-        )
+        splits = {"train": train_ids, "val": val_ids, MASKED_SPLIT: ids}
+        view = str(make_view(root, out / f"masks_{k}", splits, [*ids, *masked_val]))
         level, pseudo = _labels_at_swept_level(cls, root, view, k, runner)
         row: dict[str, Any] = {"ids": ids, "level": level, "pseudo_all_masks": 100 * miou(pseudo.parent / "eval.json")}
         arms[str(k)] = row
