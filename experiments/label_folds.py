@@ -13,7 +13,6 @@ is written after each part that has a figure.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -31,6 +30,7 @@ if __package__ in (None, ""):  # run as a script: its package importable
 from experiments.commands import run_wsss  # noqa: E402
 from experiments.data_views import all_ids, fold_split, make_view  # noqa: E402
 from experiments.route_steps import write_json  # noqa: E402
+from wsss.cli_common import script_parser
 from wsss.data.voc import VOCDataset  # noqa: E402
 from wsss.evaluation import evaluate  # noqa: E402
 from wsss.utils.io import read_label_png, save_label_png  # noqa: E402
@@ -308,7 +308,7 @@ def score_fold(res: dict[str, Any], out: Path, json_path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = script_parser(__doc__)
     p.add_argument("--data-root", required=True)
     p.add_argument("--fold", required=True, help="F/N: the fold F of N of every photo as val")
     p.add_argument("--out", required=True, help="the folds' folder (OUT/foldF: the view, the plan, the route)")

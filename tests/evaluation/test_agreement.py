@@ -51,7 +51,7 @@ def test_a_class_found_in_fewer_than_half_of_its_photos_is_lost_and_named_with_w
     lines = lost_class_warnings(check["classes"])
     assert len(lines) == 2 and lines[0].startswith("warning: nano is found in 1 of the 3 masks")
     assert "another seed (run.seed=1)" in lines[0] and "more drawn masks of nano" in lines[0]
-    assert "docs/own-photos.md#a-lost-class" in lines[0]
+    assert "docs/labels-and-masks.md#a-lost-class" in lines[0]
     half = class_coverage({"a": {1}, "b": {1}}, {"a": {1}}, NAMES)[0]
     assert not half.lost  # half of its photos: not fewer than half
 

@@ -79,7 +79,7 @@ def test_a_lost_class_is_named_and_the_labelled_photos_masks_name_only_their_lab
     # the lost class named, with its figures and what helps; the other classes found in their photos
     assert check["lost"] == [lost]
     assert f"warning: {lost} is found in 0 of the " in text and "another seed (run.seed=1)" in text
-    assert f"more drawn masks of {lost} (docs/own-photos.md#a-lost-class)" in text
+    assert f"more drawn masks of {lost} (docs/labels-and-masks.md#a-lost-class)" in text
     assert text.count("warning: ") == 1
     # the labelled photos' masks (the route's own, in masks/predicted) name only the background and their labels
     for split in ("train", "val"):
