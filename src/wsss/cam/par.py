@@ -119,8 +119,8 @@ class PAR(nn.Module):
 
     def neighbors(self, x: torch.Tensor) -> torch.Tensor:
         """All neighbours of every pixel: (B,C,h,w) -> (B,C,N,h,w), replicate padding (a copy of each value). Off the
-        CPU one gather (:meth:`neighbor_index`); on the CPU N slices of the padded image stacked, 10x faster there
-        (0.03 s against 0.3 s for a 320 x 320 image, one thread)."""
+        CPU one gather (:meth:`neighbor_index`); on the CPU N slices of the padded image stacked, much faster there
+        (docs/speed.md#par-cpu)."""
         b, c, h, w = x.shape
         if gathered(x.device):
             idx = self.neighbor_index(h, w, x.device).view(-1)
@@ -144,7 +144,7 @@ class PAR(nn.Module):
             inten = nb.mean(dim=1).neg_()  # average over colour channels -> (B,N,h,w)
         aff = torch.softmax(inten, dim=1)
         # Flush subnormal affinities to zero: far neighbours across an edge get weights like 1e-40,
-        # and CPU arithmetic on subnormals is ~100x slower; their contribution is below precision.
+        # and CPU arithmetic on subnormals is far slower; their contribution is below precision.
         aff = aff.masked_fill(aff < torch.finfo(aff.dtype).tiny, 0.0)
         pos = self.position_softmax(image.dtype, image.device)
         return aff + self.w2 * pos.view(1, -1, 1, 1)
@@ -162,7 +162,7 @@ class PAR(nn.Module):
         masks = masks.to(dtype)
         aff = aff.to(dtype).unsqueeze(1)  # (B,1,N,h,w)
         # On the CPU, neighbour by neighbour: no (B,K,N,h,w) buffer. Elsewhere (a GPU) that is 2 x 48 small kernels a
-        # step, launched one by one: 7,680 of them in an ExCEL iteration, likely most of its 0.08 s behind the
+        # step, launched one by one: thousands of them in an ExCEL iteration, likely most of its time behind the
         # official code's on an H100 (counted on the CPU: BENCHMARKS.md, "On a GPU"); the neighbours are gathered
         # instead, one ``index_select`` a step (the official code slices and stacks them: 100 operators a step),
         # in chunks of at most _STACKED_BYTES.
@@ -174,7 +174,7 @@ class PAR(nn.Module):
         for _ in range(n_iter):
             mp = F.pad(masks, (p, p, p, p), mode="replicate")
             out = torch.zeros_like(masks)
-            # A plain multiply-add: ``addcmul_`` with this broadcast is ~15x slower on the CPU.
+            # A plain multiply-add: ``addcmul_`` with this broadcast is far slower on the CPU.
             for n, (dy, dx) in enumerate(offsets):
                 out += mp[:, :, p + dy : p + dy + h, p + dx : p + dx + w] * aff[:, :, n]
             masks = out

@@ -39,7 +39,7 @@ rails      brown gravel, dark sleepers, 2 rails   train           85 % of train 
 The two frequencies are parameters (``context_with`` / ``context_without``, ``wsss synth --context-with
 P --context-without P``): ``--context-with 0.95 --context-without 0.03`` makes the context a near-sure
 cue of its class, as rails are of trains in VOC (BENCHMARKS.md: the CAM baseline preset's segmentation
-then calls 79 % of the rails "train", against 19 % with the defaults).
+then calls far more of the rails "train" than with the defaults).
 
 Co-occurring pair: a rider sits on the horse (touching, overlapping its back) in 70 % of horse
 images; riders also appear alone (without a horse) in other images.

@@ -383,7 +383,7 @@ class Excel(Method):
         maps (k, H, W) of the 0-based foreground ``classes``. PAR reads the normalised square input (Q4) or the image
         in [0, 1]."""
         # PAR on the method's device, as the official training-free labels (PAR and the inputs on the GPU:
-        # tools/infer_lam.py:168, :94); on the CPU of a GPU machine it took 6.1 s of CPU an image (BENCHMARKS.md)
+        # tools/infer_lam.py:168, :94); on the CPU of a GPU machine it was far slower (BENCHMARKS.md)
         dev = next(self.decoder.parameters()).device
         if self.options.quirk_par_on_normalized:
             guide = self._input_of(image)[0]

@@ -55,9 +55,8 @@ def labels_from_maps(maps: torch.Tensor, classes: torch.Tensor, guide: torch.Ten
     """``refine_cams_with_bkg_weclip`` from the scaled maps (k, H, W) of the 0-based foreground ``classes``:
     :func:`with_background`, :func:`par_refine`, argmax -> (H, W) int64 dataset ids (0 background), on the device
     of ``guide``. PAR runs there: in training the images are on the GPU, where the official code refines too
-    (its maps go back to the GPU after the boxes and the resizing); on the CPU, PAR took 0.7 s of each image and
-    made wsss's ExCEL iteration 3.7-4x the official time on an H100 (BENCHMARKS.md, "The official codes beside
-    wsss on an H100")."""
+    (its maps go back to the GPU after the boxes and the resizing); on the CPU, PAR made wsss's ExCEL iteration
+    several times the official time on an H100 (BENCHMARKS.md, "The official codes beside wsss on an H100")."""
     device = guide.device
     valid = torch.cat([torch.zeros(1, dtype=torch.long), torch.as_tensor(classes, dtype=torch.long).cpu() + 1])
     return valid.to(device)[par_refine(with_background(maps.to(device)), guide, par).argmax(dim=0)]

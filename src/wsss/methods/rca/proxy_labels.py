@@ -22,8 +22,8 @@ has attention >= ``cam_bg_thre`` (0.25) are left undecided (255). With ``free_le
 is the constant ``high`` instead of ``(1 - max att)^alpha``, and ``low`` takes ``cam_bg_thre``'s place, so
 the levels mean what they mean for every other refiner (class above high, background at or below low).
 The fixed alpha 4 puts the class / background boundary at an attention of 0.28 (``(1 - a)^4 = a``), whatever
-the CAMs: on ccp-dev, whose calibrated level is 0.6, the labels scored 6.6 mIoU at a pixel accuracy of 16 %
-(BENCHMARKS.md).
+the CAMs: on ccp-dev, whose calibrated level is well above it, the labels scored far below the other refiners'
+(docs/methods/rca.md#proxy-labels).
 
 The attention comes from RCA's accumulated training-time maps (``AttentionStore``, resized to the
 image like the official ``res.py``: cv2 bilinear on the uint8 maps) or from the saved CAMs of

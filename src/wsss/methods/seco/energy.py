@@ -10,47 +10,23 @@ no compiled extension.
 Bilateral filter (:func:`bilateral_filter`), ``out_i = sum_j exp(-|p_i-p_j|^2/(2 sxy^2)
 - |I_i-I_j|^2/(2 srgb^2)) v_j`` (j = i included), four methods:
 
-* ``"dense"``: exact, chunked O((hw)^2); about 0.1 s for 56x56. ``"auto"`` uses it up to 64x64.
-* ``"permutohedral"``: the official filter. The rloss extension (a permutohedral lattice, Adams et
-  al. 2010, in Kraehenbuehl's implementation) rewritten with tensor ops: a sorted ``torch.unique``
-  of int64 vertex codes replaces the hash table, ``searchsorted`` finds the blur neighbours. It
-  repeats the reference's float32 operations in order, and reproduces the golden
-  ``bilateral_AS_raw``, ``energy_loss`` and ``grad_energy_logits`` **bit for bit**. It is *not*
-  scaled like the exact filter. On photos at the training size it is about 0.57 times the exact
-  filter: least-squares gain 0.552-0.594 on 8 images, and 0.56 on the golden 16x16 case. After the
-  best single scale, it still differs from the exact filter by 8.6 % on average (10.5 % at most).
-  The golden README's "5-10 %" therefore holds only after that scale: the raw difference is 41-45 %.
-* ``"fast"`` (``"auto"`` above 64x64): the same lattice, refined so that it approximates the exact
-  filter. Features are scaled by sqrt(2), so the lattice is twice as fine. Each of the 6 axes gets
-  two [1 2 1] blur passes instead of one, which keeps the kernel width. One ring of empty vertices
-  is added around the occupied ones, so the blur is not cut off next to the data. The output is
-  divided by the measured lattice gain 8.9. Splat, blur and slice run as CSR sparse products.
-  Measured against the exact filter (``bench/bench_energy.py``, 224x224, K = 21, sigma_xy 50,
-  sigma_rgb 15, relative L2 error at 2048 exactly evaluated pixels, over 6 VOC photos and 2
-  synthetic images): **3.2 % mean, 2.5-3.7 %**. It takes **0.10 s per image, 0.28 s for a batch of
-  4** (2 threads on this CPU), against 0.05 s / 0.18 s for ``"permutohedral"``. On 48x48
-  photo-like images the error is 3.3-3.4 % (tests). It degrades on colour noise without spatial
-  coherence (15-35 % on uniform random pixels), which is not photo-like.
+* ``"dense"``: exact, chunked O((hw)^2). ``"auto"`` uses it up to 64x64.
+* ``"permutohedral"``: the official filter (a permutohedral lattice, Adams et al. 2010, in Kraehenbuehl's
+  implementation) rewritten with tensor ops: a sorted ``torch.unique`` of int64 vertex codes replaces the hash
+  table, ``searchsorted`` finds the blur neighbours. It repeats the reference's float32 operations in order and
+  reproduces the golden ``bilateral_AS_raw``, ``energy_loss`` and ``grad_energy_logits`` bit for bit. It is *not*
+  scaled like the exact filter.
+* ``"fast"`` (``"auto"`` above 64x64): the same lattice, refined to approximate the exact filter: features scaled
+  by sqrt(2) (a lattice twice as fine), two [1 2 1] blur passes per axis (the kernel's width kept), one ring of
+  empty vertices around the occupied ones (the blur not cut off next to the data), the output divided by the
+  lattice's gain (``_FAST_GAIN``); splat, blur and slice as CSR sparse products.
 
-Why this approximation: at 224x224 the exact filter needs 2.5e9 kernel values per image. Pair-based
-schemes pay per evaluated pair, and they could not reach the 0.3 s budget on this CPU with useful
-accuracy. Alternatives measured while choosing (same references):
+How far each is from the exact filter, what it costs, and the alternatives measured while choosing:
+docs/methods/seco.md#reg-loss-filter.
 
-* (c) strided source subsampling: 4.1 % mean / 9.3 % max at stride 4 (2.0 s), 8.6 % / 17.8 % at
-  stride 8 (0.36 s). Aliasing at edges dominates the error.
-* (a) a dense 5-D bilateral grid on PCA-rotated colour axes (tent splat/slice, compensated Gaussian
-  blur): 14 % with sigma spacing (3.6 s), 3.5 % with sigma/2 in space and 0.7 sigma in colour (9 s).
-* Source clustering (pixels aggregated by 8x8 block and colour bin, moment-matched): 0.2-0.6 %, but
-  7 s.
-* Other lattice variants: the official one divided by 0.57 gives 8.6 %. A x sqrt(3) or x2 lattice
-  (3 or 4 passes) is worse (4.5-6 %). Averaging 4 shifted lattices gives 2.3 % at 4x the cost.
-
-(The timings in these alternatives come from prototypes run on a shared, loaded CPU.)
-
-Loss default: ``dense_energy_loss(method="permutohedral")`` is the official loss, bit for bit.
-With ``"dense"``, ``"fast"`` or ``"auto"`` the kernel is the exact Gaussian. The energy is then
-1.78x the official one on the golden case (gradient norm 1.73x, cosine 0.993). To get the official
-strength, use ``weight * 0.57``: that brings the golden energy within 1.4 % (dense) or 3.6 % (fast).
+Loss default: ``dense_energy_loss(method="permutohedral")`` is the official loss, bit for bit. With ``"dense"``,
+``"fast"`` or ``"auto"`` the kernel is the exact Gaussian, and the energy is stronger than the official one (the
+factor and the weight that matches it: the same page).
 """
 
 from __future__ import annotations
@@ -450,8 +426,8 @@ def dense_energy_loss(
         label: (B, H, W) pseudo label, 255 = unlabeled (cast to uint8 like the official code).
         method: the filter (see :func:`bilateral_filter`). The default ``"permutohedral"``
             reproduces the official values; ``"dense"``/``"fast"``/``"auto"`` use the exact
-            Gaussian, whose energy is about 1.7-1.8 times larger (multiply ``weight`` by ~0.57 for
-            the official strength).
+            Gaussian, whose energy is stronger (the factor, and the weight of the official strength:
+            docs/methods/seco.md#reg-loss-filter).
 
     Returns:
         A 0-d tensor in the probabilities' dtype.
