@@ -79,4 +79,5 @@ def test_the_photos_to_draw_next_go_by_class_coverage_one_class_after_another():
 
 def test_a_val_split_of_fewer_than_ten_photos_is_too_few_to_compare_runs():
     assert val_note(2) is not None and "2 val photos are too few to compare runs" in val_note(2)
+    assert val_note(1) is not None and val_note(1).startswith("1 val photo is too few to compare runs")
     assert val_note(10) is None and val_note(None) is None

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from wsss.core.choices import ROUTE_DRAW_NEXT_FILE
+from wsss.utils.io import plural
 
 IGNORE = 255
 LOST_BELOW = 0.5  # a class is lost when found in fewer than this share of its labelled photos' masks
@@ -155,4 +156,5 @@ def val_note(scored: int | None) -> str | None:
     """A val split scored on fewer than :data:`FEW_VAL` photos: too few to compare runs by."""
     if scored is None or scored >= FEW_VAL:
         return None
-    return f"{scored} val photos are too few to compare runs by (fewer than {FEW_VAL}): draw masks of more val photos"
+    few = f"{plural(scored, 'val photo')} {'is' if scored == 1 else 'are'} too few to compare runs by"
+    return f"{few} (fewer than {FEW_VAL}): draw masks of more val photos"

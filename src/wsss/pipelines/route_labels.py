@@ -113,7 +113,7 @@ def label_lines(scores: Mapping[str, Any]) -> list[str]:
     if check and check.get("drawn"):
         lines.append(
             f"  your {check['drawn']} drawn masks as you drew them; the route's own of every photo in "
-            f"{PREDICTED_DIR}/ beside them"
+            f"{ROUTE_MASKS_DIR}/{PREDICTED_DIR}/ beside them"
         )
     if check:
         per_class = ", ".join(f"{c['name']} {c['labelled']}/{c['found']}" for c in check["classes"] if c["labelled"])
