@@ -33,10 +33,11 @@ from experiments.route_steps import write_json  # noqa: E402
 from wsss.cli_common import script_parser
 from wsss.data.voc import VOCDataset  # noqa: E402
 from wsss.evaluation import evaluate  # noqa: E402
+from wsss.evaluation.agreement import classes_in_mask  # noqa: E402
+from wsss.runs.run import allowed_classes  # noqa: E402
 from wsss.utils.io import read_label_png, save_label_png  # noqa: E402
 
 LOAD_EVERY_S = 30.0
-IGNORE = 255
 # a recovered class's region in its probability map: the pixels at this fraction of its peak on the photo or more
 # (as a CAM's peak region), set before any figure
 PEAK_FRACTION = 0.5
@@ -167,11 +168,6 @@ def truth_view(root: str, fold: dict[str, Any], out: Path) -> Path:
     return make_view(root, out / "truth", {"all": ids, "train": fold["train_ids"], "val": fold["val_ids"]}, ids)
 
 
-def labelled_classes_of(ds: VOCDataset, id: str) -> set[int]:
-    """The mask classes (1 + label index) of the photo's image labels."""
-    return {1 + int(c) for c in np.flatnonzero(ds.labels(id))}
-
-
 def label_agreement(masks: Path, ds: VOCDataset, ids: list[str]) -> dict[str, Any]:
     """How each photo's mask in ``masks`` agrees with its image labels: the photos missing a labelled class, the
     masks naming an unlabelled class, the share of the classes named that are unlabelled and of the labelled
@@ -179,8 +175,8 @@ def label_agreement(masks: Path, ds: VOCDataset, ids: list[str]) -> dict[str, An
     named_total = unlabelled_total = labelled_total = found_total = 0
     photos: dict[str, dict[str, list[int]]] = {}
     for i in ids:
-        labelled = labelled_classes_of(ds, i)
-        named = {int(c) for c in np.unique(read_label_png(masks / f"{i}.png"))} - {0, IGNORE}
+        labelled = set(allowed_classes(ds.labels(i))) - {0}
+        named = classes_in_mask(masks / f"{i}.png")
         missing, unlabelled = sorted(labelled - named), sorted(named - labelled)
         named_total, unlabelled_total = named_total + len(named), unlabelled_total + len(unlabelled)
         labelled_total, found_total = labelled_total + len(labelled), found_total + len(labelled & named)

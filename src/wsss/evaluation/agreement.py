@@ -14,13 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from wsss.core.choices import ROUTE_DRAW_NEXT_FILE
 from wsss.utils.io import plural
 
 IGNORE = 255
 LOST_BELOW = 0.5  # a class is lost when found in fewer than this share of its labelled photos' masks
 LOST_CLASS_HELP = "docs/labels-and-masks.md#a-lost-class"
-DRAW_NEXT_FILE = ROUTE_DRAW_NEXT_FILE  # beside the route's runs
 FEW_VAL = 10  # a val split of fewer masked photos is too few to compare runs by
 TAUGHT_NOTE = "the stage trained on these photos' own masks: what it learned, not a score of its masks"
 

@@ -12,11 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wsss.core.choices import ROUTE_MASKS_DIR
+from wsss.core.choices import ROUTE_DRAW_NEXT_FILE, ROUTE_MASKS_DIR
 from wsss.core.files import atomic_write
 from wsss.evaluation.agreement import (
     DRAW_NEXT_COLUMNS,
-    DRAW_NEXT_FILE,
     TAUGHT_NOTE,
     agreement,
     classes_found,
@@ -31,11 +30,12 @@ PREDICTED_DIR = "predicted"  # in OUT/masks: the route's own prediction of every
 def photo_labels(root: str | Path, splits: Sequence[str]) -> dict[str, set[int]]:
     """Each photo's labelled classes (class ids, background left out) over ``splits`` of the dataset ``root``."""
     from wsss.data import VOCDataset
+    from wsss.runs.run import allowed_classes
 
     out: dict[str, set[int]] = {}
     for split in splits:
         ds = VOCDataset(root, split)
-        out |= {i: {int(c) + 1 for c in (ds.labels(i) > 0).nonzero()[0]} for i in ds.ids}
+        out |= {i: set(allowed_classes(ds.labels(i))) - {0} for i in ds.ids}
     return out
 
 
@@ -86,7 +86,7 @@ def check_labels(
     writer = csv.DictWriter(text, fieldnames=DRAW_NEXT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    with atomic_write(out / DRAW_NEXT_FILE, "w") as f:
+    with atomic_write(out / ROUTE_DRAW_NEXT_FILE, "w") as f:
         f.write(text.getvalue())
     return {**agreement(labels, found, class_names), "drawn": len(masked), "draw_next": len(rows)}
 
@@ -125,7 +125,7 @@ def label_lines(scores: Mapping[str, Any]) -> list[str]:
             )
         lines += [f"  {w}" for w in lost_class_warnings(check["classes"])]
         if check["draw_next"]:
-            lines.append(f"  unmasked photos to draw next, by class coverage: {DRAW_NEXT_FILE}")
+            lines.append(f"  unmasked photos to draw next, by class coverage: {ROUTE_DRAW_NEXT_FILE}")
     note = val_note(scores.get("val_scored_photos"))
     if note:
         lines.append(f"  {note}")

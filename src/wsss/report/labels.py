@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from wsss.core.choices import ROUTE_DRAW_NEXT_FILE
 from wsss.evaluation.agreement import (
-    DRAW_NEXT_FILE,
     LOST_CLASS_HELP,
     TAUGHT_NOTE,
     lost_class_warnings,
@@ -105,7 +105,7 @@ masks of the photos labelled with it show it (what helps: <code>{e(LOST_CLASS_HE
 
 def _draw_next_html(run: Path) -> str:
     """The first rows of the route's ``draw_next.csv`` beside ``run``."""
-    path = Path(run).parent / DRAW_NEXT_FILE
+    path = Path(run).parent / ROUTE_DRAW_NEXT_FILE
     try:
         with path.open(newline="", encoding="utf-8") as f:
             rows = [r for _, r in zip(range(SHOWN_TO_DRAW), csv.DictReader(f))]
@@ -120,7 +120,7 @@ def _draw_next_html(run: Path) -> str:
         for r in rows
     )
     return f"""<h3 id="draw-next">Photos to draw next</h3>
-<p class=note>The first {len(rows)} of {e(DRAW_NEXT_FILE)}: unmasked photos by class coverage, the classes found
+<p class=note>The first {len(rows)} of {e(ROUTE_DRAW_NEXT_FILE)}: unmasked photos by class coverage, the classes found
 least first, one class after another; within a class, the photos whose mask lacks a labelled class first. This
 order has not been measured against a random choice of photos.</p>
 <table><tr><th>rank</th><th>photo</th><th>labels</th><th>for class</th><th>why</th></tr>{body}</table>"""
