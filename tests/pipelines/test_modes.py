@@ -5,6 +5,7 @@ no edit elsewhere, and is gone after."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,13 +87,20 @@ class ToyMode(RouteMode):
         return [Step("toy", (predict,), lambda: None, outputs=(out / self.final_run,))]
 
 
+@contextlib.contextmanager
+def registered(mode: type[RouteMode]) -> Iterator[type[RouteMode]]:
+    """``mode`` registered for the block's length, never after it (no global state left to later tests)."""
+    register_mode(mode)
+    try:
+        yield mode
+    finally:
+        MODES.pop(mode.name, None)
+
+
 @pytest.fixture
 def toy() -> Iterator[type[RouteMode]]:
-    register_mode(ToyMode)
-    try:
-        yield ToyMode
-    finally:
-        MODES.pop(ToyMode.name, None)
+    with registered(ToyMode) as mode:
+        yield mode
 
 
 def test_a_mode_written_here_registers_and_plans_with_no_edit_elsewhere(toy, synth_root, tmp_path):
@@ -108,5 +116,8 @@ def test_a_mode_written_here_registers_and_plans_with_no_edit_elsewhere(toy, syn
         register_mode(type("Other", (ToyMode,), {}))
 
 
-def test_the_toy_mode_is_gone_after_its_test():
-    assert "toy" not in MODES and "options.toy_weights=t.pt" not in str(weight_words(["options.toy_weights=t.pt"]))
+def test_a_mode_registered_for_a_test_is_gone_after_it():
+    words = ["options.toy_weights=t.pt"]
+    with registered(ToyMode):
+        assert "toy" in MODES and weight_words(words) == {"options.toy_weights": "t.pt"}
+    assert "toy" not in MODES and weight_words(words) == {}
