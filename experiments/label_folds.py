@@ -212,25 +212,18 @@ def linked_masks(folders: list[Path], dest: Path) -> Path:
     return dest
 
 
-def labelled_only_masks(route_out: Path, out: Path) -> Path:
-    """``wsss predict OUT/seg --split S --labelled-only --crf --save-probs`` of train and val (the masks as without
-    ``--save-probs``; the probabilities for a recovery), linked into one folder ``out/after``."""
+def predicted_masks(route_out: Path, out: Path, labelled_only: bool) -> Path:
+    """``wsss predict OUT/seg --split S --crf`` of train and val, linked into one folder: ``out/before`` over every
+    class (the route's masks before it used the labels), or ``out/after`` with ``--labelled-only --save-probs`` (the
+    route's masks since; the probabilities for a recovery)."""
     seg = route_out / "seg"
+    extra = ["--labelled-only", "--save-probs"] if labelled_only else []
     for split in ("train", "val"):
         run_wsss(
-            "predict",
-            str(seg),
-            "--split",
-            split,
-            "--labelled-only",
-            "--crf",
-            "--save-probs",
-            "--quiet",
-            log=out / "predict.log",
-            in_process=False,
+            "predict", str(seg), "--split", split, "--crf", *extra, "--quiet", log=out / "predict.log", in_process=False
         )
-    folder = seg / "predictions_crf_labelled"
-    return linked_masks([folder / "train", folder / "val"], out / "after")
+    folder = seg / ("predictions_crf_labelled" if labelled_only else "predictions_crf")
+    return linked_masks([folder / "train", folder / "val"], out / ("after" if labelled_only else "before"))
 
 
 def recovered(masks: Path, agreement: dict[str, Any], region: Any, dest: Path) -> Path:
@@ -284,13 +277,13 @@ def route_summary(route_out: Path) -> dict[str, Any]:
 
 
 def score_fold(res: dict[str, Any], out: Path, json_path: str) -> None:
-    """Before (the route's ``OUT/masks``), after (labelled-only) and each recovery, scored into ``res`` and written
-    after each."""
+    """Before (the stage's masks over every class), after (labelled-only) and each recovery, scored into ``res`` and
+    written after each. (The route's ``OUT/masks`` holds the val photos' drawn masks, so it is not scored.)"""
     route_out, truth = out / "route", truth_view(res["data_root"], res["fold"], out)
     if "before" not in res:
-        res["before"] = scored(route_out / "masks", truth)
+        res["before"] = scored(predicted_masks(route_out, out, labelled_only=False), truth)
         write_json(json_path, res)
-    after = labelled_only_masks(route_out, out)
+    after = predicted_masks(route_out, out, labelled_only=True)
     if "after" not in res:
         res["after"] = scored(after, truth)
         write_json(json_path, res)

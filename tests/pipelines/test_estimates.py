@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 from wsss.pipelines.estimates import (
     KEEP,
+    LOAD_BAND,
     rates,
     read_step_log,
     record,
@@ -15,6 +17,9 @@ from wsss.pipelines.estimates import (
     step_work,
     user_rates_file,
 )
+from wsss.pipelines.steps import STEPS_LOG, StepRunner
+from wsss.utils import cpuload
+from wsss.utils.cpuload import CpuSample, others_share
 
 COUNTS = {"train": 40, "val": 10, "new": 0, "folds": 0, "masked_train": 0, "rounds": 0, "abstain": 0}
 ITERATIONS = {"classifier": 60, "seg": 60}
@@ -66,7 +71,7 @@ def test_the_rates_file_is_the_users_cache_and_a_broken_one_is_the_shipped_rates
     broken.write_text("{not json")
     assert rates(broken).seconds == shipped() and not rates(broken).measured
     record([("seg", 10)], 30.0, tmp_path, path=broken)  # written anew
-    assert json.loads(broken.read_text())["rates"] == {"seg": [[30.0, 10]]}
+    assert json.loads(broken.read_text())["rates"] == {"seg": [[30.0, 10, None]]}
 
 
 def test_the_step_log_says_what_finished_and_what_a_stopped_step_spent(tmp_path):
@@ -80,3 +85,48 @@ def test_the_step_log_says_what_finished_and_what_a_stopped_step_spent(tmp_path)
     log.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"step": "se')  # a kill cut the last line short
     assert read_step_log(log) == ({"cam"}, {"pseudo": 12.0, "seg": 2.0})
     assert read_step_log(tmp_path / "none.jsonl") == (set(), {})
+
+
+def test_a_rate_is_of_the_measurements_timed_at_a_load_like_nows(tmp_path):
+    path = tmp_path / "rates.json"
+    for seconds, others in ((10.0, 0.0), (12.0, 0.05), (90.0, 0.8)):  # 40 photos alone, beside a light job, busy
+        record([("cam/cam", 40)], seconds, tmp_path / f"r{seconds}", path=path, others=others)
+    assert rates(path, others=0.0).seconds["cam/cam"] == (10.0 + 12.0) / 80  # both within LOAD_BAND of idle
+    assert rates(path, others=0.7).seconds["cam/cam"] == 90.0 / 40
+    assert rates(path).seconds["cam/cam"] == 112.0 / 120  # the load now unknown: every measurement
+    assert 0.05 <= LOAD_BAND < 0.8
+    data = json.loads(path.read_text())
+    data["rates"]["cam/cam"].insert(0, [1000.0, 40])  # a measurement of an older file, its load unknown
+    path.write_text(json.dumps(data))
+    assert rates(path, others=0.0).seconds["cam/cam"] == (10.0 + 12.0) / 80  # left out where loads are known
+    said = rates(path, others=0.25).source(["cam/cam"])
+    assert "nearest now's" in said and "25% of the cores busy now" in said
+
+
+def test_the_others_share_of_the_cores_is_the_machines_busy_time_less_ones_own():
+    before = CpuSample(wall=100.0, busy=500.0, own=20.0, cores=2)
+    # 10 s on 2 cores: 12 busy seconds, 4 of them this process's -> others 8 of 20
+    assert others_share(before, CpuSample(110.0, 512.0, 24.0, 2)) == 0.4
+    assert others_share(before, CpuSample(110.0, 530.0, 21.0, 2)) == 1.0  # clipped to the cores
+    assert others_share(before, CpuSample(110.0, 503.0, 30.0, 2)) == 0.0  # children counted late: never below 0
+    assert others_share(before, CpuSample(110.0, None, 24.0, 0)) is None
+    assert others_share(before, CpuSample(100.0, 512.0, 24.0, 2)) is None  # no time passed
+
+
+def test_the_machines_busy_time_is_read_from_proc_stat_or_unknown(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 20 30 400 50 1 2 3 0 0\ncpu0 50 10 15 200 25 0 1 1 0 0\ncpu1 50 10 15 200 25 1 1 2 0 0\n")
+    got = cpuload.sample(stat)
+    assert got.cores == 2 and abs(got.busy - (100 + 20 + 30 + 1 + 2 + 3) / os.sysconf("SC_CLK_TCK")) < 1e-9
+    missing = cpuload.sample(tmp_path / "none")
+    assert missing.busy is None and missing.cores == 0
+
+
+def test_each_step_logs_how_busy_other_processes_kept_the_cores(tmp_path):
+    runner = StepRunner(tmp_path, command="wsss route")
+    runner.run("cam", "wsss cam", lambda: None)
+    line = json.loads((tmp_path / STEPS_LOG).read_text())
+    readable = cpuload.sample().busy is not None  # Linux: /proc/stat
+    assert ("others_cpu" in line) == readable and (runner.others["cam"] is not None) == readable
+    if readable:
+        assert 0.0 <= line["others_cpu"] <= 1.0

@@ -113,3 +113,34 @@ def test_the_plan_is_saved_before_the_first_step_and_is_what_runs(synth_root, tm
     planned: Plan = plan_route(opts, route_data.data_facts(synth_root.resolve()), 0)
     assert saved == json.loads(json.dumps(planned.to_json()))
     assert said[-1] == f"[1/{len(saved['steps'])}] check: {saved['steps'][0]['command']}"
+
+
+def _plan_words(tmp_path: Path, train: int, words: tuple[str, ...] = (), cuda: int = 0) -> Plan:
+    opts = RouteOptions(data=str(tmp_path / "data"), out=str(tmp_path / "out"), overrides=list(words))
+    return plan_route(opts, _facts(tmp_path / "data", train=train), cuda)
+
+
+def _batches(plan: Plan) -> dict[str, str | None]:
+    """Each training step's ``train.batch_size`` word as planned (None: the preset's)."""
+    return {
+        s.title: next((w for w in s.commands[0].word_list() if w.startswith("train.batch_size=")), None)
+        for s in plan.steps
+        if s.commands and s.commands[0].name == ("train",)
+    }
+
+
+def test_fewer_train_photos_than_a_presets_batch_lower_the_batch_in_the_plan(tmp_path):
+    plan = _plan_words(tmp_path, train=5)
+    assert _batches(plan) == {"classifier": "train.batch_size=5", "seg": "train.batch_size=5"}
+    assert plan.choices["batch"].value == {"cls": 5, "seg": 5} and "5 train photos" in plan.choices["batch"].reason
+    assert plan.configs["cls"].train.batch_size == plan.configs["seg"].train.batch_size == 5
+    assert "batch" in plan.shown()
+    # two CUDA devices: a batch each process can split (4 of 5 photos)
+    assert set(_batches(_plan_words(tmp_path, train=5, cuda=2)).values()) == {"train.batch_size=4"}
+
+
+def test_a_batch_that_fits_or_is_typed_is_left_as_it_is(tmp_path):
+    plan = _plan_words(tmp_path, train=24)
+    assert "batch" not in plan.choices and set(_batches(plan).values()) == {None}
+    typed = _plan_words(tmp_path, train=5, words=("train.batch_size=2",))
+    assert "batch" not in typed.choices and typed.configs["cls"].train.batch_size == 2

@@ -1,12 +1,14 @@
 """How long each step of ``wsss route`` may take: a rate per unit of work for each step (seconds per training
 iteration, per photo, per report), times the route's own work.
 
-The rates are this machine's where a route has run here: each finished step of a route records its seconds and its
-work in a small file of the user's (:func:`user_rates_file`: ``$XDG_CACHE_HOME/wsss/route_rates.json``, else
-``~/.cache/wsss/``), each rate the sum of its last :data:`KEEP` measurements' seconds over their work. Elsewhere the
-shipped rates (``route_times.json`` beside this module; docs/own-photos.md#what-to-expect says on which machine and
-under which load they were measured). A step of the plan's own folder that a rerun skips (finished, and no
-``--overwrite``) costs nothing.
+The rates are this machine's where a route has run here: each finished step of a route records its seconds, its
+work and the share of the cores other processes kept busy meanwhile (``wsss.utils.cpuload``) in a small file of the
+user's (:func:`user_rates_file`: ``$XDG_CACHE_HOME/wsss/route_rates.json``, else ``~/.cache/wsss/``). A rate is
+the seconds over the work of its last :data:`KEEP` measurements, of those taken while the cores were about as busy
+as they are now (:data:`LOAD_BAND`): a step timed beside other jobs says little of the same step alone
+(docs/speed.md#a-busy-machine). Elsewhere the shipped rates (``route_times.json`` beside this module;
+docs/own-photos.md#what-to-expect says on which machine and under which load they were measured). A step of the
+plan's own folder that a rerun skips (finished, and no ``--overwrite``) costs nothing.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from wsss.core.files import atomic_write
 
 TIMES_FILE = Path(__file__).with_name("route_times.json")
 RATES_NAME = "route_rates.json"
-KEEP = 5  # measurements per rate: a machine's recent load, not its first day's
+KEEP = 5  # measurements per rate kept: a machine's recent days, not its first
+# measurements whose others' share of the cores is within this of the nearest one's to now count for a rate
+LOAD_BAND = 0.15
 ROUTES_KEPT = 50  # route folders named in the user's file, for "N runs"
 
 Work = list[tuple[str, float]]  # (rate key, units of work) of one step; a step may take several rates
+Measurement = tuple[float, float, float | None]  # seconds, units of work, others' share of the cores (None: unknown)
 
 
 @cache
@@ -47,21 +52,30 @@ def _read_user(path: Path) -> dict[str, Any]:
     made again, never a reason to stop a route)."""
     try:
         data = json.loads(path.read_text())
-        rates = {str(k): [(float(s), float(u)) for s, u in v] for k, v in dict(data["rates"]).items()}
+        rates = {str(k): [_measurement(m) for m in v] for k, v in dict(data["rates"]).items()}
         return {"rates": rates, "routes": [str(r) for r in data.get("routes", [])]}
     except (OSError, ValueError, KeyError, TypeError):
         return {"rates": {}, "routes": []}
 
 
-def record(work: Work, seconds: float, route: str | os.PathLike, path: Path | None = None) -> None:
-    """One finished step's ``seconds`` for its ``work`` (a single rate: a step of several is not split) into the
-    user's file, atomically. A file that cannot be written is left as it is: estimates are no output."""
+def _measurement(m: Any) -> Measurement:
+    """A measurement as the file holds it: ``[seconds, units]`` (written before the load was), or with the others'
+    share of the cores."""
+    return float(m[0]), float(m[1]), None if len(m) < 3 or m[2] is None else float(m[2])
+
+
+def record(
+    work: Work, seconds: float, route: str | os.PathLike, path: Path | None = None, others: float | None = None
+) -> None:
+    """One finished step's ``seconds`` for its ``work`` (a single rate: a step of several is not split), timed while
+    other processes kept ``others`` of the cores busy, into the user's file, atomically. A file that cannot be
+    written is left as it is: estimates are no output."""
     if len(work) != 1 or work[0][1] <= 0 or seconds <= 0:
         return
     path = path or user_rates_file()
     data = _read_user(path)
     key, units = work[0]
-    data["rates"][key] = [*data["rates"].get(key, []), (round(seconds, 3), units)][-KEEP:]
+    data["rates"][key] = [*data["rates"].get(key, []), (round(seconds, 3), units, others)][-KEEP:]
     route = str(Path(route).resolve())
     data["routes"] = [*[r for r in data["routes"] if r != route], route][-ROUTES_KEPT:]
     try:
@@ -78,22 +92,38 @@ class Rates:
     seconds: dict[str, float]
     measured: set[str]  # the keys measured on this machine
     runs: int  # routes that measured them
+    others: float | None = None  # the share of the cores other processes keep busy now (None: unknown)
 
     def source(self, keys: Iterable[str]) -> str:
         keys = set(keys)
         mine = keys & self.measured
+        now = "" if self.others is None else f"; other processes keep {self.others:.0%} of the cores busy now"
         if not mine:
-            return "the shipped rates: one thread on an idle core, docs/own-photos.md#what-to-expect"
+            return f"the shipped rates: one thread on an idle core, docs/own-photos.md#what-to-expect{now}"
         said = f"measured on this machine, {self.runs} run{'s' if self.runs != 1 else ''}"
+        if self.others is not None:
+            said += ", those timed at a load nearest now's"
         rest = keys - mine
-        return said + ("" if not rest else f"; the shipped rates for {', '.join(sorted(rest))}")
+        return said + ("" if not rest else f"; the shipped rates for {', '.join(sorted(rest))}") + now
 
 
-def rates(path: Path | None = None) -> Rates:
-    """This machine's measured rates over the shipped ones."""
+def nearest_load(measurements: list[Measurement], others: float | None) -> list[Measurement]:
+    """The measurements timed at a load like ``others`` (within :data:`LOAD_BAND` of the nearest); all of them
+    where the load now or every measurement's is unknown."""
+    known = [m for m in measurements if m[2] is not None]
+    if others is None or not known:
+        return measurements
+    nearest = min(abs(m[2] - others) for m in known if m[2] is not None)
+    return [m for m in known if m[2] is not None and abs(m[2] - others) <= nearest + LOAD_BAND]
+
+
+def rates(path: Path | None = None, others: float | None = None) -> Rates:
+    """This machine's measured rates over the shipped ones, each of the measurements nearest in load to ``others``
+    (the share of the cores other processes keep busy now; None: of all)."""
     data = _read_user(path or user_rates_file())
-    mine = {k: sum(s for s, _ in v) / sum(u for _, u in v) for k, v in data["rates"].items() if v}
-    return Rates({**shipped(), **mine}, set(mine), len(data["routes"]))
+    chosen = {k: nearest_load(v, others) for k, v in data["rates"].items() if v}
+    mine = {k: sum(m[0] for m in v) / sum(m[1] for m in v) for k, v in chosen.items()}
+    return Rates({**shipped(), **mine}, set(mine), len(data["routes"]), others)
 
 
 def step_work(

@@ -64,6 +64,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ from wsss.pipelines.modes import choose_mode, weight_words
 from wsss.pipelines.route_calls import (
     JOB_CALLS,
     ROUTE_CHECK_ADVICE,
+    fitted_batch,
     predict_command,
     stage_command,
 )
@@ -108,7 +110,7 @@ from wsss.pipelines.route_values import (
     split_overrides,
     word_key,
 )
-from wsss.pipelines.steps import Command, Step, StepRunner
+from wsss.pipelines.steps import Command, Setting, Step, StepRunner
 
 # the names docs/api.md lists for this module (the typed values among them are route_values's)
 __all__ = ["Choice", "DataFacts", "Plan", "Route", "RouteOptions", "RouteResult", "plan_route", "run_route"]
@@ -331,7 +333,7 @@ class Route:
         seg_dir, seg = out / "seg", self._seg_preset()
         stages = [*(out / name for name in self._round_dirs(self.opts.rounds)), seg_dir]  # the last is OUT/seg
         train = stage_command(seg, root, labels_run / "pseudo" / "train", self.words["seg"], stages[0])
-        seg_cfg = self._command_config(train, run_dir=seg_dir)
+        train, seg_cfg = self._fitted(train, "seg", run_dir=seg_dir)
         self.configs["seg"] = seg_cfg
         self.choices["crf_workers"] = self._crf_workers()
         self.seg_iters = resolve_epochs(seg_cfg, len(facts.train)).train.max_iters
@@ -400,7 +402,7 @@ class Route:
         steps = []
         for r, (before, run_dir) in enumerate(zip(stages, stages[1:]), 1):
             labels = before / predictions_folder(crf=True, labelled_only=True) / "train"
-            train = stage_command(seg, root, labels, self.words["seg"], run_dir)
+            train, _ = self._fitted(stage_command(seg, root, labels, self.words["seg"], run_dir), "seg")
             steps.append(self._job_step(f"round {r} labels", predict_command(before, "train", labelled_only=True)))
             steps.append(Step(f"round {r}", (train,), partial(self._train_command, train), outputs=(run_dir,)))
         return steps
@@ -411,6 +413,26 @@ class Route:
         words = command.word_list(leave_out=("run.dir",))
         where = run_dir or command.setting("run.dir")
         return route_calls.run_config(str(command.args[0]), words, where, device=device or self.choices["device"].value)
+
+    def _fitted(
+        self, command: Command, role: str, run_dir: Path | None = None, device: str | None = None
+    ) -> tuple[Command, Config]:
+        """A training's command and config (:meth:`_command_config`), its batch lowered to the train photos where
+        the preset's is larger (the trainer refuses a split smaller than its batch), said in the choice ``batch``;
+        a ``train.batch_size`` typed is kept as typed."""
+        cfg = self._command_config(command, device, run_dir)
+        photos = len(self._facts().train)
+        batch = fitted_batch(cfg.train.batch_size, cfg.train.micro_batch, photos, self.processes)
+        if batch is None or any(word_key(w) == "train.batch_size" for w in self.words[role]):
+            return command, cfg
+        fitted = replace(command, words=(*command.words, Setting("train.batch_size", batch)))
+        lowered = {**(self.choices["batch"].value if "batch" in self.choices else {}), role: batch}
+        self.choices["batch"] = Choice(
+            lowered,
+            f"{photos} train photos, fewer than a preset's batch ({role}: {cfg.train.batch_size}): batches of "
+            f"{batch} (the trainer refuses fewer photos than its batch; train.batch_size=N sets it)",
+        )
+        return fitted, self._command_config(fitted, device, run_dir)
 
     def _train_command(self, command: Command, device: str | None = None) -> None:
         self._train(self._command_config(command, device))

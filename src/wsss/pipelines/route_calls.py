@@ -56,6 +56,17 @@ def stage_command(preset: str, root: Path, pseudo_dir: Path, words: Sequence[str
     return Command(("train",), (preset,), words=settings)
 
 
+def fitted_batch(batch: int, micro: int | None, photos: int, processes: int) -> int | None:
+    """The largest batch of at most ``photos`` that splits into ``processes`` x micro-batches of ``micro`` (None:
+    a process's whole share), for a preset's ``batch`` larger than the train photos (the trainer refuses a split
+    smaller than its batch); None where ``batch`` fits, or no smaller one does."""
+    if batch <= photos:
+        return None
+    step = processes * (micro or 1)
+    fitted = photos - photos % step
+    return fitted or None
+
+
 def cam_command(run_dir: Path, split: str = "train") -> Command:
     return Command(("cam",), (run_dir,), (("--split", split),))
 

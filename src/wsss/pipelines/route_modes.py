@@ -67,7 +67,7 @@ class ClassifierMode(RouteMode):
         train = Command(
             ("train",), (preset,), words=(Setting("data.root", root), Setting("run.dir", cls_dir), *route.words["cls"])
         )
-        cls_cfg = route._command_config(train)
+        train, cls_cfg = route._fitted(train, "cls")
         level = float(cls_cfg.cam.bkg_thre)  # the one place the route reads the classifier's background level
         route.choices["levels"] = Choice(
             (level, level),
@@ -200,7 +200,7 @@ class WeCLIPMode(ClipMode):
         train = Command(
             ("train",), (preset,), words=(Setting("data.root", root), *words, Setting("run.dir", weclip_dir))
         )
-        cfg = route._command_config(train, device)
+        train, cfg = route._fitted(train, "clip", device=device)
         route.configs["weclip"] = cfg
         route.choices["crf_workers"] = route._crf_workers()
         split = "val" if facts.val else "train"

@@ -68,8 +68,9 @@ def print_estimates(route: Any, steps: list[Step]) -> None:
     """Under the plan: each step's estimate (0 for a step of this folder that a rerun skips), the total and the
     rates they came from."""
     from wsss.pipelines.estimates import rates, step_estimates
+    from wsss.utils.cpuload import others_now
 
-    work, known = step_work(route), rates()
+    work, known = step_work(route), rates(others=others_now())
     estimates = step_estimates(work, known)
     done, spent = measured_before(route.out, route.opts.overwrite)
     for i, step in enumerate(steps, 1):
@@ -103,12 +104,13 @@ def measured_before(out: Path, overwrite: bool) -> tuple[set[str], dict[str, flo
 
 
 def learn(route: Any, title: str, seconds: float) -> None:
-    """A step's measured seconds into this machine's rates (``pipelines.estimates.record``)."""
+    """A step's measured seconds into this machine's rates (``pipelines.estimates.record``), with how busy other
+    processes kept the cores meanwhile (its last run's)."""
     from wsss.pipelines.estimates import record
 
     work = step_work(route).get(title)
     if work:
-        record(work, seconds, route.out)
+        record(work, seconds, route.out, others=route.runner.others.get(title))
 
 
 def summary(route: Any, wall: float) -> RouteResult:

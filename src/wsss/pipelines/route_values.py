@@ -199,6 +199,7 @@ SHOWN_CHOICES = (
     "predict",
     "device",
     "presets",
+    "batch",
     "crf_workers",
 )
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from wsss.core.config import is_execution_word
 from wsss.core.errors import DataError, UsageError
 from wsss.core.files import atomic_write
+from wsss.utils import cpuload
 from wsss.utils.runlock import JOB_LOCK_FILE, LOCK_FILE
 
 T = TypeVar("T")
@@ -121,6 +122,7 @@ class StepRunner:
         self.record_file = self.out / record
         self.transcript = transcript
         self.times: dict[str, float] = {}
+        self.others: dict[str, float | None] = {}  # each step's share of the cores other processes kept busy
         self.kept: list[Path] = []  # the files of the user's that :meth:`settle`'s --overwrite left in the own outputs
 
     def lock(self) -> contextlib.AbstractContextManager[Any]:
@@ -199,14 +201,15 @@ class StepRunner:
     def run(self, title: str, command: str, work: Callable[[], T]) -> tuple[T, float]:
         """``work`` timed; a stopped step's time logged too (the log sums a step's seconds over the runs it took);
         its result and its wall seconds."""
-        start, finished = time.monotonic(), False
+        start, finished, clocks = time.monotonic(), False, cpuload.sample()
         try:
             with self._transcribed(command):
                 result = work()
             finished = True
         finally:
             self.times[title] = time.monotonic() - start
-            self._log(title, self.times[title], finished)
+            self.others[title] = cpuload.others_share(clocks, cpuload.sample())
+            self._log(title, self.times[title], finished, self.others[title])
         return result, self.times[title]
 
     @contextlib.contextmanager
@@ -232,8 +235,10 @@ class StepRunner:
             finally:
                 out.write(f"# ended {time.strftime('%H:%M:%S')}, {time.perf_counter() - t:.1f} s, exit {code}\n")
 
-    def _log(self, title: str, seconds: float, finished: bool) -> None:
+    def _log(self, title: str, seconds: float, finished: bool, others: float | None = None) -> None:
         line = {"step": title, "seconds": round(seconds, 3), "finished": finished, "at": time.strftime("%FT%T%z")}
+        if others is not None:  # the share of the cores other processes kept busy meanwhile (wsss.utils.cpuload)
+            line["others_cpu"] = others
         with open(self.out / STEPS_LOG, "a") as f:
             f.write(json.dumps(line) + "\n")
 
