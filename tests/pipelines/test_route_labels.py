@@ -91,6 +91,9 @@ def test_a_lost_class_is_named_and_the_labelled_photos_masks_name_only_their_lab
     per_class = {c["name"]: (c["labelled"], c["found"]) for c in check["classes"]}
     assert all(found == labelled for name, (labelled, found) in per_class.items() if name != lost)
     assert f"{lost} {per_class[lost][0]}/0" in text
+    # counted over the photos whose masks the route makes: a drawn photo's mask is the user's
+    undrawn = {i for s in ("train", "val") for ds in [VOCDataset(root, s)] for i in ds.ids if not ds.has_mask(i)}
+    assert set(check["photos"]) == undrawn and sum(n for n, _ in per_class.values()) == len(undrawn)
     # a drawn photo's mask is the user's as drawn; the others the route's prediction
     drawn = sum(ds.has_mask(i) for s in ("train", "val") for ds in [VOCDataset(root, s)] for i in ds.ids)
     assert f"your {drawn} drawn masks as you drew them; the route's own of every photo in masks/predicted/" in text

@@ -75,9 +75,10 @@ def return_drawn_masks(folder: Path, root: str | Path, drawn: Mapping[str, Seque
 def check_labels(
     preds: Mapping[str, Path], root: str | Path, masked: set[str], class_names: Sequence[str], out: Path
 ) -> dict[str, Any]:
-    """The route's masks of each split (``preds``: split -> its predictions) against the photos' labels
-    (``evaluation.agreement.agreement``), and ``out/draw_next.csv``: the unmasked photos to draw next."""
-    labels = photo_labels(root, list(preds))
+    """The route's masks of each split (``preds``: split -> its predictions) against the labels of the photos
+    without a drawn mask (``masked``: a drawn photo's mask is the user's, so no class of it is lost;
+    ``evaluation.agreement.agreement``), and ``out/draw_next.csv``: the unmasked photos to draw next."""
+    labels = {i: cs for i, cs in photo_labels(root, list(preds)).items() if i not in masked}
     found: dict[str, set[int]] = {}
     for pred in preds.values():
         found |= classes_found(pred, [i for i in labels if (pred / f"{i}.png").is_file()])
