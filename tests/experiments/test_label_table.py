@@ -4,6 +4,7 @@ read from JSONs as label_folds.py and label_runs.py write them; experiments/labe
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from experiments.label_runs import drawn_photos, stage_words
