@@ -415,6 +415,36 @@ def test_the_seeds_level_means_the_same_from_the_run_or_typed(reported_copy):
     assert not set(files().items()) & set(first.items())
 
 
+def test_a_seed_is_the_same_from_a_cam_just_made_or_its_saved_file(reported_copy, monkeypatch):
+    """A seed made with its CAM is the one a later job makes from the saved (float16) CAM: values that float16
+    rounds across the background level fall the same way on both paths."""
+    import numpy as np
+
+    from wsss.core.config import load_config
+    from wsss.runs.run import Run
+
+    run = reported_copy
+    seeds = run / "cam_labels" / "val"
+    level = float(load_config(run / "config.yaml").cam.bkg_thre)
+
+    def near_the_level(self, image, labels, scales=None, *, prepared=None):  # noqa: ANN001, ANN202 (Run's)
+        classes = np.flatnonzero(np.asarray(labels) > 0.5)
+        h, w = image.shape[:2]
+        # every pixel within float16's rounding of the level: some cross it when rounded
+        band = np.linspace(level - 2e-3, level + 2e-3, h * w, dtype=np.float32).reshape(h, w)
+        return classes, np.stack([band] * len(classes))
+
+    monkeypatch.setattr(Run, "labelled_cam", near_the_level)
+    crossing = np.linspace(level - 2e-3, level + 2e-3, 10_000, dtype=np.float32)
+    assert ((crossing > level) != (crossing.astype(np.float16).astype(np.float32) > level)).any()
+    assert main(["cam", str(run), "--split", "val", "--overwrite", "--quiet"]) == 0
+    made = {p.name: p.read_bytes() for p in seeds.glob("*.png")}
+    assert made
+    for other in (level / 2, level):  # away and back: every seed rewritten from its saved CAM
+        assert main(["cam", str(run), "--split", "val", "--bkg-thre", str(other), "--quiet"]) == 0
+    assert {p.name: p.read_bytes() for p in seeds.glob("*.png")} == made
+
+
 def test_a_jobs_crf_processes_are_decided_once_and_the_pool_gets_the_number(reported_copy, monkeypatch):
     """``infer.crf_workers=-1`` is decided in one place (``crf_processes``: the cores' rule of
     ``cam.crf.crf_workers``, none without a CRF); a job's pool gets that number, never the -1 to decide again."""

@@ -52,6 +52,7 @@ from wsss.runs.stamps import (
 from wsss.runs.tag import tag_labels
 from wsss.utils.io import (
     CAM_SUFFIX,
+    as_saved_cam,
     find_cam_file,
     load_cam_of,
     load_labelled_cam,
@@ -304,6 +305,7 @@ def run_cam(
                     warnings.warn(f"{id}: {e}; the ids after it in this process's share get no CAM", stacklevel=2)
                     return []
                 writes.append((save_labelled_cam, (out, id, classes, cam)))
+                cam = as_saved_cam(cam)  # the seed as a later job's from the saved CAM
             writes.append((save_label_png, (per_id_path(seeds, id, ".png"), labelled_seed(classes, cam, thre))))
             return writes
 
@@ -323,7 +325,7 @@ def _every_class_writes(
 ) -> Writes:
     """``wsss cam --all-classes``' writes of one photo: every class's map and its seed."""
     full = run.cam(image, labels, all_classes=True)
-    _, seed = cam_to_label(torch.from_numpy(full)[None], torch.from_numpy(labels)[None], bkg_thre=thre)
+    _, seed = cam_to_label(torch.from_numpy(as_saved_cam(full))[None], torch.from_numpy(labels)[None], bkg_thre=thre)
     return [(save_cam, (out, id, full, labels)), (save_label_png, (per_id_path(seeds, id, ".png"), seed[0].numpy()))]
 
 

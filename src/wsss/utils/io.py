@@ -420,6 +420,12 @@ def missing_cam_ids(folder: str | os.PathLike, ids: Iterable[str]) -> list[str]:
     return [i for i in ids if find_cam_file(folder, i) is None]
 
 
+def as_saved_cam(cam: np.ndarray) -> np.ndarray:
+    """A CAM's values as its file holds them (float16), as float32: what is computed from a CAM just made is then
+    what the same computation gives from its file read back (a seed on the threshold falls the same way)."""
+    return np.asarray(cam).astype(np.float16).astype(np.float32)
+
+
 def save_cam(folder: str | os.PathLike, id: str, cam: np.ndarray, labels: np.ndarray) -> Path:
     """Write ``folder/<id>.npz`` atomically: the rows of ``cam`` ((C-1, H, W)) that ``labels`` marks,
     as float16, with their 1-based class ids."""
