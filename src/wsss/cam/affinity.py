@@ -33,8 +33,7 @@ import torch.nn.functional as F
 
 from wsss.core.config import NON_NEGATIVE_NUMBER, POSITIVE, setting
 from wsss.core.errors import UsageError
-
-IGNORE = 255
+from wsss.utils.io import IGNORE
 
 
 @dataclass

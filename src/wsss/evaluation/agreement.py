@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from wsss.utils.io import plural
+from wsss.utils.io import IGNORE, plural
 
-IGNORE = 255
 LOST_BELOW = 0.5  # a class is lost when found in fewer than this share of its labelled photos' masks
 LOST_CLASS_HELP = "docs/labels-and-masks.md#a-lost-class"
 FEW_VAL = 10  # a val split of fewer masked photos is too few to compare runs by

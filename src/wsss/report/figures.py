@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from wsss.core.files import atomic_write
-from wsss.utils.io import find_cam_file, per_id_path, read_cam, read_label_png, voc_palette  # noqa: E402
+from wsss.utils.io import IGNORE, find_cam_file, per_id_path, read_cam, read_label_png, voc_palette  # noqa: E402
 
 # Run-directory folders holding label maps, in pipeline order, with their display names.
 OUTPUTS = (
@@ -33,7 +33,6 @@ OUTPUTS = (
     ("predictions_labelled", "segmentation, labelled classes"),
     ("predictions_crf_labelled", "segmentation + CRF, labelled classes"),
 )
-IGNORE = 255
 _PALETTE = voc_palette()
 
 

@@ -35,10 +35,9 @@ from wsss.core.errors import DataError, UsageError
 from wsss.core.files import atomic_write, check_output_folder
 from wsss.data.classes import read_classes
 from wsss.data.prepare import first
-from wsss.data.prepare.coco import IGNORE
 from wsss.data.prepare.labelstudio import encode_rle
 from wsss.data.voc import find_image
-from wsss.utils.io import image_size, read_label_png, voc_palette
+from wsss.utils.io import IGNORE, image_size, read_label_png, voc_palette
 from wsss.utils.progress import progress_bar
 
 #: Label Studio's names in the tasks and the labelling config.

@@ -256,6 +256,9 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return (w, h) if exif_swaps_sides(orientation) else (h, w)
 
 
+IGNORE = 255  # a label map's "not labelled" value (0 is the background, k the class on line k of the list)
+
+
 def read_label_png(path: str | os.PathLike) -> np.ndarray:
     """Read a class-index mask (palette or single-channel PNG) as (H, W) uint8.
 

@@ -54,12 +54,11 @@ from wsss.data.prepare import (
     write_split,
 )
 from wsss.data.voc import labels_from_mask, write_cls_labels
-from wsss.utils.io import id_problem, max_image_pixels, per_id_path, read_json, read_label_png, save_label_png
+from wsss.utils.io import IGNORE, id_problem, max_image_pixels, per_id_path, read_json, read_label_png, save_label_png
 
 #: Official COCO 2014 counts: all images, and images with at least one annotation (docs/datasets.md#coco).
 OFFICIAL_IMAGES = {"train": 82783, "val": 40504}
 OFFICIAL_LISTS = {"train": 82081, "val": 40137}
-IGNORE = 255
 #: How far beyond an edge a polygon point may lie, in the image's own width or height (and a pixel): farther, the
 #: file's coordinates are wrong. pycocotools' filler works in C ints at 5 times the scale: a point of 1e9 crashes it.
 FAR_OUTSIDE = 1.0

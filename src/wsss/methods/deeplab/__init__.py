@@ -56,8 +56,8 @@ from wsss.methods.deeplab.model import DeepLabV2, DeepLabV3Plus
 from wsss.methods.deeplab.pus import PUS_MODES, PretendedUnderfitting
 from wsss.methods.deeplab.views import BOX, STRONG, WEAK, DeepLabViews
 from wsss.methods.ema import ema_update, frozen_copy, mean_teacher_decay
+from wsss.utils.io import IGNORE
 
-IGNORE = 255
 CONSISTENCY = "consistency"  # the loss term of the mean teacher (loss.weights.consistency turns it on)
 
 
