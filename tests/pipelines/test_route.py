@@ -647,7 +647,7 @@ def test_the_route_on_the_test_photos_from_a_folder_to_the_masks_of_new_photos(t
     plan = re.findall(r"^\[(\d+)/(\d+)\] ([\w ]+): ", planned, re.M)
     assert [t for _, _, t in plan] == ["prepare", "classifier", "cam", "pseudo", "seg", "masks", "report", "new photos"]
     assert planned.count("      estimate: about ") == 7 and planned.count("      estimate: none measured") == 1
-    assert "in all (rates: the shipped rates: one thread on an idle core, docs/own-photos.md#what-to-expect" in planned
+    assert "in all (rates: the shipped rates: 2 idle cores, docs/own-photos.md#what-to-expect" in planned
     assert main(argv) == 0
     said = capsys.readouterr().out
     assert re.findall(r"^\[(\d+)/(\d+)\] ([\w ]+): ", said, re.M) == plan  # the same steps, numbered alike

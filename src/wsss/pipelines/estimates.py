@@ -99,7 +99,7 @@ class Rates:
         mine = keys & self.measured
         now = "" if self.others is None else f"; other processes keep {self.others:.0%} of the cores busy now"
         if not mine:
-            return f"the shipped rates: one thread on an idle core, docs/own-photos.md#what-to-expect{now}"
+            return f"the shipped rates: 2 idle cores, docs/own-photos.md#what-to-expect{now}"
         said = f"measured on this machine, {self.runs} run{'s' if self.runs != 1 else ''}"
         if self.others is not None:
             said += ", those timed at a load nearest now's"
