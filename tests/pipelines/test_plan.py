@@ -132,7 +132,8 @@ def _batches(plan: Plan) -> dict[str, str | None]:
 def test_fewer_train_photos_than_a_presets_batch_lower_the_batch_in_the_plan(tmp_path):
     plan = _plan_words(tmp_path, train=5)
     assert _batches(plan) == {"classifier": "train.batch_size=5", "seg": "train.batch_size=5"}
-    assert plan.choices["batch"].value == {"cls": 5, "seg": 5} and "5 train photos" in plan.choices["batch"].reason
+    assert plan.choices["batch"].value == {"cls": 5, "seg": 5}
+    assert "5 train photos, fewer than the presets' batch: cls 8 -> 5, seg 8 -> 5" in plan.choices["batch"].reason
     assert plan.configs["cls"].train.batch_size == plan.configs["seg"].train.batch_size == 5
     assert "batch" in plan.shown()
     # two CUDA devices: a batch each process can split (4 of 5 photos)

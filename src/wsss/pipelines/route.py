@@ -247,6 +247,7 @@ class Route:
         steps of the mode (nothing read but the presets, nothing run). ``edited_tags``: a tags.csv is in the data."""
         out, root, prepares = self.out.resolve(), facts.root, self._prepares()
         self.facts, self.choices, self.configs, self.edited_tags = facts, {}, {}, edited_tags
+        self.lowered: dict[str, tuple[int, int]] = {}  # role -> (the preset's batch, the batch the photos fill)
         steps: list[Step] = []
         if prepares:
             prepare = self._prepare_command(root)
@@ -426,11 +427,12 @@ class Route:
         if batch is None or any(word_key(w) == "train.batch_size" for w in self.words[role]):
             return command, cfg
         fitted = replace(command, words=(*command.words, Setting("train.batch_size", batch)))
-        lowered = {**(self.choices["batch"].value if "batch" in self.choices else {}), role: batch}
+        self.lowered[role] = (cfg.train.batch_size, batch)
+        each = ", ".join(f"{r} {was} -> {now}" for r, (was, now) in self.lowered.items())
         self.choices["batch"] = Choice(
-            lowered,
-            f"{photos} train photos, fewer than a preset's batch ({role}: {cfg.train.batch_size}): batches of "
-            f"{batch} (the trainer refuses fewer photos than its batch; train.batch_size=N sets it)",
+            {r: now for r, (_, now) in self.lowered.items()},
+            f"{photos} train photos, fewer than the presets' batch: {each} (the trainer refuses fewer photos "
+            "than its batch; train.batch_size=N sets it)",
         )
         return fitted, self._command_config(fitted, device, run_dir)
 
