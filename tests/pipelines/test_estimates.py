@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from wsss.pipelines.estimates import (
     KEEP,
     LOAD_BAND,
@@ -13,6 +15,7 @@ from wsss.pipelines.estimates import (
     read_step_log,
     record,
     shipped,
+    shipped_photo_megapixels,
     step_estimates,
     step_work,
     user_rates_file,
@@ -30,10 +33,16 @@ def test_every_step_of_the_cpu_routes_has_a_shipped_rate():
         est = step_estimates(step_work(classifier, COUNTS, ITERATIONS), rates())
         for title in ("classifier", "cam", "pseudo", "seg", "masks", "report"):
             assert est[title] is not None and est[title] > 0, (classifier, title)
-    per = shipped()
+    per, mp = shipped(), shipped_photo_megapixels()
     est = step_estimates(step_work("cam", COUNTS, ITERATIONS), rates())
-    assert est["cam"] == per["cam/cam"] * 40 and est["masks"] == per["masks"] * 50
-    assert est["classifier"] == per["classifier/cam"] * 60
+    # a per-photo step's work is its photos' megapixels: a photo of unknown size is as large as the shipped ones
+    assert est["cam"] == pytest.approx(per["cam/cam"] * 40 * mp) and est["masks"] == pytest.approx(
+        per["masks"] * 50 * mp
+    )
+    assert est["classifier"] == per["classifier/cam"] * 60 and est["check"] == per["check"] * 50
+    large = step_estimates(step_work("cam", COUNTS, ITERATIONS, megapixels=2 * mp), rates())
+    assert large["masks"] == pytest.approx(2 * est["masks"]) and large["pseudo"] == pytest.approx(2 * est["pseudo"])
+    assert large["classifier"] == est["classifier"] and large["check"] == est["check"]
     abstain = step_estimates(step_work("cam", {**COUNTS, "abstain": 1}, ITERATIONS), rates())
     assert abstain["pseudo"] > est["pseudo"]
 
@@ -46,17 +55,18 @@ def test_a_gpu_route_or_a_preset_of_ones_own_is_none_measured_until_it_ran_here(
 
 def test_a_finished_step_teaches_the_next_plans_its_rate(tmp_path):
     path = tmp_path / "rates.json"
-    work = step_work("cam", COUNTS, ITERATIONS)
-    record(work["cam"], 8.0, tmp_path / "route", path=path)  # 40 photos in 8 s
+    work = step_work("cam", COUNTS, ITERATIONS, megapixels=0.5)
+    record(work["cam"], 8.0, tmp_path / "route", path=path)  # 40 photos of half a megapixel in 8 s
     known = rates(path)
-    assert known.seconds["cam/cam"] == 0.2 and known.seconds["seg"] == shipped()["seg"]
-    assert step_estimates(step_work("cam", {**COUNTS, "train": 100}, ITERATIONS), known)["cam"] == 20.0
+    assert known.seconds["cam/cam"] == 0.4 and known.seconds["seg"] == shipped()["seg"]
+    more = step_work("cam", {**COUNTS, "train": 100}, ITERATIONS, megapixels=0.5)
+    assert step_estimates(more, known)["cam"] == 20.0
     assert known.source(["cam/cam"]) == "measured on this machine, 1 run"
     assert known.source(["cam/cam", "seg"]) == "measured on this machine, 1 run; the shipped rates for seg"
     assert known.source(["seg"]).startswith("the shipped rates")
     for k in range(KEEP + 2):  # the recent runs only: the first ones fall out
         record(work["cam"], 40.0, tmp_path / f"route{k}", path=path)
-    assert rates(path).seconds["cam/cam"] == 1.0 and rates(path).runs == KEEP + 3
+    assert rates(path).seconds["cam/cam"] == 2.0 and rates(path).runs == KEEP + 3
     record(work["choice"] or [("seg", 1), ("masks", 1)], 5.0, tmp_path / "route", path=path)  # two rates: not split
     assert "masks" not in rates(path).measured
 
@@ -72,6 +82,10 @@ def test_the_rates_file_is_the_users_cache_and_a_broken_one_is_the_shipped_rates
     assert rates(broken).seconds == shipped() and not rates(broken).measured
     record([("seg", 10)], 30.0, tmp_path, path=broken)  # written anew
     assert json.loads(broken.read_text())["rates"] == {"seg": [[30.0, 10, None]]}
+    # a file of the form before (per-photo steps per photo, no version): its measurements are left out
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"rates": {"cam/cam": [[8.0, 40]]}, "routes": ["r"]}))
+    assert not rates(old).measured and rates(old).runs == 0
 
 
 def test_the_step_log_says_what_finished_and_what_a_stopped_step_spent(tmp_path):
@@ -130,3 +144,18 @@ def test_each_step_logs_how_busy_other_processes_kept_the_cores(tmp_path):
     assert ("others_cpu" in line) == readable and (runner.others["cam"] is not None) == readable
     if readable:
         assert 0.0 <= line["others_cpu"] <= 1.0
+
+
+def test_a_photos_mean_size_is_read_from_a_sample_of_their_headers(tmp_path):
+    from PIL import Image
+
+    from wsss.pipelines.route_data import mean_megapixels
+
+    paths = []
+    for k, (w, h) in enumerate([(100, 200), (300, 100), (50, 50)]):
+        paths.append(tmp_path / f"{k}.png")
+        Image.new("RGB", (w, h)).save(paths[-1])
+    assert mean_megapixels(paths) == pytest.approx((0.02 + 0.03 + 0.0025) / 3, abs=1e-4)
+    assert mean_megapixels(paths, most=2) == pytest.approx((0.02 + 0.0025) / 2, abs=1e-4)  # every other one
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    assert mean_megapixels([tmp_path / "broken.png"]) is None and mean_megapixels([]) is None

@@ -1,5 +1,6 @@
 """How long each step of ``wsss route`` may take: a rate per unit of work for each step (seconds per training
-iteration, per photo, per report), times the route's own work.
+iteration, per megapixel of the photos a per-photo step reads, per photo checked, per report), times the route's
+own work.
 
 The rates are this machine's where a route has run here: each finished step of a route records its seconds, its
 work and the share of the cores other processes kept busy meanwhile (``wsss.utils.cpuload``) in a small file of the
@@ -25,6 +26,9 @@ from wsss.core.files import atomic_write
 
 TIMES_FILE = Path(__file__).with_name("route_times.json")
 RATES_NAME = "route_rates.json"
+# the user's file's form: measurements of another (per-photo steps per photo, before they were per megapixel) are
+# left out, as a cache is
+RATES_VERSION = 2
 KEEP = 5  # measurements per rate kept: a machine's recent days, not its first
 # measurements whose others' share of the cores is within this of the nearest one's to now count for a rate
 LOAD_BAND = 0.15
@@ -35,10 +39,18 @@ Measurement = tuple[float, float, float | None]  # seconds, units of work, other
 
 
 @cache
+def _times() -> dict[str, Any]:
+    return json.loads(TIMES_FILE.read_text())
+
+
 def shipped() -> dict[str, float]:
     """Rate key -> seconds per unit of work, as measured for the package (:data:`TIMES_FILE`)."""
-    data = json.loads(TIMES_FILE.read_text())
-    return {k: float(r["seconds"]) / float(r["units"]) for k, r in data["rates"].items()}
+    return {k: float(r["seconds"]) / float(r["units"]) for k, r in _times()["rates"].items()}
+
+
+def shipped_photo_megapixels() -> float:
+    """The mean size of the photos the shipped rates were timed on: a photo of unknown size counts as one of them."""
+    return float(_times()["photo_megapixels"])
 
 
 def user_rates_file() -> Path:
@@ -52,6 +64,8 @@ def _read_user(path: Path) -> dict[str, Any]:
     made again, never a reason to stop a route)."""
     try:
         data = json.loads(path.read_text())
+        if data.get("version") != RATES_VERSION:
+            return {"rates": {}, "routes": []}
         rates = {str(k): [_measurement(m) for m in v] for k, v in dict(data["rates"]).items()}
         return {"rates": rates, "routes": [str(r) for r in data.get("routes", [])]}
     except (OSError, ValueError, KeyError, TypeError):
@@ -80,7 +94,7 @@ def record(
     data["routes"] = [*[r for r in data["routes"] if r != route], route][-ROUTES_KEPT:]
     try:
         with atomic_write(path, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+            json.dump({"version": RATES_VERSION, **data}, f, indent=1, sort_keys=True)
     except OSError:  # a read-only home, a full disk: the next route has the shipped rates, no worse
         pass
 
@@ -127,35 +141,42 @@ def rates(path: Path | None = None, others: float | None = None) -> Rates:
 
 
 def step_work(
-    classifier: str, counts: Mapping[str, int], iterations: Mapping[str, int], device: str = "cpu"
+    classifier: str,
+    counts: Mapping[str, int],
+    iterations: Mapping[str, int],
+    device: str = "cpu",
+    megapixels: float | None = None,
 ) -> dict[str, Work]:
     """Each step's work by its title. ``classifier``: the route's choice (``rca``, ``cam``, a preset's name);
     ``counts``: ``train``, ``val``, ``new`` (photos of ``--images``), ``folds``, ``masked_train``, ``rounds`` (of
     ``--rounds``) and ``abstain`` (1: the labels of ``--refine agree``); ``iterations``: per training
     (``classifier``, ``seg``) its iterations; ``device``: the presets' kind (``cpu``, ``gpu``), part of each
-    key but the CPU's."""
+    key but the CPU's; ``megapixels``: a photo's mean size (None: the shipped rates' photos'), the unit of the
+    per-photo steps (the CAMs, PAR and the CRF grow with the pixels)."""
     at = "" if device == "cpu" else f"@{device}"
-    photos, train = counts["train"] + counts["val"], counts["train"]
+    mp = megapixels or shipped_photo_megapixels()
+    photos, train = (counts["train"] + counts["val"]) * mp, counts["train"] * mp
+    checked = counts["train"] + counts["val"]
     seg: tuple[str, float] = (f"seg{at}", iterations["seg"])
     predict = f"masks{at}"
     folds = counts.get("folds", 0)
     return {
-        "prepare": [(f"prepare{at}", photos)],
-        "check": [(f"check{at}", photos)],
+        "prepare": [(f"prepare{at}", checked)],
+        "check": [(f"check{at}", checked)],
         "classifier": [(f"classifier/{classifier}{at}", iterations["classifier"])],
         "cam": [(f"cam/{classifier}{at}", train)],
         "pseudo": [(f"pseudo/{'agree' if counts.get('abstain') else 'par'}{at}", train)],
         # each fold trains both stages; each masked photo is held once and predicted by both
-        "choice": [(seg[0], folds * 2 * seg[1]), (predict, 2 * counts.get("masked_train", 0))] if folds else [],
+        "choice": [(seg[0], folds * 2 * seg[1]), (predict, 2 * counts.get("masked_train", 0) * mp)] if folds else [],
         "seg": [seg],
         "masks": [(predict, photos)],
         "report": [(f"report{at}", 1)],
-        "new photos": [(predict, counts.get("new", 0))],
+        "new photos": [(predict, counts.get("new", 0) * mp)],
         # each round predicts the train photos as the masks step does, then trains the stage again
         **{
             title: work
             for r in range(1, counts.get("rounds", 0) + 1)
-            for title, work in ((f"round {r} labels", [(predict, float(train))]), (f"round {r}", [seg]))
+            for title, work in ((f"round {r} labels", [(predict, train)]), (f"round {r}", [seg]))
         },
     }
 

@@ -61,6 +61,7 @@ def step_work(route: Any) -> dict[str, Any]:
         counts,
         {"classifier": iterations["cls"], "seg": iterations["seg"]},
         device=str(route.choices["presets"].value),
+        megapixels=facts.megapixels,
     )
 
 

@@ -150,6 +150,9 @@ class DataFacts:
     masked_train: list[str]
     masked_val: list[str]
     photos_per_class: float  # the median over the foreground classes of the train photos labelled with each
+    # a train or val photo's mean size in megapixels, from a sample of their headers (None: none readable); the
+    # estimates' per-photo steps scale with it. Not compared: the same photos read before or after prepare
+    megapixels: float | None = field(default=None, compare=False)
 
     @property
     def classes(self) -> int:
