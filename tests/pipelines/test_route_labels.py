@@ -111,3 +111,15 @@ def test_a_lost_class_is_named_and_the_labelled_photos_masks_name_only_their_lab
     assert "train_miou" in summary["scores"] and "taught" not in summary["scores"]
     assert "taught the stage" not in text and "trained on these photos' own masks" not in text
     assert f"{len(VOCDataset(root, 'val').ids)} val photos are too few to compare runs by" in text
+
+
+def test_with_every_photo_drawn_the_closing_lines_count_no_class():
+    from wsss.pipelines.route_labels import label_lines
+
+    drawn = {"drawn": 6, "classes": [{"name": "cat", "labelled": 0, "found": 0, "lost": False}], "lost": []}
+    lines = label_lines({"labels": {**drawn, "labelled_found": None, "photos_with_unlabelled": 0, "draw_next": 0}})
+    assert lines and not any("per class" in line or "warning" in line for line in lines)
+    seen = {**drawn, "classes": [{"name": "cat", "labelled": 3, "found": 1, "lost": True}], "lost": ["cat"]}
+    lines = label_lines({"labels": {**seen, "labelled_found": 0.5, "photos_with_unlabelled": 0, "draw_next": 2}})
+    assert any("per class, labelled in N photos / found in M of their masks: cat 3/1" in line for line in lines)
+    assert any(line.startswith("  warning: cat is found in 1 of the 3 masks") for line in lines)

@@ -650,6 +650,8 @@ def _shown(value: Any) -> str:
         return "the preset's"
     if isinstance(value, tuple):
         return "/".join(f"{v:g}" for v in value)
+    if isinstance(value, dict):  # a value per training: "cls 5, seg 5"
+        return ", ".join(f"{k} {v}" for k, v in value.items())
     return str(value)
 
 

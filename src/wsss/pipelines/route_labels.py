@@ -118,7 +118,8 @@ def label_lines(scores: Mapping[str, Any]) -> list[str]:
         )
     if check:
         per_class = ", ".join(f"{c['name']} {c['labelled']}/{c['found']}" for c in check["classes"] if c["labelled"])
-        lines.append(f"  per class, labelled in N photos / found in M of their masks: {per_class}")
+        if per_class:  # none where every photo has a drawn mask
+            lines.append(f"  per class, labelled in N photos / found in M of their masks: {per_class}")
         if check["labelled_found"] is not None:
             lines.append(
                 f"  the masks name {100 * check['labelled_found']:.1f}% of their photos' labelled classes "
