@@ -13,6 +13,7 @@ is written after each part that has a figure.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -296,12 +297,18 @@ def score_fold(res: dict[str, Any], out: Path, json_path: str) -> None:
             write_json(json_path, res)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = script_parser(__doc__)
+def fold_parser(doc: str | None, out_help: str) -> argparse.ArgumentParser:
+    """The options of a fold's script: ``--data-root``, ``--fold F/N``, ``--out`` (``out_help``) and ``--json``."""
+    p = script_parser(doc)
     p.add_argument("--data-root", required=True)
     p.add_argument("--fold", required=True, help="F/N: the fold F of N of every photo as val")
-    p.add_argument("--out", required=True, help="the folds' folder (OUT/foldF: the view, the plan, the route)")
+    p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--json", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = fold_parser(__doc__, "the folds' folder (OUT/foldF: the view, the plan, the route)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     fold, folds = (int(x) for x in args.fold.split("/"))

@@ -33,8 +33,8 @@ if __package__ in (None, ""):  # run as a script: its package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.commands import run_wsss  # noqa: E402
 from experiments.data_views import all_ids, fold_split, make_view  # noqa: E402
+from experiments.label_folds import fold_parser  # noqa: E402
 from experiments.route_steps import write_json  # noqa: E402
-from wsss.cli_common import script_parser  # noqa: E402
 from wsss.data.voc import VOCDataset  # noqa: E402
 from wsss.evaluation import evaluate  # noqa: E402
 from wsss.evaluation.agreement import agreement, classes_found, draw_next  # noqa: E402
@@ -87,11 +87,7 @@ def run_scores(masks: dict[str, Path], view: Path, train_ids: list[str]) -> dict
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = script_parser(__doc__)
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--fold", required=True, help="F/N: the fold of experiments/label_folds.py")
-    p.add_argument("--out", required=True, help="label_folds.py's --out (its OUT/foldF/route is read)")
-    p.add_argument("--json", required=True)
+    p = fold_parser(__doc__, "label_folds.py's --out (its OUT/foldF/route is read)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="which, in order (comma-separated)")
     args = p.parse_args(argv)
     fold, folds = (int(x) for x in args.fold.split("/"))
