@@ -109,8 +109,8 @@ def draw_next(
 ) -> list[dict[str, Any]]:
     """The unmasked photos ranked for drawing (columns :data:`DRAW_NEXT_COLUMNS`): by class coverage, the classes
     found least first, one photo of each class in turn; within a class, the photos whose mask lacks one of their
-    labelled classes first. Each photo once, for the first class it comes up for. Not measured against a random
-    choice."""
+    labelled classes first. Each photo once, for the first class it comes up for. Against a random choice:
+    docs/labels-and-masks.md#which-photos-to-draw-next."""
     coverage = class_coverage(labels, found, class_names)
     order = sorted(
         (c for c in range(1, len(class_names)) if coverage[c - 1].labelled),
