@@ -107,6 +107,7 @@ from wsss.pipelines.route_values import (
     RouteOptions,
     RouteResult,
     file_words,
+    predict_choice,
     split_overrides,
     word_key,
 )
@@ -339,13 +340,8 @@ class Route:
         self.choices["crf_workers"] = self._crf_workers()
         self.seg_iters = resolve_epochs(seg_cfg, len(facts.train)).train.max_iters
         self.choices["stage"] = self._stage_choice(facts)
-        split = "val" if facts.val else "train"
-        self.choices["predict"] = Choice(
-            split,
-            ("the val split" if facts.val else "no val split: the train photos")
-            + " scores the masks; every train and val photo gets its mask, with the "
-            "dense CRF (better on ccp-dev's folds: "
-            "docs/own-photos.md#which-route)",
+        self.choices["predict"] = predict_choice(
+            facts, "with the dense CRF (better on ccp-dev's folds: docs/own-photos.md#which-route)"
         )
         steps = []
         seg_words = train.word_list(leave_out=("run.dir",))

@@ -11,7 +11,16 @@ from typing import Any
 from wsss.pipelines import clip_steps, route_outputs
 from wsss.pipelines.modes import CLIP_KEY, DINOV2_KEY, RouteMode, register_mode
 from wsss.pipelines.route_calls import cam_command, pseudo_command
-from wsss.pipelines.route_values import CLASSIFIERS, GPU_PRESETS, NOT_ADOPTED, SEG_PRESET, Choice, DataFacts, word_key
+from wsss.pipelines.route_values import (
+    CLASSIFIERS,
+    GPU_PRESETS,
+    NOT_ADOPTED,
+    SEG_PRESET,
+    Choice,
+    DataFacts,
+    predict_choice,
+    word_key,
+)
 from wsss.pipelines.steps import Command, Setting, Step
 
 # RCA from this median of train photos per class up, the CAM baseline below it: a round number between the two sets
@@ -203,13 +212,9 @@ class WeCLIPMode(ClipMode):
         train, cfg = route._fitted(train, "clip", device=device)
         route.configs["weclip"] = cfg
         route.choices["crf_workers"] = route._crf_workers()
-        split = "val" if facts.val else "train"
-        route.choices["predict"] = Choice(
-            split,
-            ("the val split" if facts.val else "no val split: the train photos")
-            + " scores the masks; every train and val photo gets its mask by WeCLIP+'s "
-            "official test fusion (the preset's infer scales with flips; no CRF, as the "
-            "paper's test)",
+        route.choices["predict"] = predict_choice(
+            facts,
+            "by WeCLIP+'s official test fusion (the preset's infer scales with flips; no CRF, as the paper's test)",
         )
         steps.append(Step("weclip", (train,), lambda: route._train(cfg), outputs=(weclip_dir,)))
         return [*steps, route._masks_step(weclip_dir, crf=False), route._report_step(weclip_dir)]

@@ -191,6 +191,13 @@ class RouteResult:
         }
 
 
+def predict_choice(facts: DataFacts, how: str) -> Choice:
+    """Which split scores the route's masks (val where there is one), and ``how`` every photo gets its mask."""
+    split = "val" if facts.val else "train"
+    where = "the val split" if facts.val else "no val split: the train photos"
+    return Choice(split, f"{where} scores the masks; every train and val photo gets its mask, {how}")
+
+
 # the choices --plan and a run print, in this order
 SHOWN_CHOICES = (
     "mode",
