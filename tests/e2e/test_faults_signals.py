@@ -152,7 +152,7 @@ def _sigterm_leaves_no_child(cmd: list[str], n_children: int, log: Path) -> None
         kids = _children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-        assert proc.returncode != 0
+        assert proc.returncode != 0, f"the command finished before the signal: {log.read_text()[-2000:]}"
         deadline = time.time() + 10
         while _alive(kids) and time.time() < deadline:
             time.sleep(0.1)
@@ -199,7 +199,22 @@ def test_sigterm_to_predict_ends_its_crf_workers(trained, tmp_path):
 
 
 def test_sigterm_to_cam_with_workers_ends_its_ranks(trained, tmp_path):
-    cmd = [sys.executable, "-m", "wsss.cli", "cam", str(trained), "--split", "train", "--workers", "2", "--quiet"]
+    # six passes at 8x (512 px) per image: seconds of work per rank, so the signal finds the ranks at work (at
+    # the run's own scales the CAMs could end within the second the test waits, and a finished command exits 0)
+    scales = ["--scales", "8,8,8,8,8,8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "wsss.cli",
+        "cam",
+        str(trained),
+        "--split",
+        "train",
+        "--workers",
+        "2",
+        *scales,
+        "--quiet",
+    ]
     _sigterm_leaves_no_child(cmd, 1, tmp_path / "log")
 
 
