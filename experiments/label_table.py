@@ -1,7 +1,7 @@
 """The tables of the labels' measurements, fold by fold: ``experiments/label_folds.py``'s JSONs (the masks before
 and after ``--labelled-only``, the photos missing a labelled class, each recovery tried, the plan against the run)
 and ``experiments/label_runs.py``'s (``*_runs.json``: whether agreement with the labels ranks the stage's runs as
-their val mIoU does, and the draw-next list against a random choice of photos).
+their val mIoU does, the draw-next list against a random choice of photos, and which runs find a lost class again).
 
     .venv/bin/python experiments/label_table.py experiments/results/labels/coco128-dev_fold*.json
 
@@ -20,6 +20,7 @@ from wsss.cli_common import script_parser
 
 RECOVERIES = {"after_recovered_par": "PAR region", "after_recovered_probability": "probability peak"}
 DRAWS = ((10, "rule10", "random10"), (20, "rule20", "random20"))
+LOST_RUNS = ("seed1", "rule10", "random10", "rule20", "random20")
 
 
 def ranks(values: Sequence[float]) -> list[float]:
@@ -84,8 +85,8 @@ def runs_rows(runs: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
     runs, seed 1 against seed 0, and the draw-next list against random at each K."""
     rows = [
         "| set, fold | runs | Spearman (agreement, val mIoU) | seed 0 -> 1: val mIoU, agreement | "
-        "K=10: rule / random val mIoU | K=20: rule / random val mIoU | lost classes: seed 0, seed 1, rule 10 |",
-        "|---|---|---|---|---|---|---|",
+        "K=10: rule / random val mIoU | K=20: rule / random val mIoU |",
+        "|---|---|---|---|---|---|",
     ]
     for (name, fold), res in sorted(runs.items()):
         r = res.get("runs", {})
@@ -101,11 +102,30 @@ def runs_rows(runs: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
             f"{r[rule]['val_miou']:.2f} / {r[rand]['val_miou']:.2f}" if {rule, rand} <= set(r) else "not run"
             for _, rule, rand in DRAWS
         ]
-        lost = ", ".join(str(len(r[n]["lost"])) if n in r else "-" for n in ("seed0", "seed1", "rule10"))
         rows.append(
             f"| {name} {fold} | {len(names)} | {'n/a' if rho is None else f'{rho:+.2f}'} | {seeds} | "
-            f"{' | '.join(draws)} | {lost} |"
+            f"{' | '.join(draws)} |"
         )
+    return rows
+
+
+def lost_rows(runs: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
+    """What helps a lost class: per fold, the classes lost at seed 0 (no photo drawn), and for each other run how
+    many of them its masks find again and how many classes it loses that seed 0 did not."""
+    rows = [
+        "| set, fold | lost at seed 0 | " + " | ".join(f"{v}: found again, newly lost" for v in LOST_RUNS) + " |",
+        "|---|---|" + "---|" * len(LOST_RUNS),
+    ]
+    for (name, fold), res in sorted(runs.items()):
+        r = res.get("runs", {})
+        if "seed0" not in r:
+            continue
+        lost = set(r["seed0"]["lost"])
+        cells = [
+            f"{len(lost - set(r[v]['lost']))}, {len(set(r[v]['lost']) - lost)}" if v in r else "not run"
+            for v in LOST_RUNS
+        ]
+        rows.append(f"| {name} {fold} | {len(lost)} | " + " | ".join(cells) + " |")
     return rows
 
 
@@ -129,7 +149,7 @@ def main(argv: list[str] | None = None) -> str:
     for path in args.jsons:
         name, fold, is_runs = fold_of(path)
         (runs if is_runs else folds)[(name, fold)] = json.loads(path.read_text())
-    text = "\n".join([*masks_rows(folds), "", *runs_rows(runs), "", *verdicts(runs)])
+    text = "\n".join([*masks_rows(folds), "", *runs_rows(runs), "", *lost_rows(runs), "", *verdicts(runs)])
     print(text)
     return text
 

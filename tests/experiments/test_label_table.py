@@ -43,11 +43,13 @@ def test_the_tables_read_the_experiments_jsons(tmp_path, capsys):
         "after_recovered_par": {"miou_all": 11.0, "labels": labels},
     }
     runs = {"runs": {"seed0": _run(10, 0.7, 2), "seed1": _run(12, 0.9, 1), "rule10": _run(13, 0.95)}}
+    runs["runs"]["seed0"]["lost"], runs["runs"]["seed1"]["lost"] = ["x", "z"], ["x", "y"]  # seed 1 finds z, loses y
     (tmp_path / "s_fold0.json").write_text(json.dumps(fold))
     (tmp_path / "s_fold0_runs.json").write_text(json.dumps(runs))
     text = main([str(tmp_path / "s_fold0.json"), str(tmp_path / "s_fold0_runs.json")])
     assert "| s 0 | 10.00 | 11.50 | 5 | 5 | 3 | 0 | 11.00 | not run |" in text
-    assert "| s 0 | 3 | +1.00 | 10.00 -> 12.00, 0.700 -> 0.900 | not run | not run | 2, 1, 0 |" in text
+    assert "| s 0 | 3 | +1.00 | 10.00 -> 12.00, 0.700 -> 0.900 | not run | not run |" in text
+    assert "| s 0 | 2 | 1, 1 | 2, 0 | not run | not run | not run |" in text
     with pytest.raises(SystemExit, match="not a label_folds.py"):
         main([str(tmp_path / "other.json")])
 
