@@ -64,7 +64,7 @@ def test_the_route_s_check_of_its_masks_against_the_labels_is_a_section_with_the
     assert '<h2 id="labels">Your labels and the masks</h2>' in page
     assert "warning: nano is found in 0 of the 2 masks of the photos labelled with it" in page
     assert "<tr><td>nano</td><td>2</td><td>0</td><td>lost</td></tr>" in page
-    assert "<td>p7</td><td>uno nano</td><td>nano</td>" in page and "not been measured against a random" in page
+    assert "<td>p7</td><td>uno nano</td><td>nano</td>" in page and "not a proven better choice" in page
     # read from the route's summary beside the run by default; none: no section
     (run.parent / "summary.json").write_text(json.dumps({"scores": {"labels": labels}}))
     assert "warning: nano is found in 0" in write_report(run, max_images=0).read_text()

@@ -121,6 +121,7 @@ def _draw_next_html(run: Path) -> str:
     )
     return f"""<h3 id="draw-next">Photos to draw next</h3>
 <p class=note>The first {len(rows)} of {e(ROUTE_DRAW_NEXT_FILE)}: unmasked photos by class coverage, the classes found
-least first, one class after another; within a class, the photos whose mask lacks a labelled class first. This
-order has not been measured against a random choice of photos.</p>
+least first, one class after another; within a class, the photos whose mask lacks a labelled class first. Against
+as many photos drawn at random it did not win on every fold measured
+(docs/labels-and-masks.md#which-photos-to-draw-next): it is an order by class coverage, not a proven better choice.</p>
 <table><tr><th>rank</th><th>photo</th><th>labels</th><th>for class</th><th>why</th></tr>{body}</table>"""
