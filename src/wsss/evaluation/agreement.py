@@ -2,7 +2,8 @@
 how many of each class's labelled photos show the class (a lost class: fewer than half), and which unmasked photos
 to draw next, by class coverage (docs/labels-and-masks.md).
 
-Nothing here chooses a run: the figures describe masks; whether they rank runs is not measured.
+Nothing here chooses a run: the figures describe masks, and they do not rank runs as the runs' scores do
+(docs/labels-and-masks.md#per-class-labelled-in-n-photos-found-in-m-masks).
 """
 
 from __future__ import annotations
