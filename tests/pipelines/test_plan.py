@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from wsss.core.errors import DataError
-from wsss.pipelines import route as route_module
 from wsss.pipelines import route_data, route_values
 from wsss.pipelines.route import Route, plan_route
 from wsss.pipelines.route_values import DataFacts, Plan, RouteOptions
@@ -137,7 +136,7 @@ def test_fewer_train_photos_than_a_presets_batch_lower_the_batch_in_the_plan(tmp
     assert "5 train photos, fewer than the presets' batch: cls 8 -> 5, seg 8 -> 5" in plan.choices["batch"].reason
     assert plan.configs["cls"].train.batch_size == plan.configs["seg"].train.batch_size == 5
     assert "batch" in plan.shown()
-    assert route_module._shown(plan.choices["batch"].value) == "cls 5, seg 5"  # as --plan prints it
+    assert any(line.startswith("route: batch: cls 5, seg 5 (") for line in plan.choice_lines())  # as --plan prints
     # two CUDA devices: a batch each process can split (4 of 5 photos)
     assert set(_batches(_plan_words(tmp_path, train=5, cuda=2)).values()) == {"train.batch_size=4"}
 

@@ -239,8 +239,8 @@ class Route:
         facts = self._read_facts(root, prepares)
         plan = self._make_plan(facts, gpus.cuda_devices(), edited_tags=(root / "tags.csv").is_file())
         self.new_photos = self._check_inputs()
-        for key in plan.shown():
-            self.say(f"route: {key}: {_shown(plan.choices[key].value)} ({plan.choices[key].reason})")
+        for line in plan.choice_lines():
+            self.say(line)
         return plan
 
     def _make_plan(self, facts: DataFacts, cuda_devices: int, edited_tags: bool = False) -> Plan:
@@ -639,16 +639,6 @@ class Route:
     def _summary(self, wall: float) -> RouteResult:
         """``OUT/summary.json`` and the closing lines (``route_summary.summary``)."""
         return route_summary.summary(self, wall)
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return "the preset's"
-    if isinstance(value, tuple):
-        return "/".join(f"{v:g}" for v in value)
-    if isinstance(value, dict):  # a value per training: "cls 5, seg 5"
-        return ", ".join(f"{k} {v}" for k, v in value.items())
-    return str(value)
 
 
 def run_route(opts: RouteOptions, say: Callable[[str], None] | None = None) -> RouteResult | None:

@@ -231,6 +231,10 @@ class Plan:
         """The choices printed, in order."""
         return [k for k in SHOWN_CHOICES if k in self.choices]
 
+    def choice_lines(self) -> list[str]:
+        """The lines ``--plan`` and a run print of the :meth:`shown` choices: each value and its reason."""
+        return [f"route: {k}: {_shown(self.choices[k].value)} ({self.choices[k].reason})" for k in self.shown()]
+
     def to_json(self) -> dict[str, Any]:
         """``OUT/plan.json``."""
         return {
@@ -240,6 +244,17 @@ class Plan:
             "processes": self.processes,
             "data": str(self.facts.root),
         }
+
+
+def _shown(value: Any) -> str:
+    """A choice's value as printed (None: the preset's)."""
+    if value is None:
+        return "the preset's"
+    if isinstance(value, tuple):
+        return "/".join(f"{v:g}" for v in value)
+    if isinstance(value, dict):  # a value per training: "cls 5, seg 5"
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
 
 
 def _jsonable(value: Any) -> Any:
