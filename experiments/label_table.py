@@ -20,7 +20,7 @@ from wsss.cli_common import script_parser
 
 RECOVERIES = {"after_recovered_par": "PAR region", "after_recovered_probability": "probability peak"}
 DRAWS = ((10, "rule10", "random10"), (20, "rule20", "random20"))
-LOST_RUNS = ("seed1", "rule10", "random10", "rule20", "random20")
+LOST_RUNS = ("seed1", *(run for _, rule, rand in DRAWS for run in (rule, rand)))  # the runs beside seed 0
 
 
 def ranks(values: Sequence[float]) -> list[float]:

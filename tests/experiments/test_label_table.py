@@ -20,8 +20,8 @@ def test_ranks_give_ties_their_mean_and_spearman_reads_them():
     assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
 
 
-def _run(val: float, found: float, lost: int = 0) -> dict:
-    return {"val_miou": val, "labelled_found": found, "lost": ["x"] * lost}
+def _run(val: float, found: float, lost: tuple[str, ...] = ()) -> dict:
+    return {"val_miou": val, "labelled_found": found, "lost": list(lost)}
 
 
 def test_the_draw_next_verdict_counts_the_folds_it_beat_random_on():
@@ -42,8 +42,8 @@ def test_the_tables_read_the_experiments_jsons(tmp_path, capsys):
         "after": {"miou_all": 11.5, "labels": {**labels, "masks_naming_an_unlabelled_class": 0}},
         "after_recovered_par": {"miou_all": 11.0, "labels": labels},
     }
-    runs = {"runs": {"seed0": _run(10, 0.7, 2), "seed1": _run(12, 0.9, 1), "rule10": _run(13, 0.95)}}
-    runs["runs"]["seed0"]["lost"], runs["runs"]["seed1"]["lost"] = ["x", "z"], ["x", "y"]  # seed 1 finds z, loses y
+    # seed 1 finds z again and loses y; rule10 finds both again
+    runs = {"runs": {"seed0": _run(10, 0.7, ("x", "z")), "seed1": _run(12, 0.9, ("x", "y")), "rule10": _run(13, 0.95)}}
     (tmp_path / "s_fold0.json").write_text(json.dumps(fold))
     (tmp_path / "s_fold0_runs.json").write_text(json.dumps(runs))
     text = main([str(tmp_path / "s_fold0.json"), str(tmp_path / "s_fold0_runs.json")])
