@@ -12,13 +12,17 @@ Each variant's stage is the route's ``seg`` step with the view changed (``data.t
 masks in place of their pseudo labels, the route's "mixed" stage; with 20 masks the route would choose between
 stages by folds, which is not run here). Its masks are ``wsss predict --labelled-only --crf`` of train and val, as
 the route's; the val mIoU is theirs against the val photos' true masks, the agreement is the mean share of each
-train photo's labelled classes its predicted mask names (every train photo, drawn or not: the same photos for every
-variant). The fold's own route is the variant ``seed0``.
+train photo's labelled classes its predicted mask names, and a class is lost when fewer than half of its labelled
+photos' masks name it. Both over three sets of train photos: every one (``labelled_found``, ``lost``); those no
+variant draws (``common``: the same photos for every run, to rank the runs by); and those this run did not draw
+(``undrawn``: as the route counts, since a drawn photo's mask is the user's). ``uncounted`` names the classes that
+none of a set's photos is labelled with. The fold's own route is the variant ``seed0``.
 
     XDG_CACHE_HOME=... nice -n 5 python experiments/label_runs.py --data-root data/coco128-dev --fold 0/5 \\
         --out runs/labels/coco128-dev --json experiments/results/labels/coco128-dev_fold0_runs.json
 
-Resumable: a variant with a score is not run again.
+Resumable: a variant with a score is not run again; a run scored before ``common`` and ``undrawn`` were is scored
+again from its masks (``--variants ''`` does only that).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from wsss.evaluation.agreement import agreement, classes_found, draw_next  # noq
 from wsss.pipelines.route_labels import photo_labels  # noqa: E402
 
 VARIANTS = ("rule10", "random10", "seed1", "rule20", "random20")  # run in this order: the K=10 pair first
+MOST_DRAWN = 20  # the largest K of VARIANTS: the rule's and the shuffle's first 20 are the photos a variant may draw
 
 
 def drawn_photos(name: str, rule: list[str], shuffled: list[str]) -> list[str]:
@@ -71,19 +76,54 @@ def labelled_masks(seg_dir: Path, log: Path) -> dict[str, Path]:
     for split in ("train", "val"):
         words = ["predict", str(seg_dir), "--split", split, "--labelled-only", "--crf", "--quiet"]
         run_wsss(*words, log=log, in_process=False)
-    return {s: seg_dir / "predictions_crf_labelled" / s for s in ("train", "val")}
+    return {s: predicted(seg_dir, s) for s in ("train", "val")}
 
 
-def run_scores(masks: dict[str, Path], view: Path, train_ids: list[str]) -> dict[str, Any]:
-    """A run's val mIoU in % and its train masks' agreement with the labels (mean share of labels found; lost
-    classes)."""
-    labels = photo_labels(view, ["train"])
-    agreed = agreement(labels, classes_found(masks["train"], train_ids), VOCDataset(view, "train").class_names)
+def predicted(seg_dir: Path, split: str) -> Path:
+    """Where ``wsss predict SEG --split S --labelled-only --crf`` writes its masks."""
+    return seg_dir / "predictions_crf_labelled" / split
+
+
+def undrawn_photos(train_ids: list[str], rule: list[str], shuffled: list[str]) -> list[str]:
+    """The train photos that no variant draws: neither among the rule's first :data:`MOST_DRAWN` nor the shuffle's."""
+    drawable = set(rule[:MOST_DRAWN]) | set(shuffled[:MOST_DRAWN])
+    return [i for i in train_ids if i not in drawable]
+
+
+def agreed(train_masks: Path, view: Path, ids: list[str]) -> dict[str, Any]:
+    """The masks of ``ids`` in ``train_masks`` against their labels: the mean share of labels found, the lost
+    classes, and the train photos' classes that none of ``ids`` is labelled with (``uncounted``)."""
+    every = photo_labels(view, ["train"])
+    labels = {i: c for i, c in every.items() if i in set(ids)}
+    names = VOCDataset(view, "train").class_names
+    res = agreement(labels, classes_found(train_masks, ids), names)
+    uncounted = set().union(*every.values()) - set().union(*labels.values())
+    return {
+        "photos": len(ids),
+        "labelled_found": res["labelled_found"],
+        "lost": res["lost"],
+        "uncounted": [names[c] for c in sorted(uncounted)],
+    }
+
+
+def run_scores(masks: dict[str, Path], view: Path, drawn: list[str], scored: dict[str, list[str]]) -> dict[str, Any]:
+    """A run's val mIoU in % and its train masks' agreement with the labels over each set of train photos of
+    ``scored`` (``all``, ``common``); ``undrawn``, the photos this run did not draw, is added."""
+    sets = {**scored, "undrawn": [i for i in scored["all"] if i not in set(drawn)]}
+    agreements = {name: agreed(masks["train"], view, ids) for name, ids in sets.items()}
+    everything = agreements.pop("all")
     return {
         "val_miou": 100 * evaluate(masks["val"], view, "val").miou,
-        "labelled_found": agreed["labelled_found"],
-        "lost": agreed["lost"],
+        "labelled_found": everything["labelled_found"],
+        "lost": everything["lost"],
+        **agreements,
     }
+
+
+def run_masks(out: Path, name: str) -> dict[str, Path]:
+    """A run's masks of train and val: the fold route's (``after/``, both splits) for ``seed0``, else its stage's."""
+    splits = ("train", "val")
+    return {s: out / "after" if name == "seed0" else predicted(out / "runs" / name / "seg", s) for s in splits}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -104,12 +144,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shuffled = sorted(train_ids)
     random.Random(fold).shuffle(shuffled)
     res: dict[str, Any] = json.loads(Path(args.json).read_text()) if Path(args.json).exists() else {}
-    res.update({"data_root": root, "fold": fold, "folds": folds, "rule": rule[:20], "random": shuffled[:20]})
+    res.update({"data_root": root, "fold": fold, "folds": folds})
+    res.update({"rule": rule[:MOST_DRAWN], "random": shuffled[:MOST_DRAWN]})
     runs = res.setdefault("runs", {})
+    scored = {"all": train_ids, "common": undrawn_photos(train_ids, rule, shuffled)}
     if "seed0" not in runs:
-        masks = {s: after for s in ("train", "val")}
-        runs["seed0"] = {"seed": 0, "drawn": [], **run_scores(masks, fold_view, train_ids)}
-        write_json(args.json, res)
+        runs["seed0"] = {"seed": 0, "drawn": [], **run_scores(run_masks(out, "seed0"), fold_view, [], scored)}
+    for name, run in runs.items():  # scored before there were "common" and "undrawn"
+        if "common" not in run or "undrawn" not in run:
+            run.update(run_scores(run_masks(out, name), fold_view, run["drawn"], scored))
+    write_json(args.json, res)
     for name in [v for v in args.variants.split(",") if v]:
         if name in runs:
             continue
@@ -118,7 +162,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         view = make_view(root, here / "data", {"train": train_ids, "val": val_ids}, [*val_ids, *drawn])
         wall = run_wsss(*stage_words(view, route_out, here / "seg", seed), log=here / "run.log", in_process=False)
         masks = labelled_masks(here / "seg", here / "run.log")
-        runs[name] = {"seed": seed, "drawn": drawn, "stage_s": round(wall, 1), **run_scores(masks, view, train_ids)}
+        scores = run_scores(masks, view, drawn, scored)
+        runs[name] = {"seed": seed, "drawn": drawn, "stage_s": round(wall, 1), **scores}
         write_json(args.json, res)
     return res
 

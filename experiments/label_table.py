@@ -81,17 +81,21 @@ def masks_rows(folds: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
 
 
 def runs_rows(runs: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
-    """(4) and (5): per fold, each run's val mIoU and agreement, the rank correlation of the two over the fold's
-    runs, seed 1 against seed 0, and the draw-next list against random at each K."""
+    """(4) and (5): per fold, the rank correlation of the runs' agreement with their val mIoU (the agreement over the
+    photos no run drew, and over every train photo), seed 1 against seed 0, and the draw-next list against random at
+    each K."""
     rows = [
-        "| set, fold | runs | Spearman (agreement, val mIoU) | seed 0 -> 1: val mIoU, agreement | "
-        "K=10: rule / random val mIoU | K=20: rule / random val mIoU |",
-        "|---|---|---|---|---|---|",
+        "| set, fold | runs | undrawn photos | Spearman (agreement on them, val mIoU) | Spearman (agreement on every "
+        "train photo, val mIoU) | seed 0 -> 1 (none drawn): val mIoU, agreement | K=10: rule / random val mIoU | "
+        "K=20: rule / random val mIoU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for (name, fold), res in sorted(runs.items()):
         r = res.get("runs", {})
         names = sorted(r)
-        rho = spearman([r[n]["labelled_found"] for n in names], [r[n]["val_miou"] for n in names])
+        val = [r[n]["val_miou"] for n in names]
+        rhos = [spearman([scored(r[n], "common")["labelled_found"] for n in names], val)]
+        rhos.append(spearman([r[n]["labelled_found"] for n in names], val))
         seeds = (
             f"{r['seed0']['val_miou']:.2f} -> {r['seed1']['val_miou']:.2f}, "
             f"{r['seed0']['labelled_found']:.3f} -> {r['seed1']['labelled_found']:.3f}"
@@ -102,18 +106,28 @@ def runs_rows(runs: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
             f"{r[rule]['val_miou']:.2f} / {r[rand]['val_miou']:.2f}" if {rule, rand} <= set(r) else "not run"
             for _, rule, rand in DRAWS
         ]
-        rows.append(
-            f"| {name} {fold} | {len(names)} | {'n/a' if rho is None else f'{rho:+.2f}'} | {seeds} | "
-            f"{' | '.join(draws)} |"
-        )
+        photos = scored(r[names[0]], "common")["photos"] if names else "n/a"
+        rho_cells = " | ".join("n/a" if rho is None else f"{rho:+.2f}" for rho in rhos)
+        rows.append(f"| {name} {fold} | {len(names)} | {photos} | {rho_cells} | {seeds} | {' | '.join(draws)} |")
     return rows
 
 
+def scored(run: dict[str, Any], photos: str) -> dict[str, Any]:
+    """A run's agreement over a set of ``label_runs.py``'s train photos: ``common`` (no run drew them) or
+    ``undrawn`` (this run did not draw them)."""
+    if photos not in run:
+        raise SystemExit(f"error: a run has no {photos!r} scores: experiments/label_runs.py --variants '' adds them")
+    return run[photos]
+
+
 def lost_rows(runs: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
-    """What helps a lost class: per fold, the classes lost at seed 0 (no photo drawn), and for each other run how
-    many of them its masks find again and how many classes it loses that seed 0 did not."""
+    """What helps a lost class: per fold, the classes lost at seed 0 (no photo drawn), and for each other run, over
+    the photos it did not draw (as the route counts: a drawn photo's mask is the user's), how many of them its masks
+    find again, how many classes it loses that seed 0 did not, and how many of seed 0's it drew every photo of."""
     rows = [
-        "| set, fold | lost at seed 0 | " + " | ".join(f"{v}: found again, newly lost" for v in LOST_RUNS) + " |",
+        "| set, fold | lost at seed 0 | "
+        + " | ".join(f"{v}: found again, newly lost, every photo drawn" for v in LOST_RUNS)
+        + " |",
         "|---|---|" + "---|" * len(LOST_RUNS),
     ]
     for (name, fold), res in sorted(runs.items()):
@@ -121,10 +135,13 @@ def lost_rows(runs: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
         if "seed0" not in r:
             continue
         lost = set(r["seed0"]["lost"])
-        cells = [
-            f"{len(lost - set(r[v]['lost']))}, {len(set(r[v]['lost']) - lost)}" if v in r else "not run"
-            for v in LOST_RUNS
-        ]
+        cells = []
+        for v in LOST_RUNS:
+            if v not in r:
+                cells.append("not run")
+                continue
+            other, gone = set(scored(r[v], "undrawn")["lost"]), set(scored(r[v], "undrawn")["uncounted"])
+            cells.append(f"{len(lost - other - gone)}, {len(other - lost)}, {len(lost & gone)}")
         rows.append(f"| {name} {fold} | {len(lost)} | " + " | ".join(cells) + " |")
     return rows
 
