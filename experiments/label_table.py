@@ -85,9 +85,9 @@ def runs_rows(runs: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
     photos no run drew, and over every train photo), seed 1 against seed 0, and the draw-next list against random at
     each K."""
     rows = [
-        "| set, fold | runs | undrawn photos | Spearman (agreement on them, val mIoU) | Spearman (agreement on every "
-        "train photo, val mIoU) | seed 0 -> 1 (none drawn): val mIoU, agreement | K=10: rule / random val mIoU | "
-        "K=20: rule / random val mIoU |",
+        "| set, fold | runs | photos no run drew | Spearman (agreement on them, val mIoU) | Spearman (agreement on "
+        "every train photo, val mIoU) | seed 0 -> 1 (none drawn): val mIoU, agreement | K=10: rule / random val mIoU "
+        "| K=20: rule / random val mIoU |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for (name, fold), res in sorted(runs.items()):
