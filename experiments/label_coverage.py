@@ -1,7 +1,8 @@
 """Why the agreement over every train photo fell as masks were drawn: how much of a photo the masks give to a class
 (``foreground``: the mean share of a mask's pixels that are a class, ignored ones left out), against the fold
-route's pseudo labels and the true masks, on each run's drawn photos and on the photos no run drew (``common``). On
-a fold that ``experiments/label_runs.py`` has run:
+route's pseudo labels and the true masks, and the share of the photos' labels the masks name (``labelled_found``,
+the run's and seed 0's), on each run's drawn photos and on the photos no run draws (``label_runs.py``'s
+``common``). On a fold that ``experiments/label_runs.py`` has run:
 
     python experiments/label_coverage.py --data-root data/coco128-dev --fold 0/5 --out runs/labels/coco128-dev \\
         --json experiments/results/labels/coco128-dev_fold0_coverage.json
@@ -22,7 +23,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: its package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.label_folds import fold_parser  # noqa: E402
-from experiments.label_runs import run_masks  # noqa: E402
+from experiments.label_runs import agreed, run_masks, undrawn_photos  # noqa: E402
 from experiments.route_steps import write_json  # noqa: E402
 from wsss.data.voc import VOCDataset  # noqa: E402
 from wsss.utils.io import IGNORE, read_label_png  # noqa: E402
@@ -40,18 +41,18 @@ def foreground_share(folder: Path, ids: list[str]) -> float | None:
 
 
 def coverage(out: Path, runs: dict[str, Any], common: list[str]) -> dict[str, Any]:
-    """Per run: the foreground share of its masks, of the seed-0 route's, of the pseudo labels and of the true
-    masks, on the photos it drew and on the ``common`` photos."""
+    """Per run, on the photos it drew and on the ``common`` photos: the foreground share of its masks, of the seed-0
+    route's, of the pseudo labels and of the true masks; the share of the labels its masks and seed 0's name."""
     sources = {"pseudo": out / "route" / "cls" / "pseudo" / "train", "truth": out / "truth" / "SegmentationClass"}
     seed0 = run_masks(out, "seed0")["train"]
-    rows = {}
+    rows: dict[str, Any] = {}
     for name, run in runs.items():
-        mine = run_masks(out, name)["train"]
-        folders = {"run": mine, "seed0": seed0, **sources}
-        rows[name] = {
-            where: {what: foreground_share(folder, ids) for what, folder in folders.items()}
-            for where, ids in (("drawn", run["drawn"]), ("common", common))
-        }
+        masks = {"run": run_masks(out, name)["train"], "seed0": seed0}
+        rows[name] = {}
+        for where, ids in (("drawn", run["drawn"]), ("common", common)):
+            shares = {what: foreground_share(folder, ids) for what, folder in {**masks, **sources}.items()}
+            found = {what: agreed(folder, out / "data", ids)["labelled_found"] for what, folder in masks.items()}
+            rows[name][where] = {"foreground": shares, "labelled_found": found}
     return rows
 
 
@@ -63,13 +64,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs_json = Path(args.json).with_name(Path(args.json).name.replace("_coverage", "_runs"))
     if not runs_json.is_file():
         raise SystemExit(f"error: {runs_json}: no label_runs.py results beside --json")
-    runs = json.loads(runs_json.read_text())["runs"]
-    drawable = {p for run in runs.values() for p in run["drawn"]}
-    common = [i for i in VOCDataset(out / "data", "train").ids if i not in drawable]
+    scored = json.loads(runs_json.read_text())
+    common = undrawn_photos(VOCDataset(out / "data", "train").ids, scored["rule"], scored["random"])
     res = {"data_root": str(Path(args.data_root).resolve()), "fold": fold, "common_photos": len(common)}
-    res["foreground"] = coverage(out, runs, common)
+    res["runs"] = coverage(out, scored["runs"], common)
     write_json(args.json, res)
-    for name, row in res["foreground"].items():
+    for name, row in res["runs"].items():
         print(name, json.dumps(row))
     return res
 

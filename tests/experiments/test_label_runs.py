@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.label_coverage import foreground_share
+from experiments.label_coverage import coverage, foreground_share
 from experiments.label_folds import label_view, truth_view
 from experiments.label_runs import agreed, run_scores, undrawn_photos
 from wsss.data.voc import VOCDataset
@@ -66,3 +66,24 @@ def test_the_foreground_share_leaves_the_ignored_pixels_out(tmp_path):
     assert foreground_share(tmp_path, ["a"]) == pytest.approx(4 / 12, abs=1e-4)  # rounded to 4 places
     assert foreground_share(tmp_path, ["a", "b"]) == pytest.approx(4 / 24, abs=1e-4)
     assert foreground_share(tmp_path, []) is None
+
+
+def test_coverage_sets_the_runs_masks_against_the_pseudo_labels_and_the_truth(fold, tmp_path):
+    info, masks = fold
+    train = list(info["train_ids"])
+    (tmp_path / "route" / "cls" / "pseudo").mkdir(parents=True)
+    empty = tmp_path / "route" / "cls" / "pseudo" / "train"  # pseudo labels of background alone
+    empty.mkdir()
+    for i in train:
+        save_label_png(empty / f"{i}.png", np.zeros_like(read_label_png(masks / f"{i}.png")))
+    (tmp_path / "after").symlink_to(masks)  # seed 0's masks are the truth
+    runs = {"seed0": {"drawn": []}, "rule10": {"drawn": train[:1]}}
+    predicted = tmp_path / "runs" / "rule10" / "seg" / "predictions_crf_labelled" / "train"
+    predicted.parent.mkdir(parents=True)
+    predicted.symlink_to(empty)  # rule10's masks are all background
+    rows = coverage(tmp_path, runs, train[1:])
+    truth = foreground_share(masks, train[:1])
+    drawn = rows["rule10"]["drawn"]
+    assert truth and drawn["foreground"] == {"run": 0.0, "seed0": truth, "pseudo": 0.0, "truth": truth}
+    assert drawn["labelled_found"] == {"run": 0.0, "seed0": 1.0}
+    assert rows["seed0"]["drawn"]["foreground"]["run"] is None  # it drew none
