@@ -26,6 +26,8 @@ from experiments.label_folds import fold_parser  # noqa: E402
 from experiments.label_runs import agreed, run_masks, undrawn_photos  # noqa: E402
 from experiments.route_steps import write_json  # noqa: E402
 from wsss.data.voc import VOCDataset  # noqa: E402
+from wsss.evaluation.agreement import classes_found  # noqa: E402
+from wsss.pipelines.route_labels import photo_labels  # noqa: E402
 from wsss.utils.io import IGNORE, read_label_png  # noqa: E402
 
 
@@ -45,13 +47,17 @@ def coverage(out: Path, runs: dict[str, Any], common: list[str]) -> dict[str, An
     route's, of the pseudo labels and of the true masks; the share of the labels its masks and seed 0's name."""
     sources = {"pseudo": out / "route" / "cls" / "pseudo" / "train", "truth": out / "truth" / "SegmentationClass"}
     seed0 = run_masks(out, "seed0")["train"]
+    labels, names = photo_labels(out / "data", ["train"]), VOCDataset(out / "data", "train").class_names
     rows: dict[str, Any] = {}
     for name, run in runs.items():
         masks = {"run": run_masks(out, name)["train"], "seed0": seed0}
         rows[name] = {}
         for where, ids in (("drawn", run["drawn"]), ("common", common)):
             shares = {what: foreground_share(folder, ids) for what, folder in {**masks, **sources}.items()}
-            found = {what: agreed(folder, out / "data", ids)["labelled_found"] for what, folder in masks.items()}
+            found = {
+                what: agreed(labels, classes_found(folder, ids), names, ids)["labelled_found"]
+                for what, folder in masks.items()
+            }
             rows[name][where] = {"foreground": shares, "labelled_found": found}
     return rows
 
@@ -64,10 +70,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs_json = Path(args.json).with_name(Path(args.json).name.replace("_coverage", "_runs"))
     if not runs_json.is_file():
         raise SystemExit(f"error: {runs_json}: no label_runs.py results beside --json")
-    scored = json.loads(runs_json.read_text())
-    common = undrawn_photos(VOCDataset(out / "data", "train").ids, scored["rule"], scored["random"])
+    results = json.loads(runs_json.read_text())
+    common = undrawn_photos(VOCDataset(out / "data", "train").ids, results["rule"], results["random"])
     res = {"data_root": str(Path(args.data_root).resolve()), "fold": fold, "common_photos": len(common)}
-    res["runs"] = coverage(out, scored["runs"], common)
+    res["runs"] = coverage(out, results["runs"], common)
     write_json(args.json, res)
     for name, row in res["runs"].items():
         print(name, json.dumps(row))

@@ -90,14 +90,12 @@ def undrawn_photos(train_ids: list[str], rule: list[str], shuffled: list[str]) -
     return [i for i in train_ids if i not in drawable]
 
 
-def agreed(train_masks: Path, view: Path, ids: list[str]) -> dict[str, Any]:
-    """The masks of ``ids`` in ``train_masks`` against their labels: the mean share of labels found, the lost
-    classes, and the train photos' classes that none of ``ids`` is labelled with (``uncounted``)."""
-    every = photo_labels(view, ["train"])
-    labels = {i: c for i, c in every.items() if i in set(ids)}
-    names = VOCDataset(view, "train").class_names
-    res = agreement(labels, classes_found(train_masks, ids), names)
-    uncounted = set().union(*every.values()) - set().union(*labels.values())
+def agreed(labels: dict[str, set[int]], found: dict[str, set[int]], names: list[str], ids: list[str]) -> dict[str, Any]:
+    """The masks of ``ids`` (``found``: each photo's classes) against their ``labels``: the mean share of labels
+    found, the lost classes, and the labelled classes that none of ``ids`` is labelled with (``uncounted``)."""
+    mine = {i: labels[i] for i in ids}
+    res = agreement(mine, {i: found[i] for i in ids}, names)
+    uncounted = set().union(*labels.values()) - set().union(*mine.values())
     return {
         "photos": len(ids),
         "labelled_found": res["labelled_found"],
@@ -106,17 +104,21 @@ def agreed(train_masks: Path, view: Path, ids: list[str]) -> dict[str, Any]:
     }
 
 
-def run_scores(masks: dict[str, Path], view: Path, drawn: list[str], scored: dict[str, list[str]]) -> dict[str, Any]:
-    """A run's val mIoU in % and its train masks' agreement with the labels over each set of train photos of
-    ``scored`` (``all``, ``common``); ``undrawn``, the photos this run did not draw, is added."""
-    sets = {**scored, "undrawn": [i for i in scored["all"] if i not in set(drawn)]}
-    agreements = {name: agreed(masks["train"], view, ids) for name, ids in sets.items()}
-    everything = agreements.pop("all")
+def run_scores(
+    masks: dict[str, Path], view: Path, train_ids: list[str], common: list[str], drawn: list[str]
+) -> dict[str, Any]:
+    """A run's val mIoU in % and its train masks' agreement with the labels over every train photo, over the
+    ``common`` ones and over those it did not draw (``undrawn``); each mask read once."""
+    labels, names = photo_labels(view, ["train"]), VOCDataset(view, "train").class_names
+    found = classes_found(masks["train"], train_ids)
+    everything = agreed(labels, found, names, train_ids)
+    undrawn = [i for i in train_ids if i not in set(drawn)]
     return {
         "val_miou": 100 * evaluate(masks["val"], view, "val").miou,
         "labelled_found": everything["labelled_found"],
         "lost": everything["lost"],
-        **agreements,
+        "common": agreed(labels, found, names, common),
+        "undrawn": agreed(labels, found, names, undrawn),
     }
 
 
@@ -147,12 +149,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res.update({"data_root": root, "fold": fold, "folds": folds})
     res.update({"rule": rule[:MOST_DRAWN], "random": shuffled[:MOST_DRAWN]})
     runs = res.setdefault("runs", {})
-    scored = {"all": train_ids, "common": undrawn_photos(train_ids, rule, shuffled)}
+    common = undrawn_photos(train_ids, rule, shuffled)
     if "seed0" not in runs:
-        runs["seed0"] = {"seed": 0, "drawn": [], **run_scores(run_masks(out, "seed0"), fold_view, [], scored)}
+        runs["seed0"] = {
+            "seed": 0,
+            "drawn": [],
+            **run_scores(run_masks(out, "seed0"), fold_view, train_ids, common, []),
+        }
     for name, run in runs.items():  # scored before there were "common" and "undrawn"
         if "common" not in run or "undrawn" not in run:
-            run.update(run_scores(run_masks(out, name), fold_view, run["drawn"], scored))
+            run.update(run_scores(run_masks(out, name), fold_view, train_ids, common, run["drawn"]))
     write_json(args.json, res)
     for name in [v for v in args.variants.split(",") if v]:
         if name in runs:
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         view = make_view(root, here / "data", {"train": train_ids, "val": val_ids}, [*val_ids, *drawn])
         wall = run_wsss(*stage_words(view, route_out, here / "seg", seed), log=here / "run.log", in_process=False)
         masks = labelled_masks(here / "seg", here / "run.log")
-        scores = run_scores(masks, view, drawn, scored)
+        scores = run_scores(masks, view, train_ids, common, drawn)
         runs[name] = {"seed": seed, "drawn": drawn, "stage_s": round(wall, 1), **scores}
         write_json(args.json, res)
     return res

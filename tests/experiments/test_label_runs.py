@@ -12,6 +12,7 @@ from experiments.label_coverage import coverage, foreground_share
 from experiments.label_folds import label_view, truth_view
 from experiments.label_runs import agreed, run_scores, undrawn_photos
 from wsss.data.voc import VOCDataset
+from wsss.evaluation.agreement import classes_found
 from wsss.pipelines.route_labels import photo_labels
 from wsss.utils.io import IGNORE, read_label_png, save_label_png
 
@@ -42,7 +43,7 @@ def test_a_drawn_photos_mask_counts_over_every_photo_and_not_over_the_undrawn(fo
     gone = int(next(c for c in np.unique(label) if c not in (0, IGNORE)))
     label[label == gone] = 0  # the drawn photo's predicted mask misses one of its labels
     save_label_png(masks / f"{drawn}.png", label)
-    res = run_scores({"train": masks, "val": masks}, view, [drawn], {"all": train, "common": train[2:]})
+    res = run_scores({"train": masks, "val": masks}, view, train, train[2:], [drawn])
     assert res["val_miou"] == pytest.approx(100.0)
     assert res["labelled_found"] < 1 and res["undrawn"]["labelled_found"] == pytest.approx(1.0)
     assert (res["undrawn"]["photos"], res["common"]["photos"]) == (len(train) - 1, len(train) - 2)
@@ -52,9 +53,11 @@ def test_a_class_no_photo_of_the_set_is_labelled_with_is_uncounted(fold):
     info, masks = fold
     view, train = Path(info["view"]), list(info["train_ids"])
     labels, names = photo_labels(view, ["train"]), VOCDataset(view, "train").class_names
-    res = agreed(masks, view, train[:1])
+    res = agreed(labels, classes_found(masks, train), names, train[:1])
     expected = set().union(*labels.values()) - labels[train[0]]
+    assert expected  # the other photos are labelled with a class the first is not
     assert res["uncounted"] == [names[c] for c in sorted(expected)] and res["lost"] == []
+    assert agreed(labels, classes_found(masks, train), names, train)["uncounted"] == []
 
 
 def test_the_foreground_share_leaves_the_ignored_pixels_out(tmp_path):
