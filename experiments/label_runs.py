@@ -111,8 +111,9 @@ def run_scores(
     ``common`` ones and over those it did not draw (``undrawn``); each mask read once."""
     labels, names = photo_labels(view, ["train"]), VOCDataset(view, "train").class_names
     found = classes_found(masks["train"], train_ids)
+    drawn_set = set(drawn)
     everything = agreed(labels, found, names, train_ids)
-    undrawn = [i for i in train_ids if i not in set(drawn)]
+    undrawn = [i for i in train_ids if i not in drawn_set]
     return {
         "val_miou": 100 * evaluate(masks["val"], view, "val").miou,
         "labelled_found": everything["labelled_found"],
