@@ -199,9 +199,10 @@ def test_sigterm_to_predict_ends_its_crf_workers(trained, tmp_path):
 
 
 def test_sigterm_to_cam_with_workers_ends_its_ranks(trained, tmp_path):
-    # six passes at 8x (512 px) per image: seconds of work per rank, so the signal finds the ranks at work (at
-    # the run's own scales the CAMs could end within the second the test waits, and a finished command exits 0)
-    scales = ["--scales", "8,8,8,8,8,8"]
+    # twelve passes at 16x (1024 px) per image: many seconds of work per rank, so the signal finds the ranks at
+    # work (with less, under a loaded test session the CAMs could end within the second the test waits, and a
+    # finished command exits 0)
+    scales = ["--scales", ",".join(["16"] * 12)]
     cmd = [
         sys.executable,
         "-m",
